@@ -1,0 +1,268 @@
+//! The command line, as types only.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::model::{Driver, RunStatus};
+
+/// Provenance and incident response for BuildKit build caches.
+///
+/// Exit status: 0 success, 1 findings or partial failure, 2 usage error or bad input,
+/// 3 store unusable (locked, unreadable, newer schema), 4 remote service unreachable,
+/// 5 refused by policy, 70 internal error. `wrap` exits with its command's own status.
+#[derive(Debug, Parser)]
+#[command(name = "cachewarden", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// The provenance database [default: $XDG_DATA_HOME/cachewarden/cachewarden.db]
+    #[arg(long, global = true, env = "CACHEWARDEN_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// The config file [default: $XDG_CONFIG_HOME/cachewarden/config.toml]
+    #[arg(long, global = true, env = "CACHEWARDEN_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Print only errors.
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more detail on stderr.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    /// Hide progress bars.
+    #[arg(long, global = true, env = "CACHEWARDEN_NO_PROGRESS")]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Record one build's provenance (the CI hook).
+    Record(RecordArgs),
+    /// Run a `docker build` or `docker push` command and record what it did.
+    Wrap(WrapArgs),
+    /// Import provenance from a JSON Lines file (`-` for stdin).
+    Import(ImportArgs),
+    /// Export the whole store as JSON Lines.
+    Export(ExportArgs),
+    /// Find everything downstream of a compromised pipeline, run, cache, mount, builder or image.
+    Trace(TraceArgs),
+    /// Record that a mount cache or a builder's cache was purged outside cachewarden.
+    MarkPurged(MarkPurgedArgs),
+    /// Generate synthetic fleet histories and measure (for benchmarks).
+    #[command(hide = true)]
+    Bench(BenchArgs),
+}
+
+/// Output formats for commands that print one result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Text for people.
+    #[default]
+    Text,
+    /// JSON with a schema under `schema/`.
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct RecordArgs {
+    /// The pipeline (CI workflow or project pipeline) [default: from the CI environment]
+    #[arg(long, value_name = "NAME")]
+    pub pipeline: Option<String>,
+    /// The CI run id with its attempt [default: from the CI environment]
+    #[arg(long = "run", value_name = "ID")]
+    pub run_id: Option<String>,
+    /// Tells apart several builds of one CI job [default: Dockerfile path and target]
+    #[arg(long, value_name = "NAME")]
+    pub step: Option<String>,
+    /// The project the pipeline builds.
+    #[arg(long, value_name = "NAME")]
+    pub project: Option<String>,
+    /// The pipeline's trust level (`untrusted`, `internal`, `release`, or the config's list).
+    #[arg(long, value_name = "LEVEL")]
+    pub trust_level: Option<String>,
+    /// The builder [env: CACHEWARDEN_BUILDER; default: derived from DOCKER_HOST or the docker context]
+    #[arg(long, value_name = "NAME")]
+    pub builder: Option<String>,
+    /// The builder's driver.
+    #[arg(long, value_enum, value_name = "DRIVER")]
+    pub driver: Option<Driver>,
+    /// The commit that was built.
+    #[arg(long, value_name = "SHA")]
+    pub commit: Option<String>,
+    /// The git ref that was built.
+    #[arg(long, value_name = "REF")]
+    pub git_ref: Option<String>,
+    /// When the build started (RFC 3339) [default: the finish time]
+    #[arg(long, value_name = "TIME")]
+    pub started_at: Option<String>,
+    /// When the build finished (RFC 3339) [default: now]
+    #[arg(long, value_name = "TIME")]
+    pub finished_at: Option<String>,
+    /// The build's outcome.
+    #[arg(long, value_enum, default_value_t = RunStatus::Succeeded)]
+    pub status: RunStatus,
+    /// A cache the build imported, in any form buildx accepts.
+    #[arg(long, value_name = "REF")]
+    pub cache_from: Vec<String>,
+    /// A cache the build exported, in any form buildx accepts.
+    #[arg(long, value_name = "REF")]
+    pub cache_to: Vec<String>,
+    /// An image the build produced.
+    #[arg(long, value_name = "REF")]
+    pub image: Vec<String>,
+    /// A base image the build used.
+    #[arg(long, value_name = "REF")]
+    pub base_image: Vec<String>,
+    /// A cache mount the build used: `ID[,readonly]`.
+    #[arg(long = "mount", value_name = "ID")]
+    pub mounts: Vec<String>,
+    /// The Dockerfile that was built: its cache mounts and base images are recorded.
+    #[arg(long, value_name = "PATH")]
+    pub dockerfile: Option<PathBuf>,
+    /// The Dockerfile target stage.
+    #[arg(long, value_name = "STAGE")]
+    pub target: Option<String>,
+    /// A build argument, as given to the build: `KEY=VALUE`.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub build_arg: Vec<String>,
+    /// The JSON that `docker buildx build --metadata-file` wrote.
+    #[arg(long, value_name = "PATH")]
+    pub metadata_file: Option<PathBuf>,
+    /// Resolve references given by tag to digests through the registry.
+    #[arg(long)]
+    pub resolve: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct WrapArgs {
+    #[command(flatten)]
+    pub record: RecordArgs,
+    /// Run the build even though a cache or base image it uses is tainted in an open incident.
+    #[arg(long)]
+    pub allow_tainted: bool,
+    /// The command to run: `docker build ...`, `docker buildx build ...` or `docker push REF`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The JSON Lines file (`-` for stdin); format in `schema/provenance-line.schema.json`.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Lines per transaction.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Write to this file instead of stdout.
+    #[arg(long, short, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum TraceFormat {
+    /// Counts per kind, then the tainted entities with when and how each became tainted.
+    #[default]
+    Text,
+    /// JSON, shape in `schema/trace.schema.json`.
+    Json,
+    /// Graphviz of the blast-radius subgraph, seeds highlighted.
+    Dot,
+}
+
+/// Seeds of a trace; several may be combined.
+#[derive(Debug, Clone, Default, Args)]
+pub struct SeedArgs {
+    /// Runs of this pipeline whose start lies in `--since`/`--until`.
+    #[arg(long, value_name = "NAME")]
+    pub pipeline: Vec<String>,
+    /// A run: `pipeline/run[/step]`.
+    #[arg(long = "run", value_name = "PIPELINE/RUN[/STEP]")]
+    pub runs: Vec<String>,
+    /// A cache ref by digest, or a tag meaning every digest recorded for it.
+    #[arg(long, value_name = "REF")]
+    pub cache_ref: Vec<String>,
+    /// A mount cache: `BUILDER:ID` (the Dockerfile id or its LLB form).
+    #[arg(long, value_name = "BUILDER:ID")]
+    pub mount: Vec<String>,
+    /// A builder whose local cache is compromised.
+    #[arg(long, value_name = "NAME")]
+    pub builder: Vec<String>,
+    /// An image by digest: `REF@DIGEST`.
+    #[arg(long, value_name = "REF@DIGEST")]
+    pub image: Vec<String>,
+    /// Lower bound (RFC 3339, inclusive) of the seed window.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Upper bound (RFC 3339, inclusive) of the seed window.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    #[command(flatten)]
+    pub seeds: SeedArgs,
+    /// Ignore time: the conservative closure, a superset of the time-aware one.
+    #[arg(long)]
+    pub ignore_time: bool,
+    /// Print the shortest chain of evidence from a seed to this entity.
+    #[arg(long, value_name = "ENTITY")]
+    pub explain: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: TraceFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct MarkPurgedArgs {
+    /// The builder.
+    #[arg(long, value_name = "NAME")]
+    pub builder: String,
+    /// The mount id that was emptied; without it, the builder's whole cache was pruned.
+    #[arg(long, value_name = "ID")]
+    pub mount: Option<String>,
+    /// When it happened (RFC 3339) [default: now]
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Write a synthetic fleet history as JSON Lines.
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[arg(long, default_value_t = 1_000_000)]
+    pub runs: usize,
+    #[arg(long, default_value_t = 5_000)]
+    pub pipelines: usize,
+    #[arg(long, default_value_t = 200)]
+    pub builders: usize,
+    #[arg(long, default_value_t = 50_000)]
+    pub mounts: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write here instead of stdout.
+    #[arg(long, short, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+}

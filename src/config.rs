@@ -1,0 +1,217 @@
+//! The config file: builders, registries, trust levels and the purge scope.
+//!
+//! Found by `--config`, then `CACHEWARDEN_CONFIG` (both arrive through clap), then
+//! `$XDG_CONFIG_HOME/cachewarden/config.toml` (or `~/.config/...`). A missing file at the
+//! default location is an empty config; a missing file that was named explicitly is an error.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::model::Driver;
+
+/// The default trust levels, lowest first.
+pub const DEFAULT_TRUST_LEVELS: [&str; 3] = ["untrusted", "internal", "release"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config `{path}`{}: {message}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Trust levels, lowest first.
+    #[serde(default)]
+    pub trust_levels: Option<Vec<String>>,
+    #[serde(default, rename = "builder")]
+    pub builders: Vec<BuilderConfig>,
+    #[serde(default, rename = "registry")]
+    pub registries: Vec<RegistryConfig>,
+    /// Where the file was read from, for messages.
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuilderConfig {
+    pub name: String,
+    #[serde(default)]
+    pub driver: Option<Driver>,
+    /// `unix:///path`, `tcp://host:port`.
+    pub endpoint: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// `host[:port]` as references name it.
+    pub host: String,
+    /// Talk plain HTTP instead of TLS.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Where credentials come from.
+    #[serde(default)]
+    pub credentials: CredentialSource,
+}
+
+/// Where registry credentials come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialSource {
+    /// `~/.docker/config.json` (or `$DOCKER_CONFIG`), including credential helpers.
+    #[default]
+    DockerConfig,
+    /// No credentials.
+    Anonymous,
+}
+
+impl Config {
+    /// Loads the config: `explicit` is `--config` / `CACHEWARDEN_CONFIG`.
+    pub fn load(explicit: Option<&Path>) -> Result<Self, ConfigError> {
+        let (path, required) = match explicit {
+            Some(path) => (path.to_path_buf(), true),
+            None => match default_path() {
+                Some(path) => (path, false),
+                None => return Ok(Self::default()),
+            },
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) if !required && err.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Self::default());
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        Self::parse(&text, &path)
+    }
+
+    /// Parses config text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let mut config: Self = toml::from_str(text).map_err(|err| {
+            let line = err
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                message: err.message().to_owned(),
+            }
+        })?;
+        config.path = Some(path.to_path_buf());
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: self.path.clone().unwrap_or_default(),
+            line: None,
+            message,
+        };
+        if let Some(levels) = &self.trust_levels {
+            if levels.is_empty() {
+                return Err(invalid("`trust_levels` is empty".into()));
+            }
+            for (i, level) in levels.iter().enumerate() {
+                if levels[..i].contains(level) {
+                    return Err(invalid(format!("`trust_levels` names `{level}` twice")));
+                }
+            }
+        }
+        for (i, builder) in self.builders.iter().enumerate() {
+            if self.builders[..i].iter().any(|b| b.name == builder.name) {
+                return Err(invalid(format!("`builder` `{}` is defined twice", builder.name)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Trust levels, lowest first.
+    pub fn trust_levels(&self) -> Vec<String> {
+        match &self.trust_levels {
+            Some(levels) => levels.clone(),
+            None => DEFAULT_TRUST_LEVELS.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    /// The rank of a trust level (0 is lowest), or `None` when the config does not know it.
+    pub fn trust_rank(&self, level: &str) -> Option<usize> {
+        self.trust_levels().iter().position(|l| l == level)
+    }
+
+    pub fn builder(&self, name: &str) -> Option<&BuilderConfig> {
+        self.builders.iter().find(|b| b.name == name)
+    }
+
+    pub fn registry(&self, host: &str) -> Option<&RegistryConfig> {
+        self.registries.iter().find(|r| r.host == host)
+    }
+}
+
+fn default_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("cachewarden").join("config.toml"))
+}
+
+/// The default database location: `$XDG_DATA_HOME/cachewarden/cachewarden.db`.
+pub fn default_db_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+    Some(base.join("cachewarden").join("cachewarden.db"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_builders_registries_and_levels() {
+        let config = Config::parse(
+            r#"
+trust_levels = ["fork", "branch", "main"]
+
+[[builder]]
+name = "ci-1"
+driver = "docker"
+endpoint = "unix:///run/docker.sock"
+
+[[registry]]
+host = "localhost:5000"
+insecure = true
+credentials = "anonymous"
+"#,
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.trust_rank("branch"), Some(1));
+        assert_eq!(config.builder("ci-1").unwrap().driver, Some(Driver::Docker));
+        assert!(config.registry("localhost:5000").unwrap().insecure);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let err = Config::parse("[[builder]]\nname = \"a\"\nendpoint = \"x\"\nbogus = 1\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`c.toml` line 4"), "{err}");
+        assert!(err.contains("bogus"), "{err}");
+    }
+}

@@ -1,0 +1,91 @@
+//! Exit statuses and the typed errors that choose them.
+//!
+//! Core modules return typed errors ([`InputError`], [`crate::store::StoreError`], ...).
+//! Commands wrap them with `anyhow::Context`; [`exit_status_of`] walks the chain to find the
+//! most specific kind.
+
+use std::io;
+
+/// The documented exit statuses of every command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitStatus {
+    /// Success: the command did what it was asked (an empty result is still success).
+    Success = 0,
+    /// Findings or partial failure: an audit found something, a purge left actions failed.
+    Findings = 1,
+    /// Usage error or bad input: malformed JSON, an invalid reference, digest or time, a
+    /// missing file, an invalid config, an unknown pipeline or run.
+    BadInput = 2,
+    /// The store cannot be used: locked beyond the busy timeout, unreadable, or written by a
+    /// newer cachewarden.
+    Store = 3,
+    /// A remote service (registry, Docker Engine, BuildKit) could not be reached or refused.
+    Remote = 4,
+    /// Refused by policy: out of scope, or a tainted input while an incident is open.
+    Refused = 5,
+    /// A bug or an unexpected environment failure.
+    Internal = 70,
+}
+
+/// Bad input from the user: a file, a flag, a line of JSON. The message names the value and
+/// where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl InputError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::Invalid(message.into())
+    }
+}
+
+/// A remote service failed in a way that retrying now will not fix.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RemoteError(pub String);
+
+/// A policy refused the action.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RefusedError(pub String);
+
+/// Picks the exit status for an error by the most specific typed error in its chain.
+pub fn exit_status_of(err: &anyhow::Error) -> ExitStatus {
+    for cause in err.chain() {
+        if cause.is::<InputError>()
+            || cause.is::<crate::model::ParseError>()
+            || cause.is::<crate::config::ConfigError>()
+            || cause.is::<crate::ingest::IngestError>()
+        {
+            return ExitStatus::BadInput;
+        }
+        if let Some(store) = cause.downcast_ref::<crate::store::StoreError>() {
+            return store.exit_status();
+        }
+        if cause.is::<RemoteError>() {
+            return ExitStatus::Remote;
+        }
+        if cause.is::<RefusedError>() {
+            return ExitStatus::Refused;
+        }
+    }
+    ExitStatus::Internal
+}
+
+/// A closed stdout (`cachewarden trace | head`) ends the command quietly.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}

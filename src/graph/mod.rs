@@ -1,0 +1,2 @@
+//! Taint traversal over the provenance graph. Pure: it reads through [`Source`] and does no IO
+//! of its own.

@@ -1,0 +1,24 @@
+//! The `cachewarden` executable: parse, run, map the outcome to an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cachewarden::cli::Cli;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::from(cachewarden::ExitStatus::Internal as u8);
+        }
+    };
+    let status = runtime.block_on(cachewarden::run(cli));
+    ExitCode::from(status as u8)
+}

@@ -1,0 +1,605 @@
+//! Domain types shared by the hook, the store and the trace: digests, references, mounts,
+//! cache specs and the record of one build.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::time::Micros;
+
+/// A value that does not parse, with the flag or field it came from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} `{value}`: {reason}")]
+pub struct ParseError {
+    pub what: String,
+    pub value: String,
+    pub reason: String,
+}
+
+impl ParseError {
+    pub fn new(what: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            what: what.into(),
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A content digest, `algorithm:hex`. Only `sha256` and `sha512` are accepted: they are the
+/// algorithms the OCI image spec registers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Digest(String);
+
+impl Digest {
+    pub fn parse(value: &str, what: &str) -> Result<Self, ParseError> {
+        let (algorithm, hex) = value
+            .split_once(':')
+            .ok_or_else(|| ParseError::new(what, value, "expected `sha256:<64 hex digits>`"))?;
+        let len = match algorithm {
+            "sha256" => 64,
+            "sha512" => 128,
+            _ => {
+                return Err(ParseError::new(
+                    what,
+                    value,
+                    format!("unsupported digest algorithm `{algorithm}`"),
+                ));
+            }
+        };
+        if hex.len() != len || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(ParseError::new(
+                what,
+                value,
+                format!("expected {len} lowercase hex digits after `{algorithm}:`"),
+            ));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for Digest {
+    type Error = ParseError;
+    fn try_from(value: String) -> Result<Self, ParseError> {
+        Self::parse(&value, "digest")
+    }
+}
+
+impl From<Digest> for String {
+    fn from(d: Digest) -> String {
+        d.0
+    }
+}
+
+/// Docker Hub's registry host as references name it after normalization.
+pub const DOCKER_HUB: &str = "docker.io";
+
+/// An image or cache reference, normalized the way Docker normalizes it: a missing registry is
+/// `docker.io`, a one-part Docker Hub repository gains `library/`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ImageRef {
+    pub registry: String,
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<Digest>,
+}
+
+impl ImageRef {
+    /// Parses `[registry/]repository[:tag][@digest]`; `what` names the flag or field.
+    pub fn parse(value: &str, what: &str) -> Result<Self, ParseError> {
+        let err = |reason: &str| ParseError::new(what, value, reason.to_owned());
+        if value.is_empty() {
+            return Err(err("empty reference"));
+        }
+        if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(err("references contain no white space"));
+        }
+        let (rest, digest) = match value.split_once('@') {
+            Some((rest, digest)) => (rest, Some(Digest::parse(digest, what)?)),
+            None => (value, None),
+        };
+        // A tag follows the last colon after the last slash; an earlier colon is a port.
+        let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match rest[last_slash..].rfind(':') {
+            Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+            None => (rest, None),
+        };
+        if let Some(tag) = tag {
+            let valid = !tag.is_empty()
+                && tag.len() <= 128
+                && tag.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && tag.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+            if !valid {
+                return Err(err("invalid tag"));
+            }
+        }
+        let (registry, repository) = match name.split_once('/') {
+            Some((first, path))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
+                (first.to_owned(), path.to_owned())
+            }
+            _ => (DOCKER_HUB.to_owned(), name.to_owned()),
+        };
+        let registry = if registry == "index.docker.io" || registry == "registry-1.docker.io" {
+            DOCKER_HUB.to_owned()
+        } else {
+            registry
+        };
+        let repository = if registry == DOCKER_HUB && !repository.contains('/') {
+            format!("library/{repository}")
+        } else {
+            repository
+        };
+        if repository.is_empty()
+            || repository.split('/').any(|part| {
+                part.is_empty()
+                    || !part
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
+                    || !part.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            })
+        {
+            return Err(err("repository must be lowercase path components of [a-z0-9._-]"));
+        }
+        Ok(Self {
+            registry,
+            repository,
+            tag: tag.map(str::to_owned),
+            digest,
+        })
+    }
+
+    /// `registry/repository`, the unit registry deletes work in.
+    pub fn locator(&self) -> String {
+        format!("{}/{}", self.registry, self.repository)
+    }
+
+    pub fn with_digest(&self, digest: Digest) -> Self {
+        Self {
+            digest: Some(digest),
+            ..self.clone()
+        }
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.registry, self.repository)?;
+        if let Some(tag) = &self.tag {
+            write!(f, ":{tag}")?;
+        }
+        if let Some(digest) = &self.digest {
+            write!(f, "@{digest}")?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for ImageRef {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        Self::parse(s, "reference")
+    }
+}
+
+/// Outcome of a build.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    #[default]
+    Succeeded,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// How BuildKit's builder is driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Driver {
+    /// The BuildKit embedded in a Docker Engine.
+    Docker,
+    /// A standalone `buildkitd`.
+    Buildkitd,
+    /// buildx's `docker-container` driver.
+    DockerContainer,
+}
+
+impl Driver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Docker => "docker",
+            Self::Buildkitd => "buildkitd",
+            Self::DockerContainer => "docker-container",
+        }
+    }
+}
+
+/// A cache mount's `sharing` mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sharing {
+    #[default]
+    Shared,
+    Private,
+    Locked,
+}
+
+impl Sharing {
+    pub fn parse(value: &str, what: &str) -> Result<Self, ParseError> {
+        match value {
+            "shared" => Ok(Self::Shared),
+            "private" => Ok(Self::Private),
+            "locked" => Ok(Self::Locked),
+            _ => Err(ParseError::new(what, value, "expected `shared`, `private` or `locked`")),
+        }
+    }
+}
+
+/// One use of a cache mount by a build step, as the Dockerfile or provenance describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MountUse {
+    /// The mount id as the Dockerfile says it: `id=`, else the cleaned target path.
+    pub id: String,
+    /// `BUILDKIT_CACHE_MOUNT_NS`, empty by default.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default)]
+    pub sharing: Sharing,
+    #[serde(default)]
+    pub readonly: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+}
+
+/// Cleans a path the way Go's `path.Clean` does, which is how BuildKit derives a default
+/// mount id from the target.
+pub fn clean_path(path: &str) -> String {
+    let rooted = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.last().is_some_and(|p| *p != "..") {
+                    parts.pop();
+                } else if !rooted {
+                    parts.push("..");
+                }
+            }
+            _ => parts.push(part),
+        }
+    }
+    let joined = parts.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_owned(),
+        (false, false) => joined,
+    }
+}
+
+/// Turns a mount id from any input into the Dockerfile form.
+///
+/// The LLB form that provenance shows is `<namespace>/<id>`: with the default empty namespace
+/// a default id becomes `//root/.cache/pip` and a custom id `pip` becomes `/pip`. Given the
+/// namespace, this strips it; `llb` says whether the value is known to be in LLB form.
+pub fn normalize_mount_id(value: &str, namespace: &str, llb: bool) -> String {
+    if llb {
+        let prefix = format!("{namespace}/");
+        if let Some(rest) = value.strip_prefix(&prefix) {
+            return rest.to_owned();
+        }
+        return value.to_owned();
+    }
+    // A Dockerfile id needs no change, except that `//x` can only be the LLB form of `/x`.
+    match value.strip_prefix("//") {
+        Some(rest) if namespace.is_empty() => format!("/{rest}"),
+        _ => value.to_owned(),
+    }
+}
+
+/// A `--cache-from` / `--cache-to` entry, in every form buildx accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum CacheSpec {
+    /// `type=registry,ref=...` or a plain reference.
+    Registry {
+        reference: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<String>,
+    },
+    /// `type=inline`: the cache travels in the pushed image's config.
+    Inline,
+    /// `type=gha,scope=...`.
+    Gha { scope: String },
+    /// `type=local,src=...` or `dest=...`.
+    Local { path: String },
+    /// `type=s3,bucket=...,name=...` (and region, prefix).
+    S3 { key: String },
+    /// `type=azblob,account_url=...,name=...`.
+    Azblob { key: String },
+}
+
+/// Which kind of artifact a recorded cache or image is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// A manifest in an OCI registry: `locator` is `registry/repository`, `digest` is set.
+    Registry,
+    /// A local image on a builder, known only by its id: `locator` is the builder name.
+    LocalImage,
+    Gha,
+    Local,
+    S3,
+    Azblob,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Registry => "registry",
+            Self::LocalImage => "local-image",
+            Self::Gha => "gha",
+            Self::Local => "local",
+            Self::S3 => "s3",
+            Self::Azblob => "azblob",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "registry" => Self::Registry,
+            "local-image" => Self::LocalImage,
+            "gha" => Self::Gha,
+            "local" => Self::Local,
+            "s3" => Self::S3,
+            "azblob" => Self::Azblob,
+            _ => return None,
+        })
+    }
+}
+
+/// An artifact a build can read or write: a registry manifest (cache or image), a local image,
+/// or a non-registry cache entry. Identity is (backend, locator, digest, key).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Artifact {
+    pub backend: Backend,
+    /// `registry/repository` for registry artifacts, the builder for local images, the
+    /// bucket/account/path for other caches.
+    pub locator: String,
+    /// The manifest digest (registry), image id (local image), or empty.
+    pub digest: Option<Digest>,
+    /// The scope or key for non-registry caches, empty otherwise.
+    pub key: String,
+    /// A tag seen pointing at it when it was recorded.
+    pub tag: Option<String>,
+}
+
+impl Artifact {
+    pub fn registry(reference: &ImageRef) -> Self {
+        Self {
+            backend: Backend::Registry,
+            locator: reference.locator(),
+            digest: reference.digest.clone(),
+            key: String::new(),
+            tag: reference.tag.clone(),
+        }
+    }
+
+    /// How a person names it: `reg/repo@sha256:...`, `gha:scope`, ...
+    pub fn display_name(&self) -> String {
+        match (self.backend, &self.digest) {
+            (Backend::Registry, Some(d)) => format!("{}@{d}", self.locator),
+            (Backend::Registry, None) => match &self.tag {
+                Some(tag) => format!("{}:{tag}", self.locator),
+                None => self.locator.clone(),
+            },
+            (Backend::LocalImage, Some(d)) => format!("{}#{d}", self.locator),
+            (backend, _) => format!("{}:{}", backend.as_str(), self.key),
+        }
+    }
+}
+
+/// A BuildKit build-cache record seen on a builder.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BuilderRecord {
+    pub id: String,
+    #[serde(rename = "type", default)]
+    pub record_type: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Micros>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<Micros>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+}
+
+/// A pipeline as the hook knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PipelineInfo {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_level: Option<String>,
+}
+
+/// A builder as the hook knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuilderInfo {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<Driver>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+/// Which builder records a run created and reused, from snapshots taken around the build.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordEvidence {
+    #[serde(default)]
+    pub created: Vec<BuilderRecord>,
+    #[serde(default)]
+    pub reused: Vec<BuilderRecord>,
+    /// Another build ran on the builder during this one: its records may be in these lists.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overlapped: bool,
+}
+
+/// Everything the hook knows about one build: the unit `record`, `wrap` and `import` store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    pub pipeline: PipelineInfo,
+    /// The CI run id plus attempt.
+    pub run_id: String,
+    /// Tells apart several builds of one CI job.
+    pub step: String,
+    pub commit: Option<String>,
+    pub git_ref: Option<String>,
+    pub builder: Option<BuilderInfo>,
+    pub started_at: Micros,
+    pub finished_at: Micros,
+    pub status: RunStatus,
+    pub imported: Vec<Artifact>,
+    pub exported: Vec<Artifact>,
+    pub produced: Vec<Artifact>,
+    pub base_images: Vec<Artifact>,
+    pub mounts: Vec<MountUse>,
+    /// `None` when the hook could not see the builder's records.
+    pub records: Option<RecordEvidence>,
+}
+
+/// The address of one run: `pipeline/run[/step]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RunKey {
+    pub pipeline: String,
+    pub run_id: String,
+    pub step: Option<String>,
+}
+
+impl RunKey {
+    /// Parses `pipeline/run[/step]`. Pipeline names may not contain `/`; the run id may not
+    /// either; everything after the second slash is the step.
+    pub fn parse(value: &str, what: &str) -> Result<Self, ParseError> {
+        let mut parts = value.splitn(3, '/');
+        let pipeline = parts.next().unwrap_or_default();
+        let run_id = parts.next().unwrap_or_default();
+        if pipeline.is_empty() || run_id.is_empty() {
+            return Err(ParseError::new(what, value, "expected `pipeline/run[/step]`"));
+        }
+        Ok(Self {
+            pipeline: pipeline.to_owned(),
+            run_id: run_id.to_owned(),
+            step: parts.next().filter(|s| !s.is_empty()).map(str::to_owned),
+        })
+    }
+}
+
+impl fmt::Display for RunKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.pipeline, self.run_id)?;
+        if let Some(step) = &self.step {
+            write!(f, "/{step}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a purge or invalidation acted on; the trace treats the target as clean from then on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "target", rename_all = "lowercase")]
+pub enum PurgeTarget {
+    /// A mount cache was emptied on a builder.
+    Mount {
+        builder: String,
+        mount: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        namespace: String,
+    },
+    /// A builder's build cache was pruned.
+    Builder { builder: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_docker_hub_references() {
+        let r = ImageRef::parse("busybox", "--image").unwrap();
+        assert_eq!(r.to_string(), "docker.io/library/busybox");
+        let r = ImageRef::parse("localhost:5000/team/app:cache", "--image").unwrap();
+        assert_eq!(r.registry, "localhost:5000");
+        assert_eq!(r.repository, "team/app");
+        assert_eq!(r.tag.as_deref(), Some("cache"));
+        let r = ImageRef::parse("127.0.0.1:5000/app", "--image").unwrap();
+        assert_eq!(r.locator(), "127.0.0.1:5000/app");
+    }
+
+    #[test]
+    fn rejects_bad_references_naming_the_flag() {
+        for bad in ["", "UPPER/case", "app:", "app@sha256:123", "a b", "reg.io//x"] {
+            let err = ImageRef::parse(bad, "--cache-from").unwrap_err();
+            assert_eq!(err.what, "--cache-from", "{bad}");
+        }
+    }
+
+    #[test]
+    fn digests_are_validated() {
+        let good = format!("sha256:{}", "a".repeat(64));
+        assert!(Digest::parse(&good, "d").is_ok());
+        assert!(Digest::parse("sha256:abc", "d").is_err());
+        assert!(Digest::parse(&format!("md5:{}", "a".repeat(32)), "d").is_err());
+        assert!(Digest::parse(&format!("sha256:{}", "A".repeat(64)), "d").is_err());
+    }
+
+    #[test]
+    fn mount_ids_normalize_from_llb_and_dockerfile_forms() {
+        assert_eq!(normalize_mount_id("//root/.cache/pip", "", true), "/root/.cache/pip");
+        assert_eq!(normalize_mount_id("/pip", "", true), "pip");
+        assert_eq!(normalize_mount_id("ns1/pip", "ns1", true), "pip");
+        assert_eq!(normalize_mount_id("//root/.cache/pip", "", false), "/root/.cache/pip");
+        assert_eq!(normalize_mount_id("/root/.cache/pip", "", false), "/root/.cache/pip");
+        assert_eq!(clean_path("/root//.cache/./pip/"), "/root/.cache/pip");
+        assert_eq!(clean_path("/a/../b"), "/b");
+    }
+
+    #[test]
+    fn run_keys_split_at_the_first_two_slashes() {
+        let k = RunKey::parse("web/1234-1/docker/Dockerfile", "--run").unwrap();
+        assert_eq!(k.pipeline, "web");
+        assert_eq!(k.run_id, "1234-1");
+        assert_eq!(k.step.as_deref(), Some("docker/Dockerfile"));
+        assert!(RunKey::parse("web", "--run").is_err());
+    }
+}

@@ -1,0 +1,72 @@
+//! Where text goes: data to stdout, everything else to stderr, at the chosen verbosity.
+
+use std::io::{IsTerminal, Write};
+
+use crate::cli::GlobalArgs;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    Quiet,
+    Normal,
+    Verbose,
+}
+
+/// Writes messages to stderr and decides whether progress bars show.
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    pub verbosity: Verbosity,
+    pub progress: bool,
+    pub color: bool,
+}
+
+impl Printer {
+    pub fn new(global: &GlobalArgs) -> Self {
+        let verbosity = if global.quiet {
+            Verbosity::Quiet
+        } else if global.verbose {
+            Verbosity::Verbose
+        } else {
+            Verbosity::Normal
+        };
+        let stderr_tty = std::io::stderr().is_terminal();
+        Self {
+            verbosity,
+            progress: !global.no_progress && verbosity != Verbosity::Quiet && stderr_tty,
+            color: stderr_tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }
+    }
+
+    /// A status line on stderr, hidden by `--quiet`.
+    pub fn status(&self, message: impl std::fmt::Display) {
+        if self.verbosity != Verbosity::Quiet {
+            let _ = writeln!(std::io::stderr(), "{message}");
+        }
+    }
+
+    /// Detail on stderr, shown only with `--verbose`.
+    pub fn detail(&self, message: impl std::fmt::Display) {
+        if self.verbosity == Verbosity::Verbose {
+            let _ = writeln!(std::io::stderr(), "{message}");
+        }
+    }
+
+    /// A warning on stderr: always shown, even with `--quiet`.
+    pub fn warn(&self, message: impl std::fmt::Display) {
+        let prefix = if self.color { "\x1b[33mwarning\x1b[0m" } else { "warning" };
+        let _ = writeln!(std::io::stderr(), "{prefix}: {message}");
+    }
+
+    /// The error and its causes, on one line.
+    pub fn error(&self, err: &anyhow::Error) {
+        let prefix = if self.color { "\x1b[31merror\x1b[0m" } else { "error" };
+        let mut line = format!("{prefix}: {err}");
+        for cause in err.chain().skip(1) {
+            let cause = cause.to_string();
+            if !line.contains(&cause) {
+                line.push_str(": ");
+                line.push_str(&cause);
+            }
+        }
+        let _ = writeln!(std::io::stderr(), "{line}");
+    }
+}

@@ -1,0 +1,1 @@
+//! Clients for the services cachewarden acts on: OCI registries and BuildKit builders.

@@ -1,0 +1,238 @@
+//! The provenance store: the only module that speaks SQL.
+//!
+//! SQLite is the embedded default. Every query lives behind [`Store`]'s methods so that another
+//! backend can implement the same narrow API. Migrations are the numbered files under
+//! `schema/migrations/`, tracked by `PRAGMA user_version`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite_migration::{M, Migrations};
+
+use crate::ExitStatus;
+
+mod read;
+mod write;
+
+
+
+
+/// How long a writer waits for another process's lock before giving up.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+const MIGRATION_SQL: &[&str] = &[include_str!("../../schema/migrations/0001_provenance.sql")];
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(MIGRATION_SQL.iter().map(|sql| M::up(sql)).collect())
+}
+
+/// The schema version this build writes.
+pub fn schema_version() -> usize {
+    MIGRATION_SQL.len()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database `{path}`: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database `{path}` has schema version {found}, newer than this cachewarden's {supported}: upgrade cachewarden"
+    )]
+    Newer {
+        path: PathBuf,
+        found: usize,
+        supported: usize,
+    },
+    #[error("database `{path}` is locked by another process (waited {}s)", BUSY_TIMEOUT.as_secs())]
+    Locked { path: PathBuf },
+    #[error("cannot migrate database `{path}`: {message}")]
+    Migrate { path: PathBuf, message: String },
+    #[error("database `{path}`: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Input(String),
+}
+
+impl StoreError {
+    pub fn exit_status(&self) -> ExitStatus {
+        match self {
+            Self::NotFound(_) | Self::Input(_) => ExitStatus::BadInput,
+            _ => ExitStatus::Store,
+        }
+    }
+}
+
+/// The provenance store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    ///
+    /// Sets WAL, `busy_timeout` and foreign keys. Several processes may open a fresh database
+    /// at once: migrations run in a `BEGIN IMMEDIATE` transaction, and a process that lost the
+    /// race finds the schema already current when it re-checks the version.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|err| StoreError::Open {
+                path: path.to_path_buf(),
+                source: rusqlite::Error::InvalidPath(PathBuf::from(err.to_string())),
+            })?;
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut store = Self {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.configure()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens an existing database read-only, without migrating (for `export` and `trace`).
+    pub fn open_existing(path: &Path) -> Result<Self, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::NotFound(format!(
+                "no database at `{}` (record a build first, or pass --db)",
+                path.display()
+            )));
+        }
+        Self::open(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn configure(&mut self) -> Result<(), StoreError> {
+        self.conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| self.sql(e))?;
+        // journal_mode needs the lock briefly when switching; a busy reply here is a lock.
+        self.conn
+            .pragma_update_and_check(None, "journal_mode", "wal", |_| Ok(()))
+            .map_err(|e| self.sql(e))?;
+        self.conn
+            .execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
+            .map_err(|e| self.sql(e))?;
+        self.conn
+            .set_transaction_behavior(TransactionBehavior::Immediate);
+        Ok(())
+    }
+
+    fn user_version(&self) -> Result<usize, StoreError> {
+        self.conn
+            .query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))
+            .map(|v| v.max(0) as usize)
+            .map_err(|e| self.sql(e))
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let latest = schema_version();
+        let found = self.user_version()?;
+        if found > latest {
+            return Err(StoreError::Newer {
+                path: self.path.clone(),
+                found,
+                supported: latest,
+            });
+        }
+        if found == latest {
+            return Ok(());
+        }
+        // Transactions on this connection are IMMEDIATE, so the migration holds the write lock
+        // from its first statement. A concurrent first open that read the old version waits for
+        // the lock, then fails on the already-created tables and rolls back: re-check.
+        match migrations().to_latest(&mut self.conn) {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                if self.user_version()? >= latest {
+                    return Ok(());
+                }
+                if is_busy_migration(&err) {
+                    return Err(StoreError::Locked {
+                        path: self.path.clone(),
+                    });
+                }
+                Err(StoreError::Migrate {
+                    path: self.path.clone(),
+                    message: err.to_string(),
+                })
+            }
+        }
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> StoreError {
+        sql_error(&self.path, source)
+    }
+}
+
+fn is_busy_migration(err: &rusqlite_migration::Error) -> bool {
+    matches!(err, rusqlite_migration::Error::RusqliteError { err, .. } if is_busy(err))
+}
+
+fn is_busy(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+pub(crate) fn sql_error(path: &Path, source: rusqlite::Error) -> StoreError {
+    if is_busy(&source) {
+        StoreError::Locked {
+            path: path.to_path_buf(),
+        }
+    } else {
+        StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_valid() {
+        migrations().validate().unwrap();
+    }
+
+    #[test]
+    fn newer_schema_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        drop(Store::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = Store::open(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Newer { found: 99, .. }), "{err}");
+    }
+}

@@ -1,0 +1,1 @@
+//! Reads: lookups, export, and the indexed queries the trace runs.

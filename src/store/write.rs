@@ -1,0 +1,1 @@
+//! Writes: one build, a batch of imported lines, a purge.

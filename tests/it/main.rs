@@ -1,0 +1,1 @@
+//! Integration tests: the real executable against real services started on loopback.
