@@ -101,13 +101,22 @@ impl Config {
     /// Parses config text; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let mut config: Self = toml::from_str(text).map_err(|err| {
-            let line = err
-                .span()
-                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let start = err.span().map(|span| span.start.min(text.len()));
+            let line = start.map(|start| text[..start].matches('\n').count() + 1);
+            // Name the key when the error points into a `key = value` line.
+            let key = start.and_then(|start| {
+                let line_text = text[text[..start].rfind('\n').map_or(0, |i| i + 1)..].lines().next()?;
+                let (key, _) = line_text.split_once('=')?;
+                Some(key.trim().to_owned()).filter(|k| !k.is_empty() && !k.starts_with('['))
+            });
+            let message = err.message().trim().to_owned();
             ConfigError::Invalid {
                 path: path.to_path_buf(),
                 line,
-                message: err.message().to_owned(),
+                message: match key {
+                    Some(key) if !message.contains(&key) => format!("key `{key}`: {message}"),
+                    _ => message,
+                },
             }
         })?;
         config.path = Some(path.to_path_buf());

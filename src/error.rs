@@ -8,24 +8,45 @@ use std::io;
 
 /// The documented exit statuses of every command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
 pub enum ExitStatus {
     /// Success: the command did what it was asked (an empty result is still success).
-    Success = 0,
+    Success,
     /// Findings or partial failure: an audit found something, a purge left actions failed.
-    Findings = 1,
+    Findings,
     /// Usage error or bad input: malformed JSON, an invalid reference, digest or time, a
     /// missing file, an invalid config, an unknown pipeline or run.
-    BadInput = 2,
+    BadInput,
     /// The store cannot be used: locked beyond the busy timeout, unreadable, or written by a
     /// newer cachewarden.
-    Store = 3,
+    Store,
     /// A remote service (registry, Docker Engine, BuildKit) could not be reached or refused.
-    Remote = 4,
+    Remote,
     /// Refused by policy: out of scope, or a tainted input while an incident is open.
-    Refused = 5,
+    Refused,
     /// A bug or an unexpected environment failure.
-    Internal = 70,
+    Internal,
+    /// `wrap` passes on its command's own status.
+    Child(u8),
+}
+
+impl ExitStatus {
+    pub fn from_child(code: u8) -> Self {
+        Self::Child(code)
+    }
+
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Success => 0,
+            Self::Findings => 1,
+            Self::BadInput => 2,
+            Self::Store => 3,
+            Self::Remote => 4,
+            Self::Refused => 5,
+            Self::Internal => 70,
+            Self::Child(code) => code,
+        }
+    }
 }
 
 /// Bad input from the user: a file, a flag, a line of JSON. The message names the value and

@@ -14,6 +14,7 @@ pub mod printer;
 pub mod remote;
 pub mod store;
 pub mod time;
+pub mod wire;
 
 pub use error::ExitStatus;
 

@@ -16,9 +16,9 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::from(cachewarden::ExitStatus::Internal as u8);
+            return ExitCode::from(cachewarden::ExitStatus::Internal.code());
         }
     };
     let status = runtime.block_on(cachewarden::run(cli));
-    ExitCode::from(status as u8)
+    ExitCode::from(status.code())
 }

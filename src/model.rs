@@ -107,7 +107,10 @@ impl ImageRef {
             return Err(err("references contain no white space"));
         }
         let (rest, digest) = match value.split_once('@') {
-            Some((rest, digest)) => (rest, Some(Digest::parse(digest, what)?)),
+            Some((rest, digest)) => (
+                rest,
+                Some(Digest::parse(digest, what).map_err(|e| ParseError::new(what, value, e.reason))?),
+            ),
             None => (value, None),
         };
         // A tag follows the last colon after the last slash; an earlier colon is a port.
@@ -508,8 +511,8 @@ pub struct RunKey {
 }
 
 impl RunKey {
-    /// Parses `pipeline/run[/step]`. Pipeline names may not contain `/`; the run id may not
-    /// either; everything after the second slash is the step.
+    /// Parses `pipeline/run[/step]` split at the first two slashes. Pipeline names and steps
+    /// may contain `/` too (`acme/web/release`): [`RunKey::candidates`] gives every reading.
     pub fn parse(value: &str, what: &str) -> Result<Self, ParseError> {
         let mut parts = value.splitn(3, '/');
         let pipeline = parts.next().unwrap_or_default();
@@ -522,6 +525,27 @@ impl RunKey {
             run_id: run_id.to_owned(),
             step: parts.next().filter(|s| !s.is_empty()).map(str::to_owned),
         })
+    }
+}
+
+impl RunKey {
+    /// Every way to read `value` as `pipeline/run[/step]` when pipeline names and steps may
+    /// contain `/` but run ids do not: the store keeps the readings that exist.
+    pub fn candidates(value: &str, what: &str) -> Result<Vec<Self>, ParseError> {
+        let parts: Vec<&str> = value.split('/').collect();
+        if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
+            return Err(ParseError::new(what, value, "expected `pipeline/run[/step]`"));
+        }
+        let mut out = Vec::new();
+        for run_at in 1..parts.len() {
+            let step = parts[run_at + 1..].join("/");
+            out.push(Self {
+                pipeline: parts[..run_at].join("/"),
+                run_id: parts[run_at].to_owned(),
+                step: (!step.is_empty()).then_some(step),
+            });
+        }
+        Ok(out)
     }
 }
 

@@ -1,14 +1,59 @@
-//! One file per command; [`dispatch`] picks the command.
+//! One file per command; [`dispatch`] resolves the global settings and picks the command.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
 use crate::ExitStatus;
 use crate::cli::{Cli, Command};
+use crate::config::{self, Config};
+use crate::error::InputError;
 use crate::printer::Printer;
+use crate::store::{Store, StoreError};
+
+mod bench;
+mod export;
+mod import;
+mod mark_purged;
+pub mod record;
+mod trace;
+mod wrap;
 
 pub async fn dispatch(cli: Cli, printer: Printer) -> Result<ExitStatus> {
-    let _ = printer;
+    let config = Config::load(cli.global.config.as_deref())?;
+    let db = db_path(cli.global.db.as_deref())?;
     match cli.command {
-        _ => Ok(ExitStatus::Success),
+        Command::Record(args) => record::record(args, &db, &config, printer).await,
+        Command::Wrap(args) => wrap::wrap(args, &db, &config, printer).await,
+        Command::Import(args) => import::import(&args, &db, printer),
+        Command::Export(args) => export::export(&args, &db),
+        Command::Trace(args) => trace::trace(&args, &db),
+        Command::MarkPurged(args) => mark_purged::mark_purged(&args, &db, printer),
+        Command::Bench(args) => bench::bench(args, printer),
     }
+}
+
+/// `--db`, then `CACHEWARDEN_DB` (both through clap), then the XDG data directory.
+fn db_path(explicit: Option<&Path>) -> Result<PathBuf> {
+    match explicit {
+        Some(path) => Ok(path.to_path_buf()),
+        None => config::default_db_path()
+            .ok_or_else(|| InputError::invalid("no database path: pass --db or set CACHEWARDEN_DB (HOME is not set)").into()),
+    }
+}
+
+pub(crate) fn open_store(path: &Path) -> Result<Store, StoreError> {
+    Store::open(path)
+}
+
+pub(crate) fn open_existing_store(path: &Path) -> Result<Store, StoreError> {
+    Store::open_existing(path)
+}
+
+/// Writes data to stdout; a closed pipe surfaces as an io error the caller ends quietly on.
+pub(crate) fn write_stdout(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
 }

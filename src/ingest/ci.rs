@@ -1,4 +1,28 @@
 //! CI environment detection: fills in pipeline, run and commit when flags are absent.
+//!
+//! The first system whose marker variable is set wins, in the order of this table. An empty
+//! variable counts as absent. A field whose variables are absent stays empty, and the flag
+//! (`--pipeline`, `--run`, ...) has to supply it.
+//!
+//! | system | marker | pipeline | project | run id | job | commit | git ref |
+//! | --- | --- | --- | --- | --- | --- | --- | --- |
+//! | GitHub Actions (`github-actions`) | `GITHUB_ACTIONS=true` | `$GITHUB_REPOSITORY/$GITHUB_WORKFLOW` | `GITHUB_REPOSITORY` | `$GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT` | `GITHUB_JOB` | `GITHUB_SHA` | `GITHUB_REF` |
+//! | GitLab CI (`gitlab-ci`) | `GITLAB_CI=true` | `CI_PROJECT_PATH` | `CI_PROJECT_PATH` | `CI_PIPELINE_ID` | `CI_JOB_NAME` | `CI_COMMIT_SHA` | `CI_COMMIT_REF_NAME` |
+//! | Buildkite (`buildkite`) | `BUILDKITE=true` | `BUILDKITE_PIPELINE_SLUG` | — | `$BUILDKITE_BUILD_NUMBER-$BUILDKITE_RETRY_COUNT` | `BUILDKITE_STEP_KEY`, else `BUILDKITE_LABEL` | `BUILDKITE_COMMIT` | `BUILDKITE_BRANCH` |
+//! | CircleCI (`circleci`) | `CIRCLECI=true` | `$CIRCLE_PROJECT_USERNAME/$CIRCLE_PROJECT_REPONAME` | the same | `CIRCLE_WORKFLOW_ID`, else `CIRCLE_BUILD_NUM` | `CIRCLE_JOB` | `CIRCLE_SHA1` | `CIRCLE_BRANCH`, else `CIRCLE_TAG` |
+//! | Jenkins (`jenkins`) | `JENKINS_URL` set | `JOB_NAME` | — | `BUILD_NUMBER` | `STAGE_NAME` | `GIT_COMMIT` | `GIT_BRANCH`, else `BRANCH_NAME` |
+//!
+//! Notes on the choices:
+//! - A pipeline or project joined from two variables is set only when both are.
+//! - GitHub: the run id has the attempt appended when `GITHUB_RUN_ATTEMPT` is set, so a
+//!   re-run is a run of its own; without it the run id is `GITHUB_RUN_ID` alone.
+//! - GitLab: the run is the pipeline; a retried job runs again in the same pipeline and so
+//!   records into the same run.
+//! - Buildkite: `BUILDKITE_RETRY_COUNT` is appended when set (`0` on a first attempt).
+//!   `BUILDKITE_COMMIT` can be the symbolic `HEAD` before checkout; that counts as absent.
+//! - CircleCI: a re-run gets a new workflow id, so the workflow id needs no attempt.
+//! - Jenkins: a rebuild gets a new build number; `JOB_NAME` includes the folders, and for
+//!   multibranch jobs the branch.
 
 /// What the CI environment says about the current job.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -16,6 +40,351 @@ pub struct CiContext {
 
 /// Detects the CI system from environment variables read through `var`.
 pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
-    let _ = var;
-    None
+    let env = Env(var);
+    if env.flag("GITHUB_ACTIONS") {
+        Some(github_actions(&env))
+    } else if env.flag("GITLAB_CI") {
+        Some(gitlab_ci(&env))
+    } else if env.flag("BUILDKITE") {
+        Some(buildkite(&env))
+    } else if env.flag("CIRCLECI") {
+        Some(circleci(&env))
+    } else if env.get("JENKINS_URL").is_some() {
+        Some(jenkins(&env))
+    } else {
+        None
+    }
+}
+
+/// Environment access where empty values are absent.
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.get(name)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+
+    /// The first of `names` that is set.
+    fn first(&self, names: &[&str]) -> Option<String> {
+        names.iter().find_map(|name| self.get(name))
+    }
+
+    /// `a<sep>b` when both are set.
+    fn both(&self, a: &str, sep: char, b: &str) -> Option<String> {
+        Some(format!("{}{sep}{}", self.get(a)?, self.get(b)?))
+    }
+
+    /// `base-suffix`, or `base` alone when the suffix is absent.
+    fn with_suffix(&self, base: &str, suffix: &str) -> Option<String> {
+        let base = self.get(base)?;
+        Some(match self.get(suffix) {
+            Some(suffix) => format!("{base}-{suffix}"),
+            None => base,
+        })
+    }
+}
+
+fn github_actions(env: &Env) -> CiContext {
+    CiContext {
+        system: "github-actions",
+        pipeline: env.both("GITHUB_REPOSITORY", '/', "GITHUB_WORKFLOW"),
+        project: env.get("GITHUB_REPOSITORY"),
+        run_id: env.with_suffix("GITHUB_RUN_ID", "GITHUB_RUN_ATTEMPT"),
+        job: env.get("GITHUB_JOB"),
+        commit: env.get("GITHUB_SHA"),
+        git_ref: env.get("GITHUB_REF"),
+    }
+}
+
+fn gitlab_ci(env: &Env) -> CiContext {
+    CiContext {
+        system: "gitlab-ci",
+        pipeline: env.get("CI_PROJECT_PATH"),
+        project: env.get("CI_PROJECT_PATH"),
+        run_id: env.get("CI_PIPELINE_ID"),
+        job: env.get("CI_JOB_NAME"),
+        commit: env.get("CI_COMMIT_SHA"),
+        git_ref: env.get("CI_COMMIT_REF_NAME"),
+    }
+}
+
+fn buildkite(env: &Env) -> CiContext {
+    CiContext {
+        system: "buildkite",
+        pipeline: env.get("BUILDKITE_PIPELINE_SLUG"),
+        project: None,
+        run_id: env.with_suffix("BUILDKITE_BUILD_NUMBER", "BUILDKITE_RETRY_COUNT"),
+        job: env.first(&["BUILDKITE_STEP_KEY", "BUILDKITE_LABEL"]),
+        commit: env.get("BUILDKITE_COMMIT").filter(|c| c != "HEAD"),
+        git_ref: env.get("BUILDKITE_BRANCH"),
+    }
+}
+
+fn circleci(env: &Env) -> CiContext {
+    let repository = env.both("CIRCLE_PROJECT_USERNAME", '/', "CIRCLE_PROJECT_REPONAME");
+    CiContext {
+        system: "circleci",
+        pipeline: repository.clone(),
+        project: repository,
+        run_id: env.first(&["CIRCLE_WORKFLOW_ID", "CIRCLE_BUILD_NUM"]),
+        job: env.get("CIRCLE_JOB"),
+        commit: env.get("CIRCLE_SHA1"),
+        git_ref: env.first(&["CIRCLE_BRANCH", "CIRCLE_TAG"]),
+    }
+}
+
+fn jenkins(env: &Env) -> CiContext {
+    CiContext {
+        system: "jenkins",
+        pipeline: env.get("JOB_NAME"),
+        project: None,
+        run_id: env.get("BUILD_NUMBER"),
+        job: env.get("STAGE_NAME"),
+        commit: env.get("GIT_COMMIT"),
+        git_ref: env.first(&["GIT_BRANCH", "BRANCH_NAME"]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn detect_in(vars: &[(&str, &str)]) -> Option<CiContext> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        detect(&|name| map.get(name).cloned())
+    }
+
+    fn some(value: &str) -> Option<String> {
+        Some(value.to_owned())
+    }
+
+    /// GitHub Actions: pipeline is repository plus workflow, and the run id carries the attempt.
+    #[test]
+    fn github_actions_context() {
+        let ctx = detect_in(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_REPOSITORY", "acme/web"),
+            ("GITHUB_WORKFLOW", "Release images"),
+            ("GITHUB_RUN_ID", "9876543210"),
+            ("GITHUB_RUN_ATTEMPT", "2"),
+            ("GITHUB_JOB", "build"),
+            ("GITHUB_SHA", "3f1c2b9d0e8a7f6b5c4d3e2f1a0b9c8d7e6f5a4b"),
+            ("GITHUB_REF", "refs/heads/main"),
+        ])
+        .unwrap();
+        assert_eq!(
+            ctx,
+            CiContext {
+                system: "github-actions",
+                pipeline: some("acme/web/Release images"),
+                project: some("acme/web"),
+                run_id: some("9876543210-2"),
+                job: some("build"),
+                commit: some("3f1c2b9d0e8a7f6b5c4d3e2f1a0b9c8d7e6f5a4b"),
+                git_ref: some("refs/heads/main"),
+            }
+        );
+    }
+
+    /// GitHub Actions without an attempt or workflow: the run id is the bare run, the pipeline
+    /// is left to the flag.
+    #[test]
+    fn github_actions_partial() {
+        let ctx = detect_in(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_REPOSITORY", "acme/web"),
+            ("GITHUB_WORKFLOW", ""),
+            ("GITHUB_RUN_ID", "77"),
+        ])
+        .unwrap();
+        assert_eq!(ctx.pipeline, None);
+        assert_eq!(ctx.project, some("acme/web"));
+        assert_eq!(ctx.run_id, some("77"));
+        assert_eq!(ctx.job, None);
+    }
+
+    /// GitLab CI: the project path names the pipeline and the pipeline id is the run.
+    #[test]
+    fn gitlab_ci_context() {
+        let ctx = detect_in(&[
+            ("GITLAB_CI", "true"),
+            ("CI_PROJECT_PATH", "platform/payments"),
+            ("CI_PIPELINE_ID", "104233"),
+            ("CI_JOB_ID", "5521903"),
+            ("CI_JOB_NAME", "docker-build"),
+            ("CI_COMMIT_SHA", "a94a8fe5ccb19ba61c4c0873d391e987982fbbd3"),
+            ("CI_COMMIT_REF_NAME", "v1.8.0"),
+        ])
+        .unwrap();
+        assert_eq!(
+            ctx,
+            CiContext {
+                system: "gitlab-ci",
+                pipeline: some("platform/payments"),
+                project: some("platform/payments"),
+                run_id: some("104233"),
+                job: some("docker-build"),
+                commit: some("a94a8fe5ccb19ba61c4c0873d391e987982fbbd3"),
+                git_ref: some("v1.8.0"),
+            }
+        );
+    }
+
+    /// Buildkite: the retry count joins the build number, the step key wins over the label,
+    /// and a symbolic `HEAD` commit is not a commit.
+    #[test]
+    fn buildkite_context() {
+        let ctx = detect_in(&[
+            ("BUILDKITE", "true"),
+            ("BUILDKITE_PIPELINE_SLUG", "storefront"),
+            ("BUILDKITE_BUILD_NUMBER", "1432"),
+            ("BUILDKITE_RETRY_COUNT", "1"),
+            ("BUILDKITE_STEP_KEY", "image"),
+            ("BUILDKITE_LABEL", ":docker: Build image"),
+            ("BUILDKITE_COMMIT", "HEAD"),
+            ("BUILDKITE_BRANCH", "main"),
+        ])
+        .unwrap();
+        assert_eq!(
+            ctx,
+            CiContext {
+                system: "buildkite",
+                pipeline: some("storefront"),
+                project: None,
+                run_id: some("1432-1"),
+                job: some("image"),
+                commit: None,
+                git_ref: some("main"),
+            }
+        );
+
+        let ctx = detect_in(&[
+            ("BUILDKITE", "true"),
+            ("BUILDKITE_BUILD_NUMBER", "1433"),
+            ("BUILDKITE_STEP_KEY", ""),
+            ("BUILDKITE_LABEL", ":docker: Build image"),
+            (
+                "BUILDKITE_COMMIT",
+                "4b220de5058abfd01ff619c9d2ff6b09a049bea0",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(ctx.run_id, some("1433"));
+        assert_eq!(ctx.job, some(":docker: Build image"));
+        assert_eq!(ctx.commit, some("4b220de5058abfd01ff619c9d2ff6b09a049bea0"));
+    }
+
+    /// CircleCI: `user/repo` is pipeline and project, the workflow id is the run, and a tag
+    /// build's ref is its tag.
+    #[test]
+    fn circleci_context() {
+        let ctx = detect_in(&[
+            ("CIRCLECI", "true"),
+            ("CIRCLE_PROJECT_USERNAME", "acme"),
+            ("CIRCLE_PROJECT_REPONAME", "api"),
+            ("CIRCLE_WORKFLOW_ID", "6f1e3c2a-0b9d-4c8e-a7f6-5d4c3b2a1908"),
+            ("CIRCLE_BUILD_NUM", "881"),
+            ("CIRCLE_JOB", "build-image"),
+            ("CIRCLE_SHA1", "9a881b9b9f23849475296a8cd768ea1965bc3152"),
+            ("CIRCLE_TAG", "v2.0.1"),
+        ])
+        .unwrap();
+        assert_eq!(
+            ctx,
+            CiContext {
+                system: "circleci",
+                pipeline: some("acme/api"),
+                project: some("acme/api"),
+                run_id: some("6f1e3c2a-0b9d-4c8e-a7f6-5d4c3b2a1908"),
+                job: some("build-image"),
+                commit: some("9a881b9b9f23849475296a8cd768ea1965bc3152"),
+                git_ref: some("v2.0.1"),
+            }
+        );
+
+        let ctx = detect_in(&[
+            ("CIRCLECI", "true"),
+            ("CIRCLE_BUILD_NUM", "882"),
+            ("CIRCLE_BRANCH", "main"),
+        ])
+        .unwrap();
+        assert_eq!(ctx.run_id, some("882"));
+        assert_eq!(ctx.git_ref, some("main"));
+        assert_eq!(ctx.pipeline, None);
+    }
+
+    /// Jenkins: detected by `JENKINS_URL`, with the job name as pipeline and the stage as job.
+    #[test]
+    fn jenkins_context() {
+        let ctx = detect_in(&[
+            ("JENKINS_URL", "https://ci.acme.internal/"),
+            ("JOB_NAME", "platform/api/main"),
+            ("BUILD_NUMBER", "318"),
+            ("STAGE_NAME", "Image"),
+            ("GIT_COMMIT", "b6589fc6ab0dc82cf12099d1c2d40ab994e8410c"),
+            ("GIT_BRANCH", "origin/main"),
+            ("BRANCH_NAME", "main"),
+        ])
+        .unwrap();
+        assert_eq!(
+            ctx,
+            CiContext {
+                system: "jenkins",
+                pipeline: some("platform/api/main"),
+                project: None,
+                run_id: some("318"),
+                job: some("Image"),
+                commit: some("b6589fc6ab0dc82cf12099d1c2d40ab994e8410c"),
+                git_ref: some("origin/main"),
+            }
+        );
+
+        let ctx = detect_in(&[
+            ("JENKINS_URL", "http://jenkins:8080/"),
+            ("BRANCH_NAME", "PR-12"),
+        ])
+        .unwrap();
+        assert_eq!(ctx.git_ref, some("PR-12"));
+    }
+
+    /// No marker, an empty marker, or a marker other than `true` detects nothing.
+    #[test]
+    fn no_ci_detected() {
+        assert_eq!(detect_in(&[]), None);
+        assert_eq!(
+            detect_in(&[("JENKINS_URL", ""), ("GITHUB_ACTIONS", "")]),
+            None
+        );
+        assert_eq!(
+            detect_in(&[("GITLAB_CI", "false"), ("CIRCLECI", "0")]),
+            None
+        );
+        assert_eq!(detect_in(&[("GITHUB_REPOSITORY", "acme/web")]), None);
+    }
+
+    /// When several markers are set, the first system in the documented order wins.
+    #[test]
+    fn detection_order() {
+        let ctx = detect_in(&[
+            ("JENKINS_URL", "http://j/"),
+            ("GITLAB_CI", "true"),
+            ("BUILDKITE", "TRUE"),
+        ])
+        .unwrap();
+        assert_eq!(ctx.system, "gitlab-ci");
+        let ctx = detect_in(&[("JENKINS_URL", "http://j/"), ("CIRCLECI", "true")]).unwrap();
+        assert_eq!(ctx.system, "circleci");
+    }
 }

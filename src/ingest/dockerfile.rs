@@ -1,9 +1,17 @@
 //! Dockerfile reading for provenance: base images, stages and cache mounts.
+//!
+//! The reader follows BuildKit's Dockerfile frontend: parser directives, line continuations
+//! with the escape token, heredocs, exec-form instructions, `ARG` and `ENV` expansion, and the
+//! stage graph that decides which stages a build of one target runs.
+//!
+//! Values the file cannot show are kept as written rather than guessed: a variable a base
+//! image's `ENV` may set, or one of the automatic platform arguments (`TARGETARCH`, ...) when
+//! it is not given as a build argument.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ingest::IngestError;
-use crate::model::MountUse;
+use crate::model::{MountUse, Sharing, clean_path};
 
 /// What a Dockerfile tells the hook about a build of one target.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -11,19 +19,2561 @@ pub struct DockerfileInfo {
     /// Base images of the stages that are built, after `ARG` substitution; stage names and
     /// `scratch` are not base images. In first-use order, without duplicates.
     pub base_images: Vec<String>,
-    /// Every stage name, in order.
+    /// Every stage name, in order (unnamed stages have none).
     pub stages: Vec<String>,
     /// Cache mounts of `RUN` instructions in the stages that are built.
     pub mounts: Vec<MountUse>,
+    /// `FROM` references of the stages that are built that use a variable whose value the
+    /// file does not show (an automatic platform argument not given as a build argument).
+    /// Kept as written, in first-use order, and left out of `base_images`.
+    pub unresolved_base_images: Vec<String>,
 }
 
+/// Build arguments BuildKit sets from the build and target platforms; their values are known
+/// here only when given as build arguments.
+const PLATFORM_ARGS: [&str; 10] = [
+    "BUILDPLATFORM",
+    "BUILDOS",
+    "BUILDOSVERSION",
+    "BUILDARCH",
+    "BUILDVARIANT",
+    "TARGETPLATFORM",
+    "TARGETOS",
+    "TARGETOSVERSION",
+    "TARGETARCH",
+    "TARGETVARIANT",
+];
+
+/// The build argument that namespaces cache mount ids.
+const CACHE_NAMESPACE_ARG: &str = "BUILDKIT_CACHE_MOUNT_NS";
+
+/// Instructions BuildKit knows. Others are skipped, so that newer instructions do not stop
+/// the reader.
+const INSTRUCTIONS: [&str; 18] = [
+    "add",
+    "arg",
+    "cmd",
+    "copy",
+    "entrypoint",
+    "env",
+    "expose",
+    "from",
+    "healthcheck",
+    "label",
+    "maintainer",
+    "onbuild",
+    "run",
+    "shell",
+    "stopsignal",
+    "user",
+    "volume",
+    "workdir",
+];
+
+/// Instructions whose arguments may be a JSON array (exec form).
+const EXEC_FORM: [&str; 7] = ["add", "cmd", "copy", "entrypoint", "run", "shell", "volume"];
+
 /// Parses Dockerfile `text`; `source` names the file in errors.
+///
+/// `build_args` are the build's `--build-arg` values: they override `ARG` defaults, and
+/// `BUILDKIT_CACHE_MOUNT_NS` sets the cache mount namespace. `target` is the stage that is
+/// built, the last one by default.
 pub fn parse(
     text: &str,
     source: &str,
     build_args: &BTreeMap<String, String>,
     target: Option<&str>,
 ) -> Result<DockerfileInfo, IngestError> {
-    let _ = (text, build_args, target);
-    Err(IngestError::new(source, None, "Dockerfile parsing is not available"))
+    analyze(text, build_args, target).map_err(|p| IngestError::new(source, p.line, p.message))
+}
+
+/// An error, at the first line of the instruction it concerns where there is one.
+#[derive(Debug)]
+struct Problem {
+    line: Option<usize>,
+    message: String,
+}
+
+impl Problem {
+    fn at(line: usize, message: impl Into<String>) -> Self {
+        Self {
+            line: Some(line),
+            message: message.into(),
+        }
+    }
+
+    fn whole_file(message: impl Into<String>) -> Self {
+        Self {
+            line: None,
+            message: message.into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stages and what a build of the target uses.
+// ---------------------------------------------------------------------------------------------
+
+/// One `FROM` and the instructions up to the next.
+#[derive(Debug)]
+struct Stage {
+    /// Lowercased `AS` name.
+    name: Option<String>,
+    line: usize,
+    /// The base as written.
+    base_text: String,
+    /// The base after global `ARG` expansion.
+    base: String,
+    /// `base` keeps a variable whose value is not known.
+    unresolved: bool,
+    /// The earlier stage `base` names.
+    parent: Option<usize>,
+    commands: Vec<Instruction>,
+}
+
+impl Stage {
+    fn declare(from: Instruction) -> Result<Self, Problem> {
+        let words: Vec<&str> = from
+            .args
+            .split(is_separator)
+            .filter(|w| !w.is_empty())
+            .collect();
+        let name = match words.as_slice() {
+            [_] => None,
+            [_, keyword, name] if keyword.eq_ignore_ascii_case("as") => {
+                let lower = name.to_ascii_lowercase();
+                if !is_stage_name(&lower) {
+                    return Err(Problem::at(
+                        from.line,
+                        format!(
+                            "invalid stage name `{name}`: it must start with a letter and contain only \
+                             letters, digits, `-`, `_` and `.`"
+                        ),
+                    ));
+                }
+                Some(lower)
+            }
+            _ => return Err(Problem::at(from.line, "FROM takes `image [AS name]`")),
+        };
+        Ok(Self {
+            name,
+            line: from.line,
+            base_text: words[0].to_owned(),
+            base: String::new(),
+            unresolved: false,
+            parent: None,
+            commands: Vec::new(),
+        })
+    }
+
+    fn is_scratch(&self) -> bool {
+        self.parent.is_none() && self.base.eq_ignore_ascii_case("scratch")
+    }
+}
+
+/// `^[a-z][a-z0-9-_.]*$`, BuildKit's rule for stage names.
+fn is_stage_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Something a stage reads from besides its base: another stage or an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    Stage(usize),
+    Image(String),
+}
+
+/// The instructions a stage runs: `ONBUILD` triggers of a parent stage first, then its own.
+fn steps(stages: &[Stage], index: usize) -> impl Iterator<Item = &Instruction> {
+    let inherited = stages[index]
+        .parent
+        .map(|p| stages[p].commands.as_slice())
+        .unwrap_or_default();
+    inherited
+        .iter()
+        .filter_map(|c| c.trigger.as_deref())
+        .chain(stages[index].commands.iter())
+}
+
+fn analyze(
+    text: &str,
+    build_args: &BTreeMap<String, String>,
+    target: Option<&str>,
+) -> Result<DockerfileInfo, Problem> {
+    let document = read(text)?;
+    let escape = document.escape;
+    let (global_args, mut stages) = split_stages(document.instructions)?;
+    let target = target.filter(|t| !t.is_empty());
+    let globals = global_scope(&global_args, &stages, build_args, target, escape)?;
+    let by_name = resolve_bases(&mut stages, &globals, escape)?;
+    let target_index = match target {
+        None => stages.len() - 1,
+        Some(target) => *by_name
+            .get(&target.to_ascii_lowercase())
+            .ok_or_else(|| unknown_target(target, &stages))?,
+    };
+    let sources = stage_sources(&stages, &by_name, escape)?;
+    let needed = needed_stages(&stages, &sources, target_index);
+
+    let mut info = DockerfileInfo {
+        stages: stages.iter().filter_map(|s| s.name.clone()).collect(),
+        ..DockerfileInfo::default()
+    };
+    for (index, stage) in stages.iter().enumerate() {
+        if !needed[index] {
+            continue;
+        }
+        if stage.parent.is_none() && !stage.is_scratch() {
+            let list = if stage.unresolved {
+                &mut info.unresolved_base_images
+            } else {
+                &mut info.base_images
+            };
+            push_unique(list, stage.base.clone());
+        }
+        for source in &sources[index] {
+            if let Source::Image(image) = source {
+                push_unique(&mut info.base_images, image.clone());
+            }
+        }
+    }
+    info.mounts = cache_mounts(&stages, &needed, &globals, build_args, escape)?;
+    Ok(info)
+}
+
+/// Splits instructions into the `ARG`s before the first `FROM` and the stages.
+fn split_stages(instructions: Vec<Instruction>) -> Result<(Vec<Instruction>, Vec<Stage>), Problem> {
+    let mut global_args = Vec::new();
+    let mut stages: Vec<Stage> = Vec::new();
+    for instruction in instructions {
+        if instruction.keyword == "from" {
+            stages.push(Stage::declare(instruction)?);
+        } else if let Some(stage) = stages.last_mut() {
+            stage.commands.push(instruction);
+        } else if instruction.keyword == "arg" {
+            global_args.push(instruction);
+        } else if INSTRUCTIONS.contains(&instruction.keyword.as_str()) {
+            return Err(Problem::at(
+                instruction.line,
+                format!(
+                    "{} comes before the first FROM",
+                    instruction.keyword.to_ascii_uppercase()
+                ),
+            ));
+        }
+    }
+    if stages.is_empty() {
+        return Err(Problem::whole_file(
+            "no FROM instruction: the file has no build stage",
+        ));
+    }
+    Ok((global_args, stages))
+}
+
+/// The scope `FROM` lines see: the automatic platform arguments and `TARGETSTAGE`, then the
+/// `ARG`s before the first `FROM`, with build arguments overriding their defaults.
+fn global_scope(
+    global_args: &[Instruction],
+    stages: &[Stage],
+    build_args: &BTreeMap<String, String>,
+    target: Option<&str>,
+    escape: char,
+) -> Result<Scope, Problem> {
+    let mut globals = Scope::new(Var::Unset);
+    for name in PLATFORM_ARGS {
+        let value = build_args
+            .get(name)
+            .map_or(Var::Unknown, |v| Var::Set(v.clone()));
+        globals.vars.insert(name.to_owned(), value);
+    }
+    let target_stage = build_args
+        .get("TARGETSTAGE")
+        .cloned()
+        .or_else(|| target.map(str::to_owned))
+        .or_else(|| stages.last().and_then(|s| s.name.clone()))
+        .unwrap_or_else(|| "default".to_owned());
+    globals
+        .vars
+        .insert("TARGETSTAGE".to_owned(), Var::Set(target_stage));
+    for instruction in global_args {
+        for (key, default) in arg_words(instruction, escape)? {
+            if let Some(value) = build_args.get(&key) {
+                globals.vars.insert(key, Var::Set(value.clone()));
+            } else if let Some(default) = default {
+                let value = globals
+                    .expand(&default, escape)
+                    .map_err(|m| Problem::at(instruction.line, m))?;
+                globals.vars.insert(key, value.into_var());
+            }
+        }
+    }
+    Ok(globals)
+}
+
+/// Expands every `FROM` and links stages to the earlier stage they build on; a `FROM` names
+/// a stage only if that stage comes earlier. Returns the stages by name (the last of a name
+/// wins, as in BuildKit).
+fn resolve_bases(
+    stages: &mut [Stage],
+    globals: &Scope,
+    escape: char,
+) -> Result<BTreeMap<String, usize>, Problem> {
+    let mut by_name = BTreeMap::new();
+    for (index, stage) in stages.iter_mut().enumerate() {
+        let base = globals
+            .expand(&stage.base_text, escape)
+            .map_err(|m| Problem::at(stage.line, m))?;
+        if base.text.is_empty() {
+            return Err(Problem::at(
+                stage.line,
+                format!("the base `{}` expands to nothing", stage.base_text),
+            ));
+        }
+        stage.parent = if base.unresolved {
+            None
+        } else {
+            by_name.get(&base.text.to_ascii_lowercase()).copied()
+        };
+        stage.base = base.text;
+        stage.unresolved = base.unresolved;
+        if let Some(name) = &stage.name {
+            by_name.insert(name.clone(), index);
+        }
+    }
+    Ok(by_name)
+}
+
+fn unknown_target(target: &str, stages: &[Stage]) -> Problem {
+    let names: Vec<&str> = stages.iter().filter_map(|s| s.name.as_deref()).collect();
+    let known = if names.is_empty() {
+        "the file names no stage".to_owned()
+    } else {
+        format!("stages are {}", names.join(", "))
+    };
+    Problem::whole_file(format!(
+        "target stage `{target}` is not in the file ({known})"
+    ))
+}
+
+/// What every stage reads from besides its base, the way BuildKit builds its stage graph:
+/// for all stages, without expanding mount options.
+fn stage_sources(
+    stages: &[Stage],
+    by_name: &BTreeMap<String, usize>,
+    escape: char,
+) -> Result<Vec<Vec<Source>>, Problem> {
+    let mut sources = Vec::with_capacity(stages.len());
+    for index in 0..stages.len() {
+        let mut list = Vec::new();
+        for step in steps(stages, index) {
+            match step.keyword.as_str() {
+                "copy" => {
+                    if let Some(from) = step.flag_values("from").last() {
+                        let source = copy_source(from, by_name, stages.len(), escape)
+                            .map_err(|m| Problem::at(step.line, m))?;
+                        list.extend(source);
+                    }
+                }
+                "run" => {
+                    for value in step.flag_values("mount") {
+                        let from = mount_source(value).map_err(|m| Problem::at(step.line, m))?;
+                        list.extend(from.and_then(|from| named_source(&from, by_name)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        sources.push(list);
+    }
+    Ok(sources)
+}
+
+/// The stages a build of `target` runs: the target, its base stages, and the stages they
+/// copy or mount from.
+fn needed_stages(stages: &[Stage], sources: &[Vec<Source>], target: usize) -> Vec<bool> {
+    let mut needed = vec![false; stages.len()];
+    let mut pending = vec![target];
+    while let Some(index) = pending.pop() {
+        if std::mem::replace(&mut needed[index], true) {
+            continue;
+        }
+        pending.extend(stages[index].parent);
+        pending.extend(sources[index].iter().filter_map(|s| match s {
+            Source::Stage(i) => Some(*i),
+            Source::Image(_) => None,
+        }));
+    }
+    needed
+}
+
+/// Cache mounts of the needed stages, in order, each read with its stage's `ARG` and `ENV`
+/// values at that point. A stage starts from its parent stage's final values.
+fn cache_mounts(
+    stages: &[Stage],
+    needed: &[bool],
+    globals: &Scope,
+    build_args: &BTreeMap<String, String>,
+    escape: char,
+) -> Result<Vec<MountUse>, Problem> {
+    let namespace = build_args
+        .get(CACHE_NAMESPACE_ARG)
+        .cloned()
+        .unwrap_or_default();
+    let mut mounts = Vec::new();
+    let mut finished: Vec<Option<Scope>> = vec![None; stages.len()];
+    for (index, stage) in stages.iter().enumerate() {
+        if !needed[index] {
+            continue;
+        }
+        let inherited = stage.parent.and_then(|p| finished[p].clone());
+        let mut scope = inherited.unwrap_or_else(|| {
+            // A base image's `ENV` is not known; `scratch` has none.
+            Scope::new(if stage.is_scratch() {
+                Var::Unset
+            } else {
+                Var::Unknown
+            })
+        });
+        for step in steps(stages, index) {
+            let at = |m: String| Problem::at(step.line, m);
+            match step.keyword.as_str() {
+                "arg" => scope.declare_args(step, globals, build_args, escape)?,
+                "env" => {
+                    // Every pair expands with the values from before the instruction.
+                    let mut assigned = Vec::new();
+                    for (key, value) in env_pairs(&step.args, escape).map_err(at)? {
+                        let key = scope.expand(&key, escape).map_err(at)?.text;
+                        let value = scope.expand(&value, escape).map_err(at)?;
+                        assigned.push((key, value.into_var()));
+                    }
+                    for (key, value) in assigned {
+                        if !key.is_empty() {
+                            scope.vars.insert(key, value);
+                        }
+                    }
+                }
+                "run" => {
+                    for value in step.flag_values("mount") {
+                        if let Some(mount) =
+                            cache_mount(value, &scope, escape, &namespace).map_err(at)?
+                        {
+                            push_unique(&mut mounts, mount);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        finished[index] = Some(scope);
+    }
+    Ok(mounts)
+}
+
+fn push_unique<T: PartialEq>(list: &mut Vec<T>, value: T) {
+    if !list.contains(&value) {
+        list.push(value);
+    }
+}
+
+/// The names and optional raw defaults of an `ARG` instruction.
+fn arg_words(
+    instruction: &Instruction,
+    escape: char,
+) -> Result<Vec<(String, Option<String>)>, Problem> {
+    parse_words(&instruction.args, escape)
+        .into_iter()
+        .map(|word| match word.split_once('=') {
+            Some(("", _)) => Err(Problem::at(
+                instruction.line,
+                format!("ARG `{word}` has no name"),
+            )),
+            Some((key, value)) => Ok((key.to_owned(), Some(value.to_owned()))),
+            None => Ok((word, None)),
+        })
+        .collect()
+}
+
+/// The raw `name`/`value` pairs of an `ENV` instruction, in both the `name=value ...` form
+/// and the older `name value` form.
+fn env_pairs(args: &str, escape: char) -> Result<Vec<(String, String)>, String> {
+    let words = parse_words(args, escape);
+    let Some(first) = words.first() else {
+        return Ok(Vec::new());
+    };
+    if !first.contains('=') {
+        let Some(at) = args.find(is_separator) else {
+            return Err(format!("ENV `{args}` has no value: use `ENV name=value`"));
+        };
+        let value = args[at..].trim_start_matches(is_separator);
+        return Ok(vec![(args[..at].to_owned(), value.to_owned())]);
+    }
+    let mut pairs = Vec::with_capacity(words.len());
+    for word in &words {
+        let Some((key, value)) = word.split_once('=') else {
+            return Err(format!("`{word}` in ENV is not `name=value`"));
+        };
+        pairs.push((key.to_owned(), value.to_owned()));
+    }
+    Ok(pairs)
+}
+
+/// The stage or image a `COPY --from` names; `None` for `scratch`.
+fn copy_source(
+    from: &str,
+    by_name: &BTreeMap<String, usize>,
+    count: usize,
+    escape: char,
+) -> Result<Option<Source>, String> {
+    if from.is_empty() {
+        return Ok(None);
+    }
+    let literal = expand(from, escape, &|_| Var::Unset).is_ok_and(|e| e.text == from);
+    if !literal {
+        return Err(format!(
+            "`--from={from}`: COPY --from does not expand variables; name a stage whose FROM uses the \
+             global ARG instead"
+        ));
+    }
+    if let Ok(index) = from.parse::<i64>() {
+        return match usize::try_from(index) {
+            Ok(index) if index < count => Ok(Some(Source::Stage(index))),
+            _ => Err(format!(
+                "`--from={from}`: there is no stage with index {index}"
+            )),
+        };
+    }
+    Ok(named_source(from, by_name))
+}
+
+/// A stage by name, else an image; `None` for `scratch`.
+fn named_source(from: &str, by_name: &BTreeMap<String, usize>) -> Option<Source> {
+    if let Some(index) = by_name.get(&from.to_ascii_lowercase()) {
+        return Some(Source::Stage(*index));
+    }
+    (!from.eq_ignore_ascii_case("scratch")).then(|| Source::Image(from.to_owned()))
+}
+
+/// The unexpanded `from=` of a `--mount` value, for the stage graph.
+fn mount_source(value: &str) -> Result<Option<String>, String> {
+    let mut from = None;
+    for field in csv_fields(value)? {
+        let Some((key, value)) = field.split_once('=') else {
+            continue;
+        };
+        if !key.trim().eq_ignore_ascii_case("from") {
+            continue;
+        }
+        let expands = value
+            .char_indices()
+            .any(|(i, c)| c == '$' && i + 1 < value.len());
+        if expands {
+            return Err(format!(
+                "`from={value}` of a mount does not expand variables; name a stage whose FROM uses the \
+                 global ARG instead"
+            ));
+        }
+        from = Some(value.to_owned());
+    }
+    Ok(from.filter(|f| !f.is_empty()))
+}
+
+/// Reads one `--mount` value with the stage's variables; `Some` for a cache mount.
+fn cache_mount(
+    value: &str,
+    scope: &Scope,
+    escape: char,
+    namespace: &str,
+) -> Result<Option<MountUse>, String> {
+    let mut kind = "bind".to_owned();
+    let mut mount = MountUse {
+        namespace: namespace.to_owned(),
+        ..MountUse::default()
+    };
+    let mut target = String::new();
+    for field in csv_fields(value)? {
+        let Some((key, raw)) = field.split_once('=') else {
+            match field.trim().to_ascii_lowercase().as_str() {
+                "readonly" | "ro" => mount.readonly = true,
+                "readwrite" | "rw" => mount.readonly = false,
+                _ => {}
+            }
+            continue;
+        };
+        let key = key.trim().to_ascii_lowercase();
+        let expanded = scope.expand(raw, escape)?;
+        let value = expanded.text;
+        if expanded.unresolved
+            && !matches!(
+                key.as_str(),
+                "id" | "target" | "dst" | "destination" | "from"
+            )
+        {
+            // A setting whose value the file does not show keeps its default; text fields
+            // keep the reference as written.
+            continue;
+        }
+        match key.as_str() {
+            "type" => kind = value.to_ascii_lowercase(),
+            "id" => mount.id = value,
+            "target" | "dst" | "destination" => target = value,
+            "from" => mount.from = Some(value).filter(|v| !v.is_empty()),
+            "readonly" | "ro" => mount.readonly = parse_bool(&key, &value)?,
+            "readwrite" | "rw" => mount.readonly = !parse_bool(&key, &value)?,
+            "sharing" => {
+                mount.sharing = Sharing::parse(&value.to_ascii_lowercase(), "sharing").map_err(|_| {
+                    format!("invalid `sharing={value}` in a mount: expected shared, private or locked")
+                })?;
+            }
+            "uid" | "gid" => {
+                let number = parse_number(&value, 10).ok_or_else(|| {
+                    format!("invalid `{key}={value}` in a mount: expected a decimal number")
+                })?;
+                if key == "uid" {
+                    mount.uid = Some(number);
+                } else {
+                    mount.gid = Some(number);
+                }
+            }
+            "mode" => {
+                mount.mode = Some(parse_number(&value, 8).ok_or_else(|| {
+                    format!(
+                        "invalid `mode={value}` in a mount: expected an octal mode such as 0755"
+                    )
+                })?);
+            }
+            // `source`, `required`, `size`, `env` and keys of later BuildKit versions.
+            _ => {}
+        }
+    }
+    if kind != "cache" {
+        return Ok(None);
+    }
+    if target.is_empty() {
+        return Err(format!("cache mount `{value}` has no `target=`"));
+    }
+    let target = clean_path(&target);
+    if target == "/" {
+        return Err(format!("cache mount `{value}` cannot mount over `/`"));
+    }
+    if mount.id.is_empty() {
+        mount.id = target.clone();
+    }
+    mount.target = Some(target);
+    Ok(Some(mount))
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!(
+            "invalid `{key}={value}` in a mount: expected true or false"
+        )),
+    }
+}
+
+/// An unsigned 32-bit number in `radix`, digits only.
+fn parse_number(value: &str, radix: u32) -> Option<u32> {
+    if value.is_empty() || !value.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    u32::from_str_radix(value, radix).ok()
+}
+
+/// The fields of one CSV record, as Go's `encoding/csv` reads a `--mount` value.
+fn csv_fields(line: &str) -> Result<Vec<String>, String> {
+    if line.is_empty() {
+        return Err("empty `--mount` value".to_owned());
+    }
+    let bad = |reason: &str| format!("`--mount={line}` is not valid CSV: {reason}");
+    let mut fields = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    None => return Err(bad("a quoted field does not end")),
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => field.push(c),
+                }
+            }
+            fields.push(field);
+            match chars.next() {
+                None => return Ok(fields),
+                Some(',') => {}
+                Some(_) => return Err(bad("text follows a quoted field")),
+            }
+        } else {
+            loop {
+                match chars.next() {
+                    None => {
+                        fields.push(field);
+                        return Ok(fields);
+                    }
+                    Some(',') => break,
+                    Some('"') => return Err(bad("a quote inside an unquoted field")),
+                    Some(c) => field.push(c),
+                }
+            }
+            fields.push(field);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading lines into instructions.
+// ---------------------------------------------------------------------------------------------
+
+/// The instructions of a file and its escape token.
+#[derive(Debug)]
+struct Document {
+    instructions: Vec<Instruction>,
+    escape: char,
+}
+
+/// One instruction, continuation lines joined and heredoc bodies consumed.
+#[derive(Debug, Clone)]
+struct Instruction {
+    /// 1-based number of the instruction's first line.
+    line: usize,
+    /// The lowercased keyword.
+    keyword: String,
+    /// `--name=value` flags before the arguments, quotes removed.
+    flags: Vec<String>,
+    /// The rest of the instruction.
+    args: String,
+    /// The arguments are a JSON array (exec form).
+    json: bool,
+    /// The instruction an `ONBUILD` registers.
+    trigger: Option<Box<Instruction>>,
+}
+
+impl Instruction {
+    fn new(line: &str, number: usize, escape: char) -> Self {
+        let line = line.trim();
+        let (command, rest) = match line.find(is_separator) {
+            Some(at) => (&line[..at], line[at..].trim_start_matches(is_separator)),
+            None => (line, ""),
+        };
+        let (args, flags) = extract_flags(rest, escape);
+        let keyword = command.to_ascii_lowercase();
+        let args = args.trim().to_owned();
+        let json = EXEC_FORM.contains(&keyword.as_str()) && is_json_array(&args);
+        let trigger = (keyword == "onbuild" && !args.is_empty())
+            .then(|| Box::new(Self::new(&args, number, escape)));
+        Self {
+            line: number,
+            keyword,
+            flags,
+            args,
+            json,
+            trigger,
+        }
+    }
+
+    /// BuildKit reads heredocs in `RUN`, `COPY` and `ADD` (also as `ONBUILD` triggers), but
+    /// not in their exec form.
+    fn can_contain_heredoc(&self) -> bool {
+        let node = self.trigger.as_deref().unwrap_or(self);
+        matches!(node.keyword.as_str(), "run" | "copy" | "add") && !node.json
+    }
+
+    /// Values of `--name=value` flags, in order.
+    fn flag_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s str> + 's {
+        self.flags.iter().filter_map(move |flag| {
+            let (key, value) = flag.strip_prefix("--")?.split_once('=')?;
+            (key == name).then_some(value)
+        })
+    }
+}
+
+/// The white space BuildKit splits instructions at.
+fn is_separator(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\u{b}' | '\u{c}' | '\r')
+}
+
+/// `\s` of Go's regular expressions.
+fn is_regex_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\u{c}' | '\r')
+}
+
+fn is_comment(line: &str) -> bool {
+    line.trim_start().starts_with('#')
+}
+
+fn is_json_array(args: &str) -> bool {
+    let args = args.trim_start();
+    args.starts_with('[') && serde_json::from_str::<Vec<serde_json::Value>>(args).is_ok()
+}
+
+/// Parser directives: only at the top of the file, before any instruction, blank line or
+/// other comment.
+#[derive(Debug)]
+struct Directives {
+    escape: char,
+    done: bool,
+    seen: BTreeSet<String>,
+}
+
+impl Directives {
+    fn new() -> Self {
+        Self {
+            escape: '\\',
+            done: false,
+            seen: BTreeSet::new(),
+        }
+    }
+
+    fn check(&mut self, line: &str) -> Result<(), String> {
+        if self.done {
+            return Ok(());
+        }
+        let Some((name, value)) = line
+            .strip_prefix('#')
+            .and_then(|rest| directive(rest.trim_start()))
+        else {
+            self.done = true;
+            return Ok(());
+        };
+        let name = name.to_ascii_lowercase();
+        if !matches!(name.as_str(), "escape" | "syntax" | "check") {
+            self.done = true;
+            return Ok(());
+        }
+        if !self.seen.insert(name.clone()) {
+            return Err(format!("only one `{name}` parser directive can be used"));
+        }
+        if name == "escape" {
+            self.escape = match value {
+                "`" => '`',
+                "\\" => '\\',
+                _ => return Err(format!("invalid escape token `{value}`: expected ` or \\")),
+            };
+        }
+        Ok(())
+    }
+}
+
+/// `name=value` after the `#` of a possible directive.
+fn directive(text: &str) -> Option<(&str, &str)> {
+    let end = text
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(text.len());
+    let name = &text[..end];
+    if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return None;
+    }
+    let value = text[end..]
+        .trim_start_matches(is_regex_space)
+        .strip_prefix('=')?;
+    let value = value.trim_matches(is_regex_space);
+    (!value.is_empty() && !value.contains('\n')).then_some((name, value))
+}
+
+/// Strips a trailing escape token (and white space after it); `false` when the line
+/// continues. An escaped escape token does not continue the line.
+fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
+    let trimmed = line.trim_end_matches([' ', '\t']);
+    if let Some(before) = trimmed.strip_suffix(escape)
+        && (before.is_empty() || !before.ends_with(escape))
+    {
+        return (before, false);
+    }
+    (line, true)
+}
+
+/// A heredoc an instruction opens.
+#[derive(Debug, PartialEq, Eq)]
+struct Heredoc {
+    /// The terminator line.
+    name: String,
+    /// `<<-`: leading tabs of the terminator line are ignored.
+    chomp: bool,
+}
+
+/// Heredocs opened in `line`, in order, as BuildKit finds them: shell words of the form
+/// `[n]<<[-]WORD`, where `WORD` may be quoted.
+fn heredocs(line: &str) -> Vec<Heredoc> {
+    let unknown = |_: &str| Var::Unknown;
+    let mut lexer = Lexer::new(line, '\\', true, &unknown);
+    match lexer.process(None, true) {
+        Ok((_, words)) => words.iter().filter_map(|w| heredoc(w)).collect(),
+        // BuildKit finds no heredoc in a line its shell lexer rejects.
+        Err(_) => Vec::new(),
+    }
+}
+
+/// `^(\d*)<<(-?)\s*([^<]*)$`, with the terminator unquoted.
+fn heredoc(word: &str) -> Option<Heredoc> {
+    let rest = word
+        .trim_start_matches(|c: char| c.is_ascii_digit())
+        .strip_prefix("<<")?;
+    let (chomp, rest) = match rest.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, rest),
+    };
+    let rest = rest.trim_start_matches(is_regex_space);
+    if rest.is_empty() || rest.contains('<') {
+        return None;
+    }
+    let unknown = |_: &str| Var::Unknown;
+    let mut lexer = Lexer::new(rest, '\\', false, &unknown);
+    let (_, words) = lexer.process(None, false).ok()?;
+    match <[String; 1]>::try_from(words) {
+        Ok([name]) => Some(Heredoc { name, chomp }),
+        Err(_) => None,
+    }
+}
+
+/// Reads `text` into instructions the way BuildKit's parser does.
+fn read(text: &str) -> Result<Document, Problem> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let lines: Vec<&str> = text
+        .split_inclusive('\n')
+        .map(|l| l.trim_end_matches(['\r', '\n']))
+        .collect();
+    let mut directives = Directives::new();
+    let mut instructions = Vec::new();
+    let mut next = 0;
+    while next < lines.len() {
+        let number = next + 1;
+        let first = lines[next].trim_start();
+        next += 1;
+        directives
+            .check(first)
+            .map_err(|m| Problem::at(number, m))?;
+        if is_comment(first) {
+            continue;
+        }
+        let escape = directives.escape;
+        let (head, mut complete) = trim_continuation(first, escape);
+        if complete && head.is_empty() {
+            continue;
+        }
+        let mut logical = head.to_owned();
+        while !complete && next < lines.len() {
+            let line = lines[next];
+            next += 1;
+            directives.check(line).map_err(|m| Problem::at(next, m))?;
+            // Comment and blank lines inside a continuation are dropped.
+            if is_comment(line) || line.trim_start().is_empty() {
+                continue;
+            }
+            let (part, end) = trim_continuation(line, escape);
+            logical.push_str(part);
+            complete = end;
+        }
+        let instruction = Instruction::new(&logical, number, escape);
+        if instruction.can_contain_heredoc() && logical.contains("<<") {
+            for heredoc in heredocs(&logical) {
+                let mut terminated = false;
+                while next < lines.len() {
+                    let body = lines[next];
+                    next += 1;
+                    let candidate = if heredoc.chomp {
+                        body.trim_start_matches('\t')
+                    } else {
+                        body
+                    };
+                    if candidate == heredoc.name {
+                        terminated = true;
+                        break;
+                    }
+                }
+                if !terminated {
+                    return Err(Problem::at(
+                        number,
+                        format!("unterminated heredoc: no line `{}` ends it", heredoc.name),
+                    ));
+                }
+            }
+        }
+        instructions.push(instruction);
+    }
+    Ok(Document {
+        instructions,
+        escape: directives.escape,
+    })
+}
+
+/// Splits the leading `--flag` words off an instruction's arguments, as BuildKit does:
+/// quotes are removed and the escape token escapes the next character. A `--` word ends the
+/// flags.
+fn extract_flags(line: &str, escape: char) -> (&str, Vec<String>) {
+    let chars: Vec<(usize, char)> = line.char_indices().collect();
+    let mut flags = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    let mut blank_ok = false;
+    let mut i = 0;
+    while let Some(&(at, ch)) = chars.get(i) {
+        i += 1;
+        if !in_word {
+            if ch.is_whitespace() {
+                continue;
+            }
+            if ch != '-' || chars.get(i).map(|&(_, c)| c) != Some('-') {
+                return (&line[at..], flags);
+            }
+            in_word = true;
+        }
+        if let Some(q) = quote {
+            if ch == q {
+                quote = None;
+                continue;
+            }
+            if ch == escape {
+                match chars.get(i) {
+                    Some(&(_, next)) => {
+                        i += 1;
+                        word.push(next);
+                    }
+                    None => quote = None,
+                }
+                continue;
+            }
+            word.push(ch);
+            continue;
+        }
+        if ch.is_whitespace() {
+            in_word = false;
+            if word == "--" {
+                return (&line[at..], flags);
+            }
+            if blank_ok || !word.is_empty() {
+                flags.push(std::mem::take(&mut word));
+            }
+            blank_ok = false;
+            continue;
+        }
+        if ch == '\'' || ch == '"' {
+            quote = Some(ch);
+            blank_ok = true;
+            continue;
+        }
+        if ch == escape {
+            if let Some(&(_, next)) = chars.get(i) {
+                i += 1;
+                word.push(next);
+            }
+            continue;
+        }
+        word.push(ch);
+    }
+    if in_word && word != "--" && (blank_ok || !word.is_empty()) {
+        flags.push(word);
+    }
+    ("", flags)
+}
+
+/// Splits `ARG`/`ENV` arguments into words at white space outside quotes, keeping the quotes
+/// and escapes for expansion later.
+fn parse_words(rest: &str, escape: char) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    let mut blank_ok = false;
+    let mut chars = rest.chars();
+    while let Some(ch) = chars.next() {
+        if !in_word {
+            if ch.is_whitespace() {
+                continue;
+            }
+            in_word = true;
+        }
+        match quote {
+            None => {
+                if ch.is_whitespace() {
+                    in_word = false;
+                    if blank_ok || !word.is_empty() {
+                        words.push(std::mem::take(&mut word));
+                    }
+                    blank_ok = false;
+                    continue;
+                }
+                if ch == '\'' || ch == '"' {
+                    quote = Some(ch);
+                    blank_ok = true;
+                }
+                if ch == escape {
+                    if let Some(next) = chars.next() {
+                        word.push(ch);
+                        word.push(next);
+                    }
+                    continue;
+                }
+                word.push(ch);
+            }
+            Some(q) => {
+                if ch == q {
+                    quote = None;
+                }
+                if ch == escape && q != '\'' {
+                    match chars.next() {
+                        Some(next) => {
+                            word.push(ch);
+                            word.push(next);
+                        }
+                        None => quote = None,
+                    }
+                    continue;
+                }
+                word.push(ch);
+            }
+        }
+    }
+    if in_word && (blank_ok || !word.is_empty()) {
+        words.push(word);
+    }
+    words
+}
+
+// ---------------------------------------------------------------------------------------------
+// Variable expansion, following BuildKit's shell lexer.
+// ---------------------------------------------------------------------------------------------
+
+/// A variable's value as far as the file shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Var {
+    /// Set to this text.
+    Set(String),
+    /// Set to this text, which keeps references to variables whose values are not known.
+    Partial(String),
+    /// Not set: expands to nothing.
+    Unset,
+    /// Set outside the file (a base image's `ENV`, the build platform): references stay as
+    /// written.
+    Unknown,
+}
+
+/// The variables at one point of the file.
+#[derive(Debug, Clone)]
+struct Scope {
+    vars: BTreeMap<String, Var>,
+    /// What a name the file does not set is.
+    otherwise: Var,
+}
+
+impl Scope {
+    fn new(otherwise: Var) -> Self {
+        Self {
+            vars: BTreeMap::new(),
+            otherwise,
+        }
+    }
+
+    fn get(&self, name: &str) -> Var {
+        self.vars
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| self.otherwise.clone())
+    }
+
+    fn expand(&self, word: &str, escape: char) -> Result<Expanded, String> {
+        expand(word, escape, &|name| self.get(name))
+    }
+
+    /// An `ARG` inside a stage: a build argument wins, then the default; without either, a
+    /// redeclared global `ARG` brings its value, and a new name is set empty.
+    fn declare_args(
+        &mut self,
+        instruction: &Instruction,
+        globals: &Scope,
+        build_args: &BTreeMap<String, String>,
+        escape: char,
+    ) -> Result<(), Problem> {
+        for (key, default) in arg_words(instruction, escape)? {
+            let value = if let Some(value) = build_args.get(&key) {
+                Var::Set(value.clone())
+            } else if let Some(default) = default {
+                self.expand(&default, escape)
+                    .map_err(|m| Problem::at(instruction.line, m))?
+                    .into_var()
+            } else if let Some(global) = globals.vars.get(&key) {
+                global.clone()
+            } else if self.vars.contains_key(&key) {
+                continue;
+            } else {
+                Var::Set(String::new())
+            };
+            self.vars.insert(key, value);
+        }
+        Ok(())
+    }
+}
+
+/// A word after expansion.
+#[derive(Debug)]
+struct Expanded {
+    text: String,
+    /// The text keeps a reference to a variable whose value is not known.
+    unresolved: bool,
+}
+
+impl Expanded {
+    fn into_var(self) -> Var {
+        if self.unresolved {
+            Var::Partial(self.text)
+        } else {
+            Var::Set(self.text)
+        }
+    }
+}
+
+/// Expands variables in `word` and removes its quotes, as BuildKit does for `FROM`, `ARG`,
+/// `ENV` and mount options.
+fn expand(word: &str, escape: char, env: &dyn Fn(&str) -> Var) -> Result<Expanded, String> {
+    let mut lexer = Lexer::new(word, escape, false, env);
+    let (text, _) = lexer.process(None, false)?;
+    Ok(Expanded {
+        text,
+        unresolved: lexer.unresolved,
+    })
+}
+
+/// Shell words being collected: white space splits words, except inside quotes.
+#[derive(Debug, Default)]
+struct Words {
+    done: Vec<String>,
+    current: String,
+    open: bool,
+}
+
+impl Words {
+    fn push_char(&mut self, ch: char) {
+        if !ch.is_whitespace() {
+            self.push_raw_char(ch);
+        } else if self.open && !self.current.is_empty() {
+            self.done.push(std::mem::take(&mut self.current));
+            self.open = false;
+        }
+    }
+
+    fn push_raw_char(&mut self, ch: char) {
+        self.current.push(ch);
+        self.open = true;
+    }
+
+    fn push_split(&mut self, text: &str) {
+        text.chars().for_each(|c| self.push_char(c));
+    }
+
+    fn push_raw(&mut self, text: &str) {
+        self.current.push_str(text);
+        self.open = true;
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        if !self.current.is_empty() {
+            self.done.push(self.current);
+        }
+        self.done
+    }
+}
+
+/// BuildKit's shell lexer: quotes, escapes and `$` expansions.
+struct Lexer<'e> {
+    chars: Vec<char>,
+    pos: usize,
+    escape: char,
+    /// Keep quote characters in the result.
+    raw_quotes: bool,
+    /// Keep escape tokens in the result.
+    raw_escapes: bool,
+    env: &'e dyn Fn(&str) -> Var,
+    /// A variable whose value is not known was kept as written.
+    unresolved: bool,
+}
+
+impl<'e> Lexer<'e> {
+    fn new(text: &str, escape: char, raw_quotes: bool, env: &'e dyn Fn(&str) -> Var) -> Self {
+        Self {
+            chars: text.chars().collect(),
+            pos: 0,
+            escape,
+            raw_quotes,
+            raw_escapes: false,
+            env,
+            unresolved: false,
+        }
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+
+    fn bump(&mut self) -> Option<char> {
+        let ch = self.peek();
+        if ch.is_some() {
+            self.pos += 1;
+        }
+        ch
+    }
+
+    /// The source text from `start`, kept for a variable whose value is not known.
+    fn keep(&mut self, start: usize) -> String {
+        self.unresolved = true;
+        self.chars[start..self.pos].iter().collect()
+    }
+
+    fn lookup(&mut self, name: &str) -> Var {
+        match (self.env)(name) {
+            Var::Partial(value) => {
+                self.unresolved = true;
+                Var::Set(value)
+            }
+            other => other,
+        }
+    }
+
+    /// Processes up to `stop` (consumed) or the end; returns the text and its words.
+    fn process(
+        &mut self,
+        stop: Option<char>,
+        raw_escapes: bool,
+    ) -> Result<(String, Vec<String>), String> {
+        let saved = std::mem::replace(&mut self.raw_escapes, raw_escapes);
+        let result = self.scan(stop);
+        self.raw_escapes = saved;
+        result
+    }
+
+    fn scan(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), String> {
+        let mut text = String::new();
+        let mut words = Words::default();
+        while let Some(ch) = self.peek() {
+            if stop == Some(ch) {
+                self.pos += 1;
+                return Ok((text, words.finish()));
+            }
+            match ch {
+                '$' => {
+                    let value = self.dollar()?;
+                    words.push_split(&value);
+                    text.push_str(&value);
+                }
+                '<' => {
+                    let value = self.angle();
+                    words.push_raw(&value);
+                    text.push_str(&value);
+                }
+                '\'' => {
+                    let value = self.single_quoted()?;
+                    words.push_raw(&value);
+                    text.push_str(&value);
+                }
+                '"' => {
+                    let value = self.double_quoted()?;
+                    words.push_raw(&value);
+                    text.push_str(&value);
+                }
+                _ => {
+                    self.pos += 1;
+                    if ch != self.escape {
+                        words.push_char(ch);
+                        text.push(ch);
+                        continue;
+                    }
+                    if self.raw_escapes {
+                        words.push_raw_char(ch);
+                        text.push(ch);
+                    }
+                    let Some(next) = self.bump() else {
+                        break;
+                    };
+                    words.push_raw_char(next);
+                    text.push(next);
+                }
+            }
+        }
+        match stop {
+            Some(stop) => Err(format!("unexpected end of text while looking for `{stop}`")),
+            None => Ok((text, words.finish())),
+        }
+    }
+
+    /// Processes up to `stop` inside `${...}`.
+    fn until(&mut self, stop: char, raw_escapes: bool) -> Result<String, String> {
+        match self.process(Some(stop), raw_escapes) {
+            Ok((text, _)) => Ok(text),
+            Err(_) if self.peek().is_none() => {
+                Err(format!("syntax error: missing `{stop}` in `${{...}}`"))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn single_quoted(&mut self) -> Result<String, String> {
+        self.pos += 1;
+        let mut text = String::new();
+        if self.raw_quotes {
+            text.push('\'');
+        }
+        loop {
+            match self.bump() {
+                None => {
+                    return Err(
+                        "unexpected end of text while looking for the closing `'`".to_owned()
+                    );
+                }
+                Some('\'') => {
+                    if self.raw_quotes {
+                        text.push('\'');
+                    }
+                    return Ok(text);
+                }
+                Some(ch) => text.push(ch),
+            }
+        }
+    }
+
+    fn double_quoted(&mut self) -> Result<String, String> {
+        self.pos += 1;
+        let mut text = String::new();
+        if self.raw_quotes {
+            text.push('"');
+        }
+        loop {
+            match self.peek() {
+                None => {
+                    return Err(
+                        "unexpected end of text while looking for the closing `\"`".to_owned()
+                    );
+                }
+                Some('"') => {
+                    self.pos += 1;
+                    if self.raw_quotes {
+                        text.push('"');
+                    }
+                    return Ok(text);
+                }
+                Some('$') => {
+                    let value = self.dollar()?;
+                    text.push_str(&value);
+                }
+                Some(mut ch) => {
+                    self.pos += 1;
+                    if ch == self.escape {
+                        if self.raw_escapes {
+                            text.push(ch);
+                        }
+                        match self.peek() {
+                            None => continue,
+                            Some(next) if next == '"' || next == '$' || next == self.escape => {
+                                self.pos += 1;
+                                ch = next;
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    text.push(ch);
+                }
+            }
+        }
+    }
+
+    /// `<<` and the blanks after it stay together, so that `<< EOF` is one word.
+    fn angle(&mut self) -> String {
+        self.pos += 1;
+        if self.peek() != Some('<') {
+            return "<".to_owned();
+        }
+        self.pos += 1;
+        let mut text = "<<".to_owned();
+        while let Some(ch @ (' ' | '\t' | '\r')) = self.peek() {
+            text.push(ch);
+            self.pos += 1;
+        }
+        text
+    }
+
+    /// A variable name: letters, digits and `_`; or digits; or one special parameter.
+    fn name(&mut self) -> String {
+        let mut name = String::new();
+        while let Some(ch) = self.peek() {
+            if name.is_empty() && ch.is_ascii_digit() {
+                while let Some(digit) = self.peek().filter(char::is_ascii_digit) {
+                    name.push(digit);
+                    self.pos += 1;
+                }
+                return name;
+            }
+            if name.is_empty() && matches!(ch, '@' | '*' | '#' | '?' | '-' | '$' | '!') {
+                self.pos += 1;
+                return ch.to_string();
+            }
+            if !ch.is_alphanumeric() && ch != '_' {
+                break;
+            }
+            name.push(ch);
+            self.pos += 1;
+        }
+        name
+    }
+
+    /// `$NAME`, `${NAME}` and `${NAME<modifier>word}`.
+    fn dollar(&mut self) -> Result<String, String> {
+        let start = self.pos;
+        self.pos += 1;
+        if self.peek() != Some('{') {
+            let name = self.name();
+            if name.is_empty() {
+                return Ok("$".to_owned());
+            }
+            return Ok(match self.lookup(&name) {
+                Var::Set(value) | Var::Partial(value) => value,
+                Var::Unset => String::new(),
+                Var::Unknown => self.keep(start),
+            });
+        }
+        self.pos += 1;
+        match self.peek() {
+            None => return Err("syntax error: missing `}`".to_owned()),
+            Some('{' | '}' | ':') => return Err("syntax error: bad substitution".to_owned()),
+            Some(_) => {}
+        }
+        let name = self.name();
+        let mut modifier = self.bump();
+        let colon = modifier == Some(':');
+        if colon {
+            modifier = self.bump();
+        }
+        match modifier {
+            Some('}') if !colon => Ok(match self.lookup(&name) {
+                Var::Set(value) | Var::Partial(value) => value,
+                Var::Unset => String::new(),
+                Var::Unknown => self.keep(start),
+            }),
+            Some(op @ ('-' | '+' | '?' | '#' | '%')) => {
+                let is_pattern = op == '#' || op == '%';
+                if colon && is_pattern {
+                    return Err(format!("unsupported modifier `:{op}` in substitution"));
+                }
+                let word = self.until('}', is_pattern)?;
+                let value = match self.lookup(&name) {
+                    Var::Set(value) | Var::Partial(value) => Some(value),
+                    Var::Unset => None,
+                    Var::Unknown => return Ok(self.keep(start)),
+                };
+                let missing = value.as_ref().is_none_or(|v| colon && v.is_empty());
+                match op {
+                    '-' if missing => Ok(word),
+                    '+' if missing => Ok(String::new()),
+                    '+' => Ok(word),
+                    '?' if missing => {
+                        let message = if !word.is_empty() {
+                            word
+                        } else if value.is_none() {
+                            "is not allowed to be unset".to_owned()
+                        } else {
+                            "is not allowed to be empty".to_owned()
+                        };
+                        Err(format!("{name}: {message}"))
+                    }
+                    '-' | '?' => Ok(value.unwrap_or_default()),
+                    _ => {
+                        let value = value.unwrap_or_default();
+                        let longest = word.starts_with(op);
+                        let pattern = if longest {
+                            &word[op.len_utf8()..]
+                        } else {
+                            &word[..]
+                        };
+                        trim_pattern(&value, pattern, longest, op == '%')
+                    }
+                }
+            }
+            Some('/') if !colon => {
+                let all = self.peek() == Some('/');
+                if all {
+                    self.pos += 1;
+                }
+                let pattern = self.until('/', true)?;
+                let replacement = self.until('}', true)?;
+                match self.lookup(&name) {
+                    Var::Set(value) | Var::Partial(value) => {
+                        replace_pattern(&value, &pattern, &replacement, all)
+                    }
+                    Var::Unset => Ok(String::new()),
+                    Var::Unknown => Ok(self.keep(start)),
+                }
+            }
+            _ => {
+                let text: String = self.chars[start..self.pos].iter().collect();
+                Err(format!("unsupported modifier in `{text}`"))
+            }
+        }
+    }
+}
+
+/// One element of a shell pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Glob {
+    /// `*`
+    Any,
+    /// `?`
+    One,
+    Char(char),
+}
+
+/// Reads a `${...}` pattern: `*`, `?`, and `\` escaping `*`, `?`, `\`, `}` or `/`.
+fn glob(pattern: &str) -> Result<Vec<Glob>, String> {
+    let mut out = Vec::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(ch) = chars.next() {
+        match ch {
+            '*' => out.push(Glob::Any),
+            '?' => out.push(Glob::One),
+            '\\' => match chars.peek() {
+                Some('}' | '/') => {}
+                _ => match chars.next() {
+                    Some(escaped @ ('*' | '?' | '\\')) => out.push(Glob::Char(escaped)),
+                    _ => return Err(format!("invalid escape in pattern `{pattern}`")),
+                },
+            },
+            _ => out.push(Glob::Char(ch)),
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `pattern` matches all of `text`; on a mismatch the last `*` takes one more
+/// character, which keeps the work proportional to the lengths' product.
+fn glob_matches(pattern: &[Glob], text: &[char]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut last_star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(Glob::Any) => {
+                last_star = Some((p, t));
+                p += 1;
+            }
+            Some(Glob::One) => {
+                p += 1;
+                t += 1;
+            }
+            Some(Glob::Char(c)) if *c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match last_star {
+                Some((star, taken)) => {
+                    last_star = Some((star, taken + 1));
+                    p = star + 1;
+                    t = taken + 1;
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|g| *g == Glob::Any)
+}
+
+/// `${v#p}`, `${v##p}`, `${v%p}`, `${v%%p}`: removes the shortest or longest matching prefix
+/// or suffix.
+fn trim_pattern(value: &str, pattern: &str, longest: bool, suffix: bool) -> Result<String, String> {
+    let pattern = glob(pattern)?;
+    let chars: Vec<char> = value.chars().collect();
+    let n = chars.len();
+    let lengths: Vec<usize> = if longest {
+        (0..=n).rev().collect()
+    } else {
+        (0..=n).collect()
+    };
+    for len in lengths {
+        let (matched, rest) = if suffix {
+            (&chars[n - len..], &chars[..n - len])
+        } else {
+            (&chars[..len], &chars[len..])
+        };
+        if glob_matches(&pattern, matched) {
+            return Ok(rest.iter().collect());
+        }
+    }
+    Ok(value.to_owned())
+}
+
+/// `${v/p/r}` and `${v//p/r}`: replaces the leftmost longest match, or every match.
+fn replace_pattern(
+    value: &str,
+    pattern: &str,
+    replacement: &str,
+    all: bool,
+) -> Result<String, String> {
+    let pattern = glob(pattern)?;
+    let chars: Vec<char> = value.chars().collect();
+    let n = chars.len();
+    let mut out = String::new();
+    let mut i = 0;
+    while i <= n {
+        let end = (i..=n)
+            .rev()
+            .find(|&end| glob_matches(&pattern, &chars[i..end]));
+        match end {
+            Some(end) => {
+                out.push_str(replacement);
+                if end == i {
+                    out.extend(chars.get(i));
+                    i += 1;
+                } else {
+                    i = end;
+                }
+                if !all {
+                    out.extend(chars.get(i..).unwrap_or_default());
+                    return Ok(out);
+                }
+            }
+            None => {
+                out.extend(chars.get(i));
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_args() -> BTreeMap<String, String> {
+        BTreeMap::new()
+    }
+
+    fn args(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn read_ok(text: &str) -> DockerfileInfo {
+        parse(text, "Dockerfile", &no_args(), None).unwrap()
+    }
+
+    fn read_err(text: &str) -> IngestError {
+        parse(text, "Dockerfile", &no_args(), None).unwrap_err()
+    }
+
+    fn cache(id: &str, target: &str) -> MountUse {
+        MountUse {
+            id: id.to_owned(),
+            target: Some(target.to_owned()),
+            ..MountUse::default()
+        }
+    }
+
+    fn strings(values: &[&str]) -> Vec<String> {
+        values.iter().map(|v| (*v).to_owned()).collect()
+    }
+
+    /// The default id is the target cleaned the way BuildKit cleans it.
+    #[test]
+    fn default_id_is_the_cleaned_target() {
+        let info = read_ok(
+            "FROM python:3.12\nRUN --mount=type=cache,target=/root/.cache//pip/ pip install .\n",
+        );
+        assert_eq!(
+            info.mounts,
+            vec![cache("/root/.cache/pip", "/root/.cache/pip")]
+        );
+        assert_eq!(info.base_images, strings(&["python:3.12"]));
+    }
+
+    /// An `id=` replaces the default id; the target is still stored cleaned.
+    #[test]
+    fn custom_id_is_kept() {
+        let info = read_ok(
+            "FROM golang:1.22\nRUN --mount=type=cache,id=gomod,target=/go/pkg/mod/ go mod download\n",
+        );
+        assert_eq!(info.mounts, vec![cache("gomod", "/go/pkg/mod")]);
+    }
+
+    /// Every `--mount` of a `RUN` is read; only cache mounts are recorded, other flags are
+    /// skipped.
+    #[test]
+    fn several_mounts_in_one_run() {
+        let info = read_ok(
+            "FROM alpine\n\
+             RUN --network=none --mount=type=cache,target=/a --mount=type=bind,source=x,target=/x \
+             --mount=type=secret,id=token --mount=type=ssh --mount=type=tmpfs,target=/t \
+             --mount=type=cache,target=/b --security=insecure make\n",
+        );
+        assert_eq!(info.mounts, vec![cache("/a", "/a"), cache("/b", "/b")]);
+    }
+
+    /// `ro`, `readonly`, `readonly=<bool>` and `rw` set read-only the way BuildKit does; a cache
+    /// mount is writable by default.
+    #[test]
+    fn readonly_forms() {
+        let info = read_ok(
+            "FROM alpine\n\
+             RUN --mount=type=cache,target=/1,ro --mount=type=cache,target=/2,readonly \
+             --mount=type=cache,target=/3,readonly=true --mount=type=cache,target=/4,readonly=false \
+             --mount=type=cache,target=/5,ro=1 --mount=type=cache,target=/6,ro,rw \
+             --mount=type=cache,target=/7,readwrite=false --mount=type=cache,target=/8 true\n",
+        );
+        let readonly: Vec<bool> = info.mounts.iter().map(|m| m.readonly).collect();
+        assert_eq!(
+            readonly,
+            vec![true, true, true, false, true, false, true, false]
+        );
+        let err = read_err("FROM alpine\nRUN --mount=type=cache,target=/x,readonly=yes true\n");
+        assert_eq!(err.line, Some(2));
+    }
+
+    /// `sharing` takes shared, private or locked in any case.
+    #[test]
+    fn sharing_modes() {
+        let info = read_ok(
+            "FROM alpine\n\
+             RUN --mount=type=cache,target=/a,sharing=shared --mount=type=cache,target=/b,sharing=private \
+             --mount=type=cache,target=/c,sharing=LOCKED true\n",
+        );
+        let sharing: Vec<Sharing> = info.mounts.iter().map(|m| m.sharing).collect();
+        assert_eq!(
+            sharing,
+            vec![Sharing::Shared, Sharing::Private, Sharing::Locked]
+        );
+    }
+
+    /// `uid`, `gid`, octal `mode` and `from` are stored; `source` is accepted.
+    #[test]
+    fn uid_gid_mode_and_from() {
+        let info = read_ok(
+            "FROM node:20 AS deps\n\
+             FROM node:20\n\
+             RUN --mount=type=cache,target=/home/node/.npm,uid=1000,gid=1000,mode=0755,from=deps,source=/cache npm ci\n",
+        );
+        let expected = MountUse {
+            uid: Some(1000),
+            gid: Some(1000),
+            mode: Some(0o755),
+            from: Some("deps".to_owned()),
+            ..cache("/home/node/.npm", "/home/node/.npm")
+        };
+        assert_eq!(info.mounts, vec![expected]);
+    }
+
+    /// Continuation lines join, with comment and blank lines inside the continuation skipped,
+    /// and an escaped escape token does not continue.
+    #[test]
+    fn backslash_continuations() {
+        let text = "FROM alpine\n\
+                    RUN --mount=type=cache,target=/var/cache/apk \\\n\
+                    # a comment inside\n\
+                    \n\
+                    \x20   --mount=type=cache,id=x,target=/x \\  \n\
+                    \x20   apk add curl\n\
+                    RUN echo done \\\\\n\
+                    RUN --mount=type=cache,target=/after true\n";
+        let info = read_ok(text);
+        assert_eq!(
+            info.mounts,
+            vec![
+                cache("/var/cache/apk", "/var/cache/apk"),
+                cache("x", "/x"),
+                cache("/after", "/after")
+            ]
+        );
+    }
+
+    /// With `# escape=``, the backtick continues lines and a trailing backslash is text.
+    #[test]
+    fn backtick_escape_directive() {
+        let text = "# escape=`\n\
+                    FROM mcr.microsoft.com/windows/servercore:ltsc2022\n\
+                    COPY . C:\\src\\\n\
+                    RUN --mount=type=cache,id=nuget,target=/nuget `\n\
+                    \x20   --mount=type=cache,target=/b `\n\
+                    \x20   dotnet restore\n";
+        let info = read_ok(text);
+        assert_eq!(
+            info.mounts,
+            vec![cache("nuget", "/nuget"), cache("/b", "/b")]
+        );
+        assert_eq!(
+            info.base_images,
+            strings(&["mcr.microsoft.com/windows/servercore:ltsc2022"])
+        );
+    }
+
+    /// Directives count only at the top: after a comment, an instruction or a blank line,
+    /// `# escape=` is an ordinary comment. Directive names are case-insensitive.
+    #[test]
+    fn directives_only_at_the_top() {
+        let late =
+            "# a comment\n# escape=`\nFROM alpine\nRUN --mount=type=cache,target=/a \\\n  true\n";
+        assert_eq!(read_ok(late).mounts, vec![cache("/a", "/a")]);
+        let upper = "# syntax=docker/dockerfile:1\n#  ESCAPE = `\nFROM alpine\nRUN --mount=type=cache,target=/a `\n  true\n";
+        assert_eq!(read_ok(upper).mounts, vec![cache("/a", "/a")]);
+        let err = read_err("# escape=`\n# escape=\\\nFROM alpine\n");
+        assert_eq!(err.line, Some(2));
+        assert!(
+            read_err("# escape=x\nFROM alpine\n")
+                .message
+                .contains("escape")
+        );
+    }
+
+    /// Heredoc bodies are consumed: instructions inside them never count, whatever the
+    /// heredoc form.
+    #[test]
+    fn heredoc_bodies_are_not_instructions() {
+        let text = "FROM alpine\n\
+                    RUN <<EOF\n\
+                    FROM evil:1\n\
+                    RUN --mount=type=cache,target=/evil true\n\
+                    EOF\n\
+                    RUN <<-EOT\n\
+                    \tFROM evil:2\n\
+                    \tEOT\n\
+                    RUN --mount=type=cache,target=/ok <<\"QUOTED\" bash\n\
+                    FROM evil:3\n\
+                    QUOTED\n\
+                    COPY <<one.txt <<'two.txt' /dest/\n\
+                    FROM evil:4\n\
+                    one.txt\n\
+                    FROM evil:5\n\
+                    two.txt\n\
+                    RUN 3<<FD cat <&3\n\
+                    FROM evil:6\n\
+                    FD\n\
+                    RUN <<  SPACED  > /out\n\
+                    FROM evil:7\n\
+                    SPACED\n\
+                    ONBUILD RUN <<EOF\n\
+                    FROM evil:8\n\
+                    EOF\n\
+                    RUN --mount=type=cache,target=/last true\n";
+        let info = read_ok(text);
+        assert_eq!(info.base_images, strings(&["alpine"]));
+        assert_eq!(
+            info.mounts,
+            vec![cache("/ok", "/ok"), cache("/last", "/last")]
+        );
+    }
+
+    /// What is not a heredoc is left alone: quoted `<<`, `<<<`, instructions that take no
+    /// heredoc, and the exec form.
+    #[test]
+    fn not_heredocs() {
+        let text = "FROM alpine\n\
+                    RUN echo \"<<NOT\"\n\
+                    RUN cat <<<word\n\
+                    USER <<NOPE\n\
+                    RUN [\"sh\", \"-c\", \"cat <<EOF\"]\n\
+                    RUN --mount=type=cache,target=/x true\n";
+        assert_eq!(read_ok(text).mounts, vec![cache("/x", "/x")]);
+    }
+
+    /// The exec form parses, with flags before the JSON array.
+    #[test]
+    fn json_form_run() {
+        let text = "FROM alpine\n\
+                    RUN [\"sh\", \"-c\", \"echo hello\"]\n\
+                    RUN --mount=type=cache,target=/root/.cache [\"pip\", \"install\", \".\"]\n\
+                    CMD [\"sh\"]\n";
+        assert_eq!(
+            read_ok(text).mounts,
+            vec![cache("/root/.cache", "/root/.cache")]
+        );
+    }
+
+    /// Global `ARG`s expand in `FROM`: defaults, build-arg overrides, missing values as empty,
+    /// and the `:-`/`:+`/`-` forms.
+    #[test]
+    fn arg_substitution_in_from() {
+        let text = "ARG VERSION=3.12\n\
+                    ARG VARIANT\n\
+                    ARG REGISTRY=\n\
+                    ARG SUFFIX=slim\n\
+                    FROM ${REGISTRY:-docker.io/library}/python:${VERSION}${VARIANT:+-$VARIANT} AS a\n\
+                    FROM node:$NODE${VARIANT-x} AS b\n\
+                    FROM base-${SUFFIX:+$SUFFIX-x}${MISSING:-fallback}\n\
+                    COPY --from=a /a /a\n\
+                    COPY --from=b /b /b\n";
+        let info = read_ok(text);
+        assert_eq!(
+            info.base_images,
+            strings(&[
+                "docker.io/library/python:3.12",
+                "node:x",
+                "base-slim-xfallback"
+            ])
+        );
+        let overridden = parse(
+            text,
+            "Dockerfile",
+            &args(&[
+                ("VERSION", "3.13"),
+                ("VARIANT", "alpine"),
+                ("REGISTRY", "mirror.io"),
+            ]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            overridden.base_images,
+            strings(&[
+                "mirror.io/python:3.13-alpine",
+                "node:alpine",
+                "base-slim-xfallback"
+            ])
+        );
+    }
+
+    /// A global `ARG` default may use earlier global args; quotes in values are removed.
+    #[test]
+    fn arg_defaults_chain() {
+        let text = "ARG REPO=\"team/app\"\nARG IMAGE=registry.io/${REPO}:'1.0'\nFROM $IMAGE\n";
+        assert_eq!(
+            read_ok(text).base_images,
+            strings(&["registry.io/team/app:1.0"])
+        );
+    }
+
+    /// Shell pattern forms `#`, `%` and `/` work in `FROM` as in BuildKit.
+    #[test]
+    fn pattern_substitutions() {
+        let text = "ARG FULL=golang:1.22.3-alpine\n\
+                    FROM ${FULL%-*} AS a\n\
+                    FROM ${FULL%%.*} AS b\n\
+                    FROM example/${FULL#*:} AS c\n\
+                    FROM ${FULL/alpine/bookworm}\n\
+                    COPY --from=a / /\nCOPY --from=b / /\nCOPY --from=c / /\n";
+        assert_eq!(
+            read_ok(text).base_images,
+            strings(&[
+                "golang:1.22.3",
+                "golang:1",
+                "example/1.22.3-alpine",
+                "golang:1.22.3-bookworm"
+            ])
+        );
+    }
+
+    /// `ARG` and `ENV` inside a stage feed mount options; redeclaring a global `ARG` imports
+    /// its value; build args override stage defaults; `ENV` pairs see earlier values.
+    #[test]
+    fn stage_variables_in_mount_options() {
+        let text = "ARG CACHE_SCOPE=web\n\
+                    FROM alpine\n\
+                    ARG CACHE_SCOPE\n\
+                    ARG TOOL=npm UID\n\
+                    ENV HOME_DIR=/home/app PREFIX=old\n\
+                    ENV PREFIX=new LABEL=$PREFIX\n\
+                    ENV OLDSTYLE value with spaces\n\
+                    RUN --mount=type=cache,id=${CACHE_SCOPE}-${TOOL},target=$HOME_DIR/.${TOOL} \
+                    --mount=type=cache,id=$LABEL-$PREFIX,target=/p,uid=${UID:-1000} true\n";
+        let info = read_ok(text);
+        let mut second = cache("old-new", "/p");
+        second.uid = Some(1000);
+        assert_eq!(
+            info.mounts,
+            vec![cache("web-npm", "/home/app/.npm"), second.clone()]
+        );
+        let info = parse(
+            text,
+            "Dockerfile",
+            &args(&[("TOOL", "pnpm"), ("CACHE_SCOPE", "api")]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            info.mounts,
+            vec![cache("api-pnpm", "/home/app/.pnpm"), second]
+        );
+    }
+
+    /// Without redeclaration a global `ARG` is not visible in a stage, and an `ARG` without a
+    /// value expands to nothing.
+    #[test]
+    fn global_args_need_redeclaring() {
+        let text = "ARG ID=global\nFROM scratch\nARG EMPTY\nRUN --mount=type=cache,id=x${ID}${EMPTY}y,target=/c true\n";
+        assert_eq!(read_ok(text).mounts, vec![cache("xy", "/c")]);
+    }
+
+    /// A variable the file never sets may come from the base image's `ENV`: it is kept as
+    /// written rather than guessed.
+    #[test]
+    fn image_variables_are_kept_as_written() {
+        let text = "FROM golang:1.22\nRUN --mount=type=cache,target=$GOPATH/pkg/mod,uid=${UID:-1000} go build\n";
+        assert_eq!(
+            read_ok(text).mounts,
+            vec![cache("$GOPATH/pkg/mod", "$GOPATH/pkg/mod")],
+            "a number that is not known stays unset"
+        );
+    }
+
+    /// A child stage inherits its parent stage's `ARG` and `ENV` values.
+    #[test]
+    fn child_stages_inherit_variables() {
+        let text = "FROM alpine AS base\nENV CACHE=/var/cache/app\nFROM base\nRUN --mount=type=cache,target=${CACHE} true\n";
+        assert_eq!(
+            read_ok(text).mounts,
+            vec![cache("/var/cache/app", "/var/cache/app")]
+        );
+    }
+
+    /// Stage names are not base images, match case-insensitively, and `scratch` is no image.
+    #[test]
+    fn stage_names_are_not_base_images() {
+        let text = "FROM golang:1.22 AS Build\n\
+                    FROM build AS test\n\
+                    FROM scratch\n\
+                    COPY --from=BUILD /out /out\n\
+                    COPY --from=test /report /report\n\
+                    COPY --from=scratch / /\n";
+        let info = read_ok(text);
+        assert_eq!(info.base_images, strings(&["golang:1.22"]));
+        assert_eq!(info.stages, strings(&["build", "test"]));
+    }
+
+    /// Only stages the target needs count: their base images and mounts, in first-use order.
+    #[test]
+    fn target_selects_needed_stages() {
+        let text = "FROM golang:1.22 AS build\n\
+                    RUN --mount=type=cache,id=gomod,target=/go/pkg/mod go build\n\
+                    FROM node:20 AS frontend\n\
+                    RUN --mount=type=cache,target=/root/.npm npm ci\n\
+                    FROM golangci/golangci-lint:v1.59 AS lint\n\
+                    RUN --mount=type=cache,target=/root/.cache/golangci-lint golangci-lint run\n\
+                    FROM gcr.io/distroless/static AS release\n\
+                    COPY --from=frontend /dist /dist\n\
+                    COPY --from=build /out/app /app\n";
+        let info = read_ok(text);
+        assert_eq!(
+            info.base_images,
+            strings(&["golang:1.22", "node:20", "gcr.io/distroless/static"])
+        );
+        assert_eq!(
+            info.mounts,
+            vec![
+                cache("gomod", "/go/pkg/mod"),
+                cache("/root/.npm", "/root/.npm")
+            ]
+        );
+        let lint = parse(text, "Dockerfile", &no_args(), Some("LINT")).unwrap();
+        assert_eq!(lint.base_images, strings(&["golangci/golangci-lint:v1.59"]));
+        assert_eq!(
+            lint.mounts,
+            vec![cache(
+                "/root/.cache/golangci-lint",
+                "/root/.cache/golangci-lint"
+            )]
+        );
+        let build = parse(text, "Dockerfile", &no_args(), Some("build")).unwrap();
+        assert_eq!(build.base_images, strings(&["golang:1.22"]));
+        assert_eq!(
+            info.stages,
+            strings(&["build", "frontend", "lint", "release"])
+        );
+    }
+
+    /// `COPY --from` an image is a base image; by index or name it pulls in the stage.
+    #[test]
+    fn copy_from_images_and_indexes() {
+        let text = "FROM alpine:3.20\n\
+                    RUN --mount=type=cache,target=/first true\n\
+                    FROM debian:12 AS unused\n\
+                    FROM scratch\n\
+                    COPY --from=busybox:1.36 /bin/busybox /busybox\n\
+                    COPY --chmod=755 --from=0 /etc/os-release /os\n";
+        let info = read_ok(text);
+        assert_eq!(info.base_images, strings(&["alpine:3.20", "busybox:1.36"]));
+        assert_eq!(info.mounts, vec![cache("/first", "/first")]);
+        let err = read_err("FROM alpine\nCOPY --from=7 /a /a\n");
+        assert_eq!(err.line, Some(2));
+    }
+
+    /// `from=` of any mount type pulls in a stage or names a base image.
+    #[test]
+    fn mount_from_pulls_in_stages_and_images() {
+        let text = "FROM node:20 AS assets\n\
+                    RUN --mount=type=cache,target=/root/.npm npm ci\n\
+                    FROM python:3.12\n\
+                    RUN --mount=type=bind,from=assets,source=/dist,target=/dist \
+                    --mount=type=bind,from=ghcr.io/astral-sh/uv:0.4,source=/uv,target=/bin/uv \
+                    --mount=type=cache,from=busybox:1.36,target=/seeded uv sync\n";
+        let info = read_ok(text);
+        assert_eq!(
+            info.base_images,
+            strings(&[
+                "node:20",
+                "python:3.12",
+                "ghcr.io/astral-sh/uv:0.4",
+                "busybox:1.36"
+            ])
+        );
+        let mut seeded = cache("/seeded", "/seeded");
+        seeded.from = Some("busybox:1.36".to_owned());
+        assert_eq!(info.mounts, vec![cache("/root/.npm", "/root/.npm"), seeded]);
+    }
+
+    /// `BUILDKIT_CACHE_MOUNT_NS` sets the namespace of every cache mount.
+    #[test]
+    fn namespace_from_build_arg() {
+        let text = "FROM alpine\nRUN --mount=type=cache,target=/a --mount=type=cache,id=b,target=/b true\n";
+        let info = parse(
+            text,
+            "Dockerfile",
+            &args(&[("BUILDKIT_CACHE_MOUNT_NS", "team-a")]),
+            None,
+        )
+        .unwrap();
+        assert!(info.mounts.iter().all(|m| m.namespace == "team-a"));
+        assert!(read_ok(text).mounts.iter().all(|m| m.namespace.is_empty()));
+    }
+
+    /// The same mount used twice is recorded once.
+    #[test]
+    fn identical_mounts_are_deduplicated() {
+        let text = "FROM alpine AS a\n\
+                    RUN --mount=type=cache,target=/c true\n\
+                    RUN --mount=type=cache,target=/c/ --mount=type=cache,target=/c,sharing=locked true\n\
+                    FROM a\n\
+                    RUN --mount=type=cache,target=/c true\n";
+        let mut locked = cache("/c", "/c");
+        locked.sharing = Sharing::Locked;
+        assert_eq!(read_ok(text).mounts, vec![cache("/c", "/c"), locked]);
+    }
+
+    /// Automatic platform args are unknown unless given, so a `FROM` using them is reported
+    /// apart; given as build args they resolve, even to a stage.
+    #[test]
+    fn platform_args() {
+        let text = "FROM --platform=$BUILDPLATFORM golang:1.22 AS build\n\
+                    FROM alpine AS base-amd64\n\
+                    FROM alpine:edge AS base-arm64\n\
+                    FROM base-${TARGETARCH}\n\
+                    COPY --from=build /out /out\n";
+        let info = read_ok(text);
+        assert_eq!(info.base_images, strings(&["golang:1.22"]));
+        assert_eq!(
+            info.unresolved_base_images,
+            strings(&["base-${TARGETARCH}"])
+        );
+        let amd = parse(text, "Dockerfile", &args(&[("TARGETARCH", "amd64")]), None).unwrap();
+        assert_eq!(amd.base_images, strings(&["golang:1.22", "alpine"]));
+        assert!(amd.unresolved_base_images.is_empty());
+    }
+
+    /// `ONBUILD` triggers of a parent stage run in the child: their mounts count there only.
+    #[test]
+    fn onbuild_triggers_run_in_child_stages() {
+        let text = "FROM alpine AS builder\n\
+                    ONBUILD RUN --mount=type=cache,target=/onbuild true\n\
+                    ONBUILD COPY --from=busybox:1.36 /bin/busybox /bin/\n\
+                    FROM builder\n";
+        let info = read_ok(text);
+        assert_eq!(info.mounts, vec![cache("/onbuild", "/onbuild")]);
+        assert_eq!(info.base_images, strings(&["alpine", "busybox:1.36"]));
+        let parent = parse(text, "Dockerfile", &no_args(), Some("builder")).unwrap();
+        assert!(parent.mounts.is_empty());
+    }
+
+    /// Mount errors in stages the target does not build are not reported, as in BuildKit.
+    #[test]
+    fn unused_stages_are_not_validated() {
+        let text = "FROM alpine AS broken\nRUN --mount=type=cache,sharing=bogus,target=/x true\nFROM alpine\n";
+        assert!(read_ok(text).mounts.is_empty());
+    }
+
+    /// A cache mount without a target is an error at the instruction's first line.
+    #[test]
+    fn error_cache_mount_without_target() {
+        let err = read_err("FROM alpine\n\nRUN --mount=type=cache,id=x \\\n    true\n");
+        assert_eq!(
+            (err.source_name.as_str(), err.line),
+            ("Dockerfile", Some(3))
+        );
+        assert!(err.message.contains("target"), "{}", err.message);
+    }
+
+    /// An unknown `sharing` value is an error.
+    #[test]
+    fn error_bad_sharing() {
+        let err =
+            read_err("FROM alpine\nRUN --mount=type=cache,target=/x,sharing=exclusive true\n");
+        assert_eq!(err.line, Some(2));
+        assert!(err.message.contains("sharing=exclusive"), "{}", err.message);
+    }
+
+    /// Non-numeric uid/gid and non-octal modes are errors.
+    #[test]
+    fn error_bad_uid_gid_mode() {
+        for bad in [
+            "uid=root",
+            "gid=-1",
+            "uid=+5",
+            "mode=0789",
+            "mode=rwx",
+            "uid=4294967296",
+        ] {
+            let err = read_err(&format!(
+                "FROM alpine\nRUN --mount=type=cache,target=/x,{bad} true\n"
+            ));
+            assert_eq!(err.line, Some(2), "{bad}");
+        }
+    }
+
+    /// A heredoc that never ends is an error at the line that opened it.
+    #[test]
+    fn error_unterminated_heredoc() {
+        let err = read_err("FROM alpine\nRUN true\nRUN <<EOF\necho hi\nEOFX\n");
+        assert_eq!(err.line, Some(3));
+        assert!(err.message.contains("EOF"), "{}", err.message);
+        let chomp = read_err("FROM alpine\nRUN <<EOF\n\tEOF\n");
+        assert_eq!(chomp.line, Some(2), "only <<- ignores leading tabs");
+    }
+
+    /// A file without `FROM` is an error.
+    #[test]
+    fn error_no_from() {
+        assert!(read_err("").message.contains("FROM"));
+        assert!(
+            read_err("# just a comment\nARG A=1\n")
+                .message
+                .contains("FROM")
+        );
+        let err = read_err("ARG A=1\nRUN true\nFROM alpine\n");
+        assert_eq!(err.line, Some(2));
+    }
+
+    /// An unknown target is an error naming it.
+    #[test]
+    fn error_unknown_target() {
+        let err = parse(
+            "FROM alpine AS build\n",
+            "ci/Dockerfile",
+            &no_args(),
+            Some("release"),
+        )
+        .unwrap_err();
+        assert_eq!(err.source_name, "ci/Dockerfile");
+        assert!(err.message.contains("`release`"), "{}", err.message);
+        assert!(err.message.contains("build"), "{}", err.message);
+    }
+
+    /// Variables in `--from` are rejected, as BuildKit rejects them.
+    #[test]
+    fn error_variables_in_from() {
+        let err = read_err("ARG S=x\nFROM alpine\nCOPY --from=$S /a /a\n");
+        assert_eq!(err.line, Some(3));
+        let err = read_err("FROM alpine\nRUN --mount=type=bind,from=${S},target=/s true\n");
+        assert_eq!(err.line, Some(2));
+    }
+
+    /// Expansion errors (`${NAME:?}`, a bad substitution) point at the instruction.
+    #[test]
+    fn error_in_expansion() {
+        let err = read_err("ARG VERSION\nFROM python:${VERSION:?required}\n");
+        assert_eq!(err.line, Some(2));
+        assert!(err.message.contains("VERSION: required"), "{}", err.message);
+        let err = read_err("FROM alpine\nENV A=1\nRUN --mount=type=cache,target=/${} true\n");
+        assert_eq!(err.line, Some(3));
+        let ok = parse(
+            "ARG VERSION\nFROM python:${VERSION:?required}\n",
+            "Dockerfile",
+            &args(&[("VERSION", "3.12")]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(ok.base_images, strings(&["python:3.12"]));
+    }
+
+    /// Shell patterns match like BuildKit's: `*`, `?`, escapes, and no blow-up on many stars.
+    #[test]
+    fn glob_patterns() {
+        let matches =
+            |p: &str, t: &str| glob_matches(&glob(p).unwrap(), &t.chars().collect::<Vec<_>>());
+        assert!(matches("a*c", "abbbc"));
+        assert!(matches("a?c", "abc"));
+        assert!(!matches("a?c", "ac"));
+        assert!(matches("\\*x", "*x"));
+        assert!(!matches("\\*x", "yx"));
+        assert!(matches("*", ""));
+        assert!(!matches(&"*a".repeat(30), &"a".repeat(29)));
+        assert!(glob("a\\").is_err());
+        assert_eq!(trim_pattern("a.b.c", "*.", true, false).unwrap(), "c");
+        assert_eq!(trim_pattern("a.b.c", "*.", false, false).unwrap(), "b.c");
+        assert_eq!(replace_pattern("a-b-c", "-", "+", true).unwrap(), "a+b+c");
+        assert_eq!(replace_pattern("a-b-c", "-", "+", false).unwrap(), "a+b-c");
+    }
+
+    /// Error line numbers count continuation and heredoc lines before the instruction.
+    #[test]
+    fn error_lines_count_heredocs_and_continuations() {
+        let text = "FROM alpine\r\n\
+                    RUN <<EOF\r\n\
+                    one\r\n\
+                    EOF\r\n\
+                    RUN a \\\r\n\
+                    \x20 b\r\n\
+                    RUN --mount=type=cache,target=/x,uid=me true\r\n";
+        assert_eq!(read_err(text).line, Some(7));
+    }
+
+    /// A byte-order mark does not hide the first directive, and bad stage names are errors.
+    #[test]
+    fn byte_order_mark_and_stage_names() {
+        let text = "\u{feff}# escape=`\nFROM alpine\nRUN --mount=type=cache,target=/a `\n  true\n";
+        assert_eq!(read_ok(text).mounts, vec![cache("/a", "/a")]);
+        assert_eq!(read_err("FROM alpine AS 1st\n").line, Some(1));
+        assert_eq!(read_err("FROM alpine AS\n").line, Some(1));
+    }
+
+    /// Flags keep quoted values whole and stop at `--`; words keep quotes for expansion.
+    #[test]
+    fn flags_and_words_split_like_buildkit() {
+        let (rest, flags) = extract_flags(
+            "--mount=\"type=cache,target=/a b\" --network=none -- --x y",
+            '\\',
+        );
+        assert_eq!(
+            flags,
+            strings(&["--mount=type=cache,target=/a b", "--network=none"])
+        );
+        assert_eq!(rest.trim(), "--x y");
+        assert_eq!(
+            parse_words("A=\"x y\" B='z' C=a\\ b", '\\'),
+            strings(&["A=\"x y\"", "B='z'", "C=a\\ b"])
+        );
+        assert_eq!(
+            csv_fields("type=cache,\"target=/a,b\"").unwrap(),
+            strings(&["type=cache", "target=/a,b"])
+        );
+        assert!(csv_fields("target=/a\"b").is_err());
+    }
+
+    /// Heredoc words are found as BuildKit finds them, terminators unquoted.
+    #[test]
+    fn heredoc_words() {
+        let names = |line: &str| -> Vec<(String, bool)> {
+            heredocs(line)
+                .into_iter()
+                .map(|h| (h.name, h.chomp))
+                .collect()
+        };
+        assert_eq!(names("RUN <<EOF"), vec![("EOF".to_owned(), false)]);
+        assert_eq!(names("RUN <<-'E O F'"), vec![("E O F".to_owned(), true)]);
+        assert_eq!(names("RUN <<eo\\'f"), vec![("eo'f".to_owned(), false)]);
+        assert_eq!(
+            names("COPY <<a <<\"b\" /"),
+            vec![("a".to_owned(), false), ("b".to_owned(), false)]
+        );
+        assert_eq!(names("RUN <<$EOF"), vec![("$EOF".to_owned(), false)]);
+        assert!(
+            names("RUN echo it's <<EOF").is_empty(),
+            "BuildKit's lexer rejects the line"
+        );
+        assert!(names("RUN echo <<EOF<x").is_empty());
+    }
+
+    /// A python app: pip cache mount, a `COPY --from` image, a test stage not built by default.
+    #[test]
+    fn fixture_python_pip() {
+        let text = include_str!("../../tests/fixtures/dockerfiles/python-pip.Dockerfile");
+        let info = parse(text, "python-pip.Dockerfile", &no_args(), None).unwrap();
+        assert_eq!(info.stages, strings(&["base", "deps", "test", "runtime"]));
+        assert_eq!(
+            info.base_images,
+            strings(&["python:3.12-slim", "ghcr.io/astral-sh/uv:0.4"])
+        );
+        assert_eq!(
+            info.mounts,
+            vec![cache("/root/.cache/pip", "/root/.cache/pip")]
+        );
+        let test = parse(
+            text,
+            "python-pip.Dockerfile",
+            &args(&[("PYTHON_VERSION", "3.13")]),
+            Some("test"),
+        )
+        .unwrap();
+        assert_eq!(test.base_images, strings(&["python:3.13-slim"]));
+        assert_eq!(
+            test.mounts,
+            vec![cache("/root/.cache/pip", "/root/.cache/pip")]
+        );
+    }
+
+    /// A multi-stage go build with a locked, named module cache and a lint stage.
+    #[test]
+    fn fixture_go_multistage() {
+        let text = include_str!("../../tests/fixtures/dockerfiles/go-multistage.Dockerfile");
+        let info = parse(text, "go-multistage.Dockerfile", &no_args(), None).unwrap();
+        assert_eq!(
+            info.base_images,
+            strings(&[
+                "golang:1.22-alpine3.20",
+                "gcr.io/distroless/static-debian12:nonroot"
+            ])
+        );
+        let mut gomod = cache("gomod", "/go/pkg/mod");
+        gomod.sharing = Sharing::Locked;
+        let gobuild = cache("/root/.cache/go-build", "/root/.cache/go-build");
+        assert_eq!(info.mounts, vec![gomod.clone(), gobuild.clone()]);
+
+        let lint = parse(text, "go-multistage.Dockerfile", &no_args(), Some("lint")).unwrap();
+        assert_eq!(
+            lint.base_images,
+            strings(&[
+                "golang:1.22-alpine3.20",
+                "golangci/golangci-lint:v1.59-alpine"
+            ])
+        );
+        let golangci = MountUse {
+            uid: Some(0),
+            gid: Some(0),
+            mode: Some(0o755),
+            ..cache("golangci", "/root/.cache/golangci-lint")
+        };
+        assert_eq!(lint.mounts, vec![gomod, gobuild, golangci]);
+    }
+
+    /// Heredocs in `RUN` and `COPY` whose bodies look like instructions.
+    #[test]
+    fn fixture_heredoc() {
+        let text = include_str!("../../tests/fixtures/dockerfiles/heredoc.Dockerfile");
+        let info = parse(text, "heredoc.Dockerfile", &no_args(), None).unwrap();
+        assert_eq!(info.base_images, strings(&["debian:bookworm-slim"]));
+        let mut apt_cache = cache("/var/cache/apt", "/var/cache/apt");
+        apt_cache.sharing = Sharing::Locked;
+        let mut apt_lib = cache("/var/lib/apt", "/var/lib/apt");
+        apt_lib.sharing = Sharing::Locked;
+        assert_eq!(info.mounts, vec![apt_cache, apt_lib]);
+    }
+
+    /// A Windows build with `# escape=``: backslash paths and backtick continuations.
+    #[test]
+    fn fixture_windows_escape() {
+        let text = include_str!("../../tests/fixtures/dockerfiles/windows-escape.Dockerfile");
+        let info = parse(text, "windows-escape.Dockerfile", &no_args(), None).unwrap();
+        assert_eq!(
+            info.base_images,
+            strings(&[
+                "mcr.microsoft.com/dotnet/sdk:8.0-windowsservercore-ltsc2022",
+                "mcr.microsoft.com/dotnet/aspnet:8.0-nanoserver-ltsc2022",
+            ])
+        );
+        let nuget = cache(
+            "nuget",
+            "C:\\Users\\ContainerAdministrator\\.nuget\\packages",
+        );
+        assert_eq!(info.mounts, vec![nuget]);
+    }
 }

@@ -3,7 +3,9 @@
 
 use std::fmt;
 
+pub mod builder;
 pub mod cache_flag;
+pub mod command;
 pub mod ci;
 pub mod dockerfile;
 pub mod metadata;

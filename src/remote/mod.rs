@@ -1,1 +1,6 @@
 //! Clients for the services cachewarden acts on: OCI registries and BuildKit builders.
+
+pub mod buildkit;
+pub mod engine;
+
+pub mod registry;

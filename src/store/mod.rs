@@ -15,6 +15,9 @@ use crate::ExitStatus;
 mod read;
 mod write;
 
+pub use read::{ArtifactRow, ExportError, ExportItem, RunRow};
+pub use write::{ImportItem, RecordOutcome};
+
 
 
 

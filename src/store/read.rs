@@ -1,1 +1,629 @@
-//! Reads: lookups, export, and the indexed queries the trace runs.
+//! Reads: the indexed lookups the trace runs, and export.
+
+use std::collections::HashMap;
+
+use rusqlite::{OptionalExtension, Row, params};
+
+use super::write::kind;
+use super::{Store, StoreError, sql_error};
+use crate::graph::source::{
+    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, DigestRead, BuilderInfo, MountId, MountInfo, RecordId, RecordInfo,
+    RunId, RunInfo, Source, Write,
+};
+use crate::model::{
+    Artifact, Backend, BuilderInfo as BuilderDesc, BuilderRecord, Digest, Driver, MountUse, PipelineInfo,
+    PurgeTarget, RecordEvidence, RunKey, RunRecord, RunStatus,
+};
+use crate::time::Micros;
+
+const RUN_COLUMNS: &str = "r.id, p.name, r.run_key, r.step, r.builder_id, r.started_at, r.finished_at, r.status, r.has_records";
+
+fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunInfo> {
+    let status: String = row.get(7)?;
+    Ok(RunInfo {
+        id: row.get(0)?,
+        pipeline: row.get(1)?,
+        run_key: row.get(2)?,
+        step: row.get(3)?,
+        builder: row.get(4)?,
+        started_at: row.get(5)?,
+        finished_at: row.get(6)?,
+        status: if status == "failed" {
+            RunStatus::Failed
+        } else {
+            RunStatus::Succeeded
+        },
+        has_records: row.get(8)?,
+    })
+}
+
+fn artifact_from_row(row: &Row<'_>) -> rusqlite::Result<ArtifactInfo> {
+    let backend: String = row.get(1)?;
+    let tags: Option<String> = row.get(6)?;
+    Ok(ArtifactInfo {
+        id: row.get(0)?,
+        backend: Backend::parse(&backend).unwrap_or(Backend::Registry),
+        locator: row.get(2)?,
+        digest: row.get(3)?,
+        key: row.get(4)?,
+        first_seen: row.get(5)?,
+        tags: tags
+            .map(|t| t.split('\u{1f}').map(str::to_owned).collect())
+            .unwrap_or_default(),
+    })
+}
+
+const ARTIFACT_COLUMNS: &str = "a.id, a.backend, a.locator, a.digest, a.key, a.first_seen,
+    (SELECT group_concat(tag, char(31)) FROM (SELECT tag FROM artifact_tags t WHERE t.artifact_id = a.id ORDER BY tag))";
+
+/// A run as `export` writes it.
+pub type RunRow = RunRecord;
+/// An artifact as lookups return it.
+pub type ArtifactRow = ArtifactInfo;
+
+impl Store {
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        sql_error(&self.path, e)
+    }
+
+    /// Counts of what the store holds, for status lines.
+    pub fn counts(&self) -> Result<(i64, i64), StoreError> {
+        self.conn
+            .query_row("SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM events)", [], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every pipeline, builder, run and purge, in store order, for `export`.
+    pub fn export(&self, mut emit: impl FnMut(ExportItem) -> std::io::Result<()>) -> Result<(), ExportError> {
+        let e = |err| ExportError::Store(self.err(err));
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, project, trust_level FROM pipelines ORDER BY id")
+            .map_err(e)?;
+        let mut rows = stmt.query([]).map_err(e)?;
+        while let Some(row) = rows.next().map_err(e)? {
+            emit(ExportItem::Pipeline(PipelineInfo {
+                name: row.get(0).map_err(e)?,
+                project: row.get(1).map_err(e)?,
+                trust_level: row.get(2).map_err(e)?,
+            }))?;
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, name, driver, endpoint FROM builders ORDER BY id")
+            .map_err(e)?;
+        let mut builders = HashMap::new();
+        let mut rows = stmt.query([]).map_err(e)?;
+        while let Some(row) = rows.next().map_err(e)? {
+            let driver: Option<String> = row.get(2).map_err(e)?;
+            let builder = BuilderDesc {
+                name: row.get(1).map_err(e)?,
+                driver: driver.and_then(|d| match d.as_str() {
+                    "docker" => Some(Driver::Docker),
+                    "buildkitd" => Some(Driver::Buildkitd),
+                    "docker-container" => Some(Driver::DockerContainer),
+                    _ => None,
+                }),
+                endpoint: row.get(3).map_err(e)?,
+            };
+            builders.insert(row.get::<_, i64>(0).map_err(e)?, builder.name.clone());
+            emit(ExportItem::Builder(builder))?;
+        }
+        self.export_runs(&builders, &mut emit)?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT u.kind, b.name, m.mount_id, m.namespace, u.at, u.source FROM purges u
+                 JOIN builders b ON b.id = u.builder_id LEFT JOIN mounts m ON m.id = u.mount ORDER BY u.id",
+            )
+            .map_err(e)?;
+        let mut rows = stmt.query([]).map_err(e)?;
+        while let Some(row) = rows.next().map_err(e)? {
+            let kind: String = row.get(0).map_err(e)?;
+            let builder: String = row.get(1).map_err(e)?;
+            let target = if kind == "mount" {
+                PurgeTarget::Mount {
+                    builder,
+                    mount: row.get(2).map_err(e)?,
+                    namespace: row.get(3).map_err(e)?,
+                }
+            } else {
+                PurgeTarget::Builder { builder }
+            };
+            emit(ExportItem::Purge {
+                target,
+                at: row.get(4).map_err(e)?,
+                source: row.get(5).map_err(e)?,
+            })?;
+        }
+        Ok(())
+    }
+
+    fn export_runs(
+        &self,
+        builders: &HashMap<i64, String>,
+        emit: &mut impl FnMut(ExportItem) -> std::io::Result<()>,
+    ) -> Result<(), ExportError> {
+        let e = |err| ExportError::Store(self.err(err));
+        // Events in run order, so each run's events arrive together in one pass.
+        let mut events = self
+            .conn
+            .prepare(
+                "SELECT e.run_id, e.kind, e.at, e.detail,
+                        a.backend, a.locator, a.digest, a.key,
+                        (SELECT t.tag FROM artifact_tags t WHERE t.artifact_id = a.id ORDER BY t.first_seen LIMIT 1),
+                        m.mount_id, m.namespace,
+                        br.record_id, br.record_type, br.description, br.created_at, br.last_used_at, br.size
+                 FROM events e
+                 LEFT JOIN artifacts a ON e.kind IN ('imported', 'exported', 'produced', 'used_base') AND a.id = e.target
+                 LEFT JOIN mounts m ON e.kind IN ('read_mount', 'wrote_mount') AND m.id = e.target
+                 LEFT JOIN builder_records br ON e.kind IN ('created_record', 'reused_record') AND br.id = e.target
+                 ORDER BY e.run_id, e.id",
+            )
+            .map_err(e)?;
+        let mut event_rows = events.query([]).map_err(e)?;
+        let mut pending = event_rows.next().map_err(e)?;
+        let mut runs = self
+            .conn
+            .prepare(
+                "SELECT r.id, p.name, r.run_key, r.step, r.commit_sha, r.git_ref, r.builder_id,
+                        r.started_at, r.finished_at, r.status, r.has_records, r.overlapped
+                 FROM runs r JOIN pipelines p ON p.id = r.pipeline_id ORDER BY r.id",
+            )
+            .map_err(e)?;
+        let mut rows = runs.query([]).map_err(e)?;
+        while let Some(row) = rows.next().map_err(e)? {
+            let id: i64 = row.get(0).map_err(e)?;
+            let status: String = row.get(9).map_err(e)?;
+            let has_records: bool = row.get(10).map_err(e)?;
+            let builder: Option<i64> = row.get(6).map_err(e)?;
+            let mut record = RunRecord {
+                pipeline: PipelineInfo {
+                    name: row.get(1).map_err(e)?,
+                    ..PipelineInfo::default()
+                },
+                run_id: row.get(2).map_err(e)?,
+                step: row.get(3).map_err(e)?,
+                commit: row.get(4).map_err(e)?,
+                git_ref: row.get(5).map_err(e)?,
+                builder: builder.and_then(|b| builders.get(&b)).map(|name| BuilderDesc {
+                    name: name.clone(),
+                    driver: None,
+                    endpoint: None,
+                }),
+                started_at: row.get(7).map_err(e)?,
+                finished_at: row.get(8).map_err(e)?,
+                status: if status == "failed" {
+                    RunStatus::Failed
+                } else {
+                    RunStatus::Succeeded
+                },
+                imported: Vec::new(),
+                exported: Vec::new(),
+                produced: Vec::new(),
+                base_images: Vec::new(),
+                mounts: Vec::new(),
+                records: has_records.then(|| RecordEvidence {
+                    overlapped: row.get(11).unwrap_or(false),
+                    ..RecordEvidence::default()
+                }),
+            };
+            while let Some(ev) = pending {
+                let run_id: i64 = ev.get(0).map_err(e)?;
+                if run_id != id {
+                    break;
+                }
+                add_exported_event(&mut record, ev).map_err(e)?;
+                pending = event_rows.next().map_err(e)?;
+            }
+            emit(ExportItem::Run(Box::new(record)))?;
+        }
+        Ok(())
+    }
+
+    /// The runs of a job (`pipeline`, `run_id`), newest first.
+    pub fn job_runs(&self, pipeline: &str, run_id: &str) -> Result<Vec<RunInfo>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
+             WHERE p.name = ?1 AND r.run_key = ?2 ORDER BY r.started_at DESC, r.id DESC"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![pipeline, run_id], run_from_row)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| self.err(e))
+    }
+}
+
+fn add_exported_event(record: &mut RunRecord, ev: &Row<'_>) -> rusqlite::Result<()> {
+    let kind: String = ev.get(1)?;
+    match kind.as_str() {
+        kind::IMPORTED | kind::EXPORTED | kind::PRODUCED | kind::USED_BASE => {
+            let backend: String = ev.get(4)?;
+            let digest: String = ev.get(6)?;
+            let key: String = ev.get(7)?;
+            let tag: Option<String> = ev.get(8)?;
+            let backend = Backend::parse(&backend).unwrap_or(Backend::Registry);
+            let digest = (!digest.is_empty()).then(|| Digest::parse(&digest, "digest").ok()).flatten();
+            let artifact = Artifact {
+                backend,
+                locator: ev.get(5)?,
+                tag: if backend == Backend::Registry && digest.is_none() {
+                    Some(key.clone())
+                } else {
+                    tag
+                },
+                key: if backend == Backend::Registry { String::new() } else { key },
+                digest,
+            };
+            let list = match kind.as_str() {
+                kind::IMPORTED => &mut record.imported,
+                kind::EXPORTED => &mut record.exported,
+                kind::PRODUCED => &mut record.produced,
+                _ => &mut record.base_images,
+            };
+            list.push(artifact);
+        }
+        kind::READ_MOUNT => {
+            let detail: Option<String> = ev.get(3)?;
+            let uses: Vec<MountUse> = detail
+                .and_then(|d| serde_json::from_str(&d).ok())
+                .unwrap_or_else(|| {
+                    vec![MountUse {
+                        id: ev.get(9).unwrap_or_default(),
+                        namespace: ev.get(10).unwrap_or_default(),
+                        readonly: true,
+                        ..MountUse::default()
+                    }]
+                });
+            record.mounts.extend(uses);
+        }
+        kind::CREATED_RECORD | kind::REUSED_RECORD => {
+            let r = BuilderRecord {
+                id: ev.get(11)?,
+                record_type: ev.get(12)?,
+                description: ev.get(13)?,
+                created_at: ev.get(14)?,
+                last_used_at: ev.get(15)?,
+                size: ev.get(16)?,
+            };
+            let evidence = record.records.get_or_insert_with(RecordEvidence::default);
+            if kind == kind::CREATED_RECORD {
+                evidence.created.push(r);
+            } else {
+                evidence.reused.push(r);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// One unit `export` writes.
+#[derive(Debug)]
+pub enum ExportItem {
+    Pipeline(PipelineInfo),
+    Builder(BuilderDesc),
+    Run(Box<RunRecord>),
+    Purge { target: PurgeTarget, at: Micros, source: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl Store {
+    fn runs_query(&self, where_clause: &str, params: impl rusqlite::Params) -> Result<Vec<RunInfo>, StoreError> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs r JOIN pipelines p ON p.id = r.pipeline_id {where_clause}");
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params, run_from_row)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| self.err(e))
+    }
+
+    fn artifacts_query(&self, where_clause: &str, params: impl rusqlite::Params) -> Result<Vec<ArtifactInfo>, StoreError> {
+        let sql = format!("SELECT {ARTIFACT_COLUMNS} FROM artifacts a {where_clause}");
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params, artifact_from_row)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| self.err(e))
+    }
+
+    /// Runs joined with events of the given kinds on one target, with the event time.
+    fn event_runs(&self, kinds: &str, target: i64, since: Micros) -> Result<Vec<(RunInfo, String, Micros)>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS}, e.kind, e.at FROM events e
+             JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
+             WHERE e.kind IN ({kinds}) AND e.target = ?1 AND e.at >= ?2"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![target, since], |row| Ok((run_from_row(row)?, row.get(9)?, row.get(10)?)))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| self.err(e))
+    }
+}
+
+fn read_kind(kind: &str) -> ArtifactRead {
+    if kind == kind::USED_BASE {
+        ArtifactRead::UsedBase
+    } else {
+        ArtifactRead::Imported
+    }
+}
+
+impl Source for Store {
+    type Error = StoreError;
+
+    fn pipeline_runs(
+        &mut self,
+        pipeline: &str,
+        since: Option<Micros>,
+        until: Option<Micros>,
+    ) -> Result<Option<Vec<RunInfo>>, StoreError> {
+        let exists: Option<i64> = self
+            .conn
+            .query_row("SELECT id FROM pipelines WHERE name = ?1", [pipeline], |row| row.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some(id) = exists else { return Ok(None) };
+        self.runs_query(
+            "WHERE r.pipeline_id = ?1 AND r.started_at >= ?2 AND r.started_at <= ?3 ORDER BY r.started_at",
+            params![id, since.unwrap_or(i64::MIN), until.unwrap_or(i64::MAX)],
+        )
+        .map(Some)
+    }
+
+    fn runs_by_key(&mut self, key: &RunKey) -> Result<Vec<RunInfo>, StoreError> {
+        match &key.step {
+            Some(step) => self.runs_query(
+                "WHERE p.name = ?1 AND r.run_key = ?2 AND r.step = ?3",
+                params![key.pipeline, key.run_id, step],
+            ),
+            None => self.runs_query(
+                "WHERE p.name = ?1 AND r.run_key = ?2 ORDER BY r.started_at",
+                params![key.pipeline, key.run_id],
+            ),
+        }
+    }
+
+    fn artifacts_by_digest(&mut self, digest: &str) -> Result<Vec<ArtifactInfo>, StoreError> {
+        self.artifacts_query("WHERE a.digest = ?1 AND a.digest <> '' ORDER BY a.id", [digest])
+    }
+
+    fn artifacts_by_tag(
+        &mut self,
+        locator: &str,
+        tag: &str,
+        since: Option<Micros>,
+        until: Option<Micros>,
+    ) -> Result<Vec<ArtifactInfo>, StoreError> {
+        self.artifacts_query(
+            "JOIN artifact_tags tt ON tt.artifact_id = a.id
+             WHERE a.locator = ?1 AND tt.tag = ?2 AND tt.first_seen >= ?3 AND tt.first_seen <= ?4
+             ORDER BY a.id",
+            params![locator, tag, since.unwrap_or(i64::MIN), until.unwrap_or(i64::MAX)],
+        )
+    }
+
+    fn mounts_by_name(&mut self, builder: &str, mount_id: &str) -> Result<Vec<MountInfo>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT m.id, m.builder_id, b.name, m.namespace, m.mount_id FROM mounts m
+                 JOIN builders b ON b.id = m.builder_id WHERE b.name = ?1 AND m.mount_id = ?2 ORDER BY m.id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![builder, mount_id], mount_from_row)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| self.err(e))
+    }
+
+    fn builder_by_name(&mut self, name: &str) -> Result<Option<BuilderInfo>, StoreError> {
+        self.conn
+            .query_row("SELECT id, name FROM builders WHERE name = ?1", [name], |row| {
+                Ok(BuilderInfo {
+                    id: row.get(0)?,
+                    name: row.get(1)?,
+                })
+            })
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    fn first_mount_use(&mut self, mount: MountId) -> Result<Option<Micros>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT min(at) FROM events WHERE kind IN ('read_mount', 'wrote_mount') AND target = ?1",
+                [mount],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    fn first_builder_use(&mut self, builder: BuilderId) -> Result<Option<Micros>, StoreError> {
+        self.conn
+            .query_row("SELECT min(started_at) FROM runs WHERE builder_id = ?1", [builder], |row| row.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    fn run(&mut self, run: RunId) -> Result<RunInfo, StoreError> {
+        self.runs_query("WHERE r.id = ?1", [run])?
+            .pop()
+            .ok_or_else(|| StoreError::NotFound(format!("no run with id {run}")))
+    }
+
+    fn writes(&mut self, run: RunId) -> Result<Vec<(Write, Micros)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT kind, target, at FROM events WHERE run_id = ?1
+                 AND kind IN ('exported', 'produced', 'wrote_mount', 'created_record')",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([run], |row| {
+                let kind: String = row.get(0)?;
+                let target: i64 = row.get(1)?;
+                let write = match kind.as_str() {
+                    kind::EXPORTED => Write::Exported(target),
+                    kind::PRODUCED => Write::Produced(target),
+                    kind::WROTE_MOUNT => Write::Mount(target),
+                    _ => Write::CreatedRecord(target),
+                };
+                Ok((write, row.get(2)?))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| self.err(e))
+    }
+
+    fn digest_readers(&mut self, digest: &str) -> Result<Vec<DigestRead>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS}, e.kind, e.at, a.id FROM artifacts a
+             JOIN events e ON e.kind IN ('imported', 'used_base') AND e.target = a.id
+             JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
+             WHERE a.digest = ?1 AND a.digest <> ''"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([digest], |row| {
+                let kind: String = row.get(9)?;
+                Ok((run_from_row(row)?, read_kind(&kind), row.get(11)?, row.get(10)?))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| self.err(e))
+    }
+
+    fn artifact_readers(&mut self, artifact: ArtifactId) -> Result<Vec<(RunInfo, ArtifactRead, Micros)>, StoreError> {
+        Ok(self
+            .event_runs("'imported', 'used_base'", artifact, i64::MIN)?
+            .into_iter()
+            .map(|(run, kind, at)| (run, read_kind(&kind), at))
+            .collect())
+    }
+
+    fn mount_readers(&mut self, mount: MountId, since: Micros) -> Result<Vec<(RunInfo, Micros)>, StoreError> {
+        Ok(self
+            .event_runs("'read_mount'", mount, since)?
+            .into_iter()
+            .map(|(run, _, at)| (run, at))
+            .collect())
+    }
+
+    fn mount_purges(&mut self, mount: MountId) -> Result<Vec<Micros>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT at FROM purges WHERE (kind = 'mount' AND mount = ?1)
+                    OR (kind = 'builder' AND builder_id = (SELECT builder_id FROM mounts WHERE id = ?1))
+                 ORDER BY at",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([mount], |row| row.get(0))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| self.err(e))
+    }
+
+    fn builder_purges(&mut self, builder: BuilderId) -> Result<Vec<Micros>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT at FROM purges WHERE kind = 'builder' AND builder_id = ?1 ORDER BY at")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([builder], |row| row.get(0))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| self.err(e))
+    }
+
+    fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunInfo, Micros)>, StoreError> {
+        Ok(self
+            .event_runs("'reused_record'", record, i64::MIN)?
+            .into_iter()
+            .map(|(run, _, at)| (run, at))
+            .collect())
+    }
+
+    fn unverified_builder_runs(&mut self, builder: BuilderId, since: Micros) -> Result<Vec<RunInfo>, StoreError> {
+        // Runs are indexed by (builder, start); a run that finished after `since` started no
+        // earlier than `since` minus the longest run on the builder, which bounds the scan.
+        let longest: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT max(finished_at - started_at) FROM runs WHERE builder_id = ?1",
+                [builder],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        let lower = since.saturating_sub(longest.unwrap_or(0));
+        self.runs_query(
+            "WHERE r.builder_id = ?1 AND r.started_at >= ?2 AND r.finished_at >= ?3 AND r.has_records = 0",
+            params![builder, lower, since],
+        )
+    }
+
+    fn artifact(&mut self, artifact: ArtifactId) -> Result<ArtifactInfo, StoreError> {
+        self.artifacts_query("WHERE a.id = ?1", [artifact])?
+            .pop()
+            .ok_or_else(|| StoreError::NotFound(format!("no artifact with id {artifact}")))
+    }
+
+    fn mount(&mut self, mount: MountId) -> Result<MountInfo, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT m.id, m.builder_id, b.name, m.namespace, m.mount_id FROM mounts m
+                 JOIN builders b ON b.id = m.builder_id WHERE m.id = ?1",
+                [mount],
+                mount_from_row,
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    fn builder(&mut self, builder: BuilderId) -> Result<BuilderInfo, StoreError> {
+        self.conn
+            .query_row("SELECT id, name FROM builders WHERE id = ?1", [builder], |row| {
+                Ok(BuilderInfo {
+                    id: row.get(0)?,
+                    name: row.get(1)?,
+                })
+            })
+            .map_err(|e| self.err(e))
+    }
+
+    fn record(&mut self, record: RecordId) -> Result<RecordInfo, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT id, builder_id, record_id, record_type, description FROM builder_records WHERE id = ?1",
+                [record],
+                |row| {
+                    Ok(RecordInfo {
+                        id: row.get(0)?,
+                        builder: row.get(1)?,
+                        record_id: row.get(2)?,
+                        record_type: row.get(3)?,
+                        description: row.get(4)?,
+                    })
+                },
+            )
+            .map_err(|e| self.err(e))
+    }
+}
+
+fn mount_from_row(row: &Row<'_>) -> rusqlite::Result<MountInfo> {
+    Ok(MountInfo {
+        id: row.get(0)?,
+        builder: row.get(1)?,
+        builder_name: row.get(2)?,
+        namespace: row.get(3)?,
+        mount_id: row.get(4)?,
+    })
+}

@@ -1,1 +1,9 @@
 //! Integration tests: the real executable against real services started on loopback.
+
+#[path = "../harness/mod.rs"]
+mod harness;
+
+mod buildkit;
+mod cli;
+mod common;
+mod wrap;

@@ -1,0 +1,49 @@
+//! `cachewarden export`: the whole store as provenance JSON Lines.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::ExitStatus;
+use crate::cli::ExportArgs;
+use crate::commands::open_existing_store;
+use crate::store::ExportError;
+use crate::wire::provenance::line_of;
+
+pub fn export(args: &ExportArgs, db: &Path) -> Result<ExitStatus> {
+    let store = open_existing_store(db)?;
+    let (mut out, tmp): (Box<dyn Write>, Option<(std::path::PathBuf, std::path::PathBuf)>) = match &args.output {
+        Some(path) => {
+            // Write beside the target and rename, so a failed export leaves no half file.
+            let tmp = path.with_extension("partial");
+            let file = File::create(&tmp).with_context(|| format!("cannot create `{}`", tmp.display()))?;
+            (Box::new(BufWriter::new(file)), Some((tmp, path.clone())))
+        }
+        None => (Box::new(BufWriter::new(std::io::stdout().lock())), None),
+    };
+    let result = store.export(|item| {
+        let line = serde_json::to_string(&line_of(&item)).map_err(std::io::Error::other)?;
+        out.write_all(line.as_bytes())?;
+        out.write_all(b"\n")
+    });
+    let result = result.and_then(|()| out.flush().map_err(ExportError::from));
+    drop(out);
+    match (result, tmp) {
+        (Ok(()), Some((tmp, path))) => {
+            std::fs::rename(&tmp, &path).with_context(|| format!("cannot write `{}`", path.display()))?;
+        }
+        (Ok(()), None) => {}
+        (Err(err), tmp) => {
+            if let Some((tmp, _)) = tmp {
+                let _ = std::fs::remove_file(tmp);
+            }
+            return Err(match err {
+                ExportError::Store(e) => e.into(),
+                ExportError::Io(e) => e.into(),
+            });
+        }
+    }
+    Ok(ExitStatus::Success)
+}

@@ -1,0 +1,428 @@
+//! `cachewarden record`: store one build's provenance.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::ExitStatus;
+use crate::cli::{OutputFormat, RecordArgs};
+use crate::commands::{open_store, write_stdout};
+use crate::config::Config;
+use crate::error::InputError;
+use crate::ingest::{builder, cache_flag, ci, dockerfile, metadata};
+use crate::model::{
+    Artifact, Backend, CacheSpec, Digest, ImageRef, MountUse, ParseError, PipelineInfo, RecordEvidence, RunRecord,
+    normalize_mount_id,
+};
+use crate::printer::Printer;
+use crate::remote::registry::Resolver;
+use crate::time::{self, Micros};
+use crate::wire::provenance::{Line, run_line};
+
+/// The build argument that turns on inline cache export.
+pub const INLINE_CACHE_ARG: &str = "BUILDKIT_INLINE_CACHE";
+
+pub async fn record(args: RecordArgs, db: &Path, config: &Config, printer: Printer) -> Result<ExitStatus> {
+    let env = |name: &str| std::env::var(name).ok();
+    let mut record = build_record(&args, config, &env, None)?;
+    if args.resolve {
+        resolve_tags(&mut record, config, printer).await?;
+    }
+    warn_unpinned(&record, printer);
+    let mut store = open_store(db)?;
+    let outcome = store.record_run(&record)?;
+    let name = format!("{}/{}/{}", record.pipeline.name, record.run_id, record.step);
+    match args.format {
+        OutputFormat::Json => {
+            let line = serde_json::to_string(&Line::Run(Box::new(run_line(&record))))?;
+            write_stdout(&format!("{line}\n"))?;
+        }
+        OutputFormat::Text => {
+            let verb = if outcome.created { "recorded" } else { "updated" };
+            printer.status(format!("{verb} run {name} ({} new events)", outcome.events));
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// Turns flags, files and the CI environment into one run. No network; `wrap` passes the
+/// times and status it measured.
+pub fn build_record(
+    args: &RecordArgs,
+    config: &Config,
+    var: &dyn Fn(&str) -> Option<String>,
+    measured: Option<(Micros, Micros)>,
+) -> Result<RunRecord> {
+    let ci = ci::detect(var);
+    let ci = ci.as_ref();
+    let pipeline = args.pipeline.clone().or_else(|| ci.and_then(|c| c.pipeline.clone())).ok_or_else(|| {
+        InputError::invalid(
+            "no pipeline: pass --pipeline, or run inside GitHub Actions, GitLab CI, Buildkite, Jenkins or CircleCI",
+        )
+    })?;
+    if pipeline.trim().is_empty() {
+        return Err(ParseError::new("--pipeline", &pipeline, "must not be empty").into());
+    }
+    let run_id = args
+        .run_id
+        .clone()
+        .or_else(|| ci.and_then(|c| c.run_id.clone()))
+        .ok_or_else(|| InputError::invalid("no run id: pass --run, or run inside a supported CI"))?;
+    if run_id.is_empty() || run_id.contains('/') {
+        return Err(ParseError::new("--run", &run_id, "must be non-empty and contain no `/`").into());
+    }
+
+    if let Some(level) = &args.trust_level
+        && config.trust_rank(level).is_none()
+    {
+        return Err(ParseError::new(
+            "--trust-level",
+            level,
+            format!("not one of the configured levels: {}", config.trust_levels().join(", ")),
+        )
+        .into());
+    }
+
+    let (started_at, finished_at) = match measured {
+        Some(times) => times,
+        None => {
+            let finished = match &args.finished_at {
+                Some(t) => time::parse_rfc3339(t, "--finished-at")?,
+                None => time::now(),
+            };
+            let started = match &args.started_at {
+                Some(t) => time::parse_rfc3339(t, "--started-at")?,
+                None => finished,
+            };
+            if started > finished {
+                return Err(InputError::invalid(format!(
+                    "--started-at `{}` is after --finished-at `{}`",
+                    time::format(started),
+                    time::format(finished)
+                ))
+                .into());
+            }
+            (started, finished)
+        }
+    };
+
+    let build_args = parse_build_args(&args.build_arg)?;
+    let namespace = build_args.get("BUILDKIT_CACHE_MOUNT_NS").cloned().unwrap_or_default();
+
+    let builder = builder::derive(
+        args.builder.as_deref(),
+        var,
+        &builder::hostname(),
+        builder::current_context().as_deref(),
+    );
+    let builder = match config.builder(&builder.name) {
+        Some(configured) => crate::model::BuilderInfo {
+            name: configured.name.clone(),
+            driver: configured.driver.or(builder.driver),
+            endpoint: Some(configured.endpoint.clone()),
+        },
+        None => crate::model::BuilderInfo {
+            driver: args.driver.or(builder.driver),
+            ..builder
+        },
+    };
+
+    let mut record = RunRecord {
+        pipeline: PipelineInfo {
+            name: pipeline,
+            project: args.project.clone().or_else(|| ci.and_then(|c| c.project.clone())),
+            trust_level: args.trust_level.clone(),
+        },
+        run_id,
+        step: String::new(),
+        commit: args.commit.clone().or_else(|| ci.and_then(|c| c.commit.clone())),
+        git_ref: args.git_ref.clone().or_else(|| ci.and_then(|c| c.git_ref.clone())),
+        builder: Some(builder),
+        started_at,
+        finished_at,
+        status: args.status,
+        imported: Vec::new(),
+        exported: Vec::new(),
+        produced: Vec::new(),
+        base_images: Vec::new(),
+        mounts: Vec::new(),
+        records: None,
+    };
+
+    for image in &args.image {
+        let reference = ImageRef::parse(image, "--image")?;
+        push_unique(&mut record.produced, Artifact::registry(&reference));
+    }
+    for base in &args.base_image {
+        let reference = ImageRef::parse(base, "--base-image")?;
+        push_unique(&mut record.base_images, Artifact::registry(&reference));
+    }
+    let mut inline = build_args.get(INLINE_CACHE_ARG).is_some_and(|v| v == "1" || v == "true");
+    for value in &args.cache_from {
+        match cache_flag::parse(value, "--cache-from")? {
+            CacheSpec::Inline => {}
+            spec => push_unique(&mut record.imported, artifact_of_spec(&spec)?),
+        }
+    }
+    for value in &args.cache_to {
+        match cache_flag::parse(value, "--cache-to")? {
+            CacheSpec::Inline => inline = true,
+            spec => push_unique(&mut record.exported, artifact_of_spec(&spec)?),
+        }
+    }
+    for value in &args.mounts {
+        record.mounts.push(parse_mount_flag(value, &namespace)?);
+    }
+
+    if let Some(path) = &args.dockerfile {
+        let text = std::fs::read_to_string(path).map_err(|source| InputError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let info = dockerfile::parse(&text, &path.display().to_string(), &build_args, args.target.as_deref())?;
+        for base in &info.base_images {
+            match ImageRef::parse(base, &format!("FROM in `{}`", path.display())) {
+                Ok(reference) => push_unique(&mut record.base_images, Artifact::registry(&reference)),
+                Err(err) => return Err(err.into()),
+            }
+        }
+        for mount in info.mounts {
+            if !record.mounts.contains(&mount) {
+                record.mounts.push(mount);
+            }
+        }
+    }
+
+    if let Some(path) = &args.metadata_file {
+        let text = std::fs::read_to_string(path).map_err(|source| InputError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let meta = metadata::parse(&text, &path.display().to_string())?;
+        apply_metadata(&mut record, &meta)?;
+    }
+
+    if inline {
+        // Inline cache travels inside every image the build pushes.
+        let images: Vec<Artifact> = record
+            .produced
+            .iter()
+            .filter(|a| a.backend == Backend::Registry)
+            .cloned()
+            .collect();
+        for image in images {
+            push_unique(&mut record.exported, image);
+        }
+    }
+
+    record.step = match &args.step {
+        Some(step) => step.clone(),
+        None => default_step(args.dockerfile.as_deref(), args.target.as_deref(), ci.and_then(|c| c.job.as_deref())),
+    };
+    Ok(record)
+}
+
+/// `--step` default: the Dockerfile path and target (`docker/Dockerfile:release`), prefixed
+/// by the CI job when one is known.
+pub fn default_step(dockerfile: Option<&Path>, target: Option<&str>, job: Option<&str>) -> String {
+    let mut step = dockerfile.map_or_else(|| "Dockerfile".to_owned(), |p| p.display().to_string());
+    if let Some(target) = target {
+        step.push(':');
+        step.push_str(target);
+    }
+    match job {
+        Some(job) => format!("{job}:{step}"),
+        None => step,
+    }
+}
+
+/// Merges what a buildx metadata file says into the run.
+pub fn apply_metadata(record: &mut RunRecord, meta: &metadata::BuildMetadata) -> Result<()> {
+    for image in &meta.images {
+        for name in &image.names {
+            let reference = ImageRef::parse(name, "image.name in the metadata file")?;
+            let mut artifact = Artifact::registry(&reference);
+            if artifact.digest.is_none() {
+                artifact.digest = image.digest.clone();
+            }
+            // The pinned digest replaces the unpinned tag recorded from `-t`/`--image`.
+            record
+                .produced
+                .retain(|a| !(a.locator == artifact.locator && a.tag == artifact.tag && a.digest.is_none()));
+            push_unique(&mut record.produced, artifact);
+        }
+    }
+    for (base, digest) in &meta.base_images {
+        let mut reference = ImageRef::parse(base, "a provenance material")?;
+        if reference.digest.is_none() {
+            reference.digest = digest.clone();
+        }
+        let artifact = Artifact::registry(&reference);
+        record
+            .base_images
+            .retain(|a| !(a.locator == artifact.locator && a.digest.is_none()));
+        push_unique(&mut record.base_images, artifact);
+    }
+    for mount in &meta.cache_mounts {
+        if !record.mounts.iter().any(|m| m.id == mount.id && m.namespace == mount.namespace) {
+            record.mounts.push(mount.clone());
+        }
+    }
+    Ok(())
+}
+
+fn push_unique(list: &mut Vec<Artifact>, artifact: Artifact) {
+    if !list.contains(&artifact) {
+        list.push(artifact);
+    }
+}
+
+/// The artifact a (non-inline) cache spec names.
+pub fn artifact_of_spec(spec: &CacheSpec) -> Result<Artifact, ParseError> {
+    let other = |backend, key: &str| Artifact {
+        backend,
+        locator: String::new(),
+        digest: None,
+        key: key.to_owned(),
+        tag: None,
+    };
+    Ok(match spec {
+        CacheSpec::Registry { reference, .. } => Artifact::registry(&ImageRef::parse(reference, "cache ref")?),
+        CacheSpec::Gha { scope } => other(Backend::Gha, scope),
+        CacheSpec::Local { path } => other(Backend::Local, path),
+        CacheSpec::S3 { key } => other(Backend::S3, key),
+        CacheSpec::Azblob { key } => other(Backend::Azblob, key),
+        CacheSpec::Inline => unreachable!("inline cache names no artifact of its own"),
+    })
+}
+
+/// `--mount ID[,readonly]`: the Dockerfile id, or the LLB form.
+pub fn parse_mount_flag(value: &str, namespace: &str) -> Result<MountUse, ParseError> {
+    let mut parts = value.split(',');
+    let id = parts.next().unwrap_or_default().trim();
+    if id.is_empty() {
+        return Err(ParseError::new("--mount", value, "expected `ID[,readonly]`"));
+    }
+    let mut mount = MountUse {
+        id: normalize_mount_id(id, namespace, false),
+        namespace: namespace.to_owned(),
+        ..MountUse::default()
+    };
+    for option in parts {
+        match option.trim() {
+            "readonly" | "ro" | "readonly=true" => mount.readonly = true,
+            "readonly=false" => mount.readonly = false,
+            other => {
+                if let Some(sharing) = other.strip_prefix("sharing=") {
+                    mount.sharing = crate::model::Sharing::parse(sharing, "--mount")?;
+                } else {
+                    return Err(ParseError::new(
+                        "--mount",
+                        value,
+                        format!("unknown option `{other}` (expected `readonly` or `sharing=`)"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(mount)
+}
+
+/// `KEY=VALUE` build arguments; `KEY` alone takes the value from the environment, as
+/// `docker build` does.
+pub fn parse_build_args(values: &[String]) -> Result<BTreeMap<String, String>, ParseError> {
+    let mut map = BTreeMap::new();
+    for value in values {
+        match value.split_once('=') {
+            Some((key, val)) if !key.is_empty() => {
+                map.insert(key.to_owned(), val.to_owned());
+            }
+            None if !value.is_empty() => {
+                if let Ok(val) = std::env::var(value) {
+                    map.insert(value.clone(), val);
+                }
+            }
+            _ => return Err(ParseError::new("--build-arg", value, "expected `KEY=VALUE`")),
+        }
+    }
+    Ok(map)
+}
+
+/// Resolves every registry artifact given by tag to the digest its tag points at now.
+pub async fn resolve_tags(record: &mut RunRecord, config: &Config, printer: Printer) -> Result<()> {
+    let mut hosts: Vec<String> = Vec::new();
+    for a in record
+        .imported
+        .iter()
+        .chain(&record.exported)
+        .chain(&record.produced)
+        .chain(&record.base_images)
+    {
+        if a.backend == Backend::Registry && a.digest.is_none() {
+            let host = a.locator.split('/').next().unwrap_or_default().to_owned();
+            if !hosts.contains(&host) {
+                hosts.push(host);
+            }
+        }
+    }
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    let resolver = Resolver::new(config, &hosts);
+    for list in [
+        &mut record.imported,
+        &mut record.exported,
+        &mut record.produced,
+        &mut record.base_images,
+    ] {
+        for artifact in list.iter_mut() {
+            if artifact.backend != Backend::Registry || artifact.digest.is_some() {
+                continue;
+            }
+            let reference = reference_of(artifact)?;
+            let digest: Digest = resolver
+                .resolve(&reference)
+                .await
+                .with_context(|| format!("--resolve could not pin `{reference}`"))?;
+            printer.detail(format!("resolved {reference} to {digest}"));
+            artifact.digest = Some(digest);
+        }
+    }
+    Ok(())
+}
+
+/// The registry reference of a registry artifact.
+pub fn reference_of(artifact: &Artifact) -> Result<ImageRef, ParseError> {
+    let mut text = artifact.locator.clone();
+    if let Some(tag) = &artifact.tag {
+        text.push(':');
+        text.push_str(tag);
+    }
+    if let Some(digest) = &artifact.digest {
+        text.push('@');
+        text.push_str(digest.as_str());
+    }
+    ImageRef::parse(&text, "reference")
+}
+
+/// Cache imports known only by tag cannot be traced by digest: say so.
+fn warn_unpinned(record: &RunRecord, printer: Printer) {
+    for a in record.imported.iter().chain(&record.base_images) {
+        if a.backend == Backend::Registry && a.digest.is_none() {
+            printer.warn(format!(
+                "`{}` is recorded by tag only; pass --resolve (or a digest) so a trace can match it exactly",
+                a.display_name()
+            ));
+        }
+    }
+}
+
+/// Record evidence for runs whose builder was snapshotted.
+pub fn evidence_of(created: Vec<crate::model::BuilderRecord>, reused: Vec<crate::model::BuilderRecord>) -> RecordEvidence {
+    RecordEvidence {
+        created,
+        reused,
+        overlapped: false,
+    }
+}

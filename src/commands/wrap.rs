@@ -1,0 +1,441 @@
+//! `cachewarden wrap`: run a build or push and record what it did.
+//!
+//! Recording trouble never fails the build: it becomes a warning on stderr, and `wrap` exits
+//! with the command's own status.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Stdio;
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::ExitStatus;
+use crate::cli::{RecordArgs, WrapArgs};
+use crate::commands::open_store;
+use crate::commands::record::{apply_metadata, build_record, reference_of};
+use crate::config::Config;
+use crate::error::InputError;
+use crate::ingest::command::{self, BuildCommand, Wrapped};
+use crate::ingest::{builder as builder_name, ci, metadata};
+use crate::model::{Artifact, Backend, BuilderInfo, BuilderRecord, Digest, Driver, ImageRef, RecordEvidence, RunStatus};
+use crate::printer::Printer;
+use crate::remote::buildkit::{BuildkitClient, CacheRecord};
+use crate::remote::engine::Engine;
+use crate::remote::registry::Resolver;
+use crate::time;
+
+pub async fn wrap(args: WrapArgs, db: &Path, config: &Config, printer: Printer) -> Result<ExitStatus> {
+    match command::parse(&args.command) {
+        Wrapped::Build(build) => wrap_build(&args, *build, db, config, printer).await,
+        Wrapped::Push { reference } => wrap_push(&args, &reference, db, printer).await,
+        Wrapped::Other => {
+            printer.warn(format!(
+                "`{}` is not a docker build or push: running it without recording",
+                args.command.join(" ")
+            ));
+            run_inherited(&args.command).await
+        }
+    }
+}
+
+/// Exit status of a child: its code, or 128 + signal.
+fn child_status(status: std::process::ExitStatus) -> u8 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(1),
+        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(1),
+        (None, None) => 1,
+    }
+}
+
+async fn run_inherited(argv: &[String]) -> Result<ExitStatus> {
+    let status = spawn(argv)?.wait().await.context("waiting for the wrapped command")?;
+    Ok(ExitStatus::from_child(child_status(status)))
+}
+
+fn spawn(argv: &[String]) -> Result<tokio::process::Child> {
+    let (program, rest) = argv
+        .split_first()
+        .ok_or_else(|| InputError::invalid("wrap needs a command after `--`"))?;
+    tokio::process::Command::new(program)
+        .args(rest)
+        .spawn()
+        .map_err(|err| InputError::invalid(format!("cannot run `{program}`: {err}")).into())
+}
+
+/// A scratch directory for the files `wrap` asks the build to write.
+fn scratch_dir() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("cachewarden-wrap-")
+        .tempdir()
+        .context("cannot create a temporary directory")
+}
+
+async fn wrap_build(
+    args: &WrapArgs,
+    build: BuildCommand,
+    db: &Path,
+    config: &Config,
+    printer: Printer,
+) -> Result<ExitStatus> {
+    let scratch = scratch_dir()?;
+    let mut argv = args.command.clone();
+    let mut extra = Vec::new();
+    let iidfile = match &build.iidfile {
+        Some(path) => path.clone(),
+        None => {
+            let path = scratch.path().join("iid");
+            extra.push(format!("--iidfile={}", path.display()));
+            path
+        }
+    };
+    let metadata_file = match (&build.metadata_file, build.buildx) {
+        (Some(path), _) => Some(path.clone()),
+        (None, true) => {
+            let path = scratch.path().join("metadata.json");
+            extra.push(format!("--metadata-file={}", path.display()));
+            Some(path)
+        }
+        (None, false) => None,
+    };
+    argv.splice(build.insert_at..build.insert_at, extra);
+
+    let record_args = merged_args(&args.record, &build);
+    let env = |name: &str| std::env::var(name).ok();
+    // Everything that can be known before the build is settled first; a bad flag is an error
+    // before anything runs.
+    let planned = build_record(&record_args, config, &env, Some((0, 0)));
+    let mut planned = match planned {
+        Ok(record) => Some(record),
+        Err(err) => {
+            printer.warn(format!("the build will not be recorded: {err:#}"));
+            None
+        }
+    };
+
+    let builder = planned.as_ref().and_then(|r| r.builder.clone());
+    let endpoint = builder.as_ref().and_then(|b| reachable_endpoint(b, config));
+    let mut buildkit = match (&endpoint, &builder) {
+        (Some(endpoint), Some(b)) => match BuildkitClient::connect(endpoint, b.driver.unwrap_or(Driver::Docker)).await {
+            Ok(client) => Some(client),
+            Err(err) => {
+                printer.warn(format!("builder records will not be captured: {err}"));
+                None
+            }
+        },
+        _ => None,
+    };
+    let engine = match (&endpoint, builder.as_ref().and_then(|b| b.driver)) {
+        (Some(endpoint), Some(Driver::Docker) | None) => Engine::connect(endpoint).await.ok(),
+        _ => None,
+    };
+    let before = match buildkit.as_mut() {
+        Some(client) => match client.disk_usage().await {
+            Ok(records) => Some(records),
+            Err(err) => {
+                printer.warn(format!("builder records will not be captured: {err}"));
+                None
+            }
+        },
+        None => None,
+    };
+    let mut import_tags: Vec<(ImageRef, Option<Digest>)> = Vec::new();
+    if let Some(record) = planned.as_mut() {
+        pin_inputs(record, engine.as_ref(), config, printer, &mut import_tags).await;
+    }
+
+    let started_at = time::now();
+    let status = spawn(&argv)?.wait().await.context("waiting for the build")?;
+    let finished_at = time::now();
+    let code = child_status(status);
+
+    let Some(mut record) = planned else {
+        return Ok(ExitStatus::from_child(code));
+    };
+    record.started_at = started_at;
+    record.finished_at = finished_at;
+    record.status = if status.success() {
+        RunStatus::Succeeded
+    } else {
+        RunStatus::Failed
+    };
+    if let (Some(client), Some(before)) = (buildkit.as_mut(), before) {
+        match client.disk_usage().await {
+            Ok(after) => record.records = Some(diff_records(&before, &after)),
+            Err(err) => printer.warn(format!("builder records after the build were not captured: {err}")),
+        }
+    }
+    if status.success() {
+        collect_outputs(&mut record, &iidfile, metadata_file.as_deref(), printer);
+        check_moved(&import_tags, config, printer).await;
+    }
+    match open_store(db).map_err(anyhow::Error::from).and_then(|mut store| Ok(store.record_run(&record)?)) {
+        Ok(outcome) => printer.status(format!(
+            "cachewarden: recorded {} run {}/{}/{} ({} events)",
+            record.status.as_str(),
+            record.pipeline.name,
+            record.run_id,
+            record.step,
+            outcome.events
+        )),
+        Err(err) => printer.warn(format!("the build was not recorded: {err:#}")),
+    }
+    Ok(ExitStatus::from_child(code))
+}
+
+/// The record flags plus what the build command line says.
+fn merged_args(record: &RecordArgs, build: &BuildCommand) -> RecordArgs {
+    let mut args = record.clone();
+    args.cache_from.extend(build.cache_from.iter().cloned());
+    args.cache_to.extend(build.cache_to.iter().cloned());
+    args.image.extend(build.tags.iter().cloned());
+    args.build_arg.extend(build.build_args.iter().cloned());
+    if args.dockerfile.is_none() {
+        args.dockerfile = build.dockerfile().filter(|p| p.exists());
+    }
+    if args.target.is_none() {
+        args.target = build.target.clone();
+    }
+    if args.builder.is_none()
+        && let Some(name) = &build.builder
+    {
+        args.builder = Some(format!("buildx:{name}@{}", builder_name::hostname()));
+        args.driver = args.driver.or(Some(Driver::DockerContainer));
+    }
+    if args.step.is_none() && args.dockerfile.is_none() {
+        args.step = Some(crate::commands::record::default_step(
+            build.file.as_deref(),
+            build.target.as_deref(),
+            None,
+        ));
+    }
+    args
+}
+
+/// The endpoint to snapshot, when the builder is one this machine can reach: configured, or
+/// the Docker Engine the client talks to.
+fn reachable_endpoint(builder: &BuilderInfo, config: &Config) -> Option<String> {
+    if let Some(configured) = config.builder(&builder.name) {
+        return Some(configured.endpoint.clone());
+    }
+    match builder.driver {
+        Some(Driver::Docker) | None => builder.endpoint.clone().filter(|e| e.starts_with("unix://") || e.starts_with("tcp://")),
+        _ => None,
+    }
+}
+
+/// Pins `--cache-from` and base images to digests just before the build: the local image
+/// first (Docker 20.10 reads `--cache-from` from local images before the registry), then the
+/// registry.
+async fn pin_inputs(
+    record: &mut crate::model::RunRecord,
+    engine: Option<&Engine>,
+    config: &Config,
+    printer: Printer,
+    import_tags: &mut Vec<(ImageRef, Option<Digest>)>,
+) {
+    let builder = record.builder.as_ref().map(|b| b.name.clone()).unwrap_or_default();
+    let mut local_imports = Vec::new();
+    let mut local_bases = Vec::new();
+    let mut local_only = Vec::new();
+    for (list, locals, is_import) in [
+        (&mut record.imported, &mut local_imports, true),
+        (&mut record.base_images, &mut local_bases, false),
+    ] {
+        for artifact in list.iter_mut() {
+            if artifact.backend != Backend::Registry || artifact.digest.is_some() {
+                continue;
+            }
+            let Ok(reference) = reference_of(artifact) else { continue };
+            let shown = short_name(&reference);
+            if let Some(engine) = engine
+                && let Ok(Some(local)) = engine.image_inspect(&shown).await
+            {
+                if let Ok(id) = Digest::parse(&local.id, "image id") {
+                    locals.push(Artifact {
+                        backend: Backend::LocalImage,
+                        locator: builder.clone(),
+                        digest: Some(id),
+                        key: String::new(),
+                        tag: reference.tag.clone(),
+                    });
+                }
+                let repo = reference.locator();
+                let pinned = local.repo_digests.iter().find_map(|rd| {
+                    let (name, digest) = rd.split_once('@')?;
+                    let name = ImageRef::parse(name, "RepoDigests").ok()?;
+                    (name.locator() == repo).then(|| Digest::parse(digest, "RepoDigests").ok())?
+                });
+                if let Some(digest) = pinned {
+                    artifact.digest = Some(digest);
+                    if is_import {
+                        import_tags.push((reference.clone(), artifact.digest.clone()));
+                    }
+                    continue;
+                }
+                if !is_import {
+                    // A local-only base image: its id is the evidence, the tag names nothing
+                    // in a registry.
+                    local_only.push(artifact.clone());
+                    continue;
+                }
+            }
+            let host = reference.registry.clone();
+            let resolver = Resolver::new(config, &[host]);
+            match resolver.resolve(&reference).await {
+                Ok(digest) => artifact.digest = Some(digest),
+                Err(err) => printer.warn(format!("`{reference}` stays unpinned: {err}")),
+            }
+            if is_import {
+                import_tags.push((reference, artifact.digest.clone()));
+            }
+        }
+    }
+    record
+        .base_images
+        .retain(|a| !local_only.contains(a));
+    record.imported.extend(local_imports);
+    record.base_images.extend(local_bases);
+}
+
+/// How the docker client names a reference (`busybox`, `127.0.0.1:5000/app:1`).
+fn short_name(reference: &ImageRef) -> String {
+    let mut name = if reference.registry == crate::model::DOCKER_HUB {
+        reference
+            .repository
+            .strip_prefix("library/")
+            .unwrap_or(&reference.repository)
+            .to_owned()
+    } else {
+        reference.locator()
+    };
+    if let Some(tag) = &reference.tag {
+        name.push(':');
+        name.push_str(tag);
+    }
+    name
+}
+
+/// Which records the build created and which it reused.
+fn diff_records(before: &[CacheRecord], after: &[CacheRecord]) -> RecordEvidence {
+    let old: HashMap<&str, &CacheRecord> = before.iter().map(|r| (r.id.as_str(), r)).collect();
+    let mut evidence = RecordEvidence::default();
+    for record in after {
+        match old.get(record.id.as_str()) {
+            None => evidence.created.push(BuilderRecord::from(record.clone())),
+            Some(prev) if prev.usage_count != record.usage_count || prev.last_used_at != record.last_used_at => {
+                evidence.reused.push(BuilderRecord::from(record.clone()));
+            }
+            Some(_) => {}
+        }
+    }
+    evidence.created.sort_by(|a, b| a.id.cmp(&b.id));
+    evidence.reused.sort_by(|a, b| a.id.cmp(&b.id));
+    evidence
+}
+
+/// The local image id and, for buildx, the metadata file.
+fn collect_outputs(record: &mut crate::model::RunRecord, iidfile: &Path, metadata_file: Option<&Path>, printer: Printer) {
+    if let Ok(text) = std::fs::read_to_string(iidfile)
+        && let Ok(id) = Digest::parse(text.trim(), "--iidfile")
+    {
+        let builder = record.builder.as_ref().map(|b| b.name.clone()).unwrap_or_default();
+        let tag = record.produced.first().and_then(|a| a.tag.clone());
+        record.produced.push(Artifact {
+            backend: Backend::LocalImage,
+            locator: builder,
+            digest: Some(id),
+            key: String::new(),
+            tag,
+        });
+    }
+    if let Some(path) = metadata_file
+        && let Ok(text) = std::fs::read_to_string(path)
+    {
+        match metadata::parse(&text, &path.display().to_string()) {
+            Ok(meta) => {
+                if let Err(err) = apply_metadata(record, &meta) {
+                    printer.warn(format!("metadata file ignored: {err:#}"));
+                }
+            }
+            Err(err) => printer.warn(format!("metadata file ignored: {err}")),
+        }
+    }
+}
+
+/// Warns when a `--cache-from` tag points somewhere else after the build than before it.
+async fn check_moved(import_tags: &[(ImageRef, Option<Digest>)], config: &Config, printer: Printer) {
+    for (reference, before) in import_tags {
+        let Some(before) = before else { continue };
+        let resolver = Resolver::new(config, std::slice::from_ref(&reference.registry));
+        if let Ok(now) = resolver.resolve(reference).await
+            && &now != before
+        {
+            printer.warn(format!(
+                "`{reference}` moved during the build: {before} before, {now} after; recorded {before}"
+            ));
+        }
+    }
+}
+
+async fn wrap_push(args: &WrapArgs, reference: &str, db: &Path, printer: Printer) -> Result<ExitStatus> {
+    let (program, rest) = args.command.split_first().expect("parsed as a docker command");
+    let mut child = tokio::process::Command::new(program)
+        .args(rest)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|err| InputError::invalid(format!("cannot run `{program}`: {err}")))?;
+    let mut output = String::new();
+    if let Some(stdout) = child.stdout.take() {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut out = tokio::io::stdout();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = out.write_all(line.as_bytes()).await;
+            let _ = out.write_all(b"\n").await;
+            let _ = out.flush().await;
+            output.push_str(&line);
+            output.push('\n');
+        }
+    }
+    let status = child.wait().await.context("waiting for the push")?;
+    let code = child_status(status);
+    if !status.success() {
+        return Ok(ExitStatus::from_child(code));
+    }
+    if let Err(err) = attach(args, reference, &output, db, printer) {
+        printer.warn(format!("the push was not recorded: {err:#}"));
+    }
+    Ok(ExitStatus::from_child(code))
+}
+
+fn attach(args: &WrapArgs, reference: &str, output: &str, db: &Path, printer: Printer) -> Result<()> {
+    let env = |name: &str| std::env::var(name).ok();
+    let ci = ci::detect(&env);
+    let pipeline = args
+        .record
+        .pipeline
+        .clone()
+        .or_else(|| ci.as_ref().and_then(|c| c.pipeline.clone()))
+        .ok_or_else(|| InputError::invalid("no pipeline: pass --pipeline, or run inside a supported CI"))?;
+    let run_id = args
+        .record
+        .run_id
+        .clone()
+        .or_else(|| ci.as_ref().and_then(|c| c.run_id.clone()))
+        .ok_or_else(|| InputError::invalid("no run id: pass --run, or run inside a supported CI"))?;
+    let pushed = ImageRef::parse(reference, "docker push")?;
+    let digest = command::pushed_digest(output)
+        .ok_or_else(|| InputError::invalid("`docker push` printed no digest"))?;
+    let digest = Digest::parse(&digest, "docker push output")?;
+    let mut store = open_store(db)?;
+    match store.attach_push(&pipeline, &run_id, &pushed, &digest)? {
+        Some(step) => printer.status(format!(
+            "cachewarden: recorded push of {pushed}@{digest} for {pipeline}/{run_id}/{step}"
+        )),
+        None => printer.warn(format!(
+            "no build of {pipeline}/{run_id} produced `{pushed}`: the push of {digest} was not attached"
+        )),
+    }
+    Ok(())
+}

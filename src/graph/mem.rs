@@ -1,0 +1,448 @@
+//! An in-memory [`Source`] over a hand-built history, for tests.
+//!
+//! Event times follow the store: reads carry the run's finish time, writes its start time.
+
+use super::source::{
+    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, MountId, MountInfo, RecordId, RecordInfo, RunId,
+    RunInfo, Source, Write,
+};
+use crate::model::{Backend, RunKey, RunStatus};
+use crate::time::Micros;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MemError(String);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Event {
+    Imported(ArtifactId),
+    UsedBase(ArtifactId),
+    Exported(ArtifactId),
+    Produced(ArtifactId),
+    ReadMount(MountId),
+    WroteMount(MountId),
+    CreatedRecord(RecordId),
+    ReusedRecord(RecordId),
+}
+
+impl Event {
+    pub(super) fn is_read(self) -> bool {
+        matches!(
+            self,
+            Self::Imported(_) | Self::UsedBase(_) | Self::ReadMount(_) | Self::ReusedRecord(_)
+        )
+    }
+}
+
+/// A provenance history built by hand. Ids start at 1 and follow insertion order.
+#[derive(Debug, Default, Clone)]
+pub struct History {
+    pub(super) runs: Vec<RunInfo>,
+    pub(super) artifacts: Vec<ArtifactInfo>,
+    pub(super) mounts: Vec<MountInfo>,
+    pub(super) builders: Vec<BuilderInfo>,
+    pub(super) records: Vec<RecordInfo>,
+    pub(super) events: Vec<(RunId, Event)>,
+    pub(super) mount_purges: Vec<(MountId, Micros)>,
+    pub(super) builder_prunes: Vec<(BuilderId, Micros)>,
+}
+
+fn index(id: i64) -> usize {
+    usize::try_from(id - 1).expect("ids start at 1")
+}
+
+fn next_id(len: usize) -> i64 {
+    i64::try_from(len).expect("small history") + 1
+}
+
+impl History {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn builder(&mut self, name: &str) -> BuilderId {
+        let id = next_id(self.builders.len());
+        self.builders.push(BuilderInfo {
+            id,
+            name: name.to_owned(),
+        });
+        id
+    }
+
+    pub fn mount(&mut self, builder: BuilderId, mount_id: &str) -> MountId {
+        let id = next_id(self.mounts.len());
+        self.mounts.push(MountInfo {
+            id,
+            builder,
+            builder_name: self.builders[index(builder)].name.clone(),
+            namespace: String::new(),
+            mount_id: mount_id.to_owned(),
+        });
+        id
+    }
+
+    /// A registry manifest; its first sighting is its earliest event.
+    pub fn manifest(&mut self, locator: &str, digest: &str) -> ArtifactId {
+        self.artifact(Backend::Registry, locator, digest, "")
+    }
+
+    pub fn artifact(&mut self, backend: Backend, locator: &str, digest: &str, key: &str) -> ArtifactId {
+        let id = next_id(self.artifacts.len());
+        self.artifacts.push(ArtifactInfo {
+            id,
+            backend,
+            locator: locator.to_owned(),
+            digest: digest.to_owned(),
+            key: key.to_owned(),
+            tags: Vec::new(),
+            first_seen: Micros::MAX,
+        });
+        id
+    }
+
+    pub fn tag(&mut self, artifact: ArtifactId, tag: &str) {
+        self.artifacts[index(artifact)].tags.push(tag.to_owned());
+    }
+
+    pub fn record(&mut self, builder: BuilderId, record_id: &str, record_type: &str, description: &str) -> RecordId {
+        let id = next_id(self.records.len());
+        self.records.push(RecordInfo {
+            id,
+            builder,
+            record_id: record_id.to_owned(),
+            record_type: record_type.to_owned(),
+            description: description.to_owned(),
+        });
+        id
+    }
+
+    /// A successful run `pipeline/run_key/build` without a builder or record evidence.
+    pub fn run(&mut self, pipeline: &str, run_key: &str, started_at: Micros, finished_at: Micros) -> RunId {
+        let id = next_id(self.runs.len());
+        self.runs.push(RunInfo {
+            id,
+            pipeline: pipeline.to_owned(),
+            run_key: run_key.to_owned(),
+            step: "build".to_owned(),
+            builder: None,
+            started_at,
+            finished_at,
+            status: RunStatus::Succeeded,
+            has_records: false,
+        });
+        id
+    }
+
+    pub fn on(&mut self, run: RunId, builder: BuilderId) {
+        self.runs[index(run)].builder = Some(builder);
+    }
+
+    pub fn fail(&mut self, run: RunId) {
+        self.runs[index(run)].status = RunStatus::Failed;
+    }
+
+    /// Marks the run as carrying record-level builder evidence.
+    pub fn with_records(&mut self, run: RunId) {
+        self.runs[index(run)].has_records = true;
+    }
+
+    pub fn imports(&mut self, run: RunId, artifact: ArtifactId) {
+        self.event(run, Event::Imported(artifact));
+    }
+
+    pub fn uses_base(&mut self, run: RunId, artifact: ArtifactId) {
+        self.event(run, Event::UsedBase(artifact));
+    }
+
+    pub fn exports(&mut self, run: RunId, artifact: ArtifactId) {
+        self.event(run, Event::Exported(artifact));
+    }
+
+    pub fn produces(&mut self, run: RunId, artifact: ArtifactId) {
+        self.event(run, Event::Produced(artifact));
+    }
+
+    pub fn reads(&mut self, run: RunId, mount: MountId) {
+        self.event(run, Event::ReadMount(mount));
+    }
+
+    pub fn writes(&mut self, run: RunId, mount: MountId) {
+        self.event(run, Event::WroteMount(mount));
+    }
+
+    pub fn creates(&mut self, run: RunId, record: RecordId) {
+        self.event(run, Event::CreatedRecord(record));
+    }
+
+    pub fn reuses(&mut self, run: RunId, record: RecordId) {
+        self.event(run, Event::ReusedRecord(record));
+    }
+
+    pub fn purge(&mut self, mount: MountId, at: Micros) {
+        self.mount_purges.push((mount, at));
+    }
+
+    pub fn prune(&mut self, builder: BuilderId, at: Micros) {
+        self.builder_prunes.push((builder, at));
+    }
+
+    fn event(&mut self, run: RunId, event: Event) {
+        if !self.events.contains(&(run, event)) {
+            self.events.push((run, event));
+        }
+    }
+
+    pub(super) fn at(&self, run: RunId, event: Event) -> Micros {
+        let info = &self.runs[index(run)];
+        if event.is_read() { info.finished_at } else { info.started_at }
+    }
+
+    /// Every event matching `pick`, with its run and time, in insertion order.
+    fn events_where(&self, pick: impl Fn(Event) -> bool) -> Vec<(RunInfo, Event, Micros)> {
+        self.events
+            .iter()
+            .filter(|(_, e)| pick(*e))
+            .map(|&(run, e)| (self.runs[index(run)].clone(), e, self.at(run, e)))
+            .collect()
+    }
+
+    fn artifact_info(&self, artifact: ArtifactId) -> ArtifactInfo {
+        let mut info = self.artifacts[index(artifact)].clone();
+        let touches = |e: Event| {
+            matches!(e, Event::Imported(a) | Event::UsedBase(a) | Event::Exported(a) | Event::Produced(a) if a == artifact)
+        };
+        info.first_seen = self.events_where(touches).iter().map(|e| e.2).min().unwrap_or(0);
+        info
+    }
+
+    fn lookup<T: Clone>(items: &[T], id: i64, what: &str) -> Result<T, MemError> {
+        usize::try_from(id - 1)
+            .ok()
+            .and_then(|i| items.get(i))
+            .cloned()
+            .ok_or_else(|| MemError(format!("no {what} with id {id}")))
+    }
+}
+
+impl Source for History {
+    type Error = MemError;
+
+    fn pipeline_runs(
+        &mut self,
+        pipeline: &str,
+        since: Option<Micros>,
+        until: Option<Micros>,
+    ) -> Result<Option<Vec<RunInfo>>, MemError> {
+        if !self.runs.iter().any(|r| r.pipeline == pipeline) {
+            return Ok(None);
+        }
+        let window = super::seeds::Window { since, until };
+        Ok(Some(
+            self.runs
+                .iter()
+                .filter(|r| r.pipeline == pipeline && window.contains(r.started_at))
+                .cloned()
+                .collect(),
+        ))
+    }
+
+    fn runs_by_key(&mut self, key: &RunKey) -> Result<Vec<RunInfo>, MemError> {
+        Ok(self
+            .runs
+            .iter()
+            .filter(|r| r.pipeline == key.pipeline && r.run_key == key.run_id)
+            .filter(|r| key.step.as_ref().is_none_or(|s| *s == r.step))
+            .cloned()
+            .collect())
+    }
+
+    fn artifacts_by_digest(&mut self, digest: &str) -> Result<Vec<ArtifactInfo>, MemError> {
+        Ok(self
+            .artifacts
+            .iter()
+            .filter(|a| !digest.is_empty() && a.digest == digest)
+            .map(|a| self.artifact_info(a.id))
+            .collect())
+    }
+
+    fn artifacts_by_tag(
+        &mut self,
+        locator: &str,
+        tag: &str,
+        since: Option<Micros>,
+        until: Option<Micros>,
+    ) -> Result<Vec<ArtifactInfo>, MemError> {
+        let window = super::seeds::Window { since, until };
+        Ok(self
+            .artifacts
+            .iter()
+            .filter(|a| a.locator == locator && a.tags.iter().any(|t| t == tag))
+            .map(|a| self.artifact_info(a.id))
+            .filter(|a| window.contains(a.first_seen))
+            .collect())
+    }
+
+    fn mounts_by_name(&mut self, builder: &str, mount_id: &str) -> Result<Vec<MountInfo>, MemError> {
+        Ok(self
+            .mounts
+            .iter()
+            .filter(|m| m.builder_name == builder && m.mount_id == mount_id)
+            .cloned()
+            .collect())
+    }
+
+    fn builder_by_name(&mut self, name: &str) -> Result<Option<BuilderInfo>, MemError> {
+        Ok(self.builders.iter().find(|b| b.name == name).cloned())
+    }
+
+    fn first_mount_use(&mut self, mount: MountId) -> Result<Option<Micros>, MemError> {
+        let uses = self.events_where(|e| matches!(e, Event::ReadMount(m) | Event::WroteMount(m) if m == mount));
+        Ok(uses.iter().map(|e| e.2).min())
+    }
+
+    fn first_builder_use(&mut self, builder: BuilderId) -> Result<Option<Micros>, MemError> {
+        Ok(self
+            .runs
+            .iter()
+            .filter(|r| r.builder == Some(builder))
+            .map(|r| r.started_at)
+            .min())
+    }
+
+    fn run(&mut self, run: RunId) -> Result<RunInfo, MemError> {
+        Self::lookup(&self.runs, run, "run")
+    }
+
+    fn writes(&mut self, run: RunId) -> Result<Vec<(Write, Micros)>, MemError> {
+        Ok(self
+            .events
+            .iter()
+            .filter(|(r, _)| *r == run)
+            .filter_map(|&(r, e)| {
+                let write = match e {
+                    Event::Exported(a) => Write::Exported(a),
+                    Event::Produced(a) => Write::Produced(a),
+                    Event::WroteMount(m) => Write::Mount(m),
+                    Event::CreatedRecord(c) => Write::CreatedRecord(c),
+                    _ => return None,
+                };
+                Some((write, self.at(r, e)))
+            })
+            .collect())
+    }
+
+    fn digest_readers(&mut self, digest: &str) -> Result<Vec<(RunInfo, ArtifactRead, ArtifactId, Micros)>, MemError> {
+        let artifacts = &self.artifacts;
+        let with_digest = |a: ArtifactId| !digest.is_empty() && artifacts[index(a)].digest == digest;
+        Ok(self
+            .events_where(|e| matches!(e, Event::Imported(a) | Event::UsedBase(a) if with_digest(a)))
+            .into_iter()
+            .map(|(run, e, at)| match e {
+                Event::Imported(a) => (run, ArtifactRead::Imported, a, at),
+                Event::UsedBase(a) => (run, ArtifactRead::UsedBase, a, at),
+                _ => unreachable!("filtered to reads"),
+            })
+            .collect())
+    }
+
+    fn artifact_readers(&mut self, artifact: ArtifactId) -> Result<Vec<(RunInfo, ArtifactRead, Micros)>, MemError> {
+        Ok(self
+            .events_where(|e| matches!(e, Event::Imported(a) | Event::UsedBase(a) if a == artifact))
+            .into_iter()
+            .map(|(run, e, at)| {
+                let read = if matches!(e, Event::UsedBase(_)) {
+                    ArtifactRead::UsedBase
+                } else {
+                    ArtifactRead::Imported
+                };
+                (run, read, at)
+            })
+            .collect())
+    }
+
+    fn mount_readers(&mut self, mount: MountId, since: Micros) -> Result<Vec<(RunInfo, Micros)>, MemError> {
+        Ok(self
+            .events_where(|e| e == Event::ReadMount(mount))
+            .into_iter()
+            .filter(|e| e.2 >= since)
+            .map(|(run, _, at)| (run, at))
+            .collect())
+    }
+
+    fn mount_purges(&mut self, mount: MountId) -> Result<Vec<Micros>, MemError> {
+        let builder = self.mounts[index(mount)].builder;
+        let mut purges: Vec<Micros> = self
+            .mount_purges
+            .iter()
+            .filter(|(m, _)| *m == mount)
+            .map(|p| p.1)
+            .chain(self.builder_prunes.iter().filter(|(b, _)| *b == builder).map(|p| p.1))
+            .collect();
+        purges.sort_unstable();
+        Ok(purges)
+    }
+
+    fn builder_purges(&mut self, builder: BuilderId) -> Result<Vec<Micros>, MemError> {
+        let mut prunes: Vec<Micros> = self
+            .builder_prunes
+            .iter()
+            .filter(|(b, _)| *b == builder)
+            .map(|p| p.1)
+            .collect();
+        prunes.sort_unstable();
+        Ok(prunes)
+    }
+
+    fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunInfo, Micros)>, MemError> {
+        Ok(self
+            .events_where(|e| e == Event::ReusedRecord(record))
+            .into_iter()
+            .map(|(run, _, at)| (run, at))
+            .collect())
+    }
+
+    fn unverified_builder_runs(&mut self, builder: BuilderId, since: Micros) -> Result<Vec<RunInfo>, MemError> {
+        Ok(self
+            .runs
+            .iter()
+            .filter(|r| r.builder == Some(builder) && !r.has_records && r.finished_at >= since)
+            .cloned()
+            .collect())
+    }
+
+    fn builder_record_users(&mut self, builder: BuilderId, since: Micros) -> Result<Vec<(RunInfo, Micros)>, MemError> {
+        let records = &self.records;
+        let on_builder = |r: RecordId| records[index(r)].builder == builder;
+        let mut users: Vec<(RunInfo, Micros)> = Vec::new();
+        let uses = self.events_where(
+            |e| matches!(e, Event::CreatedRecord(r) | Event::ReusedRecord(r) if on_builder(r)),
+        );
+        for (run, _, at) in uses {
+            if at < since || !run.has_records {
+                continue;
+            }
+            match users.iter_mut().find(|(u, _)| u.id == run.id) {
+                Some(user) => user.1 = user.1.min(at),
+                None => users.push((run, at)),
+            }
+        }
+        Ok(users)
+    }
+
+    fn artifact(&mut self, artifact: ArtifactId) -> Result<ArtifactInfo, MemError> {
+        Self::lookup(&self.artifacts, artifact, "artifact")?;
+        Ok(self.artifact_info(artifact))
+    }
+
+    fn mount(&mut self, mount: MountId) -> Result<MountInfo, MemError> {
+        Self::lookup(&self.mounts, mount, "mount")
+    }
+
+    fn builder(&mut self, builder: BuilderId) -> Result<BuilderInfo, MemError> {
+        Self::lookup(&self.builders, builder, "builder")
+    }
+
+    fn record(&mut self, record: RecordId) -> Result<RecordInfo, MemError> {
+        Self::lookup(&self.records, record, "record")
+    }
+}

@@ -1,0 +1,209 @@
+//! The taint rules applied naively, for tests: rescan every run until nothing changes. Slow
+//! and obviously faithful to the rules, so the incremental traversal is checked against it.
+
+use std::collections::BTreeSet;
+
+use super::mem::{Event, History};
+use super::result::{artifact_name, builder_name, mount_name, record_name, run_name};
+use super::source::{ArtifactId, BuilderId, MountId, RecordId, RunId, RunInfo};
+use super::taint::record_carries_taint;
+use crate::model::RunStatus;
+use crate::time::Micros;
+
+/// Seeds by id, already resolved.
+#[derive(Debug, Clone, Default)]
+pub struct OracleSeeds {
+    pub runs: Vec<RunId>,
+    pub mount: Option<(MountId, Micros)>,
+    pub builder: Option<(BuilderId, Micros)>,
+    pub digest: Option<String>,
+}
+
+/// The names of every tainted entity.
+pub fn closure(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeSet<String> {
+    let mut runs: BTreeSet<RunId> = seeds.runs.iter().copied().collect();
+    loop {
+        let before = runs.len();
+        let artifacts = tainted_artifacts(h, &runs, seeds);
+        let all: Vec<RunInfo> = h.runs.clone();
+        for run in all {
+            if !runs.contains(&run.id) && reaches(h, &run, &runs, &artifacts, seeds, ignore_time) {
+                runs.insert(run.id);
+            }
+        }
+        if runs.len() == before {
+            return names(h, &runs, &artifacts, seeds);
+        }
+    }
+}
+
+fn events_of(h: &History, run: RunId) -> impl Iterator<Item = (Event, Micros)> + '_ {
+    h.events.iter().filter(move |(r, _)| *r == run).map(move |&(r, e)| (e, h.at(r, e)))
+}
+
+fn info(h: &History, run: RunId) -> &RunInfo {
+    &h.runs[usize::try_from(run - 1).unwrap()]
+}
+
+fn tainted_artifacts(h: &History, runs: &BTreeSet<RunId>, seeds: &OracleSeeds) -> BTreeSet<ArtifactId> {
+    let mut out: BTreeSet<ArtifactId> = BTreeSet::new();
+    if let Some(digest) = &seeds.digest {
+        out.extend(h.artifacts.iter().filter(|a| &a.digest == digest).map(|a| a.id));
+    }
+    for &run in runs {
+        if info(h, run).status == RunStatus::Failed {
+            continue;
+        }
+        for (e, _) in events_of(h, run) {
+            if let Event::Exported(a) | Event::Produced(a) = e {
+                out.insert(a);
+            }
+        }
+    }
+    let digests: BTreeSet<String> = out
+        .iter()
+        .map(|&a| h.artifacts[usize::try_from(a - 1).unwrap()].digest.clone())
+        .filter(|d| !d.is_empty())
+        .collect();
+    out.extend(h.artifacts.iter().filter(|a| digests.contains(&a.digest)).map(|a| a.id));
+    out
+}
+
+fn cleared(purges: &[Micros], written: Micros, start: Micros) -> bool {
+    purges.iter().any(|&p| written < p && p < start)
+}
+
+fn reaches(
+    h: &History,
+    run: &RunInfo,
+    tainted: &BTreeSet<RunId>,
+    artifacts: &BTreeSet<ArtifactId>,
+    seeds: &OracleSeeds,
+    ignore_time: bool,
+) -> bool {
+    let (start, finish) = (run.started_at, run.finished_at);
+    let fresh = |purges: &[Micros], written: Micros, read: Micros| {
+        ignore_time || (written <= read && !cleared(purges, written, start))
+    };
+    for (event, at) in events_of(h, run.id) {
+        let hit = match event {
+            Event::Imported(a) | Event::UsedBase(a) => artifacts.contains(&a),
+            Event::ReadMount(m) => {
+                let purges = mount_purges(h, m);
+                let seeded = seeds.mount.filter(|s| s.0 == m).map(|s| s.1);
+                seeded.into_iter().chain(writes_to(h, tainted, run.id, |e| e == Event::WroteMount(m))).any(|w| fresh(&purges, w, at))
+            }
+            Event::ReusedRecord(r) => {
+                record_carries_taint(&h.records[usize::try_from(r - 1).unwrap()])
+                    && writes_to(h, tainted, run.id, |e| e == Event::CreatedRecord(r)).next().is_some()
+            }
+            _ => false,
+        };
+        if hit {
+            return true;
+        }
+    }
+    let Some(builder) = run.builder else {
+        return seeded_builder_use(h, run, seeds, ignore_time);
+    };
+    let prunes = builder_prunes(h, builder);
+    if !run.has_records {
+        let seeded = seeds.builder.filter(|s| s.0 == builder).map(|s| s.1);
+        let starts = tainted
+            .iter()
+            .filter(|&&r| r != run.id && info(h, r).builder == Some(builder))
+            .map(|&r| info(h, r).started_at);
+        if seeded.into_iter().chain(starts).any(|t| fresh(&prunes, t, finish)) {
+            return true;
+        }
+    }
+    seeded_builder_use(h, run, seeds, ignore_time)
+}
+
+/// A run with record evidence that created or reused a record of a seeded builder.
+fn seeded_builder_use(h: &History, run: &RunInfo, seeds: &OracleSeeds, ignore_time: bool) -> bool {
+    let Some((builder, since)) = seeds.builder else {
+        return false;
+    };
+    if !run.has_records {
+        return false;
+    }
+    let prunes = builder_prunes(h, builder);
+    events_of(h, run.id).any(|(e, at)| match e {
+        Event::CreatedRecord(r) | Event::ReusedRecord(r) => {
+            h.records[usize::try_from(r - 1).unwrap()].builder == builder
+                && (ignore_time || (at >= since && !cleared(&prunes, since, run.started_at)))
+        }
+        _ => false,
+    })
+}
+
+/// Write times of tainted runs other than `reader` whose events match.
+fn writes_to<'a>(
+    h: &'a History,
+    tainted: &'a BTreeSet<RunId>,
+    reader: RunId,
+    pick: impl Fn(Event) -> bool + 'a,
+) -> impl Iterator<Item = Micros> + 'a {
+    h.events
+        .iter()
+        .filter(move |(r, e)| *r != reader && tainted.contains(r) && pick(*e))
+        .map(move |&(r, e)| h.at(r, e))
+}
+
+fn mount_purges(h: &History, mount: MountId) -> Vec<Micros> {
+    let builder = h.mounts[usize::try_from(mount - 1).unwrap()].builder;
+    h.mount_purges
+        .iter()
+        .filter(|p| p.0 == mount)
+        .map(|p| p.1)
+        .chain(builder_prunes(h, builder))
+        .collect()
+}
+
+fn builder_prunes(h: &History, builder: BuilderId) -> Vec<Micros> {
+    h.builder_prunes.iter().filter(|p| p.0 == builder).map(|p| p.1).collect()
+}
+
+fn names(
+    h: &History,
+    runs: &BTreeSet<RunId>,
+    artifacts: &BTreeSet<ArtifactId>,
+    seeds: &OracleSeeds,
+) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut mounts: BTreeSet<MountId> = seeds.mount.map(|s| s.0).into_iter().collect();
+    let mut builders: BTreeSet<BuilderId> = seeds.builder.map(|s| s.0).into_iter().collect();
+    let mut records: BTreeSet<RecordId> = BTreeSet::new();
+    for &run in runs {
+        let info = info(h, run);
+        out.insert(run_name(info));
+        builders.extend(info.builder);
+        for (e, _) in events_of(h, run) {
+            match e {
+                Event::WroteMount(m) => {
+                    mounts.insert(m);
+                }
+                Event::CreatedRecord(r) if record_carries_taint(&h.records[usize::try_from(r - 1).unwrap()]) => {
+                    records.insert(r);
+                }
+                _ => {}
+            }
+        }
+    }
+    for &a in artifacts {
+        out.insert(artifact_name(&h.artifacts[usize::try_from(a - 1).unwrap()]));
+    }
+    for m in mounts {
+        out.insert(mount_name(&h.mounts[usize::try_from(m - 1).unwrap()]));
+    }
+    for b in builders {
+        out.insert(builder_name(&h.builders[usize::try_from(b - 1).unwrap()].name));
+    }
+    for r in records {
+        let record = &h.records[usize::try_from(r - 1).unwrap()];
+        let builder = &h.builders[usize::try_from(record.builder - 1).unwrap()].name;
+        out.insert(record_name(builder, record));
+    }
+    out
+}

@@ -1,0 +1,484 @@
+//! The result of a trace: the blast-radius graph, each entity with the time it became tainted
+//! and the evidence that tainted it, and the shortest chain of evidence to any of them.
+
+use std::collections::{HashMap, VecDeque};
+
+use petgraph::Direction;
+use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
+use petgraph::visit::EdgeRef;
+
+use super::source::{ArtifactInfo, BuilderInfo, MountInfo, RecordInfo, RunInfo};
+use crate::model::{Artifact, Backend, Digest};
+use crate::time::Micros;
+
+/// The kind of evidence that carried taint to an entity. The strings are stable: JSON output
+/// and scripts match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Via {
+    Seed,
+    ImportedDigest,
+    BaseImage,
+    Exported,
+    Produced,
+    MountWrite,
+    MountRead,
+    RecordCreated,
+    RanOn,
+    SameDigest,
+    BuilderRecord,
+    BuilderCacheUnverified,
+}
+
+impl Via {
+    pub const ALL: [Self; 12] = [
+        Self::Seed,
+        Self::ImportedDigest,
+        Self::BaseImage,
+        Self::Exported,
+        Self::Produced,
+        Self::MountWrite,
+        Self::MountRead,
+        Self::RecordCreated,
+        Self::RanOn,
+        Self::SameDigest,
+        Self::BuilderRecord,
+        Self::BuilderCacheUnverified,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Seed => "seed",
+            Self::ImportedDigest => "imported-digest",
+            Self::BaseImage => "base-image",
+            Self::Exported => "exported",
+            Self::Produced => "produced",
+            Self::MountWrite => "mount-write",
+            Self::MountRead => "mount-read",
+            Self::RecordCreated => "record-created",
+            Self::RanOn => "ran-on",
+            Self::SameDigest => "same-digest",
+            Self::BuilderRecord => "builder-record",
+            Self::BuilderCacheUnverified => "builder-cache-unverified",
+        }
+    }
+
+    /// How direct the evidence is, lower first: when two arrive at the same time the more
+    /// direct one is reported. A copy of the same bytes elsewhere ranks below the artifact's
+    /// own evidence, so that `via` points at where the bytes came from.
+    pub(crate) fn rank(self) -> u8 {
+        match self {
+            Self::Seed => 0,
+            Self::ImportedDigest
+            | Self::BaseImage
+            | Self::Exported
+            | Self::Produced
+            | Self::MountWrite
+            | Self::MountRead
+            | Self::RecordCreated
+            | Self::RanOn => 1,
+            Self::SameDigest => 2,
+            Self::BuilderRecord => 3,
+            Self::BuilderCacheUnverified => 4,
+        }
+    }
+}
+
+/// The groups output lists entities in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Run,
+    CacheRef,
+    Mount,
+    Builder,
+    Image,
+    Record,
+}
+
+impl Kind {
+    pub const ALL: [Self; 6] = [
+        Self::Run,
+        Self::CacheRef,
+        Self::Mount,
+        Self::Builder,
+        Self::Image,
+        Self::Record,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Run => "run",
+            Self::CacheRef => "cache-ref",
+            Self::Mount => "mount",
+            Self::Builder => "builder",
+            Self::Image => "image",
+            Self::Record => "record",
+        }
+    }
+}
+
+/// What a node of the blast-radius graph stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entity {
+    Run {
+        info: RunInfo,
+        builder: Option<String>,
+    },
+    /// A cache ref, an image, or both: `cache` when it was exported or imported as a cache or
+    /// lives in a cache backend, `image` when it was produced or used as a base.
+    Artifact {
+        info: ArtifactInfo,
+        cache: bool,
+        image: bool,
+    },
+    Mount(MountInfo),
+    Builder(BuilderInfo),
+    Record {
+        info: RecordInfo,
+        builder: String,
+    },
+    /// A seeded digest the store holds no artifact for.
+    Digest(Digest),
+}
+
+impl Entity {
+    /// The output groups this entity is listed in.
+    pub fn kinds(&self) -> Vec<Kind> {
+        match self {
+            Self::Run { .. } => vec![Kind::Run],
+            Self::Artifact { cache, image, .. } => {
+                let mut kinds = Vec::new();
+                if *cache {
+                    kinds.push(Kind::CacheRef);
+                }
+                if *image {
+                    kinds.push(Kind::Image);
+                }
+                kinds
+            }
+            Self::Mount(_) => vec![Kind::Mount],
+            Self::Builder(_) => vec![Kind::Builder],
+            Self::Record { .. } => vec![Kind::Record],
+            Self::Digest(_) => Vec::new(),
+        }
+    }
+
+    /// Mounts and builders are mutable: what taints a reader depends on which write it saw.
+    pub(crate) fn is_mutable(&self) -> bool {
+        matches!(self, Self::Mount(_) | Self::Builder(_))
+    }
+}
+
+/// How output names entities; `--explain` accepts the same names.
+pub(crate) fn run_name(info: &RunInfo) -> String {
+    format!("run:{}", info.display_name())
+}
+
+pub(crate) fn artifact_name(info: &ArtifactInfo) -> String {
+    Artifact {
+        backend: info.backend,
+        locator: info.locator.clone(),
+        digest: Digest::parse(&info.digest, "digest").ok(),
+        key: info.key.clone(),
+        tag: info.tags.first().cloned(),
+    }
+    .display_name()
+}
+
+pub(crate) fn mount_name(info: &MountInfo) -> String {
+    if info.namespace.is_empty() {
+        format!("mount:{}:{}", info.builder_name, info.mount_id)
+    } else {
+        format!("mount:{}:{}/{}", info.builder_name, info.namespace, info.mount_id)
+    }
+}
+
+pub(crate) fn builder_name(name: &str) -> String {
+    format!("builder:{name}")
+}
+
+pub(crate) fn record_name(builder: &str, info: &RecordInfo) -> String {
+    format!("record:{builder}:{}", info.record_id)
+}
+
+/// Whether an artifact backend holds only caches (never an image).
+pub(crate) fn is_cache_backend(backend: Backend) -> bool {
+    !matches!(backend, Backend::Registry | Backend::LocalImage)
+}
+
+/// The best evidence that tainted a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Label {
+    pub tainted_at: Micros,
+    pub via: Via,
+    /// The node the evidence came from; `None` for a seed.
+    pub from: Option<NodeIndex>,
+    /// When the evidence event happened.
+    pub at: Micros,
+}
+
+/// A node that was seeded, with the group its seed flag names and the time it was tainted
+/// from (`None` when the store records no use of it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeedMark {
+    pub kind: Kind,
+    pub at: Option<Micros>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub entity: Entity,
+    pub name: String,
+    pub seed: Option<SeedMark>,
+    /// `None` only for a seed with no recorded use.
+    pub label: Option<Label>,
+    /// For mounts and builders: the purges (or prunes) that clean them, ascending. Empty when
+    /// time is ignored.
+    pub(crate) purges: Vec<Micros>,
+}
+
+/// One evidence edge: the source entity tainted the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evidence {
+    pub via: Via,
+    pub at: Micros,
+    /// For an edge out of a mount or builder: the reader's start and read time, which decide
+    /// which tainted writes it saw.
+    pub(crate) reader: Option<(Micros, Micros)>,
+}
+
+/// One tainted entity as output lists it.
+#[derive(Debug, Clone, Copy)]
+pub struct Tainted<'t> {
+    pub name: &'t str,
+    pub entity: &'t Entity,
+    pub tainted_at: Micros,
+    pub via: Via,
+    /// The entity the evidence came from; `None` for a seed.
+    pub from: Option<&'t str>,
+    /// When the evidence event happened.
+    pub at: Micros,
+}
+
+/// One hop of an explanation: `from` tainted `to` through `via` at `at`. The first hop of a
+/// chain is the seed itself, without `from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    pub at: Micros,
+    pub via: Via,
+    pub from: Option<String>,
+    pub to: String,
+}
+
+/// An `--explain` name that does not pick exactly one entity of the blast radius.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("`{0}` is not downstream of the seeds")]
+    NotFound(String),
+    #[error("`{name}` names several entities: {}", candidates.join(", "))]
+    Ambiguous { name: String, candidates: Vec<String> },
+}
+
+/// The blast radius of a set of seeds.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    pub(crate) graph: DiGraph<Node, Evidence>,
+    pub(crate) seeds: Vec<NodeIndex>,
+    pub(crate) ignore_time: bool,
+}
+
+/// Where an explanation stands: at a mount or builder it also matters which tainted write
+/// (or the seed) it came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Entry {
+    Plain,
+    Seed,
+    Edge(EdgeIndex),
+}
+
+impl Trace {
+    /// Whether the closure is the time-blind one.
+    pub fn ignore_time(&self) -> bool {
+        self.ignore_time
+    }
+
+    pub fn graph(&self) -> &DiGraph<Node, Evidence> {
+        &self.graph
+    }
+
+    /// The seeded nodes, by kind then name.
+    pub fn seeds(&self) -> Vec<&Node> {
+        let mut seeds: Vec<&Node> = self.seeds.iter().map(|&i| &self.graph[i]).collect();
+        seeds.sort_by(|a, b| (seed_kind(a), &a.name).cmp(&(seed_kind(b), &b.name)));
+        seeds
+    }
+
+    /// The tainted entities of one group, by taint time then name.
+    pub fn tainted(&self, kind: Kind) -> Vec<Tainted<'_>> {
+        let mut out: Vec<Tainted<'_>> = self
+            .graph
+            .node_indices()
+            .filter(|&i| self.graph[i].entity.kinds().contains(&kind))
+            .filter_map(|i| self.entry(i))
+            .collect();
+        out.sort_by(|a, b| (a.tainted_at, a.name).cmp(&(b.tainted_at, b.name)));
+        out
+    }
+
+    /// Whether nothing at all is tainted.
+    pub fn is_empty(&self) -> bool {
+        Kind::ALL.iter().all(|&kind| self.tainted(kind).is_empty())
+    }
+
+    /// The node as output lists it, if it is tainted.
+    pub fn entry(&self, node: NodeIndex) -> Option<Tainted<'_>> {
+        let n = &self.graph[node];
+        let label = n.label?;
+        Some(Tainted {
+            name: &n.name,
+            entity: &n.entity,
+            tainted_at: label.tainted_at,
+            via: label.via,
+            from: label.from.map(|f| self.graph[f].name.as_str()),
+            at: label.at,
+        })
+    }
+
+    /// Finds the entity an `--explain` name means: its output name, `pipeline/run/step` for a
+    /// run, `pipeline/run` when that run has one step in the blast radius, or a bare digest.
+    pub fn resolve(&self, name: &str) -> Result<NodeIndex, ResolveError> {
+        let all = || self.graph.node_indices();
+        let prefixed = format!("run:{name}");
+        let rules: [&dyn Fn(&Node) -> bool; 4] = [
+            &|n| n.name == name,
+            &|n| n.name == prefixed,
+            &|n| match &n.entity {
+                Entity::Artifact { info, .. } => info.digest == name,
+                Entity::Digest(digest) => digest.as_str() == name,
+                _ => false,
+            },
+            &|n| matches!(&n.entity, Entity::Run { info, .. } if format!("{}/{}", info.pipeline, info.run_key) == name),
+        ];
+        for rule in rules {
+            let found: Vec<NodeIndex> = all().filter(|&i| rule(&self.graph[i])).collect();
+            match found.len() {
+                0 => continue,
+                1 => return Ok(found[0]),
+                _ => {
+                    let mut candidates: Vec<String> = found.iter().map(|&i| self.graph[i].name.clone()).collect();
+                    candidates.sort();
+                    candidates.dedup();
+                    return Err(ResolveError::Ambiguous {
+                        name: name.to_owned(),
+                        candidates,
+                    });
+                }
+            }
+        }
+        Err(ResolveError::NotFound(name.to_owned()))
+    }
+
+    /// The shortest chain of evidence from a seed to the named entity; `None` when the name
+    /// does not pick one entity of the blast radius (see [`Trace::resolve`]).
+    pub fn explain(&self, entity: &str) -> Option<Vec<Hop>> {
+        self.resolve(entity).ok().and_then(|node| self.explain_node(node))
+    }
+
+    /// The shortest chain, by hop count, from a seed to `target`.
+    ///
+    /// A breadth-first search over the evidence edges. Through a mount or builder it keeps
+    /// which tainted write it came in by, and leaves only to readers that write could have
+    /// tainted (read at or after it, no purge in between), so every chain holds in time.
+    pub fn explain_node(&self, target: NodeIndex) -> Option<Vec<Hop>> {
+        let g = &self.graph;
+        let mut roots: Vec<NodeIndex> = self.seeds.clone();
+        roots.sort_by(|&a, &b| (g[a].seed.and_then(|s| s.at), &g[a].name).cmp(&(g[b].seed.and_then(|s| s.at), &g[b].name)));
+        let mut parent: HashMap<(NodeIndex, Entry), Option<((NodeIndex, Entry), EdgeIndex)>> = HashMap::new();
+        let mut queue = VecDeque::new();
+        for root in roots {
+            let state = (root, if g[root].entity.is_mutable() { Entry::Seed } else { Entry::Plain });
+            if parent.insert(state, None).is_none() {
+                queue.push_back(state);
+            }
+        }
+        while let Some(state) = queue.pop_front() {
+            if state.0 == target {
+                return Some(self.chain(state, &parent));
+            }
+            let mut edges: Vec<_> = g.edges_directed(state.0, Direction::Outgoing).collect();
+            edges.sort_by(|a, b| (&g[a.target()].name, a.weight().via).cmp(&(&g[b.target()].name, b.weight().via)));
+            for edge in edges {
+                if !self.passes(state, edge.weight()) {
+                    continue;
+                }
+                let next_node = edge.target();
+                let entry = if g[next_node].entity.is_mutable() {
+                    Entry::Edge(edge.id())
+                } else {
+                    Entry::Plain
+                };
+                let next = (next_node, entry);
+                if let std::collections::hash_map::Entry::Vacant(slot) = parent.entry(next) {
+                    slot.insert(Some((state, edge.id())));
+                    queue.push_back(next);
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether the evidence edge may follow the way the search entered its source.
+    fn passes(&self, (node, entry): (NodeIndex, Entry), evidence: &Evidence) -> bool {
+        let source = &self.graph[node];
+        let written = match entry {
+            Entry::Plain => return true,
+            Entry::Seed => source.seed.and_then(|s| s.at).unwrap_or(Micros::MIN),
+            Entry::Edge(edge) => self.graph[edge].at,
+        };
+        // A builder passes taint to runs with record evidence only when it is itself the seed.
+        if evidence.via == Via::BuilderRecord && entry != Entry::Seed {
+            return false;
+        }
+        if self.ignore_time {
+            return true;
+        }
+        let Some((start, read)) = evidence.reader else {
+            return true;
+        };
+        written <= read && !source.purges.iter().any(|&p| written < p && p < start)
+    }
+
+    fn chain(
+        &self,
+        mut state: (NodeIndex, Entry),
+        parent: &HashMap<(NodeIndex, Entry), Option<((NodeIndex, Entry), EdgeIndex)>>,
+    ) -> Vec<Hop> {
+        let g = &self.graph;
+        let mut hops = Vec::new();
+        while let Some(&Some((prev, edge))) = parent.get(&state) {
+            hops.push(Hop {
+                at: g[edge].at,
+                via: g[edge].via,
+                from: Some(g[prev.0].name.clone()),
+                to: g[state.0].name.clone(),
+            });
+            state = prev;
+        }
+        let root = &g[state.0];
+        hops.push(Hop {
+            at: root
+                .seed
+                .and_then(|s| s.at)
+                .or(root.label.map(|l| l.tainted_at))
+                .unwrap_or_default(),
+            via: Via::Seed,
+            from: None,
+            to: root.name.clone(),
+        });
+        hops.reverse();
+        hops
+    }
+}
+
+fn seed_kind(node: &Node) -> Kind {
+    node.seed.map_or(Kind::Run, |s| s.kind)
+}

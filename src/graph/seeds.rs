@@ -1,0 +1,370 @@
+//! Seeds of a trace: what is known to be compromised, parsed and validated before the store is
+//! read.
+
+use crate::cli::SeedArgs;
+use crate::model::{Digest, ImageRef, ParseError, RunKey, normalize_mount_id};
+use crate::time::{Micros, parse_rfc3339};
+
+/// An inclusive time window; a missing bound is open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Window {
+    pub since: Option<Micros>,
+    pub until: Option<Micros>,
+}
+
+impl Window {
+    pub fn contains(&self, t: Micros) -> bool {
+        self.since.is_none_or(|since| since <= t) && self.until.is_none_or(|until| t <= until)
+    }
+}
+
+/// The runs of a pipeline whose start lies in the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineSeed {
+    pub name: String,
+    pub window: Window,
+}
+
+/// A content digest, with the repository it was named in when there was one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestSeed {
+    /// `registry/repository`.
+    pub locator: Option<String>,
+    pub digest: Digest,
+}
+
+impl DigestSeed {
+    /// How output names the seed when the store holds no artifact with the digest.
+    pub fn display_name(&self) -> String {
+        match &self.locator {
+            Some(locator) => format!("{locator}@{}", self.digest),
+            None => self.digest.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheRefSeed {
+    Digest(DigestSeed),
+    /// Every artifact seen under the tag whose tag was first seen there within the window.
+    Tag {
+        locator: String,
+        tag: String,
+        window: Window,
+    },
+}
+
+/// A mount cache, tainted from `since` or else from its first recorded use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountSeed {
+    pub builder: String,
+    /// The id as given: the Dockerfile form or the LLB form.
+    pub id: String,
+    pub since: Option<Micros>,
+}
+
+impl MountSeed {
+    /// The ids to look the mount up by, most literal first: the id as given, then the
+    /// Dockerfile forms of it read as an LLB id.
+    pub fn candidates(&self) -> Vec<String> {
+        let mut out = vec![self.id.clone()];
+        for form in [normalize_mount_id(&self.id, "", true), normalize_mount_id(&self.id, "", false)] {
+            if !out.contains(&form) {
+                out.push(form);
+            }
+        }
+        out
+    }
+}
+
+/// A builder whose local cache is compromised from `since`, or else from its first use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuilderSeed {
+    pub name: String,
+    pub since: Option<Micros>,
+}
+
+/// Everything a trace starts from; several kinds combine.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seeds {
+    pub pipelines: Vec<PipelineSeed>,
+    pub runs: Vec<RunKey>,
+    pub cache_refs: Vec<CacheRefSeed>,
+    pub mounts: Vec<MountSeed>,
+    pub builders: Vec<BuilderSeed>,
+    pub images: Vec<DigestSeed>,
+}
+
+impl Seeds {
+    /// Validates the seed flags. `--since`/`--until` bound the pipeline windows and the tag
+    /// windows; `--since` also starts seeded mounts and builders.
+    pub fn from_args(args: &SeedArgs) -> Result<Self, ParseError> {
+        let since = args.since.as_deref().map(|s| parse_rfc3339(s, "--since")).transpose()?;
+        let until = args.until.as_deref().map(|s| parse_rfc3339(s, "--until")).transpose()?;
+        if let (Some(since), Some(until), Some(text)) = (since, until, &args.until)
+            && until < since
+        {
+            return Err(ParseError::new("--until", text, "it is before `--since`"));
+        }
+        let window = Window { since, until };
+        let seeds = Self {
+            pipelines: args
+                .pipeline
+                .iter()
+                .map(|name| parse_pipeline(name, window))
+                .collect::<Result<_, _>>()?,
+            runs: args
+                .runs
+                .iter()
+                .map(|run| RunKey::parse(run, "--run"))
+                .collect::<Result<_, _>>()?,
+            cache_refs: args
+                .cache_ref
+                .iter()
+                .map(|value| parse_cache_ref(value, window))
+                .collect::<Result<_, _>>()?,
+            mounts: args
+                .mount
+                .iter()
+                .map(|value| parse_mount(value, since))
+                .collect::<Result<_, _>>()?,
+            builders: args
+                .builder
+                .iter()
+                .map(|name| {
+                    if name.is_empty() {
+                        return Err(ParseError::new("--builder", name, "empty builder name"));
+                    }
+                    Ok(BuilderSeed {
+                        name: name.clone(),
+                        since,
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            images: args.image.iter().map(|value| parse_image(value)).collect::<Result<_, _>>()?,
+        };
+        if seeds.is_empty() {
+            return Err(ParseError::new(
+                "trace seeds",
+                "(none)",
+                "give at least one of --pipeline, --run, --cache-ref, --mount, --builder or --image",
+            ));
+        }
+        Ok(seeds)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pipelines.is_empty()
+            && self.runs.is_empty()
+            && self.cache_refs.is_empty()
+            && self.mounts.is_empty()
+            && self.builders.is_empty()
+            && self.images.is_empty()
+    }
+}
+
+fn parse_pipeline(name: &str, window: Window) -> Result<PipelineSeed, ParseError> {
+    if name.is_empty() || name.contains('/') {
+        return Err(ParseError::new("--pipeline", name, "a pipeline name is not empty and has no `/`"));
+    }
+    Ok(PipelineSeed {
+        name: name.to_owned(),
+        window,
+    })
+}
+
+/// A bare `sha256:...` is a digest, not a repository `sha256` with a tag.
+fn bare_digest(value: &str, what: &str) -> Option<Result<Digest, ParseError>> {
+    let (algorithm, _) = value.split_once(':')?;
+    (matches!(algorithm, "sha256" | "sha512") && !value.contains('/')).then(|| Digest::parse(value, what))
+}
+
+fn parse_cache_ref(value: &str, window: Window) -> Result<CacheRefSeed, ParseError> {
+    const WHAT: &str = "--cache-ref";
+    if let Some(digest) = bare_digest(value, WHAT) {
+        return Ok(CacheRefSeed::Digest(DigestSeed {
+            locator: None,
+            digest: digest?,
+        }));
+    }
+    let reference = ImageRef::parse(value, WHAT)?;
+    match (reference.digest.clone(), reference.tag.clone()) {
+        (Some(digest), _) => Ok(CacheRefSeed::Digest(DigestSeed {
+            locator: Some(reference.locator()),
+            digest,
+        })),
+        (None, Some(tag)) => Ok(CacheRefSeed::Tag {
+            locator: reference.locator(),
+            tag,
+            window,
+        }),
+        (None, None) => Err(ParseError::new(WHAT, value, "name a digest (`@sha256:...`) or a tag")),
+    }
+}
+
+fn parse_image(value: &str) -> Result<DigestSeed, ParseError> {
+    const WHAT: &str = "--image";
+    if let Some(digest) = bare_digest(value, WHAT) {
+        return Ok(DigestSeed {
+            locator: None,
+            digest: digest?,
+        });
+    }
+    let reference = ImageRef::parse(value, WHAT)?;
+    match reference.digest.clone() {
+        Some(digest) => Ok(DigestSeed {
+            locator: Some(reference.locator()),
+            digest,
+        }),
+        None => Err(ParseError::new(WHAT, value, "expected `REF@DIGEST`: an image seeds by its digest")),
+    }
+}
+
+fn parse_mount(value: &str, since: Option<Micros>) -> Result<MountSeed, ParseError> {
+    match value.split_once(':') {
+        Some((builder, id)) if !builder.is_empty() && !id.is_empty() => Ok(MountSeed {
+            builder: builder.to_owned(),
+            id: id.to_owned(),
+            since,
+        }),
+        _ => Err(ParseError::new("--mount", value, "expected `BUILDER:ID`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digest(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    fn args() -> SeedArgs {
+        SeedArgs::default()
+    }
+
+    /// A trace with no seed is refused before the store is opened.
+    #[test]
+    fn at_least_one_seed_is_required() {
+        let err = Seeds::from_args(&SeedArgs {
+            since: Some("2026-03-01T00:00:00Z".into()),
+            ..args()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("at least one"), "{err}");
+    }
+
+    /// The window applies to pipelines and tags, `--since` to mounts and builders.
+    #[test]
+    fn window_reaches_every_seed_that_has_one() {
+        let seeds = Seeds::from_args(&SeedArgs {
+            pipeline: vec!["web".into()],
+            cache_ref: vec!["reg.io/app:cache".into()],
+            mount: vec!["b1:/root/.cache/pip".into()],
+            builder: vec!["b1".into()],
+            since: Some("2026-03-01T00:00:00Z".into()),
+            until: Some("2026-03-02T00:00:00Z".into()),
+            ..args()
+        })
+        .unwrap();
+        let since = parse_rfc3339("2026-03-01T00:00:00Z", "t").unwrap();
+        let until = parse_rfc3339("2026-03-02T00:00:00Z", "t").unwrap();
+        let window = Window {
+            since: Some(since),
+            until: Some(until),
+        };
+        assert_eq!(seeds.pipelines[0].window, window);
+        assert_eq!(
+            seeds.cache_refs[0],
+            CacheRefSeed::Tag {
+                locator: "reg.io/app".into(),
+                tag: "cache".into(),
+                window
+            }
+        );
+        assert_eq!(seeds.mounts[0].since, Some(since));
+        assert_eq!(seeds.builders[0].since, Some(since));
+        assert!(window.contains(since) && window.contains(until) && !window.contains(until + 1));
+    }
+
+    /// A bare digest, a digest reference and a tag reference each become the right seed.
+    #[test]
+    fn cache_refs_are_digests_or_tags() {
+        let seeds = Seeds::from_args(&SeedArgs {
+            cache_ref: vec![digest('a'), format!("reg.io/app@{}", digest('b'))],
+            image: vec![format!("app@{}", digest('c'))],
+            ..args()
+        })
+        .unwrap();
+        assert_eq!(
+            seeds.cache_refs[0],
+            CacheRefSeed::Digest(DigestSeed {
+                locator: None,
+                digest: Digest::parse(&digest('a'), "d").unwrap()
+            })
+        );
+        let CacheRefSeed::Digest(named) = &seeds.cache_refs[1] else {
+            panic!("expected a digest seed")
+        };
+        assert_eq!(named.display_name(), format!("reg.io/app@{}", digest('b')));
+        assert_eq!(seeds.images[0].locator.as_deref(), Some("docker.io/library/app"));
+    }
+
+    /// Malformed seeds name the flag and the value.
+    #[test]
+    fn bad_seeds_name_their_flag() {
+        let cases = [
+            SeedArgs {
+                cache_ref: vec!["sha256:abc".into()],
+                ..args()
+            },
+            SeedArgs {
+                cache_ref: vec!["reg.io/app".into()],
+                ..args()
+            },
+            SeedArgs {
+                image: vec!["app:latest".into()],
+                ..args()
+            },
+            SeedArgs {
+                mount: vec!["no-colon".into()],
+                ..args()
+            },
+            SeedArgs {
+                runs: vec!["web".into()],
+                ..args()
+            },
+            SeedArgs {
+                pipeline: vec!["web".into()],
+                since: Some("yesterday".into()),
+                ..args()
+            },
+            SeedArgs {
+                pipeline: vec!["web".into()],
+                since: Some("2026-03-02T00:00:00Z".into()),
+                until: Some("2026-03-01T00:00:00Z".into()),
+                ..args()
+            },
+        ];
+        let flags = ["--cache-ref", "--cache-ref", "--image", "--mount", "--run", "--since", "--until"];
+        for (case, flag) in cases.iter().zip(flags) {
+            let err = Seeds::from_args(case).unwrap_err();
+            assert_eq!(err.what, flag, "{err}");
+        }
+    }
+
+    /// A mount id splits at the first colon and is looked up in its LLB forms too.
+    #[test]
+    fn mount_ids_split_at_the_first_colon_and_accept_llb_forms() {
+        let seeds = Seeds::from_args(&SeedArgs {
+            mount: vec!["b1://root/.cache/pip".into(), "b1:/pip".into(), "b1:c:d".into()],
+            ..args()
+        })
+        .unwrap();
+        assert_eq!(seeds.mounts[0].builder, "b1");
+        assert_eq!(seeds.mounts[0].candidates(), ["//root/.cache/pip", "/root/.cache/pip"]);
+        assert_eq!(seeds.mounts[1].candidates(), ["/pip", "pip"]);
+        assert_eq!(seeds.mounts[2].id, "c:d");
+        assert_eq!(seeds.mounts[2].candidates(), ["c:d"]);
+    }
+}

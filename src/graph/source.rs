@@ -1,0 +1,149 @@
+//! What the trace reads: the indexed lookups it needs, nothing more.
+//!
+//! The store implements [`Source`] with indexed SQL queries, so a trace loads only the part of
+//! the history it reaches. Tests implement it over hand-built histories in memory.
+
+use crate::model::{Backend, RunKey, RunStatus};
+use crate::time::Micros;
+
+/// Store row ids; each kind has its own id space.
+pub type RunId = i64;
+pub type ArtifactId = i64;
+pub type MountId = i64;
+pub type BuilderId = i64;
+pub type RecordId = i64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunInfo {
+    pub id: RunId,
+    pub pipeline: String,
+    pub run_key: String,
+    pub step: String,
+    pub builder: Option<BuilderId>,
+    pub started_at: Micros,
+    pub finished_at: Micros,
+    pub status: RunStatus,
+    /// The hook captured which builder records this run created and reused.
+    pub has_records: bool,
+}
+
+impl RunInfo {
+    /// `pipeline/run/step`, how output names a run.
+    pub fn display_name(&self) -> String {
+        format!("{}/{}/{}", self.pipeline, self.run_key, self.step)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactInfo {
+    pub id: ArtifactId,
+    pub backend: Backend,
+    pub locator: String,
+    /// Empty when unknown (a tag that was never resolved).
+    pub digest: String,
+    pub key: String,
+    pub tags: Vec<String>,
+    pub first_seen: Micros,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountInfo {
+    pub id: MountId,
+    pub builder: BuilderId,
+    pub builder_name: String,
+    pub namespace: String,
+    pub mount_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuilderInfo {
+    pub id: BuilderId,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordInfo {
+    pub id: RecordId,
+    pub builder: BuilderId,
+    pub record_id: String,
+    pub record_type: String,
+    pub description: String,
+}
+
+/// Something a run wrote, with the time the write is taken to have happened (its start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    Exported(ArtifactId),
+    Produced(ArtifactId),
+    Mount(MountId),
+    CreatedRecord(RecordId),
+}
+
+/// How a run read an artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArtifactRead {
+    Imported,
+    UsedBase,
+}
+
+/// A run that read an artifact with a given digest: how, which artifact, and when.
+pub type DigestRead = (RunInfo, ArtifactRead, ArtifactId, Micros);
+
+/// The lookups a trace needs. Every method is one indexed query in the store.
+pub trait Source {
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    // Seeds.
+    /// Runs of the pipeline whose start lies in `[since, until]`; `None` when no such pipeline.
+    fn pipeline_runs(
+        &mut self,
+        pipeline: &str,
+        since: Option<Micros>,
+        until: Option<Micros>,
+    ) -> Result<Option<Vec<RunInfo>>, Self::Error>;
+    /// Runs with this key; without a step, every step of the run.
+    fn runs_by_key(&mut self, key: &RunKey) -> Result<Vec<RunInfo>, Self::Error>;
+    /// Every artifact with this digest, in any repository.
+    fn artifacts_by_digest(&mut self, digest: &str) -> Result<Vec<ArtifactInfo>, Self::Error>;
+    /// Artifacts in `locator` (`registry/repository`) that were seen under `tag`, with the tag
+    /// first seen there within `[since, until]`.
+    fn artifacts_by_tag(
+        &mut self,
+        locator: &str,
+        tag: &str,
+        since: Option<Micros>,
+        until: Option<Micros>,
+    ) -> Result<Vec<ArtifactInfo>, Self::Error>;
+    /// The mount with this Dockerfile id on the builder (any namespace).
+    fn mounts_by_name(&mut self, builder: &str, mount_id: &str) -> Result<Vec<MountInfo>, Self::Error>;
+    fn builder_by_name(&mut self, name: &str) -> Result<Option<BuilderInfo>, Self::Error>;
+    /// The earliest recorded use (read or write) of the mount.
+    fn first_mount_use(&mut self, mount: MountId) -> Result<Option<Micros>, Self::Error>;
+    /// The earliest start of a run on the builder.
+    fn first_builder_use(&mut self, builder: BuilderId) -> Result<Option<Micros>, Self::Error>;
+
+    // Expansion.
+    fn run(&mut self, run: RunId) -> Result<RunInfo, Self::Error>;
+    /// What the run wrote, each with its event time.
+    fn writes(&mut self, run: RunId) -> Result<Vec<(Write, Micros)>, Self::Error>;
+    /// Runs that imported or used as a base any artifact with this digest.
+    fn digest_readers(&mut self, digest: &str) -> Result<Vec<DigestRead>, Self::Error>;
+    /// Runs that imported this artifact (for artifacts without a digest).
+    fn artifact_readers(&mut self, artifact: ArtifactId) -> Result<Vec<(RunInfo, ArtifactRead, Micros)>, Self::Error>;
+    /// Runs that read the mount at or after `since`, with the read time.
+    fn mount_readers(&mut self, mount: MountId, since: Micros) -> Result<Vec<(RunInfo, Micros)>, Self::Error>;
+    /// Times the mount was purged (including prunes of its whole builder), ascending.
+    fn mount_purges(&mut self, mount: MountId) -> Result<Vec<Micros>, Self::Error>;
+    /// Times the builder's cache was pruned, ascending.
+    fn builder_purges(&mut self, builder: BuilderId) -> Result<Vec<Micros>, Self::Error>;
+    /// Runs that reused this builder record, with the reuse time.
+    fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunInfo, Micros)>, Self::Error>;
+    /// Runs on the builder without record-level evidence that finished at or after `since`.
+    fn unverified_builder_runs(&mut self, builder: BuilderId, since: Micros) -> Result<Vec<RunInfo>, Self::Error>;
+
+    // Description, for output.
+    fn artifact(&mut self, artifact: ArtifactId) -> Result<ArtifactInfo, Self::Error>;
+    fn mount(&mut self, mount: MountId) -> Result<MountInfo, Self::Error>;
+    fn builder(&mut self, builder: BuilderId) -> Result<BuilderInfo, Self::Error>;
+    fn record(&mut self, record: RecordId) -> Result<RecordInfo, Self::Error>;
+}

@@ -1,0 +1,855 @@
+//! Time-aware taint propagation from seeds to a fixpoint.
+//!
+//! Label-correcting: every node keeps its earliest taint time and the evidence that gave it.
+//! Times can move earlier after a node was first reached (an immutable digest taints readers
+//! that ran before the tainted export was found; a second tainted write to a mount can be
+//! earlier than the first one found), so a node is re-relaxed when its time improves, and a
+//! mount or builder is re-queried when it gains a tainted write earlier than any before in the
+//! same purge segment. Times only decrease and come from a finite set, so cycles terminate.
+//!
+//! Every expansion is one [`Source`] lookup; nothing scans the whole store.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
+
+use super::result::{
+    Entity, Evidence, Kind, Label, Node, SeedMark, Trace, Via, artifact_name, builder_name, is_cache_backend,
+    mount_name, record_name, run_name,
+};
+use super::seeds::{CacheRefSeed, DigestSeed, Seeds};
+use super::source::{
+    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, MountId, RecordId, RecordInfo, RunId, RunInfo, Source, Write,
+};
+use crate::model::RunStatus;
+use crate::time::Micros;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TraceOptions {
+    /// Every time comparison passes and purges are ignored: the conservative closure. Seed
+    /// windows still select the seeds.
+    pub ignore_time: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError<E: std::error::Error + 'static> {
+    /// A seed names a pipeline, run, builder, mount or ref the store does not hold.
+    #[error("{0}")]
+    UnknownSeed(String),
+    #[error("cannot read the provenance store")]
+    Source(#[from] E),
+}
+
+/// Whether a builder record carries taint from the run that created it to the runs that reuse
+/// it.
+///
+/// Only `regular` records do. Cache-mount records (`exec.cachemount`) are covered by the mount
+/// rule; `source.local` snapshots of the build context are re-synced by every build; layers
+/// pulled from a registry (`pulled from ...`) are content-addressed and covered by the
+/// base-image digest rule.
+pub fn record_carries_taint(record: &RecordInfo) -> bool {
+    record.record_type == "regular" && !record.description.starts_with("pulled from")
+}
+
+/// Traces everything downstream of the seeds.
+///
+/// A seed that names a pipeline, run, builder, mount or tag the store does not hold is an
+/// error; a digest that matches no artifact still seeds (its readers, if any, are tainted),
+/// and a window that selects nothing gives an empty trace.
+pub fn trace<S: Source>(
+    source: &mut S,
+    seeds: &Seeds,
+    options: TraceOptions,
+) -> Result<Trace, TraceError<S::Error>> {
+    let mut tracer = Tracer {
+        source,
+        ignore_time: options.ignore_time,
+        graph: DiGraph::new(),
+        nodes: HashMap::new(),
+        edges: HashMap::new(),
+        seeds: Vec::new(),
+        queue: VecDeque::new(),
+        expanded: HashSet::new(),
+        builder_names: HashMap::new(),
+        digests: HashMap::new(),
+        segments: HashMap::new(),
+        roles: HashMap::new(),
+    };
+    tracer.seed(seeds)?;
+    tracer.fixpoint()?;
+    Ok(tracer.finish())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Run(RunId),
+    Artifact(ArtifactId),
+    Mount(MountId),
+    Builder(BuilderId),
+    Record(RecordId),
+    Digest(String),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Work {
+    /// A newly tainted run: taint what it wrote and the builder it ran on.
+    Run(NodeIndex),
+    /// A tainted artifact (new or earlier): its copies and its readers.
+    Artifact(NodeIndex),
+    /// A newly tainted builder record: the runs that reused it.
+    Record(NodeIndex),
+    /// A mount or builder gained a tainted write at `at`: the readers it reaches.
+    Readers {
+        node: NodeIndex,
+        at: Micros,
+        writer: Option<RunId>,
+    },
+    /// A seeded builder: its runs with record evidence that used its cache from `at`.
+    BuilderSeed { node: NodeIndex, at: Micros },
+}
+
+/// Everything recorded under one digest, loaded once.
+#[derive(Debug, Default)]
+struct DigestState {
+    artifacts: Vec<ArtifactInfo>,
+    readers: Vec<(RunInfo, ArtifactRead, ArtifactId, Micros)>,
+    /// The artifact whose own evidence is earliest; the others are tainted as its copies.
+    origin: Option<NodeIndex>,
+    readers_done: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Roles {
+    cache: bool,
+    image: bool,
+}
+
+struct Tracer<'s, S: Source> {
+    source: &'s mut S,
+    ignore_time: bool,
+    graph: DiGraph<Node, Evidence>,
+    nodes: HashMap<Key, NodeIndex>,
+    edges: HashMap<(NodeIndex, NodeIndex, Via), EdgeIndex>,
+    seeds: Vec<NodeIndex>,
+    queue: VecDeque<Work>,
+    /// Runs, records and digest-less artifacts whose readers were loaded.
+    expanded: HashSet<NodeIndex>,
+    builder_names: HashMap<BuilderId, String>,
+    digests: HashMap<String, DigestState>,
+    /// For each mount and builder: per purge segment, the earliest tainted write whose readers
+    /// were queried. A later write in the same segment reaches a subset of them.
+    segments: HashMap<NodeIndex, BTreeMap<usize, Micros>>,
+    roles: HashMap<ArtifactId, Roles>,
+}
+
+/// How a label compares: earlier first, then more direct, then by the name it came from so
+/// that ties resolve the same way whatever order the store returns rows in.
+type Order<'a> = (Micros, u8, &'a str);
+
+impl<S: Source> Tracer<'_, S> {
+    fn seed(&mut self, seeds: &Seeds) -> Result<(), TraceError<S::Error>> {
+        for pipeline in &seeds.pipelines {
+            let runs = self
+                .source
+                .pipeline_runs(&pipeline.name, pipeline.window.since, pipeline.window.until)?
+                .ok_or_else(|| TraceError::UnknownSeed(format!("no pipeline `{}` in the store", pipeline.name)))?;
+            for run in runs {
+                self.seed_run(run)?;
+            }
+        }
+        for key in &seeds.runs {
+            let runs = self.source.runs_by_key(key)?;
+            if runs.is_empty() {
+                return Err(TraceError::UnknownSeed(format!("no run `{key}` in the store")));
+            }
+            for run in runs {
+                self.seed_run(run)?;
+            }
+        }
+        for cache_ref in &seeds.cache_refs {
+            match cache_ref {
+                CacheRefSeed::Digest(digest) => self.seed_digest(digest, Kind::CacheRef)?,
+                CacheRefSeed::Tag { locator, tag, window } => {
+                    let artifacts = self.source.artifacts_by_tag(locator, tag, window.since, window.until)?;
+                    if artifacts.is_empty()
+                        && (window.since.is_none() && window.until.is_none()
+                            || self.source.artifacts_by_tag(locator, tag, None, None)?.is_empty())
+                    {
+                        return Err(TraceError::UnknownSeed(format!(
+                            "no cache ref `{locator}:{tag}` in the store"
+                        )));
+                    }
+                    for info in artifacts {
+                        self.seed_artifact(info, Kind::CacheRef);
+                    }
+                }
+            }
+        }
+        for image in &seeds.images {
+            self.seed_digest(image, Kind::Image)?;
+        }
+        for mount in &seeds.mounts {
+            let builder = self.builder_by_name(&mount.builder)?;
+            let mut found = Vec::new();
+            for candidate in mount.candidates() {
+                found = self.source.mounts_by_name(&builder.name, &candidate)?;
+                if !found.is_empty() {
+                    break;
+                }
+            }
+            if found.is_empty() {
+                return Err(TraceError::UnknownSeed(format!(
+                    "no mount `{}` on builder `{}` in the store",
+                    mount.id, mount.builder
+                )));
+            }
+            for info in found {
+                let at = match mount.since {
+                    Some(since) => Some(since),
+                    None => self.source.first_mount_use(info.id)?,
+                };
+                let node = self.mount_node_from(info)?;
+                self.mark_seed(node, Kind::Mount, at);
+                if let Some(at) = at {
+                    self.mutable_write(node, at, Via::Seed, None, None);
+                }
+            }
+        }
+        for seed in &seeds.builders {
+            let info = self.builder_by_name(&seed.name)?;
+            let at = match seed.since {
+                Some(since) => Some(since),
+                None => self.source.first_builder_use(info.id)?,
+            };
+            let node = self.builder_node(info.id)?;
+            self.mark_seed(node, Kind::Builder, at);
+            if let Some(at) = at {
+                self.mutable_write(node, at, Via::Seed, None, None);
+                self.queue.push_back(Work::BuilderSeed { node, at });
+            }
+        }
+        Ok(())
+    }
+
+    fn builder_by_name(&mut self, name: &str) -> Result<super::source::BuilderInfo, TraceError<S::Error>> {
+        self.source
+            .builder_by_name(name)?
+            .ok_or_else(|| TraceError::UnknownSeed(format!("no builder `{name}` in the store")))
+    }
+
+    fn seed_run(&mut self, run: RunInfo) -> Result<(), S::Error> {
+        let at = run.started_at;
+        let node = self.taint_run(
+            run,
+            Label {
+                tainted_at: at,
+                via: Via::Seed,
+                from: None,
+                at,
+            },
+            None,
+        )?;
+        self.mark_seed(node, Kind::Run, Some(at));
+        Ok(())
+    }
+
+    /// Seeds every artifact with the digest (those in the named repository when there are
+    /// any), or, when the store holds none, a bare digest node that reaches nothing.
+    fn seed_digest(&mut self, seed: &DigestSeed, kind: Kind) -> Result<(), S::Error> {
+        let digest = seed.digest.as_str();
+        self.load_digest(digest)?;
+        let state = &self.digests[digest];
+        let mut artifacts: Vec<ArtifactInfo> = state.artifacts.clone();
+        if let Some(locator) = &seed.locator
+            && artifacts.iter().any(|a| &a.locator == locator)
+        {
+            artifacts.retain(|a| &a.locator == locator);
+        }
+        if artifacts.is_empty() {
+            let node = self.node(Key::Digest(digest.to_owned()), || Node {
+                entity: Entity::Digest(seed.digest.clone()),
+                name: seed.display_name(),
+                seed: None,
+                label: None,
+                purges: Vec::new(),
+            });
+            self.mark_seed(node, kind, None);
+            return Ok(());
+        }
+        // Conceptually tainted forever; reported from the earliest known sighting.
+        let sighted: Vec<ArtifactInfo> = artifacts
+            .into_iter()
+            .map(|info| {
+                let first_read = state.readers.iter().filter(|r| r.2 == info.id).map(|r| r.3).min();
+                ArtifactInfo {
+                    first_seen: first_read.map_or(info.first_seen, |read| read.min(info.first_seen)),
+                    ..info
+                }
+            })
+            .collect();
+        for info in sighted {
+            self.seed_artifact(info, kind);
+        }
+        Ok(())
+    }
+
+    fn seed_artifact(&mut self, info: ArtifactInfo, kind: Kind) {
+        let at = info.first_seen;
+        let roles = self.roles.entry(info.id).or_default();
+        match kind {
+            Kind::Image => roles.image = true,
+            _ => roles.cache = true,
+        }
+        let node = self.artifact_node_from(info);
+        self.relax(
+            node,
+            Label {
+                tainted_at: at,
+                via: Via::Seed,
+                from: None,
+                at,
+            },
+            None,
+        );
+        self.mark_seed(node, kind, Some(at));
+    }
+
+    fn mark_seed(&mut self, node: NodeIndex, kind: Kind, at: Option<Micros>) {
+        let n = &mut self.graph[node];
+        match &mut n.seed {
+            Some(mark) => {
+                mark.at = match (mark.at, at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+            None => {
+                n.seed = Some(SeedMark { kind, at });
+                self.seeds.push(node);
+            }
+        }
+    }
+
+    fn fixpoint(&mut self) -> Result<(), S::Error> {
+        while let Some(work) = self.queue.pop_front() {
+            match work {
+                Work::Run(node) => self.expand_run(node)?,
+                Work::Artifact(node) => self.expand_artifact(node)?,
+                Work::Record(node) => self.expand_record(node)?,
+                Work::Readers { node, at, writer } => self.expand_readers(node, at, writer)?,
+                Work::BuilderSeed { node, at } => self.expand_builder_seed(node, at)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn expand_run(&mut self, node: NodeIndex) -> Result<(), S::Error> {
+        let Entity::Run { info, .. } = &self.graph[node].entity else {
+            return Ok(());
+        };
+        let (id, status, builder, started_at) = (info.id, info.status, info.builder, info.started_at);
+        for (write, at) in self.source.writes(id)? {
+            let offer = |via| Label {
+                tainted_at: at,
+                via,
+                from: Some(node),
+                at,
+            };
+            match write {
+                // A failed run pushed nothing.
+                Write::Exported(_) | Write::Produced(_) if status == RunStatus::Failed => {}
+                Write::Exported(artifact) | Write::Produced(artifact) => {
+                    let exported = matches!(write, Write::Exported(_));
+                    let roles = self.roles.entry(artifact).or_default();
+                    if exported {
+                        roles.cache = true;
+                    } else {
+                        roles.image = true;
+                    }
+                    let target = self.artifact_node(artifact)?;
+                    let via = if exported { Via::Exported } else { Via::Produced };
+                    self.relax(target, offer(via), None);
+                }
+                Write::Mount(mount) => {
+                    let target = self.mount_node(mount)?;
+                    self.mutable_write(target, at, Via::MountWrite, Some(node), Some(id));
+                }
+                Write::CreatedRecord(record) => {
+                    let target = match self.nodes.get(&Key::Record(record)) {
+                        Some(&target) => target,
+                        None => {
+                            let info = self.source.record(record)?;
+                            if !record_carries_taint(&info) {
+                                continue;
+                            }
+                            let builder = self.builder_name(info.builder)?;
+                            self.node(Key::Record(record), || Node {
+                                name: record_name(&builder, &info),
+                                entity: Entity::Record { info, builder },
+                                seed: None,
+                                label: None,
+                                purges: Vec::new(),
+                            })
+                        }
+                    };
+                    self.relax(target, offer(Via::RecordCreated), None);
+                }
+            }
+        }
+        if let Some(builder) = builder {
+            let target = self.builder_node(builder)?;
+            self.mutable_write(target, started_at, Via::RanOn, Some(node), Some(id));
+        }
+        Ok(())
+    }
+
+    fn expand_artifact(&mut self, node: NodeIndex) -> Result<(), S::Error> {
+        let (Entity::Artifact { info, .. }, Some(label)) = (&self.graph[node].entity, self.graph[node].label) else {
+            return Ok(());
+        };
+        let (id, digest) = (info.id, info.digest.clone());
+        if digest.is_empty() {
+            if !self.expanded.insert(node) {
+                return Ok(());
+            }
+            for (run, read, at) in self.source.artifact_readers(id)? {
+                self.taint_reader(run, read, id, node, at)?;
+            }
+            return Ok(());
+        }
+        self.load_digest(&digest)?;
+        if label.via != Via::SameDigest {
+            self.offer_origin(&digest, node);
+        }
+        let state = self.digests.get_mut(&digest).expect("loaded above");
+        if std::mem::replace(&mut state.readers_done, true) {
+            return Ok(());
+        }
+        for (run, read, artifact, at) in std::mem::take(&mut state.readers) {
+            let from = self.nodes[&Key::Artifact(artifact)];
+            self.taint_reader(run, read, artifact, from, at)?;
+        }
+        Ok(())
+    }
+
+    /// Loads every artifact with the digest and every run that read one, once.
+    fn load_digest(&mut self, digest: &str) -> Result<(), S::Error> {
+        if self.digests.contains_key(digest) {
+            return Ok(());
+        }
+        let mut artifacts = self.source.artifacts_by_digest(digest)?;
+        let readers = self.source.digest_readers(digest)?;
+        for &(_, _, artifact, _) in &readers {
+            if !artifacts.iter().any(|a| a.id == artifact) {
+                artifacts.push(self.source.artifact(artifact)?);
+            }
+        }
+        self.digests.insert(
+            digest.to_owned(),
+            DigestState {
+                artifacts,
+                readers,
+                origin: None,
+                readers_done: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Offers an artifact with its own evidence as the origin of its digest. When it becomes
+    /// the origin, or the origin's time improves, every other artifact with the digest is
+    /// tainted as a copy from the same time.
+    fn offer_origin(&mut self, digest: &str, node: NodeIndex) {
+        let state = &self.digests[digest];
+        let takes_over = match state.origin {
+            None => true,
+            Some(origin) if origin == node => true,
+            Some(origin) => self.order(node) < self.order(origin),
+        };
+        if !takes_over {
+            return;
+        }
+        let artifacts = state.artifacts.clone();
+        self.digests.get_mut(digest).expect("loaded").origin = Some(node);
+        let at = self.graph[node].label.expect("tainted").tainted_at;
+        for info in artifacts {
+            let copy = self.artifact_node_from(info);
+            if copy != node {
+                self.relax(
+                    copy,
+                    Label {
+                        tainted_at: at,
+                        via: Via::SameDigest,
+                        from: Some(node),
+                        at,
+                    },
+                    None,
+                );
+            }
+        }
+    }
+
+    fn taint_reader(
+        &mut self,
+        run: RunInfo,
+        read: ArtifactRead,
+        artifact: ArtifactId,
+        from: NodeIndex,
+        at: Micros,
+    ) -> Result<(), S::Error> {
+        let roles = self.roles.entry(artifact).or_default();
+        let via = match read {
+            ArtifactRead::Imported => {
+                roles.cache = true;
+                Via::ImportedDigest
+            }
+            ArtifactRead::UsedBase => {
+                roles.image = true;
+                Via::BaseImage
+            }
+        };
+        // The bytes never change: the reader is tainted whenever it ran.
+        let tainted_at = run.started_at;
+        self.taint_run(
+            run,
+            Label {
+                tainted_at,
+                via,
+                from: Some(from),
+                at,
+            },
+            None,
+        )?;
+        Ok(())
+    }
+
+    fn expand_record(&mut self, node: NodeIndex) -> Result<(), S::Error> {
+        let Entity::Record { info, .. } = &self.graph[node].entity else {
+            return Ok(());
+        };
+        for (run, at) in self.source.record_reusers(info.id)? {
+            // A run that created the record does not taint itself through it.
+            if let Some(&existing) = self.nodes.get(&Key::Run(run.id))
+                && self.edges.contains_key(&(existing, node, Via::RecordCreated))
+            {
+                continue;
+            }
+            let tainted_at = run.started_at;
+            self.taint_run(
+                run,
+                Label {
+                    tainted_at,
+                    via: Via::BuilderRecord,
+                    from: Some(node),
+                    at,
+                },
+                None,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The runs a tainted write at `at` to a mount (or a tainted run's start on a builder)
+    /// reaches: read at or after it, and not started after a purge that followed it.
+    fn expand_readers(&mut self, node: NodeIndex, at: Micros, writer: Option<RunId>) -> Result<(), S::Error> {
+        let since = if self.ignore_time { Micros::MIN } else { at };
+        let cleared_by = self.next_purge(node, at);
+        let (readers, via) = match &self.graph[node].entity {
+            Entity::Mount(mount) => (self.source.mount_readers(mount.id, since)?, Via::MountRead),
+            Entity::Builder(builder) => {
+                let runs = self.source.unverified_builder_runs(builder.id, since)?;
+                let runs = runs.into_iter().map(|run| {
+                    let finished = run.finished_at;
+                    (run, finished)
+                });
+                (runs.collect(), Via::BuilderCacheUnverified)
+            }
+            _ => return Ok(()),
+        };
+        for (run, read_at) in readers {
+            if Some(run.id) == writer || cleared_by.is_some_and(|purge| purge < run.started_at) {
+                continue;
+            }
+            let tainted_at = run.started_at.max(at);
+            let window = (run.started_at, read_at);
+            self.taint_run(
+                run,
+                Label {
+                    tainted_at,
+                    via,
+                    from: Some(node),
+                    at: read_at,
+                },
+                Some(window),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// A seeded builder's cache is suspect as a whole: every run with record evidence that
+    /// created or reused a record on it from `at` on, until a prune, is tainted.
+    fn expand_builder_seed(&mut self, node: NodeIndex, at: Micros) -> Result<(), S::Error> {
+        let Entity::Builder(builder) = &self.graph[node].entity else {
+            return Ok(());
+        };
+        let since = if self.ignore_time { Micros::MIN } else { at };
+        let cleared_by = self.next_purge(node, at);
+        for (run, used_at) in self.source.builder_record_users(builder.id, since)? {
+            if cleared_by.is_some_and(|purge| purge < run.started_at) {
+                continue;
+            }
+            let tainted_at = run.started_at.max(at);
+            let window = (run.started_at, used_at);
+            self.taint_run(
+                run,
+                Label {
+                    tainted_at,
+                    via: Via::BuilderRecord,
+                    from: Some(node),
+                    at: used_at,
+                },
+                Some(window),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The first purge of a mount or builder after `at`: readers that start after it did not
+    /// see the write. `None` when time is ignored.
+    fn next_purge(&self, node: NodeIndex, at: Micros) -> Option<Micros> {
+        let purges = &self.graph[node].purges;
+        purges.get(purges.partition_point(|&p| p <= at)).copied()
+    }
+
+    /// Records a tainted write to a mount (or a tainted run on a builder, or a seed) and
+    /// queues its readers unless an earlier write in the same purge segment already reached
+    /// them.
+    fn mutable_write(&mut self, node: NodeIndex, at: Micros, via: Via, from: Option<NodeIndex>, writer: Option<RunId>) {
+        self.relax(
+            node,
+            Label {
+                tainted_at: at,
+                via,
+                from,
+                at,
+            },
+            None,
+        );
+        let purges = &self.graph[node].purges;
+        let segment = purges.partition_point(|&p| p <= at);
+        let queried = self.segments.entry(node).or_default();
+        if queried.get(&segment).is_some_and(|&earlier| earlier <= at) {
+            return;
+        }
+        queried.insert(segment, at);
+        self.queue.push_back(Work::Readers { node, at, writer });
+    }
+
+    fn taint_run(
+        &mut self,
+        run: RunInfo,
+        label: Label,
+        reader: Option<(Micros, Micros)>,
+    ) -> Result<NodeIndex, S::Error> {
+        let node = match self.nodes.get(&Key::Run(run.id)) {
+            Some(&node) => node,
+            None => {
+                let builder = run.builder.map(|b| self.builder_name(b)).transpose()?;
+                self.node(Key::Run(run.id), || Node {
+                    name: run_name(&run),
+                    entity: Entity::Run { info: run, builder },
+                    seed: None,
+                    label: None,
+                    purges: Vec::new(),
+                })
+            }
+        };
+        self.relax(node, label, reader);
+        Ok(node)
+    }
+
+    /// Offers a label to a node and records the evidence edge; queues the node's expansion
+    /// when it is newly tainted (or, for an artifact, when its time improved).
+    fn relax(&mut self, node: NodeIndex, label: Label, reader: Option<(Micros, Micros)>) {
+        if let Some(from) = label.from {
+            match self.edges.get(&(from, node, label.via)) {
+                Some(&edge) => {
+                    let evidence = &mut self.graph[edge];
+                    if label.at < evidence.at {
+                        evidence.at = label.at;
+                        evidence.reader = reader;
+                    }
+                }
+                None => {
+                    let edge = self.graph.add_edge(
+                        from,
+                        node,
+                        Evidence {
+                            via: label.via,
+                            at: label.at,
+                            reader,
+                        },
+                    );
+                    self.edges.insert((from, node, label.via), edge);
+                }
+            }
+        }
+        let first = match self.graph[node].label {
+            None => true,
+            Some(old) => {
+                if self.order_of(&label) >= self.order_of(&old) {
+                    return;
+                }
+                false
+            }
+        };
+        self.graph[node].label = Some(label);
+        match self.graph[node].entity {
+            Entity::Run { .. } if first => self.queue.push_back(Work::Run(node)),
+            Entity::Record { .. } if first => self.queue.push_back(Work::Record(node)),
+            Entity::Artifact { .. } => self.queue.push_back(Work::Artifact(node)),
+            _ => {}
+        }
+    }
+
+    fn order_of(&self, label: &Label) -> Order<'_> {
+        let from = label.from.map_or("", |f| self.graph[f].name.as_str());
+        (label.tainted_at, label.via.rank(), from)
+    }
+
+    fn order(&self, node: NodeIndex) -> Order<'_> {
+        self.order_of(self.graph[node].label.as_ref().expect("tainted"))
+    }
+
+    fn node(&mut self, key: Key, make: impl FnOnce() -> Node) -> NodeIndex {
+        if let Some(&node) = self.nodes.get(&key) {
+            return node;
+        }
+        let node = self.graph.add_node(make());
+        self.nodes.insert(key, node);
+        node
+    }
+
+    fn artifact_node(&mut self, artifact: ArtifactId) -> Result<NodeIndex, S::Error> {
+        if let Some(&node) = self.nodes.get(&Key::Artifact(artifact)) {
+            return Ok(node);
+        }
+        let info = self.source.artifact(artifact)?;
+        Ok(self.artifact_node_from(info))
+    }
+
+    fn artifact_node_from(&mut self, info: ArtifactInfo) -> NodeIndex {
+        self.node(Key::Artifact(info.id), || Node {
+            name: artifact_name(&info),
+            entity: Entity::Artifact {
+                info,
+                cache: false,
+                image: false,
+            },
+            seed: None,
+            label: None,
+            purges: Vec::new(),
+        })
+    }
+
+    fn mount_node(&mut self, mount: MountId) -> Result<NodeIndex, S::Error> {
+        if let Some(&node) = self.nodes.get(&Key::Mount(mount)) {
+            return Ok(node);
+        }
+        let info = self.source.mount(mount)?;
+        self.mount_node_from(info)
+    }
+
+    fn mount_node_from(&mut self, info: super::source::MountInfo) -> Result<NodeIndex, S::Error> {
+        if let Some(&node) = self.nodes.get(&Key::Mount(info.id)) {
+            return Ok(node);
+        }
+        let purges = if self.ignore_time {
+            Vec::new()
+        } else {
+            sorted(self.source.mount_purges(info.id)?)
+        };
+        Ok(self.node(Key::Mount(info.id), || Node {
+            name: mount_name(&info),
+            entity: Entity::Mount(info),
+            seed: None,
+            label: None,
+            purges,
+        }))
+    }
+
+    fn builder_node(&mut self, builder: BuilderId) -> Result<NodeIndex, S::Error> {
+        if let Some(&node) = self.nodes.get(&Key::Builder(builder)) {
+            return Ok(node);
+        }
+        let info = self.source.builder(builder)?;
+        self.builder_names.insert(info.id, info.name.clone());
+        let purges = if self.ignore_time {
+            Vec::new()
+        } else {
+            sorted(self.source.builder_purges(builder)?)
+        };
+        Ok(self.node(Key::Builder(builder), || Node {
+            name: builder_name(&info.name),
+            entity: Entity::Builder(info),
+            seed: None,
+            label: None,
+            purges,
+        }))
+    }
+
+    fn builder_name(&mut self, builder: BuilderId) -> Result<String, S::Error> {
+        if let Some(name) = self.builder_names.get(&builder) {
+            return Ok(name.clone());
+        }
+        let name = self.source.builder(builder)?.name;
+        self.builder_names.insert(builder, name.clone());
+        Ok(name)
+    }
+
+    /// Decides, for each artifact, whether it is listed as a cache ref, an image, or both.
+    ///
+    /// Copies of the same bytes are the same kind of thing, so an artifact with a digest takes
+    /// the roles seen for any artifact with that digest. Roles only accumulate as more runs
+    /// are tainted, so the time-blind trace lists everything the time-aware one does.
+    fn finish(mut self) -> Trace {
+        let own = |roles: &HashMap<ArtifactId, Roles>, id: ArtifactId| roles.get(&id).copied().unwrap_or_default();
+        let digest_roles: HashMap<&str, Roles> = self
+            .digests
+            .iter()
+            .map(|(digest, state)| {
+                let roles = state.artifacts.iter().fold(Roles::default(), |acc, a| {
+                    let roles = own(&self.roles, a.id);
+                    Roles {
+                        cache: acc.cache || roles.cache,
+                        image: acc.image || roles.image,
+                    }
+                });
+                (digest.as_str(), roles)
+            })
+            .collect();
+        for node in self.graph.node_weights_mut() {
+            let Entity::Artifact { info, cache, image } = &mut node.entity else {
+                continue;
+            };
+            let roles = match digest_roles.get(info.digest.as_str()) {
+                Some(&roles) => roles,
+                None => own(&self.roles, info.id),
+            };
+            let cache_backend = is_cache_backend(info.backend);
+            *image = roles.image && !cache_backend;
+            // Every tainted artifact has a role; a cache is the safer listing if one had none.
+            *cache = roles.cache || cache_backend || !*image;
+        }
+        Trace {
+            graph: self.graph,
+            seeds: self.seeds,
+            ignore_time: self.ignore_time,
+        }
+    }
+}
+
+fn sorted(mut times: Vec<Micros>) -> Vec<Micros> {
+    times.sort_unstable();
+    times
+}

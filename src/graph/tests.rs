@@ -1,0 +1,796 @@
+//! Traces over hand-built histories, each checked against the exact expected sets.
+
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+
+use super::mem::History;
+use super::oracle::{self, OracleSeeds};
+use super::seeds::{BuilderSeed, CacheRefSeed, DigestSeed, MountSeed, PipelineSeed, Seeds, Window};
+use super::{Kind, Trace, TraceError, TraceOptions, Via, trace};
+use crate::cli::SeedArgs;
+use crate::model::{Digest, RunKey};
+use crate::time::Micros;
+
+/// 2026-03-01T00:00:00Z plus `minutes`.
+fn t(minutes: i64) -> Micros {
+    (1_772_323_200 + minutes * 60) * 1_000_000
+}
+
+fn digest(c: char) -> String {
+    format!("sha256:{}", c.to_string().repeat(64))
+}
+
+fn runs(keys: &[&str]) -> Seeds {
+    Seeds {
+        runs: keys.iter().map(|k| RunKey::parse(k, "--run").unwrap()).collect(),
+        ..Seeds::default()
+    }
+}
+
+fn traced(history: &mut History, seeds: &Seeds) -> Trace {
+    trace(history, seeds, TraceOptions::default()).unwrap()
+}
+
+fn names(trace: &Trace, kind: Kind) -> Vec<String> {
+    let mut names: Vec<String> = trace.tainted(kind).iter().map(|e| e.name.to_owned()).collect();
+    names.sort();
+    names
+}
+
+fn set(items: &[&str]) -> Vec<String> {
+    let mut items: Vec<String> = items.iter().map(|&s| s.to_owned()).collect();
+    items.sort();
+    items
+}
+
+/// The tainted entry with this name, in whichever group lists it.
+fn entry<'t>(trace: &'t Trace, name: &str) -> super::Tainted<'t> {
+    Kind::ALL
+        .iter()
+        .flat_map(|&k| trace.tainted(k))
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("`{name}` is not tainted"))
+}
+
+const PIP: &str = "mount:b1:/root/.cache/pip";
+
+/// A builder `b1` with a pip mount, and `evil/1` (10..20) writing it. Runs carry record
+/// evidence, so only the mount rule applies.
+fn poisoned_mount() -> (History, i64) {
+    let mut h = History::new();
+    let b1 = h.builder("b1");
+    let pip = h.mount(b1, "/root/.cache/pip");
+    let evil = h.run("evil", "1", t(10), t(20));
+    h.on(evil, b1);
+    h.with_records(evil);
+    h.writes(evil, pip);
+    (h, pip)
+}
+
+fn reader(h: &mut History, key: &str, start: i64, finish: i64, mount: i64) -> i64 {
+    let (pipeline, run) = key.split_once('/').unwrap();
+    let r = h.run(pipeline, run, t(start), t(finish));
+    h.on(r, 1);
+    h.with_records(r);
+    h.reads(r, mount);
+    r
+}
+
+/// A build that read the mount before the poison was written is clean.
+#[test]
+fn reader_before_poison_write_is_clean() {
+    let (mut h, pip) = poisoned_mount();
+    reader(&mut h, "web/1", 0, 5, pip);
+    let trace = traced(&mut h, &runs(&["evil/1"]));
+    assert_eq!(names(&trace, Kind::Run), set(&["run:evil/1/build"]));
+    assert_eq!(names(&trace, Kind::Mount), set(&[PIP]));
+    assert_eq!(names(&trace, Kind::Builder), set(&["builder:b1"]));
+}
+
+/// A build that read the mount after the poison was written is tainted from its start.
+#[test]
+fn reader_after_poison_write_is_tainted() {
+    let (mut h, pip) = poisoned_mount();
+    reader(&mut h, "web/2", 30, 40, pip);
+    let trace = traced(&mut h, &runs(&["evil/1"]));
+    assert_eq!(names(&trace, Kind::Run), set(&["run:evil/1/build", "run:web/2/build"]));
+    let web = entry(&trace, "run:web/2/build");
+    assert_eq!((web.tainted_at, web.via, web.from), (t(30), Via::MountRead, Some(PIP)));
+    assert_eq!(web.at, t(40));
+    let mount = entry(&trace, PIP);
+    assert_eq!((mount.tainted_at, mount.via), (t(10), Via::MountWrite));
+}
+
+/// Order inside overlapping windows is unknown: an overlap counts as read-after-write.
+#[test]
+fn overlapping_windows_are_tainted() {
+    let (mut h, pip) = poisoned_mount();
+    reader(&mut h, "web/3", 5, 15, pip);
+    let trace = traced(&mut h, &runs(&["evil/1"]));
+    assert_eq!(names(&trace, Kind::Run), set(&["run:evil/1/build", "run:web/3/build"]));
+    assert_eq!(entry(&trace, "run:web/3/build").tainted_at, t(10));
+}
+
+/// A purge cleans the mount for runs that start after it, until the next tainted write.
+#[test]
+fn purge_resets_a_mount_until_the_next_tainted_write() {
+    let (mut h, pip) = poisoned_mount();
+    h.purge(pip, t(25));
+    reader(&mut h, "web/a", 30, 40, pip);
+    reader(&mut h, "web/b", 22, 24, pip);
+    reader(&mut h, "web/c", 25, 26, pip);
+    let again = h.run("evil", "2", t(50), t(60));
+    h.writes(again, pip);
+    reader(&mut h, "web/d", 70, 80, pip);
+    let seeds = Seeds {
+        pipelines: vec![PipelineSeed {
+            name: "evil".into(),
+            window: Window::default(),
+        }],
+        ..Seeds::default()
+    };
+    let trace = traced(&mut h, &seeds);
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&[
+            "run:evil/1/build",
+            "run:evil/2/build",
+            "run:web/b/build",
+            "run:web/c/build",
+            "run:web/d/build"
+        ])
+    );
+    assert_eq!(entry(&trace, "run:web/d/build").tainted_at, t(70));
+}
+
+/// A failed run pushed nothing, but what it wrote to a mount stays written.
+#[test]
+fn failed_tainted_run_taints_its_mount_but_exports_nothing() {
+    let (mut h, pip) = poisoned_mount();
+    h.fail(1);
+    let cache = h.manifest("reg.io/app", &digest('a'));
+    let image = h.manifest("reg.io/app", &digest('b'));
+    h.exports(1, cache);
+    h.produces(1, image);
+    reader(&mut h, "web/1", 30, 40, pip);
+    let importer = h.run("api", "1", t(50), t(60));
+    h.imports(importer, cache);
+    let deployer = h.run("deploy", "1", t(50), t(60));
+    h.uses_base(deployer, image);
+    let trace = traced(&mut h, &runs(&["evil/1"]));
+    assert_eq!(names(&trace, Kind::Run), set(&["run:evil/1/build", "run:web/1/build"]));
+    assert_eq!(names(&trace, Kind::Mount), set(&[PIP]));
+    assert!(names(&trace, Kind::CacheRef).is_empty());
+    assert!(names(&trace, Kind::Image).is_empty());
+}
+
+/// Taint crosses four hops: exported cache, its importer, the image it produced, and a build
+/// on that image as a base; an importer that ran before the export is tainted too.
+#[test]
+fn four_hop_chain_export_import_image_base_image() {
+    let mut h = History::new();
+    let cache = h.manifest("reg.io/ci", &digest('c'));
+    let app_image = h.manifest("reg.io/app", &digest('1'));
+    let svc_image = h.manifest("reg.io/svc", &digest('2'));
+    let other = h.manifest("reg.io/other", &digest('9'));
+    let ci = h.run("ci", "1", t(30), t(40));
+    h.exports(ci, cache);
+    let early = h.run("app", "0", t(0), t(5));
+    h.imports(early, cache);
+    let app = h.run("app", "1", t(50), t(60));
+    h.imports(app, cache);
+    h.produces(app, app_image);
+    let svc = h.run("svc", "1", t(70), t(80));
+    h.uses_base(svc, app_image);
+    h.produces(svc, svc_image);
+    let fin = h.run("final", "1", t(90), t(95));
+    h.uses_base(fin, svc_image);
+    let unrelated = h.run("unrelated", "1", t(90), t(95));
+    h.imports(unrelated, other);
+
+    let trace = traced(&mut h, &runs(&["ci/1"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&[
+            "run:ci/1/build",
+            "run:app/0/build",
+            "run:app/1/build",
+            "run:svc/1/build",
+            "run:final/1/build"
+        ])
+    );
+    let cache_name = format!("reg.io/ci@{}", digest('c'));
+    let app_name = format!("reg.io/app@{}", digest('1'));
+    let svc_name = format!("reg.io/svc@{}", digest('2'));
+    assert_eq!(names(&trace, Kind::CacheRef), set(&[&cache_name]));
+    assert_eq!(names(&trace, Kind::Image), set(&[&app_name, &svc_name]));
+    assert_eq!(entry(&trace, "run:app/0/build").tainted_at, t(0));
+    let fin = entry(&trace, "run:final/1/build");
+    assert_eq!((fin.via, fin.from), (Via::BaseImage, Some(svc_name.as_str())));
+
+    let hops = trace.explain("final/1/build").unwrap();
+    let path: Vec<(Via, &str)> = hops.iter().map(|h| (h.via, h.to.as_str())).collect();
+    assert_eq!(
+        path,
+        [
+            (Via::Seed, "run:ci/1/build"),
+            (Via::Exported, cache_name.as_str()),
+            (Via::ImportedDigest, "run:app/1/build"),
+            (Via::Produced, app_name.as_str()),
+            (Via::BaseImage, "run:svc/1/build"),
+            (Via::Produced, svc_name.as_str()),
+            (Via::BaseImage, "run:final/1/build"),
+        ]
+    );
+}
+
+/// Builder `b1` where `evil/1` (10..20, with record evidence) created a regular record `r1`.
+fn builder_with_tainted_record() -> History {
+    let mut h = History::new();
+    let b1 = h.builder("b1");
+    let r1 = h.record(b1, "r1", "regular", "[2/3] RUN make");
+    let r2 = h.record(b1, "r2", "regular", "[2/3] RUN npm ci");
+    let evil = h.run("evil", "1", t(10), t(20));
+    h.on(evil, b1);
+    h.with_records(evil);
+    h.creates(evil, r1);
+    let other0 = h.run("other", "0", t(0), t(5));
+    h.on(other0, b1);
+    h.with_records(other0);
+    h.creates(other0, r2);
+    h
+}
+
+/// With record-level evidence, a run on the same builder that reused only clean records is
+/// clean; one that reused the tainted record is tainted.
+#[test]
+fn record_evidence_keeps_an_unrelated_project_clean() {
+    let mut h = builder_with_tainted_record();
+    let web = h.run("web", "1", t(30), t(40));
+    h.on(web, 1);
+    h.with_records(web);
+    h.reuses(web, 1);
+    let other = h.run("other", "1", t(30), t(40));
+    h.on(other, 1);
+    h.with_records(other);
+    h.reuses(other, 2);
+    let trace = traced(&mut h, &runs(&["evil/1"]));
+    assert_eq!(names(&trace, Kind::Run), set(&["run:evil/1/build", "run:web/1/build"]));
+    assert_eq!(names(&trace, Kind::Record), set(&["record:b1:r1"]));
+    let web = entry(&trace, "run:web/1/build");
+    assert_eq!((web.via, web.from), (Via::BuilderRecord, Some("record:b1:r1")));
+}
+
+/// Without record-level evidence a run on the builder after a tainted run started is
+/// tainted conservatively, and says so; one that finished before is clean.
+#[test]
+fn missing_record_evidence_taints_as_builder_cache_unverified() {
+    let mut h = builder_with_tainted_record();
+    let legacy = h.run("legacy", "1", t(30), t(40));
+    h.on(legacy, 1);
+    let overlapping = h.run("legacy", "2", t(5), t(15));
+    h.on(overlapping, 1);
+    // Finished before any tainted run on the builder started (`legacy/2` starts at 5).
+    let before = h.run("legacy", "0", t(0), t(4));
+    h.on(before, 1);
+    let trace = traced(&mut h, &runs(&["evil/1"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:legacy/1/build", "run:legacy/2/build"])
+    );
+    let legacy = entry(&trace, "run:legacy/1/build");
+    assert_eq!(
+        (legacy.tainted_at, legacy.via, legacy.from),
+        (t(30), Via::BuilderCacheUnverified, Some("builder:b1"))
+    );
+    assert_eq!(entry(&trace, "run:legacy/2/build").tainted_at, t(10));
+}
+
+/// A builder prune between the tainted run and a later one clears both the unverified
+/// builder cache and the builder's mounts.
+#[test]
+fn builder_prune_clears_unverified_runs_and_mounts() {
+    let (mut h, pip) = poisoned_mount();
+    h.prune(1, t(25));
+    let after = h.run("legacy", "1", t(30), t(40));
+    h.on(after, 1);
+    let straddling = h.run("legacy", "2", t(22), t(28));
+    h.on(straddling, 1);
+    reader(&mut h, "web/1", 30, 40, pip);
+    let trace = traced(&mut h, &runs(&["evil/1"]));
+    assert_eq!(names(&trace, Kind::Run), set(&["run:evil/1/build", "run:legacy/2/build"]));
+}
+
+/// Mutual import cycles reach a fixpoint.
+#[test]
+fn a_cycle_terminates() {
+    let mut h = History::new();
+    let b1 = h.builder("b1");
+    let m = h.mount(b1, "cache");
+    let x = h.manifest("reg.io/a", &digest('a'));
+    let y = h.manifest("reg.io/b", &digest('b'));
+    let a1 = h.run("a", "1", t(0), t(10));
+    h.exports(a1, x);
+    let b1run = h.run("b", "1", t(20), t(30));
+    h.imports(b1run, x);
+    h.exports(b1run, y);
+    h.reads(b1run, m);
+    let a2 = h.run("a", "2", t(40), t(50));
+    h.imports(a2, y);
+    h.exports(a2, x);
+    h.writes(a2, m);
+    let b2 = h.run("b", "2", t(60), t(70));
+    h.reads(b2, m);
+    h.exports(b2, y);
+    let trace = traced(&mut h, &runs(&["a/1"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:a/1/build", "run:a/2/build", "run:b/1/build", "run:b/2/build"])
+    );
+    let xs = format!("reg.io/a@{}", digest('a'));
+    let ys = format!("reg.io/b@{}", digest('b'));
+    assert_eq!(names(&trace, Kind::CacheRef), set(&[&xs, &ys]));
+    assert_eq!(entry(&trace, &xs).tainted_at, t(0));
+}
+
+/// `--since` and `--until` both include their bound.
+#[test]
+fn window_bounds_are_inclusive() {
+    let mut h = History::new();
+    for (i, start) in [10, 20, 30, 40].into_iter().enumerate() {
+        h.run("p", &(i + 1).to_string(), t(start), t(start + 5));
+    }
+    let seeds = Seeds::from_args(&SeedArgs {
+        pipeline: vec!["p".into()],
+        since: Some("2026-03-01T00:20:00Z".into()),
+        until: Some("2026-03-01T00:30:00Z".into()),
+        ..SeedArgs::default()
+    })
+    .unwrap();
+    let trace = traced(&mut h, &seeds);
+    assert_eq!(names(&trace, Kind::Run), set(&["run:p/2/build", "run:p/3/build"]));
+    let seeds: Vec<&str> = trace.seeds().iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(seeds, ["run:p/2/build", "run:p/3/build"]);
+}
+
+/// An attacker's unrecorded push: the store knows the digest only from the runs that
+/// imported it, in any repository holding those bytes, and those runs are tainted.
+#[test]
+fn seed_digest_without_a_recorded_push_taints_its_importers() {
+    let mut h = History::new();
+    let pushed = h.manifest("reg.io/app", &digest('e'));
+    let mirrored = h.manifest("mirror.io/app", &digest('e'));
+    let web = h.run("web", "1", t(10), t(20));
+    h.imports(web, pushed);
+    let api = h.run("api", "1", t(30), t(40));
+    h.imports(api, mirrored);
+    h.run("clean", "1", t(10), t(20));
+    let seeds = Seeds {
+        cache_refs: vec![CacheRefSeed::Digest(DigestSeed {
+            locator: Some("reg.io/app".into()),
+            digest: Digest::parse(&digest('e'), "d").unwrap(),
+        })],
+        ..Seeds::default()
+    };
+    let trace = traced(&mut h, &seeds);
+    assert_eq!(names(&trace, Kind::Run), set(&["run:api/1/build", "run:web/1/build"]));
+    let pushed = format!("reg.io/app@{}", digest('e'));
+    let mirrored = format!("mirror.io/app@{}", digest('e'));
+    assert_eq!(names(&trace, Kind::CacheRef), set(&[&pushed, &mirrored]));
+    let seeds: Vec<&str> = trace.seeds().iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(seeds, [pushed.as_str()]);
+    assert_eq!(entry(&trace, &mirrored).via, Via::SameDigest);
+    assert_eq!(entry(&trace, &pushed).tainted_at, t(20));
+}
+
+/// A seed window that selects no run, or a digest the store never saw, is an empty blast
+/// radius rather than an error.
+#[test]
+fn a_seed_that_matches_nothing_gives_an_empty_trace() {
+    let mut h = History::new();
+    h.run("p", "1", t(10), t(20));
+    let seeds = Seeds {
+        pipelines: vec![PipelineSeed {
+            name: "p".into(),
+            window: Window {
+                since: Some(t(100)),
+                until: None,
+            },
+        }],
+        images: vec![DigestSeed {
+            locator: None,
+            digest: Digest::parse(&digest('f'), "d").unwrap(),
+        }],
+        ..Seeds::default()
+    };
+    let trace = traced(&mut h, &seeds);
+    assert!(trace.is_empty());
+    let seeds: Vec<&str> = trace.seeds().iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(seeds, [digest('f')]);
+}
+
+/// Naming a pipeline, run, builder, mount or tag the store does not hold is a clear error.
+#[test]
+fn unknown_seeds_are_errors_naming_the_value() {
+    let (mut h, _) = poisoned_mount();
+    let cases = [
+        (
+            Seeds {
+                pipelines: vec![PipelineSeed {
+                    name: "nope".into(),
+                    window: Window::default(),
+                }],
+                ..Seeds::default()
+            },
+            "no pipeline `nope` in the store",
+        ),
+        (runs(&["evil/9"]), "no run `evil/9` in the store"),
+        (
+            Seeds {
+                builders: vec![BuilderSeed {
+                    name: "b9".into(),
+                    since: None,
+                }],
+                ..Seeds::default()
+            },
+            "no builder `b9` in the store",
+        ),
+        (
+            Seeds {
+                mounts: vec![MountSeed {
+                    builder: "b1".into(),
+                    id: "npm".into(),
+                    since: None,
+                }],
+                ..Seeds::default()
+            },
+            "no mount `npm` on builder `b1` in the store",
+        ),
+        (
+            Seeds {
+                cache_refs: vec![CacheRefSeed::Tag {
+                    locator: "reg.io/app".into(),
+                    tag: "cache".into(),
+                    window: Window::default(),
+                }],
+                ..Seeds::default()
+            },
+            "no cache ref `reg.io/app:cache` in the store",
+        ),
+    ];
+    for (seeds, message) in cases {
+        match trace(&mut h, &seeds, TraceOptions::default()) {
+            Err(TraceError::UnknownSeed(got)) => assert_eq!(got, message),
+            other => panic!("expected an unknown seed, got {other:?}"),
+        }
+    }
+}
+
+/// Label-correcting: the first tainted write found is late; an earlier one found later must
+/// re-query the mount, so a reader between the two is tainted.
+fn late_then_early_writes() -> History {
+    let mut h = History::new();
+    let b1 = h.builder("b1");
+    let pip = h.mount(b1, "/root/.cache/pip");
+    let cache = h.manifest("reg.io/app", &digest('a'));
+    let seed = h.run("seed", "1", t(100), t(110));
+    h.writes(seed, pip);
+    h.exports(seed, cache);
+    let early = h.run("early", "1", t(10), t(20));
+    h.imports(early, cache);
+    h.writes(early, pip);
+    for (key, start, finish) in [("between", 40, 50), ("before", 5, 8), ("after", 120, 130)] {
+        let r = h.run(key, "1", t(start), t(finish));
+        h.reads(r, pip);
+    }
+    h
+}
+
+/// An earlier tainted write found after a later one re-expands the mount.
+#[test]
+fn an_earlier_write_found_later_re_expands_the_mount() {
+    let mut h = late_then_early_writes();
+    let trace = traced(&mut h, &runs(&["seed/1"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&[
+            "run:seed/1/build",
+            "run:early/1/build",
+            "run:between/1/build",
+            "run:after/1/build"
+        ])
+    );
+    let mount = entry(&trace, PIP);
+    assert_eq!((mount.tainted_at, mount.from), (t(10), Some("run:early/1/build")));
+    assert_eq!(entry(&trace, "run:between/1/build").tainted_at, t(40));
+}
+
+/// An explanation through a mount uses a write the reader could have seen, even when a
+/// shorter chain through a later write exists.
+#[test]
+fn explain_chains_hold_in_time() {
+    let mut h = late_then_early_writes();
+    let trace = traced(&mut h, &runs(&["seed/1"]));
+    let hops = trace.explain("run:between/1/build").unwrap();
+    let path: Vec<(Via, &str)> = hops.iter().map(|h| (h.via, h.to.as_str())).collect();
+    assert_eq!(
+        path,
+        [
+            (Via::Seed, "run:seed/1/build"),
+            (Via::Exported, format!("reg.io/app@{}", digest('a')).as_str()),
+            (Via::ImportedDigest, "run:early/1/build"),
+            (Via::MountWrite, PIP),
+            (Via::MountRead, "run:between/1/build"),
+        ]
+    );
+    let after = trace.explain("after/1").unwrap();
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert_eq!(trace.explain("seed/1/build").unwrap().len(), 1);
+    assert!(trace.explain("run:before/1/build").is_none());
+}
+
+/// When a digest and the builder cache taint a run at the same time, `via` names the digest,
+/// even when the builder cache arrived first.
+#[test]
+fn via_prefers_the_digest_over_the_builder_cache_on_ties() {
+    let mut h = History::new();
+    let b1 = h.builder("b1");
+    let c = h.manifest("reg.io/c", &digest('c'));
+    let d = h.manifest("reg.io/d", &digest('d'));
+    let evil = h.run("evil", "1", t(10), t(20));
+    h.on(evil, b1);
+    h.exports(evil, c);
+    let mid = h.run("mid", "1", t(12), t(18));
+    h.imports(mid, c);
+    h.exports(mid, d);
+    let web = h.run("web", "1", t(30), t(40));
+    h.on(web, b1);
+    h.imports(web, d);
+    let trace = traced(&mut h, &runs(&["evil/1"]));
+    let web = entry(&trace, "run:web/1/build");
+    let d_name = format!("reg.io/d@{}", digest('d'));
+    assert_eq!((web.tainted_at, web.via, web.from), (t(30), Via::ImportedDigest, Some(d_name.as_str())));
+}
+
+/// A seeded builder taints runs that used its cache from the seed time on: through records
+/// where there is evidence, conservatively where there is none.
+#[test]
+fn builder_seed_taints_its_cache_users_from_the_seed_time() {
+    let mut h = builder_with_tainted_record();
+    let reuser = h.run("web", "1", t(30), t(40));
+    h.on(reuser, 1);
+    h.with_records(reuser);
+    h.reuses(reuser, 2);
+    let legacy = h.run("legacy", "1", t(30), t(40));
+    h.on(legacy, 1);
+    let seeds = Seeds {
+        builders: vec![BuilderSeed {
+            name: "b1".into(),
+            since: Some(t(25)),
+        }],
+        ..Seeds::default()
+    };
+    let trace = traced(&mut h, &seeds);
+    assert_eq!(names(&trace, Kind::Run), set(&["run:legacy/1/build", "run:web/1/build"]));
+    assert_eq!(entry(&trace, "run:web/1/build").via, Via::BuilderRecord);
+    assert_eq!(entry(&trace, "builder:b1").tainted_at, t(25));
+    assert_eq!(trace.explain("web/1").unwrap().len(), 2);
+}
+
+/// Cache-mount, context and pulled-layer records do not carry taint between runs.
+#[test]
+fn only_regular_records_carry_taint() {
+    let mut h = History::new();
+    let b1 = h.builder("b1");
+    let evil = h.run("evil", "1", t(10), t(20));
+    h.on(evil, b1);
+    h.with_records(evil);
+    for (i, (kind, description)) in [
+        ("exec.cachemount", "cached mount /root/.cache/pip"),
+        ("source.local", "local source for context"),
+        ("regular", "pulled from docker.io/library/alpine:3"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let record = h.record(b1, &format!("r{i}"), kind, description);
+        h.creates(evil, record);
+        let reuser = h.run("web", &i.to_string(), t(30), t(40));
+        h.on(reuser, b1);
+        h.with_records(reuser);
+        h.reuses(reuser, record);
+    }
+    let trace = traced(&mut h, &runs(&["evil/1"]));
+    assert_eq!(names(&trace, Kind::Run), set(&["run:evil/1/build"]));
+    assert!(names(&trace, Kind::Record).is_empty());
+}
+
+/// A mount seed in LLB form finds the mount and taints it from its first recorded use.
+#[test]
+fn mount_seed_accepts_the_llb_form() {
+    let (mut h, pip) = poisoned_mount();
+    reader(&mut h, "web/1", 0, 5, pip);
+    reader(&mut h, "web/2", 30, 40, pip);
+    let seeds = Seeds {
+        mounts: vec![MountSeed {
+            builder: "b1".into(),
+            id: "//root/.cache/pip".into(),
+            since: None,
+        }],
+        ..Seeds::default()
+    };
+    let trace = traced(&mut h, &seeds);
+    assert_eq!(names(&trace, Kind::Run), set(&["run:web/1/build", "run:web/2/build"]));
+    assert_eq!(entry(&trace, PIP).tainted_at, t(5));
+}
+
+/// A tag seed with a window selects only the digests first seen under it in the window.
+#[test]
+fn tag_seed_selects_digests_by_window() {
+    let mut h = History::new();
+    let old = h.manifest("reg.io/app", &digest('1'));
+    let new = h.manifest("reg.io/app", &digest('2'));
+    h.tag(old, "cache");
+    h.tag(new, "cache");
+    let r1 = h.run("ci", "1", t(0), t(5));
+    h.exports(r1, old);
+    let r2 = h.run("ci", "2", t(50), t(55));
+    h.exports(r2, new);
+    let reader = h.run("web", "1", t(60), t(70));
+    h.imports(reader, old);
+    let seeds = Seeds {
+        cache_refs: vec![CacheRefSeed::Tag {
+            locator: "reg.io/app".into(),
+            tag: "cache".into(),
+            window: Window {
+                since: Some(t(40)),
+                until: None,
+            },
+        }],
+        ..Seeds::default()
+    };
+    let trace = traced(&mut h, &seeds);
+    assert!(names(&trace, Kind::Run).is_empty());
+    assert_eq!(names(&trace, Kind::CacheRef), set(&[&format!("reg.io/app@{}", digest('2'))]));
+}
+
+/// One random history: runs on two builders (or none), a few mounts, artifacts over three
+/// digests, builder records, purges and prunes; each run reads and writes a random subset.
+/// Returned with the seeds both as flags would give them and resolved to ids.
+fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeeds)> {
+    let run = (
+        0i64..60,
+        0i64..15,
+        0usize..3,
+        any::<bool>(),
+        any::<bool>(),
+        prop::collection::vec((0u8..8, 0usize..4), 0..5),
+    );
+    (
+        prop::collection::vec(run, 1..9),
+        prop::collection::vec((0usize..3, 0i64..80), 0..3),
+        prop::collection::vec((0usize..2, 0i64..80), 0..2),
+        0usize..4,
+    )
+        .prop_map(|(specs, purges, prunes, seed)| {
+            let mut h = History::new();
+            let builders = [h.builder("b1"), h.builder("b2")];
+            let mounts = [h.mount(builders[0], "a"), h.mount(builders[0], "b"), h.mount(builders[1], "a")];
+            let artifacts = [
+                h.manifest("reg.io/x", &digest('1')),
+                h.manifest("reg.io/y", &digest('1')),
+                h.manifest("reg.io/x", &digest('2')),
+                h.manifest("reg.io/z", &digest('3')),
+            ];
+            let records = [
+                h.record(builders[0], "r0", "regular", "RUN make"),
+                h.record(builders[0], "r1", "regular", "RUN test"),
+                h.record(builders[1], "r2", "regular", "RUN make"),
+                h.record(builders[1], "r3", "exec.cachemount", "cached mount"),
+            ];
+            for (i, (start, length, builder, evidence, failed, events)) in specs.into_iter().enumerate() {
+                let r = h.run("p", &i.to_string(), t(start), t(start + length));
+                if builder < 2 {
+                    h.on(r, builders[builder]);
+                }
+                if evidence {
+                    h.with_records(r);
+                }
+                if failed {
+                    h.fail(r);
+                }
+                for (kind, target) in events {
+                    match kind {
+                        0 => h.imports(r, artifacts[target]),
+                        1 => h.uses_base(r, artifacts[target]),
+                        2 => h.exports(r, artifacts[target]),
+                        3 => h.produces(r, artifacts[target]),
+                        4 => h.reads(r, mounts[target % 3]),
+                        5 => h.writes(r, mounts[target % 3]),
+                        6 => h.creates(r, records[target]),
+                        _ => h.reuses(r, records[target]),
+                    }
+                }
+            }
+            for (mount, at) in purges {
+                h.purge(mounts[mount], t(at));
+            }
+            for (builder, at) in prunes {
+                h.prune(builders[builder], t(at));
+            }
+            let mut seeds = runs(&["p/0"]);
+            let mut resolved = OracleSeeds {
+                runs: vec![1],
+                ..OracleSeeds::default()
+            };
+            match seed {
+                0 => {}
+                1 => {
+                    seeds.mounts.push(MountSeed {
+                        builder: "b1".into(),
+                        id: "a".into(),
+                        since: Some(t(20)),
+                    });
+                    resolved.mount = Some((mounts[0], t(20)));
+                }
+                2 => {
+                    seeds.builders.push(BuilderSeed {
+                        name: "b2".into(),
+                        since: Some(t(10)),
+                    });
+                    resolved.builder = Some((builders[1], t(10)));
+                }
+                _ => {
+                    seeds.images.push(DigestSeed {
+                        locator: None,
+                        digest: Digest::parse(&digest('1'), "d").unwrap(),
+                    });
+                    resolved.digest = Some(digest('1'));
+                }
+            }
+            (h, seeds, resolved)
+        })
+}
+
+fn everything(trace: &Trace) -> BTreeSet<String> {
+    Kind::ALL.iter().flat_map(|&k| names(trace, k)).collect()
+}
+
+proptest! {
+    /// The traversal taints exactly what the rules applied naively taint, with and without
+    /// time; the time-blind closure contains the time-aware one; and every tainted entity has
+    /// a chain of evidence from a seed that holds in time.
+    #[test]
+    fn traversal_matches_the_rules_and_ignoring_time_gives_a_superset(
+        (history, seeds, resolved) in arb_history()
+    ) {
+        let mut h = history.clone();
+        let aware = trace(&mut h, &seeds, TraceOptions { ignore_time: false }).unwrap();
+        let mut h = history.clone();
+        let blind = trace(&mut h, &seeds, TraceOptions { ignore_time: true }).unwrap();
+        prop_assert_eq!(everything(&aware), oracle::closure(&history, &resolved, false));
+        prop_assert_eq!(everything(&blind), oracle::closure(&history, &resolved, true));
+        for kind in Kind::ALL {
+            let blind_names = names(&blind, kind);
+            for name in names(&aware, kind) {
+                prop_assert!(
+                    blind_names.contains(&name),
+                    "{} {} is missing from the time-blind trace", kind.as_str(), name
+                );
+            }
+        }
+        for result in [&aware, &blind] {
+            for node in result.graph().node_indices() {
+                if result.graph()[node].label.is_none() {
+                    continue;
+                }
+                let hops = result.explain_node(node);
+                prop_assert!(hops.is_some(), "no chain to {}", result.graph()[node].name);
+                let hops = hops.unwrap();
+                prop_assert_eq!(hops[0].via, Via::Seed);
+                prop_assert_eq!(&hops[hops.len() - 1].to, &result.graph()[node].name);
+            }
+        }
+    }
+}

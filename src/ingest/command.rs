@@ -1,0 +1,275 @@
+//! Reading `docker build`, `docker buildx build` and `docker push` command lines.
+
+use std::path::PathBuf;
+
+/// What a wrapped command is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wrapped {
+    Build(Box<BuildCommand>),
+    Push { reference: String },
+    /// Anything else runs unrecorded.
+    Other,
+}
+
+/// The flags of a build that matter for provenance.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildCommand {
+    /// `docker buildx build` (or `docker builder build` with buildx) rather than `docker build`.
+    pub buildx: bool,
+    pub cache_from: Vec<String>,
+    pub cache_to: Vec<String>,
+    pub tags: Vec<String>,
+    pub file: Option<PathBuf>,
+    pub target: Option<String>,
+    pub builder: Option<String>,
+    pub build_args: Vec<String>,
+    pub metadata_file: Option<PathBuf>,
+    pub iidfile: Option<PathBuf>,
+    pub push: bool,
+    pub context: Option<String>,
+    /// The index in argv after which extra flags can be inserted (just after `build`).
+    pub insert_at: usize,
+}
+
+/// Build flags that take a value, long and short forms. Everything else is a boolean flag.
+const VALUE_FLAGS: &[&str] = &[
+    "--add-host",
+    "--allow",
+    "--annotation",
+    "--attest",
+    "--build-arg",
+    "--build-context",
+    "--builder",
+    "--cache-from",
+    "--cache-to",
+    "--call",
+    "--cgroup-parent",
+    "--cpu-period",
+    "--cpu-quota",
+    "--cpu-shares",
+    "-c",
+    "--cpuset-cpus",
+    "--cpuset-mems",
+    "--file",
+    "-f",
+    "--iidfile",
+    "--isolation",
+    "--label",
+    "--memory",
+    "-m",
+    "--memory-swap",
+    "--metadata-file",
+    "--network",
+    "--output",
+    "-o",
+    "--platform",
+    "--progress",
+    "--provenance",
+    "--sbom",
+    "--secret",
+    "--security-opt",
+    "--shm-size",
+    "--ssh",
+    "--tag",
+    "-t",
+    "--target",
+    "--ulimit",
+];
+
+/// Parses argv (`docker ...`). `None` when it is not a docker command at all.
+pub fn parse(argv: &[String]) -> Wrapped {
+    let Some(program) = argv.first() else {
+        return Wrapped::Other;
+    };
+    let name = program.rsplit('/').next().unwrap_or(program);
+    if name != "docker" && name != "docker-buildx" {
+        return Wrapped::Other;
+    }
+    // Skip the client's global flags (`--host`, `--context`, `--config`, `--log-level`, ...).
+    let mut i = 1;
+    while i < argv.len() && argv[i].starts_with('-') {
+        let flag = &argv[i];
+        let takes_value = !flag.contains('=')
+            && matches!(
+                flag.as_str(),
+                "-H" | "--host" | "-c" | "--context" | "--config" | "-l" | "--log-level" | "--tlscacert" | "--tlscert" | "--tlskey"
+            );
+        i += if takes_value { 2 } else { 1 };
+    }
+    let words: Vec<&str> = argv[i.min(argv.len())..].iter().map(String::as_str).collect();
+    let (buildx, skip) = match words.as_slice() {
+        ["build", ..] => (false, 1),
+        ["image", "build", ..] | ["builder", "build", ..] => (false, 2),
+        ["buildx", "build", ..] | ["buildx", "b", ..] => (true, 2),
+        ["push", ..] => return parse_push(&words[1..]),
+        ["image", "push", ..] => return parse_push(&words[2..]),
+        _ => return Wrapped::Other,
+    };
+    let mut build = BuildCommand {
+        buildx: buildx || name == "docker-buildx",
+        insert_at: i + skip,
+        ..BuildCommand::default()
+    };
+    let args = &argv[i + skip..];
+    let mut j = 0;
+    while j < args.len() {
+        let arg = &args[j];
+        if arg == "--" {
+            if let Some(ctx) = args.get(j + 1) {
+                build.context = Some(ctx.clone());
+            }
+            break;
+        }
+        if !arg.starts_with('-') || arg == "-" {
+            build.context = Some(arg.clone());
+            j += 1;
+            continue;
+        }
+        let (flag, inline_value) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => {
+                // `-tname` short form with the value attached.
+                if !arg.starts_with("--") && arg.len() > 2 && VALUE_FLAGS.contains(&&arg[..2]) {
+                    (arg[..2].to_owned(), Some(arg[2..].to_owned()))
+                } else {
+                    (arg.clone(), None)
+                }
+            }
+        };
+        let takes_value = VALUE_FLAGS.contains(&flag.as_str());
+        let value = if takes_value {
+            match inline_value {
+                Some(v) => Some(v),
+                None => {
+                    j += 1;
+                    args.get(j).cloned()
+                }
+            }
+        } else {
+            None
+        };
+        j += 1;
+        let Some(value) = value else {
+            if flag == "--push" {
+                build.push = true;
+            }
+            continue;
+        };
+        match flag.as_str() {
+            "--cache-from" => build.cache_from.push(value),
+            "--cache-to" => build.cache_to.push(value),
+            "--tag" | "-t" => build.tags.push(value),
+            "--file" | "-f" => build.file = Some(PathBuf::from(value)),
+            "--target" => build.target = Some(value),
+            "--builder" => build.builder = Some(value),
+            "--build-arg" => build.build_args.push(value),
+            "--metadata-file" => build.metadata_file = Some(PathBuf::from(value)),
+            "--iidfile" => build.iidfile = Some(PathBuf::from(value)),
+            "--output" | "-o" if value.split(',').any(|f| f == "type=registry" || f == "push=true") => {
+                build.push = true;
+            }
+            _ => {}
+        }
+    }
+    Wrapped::Build(Box::new(build))
+}
+
+fn parse_push(args: &[&str]) -> Wrapped {
+    let reference = args.iter().find(|a| !a.starts_with('-'));
+    match reference {
+        Some(r) => Wrapped::Push {
+            reference: (*r).to_owned(),
+        },
+        None => Wrapped::Other,
+    }
+}
+
+impl BuildCommand {
+    /// The Dockerfile path: `-f`, else `Dockerfile` in the context directory.
+    pub fn dockerfile(&self) -> Option<PathBuf> {
+        if let Some(file) = &self.file {
+            if file.as_os_str() == "-" {
+                return None;
+            }
+            return Some(file.clone());
+        }
+        let context = self.context.as_deref().unwrap_or(".");
+        if context.contains("://") || context == "-" {
+            return None;
+        }
+        Some(PathBuf::from(context).join("Dockerfile"))
+    }
+}
+
+/// The digest `docker push` prints: `TAG: digest: sha256:... size: N`.
+pub fn pushed_digest(output: &str) -> Option<String> {
+    output.lines().rev().find_map(|line| {
+        let (_, rest) = line.split_once("digest: ")?;
+        let digest = rest.split_whitespace().next()?;
+        digest.starts_with("sha256:").then(|| digest.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_owned).collect()
+    }
+
+    /// Value flags in every spelling are read, and the context is found.
+    #[test]
+    fn reads_build_flags() {
+        let Wrapped::Build(b) = parse(&argv(
+            "docker build --network=none -t reg/app:1 --tag=reg/app:latest -f docker/Dockerfile --target release \
+             --cache-from reg/app:cache --cache-to=type=inline --build-arg A=1 --no-cache --iidfile /tmp/id ctx",
+        )) else {
+            panic!("not a build")
+        };
+        assert_eq!(b.tags, ["reg/app:1", "reg/app:latest"]);
+        assert_eq!(b.file, Some(PathBuf::from("docker/Dockerfile")));
+        assert_eq!(b.target.as_deref(), Some("release"));
+        assert_eq!(b.cache_from, ["reg/app:cache"]);
+        assert_eq!(b.cache_to, ["type=inline"]);
+        assert_eq!(b.build_args, ["A=1"]);
+        assert_eq!(b.iidfile, Some(PathBuf::from("/tmp/id")));
+        assert_eq!(b.context.as_deref(), Some("ctx"));
+        assert!(!b.buildx);
+        assert_eq!(b.insert_at, 2);
+    }
+
+    /// buildx builds behind client global flags are recognised, with --push.
+    #[test]
+    fn reads_buildx_with_global_flags() {
+        let Wrapped::Build(b) = parse(&argv("docker --host unix:///x.sock buildx build --push -tweb:1 --builder fleet .")) else {
+            panic!("not a build")
+        };
+        assert!(b.buildx && b.push);
+        assert_eq!(b.tags, ["web:1"]);
+        assert_eq!(b.builder.as_deref(), Some("fleet"));
+        assert_eq!(b.insert_at, 5);
+        assert_eq!(b.dockerfile(), Some(PathBuf::from("./Dockerfile")));
+    }
+
+    /// Pushes and other commands are told apart.
+    #[test]
+    fn reads_push_and_other() {
+        assert_eq!(
+            parse(&argv("docker push reg/app:1")),
+            Wrapped::Push {
+                reference: "reg/app:1".into()
+            }
+        );
+        assert_eq!(parse(&argv("make build")), Wrapped::Other);
+        assert_eq!(parse(&argv("docker run busybox")), Wrapped::Other);
+    }
+
+    /// The digest line of `docker push` output is found.
+    #[test]
+    fn finds_pushed_digest() {
+        let out = "The push refers to repository [127.0.0.1:5000/app]\n1: digest: sha256:abc123 size: 527\n";
+        assert_eq!(pushed_digest(out).as_deref(), Some("sha256:abc123"));
+        assert_eq!(pushed_digest("nothing"), None);
+    }
+}

@@ -1,0 +1,390 @@
+//! A client of BuildKit's Control API (`moby.buildkit.v1.Control`): list, prune and describe
+//! a builder's build cache.
+//!
+//! A Docker Engine serves the API of its embedded BuildKit after `POST /grpc` switches the
+//! connection to HTTP/2 (`Upgrade: h2c`); a standalone buildkitd serves it as plain gRPC.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bollard::moby::buildkit::v1::control_client::ControlClient;
+use bollard::moby::buildkit::v1::{
+    DiskUsageRequest, ListWorkersRequest, PruneRequest, UsageRecord,
+};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tower::service_fn;
+
+use crate::error::RemoteError;
+use crate::model::{BuilderRecord, Driver};
+use crate::remote::engine::{EngineAddr, one_line, redact, upgrade_to_h2c};
+use crate::time::Micros;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one call may take, streaming prunes included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(300);
+/// Large builders answer `DiskUsage` with tens of thousands of records.
+const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
+
+/// One build-cache record with everything BuildKit reports about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRecord {
+    pub id: String,
+    /// `regular`, `exec.cachemount`, `source.local`, `source.git.checkout`, `internal`,
+    /// `frontend`.
+    pub record_type: String,
+    pub description: String,
+    /// Whether the record can still change (mounts do; committed layers do not). The Engine's
+    /// `/system/df` does not say, and reports `false`.
+    pub mutable: bool,
+    pub in_use: bool,
+    pub shared: bool,
+    pub size: i64,
+    /// The records this one is built on: one for a layer over its parent, none for a root.
+    pub parents: Vec<String>,
+    pub created_at: Option<Micros>,
+    pub last_used_at: Option<Micros>,
+    pub usage_count: i64,
+}
+
+/// A record BuildKit reports it removed. Docker 20.10 leaves `record_type` empty here and
+/// fills the other fields.
+pub type PrunedRecord = CacheRecord;
+
+impl CacheRecord {
+    // Older BuildKit, Docker 20.10's among them, fills only the deprecated `parent`.
+    #[allow(deprecated)]
+    fn from_usage(record: UsageRecord) -> Self {
+        let created_at = record.created_at.and_then(|t| micros(t.seconds, t.nanos));
+        let last_used_at = record.last_used_at.and_then(|t| micros(t.seconds, t.nanos));
+        let mut parents = record.parents;
+        if parents.is_empty() && !record.parent.is_empty() {
+            parents.push(record.parent);
+        }
+        Self {
+            id: record.id,
+            record_type: record.record_type,
+            description: record.description,
+            mutable: record.mutable,
+            in_use: record.in_use,
+            shared: record.shared,
+            size: record.size,
+            parents,
+            created_at,
+            last_used_at,
+            usage_count: record.usage_count,
+        }
+    }
+
+    /// The part of the record the store keeps.
+    pub fn to_builder_record(&self) -> BuilderRecord {
+        self.clone().into()
+    }
+}
+
+impl From<CacheRecord> for BuilderRecord {
+    fn from(record: CacheRecord) -> Self {
+        Self {
+            id: record.id,
+            record_type: record.record_type,
+            description: record.description,
+            created_at: record.created_at,
+            last_used_at: record.last_used_at,
+            size: Some(record.size),
+        }
+    }
+}
+
+/// A protobuf timestamp in microseconds; `None` for unset (zero or Go's zero time).
+fn micros(seconds: i64, nanos: i32) -> Option<Micros> {
+    (seconds > 0).then(|| seconds * 1_000_000 + i64::from(nanos) / 1_000)
+}
+
+/// A BuildKit worker: on a Docker Engine the one `moby` worker, on buildkitd usually `oci` or
+/// `containerd`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    /// `os/arch[/variant]`.
+    pub platforms: Vec<String>,
+    /// Empty on BuildKit versions that do not report it (Docker 20.10).
+    pub buildkit_version: Option<String>,
+}
+
+/// A connection to one builder's Control API.
+pub struct BuildkitClient {
+    control: ControlClient<Channel>,
+    shown: String,
+}
+
+impl BuildkitClient {
+    /// Connects to a builder.
+    ///
+    /// With [`Driver::Docker`], `endpoint` is the Docker Engine (`unix:///var/run/docker.sock`
+    /// or `tcp://host:2375`) and the connection is upgraded through `POST /grpc`. With
+    /// [`Driver::Buildkitd`] or [`Driver::DockerContainer`] it is buildkitd's own plain-gRPC
+    /// address (`unix://` or `tcp://`, without TLS).
+    pub async fn connect(endpoint: &str, driver: Driver) -> Result<Self, RemoteError> {
+        let shown = redact(endpoint);
+        if driver == Driver::DockerContainer && endpoint.starts_with("docker-container://") {
+            return Err(RemoteError(format!(
+                "BuildKit at {shown}: docker-container builders are reached through \
+                 `docker exec`, which is not supported; give the buildkitd address (`unix://` or `tcp://`)"
+            )));
+        }
+        let addr = EngineAddr::parse(endpoint)?;
+        let channel = match driver {
+            Driver::Docker => connect_docker(addr).await,
+            Driver::Buildkitd | Driver::DockerContainer => connect_plain(addr).await,
+        }
+        .map_err(|err| {
+            let what = match driver {
+                Driver::Docker => "cannot reach the Docker Engine's BuildKit",
+                _ => "cannot reach buildkitd",
+            };
+            RemoteError(format!("BuildKit at {shown}: {what}: {}", one_line(&err)))
+        })?;
+        let control = ControlClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        Ok(Self { control, shown })
+    }
+
+    /// The endpoint as it may be shown.
+    pub fn endpoint(&self) -> &str {
+        &self.shown
+    }
+
+    /// Every build-cache record on the builder, in no particular order.
+    ///
+    /// Listing is not free of effects: on Docker 20.10 the first listing after a cache mount
+    /// was used measures the mount, and that counts as a use, so the next listing shows its
+    /// `usage_count` one higher and `last_used_at` at the time of the first listing. It
+    /// happens once per use of the mount.
+    pub async fn disk_usage(&mut self) -> Result<Vec<CacheRecord>, RemoteError> {
+        let response = self
+            .control
+            .disk_usage(DiskUsageRequest::default())
+            .await
+            .map_err(|status| self.error("DiskUsage", &status))?;
+        Ok(response
+            .into_inner()
+            .record
+            .into_iter()
+            .map(CacheRecord::from_usage)
+            .collect())
+    }
+
+    /// Prunes exactly the records with these ids (and nothing when `ids` is empty); returns
+    /// the records BuildKit reports removed.
+    ///
+    /// A record that another record is built on survives unless that one goes too, and a
+    /// record in use survives: compare the answer with what was asked.
+    pub async fn prune_ids(&mut self, ids: &[String]) -> Result<Vec<PrunedRecord>, RemoteError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(bad) = ids.iter().find(|id| !is_record_id(id)) {
+            return Err(RemoteError(format!(
+                "BuildKit at {}: refusing to prune: `{bad}` is not a build-cache record id",
+                self.shown
+            )));
+        }
+        let request = PruneRequest {
+            filter: ids.iter().map(|id| format!("id=={id}")).collect(),
+            all: true,
+            keep_duration: 0,
+            ..PruneRequest::default()
+        };
+        let mut stream = self
+            .control
+            .prune(request)
+            .await
+            .map_err(|status| self.error("Prune", &status))?
+            .into_inner();
+        let mut pruned = Vec::new();
+        while let Some(record) = stream
+            .message()
+            .await
+            .map_err(|status| self.error("Prune", &status))?
+        {
+            pruned.push(CacheRecord::from_usage(record));
+        }
+        Ok(pruned)
+    }
+
+    /// The builder's workers.
+    pub async fn list_workers(&mut self) -> Result<Vec<WorkerInfo>, RemoteError> {
+        let response = self
+            .control
+            .list_workers(ListWorkersRequest::default())
+            .await
+            .map_err(|status| self.error("ListWorkers", &status))?;
+        Ok(response
+            .into_inner()
+            .record
+            .into_iter()
+            .map(|worker| WorkerInfo {
+                id: worker.id,
+                labels: worker.labels.into_iter().collect(),
+                platforms: worker
+                    .platforms
+                    .iter()
+                    .map(|p| {
+                        let mut name = format!("{}/{}", p.os, p.architecture);
+                        if !p.variant.is_empty() {
+                            name.push('/');
+                            name.push_str(&p.variant);
+                        }
+                        name
+                    })
+                    .collect(),
+                buildkit_version: worker
+                    .buildkit_version
+                    .map(|v| v.version)
+                    .filter(|v| !v.is_empty()),
+            })
+            .collect())
+    }
+
+    fn error(&self, call: &str, status: &tonic::Status) -> RemoteError {
+        let mut text = format!("{:?}", status.code());
+        let message = status
+            .message()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !message.is_empty() {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        if let Some(source) = std::error::Error::source(status) {
+            let cause = one_line(source);
+            if !cause.is_empty() && !text.contains(&cause) {
+                text.push_str(": ");
+                text.push_str(&cause);
+            }
+        }
+        RemoteError(format!("BuildKit at {}: {call}: {text}", self.shown))
+    }
+}
+
+/// BuildKit record ids are random lowercase base-36 strings; anything else could change the
+/// meaning of a prune filter.
+fn is_record_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+fn channel_endpoint() -> Endpoint {
+    Endpoint::from_static("http://buildkit.invalid")
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(CALL_TIMEOUT)
+}
+
+/// gRPC over a Docker Engine connection switched to HTTP/2 by `POST /grpc`.
+async fn connect_docker(addr: EngineAddr) -> Result<Channel, tonic::transport::Error> {
+    channel_endpoint()
+        .connect_with_connector(service_fn(move |_: Uri| {
+            let addr = addr.clone();
+            async move {
+                let stream = addr.dial().await?;
+                upgrade_to_h2c(stream).await
+            }
+        }))
+        .await
+}
+
+/// Plain gRPC to buildkitd.
+async fn connect_plain(addr: EngineAddr) -> Result<Channel, tonic::transport::Error> {
+    match addr {
+        EngineAddr::Tcp(host_port) => {
+            let endpoint = Endpoint::from_shared(format!("http://{host_port}"))?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(CALL_TIMEOUT);
+            endpoint.connect().await
+        }
+        EngineAddr::Unix(path) => {
+            channel_endpoint()
+                .connect_with_connector(service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move { UnixStream::connect(path).await.map(TokioIo::new) }
+                }))
+                .await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_convert_to_micros_and_unset_ones_to_none() {
+        assert_eq!(
+            micros(1_767_323_045, 500_000_000),
+            Some(1_767_323_045_500_000)
+        );
+        assert_eq!(micros(0, 0), None);
+        assert_eq!(micros(-62_135_596_800, 0), None);
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn a_single_parent_counts_as_the_parent_list() {
+        let old = CacheRecord::from_usage(UsageRecord {
+            id: "a".into(),
+            parent: "p".into(),
+            ..UsageRecord::default()
+        });
+        assert_eq!(old.parents, ["p"]);
+        let new = CacheRecord::from_usage(UsageRecord {
+            id: "a".into(),
+            parent: "p".into(),
+            parents: vec!["p".into(), "q".into()],
+            ..UsageRecord::default()
+        });
+        assert_eq!(new.parents, ["p", "q"]);
+        assert_eq!(new.created_at, None);
+    }
+
+    #[test]
+    fn only_plain_ids_reach_a_prune_filter() {
+        assert!(is_record_id("ypifex58nfmrd4mss0kqjt43l"));
+        for bad in ["", "a,type==regular", "a b", "id==x", "x~=.*"] {
+            assert!(!is_record_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn records_convert_to_what_the_store_keeps() {
+        let record = CacheRecord {
+            id: "r".into(),
+            record_type: "exec.cachemount".into(),
+            description: "cached mount /x from exec /bin/sh -c true".into(),
+            mutable: true,
+            in_use: false,
+            shared: false,
+            size: 3,
+            parents: Vec::new(),
+            created_at: Some(1),
+            last_used_at: Some(2),
+            usage_count: 2,
+        };
+        let kept = record.to_builder_record();
+        assert_eq!(kept, BuilderRecord::from(record));
+        assert_eq!(kept.size, Some(3));
+        assert_eq!(kept.last_used_at, Some(2));
+    }
+
+    #[tokio::test]
+    async fn unsupported_builders_are_refused_by_name() {
+        let err = BuildkitClient::connect("ssh://user:pw@host", Driver::Docker)
+            .await
+            .err()
+            .unwrap();
+        assert!(err.0.contains("ssh://***@host"), "{err}");
+        assert!(!err.0.contains("pw"), "{err}");
+    }
+}

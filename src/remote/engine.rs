@@ -1,0 +1,477 @@
+//! Docker Engine API helpers: addresses, the raw connection the BuildKit client upgrades, and
+//! the few image and build-cache calls cachewarden makes through bollard.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bollard::query_parameters::RemoveImageOptionsBuilder;
+use bollard::{API_DEFAULT_VERSION, Docker};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper::header::{CONNECTION, HOST, UPGRADE};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::error::RemoteError;
+use crate::remote::buildkit::CacheRecord;
+
+/// How long one Engine API call may take.
+const ENGINE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Where a Docker Engine or buildkitd listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineAddr {
+    /// `unix:///run/docker.sock` (or a bare absolute path).
+    Unix(PathBuf),
+    /// `tcp://host:port`, plain TCP.
+    Tcp(String),
+}
+
+impl EngineAddr {
+    /// Parses `unix:///path`, `tcp://host:port`, `http://host:port` or an absolute socket path.
+    pub fn parse(endpoint: &str) -> Result<Self, RemoteError> {
+        let shown = redact(endpoint);
+        let unsupported = |why: &str| RemoteError(format!("endpoint `{shown}`: {why}"));
+        if let Some(path) = endpoint.strip_prefix("unix://") {
+            if !path.starts_with('/') {
+                return Err(unsupported(
+                    "a unix socket path must be absolute (`unix:///path`)",
+                ));
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        if endpoint.starts_with('/') {
+            return Ok(Self::Unix(PathBuf::from(endpoint)));
+        }
+        if let Some(rest) = endpoint
+            .strip_prefix("tcp://")
+            .or_else(|| endpoint.strip_prefix("http://"))
+        {
+            let authority = rest.split('/').next().unwrap_or_default();
+            let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+            let has_port = host_port
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !has_port {
+                return Err(unsupported("expected `tcp://host:port`"));
+            }
+            return Ok(Self::Tcp(host_port.to_owned()));
+        }
+        match endpoint.split_once("://") {
+            Some((scheme, _)) => Err(unsupported(&format!(
+                "`{scheme}://` endpoints are not supported; use `unix://` or `tcp://`"
+            ))),
+            None => Err(unsupported("expected `unix:///path` or `tcp://host:port`")),
+        }
+    }
+
+    /// Opens a connection to the address.
+    pub(crate) async fn dial(&self) -> io::Result<DialedStream> {
+        match self {
+            Self::Unix(path) => Ok(DialedStream::Unix(UnixStream::connect(path).await?)),
+            Self::Tcp(host_port) => {
+                let stream = TcpStream::connect(host_port.as_str()).await?;
+                stream.set_nodelay(true)?;
+                Ok(DialedStream::Tcp(stream))
+            }
+        }
+    }
+}
+
+/// A connection opened by [`EngineAddr::dial`].
+pub(crate) enum DialedStream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+/// An endpoint as it may be shown: any `user:password@` is replaced by `***@`.
+pub fn redact(endpoint: &str) -> String {
+    let Some((scheme, rest)) = endpoint.split_once("://") else {
+        return endpoint.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => endpoint.to_owned(),
+    }
+}
+
+/// An error's message and its causes on one line.
+pub(crate) fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cause {
+        let text = e
+            .to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        cause = e.source();
+    }
+    parts.join(": ")
+}
+
+fn io_other(err: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+    io::Error::other(one_line(&err))
+}
+
+/// Sends `POST /grpc` with `Upgrade: h2c` and returns the connection once the daemon has
+/// switched protocols: from then on it carries HTTP/2 (gRPC) to the embedded BuildKit.
+pub(crate) async fn upgrade_to_h2c(stream: DialedStream) -> io::Result<hyper::upgrade::Upgraded> {
+    match stream {
+        DialedStream::Unix(s) => upgrade_stream(s).await,
+        DialedStream::Tcp(s) => upgrade_stream(s).await,
+    }
+}
+
+async fn upgrade_stream<S>(stream: S) -> io::Result<hyper::upgrade::Upgraded>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(io_other)?;
+    tokio::spawn(async move {
+        // Ends when the upgrade completes or the connection closes; either way the outcome
+        // reaches the caller through the response.
+        let _ = connection.with_upgrades().await;
+    });
+    let request = Request::post("/grpc")
+        .header(HOST, "docker")
+        .header(CONNECTION, "Upgrade")
+        .header(UPGRADE, "h2c")
+        .body(Empty::<Bytes>::new())
+        .map_err(io_other)?;
+    let response = sender.send_request(request).await.map_err(io_other)?;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let body = String::from_utf8_lossy(&body);
+        let body = body.split_whitespace().collect::<Vec<_>>().join(" ");
+        let detail = if body.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", truncate(&body, 200))
+        };
+        return Err(io::Error::other(format!(
+            "POST /grpc answered {status} instead of 101 Switching Protocols{detail}; \
+             the daemon does not serve the BuildKit API"
+        )));
+    }
+    hyper::upgrade::on(response).await.map_err(io_other)
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}
+
+/// A plain HTTP/1.1 GET on a fresh connection; returns status and body.
+async fn raw_get(addr: &EngineAddr, path: &str) -> io::Result<(StatusCode, Bytes)> {
+    async fn exchange<S>(stream: S, path: &str) -> io::Result<(StatusCode, Bytes)>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(io_other)?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let request = Request::get(path)
+            .header(HOST, "docker")
+            .body(Empty::<Bytes>::new())
+            .map_err(io_other)?;
+        let response = sender.send_request(request).await.map_err(io_other)?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(io_other)?
+            .to_bytes();
+        Ok((status, body))
+    }
+    match addr.dial().await? {
+        DialedStream::Unix(s) => exchange(s, path).await,
+        DialedStream::Tcp(s) => exchange(s, path).await,
+    }
+}
+
+/// A local image as `docker image inspect` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalImage {
+    /// The image id, `sha256:...` of the config.
+    pub id: String,
+    /// `repo@sha256:...` for each registry the image was pushed to or pulled from.
+    pub repo_digests: Vec<String>,
+    pub repo_tags: Vec<String>,
+}
+
+/// A Docker Engine reached through bollard, with the API version negotiated.
+pub struct Engine {
+    docker: Docker,
+    addr: EngineAddr,
+    shown: String,
+}
+
+impl Engine {
+    /// Connects to `unix:///path` or `tcp://host:port` and negotiates the API version.
+    pub async fn connect(endpoint: &str) -> Result<Self, RemoteError> {
+        let shown = redact(endpoint);
+        let addr = EngineAddr::parse(endpoint)?;
+        let fail = |what: &str, err: bollard::errors::Error| {
+            RemoteError(format!(
+                "Docker Engine at {shown}: {what}: {}",
+                one_line(&err)
+            ))
+        };
+        let timeout = ENGINE_TIMEOUT.as_secs();
+        let docker = match &addr {
+            EngineAddr::Unix(path) => {
+                Docker::connect_with_unix(&path.to_string_lossy(), timeout, API_DEFAULT_VERSION)
+            }
+            EngineAddr::Tcp(host_port) => Docker::connect_with_http(
+                &format!("tcp://{host_port}"),
+                timeout,
+                API_DEFAULT_VERSION,
+            ),
+        }
+        .map_err(|err| fail("cannot connect", err))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|err| fail("cannot negotiate the API version", err))?;
+        Ok(Self {
+            docker,
+            addr,
+            shown,
+        })
+    }
+
+    /// The negotiated API version, `1.41` for Docker 20.10.
+    pub fn api_version(&self) -> String {
+        let v = self.docker.client_version();
+        format!("{}.{}", v.major_version, v.minor_version)
+    }
+
+    /// The endpoint as it may be shown.
+    pub fn endpoint(&self) -> &str {
+        &self.shown
+    }
+
+    /// Inspects a local image by id or reference; `None` when the daemon does not have it.
+    pub async fn image_inspect(&self, reference: &str) -> Result<Option<LocalImage>, RemoteError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(image) => Ok(Some(LocalImage {
+                id: image.id.unwrap_or_default(),
+                repo_digests: image.repo_digests.unwrap_or_default(),
+                repo_tags: image.repo_tags.unwrap_or_default(),
+            })),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(err) => Err(self.error(&format!("cannot inspect image `{reference}`"), &err)),
+        }
+    }
+
+    /// Removes a local image (untags a reference, deletes an id); `false` when it was not
+    /// there. Without `force` the daemon refuses images that containers use or that several
+    /// references name.
+    pub async fn remove_image(&self, reference: &str, force: bool) -> Result<bool, RemoteError> {
+        let options = RemoveImageOptionsBuilder::new().force(force).build();
+        match self
+            .docker
+            .remove_image(reference, Some(options), None)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(err) => Err(self.error(&format!("cannot remove image `{reference}`"), &err)),
+        }
+    }
+
+    /// The build-cache records from `GET /system/df`, which bollard's typed call drops on
+    /// API 1.41.
+    pub async fn build_cache(&self) -> Result<Vec<CacheRecord>, RemoteError> {
+        let path = format!("/v{}/system/df", self.api_version());
+        let fail = |why: String| {
+            RemoteError(format!(
+                "Docker Engine at {}: GET {path}: {why}",
+                self.shown
+            ))
+        };
+        let (status, body) = raw_get(&self.addr, &path)
+            .await
+            .map_err(|err| fail(one_line(&err)))?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body);
+            return Err(fail(format!(
+                "answered {status}: {}",
+                truncate(text.trim(), 200)
+            )));
+        }
+        let df: SystemDf = serde_json::from_slice(&body)
+            .map_err(|err| fail(format!("unexpected answer: {err}")))?;
+        Ok(df
+            .build_cache
+            .unwrap_or_default()
+            .into_iter()
+            .map(DfBuildCache::into_record)
+            .collect())
+    }
+
+    /// The bollard client, for calls this module does not wrap.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn error(&self, what: &str, err: &bollard::errors::Error) -> RemoteError {
+        RemoteError(format!(
+            "Docker Engine at {}: {what}: {}",
+            self.shown,
+            one_line(err)
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+struct SystemDf {
+    #[serde(rename = "BuildCache")]
+    build_cache: Option<Vec<DfBuildCache>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DfBuildCache {
+    #[serde(rename = "ID")]
+    id: String,
+    #[serde(default)]
+    parent: Option<String>,
+    #[serde(default)]
+    parents: Option<Vec<String>>,
+    #[serde(default, rename = "Type")]
+    record_type: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    in_use: bool,
+    #[serde(default)]
+    shared: bool,
+    #[serde(default)]
+    size: i64,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    last_used_at: Option<String>,
+    #[serde(default)]
+    usage_count: i64,
+}
+
+impl DfBuildCache {
+    fn into_record(self) -> CacheRecord {
+        let time = |t: Option<String>| t.and_then(|t| crate::time::parse_rfc3339(&t, "time").ok());
+        let mut parents = self.parents.unwrap_or_default();
+        if parents.is_empty()
+            && let Some(parent) = self.parent.filter(|p| !p.is_empty())
+        {
+            parents.push(parent);
+        }
+        CacheRecord {
+            id: self.id,
+            record_type: self.record_type,
+            description: self.description,
+            mutable: false,
+            in_use: self.in_use,
+            shared: self.shared,
+            size: self.size,
+            parents,
+            created_at: time(self.created_at),
+            last_used_at: time(self.last_used_at),
+            usage_count: self.usage_count,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_unix_and_tcp_endpoints() {
+        assert_eq!(
+            EngineAddr::parse("unix:///var/run/docker.sock").unwrap(),
+            EngineAddr::Unix(PathBuf::from("/var/run/docker.sock"))
+        );
+        assert_eq!(
+            EngineAddr::parse("/run/buildkit/buildkitd.sock").unwrap(),
+            EngineAddr::Unix(PathBuf::from("/run/buildkit/buildkitd.sock"))
+        );
+        assert_eq!(
+            EngineAddr::parse("tcp://127.0.0.1:2375").unwrap(),
+            EngineAddr::Tcp("127.0.0.1:2375".to_owned())
+        );
+        assert_eq!(
+            EngineAddr::parse("tcp://builder.internal:1234/").unwrap(),
+            EngineAddr::Tcp("builder.internal:1234".to_owned())
+        );
+    }
+
+    #[test]
+    fn rejects_other_endpoints_naming_them() {
+        for bad in [
+            "unix://relative.sock",
+            "tcp://host",
+            "ssh://me@host",
+            "npipe:////./pipe/docker",
+            "docker",
+        ] {
+            let err = EngineAddr::parse(bad).unwrap_err();
+            assert!(err.0.contains("endpoint `"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn redacts_credentials_in_endpoints() {
+        assert_eq!(redact("tcp://user:secret@host:2375"), "tcp://***@host:2375");
+        assert_eq!(redact("unix:///run/docker.sock"), "unix:///run/docker.sock");
+        assert_eq!(redact("tcp://host:1/a@b"), "tcp://host:1/a@b");
+        let err = EngineAddr::parse("ssh://user:secret@host").unwrap_err();
+        assert!(!err.0.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn reads_system_df_build_cache() {
+        let json = r#"{"BuildCache":[{"ID":"abc","Parent":"p1","Type":"regular",
+            "Description":"mount / from exec /bin/sh -c true","InUse":false,"Shared":true,"Size":6,
+            "CreatedAt":"2026-01-02T03:04:05.5Z","LastUsedAt":null,"UsageCount":2}]}"#;
+        let df: SystemDf = serde_json::from_str(json).unwrap();
+        let records: Vec<_> = df
+            .build_cache
+            .unwrap()
+            .into_iter()
+            .map(DfBuildCache::into_record)
+            .collect();
+        assert_eq!(records[0].id, "abc");
+        assert_eq!(records[0].parents, ["p1"]);
+        assert_eq!(records[0].usage_count, 2);
+        assert_eq!(records[0].created_at, Some(1_767_323_045_500_000));
+        assert_eq!(records[0].last_used_at, None);
+    }
+}

@@ -1,0 +1,3 @@
+//! JSON wire types, separate from the domain types; each format carries a version.
+
+pub mod provenance;

@@ -1,0 +1,396 @@
+//! The provenance JSON Lines format of `import` and `export`
+//! (`schema/provenance-line.schema.json`).
+//!
+//! One JSON object a line, each with `"v": 1` and a `"type"`: `pipeline`, `builder`, `run` or
+//! `purge`. A run line carries everything about one build, so a line is one transaction unit.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    Artifact, Backend, BuilderInfo, BuilderRecord, Digest, Driver, ImageRef, MountUse, PipelineInfo, PurgeTarget,
+    RecordEvidence, RunRecord, RunStatus, clean_path, normalize_mount_id,
+};
+use crate::store::{ExportItem, ImportItem};
+use crate::time::{self, Micros};
+
+/// The format version this build reads and writes.
+pub const VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Line {
+    Pipeline {
+        v: u32,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        project: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trust_level: Option<String>,
+    },
+    Builder {
+        v: u32,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        driver: Option<Driver>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        endpoint: Option<String>,
+    },
+    Run(Box<RunLine>),
+    Purge {
+        v: u32,
+        builder: String,
+        /// The mount id, for a mount purge; absent for a prune of the whole builder cache.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mount: Option<String>,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        namespace: String,
+        at: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        source: String,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunLine {
+    pub v: u32,
+    pub pipeline: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_level: Option<String>,
+    pub run: String,
+    #[serde(default)]
+    pub step: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builder: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    pub started_at: String,
+    pub finished_at: String,
+    #[serde(default)]
+    pub status: RunStatus,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub imported: Vec<ArtifactWire>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exported: Vec<ArtifactWire>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub produced: Vec<ArtifactWire>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub base_images: Vec<ArtifactWire>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<MountUse>,
+    /// Absent when the hook could not see the builder's records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<RecordEvidence>,
+}
+
+/// An artifact: a registry reference string (`registry/repo[:tag]@digest`), or an object for
+/// the other backends.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ArtifactWire {
+    Reference(String),
+    Other {
+        backend: Backend,
+        /// The builder for local images; bucket, account or path for the other backends.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        locator: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        digest: Option<String>,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tag: Option<String>,
+    },
+}
+
+impl ArtifactWire {
+    fn into_artifact(self, field: &str) -> Result<Artifact, String> {
+        match self {
+            Self::Reference(reference) => {
+                let parsed = ImageRef::parse(&reference, field).map_err(|e| e.to_string())?;
+                Ok(Artifact::registry(&parsed))
+            }
+            Self::Other {
+                backend,
+                locator,
+                digest,
+                key,
+                tag,
+            } => {
+                let digest = digest
+                    .map(|d| Digest::parse(&d, field))
+                    .transpose()
+                    .map_err(|e| e.to_string())?;
+                if backend == Backend::Registry {
+                    return Err(format!("`{field}`: registry artifacts are written as reference strings"));
+                }
+                Ok(Artifact {
+                    backend,
+                    locator,
+                    digest,
+                    key,
+                    tag,
+                })
+            }
+        }
+    }
+
+    fn from_artifact(artifact: &Artifact) -> Self {
+        if artifact.backend == Backend::Registry {
+            let mut s = artifact.locator.clone();
+            if let Some(tag) = &artifact.tag {
+                s.push(':');
+                s.push_str(tag);
+            }
+            if let Some(d) = &artifact.digest {
+                s.push('@');
+                s.push_str(d.as_str());
+            }
+            return Self::Reference(s);
+        }
+        Self::Other {
+            backend: artifact.backend,
+            locator: artifact.locator.clone(),
+            digest: artifact.digest.as_ref().map(|d| d.to_string()),
+            key: artifact.key.clone(),
+            tag: artifact.tag.clone(),
+        }
+    }
+}
+
+/// Parses one line into what the store takes. The error is the message without the line
+/// number, which the caller adds.
+pub fn parse_line(text: &str) -> Result<ImportItem, String> {
+    let line: Line = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let check_version = |v: u32| {
+        if v == VERSION {
+            Ok(())
+        } else {
+            Err(format!("unsupported format version {v} (this cachewarden reads {VERSION})"))
+        }
+    };
+    match line {
+        Line::Pipeline {
+            v,
+            name,
+            project,
+            trust_level,
+        } => {
+            check_version(v)?;
+            non_empty(&name, "name")?;
+            Ok(ImportItem::Pipeline(PipelineInfo {
+                name,
+                project,
+                trust_level,
+            }))
+        }
+        Line::Builder {
+            v,
+            name,
+            driver,
+            endpoint,
+        } => {
+            check_version(v)?;
+            non_empty(&name, "name")?;
+            Ok(ImportItem::Builder(BuilderInfo { name, driver, endpoint }))
+        }
+        Line::Purge {
+            v,
+            builder,
+            mount,
+            namespace,
+            at,
+            source,
+        } => {
+            check_version(v)?;
+            non_empty(&builder, "builder")?;
+            let at = time::parse_rfc3339(&at, "at").map_err(|e| e.to_string())?;
+            let target = match mount {
+                Some(mount) => PurgeTarget::Mount {
+                    builder,
+                    mount: normalize_mount_id(&mount, &namespace, false),
+                    namespace,
+                },
+                None => PurgeTarget::Builder { builder },
+            };
+            Ok(ImportItem::Purge { target, at, source })
+        }
+        Line::Run(run) => {
+            check_version(run.v)?;
+            Ok(ImportItem::Run(Box::new(run_from_line(*run)?)))
+        }
+    }
+}
+
+fn non_empty(value: &str, field: &str) -> Result<(), String> {
+    if value.trim().is_empty() {
+        Err(format!("`{field}` is empty"))
+    } else {
+        Ok(())
+    }
+}
+
+fn run_from_line(line: RunLine) -> Result<RunRecord, String> {
+    non_empty(&line.pipeline, "pipeline")?;
+    non_empty(&line.run, "run")?;
+    if line.run.contains('/') {
+        return Err(format!("`run` `{}` contains `/`", line.run));
+    }
+    let started_at: Micros = time::parse_rfc3339(&line.started_at, "started_at").map_err(|e| e.to_string())?;
+    let finished_at: Micros = time::parse_rfc3339(&line.finished_at, "finished_at").map_err(|e| e.to_string())?;
+    if finished_at < started_at {
+        return Err(format!(
+            "`finished_at` `{}` is before `started_at` `{}`",
+            line.finished_at, line.started_at
+        ));
+    }
+    let artifacts = |list: Vec<ArtifactWire>, field: &str| -> Result<Vec<Artifact>, String> {
+        list.into_iter().map(|a| a.into_artifact(field)).collect()
+    };
+    let mounts = line
+        .mounts
+        .into_iter()
+        .map(|mut m| {
+            non_empty(&m.id, "mounts[].id")?;
+            m.id = normalize_mount_id(&m.id, &m.namespace, false);
+            m.target = m.target.map(|t| clean_path(&t));
+            Ok(m)
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(RunRecord {
+        pipeline: PipelineInfo {
+            name: line.pipeline,
+            project: line.project,
+            trust_level: line.trust_level,
+        },
+        run_id: line.run,
+        step: line.step,
+        commit: line.commit,
+        git_ref: line.git_ref,
+        builder: line.builder.map(|name| BuilderInfo {
+            name,
+            driver: None,
+            endpoint: None,
+        }),
+        started_at,
+        finished_at,
+        status: line.status,
+        imported: artifacts(line.imported, "imported")?,
+        exported: artifacts(line.exported, "exported")?,
+        produced: artifacts(line.produced, "produced")?,
+        base_images: artifacts(line.base_images, "base_images")?,
+        mounts,
+        records: line.records.map(|mut r| {
+            r.created.sort_by(|a, b| a.id.cmp(&b.id));
+            r.reused.sort_by(|a, b| a.id.cmp(&b.id));
+            r
+        }),
+    })
+}
+
+/// The line for one exported unit.
+pub fn line_of(item: &ExportItem) -> Line {
+    match item {
+        ExportItem::Pipeline(p) => Line::Pipeline {
+            v: VERSION,
+            name: p.name.clone(),
+            project: p.project.clone(),
+            trust_level: p.trust_level.clone(),
+        },
+        ExportItem::Builder(b) => Line::Builder {
+            v: VERSION,
+            name: b.name.clone(),
+            driver: b.driver,
+            endpoint: b.endpoint.clone(),
+        },
+        ExportItem::Run(run) => Line::Run(Box::new(run_line(run))),
+        ExportItem::Purge { target, at, source } => {
+            let (builder, mount, namespace) = match target {
+                PurgeTarget::Builder { builder } => (builder.clone(), None, String::new()),
+                PurgeTarget::Mount {
+                    builder,
+                    mount,
+                    namespace,
+                } => (builder.clone(), Some(mount.clone()), namespace.clone()),
+            };
+            Line::Purge {
+                v: VERSION,
+                builder,
+                mount,
+                namespace,
+                at: time::format(*at),
+                source: source.clone(),
+            }
+        }
+    }
+}
+
+/// The run line of a record (also what `record --format json` prints).
+pub fn run_line(run: &RunRecord) -> RunLine {
+    let wires = |list: &[Artifact]| list.iter().map(ArtifactWire::from_artifact).collect();
+    RunLine {
+        v: VERSION,
+        pipeline: run.pipeline.name.clone(),
+        project: run.pipeline.project.clone(),
+        trust_level: run.pipeline.trust_level.clone(),
+        run: run.run_id.clone(),
+        step: run.step.clone(),
+        builder: run.builder.as_ref().map(|b| b.name.clone()),
+        commit: run.commit.clone(),
+        git_ref: run.git_ref.clone(),
+        started_at: time::format(run.started_at),
+        finished_at: time::format(run.finished_at),
+        status: run.status,
+        imported: wires(&run.imported),
+        exported: wires(&run.exported),
+        produced: wires(&run.produced),
+        base_images: wires(&run.base_images),
+        mounts: run.mounts.clone(),
+        records: run.records.clone(),
+    }
+}
+
+/// Record evidence, for callers building run lines by hand.
+pub fn evidence(created: Vec<BuilderRecord>, reused: Vec<BuilderRecord>) -> RecordEvidence {
+    RecordEvidence {
+        created,
+        reused,
+        overlapped: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_line_round_trips() {
+        let text = r#"{"v":1,"type":"run","pipeline":"web","run":"7-1","step":"Dockerfile","builder":"ci-1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:05:00Z","imported":["localhost:5000/web:cache@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"],"exported":[{"backend":"gha","key":"web-main"}],"mounts":[{"id":"//root/.cache/pip","sharing":"locked"}]}"#;
+        let ImportItem::Run(run) = parse_line(text).unwrap() else {
+            panic!("not a run")
+        };
+        assert_eq!(run.mounts[0].id, "/root/.cache/pip");
+        assert_eq!(run.imported[0].locator, "localhost:5000/web");
+        assert_eq!(run.imported[0].tag.as_deref(), Some("cache"));
+        let again = serde_json::to_string(&Line::Run(Box::new(run_line(&run)))).unwrap();
+        let ImportItem::Run(run2) = parse_line(&again).unwrap() else {
+            panic!("not a run")
+        };
+        assert_eq!(run, run2);
+    }
+
+    #[test]
+    fn bad_lines_say_what_is_wrong() {
+        assert!(parse_line("{").unwrap_err().contains("invalid JSON"));
+        let err = parse_line(r#"{"v":1,"type":"run","pipeline":"p","run":"1","started_at":"now","finished_at":"2026-01-01T00:00:00Z"}"#).unwrap_err();
+        assert!(err.contains("`now`"), "{err}");
+        let err = parse_line(r#"{"v":2,"type":"pipeline","name":"p"}"#).unwrap_err();
+        assert!(err.contains("version 2"), "{err}");
+        let err = parse_line(r#"{"v":1,"type":"run","pipeline":"p","run":"1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:00:00Z","imported":["reg.io/x@sha256:zz"]}"#).unwrap_err();
+        assert!(err.contains("sha256:zz"), "{err}");
+    }
+}

@@ -1,0 +1,87 @@
+//! Real services for integration tests: a private Docker Engine and a loopback registry.
+//!
+//! Each service lives in its own temporary directory and is stopped, unmounted and removed
+//! when its handle is dropped, so tests can start as many as they need in parallel.
+
+#![allow(dead_code)]
+
+pub mod dockerd;
+pub mod forward;
+pub mod http;
+pub mod registry;
+
+pub use dockerd::Dockerd;
+pub use registry::{Registry, RegistryOpts};
+
+use std::path::Path;
+
+/// The Docker Engine daemon the harness starts.
+pub const DOCKERD: &str = "/usr/sbin/dockerd";
+/// The Docker client with BuildKit support.
+pub const DOCKER: &str = "/usr/bin/docker";
+/// distribution's registry server.
+pub const DOCKER_REGISTRY: &str = "/usr/bin/docker-registry";
+/// The static busybox the test images are made of.
+pub const BUSYBOX: &str = "/bin/busybox";
+/// Set to `1` to skip the tests whose services are missing instead of failing them.
+pub const SKIP_ENV: &str = "CACHEWARDEN_SKIP_SERVICES";
+
+/// Checks that the Docker Engine tests can run: the binaries exist and we are root.
+///
+/// Returns `false` when they cannot and `CACHEWARDEN_SKIP_SERVICES=1` allows skipping; the
+/// caller then returns early. Without that variable a missing service fails the test.
+pub fn require_dockerd() -> bool {
+    require("a private Docker Engine", &[DOCKERD, DOCKER, BUSYBOX], true)
+}
+
+/// Checks that the registry tests can run; see [`require_dockerd`].
+pub fn require_registry() -> bool {
+    require("a loopback registry", &[DOCKER_REGISTRY], false)
+}
+
+fn require(what: &str, binaries: &[&str], needs_root: bool) -> bool {
+    let mut missing: Vec<String> = binaries
+        .iter()
+        .filter(|b| !Path::new(b).exists())
+        .map(|b| format!("`{b}` is missing"))
+        .collect();
+    if needs_root && unsafe { libc::geteuid() } != 0 {
+        missing.push("the tests are not running as root".to_owned());
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let reason = missing.join(", ");
+    if std::env::var(SKIP_ENV).is_ok_and(|v| v == "1") {
+        eprintln!("skipped: this test needs {what}, but {reason} ({SKIP_ENV}=1)");
+        return false;
+    }
+    panic!(
+        "this test needs {what}, but {reason}; install docker.io, docker-registry and \
+         busybox-static and run as root, or set {SKIP_ENV}=1 to skip"
+    );
+}
+
+/// Polls `ready` every 50 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: std::time::Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if ready() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The last `max` bytes of a log file, for failure messages.
+pub fn log_tail(path: &Path, max: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let start = text.len().saturating_sub(max);
+    String::from_utf8_lossy(&text[start..]).into_owned()
+}
+
+#[cfg(test)]
+mod selftest;

@@ -1,0 +1,223 @@
+//! The command line: help, record, import, export and bad input.
+
+use insta::assert_snapshot;
+
+use crate::common::{Env, digest, ok, output};
+
+/// The top-level help lists every command and the exit codes.
+#[test]
+fn help() {
+    let env = Env::new();
+    assert_snapshot!(output(&env, env.cmd().arg("--help")));
+}
+
+/// `record --help` documents every hook flag.
+#[test]
+fn record_help() {
+    let env = Env::new();
+    assert_snapshot!(output(&env, env.cmd().args(["record", "--help"])));
+}
+
+/// A recorded run comes back out of export with every input kind.
+#[test]
+fn record_then_export() {
+    let env = Env::new();
+    let dockerfile = env.write(
+        "Dockerfile",
+        "ARG BASE=127.0.0.1:5000/base:1\nFROM $BASE AS build\nRUN --mount=type=cache,target=/root/.cache/pip \\\n    --mount=type=cache,id=wheels,target=/w,sharing=locked,readonly pip install .\nFROM build\n",
+    );
+    let out = output(
+        &env,
+        env.cmd().args([
+            "record",
+            "--pipeline",
+            "web",
+            "--run",
+            "41-1",
+            "--project",
+            "acme/web",
+            "--trust-level",
+            "internal",
+            "--builder",
+            "ci-1",
+            "--started-at",
+            "2026-03-01T10:00:00Z",
+            "--finished-at",
+            "2026-03-01T10:04:00Z",
+            "--cache-from",
+            &format!("127.0.0.1:5000/web:cache@{}", digest('a')),
+            "--cache-to",
+            "type=registry,ref=127.0.0.1:5000/web:cache,mode=max",
+            "--cache-to",
+            "type=gha,scope=web-main",
+            "--image",
+            &format!("127.0.0.1:5000/web:41@{}", digest('b')),
+            "--dockerfile",
+            dockerfile.to_str().unwrap(),
+            "--format",
+            "json",
+        ]),
+    );
+    assert_snapshot!(out);
+    assert_snapshot!("record_then_export_store", ok(env.cmd().arg("export")));
+}
+
+/// Recording the same run twice stores it once.
+#[test]
+fn record_is_idempotent() {
+    let env = Env::new();
+    let args = [
+        "record",
+        "--pipeline",
+        "web",
+        "--run",
+        "1",
+        "--builder",
+        "b",
+        "--mount",
+        "/root/.cache/pip",
+        "--finished-at",
+        "2026-03-01T10:00:00Z",
+    ];
+    ok(env.cmd().args(args));
+    ok(env.cmd().args(args));
+    let export = ok(env.cmd().arg("export"));
+    assert_eq!(export.lines().filter(|l| l.contains("\"type\":\"run\"")).count(), 1, "{export}");
+}
+
+/// The LLB form of a mount id and the Dockerfile form are one mount.
+#[test]
+fn llb_mount_ids_are_normalized() {
+    let env = Env::new();
+    for (run, id) in [("1", "//root/.cache/pip"), ("2", "/root/.cache/pip")] {
+        ok(env
+            .cmd()
+            .args(["record", "--pipeline", "p", "--run", run, "--builder", "b", "--mount", id]));
+    }
+    let export = ok(env.cmd().arg("export"));
+    assert_eq!(export.matches("\"id\":\"/root/.cache/pip\"").count(), 2, "{export}");
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let mounts: i64 = conn.query_row("SELECT count(*) FROM mounts", [], |r| r.get(0)).unwrap();
+    assert_eq!(mounts, 1);
+}
+
+/// Export then import into a fresh store gives the same export.
+#[test]
+fn export_import_round_trip() {
+    let env = Env::new();
+    let lines = format!(
+        concat!(
+            r#"{{"v":1,"type":"pipeline","name":"web","project":"acme","trust_level":"release"}}"#,
+            "\n",
+            r#"{{"v":1,"type":"run","pipeline":"web","run":"1","step":"s","builder":"b1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","imported":["r.io/web:cache@{a}"],"exported":["r.io/web:cache@{b}"],"mounts":[{{"id":"pip","sharing":"private","uid":1000}}],"records":{{"created":[{{"id":"x1","type":"regular","description":"RUN make"}}],"reused":[]}}}}"#,
+            "\n",
+            r#"{{"v":1,"type":"purge","builder":"b1","mount":"pip","at":"2026-01-02T00:00:00Z"}}"#,
+            "\n"
+        ),
+        a = digest('a'),
+        b = digest('b')
+    );
+    let file = env.write("in.jsonl", &lines);
+    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+    let first = ok(env.cmd().arg("export"));
+    let copy = env.write("copy.jsonl", &first);
+    let other = env.path().join("other.db");
+    ok(env.cmd().args(["--db", other.to_str().unwrap(), "import", copy.to_str().unwrap()]));
+    let second = ok(env.cmd().args(["--db", other.to_str().unwrap(), "export"]));
+    assert_eq!(first, second);
+    assert_snapshot!(first);
+}
+
+/// A bad line names its line number and nothing of its batch is written.
+#[test]
+fn import_bad_line_writes_nothing() {
+    let env = Env::new();
+    let good = r#"{"v":1,"type":"pipeline","name":"web"}"#;
+    let file = env.write("in.jsonl", &format!("{good}\n{good}\n{{\"v\":1,\"type\":\"pipeline\"\n"));
+    assert_snapshot!(output(&env, env.cmd().args(["import", file.to_str().unwrap()])));
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let n: i64 = conn.query_row("SELECT count(*) FROM pipelines", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 0);
+}
+
+/// Every kind of bad input gets one line naming the value, exit 2, and an unchanged store.
+#[test]
+fn bad_input_per_kind() {
+    let env = Env::new();
+    ok(env.cmd().args(["record", "--pipeline", "p", "--run", "1", "--builder", "b"]));
+    let before = ok(env.cmd().arg("export"));
+    let bad_dockerfile = env.write("bad/Dockerfile", "RUN echo no from\n");
+    let bad_meta = env.write("bad/meta.json", "{\"containerimage.digest\": 7");
+    let bad_config = env.write("bad/config.toml", "[[builder]]\nname = \"x\"\nendpoint = 3\n");
+    let cases: Vec<Vec<String>> = vec![
+        vec!["--cache-from".into(), "Not A Ref".into()],
+        vec!["--image".into(), "reg.io/app@sha256:1234".into()],
+        vec!["--started-at".into(), "yesterday".into()],
+        vec!["--cache-to".into(), "type=bogus".into()],
+        vec!["--mount".into(), "pip,sometimes".into()],
+        vec!["--trust-level".into(), "godlike".into()],
+        vec!["--dockerfile".into(), "missing/Dockerfile".into()],
+        vec!["--dockerfile".into(), bad_dockerfile.display().to_string()],
+        vec!["--metadata-file".into(), bad_meta.display().to_string()],
+    ];
+    let mut all = String::new();
+    for case in cases {
+        let mut cmd = env.cmd();
+        cmd.args(["record", "--pipeline", "p", "--run", "2", "--builder", "b"]).args(&case);
+        let out = output(&env, &mut cmd);
+        assert!(out.starts_with("exit: 2\n"), "{case:?}: {out}");
+        let stderr = out.split("--- stderr\n").nth(1).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{case:?}: {out}");
+        all.push_str(&format!("{}\n", stderr.trim_end()));
+    }
+    let mut cmd = env.cmd();
+    cmd.args(["--config", bad_config.to_str().unwrap(), "record", "--pipeline", "p", "--run", "3"]);
+    all.push_str(&output(&env, &mut cmd));
+    assert_snapshot!(all);
+    assert_eq!(ok(env.cmd().arg("export")), before);
+}
+
+/// A database written by a newer cachewarden is refused with exit 3 and left alone.
+#[test]
+fn newer_schema_is_refused() {
+    let env = Env::new();
+    ok(env.cmd().args(["record", "--pipeline", "p", "--run", "1"]));
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    conn.pragma_update(None, "user_version", 42).unwrap();
+    drop(conn);
+    assert_snapshot!(output(&env, env.cmd().args(["record", "--pipeline", "p", "--run", "2"])));
+}
+
+/// Eight processes recording into one fresh database at once lose nothing.
+#[test]
+fn concurrent_records_lose_nothing() {
+    let env = Env::new();
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            env.cmd()
+                .args([
+                    "record",
+                    "--pipeline",
+                    &format!("p{}", i % 3),
+                    "--run",
+                    &i.to_string(),
+                    "--builder",
+                    "shared",
+                    "--mount",
+                    "/root/.cache/pip",
+                    "--cache-from",
+                    &format!("r.io/app:cache@{}", digest('c')),
+                ])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let export = ok(env.cmd().arg("export"));
+    assert_eq!(export.lines().filter(|l| l.contains("\"type\":\"run\"")).count(), 8);
+    assert_eq!(export.lines().filter(|l| l.contains("\"type\":\"pipeline\"")).count(), 3);
+}

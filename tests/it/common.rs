@@ -1,0 +1,95 @@
+//! Shared helpers: run the real executable in an isolated environment.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// CI variables the hook reads; cleared so the host's CI does not leak into tests.
+const CI_VARS: &[&str] = &[
+    "GITHUB_ACTIONS",
+    "GITLAB_CI",
+    "BUILDKITE",
+    "JENKINS_URL",
+    "CIRCLECI",
+    "CACHEWARDEN_DB",
+    "CACHEWARDEN_CONFIG",
+    "CACHEWARDEN_BUILDER",
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "BUILDX_BUILDER",
+];
+
+/// A temporary home with its own database path.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("store.db")
+    }
+
+    /// `cachewarden` with HOME, XDG dirs and the database inside this environment.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin!("cachewarden"));
+        for var in CI_VARS {
+            cmd.env_remove(var);
+        }
+        cmd.env("HOME", self.path())
+            .env("XDG_CONFIG_HOME", self.path().join("config"))
+            .env("XDG_DATA_HOME", self.path().join("data"))
+            .env("CACHEWARDEN_DB", self.db())
+            .env("NO_COLOR", "1")
+            .current_dir(self.path());
+        cmd
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+/// Exit code, stdout and stderr, with this environment's paths replaced by `[TEMP]`.
+pub fn output(env: &Env, cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run cachewarden");
+    let clean = |bytes: &[u8]| {
+        String::from_utf8_lossy(bytes)
+            .replace(&env.path().display().to_string(), "[TEMP]")
+    };
+    format!(
+        "exit: {}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code().map_or("signal".to_owned(), |c| c.to_string()),
+        clean(&out.stdout),
+        clean(&out.stderr)
+    )
+}
+
+/// Runs and asserts success; returns stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run cachewarden");
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn digest(c: char) -> String {
+    format!("sha256:{}", c.to_string().repeat(64))
+}

@@ -1,0 +1,153 @@
+//! `wrap` around real builds and pushes on a private dockerd and a loopback registry.
+
+use std::process::Command;
+
+use crate::common::{Env, ok};
+use crate::harness::{self, Dockerd, Registry, RegistryOpts};
+
+/// A CI job's view: `cachewarden wrap` aimed at the test daemon, with a job identity.
+fn wrap(env: &Env, dockerd: &Dockerd, pipeline: &str, run: &str, command: &[&str]) -> Command {
+    let mut cmd = env.cmd();
+    cmd.env("DOCKER_HOST", dockerd.host())
+        .env("DOCKER_CONFIG", dockerd.config_dir())
+        .env("DOCKER_BUILDKIT", "1")
+        .env("BUILDKIT_PROGRESS", "plain")
+        .args(["wrap", "--pipeline", pipeline, "--run", run, "--"])
+        .arg(harness::DOCKER)
+        .args(command);
+    cmd
+}
+
+fn run_line(export: &str, pipeline: &str, run: &str) -> serde_json::Value {
+    export
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["type"] == "run" && v["pipeline"] == pipeline && v["run"] == run)
+        .unwrap_or_else(|| panic!("no run {pipeline}/{run} in\n{export}"))
+}
+
+/// Build, push and re-import with inline cache: every digest, mount and builder record lands
+/// in the store, and a failed build is recorded as failed with the build's own exit code.
+#[test]
+fn wrap_records_builds_pushes_and_failures() {
+    if !harness::require_dockerd() || !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let dockerd = Dockerd::start();
+    let env = Env::new();
+    let reg = registry.host();
+    let base = format!("{reg}/base:1");
+    dockerd.import_busybox(&base);
+    dockerd.run(["push", &base]);
+    let ctx = env.write(
+        "app/Dockerfile",
+        &format!(
+            "FROM {base}\nRUN --mount=type=cache,target=/root/.cache/pip \\\n    echo dep > /root/.cache/pip/dep && cp /root/.cache/pip/dep /dep\n"
+        ),
+    );
+    let ctx = ctx.parent().unwrap().to_str().unwrap().to_owned();
+    let cache = format!("{reg}/app:cache");
+
+    let out = wrap(
+        &env,
+        &dockerd,
+        "app",
+        "1",
+        &["build", "--network=none", "--build-arg", "BUILDKIT_INLINE_CACHE=1", "-t", &cache, &ctx],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = wrap(&env, &dockerd, "app", "1", &["push", &cache]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("digest: sha256:"), "push output is passed through");
+
+    let pushed = registry
+        .request(
+            crate::harness::http::Request::new("HEAD", "/v2/app/manifests/cache")
+                .header("Accept", "application/vnd.docker.distribution.manifest.v2+json"),
+        )
+        .header("Docker-Content-Digest")
+        .unwrap()
+        .to_owned();
+    let base_digest = dockerd.run(["image", "inspect", "--format", "{{index .RepoDigests 0}}", &base]);
+    let base_digest = base_digest.trim().split('@').nth(1).unwrap().to_owned();
+
+    let export = ok(env.cmd().arg("export"));
+    let first = run_line(&export, "app", "1");
+    assert_eq!(first["status"], "succeeded");
+    assert!(first["builder"].as_str().unwrap().starts_with("docker@"), "{first}");
+    let produced = first["produced"].to_string();
+    let exported = first["exported"].to_string();
+    assert!(produced.contains(&format!("{reg}/app:cache@{pushed}")), "{first}");
+    assert!(exported.contains(&format!("{reg}/app:cache@{pushed}")), "inline cache is an export: {first}");
+    assert!(first["base_images"].to_string().contains(&format!("{reg}/base:1@{base_digest}")), "{first}");
+    assert_eq!(first["mounts"][0]["id"], "/root/.cache/pip");
+    let created = first["records"]["created"].as_array().unwrap();
+    assert!(
+        created.iter().any(|r| r["type"] == "regular" && r["description"].as_str().unwrap().contains("/dep")),
+        "the RUN layer is a created record: {first}"
+    );
+
+    // A second job imports the cache by tag: the import is pinned to the pushed digest and
+    // the cached step shows up as a reused record.
+    let out = wrap(
+        &env,
+        &dockerd,
+        "victim",
+        "9",
+        &["build", "--network=none", "--cache-from", &cache, "-t", "victim:1", &ctx],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let export = ok(env.cmd().arg("export"));
+    let victim = run_line(&export, "victim", "9");
+    assert!(victim["imported"].to_string().contains(&format!("{reg}/app:cache@{pushed}")), "{victim}");
+    let reused = victim["records"]["reused"].as_array().unwrap();
+    assert!(
+        reused.iter().any(|r| r["description"].as_str().unwrap_or("").contains("/dep")),
+        "{victim}"
+    );
+
+    // A failing build: wrap exits with the build's code and records the failure.
+    let bad = env.write("bad/Dockerfile", &format!("FROM {base}\nRUN exit 3\n"));
+    let out = wrap(
+        &env,
+        &dockerd,
+        "app",
+        "2",
+        &["build", "--network=none", bad.parent().unwrap().to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let export = ok(env.cmd().arg("export"));
+    assert_eq!(run_line(&export, "app", "2")["status"], "failed");
+}
+
+/// A store that cannot be written never fails the build: wrap warns and passes the status on.
+#[test]
+fn recording_trouble_never_fails_the_build() {
+    if !harness::require_dockerd() {
+        return;
+    }
+    let dockerd = Dockerd::start();
+    let env = Env::new();
+    dockerd.import_busybox("base:1");
+    let ctx = env.write("c/Dockerfile", "FROM base:1\nRUN echo ok\n");
+    std::fs::create_dir_all(env.db()).unwrap();
+    let out = wrap(
+        &env,
+        &dockerd,
+        "p",
+        "1",
+        &["build", "--network=none", ctx.parent().unwrap().to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("warning: the build was not recorded"), "{stderr}");
+}
