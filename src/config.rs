@@ -39,6 +39,11 @@ pub struct Config {
     pub builders: Vec<BuilderConfig>,
     #[serde(default, rename = "registry")]
     pub registries: Vec<RegistryConfig>,
+    /// What destructive actions may touch.
+    #[serde(default)]
+    pub scope: Scope,
+    #[serde(default)]
+    pub purge: PurgeConfig,
     /// Where the file was read from, for messages.
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -65,6 +70,83 @@ pub struct RegistryConfig {
     /// Where credentials come from.
     #[serde(default)]
     pub credentials: CredentialSource,
+}
+
+/// The purge scope: registries, repositories and builders cachewarden may act on. An action
+/// outside it is reported and never executed. An empty scope allows nothing.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scope {
+    /// Registry hosts (`host[:port]`).
+    #[serde(default)]
+    pub registries: Vec<String>,
+    /// `registry/repository` patterns where `*` matches within a path component and `**`
+    /// across components; empty means every repository of the listed registries.
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    /// Builder names.
+    #[serde(default)]
+    pub builders: Vec<String>,
+}
+
+impl Scope {
+    pub fn allows_repository(&self, registry: &str, repository: &str) -> bool {
+        if !self.registries.iter().any(|r| r == registry) {
+            return false;
+        }
+        let name = format!("{registry}/{repository}");
+        self.repositories.is_empty() || self.repositories.iter().any(|p| glob_match(p, &name))
+    }
+
+    pub fn allows_builder(&self, builder: &str) -> bool {
+        self.builders.iter().any(|b| b == builder)
+    }
+}
+
+/// `*` matches within one `/`-separated component, `**` across components.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match p {
+            [] => t.is_empty(),
+            [b'*', b'*', rest @ ..] => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            [b'*', rest @ ..] => {
+                let stop = t.iter().position(|&c| c == b'/').unwrap_or(t.len());
+                (0..=stop).any(|i| go(rest, &t[i..]))
+            }
+            [c, rest @ ..] => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    go(pattern.as_bytes(), text.as_bytes())
+}
+
+/// Purge settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeConfig {
+    /// Builder records last used this long before a builder's taint time are pruned too,
+    /// allowing for clock skew between CI runners and builders.
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew_seconds: u64,
+    /// Actions in flight per registry and per builder.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+impl Default for PurgeConfig {
+    fn default() -> Self {
+        Self {
+            clock_skew_seconds: default_clock_skew(),
+            concurrency: default_concurrency(),
+        }
+    }
+}
+
+fn default_clock_skew() -> u64 {
+    300
+}
+
+fn default_concurrency() -> usize {
+    8
 }
 
 /// Where registry credentials come from.
@@ -213,6 +295,20 @@ credentials = "anonymous"
         assert_eq!(config.trust_rank("branch"), Some(1));
         assert_eq!(config.builder("ci-1").unwrap().driver, Some(Driver::Docker));
         assert!(config.registry("localhost:5000").unwrap().insecure);
+    }
+
+    #[test]
+    fn scope_patterns_match_components() {
+        let scope = Scope {
+            registries: vec!["r.io".into()],
+            repositories: vec!["r.io/team/*".into(), "r.io/deep/**".into()],
+            builders: vec!["ci-1".into()],
+        };
+        assert!(scope.allows_repository("r.io", "team/app"));
+        assert!(!scope.allows_repository("r.io", "team/app/sub"));
+        assert!(scope.allows_repository("r.io", "deep/a/b"));
+        assert!(!scope.allows_repository("other.io", "team/app"));
+        assert!(scope.allows_builder("ci-1") && !scope.allows_builder("ci-2"));
     }
 
     #[test]

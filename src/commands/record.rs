@@ -226,7 +226,18 @@ pub fn build_record(
 /// `--step` default: the Dockerfile path and target (`docker/Dockerfile:release`), prefixed
 /// by the CI job when one is known.
 pub fn default_step(dockerfile: Option<&Path>, target: Option<&str>, job: Option<&str>) -> String {
-    let mut step = dockerfile.map_or_else(|| "Dockerfile".to_owned(), |p| p.display().to_string());
+    // Relative to the working directory, so that checkouts in different places agree.
+    let cwd = std::env::current_dir().ok();
+    let mut step = dockerfile.map_or_else(
+        || "Dockerfile".to_owned(),
+        |p| {
+            cwd.as_deref()
+                .and_then(|cwd| p.strip_prefix(cwd).ok())
+                .unwrap_or(p)
+                .display()
+                .to_string()
+        },
+    );
     if let Some(target) = target {
         step.push(':');
         step.push_str(target);

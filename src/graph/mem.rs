@@ -3,8 +3,8 @@
 //! Event times follow the store: reads carry the run's finish time, writes its start time.
 
 use super::source::{
-    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, MountId, MountInfo, RecordId, RecordInfo, RunId,
-    RunInfo, Source, Write,
+    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestRead, MountId, MountInfo,
+    RecordId, RecordInfo, RunId, RunInfo, Source, Write,
 };
 use crate::model::{Backend, RunKey, RunStatus};
 use crate::time::Micros;
@@ -45,6 +45,8 @@ pub struct History {
     pub(super) events: Vec<(RunId, Event)>,
     pub(super) mount_purges: Vec<(MountId, Micros)>,
     pub(super) builder_prunes: Vec<(BuilderId, Micros)>,
+    /// How many times a trace asked for a mount's readers.
+    pub mount_reader_queries: usize,
 }
 
 fn index(id: i64) -> usize {
@@ -86,7 +88,13 @@ impl History {
         self.artifact(Backend::Registry, locator, digest, "")
     }
 
-    pub fn artifact(&mut self, backend: Backend, locator: &str, digest: &str, key: &str) -> ArtifactId {
+    pub fn artifact(
+        &mut self,
+        backend: Backend,
+        locator: &str,
+        digest: &str,
+        key: &str,
+    ) -> ArtifactId {
         let id = next_id(self.artifacts.len());
         self.artifacts.push(ArtifactInfo {
             id,
@@ -104,7 +112,13 @@ impl History {
         self.artifacts[index(artifact)].tags.push(tag.to_owned());
     }
 
-    pub fn record(&mut self, builder: BuilderId, record_id: &str, record_type: &str, description: &str) -> RecordId {
+    pub fn record(
+        &mut self,
+        builder: BuilderId,
+        record_id: &str,
+        record_type: &str,
+        description: &str,
+    ) -> RecordId {
         let id = next_id(self.records.len());
         self.records.push(RecordInfo {
             id,
@@ -117,7 +131,13 @@ impl History {
     }
 
     /// A successful run `pipeline/run_key/build` without a builder or record evidence.
-    pub fn run(&mut self, pipeline: &str, run_key: &str, started_at: Micros, finished_at: Micros) -> RunId {
+    pub fn run(
+        &mut self,
+        pipeline: &str,
+        run_key: &str,
+        started_at: Micros,
+        finished_at: Micros,
+    ) -> RunId {
         let id = next_id(self.runs.len());
         self.runs.push(RunInfo {
             id,
@@ -194,7 +214,11 @@ impl History {
 
     pub(super) fn at(&self, run: RunId, event: Event) -> Micros {
         let info = &self.runs[index(run)];
-        if event.is_read() { info.finished_at } else { info.started_at }
+        if event.is_read() {
+            info.finished_at
+        } else {
+            info.started_at
+        }
     }
 
     /// Every event matching `pick`, with its run and time, in insertion order.
@@ -208,10 +232,18 @@ impl History {
 
     fn artifact_info(&self, artifact: ArtifactId) -> ArtifactInfo {
         let mut info = self.artifacts[index(artifact)].clone();
-        let touches = |e: Event| {
-            matches!(e, Event::Imported(a) | Event::UsedBase(a) | Event::Exported(a) | Event::Produced(a) if a == artifact)
+        let touches = |e: Event| match e {
+            Event::Imported(a) | Event::UsedBase(a) | Event::Exported(a) | Event::Produced(a) => {
+                a == artifact
+            }
+            _ => false,
         };
-        info.first_seen = self.events_where(touches).iter().map(|e| e.2).min().unwrap_or(0);
+        info.first_seen = self
+            .events_where(touches)
+            .iter()
+            .map(|e| e.2)
+            .min()
+            .unwrap_or(0);
         info
     }
 
@@ -282,7 +314,11 @@ impl Source for History {
             .collect())
     }
 
-    fn mounts_by_name(&mut self, builder: &str, mount_id: &str) -> Result<Vec<MountInfo>, MemError> {
+    fn mounts_by_name(
+        &mut self,
+        builder: &str,
+        mount_id: &str,
+    ) -> Result<Vec<MountInfo>, MemError> {
         Ok(self
             .mounts
             .iter()
@@ -296,7 +332,9 @@ impl Source for History {
     }
 
     fn first_mount_use(&mut self, mount: MountId) -> Result<Option<Micros>, MemError> {
-        let uses = self.events_where(|e| matches!(e, Event::ReadMount(m) | Event::WroteMount(m) if m == mount));
+        let uses = self.events_where(
+            |e| matches!(e, Event::ReadMount(m) | Event::WroteMount(m) if m == mount),
+        );
         Ok(uses.iter().map(|e| e.2).min())
     }
 
@@ -331,11 +369,14 @@ impl Source for History {
             .collect())
     }
 
-    fn digest_readers(&mut self, digest: &str) -> Result<Vec<(RunInfo, ArtifactRead, ArtifactId, Micros)>, MemError> {
+    fn digest_readers(&mut self, digest: &str) -> Result<Vec<DigestRead>, MemError> {
         let artifacts = &self.artifacts;
-        let with_digest = |a: ArtifactId| !digest.is_empty() && artifacts[index(a)].digest == digest;
+        let with_digest =
+            |a: ArtifactId| !digest.is_empty() && artifacts[index(a)].digest == digest;
         Ok(self
-            .events_where(|e| matches!(e, Event::Imported(a) | Event::UsedBase(a) if with_digest(a)))
+            .events_where(
+                |e| matches!(e, Event::Imported(a) | Event::UsedBase(a) if with_digest(a)),
+            )
             .into_iter()
             .map(|(run, e, at)| match e {
                 Event::Imported(a) => (run, ArtifactRead::Imported, a, at),
@@ -345,7 +386,10 @@ impl Source for History {
             .collect())
     }
 
-    fn artifact_readers(&mut self, artifact: ArtifactId) -> Result<Vec<(RunInfo, ArtifactRead, Micros)>, MemError> {
+    fn artifact_readers(
+        &mut self,
+        artifact: ArtifactId,
+    ) -> Result<Vec<(RunInfo, ArtifactRead, Micros)>, MemError> {
         Ok(self
             .events_where(|e| matches!(e, Event::Imported(a) | Event::UsedBase(a) if a == artifact))
             .into_iter()
@@ -360,7 +404,12 @@ impl Source for History {
             .collect())
     }
 
-    fn mount_readers(&mut self, mount: MountId, since: Micros) -> Result<Vec<(RunInfo, Micros)>, MemError> {
+    fn mount_readers(
+        &mut self,
+        mount: MountId,
+        since: Micros,
+    ) -> Result<Vec<(RunInfo, Micros)>, MemError> {
+        self.mount_reader_queries += 1;
         Ok(self
             .events_where(|e| e == Event::ReadMount(mount))
             .into_iter()
@@ -376,7 +425,12 @@ impl Source for History {
             .iter()
             .filter(|(m, _)| *m == mount)
             .map(|p| p.1)
-            .chain(self.builder_prunes.iter().filter(|(b, _)| *b == builder).map(|p| p.1))
+            .chain(
+                self.builder_prunes
+                    .iter()
+                    .filter(|(b, _)| *b == builder)
+                    .map(|p| p.1),
+            )
             .collect();
         purges.sort_unstable();
         Ok(purges)
@@ -401,7 +455,11 @@ impl Source for History {
             .collect())
     }
 
-    fn unverified_builder_runs(&mut self, builder: BuilderId, since: Micros) -> Result<Vec<RunInfo>, MemError> {
+    fn unverified_builder_runs(
+        &mut self,
+        builder: BuilderId,
+        since: Micros,
+    ) -> Result<Vec<RunInfo>, MemError> {
         Ok(self
             .runs
             .iter()
@@ -410,7 +468,11 @@ impl Source for History {
             .collect())
     }
 
-    fn builder_record_users(&mut self, builder: BuilderId, since: Micros) -> Result<Vec<(RunInfo, Micros)>, MemError> {
+    fn builder_record_users(
+        &mut self,
+        builder: BuilderId,
+        since: Micros,
+    ) -> Result<Vec<(RunInfo, Micros)>, MemError> {
         let records = &self.records;
         let on_builder = |r: RecordId| records[index(r)].builder == builder;
         let mut users: Vec<(RunInfo, Micros)> = Vec::new();

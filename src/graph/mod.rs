@@ -1,6 +1,20 @@
 //! Taint traversal over the provenance graph. Pure: it reads through [`Source`] and does no IO
 //! of its own.
 
+#[cfg(test)]
+pub(crate) mod mem;
+#[cfg(test)]
+mod oracle;
+mod result;
+pub mod seeds;
 pub mod source;
+mod taint;
+#[cfg(test)]
+mod tests;
 
+pub use result::{
+    Entity, Evidence, Hop, Kind, Label, Node, ResolveError, SeedMark, Tainted, Trace, Via,
+};
+pub use seeds::Seeds;
 pub use source::Source;
+pub use taint::{TraceError, TraceOptions, record_carries_taint, trace};

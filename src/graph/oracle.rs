@@ -38,17 +38,29 @@ pub fn closure(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeSet<
 }
 
 fn events_of(h: &History, run: RunId) -> impl Iterator<Item = (Event, Micros)> + '_ {
-    h.events.iter().filter(move |(r, _)| *r == run).map(move |&(r, e)| (e, h.at(r, e)))
+    h.events
+        .iter()
+        .filter(move |(r, _)| *r == run)
+        .map(move |&(r, e)| (e, h.at(r, e)))
 }
 
 fn info(h: &History, run: RunId) -> &RunInfo {
     &h.runs[usize::try_from(run - 1).unwrap()]
 }
 
-fn tainted_artifacts(h: &History, runs: &BTreeSet<RunId>, seeds: &OracleSeeds) -> BTreeSet<ArtifactId> {
+fn tainted_artifacts(
+    h: &History,
+    runs: &BTreeSet<RunId>,
+    seeds: &OracleSeeds,
+) -> BTreeSet<ArtifactId> {
     let mut out: BTreeSet<ArtifactId> = BTreeSet::new();
     if let Some(digest) = &seeds.digest {
-        out.extend(h.artifacts.iter().filter(|a| &a.digest == digest).map(|a| a.id));
+        out.extend(
+            h.artifacts
+                .iter()
+                .filter(|a| &a.digest == digest)
+                .map(|a| a.id),
+        );
     }
     for &run in runs {
         if info(h, run).status == RunStatus::Failed {
@@ -65,7 +77,12 @@ fn tainted_artifacts(h: &History, runs: &BTreeSet<RunId>, seeds: &OracleSeeds) -
         .map(|&a| h.artifacts[usize::try_from(a - 1).unwrap()].digest.clone())
         .filter(|d| !d.is_empty())
         .collect();
-    out.extend(h.artifacts.iter().filter(|a| digests.contains(&a.digest)).map(|a| a.id));
+    out.extend(
+        h.artifacts
+            .iter()
+            .filter(|a| digests.contains(&a.digest))
+            .map(|a| a.id),
+    );
     out
 }
 
@@ -91,11 +108,16 @@ fn reaches(
             Event::ReadMount(m) => {
                 let purges = mount_purges(h, m);
                 let seeded = seeds.mount.filter(|s| s.0 == m).map(|s| s.1);
-                seeded.into_iter().chain(writes_to(h, tainted, run.id, |e| e == Event::WroteMount(m))).any(|w| fresh(&purges, w, at))
+                seeded
+                    .into_iter()
+                    .chain(writes_to(h, tainted, run.id, |e| e == Event::WroteMount(m)))
+                    .any(|w| fresh(&purges, w, at))
             }
             Event::ReusedRecord(r) => {
                 record_carries_taint(&h.records[usize::try_from(r - 1).unwrap()])
-                    && writes_to(h, tainted, run.id, |e| e == Event::CreatedRecord(r)).next().is_some()
+                    && writes_to(h, tainted, run.id, |e| e == Event::CreatedRecord(r))
+                        .next()
+                        .is_some()
             }
             _ => false,
         };
@@ -113,7 +135,11 @@ fn reaches(
             .iter()
             .filter(|&&r| r != run.id && info(h, r).builder == Some(builder))
             .map(|&r| info(h, r).started_at);
-        if seeded.into_iter().chain(starts).any(|t| fresh(&prunes, t, finish)) {
+        if seeded
+            .into_iter()
+            .chain(starts)
+            .any(|t| fresh(&prunes, t, finish))
+        {
             return true;
         }
     }
@@ -162,7 +188,11 @@ fn mount_purges(h: &History, mount: MountId) -> Vec<Micros> {
 }
 
 fn builder_prunes(h: &History, builder: BuilderId) -> Vec<Micros> {
-    h.builder_prunes.iter().filter(|p| p.0 == builder).map(|p| p.1).collect()
+    h.builder_prunes
+        .iter()
+        .filter(|p| p.0 == builder)
+        .map(|p| p.1)
+        .collect()
 }
 
 fn names(
@@ -184,7 +214,9 @@ fn names(
                 Event::WroteMount(m) => {
                     mounts.insert(m);
                 }
-                Event::CreatedRecord(r) if record_carries_taint(&h.records[usize::try_from(r - 1).unwrap()]) => {
+                Event::CreatedRecord(r)
+                    if record_carries_taint(&h.records[usize::try_from(r - 1).unwrap()]) =>
+                {
                     records.insert(r);
                 }
                 _ => {}
@@ -198,7 +230,9 @@ fn names(
         out.insert(mount_name(&h.mounts[usize::try_from(m - 1).unwrap()]));
     }
     for b in builders {
-        out.insert(builder_name(&h.builders[usize::try_from(b - 1).unwrap()].name));
+        out.insert(builder_name(
+            &h.builders[usize::try_from(b - 1).unwrap()].name,
+        ));
     }
     for r in records {
         let record = &h.records[usize::try_from(r - 1).unwrap()];

@@ -188,7 +188,10 @@ pub(crate) fn mount_name(info: &MountInfo) -> String {
     if info.namespace.is_empty() {
         format!("mount:{}:{}", info.builder_name, info.mount_id)
     } else {
-        format!("mount:{}:{}/{}", info.builder_name, info.namespace, info.mount_id)
+        format!(
+            "mount:{}:{}/{}",
+            info.builder_name, info.namespace, info.mount_id
+        )
     }
 }
 
@@ -241,8 +244,8 @@ pub struct Node {
 pub struct Evidence {
     pub via: Via,
     pub at: Micros,
-    /// For an edge out of a mount or builder: the reader's start and read time, which decide
-    /// which tainted writes it saw.
+    /// For an edge into a run: the run's start and the time of the read. Out of a mount or
+    /// builder they decide which tainted writes the run saw.
     pub(crate) reader: Option<(Micros, Micros)>,
 }
 
@@ -259,8 +262,10 @@ pub struct Tainted<'t> {
     pub at: Micros,
 }
 
-/// One hop of an explanation: `from` tainted `to` through `via` at `at`. The first hop of a
-/// chain is the seed itself, without `from`.
+/// One hop of an explanation: `from` tainted `to` through `via`, and `to` was tainted from
+/// `at` along this chain (a run from its start, or from the write it saw if that was later;
+/// anything a run wrote from the write). The first hop of a chain is the seed itself, without
+/// `from`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hop {
     pub at: Micros,
@@ -275,7 +280,10 @@ pub enum ResolveError {
     #[error("`{0}` is not downstream of the seeds")]
     NotFound(String),
     #[error("`{name}` names several entities: {}", candidates.join(", "))]
-    Ambiguous { name: String, candidates: Vec<String> },
+    Ambiguous {
+        name: String,
+        candidates: Vec<String>,
+    },
 }
 
 /// The blast radius of a set of seeds.
@@ -294,6 +302,11 @@ enum Entry {
     Seed,
     Edge(EdgeIndex),
 }
+
+type State = (NodeIndex, Entry);
+
+/// For each state reached, the state and edge it was reached from (`None` for a seed).
+type Parents = HashMap<State, Option<(State, EdgeIndex)>>;
 
 impl Trace {
     /// Whether the closure is the time-blind one.
@@ -343,10 +356,15 @@ impl Trace {
         })
     }
 
-    /// Finds the entity an `--explain` name means: its output name, `pipeline/run/step` for a
-    /// run, `pipeline/run` when that run has one step in the blast radius, or a bare digest.
+    /// Finds the tainted entity an `--explain` name means: its output name,
+    /// `pipeline/run/step` for a run, `pipeline/run` when that run has one step in the blast
+    /// radius, or a bare digest.
     pub fn resolve(&self, name: &str) -> Result<NodeIndex, ResolveError> {
-        let all = || self.graph.node_indices();
+        let all = || {
+            self.graph
+                .node_indices()
+                .filter(|&i| self.graph[i].label.is_some())
+        };
         let prefixed = format!("run:{name}");
         let rules: [&dyn Fn(&Node) -> bool; 4] = [
             &|n| n.name == name,
@@ -356,7 +374,10 @@ impl Trace {
                 Entity::Digest(digest) => digest.as_str() == name,
                 _ => false,
             },
-            &|n| matches!(&n.entity, Entity::Run { info, .. } if format!("{}/{}", info.pipeline, info.run_key) == name),
+            &|n| match &n.entity {
+                Entity::Run { info, .. } => format!("{}/{}", info.pipeline, info.run_key) == name,
+                _ => false,
+            },
         ];
         for rule in rules {
             let found: Vec<NodeIndex> = all().filter(|&i| rule(&self.graph[i])).collect();
@@ -364,7 +385,8 @@ impl Trace {
                 0 => continue,
                 1 => return Ok(found[0]),
                 _ => {
-                    let mut candidates: Vec<String> = found.iter().map(|&i| self.graph[i].name.clone()).collect();
+                    let mut candidates: Vec<String> =
+                        found.iter().map(|&i| self.graph[i].name.clone()).collect();
                     candidates.sort();
                     candidates.dedup();
                     return Err(ResolveError::Ambiguous {
@@ -380,7 +402,9 @@ impl Trace {
     /// The shortest chain of evidence from a seed to the named entity; `None` when the name
     /// does not pick one entity of the blast radius (see [`Trace::resolve`]).
     pub fn explain(&self, entity: &str) -> Option<Vec<Hop>> {
-        self.resolve(entity).ok().and_then(|node| self.explain_node(node))
+        self.resolve(entity)
+            .ok()
+            .and_then(|node| self.explain_node(node))
     }
 
     /// The shortest chain, by hop count, from a seed to `target`.
@@ -390,12 +414,23 @@ impl Trace {
     /// tainted (read at or after it, no purge in between), so every chain holds in time.
     pub fn explain_node(&self, target: NodeIndex) -> Option<Vec<Hop>> {
         let g = &self.graph;
+        g[target].label?;
         let mut roots: Vec<NodeIndex> = self.seeds.clone();
-        roots.sort_by(|&a, &b| (g[a].seed.and_then(|s| s.at), &g[a].name).cmp(&(g[b].seed.and_then(|s| s.at), &g[b].name)));
-        let mut parent: HashMap<(NodeIndex, Entry), Option<((NodeIndex, Entry), EdgeIndex)>> = HashMap::new();
+        roots.sort_by(|&a, &b| {
+            (g[a].seed.and_then(|s| s.at), &g[a].name)
+                .cmp(&(g[b].seed.and_then(|s| s.at), &g[b].name))
+        });
+        let mut parent = Parents::new();
         let mut queue = VecDeque::new();
         for root in roots {
-            let state = (root, if g[root].entity.is_mutable() { Entry::Seed } else { Entry::Plain });
+            let state = (
+                root,
+                if g[root].entity.is_mutable() {
+                    Entry::Seed
+                } else {
+                    Entry::Plain
+                },
+            );
             if parent.insert(state, None).is_none() {
                 queue.push_back(state);
             }
@@ -405,7 +440,9 @@ impl Trace {
                 return Some(self.chain(state, &parent));
             }
             let mut edges: Vec<_> = g.edges_directed(state.0, Direction::Outgoing).collect();
-            edges.sort_by(|a, b| (&g[a.target()].name, a.weight().via).cmp(&(&g[b.target()].name, b.weight().via)));
+            edges.sort_by(|a, b| {
+                (&g[a.target()].name, a.weight().via).cmp(&(&g[b.target()].name, b.weight().via))
+            });
             for edge in edges {
                 if !self.passes(state, edge.weight()) {
                     continue;
@@ -426,13 +463,25 @@ impl Trace {
         None
     }
 
+    /// When the write the search entered a mount or builder by happened.
+    fn written(&self, (node, entry): State) -> Option<Micros> {
+        match entry {
+            Entry::Plain => None,
+            Entry::Seed => Some(
+                self.graph[node]
+                    .seed
+                    .and_then(|s| s.at)
+                    .unwrap_or(Micros::MIN),
+            ),
+            Entry::Edge(edge) => Some(self.graph[edge].at),
+        }
+    }
+
     /// Whether the evidence edge may follow the way the search entered its source.
-    fn passes(&self, (node, entry): (NodeIndex, Entry), evidence: &Evidence) -> bool {
+    fn passes(&self, (node, entry): State, evidence: &Evidence) -> bool {
         let source = &self.graph[node];
-        let written = match entry {
-            Entry::Plain => return true,
-            Entry::Seed => source.seed.and_then(|s| s.at).unwrap_or(Micros::MIN),
-            Entry::Edge(edge) => self.graph[edge].at,
+        let Some(written) = self.written((node, entry)) else {
+            return true;
         };
         // A builder passes taint to runs with record evidence only when it is itself the seed.
         if evidence.via == Via::BuilderRecord && entry != Entry::Seed {
@@ -447,17 +496,19 @@ impl Trace {
         written <= read && !source.purges.iter().any(|&p| written < p && p < start)
     }
 
-    fn chain(
-        &self,
-        mut state: (NodeIndex, Entry),
-        parent: &HashMap<(NodeIndex, Entry), Option<((NodeIndex, Entry), EdgeIndex)>>,
-    ) -> Vec<Hop> {
+    fn chain(&self, mut state: State, parent: &Parents) -> Vec<Hop> {
         let g = &self.graph;
         let mut hops = Vec::new();
         while let Some(&Some((prev, edge))) = parent.get(&state) {
+            let evidence = &g[edge];
+            let at = match (evidence.reader, self.written(prev)) {
+                (Some((start, _)), Some(written)) => start.max(written),
+                (Some((start, _)), None) => start,
+                (None, _) => evidence.at,
+            };
             hops.push(Hop {
-                at: g[edge].at,
-                via: g[edge].via,
+                at,
+                via: evidence.via,
                 from: Some(g[prev.0].name.clone()),
                 to: g[state.0].name.clone(),
             });

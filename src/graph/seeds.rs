@@ -25,6 +25,23 @@ pub struct PipelineSeed {
     pub window: Window,
 }
 
+/// A run named `pipeline/run[/step]`. Pipeline names and steps may contain `/`, so a name can
+/// be read several ways; every reading the store holds is seeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSeed {
+    pub name: String,
+    pub readings: Vec<RunKey>,
+}
+
+impl RunSeed {
+    pub fn parse(name: &str) -> Result<Self, ParseError> {
+        Ok(Self {
+            name: name.to_owned(),
+            readings: RunKey::candidates(name, "--run")?,
+        })
+    }
+}
+
 /// A content digest, with the repository it was named in when there was one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DigestSeed {
@@ -68,7 +85,10 @@ impl MountSeed {
     /// Dockerfile forms of it read as an LLB id.
     pub fn candidates(&self) -> Vec<String> {
         let mut out = vec![self.id.clone()];
-        for form in [normalize_mount_id(&self.id, "", true), normalize_mount_id(&self.id, "", false)] {
+        for form in [
+            normalize_mount_id(&self.id, "", true),
+            normalize_mount_id(&self.id, "", false),
+        ] {
             if !out.contains(&form) {
                 out.push(form);
             }
@@ -88,7 +108,7 @@ pub struct BuilderSeed {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Seeds {
     pub pipelines: Vec<PipelineSeed>,
-    pub runs: Vec<RunKey>,
+    pub runs: Vec<RunSeed>,
     pub cache_refs: Vec<CacheRefSeed>,
     pub mounts: Vec<MountSeed>,
     pub builders: Vec<BuilderSeed>,
@@ -99,8 +119,16 @@ impl Seeds {
     /// Validates the seed flags. `--since`/`--until` bound the pipeline windows and the tag
     /// windows; `--since` also starts seeded mounts and builders.
     pub fn from_args(args: &SeedArgs) -> Result<Self, ParseError> {
-        let since = args.since.as_deref().map(|s| parse_rfc3339(s, "--since")).transpose()?;
-        let until = args.until.as_deref().map(|s| parse_rfc3339(s, "--until")).transpose()?;
+        let since = args
+            .since
+            .as_deref()
+            .map(|s| parse_rfc3339(s, "--since"))
+            .transpose()?;
+        let until = args
+            .until
+            .as_deref()
+            .map(|s| parse_rfc3339(s, "--until"))
+            .transpose()?;
         if let (Some(since), Some(until), Some(text)) = (since, until, &args.until)
             && until < since
         {
@@ -116,7 +144,7 @@ impl Seeds {
             runs: args
                 .runs
                 .iter()
-                .map(|run| RunKey::parse(run, "--run"))
+                .map(|run| RunSeed::parse(run))
                 .collect::<Result<_, _>>()?,
             cache_refs: args
                 .cache_ref
@@ -141,7 +169,11 @@ impl Seeds {
                     })
                 })
                 .collect::<Result<_, _>>()?,
-            images: args.image.iter().map(|value| parse_image(value)).collect::<Result<_, _>>()?,
+            images: args
+                .image
+                .iter()
+                .map(|value| parse_image(value))
+                .collect::<Result<_, _>>()?,
         };
         if seeds.is_empty() {
             return Err(ParseError::new(
@@ -164,8 +196,8 @@ impl Seeds {
 }
 
 fn parse_pipeline(name: &str, window: Window) -> Result<PipelineSeed, ParseError> {
-    if name.is_empty() || name.contains('/') {
-        return Err(ParseError::new("--pipeline", name, "a pipeline name is not empty and has no `/`"));
+    if name.is_empty() {
+        return Err(ParseError::new("--pipeline", name, "empty pipeline name"));
     }
     Ok(PipelineSeed {
         name: name.to_owned(),
@@ -176,7 +208,8 @@ fn parse_pipeline(name: &str, window: Window) -> Result<PipelineSeed, ParseError
 /// A bare `sha256:...` is a digest, not a repository `sha256` with a tag.
 fn bare_digest(value: &str, what: &str) -> Option<Result<Digest, ParseError>> {
     let (algorithm, _) = value.split_once(':')?;
-    (matches!(algorithm, "sha256" | "sha512") && !value.contains('/')).then(|| Digest::parse(value, what))
+    (matches!(algorithm, "sha256" | "sha512") && !value.contains('/'))
+        .then(|| Digest::parse(value, what))
 }
 
 fn parse_cache_ref(value: &str, window: Window) -> Result<CacheRefSeed, ParseError> {
@@ -198,7 +231,11 @@ fn parse_cache_ref(value: &str, window: Window) -> Result<CacheRefSeed, ParseErr
             tag,
             window,
         }),
-        (None, None) => Err(ParseError::new(WHAT, value, "name a digest (`@sha256:...`) or a tag")),
+        (None, None) => Err(ParseError::new(
+            WHAT,
+            value,
+            "name a digest (`@sha256:...`) or a tag",
+        )),
     }
 }
 
@@ -216,7 +253,11 @@ fn parse_image(value: &str) -> Result<DigestSeed, ParseError> {
             locator: Some(reference.locator()),
             digest,
         }),
-        None => Err(ParseError::new(WHAT, value, "expected `REF@DIGEST`: an image seeds by its digest")),
+        None => Err(ParseError::new(
+            WHAT,
+            value,
+            "expected `REF@DIGEST`: an image seeds by its digest",
+        )),
     }
 }
 
@@ -307,7 +348,10 @@ mod tests {
             panic!("expected a digest seed")
         };
         assert_eq!(named.display_name(), format!("reg.io/app@{}", digest('b')));
-        assert_eq!(seeds.images[0].locator.as_deref(), Some("docker.io/library/app"));
+        assert_eq!(
+            seeds.images[0].locator.as_deref(),
+            Some("docker.io/library/app")
+        );
     }
 
     /// Malformed seeds name the flag and the value.
@@ -346,7 +390,15 @@ mod tests {
                 ..args()
             },
         ];
-        let flags = ["--cache-ref", "--cache-ref", "--image", "--mount", "--run", "--since", "--until"];
+        let flags = [
+            "--cache-ref",
+            "--cache-ref",
+            "--image",
+            "--mount",
+            "--run",
+            "--since",
+            "--until",
+        ];
         for (case, flag) in cases.iter().zip(flags) {
             let err = Seeds::from_args(case).unwrap_err();
             assert_eq!(err.what, flag, "{err}");
@@ -357,12 +409,19 @@ mod tests {
     #[test]
     fn mount_ids_split_at_the_first_colon_and_accept_llb_forms() {
         let seeds = Seeds::from_args(&SeedArgs {
-            mount: vec!["b1://root/.cache/pip".into(), "b1:/pip".into(), "b1:c:d".into()],
+            mount: vec![
+                "b1://root/.cache/pip".into(),
+                "b1:/pip".into(),
+                "b1:c:d".into(),
+            ],
             ..args()
         })
         .unwrap();
         assert_eq!(seeds.mounts[0].builder, "b1");
-        assert_eq!(seeds.mounts[0].candidates(), ["//root/.cache/pip", "/root/.cache/pip"]);
+        assert_eq!(
+            seeds.mounts[0].candidates(),
+            ["//root/.cache/pip", "/root/.cache/pip"]
+        );
         assert_eq!(seeds.mounts[1].candidates(), ["/pip", "pip"]);
         assert_eq!(seeds.mounts[2].id, "c:d");
         assert_eq!(seeds.mounts[2].candidates(), ["c:d"]);

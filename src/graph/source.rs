@@ -115,7 +115,11 @@ pub trait Source {
         until: Option<Micros>,
     ) -> Result<Vec<ArtifactInfo>, Self::Error>;
     /// The mount with this Dockerfile id on the builder (any namespace).
-    fn mounts_by_name(&mut self, builder: &str, mount_id: &str) -> Result<Vec<MountInfo>, Self::Error>;
+    fn mounts_by_name(
+        &mut self,
+        builder: &str,
+        mount_id: &str,
+    ) -> Result<Vec<MountInfo>, Self::Error>;
     fn builder_by_name(&mut self, name: &str) -> Result<Option<BuilderInfo>, Self::Error>;
     /// The earliest recorded use (read or write) of the mount.
     fn first_mount_use(&mut self, mount: MountId) -> Result<Option<Micros>, Self::Error>;
@@ -129,9 +133,16 @@ pub trait Source {
     /// Runs that imported or used as a base any artifact with this digest.
     fn digest_readers(&mut self, digest: &str) -> Result<Vec<DigestRead>, Self::Error>;
     /// Runs that imported this artifact (for artifacts without a digest).
-    fn artifact_readers(&mut self, artifact: ArtifactId) -> Result<Vec<(RunInfo, ArtifactRead, Micros)>, Self::Error>;
+    fn artifact_readers(
+        &mut self,
+        artifact: ArtifactId,
+    ) -> Result<Vec<(RunInfo, ArtifactRead, Micros)>, Self::Error>;
     /// Runs that read the mount at or after `since`, with the read time.
-    fn mount_readers(&mut self, mount: MountId, since: Micros) -> Result<Vec<(RunInfo, Micros)>, Self::Error>;
+    fn mount_readers(
+        &mut self,
+        mount: MountId,
+        since: Micros,
+    ) -> Result<Vec<(RunInfo, Micros)>, Self::Error>;
     /// Times the mount was purged (including prunes of its whole builder), ascending.
     fn mount_purges(&mut self, mount: MountId) -> Result<Vec<Micros>, Self::Error>;
     /// Times the builder's cache was pruned, ascending.
@@ -139,7 +150,19 @@ pub trait Source {
     /// Runs that reused this builder record, with the reuse time.
     fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunInfo, Micros)>, Self::Error>;
     /// Runs on the builder without record-level evidence that finished at or after `since`.
-    fn unverified_builder_runs(&mut self, builder: BuilderId, since: Micros) -> Result<Vec<RunInfo>, Self::Error>;
+    fn unverified_builder_runs(
+        &mut self,
+        builder: BuilderId,
+        since: Micros,
+    ) -> Result<Vec<RunInfo>, Self::Error>;
+    /// Runs with record-level evidence that created or reused one of the builder's records at
+    /// or after `since`, each with its earliest such event time (for a seeded builder, whose
+    /// whole cache is suspect).
+    fn builder_record_users(
+        &mut self,
+        builder: BuilderId,
+        since: Micros,
+    ) -> Result<Vec<(RunInfo, Micros)>, Self::Error>;
 
     // Description, for output.
     fn artifact(&mut self, artifact: ArtifactId) -> Result<ArtifactInfo, Self::Error>;

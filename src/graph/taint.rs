@@ -14,12 +14,13 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 
 use super::result::{
-    Entity, Evidence, Kind, Label, Node, SeedMark, Trace, Via, artifact_name, builder_name, is_cache_backend,
-    mount_name, record_name, run_name,
+    Entity, Evidence, Kind, Label, Node, SeedMark, Trace, Via, artifact_name, builder_name,
+    is_cache_backend, mount_name, record_name, run_name,
 };
 use super::seeds::{CacheRefSeed, DigestSeed, Seeds};
 use super::source::{
-    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, MountId, RecordId, RecordInfo, RunId, RunInfo, Source, Write,
+    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestRead, MountId, MountInfo,
+    RecordId, RecordInfo, RunId, RunInfo, Source, Write,
 };
 use crate::model::RunStatus;
 use crate::time::Micros;
@@ -69,6 +70,7 @@ pub fn trace<S: Source>(
         edges: HashMap::new(),
         seeds: Vec::new(),
         queue: VecDeque::new(),
+        deferred: VecDeque::new(),
         expanded: HashSet::new(),
         builder_names: HashMap::new(),
         digests: HashMap::new(),
@@ -112,7 +114,7 @@ enum Work {
 #[derive(Debug, Default)]
 struct DigestState {
     artifacts: Vec<ArtifactInfo>,
-    readers: Vec<(RunInfo, ArtifactRead, ArtifactId, Micros)>,
+    readers: Vec<DigestRead>,
     /// The artifact whose own evidence is earliest; the others are tainted as its copies.
     origin: Option<NodeIndex>,
     readers_done: bool,
@@ -132,7 +134,12 @@ struct Tracer<'s, S: Source> {
     edges: HashMap<(NodeIndex, NodeIndex, Via), EdgeIndex>,
     seeds: Vec<NodeIndex>,
     queue: VecDeque<Work>,
-    /// Runs, records and digest-less artifacts whose readers were loaded.
+    /// Store-wide reader queries of mounts and builders, run once the cheap expansions are
+    /// done: by then more tainted writes are known, and a query made stale by an earlier
+    /// write in its segment is skipped.
+    deferred: VecDeque<Work>,
+    /// Digest-less artifacts whose readers were loaded. (Runs and records expand once, when
+    /// first tainted; artifacts with a digest share their digest's state.)
     expanded: HashSet<NodeIndex>,
     builder_names: HashMap<BuilderId, String>,
     digests: HashMap<String, DigestState>,
@@ -152,28 +159,45 @@ impl<S: Source> Tracer<'_, S> {
             let runs = self
                 .source
                 .pipeline_runs(&pipeline.name, pipeline.window.since, pipeline.window.until)?
-                .ok_or_else(|| TraceError::UnknownSeed(format!("no pipeline `{}` in the store", pipeline.name)))?;
+                .ok_or_else(|| {
+                    TraceError::UnknownSeed(format!("no pipeline `{}` in the store", pipeline.name))
+                })?;
             for run in runs {
                 self.seed_run(run)?;
             }
         }
-        for key in &seeds.runs {
-            let runs = self.source.runs_by_key(key)?;
-            if runs.is_empty() {
-                return Err(TraceError::UnknownSeed(format!("no run `{key}` in the store")));
+        for seed in &seeds.runs {
+            let mut found = Vec::new();
+            for reading in &seed.readings {
+                found.extend(self.source.runs_by_key(reading)?);
             }
-            for run in runs {
+            if found.is_empty() {
+                return Err(TraceError::UnknownSeed(format!(
+                    "no run `{}` in the store",
+                    seed.name
+                )));
+            }
+            for run in found {
                 self.seed_run(run)?;
             }
         }
         for cache_ref in &seeds.cache_refs {
             match cache_ref {
                 CacheRefSeed::Digest(digest) => self.seed_digest(digest, Kind::CacheRef)?,
-                CacheRefSeed::Tag { locator, tag, window } => {
-                    let artifacts = self.source.artifacts_by_tag(locator, tag, window.since, window.until)?;
+                CacheRefSeed::Tag {
+                    locator,
+                    tag,
+                    window,
+                } => {
+                    let artifacts =
+                        self.source
+                            .artifacts_by_tag(locator, tag, window.since, window.until)?;
                     if artifacts.is_empty()
                         && (window.since.is_none() && window.until.is_none()
-                            || self.source.artifacts_by_tag(locator, tag, None, None)?.is_empty())
+                            || self
+                                .source
+                                .artifacts_by_tag(locator, tag, None, None)?
+                                .is_empty())
                     {
                         return Err(TraceError::UnknownSeed(format!(
                             "no cache ref `{locator}:{tag}` in the store"
@@ -225,13 +249,13 @@ impl<S: Source> Tracer<'_, S> {
             self.mark_seed(node, Kind::Builder, at);
             if let Some(at) = at {
                 self.mutable_write(node, at, Via::Seed, None, None);
-                self.queue.push_back(Work::BuilderSeed { node, at });
+                self.deferred.push_back(Work::BuilderSeed { node, at });
             }
         }
         Ok(())
     }
 
-    fn builder_by_name(&mut self, name: &str) -> Result<super::source::BuilderInfo, TraceError<S::Error>> {
+    fn builder_by_name(&mut self, name: &str) -> Result<BuilderInfo, TraceError<S::Error>> {
         self.source
             .builder_by_name(name)?
             .ok_or_else(|| TraceError::UnknownSeed(format!("no builder `{name}` in the store")))
@@ -280,9 +304,15 @@ impl<S: Source> Tracer<'_, S> {
         let sighted: Vec<ArtifactInfo> = artifacts
             .into_iter()
             .map(|info| {
-                let first_read = state.readers.iter().filter(|r| r.2 == info.id).map(|r| r.3).min();
+                let first_read = state
+                    .readers
+                    .iter()
+                    .filter(|r| r.2 == info.id)
+                    .map(|r| r.3)
+                    .min();
                 ArtifactInfo {
-                    first_seen: first_read.map_or(info.first_seen, |read| read.min(info.first_seen)),
+                    first_seen: first_read
+                        .map_or(info.first_seen, |read| read.min(info.first_seen)),
                     ..info
                 }
             })
@@ -331,7 +361,7 @@ impl<S: Source> Tracer<'_, S> {
     }
 
     fn fixpoint(&mut self) -> Result<(), S::Error> {
-        while let Some(work) = self.queue.pop_front() {
+        while let Some(work) = self.queue.pop_front().or_else(|| self.deferred.pop_front()) {
             match work {
                 Work::Run(node) => self.expand_run(node)?,
                 Work::Artifact(node) => self.expand_artifact(node)?,
@@ -347,7 +377,8 @@ impl<S: Source> Tracer<'_, S> {
         let Entity::Run { info, .. } = &self.graph[node].entity else {
             return Ok(());
         };
-        let (id, status, builder, started_at) = (info.id, info.status, info.builder, info.started_at);
+        let (id, status, builder, started_at) =
+            (info.id, info.status, info.builder, info.started_at);
         for (write, at) in self.source.writes(id)? {
             let offer = |via| Label {
                 tainted_at: at,
@@ -367,7 +398,11 @@ impl<S: Source> Tracer<'_, S> {
                         roles.image = true;
                     }
                     let target = self.artifact_node(artifact)?;
-                    let via = if exported { Via::Exported } else { Via::Produced };
+                    let via = if exported {
+                        Via::Exported
+                    } else {
+                        Via::Produced
+                    };
                     self.relax(target, offer(via), None);
                 }
                 Write::Mount(mount) => {
@@ -404,7 +439,9 @@ impl<S: Source> Tracer<'_, S> {
     }
 
     fn expand_artifact(&mut self, node: NodeIndex) -> Result<(), S::Error> {
-        let (Entity::Artifact { info, .. }, Some(label)) = (&self.graph[node].entity, self.graph[node].label) else {
+        let (Entity::Artifact { info, .. }, Some(label)) =
+            (&self.graph[node].entity, self.graph[node].label)
+        else {
             return Ok(());
         };
         let (id, digest) = (info.id, info.digest.clone());
@@ -426,7 +463,7 @@ impl<S: Source> Tracer<'_, S> {
             return Ok(());
         }
         for (run, read, artifact, at) in std::mem::take(&mut state.readers) {
-            let from = self.nodes[&Key::Artifact(artifact)];
+            let from = self.artifact_node(artifact)?;
             self.taint_reader(run, read, artifact, from, at)?;
         }
         Ok(())
@@ -509,16 +546,16 @@ impl<S: Source> Tracer<'_, S> {
             }
         };
         // The bytes never change: the reader is tainted whenever it ran.
-        let tainted_at = run.started_at;
+        let window = (run.started_at, at);
         self.taint_run(
             run,
             Label {
-                tainted_at,
+                tainted_at: window.0,
                 via,
                 from: Some(from),
                 at,
             },
-            None,
+            Some(window),
         )?;
         Ok(())
     }
@@ -530,20 +567,22 @@ impl<S: Source> Tracer<'_, S> {
         for (run, at) in self.source.record_reusers(info.id)? {
             // A run that created the record does not taint itself through it.
             if let Some(&existing) = self.nodes.get(&Key::Run(run.id))
-                && self.edges.contains_key(&(existing, node, Via::RecordCreated))
+                && self
+                    .edges
+                    .contains_key(&(existing, node, Via::RecordCreated))
             {
                 continue;
             }
-            let tainted_at = run.started_at;
+            let window = (run.started_at, at);
             self.taint_run(
                 run,
                 Label {
-                    tainted_at,
+                    tainted_at: window.0,
                     via: Via::BuilderRecord,
                     from: Some(node),
                     at,
                 },
-                None,
+                Some(window),
             )?;
         }
         Ok(())
@@ -551,7 +590,15 @@ impl<S: Source> Tracer<'_, S> {
 
     /// The runs a tainted write at `at` to a mount (or a tainted run's start on a builder)
     /// reaches: read at or after it, and not started after a purge that followed it.
-    fn expand_readers(&mut self, node: NodeIndex, at: Micros, writer: Option<RunId>) -> Result<(), S::Error> {
+    fn expand_readers(
+        &mut self,
+        node: NodeIndex,
+        at: Micros,
+        writer: Option<RunId>,
+    ) -> Result<(), S::Error> {
+        if self.segments[&node][&self.segment(node, at)] < at {
+            return Ok(());
+        }
         let since = if self.ignore_time { Micros::MIN } else { at };
         let cleared_by = self.next_purge(node, at);
         let (readers, via) = match &self.graph[node].entity {
@@ -614,6 +661,11 @@ impl<S: Source> Tracer<'_, S> {
         Ok(())
     }
 
+    /// Which purge segment of a mount or builder a write at `at` falls in.
+    fn segment(&self, node: NodeIndex, at: Micros) -> usize {
+        self.graph[node].purges.partition_point(|&p| p <= at)
+    }
+
     /// The first purge of a mount or builder after `at`: readers that start after it did not
     /// see the write. `None` when time is ignored.
     fn next_purge(&self, node: NodeIndex, at: Micros) -> Option<Micros> {
@@ -624,7 +676,14 @@ impl<S: Source> Tracer<'_, S> {
     /// Records a tainted write to a mount (or a tainted run on a builder, or a seed) and
     /// queues its readers unless an earlier write in the same purge segment already reached
     /// them.
-    fn mutable_write(&mut self, node: NodeIndex, at: Micros, via: Via, from: Option<NodeIndex>, writer: Option<RunId>) {
+    fn mutable_write(
+        &mut self,
+        node: NodeIndex,
+        at: Micros,
+        via: Via,
+        from: Option<NodeIndex>,
+        writer: Option<RunId>,
+    ) {
         self.relax(
             node,
             Label {
@@ -635,14 +694,13 @@ impl<S: Source> Tracer<'_, S> {
             },
             None,
         );
-        let purges = &self.graph[node].purges;
-        let segment = purges.partition_point(|&p| p <= at);
+        let segment = self.segment(node, at);
         let queried = self.segments.entry(node).or_default();
         if queried.get(&segment).is_some_and(|&earlier| earlier <= at) {
             return;
         }
         queried.insert(segment, at);
-        self.queue.push_back(Work::Readers { node, at, writer });
+        self.deferred.push_back(Work::Readers { node, at, writer });
     }
 
     fn taint_run(
@@ -760,7 +818,7 @@ impl<S: Source> Tracer<'_, S> {
         self.mount_node_from(info)
     }
 
-    fn mount_node_from(&mut self, info: super::source::MountInfo) -> Result<NodeIndex, S::Error> {
+    fn mount_node_from(&mut self, info: MountInfo) -> Result<NodeIndex, S::Error> {
         if let Some(&node) = self.nodes.get(&Key::Mount(info.id)) {
             return Ok(node);
         }
@@ -813,7 +871,9 @@ impl<S: Source> Tracer<'_, S> {
     /// the roles seen for any artifact with that digest. Roles only accumulate as more runs
     /// are tainted, so the time-blind trace lists everything the time-aware one does.
     fn finish(mut self) -> Trace {
-        let own = |roles: &HashMap<ArtifactId, Roles>, id: ArtifactId| roles.get(&id).copied().unwrap_or_default();
+        let own = |roles: &HashMap<ArtifactId, Roles>, id: ArtifactId| {
+            roles.get(&id).copied().unwrap_or_default()
+        };
         let digest_roles: HashMap<&str, Roles> = self
             .digests
             .iter()

@@ -2,14 +2,17 @@
 
 use std::collections::BTreeSet;
 
+use petgraph::graph::NodeIndex;
 use proptest::prelude::*;
 
 use super::mem::History;
 use super::oracle::{self, OracleSeeds};
-use super::seeds::{BuilderSeed, CacheRefSeed, DigestSeed, MountSeed, PipelineSeed, Seeds, Window};
-use super::{Kind, Trace, TraceError, TraceOptions, Via, trace};
+use super::seeds::{
+    BuilderSeed, CacheRefSeed, DigestSeed, MountSeed, PipelineSeed, RunSeed, Seeds, Window,
+};
+use super::{Kind, ResolveError, Trace, TraceError, TraceOptions, Via, trace};
 use crate::cli::SeedArgs;
-use crate::model::{Digest, RunKey};
+use crate::model::Digest;
 use crate::time::Micros;
 
 /// 2026-03-01T00:00:00Z plus `minutes`.
@@ -23,7 +26,7 @@ fn digest(c: char) -> String {
 
 fn runs(keys: &[&str]) -> Seeds {
     Seeds {
-        runs: keys.iter().map(|k| RunKey::parse(k, "--run").unwrap()).collect(),
+        runs: keys.iter().map(|k| RunSeed::parse(k).unwrap()).collect(),
         ..Seeds::default()
     }
 }
@@ -33,7 +36,11 @@ fn traced(history: &mut History, seeds: &Seeds) -> Trace {
 }
 
 fn names(trace: &Trace, kind: Kind) -> Vec<String> {
-    let mut names: Vec<String> = trace.tainted(kind).iter().map(|e| e.name.to_owned()).collect();
+    let mut names: Vec<String> = trace
+        .tainted(kind)
+        .iter()
+        .map(|e| e.name.to_owned())
+        .collect();
     names.sort();
     names
 }
@@ -94,9 +101,15 @@ fn reader_after_poison_write_is_tainted() {
     let (mut h, pip) = poisoned_mount();
     reader(&mut h, "web/2", 30, 40, pip);
     let trace = traced(&mut h, &runs(&["evil/1"]));
-    assert_eq!(names(&trace, Kind::Run), set(&["run:evil/1/build", "run:web/2/build"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:web/2/build"])
+    );
     let web = entry(&trace, "run:web/2/build");
-    assert_eq!((web.tainted_at, web.via, web.from), (t(30), Via::MountRead, Some(PIP)));
+    assert_eq!(
+        (web.tainted_at, web.via, web.from),
+        (t(30), Via::MountRead, Some(PIP))
+    );
     assert_eq!(web.at, t(40));
     let mount = entry(&trace, PIP);
     assert_eq!((mount.tainted_at, mount.via), (t(10), Via::MountWrite));
@@ -108,7 +121,10 @@ fn overlapping_windows_are_tainted() {
     let (mut h, pip) = poisoned_mount();
     reader(&mut h, "web/3", 5, 15, pip);
     let trace = traced(&mut h, &runs(&["evil/1"]));
-    assert_eq!(names(&trace, Kind::Run), set(&["run:evil/1/build", "run:web/3/build"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:web/3/build"])
+    );
     assert_eq!(entry(&trace, "run:web/3/build").tainted_at, t(10));
 }
 
@@ -159,7 +175,10 @@ fn failed_tainted_run_taints_its_mount_but_exports_nothing() {
     let deployer = h.run("deploy", "1", t(50), t(60));
     h.uses_base(deployer, image);
     let trace = traced(&mut h, &runs(&["evil/1"]));
-    assert_eq!(names(&trace, Kind::Run), set(&["run:evil/1/build", "run:web/1/build"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:web/1/build"])
+    );
     assert_eq!(names(&trace, Kind::Mount), set(&[PIP]));
     assert!(names(&trace, Kind::CacheRef).is_empty());
     assert!(names(&trace, Kind::Image).is_empty());
@@ -207,7 +226,10 @@ fn four_hop_chain_export_import_image_base_image() {
     assert_eq!(names(&trace, Kind::Image), set(&[&app_name, &svc_name]));
     assert_eq!(entry(&trace, "run:app/0/build").tainted_at, t(0));
     let fin = entry(&trace, "run:final/1/build");
-    assert_eq!((fin.via, fin.from), (Via::BaseImage, Some(svc_name.as_str())));
+    assert_eq!(
+        (fin.via, fin.from),
+        (Via::BaseImage, Some(svc_name.as_str()))
+    );
 
     let hops = trace.explain("final/1/build").unwrap();
     let path: Vec<(Via, &str)> = hops.iter().map(|h| (h.via, h.to.as_str())).collect();
@@ -256,10 +278,16 @@ fn record_evidence_keeps_an_unrelated_project_clean() {
     h.with_records(other);
     h.reuses(other, 2);
     let trace = traced(&mut h, &runs(&["evil/1"]));
-    assert_eq!(names(&trace, Kind::Run), set(&["run:evil/1/build", "run:web/1/build"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:web/1/build"])
+    );
     assert_eq!(names(&trace, Kind::Record), set(&["record:b1:r1"]));
     let web = entry(&trace, "run:web/1/build");
-    assert_eq!((web.via, web.from), (Via::BuilderRecord, Some("record:b1:r1")));
+    assert_eq!(
+        (web.via, web.from),
+        (Via::BuilderRecord, Some("record:b1:r1"))
+    );
 }
 
 /// Without record-level evidence a run on the builder after a tainted run started is
@@ -277,7 +305,11 @@ fn missing_record_evidence_taints_as_builder_cache_unverified() {
     let trace = traced(&mut h, &runs(&["evil/1"]));
     assert_eq!(
         names(&trace, Kind::Run),
-        set(&["run:evil/1/build", "run:legacy/1/build", "run:legacy/2/build"])
+        set(&[
+            "run:evil/1/build",
+            "run:legacy/1/build",
+            "run:legacy/2/build"
+        ])
     );
     let legacy = entry(&trace, "run:legacy/1/build");
     assert_eq!(
@@ -299,7 +331,10 @@ fn builder_prune_clears_unverified_runs_and_mounts() {
     h.on(straddling, 1);
     reader(&mut h, "web/1", 30, 40, pip);
     let trace = traced(&mut h, &runs(&["evil/1"]));
-    assert_eq!(names(&trace, Kind::Run), set(&["run:evil/1/build", "run:legacy/2/build"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:legacy/2/build"])
+    );
 }
 
 /// Mutual import cycles reach a fixpoint.
@@ -326,7 +361,12 @@ fn a_cycle_terminates() {
     let trace = traced(&mut h, &runs(&["a/1"]));
     assert_eq!(
         names(&trace, Kind::Run),
-        set(&["run:a/1/build", "run:a/2/build", "run:b/1/build", "run:b/2/build"])
+        set(&[
+            "run:a/1/build",
+            "run:a/2/build",
+            "run:b/1/build",
+            "run:b/2/build"
+        ])
     );
     let xs = format!("reg.io/a@{}", digest('a'));
     let ys = format!("reg.io/b@{}", digest('b'));
@@ -349,9 +389,34 @@ fn window_bounds_are_inclusive() {
     })
     .unwrap();
     let trace = traced(&mut h, &seeds);
-    assert_eq!(names(&trace, Kind::Run), set(&["run:p/2/build", "run:p/3/build"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:p/2/build", "run:p/3/build"])
+    );
     let seeds: Vec<&str> = trace.seeds().iter().map(|n| n.name.as_str()).collect();
     assert_eq!(seeds, ["run:p/2/build", "run:p/3/build"]);
+}
+
+/// Pipeline names may contain `/`: a run name is tried in every reading, and a pipeline seed
+/// takes the name whole.
+#[test]
+fn run_and_pipeline_names_may_contain_slashes() {
+    let mut h = History::new();
+    h.run("acme/web", "7", t(0), t(5));
+    h.run("acme/web", "8", t(10), t(15));
+    h.run("acme", "web", t(20), t(25));
+    let trace = traced(&mut h, &runs(&["acme/web/7/build"]));
+    assert_eq!(names(&trace, Kind::Run), set(&["run:acme/web/7/build"]));
+    let seeds = Seeds::from_args(&SeedArgs {
+        pipeline: vec!["acme/web".into()],
+        ..SeedArgs::default()
+    })
+    .unwrap();
+    let trace = traced(&mut h, &seeds);
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:acme/web/7/build", "run:acme/web/8/build"])
+    );
 }
 
 /// An attacker's unrecorded push: the store knows the digest only from the runs that
@@ -374,7 +439,10 @@ fn seed_digest_without_a_recorded_push_taints_its_importers() {
         ..Seeds::default()
     };
     let trace = traced(&mut h, &seeds);
-    assert_eq!(names(&trace, Kind::Run), set(&["run:api/1/build", "run:web/1/build"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:api/1/build", "run:web/1/build"])
+    );
     let pushed = format!("reg.io/app@{}", digest('e'));
     let mirrored = format!("mirror.io/app@{}", digest('e'));
     assert_eq!(names(&trace, Kind::CacheRef), set(&[&pushed, &mirrored]));
@@ -382,6 +450,45 @@ fn seed_digest_without_a_recorded_push_taints_its_importers() {
     assert_eq!(seeds, [pushed.as_str()]);
     assert_eq!(entry(&trace, &mirrored).via, Via::SameDigest);
     assert_eq!(entry(&trace, &pushed).tainted_at, t(20));
+}
+
+/// `--explain` names resolve by output name, bare run key or digest, and say when they are
+/// ambiguous or outside the blast radius.
+#[test]
+fn explain_names_resolve_or_say_why() {
+    let mut h = History::new();
+    let pushed = h.manifest("reg.io/app", &digest('e'));
+    let mirrored = h.manifest("mirror.io/app", &digest('e'));
+    let ci = h.run("ci", "1", t(0), t(5));
+    h.exports(ci, pushed);
+    let web = h.run("web", "1", t(10), t(20));
+    h.imports(web, mirrored);
+    h.run("clean", "1", t(10), t(20));
+    let trace = traced(&mut h, &runs(&["ci/1"]));
+    let name =
+        |found: Result<NodeIndex, ResolveError>| found.map(|n| trace.graph()[n].name.clone());
+    assert_eq!(
+        name(trace.resolve("web/1")),
+        Ok("run:web/1/build".to_owned())
+    );
+    assert_eq!(
+        name(trace.resolve(&format!("mirror.io/app@{}", digest('e')))),
+        Ok(format!("mirror.io/app@{}", digest('e')))
+    );
+    assert_eq!(
+        name(trace.resolve(&digest('e'))),
+        Err(ResolveError::Ambiguous {
+            name: digest('e'),
+            candidates: vec![
+                format!("mirror.io/app@{}", digest('e')),
+                format!("reg.io/app@{}", digest('e')),
+            ],
+        })
+    );
+    assert_eq!(
+        name(trace.resolve("clean/1/build")),
+        Err(ResolveError::NotFound("clean/1/build".to_owned()))
+    );
 }
 
 /// A seed window that selects no run, or a digest the store never saw, is an empty blast
@@ -467,18 +574,16 @@ fn unknown_seeds_are_errors_naming_the_value() {
     }
 }
 
-/// Label-correcting: the first tainted write found is late; an earlier one found later must
-/// re-query the mount, so a reader between the two is tainted.
-fn late_then_early_writes() -> History {
+/// A pip mount that `seed/1` (100..110) writes, read by `between` (40..50), `before` (5..8)
+/// and `after` (120..130). `early/1` (10..) writes it too, and is tainted only through `route`.
+fn late_and_early_writes(route: impl FnOnce(&mut History, i64, i64)) -> History {
     let mut h = History::new();
     let b1 = h.builder("b1");
     let pip = h.mount(b1, "/root/.cache/pip");
-    let cache = h.manifest("reg.io/app", &digest('a'));
     let seed = h.run("seed", "1", t(100), t(110));
+    let early = h.run("early", "1", t(10), t(105));
     h.writes(seed, pip);
-    h.exports(seed, cache);
-    let early = h.run("early", "1", t(10), t(20));
-    h.imports(early, cache);
+    route(&mut h, seed, early);
     h.writes(early, pip);
     for (key, start, finish) in [("between", 40, 50), ("before", 5, 8), ("after", 120, 130)] {
         let r = h.run(key, "1", t(start), t(finish));
@@ -487,30 +592,59 @@ fn late_then_early_writes() -> History {
     h
 }
 
-/// An earlier tainted write found after a later one re-expands the mount.
+/// `early/1` is tainted by reading a second mount after `seed/1` wrote it: found only by a
+/// mount query, after the pip mount was already queried from the late write.
+fn early_found_through_a_mount(h: &mut History, seed: i64, early: i64) {
+    let npm = h.mount(1, "/root/.npm");
+    h.writes(seed, npm);
+    h.reads(early, npm);
+}
+
+/// `early/1` is tainted by importing a cache `seed/1` exported: found before any mount query.
+fn early_found_through_a_digest(h: &mut History, seed: i64, early: i64) {
+    let cache = h.manifest("reg.io/app", &digest('a'));
+    h.exports(seed, cache);
+    h.imports(early, cache);
+}
+
+const EARLY_TAINTED: [&str; 4] = [
+    "run:seed/1/build",
+    "run:early/1/build",
+    "run:between/1/build",
+    "run:after/1/build",
+];
+
+/// Label-correcting: the first tainted write found is late; an earlier one found later
+/// re-queries the mount, so a reader between the two is tainted.
 #[test]
 fn an_earlier_write_found_later_re_expands_the_mount() {
-    let mut h = late_then_early_writes();
+    let mut h = late_and_early_writes(early_found_through_a_mount);
     let trace = traced(&mut h, &runs(&["seed/1"]));
-    assert_eq!(
-        names(&trace, Kind::Run),
-        set(&[
-            "run:seed/1/build",
-            "run:early/1/build",
-            "run:between/1/build",
-            "run:after/1/build"
-        ])
-    );
+    assert_eq!(names(&trace, Kind::Run), set(&EARLY_TAINTED));
     let mount = entry(&trace, PIP);
-    assert_eq!((mount.tainted_at, mount.from), (t(10), Some("run:early/1/build")));
+    assert_eq!(
+        (mount.tainted_at, mount.from),
+        (t(10), Some("run:early/1/build"))
+    );
     assert_eq!(entry(&trace, "run:between/1/build").tainted_at, t(40));
+    // pip from the late write, npm, then pip again from the early write.
+    assert_eq!(h.mount_reader_queries, 3);
+}
+
+/// A mount query made stale by an earlier write found first is skipped, not run.
+#[test]
+fn a_stale_mount_query_is_skipped() {
+    let mut h = late_and_early_writes(early_found_through_a_digest);
+    let trace = traced(&mut h, &runs(&["seed/1"]));
+    assert_eq!(names(&trace, Kind::Run), set(&EARLY_TAINTED));
+    assert_eq!(h.mount_reader_queries, 1);
 }
 
 /// An explanation through a mount uses a write the reader could have seen, even when a
 /// shorter chain through a later write exists.
 #[test]
 fn explain_chains_hold_in_time() {
-    let mut h = late_then_early_writes();
+    let mut h = late_and_early_writes(early_found_through_a_mount);
     let trace = traced(&mut h, &runs(&["seed/1"]));
     let hops = trace.explain("run:between/1/build").unwrap();
     let path: Vec<(Via, &str)> = hops.iter().map(|h| (h.via, h.to.as_str())).collect();
@@ -518,8 +652,8 @@ fn explain_chains_hold_in_time() {
         path,
         [
             (Via::Seed, "run:seed/1/build"),
-            (Via::Exported, format!("reg.io/app@{}", digest('a')).as_str()),
-            (Via::ImportedDigest, "run:early/1/build"),
+            (Via::MountWrite, "mount:b1:/root/.npm"),
+            (Via::MountRead, "run:early/1/build"),
             (Via::MountWrite, PIP),
             (Via::MountRead, "run:between/1/build"),
         ]
@@ -550,7 +684,10 @@ fn via_prefers_the_digest_over_the_builder_cache_on_ties() {
     let trace = traced(&mut h, &runs(&["evil/1"]));
     let web = entry(&trace, "run:web/1/build");
     let d_name = format!("reg.io/d@{}", digest('d'));
-    assert_eq!((web.tainted_at, web.via, web.from), (t(30), Via::ImportedDigest, Some(d_name.as_str())));
+    assert_eq!(
+        (web.tainted_at, web.via, web.from),
+        (t(30), Via::ImportedDigest, Some(d_name.as_str()))
+    );
 }
 
 /// A seeded builder taints runs that used its cache from the seed time on: through records
@@ -572,7 +709,10 @@ fn builder_seed_taints_its_cache_users_from_the_seed_time() {
         ..Seeds::default()
     };
     let trace = traced(&mut h, &seeds);
-    assert_eq!(names(&trace, Kind::Run), set(&["run:legacy/1/build", "run:web/1/build"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:legacy/1/build", "run:web/1/build"])
+    );
     assert_eq!(entry(&trace, "run:web/1/build").via, Via::BuilderRecord);
     assert_eq!(entry(&trace, "builder:b1").tainted_at, t(25));
     assert_eq!(trace.explain("web/1").unwrap().len(), 2);
@@ -621,7 +761,10 @@ fn mount_seed_accepts_the_llb_form() {
         ..Seeds::default()
     };
     let trace = traced(&mut h, &seeds);
-    assert_eq!(names(&trace, Kind::Run), set(&["run:web/1/build", "run:web/2/build"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:web/1/build", "run:web/2/build"])
+    );
     assert_eq!(entry(&trace, PIP).tainted_at, t(5));
 }
 
@@ -652,7 +795,10 @@ fn tag_seed_selects_digests_by_window() {
     };
     let trace = traced(&mut h, &seeds);
     assert!(names(&trace, Kind::Run).is_empty());
-    assert_eq!(names(&trace, Kind::CacheRef), set(&[&format!("reg.io/app@{}", digest('2'))]));
+    assert_eq!(
+        names(&trace, Kind::CacheRef),
+        set(&[&format!("reg.io/app@{}", digest('2'))])
+    );
 }
 
 /// One random history: runs on two builders (or none), a few mounts, artifacts over three
@@ -676,7 +822,11 @@ fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeeds)> {
         .prop_map(|(specs, purges, prunes, seed)| {
             let mut h = History::new();
             let builders = [h.builder("b1"), h.builder("b2")];
-            let mounts = [h.mount(builders[0], "a"), h.mount(builders[0], "b"), h.mount(builders[1], "a")];
+            let mounts = [
+                h.mount(builders[0], "a"),
+                h.mount(builders[0], "b"),
+                h.mount(builders[1], "a"),
+            ];
             let artifacts = [
                 h.manifest("reg.io/x", &digest('1')),
                 h.manifest("reg.io/y", &digest('1')),
@@ -689,7 +839,9 @@ fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeeds)> {
                 h.record(builders[1], "r2", "regular", "RUN make"),
                 h.record(builders[1], "r3", "exec.cachemount", "cached mount"),
             ];
-            for (i, (start, length, builder, evidence, failed, events)) in specs.into_iter().enumerate() {
+            for (i, (start, length, builder, evidence, failed, events)) in
+                specs.into_iter().enumerate()
+            {
                 let r = h.run("p", &i.to_string(), t(start), t(start + length));
                 if builder < 2 {
                     h.on(r, builders[builder]);

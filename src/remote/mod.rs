@@ -4,3 +4,5 @@ pub mod buildkit;
 pub mod engine;
 
 pub mod registry;
+pub mod retry;
+pub mod redact;

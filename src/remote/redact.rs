@@ -132,9 +132,15 @@ mod tests {
 
     #[test]
     fn hides_user_information() {
-        assert_eq!(url("https://user:pw@reg.example/v2/"), "https://***@reg.example/v2/");
+        assert_eq!(
+            url("https://user:pw@reg.example/v2/"),
+            "https://***@reg.example/v2/"
+        );
         assert_eq!(url("https://tok@reg.example"), "https://***@reg.example");
-        assert_eq!(url("http://a:b@c@host:5000/x?y#z"), "http://***@host:5000/x?y#z");
+        assert_eq!(
+            url("http://a:b@c@host:5000/x?y#z"),
+            "http://***@host:5000/x?y#z"
+        );
     }
 
     #[test]
@@ -160,14 +166,23 @@ mod tests {
     #[test]
     fn hides_credential_headers() {
         let shown = |n, v| Redacted::header(n, v).to_string();
-        assert_eq!(shown("Authorization", "Bearer eyJabc"), "Authorization: Bearer ***");
-        assert_eq!(shown("authorization", "Basic dXNlcjpwdw=="), "authorization: Basic ***");
+        assert_eq!(
+            shown("Authorization", "Bearer eyJabc"),
+            "Authorization: Bearer ***"
+        );
+        assert_eq!(
+            shown("authorization", "Basic dXNlcjpwdw=="),
+            "authorization: Basic ***"
+        );
         assert_eq!(shown("Authorization", "opaque"), "Authorization: ***");
         assert_eq!(shown("Cookie", "a=b; c=d"), "Cookie: ***");
         assert_eq!(
             shown("WWW-Authenticate", "Bearer realm=\"https://auth\""),
             "WWW-Authenticate: Bearer realm=\"https://auth\""
         );
-        assert_eq!(format!("{:?}", Redacted::header("Authorization", "Basic x")), "Authorization: Basic ***");
+        assert_eq!(
+            format!("{:?}", Redacted::header("Authorization", "Basic x")),
+            "Authorization: Basic ***"
+        );
     }
 }

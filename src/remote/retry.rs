@@ -168,9 +168,15 @@ mod tests {
     fn retry_after_in_seconds() {
         let now = at(0);
         assert_eq!(parse_retry_after("1", now), Some(Duration::from_secs(1)));
-        assert_eq!(parse_retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(parse_retry_after("0", now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("99999999999999999999999", now), Some(Duration::MAX));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(Duration::MAX)
+        );
         assert_eq!(parse_retry_after("-1", now), None);
         assert_eq!(parse_retry_after("1.5", now), None);
         assert_eq!(parse_retry_after("", now), None);
@@ -185,22 +191,38 @@ mod tests {
             "Sunday, 06-Nov-94 08:49:37 GMT",
             "Sun Nov  6 08:49:37 1994",
         ] {
-            assert_eq!(parse_retry_after(form, now), Some(Duration::from_secs(30)), "{form}");
+            assert_eq!(
+                parse_retry_after(form, now),
+                Some(Duration::from_secs(30)),
+                "{form}"
+            );
         }
     }
 
     #[test]
     fn retry_after_in_the_past_means_now() {
         let now = at(EPOCH_1994 + 5);
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]
     fn retry_after_is_capped() {
         let policy = RetryPolicy::default();
-        assert_eq!(policy.delay(1, Some(Duration::from_secs(1)), 0.5), Duration::from_secs(1));
-        assert_eq!(policy.delay(1, Some(Duration::from_secs(3600)), 0.5), policy.max_retry_after);
-        assert_eq!(policy.delay(4, Some(Duration::MAX), 0.0), policy.max_retry_after);
+        assert_eq!(
+            policy.delay(1, Some(Duration::from_secs(1)), 0.5),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            policy.delay(1, Some(Duration::from_secs(3600)), 0.5),
+            policy.max_retry_after
+        );
+        assert_eq!(
+            policy.delay(4, Some(Duration::MAX), 0.0),
+            policy.max_retry_after
+        );
     }
 
     #[test]
@@ -213,10 +235,7 @@ mod tests {
         };
         // Just below 1, the delay is (almost) the ceiling itself.
         let top = |attempt| policy.delay(attempt, None, 0.999_999).as_millis();
-        assert_eq!(
-            [1, 2, 3, 4, 5, 6].map(top),
-            [99, 199, 399, 799, 999, 999]
-        );
+        assert_eq!([1, 2, 3, 4, 5, 6].map(top), [99, 199, 399, 799, 999, 999]);
         assert_eq!(policy.delay(3, None, 0.0), Duration::ZERO);
         assert_eq!(policy.delay(3, None, 0.5), Duration::from_millis(200));
         // Out-of-range randomness and huge attempt numbers stay bounded.

@@ -12,8 +12,11 @@ use rusqlite_migration::{M, Migrations};
 
 use crate::ExitStatus;
 
+mod incident;
 mod read;
 mod write;
+
+pub use incident::{ActionRow, Finished, IncidentRow};
 
 pub use read::{ArtifactRow, ExportError, ExportItem, RunRow};
 pub use write::{ImportItem, RecordOutcome};
@@ -24,7 +27,10 @@ pub use write::{ImportItem, RecordOutcome};
 /// How long a writer waits for another process's lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-const MIGRATION_SQL: &[&str] = &[include_str!("../../schema/migrations/0001_provenance.sql")];
+const MIGRATION_SQL: &[&str] = &[
+    include_str!("../../schema/migrations/0001_provenance.sql"),
+    include_str!("../../schema/migrations/0002_incidents.sql"),
+];
 
 fn migrations() -> Migrations<'static> {
     Migrations::new(MIGRATION_SQL.iter().map(|sql| M::up(sql)).collect())
@@ -140,7 +146,10 @@ impl Store {
             .pragma_update_and_check(None, "journal_mode", "wal", |_| Ok(()))
             .map_err(|e| self.sql(e))?;
         self.conn
-            .execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
+            .execute_batch(
+                "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;
+                 PRAGMA cache_size = -65536; PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY;",
+            )
             .map_err(|e| self.sql(e))?;
         self.conn
             .set_transaction_behavior(TransactionBehavior::Immediate);

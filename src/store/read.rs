@@ -571,6 +571,21 @@ impl Source for Store {
         )
     }
 
+    fn builder_record_users(&mut self, builder: BuilderId, since: Micros) -> Result<Vec<(RunInfo, Micros)>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS}, min(e.at) FROM builder_records br
+             JOIN events e ON e.kind IN ('created_record', 'reused_record') AND e.target = br.id
+             JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
+             WHERE br.builder_id = ?1 AND e.at >= ?2 AND r.has_records = 1
+             GROUP BY r.id"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![builder, since], |row| Ok((run_from_row(row)?, row.get(9)?)))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| self.err(e))
+    }
+
     fn artifact(&mut self, artifact: ArtifactId) -> Result<ArtifactInfo, StoreError> {
         self.artifacts_query("WHERE a.id = ?1", [artifact])?
             .pop()

@@ -85,3 +85,8 @@ pub fn log_tail(path: &Path, max: usize) -> String {
 
 #[cfg(test)]
 mod selftest;
+
+pub mod oci;
+pub mod proxy;
+pub mod serve;
+pub mod token;

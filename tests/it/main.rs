@@ -7,3 +7,5 @@ mod buildkit;
 mod cli;
 mod common;
 mod wrap;
+
+mod registry;

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Benchmark of the CI hook's store: `import` throughput and `record` latency.
+#
+#   benches/provenance.sh [RUNS] [RECORD_CALLS]
+#
+# Generates a synthetic fleet history of RUNS runs (default 100000), imports it into a fresh
+# store (events per second), then times RECORD_CALLS (default 200) `record` calls against
+# that store, process start included, and prints the median and p95.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-100000}
+calls=${2:-200}
+cargo build --release --quiet
+bin=${CARGO_TARGET_DIR:-target}/release/cachewarden
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+"$bin" bench generate --runs "$runs" --pipelines 5000 --builders 200 --mounts 50000 -o "$work/history.jsonl" 2>"$work/gen.txt"
+events=$(grep -o 'about [0-9]*' "$work/gen.txt" | grep -o '[0-9]*')
+start=$(date +%s%N)
+"$bin" --db "$work/store.db" import "$work/history.jsonl" 2>/dev/null
+end=$(date +%s%N)
+import_s=$(echo "scale=3; ($end - $start) / 1000000000" | bc)
+echo "import: $runs runs, $events events in ${import_s}s = $(echo "$events / $import_s" | bc) events/s"
+
+: >"$work/times"
+for i in $(seq 1 "$calls"); do
+    start=$(date +%s%N)
+    "$bin" --db "$work/store.db" record --pipeline "p$((i % 5000))" --run "bench-$i" --builder b7 \
+        --cache-from "registry.example.com/p1/cache:main@sha256:$(printf '%064x' "$i")" \
+        --cache-to type=inline --image "registry.example.com/p1/app:$i" --mount /root/.cache/pip \
+        2>/dev/null
+    end=$(date +%s%N)
+    echo $(((end - start) / 1000)) >>"$work/times"
+done
+sort -n "$work/times" >"$work/sorted"
+median=$(awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}' "$work/sorted")
+p95=$(awk '{a[NR]=$1} END {print a[int(NR*0.95)]}' "$work/sorted")
+echo "record: $calls calls on a store of $runs runs: median $(echo "scale=2; $median / 1000" | bc) ms, p95 $(echo "scale=2; $p95 / 1000" | bc) ms (process start included)"

@@ -1,0 +1,377 @@
+//! Purge plans: from a blast radius, the scope and the options, the list of actions that
+//! remove it. Pure: the caller loads everything the plan needs into [`PlanContext`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Scope;
+use crate::graph::{Entity, Kind, Trace, Via};
+use crate::model::{Backend, Driver};
+use crate::time::Micros;
+
+/// What an action does. The strings are stable: the journal and reports use them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionKind {
+    /// Delete a manifest by digest from its repository (and an index's children).
+    DeleteManifest,
+    /// Prune the `exec.cachemount` records of one mount id on a builder.
+    PruneMount,
+    /// Prune the build-cache records that hold tainted work on a builder.
+    PruneBuilder,
+    /// Remove a local image from a Docker-driver builder.
+    RemoveLocalImage,
+    /// Something cachewarden cannot do itself: the report gives the command.
+    FollowUp,
+}
+
+impl ActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DeleteManifest => "delete-manifest",
+            Self::PruneMount => "prune-mount",
+            Self::PruneBuilder => "prune-builder",
+            Self::RemoveLocalImage => "remove-local-image",
+            Self::FollowUp => "follow-up",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            Self::DeleteManifest,
+            Self::PruneMount,
+            Self::PruneBuilder,
+            Self::RemoveLocalImage,
+            Self::FollowUp,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == value)
+    }
+}
+
+/// The target and parameters of an action, stored as JSON in the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "target", rename_all = "kebab-case")]
+pub enum Target {
+    Manifest {
+        registry: String,
+        repository: String,
+        digest: String,
+        /// Tags the store saw pointing at it.
+        tags: Vec<String>,
+        /// A cache (exported or imported as one), an image, or both.
+        cache: bool,
+        image: bool,
+    },
+    Mount {
+        builder: String,
+        endpoint: Option<String>,
+        driver: Option<Driver>,
+        mount_id: String,
+        /// Target paths the mount was used at: how Docker 20.10's record descriptions name it.
+        targets: Vec<String>,
+        /// Other mount ids on the builder used at one of these targets.
+        shares_target_with: Vec<String>,
+    },
+    Builder {
+        builder: String,
+        endpoint: Option<String>,
+        driver: Option<Driver>,
+        /// Records that tainted runs created (record-level evidence).
+        record_ids: Vec<String>,
+        /// Where evidence is missing: also prune records last used at or after this time.
+        used_since: Option<Micros>,
+        /// Prune everything.
+        full: bool,
+    },
+    LocalImage {
+        builder: String,
+        endpoint: Option<String>,
+        /// An image id or `registry/repository@digest`.
+        reference: String,
+    },
+    FollowUp {
+        what: String,
+        command: String,
+    },
+}
+
+/// One planned action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Action {
+    pub kind: ActionKind,
+    /// The registry host or builder it acts on; concurrency is bounded per place.
+    pub place: String,
+    pub target: Target,
+    /// Why it is in the plan.
+    pub reason: String,
+    /// Outside the configured scope: reported, never executed.
+    pub in_scope: bool,
+}
+
+/// A builder as the store and the config know it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuilderPlace {
+    pub driver: Option<Driver>,
+    pub endpoint: Option<String>,
+}
+
+/// What the plan needs beyond the trace.
+#[derive(Debug, Clone, Default)]
+pub struct PlanContext {
+    pub builders: BTreeMap<String, BuilderPlace>,
+    /// Target paths of each tainted mount, by (builder, mount id).
+    pub mount_targets: BTreeMap<(String, String), Vec<String>>,
+    /// Every mount id used on a builder at a target path: (builder, target) -> ids.
+    pub target_users: BTreeMap<(String, String), BTreeSet<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Delete tainted images too, not only caches.
+    pub delete_images: bool,
+    /// Prune every record on tainted builders.
+    pub full_prune: bool,
+    /// Clock-skew margin subtracted from a builder's taint time.
+    pub clock_skew: Micros,
+}
+
+/// Computes the actions that remove a blast radius, in a stable order.
+pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOptions) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let place_of = |builder: &str| ctx.builders.get(builder).cloned().unwrap_or_default();
+
+    // Registry artifacts and non-registry caches.
+    let mut seen = BTreeSet::new();
+    let mut local_digests: BTreeSet<String> = BTreeSet::new();
+    for kind in [Kind::CacheRef, Kind::Image] {
+        for tainted in trace.tainted(kind) {
+            let Entity::Artifact { info, cache, image } = tainted.entity else {
+                continue;
+            };
+            if !seen.insert(info.id) {
+                continue;
+            }
+            let reason = format!("tainted at {} via {}", crate::time::format(tainted.tainted_at), tainted.via.as_str());
+            match info.backend {
+                Backend::Registry if !info.digest.is_empty() => {
+                    let (registry, repository) = info.locator.split_once('/').unwrap_or((&info.locator, ""));
+                    local_digests.insert(format!("{}@{}", info.locator, info.digest));
+                    let target = Target::Manifest {
+                        registry: registry.to_owned(),
+                        repository: repository.to_owned(),
+                        digest: info.digest.clone(),
+                        tags: info.tags.clone(),
+                        cache: *cache,
+                        image: *image,
+                    };
+                    if *cache || options.delete_images {
+                        actions.push(Action {
+                            kind: ActionKind::DeleteManifest,
+                            place: registry.to_owned(),
+                            in_scope: scope.allows_repository(registry, repository),
+                            target,
+                            reason,
+                        });
+                    } else {
+                        actions.push(Action {
+                            kind: ActionKind::FollowUp,
+                            place: registry.to_owned(),
+                            in_scope: true,
+                            target: Target::FollowUp {
+                                what: format!("rebuild or quarantine image {}@{}", info.locator, info.digest),
+                                command: format!(
+                                    "cachewarden incident purge ID --execute --delete-images   # or quarantine {}@{}",
+                                    info.locator, info.digest
+                                ),
+                            },
+                            reason,
+                        });
+                    }
+                }
+                Backend::Registry => actions.push(Action {
+                    kind: ActionKind::FollowUp,
+                    place: info.locator.clone(),
+                    in_scope: true,
+                    target: Target::FollowUp {
+                        what: format!(
+                            "{}:{} was recorded without a digest: find what it pointed at and delete that",
+                            info.locator, info.key
+                        ),
+                        command: format!("skopeo inspect docker://{}:{}", info.locator, info.key),
+                    },
+                    reason,
+                }),
+                Backend::LocalImage => {
+                    let place = place_of(&info.locator);
+                    actions.push(Action {
+                        kind: ActionKind::RemoveLocalImage,
+                        place: info.locator.clone(),
+                        in_scope: scope.allows_builder(&info.locator),
+                        target: Target::LocalImage {
+                            builder: info.locator.clone(),
+                            endpoint: place.endpoint,
+                            reference: info.digest.clone(),
+                        },
+                        reason,
+                    });
+                }
+                backend => actions.push(Action {
+                    kind: ActionKind::FollowUp,
+                    place: backend.as_str().to_owned(),
+                    in_scope: true,
+                    target: Target::FollowUp {
+                        what: format!("delete {} cache `{}`", backend.as_str(), info.key),
+                        command: follow_up_command(backend, &info.key),
+                    },
+                    reason,
+                }),
+            }
+        }
+    }
+
+    // Mounts.
+    for tainted in trace.tainted(Kind::Mount) {
+        let Entity::Mount(mount) = tainted.entity else { continue };
+        let place = place_of(&mount.builder_name);
+        let key = (mount.builder_name.clone(), mount.mount_id.clone());
+        let targets = ctx.mount_targets.get(&key).cloned().unwrap_or_default();
+        let mut shares: BTreeSet<String> = BTreeSet::new();
+        for target in &targets {
+            if let Some(users) = ctx.target_users.get(&(mount.builder_name.clone(), target.clone())) {
+                shares.extend(users.iter().filter(|id| **id != mount.mount_id).cloned());
+            }
+        }
+        actions.push(Action {
+            kind: ActionKind::PruneMount,
+            place: mount.builder_name.clone(),
+            in_scope: scope.allows_builder(&mount.builder_name),
+            target: Target::Mount {
+                builder: mount.builder_name.clone(),
+                endpoint: place.endpoint,
+                driver: place.driver,
+                mount_id: mount.mount_id.clone(),
+                targets,
+                shares_target_with: shares.into_iter().collect(),
+            },
+            reason: format!(
+                "tainted from {} via {}",
+                crate::time::format(tainted.tainted_at),
+                tainted.via.as_str()
+            ),
+        });
+    }
+
+    // Builders: records tainted runs created, and where evidence is missing, everything used
+    // since the builder's taint time.
+    let mut records: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for tainted in trace.tainted(Kind::Record) {
+        if let Entity::Record { info, builder } = tainted.entity {
+            records.entry(builder.clone()).or_default().insert(info.record_id.clone());
+        }
+    }
+    let mut unverified: BTreeMap<String, Micros> = BTreeMap::new();
+    let mut docker_builders: BTreeSet<String> = BTreeSet::new();
+    for tainted in trace.tainted(Kind::Run) {
+        if let Entity::Run { info, builder: Some(builder) } = tainted.entity {
+            docker_builders.insert(builder.clone());
+            if !info.has_records {
+                let t = unverified.entry(builder.clone()).or_insert(info.started_at);
+                *t = (*t).min(info.started_at);
+            }
+        }
+    }
+    for tainted in trace.tainted(Kind::Builder) {
+        if let Entity::Builder(b) = tainted.entity
+            && tainted.via == Via::Seed
+        {
+            let t = unverified.entry(b.name.clone()).or_insert(tainted.tainted_at);
+            *t = (*t).min(tainted.tainted_at);
+        }
+    }
+    let builders: BTreeSet<String> = records
+        .keys()
+        .chain(unverified.keys())
+        .cloned()
+        .chain(options.full_prune.then(|| docker_builders.iter().cloned()).into_iter().flatten())
+        .collect();
+    for builder in builders {
+        let place = place_of(&builder);
+        let ids: Vec<String> = records.get(&builder).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        let since = unverified.get(&builder).map(|t| t - options.clock_skew);
+        let reason = match (ids.is_empty(), since) {
+            (false, Some(t)) => format!(
+                "{} records created by tainted runs, and runs without record evidence: records used since {}",
+                ids.len(),
+                crate::time::format(t)
+            ),
+            (false, None) => format!("{} records created by tainted runs", ids.len()),
+            (true, Some(t)) => format!(
+                "tainted runs without record evidence: records used since {}",
+                crate::time::format(t)
+            ),
+            (true, None) => "full prune requested".to_owned(),
+        };
+        actions.push(Action {
+            kind: ActionKind::PruneBuilder,
+            place: builder.clone(),
+            in_scope: scope.allows_builder(&builder),
+            target: Target::Builder {
+                builder: builder.clone(),
+                endpoint: place.endpoint,
+                driver: place.driver,
+                record_ids: ids,
+                used_since: since,
+                full: options.full_prune,
+            },
+            reason,
+        });
+    }
+
+    // Docker 20.10 reads `--cache-from` from local images first: remove local copies of
+    // tainted registry digests from the Docker-driver builders tainted runs used.
+    for builder in &docker_builders {
+        let place = place_of(builder);
+        if place.driver.is_some_and(|d| d != Driver::Docker) {
+            continue;
+        }
+        for reference in &local_digests {
+            actions.push(Action {
+                kind: ActionKind::RemoveLocalImage,
+                place: builder.clone(),
+                in_scope: scope.allows_builder(builder),
+                target: Target::LocalImage {
+                    builder: builder.clone(),
+                    endpoint: place.endpoint.clone(),
+                    reference: reference.clone(),
+                },
+                reason: "a local copy would be read before the registry".to_owned(),
+            });
+        }
+    }
+
+    actions.sort_by(|a, b| {
+        (a.kind, &a.place, serde_json::to_string(&a.target).ok()).cmp(&(
+            b.kind,
+            &b.place,
+            serde_json::to_string(&b.target).ok(),
+        ))
+    });
+    actions.dedup();
+    actions
+}
+
+/// The command that deletes a non-registry cache entry in its own system.
+pub fn follow_up_command(backend: Backend, key: &str) -> String {
+    match backend {
+        Backend::Gha => format!("gh cache list --key '{key}' && gh cache delete --all --key '{key}'"),
+        Backend::S3 => {
+            let path = key.split(" (").next().unwrap_or(key);
+            format!("aws s3 rm --recursive '{path}'")
+        }
+        Backend::Azblob => format!("az storage blob delete-batch --source '{key}'"),
+        Backend::Local => format!("rm -rf '{key}'"),
+        Backend::Registry | Backend::LocalImage => String::new(),
+    }
+}

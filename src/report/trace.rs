@@ -1,0 +1,367 @@
+//! Output of `cachewarden trace`: text, JSON (`schema/trace.schema.json`), Graphviz, and the
+//! `--explain` chain.
+
+use std::io::{self, Write};
+
+use petgraph::graph::NodeIndex;
+use serde::Serialize;
+
+use crate::cli::TraceFormat;
+use crate::graph::{Entity, Hop, Kind, Tainted, Trace};
+use crate::time;
+
+/// The JSON shape's version; bumped on any incompatible change to the schema.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How many seeds the text header names before it only counts them (a pipeline seed can
+/// select thousands of runs; they are all listed under `runs`).
+const SEEDS_SHOWN: usize = 5;
+
+const EMPTY: &str =
+    "empty blast radius: no runs, caches, mounts or images are downstream of the seeds";
+
+/// Writes the trace in the chosen format.
+pub fn write(trace: &Trace, format: TraceFormat, out: &mut dyn Write) -> io::Result<()> {
+    match format {
+        TraceFormat::Text => write_text(trace, out),
+        TraceFormat::Json => write_json(trace, out),
+        TraceFormat::Dot => write_dot(trace, out),
+    }
+}
+
+fn group_title(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Run => "runs",
+        Kind::CacheRef => "cache refs",
+        Kind::Mount => "mounts",
+        Kind::Builder => "builders",
+        Kind::Image => "images",
+        Kind::Record => "builder records",
+    }
+}
+
+fn count(n: usize, kind: Kind) -> String {
+    let plural = group_title(kind);
+    if n == 1 {
+        format!("1 {}", plural.strip_suffix('s').unwrap_or(plural))
+    } else {
+        format!("{n} {plural}")
+    }
+}
+
+/// Counts per kind, then each group with when and how every entity became tainted.
+pub fn write_text(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
+    let seeds: Vec<&str> = trace.seeds().iter().map(|n| n.name.as_str()).collect();
+    match seeds.len() {
+        0 => writeln!(out, "seeds: none matched")?,
+        n if n <= SEEDS_SHOWN => writeln!(out, "seeds: {}", seeds.join(", "))?,
+        n => writeln!(
+            out,
+            "seeds: {} and {} more",
+            seeds[..SEEDS_SHOWN].join(", "),
+            n - SEEDS_SHOWN
+        )?,
+    }
+    if trace.is_empty() {
+        return writeln!(out, "{EMPTY}");
+    }
+    let groups: Vec<(Kind, Vec<Tainted<'_>>)> =
+        Kind::ALL.iter().map(|&k| (k, trace.tainted(k))).collect();
+    let counts: Vec<String> = groups
+        .iter()
+        .map(|(k, entries)| count(entries.len(), *k))
+        .collect();
+    let mode = if trace.ignore_time() {
+        " (time ignored)"
+    } else {
+        ""
+    };
+    writeln!(out, "blast radius{mode}: {}", counts.join(", "))?;
+    for (kind, entries) in groups.iter().filter(|(_, e)| !e.is_empty()) {
+        writeln!(out, "\n{}:", group_title(*kind))?;
+        let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
+        for entry in entries {
+            let via = match entry.from {
+                Some(from) => format!("{} from {from}", entry.via.as_str()),
+                None => entry.via.as_str().to_owned(),
+            };
+            writeln!(
+                out,
+                "  {}  {:width$}  {via}",
+                time::format(entry.tainted_at),
+                entry.name
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// One hop a line: `TIME  KIND  FROM -> TO`; the first line is the seed.
+pub fn write_explain(hops: &[Hop], out: &mut dyn Write) -> io::Result<()> {
+    let width = hops.iter().map(|h| h.via.as_str().len()).max().unwrap_or(0);
+    for hop in hops {
+        let at = time::format(hop.at);
+        let kind = hop.via.as_str();
+        match &hop.from {
+            Some(from) => writeln!(out, "{at}  {kind:width$}  {from} -> {}", hop.to)?,
+            None => writeln!(out, "{at}  {kind:width$}  {}", hop.to)?,
+        }
+    }
+    Ok(())
+}
+
+/// The JSON document: `schema/trace.schema.json` describes it.
+pub fn write_json(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, &TraceDoc::new(trace))?;
+    writeln!(out)
+}
+
+#[derive(Debug, Serialize)]
+struct TraceDoc<'t> {
+    schema_version: u32,
+    ignore_time: bool,
+    seeds: Vec<SeedDoc<'t>>,
+    runs: Vec<RunDoc<'t>>,
+    cache_refs: Vec<ArtifactDoc<'t>>,
+    mounts: Vec<MountDoc<'t>>,
+    builders: Vec<BuilderDoc<'t>>,
+    images: Vec<ArtifactDoc<'t>>,
+    records: Vec<RecordDoc<'t>>,
+}
+
+#[derive(Debug, Serialize)]
+struct SeedDoc<'t> {
+    kind: &'static str,
+    name: &'t str,
+}
+
+#[derive(Debug, Serialize)]
+struct ViaDoc<'t> {
+    kind: &'static str,
+    /// The entity the evidence came from; `null` for a seed.
+    from: Option<&'t str>,
+    at: String,
+}
+
+#[derive(Debug, Serialize)]
+struct RunDoc<'t> {
+    name: &'t str,
+    pipeline: &'t str,
+    run: &'t str,
+    step: &'t str,
+    builder: Option<&'t str>,
+    status: &'static str,
+    started_at: String,
+    finished_at: String,
+    tainted_at: String,
+    via: ViaDoc<'t>,
+}
+
+#[derive(Debug, Serialize)]
+struct ArtifactDoc<'t> {
+    name: &'t str,
+    backend: &'static str,
+    locator: &'t str,
+    digest: Option<&'t str>,
+    key: Option<&'t str>,
+    tags: &'t [String],
+    tainted_at: String,
+    via: ViaDoc<'t>,
+}
+
+#[derive(Debug, Serialize)]
+struct MountDoc<'t> {
+    name: &'t str,
+    builder: &'t str,
+    namespace: &'t str,
+    id: &'t str,
+    tainted_at: String,
+    via: ViaDoc<'t>,
+}
+
+#[derive(Debug, Serialize)]
+struct BuilderDoc<'t> {
+    name: &'t str,
+    builder: &'t str,
+    tainted_at: String,
+    via: ViaDoc<'t>,
+}
+
+#[derive(Debug, Serialize)]
+struct RecordDoc<'t> {
+    name: &'t str,
+    builder: &'t str,
+    record_id: &'t str,
+    #[serde(rename = "type")]
+    record_type: &'t str,
+    description: &'t str,
+    tainted_at: String,
+    via: ViaDoc<'t>,
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+impl<'t> TraceDoc<'t> {
+    fn new(trace: &'t Trace) -> Self {
+        let via = |e: &Tainted<'t>| ViaDoc {
+            kind: e.via.as_str(),
+            from: e.from,
+            at: time::format(e.at),
+        };
+        let artifacts = |kind| {
+            trace
+                .tainted(kind)
+                .into_iter()
+                .filter_map(|e| match e.entity {
+                    Entity::Artifact { info, .. } => Some(ArtifactDoc {
+                        name: e.name,
+                        backend: info.backend.as_str(),
+                        locator: &info.locator,
+                        digest: non_empty(&info.digest),
+                        key: non_empty(&info.key),
+                        tags: &info.tags,
+                        tainted_at: time::format(e.tainted_at),
+                        via: via(&e),
+                    }),
+                    _ => None,
+                })
+                .collect()
+        };
+        Self {
+            schema_version: SCHEMA_VERSION,
+            ignore_time: trace.ignore_time(),
+            seeds: trace
+                .seeds()
+                .into_iter()
+                .map(|n| SeedDoc {
+                    kind: n.seed.map_or(Kind::Run, |s| s.kind).as_str(),
+                    name: &n.name,
+                })
+                .collect(),
+            runs: trace
+                .tainted(Kind::Run)
+                .into_iter()
+                .filter_map(|e| match e.entity {
+                    Entity::Run { info, builder } => Some(RunDoc {
+                        name: e.name,
+                        pipeline: &info.pipeline,
+                        run: &info.run_key,
+                        step: &info.step,
+                        builder: builder.as_deref(),
+                        status: info.status.as_str(),
+                        started_at: time::format(info.started_at),
+                        finished_at: time::format(info.finished_at),
+                        tainted_at: time::format(e.tainted_at),
+                        via: via(&e),
+                    }),
+                    _ => None,
+                })
+                .collect(),
+            cache_refs: artifacts(Kind::CacheRef),
+            mounts: trace
+                .tainted(Kind::Mount)
+                .into_iter()
+                .filter_map(|e| match e.entity {
+                    Entity::Mount(info) => Some(MountDoc {
+                        name: e.name,
+                        builder: &info.builder_name,
+                        namespace: &info.namespace,
+                        id: &info.mount_id,
+                        tainted_at: time::format(e.tainted_at),
+                        via: via(&e),
+                    }),
+                    _ => None,
+                })
+                .collect(),
+            builders: trace
+                .tainted(Kind::Builder)
+                .into_iter()
+                .filter_map(|e| match e.entity {
+                    Entity::Builder(info) => Some(BuilderDoc {
+                        name: e.name,
+                        builder: &info.name,
+                        tainted_at: time::format(e.tainted_at),
+                        via: via(&e),
+                    }),
+                    _ => None,
+                })
+                .collect(),
+            images: artifacts(Kind::Image),
+            records: trace
+                .tainted(Kind::Record)
+                .into_iter()
+                .filter_map(|e| match e.entity {
+                    Entity::Record { info, builder } => Some(RecordDoc {
+                        name: e.name,
+                        builder,
+                        record_id: &info.record_id,
+                        record_type: &info.record_type,
+                        description: &info.description,
+                        tainted_at: time::format(e.tainted_at),
+                        via: via(&e),
+                    }),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Graphviz of the blast radius: every tainted entity and seed, every evidence edge labelled
+/// with its kind, seeds filled.
+pub fn write_dot(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
+    let g = trace.graph();
+    let mut nodes: Vec<_> = g.node_indices().collect();
+    let when = |i: NodeIndex| g[i].label.map(|l| l.tainted_at);
+    nodes.sort_by(|&a, &b| (when(a), &g[a].name).cmp(&(when(b), &g[b].name)));
+    let mut ids = vec![usize::MAX; g.node_count()];
+    for (id, &node) in nodes.iter().enumerate() {
+        ids[node.index()] = id;
+    }
+    writeln!(out, "digraph blast_radius {{")?;
+    writeln!(out, "  rankdir=LR;")?;
+    writeln!(out, "  node [fontname=\"monospace\"];")?;
+    for &node in &nodes {
+        let n = &g[node];
+        let time = n
+            .label
+            .map_or_else(|| "seed".to_owned(), |l| time::format(l.tainted_at));
+        let shape = match n.entity {
+            Entity::Run { .. } => "box",
+            Entity::Artifact { .. } | Entity::Digest(_) => "note",
+            Entity::Mount(_) => "cylinder",
+            Entity::Builder(_) => "component",
+            Entity::Record { .. } => "folder",
+        };
+        let fill = if n.seed.is_some() {
+            " style=filled fillcolor=\"#f4a582\""
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "  n{} [label=\"{}\\n{}\" shape={shape}{fill}];",
+            ids[node.index()],
+            dot_escape(&n.name),
+            time
+        )?;
+    }
+    let mut edges: Vec<(usize, usize, &str)> = g
+        .edge_indices()
+        .filter_map(|e| {
+            g.edge_endpoints(e)
+                .map(|(a, b)| (ids[a.index()], ids[b.index()], g[e].via.as_str()))
+        })
+        .collect();
+    edges.sort_unstable();
+    for (from, to, via) in edges {
+        writeln!(out, "  n{from} -> n{to} [label=\"{via}\"];")?;
+    }
+    writeln!(out, "}}")
+}
+
+fn dot_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}

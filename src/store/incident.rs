@@ -1,0 +1,368 @@
+//! Incidents, their plans and the action journal.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use super::{Store, StoreError, sql_error};
+use crate::model::{Driver, MountUse};
+use crate::plan::{Action, ActionKind, BuilderPlace, PlanContext, Target};
+use crate::time::{self, Micros};
+
+/// An incident as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentRow {
+    pub id: i64,
+    pub title: String,
+    pub opened_at: Micros,
+    pub opened_by: String,
+    pub seeds: String,
+    pub trace: String,
+    pub status: String,
+    pub closed_at: Option<Micros>,
+    pub closed_by: Option<String>,
+}
+
+/// A journal row: one action and what became of it.
+#[derive(Debug, Clone)]
+pub struct ActionRow {
+    pub id: i64,
+    pub seq: i64,
+    pub action: Action,
+    pub state: String,
+    pub attempts: i64,
+    pub outcome: Option<String>,
+    pub error: Option<String>,
+    pub started_at: Option<Micros>,
+    pub finished_at: Option<Micros>,
+    pub duration_us: Option<i64>,
+}
+
+/// How an action ended, for the journal.
+#[derive(Debug, Clone)]
+pub enum Finished {
+    Done(String),
+    Failed(String),
+    Skipped(String),
+}
+
+impl Store {
+    /// Stores a new incident with its plan; returns its id.
+    pub fn create_incident(
+        &mut self,
+        title: &str,
+        opened_by: &str,
+        seeds: &str,
+        trace: &str,
+        actions: &[Action],
+    ) -> Result<i64, StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
+        let id: i64 = tx
+            .query_row(
+                "INSERT INTO incidents (title, opened_at, opened_by, seeds, trace) VALUES (?1, ?2, ?3, ?4, ?5)
+                 RETURNING id",
+                params![title, time::now(), opened_by, seeds, trace],
+                |row| row.get(0),
+            )
+            .map_err(|e| sql_error(&path, e))?;
+        insert_actions(&tx, id, 1, actions).map_err(|e| sql_error(&path, e))?;
+        tx.commit().map_err(|e| sql_error(&path, e))?;
+        Ok(id)
+    }
+
+    /// Adds actions to an incident's plan (a re-trace found more); returns how many were new.
+    pub fn extend_plan(&mut self, incident: i64, actions: &[Action]) -> Result<usize, StoreError> {
+        let existing: BTreeSet<String> = self
+            .actions(incident)?
+            .into_iter()
+            .map(|row| serde_json::to_string(&row.action.target).unwrap_or_default())
+            .collect();
+        let new: Vec<Action> = actions
+            .iter()
+            .filter(|a| !existing.contains(&serde_json::to_string(&a.target).unwrap_or_default()))
+            .cloned()
+            .collect();
+        if new.is_empty() {
+            return Ok(0);
+        }
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
+        let next: i64 = tx
+            .query_row(
+                "SELECT coalesce(max(seq), 0) + 1 FROM actions WHERE incident_id = ?1",
+                [incident],
+                |row| row.get(0),
+            )
+            .map_err(|e| sql_error(&path, e))?;
+        insert_actions(&tx, incident, next, &new).map_err(|e| sql_error(&path, e))?;
+        tx.commit().map_err(|e| sql_error(&path, e))?;
+        Ok(new.len())
+    }
+
+    pub fn incident(&self, id: i64) -> Result<IncidentRow, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT id, title, opened_at, opened_by, seeds, trace, status, closed_at, closed_by
+                 FROM incidents WHERE id = ?1",
+                [id],
+                incident_from_row,
+            )
+            .optional()
+            .map_err(|e| sql_error(&self.path, e))?
+            .ok_or_else(|| StoreError::NotFound(format!("no incident `{id}`")))
+    }
+
+    pub fn incidents(&self) -> Result<Vec<IncidentRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, title, opened_at, opened_by, seeds, trace, status, closed_at, closed_by
+                 FROM incidents ORDER BY id",
+            )
+            .map_err(|e| sql_error(&self.path, e))?;
+        let rows = stmt
+            .query_map([], incident_from_row)
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| sql_error(&self.path, e))
+    }
+
+    pub fn actions(&self, incident: i64) -> Result<Vec<ActionRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, seq, kind, place, target, reason, in_scope, state, attempts, outcome, error,
+                        started_at, finished_at, duration_us
+                 FROM actions WHERE incident_id = ?1 ORDER BY seq",
+            )
+            .map_err(|e| sql_error(&self.path, e))?;
+        let rows = stmt
+            .query_map([incident], |row| {
+                let kind: String = row.get(2)?;
+                let target: String = row.get(4)?;
+                let target: Target = serde_json::from_str(&target)
+                    .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?;
+                Ok(ActionRow {
+                    id: row.get(0)?,
+                    seq: row.get(1)?,
+                    action: Action {
+                        kind: ActionKind::parse(&kind).unwrap_or(ActionKind::FollowUp),
+                        place: row.get(3)?,
+                        target,
+                        reason: row.get(5)?,
+                        in_scope: row.get(6)?,
+                    },
+                    state: row.get(7)?,
+                    attempts: row.get(8)?,
+                    outcome: row.get(9)?,
+                    error: row.get(10)?,
+                    started_at: row.get(11)?,
+                    finished_at: row.get(12)?,
+                    duration_us: row.get(13)?,
+                })
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| sql_error(&self.path, e))
+    }
+
+    /// Marks an action as started (committed at once, so a crash shows it was in flight).
+    pub fn start_action(&mut self, action: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE actions SET state = 'running', attempts = attempts + 1, started_at = ?2 WHERE id = ?1",
+                params![action, time::now()],
+            )
+            .map(|_| ())
+            .map_err(|e| sql_error(&self.path, e))
+    }
+
+    /// Records how an action ended, committed at once.
+    pub fn finish_action(&mut self, action: i64, finished: &Finished, duration_us: i64) -> Result<(), StoreError> {
+        let (state, outcome, error) = match finished {
+            Finished::Done(outcome) => ("done", Some(outcome.as_str()), None),
+            Finished::Failed(error) => ("failed", None, Some(error.as_str())),
+            Finished::Skipped(why) => ("skipped", Some(why.as_str()), None),
+        };
+        self.conn
+            .execute(
+                "UPDATE actions SET state = ?2, outcome = ?3, error = ?4, finished_at = ?5, duration_us = ?6
+                 WHERE id = ?1",
+                params![action, state, outcome, error, time::now(), duration_us],
+            )
+            .map(|_| ())
+            .map_err(|e| sql_error(&self.path, e))
+    }
+
+    /// Takes the incident's execution lock; `false` when another execution holds it.
+    /// A lock whose holder process is gone is taken over.
+    pub fn lock_incident(&mut self, incident: i64, owner: &str) -> Result<bool, StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
+        let current: Option<String> = tx
+            .query_row("SELECT lock_owner FROM incidents WHERE id = ?1", [incident], |row| row.get(0))
+            .map_err(|e| sql_error(&path, e))?;
+        if let Some(holder) = current
+            && holder != owner
+            && process_alive(&holder)
+        {
+            return Ok(false);
+        }
+        tx.execute(
+            "UPDATE incidents SET lock_owner = ?2, lock_at = ?3 WHERE id = ?1",
+            params![incident, owner, time::now()],
+        )
+        .map_err(|e| sql_error(&path, e))?;
+        tx.commit().map_err(|e| sql_error(&path, e))?;
+        Ok(true)
+    }
+
+    pub fn unlock_incident(&mut self, incident: i64, owner: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE incidents SET lock_owner = NULL, lock_at = NULL WHERE id = ?1 AND lock_owner = ?2",
+                params![incident, owner],
+            )
+            .map(|_| ())
+            .map_err(|e| sql_error(&self.path, e))
+    }
+
+    pub fn close_incident(&mut self, incident: i64, by: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE incidents SET status = 'closed', closed_at = ?2, closed_by = ?3 WHERE id = ?1",
+                params![incident, time::now(), by],
+            )
+            .map(|_| ())
+            .map_err(|e| sql_error(&self.path, e))
+    }
+
+    /// Endpoints, drivers and mount target paths the plan needs.
+    pub fn plan_context(&self, builders: &BTreeSet<String>, mounts: &BTreeSet<(String, String)>) -> Result<PlanContext, StoreError> {
+        let err = |e| sql_error(&self.path, e);
+        let mut ctx = PlanContext::default();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT driver, endpoint FROM builders WHERE name = ?1")
+            .map_err(err)?;
+        for name in builders {
+            let place = stmt
+                .query_row([name], |row| {
+                    let driver: Option<String> = row.get(0)?;
+                    Ok(BuilderPlace {
+                        driver: driver.as_deref().and_then(parse_driver),
+                        endpoint: row.get(1)?,
+                    })
+                })
+                .optional()
+                .map_err(err)?
+                .unwrap_or_default();
+            ctx.builders.insert(name.clone(), place);
+        }
+        // Every mount use on the affected builders, to know target paths and who shares them.
+        let affected: BTreeSet<&String> = mounts.iter().map(|(b, _)| b).collect();
+        let mut uses = self
+            .conn
+            .prepare_cached(
+                "SELECT DISTINCT m.mount_id, e.detail FROM mounts m
+                 JOIN builders b ON b.id = m.builder_id
+                 JOIN events e ON e.kind = 'read_mount' AND e.target = m.id
+                 WHERE b.name = ?1",
+            )
+            .map_err(err)?;
+        for builder in affected {
+            let rows: Vec<(String, Option<String>)> = uses
+                .query_map([builder], |row| Ok((row.get(0)?, row.get(1)?)))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(err)?;
+            let mut targets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for (mount_id, detail) in rows {
+                let list: Vec<MountUse> = detail.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or_default();
+                let entry = targets.entry(mount_id.clone()).or_default();
+                for m in list {
+                    // A use without a known target is at the id itself when the id is a path.
+                    let target = m.target.or_else(|| m.id.starts_with('/').then(|| m.id.clone()));
+                    if let Some(t) = target {
+                        entry.insert(t);
+                    }
+                }
+                if entry.is_empty() && mount_id.starts_with('/') {
+                    entry.insert(mount_id.clone());
+                }
+            }
+            for (mount_id, ts) in &targets {
+                for t in ts {
+                    ctx.target_users
+                        .entry((builder.clone(), t.clone()))
+                        .or_default()
+                        .insert(mount_id.clone());
+                }
+                if mounts.contains(&(builder.clone(), mount_id.clone())) {
+                    ctx.mount_targets
+                        .insert((builder.clone(), mount_id.clone()), ts.iter().cloned().collect());
+                }
+            }
+        }
+        Ok(ctx)
+    }
+}
+
+fn parse_driver(value: &str) -> Option<Driver> {
+    match value {
+        "docker" => Some(Driver::Docker),
+        "buildkitd" => Some(Driver::Buildkitd),
+        "docker-container" => Some(Driver::DockerContainer),
+        _ => None,
+    }
+}
+
+/// Lock owners are `host:pid`: a holder on this host whose process is gone holds nothing.
+fn process_alive(owner: &str) -> bool {
+    let Some((host, pid)) = owner.rsplit_once(':') else { return true };
+    if host != crate::ingest::builder::hostname() {
+        return true;
+    }
+    let Ok(pid) = pid.parse::<u32>() else { return true };
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn insert_actions(tx: &rusqlite::Transaction<'_>, incident: i64, first_seq: i64, actions: &[Action]) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO actions (incident_id, seq, kind, place, target, reason, in_scope, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for (i, action) in actions.iter().enumerate() {
+        let target = serde_json::to_string(&action.target).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        // Out-of-scope actions and follow-ups are never executed: they are settled at once.
+        let state = if !action.in_scope || action.kind == ActionKind::FollowUp {
+            "skipped"
+        } else {
+            "pending"
+        };
+        stmt.execute(params![
+            incident,
+            first_seq + i as i64,
+            action.kind.as_str(),
+            action.place,
+            target,
+            action.reason,
+            action.in_scope,
+            state
+        ])?;
+    }
+    Ok(())
+}
+
+fn incident_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
+    Ok(IncidentRow {
+        id: row.get(0)?,
+        title: row.get(1)?,
+        opened_at: row.get(2)?,
+        opened_by: row.get(3)?,
+        seeds: row.get(4)?,
+        trace: row.get(5)?,
+        status: row.get(6)?,
+        closed_at: row.get(7)?,
+        closed_by: row.get(8)?,
+    })
+}
