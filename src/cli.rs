@@ -51,6 +51,9 @@ pub enum Command {
     Export(ExportArgs),
     /// Find everything downstream of a compromised pipeline, run, cache, mount, builder or image.
     Trace(TraceArgs),
+    /// Open, purge, inspect and report incidents.
+    #[command(subcommand)]
+    Incident(IncidentCommand),
     /// Record that a mount cache or a builder's cache was purged outside cachewarden.
     MarkPurged(MarkPurgedArgs),
     /// Generate synthetic fleet histories and measure (for benchmarks).
@@ -182,7 +185,7 @@ pub enum TraceFormat {
 }
 
 /// Seeds of a trace; several may be combined.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Default, Args, serde::Serialize, serde::Deserialize)]
 pub struct SeedArgs {
     /// Runs of this pipeline whose start lies in `--since`/`--until`.
     #[arg(long, value_name = "NAME")]
@@ -223,6 +226,96 @@ pub struct TraceArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: TraceFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IncidentCommand {
+    /// Trace the seeds, plan the purge and store both as a new incident. Deletes nothing.
+    Open(IncidentOpenArgs),
+    /// Check the plan (dry run), or carry it out with `--execute`.
+    Purge(IncidentPurgeArgs),
+    /// List incidents.
+    List(IncidentListArgs),
+    /// Show an incident's plan and the state of each action.
+    Show(IncidentShowArgs),
+    /// Write the incident report.
+    Report(IncidentReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IncidentOpenArgs {
+    #[command(flatten)]
+    pub seeds: SeedArgs,
+    /// A title for the incident.
+    #[arg(long, value_name = "TEXT")]
+    pub title: Option<String>,
+    /// Ignore time when tracing: the conservative closure.
+    #[arg(long)]
+    pub ignore_time: bool,
+    /// Plan deleting tainted images too, not only caches.
+    #[arg(long)]
+    pub delete_images: bool,
+    /// Plan pruning every build-cache record on tainted builders.
+    #[arg(long)]
+    pub full_prune: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct IncidentPurgeArgs {
+    /// The incident id.
+    pub id: i64,
+    /// Carry out the plan. Without it, every target is checked and nothing is changed.
+    #[arg(long)]
+    pub execute: bool,
+    /// Actions in flight per registry and per builder [default: from the config, else 8]
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Do not ask before acting.
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct IncidentListArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct IncidentShowArgs {
+    /// The incident id.
+    pub id: i64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Markdown for people.
+    #[default]
+    Md,
+    /// JSON, shape in `schema/report.schema.json`.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct IncidentReportArgs {
+    /// The incident id.
+    pub id: i64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ReportFormat,
+    /// Write to this file instead of stdout.
+    #[arg(long, short, value_name = "PATH")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

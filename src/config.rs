@@ -70,6 +70,10 @@ pub struct RegistryConfig {
     /// Where credentials come from.
     #[serde(default)]
     pub credentials: CredentialSource,
+    /// Send requests here (`http://127.0.0.1:5001`) instead of to the host, e.g. through a
+    /// proxy; references, credentials and messages still name the host.
+    #[serde(default)]
+    pub endpoint: Option<String>,
 }
 
 /// The purge scope: registries, repositories and builders cachewarden may act on. An action

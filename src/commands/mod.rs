@@ -15,9 +15,10 @@ use crate::store::{Store, StoreError};
 mod bench;
 mod export;
 mod import;
+mod incident;
 mod mark_purged;
 pub mod record;
-mod trace;
+pub(crate) mod trace;
 mod wrap;
 
 pub async fn dispatch(cli: Cli, printer: Printer) -> Result<ExitStatus> {
@@ -29,6 +30,7 @@ pub async fn dispatch(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Import(args) => import::import(&args, &db, printer),
         Command::Export(args) => export::export(&args, &db),
         Command::Trace(args) => trace::trace(&args, &db),
+        Command::Incident(command) => incident::incident(command, &db, &config, printer).await,
         Command::MarkPurged(args) => mark_purged::mark_purged(&args, &db, printer),
         Command::Bench(args) => bench::bench(args, printer),
     }

@@ -3,4 +3,5 @@
 
 #[cfg(test)]
 mod tests;
+pub mod incident;
 pub mod trace;

@@ -1,0 +1,506 @@
+//! `cachewarden incident ...`: open an incident from a trace, purge it, report it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::ExitStatus;
+use crate::cli::{
+    IncidentCommand, IncidentListArgs, IncidentOpenArgs, IncidentPurgeArgs, IncidentReportArgs, IncidentShowArgs,
+    OutputFormat, ReportFormat, SeedArgs,
+};
+use crate::commands::trace::run_trace;
+use crate::commands::{open_existing_store, write_stdout};
+use crate::config::Config;
+use crate::error::RefusedError;
+use crate::execute::{self, Reporter, builder_endpoint, select_builder_records, select_mount_records};
+use crate::graph::{Entity, Kind, Seeds, Trace};
+use crate::plan::{self, Action, ActionKind, PlanOptions, Target};
+use crate::printer::Printer;
+use crate::remote::buildkit::BuildkitClient;
+use crate::remote::engine::Engine;
+use crate::remote::registry::{ClientOptions, RegistryClient};
+use crate::report;
+use crate::store::{ActionRow, Store};
+use crate::time;
+
+/// What `open` stores so the trace and plan can be recomputed later.
+#[derive(Debug, Serialize, Deserialize)]
+struct Opened {
+    seeds: SeedArgs,
+    ignore_time: bool,
+    delete_images: bool,
+    full_prune: bool,
+}
+
+pub async fn incident(command: IncidentCommand, db: &Path, config: &Config, printer: Printer) -> Result<ExitStatus> {
+    match command {
+        IncidentCommand::Open(args) => open(&args, db, config, printer),
+        IncidentCommand::Purge(args) => purge(&args, db, config, printer).await,
+        IncidentCommand::List(args) => list(&args, db),
+        IncidentCommand::Show(args) => show(&args, db),
+        IncidentCommand::Report(args) => write_report(&args, db),
+    }
+}
+
+fn who() -> String {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".to_owned());
+    format!("{user}@{}", crate::ingest::builder::hostname())
+}
+
+/// Traces the stored seeds and plans the purge.
+fn trace_and_plan(store: &mut Store, opened: &Opened, config: &Config) -> Result<(Trace, Vec<Action>)> {
+    let seeds = Seeds::from_args(&opened.seeds)?;
+    let trace = run_trace(store, &seeds, opened.ignore_time)?;
+    let mut builders = BTreeSet::new();
+    let mut mounts = BTreeSet::new();
+    for kind in [Kind::Run, Kind::Mount, Kind::Record, Kind::Builder, Kind::Image, Kind::CacheRef] {
+        for t in trace.tainted(kind) {
+            match t.entity {
+                Entity::Run { builder: Some(b), .. } => {
+                    builders.insert(b.clone());
+                }
+                Entity::Mount(m) => {
+                    builders.insert(m.builder_name.clone());
+                    mounts.insert((m.builder_name.clone(), m.mount_id.clone()));
+                }
+                Entity::Record { builder, .. } => {
+                    builders.insert(builder.clone());
+                }
+                Entity::Builder(b) => {
+                    builders.insert(b.name.clone());
+                }
+                Entity::Artifact { info, .. } if info.backend == crate::model::Backend::LocalImage => {
+                    builders.insert(info.locator.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+    let ctx = store.plan_context(&builders, &mounts)?;
+    let options = PlanOptions {
+        delete_images: opened.delete_images,
+        full_prune: opened.full_prune,
+        clock_skew: config.purge.clock_skew_seconds as i64 * 1_000_000,
+    };
+    let actions = plan::plan(&trace, &ctx, &config.scope, options);
+    Ok((trace, actions))
+}
+
+fn open(args: &IncidentOpenArgs, db: &Path, config: &Config, printer: Printer) -> Result<ExitStatus> {
+    let opened = Opened {
+        seeds: args.seeds.clone(),
+        ignore_time: args.ignore_time,
+        delete_images: args.delete_images,
+        full_prune: args.full_prune,
+    };
+    let mut store = open_existing_store(db)?;
+    let (trace, actions) = trace_and_plan(&mut store, &opened, config)?;
+    let mut trace_json = Vec::new();
+    report::trace::write_json(&trace, &mut trace_json)?;
+    let title = args.title.clone().unwrap_or_else(|| {
+        let names: Vec<String> = trace.seeds().iter().map(|n| n.name.clone()).collect();
+        format!("compromise of {}", names.join(", "))
+    });
+    let id = store.create_incident(
+        &title,
+        &who(),
+        &serde_json::to_string(&opened)?,
+        std::str::from_utf8(&trace_json)?,
+        &actions,
+    )?;
+    let rows = store.actions(id)?;
+    match args.format {
+        OutputFormat::Json => {
+            let doc = serde_json::json!({
+                "schema_version": 1,
+                "incident": id,
+                "title": title,
+                "actions": rows.iter().map(action_json).collect::<Vec<_>>(),
+            });
+            write_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
+        }
+        OutputFormat::Text => {
+            let mut out = String::new();
+            out.push_str(&format!("incident {id}: {title}\n"));
+            let counts: Vec<String> = Kind::ALL
+                .iter()
+                .map(|k| format!("{} {}", trace.tainted(*k).len(), k.as_str()))
+                .collect();
+            out.push_str(&format!("blast radius: {}\n\nplan:\n", counts.join(", ")));
+            out.push_str(&plan_table(&rows));
+            out.push_str(&format!(
+                "\nnothing was deleted. check: cachewarden incident purge {id}; act: cachewarden incident purge {id} --execute\n"
+            ));
+            write_stdout(&out)?;
+        }
+    }
+    printer.detail(format!("stored incident {id} in {}", db.display()));
+    Ok(ExitStatus::Success)
+}
+
+fn action_json(row: &ActionRow) -> serde_json::Value {
+    serde_json::json!({
+        "seq": row.seq,
+        "kind": row.action.kind.as_str(),
+        "place": row.action.place,
+        "target": row.action.target,
+        "reason": row.action.reason,
+        "in_scope": row.action.in_scope,
+        "state": row.state,
+        "outcome": row.outcome,
+        "error": row.error,
+    })
+}
+
+fn plan_table(rows: &[ActionRow]) -> String {
+    let mut out = String::new();
+    for row in rows {
+        let scope = if row.action.in_scope { "" } else { "  [out of scope: will not run]" };
+        out.push_str(&format!(
+            "  {:>3}  {:<18} {:<9} {}{scope}\n",
+            row.seq,
+            row.action.kind.as_str(),
+            row.state,
+            report::incident::describe_target(&row.action.target)
+        ));
+    }
+    if rows.is_empty() {
+        out.push_str("  (nothing to do)\n");
+    }
+    out
+}
+
+async fn purge(args: &IncidentPurgeArgs, db: &Path, config: &Config, printer: Printer) -> Result<ExitStatus> {
+    let mut store = open_existing_store(db)?;
+    let incident = store.incident(args.id)?;
+    if incident.status == "closed" {
+        return Err(RefusedError(format!("incident {} is closed", args.id)).into());
+    }
+    if !args.execute {
+        return check(&store, args.id, config, printer).await;
+    }
+    let owner = format!("{}:{}", crate::ingest::builder::hostname(), std::process::id());
+    if !store.lock_incident(args.id, &owner)? {
+        return Err(RefusedError(format!(
+            "incident {} is being purged by another process; wait for it to finish",
+            args.id
+        ))
+        .into());
+    }
+    let result = purge_locked(args, store, config, printer, &owner).await;
+    if let Ok(mut store) = open_existing_store(db) {
+        let _ = store.unlock_incident(args.id, &owner);
+    }
+    result
+}
+
+async fn purge_locked(
+    args: &IncidentPurgeArgs,
+    mut store: Store,
+    config: &Config,
+    printer: Printer,
+    _owner: &str,
+) -> Result<ExitStatus> {
+    // Re-trace: builds recorded since `open` may have widened the blast radius.
+    let incident = store.incident(args.id)?;
+    let opened: Opened = serde_json::from_str(&incident.seeds).context("the incident's stored seeds are unreadable")?;
+    let (_, actions) = trace_and_plan(&mut store, &opened, config)?;
+    let before = store.actions(args.id)?;
+    let added = store.extend_plan(args.id, &actions)?;
+    let rows = store.actions(args.id)?;
+    if added > 0 {
+        let delta: Vec<ActionRow> = rows.iter().filter(|r| !before.iter().any(|b| b.id == r.id)).cloned().collect();
+        printer.status(format!(
+            "the re-trace found {added} new actions since the incident was opened:\n{}",
+            plan_table(&delta)
+        ));
+    }
+    let pending: Vec<&ActionRow> = rows.iter().filter(|r| r.state != "done" && r.state != "skipped").collect();
+    if pending.is_empty() {
+        printer.status(format!("incident {}: nothing left to do", args.id));
+        return Ok(ExitStatus::Success);
+    }
+    if !args.yes {
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            return Err(RefusedError(format!(
+                "refusing to act on {} targets without confirmation: rerun with --yes",
+                pending.len()
+            ))
+            .into());
+        }
+        eprint!(
+            "{}about to act on {} targets. proceed? [y/N] ",
+            plan_table(&pending.iter().map(|r| (*r).clone()).collect::<Vec<_>>()),
+            pending.len()
+        );
+        let mut answer = String::new();
+        stdin.read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(RefusedError("not confirmed: nothing was done".to_owned()).into());
+        }
+    }
+    let concurrency = args.concurrency.unwrap_or(config.purge.concurrency).max(1);
+    let reporter: Arc<dyn Reporter> = if printer.progress {
+        Arc::new(Bars::default())
+    } else {
+        Arc::new(execute::Silent)
+    };
+    let store = Arc::new(Mutex::new(store));
+    let summary = execute::execute(store.clone(), args.id, config, concurrency, reporter).await?;
+    let store = store.lock().expect("store lock");
+    let rows = store.actions(args.id)?;
+    if args.format == OutputFormat::Json {
+        let doc = serde_json::json!({
+            "schema_version": 1,
+            "incident": args.id,
+            "done": summary.done,
+            "failed": summary.failed,
+            "already_done": summary.already_done,
+            "actions": rows.iter().map(action_json).collect::<Vec<_>>(),
+        });
+        write_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
+    } else {
+        for row in rows.iter().filter(|r| r.state == "failed") {
+            printer.warn(format!(
+                "action {} ({}) failed: {}",
+                row.seq,
+                row.action.kind.as_str(),
+                row.error.as_deref().unwrap_or("")
+            ));
+        }
+        printer.status(format!(
+            "incident {}: {} done, {} failed, {} done earlier, {} not executed (follow-ups or out of scope); report: cachewarden incident report {}",
+            args.id, summary.done, summary.failed, summary.already_done, summary.skipped, args.id
+        ));
+    }
+    Ok(if summary.failed > 0 { ExitStatus::Findings } else { ExitStatus::Success })
+}
+
+/// The dry run: every pending target is checked for existence, reachability and scope.
+async fn check(store: &Store, id: i64, config: &Config, printer: Printer) -> Result<ExitStatus> {
+    let rows = store.actions(id)?;
+    let mut problems = 0;
+    let mut out = String::new();
+    let mut registries: BTreeMap<String, RegistryClient> = BTreeMap::new();
+    for row in &rows {
+        let status = if row.state == "done" {
+            "done earlier".to_owned()
+        } else if !row.action.in_scope {
+            problems += 1;
+            "out of scope: will not run".to_owned()
+        } else if row.action.kind == ActionKind::FollowUp {
+            "follow-up (not executed)".to_owned()
+        } else {
+            match check_target(&row.action.target, config, &mut registries).await {
+                Ok(s) => s,
+                Err(err) => {
+                    problems += 1;
+                    format!("problem: {err}")
+                }
+            }
+        };
+        out.push_str(&format!(
+            "  {:>3}  {:<18} {}: {status}\n",
+            row.seq,
+            row.action.kind.as_str(),
+            report::incident::describe_target(&row.action.target)
+        ));
+    }
+    write_stdout(&format!("incident {id}: dry run, nothing changed\n{out}"))?;
+    if problems > 0 {
+        printer.warn(format!("{problems} targets cannot be acted on as planned"));
+        return Ok(ExitStatus::Findings);
+    }
+    Ok(ExitStatus::Success)
+}
+
+async fn check_target(
+    target: &Target,
+    config: &Config,
+    registries: &mut BTreeMap<String, RegistryClient>,
+) -> Result<String, crate::error::RemoteError> {
+    match target {
+        Target::Manifest {
+            registry,
+            repository,
+            digest,
+            ..
+        } => {
+            if !registries.contains_key(registry) {
+                let options = ClientOptions {
+                    endpoint: config.registry(registry).and_then(|r| r.endpoint.clone()),
+                    ..ClientOptions::default()
+                };
+                registries.insert(registry.clone(), RegistryClient::with_options(config, registry, options)?);
+            }
+            let client = &registries[registry];
+            Ok(match client.head_manifest(repository, digest).await? {
+                Some(head) => format!("present ({})", head.media_type),
+                None => "already gone".to_owned(),
+            })
+        }
+        Target::Mount {
+            builder,
+            endpoint,
+            driver,
+            mount_id,
+            targets,
+            shares_target_with,
+        } => {
+            let (endpoint, driver) = builder_endpoint(config, builder, endpoint.as_deref(), *driver).ok_or_else(|| {
+                crate::error::RemoteError(format!("no endpoint known for builder `{builder}`: add it to the config"))
+            })?;
+            let mut client = BuildkitClient::connect(&endpoint, driver).await?;
+            let records = client.disk_usage().await?;
+            let (ids, note) = select_mount_records(&records, mount_id, targets, shares_target_with);
+            Ok(format!("{} records to prune{}", ids.len(), note.map(|n| format!("; {n}")).unwrap_or_default()))
+        }
+        Target::Builder {
+            builder,
+            endpoint,
+            driver,
+            record_ids,
+            used_since,
+            full,
+        } => {
+            let (endpoint, driver) = builder_endpoint(config, builder, endpoint.as_deref(), *driver).ok_or_else(|| {
+                crate::error::RemoteError(format!("no endpoint known for builder `{builder}`: add it to the config"))
+            })?;
+            let mut client = BuildkitClient::connect(&endpoint, driver).await?;
+            let records = client.disk_usage().await?;
+            let ids = select_builder_records(&records, record_ids, *used_since, *full);
+            Ok(format!("{} of {} records to prune", ids.len(), records.len()))
+        }
+        Target::LocalImage {
+            builder,
+            endpoint,
+            reference,
+        } => {
+            let (endpoint, _) = builder_endpoint(config, builder, endpoint.as_deref(), None).ok_or_else(|| {
+                crate::error::RemoteError(format!("no endpoint known for builder `{builder}`: add it to the config"))
+            })?;
+            let engine = Engine::connect(&endpoint).await?;
+            Ok(match engine.image_inspect(reference).await? {
+                Some(_) => "present".to_owned(),
+                None => "not present".to_owned(),
+            })
+        }
+        Target::FollowUp { .. } => Ok("follow-up".to_owned()),
+    }
+}
+
+fn list(args: &IncidentListArgs, db: &Path) -> Result<ExitStatus> {
+    let store = open_existing_store(db)?;
+    let incidents = store.incidents()?;
+    let mut out = String::new();
+    match args.format {
+        OutputFormat::Json => {
+            let docs: Vec<serde_json::Value> = incidents
+                .iter()
+                .map(|i| {
+                    serde_json::json!({"id": i.id, "title": i.title, "status": i.status,
+                        "opened_at": time::format(i.opened_at), "opened_by": i.opened_by})
+                })
+                .collect();
+            out = format!("{}\n", serde_json::to_string_pretty(&docs)?);
+        }
+        OutputFormat::Text => {
+            for i in &incidents {
+                out.push_str(&format!("{:>4}  {:<6}  {}  {}\n", i.id, i.status, time::format(i.opened_at), i.title));
+            }
+            if incidents.is_empty() {
+                out.push_str("no incidents\n");
+            }
+        }
+    }
+    write_stdout(&out)?;
+    Ok(ExitStatus::Success)
+}
+
+fn show(args: &IncidentShowArgs, db: &Path) -> Result<ExitStatus> {
+    let store = open_existing_store(db)?;
+    let incident = store.incident(args.id)?;
+    let rows = store.actions(args.id)?;
+    match args.format {
+        OutputFormat::Json => {
+            let doc = report::incident::document(&incident, &rows);
+            let mut out = Vec::new();
+            report::incident::write_json(&doc, &mut out)?;
+            write_stdout(std::str::from_utf8(&out)?)?;
+        }
+        OutputFormat::Text => write_stdout(&format!(
+            "incident {}: {}\nstatus: {}, opened {} by {}\n\n{}",
+            incident.id,
+            incident.title,
+            incident.status,
+            time::format(incident.opened_at),
+            incident.opened_by,
+            plan_table(&rows)
+        ))?,
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn write_report(args: &IncidentReportArgs, db: &Path) -> Result<ExitStatus> {
+    let store = open_existing_store(db)?;
+    let incident = store.incident(args.id)?;
+    let rows = store.actions(args.id)?;
+    let doc = report::incident::document(&incident, &rows);
+    let mut buf = Vec::new();
+    match args.format {
+        ReportFormat::Md => report::incident::write_markdown(&doc, &mut buf)?,
+        ReportFormat::Json => report::incident::write_json(&doc, &mut buf)?,
+    }
+    match &args.output {
+        Some(path) => {
+            let tmp = path.with_extension("partial");
+            std::fs::write(&tmp, &buf).with_context(|| format!("cannot write `{}`", tmp.display()))?;
+            std::fs::rename(&tmp, path).with_context(|| format!("cannot write `{}`", path.display()))?;
+        }
+        None => {
+            let mut out = BufWriter::new(std::io::stdout().lock());
+            out.write_all(&buf)?;
+            out.flush()?;
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+/// Progress bars per action kind, on stderr.
+#[derive(Default)]
+struct Bars {
+    multi: MultiProgress,
+    bars: Mutex<BTreeMap<ActionKind, ProgressBar>>,
+}
+
+impl Reporter for Bars {
+    fn on_start(&self, kind: ActionKind, total: usize) {
+        let bar = self.multi.add(ProgressBar::new(total as u64));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>18} [{bar:30}] {pos}/{len} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(kind.as_str());
+        self.bars.lock().expect("bars").insert(kind, bar);
+    }
+
+    fn on_done(&self, kind: ActionKind, ok: bool) {
+        if let Some(bar) = self.bars.lock().expect("bars").get(&kind) {
+            bar.inc(1);
+            if !ok {
+                bar.set_message("(failures)");
+            }
+            if bar.position() == bar.length().unwrap_or(0) {
+                bar.finish();
+            }
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! Carries out a purge plan: bounded concurrency per registry and per builder, every action a
+//! journal row committed as it completes, so an interrupted purge resumes where it stopped.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::Semaphore;
+
+use crate::config::{Config, RegistryConfig};
+use crate::error::RemoteError;
+use crate::model::{Digest, Driver, PurgeTarget};
+use crate::plan::{Action, ActionKind, Target};
+use crate::remote::buildkit::{BuildkitClient, CacheRecord};
+use crate::remote::engine::Engine;
+use crate::remote::registry::{ClientOptions, DeleteOutcome, RegistryClient, children};
+use crate::store::{ActionRow, Finished, Store, StoreError};
+use crate::time;
+
+/// Progress events; the command turns them into bars.
+pub trait Reporter: Send + Sync {
+    fn on_start(&self, _kind: ActionKind, _total: usize) {}
+    fn on_done(&self, _kind: ActionKind, _ok: bool) {}
+}
+
+/// A reporter that shows nothing.
+pub struct Silent;
+impl Reporter for Silent {}
+
+/// What an execution achieved.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub done: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    /// Already done before this run (a rerun skips them).
+    pub already_done: usize,
+}
+
+/// The clients an execution shares between actions: one per registry and per builder.
+struct Clients {
+    config: Config,
+    registries: tokio::sync::Mutex<HashMap<String, Arc<RegistryClient>>>,
+    builders: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<BuildkitClient>>>>>,
+}
+
+impl Clients {
+    async fn registry(&self, host: &str) -> Result<Arc<RegistryClient>, RemoteError> {
+        let mut map = self.registries.lock().await;
+        if let Some(client) = map.get(host) {
+            return Ok(client.clone());
+        }
+        let options = ClientOptions {
+            endpoint: self.config.registry(host).and_then(|r: &RegistryConfig| r.endpoint.clone()),
+            ..ClientOptions::default()
+        };
+        let client = Arc::new(RegistryClient::with_options(&self.config, host, options)?);
+        map.insert(host.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    async fn builder(&self, name: &str) -> Arc<tokio::sync::Mutex<Option<BuildkitClient>>> {
+        self.builders
+            .lock()
+            .await
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(None)))
+            .clone()
+    }
+}
+
+/// The endpoint and driver to reach a builder: the config wins over what the store recorded.
+pub fn builder_endpoint(config: &Config, builder: &str, endpoint: Option<&str>, driver: Option<Driver>) -> Option<(String, Driver)> {
+    match config.builder(builder) {
+        Some(b) => Some((b.endpoint.clone(), b.driver.or(driver).unwrap_or(Driver::Docker))),
+        None => endpoint.map(|e| (e.to_owned(), driver.unwrap_or(Driver::Docker))),
+    }
+}
+
+/// Runs every pending (or interrupted) action of the incident.
+pub async fn execute(
+    store: Arc<Mutex<Store>>,
+    incident: i64,
+    config: &Config,
+    concurrency: usize,
+    reporter: Arc<dyn Reporter>,
+) -> Result<Summary, StoreError> {
+    let rows = store.lock().expect("store lock").actions(incident)?;
+    let mut summary = Summary::default();
+    let mut todo: Vec<ActionRow> = Vec::new();
+    for row in rows {
+        match row.state.as_str() {
+            "done" => summary.already_done += 1,
+            "skipped" => summary.skipped += 1,
+            // Failed actions are tried again; running ones were interrupted mid-flight.
+            _ => todo.push(row),
+        }
+    }
+    let mut per_kind: BTreeMap<ActionKind, usize> = BTreeMap::new();
+    for row in &todo {
+        *per_kind.entry(row.action.kind).or_default() += 1;
+    }
+    for (kind, n) in &per_kind {
+        reporter.on_start(*kind, *n);
+    }
+    let clients = Arc::new(Clients {
+        config: config.clone(),
+        registries: tokio::sync::Mutex::new(HashMap::new()),
+        builders: tokio::sync::Mutex::new(HashMap::new()),
+    });
+    // Registry deletes first, in parallel per registry; builder work after, since pruning a
+    // builder also removes what local images kept alive.
+    let (registry_rows, builder_rows): (Vec<_>, Vec<_>) =
+        todo.into_iter().partition(|r| r.action.kind == ActionKind::DeleteManifest);
+    for phase in [registry_rows, builder_rows] {
+        let mut places: HashMap<String, Arc<Semaphore>> = HashMap::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for row in phase {
+            let limit = if row.action.kind == ActionKind::DeleteManifest { concurrency.max(1) } else { 1 };
+            let semaphore = places
+                .entry(row.action.place.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+                .clone();
+            let store = store.clone();
+            let clients = clients.clone();
+            let reporter = reporter.clone();
+            tasks.spawn(async move {
+                let _permit = semaphore.acquire_owned().await.expect("semaphore open");
+                store.lock().expect("store lock").start_action(row.id)?;
+                let started = Instant::now();
+                let finished = run_action(&row.action, &clients, incident, &store).await;
+                let elapsed = started.elapsed().as_micros() as i64;
+                store.lock().expect("store lock").finish_action(row.id, &finished, elapsed)?;
+                reporter.on_done(row.action.kind, !matches!(finished, Finished::Failed(_)));
+                Ok::<Finished, StoreError>(finished)
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined.expect("action task panicked")? {
+                Finished::Done(_) => summary.done += 1,
+                Finished::Failed(_) => summary.failed += 1,
+                Finished::Skipped(_) => summary.skipped += 1,
+            }
+        }
+    }
+    Ok(summary)
+}
+
+async fn run_action(action: &Action, clients: &Clients, incident: i64, store: &Arc<Mutex<Store>>) -> Finished {
+    let result = match &action.target {
+        Target::Manifest {
+            registry,
+            repository,
+            digest,
+            ..
+        } => delete_manifest(clients, registry, repository, digest).await,
+        Target::Mount {
+            builder,
+            endpoint,
+            driver,
+            mount_id,
+            targets,
+            shares_target_with,
+        } => {
+            let Some((endpoint, driver)) = builder_endpoint(&clients.config, builder, endpoint.as_deref(), *driver) else {
+                return Finished::Failed(format!("no endpoint known for builder `{builder}`: add it to the config"));
+            };
+            let result = prune_mount(clients, builder, &endpoint, driver, mount_id, targets, shares_target_with).await;
+            if result.is_ok() {
+                let target = PurgeTarget::Mount {
+                    builder: builder.clone(),
+                    mount: mount_id.clone(),
+                    namespace: String::new(),
+                };
+                if let Err(err) = store.lock().expect("store lock").record_purge(&target, time::now(), &format!("incident {incident}")) {
+                    return Finished::Failed(format!("pruned, but the purge was not recorded: {err}"));
+                }
+            }
+            result
+        }
+        Target::Builder {
+            builder,
+            endpoint,
+            driver,
+            record_ids,
+            used_since,
+            full,
+        } => {
+            let Some((endpoint, driver)) = builder_endpoint(&clients.config, builder, endpoint.as_deref(), *driver) else {
+                return Finished::Failed(format!("no endpoint known for builder `{builder}`: add it to the config"));
+            };
+            let result = prune_builder(clients, builder, &endpoint, driver, record_ids, *used_since, *full).await;
+            if result.is_ok() {
+                let target = PurgeTarget::Builder { builder: builder.clone() };
+                if let Err(err) = store.lock().expect("store lock").record_purge(&target, time::now(), &format!("incident {incident}")) {
+                    return Finished::Failed(format!("pruned, but the purge was not recorded: {err}"));
+                }
+            }
+            result
+        }
+        Target::LocalImage {
+            builder,
+            endpoint,
+            reference,
+        } => {
+            let Some((endpoint, _)) = builder_endpoint(&clients.config, builder, endpoint.as_deref(), Some(Driver::Docker)) else {
+                return Finished::Failed(format!("no endpoint known for builder `{builder}`: add it to the config"));
+            };
+            remove_local_image(&endpoint, reference).await
+        }
+        Target::FollowUp { what, .. } => return Finished::Skipped(format!("follow-up: {what}")),
+    };
+    match result {
+        Ok(outcome) => Finished::Done(outcome),
+        Err(err) => Finished::Failed(err.to_string()),
+    }
+}
+
+async fn delete_manifest(clients: &Clients, registry: &str, repository: &str, digest: &str) -> Result<String, RemoteError> {
+    let client = clients.registry(registry).await?;
+    let digest = Digest::parse(digest, "digest").map_err(|e| RemoteError(e.to_string()))?;
+    // Children of an index go first: after an interruption the index still names them.
+    let mut children_deleted = 0;
+    if let Some(manifest) = client.get_manifest(repository, digest.as_str()).await? {
+        for child in children(&manifest.bytes, &manifest.media_type)? {
+            if client.delete_manifest(repository, &child.digest).await? == DeleteOutcome::Deleted {
+                children_deleted += 1;
+            }
+        }
+    }
+    let outcome = match client.delete_manifest(repository, &digest).await? {
+        DeleteOutcome::Deleted => "deleted",
+        DeleteOutcome::AlreadyGone => "already gone",
+    };
+    Ok(if children_deleted > 0 {
+        format!("{outcome}, with {children_deleted} child manifests")
+    } else {
+        outcome.to_owned()
+    })
+}
+
+async fn connected<'a>(
+    slot: &'a mut Option<BuildkitClient>,
+    endpoint: &str,
+    driver: Driver,
+) -> Result<&'a mut BuildkitClient, RemoteError> {
+    if slot.is_none() {
+        *slot = Some(BuildkitClient::connect(endpoint, driver).await?);
+    }
+    Ok(slot.as_mut().expect("just connected"))
+}
+
+/// Whether a cache-mount record belongs to `mount_id`: by the id newer engines write into the
+/// description, else by the target path Docker 20.10 writes.
+pub fn mount_record_matches(description: &str, mount_id: &str, targets: &[String]) -> MountMatch {
+    if let Some(start) = description.find(" with id \"") {
+        let id = description[start + 10..].trim_end_matches('"');
+        let id = crate::model::normalize_mount_id(id, "", true);
+        return if id == mount_id { MountMatch::ById } else { MountMatch::No };
+    }
+    let Some(rest) = description.strip_prefix("cached mount ") else {
+        return MountMatch::No;
+    };
+    let target = rest.split(" from exec ").next().unwrap_or(rest);
+    if targets.iter().any(|t| t == target) {
+        MountMatch::ByTarget
+    } else {
+        MountMatch::No
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountMatch {
+    ById,
+    ByTarget,
+    No,
+}
+
+/// The cache-mount records of one mount id, and whether the choice is ambiguous.
+pub fn select_mount_records(records: &[CacheRecord], mount_id: &str, targets: &[String], shares_target_with: &[String]) -> (Vec<String>, Option<String>) {
+    let mut ids = Vec::new();
+    let mut ambiguous = Vec::new();
+    for r in records.iter().filter(|r| r.record_type == "exec.cachemount") {
+        match mount_record_matches(&r.description, mount_id, targets) {
+            MountMatch::ById => ids.push(r.id.clone()),
+            MountMatch::ByTarget if shares_target_with.is_empty() => ids.push(r.id.clone()),
+            MountMatch::ByTarget => ambiguous.push(r.id.clone()),
+            MountMatch::No => {}
+        }
+    }
+    let note = (!ambiguous.is_empty()).then(|| {
+        format!(
+            "records {} are at a target also used by mount ids {}: left in place, prune them by id after checking",
+            ambiguous.join(", "),
+            shares_target_with.join(", ")
+        )
+    });
+    (ids, note)
+}
+
+async fn prune_mount(
+    clients: &Clients,
+    builder: &str,
+    endpoint: &str,
+    driver: Driver,
+    mount_id: &str,
+    targets: &[String],
+    shares_target_with: &[String],
+) -> Result<String, RemoteError> {
+    let slot = clients.builder(builder).await;
+    let mut slot = slot.lock().await;
+    let client = connected(&mut slot, endpoint, driver).await?;
+    let records = client.disk_usage().await?;
+    let (ids, ambiguity) = select_mount_records(&records, mount_id, targets, shares_target_with);
+    let pruned = client.prune_ids(&ids).await?;
+    let after = client.disk_usage().await?;
+    let survivors: Vec<&str> = after.iter().filter(|r| ids.contains(&r.id)).map(|r| r.id.as_str()).collect();
+    if !survivors.is_empty() {
+        return Err(RemoteError(format!(
+            "builder `{builder}`: mount `{mount_id}` records {} are still present (in use?)",
+            survivors.join(", ")
+        )));
+    }
+    if let Some(note) = ambiguity {
+        return Err(RemoteError(format!("builder `{builder}`: mount `{mount_id}`: {note}")));
+    }
+    let bytes: i64 = pruned.iter().map(|r| r.size).sum();
+    Ok(format!("pruned {} records, {bytes} bytes", ids.len()))
+}
+
+/// The records to prune on a builder: those tainted runs created, those used since the taint
+/// time where evidence is missing (mount records aside: the mount actions decide those), or all.
+pub fn select_builder_records(records: &[CacheRecord], record_ids: &[String], used_since: Option<i64>, full: bool) -> Vec<String> {
+    let wanted: BTreeSet<&str> = record_ids.iter().map(String::as_str).collect();
+    records
+        .iter()
+        .filter(|r| {
+            full || wanted.contains(r.id.as_str())
+                || used_since.is_some_and(|since| {
+                    r.record_type != "exec.cachemount" && r.last_used_at.or(r.created_at).is_some_and(|t| t >= since)
+                })
+        })
+        .map(|r| r.id.clone())
+        .collect()
+}
+
+async fn prune_builder(
+    clients: &Clients,
+    builder: &str,
+    endpoint: &str,
+    driver: Driver,
+    record_ids: &[String],
+    used_since: Option<i64>,
+    full: bool,
+) -> Result<String, RemoteError> {
+    let slot = clients.builder(builder).await;
+    let mut slot = slot.lock().await;
+    let client = connected(&mut slot, endpoint, driver).await?;
+    let records = client.disk_usage().await?;
+    let ids = select_builder_records(&records, record_ids, used_since, full);
+    let pruned = client.prune_ids(&ids).await?;
+    let after = client.disk_usage().await?;
+    let survivors: Vec<&str> = after.iter().filter(|r| ids.contains(&r.id)).map(|r| r.id.as_str()).collect();
+    let bytes: i64 = pruned.iter().map(|r| r.size).sum();
+    if !survivors.is_empty() {
+        return Err(RemoteError(format!(
+            "builder `{builder}`: {} of {} records survived the prune (kept by records outside the plan, or in use): {}",
+            survivors.len(),
+            ids.len(),
+            survivors.join(", ")
+        )));
+    }
+    let gone = record_ids.iter().filter(|id| !records.iter().any(|r| &r.id == *id)).count();
+    Ok(format!(
+        "pruned {} records, {bytes} bytes{}",
+        ids.len(),
+        if gone > 0 { format!(" ({gone} were already gone)") } else { String::new() }
+    ))
+}
+
+async fn remove_local_image(endpoint: &str, reference: &str) -> Result<String, RemoteError> {
+    let engine = Engine::connect(endpoint).await?;
+    Ok(if engine.remove_image(reference, true).await? {
+        "removed".to_owned()
+    } else {
+        "not present".to_owned()
+    })
+}

@@ -1,0 +1,262 @@
+//! The incident report: Markdown for people, JSON (`schema/report.schema.json`) for tools.
+//! Built from the store alone, so it can be regenerated at any time.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::plan::{ActionKind, Target};
+use crate::store::{ActionRow, IncidentRow};
+use crate::time;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize)]
+pub struct ReportDoc<'a> {
+    pub schema_version: u32,
+    pub incident: IncidentDoc<'a>,
+    pub summary: SummaryDoc,
+    /// The trace stored at open (schema/trace.schema.json).
+    pub trace: Value,
+    pub actions: Vec<ActionDoc<'a>>,
+    pub follow_ups: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IncidentDoc<'a> {
+    pub id: i64,
+    pub title: &'a str,
+    pub status: &'a str,
+    pub opened_at: String,
+    pub opened_by: &'a str,
+    pub closed_at: Option<String>,
+    pub closed_by: Option<&'a str>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct SummaryDoc {
+    pub actions: usize,
+    pub pending: usize,
+    pub done: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub out_of_scope: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ActionDoc<'a> {
+    pub seq: i64,
+    pub kind: &'static str,
+    pub place: &'a str,
+    pub target: &'a Target,
+    pub reason: &'a str,
+    pub in_scope: bool,
+    pub state: &'a str,
+    pub attempts: i64,
+    pub outcome: Option<&'a str>,
+    pub error: Option<&'a str>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<f64>,
+}
+
+/// Everything the report says, as data.
+pub fn document<'a>(incident: &'a IncidentRow, actions: &'a [ActionRow]) -> ReportDoc<'a> {
+    let mut summary = SummaryDoc {
+        actions: actions.len(),
+        ..SummaryDoc::default()
+    };
+    for row in actions {
+        match row.state.as_str() {
+            "done" => summary.done += 1,
+            "failed" => summary.failed += 1,
+            "skipped" => summary.skipped += 1,
+            _ => summary.pending += 1,
+        }
+        if !row.action.in_scope {
+            summary.out_of_scope += 1;
+        }
+    }
+    let trace: Value = serde_json::from_str(&incident.trace).unwrap_or(Value::Null);
+    ReportDoc {
+        schema_version: SCHEMA_VERSION,
+        incident: IncidentDoc {
+            id: incident.id,
+            title: &incident.title,
+            status: &incident.status,
+            opened_at: time::format(incident.opened_at),
+            opened_by: &incident.opened_by,
+            closed_at: incident.closed_at.map(time::format),
+            closed_by: incident.closed_by.as_deref(),
+        },
+        summary,
+        follow_ups: follow_ups(actions),
+        trace,
+        actions: actions
+            .iter()
+            .map(|row| ActionDoc {
+                seq: row.seq,
+                kind: row.action.kind.as_str(),
+                place: &row.action.place,
+                target: &row.action.target,
+                reason: &row.action.reason,
+                in_scope: row.action.in_scope,
+                state: &row.state,
+                attempts: row.attempts,
+                outcome: row.outcome.as_deref(),
+                error: row.error.as_deref(),
+                started_at: row.started_at.map(time::format),
+                finished_at: row.finished_at.map(time::format),
+                duration_ms: row.duration_us.map(|us| us as f64 / 1000.0),
+            })
+            .collect(),
+    }
+}
+
+fn follow_ups(actions: &[ActionRow]) -> Vec<String> {
+    let mut out = Vec::new();
+    for row in actions {
+        if let Target::FollowUp { what, command } = &row.action.target {
+            out.push(format!("{what}: `{command}`"));
+        }
+    }
+    let registries: std::collections::BTreeSet<&str> = actions
+        .iter()
+        .filter(|r| r.action.kind == ActionKind::DeleteManifest)
+        .map(|r| r.action.place.as_str())
+        .collect();
+    for registry in registries {
+        out.push(format!(
+            "registry `{registry}`: deleted manifests free no disk and their blobs can still be fetched by digest until \
+             the registry's garbage collection runs (distribution: stop the registry or make it read-only, then \
+             `registry garbage-collect --delete-untagged /etc/docker/registry/config.yml`)"
+        ));
+    }
+    out.push(
+        "rotate every secret the tainted builds could read (build secrets, registry and CI tokens on the tainted builders)"
+            .to_owned(),
+    );
+    out
+}
+
+pub fn write_json(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, doc)?;
+    writeln!(out)
+}
+
+pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()> {
+    let i = &doc.incident;
+    writeln!(out, "# Incident {}: {}", i.id, i.title)?;
+    writeln!(out)?;
+    writeln!(out, "- Status: **{}**", i.status)?;
+    writeln!(out, "- Opened: {} by {}", i.opened_at, i.opened_by)?;
+    if let (Some(at), Some(by)) = (&i.closed_at, i.closed_by) {
+        writeln!(out, "- Closed: {at} by {by}")?;
+    }
+    let s = &doc.summary;
+    writeln!(
+        out,
+        "- Actions: {} ({} done, {} failed, {} pending, {} skipped, {} out of scope)",
+        s.actions, s.done, s.failed, s.pending, s.skipped, s.out_of_scope
+    )?;
+    writeln!(out)?;
+    writeln!(out, "## Seeds")?;
+    writeln!(out)?;
+    for seed in doc.trace["seeds"].as_array().into_iter().flatten() {
+        writeln!(out, "- {} `{}`", seed["kind"].as_str().unwrap_or(""), seed["name"].as_str().unwrap_or(""))?;
+    }
+    writeln!(out)?;
+    writeln!(out, "## Blast radius")?;
+    writeln!(out)?;
+    let groups = [
+        ("runs", "Runs"),
+        ("cache_refs", "Cache refs"),
+        ("images", "Images"),
+        ("mounts", "Mount caches"),
+        ("builders", "Builders"),
+        ("records", "Builder records"),
+    ];
+    let mut timeline: Vec<(String, String, String)> = Vec::new();
+    for (key, title) in groups {
+        let entries: Vec<&Value> = doc.trace[key].as_array().into_iter().flatten().collect();
+        writeln!(out, "### {title} ({})", entries.len())?;
+        writeln!(out)?;
+        if entries.is_empty() {
+            writeln!(out, "None.")?;
+            writeln!(out)?;
+            continue;
+        }
+        writeln!(out, "| tainted at | entity | evidence | from |")?;
+        writeln!(out, "| --- | --- | --- | --- |")?;
+        for e in entries {
+            let at = e["tainted_at"].as_str().unwrap_or("").to_owned();
+            let name = e["name"].as_str().unwrap_or("").to_owned();
+            let via = e["via"]["kind"].as_str().unwrap_or("").to_owned();
+            writeln!(out, "| {at} | `{name}` | {via} | {} |", e["via"]["from"].as_str().map(|f| format!("`{f}`")).unwrap_or_default())?;
+            timeline.push((at, name, via));
+        }
+        writeln!(out)?;
+    }
+    timeline.sort();
+    timeline.dedup();
+    writeln!(out, "## Timeline")?;
+    writeln!(out)?;
+    for (at, name, via) in &timeline {
+        writeln!(out, "- {at}: `{name}` tainted ({via})")?;
+    }
+    writeln!(out)?;
+    writeln!(out, "## Actions")?;
+    writeln!(out)?;
+    writeln!(out, "| # | action | target | state | outcome or error | duration |")?;
+    writeln!(out, "| --- | --- | --- | --- | --- | --- |")?;
+    for a in &doc.actions {
+        let state = if a.in_scope { a.state.to_owned() } else { format!("{} (out of scope)", a.state) };
+        let detail = a.error.or(a.outcome).unwrap_or("").replace('|', "\\|");
+        let duration = a.duration_ms.map(|ms| format!("{ms:.1} ms")).unwrap_or_default();
+        writeln!(out, "| {} | {} | {} | {state} | {detail} | {duration} |", a.seq, a.kind, describe_target(a.target))?;
+    }
+    writeln!(out)?;
+    writeln!(out, "## Follow-ups")?;
+    writeln!(out)?;
+    for f in &doc.follow_ups {
+        writeln!(out, "- {f}")?;
+    }
+    Ok(())
+}
+
+/// One line naming an action's target.
+pub fn describe_target(target: &Target) -> String {
+    match target {
+        Target::Manifest {
+            registry,
+            repository,
+            digest,
+            tags,
+            ..
+        } => {
+            let tags = if tags.is_empty() { String::new() } else { format!(" (tags: {})", tags.join(", ")) };
+            format!("`{registry}/{repository}@{digest}`{tags}")
+        }
+        Target::Mount { builder, mount_id, .. } => format!("mount `{mount_id}` on `{builder}`"),
+        Target::Builder {
+            builder,
+            record_ids,
+            used_since,
+            full,
+            ..
+        } => {
+            if *full {
+                format!("every record on `{builder}`")
+            } else {
+                let mut s = format!("{} records on `{builder}`", record_ids.len());
+                if let Some(t) = used_since {
+                    s.push_str(&format!(" and those used since {}", time::format(*t)));
+                }
+                s
+            }
+        }
+        Target::LocalImage { builder, reference, .. } => format!("local image `{reference}` on `{builder}`"),
+        Target::FollowUp { what, .. } => what.clone(),
+    }
+}
