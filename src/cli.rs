@@ -35,7 +35,12 @@ pub struct GlobalArgs {
     #[arg(long, short, global = true)]
     pub verbose: bool,
     /// Hide progress bars.
-    #[arg(long, global = true, env = "CACHEWARDEN_NO_PROGRESS")]
+    #[arg(
+        long,
+        global = true,
+        env = "CACHEWARDEN_NO_PROGRESS",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
     pub no_progress: bool,
 }
 

@@ -9,3 +9,4 @@ mod common;
 mod wrap;
 
 mod registry;
+mod purge;

@@ -1,0 +1,271 @@
+//! `incident open` and `incident purge` against a real registry.
+
+use std::process::Command;
+
+use crate::common::{Env, ok, output};
+use crate::harness::oci::{Pushed, Pusher};
+use crate::harness::proxy::{Fault, FaultProxy};
+use crate::harness::{self, Registry, RegistryOpts};
+
+/// A history: `evil` exported `tainted` caches in `team/app`, `good` exported `clean` in the
+/// same repository, `victim` imported the first tainted cache and exported `downstream` in
+/// `team/victim`, and `evil` also exported `outside` to a repository outside the scope.
+struct History {
+    tainted: Vec<Pushed>,
+    clean: Pushed,
+    downstream: Pushed,
+    outside: Pushed,
+}
+
+fn history(env: &Env, registry: &Registry, pusher: &mut Pusher, count: usize) -> History {
+    let host = registry.host();
+    let tainted: Vec<Pushed> = (0..count)
+        .map(|i| pusher.cache_manifest("team/app", Some(&format!("evil-{i}")), &format!("evil {i}")))
+        .collect();
+    let clean = pusher.cache_manifest("team/app", Some("main"), "good");
+    let downstream = pusher.cache_index("team/victim", Some("cache"), "victim");
+    let outside = pusher.cache_manifest("other/app", Some("x"), "outside");
+    let mut lines = String::new();
+    let exported: Vec<String> = tainted
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("\"{host}/team/app:evil-{i}@{}\"", p.digest))
+        .chain([format!("\"{host}/other/app:x@{}\"", outside.digest)])
+        .collect();
+    lines.push_str(&format!(
+        r#"{{"v":1,"type":"run","pipeline":"evil","run":"1","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","exported":[{}]}}"#,
+        exported.join(",")
+    ));
+    lines.push('\n');
+    lines.push_str(&format!(
+        r#"{{"v":1,"type":"run","pipeline":"good","run":"1","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","exported":["{host}/team/app:main@{}"]}}"#,
+        clean.digest
+    ));
+    lines.push('\n');
+    lines.push_str(&format!(
+        r#"{{"v":1,"type":"run","pipeline":"victim","run":"1","step":"s","started_at":"2026-01-02T00:00:00Z","finished_at":"2026-01-02T00:01:00Z","imported":["{host}/team/app:evil-0@{}"],"exported":["{host}/team/victim:cache@{}"]}}"#,
+        tainted[0].digest, downstream.digest
+    ));
+    lines.push('\n');
+    let file = env.write("history.jsonl", &lines);
+    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+    History {
+        tainted,
+        clean,
+        downstream,
+        outside,
+    }
+}
+
+fn config(env: &Env, host: &str, extra: &str) -> std::path::PathBuf {
+    env.write(
+        "config.toml",
+        &format!(
+            "[scope]\nregistries = [\"{host}\"]\nrepositories = [\"{host}/team/**\"]\n\n[[registry]]\nhost = \"{host}\"\ninsecure = true\ncredentials = \"anonymous\"\n{extra}"
+        ),
+    )
+}
+
+fn exists(registry: &Registry, repository: &str, digest: &str) -> bool {
+    let response = registry.request(
+        harness::http::Request::new("HEAD", &format!("/v2/{repository}/manifests/{digest}"))
+            .header("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"),
+    );
+    response.status == 200
+}
+
+fn cmd(env: &Env, config: &std::path::Path) -> Command {
+    let mut cmd = env.cmd();
+    cmd.env("CACHEWARDEN_CONFIG", config).env("CACHEWARDEN_NO_PROGRESS", "1");
+    cmd
+}
+
+/// Open then execute deletes exactly the tainted digests in scope: a clean digest in the same
+/// repository and an out-of-scope tainted one survive, and a second execute does nothing.
+#[test]
+fn purge_deletes_exactly_the_tainted_digests_in_scope() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let env = Env::new();
+    let mut pusher = Pusher::new(&registry);
+    let h = history(&env, &registry, &mut pusher, 3);
+    let config = config(&env, &registry.host(), "");
+    let open = ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil", "--format", "json"]));
+    let open: serde_json::Value = serde_json::from_str(&open).unwrap();
+    let id = open["incident"].as_i64().unwrap().to_string();
+    let actions = open["actions"].as_array().unwrap();
+    let deletes: Vec<&serde_json::Value> = actions.iter().filter(|a| a["kind"] == "delete-manifest").collect();
+    assert_eq!(deletes.len(), 5, "{open:#}");
+    assert_eq!(deletes.iter().filter(|a| a["in_scope"] == false).count(), 1, "the other/ repository is out of scope");
+
+    // The dry run changes nothing and reports the out-of-scope target.
+    let dry = output(&env, cmd(&env, &config).args(["incident", "purge", &id]));
+    assert!(dry.starts_with("exit: 1\n"), "{dry}");
+    assert!(dry.contains("out of scope: will not run"), "{dry}");
+    assert!(h.tainted.iter().all(|p| exists(&registry, "team/app", &p.digest)));
+
+    let run = output(&env, cmd(&env, &config).args(["incident", "purge", &id, "--execute", "--yes"]));
+    assert!(run.starts_with("exit: 0\n"), "{run}");
+    for p in &h.tainted {
+        assert!(!exists(&registry, "team/app", &p.digest), "{} survived", p.digest);
+    }
+    assert!(!exists(&registry, "team/victim", &h.downstream.digest), "transitively tainted cache survived");
+    assert!(exists(&registry, "team/app", &h.clean.digest), "an untainted digest in a tainted repository was deleted");
+    assert!(exists(&registry, "other/app", &h.outside.digest), "an out-of-scope ref was touched");
+    assert!(!registry.tags("team/app").iter().any(|t| t.starts_with("evil-")));
+    assert!(registry.tags("team/app").contains(&"main".to_owned()));
+
+    let again = output(&env, cmd(&env, &config).args(["incident", "purge", &id, "--execute", "--yes"]));
+    assert!(again.starts_with("exit: 0\n") && again.contains("nothing left to do"), "{again}");
+
+    let report = ok(cmd(&env, &config).args(["incident", "report", &id]));
+    assert!(report.contains("## Actions") && report.contains("garbage-collect"), "{report}");
+    let json = ok(cmd(&env, &config).args(["incident", "report", &id, "--format", "json"]));
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["summary"]["done"], 4);
+    assert_eq!(json["summary"]["failed"], 0);
+}
+
+/// Without --yes and without a terminal, nothing is done and the exit status says refused.
+#[test]
+fn purge_without_confirmation_is_refused() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let env = Env::new();
+    let mut pusher = Pusher::new(&registry);
+    let h = history(&env, &registry, &mut pusher, 1);
+    let config = config(&env, &registry.host(), "");
+    ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
+    let out = output(&env, cmd(&env, &config).args(["incident", "purge", "1", "--execute"]).stdin(std::process::Stdio::null()));
+    assert!(out.starts_with("exit: 5\n"), "{out}");
+    assert!(exists(&registry, "team/app", &h.tainted[0].digest));
+}
+
+/// A registry with deletes disabled gives the actionable error and a partial-failure status.
+#[test]
+fn delete_disabled_is_actionable() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts {
+        delete_enabled: false,
+        ..RegistryOpts::default()
+    });
+    let env = Env::new();
+    let mut pusher = Pusher::new(&registry);
+    history(&env, &registry, &mut pusher, 1);
+    let config = config(&env, &registry.host(), "");
+    ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
+    let out = output(&env, cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes"]));
+    assert!(out.starts_with("exit: 1\n"), "{out}");
+    assert!(out.contains("deletion is disabled on registry"), "{out}");
+}
+
+/// 500 and 429 with Retry-After from a proxy in front of the registry are retried.
+#[test]
+fn transient_registry_errors_are_retried() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let proxy = FaultProxy::start(&registry.host());
+    let env = Env::new();
+    let mut pusher = Pusher::new(&registry);
+    let h = history(&env, &registry, &mut pusher, 2);
+    let config = config(&env, &registry.host(), &format!("endpoint = \"{}\"\n", proxy.url()));
+    ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
+    proxy.inject(Fault::status(500).on("DELETE"));
+    proxy.inject(Fault::status(429).on("DELETE").header("Retry-After", "1"));
+    let out = output(&env, cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes", "--concurrency", "1"]));
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+    for p in &h.tainted {
+        assert!(!exists(&registry, "team/app", &p.digest));
+    }
+    let seen = proxy.seen();
+    assert!(seen.iter().any(|s| s.injected && s.status == Some(429)), "{seen:?}");
+    assert!(seen.iter().any(|s| s.injected && s.status == Some(500)), "{seen:?}");
+}
+
+/// The registry stopped before a purge: every delete fails, nothing is marked done; after a
+/// restart the rerun completes.
+#[test]
+fn registry_down_then_rerun_completes() {
+    if !harness::require_registry() {
+        return;
+    }
+    let mut registry = Registry::start(RegistryOpts::default());
+    let env = Env::new();
+    let mut pusher = Pusher::new(&registry);
+    let h = history(&env, &registry, &mut pusher, 3);
+    let config = config(&env, &registry.host(), "");
+    ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
+    registry.stop();
+    let out = output(&env, cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes"]));
+    assert!(out.starts_with("exit: 1\n"), "{out}");
+    registry.restart();
+    let out = output(&env, cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes"]));
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+    for p in &h.tainted {
+        assert!(!exists(&registry, "team/app", &p.digest));
+    }
+}
+
+/// `kill -9` in the middle of a purge: the rerun finishes the rest, and no action that was
+/// recorded done is attempted again.
+#[test]
+fn kill_nine_mid_purge_then_rerun() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let env = Env::new();
+    let mut pusher = Pusher::new(&registry);
+    let h = history(&env, &registry, &mut pusher, 300);
+    let config = config(&env, &registry.host(), "");
+    ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
+    let mut child = cmd(&env, &config)
+        .args(["incident", "purge", "1", "--execute", "--yes", "--concurrency", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let done = |env: &Env| -> i64 {
+        let conn = rusqlite::Connection::open(env.db()).unwrap();
+        conn.query_row("SELECT count(*) FROM actions WHERE state = 'done'", [], |r| r.get(0)).unwrap_or(0)
+    };
+    let started = std::time::Instant::now();
+    while done(&env) < 20 && started.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let done_before: Vec<i64> = conn
+        .prepare("SELECT id FROM actions WHERE state = 'done'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(done_before.len() >= 20 && done_before.len() < 301, "killed after {} actions", done_before.len());
+    drop(conn);
+
+    let out = output(&env, cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes"]));
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    for id in &done_before {
+        let attempts: i64 = conn.query_row("SELECT attempts FROM actions WHERE id = ?1", [id], |r| r.get(0)).unwrap();
+        assert_eq!(attempts, 1, "action {id} was done before the kill and ran again");
+    }
+    let not_done: i64 = conn
+        .query_row("SELECT count(*) FROM actions WHERE kind = 'delete-manifest' AND in_scope = 1 AND state <> 'done'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(not_done, 0);
+    for p in &h.tainted {
+        assert!(!exists(&registry, "team/app", &p.digest));
+    }
+}
