@@ -45,11 +45,13 @@ pub enum TraceError<E: std::error::Error + 'static> {
 /// it.
 ///
 /// Only `regular` records do. Cache-mount records (`exec.cachemount`) are covered by the mount
-/// rule; `source.local` snapshots of the build context are re-synced by every build; layers
-/// pulled from a registry (`pulled from ...`) are content-addressed and covered by the
-/// base-image digest rule.
+/// rule; `source.local` snapshots of the build context are re-synced by every build; base
+/// image layers (`pulled from ...`, or `from local ` on Docker 20.10 for an image the daemon
+/// already holds) are content-addressed and covered by the base-image digest rule.
 pub fn record_carries_taint(record: &RecordInfo) -> bool {
-    record.record_type == "regular" && !record.description.starts_with("pulled from")
+    record.record_type == "regular"
+        && !record.description.starts_with("pulled from")
+        && !record.description.starts_with("from local")
 }
 
 /// Traces everything downstream of the seeds.
