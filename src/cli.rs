@@ -56,6 +56,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Find everything downstream of a compromised pipeline, run, cache, mount, builder or image.
     Trace(TraceArgs),
+    /// Check references against open incidents (for CI steps that do not use `wrap`).
+    Check(CheckArgs),
     /// Open, purge, inspect and report incidents.
     #[command(subcommand)]
     Incident(IncidentCommand),
@@ -233,6 +235,16 @@ pub struct TraceArgs {
     pub format: TraceFormat,
 }
 
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Image or cache references (`REF@DIGEST`, a bare digest, or a tag to resolve).
+    #[arg(required = true, value_name = "REF")]
+    pub refs: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum IncidentCommand {
     /// Trace the seeds, plan the purge and store both as a new incident. Deletes nothing.
@@ -309,6 +321,8 @@ pub enum ReportFormat {
     Md,
     /// JSON, shape in `schema/report.schema.json`.
     Json,
+    /// The tainted digests, one a line, for admission control.
+    Digests,
 }
 
 #[derive(Debug, Args)]

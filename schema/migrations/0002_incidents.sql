@@ -14,7 +14,9 @@ CREATE TABLE incidents (
     closed_by  TEXT,
     -- Set while an execution holds the incident; cleared when it ends.
     lock_owner TEXT,
-    lock_at    INTEGER
+    lock_at    INTEGER,
+    -- Where `purge --execute` saved the evidence of what it deleted.
+    evidence_dir TEXT
 ) STRICT;
 
 -- One row per planned action; `state` is the journal: pending -> running -> done | failed | skipped.
@@ -41,3 +43,35 @@ CREATE TABLE actions (
 ) STRICT;
 
 CREATE INDEX actions_by_state ON actions (incident_id, state);
+
+-- Digests (registry manifests and local image ids) tainted in each incident: while the
+-- incident is open, `wrap` and `check` refuse builds that would read them.
+CREATE TABLE incident_digests (
+    incident_id INTEGER NOT NULL REFERENCES incidents (id),
+    digest      TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    PRIMARY KEY (incident_id, digest)
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX incident_digests_by_digest ON incident_digests (digest);
+
+-- Builds that went ahead with `--allow-tainted`.
+CREATE TABLE containment_overrides (
+    id          INTEGER PRIMARY KEY,
+    incident_id INTEGER NOT NULL REFERENCES incidents (id),
+    digest      TEXT NOT NULL,
+    pipeline    TEXT NOT NULL,
+    run_key     TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    by          TEXT NOT NULL
+) STRICT;
+
+-- Each verification of an incident: when, by whom, and what it found (JSON).
+CREATE TABLE verifications (
+    id          INTEGER PRIMARY KEY,
+    incident_id INTEGER NOT NULL REFERENCES incidents (id),
+    at          INTEGER NOT NULL,
+    by          TEXT NOT NULL,
+    clean       INTEGER NOT NULL,
+    result      TEXT NOT NULL
+) STRICT;

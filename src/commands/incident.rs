@@ -114,6 +114,7 @@ fn open(args: &IncidentOpenArgs, db: &Path, config: &Config, printer: Printer) -
         std::str::from_utf8(&trace_json)?,
         &actions,
     )?;
+    store.set_incident_digests(id, &tainted_digests(&trace))?;
     let rows = store.actions(id)?;
     match args.format {
         OutputFormat::Json => {
@@ -142,6 +143,30 @@ fn open(args: &IncidentOpenArgs, db: &Path, config: &Config, printer: Printer) -
     }
     printer.detail(format!("stored incident {id} in {}", db.display()));
     Ok(ExitStatus::Success)
+}
+
+/// Registry manifest digests and local image ids the trace holds tainted, with their names.
+pub(crate) fn tainted_digests(trace: &Trace) -> Vec<(String, String)> {
+    let mut out = BTreeMap::new();
+    for kind in [Kind::CacheRef, Kind::Image] {
+        for t in trace.tainted(kind) {
+            match t.entity {
+                Entity::Artifact { info, .. } if !info.digest.is_empty() => {
+                    out.entry(info.digest.clone()).or_insert_with(|| t.name.to_owned());
+                }
+                Entity::Digest(d) => {
+                    out.entry(d.to_string()).or_insert_with(|| t.name.to_owned());
+                }
+                _ => {}
+            }
+        }
+    }
+    for seed in trace.seeds() {
+        if let Entity::Digest(d) = &seed.entity {
+            out.entry(d.to_string()).or_insert_with(|| seed.name.clone());
+        }
+    }
+    out.into_iter().collect()
 }
 
 fn action_json(row: &ActionRow) -> serde_json::Value {
@@ -210,7 +235,8 @@ async fn purge_locked(
     // Re-trace: builds recorded since `open` may have widened the blast radius.
     let incident = store.incident(args.id)?;
     let opened: Opened = serde_json::from_str(&incident.seeds).context("the incident's stored seeds are unreadable")?;
-    let (_, actions) = trace_and_plan(&mut store, &opened, config)?;
+    let (trace, actions) = trace_and_plan(&mut store, &opened, config)?;
+    store.set_incident_digests(args.id, &tainted_digests(&trace))?;
     let before = store.actions(args.id)?;
     let added = store.extend_plan(args.id, &actions)?;
     let rows = store.actions(args.id)?;
@@ -457,6 +483,12 @@ fn write_report(args: &IncidentReportArgs, db: &Path) -> Result<ExitStatus> {
     match args.format {
         ReportFormat::Md => report::incident::write_markdown(&doc, &mut buf)?,
         ReportFormat::Json => report::incident::write_json(&doc, &mut buf)?,
+        ReportFormat::Digests => {
+            for (digest, _) in store.incident_digests(args.id)? {
+                buf.extend_from_slice(digest.as_bytes());
+                buf.push(b'\n');
+            }
+        }
     }
     match &args.output {
         Some(path) => {

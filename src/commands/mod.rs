@@ -13,6 +13,7 @@ use crate::printer::Printer;
 use crate::store::{Store, StoreError};
 
 mod bench;
+mod check;
 mod export;
 mod import;
 mod incident;
@@ -30,6 +31,7 @@ pub async fn dispatch(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Import(args) => import::import(&args, &db, printer),
         Command::Export(args) => export::export(&args, &db),
         Command::Trace(args) => trace::trace(&args, &db),
+        Command::Check(args) => check::check(&args, &db, &config, printer).await,
         Command::Incident(command) => incident::incident(command, &db, &config, printer).await,
         Command::MarkPurged(args) => mark_purged::mark_purged(&args, &db, printer),
         Command::Bench(args) => bench::bench(args, printer),

@@ -15,7 +15,7 @@ use crate::cli::{RecordArgs, WrapArgs};
 use crate::commands::open_store;
 use crate::commands::record::{apply_metadata, build_record, reference_of};
 use crate::config::Config;
-use crate::error::InputError;
+use crate::error::{InputError, RefusedError};
 use crate::ingest::command::{self, BuildCommand, Wrapped};
 use crate::ingest::{builder as builder_name, ci, metadata};
 use crate::model::{Artifact, Backend, BuilderInfo, BuilderRecord, Digest, Driver, ImageRef, RecordEvidence, RunStatus};
@@ -23,6 +23,7 @@ use crate::printer::Printer;
 use crate::remote::buildkit::{BuildkitClient, CacheRecord};
 use crate::remote::engine::Engine;
 use crate::remote::registry::Resolver;
+use crate::store::Contained;
 use crate::time;
 
 pub async fn wrap(args: WrapArgs, db: &Path, config: &Config, printer: Printer) -> Result<ExitStatus> {
@@ -145,6 +146,42 @@ async fn wrap_build(
         pin_inputs(record, engine.as_ref(), config, printer, &mut import_tags).await;
     }
 
+    // Containment: an open incident holds some input tainted.
+    let hits = match planned.as_ref() {
+        Some(record) => contained_inputs(record, db),
+        None => Vec::new(),
+    };
+    if !hits.is_empty() {
+        for hit in &hits {
+            let line = format!(
+                "`{}` ({}) is tainted in open incident {}",
+                hit.name, hit.digest, hit.incident
+            );
+            if args.allow_tainted {
+                printer.warn(format!("{line}: building anyway (--allow-tainted, recorded)"));
+            } else {
+                printer.warn(line);
+            }
+        }
+        if !args.allow_tainted {
+            return Err(RefusedError(format!(
+                "refusing to build from {} tainted input(s); pass --allow-tainted to override (the override is recorded)",
+                hits.len()
+            ))
+            .into());
+        }
+        if let Some(record) = planned.as_ref() {
+            let by = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
+            if let Ok(mut store) = open_store(db) {
+                for hit in &hits {
+                    if let Err(err) = store.record_override(hit, &record.pipeline.name, &record.run_id, &by) {
+                        printer.warn(format!("the override was not recorded: {err}"));
+                    }
+                }
+            }
+        }
+    }
+
     let started_at = time::now();
     let status = spawn(&argv)?.wait().await.context("waiting for the build")?;
     let finished_at = time::now();
@@ -182,6 +219,23 @@ async fn wrap_build(
         Err(err) => printer.warn(format!("the build was not recorded: {err:#}")),
     }
     Ok(ExitStatus::from_child(code))
+}
+
+/// The inputs of a planned build that an open incident holds tainted. A store that cannot be
+/// read holds nothing: containment never turns recording trouble into a failed build.
+fn contained_inputs(record: &crate::model::RunRecord, db: &Path) -> Vec<Contained> {
+    let digests: Vec<String> = record
+        .imported
+        .iter()
+        .chain(&record.base_images)
+        .filter_map(|a| a.digest.as_ref().map(|d| d.to_string()))
+        .collect();
+    if digests.is_empty() || !db.exists() {
+        return Vec::new();
+    }
+    open_store(db)
+        .and_then(|store| store.contained(&digests))
+        .unwrap_or_default()
 }
 
 /// The record flags plus what the build command line says.

@@ -12,10 +12,12 @@ use rusqlite_migration::{M, Migrations};
 
 use crate::ExitStatus;
 
+mod containment;
 mod incident;
 mod read;
 mod write;
 
+pub use containment::{Contained, VerificationRow};
 pub use incident::{ActionRow, Finished, IncidentRow};
 
 pub use read::{ArtifactRow, ExportError, ExportItem, RunRow};

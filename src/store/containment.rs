@@ -1,0 +1,150 @@
+//! Containment while incidents are open, and verification records.
+
+use rusqlite::params;
+
+use super::{Store, StoreError, sql_error};
+use crate::time::{self, Micros};
+
+/// A digest some open incident holds tainted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contained {
+    pub incident: i64,
+    pub digest: String,
+    pub name: String,
+}
+
+/// One stored verification.
+#[derive(Debug, Clone)]
+pub struct VerificationRow {
+    pub at: Micros,
+    pub by: String,
+    pub clean: bool,
+    pub result: String,
+}
+
+impl Store {
+    /// Replaces the incident's tainted digests (at open, and after each re-trace).
+    pub fn set_incident_digests(&mut self, incident: i64, digests: &[(String, String)]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO incident_digests (incident_id, digest, name) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (incident_id, digest) DO NOTHING",
+                )
+                .map_err(|e| sql_error(&path, e))?;
+            for (digest, name) in digests {
+                stmt.execute(params![incident, digest, name]).map_err(|e| sql_error(&path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| sql_error(&path, e))
+    }
+
+    /// Which of these digests an open incident holds tainted.
+    pub fn contained(&self, digests: &[String]) -> Result<Vec<Contained>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT d.incident_id, d.digest, d.name FROM incident_digests d
+                 JOIN incidents i ON i.id = d.incident_id
+                 WHERE d.digest = ?1 AND i.status = 'open' ORDER BY d.incident_id",
+            )
+            .map_err(|e| sql_error(&self.path, e))?;
+        let mut out = Vec::new();
+        for digest in digests {
+            let rows = stmt
+                .query_map([digest], |row| {
+                    Ok(Contained {
+                        incident: row.get(0)?,
+                        digest: row.get(1)?,
+                        name: row.get(2)?,
+                    })
+                })
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| sql_error(&self.path, e))?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    /// Every digest an incident holds tainted, sorted.
+    pub fn incident_digests(&self, incident: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT digest, name FROM incident_digests WHERE incident_id = ?1 ORDER BY digest")
+            .map_err(|e| sql_error(&self.path, e))?;
+        let rows = stmt
+            .query_map([incident], |row| Ok((row.get(0)?, row.get(1)?)))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| sql_error(&self.path, e))
+    }
+
+    /// Records a build that went ahead with `--allow-tainted`.
+    pub fn record_override(&mut self, hit: &Contained, pipeline: &str, run_key: &str, by: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO containment_overrides (incident_id, digest, pipeline, run_key, at, by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![hit.incident, hit.digest, pipeline, run_key, time::now(), by],
+            )
+            .map(|_| ())
+            .map_err(|e| sql_error(&self.path, e))
+    }
+
+    /// Overrides recorded against an incident: (digest, pipeline, run, at, by).
+    pub fn overrides(&self, incident: i64) -> Result<Vec<(String, String, String, Micros, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT digest, pipeline, run_key, at, by FROM containment_overrides WHERE incident_id = ?1 ORDER BY id",
+            )
+            .map_err(|e| sql_error(&self.path, e))?;
+        let rows = stmt
+            .query_map([incident], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
+        rows.map_err(|e| sql_error(&self.path, e))
+    }
+
+    pub fn record_verification(&mut self, incident: i64, by: &str, clean: bool, result: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO verifications (incident_id, at, by, clean, result) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![incident, time::now(), by, clean, result],
+            )
+            .map(|_| ())
+            .map_err(|e| sql_error(&self.path, e))
+    }
+
+    pub fn last_verification(&self, incident: i64) -> Result<Option<VerificationRow>, StoreError> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row(
+                "SELECT at, by, clean, result FROM verifications WHERE incident_id = ?1 ORDER BY id DESC LIMIT 1",
+                [incident],
+                |row| {
+                    Ok(VerificationRow {
+                        at: row.get(0)?,
+                        by: row.get(1)?,
+                        clean: row.get(2)?,
+                        result: row.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| sql_error(&self.path, e))
+    }
+
+    pub fn set_evidence_dir(&mut self, incident: i64, dir: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("UPDATE incidents SET evidence_dir = ?2 WHERE id = ?1", params![incident, dir])
+            .map(|_| ())
+            .map_err(|e| sql_error(&self.path, e))
+    }
+
+    pub fn evidence_dir(&self, incident: i64) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT evidence_dir FROM incidents WHERE id = ?1", [incident], |row| row.get(0))
+            .map_err(|e| sql_error(&self.path, e))
+    }
+}
