@@ -251,6 +251,10 @@ pub enum IncidentCommand {
     Open(IncidentOpenArgs),
     /// Check the plan (dry run), or carry it out with `--execute`.
     Purge(IncidentPurgeArgs),
+    /// Check that every purged target is gone and the re-run trace finds nothing new.
+    Verify(IncidentVerifyArgs),
+    /// Close an incident after a clean verification; lifts containment.
+    Close(IncidentCloseArgs),
     /// List incidents.
     List(IncidentListArgs),
     /// Show an incident's plan and the state of each action.
@@ -293,9 +297,36 @@ pub struct IncidentPurgeArgs {
     /// Do not ask before acting.
     #[arg(long, short)]
     pub yes: bool,
+    /// Save evidence here before deleting [default: evidence/incident-ID beside the database]
+    #[arg(long, value_name = "DIR", conflicts_with = "no_evidence")]
+    pub evidence_dir: Option<PathBuf>,
+    /// Save the blobs of deleted manifests too, not only their digests.
+    #[arg(long)]
+    pub evidence_blobs: bool,
+    /// Delete without saving evidence first.
+    #[arg(long)]
+    pub no_evidence: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct IncidentVerifyArgs {
+    /// The incident id.
+    pub id: i64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct IncidentCloseArgs {
+    /// The incident id.
+    pub id: i64,
+    /// Close even though the verification is not clean (recorded).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

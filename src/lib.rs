@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod evidence;
 pub mod execute;
 pub mod graph;
 pub mod ingest;

@@ -42,6 +42,8 @@ pub async fn incident(command: IncidentCommand, db: &Path, config: &Config, prin
     match command {
         IncidentCommand::Open(args) => open(&args, db, config, printer),
         IncidentCommand::Purge(args) => purge(&args, db, config, printer).await,
+        IncidentCommand::Verify(args) => verify(&args, db, config, printer).await,
+        IncidentCommand::Close(args) => close(&args, db, config, printer).await,
         IncidentCommand::List(args) => list(&args, db),
         IncidentCommand::Show(args) => show(&args, db),
         IncidentCommand::Report(args) => write_report(&args, db),
@@ -272,6 +274,37 @@ async fn purge_locked(
             return Err(RefusedError("not confirmed: nothing was done".to_owned()).into());
         }
     }
+    if args.no_evidence {
+        printer.warn("--no-evidence: deleting without saving evidence first");
+    } else {
+        let dir = match &args.evidence_dir {
+            Some(dir) => dir.clone(),
+            None => store
+                .path()
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("evidence")
+                .join(format!("incident-{}", args.id)),
+        };
+        let probes = mount_probes(&store, &rows)?;
+        let docker = crate::evidence::docker_client();
+        let collect = crate::evidence::Collect {
+            dir: &dir,
+            config,
+            blobs: args.evidence_blobs,
+            incident: args.id,
+            docker: &docker,
+            probes: &probes,
+        };
+        let unavailable = crate::evidence::collect(&rows, &collect)
+            .await
+            .with_context(|| format!("cannot save evidence in `{}`", dir.display()))?;
+        for item in &unavailable {
+            printer.warn(format!("evidence not saved: {item}"));
+        }
+        store.set_evidence_dir(args.id, &dir.display().to_string())?;
+        printer.status(format!("evidence saved in {}", dir.display()));
+    }
     let concurrency = args.concurrency.unwrap_or(config.purge.concurrency).max(1);
     let reporter: Arc<dyn Reporter> = if printer.progress {
         Arc::new(Bars::default())
@@ -307,6 +340,187 @@ async fn purge_locked(
         ));
     }
     Ok(if summary.failed > 0 { ExitStatus::Findings } else { ExitStatus::Success })
+}
+
+/// What listing each tainted mount of the plan needs from the store.
+fn mount_probes(
+    store: &Store,
+    rows: &[ActionRow],
+) -> Result<BTreeMap<(String, String), crate::evidence::MountProbe>> {
+    let mut probes = BTreeMap::new();
+    for row in rows {
+        if let Target::Mount { builder, mount_id, .. } = &row.action.target {
+            probes.insert((builder.clone(), mount_id.clone()), store.mount_probe(builder, mount_id)?);
+        }
+    }
+    Ok(probes)
+}
+
+/// Re-checks every done action and re-runs the trace; records the result.
+async fn verify_incident(store: &mut Store, id: i64, config: &Config) -> Result<(bool, Vec<String>)> {
+    let rows = store.actions(id)?;
+    let mut lines = Vec::new();
+    let mut clean = true;
+    let mut registries: BTreeMap<String, RegistryClient> = BTreeMap::new();
+    let evidence = store.evidence_dir(id)?.map(std::path::PathBuf::from);
+    let probes = mount_probes(store, &rows)?;
+    let docker = crate::evidence::docker_client();
+    for row in rows.iter().filter(|r| r.state == "done") {
+        let name = report::incident::describe_target(&row.action.target);
+        let verdict: Result<Option<String>, crate::error::RemoteError> = match &row.action.target {
+            Target::Manifest {
+                registry,
+                repository,
+                digest,
+                ..
+            } => match check_target(&row.action.target, config, &mut registries).await {
+                Ok(s) if s == "already gone" => Ok(None),
+                Ok(_) => Ok(Some(format!("{registry}/{repository}@{digest} is back in the registry"))),
+                Err(e) => Err(e),
+            },
+            Target::Builder {
+                builder,
+                endpoint,
+                driver,
+                record_ids,
+                ..
+            } => match builder_endpoint(config, builder, endpoint.as_deref(), *driver) {
+                None => Err(crate::error::RemoteError(format!("no endpoint known for builder `{builder}`"))),
+                Some((endpoint, driver)) => match BuildkitClient::connect(&endpoint, driver).await {
+                    Err(e) => Err(e),
+                    Ok(mut client) => client.disk_usage().await.map(|records| {
+                        let back: Vec<&String> =
+                            record_ids.iter().filter(|id| records.iter().any(|r| &r.id == *id)).collect();
+                        (!back.is_empty()).then(|| format!("records still on `{builder}`: {back:?}"))
+                    }),
+                },
+            },
+            Target::Mount {
+                builder,
+                endpoint,
+                driver,
+                mount_id,
+                ..
+            } => {
+                let before = evidence.as_ref().and_then(|dir| {
+                    std::fs::read_to_string(dir.join(format!(
+                        "mounts/{}/{}.sha256",
+                        sanitize_component(builder),
+                        sanitize_component(mount_id)
+                    )))
+                    .ok()
+                });
+                match crate::evidence::mount_listing(config, &docker, &probes, builder, endpoint.as_deref(), *driver, mount_id).await {
+                    Ok(now) if now.trim().is_empty() => Ok(None),
+                    Ok(now) if before.as_deref().is_some_and(|b| b != now && !b.trim().is_empty()) => {
+                        // Changed since the purge: what is there now was written afterwards.
+                        Ok(None)
+                    }
+                    Ok(_) => Ok(Some(format!("mount `{mount_id}` on `{builder}` still holds the purged files"))),
+                    Err(e) => Err(e),
+                }
+            }
+            Target::LocalImage { .. } | Target::FollowUp { .. } => Ok(None),
+        };
+        match verdict {
+            Ok(None) => lines.push(format!("clean      {name}")),
+            Ok(Some(problem)) => {
+                clean = false;
+                lines.push(format!("NOT CLEAN  {name}: {problem}"));
+            }
+            Err(err) => {
+                clean = false;
+                lines.push(format!("UNKNOWN    {name}: {err}"));
+            }
+        }
+    }
+    let failed = rows.iter().filter(|r| r.state == "failed" || r.state == "pending" || r.state == "running").count();
+    if failed > 0 {
+        clean = false;
+        lines.push(format!("NOT CLEAN  {failed} actions are not done"));
+    }
+    // Re-trace: anything tainted now that the purge plan does not cover.
+    let incident = store.incident(id)?;
+    let opened: Opened = serde_json::from_str(&incident.seeds).context("the incident's stored seeds are unreadable")?;
+    let (_, actions) = trace_and_plan(store, &opened, config)?;
+    let known: BTreeSet<String> = rows.iter().map(|r| serde_json::to_string(&r.action.target).unwrap_or_default()).collect();
+    let new: Vec<&Action> = actions
+        .iter()
+        .filter(|a| a.in_scope && a.kind != ActionKind::FollowUp)
+        .filter(|a| !known.contains(&serde_json::to_string(&a.target).unwrap_or_default()))
+        .collect();
+    if new.is_empty() {
+        lines.push("clean      the re-run trace finds nothing new".to_owned());
+    } else {
+        clean = false;
+        for a in new {
+            lines.push(format!("NOT CLEAN  new since the purge: {}", report::incident::describe_target(&a.target)));
+        }
+    }
+    let result = serde_json::to_string(&lines)?;
+    store.record_verification(id, &who(), clean, &result)?;
+    Ok((clean, lines))
+}
+
+fn sanitize_component(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+        .collect::<String>()
+        .trim_matches('_')
+        .to_owned()
+}
+
+async fn verify(args: &crate::cli::IncidentVerifyArgs, db: &Path, config: &Config, printer: Printer) -> Result<ExitStatus> {
+    let mut store = open_existing_store(db)?;
+    store.incident(args.id)?;
+    let (clean, lines) = verify_incident(&mut store, args.id, config).await?;
+    match args.format {
+        OutputFormat::Json => write_stdout(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&serde_json::json!({"incident": args.id, "clean": clean, "checks": lines}))?
+        ))?,
+        OutputFormat::Text => {
+            let mut out = format!("incident {}: {}\n", args.id, if clean { "clean" } else { "NOT clean" });
+            for line in &lines {
+                out.push_str(&format!("  {line}\n"));
+            }
+            write_stdout(&out)?;
+        }
+    }
+    if !clean {
+        printer.warn("verification found problems: see above");
+        return Ok(ExitStatus::Findings);
+    }
+    Ok(ExitStatus::Success)
+}
+
+async fn close(args: &crate::cli::IncidentCloseArgs, db: &Path, config: &Config, printer: Printer) -> Result<ExitStatus> {
+    let mut store = open_existing_store(db)?;
+    let incident = store.incident(args.id)?;
+    if incident.status == "closed" {
+        printer.status(format!("incident {} is already closed", args.id));
+        return Ok(ExitStatus::Success);
+    }
+    let (clean, lines) = verify_incident(&mut store, args.id, config).await?;
+    if !clean && !args.force {
+        for line in lines.iter().filter(|l| !l.starts_with("clean")) {
+            printer.warn(line);
+        }
+        return Err(RefusedError(format!(
+            "incident {} does not verify clean: fix what is listed, or close with --force (recorded)",
+            args.id
+        ))
+        .into());
+    }
+    store.close_incident(args.id, &who())?;
+    printer.status(format!(
+        "incident {} closed by {} (verification {}); containment lifted",
+        args.id,
+        who(),
+        if clean { "clean" } else { "NOT clean, forced" }
+    ));
+    Ok(ExitStatus::Success)
 }
 
 /// The dry run: every pending target is checked for existence, reachability and scope.

@@ -311,7 +311,8 @@ async fn pin_inputs(
                         backend: Backend::LocalImage,
                         locator: builder.clone(),
                         digest: Some(id),
-                        key: String::new(),
+                        // The name the builder knows it by: a later build can use it again.
+                        key: shown.clone(),
                         tag: reference.tag.clone(),
                     });
                 }
@@ -395,13 +396,13 @@ fn collect_outputs(record: &mut crate::model::RunRecord, iidfile: &Path, metadat
         && let Ok(id) = Digest::parse(text.trim(), "--iidfile")
     {
         let builder = record.builder.as_ref().map(|b| b.name.clone()).unwrap_or_default();
-        let tag = record.produced.first().and_then(|a| a.tag.clone());
+        let first = record.produced.first().and_then(|a| reference_of(a).ok());
         record.produced.push(Artifact {
             backend: Backend::LocalImage,
             locator: builder,
             digest: Some(id),
-            key: String::new(),
-            tag,
+            key: first.as_ref().map(short_name).unwrap_or_default(),
+            tag: first.and_then(|r| r.tag),
         });
     }
     if let Some(path) = metadata_file

@@ -307,6 +307,63 @@ impl Store {
     }
 }
 
+impl Store {
+    /// How a mount was used on a builder, and base images of builds that used it (the names
+    /// the builder knows them by first), for listing its contents.
+    pub fn mount_probe(&self, builder: &str, mount_id: &str) -> Result<crate::evidence::MountProbe, StoreError> {
+        let err = |e| sql_error(&self.path, e);
+        let mut probe = crate::evidence::MountProbe::default();
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT e.detail, e.run_id FROM events e JOIN mounts m ON m.id = e.target
+                 JOIN builders b ON b.id = m.builder_id
+                 WHERE e.kind = 'read_mount' AND b.name = ?1 AND m.mount_id = ?2
+                 ORDER BY e.at DESC LIMIT 50",
+            )
+            .map_err(err)?;
+        let rows: Vec<(Option<String>, i64)> = stmt
+            .query_map(params![builder, mount_id], |row| Ok((row.get(0)?, row.get(1)?)))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(err)?;
+        let mut bases = self
+            .conn
+            .prepare_cached(
+                "SELECT a.backend, a.locator, a.digest, a.key FROM events e JOIN artifacts a ON a.id = e.target
+                 WHERE e.run_id = ?1 AND e.kind = 'used_base'",
+            )
+            .map_err(err)?;
+        for (detail, run) in rows {
+            if let Some(uses) = detail.and_then(|d| serde_json::from_str::<Vec<MountUse>>(&d).ok()) {
+                for u in uses {
+                    if u.id == mount_id && !probe.uses.contains(&u) {
+                        probe.uses.push(u);
+                    }
+                }
+            }
+            let found: Vec<(String, String, String, String)> = bases
+                .query_map([run], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(err)?;
+            for (backend, locator, digest, key) in found {
+                let name = match backend.as_str() {
+                    "local-image" if !key.is_empty() => key,
+                    "registry" if !digest.is_empty() => format!("{locator}@{digest}"),
+                    _ => continue,
+                };
+                if !probe.base_images.contains(&name) {
+                    if backend == "local-image" {
+                        probe.base_images.insert(0, name);
+                    } else {
+                        probe.base_images.push(name);
+                    }
+                }
+            }
+        }
+        Ok(probe)
+    }
+}
+
 fn parse_driver(value: &str) -> Option<Driver> {
     match value {
         "docker" => Some(Driver::Docker),

@@ -10,3 +10,4 @@ mod wrap;
 
 mod registry;
 mod purge;
+mod lifecycle;

@@ -1,0 +1,175 @@
+//! The incident lifecycle against a real registry: evidence, containment, re-trace, verify,
+//! close, and the execution lock.
+
+use std::process::Command;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::common::{Env, ok, output};
+use crate::harness::oci::Pusher;
+use crate::harness::{self, Registry, RegistryOpts};
+
+fn cmd(env: &Env, config: &std::path::Path) -> Command {
+    let mut cmd = env.cmd();
+    cmd.env("CACHEWARDEN_CONFIG", config).env("CACHEWARDEN_NO_PROGRESS", "1");
+    cmd
+}
+
+fn setup(env: &Env, registry: &Registry) -> (std::path::PathBuf, Vec<String>) {
+    let host = registry.host();
+    let mut pusher = Pusher::new(registry);
+    let a = pusher.cache_manifest("team/app", Some("evil"), "evil a");
+    let b = pusher.image("team/app", Some("poisoned"), "evil b", true);
+    let lines = format!(
+        r#"{{"v":1,"type":"run","pipeline":"evil","run":"1","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","exported":["{host}/team/app:evil@{a}","{host}/team/app:poisoned@{b}"]}}"#,
+        a = a.digest,
+        b = b.digest
+    );
+    let file = env.write("history.jsonl", &format!("{lines}\n"));
+    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+    let config = env.write(
+        "config.toml",
+        &format!("[scope]\nregistries = [\"{host}\"]\n\n[[registry]]\nhost = \"{host}\"\ninsecure = true\ncredentials = \"anonymous\"\n"),
+    );
+    (config, vec![a.digest, b.digest])
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Evidence is saved before deletion, the saved manifests hash to the deleted digests, and
+/// MANIFEST.json lists every file with its hash.
+#[test]
+fn evidence_matches_what_was_deleted() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let env = Env::new();
+    let (config, digests) = setup(&env, &registry);
+    ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
+    let evidence = env.path().join("ev");
+    let out = output(
+        &env,
+        cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes", "--evidence-blobs", "--evidence-dir"]).arg(&evidence),
+    );
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+    let host_dir = evidence.join("manifests").join(registry.host().replace(':', "_")).join("team/app");
+    for digest in &digests {
+        let hex = digest.trim_start_matches("sha256:");
+        let bytes = std::fs::read(host_dir.join(format!("{hex}.json"))).expect("saved manifest");
+        assert_eq!(sha256_hex(&bytes), hex, "the saved manifest is the deleted one");
+        assert!(host_dir.join(format!("{hex}.blobs.txt")).exists());
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(evidence.join("MANIFEST.json")).unwrap()).unwrap();
+    let files = manifest["files"].as_array().unwrap();
+    assert!(files.len() >= 4, "{manifest:#}");
+    for f in files {
+        let bytes = std::fs::read(evidence.join(f["path"].as_str().unwrap())).unwrap();
+        assert_eq!(f["sha256"].as_str().unwrap(), sha256_hex(&bytes));
+    }
+    assert!(evidence.join("blobs").read_dir().unwrap().count() > 0, "--evidence-blobs saves blobs");
+}
+
+/// While the incident is open `check` refuses a tainted digest (exit 5) and passes a clean
+/// one; the digest export lists exactly the tainted digests; closing lifts containment.
+#[test]
+fn containment_until_close() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let env = Env::new();
+    let (config, digests) = setup(&env, &registry);
+    ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
+    let tainted = format!("{}/team/app@{}", registry.host(), digests[0]);
+    let out = output(&env, cmd(&env, &config).args(["check", &tainted]));
+    assert!(out.starts_with("exit: 5\n") && out.contains("TAINTED"), "{out}");
+    let clean = format!("{}/team/app@sha256:{}", registry.host(), "0".repeat(64));
+    assert!(output(&env, cmd(&env, &config).args(["check", &clean])).starts_with("exit: 0\n"));
+    let listed = ok(cmd(&env, &config).args(["incident", "report", "1", "--format", "digests"]));
+    let mut expected = digests.clone();
+    expected.sort();
+    assert_eq!(listed.lines().collect::<Vec<_>>(), expected);
+
+    ok(cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes"]));
+    ok(cmd(&env, &config).args(["incident", "verify", "1"]));
+    ok(cmd(&env, &config).args(["incident", "close", "1"]));
+    assert!(output(&env, cmd(&env, &config).args(["check", &tainted])).starts_with("exit: 0\n"));
+}
+
+/// A run recorded between open and execute that imported a tainted digest widens the plan:
+/// the execute re-traces and deletes its export too.
+#[test]
+fn retrace_picks_up_new_runs() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let env = Env::new();
+    let (config, digests) = setup(&env, &registry);
+    ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
+    let mut pusher = Pusher::new(&registry);
+    let late = pusher.cache_manifest("team/late", Some("cache"), "late victim");
+    let host = registry.host();
+    let line = format!(
+        r#"{{"v":1,"type":"run","pipeline":"late","run":"1","step":"s","started_at":"2026-01-03T00:00:00Z","finished_at":"2026-01-03T00:01:00Z","imported":["{host}/team/app:evil@{}"],"exported":["{host}/team/late:cache@{}"]}}"#,
+        digests[0], late.digest
+    );
+    let file = env.write("late.jsonl", &format!("{line}\n"));
+    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+    let out = output(&env, cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes", "--no-evidence"]));
+    assert!(out.starts_with("exit: 0\n") && out.contains("re-trace found"), "{out}");
+    let gone = registry.get(&format!("/v2/team/late/manifests/{}", late.digest));
+    assert_eq!(gone.status, 404, "the late export was purged");
+}
+
+/// A purged digest pushed again makes verify report the incident as not clean, and close
+/// refuses without --force.
+#[test]
+fn verify_reports_a_target_that_came_back() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let env = Env::new();
+    let (config, _) = setup(&env, &registry);
+    ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
+    ok(cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes", "--no-evidence"]));
+    assert!(output(&env, cmd(&env, &config).args(["incident", "verify", "1"])).starts_with("exit: 0\n"));
+    // The same content again: same digest.
+    let mut pusher = Pusher::new(&registry);
+    pusher.cache_manifest("team/app", Some("evil"), "evil a");
+    let out = output(&env, cmd(&env, &config).args(["incident", "verify", "1"]));
+    assert!(out.starts_with("exit: 1\n") && out.contains("is back in the registry"), "{out}");
+    let out = output(&env, cmd(&env, &config).args(["incident", "close", "1"]));
+    assert!(out.starts_with("exit: 5\n"), "{out}");
+}
+
+/// Two executions of one incident at once: the second is refused while the first holds it.
+#[test]
+fn second_concurrent_execution_is_refused() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let env = Env::new();
+    let (config, _) = setup(&env, &registry);
+    ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
+    // Another execution, alive on this host, holds the incident.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let owner = format!("{}:{}", host.trim(), std::process::id());
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    conn.execute("UPDATE incidents SET lock_owner = ?1 WHERE id = 1", [&owner]).unwrap();
+    drop(conn);
+    let out = output(&env, cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes"]));
+    assert!(out.starts_with("exit: 5\n") && out.contains("being purged by another process"), "{out}");
+    // Once the holder is gone, the lock is taken over.
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    conn.execute("UPDATE incidents SET lock_owner = ?1 WHERE id = 1", [format!("{}:999999999", host.trim())]).unwrap();
+    drop(conn);
+    let out = output(&env, cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes", "--no-evidence"]));
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+}
