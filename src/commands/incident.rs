@@ -670,7 +670,7 @@ fn show(args: &IncidentShowArgs, db: &Path) -> Result<ExitStatus> {
     let rows = store.actions(args.id)?;
     match args.format {
         OutputFormat::Json => {
-            let doc = report::incident::document(&incident, &rows);
+            let doc = report::incident::document(&incident, &rows, extras(&store, args.id)?);
             let mut out = Vec::new();
             report::incident::write_json(&doc, &mut out)?;
             write_stdout(std::str::from_utf8(&out)?)?;
@@ -692,7 +692,7 @@ fn write_report(args: &IncidentReportArgs, db: &Path) -> Result<ExitStatus> {
     let store = open_existing_store(db)?;
     let incident = store.incident(args.id)?;
     let rows = store.actions(args.id)?;
-    let doc = report::incident::document(&incident, &rows);
+    let doc = report::incident::document(&incident, &rows, extras(&store, args.id)?);
     let mut buf = Vec::new();
     match args.format {
         ReportFormat::Md => report::incident::write_markdown(&doc, &mut buf)?,
@@ -717,6 +717,14 @@ fn write_report(args: &IncidentReportArgs, db: &Path) -> Result<ExitStatus> {
         }
     }
     Ok(ExitStatus::Success)
+}
+
+fn extras(store: &Store, id: i64) -> Result<report::incident::Extras> {
+    Ok(report::incident::Extras {
+        overrides: store.overrides(id)?,
+        evidence_dir: store.evidence_dir(id)?,
+        verification: store.last_verification(id)?,
+    })
 }
 
 /// Progress bars per action kind, on stderr.

@@ -21,6 +21,36 @@ pub struct ReportDoc<'a> {
     pub trace: Value,
     pub actions: Vec<ActionDoc<'a>>,
     pub follow_ups: Vec<String>,
+    /// Builds that went ahead from a tainted input with `--allow-tainted`.
+    pub overrides: Vec<OverrideDoc>,
+    /// Where the evidence of the purge was saved.
+    pub evidence_dir: Option<String>,
+    pub verification: Option<VerificationDoc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OverrideDoc {
+    pub digest: String,
+    pub pipeline: String,
+    pub run: String,
+    pub at: String,
+    pub by: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VerificationDoc {
+    pub at: String,
+    pub by: String,
+    pub clean: bool,
+    pub checks: Vec<String>,
+}
+
+/// What the store knows about an incident beyond its plan.
+#[derive(Debug, Default)]
+pub struct Extras {
+    pub overrides: Vec<(String, String, String, i64, String)>,
+    pub evidence_dir: Option<String>,
+    pub verification: Option<crate::store::VerificationRow>,
 }
 
 #[derive(Debug, Serialize)]
@@ -62,7 +92,7 @@ pub struct ActionDoc<'a> {
 }
 
 /// Everything the report says, as data.
-pub fn document<'a>(incident: &'a IncidentRow, actions: &'a [ActionRow]) -> ReportDoc<'a> {
+pub fn document<'a>(incident: &'a IncidentRow, actions: &'a [ActionRow], extras: Extras) -> ReportDoc<'a> {
     let mut summary = SummaryDoc {
         actions: actions.len(),
         ..SummaryDoc::default()
@@ -92,6 +122,24 @@ pub fn document<'a>(incident: &'a IncidentRow, actions: &'a [ActionRow]) -> Repo
         },
         summary,
         follow_ups: follow_ups(actions),
+        overrides: extras
+            .overrides
+            .into_iter()
+            .map(|(digest, pipeline, run, at, by)| OverrideDoc {
+                digest,
+                pipeline,
+                run,
+                at: time::format(at),
+                by,
+            })
+            .collect(),
+        evidence_dir: extras.evidence_dir,
+        verification: extras.verification.map(|v| VerificationDoc {
+            at: time::format(v.at),
+            by: v.by,
+            clean: v.clean,
+            checks: serde_json::from_str(&v.result).unwrap_or_default(),
+        }),
         trace,
         actions: actions
             .iter()
@@ -217,6 +265,30 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
         writeln!(out, "| {} | {} | {} | {state} | {detail} | {duration} |", a.seq, a.kind, describe_target(a.target))?;
     }
     writeln!(out)?;
+    if let Some(dir) = &doc.evidence_dir {
+        writeln!(out, "## Evidence")?;
+        writeln!(out)?;
+        writeln!(out, "Saved before deletion in `{dir}` (`MANIFEST.json` lists every file with its SHA-256).")?;
+        writeln!(out)?;
+    }
+    if !doc.overrides.is_empty() {
+        writeln!(out, "## Containment overrides")?;
+        writeln!(out)?;
+        for o in &doc.overrides {
+            writeln!(out, "- {}: `{}/{}` built from `{}` with --allow-tainted (by {})", o.at, o.pipeline, o.run, o.digest, o.by)?;
+        }
+        writeln!(out)?;
+    }
+    if let Some(v) = &doc.verification {
+        writeln!(out, "## Verification")?;
+        writeln!(out)?;
+        writeln!(out, "{} by {}: **{}**", v.at, v.by, if v.clean { "clean" } else { "not clean" })?;
+        writeln!(out)?;
+        for c in &v.checks {
+            writeln!(out, "- {c}")?;
+        }
+        writeln!(out)?;
+    }
     writeln!(out, "## Follow-ups")?;
     writeln!(out)?;
     for f in &doc.follow_ups {

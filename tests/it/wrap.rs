@@ -151,3 +151,54 @@ fn recording_trouble_never_fails_the_build() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("warning: the build was not recorded"), "{stderr}");
 }
+
+/// A build whose `--cache-from` digest is tainted in an open incident is refused before it
+/// runs (exit 5, naming the incident and digest); `--allow-tainted` builds and is recorded.
+#[test]
+fn wrap_refuses_tainted_inputs_while_an_incident_is_open() {
+    if !harness::require_dockerd() || !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let dockerd = Dockerd::start();
+    let env = Env::new();
+    let reg = registry.host();
+    let base = format!("{reg}/base:1");
+    dockerd.import_busybox(&base);
+    dockerd.run(["push", &base]);
+    let ctx = env.write("app/Dockerfile", &format!("FROM {base}\nRUN echo built > /built\n"));
+    let ctx = ctx.parent().unwrap().to_str().unwrap().to_owned();
+    let cache = format!("{reg}/app:cache");
+    let build = |pipeline: &str, run: &str, extra: &[&str]| {
+        let mut args = vec!["build", "--network=none", "--build-arg", "BUILDKIT_INLINE_CACHE=1", "-t", &cache];
+        args.extend_from_slice(extra);
+        args.push(&ctx);
+        wrap(&env, &dockerd, pipeline, run, &args).output().unwrap()
+    };
+    let out = build("evil", "1", &[]);
+    assert!(out.status.success());
+    assert!(wrap(&env, &dockerd, "evil", "1", &["push", &cache]).output().unwrap().status.success());
+    ok(env.cmd().args(["incident", "open", "--pipeline", "evil"]));
+
+    let out = build("victim", "1", &["--cache-from", &cache]);
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("tainted in open incident 1") && stderr.contains("sha256:"), "{stderr}");
+    assert!(!ok(env.cmd().arg("export")).contains("\"pipeline\":\"victim\""), "the refused build did not run");
+
+    let out = env
+        .cmd()
+        .env("DOCKER_HOST", dockerd.host())
+        .env("DOCKER_CONFIG", dockerd.config_dir())
+        .env("DOCKER_BUILDKIT", "1")
+        .args(["wrap", "--pipeline", "victim", "--run", "2", "--allow-tainted", "--"])
+        .arg(harness::DOCKER)
+        .args(["build", "--network=none", "--cache-from", &cache, "-t", "victim:2", &ctx])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = ok(env.cmd().args(["incident", "report", "1", "--format", "json"]));
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["overrides"][0]["pipeline"], "victim", "{report:#}");
+    assert_eq!(report["overrides"][0]["run"], "2");
+}
