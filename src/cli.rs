@@ -63,6 +63,12 @@ pub enum Command {
     Incident(IncidentCommand),
     /// Record that a mount cache or a builder's cache was purged outside cachewarden.
     MarkPurged(MarkPurgedArgs),
+    /// Purge caches, mounts and builder records by a policy of ordered rules (a dry run unless
+    /// `--execute`).
+    Sweep(SweepArgs),
+    /// Compare what registries hold with what recorded pipelines exported.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Generate synthetic fleet histories and measure (for benchmarks).
     #[command(hide = true)]
     Bench(BenchArgs),
@@ -279,6 +285,9 @@ pub struct IncidentOpenArgs {
     /// Plan pruning every build-cache record on tainted builders.
     #[arg(long)]
     pub full_prune: bool,
+    /// Seed from a stored audit finding (the id `audit registry` prints): the cache it names.
+    #[arg(long, value_name = "FINDING")]
+    pub from_audit: Option<i64>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
@@ -408,4 +417,69 @@ pub struct GenerateArgs {
     /// Write here instead of stdout.
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// The policy: a TOML file of `[[rule]]` tables; the first rule that matches decides.
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+    /// Carry out the plan. Without it, the plan is printed and nothing is changed.
+    #[arg(long)]
+    pub execute: bool,
+    /// Do not ask before acting.
+    #[arg(long, short)]
+    pub yes: bool,
+    /// Actions in flight per registry and per builder [default: from the config, else 8]
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Write Prometheus metrics here (node_exporter textfile format), replacing the file
+    /// atomically.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// List the tags of cache registries, classify each manifest, and report caches that no
+    /// recorded run exported, trust breaches and tags that moved unrecorded.
+    Registry(AuditRegistryArgs),
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum AuditFormat {
+    /// Text for people.
+    #[default]
+    Text,
+    /// JSON, shape in `schema/audit.schema.json`.
+    Json,
+    /// SARIF 2.1.0, for code-scanning dashboards.
+    Sarif,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditRegistryArgs {
+    /// Audit this registry host [default: every `[[registry]]` of the config]
+    #[arg(long, value_name = "HOST")]
+    pub registry: Vec<String>,
+    /// Audit this repository [default: the registry's `repositories`, else those the store
+    /// recorded on it]
+    #[arg(long, value_name = "REPO")]
+    pub repository: Vec<String>,
+    /// Report every current finding, not only those no earlier audit reported.
+    #[arg(long)]
+    pub all: bool,
+    /// Hold back digests first seen less than this long ago (`10m`): the hook of the build
+    /// that pushed one may not have recorded it yet.
+    #[arg(long, value_name = "AGE", default_value = "0s")]
+    pub grace: String,
+    /// Requests in flight per registry.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub concurrency: usize,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: AuditFormat,
 }

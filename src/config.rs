@@ -74,6 +74,9 @@ pub struct RegistryConfig {
     /// proxy; references, credentials and messages still name the host.
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// Repositories `audit registry` lists [default: those the store has recorded on this host].
+    #[serde(default)]
+    pub repositories: Vec<String>,
 }
 
 /// The purge scope: registries, repositories and builders cachewarden may act on. An action

@@ -90,6 +90,7 @@ pub async fn collect(rows: &[ActionRow], opts: &Collect<'_>) -> Result<Vec<Strin
                 record_ids,
                 used_since,
                 full,
+                ..
             } => {
                 save_records(opts, builder, endpoint.as_deref(), *driver, |records| {
                     select_builder_records(records, record_ids, *used_since, *full)

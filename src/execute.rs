@@ -112,6 +112,7 @@ pub async fn execute(
     // builder also removes what local images kept alive.
     let (registry_rows, builder_rows): (Vec<_>, Vec<_>) =
         todo.into_iter().partition(|r| r.action.kind == ActionKind::DeleteManifest);
+    let breaker = Arc::new(Breaker::default());
     for phase in [registry_rows, builder_rows] {
         let mut places: HashMap<String, Arc<Semaphore>> = HashMap::new();
         let mut tasks = tokio::task::JoinSet::new();
@@ -124,11 +125,19 @@ pub async fn execute(
             let store = store.clone();
             let clients = clients.clone();
             let reporter = reporter.clone();
+            let breaker = breaker.clone();
             tasks.spawn(async move {
                 let _permit = semaphore.acquire_owned().await.expect("semaphore open");
                 store.lock().expect("store lock").start_action(row.id)?;
                 let started = Instant::now();
-                let finished = run_action(&row.action, &clients, incident, &store).await;
+                let finished = match breaker.open(&row.action.place) {
+                    Some(reason) => Finished::Failed(reason),
+                    None => {
+                        let finished = run_action(&row.action, &clients, incident, &store).await;
+                        breaker.record(&row.action.place, &finished);
+                        finished
+                    }
+                };
                 let elapsed = started.elapsed().as_micros() as i64;
                 store.lock().expect("store lock").finish_action(row.id, &finished, elapsed)?;
                 reporter.on_done(row.action.kind, !matches!(finished, Finished::Failed(_)));
@@ -144,6 +153,42 @@ pub async fn execute(
         }
     }
     Ok(summary)
+}
+
+/// After this many consecutive failures to reach a place, its remaining actions are failed
+/// without trying: retries already waited on each, and a rerun resumes them.
+const BREAKER_LIMIT: usize = 3;
+
+/// Counts consecutive unreachable-place failures per registry or builder.
+#[derive(Default)]
+struct Breaker {
+    failures: Mutex<HashMap<String, usize>>,
+}
+
+impl Breaker {
+    fn open(&self, place: &str) -> Option<String> {
+        let failures = self.failures.lock().expect("breaker lock");
+        (failures.get(place).copied().unwrap_or(0) >= BREAKER_LIMIT).then(|| {
+            format!("not attempted: `{place}` failed {BREAKER_LIMIT} times in a row; rerun the purge to resume")
+        })
+    }
+
+    fn record(&self, place: &str, finished: &Finished) {
+        let mut failures = self.failures.lock().expect("breaker lock");
+        match finished {
+            Finished::Failed(error) if is_unreachable(error) => *failures.entry(place.to_owned()).or_default() += 1,
+            _ => {
+                failures.insert(place.to_owned(), 0);
+            }
+        }
+    }
+}
+
+/// Whether an action failed because its place could not be reached at all.
+fn is_unreachable(error: &str) -> bool {
+    ["cannot connect", "connection refused", "Connection refused", "cannot reach", "timed out", "Connect"]
+        .iter()
+        .any(|needle| error.contains(needle))
 }
 
 async fn run_action(action: &Action, clients: &Clients, incident: i64, store: &Arc<Mutex<Store>>) -> Finished {
@@ -185,12 +230,13 @@ async fn run_action(action: &Action, clients: &Clients, incident: i64, store: &A
             record_ids,
             used_since,
             full,
+            partial,
         } => {
             let Some((endpoint, driver)) = builder_endpoint(&clients.config, builder, endpoint.as_deref(), *driver) else {
                 return Finished::Failed(format!("no endpoint known for builder `{builder}`: add it to the config"));
             };
             let result = prune_builder(clients, builder, &endpoint, driver, record_ids, *used_since, *full).await;
-            if result.is_ok() {
+            if result.is_ok() && !*partial {
                 let target = PurgeTarget::Builder { builder: builder.clone() };
                 if let Err(err) = store.lock().expect("store lock").record_purge(&target, time::now(), &format!("incident {incident}")) {
                     return Finished::Failed(format!("pruned, but the purge was not recorded: {err}"));
@@ -332,7 +378,7 @@ async fn prune_mount(
 /// time where evidence is missing (mount records aside: the mount actions decide those), or all.
 pub fn select_builder_records(records: &[CacheRecord], record_ids: &[String], used_since: Option<i64>, full: bool) -> Vec<String> {
     let wanted: BTreeSet<&str> = record_ids.iter().map(String::as_str).collect();
-    records
+    let mut selected: BTreeSet<&str> = records
         .iter()
         .filter(|r| {
             full || wanted.contains(r.id.as_str())
@@ -340,6 +386,24 @@ pub fn select_builder_records(records: &[CacheRecord], record_ids: &[String], us
                     r.record_type != "exec.cachemount" && r.last_used_at.or(r.created_at).is_some_and(|t| t >= since)
                 })
         })
+        .map(|r| r.id.as_str())
+        .collect();
+    // A record built on a selected one holds its content, and keeps it from being pruned: a
+    // later step over a tainted layer, or the evidence listing's step over a tainted base.
+    loop {
+        let before = selected.len();
+        for r in records {
+            if r.parents.iter().any(|p| selected.contains(p.as_str())) {
+                selected.insert(r.id.as_str());
+            }
+        }
+        if selected.len() == before {
+            break;
+        }
+    }
+    records
+        .iter()
+        .filter(|r| selected.contains(r.id.as_str()))
         .map(|r| r.id.clone())
         .collect()
 }

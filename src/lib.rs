@@ -3,6 +3,7 @@
 //! The binary is a thin shell around [`run`]; everything else lives in the library so the
 //! integration tests and benchmarks drive the same code.
 
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod printer;
 pub mod remote;
 pub mod report;
 pub mod store;
+pub mod sweep;
 pub mod time;
 pub mod wire;
 

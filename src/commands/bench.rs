@@ -1,11 +1,13 @@
 //! `cachewarden bench generate`: a synthetic fleet history as provenance JSON Lines, for the
 //! benchmarks under `benches/`.
 //!
-//! The fleet: pipelines each have a home builder and their own registry cache repository;
-//! every run imports its pipeline's previous cache export and exports a new one. A few
-//! pipelines build base images that others build on; each pipeline has its own mount ids and
-//! a few share one with a neighbour on the same builder; most runs carry record-level builder
-//! evidence. Deterministic for a given `--seed`.
+//! The fleet: pipelines each have a home builder (1% of runs go elsewhere) and their own
+//! registry cache repository; 90% of runs import their pipeline's previous cache export and
+//! every successful run exports a new one. One pipeline in 50 builds a base image that 20% of
+//! the runs of the next 49 build on (a month later); each pipeline has its own mount ids and 1%
+//! of runs also use a neighbour's mount on the same builder; 99% of runs carry record-level
+//! builder evidence (one created record, one reused from the pipeline's previous run); 5% fail.
+//! Deterministic for a given `--seed`.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -98,7 +100,7 @@ fn generate(args: &GenerateArgs, printer: Printer) -> Result<ExitStatus> {
             }
             let pu = p as u64;
             let home = p % builders;
-            let builder = if rng.chance(3) { rng.below(builders as u64) as usize } else { home };
+            let builder = if rng.chance(1) { rng.below(builders as u64) as usize } else { home };
             let jitter = rng.below(spacing.max(1) as u64 / 2) as i64;
             let started = start + i as i64 * spacing + jitter;
             let duration = 60_000_000 + rng.below(540_000_000) as i64;
@@ -113,7 +115,7 @@ fn generate(args: &GenerateArgs, printer: Printer) -> Result<ExitStatus> {
             let mut produced = Vec::new();
             if !failed {
                 exported.push(format!("{repo}:main@{}", digest(1, pu, i as u64)));
-                if rng.chance(20) || p % BASE_EVERY == 0 {
+                if rng.chance(10) || p % BASE_EVERY == 0 {
                     produced.push(format!("{REGISTRY}/p{p}/app:{i}@{}", digest(2, pu, i as u64)));
                 }
             }
@@ -130,7 +132,7 @@ fn generate(args: &GenerateArgs, printer: Printer) -> Result<ExitStatus> {
             let mut mounts = Vec::new();
             let own = rng.below(mounts_per_pipeline as u64);
             mounts.push(json!({"id": format!("/cache/p{p}/m{own}"), "readonly": rng.chance(30)}));
-            if rng.chance(5) {
+            if rng.chance(1) {
                 // A neighbour on the same home builder shares one of its mount ids.
                 let neighbour = (p + builders) % pipelines;
                 mounts.push(json!({"id": format!("/cache/p{neighbour}/m0")}));
@@ -150,7 +152,7 @@ fn generate(args: &GenerateArgs, printer: Printer) -> Result<ExitStatus> {
             for m in line["mounts"].as_array().into_iter().flatten() {
                 events += if m["readonly"].as_bool() == Some(true) { 1 } else { 2 };
             }
-            if rng.chance(95) {
+            if rng.chance(99) {
                 let created = json!({"id": format!("r{p}x{i}"), "type": "regular", "description": format!("[2/3] RUN build p{p}")});
                 let mut reused = Vec::new();
                 if i > 0 {

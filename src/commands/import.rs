@@ -64,6 +64,7 @@ pub fn import(args: &ImportArgs, db: &Path, printer: Printer) -> Result<ExitStat
         }
     }
     commit(&mut batch, first_line)?;
+    store.optimize()?;
     let elapsed = started.elapsed();
     printer.status(format!(
         "imported {lines} lines ({events} events) from `{source}` in {:.2}s",

@@ -95,20 +95,35 @@ fn trace_and_plan(store: &mut Store, opened: &Opened, config: &Config) -> Result
 }
 
 fn open(args: &IncidentOpenArgs, db: &Path, config: &Config, printer: Printer) -> Result<ExitStatus> {
+    let mut store = open_existing_store(db)?;
+    let audit_seed = args
+        .from_audit
+        .map(|id| super::audit::incident_seed(&store, id, config))
+        .transpose()?;
+    let mut seeds = args.seeds.clone();
+    seeds
+        .cache_ref
+        .extend(audit_seed.as_ref().map(|s| s.cache_ref.clone()));
     let opened = Opened {
-        seeds: args.seeds.clone(),
+        seeds,
         ignore_time: args.ignore_time,
         delete_images: args.delete_images,
         full_prune: args.full_prune,
     };
-    let mut store = open_existing_store(db)?;
-    let (trace, actions) = trace_and_plan(&mut store, &opened, config)?;
+    let (trace, mut actions) = trace_and_plan(&mut store, &opened, config)?;
+    if let Some(seed) = &audit_seed {
+        super::audit::add_audit_delete(&mut actions, seed);
+    }
     let mut trace_json = Vec::new();
-    report::trace::write_json(&trace, &mut trace_json)?;
-    let title = args.title.clone().unwrap_or_else(|| {
-        let names: Vec<String> = trace.seeds().iter().map(|n| n.name.clone()).collect();
-        format!("compromise of {}", names.join(", "))
-    });
+    report::trace::write(&trace, crate::cli::TraceFormat::Json, &mut trace_json)?;
+    let title = args
+        .title
+        .clone()
+        .or_else(|| audit_seed.map(|s| s.title))
+        .unwrap_or_else(|| {
+            let names: Vec<String> = trace.seeds().iter().map(|n| n.name.clone()).collect();
+            format!("compromise of {}", names.join(", "))
+        });
     let id = store.create_incident(
         &title,
         &who(),
@@ -609,6 +624,7 @@ async fn check_target(
             record_ids,
             used_since,
             full,
+            ..
         } => {
             let (endpoint, driver) = builder_endpoint(config, builder, endpoint.as_deref(), *driver).ok_or_else(|| {
                 crate::error::RemoteError(format!("no endpoint known for builder `{builder}`: add it to the config"))

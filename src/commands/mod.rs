@@ -12,6 +12,7 @@ use crate::error::InputError;
 use crate::printer::Printer;
 use crate::store::{Store, StoreError};
 
+mod audit;
 mod bench;
 mod check;
 mod export;
@@ -19,6 +20,7 @@ mod import;
 mod incident;
 mod mark_purged;
 pub mod record;
+mod sweep;
 pub(crate) mod trace;
 mod wrap;
 
@@ -34,6 +36,8 @@ pub async fn dispatch(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Check(args) => check::check(&args, &db, &config, printer).await,
         Command::Incident(command) => incident::incident(command, &db, &config, printer).await,
         Command::MarkPurged(args) => mark_purged::mark_purged(&args, &db, printer),
+        Command::Sweep(args) => sweep::sweep(&args, &db, &config, printer).await,
+        Command::Audit(command) => audit::audit(command, &db, &config, printer).await,
         Command::Bench(args) => bench::bench(args, printer),
     }
 }

@@ -34,7 +34,8 @@ pub fn trace(args: &TraceArgs, db: &Path) -> Result<ExitStatus> {
 
 /// Runs a trace on the store, turning an unknown seed into bad input.
 pub(crate) fn run_trace(store: &mut Store, seeds: &Seeds, ignore_time: bool) -> Result<graph::Trace> {
-    graph::trace(store, seeds, TraceOptions { ignore_time }).map_err(|err| match err {
+    let result = store.read_snapshot(|store| graph::trace(store, seeds, TraceOptions { ignore_time }))?;
+    result.map_err(|err| match err {
         TraceError::UnknownSeed(message) => InputError::invalid(message).into(),
         TraceError::Source(err) => anyhow::Error::from(err),
     })

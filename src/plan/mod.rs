@@ -84,6 +84,10 @@ pub enum Target {
         used_since: Option<Micros>,
         /// Prune everything.
         full: bool,
+        /// Only the listed records, chosen by a sweep: the builder is not clean afterwards, so
+        /// no builder purge is recorded.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        partial: bool,
     },
     LocalImage {
         builder: String,
@@ -324,6 +328,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                 record_ids: ids,
                 used_since: since,
                 full: options.full_prune,
+                partial: false,
             },
             reason,
         });

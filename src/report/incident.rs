@@ -48,7 +48,7 @@ pub struct VerificationDoc {
 /// What the store knows about an incident beyond its plan.
 #[derive(Debug, Default)]
 pub struct Extras {
-    pub overrides: Vec<(String, String, String, i64, String)>,
+    pub overrides: Vec<crate::store::OverrideRow>,
     pub evidence_dir: Option<String>,
     pub verification: Option<crate::store::VerificationRow>,
 }

@@ -20,13 +20,16 @@ const SEEDS_SHOWN: usize = 5;
 const EMPTY: &str =
     "empty blast radius: no runs, caches, mounts or images are downstream of the seeds";
 
-/// Writes the trace in the chosen format.
+/// Writes the trace in the chosen format. Output is buffered here: a blast radius can run to
+/// hundreds of thousands of lines, and stdout is line-buffered.
 pub fn write(trace: &Trace, format: TraceFormat, out: &mut dyn Write) -> io::Result<()> {
+    let mut out = io::BufWriter::new(out);
     match format {
-        TraceFormat::Text => write_text(trace, out),
-        TraceFormat::Json => write_json(trace, out),
-        TraceFormat::Dot => write_dot(trace, out),
-    }
+        TraceFormat::Text => write_text(trace, &mut out),
+        TraceFormat::Json => write_json(trace, &mut out),
+        TraceFormat::Dot => write_dot(trace, &mut out),
+    }?;
+    out.flush()
 }
 
 fn group_title(kind: Kind) -> &'static str {
@@ -98,6 +101,7 @@ pub fn write_text(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
 
 /// One hop a line: `TIME  KIND  FROM -> TO`; the first line is the seed.
 pub fn write_explain(hops: &[Hop], out: &mut dyn Write) -> io::Result<()> {
+    let mut out = io::BufWriter::new(out);
     let width = hops.iter().map(|h| h.via.as_str().len()).max().unwrap_or(0);
     for hop in hops {
         let at = time::format(hop.at);
@@ -107,7 +111,7 @@ pub fn write_explain(hops: &[Hop], out: &mut dyn Write) -> io::Result<()> {
             None => writeln!(out, "{at}  {kind:width$}  {}", hop.to)?,
         }
     }
-    Ok(())
+    out.flush()
 }
 
 /// The JSON document: `schema/trace.schema.json` describes it.

@@ -13,6 +13,9 @@ pub struct Contained {
     pub name: String,
 }
 
+/// A build that went ahead from a tainted input: (digest, pipeline, run, at, by).
+pub type OverrideRow = (String, String, String, Micros, String);
+
 /// One stored verification.
 #[derive(Debug, Clone)]
 pub struct VerificationRow {
@@ -92,8 +95,8 @@ impl Store {
             .map_err(|e| sql_error(&self.path, e))
     }
 
-    /// Overrides recorded against an incident: (digest, pipeline, run, at, by).
-    pub fn overrides(&self, incident: i64) -> Result<Vec<(String, String, String, Micros, String)>, StoreError> {
+    /// Overrides recorded against an incident.
+    pub fn overrides(&self, incident: i64) -> Result<Vec<OverrideRow>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(

@@ -383,7 +383,7 @@ fn process_alive(owner: &str) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-fn insert_actions(tx: &rusqlite::Transaction<'_>, incident: i64, first_seq: i64, actions: &[Action]) -> rusqlite::Result<()> {
+pub(super) fn insert_actions(tx: &rusqlite::Transaction<'_>, incident: i64, first_seq: i64, actions: &[Action]) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO actions (incident_id, seq, kind, place, target, reason, in_scope, state)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",

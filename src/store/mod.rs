@@ -12,15 +12,19 @@ use rusqlite_migration::{M, Migrations};
 
 use crate::ExitStatus;
 
+mod audit;
 mod containment;
 mod incident;
 mod read;
+mod sweep;
 mod write;
 
-pub use containment::{Contained, VerificationRow};
+pub use audit::{StoredFinding, TagSighting};
+pub use containment::{Contained, OverrideRow, VerificationRow};
 pub use incident::{ActionRow, Finished, IncidentRow};
 
 pub use read::{ArtifactRow, ExportError, ExportItem, RunRow};
+pub use sweep::SweepKinds;
 pub use write::{ImportItem, RecordOutcome};
 
 
@@ -32,6 +36,7 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 const MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/migrations/0001_provenance.sql"),
     include_str!("../../schema/migrations/0002_incidents.sql"),
+    include_str!("../../schema/migrations/0003_audit_sweep.sql"),
 ];
 
 fn migrations() -> Migrations<'static> {
@@ -198,6 +203,20 @@ impl Store {
                 })
             }
         }
+    }
+
+    /// Runs `f` inside one read transaction: a consistent snapshot, and no lock traffic per
+    /// statement.
+    pub fn read_snapshot<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> Result<T, StoreError> {
+        self.conn.execute_batch("BEGIN DEFERRED").map_err(|e| self.sql(e))?;
+        let out = f(self);
+        self.conn.execute_batch("COMMIT").map_err(|e| self.sql(e))?;
+        Ok(out)
+    }
+
+    /// Refreshes the planner's statistics after bulk writes.
+    pub fn optimize(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("PRAGMA optimize").map_err(|e| self.sql(e))
     }
 
     fn sql(&self, source: rusqlite::Error) -> StoreError {

@@ -488,8 +488,10 @@ impl Source for Store {
 
     fn digest_readers(&mut self, digest: &str) -> Result<Vec<DigestRead>, StoreError> {
         let sql = format!(
+            // CROSS JOIN fixes the join order: artifacts by digest, then their events by
+            // target. Left to itself the planner scans every import event.
             "SELECT {RUN_COLUMNS}, e.kind, e.at, a.id FROM artifacts a
-             JOIN events e ON e.kind IN ('imported', 'used_base') AND e.target = a.id
+             CROSS JOIN events e ON e.kind IN ('imported', 'used_base') AND e.target = a.id
              JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
              WHERE a.digest = ?1 AND a.digest <> ''"
         );
@@ -574,7 +576,7 @@ impl Source for Store {
     fn builder_record_users(&mut self, builder: BuilderId, since: Micros) -> Result<Vec<(RunInfo, Micros)>, StoreError> {
         let sql = format!(
             "SELECT {RUN_COLUMNS}, min(e.at) FROM builder_records br
-             JOIN events e ON e.kind IN ('created_record', 'reused_record') AND e.target = br.id
+             CROSS JOIN events e ON e.kind IN ('created_record', 'reused_record') AND e.target = br.id
              JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
              WHERE br.builder_id = ?1 AND e.at >= ?2 AND r.has_records = 1
              GROUP BY r.id"

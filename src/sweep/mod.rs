@@ -10,5 +10,6 @@ pub mod select;
 
 pub use policy::{Policy, PolicyError, Rule, RuleAction, Selects, TrustSelector};
 pub use select::{
-    CacheRefCandidate, Candidates, Decision, Entity, MountCandidate, PipelineFacts, RecordCandidate, Selection, Verdict,
+    CacheRefCandidate, Candidates, Decision, Entity, MountCandidate, PipelineFacts,
+    RecordCandidate, Selection, Verdict,
 };

@@ -173,3 +173,17 @@ fn second_concurrent_execution_is_refused() {
     let out = output(&env, cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes", "--no-evidence"]));
     assert!(out.starts_with("exit: 0\n"), "{out}");
 }
+
+/// Tainted caches outside any registry are follow-ups with the exact command for their system.
+#[test]
+fn non_registry_caches_are_follow_ups_with_commands() {
+    let env = Env::new();
+    let line = r#"{"v":1,"type":"run","pipeline":"evil","run":"1","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","exported":[{"backend":"gha","key":"web-main"},{"backend":"s3","key":"s3://bucket/cache/web (eu-west-1)"},{"backend":"local","key":"/var/cache/buildx"}]}"#;
+    let file = env.write("h.jsonl", &format!("{line}\n"));
+    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+    ok(env.cmd().args(["incident", "open", "--pipeline", "evil"]));
+    let report = ok(env.cmd().args(["incident", "report", "1"]));
+    assert!(report.contains("gh cache delete --all --key 'web-main'"), "{report}");
+    assert!(report.contains("aws s3 rm --recursive 's3://bucket/cache/web'"), "{report}");
+    assert!(report.contains("rm -rf '/var/cache/buildx'"), "{report}");
+}

@@ -1,4 +1,4 @@
-//! Trace output in every format, over hand-built histories.
+//! `cachewarden trace` output in every format, over hand-built histories.
 
 use serde_json::Value;
 

@@ -1,0 +1,44 @@
+"""Pushes COUNT distinct tagged cache manifests across 10 repositories; prints `repo digest`."""
+import hashlib
+import http.client
+import json
+import sys
+
+host, count = sys.argv[1], int(sys.argv[2])
+conn = http.client.HTTPConnection(host)
+
+
+def request(method, path, body=b"", headers=None):
+    conn.request(method, path, body=body, headers=headers or {})
+    response = conn.getresponse()
+    data = response.read()
+    if response.status >= 300:
+        raise SystemExit(f"{method} {path}: {response.status} {data[:200]!r}")
+    return response
+
+
+def blob(repo, data):
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    r = request("POST", f"/v2/{repo}/blobs/uploads/")
+    location = r.getheader("Location")
+    sep = "&" if "?" in location else "?"
+    path = location.split(host, 1)[-1]
+    request("PUT", f"{path}{sep}digest={digest}", data, {"Content-Type": "application/octet-stream"})
+    return {"mediaType": "application/vnd.buildkit.cacheconfig.v0", "digest": digest, "size": len(data)}
+
+
+repos = [f"bench/cache{i}" for i in range(10)]
+configs = {repo: blob(repo, b'{"layers":[],"records":[]}') for repo in repos}
+for i in range(count):
+    repo = repos[i % len(repos)]
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": configs[repo],
+        "layers": [],
+        "annotations": {"n": str(i)},
+    }).encode()
+    digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    request("PUT", f"/v2/{repo}/manifests/t{i}", manifest,
+            {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    print(repo, digest)

@@ -1,0 +1,545 @@
+//! Comparing what a registry repository holds with what the store recorded. Pure: the command
+//! lists and classifies the tags and loads the store's facts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::remote::registry::ManifestKind;
+use crate::time::{self, Micros};
+
+use super::finding::{Code, Finding};
+
+/// A manifest kind's stable name, as the store and the JSON output write it.
+pub fn kind_str(kind: ManifestKind) -> &'static str {
+    match kind {
+        ManifestKind::BuildkitCacheIndex => "cache-index",
+        ManifestKind::BuildkitCacheManifest => "cache-manifest",
+        ManifestKind::InlineCacheImage => "inline-cache-image",
+        ManifestKind::Image => "image",
+        ManifestKind::Index => "index",
+    }
+}
+
+pub fn parse_kind(value: &str) -> Option<ManifestKind> {
+    [
+        ManifestKind::BuildkitCacheIndex,
+        ManifestKind::BuildkitCacheManifest,
+        ManifestKind::InlineCacheImage,
+        ManifestKind::Image,
+        ManifestKind::Index,
+    ]
+    .into_iter()
+    .find(|k| kind_str(*k) == value)
+}
+
+/// Whether a manifest of this kind is a build cache.
+pub fn is_cache(kind: ManifestKind) -> bool {
+    matches!(
+        kind,
+        ManifestKind::BuildkitCacheIndex
+            | ManifestKind::BuildkitCacheManifest
+            | ManifestKind::InlineCacheImage
+    )
+}
+
+/// A tag as the registry shows it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub tag: String,
+    pub digest: String,
+    pub kind: ManifestKind,
+}
+
+/// A digest earlier audits saw at a tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub digest: String,
+    pub first_seen: Micros,
+    pub last_seen: Micros,
+}
+
+/// A recorded export to the repository, or import from it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheEvent {
+    /// `None` when the run recorded the reference without a digest.
+    pub digest: Option<String>,
+    /// Tags recorded with it (for an event without a digest, the tag it named).
+    pub tags: Vec<String>,
+    pub pipeline: String,
+    pub trust_level: Option<String>,
+    /// `pipeline/run/step`.
+    pub run: String,
+    /// The export's run start, the import's run finish.
+    pub at: Micros,
+    /// The run's finish time.
+    pub finished_at: Micros,
+}
+
+/// What the store knows about one repository.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepoFacts {
+    pub registry: String,
+    pub repository: String,
+    pub exports: Vec<CacheEvent>,
+    pub imports: Vec<CacheEvent>,
+    /// Digests recorded as produced images (an inline cache travels inside one).
+    pub produced: BTreeSet<String>,
+    /// By tag, every digest earlier audits saw there.
+    pub history: BTreeMap<String, Vec<Seen>>,
+    /// When earlier audits first saw each digest in the repository.
+    pub digest_first_seen: BTreeMap<String, Micros>,
+}
+
+/// Settings of one comparison.
+#[derive(Debug, Clone, Copy)]
+pub struct CompareOptions {
+    pub now: Micros,
+    /// Digests seen for less than this long are not reported yet: the hook of the build that
+    /// pushed them may not have recorded it.
+    pub grace: Micros,
+}
+
+/// Every finding about one repository, sorted by code, then reference.
+pub fn compare(
+    facts: &RepoFacts,
+    observed: &[Observed],
+    options: CompareOptions,
+    rank: &dyn Fn(&str) -> Option<usize>,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let finding = |code: Code,
+                   tag: Option<&str>,
+                   digest: Option<&str>,
+                   first_seen: Micros,
+                   message: String| Finding {
+        code,
+        registry: facts.registry.clone(),
+        repository: facts.repository.clone(),
+        tag: tag.map(str::to_owned),
+        digest: digest.map(str::to_owned),
+        first_seen,
+        message,
+        detail: BTreeMap::new(),
+    };
+    // Recorded exports: by digest, the tags they named; by tag, the latest digestless export.
+    let mut exported: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut tagless: BTreeMap<&str, Micros> = BTreeMap::new();
+    for e in &facts.exports {
+        match &e.digest {
+            Some(d) => exported
+                .entry(d)
+                .or_default()
+                .extend(e.tags.iter().map(String::as_str)),
+            None => {
+                for tag in &e.tags {
+                    let t = tagless.entry(tag).or_insert(e.finished_at);
+                    *t = (*t).max(e.finished_at);
+                }
+            }
+        }
+    }
+    // Unrecorded digests, with the tags that point at them.
+    let mut unrecorded: BTreeMap<&str, (Vec<&Observed>, Micros)> = BTreeMap::new();
+    for o in observed.iter().filter(|o| is_cache(o.kind)) {
+        let history = facts
+            .history
+            .get(&o.tag)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let first_at_tag = history
+            .iter()
+            .find(|s| s.digest == o.digest)
+            .map_or(options.now, |s| s.first_seen);
+        if options.now - first_at_tag < options.grace {
+            continue;
+        }
+        // The digest the tag pointed at before, and until when.
+        let previous = history
+            .iter()
+            .filter(|s| s.digest != o.digest)
+            .max_by_key(|s| s.last_seen);
+        // A digestless export to the tag since it last pointed elsewhere may have put it there.
+        let tagless_since = tagless
+            .get(o.tag.as_str())
+            .is_some_and(|at| previous.is_none_or(|p| *at > p.last_seen));
+        let recorded = exported.get(o.digest.as_str());
+        let produced_inline =
+            o.kind == ManifestKind::InlineCacheImage && facts.produced.contains(&o.digest);
+        if recorded.is_none() && !produced_inline {
+            if tagless_since {
+                let mut f = finding(
+                    Code::UnverifiableCachePush,
+                    Some(&o.tag),
+                    Some(&o.digest),
+                    first_at_tag,
+                    format!(
+                        "`{}` points at {}, and the exports recorded to it carry no digest: it cannot be matched to a run",
+                        o.tag, o.digest
+                    ),
+                );
+                f.detail.insert("kind".into(), kind_str(o.kind).into());
+                findings.push(f);
+            } else {
+                let first = facts
+                    .digest_first_seen
+                    .get(&o.digest)
+                    .copied()
+                    .unwrap_or(first_at_tag);
+                let entry = unrecorded
+                    .entry(&o.digest)
+                    .or_insert_with(|| (Vec::new(), first));
+                entry.0.push(o);
+            }
+        }
+        if let Some(previous) = previous {
+            let to_this_tag =
+                recorded.is_some_and(|tags| tags.is_empty() || tags.contains(o.tag.as_str()));
+            if !to_this_tag && !tagless_since && !produced_inline {
+                let mut f = finding(
+                    Code::TagMovedUnrecorded,
+                    Some(&o.tag),
+                    Some(&o.digest),
+                    first_at_tag,
+                    format!(
+                        "`{}` moved from {} (last seen {}) to {}, and no recorded run exported that to `{}`",
+                        o.tag,
+                        previous.digest,
+                        time::format(previous.last_seen),
+                        o.digest,
+                        o.tag
+                    ),
+                );
+                f.detail
+                    .insert("previous_digest".into(), previous.digest.clone());
+                f.detail.insert(
+                    "previous_last_seen".into(),
+                    time::format(previous.last_seen),
+                );
+                f.detail.insert("kind".into(), kind_str(o.kind).into());
+                findings.push(f);
+            }
+        }
+    }
+    for (digest, (tags, first_seen)) in unrecorded {
+        let names: Vec<&str> = tags.iter().map(|o| o.tag.as_str()).collect();
+        let mut f = finding(
+            Code::UnrecordedCachePush,
+            names.first().copied(),
+            Some(digest),
+            first_seen,
+            format!(
+                "{} cache {digest} at `{}` was exported by no recorded run (first seen {})",
+                kind_str(tags[0].kind),
+                names.join("`, `"),
+                time::format(first_seen)
+            ),
+        );
+        f.detail.insert("tags".into(), names.join(","));
+        f.detail
+            .insert("kind".into(), kind_str(tags[0].kind).into());
+        findings.push(f);
+    }
+    findings.extend(trust_breaches(facts, rank));
+    findings.sort_by_cached_key(|f| (f.code, f.reference(), f.fingerprint()));
+    findings
+}
+
+/// (digest, tag when there is no digest, exporter, importer).
+type BreachKey = (Option<String>, Option<String>, String, String);
+
+/// Recorded imports of a cache a lower-trust pipeline exported, by a higher-trust pipeline.
+/// An import by digest breaches when any lower-trust run exported that digest before; an
+/// import by tag when the latest recorded export to the tag before it was lower-trust.
+fn trust_breaches(facts: &RepoFacts, rank: &dyn Fn(&str) -> Option<usize>) -> Vec<Finding> {
+    let rank_of = |e: &CacheEvent| e.trust_level.as_deref().and_then(rank);
+    let mut found: BTreeMap<BreachKey, (&CacheEvent, &CacheEvent)> = BTreeMap::new();
+    for import in &facts.imports {
+        let Some(importer_rank) = rank_of(import) else {
+            continue;
+        };
+        let breaching: Vec<&CacheEvent> = match &import.digest {
+            Some(digest) => facts
+                .exports
+                .iter()
+                .filter(|e| e.digest.as_ref() == Some(digest) && e.at <= import.at)
+                .filter(|e| rank_of(e).is_some_and(|r| r < importer_rank))
+                .collect(),
+            None => import
+                .tags
+                .iter()
+                .filter_map(|tag| {
+                    facts
+                        .exports
+                        .iter()
+                        .filter(|e| e.tags.contains(tag) && e.at <= import.at)
+                        .max_by_key(|e| e.at)
+                })
+                .filter(|e| rank_of(e).is_some_and(|r| r < importer_rank))
+                .collect(),
+        };
+        for export in breaching {
+            let tag = if import.digest.is_some() {
+                None
+            } else {
+                import.tags.first().cloned()
+            };
+            let key = (
+                import.digest.clone(),
+                tag,
+                export.pipeline.clone(),
+                import.pipeline.clone(),
+            );
+            let entry = found.entry(key).or_insert((export, import));
+            if import.at < entry.1.at {
+                *entry = (export, import);
+            }
+        }
+    }
+    found
+        .into_iter()
+        .map(|((digest, tag, exporter, importer), (export, import))| {
+            let what = match (&digest, &tag) {
+                (Some(d), _) => d.clone(),
+                (None, Some(t)) => format!("tag `{t}`"),
+                (None, None) => "it".to_owned(),
+            };
+            let mut detail = BTreeMap::new();
+            detail.insert("exporter".to_owned(), exporter.clone());
+            detail.insert("exporter_trust".to_owned(), export.trust_level.clone().unwrap_or_default());
+            detail.insert("exporter_run".to_owned(), export.run.clone());
+            detail.insert("exported_at".to_owned(), time::format(export.at));
+            detail.insert("importer".to_owned(), importer.clone());
+            detail.insert("importer_trust".to_owned(), import.trust_level.clone().unwrap_or_default());
+            detail.insert("importer_run".to_owned(), import.run.clone());
+            detail.insert("imported_at".to_owned(), time::format(import.at));
+            Finding {
+                code: Code::TrustBreach,
+                registry: facts.registry.clone(),
+                repository: facts.repository.clone(),
+                tag,
+                digest,
+                first_seen: import.at,
+                message: format!(
+                    "`{importer}` ({}) imported {what}, exported by `{exporter}` ({}) in run `{}`, in run `{}` at {}",
+                    import.trust_level.as_deref().unwrap_or(""),
+                    export.trust_level.as_deref().unwrap_or(""),
+                    export.run,
+                    import.run,
+                    time::format(import.at)
+                ),
+                detail,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const NOW: Micros = 1_000_000_000_000;
+
+    fn digest(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    fn facts() -> RepoFacts {
+        RepoFacts {
+            registry: "r.io".into(),
+            repository: "team/app".into(),
+            ..RepoFacts::default()
+        }
+    }
+
+    fn export(d: Option<char>, tag: &str, pipeline: &str, trust: &str, at: Micros) -> CacheEvent {
+        CacheEvent {
+            digest: d.map(digest),
+            tags: vec![tag.to_owned()],
+            pipeline: pipeline.to_owned(),
+            trust_level: Some(trust.to_owned()),
+            run: format!("{pipeline}/1/s"),
+            at,
+            finished_at: at + 60,
+        }
+    }
+
+    fn cache(tag: &str, d: char) -> Observed {
+        Observed {
+            tag: tag.to_owned(),
+            digest: digest(d),
+            kind: ManifestKind::BuildkitCacheManifest,
+        }
+    }
+
+    fn run(facts: &RepoFacts, observed: &[Observed]) -> Vec<(Code, Option<String>)> {
+        let config = Config::default();
+        compare(
+            facts,
+            observed,
+            CompareOptions { now: NOW, grace: 0 },
+            &|l| config.trust_rank(l),
+        )
+        .into_iter()
+        .map(|f| (f.code, f.tag))
+        .collect()
+    }
+
+    #[test]
+    fn recorded_exports_and_images_are_quiet() {
+        let mut f = facts();
+        f.exports
+            .push(export(Some('a'), "main", "ci", "release", 10));
+        let image = Observed {
+            tag: "v1".into(),
+            digest: digest('i'),
+            kind: ManifestKind::Image,
+        };
+        assert!(run(&f, &[cache("main", 'a'), image]).is_empty());
+    }
+
+    #[test]
+    fn an_unrecorded_digest_is_reported_once_with_its_tags() {
+        let mut f = facts();
+        f.exports
+            .push(export(Some('a'), "main", "ci", "release", 10));
+        assert_eq!(
+            run(&f, &[cache("main", 'a'), cache("x", 'b'), cache("y", 'b')]),
+            vec![(Code::UnrecordedCachePush, Some("x".into()))]
+        );
+    }
+
+    #[test]
+    fn a_moved_tag_is_reported_unless_an_export_put_it_there() {
+        let mut f = facts();
+        f.exports
+            .push(export(Some('a'), "main", "ci", "release", 10));
+        f.exports
+            .push(export(Some('b'), "pr", "pr", "untrusted", 20));
+        f.history.insert(
+            "main".into(),
+            vec![Seen {
+                digest: digest('a'),
+                first_seen: 1,
+                last_seen: 100,
+            }],
+        );
+        // Retagged: `b` is recorded, but only at `pr`.
+        assert_eq!(
+            run(&f, &[cache("main", 'b')]),
+            vec![(Code::TagMovedUnrecorded, Some("main".into()))]
+        );
+        // An attacker push: unrecorded and moved.
+        assert_eq!(
+            run(&f, &[cache("main", 'c')]),
+            vec![
+                (Code::UnrecordedCachePush, Some("main".into())),
+                (Code::TagMovedUnrecorded, Some("main".into()))
+            ]
+        );
+        // A recorded export to `main` of a new digest is normal.
+        f.exports
+            .push(export(Some('d'), "main", "ci", "release", 200));
+        assert!(run(&f, &[cache("main", 'd')]).is_empty());
+    }
+
+    #[test]
+    fn digestless_exports_make_a_digest_unverifiable_until_the_tag_moves_again() {
+        let mut f = facts();
+        f.exports.push(export(None, "main", "ci", "release", 10));
+        assert_eq!(
+            run(&f, &[cache("main", 'a')]),
+            vec![(Code::UnverifiableCachePush, Some("main".into()))]
+        );
+        // The audit saw `a` after the last export; a later digest has no export to explain it.
+        f.history.insert(
+            "main".into(),
+            vec![Seen {
+                digest: digest('a'),
+                first_seen: 50,
+                last_seen: 500,
+            }],
+        );
+        assert_eq!(
+            run(&f, &[cache("main", 'b')]),
+            vec![
+                (Code::UnrecordedCachePush, Some("main".into())),
+                (Code::TagMovedUnrecorded, Some("main".into()))
+            ]
+        );
+    }
+
+    #[test]
+    fn grace_defers_fresh_digests() {
+        let f = facts();
+        let config = Config::default();
+        let found = compare(
+            &f,
+            &[cache("x", 'b')],
+            CompareOptions {
+                now: NOW,
+                grace: 10,
+            },
+            &|l| config.trust_rank(l),
+        );
+        assert!(found.is_empty());
+    }
+
+    #[test]
+    fn trusted_import_of_untrusted_export_is_a_breach() {
+        let mut f = facts();
+        f.exports
+            .push(export(Some('a'), "pr", "pr", "untrusted", 10));
+        let mut import = export(Some('a'), "pr", "main", "release", 100);
+        import.tags.clear();
+        f.imports.push(import.clone());
+        // Importing before the export is not a breach.
+        let mut early = import.clone();
+        early.at = 5;
+        early.pipeline = "early".into();
+        f.imports.push(early);
+        // A lower-trust import of a higher-trust export is not either.
+        f.exports
+            .push(export(Some('b'), "main", "main", "release", 10));
+        let mut down = export(Some('b'), "main", "pr", "untrusted", 100);
+        down.tags.clear();
+        f.imports.push(down);
+        let found = compare(&f, &[], CompareOptions { now: NOW, grace: 0 }, &|l| {
+            Config::default().trust_rank(l)
+        });
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].code, Code::TrustBreach);
+        assert_eq!(found[0].digest, Some(digest('a')));
+        assert_eq!(found[0].detail["importer"], "main");
+        assert_eq!(
+            found[0].fingerprint(),
+            format!("CW002 r.io/team/app {} pr > main", digest('a'))
+        );
+    }
+
+    #[test]
+    fn an_import_by_tag_breaches_when_the_latest_export_to_it_was_lower_trust() {
+        let mut f = facts();
+        f.exports.push(export(None, "main", "main", "release", 10));
+        f.exports
+            .push(export(Some('a'), "main", "pr", "untrusted", 20));
+        f.exports.push(export(None, "main", "main", "release", 300));
+        let import = |at| CacheEvent {
+            tags: vec!["main".into()],
+            at,
+            ..export(None, "main", "main", "release", 0)
+        };
+        f.imports.push(import(100));
+        let config = Config::default();
+        let found = compare(&f, &[], CompareOptions { now: NOW, grace: 0 }, &|l| {
+            config.trust_rank(l)
+        });
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].tag.as_deref(), Some("main"));
+        f.imports = vec![import(400)];
+        assert!(
+            compare(&f, &[], CompareOptions { now: NOW, grace: 0 }, &|l| config
+                .trust_rank(l))
+            .is_empty()
+        );
+    }
+}

@@ -1,0 +1,210 @@
+//! Audit findings: data with stable codes, never Rust errors.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::time::Micros;
+
+/// How much a finding matters. SARIF levels use the same words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Warning => "warning",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// A finding's kind. The id and name of each are stable: tools and suppressions key on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Code {
+    UnrecordedCachePush,
+    TrustBreach,
+    TagMovedUnrecorded,
+    UnverifiableCachePush,
+}
+
+impl Code {
+    pub const ALL: [Code; 4] = [
+        Self::UnrecordedCachePush,
+        Self::TrustBreach,
+        Self::TagMovedUnrecorded,
+        Self::UnverifiableCachePush,
+    ];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Self::UnrecordedCachePush => "CW001",
+            Self::TrustBreach => "CW002",
+            Self::TagMovedUnrecorded => "CW003",
+            Self::UnverifiableCachePush => "CW004",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::UnrecordedCachePush => "unrecorded-cache-push",
+            Self::TrustBreach => "trust-breach",
+            Self::TagMovedUnrecorded => "tag-moved-unrecorded",
+            Self::UnverifiableCachePush => "unverifiable-cache-push",
+        }
+    }
+
+    pub fn severity(self) -> Severity {
+        match self {
+            Self::UnrecordedCachePush | Self::TrustBreach | Self::TagMovedUnrecorded => {
+                Severity::Error
+            }
+            Self::UnverifiableCachePush => Severity::Warning,
+        }
+    }
+
+    /// One sentence: what the rule reports.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Self::UnrecordedCachePush => "A cache in the registry that no recorded run exported.",
+            Self::TrustBreach => {
+                "A cache exported by a lower-trust pipeline was imported by a higher-trust one."
+            }
+            Self::TagMovedUnrecorded => {
+                "A cache tag moved to a digest that no recorded run exported to that tag."
+            }
+            Self::UnverifiableCachePush => {
+                "A cache tag points at a digest that cannot be matched to a run: the exports to it were recorded without a digest."
+            }
+        }
+    }
+
+    /// What to do about it.
+    pub fn help(self) -> &'static str {
+        match self {
+            Self::UnrecordedCachePush => {
+                "Someone pushed a cache outside the recorded pipelines (stolen credentials, a pipeline that skipped its hook, \
+                 or a hook that failed). Find who holds push access; `cachewarden incident open --from-audit ID` traces \
+                 every build that read it and plans its removal."
+            }
+            Self::TrustBreach => {
+                "Untrusted work reached a trusted build through the cache. Give each trust level its own cache \
+                 repositories (or tags the lower level cannot import), then open an incident from the finding."
+            }
+            Self::TagMovedUnrecorded => {
+                "The tag was repointed since the last audit without a recorded export to it: a retag or an unrecorded \
+                 push. Check the registry's audit log for who moved it."
+            }
+            Self::UnverifiableCachePush => {
+                "Record cache exports with their digest (`record --resolve` or `--metadata-file`) so the audit can \
+                 match what the registry holds to the run that pushed it."
+            }
+        }
+    }
+
+    pub fn parse(id: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.id() == id || c.name() == id)
+    }
+}
+
+/// One finding about one registry repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub code: Code,
+    pub registry: String,
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+    /// When what it reports was first seen: by an audit in the registry, or the first
+    /// recorded import that breached trust.
+    pub first_seen: Micros,
+    pub message: String,
+    /// Facts behind the finding, by stable key.
+    pub detail: BTreeMap<String, String>,
+}
+
+impl Finding {
+    /// What makes this finding the same one in a later audit: a finding already stored under
+    /// its fingerprint is not new.
+    pub fn fingerprint(&self) -> String {
+        let place = format!("{}/{}", self.registry, self.repository);
+        let digest = self.digest.as_deref().unwrap_or("");
+        let tag = self.tag.as_deref().unwrap_or("");
+        match self.code {
+            Code::UnrecordedCachePush => format!("{} {place}@{digest}", self.code.id()),
+            Code::TrustBreach => format!(
+                "{} {place} {}{} {} > {}",
+                self.code.id(),
+                if digest.is_empty() { ":" } else { "" },
+                if digest.is_empty() { tag } else { digest },
+                self.detail.get("exporter").map_or("", String::as_str),
+                self.detail.get("importer").map_or("", String::as_str),
+            ),
+            Code::TagMovedUnrecorded | Code::UnverifiableCachePush => {
+                format!("{} {place}:{tag}@{digest}", self.code.id())
+            }
+        }
+    }
+
+    /// `registry/repository[:tag][@digest]`.
+    pub fn reference(&self) -> String {
+        let mut s = format!("{}/{}", self.registry, self.repository);
+        if let Some(tag) = &self.tag {
+            s.push(':');
+            s.push_str(tag);
+        }
+        if let Some(digest) = &self.digest {
+            s.push('@');
+            s.push_str(digest);
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn codes_unique() {
+        let ids: BTreeSet<&str> = Code::ALL.iter().map(|c| c.id()).collect();
+        let names: BTreeSet<&str> = Code::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(ids.len(), Code::ALL.len(), "duplicate code ids");
+        assert_eq!(names.len(), Code::ALL.len(), "duplicate code names");
+        for code in Code::ALL {
+            let id = code.id();
+            assert!(
+                id.len() == 5
+                    && id.starts_with("CW")
+                    && id[2..].bytes().all(|b| b.is_ascii_digit()),
+                "{id}"
+            );
+            assert_eq!(Code::parse(id), Some(code));
+            assert_eq!(Code::parse(code.name()), Some(code));
+        }
+    }
+
+    #[test]
+    fn fingerprints_name_the_fact() {
+        let finding = Finding {
+            code: Code::TagMovedUnrecorded,
+            registry: "r.io".into(),
+            repository: "team/app".into(),
+            tag: Some("main".into()),
+            digest: Some("sha256:ab".into()),
+            first_seen: 0,
+            message: String::new(),
+            detail: BTreeMap::new(),
+        };
+        assert_eq!(finding.fingerprint(), "CW003 r.io/team/app:main@sha256:ab");
+        assert_eq!(finding.reference(), "r.io/team/app:main@sha256:ab");
+    }
+}

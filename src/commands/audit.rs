@@ -1,0 +1,391 @@
+//! `cachewarden audit registry`: list the tags of the configured cache repositories, classify
+//! each manifest, compare with the store, store what was seen, report what is new.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Result;
+use tokio::sync::Semaphore;
+
+use crate::ExitStatus;
+use crate::audit::{self, AuditResult, CompareOptions, Observed, RegistryResult, RepositoryResult};
+use crate::cli::{AuditCommand, AuditFormat, AuditRegistryArgs};
+use crate::commands::{open_existing_store, write_stdout};
+use crate::config::Config;
+use crate::error::{InputError, RemoteError};
+use crate::model::Digest;
+use crate::plan::{Action, ActionKind, Target};
+use crate::printer::Printer;
+use crate::remote::registry::{
+    BUILDKIT_CACHE_CONFIG, ClientOptions, ManifestKind, ParsedManifest, RegistryClient, classify,
+    parse_manifest,
+};
+use crate::store::{Store, TagSighting};
+use crate::time;
+
+pub async fn audit(
+    command: AuditCommand,
+    db: &Path,
+    config: &Config,
+    printer: Printer,
+) -> Result<ExitStatus> {
+    match command {
+        AuditCommand::Registry(args) => registry(&args, db, config, printer).await,
+    }
+}
+
+/// What earlier audits saw in one repository: each tag's digest, each digest's kind.
+struct Known {
+    tags: HashMap<String, String>,
+    kinds: HashMap<String, String>,
+}
+
+/// One repository as the registry showed it.
+struct Scanned {
+    repository: String,
+    observed: Vec<Observed>,
+}
+
+async fn registry(
+    args: &AuditRegistryArgs,
+    db: &Path,
+    config: &Config,
+    printer: Printer,
+) -> Result<ExitStatus> {
+    let grace = crate::sweep::policy::parse_age(&args.grace)
+        .map_err(|e| InputError::invalid(format!("--grace {e}")))?;
+    let hosts: Vec<String> = if args.registry.is_empty() {
+        config.registries.iter().map(|r| r.host.clone()).collect()
+    } else {
+        args.registry.clone()
+    };
+    if hosts.is_empty() {
+        return Err(InputError::invalid(
+            "no registry to audit: add a `[[registry]]` to the config or pass --registry",
+        )
+        .into());
+    }
+    let mut store = open_existing_store(db)?;
+    let started_at = time::now();
+    let clock = Instant::now();
+    let mut result = AuditResult {
+        started_at,
+        ..AuditResult::default()
+    };
+    let mut findings = Vec::new();
+    let mut scans: Vec<(String, Vec<Scanned>)> = Vec::new();
+    let mut errors: Vec<String> = Vec::new();
+    for host in &hosts {
+        let repositories = if !args.repository.is_empty() {
+            args.repository.clone()
+        } else {
+            match config
+                .registry(host)
+                .map(|r| r.repositories.clone())
+                .filter(|r| !r.is_empty())
+            {
+                Some(listed) => listed,
+                None => store.recorded_repositories(host)?,
+            }
+        };
+        if repositories.is_empty() {
+            printer.warn(format!(
+                "registry `{host}`: no repositories to audit (list them in its `repositories` or pass --repository)"
+            ));
+        }
+        let known = repositories
+            .iter()
+            .map(|repo| {
+                Ok(Known {
+                    tags: store.audit_current_tags(host, repo)?,
+                    kinds: store.audit_kinds(host, repo)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        match scan(config, host, &repositories, known, args.concurrency).await {
+            Ok(scanned) => {
+                let mut registry = RegistryResult {
+                    host: host.clone(),
+                    ..RegistryResult::default()
+                };
+                for s in &scanned {
+                    let facts = store.audit_facts(host, &s.repository)?;
+                    let options = CompareOptions {
+                        now: started_at,
+                        grace,
+                    };
+                    findings.extend(audit::compare(&facts, &s.observed, options, &|l| {
+                        config.trust_rank(l)
+                    }));
+                    registry.repositories.push(RepositoryResult {
+                        name: s.repository.clone(),
+                        tags: s.observed.len(),
+                        caches: s
+                            .observed
+                            .iter()
+                            .filter(|o| audit::is_cache(o.kind))
+                            .count(),
+                    });
+                }
+                result.registries.push(registry);
+                scans.push((host.clone(), scanned));
+            }
+            Err(err) => {
+                let message =
+                    format!("cannot audit registry `{host}`, nothing is reported for it: {err}");
+                printer.error(&anyhow::anyhow!(message.clone()));
+                errors.push(message.clone());
+                result.registries.push(RegistryResult {
+                    host: host.clone(),
+                    repositories: Vec::new(),
+                    error: Some(message),
+                });
+            }
+        }
+    }
+    let sightings: Vec<(&str, Vec<TagSighting<'_>>)> = scans
+        .iter()
+        .map(|(host, scanned)| {
+            let seen = scanned
+                .iter()
+                .flat_map(|s| {
+                    s.observed.iter().map(|o| TagSighting {
+                        repository: &s.repository,
+                        tag: &o.tag,
+                        digest: &o.digest,
+                        kind: audit::kind_str(o.kind),
+                    })
+                })
+                .collect();
+            (host.as_str(), seen)
+        })
+        .collect();
+    let reported = store.save_audit(started_at, time::now(), &sightings, &findings, &errors)?;
+    result.seen_before = reported.iter().filter(|r| !r.new).count();
+    if args.all {
+        result.seen_before = 0;
+    }
+    result.findings = reported.into_iter().filter(|r| args.all || r.new).collect();
+    result.duration_seconds = clock.elapsed().as_secs_f64();
+    match args.format {
+        AuditFormat::Text => write_stdout(&audit::render::text(&result))?,
+        AuditFormat::Json => write_stdout(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&audit::render::document(&result))?
+        ))?,
+        AuditFormat::Sarif => write_stdout(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&audit::sarif::document(&result))?
+        ))?,
+    }
+    printer.status(audit::render::summary_line(&result));
+    Ok(if !errors.is_empty() {
+        ExitStatus::Remote
+    } else if !result.findings.is_empty() {
+        ExitStatus::Findings
+    } else {
+        ExitStatus::Success
+    })
+}
+
+/// Lists every repository's tags and finds each tag's digest and kind. A tag still at a digest
+/// an earlier audit classified costs one HEAD; anything else one GET of the manifest (and of
+/// an image's config). Any failure fails the whole registry: a partial view would report
+/// missing tags as nothing.
+async fn scan(
+    config: &Config,
+    host: &str,
+    repositories: &[String],
+    known: Vec<Known>,
+    concurrency: usize,
+) -> Result<Vec<Scanned>, RemoteError> {
+    let options = ClientOptions {
+        endpoint: config.registry(host).and_then(|r| r.endpoint.clone()),
+        ..ClientOptions::default()
+    };
+    let client = Arc::new(RegistryClient::with_options(config, host, options)?);
+    let limit = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut listings = tokio::task::JoinSet::new();
+    for (index, repository) in repositories.iter().enumerate() {
+        let (client, limit, repository) = (client.clone(), limit.clone(), repository.clone());
+        listings.spawn(async move {
+            let _permit = limit.acquire_owned().await.expect("semaphore open");
+            client
+                .list_tags(&repository)
+                .await
+                .map(|tags| (index, tags))
+        });
+    }
+    let mut tags: Vec<Vec<String>> = vec![Vec::new(); repositories.len()];
+    while let Some(joined) = listings.join_next().await {
+        let (index, listed) = joined.expect("tag listing panicked")?;
+        tags[index] = listed;
+    }
+    let known: Vec<Arc<Known>> = known.into_iter().map(Arc::new).collect();
+    let mut lookups = tokio::task::JoinSet::new();
+    for (index, repository) in repositories.iter().enumerate() {
+        for tag in std::mem::take(&mut tags[index]) {
+            let (client, limit, known) = (client.clone(), limit.clone(), known[index].clone());
+            let repository = repository.clone();
+            lookups.spawn(async move {
+                let _permit = limit.acquire_owned().await.expect("semaphore open");
+                observe(&client, &repository, tag, &known)
+                    .await
+                    .map(|o| o.map(|o| (index, o)))
+            });
+        }
+    }
+    let mut scanned: Vec<Scanned> = repositories
+        .iter()
+        .map(|r| Scanned {
+            repository: r.clone(),
+            observed: Vec::new(),
+        })
+        .collect();
+    while let Some(joined) = lookups.join_next().await {
+        if let Some((index, observed)) = joined.expect("manifest lookup panicked")? {
+            scanned[index].observed.push(observed);
+        }
+    }
+    for s in &mut scanned {
+        s.observed.sort_by(|a, b| a.tag.cmp(&b.tag));
+    }
+    Ok(scanned)
+}
+
+/// One tag's digest and kind; `None` when the tag went away meanwhile or its manifest is not
+/// one this audit can read (it is then no BuildKit cache either).
+async fn observe(
+    client: &RegistryClient,
+    repository: &str,
+    tag: String,
+    seen: &Known,
+) -> Result<Option<Observed>, RemoteError> {
+    let known = |digest: &str| seen.kinds.get(digest).and_then(|k| audit::parse_kind(k));
+    let reference = if seen.tags.get(&tag).is_some_and(|d| known(d).is_some()) {
+        let Some(head) = client.head_manifest(repository, &tag).await? else {
+            return Ok(None);
+        };
+        if let Some(kind) = known(head.digest.as_str()) {
+            return Ok(Some(Observed {
+                tag,
+                digest: head.digest.as_str().to_owned(),
+                kind,
+            }));
+        }
+        head.digest.as_str().to_owned()
+    } else {
+        tag.clone()
+    };
+    let Some(manifest) = client.get_manifest(repository, &reference).await? else {
+        return Ok(None);
+    };
+    let Ok(parsed) = parse_manifest(&manifest.bytes, &manifest.media_type) else {
+        return Ok(None);
+    };
+    let config = match &parsed {
+        ParsedManifest::Image { config, .. }
+            if config.media_type != BUILDKIT_CACHE_CONFIG
+                && config.media_type.ends_with("json") =>
+        {
+            Some(client.get_blob(repository, &config.digest).await?)
+        }
+        _ => None,
+    };
+    let kind: ManifestKind = classify(&parsed, config.as_deref());
+    Ok(Some(Observed {
+        tag,
+        digest: manifest.digest.as_str().to_owned(),
+        kind,
+    }))
+}
+
+/// What `incident open --from-audit` seeds from a stored finding.
+pub(crate) struct AuditSeed {
+    /// A `--cache-ref` seed: the finding's cache by digest (by tag when it has none).
+    pub cache_ref: String,
+    pub title: String,
+    /// Deletes the finding's manifest itself: an unrecorded digest is in no recorded run, so
+    /// the trace reaches nothing from it.
+    pub delete: Option<Action>,
+}
+
+pub(crate) fn incident_seed(store: &Store, id: i64, config: &Config) -> Result<AuditSeed> {
+    let finding = store.audit_finding(id)?;
+    let locator = format!("{}/{}", finding.registry, finding.repository);
+    let cache_ref = match (&finding.digest, &finding.tag) {
+        (Some(digest), _) => format!("{locator}@{digest}"),
+        (None, Some(tag)) => format!("{locator}:{tag}"),
+        (None, None) => {
+            return Err(InputError::invalid(format!(
+                "audit finding {id} names no digest or tag to seed from"
+            ))
+            .into());
+        }
+    };
+    let delete = match &finding.digest {
+        Some(digest) if Digest::parse(digest, "digest").is_ok() => {
+            let mut tags: Vec<String> = finding
+                .detail
+                .get("tags")
+                .map(|t| {
+                    t.split(',')
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if tags.is_empty() {
+                tags.extend(finding.tag.clone());
+            }
+            Some(Action {
+                kind: ActionKind::DeleteManifest,
+                place: finding.registry.clone(),
+                in_scope: config
+                    .scope
+                    .allows_repository(&finding.registry, &finding.repository),
+                target: Target::Manifest {
+                    registry: finding.registry.clone(),
+                    repository: finding.repository.clone(),
+                    digest: digest.clone(),
+                    tags,
+                    cache: true,
+                    image: finding
+                        .detail
+                        .get("kind")
+                        .is_some_and(|k| k == "inline-cache-image"),
+                },
+                reason: format!("audit finding {id} ({}): {}", finding.code, finding.message),
+            })
+        }
+        _ => None,
+    };
+    Ok(AuditSeed {
+        cache_ref,
+        title: format!("audit finding {id} ({}): {}", finding.code, finding.message),
+        delete,
+    })
+}
+
+/// Adds the finding's own delete to a plan that does not already delete that manifest.
+pub(crate) fn add_audit_delete(actions: &mut Vec<Action>, seed: &AuditSeed) {
+    let Some(delete) = &seed.delete else { return };
+    let Target::Manifest {
+        registry,
+        repository,
+        digest,
+        ..
+    } = &delete.target
+    else {
+        return;
+    };
+    let planned = actions.iter().any(|a| {
+        matches!(&a.target, Target::Manifest { registry: r, repository: p, digest: d, .. }
+            if r == registry && p == repository && d == digest)
+    });
+    if !planned {
+        actions.insert(0, delete.clone());
+    }
+}

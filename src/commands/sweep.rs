@@ -1,0 +1,412 @@
+//! `cachewarden sweep`: purge by policy through the incident executor, journal and scope
+//! guard. A dry run unless `--execute`; one sweep at a time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{IsTerminal, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::ExitStatus;
+use crate::cli::{OutputFormat, SweepArgs};
+use crate::commands::{open_existing_store, write_stdout};
+use crate::config::Config;
+use crate::error::{InputError, RefusedError};
+use crate::execute::{self, Reporter};
+use crate::plan::{Action, ActionKind};
+use crate::printer::Printer;
+use crate::report::incident::describe_target;
+use crate::store::{ActionRow, SweepKinds};
+use crate::sweep::metrics::{self, SweepMetrics};
+use crate::sweep::{self, Entity, Policy, Selects, Verdict};
+use crate::time;
+
+/// The trace column of a sweep's incident row: a sweep traces nothing, and the report reads the
+/// column as a trace (`schema/trace.schema.json`).
+const EMPTY_TRACE: &str = r#"{"schema_version":1,"ignore_time":false,"seeds":[],"runs":[],"cache_refs":[],"mounts":[],"builders":[],"images":[],"records":[]}"#;
+
+pub async fn sweep(
+    args: &SweepArgs,
+    db: &Path,
+    config: &Config,
+    printer: Printer,
+) -> Result<ExitStatus> {
+    let clock = Instant::now();
+    let policy =
+        Policy::load(&args.policy, config).map_err(|e| InputError::invalid(e.to_string()))?;
+    let mut store = open_existing_store(db)?;
+    // Held until the sweep returns: the kernel drops it if the process dies.
+    let _lock = if args.execute {
+        Some(SweepLock::take(db)?)
+    } else {
+        None
+    };
+    let candidates = store.sweep_candidates(SweepKinds {
+        cache_refs: policy.selects(Selects::CacheRefs),
+        mounts: policy.selects(Selects::Mounts),
+        records: policy.selects(Selects::BuilderRecords),
+    })?;
+    let selection = sweep::select::select(&policy, &candidates, time::now(), &|level| {
+        config.trust_rank(level)
+    });
+    let mut builders = BTreeSet::new();
+    let mut mounts = BTreeSet::new();
+    for decision in selection.purged() {
+        match decision.entity {
+            Entity::Mount(i) => {
+                let m = &candidates.mounts[i];
+                builders.insert(m.builder.clone());
+                mounts.insert((m.builder.clone(), m.mount_id.clone()));
+            }
+            Entity::Record(i) => {
+                builders.insert(candidates.records[i].builder.clone());
+            }
+            Entity::CacheRef(_) => {}
+        }
+    }
+    let ctx = store.plan_context(&builders, &mounts)?;
+    let actions = sweep::select::plan(&selection, &candidates, &ctx, &config.scope);
+    let mut rule_counts: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
+    for d in &selection.decisions {
+        let entry = rule_counts.entry(d.rule).or_default();
+        match d.verdict {
+            Verdict::Purge => entry.0 += 1,
+            Verdict::Keep => entry.1 += 1,
+        }
+    }
+    let rules: Vec<serde_json::Value> = policy
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| {
+            let (purged, kept) = rule_counts.get(&i).copied().unwrap_or_default();
+            serde_json::json!({"name": rule.name, "select": rule.selects.as_str(), "action": rule.action.as_str(),
+                "purged": purged, "kept": kept})
+        })
+        .collect();
+    for action in actions.iter().filter(|a| !a.in_scope) {
+        printer.warn(format!(
+            "{} is outside the configured scope: it will not be acted on",
+            describe_target(&action.target)
+        ));
+    }
+
+    if !args.execute {
+        let mut m = SweepMetrics {
+            dry_run: true,
+            ..SweepMetrics::default()
+        };
+        for a in &actions {
+            m.count(a.kind, if a.in_scope { "planned" } else { "skipped" });
+        }
+        match args.format {
+            OutputFormat::Json => write_json(
+                None,
+                &rules,
+                &actions.iter().map(planned_json).collect::<Vec<_>>(),
+            )?,
+            OutputFormat::Text => {
+                let mut out = format!(
+                    "sweep by `{}`: dry run, nothing changed\n",
+                    args.policy.display()
+                );
+                out.push_str(&rules_text(&rules));
+                out.push_str("\nplan:\n");
+                out.push_str(&plan_text(
+                    actions
+                        .iter()
+                        .enumerate()
+                        .map(|(i, a)| (i as i64 + 1, a, "planned")),
+                ));
+                if actions.iter().any(|a| a.in_scope) {
+                    out.push_str(&format!(
+                        "\nact: cachewarden sweep --policy {} --execute\n",
+                        args.policy.display()
+                    ));
+                }
+                write_stdout(&out)?;
+            }
+        }
+        finish_metrics(args.metrics_file.as_deref(), m, clock)?;
+        return Ok(ExitStatus::Success);
+    }
+
+    let pending = actions.iter().filter(|a| a.in_scope).count();
+    if actions.is_empty() {
+        printer.status(format!(
+            "sweep by `{}`: nothing to purge",
+            args.policy.display()
+        ));
+        if args.format == OutputFormat::Json {
+            write_json(None, &rules, &[])?;
+        }
+        finish_metrics(args.metrics_file.as_deref(), SweepMetrics::default(), clock)?;
+        return Ok(ExitStatus::Success);
+    }
+    if pending > 0 && !args.yes {
+        let stdin = std::io::stdin();
+        if !stdin.is_terminal() {
+            return Err(RefusedError(format!(
+                "refusing to act on {pending} targets without confirmation: rerun with --yes"
+            ))
+            .into());
+        }
+        eprint!(
+            "{}about to act on {pending} targets. proceed? [y/N] ",
+            plan_text(
+                actions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| (i as i64 + 1, a, "pending"))
+            )
+        );
+        let mut answer = String::new();
+        stdin.read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Err(RefusedError("not confirmed: nothing was done".to_owned()).into());
+        }
+    }
+    let seeds = serde_json::json!({
+        "sweep": {"policy": args.policy.display().to_string(), "rules": rules},
+    });
+    let id = store.create_sweep(
+        &format!("sweep by policy `{}`", args.policy.display()),
+        &who(),
+        &seeds.to_string(),
+        EMPTY_TRACE,
+        &actions,
+    )?;
+    let concurrency = args.concurrency.unwrap_or(config.purge.concurrency).max(1);
+    let reporter: Arc<dyn Reporter> = Arc::new(execute::Silent);
+    let store = Arc::new(Mutex::new(store));
+    let summary = execute::execute(store.clone(), id, config, concurrency, reporter).await?;
+    let mut store = store.lock().expect("store lock");
+    // A sweep is never re-run as such: the next one plans afresh from the store.
+    store.close_incident(id, "sweep")?;
+    let rows = store.actions(id)?;
+    let mut m = SweepMetrics::default();
+    for row in &rows {
+        m.count(row.action.kind, &row.state);
+        if row.state == "failed" {
+            m.failures += 1;
+        }
+        if row.state == "done"
+            && matches!(
+                row.action.kind,
+                ActionKind::PruneMount | ActionKind::PruneBuilder
+            )
+            && let Some(bytes) = row.outcome.as_deref().and_then(metrics::bytes_in_outcome)
+        {
+            m.bytes_reclaimed += bytes;
+        }
+    }
+    match args.format {
+        OutputFormat::Json => write_json(
+            Some(id),
+            &rules,
+            &rows.iter().map(row_json).collect::<Vec<_>>(),
+        )?,
+        OutputFormat::Text => {
+            let mut out = format!("sweep {id} by `{}`\n", args.policy.display());
+            out.push_str(&rules_text(&rules));
+            out.push('\n');
+            out.push_str(&plan_text(
+                rows.iter().map(|r| (r.seq, &r.action, r.state.as_str())),
+            ));
+            write_stdout(&out)?;
+        }
+    }
+    for row in rows.iter().filter(|r| r.state == "failed") {
+        printer.warn(format!(
+            "action {} ({}) failed: {}",
+            row.seq,
+            row.action.kind.as_str(),
+            row.error.as_deref().unwrap_or("")
+        ));
+    }
+    printer.status(format!(
+        "sweep {id}: {} done, {} failed, {} not executed (out of scope); {} bytes reclaimed on builders; report: cachewarden incident report {id}",
+        summary.done, summary.failed, summary.skipped, m.bytes_reclaimed
+    ));
+    let failed = summary.failed > 0;
+    finish_metrics(args.metrics_file.as_deref(), m, clock)?;
+    Ok(if failed {
+        ExitStatus::Findings
+    } else {
+        ExitStatus::Success
+    })
+}
+
+fn who() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    format!("{user}@{}", crate::ingest::builder::hostname())
+}
+
+fn rules_text(rules: &[serde_json::Value]) -> String {
+    let mut out = String::new();
+    for r in rules {
+        out.push_str(&format!(
+            "  rule `{}` ({} {}): {} to purge, {} kept\n",
+            r["name"].as_str().unwrap_or(""),
+            r["action"].as_str().unwrap_or(""),
+            r["select"].as_str().unwrap_or(""),
+            r["purged"],
+            r["kept"]
+        ));
+    }
+    out
+}
+
+fn plan_text<'a>(rows: impl Iterator<Item = (i64, &'a Action, &'a str)>) -> String {
+    let mut out = String::new();
+    for (seq, action, state) in rows {
+        let scope = if action.in_scope {
+            ""
+        } else {
+            "  [out of scope: will not run]"
+        };
+        out.push_str(&format!(
+            "  {seq:>3}  {:<16} {:<8} {}{scope}\n        {}\n",
+            action.kind.as_str(),
+            state,
+            describe_target(&action.target),
+            action.reason
+        ));
+    }
+    if out.is_empty() {
+        out.push_str("  (nothing to purge)\n");
+    }
+    out
+}
+
+fn planned_json(action: &Action) -> serde_json::Value {
+    serde_json::json!({
+        "kind": action.kind.as_str(),
+        "place": action.place,
+        "target": action.target,
+        "reason": action.reason,
+        "in_scope": action.in_scope,
+        "state": if action.in_scope { "planned" } else { "skipped" },
+    })
+}
+
+fn row_json(row: &ActionRow) -> serde_json::Value {
+    serde_json::json!({
+        "seq": row.seq,
+        "kind": row.action.kind.as_str(),
+        "place": row.action.place,
+        "target": row.action.target,
+        "reason": row.action.reason,
+        "in_scope": row.action.in_scope,
+        "state": row.state,
+        "outcome": row.outcome,
+        "error": row.error,
+    })
+}
+
+fn write_json(
+    sweep: Option<i64>,
+    rules: &[serde_json::Value],
+    actions: &[serde_json::Value],
+) -> Result<()> {
+    let doc = serde_json::json!({
+        "schema_version": 1,
+        "dry_run": sweep.is_none(),
+        "sweep": sweep,
+        "rules": rules,
+        "actions": actions,
+    });
+    write_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
+    Ok(())
+}
+
+fn finish_metrics(path: Option<&Path>, mut m: SweepMetrics, clock: Instant) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    m.duration_seconds = clock.elapsed().as_secs_f64();
+    m.finished_at = time::now();
+    // node_exporter reads `*.prom` files at any moment: write beside, then rename over.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, metrics::render(&m))
+        .with_context(|| format!("cannot write `{}`", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write `{}`", path.display()))?;
+    Ok(())
+}
+
+/// An exclusive lock on `<db>.sweep.lock`, held while a sweep executes.
+struct SweepLock {
+    _file: File,
+}
+
+impl SweepLock {
+    fn take(db: &Path) -> Result<Self> {
+        let mut path = db.as_os_str().to_owned();
+        path.push(".sweep.lock");
+        let path = PathBuf::from(path);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("cannot open the sweep lock `{}`", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                return Err(RefusedError(format!(
+                    "another sweep is running{}: it holds `{}`; this one did nothing",
+                    if holder.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({holder})")
+                    },
+                    path.display()
+                ))
+                .into());
+            }
+            Err(TryLockError::Error(err)) => {
+                return Err(err).with_context(|| format!("cannot lock `{}`", path.display()));
+            }
+        }
+        let note = format!(
+            "pid {} on {} since {}\n",
+            std::process::id(),
+            crate::ingest::builder::hostname(),
+            time::format(time::now())
+        );
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(note.as_bytes()));
+        Ok(Self { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_lock_refuses_a_second_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db.sqlite");
+        let first = SweepLock::take(&db).unwrap();
+        let err = SweepLock::take(&db).err().expect("second lock refused");
+        assert_eq!(crate::error::exit_status_of(&err), ExitStatus::Refused);
+        assert!(
+            err.to_string().contains("another sweep is running (pid"),
+            "{err}"
+        );
+        drop(first);
+        SweepLock::take(&db).unwrap();
+    }
+}

@@ -1,0 +1,350 @@
+//! Sweeps: what a policy may decide about, and the sweep's incident row.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use rusqlite::{OptionalExtension, params};
+
+use super::incident::insert_actions;
+use super::{Store, StoreError, sql_error};
+use crate::plan::{Action, Target};
+use crate::sweep::{CacheRefCandidate, Candidates, MountCandidate, PipelineFacts, RecordCandidate};
+use crate::time::{self, Micros};
+
+/// Which kinds of entity to load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepKinds {
+    pub cache_refs: bool,
+    pub mounts: bool,
+    pub records: bool,
+}
+
+impl Store {
+    /// Stores a sweep as an incident of kind `sweep` with its plan; returns its id.
+    pub fn create_sweep(
+        &mut self,
+        title: &str,
+        opened_by: &str,
+        seeds: &str,
+        trace: &str,
+        actions: &[Action],
+    ) -> Result<i64, StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
+        let id: i64 = tx
+            .query_row(
+                "INSERT INTO incidents (title, opened_at, opened_by, seeds, trace, kind)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'sweep') RETURNING id",
+                params![title, time::now(), opened_by, seeds, trace],
+                |row| row.get(0),
+            )
+            .map_err(|e| sql_error(&path, e))?;
+        insert_actions(&tx, id, 1, actions).map_err(|e| sql_error(&path, e))?;
+        tx.commit().map_err(|e| sql_error(&path, e))?;
+        Ok(id)
+    }
+
+    /// `incident` or `sweep`.
+    pub fn incident_kind(&self, id: i64) -> Result<String, StoreError> {
+        self.conn
+            .query_row("SELECT kind FROM incidents WHERE id = ?1", [id], |row| {
+                row.get(0)
+            })
+            .optional()
+            .map_err(|e| sql_error(&self.path, e))?
+            .ok_or_else(|| StoreError::NotFound(format!("no incident `{id}`")))
+    }
+
+    /// The caches, mounts and records a sweep may decide about, each with the pipelines that
+    /// wrote or used it and when it was last written or used. What an earlier purge already
+    /// removed (and nothing has written since) is left out.
+    pub fn sweep_candidates(&self, kinds: SweepKinds) -> Result<Candidates, StoreError> {
+        let mut candidates = Candidates::default();
+        let done = self.done_targets()?;
+        if kinds.cache_refs {
+            candidates.cache_refs = self.cache_ref_candidates(&done)?;
+        }
+        if kinds.mounts {
+            candidates.mounts = self.mount_candidates()?;
+        }
+        if kinds.records {
+            candidates.records = self.record_candidates(&done)?;
+        }
+        Ok(candidates)
+    }
+
+    fn done_targets(&self) -> Result<DoneTargets, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT target, finished_at FROM actions
+                 WHERE state = 'done' AND kind IN ('delete-manifest', 'prune-builder')",
+            )
+            .map_err(|e| sql_error(&self.path, e))?;
+        let rows: Vec<(String, Option<Micros>)> = stmt
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| sql_error(&self.path, e))?;
+        let mut done = DoneTargets::default();
+        for (target, finished) in rows {
+            let at = finished.unwrap_or(Micros::MAX);
+            match serde_json::from_str::<Target>(&target) {
+                Ok(Target::Manifest {
+                    registry,
+                    repository,
+                    digest,
+                    ..
+                }) => {
+                    let t = done
+                        .manifests
+                        .entry((registry, repository, digest))
+                        .or_insert(at);
+                    *t = (*t).max(at);
+                }
+                Ok(Target::Builder {
+                    builder,
+                    record_ids,
+                    full,
+                    ..
+                }) => {
+                    done.records
+                        .extend(record_ids.into_iter().map(|id| (builder.clone(), id)));
+                    if full {
+                        let t = done.full_prunes.entry(builder).or_insert(at);
+                        *t = (*t).max(at);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(done)
+    }
+
+    /// Pipelines by event target, for events of the given kinds.
+    fn pipelines_by_target(
+        &self,
+        kinds: &str,
+    ) -> Result<HashMap<i64, Vec<PipelineFacts>>, StoreError> {
+        let sql = format!(
+            "SELECT DISTINCT e.target, p.name, p.project, p.trust_level FROM events e
+             JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
+             WHERE e.kind IN ({kinds})"
+        );
+        let mut stmt = self
+            .conn
+            .prepare(&sql)
+            .map_err(|e| sql_error(&self.path, e))?;
+        let mut rows = stmt.query([]).map_err(|e| sql_error(&self.path, e))?;
+        let mut out: HashMap<i64, Vec<PipelineFacts>> = HashMap::new();
+        while let Some(row) = rows.next().map_err(|e| sql_error(&self.path, e))? {
+            let read = || -> rusqlite::Result<(i64, PipelineFacts)> {
+                Ok((
+                    row.get(0)?,
+                    PipelineFacts {
+                        name: row.get(1)?,
+                        project: row.get(2)?,
+                        trust_level: row.get(3)?,
+                    },
+                ))
+            };
+            let (target, facts) = read().map_err(|e| sql_error(&self.path, e))?;
+            out.entry(target).or_default().push(facts);
+        }
+        for list in out.values_mut() {
+            list.sort();
+        }
+        Ok(out)
+    }
+
+    fn cache_ref_candidates(
+        &self,
+        done: &DoneTargets,
+    ) -> Result<Vec<CacheRefCandidate>, StoreError> {
+        let mut pipelines = self.pipelines_by_target("'exported'")?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT a.id, a.locator, a.digest,
+                    (SELECT group_concat(tag, char(31)) FROM
+                        (SELECT tag FROM artifact_tags t WHERE t.artifact_id = a.id ORDER BY tag)),
+                    (SELECT max(e.at) FROM events e WHERE e.kind = 'exported' AND e.target = a.id),
+                    (SELECT max(e.at) FROM events e WHERE e.kind IN ('exported', 'imported') AND e.target = a.id)
+                 FROM artifacts a
+                 WHERE a.backend = 'registry' AND a.digest <> ''
+                   AND EXISTS (SELECT 1 FROM events e WHERE e.kind = 'exported' AND e.target = a.id)
+                   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.kind = 'produced' AND e.target = a.id)
+                 ORDER BY a.locator, a.digest",
+            )
+            .map_err(|e| sql_error(&self.path, e))?;
+        type Row = (i64, String, String, Option<String>, Micros, Micros);
+        let rows: Vec<Row> = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| sql_error(&self.path, e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, locator, digest, tags, last_write, last_use) in rows {
+            let Some((registry, repository)) = locator.split_once('/') else {
+                continue;
+            };
+            let key = (registry.to_owned(), repository.to_owned(), digest.clone());
+            if done
+                .manifests
+                .get(&key)
+                .is_some_and(|deleted| *deleted >= last_write)
+            {
+                continue;
+            }
+            out.push(CacheRefCandidate {
+                registry: key.0,
+                repository: key.1,
+                digest,
+                tags: tags
+                    .map(|t| t.split('\u{1f}').map(str::to_owned).collect())
+                    .unwrap_or_default(),
+                pipelines: pipelines.remove(&id).unwrap_or_default(),
+                last_write,
+                last_use,
+            });
+        }
+        Ok(out)
+    }
+
+    fn mount_candidates(&self) -> Result<Vec<MountCandidate>, StoreError> {
+        let pipelines = self.pipelines_by_target("'read_mount', 'wrote_mount'")?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT m.id, b.name, m.mount_id,
+                    (SELECT max(e.at) FROM events e WHERE e.kind IN ('read_mount', 'wrote_mount') AND e.target = m.id),
+                    (SELECT max(u.at) FROM purges u WHERE u.kind = 'mount' AND u.mount = m.id)
+                 FROM mounts m JOIN builders b ON b.id = m.builder_id",
+            )
+            .map_err(|e| sql_error(&self.path, e))?;
+        type Row = (i64, String, String, Option<Micros>, Option<Micros>);
+        let rows: Vec<Row> = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| sql_error(&self.path, e))?;
+        // One mount id can be stored under several namespaces: a sweep prunes the id.
+        #[derive(Default)]
+        struct Merged {
+            pipelines: BTreeSet<PipelineFacts>,
+            last_use: Option<Micros>,
+            purged: Option<Micros>,
+        }
+        let mut merged: BTreeMap<(String, String), Merged> = BTreeMap::new();
+        for (id, builder, mount_id, last_use, purged) in rows {
+            let entry = merged.entry((builder, mount_id)).or_default();
+            entry
+                .pipelines
+                .extend(pipelines.get(&id).into_iter().flatten().cloned());
+            entry.last_use = entry.last_use.max(last_use);
+            entry.purged = entry.purged.max(purged);
+        }
+        Ok(merged
+            .into_iter()
+            .filter_map(|((builder, mount_id), m)| {
+                let last_use = m.last_use?;
+                // Emptied since its last use: nothing to sweep.
+                if m.purged.is_some_and(|p| p >= last_use) {
+                    return None;
+                }
+                Some(MountCandidate {
+                    builder,
+                    mount_id,
+                    pipelines: m.pipelines.into_iter().collect(),
+                    last_use,
+                })
+            })
+            .collect())
+    }
+
+    fn record_candidates(&self, done: &DoneTargets) -> Result<Vec<RecordCandidate>, StoreError> {
+        let mut pipelines = self.pipelines_by_target("'created_record', 'reused_record'")?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT br.id, b.name, br.record_id, br.size, br.last_used_at, br.created_at,
+                    (SELECT max(e.at) FROM events e WHERE e.kind IN ('created_record', 'reused_record') AND e.target = br.id)
+                 FROM builder_records br JOIN builders b ON b.id = br.builder_id
+                 ORDER BY b.name, br.record_id",
+            )
+            .map_err(|e| sql_error(&self.path, e))?;
+        type Row = (
+            i64,
+            String,
+            String,
+            Option<i64>,
+            Option<Micros>,
+            Option<Micros>,
+            Option<Micros>,
+        );
+        let rows: Vec<Row> = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                    row.get(6)?,
+                ))
+            })
+            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| sql_error(&self.path, e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, builder, record_id, size, last_used_at, created_at, event_at) in rows {
+            let Some(last_use) = [last_used_at, created_at, event_at]
+                .into_iter()
+                .flatten()
+                .max()
+            else {
+                continue;
+            };
+            if done.records.contains(&(builder.clone(), record_id.clone()))
+                || done
+                    .full_prunes
+                    .get(&builder)
+                    .is_some_and(|at| *at >= last_use)
+            {
+                continue;
+            }
+            out.push(RecordCandidate {
+                builder,
+                record_id,
+                size,
+                pipelines: pipelines.remove(&id).unwrap_or_default(),
+                last_use,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// What done actions of earlier incidents and sweeps already removed.
+#[derive(Debug, Default)]
+struct DoneTargets {
+    /// (registry, repository, digest) -> when it was deleted.
+    manifests: BTreeMap<(String, String, String), Micros>,
+    /// (builder, record id) pruned by id.
+    records: BTreeSet<(String, String)>,
+    /// Builder -> its latest full prune.
+    full_prunes: BTreeMap<String, Micros>,
+}

@@ -1,0 +1,357 @@
+//! `audit registry` against a real registry: unrecorded pushes, trust breaches, a registry that
+//! is down, incremental reporting, SARIF, and an incident seeded from a finding.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::{Env, ok, output};
+use crate::harness::oci::{Pushed, Pusher};
+use crate::harness::{self, Registry, RegistryOpts};
+
+fn import(env: &Env, lines: &[String]) {
+    let file = env.write("history.jsonl", &(lines.join("\n") + "\n"));
+    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+}
+
+fn run_line(
+    pipeline: &str,
+    trust: &str,
+    run: &str,
+    at: &str,
+    imported: &[String],
+    exported: &[String],
+) -> String {
+    let list = |refs: &[String]| {
+        refs.iter()
+            .map(|r| format!("\"{r}\""))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!(
+        r#"{{"v":1,"type":"run","pipeline":"{pipeline}","trust_level":"{trust}","run":"{run}","step":"s","started_at":"{at}","finished_at":"{at}","imported":[{}],"exported":[{}]}}"#,
+        list(imported),
+        list(exported)
+    )
+}
+
+fn config(env: &Env, host: &str, extra: &str) -> PathBuf {
+    env.write(
+        "config.toml",
+        &format!(
+            "[scope]\nregistries = [\"{host}\"]\n\n[[registry]]\nhost = \"{host}\"\ninsecure = true\ncredentials = \"anonymous\"\n{extra}"
+        ),
+    )
+}
+
+fn cmd(env: &Env, config: &Path) -> Command {
+    let mut cmd = env.cmd();
+    cmd.env("CACHEWARDEN_CONFIG", config)
+        .env("CACHEWARDEN_NO_PROGRESS", "1");
+    cmd
+}
+
+/// Exit code and the parsed JSON of `audit registry --format json`.
+fn audit_json(env: &Env, config: &Path, extra: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = cmd(env, config)
+        .args(["audit", "registry", "--format", "json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    (out.status.code().unwrap(), doc, stderr)
+}
+
+fn codes(doc: &serde_json::Value) -> Vec<(String, String)> {
+    doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["code"].as_str().unwrap().to_owned(),
+                f["tag"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A recorded cache, a recorded image and an unrecorded image: nothing to report.
+fn recorded(env: &Env, registry: &Registry, pusher: &mut Pusher) -> Pushed {
+    let host = registry.host();
+    let main = pusher.cache_manifest("team/app", Some("main"), "main cache");
+    pusher.image("team/app", Some("v1"), "an image nobody recorded", false);
+    import(
+        env,
+        &[run_line(
+            "main",
+            "release",
+            "1",
+            "2026-01-01T00:00:00Z",
+            &[],
+            &[format!("{host}/team/app:main@{}", main.digest)],
+        )],
+    );
+    main
+}
+
+/// An attacker's push of a new digest to a recorded cache tag is reported as an unrecorded
+/// push and a moved tag; the next audit reports nothing new; `--all` repeats it as seen before.
+#[test]
+fn attacker_push_is_reported_as_unrecorded() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let env = Env::new();
+    let mut pusher = Pusher::new(&registry);
+    recorded(&env, &registry, &mut pusher);
+    let config = config(&env, &registry.host(), "");
+    let (code, doc, stderr) = audit_json(&env, &config, &[]);
+    assert_eq!(code, 0, "{doc:#} {stderr}");
+    assert_eq!(doc["summary"]["tags"], 2, "{doc:#}");
+    assert_eq!(doc["summary"]["caches"], 1, "{doc:#}");
+
+    let evil = pusher.cache_manifest("team/app", Some("main"), "attacker");
+    let inline = pusher.image("team/app", Some("inline"), "attacker inline", true);
+    let (code, doc, stderr) = audit_json(&env, &config, &[]);
+    assert_eq!(code, 1, "{doc:#} {stderr}");
+    assert_eq!(
+        codes(&doc),
+        vec![
+            ("CW001".to_owned(), "inline".to_owned()),
+            ("CW001".to_owned(), "main".to_owned()),
+            ("CW003".to_owned(), "main".to_owned())
+        ],
+        "{doc:#}"
+    );
+    let pushed = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["tag"] == "main")
+        .unwrap();
+    assert_eq!(pushed["digest"], evil.digest.as_str());
+    assert_eq!(pushed["name"], "unrecorded-cache-push");
+    assert_eq!(pushed["new"], true);
+    assert!(pushed["first_seen"].as_str().unwrap().ends_with('Z'));
+    let inline_finding = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["tag"] == "inline")
+        .unwrap();
+    assert_eq!(inline_finding["digest"], inline.digest.as_str());
+    assert_eq!(inline_finding["detail"]["kind"], "inline-cache-image");
+
+    let (code, doc, stderr) = audit_json(&env, &config, &[]);
+    assert_eq!(
+        code, 0,
+        "the second audit repeated itself: {doc:#} {stderr}"
+    );
+    assert!(codes(&doc).is_empty());
+    assert_eq!(doc["summary"]["seen_before"], 3, "{doc:#}");
+    let (code, doc, _) = audit_json(&env, &config, &["--all"]);
+    assert_eq!(code, 1);
+    assert!(
+        doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["new"] == false),
+        "{doc:#}"
+    );
+}
+
+/// A release pipeline's import of a cache an untrusted pipeline exported is a trust breach.
+#[test]
+fn trusted_import_of_untrusted_export_is_reported() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let env = Env::new();
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let pr = pusher.cache_manifest("team/app", Some("pr-7"), "untrusted work");
+    let reference = format!("{host}/team/app:pr-7@{}", pr.digest);
+    import(
+        &env,
+        &[
+            run_line(
+                "pr",
+                "untrusted",
+                "7",
+                "2026-01-01T00:00:00Z",
+                &[],
+                std::slice::from_ref(&reference),
+            ),
+            run_line(
+                "release",
+                "release",
+                "9",
+                "2026-01-02T00:00:00Z",
+                &[reference],
+                &[],
+            ),
+        ],
+    );
+    let config = config(&env, &host, "repositories = [\"team/app\"]\n");
+    let (code, doc, stderr) = audit_json(&env, &config, &[]);
+    assert_eq!(code, 1, "{doc:#} {stderr}");
+    assert_eq!(
+        codes(&doc),
+        vec![("CW002".to_owned(), String::new())],
+        "{doc:#}"
+    );
+    let finding = &doc["findings"][0];
+    assert_eq!(finding["digest"], pr.digest.as_str());
+    assert_eq!(finding["detail"]["exporter"], "pr");
+    assert_eq!(finding["detail"]["importer"], "release");
+    assert_eq!(finding["detail"]["importer_run"], "release/9/s");
+}
+
+/// A registry that is down gives a clear error, exit 4, no findings and nothing stored.
+#[test]
+fn registry_down_gives_a_clear_error_and_no_findings() {
+    if !harness::require_registry() {
+        return;
+    }
+    let mut registry = Registry::start(RegistryOpts::default());
+    let env = Env::new();
+    let mut pusher = Pusher::new(&registry);
+    recorded(&env, &registry, &mut pusher);
+    let config = config(&env, &registry.host(), "");
+    registry.stop();
+    let (code, doc, stderr) = audit_json(&env, &config, &[]);
+    assert_eq!(code, 4, "{doc:#} {stderr}");
+    assert!(
+        stderr.contains(&format!("cannot audit registry `{}`", registry.host())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+    assert!(codes(&doc).is_empty(), "{doc:#}");
+    assert_eq!(doc["summary"]["unreachable_registries"], 1);
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let stored: i64 = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM audit_findings) + (SELECT count(*) FROM audit_tags)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(stored, 0);
+}
+
+/// SARIF output names every rule and points each result at its rule.
+#[test]
+fn sarif_names_rules_and_results() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let env = Env::new();
+    let mut pusher = Pusher::new(&registry);
+    recorded(&env, &registry, &mut pusher);
+    pusher.cache_manifest("team/app", Some("stray"), "stray");
+    let config = config(&env, &registry.host(), "");
+    let out = cmd(&env, &config)
+        .args(["audit", "registry", "--format", "sarif"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let sarif: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+    let run = &sarif["runs"][0];
+    let rules: Vec<&str> = run["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, vec!["CW001", "CW002", "CW003", "CW004"]);
+    let result = &run["results"][0];
+    assert_eq!(result["ruleId"], "CW001");
+    assert_eq!(
+        run["tool"]["driver"]["rules"][result["ruleIndex"].as_u64().unwrap() as usize]["id"],
+        "CW001"
+    );
+    let location = result["locations"][0]["logicalLocations"][0]["fullyQualifiedName"]
+        .as_str()
+        .unwrap();
+    assert!(
+        location.starts_with(&format!("{}/team/app:stray@sha256:", registry.host())),
+        "{location}"
+    );
+}
+
+/// `incident open --from-audit` seeds an incident from an unrecorded push, and its purge
+/// deletes the pushed manifest.
+#[test]
+fn incident_from_audit_deletes_the_unrecorded_push() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let env = Env::new();
+    let mut pusher = Pusher::new(&registry);
+    let main = recorded(&env, &registry, &mut pusher);
+    let evil = pusher.cache_manifest("team/app", Some("main"), "attacker");
+    let config = config(&env, &registry.host(), "");
+    let (_, doc, _) = audit_json(&env, &config, &[]);
+    let id = doc["findings"][0]["id"].as_i64().unwrap().to_string();
+    assert_eq!(doc["findings"][0]["code"], "CW001");
+    let open =
+        ok(cmd(&env, &config).args(["incident", "open", "--from-audit", &id, "--format", "json"]));
+    let open: serde_json::Value = serde_json::from_str(&open).unwrap();
+    let deletes: Vec<&str> = open["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "delete-manifest")
+        .map(|a| a["target"]["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(deletes, vec![evil.digest.as_str()], "{open:#}");
+    assert!(
+        open["title"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("audit finding {id} (CW001)")),
+        "{open:#}"
+    );
+    let incident = open["incident"].as_i64().unwrap().to_string();
+    let purge = output(
+        &env,
+        cmd(&env, &config).args([
+            "incident",
+            "purge",
+            &incident,
+            "--execute",
+            "--yes",
+            "--no-evidence",
+        ]),
+    );
+    assert!(purge.starts_with("exit: 0\n"), "{purge}");
+    let head = |digest: &str| {
+        registry
+            .request(
+                harness::http::Request::new("HEAD", &format!("/v2/team/app/manifests/{digest}"))
+                    .header("Accept", "application/vnd.oci.image.manifest.v1+json"),
+            )
+            .status
+    };
+    assert_eq!(head(&evil.digest), 404);
+    assert_eq!(
+        head(&main.digest),
+        200,
+        "the recorded cache was deleted too"
+    );
+    let missing = output(
+        &env,
+        cmd(&env, &config).args(["incident", "open", "--from-audit", "999"]),
+    );
+    assert!(
+        missing.starts_with("exit: 2\n") && missing.contains("no audit finding `999`"),
+        "{missing}"
+    );
+}

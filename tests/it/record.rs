@@ -1,0 +1,94 @@
+//! `record --resolve` against a real registry, and overlapping builds seen by `wrap`.
+
+use crate::common::{Env, ok, output};
+use crate::harness::oci::Pusher;
+use crate::harness::{self, Dockerd, Registry, RegistryOpts};
+
+/// Tags given to `record --resolve` are pinned to the digests the registry serves now; an
+/// unknown tag is an error naming the reference and nothing is written.
+#[test]
+fn resolve_pins_tags_to_digests() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let env = Env::new();
+    let mut pusher = Pusher::new(&registry);
+    let cache = pusher.cache_manifest("team/app", Some("cache"), "one");
+    let base = pusher.image("team/base", Some("1"), "base", false);
+    let host = registry.host();
+    let out = ok(env.cmd().args([
+        "record",
+        "--pipeline",
+        "p",
+        "--run",
+        "1",
+        "--builder",
+        "b",
+        "--resolve",
+        "--format",
+        "json",
+        "--cache-from",
+        &format!("{host}/team/app:cache"),
+        "--base-image",
+        &format!("{host}/team/base:1"),
+    ]));
+    assert!(out.contains(&format!("{host}/team/app:cache@{}", cache.digest)), "{out}");
+    assert!(out.contains(&format!("{host}/team/base:1@{}", base.digest)), "{out}");
+    let bad = output(
+        &env,
+        env.cmd().args(["record", "--pipeline", "p", "--run", "2", "--resolve", "--cache-from", &format!("{host}/team/app:nope")]),
+    );
+    assert!(bad.starts_with("exit: 4\n") && bad.contains(&format!("{host}/team/app:nope")), "{bad}");
+    assert!(!ok(env.cmd().arg("export")).contains("\"run\":\"2\""));
+}
+
+/// Two builds at once on one builder: both are recorded with record-level evidence, and both
+/// say their snapshots overlapped.
+#[test]
+fn overlapping_builds_are_flagged() {
+    if !harness::require_dockerd() {
+        return;
+    }
+    let dockerd = Dockerd::start();
+    let env = Env::new();
+    dockerd.import_busybox("base:1");
+    let config = env.write(
+        "config.toml",
+        &format!("[[builder]]\nname = \"ci-1\"\ndriver = \"docker\"\nendpoint = \"{}\"\n", dockerd.host()),
+    );
+    let mut children = Vec::new();
+    for i in 0..2 {
+        let ctx = env.write(&format!("c{i}/Dockerfile"), &format!("FROM base:1\nRUN sleep 2 && echo {i} > /out\n"));
+        let child = env
+            .cmd()
+            .env("CACHEWARDEN_CONFIG", &config)
+            .env("CACHEWARDEN_BUILDER", "ci-1")
+            .env("DOCKER_HOST", dockerd.host())
+            .env("DOCKER_CONFIG", dockerd.config_dir())
+            .env("DOCKER_BUILDKIT", "1")
+            .args(["wrap", "--pipeline", &format!("p{i}"), "--run", "1", "--"])
+            .arg(harness::DOCKER)
+            .args(["build", "--network=none", ctx.parent().unwrap().to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        children.push(child);
+    }
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let export = ok(env.cmd().arg("export"));
+    let runs: Vec<serde_json::Value> = export
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["type"] == "run")
+        .collect();
+    assert_eq!(runs.len(), 2);
+    for run in &runs {
+        assert_eq!(run["builder"], "ci-1");
+        assert_eq!(run["records"]["overlapped"], true, "{run}");
+    }
+}

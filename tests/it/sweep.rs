@@ -1,0 +1,459 @@
+//! `sweep` against a real registry: rule selection, keep-N, dry run, the lock, metrics.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::{Env, ok, output};
+use crate::harness::oci::{Pushed, Pusher};
+use crate::harness::{self, Registry, RegistryOpts};
+
+/// RFC 3339 time `days` days ago.
+fn ago(days: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::days(days))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A run line exporting `refs`, started `days` ago.
+fn export_line(pipeline: &str, trust: &str, run: usize, days: i64, refs: &[String]) -> String {
+    let refs: Vec<String> = refs.iter().map(|r| format!("\"{r}\"")).collect();
+    format!(
+        r#"{{"v":1,"type":"run","pipeline":"{pipeline}","trust_level":"{trust}","project":"web","run":"{run}","step":"s","started_at":"{}","finished_at":"{}","exported":[{}]}}"#,
+        ago(days),
+        ago(days),
+        refs.join(",")
+    )
+}
+
+fn import(env: &Env, lines: &[String]) {
+    let file = env.write("history.jsonl", &(lines.join("\n") + "\n"));
+    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+}
+
+fn config(env: &Env, host: &str) -> PathBuf {
+    env.write(
+        "config.toml",
+        &format!(
+            "[scope]\nregistries = [\"{host}\"]\nrepositories = [\"{host}/team/**\"]\nbuilders = [\"ci-1\"]\n\n[[registry]]\nhost = \"{host}\"\ninsecure = true\ncredentials = \"anonymous\"\n"
+        ),
+    )
+}
+
+fn cmd(env: &Env, config: &Path) -> Command {
+    let mut cmd = env.cmd();
+    cmd.env("CACHEWARDEN_CONFIG", config)
+        .env("CACHEWARDEN_NO_PROGRESS", "1");
+    cmd
+}
+
+fn exists(registry: &Registry, repository: &str, digest: &str) -> bool {
+    let response = registry.request(
+        harness::http::Request::new("HEAD", &format!("/v2/{repository}/manifests/{digest}"))
+            .header("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"),
+    );
+    response.status == 200
+}
+
+/// The digests a sweep's JSON plans to delete, sorted.
+fn planned_deletes(json: &str) -> Vec<String> {
+    let doc: serde_json::Value = serde_json::from_str(json).unwrap();
+    let mut digests: Vec<String> = doc["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "delete-manifest")
+        .map(|a| a["target"]["digest"].as_str().unwrap().to_owned())
+        .collect();
+    digests.sort();
+    digests
+}
+
+/// Caches of an untrusted and a release pipeline, old and young, in a repository the policy
+/// names and one it does not.
+struct Fleet {
+    old_untrusted: Pushed,
+    young_untrusted: Pushed,
+    old_release: Pushed,
+    elsewhere: Pushed,
+}
+
+fn fleet(env: &Env, registry: &Registry) -> Fleet {
+    let host = registry.host();
+    let mut pusher = Pusher::new(registry);
+    let f = Fleet {
+        old_untrusted: pusher.cache_manifest("team/app", Some("pr-1"), "old untrusted"),
+        young_untrusted: pusher.cache_manifest("team/app", Some("pr-2"), "young untrusted"),
+        old_release: pusher.cache_manifest("team/app", Some("main"), "old release"),
+        elsewhere: pusher.cache_manifest("other/app", Some("pr-3"), "elsewhere"),
+    };
+    import(
+        env,
+        &[
+            export_line(
+                "pr",
+                "untrusted",
+                1,
+                30,
+                &[format!("{host}/team/app:pr-1@{}", f.old_untrusted.digest)],
+            ),
+            export_line(
+                "pr",
+                "untrusted",
+                2,
+                1,
+                &[format!("{host}/team/app:pr-2@{}", f.young_untrusted.digest)],
+            ),
+            export_line(
+                "main",
+                "release",
+                1,
+                30,
+                &[format!("{host}/team/app:main@{}", f.old_release.digest)],
+            ),
+            export_line(
+                "pr",
+                "untrusted",
+                3,
+                30,
+                &[format!("{host}/other/app:pr-3@{}", f.elsewhere.digest)],
+            ),
+        ],
+    );
+    f
+}
+
+const POLICY: &str = r#"
+[[rule]]
+name = "release stays"
+select = "cache-refs"
+trust_level = ">=release"
+action = "keep"
+
+[[rule]]
+name = "stale team caches"
+select = "cache-refs"
+repository = "HOST/team/*"
+older_than = "14d"
+action = "purge"
+"#;
+
+/// Ordered rules select exactly the stale untrusted cache in the named repository; executing
+/// deletes it alone, writes metrics, and a second sweep finds nothing left.
+#[test]
+fn rules_select_exactly_what_they_should() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let env = Env::new();
+    let f = fleet(&env, &registry);
+    let config = config(&env, &registry.host());
+    let policy = env.write("policy.toml", &POLICY.replace("HOST", &registry.host()));
+    let dry = ok(cmd(&env, &config).args([
+        "sweep",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--format",
+        "json",
+    ]));
+    assert_eq!(
+        planned_deletes(&dry),
+        vec![f.old_untrusted.digest.clone()],
+        "{dry}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&dry).unwrap();
+    assert_eq!(doc["rules"][0]["kept"], 1, "{dry}");
+
+    let metrics = env.path().join("sweep.prom");
+    let run = output(
+        &env,
+        cmd(&env, &config)
+            .args([
+                "sweep",
+                "--policy",
+                policy.to_str().unwrap(),
+                "--execute",
+                "--yes",
+                "--metrics-file",
+            ])
+            .arg(&metrics),
+    );
+    assert!(run.starts_with("exit: 0\n"), "{run}");
+    assert!(!exists(&registry, "team/app", &f.old_untrusted.digest));
+    for (repository, kept) in [
+        ("team/app", &f.young_untrusted),
+        ("team/app", &f.old_release),
+        ("other/app", &f.elsewhere),
+    ] {
+        assert!(
+            exists(&registry, repository, &kept.digest),
+            "{} was deleted",
+            kept.digest
+        );
+    }
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        text.contains(
+            "cachewarden_sweep_actions_total{kind=\"delete-manifest\",state=\"done\"} 1\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("cachewarden_sweep_failures_total 0\n"),
+        "{text}"
+    );
+    assert!(text.contains("cachewarden_sweep_dry_run 0\n"), "{text}");
+    let leftovers: Vec<_> = std::fs::read_dir(env.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "temporary metrics files left: {leftovers:?}"
+    );
+
+    let report = ok(cmd(&env, &config).args(["incident", "report", "1", "--format", "json"]));
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["summary"]["done"], 1, "{report:#}");
+
+    let again = ok(cmd(&env, &config).args([
+        "sweep",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--format",
+        "json",
+    ]));
+    assert!(
+        planned_deletes(&again).is_empty(),
+        "a deleted cache was planned again: {again}"
+    );
+}
+
+/// `keep_newest` keeps the newest N caches of each repository and purges the rest.
+#[test]
+fn keep_newest_keeps_the_newest() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let env = Env::new();
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let caches: Vec<Pushed> = (0..5)
+        .map(|i| pusher.cache_manifest("team/app", Some(&format!("c{i}")), &format!("cache {i}")))
+        .collect();
+    // Cache i was written i + 1 days ago: c0 and c1 are the newest.
+    let lines: Vec<String> = caches
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            export_line(
+                "pr",
+                "untrusted",
+                i,
+                i as i64 + 1,
+                &[format!("{host}/team/app:c{i}@{}", c.digest)],
+            )
+        })
+        .collect();
+    import(&env, &lines);
+    let config = config(&env, &host);
+    let policy = env.write(
+        "policy.toml",
+        "[[rule]]\nselect = \"cache-refs\"\nkeep_newest = 2\naction = \"purge\"\n",
+    );
+    let run = output(
+        &env,
+        cmd(&env, &config).args([
+            "sweep",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--execute",
+            "--yes",
+        ]),
+    );
+    assert!(run.starts_with("exit: 0\n"), "{run}");
+    for (i, c) in caches.iter().enumerate() {
+        assert_eq!(exists(&registry, "team/app", &c.digest), i < 2, "cache {i}");
+    }
+    assert_eq!(
+        registry.tags("team/app"),
+        vec!["c0".to_owned(), "c1".to_owned()]
+    );
+}
+
+/// Without `--execute` nothing is deleted or stored, whatever the plan says.
+#[test]
+fn dry_run_deletes_nothing() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let env = Env::new();
+    let f = fleet(&env, &registry);
+    let config = config(&env, &registry.host());
+    let policy = env.write(
+        "policy.toml",
+        "[[rule]]\nselect = \"cache-refs\"\naction = \"purge\"\n",
+    );
+    let metrics = env.path().join("dry.prom");
+    let out = output(
+        &env,
+        cmd(&env, &config)
+            .args([
+                "sweep",
+                "--policy",
+                policy.to_str().unwrap(),
+                "--metrics-file",
+            ])
+            .arg(&metrics),
+    );
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+    assert!(out.contains("dry run, nothing changed"), "{out}");
+    assert!(
+        out.contains("[out of scope: will not run]"),
+        "other/app is outside the scope: {out}"
+    );
+    for (repository, p) in [
+        ("team/app", &f.old_untrusted),
+        ("team/app", &f.young_untrusted),
+        ("team/app", &f.old_release),
+        ("other/app", &f.elsewhere),
+    ] {
+        assert!(exists(&registry, repository, &p.digest));
+    }
+    let list = ok(cmd(&env, &config).args(["incident", "list"]));
+    assert_eq!(list, "no incidents\n");
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        text.contains(
+            "cachewarden_sweep_actions_total{kind=\"delete-manifest\",state=\"planned\"} 3\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("cachewarden_sweep_dry_run 1\n"), "{text}");
+}
+
+/// A second sweep is refused (exit 5, nothing deleted) while another holds the lock, and runs
+/// once it is released.
+#[test]
+fn the_lock_holds() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let env = Env::new();
+    let f = fleet(&env, &registry);
+    let config = config(&env, &registry.host());
+    let policy = env.write("policy.toml", &POLICY.replace("HOST", &registry.host()));
+    let mut lock_path = env.db().into_os_string();
+    lock_path.push(".sweep.lock");
+    let holder = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
+    holder.lock().unwrap();
+    let refused = output(
+        &env,
+        cmd(&env, &config).args([
+            "sweep",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--execute",
+            "--yes",
+        ]),
+    );
+    assert!(refused.starts_with("exit: 5\n"), "{refused}");
+    assert!(refused.contains("another sweep is running"), "{refused}");
+    assert!(exists(&registry, "team/app", &f.old_untrusted.digest));
+    drop(holder);
+    let run = output(
+        &env,
+        cmd(&env, &config).args([
+            "sweep",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--execute",
+            "--yes",
+        ]),
+    );
+    assert!(run.starts_with("exit: 0\n"), "{run}");
+    assert!(!exists(&registry, "team/app", &f.old_untrusted.digest));
+}
+
+/// Mount and builder-record rules plan one prune per stale mount and a prune of exactly the
+/// records over a builder's byte budget, marked partial so it is not recorded as a purge of
+/// the whole builder.
+#[test]
+fn mount_and_record_rules_plan_exact_prunes() {
+    let env = Env::new();
+    let run = |pipeline: &str,
+               run: usize,
+               builder: &str,
+               days: i64,
+               mount: &str,
+               record: &str,
+               size: i64| {
+        format!(
+            r#"{{"v":1,"type":"run","pipeline":"{pipeline}","trust_level":"untrusted","run":"{run}","step":"s","builder":"{builder}","started_at":"{}","finished_at":"{}","mounts":[{{"id":"{mount}","target":"{mount}"}}],"records":{{"created":[{{"id":"{record}","type":"regular","size":{size}}}]}}}}"#,
+            ago(days),
+            ago(days)
+        )
+    };
+    import(
+        &env,
+        &[
+            run("pr", 1, "ci-1", 30, "/root/.cache/pip", "r-old", 100),
+            run("pr", 2, "ci-1", 1, "/root/.npm", "r-new", 100),
+            run("pr", 3, "ci-2", 30, "/root/.cache/pip", "r-other", 100),
+        ],
+    );
+    let config = config(&env, "127.0.0.1:1");
+    let policy = env.write(
+        "policy.toml",
+        "[[rule]]\nselect = \"mounts\"\nbuilder = \"ci-*\"\nolder_than = \"7d\"\naction = \"purge\"\n\n\
+         [[rule]]\nselect = \"builder-records\"\nbuilder = \"ci-1\"\nmax_bytes = 150\naction = \"purge\"\n",
+    );
+    let json = ok(cmd(&env, &config).args([
+        "sweep",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--format",
+        "json",
+    ]));
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let actions = doc["actions"].as_array().unwrap();
+    let mounts: Vec<(String, String, bool)> = actions
+        .iter()
+        .filter(|a| a["kind"] == "prune-mount")
+        .map(|a| {
+            (
+                a["target"]["builder"].as_str().unwrap().to_owned(),
+                a["target"]["mount_id"].as_str().unwrap().to_owned(),
+                a["in_scope"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        mounts,
+        vec![
+            ("ci-1".into(), "/root/.cache/pip".into(), true),
+            ("ci-2".into(), "/root/.cache/pip".into(), false)
+        ],
+        "{json}"
+    );
+    let prunes: Vec<&serde_json::Value> = actions
+        .iter()
+        .filter(|a| a["kind"] == "prune-builder")
+        .collect();
+    assert_eq!(prunes.len(), 1, "{json}");
+    assert_eq!(
+        prunes[0]["target"]["record_ids"],
+        serde_json::json!(["r-old"]),
+        "{json}"
+    );
+    assert_eq!(prunes[0]["target"]["partial"], true, "{json}");
+    assert_eq!(prunes[0]["target"]["full"], false, "{json}");
+}
