@@ -38,6 +38,17 @@ pid=$!
 for _ in $(seq 100); do curl -fs "http://$host/v2/" >/dev/null && break; sleep 0.1; done
 curl -fs "http://$host/v2/" >/dev/null || { echo "the registry did not start" >&2; exit 1; }
 requests() { grep -c 'response completed' "$work/registry.log" || true; }
+# Runs a curl config of many transfers (each entry ends in `next`, the last one's is dropped) in
+# parallel and fails unless every status is 201.
+transfers() {
+    local what=$1 file=$2 codes
+    sed -i '$d' "$file"
+    codes=$(curl -s --no-progress-meter --parallel --parallel-max 32 -K "$file" | sort | uniq -c) || true
+    if [ -n "$(echo "$codes" | grep -v ' 201$')" ]; then
+        echo "$what failed: $codes" >&2
+        exit 1
+    fi
+}
 
 sha() { printf '%s' "$1" | sha256sum | cut -d' ' -f1; }
 config='{"layers":[],"records":[]}'
@@ -63,10 +74,7 @@ for r in $(seq 1 $((repos - 1))); do
     done
 done
 if [ -s "$work/mounts.curl" ]; then
-    curl -sS --parallel --parallel-max 32 -K "$work/mounts.curl" | sort | uniq -c | grep -v ' 201$' && {
-        echo "blob mounts failed" >&2
-        exit 1
-    }
+    transfers "blob mounts" "$work/mounts.curl"
 fi
 
 # Manifests: one file each (distinct by an annotation), PUT by one parallel curl.
@@ -81,10 +89,7 @@ for i in $(seq 0 $((tags - 1))); do
     printf 'url = "http://%s/v2/bench/r%d/manifests/t%d"\nrequest = "PUT"\nheader = "Content-Type: application/vnd.oci.image.manifest.v1+json"\ndata-binary = "@%s"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\nnext\n' \
         "$host" "$r" "$i" "$file" >>"$work/put.curl"
 done
-curl -sS --parallel --parallel-max 32 -K "$work/put.curl" | sort | uniq -c | grep -v ' 201$' && {
-    echo "manifest pushes failed" >&2
-    exit 1
-}
+transfers "manifest pushes" "$work/put.curl"
 end=$(date +%s%N)
 echo "pushed $tags cache manifests to $repos repositories in $(echo "scale=2; ($end - $start) / 1000000000" | bc)s"
 

@@ -194,7 +194,9 @@ impl Config {
             let line = start.map(|start| text[..start].matches('\n').count() + 1);
             // Name the key when the error points into a `key = value` line.
             let key = start.and_then(|start| {
-                let line_text = text[text[..start].rfind('\n').map_or(0, |i| i + 1)..].lines().next()?;
+                let line_text = text[text[..start].rfind('\n').map_or(0, |i| i + 1)..]
+                    .lines()
+                    .next()?;
                 let (key, _) = line_text.split_once('=')?;
                 Some(key.trim().to_owned()).filter(|k| !k.is_empty() && !k.starts_with('['))
             });
@@ -231,7 +233,10 @@ impl Config {
         }
         for (i, builder) in self.builders.iter().enumerate() {
             if self.builders[..i].iter().any(|b| b.name == builder.name) {
-                return Err(invalid(format!("`builder` `{}` is defined twice", builder.name)));
+                return Err(invalid(format!(
+                    "`builder` `{}` is defined twice",
+                    builder.name
+                )));
             }
         }
         Ok(())
@@ -241,7 +246,10 @@ impl Config {
     pub fn trust_levels(&self) -> Vec<String> {
         match &self.trust_levels {
             Some(levels) => levels.clone(),
-            None => DEFAULT_TRUST_LEVELS.iter().map(|s| (*s).to_owned()).collect(),
+            None => DEFAULT_TRUST_LEVELS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
         }
     }
 
@@ -320,9 +328,12 @@ credentials = "anonymous"
 
     #[test]
     fn errors_name_file_line_and_key() {
-        let err = Config::parse("[[builder]]\nname = \"a\"\nendpoint = \"x\"\nbogus = 1\n", Path::new("c.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = Config::parse(
+            "[[builder]]\nname = \"a\"\nendpoint = \"x\"\nbogus = 1\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("`c.toml` line 4"), "{err}");
         assert!(err.contains("bogus"), "{err}");
     }

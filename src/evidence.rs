@@ -15,7 +15,9 @@ use crate::execute::{builder_endpoint, select_builder_records, select_mount_reco
 use crate::model::{Digest, Driver, MountUse};
 use crate::plan::{ActionKind, Target};
 use crate::remote::buildkit::BuildkitClient;
-use crate::remote::registry::{ClientOptions, ParsedManifest, RegistryClient, blobs, parse_manifest};
+use crate::remote::registry::{
+    ClientOptions, ParsedManifest, RegistryClient, blobs, parse_manifest,
+};
 use crate::store::ActionRow;
 use crate::time;
 
@@ -56,11 +58,17 @@ struct EvidenceManifest<'a> {
 }
 
 /// Saves evidence for every action not done yet. Returns what could not be saved.
-pub async fn collect(rows: &[ActionRow], opts: &Collect<'_>) -> Result<Vec<String>, std::io::Error> {
+pub async fn collect(
+    rows: &[ActionRow],
+    opts: &Collect<'_>,
+) -> Result<Vec<String>, std::io::Error> {
     std::fs::create_dir_all(opts.dir)?;
     let mut unavailable = Vec::new();
     let mut registries: BTreeMap<String, RegistryClient> = BTreeMap::new();
-    for row in rows.iter().filter(|r| r.state != "done" && r.state != "skipped") {
+    for row in rows
+        .iter()
+        .filter(|r| r.state != "done" && r.state != "skipped")
+    {
         let result = match &row.action.target {
             Target::Manifest {
                 registry,
@@ -76,11 +84,19 @@ pub async fn collect(rows: &[ActionRow], opts: &Collect<'_>) -> Result<Vec<Strin
                 targets,
                 shares_target_with,
             } => {
-                let records = save_records(opts, builder, endpoint.as_deref(), *driver, |records| {
-                    select_mount_records(records, mount_id, targets, shares_target_with).0
-                }, &format!("mount-{}", sanitize(mount_id)))
+                let records = save_records(
+                    opts,
+                    builder,
+                    endpoint.as_deref(),
+                    *driver,
+                    |records| {
+                        select_mount_records(records, mount_id, targets, shares_target_with).0
+                    },
+                    &format!("mount-{}", sanitize(mount_id)),
+                )
                 .await;
-                let listing = list_mount(opts, builder, endpoint.as_deref(), *driver, mount_id).await;
+                let listing =
+                    list_mount(opts, builder, endpoint.as_deref(), *driver, mount_id).await;
                 records.and(listing)
             }
             Target::Builder {
@@ -92,15 +108,24 @@ pub async fn collect(rows: &[ActionRow], opts: &Collect<'_>) -> Result<Vec<Strin
                 full,
                 ..
             } => {
-                save_records(opts, builder, endpoint.as_deref(), *driver, |records| {
-                    select_builder_records(records, record_ids, *used_since, *full)
-                }, "records")
+                save_records(
+                    opts,
+                    builder,
+                    endpoint.as_deref(),
+                    *driver,
+                    |records| select_builder_records(records, record_ids, *used_since, *full),
+                    "records",
+                )
                 .await
             }
             Target::LocalImage { .. } | Target::FollowUp { .. } => Ok(()),
         };
         if let Err(err) = result {
-            unavailable.push(format!("action {} ({}): {err}", row.seq, row.action.kind.as_str()));
+            unavailable.push(format!(
+                "action {} ({}): {err}",
+                row.seq,
+                row.action.kind.as_str()
+            ));
         }
     }
     write_manifest(opts.dir, opts.incident, &unavailable)?;
@@ -111,7 +136,13 @@ pub async fn collect(rows: &[ActionRow], opts: &Collect<'_>) -> Result<Vec<Strin
 fn sanitize(value: &str) -> String {
     value
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect::<String>()
         .trim_matches('_')
         .to_owned()
@@ -120,9 +151,11 @@ fn sanitize(value: &str) -> String {
 fn write(dir: &Path, relative: &str, bytes: &[u8]) -> Result<(), RemoteError> {
     let path = dir.join(relative);
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| RemoteError(format!("cannot write `{}`: {e}", path.display())))?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| RemoteError(format!("cannot write `{}`: {e}", path.display())))?;
     }
-    std::fs::write(&path, bytes).map_err(|e| RemoteError(format!("cannot write `{}`: {e}", path.display())))
+    std::fs::write(&path, bytes)
+        .map_err(|e| RemoteError(format!("cannot write `{}`: {e}", path.display())))
 }
 
 async fn save_manifest(
@@ -134,10 +167,16 @@ async fn save_manifest(
 ) -> Result<(), RemoteError> {
     if !registries.contains_key(registry) {
         let options = ClientOptions {
-            endpoint: opts.config.registry(registry).and_then(|r| r.endpoint.clone()),
+            endpoint: opts
+                .config
+                .registry(registry)
+                .and_then(|r| r.endpoint.clone()),
             ..ClientOptions::default()
         };
-        registries.insert(registry.to_owned(), RegistryClient::with_options(opts.config, registry, options)?);
+        registries.insert(
+            registry.to_owned(),
+            RegistryClient::with_options(opts.config, registry, options)?,
+        );
     }
     let client = &registries[registry];
     let base = format!("manifests/{}/{}", sanitize(registry), repository);
@@ -153,9 +192,22 @@ async fn save_manifest(
     let parsed = parse_manifest(&manifest.bytes, &manifest.media_type)?;
     // An index's children are deleted with it: keep them too.
     if let ParsedManifest::Index { manifests } = &parsed {
-        for child in manifests.iter().filter(|d| d.media_type.contains("manifest")) {
-            if let Some(m) = client.get_manifest(repository, child.digest.as_str()).await? {
-                write(opts.dir, &format!("{base}/{}.json", child.digest.as_str().trim_start_matches("sha256:")), &m.bytes)?;
+        for child in manifests
+            .iter()
+            .filter(|d| d.media_type.contains("manifest"))
+        {
+            if let Some(m) = client
+                .get_manifest(repository, child.digest.as_str())
+                .await?
+            {
+                write(
+                    opts.dir,
+                    &format!(
+                        "{base}/{}.json",
+                        child.digest.as_str().trim_start_matches("sha256:")
+                    ),
+                    &m.bytes,
+                )?;
                 blob_list.extend(
                     blobs(&m.bytes, &m.media_type)?
                         .iter()
@@ -171,13 +223,25 @@ async fn save_manifest(
     }
     blob_list.sort();
     blob_list.dedup();
-    write(opts.dir, &format!("{base}/{hex}.blobs.txt"), format!("{}\n", blob_list.join("\n")).as_bytes())?;
+    write(
+        opts.dir,
+        &format!("{base}/{hex}.blobs.txt"),
+        format!("{}\n", blob_list.join("\n")).as_bytes(),
+    )?;
     if opts.blobs {
         for line in &blob_list {
-            let Some(d) = line.split(' ').next() else { continue };
-            let Ok(d) = Digest::parse(d, "blob digest") else { continue };
+            let Some(d) = line.split(' ').next() else {
+                continue;
+            };
+            let Ok(d) = Digest::parse(d, "blob digest") else {
+                continue;
+            };
             let bytes = client.get_blob(repository, &d).await?;
-            write(opts.dir, &format!("blobs/{}", d.as_str().trim_start_matches("sha256:")), &bytes)?;
+            write(
+                opts.dir,
+                &format!("blobs/{}", d.as_str().trim_start_matches("sha256:")),
+                &bytes,
+            )?;
         }
     }
     Ok(())
@@ -208,7 +272,11 @@ async fn save_records(
         })
         .collect();
     let text = serde_json::to_string_pretty(&docs).map_err(|e| RemoteError(e.to_string()))?;
-    write(opts.dir, &format!("builders/{}/{name}.json", sanitize(builder)), text.as_bytes())
+    write(
+        opts.dir,
+        &format!("builders/{}/{name}.json", sanitize(builder)),
+        text.as_bytes(),
+    )
 }
 
 /// Lists a mount cache's files with their SHA-256: a build on the builder mounts the cache
@@ -220,7 +288,16 @@ pub async fn list_mount(
     driver: Option<Driver>,
     mount_id: &str,
 ) -> Result<(), RemoteError> {
-    let listing = mount_listing(opts.config, opts.docker, opts.probes, builder, endpoint, driver, mount_id).await?;
+    let listing = mount_listing(
+        opts.config,
+        opts.docker,
+        opts.probes,
+        builder,
+        endpoint,
+        driver,
+        mount_id,
+    )
+    .await?;
     write(
         opts.dir,
         &format!("mounts/{}/{}.sha256", sanitize(builder), sanitize(mount_id)),
@@ -250,10 +327,11 @@ pub async fn mount_listing(
         .get(&(builder.to_owned(), mount_id.to_owned()))
         .cloned()
         .unwrap_or_default();
-    let base = probe
-        .base_images
-        .first()
-        .ok_or_else(|| RemoteError(format!("no base image known that used mount `{mount_id}` on `{builder}`")))?;
+    let base = probe.base_images.first().ok_or_else(|| {
+        RemoteError(format!(
+            "no base image known that used mount `{mount_id}` on `{builder}`"
+        ))
+    })?;
     let mut options = format!("type=cache,id={mount_id},target=/cachewarden-mount,readonly");
     if let Some(first) = probe.uses.first() {
         if let Some(uid) = first.uid {
@@ -297,8 +375,14 @@ pub async fn mount_listing(
         .map_err(|e| RemoteError(format!("cannot run `{docker}`: {e}")))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-        return Err(RemoteError(format!("listing mount `{mount_id}` on `{builder}` failed: {last}")));
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(RemoteError(format!(
+            "listing mount `{mount_id}` on `{builder}` failed: {last}"
+        )));
     }
     let text = std::fs::read_to_string(out.join("cachewarden-listing.txt"))
         .map_err(|e| RemoteError(format!("the listing build wrote no listing: {e}")))?;
@@ -335,12 +419,19 @@ fn write_manifest(dir: &Path, incident: i64, unavailable: &[String]) -> std::io:
         unavailable,
     };
     let tmp = dir.join("MANIFEST.json.partial");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?)?;
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?,
+    )?;
     std::fs::rename(tmp, dir.join("MANIFEST.json"))
 }
 
 fn relative(dir: &Path, path: &Path) -> String {
-    path.strip_prefix(dir).map(PathBuf::from).unwrap_or_else(|_| path.to_path_buf()).display().to_string()
+    path.strip_prefix(dir)
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 fn hex(bytes: &[u8]) -> String {

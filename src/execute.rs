@@ -51,7 +51,10 @@ impl Clients {
             return Ok(client.clone());
         }
         let options = ClientOptions {
-            endpoint: self.config.registry(host).and_then(|r: &RegistryConfig| r.endpoint.clone()),
+            endpoint: self
+                .config
+                .registry(host)
+                .and_then(|r: &RegistryConfig| r.endpoint.clone()),
             ..ClientOptions::default()
         };
         let client = Arc::new(RegistryClient::with_options(&self.config, host, options)?);
@@ -70,9 +73,17 @@ impl Clients {
 }
 
 /// The endpoint and driver to reach a builder: the config wins over what the store recorded.
-pub fn builder_endpoint(config: &Config, builder: &str, endpoint: Option<&str>, driver: Option<Driver>) -> Option<(String, Driver)> {
+pub fn builder_endpoint(
+    config: &Config,
+    builder: &str,
+    endpoint: Option<&str>,
+    driver: Option<Driver>,
+) -> Option<(String, Driver)> {
     match config.builder(builder) {
-        Some(b) => Some((b.endpoint.clone(), b.driver.or(driver).unwrap_or(Driver::Docker))),
+        Some(b) => Some((
+            b.endpoint.clone(),
+            b.driver.or(driver).unwrap_or(Driver::Docker),
+        )),
         None => endpoint.map(|e| (e.to_owned(), driver.unwrap_or(Driver::Docker))),
     }
 }
@@ -110,14 +121,19 @@ pub async fn execute(
     });
     // Registry deletes first, in parallel per registry; builder work after, since pruning a
     // builder also removes what local images kept alive.
-    let (registry_rows, builder_rows): (Vec<_>, Vec<_>) =
-        todo.into_iter().partition(|r| r.action.kind == ActionKind::DeleteManifest);
+    let (registry_rows, builder_rows): (Vec<_>, Vec<_>) = todo
+        .into_iter()
+        .partition(|r| r.action.kind == ActionKind::DeleteManifest);
     let breaker = Arc::new(Breaker::default());
     for phase in [registry_rows, builder_rows] {
         let mut places: HashMap<String, Arc<Semaphore>> = HashMap::new();
         let mut tasks = tokio::task::JoinSet::new();
         for row in phase {
-            let limit = if row.action.kind == ActionKind::DeleteManifest { concurrency.max(1) } else { 1 };
+            let limit = if row.action.kind == ActionKind::DeleteManifest {
+                concurrency.max(1)
+            } else {
+                1
+            };
             let semaphore = places
                 .entry(row.action.place.clone())
                 .or_insert_with(|| Arc::new(Semaphore::new(limit)))
@@ -139,7 +155,10 @@ pub async fn execute(
                     }
                 };
                 let elapsed = started.elapsed().as_micros() as i64;
-                store.lock().expect("store lock").finish_action(row.id, &finished, elapsed)?;
+                store
+                    .lock()
+                    .expect("store lock")
+                    .finish_action(row.id, &finished, elapsed)?;
                 reporter.on_done(row.action.kind, !matches!(finished, Finished::Failed(_)));
                 Ok::<Finished, StoreError>(finished)
             });
@@ -176,7 +195,9 @@ impl Breaker {
     fn record(&self, place: &str, finished: &Finished) {
         let mut failures = self.failures.lock().expect("breaker lock");
         match finished {
-            Finished::Failed(error) if is_unreachable(error) => *failures.entry(place.to_owned()).or_default() += 1,
+            Finished::Failed(error) if is_unreachable(error) => {
+                *failures.entry(place.to_owned()).or_default() += 1
+            }
             _ => {
                 failures.insert(place.to_owned(), 0);
             }
@@ -186,12 +207,24 @@ impl Breaker {
 
 /// Whether an action failed because its place could not be reached at all.
 fn is_unreachable(error: &str) -> bool {
-    ["cannot connect", "connection refused", "Connection refused", "cannot reach", "timed out", "Connect"]
-        .iter()
-        .any(|needle| error.contains(needle))
+    [
+        "cannot connect",
+        "connection refused",
+        "Connection refused",
+        "cannot reach",
+        "timed out",
+        "Connect",
+    ]
+    .iter()
+    .any(|needle| error.contains(needle))
 }
 
-async fn run_action(action: &Action, clients: &Clients, incident: i64, store: &Arc<Mutex<Store>>) -> Finished {
+async fn run_action(
+    action: &Action,
+    clients: &Clients,
+    incident: i64,
+    store: &Arc<Mutex<Store>>,
+) -> Finished {
     let result = match &action.target {
         Target::Manifest {
             registry,
@@ -207,18 +240,37 @@ async fn run_action(action: &Action, clients: &Clients, incident: i64, store: &A
             targets,
             shares_target_with,
         } => {
-            let Some((endpoint, driver)) = builder_endpoint(&clients.config, builder, endpoint.as_deref(), *driver) else {
-                return Finished::Failed(format!("no endpoint known for builder `{builder}`: add it to the config"));
+            let Some((endpoint, driver)) =
+                builder_endpoint(&clients.config, builder, endpoint.as_deref(), *driver)
+            else {
+                return Finished::Failed(format!(
+                    "no endpoint known for builder `{builder}`: add it to the config"
+                ));
             };
-            let result = prune_mount(clients, builder, &endpoint, driver, mount_id, targets, shares_target_with).await;
+            let result = prune_mount(
+                clients,
+                builder,
+                &endpoint,
+                driver,
+                mount_id,
+                targets,
+                shares_target_with,
+            )
+            .await;
             if result.is_ok() {
                 let target = PurgeTarget::Mount {
                     builder: builder.clone(),
                     mount: mount_id.clone(),
                     namespace: String::new(),
                 };
-                if let Err(err) = store.lock().expect("store lock").record_purge(&target, time::now(), &format!("incident {incident}")) {
-                    return Finished::Failed(format!("pruned, but the purge was not recorded: {err}"));
+                if let Err(err) = store.lock().expect("store lock").record_purge(
+                    &target,
+                    time::now(),
+                    &format!("incident {incident}"),
+                ) {
+                    return Finished::Failed(format!(
+                        "pruned, but the purge was not recorded: {err}"
+                    ));
                 }
             }
             result
@@ -232,14 +284,35 @@ async fn run_action(action: &Action, clients: &Clients, incident: i64, store: &A
             full,
             partial,
         } => {
-            let Some((endpoint, driver)) = builder_endpoint(&clients.config, builder, endpoint.as_deref(), *driver) else {
-                return Finished::Failed(format!("no endpoint known for builder `{builder}`: add it to the config"));
+            let Some((endpoint, driver)) =
+                builder_endpoint(&clients.config, builder, endpoint.as_deref(), *driver)
+            else {
+                return Finished::Failed(format!(
+                    "no endpoint known for builder `{builder}`: add it to the config"
+                ));
             };
-            let result = prune_builder(clients, builder, &endpoint, driver, record_ids, *used_since, *full).await;
+            let result = prune_builder(
+                clients,
+                builder,
+                &endpoint,
+                driver,
+                record_ids,
+                *used_since,
+                *full,
+            )
+            .await;
             if result.is_ok() && !*partial {
-                let target = PurgeTarget::Builder { builder: builder.clone() };
-                if let Err(err) = store.lock().expect("store lock").record_purge(&target, time::now(), &format!("incident {incident}")) {
-                    return Finished::Failed(format!("pruned, but the purge was not recorded: {err}"));
+                let target = PurgeTarget::Builder {
+                    builder: builder.clone(),
+                };
+                if let Err(err) = store.lock().expect("store lock").record_purge(
+                    &target,
+                    time::now(),
+                    &format!("incident {incident}"),
+                ) {
+                    return Finished::Failed(format!(
+                        "pruned, but the purge was not recorded: {err}"
+                    ));
                 }
             }
             result
@@ -249,8 +322,15 @@ async fn run_action(action: &Action, clients: &Clients, incident: i64, store: &A
             endpoint,
             reference,
         } => {
-            let Some((endpoint, _)) = builder_endpoint(&clients.config, builder, endpoint.as_deref(), Some(Driver::Docker)) else {
-                return Finished::Failed(format!("no endpoint known for builder `{builder}`: add it to the config"));
+            let Some((endpoint, _)) = builder_endpoint(
+                &clients.config,
+                builder,
+                endpoint.as_deref(),
+                Some(Driver::Docker),
+            ) else {
+                return Finished::Failed(format!(
+                    "no endpoint known for builder `{builder}`: add it to the config"
+                ));
             };
             remove_local_image(&endpoint, reference).await
         }
@@ -262,7 +342,12 @@ async fn run_action(action: &Action, clients: &Clients, incident: i64, store: &A
     }
 }
 
-async fn delete_manifest(clients: &Clients, registry: &str, repository: &str, digest: &str) -> Result<String, RemoteError> {
+async fn delete_manifest(
+    clients: &Clients,
+    registry: &str,
+    repository: &str,
+    digest: &str,
+) -> Result<String, RemoteError> {
     let client = clients.registry(registry).await?;
     let digest = Digest::parse(digest, "digest").map_err(|e| RemoteError(e.to_string()))?;
     // Children of an index go first: after an interruption the index still names them.
@@ -302,7 +387,11 @@ pub fn mount_record_matches(description: &str, mount_id: &str, targets: &[String
     if let Some(start) = description.find(" with id \"") {
         let id = description[start + 10..].trim_end_matches('"');
         let id = crate::model::normalize_mount_id(id, "", true);
-        return if id == mount_id { MountMatch::ById } else { MountMatch::No };
+        return if id == mount_id {
+            MountMatch::ById
+        } else {
+            MountMatch::No
+        };
     }
     let Some(rest) = description.strip_prefix("cached mount ") else {
         return MountMatch::No;
@@ -323,10 +412,18 @@ pub enum MountMatch {
 }
 
 /// The cache-mount records of one mount id, and whether the choice is ambiguous.
-pub fn select_mount_records(records: &[CacheRecord], mount_id: &str, targets: &[String], shares_target_with: &[String]) -> (Vec<String>, Option<String>) {
+pub fn select_mount_records(
+    records: &[CacheRecord],
+    mount_id: &str,
+    targets: &[String],
+    shares_target_with: &[String],
+) -> (Vec<String>, Option<String>) {
     let mut ids = Vec::new();
     let mut ambiguous = Vec::new();
-    for r in records.iter().filter(|r| r.record_type == "exec.cachemount") {
+    for r in records
+        .iter()
+        .filter(|r| r.record_type == "exec.cachemount")
+    {
         match mount_record_matches(&r.description, mount_id, targets) {
             MountMatch::ById => ids.push(r.id.clone()),
             MountMatch::ByTarget if shares_target_with.is_empty() => ids.push(r.id.clone()),
@@ -360,7 +457,11 @@ async fn prune_mount(
     let (ids, ambiguity) = select_mount_records(&records, mount_id, targets, shares_target_with);
     let pruned = client.prune_ids(&ids).await?;
     let after = client.disk_usage().await?;
-    let survivors: Vec<&str> = after.iter().filter(|r| ids.contains(&r.id)).map(|r| r.id.as_str()).collect();
+    let survivors: Vec<&str> = after
+        .iter()
+        .filter(|r| ids.contains(&r.id))
+        .map(|r| r.id.as_str())
+        .collect();
     if !survivors.is_empty() {
         return Err(RemoteError(format!(
             "builder `{builder}`: mount `{mount_id}` records {} are still present (in use?)",
@@ -368,7 +469,9 @@ async fn prune_mount(
         )));
     }
     if let Some(note) = ambiguity {
-        return Err(RemoteError(format!("builder `{builder}`: mount `{mount_id}`: {note}")));
+        return Err(RemoteError(format!(
+            "builder `{builder}`: mount `{mount_id}`: {note}"
+        )));
     }
     let bytes: i64 = pruned.iter().map(|r| r.size).sum();
     Ok(format!("pruned {} records, {bytes} bytes", ids.len()))
@@ -376,14 +479,20 @@ async fn prune_mount(
 
 /// The records to prune on a builder: those tainted runs created, those used since the taint
 /// time where evidence is missing (mount records aside: the mount actions decide those), or all.
-pub fn select_builder_records(records: &[CacheRecord], record_ids: &[String], used_since: Option<i64>, full: bool) -> Vec<String> {
+pub fn select_builder_records(
+    records: &[CacheRecord],
+    record_ids: &[String],
+    used_since: Option<i64>,
+    full: bool,
+) -> Vec<String> {
     let wanted: BTreeSet<&str> = record_ids.iter().map(String::as_str).collect();
     let mut selected: BTreeSet<&str> = records
         .iter()
         .filter(|r| {
             full || wanted.contains(r.id.as_str())
                 || used_since.is_some_and(|since| {
-                    r.record_type != "exec.cachemount" && r.last_used_at.or(r.created_at).is_some_and(|t| t >= since)
+                    r.record_type != "exec.cachemount"
+                        && r.last_used_at.or(r.created_at).is_some_and(|t| t >= since)
                 })
         })
         .map(|r| r.id.as_str())
@@ -424,7 +533,11 @@ async fn prune_builder(
     let ids = select_builder_records(&records, record_ids, used_since, full);
     let pruned = client.prune_ids(&ids).await?;
     let after = client.disk_usage().await?;
-    let survivors: Vec<&str> = after.iter().filter(|r| ids.contains(&r.id)).map(|r| r.id.as_str()).collect();
+    let survivors: Vec<&str> = after
+        .iter()
+        .filter(|r| ids.contains(&r.id))
+        .map(|r| r.id.as_str())
+        .collect();
     let bytes: i64 = pruned.iter().map(|r| r.size).sum();
     if !survivors.is_empty() {
         return Err(RemoteError(format!(
@@ -434,11 +547,18 @@ async fn prune_builder(
             survivors.join(", ")
         )));
     }
-    let gone = record_ids.iter().filter(|id| !records.iter().any(|r| &r.id == *id)).count();
+    let gone = record_ids
+        .iter()
+        .filter(|id| !records.iter().any(|r| &r.id == *id))
+        .count();
     Ok(format!(
         "pruned {} records, {bytes} bytes{}",
         ids.len(),
-        if gone > 0 { format!(" ({gone} were already gone)") } else { String::new() }
+        if gone > 0 {
+            format!(" ({gone} were already gone)")
+        } else {
+            String::new()
+        }
     ))
 }
 

@@ -18,7 +18,11 @@ pub struct ParseError {
 }
 
 impl ParseError {
-    pub fn new(what: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub fn new(
+        what: impl Into<String>,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
         Self {
             what: what.into(),
             value: value.into(),
@@ -49,7 +53,11 @@ impl Digest {
                 ));
             }
         };
-        if hex.len() != len || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex.len() != len
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(ParseError::new(
                 what,
                 value,
@@ -109,7 +117,10 @@ impl ImageRef {
         let (rest, digest) = match value.split_once('@') {
             Some((rest, digest)) => (
                 rest,
-                Some(Digest::parse(digest, what).map_err(|e| ParseError::new(what, value, e.reason))?),
+                Some(
+                    Digest::parse(digest, what)
+                        .map_err(|e| ParseError::new(what, value, e.reason))?,
+                ),
             ),
             None => (value, None),
         };
@@ -122,8 +133,13 @@ impl ImageRef {
         if let Some(tag) = tag {
             let valid = !tag.is_empty()
                 && tag.len() <= 128
-                && tag.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-                && tag.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+                && tag
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && tag
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
             if !valid {
                 return Err(err("invalid tag"));
             }
@@ -149,13 +165,20 @@ impl ImageRef {
         if repository.is_empty()
             || repository.split('/').any(|part| {
                 part.is_empty()
+                    || !part.bytes().all(|b| {
+                        b.is_ascii_lowercase()
+                            || b.is_ascii_digit()
+                            || matches!(b, b'.' | b'_' | b'-')
+                    })
                     || !part
                         .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'))
-                    || !part.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+                        .next()
+                        .is_some_and(|b| b.is_ascii_alphanumeric())
             })
         {
-            return Err(err("repository must be lowercase path components of [a-z0-9._-]"));
+            return Err(err(
+                "repository must be lowercase path components of [a-z0-9._-]",
+            ));
         }
         Ok(Self {
             registry,
@@ -199,7 +222,9 @@ impl FromStr for ImageRef {
 }
 
 /// Outcome of a build.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     #[default]
@@ -254,7 +279,11 @@ impl Sharing {
             "shared" => Ok(Self::Shared),
             "private" => Ok(Self::Private),
             "locked" => Ok(Self::Locked),
-            _ => Err(ParseError::new(what, value, "expected `shared`, `private` or `locked`")),
+            _ => Err(ParseError::new(
+                what,
+                value,
+                "expected `shared`, `private` or `locked`",
+            )),
         }
     }
 }
@@ -518,7 +547,11 @@ impl RunKey {
         let pipeline = parts.next().unwrap_or_default();
         let run_id = parts.next().unwrap_or_default();
         if pipeline.is_empty() || run_id.is_empty() {
-            return Err(ParseError::new(what, value, "expected `pipeline/run[/step]`"));
+            return Err(ParseError::new(
+                what,
+                value,
+                "expected `pipeline/run[/step]`",
+            ));
         }
         Ok(Self {
             pipeline: pipeline.to_owned(),
@@ -534,7 +567,11 @@ impl RunKey {
     pub fn candidates(value: &str, what: &str) -> Result<Vec<Self>, ParseError> {
         let parts: Vec<&str> = value.split('/').collect();
         if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
-            return Err(ParseError::new(what, value, "expected `pipeline/run[/step]`"));
+            return Err(ParseError::new(
+                what,
+                value,
+                "expected `pipeline/run[/step]`",
+            ));
         }
         let mut out = Vec::new();
         for run_at in 1..parts.len() {
@@ -592,7 +629,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_references_naming_the_flag() {
-        for bad in ["", "UPPER/case", "app:", "app@sha256:123", "a b", "reg.io//x"] {
+        for bad in [
+            "",
+            "UPPER/case",
+            "app:",
+            "app@sha256:123",
+            "a b",
+            "reg.io//x",
+        ] {
             let err = ImageRef::parse(bad, "--cache-from").unwrap_err();
             assert_eq!(err.what, "--cache-from", "{bad}");
         }
@@ -609,11 +653,20 @@ mod tests {
 
     #[test]
     fn mount_ids_normalize_from_llb_and_dockerfile_forms() {
-        assert_eq!(normalize_mount_id("//root/.cache/pip", "", true), "/root/.cache/pip");
+        assert_eq!(
+            normalize_mount_id("//root/.cache/pip", "", true),
+            "/root/.cache/pip"
+        );
         assert_eq!(normalize_mount_id("/pip", "", true), "pip");
         assert_eq!(normalize_mount_id("ns1/pip", "ns1", true), "pip");
-        assert_eq!(normalize_mount_id("//root/.cache/pip", "", false), "/root/.cache/pip");
-        assert_eq!(normalize_mount_id("/root/.cache/pip", "", false), "/root/.cache/pip");
+        assert_eq!(
+            normalize_mount_id("//root/.cache/pip", "", false),
+            "/root/.cache/pip"
+        );
+        assert_eq!(
+            normalize_mount_id("/root/.cache/pip", "", false),
+            "/root/.cache/pip"
+        );
         assert_eq!(clean_path("/root//.cache/./pip/"), "/root/.cache/pip");
         assert_eq!(clean_path("/a/../b"), "/b");
     }

@@ -52,13 +52,21 @@ impl Printer {
 
     /// A warning on stderr: always shown, even with `--quiet`.
     pub fn warn(&self, message: impl std::fmt::Display) {
-        let prefix = if self.color { "\x1b[33mwarning\x1b[0m" } else { "warning" };
+        let prefix = if self.color {
+            "\x1b[33mwarning\x1b[0m"
+        } else {
+            "warning"
+        };
         let _ = writeln!(std::io::stderr(), "{prefix}: {message}");
     }
 
     /// The error and its causes, on one line.
     pub fn error(&self, err: &anyhow::Error) {
-        let prefix = if self.color { "\x1b[31merror\x1b[0m" } else { "error" };
+        let prefix = if self.color {
+            "\x1b[31merror\x1b[0m"
+        } else {
+            "error"
+        };
         let mut line = format!("{prefix}: {err}");
         for cause in err.chain().skip(1) {
             let cause = cause.to_string();

@@ -384,6 +384,7 @@ mod tests {
         .collect()
     }
 
+    /// Recorded exports and images raise nothing.
     #[test]
     fn recorded_exports_and_images_are_quiet() {
         let mut f = facts();
@@ -397,6 +398,7 @@ mod tests {
         assert!(run(&f, &[cache("main", 'a'), image]).is_empty());
     }
 
+    /// An unrecorded digest is one finding, whatever number of tags point at it.
     #[test]
     fn an_unrecorded_digest_is_reported_once_with_its_tags() {
         let mut f = facts();
@@ -408,6 +410,7 @@ mod tests {
         );
     }
 
+    /// A tag moved without a recorded export to it is reported.
     #[test]
     fn a_moved_tag_is_reported_unless_an_export_put_it_there() {
         let mut f = facts();
@@ -442,6 +445,7 @@ mod tests {
         assert!(run(&f, &[cache("main", 'd')]).is_empty());
     }
 
+    /// Digestless exports make a digest unverifiable, until the tag moves past them.
     #[test]
     fn digestless_exports_make_a_digest_unverifiable_until_the_tag_moves_again() {
         let mut f = facts();
@@ -468,6 +472,7 @@ mod tests {
         );
     }
 
+    /// Digests fresher than the grace period are not reported yet.
     #[test]
     fn grace_defers_fresh_digests() {
         let f = facts();
@@ -484,6 +489,7 @@ mod tests {
         assert!(found.is_empty());
     }
 
+    /// Only a later import by a higher-trust pipeline is a breach.
     #[test]
     fn trusted_import_of_untrusted_export_is_a_breach() {
         let mut f = facts();
@@ -516,6 +522,7 @@ mod tests {
         );
     }
 
+    /// An import by tag breaches when the latest export to the tag was lower-trust.
     #[test]
     fn an_import_by_tag_breaches_when_the_latest_export_to_it_was_lower_trust() {
         let mut f = facts();

@@ -173,6 +173,7 @@ mod tests {
 
     use super::*;
 
+    /// Code ids and names are unique and well formed.
     #[test]
     fn codes_unique() {
         let ids: BTreeSet<&str> = Code::ALL.iter().map(|c| c.id()).collect();
@@ -192,6 +193,7 @@ mod tests {
         }
     }
 
+    /// A fingerprint names the code and the reference it is about.
     #[test]
     fn fingerprints_name_the_fact() {
         let finding = Finding {

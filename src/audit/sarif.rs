@@ -87,6 +87,7 @@ mod tests {
     use crate::audit::finding::Finding;
     use crate::audit::render::{RegistryResult, Reported};
 
+    /// Results point at their rule, carry fingerprints, and errors fail the invocation.
     #[test]
     fn results_point_at_their_rule_and_carry_fingerprints() {
         let result = AuditResult {

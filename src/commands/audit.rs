@@ -78,18 +78,7 @@ async fn registry(
     let mut scans: Vec<(String, Vec<Scanned>)> = Vec::new();
     let mut errors: Vec<String> = Vec::new();
     for host in &hosts {
-        let repositories = if !args.repository.is_empty() {
-            args.repository.clone()
-        } else {
-            match config
-                .registry(host)
-                .map(|r| r.repositories.clone())
-                .filter(|r| !r.is_empty())
-            {
-                Some(listed) => listed,
-                None => store.recorded_repositories(host)?,
-            }
-        };
+        let repositories = repositories(args, config, &store, host)?;
         if repositories.is_empty() {
             printer.warn(format!(
                 "registry `{host}`: no repositories to audit (list them in its `repositories` or pass --repository)"
@@ -168,18 +157,15 @@ async fn registry(
         result.seen_before = 0;
     }
     result.findings = reported.into_iter().filter(|r| args.all || r.new).collect();
+    result.findings.sort_by_cached_key(|r| {
+        (
+            r.finding.code,
+            r.finding.reference(),
+            r.finding.fingerprint(),
+        )
+    });
     result.duration_seconds = clock.elapsed().as_secs_f64();
-    match args.format {
-        AuditFormat::Text => write_stdout(&audit::render::text(&result))?,
-        AuditFormat::Json => write_stdout(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&audit::render::document(&result))?
-        ))?,
-        AuditFormat::Sarif => write_stdout(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&audit::sarif::document(&result))?
-        ))?,
-    }
+    write_result(args.format, &result)?;
     printer.status(audit::render::summary_line(&result));
     Ok(if !errors.is_empty() {
         ExitStatus::Remote
@@ -188,6 +174,38 @@ async fn registry(
     } else {
         ExitStatus::Success
     })
+}
+
+/// `--repository`, else the registry's `repositories`, else those the store recorded on it.
+fn repositories(
+    args: &AuditRegistryArgs,
+    config: &Config,
+    store: &Store,
+    host: &str,
+) -> Result<Vec<String>> {
+    if !args.repository.is_empty() {
+        return Ok(args.repository.clone());
+    }
+    match config.registry(host).filter(|r| !r.repositories.is_empty()) {
+        Some(registry) => Ok(registry.repositories.clone()),
+        None => Ok(store.recorded_repositories(host)?),
+    }
+}
+
+fn write_result(format: AuditFormat, result: &AuditResult) -> Result<()> {
+    let text = match format {
+        AuditFormat::Text => audit::render::text(result),
+        AuditFormat::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&audit::render::document(result))?
+        ),
+        AuditFormat::Sarif => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&audit::sarif::document(result))?
+        ),
+    };
+    write_stdout(&text)?;
+    Ok(())
 }
 
 /// Lists every repository's tags and finds each tag's digest and kind. A tag still at a digest

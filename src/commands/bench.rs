@@ -49,7 +49,8 @@ impl Rng {
 
 /// A deterministic fake digest.
 fn digest(kind: u64, a: u64, b: u64) -> String {
-    let mut h = Rng(kind.wrapping_mul(0x1000_0000_01b3) ^ a.wrapping_mul(0x9e37) ^ b.rotate_left(17));
+    let mut h =
+        Rng(kind.wrapping_mul(0x1000_0000_01b3) ^ a.wrapping_mul(0x9e37) ^ b.rotate_left(17));
     format!(
         "sha256:{:016x}{:016x}{:016x}{:016x}",
         h.next(),
@@ -83,7 +84,11 @@ fn generate(args: &GenerateArgs, printer: Printer) -> Result<ExitStatus> {
         writeln!(out, "{line}")?;
     }
     for b in 0..builders {
-        writeln!(out, "{}", json!({"v": 1, "type": "builder", "name": format!("b{b}"), "driver": "docker"}))?;
+        writeln!(
+            out,
+            "{}",
+            json!({"v": 1, "type": "builder", "name": format!("b{b}"), "driver": "docker"})
+        )?;
     }
     // Runs are spread over one year; each pipeline's runs are evenly spaced with jitter.
     let year = 365 * 24 * 3600 * 1_000_000_i64;
@@ -100,7 +105,11 @@ fn generate(args: &GenerateArgs, printer: Printer) -> Result<ExitStatus> {
             }
             let pu = p as u64;
             let home = p % builders;
-            let builder = if rng.chance(1) { rng.below(builders as u64) as usize } else { home };
+            let builder = if rng.chance(1) {
+                rng.below(builders as u64) as usize
+            } else {
+                home
+            };
             let jitter = rng.below(spacing.max(1) as u64 / 2) as i64;
             let started = start + i as i64 * spacing + jitter;
             let duration = 60_000_000 + rng.below(540_000_000) as i64;
@@ -116,7 +125,10 @@ fn generate(args: &GenerateArgs, printer: Printer) -> Result<ExitStatus> {
             if !failed {
                 exported.push(format!("{repo}:main@{}", digest(1, pu, i as u64)));
                 if rng.chance(10) || p % BASE_EVERY == 0 {
-                    produced.push(format!("{REGISTRY}/p{p}/app:{i}@{}", digest(2, pu, i as u64)));
+                    produced.push(format!(
+                        "{REGISTRY}/p{p}/app:{i}@{}",
+                        digest(2, pu, i as u64)
+                    ));
                 }
             }
             // Base images: a base pipeline's image from about a month earlier.
@@ -126,7 +138,10 @@ fn generate(args: &GenerateArgs, printer: Printer) -> Result<ExitStatus> {
                 let lag = (30 * 24 * 3600 * 1_000_000 / spacing.max(1)) as usize;
                 if i > lag {
                     let j = i - lag;
-                    base_images.push(format!("{REGISTRY}/p{base}/app:{j}@{}", digest(2, base as u64, j as u64)));
+                    base_images.push(format!(
+                        "{REGISTRY}/p{base}/app:{j}@{}",
+                        digest(2, base as u64, j as u64)
+                    ));
                 }
             }
             let mut mounts = Vec::new();
@@ -150,7 +165,11 @@ fn generate(args: &GenerateArgs, printer: Printer) -> Result<ExitStatus> {
                 + line["produced"].as_array().map_or(0, Vec::len)
                 + line["base_images"].as_array().map_or(0, Vec::len);
             for m in line["mounts"].as_array().into_iter().flatten() {
-                events += if m["readonly"].as_bool() == Some(true) { 1 } else { 2 };
+                events += if m["readonly"].as_bool() == Some(true) {
+                    1
+                } else {
+                    2
+                };
             }
             if rng.chance(99) {
                 let created = json!({"id": format!("r{p}x{i}"), "type": "regular", "description": format!("[2/3] RUN build p{p}")});

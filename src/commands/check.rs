@@ -13,7 +13,12 @@ use crate::model::{Digest, ImageRef};
 use crate::printer::Printer;
 use crate::remote::registry::Resolver;
 
-pub async fn check(args: &CheckArgs, db: &Path, config: &Config, printer: Printer) -> Result<ExitStatus> {
+pub async fn check(
+    args: &CheckArgs,
+    db: &Path,
+    config: &Config,
+    printer: Printer,
+) -> Result<ExitStatus> {
     // Pin every reference first: a bad reference or an unreachable registry is an error, not
     // a pass.
     let mut pinned: Vec<(String, Digest)> = Vec::new();
@@ -58,7 +63,10 @@ pub async fn check(args: &CheckArgs, db: &Path, config: &Config, printer: Printe
                 if incidents.is_empty() {
                     out.push_str(&format!("ok       {name} ({digest})\n"));
                 } else {
-                    out.push_str(&format!("TAINTED  {name} ({digest}) in open incident {}\n", incidents.join(", ")));
+                    out.push_str(&format!(
+                        "TAINTED  {name} ({digest}) in open incident {}\n",
+                        incidents.join(", ")
+                    ));
                 }
             }
             write_stdout(&out)?;
@@ -70,7 +78,10 @@ pub async fn check(args: &CheckArgs, db: &Path, config: &Config, printer: Printe
         printer.detail(format!("{} tainted references", hits.len()));
         Err(RefusedError(format!(
             "{} of {} references are tainted in an open incident",
-            pinned.iter().filter(|(_, d)| hits.iter().any(|h| h.digest == d.as_str())).count(),
+            pinned
+                .iter()
+                .filter(|(_, d)| hits.iter().any(|h| h.digest == d.as_str()))
+                .count(),
             pinned.len()
         ))
         .into())

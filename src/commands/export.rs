@@ -14,11 +14,15 @@ use crate::wire::provenance::line_of;
 
 pub fn export(args: &ExportArgs, db: &Path) -> Result<ExitStatus> {
     let store = open_existing_store(db)?;
-    let (mut out, tmp): (Box<dyn Write>, Option<(std::path::PathBuf, std::path::PathBuf)>) = match &args.output {
+    let (mut out, tmp): (
+        Box<dyn Write>,
+        Option<(std::path::PathBuf, std::path::PathBuf)>,
+    ) = match &args.output {
         Some(path) => {
             // Write beside the target and rename, so a failed export leaves no half file.
             let tmp = path.with_extension("partial");
-            let file = File::create(&tmp).with_context(|| format!("cannot create `{}`", tmp.display()))?;
+            let file =
+                File::create(&tmp).with_context(|| format!("cannot create `{}`", tmp.display()))?;
             (Box::new(BufWriter::new(file)), Some((tmp, path.clone())))
         }
         None => (Box::new(BufWriter::new(std::io::stdout().lock())), None),
@@ -32,7 +36,8 @@ pub fn export(args: &ExportArgs, db: &Path) -> Result<ExitStatus> {
     drop(out);
     match (result, tmp) {
         (Ok(()), Some((tmp, path))) => {
-            std::fs::rename(&tmp, &path).with_context(|| format!("cannot write `{}`", path.display()))?;
+            std::fs::rename(&tmp, &path)
+                .with_context(|| format!("cannot write `{}`", path.display()))?;
         }
         (Ok(()), None) => {}
         (Err(err), tmp) => {

@@ -40,10 +40,14 @@ pub fn import(args: &ImportArgs, db: &Path, printer: Printer) -> Result<ExitStat
         if batch.is_empty() {
             return Ok(());
         }
-        events += store.import_batch(batch, first_line).map_err(|err| match err {
-            crate::store::StoreError::Input(message) => anyhow::Error::from(IngestError::new(&source, None, message)),
-            other => other.into(),
-        })?;
+        events += store
+            .import_batch(batch, first_line)
+            .map_err(|err| match err {
+                crate::store::StoreError::Input(message) => {
+                    anyhow::Error::from(IngestError::new(&source, None, message))
+                }
+                other => other.into(),
+            })?;
         batch.clear();
         Ok(())
     };
@@ -53,7 +57,8 @@ pub fn import(args: &ImportArgs, db: &Path, printer: Printer) -> Result<ExitStat
         if line.trim().is_empty() {
             continue;
         }
-        let item = parse_line(&line).map_err(|message| IngestError::new(&source, Some(number), message))?;
+        let item = parse_line(&line)
+            .map_err(|message| IngestError::new(&source, Some(number), message))?;
         if batch.is_empty() {
             first_line = number;
         }

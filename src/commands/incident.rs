@@ -11,14 +11,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::ExitStatus;
 use crate::cli::{
-    IncidentCommand, IncidentListArgs, IncidentOpenArgs, IncidentPurgeArgs, IncidentReportArgs, IncidentShowArgs,
-    OutputFormat, ReportFormat, SeedArgs,
+    IncidentCommand, IncidentListArgs, IncidentOpenArgs, IncidentPurgeArgs, IncidentReportArgs,
+    IncidentShowArgs, OutputFormat, ReportFormat, SeedArgs,
 };
 use crate::commands::trace::run_trace;
 use crate::commands::{open_existing_store, write_stdout};
 use crate::config::Config;
 use crate::error::RefusedError;
-use crate::execute::{self, Reporter, builder_endpoint, select_builder_records, select_mount_records};
+use crate::execute::{
+    self, Reporter, builder_endpoint, select_builder_records, select_mount_records,
+};
 use crate::graph::{Entity, Kind, Seeds, Trace};
 use crate::plan::{self, Action, ActionKind, PlanOptions, Target};
 use crate::printer::Printer;
@@ -38,7 +40,12 @@ struct Opened {
     full_prune: bool,
 }
 
-pub async fn incident(command: IncidentCommand, db: &Path, config: &Config, printer: Printer) -> Result<ExitStatus> {
+pub async fn incident(
+    command: IncidentCommand,
+    db: &Path,
+    config: &Config,
+    printer: Printer,
+) -> Result<ExitStatus> {
     match command {
         IncidentCommand::Open(args) => open(&args, db, config, printer),
         IncidentCommand::Purge(args) => purge(&args, db, config, printer).await,
@@ -51,20 +58,35 @@ pub async fn incident(command: IncidentCommand, db: &Path, config: &Config, prin
 }
 
 fn who() -> String {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".to_owned());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned());
     format!("{user}@{}", crate::ingest::builder::hostname())
 }
 
 /// Traces the stored seeds and plans the purge.
-fn trace_and_plan(store: &mut Store, opened: &Opened, config: &Config) -> Result<(Trace, Vec<Action>)> {
+fn trace_and_plan(
+    store: &mut Store,
+    opened: &Opened,
+    config: &Config,
+) -> Result<(Trace, Vec<Action>)> {
     let seeds = Seeds::from_args(&opened.seeds)?;
     let trace = run_trace(store, &seeds, opened.ignore_time)?;
     let mut builders = BTreeSet::new();
     let mut mounts = BTreeSet::new();
-    for kind in [Kind::Run, Kind::Mount, Kind::Record, Kind::Builder, Kind::Image, Kind::CacheRef] {
+    for kind in [
+        Kind::Run,
+        Kind::Mount,
+        Kind::Record,
+        Kind::Builder,
+        Kind::Image,
+        Kind::CacheRef,
+    ] {
         for t in trace.tainted(kind) {
             match t.entity {
-                Entity::Run { builder: Some(b), .. } => {
+                Entity::Run {
+                    builder: Some(b), ..
+                } => {
                     builders.insert(b.clone());
                 }
                 Entity::Mount(m) => {
@@ -77,7 +99,9 @@ fn trace_and_plan(store: &mut Store, opened: &Opened, config: &Config) -> Result
                 Entity::Builder(b) => {
                     builders.insert(b.name.clone());
                 }
-                Entity::Artifact { info, .. } if info.backend == crate::model::Backend::LocalImage => {
+                Entity::Artifact { info, .. }
+                    if info.backend == crate::model::Backend::LocalImage =>
+                {
                     builders.insert(info.locator.clone());
                 }
                 _ => {}
@@ -94,7 +118,12 @@ fn trace_and_plan(store: &mut Store, opened: &Opened, config: &Config) -> Result
     Ok((trace, actions))
 }
 
-fn open(args: &IncidentOpenArgs, db: &Path, config: &Config, printer: Printer) -> Result<ExitStatus> {
+fn open(
+    args: &IncidentOpenArgs,
+    db: &Path,
+    config: &Config,
+    printer: Printer,
+) -> Result<ExitStatus> {
     let mut store = open_existing_store(db)?;
     let audit_seed = args
         .from_audit
@@ -169,10 +198,12 @@ pub(crate) fn tainted_digests(trace: &Trace) -> Vec<(String, String)> {
         for t in trace.tainted(kind) {
             match t.entity {
                 Entity::Artifact { info, .. } if !info.digest.is_empty() => {
-                    out.entry(info.digest.clone()).or_insert_with(|| t.name.to_owned());
+                    out.entry(info.digest.clone())
+                        .or_insert_with(|| t.name.to_owned());
                 }
                 Entity::Digest(d) => {
-                    out.entry(d.to_string()).or_insert_with(|| t.name.to_owned());
+                    out.entry(d.to_string())
+                        .or_insert_with(|| t.name.to_owned());
                 }
                 _ => {}
             }
@@ -180,7 +211,8 @@ pub(crate) fn tainted_digests(trace: &Trace) -> Vec<(String, String)> {
     }
     for seed in trace.seeds() {
         if let Entity::Digest(d) = &seed.entity {
-            out.entry(d.to_string()).or_insert_with(|| seed.name.clone());
+            out.entry(d.to_string())
+                .or_insert_with(|| seed.name.clone());
         }
     }
     out.into_iter().collect()
@@ -203,7 +235,11 @@ fn action_json(row: &ActionRow) -> serde_json::Value {
 fn plan_table(rows: &[ActionRow]) -> String {
     let mut out = String::new();
     for row in rows {
-        let scope = if row.action.in_scope { "" } else { "  [out of scope: will not run]" };
+        let scope = if row.action.in_scope {
+            ""
+        } else {
+            "  [out of scope: will not run]"
+        };
         out.push_str(&format!(
             "  {:>3}  {:<18} {:<9} {}{scope}\n",
             row.seq,
@@ -218,7 +254,12 @@ fn plan_table(rows: &[ActionRow]) -> String {
     out
 }
 
-async fn purge(args: &IncidentPurgeArgs, db: &Path, config: &Config, printer: Printer) -> Result<ExitStatus> {
+async fn purge(
+    args: &IncidentPurgeArgs,
+    db: &Path,
+    config: &Config,
+    printer: Printer,
+) -> Result<ExitStatus> {
     let mut store = open_existing_store(db)?;
     let incident = store.incident(args.id)?;
     if incident.status == "closed" {
@@ -227,7 +268,11 @@ async fn purge(args: &IncidentPurgeArgs, db: &Path, config: &Config, printer: Pr
     if !args.execute {
         return check(&store, args.id, config, printer).await;
     }
-    let owner = format!("{}:{}", crate::ingest::builder::hostname(), std::process::id());
+    let owner = format!(
+        "{}:{}",
+        crate::ingest::builder::hostname(),
+        std::process::id()
+    );
     if !store.lock_incident(args.id, &owner)? {
         return Err(RefusedError(format!(
             "incident {} is being purged by another process; wait for it to finish",
@@ -251,20 +296,28 @@ async fn purge_locked(
 ) -> Result<ExitStatus> {
     // Re-trace: builds recorded since `open` may have widened the blast radius.
     let incident = store.incident(args.id)?;
-    let opened: Opened = serde_json::from_str(&incident.seeds).context("the incident's stored seeds are unreadable")?;
+    let opened: Opened = serde_json::from_str(&incident.seeds)
+        .context("the incident's stored seeds are unreadable")?;
     let (trace, actions) = trace_and_plan(&mut store, &opened, config)?;
     store.set_incident_digests(args.id, &tainted_digests(&trace))?;
     let before = store.actions(args.id)?;
     let added = store.extend_plan(args.id, &actions)?;
     let rows = store.actions(args.id)?;
     if added > 0 {
-        let delta: Vec<ActionRow> = rows.iter().filter(|r| !before.iter().any(|b| b.id == r.id)).cloned().collect();
+        let delta: Vec<ActionRow> = rows
+            .iter()
+            .filter(|r| !before.iter().any(|b| b.id == r.id))
+            .cloned()
+            .collect();
         printer.status(format!(
             "the re-trace found {added} new actions since the incident was opened:\n{}",
             plan_table(&delta)
         ));
     }
-    let pending: Vec<&ActionRow> = rows.iter().filter(|r| r.state != "done" && r.state != "skipped").collect();
+    let pending: Vec<&ActionRow> = rows
+        .iter()
+        .filter(|r| r.state != "done" && r.state != "skipped")
+        .collect();
     if pending.is_empty() {
         printer.status(format!("incident {}: nothing left to do", args.id));
         return Ok(ExitStatus::Success);
@@ -354,7 +407,11 @@ async fn purge_locked(
             args.id, summary.done, summary.failed, summary.already_done, summary.skipped, args.id
         ));
     }
-    Ok(if summary.failed > 0 { ExitStatus::Findings } else { ExitStatus::Success })
+    Ok(if summary.failed > 0 {
+        ExitStatus::Findings
+    } else {
+        ExitStatus::Success
+    })
 }
 
 /// What listing each tainted mount of the plan needs from the store.
@@ -364,15 +421,25 @@ fn mount_probes(
 ) -> Result<BTreeMap<(String, String), crate::evidence::MountProbe>> {
     let mut probes = BTreeMap::new();
     for row in rows {
-        if let Target::Mount { builder, mount_id, .. } = &row.action.target {
-            probes.insert((builder.clone(), mount_id.clone()), store.mount_probe(builder, mount_id)?);
+        if let Target::Mount {
+            builder, mount_id, ..
+        } = &row.action.target
+        {
+            probes.insert(
+                (builder.clone(), mount_id.clone()),
+                store.mount_probe(builder, mount_id)?,
+            );
         }
     }
     Ok(probes)
 }
 
 /// Re-checks every done action and re-runs the trace; records the result.
-async fn verify_incident(store: &mut Store, id: i64, config: &Config) -> Result<(bool, Vec<String>)> {
+async fn verify_incident(
+    store: &mut Store,
+    id: i64,
+    config: &Config,
+) -> Result<(bool, Vec<String>)> {
     let rows = store.actions(id)?;
     let mut lines = Vec::new();
     let mut clean = true;
@@ -390,7 +457,9 @@ async fn verify_incident(store: &mut Store, id: i64, config: &Config) -> Result<
                 ..
             } => match check_target(&row.action.target, config, &mut registries).await {
                 Ok(s) if s == "already gone" => Ok(None),
-                Ok(_) => Ok(Some(format!("{registry}/{repository}@{digest} is back in the registry"))),
+                Ok(_) => Ok(Some(format!(
+                    "{registry}/{repository}@{digest} is back in the registry"
+                ))),
                 Err(e) => Err(e),
             },
             Target::Builder {
@@ -400,15 +469,22 @@ async fn verify_incident(store: &mut Store, id: i64, config: &Config) -> Result<
                 record_ids,
                 ..
             } => match builder_endpoint(config, builder, endpoint.as_deref(), *driver) {
-                None => Err(crate::error::RemoteError(format!("no endpoint known for builder `{builder}`"))),
-                Some((endpoint, driver)) => match BuildkitClient::connect(&endpoint, driver).await {
-                    Err(e) => Err(e),
-                    Ok(mut client) => client.disk_usage().await.map(|records| {
-                        let back: Vec<&String> =
-                            record_ids.iter().filter(|id| records.iter().any(|r| &r.id == *id)).collect();
-                        (!back.is_empty()).then(|| format!("records still on `{builder}`: {back:?}"))
-                    }),
-                },
+                None => Err(crate::error::RemoteError(format!(
+                    "no endpoint known for builder `{builder}`"
+                ))),
+                Some((endpoint, driver)) => {
+                    match BuildkitClient::connect(&endpoint, driver).await {
+                        Err(e) => Err(e),
+                        Ok(mut client) => client.disk_usage().await.map(|records| {
+                            let back: Vec<&String> = record_ids
+                                .iter()
+                                .filter(|id| records.iter().any(|r| &r.id == *id))
+                                .collect();
+                            (!back.is_empty())
+                                .then(|| format!("records still on `{builder}`: {back:?}"))
+                        }),
+                    }
+                }
             },
             Target::Mount {
                 builder,
@@ -425,13 +501,29 @@ async fn verify_incident(store: &mut Store, id: i64, config: &Config) -> Result<
                     )))
                     .ok()
                 });
-                match crate::evidence::mount_listing(config, &docker, &probes, builder, endpoint.as_deref(), *driver, mount_id).await {
+                match crate::evidence::mount_listing(
+                    config,
+                    &docker,
+                    &probes,
+                    builder,
+                    endpoint.as_deref(),
+                    *driver,
+                    mount_id,
+                )
+                .await
+                {
                     Ok(now) if now.trim().is_empty() => Ok(None),
-                    Ok(now) if before.as_deref().is_some_and(|b| b != now && !b.trim().is_empty()) => {
+                    Ok(now)
+                        if before
+                            .as_deref()
+                            .is_some_and(|b| b != now && !b.trim().is_empty()) =>
+                    {
                         // Changed since the purge: what is there now was written afterwards.
                         Ok(None)
                     }
-                    Ok(_) => Ok(Some(format!("mount `{mount_id}` on `{builder}` still holds the purged files"))),
+                    Ok(_) => Ok(Some(format!(
+                        "mount `{mount_id}` on `{builder}` still holds the purged files"
+                    ))),
                     Err(e) => Err(e),
                 }
             }
@@ -449,16 +541,23 @@ async fn verify_incident(store: &mut Store, id: i64, config: &Config) -> Result<
             }
         }
     }
-    let failed = rows.iter().filter(|r| r.state == "failed" || r.state == "pending" || r.state == "running").count();
+    let failed = rows
+        .iter()
+        .filter(|r| r.state == "failed" || r.state == "pending" || r.state == "running")
+        .count();
     if failed > 0 {
         clean = false;
         lines.push(format!("NOT CLEAN  {failed} actions are not done"));
     }
     // Re-trace: anything tainted now that the purge plan does not cover.
     let incident = store.incident(id)?;
-    let opened: Opened = serde_json::from_str(&incident.seeds).context("the incident's stored seeds are unreadable")?;
+    let opened: Opened = serde_json::from_str(&incident.seeds)
+        .context("the incident's stored seeds are unreadable")?;
     let (_, actions) = trace_and_plan(store, &opened, config)?;
-    let known: BTreeSet<String> = rows.iter().map(|r| serde_json::to_string(&r.action.target).unwrap_or_default()).collect();
+    let known: BTreeSet<String> = rows
+        .iter()
+        .map(|r| serde_json::to_string(&r.action.target).unwrap_or_default())
+        .collect();
     let new: Vec<&Action> = actions
         .iter()
         .filter(|a| a.in_scope && a.kind != ActionKind::FollowUp)
@@ -469,7 +568,10 @@ async fn verify_incident(store: &mut Store, id: i64, config: &Config) -> Result<
     } else {
         clean = false;
         for a in new {
-            lines.push(format!("NOT CLEAN  new since the purge: {}", report::incident::describe_target(&a.target)));
+            lines.push(format!(
+                "NOT CLEAN  new since the purge: {}",
+                report::incident::describe_target(&a.target)
+            ));
         }
     }
     let result = serde_json::to_string(&lines)?;
@@ -480,23 +582,40 @@ async fn verify_incident(store: &mut Store, id: i64, config: &Config) -> Result<
 fn sanitize_component(value: &str) -> String {
     value
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect::<String>()
         .trim_matches('_')
         .to_owned()
 }
 
-async fn verify(args: &crate::cli::IncidentVerifyArgs, db: &Path, config: &Config, printer: Printer) -> Result<ExitStatus> {
+async fn verify(
+    args: &crate::cli::IncidentVerifyArgs,
+    db: &Path,
+    config: &Config,
+    printer: Printer,
+) -> Result<ExitStatus> {
     let mut store = open_existing_store(db)?;
     store.incident(args.id)?;
     let (clean, lines) = verify_incident(&mut store, args.id, config).await?;
     match args.format {
         OutputFormat::Json => write_stdout(&format!(
             "{}\n",
-            serde_json::to_string_pretty(&serde_json::json!({"incident": args.id, "clean": clean, "checks": lines}))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({"incident": args.id, "clean": clean, "checks": lines})
+            )?
         ))?,
         OutputFormat::Text => {
-            let mut out = format!("incident {}: {}\n", args.id, if clean { "clean" } else { "NOT clean" });
+            let mut out = format!(
+                "incident {}: {}\n",
+                args.id,
+                if clean { "clean" } else { "NOT clean" }
+            );
             for line in &lines {
                 out.push_str(&format!("  {line}\n"));
             }
@@ -510,7 +629,12 @@ async fn verify(args: &crate::cli::IncidentVerifyArgs, db: &Path, config: &Confi
     Ok(ExitStatus::Success)
 }
 
-async fn close(args: &crate::cli::IncidentCloseArgs, db: &Path, config: &Config, printer: Printer) -> Result<ExitStatus> {
+async fn close(
+    args: &crate::cli::IncidentCloseArgs,
+    db: &Path,
+    config: &Config,
+    printer: Printer,
+) -> Result<ExitStatus> {
     let mut store = open_existing_store(db)?;
     let incident = store.incident(args.id)?;
     if incident.status == "closed" {
@@ -593,7 +717,10 @@ async fn check_target(
                     endpoint: config.registry(registry).and_then(|r| r.endpoint.clone()),
                     ..ClientOptions::default()
                 };
-                registries.insert(registry.clone(), RegistryClient::with_options(config, registry, options)?);
+                registries.insert(
+                    registry.clone(),
+                    RegistryClient::with_options(config, registry, options)?,
+                );
             }
             let client = &registries[registry];
             Ok(match client.head_manifest(repository, digest).await? {
@@ -609,13 +736,22 @@ async fn check_target(
             targets,
             shares_target_with,
         } => {
-            let (endpoint, driver) = builder_endpoint(config, builder, endpoint.as_deref(), *driver).ok_or_else(|| {
-                crate::error::RemoteError(format!("no endpoint known for builder `{builder}`: add it to the config"))
-            })?;
+            let (endpoint, driver) =
+                builder_endpoint(config, builder, endpoint.as_deref(), *driver).ok_or_else(
+                    || {
+                        crate::error::RemoteError(format!(
+                            "no endpoint known for builder `{builder}`: add it to the config"
+                        ))
+                    },
+                )?;
             let mut client = BuildkitClient::connect(&endpoint, driver).await?;
             let records = client.disk_usage().await?;
             let (ids, note) = select_mount_records(&records, mount_id, targets, shares_target_with);
-            Ok(format!("{} records to prune{}", ids.len(), note.map(|n| format!("; {n}")).unwrap_or_default()))
+            Ok(format!(
+                "{} records to prune{}",
+                ids.len(),
+                note.map(|n| format!("; {n}")).unwrap_or_default()
+            ))
         }
         Target::Builder {
             builder,
@@ -626,22 +762,34 @@ async fn check_target(
             full,
             ..
         } => {
-            let (endpoint, driver) = builder_endpoint(config, builder, endpoint.as_deref(), *driver).ok_or_else(|| {
-                crate::error::RemoteError(format!("no endpoint known for builder `{builder}`: add it to the config"))
-            })?;
+            let (endpoint, driver) =
+                builder_endpoint(config, builder, endpoint.as_deref(), *driver).ok_or_else(
+                    || {
+                        crate::error::RemoteError(format!(
+                            "no endpoint known for builder `{builder}`: add it to the config"
+                        ))
+                    },
+                )?;
             let mut client = BuildkitClient::connect(&endpoint, driver).await?;
             let records = client.disk_usage().await?;
             let ids = select_builder_records(&records, record_ids, *used_since, *full);
-            Ok(format!("{} of {} records to prune", ids.len(), records.len()))
+            Ok(format!(
+                "{} of {} records to prune",
+                ids.len(),
+                records.len()
+            ))
         }
         Target::LocalImage {
             builder,
             endpoint,
             reference,
         } => {
-            let (endpoint, _) = builder_endpoint(config, builder, endpoint.as_deref(), None).ok_or_else(|| {
-                crate::error::RemoteError(format!("no endpoint known for builder `{builder}`: add it to the config"))
-            })?;
+            let (endpoint, _) = builder_endpoint(config, builder, endpoint.as_deref(), None)
+                .ok_or_else(|| {
+                    crate::error::RemoteError(format!(
+                        "no endpoint known for builder `{builder}`: add it to the config"
+                    ))
+                })?;
             let engine = Engine::connect(&endpoint).await?;
             Ok(match engine.image_inspect(reference).await? {
                 Some(_) => "present".to_owned(),
@@ -669,7 +817,13 @@ fn list(args: &IncidentListArgs, db: &Path) -> Result<ExitStatus> {
         }
         OutputFormat::Text => {
             for i in &incidents {
-                out.push_str(&format!("{:>4}  {:<6}  {}  {}\n", i.id, i.status, time::format(i.opened_at), i.title));
+                out.push_str(&format!(
+                    "{:>4}  {:<6}  {}  {}\n",
+                    i.id,
+                    i.status,
+                    time::format(i.opened_at),
+                    i.title
+                ));
             }
             if incidents.is_empty() {
                 out.push_str("no incidents\n");
@@ -723,8 +877,10 @@ fn write_report(args: &IncidentReportArgs, db: &Path) -> Result<ExitStatus> {
     match &args.output {
         Some(path) => {
             let tmp = path.with_extension("partial");
-            std::fs::write(&tmp, &buf).with_context(|| format!("cannot write `{}`", tmp.display()))?;
-            std::fs::rename(&tmp, path).with_context(|| format!("cannot write `{}`", path.display()))?;
+            std::fs::write(&tmp, &buf)
+                .with_context(|| format!("cannot write `{}`", tmp.display()))?;
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("cannot write `{}`", path.display()))?;
         }
         None => {
             let mut out = BufWriter::new(std::io::stdout().lock());
@@ -745,7 +901,7 @@ fn extras(store: &Store, id: i64) -> Result<report::incident::Extras> {
 
 /// Progress bars per action kind, on stderr.
 #[derive(Default)]
-struct Bars {
+pub(crate) struct Bars {
     multi: MultiProgress,
     bars: Mutex<BTreeMap<ActionKind, ProgressBar>>,
 }

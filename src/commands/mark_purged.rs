@@ -28,7 +28,11 @@ pub fn mark_purged(args: &MarkPurgedArgs, db: &Path, printer: Printer) -> Result
     };
     let mut store = open_existing_store(db)?;
     store.record_purge(&target, at, "mark-purged")?;
-    printer.status(format!("recorded purge of {} at {}", describe(&target), time::format(at)));
+    printer.status(format!(
+        "recorded purge of {} at {}",
+        describe(&target),
+        time::format(at)
+    ));
     Ok(ExitStatus::Success)
 }
 

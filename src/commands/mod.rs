@@ -46,8 +46,12 @@ pub async fn dispatch(cli: Cli, printer: Printer) -> Result<ExitStatus> {
 fn db_path(explicit: Option<&Path>) -> Result<PathBuf> {
     match explicit {
         Some(path) => Ok(path.to_path_buf()),
-        None => config::default_db_path()
-            .ok_or_else(|| InputError::invalid("no database path: pass --db or set CACHEWARDEN_DB (HOME is not set)").into()),
+        None => config::default_db_path().ok_or_else(|| {
+            InputError::invalid(
+                "no database path: pass --db or set CACHEWARDEN_DB (HOME is not set)",
+            )
+            .into()
+        }),
     }
 }
 

@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::error::InputError;
 use crate::ingest::{builder, cache_flag, ci, dockerfile, metadata};
 use crate::model::{
-    Artifact, Backend, CacheSpec, Digest, ImageRef, MountUse, ParseError, PipelineInfo, RecordEvidence, RunRecord,
-    normalize_mount_id,
+    Artifact, Backend, CacheSpec, Digest, ImageRef, MountUse, ParseError, PipelineInfo,
+    RecordEvidence, RunRecord, normalize_mount_id,
 };
 use crate::printer::Printer;
 use crate::remote::registry::Resolver;
@@ -23,7 +23,12 @@ use crate::wire::provenance::{Line, run_line};
 /// The build argument that turns on inline cache export.
 pub const INLINE_CACHE_ARG: &str = "BUILDKIT_INLINE_CACHE";
 
-pub async fn record(args: RecordArgs, db: &Path, config: &Config, printer: Printer) -> Result<ExitStatus> {
+pub async fn record(
+    args: RecordArgs,
+    db: &Path,
+    config: &Config,
+    printer: Printer,
+) -> Result<ExitStatus> {
     let env = |name: &str| std::env::var(name).ok();
     let mut record = build_record(&args, config, &env, None)?;
     if args.resolve {
@@ -39,7 +44,11 @@ pub async fn record(args: RecordArgs, db: &Path, config: &Config, printer: Print
             write_stdout(&format!("{line}\n"))?;
         }
         OutputFormat::Text => {
-            let verb = if outcome.created { "recorded" } else { "updated" };
+            let verb = if outcome.created {
+                "recorded"
+            } else {
+                "updated"
+            };
             printer.status(format!("{verb} run {name} ({} new events)", outcome.events));
         }
     }
@@ -68,9 +77,13 @@ pub fn build_record(
         .run_id
         .clone()
         .or_else(|| ci.and_then(|c| c.run_id.clone()))
-        .ok_or_else(|| InputError::invalid("no run id: pass --run, or run inside a supported CI"))?;
+        .ok_or_else(|| {
+            InputError::invalid("no run id: pass --run, or run inside a supported CI")
+        })?;
     if run_id.is_empty() || run_id.contains('/') {
-        return Err(ParseError::new("--run", &run_id, "must be non-empty and contain no `/`").into());
+        return Err(
+            ParseError::new("--run", &run_id, "must be non-empty and contain no `/`").into(),
+        );
     }
 
     if let Some(level) = &args.trust_level
@@ -79,7 +92,10 @@ pub fn build_record(
         return Err(ParseError::new(
             "--trust-level",
             level,
-            format!("not one of the configured levels: {}", config.trust_levels().join(", ")),
+            format!(
+                "not one of the configured levels: {}",
+                config.trust_levels().join(", ")
+            ),
         )
         .into());
     }
@@ -108,7 +124,10 @@ pub fn build_record(
     };
 
     let build_args = parse_build_args(&args.build_arg)?;
-    let namespace = build_args.get("BUILDKIT_CACHE_MOUNT_NS").cloned().unwrap_or_default();
+    let namespace = build_args
+        .get("BUILDKIT_CACHE_MOUNT_NS")
+        .cloned()
+        .unwrap_or_default();
 
     let builder = builder::derive(
         args.builder.as_deref(),
@@ -131,13 +150,22 @@ pub fn build_record(
     let mut record = RunRecord {
         pipeline: PipelineInfo {
             name: pipeline,
-            project: args.project.clone().or_else(|| ci.and_then(|c| c.project.clone())),
+            project: args
+                .project
+                .clone()
+                .or_else(|| ci.and_then(|c| c.project.clone())),
             trust_level: args.trust_level.clone(),
         },
         run_id,
         step: String::new(),
-        commit: args.commit.clone().or_else(|| ci.and_then(|c| c.commit.clone())),
-        git_ref: args.git_ref.clone().or_else(|| ci.and_then(|c| c.git_ref.clone())),
+        commit: args
+            .commit
+            .clone()
+            .or_else(|| ci.and_then(|c| c.commit.clone())),
+        git_ref: args
+            .git_ref
+            .clone()
+            .or_else(|| ci.and_then(|c| c.git_ref.clone())),
         builder: Some(builder),
         started_at,
         finished_at,
@@ -158,7 +186,9 @@ pub fn build_record(
         let reference = ImageRef::parse(base, "--base-image")?;
         push_unique(&mut record.base_images, Artifact::registry(&reference));
     }
-    let mut inline = build_args.get(INLINE_CACHE_ARG).is_some_and(|v| v == "1" || v == "true");
+    let mut inline = build_args
+        .get(INLINE_CACHE_ARG)
+        .is_some_and(|v| v == "1" || v == "true");
     for value in &args.cache_from {
         match cache_flag::parse(value, "--cache-from")? {
             CacheSpec::Inline => {}
@@ -180,10 +210,17 @@ pub fn build_record(
             path: path.display().to_string(),
             source,
         })?;
-        let info = dockerfile::parse(&text, &path.display().to_string(), &build_args, args.target.as_deref())?;
+        let info = dockerfile::parse(
+            &text,
+            &path.display().to_string(),
+            &build_args,
+            args.target.as_deref(),
+        )?;
         for base in &info.base_images {
             match ImageRef::parse(base, &format!("FROM in `{}`", path.display())) {
-                Ok(reference) => push_unique(&mut record.base_images, Artifact::registry(&reference)),
+                Ok(reference) => {
+                    push_unique(&mut record.base_images, Artifact::registry(&reference))
+                }
                 Err(err) => return Err(err.into()),
             }
         }
@@ -218,7 +255,11 @@ pub fn build_record(
 
     record.step = match &args.step {
         Some(step) => step.clone(),
-        None => default_step(args.dockerfile.as_deref(), args.target.as_deref(), ci.and_then(|c| c.job.as_deref())),
+        None => default_step(
+            args.dockerfile.as_deref(),
+            args.target.as_deref(),
+            ci.and_then(|c| c.job.as_deref()),
+        ),
     };
     Ok(record)
 }
@@ -258,9 +299,9 @@ pub fn apply_metadata(record: &mut RunRecord, meta: &metadata::BuildMetadata) ->
                 artifact.digest = image.digest.clone();
             }
             // The pinned digest replaces the unpinned tag recorded from `-t`/`--image`.
-            record
-                .produced
-                .retain(|a| !(a.locator == artifact.locator && a.tag == artifact.tag && a.digest.is_none()));
+            record.produced.retain(|a| {
+                !(a.locator == artifact.locator && a.tag == artifact.tag && a.digest.is_none())
+            });
             push_unique(&mut record.produced, artifact);
         }
     }
@@ -276,7 +317,11 @@ pub fn apply_metadata(record: &mut RunRecord, meta: &metadata::BuildMetadata) ->
         push_unique(&mut record.base_images, artifact);
     }
     for mount in &meta.cache_mounts {
-        if !record.mounts.iter().any(|m| m.id == mount.id && m.namespace == mount.namespace) {
+        if !record
+            .mounts
+            .iter()
+            .any(|m| m.id == mount.id && m.namespace == mount.namespace)
+        {
             record.mounts.push(mount.clone());
         }
     }
@@ -299,7 +344,9 @@ pub fn artifact_of_spec(spec: &CacheSpec) -> Result<Artifact, ParseError> {
         tag: None,
     };
     Ok(match spec {
-        CacheSpec::Registry { reference, .. } => Artifact::registry(&ImageRef::parse(reference, "cache ref")?),
+        CacheSpec::Registry { reference, .. } => {
+            Artifact::registry(&ImageRef::parse(reference, "cache ref")?)
+        }
         CacheSpec::Gha { scope } => other(Backend::Gha, scope),
         CacheSpec::Local { path } => other(Backend::Local, path),
         CacheSpec::S3 { key } => other(Backend::S3, key),
@@ -313,7 +360,11 @@ pub fn parse_mount_flag(value: &str, namespace: &str) -> Result<MountUse, ParseE
     let mut parts = value.split(',');
     let id = parts.next().unwrap_or_default().trim();
     if id.is_empty() {
-        return Err(ParseError::new("--mount", value, "expected `ID[,readonly]`"));
+        return Err(ParseError::new(
+            "--mount",
+            value,
+            "expected `ID[,readonly]`",
+        ));
     }
     let mut mount = MountUse {
         id: normalize_mount_id(id, namespace, false),
@@ -354,7 +405,13 @@ pub fn parse_build_args(values: &[String]) -> Result<BTreeMap<String, String>, P
                     map.insert(value.clone(), val);
                 }
             }
-            _ => return Err(ParseError::new("--build-arg", value, "expected `KEY=VALUE`")),
+            _ => {
+                return Err(ParseError::new(
+                    "--build-arg",
+                    value,
+                    "expected `KEY=VALUE`",
+                ));
+            }
         }
     }
     Ok(map)
@@ -430,7 +487,10 @@ fn warn_unpinned(record: &RunRecord, printer: Printer) {
 }
 
 /// Record evidence for runs whose builder was snapshotted.
-pub fn evidence_of(created: Vec<crate::model::BuilderRecord>, reused: Vec<crate::model::BuilderRecord>) -> RecordEvidence {
+pub fn evidence_of(
+    created: Vec<crate::model::BuilderRecord>,
+    reused: Vec<crate::model::BuilderRecord>,
+) -> RecordEvidence {
     RecordEvidence {
         created,
         reused,

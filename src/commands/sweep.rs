@@ -19,7 +19,7 @@ use crate::execute::{self, Reporter};
 use crate::plan::{Action, ActionKind};
 use crate::printer::Printer;
 use crate::report::incident::describe_target;
-use crate::store::{ActionRow, SweepKinds};
+use crate::store::{ActionRow, Store, SweepKinds};
 use crate::sweep::metrics::{self, SweepMetrics};
 use crate::sweep::{self, Entity, Policy, Selects, Verdict};
 use crate::time;
@@ -40,16 +40,58 @@ pub async fn sweep(
     let mut store = open_existing_store(db)?;
     // Held until the sweep returns: the kernel drops it if the process dies.
     let _lock = if args.execute {
-        Some(SweepLock::take(db)?)
+        let lock = SweepLock::take(db)?;
+        let closed = store.close_interrupted_sweeps()?;
+        if closed > 0 {
+            printer.warn(format!(
+                "closed {closed} sweeps an earlier process left unfinished; this sweep plans what they left"
+            ));
+        }
+        Some(lock)
     } else {
         None
     };
+    let planned = plan(&store, &policy, config)?;
+    let outside: Vec<&Action> = planned.actions.iter().filter(|a| !a.in_scope).collect();
+    if let Some(first) = outside.first() {
+        printer.warn(format!(
+            "{} planned actions are outside the configured scope and will not run (the first: {})",
+            outside.len(),
+            describe_target(&first.target)
+        ));
+    }
+    if !args.execute {
+        return dry_run(args, &planned, clock);
+    }
+    if planned.actions.is_empty() {
+        printer.status(format!(
+            "sweep by `{}`: nothing to purge",
+            args.policy.display()
+        ));
+        if args.format == OutputFormat::Json {
+            write_json(None, &planned.rules, &[])?;
+        }
+        finish_metrics(args.metrics_file.as_deref(), SweepMetrics::default(), clock)?;
+        return Ok(ExitStatus::Success);
+    }
+    confirm(args, &planned.actions)?;
+    run(args, store, config, planned, printer, clock).await
+}
+
+/// A sweep's plan, and what each rule decided.
+struct Planned {
+    actions: Vec<Action>,
+    rules: Vec<serde_json::Value>,
+}
+
+/// Loads what the policy selects from the store and plans its purge.
+fn plan(store: &Store, policy: &Policy, config: &Config) -> Result<Planned> {
     let candidates = store.sweep_candidates(SweepKinds {
         cache_refs: policy.selects(Selects::CacheRefs),
         mounts: policy.selects(Selects::Mounts),
         records: policy.selects(Selects::BuilderRecords),
     })?;
-    let selection = sweep::select::select(&policy, &candidates, time::now(), &|level| {
+    let selection = sweep::select::select(policy, &candidates, time::now(), &|level| {
         config.trust_rank(level)
     });
     let mut builders = BTreeSet::new();
@@ -69,118 +111,113 @@ pub async fn sweep(
     }
     let ctx = store.plan_context(&builders, &mounts)?;
     let actions = sweep::select::plan(&selection, &candidates, &ctx, &config.scope);
-    let mut rule_counts: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
+    let mut counts: BTreeMap<usize, (usize, usize)> = BTreeMap::new();
     for d in &selection.decisions {
-        let entry = rule_counts.entry(d.rule).or_default();
+        let entry = counts.entry(d.rule).or_default();
         match d.verdict {
             Verdict::Purge => entry.0 += 1,
             Verdict::Keep => entry.1 += 1,
         }
     }
-    let rules: Vec<serde_json::Value> = policy
+    let rules = policy
         .rules
         .iter()
         .enumerate()
         .map(|(i, rule)| {
-            let (purged, kept) = rule_counts.get(&i).copied().unwrap_or_default();
-            serde_json::json!({"name": rule.name, "select": rule.selects.as_str(), "action": rule.action.as_str(),
-                "purged": purged, "kept": kept})
+            let (purged, kept) = counts.get(&i).copied().unwrap_or_default();
+            serde_json::json!({"name": rule.name, "select": rule.selects.as_str(),
+                "action": rule.action.as_str(), "purged": purged, "kept": kept})
         })
         .collect();
-    for action in actions.iter().filter(|a| !a.in_scope) {
-        printer.warn(format!(
-            "{} is outside the configured scope: it will not be acted on",
-            describe_target(&action.target)
-        ));
-    }
+    Ok(Planned { actions, rules })
+}
 
-    if !args.execute {
-        let mut m = SweepMetrics {
-            dry_run: true,
-            ..SweepMetrics::default()
-        };
-        for a in &actions {
-            m.count(a.kind, if a.in_scope { "planned" } else { "skipped" });
-        }
-        match args.format {
-            OutputFormat::Json => write_json(
-                None,
-                &rules,
-                &actions.iter().map(planned_json).collect::<Vec<_>>(),
-            )?,
-            OutputFormat::Text => {
-                let mut out = format!(
-                    "sweep by `{}`: dry run, nothing changed\n",
+/// Prints the plan and changes nothing.
+fn dry_run(args: &SweepArgs, planned: &Planned, clock: Instant) -> Result<ExitStatus> {
+    let mut m = SweepMetrics {
+        dry_run: true,
+        ..SweepMetrics::default()
+    };
+    for a in &planned.actions {
+        m.count(a.kind, if a.in_scope { "planned" } else { "skipped" });
+    }
+    match args.format {
+        OutputFormat::Json => write_json(
+            None,
+            &planned.rules,
+            &planned.actions.iter().map(planned_json).collect::<Vec<_>>(),
+        )?,
+        OutputFormat::Text => {
+            let mut out = format!(
+                "sweep by `{}`: dry run, nothing changed\n",
+                args.policy.display()
+            );
+            out.push_str(&rules_text(&planned.rules));
+            out.push_str("\nplan:\n");
+            out.push_str(&plan_text(numbered(&planned.actions, "planned")));
+            if planned.actions.iter().any(|a| a.in_scope) {
+                out.push_str(&format!(
+                    "\nact: cachewarden sweep --policy {} --execute\n",
                     args.policy.display()
-                );
-                out.push_str(&rules_text(&rules));
-                out.push_str("\nplan:\n");
-                out.push_str(&plan_text(
-                    actions
-                        .iter()
-                        .enumerate()
-                        .map(|(i, a)| (i as i64 + 1, a, "planned")),
                 ));
-                if actions.iter().any(|a| a.in_scope) {
-                    out.push_str(&format!(
-                        "\nact: cachewarden sweep --policy {} --execute\n",
-                        args.policy.display()
-                    ));
-                }
-                write_stdout(&out)?;
             }
+            write_stdout(&out)?;
         }
-        finish_metrics(args.metrics_file.as_deref(), m, clock)?;
-        return Ok(ExitStatus::Success);
     }
+    finish_metrics(args.metrics_file.as_deref(), m, clock)?;
+    Ok(ExitStatus::Success)
+}
 
+/// Asks on a terminal; refuses without one unless `--yes`.
+fn confirm(args: &SweepArgs, actions: &[Action]) -> Result<()> {
     let pending = actions.iter().filter(|a| a.in_scope).count();
-    if actions.is_empty() {
-        printer.status(format!(
-            "sweep by `{}`: nothing to purge",
-            args.policy.display()
-        ));
-        if args.format == OutputFormat::Json {
-            write_json(None, &rules, &[])?;
-        }
-        finish_metrics(args.metrics_file.as_deref(), SweepMetrics::default(), clock)?;
-        return Ok(ExitStatus::Success);
+    if pending == 0 || args.yes {
+        return Ok(());
     }
-    if pending > 0 && !args.yes {
-        let stdin = std::io::stdin();
-        if !stdin.is_terminal() {
-            return Err(RefusedError(format!(
-                "refusing to act on {pending} targets without confirmation: rerun with --yes"
-            ))
-            .into());
-        }
-        eprint!(
-            "{}about to act on {pending} targets. proceed? [y/N] ",
-            plan_text(
-                actions
-                    .iter()
-                    .enumerate()
-                    .map(|(i, a)| (i as i64 + 1, a, "pending"))
-            )
-        );
-        let mut answer = String::new();
-        stdin.read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Err(RefusedError("not confirmed: nothing was done".to_owned()).into());
-        }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(RefusedError(format!(
+            "refusing to act on {pending} targets without confirmation: rerun with --yes"
+        ))
+        .into());
     }
+    eprint!(
+        "{}about to act on {pending} targets. proceed? [y/N] ",
+        plan_text(numbered(actions, "pending"))
+    );
+    let mut answer = String::new();
+    stdin.read_line(&mut answer)?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        return Err(RefusedError("not confirmed: nothing was done".to_owned()).into());
+    }
+    Ok(())
+}
+
+/// Stores the sweep with its plan, runs it through the executor and reports.
+async fn run(
+    args: &SweepArgs,
+    mut store: Store,
+    config: &Config,
+    planned: Planned,
+    printer: Printer,
+    clock: Instant,
+) -> Result<ExitStatus> {
     let seeds = serde_json::json!({
-        "sweep": {"policy": args.policy.display().to_string(), "rules": rules},
+        "sweep": {"policy": args.policy.display().to_string(), "rules": planned.rules},
     });
     let id = store.create_sweep(
         &format!("sweep by policy `{}`", args.policy.display()),
         &who(),
         &seeds.to_string(),
         EMPTY_TRACE,
-        &actions,
+        &planned.actions,
     )?;
     let concurrency = args.concurrency.unwrap_or(config.purge.concurrency).max(1);
-    let reporter: Arc<dyn Reporter> = Arc::new(execute::Silent);
+    let reporter: Arc<dyn Reporter> = if printer.progress {
+        Arc::new(super::incident::Bars::default())
+    } else {
+        Arc::new(execute::Silent)
+    };
     let store = Arc::new(Mutex::new(store));
     let summary = execute::execute(store.clone(), id, config, concurrency, reporter).await?;
     let mut store = store.lock().expect("store lock");
@@ -206,12 +243,12 @@ pub async fn sweep(
     match args.format {
         OutputFormat::Json => write_json(
             Some(id),
-            &rules,
+            &planned.rules,
             &rows.iter().map(row_json).collect::<Vec<_>>(),
         )?,
         OutputFormat::Text => {
             let mut out = format!("sweep {id} by `{}`\n", args.policy.display());
-            out.push_str(&rules_text(&rules));
+            out.push_str(&rules_text(&planned.rules));
             out.push('\n');
             out.push_str(&plan_text(
                 rows.iter().map(|r| (r.seq, &r.action, r.state.as_str())),
@@ -238,6 +275,17 @@ pub async fn sweep(
     } else {
         ExitStatus::Success
     })
+}
+
+/// Actions numbered from 1, all in one state.
+fn numbered<'a>(
+    actions: &'a [Action],
+    state: &'a str,
+) -> impl Iterator<Item = (i64, &'a Action, &'a str)> {
+    actions
+        .iter()
+        .enumerate()
+        .map(move |(i, a)| (i as i64 + 1, a, state))
 }
 
 fn who() -> String {
@@ -395,6 +443,7 @@ impl SweepLock {
 mod tests {
     use super::*;
 
+    /// A held lock refuses a second sweep with the refused status.
     #[test]
     fn a_held_lock_refuses_a_second_sweep() {
         let dir = tempfile::tempdir().unwrap();

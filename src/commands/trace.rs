@@ -20,10 +20,14 @@ pub fn trace(args: &TraceArgs, db: &Path) -> Result<ExitStatus> {
     let mut out = BufWriter::new(std::io::stdout().lock());
     match &args.explain {
         Some(entity) => {
-            let hops = trace.explain(entity).ok_or_else(|| match trace.resolve(entity) {
-                Err(err) => InputError::invalid(err.to_string()),
-                Ok(_) => InputError::invalid(format!("no chain of evidence reaches `{entity}`")),
-            })?;
+            let hops = trace
+                .explain(entity)
+                .ok_or_else(|| match trace.resolve(entity) {
+                    Err(err) => InputError::invalid(err.to_string()),
+                    Ok(_) => {
+                        InputError::invalid(format!("no chain of evidence reaches `{entity}`"))
+                    }
+                })?;
             report::trace::write_explain(&hops, &mut out)?;
         }
         None => report::trace::write(&trace, args.format, &mut out)?,
@@ -33,11 +37,15 @@ pub fn trace(args: &TraceArgs, db: &Path) -> Result<ExitStatus> {
 }
 
 /// Runs a trace on the store, turning an unknown seed into bad input.
-pub(crate) fn run_trace(store: &mut Store, seeds: &Seeds, ignore_time: bool) -> Result<graph::Trace> {
-    let result = store.read_snapshot(|store| graph::trace(store, seeds, TraceOptions { ignore_time }))?;
+pub(crate) fn run_trace(
+    store: &mut Store,
+    seeds: &Seeds,
+    ignore_time: bool,
+) -> Result<graph::Trace> {
+    let result =
+        store.read_snapshot(|store| graph::trace(store, seeds, TraceOptions { ignore_time }))?;
     result.map_err(|err| match err {
         TraceError::UnknownSeed(message) => InputError::invalid(message).into(),
         TraceError::Source(err) => anyhow::Error::from(err),
     })
 }
-

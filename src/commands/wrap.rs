@@ -18,7 +18,10 @@ use crate::config::Config;
 use crate::error::{InputError, RefusedError};
 use crate::ingest::command::{self, BuildCommand, Wrapped};
 use crate::ingest::{builder as builder_name, ci, metadata};
-use crate::model::{Artifact, Backend, BuilderInfo, BuilderRecord, Digest, Driver, ImageRef, RecordEvidence, RunStatus};
+use crate::model::{
+    Artifact, Backend, BuilderInfo, BuilderRecord, Digest, Driver, ImageRef, RecordEvidence,
+    RunStatus,
+};
 use crate::printer::Printer;
 use crate::remote::buildkit::{BuildkitClient, CacheRecord};
 use crate::remote::engine::Engine;
@@ -26,7 +29,12 @@ use crate::remote::registry::Resolver;
 use crate::store::Contained;
 use crate::time;
 
-pub async fn wrap(args: WrapArgs, db: &Path, config: &Config, printer: Printer) -> Result<ExitStatus> {
+pub async fn wrap(
+    args: WrapArgs,
+    db: &Path,
+    config: &Config,
+    printer: Printer,
+) -> Result<ExitStatus> {
     match command::parse(&args.command) {
         Wrapped::Build(build) => wrap_build(&args, *build, db, config, printer).await,
         Wrapped::Push { reference } => wrap_push(&args, &reference, db, printer).await,
@@ -51,7 +59,10 @@ fn child_status(status: std::process::ExitStatus) -> u8 {
 }
 
 async fn run_inherited(argv: &[String]) -> Result<ExitStatus> {
-    let status = spawn(argv)?.wait().await.context("waiting for the wrapped command")?;
+    let status = spawn(argv)?
+        .wait()
+        .await
+        .context("waiting for the wrapped command")?;
     Ok(ExitStatus::from_child(child_status(status)))
 }
 
@@ -118,13 +129,15 @@ async fn wrap_build(
     let builder = planned.as_ref().and_then(|r| r.builder.clone());
     let endpoint = builder.as_ref().and_then(|b| reachable_endpoint(b, config));
     let mut buildkit = match (&endpoint, &builder) {
-        (Some(endpoint), Some(b)) => match BuildkitClient::connect(endpoint, b.driver.unwrap_or(Driver::Docker)).await {
-            Ok(client) => Some(client),
-            Err(err) => {
-                printer.warn(format!("builder records will not be captured: {err}"));
-                None
+        (Some(endpoint), Some(b)) => {
+            match BuildkitClient::connect(endpoint, b.driver.unwrap_or(Driver::Docker)).await {
+                Ok(client) => Some(client),
+                Err(err) => {
+                    printer.warn(format!("builder records will not be captured: {err}"));
+                    None
+                }
             }
-        },
+        }
         _ => None,
     };
     let engine = match (&endpoint, builder.as_ref().and_then(|b| b.driver)) {
@@ -158,7 +171,9 @@ async fn wrap_build(
                 hit.name, hit.digest, hit.incident
             );
             if args.allow_tainted {
-                printer.warn(format!("{line}: building anyway (--allow-tainted, recorded)"));
+                printer.warn(format!(
+                    "{line}: building anyway (--allow-tainted, recorded)"
+                ));
             } else {
                 printer.warn(line);
             }
@@ -174,7 +189,9 @@ async fn wrap_build(
             let by = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
             if let Ok(mut store) = open_store(db) {
                 for hit in &hits {
-                    if let Err(err) = store.record_override(hit, &record.pipeline.name, &record.run_id, &by) {
+                    if let Err(err) =
+                        store.record_override(hit, &record.pipeline.name, &record.run_id, &by)
+                    {
                         printer.warn(format!("the override was not recorded: {err}"));
                     }
                 }
@@ -183,7 +200,10 @@ async fn wrap_build(
     }
 
     let started_at = time::now();
-    let status = spawn(&argv)?.wait().await.context("waiting for the build")?;
+    let status = spawn(&argv)?
+        .wait()
+        .await
+        .context("waiting for the build")?;
     let finished_at = time::now();
     let code = child_status(status);
 
@@ -200,14 +220,19 @@ async fn wrap_build(
     if let (Some(client), Some(before)) = (buildkit.as_mut(), before) {
         match client.disk_usage().await {
             Ok(after) => record.records = Some(diff_records(&before, &after)),
-            Err(err) => printer.warn(format!("builder records after the build were not captured: {err}")),
+            Err(err) => printer.warn(format!(
+                "builder records after the build were not captured: {err}"
+            )),
         }
     }
     if status.success() {
         collect_outputs(&mut record, &iidfile, metadata_file.as_deref(), printer);
         check_moved(&import_tags, config, printer).await;
     }
-    match open_store(db).map_err(anyhow::Error::from).and_then(|mut store| Ok(store.record_run(&record)?)) {
+    match open_store(db)
+        .map_err(anyhow::Error::from)
+        .and_then(|mut store| Ok(store.record_run(&record)?))
+    {
         Ok(outcome) => printer.status(format!(
             "cachewarden: recorded {} run {}/{}/{} ({} events)",
             record.status.as_str(),
@@ -274,7 +299,10 @@ fn reachable_endpoint(builder: &BuilderInfo, config: &Config) -> Option<String> 
         return Some(configured.endpoint.clone());
     }
     match builder.driver {
-        Some(Driver::Docker) | None => builder.endpoint.clone().filter(|e| e.starts_with("unix://") || e.starts_with("tcp://")),
+        Some(Driver::Docker) | None => builder
+            .endpoint
+            .clone()
+            .filter(|e| e.starts_with("unix://") || e.starts_with("tcp://")),
         _ => None,
     }
 }
@@ -289,7 +317,11 @@ async fn pin_inputs(
     printer: Printer,
     import_tags: &mut Vec<(ImageRef, Option<Digest>)>,
 ) {
-    let builder = record.builder.as_ref().map(|b| b.name.clone()).unwrap_or_default();
+    let builder = record
+        .builder
+        .as_ref()
+        .map(|b| b.name.clone())
+        .unwrap_or_default();
     let mut local_imports = Vec::new();
     let mut local_bases = Vec::new();
     let mut local_only = Vec::new();
@@ -301,7 +333,9 @@ async fn pin_inputs(
             if artifact.backend != Backend::Registry || artifact.digest.is_some() {
                 continue;
             }
-            let Ok(reference) = reference_of(artifact) else { continue };
+            let Ok(reference) = reference_of(artifact) else {
+                continue;
+            };
             let shown = short_name(&reference);
             if let Some(engine) = engine
                 && let Ok(Some(local)) = engine.image_inspect(&shown).await
@@ -347,9 +381,7 @@ async fn pin_inputs(
             }
         }
     }
-    record
-        .base_images
-        .retain(|a| !local_only.contains(a));
+    record.base_images.retain(|a| !local_only.contains(a));
     record.imported.extend(local_imports);
     record.base_images.extend(local_bases);
 }
@@ -379,7 +411,10 @@ fn diff_records(before: &[CacheRecord], after: &[CacheRecord]) -> RecordEvidence
     for record in after {
         match old.get(record.id.as_str()) {
             None => evidence.created.push(BuilderRecord::from(record.clone())),
-            Some(prev) if prev.usage_count != record.usage_count || prev.last_used_at != record.last_used_at => {
+            Some(prev)
+                if prev.usage_count != record.usage_count
+                    || prev.last_used_at != record.last_used_at =>
+            {
                 evidence.reused.push(BuilderRecord::from(record.clone()));
             }
             Some(_) => {}
@@ -391,11 +426,20 @@ fn diff_records(before: &[CacheRecord], after: &[CacheRecord]) -> RecordEvidence
 }
 
 /// The local image id and, for buildx, the metadata file.
-fn collect_outputs(record: &mut crate::model::RunRecord, iidfile: &Path, metadata_file: Option<&Path>, printer: Printer) {
+fn collect_outputs(
+    record: &mut crate::model::RunRecord,
+    iidfile: &Path,
+    metadata_file: Option<&Path>,
+    printer: Printer,
+) {
     if let Ok(text) = std::fs::read_to_string(iidfile)
         && let Ok(id) = Digest::parse(text.trim(), "--iidfile")
     {
-        let builder = record.builder.as_ref().map(|b| b.name.clone()).unwrap_or_default();
+        let builder = record
+            .builder
+            .as_ref()
+            .map(|b| b.name.clone())
+            .unwrap_or_default();
         let first = record.produced.first().and_then(|a| reference_of(a).ok());
         record.produced.push(Artifact {
             backend: Backend::LocalImage,
@@ -420,7 +464,11 @@ fn collect_outputs(record: &mut crate::model::RunRecord, iidfile: &Path, metadat
 }
 
 /// Warns when a `--cache-from` tag points somewhere else after the build than before it.
-async fn check_moved(import_tags: &[(ImageRef, Option<Digest>)], config: &Config, printer: Printer) {
+async fn check_moved(
+    import_tags: &[(ImageRef, Option<Digest>)],
+    config: &Config,
+    printer: Printer,
+) {
     for (reference, before) in import_tags {
         let Some(before) = before else { continue };
         let resolver = Resolver::new(config, std::slice::from_ref(&reference.registry));
@@ -434,8 +482,16 @@ async fn check_moved(import_tags: &[(ImageRef, Option<Digest>)], config: &Config
     }
 }
 
-async fn wrap_push(args: &WrapArgs, reference: &str, db: &Path, printer: Printer) -> Result<ExitStatus> {
-    let (program, rest) = args.command.split_first().expect("parsed as a docker command");
+async fn wrap_push(
+    args: &WrapArgs,
+    reference: &str,
+    db: &Path,
+    printer: Printer,
+) -> Result<ExitStatus> {
+    let (program, rest) = args
+        .command
+        .split_first()
+        .expect("parsed as a docker command");
     let mut child = tokio::process::Command::new(program)
         .args(rest)
         .stdout(Stdio::piped())
@@ -464,7 +520,13 @@ async fn wrap_push(args: &WrapArgs, reference: &str, db: &Path, printer: Printer
     Ok(ExitStatus::from_child(code))
 }
 
-fn attach(args: &WrapArgs, reference: &str, output: &str, db: &Path, printer: Printer) -> Result<()> {
+fn attach(
+    args: &WrapArgs,
+    reference: &str,
+    output: &str,
+    db: &Path,
+    printer: Printer,
+) -> Result<()> {
     let env = |name: &str| std::env::var(name).ok();
     let ci = ci::detect(&env);
     let pipeline = args
@@ -472,13 +534,17 @@ fn attach(args: &WrapArgs, reference: &str, output: &str, db: &Path, printer: Pr
         .pipeline
         .clone()
         .or_else(|| ci.as_ref().and_then(|c| c.pipeline.clone()))
-        .ok_or_else(|| InputError::invalid("no pipeline: pass --pipeline, or run inside a supported CI"))?;
+        .ok_or_else(|| {
+            InputError::invalid("no pipeline: pass --pipeline, or run inside a supported CI")
+        })?;
     let run_id = args
         .record
         .run_id
         .clone()
         .or_else(|| ci.as_ref().and_then(|c| c.run_id.clone()))
-        .ok_or_else(|| InputError::invalid("no run id: pass --run, or run inside a supported CI"))?;
+        .ok_or_else(|| {
+            InputError::invalid("no run id: pass --run, or run inside a supported CI")
+        })?;
     let pushed = ImageRef::parse(reference, "docker push")?;
     let digest = command::pushed_digest(output)
         .ok_or_else(|| InputError::invalid("`docker push` printed no digest"))?;

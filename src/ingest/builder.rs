@@ -28,7 +28,10 @@ pub fn derive(
 ) -> BuilderInfo {
     let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
     let endpoint = var("DOCKER_HOST");
-    if let Some(name) = flag.map(str::to_owned).or_else(|| var("CACHEWARDEN_BUILDER")) {
+    if let Some(name) = flag
+        .map(str::to_owned)
+        .or_else(|| var("CACHEWARDEN_BUILDER"))
+    {
         return BuilderInfo {
             name,
             driver: None,
@@ -87,7 +90,9 @@ pub fn hostname() -> String {
 pub fn current_context() -> Option<String> {
     let dir = std::env::var_os("DOCKER_CONFIG")
         .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".docker")))?;
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".docker"))
+        })?;
     let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
     value.get("currentContext")?.as_str().map(str::to_owned)
@@ -100,7 +105,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -116,13 +124,19 @@ mod tests {
     /// The flag wins over the environment, which wins over derivation.
     #[test]
     fn flag_then_env_then_endpoint() {
-        let vars = env(&[("CACHEWARDEN_BUILDER", "ci-7"), ("DOCKER_HOST", "tcp://10.0.0.5:2376")]);
+        let vars = env(&[
+            ("CACHEWARDEN_BUILDER", "ci-7"),
+            ("DOCKER_HOST", "tcp://10.0.0.5:2376"),
+        ]);
         assert_eq!(derive(Some("mine"), &vars, "h", None).name, "mine");
         assert_eq!(derive(None, &vars, "h", None).name, "ci-7");
         let vars = env(&[("DOCKER_HOST", "tcp://10.0.0.5:2376")]);
         assert_eq!(derive(None, &vars, "h", None).name, "docker@10.0.0.5:2376");
         let vars = env(&[("BUILDX_BUILDER", "fleet")]);
         assert_eq!(derive(None, &vars, "h", None).name, "buildx:fleet@h");
-        assert_eq!(derive(None, &env(&[]), "h", Some("remote")).name, "context:remote@h");
+        assert_eq!(
+            derive(None, &env(&[]), "h", Some("remote")).name,
+            "context:remote@h"
+        );
     }
 }

@@ -16,16 +16,16 @@ pub fn parse(value: &str, what: &str) -> Result<CacheSpec, ParseError> {
     }
     let mut fields = BTreeMap::new();
     for field in value.split(',') {
-        let (key, val) = field
-            .split_once('=')
-            .ok_or_else(|| ParseError::new(what, value, format!("field `{field}` is not `key=value`")))?;
+        let (key, val) = field.split_once('=').ok_or_else(|| {
+            ParseError::new(what, value, format!("field `{field}` is not `key=value`"))
+        })?;
         fields.insert(key.trim().to_ascii_lowercase(), val.trim().to_owned());
     }
     let get = |key: &str| fields.get(key).cloned();
     let require = |key: &str, kind: &str| {
-        get(key).filter(|v| !v.is_empty()).ok_or_else(|| {
-            ParseError::new(what, value, format!("`type={kind}` needs `{key}=`"))
-        })
+        get(key)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| ParseError::new(what, value, format!("`type={kind}` needs `{key}=`")))
     };
     let kind = get("type").unwrap_or_else(|| "registry".to_owned());
     Ok(match kind.as_str() {
@@ -45,7 +45,9 @@ pub fn parse(value: &str, what: &str) -> Result<CacheSpec, ParseError> {
             path: get("src")
                 .or_else(|| get("dest"))
                 .filter(|v| !v.is_empty())
-                .ok_or_else(|| ParseError::new(what, value, "`type=local` needs `src=` or `dest=`"))?,
+                .ok_or_else(|| {
+                    ParseError::new(what, value, "`type=local` needs `src=` or `dest=`")
+                })?,
         },
         "s3" => {
             let bucket = require("bucket", "s3")?;
@@ -67,7 +69,9 @@ pub fn parse(value: &str, what: &str) -> Result<CacheSpec, ParseError> {
             return Err(ParseError::new(
                 what,
                 value,
-                format!("unknown cache type `{other}` (expected registry, inline, gha, local, s3 or azblob)"),
+                format!(
+                    "unknown cache type `{other}` (expected registry, inline, gha, local, s3 or azblob)"
+                ),
             ));
         }
     })
@@ -97,18 +101,27 @@ mod tests {
 
     #[test]
     fn other_backends_keep_their_scope_or_key() {
-        assert_eq!(parse("type=inline", "--cache-to").unwrap(), CacheSpec::Inline);
+        assert_eq!(
+            parse("type=inline", "--cache-to").unwrap(),
+            CacheSpec::Inline
+        );
         assert_eq!(
             parse("type=gha,scope=web-main", "--cache-to").unwrap(),
-            CacheSpec::Gha { scope: "web-main".into() }
+            CacheSpec::Gha {
+                scope: "web-main".into()
+            }
         );
         assert_eq!(
             parse("type=local,src=/tmp/c", "--cache-from").unwrap(),
-            CacheSpec::Local { path: "/tmp/c".into() }
+            CacheSpec::Local {
+                path: "/tmp/c".into()
+            }
         );
         assert_eq!(
             parse("type=s3,region=eu-west-1,bucket=b,name=web", "--cache-to").unwrap(),
-            CacheSpec::S3 { key: "s3://b/web (eu-west-1)".into() }
+            CacheSpec::S3 {
+                key: "s3://b/web (eu-west-1)".into()
+            }
         );
     }
 

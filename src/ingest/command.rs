@@ -6,7 +6,9 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Wrapped {
     Build(Box<BuildCommand>),
-    Push { reference: String },
+    Push {
+        reference: String,
+    },
     /// Anything else runs unrecorded.
     Other,
 }
@@ -92,11 +94,22 @@ pub fn parse(argv: &[String]) -> Wrapped {
         let takes_value = !flag.contains('=')
             && matches!(
                 flag.as_str(),
-                "-H" | "--host" | "-c" | "--context" | "--config" | "-l" | "--log-level" | "--tlscacert" | "--tlscert" | "--tlskey"
+                "-H" | "--host"
+                    | "-c"
+                    | "--context"
+                    | "--config"
+                    | "-l"
+                    | "--log-level"
+                    | "--tlscacert"
+                    | "--tlscert"
+                    | "--tlskey"
             );
         i += if takes_value { 2 } else { 1 };
     }
-    let words: Vec<&str> = argv[i.min(argv.len())..].iter().map(String::as_str).collect();
+    let words: Vec<&str> = argv[i.min(argv.len())..]
+        .iter()
+        .map(String::as_str)
+        .collect();
     let (buildx, skip) = match words.as_slice() {
         ["build", ..] => (false, 1),
         ["image", "build", ..] | ["builder", "build", ..] => (false, 2),
@@ -165,7 +178,11 @@ pub fn parse(argv: &[String]) -> Wrapped {
             "--build-arg" => build.build_args.push(value),
             "--metadata-file" => build.metadata_file = Some(PathBuf::from(value)),
             "--iidfile" => build.iidfile = Some(PathBuf::from(value)),
-            "--output" | "-o" if value.split(',').any(|f| f == "type=registry" || f == "push=true") => {
+            "--output" | "-o"
+                if value
+                    .split(',')
+                    .any(|f| f == "type=registry" || f == "push=true") =>
+            {
                 build.push = true;
             }
             _ => {}
@@ -242,7 +259,9 @@ mod tests {
     /// buildx builds behind client global flags are recognised, with --push.
     #[test]
     fn reads_buildx_with_global_flags() {
-        let Wrapped::Build(b) = parse(&argv("docker --host unix:///x.sock buildx build --push -tweb:1 --builder fleet .")) else {
+        let Wrapped::Build(b) = parse(&argv(
+            "docker --host unix:///x.sock buildx build --push -tweb:1 --builder fleet .",
+        )) else {
             panic!("not a build")
         };
         assert!(b.buildx && b.push);

@@ -5,8 +5,8 @@ use std::fmt;
 
 pub mod builder;
 pub mod cache_flag;
-pub mod command;
 pub mod ci;
+pub mod command;
 pub mod dockerfile;
 pub mod metadata;
 
@@ -21,7 +21,11 @@ pub struct IngestError {
 }
 
 impl IngestError {
-    pub fn new(source_name: impl Into<String>, line: Option<usize>, message: impl Into<String>) -> Self {
+    pub fn new(
+        source_name: impl Into<String>,
+        line: Option<usize>,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             source_name: source_name.into(),
             line,

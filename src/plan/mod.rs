@@ -146,7 +146,21 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
     let mut actions = Vec::new();
     let place_of = |builder: &str| ctx.builders.get(builder).cloned().unwrap_or_default();
 
-    // Registry artifacts and non-registry caches.
+    // Registry artifacts and non-registry caches. A tag recorded without a digest needs no
+    // follow-up when the same tag was also recorded pinned (a wrapped push pins it).
+    let mut pinned_tags: BTreeSet<(String, String)> = BTreeSet::new();
+    for kind in [Kind::CacheRef, Kind::Image] {
+        for tainted in trace.tainted(kind) {
+            if let Entity::Artifact { info, .. } = tainted.entity
+                && info.backend == Backend::Registry
+                && !info.digest.is_empty()
+            {
+                for tag in &info.tags {
+                    pinned_tags.insert((info.locator.clone(), tag.clone()));
+                }
+            }
+        }
+    }
     let mut seen = BTreeSet::new();
     let mut local_digests: BTreeSet<String> = BTreeSet::new();
     for kind in [Kind::CacheRef, Kind::Image] {
@@ -157,7 +171,11 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
             if !seen.insert(info.id) {
                 continue;
             }
-            let reason = format!("tainted at {} via {}", crate::time::format(tainted.tainted_at), tainted.via.as_str());
+            let reason = format!(
+                "tainted at {} via {}",
+                crate::time::format(tainted.tainted_at),
+                tainted.via.as_str()
+            );
             match info.backend {
                 Backend::Registry if !info.digest.is_empty() => {
                     let (registry, repository) = info.locator.split_once('/').unwrap_or((&info.locator, ""));
@@ -194,6 +212,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                         });
                     }
                 }
+                Backend::Registry if pinned_tags.contains(&(info.locator.clone(), info.key.clone())) => {}
                 Backend::Registry => actions.push(Action {
                     kind: ActionKind::FollowUp,
                     place: info.locator.clone(),
@@ -237,13 +256,18 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
 
     // Mounts.
     for tainted in trace.tainted(Kind::Mount) {
-        let Entity::Mount(mount) = tainted.entity else { continue };
+        let Entity::Mount(mount) = tainted.entity else {
+            continue;
+        };
         let place = place_of(&mount.builder_name);
         let key = (mount.builder_name.clone(), mount.mount_id.clone());
         let targets = ctx.mount_targets.get(&key).cloned().unwrap_or_default();
         let mut shares: BTreeSet<String> = BTreeSet::new();
         for target in &targets {
-            if let Some(users) = ctx.target_users.get(&(mount.builder_name.clone(), target.clone())) {
+            if let Some(users) = ctx
+                .target_users
+                .get(&(mount.builder_name.clone(), target.clone()))
+            {
                 shares.extend(users.iter().filter(|id| **id != mount.mount_id).cloned());
             }
         }
@@ -272,13 +296,20 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
     let mut records: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for tainted in trace.tainted(Kind::Record) {
         if let Entity::Record { info, builder } = tainted.entity {
-            records.entry(builder.clone()).or_default().insert(info.record_id.clone());
+            records
+                .entry(builder.clone())
+                .or_default()
+                .insert(info.record_id.clone());
         }
     }
     let mut unverified: BTreeMap<String, Micros> = BTreeMap::new();
     let mut docker_builders: BTreeSet<String> = BTreeSet::new();
     for tainted in trace.tainted(Kind::Run) {
-        if let Entity::Run { info, builder: Some(builder) } = tainted.entity {
+        if let Entity::Run {
+            info,
+            builder: Some(builder),
+        } = tainted.entity
+        {
             docker_builders.insert(builder.clone());
             if !info.has_records {
                 let t = unverified.entry(builder.clone()).or_insert(info.started_at);
@@ -290,7 +321,9 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
         if let Entity::Builder(b) = tainted.entity
             && tainted.via == Via::Seed
         {
-            let t = unverified.entry(b.name.clone()).or_insert(tainted.tainted_at);
+            let t = unverified
+                .entry(b.name.clone())
+                .or_insert(tainted.tainted_at);
             *t = (*t).min(tainted.tainted_at);
         }
     }
@@ -298,11 +331,20 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
         .keys()
         .chain(unverified.keys())
         .cloned()
-        .chain(options.full_prune.then(|| docker_builders.iter().cloned()).into_iter().flatten())
+        .chain(
+            options
+                .full_prune
+                .then(|| docker_builders.iter().cloned())
+                .into_iter()
+                .flatten(),
+        )
         .collect();
     for builder in builders {
         let place = place_of(&builder);
-        let ids: Vec<String> = records.get(&builder).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        let ids: Vec<String> = records
+            .get(&builder)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
         let since = unverified.get(&builder).map(|t| t - options.clock_skew);
         let reason = match (ids.is_empty(), since) {
             (false, Some(t)) => format!(
@@ -370,7 +412,9 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
 /// The command that deletes a non-registry cache entry in its own system.
 pub fn follow_up_command(backend: Backend, key: &str) -> String {
     match backend {
-        Backend::Gha => format!("gh cache list --key '{key}' && gh cache delete --all --key '{key}'"),
+        Backend::Gha => {
+            format!("gh cache list --key '{key}' && gh cache delete --all --key '{key}'")
+        }
         Backend::S3 => {
             let path = key.split(" (").next().unwrap_or(key);
             format!("aws s3 rm --recursive '{path}'")

@@ -3,6 +3,6 @@
 pub mod buildkit;
 pub mod engine;
 
+pub mod redact;
 pub mod registry;
 pub mod retry;
-pub mod redact;

@@ -92,7 +92,11 @@ pub struct ActionDoc<'a> {
 }
 
 /// Everything the report says, as data.
-pub fn document<'a>(incident: &'a IncidentRow, actions: &'a [ActionRow], extras: Extras) -> ReportDoc<'a> {
+pub fn document<'a>(
+    incident: &'a IncidentRow,
+    actions: &'a [ActionRow],
+    extras: Extras,
+) -> ReportDoc<'a> {
     let mut summary = SummaryDoc {
         actions: actions.len(),
         ..SummaryDoc::default()
@@ -212,7 +216,12 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
     writeln!(out, "## Seeds")?;
     writeln!(out)?;
     for seed in doc.trace["seeds"].as_array().into_iter().flatten() {
-        writeln!(out, "- {} `{}`", seed["kind"].as_str().unwrap_or(""), seed["name"].as_str().unwrap_or(""))?;
+        writeln!(
+            out,
+            "- {} `{}`",
+            seed["kind"].as_str().unwrap_or(""),
+            seed["name"].as_str().unwrap_or("")
+        )?;
     }
     writeln!(out)?;
     writeln!(out, "## Blast radius")?;
@@ -241,7 +250,14 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
             let at = e["tainted_at"].as_str().unwrap_or("").to_owned();
             let name = e["name"].as_str().unwrap_or("").to_owned();
             let via = e["via"]["kind"].as_str().unwrap_or("").to_owned();
-            writeln!(out, "| {at} | `{name}` | {via} | {} |", e["via"]["from"].as_str().map(|f| format!("`{f}`")).unwrap_or_default())?;
+            writeln!(
+                out,
+                "| {at} | `{name}` | {via} | {} |",
+                e["via"]["from"]
+                    .as_str()
+                    .map(|f| format!("`{f}`"))
+                    .unwrap_or_default()
+            )?;
             timeline.push((at, name, via));
         }
         writeln!(out)?;
@@ -256,33 +272,62 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
     writeln!(out)?;
     writeln!(out, "## Actions")?;
     writeln!(out)?;
-    writeln!(out, "| # | action | target | state | outcome or error | duration |")?;
+    writeln!(
+        out,
+        "| # | action | target | state | outcome or error | duration |"
+    )?;
     writeln!(out, "| --- | --- | --- | --- | --- | --- |")?;
     for a in &doc.actions {
-        let state = if a.in_scope { a.state.to_owned() } else { format!("{} (out of scope)", a.state) };
+        let state = if a.in_scope {
+            a.state.to_owned()
+        } else {
+            format!("{} (out of scope)", a.state)
+        };
         let detail = a.error.or(a.outcome).unwrap_or("").replace('|', "\\|");
-        let duration = a.duration_ms.map(|ms| format!("{ms:.1} ms")).unwrap_or_default();
-        writeln!(out, "| {} | {} | {} | {state} | {detail} | {duration} |", a.seq, a.kind, describe_target(a.target))?;
+        let duration = a
+            .duration_ms
+            .map(|ms| format!("{ms:.1} ms"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "| {} | {} | {} | {state} | {detail} | {duration} |",
+            a.seq,
+            a.kind,
+            describe_target(a.target)
+        )?;
     }
     writeln!(out)?;
     if let Some(dir) = &doc.evidence_dir {
         writeln!(out, "## Evidence")?;
         writeln!(out)?;
-        writeln!(out, "Saved before deletion in `{dir}` (`MANIFEST.json` lists every file with its SHA-256).")?;
+        writeln!(
+            out,
+            "Saved before deletion in `{dir}` (`MANIFEST.json` lists every file with its SHA-256)."
+        )?;
         writeln!(out)?;
     }
     if !doc.overrides.is_empty() {
         writeln!(out, "## Containment overrides")?;
         writeln!(out)?;
         for o in &doc.overrides {
-            writeln!(out, "- {}: `{}/{}` built from `{}` with --allow-tainted (by {})", o.at, o.pipeline, o.run, o.digest, o.by)?;
+            writeln!(
+                out,
+                "- {}: `{}/{}` built from `{}` with --allow-tainted (by {})",
+                o.at, o.pipeline, o.run, o.digest, o.by
+            )?;
         }
         writeln!(out)?;
     }
     if let Some(v) = &doc.verification {
         writeln!(out, "## Verification")?;
         writeln!(out)?;
-        writeln!(out, "{} by {}: **{}**", v.at, v.by, if v.clean { "clean" } else { "not clean" })?;
+        writeln!(
+            out,
+            "{} by {}: **{}**",
+            v.at,
+            v.by,
+            if v.clean { "clean" } else { "not clean" }
+        )?;
         writeln!(out)?;
         for c in &v.checks {
             writeln!(out, "- {c}")?;
@@ -307,10 +352,16 @@ pub fn describe_target(target: &Target) -> String {
             tags,
             ..
         } => {
-            let tags = if tags.is_empty() { String::new() } else { format!(" (tags: {})", tags.join(", ")) };
+            let tags = if tags.is_empty() {
+                String::new()
+            } else {
+                format!(" (tags: {})", tags.join(", "))
+            };
             format!("`{registry}/{repository}@{digest}`{tags}")
         }
-        Target::Mount { builder, mount_id, .. } => format!("mount `{mount_id}` on `{builder}`"),
+        Target::Mount {
+            builder, mount_id, ..
+        } => format!("mount `{mount_id}` on `{builder}`"),
         Target::Builder {
             builder,
             record_ids,
@@ -328,7 +379,9 @@ pub fn describe_target(target: &Target) -> String {
                 s
             }
         }
-        Target::LocalImage { builder, reference, .. } => format!("local image `{reference}` on `{builder}`"),
+        Target::LocalImage {
+            builder, reference, ..
+        } => format!("local image `{reference}` on `{builder}`"),
         Target::FollowUp { what, .. } => what.clone(),
     }
 }

@@ -27,7 +27,11 @@ pub struct VerificationRow {
 
 impl Store {
     /// Replaces the incident's tainted digests (at open, and after each re-trace).
-    pub fn set_incident_digests(&mut self, incident: i64, digests: &[(String, String)]) -> Result<(), StoreError> {
+    pub fn set_incident_digests(
+        &mut self,
+        incident: i64,
+        digests: &[(String, String)],
+    ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
         {
@@ -38,7 +42,8 @@ impl Store {
                 )
                 .map_err(|e| sql_error(&path, e))?;
             for (digest, name) in digests {
-                stmt.execute(params![incident, digest, name]).map_err(|e| sql_error(&path, e))?;
+                stmt.execute(params![incident, digest, name])
+                    .map_err(|e| sql_error(&path, e))?;
             }
         }
         tx.commit().map_err(|e| sql_error(&path, e))
@@ -75,7 +80,9 @@ impl Store {
     pub fn incident_digests(&self, incident: i64) -> Result<Vec<(String, String)>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT digest, name FROM incident_digests WHERE incident_id = ?1 ORDER BY digest")
+            .prepare_cached(
+                "SELECT digest, name FROM incident_digests WHERE incident_id = ?1 ORDER BY digest",
+            )
             .map_err(|e| sql_error(&self.path, e))?;
         let rows = stmt
             .query_map([incident], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -84,7 +91,13 @@ impl Store {
     }
 
     /// Records a build that went ahead with `--allow-tainted`.
-    pub fn record_override(&mut self, hit: &Contained, pipeline: &str, run_key: &str, by: &str) -> Result<(), StoreError> {
+    pub fn record_override(
+        &mut self,
+        hit: &Contained,
+        pipeline: &str,
+        run_key: &str,
+        by: &str,
+    ) -> Result<(), StoreError> {
         self.conn
             .execute(
                 "INSERT INTO containment_overrides (incident_id, digest, pipeline, run_key, at, by)
@@ -104,12 +117,26 @@ impl Store {
             )
             .map_err(|e| sql_error(&self.path, e))?;
         let rows = stmt
-            .query_map([incident], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)))
+            .query_map([incident], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
+            })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
         rows.map_err(|e| sql_error(&self.path, e))
     }
 
-    pub fn record_verification(&mut self, incident: i64, by: &str, clean: bool, result: &str) -> Result<(), StoreError> {
+    pub fn record_verification(
+        &mut self,
+        incident: i64,
+        by: &str,
+        clean: bool,
+        result: &str,
+    ) -> Result<(), StoreError> {
         self.conn
             .execute(
                 "INSERT INTO verifications (incident_id, at, by, clean, result) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -140,14 +167,21 @@ impl Store {
 
     pub fn set_evidence_dir(&mut self, incident: i64, dir: &str) -> Result<(), StoreError> {
         self.conn
-            .execute("UPDATE incidents SET evidence_dir = ?2 WHERE id = ?1", params![incident, dir])
+            .execute(
+                "UPDATE incidents SET evidence_dir = ?2 WHERE id = ?1",
+                params![incident, dir],
+            )
             .map(|_| ())
             .map_err(|e| sql_error(&self.path, e))
     }
 
     pub fn evidence_dir(&self, incident: i64) -> Result<Option<String>, StoreError> {
         self.conn
-            .query_row("SELECT evidence_dir FROM incidents WHERE id = ?1", [incident], |row| row.get(0))
+            .query_row(
+                "SELECT evidence_dir FROM incidents WHERE id = ?1",
+                [incident],
+                |row| row.get(0),
+            )
             .map_err(|e| sql_error(&self.path, e))
     }
 }

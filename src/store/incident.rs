@@ -141,8 +141,13 @@ impl Store {
             .query_map([incident], |row| {
                 let kind: String = row.get(2)?;
                 let target: String = row.get(4)?;
-                let target: Target = serde_json::from_str(&target)
-                    .map_err(|e| rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Text, Box::new(e)))?;
+                let target: Target = serde_json::from_str(&target).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        4,
+                        rusqlite::types::Type::Text,
+                        Box::new(e),
+                    )
+                })?;
                 Ok(ActionRow {
                     id: row.get(0)?,
                     seq: row.get(1)?,
@@ -178,7 +183,12 @@ impl Store {
     }
 
     /// Records how an action ended, committed at once.
-    pub fn finish_action(&mut self, action: i64, finished: &Finished, duration_us: i64) -> Result<(), StoreError> {
+    pub fn finish_action(
+        &mut self,
+        action: i64,
+        finished: &Finished,
+        duration_us: i64,
+    ) -> Result<(), StoreError> {
         let (state, outcome, error) = match finished {
             Finished::Done(outcome) => ("done", Some(outcome.as_str()), None),
             Finished::Failed(error) => ("failed", None, Some(error.as_str())),
@@ -200,7 +210,11 @@ impl Store {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
         let current: Option<String> = tx
-            .query_row("SELECT lock_owner FROM incidents WHERE id = ?1", [incident], |row| row.get(0))
+            .query_row(
+                "SELECT lock_owner FROM incidents WHERE id = ?1",
+                [incident],
+                |row| row.get(0),
+            )
             .map_err(|e| sql_error(&path, e))?;
         if let Some(holder) = current
             && holder != owner
@@ -238,7 +252,11 @@ impl Store {
     }
 
     /// Endpoints, drivers and mount target paths the plan needs.
-    pub fn plan_context(&self, builders: &BTreeSet<String>, mounts: &BTreeSet<(String, String)>) -> Result<PlanContext, StoreError> {
+    pub fn plan_context(
+        &self,
+        builders: &BTreeSet<String>,
+        mounts: &BTreeSet<(String, String)>,
+    ) -> Result<PlanContext, StoreError> {
         let err = |e| sql_error(&self.path, e);
         let mut ctx = PlanContext::default();
         let mut stmt = self
@@ -277,11 +295,15 @@ impl Store {
                 .map_err(err)?;
             let mut targets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
             for (mount_id, detail) in rows {
-                let list: Vec<MountUse> = detail.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or_default();
+                let list: Vec<MountUse> = detail
+                    .and_then(|d| serde_json::from_str(&d).ok())
+                    .unwrap_or_default();
                 let entry = targets.entry(mount_id.clone()).or_default();
                 for m in list {
                     // A use without a known target is at the id itself when the id is a path.
-                    let target = m.target.or_else(|| m.id.starts_with('/').then(|| m.id.clone()));
+                    let target = m
+                        .target
+                        .or_else(|| m.id.starts_with('/').then(|| m.id.clone()));
                     if let Some(t) = target {
                         entry.insert(t);
                     }
@@ -298,8 +320,10 @@ impl Store {
                         .insert(mount_id.clone());
                 }
                 if mounts.contains(&(builder.clone(), mount_id.clone())) {
-                    ctx.mount_targets
-                        .insert((builder.clone(), mount_id.clone()), ts.iter().cloned().collect());
+                    ctx.mount_targets.insert(
+                        (builder.clone(), mount_id.clone()),
+                        ts.iter().cloned().collect(),
+                    );
                 }
             }
         }
@@ -310,7 +334,11 @@ impl Store {
 impl Store {
     /// How a mount was used on a builder, and base images of builds that used it (the names
     /// the builder knows them by first), for listing its contents.
-    pub fn mount_probe(&self, builder: &str, mount_id: &str) -> Result<crate::evidence::MountProbe, StoreError> {
+    pub fn mount_probe(
+        &self,
+        builder: &str,
+        mount_id: &str,
+    ) -> Result<crate::evidence::MountProbe, StoreError> {
         let err = |e| sql_error(&self.path, e);
         let mut probe = crate::evidence::MountProbe::default();
         let mut stmt = self
@@ -323,7 +351,9 @@ impl Store {
             )
             .map_err(err)?;
         let rows: Vec<(Option<String>, i64)> = stmt
-            .query_map(params![builder, mount_id], |row| Ok((row.get(0)?, row.get(1)?)))
+            .query_map(params![builder, mount_id], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
             .map_err(err)?;
         let mut bases = self
@@ -334,7 +364,8 @@ impl Store {
             )
             .map_err(err)?;
         for (detail, run) in rows {
-            if let Some(uses) = detail.and_then(|d| serde_json::from_str::<Vec<MountUse>>(&d).ok()) {
+            if let Some(uses) = detail.and_then(|d| serde_json::from_str::<Vec<MountUse>>(&d).ok())
+            {
                 for u in uses {
                     if u.id == mount_id && !probe.uses.contains(&u) {
                         probe.uses.push(u);
@@ -342,7 +373,9 @@ impl Store {
                 }
             }
             let found: Vec<(String, String, String, String)> = bases
-                .query_map([run], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))
+                .query_map([run], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(err)?;
             for (backend, locator, digest, key) in found {
@@ -375,21 +408,31 @@ fn parse_driver(value: &str) -> Option<Driver> {
 
 /// Lock owners are `host:pid`: a holder on this host whose process is gone holds nothing.
 fn process_alive(owner: &str) -> bool {
-    let Some((host, pid)) = owner.rsplit_once(':') else { return true };
+    let Some((host, pid)) = owner.rsplit_once(':') else {
+        return true;
+    };
     if host != crate::ingest::builder::hostname() {
         return true;
     }
-    let Ok(pid) = pid.parse::<u32>() else { return true };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return true;
+    };
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-pub(super) fn insert_actions(tx: &rusqlite::Transaction<'_>, incident: i64, first_seq: i64, actions: &[Action]) -> rusqlite::Result<()> {
+pub(super) fn insert_actions(
+    tx: &rusqlite::Transaction<'_>,
+    incident: i64,
+    first_seq: i64,
+    actions: &[Action],
+) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO actions (incident_id, seq, kind, place, target, reason, in_scope, state)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     for (i, action) in actions.iter().enumerate() {
-        let target = serde_json::to_string(&action.target).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let target = serde_json::to_string(&action.target)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         // Out-of-scope actions and follow-ups are never executed: they are settled at once.
         let state = if !action.in_scope || action.kind == ActionKind::FollowUp {
             "skipped"

@@ -27,9 +27,6 @@ pub use read::{ArtifactRow, ExportError, ExportItem, RunRow};
 pub use sweep::SweepKinds;
 pub use write::{ImportItem, RecordOutcome};
 
-
-
-
 /// How long a writer waits for another process's lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -116,7 +113,9 @@ impl Store {
         }
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
@@ -147,7 +146,9 @@ impl Store {
     }
 
     fn configure(&mut self) -> Result<(), StoreError> {
-        self.conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| self.sql(e))?;
+        self.conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| self.sql(e))?;
         // journal_mode needs the lock briefly when switching; a busy reply here is a lock.
         self.conn
             .pragma_update_and_check(None, "journal_mode", "wal", |_| Ok(()))
@@ -208,7 +209,9 @@ impl Store {
     /// Runs `f` inside one read transaction: a consistent snapshot, and no lock traffic per
     /// statement.
     pub fn read_snapshot<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> Result<T, StoreError> {
-        self.conn.execute_batch("BEGIN DEFERRED").map_err(|e| self.sql(e))?;
+        self.conn
+            .execute_batch("BEGIN DEFERRED")
+            .map_err(|e| self.sql(e))?;
         let out = f(self);
         self.conn.execute_batch("COMMIT").map_err(|e| self.sql(e))?;
         Ok(out)
@@ -216,7 +219,9 @@ impl Store {
 
     /// Refreshes the planner's statistics after bulk writes.
     pub fn optimize(&mut self) -> Result<(), StoreError> {
-        self.conn.execute_batch("PRAGMA optimize").map_err(|e| self.sql(e))
+        self.conn
+            .execute_batch("PRAGMA optimize")
+            .map_err(|e| self.sql(e))
     }
 
     fn sql(&self, source: rusqlite::Error) -> StoreError {

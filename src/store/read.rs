@@ -7,12 +7,12 @@ use rusqlite::{OptionalExtension, Row, params};
 use super::write::kind;
 use super::{Store, StoreError, sql_error};
 use crate::graph::source::{
-    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, DigestRead, BuilderInfo, MountId, MountInfo, RecordId, RecordInfo,
-    RunId, RunInfo, Source, Write,
+    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestRead, MountId, MountInfo,
+    RecordId, RecordInfo, RunId, RunInfo, Source, Write,
 };
 use crate::model::{
-    Artifact, Backend, BuilderInfo as BuilderDesc, BuilderRecord, Digest, Driver, MountUse, PipelineInfo,
-    PurgeTarget, RecordEvidence, RunKey, RunRecord, RunStatus,
+    Artifact, Backend, BuilderInfo as BuilderDesc, BuilderRecord, Digest, Driver, MountUse,
+    PipelineInfo, PurgeTarget, RecordEvidence, RunKey, RunRecord, RunStatus,
 };
 use crate::time::Micros;
 
@@ -69,14 +69,19 @@ impl Store {
     /// Counts of what the store holds, for status lines.
     pub fn counts(&self) -> Result<(i64, i64), StoreError> {
         self.conn
-            .query_row("SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM events)", [], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
+            .query_row(
+                "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM events)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
             .map_err(|e| self.err(e))
     }
 
     /// Every pipeline, builder, run and purge, in store order, for `export`.
-    pub fn export(&self, mut emit: impl FnMut(ExportItem) -> std::io::Result<()>) -> Result<(), ExportError> {
+    pub fn export(
+        &self,
+        mut emit: impl FnMut(ExportItem) -> std::io::Result<()>,
+    ) -> Result<(), ExportError> {
         let e = |err| ExportError::Store(self.err(err));
         let mut stmt = self
             .conn
@@ -188,11 +193,13 @@ impl Store {
                 step: row.get(3).map_err(e)?,
                 commit: row.get(4).map_err(e)?,
                 git_ref: row.get(5).map_err(e)?,
-                builder: builder.and_then(|b| builders.get(&b)).map(|name| BuilderDesc {
-                    name: name.clone(),
-                    driver: None,
-                    endpoint: None,
-                }),
+                builder: builder
+                    .and_then(|b| builders.get(&b))
+                    .map(|name| BuilderDesc {
+                        name: name.clone(),
+                        driver: None,
+                        endpoint: None,
+                    }),
                 started_at: row.get(7).map_err(e)?,
                 finished_at: row.get(8).map_err(e)?,
                 status: if status == "failed" {
@@ -246,7 +253,9 @@ fn add_exported_event(record: &mut RunRecord, ev: &Row<'_>) -> rusqlite::Result<
             let key: String = ev.get(7)?;
             let tag: Option<String> = ev.get(8)?;
             let backend = Backend::parse(&backend).unwrap_or(Backend::Registry);
-            let digest = (!digest.is_empty()).then(|| Digest::parse(&digest, "digest").ok()).flatten();
+            let digest = (!digest.is_empty())
+                .then(|| Digest::parse(&digest, "digest").ok())
+                .flatten();
             let artifact = Artifact {
                 backend,
                 locator: ev.get(5)?,
@@ -255,7 +264,11 @@ fn add_exported_event(record: &mut RunRecord, ev: &Row<'_>) -> rusqlite::Result<
                 } else {
                     tag
                 },
-                key: if backend == Backend::Registry { String::new() } else { key },
+                key: if backend == Backend::Registry {
+                    String::new()
+                } else {
+                    key
+                },
                 digest,
             };
             let list = match kind.as_str() {
@@ -307,7 +320,11 @@ pub enum ExportItem {
     Pipeline(PipelineInfo),
     Builder(BuilderDesc),
     Run(Box<RunRecord>),
-    Purge { target: PurgeTarget, at: Micros, source: String },
+    Purge {
+        target: PurgeTarget,
+        at: Micros,
+        source: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -319,8 +336,14 @@ pub enum ExportError {
 }
 
 impl Store {
-    fn runs_query(&self, where_clause: &str, params: impl rusqlite::Params) -> Result<Vec<RunInfo>, StoreError> {
-        let sql = format!("SELECT {RUN_COLUMNS} FROM runs r JOIN pipelines p ON p.id = r.pipeline_id {where_clause}");
+    fn runs_query(
+        &self,
+        where_clause: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<RunInfo>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN pipelines p ON p.id = r.pipeline_id {where_clause}"
+        );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(params, run_from_row)
@@ -328,7 +351,11 @@ impl Store {
         rows.map_err(|e| self.err(e))
     }
 
-    fn artifacts_query(&self, where_clause: &str, params: impl rusqlite::Params) -> Result<Vec<ArtifactInfo>, StoreError> {
+    fn artifacts_query(
+        &self,
+        where_clause: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<ArtifactInfo>, StoreError> {
         let sql = format!("SELECT {ARTIFACT_COLUMNS} FROM artifacts a {where_clause}");
         let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let rows = stmt
@@ -338,7 +365,12 @@ impl Store {
     }
 
     /// Runs joined with events of the given kinds on one target, with the event time.
-    fn event_runs(&self, kinds: &str, target: i64, since: Micros) -> Result<Vec<(RunInfo, String, Micros)>, StoreError> {
+    fn event_runs(
+        &self,
+        kinds: &str,
+        target: i64,
+        since: Micros,
+    ) -> Result<Vec<(RunInfo, String, Micros)>, StoreError> {
         let sql = format!(
             "SELECT {RUN_COLUMNS}, e.kind, e.at FROM events e
              JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
@@ -346,7 +378,9 @@ impl Store {
         );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![target, since], |row| Ok((run_from_row(row)?, row.get(9)?, row.get(10)?)))
+            .query_map(params![target, since], |row| {
+                Ok((run_from_row(row)?, row.get(9)?, row.get(10)?))
+            })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
         rows.map_err(|e| self.err(e))
     }
@@ -371,7 +405,11 @@ impl Source for Store {
     ) -> Result<Option<Vec<RunInfo>>, StoreError> {
         let exists: Option<i64> = self
             .conn
-            .query_row("SELECT id FROM pipelines WHERE name = ?1", [pipeline], |row| row.get(0))
+            .query_row(
+                "SELECT id FROM pipelines WHERE name = ?1",
+                [pipeline],
+                |row| row.get(0),
+            )
             .optional()
             .map_err(|e| self.err(e))?;
         let Some(id) = exists else { return Ok(None) };
@@ -396,7 +434,10 @@ impl Source for Store {
     }
 
     fn artifacts_by_digest(&mut self, digest: &str) -> Result<Vec<ArtifactInfo>, StoreError> {
-        self.artifacts_query("WHERE a.digest = ?1 AND a.digest <> '' ORDER BY a.id", [digest])
+        self.artifacts_query(
+            "WHERE a.digest = ?1 AND a.digest <> '' ORDER BY a.id",
+            [digest],
+        )
     }
 
     fn artifacts_by_tag(
@@ -410,11 +451,20 @@ impl Source for Store {
             "JOIN artifact_tags tt ON tt.artifact_id = a.id
              WHERE a.locator = ?1 AND tt.tag = ?2 AND tt.first_seen >= ?3 AND tt.first_seen <= ?4
              ORDER BY a.id",
-            params![locator, tag, since.unwrap_or(i64::MIN), until.unwrap_or(i64::MAX)],
+            params![
+                locator,
+                tag,
+                since.unwrap_or(i64::MIN),
+                until.unwrap_or(i64::MAX)
+            ],
         )
     }
 
-    fn mounts_by_name(&mut self, builder: &str, mount_id: &str) -> Result<Vec<MountInfo>, StoreError> {
+    fn mounts_by_name(
+        &mut self,
+        builder: &str,
+        mount_id: &str,
+    ) -> Result<Vec<MountInfo>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -430,12 +480,16 @@ impl Source for Store {
 
     fn builder_by_name(&mut self, name: &str) -> Result<Option<BuilderInfo>, StoreError> {
         self.conn
-            .query_row("SELECT id, name FROM builders WHERE name = ?1", [name], |row| {
-                Ok(BuilderInfo {
-                    id: row.get(0)?,
-                    name: row.get(1)?,
-                })
-            })
+            .query_row(
+                "SELECT id, name FROM builders WHERE name = ?1",
+                [name],
+                |row| {
+                    Ok(BuilderInfo {
+                        id: row.get(0)?,
+                        name: row.get(1)?,
+                    })
+                },
+            )
             .optional()
             .map_err(|e| self.err(e))
     }
@@ -452,7 +506,11 @@ impl Source for Store {
 
     fn first_builder_use(&mut self, builder: BuilderId) -> Result<Option<Micros>, StoreError> {
         self.conn
-            .query_row("SELECT min(started_at) FROM runs WHERE builder_id = ?1", [builder], |row| row.get(0))
+            .query_row(
+                "SELECT min(started_at) FROM runs WHERE builder_id = ?1",
+                [builder],
+                |row| row.get(0),
+            )
             .map_err(|e| self.err(e))
     }
 
@@ -499,13 +557,21 @@ impl Source for Store {
         let rows = stmt
             .query_map([digest], |row| {
                 let kind: String = row.get(9)?;
-                Ok((run_from_row(row)?, read_kind(&kind), row.get(11)?, row.get(10)?))
+                Ok((
+                    run_from_row(row)?,
+                    read_kind(&kind),
+                    row.get(11)?,
+                    row.get(10)?,
+                ))
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
         rows.map_err(|e| self.err(e))
     }
 
-    fn artifact_readers(&mut self, artifact: ArtifactId) -> Result<Vec<(RunInfo, ArtifactRead, Micros)>, StoreError> {
+    fn artifact_readers(
+        &mut self,
+        artifact: ArtifactId,
+    ) -> Result<Vec<(RunInfo, ArtifactRead, Micros)>, StoreError> {
         Ok(self
             .event_runs("'imported', 'used_base'", artifact, i64::MIN)?
             .into_iter()
@@ -513,7 +579,11 @@ impl Source for Store {
             .collect())
     }
 
-    fn mount_readers(&mut self, mount: MountId, since: Micros) -> Result<Vec<(RunInfo, Micros)>, StoreError> {
+    fn mount_readers(
+        &mut self,
+        mount: MountId,
+        since: Micros,
+    ) -> Result<Vec<(RunInfo, Micros)>, StoreError> {
         Ok(self
             .event_runs("'read_mount'", mount, since)?
             .into_iter()
@@ -539,7 +609,9 @@ impl Source for Store {
     fn builder_purges(&mut self, builder: BuilderId) -> Result<Vec<Micros>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT at FROM purges WHERE kind = 'builder' AND builder_id = ?1 ORDER BY at")
+            .prepare_cached(
+                "SELECT at FROM purges WHERE kind = 'builder' AND builder_id = ?1 ORDER BY at",
+            )
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([builder], |row| row.get(0))
@@ -555,7 +627,11 @@ impl Source for Store {
             .collect())
     }
 
-    fn unverified_builder_runs(&mut self, builder: BuilderId, since: Micros) -> Result<Vec<RunInfo>, StoreError> {
+    fn unverified_builder_runs(
+        &mut self,
+        builder: BuilderId,
+        since: Micros,
+    ) -> Result<Vec<RunInfo>, StoreError> {
         // Runs are indexed by (builder, start); a run that finished after `since` started no
         // earlier than `since` minus the longest run on the builder, which bounds the scan.
         let longest: Option<i64> = self
@@ -573,7 +649,11 @@ impl Source for Store {
         )
     }
 
-    fn builder_record_users(&mut self, builder: BuilderId, since: Micros) -> Result<Vec<(RunInfo, Micros)>, StoreError> {
+    fn builder_record_users(
+        &mut self,
+        builder: BuilderId,
+        since: Micros,
+    ) -> Result<Vec<(RunInfo, Micros)>, StoreError> {
         let sql = format!(
             "SELECT {RUN_COLUMNS}, min(e.at) FROM builder_records br
              CROSS JOIN events e ON e.kind IN ('created_record', 'reused_record') AND e.target = br.id
@@ -583,7 +663,9 @@ impl Source for Store {
         );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map(params![builder, since], |row| Ok((run_from_row(row)?, row.get(9)?)))
+            .query_map(params![builder, since], |row| {
+                Ok((run_from_row(row)?, row.get(9)?))
+            })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
         rows.map_err(|e| self.err(e))
     }
@@ -607,12 +689,16 @@ impl Source for Store {
 
     fn builder(&mut self, builder: BuilderId) -> Result<BuilderInfo, StoreError> {
         self.conn
-            .query_row("SELECT id, name FROM builders WHERE id = ?1", [builder], |row| {
-                Ok(BuilderInfo {
-                    id: row.get(0)?,
-                    name: row.get(1)?,
-                })
-            })
+            .query_row(
+                "SELECT id, name FROM builders WHERE id = ?1",
+                [builder],
+                |row| {
+                    Ok(BuilderInfo {
+                        id: row.get(0)?,
+                        name: row.get(1)?,
+                    })
+                },
+            )
             .map_err(|e| self.err(e))
     }
 

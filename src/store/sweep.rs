@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 
 use super::incident::insert_actions;
 use super::{Store, StoreError, sql_error};
@@ -43,15 +43,17 @@ impl Store {
         Ok(id)
     }
 
-    /// `incident` or `sweep`.
-    pub fn incident_kind(&self, id: i64) -> Result<String, StoreError> {
+    /// Closes sweeps left open by a process that died mid-sweep; the caller holds the sweep
+    /// lock, so none of them is running. Their unfinished actions stay in the journal as they
+    /// are, and the next plan covers what they left. Returns how many were closed.
+    pub fn close_interrupted_sweeps(&mut self) -> Result<usize, StoreError> {
         self.conn
-            .query_row("SELECT kind FROM incidents WHERE id = ?1", [id], |row| {
-                row.get(0)
-            })
-            .optional()
-            .map_err(|e| sql_error(&self.path, e))?
-            .ok_or_else(|| StoreError::NotFound(format!("no incident `{id}`")))
+            .execute(
+                "UPDATE incidents SET status = 'closed', closed_at = ?1, closed_by = 'sweep (interrupted)'
+                 WHERE kind = 'sweep' AND status = 'open'",
+                [time::now()],
+            )
+            .map_err(|e| sql_error(&self.path, e))
     }
 
     /// The caches, mounts and records a sweep may decide about, each with the pipelines that

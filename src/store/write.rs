@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::{Store, StoreError, sql_error};
 use crate::model::{
-    Artifact, Backend, BuilderInfo, BuilderRecord, Digest, ImageRef, MountUse, PipelineInfo, PurgeTarget,
-    RunRecord,
+    Artifact, Backend, BuilderInfo, BuilderRecord, Digest, ImageRef, MountUse, PipelineInfo,
+    PurgeTarget, RunRecord,
 };
 use crate::time::{self, Micros};
 
@@ -31,7 +31,11 @@ pub enum ImportItem {
     Pipeline(PipelineInfo),
     Builder(BuilderInfo),
     Run(Box<RunRecord>),
-    Purge { target: PurgeTarget, at: Micros, source: String },
+    Purge {
+        target: PurgeTarget,
+        at: Micros,
+        source: String,
+    },
 }
 
 /// What storing one run did.
@@ -62,7 +66,8 @@ impl Store {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
         let mut cache = IdCache::default();
-        let outcome = insert_run(&tx, &mut cache, record, time::now()).map_err(|e| sql_error(&path, e))?;
+        let outcome =
+            insert_run(&tx, &mut cache, record, time::now()).map_err(|e| sql_error(&path, e))?;
         if let Some(evidence) = &record.records
             && let Some(builder) = &record.builder
         {
@@ -75,7 +80,11 @@ impl Store {
 
     /// Stores a batch of imported lines in one transaction: all or nothing.
     /// `first_line` numbers the batch's first item for error messages.
-    pub fn import_batch(&mut self, items: &[ImportItem], first_line: usize) -> Result<usize, StoreError> {
+    pub fn import_batch(
+        &mut self,
+        items: &[ImportItem],
+        first_line: usize,
+    ) -> Result<usize, StoreError> {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
         let mut cache = IdCache::default();
@@ -106,7 +115,12 @@ impl Store {
     }
 
     /// Records a purge or invalidation done outside a run.
-    pub fn record_purge(&mut self, target: &PurgeTarget, at: Micros, source: &str) -> Result<(), StoreError> {
+    pub fn record_purge(
+        &mut self,
+        target: &PurgeTarget,
+        at: Micros,
+        source: &str,
+    ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
         let mut cache = IdCache::default();
@@ -129,7 +143,8 @@ impl Store {
     ) -> Result<Option<String>, StoreError> {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
-        let found = attach_push_tx(&tx, pipeline, run_id, pushed, digest).map_err(|e| sql_error(&path, e))?;
+        let found = attach_push_tx(&tx, pipeline, run_id, pushed, digest)
+            .map_err(|e| sql_error(&path, e))?;
         tx.commit().map_err(|e| sql_error(&path, e))?;
         Ok(found)
     }
@@ -153,7 +168,13 @@ fn attach_push_tx(
                AND a.locator = ?3 AND a.digest = '' AND a.key = ?4
              ORDER BY r.started_at DESC, r.id DESC LIMIT 1",
             params![pipeline, run_id, pushed.locator(), tag],
-            |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?)),
+            |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            },
         )
         .optional()?;
     let Some((run, started_at, step)) = run else {
@@ -202,12 +223,19 @@ pub(super) fn upsert_pipeline(
                 trust_level = coalesce(excluded.trust_level, trust_level)
              RETURNING id",
         )?
-        .query_row(params![pipeline.name, pipeline.project, pipeline.trust_level], |row| row.get(0))?;
+        .query_row(
+            params![pipeline.name, pipeline.project, pipeline.trust_level],
+            |row| row.get(0),
+        )?;
     cache.pipelines.insert(pipeline.name.clone(), id);
     Ok(id)
 }
 
-pub(super) fn upsert_builder(tx: &Transaction<'_>, cache: &mut IdCache, builder: &BuilderInfo) -> rusqlite::Result<i64> {
+pub(super) fn upsert_builder(
+    tx: &Transaction<'_>,
+    cache: &mut IdCache,
+    builder: &BuilderInfo,
+) -> rusqlite::Result<i64> {
     if builder.driver.is_none()
         && builder.endpoint.is_none()
         && let Some(id) = cache.builders.get(&builder.name)
@@ -223,14 +251,22 @@ pub(super) fn upsert_builder(tx: &Transaction<'_>, cache: &mut IdCache, builder:
              RETURNING id",
         )?
         .query_row(
-            params![builder.name, builder.driver.map(|d| d.as_str()), builder.endpoint],
+            params![
+                builder.name,
+                builder.driver.map(|d| d.as_str()),
+                builder.endpoint
+            ],
             |row| row.get(0),
         )?;
     cache.builders.insert(builder.name.clone(), id);
     Ok(id)
 }
 
-fn builder_id_by_name(tx: &Transaction<'_>, cache: &mut IdCache, name: &str) -> rusqlite::Result<i64> {
+fn builder_id_by_name(
+    tx: &Transaction<'_>,
+    cache: &mut IdCache,
+    name: &str,
+) -> rusqlite::Result<i64> {
     upsert_builder(
         tx,
         cache,
@@ -244,7 +280,11 @@ fn builder_id_by_name(tx: &Transaction<'_>, cache: &mut IdCache, name: &str) -> 
 
 /// The identity columns of an artifact: a digestless registry artifact is keyed by its tag.
 fn artifact_key(artifact: &Artifact) -> (Backend, String, String, String) {
-    let digest = artifact.digest.as_ref().map(|d| d.as_str().to_owned()).unwrap_or_default();
+    let digest = artifact
+        .digest
+        .as_ref()
+        .map(|d| d.as_str().to_owned())
+        .unwrap_or_default();
     let key = if artifact.backend == Backend::Registry && digest.is_empty() {
         artifact.tag.clone().unwrap_or_else(|| "latest".to_owned())
     } else {
@@ -271,7 +311,10 @@ pub(super) fn upsert_artifact(
                         first_seen = min(first_seen, excluded.first_seen)
                      RETURNING id",
                 )?
-                .query_row(params![ident.0.as_str(), ident.1, ident.2, ident.3, seen], |row| row.get(0))?;
+                .query_row(
+                    params![ident.0.as_str(), ident.1, ident.2, ident.3, seen],
+                    |row| row.get(0),
+                )?;
             cache.artifacts.insert(ident, id);
             id
         }
@@ -288,7 +331,12 @@ pub(super) fn upsert_artifact(
     Ok(id)
 }
 
-fn upsert_mount(tx: &Transaction<'_>, cache: &mut IdCache, builder: i64, mount: &MountUse) -> rusqlite::Result<i64> {
+fn upsert_mount(
+    tx: &Transaction<'_>,
+    cache: &mut IdCache,
+    builder: i64,
+    mount: &MountUse,
+) -> rusqlite::Result<i64> {
     let ident = (builder, mount.namespace.clone(), mount.id.clone());
     if let Some(id) = cache.mounts.get(&ident) {
         return Ok(*id);
@@ -304,7 +352,12 @@ fn upsert_mount(tx: &Transaction<'_>, cache: &mut IdCache, builder: i64, mount: 
     Ok(id)
 }
 
-fn upsert_record(tx: &Transaction<'_>, cache: &mut IdCache, builder: i64, record: &BuilderRecord) -> rusqlite::Result<i64> {
+fn upsert_record(
+    tx: &Transaction<'_>,
+    cache: &mut IdCache,
+    builder: i64,
+    record: &BuilderRecord,
+) -> rusqlite::Result<i64> {
     let ident = (builder, record.id.clone());
     if let Some(id) = cache.records.get(&ident) {
         return Ok(*id);
@@ -408,9 +461,10 @@ fn insert_run(
         )?;
     let (start, finish) = (record.started_at, record.finished_at);
     let mut events = 0;
-    let mut add = |tx: &Transaction<'_>, kind: &str, target: i64, at: Micros, detail: Option<&str>| {
-        insert_event(tx, run, kind, target, at, detail).map(|new| events += usize::from(new))
-    };
+    let mut add =
+        |tx: &Transaction<'_>, kind: &str, target: i64, at: Micros, detail: Option<&str>| {
+            insert_event(tx, run, kind, target, at, detail).map(|new| events += usize::from(new))
+        };
     if let Some(builder) = builder {
         add(tx, kind::RAN_ON, builder, start, None)?;
     }

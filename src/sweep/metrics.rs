@@ -133,6 +133,7 @@ pub fn bytes_in_outcome(outcome: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
+    /// Every kind and state has a series, zero or not.
     #[test]
     fn renders_every_kind_and_state() {
         let mut m = SweepMetrics {
@@ -165,6 +166,7 @@ mod tests {
         assert!(!text.contains("state=\"planned\""), "{text}");
     }
 
+    /// Bytes come from the executor's prune outcome text.
     #[test]
     fn reads_bytes_from_prune_outcomes() {
         assert_eq!(

@@ -364,6 +364,7 @@ mod tests {
         Policy::parse(text, Path::new("p.toml"), &Config::default())
     }
 
+    /// Rules keep file order, get default names and resolve ages and trust ranks.
     #[test]
     fn parses_rules_in_order_with_defaults() {
         let policy = parse(
@@ -399,6 +400,7 @@ action = "purge"
         assert!(policy.selects(Selects::BuilderRecords) && !policy.selects(Selects::Mounts));
     }
 
+    /// Options that do not apply to what a rule selects are refused.
     #[test]
     fn options_must_fit_the_selection() {
         let err = parse("[[rule]]\nselect = \"mounts\"\nkeep_newest = 2\naction = \"purge\"\n")
@@ -419,6 +421,7 @@ action = "purge"
         assert!(err.to_string().contains("`builder`"), "{err}");
     }
 
+    /// Unknown trust levels, keys and ages are refused, naming file and line.
     #[test]
     fn unknown_levels_keys_and_ages_are_refused_with_their_place() {
         let err = parse(
@@ -435,6 +438,7 @@ action = "purge"
         assert!(parse("").unwrap_err().to_string().contains("no `[[rule]]`"));
     }
 
+    /// Ages combine units; trust selectors compare ranks and never match an unknown level.
     #[test]
     fn ages_and_trust_selectors() {
         assert_eq!(parse_age("90m").unwrap(), 90 * 60 * 1_000_000);

@@ -465,6 +465,7 @@ mod tests {
         selection.purged().map(|d| d.entity).collect()
     }
 
+    /// The first matching rule decides; later rules never see what it decided.
     #[test]
     fn first_matching_rule_decides() {
         let candidates = Candidates {
@@ -506,6 +507,7 @@ action = "purge"
         );
     }
 
+    /// `keep_newest` ranks young and old caches per repository.
     #[test]
     fn keep_newest_counts_young_and_old_per_repository() {
         let by = pipeline("pr", "untrusted");
@@ -530,6 +532,7 @@ action = "purge"
         );
     }
 
+    /// A byte budget purges the oldest records first, as one partial prune per builder.
     #[test]
     fn byte_budget_purges_oldest_first_per_builder() {
         let record = |builder: &str, id: &str, size: i64, age_days: i64| RecordCandidate {
@@ -579,6 +582,7 @@ action = "purge"
         assert!(!actions[0].in_scope, "an empty scope allows nothing");
     }
 
+    /// Every selector must match, and the scope decides whether an action runs.
     #[test]
     fn selectors_pipeline_project_trust_and_builder() {
         let mount = |builder: &str, id: &str, by: PipelineFacts| MountCandidate {
@@ -613,6 +617,7 @@ action = "purge"
         assert!(actions[0].in_scope);
     }
 
+    /// An entity is as trusted as the least trusted pipeline that wrote it.
     #[test]
     fn lowest_trust_among_writers_decides() {
         let mut c = cache("a", '1', pipeline("main", "release"), 30);

@@ -7,8 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Artifact, Backend, BuilderInfo, BuilderRecord, Digest, Driver, ImageRef, MountUse, PipelineInfo, PurgeTarget,
-    RecordEvidence, RunRecord, RunStatus, clean_path, normalize_mount_id,
+    Artifact, Backend, BuilderInfo, BuilderRecord, Digest, Driver, ImageRef, MountUse,
+    PipelineInfo, PurgeTarget, RecordEvidence, RunRecord, RunStatus, clean_path,
+    normalize_mount_id,
 };
 use crate::store::{ExportItem, ImportItem};
 use crate::time::{self, Micros};
@@ -126,7 +127,9 @@ impl ArtifactWire {
                     .transpose()
                     .map_err(|e| e.to_string())?;
                 if backend == Backend::Registry {
-                    return Err(format!("`{field}`: registry artifacts are written as reference strings"));
+                    return Err(format!(
+                        "`{field}`: registry artifacts are written as reference strings"
+                    ));
                 }
                 Ok(Artifact {
                     backend,
@@ -170,7 +173,9 @@ pub fn parse_line(text: &str) -> Result<ImportItem, String> {
         if v == VERSION {
             Ok(())
         } else {
-            Err(format!("unsupported format version {v} (this cachewarden reads {VERSION})"))
+            Err(format!(
+                "unsupported format version {v} (this cachewarden reads {VERSION})"
+            ))
         }
     };
     match line {
@@ -196,7 +201,11 @@ pub fn parse_line(text: &str) -> Result<ImportItem, String> {
         } => {
             check_version(v)?;
             non_empty(&name, "name")?;
-            Ok(ImportItem::Builder(BuilderInfo { name, driver, endpoint }))
+            Ok(ImportItem::Builder(BuilderInfo {
+                name,
+                driver,
+                endpoint,
+            }))
         }
         Line::Purge {
             v,
@@ -240,8 +249,10 @@ fn run_from_line(line: RunLine) -> Result<RunRecord, String> {
     if line.run.contains('/') {
         return Err(format!("`run` `{}` contains `/`", line.run));
     }
-    let started_at: Micros = time::parse_rfc3339(&line.started_at, "started_at").map_err(|e| e.to_string())?;
-    let finished_at: Micros = time::parse_rfc3339(&line.finished_at, "finished_at").map_err(|e| e.to_string())?;
+    let started_at: Micros =
+        time::parse_rfc3339(&line.started_at, "started_at").map_err(|e| e.to_string())?;
+    let finished_at: Micros =
+        time::parse_rfc3339(&line.finished_at, "finished_at").map_err(|e| e.to_string())?;
     if finished_at < started_at {
         return Err(format!(
             "`finished_at` `{}` is before `started_at` `{}`",

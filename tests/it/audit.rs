@@ -50,7 +50,20 @@ fn cmd(env: &Env, config: &Path) -> Command {
     cmd
 }
 
-/// Exit code and the parsed JSON of `audit registry --format json`.
+/// The document matches `schema/audit.schema.json`.
+fn assert_schema(doc: &serde_json::Value) {
+    let path = format!("{}/schema/audit.schema.json", env!("CARGO_MANIFEST_DIR"));
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+    let errors: Vec<String> = validator
+        .iter_errors(doc)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}\n{doc:#}");
+}
+
+/// Exit code and the parsed JSON of `audit registry --format json`, checked against its schema.
 fn audit_json(env: &Env, config: &Path, extra: &[&str]) -> (i32, serde_json::Value, String) {
     let out = cmd(env, config)
         .args(["audit", "registry", "--format", "json"])
@@ -59,6 +72,7 @@ fn audit_json(env: &Env, config: &Path, extra: &[&str]) -> (i32, serde_json::Val
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    assert_schema(&doc);
     (out.status.code().unwrap(), doc, stderr)
 }
 
@@ -76,7 +90,7 @@ fn codes(doc: &serde_json::Value) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A recorded cache, a recorded image and an unrecorded image: nothing to report.
+/// A recorded cache and an image nobody recorded: nothing to report.
 fn recorded(env: &Env, registry: &Registry, pusher: &mut Pusher) -> Pushed {
     let host = registry.host();
     let main = pusher.cache_manifest("team/app", Some("main"), "main cache");
@@ -95,8 +109,7 @@ fn recorded(env: &Env, registry: &Registry, pusher: &mut Pusher) -> Pushed {
     main
 }
 
-/// An attacker's push of a new digest to a recorded cache tag is reported as an unrecorded
-/// push and a moved tag; the next audit reports nothing new; `--all` repeats it as seen before.
+/// An attacker's new digest at a recorded cache tag is reported as unrecorded and as a moved tag.
 #[test]
 fn attacker_push_is_reported_as_unrecorded() {
     if !harness::require_registry() {
@@ -143,16 +156,34 @@ fn attacker_push_is_reported_as_unrecorded() {
         .unwrap();
     assert_eq!(inline_finding["digest"], inline.digest.as_str());
     assert_eq!(inline_finding["detail"]["kind"], "inline-cache-image");
+}
 
+/// The second audit reports nothing new; `--all` repeats what is still there as seen before.
+#[test]
+fn second_audit_reports_nothing_new() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let env = Env::new();
+    let mut pusher = Pusher::new(&registry);
+    recorded(&env, &registry, &mut pusher);
+    pusher.cache_manifest("team/app", Some("stray-1"), "stray 1");
+    pusher.cache_manifest("team/app", Some("stray-2"), "stray 2");
+    let config = config(&env, &registry.host(), "");
+    let (code, doc, stderr) = audit_json(&env, &config, &[]);
+    assert_eq!(code, 1, "{doc:#} {stderr}");
+    assert_eq!(codes(&doc).len(), 2, "{doc:#}");
     let (code, doc, stderr) = audit_json(&env, &config, &[]);
     assert_eq!(
         code, 0,
         "the second audit repeated itself: {doc:#} {stderr}"
     );
     assert!(codes(&doc).is_empty());
-    assert_eq!(doc["summary"]["seen_before"], 3, "{doc:#}");
+    assert_eq!(doc["summary"]["seen_before"], 2, "{doc:#}");
     let (code, doc, _) = audit_json(&env, &config, &["--all"]);
     assert_eq!(code, 1);
+    assert_eq!(codes(&doc).len(), 2, "{doc:#}");
     assert!(
         doc["findings"]
             .as_array()
@@ -285,8 +316,7 @@ fn sarif_names_rules_and_results() {
     );
 }
 
-/// `incident open --from-audit` seeds an incident from an unrecorded push, and its purge
-/// deletes the pushed manifest.
+/// `incident open --from-audit` on an unrecorded push plans and purges exactly that manifest.
 #[test]
 fn incident_from_audit_deletes_the_unrecorded_push() {
     if !harness::require_registry() {

@@ -82,7 +82,14 @@ fn record_is_idempotent() {
     ok(env.cmd().args(args));
     ok(env.cmd().args(args));
     let export = ok(env.cmd().arg("export"));
-    assert_eq!(export.lines().filter(|l| l.contains("\"type\":\"run\"")).count(), 1, "{export}");
+    assert_eq!(
+        export
+            .lines()
+            .filter(|l| l.contains("\"type\":\"run\""))
+            .count(),
+        1,
+        "{export}"
+    );
 }
 
 /// The LLB form of a mount id and the Dockerfile form are one mount.
@@ -90,14 +97,28 @@ fn record_is_idempotent() {
 fn llb_mount_ids_are_normalized() {
     let env = Env::new();
     for (run, id) in [("1", "//root/.cache/pip"), ("2", "/root/.cache/pip")] {
-        ok(env
-            .cmd()
-            .args(["record", "--pipeline", "p", "--run", run, "--builder", "b", "--mount", id]));
+        ok(env.cmd().args([
+            "record",
+            "--pipeline",
+            "p",
+            "--run",
+            run,
+            "--builder",
+            "b",
+            "--mount",
+            id,
+        ]));
     }
     let export = ok(env.cmd().arg("export"));
-    assert_eq!(export.matches("\"id\":\"/root/.cache/pip\"").count(), 2, "{export}");
+    assert_eq!(
+        export.matches("\"id\":\"/root/.cache/pip\"").count(),
+        2,
+        "{export}"
+    );
     let conn = rusqlite::Connection::open(env.db()).unwrap();
-    let mounts: i64 = conn.query_row("SELECT count(*) FROM mounts", [], |r| r.get(0)).unwrap();
+    let mounts: i64 = conn
+        .query_row("SELECT count(*) FROM mounts", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(mounts, 1);
 }
 
@@ -122,7 +143,12 @@ fn export_import_round_trip() {
     let first = ok(env.cmd().arg("export"));
     let copy = env.write("copy.jsonl", &first);
     let other = env.path().join("other.db");
-    ok(env.cmd().args(["--db", other.to_str().unwrap(), "import", copy.to_str().unwrap()]));
+    ok(env.cmd().args([
+        "--db",
+        other.to_str().unwrap(),
+        "import",
+        copy.to_str().unwrap(),
+    ]));
     let second = ok(env.cmd().args(["--db", other.to_str().unwrap(), "export"]));
     assert_eq!(first, second);
     assert_snapshot!(first);
@@ -133,10 +159,18 @@ fn export_import_round_trip() {
 fn import_bad_line_writes_nothing() {
     let env = Env::new();
     let good = r#"{"v":1,"type":"pipeline","name":"web"}"#;
-    let file = env.write("in.jsonl", &format!("{good}\n{good}\n{{\"v\":1,\"type\":\"pipeline\"\n"));
-    assert_snapshot!(output(&env, env.cmd().args(["import", file.to_str().unwrap()])));
+    let file = env.write(
+        "in.jsonl",
+        &format!("{good}\n{good}\n{{\"v\":1,\"type\":\"pipeline\"\n"),
+    );
+    assert_snapshot!(output(
+        &env,
+        env.cmd().args(["import", file.to_str().unwrap()])
+    ));
     let conn = rusqlite::Connection::open(env.db()).unwrap();
-    let n: i64 = conn.query_row("SELECT count(*) FROM pipelines", [], |r| r.get(0)).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM pipelines", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(n, 0);
 }
 
@@ -144,11 +178,16 @@ fn import_bad_line_writes_nothing() {
 #[test]
 fn bad_input_per_kind() {
     let env = Env::new();
-    ok(env.cmd().args(["record", "--pipeline", "p", "--run", "1", "--builder", "b"]));
+    ok(env
+        .cmd()
+        .args(["record", "--pipeline", "p", "--run", "1", "--builder", "b"]));
     let before = ok(env.cmd().arg("export"));
     let bad_dockerfile = env.write("bad/Dockerfile", "RUN echo no from\n");
     let bad_meta = env.write("bad/meta.json", "{\"containerimage.digest\": 7");
-    let bad_config = env.write("bad/config.toml", "[[builder]]\nname = \"x\"\nendpoint = 3\n");
+    let bad_config = env.write(
+        "bad/config.toml",
+        "[[builder]]\nname = \"x\"\nendpoint = 3\n",
+    );
     let cases: Vec<Vec<String>> = vec![
         vec!["--cache-from".into(), "Not A Ref".into()],
         vec!["--image".into(), "reg.io/app@sha256:1234".into()],
@@ -163,7 +202,8 @@ fn bad_input_per_kind() {
     let mut all = String::new();
     for case in cases {
         let mut cmd = env.cmd();
-        cmd.args(["record", "--pipeline", "p", "--run", "2", "--builder", "b"]).args(&case);
+        cmd.args(["record", "--pipeline", "p", "--run", "2", "--builder", "b"])
+            .args(&case);
         let out = output(&env, &mut cmd);
         assert!(out.starts_with("exit: 2\n"), "{case:?}: {out}");
         let stderr = out.split("--- stderr\n").nth(1).unwrap();
@@ -171,7 +211,15 @@ fn bad_input_per_kind() {
         all.push_str(&format!("{}\n", stderr.trim_end()));
     }
     let mut cmd = env.cmd();
-    cmd.args(["--config", bad_config.to_str().unwrap(), "record", "--pipeline", "p", "--run", "3"]);
+    cmd.args([
+        "--config",
+        bad_config.to_str().unwrap(),
+        "record",
+        "--pipeline",
+        "p",
+        "--run",
+        "3",
+    ]);
     all.push_str(&output(&env, &mut cmd));
     assert_snapshot!(all);
     assert_eq!(ok(env.cmd().arg("export")), before);
@@ -185,7 +233,10 @@ fn newer_schema_is_refused() {
     let conn = rusqlite::Connection::open(env.db()).unwrap();
     conn.pragma_update(None, "user_version", 42).unwrap();
     drop(conn);
-    assert_snapshot!(output(&env, env.cmd().args(["record", "--pipeline", "p", "--run", "2"])));
+    assert_snapshot!(output(
+        &env,
+        env.cmd().args(["record", "--pipeline", "p", "--run", "2"])
+    ));
 }
 
 /// Eight processes recording into one fresh database at once lose nothing.
@@ -215,9 +266,25 @@ fn concurrent_records_lose_nothing() {
         .collect();
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let export = ok(env.cmd().arg("export"));
-    assert_eq!(export.lines().filter(|l| l.contains("\"type\":\"run\"")).count(), 8);
-    assert_eq!(export.lines().filter(|l| l.contains("\"type\":\"pipeline\"")).count(), 3);
+    assert_eq!(
+        export
+            .lines()
+            .filter(|l| l.contains("\"type\":\"run\""))
+            .count(),
+        8
+    );
+    assert_eq!(
+        export
+            .lines()
+            .filter(|l| l.contains("\"type\":\"pipeline\""))
+            .count(),
+        3
+    );
 }

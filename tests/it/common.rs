@@ -67,12 +67,13 @@ impl Env {
 pub fn output(env: &Env, cmd: &mut Command) -> String {
     let out = cmd.output().expect("run cachewarden");
     let clean = |bytes: &[u8]| {
-        String::from_utf8_lossy(bytes)
-            .replace(&env.path().display().to_string(), "[TEMP]")
+        String::from_utf8_lossy(bytes).replace(&env.path().display().to_string(), "[TEMP]")
     };
     format!(
         "exit: {}\n--- stdout\n{}--- stderr\n{}",
-        out.status.code().map_or("signal".to_owned(), |c| c.to_string()),
+        out.status
+            .code()
+            .map_or("signal".to_owned(), |c| c.to_string()),
         clean(&out.stdout),
         clean(&out.stderr)
     )

@@ -11,7 +11,8 @@ use crate::harness::{self, Registry, RegistryOpts};
 
 fn cmd(env: &Env, config: &std::path::Path) -> Command {
     let mut cmd = env.cmd();
-    cmd.env("CACHEWARDEN_CONFIG", config).env("CACHEWARDEN_NO_PROGRESS", "1");
+    cmd.env("CACHEWARDEN_CONFIG", config)
+        .env("CACHEWARDEN_NO_PROGRESS", "1");
     cmd
 }
 
@@ -35,7 +36,10 @@ fn setup(env: &Env, registry: &Registry) -> (std::path::PathBuf, Vec<String>) {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Evidence is saved before deletion, the saved manifests hash to the deleted digests, and
@@ -52,14 +56,31 @@ fn evidence_matches_what_was_deleted() {
     let evidence = env.path().join("ev");
     let out = output(
         &env,
-        cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes", "--evidence-blobs", "--evidence-dir"]).arg(&evidence),
+        cmd(&env, &config)
+            .args([
+                "incident",
+                "purge",
+                "1",
+                "--execute",
+                "--yes",
+                "--evidence-blobs",
+                "--evidence-dir",
+            ])
+            .arg(&evidence),
     );
     assert!(out.starts_with("exit: 0\n"), "{out}");
-    let host_dir = evidence.join("manifests").join(registry.host().replace(':', "_")).join("team/app");
+    let host_dir = evidence
+        .join("manifests")
+        .join(registry.host().replace(':', "_"))
+        .join("team/app");
     for digest in &digests {
         let hex = digest.trim_start_matches("sha256:");
         let bytes = std::fs::read(host_dir.join(format!("{hex}.json"))).expect("saved manifest");
-        assert_eq!(sha256_hex(&bytes), hex, "the saved manifest is the deleted one");
+        assert_eq!(
+            sha256_hex(&bytes),
+            hex,
+            "the saved manifest is the deleted one"
+        );
         assert!(host_dir.join(format!("{hex}.blobs.txt")).exists());
     }
     let manifest: serde_json::Value =
@@ -70,7 +91,10 @@ fn evidence_matches_what_was_deleted() {
         let bytes = std::fs::read(evidence.join(f["path"].as_str().unwrap())).unwrap();
         assert_eq!(f["sha256"].as_str().unwrap(), sha256_hex(&bytes));
     }
-    assert!(evidence.join("blobs").read_dir().unwrap().count() > 0, "--evidence-blobs saves blobs");
+    assert!(
+        evidence.join("blobs").read_dir().unwrap().count() > 0,
+        "--evidence-blobs saves blobs"
+    );
 }
 
 /// While the incident is open `check` refuses a tainted digest (exit 5) and passes a clean
@@ -86,7 +110,10 @@ fn containment_until_close() {
     ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
     let tainted = format!("{}/team/app@{}", registry.host(), digests[0]);
     let out = output(&env, cmd(&env, &config).args(["check", &tainted]));
-    assert!(out.starts_with("exit: 5\n") && out.contains("TAINTED"), "{out}");
+    assert!(
+        out.starts_with("exit: 5\n") && out.contains("TAINTED"),
+        "{out}"
+    );
     let clean = format!("{}/team/app@sha256:{}", registry.host(), "0".repeat(64));
     assert!(output(&env, cmd(&env, &config).args(["check", &clean])).starts_with("exit: 0\n"));
     let listed = ok(cmd(&env, &config).args(["incident", "report", "1", "--format", "digests"]));
@@ -120,8 +147,21 @@ fn retrace_picks_up_new_runs() {
     );
     let file = env.write("late.jsonl", &format!("{line}\n"));
     ok(env.cmd().args(["import", file.to_str().unwrap()]));
-    let out = output(&env, cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes", "--no-evidence"]));
-    assert!(out.starts_with("exit: 0\n") && out.contains("re-trace found"), "{out}");
+    let out = output(
+        &env,
+        cmd(&env, &config).args([
+            "incident",
+            "purge",
+            "1",
+            "--execute",
+            "--yes",
+            "--no-evidence",
+        ]),
+    );
+    assert!(
+        out.starts_with("exit: 0\n") && out.contains("re-trace found"),
+        "{out}"
+    );
     let gone = registry.get(&format!("/v2/team/late/manifests/{}", late.digest));
     assert_eq!(gone.status, 404, "the late export was purged");
 }
@@ -137,13 +177,25 @@ fn verify_reports_a_target_that_came_back() {
     let env = Env::new();
     let (config, _) = setup(&env, &registry);
     ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
-    ok(cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes", "--no-evidence"]));
-    assert!(output(&env, cmd(&env, &config).args(["incident", "verify", "1"])).starts_with("exit: 0\n"));
+    ok(cmd(&env, &config).args([
+        "incident",
+        "purge",
+        "1",
+        "--execute",
+        "--yes",
+        "--no-evidence",
+    ]));
+    assert!(
+        output(&env, cmd(&env, &config).args(["incident", "verify", "1"])).starts_with("exit: 0\n")
+    );
     // The same content again: same digest.
     let mut pusher = Pusher::new(&registry);
     pusher.cache_manifest("team/app", Some("evil"), "evil a");
     let out = output(&env, cmd(&env, &config).args(["incident", "verify", "1"]));
-    assert!(out.starts_with("exit: 1\n") && out.contains("is back in the registry"), "{out}");
+    assert!(
+        out.starts_with("exit: 1\n") && out.contains("is back in the registry"),
+        "{out}"
+    );
     let out = output(&env, cmd(&env, &config).args(["incident", "close", "1"]));
     assert!(out.starts_with("exit: 5\n"), "{out}");
 }
@@ -162,15 +214,39 @@ fn second_concurrent_execution_is_refused() {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let owner = format!("{}:{}", host.trim(), std::process::id());
     let conn = rusqlite::Connection::open(env.db()).unwrap();
-    conn.execute("UPDATE incidents SET lock_owner = ?1 WHERE id = 1", [&owner]).unwrap();
+    conn.execute(
+        "UPDATE incidents SET lock_owner = ?1 WHERE id = 1",
+        [&owner],
+    )
+    .unwrap();
     drop(conn);
-    let out = output(&env, cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes"]));
-    assert!(out.starts_with("exit: 5\n") && out.contains("being purged by another process"), "{out}");
+    let out = output(
+        &env,
+        cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes"]),
+    );
+    assert!(
+        out.starts_with("exit: 5\n") && out.contains("being purged by another process"),
+        "{out}"
+    );
     // Once the holder is gone, the lock is taken over.
     let conn = rusqlite::Connection::open(env.db()).unwrap();
-    conn.execute("UPDATE incidents SET lock_owner = ?1 WHERE id = 1", [format!("{}:999999999", host.trim())]).unwrap();
+    conn.execute(
+        "UPDATE incidents SET lock_owner = ?1 WHERE id = 1",
+        [format!("{}:999999999", host.trim())],
+    )
+    .unwrap();
     drop(conn);
-    let out = output(&env, cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes", "--no-evidence"]));
+    let out = output(
+        &env,
+        cmd(&env, &config).args([
+            "incident",
+            "purge",
+            "1",
+            "--execute",
+            "--yes",
+            "--no-evidence",
+        ]),
+    );
     assert!(out.starts_with("exit: 0\n"), "{out}");
 }
 
@@ -183,7 +259,13 @@ fn non_registry_caches_are_follow_ups_with_commands() {
     ok(env.cmd().args(["import", file.to_str().unwrap()]));
     ok(env.cmd().args(["incident", "open", "--pipeline", "evil"]));
     let report = ok(env.cmd().args(["incident", "report", "1"]));
-    assert!(report.contains("gh cache delete --all --key 'web-main'"), "{report}");
-    assert!(report.contains("aws s3 rm --recursive 's3://bucket/cache/web'"), "{report}");
+    assert!(
+        report.contains("gh cache delete --all --key 'web-main'"),
+        "{report}"
+    );
+    assert!(
+        report.contains("aws s3 rm --recursive 's3://bucket/cache/web'"),
+        "{report}"
+    );
     assert!(report.contains("rm -rf '/var/cache/buildx'"), "{report}");
 }

@@ -20,7 +20,9 @@ struct History {
 fn history(env: &Env, registry: &Registry, pusher: &mut Pusher, count: usize) -> History {
     let host = registry.host();
     let tainted: Vec<Pushed> = (0..count)
-        .map(|i| pusher.cache_manifest("team/app", Some(&format!("evil-{i}")), &format!("evil {i}")))
+        .map(|i| {
+            pusher.cache_manifest("team/app", Some(&format!("evil-{i}")), &format!("evil {i}"))
+        })
         .collect();
     let clean = pusher.cache_manifest("team/app", Some("main"), "good");
     let downstream = pusher.cache_index("team/victim", Some("cache"), "victim");
@@ -76,7 +78,8 @@ fn exists(registry: &Registry, repository: &str, digest: &str) -> bool {
 
 fn cmd(env: &Env, config: &std::path::Path) -> Command {
     let mut cmd = env.cmd();
-    cmd.env("CACHEWARDEN_CONFIG", config).env("CACHEWARDEN_NO_PROGRESS", "1");
+    cmd.env("CACHEWARDEN_CONFIG", config)
+        .env("CACHEWARDEN_NO_PROGRESS", "1");
     cmd
 }
 
@@ -92,36 +95,78 @@ fn purge_deletes_exactly_the_tainted_digests_in_scope() {
     let mut pusher = Pusher::new(&registry);
     let h = history(&env, &registry, &mut pusher, 3);
     let config = config(&env, &registry.host(), "");
-    let open = ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil", "--format", "json"]));
+    let open =
+        ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil", "--format", "json"]));
     let open: serde_json::Value = serde_json::from_str(&open).unwrap();
     let id = open["incident"].as_i64().unwrap().to_string();
     let actions = open["actions"].as_array().unwrap();
-    let deletes: Vec<&serde_json::Value> = actions.iter().filter(|a| a["kind"] == "delete-manifest").collect();
+    let deletes: Vec<&serde_json::Value> = actions
+        .iter()
+        .filter(|a| a["kind"] == "delete-manifest")
+        .collect();
     assert_eq!(deletes.len(), 5, "{open:#}");
-    assert_eq!(deletes.iter().filter(|a| a["in_scope"] == false).count(), 1, "the other/ repository is out of scope");
+    assert_eq!(
+        deletes.iter().filter(|a| a["in_scope"] == false).count(),
+        1,
+        "the other/ repository is out of scope"
+    );
 
     // The dry run changes nothing and reports the out-of-scope target.
     let dry = output(&env, cmd(&env, &config).args(["incident", "purge", &id]));
     assert!(dry.starts_with("exit: 1\n"), "{dry}");
     assert!(dry.contains("out of scope: will not run"), "{dry}");
-    assert!(h.tainted.iter().all(|p| exists(&registry, "team/app", &p.digest)));
+    assert!(
+        h.tainted
+            .iter()
+            .all(|p| exists(&registry, "team/app", &p.digest))
+    );
 
-    let run = output(&env, cmd(&env, &config).args(["incident", "purge", &id, "--execute", "--yes"]));
+    let run = output(
+        &env,
+        cmd(&env, &config).args(["incident", "purge", &id, "--execute", "--yes"]),
+    );
     assert!(run.starts_with("exit: 0\n"), "{run}");
     for p in &h.tainted {
-        assert!(!exists(&registry, "team/app", &p.digest), "{} survived", p.digest);
+        assert!(
+            !exists(&registry, "team/app", &p.digest),
+            "{} survived",
+            p.digest
+        );
     }
-    assert!(!exists(&registry, "team/victim", &h.downstream.digest), "transitively tainted cache survived");
-    assert!(exists(&registry, "team/app", &h.clean.digest), "an untainted digest in a tainted repository was deleted");
-    assert!(exists(&registry, "other/app", &h.outside.digest), "an out-of-scope ref was touched");
-    assert!(!registry.tags("team/app").iter().any(|t| t.starts_with("evil-")));
+    assert!(
+        !exists(&registry, "team/victim", &h.downstream.digest),
+        "transitively tainted cache survived"
+    );
+    assert!(
+        exists(&registry, "team/app", &h.clean.digest),
+        "an untainted digest in a tainted repository was deleted"
+    );
+    assert!(
+        exists(&registry, "other/app", &h.outside.digest),
+        "an out-of-scope ref was touched"
+    );
+    assert!(
+        !registry
+            .tags("team/app")
+            .iter()
+            .any(|t| t.starts_with("evil-"))
+    );
     assert!(registry.tags("team/app").contains(&"main".to_owned()));
 
-    let again = output(&env, cmd(&env, &config).args(["incident", "purge", &id, "--execute", "--yes"]));
-    assert!(again.starts_with("exit: 0\n") && again.contains("nothing left to do"), "{again}");
+    let again = output(
+        &env,
+        cmd(&env, &config).args(["incident", "purge", &id, "--execute", "--yes"]),
+    );
+    assert!(
+        again.starts_with("exit: 0\n") && again.contains("nothing left to do"),
+        "{again}"
+    );
 
     let report = ok(cmd(&env, &config).args(["incident", "report", &id]));
-    assert!(report.contains("## Actions") && report.contains("garbage-collect"), "{report}");
+    assert!(
+        report.contains("## Actions") && report.contains("garbage-collect"),
+        "{report}"
+    );
     let json = ok(cmd(&env, &config).args(["incident", "report", &id, "--format", "json"]));
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json["summary"]["done"], 4);
@@ -140,7 +185,12 @@ fn purge_without_confirmation_is_refused() {
     let h = history(&env, &registry, &mut pusher, 1);
     let config = config(&env, &registry.host(), "");
     ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
-    let out = output(&env, cmd(&env, &config).args(["incident", "purge", "1", "--execute"]).stdin(std::process::Stdio::null()));
+    let out = output(
+        &env,
+        cmd(&env, &config)
+            .args(["incident", "purge", "1", "--execute"])
+            .stdin(std::process::Stdio::null()),
+    );
     assert!(out.starts_with("exit: 5\n"), "{out}");
     assert!(exists(&registry, "team/app", &h.tainted[0].digest));
 }
@@ -160,7 +210,10 @@ fn delete_disabled_is_actionable() {
     history(&env, &registry, &mut pusher, 1);
     let config = config(&env, &registry.host(), "");
     ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
-    let out = output(&env, cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes"]));
+    let out = output(
+        &env,
+        cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes"]),
+    );
     assert!(out.starts_with("exit: 1\n"), "{out}");
     assert!(out.contains("deletion is disabled on registry"), "{out}");
 }
@@ -176,18 +229,39 @@ fn transient_registry_errors_are_retried() {
     let env = Env::new();
     let mut pusher = Pusher::new(&registry);
     let h = history(&env, &registry, &mut pusher, 2);
-    let config = config(&env, &registry.host(), &format!("endpoint = \"{}\"\n", proxy.url()));
+    let config = config(
+        &env,
+        &registry.host(),
+        &format!("endpoint = \"{}\"\n", proxy.url()),
+    );
     ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
     proxy.inject(Fault::status(500).on("DELETE"));
     proxy.inject(Fault::status(429).on("DELETE").header("Retry-After", "1"));
-    let out = output(&env, cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes", "--concurrency", "1"]));
+    let out = output(
+        &env,
+        cmd(&env, &config).args([
+            "incident",
+            "purge",
+            "1",
+            "--execute",
+            "--yes",
+            "--concurrency",
+            "1",
+        ]),
+    );
     assert!(out.starts_with("exit: 0\n"), "{out}");
     for p in &h.tainted {
         assert!(!exists(&registry, "team/app", &p.digest));
     }
     let seen = proxy.seen();
-    assert!(seen.iter().any(|s| s.injected && s.status == Some(429)), "{seen:?}");
-    assert!(seen.iter().any(|s| s.injected && s.status == Some(500)), "{seen:?}");
+    assert!(
+        seen.iter().any(|s| s.injected && s.status == Some(429)),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|s| s.injected && s.status == Some(500)),
+        "{seen:?}"
+    );
 }
 
 /// The registry stopped in the middle of a purge: what was done stays done, the rest fails
@@ -204,14 +278,28 @@ fn registry_stopped_mid_purge_then_rerun_completes() {
     let config = config(&env, &registry.host(), "");
     ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
     let child = cmd(&env, &config)
-        .args(["incident", "purge", "1", "--execute", "--yes", "--no-evidence", "--concurrency", "1"])
+        .args([
+            "incident",
+            "purge",
+            "1",
+            "--execute",
+            "--yes",
+            "--no-evidence",
+            "--concurrency",
+            "1",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let done = |env: &Env| -> i64 {
         let conn = rusqlite::Connection::open(env.db()).unwrap();
-        conn.query_row("SELECT count(*) FROM actions WHERE state = 'done'", [], |r| r.get(0)).unwrap_or(0)
+        conn.query_row(
+            "SELECT count(*) FROM actions WHERE state = 'done'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0)
     };
     let started = std::time::Instant::now();
     while done(&env) < 10 && started.elapsed() < std::time::Duration::from_secs(60) {
@@ -221,9 +309,22 @@ fn registry_stopped_mid_purge_then_rerun_completes() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "a partial purge exits 1");
     let done_mid = done(&env);
-    assert!((10..201).contains(&done_mid), "{done_mid} actions done before the registry went away");
+    assert!(
+        (10..201).contains(&done_mid),
+        "{done_mid} actions done before the registry went away"
+    );
     registry.restart();
-    let out = output(&env, cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes", "--no-evidence"]));
+    let out = output(
+        &env,
+        cmd(&env, &config).args([
+            "incident",
+            "purge",
+            "1",
+            "--execute",
+            "--yes",
+            "--no-evidence",
+        ]),
+    );
     assert!(out.starts_with("exit: 0\n"), "{out}");
     for p in &h.tainted {
         assert!(!exists(&registry, "team/app", &p.digest));
@@ -245,14 +346,27 @@ fn kill_nine_mid_purge_then_rerun() {
     let config = config(&env, &registry.host(), "");
     ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
     let mut child = cmd(&env, &config)
-        .args(["incident", "purge", "1", "--execute", "--yes", "--concurrency", "2"])
+        .args([
+            "incident",
+            "purge",
+            "1",
+            "--execute",
+            "--yes",
+            "--concurrency",
+            "2",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let done = |env: &Env| -> i64 {
         let conn = rusqlite::Connection::open(env.db()).unwrap();
-        conn.query_row("SELECT count(*) FROM actions WHERE state = 'done'", [], |r| r.get(0)).unwrap_or(0)
+        conn.query_row(
+            "SELECT count(*) FROM actions WHERE state = 'done'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0)
     };
     let started = std::time::Instant::now();
     while done(&env) < 20 && started.elapsed() < std::time::Duration::from_secs(60) {
@@ -268,15 +382,29 @@ fn kill_nine_mid_purge_then_rerun() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert!(done_before.len() >= 20 && done_before.len() < 301, "killed after {} actions", done_before.len());
+    assert!(
+        done_before.len() >= 20 && done_before.len() < 301,
+        "killed after {} actions",
+        done_before.len()
+    );
     drop(conn);
 
-    let out = output(&env, cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes"]));
+    let out = output(
+        &env,
+        cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes"]),
+    );
     assert!(out.starts_with("exit: 0\n"), "{out}");
     let conn = rusqlite::Connection::open(env.db()).unwrap();
     for id in &done_before {
-        let attempts: i64 = conn.query_row("SELECT attempts FROM actions WHERE id = ?1", [id], |r| r.get(0)).unwrap();
-        assert_eq!(attempts, 1, "action {id} was done before the kill and ran again");
+        let attempts: i64 = conn
+            .query_row("SELECT attempts FROM actions WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(
+            attempts, 1,
+            "action {id} was done before the kill and ran again"
+        );
     }
     let not_done: i64 = conn
         .query_row("SELECT count(*) FROM actions WHERE kind = 'delete-manifest' AND in_scope = 1 AND state <> 'done'", [], |r| r.get(0))

@@ -33,13 +33,31 @@ fn resolve_pins_tags_to_digests() {
         "--base-image",
         &format!("{host}/team/base:1"),
     ]));
-    assert!(out.contains(&format!("{host}/team/app:cache@{}", cache.digest)), "{out}");
-    assert!(out.contains(&format!("{host}/team/base:1@{}", base.digest)), "{out}");
+    assert!(
+        out.contains(&format!("{host}/team/app:cache@{}", cache.digest)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("{host}/team/base:1@{}", base.digest)),
+        "{out}"
+    );
     let bad = output(
         &env,
-        env.cmd().args(["record", "--pipeline", "p", "--run", "2", "--resolve", "--cache-from", &format!("{host}/team/app:nope")]),
+        env.cmd().args([
+            "record",
+            "--pipeline",
+            "p",
+            "--run",
+            "2",
+            "--resolve",
+            "--cache-from",
+            &format!("{host}/team/app:nope"),
+        ]),
     );
-    assert!(bad.starts_with("exit: 4\n") && bad.contains(&format!("{host}/team/app:nope")), "{bad}");
+    assert!(
+        bad.starts_with("exit: 4\n") && bad.contains(&format!("{host}/team/app:nope")),
+        "{bad}"
+    );
     assert!(!ok(env.cmd().arg("export")).contains("\"run\":\"2\""));
 }
 
@@ -55,11 +73,17 @@ fn overlapping_builds_are_flagged() {
     dockerd.import_busybox("base:1");
     let config = env.write(
         "config.toml",
-        &format!("[[builder]]\nname = \"ci-1\"\ndriver = \"docker\"\nendpoint = \"{}\"\n", dockerd.host()),
+        &format!(
+            "[[builder]]\nname = \"ci-1\"\ndriver = \"docker\"\nendpoint = \"{}\"\n",
+            dockerd.host()
+        ),
     );
     let mut children = Vec::new();
     for i in 0..2 {
-        let ctx = env.write(&format!("c{i}/Dockerfile"), &format!("FROM base:1\nRUN sleep 2 && echo {i} > /out\n"));
+        let ctx = env.write(
+            &format!("c{i}/Dockerfile"),
+            &format!("FROM base:1\nRUN sleep 2 && echo {i} > /out\n"),
+        );
         let child = env
             .cmd()
             .env("CACHEWARDEN_CONFIG", &config)
@@ -69,7 +93,11 @@ fn overlapping_builds_are_flagged() {
             .env("DOCKER_BUILDKIT", "1")
             .args(["wrap", "--pipeline", &format!("p{i}"), "--run", "1", "--"])
             .arg(harness::DOCKER)
-            .args(["build", "--network=none", ctx.parent().unwrap().to_str().unwrap()])
+            .args([
+                "build",
+                "--network=none",
+                ctx.parent().unwrap().to_str().unwrap(),
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -78,7 +106,11 @@ fn overlapping_builds_are_flagged() {
     }
     for child in children {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let export = ok(env.cmd().arg("export"));
     let runs: Vec<serde_json::Value> = export

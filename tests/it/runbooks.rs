@@ -21,6 +21,7 @@ const EXPECTED: &[&str] = &[
     "install-ci-hook.md",
     "poisoned-mount-cache.md",
     "poisoned-registry-cache.md",
+    "scheduled-purges.md",
     "verify-after-purge.md",
 ];
 
@@ -88,7 +89,8 @@ fn is_shell(lang: &str) -> bool {
 }
 
 /// Every runbook exists, every block has a known language, every skip has a reason, and every
-/// YAML block (CI snippets) and TOML block (configs, checked by the config loader) parses.
+/// YAML block (CI snippets, the CronJob) and TOML block (configs and sweep policies, checked by
+/// their loaders) parses.
 #[test]
 fn runbook_blocks_parse() {
     let names: BTreeSet<String> = runbooks().into_iter().map(|(n, _)| n).collect();
@@ -102,9 +104,9 @@ fn runbook_blocks_parse() {
             assert!(
                 matches!(
                     block.lang.as_str(),
-                    "sh" | "bash" | "yaml" | "toml" | "text"
+                    "sh" | "bash" | "yaml" | "toml" | "ini" | "text"
                 ),
-                "{at}: a block needs a language (sh, yaml, toml or text), not `{}`",
+                "{at}: a block needs a language (sh, yaml, toml, ini or text), not `{}`",
                 block.lang
             );
             if let Some(reason) = &block.skip {
@@ -120,6 +122,12 @@ fn runbook_blocks_parse() {
                         "{at}: a CI file or manifest is a mapping"
                     );
                     yaml += 1;
+                }
+                "toml" if block.text.contains("[[rule]]") => {
+                    let config = cachewarden::config::Config::default();
+                    cachewarden::sweep::policy::Policy::parse(&block.text, Path::new(&at), &config)
+                        .unwrap_or_else(|err| panic!("{at}: {err}"));
+                    toml += 1;
                 }
                 "toml" => {
                     cachewarden::config::Config::parse(&block.text, Path::new(&at))
@@ -194,6 +202,14 @@ fn run_runbook(name: &str, setup: Setup) {
     let bin = tools(lab.env.path());
 
     let text = std::fs::read_to_string(Path::new(RUNBOOKS).join(name)).unwrap();
+    // The runbook's sweep policy, saved where its commands expect it.
+    let policy = project.join("sweep-policy.toml");
+    if let Some(block) = blocks(&text)
+        .into_iter()
+        .find(|b| b.lang == "toml" && b.text.contains("[[rule]]"))
+    {
+        std::fs::write(&policy, block.text).unwrap();
+    }
     let mut script = String::from("set -euo pipefail\n");
     let mut ran = 0;
     for block in blocks(&text)
@@ -240,6 +256,7 @@ fn run_runbook(name: &str, setup: Setup) {
         .env("RUN_ID", "101")
         .env("IMAGE", &image)
         .env("PLANTED", "/app/site/sitecustomize.py")
+        .env("POLICY", &policy)
         .current_dir(&project)
         .args(["-c", &script])
         .stdin(std::process::Stdio::null());
@@ -297,6 +314,12 @@ fn verify_after_purge_runbook() {
     run_runbook("verify-after-purge.md", Setup::Purged);
 }
 
+/// `runbooks/scheduled-purges.md` runs as written, with its own policy.
+#[test]
+fn scheduled_purges_runbook() {
+    run_runbook("scheduled-purges.md", Setup::Attack);
+}
+
 /// `runbooks/install-ci-hook.md` runs as written: its shell step records a build and a push.
 #[test]
 fn install_ci_hook_runbook() {
@@ -313,6 +336,7 @@ fn every_runbook_with_commands_is_run() {
         "compromised-builder.md",
         "verify-after-purge.md",
         "install-ci-hook.md",
+        "scheduled-purges.md",
     ]
     .into_iter()
     .collect();

@@ -14,7 +14,10 @@ fn assert_valid(schema_name: &str, doc: &serde_json::Value) {
         schema["properties"]["trace"] = self::schema("trace.schema.json");
     }
     let validator = jsonschema::validator_for(&schema).expect("a valid schema");
-    let errors: Vec<String> = validator.iter_errors(doc).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
     assert!(errors.is_empty(), "{schema_name}: {errors:#?}\n{doc:#}");
 }
 
@@ -22,15 +25,38 @@ fn assert_valid(schema_name: &str, doc: &serde_json::Value) {
 #[test]
 fn documents_match_their_schemas() {
     let env = Env::new();
-    let history = format!("{}/examples/incident-history.jsonl", env!("CARGO_MANIFEST_DIR"));
+    let history = format!(
+        "{}/examples/incident-history.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
     ok(env.cmd().args(["import", &history]));
-    ok(env.cmd().args(["mark-purged", "--builder", "ci-1", "--mount", "/root/.npm", "--at", "2026-11-06T00:00:00Z"]));
+    ok(env.cmd().args([
+        "mark-purged",
+        "--builder",
+        "ci-1",
+        "--mount",
+        "/root/.npm",
+        "--at",
+        "2026-11-06T00:00:00Z",
+    ]));
     for line in ok(env.cmd().arg("export")).lines() {
-        assert_valid("provenance-line.schema.json", &serde_json::from_str(line).unwrap());
+        assert_valid(
+            "provenance-line.schema.json",
+            &serde_json::from_str(line).unwrap(),
+        );
     }
-    let trace = ok(env.cmd().args(["trace", "--pipeline", "forks-pr", "--format", "json"]));
+    let trace = ok(env
+        .cmd()
+        .args(["trace", "--pipeline", "forks-pr", "--format", "json"]));
     assert_valid("trace.schema.json", &serde_json::from_str(&trace).unwrap());
-    ok(env.cmd().args(["incident", "open", "--pipeline", "forks-pr"]));
-    let report = ok(env.cmd().args(["incident", "report", "1", "--format", "json"]));
-    assert_valid("report.schema.json", &serde_json::from_str(&report).unwrap());
+    ok(env
+        .cmd()
+        .args(["incident", "open", "--pipeline", "forks-pr"]));
+    let report = ok(env
+        .cmd()
+        .args(["incident", "report", "1", "--format", "json"]));
+    assert_valid(
+        "report.schema.json",
+        &serde_json::from_str(&report).unwrap(),
+    );
 }

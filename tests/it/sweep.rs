@@ -136,8 +136,7 @@ older_than = "14d"
 action = "purge"
 "#;
 
-/// Ordered rules select exactly the stale untrusted cache in the named repository; executing
-/// deletes it alone, writes metrics, and a second sweep finds nothing left.
+/// Ordered rules select exactly the stale untrusted cache, and executing deletes it alone.
 #[test]
 fn rules_select_exactly_what_they_should() {
     if !harness::require_registry() {
@@ -215,6 +214,21 @@ fn rules_select_exactly_what_they_should() {
     let report = ok(cmd(&env, &config).args(["incident", "report", "1", "--format", "json"]));
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
     assert_eq!(report["summary"]["done"], 1, "{report:#}");
+    let schema = |name: &str| -> serde_json::Value {
+        let path = format!("{}/schema/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let mut report_schema = schema("report.schema.json");
+    report_schema["properties"]["trace"] = schema("trace.schema.json");
+    let validator = jsonschema::validator_for(&report_schema).expect("a valid schema");
+    let errors: Vec<String> = validator
+        .iter_errors(&report)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the sweep's report does not match its schema: {errors:#?}"
+    );
 
     let again = ok(cmd(&env, &config).args([
         "sweep",
@@ -334,8 +348,7 @@ fn dry_run_deletes_nothing() {
     assert!(text.contains("cachewarden_sweep_dry_run 1\n"), "{text}");
 }
 
-/// A second sweep is refused (exit 5, nothing deleted) while another holds the lock, and runs
-/// once it is released.
+/// A sweep is refused (exit 5, nothing deleted) while another holds the lock.
 #[test]
 fn the_lock_holds() {
     if !harness::require_registry() {
@@ -383,9 +396,7 @@ fn the_lock_holds() {
     assert!(!exists(&registry, "team/app", &f.old_untrusted.digest));
 }
 
-/// Mount and builder-record rules plan one prune per stale mount and a prune of exactly the
-/// records over a builder's byte budget, marked partial so it is not recorded as a purge of
-/// the whole builder.
+/// Mount and record rules plan exact prunes; a budget prune is partial, not a builder purge.
 #[test]
 fn mount_and_record_rules_plan_exact_prunes() {
     let env = Env::new();

@@ -54,39 +54,84 @@ fn wrap_records_builds_pushes_and_failures() {
         &dockerd,
         "app",
         "1",
-        &["build", "--network=none", "--build-arg", "BUILDKIT_INLINE_CACHE=1", "-t", &cache, &ctx],
+        &[
+            "build",
+            "--network=none",
+            "--build-arg",
+            "BUILDKIT_INLINE_CACHE=1",
+            "-t",
+            &cache,
+            &ctx,
+        ],
     )
     .output()
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = wrap(&env, &dockerd, "app", "1", &["push", &cache]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("digest: sha256:"), "push output is passed through");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = wrap(&env, &dockerd, "app", "1", &["push", &cache])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("digest: sha256:"),
+        "push output is passed through"
+    );
 
     let pushed = registry
         .request(
-            crate::harness::http::Request::new("HEAD", "/v2/app/manifests/cache")
-                .header("Accept", "application/vnd.docker.distribution.manifest.v2+json"),
+            crate::harness::http::Request::new("HEAD", "/v2/app/manifests/cache").header(
+                "Accept",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            ),
         )
         .header("Docker-Content-Digest")
         .unwrap()
         .to_owned();
-    let base_digest = dockerd.run(["image", "inspect", "--format", "{{index .RepoDigests 0}}", &base]);
+    let base_digest = dockerd.run([
+        "image",
+        "inspect",
+        "--format",
+        "{{index .RepoDigests 0}}",
+        &base,
+    ]);
     let base_digest = base_digest.trim().split('@').nth(1).unwrap().to_owned();
 
     let export = ok(env.cmd().arg("export"));
     let first = run_line(&export, "app", "1");
     assert_eq!(first["status"], "succeeded");
-    assert!(first["builder"].as_str().unwrap().starts_with("docker@"), "{first}");
+    assert!(
+        first["builder"].as_str().unwrap().starts_with("docker@"),
+        "{first}"
+    );
     let produced = first["produced"].to_string();
     let exported = first["exported"].to_string();
-    assert!(produced.contains(&format!("{reg}/app:cache@{pushed}")), "{first}");
-    assert!(exported.contains(&format!("{reg}/app:cache@{pushed}")), "inline cache is an export: {first}");
-    assert!(first["base_images"].to_string().contains(&format!("{reg}/base:1@{base_digest}")), "{first}");
+    assert!(
+        produced.contains(&format!("{reg}/app:cache@{pushed}")),
+        "{first}"
+    );
+    assert!(
+        exported.contains(&format!("{reg}/app:cache@{pushed}")),
+        "inline cache is an export: {first}"
+    );
+    assert!(
+        first["base_images"]
+            .to_string()
+            .contains(&format!("{reg}/base:1@{base_digest}")),
+        "{first}"
+    );
     assert_eq!(first["mounts"][0]["id"], "/root/.cache/pip");
     let created = first["records"]["created"].as_array().unwrap();
     assert!(
-        created.iter().any(|r| r["type"] == "regular" && r["description"].as_str().unwrap().contains("/dep")),
+        created
+            .iter()
+            .any(|r| r["type"] == "regular" && r["description"].as_str().unwrap().contains("/dep")),
         "the RUN layer is a created record: {first}"
     );
 
@@ -97,17 +142,36 @@ fn wrap_records_builds_pushes_and_failures() {
         &dockerd,
         "victim",
         "9",
-        &["build", "--network=none", "--cache-from", &cache, "-t", "victim:1", &ctx],
+        &[
+            "build",
+            "--network=none",
+            "--cache-from",
+            &cache,
+            "-t",
+            "victim:1",
+            &ctx,
+        ],
     )
     .output()
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let export = ok(env.cmd().arg("export"));
     let victim = run_line(&export, "victim", "9");
-    assert!(victim["imported"].to_string().contains(&format!("{reg}/app:cache@{pushed}")), "{victim}");
+    assert!(
+        victim["imported"]
+            .to_string()
+            .contains(&format!("{reg}/app:cache@{pushed}")),
+        "{victim}"
+    );
     let reused = victim["records"]["reused"].as_array().unwrap();
     assert!(
-        reused.iter().any(|r| r["description"].as_str().unwrap_or("").contains("/dep")),
+        reused
+            .iter()
+            .any(|r| r["description"].as_str().unwrap_or("").contains("/dep")),
         "{victim}"
     );
 
@@ -118,11 +182,20 @@ fn wrap_records_builds_pushes_and_failures() {
         &dockerd,
         "app",
         "2",
-        &["build", "--network=none", bad.parent().unwrap().to_str().unwrap()],
+        &[
+            "build",
+            "--network=none",
+            bad.parent().unwrap().to_str().unwrap(),
+        ],
     )
     .output()
     .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let export = ok(env.cmd().arg("export"));
     assert_eq!(run_line(&export, "app", "2")["status"], "failed");
 }
@@ -143,13 +216,20 @@ fn recording_trouble_never_fails_the_build() {
         &dockerd,
         "p",
         "1",
-        &["build", "--network=none", ctx.parent().unwrap().to_str().unwrap()],
+        &[
+            "build",
+            "--network=none",
+            ctx.parent().unwrap().to_str().unwrap(),
+        ],
     )
     .output()
     .unwrap();
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("warning: the build was not recorded"), "{stderr}");
+    assert!(
+        stderr.contains("warning: the build was not recorded"),
+        "{stderr}"
+    );
 }
 
 /// A build whose `--cache-from` digest is tainted in an open incident is refused before it
@@ -166,38 +246,87 @@ fn wrap_refuses_tainted_inputs_while_an_incident_is_open() {
     let base = format!("{reg}/base:1");
     dockerd.import_busybox(&base);
     dockerd.run(["push", &base]);
-    let ctx = env.write("app/Dockerfile", &format!("FROM {base}\nRUN echo built > /built\n"));
+    let ctx = env.write(
+        "app/Dockerfile",
+        &format!("FROM {base}\nRUN echo built > /built\n"),
+    );
     let ctx = ctx.parent().unwrap().to_str().unwrap().to_owned();
     let cache = format!("{reg}/app:cache");
     let build = |pipeline: &str, run: &str, extra: &[&str]| {
-        let mut args = vec!["build", "--network=none", "--build-arg", "BUILDKIT_INLINE_CACHE=1", "-t", &cache];
+        let mut args = vec![
+            "build",
+            "--network=none",
+            "--build-arg",
+            "BUILDKIT_INLINE_CACHE=1",
+            "-t",
+            &cache,
+        ];
         args.extend_from_slice(extra);
         args.push(&ctx);
         wrap(&env, &dockerd, pipeline, run, &args).output().unwrap()
     };
     let out = build("evil", "1", &[]);
     assert!(out.status.success());
-    assert!(wrap(&env, &dockerd, "evil", "1", &["push", &cache]).output().unwrap().status.success());
+    assert!(
+        wrap(&env, &dockerd, "evil", "1", &["push", &cache])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
     ok(env.cmd().args(["incident", "open", "--pipeline", "evil"]));
 
     let out = build("victim", "1", &["--cache-from", &cache]);
-    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("tainted in open incident 1") && stderr.contains("sha256:"), "{stderr}");
-    assert!(!ok(env.cmd().arg("export")).contains("\"pipeline\":\"victim\""), "the refused build did not run");
+    assert!(
+        stderr.contains("tainted in open incident 1") && stderr.contains("sha256:"),
+        "{stderr}"
+    );
+    assert!(
+        !ok(env.cmd().arg("export")).contains("\"pipeline\":\"victim\""),
+        "the refused build did not run"
+    );
 
     let out = env
         .cmd()
         .env("DOCKER_HOST", dockerd.host())
         .env("DOCKER_CONFIG", dockerd.config_dir())
         .env("DOCKER_BUILDKIT", "1")
-        .args(["wrap", "--pipeline", "victim", "--run", "2", "--allow-tainted", "--"])
+        .args([
+            "wrap",
+            "--pipeline",
+            "victim",
+            "--run",
+            "2",
+            "--allow-tainted",
+            "--",
+        ])
         .arg(harness::DOCKER)
-        .args(["build", "--network=none", "--cache-from", &cache, "-t", "victim:2", &ctx])
+        .args([
+            "build",
+            "--network=none",
+            "--cache-from",
+            &cache,
+            "-t",
+            "victim:2",
+            &ctx,
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report = ok(env.cmd().args(["incident", "report", "1", "--format", "json"]));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = ok(env
+        .cmd()
+        .args(["incident", "report", "1", "--format", "json"]));
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
     assert_eq!(report["overrides"][0]["pipeline"], "victim", "{report:#}");
     assert_eq!(report["overrides"][0]["run"], "2");
