@@ -11,10 +11,11 @@ use sha2::{Digest as _, Sha256};
 
 use crate::config::Config;
 use crate::error::RemoteError;
-use crate::execute::{builder_endpoint, select_builder_records, select_mount_records};
+use crate::execute::{
+    connect_builder, require_endpoint, select_builder_records, select_mount_records,
+};
 use crate::model::{Digest, Driver, MountUse};
 use crate::plan::{ActionKind, Target};
-use crate::remote::buildkit::BuildkitClient;
 use crate::remote::registry::{
     ClientOptions, ParsedManifest, RegistryClient, blobs, parse_manifest,
 };
@@ -133,7 +134,7 @@ pub async fn collect(
 }
 
 /// `a/b:c` -> `a_b_c`: one path component.
-fn sanitize(value: &str) -> String {
+pub fn sanitize(value: &str) -> String {
     value
         .chars()
         .map(|c| {
@@ -255,9 +256,7 @@ async fn save_records(
     select: impl Fn(&[crate::remote::buildkit::CacheRecord]) -> Vec<String>,
     name: &str,
 ) -> Result<(), RemoteError> {
-    let (endpoint, driver) = builder_endpoint(opts.config, builder, endpoint, driver)
-        .ok_or_else(|| RemoteError(format!("no endpoint known for builder `{builder}`")))?;
-    let mut client = BuildkitClient::connect(&endpoint, driver).await?;
+    let mut client = connect_builder(opts.config, builder, endpoint, driver).await?;
     let records = client.disk_usage().await?;
     let chosen = select(&records);
     let docs: Vec<serde_json::Value> = records
@@ -315,8 +314,7 @@ pub async fn mount_listing(
     driver: Option<Driver>,
     mount_id: &str,
 ) -> Result<String, RemoteError> {
-    let (endpoint, driver) = builder_endpoint(config, builder, endpoint, driver)
-        .ok_or_else(|| RemoteError(format!("no endpoint known for builder `{builder}`")))?;
+    let (endpoint, driver) = require_endpoint(config, builder, endpoint, driver)?;
     if driver != Driver::Docker {
         return Err(RemoteError(format!(
             "listing mount `{mount_id}` needs a Docker-driver builder; `{builder}` is {}",

@@ -88,6 +88,31 @@ pub fn builder_endpoint(
     }
 }
 
+/// [`builder_endpoint`], or the error that says how to fix its absence.
+pub fn require_endpoint(
+    config: &Config,
+    builder: &str,
+    endpoint: Option<&str>,
+    driver: Option<Driver>,
+) -> Result<(String, Driver), RemoteError> {
+    builder_endpoint(config, builder, endpoint, driver).ok_or_else(|| {
+        RemoteError(format!(
+            "no endpoint known for builder `{builder}`: add it to the config"
+        ))
+    })
+}
+
+/// Connects to a builder's BuildKit as the config and the store know it.
+pub async fn connect_builder(
+    config: &Config,
+    builder: &str,
+    endpoint: Option<&str>,
+    driver: Option<Driver>,
+) -> Result<BuildkitClient, RemoteError> {
+    let (endpoint, driver) = require_endpoint(config, builder, endpoint, driver)?;
+    BuildkitClient::connect(&endpoint, driver).await
+}
+
 /// Runs every pending (or interrupted) action of the incident.
 pub async fn execute(
     store: Arc<Mutex<Store>>,
@@ -240,13 +265,11 @@ async fn run_action(
             targets,
             shares_target_with,
         } => {
-            let Some((endpoint, driver)) =
-                builder_endpoint(&clients.config, builder, endpoint.as_deref(), *driver)
-            else {
-                return Finished::Failed(format!(
-                    "no endpoint known for builder `{builder}`: add it to the config"
-                ));
-            };
+            let (endpoint, driver) =
+                match require_endpoint(&clients.config, builder, endpoint.as_deref(), *driver) {
+                    Ok(found) => found,
+                    Err(err) => return Finished::Failed(err.to_string()),
+                };
             let result = prune_mount(
                 clients,
                 builder,
@@ -284,13 +307,11 @@ async fn run_action(
             full,
             partial,
         } => {
-            let Some((endpoint, driver)) =
-                builder_endpoint(&clients.config, builder, endpoint.as_deref(), *driver)
-            else {
-                return Finished::Failed(format!(
-                    "no endpoint known for builder `{builder}`: add it to the config"
-                ));
-            };
+            let (endpoint, driver) =
+                match require_endpoint(&clients.config, builder, endpoint.as_deref(), *driver) {
+                    Ok(found) => found,
+                    Err(err) => return Finished::Failed(err.to_string()),
+                };
             let result = prune_builder(
                 clients,
                 builder,
@@ -322,17 +343,15 @@ async fn run_action(
             endpoint,
             reference,
         } => {
-            let Some((endpoint, _)) = builder_endpoint(
+            match require_endpoint(
                 &clients.config,
                 builder,
                 endpoint.as_deref(),
                 Some(Driver::Docker),
-            ) else {
-                return Finished::Failed(format!(
-                    "no endpoint known for builder `{builder}`: add it to the config"
-                ));
-            };
-            remove_local_image(&endpoint, reference).await
+            ) {
+                Ok((endpoint, _)) => remove_local_image(&endpoint, reference).await,
+                Err(err) => Err(err),
+            }
         }
         Target::FollowUp { what, .. } => return Finished::Skipped(format!("follow-up: {what}")),
     };

@@ -19,7 +19,7 @@ use crate::commands::{open_existing_store, write_stdout};
 use crate::config::Config;
 use crate::error::RefusedError;
 use crate::execute::{
-    self, Reporter, builder_endpoint, select_builder_records, select_mount_records,
+    self, Reporter, connect_builder, require_endpoint, select_builder_records, select_mount_records,
 };
 use crate::graph::{Entity, Kind, Seeds, Trace};
 use crate::plan::{self, Action, ActionKind, PlanOptions, Target};
@@ -468,23 +468,19 @@ async fn verify_incident(
                 driver,
                 record_ids,
                 ..
-            } => match builder_endpoint(config, builder, endpoint.as_deref(), *driver) {
-                None => Err(crate::error::RemoteError(format!(
-                    "no endpoint known for builder `{builder}`"
-                ))),
-                Some((endpoint, driver)) => {
-                    match BuildkitClient::connect(&endpoint, driver).await {
-                        Err(e) => Err(e),
-                        Ok(mut client) => client.disk_usage().await.map(|records| {
-                            let back: Vec<&String> = record_ids
-                                .iter()
-                                .filter(|id| records.iter().any(|r| &r.id == *id))
-                                .collect();
-                            (!back.is_empty())
-                                .then(|| format!("records still on `{builder}`: {back:?}"))
-                        }),
-                    }
-                }
+            } => match require_endpoint(config, builder, endpoint.as_deref(), *driver) {
+                Err(e) => Err(e),
+                Ok((endpoint, driver)) => match BuildkitClient::connect(&endpoint, driver).await {
+                    Err(e) => Err(e),
+                    Ok(mut client) => client.disk_usage().await.map(|records| {
+                        let back: Vec<&String> = record_ids
+                            .iter()
+                            .filter(|id| records.iter().any(|r| &r.id == *id))
+                            .collect();
+                        (!back.is_empty())
+                            .then(|| format!("records still on `{builder}`: {back:?}"))
+                    }),
+                },
             },
             Target::Mount {
                 builder,
@@ -580,18 +576,7 @@ async fn verify_incident(
 }
 
 fn sanitize_component(value: &str) -> String {
-    value
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect::<String>()
-        .trim_matches('_')
-        .to_owned()
+    crate::evidence::sanitize(value)
 }
 
 async fn verify(
@@ -736,15 +721,7 @@ async fn check_target(
             targets,
             shares_target_with,
         } => {
-            let (endpoint, driver) =
-                builder_endpoint(config, builder, endpoint.as_deref(), *driver).ok_or_else(
-                    || {
-                        crate::error::RemoteError(format!(
-                            "no endpoint known for builder `{builder}`: add it to the config"
-                        ))
-                    },
-                )?;
-            let mut client = BuildkitClient::connect(&endpoint, driver).await?;
+            let mut client = connect_builder(config, builder, endpoint.as_deref(), *driver).await?;
             let records = client.disk_usage().await?;
             let (ids, note) = select_mount_records(&records, mount_id, targets, shares_target_with);
             Ok(format!(
@@ -762,15 +739,7 @@ async fn check_target(
             full,
             ..
         } => {
-            let (endpoint, driver) =
-                builder_endpoint(config, builder, endpoint.as_deref(), *driver).ok_or_else(
-                    || {
-                        crate::error::RemoteError(format!(
-                            "no endpoint known for builder `{builder}`: add it to the config"
-                        ))
-                    },
-                )?;
-            let mut client = BuildkitClient::connect(&endpoint, driver).await?;
+            let mut client = connect_builder(config, builder, endpoint.as_deref(), *driver).await?;
             let records = client.disk_usage().await?;
             let ids = select_builder_records(&records, record_ids, *used_since, *full);
             Ok(format!(
@@ -784,12 +753,7 @@ async fn check_target(
             endpoint,
             reference,
         } => {
-            let (endpoint, _) = builder_endpoint(config, builder, endpoint.as_deref(), None)
-                .ok_or_else(|| {
-                    crate::error::RemoteError(format!(
-                        "no endpoint known for builder `{builder}`: add it to the config"
-                    ))
-                })?;
+            let (endpoint, _) = require_endpoint(config, builder, endpoint.as_deref(), None)?;
             let engine = Engine::connect(&endpoint).await?;
             Ok(match engine.image_inspect(reference).await? {
                 Some(_) => "present".to_owned(),
