@@ -3,7 +3,8 @@
 #
 #   benches/purge.sh [MANIFESTS] [ROUNDS]
 #
-# Pushes MANIFESTS (default 5000) tagged cache manifests across 10 repositories of a loopback
+# Pushes MANIFESTS (default 5000) cache manifests (every TAG_EVERY-th tagged, default all)
+# across 10 repositories of a loopback
 # registry (distribution, delete enabled), snapshots its storage, and then for each method
 # restores the same snapshot, restarts the registry and times deleting every manifest:
 #   skopeo    a sequential `skopeo delete` loop (one round: it is slow);
@@ -15,7 +16,9 @@ cd "$(dirname "$0")/.."
 count=${1:-5000}
 rounds=${2:-3}
 cargo build --release --quiet
-bin=$(pwd)/${CARGO_TARGET_DIR:-target}/release/cachewarden
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ $target_dir = /* ]] || target_dir=$(pwd)/$target_dir
+bin=$target_dir/release/cachewarden
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 host=127.0.0.1:$port
@@ -98,7 +101,7 @@ echo "$t1 - $t0" | bc >>"$work/t_skopeo"
 stop_registry
 
 cw=$(median <"$work/t_cw"); raw=$(median <"$work/t_raw"); sk=$(median <"$work/t_skopeo")
-echo "purge of $count manifests (median of $rounds rounds; skopeo 1 round):"
+echo "purge of $count manifests, every ${TAG_EVERY:-1}th tagged (median of $rounds rounds; skopeo 1 round):"
 echo "  cachewarden incident purge --execute: ${cw} s ($(echo "scale=0; $count / $cw" | bc) deletes/s), 0 failed actions required"
 echo "  raw parallel HTTP DELETE (16 in flight): ${raw} s"
 echo "  sequential skopeo delete loop: ${sk} s"

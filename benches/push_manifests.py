@@ -1,5 +1,10 @@
-"""Pushes COUNT distinct tagged cache manifests across 10 repositories; prints `repo digest`."""
+"""Pushes COUNT distinct cache manifests across 10 repositories; prints `repo digest`.
+
+Every TAG_EVERY-th manifest (default 1: all) is pushed by tag, the rest by digest: registries
+delete slower in repositories with many tags.
+"""
 import hashlib
+import os
 import http.client
 import json
 import sys
@@ -29,6 +34,7 @@ def blob(repo, data):
 
 repos = [f"bench/cache{i}" for i in range(10)]
 configs = {repo: blob(repo, b'{"layers":[],"records":[]}') for repo in repos}
+tag_every = int(os.environ.get("TAG_EVERY", "1"))
 for i in range(count):
     repo = repos[i % len(repos)]
     manifest = json.dumps({
@@ -39,6 +45,7 @@ for i in range(count):
         "annotations": {"n": str(i)},
     }).encode()
     digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-    request("PUT", f"/v2/{repo}/manifests/t{i}", manifest,
+    reference = f"t{i}" if i % tag_every == 0 else digest
+    request("PUT", f"/v2/{repo}/manifests/{reference}", manifest,
             {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
     print(repo, digest)

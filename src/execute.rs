@@ -369,9 +369,20 @@ async fn delete_manifest(
 ) -> Result<String, RemoteError> {
     let client = clients.registry(registry).await?;
     let digest = Digest::parse(digest, "digest").map_err(|e| RemoteError(e.to_string()))?;
-    // Children of an index go first: after an interruption the index still names them.
+    // Children of an index go first: after an interruption the index still names them. A
+    // HEAD tells an index apart without fetching every manifest's body.
     let mut children_deleted = 0;
-    if let Some(manifest) = client.get_manifest(repository, digest.as_str()).await? {
+    let is_index = client
+        .head_manifest(repository, digest.as_str())
+        .await?
+        .is_some_and(|head| {
+            head.media_type.contains("index") || head.media_type.contains("manifest.list")
+        });
+    let manifest = match is_index {
+        true => client.get_manifest(repository, digest.as_str()).await?,
+        false => None,
+    };
+    if let Some(manifest) = manifest {
         for child in children(&manifest.bytes, &manifest.media_type)? {
             if client.delete_manifest(repository, &child.digest).await? == DeleteOutcome::Deleted {
                 children_deleted += 1;

@@ -501,6 +501,18 @@ fn shared_mount_cache_across_projects() {
     let id = lab.open(&seed);
     lab.purge(&id);
 
+    // Evidence: before pruning, the purge listed the mount's files with their hashes.
+    let listing = lab.env.path().join(format!(
+        "evidence/incident-{id}/mounts/{b}/root_.cache_pip.sha256"
+    ));
+    let listing = std::fs::read_to_string(&listing)
+        .unwrap_or_else(|err| panic!("no mount listing at {}: {err}", listing.display()));
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.ends_with("./sitecustomize.py") && l.len() > 66),
+        "the listing names the planted file with its hash:\n{listing}"
+    );
     assert!(
         !lab.exists("webapp", &webapp_digest),
         "the poisoned image's inline cache survived"
