@@ -169,7 +169,6 @@ pub async fn execute(
             let breaker = breaker.clone();
             tasks.spawn(async move {
                 let _permit = semaphore.acquire_owned().await.expect("semaphore open");
-                store.lock().expect("store lock").start_action(row.id)?;
                 let started = Instant::now();
                 let finished = match breaker.open(&row.action.place) {
                     Some(reason) => Finished::Failed(reason),

@@ -171,18 +171,8 @@ impl Store {
         rows.map_err(|e| sql_error(&self.path, e))
     }
 
-    /// Marks an action as started (committed at once, so a crash shows it was in flight).
-    pub fn start_action(&mut self, action: i64) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE actions SET state = 'running', attempts = attempts + 1, started_at = ?2 WHERE id = ?1",
-                params![action, time::now()],
-            )
-            .map(|_| ())
-            .map_err(|e| sql_error(&self.path, e))
-    }
-
-    /// Records how an action ended, committed at once.
+    /// Records how an action ended, committed at once. An action interrupted before this
+    /// stays pending, and the next execution runs it again: every action is idempotent.
     pub fn finish_action(
         &mut self,
         action: i64,
@@ -195,11 +185,12 @@ impl Store {
             Finished::Skipped(why) => ("skipped", Some(why.as_str()), None),
         };
         self.conn
-            .execute(
-                "UPDATE actions SET state = ?2, outcome = ?3, error = ?4, finished_at = ?5, duration_us = ?6
+            .prepare_cached(
+                "UPDATE actions SET state = ?2, outcome = ?3, error = ?4, finished_at = ?5, duration_us = ?6,
+                    started_at = ?5 - ?6, attempts = attempts + 1
                  WHERE id = ?1",
-                params![action, state, outcome, error, time::now(), duration_us],
             )
+            .and_then(|mut stmt| stmt.execute(params![action, state, outcome, error, time::now(), duration_us]))
             .map(|_| ())
             .map_err(|e| sql_error(&self.path, e))
     }
