@@ -175,7 +175,7 @@ pub struct ImportArgs {
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// Lines per transaction.
-    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    #[arg(long, default_value_t = 50_000, value_name = "N")]
     pub batch_size: usize,
 }
 

@@ -32,6 +32,7 @@ pub fn import(args: &ImportArgs, db: &Path, printer: Printer) -> Result<ExitStat
     };
     let started = Instant::now();
     let mut store = open_store(db)?;
+    store.bulk(true)?;
     let batch_size = args.batch_size.max(1);
     let (mut lines, mut events) = (0usize, 0usize);
     let mut batch: Vec<ImportItem> = Vec::with_capacity(batch_size);
@@ -69,6 +70,7 @@ pub fn import(args: &ImportArgs, db: &Path, printer: Printer) -> Result<ExitStat
         }
     }
     commit(&mut batch, first_line)?;
+    store.bulk(false)?;
     store.optimize()?;
     let elapsed = started.elapsed();
     printer.status(format!(

@@ -217,6 +217,17 @@ impl Store {
         Ok(out)
     }
 
+    /// Bulk mode for imports: the WAL is checkpointed once at the end instead of every few
+    /// hundred pages. Call with `false` when done.
+    pub fn bulk(&mut self, on: bool) -> Result<(), StoreError> {
+        let sql = if on {
+            "PRAGMA wal_autocheckpoint = 0"
+        } else {
+            "PRAGMA wal_autocheckpoint = 1000; PRAGMA wal_checkpoint(TRUNCATE)"
+        };
+        self.conn.execute_batch(sql).map_err(|e| self.sql(e))
+    }
+
     /// Refreshes the planner's statistics after bulk writes.
     pub fn optimize(&mut self) -> Result<(), StoreError> {
         self.conn

@@ -397,16 +397,25 @@ fn insert_event(
     at: Micros,
     detail: Option<&str>,
 ) -> rusqlite::Result<bool> {
-    let changed = tx
+    // The common case is a new event: a plain insert that ignores duplicates. Only a
+    // re-recorded event whose detail changed is updated.
+    let inserted = tx
         .prepare_cached(
-            "INSERT INTO events (run_id, kind, target, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (run_id, kind, target) DO UPDATE SET detail = excluded.detail
-             WHERE excluded.detail IS NOT NULL AND excluded.detail IS NOT detail
-             RETURNING id",
+            "INSERT OR IGNORE INTO events (run_id, kind, target, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
-        .query_row(params![run, kind, target, at, detail], |_| Ok(()))
-        .optional()?;
-    Ok(changed.is_some())
+        .execute(params![run, kind, target, at, detail])?;
+    if inserted == 0
+        && let Some(detail) = detail
+    {
+        let updated = tx
+            .prepare_cached(
+                "UPDATE events SET detail = ?4 WHERE run_id = ?1 AND kind = ?2 AND target = ?3
+                 AND detail IS NOT ?4",
+            )?
+            .execute(params![run, kind, target, detail])?;
+        return Ok(updated > 0);
+    }
+    Ok(inserted > 0)
 }
 
 fn insert_run(
