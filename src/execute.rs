@@ -279,23 +279,12 @@ async fn run_action(
                 shares_target_with,
             )
             .await;
-            if result.is_ok() {
-                let target = PurgeTarget::Mount {
-                    builder: builder.clone(),
-                    mount: mount_id.clone(),
-                    namespace: String::new(),
-                };
-                if let Err(err) = store.lock().expect("store lock").record_purge(
-                    &target,
-                    time::now(),
-                    &format!("incident {incident}"),
-                ) {
-                    return Finished::Failed(format!(
-                        "pruned, but the purge was not recorded: {err}"
-                    ));
-                }
-            }
-            result
+            let target = PurgeTarget::Mount {
+                builder: builder.clone(),
+                mount: mount_id.clone(),
+                namespace: String::new(),
+            };
+            return record_purge_after(store, incident, result, Some(target));
         }
         Target::Builder {
             builder,
@@ -321,21 +310,11 @@ async fn run_action(
                 *full,
             )
             .await;
-            if result.is_ok() && !*partial {
-                let target = PurgeTarget::Builder {
-                    builder: builder.clone(),
-                };
-                if let Err(err) = store.lock().expect("store lock").record_purge(
-                    &target,
-                    time::now(),
-                    &format!("incident {incident}"),
-                ) {
-                    return Finished::Failed(format!(
-                        "pruned, but the purge was not recorded: {err}"
-                    ));
-                }
-            }
-            result
+            // A prune of only some records is no purge of the builder's whole cache.
+            let target = (!*partial).then(|| PurgeTarget::Builder {
+                builder: builder.clone(),
+            });
+            return record_purge_after(store, incident, result, target);
         }
         Target::LocalImage {
             builder,
@@ -357,6 +336,33 @@ async fn run_action(
     match result {
         Ok(outcome) => Finished::Done(outcome),
         Err(err) => Finished::Failed(err.to_string()),
+    }
+}
+
+/// Turns a prune's result into the journal's outcome, recording the purge in the provenance
+/// store first when it succeeded, so traces treat the mount or builder as clean from now on.
+fn record_purge_after(
+    store: &Arc<Mutex<Store>>,
+    incident: i64,
+    result: Result<String, RemoteError>,
+    target: Option<PurgeTarget>,
+) -> Finished {
+    match (result, target) {
+        (Ok(outcome), Some(target)) => {
+            let recorded = store.lock().expect("store lock").record_purge(
+                &target,
+                time::now(),
+                &format!("incident {incident}"),
+            );
+            match recorded {
+                Ok(()) => Finished::Done(outcome),
+                Err(err) => {
+                    Finished::Failed(format!("pruned, but the purge was not recorded: {err}"))
+                }
+            }
+        }
+        (Ok(outcome), None) => Finished::Done(outcome),
+        (Err(err), _) => Finished::Failed(err.to_string()),
     }
 }
 
