@@ -15,10 +15,8 @@ use crate::execute::{
     connect_builder, require_endpoint, select_builder_records, select_mount_records,
 };
 use crate::model::{Digest, Driver, MountUse};
-use crate::plan::{ActionKind, Target};
-use crate::remote::registry::{
-    ClientOptions, ParsedManifest, RegistryClient, blobs, parse_manifest,
-};
+use crate::plan::Target;
+use crate::remote::registry::{ParsedManifest, RegistryClient, blobs, client_for, parse_manifest};
 use crate::store::ActionRow;
 use crate::time;
 
@@ -133,8 +131,13 @@ pub async fn collect(
     Ok(unavailable)
 }
 
+/// Where in an evidence directory a mount's listing is saved.
+pub fn mount_listing_file(builder: &str, mount_id: &str) -> String {
+    format!("mounts/{}/{}.sha256", sanitize(builder), sanitize(mount_id))
+}
+
 /// `a/b:c` -> `a_b_c`: one path component.
-pub fn sanitize(value: &str) -> String {
+fn sanitize(value: &str) -> String {
     value
         .chars()
         .map(|c| {
@@ -166,20 +169,7 @@ async fn save_manifest(
     repository: &str,
     digest: &str,
 ) -> Result<(), RemoteError> {
-    if !registries.contains_key(registry) {
-        let options = ClientOptions {
-            endpoint: opts
-                .config
-                .registry(registry)
-                .and_then(|r| r.endpoint.clone()),
-            ..ClientOptions::default()
-        };
-        registries.insert(
-            registry.to_owned(),
-            RegistryClient::with_options(opts.config, registry, options)?,
-        );
-    }
-    let client = &registries[registry];
+    let client = client_for(registries, opts.config, registry)?;
     let base = format!("manifests/{}/{}", sanitize(registry), repository);
     let Some(manifest) = client.get_manifest(repository, digest).await? else {
         return Ok(());
@@ -299,7 +289,7 @@ pub async fn list_mount(
     .await?;
     write(
         opts.dir,
-        &format!("mounts/{}/{}.sha256", sanitize(builder), sanitize(mount_id)),
+        &mount_listing_file(builder, mount_id),
         listing.as_bytes(),
     )
 }
@@ -434,11 +424,6 @@ fn relative(dir: &Path, path: &Path) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Whether the action kinds of a plan need a builder listing at all.
-pub fn needs_builder(kind: ActionKind) -> bool {
-    matches!(kind, ActionKind::PruneMount | ActionKind::PruneBuilder)
 }
 
 /// The docker client able to run BuildKit builds: Debian's `/usr/bin/docker` when present.

@@ -7,13 +7,13 @@ use std::time::Instant;
 
 use tokio::sync::Semaphore;
 
-use crate::config::{Config, RegistryConfig};
+use crate::config::Config;
 use crate::error::RemoteError;
 use crate::model::{Digest, Driver, PurgeTarget};
 use crate::plan::{Action, ActionKind, Target};
 use crate::remote::buildkit::{BuildkitClient, CacheRecord};
 use crate::remote::engine::Engine;
-use crate::remote::registry::{ClientOptions, DeleteOutcome, RegistryClient, children};
+use crate::remote::registry::{DeleteOutcome, RegistryClient, children};
 use crate::store::{ActionRow, Finished, Store, StoreError};
 use crate::time;
 
@@ -50,14 +50,7 @@ impl Clients {
         if let Some(client) = map.get(host) {
             return Ok(client.clone());
         }
-        let options = ClientOptions {
-            endpoint: self
-                .config
-                .registry(host)
-                .and_then(|r: &RegistryConfig| r.endpoint.clone()),
-            ..ClientOptions::default()
-        };
-        let client = Arc::new(RegistryClient::with_options(&self.config, host, options)?);
+        let client = Arc::new(RegistryClient::new(&self.config, host)?);
         map.insert(host.to_owned(), client.clone());
         Ok(client)
     }

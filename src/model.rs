@@ -192,13 +192,6 @@ impl ImageRef {
     pub fn locator(&self) -> String {
         format!("{}/{}", self.registry, self.repository)
     }
-
-    pub fn with_digest(&self, digest: Digest) -> Self {
-        Self {
-            digest: Some(digest),
-            ..self.clone()
-        }
-    }
 }
 
 impl fmt::Display for ImageRef {

@@ -29,11 +29,6 @@ pub fn now() -> Micros {
     Utc::now().timestamp_micros()
 }
 
-/// Converts a chrono time.
-pub fn from_chrono(t: DateTime<Utc>) -> Micros {
-    t.timestamp_micros()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,8 +19,7 @@ use crate::model::Digest;
 use crate::plan::{Action, ActionKind, Target};
 use crate::printer::Printer;
 use crate::remote::registry::{
-    BUILDKIT_CACHE_CONFIG, ClientOptions, ManifestKind, ParsedManifest, RegistryClient, classify,
-    parse_manifest,
+    BUILDKIT_CACHE_CONFIG, ManifestKind, ParsedManifest, RegistryClient, classify, parse_manifest,
 };
 use crate::store::{Store, TagSighting};
 use crate::time;
@@ -219,11 +218,7 @@ async fn scan(
     known: Vec<Known>,
     concurrency: usize,
 ) -> Result<Vec<Scanned>, RemoteError> {
-    let options = ClientOptions {
-        endpoint: config.registry(host).and_then(|r| r.endpoint.clone()),
-        ..ClientOptions::default()
-    };
-    let client = Arc::new(RegistryClient::with_options(config, host, options)?);
+    let client = Arc::new(RegistryClient::new(config, host)?);
     let limit = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut listings = tokio::task::JoinSet::new();
     for (index, repository) in repositories.iter().enumerate() {

@@ -24,9 +24,8 @@ use crate::execute::{
 use crate::graph::{Entity, Kind, Seeds, Trace};
 use crate::plan::{self, Action, ActionKind, PlanOptions, Target};
 use crate::printer::Printer;
-use crate::remote::buildkit::BuildkitClient;
 use crate::remote::engine::Engine;
-use crate::remote::registry::{ClientOptions, RegistryClient};
+use crate::remote::registry::{RegistryClient, client_for};
 use crate::report;
 use crate::store::{ActionRow, Store};
 use crate::time;
@@ -218,7 +217,27 @@ pub(crate) fn tainted_digests(trace: &Trace) -> Vec<(String, String)> {
     out.into_iter().collect()
 }
 
-fn action_json(row: &ActionRow) -> serde_json::Value {
+/// Shows the plan on a terminal and asks before acting on `count` targets; without a
+/// terminal to ask on, refuses.
+pub(crate) fn confirm(plan: &str, count: usize) -> Result<()> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(RefusedError(format!(
+            "refusing to act on {count} targets without confirmation: rerun with --yes"
+        ))
+        .into());
+    }
+    eprint!("{plan}about to act on {count} targets. proceed? [y/N] ");
+    let mut answer = String::new();
+    stdin.read_line(&mut answer)?;
+    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+        return Err(RefusedError("not confirmed: nothing was done".to_owned()).into());
+    }
+    Ok(())
+}
+
+/// One journal row as JSON output shows it.
+pub(crate) fn action_json(row: &ActionRow) -> serde_json::Value {
     serde_json::json!({
         "seq": row.seq,
         "kind": row.action.kind.as_str(),
@@ -323,24 +342,8 @@ async fn purge_locked(
         return Ok(ExitStatus::Success);
     }
     if !args.yes {
-        let stdin = std::io::stdin();
-        if !stdin.is_terminal() {
-            return Err(RefusedError(format!(
-                "refusing to act on {} targets without confirmation: rerun with --yes",
-                pending.len()
-            ))
-            .into());
-        }
-        eprint!(
-            "{}about to act on {} targets. proceed? [y/N] ",
-            plan_table(&pending.iter().map(|r| (*r).clone()).collect::<Vec<_>>()),
-            pending.len()
-        );
-        let mut answer = String::new();
-        stdin.read_line(&mut answer)?;
-        if !matches!(answer.trim(), "y" | "Y" | "yes") {
-            return Err(RefusedError("not confirmed: nothing was done".to_owned()).into());
-        }
+        let plan = plan_table(&pending.iter().map(|r| (*r).clone()).collect::<Vec<_>>());
+        confirm(&plan, pending.len())?;
     }
     if args.no_evidence {
         printer.warn("--no-evidence: deleting without saving evidence first");
@@ -455,12 +458,13 @@ async fn verify_incident(
                 repository,
                 digest,
                 ..
-            } => match check_target(&row.action.target, config, &mut registries).await {
-                Ok(s) if s == "already gone" => Ok(None),
-                Ok(_) => Ok(Some(format!(
-                    "{registry}/{repository}@{digest} is back in the registry"
-                ))),
+            } => match client_for(&mut registries, config, registry) {
                 Err(e) => Err(e),
+                Ok(client) => client.head_manifest(repository, digest).await.map(|head| {
+                    head.map(|_| {
+                        format!("{registry}/{repository}@{digest} is back in the registry")
+                    })
+                }),
             },
             Target::Builder {
                 builder,
@@ -468,19 +472,15 @@ async fn verify_incident(
                 driver,
                 record_ids,
                 ..
-            } => match require_endpoint(config, builder, endpoint.as_deref(), *driver) {
+            } => match connect_builder(config, builder, endpoint.as_deref(), *driver).await {
                 Err(e) => Err(e),
-                Ok((endpoint, driver)) => match BuildkitClient::connect(&endpoint, driver).await {
-                    Err(e) => Err(e),
-                    Ok(mut client) => client.disk_usage().await.map(|records| {
-                        let back: Vec<&String> = record_ids
-                            .iter()
-                            .filter(|id| records.iter().any(|r| &r.id == *id))
-                            .collect();
-                        (!back.is_empty())
-                            .then(|| format!("records still on `{builder}`: {back:?}"))
-                    }),
-                },
+                Ok(mut client) => client.disk_usage().await.map(|records| {
+                    let back: Vec<&String> = record_ids
+                        .iter()
+                        .filter(|id| records.iter().any(|r| &r.id == *id))
+                        .collect();
+                    (!back.is_empty()).then(|| format!("records still on `{builder}`: {back:?}"))
+                }),
             },
             Target::Mount {
                 builder,
@@ -490,11 +490,9 @@ async fn verify_incident(
                 ..
             } => {
                 let before = evidence.as_ref().and_then(|dir| {
-                    std::fs::read_to_string(dir.join(format!(
-                        "mounts/{}/{}.sha256",
-                        sanitize_component(builder),
-                        sanitize_component(mount_id)
-                    )))
+                    std::fs::read_to_string(
+                        dir.join(crate::evidence::mount_listing_file(builder, mount_id)),
+                    )
                     .ok()
                 });
                 match crate::evidence::mount_listing(
@@ -573,10 +571,6 @@ async fn verify_incident(
     let result = serde_json::to_string(&lines)?;
     store.record_verification(id, &who(), clean, &result)?;
     Ok((clean, lines))
-}
-
-fn sanitize_component(value: &str) -> String {
-    crate::evidence::sanitize(value)
 }
 
 async fn verify(
@@ -697,17 +691,7 @@ async fn check_target(
             digest,
             ..
         } => {
-            if !registries.contains_key(registry) {
-                let options = ClientOptions {
-                    endpoint: config.registry(registry).and_then(|r| r.endpoint.clone()),
-                    ..ClientOptions::default()
-                };
-                registries.insert(
-                    registry.clone(),
-                    RegistryClient::with_options(config, registry, options)?,
-                );
-            }
-            let client = &registries[registry];
+            let client = client_for(registries, config, registry)?;
             Ok(match client.head_manifest(repository, digest).await? {
                 Some(head) => format!("present ({})", head.media_type),
                 None => "already gone".to_owned(),

@@ -12,8 +12,8 @@ use crate::config::Config;
 use crate::error::InputError;
 use crate::ingest::{builder, cache_flag, ci, dockerfile, metadata};
 use crate::model::{
-    Artifact, Backend, CacheSpec, Digest, ImageRef, MountUse, ParseError, PipelineInfo,
-    RecordEvidence, RunRecord, normalize_mount_id,
+    Artifact, Backend, CacheSpec, Digest, ImageRef, MountUse, ParseError, PipelineInfo, RunRecord,
+    normalize_mount_id,
 };
 use crate::printer::Printer;
 use crate::remote::registry::Resolver;
@@ -483,17 +483,5 @@ fn warn_unpinned(record: &RunRecord, printer: Printer) {
                 a.display_name()
             ));
         }
-    }
-}
-
-/// Record evidence for runs whose builder was snapshotted.
-pub fn evidence_of(
-    created: Vec<crate::model::BuilderRecord>,
-    reused: Vec<crate::model::BuilderRecord>,
-) -> RecordEvidence {
-    RecordEvidence {
-        created,
-        reused,
-        overlapped: false,
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{IsTerminal, Read, Seek, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -19,7 +19,7 @@ use crate::execute::{self, Reporter};
 use crate::plan::{Action, ActionKind};
 use crate::printer::Printer;
 use crate::report::incident::describe_target;
-use crate::store::{ActionRow, Store, SweepKinds};
+use crate::store::{Store, SweepKinds};
 use crate::sweep::metrics::{self, SweepMetrics};
 use crate::sweep::{self, Entity, Policy, Selects, Verdict};
 use crate::time;
@@ -174,23 +174,7 @@ fn confirm(args: &SweepArgs, actions: &[Action]) -> Result<()> {
     if pending == 0 || args.yes {
         return Ok(());
     }
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Err(RefusedError(format!(
-            "refusing to act on {pending} targets without confirmation: rerun with --yes"
-        ))
-        .into());
-    }
-    eprint!(
-        "{}about to act on {pending} targets. proceed? [y/N] ",
-        plan_text(numbered(actions, "pending"))
-    );
-    let mut answer = String::new();
-    stdin.read_line(&mut answer)?;
-    if !matches!(answer.trim(), "y" | "Y" | "yes") {
-        return Err(RefusedError("not confirmed: nothing was done".to_owned()).into());
-    }
-    Ok(())
+    crate::commands::incident::confirm(&plan_text(numbered(actions, "pending")), pending)
 }
 
 /// Stores the sweep with its plan, runs it through the executor and reports.
@@ -244,7 +228,10 @@ async fn run(
         OutputFormat::Json => write_json(
             Some(id),
             &planned.rules,
-            &rows.iter().map(row_json).collect::<Vec<_>>(),
+            &rows
+                .iter()
+                .map(crate::commands::incident::action_json)
+                .collect::<Vec<_>>(),
         )?,
         OutputFormat::Text => {
             let mut out = format!("sweep {id} by `{}`\n", args.policy.display());
@@ -340,20 +327,6 @@ fn planned_json(action: &Action) -> serde_json::Value {
         "reason": action.reason,
         "in_scope": action.in_scope,
         "state": if action.in_scope { "planned" } else { "skipped" },
-    })
-}
-
-fn row_json(row: &ActionRow) -> serde_json::Value {
-    serde_json::json!({
-        "seq": row.seq,
-        "kind": row.action.kind.as_str(),
-        "place": row.action.place,
-        "target": row.action.target,
-        "reason": row.action.reason,
-        "in_scope": row.action.in_scope,
-        "state": row.state,
-        "outcome": row.outcome,
-        "error": row.error,
     })
 }
 

@@ -322,6 +322,17 @@ async fn pin_inputs(
         .as_ref()
         .map(|b| b.name.clone())
         .unwrap_or_default();
+    let mut hosts: Vec<String> = record
+        .imported
+        .iter()
+        .chain(&record.base_images)
+        .filter(|a| a.backend == Backend::Registry)
+        .filter_map(|a| a.locator.split('/').next().map(str::to_owned))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    // One client for every registry the build reads from.
+    let resolver = Resolver::new(config, &hosts);
     let mut local_imports = Vec::new();
     let mut local_bases = Vec::new();
     let mut local_only = Vec::new();
@@ -370,8 +381,6 @@ async fn pin_inputs(
                     continue;
                 }
             }
-            let host = reference.registry.clone();
-            let resolver = Resolver::new(config, &[host]);
             match resolver.resolve(&reference).await {
                 Ok(digest) => artifact.digest = Some(digest),
                 Err(err) => printer.warn(format!("`{reference}` stays unpinned: {err}")),
@@ -469,9 +478,15 @@ async fn check_moved(
     config: &Config,
     printer: Printer,
 ) {
+    let mut hosts: Vec<String> = import_tags
+        .iter()
+        .map(|(r, _)| r.registry.clone())
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    let resolver = Resolver::new(config, &hosts);
     for (reference, before) in import_tags {
         let Some(before) = before else { continue };
-        let resolver = Resolver::new(config, std::slice::from_ref(&reference.registry));
         if let Ok(now) = resolver.resolve(reference).await
             && &now != before
         {

@@ -398,15 +398,21 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
         }
     }
 
-    actions.sort_by(|a, b| {
-        (a.kind, &a.place, serde_json::to_string(&a.target).ok()).cmp(&(
-            b.kind,
-            &b.place,
-            serde_json::to_string(&b.target).ok(),
-        ))
+    settle(&mut actions);
+    actions
+}
+
+/// Puts a plan in its stable order and drops repeated actions.
+pub fn settle(actions: &mut Vec<Action>) {
+    // Each target is serialized once, not once per comparison.
+    actions.sort_by_cached_key(|a| {
+        (
+            a.kind,
+            a.place.clone(),
+            serde_json::to_string(&a.target).ok(),
+        )
     });
     actions.dedup();
-    actions
 }
 
 /// The command that deletes a non-registry cache entry in its own system.

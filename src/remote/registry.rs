@@ -35,6 +35,19 @@ use crate::remote::retry::{
     RetryPolicy, is_retryable_error, is_retryable_status, jitter_unit, parse_retry_after,
 };
 
+/// The client for `host` from `clients`, created on first use: one connection pool and token
+/// cache per registry for a whole command.
+pub fn client_for<'a>(
+    clients: &'a mut std::collections::BTreeMap<String, RegistryClient>,
+    config: &Config,
+    host: &str,
+) -> Result<&'a RegistryClient, RemoteError> {
+    if !clients.contains_key(host) {
+        clients.insert(host.to_owned(), RegistryClient::new(config, host)?);
+    }
+    Ok(&clients[host])
+}
+
 /// Hosts that are spoken to over plain HTTP without being configured: loopback, as Docker
 /// itself treats `127.0.0.0/8` as insecure.
 fn is_loopback(host: &str) -> bool {
@@ -383,8 +396,10 @@ impl RegistryClient {
         host: &str,
         options: ClientOptions,
     ) -> Result<Self, RemoteError> {
-        let base = match &options.endpoint {
-            Some(endpoint) => endpoint.clone(),
+        // An explicit endpoint wins over the config's; either replaces the host's address.
+        let configured = config.registry(host).and_then(|r| r.endpoint.clone());
+        let base = match options.endpoint.clone().or(configured) {
+            Some(endpoint) => endpoint,
             None if host == DOCKER_HUB => "https://registry-1.docker.io".to_owned(),
             None if is_insecure(config, host) => format!("http://{host}"),
             None => format!("https://{host}"),

@@ -57,13 +57,27 @@ impl Store {
         trace: &str,
         actions: &[Action],
     ) -> Result<i64, StoreError> {
+        self.create_with_plan("incident", title, opened_by, seeds, trace, actions)
+    }
+
+    /// Stores an incident row of `kind` (`incident` or `sweep`) and its plan in one
+    /// transaction; returns its id.
+    pub(super) fn create_with_plan(
+        &mut self,
+        kind: &str,
+        title: &str,
+        opened_by: &str,
+        seeds: &str,
+        trace: &str,
+        actions: &[Action],
+    ) -> Result<i64, StoreError> {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
         let id: i64 = tx
             .query_row(
-                "INSERT INTO incidents (title, opened_at, opened_by, seeds, trace) VALUES (?1, ?2, ?3, ?4, ?5)
-                 RETURNING id",
-                params![title, time::now(), opened_by, seeds, trace],
+                "INSERT INTO incidents (title, opened_at, opened_by, seeds, trace, kind)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+                params![title, time::now(), opened_by, seeds, trace, kind],
                 |row| row.get(0),
             )
             .map_err(|e| sql_error(&path, e))?;
@@ -411,7 +425,7 @@ fn process_alive(owner: &str) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-pub(super) fn insert_actions(
+fn insert_actions(
     tx: &rusqlite::Transaction<'_>,
     incident: i64,
     first_seq: i64,

@@ -23,7 +23,7 @@ pub use audit::{StoredFinding, TagSighting};
 pub use containment::{Contained, OverrideRow, VerificationRow};
 pub use incident::{ActionRow, Finished, IncidentRow};
 
-pub use read::{ArtifactRow, ExportError, ExportItem, RunRow};
+pub use read::{ExportError, ExportItem};
 pub use sweep::SweepKinds;
 pub use write::{ImportItem, RecordOutcome};
 

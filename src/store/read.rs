@@ -56,25 +56,9 @@ fn artifact_from_row(row: &Row<'_>) -> rusqlite::Result<ArtifactInfo> {
 const ARTIFACT_COLUMNS: &str = "a.id, a.backend, a.locator, a.digest, a.key, a.first_seen,
     (SELECT group_concat(tag, char(31)) FROM (SELECT tag FROM artifact_tags t WHERE t.artifact_id = a.id ORDER BY tag))";
 
-/// A run as `export` writes it.
-pub type RunRow = RunRecord;
-/// An artifact as lookups return it.
-pub type ArtifactRow = ArtifactInfo;
-
 impl Store {
     fn err(&self, e: rusqlite::Error) -> StoreError {
         sql_error(&self.path, e)
-    }
-
-    /// Counts of what the store holds, for status lines.
-    pub fn counts(&self) -> Result<(i64, i64), StoreError> {
-        self.conn
-            .query_row(
-                "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM events)",
-                [],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .map_err(|e| self.err(e))
     }
 
     /// Every pipeline, builder, run and purge, in store order, for `export`.
@@ -228,19 +212,6 @@ impl Store {
             emit(ExportItem::Run(Box::new(record)))?;
         }
         Ok(())
-    }
-
-    /// The runs of a job (`pipeline`, `run_id`), newest first.
-    pub fn job_runs(&self, pipeline: &str, run_id: &str) -> Result<Vec<RunInfo>, StoreError> {
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
-             WHERE p.name = ?1 AND r.run_key = ?2 ORDER BY r.started_at DESC, r.id DESC"
-        );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![pipeline, run_id], run_from_row)
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
-        rows.map_err(|e| self.err(e))
     }
 }
 

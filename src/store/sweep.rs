@@ -2,9 +2,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use rusqlite::params;
-
-use super::incident::insert_actions;
 use super::{Store, StoreError, sql_error};
 use crate::plan::{Action, Target};
 use crate::sweep::{CacheRefCandidate, Candidates, MountCandidate, PipelineFacts, RecordCandidate};
@@ -28,19 +25,7 @@ impl Store {
         trace: &str,
         actions: &[Action],
     ) -> Result<i64, StoreError> {
-        let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
-        let id: i64 = tx
-            .query_row(
-                "INSERT INTO incidents (title, opened_at, opened_by, seeds, trace, kind)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'sweep') RETURNING id",
-                params![title, time::now(), opened_by, seeds, trace],
-                |row| row.get(0),
-            )
-            .map_err(|e| sql_error(&path, e))?;
-        insert_actions(&tx, id, 1, actions).map_err(|e| sql_error(&path, e))?;
-        tx.commit().map_err(|e| sql_error(&path, e))?;
-        Ok(id)
+        self.create_with_plan("sweep", title, opened_by, seeds, trace, actions)
     }
 
     /// Closes sweeps left open by a process that died mid-sweep; the caller holds the sweep

@@ -409,14 +409,7 @@ pub fn plan(
             ),
         });
     }
-    actions.sort_by(|a, b| {
-        (a.kind, &a.place, serde_json::to_string(&a.target).ok()).cmp(&(
-            b.kind,
-            &b.place,
-            serde_json::to_string(&b.target).ok(),
-        ))
-    });
-    actions.dedup();
+    crate::plan::settle(&mut actions);
     actions
 }
 

@@ -7,9 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Artifact, Backend, BuilderInfo, BuilderRecord, Digest, Driver, ImageRef, MountUse,
-    PipelineInfo, PurgeTarget, RecordEvidence, RunRecord, RunStatus, clean_path,
-    normalize_mount_id,
+    Artifact, Backend, BuilderInfo, Digest, Driver, ImageRef, MountUse, PipelineInfo, PurgeTarget,
+    RecordEvidence, RunRecord, RunStatus, clean_path, normalize_mount_id,
 };
 use crate::store::{ExportItem, ImportItem};
 use crate::time::{self, Micros};
@@ -362,15 +361,6 @@ pub fn run_line(run: &RunRecord) -> RunLine {
         base_images: wires(&run.base_images),
         mounts: run.mounts.clone(),
         records: run.records.clone(),
-    }
-}
-
-/// Record evidence, for callers building run lines by hand.
-pub fn evidence(created: Vec<BuilderRecord>, reused: Vec<BuilderRecord>) -> RecordEvidence {
-    RecordEvidence {
-        created,
-        reused,
-        overlapped: false,
     }
 }
 
