@@ -2,7 +2,6 @@
 //! is down, incremental reporting, SARIF, and an incident seeded from a finding.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::common::{Env, ok, output};
 use crate::harness::oci::{Pushed, Pusher};
@@ -43,13 +42,6 @@ fn config(env: &Env, host: &str, extra: &str) -> PathBuf {
     )
 }
 
-fn cmd(env: &Env, config: &Path) -> Command {
-    let mut cmd = env.cmd();
-    cmd.env("CACHEWARDEN_CONFIG", config)
-        .env("CACHEWARDEN_NO_PROGRESS", "1");
-    cmd
-}
-
 /// The document matches `schema/audit.schema.json`.
 fn assert_schema(doc: &serde_json::Value) {
     let path = format!("{}/schema/audit.schema.json", env!("CARGO_MANIFEST_DIR"));
@@ -65,7 +57,8 @@ fn assert_schema(doc: &serde_json::Value) {
 
 /// Exit code and the parsed JSON of `audit registry --format json`, checked against its schema.
 fn audit_json(env: &Env, config: &Path, extra: &[&str]) -> (i32, serde_json::Value, String) {
-    let out = cmd(env, config)
+    let out = env
+        .cmd_with(config)
         .args(["audit", "registry", "--format", "json"])
         .args(extra)
         .output()
@@ -286,7 +279,8 @@ fn sarif_names_rules_and_results() {
     recorded(&env, &registry, &mut pusher);
     pusher.cache_manifest("team/app", Some("stray"), "stray");
     let config = config(&env, &registry.host(), "");
-    let out = cmd(&env, &config)
+    let out = env
+        .cmd_with(&config)
         .args(["audit", "registry", "--format", "sarif"])
         .output()
         .unwrap();
@@ -331,8 +325,14 @@ fn incident_from_audit_deletes_the_unrecorded_push() {
     let (_, doc, _) = audit_json(&env, &config, &[]);
     let id = doc["findings"][0]["id"].as_i64().unwrap().to_string();
     assert_eq!(doc["findings"][0]["code"], "CW001");
-    let open =
-        ok(cmd(&env, &config).args(["incident", "open", "--from-audit", &id, "--format", "json"]));
+    let open = ok(env.cmd_with(&config).args([
+        "incident",
+        "open",
+        "--from-audit",
+        &id,
+        "--format",
+        "json",
+    ]));
     let open: serde_json::Value = serde_json::from_str(&open).unwrap();
     let deletes: Vec<&str> = open["actions"]
         .as_array()
@@ -352,7 +352,7 @@ fn incident_from_audit_deletes_the_unrecorded_push() {
     let incident = open["incident"].as_i64().unwrap().to_string();
     let purge = output(
         &env,
-        cmd(&env, &config).args([
+        env.cmd_with(&config).args([
             "incident",
             "purge",
             &incident,
@@ -378,7 +378,8 @@ fn incident_from_audit_deletes_the_unrecorded_push() {
     );
     let missing = output(
         &env,
-        cmd(&env, &config).args(["incident", "open", "--from-audit", "999"]),
+        env.cmd_with(&config)
+            .args(["incident", "open", "--from-audit", "999"]),
     );
     assert!(
         missing.starts_with("exit: 2\n") && missing.contains("no audit finding `999`"),

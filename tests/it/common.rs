@@ -94,3 +94,28 @@ pub fn ok(cmd: &mut Command) -> String {
 pub fn digest(c: char) -> String {
     format!("sha256:{}", c.to_string().repeat(64))
 }
+
+impl Env {
+    /// `cachewarden` with this config file and no progress bars.
+    pub fn cmd_with(&self, config: &Path) -> Command {
+        let mut cmd = self.cmd();
+        cmd.env("CACHEWARDEN_CONFIG", config)
+            .env("CACHEWARDEN_NO_PROGRESS", "1");
+        cmd
+    }
+}
+
+/// Whether the registry serves a manifest (or index) by this digest.
+pub fn manifest_exists(
+    registry: &crate::harness::Registry,
+    repository: &str,
+    digest: &str,
+) -> bool {
+    let response = registry.request(
+        crate::harness::http::Request::new("HEAD", &format!("/v2/{repository}/manifests/{digest}")).header(
+            "Accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
+        ),
+    );
+    response.status == 200
+}

@@ -1,20 +1,11 @@
 //! The incident lifecycle against a real registry: evidence, containment, re-trace, verify,
 //! close, and the execution lock.
 
-use std::process::Command;
-
 use sha2::{Digest as _, Sha256};
 
 use crate::common::{Env, ok, output};
 use crate::harness::oci::Pusher;
 use crate::harness::{self, Registry, RegistryOpts};
-
-fn cmd(env: &Env, config: &std::path::Path) -> Command {
-    let mut cmd = env.cmd();
-    cmd.env("CACHEWARDEN_CONFIG", config)
-        .env("CACHEWARDEN_NO_PROGRESS", "1");
-    cmd
-}
 
 fn setup(env: &Env, registry: &Registry) -> (std::path::PathBuf, Vec<String>) {
     let host = registry.host();
@@ -52,11 +43,13 @@ fn evidence_matches_what_was_deleted() {
     let registry = Registry::start(RegistryOpts::default());
     let env = Env::new();
     let (config, digests) = setup(&env, &registry);
-    ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--pipeline", "evil"]));
     let evidence = env.path().join("ev");
     let out = output(
         &env,
-        cmd(&env, &config)
+        env.cmd_with(&config)
             .args([
                 "incident",
                 "purge",
@@ -107,24 +100,30 @@ fn containment_until_close() {
     let registry = Registry::start(RegistryOpts::default());
     let env = Env::new();
     let (config, digests) = setup(&env, &registry);
-    ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--pipeline", "evil"]));
     let tainted = format!("{}/team/app@{}", registry.host(), digests[0]);
-    let out = output(&env, cmd(&env, &config).args(["check", &tainted]));
+    let out = output(&env, env.cmd_with(&config).args(["check", &tainted]));
     assert!(
         out.starts_with("exit: 5\n") && out.contains("TAINTED"),
         "{out}"
     );
     let clean = format!("{}/team/app@sha256:{}", registry.host(), "0".repeat(64));
-    assert!(output(&env, cmd(&env, &config).args(["check", &clean])).starts_with("exit: 0\n"));
-    let listed = ok(cmd(&env, &config).args(["incident", "report", "1", "--format", "digests"]));
+    assert!(output(&env, env.cmd_with(&config).args(["check", &clean])).starts_with("exit: 0\n"));
+    let listed = ok(env
+        .cmd_with(&config)
+        .args(["incident", "report", "1", "--format", "digests"]));
     let mut expected = digests.clone();
     expected.sort();
     assert_eq!(listed.lines().collect::<Vec<_>>(), expected);
 
-    ok(cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes"]));
-    ok(cmd(&env, &config).args(["incident", "verify", "1"]));
-    ok(cmd(&env, &config).args(["incident", "close", "1"]));
-    assert!(output(&env, cmd(&env, &config).args(["check", &tainted])).starts_with("exit: 0\n"));
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "purge", "1", "--execute", "--yes"]));
+    ok(env.cmd_with(&config).args(["incident", "verify", "1"]));
+    ok(env.cmd_with(&config).args(["incident", "close", "1"]));
+    assert!(output(&env, env.cmd_with(&config).args(["check", &tainted])).starts_with("exit: 0\n"));
 }
 
 /// A run recorded between open and execute that imported a tainted digest widens the plan:
@@ -137,7 +136,9 @@ fn retrace_picks_up_new_runs() {
     let registry = Registry::start(RegistryOpts::default());
     let env = Env::new();
     let (config, digests) = setup(&env, &registry);
-    ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--pipeline", "evil"]));
     let mut pusher = Pusher::new(&registry);
     let late = pusher.cache_manifest("team/late", Some("cache"), "late victim");
     let host = registry.host();
@@ -149,7 +150,7 @@ fn retrace_picks_up_new_runs() {
     ok(env.cmd().args(["import", file.to_str().unwrap()]));
     let out = output(
         &env,
-        cmd(&env, &config).args([
+        env.cmd_with(&config).args([
             "incident",
             "purge",
             "1",
@@ -176,8 +177,10 @@ fn verify_reports_a_target_that_came_back() {
     let registry = Registry::start(RegistryOpts::default());
     let env = Env::new();
     let (config, _) = setup(&env, &registry);
-    ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
-    ok(cmd(&env, &config).args([
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--pipeline", "evil"]));
+    ok(env.cmd_with(&config).args([
         "incident",
         "purge",
         "1",
@@ -186,17 +189,24 @@ fn verify_reports_a_target_that_came_back() {
         "--no-evidence",
     ]));
     assert!(
-        output(&env, cmd(&env, &config).args(["incident", "verify", "1"])).starts_with("exit: 0\n")
+        output(
+            &env,
+            env.cmd_with(&config).args(["incident", "verify", "1"])
+        )
+        .starts_with("exit: 0\n")
     );
     // The same content again: same digest.
     let mut pusher = Pusher::new(&registry);
     pusher.cache_manifest("team/app", Some("evil"), "evil a");
-    let out = output(&env, cmd(&env, &config).args(["incident", "verify", "1"]));
+    let out = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
     assert!(
         out.starts_with("exit: 1\n") && out.contains("is back in the registry"),
         "{out}"
     );
-    let out = output(&env, cmd(&env, &config).args(["incident", "close", "1"]));
+    let out = output(&env, env.cmd_with(&config).args(["incident", "close", "1"]));
     assert!(out.starts_with("exit: 5\n"), "{out}");
 }
 
@@ -209,7 +219,9 @@ fn second_concurrent_execution_is_refused() {
     let registry = Registry::start(RegistryOpts::default());
     let env = Env::new();
     let (config, _) = setup(&env, &registry);
-    ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--pipeline", "evil"]));
     // Another execution, alive on this host, holds the incident.
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let owner = format!("{}:{}", host.trim(), std::process::id());
@@ -222,7 +234,8 @@ fn second_concurrent_execution_is_refused() {
     drop(conn);
     let out = output(
         &env,
-        cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes"]),
+        env.cmd_with(&config)
+            .args(["incident", "purge", "1", "--execute", "--yes"]),
     );
     assert!(
         out.starts_with("exit: 5\n") && out.contains("being purged by another process"),
@@ -238,7 +251,7 @@ fn second_concurrent_execution_is_refused() {
     drop(conn);
     let out = output(
         &env,
-        cmd(&env, &config).args([
+        env.cmd_with(&config).args([
             "incident",
             "purge",
             "1",

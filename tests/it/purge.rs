@@ -1,8 +1,6 @@
 //! `incident open` and `incident purge` against a real registry.
 
-use std::process::Command;
-
-use crate::common::{Env, ok, output};
+use crate::common::{Env, manifest_exists, ok, output};
 use crate::harness::oci::{Pushed, Pusher};
 use crate::harness::proxy::{Fault, FaultProxy};
 use crate::harness::{self, Registry, RegistryOpts};
@@ -68,21 +66,6 @@ fn config(env: &Env, host: &str, extra: &str) -> std::path::PathBuf {
     )
 }
 
-fn exists(registry: &Registry, repository: &str, digest: &str) -> bool {
-    let response = registry.request(
-        harness::http::Request::new("HEAD", &format!("/v2/{repository}/manifests/{digest}"))
-            .header("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"),
-    );
-    response.status == 200
-}
-
-fn cmd(env: &Env, config: &std::path::Path) -> Command {
-    let mut cmd = env.cmd();
-    cmd.env("CACHEWARDEN_CONFIG", config)
-        .env("CACHEWARDEN_NO_PROGRESS", "1");
-    cmd
-}
-
 /// Open then execute deletes exactly the tainted digests in scope: a clean digest in the same
 /// repository and an out-of-scope tainted one survive, and a second execute does nothing.
 #[test]
@@ -95,8 +78,14 @@ fn purge_deletes_exactly_the_tainted_digests_in_scope() {
     let mut pusher = Pusher::new(&registry);
     let h = history(&env, &registry, &mut pusher, 3);
     let config = config(&env, &registry.host(), "");
-    let open =
-        ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil", "--format", "json"]));
+    let open = ok(env.cmd_with(&config).args([
+        "incident",
+        "open",
+        "--pipeline",
+        "evil",
+        "--format",
+        "json",
+    ]));
     let open: serde_json::Value = serde_json::from_str(&open).unwrap();
     let id = open["incident"].as_i64().unwrap().to_string();
     let actions = open["actions"].as_array().unwrap();
@@ -112,37 +101,38 @@ fn purge_deletes_exactly_the_tainted_digests_in_scope() {
     );
 
     // The dry run changes nothing and reports the out-of-scope target.
-    let dry = output(&env, cmd(&env, &config).args(["incident", "purge", &id]));
+    let dry = output(&env, env.cmd_with(&config).args(["incident", "purge", &id]));
     assert!(dry.starts_with("exit: 1\n"), "{dry}");
     assert!(dry.contains("out of scope: will not run"), "{dry}");
     assert!(
         h.tainted
             .iter()
-            .all(|p| exists(&registry, "team/app", &p.digest))
+            .all(|p| manifest_exists(&registry, "team/app", &p.digest))
     );
 
     let run = output(
         &env,
-        cmd(&env, &config).args(["incident", "purge", &id, "--execute", "--yes"]),
+        env.cmd_with(&config)
+            .args(["incident", "purge", &id, "--execute", "--yes"]),
     );
     assert!(run.starts_with("exit: 0\n"), "{run}");
     for p in &h.tainted {
         assert!(
-            !exists(&registry, "team/app", &p.digest),
+            !manifest_exists(&registry, "team/app", &p.digest),
             "{} survived",
             p.digest
         );
     }
     assert!(
-        !exists(&registry, "team/victim", &h.downstream.digest),
+        !manifest_exists(&registry, "team/victim", &h.downstream.digest),
         "transitively tainted cache survived"
     );
     assert!(
-        exists(&registry, "team/app", &h.clean.digest),
+        manifest_exists(&registry, "team/app", &h.clean.digest),
         "an untainted digest in a tainted repository was deleted"
     );
     assert!(
-        exists(&registry, "other/app", &h.outside.digest),
+        manifest_exists(&registry, "other/app", &h.outside.digest),
         "an out-of-scope ref was touched"
     );
     assert!(
@@ -155,19 +145,22 @@ fn purge_deletes_exactly_the_tainted_digests_in_scope() {
 
     let again = output(
         &env,
-        cmd(&env, &config).args(["incident", "purge", &id, "--execute", "--yes"]),
+        env.cmd_with(&config)
+            .args(["incident", "purge", &id, "--execute", "--yes"]),
     );
     assert!(
         again.starts_with("exit: 0\n") && again.contains("nothing left to do"),
         "{again}"
     );
 
-    let report = ok(cmd(&env, &config).args(["incident", "report", &id]));
+    let report = ok(env.cmd_with(&config).args(["incident", "report", &id]));
     assert!(
         report.contains("## Actions") && report.contains("garbage-collect"),
         "{report}"
     );
-    let json = ok(cmd(&env, &config).args(["incident", "report", &id, "--format", "json"]));
+    let json = ok(env
+        .cmd_with(&config)
+        .args(["incident", "report", &id, "--format", "json"]));
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json["summary"]["done"], 4);
     assert_eq!(json["summary"]["failed"], 0);
@@ -184,15 +177,17 @@ fn purge_without_confirmation_is_refused() {
     let mut pusher = Pusher::new(&registry);
     let h = history(&env, &registry, &mut pusher, 1);
     let config = config(&env, &registry.host(), "");
-    ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--pipeline", "evil"]));
     let out = output(
         &env,
-        cmd(&env, &config)
+        env.cmd_with(&config)
             .args(["incident", "purge", "1", "--execute"])
             .stdin(std::process::Stdio::null()),
     );
     assert!(out.starts_with("exit: 5\n"), "{out}");
-    assert!(exists(&registry, "team/app", &h.tainted[0].digest));
+    assert!(manifest_exists(&registry, "team/app", &h.tainted[0].digest));
 }
 
 /// A registry with deletes disabled gives the actionable error and a partial-failure status.
@@ -209,10 +204,13 @@ fn delete_disabled_is_actionable() {
     let mut pusher = Pusher::new(&registry);
     history(&env, &registry, &mut pusher, 1);
     let config = config(&env, &registry.host(), "");
-    ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--pipeline", "evil"]));
     let out = output(
         &env,
-        cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes"]),
+        env.cmd_with(&config)
+            .args(["incident", "purge", "1", "--execute", "--yes"]),
     );
     assert!(out.starts_with("exit: 1\n"), "{out}");
     assert!(out.contains("deletion is disabled on registry"), "{out}");
@@ -234,12 +232,14 @@ fn transient_registry_errors_are_retried() {
         &registry.host(),
         &format!("endpoint = \"{}\"\n", proxy.url()),
     );
-    ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--pipeline", "evil"]));
     proxy.inject(Fault::status(500).on("DELETE"));
     proxy.inject(Fault::status(429).on("DELETE").header("Retry-After", "1"));
     let out = output(
         &env,
-        cmd(&env, &config).args([
+        env.cmd_with(&config).args([
             "incident",
             "purge",
             "1",
@@ -251,7 +251,7 @@ fn transient_registry_errors_are_retried() {
     );
     assert!(out.starts_with("exit: 0\n"), "{out}");
     for p in &h.tainted {
-        assert!(!exists(&registry, "team/app", &p.digest));
+        assert!(!manifest_exists(&registry, "team/app", &p.digest));
     }
     let seen = proxy.seen();
     assert!(
@@ -276,8 +276,11 @@ fn registry_stopped_mid_purge_then_rerun_completes() {
     let mut pusher = Pusher::new(&registry);
     let h = history(&env, &registry, &mut pusher, 200);
     let config = config(&env, &registry.host(), "");
-    ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
-    let child = cmd(&env, &config)
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--pipeline", "evil"]));
+    let child = env
+        .cmd_with(&config)
         .args([
             "incident",
             "purge",
@@ -316,7 +319,7 @@ fn registry_stopped_mid_purge_then_rerun_completes() {
     registry.restart();
     let out = output(
         &env,
-        cmd(&env, &config).args([
+        env.cmd_with(&config).args([
             "incident",
             "purge",
             "1",
@@ -327,9 +330,9 @@ fn registry_stopped_mid_purge_then_rerun_completes() {
     );
     assert!(out.starts_with("exit: 0\n"), "{out}");
     for p in &h.tainted {
-        assert!(!exists(&registry, "team/app", &p.digest));
+        assert!(!manifest_exists(&registry, "team/app", &p.digest));
     }
-    assert!(exists(&registry, "team/app", &h.clean.digest));
+    assert!(manifest_exists(&registry, "team/app", &h.clean.digest));
 }
 
 /// `kill -9` in the middle of a purge: the rerun finishes the rest, and no action that was
@@ -344,8 +347,11 @@ fn kill_nine_mid_purge_then_rerun() {
     let mut pusher = Pusher::new(&registry);
     let h = history(&env, &registry, &mut pusher, 300);
     let config = config(&env, &registry.host(), "");
-    ok(cmd(&env, &config).args(["incident", "open", "--pipeline", "evil"]));
-    let mut child = cmd(&env, &config)
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--pipeline", "evil"]));
+    let mut child = env
+        .cmd_with(&config)
         .args([
             "incident",
             "purge",
@@ -391,7 +397,8 @@ fn kill_nine_mid_purge_then_rerun() {
 
     let out = output(
         &env,
-        cmd(&env, &config).args(["incident", "purge", "1", "--execute", "--yes"]),
+        env.cmd_with(&config)
+            .args(["incident", "purge", "1", "--execute", "--yes"]),
     );
     assert!(out.starts_with("exit: 0\n"), "{out}");
     let conn = rusqlite::Connection::open(env.db()).unwrap();
@@ -411,6 +418,6 @@ fn kill_nine_mid_purge_then_rerun() {
         .unwrap();
     assert_eq!(not_done, 0);
     for p in &h.tainted {
-        assert!(!exists(&registry, "team/app", &p.digest));
+        assert!(!manifest_exists(&registry, "team/app", &p.digest));
     }
 }

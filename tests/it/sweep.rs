@@ -1,9 +1,8 @@
 //! `sweep` against a real registry: rule selection, keep-N, dry run, the lock, metrics.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-use crate::common::{Env, ok, output};
+use crate::common::{Env, manifest_exists, ok, output};
 use crate::harness::oci::{Pushed, Pusher};
 use crate::harness::{self, Registry, RegistryOpts};
 
@@ -36,21 +35,6 @@ fn config(env: &Env, host: &str) -> PathBuf {
             "[scope]\nregistries = [\"{host}\"]\nrepositories = [\"{host}/team/**\"]\nbuilders = [\"ci-1\"]\n\n[[registry]]\nhost = \"{host}\"\ninsecure = true\ncredentials = \"anonymous\"\n"
         ),
     )
-}
-
-fn cmd(env: &Env, config: &Path) -> Command {
-    let mut cmd = env.cmd();
-    cmd.env("CACHEWARDEN_CONFIG", config)
-        .env("CACHEWARDEN_NO_PROGRESS", "1");
-    cmd
-}
-
-fn exists(registry: &Registry, repository: &str, digest: &str) -> bool {
-    let response = registry.request(
-        harness::http::Request::new("HEAD", &format!("/v2/{repository}/manifests/{digest}"))
-            .header("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"),
-    );
-    response.status == 200
 }
 
 /// The digests a sweep's JSON plans to delete, sorted.
@@ -147,7 +131,7 @@ fn rules_select_exactly_what_they_should() {
     let f = fleet(&env, &registry);
     let config = config(&env, &registry.host());
     let policy = env.write("policy.toml", &POLICY.replace("HOST", &registry.host()));
-    let dry = ok(cmd(&env, &config).args([
+    let dry = ok(env.cmd_with(&config).args([
         "sweep",
         "--policy",
         policy.to_str().unwrap(),
@@ -165,7 +149,7 @@ fn rules_select_exactly_what_they_should() {
     let metrics = env.path().join("sweep.prom");
     let run = output(
         &env,
-        cmd(&env, &config)
+        env.cmd_with(&config)
             .args([
                 "sweep",
                 "--policy",
@@ -177,14 +161,18 @@ fn rules_select_exactly_what_they_should() {
             .arg(&metrics),
     );
     assert!(run.starts_with("exit: 0\n"), "{run}");
-    assert!(!exists(&registry, "team/app", &f.old_untrusted.digest));
+    assert!(!manifest_exists(
+        &registry,
+        "team/app",
+        &f.old_untrusted.digest
+    ));
     for (repository, kept) in [
         ("team/app", &f.young_untrusted),
         ("team/app", &f.old_release),
         ("other/app", &f.elsewhere),
     ] {
         assert!(
-            exists(&registry, repository, &kept.digest),
+            manifest_exists(&registry, repository, &kept.digest),
             "{} was deleted",
             kept.digest
         );
@@ -211,7 +199,9 @@ fn rules_select_exactly_what_they_should() {
         "temporary metrics files left: {leftovers:?}"
     );
 
-    let report = ok(cmd(&env, &config).args(["incident", "report", "1", "--format", "json"]));
+    let report = ok(env
+        .cmd_with(&config)
+        .args(["incident", "report", "1", "--format", "json"]));
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
     assert_eq!(report["summary"]["done"], 1, "{report:#}");
     let schema = |name: &str| -> serde_json::Value {
@@ -230,7 +220,7 @@ fn rules_select_exactly_what_they_should() {
         "the sweep's report does not match its schema: {errors:#?}"
     );
 
-    let again = ok(cmd(&env, &config).args([
+    let again = ok(env.cmd_with(&config).args([
         "sweep",
         "--policy",
         policy.to_str().unwrap(),
@@ -278,7 +268,7 @@ fn keep_newest_keeps_the_newest() {
     );
     let run = output(
         &env,
-        cmd(&env, &config).args([
+        env.cmd_with(&config).args([
             "sweep",
             "--policy",
             policy.to_str().unwrap(),
@@ -288,7 +278,11 @@ fn keep_newest_keeps_the_newest() {
     );
     assert!(run.starts_with("exit: 0\n"), "{run}");
     for (i, c) in caches.iter().enumerate() {
-        assert_eq!(exists(&registry, "team/app", &c.digest), i < 2, "cache {i}");
+        assert_eq!(
+            manifest_exists(&registry, "team/app", &c.digest),
+            i < 2,
+            "cache {i}"
+        );
     }
     assert_eq!(
         registry.tags("team/app"),
@@ -313,7 +307,7 @@ fn dry_run_deletes_nothing() {
     let metrics = env.path().join("dry.prom");
     let out = output(
         &env,
-        cmd(&env, &config)
+        env.cmd_with(&config)
             .args([
                 "sweep",
                 "--policy",
@@ -334,9 +328,9 @@ fn dry_run_deletes_nothing() {
         ("team/app", &f.old_release),
         ("other/app", &f.elsewhere),
     ] {
-        assert!(exists(&registry, repository, &p.digest));
+        assert!(manifest_exists(&registry, repository, &p.digest));
     }
-    let list = ok(cmd(&env, &config).args(["incident", "list"]));
+    let list = ok(env.cmd_with(&config).args(["incident", "list"]));
     assert_eq!(list, "no incidents\n");
     let text = std::fs::read_to_string(&metrics).unwrap();
     assert!(
@@ -370,7 +364,7 @@ fn the_lock_holds() {
     holder.lock().unwrap();
     let refused = output(
         &env,
-        cmd(&env, &config).args([
+        env.cmd_with(&config).args([
             "sweep",
             "--policy",
             policy.to_str().unwrap(),
@@ -380,11 +374,15 @@ fn the_lock_holds() {
     );
     assert!(refused.starts_with("exit: 5\n"), "{refused}");
     assert!(refused.contains("another sweep is running"), "{refused}");
-    assert!(exists(&registry, "team/app", &f.old_untrusted.digest));
+    assert!(manifest_exists(
+        &registry,
+        "team/app",
+        &f.old_untrusted.digest
+    ));
     drop(holder);
     let run = output(
         &env,
-        cmd(&env, &config).args([
+        env.cmd_with(&config).args([
             "sweep",
             "--policy",
             policy.to_str().unwrap(),
@@ -393,7 +391,11 @@ fn the_lock_holds() {
         ]),
     );
     assert!(run.starts_with("exit: 0\n"), "{run}");
-    assert!(!exists(&registry, "team/app", &f.old_untrusted.digest));
+    assert!(!manifest_exists(
+        &registry,
+        "team/app",
+        &f.old_untrusted.digest
+    ));
 }
 
 /// Mount and record rules plan exact prunes; a budget prune is partial, not a builder purge.
@@ -427,7 +429,7 @@ fn mount_and_record_rules_plan_exact_prunes() {
         "[[rule]]\nselect = \"mounts\"\nbuilder = \"ci-*\"\nolder_than = \"7d\"\naction = \"purge\"\n\n\
          [[rule]]\nselect = \"builder-records\"\nbuilder = \"ci-1\"\nmax_bytes = 150\naction = \"purge\"\n",
     );
-    let json = ok(cmd(&env, &config).args([
+    let json = ok(env.cmd_with(&config).args([
         "sweep",
         "--policy",
         policy.to_str().unwrap(),
