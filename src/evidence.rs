@@ -25,7 +25,8 @@ use crate::time;
 #[derive(Debug, Clone, Default)]
 pub struct MountProbe {
     pub uses: Vec<MountUse>,
-    pub base_images: Vec<String>,
+    /// (name the builder knows it by, digest or image id), local images first.
+    pub base_images: Vec<(String, String)>,
 }
 
 /// Options of one collection.
@@ -315,9 +316,9 @@ pub async fn mount_listing(
         .get(&(builder.to_owned(), mount_id.to_owned()))
         .cloned()
         .unwrap_or_default();
-    let base = probe.base_images.first().ok_or_else(|| {
+    let (base, _) = probe.base_images.first().ok_or_else(|| {
         RemoteError(format!(
-            "no base image known that used mount `{mount_id}` on `{builder}`"
+            "no untainted base image known that used mount `{mount_id}` on `{builder}`"
         ))
     })?;
     let mut options = format!("type=cache,id={mount_id},target=/cachewarden-mount,readonly");

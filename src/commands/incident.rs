@@ -357,7 +357,7 @@ async fn purge_locked(
                 .join("evidence")
                 .join(format!("incident-{}", args.id)),
         };
-        let probes = mount_probes(&store, &rows)?;
+        let probes = mount_probes(&store, args.id, &rows)?;
         let docker = crate::evidence::docker_client();
         let collect = crate::evidence::Collect {
             dir: &dir,
@@ -417,21 +417,29 @@ async fn purge_locked(
     })
 }
 
-/// What listing each tainted mount of the plan needs from the store.
+/// What listing each tainted mount of the plan needs from the store. The listing build runs
+/// in a base image, so one the incident holds tainted is never chosen.
 fn mount_probes(
     store: &Store,
+    incident: i64,
     rows: &[ActionRow],
 ) -> Result<BTreeMap<(String, String), crate::evidence::MountProbe>> {
+    let tainted: BTreeSet<String> = store
+        .incident_digests(incident)?
+        .into_iter()
+        .map(|(digest, _)| digest)
+        .collect();
     let mut probes = BTreeMap::new();
     for row in rows {
         if let Target::Mount {
             builder, mount_id, ..
         } = &row.action.target
         {
-            probes.insert(
-                (builder.clone(), mount_id.clone()),
-                store.mount_probe(builder, mount_id)?,
-            );
+            let mut probe = store.mount_probe(builder, mount_id)?;
+            probe
+                .base_images
+                .retain(|(_, digest)| !tainted.contains(digest));
+            probes.insert((builder.clone(), mount_id.clone()), probe);
         }
     }
     Ok(probes)
@@ -448,7 +456,7 @@ async fn verify_incident(
     let mut clean = true;
     let mut registries: BTreeMap<String, RegistryClient> = BTreeMap::new();
     let evidence = store.evidence_dir(id)?.map(std::path::PathBuf::from);
-    let probes = mount_probes(store, &rows)?;
+    let probes = mount_probes(store, id, &rows)?;
     let docker = crate::evidence::docker_client();
     for row in rows.iter().filter(|r| r.state == "done") {
         let name = report::incident::describe_target(&row.action.target);

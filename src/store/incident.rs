@@ -389,11 +389,12 @@ impl Store {
                     "registry" if !digest.is_empty() => format!("{locator}@{digest}"),
                     _ => continue,
                 };
-                if !probe.base_images.contains(&name) {
+                let base = (name, digest);
+                if !probe.base_images.contains(&base) {
                     if backend == "local-image" {
-                        probe.base_images.insert(0, name);
+                        probe.base_images.insert(0, base);
                     } else {
-                        probe.base_images.push(name);
+                        probe.base_images.push(base);
                     }
                 }
             }
