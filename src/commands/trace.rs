@@ -11,7 +11,7 @@ use crate::commands::open_existing_store;
 use crate::error::InputError;
 use crate::graph::{self, Seeds, TraceError, TraceOptions};
 use crate::report;
-use crate::store::Store;
+use crate::store::{Store, TraceSource};
 
 pub fn trace(args: &TraceArgs, db: &Path) -> Result<ExitStatus> {
     let seeds = Seeds::from_args(&args.seeds)?;
@@ -42,8 +42,10 @@ pub(crate) fn run_trace(
     seeds: &Seeds,
     ignore_time: bool,
 ) -> Result<graph::Trace> {
-    let result =
-        store.read_snapshot(|store| graph::trace(store, seeds, TraceOptions { ignore_time }))?;
+    let result = store.read_snapshot(|store| {
+        let mut source = TraceSource::new(store)?;
+        graph::trace(&mut source, seeds, TraceOptions { ignore_time })
+    })?;
     result.map_err(|err| match err {
         TraceError::UnknownSeed(message) => InputError::invalid(message).into(),
         TraceError::Source(err) => anyhow::Error::from(err),

@@ -9,7 +9,9 @@
 //!
 //! Every expansion is one [`Source`] lookup; nothing scans the whole store.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 
@@ -68,16 +70,16 @@ pub fn trace<S: Source>(
         source,
         ignore_time: options.ignore_time,
         graph: DiGraph::new(),
-        nodes: HashMap::new(),
-        edges: HashMap::new(),
+        nodes: HashMap::default(),
+        edges: HashMap::default(),
         seeds: Vec::new(),
         queue: VecDeque::new(),
         deferred: VecDeque::new(),
-        expanded: HashSet::new(),
-        builder_names: HashMap::new(),
-        digests: HashMap::new(),
-        segments: HashMap::new(),
-        roles: HashMap::new(),
+        expanded: HashSet::default(),
+        builder_names: HashMap::default(),
+        digests: HashMap::default(),
+        segments: HashMap::default(),
+        roles: HashMap::default(),
     };
     tracer.seed(seeds)?;
     tracer.fixpoint()?;

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::cli::TraceFormat;
 use crate::graph::{Entity, Hop, Kind, Tainted, Trace};
-use crate::time;
+use crate::time::{self, Rfc3339};
 
 /// The JSON shape's version; bumped on any incompatible change to the schema.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -65,11 +65,11 @@ pub fn write_text(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
             n - SEEDS_SHOWN
         )?,
     }
-    if trace.is_empty() {
-        return writeln!(out, "{EMPTY}");
-    }
     let groups: Vec<(Kind, Vec<Tainted<'_>>)> =
         Kind::ALL.iter().map(|&k| (k, trace.tainted(k))).collect();
+    if groups.iter().all(|(_, entries)| entries.is_empty()) {
+        return writeln!(out, "{EMPTY}");
+    }
     let counts: Vec<String> = groups
         .iter()
         .map(|(k, entries)| count(entries.len(), *k))
@@ -84,16 +84,17 @@ pub fn write_text(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
         writeln!(out, "\n{}:", group_title(*kind))?;
         let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
         for entry in entries {
-            let via = match entry.from {
-                Some(from) => format!("{} from {from}", entry.via.as_str()),
-                None => entry.via.as_str().to_owned(),
-            };
-            writeln!(
+            write!(
                 out,
-                "  {}  {:width$}  {via}",
-                time::format(entry.tainted_at),
-                entry.name
+                "  {}  {:width$}  {}",
+                Rfc3339(entry.tainted_at),
+                entry.name,
+                entry.via.as_str()
             )?;
+            match entry.from {
+                Some(from) => writeln!(out, " from {from}")?,
+                None => writeln!(out)?,
+            }
         }
     }
     Ok(())
@@ -144,7 +145,7 @@ struct ViaDoc<'t> {
     kind: &'static str,
     /// The entity the evidence came from; `null` for a seed.
     from: Option<&'t str>,
-    at: String,
+    at: Rfc3339,
 }
 
 #[derive(Debug, Serialize)]
@@ -155,9 +156,9 @@ struct RunDoc<'t> {
     step: &'t str,
     builder: Option<&'t str>,
     status: &'static str,
-    started_at: String,
-    finished_at: String,
-    tainted_at: String,
+    started_at: Rfc3339,
+    finished_at: Rfc3339,
+    tainted_at: Rfc3339,
     via: ViaDoc<'t>,
 }
 
@@ -169,7 +170,7 @@ struct ArtifactDoc<'t> {
     digest: Option<&'t str>,
     key: Option<&'t str>,
     tags: &'t [String],
-    tainted_at: String,
+    tainted_at: Rfc3339,
     via: ViaDoc<'t>,
 }
 
@@ -179,7 +180,7 @@ struct MountDoc<'t> {
     builder: &'t str,
     namespace: &'t str,
     id: &'t str,
-    tainted_at: String,
+    tainted_at: Rfc3339,
     via: ViaDoc<'t>,
 }
 
@@ -187,7 +188,7 @@ struct MountDoc<'t> {
 struct BuilderDoc<'t> {
     name: &'t str,
     builder: &'t str,
-    tainted_at: String,
+    tainted_at: Rfc3339,
     via: ViaDoc<'t>,
 }
 
@@ -199,7 +200,7 @@ struct RecordDoc<'t> {
     #[serde(rename = "type")]
     record_type: &'t str,
     description: &'t str,
-    tainted_at: String,
+    tainted_at: Rfc3339,
     via: ViaDoc<'t>,
 }
 
@@ -212,7 +213,7 @@ impl<'t> TraceDoc<'t> {
         let via = |e: &Tainted<'t>| ViaDoc {
             kind: e.via.as_str(),
             from: e.from,
-            at: time::format(e.at),
+            at: Rfc3339(e.at),
         };
         let artifacts = |kind| {
             trace
@@ -226,7 +227,7 @@ impl<'t> TraceDoc<'t> {
                         digest: non_empty(&info.digest),
                         key: non_empty(&info.key),
                         tags: &info.tags,
-                        tainted_at: time::format(e.tainted_at),
+                        tainted_at: Rfc3339(e.tainted_at),
                         via: via(&e),
                     }),
                     _ => None,
@@ -255,9 +256,9 @@ impl<'t> TraceDoc<'t> {
                         step: &info.step,
                         builder: builder.as_deref(),
                         status: info.status.as_str(),
-                        started_at: time::format(info.started_at),
-                        finished_at: time::format(info.finished_at),
-                        tainted_at: time::format(e.tainted_at),
+                        started_at: Rfc3339(info.started_at),
+                        finished_at: Rfc3339(info.finished_at),
+                        tainted_at: Rfc3339(e.tainted_at),
                         via: via(&e),
                     }),
                     _ => None,
@@ -273,7 +274,7 @@ impl<'t> TraceDoc<'t> {
                         builder: &info.builder_name,
                         namespace: &info.namespace,
                         id: &info.mount_id,
-                        tainted_at: time::format(e.tainted_at),
+                        tainted_at: Rfc3339(e.tainted_at),
                         via: via(&e),
                     }),
                     _ => None,
@@ -286,7 +287,7 @@ impl<'t> TraceDoc<'t> {
                     Entity::Builder(info) => Some(BuilderDoc {
                         name: e.name,
                         builder: &info.name,
-                        tainted_at: time::format(e.tainted_at),
+                        tainted_at: Rfc3339(e.tainted_at),
                         via: via(&e),
                     }),
                     _ => None,
@@ -303,7 +304,7 @@ impl<'t> TraceDoc<'t> {
                         record_id: &info.record_id,
                         record_type: &info.record_type,
                         description: &info.description,
-                        tainted_at: time::format(e.tainted_at),
+                        tainted_at: Rfc3339(e.tainted_at),
                         via: via(&e),
                     }),
                     _ => None,

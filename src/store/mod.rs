@@ -15,6 +15,7 @@ use crate::ExitStatus;
 mod audit;
 mod containment;
 mod incident;
+mod index;
 mod read;
 mod sweep;
 mod write;
@@ -22,6 +23,7 @@ mod write;
 pub use audit::{StoredFinding, TagSighting};
 pub use containment::{Contained, OverrideRow, VerificationRow};
 pub use incident::{ActionRow, Finished, IncidentRow};
+pub use index::TraceSource;
 
 pub use read::{ExportError, ExportItem};
 pub use sweep::SweepKinds;

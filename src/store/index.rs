@@ -1,0 +1,1076 @@
+//! An in-memory copy of the provenance graph, for traces that reach a large part of a fleet.
+//!
+//! A trace starts with indexed queries, one per entity it expands. When it has made enough of
+//! them that loading the whole graph is cheaper than going on, [`TraceSource`] reads every
+//! table once, in the trace's read transaction, into compact arrays, and answers the rest of
+//! the trace from memory with the same answers the queries give.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use rusqlite::Connection;
+use rustc_hash::{FxHashMap, FxHasher};
+
+use super::write::kind;
+use super::{Store, StoreError, sql_error};
+use crate::graph::source::{
+    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestRead, MountId, MountInfo,
+    RecordId, RecordInfo, RunId, RunInfo, Source, Write,
+};
+use crate::model::{Backend, RunKey, RunStatus};
+use crate::time::Micros;
+
+/// The trace's view of the store: indexed queries first, the in-memory graph once the trace
+/// has grown large.
+pub struct TraceSource<'s> {
+    store: &'s mut Store,
+    index: Option<Index>,
+    /// Expansion queries left before the graph is loaded; `None` never loads it.
+    budget: Option<usize>,
+}
+
+impl<'s> TraceSource<'s> {
+    /// Loads the graph once the trace has made about one query per thousand events: from then
+    /// on, going on query by query costs more than reading every event once.
+    pub fn new(store: &'s mut Store) -> Result<Self, StoreError> {
+        let events: i64 = store
+            .conn
+            .query_row("SELECT coalesce(max(id), 0) FROM events", [], |row| {
+                row.get(0)
+            })
+            .map_err(|e| sql_error(&store.path, e))?;
+        let budget = usize::try_from(events / 1000).unwrap_or(0).max(2000);
+        Ok(Self::with_budget(store, Some(budget)))
+    }
+
+    /// `Some(0)` loads the graph at the first expansion; `None` never does.
+    pub fn with_budget(store: &'s mut Store, budget: Option<usize>) -> Self {
+        Self {
+            store,
+            index: None,
+            budget,
+        }
+    }
+
+    /// Whether the trace is being answered from memory.
+    pub fn loaded(&self) -> bool {
+        self.index.is_some()
+    }
+
+    /// The in-memory graph, loading it when the budget has run out.
+    fn index(&mut self) -> Result<Option<&Index>, StoreError> {
+        if self.index.is_none() {
+            match &mut self.budget {
+                Some(0) => {
+                    self.budget = None;
+                    self.index = Index::load(&self.store.conn)
+                        .map_err(|e| sql_error(&self.store.path, e))?;
+                }
+                Some(left) => *left -= 1,
+                None => {}
+            }
+        }
+        Ok(self.index.as_ref())
+    }
+}
+
+/// Store ids as array positions. Loading gives up (and the trace goes on with queries) when
+/// ids are too sparse or too large for that.
+fn slot(id: i64) -> Option<usize> {
+    usize::try_from(id).ok()
+}
+
+fn id32(id: i64) -> Option<u32> {
+    u32::try_from(id).ok()
+}
+
+/// Strings of one column, back to back.
+#[derive(Default)]
+struct Text {
+    bytes: String,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Text {
+    fn push(&mut self, value: &str) -> Option<Span> {
+        let start = u32::try_from(self.bytes.len()).ok()?;
+        self.bytes.push_str(value);
+        let end = u32::try_from(self.bytes.len()).ok()?;
+        Some(Span { start, end })
+    }
+
+    fn get(&self, span: Span) -> &str {
+        &self.bytes[span.start as usize..span.end as usize]
+    }
+}
+
+/// Rows grouped by a key: the items of key `k` are `items[offsets[k]..offsets[k + 1]]`.
+struct Groups {
+    offsets: Vec<u32>,
+    items: Vec<u32>,
+}
+
+impl Groups {
+    /// Groups `0..keys.len()` by key, keeping the order of the input within each key.
+    fn build(keys: impl Iterator<Item = Option<usize>> + Clone, slots: usize) -> Self {
+        let mut offsets = vec![0u32; slots + 1];
+        for key in keys.clone().flatten() {
+            offsets[key + 1] += 1;
+        }
+        for i in 1..offsets.len() {
+            offsets[i] += offsets[i - 1];
+        }
+        let mut next = offsets.clone();
+        let mut items = vec![0u32; offsets[slots] as usize];
+        for (item, key) in keys.enumerate() {
+            if let Some(key) = key {
+                items[next[key] as usize] = item as u32;
+                next[key] += 1;
+            }
+        }
+        Self { offsets, items }
+    }
+
+    fn get(&self, key: i64) -> &[u32] {
+        match slot(key) {
+            Some(k) if k + 1 < self.offsets.len() => {
+                &self.items[self.offsets[k] as usize..self.offsets[k + 1] as usize]
+            }
+            _ => &[],
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EventKind {
+    Imported,
+    Exported,
+    Produced,
+    UsedBase,
+    ReadMount,
+    WroteMount,
+    RanOn,
+    CreatedRecord,
+    ReusedRecord,
+    Other,
+}
+
+impl EventKind {
+    fn parse(value: &[u8]) -> Self {
+        [
+            (kind::IMPORTED, Self::Imported),
+            (kind::EXPORTED, Self::Exported),
+            (kind::PRODUCED, Self::Produced),
+            (kind::USED_BASE, Self::UsedBase),
+            (kind::READ_MOUNT, Self::ReadMount),
+            (kind::WROTE_MOUNT, Self::WroteMount),
+            (kind::RAN_ON, Self::RanOn),
+            (kind::CREATED_RECORD, Self::CreatedRecord),
+            (kind::REUSED_RECORD, Self::ReusedRecord),
+        ]
+        .into_iter()
+        .find(|(name, _)| name.as_bytes() == value)
+        .map_or(Self::Other, |(_, kind)| kind)
+    }
+
+    fn is_write(self) -> bool {
+        matches!(
+            self,
+            Self::Exported | Self::Produced | Self::WroteMount | Self::CreatedRecord
+        )
+    }
+}
+
+#[derive(Clone, Copy, Default)]
+struct RunRow {
+    present: bool,
+    pipeline: u32,
+    builder: Option<u32>,
+    started_at: Micros,
+    finished_at: Micros,
+    failed: bool,
+    has_records: bool,
+    run_key: Span,
+    step: Span,
+}
+
+#[derive(Clone, Copy, Default)]
+struct ArtifactRow {
+    present: bool,
+    backend: u8,
+    locator: u32,
+    digest: Span,
+    key: Span,
+    first_seen: Micros,
+}
+
+#[derive(Clone, Copy, Default)]
+struct RecordRow {
+    present: bool,
+    builder: u32,
+    record_id: Span,
+    record_type: u32,
+    description: Span,
+}
+
+const BACKENDS: [Backend; 6] = [
+    Backend::Registry,
+    Backend::LocalImage,
+    Backend::Gha,
+    Backend::Local,
+    Backend::S3,
+    Backend::Azblob,
+];
+
+/// The whole provenance graph, by store id.
+struct Index {
+    pipelines: Vec<String>,
+    builders: Vec<Option<String>>,
+    runs: Vec<RunRow>,
+    run_text: Text,
+    event_run: Vec<u32>,
+    event_target: Vec<u32>,
+    event_at: Vec<Micros>,
+    event_kind: Vec<EventKind>,
+    writes: Groups,
+    artifact_reads: Groups,
+    /// Sorted by time within each mount.
+    mount_reads: Groups,
+    record_reuses: Groups,
+    artifacts: Vec<ArtifactRow>,
+    artifact_text: Text,
+    locators: Vec<String>,
+    tag_text: Text,
+    tags: Vec<Span>,
+    artifact_tags: Groups,
+    /// (hash of the digest, artifact id), sorted.
+    by_digest: Vec<(u64, u32)>,
+    /// Where each hash starts in `by_digest`.
+    digest_starts: FxHashMap<u64, u32>,
+    mounts: Vec<Option<MountInfo>>,
+    records: Vec<RecordRow>,
+    record_text: Text,
+    record_types: Vec<String>,
+    mount_purges: HashMap<i64, Vec<Micros>>,
+    builder_purges: HashMap<i64, Vec<Micros>>,
+    /// Runs without record evidence per builder, by start time, and the longest run there.
+    unverified: HashMap<u32, (Vec<u32>, Micros)>,
+}
+
+/// Interns `value` in `table`.
+fn intern(table: &mut Vec<String>, seen: &mut HashMap<String, u32>, value: &str) -> Option<u32> {
+    if let Some(&id) = seen.get(value) {
+        return Some(id);
+    }
+    let id = u32::try_from(table.len()).ok()?;
+    table.push(value.to_owned());
+    seen.insert(value.to_owned(), id);
+    Some(id)
+}
+
+fn digest_hash(digest: &str) -> u64 {
+    let mut hasher = FxHasher::default();
+    digest.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// How many array slots a table's ids need, or `None` when they do not fit `u32` positions.
+/// Provenance rows are never deleted, so ids are dense.
+fn slots(conn: &Connection, table: &str) -> rusqlite::Result<Option<usize>> {
+    // One aggregate a query: SQLite answers a lone min() or max() from the end of the b-tree.
+    let bound = |aggregate: &str| -> rusqlite::Result<i64> {
+        conn.query_row(
+            &format!("SELECT coalesce({aggregate}(id), 0) FROM {table}"),
+            [],
+            |row| row.get(0),
+        )
+    };
+    let (min, max) = (bound("min")?, bound("max")?);
+    Ok((min >= 0 && id32(max).is_some())
+        .then(|| slot(max + 1))
+        .flatten())
+}
+
+macro_rules! some_or_skip {
+    ($e:expr) => {
+        match $e {
+            Some(v) => v,
+            None => return Ok(None),
+        }
+    };
+}
+
+impl Index {
+    /// Reads the graph; `None` when it cannot be held as arrays (ids too sparse or too large).
+    fn load(conn: &Connection) -> rusqlite::Result<Option<Self>> {
+        let run_slots = some_or_skip!(slots(conn, "runs")?);
+        let artifact_slots = some_or_skip!(slots(conn, "artifacts")?);
+        let mount_slots = some_or_skip!(slots(conn, "mounts")?);
+        let record_slots = some_or_skip!(slots(conn, "builder_records")?);
+        let builder_slots = some_or_skip!(slots(conn, "builders")?);
+        let pipeline_slots = some_or_skip!(slots(conn, "pipelines")?);
+
+        let mut pipelines = vec![String::new(); pipeline_slots];
+        let mut stmt = conn.prepare("SELECT id, name FROM pipelines")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id = some_or_skip!(slot(row.get(0)?));
+            pipelines[id] = row.get(1)?;
+        }
+
+        let mut builders = vec![None; builder_slots];
+        let mut stmt = conn.prepare("SELECT id, name FROM builders")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id = some_or_skip!(slot(row.get(0)?));
+            builders[id] = Some(row.get(1)?);
+        }
+
+        let mut runs = vec![RunRow::default(); run_slots];
+        let mut run_text = Text::default();
+        let mut stmt = conn.prepare(
+            "SELECT id, pipeline_id, run_key, step, builder_id, started_at, finished_at, status, has_records FROM runs",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id = some_or_skip!(slot(row.get(0)?));
+            let builder: Option<i64> = row.get(4)?;
+            runs[id] = RunRow {
+                present: true,
+                pipeline: some_or_skip!(id32(row.get(1)?)),
+                builder: match builder {
+                    Some(b) => Some(some_or_skip!(id32(b))),
+                    None => None,
+                },
+                started_at: row.get(5)?,
+                finished_at: row.get(6)?,
+                failed: row.get_ref(7)?.as_bytes()? == b"failed",
+                has_records: row.get(8)?,
+                run_key: some_or_skip!(run_text.push(row.get_ref(2)?.as_str()?)),
+                step: some_or_skip!(run_text.push(row.get_ref(3)?.as_str()?)),
+            };
+        }
+
+        let mut event_run = Vec::new();
+        let mut event_target = Vec::new();
+        let mut event_at = Vec::new();
+        let mut event_kind = Vec::new();
+        // Builders are read from the runs table.
+        let mut stmt = conn.prepare(&format!(
+            "SELECT run_id, kind, target, at FROM events WHERE kind <> '{}'",
+            kind::RAN_ON
+        ))?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let run = some_or_skip!(id32(row.get(0)?));
+            let kind = EventKind::parse(row.get_ref(1)?.as_bytes()?);
+            // Unknown kinds play no part in a trace.
+            if matches!(kind, EventKind::RanOn | EventKind::Other) {
+                continue;
+            }
+            event_run.push(run);
+            event_target.push(some_or_skip!(id32(row.get(2)?)));
+            event_at.push(row.get(3)?);
+            event_kind.push(kind);
+        }
+        if u32::try_from(event_run.len()).is_err() {
+            return Ok(None);
+        }
+        let keyed = |want: fn(EventKind) -> bool, by_run: bool, bound: usize| {
+            let (kinds, runs, targets) = (&event_kind, &event_run, &event_target);
+            Groups::build(
+                (0..kinds.len()).map(move |i| {
+                    want(kinds[i])
+                        .then(|| if by_run { runs[i] } else { targets[i] } as usize)
+                        .filter(|&k| k < bound)
+                }),
+                bound,
+            )
+        };
+        let writes = keyed(EventKind::is_write, true, run_slots);
+        let artifact_reads = keyed(
+            |k| matches!(k, EventKind::Imported | EventKind::UsedBase),
+            false,
+            artifact_slots,
+        );
+        let mut mount_reads = keyed(|k| k == EventKind::ReadMount, false, mount_slots);
+        for m in 0..mount_slots {
+            let (a, b) = (
+                mount_reads.offsets[m] as usize,
+                mount_reads.offsets[m + 1] as usize,
+            );
+            mount_reads.items[a..b].sort_by_key(|&e| event_at[e as usize]);
+        }
+        let record_reuses = keyed(|k| k == EventKind::ReusedRecord, false, record_slots);
+
+        let mut artifacts = vec![ArtifactRow::default(); artifact_slots];
+        let mut artifact_text = Text::default();
+        let mut locators = Vec::new();
+        let mut locator_ids = HashMap::new();
+        let mut by_digest = Vec::new();
+        let mut stmt =
+            conn.prepare("SELECT id, backend, locator, digest, key, first_seen FROM artifacts")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id = some_or_skip!(id32(row.get(0)?));
+            let backend = Backend::parse(row.get_ref(1)?.as_str()?).unwrap_or(Backend::Registry);
+            let digest = row.get_ref(3)?.as_str()?;
+            if !digest.is_empty() {
+                by_digest.push((digest_hash(digest), id));
+            }
+            artifacts[id as usize] = ArtifactRow {
+                present: true,
+                backend: BACKENDS.iter().position(|b| *b == backend).unwrap_or(0) as u8,
+                locator: some_or_skip!(intern(
+                    &mut locators,
+                    &mut locator_ids,
+                    row.get_ref(2)?.as_str()?
+                )),
+                digest: some_or_skip!(artifact_text.push(digest)),
+                key: some_or_skip!(artifact_text.push(row.get_ref(4)?.as_str()?)),
+                first_seen: row.get(5)?,
+            };
+        }
+        by_digest.sort_unstable();
+        let mut digest_starts = FxHashMap::default();
+        digest_starts.reserve(by_digest.len());
+        for (i, &(hash, _)) in by_digest.iter().enumerate().rev() {
+            digest_starts.insert(hash, i as u32);
+        }
+
+        let mut tag_text = Text::default();
+        let mut tags = Vec::new();
+        let mut tag_owner = Vec::new();
+        let mut stmt =
+            conn.prepare("SELECT artifact_id, tag FROM artifact_tags ORDER BY artifact_id, tag")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            tag_owner.push(slot(row.get(0)?).filter(|&a| a < artifact_slots));
+            tags.push(some_or_skip!(tag_text.push(row.get_ref(1)?.as_str()?)));
+        }
+        let artifact_tags = Groups::build(tag_owner.iter().copied(), artifact_slots);
+
+        let mut mounts = vec![None; mount_slots];
+        let mut stmt = conn.prepare(
+            "SELECT m.id, m.builder_id, b.name, m.namespace, m.mount_id FROM mounts m
+             JOIN builders b ON b.id = m.builder_id",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id: i64 = row.get(0)?;
+            mounts[some_or_skip!(slot(id))] = Some(MountInfo {
+                id,
+                builder: row.get(1)?,
+                builder_name: row.get(2)?,
+                namespace: row.get(3)?,
+                mount_id: row.get(4)?,
+            });
+        }
+
+        let mut records = vec![RecordRow::default(); record_slots];
+        let mut record_text = Text::default();
+        let mut record_types = Vec::new();
+        let mut record_type_ids = HashMap::new();
+        let mut stmt = conn.prepare(
+            "SELECT id, builder_id, record_id, record_type, description FROM builder_records",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id = some_or_skip!(slot(row.get(0)?));
+            records[id] = RecordRow {
+                present: true,
+                builder: some_or_skip!(id32(row.get(1)?)),
+                record_id: some_or_skip!(record_text.push(row.get_ref(2)?.as_str()?)),
+                record_type: some_or_skip!(intern(
+                    &mut record_types,
+                    &mut record_type_ids,
+                    row.get_ref(3)?.as_str()?
+                )),
+                description: some_or_skip!(record_text.push(row.get_ref(4)?.as_str()?)),
+            };
+        }
+
+        let mut mount_purges: HashMap<i64, Vec<Micros>> = HashMap::new();
+        let mut builder_purges: HashMap<i64, Vec<Micros>> = HashMap::new();
+        let mut stmt = conn.prepare("SELECT kind, builder_id, mount, at FROM purges")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let at: Micros = row.get(3)?;
+            match row.get_ref(0)?.as_str()? {
+                "mount" => {
+                    if let Some(mount) = row.get::<_, Option<i64>>(2)? {
+                        mount_purges.entry(mount).or_default().push(at);
+                    }
+                }
+                _ => builder_purges.entry(row.get(1)?).or_default().push(at),
+            }
+        }
+        // A prune of a whole builder purges each of its mounts too.
+        for mount in mounts.iter().flatten() {
+            if let Some(times) = builder_purges.get(&mount.builder) {
+                mount_purges
+                    .entry(mount.id)
+                    .or_default()
+                    .extend_from_slice(times);
+            }
+        }
+        for times in mount_purges.values_mut().chain(builder_purges.values_mut()) {
+            times.sort_unstable();
+        }
+
+        let mut unverified: HashMap<u32, (Vec<u32>, Micros)> = HashMap::new();
+        for (id, run) in runs.iter().enumerate() {
+            let (true, Some(builder)) = (run.present, run.builder) else {
+                continue;
+            };
+            let entry = unverified.entry(builder).or_default();
+            entry.1 = entry.1.max(run.finished_at - run.started_at);
+            if !run.has_records {
+                entry.0.push(id as u32);
+            }
+        }
+        for (list, _) in unverified.values_mut() {
+            list.sort_by_key(|&r| runs[r as usize].started_at);
+        }
+
+        Ok(Some(Self {
+            pipelines,
+            builders,
+            runs,
+            run_text,
+            event_run,
+            event_target,
+            event_at,
+            event_kind,
+            writes,
+            artifact_reads,
+            mount_reads,
+            record_reuses,
+            artifacts,
+            artifact_text,
+            locators,
+            tag_text,
+            tags,
+            artifact_tags,
+            by_digest,
+            digest_starts,
+            mounts,
+            records,
+            record_text,
+            record_types,
+            mount_purges,
+            builder_purges,
+            unverified,
+        }))
+    }
+
+    fn run(&self, id: RunId) -> Option<RunInfo> {
+        let row = self.runs.get(slot(id)?).filter(|r| r.present)?;
+        Some(RunInfo {
+            id,
+            pipeline: self.pipelines.get(row.pipeline as usize)?.clone(),
+            run_key: self.run_text.get(row.run_key).to_owned(),
+            step: self.run_text.get(row.step).to_owned(),
+            builder: row.builder.map(i64::from),
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+            status: if row.failed {
+                RunStatus::Failed
+            } else {
+                RunStatus::Succeeded
+            },
+            has_records: row.has_records,
+        })
+    }
+
+    fn event_run(&self, event: u32) -> Option<RunInfo> {
+        self.run(i64::from(self.event_run[event as usize]))
+    }
+
+    fn artifact(&self, id: ArtifactId) -> Option<ArtifactInfo> {
+        let row = self.artifacts.get(slot(id)?).filter(|r| r.present)?;
+        Some(ArtifactInfo {
+            id,
+            backend: BACKENDS[row.backend as usize],
+            locator: self.locators[row.locator as usize].clone(),
+            digest: self.artifact_text.get(row.digest).to_owned(),
+            key: self.artifact_text.get(row.key).to_owned(),
+            tags: self
+                .artifact_tags
+                .get(id)
+                .iter()
+                .map(|&t| self.tag_text.get(self.tags[t as usize]).to_owned())
+                .collect(),
+            first_seen: row.first_seen,
+        })
+    }
+
+    fn digest_artifacts(&self, digest: &str) -> Vec<ArtifactId> {
+        if digest.is_empty() {
+            return Vec::new();
+        }
+        let hash = digest_hash(digest);
+        let Some(&start) = self.digest_starts.get(&hash) else {
+            return Vec::new();
+        };
+        self.by_digest[start as usize..]
+            .iter()
+            .take_while(|&&(h, _)| h == hash)
+            .map(|&(_, id)| i64::from(id))
+            .filter(|&id| {
+                self.artifacts
+                    .get(id as usize)
+                    .is_some_and(|a| self.artifact_text.get(a.digest) == digest)
+            })
+            .collect()
+    }
+
+    fn artifact_readers(&self, artifact: ArtifactId) -> Vec<(RunInfo, ArtifactRead, Micros)> {
+        self.artifact_reads
+            .get(artifact)
+            .iter()
+            .filter_map(|&e| {
+                let read = match self.event_kind[e as usize] {
+                    EventKind::UsedBase => ArtifactRead::UsedBase,
+                    _ => ArtifactRead::Imported,
+                };
+                Some((self.event_run(e)?, read, self.event_at[e as usize]))
+            })
+            .collect()
+    }
+
+    fn timed_readers(&self, events: &[u32], since: Micros) -> Vec<(RunInfo, Micros)> {
+        events
+            .iter()
+            .filter(|&&e| self.event_at[e as usize] >= since)
+            .filter_map(|&e| Some((self.event_run(e)?, self.event_at[e as usize])))
+            .collect()
+    }
+}
+
+fn missing(what: &str, id: i64) -> StoreError {
+    StoreError::NotFound(format!("no {what} with id {id}"))
+}
+
+impl Source for TraceSource<'_> {
+    type Error = StoreError;
+
+    fn pipeline_runs(
+        &mut self,
+        pipeline: &str,
+        since: Option<Micros>,
+        until: Option<Micros>,
+    ) -> Result<Option<Vec<RunInfo>>, StoreError> {
+        self.store.pipeline_runs(pipeline, since, until)
+    }
+
+    fn runs_by_key(&mut self, key: &RunKey) -> Result<Vec<RunInfo>, StoreError> {
+        self.store.runs_by_key(key)
+    }
+
+    fn artifacts_by_digest(&mut self, digest: &str) -> Result<Vec<ArtifactInfo>, StoreError> {
+        match self.index()? {
+            Some(index) => Ok(index
+                .digest_artifacts(digest)
+                .into_iter()
+                .filter_map(|id| index.artifact(id))
+                .collect()),
+            None => self.store.artifacts_by_digest(digest),
+        }
+    }
+
+    fn artifacts_by_tag(
+        &mut self,
+        locator: &str,
+        tag: &str,
+        since: Option<Micros>,
+        until: Option<Micros>,
+    ) -> Result<Vec<ArtifactInfo>, StoreError> {
+        self.store.artifacts_by_tag(locator, tag, since, until)
+    }
+
+    fn mounts_by_name(
+        &mut self,
+        builder: &str,
+        mount_id: &str,
+    ) -> Result<Vec<MountInfo>, StoreError> {
+        self.store.mounts_by_name(builder, mount_id)
+    }
+
+    fn builder_by_name(&mut self, name: &str) -> Result<Option<BuilderInfo>, StoreError> {
+        self.store.builder_by_name(name)
+    }
+
+    fn first_mount_use(&mut self, mount: MountId) -> Result<Option<Micros>, StoreError> {
+        self.store.first_mount_use(mount)
+    }
+
+    fn first_builder_use(&mut self, builder: BuilderId) -> Result<Option<Micros>, StoreError> {
+        self.store.first_builder_use(builder)
+    }
+
+    fn run(&mut self, run: RunId) -> Result<RunInfo, StoreError> {
+        match self.index()? {
+            Some(index) => index.run(run).ok_or_else(|| missing("run", run)),
+            None => self.store.run(run),
+        }
+    }
+
+    fn writes(&mut self, run: RunId) -> Result<Vec<(Write, Micros)>, StoreError> {
+        let Some(index) = self.index()? else {
+            return self.store.writes(run);
+        };
+        Ok(index
+            .writes
+            .get(run)
+            .iter()
+            .map(|&e| {
+                let (target, at) = (
+                    i64::from(index.event_target[e as usize]),
+                    index.event_at[e as usize],
+                );
+                let write = match index.event_kind[e as usize] {
+                    EventKind::Exported => Write::Exported(target),
+                    EventKind::Produced => Write::Produced(target),
+                    EventKind::WroteMount => Write::Mount(target),
+                    _ => Write::CreatedRecord(target),
+                };
+                (write, at)
+            })
+            .collect())
+    }
+
+    fn digest_readers(&mut self, digest: &str) -> Result<Vec<DigestRead>, StoreError> {
+        let Some(index) = self.index()? else {
+            return self.store.digest_readers(digest);
+        };
+        Ok(index
+            .digest_artifacts(digest)
+            .into_iter()
+            .flat_map(|artifact| {
+                index
+                    .artifact_readers(artifact)
+                    .into_iter()
+                    .map(move |(run, read, at)| (run, read, artifact, at))
+            })
+            .collect())
+    }
+
+    fn artifact_readers(
+        &mut self,
+        artifact: ArtifactId,
+    ) -> Result<Vec<(RunInfo, ArtifactRead, Micros)>, StoreError> {
+        match self.index()? {
+            Some(index) => Ok(index.artifact_readers(artifact)),
+            None => self.store.artifact_readers(artifact),
+        }
+    }
+
+    fn mount_readers(
+        &mut self,
+        mount: MountId,
+        since: Micros,
+    ) -> Result<Vec<(RunInfo, Micros)>, StoreError> {
+        let Some(index) = self.index()? else {
+            return self.store.mount_readers(mount, since);
+        };
+        let events = index.mount_reads.get(mount);
+        let first = events.partition_point(|&e| index.event_at[e as usize] < since);
+        Ok(index.timed_readers(&events[first..], since))
+    }
+
+    fn mount_purges(&mut self, mount: MountId) -> Result<Vec<Micros>, StoreError> {
+        match self.index()? {
+            Some(index) => Ok(index.mount_purges.get(&mount).cloned().unwrap_or_default()),
+            None => self.store.mount_purges(mount),
+        }
+    }
+
+    fn builder_purges(&mut self, builder: BuilderId) -> Result<Vec<Micros>, StoreError> {
+        match self.index()? {
+            Some(index) => Ok(index
+                .builder_purges
+                .get(&builder)
+                .cloned()
+                .unwrap_or_default()),
+            None => self.store.builder_purges(builder),
+        }
+    }
+
+    fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunInfo, Micros)>, StoreError> {
+        match self.index()? {
+            Some(index) => Ok(index.timed_readers(index.record_reuses.get(record), Micros::MIN)),
+            None => self.store.record_reusers(record),
+        }
+    }
+
+    fn unverified_builder_runs(
+        &mut self,
+        builder: BuilderId,
+        since: Micros,
+    ) -> Result<Vec<RunInfo>, StoreError> {
+        let Some(index) = self.index()? else {
+            return self.store.unverified_builder_runs(builder, since);
+        };
+        let Some((runs, longest)) = id32(builder).and_then(|b| index.unverified.get(&b)) else {
+            return Ok(Vec::new());
+        };
+        let lower = since.saturating_sub(*longest);
+        let first = runs.partition_point(|&r| index.runs[r as usize].started_at < lower);
+        Ok(runs[first..]
+            .iter()
+            .filter(|&&r| index.runs[r as usize].finished_at >= since)
+            .filter_map(|&r| index.run(i64::from(r)))
+            .collect())
+    }
+
+    fn builder_record_users(
+        &mut self,
+        builder: BuilderId,
+        since: Micros,
+    ) -> Result<Vec<(RunInfo, Micros)>, StoreError> {
+        // Asked once per seeded builder: the query is cheap enough.
+        self.store.builder_record_users(builder, since)
+    }
+
+    fn artifact(&mut self, artifact: ArtifactId) -> Result<ArtifactInfo, StoreError> {
+        match self.index()? {
+            Some(index) => index
+                .artifact(artifact)
+                .ok_or_else(|| missing("artifact", artifact)),
+            None => self.store.artifact(artifact),
+        }
+    }
+
+    fn mount(&mut self, mount: MountId) -> Result<MountInfo, StoreError> {
+        match self.index()? {
+            Some(index) => slot(mount)
+                .and_then(|m| index.mounts.get(m).cloned().flatten())
+                .ok_or_else(|| missing("mount", mount)),
+            None => self.store.mount(mount),
+        }
+    }
+
+    fn builder(&mut self, builder: BuilderId) -> Result<BuilderInfo, StoreError> {
+        match self.index()? {
+            Some(index) => slot(builder)
+                .and_then(|b| index.builders.get(b).cloned().flatten())
+                .map(|name| BuilderInfo { id: builder, name })
+                .ok_or_else(|| missing("builder", builder)),
+            None => self.store.builder(builder),
+        }
+    }
+
+    fn record(&mut self, record: RecordId) -> Result<RecordInfo, StoreError> {
+        match self.index()? {
+            Some(index) => {
+                let row = slot(record)
+                    .and_then(|r| index.records.get(r))
+                    .filter(|r| r.present)
+                    .ok_or_else(|| missing("builder record", record))?;
+                Ok(RecordInfo {
+                    id: record,
+                    builder: i64::from(row.builder),
+                    record_id: index.record_text.get(row.record_id).to_owned(),
+                    record_type: index.record_types[row.record_type as usize].clone(),
+                    description: index.record_text.get(row.description).to_owned(),
+                })
+            }
+            None => self.store.record(record),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command, TraceFormat};
+    use crate::graph::{self, Seeds, TraceOptions};
+    use crate::model::PurgeTarget;
+
+    fn cachewarden(args: &[&str]) {
+        let cli = Cli::try_parse_from(std::iter::once("cachewarden").chain(args.iter().copied()))
+            .unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let status = runtime.block_on(crate::run(cli));
+        assert_eq!(status.code(), 0, "cachewarden {args:?}");
+    }
+
+    fn seeds(args: &[&str]) -> Seeds {
+        let cli = Cli::try_parse_from(["cachewarden", "trace"].iter().chain(args)).unwrap();
+        let Command::Trace(trace) = cli.command else {
+            unreachable!()
+        };
+        Seeds::from_args(&trace.seeds).unwrap()
+    }
+
+    /// The trace as JSON, answered with the given budget of queries before the graph loads.
+    fn traced(
+        store: &mut Store,
+        seeds: &Seeds,
+        ignore_time: bool,
+        budget: Option<usize>,
+    ) -> String {
+        let trace = store
+            .read_snapshot(|store| {
+                let mut source = TraceSource::with_budget(store, budget);
+                let trace = graph::trace(&mut source, seeds, TraceOptions { ignore_time });
+                assert_eq!(source.loaded(), budget.is_some_and(|b| b < 1000));
+                trace
+            })
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        crate::report::trace::write(&trace, TraceFormat::Json, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// A trace answered from memory, from the first expansion or part way through, is the
+    /// trace the indexed queries give: same entities, times and evidence.
+    #[test]
+    fn memory_answers_as_the_queries_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fleet, db) = (dir.path().join("fleet.jsonl"), dir.path().join("db"));
+        let (fleet, db) = (fleet.to_str().unwrap(), db.to_str().unwrap());
+        cachewarden(&[
+            "-q",
+            "bench",
+            "generate",
+            "--runs",
+            "3000",
+            "--pipelines",
+            "60",
+            "--builders",
+            "5",
+            "--mounts",
+            "150",
+            "--seed",
+            "7",
+            "-o",
+            fleet,
+        ]);
+        // Runs without record evidence that overlap a tainted run on its builder.
+        let overlapping = [
+            ("overlap-seed", "1", "00:00", "00:05"),
+            ("overlap", "early", "23:30", "00:30"),
+            ("overlap", "before", "22:00", "23:00"),
+            ("overlap", "late", "01:00", "01:10"),
+        ];
+        let mut lines = std::fs::read_to_string(fleet).unwrap();
+        for (pipeline, run, start, finish) in overlapping {
+            let day = |at: &str| {
+                if at < "12:00" {
+                    "2026-06-02"
+                } else {
+                    "2026-06-01"
+                }
+            };
+            lines.push_str(&format!(
+                "{{\"v\": 1, \"type\": \"run\", \"pipeline\": \"{pipeline}\", \"run\": \"{run}\", \"step\": \"s\", \"builder\": \"b1\", \"started_at\": \"{}T{start}:00Z\", \"finished_at\": \"{}T{finish}:00Z\"}}\n",
+                day(start),
+                day(finish)
+            ));
+        }
+        std::fs::write(fleet, lines).unwrap();
+        cachewarden(&["-q", "--db", db, "import", fleet]);
+        let mut store = Store::open(std::path::Path::new(db)).unwrap();
+        // Purges of some mounts and one builder, half way through the year.
+        let (mounts, middle): (Vec<(String, String)>, Micros) = {
+            let mut stmt = store
+                .conn
+                .prepare(
+                    "SELECT b.name, m.mount_id FROM mounts m JOIN builders b ON b.id = m.builder_id
+                     WHERE m.id % 5 = 0",
+                )
+                .unwrap();
+            let mounts = stmt
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let middle = store
+                .conn
+                .query_row(
+                    "SELECT (min(started_at) + max(started_at)) / 2 FROM runs",
+                    [],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            (mounts, middle)
+        };
+        for (builder, mount) in &mounts {
+            let target = PurgeTarget::Mount {
+                builder: builder.clone(),
+                mount: mount.clone(),
+                namespace: String::new(),
+            };
+            store.record_purge(&target, middle, "test").unwrap();
+        }
+        let target = PurgeTarget::Builder {
+            builder: "b2".to_owned(),
+        };
+        store.record_purge(&target, middle + 1, "test").unwrap();
+        let (digest, image): (String, String) = store
+            .conn
+            .query_row(
+                "SELECT (SELECT digest FROM artifacts WHERE locator LIKE '%/cache' ORDER BY id LIMIT 1 OFFSET 500),
+                        (SELECT locator || '@' || digest FROM artifacts
+                         WHERE id IN (SELECT target FROM events WHERE kind = 'used_base') ORDER BY id LIMIT 1 OFFSET 3)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        let (builder, mount) = &mounts[3];
+        let mount_seed = format!("{builder}:{mount}");
+        let cases: Vec<Vec<&str>> = vec![
+            vec!["--pipeline", "overlap-seed"],
+            vec!["--pipeline", "p7"],
+            vec!["--pipeline", "p50"],
+            vec!["--pipeline", "p0", "--pipeline", "p33"],
+            vec!["--builder", "b2"],
+            vec!["--builder", "b4"],
+            vec!["--mount", &mount_seed],
+            vec!["--cache-ref", &digest],
+            vec!["--image", &image],
+        ];
+        for case in cases {
+            let seeds = seeds(&case);
+            for ignore_time in [false, true] {
+                let queried = traced(&mut store, &seeds, ignore_time, None);
+                assert!(queried.contains("\"runs\": ["), "{case:?}");
+                if case == ["--pipeline", "overlap-seed"] {
+                    assert!(queried.contains("run:overlap/early/s"), "{queried}");
+                    assert!(!queried.contains("run:overlap/before/s") || ignore_time);
+                }
+                for budget in [0, 30] {
+                    let loaded = traced(&mut store, &seeds, ignore_time, Some(budget));
+                    assert!(
+                        queried == loaded,
+                        "{case:?} ignore_time={ignore_time} budget={budget}: the traces differ"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn groups_keep_input_order_within_a_key() {
+        let keys = [Some(2), None, Some(0), Some(2), Some(0)];
+        let groups = Groups::build(keys.iter().copied(), 3);
+        assert_eq!(groups.get(0), &[2, 4]);
+        assert_eq!(groups.get(1), &[] as &[u32]);
+        assert_eq!(groups.get(2), &[0, 3]);
+        assert_eq!(groups.get(3), &[] as &[u32]);
+        assert_eq!(groups.get(-1), &[] as &[u32]);
+    }
+}
