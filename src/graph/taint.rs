@@ -905,6 +905,16 @@ impl<S: Source> Tracer<'_, S> {
             // Every tainted artifact has a role; a cache is the safer listing if one had none.
             *cache = roles.cache || cache_backend || !*image;
         }
+        // Freeing the traversal's bookkeeping takes a while for a large blast radius: another
+        // thread does it while the trace is used.
+        let leftovers = (
+            self.nodes,
+            self.edges,
+            self.digests,
+            self.roles,
+            self.segments,
+        );
+        std::thread::spawn(move || drop(leftovers));
         Trace {
             graph: self.graph,
             seeds: self.seeds,

@@ -7,8 +7,9 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::path::Path;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags, ffi};
 use rustc_hash::{FxHashMap, FxHasher};
 
 use super::write::kind;
@@ -19,6 +20,16 @@ use crate::graph::source::{
 };
 use crate::model::{Backend, RunKey, RunStatus};
 use crate::time::Micros;
+
+/// `Ok(None)` from the enclosing loader when a value does not fit its array form.
+macro_rules! some_or_skip {
+    ($e:expr) => {
+        match $e {
+            Some(v) => v,
+            None => return Ok(None),
+        }
+    };
+}
 
 /// The trace's view of the store: indexed queries first, the in-memory graph once the trace
 /// has grown large.
@@ -63,7 +74,7 @@ impl<'s> TraceSource<'s> {
             match &mut self.budget {
                 Some(0) => {
                     self.budget = None;
-                    self.index = Index::load(&self.store.conn)
+                    self.index = Index::load(&self.store.conn, &self.store.path)
                         .map_err(|e| sql_error(&self.store.path, e))?;
                 }
                 Some(left) => *left -= 1,
@@ -72,6 +83,46 @@ impl<'s> TraceSource<'s> {
         }
         Ok(self.index.as_ref())
     }
+}
+
+impl Drop for TraceSource<'_> {
+    /// Freeing millions of rows takes a noticeable fraction of a second: another thread does it
+    /// while the trace is written out.
+    fn drop(&mut self) {
+        if let Some(index) = self.index.take() {
+            std::thread::spawn(move || drop(index));
+        }
+    }
+}
+
+/// A second, read-only connection that sees exactly what `conn`'s open read transaction sees,
+/// so that two tables can be read at once. `None` when SQLite cannot share the snapshot (then
+/// `conn` reads everything).
+fn snapshot_reader(conn: &Connection, path: &Path) -> Option<Connection> {
+    let reader = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .ok()?;
+    // The snapshot can only be opened on a connection that has read the database once.
+    reader
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
+        .ok()?;
+    reader.execute_batch("BEGIN DEFERRED").ok()?;
+    // SAFETY: both handles belong to live connections used only by this thread during these
+    // calls; the snapshot is freed on every path after use.
+    let shared = unsafe {
+        let mut snapshot = std::ptr::null_mut();
+        if ffi::sqlite3_snapshot_get(conn.handle(), c"main".as_ptr(), &mut snapshot)
+            != ffi::SQLITE_OK
+        {
+            return None;
+        }
+        let opened = ffi::sqlite3_snapshot_open(reader.handle(), c"main".as_ptr(), snapshot);
+        ffi::sqlite3_snapshot_free(snapshot);
+        opened == ffi::SQLITE_OK
+    };
+    shared.then_some(reader)
 }
 
 /// Store ids as array positions. Loading gives up (and the trace goes on with queries) when
@@ -229,137 +280,64 @@ const BACKENDS: [Backend; 6] = [
 
 /// The whole provenance graph, by store id.
 struct Index {
-    pipelines: Vec<String>,
-    builders: Vec<Option<String>>,
-    runs: Vec<RunRow>,
-    run_text: Text,
-    event_run: Vec<u32>,
-    event_target: Vec<u32>,
-    event_at: Vec<Micros>,
-    event_kind: Vec<EventKind>,
+    events: Events,
+    tables: Tables,
+}
+
+/// Array sizes: the largest id of each table, plus one.
+#[derive(Clone, Copy)]
+struct Slots {
+    runs: usize,
+    artifacts: usize,
+    mounts: usize,
+    records: usize,
+    builders: usize,
+    pipelines: usize,
+    events: usize,
+}
+
+impl Slots {
+    fn read(conn: &Connection) -> rusqlite::Result<Option<Self>> {
+        Ok(Some(Self {
+            runs: some_or_skip!(slots(conn, "runs")?),
+            artifacts: some_or_skip!(slots(conn, "artifacts")?),
+            mounts: some_or_skip!(slots(conn, "mounts")?),
+            records: some_or_skip!(slots(conn, "builder_records")?),
+            builders: some_or_skip!(slots(conn, "builders")?),
+            pipelines: some_or_skip!(slots(conn, "pipelines")?),
+            events: some_or_skip!(slots(conn, "events")?),
+        }))
+    }
+}
+
+/// Every event a trace follows, as parallel arrays, and the groupings it looks them up by.
+struct Events {
+    run: Vec<u32>,
+    target: Vec<u32>,
+    at: Vec<Micros>,
+    kind: Vec<EventKind>,
     writes: Groups,
     artifact_reads: Groups,
     /// Sorted by time within each mount.
     mount_reads: Groups,
     record_reuses: Groups,
-    artifacts: Vec<ArtifactRow>,
-    artifact_text: Text,
-    locators: Vec<String>,
-    tag_text: Text,
-    tags: Vec<Span>,
-    artifact_tags: Groups,
-    /// (hash of the digest, artifact id), sorted.
-    by_digest: Vec<(u64, u32)>,
-    /// Where each hash starts in `by_digest`.
-    digest_starts: FxHashMap<u64, u32>,
-    mounts: Vec<Option<MountInfo>>,
-    records: Vec<RecordRow>,
-    record_text: Text,
-    record_types: Vec<String>,
-    mount_purges: HashMap<i64, Vec<Micros>>,
-    builder_purges: HashMap<i64, Vec<Micros>>,
-    /// Runs without record evidence per builder, by start time, and the longest run there.
-    unverified: HashMap<u32, (Vec<u32>, Micros)>,
 }
 
-/// Interns `value` in `table`.
-fn intern(table: &mut Vec<String>, seen: &mut HashMap<String, u32>, value: &str) -> Option<u32> {
-    if let Some(&id) = seen.get(value) {
-        return Some(id);
-    }
-    let id = u32::try_from(table.len()).ok()?;
-    table.push(value.to_owned());
-    seen.insert(value.to_owned(), id);
-    Some(id)
-}
-
-fn digest_hash(digest: &str) -> u64 {
-    let mut hasher = FxHasher::default();
-    digest.hash(&mut hasher);
-    hasher.finish()
-}
-
-/// How many array slots a table's ids need, or `None` when they do not fit `u32` positions.
-/// Provenance rows are never deleted, so ids are dense.
-fn slots(conn: &Connection, table: &str) -> rusqlite::Result<Option<usize>> {
-    // One aggregate a query: SQLite answers a lone min() or max() from the end of the b-tree.
-    let bound = |aggregate: &str| -> rusqlite::Result<i64> {
-        conn.query_row(
-            &format!("SELECT coalesce({aggregate}(id), 0) FROM {table}"),
-            [],
-            |row| row.get(0),
-        )
-    };
-    let (min, max) = (bound("min")?, bound("max")?);
-    Ok((min >= 0 && id32(max).is_some())
-        .then(|| slot(max + 1))
-        .flatten())
-}
-
-macro_rules! some_or_skip {
-    ($e:expr) => {
-        match $e {
-            Some(v) => v,
-            None => return Ok(None),
-        }
-    };
-}
-
-impl Index {
-    /// Reads the graph; `None` when it cannot be held as arrays (ids too sparse or too large).
-    fn load(conn: &Connection) -> rusqlite::Result<Option<Self>> {
-        let run_slots = some_or_skip!(slots(conn, "runs")?);
-        let artifact_slots = some_or_skip!(slots(conn, "artifacts")?);
-        let mount_slots = some_or_skip!(slots(conn, "mounts")?);
-        let record_slots = some_or_skip!(slots(conn, "builder_records")?);
-        let builder_slots = some_or_skip!(slots(conn, "builders")?);
-        let pipeline_slots = some_or_skip!(slots(conn, "pipelines")?);
-
-        let mut pipelines = vec![String::new(); pipeline_slots];
-        let mut stmt = conn.prepare("SELECT id, name FROM pipelines")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let id = some_or_skip!(slot(row.get(0)?));
-            pipelines[id] = row.get(1)?;
-        }
-
-        let mut builders = vec![None; builder_slots];
-        let mut stmt = conn.prepare("SELECT id, name FROM builders")?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let id = some_or_skip!(slot(row.get(0)?));
-            builders[id] = Some(row.get(1)?);
-        }
-
-        let mut runs = vec![RunRow::default(); run_slots];
-        let mut run_text = Text::default();
-        let mut stmt = conn.prepare(
-            "SELECT id, pipeline_id, run_key, step, builder_id, started_at, finished_at, status, has_records FROM runs",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let id = some_or_skip!(slot(row.get(0)?));
-            let builder: Option<i64> = row.get(4)?;
-            runs[id] = RunRow {
-                present: true,
-                pipeline: some_or_skip!(id32(row.get(1)?)),
-                builder: match builder {
-                    Some(b) => Some(some_or_skip!(id32(b))),
-                    None => None,
-                },
-                started_at: row.get(5)?,
-                finished_at: row.get(6)?,
-                failed: row.get_ref(7)?.as_bytes()? == b"failed",
-                has_records: row.get(8)?,
-                run_key: some_or_skip!(run_text.push(row.get_ref(2)?.as_str()?)),
-                step: some_or_skip!(run_text.push(row.get_ref(3)?.as_str()?)),
-            };
-        }
-
-        let mut event_run = Vec::new();
-        let mut event_target = Vec::new();
-        let mut event_at = Vec::new();
-        let mut event_kind = Vec::new();
+impl Events {
+    /// Reads `events`, grouped the ways a trace asks for them.
+    fn load(conn: &Connection, slots: &Slots) -> rusqlite::Result<Option<Self>> {
+        let Slots {
+            runs: run_slots,
+            artifacts: artifact_slots,
+            mounts: mount_slots,
+            records: record_slots,
+            events,
+            ..
+        } = *slots;
+        let mut event_run = Vec::with_capacity(events);
+        let mut event_target = Vec::with_capacity(events);
+        let mut event_at = Vec::with_capacity(events);
+        let mut event_kind = Vec::with_capacity(events);
         // Builders are read from the runs table.
         let mut stmt = conn.prepare(&format!(
             "SELECT run_id, kind, target, at FROM events WHERE kind <> '{}'",
@@ -408,11 +386,104 @@ impl Index {
         }
         let record_reuses = keyed(|k| k == EventKind::ReusedRecord, false, record_slots);
 
+        Ok(Some(Self {
+            run: event_run,
+            target: event_target,
+            at: event_at,
+            kind: event_kind,
+            writes,
+            artifact_reads,
+            mount_reads,
+            record_reuses,
+        }))
+    }
+}
+
+/// Every other table.
+struct Tables {
+    pipelines: Vec<String>,
+    builders: Vec<Option<String>>,
+    runs: Vec<RunRow>,
+    run_text: Text,
+    artifacts: Vec<ArtifactRow>,
+    artifact_text: Text,
+    locators: Vec<String>,
+    tag_text: Text,
+    tags: Vec<Span>,
+    artifact_tags: Groups,
+    /// (hash of the digest, artifact id), sorted.
+    by_digest: Vec<(u64, u32)>,
+    /// Where each hash starts in `by_digest`.
+    digest_starts: FxHashMap<u64, u32>,
+    mounts: Vec<Option<MountInfo>>,
+    records: Vec<RecordRow>,
+    record_text: Text,
+    record_types: Vec<String>,
+    mount_purges: HashMap<i64, Vec<Micros>>,
+    builder_purges: HashMap<i64, Vec<Micros>>,
+    /// Runs without record evidence per builder, by start time, and the longest run there.
+    unverified: HashMap<u32, (Vec<u32>, Micros)>,
+}
+
+impl Tables {
+    /// Reads every table but `events`.
+    fn load(conn: &Connection, slots: &Slots) -> rusqlite::Result<Option<Self>> {
+        let Slots {
+            runs: run_slots,
+            artifacts: artifact_slots,
+            mounts: mount_slots,
+            records: record_slots,
+            builders: builder_slots,
+            pipelines: pipeline_slots,
+            ..
+        } = *slots;
+
+        let mut pipelines = vec![String::new(); pipeline_slots];
+        let mut stmt = conn.prepare("SELECT id, name FROM pipelines")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id = some_or_skip!(slot(row.get(0)?));
+            pipelines[id] = row.get(1)?;
+        }
+
+        let mut builders = vec![None; builder_slots];
+        let mut stmt = conn.prepare("SELECT id, name FROM builders")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id = some_or_skip!(slot(row.get(0)?));
+            builders[id] = Some(row.get(1)?);
+        }
+
+        let mut runs = vec![RunRow::default(); run_slots];
+        let mut run_text = Text::default();
+        let mut stmt = conn.prepare(
+            "SELECT id, pipeline_id, run_key, step, builder_id, started_at, finished_at, status, has_records FROM runs",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id = some_or_skip!(slot(row.get(0)?));
+            let builder: Option<i64> = row.get(4)?;
+            runs[id] = RunRow {
+                present: true,
+                pipeline: some_or_skip!(id32(row.get(1)?)),
+                builder: match builder {
+                    Some(b) => Some(some_or_skip!(id32(b))),
+                    None => None,
+                },
+                started_at: row.get(5)?,
+                finished_at: row.get(6)?,
+                failed: row.get_ref(7)?.as_bytes()? == b"failed",
+                has_records: row.get(8)?,
+                run_key: some_or_skip!(run_text.push(row.get_ref(2)?.as_str()?)),
+                step: some_or_skip!(run_text.push(row.get_ref(3)?.as_str()?)),
+            };
+        }
+
         let mut artifacts = vec![ArtifactRow::default(); artifact_slots];
         let mut artifact_text = Text::default();
         let mut locators = Vec::new();
-        let mut locator_ids = HashMap::new();
-        let mut by_digest = Vec::new();
+        let mut locator_ids = FxHashMap::default();
+        let mut by_digest = Vec::with_capacity(artifact_slots);
         let mut stmt =
             conn.prepare("SELECT id, backend, locator, digest, key, first_seen FROM artifacts")?;
         let mut rows = stmt.query([])?;
@@ -475,7 +546,7 @@ impl Index {
         let mut records = vec![RecordRow::default(); record_slots];
         let mut record_text = Text::default();
         let mut record_types = Vec::new();
-        let mut record_type_ids = HashMap::new();
+        let mut record_type_ids = FxHashMap::default();
         let mut stmt = conn.prepare(
             "SELECT id, builder_id, record_id, record_type, description FROM builder_records",
         )?;
@@ -543,14 +614,6 @@ impl Index {
             builders,
             runs,
             run_text,
-            event_run,
-            event_target,
-            event_at,
-            event_kind,
-            writes,
-            artifact_reads,
-            mount_reads,
-            record_reuses,
             artifacts,
             artifact_text,
             locators,
@@ -568,14 +631,70 @@ impl Index {
             unverified,
         }))
     }
+}
+
+/// Interns `value` in `table`.
+fn intern(table: &mut Vec<String>, seen: &mut FxHashMap<String, u32>, value: &str) -> Option<u32> {
+    if let Some(&id) = seen.get(value) {
+        return Some(id);
+    }
+    let id = u32::try_from(table.len()).ok()?;
+    table.push(value.to_owned());
+    seen.insert(value.to_owned(), id);
+    Some(id)
+}
+
+fn digest_hash(digest: &str) -> u64 {
+    let mut hasher = FxHasher::default();
+    digest.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// How many array slots a table's ids need, or `None` when they do not fit `u32` positions.
+/// Provenance rows are never deleted, so ids are dense.
+fn slots(conn: &Connection, table: &str) -> rusqlite::Result<Option<usize>> {
+    // One aggregate a query: SQLite answers a lone min() or max() from the end of the b-tree.
+    let bound = |aggregate: &str| -> rusqlite::Result<i64> {
+        conn.query_row(
+            &format!("SELECT coalesce({aggregate}(id), 0) FROM {table}"),
+            [],
+            |row| row.get(0),
+        )
+    };
+    let (min, max) = (bound("min")?, bound("max")?);
+    Ok((min >= 0 && id32(max).is_some())
+        .then(|| slot(max + 1))
+        .flatten())
+}
+
+impl Index {
+    /// Reads the graph; `None` when it cannot be held as arrays (ids too sparse or too large).
+    /// Reads the graph; `None` when it cannot be held as arrays (ids too large). The events
+    /// are read on a second connection that shares `conn`'s snapshot, while `conn` reads the
+    /// other tables.
+    fn load(conn: &Connection, path: &Path) -> rusqlite::Result<Option<Self>> {
+        let slots = some_or_skip!(Slots::read(conn)?);
+        let (events, tables) = match snapshot_reader(conn, path) {
+            Some(reader) => std::thread::scope(|scope| {
+                let events = scope.spawn(move || Events::load(&reader, &slots));
+                let tables = Tables::load(conn, &slots);
+                (events.join().expect("loading thread panicked"), tables)
+            }),
+            None => (Events::load(conn, &slots), Tables::load(conn, &slots)),
+        };
+        let (Some(events), Some(tables)) = (events?, tables?) else {
+            return Ok(None);
+        };
+        Ok(Some(Self { events, tables }))
+    }
 
     fn run(&self, id: RunId) -> Option<RunInfo> {
-        let row = self.runs.get(slot(id)?).filter(|r| r.present)?;
+        let row = self.tables.runs.get(slot(id)?).filter(|r| r.present)?;
         Some(RunInfo {
             id,
-            pipeline: self.pipelines.get(row.pipeline as usize)?.clone(),
-            run_key: self.run_text.get(row.run_key).to_owned(),
-            step: self.run_text.get(row.step).to_owned(),
+            pipeline: self.tables.pipelines.get(row.pipeline as usize)?.clone(),
+            run_key: self.tables.run_text.get(row.run_key).to_owned(),
+            step: self.tables.run_text.get(row.step).to_owned(),
             builder: row.builder.map(i64::from),
             started_at: row.started_at,
             finished_at: row.finished_at,
@@ -589,22 +708,28 @@ impl Index {
     }
 
     fn event_run(&self, event: u32) -> Option<RunInfo> {
-        self.run(i64::from(self.event_run[event as usize]))
+        self.run(i64::from(self.events.run[event as usize]))
     }
 
     fn artifact(&self, id: ArtifactId) -> Option<ArtifactInfo> {
-        let row = self.artifacts.get(slot(id)?).filter(|r| r.present)?;
+        let row = self.tables.artifacts.get(slot(id)?).filter(|r| r.present)?;
         Some(ArtifactInfo {
             id,
             backend: BACKENDS[row.backend as usize],
-            locator: self.locators[row.locator as usize].clone(),
-            digest: self.artifact_text.get(row.digest).to_owned(),
-            key: self.artifact_text.get(row.key).to_owned(),
+            locator: self.tables.locators[row.locator as usize].clone(),
+            digest: self.tables.artifact_text.get(row.digest).to_owned(),
+            key: self.tables.artifact_text.get(row.key).to_owned(),
             tags: self
+                .tables
                 .artifact_tags
                 .get(id)
                 .iter()
-                .map(|&t| self.tag_text.get(self.tags[t as usize]).to_owned())
+                .map(|&t| {
+                    self.tables
+                        .tag_text
+                        .get(self.tables.tags[t as usize])
+                        .to_owned()
+                })
                 .collect(),
             first_seen: row.first_seen,
         })
@@ -615,31 +740,33 @@ impl Index {
             return Vec::new();
         }
         let hash = digest_hash(digest);
-        let Some(&start) = self.digest_starts.get(&hash) else {
+        let Some(&start) = self.tables.digest_starts.get(&hash) else {
             return Vec::new();
         };
-        self.by_digest[start as usize..]
+        self.tables.by_digest[start as usize..]
             .iter()
             .take_while(|&&(h, _)| h == hash)
             .map(|&(_, id)| i64::from(id))
             .filter(|&id| {
-                self.artifacts
+                self.tables
+                    .artifacts
                     .get(id as usize)
-                    .is_some_and(|a| self.artifact_text.get(a.digest) == digest)
+                    .is_some_and(|a| self.tables.artifact_text.get(a.digest) == digest)
             })
             .collect()
     }
 
     fn artifact_readers(&self, artifact: ArtifactId) -> Vec<(RunInfo, ArtifactRead, Micros)> {
-        self.artifact_reads
+        self.events
+            .artifact_reads
             .get(artifact)
             .iter()
             .filter_map(|&e| {
-                let read = match self.event_kind[e as usize] {
+                let read = match self.events.kind[e as usize] {
                     EventKind::UsedBase => ArtifactRead::UsedBase,
                     _ => ArtifactRead::Imported,
                 };
-                Some((self.event_run(e)?, read, self.event_at[e as usize]))
+                Some((self.event_run(e)?, read, self.events.at[e as usize]))
             })
             .collect()
     }
@@ -647,8 +774,8 @@ impl Index {
     fn timed_readers(&self, events: &[u32], since: Micros) -> Vec<(RunInfo, Micros)> {
         events
             .iter()
-            .filter(|&&e| self.event_at[e as usize] >= since)
-            .filter_map(|&e| Some((self.event_run(e)?, self.event_at[e as usize])))
+            .filter(|&&e| self.events.at[e as usize] >= since)
+            .filter_map(|&e| Some((self.event_run(e)?, self.events.at[e as usize])))
             .collect()
     }
 }
@@ -726,15 +853,16 @@ impl Source for TraceSource<'_> {
             return self.store.writes(run);
         };
         Ok(index
+            .events
             .writes
             .get(run)
             .iter()
             .map(|&e| {
                 let (target, at) = (
-                    i64::from(index.event_target[e as usize]),
-                    index.event_at[e as usize],
+                    i64::from(index.events.target[e as usize]),
+                    index.events.at[e as usize],
                 );
-                let write = match index.event_kind[e as usize] {
+                let write = match index.events.kind[e as usize] {
                     EventKind::Exported => Write::Exported(target),
                     EventKind::Produced => Write::Produced(target),
                     EventKind::WroteMount => Write::Mount(target),
@@ -779,14 +907,19 @@ impl Source for TraceSource<'_> {
         let Some(index) = self.index()? else {
             return self.store.mount_readers(mount, since);
         };
-        let events = index.mount_reads.get(mount);
-        let first = events.partition_point(|&e| index.event_at[e as usize] < since);
+        let events = index.events.mount_reads.get(mount);
+        let first = events.partition_point(|&e| index.events.at[e as usize] < since);
         Ok(index.timed_readers(&events[first..], since))
     }
 
     fn mount_purges(&mut self, mount: MountId) -> Result<Vec<Micros>, StoreError> {
         match self.index()? {
-            Some(index) => Ok(index.mount_purges.get(&mount).cloned().unwrap_or_default()),
+            Some(index) => Ok(index
+                .tables
+                .mount_purges
+                .get(&mount)
+                .cloned()
+                .unwrap_or_default()),
             None => self.store.mount_purges(mount),
         }
     }
@@ -794,6 +927,7 @@ impl Source for TraceSource<'_> {
     fn builder_purges(&mut self, builder: BuilderId) -> Result<Vec<Micros>, StoreError> {
         match self.index()? {
             Some(index) => Ok(index
+                .tables
                 .builder_purges
                 .get(&builder)
                 .cloned()
@@ -804,7 +938,9 @@ impl Source for TraceSource<'_> {
 
     fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunInfo, Micros)>, StoreError> {
         match self.index()? {
-            Some(index) => Ok(index.timed_readers(index.record_reuses.get(record), Micros::MIN)),
+            Some(index) => {
+                Ok(index.timed_readers(index.events.record_reuses.get(record), Micros::MIN))
+            }
             None => self.store.record_reusers(record),
         }
     }
@@ -817,14 +953,15 @@ impl Source for TraceSource<'_> {
         let Some(index) = self.index()? else {
             return self.store.unverified_builder_runs(builder, since);
         };
-        let Some((runs, longest)) = id32(builder).and_then(|b| index.unverified.get(&b)) else {
+        let Some((runs, longest)) = id32(builder).and_then(|b| index.tables.unverified.get(&b))
+        else {
             return Ok(Vec::new());
         };
         let lower = since.saturating_sub(*longest);
-        let first = runs.partition_point(|&r| index.runs[r as usize].started_at < lower);
+        let first = runs.partition_point(|&r| index.tables.runs[r as usize].started_at < lower);
         Ok(runs[first..]
             .iter()
-            .filter(|&&r| index.runs[r as usize].finished_at >= since)
+            .filter(|&&r| index.tables.runs[r as usize].finished_at >= since)
             .filter_map(|&r| index.run(i64::from(r)))
             .collect())
     }
@@ -850,7 +987,7 @@ impl Source for TraceSource<'_> {
     fn mount(&mut self, mount: MountId) -> Result<MountInfo, StoreError> {
         match self.index()? {
             Some(index) => slot(mount)
-                .and_then(|m| index.mounts.get(m).cloned().flatten())
+                .and_then(|m| index.tables.mounts.get(m).cloned().flatten())
                 .ok_or_else(|| missing("mount", mount)),
             None => self.store.mount(mount),
         }
@@ -859,7 +996,7 @@ impl Source for TraceSource<'_> {
     fn builder(&mut self, builder: BuilderId) -> Result<BuilderInfo, StoreError> {
         match self.index()? {
             Some(index) => slot(builder)
-                .and_then(|b| index.builders.get(b).cloned().flatten())
+                .and_then(|b| index.tables.builders.get(b).cloned().flatten())
                 .map(|name| BuilderInfo { id: builder, name })
                 .ok_or_else(|| missing("builder", builder)),
             None => self.store.builder(builder),
@@ -870,15 +1007,15 @@ impl Source for TraceSource<'_> {
         match self.index()? {
             Some(index) => {
                 let row = slot(record)
-                    .and_then(|r| index.records.get(r))
+                    .and_then(|r| index.tables.records.get(r))
                     .filter(|r| r.present)
                     .ok_or_else(|| missing("builder record", record))?;
                 Ok(RecordInfo {
                     id: record,
                     builder: i64::from(row.builder),
-                    record_id: index.record_text.get(row.record_id).to_owned(),
-                    record_type: index.record_types[row.record_type as usize].clone(),
-                    description: index.record_text.get(row.description).to_owned(),
+                    record_id: index.tables.record_text.get(row.record_id).to_owned(),
+                    record_type: index.tables.record_types[row.record_type as usize].clone(),
+                    description: index.tables.record_text.get(row.description).to_owned(),
                 })
             }
             None => self.store.record(record),
@@ -933,6 +1070,34 @@ mod tests {
         let mut out = Vec::new();
         crate::report::trace::write(&trace, TraceFormat::Json, &mut out).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    /// The second connection of a load sees the first one's snapshot, not a write committed
+    /// since.
+    #[test]
+    fn the_reader_shares_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut store = Store::open(&path).unwrap();
+        let mut writer = Store::open(&path).unwrap();
+        let count = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT count(*) FROM purges", [], |row| row.get(0))
+                .unwrap()
+        };
+        let purge = PurgeTarget::Builder {
+            builder: "b".to_owned(),
+        };
+        writer.record_purge(&purge, 1, "test").unwrap();
+        store
+            .read_snapshot(|store| {
+                assert_eq!(count(&store.conn), 1);
+                writer.record_purge(&purge, 2, "test").unwrap();
+                let reader = snapshot_reader(&store.conn, &path).expect("snapshot shared");
+                assert_eq!(count(&reader), 1);
+                assert_eq!(count(&store.conn), 1);
+            })
+            .unwrap();
+        assert_eq!(count(&store.conn), 2);
     }
 
     /// A trace answered from memory, from the first expansion or part way through, is the
