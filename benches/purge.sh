@@ -9,7 +9,9 @@
 # restores the same snapshot, restarts the registry and times deleting every manifest:
 #   skopeo    a sequential `skopeo delete` loop (one round: it is slow);
 #   raw       parallel HTTP DELETEs by digest, 16 in flight, keep-alive (the registry's limit);
-#   cachewarden `incident purge --execute` of an incident whose plan holds the same digests.
+#   cachewarden on an incident whose plan holds the same digests, 16 in flight: the dry run
+#             `incident purge` (which records what each manifest is) then `--execute`, timed
+#             apart; and `--execute` alone, which looks each manifest up before deleting it.
 # Prints the median of ROUNDS (default 3) rounds and the ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,18 +71,41 @@ TOML
 now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-: >"$work/t_cw"; : >"$work/t_raw"; : >"$work/t_skopeo"
-for r in $(seq "$rounds"); do
+cw() { "$bin" --db "$work/cw.db" --config "$work/config.toml" --no-progress "$@"; }
+# A fresh registry and store, with the incident open.
+open_incident() {
     restore
     rm -f "$work/cw.db"*
     "$bin" --db "$work/cw.db" import "$work/history.jsonl" 2>/dev/null
-    "$bin" --db "$work/cw.db" --config "$work/config.toml" incident open --pipeline bench >/dev/null
-    t0=$(now)
-    "$bin" --db "$work/cw.db" --config "$work/config.toml" --no-progress incident purge 1 --execute --yes --no-evidence --concurrency 16 2>"$work/cw.log" || { cat "$work/cw.log"; exit 1; }
-    t1=$(now)
-    echo "$t1 - $t0" | bc >>"$work/t_cw"
+    cw incident open --pipeline bench >/dev/null
+}
+# Runs cachewarden, showing its log only when it fails.
+run_cw() { "$@" >/dev/null 2>"$work/cw.log" || { cat "$work/cw.log"; exit 1; }; }
+all_done() {
     failed=$(sqlite3 "$work/cw.db" "SELECT count(*) FROM actions WHERE state <> 'done' AND kind = 'delete-manifest'")
-    [ "$failed" = 0 ] || echo "cachewarden round $r: $failed actions not done" >&2
+    [ "$failed" = 0 ] || echo "cachewarden $1 round $r: $failed actions not done" >&2
+}
+
+for t in dry cw both probe raw skopeo; do : >"$work/t_$t"; done
+for r in $(seq "$rounds"); do
+    open_incident
+    t0=$(now)
+    run_cw cw incident purge 1 --concurrency 16
+    t1=$(now)
+    run_cw cw incident purge 1 --execute --yes --no-evidence --concurrency 16
+    t2=$(now)
+    echo "$t1 - $t0" | bc >>"$work/t_dry"
+    echo "$t2 - $t1" | bc >>"$work/t_cw"
+    echo "$t2 - $t0" | bc >>"$work/t_both"
+    all_done "after a dry run"
+    stop_registry
+
+    open_incident
+    t0=$(now)
+    run_cw cw incident purge 1 --execute --yes --no-evidence --concurrency 16
+    t1=$(now)
+    echo "$t1 - $t0" | bc >>"$work/t_probe"
+    all_done "without a dry run"
     stop_registry
 
     restore
@@ -100,9 +125,16 @@ t1=$(now)
 echo "$t1 - $t0" | bc >>"$work/t_skopeo"
 stop_registry
 
-cw=$(median <"$work/t_cw"); raw=$(median <"$work/t_raw"); sk=$(median <"$work/t_skopeo")
+dry=$(median <"$work/t_dry"); cw=$(median <"$work/t_cw"); both=$(median <"$work/t_both")
+probe=$(median <"$work/t_probe"); raw=$(median <"$work/t_raw"); sk=$(median <"$work/t_skopeo")
+ratios() { echo "skopeo / cachewarden: $(echo "scale=1; $sk / $1" | bc)x faster; cachewarden / raw: $(echo "scale=2; $1 / $raw" | bc)x"; }
 echo "purge of $count manifests, every ${TAG_EVERY:-1}th tagged (median of $rounds rounds; skopeo 1 round):"
-echo "  cachewarden incident purge --execute: ${cw} s ($(echo "scale=0; $count / $cw" | bc) deletes/s), 0 failed actions required"
+echo "  cachewarden incident purge (dry run, records each manifest): ${dry} s"
+echo "  cachewarden incident purge --execute after the dry run: ${cw} s ($(echo "scale=0; $count / $cw" | bc) deletes/s), 0 failed actions required"
+echo "  cachewarden dry run + execute: ${both} s"
+echo "  cachewarden incident purge --execute without a dry run: ${probe} s"
 echo "  raw parallel HTTP DELETE (16 in flight): ${raw} s"
 echo "  sequential skopeo delete loop: ${sk} s"
-echo "  skopeo / cachewarden: $(echo "scale=1; $sk / $cw" | bc)x faster; cachewarden / raw: $(echo "scale=2; $cw / $raw" | bc)x"
+echo "  execute after the dry run: $(ratios "$cw")"
+echo "  dry run + execute: $(ratios "$both")"
+echo "  execute without a dry run: $(ratios "$probe")"

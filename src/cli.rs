@@ -297,10 +297,12 @@ pub struct IncidentOpenArgs {
 pub struct IncidentPurgeArgs {
     /// The incident id.
     pub id: i64,
-    /// Carry out the plan. Without it, every target is checked and nothing is changed.
+    /// Carry out the plan. Without it, every target is checked and nothing is deleted; what the
+    /// check learns about manifests is recorded for the execution.
     #[arg(long)]
     pub execute: bool,
-    /// Actions in flight per registry and per builder [default: from the config, else 8]
+    /// Actions in flight per registry and per builder; without --execute, manifest checks in
+    /// flight per registry [default: from the config, else 8]
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
     /// Do not ask before acting.

@@ -134,7 +134,8 @@ pub struct PurgeConfig {
     /// allowing for clock skew between CI runners and builders.
     #[serde(default = "default_clock_skew")]
     pub clock_skew_seconds: u64,
-    /// Actions in flight per registry and per builder.
+    /// Actions in flight per registry and per builder, and manifest checks in flight per
+    /// registry in a dry run.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
 }

@@ -14,9 +14,11 @@ use crate::error::RemoteError;
 use crate::execute::{
     connect_builder, require_endpoint, select_builder_records, select_mount_records,
 };
-use crate::model::{Digest, Driver, MountUse};
+use crate::model::{Digest, Driver, ManifestFacts, MountUse};
 use crate::plan::Target;
-use crate::remote::registry::{ParsedManifest, RegistryClient, blobs, client_for, parse_manifest};
+use crate::remote::registry::{
+    ParsedManifest, RegistryClient, blobs, client_for, facts, parse_manifest,
+};
 use crate::store::ActionRow;
 use crate::time;
 
@@ -57,13 +59,19 @@ struct EvidenceManifest<'a> {
     unavailable: &'a [String],
 }
 
-/// Saves evidence for every action not done yet. Returns what could not be saved.
-pub async fn collect(
-    rows: &[ActionRow],
-    opts: &Collect<'_>,
-) -> Result<Vec<String>, std::io::Error> {
+/// What a collection could not save, and what it learned about the manifests it fetched.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub unavailable: Vec<String>,
+    /// For the store: the execution then need not ask the registry what each manifest is.
+    pub facts: Vec<ManifestFacts>,
+}
+
+/// Saves evidence for every action not done yet.
+pub async fn collect(rows: &[ActionRow], opts: &Collect<'_>) -> Result<Collected, std::io::Error> {
     std::fs::create_dir_all(opts.dir)?;
     let mut unavailable = Vec::new();
+    let mut learned = Vec::new();
     let mut registries: BTreeMap<String, RegistryClient> = BTreeMap::new();
     for row in rows
         .iter()
@@ -75,7 +83,17 @@ pub async fn collect(
                 repository,
                 digest,
                 ..
-            } => save_manifest(opts, &mut registries, registry, repository, digest).await,
+            } => {
+                save_manifest(
+                    opts,
+                    &mut registries,
+                    registry,
+                    repository,
+                    digest,
+                    &mut learned,
+                )
+                .await
+            }
             Target::Mount {
                 builder,
                 endpoint,
@@ -129,7 +147,10 @@ pub async fn collect(
         }
     }
     write_manifest(opts.dir, opts.incident, &unavailable)?;
-    Ok(unavailable)
+    Ok(Collected {
+        unavailable,
+        facts: learned,
+    })
 }
 
 /// Where in an evidence directory a mount's listing is saved.
@@ -163,12 +184,15 @@ fn write(dir: &Path, relative: &str, bytes: &[u8]) -> Result<(), RemoteError> {
         .map_err(|e| RemoteError(format!("cannot write `{}`: {e}", path.display())))
 }
 
+/// Saves a manifest (an index with its child manifests), its config and its blob list; what
+/// each fetched manifest is goes into `learned`.
 async fn save_manifest(
     opts: &Collect<'_>,
     registries: &mut BTreeMap<String, RegistryClient>,
     registry: &str,
     repository: &str,
     digest: &str,
+    learned: &mut Vec<ManifestFacts>,
 ) -> Result<(), RemoteError> {
     let client = client_for(registries, opts.config, registry)?;
     let base = format!("manifests/{}/{}", sanitize(registry), repository);
@@ -182,30 +206,26 @@ async fn save_manifest(
         .map(|d| format!("{} {} {}", d.digest, d.size, d.media_type))
         .collect();
     let parsed = parse_manifest(&manifest.bytes, &manifest.media_type)?;
+    let known = facts(&manifest)?;
+    let children = known.children.clone();
+    learned.push(known);
     // An index's children are deleted with it: keep them too.
-    if let ParsedManifest::Index { manifests } = &parsed {
-        for child in manifests
-            .iter()
-            .filter(|d| d.media_type.contains("manifest"))
-        {
-            if let Some(m) = client
-                .get_manifest(repository, child.digest.as_str())
-                .await?
-            {
-                write(
-                    opts.dir,
-                    &format!(
-                        "{base}/{}.json",
-                        child.digest.as_str().trim_start_matches("sha256:")
-                    ),
-                    &m.bytes,
-                )?;
-                blob_list.extend(
-                    blobs(&m.bytes, &m.media_type)?
-                        .iter()
-                        .map(|d| format!("{} {} {}", d.digest, d.size, d.media_type)),
-                );
-            }
+    for child in &children {
+        if let Some(m) = client.get_manifest(repository, child.as_str()).await? {
+            write(
+                opts.dir,
+                &format!(
+                    "{base}/{}.json",
+                    child.as_str().trim_start_matches("sha256:")
+                ),
+                &m.bytes,
+            )?;
+            blob_list.extend(
+                blobs(&m.bytes, &m.media_type)?
+                    .iter()
+                    .map(|d| format!("{} {} {}", d.digest, d.size, d.media_type)),
+            );
+            learned.push(facts(&m)?);
         }
     }
     if let ParsedManifest::Image { config, .. } = &parsed

@@ -9,11 +9,11 @@ use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::error::RemoteError;
-use crate::model::{Digest, Driver, PurgeTarget};
+use crate::model::{Digest, Driver, ManifestFacts, PurgeTarget};
 use crate::plan::{Action, ActionKind, Target};
 use crate::remote::buildkit::{BuildkitClient, CacheRecord};
 use crate::remote::engine::Engine;
-use crate::remote::registry::{DeleteOutcome, RegistryClient, children};
+use crate::remote::registry::{DeleteOutcome, RegistryClient, facts, is_index_type};
 use crate::store::{ActionRow, Finished, Store, StoreError};
 use crate::time;
 
@@ -42,9 +42,29 @@ struct Clients {
     config: Config,
     registries: tokio::sync::Mutex<HashMap<String, Arc<RegistryClient>>>,
     builders: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<BuildkitClient>>>>>,
+    /// What the store knew about the manifests to delete when the execution started.
+    known: HashMap<String, ManifestFacts>,
+    /// What probes learned since, not saved yet.
+    learned: Mutex<Vec<ManifestFacts>>,
 }
 
+/// Learned manifest facts are saved in batches of this many: an interruption loses at most
+/// these, and losing them only costs the next run a probe each.
+const LEARNED_BATCH: usize = 256;
+
 impl Clients {
+    /// Saves what probes learned once `at_least` facts are waiting (everything with 1).
+    fn save_learned(&self, store: &mut Store, at_least: usize) -> Result<(), StoreError> {
+        let batch = {
+            let mut learned = self.learned.lock().expect("learned lock");
+            if learned.is_empty() || learned.len() < at_least {
+                return Ok(());
+            }
+            std::mem::take(&mut *learned)
+        };
+        store.save_manifest_facts(&batch)
+    }
+
     async fn registry(&self, host: &str) -> Result<Arc<RegistryClient>, RemoteError> {
         let mut map = self.registries.lock().await;
         if let Some(client) = map.get(host) {
@@ -132,16 +152,26 @@ pub async fn execute(
     for (kind, n) in &per_kind {
         reporter.on_start(*kind, *n);
     }
-    let clients = Arc::new(Clients {
-        config: config.clone(),
-        registries: tokio::sync::Mutex::new(HashMap::new()),
-        builders: tokio::sync::Mutex::new(HashMap::new()),
-    });
     // Registry deletes first, in parallel per registry; builder work after, since pruning a
     // builder also removes what local images kept alive.
     let (registry_rows, builder_rows): (Vec<_>, Vec<_>) = todo
         .into_iter()
         .partition(|r| r.action.kind == ActionKind::DeleteManifest);
+    let digests: Vec<&str> = registry_rows
+        .iter()
+        .filter_map(|r| match &r.action.target {
+            Target::Manifest { digest, .. } => Some(digest.as_str()),
+            _ => None,
+        })
+        .collect();
+    let known = store.lock().expect("store lock").manifest_facts(&digests)?;
+    let clients = Arc::new(Clients {
+        config: config.clone(),
+        registries: tokio::sync::Mutex::new(HashMap::new()),
+        builders: tokio::sync::Mutex::new(HashMap::new()),
+        known,
+        learned: Mutex::new(Vec::new()),
+    });
     let breaker = Arc::new(Breaker::default());
     for phase in [registry_rows, builder_rows] {
         let mut places: HashMap<String, Arc<Semaphore>> = HashMap::new();
@@ -172,10 +202,10 @@ pub async fn execute(
                     }
                 };
                 let elapsed = started.elapsed().as_micros() as i64;
-                store
-                    .lock()
-                    .expect("store lock")
-                    .finish_action(row.id, &finished, elapsed)?;
+                let mut store = store.lock().expect("store lock");
+                store.finish_action(row.id, &finished, elapsed)?;
+                clients.save_learned(&mut store, LEARNED_BATCH)?;
+                drop(store);
                 reporter.on_done(row.action.kind, !matches!(finished, Finished::Failed(_)));
                 Ok::<Finished, StoreError>(finished)
             });
@@ -187,6 +217,7 @@ pub async fn execute(
                 Finished::Skipped(_) => summary.skipped += 1,
             }
         }
+        clients.save_learned(&mut store.lock().expect("store lock"), 1)?;
     }
     Ok(summary)
 }
@@ -367,24 +398,24 @@ async fn delete_manifest(
 ) -> Result<String, RemoteError> {
     let client = clients.registry(registry).await?;
     let digest = Digest::parse(digest, "digest").map_err(|e| RemoteError(e.to_string()))?;
-    // Children of an index go first: after an interruption the index still names them. A
-    // HEAD tells an index apart without fetching every manifest's body.
-    let mut children_deleted = 0;
-    let is_index = client
-        .head_manifest(repository, digest.as_str())
-        .await?
-        .is_some_and(|head| {
-            head.media_type.contains("index") || head.media_type.contains("manifest.list")
-        });
-    let manifest = match is_index {
-        true => client.get_manifest(repository, digest.as_str()).await?,
-        false => None,
-    };
-    if let Some(manifest) = manifest {
-        for child in children(&manifest.bytes, &manifest.media_type)? {
-            if client.delete_manifest(repository, &child.digest).await? == DeleteOutcome::Deleted {
-                children_deleted += 1;
+    // Children of an index go first: after an interruption the index still names them. What
+    // a digest is never changes, so recorded facts spare asking the registry; they also name
+    // the children of an index that is already gone.
+    let children = match clients.known.get(digest.as_str()) {
+        Some(known) => known.children.clone(),
+        None => match probe(&client, repository, &digest).await? {
+            Some(learned) => {
+                let children = learned.children.clone();
+                clients.learned.lock().expect("learned lock").push(learned);
+                children
             }
+            None => Vec::new(),
+        },
+    };
+    let mut children_deleted = 0;
+    for child in &children {
+        if client.delete_manifest(repository, child).await? == DeleteOutcome::Deleted {
+            children_deleted += 1;
         }
     }
     let outcome = match client.delete_manifest(repository, &digest).await? {
@@ -396,6 +427,29 @@ async fn delete_manifest(
     } else {
         outcome.to_owned()
     })
+}
+
+/// What the registry says a manifest is: a HEAD tells an index apart without fetching every
+/// manifest's body, and only an index is fetched for its children. `None` when it is gone.
+pub async fn probe(
+    client: &RegistryClient,
+    repository: &str,
+    digest: &Digest,
+) -> Result<Option<ManifestFacts>, RemoteError> {
+    let Some(head) = client.head_manifest(repository, digest.as_str()).await? else {
+        return Ok(None);
+    };
+    if !is_index_type(&head.media_type) {
+        return Ok(Some(ManifestFacts {
+            digest: digest.clone(),
+            media_type: head.media_type,
+            children: Vec::new(),
+        }));
+    }
+    match client.get_manifest(repository, digest.as_str()).await? {
+        Some(manifest) => facts(&manifest).map(Some),
+        None => Ok(None),
+    }
 }
 
 async fn connected<'a>(

@@ -91,6 +91,16 @@ impl From<Digest> for String {
     }
 }
 
+/// What a manifest digest is. Content under a digest never changes, so once learned this stays
+/// true: a purge that knows it need not ask the registry what it is deleting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestFacts {
+    pub digest: Digest,
+    pub media_type: String,
+    /// The manifests an index lists (images, nested indexes), in order; none for a manifest.
+    pub children: Vec<Digest>,
+}
+
 /// Docker Hub's registry host as references name it after normalization.
 pub const DOCKER_HUB: &str = "docker.io";
 

@@ -1,6 +1,6 @@
 //! `cachewarden incident ...`: open an incident from a trace, purge it, report it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use crate::ExitStatus;
 use crate::cli::{
@@ -17,11 +19,13 @@ use crate::cli::{
 use crate::commands::trace::run_trace;
 use crate::commands::{open_existing_store, write_stdout};
 use crate::config::Config;
-use crate::error::RefusedError;
+use crate::error::{RefusedError, RemoteError};
 use crate::execute::{
-    self, Reporter, connect_builder, require_endpoint, select_builder_records, select_mount_records,
+    self, Reporter, connect_builder, probe, require_endpoint, select_builder_records,
+    select_mount_records,
 };
 use crate::graph::{Entity, Kind, Seeds, Trace};
+use crate::model::{Digest, ManifestFacts};
 use crate::plan::{self, Action, ActionKind, PlanOptions, Target};
 use crate::printer::Printer;
 use crate::remote::engine::Engine;
@@ -285,7 +289,8 @@ async fn purge(
         return Err(RefusedError(format!("incident {} is closed", args.id)).into());
     }
     if !args.execute {
-        return check(&store, args.id, config, printer).await;
+        let concurrency = args.concurrency.unwrap_or(config.purge.concurrency).max(1);
+        return check(&mut store, args.id, config, concurrency, printer).await;
     }
     let owner = format!(
         "{}:{}",
@@ -367,12 +372,13 @@ async fn purge_locked(
             docker: &docker,
             probes: &probes,
         };
-        let unavailable = crate::evidence::collect(&rows, &collect)
+        let collected = crate::evidence::collect(&rows, &collect)
             .await
             .with_context(|| format!("cannot save evidence in `{}`", dir.display()))?;
-        for item in &unavailable {
+        for item in &collected.unavailable {
             printer.warn(format!("evidence not saved: {item}"));
         }
+        store.save_manifest_facts(&collected.facts)?;
         store.set_evidence_dir(args.id, &dir.display().to_string())?;
         printer.status(format!("evidence saved in {}", dir.display()));
     }
@@ -649,13 +655,84 @@ async fn close(
     Ok(ExitStatus::Success)
 }
 
+/// A registry's client and the bound on the manifest checks in flight there.
+type Checker = (Arc<RegistryClient>, Arc<Semaphore>);
+
 /// The dry run: every pending target is checked for existence, reachability and scope.
-async fn check(store: &Store, id: i64, config: &Config, printer: Printer) -> Result<ExitStatus> {
+/// Manifests are checked concurrently, `concurrency` at a time per registry, and what they
+/// turn out to be is recorded for the execution.
+async fn check(
+    store: &mut Store,
+    id: i64,
+    config: &Config,
+    concurrency: usize,
+    printer: Printer,
+) -> Result<ExitStatus> {
     let rows = store.actions(id)?;
+    let to_check = |row: &ActionRow| {
+        row.state != "done" && row.action.in_scope && row.action.kind != ActionKind::FollowUp
+    };
+    let digests: Vec<&str> = rows
+        .iter()
+        .filter(|row| to_check(row))
+        .filter_map(|row| match &row.action.target {
+            Target::Manifest { digest, .. } => Some(digest.as_str()),
+            _ => None,
+        })
+        .collect();
+    let known = store.manifest_facts(&digests)?;
+    let mut checked: Vec<Option<Result<String, RemoteError>>> =
+        std::iter::repeat_with(|| None).take(rows.len()).collect();
+    let mut registries: HashMap<String, Result<Checker, String>> = HashMap::new();
+    let mut manifests = JoinSet::new();
+    for (i, row) in rows.iter().enumerate().filter(|(_, row)| to_check(row)) {
+        let Target::Manifest {
+            registry,
+            repository,
+            digest,
+            ..
+        } = &row.action.target
+        else {
+            continue;
+        };
+        let place = registries.entry(registry.clone()).or_insert_with(|| {
+            RegistryClient::new(config, registry)
+                .map(|client| (Arc::new(client), Arc::new(Semaphore::new(concurrency))))
+                .map_err(|err| err.to_string())
+        });
+        let (client, semaphore) = match place {
+            Ok((client, semaphore)) => (client.clone(), semaphore.clone()),
+            Err(err) => {
+                checked[i] = Some(Err(RemoteError(err.clone())));
+                continue;
+            }
+        };
+        let (repository, digest) = (repository.clone(), digest.clone());
+        let known = known.get(&digest).cloned();
+        manifests.spawn(async move {
+            let _permit = semaphore.acquire_owned().await.expect("semaphore open");
+            (
+                i,
+                check_manifest(&client, &repository, &digest, known).await,
+            )
+        });
+    }
+    // Builder-side targets one at a time while the manifest checks run.
+    for (i, row) in rows.iter().enumerate().filter(|(_, row)| to_check(row)) {
+        if !matches!(row.action.target, Target::Manifest { .. }) {
+            checked[i] = Some(check_target(&row.action.target, config).await);
+        }
+    }
+    let mut learned = Vec::new();
+    while let Some(joined) = manifests.join_next().await {
+        let (i, (result, facts)) = joined.expect("manifest check panicked");
+        checked[i] = Some(result);
+        learned.extend(facts);
+    }
+    store.save_manifest_facts(&learned)?;
     let mut problems = 0;
     let mut out = String::new();
-    let mut registries: BTreeMap<String, RegistryClient> = BTreeMap::new();
-    for row in &rows {
+    for (row, checked) in rows.iter().zip(checked) {
         let status = if row.state == "done" {
             "done earlier".to_owned()
         } else if !row.action.in_scope {
@@ -664,7 +741,7 @@ async fn check(store: &Store, id: i64, config: &Config, printer: Printer) -> Res
         } else if row.action.kind == ActionKind::FollowUp {
             "follow-up (not executed)".to_owned()
         } else {
-            match check_target(&row.action.target, config, &mut registries).await {
+            match checked.expect("every target to check was checked") {
                 Ok(s) => s,
                 Err(err) => {
                     problems += 1;
@@ -687,24 +764,59 @@ async fn check(store: &Store, id: i64, config: &Config, printer: Printer) -> Res
     Ok(ExitStatus::Success)
 }
 
-async fn check_target(
-    target: &Target,
-    config: &Config,
-    registries: &mut BTreeMap<String, RegistryClient>,
-) -> Result<String, crate::error::RemoteError> {
-    match target {
-        Target::Manifest {
-            registry,
-            repository,
-            digest,
-            ..
-        } => {
-            let client = client_for(registries, config, registry)?;
-            Ok(match client.head_manifest(repository, digest).await? {
-                Some(head) => format!("present ({})", head.media_type),
-                None => "already gone".to_owned(),
-            })
+/// Whether a manifest is there and, for an index, how many child manifests go with it; with
+/// what was learned about it when nothing was known before.
+async fn check_manifest(
+    client: &RegistryClient,
+    repository: &str,
+    digest: &str,
+    known: Option<ManifestFacts>,
+) -> (Result<String, RemoteError>, Option<ManifestFacts>) {
+    let digest = match Digest::parse(digest, "digest") {
+        Ok(digest) => digest,
+        Err(err) => return (Err(RemoteError(err.to_string())), None),
+    };
+    let with_children = |facts: &ManifestFacts| match facts.children.len() {
+        0 => String::new(),
+        n => format!("; {n} child manifests will be deleted with it"),
+    };
+    match known {
+        // Known already: only whether it is still there is asked.
+        Some(known) => {
+            let status = match client.head_manifest(repository, digest.as_str()).await {
+                Ok(Some(_)) => Ok(format!(
+                    "present ({}){}",
+                    known.media_type,
+                    with_children(&known)
+                )),
+                Ok(None) if known.children.is_empty() => Ok("already gone".to_owned()),
+                Ok(None) => Ok(format!(
+                    "already gone; its {} recorded child manifests will be deleted if present",
+                    known.children.len()
+                )),
+                Err(err) => Err(err),
+            };
+            (status, None)
         }
+        None => match probe(client, repository, &digest).await {
+            Ok(Some(facts)) => (
+                Ok(format!(
+                    "present ({}){}",
+                    facts.media_type,
+                    with_children(&facts)
+                )),
+                Some(facts),
+            ),
+            Ok(None) => (Ok("already gone".to_owned()), None),
+            Err(err) => (Err(err), None),
+        },
+    }
+}
+
+/// Checks a builder-side target. Manifests are checked by [`check_manifest`], follow-ups not
+/// at all.
+async fn check_target(target: &Target, config: &Config) -> Result<String, RemoteError> {
+    match target {
         Target::Mount {
             builder,
             endpoint,
@@ -752,7 +864,7 @@ async fn check_target(
                 None => "not present".to_owned(),
             })
         }
-        Target::FollowUp { .. } => Ok("follow-up".to_owned()),
+        Target::Manifest { .. } | Target::FollowUp { .. } => Ok(String::new()),
     }
 }
 

@@ -29,7 +29,7 @@ use sha2::{Digest as _, Sha256, Sha512};
 
 use crate::config::{Config, CredentialSource};
 use crate::error::RemoteError;
-use crate::model::{DOCKER_HUB, Digest, ImageRef};
+use crate::model::{DOCKER_HUB, Digest, ImageRef, ManifestFacts};
 use crate::remote::redact::Redacted;
 use crate::remote::retry::{
     RetryPolicy, is_retryable_error, is_retryable_status, jitter_unit, parse_retry_after,
@@ -1075,6 +1075,25 @@ pub fn children(bytes: &[u8], media_type: &str) -> Result<Vec<Descriptor>, Remot
     })
 }
 
+/// Whether a manifest media type is an index (OCI index or Docker manifest list): its child
+/// manifests are deleted with it.
+pub fn is_index_type(media_type: &str) -> bool {
+    matches!(media_type, OCI_INDEX | DOCKER_MANIFEST_LIST)
+}
+
+/// What a fetched manifest says about its digest for good: its media type and the manifests it
+/// lists.
+pub fn facts(manifest: &Manifest) -> Result<ManifestFacts, RemoteError> {
+    Ok(ManifestFacts {
+        digest: manifest.digest.clone(),
+        media_type: manifest.media_type.clone(),
+        children: children(&manifest.bytes, &manifest.media_type)?
+            .into_iter()
+            .map(|d| d.digest)
+            .collect(),
+    })
+}
+
 /// The blobs a manifest refers to: the config and the layers of an image manifest, the
 /// non-manifest entries (cache layers and cache config) of an index.
 pub fn blobs(bytes: &[u8], media_type: &str) -> Result<Vec<Descriptor>, RemoteError> {
@@ -1487,6 +1506,35 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    /// The facts of an index name its child manifests only; a manifest has none; only the
+    /// two index media types count as an index.
+    #[test]
+    fn facts_name_an_index_child_manifests() {
+        let fetched = |text: &str, media_type: &str| Manifest {
+            bytes: text.as_bytes().to_vec(),
+            media_type: media_type.to_owned(),
+            digest: digest_of(text.as_bytes(), "sha256"),
+        };
+        let list = facts(&fetched(IMAGE_INDEX, DOCKER_MANIFEST_LIST)).unwrap();
+        assert_eq!(list.digest, digest_of(IMAGE_INDEX.as_bytes(), "sha256"));
+        assert_eq!(list.media_type, DOCKER_MANIFEST_LIST);
+        let last = |d: &Digest| d.as_str().chars().last().unwrap();
+        assert_eq!(
+            list.children.iter().map(last).collect::<Vec<_>>(),
+            ['3', '4']
+        );
+        assert!(
+            facts(&fetched(CACHE_INDEX, OCI_INDEX))
+                .unwrap()
+                .children
+                .is_empty()
+        );
+        let manifest = facts(&fetched(&image_manifest("x/y"), OCI_MANIFEST)).unwrap();
+        assert!(manifest.children.is_empty());
+        assert!(is_index_type(OCI_INDEX) && is_index_type(DOCKER_MANIFEST_LIST));
+        assert!(!is_index_type(OCI_MANIFEST) && !is_index_type(DOCKER_MANIFEST));
     }
 
     #[test]

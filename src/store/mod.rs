@@ -14,6 +14,7 @@ use crate::ExitStatus;
 
 mod audit;
 mod containment;
+mod facts;
 mod incident;
 mod index;
 mod read;
@@ -36,6 +37,7 @@ const MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/migrations/0001_provenance.sql"),
     include_str!("../../schema/migrations/0002_incidents.sql"),
     include_str!("../../schema/migrations/0003_audit_sweep.sql"),
+    include_str!("../../schema/migrations/0004_manifest_facts.sql"),
 ];
 
 fn migrations() -> Migrations<'static> {

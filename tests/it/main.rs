@@ -11,6 +11,7 @@ mod wrap;
 mod audit;
 mod lifecycle;
 mod purge;
+mod purge_facts;
 mod record;
 mod registry;
 mod runbooks;

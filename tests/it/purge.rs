@@ -57,7 +57,7 @@ fn history(env: &Env, registry: &Registry, pusher: &mut Pusher, count: usize) ->
     }
 }
 
-fn config(env: &Env, host: &str, extra: &str) -> std::path::PathBuf {
+pub(crate) fn config(env: &Env, host: &str, extra: &str) -> std::path::PathBuf {
     env.write(
         "config.toml",
         &format!(

@@ -1,0 +1,285 @@
+//! What purges learn about manifests and keep: the dry run and the evidence record each
+//! digest's media type and child manifests, and the execution deletes by them without asking
+//! the registry again.
+
+use crate::common::{Env, manifest_exists, ok, output};
+use crate::harness::http::Request;
+use crate::harness::oci::{Pushed, Pusher};
+use crate::harness::proxy::{FaultProxy, Seen};
+use crate::harness::{self, Registry, RegistryOpts};
+use crate::purge::config;
+
+/// `evil` exported an image index of two images, and a plain cache manifest, in `team/app`.
+struct Indexed {
+    index: Pushed,
+    children: Vec<Pushed>,
+    plain: Pushed,
+}
+
+fn indexed(env: &Env, registry: &Registry) -> Indexed {
+    let host = registry.host();
+    let mut pusher = Pusher::new(registry);
+    let children = vec![
+        pusher.image("team/app", None, "amd64", false),
+        pusher.image("team/app", None, "arm64", false),
+    ];
+    let index = pusher.index("team/app", Some("multi"), &children);
+    let plain = pusher.cache_manifest("team/app", Some("cache"), "evil");
+    let line = format!(
+        r#"{{"v":1,"type":"run","pipeline":"evil","run":"1","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","exported":["{host}/team/app:multi@{}","{host}/team/app:cache@{}"]}}"#,
+        index.digest, plain.digest
+    );
+    let file = env.write("history.jsonl", &format!("{line}\n"));
+    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+    Indexed {
+        index,
+        children,
+        plain,
+    }
+}
+
+/// The registry behind a proxy that sees every request, with an incident open on `evil`.
+fn opened(registry: &Registry) -> (Env, FaultProxy, Indexed, std::path::PathBuf) {
+    let proxy = FaultProxy::start(&registry.host());
+    let env = Env::new();
+    let h = indexed(&env, registry);
+    let config = config(
+        &env,
+        &registry.host(),
+        &format!("endpoint = \"{}\"\n", proxy.url()),
+    );
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--pipeline", "evil"]));
+    (env, proxy, h, config)
+}
+
+/// Manifest requests with this method among `seen`.
+fn manifest_requests(seen: &[Seen], method: &str) -> usize {
+    seen.iter()
+        .filter(|s| s.method == method && s.target.contains("/manifests/"))
+        .count()
+}
+
+/// The recorded (media type, children as a JSON array) of a digest.
+fn recorded(env: &Env, digest: &str) -> Option<(String, String)> {
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    conn.query_row(
+        "SELECT media_type, children FROM manifest_facts WHERE digest = ?1",
+        [digest],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .ok()
+}
+
+fn children_json(h: &Indexed) -> String {
+    serde_json::to_string(&h.children.iter().map(|c| &c.digest).collect::<Vec<_>>()).unwrap()
+}
+
+/// How many of the index, its children and the plain manifest the registry still serves.
+fn present(registry: &Registry, h: &Indexed) -> usize {
+    std::iter::once(&h.index)
+        .chain(&h.children)
+        .chain([&h.plain])
+        .filter(|p| manifest_exists(registry, "team/app", &p.digest))
+        .count()
+}
+
+/// The dry run shows how many child manifests go with an index and records what each digest
+/// is; a second dry run reads that back and only asks whether the manifests are still there.
+#[test]
+fn dry_run_records_facts_and_shows_index_children() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let (env, proxy, h, config) = opened(&registry);
+    let dry = output(&env, env.cmd_with(&config).args(["incident", "purge", "1"]));
+    assert!(dry.starts_with("exit: 0\n"), "{dry}");
+    let index_line = dry
+        .lines()
+        .find(|l| l.contains(&h.index.digest))
+        .unwrap_or_default();
+    assert!(
+        index_line.contains("present (application/vnd.oci.image.index.v1+json); 2 child manifests will be deleted with it"),
+        "{dry}"
+    );
+    let plain_line = dry
+        .lines()
+        .find(|l| l.contains(&h.plain.digest))
+        .unwrap_or_default();
+    assert!(
+        plain_line.ends_with("present (application/vnd.oci.image.manifest.v1+json)"),
+        "{dry}"
+    );
+    assert_eq!(
+        recorded(&env, &h.index.digest),
+        Some((h.index.media_type.clone(), children_json(&h)))
+    );
+    assert_eq!(
+        recorded(&env, &h.plain.digest),
+        Some((h.plain.media_type.clone(), "[]".to_owned()))
+    );
+    assert_eq!(present(&registry, &h), 4, "the dry run deleted something");
+
+    let before = proxy.seen().len();
+    let again = output(&env, env.cmd_with(&config).args(["incident", "purge", "1"]));
+    assert!(again.starts_with("exit: 0\n"), "{again}");
+    assert!(
+        again.contains("2 child manifests will be deleted with it"),
+        "{again}"
+    );
+    let seen = &proxy.seen()[before..];
+    assert_eq!(manifest_requests(seen, "GET"), 0, "{seen:?}");
+    assert_eq!(manifest_requests(seen, "HEAD"), 2, "{seen:?}");
+}
+
+/// After a dry run the execution sends no HEAD and no GET: every manifest is deleted by what
+/// was recorded, an index after its child manifests.
+#[test]
+fn execute_after_dry_run_deletes_index_and_children_without_head() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let (env, proxy, h, config) = opened(&registry);
+    ok(env.cmd_with(&config).args(["incident", "purge", "1"]));
+    let before = proxy.seen().len();
+    let run = output(
+        &env,
+        env.cmd_with(&config).args([
+            "incident",
+            "purge",
+            "1",
+            "--execute",
+            "--yes",
+            "--no-evidence",
+        ]),
+    );
+    assert!(run.starts_with("exit: 0\n"), "{run}");
+    let seen = &proxy.seen()[before..];
+    assert_eq!(manifest_requests(seen, "HEAD"), 0, "{seen:?}");
+    assert_eq!(manifest_requests(seen, "GET"), 0, "{seen:?}");
+    assert_eq!(manifest_requests(seen, "DELETE"), 4, "{seen:?}");
+    let deletes: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.method == "DELETE")
+        .map(|s| s.target.as_str())
+        .collect();
+    let at = |digest: &str| deletes.iter().position(|t| t.ends_with(digest)).unwrap();
+    for child in &h.children {
+        assert!(at(&child.digest) < at(&h.index.digest), "{deletes:?}");
+    }
+    assert_eq!(present(&registry, &h), 0);
+    let json = ok(env
+        .cmd_with(&config)
+        .args(["incident", "show", "1", "--format", "json"]));
+    assert!(json.contains("deleted, with 2 child manifests"), "{json}");
+}
+
+/// Without a dry run the execution asks the registry what each manifest is, deletes an index
+/// with its children all the same, and records what it learned.
+#[test]
+fn execute_without_dry_run_probes_and_records_facts() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let (env, proxy, h, config) = opened(&registry);
+    let run = output(
+        &env,
+        env.cmd_with(&config).args([
+            "incident",
+            "purge",
+            "1",
+            "--execute",
+            "--yes",
+            "--no-evidence",
+        ]),
+    );
+    assert!(run.starts_with("exit: 0\n"), "{run}");
+    let seen = proxy.seen();
+    assert_eq!(manifest_requests(&seen, "HEAD"), 2, "{seen:?}");
+    assert_eq!(
+        manifest_requests(&seen, "GET"),
+        1,
+        "only the index is fetched: {seen:?}"
+    );
+    assert_eq!(present(&registry, &h), 0);
+    assert_eq!(
+        recorded(&env, &h.index.digest),
+        Some((h.index.media_type.clone(), children_json(&h)))
+    );
+    assert_eq!(
+        recorded(&env, &h.plain.digest),
+        Some((h.plain.media_type.clone(), "[]".to_owned()))
+    );
+}
+
+/// The evidence fetches every manifest anyway: what it learns spares the execution its probes.
+#[test]
+fn evidence_records_facts_for_the_execution() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let (env, proxy, h, config) = opened(&registry);
+    let run = output(
+        &env,
+        env.cmd_with(&config)
+            .args(["incident", "purge", "1", "--execute", "--yes"]),
+    );
+    assert!(run.starts_with("exit: 0\n"), "{run}");
+    let seen = proxy.seen();
+    assert_eq!(manifest_requests(&seen, "HEAD"), 0, "{seen:?}");
+    assert_eq!(present(&registry, &h), 0);
+    for child in &h.children {
+        assert_eq!(
+            recorded(&env, &child.digest),
+            Some((child.media_type.clone(), "[]".to_owned()))
+        );
+    }
+    assert_eq!(
+        recorded(&env, &h.index.digest),
+        Some((h.index.media_type.clone(), children_json(&h)))
+    );
+}
+
+/// An index deleted by someone else after the dry run still takes its recorded children with
+/// it: the registry can no longer say what they were.
+#[test]
+fn recorded_children_of_an_index_already_gone_are_deleted() {
+    if !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let (env, _proxy, h, config) = opened(&registry);
+    ok(env.cmd_with(&config).args(["incident", "purge", "1"]));
+    let path = format!("/v2/team/app/manifests/{}", h.index.digest);
+    assert_eq!(registry.request(Request::new("DELETE", &path)).status, 202);
+    let dry = ok(env.cmd_with(&config).args(["incident", "purge", "1"]));
+    assert!(
+        dry.contains("already gone; its 2 recorded child manifests will be deleted if present"),
+        "{dry}"
+    );
+    let run = output(
+        &env,
+        env.cmd_with(&config).args([
+            "incident",
+            "purge",
+            "1",
+            "--execute",
+            "--yes",
+            "--no-evidence",
+        ]),
+    );
+    assert!(run.starts_with("exit: 0\n"), "{run}");
+    assert_eq!(present(&registry, &h), 0);
+    let json = ok(env
+        .cmd_with(&config)
+        .args(["incident", "show", "1", "--format", "json"]));
+    assert!(
+        json.contains("already gone, with 2 child manifests"),
+        "{json}"
+    );
+}
