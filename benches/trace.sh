@@ -35,7 +35,8 @@ measure() { # label, command...
     shift
     local out="$work/out.json"
     local stats
-    stats=$( { /usr/bin/time -f "%e %M" "$@" >"$out" 2>/dev/null; } 2>&1 | tail -1)
+    /usr/bin/time -o "$work/time.txt" -f "%e %M" "$@" >"$out" 2>/dev/null
+    stats=$(tail -1 "$work/time.txt")
     local size
     size=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(sum(len(d[k]) for k in ['runs','cache_refs','mounts','builders','images','records']), len(d['runs']))" "$out")
     echo "$label: ${stats% *} s wall, ${stats#* } KiB peak, closure ${size% *} entities (${size#* } runs)"
@@ -43,9 +44,11 @@ measure() { # label, command...
 
 for p in "${pipelines[@]}"; do
     measure "trace $p" "$bin" --db "$db" trace --pipeline "$p" --format json
-    t_aware=$(/usr/bin/time -f "%e" "$bin" --db "$db" trace --pipeline "$p" --format json 2>&1 >/dev/null | tail -1)
+    /usr/bin/time -o "$work/time.txt" -f "%e" "$bin" --db "$db" trace --pipeline "$p" --format json >/dev/null 2>&1
+    t_aware=$(tail -1 "$work/time.txt")
     measure "trace $p --ignore-time" "$bin" --db "$db" trace --pipeline "$p" --ignore-time --format json
-    t_blind=$(/usr/bin/time -f "%e" "$bin" --db "$db" trace --pipeline "$p" --ignore-time --format json 2>&1 >/dev/null | tail -1)
+    /usr/bin/time -o "$work/time.txt" -f "%e" "$bin" --db "$db" trace --pipeline "$p" --ignore-time --format json >/dev/null 2>&1
+    t_blind=$(tail -1 "$work/time.txt")
     start=$(date +%s.%N)
     if cte=$(sed "s/@PIPELINE@/$p/" benches/closure.sql | timeout "$cte_timeout" sqlite3 "$db"); then
         end=$(date +%s.%N)
