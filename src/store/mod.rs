@@ -129,9 +129,17 @@ impl Store {
             conn,
             path: path.to_path_buf(),
         };
-        store.configure()?;
-        store.migrate()?;
-        Ok(store)
+        // Switching a new file to WAL, and the version check before a migration, can be
+        // refused without the busy handler waiting: a concurrent first open tries again.
+        let started = std::time::Instant::now();
+        loop {
+            match store.configure().and_then(|()| store.migrate()) {
+                Err(StoreError::Locked { .. }) if started.elapsed() < BUSY_TIMEOUT => {
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+                result => return result.map(|()| store),
+            }
+        }
     }
 
     /// Opens an existing database read-only, without migrating (for `export` and `trace`).
@@ -287,5 +295,25 @@ mod tests {
         drop(conn);
         let err = Store::open(&path).unwrap_err();
         assert!(matches!(err, StoreError::Newer { found: 99, .. }), "{err}");
+    }
+
+    /// Many processes opening one new database at once all succeed: none is refused while
+    /// another switches it to WAL or migrates it.
+    #[test]
+    fn concurrent_first_opens_succeed() {
+        for round in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("db.sqlite");
+            let barrier = std::sync::Barrier::new(8);
+            std::thread::scope(|scope| {
+                for _ in 0..8 {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        let store = Store::open(&path);
+                        assert!(store.is_ok(), "round {round}: {}", store.unwrap_err());
+                    });
+                }
+            });
+        }
     }
 }
