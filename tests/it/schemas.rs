@@ -7,7 +7,7 @@ fn schema(name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn assert_valid(schema_name: &str, doc: &serde_json::Value) {
+pub(crate) fn assert_valid(schema_name: &str, doc: &serde_json::Value) {
     let mut schema = schema(schema_name);
     // The report embeds the trace schema by file name; inline it for the validator.
     if schema_name == "report.schema.json" {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use crate::common::{Env, manifest_exists, ok, output};
 use crate::harness::oci::{Pushed, Pusher};
 use crate::harness::{self, Registry, RegistryOpts};
+use crate::schemas::assert_valid;
 
 /// RFC 3339 time `days` days ago.
 fn ago(days: i64) -> String {
@@ -145,22 +146,26 @@ fn rules_select_exactly_what_they_should() {
     );
     let doc: serde_json::Value = serde_json::from_str(&dry).unwrap();
     assert_eq!(doc["rules"][0]["kept"], 1, "{dry}");
+    assert_valid("sweep.schema.json", &doc);
 
     let metrics = env.path().join("sweep.prom");
-    let run = output(
-        &env,
-        env.cmd_with(&config)
-            .args([
-                "sweep",
-                "--policy",
-                policy.to_str().unwrap(),
-                "--execute",
-                "--yes",
-                "--metrics-file",
-            ])
-            .arg(&metrics),
-    );
-    assert!(run.starts_with("exit: 0\n"), "{run}");
+    let run = ok(env
+        .cmd_with(&config)
+        .args([
+            "sweep",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--execute",
+            "--yes",
+            "--format",
+            "json",
+            "--metrics-file",
+        ])
+        .arg(&metrics));
+    let run: serde_json::Value = serde_json::from_str(&run).unwrap();
+    assert_valid("sweep.schema.json", &run);
+    assert_eq!(run["dry_run"], false, "{run:#}");
+    assert_eq!(run["actions"][0]["state"], "done", "{run:#}");
     assert!(!manifest_exists(
         &registry,
         "team/app",
