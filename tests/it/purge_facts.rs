@@ -54,6 +54,22 @@ fn opened(registry: &Registry) -> (Env, FaultProxy, Indexed, std::path::PathBuf)
     (env, proxy, h, config)
 }
 
+/// `incident purge 1 --execute` without evidence, which must succeed.
+fn execute(env: &Env, config: &std::path::Path) {
+    let run = output(
+        env,
+        env.cmd_with(config).args([
+            "incident",
+            "purge",
+            "1",
+            "--execute",
+            "--yes",
+            "--no-evidence",
+        ]),
+    );
+    assert!(run.starts_with("exit: 0\n"), "{run}");
+}
+
 /// Manifest requests with this method among `seen`.
 fn manifest_requests(seen: &[Seen], method: &str) -> usize {
     seen.iter()
@@ -145,18 +161,7 @@ fn execute_after_dry_run_deletes_index_and_children_without_head() {
     let (env, proxy, h, config) = opened(&registry);
     ok(env.cmd_with(&config).args(["incident", "purge", "1"]));
     let before = proxy.seen().len();
-    let run = output(
-        &env,
-        env.cmd_with(&config).args([
-            "incident",
-            "purge",
-            "1",
-            "--execute",
-            "--yes",
-            "--no-evidence",
-        ]),
-    );
-    assert!(run.starts_with("exit: 0\n"), "{run}");
+    execute(&env, &config);
     let seen = &proxy.seen()[before..];
     assert_eq!(manifest_requests(seen, "HEAD"), 0, "{seen:?}");
     assert_eq!(manifest_requests(seen, "GET"), 0, "{seen:?}");
@@ -186,18 +191,7 @@ fn execute_without_dry_run_probes_and_records_facts() {
     }
     let registry = Registry::start(RegistryOpts::default());
     let (env, proxy, h, config) = opened(&registry);
-    let run = output(
-        &env,
-        env.cmd_with(&config).args([
-            "incident",
-            "purge",
-            "1",
-            "--execute",
-            "--yes",
-            "--no-evidence",
-        ]),
-    );
-    assert!(run.starts_with("exit: 0\n"), "{run}");
+    execute(&env, &config);
     let seen = proxy.seen();
     assert_eq!(manifest_requests(&seen, "HEAD"), 2, "{seen:?}");
     assert_eq!(
@@ -262,18 +256,7 @@ fn recorded_children_of_an_index_already_gone_are_deleted() {
         dry.contains("already gone; its 2 recorded child manifests will be deleted if present"),
         "{dry}"
     );
-    let run = output(
-        &env,
-        env.cmd_with(&config).args([
-            "incident",
-            "purge",
-            "1",
-            "--execute",
-            "--yes",
-            "--no-evidence",
-        ]),
-    );
-    assert!(run.starts_with("exit: 0\n"), "{run}");
+    execute(&env, &config);
     assert_eq!(present(&registry, &h), 0);
     let json = ok(env
         .cmd_with(&config)
