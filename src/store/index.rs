@@ -126,7 +126,7 @@ fn snapshot_reader(conn: &Connection, path: &Path) -> Option<Connection> {
 }
 
 /// Store ids as array positions. Loading gives up (and the trace goes on with queries) when
-/// ids are too sparse or too large for that.
+/// ids are too large for that.
 fn slot(id: i64) -> Option<usize> {
     usize::try_from(id).ok()
 }
@@ -668,7 +668,7 @@ fn slots(conn: &Connection, table: &str) -> rusqlite::Result<Option<usize>> {
 }
 
 impl Index {
-    /// Reads the graph; `None` when it cannot be held as arrays (ids too sparse or too large).
+    /// Reads the graph; `None` when it cannot be held as arrays (ids too large).
     /// Reads the graph; `None` when it cannot be held as arrays (ids too large). The events
     /// are read on a second connection that shares `conn`'s snapshot, while `conn` reads the
     /// other tables.
