@@ -668,7 +668,6 @@ fn slots(conn: &Connection, table: &str) -> rusqlite::Result<Option<usize>> {
 }
 
 impl Index {
-    /// Reads the graph; `None` when it cannot be held as arrays (ids too large).
     /// Reads the graph; `None` when it cannot be held as arrays (ids too large). The events
     /// are read on a second connection that shares `conn`'s snapshot, while `conn` reads the
     /// other tables.
