@@ -282,18 +282,9 @@ impl<'t> TraceDoc<'t> {
                 })
                 .collect()
         };
-        Self {
-            schema_version: SCHEMA_VERSION,
-            ignore_time: trace.ignore_time(),
-            seeds: trace
-                .seeds()
-                .into_iter()
-                .map(|n| SeedDoc {
-                    kind: n.seed.map_or(Kind::Run, |s| s.kind).as_str(),
-                    name: &n.name,
-                })
-                .collect(),
-            runs: trace
+        // Runs are listed on another thread while this one lists the rest.
+        let runs = || -> Vec<RunDoc<'t>> {
+            trace
                 .tainted(Kind::Run)
                 .into_iter()
                 .filter_map(|e| match e.entity {
@@ -311,54 +302,74 @@ impl<'t> TraceDoc<'t> {
                     }),
                     _ => None,
                 })
-                .collect(),
-            cache_refs: artifacts(Kind::CacheRef),
-            mounts: trace
-                .tainted(Kind::Mount)
-                .into_iter()
-                .filter_map(|e| match e.entity {
-                    Entity::Mount(info) => Some(MountDoc {
-                        name: e.name,
-                        builder: &info.builder_name,
-                        namespace: &info.namespace,
-                        id: &info.mount_id,
-                        tainted_at: Rfc3339(e.tainted_at),
-                        via: via(&e),
-                    }),
-                    _ => None,
-                })
-                .collect(),
-            builders: trace
-                .tainted(Kind::Builder)
-                .into_iter()
-                .filter_map(|e| match e.entity {
-                    Entity::Builder(info) => Some(BuilderDoc {
-                        name: e.name,
-                        builder: &info.name,
-                        tainted_at: Rfc3339(e.tainted_at),
-                        via: via(&e),
-                    }),
-                    _ => None,
-                })
-                .collect(),
-            images: artifacts(Kind::Image),
-            records: trace
-                .tainted(Kind::Record)
-                .into_iter()
-                .filter_map(|e| match e.entity {
-                    Entity::Record { info, builder } => Some(RecordDoc {
-                        name: e.name,
-                        builder,
-                        record_id: &info.record_id,
-                        record_type: &info.record_type,
-                        description: &info.description,
-                        tainted_at: Rfc3339(e.tainted_at),
-                        via: via(&e),
-                    }),
-                    _ => None,
-                })
-                .collect(),
-        }
+                .collect()
+        };
+        std::thread::scope(|scope| {
+            let runs = scope.spawn(runs);
+            let doc = Self {
+                schema_version: SCHEMA_VERSION,
+                ignore_time: trace.ignore_time(),
+                seeds: trace
+                    .seeds()
+                    .into_iter()
+                    .map(|n| SeedDoc {
+                        kind: n.seed.map_or(Kind::Run, |s| s.kind).as_str(),
+                        name: &n.name,
+                    })
+                    .collect(),
+                runs: Vec::new(),
+                cache_refs: artifacts(Kind::CacheRef),
+                mounts: trace
+                    .tainted(Kind::Mount)
+                    .into_iter()
+                    .filter_map(|e| match e.entity {
+                        Entity::Mount(info) => Some(MountDoc {
+                            name: e.name,
+                            builder: &info.builder_name,
+                            namespace: &info.namespace,
+                            id: &info.mount_id,
+                            tainted_at: Rfc3339(e.tainted_at),
+                            via: via(&e),
+                        }),
+                        _ => None,
+                    })
+                    .collect(),
+                builders: trace
+                    .tainted(Kind::Builder)
+                    .into_iter()
+                    .filter_map(|e| match e.entity {
+                        Entity::Builder(info) => Some(BuilderDoc {
+                            name: e.name,
+                            builder: &info.name,
+                            tainted_at: Rfc3339(e.tainted_at),
+                            via: via(&e),
+                        }),
+                        _ => None,
+                    })
+                    .collect(),
+                images: artifacts(Kind::Image),
+                records: trace
+                    .tainted(Kind::Record)
+                    .into_iter()
+                    .filter_map(|e| match e.entity {
+                        Entity::Record { info, builder } => Some(RecordDoc {
+                            name: e.name,
+                            builder,
+                            record_id: &info.record_id,
+                            record_type: &info.record_type,
+                            description: &info.description,
+                            tainted_at: Rfc3339(e.tainted_at),
+                            via: via(&e),
+                        }),
+                        _ => None,
+                    })
+                    .collect(),
+            };
+            Self {
+                runs: runs.join().expect("listing thread panicked"),
+                ..doc
+            }
+        })
     }
 }
 
