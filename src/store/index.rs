@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags, ffi};
+use rusqlite::{Connection, OpenFlags};
 use rustc_hash::{FxHashMap, FxHasher};
 
 use super::write::kind;
@@ -95,34 +95,20 @@ impl Drop for TraceSource<'_> {
     }
 }
 
-/// A second, read-only connection that sees exactly what `conn`'s open read transaction sees,
-/// so that two tables can be read at once. `None` when SQLite cannot share the snapshot (then
-/// `conn` reads everything).
-fn snapshot_reader(conn: &Connection, path: &Path) -> Option<Connection> {
+/// A second, read-only connection to read the events on while `conn` reads the other tables.
+///
+/// It may see a later state than `conn`'s read transaction, but events are only ever appended,
+/// each with an id above every earlier one: reading those up to the largest id `conn` sees
+/// (see [`Slots`]) gives exactly the events of `conn`'s snapshot. `None` when the file cannot
+/// be opened again (then `conn` reads everything).
+fn events_reader(path: &Path) -> Option<Connection> {
     let reader = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .ok()?;
-    // The snapshot can only be opened on a connection that has read the database once.
-    reader
-        .query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
-        .ok()?;
-    reader.execute_batch("BEGIN DEFERRED").ok()?;
-    // SAFETY: both handles belong to live connections used only by this thread during these
-    // calls; the snapshot is freed on every path after use.
-    let shared = unsafe {
-        let mut snapshot = std::ptr::null_mut();
-        if ffi::sqlite3_snapshot_get(conn.handle(), c"main".as_ptr(), &mut snapshot)
-            != ffi::SQLITE_OK
-        {
-            return None;
-        }
-        let opened = ffi::sqlite3_snapshot_open(reader.handle(), c"main".as_ptr(), snapshot);
-        ffi::sqlite3_snapshot_free(snapshot);
-        opened == ffi::SQLITE_OK
-    };
-    shared.then_some(reader)
+    reader.busy_timeout(super::BUSY_TIMEOUT).ok()?;
+    Some(reader)
 }
 
 /// Store ids as array positions. Loading gives up (and the trace goes on with queries) when
@@ -338,12 +324,13 @@ impl Events {
         let mut event_target = Vec::with_capacity(events);
         let mut event_at = Vec::with_capacity(events);
         let mut event_kind = Vec::with_capacity(events);
-        // Builders are read from the runs table.
+        // Only the events of the snapshot the slots were read in; builders come from the runs
+        // table.
         let mut stmt = conn.prepare(&format!(
-            "SELECT run_id, kind, target, at FROM events WHERE kind <> '{}'",
+            "SELECT run_id, kind, target, at FROM events WHERE id < ?1 AND kind <> '{}'",
             kind::RAN_ON
         ))?;
-        let mut rows = stmt.query([])?;
+        let mut rows = stmt.query([i64::try_from(events).unwrap_or(i64::MAX)])?;
         while let Some(row) = rows.next()? {
             let run = some_or_skip!(id32(row.get(0)?));
             let kind = EventKind::parse(row.get_ref(1)?.as_bytes()?);
@@ -669,11 +656,10 @@ fn slots(conn: &Connection, table: &str) -> rusqlite::Result<Option<usize>> {
 
 impl Index {
     /// Reads the graph; `None` when it cannot be held as arrays (ids too large). The events
-    /// are read on a second connection that shares `conn`'s snapshot, while `conn` reads the
-    /// other tables.
+    /// are read on a second connection while `conn` reads the other tables.
     fn load(conn: &Connection, path: &Path) -> rusqlite::Result<Option<Self>> {
         let slots = some_or_skip!(Slots::read(conn)?);
-        let (events, tables) = match snapshot_reader(conn, path) {
+        let (events, tables) = match events_reader(path) {
             Some(reader) => std::thread::scope(|scope| {
                 let events = scope.spawn(move || Events::load(&reader, &slots));
                 let tables = Tables::load(conn, &slots);
@@ -1071,32 +1057,41 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    /// The second connection of a load sees the first one's snapshot, not a write committed
-    /// since.
+    /// Events recorded after a trace's snapshot was taken are not part of its graph, though
+    /// they are read on another connection.
     #[test]
-    fn the_reader_shares_the_snapshot() {
+    fn events_after_the_snapshot_are_left_out() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
+        let line = |run: &str| {
+            format!(
+                r#"{{"v":1,"type":"run","pipeline":"p","run":"{run}","step":"s","builder":"b","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","mounts":[{{"id":"/m"}}]}}"#
+            )
+        };
+        let file = dir.path().join("h.jsonl");
+        std::fs::write(&file, line("1") + "\n").unwrap();
+        let db = path.to_str().unwrap();
+        cachewarden(&["-q", "--db", db, "import", file.to_str().unwrap()]);
         let mut store = Store::open(&path).unwrap();
-        let mut writer = Store::open(&path).unwrap();
-        let count = |conn: &Connection| -> i64 {
-            conn.query_row("SELECT count(*) FROM purges", [], |row| row.get(0))
-                .unwrap()
-        };
-        let purge = PurgeTarget::Builder {
-            builder: "b".to_owned(),
-        };
-        writer.record_purge(&purge, 1, "test").unwrap();
         store
             .read_snapshot(|store| {
-                assert_eq!(count(&store.conn), 1);
-                writer.record_purge(&purge, 2, "test").unwrap();
-                let reader = snapshot_reader(&store.conn, &path).expect("snapshot shared");
-                assert_eq!(count(&reader), 1);
-                assert_eq!(count(&store.conn), 1);
+                let before: i64 = store
+                    .conn
+                    .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
+                    .unwrap();
+                std::fs::write(&file, line("2") + "\n").unwrap();
+                cachewarden(&["-q", "--db", db, "import", file.to_str().unwrap()]);
+                let index = Index::load(&store.conn, &path).unwrap().unwrap();
+                // The run's own `ran_on` event is not kept.
+                assert_eq!(index.events.run.len() as i64, before - 1);
+                assert!(index.events.run.iter().all(|&r| r == 1));
+                let reader = events_reader(&path).unwrap();
+                let now: i64 = reader
+                    .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
+                    .unwrap();
+                assert!(now > before, "the second import was committed");
             })
             .unwrap();
-        assert_eq!(count(&store.conn), 2);
     }
 
     /// A trace answered from memory, from the first expansion or part way through, is the

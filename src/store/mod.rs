@@ -33,6 +33,9 @@ pub use write::{ImportItem, RecordOutcome};
 /// How long a writer waits for another process's lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long the checkpoint at the end of an import waits for readers.
+const CHECKPOINT_WAIT: Duration = Duration::from_secs(1);
+
 const MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/migrations/0001_provenance.sql"),
     include_str!("../../schema/migrations/0002_incidents.sql"),
@@ -232,12 +235,23 @@ impl Store {
     /// Bulk mode for imports: the WAL is checkpointed once at the end instead of every few
     /// hundred pages. Call with `false` when done.
     pub fn bulk(&mut self, on: bool) -> Result<(), StoreError> {
-        let sql = if on {
-            "PRAGMA wal_autocheckpoint = 0"
-        } else {
-            "PRAGMA wal_autocheckpoint = 1000; PRAGMA wal_checkpoint(TRUNCATE)"
-        };
-        self.conn.execute_batch(sql).map_err(|e| self.sql(e))
+        if on {
+            return self
+                .conn
+                .execute_batch("PRAGMA wal_autocheckpoint = 0")
+                .map_err(|e| self.sql(e));
+        }
+        // Truncating the WAL waits for readers (a long trace, say); after a short wait the
+        // automatic checkpoints take over instead.
+        self.conn
+            .busy_timeout(CHECKPOINT_WAIT)
+            .and_then(|()| {
+                self.conn.execute_batch(
+                    "PRAGMA wal_autocheckpoint = 1000; PRAGMA wal_checkpoint(TRUNCATE)",
+                )
+            })
+            .and_then(|()| self.conn.busy_timeout(BUSY_TIMEOUT))
+            .map_err(|e| self.sql(e))
     }
 
     /// Refreshes the planner's statistics after bulk writes.
