@@ -4,7 +4,7 @@
 
 use super::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestRead, MountId, MountInfo,
-    RecordId, RecordInfo, RunId, RunInfo, Source, Write,
+    RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
 };
 use crate::model::{Backend, RunKey, RunStatus};
 use crate::time::Micros;
@@ -379,8 +379,8 @@ impl Source for History {
             )
             .into_iter()
             .map(|(run, e, at)| match e {
-                Event::Imported(a) => (run, ArtifactRead::Imported, a, at),
-                Event::UsedBase(a) => (run, ArtifactRead::UsedBase, a, at),
+                Event::Imported(a) => (RunRef::from(&run), ArtifactRead::Imported, a, at),
+                Event::UsedBase(a) => (RunRef::from(&run), ArtifactRead::UsedBase, a, at),
                 _ => unreachable!("filtered to reads"),
             })
             .collect())
@@ -389,7 +389,7 @@ impl Source for History {
     fn artifact_readers(
         &mut self,
         artifact: ArtifactId,
-    ) -> Result<Vec<(RunInfo, ArtifactRead, Micros)>, MemError> {
+    ) -> Result<Vec<(RunRef, ArtifactRead, Micros)>, MemError> {
         Ok(self
             .events_where(|e| matches!(e, Event::Imported(a) | Event::UsedBase(a) if a == artifact))
             .into_iter()
@@ -399,7 +399,7 @@ impl Source for History {
                 } else {
                     ArtifactRead::Imported
                 };
-                (run, read, at)
+                (RunRef::from(&run), read, at)
             })
             .collect())
     }
@@ -408,13 +408,13 @@ impl Source for History {
         &mut self,
         mount: MountId,
         since: Micros,
-    ) -> Result<Vec<(RunInfo, Micros)>, MemError> {
+    ) -> Result<Vec<(RunRef, Micros)>, MemError> {
         self.mount_reader_queries += 1;
         Ok(self
             .events_where(|e| e == Event::ReadMount(mount))
             .into_iter()
             .filter(|e| e.2 >= since)
-            .map(|(run, _, at)| (run, at))
+            .map(|(run, _, at)| (RunRef::from(&run), at))
             .collect())
     }
 
@@ -447,11 +447,11 @@ impl Source for History {
         Ok(prunes)
     }
 
-    fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunInfo, Micros)>, MemError> {
+    fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, MemError> {
         Ok(self
             .events_where(|e| e == Event::ReusedRecord(record))
             .into_iter()
-            .map(|(run, _, at)| (run, at))
+            .map(|(run, _, at)| (RunRef::from(&run), at))
             .collect())
     }
 
@@ -459,12 +459,12 @@ impl Source for History {
         &mut self,
         builder: BuilderId,
         since: Micros,
-    ) -> Result<Vec<RunInfo>, MemError> {
+    ) -> Result<Vec<RunRef>, MemError> {
         Ok(self
             .runs
             .iter()
             .filter(|r| r.builder == Some(builder) && !r.has_records && r.finished_at >= since)
-            .cloned()
+            .map(RunRef::from)
             .collect())
     }
 
@@ -472,10 +472,10 @@ impl Source for History {
         &mut self,
         builder: BuilderId,
         since: Micros,
-    ) -> Result<Vec<(RunInfo, Micros)>, MemError> {
+    ) -> Result<Vec<(RunRef, Micros)>, MemError> {
         let records = &self.records;
         let on_builder = |r: RecordId| records[index(r)].builder == builder;
-        let mut users: Vec<(RunInfo, Micros)> = Vec::new();
+        let mut users: Vec<(RunRef, Micros)> = Vec::new();
         let uses = self.events_where(
             |e| matches!(e, Event::CreatedRecord(r) | Event::ReusedRecord(r) if on_builder(r)),
         );
@@ -485,7 +485,7 @@ impl Source for History {
             }
             match users.iter_mut().find(|(u, _)| u.id == run.id) {
                 Some(user) => user.1 = user.1.min(at),
-                None => users.push((run, at)),
+                None => users.push((RunRef::from(&run), at)),
             }
         }
         Ok(users)

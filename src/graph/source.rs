@@ -34,6 +34,25 @@ impl RunInfo {
     }
 }
 
+/// A run as a reader sees it: enough to decide whether and from when it is tainted. Its
+/// description is read with [`Source::run`] only when it joins the blast radius.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunRef {
+    pub id: RunId,
+    pub started_at: Micros,
+    pub finished_at: Micros,
+}
+
+impl From<&RunInfo> for RunRef {
+    fn from(run: &RunInfo) -> Self {
+        Self {
+            id: run.id,
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArtifactInfo {
     pub id: ArtifactId,
@@ -87,7 +106,7 @@ pub enum ArtifactRead {
 }
 
 /// A run that read an artifact with a given digest: how, which artifact, and when.
-pub type DigestRead = (RunInfo, ArtifactRead, ArtifactId, Micros);
+pub type DigestRead = (RunRef, ArtifactRead, ArtifactId, Micros);
 
 /// The lookups a trace needs. Every method is one indexed query in the store.
 pub trait Source {
@@ -136,25 +155,25 @@ pub trait Source {
     fn artifact_readers(
         &mut self,
         artifact: ArtifactId,
-    ) -> Result<Vec<(RunInfo, ArtifactRead, Micros)>, Self::Error>;
+    ) -> Result<Vec<(RunRef, ArtifactRead, Micros)>, Self::Error>;
     /// Runs that read the mount at or after `since`, with the read time.
     fn mount_readers(
         &mut self,
         mount: MountId,
         since: Micros,
-    ) -> Result<Vec<(RunInfo, Micros)>, Self::Error>;
+    ) -> Result<Vec<(RunRef, Micros)>, Self::Error>;
     /// Times the mount was purged (including prunes of its whole builder), ascending.
     fn mount_purges(&mut self, mount: MountId) -> Result<Vec<Micros>, Self::Error>;
     /// Times the builder's cache was pruned, ascending.
     fn builder_purges(&mut self, builder: BuilderId) -> Result<Vec<Micros>, Self::Error>;
     /// Runs that reused this builder record, with the reuse time.
-    fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunInfo, Micros)>, Self::Error>;
+    fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, Self::Error>;
     /// Runs on the builder without record-level evidence that finished at or after `since`.
     fn unverified_builder_runs(
         &mut self,
         builder: BuilderId,
         since: Micros,
-    ) -> Result<Vec<RunInfo>, Self::Error>;
+    ) -> Result<Vec<RunRef>, Self::Error>;
     /// Runs with record-level evidence that created or reused one of the builder's records at
     /// or after `since`, each with its earliest such event time (for a seeded builder, whose
     /// whole cache is suspect).
@@ -162,7 +181,7 @@ pub trait Source {
         &mut self,
         builder: BuilderId,
         since: Micros,
-    ) -> Result<Vec<(RunInfo, Micros)>, Self::Error>;
+    ) -> Result<Vec<(RunRef, Micros)>, Self::Error>;
 
     // Description, for output.
     fn artifact(&mut self, artifact: ArtifactId) -> Result<ArtifactInfo, Self::Error>;

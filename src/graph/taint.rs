@@ -22,7 +22,7 @@ use super::result::{
 use super::seeds::{CacheRefSeed, DigestSeed, Seeds};
 use super::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestRead, MountId, MountInfo,
-    RecordId, RecordInfo, RunId, RunInfo, Source, Write,
+    RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
 };
 use crate::model::RunStatus;
 use crate::time::Micros;
@@ -267,8 +267,10 @@ impl<S: Source> Tracer<'_, S> {
 
     fn seed_run(&mut self, run: RunInfo) -> Result<(), S::Error> {
         let at = run.started_at;
+        let run_ref = RunRef::from(&run);
+        self.run_node(run_ref.id, Some(run))?;
         let node = self.taint_run(
-            run,
+            run_ref,
             Label {
                 tainted_at: at,
                 via: Via::Seed,
@@ -532,7 +534,7 @@ impl<S: Source> Tracer<'_, S> {
 
     fn taint_reader(
         &mut self,
-        run: RunInfo,
+        run: RunRef,
         read: ArtifactRead,
         artifact: ArtifactId,
         from: NodeIndex,
@@ -609,10 +611,7 @@ impl<S: Source> Tracer<'_, S> {
             Entity::Mount(mount) => (self.source.mount_readers(mount.id, since)?, Via::MountRead),
             Entity::Builder(builder) => {
                 let runs = self.source.unverified_builder_runs(builder.id, since)?;
-                let runs = runs.into_iter().map(|run| {
-                    let finished = run.finished_at;
-                    (run, finished)
-                });
+                let runs = runs.into_iter().map(|run| (run, run.finished_at));
                 (runs.collect(), Via::BuilderCacheUnverified)
             }
             _ => return Ok(()),
@@ -709,25 +708,33 @@ impl<S: Source> Tracer<'_, S> {
 
     fn taint_run(
         &mut self,
-        run: RunInfo,
+        run: RunRef,
         label: Label,
         reader: Option<(Micros, Micros)>,
     ) -> Result<NodeIndex, S::Error> {
-        let node = match self.nodes.get(&Key::Run(run.id)) {
-            Some(&node) => node,
-            None => {
-                let builder = run.builder.map(|b| self.builder_name(b)).transpose()?;
-                self.node(Key::Run(run.id), || Node {
-                    name: run_name(&run),
-                    entity: Entity::Run { info: run, builder },
-                    seed: None,
-                    label: None,
-                    purges: Vec::new(),
-                })
-            }
-        };
+        let node = self.run_node(run.id, None)?;
         self.relax(node, label, reader);
         Ok(node)
+    }
+
+    /// The run's node; a run met for the first time is described from `info`, or else from
+    /// the source.
+    fn run_node(&mut self, run: RunId, info: Option<RunInfo>) -> Result<NodeIndex, S::Error> {
+        if let Some(&node) = self.nodes.get(&Key::Run(run)) {
+            return Ok(node);
+        }
+        let info = match info {
+            Some(info) => info,
+            None => self.source.run(run)?,
+        };
+        let builder = info.builder.map(|b| self.builder_name(b)).transpose()?;
+        Ok(self.node(Key::Run(run), || Node {
+            name: run_name(&info),
+            entity: Entity::Run { info, builder },
+            seed: None,
+            label: None,
+            purges: Vec::new(),
+        }))
     }
 
     /// Offers a label to a node and records the evidence edge; queues the node's expansion

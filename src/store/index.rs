@@ -16,7 +16,7 @@ use super::write::kind;
 use super::{Store, StoreError, sql_error};
 use crate::graph::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestRead, MountId, MountInfo,
-    RecordId, RecordInfo, RunId, RunInfo, Source, Write,
+    RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
 };
 use crate::model::{Backend, RunKey, RunStatus};
 use crate::time::Micros;
@@ -692,8 +692,17 @@ impl Index {
         })
     }
 
-    fn event_run(&self, event: u32) -> Option<RunInfo> {
-        self.run(i64::from(self.events.run[event as usize]))
+    fn run_ref(&self, id: u32) -> Option<RunRef> {
+        let row = self.tables.runs.get(id as usize).filter(|r| r.present)?;
+        Some(RunRef {
+            id: i64::from(id),
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+        })
+    }
+
+    fn event_run(&self, event: u32) -> Option<RunRef> {
+        self.run_ref(self.events.run[event as usize])
     }
 
     fn artifact(&self, id: ArtifactId) -> Option<ArtifactInfo> {
@@ -741,7 +750,7 @@ impl Index {
             .collect()
     }
 
-    fn artifact_readers(&self, artifact: ArtifactId) -> Vec<(RunInfo, ArtifactRead, Micros)> {
+    fn artifact_readers(&self, artifact: ArtifactId) -> Vec<(RunRef, ArtifactRead, Micros)> {
         self.events
             .artifact_reads
             .get(artifact)
@@ -756,7 +765,7 @@ impl Index {
             .collect()
     }
 
-    fn timed_readers(&self, events: &[u32], since: Micros) -> Vec<(RunInfo, Micros)> {
+    fn timed_readers(&self, events: &[u32], since: Micros) -> Vec<(RunRef, Micros)> {
         events
             .iter()
             .filter(|&&e| self.events.at[e as usize] >= since)
@@ -877,7 +886,7 @@ impl Source for TraceSource<'_> {
     fn artifact_readers(
         &mut self,
         artifact: ArtifactId,
-    ) -> Result<Vec<(RunInfo, ArtifactRead, Micros)>, StoreError> {
+    ) -> Result<Vec<(RunRef, ArtifactRead, Micros)>, StoreError> {
         match self.index()? {
             Some(index) => Ok(index.artifact_readers(artifact)),
             None => self.store.artifact_readers(artifact),
@@ -888,7 +897,7 @@ impl Source for TraceSource<'_> {
         &mut self,
         mount: MountId,
         since: Micros,
-    ) -> Result<Vec<(RunInfo, Micros)>, StoreError> {
+    ) -> Result<Vec<(RunRef, Micros)>, StoreError> {
         let Some(index) = self.index()? else {
             return self.store.mount_readers(mount, since);
         };
@@ -921,7 +930,7 @@ impl Source for TraceSource<'_> {
         }
     }
 
-    fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunInfo, Micros)>, StoreError> {
+    fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, StoreError> {
         match self.index()? {
             Some(index) => {
                 Ok(index.timed_readers(index.events.record_reuses.get(record), Micros::MIN))
@@ -934,7 +943,7 @@ impl Source for TraceSource<'_> {
         &mut self,
         builder: BuilderId,
         since: Micros,
-    ) -> Result<Vec<RunInfo>, StoreError> {
+    ) -> Result<Vec<RunRef>, StoreError> {
         let Some(index) = self.index()? else {
             return self.store.unverified_builder_runs(builder, since);
         };
@@ -947,7 +956,7 @@ impl Source for TraceSource<'_> {
         Ok(runs[first..]
             .iter()
             .filter(|&&r| index.tables.runs[r as usize].finished_at >= since)
-            .filter_map(|&r| index.run(i64::from(r)))
+            .filter_map(|&r| index.run_ref(r))
             .collect())
     }
 
@@ -955,7 +964,7 @@ impl Source for TraceSource<'_> {
         &mut self,
         builder: BuilderId,
         since: Micros,
-    ) -> Result<Vec<(RunInfo, Micros)>, StoreError> {
+    ) -> Result<Vec<(RunRef, Micros)>, StoreError> {
         // Asked once per seeded builder: the query is cheap enough.
         self.store.builder_record_users(builder, since)
     }

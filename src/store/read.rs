@@ -8,7 +8,7 @@ use super::write::kind;
 use super::{Store, StoreError, sql_error};
 use crate::graph::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestRead, MountId, MountInfo,
-    RecordId, RecordInfo, RunId, RunInfo, Source, Write,
+    RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
 };
 use crate::model::{
     Artifact, Backend, BuilderInfo as BuilderDesc, BuilderRecord, Digest, Driver, MountUse,
@@ -529,7 +529,7 @@ impl Source for Store {
             .query_map([digest], |row| {
                 let kind: String = row.get(9)?;
                 Ok((
-                    run_from_row(row)?,
+                    RunRef::from(&run_from_row(row)?),
                     read_kind(&kind),
                     row.get(11)?,
                     row.get(10)?,
@@ -542,11 +542,11 @@ impl Source for Store {
     fn artifact_readers(
         &mut self,
         artifact: ArtifactId,
-    ) -> Result<Vec<(RunInfo, ArtifactRead, Micros)>, StoreError> {
+    ) -> Result<Vec<(RunRef, ArtifactRead, Micros)>, StoreError> {
         Ok(self
             .event_runs("'imported', 'used_base'", artifact, i64::MIN)?
             .into_iter()
-            .map(|(run, kind, at)| (run, read_kind(&kind), at))
+            .map(|(run, kind, at)| (RunRef::from(&run), read_kind(&kind), at))
             .collect())
     }
 
@@ -554,11 +554,11 @@ impl Source for Store {
         &mut self,
         mount: MountId,
         since: Micros,
-    ) -> Result<Vec<(RunInfo, Micros)>, StoreError> {
+    ) -> Result<Vec<(RunRef, Micros)>, StoreError> {
         Ok(self
             .event_runs("'read_mount'", mount, since)?
             .into_iter()
-            .map(|(run, _, at)| (run, at))
+            .map(|(run, _, at)| (RunRef::from(&run), at))
             .collect())
     }
 
@@ -590,11 +590,11 @@ impl Source for Store {
         rows.map_err(|e| self.err(e))
     }
 
-    fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunInfo, Micros)>, StoreError> {
+    fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, StoreError> {
         Ok(self
             .event_runs("'reused_record'", record, i64::MIN)?
             .into_iter()
-            .map(|(run, _, at)| (run, at))
+            .map(|(run, _, at)| (RunRef::from(&run), at))
             .collect())
     }
 
@@ -602,7 +602,7 @@ impl Source for Store {
         &mut self,
         builder: BuilderId,
         since: Micros,
-    ) -> Result<Vec<RunInfo>, StoreError> {
+    ) -> Result<Vec<RunRef>, StoreError> {
         // Runs are indexed by (builder, start); a run that finished after `since` started no
         // earlier than `since` minus the longest run on the builder, which bounds the scan.
         let longest: Option<i64> = self
@@ -614,17 +614,21 @@ impl Source for Store {
             )
             .map_err(|e| self.err(e))?;
         let lower = since.saturating_sub(longest.unwrap_or(0));
-        self.runs_query(
-            "WHERE r.builder_id = ?1 AND r.started_at >= ?2 AND r.finished_at >= ?3 AND r.has_records = 0",
-            params![builder, lower, since],
-        )
+        Ok(self
+            .runs_query(
+                "WHERE r.builder_id = ?1 AND r.started_at >= ?2 AND r.finished_at >= ?3 AND r.has_records = 0",
+                params![builder, lower, since],
+            )?
+            .iter()
+            .map(RunRef::from)
+            .collect())
     }
 
     fn builder_record_users(
         &mut self,
         builder: BuilderId,
         since: Micros,
-    ) -> Result<Vec<(RunInfo, Micros)>, StoreError> {
+    ) -> Result<Vec<(RunRef, Micros)>, StoreError> {
         let sql = format!(
             "SELECT {RUN_COLUMNS}, min(e.at) FROM builder_records br
              CROSS JOIN events e ON e.kind IN ('created_record', 'reused_record') AND e.target = br.id
@@ -635,7 +639,7 @@ impl Source for Store {
         let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(params![builder, since], |row| {
-                Ok((run_from_row(row)?, row.get(9)?))
+                Ok((RunRef::from(&run_from_row(row)?), row.get(9)?))
             })
             .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
         rows.map_err(|e| self.err(e))
