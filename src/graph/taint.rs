@@ -512,11 +512,18 @@ impl<S: Source> Tracer<'_, S> {
         if !takes_over {
             return;
         }
-        let artifacts = state.artifacts.clone();
+        let count = state.artifacts.len();
         self.digests.get_mut(digest).expect("loaded").origin = Some(node);
         let at = self.graph[node].label.expect("tainted").tainted_at;
-        for info in artifacts {
-            let copy = self.artifact_node_from(info);
+        for i in 0..count {
+            let id = self.digests[digest].artifacts[i].id;
+            let copy = match self.nodes.get(&Key::Artifact(id)) {
+                Some(&copy) => copy,
+                None => {
+                    let info = self.digests[digest].artifacts[i].clone();
+                    self.artifact_node_from(info)
+                }
+            };
             if copy != node {
                 self.relax(
                     copy,
