@@ -141,24 +141,17 @@ pub enum Entity {
 }
 
 impl Entity {
-    /// The output groups this entity is listed in.
-    pub fn kinds(&self) -> Vec<Kind> {
+    /// Whether output lists the entity under `kind`.
+    pub fn is(&self, kind: Kind) -> bool {
         match self {
-            Self::Run { .. } => vec![Kind::Run],
+            Self::Run { .. } => kind == Kind::Run,
             Self::Artifact { cache, image, .. } => {
-                let mut kinds = Vec::new();
-                if *cache {
-                    kinds.push(Kind::CacheRef);
-                }
-                if *image {
-                    kinds.push(Kind::Image);
-                }
-                kinds
+                (kind == Kind::CacheRef && *cache) || (kind == Kind::Image && *image)
             }
-            Self::Mount(_) => vec![Kind::Mount],
-            Self::Builder(_) => vec![Kind::Builder],
-            Self::Record { .. } => vec![Kind::Record],
-            Self::Digest(_) => Vec::new(),
+            Self::Mount(_) => kind == Kind::Mount,
+            Self::Builder(_) => kind == Kind::Builder,
+            Self::Record { .. } => kind == Kind::Record,
+            Self::Digest(_) => false,
         }
     }
 
@@ -330,7 +323,7 @@ impl Trace {
         let mut out: Vec<Tainted<'_>> = self
             .graph
             .node_indices()
-            .filter(|&i| self.graph[i].entity.kinds().contains(&kind))
+            .filter(|&i| self.graph[i].entity.is(kind))
             .filter_map(|i| self.entry(i))
             .collect();
         out.sort_by(|a, b| (a.tainted_at, a.name).cmp(&(b.tainted_at, b.name)));
