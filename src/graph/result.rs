@@ -332,7 +332,10 @@ impl Trace {
 
     /// Whether nothing at all is tainted.
     pub fn is_empty(&self) -> bool {
-        Kind::ALL.iter().all(|&kind| self.tainted(kind).is_empty())
+        !self
+            .graph
+            .node_weights()
+            .any(|n| n.label.is_some() && Kind::ALL.iter().any(|&kind| n.entity.is(kind)))
     }
 
     /// The node as output lists it, if it is tainted.

@@ -267,10 +267,9 @@ impl<S: Source> Tracer<'_, S> {
 
     fn seed_run(&mut self, run: RunInfo) -> Result<(), S::Error> {
         let at = run.started_at;
-        let run_ref = RunRef::from(&run);
-        self.run_node(run_ref.id, Some(run))?;
-        let node = self.taint_run(
-            run_ref,
+        let node = self.run_node(run.id, Some(run))?;
+        self.relax(
+            node,
             Label {
                 tainted_at: at,
                 via: Via::Seed,
@@ -278,7 +277,7 @@ impl<S: Source> Tracer<'_, S> {
                 at,
             },
             None,
-        )?;
+        );
         self.mark_seed(node, Kind::Run, Some(at));
         Ok(())
     }

@@ -65,11 +65,11 @@ pub fn write_text(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
             n - SEEDS_SHOWN
         )?,
     }
-    let groups: Vec<(Kind, Vec<Tainted<'_>>)> =
-        Kind::ALL.iter().map(|&k| (k, trace.tainted(k))).collect();
-    if groups.iter().all(|(_, entries)| entries.is_empty()) {
+    if trace.is_empty() {
         return writeln!(out, "{EMPTY}");
     }
+    let groups: Vec<(Kind, Vec<Tainted<'_>>)> =
+        Kind::ALL.iter().map(|&k| (k, trace.tainted(k))).collect();
     let counts: Vec<String> = groups
         .iter()
         .map(|(k, entries)| count(entries.len(), *k))

@@ -765,10 +765,10 @@ impl Index {
             .collect()
     }
 
-    fn timed_readers(&self, events: &[u32], since: Micros) -> Vec<(RunRef, Micros)> {
+    /// The runs of `events`, with each event's time.
+    fn timed_readers(&self, events: &[u32]) -> Vec<(RunRef, Micros)> {
         events
             .iter()
-            .filter(|&&e| self.events.at[e as usize] >= since)
             .filter_map(|&e| Some((self.event_run(e)?, self.events.at[e as usize])))
             .collect()
     }
@@ -903,7 +903,7 @@ impl Source for TraceSource<'_> {
         };
         let events = index.events.mount_reads.get(mount);
         let first = events.partition_point(|&e| index.events.at[e as usize] < since);
-        Ok(index.timed_readers(&events[first..], since))
+        Ok(index.timed_readers(&events[first..]))
     }
 
     fn mount_purges(&mut self, mount: MountId) -> Result<Vec<Micros>, StoreError> {
@@ -932,9 +932,7 @@ impl Source for TraceSource<'_> {
 
     fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, StoreError> {
         match self.index()? {
-            Some(index) => {
-                Ok(index.timed_readers(index.events.record_reuses.get(record), Micros::MIN))
-            }
+            Some(index) => Ok(index.timed_readers(index.events.record_reuses.get(record))),
             None => self.store.record_reusers(record),
         }
     }
