@@ -159,10 +159,7 @@ pub async fn execute(
         .partition(|r| r.action.kind == ActionKind::DeleteManifest);
     let digests: Vec<&str> = registry_rows
         .iter()
-        .filter_map(|r| match &r.action.target {
-            Target::Manifest { digest, .. } => Some(digest.as_str()),
-            _ => None,
-        })
+        .filter_map(|r| r.action.target.manifest_digest())
         .collect();
     let known = store.lock().expect("store lock").manifest_facts(&digests)?;
     let clients = Arc::new(Clients {

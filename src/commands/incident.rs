@@ -675,10 +675,7 @@ async fn check(
     let digests: Vec<&str> = rows
         .iter()
         .filter(|row| to_check(row))
-        .filter_map(|row| match &row.action.target {
-            Target::Manifest { digest, .. } => Some(digest.as_str()),
-            _ => None,
-        })
+        .filter_map(|row| row.action.target.manifest_digest())
         .collect();
     let known = store.manifest_facts(&digests)?;
     let mut checked: Vec<Option<Result<String, RemoteError>>> =

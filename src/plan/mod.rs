@@ -101,6 +101,16 @@ pub enum Target {
     },
 }
 
+impl Target {
+    /// The digest of a registry manifest target.
+    pub fn manifest_digest(&self) -> Option<&str> {
+        match self {
+            Self::Manifest { digest, .. } => Some(digest),
+            _ => None,
+        }
+    }
+}
+
 /// One planned action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Action {
