@@ -241,6 +241,18 @@ pub(crate) fn confirm(plan: &str, count: usize) -> Result<()> {
 }
 
 /// One journal row as JSON output shows it.
+/// One warning per failed action, with its error.
+pub(crate) fn warn_failed(printer: Printer, rows: &[ActionRow]) {
+    for row in rows.iter().filter(|r| r.state == "failed") {
+        printer.warn(format!(
+            "action {} ({}) failed: {}",
+            row.seq,
+            row.action.kind.as_str(),
+            row.error.as_deref().unwrap_or("")
+        ));
+    }
+}
+
 pub(crate) fn action_json(row: &ActionRow) -> serde_json::Value {
     serde_json::json!({
         "seq": row.seq,
@@ -403,14 +415,7 @@ async fn purge_locked(
         });
         write_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
     } else {
-        for row in rows.iter().filter(|r| r.state == "failed") {
-            printer.warn(format!(
-                "action {} ({}) failed: {}",
-                row.seq,
-                row.action.kind.as_str(),
-                row.error.as_deref().unwrap_or("")
-            ));
-        }
+        warn_failed(printer, &rows);
         printer.status(format!(
             "incident {}: {} done, {} failed, {} done earlier, {} not executed (follow-ups or out of scope); report: cachewarden incident report {}",
             args.id, summary.done, summary.failed, summary.already_done, summary.skipped, args.id

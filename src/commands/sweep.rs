@@ -243,14 +243,7 @@ async fn run(
             write_stdout(&out)?;
         }
     }
-    for row in rows.iter().filter(|r| r.state == "failed") {
-        printer.warn(format!(
-            "action {} ({}) failed: {}",
-            row.seq,
-            row.action.kind.as_str(),
-            row.error.as_deref().unwrap_or("")
-        ));
-    }
+    crate::commands::incident::warn_failed(printer, &rows);
     printer.status(format!(
         "sweep {id}: {} done, {} failed, {} not executed (out of scope); {} bytes reclaimed on builders; report: cachewarden incident report {id}",
         summary.done, summary.failed, summary.skipped, m.bytes_reclaimed
