@@ -331,3 +331,92 @@ fn wrap_refuses_tainted_inputs_while_an_incident_is_open() {
     assert_eq!(report["overrides"][0]["pipeline"], "victim", "{report:#}");
     assert_eq!(report["overrides"][0]["run"], "2");
 }
+
+/// A `--cache-from` tag that another push moves while the build runs: wrap warns, naming the
+/// digest before and after, and records the digest the build resolved before it started.
+#[test]
+fn a_cache_tag_moved_during_the_build_is_warned_about() {
+    if !harness::require_dockerd() || !harness::require_registry() {
+        return;
+    }
+    let registry = Registry::start(RegistryOpts::default());
+    let dockerd = Dockerd::start();
+    let env = Env::new();
+    let reg = registry.host();
+    let base = format!("{reg}/base:1");
+    dockerd.import_busybox(&base);
+    dockerd.run(["push", &base]);
+    let cache = format!("{reg}/app:cache");
+    let app = env.write(
+        "app/Dockerfile",
+        &format!("FROM {base}\nRUN echo app > /app\n"),
+    );
+    let other = env.write(
+        "other/Dockerfile",
+        &format!("FROM {base}\nRUN echo other > /other\n"),
+    );
+    dockerd.build(
+        app.parent().unwrap(),
+        &cache,
+        &["--build-arg", "BUILDKIT_INLINE_CACHE=1"],
+    );
+    dockerd.run(["push", &cache]);
+    dockerd.build(other.parent().unwrap(), "other:1", &[]);
+    let head = |tag: &str| {
+        registry
+            .request(
+                crate::harness::http::Request::new("HEAD", &format!("/v2/app/manifests/{tag}"))
+                    .header(
+                        "Accept",
+                        "application/vnd.docker.distribution.manifest.v2+json",
+                    ),
+            )
+            .header("Docker-Content-Digest")
+            .unwrap()
+            .to_owned()
+    };
+    let before = head("cache");
+
+    // The client the job runs: the real one, and right after the build someone else pushes
+    // another image to the cache tag.
+    let client = env.write(
+        "bin/docker",
+        &format!(
+            "#!/bin/sh\n{docker} \"$@\" || exit $?\n{docker} tag other:1 {cache} >/dev/null\n{docker} push {cache} >/dev/null\n",
+            docker = harness::DOCKER,
+        ),
+    );
+    std::fs::set_permissions(&client, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = env
+        .cmd()
+        .env("DOCKER_HOST", dockerd.host())
+        .env("DOCKER_CONFIG", dockerd.config_dir())
+        .env("DOCKER_BUILDKIT", "1")
+        .args(["wrap", "--pipeline", "victim", "--run", "1", "--"])
+        .arg(&client)
+        .args([
+            "build",
+            "--network=none",
+            "--cache-from",
+            &cache,
+            "-t",
+            "victim:1",
+            app.parent().unwrap().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let after = head("cache");
+    assert_ne!(before, after, "the tag moved");
+    assert!(
+        stderr.contains(&format!(
+            "`{cache}` moved during the build: {before} before, {after} after; recorded {before}"
+        )),
+        "{stderr}"
+    );
+    let victim = run_line(&ok(env.cmd().arg("export")), "victim", "1");
+    let imported = victim["imported"].to_string();
+    assert!(imported.contains(&before), "{victim}");
+    assert!(!imported.contains(&after), "{victim}");
+}
