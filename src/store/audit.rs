@@ -35,18 +35,13 @@ pub struct TagSighting<'a> {
 impl Store {
     /// Repositories of `registry` the store has recorded artifacts in, sorted.
     pub fn recorded_repositories(&self, registry: &str) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT DISTINCT substr(locator, length(?1) + 2) FROM artifacts
+        self.rows(
+            "SELECT DISTINCT substr(locator, length(?1) + 2) FROM artifacts
                  WHERE backend = 'registry' AND substr(locator, 1, length(?1) + 1) = ?1 || '/'
                  ORDER BY 1",
-            )
-            .map_err(|e| sql_error(&self.path, e))?;
-        let rows = stmt
-            .query_map([registry], |row| row.get(0))
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
-        rows.map_err(|e| sql_error(&self.path, e))
+            [registry],
+            |row| row.get(0),
+        )
     }
 
     /// Every digest earlier audits classified in a repository, with its kind.
@@ -55,18 +50,11 @@ impl Store {
         registry: &str,
         repository: &str,
     ) -> Result<HashMap<String, String>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT digest, kind FROM audit_manifests WHERE registry = ?1 AND repository = ?2",
-            )
-            .map_err(|e| sql_error(&self.path, e))?;
-        let rows = stmt
-            .query_map(params![registry, repository], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-            .and_then(|rows| rows.collect::<Result<HashMap<_, _>, _>>());
-        rows.map_err(|e| sql_error(&self.path, e))
+        self.rows(
+            "SELECT digest, kind FROM audit_manifests WHERE registry = ?1 AND repository = ?2",
+            params![registry, repository],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
     }
 
     /// The digest each tag pointed at when last audited.
@@ -75,18 +63,12 @@ impl Store {
         registry: &str,
         repository: &str,
     ) -> Result<HashMap<String, String>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT tag, digest, max(last_seen) FROM audit_tags WHERE registry = ?1 AND repository = ?2 GROUP BY tag",
-            )
-            .map_err(|e| sql_error(&self.path, e))?;
-        let rows = stmt
-            .query_map(params![registry, repository], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-            .and_then(|rows| rows.collect::<Result<HashMap<_, _>, _>>());
-        rows.map_err(|e| sql_error(&self.path, e))
+        self.rows(
+            "SELECT tag, digest, max(last_seen) FROM audit_tags
+             WHERE registry = ?1 AND repository = ?2 GROUP BY tag",
+            params![registry, repository],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
     }
 
     /// What the store knows about a repository: recorded exports, imports and products, and

@@ -78,16 +78,11 @@ impl Store {
 
     /// Every digest an incident holds tainted, sorted.
     pub fn incident_digests(&self, incident: i64) -> Result<Vec<(String, String)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT digest, name FROM incident_digests WHERE incident_id = ?1 ORDER BY digest",
-            )
-            .map_err(|e| sql_error(&self.path, e))?;
-        let rows = stmt
-            .query_map([incident], |row| Ok((row.get(0)?, row.get(1)?)))
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
-        rows.map_err(|e| sql_error(&self.path, e))
+        self.rows(
+            "SELECT digest, name FROM incident_digests WHERE incident_id = ?1 ORDER BY digest",
+            [incident],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
     }
 
     /// Records a build that went ahead with `--allow-tainted`.
@@ -110,14 +105,11 @@ impl Store {
 
     /// Overrides recorded against an incident.
     pub fn overrides(&self, incident: i64) -> Result<Vec<OverrideRow>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT digest, pipeline, run_key, at, by FROM containment_overrides WHERE incident_id = ?1 ORDER BY id",
-            )
-            .map_err(|e| sql_error(&self.path, e))?;
-        let rows = stmt
-            .query_map([incident], |row| {
+        self.rows(
+            "SELECT digest, pipeline, run_key, at, by FROM containment_overrides
+             WHERE incident_id = ?1 ORDER BY id",
+            [incident],
+            |row| {
                 Ok((
                     row.get(0)?,
                     row.get(1)?,
@@ -125,9 +117,8 @@ impl Store {
                     row.get(3)?,
                     row.get(4)?,
                 ))
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
-        rows.map_err(|e| sql_error(&self.path, e))
+            },
+        )
     }
 
     pub fn record_verification(

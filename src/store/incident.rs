@@ -143,46 +143,38 @@ impl Store {
     }
 
     pub fn actions(&self, incident: i64) -> Result<Vec<ActionRow>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, seq, kind, place, target, reason, in_scope, state, attempts, outcome, error,
-                        started_at, finished_at, duration_us
-                 FROM actions WHERE incident_id = ?1 ORDER BY seq",
-            )
-            .map_err(|e| sql_error(&self.path, e))?;
-        let rows = stmt
-            .query_map([incident], |row| {
-                let kind: String = row.get(2)?;
-                let target: String = row.get(4)?;
-                let target: Target = serde_json::from_str(&target).map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        4,
-                        rusqlite::types::Type::Text,
-                        Box::new(e),
-                    )
-                })?;
-                Ok(ActionRow {
-                    id: row.get(0)?,
-                    seq: row.get(1)?,
-                    action: Action {
-                        kind: ActionKind::parse(&kind).unwrap_or(ActionKind::FollowUp),
-                        place: row.get(3)?,
-                        target,
-                        reason: row.get(5)?,
-                        in_scope: row.get(6)?,
-                    },
-                    state: row.get(7)?,
-                    attempts: row.get(8)?,
-                    outcome: row.get(9)?,
-                    error: row.get(10)?,
-                    started_at: row.get(11)?,
-                    finished_at: row.get(12)?,
-                    duration_us: row.get(13)?,
-                })
+        let sql = "SELECT id, seq, kind, place, target, reason, in_scope, state, attempts, outcome,
+                          error, started_at, finished_at, duration_us
+                   FROM actions WHERE incident_id = ?1 ORDER BY seq";
+        self.rows(sql, [incident], |row| {
+            let kind: String = row.get(2)?;
+            let target: String = row.get(4)?;
+            let target: Target = serde_json::from_str(&target).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    4,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?;
+            Ok(ActionRow {
+                id: row.get(0)?,
+                seq: row.get(1)?,
+                action: Action {
+                    kind: ActionKind::parse(&kind).unwrap_or(ActionKind::FollowUp),
+                    place: row.get(3)?,
+                    target,
+                    reason: row.get(5)?,
+                    in_scope: row.get(6)?,
+                },
+                state: row.get(7)?,
+                attempts: row.get(8)?,
+                outcome: row.get(9)?,
+                error: row.get(10)?,
+                started_at: row.get(11)?,
+                finished_at: row.get(12)?,
+                duration_us: row.get(13)?,
             })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
-        rows.map_err(|e| sql_error(&self.path, e))
+        })
     }
 
     /// Records how an action ended, committed at once. An action interrupted before this

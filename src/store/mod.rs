@@ -264,6 +264,20 @@ impl Store {
     fn sql(&self, source: rusqlite::Error) -> StoreError {
         sql_error(&self.path, source)
     }
+
+    /// Every row `sql` returns, each read by `read`, collected (into a `Vec`, a map, ...).
+    fn rows<T, C: FromIterator<T>>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        read: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<C, StoreError> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map(params, read)
+            .and_then(|rows| rows.collect::<Result<C, _>>());
+        rows.map_err(|e| self.sql(e))
+    }
 }
 
 fn is_busy_migration(err: &rusqlite_migration::Error) -> bool {

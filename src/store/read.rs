@@ -315,11 +315,7 @@ impl Store {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs r JOIN pipelines p ON p.id = r.pipeline_id {where_clause}"
         );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params, run_from_row)
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
-        rows.map_err(|e| self.err(e))
+        self.rows(&sql, params, run_from_row)
     }
 
     fn artifacts_query(
@@ -328,11 +324,7 @@ impl Store {
         params: impl rusqlite::Params,
     ) -> Result<Vec<ArtifactInfo>, StoreError> {
         let sql = format!("SELECT {ARTIFACT_COLUMNS} FROM artifacts a {where_clause}");
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params, artifact_from_row)
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
-        rows.map_err(|e| self.err(e))
+        self.rows(&sql, params, artifact_from_row)
     }
 
     /// Runs joined with events of the given kinds on one target, with the event time.
@@ -347,13 +339,9 @@ impl Store {
              JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
              WHERE e.kind IN ({kinds}) AND e.target = ?1 AND e.at >= ?2"
         );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![target, since], |row| {
-                Ok((run_from_row(row)?, row.get(9)?, row.get(10)?))
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
-        rows.map_err(|e| self.err(e))
+        self.rows(&sql, params![target, since], |row| {
+            Ok((run_from_row(row)?, row.get(9)?, row.get(10)?))
+        })
     }
 }
 
@@ -436,17 +424,8 @@ impl Source for Store {
         builder: &str,
         mount_id: &str,
     ) -> Result<Vec<MountInfo>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT m.id, m.builder_id, b.name, m.namespace, m.mount_id FROM mounts m
-                 JOIN builders b ON b.id = m.builder_id WHERE b.name = ?1 AND m.mount_id = ?2 ORDER BY m.id",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![builder, mount_id], mount_from_row)
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
-        rows.map_err(|e| self.err(e))
+        self.rows("SELECT m.id, m.builder_id, b.name, m.namespace, m.mount_id FROM mounts m
+                 JOIN builders b ON b.id = m.builder_id WHERE b.name = ?1 AND m.mount_id = ?2 ORDER BY m.id", params![builder, mount_id], mount_from_row)
     }
 
     fn builder_by_name(&mut self, name: &str) -> Result<Option<BuilderInfo>, StoreError> {
@@ -492,15 +471,11 @@ impl Source for Store {
     }
 
     fn writes(&mut self, run: RunId) -> Result<Vec<(Write, Micros)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT kind, target, at FROM events WHERE run_id = ?1
+        self.rows(
+            "SELECT kind, target, at FROM events WHERE run_id = ?1
                  AND kind IN ('exported', 'produced', 'wrote_mount', 'created_record')",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([run], |row| {
+            [run],
+            |row| {
                 let kind: String = row.get(0)?;
                 let target: i64 = row.get(1)?;
                 let write = match kind.as_str() {
@@ -510,9 +485,8 @@ impl Source for Store {
                     _ => Write::CreatedRecord(target),
                 };
                 Ok((write, row.get(2)?))
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
-        rows.map_err(|e| self.err(e))
+            },
+        )
     }
 
     fn digest_readers(&mut self, digest: &str) -> Result<Vec<DigestRead>, StoreError> {
@@ -524,19 +498,15 @@ impl Source for Store {
              JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
              WHERE a.digest = ?1 AND a.digest <> ''"
         );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([digest], |row| {
-                let kind: String = row.get(9)?;
-                Ok((
-                    RunRef::from(&run_from_row(row)?),
-                    read_kind(&kind),
-                    row.get(11)?,
-                    row.get(10)?,
-                ))
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
-        rows.map_err(|e| self.err(e))
+        self.rows(&sql, [digest], |row| {
+            let kind: String = row.get(9)?;
+            Ok((
+                RunRef::from(&run_from_row(row)?),
+                read_kind(&kind),
+                row.get(11)?,
+                row.get(10)?,
+            ))
+        })
     }
 
     fn artifact_readers(
@@ -563,31 +533,17 @@ impl Source for Store {
     }
 
     fn mount_purges(&mut self, mount: MountId) -> Result<Vec<Micros>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT at FROM purges WHERE (kind = 'mount' AND mount = ?1)
+        self.rows("SELECT at FROM purges WHERE (kind = 'mount' AND mount = ?1)
                     OR (kind = 'builder' AND builder_id = (SELECT builder_id FROM mounts WHERE id = ?1))
-                 ORDER BY at",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([mount], |row| row.get(0))
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
-        rows.map_err(|e| self.err(e))
+                 ORDER BY at", [mount], |row| row.get(0))
     }
 
     fn builder_purges(&mut self, builder: BuilderId) -> Result<Vec<Micros>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT at FROM purges WHERE kind = 'builder' AND builder_id = ?1 ORDER BY at",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([builder], |row| row.get(0))
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
-        rows.map_err(|e| self.err(e))
+        self.rows(
+            "SELECT at FROM purges WHERE kind = 'builder' AND builder_id = ?1 ORDER BY at",
+            [builder],
+            |row| row.get(0),
+        )
     }
 
     fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, StoreError> {
@@ -636,13 +592,9 @@ impl Source for Store {
              WHERE br.builder_id = ?1 AND e.at >= ?2 AND r.has_records = 1
              GROUP BY r.id"
         );
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![builder, since], |row| {
-                Ok((RunRef::from(&run_from_row(row)?), row.get(9)?))
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>());
-        rows.map_err(|e| self.err(e))
+        self.rows(&sql, params![builder, since], |row| {
+            Ok((RunRef::from(&run_from_row(row)?), row.get(9)?))
+        })
     }
 
     fn artifact(&mut self, artifact: ArtifactId) -> Result<ArtifactInfo, StoreError> {

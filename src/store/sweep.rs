@@ -60,17 +60,12 @@ impl Store {
     }
 
     fn done_targets(&self) -> Result<DoneTargets, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT target, finished_at FROM actions
+        let rows: Vec<(String, Option<Micros>)> = self.rows(
+            "SELECT target, finished_at FROM actions
                  WHERE state = 'done' AND kind IN ('delete-manifest', 'prune-builder')",
-            )
-            .map_err(|e| sql_error(&self.path, e))?;
-        let rows: Vec<(String, Option<Micros>)> = stmt
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| sql_error(&self.path, e))?;
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
         let mut done = DoneTargets::default();
         for (target, finished) in rows {
             let at = finished.unwrap_or(Micros::MAX);
@@ -147,10 +142,8 @@ impl Store {
         done: &DoneTargets,
     ) -> Result<Vec<CacheRefCandidate>, StoreError> {
         let mut pipelines = self.pipelines_by_target("'exported'")?;
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT a.id, a.locator, a.digest,
+        type Row = (i64, String, String, Option<String>, Micros, Micros);
+        let sql = "SELECT a.id, a.locator, a.digest,
                     (SELECT group_concat(tag, char(31)) FROM
                         (SELECT tag FROM artifact_tags t WHERE t.artifact_id = a.id ORDER BY tag)),
                     (SELECT max(e.at) FROM events e WHERE e.kind = 'exported' AND e.target = a.id),
@@ -159,23 +152,17 @@ impl Store {
                  WHERE a.backend = 'registry' AND a.digest <> ''
                    AND EXISTS (SELECT 1 FROM events e WHERE e.kind = 'exported' AND e.target = a.id)
                    AND NOT EXISTS (SELECT 1 FROM events e WHERE e.kind = 'produced' AND e.target = a.id)
-                 ORDER BY a.locator, a.digest",
-            )
-            .map_err(|e| sql_error(&self.path, e))?;
-        type Row = (i64, String, String, Option<String>, Micros, Micros);
-        let rows: Vec<Row> = stmt
-            .query_map([], |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                    row.get(5)?,
-                ))
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| sql_error(&self.path, e))?;
+                 ORDER BY a.locator, a.digest";
+        let rows: Vec<Row> = self.rows(sql, [], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+            ))
+        })?;
         let mut out = Vec::with_capacity(rows.len());
         for (id, locator, digest, tags, last_write, last_use) in rows {
             let Some((registry, repository)) = locator.split_once('/') else {
@@ -206,28 +193,20 @@ impl Store {
 
     fn mount_candidates(&self) -> Result<Vec<MountCandidate>, StoreError> {
         let pipelines = self.pipelines_by_target("'read_mount', 'wrote_mount'")?;
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT m.id, b.name, m.mount_id,
+        type Row = (i64, String, String, Option<Micros>, Option<Micros>);
+        let sql = "SELECT m.id, b.name, m.mount_id,
                     (SELECT max(e.at) FROM events e WHERE e.kind IN ('read_mount', 'wrote_mount') AND e.target = m.id),
                     (SELECT max(u.at) FROM purges u WHERE u.kind = 'mount' AND u.mount = m.id)
-                 FROM mounts m JOIN builders b ON b.id = m.builder_id",
-            )
-            .map_err(|e| sql_error(&self.path, e))?;
-        type Row = (i64, String, String, Option<Micros>, Option<Micros>);
-        let rows: Vec<Row> = stmt
-            .query_map([], |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                ))
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| sql_error(&self.path, e))?;
+                 FROM mounts m JOIN builders b ON b.id = m.builder_id";
+        let rows: Vec<Row> = self.rows(sql, [], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
+        })?;
         // One mount id can be stored under several namespaces: a sweep prunes the id.
         #[derive(Default)]
         struct Merged {
@@ -264,15 +243,6 @@ impl Store {
 
     fn record_candidates(&self, done: &DoneTargets) -> Result<Vec<RecordCandidate>, StoreError> {
         let mut pipelines = self.pipelines_by_target("'created_record', 'reused_record'")?;
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT br.id, b.name, br.record_id, br.size, br.last_used_at, br.created_at,
-                    (SELECT max(e.at) FROM events e WHERE e.kind IN ('created_record', 'reused_record') AND e.target = br.id)
-                 FROM builder_records br JOIN builders b ON b.id = br.builder_id
-                 ORDER BY b.name, br.record_id",
-            )
-            .map_err(|e| sql_error(&self.path, e))?;
         type Row = (
             i64,
             String,
@@ -282,20 +252,21 @@ impl Store {
             Option<Micros>,
             Option<Micros>,
         );
-        let rows: Vec<Row> = stmt
-            .query_map([], |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                    row.get(5)?,
-                    row.get(6)?,
-                ))
-            })
-            .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| sql_error(&self.path, e))?;
+        let sql = "SELECT br.id, b.name, br.record_id, br.size, br.last_used_at, br.created_at,
+                    (SELECT max(e.at) FROM events e WHERE e.kind IN ('created_record', 'reused_record') AND e.target = br.id)
+                 FROM builder_records br JOIN builders b ON b.id = br.builder_id
+                 ORDER BY b.name, br.record_id";
+        let rows: Vec<Row> = self.rows(sql, [], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+                row.get(6)?,
+            ))
+        })?;
         let mut out = Vec::with_capacity(rows.len());
         for (id, builder, record_id, size, last_used_at, created_at, event_at) in rows {
             let Some(last_use) = [last_used_at, created_at, event_at]
