@@ -6,8 +6,10 @@
 # Generates a synthetic fleet (default 1,000,000 runs, 5,000 pipelines, 200 builders, 50,000
 # mount ids), imports it, then for each pipeline (default: p17, a leaf pipeline, and p50, which
 # builds a base image others use) times:
-#   - `cachewarden trace --pipeline P` (time-aware), wall time and peak memory, closure size;
-#   - `cachewarden trace --pipeline P --ignore-time`;
+#   - `cachewarden trace --pipeline P --format json` (time-aware), wall time and peak memory,
+#     closure size; then ROUNDS more runs (default 3) as JSON and as text (the default format),
+#     each reported as median, min and max;
+#   - `cachewarden trace --pipeline P --ignore-time`, the same way;
 #   - a recursive CTE computing the time-blind closure from the same seeds in sqlite3
 #     (with a timeout), and the ratio.
 set -euo pipefail
@@ -17,6 +19,7 @@ shift || true
 pipelines=("$@")
 [ ${#pipelines[@]} -gt 0 ] || pipelines=(p17 p50)
 cte_timeout=${CTE_TIMEOUT:-600}
+rounds=${ROUNDS:-3}
 cargo build --release --quiet
 bin=${CARGO_TARGET_DIR:-target}/release/cachewarden
 work=${BENCH_DIR:-$(mktemp -d)}
@@ -42,13 +45,25 @@ measure() { # label, command...
     echo "$label: ${stats% *} s wall, ${stats#* } KiB peak, closure ${size% *} entities (${size#* } runs)"
 }
 
+# Median, min and max wall time of `rounds` runs of a command, output written to a file.
+timed() {
+    local times=()
+    for _ in $(seq "$rounds"); do
+        /usr/bin/time -o "$work/time.txt" -f "%e" "$@" >"$work/timed.out" 2>/dev/null
+        times+=("$(tail -1 "$work/time.txt")")
+    done
+    printf '%s\n' "${times[@]}" | sort -n | awk '{t[NR] = $1} END {print t[int((NR + 1) / 2)], t[1], t[NR]}'
+}
+
 for p in "${pipelines[@]}"; do
     measure "trace $p" "$bin" --db "$db" trace --pipeline "$p" --format json
-    /usr/bin/time -o "$work/time.txt" -f "%e" "$bin" --db "$db" trace --pipeline "$p" --format json >/dev/null 2>&1
-    t_aware=$(tail -1 "$work/time.txt")
+    read -r t_aware low high < <(timed "$bin" --db "$db" trace --pipeline "$p" --format json)
+    echo "trace $p --format json, $rounds runs: median $t_aware s (min $low, max $high)"
+    read -r t_text low high < <(timed "$bin" --db "$db" trace --pipeline "$p")
+    echo "trace $p (text), $rounds runs: median $t_text s (min $low, max $high)"
     measure "trace $p --ignore-time" "$bin" --db "$db" trace --pipeline "$p" --ignore-time --format json
-    /usr/bin/time -o "$work/time.txt" -f "%e" "$bin" --db "$db" trace --pipeline "$p" --ignore-time --format json >/dev/null 2>&1
-    t_blind=$(tail -1 "$work/time.txt")
+    read -r t_blind low high < <(timed "$bin" --db "$db" trace --pipeline "$p" --ignore-time --format json)
+    echo "trace $p --ignore-time --format json, $rounds runs: median $t_blind s (min $low, max $high)"
     start=$(date +%s.%N)
     if cte=$(sed "s/@PIPELINE@/$p/" benches/closure.sql | timeout "$cte_timeout" sqlite3 "$db"); then
         end=$(date +%s.%N)
