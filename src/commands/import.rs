@@ -16,7 +16,7 @@ use crate::commands::open_store;
 use crate::error::InputError;
 use crate::ingest::IngestError;
 use crate::printer::Printer;
-use crate::store::ImportItem;
+use crate::store::{ImportItem, Store};
 use crate::wire::provenance::parse_line;
 
 pub fn import(args: &ImportArgs, db: &Path, printer: Printer) -> Result<ExitStatus> {
@@ -31,8 +31,9 @@ pub fn import(args: &ImportArgs, db: &Path, printer: Printer) -> Result<ExitStat
         Box::new(BufReader::with_capacity(1 << 20, file))
     };
     let started = Instant::now();
-    let mut store = open_store(db)?;
-    store.bulk(true)?;
+    // Opened when the first batch is ready: input that is bad from its first batch on leaves
+    // no store behind.
+    let mut store: Option<Store> = None;
     let batch_size = args.batch_size.max(1);
     let (mut lines, mut events) = (0usize, 0usize);
     let mut batch: Vec<ImportItem> = Vec::with_capacity(batch_size);
@@ -41,7 +42,7 @@ pub fn import(args: &ImportArgs, db: &Path, printer: Printer) -> Result<ExitStat
         if batch.is_empty() {
             return Ok(());
         }
-        events += store
+        events += bulk_store(&mut store, db)?
             .import_batch(batch, first_line)
             .map_err(|err| match err {
                 crate::store::StoreError::Input(message) => {
@@ -70,6 +71,7 @@ pub fn import(args: &ImportArgs, db: &Path, printer: Printer) -> Result<ExitStat
         }
     }
     commit(&mut batch, first_line)?;
+    let store = bulk_store(&mut store, db)?;
     store.bulk(false)?;
     store.optimize()?;
     let elapsed = started.elapsed();
@@ -78,4 +80,16 @@ pub fn import(args: &ImportArgs, db: &Path, printer: Printer) -> Result<ExitStat
         elapsed.as_secs_f64()
     ));
     Ok(ExitStatus::Success)
+}
+
+/// The store, opened for a bulk import when first needed.
+fn bulk_store<'s>(store: &'s mut Option<Store>, db: &Path) -> Result<&'s mut Store> {
+    Ok(match store {
+        Some(store) => store,
+        None => {
+            let mut fresh = open_store(db)?;
+            fresh.bulk(true)?;
+            store.insert(fresh)
+        }
+    })
 }

@@ -154,7 +154,8 @@ fn export_import_round_trip() {
     assert_snapshot!(first);
 }
 
-/// A bad line names its line number and nothing of its batch is written.
+/// A bad line names its line number and nothing of its batch is written: a store that did
+/// not exist is not created, and one that did is left as it was.
 #[test]
 fn import_bad_line_writes_nothing() {
     let env = Env::new();
@@ -167,11 +168,18 @@ fn import_bad_line_writes_nothing() {
         &env,
         env.cmd().args(["import", file.to_str().unwrap()])
     ));
-    let conn = rusqlite::Connection::open(env.db()).unwrap();
-    let n: i64 = conn
-        .query_row("SELECT count(*) FROM pipelines", [], |r| r.get(0))
+    assert!(!env.db().exists(), "no store was created");
+
+    let other = env.write("other.jsonl", r#"{"v":1,"type":"pipeline","name":"api"}"#);
+    ok(env.cmd().args(["import", other.to_str().unwrap()]));
+    let before = ok(env.cmd().arg("export"));
+    let out = env
+        .cmd()
+        .args(["import", file.to_str().unwrap()])
+        .output()
         .unwrap();
-    assert_eq!(n, 0);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(ok(env.cmd().arg("export")), before);
 }
 
 /// Every kind of bad input gets one line naming the value, exit 2, and an unchanged store.
