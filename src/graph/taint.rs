@@ -70,7 +70,7 @@ pub fn trace<S: Source>(
         source,
         ignore_time: options.ignore_time,
         graph: DiGraph::new(),
-        nodes: HashMap::default(),
+        nodes: Nodes::default(),
         edges: HashMap::default(),
         seeds: Vec::new(),
         queue: VecDeque::new(),
@@ -94,6 +94,81 @@ enum Key {
     Builder(BuilderId),
     Record(RecordId),
     Digest(String),
+}
+
+/// The node of each entity met so far.
+#[derive(Debug, Default)]
+struct Nodes {
+    runs: IdMap,
+    artifacts: IdMap,
+    mounts: IdMap,
+    builders: IdMap,
+    records: IdMap,
+    digests: HashMap<String, NodeIndex>,
+}
+
+impl Nodes {
+    fn get(&self, key: &Key) -> Option<&NodeIndex> {
+        match key {
+            Key::Run(id) => self.runs.get(*id),
+            Key::Artifact(id) => self.artifacts.get(*id),
+            Key::Mount(id) => self.mounts.get(*id),
+            Key::Builder(id) => self.builders.get(*id),
+            Key::Record(id) => self.records.get(*id),
+            Key::Digest(digest) => self.digests.get(digest),
+        }
+    }
+
+    fn insert(&mut self, key: Key, node: NodeIndex) {
+        match key {
+            Key::Run(id) => self.runs.insert(id, node),
+            Key::Artifact(id) => self.artifacts.insert(id, node),
+            Key::Mount(id) => self.mounts.insert(id, node),
+            Key::Builder(id) => self.builders.insert(id, node),
+            Key::Record(id) => self.records.insert(id, node),
+            Key::Digest(digest) => {
+                self.digests.insert(digest, node);
+            }
+        }
+    }
+}
+
+/// Nodes by store id. Store ids are small and dense, so a vector indexed by id holds them;
+/// an id out of its reach goes to a map.
+#[derive(Debug, Default)]
+struct IdMap {
+    dense: Vec<NodeIndex>,
+    sparse: HashMap<i64, NodeIndex>,
+}
+
+impl IdMap {
+    /// The largest id kept in the vector: 64 MiB of slots at most.
+    const DENSE: i64 = 1 << 24;
+
+    fn get(&self, id: i64) -> Option<&NodeIndex> {
+        match usize::try_from(id) {
+            Ok(slot) if id < Self::DENSE => self
+                .dense
+                .get(slot)
+                .filter(|&&node| node != NodeIndex::end()),
+            _ => self.sparse.get(&id),
+        }
+    }
+
+    fn insert(&mut self, id: i64, node: NodeIndex) {
+        match usize::try_from(id) {
+            Ok(slot) if id < Self::DENSE => {
+                if slot >= self.dense.len() {
+                    let len = (slot + 1).max(self.dense.len() * 2);
+                    self.dense.resize(len, NodeIndex::end());
+                }
+                self.dense[slot] = node;
+            }
+            _ => {
+                self.sparse.insert(id, node);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -134,7 +209,7 @@ struct Tracer<'s, S: Source> {
     source: &'s mut S,
     ignore_time: bool,
     graph: DiGraph<Node, Evidence>,
-    nodes: HashMap<Key, NodeIndex>,
+    nodes: Nodes,
     edges: HashMap<(NodeIndex, NodeIndex, Via), EdgeIndex>,
     seeds: Vec<NodeIndex>,
     queue: VecDeque<Work>,
@@ -939,4 +1014,38 @@ impl<S: Source> Tracer<'_, S> {
 fn sorted(mut times: Vec<Micros>) -> Vec<Micros> {
     times.sort_unstable();
     times
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_map_holds_dense_far_and_negative_ids() {
+        let mut map = IdMap::default();
+        let ids = [
+            0,
+            1,
+            7,
+            1000,
+            IdMap::DENSE - 1,
+            IdMap::DENSE,
+            i64::MAX,
+            -1,
+            i64::MIN,
+        ];
+        for (i, &id) in ids.iter().enumerate() {
+            assert_eq!(map.get(id), None, "{id} before insert");
+            map.insert(id, NodeIndex::new(i));
+        }
+        for (i, &id) in ids.iter().enumerate() {
+            assert_eq!(map.get(id), Some(&NodeIndex::new(i)), "{id}");
+        }
+        for id in [2, 999, 1001, IdMap::DENSE - 2, IdMap::DENSE + 1, -2] {
+            assert_eq!(map.get(id), None, "{id} was never inserted");
+        }
+        map.insert(7, NodeIndex::new(42));
+        assert_eq!(map.get(7), Some(&NodeIndex::new(42)));
+        assert!(map.dense.len() <= usize::try_from(IdMap::DENSE).unwrap());
+    }
 }
