@@ -53,7 +53,7 @@ impl Store {
         self.rows(
             "SELECT digest, kind FROM audit_manifests WHERE registry = ?1 AND repository = ?2",
             params![registry, repository],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            |row| row.try_into(),
         )
     }
 
@@ -67,7 +67,7 @@ impl Store {
             "SELECT tag, digest, max(last_seen) FROM audit_tags
              WHERE registry = ?1 AND repository = ?2 GROUP BY tag",
             params![registry, repository],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            |row| row.try_into(),
         )
     }
 
@@ -223,7 +223,7 @@ impl Store {
                             f.first_seen,
                             now
                         ],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
+                        |row| row.try_into(),
                     )
                     .map_err(err)?;
                 reported.push(Reported {

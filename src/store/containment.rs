@@ -81,7 +81,7 @@ impl Store {
         self.rows(
             "SELECT digest, name FROM incident_digests WHERE incident_id = ?1 ORDER BY digest",
             [incident],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            |row| row.try_into(),
         )
     }
 
@@ -109,15 +109,7 @@ impl Store {
             "SELECT digest, pipeline, run_key, at, by FROM containment_overrides
              WHERE incident_id = ?1 ORDER BY id",
             [incident],
-            |row| {
-                Ok((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                ))
-            },
+            |row| row.try_into(),
         )
     }
 

@@ -287,7 +287,7 @@ impl Store {
             .map_err(err)?;
         for builder in affected {
             let rows: Vec<(String, Option<String>)> = uses
-                .query_map([builder], |row| Ok((row.get(0)?, row.get(1)?)))
+                .query_map([builder], |row| row.try_into())
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(err)?;
             let mut targets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();

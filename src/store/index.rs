@@ -1160,7 +1160,7 @@ mod tests {
                 )
                 .unwrap();
             let mounts = stmt
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+                .query_map([], |row| row.try_into())
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
@@ -1193,7 +1193,7 @@ mod tests {
                         (SELECT locator || '@' || digest FROM artifacts
                          WHERE id IN (SELECT target FROM events WHERE kind = 'used_base') ORDER BY id LIMIT 1 OFFSET 3)",
                 [],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| row.try_into(),
             )
             .unwrap();
         let (builder, mount) = &mounts[3];

@@ -64,7 +64,7 @@ impl Store {
             "SELECT target, finished_at FROM actions
                  WHERE state = 'done' AND kind IN ('delete-manifest', 'prune-builder')",
             [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            |row| row.try_into(),
         )?;
         let mut done = DoneTargets::default();
         for (target, finished) in rows {
@@ -153,16 +153,7 @@ impl Store {
                    AND EXISTS (SELECT 1 FROM events e WHERE e.kind = 'exported' AND e.target = a.id)
                    AND NOT EXISTS (SELECT 1 FROM events e WHERE e.kind = 'produced' AND e.target = a.id)
                  ORDER BY a.locator, a.digest";
-        let rows: Vec<Row> = self.rows(sql, [], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-                row.get(5)?,
-            ))
-        })?;
+        let rows: Vec<Row> = self.rows(sql, [], |row| row.try_into())?;
         let mut out = Vec::with_capacity(rows.len());
         for (id, locator, digest, tags, last_write, last_use) in rows {
             let Some((registry, repository)) = locator.split_once('/') else {
@@ -198,15 +189,7 @@ impl Store {
                     (SELECT max(e.at) FROM events e WHERE e.kind IN ('read_mount', 'wrote_mount') AND e.target = m.id),
                     (SELECT max(u.at) FROM purges u WHERE u.kind = 'mount' AND u.mount = m.id)
                  FROM mounts m JOIN builders b ON b.id = m.builder_id";
-        let rows: Vec<Row> = self.rows(sql, [], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-            ))
-        })?;
+        let rows: Vec<Row> = self.rows(sql, [], |row| row.try_into())?;
         // One mount id can be stored under several namespaces: a sweep prunes the id.
         #[derive(Default)]
         struct Merged {
@@ -256,17 +239,7 @@ impl Store {
                     (SELECT max(e.at) FROM events e WHERE e.kind IN ('created_record', 'reused_record') AND e.target = br.id)
                  FROM builder_records br JOIN builders b ON b.id = br.builder_id
                  ORDER BY b.name, br.record_id";
-        let rows: Vec<Row> = self.rows(sql, [], |row| {
-            Ok((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-                row.get(5)?,
-                row.get(6)?,
-            ))
-        })?;
+        let rows: Vec<Row> = self.rows(sql, [], |row| row.try_into())?;
         let mut out = Vec::with_capacity(rows.len());
         for (id, builder, record_id, size, last_used_at, created_at, event_at) in rows {
             let Some(last_use) = [last_used_at, created_at, event_at]

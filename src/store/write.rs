@@ -466,7 +466,7 @@ fn insert_run(
                 overlapped,
                 now
             ],
-            |row| Ok((row.get(0)?, row.get(1)?)),
+            |row| row.try_into(),
         )?;
     let (start, finish) = (record.started_at, record.finished_at);
     let mut events = 0;
