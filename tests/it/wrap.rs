@@ -18,33 +18,18 @@ fn wrap(env: &Env, dockerd: &Dockerd, pipeline: &str, run: &str, command: &[&str
     cmd
 }
 
-/// A loopback registry and a private dockerd with a base image pushed to the registry.
-struct Site {
-    registry: Registry,
-    dockerd: Dockerd,
-    env: Env,
-    /// `REGISTRY/base:1`.
-    base: String,
-}
-
-impl Site {
-    /// `None` when the services are not installed here.
-    fn start() -> Option<Self> {
-        if !harness::require_dockerd() || !harness::require_registry() {
-            return None;
-        }
-        let registry = Registry::start(RegistryOpts::default());
-        let dockerd = Dockerd::start();
-        let base = format!("{}/base:1", registry.host());
-        dockerd.import_busybox(&base);
-        dockerd.run(["push", &base]);
-        Some(Self {
-            registry,
-            dockerd,
-            env: Env::new(),
-            base,
-        })
+/// A loopback registry, a private dockerd, an environment, and `REGISTRY/base:1` pushed to the
+/// registry; `None` when the services are not installed here.
+fn site() -> Option<(Registry, Dockerd, Env, String)> {
+    if !harness::require_dockerd() || !harness::require_registry() {
+        return None;
     }
+    let registry = Registry::start(RegistryOpts::default());
+    let dockerd = Dockerd::start();
+    let base = format!("{}/base:1", registry.host());
+    dockerd.import_busybox(&base);
+    dockerd.run(["push", &base]);
+    Some((registry, dockerd, Env::new(), base))
 }
 
 fn run_line(export: &str, pipeline: &str, run: &str) -> serde_json::Value {
@@ -59,13 +44,7 @@ fn run_line(export: &str, pipeline: &str, run: &str) -> serde_json::Value {
 /// in the store, and a failed build is recorded as failed with the build's own exit code.
 #[test]
 fn wrap_records_builds_pushes_and_failures() {
-    let Some(Site {
-        registry,
-        dockerd,
-        env,
-        base,
-    }) = Site::start()
-    else {
+    let Some((registry, dockerd, env, base)) = site() else {
         return;
     };
     let reg = registry.host();
@@ -265,13 +244,7 @@ fn recording_trouble_never_fails_the_build() {
 /// runs (exit 5, naming the incident and digest); `--allow-tainted` builds and is recorded.
 #[test]
 fn wrap_refuses_tainted_inputs_while_an_incident_is_open() {
-    let Some(Site {
-        registry,
-        dockerd,
-        env,
-        base,
-    }) = Site::start()
-    else {
+    let Some((registry, dockerd, env, base)) = site() else {
         return;
     };
     let reg = registry.host();
@@ -365,13 +338,7 @@ fn wrap_refuses_tainted_inputs_while_an_incident_is_open() {
 /// digest before and after, and records the digest the build resolved before it started.
 #[test]
 fn a_cache_tag_moved_during_the_build_is_warned_about() {
-    let Some(Site {
-        registry,
-        dockerd,
-        env,
-        base,
-    }) = Site::start()
-    else {
+    let Some((registry, dockerd, env, base)) = site() else {
         return;
     };
     let reg = registry.host();
