@@ -1,5 +1,6 @@
 //! `wrap` around real builds and pushes on a private dockerd and a loopback registry.
 
+use std::path::Path;
 use std::process::Command;
 
 use crate::common::{Env, ok};
@@ -7,13 +8,32 @@ use crate::harness::{self, Dockerd, Registry, RegistryOpts};
 
 /// A CI job's view: `cachewarden wrap` aimed at the test daemon, with a job identity.
 fn wrap(env: &Env, dockerd: &Dockerd, pipeline: &str, run: &str, command: &[&str]) -> Command {
+    wrap_client(
+        env,
+        dockerd,
+        pipeline,
+        run,
+        Path::new(harness::DOCKER),
+        command,
+    )
+}
+
+/// [`wrap`] with another program named `docker` as the client.
+fn wrap_client(
+    env: &Env,
+    dockerd: &Dockerd,
+    pipeline: &str,
+    run: &str,
+    client: &Path,
+    command: &[&str],
+) -> Command {
     let mut cmd = env.cmd();
     cmd.env("DOCKER_HOST", dockerd.host())
         .env("DOCKER_CONFIG", dockerd.config_dir())
         .env("DOCKER_BUILDKIT", "1")
         .env("BUILDKIT_PROGRESS", "plain")
         .args(["wrap", "--pipeline", pipeline, "--run", run, "--"])
-        .arg(harness::DOCKER)
+        .arg(client)
         .args(command);
     cmd
 }
@@ -383,22 +403,17 @@ fn a_cache_tag_moved_during_the_build_is_warned_about() {
         ),
     );
     std::fs::set_permissions(&client, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = env
-        .cmd()
-        .env("DOCKER_HOST", dockerd.host())
-        .env("DOCKER_CONFIG", dockerd.config_dir())
-        .env("DOCKER_BUILDKIT", "1")
-        .args(["wrap", "--pipeline", "victim", "--run", "1", "--"])
-        .arg(&client)
-        .args([
-            "build",
-            "--network=none",
-            "--cache-from",
-            &cache,
-            "-t",
-            "victim:1",
-            app.parent().unwrap().to_str().unwrap(),
-        ])
+    let ctx = app.parent().unwrap().to_str().unwrap();
+    let build = [
+        "build",
+        "--network=none",
+        "--cache-from",
+        &cache,
+        "-t",
+        "victim:1",
+        ctx,
+    ];
+    let out = wrap_client(&env, &dockerd, "victim", "1", &client, &build)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
