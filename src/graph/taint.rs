@@ -9,6 +9,7 @@
 //!
 //! Every expansion is one [`Source`] lookup; nothing scans the whole store.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
@@ -822,16 +823,16 @@ impl<S: Source> Tracer<'_, S> {
     /// when it is newly tainted (or, for an artifact, when its time improved).
     fn relax(&mut self, node: NodeIndex, label: Label, reader: Option<(Micros, Micros)>) {
         if let Some(from) = label.from {
-            match self.edges.get(&(from, node, label.via)) {
-                Some(&edge) => {
-                    let evidence = &mut self.graph[edge];
+            match self.edges.entry((from, node, label.via)) {
+                Entry::Occupied(edge) => {
+                    let evidence = &mut self.graph[*edge.get()];
                     if label.at < evidence.at {
                         evidence.at = label.at;
                         evidence.reader = reader;
                     }
                 }
-                None => {
-                    let edge = self.graph.add_edge(
+                Entry::Vacant(slot) => {
+                    slot.insert(self.graph.add_edge(
                         from,
                         node,
                         Evidence {
@@ -839,8 +840,7 @@ impl<S: Source> Tracer<'_, S> {
                             at: label.at,
                             reader,
                         },
-                    );
-                    self.edges.insert((from, node, label.via), edge);
+                    ));
                 }
             }
         }
