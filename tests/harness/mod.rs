@@ -39,6 +39,11 @@ pub fn require_registry() -> bool {
     require("a loopback registry", &[DOCKER_REGISTRY], false)
 }
 
+/// A loopback registry with default options, once [`require_registry`] allows it.
+pub fn registry() -> Option<Registry> {
+    require_registry().then(|| Registry::start(RegistryOpts::default()))
+}
+
 fn require(what: &str, binaries: &[&str], needs_root: bool) -> bool {
     let mut missing: Vec<String> = binaries
         .iter()

@@ -105,10 +105,9 @@ fn recorded(env: &Env, registry: &Registry, pusher: &mut Pusher) -> Pushed {
 /// An attacker's new digest at a recorded cache tag is reported as unrecorded and as a moved tag.
 #[test]
 fn attacker_push_is_reported_as_unrecorded() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let env = Env::new();
     let mut pusher = Pusher::new(&registry);
     recorded(&env, &registry, &mut pusher);
@@ -154,10 +153,9 @@ fn attacker_push_is_reported_as_unrecorded() {
 /// The second audit reports nothing new; `--all` repeats what is still there as seen before.
 #[test]
 fn second_audit_reports_nothing_new() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let env = Env::new();
     let mut pusher = Pusher::new(&registry);
     recorded(&env, &registry, &mut pusher);
@@ -190,10 +188,9 @@ fn second_audit_reports_nothing_new() {
 /// A release pipeline's import of a cache an untrusted pipeline exported is a trust breach.
 #[test]
 fn trusted_import_of_untrusted_export_is_reported() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let env = Env::new();
     let host = registry.host();
     let mut pusher = Pusher::new(&registry);
@@ -270,10 +267,9 @@ fn registry_down_gives_a_clear_error_and_no_findings() {
 /// SARIF output names every rule and points each result at its rule.
 #[test]
 fn sarif_names_rules_and_results() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let env = Env::new();
     let mut pusher = Pusher::new(&registry);
     recorded(&env, &registry, &mut pusher);
@@ -313,10 +309,9 @@ fn sarif_names_rules_and_results() {
 /// `incident open --from-audit` on an unrecorded push plans and purges exactly that manifest.
 #[test]
 fn incident_from_audit_deletes_the_unrecorded_push() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let env = Env::new();
     let mut pusher = Pusher::new(&registry);
     let main = recorded(&env, &registry, &mut pusher);

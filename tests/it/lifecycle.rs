@@ -5,7 +5,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::common::{Env, ok, output};
 use crate::harness::oci::Pusher;
-use crate::harness::{self, Registry, RegistryOpts};
+use crate::harness::{self, Registry};
 
 fn setup(env: &Env, registry: &Registry) -> (std::path::PathBuf, Vec<String>) {
     let host = registry.host();
@@ -37,10 +37,9 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// MANIFEST.json lists every file with its hash.
 #[test]
 fn evidence_matches_what_was_deleted() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let env = Env::new();
     let (config, digests) = setup(&env, &registry);
     ok(env
@@ -94,10 +93,9 @@ fn evidence_matches_what_was_deleted() {
 /// one; the digest export lists exactly the tainted digests; closing lifts containment.
 #[test]
 fn containment_until_close() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let env = Env::new();
     let (config, digests) = setup(&env, &registry);
     ok(env
@@ -130,10 +128,9 @@ fn containment_until_close() {
 /// the execute re-traces and deletes its export too.
 #[test]
 fn retrace_picks_up_new_runs() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let env = Env::new();
     let (config, digests) = setup(&env, &registry);
     ok(env
@@ -171,10 +168,9 @@ fn retrace_picks_up_new_runs() {
 /// refuses without --force.
 #[test]
 fn verify_reports_a_target_that_came_back() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let env = Env::new();
     let (config, _) = setup(&env, &registry);
     ok(env
@@ -213,10 +209,9 @@ fn verify_reports_a_target_that_came_back() {
 /// Two executions of one incident at once: the second is refused while the first holds it.
 #[test]
 fn second_concurrent_execution_is_refused() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let env = Env::new();
     let (config, _) = setup(&env, &registry);
     ok(env

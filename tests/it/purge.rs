@@ -70,10 +70,9 @@ pub(crate) fn config(env: &Env, host: &str, extra: &str) -> std::path::PathBuf {
 /// repository and an out-of-scope tainted one survive, and a second execute does nothing.
 #[test]
 fn purge_deletes_exactly_the_tainted_digests_in_scope() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let env = Env::new();
     let mut pusher = Pusher::new(&registry);
     let h = history(&env, &registry, &mut pusher, 3);
@@ -169,10 +168,9 @@ fn purge_deletes_exactly_the_tainted_digests_in_scope() {
 /// Without --yes and without a terminal, nothing is done and the exit status says refused.
 #[test]
 fn purge_without_confirmation_is_refused() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let env = Env::new();
     let mut pusher = Pusher::new(&registry);
     let h = history(&env, &registry, &mut pusher, 1);
@@ -219,10 +217,9 @@ fn delete_disabled_is_actionable() {
 /// 500 and 429 with Retry-After from a proxy in front of the registry are retried.
 #[test]
 fn transient_registry_errors_are_retried() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let proxy = FaultProxy::start(&registry.host());
     let env = Env::new();
     let mut pusher = Pusher::new(&registry);
@@ -339,10 +336,9 @@ fn registry_stopped_mid_purge_then_rerun_completes() {
 /// recorded done is attempted again.
 #[test]
 fn kill_nine_mid_purge_then_rerun() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let env = Env::new();
     let mut pusher = Pusher::new(&registry);
     let h = history(&env, &registry, &mut pusher, 300);

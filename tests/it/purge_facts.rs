@@ -2,11 +2,13 @@
 //! digest's media type and child manifests, and the execution deletes by them without asking
 //! the registry again.
 
+use std::path::{Path, PathBuf};
+
 use crate::common::{Env, manifest_exists, ok, output};
 use crate::harness::http::Request;
 use crate::harness::oci::{Pushed, Pusher};
 use crate::harness::proxy::{FaultProxy, Seen};
-use crate::harness::{self, Registry, RegistryOpts};
+use crate::harness::{self, Registry};
 use crate::purge::config;
 
 /// `evil` exported an image index of two images, and a plain cache manifest, in `team/app`.
@@ -38,11 +40,13 @@ fn indexed(env: &Env, registry: &Registry) -> Indexed {
     }
 }
 
-/// The registry behind a proxy that sees every request, with an incident open on `evil`.
-fn opened(registry: &Registry) -> (Env, FaultProxy, Indexed, std::path::PathBuf) {
+/// A registry behind a proxy that sees every request, with `evil`'s history imported and an
+/// incident open on it; `None` when the registry is not installed here.
+fn opened() -> Option<(Registry, Env, FaultProxy, Indexed, PathBuf)> {
+    let registry = harness::registry()?;
     let proxy = FaultProxy::start(&registry.host());
     let env = Env::new();
-    let h = indexed(&env, registry);
+    let h = indexed(&env, &registry);
     let config = config(
         &env,
         &registry.host(),
@@ -51,11 +55,11 @@ fn opened(registry: &Registry) -> (Env, FaultProxy, Indexed, std::path::PathBuf)
     ok(env
         .cmd_with(&config)
         .args(["incident", "open", "--pipeline", "evil"]));
-    (env, proxy, h, config)
+    Some((registry, env, proxy, h, config))
 }
 
 /// `incident purge 1 --execute` without evidence, which must succeed.
-fn execute(env: &Env, config: &std::path::Path) {
+fn execute(env: &Env, config: &Path) {
     let run = output(
         env,
         env.cmd_with(config).args([
@@ -88,8 +92,13 @@ fn recorded(env: &Env, digest: &str) -> Option<(String, String)> {
     .ok()
 }
 
-fn children_json(h: &Indexed) -> String {
-    serde_json::to_string(&h.children.iter().map(|c| &c.digest).collect::<Vec<_>>()).unwrap()
+/// What the store should record for the index: its media type and its child manifests.
+fn index_facts(h: &Indexed) -> Option<(String, String)> {
+    let children: Vec<&String> = h.children.iter().map(|c| &c.digest).collect();
+    Some((
+        h.index.media_type.clone(),
+        serde_json::to_string(&children).unwrap(),
+    ))
 }
 
 /// How many of the index, its children and the plain manifest the registry still serves.
@@ -105,11 +114,9 @@ fn present(registry: &Registry, h: &Indexed) -> usize {
 /// is; a second dry run reads that back and only asks whether the manifests are still there.
 #[test]
 fn dry_run_records_facts_and_shows_index_children() {
-    if !harness::require_registry() {
+    let Some((registry, env, proxy, h, config)) = opened() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
-    let (env, proxy, h, config) = opened(&registry);
+    };
     let dry = output(&env, env.cmd_with(&config).args(["incident", "purge", "1"]));
     assert!(dry.starts_with("exit: 0\n"), "{dry}");
     let index_line = dry
@@ -128,10 +135,7 @@ fn dry_run_records_facts_and_shows_index_children() {
         plain_line.ends_with("present (application/vnd.oci.image.manifest.v1+json)"),
         "{dry}"
     );
-    assert_eq!(
-        recorded(&env, &h.index.digest),
-        Some((h.index.media_type.clone(), children_json(&h)))
-    );
+    assert_eq!(recorded(&env, &h.index.digest), index_facts(&h));
     assert_eq!(
         recorded(&env, &h.plain.digest),
         Some((h.plain.media_type.clone(), "[]".to_owned()))
@@ -154,11 +158,9 @@ fn dry_run_records_facts_and_shows_index_children() {
 /// was recorded, an index after its child manifests.
 #[test]
 fn execute_after_dry_run_deletes_index_and_children_without_head() {
-    if !harness::require_registry() {
+    let Some((registry, env, proxy, h, config)) = opened() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
-    let (env, proxy, h, config) = opened(&registry);
+    };
     ok(env.cmd_with(&config).args(["incident", "purge", "1"]));
     let before = proxy.seen().len();
     execute(&env, &config);
@@ -186,11 +188,9 @@ fn execute_after_dry_run_deletes_index_and_children_without_head() {
 /// with its children all the same, and records what it learned.
 #[test]
 fn execute_without_dry_run_probes_and_records_facts() {
-    if !harness::require_registry() {
+    let Some((registry, env, proxy, h, config)) = opened() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
-    let (env, proxy, h, config) = opened(&registry);
+    };
     execute(&env, &config);
     let seen = proxy.seen();
     assert_eq!(manifest_requests(&seen, "HEAD"), 2, "{seen:?}");
@@ -200,10 +200,7 @@ fn execute_without_dry_run_probes_and_records_facts() {
         "only the index is fetched: {seen:?}"
     );
     assert_eq!(present(&registry, &h), 0);
-    assert_eq!(
-        recorded(&env, &h.index.digest),
-        Some((h.index.media_type.clone(), children_json(&h)))
-    );
+    assert_eq!(recorded(&env, &h.index.digest), index_facts(&h));
     assert_eq!(
         recorded(&env, &h.plain.digest),
         Some((h.plain.media_type.clone(), "[]".to_owned()))
@@ -213,11 +210,9 @@ fn execute_without_dry_run_probes_and_records_facts() {
 /// The evidence fetches every manifest anyway: what it learns spares the execution its probes.
 #[test]
 fn evidence_records_facts_for_the_execution() {
-    if !harness::require_registry() {
+    let Some((registry, env, proxy, h, config)) = opened() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
-    let (env, proxy, h, config) = opened(&registry);
+    };
     let run = output(
         &env,
         env.cmd_with(&config)
@@ -233,21 +228,16 @@ fn evidence_records_facts_for_the_execution() {
             Some((child.media_type.clone(), "[]".to_owned()))
         );
     }
-    assert_eq!(
-        recorded(&env, &h.index.digest),
-        Some((h.index.media_type.clone(), children_json(&h)))
-    );
+    assert_eq!(recorded(&env, &h.index.digest), index_facts(&h));
 }
 
 /// An index deleted by someone else after the dry run still takes its recorded children with
 /// it: the registry can no longer say what they were.
 #[test]
 fn recorded_children_of_an_index_already_gone_are_deleted() {
-    if !harness::require_registry() {
+    let Some((registry, env, _proxy, h, config)) = opened() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
-    let (env, _proxy, h, config) = opened(&registry);
+    };
     ok(env.cmd_with(&config).args(["incident", "purge", "1"]));
     let path = format!("/v2/team/app/manifests/{}", h.index.digest);
     assert_eq!(registry.request(Request::new("DELETE", &path)).status, 202);

@@ -2,16 +2,15 @@
 
 use crate::common::{Env, ok, output};
 use crate::harness::oci::Pusher;
-use crate::harness::{self, Dockerd, Registry, RegistryOpts};
+use crate::harness::{self, Dockerd};
 
 /// Tags given to `record --resolve` are pinned to the digests the registry serves now; an
 /// unknown tag is an error naming the reference and nothing is written.
 #[test]
 fn resolve_pins_tags_to_digests() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let env = Env::new();
     let mut pusher = Pusher::new(&registry);
     let cache = pusher.cache_manifest("team/app", Some("cache"), "one");

@@ -50,10 +50,9 @@ fn docker_config(host: &str, user: &str, password: &str) -> tempfile::TempDir {
 /// delete reports it already gone.
 #[tokio::test]
 async fn delete_by_digest_removes_manifest_and_its_tags() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let mut push = Pusher::new(&registry);
     let tainted = push.cache_manifest(REPO, Some("main"), "tainted");
     push.manifest(
@@ -116,10 +115,9 @@ fn manifest_bytes(registry: &Registry, pushed: &Pushed) -> Vec<u8> {
 /// manifest a purge meets.
 #[tokio::test]
 async fn reads_and_classifies_each_kind_of_manifest() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let mut push = Pusher::new(&registry);
     let cache_manifest = push.cache_manifest(REPO, Some("cache"), "m");
     let cache_index = push.cache_index(REPO, Some("cache-index"), "i");
@@ -374,10 +372,9 @@ async fn disabled_deletion_gives_an_actionable_error() {
 /// through.
 #[tokio::test]
 async fn transient_failures_are_retried_honouring_retry_after() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let pushed = Pusher::new(&registry).cache_manifest(REPO, Some("main"), "retry");
     let proxy = FaultProxy::start(&registry.host());
     proxy.inject(Fault::status(503).on("DELETE"));
@@ -413,10 +410,9 @@ async fn transient_failures_are_retried_honouring_retry_after() {
 /// reported with the status and the number of attempts.
 #[tokio::test]
 async fn retries_cover_hang_ups_and_are_bounded() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let mut push = Pusher::new(&registry);
     let first = push.cache_manifest(REPO, Some("a"), "first");
     let second = push.cache_manifest(REPO, Some("b"), "second");
@@ -461,10 +457,9 @@ async fn retries_cover_hang_ups_and_are_bounded() {
 /// distribution 2.8 does) still yields every tag.
 #[tokio::test]
 async fn list_tags_follows_link_pagination() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let mut push = Pusher::new(&registry);
     let mut expected: Vec<String> = ["v1", "v2", "main", "pr-1", "pr-2", "pr-3", "nightly"]
         .iter()
@@ -503,10 +498,9 @@ async fn list_tags_follows_link_pagination() {
 /// Many deletes reuse one pooled connection instead of reconnecting for each.
 #[tokio::test]
 async fn deletes_share_one_connection() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let mut push = Pusher::new(&registry);
     let pushed: Vec<Pushed> = (0..25)
         .map(|i| push.cache_manifest(REPO, None, &format!("pooled {i}")))

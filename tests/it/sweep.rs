@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use crate::common::{Env, manifest_exists, ok, output};
 use crate::harness::oci::{Pushed, Pusher};
-use crate::harness::{self, Registry, RegistryOpts};
+use crate::harness::{self, Registry};
 use crate::schemas::assert_valid;
 
 /// RFC 3339 time `days` days ago.
@@ -124,10 +124,9 @@ action = "purge"
 /// Ordered rules select exactly the stale untrusted cache, and executing deletes it alone.
 #[test]
 fn rules_select_exactly_what_they_should() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let env = Env::new();
     let f = fleet(&env, &registry);
     let config = config(&env, &registry.host());
@@ -241,10 +240,9 @@ fn rules_select_exactly_what_they_should() {
 /// `keep_newest` keeps the newest N caches of each repository and purges the rest.
 #[test]
 fn keep_newest_keeps_the_newest() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let env = Env::new();
     let host = registry.host();
     let mut pusher = Pusher::new(&registry);
@@ -298,10 +296,9 @@ fn keep_newest_keeps_the_newest() {
 /// Without `--execute` nothing is deleted or stored, whatever the plan says.
 #[test]
 fn dry_run_deletes_nothing() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let env = Env::new();
     let f = fleet(&env, &registry);
     let config = config(&env, &registry.host());
@@ -350,10 +347,9 @@ fn dry_run_deletes_nothing() {
 /// A sweep is refused (exit 5, nothing deleted) while another holds the lock.
 #[test]
 fn the_lock_holds() {
-    if !harness::require_registry() {
+    let Some(registry) = harness::registry() else {
         return;
-    }
-    let registry = Registry::start(RegistryOpts::default());
+    };
     let env = Env::new();
     let f = fleet(&env, &registry);
     let config = config(&env, &registry.host());
