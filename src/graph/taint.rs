@@ -87,7 +87,7 @@ pub fn trace<S: Source>(
     Ok(tracer.finish())
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Key {
     Run(RunId),
     Artifact(ArtifactId),
