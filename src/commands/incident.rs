@@ -240,7 +240,6 @@ pub(crate) fn confirm(plan: &str, count: usize) -> Result<()> {
     Ok(())
 }
 
-/// One journal row as JSON output shows it.
 /// One warning per failed action, with its error.
 pub(crate) fn warn_failed(printer: Printer, rows: &[ActionRow]) {
     for row in rows.iter().filter(|r| r.state == "failed") {
@@ -253,6 +252,7 @@ pub(crate) fn warn_failed(printer: Printer, rows: &[ActionRow]) {
     }
 }
 
+/// One journal row as JSON output shows it.
 pub(crate) fn action_json(row: &ActionRow) -> serde_json::Value {
     serde_json::json!({
         "seq": row.seq,
