@@ -778,19 +778,18 @@ async fn check_manifest(
         Ok(digest) => digest,
         Err(err) => return (Err(RemoteError(err.to_string())), None),
     };
-    let with_children = |facts: &ManifestFacts| match facts.children.len() {
-        0 => String::new(),
-        n => format!("; {n} child manifests will be deleted with it"),
+    let present = |facts: &ManifestFacts| match facts.children.len() {
+        0 => format!("present ({})", facts.media_type),
+        n => format!(
+            "present ({}); {n} child manifests will be deleted with it",
+            facts.media_type
+        ),
     };
     match known {
         // Known already: only whether it is still there is asked.
         Some(known) => {
             let status = match client.head_manifest(repository, digest.as_str()).await {
-                Ok(Some(_)) => Ok(format!(
-                    "present ({}){}",
-                    known.media_type,
-                    with_children(&known)
-                )),
+                Ok(Some(_)) => Ok(present(&known)),
                 Ok(None) if known.children.is_empty() => Ok("already gone".to_owned()),
                 Ok(None) => Ok(format!(
                     "already gone; its {} recorded child manifests will be deleted if present",
@@ -801,14 +800,7 @@ async fn check_manifest(
             (status, None)
         }
         None => match probe(client, repository, &digest).await {
-            Ok(Some(facts)) => (
-                Ok(format!(
-                    "present ({}){}",
-                    facts.media_type,
-                    with_children(&facts)
-                )),
-                Some(facts),
-            ),
+            Ok(Some(facts)) => (Ok(present(&facts)), Some(facts)),
             Ok(None) => (Ok("already gone".to_owned()), None),
             Err(err) => (Err(err), None),
         },
