@@ -7,7 +7,7 @@
 # mount ids), imports it, then for each pipeline (default: p17, a leaf pipeline, and p50, which
 # builds a base image others use) times:
 #   - `cachewarden trace --pipeline P --format json` (time-aware), wall time and peak memory,
-#     closure size; then ROUNDS more runs (default 3) as JSON and as text (the default format),
+#     closure size; where its time goes (`--verbose`); then ROUNDS more runs (default 3) as JSON and as text (the default format),
 #     each reported as median, min and max;
 #   - `cachewarden trace --pipeline P --ignore-time`, the same way;
 #   - a recursive CTE computing the time-blind closure from the same seeds in sqlite3
@@ -57,6 +57,7 @@ timed() {
 
 for p in "${pipelines[@]}"; do
     measure "trace $p" "$bin" --db "$db" trace --pipeline "$p" --format json
+    echo "phases, output to /dev/null: $("$bin" -v --db "$db" trace --pipeline "$p" --format json 2>&1 >/dev/null | grep '^trace: ')"
     read -r t_aware low high < <(timed "$bin" --db "$db" trace --pipeline "$p" --format json)
     echo "trace $p --format json, $rounds runs: median $t_aware s (min $low, max $high)"
     read -r t_text low high < <(timed "$bin" --db "$db" trace --pipeline "$p")

@@ -74,7 +74,7 @@ fn trace_and_plan(
     config: &Config,
 ) -> Result<(Trace, Vec<Action>)> {
     let seeds = Seeds::from_args(&opened.seeds)?;
-    let trace = run_trace(store, &seeds, opened.ignore_time)?;
+    let (trace, _) = run_trace(store, &seeds, opened.ignore_time)?;
     let mut builders = BTreeSet::new();
     let mut mounts = BTreeSet::new();
     for kind in [

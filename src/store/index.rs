@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 use rustc_hash::{FxHashMap, FxHasher};
@@ -38,6 +39,18 @@ pub struct TraceSource<'s> {
     index: Option<Index>,
     /// Expansion queries left before the graph is loaded; `None` never loads it.
     budget: Option<usize>,
+    /// Expansion queries answered by the store, and how long loading the graph took.
+    queries: usize,
+    load_time: Option<Duration>,
+}
+
+/// How a trace read the store, for `--verbose`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SourceSummary {
+    /// Expansions answered by indexed queries.
+    pub queries: usize,
+    /// When the whole graph was loaded: how long that took, and how many events it holds.
+    pub loaded: Option<(Duration, usize)>,
 }
 
 impl<'s> TraceSource<'s> {
@@ -60,6 +73,17 @@ impl<'s> TraceSource<'s> {
             store,
             index: None,
             budget,
+            queries: 0,
+            load_time: None,
+        }
+    }
+
+    pub fn summary(&self) -> SourceSummary {
+        SourceSummary {
+            queries: self.queries,
+            loaded: self
+                .load_time
+                .zip(self.index.as_ref().map(|index| index.events.run.len())),
         }
     }
 
@@ -74,11 +98,16 @@ impl<'s> TraceSource<'s> {
             match &mut self.budget {
                 Some(0) => {
                     self.budget = None;
+                    let started = Instant::now();
                     self.index = Index::load(&self.store.conn, &self.store.path)
                         .map_err(|e| sql_error(&self.store.path, e))?;
+                    self.load_time = Some(started.elapsed());
                 }
                 Some(left) => *left -= 1,
                 None => {}
+            }
+            if self.index.is_none() {
+                self.queries += 1;
             }
         }
         Ok(self.index.as_ref())

@@ -24,7 +24,7 @@ mod write;
 pub use audit::{StoredFinding, TagSighting};
 pub use containment::{Contained, OverrideRow, VerificationRow};
 pub use incident::{ActionRow, Finished, IncidentRow};
-pub use index::TraceSource;
+pub use index::{SourceSummary, TraceSource};
 
 pub use read::{ExportError, ExportItem};
 pub use sweep::SweepKinds;

@@ -296,3 +296,49 @@ fn concurrent_records_lose_nothing() {
         3
     );
 }
+
+/// `trace --verbose` says how the store was read and where the time went, on stderr only.
+#[test]
+fn trace_verbose_reports_its_phases() {
+    let env = Env::new();
+    for run in ["1", "2"] {
+        ok(env.cmd().args([
+            "record",
+            "--pipeline",
+            "p",
+            "--run",
+            run,
+            "--builder",
+            "b",
+            "--mount",
+            "/m",
+        ]));
+    }
+    let plain = env
+        .cmd()
+        .args(["trace", "--pipeline", "p", "--format", "json"])
+        .output()
+        .unwrap();
+    let verbose = env
+        .cmd()
+        .args(["-v", "trace", "--pipeline", "p", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(verbose.status.success());
+    assert_eq!(
+        verbose.stdout, plain.stdout,
+        "stdout carries only the trace"
+    );
+    assert!(plain.stderr.is_empty());
+    let stderr = String::from_utf8(verbose.stderr).unwrap();
+    let line = stderr.lines().find(|l| l.starts_with("trace: ")).unwrap();
+    let words: Vec<&str> = line.split(' ').collect();
+    // Two runs, their mount and their builder; no graph load for a store this small.
+    assert!(words[1].parse::<usize>().unwrap() > 0, "{line}");
+    assert!(
+        line.contains(" indexed queries; 4 nodes traversed in "),
+        "{line}"
+    );
+    assert!(line.contains(" s; output written in "), "{line}");
+    assert!(!line.contains("loaded"), "{line}");
+}
