@@ -14,7 +14,7 @@ use crate::time::Micros;
 pub struct MemError(String);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Event {
+pub(crate) enum Event {
     Imported(ArtifactId),
     UsedBase(ArtifactId),
     Exported(ArtifactId),
@@ -37,14 +37,14 @@ impl Event {
 /// A provenance history built by hand. Ids start at 1 and follow insertion order.
 #[derive(Debug, Default, Clone)]
 pub struct History {
-    pub(super) runs: Vec<RunInfo>,
-    pub(super) artifacts: Vec<ArtifactInfo>,
-    pub(super) mounts: Vec<MountInfo>,
-    pub(super) builders: Vec<BuilderInfo>,
-    pub(super) records: Vec<RecordInfo>,
-    pub(super) events: Vec<(RunId, Event)>,
-    pub(super) mount_purges: Vec<(MountId, Micros)>,
-    pub(super) builder_prunes: Vec<(BuilderId, Micros)>,
+    pub(crate) runs: Vec<RunInfo>,
+    pub(crate) artifacts: Vec<ArtifactInfo>,
+    pub(crate) mounts: Vec<MountInfo>,
+    pub(crate) builders: Vec<BuilderInfo>,
+    pub(crate) records: Vec<RecordInfo>,
+    pub(crate) events: Vec<(RunId, Event)>,
+    pub(crate) mount_purges: Vec<(MountId, Micros)>,
+    pub(crate) builder_prunes: Vec<(BuilderId, Micros)>,
     /// How many times a trace asked for a mount's readers.
     pub mount_reader_queries: usize,
 }
@@ -212,7 +212,7 @@ impl History {
         }
     }
 
-    pub(super) fn at(&self, run: RunId, event: Event) -> Micros {
+    pub(crate) fn at(&self, run: RunId, event: Event) -> Micros {
         let info = &self.runs[index(run)];
         if event.is_read() {
             info.finished_at
@@ -230,7 +230,7 @@ impl History {
             .collect()
     }
 
-    fn artifact_info(&self, artifact: ArtifactId) -> ArtifactInfo {
+    pub(crate) fn artifact_info(&self, artifact: ArtifactId) -> ArtifactInfo {
         let mut info = self.artifacts[index(artifact)].clone();
         let touches = |e: Event| match e {
             Event::Imported(a) | Event::UsedBase(a) | Event::Exported(a) | Event::Produced(a) => {
@@ -416,6 +416,14 @@ impl Source for History {
             .filter(|e| e.2 >= since)
             .map(|(run, _, at)| (RunRef::from(&run), at))
             .collect())
+    }
+
+    fn mount_read(&mut self, run: RunId, mount: MountId) -> Result<Option<Micros>, MemError> {
+        let read = Event::ReadMount(mount);
+        Ok(self
+            .events
+            .contains(&(run, read))
+            .then(|| self.at(run, read)))
     }
 
     fn mount_purges(&mut self, mount: MountId) -> Result<Vec<Micros>, MemError> {

@@ -4,13 +4,13 @@
 #[cfg(test)]
 pub(crate) mod mem;
 #[cfg(test)]
-mod oracle;
+pub(crate) mod oracle;
 mod result;
 pub mod seeds;
 pub mod source;
 mod taint;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use result::{
     Entity, Evidence, Hop, Kind, Label, Node, ResolveError, SeedMark, Tainted, Trace, Via,

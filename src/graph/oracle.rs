@@ -1,7 +1,7 @@
 //! The taint rules applied naively, for tests: rescan every run until nothing changes. Slow
 //! and obviously faithful to the rules, so the incremental traversal is checked against it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::mem::{Event, History};
 use super::result::{artifact_name, builder_name, mount_name, record_name, run_name};
@@ -21,18 +21,46 @@ pub struct OracleSeeds {
 
 /// The names of every tainted entity.
 pub fn closure(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeSet<String> {
+    let (runs, artifacts) = fixpoint(h, seeds, ignore_time);
+    names(h, &runs, &artifacts, seeds)
+}
+
+/// The earliest time each tainted run is tainted from, by name: the earliest any evidence
+/// from the tainted runs and artifacts reaches it.
+pub fn run_times(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeMap<String, Micros> {
+    let (runs, artifacts) = fixpoint(h, seeds, ignore_time);
+    runs.iter()
+        .map(|&id| {
+            let run = info(h, id);
+            let at = if seeds.runs.contains(&id) {
+                run.started_at
+            } else {
+                earliest(h, run, &runs, &artifacts, seeds, ignore_time).expect("reached")
+            };
+            (run_name(run), at)
+        })
+        .collect()
+}
+
+/// The tainted runs and artifacts.
+fn fixpoint(
+    h: &History,
+    seeds: &OracleSeeds,
+    ignore_time: bool,
+) -> (BTreeSet<RunId>, BTreeSet<ArtifactId>) {
     let mut runs: BTreeSet<RunId> = seeds.runs.iter().copied().collect();
     loop {
         let before = runs.len();
         let artifacts = tainted_artifacts(h, &runs, seeds);
-        let all: Vec<RunInfo> = h.runs.clone();
-        for run in all {
-            if !runs.contains(&run.id) && reaches(h, &run, &runs, &artifacts, seeds, ignore_time) {
+        for run in &h.runs {
+            if !runs.contains(&run.id)
+                && earliest(h, run, &runs, &artifacts, seeds, ignore_time).is_some()
+            {
                 runs.insert(run.id);
             }
         }
         if runs.len() == before {
-            return names(h, &runs, &artifacts, seeds);
+            return (runs, artifacts);
         }
     }
 }
@@ -90,78 +118,90 @@ fn cleared(purges: &[Micros], written: Micros, start: Micros) -> bool {
     purges.iter().any(|&p| written < p && p < start)
 }
 
-fn reaches(
+/// The earliest time any evidence from the tainted runs and artifacts (and the seeds)
+/// reaches the run, if any does.
+fn earliest(
     h: &History,
     run: &RunInfo,
     tainted: &BTreeSet<RunId>,
     artifacts: &BTreeSet<ArtifactId>,
     seeds: &OracleSeeds,
     ignore_time: bool,
-) -> bool {
+) -> Option<Micros> {
     let (start, finish) = (run.started_at, run.finished_at);
     let fresh = |purges: &[Micros], written: Micros, read: Micros| {
         ignore_time || (written <= read && !cleared(purges, written, start))
     };
+    // A run is tainted no earlier than its start, and from a write no earlier than the write.
+    let mut times: Vec<Micros> = Vec::new();
     for (event, at) in events_of(h, run.id) {
-        let hit = match event {
-            Event::Imported(a) | Event::UsedBase(a) => artifacts.contains(&a),
+        match event {
+            Event::Imported(a) | Event::UsedBase(a) if artifacts.contains(&a) => times.push(start),
             Event::ReadMount(m) => {
                 let purges = mount_purges(h, m);
                 let seeded = seeds.mount.filter(|s| s.0 == m).map(|s| s.1);
-                seeded
-                    .into_iter()
-                    .chain(writes_to(h, tainted, run.id, |e| e == Event::WroteMount(m)))
-                    .any(|w| fresh(&purges, w, at))
+                times.extend(
+                    seeded
+                        .into_iter()
+                        .chain(writes_to(h, tainted, run.id, |e| e == Event::WroteMount(m)))
+                        .filter(|&w| fresh(&purges, w, at))
+                        .map(|w| start.max(w)),
+                );
             }
-            Event::ReusedRecord(r) => {
-                record_carries_taint(&h.records[usize::try_from(r - 1).unwrap()])
+            Event::ReusedRecord(r)
+                if record_carries_taint(&h.records[usize::try_from(r - 1).unwrap()])
                     && writes_to(h, tainted, run.id, |e| e == Event::CreatedRecord(r))
                         .next()
-                        .is_some()
+                        .is_some() =>
+            {
+                times.push(start);
             }
-            _ => false,
-        };
-        if hit {
-            return true;
+            _ => {}
         }
     }
-    let Some(builder) = run.builder else {
-        return seeded_builder_use(h, run, seeds, ignore_time);
-    };
-    let prunes = builder_prunes(h, builder);
-    if !run.has_records {
+    if let Some(builder) = run.builder
+        && !run.has_records
+    {
+        let prunes = builder_prunes(h, builder);
         let seeded = seeds.builder.filter(|s| s.0 == builder).map(|s| s.1);
         let starts = tainted
             .iter()
             .filter(|&&r| r != run.id && info(h, r).builder == Some(builder))
             .map(|&r| info(h, r).started_at);
-        if seeded
-            .into_iter()
-            .chain(starts)
-            .any(|t| fresh(&prunes, t, finish))
-        {
-            return true;
-        }
+        times.extend(
+            seeded
+                .into_iter()
+                .chain(starts)
+                .filter(|&t| fresh(&prunes, t, finish))
+                .map(|t| start.max(t)),
+        );
     }
-    seeded_builder_use(h, run, seeds, ignore_time)
+    times.extend(seeded_builder_use(h, run, seeds, ignore_time).map(|since| start.max(since)));
+    times.into_iter().min()
 }
 
-/// A run with record evidence that created or reused a record of a seeded builder.
-fn seeded_builder_use(h: &History, run: &RunInfo, seeds: &OracleSeeds, ignore_time: bool) -> bool {
-    let Some((builder, since)) = seeds.builder else {
-        return false;
-    };
+/// For a run with record evidence that created or reused a record of a seeded builder: the
+/// time the seed suspects the builder from.
+fn seeded_builder_use(
+    h: &History,
+    run: &RunInfo,
+    seeds: &OracleSeeds,
+    ignore_time: bool,
+) -> Option<Micros> {
+    let (builder, since) = seeds.builder?;
     if !run.has_records {
-        return false;
+        return None;
     }
     let prunes = builder_prunes(h, builder);
-    events_of(h, run.id).any(|(e, at)| match e {
-        Event::CreatedRecord(r) | Event::ReusedRecord(r) => {
-            h.records[usize::try_from(r - 1).unwrap()].builder == builder
-                && (ignore_time || (at >= since && !cleared(&prunes, since, run.started_at)))
-        }
-        _ => false,
-    })
+    events_of(h, run.id)
+        .any(|(e, at)| match e {
+            Event::CreatedRecord(r) | Event::ReusedRecord(r) => {
+                h.records[usize::try_from(r - 1).unwrap()].builder == builder
+                    && (ignore_time || (at >= since && !cleared(&prunes, since, run.started_at)))
+            }
+            _ => false,
+        })
+        .then_some(since)
 }
 
 /// Write times of tainted runs other than `reader` whose events match.

@@ -162,6 +162,8 @@ pub trait Source {
         mount: MountId,
         since: Micros,
     ) -> Result<Vec<(RunRef, Micros)>, Self::Error>;
+    /// When the run read the mount, if it did.
+    fn mount_read(&mut self, run: RunId, mount: MountId) -> Result<Option<Micros>, Self::Error>;
     /// Times the mount was purged (including prunes of its whole builder), ascending.
     fn mount_purges(&mut self, mount: MountId) -> Result<Vec<Micros>, Self::Error>;
     /// Times the builder's cache was pruned, ascending.

@@ -200,6 +200,17 @@ struct DigestState {
     readers_done: bool,
 }
 
+/// The tainted writes to one purge segment of a mount or builder that matter.
+#[derive(Debug, Clone, Copy)]
+struct SegmentWrites {
+    /// The earliest write, whose readers are queried: a later write in the segment reaches a
+    /// subset of them, but for the earliest write's own writer, which its query leaves out.
+    first: Micros,
+    writer: Option<RunId>,
+    /// For that writer: the earliest write by another run or a seed.
+    other: Option<Micros>,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct Roles {
     cache: bool,
@@ -223,15 +234,16 @@ struct Tracer<'s, S: Source> {
     expanded: HashSet<NodeIndex>,
     builder_names: HashMap<BuilderId, String>,
     digests: HashMap<String, DigestState>,
-    /// For each mount and builder: per purge segment, the earliest tainted write whose readers
-    /// were queried. A later write in the same segment reaches a subset of them.
-    segments: HashMap<NodeIndex, BTreeMap<usize, Micros>>,
+    /// For each mount and builder: the tainted writes of each purge segment that decide which
+    /// readers are reached.
+    segments: HashMap<NodeIndex, BTreeMap<usize, SegmentWrites>>,
     roles: HashMap<ArtifactId, Roles>,
 }
 
-/// How a label compares: earlier first, then more direct, then by the name it came from so
-/// that ties resolve the same way whatever order the store returns rows in.
-type Order<'a> = (Micros, u8, &'a str);
+/// How a label compares: earlier first, then more direct, then by the name it came from, the
+/// kind of evidence and its time, so that ties resolve the same way whatever order the store
+/// returns rows in (one artifact can be both imported and used as a base by the same run).
+type Order<'a> = (Micros, u8, &'a str, Via, Micros);
 
 impl<S: Source> Tracer<'_, S> {
     fn seed(&mut self, seeds: &Seeds) -> Result<(), TraceError<S::Error>> {
@@ -315,7 +327,7 @@ impl<S: Source> Tracer<'_, S> {
                 let node = self.mount_node_from(info)?;
                 self.mark_seed(node, Kind::Mount, at);
                 if let Some(at) = at {
-                    self.mutable_write(node, at, Via::Seed, None, None);
+                    self.mutable_write(node, at, Via::Seed, None, None)?;
                 }
             }
         }
@@ -328,7 +340,7 @@ impl<S: Source> Tracer<'_, S> {
             let node = self.builder_node(info.id)?;
             self.mark_seed(node, Kind::Builder, at);
             if let Some(at) = at {
-                self.mutable_write(node, at, Via::Seed, None, None);
+                self.mutable_write(node, at, Via::Seed, None, None)?;
                 self.deferred.push_back(Work::BuilderSeed { node, at });
             }
         }
@@ -488,7 +500,7 @@ impl<S: Source> Tracer<'_, S> {
                 }
                 Write::Mount(mount) => {
                     let target = self.mount_node(mount)?;
-                    self.mutable_write(target, at, Via::MountWrite, Some(node), Some(id));
+                    self.mutable_write(target, at, Via::MountWrite, Some(node), Some(id))?;
                 }
                 Write::CreatedRecord(record) => {
                     let target = match self.nodes.get(&Key::Record(record)) {
@@ -514,7 +526,7 @@ impl<S: Source> Tracer<'_, S> {
         }
         if let Some(builder) = builder {
             let target = self.builder_node(builder)?;
-            self.mutable_write(target, started_at, Via::RanOn, Some(node), Some(id));
+            self.mutable_write(target, started_at, Via::RanOn, Some(node), Some(id))?;
         }
         Ok(())
     }
@@ -684,7 +696,7 @@ impl<S: Source> Tracer<'_, S> {
         at: Micros,
         writer: Option<RunId>,
     ) -> Result<(), S::Error> {
-        if self.segments[&node][&self.segment(node, at)] < at {
+        if self.segments[&node][&self.segment(node, at)].first < at {
             return Ok(());
         }
         let since = if self.ignore_time { Micros::MIN } else { at };
@@ -760,7 +772,8 @@ impl<S: Source> Tracer<'_, S> {
 
     /// Records a tainted write to a mount (or a tainted run on a builder, or a seed) and
     /// queues its readers unless an earlier write in the same purge segment already reached
-    /// them.
+    /// them; the writer of that earlier write, which its own query left out, is offered this
+    /// one.
     fn mutable_write(
         &mut self,
         node: NodeIndex,
@@ -768,7 +781,7 @@ impl<S: Source> Tracer<'_, S> {
         via: Via,
         from: Option<NodeIndex>,
         writer: Option<RunId>,
-    ) {
+    ) -> Result<(), S::Error> {
         self.relax(
             node,
             Label {
@@ -780,12 +793,91 @@ impl<S: Source> Tracer<'_, S> {
             None,
         );
         let segment = self.segment(node, at);
-        let queried = self.segments.entry(node).or_default();
-        if queried.get(&segment).is_some_and(|&earlier| earlier <= at) {
-            return;
+        let writes = self.segments.entry(node).or_default();
+        // A run writes a mount or a builder once, so two writes with one writer are seeds.
+        let left_out = match writes.get_mut(&segment) {
+            None => {
+                writes.insert(
+                    segment,
+                    SegmentWrites {
+                        first: at,
+                        writer,
+                        other: None,
+                    },
+                );
+                self.deferred.push_back(Work::Readers { node, at, writer });
+                None
+            }
+            Some(seen) if at < seen.first => {
+                let other = if seen.writer == writer {
+                    seen.other
+                } else {
+                    Some(seen.first)
+                };
+                *seen = SegmentWrites {
+                    first: at,
+                    writer,
+                    other,
+                };
+                self.deferred.push_back(Work::Readers { node, at, writer });
+                writer.zip(other)
+            }
+            Some(seen) => {
+                let earlier = seen.writer.filter(|&w| Some(w) != writer);
+                if earlier.is_some() && seen.other.is_none_or(|other| at < other) {
+                    seen.other = Some(at);
+                }
+                earlier.zip(seen.other).filter(|&(_, other)| other == at)
+            }
+        };
+        match left_out {
+            Some((run, at)) => self.reach_writer(node, run, at),
+            None => Ok(()),
         }
-        queried.insert(segment, at);
-        self.deferred.push_back(Work::Readers { node, at, writer });
+    }
+
+    /// Offers a write at `at` to the run whose own write to the mount or builder is earlier,
+    /// and whose query left it out: it is reached when it read the mount (or ran on the
+    /// builder without record evidence) at or after `at`, and did not start after a purge
+    /// that followed.
+    fn reach_writer(&mut self, node: NodeIndex, run: RunId, at: Micros) -> Result<(), S::Error> {
+        let Some(&run_node) = self.nodes.get(&Key::Run(run)) else {
+            return Ok(());
+        };
+        let Entity::Run { info, .. } = &self.graph[run_node].entity else {
+            return Ok(());
+        };
+        let (reader, builder, has_records) = (RunRef::from(info), info.builder, info.has_records);
+        let (read_at, via) = match &self.graph[node].entity {
+            Entity::Mount(mount) => {
+                let mount = mount.id;
+                match self.source.mount_read(run, mount)? {
+                    Some(read_at) => (read_at, Via::MountRead),
+                    None => return Ok(()),
+                }
+            }
+            Entity::Builder(b) if builder == Some(b.id) && !has_records => {
+                (reader.finished_at, Via::BuilderCacheUnverified)
+            }
+            _ => return Ok(()),
+        };
+        let cleared_by = self.next_purge(node, at);
+        if !self.ignore_time && read_at < at
+            || cleared_by.is_some_and(|purge| purge < reader.started_at)
+        {
+            return Ok(());
+        }
+        self.taint_run(
+            reader,
+            Label {
+                tainted_at: reader.started_at.max(at),
+                via,
+                from: Some(node),
+                at: read_at,
+            },
+            Some((reader.started_at, read_at)),
+        )?;
+        Ok(())
     }
 
     fn taint_run(
@@ -864,7 +956,13 @@ impl<S: Source> Tracer<'_, S> {
 
     fn order_of(&self, label: &Label) -> Order<'_> {
         let from = label.from.map_or("", |f| self.graph[f].name.as_str());
-        (label.tainted_at, label.via.rank(), from)
+        (
+            label.tainted_at,
+            label.via.rank(),
+            from,
+            label.via,
+            label.at,
+        )
     }
 
     fn order(&self, node: NodeIndex) -> Order<'_> {

@@ -1,6 +1,6 @@
 //! Traces over hand-built histories, each checked against the exact expected sets.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use petgraph::graph::NodeIndex;
 use proptest::prelude::*;
@@ -16,7 +16,7 @@ use crate::model::Digest;
 use crate::time::Micros;
 
 /// 2026-03-01T00:00:00Z plus `minutes`.
-fn t(minutes: i64) -> Micros {
+pub(crate) fn t(minutes: i64) -> Micros {
     (1_772_323_200 + minutes * 60) * 1_000_000
 }
 
@@ -804,7 +804,7 @@ fn tag_seed_selects_digests_by_window() {
 /// One random history: runs on two builders (or none), a few mounts, artifacts over three
 /// digests, builder records, purges and prunes; each run reads and writes a random subset.
 /// Returned with the seeds both as flags would give them and resolved to ids.
-fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeeds)> {
+pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeeds)> {
     let run = (
         0i64..60,
         0i64..15,
@@ -905,6 +905,15 @@ fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeeds)> {
         })
 }
 
+/// When each tainted run became tainted, by name.
+fn run_times(trace: &Trace) -> BTreeMap<String, Micros> {
+    trace
+        .tainted(Kind::Run)
+        .into_iter()
+        .map(|e| (e.name.to_owned(), e.tainted_at))
+        .collect()
+}
+
 fn everything(trace: &Trace) -> BTreeSet<String> {
     Kind::ALL.iter().flat_map(|&k| names(trace, k)).collect()
 }
@@ -923,6 +932,8 @@ proptest! {
         let blind = trace(&mut h, &seeds, TraceOptions { ignore_time: true }).unwrap();
         prop_assert_eq!(everything(&aware), oracle::closure(&history, &resolved, false));
         prop_assert_eq!(everything(&blind), oracle::closure(&history, &resolved, true));
+        prop_assert_eq!(run_times(&aware), oracle::run_times(&history, &resolved, false));
+        prop_assert_eq!(run_times(&blind), oracle::run_times(&history, &resolved, true));
         for kind in Kind::ALL {
             let blind_names = names(&blind, kind);
             for name in names(&aware, kind) {

@@ -532,6 +532,17 @@ impl Source for Store {
             .collect())
     }
 
+    fn mount_read(&mut self, run: RunId, mount: MountId) -> Result<Option<Micros>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT at FROM events WHERE run_id = ?1 AND kind = 'read_mount' AND target = ?2",
+                [run, mount],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     fn mount_purges(&mut self, mount: MountId) -> Result<Vec<Micros>, StoreError> {
         self.rows("SELECT at FROM purges WHERE (kind = 'mount' AND mount = ?1)
                     OR (kind = 'builder' AND builder_id = (SELECT builder_id FROM mounts WHERE id = ?1))
