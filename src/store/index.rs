@@ -1421,8 +1421,9 @@ mod tests {
 
         /// A random history written into a store traces exactly as it does in memory (where
         /// the rules are checked against a naive fixpoint), whether the store answers with
-        /// indexed queries or from the loaded graph: from the history's own seeds, from its
-        /// pipeline within a window, and from a tag first seen within a window.
+        /// indexed queries or from the loaded graph: from the history's own seeds, its
+        /// pipeline within a window, a tag first seen within a window, a digest, a run, and a
+        /// mount and a builder from their first use.
         #[test]
         fn the_store_traces_random_histories_as_memory_does(
             (history, seeds, _) in arb_history(),
@@ -1438,11 +1439,16 @@ mod tests {
                 time::format(t(since.min(until))),
                 time::format(t(since.max(until))),
             );
-            let windowed = [
-                ["--pipeline", "p", "--since", &since, "--until", &until],
-                ["--cache-ref", "reg.io/x:cache", "--since", &since, "--until", &until],
+            let digest = format!("sha256:{}", "2".repeat(64));
+            let flags: [&[&str]; 6] = [
+                &["--pipeline", "p", "--since", &since, "--until", &until],
+                &["--cache-ref", "reg.io/x:cache", "--since", &since, "--until", &until],
+                &["--cache-ref", &digest],
+                &["--run", "p/1"],
+                &["--mount", "b1:a"],
+                &["--builder", "b2"],
             ];
-            let all = std::iter::once(seeds).chain(windowed.iter().map(|args| self::seeds(args)));
+            let all = std::iter::once(seeds).chain(flags.iter().map(|args| self::seeds(args)));
             for seeds in all {
                 for ignore_time in [false, true] {
                     let expected = json_or_error(&mut history.clone(), &seeds, ignore_time);
