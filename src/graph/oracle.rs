@@ -25,21 +25,76 @@ pub fn closure(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeSet<
     names(h, &runs, &artifacts, seeds)
 }
 
-/// The earliest time each tainted run is tainted from, by name: the earliest any evidence
-/// from the tainted runs and artifacts reaches it.
-pub fn run_times(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeMap<String, Micros> {
+/// The earliest time each tainted entity is tainted from, by name. A run: the earliest any
+/// evidence from the tainted runs and artifacts reaches it. An artifact: its seeding (from its
+/// first sighting) or its earliest write by a tainted run, the earliest of any artifact with
+/// the same digest. A mount, builder or builder record: its seeding or its earliest write.
+pub fn times(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeMap<String, Micros> {
     let (runs, artifacts) = fixpoint(h, seeds, ignore_time);
-    runs.iter()
-        .map(|&id| {
-            let run = info(h, id);
-            let at = if seeds.runs.contains(&id) {
-                run.started_at
-            } else {
-                earliest(h, run, &runs, &artifacts, seeds, ignore_time).expect("reached")
-            };
-            (run_name(run), at)
-        })
-        .collect()
+    let mut out = BTreeMap::new();
+    let mut earliest_at = |name: String, at: Micros| {
+        let slot = out.entry(name).or_insert(at);
+        *slot = (*slot).min(at);
+    };
+    let mut own: BTreeMap<ArtifactId, Micros> = BTreeMap::new();
+    if let Some(digest) = &seeds.digest {
+        for a in h.artifacts.iter().filter(|a| &a.digest == digest) {
+            own.insert(a.id, h.artifact_info(a.id).first_seen);
+        }
+    }
+    if let Some((mount, since)) = seeds.mount {
+        earliest_at(mount_name(&h.mounts[index(mount)]), since);
+    }
+    if let Some((builder, since)) = seeds.builder {
+        earliest_at(builder_name(&h.builders[index(builder)].name), since);
+    }
+    for &id in &runs {
+        let run = info(h, id);
+        let at = if seeds.runs.contains(&id) {
+            run.started_at
+        } else {
+            earliest(h, run, &runs, &artifacts, seeds, ignore_time).expect("reached")
+        };
+        earliest_at(run_name(run), at);
+        if let Some(builder) = run.builder {
+            earliest_at(
+                builder_name(&h.builders[index(builder)].name),
+                run.started_at,
+            );
+        }
+        for (e, at) in events_of(h, id) {
+            match e {
+                Event::Exported(a) | Event::Produced(a) if run.status != RunStatus::Failed => {
+                    let slot = own.entry(a).or_insert(at);
+                    *slot = (*slot).min(at);
+                }
+                Event::WroteMount(m) => earliest_at(mount_name(&h.mounts[index(m)]), at),
+                Event::CreatedRecord(r) if record_carries_taint(&h.records[index(r)]) => {
+                    let record = &h.records[index(r)];
+                    let builder = &h.builders[index(record.builder)].name;
+                    earliest_at(record_name(builder, record), at);
+                }
+                _ => {}
+            }
+        }
+    }
+    for &a in &artifacts {
+        let digest = &h.artifacts[index(a)].digest;
+        let at = own
+            .iter()
+            .filter(|&(&b, _)| {
+                b == a || !digest.is_empty() && &h.artifacts[index(b)].digest == digest
+            })
+            .map(|(_, &at)| at)
+            .min()
+            .expect("tainted by its own evidence or a copy's");
+        earliest_at(artifact_name(&h.artifacts[index(a)]), at);
+    }
+    out
+}
+
+fn index(id: i64) -> usize {
+    usize::try_from(id - 1).unwrap()
 }
 
 /// The tainted runs and artifacts.

@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
+use petgraph::Direction;
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
+use petgraph::visit::EdgeRef;
 
 use super::result::{
     Entity, Evidence, Kind, Label, Node, SeedMark, Trace, Via, artifact_name, builder_name,
@@ -81,6 +83,7 @@ pub fn trace<S: Source>(
         digests: HashMap::default(),
         segments: HashMap::default(),
         roles: HashMap::default(),
+        waiting_creators: HashMap::default(),
     };
     tracer.seed(seeds)?;
     tracer.fixpoint()?;
@@ -238,6 +241,8 @@ struct Tracer<'s, S: Source> {
     /// readers are reached.
     segments: HashMap<NodeIndex, BTreeMap<usize, SegmentWrites>>,
     roles: HashMap<ArtifactId, Roles>,
+    /// For each expanded record: the runs that reused it and are its only creator so far.
+    waiting_creators: HashMap<NodeIndex, Vec<(RunRef, Micros)>>,
 }
 
 /// How a label compares: earlier first, then more direct, then by the name it came from, the
@@ -521,6 +526,14 @@ impl<S: Source> Tracer<'_, S> {
                         }
                     };
                     self.relax(target, offer(Via::RecordCreated), None);
+                    // Creators that reused the record wait for another creator.
+                    if let Some(waiting) = self.waiting_creators.get_mut(&target) {
+                        let reached: Vec<(RunRef, Micros)> =
+                            waiting.extract_if(.., |(run, _)| run.id != id).collect();
+                        for (run, at) in reached {
+                            self.reuse(target, run, at)?;
+                        }
+                    }
                 }
             }
         }
@@ -665,26 +678,46 @@ impl<S: Source> Tracer<'_, S> {
             return Ok(());
         };
         for (run, at) in self.source.record_reusers(info.id)? {
-            // A run that created the record does not taint itself through it.
-            if let Some(&existing) = self.nodes.get(&Key::Run(run.id))
-                && self
-                    .edges
-                    .contains_key(&(existing, node, Via::RecordCreated))
-            {
+            // A run that created the record does not taint itself through it; another
+            // creator found later reaches it.
+            if self.only_creator(node, run.id) {
+                self.waiting_creators
+                    .entry(node)
+                    .or_default()
+                    .push((run, at));
                 continue;
             }
-            let window = (run.started_at, at);
-            self.taint_run(
-                run,
-                Label {
-                    tainted_at: window.0,
-                    via: Via::BuilderRecord,
-                    from: Some(node),
-                    at,
-                },
-                Some(window),
-            )?;
+            self.reuse(node, run, at)?;
         }
+        Ok(())
+    }
+
+    /// Whether the run is the only tainted creator of the record found so far.
+    fn only_creator(&self, record: NodeIndex, run: RunId) -> bool {
+        let Some(&run) = self.nodes.get(&Key::Run(run)) else {
+            return false;
+        };
+        let mut creators = self
+            .graph
+            .edges_directed(record, Direction::Incoming)
+            .filter(|edge| edge.weight().via == Via::RecordCreated)
+            .map(|edge| edge.source());
+        creators.clone().any(|c| c == run) && creators.all(|c| c == run)
+    }
+
+    /// Taints a run that reused a tainted record at `at`.
+    fn reuse(&mut self, record: NodeIndex, run: RunRef, at: Micros) -> Result<(), S::Error> {
+        let window = (run.started_at, at);
+        self.taint_run(
+            run,
+            Label {
+                tainted_at: window.0,
+                via: Via::BuilderRecord,
+                from: Some(record),
+                at,
+            },
+            Some(window),
+        )?;
         Ok(())
     }
 

@@ -905,11 +905,11 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
         })
 }
 
-/// When each tainted run became tainted, by name.
-fn run_times(trace: &Trace) -> BTreeMap<String, Micros> {
-    trace
-        .tainted(Kind::Run)
-        .into_iter()
+/// When each tainted entity became tainted, by name.
+fn times(trace: &Trace) -> BTreeMap<String, Micros> {
+    Kind::ALL
+        .iter()
+        .flat_map(|&kind| trace.tainted(kind))
         .map(|e| (e.name.to_owned(), e.tainted_at))
         .collect()
 }
@@ -932,8 +932,8 @@ proptest! {
         let blind = trace(&mut h, &seeds, TraceOptions { ignore_time: true }).unwrap();
         prop_assert_eq!(everything(&aware), oracle::closure(&history, &resolved, false));
         prop_assert_eq!(everything(&blind), oracle::closure(&history, &resolved, true));
-        prop_assert_eq!(run_times(&aware), oracle::run_times(&history, &resolved, false));
-        prop_assert_eq!(run_times(&blind), oracle::run_times(&history, &resolved, true));
+        prop_assert_eq!(times(&aware), oracle::times(&history, &resolved, false));
+        prop_assert_eq!(times(&blind), oracle::times(&history, &resolved, true));
         for kind in Kind::ALL {
             let blind_names = names(&blind, kind);
             for name in names(&aware, kind) {
