@@ -855,13 +855,13 @@ impl<S: Source> Tracer<'_, S> {
                 self.deferred.push_back(Work::Readers { node, at, writer });
                 writer.zip(other)
             }
-            Some(seen) => {
-                let earlier = seen.writer.filter(|&w| Some(w) != writer);
-                if earlier.is_some() && seen.other.is_none_or(|other| at < other) {
+            Some(seen) => match seen.writer {
+                Some(first) if Some(first) != writer && seen.other.is_none_or(|o| at < o) => {
                     seen.other = Some(at);
+                    Some((first, at))
                 }
-                earlier.zip(seen.other).filter(|&(_, other)| other == at)
-            }
+                _ => None,
+            },
         };
         match left_out {
             Some((run, at)) => self.reach_writer(node, run, at),
