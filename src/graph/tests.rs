@@ -12,7 +12,7 @@ use super::seeds::{
 };
 use super::{Kind, ResolveError, Trace, TraceError, TraceOptions, Via, trace};
 use crate::cli::SeedArgs;
-use crate::model::Digest;
+use crate::model::{Backend, Digest};
 use crate::time::Micros;
 
 /// 2026-03-01T00:00:00Z plus `minutes`.
@@ -802,7 +802,7 @@ fn tag_seed_selects_digests_by_window() {
 }
 
 /// One random history: runs on two builders (or none), a few mounts, artifacts over three
-/// digests, builder records, purges and prunes; each run reads and writes a random subset.
+/// digests and one without, builder records, purges and prunes; each run reads and writes a random subset.
 /// Returned with the seeds both as flags would give them and resolved to ids.
 pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeeds)> {
     let run = (
@@ -811,7 +811,7 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
         0usize..3,
         any::<bool>(),
         any::<bool>(),
-        prop::collection::vec((0u8..8, 0usize..4), 0..5),
+        prop::collection::vec((0u8..8, 0usize..5), 0..5),
     );
     (
         prop::collection::vec(run, 1..9),
@@ -832,6 +832,8 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
                 h.manifest("reg.io/y", &digest('1')),
                 h.manifest("reg.io/x", &digest('2')),
                 h.manifest("reg.io/z", &digest('3')),
+                // A cache entry without a digest: its readers are its own.
+                h.artifact(Backend::Gha, "gha", "", "web-main"),
             ];
             let records = [
                 h.record(builders[0], "r0", "regular", "RUN make"),
@@ -860,8 +862,8 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
                         3 => h.produces(r, artifacts[target]),
                         4 => h.reads(r, mounts[target % 3]),
                         5 => h.writes(r, mounts[target % 3]),
-                        6 => h.creates(r, records[target]),
-                        _ => h.reuses(r, records[target]),
+                        6 => h.creates(r, records[target % 4]),
+                        _ => h.reuses(r, records[target % 4]),
                     }
                 }
             }
