@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use indicatif::ProgressBar;
 
 use crate::ExitStatus;
 use crate::cli::TraceArgs;
@@ -19,7 +20,10 @@ pub fn trace(args: &TraceArgs, db: &Path, printer: Printer) -> Result<ExitStatus
     let seeds = Seeds::from_args(&args.seeds)?;
     let mut store = open_existing_store(db)?;
     let started = Instant::now();
-    let (trace, summary) = run_trace(&mut store, &seeds, args.ignore_time)?;
+    let spinner = spinner(printer);
+    let result = run_trace(&mut store, &seeds, args.ignore_time);
+    spinner.finish_and_clear();
+    let (trace, summary) = result?;
     let traced = started.elapsed();
     let mut out = BufWriter::new(std::io::stdout().lock());
     match &args.explain {
@@ -47,6 +51,17 @@ pub fn trace(args: &TraceArgs, db: &Path, printer: Printer) -> Result<ExitStatus
     // The process ends next: freeing a large blast radius node by node would only delay it.
     std::mem::forget(trace);
     Ok(ExitStatus::Success)
+}
+
+/// A spinner on stderr while the trace runs (a fleet-wide trace takes seconds), when progress
+/// shows.
+fn spinner(printer: Printer) -> ProgressBar {
+    if !printer.progress {
+        return ProgressBar::hidden();
+    }
+    let spinner = ProgressBar::new_spinner().with_message("tracing the blast radius");
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    spinner
 }
 
 /// Where a trace's time went, for `--verbose`.
