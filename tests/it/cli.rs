@@ -92,22 +92,27 @@ fn record_is_idempotent() {
     );
 }
 
+/// Records run `run` of pipeline `p` on builder `b`, with one cache mount.
+fn record_with_mount(env: &Env, run: &str, mount: &str) {
+    ok(env.cmd().args([
+        "record",
+        "--pipeline",
+        "p",
+        "--run",
+        run,
+        "--builder",
+        "b",
+        "--mount",
+        mount,
+    ]));
+}
+
 /// The LLB form of a mount id and the Dockerfile form are one mount.
 #[test]
 fn llb_mount_ids_are_normalized() {
     let env = Env::new();
     for (run, id) in [("1", "//root/.cache/pip"), ("2", "/root/.cache/pip")] {
-        ok(env.cmd().args([
-            "record",
-            "--pipeline",
-            "p",
-            "--run",
-            run,
-            "--builder",
-            "b",
-            "--mount",
-            id,
-        ]));
+        record_with_mount(&env, run, id);
     }
     let export = ok(env.cmd().arg("export"));
     assert_eq!(
@@ -302,17 +307,7 @@ fn concurrent_records_lose_nothing() {
 fn trace_verbose_reports_its_phases() {
     let env = Env::new();
     for run in ["1", "2"] {
-        ok(env.cmd().args([
-            "record",
-            "--pipeline",
-            "p",
-            "--run",
-            run,
-            "--builder",
-            "b",
-            "--mount",
-            "/m",
-        ]));
+        record_with_mount(&env, run, "/m");
     }
     let plain = env
         .cmd()
