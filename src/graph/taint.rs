@@ -607,7 +607,12 @@ impl<S: Source> Tracer<'_, S> {
         let takes_over = match state.origin {
             None => true,
             Some(origin) if origin == node => true,
-            Some(origin) => self.order(node) < self.order(origin),
+            // Copies with equal evidence (one run exporting the bytes to two repositories)
+            // are told apart by name.
+            Some(origin) => {
+                (self.order(node), &self.graph[node].name)
+                    < (self.order(origin), &self.graph[origin].name)
+            }
         };
         if !takes_over {
             return;
@@ -1124,6 +1129,7 @@ impl<S: Source> Tracer<'_, S> {
             // Every tainted artifact has a role; a cache is the safer listing if one had none.
             *cache = roles.cache || cache_backend || !*image;
         }
+        self.copy_edges();
         // Freeing the traversal's bookkeeping takes a while for a large blast radius: another
         // thread does it while the trace is used.
         let leftovers = (
@@ -1138,6 +1144,61 @@ impl<S: Source> Tracer<'_, S> {
             graph: self.graph,
             seeds: self.seeds,
             ignore_time: self.ignore_time,
+        }
+    }
+}
+
+impl<S: Source> Tracer<'_, S> {
+    /// Makes the same-digest evidence the same whatever order it was found in: an edge from
+    /// every artifact with evidence of its own (a seed, or an export or build by a tainted
+    /// run), from the time of that evidence, to every other artifact with its digest. Each
+    /// copy's label names one of them; an artifact whose only own evidence came through a
+    /// copy (a run that imported the copy and pushed the bytes back) still has a chain from
+    /// the seeds.
+    fn copy_edges(&mut self) {
+        let graph = &self.graph;
+        let mut groups: HashMap<&str, Vec<NodeIndex>> = HashMap::default();
+        for node in graph.node_indices() {
+            if let Entity::Artifact { info, .. } = &graph[node].entity
+                && !info.digest.is_empty()
+            {
+                groups.entry(info.digest.as_str()).or_default().push(node);
+            }
+        }
+        let own_time = |node: NodeIndex| {
+            let seeded = graph[node].seed.and_then(|seed| seed.at);
+            graph
+                .edges_directed(node, Direction::Incoming)
+                .filter(|edge| matches!(edge.weight().via, Via::Exported | Via::Produced))
+                .map(|edge| edge.weight().at)
+                .chain(seeded)
+                .min()
+        };
+        let mut copies = Vec::new();
+        for group in groups.values().filter(|group| group.len() > 1) {
+            for &origin in group {
+                if let Some(at) = own_time(origin) {
+                    copies.extend(
+                        group
+                            .iter()
+                            .filter(|&&copy| copy != origin)
+                            .map(|&copy| (origin, copy, at)),
+                    );
+                }
+            }
+        }
+        self.graph
+            .retain_edges(|g, edge| g[edge].via != Via::SameDigest);
+        for (origin, copy, at) in copies {
+            self.graph.add_edge(
+                origin,
+                copy,
+                Evidence {
+                    via: Via::SameDigest,
+                    at,
+                    reader: None,
+                },
+            );
         }
     }
 }

@@ -1403,7 +1403,7 @@ mod tests {
         tx.commit().unwrap();
     }
 
-    /// The trace as JSON, or the error's message.
+    /// The trace as JSON and as Graphviz (every evidence edge), or the error's message.
     fn json_or_error<S: graph::Source>(
         source: &mut S,
         seeds: &Seeds,
@@ -1412,7 +1412,9 @@ mod tests {
         let trace = graph::trace(source, seeds, TraceOptions { ignore_time })
             .map_err(|err| err.to_string())?;
         let mut out = Vec::new();
-        crate::report::trace::write(&trace, TraceFormat::Json, &mut out).unwrap();
+        for format in [TraceFormat::Json, TraceFormat::Dot] {
+            crate::report::trace::write(&trace, format, &mut out).unwrap();
+        }
         Ok(String::from_utf8(out).unwrap())
     }
 
@@ -1420,7 +1422,8 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
         /// A random history written into a store traces exactly as it does in memory (where
-        /// the rules are checked against a naive fixpoint), whether the store answers with
+        /// the rules are checked against a naive fixpoint), with the same evidence, whether
+        /// the store answers with
         /// indexed queries or from the loaded graph: from the history's own seeds, its
         /// pipeline within a window, a tag first seen within a window, a digest, a run, and a
         /// mount and a builder from their first use.
