@@ -1157,14 +1157,14 @@ impl<S: Source> Tracer<'_, S> {
     /// the seeds.
     fn copy_edges(&mut self) {
         let graph = &self.graph;
-        let mut groups: HashMap<&str, Vec<NodeIndex>> = HashMap::default();
-        for node in graph.node_indices() {
-            if let Entity::Artifact { info, .. } = &graph[node].entity
-                && !info.digest.is_empty()
-            {
-                groups.entry(info.digest.as_str()).or_default().push(node);
-            }
-        }
+        let groups = self.digests.values().filter_map(|state| {
+            let nodes: Vec<NodeIndex> = state
+                .artifacts
+                .iter()
+                .filter_map(|a| self.nodes.get(&Key::Artifact(a.id)).copied())
+                .collect();
+            (nodes.len() > 1).then_some(nodes)
+        });
         let own_time = |node: NodeIndex| {
             let seeded = graph[node].seed.and_then(|seed| seed.at);
             graph
@@ -1175,8 +1175,8 @@ impl<S: Source> Tracer<'_, S> {
                 .min()
         };
         let mut copies = Vec::new();
-        for group in groups.values().filter(|group| group.len() > 1) {
-            for &origin in group {
+        for group in groups {
+            for &origin in &group {
                 if let Some(at) = own_time(origin) {
                     copies.extend(
                         group
