@@ -5,7 +5,11 @@
 //! that ran before the tainted export was found; a second tainted write to a mount can be
 //! earlier than the first one found), so a node is re-relaxed when its time improves, and a
 //! mount or builder is re-queried when it gains a tainted write earlier than any before in the
-//! same purge segment. Times only decrease and come from a finite set, so cycles terminate.
+//! same purge segment (the writer of that write, which its own query leaves out, is offered
+//! the earliest write by another run instead). Times only decrease and come from a finite
+//! set, so cycles terminate. Ties are broken by names and kinds of evidence, never by the
+//! order evidence was found in, so a trace answered by indexed queries and one answered from
+//! the loaded graph are the same.
 //!
 //! Every expansion is one [`Source`] lookup; nothing scans the whole store.
 
