@@ -530,9 +530,13 @@ fn shared_mount_cache_across_projects() {
         npm_before,
         "the docs mount cache was touched"
     );
+    let remaining = lab.record_ids(b);
+    let pruned: BTreeSet<&String> = docs_created.difference(&remaining).collect();
     assert!(
-        docs_created.is_subset(&lab.record_ids(b)),
-        "the docs layers were pruned"
+        pruned.is_empty(),
+        "the docs layers {pruned:?} were pruned; fork-pr/1 created {fork_created:?}, \
+         webapp/1 created {:?}; left on the builder: {remaining:?}",
+        lab.layers("webapp/1", "created"),
     );
     assert!(
         !lab.has_image(b, &webapp_ref),
