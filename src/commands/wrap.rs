@@ -138,7 +138,14 @@ async fn wrap_build(
                 }
             }
         }
-        _ => None,
+        (None, Some(b)) => {
+            printer.warn(format!(
+                "builder records will not be captured: no endpoint is known for builder `{}` (give it one in a `[[builder]]` table of the config)",
+                b.name
+            ));
+            None
+        }
+        (_, None) => None,
     };
     let engine = match (&endpoint, builder.as_ref().and_then(|b| b.driver)) {
         (Some(endpoint), Some(Driver::Docker) | None) => Engine::connect(endpoint).await.ok(),

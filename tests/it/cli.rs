@@ -337,3 +337,45 @@ fn trace_verbose_reports_its_phases() {
     assert!(line.contains(" s; output written in "), "{line}");
     assert!(!line.contains("loaded"), "{line}");
 }
+
+/// A build on a builder whose endpoint is unknown is recorded, with a warning that its builder
+/// records (the evidence that keeps other projects' layers out of a purge) are not captured.
+#[test]
+fn wrap_without_a_builder_endpoint_warns_that_records_are_not_captured() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let env = Env::new();
+    let docker = env.write("bin/docker", "#!/bin/sh\nexit 0\n");
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.write("ctx/Dockerfile", "FROM scratch\n");
+    let out = env
+        .cmd()
+        .args([
+            "wrap",
+            "--pipeline",
+            "p",
+            "--run",
+            "1",
+            "--builder",
+            "ci-7",
+            "--",
+        ])
+        .arg(&docker)
+        .args(["build", "-t", "app", "ctx"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(
+            "warning: builder records will not be captured: no endpoint is known for builder `ci-7`"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cachewarden: recorded succeeded run p/1"),
+        "{stderr}"
+    );
+    let export = ok(env.cmd().arg("export"));
+    assert!(!export.contains("\"records\""), "{export}");
+}

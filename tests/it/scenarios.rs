@@ -200,7 +200,7 @@ impl Lab {
             job.pipeline
         );
         assert!(
-            !text.contains("will not be captured"),
+            !text.contains("not captured") && !text.contains("not be captured"),
             "{}/{run}: no record evidence:\n{text}",
             job.pipeline
         );
