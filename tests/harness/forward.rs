@@ -5,8 +5,8 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// What the forwarder does with each connection before copying bytes.
@@ -35,15 +35,18 @@ enum Listener {
 
 trait Stream: Read + Write + Send + 'static {
     fn try_clone_box(&self) -> io::Result<Box<dyn Stream>>;
-    fn shutdown_write(&self);
+    fn shutdown_how(&self, how: Shutdown);
+    fn shutdown_write(&self) {
+        self.shutdown_how(Shutdown::Write);
+    }
 }
 
 impl Stream for TcpStream {
     fn try_clone_box(&self) -> io::Result<Box<dyn Stream>> {
         Ok(Box::new(self.try_clone()?))
     }
-    fn shutdown_write(&self) {
-        let _ = self.shutdown(Shutdown::Write);
+    fn shutdown_how(&self, how: Shutdown) {
+        let _ = self.shutdown(how);
     }
 }
 
@@ -51,8 +54,8 @@ impl Stream for UnixStream {
     fn try_clone_box(&self) -> io::Result<Box<dyn Stream>> {
         Ok(Box::new(self.try_clone()?))
     }
-    fn shutdown_write(&self) {
-        let _ = self.shutdown(Shutdown::Write);
+    fn shutdown_how(&self, how: Shutdown) {
+        let _ = self.shutdown(how);
     }
 }
 
@@ -60,6 +63,9 @@ impl Stream for UnixStream {
 pub struct Forwarder {
     endpoint: String,
     stop: Arc<AtomicBool>,
+    /// The client side of every connection accepted so far and not cut.
+    live: Arc<Mutex<Vec<Box<dyn Stream>>>>,
+    accepted: Arc<AtomicUsize>,
     wake: Listen,
     accept: Option<JoinHandle<()>>,
 }
@@ -79,8 +85,11 @@ impl Forwarder {
             }
         };
         let stop = Arc::new(AtomicBool::new(false));
+        let live: Arc<Mutex<Vec<Box<dyn Stream>>>> = Arc::default();
         let daemon = daemon_socket.to_path_buf();
         let stopping = Arc::clone(&stop);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (kept, counted) = (Arc::clone(&live), Arc::clone(&accepted));
         let accept = std::thread::spawn(move || {
             loop {
                 let client: Box<dyn Stream> = match &listener {
@@ -96,6 +105,10 @@ impl Forwarder {
                 if stopping.load(Ordering::SeqCst) {
                     return;
                 }
+                counted.fetch_add(1, Ordering::SeqCst);
+                if let Ok(clone) = client.try_clone_box() {
+                    kept.lock().unwrap().push(clone);
+                }
                 let daemon = daemon.clone();
                 std::thread::spawn(move || {
                     let _ = serve(client, &daemon, mode);
@@ -105,6 +118,8 @@ impl Forwarder {
         Self {
             endpoint,
             stop,
+            live,
+            accepted,
             wake: listen,
             accept: Some(accept),
         }
@@ -113,6 +128,19 @@ impl Forwarder {
     /// `tcp://127.0.0.1:PORT` or `unix:///path`.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// How many connections were accepted.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Closes every connection accepted so far, as a daemon restart or a network drop would;
+    /// new connections are still forwarded.
+    pub fn cut(&self) {
+        for client in self.live.lock().unwrap().drain(..) {
+            client.shutdown_how(Shutdown::Both);
+        }
     }
 }
 

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common::{Env, ok};
+use crate::harness::forward::{Forwarder, Listen, Mode};
 use crate::harness::{self, Dockerd, Registry, RegistryOpts};
 
 /// A CI job's view: `cachewarden wrap` aimed at the test daemon, with a job identity.
@@ -430,4 +431,74 @@ fn a_cache_tag_moved_during_the_build_is_warned_about() {
     let imported = victim["imported"].to_string();
     assert!(imported.contains(&before), "{victim}");
     assert!(!imported.contains(&after), "{victim}");
+}
+
+/// A connection to the builder that drops during the build (a daemon restart, a network blip)
+/// costs no evidence: the client connects again to read the records after the build.
+#[test]
+fn builder_records_are_read_on_a_new_connection_when_the_first_dropped() {
+    let Some((_registry, dockerd, env, base)) = site() else {
+        return;
+    };
+    // wrap reaches the builder through a forwarder that can cut its connections; the build
+    // itself talks to the daemon directly.
+    let forwarder = Forwarder::start(&dockerd.socket(), Listen::Tcp, Mode::Raw);
+    let app = env.write(
+        "app/Dockerfile",
+        &format!("FROM {base}\nRUN echo app > /app\n"),
+    );
+    let (built, resume) = (env.path().join("built"), env.path().join("resume"));
+    let client = env.write(
+        "bin/docker",
+        &format!(
+            "#!/bin/sh\nDOCKER_HOST={direct} {docker} \"$@\" || exit $?\ntouch {built}\nwhile [ ! -f {resume} ]; do sleep 0.05; done\n",
+            direct = dockerd.host(),
+            docker = harness::DOCKER,
+            built = built.display(),
+            resume = resume.display(),
+        ),
+    );
+    std::fs::set_permissions(&client, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let ctx = app.parent().unwrap().to_str().unwrap();
+    let mut wrap = wrap_client(
+        &env,
+        &dockerd,
+        "app",
+        "1",
+        &client,
+        &["build", "--network=none", "-t", "app:1", ctx],
+    );
+    let child = wrap
+        .env("DOCKER_HOST", forwarder.endpoint())
+        .env("CACHEWARDEN_BUILDER", "fwd")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !built.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build did not finish"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let before_cut = forwarder.accepted();
+    forwarder.cut();
+    std::fs::write(&resume, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("not captured"), "{stderr}");
+    assert!(forwarder.accepted() > before_cut, "wrap connected again");
+    let run = run_line(&ok(env.cmd().arg("export")), "app", "1");
+    let created = run["records"]["created"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        created.iter().any(|r| r["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("echo app"))),
+        "{run}"
+    );
 }
