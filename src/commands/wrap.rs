@@ -225,7 +225,17 @@ async fn wrap_build(
         RunStatus::Failed
     };
     if let (Some(client), Some(before)) = (buildkit.as_mut(), before) {
-        match client.disk_usage().await {
+        // A build can outlast the connection opened before it: one new connection is tried.
+        let after = match client.disk_usage().await {
+            Err(_) if let (Some(endpoint), Some(b)) = (&endpoint, &builder) => {
+                match BuildkitClient::connect(endpoint, b.driver.unwrap_or(Driver::Docker)).await {
+                    Ok(mut fresh) => fresh.disk_usage().await,
+                    Err(err) => Err(err),
+                }
+            }
+            after => after,
+        };
+        match after {
             Ok(after) => record.records = Some(diff_records(&before, &after)),
             Err(err) => printer.warn(format!(
                 "builder records after the build were not captured: {err}"

@@ -66,6 +66,8 @@ pub struct Forwarder {
     /// The client side of every connection accepted so far and not cut.
     live: Arc<Mutex<Vec<Box<dyn Stream>>>>,
     accepted: Arc<AtomicUsize>,
+    /// How many of the next connections to close as soon as they are accepted.
+    refuse: Arc<AtomicUsize>,
     wake: Listen,
     accept: Option<JoinHandle<()>>,
 }
@@ -89,7 +91,12 @@ impl Forwarder {
         let daemon = daemon_socket.to_path_buf();
         let stopping = Arc::clone(&stop);
         let accepted = Arc::new(AtomicUsize::new(0));
-        let (kept, counted) = (Arc::clone(&live), Arc::clone(&accepted));
+        let refuse = Arc::new(AtomicUsize::new(0));
+        let (kept, counted, refusing) = (
+            Arc::clone(&live),
+            Arc::clone(&accepted),
+            Arc::clone(&refuse),
+        );
         let accept = std::thread::spawn(move || {
             loop {
                 let client: Box<dyn Stream> = match &listener {
@@ -106,6 +113,13 @@ impl Forwarder {
                     return;
                 }
                 counted.fetch_add(1, Ordering::SeqCst);
+                let refused = refusing
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                if refused {
+                    client.shutdown_how(Shutdown::Both);
+                    continue;
+                }
                 if let Ok(clone) = client.try_clone_box() {
                     kept.lock().unwrap().push(clone);
                 }
@@ -120,6 +134,7 @@ impl Forwarder {
             stop,
             live,
             accepted,
+            refuse,
             wake: listen,
             accept: Some(accept),
         }
@@ -133,6 +148,11 @@ impl Forwarder {
     /// How many connections were accepted.
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Closes the next `n` connections as soon as they are accepted.
+    pub fn refuse_next(&self, n: usize) {
+        self.refuse.store(n, Ordering::SeqCst);
     }
 
     /// Closes every connection accepted so far, as a daemon restart or a network drop would;

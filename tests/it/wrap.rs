@@ -434,7 +434,8 @@ fn a_cache_tag_moved_during_the_build_is_warned_about() {
 }
 
 /// A connection to the builder that drops during the build (a daemon restart, a network blip)
-/// costs no evidence: the client connects again to read the records after the build.
+/// costs no evidence: wrap reads the records after the build on a new connection, even when
+/// the first attempt to connect again fails.
 #[test]
 fn builder_records_are_read_on_a_new_connection_when_the_first_dropped() {
     let Some((_registry, dockerd, env, base)) = site() else {
@@ -483,6 +484,7 @@ fn builder_records_are_read_on_a_new_connection_when_the_first_dropped() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let before_cut = forwarder.accepted();
+    forwarder.refuse_next(1);
     forwarder.cut();
     std::fs::write(&resume, "").unwrap();
     let out = child.wait_with_output().unwrap();
