@@ -753,22 +753,38 @@ impl<S: Source> Tracer<'_, S> {
             _ => return Ok(()),
         };
         for (run, read_at) in readers {
-            if Some(run.id) == writer || cleared_by.is_some_and(|purge| purge < run.started_at) {
-                continue;
+            if Some(run.id) != writer {
+                self.reach(node, run, at, read_at, via, cleared_by)?;
             }
-            let tainted_at = run.started_at.max(at);
-            let window = (run.started_at, read_at);
-            self.taint_run(
-                run,
-                Label {
-                    tainted_at,
-                    via,
-                    from: Some(node),
-                    at: read_at,
-                },
-                Some(window),
-            )?;
         }
+        Ok(())
+    }
+
+    /// Taints a run that read a mutable node (a mount, or a builder's cache) at `read_at`,
+    /// after a tainted write at `at`: from its start, or from the write when that is later,
+    /// unless it started after the purge that cleared the write.
+    fn reach(
+        &mut self,
+        node: NodeIndex,
+        run: RunRef,
+        at: Micros,
+        read_at: Micros,
+        via: Via,
+        cleared_by: Option<Micros>,
+    ) -> Result<(), S::Error> {
+        if cleared_by.is_some_and(|purge| purge < run.started_at) {
+            return Ok(());
+        }
+        self.taint_run(
+            run,
+            Label {
+                tainted_at: run.started_at.max(at),
+                via,
+                from: Some(node),
+                at: read_at,
+            },
+            Some((run.started_at, read_at)),
+        )?;
         Ok(())
     }
 
@@ -781,21 +797,7 @@ impl<S: Source> Tracer<'_, S> {
         let since = if self.ignore_time { Micros::MIN } else { at };
         let cleared_by = self.next_purge(node, at);
         for (run, used_at) in self.source.builder_record_users(builder.id, since)? {
-            if cleared_by.is_some_and(|purge| purge < run.started_at) {
-                continue;
-            }
-            let tainted_at = run.started_at.max(at);
-            let window = (run.started_at, used_at);
-            self.taint_run(
-                run,
-                Label {
-                    tainted_at,
-                    via: Via::BuilderRecord,
-                    from: Some(node),
-                    at: used_at,
-                },
-                Some(window),
-            )?;
+            self.reach(node, run, at, used_at, Via::BuilderRecord, cleared_by)?;
         }
         Ok(())
     }
@@ -903,23 +905,11 @@ impl<S: Source> Tracer<'_, S> {
             }
             _ => return Ok(()),
         };
-        let cleared_by = self.next_purge(node, at);
-        if !self.ignore_time && read_at < at
-            || cleared_by.is_some_and(|purge| purge < reader.started_at)
-        {
+        if !self.ignore_time && read_at < at {
             return Ok(());
         }
-        self.taint_run(
-            reader,
-            Label {
-                tainted_at: reader.started_at.max(at),
-                via,
-                from: Some(node),
-                at: read_at,
-            },
-            Some((reader.started_at, read_at)),
-        )?;
-        Ok(())
+        let cleared_by = self.next_purge(node, at);
+        self.reach(node, reader, at, read_at, via, cleared_by)
     }
 
     fn taint_run(
