@@ -49,7 +49,8 @@ pub struct History {
     pub mount_reader_queries: usize,
 }
 
-fn index(id: i64) -> usize {
+/// The position of a row in its list: ids start at 1.
+pub(crate) fn index(id: i64) -> usize {
     usize::try_from(id - 1).expect("ids start at 1")
 }
 

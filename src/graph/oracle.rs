@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::mem::{Event, History};
+use super::mem::{Event, History, index};
 use super::result::{artifact_name, builder_name, mount_name, record_name, run_name};
 use super::source::{ArtifactId, BuilderId, MountId, RecordId, RunId, RunInfo};
 use super::taint::record_carries_taint;
@@ -32,10 +32,7 @@ pub fn closure(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeSet<
 pub fn times(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeMap<String, Micros> {
     let (runs, artifacts) = fixpoint(h, seeds, ignore_time);
     let mut out = BTreeMap::new();
-    let mut earliest_at = |name: String, at: Micros| {
-        let slot = out.entry(name).or_insert(at);
-        *slot = (*slot).min(at);
-    };
+    let mut earliest_at = |name: String, at: Micros| keep_earliest(&mut out, name, at);
     let mut own: BTreeMap<ArtifactId, Micros> = BTreeMap::new();
     if let Some(digest) = &seeds.digest {
         for a in h.artifacts.iter().filter(|a| &a.digest == digest) {
@@ -65,8 +62,7 @@ pub fn times(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeMap<St
         for (e, at) in events_of(h, id) {
             match e {
                 Event::Exported(a) | Event::Produced(a) if run.status != RunStatus::Failed => {
-                    let slot = own.entry(a).or_insert(at);
-                    *slot = (*slot).min(at);
+                    keep_earliest(&mut own, a, at);
                 }
                 Event::WroteMount(m) => earliest_at(mount_name(&h.mounts[index(m)]), at),
                 Event::CreatedRecord(r) if record_carries_taint(&h.records[index(r)]) => {
@@ -93,8 +89,9 @@ pub fn times(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeMap<St
     out
 }
 
-fn index(id: i64) -> usize {
-    usize::try_from(id - 1).unwrap()
+fn keep_earliest<K: Ord>(times: &mut BTreeMap<K, Micros>, key: K, at: Micros) {
+    let slot = times.entry(key).or_insert(at);
+    *slot = (*slot).min(at);
 }
 
 /// The tainted runs and artifacts.
@@ -128,7 +125,7 @@ fn events_of(h: &History, run: RunId) -> impl Iterator<Item = (Event, Micros)> +
 }
 
 fn info(h: &History, run: RunId) -> &RunInfo {
-    &h.runs[usize::try_from(run - 1).unwrap()]
+    &h.runs[index(run)]
 }
 
 fn tainted_artifacts(
@@ -157,7 +154,7 @@ fn tainted_artifacts(
     }
     let digests: BTreeSet<String> = out
         .iter()
-        .map(|&a| h.artifacts[usize::try_from(a - 1).unwrap()].digest.clone())
+        .map(|&a| h.artifacts[index(a)].digest.clone())
         .filter(|d| !d.is_empty())
         .collect();
     out.extend(
@@ -204,7 +201,7 @@ fn earliest(
                 );
             }
             Event::ReusedRecord(r)
-                if record_carries_taint(&h.records[usize::try_from(r - 1).unwrap()])
+                if record_carries_taint(&h.records[index(r)])
                     && writes_to(h, tainted, run.id, |e| e == Event::CreatedRecord(r))
                         .next()
                         .is_some() =>
@@ -251,7 +248,7 @@ fn seeded_builder_use(
     events_of(h, run.id)
         .any(|(e, at)| match e {
             Event::CreatedRecord(r) | Event::ReusedRecord(r) => {
-                h.records[usize::try_from(r - 1).unwrap()].builder == builder
+                h.records[index(r)].builder == builder
                     && (ignore_time || (at >= since && !cleared(&prunes, since, run.started_at)))
             }
             _ => false,
@@ -273,7 +270,7 @@ fn writes_to<'a>(
 }
 
 fn mount_purges(h: &History, mount: MountId) -> Vec<Micros> {
-    let builder = h.mounts[usize::try_from(mount - 1).unwrap()].builder;
+    let builder = h.mounts[index(mount)].builder;
     h.mount_purges
         .iter()
         .filter(|p| p.0 == mount)
@@ -309,9 +306,7 @@ fn names(
                 Event::WroteMount(m) => {
                     mounts.insert(m);
                 }
-                Event::CreatedRecord(r)
-                    if record_carries_taint(&h.records[usize::try_from(r - 1).unwrap()]) =>
-                {
+                Event::CreatedRecord(r) if record_carries_taint(&h.records[index(r)]) => {
                     records.insert(r);
                 }
                 _ => {}
@@ -319,19 +314,17 @@ fn names(
         }
     }
     for &a in artifacts {
-        out.insert(artifact_name(&h.artifacts[usize::try_from(a - 1).unwrap()]));
+        out.insert(artifact_name(&h.artifacts[index(a)]));
     }
     for m in mounts {
-        out.insert(mount_name(&h.mounts[usize::try_from(m - 1).unwrap()]));
+        out.insert(mount_name(&h.mounts[index(m)]));
     }
     for b in builders {
-        out.insert(builder_name(
-            &h.builders[usize::try_from(b - 1).unwrap()].name,
-        ));
+        out.insert(builder_name(&h.builders[index(b)].name));
     }
     for r in records {
-        let record = &h.records[usize::try_from(r - 1).unwrap()];
-        let builder = &h.builders[usize::try_from(record.builder - 1).unwrap()].name;
+        let record = &h.records[index(r)];
+        let builder = &h.builders[index(record.builder)].name;
         out.insert(record_name(builder, record));
     }
     out
