@@ -15,7 +15,7 @@ use crate::cli::{RecordArgs, WrapArgs};
 use crate::commands::open_store;
 use crate::commands::record::{apply_metadata, build_record, reference_of};
 use crate::config::Config;
-use crate::error::{InputError, RefusedError};
+use crate::error::{InputError, RefusedError, RemoteError};
 use crate::ingest::command::{self, BuildCommand, Wrapped};
 use crate::ingest::{builder as builder_name, ci, metadata};
 use crate::model::{
@@ -129,15 +129,13 @@ async fn wrap_build(
     let builder = planned.as_ref().and_then(|r| r.builder.clone());
     let endpoint = builder.as_ref().and_then(|b| reachable_endpoint(b, config));
     let mut buildkit = match (&endpoint, &builder) {
-        (Some(endpoint), Some(b)) => {
-            match BuildkitClient::connect(endpoint, b.driver.unwrap_or(Driver::Docker)).await {
-                Ok(client) => Some(client),
-                Err(err) => {
-                    printer.warn(format!("builder records will not be captured: {err}"));
-                    None
-                }
+        (Some(endpoint), Some(b)) => match connect(endpoint, b).await {
+            Ok(client) => Some(client),
+            Err(err) => {
+                printer.warn(format!("builder records will not be captured: {err}"));
+                None
             }
-        }
+        },
         (None, Some(b)) => {
             printer.warn(format!(
                 "builder records will not be captured: no endpoint is known for builder `{}` (give it one in a `[[builder]]` table of the config)",
@@ -228,7 +226,7 @@ async fn wrap_build(
         // A build can outlast the connection opened before it: one new connection is tried.
         let after = match client.disk_usage().await {
             Err(_) if let (Some(endpoint), Some(b)) = (&endpoint, &builder) => {
-                match BuildkitClient::connect(endpoint, b.driver.unwrap_or(Driver::Docker)).await {
+                match connect(endpoint, b).await {
                     Ok(mut fresh) => fresh.disk_usage().await,
                     Err(err) => Err(err),
                 }
@@ -311,6 +309,11 @@ fn merged_args(record: &RecordArgs, build: &BuildCommand) -> RecordArgs {
 
 /// The endpoint to snapshot, when the builder is one this machine can reach: configured, or
 /// the Docker Engine the client talks to.
+/// The builder's BuildKit Control API at `endpoint`.
+async fn connect(endpoint: &str, builder: &BuilderInfo) -> Result<BuildkitClient, RemoteError> {
+    BuildkitClient::connect(endpoint, builder.driver.unwrap_or(Driver::Docker)).await
+}
+
 fn reachable_endpoint(builder: &BuilderInfo, config: &Config) -> Option<String> {
     if let Some(configured) = config.builder(&builder.name) {
         return Some(configured.endpoint.clone());
