@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags};
 use rustc_hash::{FxHashMap, FxHasher};
 
-use super::write::kind;
 use super::{Store, StoreError, sql_error};
 use crate::graph::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestRead, MountId, MountInfo,
@@ -83,7 +82,7 @@ impl<'s> TraceSource<'s> {
             queries: self.queries,
             loaded: self
                 .load_time
-                .zip(self.index.as_ref().map(|index| index.events.run.len())),
+                .zip(self.index.as_ref().map(|index| index.events.count)),
         }
     }
 
@@ -124,11 +123,13 @@ impl Drop for TraceSource<'_> {
     }
 }
 
-/// A second, read-only connection to read the events on while `conn` reads the other tables.
+/// A second, read-only connection to read the events and builder records on while `conn` reads
+/// the other tables.
 ///
-/// It may see a later state than `conn`'s read transaction, but events are only ever appended,
-/// each with an id above every earlier one: reading those up to the largest id `conn` sees
-/// (see [`Slots`]) gives exactly the events of `conn`'s snapshot. `None` when the file cannot
+/// It may see a later state than `conn`'s read transaction, but events and records are only
+/// ever appended, each with an id above every earlier one, and the record columns a trace reads
+/// never change: reading those up to the largest id `conn` sees (see [`Slots`]) gives exactly
+/// the rows of `conn`'s snapshot. `None` when the file cannot
 /// be opened again (then `conn` reads everything).
 fn events_reader(path: &Path) -> Option<Connection> {
     let reader = Connection::open_with_flags(
@@ -220,28 +221,25 @@ enum EventKind {
     UsedBase,
     ReadMount,
     WroteMount,
-    RanOn,
     CreatedRecord,
     ReusedRecord,
     Other,
 }
 
 impl EventKind {
-    fn parse(value: &[u8]) -> Self {
-        [
-            (kind::IMPORTED, Self::Imported),
-            (kind::EXPORTED, Self::Exported),
-            (kind::PRODUCED, Self::Produced),
-            (kind::USED_BASE, Self::UsedBase),
-            (kind::READ_MOUNT, Self::ReadMount),
-            (kind::WROTE_MOUNT, Self::WroteMount),
-            (kind::RAN_ON, Self::RanOn),
-            (kind::CREATED_RECORD, Self::CreatedRecord),
-            (kind::REUSED_RECORD, Self::ReusedRecord),
-        ]
-        .into_iter()
-        .find(|(name, _)| name.as_bytes() == value)
-        .map_or(Self::Other, |(_, kind)| kind)
+    /// The kind of a packed event (see `schema/migrations/0005_event_pages.sql`).
+    fn from_code(code: u8) -> Self {
+        match code {
+            1 => Self::Imported,
+            2 => Self::Exported,
+            3 => Self::Produced,
+            4 => Self::UsedBase,
+            5 => Self::ReadMount,
+            6 => Self::WroteMount,
+            7 => Self::CreatedRecord,
+            8 => Self::ReusedRecord,
+            _ => Self::Other,
+        }
     }
 
     fn is_write(self) -> bool {
@@ -296,6 +294,7 @@ const BACKENDS: [Backend; 6] = [
 /// The whole provenance graph, by store id.
 struct Index {
     events: Events,
+    records: Records,
     tables: Tables,
 }
 
@@ -325,8 +324,14 @@ impl Slots {
     }
 }
 
+/// The bytes of one packed event: id, run, kind, target and time (see
+/// `schema/migrations/0005_event_pages.sql`).
+const PACKED_EVENT: usize = 33;
+
 /// Every event a trace follows, as parallel arrays, and the groupings it looks them up by.
 struct Events {
+    /// How many events were read (positions of other kinds are left empty).
+    count: usize,
     run: Vec<u32>,
     target: Vec<u32>,
     at: Vec<Micros>,
@@ -350,28 +355,35 @@ impl Events {
             events,
             ..
         } = *slots;
-        let mut event_run = Vec::with_capacity(events);
-        let mut event_target = Vec::with_capacity(events);
-        let mut event_at = Vec::with_capacity(events);
-        let mut event_kind = Vec::with_capacity(events);
-        // Only the events of the snapshot the slots were read in; builders come from the runs
-        // table.
-        let mut stmt = conn.prepare(&format!(
-            "SELECT run_id, kind, target, at FROM events WHERE id < ?1 AND kind <> '{}'",
-            kind::RAN_ON
-        ))?;
-        let mut rows = stmt.query([i64::try_from(events).unwrap_or(i64::MAX)])?;
+        // Each event goes to the position of its id, so the events keep the order of their ids
+        // whatever order the pages come in; positions of `ran_on` events stay `Other`.
+        let mut event_run = vec![0u32; events];
+        let mut event_target = vec![0u32; events];
+        let mut event_at = vec![0; events];
+        let mut event_kind = vec![EventKind::Other; events];
+        // Only the events of the snapshot the slots were read in.
+        let last_page = i64::try_from(events).unwrap_or(i64::MAX).saturating_sub(1) >> 6;
+        let mut stmt = conn.prepare("SELECT events FROM event_pages WHERE page <= ?1")?;
+        let mut rows = stmt.query([last_page])?;
+        let mut count = 0;
         while let Some(row) = rows.next()? {
-            let run = some_or_skip!(id32(row.get(0)?));
-            let kind = EventKind::parse(row.get_ref(1)?.as_bytes()?);
-            // Unknown kinds play no part in a trace.
-            if matches!(kind, EventKind::RanOn | EventKind::Other) {
-                continue;
+            let packed = row.get_ref(0)?.as_blob()?;
+            if packed.len() % PACKED_EVENT != 0 {
+                return Ok(None);
             }
-            event_run.push(run);
-            event_target.push(some_or_skip!(id32(row.get(2)?)));
-            event_at.push(row.get(3)?);
-            event_kind.push(kind);
+            for event in packed.chunks_exact(PACKED_EVENT) {
+                let number = |at: usize| {
+                    i64::from_be_bytes(event[at..at + 8].try_into().expect("eight bytes"))
+                };
+                let Some(slot) = slot(number(0)).filter(|&slot| slot < events) else {
+                    continue;
+                };
+                event_run[slot] = some_or_skip!(id32(number(8)));
+                event_kind[slot] = EventKind::from_code(event[16]);
+                event_target[slot] = some_or_skip!(id32(number(17)));
+                event_at[slot] = number(25);
+                count += 1;
+            }
         }
         if u32::try_from(event_run.len()).is_err() {
             return Ok(None);
@@ -408,6 +420,7 @@ impl Events {
         let record_reuses = keyed(|k| k == EventKind::ReusedRecord, false, record_slots);
 
         Ok(Some(Self {
+            count,
             run: event_run,
             target: event_target,
             at: event_at,
@@ -437,9 +450,6 @@ struct Tables {
     /// Where each hash starts in `by_digest`.
     digest_starts: FxHashMap<u64, u32>,
     mounts: Vec<Option<MountInfo>>,
-    records: Vec<RecordRow>,
-    record_text: Text,
-    record_types: Vec<String>,
     mount_purges: HashMap<i64, Vec<Micros>>,
     builder_purges: HashMap<i64, Vec<Micros>>,
     /// Runs without record evidence per builder, by start time, and the longest run there.
@@ -453,7 +463,6 @@ impl Tables {
             runs: run_slots,
             artifacts: artifact_slots,
             mounts: mount_slots,
-            records: record_slots,
             builders: builder_slots,
             pipelines: pipeline_slots,
             ..
@@ -564,29 +573,6 @@ impl Tables {
             });
         }
 
-        let mut records = vec![RecordRow::default(); record_slots];
-        let mut record_text = Text::default();
-        let mut record_types = Vec::new();
-        let mut record_type_ids = FxHashMap::default();
-        let mut stmt = conn.prepare(
-            "SELECT id, builder_id, record_id, record_type, description FROM builder_records",
-        )?;
-        let mut rows = stmt.query([])?;
-        while let Some(row) = rows.next()? {
-            let id = some_or_skip!(slot(row.get(0)?));
-            records[id] = RecordRow {
-                present: true,
-                builder: some_or_skip!(id32(row.get(1)?)),
-                record_id: some_or_skip!(record_text.push(row.get_ref(2)?.as_str()?)),
-                record_type: some_or_skip!(intern(
-                    &mut record_types,
-                    &mut record_type_ids,
-                    row.get_ref(3)?.as_str()?
-                )),
-                description: some_or_skip!(record_text.push(row.get_ref(4)?.as_str()?)),
-            };
-        }
-
         let mut mount_purges: HashMap<i64, Vec<Micros>> = HashMap::new();
         let mut builder_purges: HashMap<i64, Vec<Micros>> = HashMap::new();
         let mut stmt = conn.prepare("SELECT kind, builder_id, mount, at FROM purges")?;
@@ -644,12 +630,51 @@ impl Tables {
             by_digest,
             digest_starts,
             mounts,
-            records,
-            record_text,
-            record_types,
             mount_purges,
             builder_purges,
             unverified,
+        }))
+    }
+}
+
+/// The builder records. Their rows are only ever added, and the columns read here never
+/// change, so they are read on the events' connection up to the snapshot's largest id.
+struct Records {
+    rows: Vec<RecordRow>,
+    text: Text,
+    types: Vec<String>,
+}
+
+impl Records {
+    fn load(conn: &Connection, slots: &Slots) -> rusqlite::Result<Option<Self>> {
+        let mut rows_by_id = vec![RecordRow::default(); slots.records];
+        let mut record_text = Text::default();
+        let mut record_types = Vec::new();
+        let mut record_type_ids = FxHashMap::default();
+        let mut stmt = conn.prepare(
+            "SELECT id, builder_id, record_id, record_type, description FROM builder_records
+             WHERE id < ?1",
+        )?;
+        let mut rows = stmt.query([i64::try_from(slots.records).unwrap_or(i64::MAX)])?;
+        while let Some(row) = rows.next()? {
+            let id = some_or_skip!(slot(row.get(0)?));
+            rows_by_id[id] = RecordRow {
+                present: true,
+                builder: some_or_skip!(id32(row.get(1)?)),
+                record_id: some_or_skip!(record_text.push(row.get_ref(2)?.as_str()?)),
+                record_type: some_or_skip!(intern(
+                    &mut record_types,
+                    &mut record_type_ids,
+                    row.get_ref(3)?.as_str()?
+                )),
+                description: some_or_skip!(record_text.push(row.get_ref(4)?.as_str()?)),
+            };
+        }
+
+        Ok(Some(Self {
+            rows: rows_by_id,
+            text: record_text,
+            types: record_types,
         }))
     }
 }
@@ -690,21 +715,31 @@ fn slots(conn: &Connection, table: &str) -> rusqlite::Result<Option<usize>> {
 
 impl Index {
     /// Reads the graph; `None` when it cannot be held as arrays (ids too large). The events
-    /// are read on a second connection while `conn` reads the other tables.
+    /// and builder records are read on a second connection while `conn` reads the other
+    /// tables.
     fn load(conn: &Connection, path: &Path) -> rusqlite::Result<Option<Self>> {
         let slots = some_or_skip!(Slots::read(conn)?);
-        let (events, tables) = match events_reader(path) {
-            Some(reader) => std::thread::scope(|scope| {
-                let events = scope.spawn(move || Events::load(&reader, &slots));
-                let tables = Tables::load(conn, &slots);
-                (events.join().expect("loading thread panicked"), tables)
-            }),
-            None => (Events::load(conn, &slots), Tables::load(conn, &slots)),
+        let appended = |conn: &Connection| -> rusqlite::Result<Option<(Events, Records)>> {
+            let events = some_or_skip!(Events::load(conn, &slots)?);
+            let records = some_or_skip!(Records::load(conn, &slots)?);
+            Ok(Some((events, records)))
         };
-        let (Some(events), Some(tables)) = (events?, tables?) else {
+        let (appended, tables) = match events_reader(path) {
+            Some(reader) => std::thread::scope(|scope| {
+                let appended = scope.spawn(move || appended(&reader));
+                let tables = Tables::load(conn, &slots);
+                (appended.join().expect("loading thread panicked"), tables)
+            }),
+            None => (appended(conn), Tables::load(conn, &slots)),
+        };
+        let (Some((events, records)), Some(tables)) = (appended?, tables?) else {
             return Ok(None);
         };
-        Ok(Some(Self { events, tables }))
+        Ok(Some(Self {
+            events,
+            records,
+            tables,
+        }))
     }
 
     fn run(&self, id: RunId) -> Option<RunInfo> {
@@ -1050,15 +1085,15 @@ impl Source for TraceSource<'_> {
         match self.index()? {
             Some(index) => {
                 let row = slot(record)
-                    .and_then(|r| index.tables.records.get(r))
+                    .and_then(|r| index.records.rows.get(r))
                     .filter(|r| r.present)
                     .ok_or_else(|| missing("builder record", record))?;
                 Ok(RecordInfo {
                     id: record,
                     builder: i64::from(row.builder),
-                    record_id: index.tables.record_text.get(row.record_id).to_owned(),
-                    record_type: index.tables.record_types[row.record_type as usize].clone(),
-                    description: index.tables.record_text.get(row.description).to_owned(),
+                    record_id: index.records.text.get(row.record_id).to_owned(),
+                    record_type: index.records.types[row.record_type as usize].clone(),
+                    description: index.records.text.get(row.description).to_owned(),
                 })
             }
             None => self.store.record(record),
@@ -1078,6 +1113,7 @@ mod tests {
     use crate::graph::tests::{arb_history, t};
     use crate::graph::{self, Seeds, TraceOptions};
     use crate::model::PurgeTarget;
+    use crate::store::write::kind;
     use crate::time;
 
     fn cachewarden(args: &[&str]) {
@@ -1146,8 +1182,13 @@ mod tests {
                 cachewarden(&["-q", "--db", db, "import", file.to_str().unwrap()]);
                 let index = Index::load(&store.conn, &path).unwrap().unwrap();
                 // The run's own `ran_on` event is not kept.
-                assert_eq!(index.events.run.len() as i64, before - 1);
-                assert!(index.events.run.iter().all(|&r| r == 1));
+                assert_eq!(index.events.count as i64, before - 1);
+                let events = &index.events;
+                assert!(
+                    (0..events.run.len())
+                        .filter(|&e| events.kind[e] != EventKind::Other)
+                        .all(|e| events.run[e] == 1)
+                );
                 let reader = events_reader(&path).unwrap();
                 let now: i64 = reader
                     .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
@@ -1470,6 +1511,93 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every event page, in page order.
+    fn pages(store: &Store) -> Vec<(i64, Vec<u8>)> {
+        let mut stmt = store
+            .conn
+            .prepare("SELECT page, events FROM event_pages ORDER BY page")
+            .unwrap();
+        stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// A store whose events were written before the pages existed gets, when it is
+        /// migrated, the same pages the trigger writes as events are inserted.
+        #[test]
+        fn the_migration_packs_existing_events_as_the_trigger_does(
+            (history, _, _) in arb_history(),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("db");
+            let mut store = Store::open(&path).unwrap();
+            write_history(&mut store, &history);
+            // And events spread over many pages, with ids in gaps, and `ran_on` events.
+            for i in 0..300_i64 {
+                let kind = if i % 7 == 0 { kind::RAN_ON } else { kind::IMPORTED };
+                store
+                    .conn
+                    .execute(
+                        "INSERT INTO events (id, run_id, kind, target, at)
+                         SELECT ?1, min(id), ?2, ?3, ?4 FROM runs HAVING count(*) > 0",
+                        rusqlite::params![1000 + 37 * i, kind, 5000 + i, i - 150],
+                    )
+                    .unwrap();
+            }
+            let written = pages(&store);
+            let packed: i64 = store
+                .conn
+                .query_row("SELECT count(*) FROM events WHERE kind <> 'ran_on'", [], |row| {
+                    row.get(0)
+                })
+                .unwrap();
+            prop_assert_eq!(
+                written.iter().map(|(_, events)| events.len()).sum::<usize>(),
+                PACKED_EVENT * usize::try_from(packed).unwrap()
+            );
+            store
+                .conn
+                .execute_batch(
+                    "DROP TRIGGER event_pages_append; DROP TABLE event_pages;
+                     PRAGMA user_version = 4;",
+                )
+                .unwrap();
+            drop(store);
+            let store = Store::open(&path).unwrap();
+            prop_assert_eq!(pages(&store), written);
+        }
+    }
+
+    /// Packed events keep ids, run ids and times beyond 32 bits, and negative times.
+    #[test]
+    fn the_trigger_packs_wide_and_negative_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        store
+            .conn
+            .execute_batch(
+                "INSERT INTO pipelines (id, name) VALUES (1, 'p');
+                 INSERT INTO runs (id, pipeline_id, run_key, step, started_at, finished_at,
+                                   status, recorded_at)
+                 VALUES (4294967301, 1, '1', 's', 0, 0, 'succeeded', 0);
+                 INSERT INTO events (id, run_id, kind, target, at)
+                 VALUES (4294967400, 4294967301, 'reused_record', 4294967302, -5),
+                        (4294967401, 4294967301, 'ran_on', 1, 7);",
+            )
+            .unwrap();
+        let mut expected = Vec::new();
+        expected.extend_from_slice(&4_294_967_400_i64.to_be_bytes());
+        expected.extend_from_slice(&4_294_967_301_i64.to_be_bytes());
+        expected.push(8);
+        expected.extend_from_slice(&4_294_967_302_i64.to_be_bytes());
+        expected.extend_from_slice(&(-5_i64).to_be_bytes());
+        assert_eq!(pages(&store), [(4_294_967_400 >> 6, expected)]);
     }
 
     #[test]
