@@ -129,8 +129,8 @@ impl Drop for TraceSource<'_> {
 /// It may see a later state than `conn`'s read transaction, but events and records are only
 /// ever appended, each with an id above every earlier one, and the record columns a trace reads
 /// never change: reading those up to the largest id `conn` sees (see [`Slots`]) gives exactly
-/// the rows of `conn`'s snapshot. `None` when the file cannot
-/// be opened again (then `conn` reads everything).
+/// the rows of `conn`'s snapshot. `None` when the file cannot be opened again (then `conn`
+/// reads everything).
 fn events_reader(path: &Path) -> Option<Connection> {
     let reader = Connection::open_with_flags(
         path,
