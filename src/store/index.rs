@@ -131,7 +131,7 @@ impl Drop for TraceSource<'_> {
 /// never change: reading those up to the largest id `conn` sees (see [`Slots`]) gives exactly
 /// the rows of `conn`'s snapshot. `None` when the file cannot be opened again (then `conn`
 /// reads everything).
-fn events_reader(path: &Path) -> Option<Connection> {
+fn appended_reader(path: &Path) -> Option<Connection> {
     let reader = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -724,7 +724,7 @@ impl Index {
             let records = some_or_skip!(Records::load(conn, &slots)?);
             Ok(Some((events, records)))
         };
-        let (appended, tables) = match events_reader(path) {
+        let (appended, tables) = match appended_reader(path) {
             Some(reader) => std::thread::scope(|scope| {
                 let appended = scope.spawn(move || appended(&reader));
                 let tables = Tables::load(conn, &slots);
@@ -1189,7 +1189,7 @@ mod tests {
                         .filter(|&e| events.kind[e] != EventKind::Other)
                         .all(|e| events.run[e] == 1)
                 );
-                let reader = events_reader(&path).unwrap();
+                let reader = appended_reader(&path).unwrap();
                 let now: i64 = reader
                     .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
                     .unwrap();
