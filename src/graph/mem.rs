@@ -3,7 +3,7 @@
 //! Event times follow the store: reads carry the run's finish time, writes its start time.
 
 use super::source::{
-    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestRead, MountId, MountInfo,
+    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestUses, MountId, MountInfo,
     RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
 };
 use crate::model::{Backend, RunKey, RunStatus};
@@ -289,15 +289,6 @@ impl Source for History {
             .collect())
     }
 
-    fn artifacts_by_digest(&mut self, digest: &str) -> Result<Vec<ArtifactInfo>, MemError> {
-        Ok(self
-            .artifacts
-            .iter()
-            .filter(|a| !digest.is_empty() && a.digest == digest)
-            .map(|a| self.artifact_info(a.id))
-            .collect())
-    }
-
     fn artifacts_by_tag(
         &mut self,
         locator: &str,
@@ -370,11 +361,16 @@ impl Source for History {
             .collect())
     }
 
-    fn digest_readers(&mut self, digest: &str) -> Result<Vec<DigestRead>, MemError> {
+    fn digest(&mut self, digest: &str) -> Result<DigestUses, MemError> {
         let artifacts = &self.artifacts;
         let with_digest =
             |a: ArtifactId| !digest.is_empty() && artifacts[index(a)].digest == digest;
-        Ok(self
+        let ids = artifacts
+            .iter()
+            .map(|a| a.id)
+            .filter(|&a| with_digest(a))
+            .collect();
+        let readers = self
             .events_where(
                 |e| matches!(e, Event::Imported(a) | Event::UsedBase(a) if with_digest(a)),
             )
@@ -384,7 +380,8 @@ impl Source for History {
                 Event::UsedBase(a) => (RunRef::from(&run), ArtifactRead::UsedBase, a, at),
                 _ => unreachable!("filtered to reads"),
             })
-            .collect())
+            .collect();
+        Ok((ids, readers))
     }
 
     fn artifact_readers(

@@ -108,6 +108,9 @@ pub enum ArtifactRead {
 /// A run that read an artifact with a given digest: how, which artifact, and when.
 pub type DigestRead = (RunRef, ArtifactRead, ArtifactId, Micros);
 
+/// The artifacts with a digest, and the runs that read one of them.
+pub type DigestUses = (Vec<ArtifactId>, Vec<DigestRead>);
+
 /// The lookups a trace needs. Every method is one indexed query in the store.
 pub trait Source {
     type Error: std::error::Error + Send + Sync + 'static;
@@ -122,8 +125,6 @@ pub trait Source {
     ) -> Result<Option<Vec<RunInfo>>, Self::Error>;
     /// Runs with this key; without a step, every step of the run.
     fn runs_by_key(&mut self, key: &RunKey) -> Result<Vec<RunInfo>, Self::Error>;
-    /// Every artifact with this digest, in any repository.
-    fn artifacts_by_digest(&mut self, digest: &str) -> Result<Vec<ArtifactInfo>, Self::Error>;
     /// Artifacts in `locator` (`registry/repository`) that were seen under `tag`, with the tag
     /// first seen there within `[since, until]`.
     fn artifacts_by_tag(
@@ -149,8 +150,9 @@ pub trait Source {
     fn run(&mut self, run: RunId) -> Result<RunInfo, Self::Error>;
     /// What the run wrote, each with its event time.
     fn writes(&mut self, run: RunId) -> Result<Vec<(Write, Micros)>, Self::Error>;
-    /// Runs that imported or used as a base any artifact with this digest.
-    fn digest_readers(&mut self, digest: &str) -> Result<Vec<DigestRead>, Self::Error>;
+    /// Every artifact with this digest, and the runs that imported one or used one as a base
+    /// (two queries in the store).
+    fn digest(&mut self, digest: &str) -> Result<DigestUses, Self::Error>;
     /// Runs that imported this artifact (for artifacts without a digest).
     fn artifact_readers(
         &mut self,

@@ -200,7 +200,7 @@ enum Work {
 /// Everything recorded under one digest, loaded once.
 #[derive(Debug, Default)]
 struct DigestState {
-    artifacts: Vec<ArtifactInfo>,
+    artifacts: Vec<ArtifactId>,
     readers: Vec<DigestRead>,
     /// The artifact whose own evidence is earliest; the others are tainted as its copies.
     origin: Option<NodeIndex>,
@@ -384,8 +384,12 @@ impl<S: Source> Tracer<'_, S> {
     fn seed_digest(&mut self, seed: &DigestSeed, kind: Kind) -> Result<(), S::Error> {
         let digest = seed.digest.as_str();
         self.load_digest(digest)?;
+        let mut artifacts = Vec::new();
+        for i in 0..self.digests[digest].artifacts.len() {
+            let id = self.digests[digest].artifacts[i];
+            artifacts.push(self.source.artifact(id)?);
+        }
         let state = &self.digests[digest];
-        let mut artifacts: Vec<ArtifactInfo> = state.artifacts.clone();
         if let Some(locator) = &seed.locator
             && artifacts.iter().any(|a| &a.locator == locator)
         {
@@ -566,7 +570,7 @@ impl<S: Source> Tracer<'_, S> {
         }
         self.load_digest(&digest)?;
         if label.via != Via::SameDigest {
-            self.offer_origin(&digest, node);
+            self.offer_origin(&digest, node)?;
         }
         let state = self.digests.get_mut(&digest).expect("loaded above");
         if std::mem::replace(&mut state.readers_done, true) {
@@ -584,11 +588,10 @@ impl<S: Source> Tracer<'_, S> {
         if self.digests.contains_key(digest) {
             return Ok(());
         }
-        let mut artifacts = self.source.artifacts_by_digest(digest)?;
-        let readers = self.source.digest_readers(digest)?;
+        let (mut artifacts, readers) = self.source.digest(digest)?;
         for &(_, _, artifact, _) in &readers {
-            if !artifacts.iter().any(|a| a.id == artifact) {
-                artifacts.push(self.source.artifact(artifact)?);
+            if !artifacts.contains(&artifact) {
+                artifacts.push(artifact);
             }
         }
         self.digests.insert(
@@ -606,7 +609,7 @@ impl<S: Source> Tracer<'_, S> {
     /// Offers an artifact with its own evidence as the origin of its digest. When it becomes
     /// the origin, or the origin's time improves, every other artifact with the digest is
     /// tainted as a copy from the same time.
-    fn offer_origin(&mut self, digest: &str, node: NodeIndex) {
+    fn offer_origin(&mut self, digest: &str, node: NodeIndex) -> Result<(), S::Error> {
         let state = &self.digests[digest];
         let takes_over = match state.origin {
             None => true,
@@ -619,20 +622,13 @@ impl<S: Source> Tracer<'_, S> {
             }
         };
         if !takes_over {
-            return;
+            return Ok(());
         }
         let count = state.artifacts.len();
         self.digests.get_mut(digest).expect("loaded").origin = Some(node);
         let at = self.graph[node].label.expect("tainted").tainted_at;
         for i in 0..count {
-            let id = self.digests[digest].artifacts[i].id;
-            let copy = match self.nodes.get(&Key::Artifact(id)) {
-                Some(&copy) => copy,
-                None => {
-                    let info = self.digests[digest].artifacts[i].clone();
-                    self.artifact_node_from(info)
-                }
-            };
+            let copy = self.artifact_node(self.digests[digest].artifacts[i])?;
             if copy != node {
                 self.relax(
                     copy,
@@ -646,6 +642,7 @@ impl<S: Source> Tracer<'_, S> {
                 );
             }
         }
+        Ok(())
     }
 
     fn taint_reader(
@@ -1101,7 +1098,7 @@ impl<S: Source> Tracer<'_, S> {
             .iter()
             .map(|(digest, state)| {
                 let roles = state.artifacts.iter().fold(Roles::default(), |acc, a| {
-                    let roles = own(&self.roles, a.id);
+                    let roles = own(&self.roles, *a);
                     Roles {
                         cache: acc.cache || roles.cache,
                         image: acc.image || roles.image,
@@ -1155,7 +1152,7 @@ impl<S: Source> Tracer<'_, S> {
             let nodes: Vec<NodeIndex> = state
                 .artifacts
                 .iter()
-                .filter_map(|a| self.nodes.get(&Key::Artifact(a.id)).copied())
+                .filter_map(|a| self.nodes.get(&Key::Artifact(*a)).copied())
                 .collect();
             (nodes.len() > 1).then_some(nodes)
         });

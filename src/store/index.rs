@@ -15,7 +15,7 @@ use rustc_hash::{FxHashMap, FxHasher};
 
 use super::{Store, StoreError, sql_error};
 use crate::graph::source::{
-    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestRead, MountId, MountInfo,
+    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestUses, MountId, MountInfo,
     RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
 };
 use crate::model::{Backend, RunKey, RunStatus};
@@ -93,6 +93,11 @@ impl<'s> TraceSource<'s> {
 
     /// The in-memory graph, loading it when the budget has run out.
     fn index(&mut self) -> Result<Option<&Index>, StoreError> {
+        self.index_for(1)
+    }
+
+    /// [`Self::index`] for a lookup that makes `queries` queries in the store.
+    fn index_for(&mut self, queries: usize) -> Result<Option<&Index>, StoreError> {
         if self.index.is_none() {
             match &mut self.budget {
                 Some(0) => {
@@ -102,11 +107,11 @@ impl<'s> TraceSource<'s> {
                         .map_err(|e| sql_error(&self.store.path, e))?;
                     self.load_time = Some(started.elapsed());
                 }
-                Some(left) => *left -= 1,
+                Some(left) => *left = left.saturating_sub(queries),
                 None => {}
             }
             if self.index.is_none() {
-                self.queries += 1;
+                self.queries += queries;
             }
         }
         Ok(self.index.as_ref())
@@ -863,17 +868,6 @@ impl Source for TraceSource<'_> {
         self.store.runs_by_key(key)
     }
 
-    fn artifacts_by_digest(&mut self, digest: &str) -> Result<Vec<ArtifactInfo>, StoreError> {
-        match self.index()? {
-            Some(index) => Ok(index
-                .digest_artifacts(digest)
-                .into_iter()
-                .filter_map(|id| index.artifact(id))
-                .collect()),
-            None => self.store.artifacts_by_digest(digest),
-        }
-    }
-
     fn artifacts_by_tag(
         &mut self,
         locator: &str,
@@ -937,20 +931,21 @@ impl Source for TraceSource<'_> {
             .collect())
     }
 
-    fn digest_readers(&mut self, digest: &str) -> Result<Vec<DigestRead>, StoreError> {
-        let Some(index) = self.index()? else {
-            return self.store.digest_readers(digest);
+    fn digest(&mut self, digest: &str) -> Result<DigestUses, StoreError> {
+        let Some(index) = self.index_for(2)? else {
+            return self.store.digest(digest);
         };
-        Ok(index
-            .digest_artifacts(digest)
-            .into_iter()
-            .flat_map(|artifact| {
+        let ids = index.digest_artifacts(digest);
+        let readers = ids
+            .iter()
+            .flat_map(|&artifact| {
                 index
                     .artifact_readers(artifact)
                     .into_iter()
                     .map(move |(run, read, at)| (run, read, artifact, at))
             })
-            .collect())
+            .collect();
+        Ok((ids, readers))
     }
 
     fn artifact_readers(

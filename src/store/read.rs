@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, Row, params};
 use super::write::kind;
 use super::{Store, StoreError, sql_error};
 use crate::graph::source::{
-    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestRead, MountId, MountInfo,
+    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestUses, MountId, MountInfo,
     RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
 };
 use crate::model::{
@@ -392,13 +392,6 @@ impl Source for Store {
         }
     }
 
-    fn artifacts_by_digest(&mut self, digest: &str) -> Result<Vec<ArtifactInfo>, StoreError> {
-        self.artifacts_query(
-            "WHERE a.digest = ?1 AND a.digest <> '' ORDER BY a.id",
-            [digest],
-        )
-    }
-
     fn artifacts_by_tag(
         &mut self,
         locator: &str,
@@ -489,7 +482,12 @@ impl Source for Store {
         )
     }
 
-    fn digest_readers(&mut self, digest: &str) -> Result<Vec<DigestRead>, StoreError> {
+    fn digest(&mut self, digest: &str) -> Result<DigestUses, StoreError> {
+        let ids = self.rows(
+            "SELECT id FROM artifacts WHERE digest = ?1 AND digest <> '' ORDER BY id",
+            [digest],
+            |row| row.get(0),
+        )?;
         let sql = format!(
             // CROSS JOIN fixes the join order: artifacts by digest, then their events by
             // target. Left to itself the planner scans every import event.
@@ -498,7 +496,7 @@ impl Source for Store {
              JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
              WHERE a.digest = ?1 AND a.digest <> ''"
         );
-        self.rows(&sql, [digest], |row| {
+        let readers = self.rows(&sql, [digest], |row| {
             let kind: String = row.get(9)?;
             Ok((
                 RunRef::from(&run_from_row(row)?),
@@ -506,7 +504,8 @@ impl Source for Store {
                 row.get(11)?,
                 row.get(10)?,
             ))
-        })
+        })?;
+        Ok((ids, readers))
     }
 
     fn artifact_readers(
