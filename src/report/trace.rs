@@ -4,7 +4,6 @@
 use std::io::{self, Write};
 
 use petgraph::graph::NodeIndex;
-use serde::Serialize;
 
 use crate::cli::TraceFormat;
 use crate::graph::{Entity, Hop, Kind, Tainted, Trace};
@@ -134,7 +133,7 @@ pub fn write_json(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
 
 /// Writes `"name": [...]`, an item a line. The second half is rendered on another thread
 /// while this one writes the first.
-fn write_array<T: Serialize + Sync>(
+fn write_array<T: Json + Sync>(
     out: &mut dyn Write,
     name: &str,
     items: &[T],
@@ -159,14 +158,136 @@ fn write_array<T: Serialize + Sync>(
     writeln!(out, "  ]{end}")
 }
 
-fn write_items<T: Serialize>(out: &mut dyn Write, items: &[T], ends_array: bool) -> io::Result<()> {
+fn write_items<T: Json>(out: &mut dyn Write, items: &[T], ends_array: bool) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(1 << 16);
     for (i, item) in items.iter().enumerate() {
-        out.write_all(b"    ")?;
-        serde_json::to_writer(&mut *out, item)?;
+        buf.extend_from_slice(b"    ");
+        let mut object = Object::new(&mut buf);
+        item.write(&mut object);
+        object.end();
         let last = ends_array && i + 1 == items.len();
-        out.write_all(if last { b"\n" } else { b",\n" })?;
+        buf.extend_from_slice(if last { b"\n" } else { b",\n" });
+        if buf.len() >= 1 << 16 {
+            out.write_all(&buf)?;
+            buf.clear();
+        }
     }
-    Ok(())
+    out.write_all(&buf)
+}
+
+/// An item of the JSON document, written as compact JSON.
+trait Json {
+    fn write(&self, object: &mut Object<'_>);
+}
+
+/// One JSON object being written: `{"key":value,...}`, the compact form with keys in the
+/// order they are given. The trace writes hundreds of megabytes of these, and almost none of
+/// its strings need escaping: that case is checked a block of bytes at a time.
+struct Object<'b> {
+    out: &'b mut Vec<u8>,
+    empty: bool,
+}
+
+impl<'b> Object<'b> {
+    fn new(out: &'b mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Self { out, empty: true }
+    }
+
+    fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !std::mem::take(&mut self.empty) {
+            self.out.push(b',');
+        }
+        push_json_str(self.out, key);
+        self.out.push(b':');
+        self.out
+    }
+
+    fn str(&mut self, key: &str, value: &str) -> &mut Self {
+        push_json_str(self.key(key), value);
+        self
+    }
+
+    /// A string, or `null`.
+    fn opt(&mut self, key: &str, value: Option<&str>) -> &mut Self {
+        match value {
+            Some(value) => self.str(key, value),
+            None => {
+                self.key(key).extend_from_slice(b"null");
+                self
+            }
+        }
+    }
+
+    fn time(&mut self, key: &str, at: Rfc3339) -> &mut Self {
+        let out = self.key(key);
+        out.push(b'"');
+        write!(out, "{at}").expect("writing to memory");
+        out.push(b'"');
+        self
+    }
+
+    fn strs(&mut self, key: &str, values: &[String]) -> &mut Self {
+        let out = self.key(key);
+        out.push(b'[');
+        for (i, value) in values.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            push_json_str(out, value);
+        }
+        out.push(b']');
+        self
+    }
+
+    fn object(&mut self, key: &str, value: &impl Json) -> &mut Self {
+        let mut inner = Object::new(self.key(key));
+        value.write(&mut inner);
+        inner.end();
+        self
+    }
+
+    fn end(self) {
+        self.out.push(b'}');
+    }
+}
+
+/// Whether a byte must be escaped in a JSON string.
+fn needs_escape(byte: u8) -> bool {
+    byte < 0x20 || byte == b'"' || byte == b'\\'
+}
+
+/// Appends `value` as a JSON string, escaped as `serde_json` escapes it.
+fn push_json_str(out: &mut Vec<u8>, value: &str) {
+    let bytes = value.as_bytes();
+    out.push(b'"');
+    // Blocks are checked whole, without an early exit, so the check runs on vector registers.
+    let clean = bytes
+        .chunks(32)
+        .all(|block| !block.iter().fold(false, |any, &b| any | needs_escape(b)));
+    if clean {
+        out.extend_from_slice(bytes);
+    } else {
+        for &byte in bytes {
+            match byte {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                0x08 => out.extend_from_slice(b"\\b"),
+                0x0c => out.extend_from_slice(b"\\f"),
+                byte if byte < 0x20 => {
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    out.extend_from_slice(b"\\u00");
+                    out.push(HEX[usize::from(byte >> 4)]);
+                    out.push(HEX[usize::from(byte & 0xf)]);
+                }
+                byte => out.push(byte),
+            }
+        }
+    }
+    out.push(b'"');
 }
 
 #[derive(Debug)]
@@ -182,13 +303,13 @@ struct TraceDoc<'t> {
     records: Vec<RecordDoc<'t>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 struct SeedDoc<'t> {
     kind: &'static str,
     name: &'t str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 struct ViaDoc<'t> {
     kind: &'static str,
     /// The entity the evidence came from; `null` for a seed.
@@ -196,7 +317,7 @@ struct ViaDoc<'t> {
     at: Rfc3339,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 struct RunDoc<'t> {
     name: &'t str,
     pipeline: &'t str,
@@ -210,7 +331,7 @@ struct RunDoc<'t> {
     via: ViaDoc<'t>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 struct ArtifactDoc<'t> {
     name: &'t str,
     backend: &'static str,
@@ -222,7 +343,7 @@ struct ArtifactDoc<'t> {
     via: ViaDoc<'t>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 struct MountDoc<'t> {
     name: &'t str,
     builder: &'t str,
@@ -232,7 +353,7 @@ struct MountDoc<'t> {
     via: ViaDoc<'t>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 struct BuilderDoc<'t> {
     name: &'t str,
     builder: &'t str,
@@ -240,16 +361,89 @@ struct BuilderDoc<'t> {
     via: ViaDoc<'t>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 struct RecordDoc<'t> {
     name: &'t str,
     builder: &'t str,
     record_id: &'t str,
-    #[serde(rename = "type")]
     record_type: &'t str,
     description: &'t str,
     tainted_at: Rfc3339,
     via: ViaDoc<'t>,
+}
+
+impl Json for SeedDoc<'_> {
+    fn write(&self, o: &mut Object<'_>) {
+        o.str("kind", self.kind).str("name", self.name);
+    }
+}
+
+impl Json for ViaDoc<'_> {
+    fn write(&self, o: &mut Object<'_>) {
+        o.str("kind", self.kind)
+            .opt("from", self.from)
+            .time("at", self.at);
+    }
+}
+
+impl Json for RunDoc<'_> {
+    fn write(&self, o: &mut Object<'_>) {
+        o.str("name", self.name)
+            .str("pipeline", self.pipeline)
+            .str("run", self.run)
+            .str("step", self.step)
+            .opt("builder", self.builder)
+            .str("status", self.status)
+            .time("started_at", self.started_at)
+            .time("finished_at", self.finished_at)
+            .time("tainted_at", self.tainted_at)
+            .object("via", &self.via);
+    }
+}
+
+impl Json for ArtifactDoc<'_> {
+    fn write(&self, o: &mut Object<'_>) {
+        o.str("name", self.name)
+            .str("backend", self.backend)
+            .str("locator", self.locator)
+            .opt("digest", self.digest)
+            .opt("key", self.key)
+            .strs("tags", self.tags)
+            .time("tainted_at", self.tainted_at)
+            .object("via", &self.via);
+    }
+}
+
+impl Json for MountDoc<'_> {
+    fn write(&self, o: &mut Object<'_>) {
+        o.str("name", self.name)
+            .str("builder", self.builder)
+            .str("namespace", self.namespace)
+            .str("id", self.id)
+            .time("tainted_at", self.tainted_at)
+            .object("via", &self.via);
+    }
+}
+
+impl Json for BuilderDoc<'_> {
+    fn write(&self, o: &mut Object<'_>) {
+        o.str("name", self.name)
+            .str("builder", self.builder)
+            .time("tainted_at", self.tainted_at)
+            .object("via", &self.via);
+    }
+}
+
+impl Json for RecordDoc<'_> {
+    fn write(&self, o: &mut Object<'_>) {
+        o.str("name", self.name)
+            .str("builder", self.builder)
+            .str("record_id", self.record_id)
+            .str("type", self.record_type)
+            .str("description", self.description)
+            .time("tainted_at", self.tainted_at)
+            .object("via", &self.via);
+    }
 }
 
 fn non_empty(s: &str) -> Option<&str> {
@@ -428,4 +622,60 @@ pub fn write_dot(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
 
 fn dot_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Strings come out exactly as `serde_json` writes them: every ASCII byte alone, in the
+    /// middle of long and short strings (both sides of a block boundary), and non-ASCII text.
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut cases: Vec<String> = (0u8..0x80).map(|b| char::from(b).to_string()).collect();
+        for b in 0u8..0x80 {
+            let c = char::from(b);
+            cases.push(format!("{}{c}{}", "a".repeat(31), "b".repeat(40)));
+            cases.push(format!("{}{c}", "x".repeat(64)));
+        }
+        cases.extend(["", "héllo \u{2028} 🦀", "registry:5000/app@sha256:00ff"].map(str::to_owned));
+        for case in cases {
+            let mut ours = Vec::new();
+            push_json_str(&mut ours, &case);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&case).unwrap(),
+                "{case:?}"
+            );
+        }
+    }
+
+    /// An item line is the compact JSON object of its fields, in order, with `null` for a
+    /// missing value.
+    #[test]
+    fn items_are_compact_objects() {
+        let doc = ArtifactDoc {
+            name: "reg.io/a\"b",
+            backend: "registry",
+            locator: "reg.io/a",
+            digest: None,
+            key: Some("k\n"),
+            tags: &["t1".to_owned(), "t\\2".to_owned()],
+            tainted_at: Rfc3339(1_500_000),
+            via: ViaDoc {
+                kind: "seed",
+                from: None,
+                at: Rfc3339(0),
+            },
+        };
+        let mut out = Vec::new();
+        write_items(&mut out, &[doc], true).unwrap();
+        let expected = concat!(
+            r#"    {"name":"reg.io/a\"b","backend":"registry","locator":"reg.io/a","digest":null,"#,
+            r#""key":"k\n","tags":["t1","t\\2"],"tainted_at":"1970-01-01T00:00:01.500Z","#,
+            r#""via":{"kind":"seed","from":null,"at":"1970-01-01T00:00:00Z"}}"#,
+            "\n"
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), expected);
+    }
 }
