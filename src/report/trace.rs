@@ -182,7 +182,7 @@ trait Json {
 
 /// One JSON object being written: `{"key":value,...}`, the compact form with keys in the
 /// order they are given. The trace writes hundreds of megabytes of these, and almost none of
-/// its strings need escaping: that case is checked a block of bytes at a time.
+/// its strings need escaping: those are copied whole.
 struct Object<'b> {
     out: &'b mut Vec<u8>,
     empty: bool,
@@ -261,11 +261,7 @@ fn needs_escape(byte: u8) -> bool {
 fn push_json_str(out: &mut Vec<u8>, value: &str) {
     let bytes = value.as_bytes();
     out.push(b'"');
-    // Blocks are checked whole, without an early exit, so the check runs on vector registers.
-    let clean = bytes
-        .chunks(32)
-        .all(|block| !block.iter().fold(false, |any, &b| any | needs_escape(b)));
-    if clean {
+    if !bytes.iter().any(|&b| needs_escape(b)) {
         out.extend_from_slice(bytes);
     } else {
         for &byte in bytes {
@@ -635,7 +631,10 @@ mod tests {
         let mut cases: Vec<String> = (0u8..0x80).map(|b| char::from(b).to_string()).collect();
         for b in 0u8..0x80 {
             let c = char::from(b);
-            cases.push(format!("{}{c}{}", "a".repeat(31), "b".repeat(40)));
+            for at in 0..17 {
+                cases.push(format!("{}{c}{}", "a".repeat(at), "b".repeat(23 - at)));
+                cases.push(format!("{}{c}{}", "é".repeat(at / 2), "ÿ".repeat(9)));
+            }
             cases.push(format!("{}{c}", "x".repeat(64)));
         }
         cases.extend(["", "héllo \u{2028} 🦀", "registry:5000/app@sha256:00ff"].map(str::to_owned));
