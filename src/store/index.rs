@@ -450,10 +450,7 @@ struct Tables {
     tag_text: Text,
     tags: Vec<Span>,
     artifact_tags: Groups,
-    /// (hash of the digest, artifact id), sorted.
-    by_digest: Vec<(u64, u32)>,
-    /// Where each hash starts in `by_digest`.
-    digest_starts: FxHashMap<u64, u32>,
+    by_digest: DigestIndex,
     mounts: Vec<Option<MountInfo>>,
     mount_purges: HashMap<i64, Vec<Micros>>,
     builder_purges: HashMap<i64, Vec<Micros>>,
@@ -542,12 +539,7 @@ impl Tables {
                 first_seen: row.get(5)?,
             };
         }
-        by_digest.sort_unstable();
-        let mut digest_starts = FxHashMap::default();
-        digest_starts.reserve(by_digest.len());
-        for (i, &(hash, _)) in by_digest.iter().enumerate().rev() {
-            digest_starts.insert(hash, i as u32);
-        }
+        let by_digest = DigestIndex::new(by_digest);
 
         let mut tag_text = Text::default();
         let mut tags = Vec::new();
@@ -633,7 +625,6 @@ impl Tables {
             tags,
             artifact_tags,
             by_digest,
-            digest_starts,
             mounts,
             mount_purges,
             builder_purges,
@@ -693,6 +684,46 @@ fn intern(table: &mut Vec<String>, seen: &mut FxHashMap<String, u32>, value: &st
     table.push(value.to_owned());
     seen.insert(value.to_owned(), id);
     Some(id)
+}
+
+/// Artifact ids by the hash of their digest: the pairs sorted, and where each range of hash
+/// prefixes starts among them (about one pair a range).
+struct DigestIndex {
+    pairs: Vec<(u64, u32)>,
+    shift: u32,
+    starts: Vec<u32>,
+}
+
+impl DigestIndex {
+    fn new(mut pairs: Vec<(u64, u32)>) -> Self {
+        pairs.sort_unstable();
+        let bits = (usize::BITS - pairs.len().leading_zeros()).clamp(1, 32);
+        let shift = u64::BITS - bits;
+        let mut starts = Vec::with_capacity((1 << bits) + 1);
+        let mut next = 0;
+        for prefix in 0..1u64 << bits {
+            while next < pairs.len() && pairs[next].0 >> shift < prefix {
+                next += 1;
+            }
+            starts.push(next as u32);
+        }
+        starts.push(pairs.len() as u32);
+        Self {
+            pairs,
+            shift,
+            starts,
+        }
+    }
+
+    /// The artifacts whose digest has this hash.
+    fn candidates(&self, hash: u64) -> impl Iterator<Item = u32> + '_ {
+        let prefix = (hash >> self.shift) as usize;
+        let range = self.starts[prefix] as usize..self.starts[prefix + 1] as usize;
+        self.pairs[range]
+            .iter()
+            .filter(move |&&(h, _)| h == hash)
+            .map(|&(_, id)| id)
+    }
 }
 
 fn digest_hash(digest: &str) -> u64 {
@@ -807,14 +838,10 @@ impl Index {
         if digest.is_empty() {
             return Vec::new();
         }
-        let hash = digest_hash(digest);
-        let Some(&start) = self.tables.digest_starts.get(&hash) else {
-            return Vec::new();
-        };
-        self.tables.by_digest[start as usize..]
-            .iter()
-            .take_while(|&&(h, _)| h == hash)
-            .map(|&(_, id)| i64::from(id))
+        self.tables
+            .by_digest
+            .candidates(digest_hash(digest))
+            .map(i64::from)
             .filter(|&id| {
                 self.tables
                     .artifacts
@@ -1593,6 +1620,29 @@ mod tests {
         expected.extend_from_slice(&4_294_967_302_i64.to_be_bytes());
         expected.extend_from_slice(&(-5_i64).to_be_bytes());
         assert_eq!(pages(&store), [(4_294_967_400 >> 6, expected)]);
+    }
+
+    proptest! {
+        /// The digest index finds exactly the artifacts with a hash, at either end of the
+        /// hash range, for any number of artifacts.
+        #[test]
+        fn the_digest_index_finds_every_artifact_with_a_hash(
+            hashes in proptest::collection::vec(
+                prop_oneof![Just(0u64), Just(u64::MAX), 0u64..16, any::<u64>()],
+                0..300,
+            ),
+            probe in any::<u64>(),
+        ) {
+            let pairs: Vec<(u64, u32)> = hashes.iter().zip(0u32..).map(|(&h, id)| (h, id)).collect();
+            let index = DigestIndex::new(pairs.clone());
+            for hash in hashes.iter().copied().chain([probe, 0, u64::MAX, 7]) {
+                let mut found: Vec<u32> = index.candidates(hash).collect();
+                found.sort_unstable();
+                let expected: Vec<u32> =
+                    pairs.iter().filter(|p| p.0 == hash).map(|p| p.1).collect();
+                prop_assert_eq!(found, expected);
+            }
+        }
     }
 
     #[test]
