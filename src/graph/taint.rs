@@ -84,7 +84,8 @@ pub fn trace<S: Source>(
         deferred: VecDeque::new(),
         expanded: HashSet::default(),
         builder_names: HashMap::default(),
-        digests: HashMap::default(),
+        digest_ids: HashMap::default(),
+        digests: Vec::new(),
         segments: HashMap::default(),
         roles: HashMap::default(),
         waiting_creators: HashMap::default(),
@@ -240,7 +241,9 @@ struct Tracer<'s, S: Source> {
     /// first tainted; artifacts with a digest share their digest's state.)
     expanded: HashSet<NodeIndex>,
     builder_names: HashMap<BuilderId, String>,
-    digests: HashMap<String, DigestState>,
+    /// Each digest met, and its state in `digests`.
+    digest_ids: HashMap<String, usize>,
+    digests: Vec<DigestState>,
     /// For each mount and builder: the tainted writes of each purge segment that decide which
     /// readers are reached.
     segments: HashMap<NodeIndex, BTreeMap<usize, SegmentWrites>>,
@@ -383,13 +386,13 @@ impl<S: Source> Tracer<'_, S> {
     /// any), or, when the store holds none, a bare digest node that reaches nothing.
     fn seed_digest(&mut self, seed: &DigestSeed, kind: Kind) -> Result<(), S::Error> {
         let digest = seed.digest.as_str();
-        self.load_digest(digest)?;
+        let loaded = self.load_digest(digest)?;
         let mut artifacts = Vec::new();
-        for i in 0..self.digests[digest].artifacts.len() {
-            let id = self.digests[digest].artifacts[i];
+        for i in 0..self.digests[loaded].artifacts.len() {
+            let id = self.digests[loaded].artifacts[i];
             artifacts.push(self.source.artifact(id)?);
         }
-        let state = &self.digests[digest];
+        let state = &self.digests[loaded];
         if let Some(locator) = &seed.locator
             && artifacts.iter().any(|a| &a.locator == locator)
         {
@@ -558,8 +561,8 @@ impl<S: Source> Tracer<'_, S> {
         else {
             return Ok(());
         };
-        let (id, digest) = (info.id, info.digest.clone());
-        if digest.is_empty() {
+        let id = info.id;
+        if info.digest.is_empty() {
             if !self.expanded.insert(node) {
                 return Ok(());
             }
@@ -568,11 +571,17 @@ impl<S: Source> Tracer<'_, S> {
             }
             return Ok(());
         }
-        self.load_digest(&digest)?;
+        let loaded = match self.digest_ids.get(info.digest.as_str()) {
+            Some(&loaded) => loaded,
+            None => {
+                let digest = info.digest.clone();
+                self.load_digest(&digest)?
+            }
+        };
         if label.via != Via::SameDigest {
-            self.offer_origin(&digest, node)?;
+            self.offer_origin(loaded, node)?;
         }
-        let state = self.digests.get_mut(&digest).expect("loaded above");
+        let state = &mut self.digests[loaded];
         if std::mem::replace(&mut state.readers_done, true) {
             return Ok(());
         }
@@ -583,10 +592,11 @@ impl<S: Source> Tracer<'_, S> {
         Ok(())
     }
 
-    /// Loads every artifact with the digest and every run that read one, once.
-    fn load_digest(&mut self, digest: &str) -> Result<(), S::Error> {
-        if self.digests.contains_key(digest) {
-            return Ok(());
+    /// Loads every artifact with the digest and every run that read one, once; returns the
+    /// digest's place in `digests`.
+    fn load_digest(&mut self, digest: &str) -> Result<usize, S::Error> {
+        if let Some(&loaded) = self.digest_ids.get(digest) {
+            return Ok(loaded);
         }
         let (mut artifacts, readers) = self.source.digest(digest)?;
         for &(_, _, artifact, _) in &readers {
@@ -594,23 +604,22 @@ impl<S: Source> Tracer<'_, S> {
                 artifacts.push(artifact);
             }
         }
-        self.digests.insert(
-            digest.to_owned(),
-            DigestState {
-                artifacts,
-                readers,
-                origin: None,
-                readers_done: false,
-            },
-        );
-        Ok(())
+        let loaded = self.digests.len();
+        self.digests.push(DigestState {
+            artifacts,
+            readers,
+            origin: None,
+            readers_done: false,
+        });
+        self.digest_ids.insert(digest.to_owned(), loaded);
+        Ok(loaded)
     }
 
     /// Offers an artifact with its own evidence as the origin of its digest. When it becomes
     /// the origin, or the origin's time improves, every other artifact with the digest is
     /// tainted as a copy from the same time.
-    fn offer_origin(&mut self, digest: &str, node: NodeIndex) -> Result<(), S::Error> {
-        let state = &self.digests[digest];
+    fn offer_origin(&mut self, loaded: usize, node: NodeIndex) -> Result<(), S::Error> {
+        let state = &self.digests[loaded];
         let takes_over = match state.origin {
             None => true,
             Some(origin) if origin == node => true,
@@ -625,10 +634,10 @@ impl<S: Source> Tracer<'_, S> {
             return Ok(());
         }
         let count = state.artifacts.len();
-        self.digests.get_mut(digest).expect("loaded").origin = Some(node);
+        self.digests[loaded].origin = Some(node);
         let at = self.graph[node].label.expect("tainted").tainted_at;
         for i in 0..count {
-            let copy = self.artifact_node(self.digests[digest].artifacts[i])?;
+            let copy = self.artifact_node(self.digests[loaded].artifacts[i])?;
             if copy != node {
                 self.relax(
                     copy,
@@ -1094,9 +1103,10 @@ impl<S: Source> Tracer<'_, S> {
             roles.get(&id).copied().unwrap_or_default()
         };
         let digest_roles: HashMap<&str, Roles> = self
-            .digests
+            .digest_ids
             .iter()
-            .map(|(digest, state)| {
+            .map(|(digest, &loaded)| {
+                let state = &self.digests[loaded];
                 let roles = state.artifacts.iter().fold(Roles::default(), |acc, a| {
                     let roles = own(&self.roles, *a);
                     Roles {
@@ -1126,6 +1136,7 @@ impl<S: Source> Tracer<'_, S> {
         let leftovers = (
             self.nodes,
             self.edges,
+            self.digest_ids,
             self.digests,
             self.roles,
             self.segments,
@@ -1148,7 +1159,7 @@ impl<S: Source> Tracer<'_, S> {
     /// the seeds.
     fn copy_edges(&mut self) {
         let graph = &self.graph;
-        let groups = self.digests.values().filter_map(|state| {
+        let groups = self.digests.iter().filter_map(|state| {
             let nodes: Vec<NodeIndex> = state
                 .artifacts
                 .iter()
