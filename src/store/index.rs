@@ -128,14 +128,14 @@ impl Drop for TraceSource<'_> {
     }
 }
 
-/// A second, read-only connection to read the events and builder records on while `conn` reads
-/// the other tables.
+/// A second, read-only connection to read the events and the artifacts' identities on while
+/// `conn` reads the other tables.
 ///
-/// It may see a later state than `conn`'s read transaction, but events and records are only
-/// ever appended, each with an id above every earlier one, and the record columns a trace reads
-/// never change: reading those up to the largest id `conn` sees (see [`Slots`]) gives exactly
-/// the rows of `conn`'s snapshot. `None` when the file cannot be opened again (then `conn`
-/// reads everything).
+/// It may see a later state than `conn`'s read transaction, but events and artifacts are only
+/// ever appended, each with an id above every earlier one, and the artifact columns read there
+/// (backend, locator, digest, key) never change: reading those up to the largest id `conn`
+/// sees (see [`Slots`]) gives exactly the rows of `conn`'s snapshot. `None` when the file
+/// cannot be opened again (then `conn` reads everything).
 fn appended_reader(path: &Path) -> Option<Connection> {
     let reader = Connection::open_with_flags(
         path,
@@ -275,7 +275,6 @@ struct ArtifactRow {
     locator: u32,
     digest: Span,
     key: Span,
-    first_seen: Micros,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -300,6 +299,7 @@ const BACKENDS: [Backend; 6] = [
 struct Index {
     events: Events,
     records: Records,
+    artifacts: Artifacts,
     tables: Tables,
 }
 
@@ -444,13 +444,11 @@ struct Tables {
     builders: Vec<Option<String>>,
     runs: Vec<RunRow>,
     run_text: Text,
-    artifacts: Vec<ArtifactRow>,
-    artifact_text: Text,
-    locators: Vec<String>,
+    /// When each artifact was first seen: the one artifact column updated in place.
+    artifact_first_seen: Vec<Micros>,
     tag_text: Text,
     tags: Vec<Span>,
     artifact_tags: Groups,
-    by_digest: DigestIndex,
     mounts: Vec<Option<MountInfo>>,
     mount_purges: HashMap<i64, Vec<Micros>>,
     builder_purges: HashMap<i64, Vec<Micros>>,
@@ -511,35 +509,13 @@ impl Tables {
             };
         }
 
-        let mut artifacts = vec![ArtifactRow::default(); artifact_slots];
-        let mut artifact_text = Text::default();
-        let mut locators = Vec::new();
-        let mut locator_ids = FxHashMap::default();
-        let mut by_digest = Vec::with_capacity(artifact_slots);
-        let mut stmt =
-            conn.prepare("SELECT id, backend, locator, digest, key, first_seen FROM artifacts")?;
+        let mut artifact_first_seen = vec![0; artifact_slots];
+        let mut stmt = conn.prepare("SELECT id, first_seen FROM artifacts")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            let id = some_or_skip!(id32(row.get(0)?));
-            let backend = Backend::parse(row.get_ref(1)?.as_str()?).unwrap_or(Backend::Registry);
-            let digest = row.get_ref(3)?.as_str()?;
-            if !digest.is_empty() {
-                by_digest.push((digest_hash(digest), id));
-            }
-            artifacts[id as usize] = ArtifactRow {
-                present: true,
-                backend: BACKENDS.iter().position(|b| *b == backend).unwrap_or(0) as u8,
-                locator: some_or_skip!(intern(
-                    &mut locators,
-                    &mut locator_ids,
-                    row.get_ref(2)?.as_str()?
-                )),
-                digest: some_or_skip!(artifact_text.push(digest)),
-                key: some_or_skip!(artifact_text.push(row.get_ref(4)?.as_str()?)),
-                first_seen: row.get(5)?,
-            };
+            let id = some_or_skip!(slot(row.get(0)?));
+            artifact_first_seen[id] = row.get(1)?;
         }
-        let by_digest = DigestIndex::new(by_digest);
 
         let mut tag_text = Text::default();
         let mut tags = Vec::new();
@@ -618,13 +594,10 @@ impl Tables {
             builders,
             runs,
             run_text,
-            artifacts,
-            artifact_text,
-            locators,
+            artifact_first_seen,
             tag_text,
             tags,
             artifact_tags,
-            by_digest,
             mounts,
             mount_purges,
             builder_purges,
@@ -633,8 +606,7 @@ impl Tables {
     }
 }
 
-/// The builder records. Their rows are only ever added, and the columns read here never
-/// change, so they are read on the events' connection up to the snapshot's largest id.
+/// The builder records (the columns a trace reads never change).
 struct Records {
     rows: Vec<RecordRow>,
     text: Text,
@@ -648,10 +620,9 @@ impl Records {
         let mut record_types = Vec::new();
         let mut record_type_ids = FxHashMap::default();
         let mut stmt = conn.prepare(
-            "SELECT id, builder_id, record_id, record_type, description FROM builder_records
-             WHERE id < ?1",
+            "SELECT id, builder_id, record_id, record_type, description FROM builder_records",
         )?;
-        let mut rows = stmt.query([i64::try_from(slots.records).unwrap_or(i64::MAX)])?;
+        let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let id = some_or_skip!(slot(row.get(0)?));
             rows_by_id[id] = RecordRow {
@@ -671,6 +642,54 @@ impl Records {
             rows: rows_by_id,
             text: record_text,
             types: record_types,
+        }))
+    }
+}
+
+/// The artifacts' columns that never change (they are its identity), read on the events'
+/// connection up to the snapshot's largest id.
+struct Artifacts {
+    rows: Vec<ArtifactRow>,
+    text: Text,
+    locators: Vec<String>,
+    by_digest: DigestIndex,
+}
+
+impl Artifacts {
+    fn load(conn: &Connection, slots: &Slots) -> rusqlite::Result<Option<Self>> {
+        let mut artifacts = vec![ArtifactRow::default(); slots.artifacts];
+        let mut artifact_text = Text::default();
+        let mut locators = Vec::new();
+        let mut locator_ids = FxHashMap::default();
+        let mut by_digest = Vec::with_capacity(slots.artifacts);
+        let mut stmt =
+            conn.prepare("SELECT id, backend, locator, digest, key FROM artifacts WHERE id < ?1")?;
+        let mut rows = stmt.query([i64::try_from(slots.artifacts).unwrap_or(i64::MAX)])?;
+        while let Some(row) = rows.next()? {
+            let id = some_or_skip!(id32(row.get(0)?));
+            let backend = Backend::parse(row.get_ref(1)?.as_str()?).unwrap_or(Backend::Registry);
+            let digest = row.get_ref(3)?.as_str()?;
+            if !digest.is_empty() {
+                by_digest.push((digest_hash(digest), id));
+            }
+            artifacts[id as usize] = ArtifactRow {
+                present: true,
+                backend: BACKENDS.iter().position(|b| *b == backend).unwrap_or(0) as u8,
+                locator: some_or_skip!(intern(
+                    &mut locators,
+                    &mut locator_ids,
+                    row.get_ref(2)?.as_str()?
+                )),
+                digest: some_or_skip!(artifact_text.push(digest)),
+                key: some_or_skip!(artifact_text.push(row.get_ref(4)?.as_str()?)),
+            };
+        }
+        let by_digest = DigestIndex::new(by_digest);
+        Ok(Some(Self {
+            rows: artifacts,
+            text: artifact_text,
+            locators,
+            by_digest,
         }))
     }
 }
@@ -751,29 +770,35 @@ fn slots(conn: &Connection, table: &str) -> rusqlite::Result<Option<usize>> {
 
 impl Index {
     /// Reads the graph; `None` when it cannot be held as arrays (ids too large). The events
-    /// and builder records are read on a second connection while `conn` reads the other
-    /// tables.
+    /// and the artifacts' identities are read on a second connection while `conn` reads the
+    /// other tables.
     fn load(conn: &Connection, path: &Path) -> rusqlite::Result<Option<Self>> {
         let slots = some_or_skip!(Slots::read(conn)?);
-        let appended = |conn: &Connection| -> rusqlite::Result<Option<(Events, Records)>> {
+        let appended = |conn: &Connection| -> rusqlite::Result<Option<(Events, Artifacts)>> {
             let events = some_or_skip!(Events::load(conn, &slots)?);
-            let records = some_or_skip!(Records::load(conn, &slots)?);
-            Ok(Some((events, records)))
+            let artifacts = some_or_skip!(Artifacts::load(conn, &slots)?);
+            Ok(Some((events, artifacts)))
         };
-        let (appended, tables) = match appended_reader(path) {
+        let rest = |conn: &Connection| -> rusqlite::Result<Option<(Tables, Records)>> {
+            let tables = some_or_skip!(Tables::load(conn, &slots)?);
+            let records = some_or_skip!(Records::load(conn, &slots)?);
+            Ok(Some((tables, records)))
+        };
+        let (appended, rest) = match appended_reader(path) {
             Some(reader) => std::thread::scope(|scope| {
                 let appended = scope.spawn(move || appended(&reader));
-                let tables = Tables::load(conn, &slots);
-                (appended.join().expect("loading thread panicked"), tables)
+                let rest = rest(conn);
+                (appended.join().expect("loading thread panicked"), rest)
             }),
-            None => (appended(conn), Tables::load(conn, &slots)),
+            None => (appended(conn), rest(conn)),
         };
-        let (Some((events, records)), Some(tables)) = (appended?, tables?) else {
+        let (Some((events, artifacts)), Some((tables, records))) = (appended?, rest?) else {
             return Ok(None);
         };
         Ok(Some(Self {
             events,
             records,
+            artifacts,
             tables,
         }))
     }
@@ -811,13 +836,13 @@ impl Index {
     }
 
     fn artifact(&self, id: ArtifactId) -> Option<ArtifactInfo> {
-        let row = self.tables.artifacts.get(slot(id)?).filter(|r| r.present)?;
+        let row = self.artifacts.rows.get(slot(id)?).filter(|r| r.present)?;
         Some(ArtifactInfo {
             id,
             backend: BACKENDS[row.backend as usize],
-            locator: self.tables.locators[row.locator as usize].clone(),
-            digest: self.tables.artifact_text.get(row.digest).to_owned(),
-            key: self.tables.artifact_text.get(row.key).to_owned(),
+            locator: self.artifacts.locators[row.locator as usize].clone(),
+            digest: self.artifacts.text.get(row.digest).to_owned(),
+            key: self.artifacts.text.get(row.key).to_owned(),
             tags: self
                 .tables
                 .artifact_tags
@@ -830,7 +855,7 @@ impl Index {
                         .to_owned()
                 })
                 .collect(),
-            first_seen: row.first_seen,
+            first_seen: self.tables.artifact_first_seen[id as usize],
         })
     }
 
@@ -838,15 +863,15 @@ impl Index {
         if digest.is_empty() {
             return Vec::new();
         }
-        self.tables
+        self.artifacts
             .by_digest
             .candidates(digest_hash(digest))
             .map(i64::from)
             .filter(|&id| {
-                self.tables
-                    .artifacts
+                self.artifacts
+                    .rows
                     .get(id as usize)
-                    .is_some_and(|a| self.tables.artifact_text.get(a.digest) == digest)
+                    .is_some_and(|a| self.artifacts.text.get(a.digest) == digest)
             })
             .collect()
     }
@@ -1178,19 +1203,24 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    /// Events recorded after a trace's snapshot was taken are not part of its graph, though
-    /// they are read on another connection.
+    /// Events and artifacts recorded after a trace's snapshot was taken, and later sightings
+    /// of its artifacts, are not part of its graph, though they are read on another connection.
     #[test]
-    fn events_after_the_snapshot_are_left_out() {
+    fn rows_after_the_snapshot_are_left_out() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        let line = |run: &str| {
+        let (x, y) = (
+            format!("reg.io/x:t@sha256:{}", "a".repeat(64)),
+            format!("reg.io/y@sha256:{}", "b".repeat(64)),
+        );
+        let line = |run: &str, day: &str, imported: &[&str]| {
             format!(
-                r#"{{"v":1,"type":"run","pipeline":"p","run":"{run}","step":"s","builder":"b","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","mounts":[{{"id":"/m"}}]}}"#
+                r#"{{"v":1,"type":"run","pipeline":"p","run":"{run}","step":"s","builder":"b","started_at":"{day}T00:00:00Z","finished_at":"{day}T00:01:00Z","mounts":[{{"id":"/m"}}],"imported":{}}}"#,
+                serde_json::to_string(imported).unwrap()
             )
         };
         let file = dir.path().join("h.jsonl");
-        std::fs::write(&file, line("1") + "\n").unwrap();
+        std::fs::write(&file, line("1", "2026-01-01", &[&x]) + "\n").unwrap();
         let db = path.to_str().unwrap();
         cachewarden(&["-q", "--db", db, "import", file.to_str().unwrap()]);
         let mut store = Store::open(&path).unwrap();
@@ -1200,9 +1230,21 @@ mod tests {
                     .conn
                     .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
                     .unwrap();
-                std::fs::write(&file, line("2") + "\n").unwrap();
+                // A run seen earlier, that imported `x` and a new artifact `y`.
+                std::fs::write(&file, line("2", "2025-12-01", &[&x, &y]) + "\n").unwrap();
                 cachewarden(&["-q", "--db", db, "import", file.to_str().unwrap()]);
                 let index = Index::load(&store.conn, &path).unwrap().unwrap();
+                // `x` keeps the first sighting of the snapshot; `y` is not there.
+                assert_eq!(
+                    index.artifact(1).unwrap().first_seen,
+                    time::parse_rfc3339("2026-01-01T00:01:00Z", "t").unwrap()
+                );
+                assert!(index.artifact(2).is_none());
+                assert!(
+                    index
+                        .digest_artifacts(&format!("sha256:{}", "b".repeat(64)))
+                        .is_empty()
+                );
                 // The run's own `ran_on` event is not kept.
                 assert_eq!(index.events.count as i64, before - 1);
                 let events = &index.events;
@@ -1216,6 +1258,18 @@ mod tests {
                     .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
                     .unwrap();
                 assert!(now > before, "the second import was committed");
+                let (seen, artifacts): (i64, i64) = reader
+                    .query_row(
+                        "SELECT min(first_seen), count(*) FROM artifacts",
+                        [],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .unwrap();
+                assert_eq!(artifacts, 2);
+                assert_eq!(
+                    seen,
+                    time::parse_rfc3339("2025-12-01T00:01:00Z", "t").unwrap()
+                );
             })
             .unwrap();
     }
