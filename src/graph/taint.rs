@@ -388,8 +388,7 @@ impl<S: Source> Tracer<'_, S> {
         let digest = seed.digest.as_str();
         let loaded = self.load_digest(digest)?;
         let mut artifacts = Vec::new();
-        for i in 0..self.digests[loaded].artifacts.len() {
-            let id = self.digests[loaded].artifacts[i];
+        for id in self.digests[loaded].artifacts.clone() {
             artifacts.push(self.source.artifact(id)?);
         }
         let state = &self.digests[loaded];
@@ -571,13 +570,8 @@ impl<S: Source> Tracer<'_, S> {
             }
             return Ok(());
         }
-        let loaded = match self.digest_ids.get(info.digest.as_str()) {
-            Some(&loaded) => loaded,
-            None => {
-                let digest = info.digest.clone();
-                self.load_digest(&digest)?
-            }
-        };
+        let digest = info.digest.clone();
+        let loaded = self.load_digest(&digest)?;
         if label.via != Via::SameDigest {
             self.offer_origin(loaded, node)?;
         }
