@@ -30,16 +30,19 @@ BEGIN
     ON CONFLICT (page) DO UPDATE SET events = CAST(events || excluded.events AS BLOB);
 END;
 
+-- Existing events, appended one by one in id order as the trigger appends them: a table scan,
+-- with no sort, so a store of any size is packed in constant memory.
 INSERT INTO event_pages (page, events)
 SELECT id >> 6,
-       CAST(group_concat(unhex(printf('%016X%016X%02X%016X%016X', id, run_id,
+       unhex(printf('%016X%016X%02X%016X%016X', id, run_id,
            CASE kind
                WHEN 'imported' THEN 1 WHEN 'exported' THEN 2 WHEN 'produced' THEN 3
                WHEN 'used_base' THEN 4 WHEN 'read_mount' THEN 5 WHEN 'wrote_mount' THEN 6
                WHEN 'created_record' THEN 7 ELSE 8
            END,
-           target, at)), '' ORDER BY id) AS BLOB)
-FROM events
+           target, at))
+FROM events NOT INDEXED
 WHERE kind IN ('imported', 'exported', 'produced', 'used_base', 'read_mount', 'wrote_mount',
                'created_record', 'reused_record')
-GROUP BY id >> 6;
+ORDER BY id
+ON CONFLICT (page) DO UPDATE SET events = CAST(events || excluded.events AS BLOB);
