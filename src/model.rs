@@ -39,32 +39,32 @@ pub struct Digest(String);
 
 impl Digest {
     pub fn parse(value: &str, what: &str) -> Result<Self, ParseError> {
-        let (algorithm, hex) = value
-            .split_once(':')
-            .ok_or_else(|| ParseError::new(what, value, "expected `sha256:<64 hex digits>`"))?;
+        match Self::problem(value) {
+            None => Ok(Self(value.to_owned())),
+            Some(reason) => Err(ParseError::new(what, value, reason)),
+        }
+    }
+
+    /// Whether `value` is a digest [`Digest::parse`] accepts, without making one.
+    pub fn is_valid(value: &str) -> bool {
+        Self::problem(value).is_none()
+    }
+
+    /// What is wrong with `value` as a digest, if anything.
+    fn problem(value: &str) -> Option<String> {
+        let Some((algorithm, hex)) = value.split_once(':') else {
+            return Some("expected `sha256:<64 hex digits>`".to_owned());
+        };
         let len = match algorithm {
             "sha256" => 64,
             "sha512" => 128,
-            _ => {
-                return Err(ParseError::new(
-                    what,
-                    value,
-                    format!("unsupported digest algorithm `{algorithm}`"),
-                ));
-            }
+            _ => return Some(format!("unsupported digest algorithm `{algorithm}`")),
         };
-        if hex.len() != len
+        (hex.len() != len
             || !hex
                 .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(ParseError::new(
-                what,
-                value,
-                format!("expected {len} lowercase hex digits after `{algorithm}:`"),
-            ));
-        }
-        Ok(Self(value.to_owned()))
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| format!("expected {len} lowercase hex digits after `{algorithm}:`"))
     }
 
     pub fn as_str(&self) -> &str {
@@ -451,15 +451,33 @@ impl Artifact {
 
     /// How a person names it: `reg/repo@sha256:...`, `gha:scope`, ...
     pub fn display_name(&self) -> String {
-        match (self.backend, &self.digest) {
-            (Backend::Registry, Some(d)) => format!("{}@{d}", self.locator),
-            (Backend::Registry, None) => match &self.tag {
-                Some(tag) => format!("{}:{tag}", self.locator),
-                None => self.locator.clone(),
-            },
-            (Backend::LocalImage, Some(d)) => format!("{}#{d}", self.locator),
-            (backend, _) => format!("{}:{}", backend.as_str(), self.key),
-        }
+        display_name(
+            self.backend,
+            &self.locator,
+            self.digest.as_ref().map(Digest::as_str),
+            &self.key,
+            self.tag.as_deref(),
+        )
+    }
+}
+
+/// How a person names an artifact (see [`Artifact::display_name`]), from its parts.
+pub fn display_name(
+    backend: Backend,
+    locator: &str,
+    digest: Option<&str>,
+    key: &str,
+    tag: Option<&str>,
+) -> String {
+    let joined = |parts: &[&str]| parts.concat();
+    match (backend, digest) {
+        (Backend::Registry, Some(d)) => joined(&[locator, "@", d]),
+        (Backend::Registry, None) => match tag {
+            Some(tag) => joined(&[locator, ":", tag]),
+            None => locator.to_owned(),
+        },
+        (Backend::LocalImage, Some(d)) => joined(&[locator, "#", d]),
+        (backend, _) => joined(&[backend.as_str(), ":", key]),
     }
 }
 

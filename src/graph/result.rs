@@ -8,7 +8,7 @@ use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
 
 use super::source::{ArtifactInfo, BuilderInfo, MountInfo, RecordInfo, RunInfo};
-use crate::model::{Artifact, Backend, Digest};
+use crate::model::{self, Backend, Digest};
 use crate::time::Micros;
 
 /// The kind of evidence that carried taint to an entity. The strings are stable: JSON output
@@ -163,37 +163,41 @@ impl Entity {
 
 /// How output names entities; `--explain` accepts the same names.
 pub(crate) fn run_name(info: &RunInfo) -> String {
-    format!("run:{}", info.display_name())
+    ["run:", &info.pipeline, "/", &info.run_key, "/", &info.step].concat()
 }
 
 pub(crate) fn artifact_name(info: &ArtifactInfo) -> String {
-    Artifact {
-        backend: info.backend,
-        locator: info.locator.clone(),
-        digest: Digest::parse(&info.digest, "digest").ok(),
-        key: info.key.clone(),
-        tag: info.tags.first().cloned(),
-    }
-    .display_name()
+    model::display_name(
+        info.backend,
+        &info.locator,
+        Digest::is_valid(&info.digest).then_some(info.digest.as_str()),
+        &info.key,
+        info.tags.first().map(String::as_str),
+    )
 }
 
 pub(crate) fn mount_name(info: &MountInfo) -> String {
     if info.namespace.is_empty() {
-        format!("mount:{}:{}", info.builder_name, info.mount_id)
+        ["mount:", &info.builder_name, ":", &info.mount_id].concat()
     } else {
-        format!(
-            "mount:{}:{}/{}",
-            info.builder_name, info.namespace, info.mount_id
-        )
+        [
+            "mount:",
+            &info.builder_name,
+            ":",
+            &info.namespace,
+            "/",
+            &info.mount_id,
+        ]
+        .concat()
     }
 }
 
 pub(crate) fn builder_name(name: &str) -> String {
-    format!("builder:{name}")
+    ["builder:", name].concat()
 }
 
 pub(crate) fn record_name(builder: &str, info: &RecordInfo) -> String {
-    format!("record:{builder}:{}", info.record_id)
+    ["record:", builder, ":", &info.record_id].concat()
 }
 
 /// Whether an artifact backend holds only caches (never an image).

@@ -13,7 +13,6 @@
 //!
 //! Every expansion is one [`Source`] lookup; nothing scans the whole store.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, VecDeque};
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
@@ -79,6 +78,7 @@ pub fn trace<S: Source>(
         graph: DiGraph::new(),
         nodes: Nodes::default(),
         edges: HashMap::default(),
+        crowded: HashSet::default(),
         seeds: Vec::new(),
         queue: VecDeque::new(),
         deferred: VecDeque::new(),
@@ -230,7 +230,11 @@ struct Tracer<'s, S: Source> {
     ignore_time: bool,
     graph: DiGraph<Node, Evidence>,
     nodes: Nodes,
+    /// The evidence edges of crowded nodes (see [`Tracer::find_edge`]), by source, target and
+    /// kind.
     edges: HashMap<(NodeIndex, NodeIndex, Via), EdgeIndex>,
+    /// Nodes with so many edges on the side duplicates are looked for that `edges` holds them.
+    crowded: HashSet<NodeIndex>,
     seeds: Vec<NodeIndex>,
     queue: VecDeque<Work>,
     /// Store-wide reader queries of mounts and builders, run once the cheap expansions are
@@ -946,25 +950,26 @@ impl<S: Source> Tracer<'_, S> {
     /// Offers a label to a node and records the evidence edge; queues the node's expansion
     /// when it is newly tainted (or, for an artifact, when its time improved).
     fn relax(&mut self, node: NodeIndex, label: Label, reader: Option<(Micros, Micros)>) {
-        if let Some(from) = label.from {
-            match self.edges.entry((from, node, label.via)) {
-                Entry::Occupied(edge) => {
-                    let evidence = &mut self.graph[*edge.get()];
+        // Same-digest evidence is drawn once the traversal is done (see `copy_edges`).
+        if let Some(from) = label.from.filter(|_| label.via != Via::SameDigest) {
+            match self.find_edge(from, node, label.via) {
+                Ok(edge) => {
+                    let evidence = &mut self.graph[edge];
                     if label.at < evidence.at {
                         evidence.at = label.at;
                         evidence.reader = reader;
                     }
                 }
-                Entry::Vacant(slot) => {
-                    slot.insert(self.graph.add_edge(
-                        from,
-                        node,
-                        Evidence {
-                            via: label.via,
-                            at: label.at,
-                            reader,
-                        },
-                    ));
+                Err(crowded) => {
+                    let evidence = Evidence {
+                        via: label.via,
+                        at: label.at,
+                        reader,
+                    };
+                    let edge = self.graph.add_edge(from, node, evidence);
+                    if crowded {
+                        self.edges.insert((from, node, label.via), edge);
+                    }
                 }
             }
         }
@@ -984,6 +989,42 @@ impl<S: Source> Tracer<'_, S> {
             Entity::Artifact { .. } => self.queue.push_back(Work::Artifact(node)),
             _ => {}
         }
+    }
+
+    /// The evidence edge of this kind from `from` to `node`, or whether its absence was
+    /// learnt from `edges`.
+    ///
+    /// Duplicates are looked for among the edges on the side that has few: into a run,
+    /// artifact or record, and out of the run that wrote a mount or ran on a builder (a
+    /// mount or builder can have thousands of writers). A node found with many edges on
+    /// that side is crowded: its edges go to `edges`, and are looked up there from then on.
+    fn find_edge(&mut self, from: NodeIndex, node: NodeIndex, via: Via) -> Result<EdgeIndex, bool> {
+        /// How many edges are walked before a node is crowded.
+        const CROWDED: usize = 32;
+        let (anchor, direction) = if self.graph[node].entity.is_mutable() {
+            (from, Direction::Outgoing)
+        } else {
+            (node, Direction::Incoming)
+        };
+        if self.crowded.contains(&anchor) {
+            return self.edges.get(&(from, node, via)).copied().ok_or(true);
+        }
+        let mut walked = 0;
+        for edge in self.graph.edges_directed(anchor, direction) {
+            if edge.source() == from && edge.target() == node && edge.weight().via == via {
+                return Ok(edge.id());
+            }
+            walked += 1;
+        }
+        if walked < CROWDED {
+            return Err(false);
+        }
+        self.crowded.insert(anchor);
+        for edge in self.graph.edges_directed(anchor, direction) {
+            self.edges
+                .insert((edge.source(), edge.target(), edge.weight().via), edge.id());
+        }
+        Err(true)
     }
 
     fn order_of(&self, label: &Label) -> Order<'_> {
@@ -1093,32 +1134,27 @@ impl<S: Source> Tracer<'_, S> {
     /// the roles seen for any artifact with that digest. Roles only accumulate as more runs
     /// are tainted, so the time-blind trace lists everything the time-aware one does.
     fn finish(mut self) -> Trace {
-        let own = |roles: &HashMap<ArtifactId, Roles>, id: ArtifactId| {
-            roles.get(&id).copied().unwrap_or_default()
-        };
-        let digest_roles: HashMap<&str, Roles> = self
-            .digest_ids
-            .iter()
-            .map(|(digest, &loaded)| {
-                let state = &self.digests[loaded];
-                let roles = state.artifacts.iter().fold(Roles::default(), |acc, a| {
-                    let roles = own(&self.roles, *a);
-                    Roles {
-                        cache: acc.cache || roles.cache,
-                        image: acc.image || roles.image,
-                    }
-                });
-                (digest.as_str(), roles)
-            })
-            .collect();
-        for node in self.graph.node_weights_mut() {
+        let own = |id: ArtifactId| self.roles.get(&id).copied().unwrap_or_default();
+        let mut shared: Vec<Option<Roles>> = vec![None; self.graph.node_count()];
+        for state in &self.digests {
+            let roles = state.artifacts.iter().fold(Roles::default(), |acc, &a| {
+                let roles = own(a);
+                Roles {
+                    cache: acc.cache || roles.cache,
+                    image: acc.image || roles.image,
+                }
+            });
+            for &a in &state.artifacts {
+                if let Some(&node) = self.nodes.get(&Key::Artifact(a)) {
+                    shared[node.index()] = Some(roles);
+                }
+            }
+        }
+        for (node, shared) in self.graph.node_weights_mut().zip(shared) {
             let Entity::Artifact { info, cache, image } = &mut node.entity else {
                 continue;
             };
-            let roles = match digest_roles.get(info.digest.as_str()) {
-                Some(&roles) => roles,
-                None => own(&self.roles, info.id),
-            };
+            let roles = shared.unwrap_or_else(|| own(info.id));
             let cache_backend = is_cache_backend(info.backend);
             *image = roles.image && !cache_backend;
             // Every tainted artifact has a role; a cache is the safer listing if one had none.
@@ -1183,8 +1219,6 @@ impl<S: Source> Tracer<'_, S> {
                 }
             }
         }
-        self.graph
-            .retain_edges(|g, edge| g[edge].via != Via::SameDigest);
         for (origin, copy, at) in copies {
             self.graph.add_edge(
                 origin,
@@ -1207,6 +1241,106 @@ fn sorted(mut times: Vec<Micros>) -> Vec<Micros> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::mem::History;
+
+    fn run_node(id: RunId) -> Node {
+        let info = RunInfo {
+            id,
+            pipeline: "p".into(),
+            run_key: id.to_string(),
+            step: "build".into(),
+            builder: None,
+            started_at: 0,
+            finished_at: 1,
+            status: RunStatus::Succeeded,
+            has_records: true,
+        };
+        Node {
+            name: run_name(&info),
+            entity: Entity::Run {
+                info,
+                builder: None,
+            },
+            seed: None,
+            label: None,
+            purges: Vec::new(),
+        }
+    }
+
+    /// Evidence offered again, into a node with few edges or a crowded one, and into a mount
+    /// from its many writers, stays one edge per source, target and kind, with the earliest
+    /// time and its reader window.
+    #[test]
+    fn evidence_offered_again_keeps_one_edge_with_the_earliest_time() {
+        let mut history = History::new();
+        let mut tracer = Tracer {
+            source: &mut history,
+            ignore_time: false,
+            graph: DiGraph::new(),
+            nodes: Nodes::default(),
+            edges: HashMap::default(),
+            crowded: HashSet::default(),
+            seeds: Vec::new(),
+            queue: VecDeque::new(),
+            deferred: VecDeque::new(),
+            expanded: HashSet::default(),
+            builder_names: HashMap::default(),
+            digest_ids: HashMap::default(),
+            digests: Vec::new(),
+            segments: HashMap::default(),
+            roles: HashMap::default(),
+            waiting_creators: HashMap::default(),
+        };
+        let reader = tracer.graph.add_node(run_node(0));
+        let mount = tracer.graph.add_node(Node {
+            name: "mount:b:m".into(),
+            entity: Entity::Mount(MountInfo {
+                id: 1,
+                builder: 1,
+                builder_name: "b".into(),
+                namespace: String::new(),
+                mount_id: "m".into(),
+            }),
+            seed: None,
+            label: None,
+            purges: Vec::new(),
+        });
+        let sources: Vec<NodeIndex> = (1..=100)
+            .map(|id| tracer.graph.add_node(run_node(id)))
+            .collect();
+        let offer = |tracer: &mut Tracer<'_, History>, from, node, via, at: Micros| {
+            let label = Label {
+                tainted_at: at,
+                via,
+                from: Some(from),
+                at,
+            };
+            tracer.relax(node, label, Some((at, at)));
+        };
+        // Each source offers its evidence three times, the earliest in the middle, with the
+        // other sources' offers in between.
+        for round in [5, 1, 9] {
+            for (i, &from) in sources.iter().enumerate() {
+                let at = round * 1000 + i as Micros;
+                offer(&mut tracer, from, reader, Via::BuilderRecord, at);
+                offer(&mut tracer, from, reader, Via::MountRead, at + 1);
+                offer(&mut tracer, from, mount, Via::MountWrite, at);
+            }
+        }
+        let graph = &tracer.graph;
+        assert_eq!(graph.edge_count(), 300);
+        let mut seen = HashSet::default();
+        for edge in graph.edge_references() {
+            let key = (edge.source(), edge.target(), edge.weight().via);
+            assert!(seen.insert(key), "two edges for {key:?}");
+            let i = sources.iter().position(|&s| s == edge.source()).unwrap() as Micros;
+            let at = 1000 + i + Micros::from(edge.weight().via == Via::MountRead);
+            assert_eq!(edge.weight().at, at, "{key:?}");
+            assert_eq!(edge.weight().reader, Some((at, at)), "{key:?}");
+        }
+        assert!(tracer.crowded.contains(&reader));
+        assert!(!tracer.crowded.contains(&mount));
+    }
 
     #[test]
     fn id_map_holds_dense_far_and_negative_ids() {
