@@ -181,15 +181,20 @@ impl Text {
     }
 }
 
-/// Rows grouped by a key: the items of key `k` are `items[offsets[k]..offsets[k + 1]]`.
-struct Groups {
+/// Items grouped by a key: the items of key `k` are `items[offsets[k]..offsets[k + 1]]`.
+struct Groups<T> {
     offsets: Vec<u32>,
-    items: Vec<u32>,
+    items: Vec<T>,
 }
 
-impl Groups {
-    /// Groups `0..keys.len()` by key, keeping the order of the input within each key.
-    fn build(keys: impl Iterator<Item = Option<usize>> + Clone, slots: usize) -> Self {
+impl<T: Copy + Default> Groups<T> {
+    /// Groups the inputs that have a key (`keys` in input order), each as `item` makes it
+    /// from its position, keeping the order of the input within each key.
+    fn build(
+        keys: impl Iterator<Item = Option<usize>> + Clone,
+        item: impl Fn(usize) -> T,
+        slots: usize,
+    ) -> Self {
         let mut offsets = vec![0u32; slots + 1];
         for key in keys.clone().flatten() {
             offsets[key + 1] += 1;
@@ -198,17 +203,17 @@ impl Groups {
             offsets[i] += offsets[i - 1];
         }
         let mut next = offsets.clone();
-        let mut items = vec![0u32; offsets[slots] as usize];
-        for (item, key) in keys.enumerate() {
+        let mut items = vec![T::default(); offsets[slots] as usize];
+        for (position, key) in keys.enumerate() {
             if let Some(key) = key {
-                items[next[key] as usize] = item as u32;
+                items[next[key] as usize] = item(position);
                 next[key] += 1;
             }
         }
         Self { offsets, items }
     }
 
-    fn get(&self, key: i64) -> &[u32] {
+    fn get(&self, key: i64) -> &[T] {
         match slot(key) {
             Some(k) if k + 1 < self.offsets.len() => {
                 &self.items[self.offsets[k] as usize..self.offsets[k + 1] as usize]
@@ -218,7 +223,7 @@ impl Groups {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
 enum EventKind {
     Imported,
     Exported,
@@ -228,6 +233,7 @@ enum EventKind {
     WroteMount,
     CreatedRecord,
     ReusedRecord,
+    #[default]
     Other,
 }
 
@@ -334,19 +340,34 @@ impl Slots {
 const PACKED_EVENT: usize = 33;
 
 /// Every event a trace follows, as parallel arrays, and the groupings it looks them up by.
+///
+/// Each grouping holds what its lookups read of an event, so that following one takes a
+/// single pass over adjacent memory.
 struct Events {
-    /// How many events were read (positions of other kinds are left empty).
+    /// How many events were read.
     count: usize,
-    run: Vec<u32>,
-    target: Vec<u32>,
-    at: Vec<Micros>,
-    kind: Vec<EventKind>,
     /// The writes and mount reads of each run.
-    by_run: Groups,
-    artifact_reads: Groups,
+    by_run: Groups<RunEvent>,
+    artifact_reads: Groups<TargetEvent>,
     /// Sorted by time within each mount.
-    mount_reads: Groups,
-    record_reuses: Groups,
+    mount_reads: Groups<TargetEvent>,
+    record_reuses: Groups<TargetEvent>,
+}
+
+/// An event in its run's group.
+#[derive(Clone, Copy, Default)]
+struct RunEvent {
+    kind: EventKind,
+    target: u32,
+    at: Micros,
+}
+
+/// An event in its target's group.
+#[derive(Clone, Copy, Default)]
+struct TargetEvent {
+    kind: EventKind,
+    run: u32,
+    at: Micros,
 }
 
 impl Events {
@@ -393,49 +414,68 @@ impl Events {
         if u32::try_from(event_run.len()).is_err() {
             return Ok(None);
         }
-        let keyed = |want: fn(EventKind) -> bool, by_run: bool, bound: usize| {
-            let (kinds, runs, targets) = (&event_kind, &event_run, &event_target);
+        let (kinds, runs, targets, ats) = (&event_kind, &event_run, &event_target, &event_at);
+        let keys = |want, by, bound| event_keys(kinds, want, by, bound);
+        let by_target = |want: fn(EventKind) -> bool, bound: usize| {
             Groups::build(
-                (0..kinds.len()).map(move |i| {
-                    want(kinds[i])
-                        .then(|| if by_run { runs[i] } else { targets[i] } as usize)
-                        .filter(|&k| k < bound)
-                }),
+                keys(want, targets, bound),
+                |e| TargetEvent {
+                    kind: kinds[e],
+                    run: runs[e],
+                    at: ats[e],
+                },
                 bound,
             )
         };
-        let by_run = keyed(
-            |k| k.is_write() || k == EventKind::ReadMount,
-            true,
+        let by_run = Groups::build(
+            keys(
+                |k| k.is_write() || k == EventKind::ReadMount,
+                runs,
+                run_slots,
+            ),
+            |e| RunEvent {
+                kind: kinds[e],
+                target: targets[e],
+                at: ats[e],
+            },
             run_slots,
         );
-        let artifact_reads = keyed(
+        let artifact_reads = by_target(
             |k| matches!(k, EventKind::Imported | EventKind::UsedBase),
-            false,
             artifact_slots,
         );
-        let mut mount_reads = keyed(|k| k == EventKind::ReadMount, false, mount_slots);
+        let mut mount_reads = by_target(|k| k == EventKind::ReadMount, mount_slots);
         for m in 0..mount_slots {
             let (a, b) = (
                 mount_reads.offsets[m] as usize,
                 mount_reads.offsets[m + 1] as usize,
             );
-            mount_reads.items[a..b].sort_by_key(|&e| event_at[e as usize]);
+            mount_reads.items[a..b].sort_by_key(|e| e.at);
         }
-        let record_reuses = keyed(|k| k == EventKind::ReusedRecord, false, record_slots);
+        let record_reuses = by_target(|k| k == EventKind::ReusedRecord, record_slots);
 
         Ok(Some(Self {
             count,
-            run: event_run,
-            target: event_target,
-            at: event_at,
-            kind: event_kind,
             by_run,
             artifact_reads,
             mount_reads,
             record_reuses,
         }))
     }
+}
+
+/// For each event, the key it is grouped by (from `by`) if it is of a kind `want` picks.
+fn event_keys<'e>(
+    kinds: &'e [EventKind],
+    want: fn(EventKind) -> bool,
+    by: &'e [u32],
+    bound: usize,
+) -> impl Iterator<Item = Option<usize>> + Clone + 'e {
+    (0..kinds.len()).map(move |e| {
+        want(kinds[e])
+            .then(|| by[e] as usize)
+            .filter(|&k| k < bound)
+    })
 }
 
 /// Every other table.
@@ -448,7 +488,7 @@ struct Tables {
     artifact_first_seen: Vec<Micros>,
     tag_text: Text,
     tags: Vec<Span>,
-    artifact_tags: Groups,
+    artifact_tags: Groups<u32>,
     mounts: Vec<Option<MountInfo>>,
     mount_purges: HashMap<i64, Vec<Micros>>,
     builder_purges: HashMap<i64, Vec<Micros>>,
@@ -527,7 +567,7 @@ impl Tables {
             tag_owner.push(slot(row.get(0)?).filter(|&a| a < artifact_slots));
             tags.push(some_or_skip!(tag_text.push(row.get_ref(1)?.as_str()?)));
         }
-        let artifact_tags = Groups::build(tag_owner.iter().copied(), artifact_slots);
+        let artifact_tags = Groups::build(tag_owner.iter().copied(), |t| t as u32, artifact_slots);
 
         let mut mounts = vec![None; mount_slots];
         let mut stmt = conn.prepare(
@@ -831,10 +871,6 @@ impl Index {
         })
     }
 
-    fn event_run(&self, event: u32) -> Option<RunRef> {
-        self.run_ref(self.events.run[event as usize])
-    }
-
     fn artifact(&self, id: ArtifactId) -> Option<ArtifactInfo> {
         let row = self.artifacts.rows.get(slot(id)?).filter(|r| r.present)?;
         Some(ArtifactInfo {
@@ -881,21 +917,21 @@ impl Index {
             .artifact_reads
             .get(artifact)
             .iter()
-            .filter_map(|&e| {
-                let read = match self.events.kind[e as usize] {
+            .filter_map(|e| {
+                let read = match e.kind {
                     EventKind::UsedBase => ArtifactRead::UsedBase,
                     _ => ArtifactRead::Imported,
                 };
-                Some((self.event_run(e)?, read, self.events.at[e as usize]))
+                Some((self.run_ref(e.run)?, read, e.at))
             })
             .collect()
     }
 
     /// The runs of `events`, with each event's time.
-    fn timed_readers(&self, events: &[u32]) -> Vec<(RunRef, Micros)> {
+    fn timed_readers(&self, events: &[TargetEvent]) -> Vec<(RunRef, Micros)> {
         events
             .iter()
-            .filter_map(|&e| Some((self.event_run(e)?, self.events.at[e as usize])))
+            .filter_map(|e| Some((self.run_ref(e.run)?, e.at)))
             .collect()
     }
 }
@@ -966,12 +1002,9 @@ impl Source for TraceSource<'_> {
             .by_run
             .get(run)
             .iter()
-            .filter_map(|&e| {
-                let (target, at) = (
-                    i64::from(index.events.target[e as usize]),
-                    index.events.at[e as usize],
-                );
-                let write = match index.events.kind[e as usize] {
+            .filter_map(|e| {
+                let (target, at) = (i64::from(e.target), e.at);
+                let write = match e.kind {
                     EventKind::Exported => Write::Exported(target),
                     EventKind::Produced => Write::Produced(target),
                     EventKind::WroteMount => Write::Mount(target),
@@ -1019,7 +1052,7 @@ impl Source for TraceSource<'_> {
             return self.store.mount_readers(mount, since);
         };
         let events = index.events.mount_reads.get(mount);
-        let first = events.partition_point(|&e| index.events.at[e as usize] < since);
+        let first = events.partition_point(|e| e.at < since);
         Ok(index.timed_readers(&events[first..]))
     }
 
@@ -1027,16 +1060,13 @@ impl Source for TraceSource<'_> {
         let Some(index) = self.index()? else {
             return self.store.mount_read(run, mount);
         };
-        let events = &index.events;
-        Ok(events
+        Ok(index
+            .events
             .by_run
             .get(run)
             .iter()
-            .map(|&e| e as usize)
-            .find(|&e| {
-                events.kind[e] == EventKind::ReadMount && i64::from(events.target[e]) == mount
-            })
-            .map(|e| events.at[e]))
+            .find(|e| e.kind == EventKind::ReadMount && i64::from(e.target) == mount)
+            .map(|e| e.at))
     }
 
     fn mount_purges(&mut self, mount: MountId) -> Result<Vec<Micros>, StoreError> {
@@ -1248,11 +1278,15 @@ mod tests {
                 // The run's own `ran_on` event is not kept.
                 assert_eq!(index.events.count as i64, before - 1);
                 let events = &index.events;
-                assert!(
-                    (0..events.run.len())
-                        .filter(|&e| events.kind[e] != EventKind::Other)
-                        .all(|e| events.run[e] == 1)
-                );
+                let runs = events.by_run.offsets.len() - 1;
+                assert!((0..runs as i64).all(|r| r == 1 || events.by_run.get(r).is_empty()));
+                for reads in [
+                    &events.artifact_reads,
+                    &events.mount_reads,
+                    &events.record_reuses,
+                ] {
+                    assert!(reads.items.iter().all(|e| e.run == 1));
+                }
                 let reader = appended_reader(&path).unwrap();
                 let now: i64 = reader
                     .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
@@ -1702,10 +1736,10 @@ mod tests {
     #[test]
     fn groups_keep_input_order_within_a_key() {
         let keys = [Some(2), None, Some(0), Some(2), Some(0)];
-        let groups = Groups::build(keys.iter().copied(), 3);
-        assert_eq!(groups.get(0), &[2, 4]);
+        let groups = Groups::build(keys.iter().copied(), |i| 10 * i as u32, 3);
+        assert_eq!(groups.get(0), &[20, 40]);
         assert_eq!(groups.get(1), &[] as &[u32]);
-        assert_eq!(groups.get(2), &[0, 3]);
+        assert_eq!(groups.get(2), &[0, 30]);
         assert_eq!(groups.get(3), &[] as &[u32]);
         assert_eq!(groups.get(-1), &[] as &[u32]);
     }
