@@ -147,19 +147,33 @@ fn write_array<T: Json + Sync>(
     let (first, second) = items.split_at(items.len().div_ceil(2));
     let only_first = second.is_empty();
     let rendered = std::thread::scope(|scope| {
+        // Kept as the chunks they were rendered in: one growing buffer would be copied
+        // each time it doubled.
         let second = scope.spawn(|| {
-            let mut buf = Vec::new();
-            write_items(&mut buf, second, true).map(|()| buf)
+            let mut chunks = Vec::new();
+            render_items(second, true, |chunk| {
+                chunks.push(chunk);
+                Ok(())
+            })
+            .map(|()| chunks)
         });
-        write_items(out, first, only_first)?;
+        render_items(first, only_first, |chunk| out.write_all(&chunk))?;
         second.join().expect("rendering thread panicked")
     })?;
-    out.write_all(&rendered)?;
+    for chunk in rendered {
+        out.write_all(&chunk)?;
+    }
     writeln!(out, "  ]{end}")
 }
 
-fn write_items<T: Json>(out: &mut dyn Write, items: &[T], ends_array: bool) -> io::Result<()> {
-    let mut buf = Vec::with_capacity(1 << 16);
+/// Renders the items, an item a line, handing each chunk of about 64 KiB to `sink`.
+fn render_items<T: Json>(
+    items: &[T],
+    ends_array: bool,
+    mut sink: impl FnMut(Vec<u8>) -> io::Result<()>,
+) -> io::Result<()> {
+    const CHUNK: usize = 1 << 16;
+    let mut buf = Vec::with_capacity(CHUNK + 4096);
     for (i, item) in items.iter().enumerate() {
         buf.extend_from_slice(b"    ");
         let mut object = Object::new(&mut buf);
@@ -167,12 +181,14 @@ fn write_items<T: Json>(out: &mut dyn Write, items: &[T], ends_array: bool) -> i
         object.end();
         let last = ends_array && i + 1 == items.len();
         buf.extend_from_slice(if last { b"\n" } else { b",\n" });
-        if buf.len() >= 1 << 16 {
-            out.write_all(&buf)?;
-            buf.clear();
+        if buf.len() >= CHUNK {
+            sink(std::mem::replace(
+                &mut buf,
+                Vec::with_capacity(CHUNK + 4096),
+            ))?;
         }
     }
-    out.write_all(&buf)
+    sink(buf)
 }
 
 /// An item of the JSON document, written as compact JSON.
@@ -667,8 +683,16 @@ mod tests {
                 at: Rfc3339(0),
             },
         };
-        let mut out = Vec::new();
-        write_items(&mut out, &[doc], true).unwrap();
+        let render = |items: &[ArtifactDoc<'_>]| {
+            let mut chunks = Vec::new();
+            render_items(items, true, |chunk| {
+                chunks.push(chunk);
+                Ok(())
+            })
+            .unwrap();
+            chunks
+        };
+        let out = render(std::slice::from_ref(&doc)).concat();
         let expected = concat!(
             r#"    {"name":"reg.io/a\"b","backend":"registry","locator":"reg.io/a","digest":null,"#,
             r#""key":"k\n","tags":["t1","t\\2"],"tainted_at":"1970-01-01T00:00:01.500Z","#,
@@ -676,5 +700,18 @@ mod tests {
             "\n"
         );
         assert_eq!(String::from_utf8(out).unwrap(), expected);
+        // Across chunks, every item is whole and only the last one ends the array.
+        let many: Vec<ArtifactDoc<'_>> = (0..2000)
+            .map(|_| ArtifactDoc {
+                via: ViaDoc { ..doc.via },
+                ..doc
+            })
+            .collect();
+        let chunks = render(&many);
+        assert!(chunks.len() > 2, "{} chunks", chunks.len());
+        let item = expected.trim_end();
+        let mut whole = vec![format!("{item},\n"); many.len() - 1].concat();
+        whole.push_str(expected);
+        assert_eq!(String::from_utf8(chunks.concat()).unwrap(), whole);
     }
 }
