@@ -330,8 +330,30 @@ impl Trace {
             .filter(|&i| self.graph[i].entity.is(kind))
             .filter_map(|i| self.entry(i))
             .collect();
-        out.sort_by(|a, b| (a.tainted_at, a.name).cmp(&(b.tainted_at, b.name)));
+        sort_tainted(&mut out);
         out
+    }
+
+    /// Every group, in the order of [`Kind::ALL`], as [`Trace::tainted`] lists it: one pass
+    /// over the graph, and the runs sorted on another thread while this one sorts the rest.
+    pub fn groups(&self) -> Vec<(Kind, Vec<Tainted<'_>>)> {
+        let mut groups: Vec<Vec<Tainted<'_>>> = vec![Vec::new(); Kind::ALL.len()];
+        for node in self.graph.node_indices() {
+            let Some(entry) = self.entry(node) else {
+                continue;
+            };
+            for (group, &kind) in groups.iter_mut().zip(&Kind::ALL) {
+                if entry.entity.is(kind) {
+                    group.push(entry);
+                }
+            }
+        }
+        let (runs, rest) = groups.split_at_mut(1);
+        std::thread::scope(|scope| {
+            scope.spawn(|| sort_tainted(&mut runs[0]));
+            rest.iter_mut().for_each(|group| sort_tainted(group));
+        });
+        Kind::ALL.into_iter().zip(groups).collect()
     }
 
     /// Whether nothing at all is tainted.
@@ -528,6 +550,11 @@ impl Trace {
         hops.reverse();
         hops
     }
+}
+
+/// By taint time, then name.
+fn sort_tainted(entries: &mut [Tainted<'_>]) {
+    entries.sort_by(|a, b| (a.tainted_at, a.name).cmp(&(b.tainted_at, b.name)));
 }
 
 fn seed_kind(node: &Node) -> Kind {

@@ -67,8 +67,7 @@ pub fn write_text(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
     if trace.is_empty() {
         return writeln!(out, "{EMPTY}");
     }
-    let groups: Vec<(Kind, Vec<Tainted<'_>>)> =
-        Kind::ALL.iter().map(|&k| (k, trace.tainted(k))).collect();
+    let groups = trace.groups();
     let counts: Vec<String> = groups
         .iter()
         .map(|(k, entries)| count(entries.len(), *k))
@@ -82,21 +81,26 @@ pub fn write_text(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
     for (kind, entries) in groups.iter().filter(|(_, e)| !e.is_empty()) {
         writeln!(out, "\n{}:", group_title(*kind))?;
         let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
-        for entry in entries {
-            write!(
-                out,
-                "  {}  {:width$}  {}",
-                Rfc3339(entry.tainted_at),
-                entry.name,
-                entry.via.as_str()
-            )?;
-            match entry.from {
-                Some(from) => writeln!(out, " from {from}")?,
-                None => writeln!(out)?,
-            }
-        }
+        write_rendered(out, entries, |buf, _, entry| text_line(buf, entry, width))?;
     }
     Ok(())
+}
+
+/// `  TIME  NAME  VIA[ from FROM]`, the name padded to `width` characters.
+fn text_line(buf: &mut Vec<u8>, entry: &Tainted<'_>, width: usize) {
+    buf.extend_from_slice(b"  ");
+    write!(buf, "{}", Rfc3339(entry.tainted_at)).expect("writing to memory");
+    buf.extend_from_slice(b"  ");
+    buf.extend_from_slice(entry.name.as_bytes());
+    let padding = width.saturating_sub(entry.name.chars().count());
+    buf.resize(buf.len() + padding, b' ');
+    buf.extend_from_slice(b"  ");
+    buf.extend_from_slice(entry.via.as_str().as_bytes());
+    if let Some(from) = entry.from {
+        buf.extend_from_slice(b" from ");
+        buf.extend_from_slice(from.as_bytes());
+    }
+    buf.push(b'\n');
 }
 
 /// One hop a line: `TIME  KIND  FROM -> TO`; the first line is the seed.
@@ -131,8 +135,7 @@ pub fn write_json(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "}}")
 }
 
-/// Writes `"name": [...]`, an item a line. The second half is rendered on another thread
-/// while this one writes the first.
+/// Writes `"name": [...]`, an item a line.
 fn write_array<T: Json + Sync>(
     out: &mut dyn Write,
     name: &str,
@@ -144,43 +147,62 @@ fn write_array<T: Json + Sync>(
         return writeln!(out, "  \"{name}\": []{end}");
     }
     writeln!(out, "  \"{name}\": [")?;
+    let last_item = items.len() - 1;
+    write_rendered(out, items, |buf, i, item| {
+        json_item(buf, item, i == last_item);
+    })?;
+    writeln!(out, "  ]{end}")
+}
+
+/// One item of a JSON array, on its own line.
+fn json_item(buf: &mut Vec<u8>, item: &impl Json, last: bool) {
+    buf.extend_from_slice(b"    ");
+    let mut object = Object::new(buf);
+    item.write(&mut object);
+    object.end();
+    buf.extend_from_slice(if last { b"\n" } else { b",\n" });
+}
+
+/// Writes the items in order, each as `render` renders it (given its position). The second
+/// half is rendered on another thread while this one renders and writes the first.
+fn write_rendered<T: Sync>(
+    out: &mut dyn Write,
+    items: &[T],
+    render: impl Fn(&mut Vec<u8>, usize, &T) + Sync,
+) -> io::Result<()> {
     let (first, second) = items.split_at(items.len().div_ceil(2));
-    let only_first = second.is_empty();
+    let offset = first.len();
     let rendered = std::thread::scope(|scope| {
         // Kept as the chunks they were rendered in: one growing buffer would be copied
         // each time it doubled.
         let second = scope.spawn(|| {
             let mut chunks = Vec::new();
-            render_items(second, true, |chunk| {
+            let render = |buf: &mut Vec<u8>, i, item: &T| render(buf, offset + i, item);
+            render_items(second, render, |chunk| {
                 chunks.push(chunk);
                 Ok(())
             })
             .map(|()| chunks)
         });
-        render_items(first, only_first, |chunk| out.write_all(&chunk))?;
+        render_items(first, &render, |chunk| out.write_all(&chunk))?;
         second.join().expect("rendering thread panicked")
     })?;
     for chunk in rendered {
         out.write_all(&chunk)?;
     }
-    writeln!(out, "  ]{end}")
+    Ok(())
 }
 
-/// Renders the items, an item a line, handing each chunk of about 64 KiB to `sink`.
-fn render_items<T: Json>(
+/// Renders the items, handing each chunk of about 64 KiB to `sink`.
+fn render_items<T>(
     items: &[T],
-    ends_array: bool,
+    render: impl Fn(&mut Vec<u8>, usize, &T),
     mut sink: impl FnMut(Vec<u8>) -> io::Result<()>,
 ) -> io::Result<()> {
     const CHUNK: usize = 1 << 16;
     let mut buf = Vec::with_capacity(CHUNK + 4096);
     for (i, item) in items.iter().enumerate() {
-        buf.extend_from_slice(b"    ");
-        let mut object = Object::new(&mut buf);
-        item.write(&mut object);
-        object.end();
-        let last = ends_array && i + 1 == items.len();
-        buf.extend_from_slice(if last { b"\n" } else { b",\n" });
+        render(&mut buf, i, item);
         if buf.len() >= CHUNK {
             sink(std::mem::replace(
                 &mut buf,
@@ -464,14 +486,17 @@ fn non_empty(s: &str) -> Option<&str> {
 
 impl<'t> TraceDoc<'t> {
     fn new(trace: &'t Trace) -> Self {
+        let mut groups = trace.groups().into_iter().map(|(_, entries)| entries);
+        let mut group = || groups.next().expect("a group per kind");
+        let (runs, cache_refs, mounts, builders, images, records) =
+            (group(), group(), group(), group(), group(), group());
         let via = |e: &Tainted<'t>| ViaDoc {
             kind: e.via.as_str(),
             from: e.from,
             at: Rfc3339(e.at),
         };
-        let artifacts = |kind| {
-            trace
-                .tainted(kind)
+        let artifacts = |entries: Vec<Tainted<'t>>| {
+            entries
                 .into_iter()
                 .filter_map(|e| match e.entity {
                     Entity::Artifact { info, .. } => Some(ArtifactDoc {
@@ -490,9 +515,7 @@ impl<'t> TraceDoc<'t> {
         };
         // Runs are listed on another thread while this one lists the rest.
         let runs = || -> Vec<RunDoc<'t>> {
-            trace
-                .tainted(Kind::Run)
-                .into_iter()
+            runs.into_iter()
                 .filter_map(|e| match e.entity {
                     Entity::Run { info, builder } => Some(RunDoc {
                         name: e.name,
@@ -524,9 +547,8 @@ impl<'t> TraceDoc<'t> {
                     })
                     .collect(),
                 runs: Vec::new(),
-                cache_refs: artifacts(Kind::CacheRef),
-                mounts: trace
-                    .tainted(Kind::Mount)
+                cache_refs: artifacts(cache_refs),
+                mounts: mounts
                     .into_iter()
                     .filter_map(|e| match e.entity {
                         Entity::Mount(info) => Some(MountDoc {
@@ -540,8 +562,7 @@ impl<'t> TraceDoc<'t> {
                         _ => None,
                     })
                     .collect(),
-                builders: trace
-                    .tainted(Kind::Builder)
+                builders: builders
                     .into_iter()
                     .filter_map(|e| match e.entity {
                         Entity::Builder(info) => Some(BuilderDoc {
@@ -553,9 +574,8 @@ impl<'t> TraceDoc<'t> {
                         _ => None,
                     })
                     .collect(),
-                images: artifacts(Kind::Image),
-                records: trace
-                    .tainted(Kind::Record)
+                images: artifacts(images),
+                records: records
                     .into_iter()
                     .filter_map(|e| match e.entity {
                         Entity::Record { info, builder } => Some(RecordDoc {
@@ -639,6 +659,41 @@ fn dot_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::Via;
+    use crate::graph::source::BuilderInfo;
+
+    /// A text line pads the name by characters, as `{:width$}` does, so non-ASCII names line
+    /// up; the evidence's source follows when there is one.
+    #[test]
+    fn text_lines_pad_names_as_format_does() {
+        let entity = Entity::Builder(BuilderInfo {
+            id: 1,
+            name: "b".into(),
+        });
+        for (name, from) in [
+            ("builder:b", Some("run:p/1/build")),
+            ("builder:é-ü", None),
+            ("builder:longer-than-the-width", Some("x")),
+        ] {
+            let entry = Tainted {
+                name,
+                entity: &entity,
+                tainted_at: 1_500_000,
+                via: Via::RanOn,
+                from,
+                at: 0,
+            };
+            let width = 16;
+            let mut line = Vec::new();
+            text_line(&mut line, &entry, width);
+            let tail = from.map_or_else(String::new, |from| format!(" from {from}"));
+            let expected = format!(
+                "  {}  {name:width$}  ran-on{tail}\n",
+                Rfc3339(entry.tainted_at)
+            );
+            assert_eq!(String::from_utf8(line).unwrap(), expected);
+        }
+    }
 
     /// Strings come out exactly as `serde_json` writes them: every ASCII byte alone, in the
     /// middle of long and short strings (both sides of a block boundary), and non-ASCII text.
@@ -685,7 +740,10 @@ mod tests {
         };
         let render = |items: &[ArtifactDoc<'_>]| {
             let mut chunks = Vec::new();
-            render_items(items, true, |chunk| {
+            let last = items.len() - 1;
+            let json =
+                |buf: &mut Vec<u8>, i, item: &ArtifactDoc<'_>| json_item(buf, item, i == last);
+            render_items(items, json, |chunk| {
                 chunks.push(chunk);
                 Ok(())
             })
