@@ -337,7 +337,15 @@ impl Trace {
     /// Every group, in the order of [`Kind::ALL`], as [`Trace::tainted`] lists it: one pass
     /// over the graph, and the runs sorted on another thread while this one sorts the rest.
     pub fn groups(&self) -> Vec<(Kind, Vec<Tainted<'_>>)> {
-        let mut groups: Vec<Vec<Tainted<'_>>> = vec![Vec::new(); Kind::ALL.len()];
+        // Counted first: growing vectors of hundreds of thousands of entries would copy them.
+        let mut sizes = [0; Kind::ALL.len()];
+        for node in self.graph.node_weights().filter(|n| n.label.is_some()) {
+            for (size, &kind) in sizes.iter_mut().zip(&Kind::ALL) {
+                *size += usize::from(node.entity.is(kind));
+            }
+        }
+        let mut groups: Vec<Vec<Tainted<'_>>> =
+            sizes.into_iter().map(Vec::with_capacity).collect();
         for node in self.graph.node_indices() {
             let Some(entry) = self.entry(node) else {
                 continue;
