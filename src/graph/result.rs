@@ -344,8 +344,7 @@ impl Trace {
                 *size += usize::from(node.entity.is(kind));
             }
         }
-        let mut groups: Vec<Vec<Tainted<'_>>> =
-            sizes.into_iter().map(Vec::with_capacity).collect();
+        let mut groups: Vec<Vec<Tainted<'_>>> = sizes.into_iter().map(Vec::with_capacity).collect();
         for node in self.graph.node_indices() {
             let Some(entry) = self.entry(node) else {
                 continue;

@@ -121,26 +121,41 @@ pub fn write_explain(hops: &[Hop], out: &mut dyn Write) -> io::Result<()> {
 /// The JSON document: `schema/trace.schema.json` describes it.
 /// One entity a line: a large blast radius stays greppable, and is rendered on two threads.
 pub fn write_json(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
-    let doc = TraceDoc::new(trace);
+    let seeds: Vec<SeedDoc<'_>> = trace
+        .seeds()
+        .into_iter()
+        .map(|n| SeedDoc {
+            kind: n.seed.map_or(Kind::Run, |s| s.kind).as_str(),
+            name: &n.name,
+        })
+        .collect();
+    let groups = trace.groups();
     writeln!(out, "{{")?;
-    writeln!(out, "  \"schema_version\": {},", doc.schema_version)?;
-    writeln!(out, "  \"ignore_time\": {},", doc.ignore_time)?;
-    write_array(out, "seeds", &doc.seeds, false)?;
-    write_array(out, "runs", &doc.runs, false)?;
-    write_array(out, "cache_refs", &doc.cache_refs, false)?;
-    write_array(out, "mounts", &doc.mounts, false)?;
-    write_array(out, "builders", &doc.builders, false)?;
-    write_array(out, "images", &doc.images, false)?;
-    write_array(out, "records", &doc.records, true)?;
+    writeln!(out, "  \"schema_version\": {SCHEMA_VERSION},")?;
+    writeln!(out, "  \"ignore_time\": {},", trace.ignore_time())?;
+    write_array(out, "seeds", &seeds, false, |seed| SeedDoc { ..*seed })?;
+    for (kind, entries) in &groups {
+        let last = *kind == Kind::Record;
+        match kind {
+            Kind::Run => write_array(out, "runs", entries, last, run_doc),
+            Kind::CacheRef => write_array(out, "cache_refs", entries, last, artifact_doc),
+            Kind::Mount => write_array(out, "mounts", entries, last, mount_doc),
+            Kind::Builder => write_array(out, "builders", entries, last, builder_doc),
+            Kind::Image => write_array(out, "images", entries, last, artifact_doc),
+            Kind::Record => write_array(out, "records", entries, last, record_doc),
+        }?;
+    }
     writeln!(out, "}}")
 }
 
-/// Writes `"name": [...]`, an item a line.
-fn write_array<T: Json + Sync>(
+/// Writes `"name": [...]`, an item a line, each as the JSON of the document `doc` makes of it
+/// (made as the item is written: a document per item would be hundreds of megabytes).
+fn write_array<T: Sync, D: Json>(
     out: &mut dyn Write,
     name: &str,
     items: &[T],
     last: bool,
+    doc: impl Fn(&T) -> D + Sync,
 ) -> io::Result<()> {
     let end = if last { "" } else { "," };
     if items.is_empty() {
@@ -149,7 +164,7 @@ fn write_array<T: Json + Sync>(
     writeln!(out, "  \"{name}\": [")?;
     let last_item = items.len() - 1;
     write_rendered(out, items, |buf, i, item| {
-        json_item(buf, item, i == last_item);
+        json_item(buf, &doc(item), i == last_item);
     })?;
     writeln!(out, "  ]{end}")
 }
@@ -325,19 +340,6 @@ fn push_json_str(out: &mut Vec<u8>, value: &str) {
 }
 
 #[derive(Debug)]
-struct TraceDoc<'t> {
-    schema_version: u32,
-    ignore_time: bool,
-    seeds: Vec<SeedDoc<'t>>,
-    runs: Vec<RunDoc<'t>>,
-    cache_refs: Vec<ArtifactDoc<'t>>,
-    mounts: Vec<MountDoc<'t>>,
-    builders: Vec<BuilderDoc<'t>>,
-    images: Vec<ArtifactDoc<'t>>,
-    records: Vec<RecordDoc<'t>>,
-}
-
-#[derive(Debug)]
 struct SeedDoc<'t> {
     kind: &'static str,
     name: &'t str,
@@ -484,118 +486,89 @@ fn non_empty(s: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
 }
 
-impl<'t> TraceDoc<'t> {
-    fn new(trace: &'t Trace) -> Self {
-        let mut groups = trace.groups().into_iter().map(|(_, entries)| entries);
-        let mut group = || groups.next().expect("a group per kind");
-        let (runs, cache_refs, mounts, builders, images, records) =
-            (group(), group(), group(), group(), group(), group());
-        let via = |e: &Tainted<'t>| ViaDoc {
-            kind: e.via.as_str(),
-            from: e.from,
-            at: Rfc3339(e.at),
-        };
-        let artifacts = |entries: Vec<Tainted<'t>>| {
-            entries
-                .into_iter()
-                .filter_map(|e| match e.entity {
-                    Entity::Artifact { info, .. } => Some(ArtifactDoc {
-                        name: e.name,
-                        backend: info.backend.as_str(),
-                        locator: &info.locator,
-                        digest: non_empty(&info.digest),
-                        key: non_empty(&info.key),
-                        tags: &info.tags,
-                        tainted_at: Rfc3339(e.tainted_at),
-                        via: via(&e),
-                    }),
-                    _ => None,
-                })
-                .collect()
-        };
-        // Runs are listed on another thread while this one lists the rest.
-        let runs = || -> Vec<RunDoc<'t>> {
-            runs.into_iter()
-                .filter_map(|e| match e.entity {
-                    Entity::Run { info, builder } => Some(RunDoc {
-                        name: e.name,
-                        pipeline: &info.pipeline,
-                        run: &info.run_key,
-                        step: &info.step,
-                        builder: builder.as_deref(),
-                        status: info.status.as_str(),
-                        started_at: Rfc3339(info.started_at),
-                        finished_at: Rfc3339(info.finished_at),
-                        tainted_at: Rfc3339(e.tainted_at),
-                        via: via(&e),
-                    }),
-                    _ => None,
-                })
-                .collect()
-        };
-        std::thread::scope(|scope| {
-            let runs = scope.spawn(runs);
-            let doc = Self {
-                schema_version: SCHEMA_VERSION,
-                ignore_time: trace.ignore_time(),
-                seeds: trace
-                    .seeds()
-                    .into_iter()
-                    .map(|n| SeedDoc {
-                        kind: n.seed.map_or(Kind::Run, |s| s.kind).as_str(),
-                        name: &n.name,
-                    })
-                    .collect(),
-                runs: Vec::new(),
-                cache_refs: artifacts(cache_refs),
-                mounts: mounts
-                    .into_iter()
-                    .filter_map(|e| match e.entity {
-                        Entity::Mount(info) => Some(MountDoc {
-                            name: e.name,
-                            builder: &info.builder_name,
-                            namespace: &info.namespace,
-                            id: &info.mount_id,
-                            tainted_at: Rfc3339(e.tainted_at),
-                            via: via(&e),
-                        }),
-                        _ => None,
-                    })
-                    .collect(),
-                builders: builders
-                    .into_iter()
-                    .filter_map(|e| match e.entity {
-                        Entity::Builder(info) => Some(BuilderDoc {
-                            name: e.name,
-                            builder: &info.name,
-                            tainted_at: Rfc3339(e.tainted_at),
-                            via: via(&e),
-                        }),
-                        _ => None,
-                    })
-                    .collect(),
-                images: artifacts(images),
-                records: records
-                    .into_iter()
-                    .filter_map(|e| match e.entity {
-                        Entity::Record { info, builder } => Some(RecordDoc {
-                            name: e.name,
-                            builder,
-                            record_id: &info.record_id,
-                            record_type: &info.record_type,
-                            description: &info.description,
-                            tainted_at: Rfc3339(e.tainted_at),
-                            via: via(&e),
-                        }),
-                        _ => None,
-                    })
-                    .collect(),
-            };
-            Self {
-                runs: runs.join().expect("listing thread panicked"),
-                ..doc
-            }
-        })
+fn via_doc<'t>(e: &Tainted<'t>) -> ViaDoc<'t> {
+    ViaDoc {
+        kind: e.via.as_str(),
+        from: e.from,
+        at: Rfc3339(e.at),
+    }
+}
+
+/// The group an entry is listed in holds only entities of its kind ([`Entity::is`]).
+const IN_ITS_GROUP: &str = "a group lists only entities of its kind";
+
+fn run_doc<'t>(e: &Tainted<'t>) -> RunDoc<'t> {
+    let Entity::Run { info, builder } = e.entity else {
+        unreachable!("{IN_ITS_GROUP}");
+    };
+    RunDoc {
+        name: e.name,
+        pipeline: &info.pipeline,
+        run: &info.run_key,
+        step: &info.step,
+        builder: builder.as_deref(),
+        status: info.status.as_str(),
+        started_at: Rfc3339(info.started_at),
+        finished_at: Rfc3339(info.finished_at),
+        tainted_at: Rfc3339(e.tainted_at),
+        via: via_doc(e),
+    }
+}
+
+fn artifact_doc<'t>(e: &Tainted<'t>) -> ArtifactDoc<'t> {
+    let Entity::Artifact { info, .. } = e.entity else {
+        unreachable!("{IN_ITS_GROUP}");
+    };
+    ArtifactDoc {
+        name: e.name,
+        backend: info.backend.as_str(),
+        locator: &info.locator,
+        digest: non_empty(&info.digest),
+        key: non_empty(&info.key),
+        tags: &info.tags,
+        tainted_at: Rfc3339(e.tainted_at),
+        via: via_doc(e),
+    }
+}
+
+fn mount_doc<'t>(e: &Tainted<'t>) -> MountDoc<'t> {
+    let Entity::Mount(info) = e.entity else {
+        unreachable!("{IN_ITS_GROUP}");
+    };
+    MountDoc {
+        name: e.name,
+        builder: &info.builder_name,
+        namespace: &info.namespace,
+        id: &info.mount_id,
+        tainted_at: Rfc3339(e.tainted_at),
+        via: via_doc(e),
+    }
+}
+
+fn builder_doc<'t>(e: &Tainted<'t>) -> BuilderDoc<'t> {
+    let Entity::Builder(info) = e.entity else {
+        unreachable!("{IN_ITS_GROUP}");
+    };
+    BuilderDoc {
+        name: e.name,
+        builder: &info.name,
+        tainted_at: Rfc3339(e.tainted_at),
+        via: via_doc(e),
+    }
+}
+
+fn record_doc<'t>(e: &Tainted<'t>) -> RecordDoc<'t> {
+    let Entity::Record { info, builder } = e.entity else {
+        unreachable!("{IN_ITS_GROUP}");
+    };
+    RecordDoc {
+        name: e.name,
+        builder,
+        record_id: &info.record_id,
+        record_type: &info.record_type,
+        description: &info.description,
+        tainted_at: Rfc3339(e.tainted_at),
+        via: via_doc(e),
     }
 }
 
