@@ -90,17 +90,17 @@ fn trace_and_plan(
                 Entity::Run {
                     builder: Some(b), ..
                 } => {
-                    builders.insert(b.clone());
+                    builders.insert(b.to_string());
                 }
                 Entity::Mount(m) => {
-                    builders.insert(m.builder_name.clone());
-                    mounts.insert((m.builder_name.clone(), m.mount_id.clone()));
+                    builders.insert(m.builder_name.to_string());
+                    mounts.insert((m.builder_name.to_string(), m.mount_id.to_string()));
                 }
                 Entity::Record { builder, .. } => {
-                    builders.insert(builder.clone());
+                    builders.insert(builder.to_string());
                 }
                 Entity::Builder(b) => {
-                    builders.insert(b.name.clone());
+                    builders.insert(b.name.to_string());
                 }
                 Entity::Artifact { info, .. }
                     if info.backend == crate::model::Backend::LocalImage =>
@@ -153,7 +153,7 @@ fn open(
         .clone()
         .or_else(|| audit_seed.map(|s| s.title))
         .unwrap_or_else(|| {
-            let names: Vec<String> = trace.seeds().iter().map(|n| n.name.clone()).collect();
+            let names: Vec<String> = trace.seeds().iter().map(|n| n.name.to_string()).collect();
             format!("compromise of {}", names.join(", "))
         });
     let id = store.create_incident(
@@ -215,7 +215,7 @@ pub(crate) fn tainted_digests(trace: &Trace) -> Vec<(String, String)> {
     for seed in trace.seeds() {
         if let Entity::Digest(d) = &seed.entity {
             out.entry(d.to_string())
-                .or_insert_with(|| seed.name.clone());
+                .or_insert_with(|| seed.name.to_string());
         }
     }
     out.into_iter().collect()

@@ -2,6 +2,8 @@
 //!
 //! Event times follow the store: reads carry the run's finish time, writes its start time.
 
+use compact_str::CompactString;
+
 use super::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestUses, MountId, MountInfo,
     RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
@@ -67,7 +69,7 @@ impl History {
         let id = next_id(self.builders.len());
         self.builders.push(BuilderInfo {
             id,
-            name: name.to_owned(),
+            name: name.into(),
         });
         id
     }
@@ -78,8 +80,8 @@ impl History {
             id,
             builder,
             builder_name: self.builders[index(builder)].name.clone(),
-            namespace: String::new(),
-            mount_id: mount_id.to_owned(),
+            namespace: CompactString::default(),
+            mount_id: mount_id.into(),
         });
         id
     }
@@ -102,7 +104,7 @@ impl History {
             backend,
             locator: locator.to_owned(),
             digest: digest.to_owned(),
-            key: key.to_owned(),
+            key: key.into(),
             tags: Vec::new(),
             first_seen: Micros::MAX,
         });
@@ -110,7 +112,7 @@ impl History {
     }
 
     pub fn tag(&mut self, artifact: ArtifactId, tag: &str) {
-        self.artifacts[index(artifact)].tags.push(tag.to_owned());
+        self.artifacts[index(artifact)].tags.push(tag.into());
     }
 
     pub fn record(
@@ -124,9 +126,9 @@ impl History {
         self.records.push(RecordInfo {
             id,
             builder,
-            record_id: record_id.to_owned(),
-            record_type: record_type.to_owned(),
-            description: description.to_owned(),
+            record_id: record_id.into(),
+            record_type: record_type.into(),
+            description: description.into(),
         });
         id
     }
@@ -142,9 +144,9 @@ impl History {
         let id = next_id(self.runs.len());
         self.runs.push(RunInfo {
             id,
-            pipeline: pipeline.to_owned(),
-            run_key: run_key.to_owned(),
-            step: "build".to_owned(),
+            pipeline: pipeline.into(),
+            run_key: run_key.into(),
+            step: "build".into(),
             builder: None,
             started_at,
             finished_at,

@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use compact_str::CompactString;
+
 use super::mem::{Event, History, index};
 use super::result::{artifact_name, builder_name, mount_name, record_name, run_name};
 use super::source::{ArtifactId, BuilderId, MountId, RecordId, RunId, RunInfo};
@@ -32,7 +34,8 @@ pub fn closure(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeSet<
 pub fn times(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeMap<String, Micros> {
     let (runs, artifacts) = fixpoint(h, seeds, ignore_time);
     let mut out = BTreeMap::new();
-    let mut earliest_at = |name: String, at: Micros| keep_earliest(&mut out, name, at);
+    let mut earliest_at =
+        |name: CompactString, at: Micros| keep_earliest(&mut out, name.into(), at);
     let mut own: BTreeMap<ArtifactId, Micros> = BTreeMap::new();
     if let Some(digest) = &seeds.digest {
         for a in h.artifacts.iter().filter(|a| &a.digest == digest) {
@@ -299,7 +302,7 @@ fn names(
     let mut records: BTreeSet<RecordId> = BTreeSet::new();
     for &run in runs {
         let info = info(h, run);
-        out.insert(run_name(info));
+        out.insert(run_name(info).into());
         builders.extend(info.builder);
         for (e, _) in events_of(h, run) {
             match e {
@@ -314,18 +317,18 @@ fn names(
         }
     }
     for &a in artifacts {
-        out.insert(artifact_name(&h.artifacts[index(a)]));
+        out.insert(artifact_name(&h.artifacts[index(a)]).into());
     }
     for m in mounts {
-        out.insert(mount_name(&h.mounts[index(m)]));
+        out.insert(mount_name(&h.mounts[index(m)]).into());
     }
     for b in builders {
-        out.insert(builder_name(&h.builders[index(b)].name));
+        out.insert(builder_name(&h.builders[index(b)].name).into());
     }
     for r in records {
         let record = &h.records[index(r)];
         let builder = &h.builders[index(record.builder)].name;
-        out.insert(record_name(builder, record));
+        out.insert(record_name(builder, record).into());
     }
     out
 }

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use compact_str::CompactString;
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
@@ -121,7 +122,7 @@ impl Kind {
 pub enum Entity {
     Run {
         info: RunInfo,
-        builder: Option<String>,
+        builder: Option<CompactString>,
     },
     /// A cache ref, an image, or both: `cache` when it was exported or imported as a cache or
     /// lives in a cache backend, `image` when it was produced or used as a base.
@@ -134,7 +135,7 @@ pub enum Entity {
     Builder(BuilderInfo),
     Record {
         info: RecordInfo,
-        builder: String,
+        builder: CompactString,
     },
     /// A seeded digest the store holds no artifact for.
     Digest(Digest),
@@ -162,42 +163,51 @@ impl Entity {
 }
 
 /// How output names entities; `--explain` accepts the same names.
-pub(crate) fn run_name(info: &RunInfo) -> String {
-    ["run:", &info.pipeline, "/", &info.run_key, "/", &info.step].concat()
+pub(crate) fn run_name(info: &RunInfo) -> CompactString {
+    joined(&["run:", &info.pipeline, "/", &info.run_key, "/", &info.step])
 }
 
-pub(crate) fn artifact_name(info: &ArtifactInfo) -> String {
+pub(crate) fn artifact_name(info: &ArtifactInfo) -> CompactString {
     model::display_name(
         info.backend,
         &info.locator,
         Digest::is_valid(&info.digest).then_some(info.digest.as_str()),
         &info.key,
-        info.tags.first().map(String::as_str),
+        info.tags.first().map(CompactString::as_str),
     )
+    .into()
 }
 
-pub(crate) fn mount_name(info: &MountInfo) -> String {
+pub(crate) fn mount_name(info: &MountInfo) -> CompactString {
     if info.namespace.is_empty() {
-        ["mount:", &info.builder_name, ":", &info.mount_id].concat()
+        joined(&["mount:", &info.builder_name, ":", &info.mount_id])
     } else {
-        [
+        joined(&[
             "mount:",
             &info.builder_name,
             ":",
             &info.namespace,
             "/",
             &info.mount_id,
-        ]
-        .concat()
+        ])
     }
 }
 
-pub(crate) fn builder_name(name: &str) -> String {
-    ["builder:", name].concat()
+pub(crate) fn builder_name(name: &str) -> CompactString {
+    joined(&["builder:", name])
 }
 
-pub(crate) fn record_name(builder: &str, info: &RecordInfo) -> String {
-    ["record:", builder, ":", &info.record_id].concat()
+pub(crate) fn record_name(builder: &str, info: &RecordInfo) -> CompactString {
+    joined(&["record:", builder, ":", &info.record_id])
+}
+
+/// The parts one after the other, in one allocation at most (none for a short name).
+fn joined(parts: &[&str]) -> CompactString {
+    let mut out = CompactString::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        out.push_str(part);
+    }
+    out
 }
 
 /// Whether an artifact backend holds only caches (never an image).
@@ -227,7 +237,7 @@ pub struct SeedMark {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     pub entity: Entity,
-    pub name: String,
+    pub name: CompactString,
     pub seed: Option<SeedMark>,
     /// `None` only for a seed with no recorded use.
     pub label: Option<Label>,
@@ -414,8 +424,10 @@ impl Trace {
                 0 => continue,
                 1 => return Ok(found[0]),
                 _ => {
-                    let mut candidates: Vec<String> =
-                        found.iter().map(|&i| self.graph[i].name.clone()).collect();
+                    let mut candidates: Vec<String> = found
+                        .iter()
+                        .map(|&i| self.graph[i].name.to_string())
+                        .collect();
                     candidates.sort();
                     candidates.dedup();
                     return Err(ResolveError::Ambiguous {
@@ -538,8 +550,8 @@ impl Trace {
             hops.push(Hop {
                 at,
                 via: evidence.via,
-                from: Some(g[prev.0].name.clone()),
-                to: g[state.0].name.clone(),
+                from: Some(g[prev.0].name.to_string()),
+                to: g[state.0].name.to_string(),
             });
             state = prev;
         }
@@ -552,7 +564,7 @@ impl Trace {
                 .unwrap_or_default(),
             via: Via::Seed,
             from: None,
-            to: root.name.clone(),
+            to: root.name.to_string(),
         });
         hops.reverse();
         hops

@@ -3,6 +3,8 @@
 //! The store implements [`Source`] with indexed SQL queries, so a trace loads only the part of
 //! the history it reaches. Tests implement it over hand-built histories in memory.
 
+use compact_str::CompactString;
+
 use crate::model::{Backend, RunKey, RunStatus};
 use crate::time::Micros;
 
@@ -16,9 +18,9 @@ pub type RecordId = i64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunInfo {
     pub id: RunId,
-    pub pipeline: String,
-    pub run_key: String,
-    pub step: String,
+    pub pipeline: CompactString,
+    pub run_key: CompactString,
+    pub step: CompactString,
     pub builder: Option<BuilderId>,
     pub started_at: Micros,
     pub finished_at: Micros,
@@ -60,8 +62,8 @@ pub struct ArtifactInfo {
     pub locator: String,
     /// Empty when unknown (a tag that was never resolved).
     pub digest: String,
-    pub key: String,
-    pub tags: Vec<String>,
+    pub key: CompactString,
+    pub tags: Vec<CompactString>,
     pub first_seen: Micros,
 }
 
@@ -69,24 +71,24 @@ pub struct ArtifactInfo {
 pub struct MountInfo {
     pub id: MountId,
     pub builder: BuilderId,
-    pub builder_name: String,
-    pub namespace: String,
-    pub mount_id: String,
+    pub builder_name: CompactString,
+    pub namespace: CompactString,
+    pub mount_id: CompactString,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuilderInfo {
     pub id: BuilderId,
-    pub name: String,
+    pub name: CompactString,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordInfo {
     pub id: RecordId,
     pub builder: BuilderId,
-    pub record_id: String,
-    pub record_type: String,
-    pub description: String,
+    pub record_id: CompactString,
+    pub record_type: CompactString,
+    pub description: CompactString,
 }
 
 /// Something a run wrote, with the time the write is taken to have happened (its start).

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
+use compact_str::CompactString;
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
@@ -244,7 +245,7 @@ struct Tracer<'s, S: Source> {
     /// Digest-less artifacts whose readers were loaded. (Runs and records expand once, when
     /// first tainted; artifacts with a digest share their digest's state.)
     expanded: HashSet<NodeIndex>,
-    builder_names: HashMap<BuilderId, String>,
+    builder_names: HashMap<BuilderId, CompactString>,
     /// Each digest met, and its state in `digests`.
     digest_ids: HashMap<String, usize>,
     digests: Vec<DigestState>,
@@ -404,7 +405,7 @@ impl<S: Source> Tracer<'_, S> {
         if artifacts.is_empty() {
             let node = self.node(Key::Digest(digest.to_owned()), || Node {
                 entity: Entity::Digest(seed.digest.clone()),
-                name: seed.display_name(),
+                name: seed.display_name().into(),
                 seed: None,
                 label: None,
                 purges: Vec::new(),
@@ -1119,7 +1120,7 @@ impl<S: Source> Tracer<'_, S> {
         }))
     }
 
-    fn builder_name(&mut self, builder: BuilderId) -> Result<String, S::Error> {
+    fn builder_name(&mut self, builder: BuilderId) -> Result<CompactString, S::Error> {
         if let Some(name) = self.builder_names.get(&builder) {
             return Ok(name.clone());
         }
@@ -1247,7 +1248,7 @@ mod tests {
         let info = RunInfo {
             id,
             pipeline: "p".into(),
-            run_key: id.to_string(),
+            run_key: id.to_string().into(),
             step: "build".into(),
             builder: None,
             started_at: 0,
@@ -1298,7 +1299,7 @@ mod tests {
                 id: 1,
                 builder: 1,
                 builder_name: "b".into(),
-                namespace: String::new(),
+                namespace: CompactString::default(),
                 mount_id: "m".into(),
             }),
             seed: None,

@@ -466,7 +466,7 @@ fn explain_names_resolve_or_say_why() {
     h.run("clean", "1", t(10), t(20));
     let trace = traced(&mut h, &runs(&["ci/1"]));
     let name =
-        |found: Result<NodeIndex, ResolveError>| found.map(|n| trace.graph()[n].name.clone());
+        |found: Result<NodeIndex, ResolveError>| found.map(|n| trace.graph()[n].name.to_string());
     assert_eq!(
         name(trace.resolve("web/1")),
         Ok("run:web/1/build".to_owned())

@@ -166,7 +166,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                 && !info.digest.is_empty()
             {
                 for tag in &info.tags {
-                    pinned_tags.insert((info.locator.clone(), tag.clone()));
+                    pinned_tags.insert((info.locator.clone(), tag.to_string()));
                 }
             }
         }
@@ -194,7 +194,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                         registry: registry.to_owned(),
                         repository: repository.to_owned(),
                         digest: info.digest.clone(),
-                        tags: info.tags.clone(),
+                        tags: info.tags.iter().map(|t| t.to_string()).collect(),
                         cache: *cache,
                         image: *image,
                     };
@@ -222,7 +222,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                         });
                     }
                 }
-                Backend::Registry if pinned_tags.contains(&(info.locator.clone(), info.key.clone())) => {}
+                Backend::Registry if pinned_tags.contains(&(info.locator.clone(), info.key.to_string())) => {}
                 Backend::Registry => actions.push(Action {
                     kind: ActionKind::FollowUp,
                     place: info.locator.clone(),
@@ -270,26 +270,26 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
             continue;
         };
         let place = place_of(&mount.builder_name);
-        let key = (mount.builder_name.clone(), mount.mount_id.clone());
+        let key = (mount.builder_name.to_string(), mount.mount_id.to_string());
         let targets = ctx.mount_targets.get(&key).cloned().unwrap_or_default();
         let mut shares: BTreeSet<String> = BTreeSet::new();
         for target in &targets {
             if let Some(users) = ctx
                 .target_users
-                .get(&(mount.builder_name.clone(), target.clone()))
+                .get(&(mount.builder_name.to_string(), target.clone()))
             {
                 shares.extend(users.iter().filter(|id| **id != mount.mount_id).cloned());
             }
         }
         actions.push(Action {
             kind: ActionKind::PruneMount,
-            place: mount.builder_name.clone(),
+            place: mount.builder_name.to_string(),
             in_scope: scope.allows_builder(&mount.builder_name),
             target: Target::Mount {
-                builder: mount.builder_name.clone(),
+                builder: mount.builder_name.to_string(),
                 endpoint: place.endpoint,
                 driver: place.driver,
-                mount_id: mount.mount_id.clone(),
+                mount_id: mount.mount_id.to_string(),
                 targets,
                 shares_target_with: shares.into_iter().collect(),
             },
@@ -307,9 +307,9 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
     for tainted in trace.tainted(Kind::Record) {
         if let Entity::Record { info, builder } = tainted.entity {
             records
-                .entry(builder.clone())
+                .entry(builder.to_string())
                 .or_default()
-                .insert(info.record_id.clone());
+                .insert(info.record_id.to_string());
         }
     }
     let mut unverified: BTreeMap<String, Micros> = BTreeMap::new();
@@ -320,9 +320,11 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
             builder: Some(builder),
         } = tainted.entity
         {
-            docker_builders.insert(builder.clone());
+            docker_builders.insert(builder.to_string());
             if !info.has_records {
-                let t = unverified.entry(builder.clone()).or_insert(info.started_at);
+                let t = unverified
+                    .entry(builder.to_string())
+                    .or_insert(info.started_at);
                 *t = (*t).min(info.started_at);
             }
         }
@@ -332,7 +334,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
             && tainted.via == Via::Seed
         {
             let t = unverified
-                .entry(b.name.clone())
+                .entry(b.name.to_string())
                 .or_insert(tainted.tainted_at);
             *t = (*t).min(tainted.tainted_at);
         }

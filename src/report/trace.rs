@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 
+use compact_str::CompactString;
 use petgraph::graph::NodeIndex;
 
 use crate::cli::TraceFormat;
@@ -280,7 +281,7 @@ impl<'b> Object<'b> {
         self
     }
 
-    fn strs(&mut self, key: &str, values: &[String]) -> &mut Self {
+    fn strs(&mut self, key: &str, values: &[CompactString]) -> &mut Self {
         let out = self.key(key);
         out.push(b'[');
         for (i, value) in values.iter().enumerate() {
@@ -374,7 +375,7 @@ struct ArtifactDoc<'t> {
     locator: &'t str,
     digest: Option<&'t str>,
     key: Option<&'t str>,
-    tags: &'t [String],
+    tags: &'t [CompactString],
     tainted_at: Rfc3339,
     via: ViaDoc<'t>,
 }
@@ -703,7 +704,7 @@ mod tests {
             locator: "reg.io/a",
             digest: None,
             key: Some("k\n"),
-            tags: &["t1".to_owned(), "t\\2".to_owned()],
+            tags: &["t1".into(), "t\\2".into()],
             tainted_at: Rfc3339(1_500_000),
             via: ViaDoc {
                 kind: "seed",

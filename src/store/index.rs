@@ -10,6 +10,7 @@ use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use compact_str::CompactString;
 use rusqlite::{Connection, OpenFlags};
 use rustc_hash::{FxHashMap, FxHasher};
 
@@ -480,8 +481,8 @@ fn event_keys<'e>(
 
 /// Every other table.
 struct Tables {
-    pipelines: Vec<String>,
-    builders: Vec<Option<String>>,
+    pipelines: Vec<CompactString>,
+    builders: Vec<Option<CompactString>>,
     runs: Vec<RunRow>,
     run_text: Text,
     /// When each artifact was first seen: the one artifact column updated in place.
@@ -508,12 +509,12 @@ impl Tables {
             ..
         } = *slots;
 
-        let mut pipelines = vec![String::new(); pipeline_slots];
+        let mut pipelines = vec![CompactString::default(); pipeline_slots];
         let mut stmt = conn.prepare("SELECT id, name FROM pipelines")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let id = some_or_skip!(slot(row.get(0)?));
-            pipelines[id] = row.get(1)?;
+            pipelines[id] = row.get_ref(1)?.as_str()?.into();
         }
 
         let mut builders = vec![None; builder_slots];
@@ -521,7 +522,7 @@ impl Tables {
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let id = some_or_skip!(slot(row.get(0)?));
-            builders[id] = Some(row.get(1)?);
+            builders[id] = Some(row.get_ref(1)?.as_str()?.into());
         }
 
         let mut runs = vec![RunRow::default(); run_slots];
@@ -580,9 +581,9 @@ impl Tables {
             mounts[some_or_skip!(slot(id))] = Some(MountInfo {
                 id,
                 builder: row.get(1)?,
-                builder_name: row.get(2)?,
-                namespace: row.get(3)?,
-                mount_id: row.get(4)?,
+                builder_name: row.get_ref(2)?.as_str()?.into(),
+                namespace: row.get_ref(3)?.as_str()?.into(),
+                mount_id: row.get_ref(4)?.as_str()?.into(),
             });
         }
 
@@ -848,8 +849,8 @@ impl Index {
         Some(RunInfo {
             id,
             pipeline: self.tables.pipelines.get(row.pipeline as usize)?.clone(),
-            run_key: self.tables.run_text.get(row.run_key).to_owned(),
-            step: self.tables.run_text.get(row.step).to_owned(),
+            run_key: self.tables.run_text.get(row.run_key).into(),
+            step: self.tables.run_text.get(row.step).into(),
             builder: row.builder.map(i64::from),
             started_at: row.started_at,
             finished_at: row.finished_at,
@@ -878,7 +879,7 @@ impl Index {
             backend: BACKENDS[row.backend as usize],
             locator: self.artifacts.locators[row.locator as usize].clone(),
             digest: self.artifacts.text.get(row.digest).to_owned(),
-            key: self.artifacts.text.get(row.key).to_owned(),
+            key: self.artifacts.text.get(row.key).into(),
             tags: self
                 .tables
                 .artifact_tags
@@ -888,7 +889,7 @@ impl Index {
                     self.tables
                         .tag_text
                         .get(self.tables.tags[t as usize])
-                        .to_owned()
+                        .into()
                 })
                 .collect(),
             first_seen: self.tables.artifact_first_seen[id as usize],
@@ -1168,9 +1169,11 @@ impl Source for TraceSource<'_> {
                 Ok(RecordInfo {
                     id: record,
                     builder: i64::from(row.builder),
-                    record_id: index.records.text.get(row.record_id).to_owned(),
-                    record_type: index.records.types[row.record_type as usize].clone(),
-                    description: index.records.text.get(row.description).to_owned(),
+                    record_id: index.records.text.get(row.record_id).into(),
+                    record_type: index.records.types[row.record_type as usize]
+                        .as_str()
+                        .into(),
+                    description: index.records.text.get(row.description).into(),
                 })
             }
             None => self.store.record(record),
@@ -1450,7 +1453,7 @@ mod tests {
         for b in &h.builders {
             tx.execute(
                 "INSERT INTO builders (id, name) VALUES (?1, ?2)",
-                rusqlite::params![b.id, b.name],
+                rusqlite::params![b.id, b.name.as_str()],
             )
             .unwrap();
         }
@@ -1461,9 +1464,9 @@ mod tests {
                  VALUES (?1, (SELECT id FROM pipelines WHERE name = ?2), ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0)",
                 rusqlite::params![
                     r.id,
-                    r.pipeline,
-                    r.run_key,
-                    r.step,
+                    r.pipeline.as_str(),
+                    r.run_key.as_str(),
+                    r.step.as_str(),
                     r.builder,
                     r.started_at,
                     r.finished_at,
@@ -1490,7 +1493,7 @@ mod tests {
                     a.backend.as_str(),
                     a.locator,
                     a.digest,
-                    a.key,
+                    a.key.as_str(),
                     info.first_seen
                 ],
             )
@@ -1499,7 +1502,7 @@ mod tests {
                 tx.execute(
                     "INSERT INTO artifact_tags (artifact_id, tag, first_seen, last_seen)
                      VALUES (?1, ?2, ?3, ?3)",
-                    rusqlite::params![a.id, tag, info.first_seen],
+                    rusqlite::params![a.id, tag.as_str(), info.first_seen],
                 )
                 .unwrap();
             }
@@ -1507,7 +1510,7 @@ mod tests {
         for m in &h.mounts {
             tx.execute(
                 "INSERT INTO mounts (id, builder_id, namespace, mount_id) VALUES (?1, ?2, ?3, ?4)",
-                rusqlite::params![m.id, m.builder, m.namespace, m.mount_id],
+                rusqlite::params![m.id, m.builder, m.namespace.as_str(), m.mount_id.as_str()],
             )
             .unwrap();
         }
@@ -1515,7 +1518,13 @@ mod tests {
             tx.execute(
                 "INSERT INTO builder_records (id, builder_id, record_id, record_type, description)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                rusqlite::params![r.id, r.builder, r.record_id, r.record_type, r.description],
+                rusqlite::params![
+                    r.id,
+                    r.builder,
+                    r.record_id.as_str(),
+                    r.record_type.as_str(),
+                    r.description.as_str()
+                ],
             )
             .unwrap();
         }

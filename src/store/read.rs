@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use compact_str::CompactString;
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::write::kind;
@@ -18,13 +19,18 @@ use crate::time::Micros;
 
 const RUN_COLUMNS: &str = "r.id, p.name, r.run_key, r.step, r.builder_id, r.started_at, r.finished_at, r.status, r.has_records";
 
+/// A text column.
+fn text(row: &Row<'_>, column: usize) -> rusqlite::Result<CompactString> {
+    row.get::<_, String>(column).map(CompactString::from)
+}
+
 fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunInfo> {
     let status: String = row.get(7)?;
     Ok(RunInfo {
         id: row.get(0)?,
-        pipeline: row.get(1)?,
-        run_key: row.get(2)?,
-        step: row.get(3)?,
+        pipeline: text(row, 1)?,
+        run_key: text(row, 2)?,
+        step: text(row, 3)?,
         builder: row.get(4)?,
         started_at: row.get(5)?,
         finished_at: row.get(6)?,
@@ -45,10 +51,10 @@ fn artifact_from_row(row: &Row<'_>) -> rusqlite::Result<ArtifactInfo> {
         backend: Backend::parse(&backend).unwrap_or(Backend::Registry),
         locator: row.get(2)?,
         digest: row.get(3)?,
-        key: row.get(4)?,
+        key: text(row, 4)?,
         first_seen: row.get(5)?,
         tags: tags
-            .map(|t| t.split('\u{1f}').map(str::to_owned).collect())
+            .map(|t| t.split('\u{1f}').map(CompactString::from).collect())
             .unwrap_or_default(),
     })
 }
@@ -429,7 +435,7 @@ impl Source for Store {
                 |row| {
                     Ok(BuilderInfo {
                         id: row.get(0)?,
-                        name: row.get(1)?,
+                        name: text(row, 1)?,
                     })
                 },
             )
@@ -632,7 +638,7 @@ impl Source for Store {
                 |row| {
                     Ok(BuilderInfo {
                         id: row.get(0)?,
-                        name: row.get(1)?,
+                        name: text(row, 1)?,
                     })
                 },
             )
@@ -648,9 +654,9 @@ impl Source for Store {
                     Ok(RecordInfo {
                         id: row.get(0)?,
                         builder: row.get(1)?,
-                        record_id: row.get(2)?,
-                        record_type: row.get(3)?,
-                        description: row.get(4)?,
+                        record_id: text(row, 2)?,
+                        record_type: text(row, 3)?,
+                        description: text(row, 4)?,
                     })
                 },
             )
@@ -662,8 +668,8 @@ fn mount_from_row(row: &Row<'_>) -> rusqlite::Result<MountInfo> {
     Ok(MountInfo {
         id: row.get(0)?,
         builder: row.get(1)?,
-        builder_name: row.get(2)?,
-        namespace: row.get(3)?,
-        mount_id: row.get(4)?,
+        builder_name: text(row, 2)?,
+        namespace: text(row, 3)?,
+        mount_id: text(row, 4)?,
     })
 }

@@ -278,9 +278,9 @@ impl Lab {
                 record_carries_taint(&RecordInfo {
                     id: 0,
                     builder: 0,
-                    record_id: String::new(),
-                    record_type: r["type"].as_str().unwrap_or_default().to_owned(),
-                    description: r["description"].as_str().unwrap_or_default().to_owned(),
+                    record_id: Default::default(),
+                    record_type: r["type"].as_str().unwrap_or_default().into(),
+                    description: r["description"].as_str().unwrap_or_default().into(),
                 })
             })
             .map(|r| r["id"].as_str().unwrap().to_owned())
