@@ -73,24 +73,7 @@ pub fn trace<S: Source>(
     seeds: &Seeds,
     options: TraceOptions,
 ) -> Result<Trace, TraceError<S::Error>> {
-    let mut tracer = Tracer {
-        source,
-        ignore_time: options.ignore_time,
-        graph: DiGraph::new(),
-        nodes: Nodes::default(),
-        edges: HashMap::default(),
-        crowded: HashSet::default(),
-        seeds: Vec::new(),
-        queue: VecDeque::new(),
-        deferred: VecDeque::new(),
-        expanded: HashSet::default(),
-        builder_names: HashMap::default(),
-        digest_ids: HashMap::default(),
-        digests: Vec::new(),
-        segments: HashMap::default(),
-        roles: HashMap::default(),
-        waiting_creators: HashMap::default(),
-    };
+    let mut tracer = Tracer::new(source, options.ignore_time);
     tracer.seed(seeds)?;
     tracer.fixpoint()?;
     Ok(tracer.finish())
@@ -143,39 +126,64 @@ impl Nodes {
     }
 }
 
-/// Nodes by store id. Store ids are small and dense, so a vector indexed by id holds them;
-/// an id out of its reach goes to a map.
-#[derive(Debug, Default)]
-struct IdMap {
-    dense: Vec<NodeIndex>,
-    sparse: HashMap<i64, NodeIndex>,
+/// A value an [`IdMap`] holds; one value marks an empty slot.
+trait Slot: Copy + PartialEq {
+    fn empty() -> Self;
 }
 
-impl IdMap {
+impl Slot for NodeIndex {
+    fn empty() -> Self {
+        NodeIndex::end()
+    }
+}
+
+impl Slot for u32 {
+    fn empty() -> Self {
+        u32::MAX
+    }
+}
+
+/// Values (nodes, by default) by store id. Store ids are small and dense, so a vector indexed
+/// by id holds them; an id out of its reach goes to a map.
+#[derive(Debug)]
+struct IdMap<V = NodeIndex> {
+    dense: Vec<V>,
+    sparse: HashMap<i64, V>,
+}
+
+impl<V> Default for IdMap<V> {
+    fn default() -> Self {
+        Self {
+            dense: Vec::new(),
+            sparse: HashMap::default(),
+        }
+    }
+}
+
+impl<V: Slot> IdMap<V> {
     /// The largest id kept in the vector: 64 MiB of slots at most.
     const DENSE: i64 = 1 << 24;
 
-    fn get(&self, id: i64) -> Option<&NodeIndex> {
+    fn get(&self, id: i64) -> Option<&V> {
         match usize::try_from(id) {
-            Ok(slot) if id < Self::DENSE => self
-                .dense
-                .get(slot)
-                .filter(|&&node| node != NodeIndex::end()),
+            Ok(slot) if id < Self::DENSE => {
+                self.dense.get(slot).filter(|&&value| value != V::empty())
+            }
             _ => self.sparse.get(&id),
         }
     }
 
-    fn insert(&mut self, id: i64, node: NodeIndex) {
+    fn insert(&mut self, id: i64, value: V) {
         match usize::try_from(id) {
             Ok(slot) if id < Self::DENSE => {
                 if slot >= self.dense.len() {
                     let len = (slot + 1).max(self.dense.len() * 2);
-                    self.dense.resize(len, NodeIndex::end());
+                    self.dense.resize(len, V::empty());
                 }
-                self.dense[slot] = node;
+                self.dense[slot] = value;
             }
             _ => {
-                self.sparse.insert(id, node);
+                self.sparse.insert(id, value);
             }
         }
     }
@@ -246,8 +254,8 @@ struct Tracer<'s, S: Source> {
     /// first tainted; artifacts with a digest share their digest's state.)
     expanded: HashSet<NodeIndex>,
     builder_names: HashMap<BuilderId, CompactString>,
-    /// Each digest met, and its state in `digests`.
-    digest_ids: HashMap<String, usize>,
+    /// The state in `digests` of each artifact whose digest was loaded, by artifact id.
+    digest_of: IdMap<u32>,
     digests: Vec<DigestState>,
     /// For each mount and builder: the tainted writes of each purge segment that decide which
     /// readers are reached.
@@ -262,7 +270,28 @@ struct Tracer<'s, S: Source> {
 /// returns rows in (one artifact can be both imported and used as a base by the same run).
 type Order<'a> = (Micros, u8, &'a str, Via, Micros);
 
-impl<S: Source> Tracer<'_, S> {
+impl<'s, S: Source> Tracer<'s, S> {
+    fn new(source: &'s mut S, ignore_time: bool) -> Self {
+        Self {
+            source,
+            ignore_time,
+            graph: DiGraph::new(),
+            nodes: Nodes::default(),
+            edges: HashMap::default(),
+            crowded: HashSet::default(),
+            seeds: Vec::new(),
+            queue: VecDeque::new(),
+            deferred: VecDeque::new(),
+            expanded: HashSet::default(),
+            builder_names: HashMap::default(),
+            digest_of: IdMap::default(),
+            digests: Vec::new(),
+            segments: HashMap::default(),
+            roles: HashMap::default(),
+            waiting_creators: HashMap::default(),
+        }
+    }
+
     fn seed(&mut self, seeds: &Seeds) -> Result<(), TraceError<S::Error>> {
         for pipeline in &seeds.pipelines {
             let runs = self
@@ -575,8 +604,15 @@ impl<S: Source> Tracer<'_, S> {
             }
             return Ok(());
         }
-        let digest = info.digest.clone();
-        let loaded = self.load_digest(&digest)?;
+        let loaded = match self.digest_of.get(id) {
+            Some(&loaded) => loaded as usize,
+            None => {
+                let digest = info.digest.clone();
+                let loaded = self.load_digest(&digest)?;
+                self.digest_of.insert(id, state_slot(loaded));
+                loaded
+            }
+        };
         if label.via != Via::SameDigest {
             self.offer_origin(loaded, node)?;
         }
@@ -591,26 +627,29 @@ impl<S: Source> Tracer<'_, S> {
         Ok(())
     }
 
-    /// Loads every artifact with the digest and every run that read one, once; returns the
-    /// digest's place in `digests`.
+    /// Loads every artifact with the digest and every run that read one; returns the digest's
+    /// place in `digests`. A digest is kept once: its artifacts are looked up by id after
+    /// the first load (only a seeded digest is asked for again by its value).
     fn load_digest(&mut self, digest: &str) -> Result<usize, S::Error> {
-        if let Some(&loaded) = self.digest_ids.get(digest) {
-            return Ok(loaded);
-        }
         let (mut artifacts, readers) = self.source.digest(digest)?;
+        if let Some(&loaded) = artifacts.first().and_then(|&a| self.digest_of.get(a)) {
+            return Ok(loaded as usize);
+        }
         for &(_, _, artifact, _) in &readers {
             if !artifacts.contains(&artifact) {
                 artifacts.push(artifact);
             }
         }
         let loaded = self.digests.len();
+        for &artifact in &artifacts {
+            self.digest_of.insert(artifact, state_slot(loaded));
+        }
         self.digests.push(DigestState {
             artifacts,
             readers,
             origin: None,
             readers_done: false,
         });
-        self.digest_ids.insert(digest.to_owned(), loaded);
         Ok(loaded)
     }
 
@@ -1167,7 +1206,7 @@ impl<S: Source> Tracer<'_, S> {
         let leftovers = (
             self.nodes,
             self.edges,
-            self.digest_ids,
+            self.digest_of,
             self.digests,
             self.roles,
             self.segments,
@@ -1234,6 +1273,12 @@ impl<S: Source> Tracer<'_, S> {
     }
 }
 
+/// A digest's place in `digests` as `digest_of` keeps it: there are fewer digests than
+/// nodes, whose indices are `u32` too.
+fn state_slot(loaded: usize) -> u32 {
+    u32::try_from(loaded).expect("fewer digests than nodes")
+}
+
 fn sorted(mut times: Vec<Micros>) -> Vec<Micros> {
     times.sort_unstable();
     times
@@ -1274,24 +1319,7 @@ mod tests {
     #[test]
     fn evidence_offered_again_keeps_one_edge_with_the_earliest_time() {
         let mut history = History::new();
-        let mut tracer = Tracer {
-            source: &mut history,
-            ignore_time: false,
-            graph: DiGraph::new(),
-            nodes: Nodes::default(),
-            edges: HashMap::default(),
-            crowded: HashSet::default(),
-            seeds: Vec::new(),
-            queue: VecDeque::new(),
-            deferred: VecDeque::new(),
-            expanded: HashSet::default(),
-            builder_names: HashMap::default(),
-            digest_ids: HashMap::default(),
-            digests: Vec::new(),
-            segments: HashMap::default(),
-            roles: HashMap::default(),
-            waiting_creators: HashMap::default(),
-        };
+        let mut tracer = Tracer::new(&mut history, false);
         let reader = tracer.graph.add_node(run_node(0));
         let mount = tracer.graph.add_node(Node {
             name: "mount:b:m".into(),
@@ -1345,14 +1373,14 @@ mod tests {
 
     #[test]
     fn id_map_holds_dense_far_and_negative_ids() {
-        let mut map = IdMap::default();
+        let mut map = IdMap::<NodeIndex>::default();
         let ids = [
             0,
             1,
             7,
             1000,
-            IdMap::DENSE - 1,
-            IdMap::DENSE,
+            IdMap::<NodeIndex>::DENSE - 1,
+            IdMap::<NodeIndex>::DENSE,
             i64::MAX,
             -1,
             i64::MIN,
@@ -1364,11 +1392,18 @@ mod tests {
         for (i, &id) in ids.iter().enumerate() {
             assert_eq!(map.get(id), Some(&NodeIndex::new(i)), "{id}");
         }
-        for id in [2, 999, 1001, IdMap::DENSE - 2, IdMap::DENSE + 1, -2] {
+        for id in [
+            2,
+            999,
+            1001,
+            IdMap::<NodeIndex>::DENSE - 2,
+            IdMap::<NodeIndex>::DENSE + 1,
+            -2,
+        ] {
             assert_eq!(map.get(id), None, "{id} was never inserted");
         }
         map.insert(7, NodeIndex::new(42));
         assert_eq!(map.get(7), Some(&NodeIndex::new(42)));
-        assert!(map.dense.len() <= usize::try_from(IdMap::DENSE).unwrap());
+        assert!(map.dense.len() <= usize::try_from(IdMap::<NodeIndex>::DENSE).unwrap());
     }
 }
