@@ -228,10 +228,17 @@ struct SegmentWrites {
     other: Option<Micros>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Roles {
     cache: bool,
     image: bool,
+}
+
+/// An artifact without a role yet has an empty slot.
+impl Slot for Roles {
+    fn empty() -> Self {
+        Self::default()
+    }
 }
 
 struct Tracer<'s, S: Source> {
@@ -260,7 +267,7 @@ struct Tracer<'s, S: Source> {
     /// For each mount and builder: the tainted writes of each purge segment that decide which
     /// readers are reached.
     segments: HashMap<NodeIndex, BTreeMap<usize, SegmentWrites>>,
-    roles: HashMap<ArtifactId, Roles>,
+    roles: IdMap<Roles>,
     /// For each expanded record: the runs that reused it and are its only creator so far.
     waiting_creators: HashMap<NodeIndex, Vec<(RunRef, Micros)>>,
 }
@@ -287,7 +294,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             digest_of: IdMap::default(),
             digests: Vec::new(),
             segments: HashMap::default(),
-            roles: HashMap::default(),
+            roles: IdMap::default(),
             waiting_creators: HashMap::default(),
         }
     }
@@ -467,11 +474,7 @@ impl<'s, S: Source> Tracer<'s, S> {
 
     fn seed_artifact(&mut self, info: ArtifactInfo, kind: Kind) {
         let at = info.first_seen;
-        let roles = self.roles.entry(info.id).or_default();
-        match kind {
-            Kind::Image => roles.image = true,
-            _ => roles.cache = true,
-        }
+        self.add_role(info.id, kind == Kind::Image);
         let node = self.artifact_node_from(info);
         self.relax(
             node,
@@ -484,6 +487,17 @@ impl<'s, S: Source> Tracer<'s, S> {
             None,
         );
         self.mark_seed(node, kind, Some(at));
+    }
+
+    /// Notes that the artifact was used as an image (built, or built on), or else as a cache.
+    fn add_role(&mut self, artifact: ArtifactId, image: bool) {
+        let mut roles = self.roles.get(artifact).copied().unwrap_or_default();
+        if image {
+            roles.image = true;
+        } else {
+            roles.cache = true;
+        }
+        self.roles.insert(artifact, roles);
     }
 
     fn mark_seed(&mut self, node: NodeIndex, kind: Kind, at: Option<Micros>) {
@@ -533,12 +547,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                 Write::Exported(_) | Write::Produced(_) if status == RunStatus::Failed => {}
                 Write::Exported(artifact) | Write::Produced(artifact) => {
                     let exported = matches!(write, Write::Exported(_));
-                    let roles = self.roles.entry(artifact).or_default();
-                    if exported {
-                        roles.cache = true;
-                    } else {
-                        roles.image = true;
-                    }
+                    self.add_role(artifact, !exported);
                     let target = self.artifact_node(artifact)?;
                     let via = if exported {
                         Via::Exported
@@ -700,17 +709,11 @@ impl<'s, S: Source> Tracer<'s, S> {
         from: NodeIndex,
         at: Micros,
     ) -> Result<(), S::Error> {
-        let roles = self.roles.entry(artifact).or_default();
         let via = match read {
-            ArtifactRead::Imported => {
-                roles.cache = true;
-                Via::ImportedDigest
-            }
-            ArtifactRead::UsedBase => {
-                roles.image = true;
-                Via::BaseImage
-            }
+            ArtifactRead::Imported => Via::ImportedDigest,
+            ArtifactRead::UsedBase => Via::BaseImage,
         };
+        self.add_role(artifact, read == ArtifactRead::UsedBase);
         // The bytes never change: the reader is tainted whenever it ran.
         let window = (run.started_at, at);
         self.taint_run(
@@ -1174,7 +1177,7 @@ impl<'s, S: Source> Tracer<'s, S> {
     /// the roles seen for any artifact with that digest. Roles only accumulate as more runs
     /// are tainted, so the time-blind trace lists everything the time-aware one does.
     fn finish(mut self) -> Trace {
-        let own = |id: ArtifactId| self.roles.get(&id).copied().unwrap_or_default();
+        let own = |id: ArtifactId| self.roles.get(id).copied().unwrap_or_default();
         let mut shared: Vec<Option<Roles>> = vec![None; self.graph.node_count()];
         for state in &self.digests {
             let roles = state.artifacts.iter().fold(Roles::default(), |acc, &a| {
