@@ -129,14 +129,15 @@ impl Drop for TraceSource<'_> {
     }
 }
 
-/// A second, read-only connection to read the events and the artifacts' identities on while
-/// `conn` reads the other tables.
+/// A second, read-only connection to read the events, the artifacts' identities and the
+/// builder records on while `conn` reads the other tables.
 ///
-/// It may see a later state than `conn`'s read transaction, but events and artifacts are only
-/// ever appended, each with an id above every earlier one, and the artifact columns read there
-/// (backend, locator, digest, key) never change: reading those up to the largest id `conn`
-/// sees (see [`Slots`]) gives exactly the rows of `conn`'s snapshot. `None` when the file
-/// cannot be opened again (then `conn` reads everything).
+/// It may see a later state than `conn`'s read transaction, but events, artifacts and builder
+/// records are only ever appended, each with an id above every earlier one, and the columns
+/// read there (an artifact's backend, locator, digest and key; a record's builder, id, type and
+/// description) never change: reading those up to the largest id `conn` sees (see [`Slots`])
+/// gives exactly the rows of `conn`'s snapshot. `None` when the file cannot be opened again
+/// (then `conn` reads everything).
 fn appended_reader(path: &Path) -> Option<Connection> {
     let reader = Connection::open_with_flags(
         path,
@@ -647,7 +648,8 @@ impl Tables {
     }
 }
 
-/// The builder records (the columns a trace reads never change).
+/// The builder records (the columns a trace reads never change), read from their pages (see
+/// `schema/migrations/0006_identity_pages.sql`) up to the snapshot's largest id.
 struct Records {
     rows: Vec<RecordRow>,
     text: Text,
@@ -660,23 +662,32 @@ impl Records {
         let mut record_text = Text::default();
         let mut record_types = Vec::new();
         let mut record_type_ids = FxHashMap::default();
-        let mut stmt = conn.prepare(
-            "SELECT id, builder_id, record_id, record_type, description FROM builder_records",
-        )?;
-        let mut rows = stmt.query([])?;
+        let mut stmt = conn.prepare("SELECT records FROM record_pages WHERE page <= ?1")?;
+        let mut rows = stmt.query([last_page(slots.records)])?;
         while let Some(row) = rows.next()? {
-            let id = some_or_skip!(slot(row.get(0)?));
-            rows_by_id[id] = RecordRow {
-                present: true,
-                builder: some_or_skip!(id32(row.get(1)?)),
-                record_id: some_or_skip!(record_text.push(row.get_ref(2)?.as_str()?)),
-                record_type: some_or_skip!(intern(
-                    &mut record_types,
-                    &mut record_type_ids,
-                    row.get_ref(3)?.as_str()?
-                )),
-                description: some_or_skip!(record_text.push(row.get_ref(4)?.as_str()?)),
-            };
+            let mut page = Packed(row.get_ref(0)?.as_blob()?);
+            while !page.0.is_empty() {
+                let (id, builder) = (some_or_skip!(page.number()), some_or_skip!(page.number()));
+                let (record_id, record_type, description) = (
+                    some_or_skip!(page.text()),
+                    some_or_skip!(page.text()),
+                    some_or_skip!(page.text()),
+                );
+                let Some(id) = slot(id).filter(|&id| id < slots.records) else {
+                    continue;
+                };
+                rows_by_id[id] = RecordRow {
+                    present: true,
+                    builder: some_or_skip!(id32(builder)),
+                    record_id: some_or_skip!(record_text.push(record_id)),
+                    record_type: some_or_skip!(intern(
+                        &mut record_types,
+                        &mut record_type_ids,
+                        record_type
+                    )),
+                    description: some_or_skip!(record_text.push(description)),
+                };
+            }
         }
 
         Ok(Some(Self {
@@ -687,8 +698,8 @@ impl Records {
     }
 }
 
-/// The artifacts' columns that never change (they are its identity), read on the events'
-/// connection up to the snapshot's largest id.
+/// The artifacts' columns that never change (they are its identity), read from their pages
+/// (see `schema/migrations/0006_identity_pages.sql`) up to the snapshot's largest id.
 struct Artifacts {
     rows: Vec<ArtifactRow>,
     text: Text,
@@ -703,27 +714,33 @@ impl Artifacts {
         let mut locators = Vec::new();
         let mut locator_ids = FxHashMap::default();
         let mut by_digest = Vec::with_capacity(slots.artifacts);
-        let mut stmt =
-            conn.prepare("SELECT id, backend, locator, digest, key FROM artifacts WHERE id < ?1")?;
-        let mut rows = stmt.query([i64::try_from(slots.artifacts).unwrap_or(i64::MAX)])?;
+        let mut stmt = conn.prepare("SELECT artifacts FROM artifact_pages WHERE page <= ?1")?;
+        let mut rows = stmt.query([last_page(slots.artifacts)])?;
         while let Some(row) = rows.next()? {
-            let id = some_or_skip!(id32(row.get(0)?));
-            let backend = Backend::parse(row.get_ref(1)?.as_str()?).unwrap_or(Backend::Registry);
-            let digest = row.get_ref(3)?.as_str()?;
-            if !digest.is_empty() {
-                by_digest.push((digest_hash(digest), id));
+            let mut page = Packed(row.get_ref(0)?.as_blob()?);
+            while !page.0.is_empty() {
+                let id = some_or_skip!(page.number());
+                let (backend, locator, digest, key) = (
+                    some_or_skip!(page.text()),
+                    some_or_skip!(page.text()),
+                    some_or_skip!(page.text()),
+                    some_or_skip!(page.text()),
+                );
+                let Some(id) = id32(id).filter(|&id| (id as usize) < slots.artifacts) else {
+                    continue;
+                };
+                let backend = Backend::parse(backend).unwrap_or(Backend::Registry);
+                if !digest.is_empty() {
+                    by_digest.push((digest_hash(digest), id));
+                }
+                artifacts[id as usize] = ArtifactRow {
+                    present: true,
+                    backend: BACKENDS.iter().position(|b| *b == backend).unwrap_or(0) as u8,
+                    locator: some_or_skip!(intern(&mut locators, &mut locator_ids, locator)),
+                    digest: some_or_skip!(artifact_text.push(digest)),
+                    key: some_or_skip!(artifact_text.push(key)),
+                };
             }
-            artifacts[id as usize] = ArtifactRow {
-                present: true,
-                backend: BACKENDS.iter().position(|b| *b == backend).unwrap_or(0) as u8,
-                locator: some_or_skip!(intern(
-                    &mut locators,
-                    &mut locator_ids,
-                    row.get_ref(2)?.as_str()?
-                )),
-                digest: some_or_skip!(artifact_text.push(digest)),
-                key: some_or_skip!(artifact_text.push(row.get_ref(4)?.as_str()?)),
-            };
         }
         let by_digest = DigestIndex::new(by_digest);
         Ok(Some(Self {
@@ -732,6 +749,31 @@ impl Artifacts {
             locators,
             by_digest,
         }))
+    }
+}
+
+/// The last page of a packed table that holds ids below `slots`.
+fn last_page(slots: usize) -> i64 {
+    i64::try_from(slots).unwrap_or(i64::MAX).saturating_sub(1) >> 6
+}
+
+/// The rest of a page of packed rows: big-endian numbers, and texts after their length.
+struct Packed<'p>(&'p [u8]);
+
+impl<'p> Packed<'p> {
+    fn take(&mut self, len: usize) -> Option<&'p [u8]> {
+        let (taken, rest) = self.0.split_at_checked(len)?;
+        self.0 = rest;
+        Some(taken)
+    }
+
+    fn number(&mut self) -> Option<i64> {
+        Some(i64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn text(&mut self) -> Option<&'p str> {
+        let len = u32::from_be_bytes(self.take(4)?.try_into().ok()?);
+        std::str::from_utf8(self.take(usize::try_from(len).ok()?)?).ok()
     }
 }
 
@@ -810,30 +852,27 @@ fn slots(conn: &Connection, table: &str) -> rusqlite::Result<Option<usize>> {
 }
 
 impl Index {
-    /// Reads the graph; `None` when it cannot be held as arrays (ids too large). The events
-    /// and the artifacts' identities are read on a second connection while `conn` reads the
-    /// other tables.
+    /// Reads the graph; `None` when it cannot be held as arrays (ids too large). The events,
+    /// the artifacts' identities and the builder records are read on a second connection
+    /// while `conn` reads the other tables.
     fn load(conn: &Connection, path: &Path) -> rusqlite::Result<Option<Self>> {
         let slots = some_or_skip!(Slots::read(conn)?);
-        let appended = |conn: &Connection| -> rusqlite::Result<Option<(Events, Artifacts)>> {
+        type Appended = (Events, Artifacts, Records);
+        let appended = |conn: &Connection| -> rusqlite::Result<Option<Appended>> {
             let events = some_or_skip!(Events::load(conn, &slots)?);
             let artifacts = some_or_skip!(Artifacts::load(conn, &slots)?);
-            Ok(Some((events, artifacts)))
-        };
-        let rest = |conn: &Connection| -> rusqlite::Result<Option<(Tables, Records)>> {
-            let tables = some_or_skip!(Tables::load(conn, &slots)?);
             let records = some_or_skip!(Records::load(conn, &slots)?);
-            Ok(Some((tables, records)))
+            Ok(Some((events, artifacts, records)))
         };
-        let (appended, rest) = match appended_reader(path) {
+        let (appended, tables) = match appended_reader(path) {
             Some(reader) => std::thread::scope(|scope| {
                 let appended = scope.spawn(move || appended(&reader));
-                let rest = rest(conn);
-                (appended.join().expect("loading thread panicked"), rest)
+                let tables = Tables::load(conn, &slots);
+                (appended.join().expect("loading thread panicked"), tables)
             }),
-            None => (appended(conn), rest(conn)),
+            None => (appended(conn), Tables::load(conn, &slots)),
         };
-        let (Some((events, artifacts)), Some((tables, records))) = (appended?, rest?) else {
+        let (Some((events, artifacts, records)), Some(tables)) = (appended?, tables?) else {
             return Ok(None);
         };
         Ok(Some(Self {
@@ -1236,8 +1275,9 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    /// Events and artifacts recorded after a trace's snapshot was taken, and later sightings
-    /// of its artifacts, are not part of its graph, though they are read on another connection.
+    /// Events, artifacts and builder records recorded after a trace's snapshot was taken, and
+    /// later sightings of its artifacts, are not part of its graph, though they are read on
+    /// another connection.
     #[test]
     fn rows_after_the_snapshot_are_left_out() {
         let dir = tempfile::tempdir().unwrap();
@@ -1248,7 +1288,7 @@ mod tests {
         );
         let line = |run: &str, day: &str, imported: &[&str]| {
             format!(
-                r#"{{"v":1,"type":"run","pipeline":"p","run":"{run}","step":"s","builder":"b","started_at":"{day}T00:00:00Z","finished_at":"{day}T00:01:00Z","mounts":[{{"id":"/m"}}],"imported":{}}}"#,
+                r#"{{"v":1,"type":"run","pipeline":"p","run":"{run}","step":"s","builder":"b","started_at":"{day}T00:00:00Z","finished_at":"{day}T00:01:00Z","mounts":[{{"id":"/m"}}],"imported":{},"records":{{"created":[{{"id":"r{run}","type":"regular","description":"RUN {run}"}}]}}}}"#,
                 serde_json::to_string(imported).unwrap()
             )
         };
@@ -1273,6 +1313,12 @@ mod tests {
                     time::parse_rfc3339("2026-01-01T00:01:00Z", "t").unwrap()
                 );
                 assert!(index.artifact(2).is_none());
+                // The first run's record is there; the second run's is not.
+                assert_eq!(index.records.rows.len(), 2);
+                assert_eq!(
+                    index.records.text.get(index.records.rows[1].record_id),
+                    "r1"
+                );
                 assert!(
                     index
                         .digest_artifacts(&format!("sha256:{}", "b".repeat(64)))
@@ -1307,6 +1353,10 @@ mod tests {
                     seen,
                     time::parse_rfc3339("2025-12-01T00:01:00Z", "t").unwrap()
                 );
+                let records: i64 = reader
+                    .query_row("SELECT count(*) FROM builder_records", [], |row| row.get(0))
+                    .unwrap();
+                assert_eq!(records, 2, "the second run's record was committed");
             })
             .unwrap();
     }
@@ -1633,24 +1683,34 @@ mod tests {
     }
 
     /// Every event page, in page order.
-    fn pages(store: &Store) -> Vec<(i64, Vec<u8>)> {
-        let mut stmt = store
-            .conn
-            .prepare("SELECT page, events FROM event_pages ORDER BY page")
-            .unwrap();
-        stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap()
+    /// Every page of the packed tables: table, page, bytes.
+    fn pages(store: &Store) -> Vec<(&'static str, i64, Vec<u8>)> {
+        let mut pages = Vec::new();
+        for (table, column) in [
+            ("event_pages", "events"),
+            ("artifact_pages", "artifacts"),
+            ("record_pages", "records"),
+        ] {
+            let mut stmt = store
+                .conn
+                .prepare(&format!("SELECT page, {column} FROM {table} ORDER BY page"))
+                .unwrap();
+            let rows = stmt
+                .query_map([], |row| Ok((table, row.get(0)?, row.get(1)?)))
+                .unwrap();
+            pages.extend(rows.map(Result::unwrap));
+        }
+        pages
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
 
-        /// A store whose events were written before the pages existed gets, when it is
-        /// migrated, the same pages the trigger writes as events are inserted.
+        /// A store whose events, artifacts and builder records were written before the pages
+        /// existed gets, when it is migrated, the same pages the triggers write as rows are
+        /// inserted.
         #[test]
-        fn the_migration_packs_existing_events_as_the_trigger_does(
+        fn the_migration_packs_existing_rows_as_the_triggers_do(
             (history, _, _) in arb_history(),
         ) {
             let dir = tempfile::tempdir().unwrap();
@@ -1669,6 +1729,28 @@ mod tests {
                     )
                     .unwrap();
             }
+            // And artifacts and records with empty, long and non-ASCII texts.
+            for i in 0..70_i64 {
+                let long = "x".repeat(300);
+                let text = ["", "é/ü:🦀", &long][usize::try_from(i % 3).unwrap()];
+                store
+                    .conn
+                    .execute(
+                        "INSERT INTO artifacts (id, backend, locator, digest, key, first_seen)
+                         VALUES (?1, 'gha', ?2, '', ?3, 0)",
+                        rusqlite::params![3000 + 11 * i, format!("packed/{i}{text}"), text],
+                    )
+                    .unwrap();
+                store
+                    .conn
+                    .execute(
+                        "INSERT INTO builder_records (id, builder_id, record_id, record_type,
+                                                      description)
+                         SELECT ?1, min(id), ?2, ?3, ?3 FROM builders HAVING count(*) > 0",
+                        rusqlite::params![3000 + 13 * i, format!("packed-{i}"), text],
+                    )
+                    .unwrap();
+            }
             let written = pages(&store);
             let packed: i64 = store
                 .conn
@@ -1677,13 +1759,16 @@ mod tests {
                 })
                 .unwrap();
             prop_assert_eq!(
-                written.iter().map(|(_, events)| events.len()).sum::<usize>(),
+                written.iter().filter(|(table, _, _)| *table == "event_pages")
+                    .map(|(_, _, events)| events.len()).sum::<usize>(),
                 PACKED_EVENT * usize::try_from(packed).unwrap()
             );
             store
                 .conn
                 .execute_batch(
                     "DROP TRIGGER event_pages_append; DROP TABLE event_pages;
+                     DROP TRIGGER artifact_pages_append; DROP TABLE artifact_pages;
+                     DROP TRIGGER record_pages_append; DROP TABLE record_pages;
                      PRAGMA user_version = 4;",
                 )
                 .unwrap();
@@ -1691,6 +1776,61 @@ mod tests {
             let store = Store::open(&path).unwrap();
             prop_assert_eq!(pages(&store), written);
         }
+    }
+
+    /// Artifacts and builder records read from their pages are the rows the store holds,
+    /// whatever their texts: empty, non-ASCII, longer than 255 bytes, or with a NUL inside.
+    #[test]
+    fn packed_texts_read_back_as_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("db")).unwrap();
+        store
+            .conn
+            .execute("INSERT INTO builders (id, name) VALUES (1, 'b')", [])
+            .unwrap();
+        let long = "é".repeat(200);
+        let texts = ["", "a\0b", "mirror.io/ü/🦀", long.as_str()];
+        for (i, text) in texts.iter().enumerate() {
+            let id = i64::try_from(i).unwrap() * 40 + 1;
+            store
+                .conn
+                .execute(
+                    "INSERT INTO artifacts (id, backend, locator, digest, key, first_seen)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 7)",
+                    rusqlite::params![
+                        id,
+                        ["registry", "gha", "local", "s3"][i],
+                        format!("reg.io/{text}"),
+                        format!("sha256:{}", i.to_string().repeat(64)),
+                        text
+                    ],
+                )
+                .unwrap();
+            store
+                .conn
+                .execute(
+                    "INSERT INTO builder_records (id, builder_id, record_id, record_type,
+                                                  description)
+                     VALUES (?1, 1, ?2, ?3, ?4)",
+                    rusqlite::params![id, format!("r{text}"), text, format!("RUN {text}")],
+                )
+                .unwrap();
+        }
+        let mut queried = Vec::new();
+        for i in 0..texts.len() {
+            let id = i64::try_from(i).unwrap() * 40 + 1;
+            queried.push((
+                graph::Source::artifact(&mut store, id).unwrap(),
+                graph::Source::record(&mut store, id).unwrap(),
+            ));
+        }
+        let mut source = TraceSource::with_budget(&mut store, Some(0));
+        for (i, (artifact, record)) in queried.into_iter().enumerate() {
+            let id = i64::try_from(i).unwrap() * 40 + 1;
+            assert_eq!(graph::Source::artifact(&mut source, id).unwrap(), artifact);
+            assert_eq!(graph::Source::record(&mut source, id).unwrap(), record);
+        }
+        assert!(source.loaded());
     }
 
     /// Packed events keep ids, run ids and times beyond 32 bits, and negative times.
@@ -1716,7 +1856,10 @@ mod tests {
         expected.push(8);
         expected.extend_from_slice(&4_294_967_302_i64.to_be_bytes());
         expected.extend_from_slice(&(-5_i64).to_be_bytes());
-        assert_eq!(pages(&store), [(4_294_967_400 >> 6, expected)]);
+        assert_eq!(
+            pages(&store),
+            [("event_pages", 4_294_967_400 >> 6, expected)]
+        );
     }
 
     proptest! {
