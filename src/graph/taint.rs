@@ -272,6 +272,16 @@ struct Tracer<'s, S: Source> {
     waiting_creators: HashMap<NodeIndex, Vec<(RunRef, Micros)>>,
 }
 
+/// What [`Tracer::find_edge`] found.
+enum Edge {
+    Found(EdgeIndex),
+    /// No such edge; `crowded` when the edges on the side looked at are kept in `edges`, where
+    /// a new one goes too.
+    Absent {
+        crowded: bool,
+    },
+}
+
 /// How a label compares: earlier first, then more direct, then by the name it came from, the
 /// kind of evidence and its time, so that ties resolve the same way whatever order the store
 /// returns rows in (one artifact can be both imported and used as a base by the same run).
@@ -996,14 +1006,14 @@ impl<'s, S: Source> Tracer<'s, S> {
         // Same-digest evidence is drawn once the traversal is done (see `copy_edges`).
         if let Some(from) = label.from.filter(|_| label.via != Via::SameDigest) {
             match self.find_edge(from, node, label.via) {
-                Ok(edge) => {
+                Edge::Found(edge) => {
                     let evidence = &mut self.graph[edge];
                     if label.at < evidence.at {
                         evidence.at = label.at;
                         evidence.reader = reader;
                     }
                 }
-                Err(crowded) => {
+                Edge::Absent { crowded } => {
                     let evidence = Evidence {
                         via: label.via,
                         at: label.at,
@@ -1034,14 +1044,13 @@ impl<'s, S: Source> Tracer<'s, S> {
         }
     }
 
-    /// The evidence edge of this kind from `from` to `node`, or whether its absence was
-    /// learnt from `edges`.
+    /// The evidence edge of this kind from `from` to `node`, if there is one.
     ///
     /// Duplicates are looked for among the edges on the side that has few: into a run,
     /// artifact or record, and out of the run that wrote a mount or ran on a builder (a
     /// mount or builder can have thousands of writers). A node found with many edges on
     /// that side is crowded: its edges go to `edges`, and are looked up there from then on.
-    fn find_edge(&mut self, from: NodeIndex, node: NodeIndex, via: Via) -> Result<EdgeIndex, bool> {
+    fn find_edge(&mut self, from: NodeIndex, node: NodeIndex, via: Via) -> Edge {
         /// How many edges are walked before a node is crowded.
         const CROWDED: usize = 32;
         let (anchor, direction) = if self.graph[node].entity.is_mutable() {
@@ -1050,24 +1059,27 @@ impl<'s, S: Source> Tracer<'s, S> {
             (node, Direction::Incoming)
         };
         if self.crowded.contains(&anchor) {
-            return self.edges.get(&(from, node, via)).copied().ok_or(true);
+            return match self.edges.get(&(from, node, via)) {
+                Some(&edge) => Edge::Found(edge),
+                None => Edge::Absent { crowded: true },
+            };
         }
         let mut walked = 0;
         for edge in self.graph.edges_directed(anchor, direction) {
             if edge.source() == from && edge.target() == node && edge.weight().via == via {
-                return Ok(edge.id());
+                return Edge::Found(edge.id());
             }
             walked += 1;
         }
         if walked < CROWDED {
-            return Err(false);
+            return Edge::Absent { crowded: false };
         }
         self.crowded.insert(anchor);
         for edge in self.graph.edges_directed(anchor, direction) {
             self.edges
                 .insert((edge.source(), edge.target(), edge.weight().via), edge.id());
         }
-        Err(true)
+        Edge::Absent { crowded: true }
     }
 
     fn order_of(&self, label: &Label) -> Order<'_> {
