@@ -29,13 +29,6 @@ pub struct RunInfo {
     pub has_records: bool,
 }
 
-impl RunInfo {
-    /// `pipeline/run/step`, how output names a run.
-    pub fn display_name(&self) -> String {
-        format!("{}/{}/{}", self.pipeline, self.run_key, self.step)
-    }
-}
-
 /// A run as a reader sees it: enough to decide whether and from when it is tainted. Its
 /// description is read with [`Source::run`] only when it joins the blast radius.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
