@@ -134,7 +134,7 @@ pub fn write_json(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "{{")?;
     writeln!(out, "  \"schema_version\": {SCHEMA_VERSION},")?;
     writeln!(out, "  \"ignore_time\": {},", trace.ignore_time())?;
-    write_array(out, "seeds", &seeds, false, |seed| SeedDoc { ..*seed })?;
+    write_array(out, "seeds", &seeds, false, |&seed| seed)?;
     for (kind, entries) in &groups {
         let last = *kind == Kind::Record;
         match kind {
@@ -340,7 +340,7 @@ fn push_json_str(out: &mut Vec<u8>, value: &str) {
     out.push(b'"');
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct SeedDoc<'t> {
     kind: &'static str,
     name: &'t str,
