@@ -197,22 +197,15 @@ impl<T: Copy + Default> Groups<T> {
         item: impl Fn(usize) -> T,
         slots: usize,
     ) -> Self {
-        let mut offsets = vec![0u32; slots + 1];
-        for key in keys.clone().flatten() {
-            offsets[key + 1] += 1;
-        }
-        for i in 1..offsets.len() {
-            offsets[i] += offsets[i - 1];
-        }
-        let mut next = offsets.clone();
-        let mut items = vec![T::default(); offsets[slots] as usize];
+        let mut counts = GroupCounts::new(slots);
+        keys.clone().flatten().for_each(|key| counts.count(key));
+        let mut groups = counts.placing();
         for (position, key) in keys.enumerate() {
             if let Some(key) = key {
-                items[next[key] as usize] = item(position);
-                next[key] += 1;
+                groups.place(key, item(position));
             }
         }
-        Self { offsets, items }
+        groups.done()
     }
 
     fn get(&self, key: i64) -> &[T] {
@@ -222,6 +215,55 @@ impl<T: Copy + Default> Groups<T> {
             }
             _ => &[],
         }
+    }
+}
+
+/// The first pass of grouping: how many items each key has. Keys at or above the number of
+/// slots are left out.
+struct GroupCounts {
+    offsets: Vec<u32>,
+}
+
+impl GroupCounts {
+    fn new(slots: usize) -> Self {
+        Self {
+            offsets: vec![0; slots + 1],
+        }
+    }
+
+    fn count(&mut self, key: usize) {
+        if let Some(count) = self.offsets.get_mut(key + 1) {
+            *count += 1;
+        }
+    }
+
+    /// The second pass: items are placed, in input order within each key.
+    fn placing<T: Copy + Default>(mut self) -> Groups<T> {
+        for i in 1..self.offsets.len() {
+            self.offsets[i] += self.offsets[i - 1];
+        }
+        let total = self.offsets.last().map_or(0, |&n| n as usize);
+        Groups {
+            // Where each key's next item goes, until `done` turns them back into starts.
+            offsets: self.offsets,
+            items: vec![T::default(); total],
+        }
+    }
+}
+
+impl<T: Copy> Groups<T> {
+    fn place(&mut self, key: usize, item: T) {
+        if key + 1 < self.offsets.len() {
+            self.items[self.offsets[key] as usize] = item;
+            self.offsets[key] += 1;
+        }
+    }
+
+    /// Ends placing: each key's end became the next key's start.
+    fn done(mut self) -> Self {
+        self.offsets.rotate_right(1);
+        self.offsets[0] = 0;
+        self
     }
 }
 
@@ -252,6 +294,17 @@ impl EventKind {
             7 => Self::CreatedRecord,
             8 => Self::ReusedRecord,
             _ => Self::Other,
+        }
+    }
+
+    /// Which grouping by target the event is in: 0 artifact reads, 1 mount reads, 2 record
+    /// reuses.
+    fn target_group(self) -> Option<usize> {
+        match self {
+            Self::Imported | Self::UsedBase => Some(0),
+            Self::ReadMount => Some(1),
+            Self::ReusedRecord => Some(2),
+            _ => None,
         }
     }
 
@@ -416,37 +469,33 @@ impl Events {
         if u32::try_from(event_run.len()).is_err() {
             return Ok(None);
         }
-        let (kinds, runs, targets, ats) = (&event_kind, &event_run, &event_target, &event_at);
-        let keys = |want, by, bound| event_keys(kinds, want, by, bound);
-        let by_target = |want: fn(EventKind) -> bool, bound: usize| {
-            Groups::build(
-                keys(want, targets, bound),
-                |e| TargetEvent {
-                    kind: kinds[e],
-                    run: runs[e],
-                    at: ats[e],
-                },
-                bound,
-            )
-        };
-        let by_run = Groups::build(
-            keys(
-                |k| k.is_write() || k == EventKind::ReadMount,
-                runs,
-                run_slots,
-            ),
-            |e| RunEvent {
-                kind: kinds[e],
-                target: targets[e],
-                at: ats[e],
-            },
-            run_slots,
-        );
-        let artifact_reads = by_target(
-            |k| matches!(k, EventKind::Imported | EventKind::UsedBase),
-            artifact_slots,
-        );
-        let mut mount_reads = by_target(|k| k == EventKind::ReadMount, mount_slots);
+        // Two passes over the events fill the four groupings: counting, then placing.
+        let mut run_counts = GroupCounts::new(run_slots);
+        let mut target_counts = [artifact_slots, mount_slots, record_slots].map(GroupCounts::new);
+        for e in 0..event_kind.len() {
+            let kind = event_kind[e];
+            if kind.is_write() || kind == EventKind::ReadMount {
+                run_counts.count(event_run[e] as usize);
+            }
+            if let Some(group) = kind.target_group() {
+                target_counts[group].count(event_target[e] as usize);
+            }
+        }
+        let mut by_run = run_counts.placing();
+        let mut by_target = target_counts.map(GroupCounts::placing);
+        for e in 0..event_kind.len() {
+            let (kind, run, target, at) =
+                (event_kind[e], event_run[e], event_target[e], event_at[e]);
+            if kind.is_write() || kind == EventKind::ReadMount {
+                by_run.place(run as usize, RunEvent { kind, target, at });
+            }
+            if let Some(group) = kind.target_group() {
+                by_target[group].place(target as usize, TargetEvent { kind, run, at });
+            }
+        }
+        let by_run = by_run.done();
+        let [artifact_reads, mount_reads, record_reuses] = by_target.map(Groups::done);
+        let mut mount_reads = mount_reads;
         for m in 0..mount_slots {
             let (a, b) = (
                 mount_reads.offsets[m] as usize,
@@ -454,8 +503,6 @@ impl Events {
             );
             mount_reads.items[a..b].sort_by_key(|e| e.at);
         }
-        let record_reuses = by_target(|k| k == EventKind::ReusedRecord, record_slots);
-
         Ok(Some(Self {
             count,
             by_run,
@@ -464,20 +511,6 @@ impl Events {
             record_reuses,
         }))
     }
-}
-
-/// For each event, the key it is grouped by (from `by`) if it is of a kind `want` picks.
-fn event_keys<'e>(
-    kinds: &'e [EventKind],
-    want: fn(EventKind) -> bool,
-    by: &'e [u32],
-    bound: usize,
-) -> impl Iterator<Item = Option<usize>> + Clone + 'e {
-    (0..kinds.len()).map(move |e| {
-        want(kinds[e])
-            .then(|| by[e] as usize)
-            .filter(|&k| k < bound)
-    })
 }
 
 /// Every other table.
