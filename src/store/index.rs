@@ -1918,14 +1918,17 @@ mod tests {
         }
     }
 
+    /// Grouping keeps each key's items in input order, and leaves out keys beyond the slots.
     #[test]
     fn groups_keep_input_order_within_a_key() {
-        let keys = [Some(2), None, Some(0), Some(2), Some(0)];
+        let keys = [Some(2), None, Some(0), Some(3), Some(2), Some(0), Some(9)];
         let groups = Groups::build(keys.iter().copied(), |i| 10 * i as u32, 3);
-        assert_eq!(groups.get(0), &[20, 40]);
+        assert_eq!(groups.get(0), &[20, 50]);
         assert_eq!(groups.get(1), &[] as &[u32]);
-        assert_eq!(groups.get(2), &[0, 30]);
+        assert_eq!(groups.get(2), &[0, 40]);
+        // Keys beyond the slots are left out.
         assert_eq!(groups.get(3), &[] as &[u32]);
         assert_eq!(groups.get(-1), &[] as &[u32]);
+        assert_eq!(groups.items.len(), 4);
     }
 }
