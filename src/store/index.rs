@@ -390,11 +390,7 @@ impl Slots {
     }
 }
 
-/// The bytes of one packed event: id, run, kind, target and time (see
-/// `schema/migrations/0005_event_pages.sql`).
-const PACKED_EVENT: usize = 33;
-
-/// Every event a trace follows, as parallel arrays, and the groupings it looks them up by.
+/// Every event a trace follows, in the groupings it looks them up by.
 ///
 /// Each grouping holds what its lookups read of an event, so that following one takes a
 /// single pass over adjacent memory.
@@ -442,30 +438,27 @@ impl Events {
         let mut event_target = vec![0u32; events];
         let mut event_at = vec![0; events];
         let mut event_kind = vec![EventKind::Other; events];
-        // Only the events of the snapshot the slots were read in.
-        let last_page = i64::try_from(events).unwrap_or(i64::MAX).saturating_sub(1) >> 6;
-        let mut stmt = conn.prepare("SELECT events FROM event_pages WHERE page <= ?1")?;
-        let mut rows = stmt.query([last_page])?;
         let mut count = 0;
-        while let Some(row) = rows.next()? {
-            let packed = row.get_ref(0)?.as_blob()?;
-            if packed.len() % PACKED_EVENT != 0 {
-                return Ok(None);
-            }
-            for event in packed.chunks_exact(PACKED_EVENT) {
-                let number = |at: usize| {
-                    i64::from_be_bytes(event[at..at + 8].try_into().expect("eight bytes"))
-                };
-                let Some(slot) = slot(number(0)).filter(|&slot| slot < events) else {
-                    continue;
-                };
-                event_run[slot] = some_or_skip!(id32(number(8)));
-                event_kind[slot] = EventKind::from_code(event[16]);
-                event_target[slot] = some_or_skip!(id32(number(17)));
-                event_at[slot] = number(25);
-                count += 1;
-            }
-        }
+        let read = read_pages(conn, "event_pages", "events", events, |page| {
+            let (id, run, kind, target, at) = (
+                page.number()?,
+                page.number()?,
+                page.byte()?,
+                page.number()?,
+                page.number()?,
+            );
+            // Only the events of the snapshot the slots were read in.
+            let Some(slot) = slot(id).filter(|&slot| slot < events) else {
+                return Some(());
+            };
+            event_run[slot] = id32(run)?;
+            event_kind[slot] = EventKind::from_code(kind);
+            event_target[slot] = id32(target)?;
+            event_at[slot] = at;
+            count += 1;
+            Some(())
+        })?;
+        some_or_skip!(read);
         if u32::try_from(event_run.len()).is_err() {
             return Ok(None);
         }
@@ -695,33 +688,22 @@ impl Records {
         let mut record_text = Text::default();
         let mut record_types = Vec::new();
         let mut record_type_ids = FxHashMap::default();
-        let mut stmt = conn.prepare("SELECT records FROM record_pages WHERE page <= ?1")?;
-        let mut rows = stmt.query([last_page(slots.records)])?;
-        while let Some(row) = rows.next()? {
-            let mut page = Packed(row.get_ref(0)?.as_blob()?);
-            while !page.0.is_empty() {
-                let (id, builder) = (some_or_skip!(page.number()), some_or_skip!(page.number()));
-                let (record_id, record_type, description) = (
-                    some_or_skip!(page.text()),
-                    some_or_skip!(page.text()),
-                    some_or_skip!(page.text()),
-                );
-                let Some(id) = slot(id).filter(|&id| id < slots.records) else {
-                    continue;
-                };
-                rows_by_id[id] = RecordRow {
-                    present: true,
-                    builder: some_or_skip!(id32(builder)),
-                    record_id: some_or_skip!(record_text.push(record_id)),
-                    record_type: some_or_skip!(intern(
-                        &mut record_types,
-                        &mut record_type_ids,
-                        record_type
-                    )),
-                    description: some_or_skip!(record_text.push(description)),
-                };
-            }
-        }
+        let read = read_pages(conn, "record_pages", "records", slots.records, |page| {
+            let (id, builder) = (page.number()?, page.number()?);
+            let (record_id, record_type, description) = (page.text()?, page.text()?, page.text()?);
+            let Some(id) = slot(id).filter(|&id| id < slots.records) else {
+                return Some(());
+            };
+            rows_by_id[id] = RecordRow {
+                present: true,
+                builder: id32(builder)?,
+                record_id: record_text.push(record_id)?,
+                record_type: intern(&mut record_types, &mut record_type_ids, record_type)?,
+                description: record_text.push(description)?,
+            };
+            Some(())
+        })?;
+        some_or_skip!(read);
 
         Ok(Some(Self {
             rows: rows_by_id,
@@ -747,20 +729,17 @@ impl Artifacts {
         let mut locators = Vec::new();
         let mut locator_ids = FxHashMap::default();
         let mut by_digest = Vec::with_capacity(slots.artifacts);
-        let mut stmt = conn.prepare("SELECT artifacts FROM artifact_pages WHERE page <= ?1")?;
-        let mut rows = stmt.query([last_page(slots.artifacts)])?;
-        while let Some(row) = rows.next()? {
-            let mut page = Packed(row.get_ref(0)?.as_blob()?);
-            while !page.0.is_empty() {
-                let id = some_or_skip!(page.number());
-                let (backend, locator, digest, key) = (
-                    some_or_skip!(page.text()),
-                    some_or_skip!(page.text()),
-                    some_or_skip!(page.text()),
-                    some_or_skip!(page.text()),
-                );
+        let read = read_pages(
+            conn,
+            "artifact_pages",
+            "artifacts",
+            slots.artifacts,
+            |page| {
+                let id = page.number()?;
+                let (backend, locator, digest, key) =
+                    (page.text()?, page.text()?, page.text()?, page.text()?);
                 let Some(id) = id32(id).filter(|&id| (id as usize) < slots.artifacts) else {
-                    continue;
+                    return Some(());
                 };
                 let backend = Backend::parse(backend).unwrap_or(Backend::Registry);
                 if !digest.is_empty() {
@@ -769,12 +748,14 @@ impl Artifacts {
                 artifacts[id as usize] = ArtifactRow {
                     present: true,
                     backend: BACKENDS.iter().position(|b| *b == backend).unwrap_or(0) as u8,
-                    locator: some_or_skip!(intern(&mut locators, &mut locator_ids, locator)),
-                    digest: some_or_skip!(artifact_text.push(digest)),
-                    key: some_or_skip!(artifact_text.push(key)),
+                    locator: intern(&mut locators, &mut locator_ids, locator)?,
+                    digest: artifact_text.push(digest)?,
+                    key: artifact_text.push(key)?,
                 };
-            }
-        }
+                Some(())
+            },
+        )?;
+        some_or_skip!(read);
         let by_digest = DigestIndex::new(by_digest);
         Ok(Some(Self {
             rows: artifacts,
@@ -785,9 +766,26 @@ impl Artifacts {
     }
 }
 
-/// The last page of a packed table that holds ids below `slots`.
-fn last_page(slots: usize) -> i64 {
-    i64::try_from(slots).unwrap_or(i64::MAX).saturating_sub(1) >> 6
+/// Reads a packed table (`column` of `table`, 64 rows to a page by id >> 6): every page that
+/// can hold ids below `slots`, each of its entries read by `entry` in turn. `None` when an
+/// entry is cut short or a value does not fit its array form.
+fn read_pages(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    slots: usize,
+    mut entry: impl FnMut(&mut Packed<'_>) -> Option<()>,
+) -> rusqlite::Result<Option<()>> {
+    let last_page = i64::try_from(slots).unwrap_or(i64::MAX).saturating_sub(1) >> 6;
+    let mut stmt = conn.prepare(&format!("SELECT {column} FROM {table} WHERE page <= ?1"))?;
+    let mut rows = stmt.query([last_page])?;
+    while let Some(row) = rows.next()? {
+        let mut page = Packed(row.get_ref(0)?.as_blob()?);
+        while !page.0.is_empty() {
+            some_or_skip!(entry(&mut page));
+        }
+    }
+    Ok(Some(()))
 }
 
 /// The rest of a page of packed rows: big-endian numbers, and texts after their length.
@@ -798,6 +796,10 @@ impl<'p> Packed<'p> {
         let (taken, rest) = self.0.split_at_checked(len)?;
         self.0 = rest;
         Some(taken)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
     }
 
     fn number(&mut self) -> Option<i64> {
@@ -1715,7 +1717,10 @@ mod tests {
         }
     }
 
-    /// Every event page, in page order.
+    /// The bytes of one packed event: id, run, kind, target and time (see
+    /// `schema/migrations/0005_event_pages.sql`).
+    const PACKED_EVENT: usize = 33;
+
     /// Every page of the packed tables: table, page, bytes.
     fn pages(store: &Store) -> Vec<(&'static str, i64, Vec<u8>)> {
         let mut pages = Vec::new();
