@@ -150,7 +150,7 @@ async fn wrap_build(
         _ => None,
     };
     let before = match buildkit.as_mut() {
-        Some(client) => match client.disk_usage().await {
+        Some(client) => match baseline(client).await {
             Ok(records) => Some(records),
             Err(err) => {
                 printer.warn(format!("builder records will not be captured: {err}"));
@@ -431,6 +431,15 @@ fn short_name(reference: &ImageRef) -> String {
         name.push_str(tag);
     }
     name
+}
+
+/// The builder's records before a build. Listing records sizes the cache mounts used since the
+/// last listing, and BuildKit counts that as a use: their usage count and last use move (seen
+/// on Docker 20.10). The records are listed twice, so that a use by a build nobody listed after
+/// is in the baseline, not taken for this build's.
+async fn baseline(client: &mut BuildkitClient) -> Result<Vec<CacheRecord>, RemoteError> {
+    client.disk_usage().await?;
+    client.disk_usage().await
 }
 
 /// Which records the build created and which it reused.

@@ -229,6 +229,96 @@ fn wrap_records_builds_pushes_and_failures() {
     assert_eq!(run_line(&export, "app", "2")["status"], "failed");
 }
 
+/// Listing the builder's records sizes the cache mounts used since the last listing, and
+/// BuildKit counts that as a use. A build that uses no cache mount, wrapped after an unwrapped
+/// build that used one, must not be taken to have reused that mount's record.
+#[test]
+fn a_listing_after_an_unwrapped_build_is_not_a_reuse() {
+    if !harness::require_dockerd() {
+        return;
+    }
+    let dockerd = Dockerd::start();
+    let env = Env::new();
+    dockerd.import_busybox("base:1");
+    let mounting = |step: &str| {
+        format!(
+            "FROM base:1\nRUN --mount=type=cache,id=shared,target=/c echo {step} >> /c/log && cp /c/log /log\n"
+        )
+    };
+    let first = env.write("first/Dockerfile", &mounting("first"));
+    let out = wrap(
+        &env,
+        &dockerd,
+        "writer",
+        "1",
+        &[
+            "build",
+            "--network=none",
+            first.parent().unwrap().to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let export = ok(env.cmd().arg("export"));
+    let created = run_line(&export, "writer", "1")["records"]["created"].clone();
+    let mount_record = created
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "exec.cachemount")
+        .unwrap_or_else(|| panic!("no cache-mount record created: {created}"))["id"]
+        .clone();
+
+    // An unwrapped build uses the mount; nothing lists the records after it.
+    let unwrapped = env.write("unwrapped/Dockerfile", &mounting("unwrapped"));
+    dockerd.build(unwrapped.parent().unwrap(), "unwrapped:1", &[]);
+
+    let plain = env.write("plain/Dockerfile", "FROM base:1\nRUN echo plain > /plain\n");
+    let out = wrap(
+        &env,
+        &dockerd,
+        "plain",
+        "1",
+        &[
+            "build",
+            "--network=none",
+            plain.parent().unwrap().to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let export = ok(env.cmd().arg("export"));
+    let plain = run_line(&export, "plain", "1");
+    let reused = plain["records"]["reused"].as_array().unwrap();
+    assert!(
+        reused
+            .iter()
+            .all(|r| r["id"] != mount_record && r["type"] != "exec.cachemount"),
+        "the plain build reused no cache mount: {plain}"
+    );
+    assert!(
+        plain["records"]["created"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["description"]
+                .as_str()
+                .unwrap_or("")
+                .contains("echo plain")),
+        "its own step is a created record: {plain}"
+    );
+}
+
 /// A store that cannot be written never fails the build: wrap warns and passes the status on.
 #[test]
 fn recording_trouble_never_fails_the_build() {
