@@ -186,9 +186,7 @@ pub fn build_record(
         let reference = ImageRef::parse(base, "--base-image")?;
         push_unique(&mut record.base_images, Artifact::registry(&reference));
     }
-    let mut inline = build_args
-        .get(INLINE_CACHE_ARG)
-        .is_some_and(|v| v == "1" || v == "true");
+    let inline = carries_inline_cache(args);
     for value in &args.cache_from {
         match cache_flag::parse(value, "--cache-from")? {
             CacheSpec::Inline => {}
@@ -197,7 +195,7 @@ pub fn build_record(
     }
     for value in &args.cache_to {
         match cache_flag::parse(value, "--cache-to")? {
-            CacheSpec::Inline => inline = true,
+            CacheSpec::Inline => {}
             spec => push_unique(&mut record.exported, artifact_of_spec(&spec)?),
         }
     }
@@ -262,6 +260,22 @@ pub fn build_record(
         ),
     };
     Ok(record)
+}
+
+/// Whether the build exports inline cache: `--build-arg BUILDKIT_INLINE_CACHE=1` (or `true`),
+/// or `--cache-to type=inline`. Values that do not parse carry none.
+pub fn carries_inline_cache(args: &RecordArgs) -> bool {
+    let by_arg = parse_build_args(&args.build_arg)
+        .ok()
+        .and_then(|build_args| build_args.get(INLINE_CACHE_ARG).cloned())
+        .is_some_and(|v| v == "1" || v == "true");
+    by_arg
+        || args.cache_to.iter().any(|value| {
+            matches!(
+                cache_flag::parse(value, "--cache-to"),
+                Ok(CacheSpec::Inline)
+            )
+        })
 }
 
 /// `--step` default: the Dockerfile path and target (`docker/Dockerfile:release`), prefixed

@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use crate::ExitStatus;
 use crate::cli::{RecordArgs, WrapArgs};
 use crate::commands::open_store;
-use crate::commands::record::{apply_metadata, build_record, reference_of};
+use crate::commands::record::{apply_metadata, build_record, carries_inline_cache, reference_of};
 use crate::config::Config;
 use crate::error::{InputError, RefusedError, RemoteError};
 use crate::ingest::command::{self, BuildCommand, Wrapped};
@@ -241,7 +241,13 @@ async fn wrap_build(
         }
     }
     if status.success() {
-        collect_outputs(&mut record, &iidfile, metadata_file.as_deref(), printer);
+        let outputs = Outputs {
+            iidfile: &iidfile,
+            metadata_file: metadata_file.as_deref(),
+            pushed: if build.push { &build.tags } else { &[] },
+            inline: carries_inline_cache(&record_args),
+        };
+        collect_outputs(&mut record, &outputs, printer);
         check_moved(&import_tags, config, printer).await;
     }
     match open_store(db)
@@ -463,14 +469,19 @@ fn diff_records(before: &[CacheRecord], after: &[CacheRecord]) -> RecordEvidence
     evidence
 }
 
+/// What a finished build left to read.
+struct Outputs<'a> {
+    iidfile: &'a Path,
+    metadata_file: Option<&'a Path>,
+    /// The tags a buildx build pushed (`-t` with `--push`); empty when it pushed nothing.
+    pushed: &'a [String],
+    /// Whether the build exported inline cache, which travels in the images it pushed.
+    inline: bool,
+}
+
 /// The local image id and, for buildx, the metadata file.
-fn collect_outputs(
-    record: &mut crate::model::RunRecord,
-    iidfile: &Path,
-    metadata_file: Option<&Path>,
-    printer: Printer,
-) {
-    if let Ok(text) = std::fs::read_to_string(iidfile)
+fn collect_outputs(record: &mut crate::model::RunRecord, outputs: &Outputs<'_>, printer: Printer) {
+    if let Ok(text) = std::fs::read_to_string(outputs.iidfile)
         && let Ok(id) = Digest::parse(text.trim(), "--iidfile")
     {
         let builder = record
@@ -487,11 +498,12 @@ fn collect_outputs(
             tag: first.and_then(|r| r.tag),
         });
     }
-    if let Some(path) = metadata_file
+    if let Some(path) = outputs.metadata_file
         && let Ok(text) = std::fs::read_to_string(path)
     {
         match metadata::parse(&text, &path.display().to_string()) {
-            Ok(meta) => {
+            Ok(mut meta) => {
+                name_pushed_images(&mut meta, outputs.pushed);
                 if let Err(err) = apply_metadata(record, &meta) {
                     printer.warn(format!("metadata file ignored: {err:#}"));
                 }
@@ -499,6 +511,49 @@ fn collect_outputs(
             Err(err) => printer.warn(format!("metadata file ignored: {err}")),
         }
     }
+    if outputs.inline {
+        pin_inline_exports(record);
+    }
+}
+
+/// The docker driver (Docker 20.10's BuildKit) writes no `image.name`: the manifest it pushed
+/// carries the build's `-t` tags. Without a push, its `containerimage.digest` is a local image
+/// id, not a manifest, and names nothing.
+fn name_pushed_images(meta: &mut metadata::BuildMetadata, pushed: &[String]) {
+    if pushed.is_empty() {
+        return;
+    }
+    for image in &mut meta.images {
+        if image.names.is_empty() && image.digest.is_some() && image.platform.is_none() {
+            image.names = pushed.to_vec();
+        }
+    }
+}
+
+/// Inline cache is exported inside each image the build pushed: an export recorded by tag
+/// takes the digest its image was pinned to.
+fn pin_inline_exports(record: &mut crate::model::RunRecord) {
+    for export in &mut record.exported {
+        if export.backend != Backend::Registry || export.digest.is_some() {
+            continue;
+        }
+        if let Some(image) = record.produced.iter().find(|image| {
+            image.backend == Backend::Registry
+                && image.digest.is_some()
+                && image.locator == export.locator
+                && image.tag == export.tag
+        }) {
+            export.digest = image.digest.clone();
+        }
+    }
+    let mut kept: Vec<Artifact> = Vec::with_capacity(record.exported.len());
+    record.exported.retain(|export| {
+        let first = !kept.contains(export);
+        if first {
+            kept.push(export.clone());
+        }
+        first
+    });
 }
 
 /// Warns when a `--cache-from` tag points somewhere else after the build than before it.

@@ -7,7 +7,7 @@
 //! | `containerimage.digest` | digest of the exported manifest, or of the index for a multi-platform build |
 //! | `containerimage.descriptor` | OCI descriptor (`mediaType`, `digest`, `size`) of that manifest or index |
 //! | `containerimage.config.digest` | digest of the image config (single-platform builds) |
-//! | `image.name` | the exported names, comma-separated |
+//! | `image.name` | the exported names, comma-separated (the docker driver of Docker 20.10 writes none) |
 //! | `buildx.build.ref` | the build record, `builder/node/ref` |
 //! | `buildx.build.provenance` | the SLSA provenance predicate, v0.2 or v1 shape |
 //! | `cache.manifest` | OCI descriptor of the exported cache manifest, as a JSON string |

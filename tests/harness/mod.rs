@@ -34,6 +34,19 @@ pub fn require_dockerd() -> bool {
     require("a private Docker Engine", &[DOCKERD, DOCKER, BUSYBOX], true)
 }
 
+/// The buildx CLI plugin, where Debian's `docker-buildx` installs it.
+pub const BUILDX: &str = "/usr/libexec/docker/cli-plugins/docker-buildx";
+
+/// Checks that `docker buildx build` can run against a private Docker Engine; see
+/// [`require_dockerd`].
+pub fn require_buildx() -> bool {
+    require(
+        "buildx and a private Docker Engine",
+        &[DOCKERD, DOCKER, BUSYBOX, BUILDX],
+        true,
+    )
+}
+
 /// Checks that the registry tests can run; see [`require_dockerd`].
 pub fn require_registry() -> bool {
     require("a loopback registry", &[DOCKER_REGISTRY], false)
@@ -62,8 +75,8 @@ fn require(what: &str, binaries: &[&str], needs_root: bool) -> bool {
         return false;
     }
     panic!(
-        "this test needs {what}, but {reason}; install docker.io, docker-registry and \
-         busybox-static and run as root, or set {SKIP_ENV}=1 to skip"
+        "this test needs {what}, but {reason}; install docker.io, docker-registry, \
+         busybox-static and docker-buildx and run as root, or set {SKIP_ENV}=1 to skip"
     );
 }
 

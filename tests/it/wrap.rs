@@ -229,6 +229,154 @@ fn wrap_records_builds_pushes_and_failures() {
     assert_eq!(run_line(&export, "app", "2")["status"], "failed");
 }
 
+/// `docker buildx build --push` on the docker driver (Docker 20.10's BuildKit): its metadata file
+/// names no image, so the pushed tags take the pushed manifest's digest, and so does the inline
+/// cache inside it. A build that imports that cache is traced from the pushing pipeline.
+#[test]
+fn wrap_records_a_buildx_push_with_inline_cache() {
+    if !harness::require_buildx() {
+        return;
+    }
+    let Some((registry, dockerd, env, base)) = site() else {
+        return;
+    };
+    let reg = registry.host();
+    let ctx = env.write(
+        "app/Dockerfile",
+        &format!(
+            "FROM {base}\nRUN --mount=type=cache,id=bx,target=/c echo bx >> /c/log && cp /c/log /log\n"
+        ),
+    );
+    let ctx = ctx.parent().unwrap().to_str().unwrap().to_owned();
+    let image = format!("{reg}/app:bx");
+    let out = wrap(
+        &env,
+        &dockerd,
+        "app",
+        "1",
+        &[
+            "buildx",
+            "build",
+            "--network=none",
+            "--build-arg",
+            "BUILDKIT_INLINE_CACHE=1",
+            "-t",
+            &image,
+            "--push",
+            &ctx,
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("warning:"), "{stderr}");
+    let pushed = registry
+        .request(
+            crate::harness::http::Request::new("HEAD", "/v2/app/manifests/bx").header(
+                "Accept",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            ),
+        )
+        .header("Docker-Content-Digest")
+        .unwrap()
+        .to_owned();
+    let pinned = serde_json::json!(format!("{image}@{pushed}"));
+
+    let export = ok(env.cmd().arg("export"));
+    let run = run_line(&export, "app", "1");
+    assert!(
+        run["builder"].as_str().unwrap().starts_with("docker@"),
+        "{run}"
+    );
+    let produced = run["produced"].as_array().unwrap();
+    assert!(
+        produced.contains(&pinned),
+        "the pushed tag is pinned: {run}"
+    );
+    assert!(
+        produced.iter().all(|p| p.as_str() != Some(image.as_str())),
+        "and not also recorded by tag: {run}"
+    );
+    assert_eq!(
+        run["exported"],
+        serde_json::json!([pinned]),
+        "the inline cache is the pushed image: {run}"
+    );
+    assert!(
+        run["base_images"]
+            .to_string()
+            .contains(&format!("{base}@sha256:")),
+        "{run}"
+    );
+    assert_eq!(run["mounts"][0]["id"], "bx", "{run}");
+    assert!(
+        run["records"]["created"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["type"] == "regular"
+                && r["description"].as_str().unwrap().contains("echo bx")),
+        "the RUN layer is a created record: {run}"
+    );
+
+    // Another pipeline imports the cache by tag with buildx: the import is pinned to the
+    // pushed digest, and a trace from the pushing pipeline reaches it through that digest.
+    let out = wrap(
+        &env,
+        &dockerd,
+        "victim",
+        "1",
+        &[
+            "buildx",
+            "build",
+            "--network=none",
+            "--cache-from",
+            &image,
+            "-t",
+            "victim:1",
+            "--load",
+            &ctx,
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let export = ok(env.cmd().arg("export"));
+    let victim = run_line(&export, "victim", "1");
+    assert!(
+        victim["imported"].as_array().unwrap().contains(&pinned),
+        "{victim}"
+    );
+    assert!(
+        !victim["produced"].to_string().contains("victim:1@"),
+        "a loaded image's id is not a registry digest: {victim}"
+    );
+    let trace: serde_json::Value = serde_json::from_str(&ok(env.cmd().args([
+        "trace",
+        "--pipeline",
+        "app",
+        "--format",
+        "json",
+    ])))
+    .unwrap();
+    let reached = trace["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pipeline"] == "victim")
+        .unwrap_or_else(|| panic!("the importer is traced: {trace}"));
+    assert_eq!(reached["via"]["kind"], "imported-digest", "{reached}");
+}
+
 /// Listing the builder's records sizes the cache mounts used since the last listing, and
 /// BuildKit counts that as a use. A build that uses no cache mount, wrapped after an unwrapped
 /// build that used one, must not be taken to have reused that mount's record.
