@@ -303,7 +303,8 @@ pub fn default_step(dockerfile: Option<&Path>, target: Option<&str>, job: Option
     }
 }
 
-/// Merges what a buildx metadata file says into the run.
+/// Merges what a buildx metadata file says into the run. `cache.manifest` pins the registry
+/// cache export when the run has exactly one left unpinned: the key holds one descriptor.
 pub fn apply_metadata(record: &mut RunRecord, meta: &metadata::BuildMetadata) -> Result<()> {
     for image in &meta.images {
         for name in &image.names {
@@ -329,6 +330,23 @@ pub fn apply_metadata(record: &mut RunRecord, meta: &metadata::BuildMetadata) ->
             .base_images
             .retain(|a| !(a.locator == artifact.locator && a.digest.is_none()));
         push_unique(&mut record.base_images, artifact);
+    }
+    if let Some(manifest) = &meta.cache_manifest {
+        // The one registry cache export the build pushed; an image's inline cache is pinned
+        // with the image.
+        let produced = &record.produced;
+        let mut exports = record.exported.iter_mut().filter(|a| {
+            a.backend == Backend::Registry
+                && a.digest.is_none()
+                && !produced.iter().any(|image| {
+                    image.backend == Backend::Registry
+                        && image.locator == a.locator
+                        && image.tag == a.tag
+                })
+        });
+        if let (Some(only), None) = (exports.next(), exports.next()) {
+            only.digest = Some(manifest.digest.clone());
+        }
     }
     for mount in &meta.cache_mounts {
         if !record
@@ -497,5 +515,75 @@ fn warn_unpinned(record: &RunRecord, printer: Printer) {
                 a.display_name()
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::RunStatus;
+
+    fn registry(reference: &str) -> Artifact {
+        Artifact::registry(&ImageRef::parse(reference, "test").unwrap())
+    }
+
+    fn run(exported: &[&str], produced: &[&str]) -> RunRecord {
+        RunRecord {
+            pipeline: PipelineInfo {
+                name: "p".to_owned(),
+                ..PipelineInfo::default()
+            },
+            run_id: "1".to_owned(),
+            step: "s".to_owned(),
+            commit: None,
+            git_ref: None,
+            builder: None,
+            started_at: 0,
+            finished_at: 0,
+            status: RunStatus::Succeeded,
+            imported: Vec::new(),
+            exported: exported.iter().map(|r| registry(r)).collect(),
+            produced: produced.iter().map(|r| registry(r)).collect(),
+            base_images: Vec::new(),
+            mounts: Vec::new(),
+            records: None,
+        }
+    }
+
+    fn metadata(cache_manifest: &str) -> metadata::BuildMetadata {
+        let text = serde_json::json!({
+            "cache.manifest": serde_json::json!({
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": cache_manifest,
+                "size": 1,
+            })
+            .to_string(),
+        });
+        metadata::parse(&text.to_string(), "metadata.json").unwrap()
+    }
+
+    const CACHE: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+    /// `cache.manifest` pins the one registry cache export, not an image's inline cache.
+    #[test]
+    fn the_cache_manifest_pins_the_one_registry_cache_export() {
+        let mut record = run(&["reg/app:cache", "reg/app:1"], &["reg/app:1"]);
+        apply_metadata(&mut record, &metadata(CACHE)).unwrap();
+        assert_eq!(
+            record.exported,
+            vec![
+                registry(&format!("reg/app:cache@{CACHE}")),
+                registry("reg/app:1")
+            ]
+        );
+    }
+
+    /// With two registry cache exports, the one descriptor names neither for sure.
+    #[test]
+    fn the_cache_manifest_pins_nothing_among_two_exports() {
+        let mut record = run(&["reg/app:cache", "reg/other:cache"], &[]);
+        let before = record.exported.clone();
+        apply_metadata(&mut record, &metadata(CACHE)).unwrap();
+        assert_eq!(record.exported, before);
     }
 }

@@ -13,14 +13,16 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use crate::ExitStatus;
 use crate::cli::{RecordArgs, WrapArgs};
 use crate::commands::open_store;
-use crate::commands::record::{apply_metadata, build_record, carries_inline_cache, reference_of};
+use crate::commands::record::{
+    apply_metadata, artifact_of_spec, build_record, carries_inline_cache, reference_of,
+};
 use crate::config::Config;
 use crate::error::{InputError, RefusedError, RemoteError};
 use crate::ingest::command::{self, BuildCommand, Wrapped};
-use crate::ingest::{builder as builder_name, ci, metadata};
+use crate::ingest::{builder as builder_name, cache_flag, ci, metadata};
 use crate::model::{
-    Artifact, Backend, BuilderInfo, BuilderRecord, Digest, Driver, ImageRef, RecordEvidence,
-    RunStatus,
+    Artifact, Backend, BuilderInfo, BuilderRecord, CacheSpec, Digest, Driver, ImageRef,
+    RecordEvidence, RunStatus,
 };
 use crate::printer::Printer;
 use crate::remote::buildkit::{BuildkitClient, CacheRecord};
@@ -248,6 +250,7 @@ async fn wrap_build(
             inline: carries_inline_cache(&record_args),
         };
         collect_outputs(&mut record, &outputs, printer);
+        resolve_cache_exports(&mut record, &record_args, config, printer).await;
         check_moved(&import_tags, config, printer).await;
     }
     match open_store(db)
@@ -513,6 +516,52 @@ fn collect_outputs(record: &mut crate::model::RunRecord, outputs: &Outputs<'_>, 
     }
     if outputs.inline {
         pin_inline_exports(record);
+    }
+}
+
+/// A `--cache-to type=registry` export is pushed by the build itself. Unless the metadata file
+/// pinned it, it is pinned to what its tag points at right after the build: a push to the same
+/// tag by another build in between would be taken for this one's, which the metadata file's
+/// `cache.manifest` (buildx with BuildKit v0.11 and later) rules out.
+async fn resolve_cache_exports(
+    record: &mut crate::model::RunRecord,
+    args: &RecordArgs,
+    config: &Config,
+    printer: Printer,
+) {
+    let refs: Vec<Artifact> = args
+        .cache_to
+        .iter()
+        .filter_map(|value| match cache_flag::parse(value, "--cache-to") {
+            Ok(spec @ CacheSpec::Registry { .. }) => artifact_of_spec(&spec).ok(),
+            _ => None,
+        })
+        .collect();
+    let mut hosts: Vec<String> = record
+        .exported
+        .iter()
+        .filter(|a| a.digest.is_none() && refs.contains(a))
+        .filter_map(|a| a.locator.split('/').next().map(str::to_owned))
+        .collect();
+    if hosts.is_empty() {
+        return;
+    }
+    hosts.sort();
+    hosts.dedup();
+    let resolver = Resolver::new(config, &hosts);
+    for export in &mut record.exported {
+        if export.digest.is_some() || !refs.contains(export) {
+            continue;
+        }
+        let Ok(reference) = reference_of(export) else {
+            continue;
+        };
+        match resolver.resolve(&reference).await {
+            Ok(digest) => export.digest = Some(digest),
+            Err(err) => printer.warn(format!(
+                "`{reference}` is recorded by tag only, so a trace cannot match its importers by digest: {err}"
+            )),
+        }
     }
 }
 

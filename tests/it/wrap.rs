@@ -377,6 +377,126 @@ fn wrap_records_a_buildx_push_with_inline_cache() {
     assert_eq!(reached["via"]["kind"], "imported-digest", "{reached}");
 }
 
+/// A `--cache-to type=registry` export is pinned after the build: to the metadata file's
+/// `cache.manifest` when buildx wrote one, even when the tag has moved since, else to what the
+/// tag points at right after the build.
+///
+/// Docker 20.10's BuildKit cannot export registry cache, so the client stands in for a buildx
+/// builder that can: it runs the build on the test daemon with real buildx, then pushes the
+/// image with inline cache to the cache ref in the real registry as the export, and, in the
+/// metadata mode, names that push in `cache.manifest` and lets another push move the tag.
+#[test]
+fn registry_cache_exports_are_pinned_after_the_build() {
+    if !harness::require_buildx() {
+        return;
+    }
+    let Some((registry, dockerd, env, base)) = site() else {
+        return;
+    };
+    let reg = registry.host();
+    let cache = format!("{reg}/app:cache");
+    let ctx = env.write(
+        "app/Dockerfile",
+        &format!("FROM {base}\nRUN echo app > /app\n"),
+    );
+    let ctx = ctx.parent().unwrap().to_str().unwrap().to_owned();
+    let exported = env.path().join("exported");
+    let client = env.write(
+        "bin/docker",
+        &format!(
+            r#"#!/bin/bash
+set -e
+args=(); ref=; meta=
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --cache-to) ref=${{2#*ref=}}; shift 2 ;;
+        --metadata-file=*) meta=${{1#--metadata-file=}}; args+=("$1"); shift ;;
+        *) args+=("$1"); shift ;;
+    esac
+done
+ctx=${{args[-1]}}
+{docker} "${{args[@]}}"
+{docker} buildx build --network=none --build-arg BUILDKIT_INLINE_CACHE=1 -t "$ref" --push \
+    --metadata-file "{exported}.json" "$ctx" >/dev/null 2>&1
+digest=$(sed -n 's/.*"containerimage.digest": "\(sha256:[0-9a-f]*\)".*/\1/p' "{exported}.json")
+echo "$digest" >"{exported}"
+if [ "$MODE" = metadata ]; then
+    manifest='{{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"'"$digest"'\",\"size\":1}}'
+    {{ echo "{{"; printf '  "cache.manifest": "%s",\n' "$manifest"; tail -n +2 "$meta"; }} >"$meta.new"
+    mv "$meta.new" "$meta"
+    {docker} tag {base} "$ref"
+    {docker} push "$ref" >/dev/null
+fi
+"#,
+            docker = harness::DOCKER,
+            exported = exported.display(),
+        ),
+    );
+    std::fs::set_permissions(&client, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let head = || {
+        registry
+            .request(
+                crate::harness::http::Request::new("HEAD", "/v2/app/manifests/cache").header(
+                    "Accept",
+                    "application/vnd.docker.distribution.manifest.v2+json",
+                ),
+            )
+            .header("Docker-Content-Digest")
+            .unwrap()
+            .to_owned()
+    };
+    let build = |run: &str, mode: &str| {
+        let cache_to = format!("type=registry,ref={cache}");
+        let out = wrap_client(
+            &env,
+            &dockerd,
+            "app",
+            run,
+            &client,
+            &[
+                "buildx",
+                "build",
+                "--network=none",
+                "--cache-to",
+                &cache_to,
+                "-t",
+                "app:1",
+                "--load",
+                &ctx,
+            ],
+        )
+        .env("MODE", mode)
+        .output()
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("warning:"), "{stderr}");
+        let pushed = std::fs::read_to_string(&exported)
+            .unwrap()
+            .trim()
+            .to_owned();
+        assert!(pushed.starts_with("sha256:"), "{pushed}");
+        let run = run_line(&ok(env.cmd().arg("export")), "app", run);
+        (pushed, run)
+    };
+
+    let (pushed, run) = build("1", "metadata");
+    assert_ne!(head(), pushed, "the tag moved after the export");
+    assert_eq!(
+        run["exported"],
+        serde_json::json!([format!("{cache}@{pushed}")]),
+        "{run}"
+    );
+
+    let (pushed, run) = build("2", "resolve");
+    assert_eq!(head(), pushed);
+    assert_eq!(
+        run["exported"],
+        serde_json::json!([format!("{cache}@{pushed}")]),
+        "{run}"
+    );
+}
+
 /// Listing the builder's records sizes the cache mounts used since the last listing, and
 /// BuildKit counts that as a use. A build that uses no cache mount, wrapped after an unwrapped
 /// build that used one, must not be taken to have reused that mount's record.
