@@ -522,7 +522,7 @@ fn collect_outputs(record: &mut crate::model::RunRecord, outputs: &Outputs<'_>, 
 /// A `--cache-to type=registry` export is pushed by the build itself. Unless the metadata file
 /// pinned it, it is pinned to what its tag points at right after the build: a push to the same
 /// tag by another build in between would be taken for this one's, which the metadata file's
-/// `cache.manifest` (buildx with BuildKit v0.11 and later) rules out.
+/// `cache.manifest` (the descriptor BuildKit's cache exporter returns) rules out.
 async fn resolve_cache_exports(
     record: &mut crate::model::RunRecord,
     args: &RecordArgs,
