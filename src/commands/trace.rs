@@ -15,6 +15,7 @@ use crate::graph::{self, Seeds, TraceError, TraceOptions};
 use crate::printer::Printer;
 use crate::report;
 use crate::store::{SourceSummary, Store, TraceSource};
+use crate::time::Rfc3339;
 
 pub fn trace(args: &TraceArgs, db: &Path, printer: Printer) -> Result<ExitStatus> {
     let seeds = Seeds::from_args(&args.seeds)?;
@@ -41,6 +42,9 @@ pub fn trace(args: &TraceArgs, db: &Path, printer: Printer) -> Result<ExitStatus
         None => report::trace::write(&trace, args.format, &mut out)?,
     }
     out.flush()?;
+    if args.explain.is_none() {
+        warn_tag_only(&trace, printer);
+    }
     let written = started.elapsed() - traced;
     printer.detail(timings(
         &summary,
@@ -51,6 +55,36 @@ pub fn trace(args: &TraceArgs, db: &Path, printer: Printer) -> Result<ExitStatus
     // The process ends next: freeing a large blast radius node by node would only delay it.
     std::mem::forget(trace);
     Ok(ExitStatus::Success)
+}
+
+/// How many tag-only refs a warning names before it only counts them.
+const TAG_ONLY_SHOWN: usize = 3;
+
+/// Says when tainted registry refs are known by tag only: a run that imported the digest the
+/// tag pointed at is not reached through them.
+pub(crate) fn warn_tag_only(trace: &graph::Trace, printer: Printer) {
+    let refs = trace.tag_only_refs();
+    let Some(&(first, at)) = refs.first() else {
+        return;
+    };
+    let named = refs
+        .iter()
+        .take(TAG_ONLY_SHOWN)
+        .map(|(name, _)| format!("`{name}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = match refs.len().saturating_sub(TAG_ONLY_SHOWN) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    let (count, are) = match refs.len() {
+        1 => ("1 tainted registry ref is".to_owned(), "it"),
+        n => (format!("{n} tainted registry refs are"), "them"),
+    };
+    printer.warn(format!(
+        "{count} recorded by tag only ({named}{more}): runs that imported {are} by digest are not reached; `trace --cache-ref {first} --since {}` follows the digests recorded for the tag from then on",
+        Rfc3339(at)
+    ));
 }
 
 /// A spinner on stderr while the trace runs (a fleet-wide trace takes seconds), when progress

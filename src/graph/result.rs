@@ -373,6 +373,26 @@ impl Trace {
         Kind::ALL.into_iter().zip(groups).collect()
     }
 
+    /// The tainted registry refs known by tag only, by name, with when each became tainted;
+    /// seeds are left out (a tag seed already stands for every digest recorded for it). Runs
+    /// that read one by digest cannot be matched to it, so the blast radius may go on past it.
+    pub fn tag_only_refs(&self) -> Vec<(&str, Micros)> {
+        let mut refs: Vec<(&str, Micros)> = self
+            .graph
+            .node_weights()
+            .filter(|n| n.seed.is_none())
+            .filter(|n| match &n.entity {
+                Entity::Artifact { info, .. } => {
+                    info.backend == Backend::Registry && info.digest.is_empty()
+                }
+                _ => false,
+            })
+            .filter_map(|n| Some((n.name.as_str(), n.label?.tainted_at)))
+            .collect();
+        refs.sort_unstable();
+        refs
+    }
+
     /// Whether nothing at all is tainted.
     pub fn is_empty(&self) -> bool {
         !self

@@ -338,6 +338,82 @@ fn trace_verbose_reports_its_phases() {
     assert!(!line.contains("loaded"), "{line}");
 }
 
+/// A tainted cache ref known by tag only cannot be matched to the runs that imported its
+/// digest: the trace says so on stderr and names the seed that follows the tag. A trace seeded
+/// with that tag says nothing more.
+#[test]
+fn trace_warns_of_tainted_refs_known_by_tag_only() {
+    let env = Env::new();
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let lines = format!(
+        "{}\n{}\n",
+        r#"{"v":1,"type":"run","pipeline":"a","run":"1","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","status":"succeeded","exported":["reg.example/app:cache"]}"#,
+        format_args!(
+            r#"{{"v":1,"type":"run","pipeline":"b","run":"1","step":"s","started_at":"2026-01-01T00:02:00Z","finished_at":"2026-01-01T00:03:00Z","status":"succeeded","imported":["reg.example/app:cache@{digest}"]}}"#
+        ),
+    );
+    let file = env.write("history.jsonl", &lines);
+    ok(env.cmd().arg("import").arg(&file));
+
+    let out = env
+        .cmd()
+        .args(["trace", "--pipeline", "a", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let trace: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(trace["runs"].as_array().unwrap().len(), 1, "{trace}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        stderr.trim_end(),
+        "warning: 1 tainted registry ref is recorded by tag only (`reg.example/app:cache`): \
+         runs that imported it by digest are not reached; `trace --cache-ref \
+         reg.example/app:cache --since 2026-01-01T00:00:00Z` follows the digests recorded for \
+         the tag from then on"
+    );
+
+    let out = env
+        .cmd()
+        .args([
+            "trace",
+            "--cache-ref",
+            "reg.example/app:cache",
+            "--since",
+            "2026-01-01T00:00:00Z",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trace: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs: Vec<&str> = trace["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["pipeline"].as_str().unwrap())
+        .collect();
+    assert_eq!(runs, ["b"], "{trace}");
+
+    // Opening an incident on the pipeline says it too, before the plan is shown.
+    let out = env
+        .cmd()
+        .args(["incident", "open", "--pipeline", "a"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("warning: 1 tainted registry ref is recorded by tag only"),
+        "{stderr}"
+    );
+}
+
 /// A build on a builder whose endpoint is unknown is recorded, with a warning that its builder
 /// records (the evidence that keeps other projects' layers out of a purge) are not captured.
 #[test]
