@@ -143,7 +143,7 @@ fn open(
         full_prune: args.full_prune,
     };
     let (trace, mut actions) = trace_and_plan(&mut store, &opened, config)?;
-    super::trace::warn_tag_only(&trace, printer);
+    super::trace::warn_tag_only(&mut store, &trace, printer);
     if let Some(seed) = &audit_seed {
         super::audit::add_audit_delete(&mut actions, seed);
     }

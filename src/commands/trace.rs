@@ -11,7 +11,7 @@ use crate::ExitStatus;
 use crate::cli::TraceArgs;
 use crate::commands::open_existing_store;
 use crate::error::InputError;
-use crate::graph::{self, Seeds, TraceError, TraceOptions};
+use crate::graph::{self, Seeds, Source, TraceError, TraceOptions};
 use crate::printer::Printer;
 use crate::report;
 use crate::store::{SourceSummary, Store, TraceSource};
@@ -43,7 +43,7 @@ pub fn trace(args: &TraceArgs, db: &Path, printer: Printer) -> Result<ExitStatus
     }
     out.flush()?;
     if args.explain.is_none() {
-        warn_tag_only(&trace, printer);
+        warn_tag_only(&mut store, &trace, printer);
     }
     let written = started.elapsed() - traced;
     printer.detail(timings(
@@ -60,31 +60,67 @@ pub fn trace(args: &TraceArgs, db: &Path, printer: Printer) -> Result<ExitStatus
 /// How many tag-only refs a warning names before it only counts them.
 const TAG_ONLY_SHOWN: usize = 3;
 
-/// Says when tainted registry refs are known by tag only: a run that imported the digest the
-/// tag pointed at is not reached through them.
-pub(crate) fn warn_tag_only(trace: &graph::Trace, printer: Printer) {
-    let refs = trace.tag_only_refs();
-    let Some(&(first, at)) = refs.first() else {
+/// Says when a tainted registry ref is known by tag only and the store holds digests recorded
+/// for its tag since it was tainted that the blast radius does not hold: runs that read those
+/// digests may have read what the tainted run pushed, and are not reached through the tag.
+pub(crate) fn warn_tag_only(store: &mut Store, trace: &graph::Trace, printer: Printer) {
+    let missed = match tag_only_misses(store, trace) {
+        Ok(missed) => missed,
+        Err(err) => {
+            printer.warn(format!("refs recorded by tag only were not checked: {err}"));
+            return;
+        }
+    };
+    let Some(first) = missed.first() else {
         return;
     };
-    let named = refs
+    let named = missed
         .iter()
         .take(TAG_ONLY_SHOWN)
-        .map(|(name, _)| format!("`{name}`"))
+        .map(|r| format!("`{}`", r.name))
         .collect::<Vec<_>>()
         .join(", ");
-    let more = match refs.len().saturating_sub(TAG_ONLY_SHOWN) {
+    let more = match missed.len().saturating_sub(TAG_ONLY_SHOWN) {
         0 => String::new(),
         n => format!(" and {n} more"),
     };
-    let (count, are) = match refs.len() {
-        1 => ("1 tainted registry ref is".to_owned(), "it"),
-        n => (format!("{n} tainted registry refs are"), "them"),
+    let (count, its) = match missed.len() {
+        1 => ("1 tainted registry ref is".to_owned(), "its tag"),
+        n => (format!("{n} tainted registry refs are"), "their tags"),
     };
     printer.warn(format!(
-        "{count} recorded by tag only ({named}{more}): runs that imported {are} by digest are not reached; `trace --cache-ref {first} --since {}` follows the digests recorded for the tag from then on",
-        Rfc3339(at)
+        "{count} recorded by tag only ({named}{more}), and digests recorded for {its} since then are outside the blast radius: `trace --cache-ref {} --since {}` follows them",
+        first.name,
+        Rfc3339(first.tainted_at)
     ));
+}
+
+/// The tag-only refs whose tags have digests recorded since they were tainted that the trace
+/// did not reach.
+fn tag_only_misses<'t>(
+    store: &mut Store,
+    trace: &'t graph::Trace,
+) -> Result<Vec<graph::TagOnlyRef<'t>>, crate::store::StoreError> {
+    let refs = trace.tag_only_refs();
+    if refs.is_empty() {
+        return Ok(refs);
+    }
+    let reached = trace.digests();
+    let mut missed = Vec::new();
+    for tag_only in refs {
+        for tag in tag_only.tags {
+            let since =
+                store.artifacts_by_tag(tag_only.locator, tag, Some(tag_only.tainted_at), None)?;
+            if since
+                .iter()
+                .any(|a| !a.digest.is_empty() && !reached.contains(a.digest.as_str()))
+            {
+                missed.push(tag_only);
+                break;
+            }
+        }
+    }
+    Ok(missed)
 }
 
 /// A spinner on stderr while the trace runs (a fleet-wide trace takes seconds), when progress

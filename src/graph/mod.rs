@@ -13,7 +13,8 @@ mod taint;
 pub(crate) mod tests;
 
 pub use result::{
-    Entity, Evidence, Hop, Kind, Label, Node, ResolveError, SeedMark, Tainted, Trace, Via,
+    Entity, Evidence, Hop, Kind, Label, Node, ResolveError, SeedMark, TagOnlyRef, Tainted, Trace,
+    Via,
 };
 pub use seeds::Seeds;
 pub use source::Source;

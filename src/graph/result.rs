@@ -301,6 +301,15 @@ pub struct Trace {
     pub(crate) ignore_time: bool,
 }
 
+/// A tainted registry ref known by tag only.
+#[derive(Debug, Clone, Copy)]
+pub struct TagOnlyRef<'t> {
+    pub name: &'t str,
+    pub locator: &'t str,
+    pub tags: &'t [CompactString],
+    pub tainted_at: Micros,
+}
+
 /// Where an explanation stands: at a mount or builder it also matters which tainted write
 /// (or the seed) it came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -373,24 +382,45 @@ impl Trace {
         Kind::ALL.into_iter().zip(groups).collect()
     }
 
-    /// The tainted registry refs known by tag only, by name, with when each became tainted;
-    /// seeds are left out (a tag seed already stands for every digest recorded for it). Runs
-    /// that read one by digest cannot be matched to it, so the blast radius may go on past it.
-    pub fn tag_only_refs(&self) -> Vec<(&str, Micros)> {
-        let mut refs: Vec<(&str, Micros)> = self
+    /// The tainted registry refs known by tag only, by name; seeds are left out (a tag seed
+    /// already stands for every digest recorded for it). A run that read one of the tag's
+    /// digests cannot be matched to such a ref.
+    pub fn tag_only_refs(&self) -> Vec<TagOnlyRef<'_>> {
+        let mut refs: Vec<TagOnlyRef<'_>> = self
             .graph
             .node_weights()
             .filter(|n| n.seed.is_none())
-            .filter(|n| match &n.entity {
-                Entity::Artifact { info, .. } => {
-                    info.backend == Backend::Registry && info.digest.is_empty()
+            .filter_map(|n| match (&n.entity, n.label) {
+                (Entity::Artifact { info, .. }, Some(label))
+                    if info.backend == Backend::Registry && info.digest.is_empty() =>
+                {
+                    Some(TagOnlyRef {
+                        name: &n.name,
+                        locator: &info.locator,
+                        tags: &info.tags,
+                        tainted_at: label.tainted_at,
+                    })
                 }
-                _ => false,
+                _ => None,
             })
-            .filter_map(|n| Some((n.name.as_str(), n.label?.tainted_at)))
             .collect();
-        refs.sort_unstable();
+        refs.sort_unstable_by_key(|r| r.name);
         refs
+    }
+
+    /// The digests of the tainted cache refs and images, and of seeded digests.
+    pub fn digests(&self) -> std::collections::HashSet<&str> {
+        self.graph
+            .node_weights()
+            .filter(|n| n.label.is_some() || n.seed.is_some())
+            .filter_map(|n| match &n.entity {
+                Entity::Artifact { info, .. } if !info.digest.is_empty() => {
+                    Some(info.digest.as_str())
+                }
+                Entity::Digest(d) => Some(d.as_str()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Whether nothing at all is tainted.

@@ -338,21 +338,32 @@ fn trace_verbose_reports_its_phases() {
     assert!(!line.contains("loaded"), "{line}");
 }
 
-/// A tainted cache ref known by tag only cannot be matched to the runs that imported its
-/// digest: the trace says so on stderr and names the seed that follows the tag. A trace seeded
-/// with that tag says nothing more.
+/// A tainted cache ref known by tag only cannot be matched to the runs that imported one of
+/// its tag's digests: the trace says so on stderr, with the seed that follows the tag. A
+/// tag-only ref whose tag has no digest outside the blast radius goes unmentioned, and so does
+/// everything in a trace seeded with the tag.
 #[test]
 fn trace_warns_of_tainted_refs_known_by_tag_only() {
     let env = Env::new();
     let digest = format!("sha256:{}", "a".repeat(64));
-    let lines = format!(
-        "{}\n{}\n",
-        r#"{"v":1,"type":"run","pipeline":"a","run":"1","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","status":"succeeded","exported":["reg.example/app:cache"]}"#,
-        format_args!(
-            r#"{{"v":1,"type":"run","pipeline":"b","run":"1","step":"s","started_at":"2026-01-01T00:02:00Z","finished_at":"2026-01-01T00:03:00Z","status":"succeeded","imported":["reg.example/app:cache@{digest}"]}}"#
+    let run = |pipeline: &str, run: &str, minute: u32, field: &str, reference: &str| {
+        format!(
+            r#"{{"v":1,"type":"run","pipeline":"{pipeline}","run":"{run}","step":"s","started_at":"2026-01-01T00:{minute:02}:00Z","finished_at":"2026-01-01T00:{minute:02}:30Z","status":"succeeded","{field}":["{reference}"]}}"#
+        )
+    };
+    let lines = [
+        run("a", "1", 0, "exported", "reg.example/app:cache"),
+        run("a", "2", 1, "produced", "reg.example/other:1"),
+        run(
+            "b",
+            "1",
+            2,
+            "imported",
+            &format!("reg.example/app:cache@{digest}"),
         ),
-    );
-    let file = env.write("history.jsonl", &lines);
+    ]
+    .join("\n");
+    let file = env.write("history.jsonl", &format!("{lines}\n"));
     ok(env.cmd().arg("import").arg(&file));
 
     let out = env
@@ -362,14 +373,13 @@ fn trace_warns_of_tainted_refs_known_by_tag_only() {
         .unwrap();
     assert!(out.status.success());
     let trace: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(trace["runs"].as_array().unwrap().len(), 1, "{trace}");
+    assert_eq!(trace["runs"].as_array().unwrap().len(), 2, "{trace}");
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(
         stderr.trim_end(),
-        "warning: 1 tainted registry ref is recorded by tag only (`reg.example/app:cache`): \
-         runs that imported it by digest are not reached; `trace --cache-ref \
-         reg.example/app:cache --since 2026-01-01T00:00:00Z` follows the digests recorded for \
-         the tag from then on"
+        "warning: 1 tainted registry ref is recorded by tag only (`reg.example/app:cache`), and \
+         digests recorded for its tag since then are outside the blast radius: `trace \
+         --cache-ref reg.example/app:cache --since 2026-01-01T00:00:00Z` follows them"
     );
 
     let out = env
@@ -400,7 +410,28 @@ fn trace_warns_of_tainted_refs_known_by_tag_only() {
         .collect();
     assert_eq!(runs, ["b"], "{trace}");
 
-    // Opening an incident on the pipeline says it too, before the plan is shown.
+    // Once the tag's digest is in the blast radius, nothing is left to warn of.
+    let out = env
+        .cmd()
+        .args([
+            "trace",
+            "--pipeline",
+            "a",
+            "--cache-ref",
+            &format!("reg.example/app@{digest}"),
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Opening an incident on the pipeline warns too.
     let out = env
         .cmd()
         .args(["incident", "open", "--pipeline", "a"])
