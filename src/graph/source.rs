@@ -148,6 +148,16 @@ pub trait Source {
     /// Every artifact with this digest, and the runs that imported one or used one as a base
     /// (two queries in the store).
     fn digest(&mut self, digest: &str) -> Result<DigestUses, Self::Error>;
+    /// [`Self::digest`] for `artifact`'s own digest, which a source may answer from the
+    /// artifact alone.
+    fn artifact_digest(
+        &mut self,
+        artifact: ArtifactId,
+        digest: &str,
+    ) -> Result<DigestUses, Self::Error> {
+        let _ = artifact;
+        self.digest(digest)
+    }
     /// Runs that imported this artifact (for artifacts without a digest).
     fn artifact_readers(
         &mut self,

@@ -437,7 +437,7 @@ impl<'s, S: Source> Tracer<'s, S> {
     /// any), or, when the store holds none, a bare digest node that reaches nothing.
     fn seed_digest(&mut self, seed: &DigestSeed, kind: Kind) -> Result<(), S::Error> {
         let digest = seed.digest.as_str();
-        let loaded = self.load_digest(digest)?;
+        let loaded = self.load_digest(None, digest)?;
         let mut artifacts = Vec::new();
         for id in self.digests[loaded].artifacts.clone() {
             artifacts.push(self.source.artifact(id)?);
@@ -627,7 +627,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             Some(&loaded) => loaded as usize,
             None => {
                 let digest = info.digest.clone();
-                let loaded = self.load_digest(&digest)?;
+                let loaded = self.load_digest(Some(id), &digest)?;
                 self.digest_of.insert(id, state_slot(loaded));
                 loaded
             }
@@ -649,8 +649,15 @@ impl<'s, S: Source> Tracer<'s, S> {
     /// Loads every artifact with the digest and every run that read one; returns the digest's
     /// place in `digests`. A digest is kept once: its artifacts are looked up by id after
     /// the first load (only a seeded digest is asked for again by its value).
-    fn load_digest(&mut self, digest: &str) -> Result<usize, S::Error> {
-        let (mut artifacts, readers) = self.source.digest(digest)?;
+    fn load_digest(
+        &mut self,
+        artifact: Option<ArtifactId>,
+        digest: &str,
+    ) -> Result<usize, S::Error> {
+        let (mut artifacts, readers) = match artifact {
+            Some(artifact) => self.source.artifact_digest(artifact, digest)?,
+            None => self.source.digest(digest)?,
+        };
         if let Some(&loaded) = artifacts.first().and_then(|&a| self.digest_of.get(a)) {
             return Ok(loaded as usize);
         }

@@ -829,11 +829,27 @@ struct DigestIndex {
     pairs: Vec<(u64, u32)>,
     shift: u32,
     starts: Vec<u32>,
+    /// By artifact id, one bit each: no other artifact's digest has the same hash, so no
+    /// other artifact has the same digest.
+    alone: Vec<u64>,
 }
 
 impl DigestIndex {
     fn new(mut pairs: Vec<(u64, u32)>) -> Self {
         pairs.sort_unstable();
+        let ids = pairs
+            .iter()
+            .map(|&(_, id)| id as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let mut alone = vec![0u64; ids.div_ceil(64)];
+        for (i, &(hash, id)) in pairs.iter().enumerate() {
+            let shared = (i > 0 && pairs[i - 1].0 == hash)
+                || pairs.get(i + 1).is_some_and(|next| next.0 == hash);
+            if !shared {
+                alone[id as usize / 64] |= 1 << (id % 64);
+            }
+        }
         let bits = (usize::BITS - pairs.len().leading_zeros()).clamp(1, 32);
         let shift = u64::BITS - bits;
         let mut starts = Vec::with_capacity((1 << bits) + 1);
@@ -849,7 +865,17 @@ impl DigestIndex {
             pairs,
             shift,
             starts,
+            alone,
         }
+    }
+
+    /// Whether the artifact has a digest no other artifact has.
+    fn is_alone(&self, artifact: ArtifactId) -> bool {
+        usize::try_from(artifact).is_ok_and(|id| {
+            self.alone
+                .get(id / 64)
+                .is_some_and(|word| word >> (id % 64) & 1 == 1)
+        })
     }
 
     /// The artifacts whose digest has this hash.
@@ -987,6 +1013,19 @@ impl Index {
             .collect()
     }
 
+    /// The artifacts with a digest, and the runs that read one.
+    fn digest_uses(&self, ids: Vec<ArtifactId>) -> DigestUses {
+        let readers = ids
+            .iter()
+            .flat_map(|&artifact| {
+                self.artifact_readers(artifact)
+                    .into_iter()
+                    .map(move |(run, read, at)| (run, read, artifact, at))
+            })
+            .collect();
+        (ids, readers)
+    }
+
     fn artifact_readers(&self, artifact: ArtifactId) -> Vec<(RunRef, ArtifactRead, Micros)> {
         self.events
             .artifact_reads
@@ -1096,16 +1135,23 @@ impl Source for TraceSource<'_> {
             return self.store.digest(digest);
         };
         let ids = index.digest_artifacts(digest);
-        let readers = ids
-            .iter()
-            .flat_map(|&artifact| {
-                index
-                    .artifact_readers(artifact)
-                    .into_iter()
-                    .map(move |(run, read, at)| (run, read, artifact, at))
-            })
-            .collect();
-        Ok((ids, readers))
+        Ok(index.digest_uses(ids))
+    }
+
+    fn artifact_digest(
+        &mut self,
+        artifact: ArtifactId,
+        digest: &str,
+    ) -> Result<DigestUses, StoreError> {
+        let Some(index) = self.index_for(2)? else {
+            return self.store.digest(digest);
+        };
+        let ids = if index.artifacts.by_digest.is_alone(artifact) {
+            vec![artifact]
+        } else {
+            index.digest_artifacts(digest)
+        };
+        Ok(index.digest_uses(ids))
     }
 
     fn artifact_readers(
@@ -1902,7 +1948,8 @@ mod tests {
 
     proptest! {
         /// The digest index finds exactly the artifacts with a hash, at either end of the
-        /// hash range, for any number of artifacts.
+        /// hash range, for any number of artifacts (with gaps between their ids), and knows
+        /// which artifacts share their hash with none.
         #[test]
         fn the_digest_index_finds_every_artifact_with_a_hash(
             hashes in proptest::collection::vec(
@@ -1911,7 +1958,8 @@ mod tests {
             ),
             probe in any::<u64>(),
         ) {
-            let pairs: Vec<(u64, u32)> = hashes.iter().zip(0u32..).map(|(&h, id)| (h, id)).collect();
+            let pairs: Vec<(u64, u32)> =
+                hashes.iter().zip((0u32..).step_by(3)).map(|(&h, id)| (h, id)).collect();
             let index = DigestIndex::new(pairs.clone());
             for hash in hashes.iter().copied().chain([probe, 0, u64::MAX, 7]) {
                 let mut found: Vec<u32> = index.candidates(hash).collect();
@@ -1919,6 +1967,12 @@ mod tests {
                 let expected: Vec<u32> =
                     pairs.iter().filter(|p| p.0 == hash).map(|p| p.1).collect();
                 prop_assert_eq!(found, expected);
+            }
+            for id in -1..hashes.len() as i64 * 3 + 70 {
+                let alone = pairs.iter().find(|p| i64::from(p.1) == id).is_some_and(|p| {
+                    pairs.iter().filter(|q| q.0 == p.0).count() == 1
+                });
+                prop_assert_eq!(index.is_alone(id), alone, "artifact {}", id);
             }
         }
     }
