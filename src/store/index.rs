@@ -515,8 +515,8 @@ struct Tables {
     /// When each artifact was first seen: the one artifact column updated in place.
     artifact_first_seen: Vec<Micros>,
     tag_text: Text,
-    tags: Vec<Span>,
-    artifact_tags: Groups<u32>,
+    /// Each artifact's tags, as spans of `tag_text`.
+    artifact_tags: Groups<Span>,
     mounts: Vec<Option<MountInfo>>,
     mount_purges: HashMap<i64, Vec<Micros>>,
     builder_purges: HashMap<i64, Vec<Micros>>,
@@ -595,7 +595,7 @@ impl Tables {
             tag_owner.push(slot(row.get(0)?).filter(|&a| a < artifact_slots));
             tags.push(some_or_skip!(tag_text.push(row.get_ref(1)?.as_str()?)));
         }
-        let artifact_tags = Groups::build(tag_owner.iter().copied(), |t| t as u32, artifact_slots);
+        let artifact_tags = Groups::build(tag_owner.iter().copied(), |t| tags[t], artifact_slots);
 
         let mut mounts = vec![None; mount_slots];
         let mut stmt = conn.prepare(
@@ -664,7 +664,6 @@ impl Tables {
             run_text,
             artifact_first_seen,
             tag_text,
-            tags,
             artifact_tags,
             mounts,
             mount_purges,
@@ -985,12 +984,7 @@ impl Index {
                 .artifact_tags
                 .get(id)
                 .iter()
-                .map(|&t| {
-                    self.tables
-                        .tag_text
-                        .get(self.tables.tags[t as usize])
-                        .into()
-                })
+                .map(|&t| self.tables.tag_text.get(t).into())
                 .collect(),
             first_seen: self.tables.artifact_first_seen[id as usize],
         })
