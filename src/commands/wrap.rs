@@ -18,6 +18,7 @@ use crate::commands::record::{
 };
 use crate::config::Config;
 use crate::error::{InputError, RefusedError, RemoteError};
+use crate::ingest::builder::DEFAULT_BUILDX_BUILDER;
 use crate::ingest::command::{self, BuildCommand, Wrapped};
 use crate::ingest::{builder as builder_name, cache_flag, ci, metadata};
 use crate::model::{
@@ -300,8 +301,13 @@ fn merged_args(record: &RecordArgs, build: &BuildCommand) -> RecordArgs {
     if args.target.is_none() {
         args.target = build.target.clone();
     }
+    // buildx's `default` builder is the docker driver of the current context: the engine
+    // the builder is derived from anyway.
     if args.builder.is_none()
-        && let Some(name) = &build.builder
+        && let Some(name) = build
+            .builder
+            .as_ref()
+            .filter(|name| *name != DEFAULT_BUILDX_BUILDER)
     {
         args.builder = Some(format!("buildx:{name}@{}", builder_name::hostname()));
         args.driver = args.driver.or(Some(Driver::DockerContainer));

@@ -6,13 +6,16 @@
 //!
 //! | source | name |
 //! | --- | --- |
-//! | `BUILDX_BUILDER=NAME` | `buildx:NAME@HOSTNAME` (driver `docker-container`) |
+//! | `BUILDX_BUILDER=NAME` | `buildx:NAME@HOSTNAME` (driver `docker-container`); `default` is the engine below |
 //! | `DOCKER_HOST=unix:///path` | `docker@HOSTNAME:/path` |
 //! | `DOCKER_HOST=tcp://host:port` (or `ssh://`) | `docker@host:port` |
 //! | `DOCKER_CONTEXT=NAME` (or `currentContext` in the docker config) | `context:NAME@HOSTNAME` |
 //! | nothing set | `docker@HOSTNAME:/var/run/docker.sock` |
 
 use crate::model::{BuilderInfo, Driver};
+
+/// buildx's builder on the docker driver of the current context: the Docker Engine itself.
+pub const DEFAULT_BUILDX_BUILDER: &str = "default";
 
 /// The default Docker Engine socket.
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
@@ -38,7 +41,7 @@ pub fn derive(
             endpoint,
         };
     }
-    if let Some(buildx) = var("BUILDX_BUILDER") {
+    if let Some(buildx) = var("BUILDX_BUILDER").filter(|b| b != DEFAULT_BUILDX_BUILDER) {
         return BuilderInfo {
             name: format!("buildx:{buildx}@{hostname}"),
             driver: Some(Driver::DockerContainer),
@@ -134,6 +137,14 @@ mod tests {
         assert_eq!(derive(None, &vars, "h", None).name, "docker@10.0.0.5:2376");
         let vars = env(&[("BUILDX_BUILDER", "fleet")]);
         assert_eq!(derive(None, &vars, "h", None).name, "buildx:fleet@h");
+        // buildx's `default` builder is the engine the client talks to.
+        let vars = env(&[
+            ("BUILDX_BUILDER", "default"),
+            ("DOCKER_HOST", "tcp://10.0.0.5:2376"),
+        ]);
+        let default = derive(None, &vars, "h", None);
+        assert_eq!(default.name, "docker@10.0.0.5:2376");
+        assert_eq!(default.driver, Some(Driver::Docker));
         assert_eq!(
             derive(None, &env(&[]), "h", Some("remote")).name,
             "context:remote@h"

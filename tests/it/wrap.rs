@@ -377,6 +377,60 @@ fn wrap_records_a_buildx_push_with_inline_cache() {
     assert_eq!(reached["via"]["kind"], "imported-digest", "{reached}");
 }
 
+/// buildx's `default` builder is the docker driver of the current context: a build on it,
+/// named by `--builder default` or by `BUILDX_BUILDER=default`, runs on the same builder as a
+/// plain `docker build`, and its records are captured.
+#[test]
+fn the_default_buildx_builder_is_the_docker_engine() {
+    if !harness::require_buildx() {
+        return;
+    }
+    let dockerd = Dockerd::start();
+    let env = Env::new();
+    dockerd.import_busybox("base:1");
+    let ctx = env.write("c/Dockerfile", "FROM base:1\nRUN echo default > /default\n");
+    let ctx = ctx.parent().unwrap().to_str().unwrap().to_owned();
+    let builds: [(&str, &[&str], Option<&str>); 3] = [
+        ("plain", &["build", "--network=none"], None),
+        (
+            "flag",
+            &[
+                "buildx",
+                "build",
+                "--builder",
+                "default",
+                "--network=none",
+                "--load",
+            ],
+            None,
+        ),
+        (
+            "env",
+            &["buildx", "build", "--network=none", "--load"],
+            Some("default"),
+        ),
+    ];
+    for (run, args, buildx_builder) in builds {
+        let mut args = args.to_vec();
+        args.push(&ctx);
+        let mut cmd = wrap(&env, &dockerd, "p", run, &args);
+        if let Some(name) = buildx_builder {
+            cmd.env("BUILDX_BUILDER", name);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("warning:"), "{run}: {stderr}");
+    }
+    let export = ok(env.cmd().arg("export"));
+    let plain = run_line(&export, "p", "plain");
+    for run in ["flag", "env"] {
+        let line = run_line(&export, "p", run);
+        assert_eq!(line["builder"], plain["builder"], "{line}");
+        assert!(line["records"].is_object(), "{line}");
+    }
+}
+
 /// A `--cache-to type=registry` export is pinned after the build: to the metadata file's
 /// `cache.manifest` when buildx wrote one, even when the tag has moved since, else to what the
 /// tag points at right after the build.
