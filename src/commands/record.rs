@@ -451,21 +451,15 @@ pub fn parse_build_args(values: &[String]) -> Result<BTreeMap<String, String>, P
 
 /// Resolves every registry artifact given by tag to the digest its tag points at now.
 pub async fn resolve_tags(record: &mut RunRecord, config: &Config, printer: Printer) -> Result<()> {
-    let mut hosts: Vec<String> = Vec::new();
-    for a in record
-        .imported
-        .iter()
-        .chain(&record.exported)
-        .chain(&record.produced)
-        .chain(&record.base_images)
-    {
-        if a.backend == Backend::Registry && a.digest.is_none() {
-            let host = a.locator.split('/').next().unwrap_or_default().to_owned();
-            if !hosts.contains(&host) {
-                hosts.push(host);
-            }
-        }
-    }
+    let hosts = registry_hosts(
+        record
+            .imported
+            .iter()
+            .chain(&record.exported)
+            .chain(&record.produced)
+            .chain(&record.base_images)
+            .filter(|a| a.digest.is_none()),
+    );
     if hosts.is_empty() {
         return Ok(());
     }
@@ -490,6 +484,17 @@ pub async fn resolve_tags(record: &mut RunRecord, config: &Config, printer: Prin
         }
     }
     Ok(())
+}
+
+/// The registry hosts of the registry artifacts among these, each once.
+pub fn registry_hosts<'a>(artifacts: impl Iterator<Item = &'a Artifact>) -> Vec<String> {
+    let mut hosts: Vec<String> = artifacts
+        .filter(|a| a.backend == Backend::Registry)
+        .filter_map(|a| a.locator.split('/').next().map(str::to_owned))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
 }
 
 /// The registry reference of a registry artifact.

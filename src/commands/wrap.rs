@@ -15,6 +15,7 @@ use crate::cli::{RecordArgs, WrapArgs};
 use crate::commands::open_store;
 use crate::commands::record::{
     apply_metadata, artifact_of_spec, build_record, carries_inline_cache, reference_of,
+    registry_hosts,
 };
 use crate::config::Config;
 use crate::error::{InputError, RefusedError, RemoteError};
@@ -357,15 +358,7 @@ async fn pin_inputs(
         .as_ref()
         .map(|b| b.name.clone())
         .unwrap_or_default();
-    let mut hosts: Vec<String> = record
-        .imported
-        .iter()
-        .chain(&record.base_images)
-        .filter(|a| a.backend == Backend::Registry)
-        .filter_map(|a| a.locator.split('/').next().map(str::to_owned))
-        .collect();
-    hosts.sort();
-    hosts.dedup();
+    let hosts = registry_hosts(record.imported.iter().chain(&record.base_images));
     // One client for every registry the build reads from.
     let resolver = Resolver::new(config, &hosts);
     let mut local_imports = Vec::new();
@@ -543,17 +536,15 @@ async fn resolve_cache_exports(
             _ => None,
         })
         .collect();
-    let mut hosts: Vec<String> = record
-        .exported
-        .iter()
-        .filter(|a| a.digest.is_none() && refs.contains(a))
-        .filter_map(|a| a.locator.split('/').next().map(str::to_owned))
-        .collect();
+    let hosts = registry_hosts(
+        record
+            .exported
+            .iter()
+            .filter(|a| a.digest.is_none() && refs.contains(a)),
+    );
     if hosts.is_empty() {
         return;
     }
-    hosts.sort();
-    hosts.dedup();
     let resolver = Resolver::new(config, &hosts);
     for export in &mut record.exported {
         if export.digest.is_some() || !refs.contains(export) {
