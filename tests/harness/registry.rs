@@ -158,6 +158,19 @@ impl Registry {
         tags
     }
 
+    /// The digest the registry serves a Docker image manifest under, by tag or digest.
+    pub fn manifest_digest(&self, repository: &str, reference: &str) -> String {
+        self.request(
+            Request::new("HEAD", &format!("/v2/{repository}/manifests/{reference}")).header(
+                "Accept",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            ),
+        )
+        .header("Docker-Content-Digest")
+        .unwrap_or_else(|| panic!("no manifest {repository}:{reference}"))
+        .to_owned()
+    }
+
     /// Stops the registry; its port and storage are kept for [`Registry::restart`].
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

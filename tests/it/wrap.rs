@@ -113,16 +113,7 @@ fn wrap_records_builds_pushes_and_failures() {
         "push output is passed through"
     );
 
-    let pushed = registry
-        .request(
-            crate::harness::http::Request::new("HEAD", "/v2/app/manifests/cache").header(
-                "Accept",
-                "application/vnd.docker.distribution.manifest.v2+json",
-            ),
-        )
-        .header("Docker-Content-Digest")
-        .unwrap()
-        .to_owned();
+    let pushed = registry.manifest_digest("app", "cache");
     let base_digest = dockerd.run([
         "image",
         "inspect",
@@ -275,16 +266,7 @@ fn wrap_records_a_buildx_push_with_inline_cache() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("warning:"), "{stderr}");
-    let pushed = registry
-        .request(
-            crate::harness::http::Request::new("HEAD", "/v2/app/manifests/bx").header(
-                "Accept",
-                "application/vnd.docker.distribution.manifest.v2+json",
-            ),
-        )
-        .header("Docker-Content-Digest")
-        .unwrap()
-        .to_owned();
+    let pushed = registry.manifest_digest("app", "bx");
     let pinned = serde_json::json!(format!("{image}@{pushed}"));
 
     let export = ok(env.cmd().arg("export"));
@@ -326,7 +308,7 @@ fn wrap_records_a_buildx_push_with_inline_cache() {
 
     // Another pipeline imports the cache by tag with buildx: the import is pinned to the
     // pushed digest, and a trace from the pushing pipeline reaches it through that digest.
-    let out = wrap(
+    ok(&mut wrap(
         &env,
         &dockerd,
         "victim",
@@ -342,14 +324,7 @@ fn wrap_records_a_buildx_push_with_inline_cache() {
             "--load",
             &ctx,
         ],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     let export = ok(env.cmd().arg("export"));
     let victim = run_line(&export, "victim", "1");
     assert!(
@@ -487,18 +462,7 @@ fi
         ),
     );
     std::fs::set_permissions(&client, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let head = || {
-        registry
-            .request(
-                crate::harness::http::Request::new("HEAD", "/v2/app/manifests/cache").header(
-                    "Accept",
-                    "application/vnd.docker.distribution.manifest.v2+json",
-                ),
-            )
-            .header("Docker-Content-Digest")
-            .unwrap()
-            .to_owned()
-    };
+    let head = || registry.manifest_digest("app", "cache");
     let build = |run: &str, mode: &str| {
         let cache_to = format!("type=registry,ref={cache}");
         let out = wrap_client(
@@ -568,7 +532,7 @@ fn a_listing_after_an_unwrapped_build_is_not_a_reuse() {
         )
     };
     let first = env.write("first/Dockerfile", &mounting("first"));
-    let out = wrap(
+    ok(&mut wrap(
         &env,
         &dockerd,
         "writer",
@@ -578,14 +542,7 @@ fn a_listing_after_an_unwrapped_build_is_not_a_reuse() {
             "--network=none",
             first.parent().unwrap().to_str().unwrap(),
         ],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     let export = ok(env.cmd().arg("export"));
     let created = run_line(&export, "writer", "1")["records"]["created"].clone();
     let mount_record = created
@@ -601,7 +558,7 @@ fn a_listing_after_an_unwrapped_build_is_not_a_reuse() {
     dockerd.build(unwrapped.parent().unwrap(), "unwrapped:1", &[]);
 
     let plain = env.write("plain/Dockerfile", "FROM base:1\nRUN echo plain > /plain\n");
-    let out = wrap(
+    ok(&mut wrap(
         &env,
         &dockerd,
         "plain",
@@ -611,14 +568,7 @@ fn a_listing_after_an_unwrapped_build_is_not_a_reuse() {
             "--network=none",
             plain.parent().unwrap().to_str().unwrap(),
         ],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     let export = ok(env.cmd().arg("export"));
     let plain = run_line(&export, "plain", "1");
     let reused = plain["records"]["reused"].as_array().unwrap();
@@ -791,19 +741,7 @@ fn a_cache_tag_moved_during_the_build_is_warned_about() {
     );
     dockerd.run(["push", &cache]);
     dockerd.build(other.parent().unwrap(), "other:1", &[]);
-    let head = |tag: &str| {
-        registry
-            .request(
-                crate::harness::http::Request::new("HEAD", &format!("/v2/app/manifests/{tag}"))
-                    .header(
-                        "Accept",
-                        "application/vnd.docker.distribution.manifest.v2+json",
-                    ),
-            )
-            .header("Docker-Content-Digest")
-            .unwrap()
-            .to_owned()
-    };
+    let head = |tag: &str| registry.manifest_digest("app", tag);
     let before = head("cache");
 
     // The client the job runs: the real one, and right after the build someone else pushes
