@@ -3,6 +3,7 @@
 //! The binary is a thin shell around [`run`]; everything else lives in the library so the
 //! integration tests and benchmarks drive the same code.
 
+pub mod actor;
 pub mod audit;
 pub mod cli;
 pub mod commands;

@@ -60,13 +60,6 @@ pub async fn incident(
     }
 }
 
-fn who() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".to_owned());
-    format!("{user}@{}", crate::ingest::builder::hostname())
-}
-
 /// Traces the stored seeds and plans the purge.
 fn trace_and_plan(
     store: &mut Store,
@@ -159,7 +152,7 @@ fn open(
         });
     let id = store.create_incident(
         &title,
-        &who(),
+        &crate::actor::actor(),
         &serde_json::to_string(&opened)?,
         std::str::from_utf8(&trace_json)?,
         &actions,
@@ -589,7 +582,7 @@ async fn verify_incident(
         }
     }
     let result = serde_json::to_string(&lines)?;
-    store.record_verification(id, &who(), clean, &result)?;
+    store.record_verification(id, &crate::actor::actor(), clean, &result)?;
     Ok((clean, lines))
 }
 
@@ -651,11 +644,11 @@ async fn close(
         ))
         .into());
     }
-    store.close_incident(args.id, &who())?;
+    store.close_incident(args.id, &crate::actor::actor())?;
     printer.status(format!(
         "incident {} closed by {} (verification {}); containment lifted",
         args.id,
-        who(),
+        crate::actor::actor(),
         if clean { "clean" } else { "NOT clean, forced" }
     ));
     Ok(ExitStatus::Success)

@@ -191,7 +191,7 @@ async fn run(
     });
     let id = store.create_sweep(
         &format!("sweep by policy `{}`", args.policy.display()),
-        &who(),
+        &crate::actor::actor(),
         &seeds.to_string(),
         EMPTY_TRACE,
         &planned.actions,
@@ -266,13 +266,6 @@ fn numbered<'a>(
         .iter()
         .enumerate()
         .map(move |(i, a)| (i as i64 + 1, a, state))
-}
-
-fn who() -> String {
-    let user = std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".to_owned());
-    format!("{user}@{}", crate::ingest::builder::hostname())
 }
 
 fn rules_text(rules: &[serde_json::Value]) -> String {

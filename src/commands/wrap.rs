@@ -195,7 +195,7 @@ async fn wrap_build(
             .into());
         }
         if let Some(record) = planned.as_ref() {
-            let by = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
+            let by = crate::actor::actor();
             if let Ok(mut store) = open_store(db) {
                 for hit in &hits {
                     if let Err(err) =
