@@ -257,9 +257,13 @@ pub enum IncidentCommand {
     Open(IncidentOpenArgs),
     /// Check the plan (dry run), or carry it out with `--execute`.
     Purge(IncidentPurgeArgs),
-    /// Check that every purged target is gone and the re-run trace finds nothing new.
+    /// Check that every tainted target is gone or accepted, whatever became of its action,
+    /// and that the re-run trace finds nothing new. Exits 1 until then.
     Verify(IncidentVerifyArgs),
-    /// Close an incident after a clean verification; lifts containment.
+    /// Leave targets in place on purpose: records who, when and why, so verification passes
+    /// with them listed as accepted.
+    Accept(IncidentAcceptArgs),
+    /// Close an incident once every target is gone or accepted; lifts containment.
     Close(IncidentCloseArgs),
     /// List incidents.
     List(IncidentListArgs),
@@ -335,9 +339,21 @@ pub struct IncidentVerifyArgs {
 pub struct IncidentCloseArgs {
     /// The incident id.
     pub id: i64,
-    /// Close even though the verification is not clean (recorded).
+    /// Close even though targets are neither gone nor accepted (recorded as not clean).
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IncidentAcceptArgs {
+    /// The incident id.
+    pub id: i64,
+    /// The actions whose targets stay in place (their `#` in `incident show`).
+    #[arg(required = true, value_name = "SEQ")]
+    pub seqs: Vec<i64>,
+    /// Why they stay: kept in the report with who accepted them and when.
+    #[arg(long, value_name = "TEXT", required = true)]
+    pub reason: String,
 }
 
 #[derive(Debug, Args)]

@@ -63,6 +63,8 @@ struct EvidenceManifest<'a> {
 #[derive(Debug, Default)]
 pub struct Collected {
     pub unavailable: Vec<String>,
+    /// Per action seq, why its evidence could not be saved.
+    pub gaps: Vec<(i64, String)>,
     /// For the store: the execution then need not ask the registry what each manifest is.
     pub facts: Vec<ManifestFacts>,
 }
@@ -71,6 +73,7 @@ pub struct Collected {
 pub async fn collect(rows: &[ActionRow], opts: &Collect<'_>) -> Result<Collected, std::io::Error> {
     std::fs::create_dir_all(opts.dir)?;
     let mut unavailable = Vec::new();
+    let mut gaps = Vec::new();
     let mut learned = Vec::new();
     let mut registries: BTreeMap<String, RegistryClient> = BTreeMap::new();
     for row in rows
@@ -144,11 +147,13 @@ pub async fn collect(rows: &[ActionRow], opts: &Collect<'_>) -> Result<Collected
                 row.seq,
                 row.action.kind.as_str()
             ));
+            gaps.push((row.seq, err.to_string()));
         }
     }
     write_manifest(opts.dir, opts.incident, &unavailable)?;
     Ok(Collected {
         unavailable,
+        gaps,
         facts: learned,
     })
 }

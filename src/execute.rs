@@ -35,6 +35,10 @@ pub struct Summary {
     pub skipped: usize,
     /// Already done before this run (a rerun skips them).
     pub already_done: usize,
+    /// Not run because the scope in force now does not allow them; they stay pending.
+    pub out_of_scope: usize,
+    /// Of the failed, those whose registry or builder could not be reached.
+    pub unreachable: usize,
 }
 
 /// The clients an execution shares between actions: one per registry and per builder.
@@ -141,6 +145,8 @@ pub async fn execute(
         match row.state.as_str() {
             "done" => summary.already_done += 1,
             "skipped" => summary.skipped += 1,
+            // The scope is the config's now, not the one the plan was made under.
+            _ if !row.action.target.in_scope(&config.scope) => summary.out_of_scope += 1,
             // Failed actions are tried again; running ones were interrupted mid-flight.
             _ => todo.push(row),
         }
@@ -210,7 +216,10 @@ pub async fn execute(
         while let Some(joined) = tasks.join_next().await {
             match joined.expect("action task panicked")? {
                 Finished::Done(_) => summary.done += 1,
-                Finished::Failed(_) => summary.failed += 1,
+                Finished::Failed(error) => {
+                    summary.failed += 1;
+                    summary.unreachable += usize::from(is_unreachable(&error));
+                }
                 Finished::Skipped(_) => summary.skipped += 1,
             }
         }
@@ -251,7 +260,7 @@ impl Breaker {
 }
 
 /// Whether an action failed because its place could not be reached at all.
-fn is_unreachable(error: &str) -> bool {
+pub(crate) fn is_unreachable(error: &str) -> bool {
     [
         "cannot connect",
         "connection refused",
@@ -259,6 +268,8 @@ fn is_unreachable(error: &str) -> bool {
         "cannot reach",
         "timed out",
         "Connect",
+        // The breaker's own refusal: the place failed to answer just before.
+        "not attempted:",
     ]
     .iter()
     .any(|needle| error.contains(needle))

@@ -21,6 +21,7 @@ pub mod report;
 pub mod store;
 pub mod sweep;
 pub mod time;
+pub mod verify;
 pub mod wire;
 
 pub use error::ExitStatus;

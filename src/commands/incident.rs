@@ -19,7 +19,7 @@ use crate::cli::{
 use crate::commands::trace::run_trace;
 use crate::commands::{open_existing_store, write_stdout};
 use crate::config::Config;
-use crate::error::{RefusedError, RemoteError};
+use crate::error::{InputError, RefusedError, RemoteError};
 use crate::execute::{
     self, Reporter, connect_builder, probe, require_endpoint, select_builder_records,
     select_mount_records,
@@ -29,7 +29,7 @@ use crate::model::{Digest, ManifestFacts};
 use crate::plan::{self, Action, ActionKind, PlanOptions, Target};
 use crate::printer::Printer;
 use crate::remote::engine::Engine;
-use crate::remote::registry::{RegistryClient, client_for};
+use crate::remote::registry::RegistryClient;
 use crate::report;
 use crate::store::{ActionRow, Store};
 use crate::time;
@@ -53,6 +53,7 @@ pub async fn incident(
         IncidentCommand::Open(args) => open(&args, db, config, printer),
         IncidentCommand::Purge(args) => purge(&args, db, config, printer).await,
         IncidentCommand::Verify(args) => verify(&args, db, config, printer).await,
+        IncidentCommand::Accept(args) => accept(&args, db, printer),
         IncidentCommand::Close(args) => close(&args, db, config, printer).await,
         IncidentCommand::List(args) => list(&args, db),
         IncidentCommand::Show(args) => show(&args, db),
@@ -137,6 +138,7 @@ fn open(
     };
     let (trace, mut actions) = trace_and_plan(&mut store, &opened, config)?;
     super::trace::warn_tag_only(&mut store, &trace, printer);
+    warn_scope(config, &actions, printer);
     if let Some(seed) = &audit_seed {
         super::audit::add_audit_delete(&mut actions, seed);
     }
@@ -215,6 +217,41 @@ pub(crate) fn tainted_digests(trace: &Trace) -> Vec<(String, String)> {
     out.into_iter().collect()
 }
 
+/// Says loudly when no config file was loaded, or when actions fall outside the scope: they
+/// will not run, and verification will not pass while their targets remain.
+fn warn_scope<'a>(
+    config: &Config,
+    actions: impl IntoIterator<Item = &'a Action> + Clone,
+    printer: Printer,
+) {
+    if config.path.is_none() {
+        printer.warn(
+            "no config file was loaded (--config, CACHEWARDEN_CONFIG, or ~/.config/cachewarden/config.toml): \
+             the scope is empty, so no action can run",
+        );
+    }
+    let acting = actions
+        .clone()
+        .into_iter()
+        .filter(|a| a.kind != ActionKind::FollowUp)
+        .count();
+    let outside = actions
+        .into_iter()
+        .filter(|a| a.kind != ActionKind::FollowUp && !a.target.in_scope(&config.scope))
+        .count();
+    if outside > 0 {
+        printer.warn(format!(
+            "{outside} of {acting} actions are outside the scope{}: they will not run, and `incident verify` \
+             will not pass while their targets remain (widen [scope], or leave them with `incident accept`)",
+            config
+                .path
+                .as_ref()
+                .map(|p| format!(" of `{}`", p.display()))
+                .unwrap_or_default()
+        ));
+    }
+}
+
 /// Shows the plan on a terminal and asks before acting on `count` targets; without a
 /// terminal to ask on, refuses.
 pub(crate) fn confirm(plan: &str, count: usize) -> Result<()> {
@@ -264,7 +301,7 @@ pub(crate) fn action_json(row: &ActionRow) -> serde_json::Value {
 fn plan_table(rows: &[ActionRow]) -> String {
     let mut out = String::new();
     for row in rows {
-        let scope = if row.action.in_scope {
+        let scope = if row.action.in_scope || row.action.kind == ActionKind::FollowUp {
             ""
         } else {
             "  [out of scope: will not run]"
@@ -344,11 +381,26 @@ async fn purge_locked(
             plan_table(&delta)
         ));
     }
-    let pending: Vec<&ActionRow> = rows
+    let open: Vec<&ActionRow> = rows
         .iter()
         .filter(|r| r.state != "done" && r.state != "skipped")
         .collect();
+    warn_scope(config, open.iter().map(|r| &r.action), printer);
+    note_scope_changes(&open, config, printer);
+    let (pending, outside): (Vec<&ActionRow>, Vec<&ActionRow>) = open
+        .into_iter()
+        .partition(|r| r.action.target.in_scope(&config.scope));
     if pending.is_empty() {
+        if !outside.is_empty() {
+            return Err(RefusedError(format!(
+                "incident {}: nothing was done: the {} actions left are outside the scope in force\n{}",
+                args.id,
+                outside.len(),
+                plan_table(&outside.iter().map(|r| (*r).clone()).collect::<Vec<_>>())
+                    .trim_end()
+            ))
+            .into());
+        }
         printer.status(format!("incident {}: nothing left to do", args.id));
         return Ok(ExitStatus::Success);
     }
@@ -378,12 +430,16 @@ async fn purge_locked(
             docker: &docker,
             probes: &probes,
         };
-        let collected = crate::evidence::collect(&rows, &collect)
+        let acting: Vec<ActionRow> = pending.iter().map(|r| (*r).clone()).collect();
+        let collected = crate::evidence::collect(&acting, &collect)
             .await
             .with_context(|| format!("cannot save evidence in `{}`", dir.display()))?;
         for item in &collected.unavailable {
-            printer.warn(format!("evidence not saved: {item}"));
+            printer.warn(format!(
+                "evidence not saved: {item}; the action goes ahead, and the journal and report say so"
+            ));
         }
+        store.set_evidence_gaps(args.id, &collected.gaps)?;
         store.save_manifest_facts(&collected.facts)?;
         store.set_evidence_dir(args.id, &dir.display().to_string())?;
         printer.status(format!("evidence saved in {}", dir.display()));
@@ -411,15 +467,56 @@ async fn purge_locked(
     } else {
         warn_failed(printer, &rows);
         printer.status(format!(
-            "incident {}: {} done, {} failed, {} done earlier, {} not executed (follow-ups or out of scope); report: cachewarden incident report {}",
-            args.id, summary.done, summary.failed, summary.already_done, summary.skipped, args.id
+            "incident {}: {} done, {} failed, {} done earlier, {} follow-ups not executed, {} outside the scope; report: cachewarden incident report {}",
+            args.id,
+            summary.done,
+            summary.failed,
+            summary.already_done,
+            summary.skipped,
+            summary.out_of_scope,
+            args.id
         ));
     }
-    Ok(if summary.failed > 0 {
+    if summary.out_of_scope > 0 {
+        printer.warn(format!(
+            "{} actions were not run: outside the scope in force; their targets remain",
+            summary.out_of_scope
+        ));
+    }
+    Ok(execution_status(&summary))
+}
+
+/// The exit status of an execution: a registry or builder out of reach (4) first, then other
+/// failures (1), then actions left outside the scope (5).
+fn execution_status(summary: &execute::Summary) -> ExitStatus {
+    if summary.unreachable > 0 {
+        ExitStatus::Remote
+    } else if summary.failed > 0 {
         ExitStatus::Findings
+    } else if summary.out_of_scope > 0 {
+        ExitStatus::Refused
     } else {
         ExitStatus::Success
-    })
+    }
+}
+
+/// Says which actions the scope in force now treats otherwise than the plan did.
+fn note_scope_changes(rows: &[&ActionRow], config: &Config, printer: Printer) {
+    for row in rows {
+        let now = row.action.target.in_scope(&config.scope);
+        if now != row.action.in_scope && row.action.kind != ActionKind::FollowUp {
+            printer.warn(format!(
+                "action {} ({}): {}",
+                row.seq,
+                row.action.kind.as_str(),
+                if now {
+                    "planned outside the scope, inside the scope in force now: it runs"
+                } else {
+                    "planned inside the scope, outside the scope in force now: it does not run"
+                }
+            ));
+        }
+    }
 }
 
 /// What listing each tainted mount of the plan needs from the store. The listing build runs
@@ -450,140 +547,80 @@ fn mount_probes(
     Ok(probes)
 }
 
-/// Re-checks every done action and re-runs the trace; records the result.
-async fn verify_incident(
-    store: &mut Store,
-    id: i64,
-    config: &Config,
-) -> Result<(bool, Vec<String>)> {
-    let rows = store.actions(id)?;
-    let mut lines = Vec::new();
-    let mut clean = true;
-    let mut registries: BTreeMap<String, RegistryClient> = BTreeMap::new();
-    let evidence = store.evidence_dir(id)?.map(std::path::PathBuf::from);
-    let probes = mount_probes(store, id, &rows)?;
-    let docker = crate::evidence::docker_client();
-    for row in rows.iter().filter(|r| r.state == "done") {
-        let name = report::incident::describe_target(&row.action.target);
-        let verdict: Result<Option<String>, crate::error::RemoteError> = match &row.action.target {
-            Target::Manifest {
-                registry,
-                repository,
-                digest,
-                ..
-            } => match client_for(&mut registries, config, registry) {
-                Err(e) => Err(e),
-                Ok(client) => client.head_manifest(repository, digest).await.map(|head| {
-                    head.map(|_| {
-                        format!("{registry}/{repository}@{digest} is back in the registry")
-                    })
-                }),
-            },
-            Target::Builder {
-                builder,
-                endpoint,
-                driver,
-                record_ids,
-                ..
-            } => match connect_builder(config, builder, endpoint.as_deref(), *driver).await {
-                Err(e) => Err(e),
-                Ok(mut client) => client.disk_usage().await.map(|records| {
-                    let back: Vec<&String> = record_ids
-                        .iter()
-                        .filter(|id| records.iter().any(|r| &r.id == *id))
-                        .collect();
-                    (!back.is_empty()).then(|| format!("records still on `{builder}`: {back:?}"))
-                }),
-            },
-            Target::Mount {
-                builder,
-                endpoint,
-                driver,
-                mount_id,
-                ..
-            } => {
-                let before = evidence.as_ref().and_then(|dir| {
-                    std::fs::read_to_string(
-                        dir.join(crate::evidence::mount_listing_file(builder, mount_id)),
-                    )
-                    .ok()
-                });
-                match crate::evidence::mount_listing(
-                    config,
-                    &docker,
-                    &probes,
-                    builder,
-                    endpoint.as_deref(),
-                    *driver,
-                    mount_id,
-                )
-                .await
-                {
-                    Ok(now) if now.trim().is_empty() => Ok(None),
-                    Ok(now)
-                        if before
-                            .as_deref()
-                            .is_some_and(|b| b != now && !b.trim().is_empty()) =>
-                    {
-                        // Changed since the purge: what is there now was written afterwards.
-                        Ok(None)
-                    }
-                    Ok(_) => Ok(Some(format!(
-                        "mount `{mount_id}` on `{builder}` still holds the purged files"
-                    ))),
-                    Err(e) => Err(e),
-                }
-            }
-            Target::LocalImage { .. } | Target::FollowUp { .. } => Ok(None),
-        };
-        match verdict {
-            Ok(None) => lines.push(format!("clean      {name}")),
-            Ok(Some(problem)) => {
-                clean = false;
-                lines.push(format!("NOT CLEAN  {name}: {problem}"));
-            }
-            Err(err) => {
-                clean = false;
-                lines.push(format!("UNKNOWN    {name}: {err}"));
-            }
-        }
+/// What a verification found: every target's verdict, and what the re-run trace added.
+struct Verified {
+    clean: bool,
+    targets: Vec<crate::verify::Checked>,
+    /// Targets the re-run trace found that the plan did not hold; they are planned now.
+    added: usize,
+}
+
+impl Verified {
+    fn lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self.targets.iter().map(|c| c.line()).collect();
+        lines.push(if self.added == 0 {
+            "clean      the re-run trace finds nothing new".to_owned()
+        } else {
+            format!(
+                "NOT CLEAN  the re-run trace found {} targets the plan did not hold; they are planned now",
+                self.added
+            )
+        });
+        lines
     }
-    let failed = rows
-        .iter()
-        .filter(|r| r.state == "failed" || r.state == "pending" || r.state == "running")
-        .count();
-    if failed > 0 {
-        clean = false;
-        lines.push(format!("NOT CLEAN  {failed} actions are not done"));
-    }
-    // Re-trace: anything tainted now that the purge plan does not cover.
+}
+
+/// Re-runs the trace (planning what it finds anew), then checks every target of the plan
+/// where it lives, whatever the state of its action; records the result.
+async fn verify_incident(store: &mut Store, id: i64, config: &Config) -> Result<Verified> {
     let incident = store.incident(id)?;
     let opened: Opened = serde_json::from_str(&incident.seeds)
         .context("the incident's stored seeds are unreadable")?;
-    let (_, actions) = trace_and_plan(store, &opened, config)?;
-    let known: BTreeSet<String> = rows
-        .iter()
-        .map(|r| serde_json::to_string(&r.action.target).unwrap_or_default())
-        .collect();
-    let new: Vec<&Action> = actions
-        .iter()
-        .filter(|a| a.in_scope && a.kind != ActionKind::FollowUp)
-        .filter(|a| !known.contains(&serde_json::to_string(&a.target).unwrap_or_default()))
-        .collect();
-    if new.is_empty() {
-        lines.push("clean      the re-run trace finds nothing new".to_owned());
-    } else {
-        clean = false;
-        for a in new {
-            lines.push(format!(
-                "NOT CLEAN  new since the purge: {}",
-                report::incident::describe_target(&a.target)
-            ));
+    let (trace, actions) = trace_and_plan(store, &opened, config)?;
+    let added = store.extend_plan(id, &actions)?;
+    let rows = store.actions(id)?;
+    let mut tainted_runs: BTreeMap<String, time::Micros> = BTreeMap::new();
+    for t in trace.tainted(Kind::Run) {
+        if let Entity::Run {
+            info,
+            builder: Some(builder),
+        } = t.entity
+        {
+            let latest = tainted_runs
+                .entry(builder.to_string())
+                .or_insert(info.started_at);
+            *latest = (*latest).max(info.started_at);
         }
     }
-    let result = serde_json::to_string(&lines)?;
-    store.record_verification(id, &crate::actor::actor(), clean, &result)?;
-    Ok((clean, lines))
+    let digests: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| match &r.action.target {
+            Target::FollowUp {
+                subject: Some(subject),
+                ..
+            } => subject.manifest_digest(),
+            target => target.manifest_digest(),
+        })
+        .collect();
+    let facts = store.manifest_facts(&digests)?;
+    let purges = store.last_purges(&crate::verify::purge_places(&rows))?;
+    let acceptances = store.acceptances(id)?;
+    let inputs = crate::verify::Inputs {
+        config,
+        acceptances: &acceptances,
+        facts: &facts,
+        purges: &purges,
+        tainted_runs: &tainted_runs,
+    };
+    let targets = crate::verify::check(&rows, &inputs).await;
+    let verified = Verified {
+        clean: added == 0 && !targets.iter().any(|c| c.verdict.blocks()),
+        targets,
+        added,
+    };
+    let result = serde_json::to_string(&verified.lines())?;
+    store.record_verification(id, &crate::actor::actor(), verified.clean, &result)?;
+    Ok(verified)
 }
 
 async fn verify(
@@ -594,19 +631,24 @@ async fn verify(
 ) -> Result<ExitStatus> {
     let mut store = open_existing_store(db)?;
     store.incident(args.id)?;
-    let (clean, lines) = verify_incident(&mut store, args.id, config).await?;
+    let verified = verify_incident(&mut store, args.id, config).await?;
+    let lines = verified.lines();
     match args.format {
         OutputFormat::Json => write_stdout(&format!(
             "{}\n",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"incident": args.id, "clean": clean, "checks": lines})
-            )?
+            serde_json::to_string_pretty(&serde_json::json!({
+                "incident": args.id,
+                "clean": verified.clean,
+                "targets": verified.targets,
+                "added": verified.added,
+                "checks": lines,
+            }))?
         ))?,
         OutputFormat::Text => {
             let mut out = format!(
                 "incident {}: {}\n",
                 args.id,
-                if clean { "clean" } else { "NOT clean" }
+                if verified.clean { "clean" } else { "NOT clean" }
             );
             for line in &lines {
                 out.push_str(&format!("  {line}\n"));
@@ -614,10 +656,50 @@ async fn verify(
             write_stdout(&out)?;
         }
     }
-    if !clean {
-        printer.warn("verification found problems: see above");
+    if !verified.clean {
+        let left = verified
+            .targets
+            .iter()
+            .filter(|c| c.verdict.blocks())
+            .count();
+        printer.warn(format!(
+            "{left} targets are neither gone nor accepted: remove them (`incident purge {id} --execute`), \
+             or leave them on purpose with `incident accept {id} SEQ... --reason TEXT`",
+            id = args.id
+        ));
         return Ok(ExitStatus::Findings);
     }
+    Ok(ExitStatus::Success)
+}
+
+fn accept(
+    args: &crate::cli::IncidentAcceptArgs,
+    db: &Path,
+    printer: Printer,
+) -> Result<ExitStatus> {
+    let reason = args.reason.trim();
+    if reason.is_empty() {
+        return Err(InputError::invalid("--reason is empty: say why the targets stay").into());
+    }
+    let mut store = open_existing_store(db)?;
+    let incident = store.incident(args.id)?;
+    if incident.status == "closed" {
+        return Err(RefusedError(format!("incident {} is closed", args.id)).into());
+    }
+    let mut seqs = args.seqs.clone();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let by = crate::actor::actor();
+    store.accept(args.id, &seqs, &by, reason)?;
+    printer.status(format!(
+        "incident {}: {} accepted by {by}; `incident verify {}` lists them as accepted",
+        args.id,
+        seqs.iter()
+            .map(|s| format!("#{s}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        args.id
+    ));
     Ok(ExitStatus::Success)
 }
 
@@ -633,14 +715,17 @@ async fn close(
         printer.status(format!("incident {} is already closed", args.id));
         return Ok(ExitStatus::Success);
     }
-    let (clean, lines) = verify_incident(&mut store, args.id, config).await?;
-    if !clean && !args.force {
-        for line in lines.iter().filter(|l| !l.starts_with("clean")) {
+    let verified = verify_incident(&mut store, args.id, config).await?;
+    if !verified.clean && !args.force {
+        for line in verified.lines().iter().filter(|l| {
+            !(l.starts_with("gone") || l.starts_with("accepted") || l.starts_with("clean"))
+        }) {
             printer.warn(line);
         }
         return Err(RefusedError(format!(
-            "incident {} does not verify clean: fix what is listed, or close with --force (recorded)",
-            args.id
+            "incident {} does not verify clean: remove what is listed, accept it with \
+             `incident accept {} SEQ... --reason TEXT`, or close with --force (recorded)",
+            args.id, args.id
         ))
         .into());
     }
@@ -649,7 +734,11 @@ async fn close(
         "incident {} closed by {} (verification {}); containment lifted",
         args.id,
         crate::actor::actor(),
-        if clean { "clean" } else { "NOT clean, forced" }
+        if verified.clean {
+            "clean"
+        } else {
+            "NOT clean, forced"
+        }
     ));
     Ok(ExitStatus::Success)
 }
@@ -668,8 +757,17 @@ async fn check(
     printer: Printer,
 ) -> Result<ExitStatus> {
     let rows = store.actions(id)?;
+    let open: Vec<&ActionRow> = rows
+        .iter()
+        .filter(|r| r.state != "done" && r.state != "skipped")
+        .collect();
+    warn_scope(config, open.iter().map(|r| &r.action), printer);
+    note_scope_changes(&open, config, printer);
+    // The scope is the config's now, not the one the plan was made under.
     let to_check = |row: &ActionRow| {
-        row.state != "done" && row.action.in_scope && row.action.kind != ActionKind::FollowUp
+        row.state != "done"
+            && row.action.kind != ActionKind::FollowUp
+            && row.action.target.in_scope(&config.scope)
     };
     let digests: Vec<&str> = rows
         .iter()
@@ -731,11 +829,11 @@ async fn check(
     for (row, checked) in rows.iter().zip(checked) {
         let status = if row.state == "done" {
             "done earlier".to_owned()
-        } else if !row.action.in_scope {
-            problems += 1;
-            "out of scope: will not run".to_owned()
         } else if row.action.kind == ActionKind::FollowUp {
             "follow-up (not executed)".to_owned()
+        } else if !row.action.target.in_scope(&config.scope) {
+            problems += 1;
+            "out of scope: will not run".to_owned()
         } else {
             match checked.expect("every target to check was checked") {
                 Ok(s) => s,

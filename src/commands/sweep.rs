@@ -246,7 +246,10 @@ async fn run(
     crate::commands::incident::warn_failed(printer, &rows);
     printer.status(format!(
         "sweep {id}: {} done, {} failed, {} not executed (out of scope); {} bytes reclaimed on builders; report: cachewarden incident report {id}",
-        summary.done, summary.failed, summary.skipped, m.bytes_reclaimed
+        summary.done,
+        summary.failed,
+        summary.skipped + summary.out_of_scope,
+        m.bytes_reclaimed
     ));
     let failed = summary.failed > 0;
     finish_metrics(args.metrics_file.as_deref(), m, clock)?;

@@ -98,10 +98,30 @@ pub enum Target {
     FollowUp {
         what: String,
         command: String,
+        /// What verification checks for this follow-up: a tainted image left in its registry
+        /// is checked like a manifest to delete. Without one, the follow-up cannot be checked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subject: Option<Box<Target>>,
     },
 }
 
 impl Target {
+    /// Whether the scope allows acting on this target. Follow-ups are never executed, so
+    /// nothing limits them.
+    pub fn in_scope(&self, scope: &Scope) -> bool {
+        match self {
+            Self::Manifest {
+                registry,
+                repository,
+                ..
+            } => scope.allows_repository(registry, repository),
+            Self::Mount { builder, .. }
+            | Self::Builder { builder, .. }
+            | Self::LocalImage { builder, .. } => scope.allows_builder(builder),
+            Self::FollowUp { .. } => true,
+        }
+    }
+
     /// The digest of a registry manifest target.
     pub fn manifest_digest(&self) -> Option<&str> {
         match self {
@@ -202,7 +222,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                         actions.push(Action {
                             kind: ActionKind::DeleteManifest,
                             place: registry.to_owned(),
-                            in_scope: scope.allows_repository(registry, repository),
+                            in_scope: target.in_scope(scope),
                             target,
                             reason,
                         });
@@ -217,6 +237,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                                     "cachewarden incident purge ID --execute --delete-images   # or quarantine {}@{}",
                                     info.locator, info.digest
                                 ),
+                                subject: Some(Box::new(target)),
                             },
                             reason,
                         });
@@ -233,6 +254,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                             info.locator, info.key
                         ),
                         command: format!("skopeo inspect docker://{}:{}", info.locator, info.key),
+                        subject: None,
                     },
                     reason,
                 }),
@@ -257,6 +279,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                     target: Target::FollowUp {
                         what: format!("delete {} cache `{}`", backend.as_str(), info.key),
                         command: follow_up_command(backend, &info.key),
+                        subject: None,
                     },
                     reason,
                 }),

@@ -169,7 +169,7 @@ pub fn document<'a>(
 fn follow_ups(actions: &[ActionRow]) -> Vec<String> {
     let mut out = Vec::new();
     for row in actions {
-        if let Target::FollowUp { what, command } = &row.action.target {
+        if let Target::FollowUp { what, command, .. } = &row.action.target {
             out.push(format!("{what}: `{command}`"));
         }
     }

@@ -37,6 +37,17 @@ pub struct ActionRow {
     pub started_at: Option<Micros>,
     pub finished_at: Option<Micros>,
     pub duration_us: Option<i64>,
+    /// Why the evidence of the target could not be saved before the action ran.
+    pub evidence_gap: Option<String>,
+}
+
+/// A target the responder leaves in place on purpose: who, when and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Acceptance {
+    pub seq: i64,
+    pub at: Micros,
+    pub by: String,
+    pub reason: String,
 }
 
 /// How an action ended, for the journal.
@@ -81,7 +92,7 @@ impl Store {
                 |row| row.get(0),
             )
             .map_err(|e| sql_error(&path, e))?;
-        insert_actions(&tx, id, 1, actions).map_err(|e| sql_error(&path, e))?;
+        insert_actions(&tx, id, 1, actions, kind == "sweep").map_err(|e| sql_error(&path, e))?;
         tx.commit().map_err(|e| sql_error(&path, e))?;
         Ok(id)
     }
@@ -110,7 +121,7 @@ impl Store {
                 |row| row.get(0),
             )
             .map_err(|e| sql_error(&path, e))?;
-        insert_actions(&tx, incident, next, &new).map_err(|e| sql_error(&path, e))?;
+        insert_actions(&tx, incident, next, &new, false).map_err(|e| sql_error(&path, e))?;
         tx.commit().map_err(|e| sql_error(&path, e))?;
         Ok(new.len())
     }
@@ -144,7 +155,7 @@ impl Store {
 
     pub fn actions(&self, incident: i64) -> Result<Vec<ActionRow>, StoreError> {
         let sql = "SELECT id, seq, kind, place, target, reason, in_scope, state, attempts, outcome,
-                          error, started_at, finished_at, duration_us
+                          error, started_at, finished_at, duration_us, evidence_gap
                    FROM actions WHERE incident_id = ?1 ORDER BY seq";
         self.rows(sql, [incident], |row| {
             let kind: String = row.get(2)?;
@@ -173,6 +184,7 @@ impl Store {
                 started_at: row.get(11)?,
                 finished_at: row.get(12)?,
                 duration_us: row.get(13)?,
+                evidence_gap: row.get(14)?,
             })
         })
     }
@@ -246,6 +258,105 @@ impl Store {
             )
             .map(|_| ())
             .map_err(|e| sql_error(&self.path, e))
+    }
+
+    /// Records that the targets of actions `seqs` are left in place on purpose. Every seq must
+    /// name an action of the incident; otherwise nothing is written.
+    pub fn accept(
+        &mut self,
+        incident: i64,
+        seqs: &[i64],
+        by: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
+        let now = time::now();
+        for seq in seqs {
+            let known: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM actions WHERE incident_id = ?1 AND seq = ?2)",
+                    params![incident, seq],
+                    |row| row.get(0),
+                )
+                .map_err(|e| sql_error(&path, e))?;
+            if !known {
+                return Err(StoreError::NotFound(format!(
+                    "incident {incident} has no action `{seq}` (cachewarden incident show {incident} lists them)"
+                )));
+            }
+            tx.execute(
+                "INSERT INTO acceptances (incident_id, seq, at, by, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![incident, seq, now, by, reason],
+            )
+            .map_err(|e| sql_error(&path, e))?;
+        }
+        tx.commit().map_err(|e| sql_error(&path, e))
+    }
+
+    /// Every acceptance recorded for the incident, oldest first.
+    pub fn acceptances(&self, incident: i64) -> Result<Vec<Acceptance>, StoreError> {
+        self.rows(
+            "SELECT seq, at, by, reason FROM acceptances WHERE incident_id = ?1 ORDER BY id",
+            [incident],
+            |row| {
+                Ok(Acceptance {
+                    seq: row.get(0)?,
+                    at: row.get(1)?,
+                    by: row.get(2)?,
+                    reason: row.get(3)?,
+                })
+            },
+        )
+    }
+
+    /// The latest recorded purge of each place: `(builder, Some(mount id))` for a mount,
+    /// `(builder, None)` for the builder's whole cache. Places never purged are left out.
+    pub fn last_purges(
+        &self,
+        places: &[(String, Option<String>)],
+    ) -> Result<BTreeMap<(String, Option<String>), Micros>, StoreError> {
+        let mut out = BTreeMap::new();
+        for (builder, mount) in places {
+            let at: Option<Micros> = match mount {
+                None => self.conn.query_row(
+                    "SELECT max(u.at) FROM purges u JOIN builders b ON b.id = u.builder_id
+                     WHERE u.kind = 'builder' AND b.name = ?1",
+                    [builder],
+                    |row| row.get(0),
+                ),
+                Some(mount) => self.conn.query_row(
+                    "SELECT max(u.at) FROM purges u JOIN mounts m ON m.id = u.mount
+                     JOIN builders b ON b.id = u.builder_id
+                     WHERE u.kind = 'mount' AND b.name = ?1 AND m.mount_id = ?2",
+                    params![builder, mount],
+                    |row| row.get(0),
+                ),
+            }
+            .map_err(|e| sql_error(&self.path, e))?;
+            if let Some(at) = at {
+                out.insert((builder.clone(), mount.clone()), at);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Notes, per action seq, why its target's evidence could not be saved.
+    pub fn set_evidence_gaps(
+        &mut self,
+        incident: i64,
+        gaps: &[(i64, String)],
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
+        for (seq, why) in gaps {
+            tx.execute(
+                "UPDATE actions SET evidence_gap = ?3 WHERE incident_id = ?1 AND seq = ?2",
+                params![incident, seq, why],
+            )
+            .map_err(|e| sql_error(&path, e))?;
+        }
+        tx.commit().map_err(|e| sql_error(&path, e))
     }
 
     /// Endpoints, drivers and mount target paths the plan needs.
@@ -418,11 +529,16 @@ fn process_alive(owner: &str) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// Inserts planned actions. Follow-ups are never executed, so they are settled at once. An
+/// incident's action outside the scope waits as pending: the scope is decided again each time
+/// the purge acts. A sweep is planned anew on every run, so its out-of-scope actions are
+/// settled as skipped.
 fn insert_actions(
     tx: &rusqlite::Transaction<'_>,
     incident: i64,
     first_seq: i64,
     actions: &[Action],
+    settle_out_of_scope: bool,
 ) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO actions (incident_id, seq, kind, place, target, reason, in_scope, state)
@@ -431,12 +547,12 @@ fn insert_actions(
     for (i, action) in actions.iter().enumerate() {
         let target = serde_json::to_string(&action.target)
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        // Out-of-scope actions and follow-ups are never executed: they are settled at once.
-        let state = if !action.in_scope || action.kind == ActionKind::FollowUp {
-            "skipped"
-        } else {
-            "pending"
-        };
+        let state =
+            if action.kind == ActionKind::FollowUp || (settle_out_of_scope && !action.in_scope) {
+                "skipped"
+            } else {
+                "pending"
+            };
         stmt.execute(params![
             incident,
             first_seq + i as i64,

@@ -1847,6 +1847,8 @@ mod tests {
                     "DROP TRIGGER event_pages_append; DROP TABLE event_pages;
                      DROP TRIGGER artifact_pages_append; DROP TABLE artifact_pages;
                      DROP TRIGGER record_pages_append; DROP TABLE record_pages;
+                     DROP TABLE acceptances;
+                     ALTER TABLE actions DROP COLUMN evidence_gap;
                      PRAGMA user_version = 4;",
                 )
                 .unwrap();

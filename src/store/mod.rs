@@ -23,7 +23,7 @@ mod write;
 
 pub use audit::{StoredFinding, TagSighting};
 pub use containment::{Contained, OverrideRow, VerificationRow};
-pub use incident::{ActionRow, Finished, IncidentRow};
+pub use incident::{Acceptance, ActionRow, Finished, IncidentRow};
 pub use index::{SourceSummary, TraceSource};
 
 pub use read::{ExportError, ExportItem};
@@ -43,6 +43,7 @@ const MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/migrations/0004_manifest_facts.sql"),
     include_str!("../../schema/migrations/0005_event_pages.sql"),
     include_str!("../../schema/migrations/0006_identity_pages.sql"),
+    include_str!("../../schema/migrations/0010_acceptances.sql"),
 ];
 
 fn migrations() -> Migrations<'static> {

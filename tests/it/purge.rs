@@ -109,12 +109,14 @@ fn purge_deletes_exactly_the_tainted_digests_in_scope() {
             .all(|p| manifest_exists(&registry, "team/app", &p.digest))
     );
 
+    // Everything in scope is done; the out-of-scope action stays pending, and says so (exit 5).
     let run = output(
         &env,
         env.cmd_with(&config)
             .args(["incident", "purge", &id, "--execute", "--yes"]),
     );
-    assert!(run.starts_with("exit: 0\n"), "{run}");
+    assert!(run.starts_with("exit: 5\n"), "{run}");
+    assert!(run.contains("1 outside the scope"), "{run}");
     for p in &h.tainted {
         assert!(
             !manifest_exists(&registry, "team/app", &p.digest),
@@ -148,7 +150,7 @@ fn purge_deletes_exactly_the_tainted_digests_in_scope() {
             .args(["incident", "purge", &id, "--execute", "--yes"]),
     );
     assert!(
-        again.starts_with("exit: 0\n") && again.contains("nothing left to do"),
+        again.starts_with("exit: 5\n") && again.contains("nothing was done"),
         "{again}"
     );
 
@@ -246,7 +248,7 @@ fn transient_registry_errors_are_retried() {
             "1",
         ]),
     );
-    assert!(out.starts_with("exit: 0\n"), "{out}");
+    assert!(out.starts_with("exit: 5\n"), "{out}");
     for p in &h.tainted {
         assert!(!manifest_exists(&registry, "team/app", &p.digest));
     }
@@ -325,7 +327,7 @@ fn registry_stopped_mid_purge_then_rerun_completes() {
             "--no-evidence",
         ]),
     );
-    assert!(out.starts_with("exit: 0\n"), "{out}");
+    assert!(out.starts_with("exit: 5\n"), "{out}");
     for p in &h.tainted {
         assert!(!manifest_exists(&registry, "team/app", &p.digest));
     }
@@ -396,7 +398,7 @@ fn kill_nine_mid_purge_then_rerun() {
         env.cmd_with(&config)
             .args(["incident", "purge", "1", "--execute", "--yes"]),
     );
-    assert!(out.starts_with("exit: 0\n"), "{out}");
+    assert!(out.starts_with("exit: 5\n"), "{out}");
     let conn = rusqlite::Connection::open(env.db()).unwrap();
     for id in &done_before {
         let attempts: i64 = conn
