@@ -57,6 +57,7 @@ pub struct RunLine {
     pub pipeline: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
+    /// The run's own trust level (at most its pipeline's ceiling).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_level: Option<String>,
     pub run: String,
@@ -88,9 +89,10 @@ pub struct RunLine {
 }
 
 /// An artifact: a registry reference string (`registry/repo[:tag]@digest`), or an object for
-/// the other backends.
+/// the other backends. An object is read strictly: a field it does not know is an error that
+/// names it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, try_from = "serde_json::Value")]
 pub enum ArtifactWire {
     Reference(String),
     Other {
@@ -105,6 +107,43 @@ pub enum ArtifactWire {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tag: Option<String>,
     },
+}
+
+/// The object form of [`ArtifactWire`], as read.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OtherArtifact {
+    backend: Backend,
+    #[serde(default)]
+    locator: String,
+    #[serde(default)]
+    digest: Option<String>,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    tag: Option<String>,
+}
+
+impl TryFrom<serde_json::Value> for ArtifactWire {
+    type Error = String;
+
+    fn try_from(value: serde_json::Value) -> Result<Self, String> {
+        match value {
+            serde_json::Value::String(reference) => Ok(Self::Reference(reference)),
+            value @ serde_json::Value::Object(_) => {
+                let o: OtherArtifact =
+                    serde_json::from_value(value).map_err(|e| format!("artifact object: {e}"))?;
+                Ok(Self::Other {
+                    backend: o.backend,
+                    locator: o.locator,
+                    digest: o.digest,
+                    key: o.key,
+                    tag: o.tag,
+                })
+            }
+            _ => Err("an artifact is a reference string or an object".to_owned()),
+        }
+    }
 }
 
 impl ArtifactWire {
@@ -275,8 +314,9 @@ fn run_from_line(line: RunLine) -> Result<RunRecord, String> {
         pipeline: PipelineInfo {
             name: line.pipeline,
             project: line.project,
-            trust_level: line.trust_level,
+            trust_level: None,
         },
+        trust_level: line.trust_level,
         run_id: line.run,
         step: line.step,
         commit: line.commit,
@@ -346,7 +386,7 @@ pub fn run_line(run: &RunRecord) -> RunLine {
         v: VERSION,
         pipeline: run.pipeline.name.clone(),
         project: run.pipeline.project.clone(),
-        trust_level: run.pipeline.trust_level.clone(),
+        trust_level: run.trust_level.clone(),
         run: run.run_id.clone(),
         step: run.step.clone(),
         builder: run.builder.as_ref().map(|b| b.name.clone()),
