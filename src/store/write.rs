@@ -901,3 +901,376 @@ fn insert_purge(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::audit::compare::{CompareOptions, compare};
+    use crate::audit::finding::Code;
+    use crate::model::{RecordEvidence, RunStatus};
+    use crate::store::ExportItem;
+
+    const MINUTE: Micros = 60_000_000;
+
+    fn digest(c: char) -> Digest {
+        Digest::parse(&format!("sha256:{}", c.to_string().repeat(64)), "test").unwrap()
+    }
+
+    fn cache(c: char) -> Artifact {
+        Artifact {
+            digest: Some(digest(c)),
+            ..Artifact::registry(&ImageRef::parse("r.io/web:cache", "test").unwrap())
+        }
+    }
+
+    fn run(pipeline: &str, run_id: &str, trust: Option<&str>) -> RunRecord {
+        RunRecord {
+            pipeline: PipelineInfo {
+                name: pipeline.to_owned(),
+                ..PipelineInfo::default()
+            },
+            trust_level: trust.map(str::to_owned),
+            run_id: run_id.to_owned(),
+            step: "Dockerfile".to_owned(),
+            commit: Some("c0ffee".to_owned()),
+            git_ref: Some("refs/heads/main".to_owned()),
+            builder: Some(BuilderInfo {
+                name: "ci-1".to_owned(),
+                driver: None,
+                endpoint: None,
+            }),
+            started_at: 100 * MINUTE,
+            finished_at: 101 * MINUTE,
+            status: RunStatus::Succeeded,
+            imported: Vec::new(),
+            exported: Vec::new(),
+            produced: Vec::new(),
+            base_images: Vec::new(),
+            mounts: Vec::new(),
+            records: None,
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        (dir, store)
+    }
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, Path::new("c.toml")).unwrap()
+    }
+
+    fn count(store: &Store, table: &str) -> i64 {
+        store
+            .conn
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                row.get(0)
+            })
+            .unwrap()
+    }
+
+    fn exported_runs(store: &Store) -> Vec<RunRecord> {
+        let mut runs = Vec::new();
+        store
+            .export(|item| {
+                if let ExportItem::Run(run) = item {
+                    runs.push(*run);
+                }
+                Ok(())
+            })
+            .unwrap();
+        runs
+    }
+
+    /// The attack of `record --pipeline forks-pr --trust-level release`: with no config, the
+    /// pipeline's first level is its ceiling, the run is recorded at it with a warning, and a
+    /// release pipeline importing what it exported is still a trust breach (CW002).
+    #[test]
+    fn a_run_cannot_raise_its_pipeline_and_cw002_still_fires() {
+        let (_dir, mut store) = store();
+        let none = Config::default();
+        let first = store
+            .record_run(&run("forks-pr", "1", Some("untrusted")), &none)
+            .unwrap();
+        assert_eq!(first.trust_level.as_deref(), Some("untrusted"));
+        let mut raised = run("forks-pr", "2", Some("release"));
+        raised.exported.push(cache('a'));
+        let outcome = store.record_run(&raised, &none).unwrap();
+        assert_eq!(outcome.trust_level.as_deref(), Some("untrusted"));
+        assert!(
+            outcome
+                .warnings
+                .iter()
+                .any(|w| w.contains("ceiling `untrusted`")),
+            "{:?}",
+            outcome.warnings
+        );
+        let mut release = run("web-release", "1", Some("release"));
+        release.imported.push(cache('a'));
+        release.started_at += 10 * MINUTE;
+        release.finished_at += 10 * MINUTE;
+        store.record_run(&release, &none).unwrap();
+
+        let facts = store.audit_facts("r.io", "web").unwrap();
+        let options = CompareOptions {
+            now: 1_000 * MINUTE,
+            grace: 0,
+        };
+        let findings = compare(&facts, &[], options, &|l| none.trust_rank(l));
+        assert!(
+            findings.iter().any(|f| f.code == Code::TrustBreach
+                && f.detail["exporter_trust"] == "untrusted"
+                && f.detail["exporter_run"] == "forks-pr/2/Dockerfile"),
+            "{findings:?}"
+        );
+    }
+
+    /// One pipeline builds pull requests and releases: each run keeps its own level, and a
+    /// later run cannot move an earlier one.
+    #[test]
+    fn runs_of_one_pipeline_keep_their_own_levels() {
+        let (_dir, mut store) = store();
+        let config = config("[[pipeline]]\nname = \"web\"\ntrust_level = \"release\"\n");
+        store
+            .record_run(&run("web", "1", Some("untrusted")), &config)
+            .unwrap();
+        store
+            .record_run(&run("web", "2", Some("release")), &config)
+            .unwrap();
+        store.record_run(&run("web", "3", None), &config).unwrap();
+        let levels: Vec<Option<String>> = exported_runs(&store)
+            .into_iter()
+            .map(|r| r.trust_level)
+            .collect();
+        assert_eq!(
+            levels,
+            [Some("untrusted"), Some("release"), Some("release")].map(|l| l.map(str::to_owned))
+        );
+    }
+
+    /// A config ceiling wins over any hook, and each change of it is appended with its time
+    /// and source; a hook's other project is kept out with a warning.
+    #[test]
+    fn config_ceilings_win_and_their_changes_are_recorded() {
+        let (_dir, mut store) = store();
+        let first = config(
+            "[[pipeline]]\npattern = \"forks-*\"\nproject = \"forks\"\ntrust_level = \"untrusted\"\n",
+        );
+        let mut asked = run("forks-pr", "1", Some("release"));
+        asked.pipeline.project = Some("web".to_owned());
+        let outcome = store.record_run(&asked, &first).unwrap();
+        assert_eq!(outcome.trust_level.as_deref(), Some("untrusted"));
+        assert!(
+            outcome
+                .warnings
+                .iter()
+                .any(|w| w.contains("keeps its project `forks`")),
+            "{:?}",
+            outcome.warnings
+        );
+        let second = config("[[pipeline]]\npattern = \"forks-*\"\ntrust_level = \"internal\"\n");
+        let outcome = store
+            .record_run(&run("forks-pr", "2", Some("release")), &second)
+            .unwrap();
+        assert_eq!(outcome.trust_level.as_deref(), Some("internal"));
+        let changes: Vec<(String, String, String)> = store
+            .rows(
+                "SELECT field, value, source FROM pipeline_changes ORDER BY id",
+                [],
+                |row| row.try_into(),
+            )
+            .unwrap();
+        let owned = |f: &str, v: &str, s: &str| (f.to_owned(), v.to_owned(), s.to_owned());
+        assert_eq!(
+            changes,
+            [
+                owned("project", "forks", "config"),
+                owned("trust_level", "untrusted", "config"),
+                owned("trust_level", "internal", "config"),
+            ]
+        );
+        // The first run keeps the level it was recorded at.
+        let levels: Vec<Option<String>> = exported_runs(&store)
+            .into_iter()
+            .map(|r| r.trust_level)
+            .collect();
+        assert_eq!(
+            levels,
+            [Some("untrusted".to_owned()), Some("internal".to_owned())]
+        );
+    }
+
+    /// The attack of re-recording `web-release/101-1` with another builder, status and start:
+    /// refused, naming the fields, and nothing of it is written (not even its new mount, or
+    /// the new builder).
+    #[test]
+    fn a_run_key_with_other_facts_is_refused_and_writes_nothing() {
+        let (_dir, mut store) = store();
+        let none = Config::default();
+        store
+            .record_run(&run("web-release", "101-1", Some("release")), &none)
+            .unwrap();
+        let tables = [
+            "runs",
+            "events",
+            "builders",
+            "mounts",
+            "pipelines",
+            "pipeline_changes",
+        ];
+        let before: Vec<i64> = tables.iter().map(|t| count(&store, t)).collect();
+        let mut evil = run("web-release", "101-1", Some("release"));
+        evil.builder.as_mut().unwrap().name = "evil-builder".to_owned();
+        evil.status = RunStatus::Failed;
+        evil.started_at = 0;
+        evil.mounts.push(MountUse {
+            id: "/root/.cache/pip".to_owned(),
+            ..MountUse::default()
+        });
+        let err = store.record_run(&evil, &none).unwrap_err().to_string();
+        for field in ["builder", "started_at", "status"] {
+            assert!(err.contains(field), "{err}");
+        }
+        for field in ["commit", "git_ref", "finished_at", "trust_level"] {
+            assert!(!err.contains(&format!("{field} (")), "{err}");
+        }
+        let after: Vec<i64> = tables.iter().map(|t| count(&store, t)).collect();
+        assert_eq!(before, after);
+        // A lower level is another fact too.
+        let err = store
+            .record_run(&run("web-release", "101-1", Some("untrusted")), &none)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("trust_level"), "{err}");
+    }
+
+    /// The same facts again add only what is new; a run recorded at its ceiling repeats it by
+    /// asking for the same level again.
+    #[test]
+    fn the_same_facts_again_add_only_new_events() {
+        let (_dir, mut store) = store();
+        let config = config("[[pipeline]]\nname = \"p\"\ntrust_level = \"internal\"\n");
+        let first = store
+            .record_run(&run("p", "1", Some("release")), &config)
+            .unwrap();
+        assert!(first.created);
+        let mut again = run("p", "1", Some("release"));
+        again.produced.push(cache('b'));
+        let outcome = store.record_run(&again, &config).unwrap();
+        assert!(!outcome.created);
+        assert_eq!(outcome.events, 1);
+        assert_eq!(outcome.trust_level.as_deref(), Some("internal"));
+        let outcome = store.record_run(&again, &config).unwrap();
+        assert_eq!(outcome.events, 0);
+    }
+
+    /// Runs, events and pipelines cannot be changed or deleted, even by SQL that bypasses the
+    /// write path.
+    #[test]
+    fn runs_and_events_are_append_only() {
+        let (_dir, mut store) = store();
+        store
+            .record_run(&run("p", "1", Some("release")), &Config::default())
+            .unwrap();
+        for sql in [
+            "UPDATE runs SET builder_id = NULL",
+            "UPDATE runs SET trust_level = 'untrusted'",
+            "DELETE FROM runs",
+            "UPDATE events SET at = 0",
+            "DELETE FROM events",
+            "UPDATE pipelines SET trust_level = 'release'",
+        ] {
+            let err = store.conn.execute(sql, []).unwrap_err().to_string();
+            assert!(err.contains("append"), "{sql}: {err}");
+        }
+    }
+
+    /// A build found overlapping an earlier one is appended as an observation of both: the
+    /// earlier run's row is not rewritten, and both export as overlapped.
+    #[test]
+    fn overlaps_are_appended_observations() {
+        let (_dir, mut store) = store();
+        let none = Config::default();
+        let mut a = run("p", "1", None);
+        a.records = Some(RecordEvidence::default());
+        store.record_run(&a, &none).unwrap();
+        let mut b = run("p", "2", None);
+        b.records = Some(RecordEvidence::default());
+        b.started_at += MINUTE / 2;
+        b.finished_at += MINUTE;
+        store.record_run(&b, &none).unwrap();
+        let flagged: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM runs WHERE overlapped = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(flagged, 0);
+        let overlapped: Vec<bool> = exported_runs(&store)
+            .into_iter()
+            .map(|r| r.records.unwrap().overlapped)
+            .collect();
+        assert_eq!(overlapped, [true, true]);
+    }
+
+    /// A mount use re-recorded with other options leaves its event as it was and appends the
+    /// union of the uses, which export (and purges) read.
+    #[test]
+    fn mount_uses_with_other_options_are_appended() {
+        let (_dir, mut store) = store();
+        let none = Config::default();
+        let pip = |readonly| MountUse {
+            id: "/root/.cache/pip".to_owned(),
+            readonly,
+            ..MountUse::default()
+        };
+        let mut first = run("p", "1", None);
+        first.mounts.push(pip(true));
+        store.record_run(&first, &none).unwrap();
+        let mut second = first.clone();
+        second.mounts = vec![pip(false)];
+        store.record_run(&second, &none).unwrap();
+        let detail: String = store
+            .conn
+            .query_row(
+                "SELECT detail FROM events WHERE kind = 'read_mount'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(detail, serde_json::to_string(&[pip(true)]).unwrap());
+        assert_eq!(count(&store, "event_details"), 1);
+        let mounts = exported_runs(&store).pop().unwrap().mounts;
+        assert_eq!(mounts, [pip(true), pip(false)]);
+    }
+
+    /// Importing the same builder record twice keeps an unknown last use unknown (not 0).
+    #[test]
+    fn re_import_keeps_an_unknown_last_use_unknown() {
+        let (_dir, mut store) = store();
+        let mut line = run("p", "1", None);
+        line.records = Some(RecordEvidence {
+            created: vec![BuilderRecord {
+                id: "r1".to_owned(),
+                record_type: "regular".to_owned(),
+                description: "RUN make".to_owned(),
+                created_at: Some(0),
+                last_used_at: None,
+                size: None,
+            }],
+            ..RecordEvidence::default()
+        });
+        let items = [ImportItem::Run(Box::new(line))];
+        for _ in 0..2 {
+            store.import_batch(&items, 1, &Config::default()).unwrap();
+        }
+        let last: Option<i64> = store
+            .conn
+            .query_row("SELECT last_used_at FROM builder_records", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(last, None);
+    }
+}
