@@ -434,4 +434,55 @@ mod tests {
         let err = parse_line(r#"{"v":1,"type":"run","pipeline":"p","run":"1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:00:00Z","imported":["reg.io/x@sha256:zz"]}"#).unwrap_err();
         assert!(err.contains("sha256:zz"), "{err}");
     }
+
+    /// Unknown fields inside the nested objects of a run line (mounts, builder records, the
+    /// records object, artifact objects) are refused, naming the field, as the schema says.
+    #[test]
+    fn unknown_nested_fields_are_refused() {
+        let run = |extra: &str| {
+            format!(
+                r#"{{"v":1,"type":"run","pipeline":"p","run":"1","builder":"b","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:00:00Z",{extra}}}"#
+            )
+        };
+        for (extra, field) in [
+            (r#""mounts":[{"id":"/m","bogus":1}]"#, "bogus"),
+            (r#""records":{"created":[{"id":"r","evil":true}]}"#, "evil"),
+            (r#""records":{"reused":[],"extra":1}"#, "extra"),
+            (
+                r#""exported":[{"backend":"gha","key":"k","zzz":"1"}]"#,
+                "zzz",
+            ),
+        ] {
+            let err = parse_line(&run(extra)).unwrap_err();
+            assert!(
+                err.contains(&format!("unknown field `{field}`")),
+                "{extra}: {err}"
+            );
+        }
+        for line in [
+            r#"{"v":1,"type":"pipeline","name":"p","ceiling":"release"}"#,
+            r#"{"v":1,"type":"builder","name":"b","evil":1}"#,
+            r#"{"v":1,"type":"purge","builder":"b","at":"2026-01-01T00:00:00Z","evil":1}"#,
+        ] {
+            let err = parse_line(line).unwrap_err();
+            assert!(err.contains("unknown field"), "{line}: {err}");
+        }
+        let ok = parse_line(&run(
+            r#""exported":[{"backend":"gha","key":"k"}],"mounts":[{"id":"/m","readonly":true}]"#,
+        ));
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    /// A run line's `trust_level` is the run's own, not its pipeline's.
+    #[test]
+    fn a_run_lines_trust_level_is_the_runs() {
+        let text = r#"{"v":1,"type":"run","pipeline":"p","trust_level":"untrusted","run":"1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:00:00Z"}"#;
+        let ImportItem::Run(run) = parse_line(text).unwrap() else {
+            panic!("not a run")
+        };
+        assert_eq!(run.trust_level.as_deref(), Some("untrusted"));
+        assert_eq!(run.pipeline.trust_level, None);
+        let again = serde_json::to_string(&Line::Run(Box::new(run_line(&run)))).unwrap();
+        assert!(again.contains(r#""trust_level":"untrusted""#), "{again}");
+    }
 }
