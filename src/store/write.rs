@@ -1273,4 +1273,46 @@ mod tests {
             .unwrap();
         assert_eq!(last, None);
     }
+
+    /// Sweep selection judges an entity by the runs that used it, each at its own level: a
+    /// mount only a pull-request run wrote is `untrusted` although its pipeline's ceiling is
+    /// `release`.
+    #[test]
+    fn sweep_candidates_carry_each_runs_level() {
+        let (_dir, mut store) = store();
+        let config = config("[[pipeline]]\nname = \"web\"\ntrust_level = \"release\"\n");
+        let mount = |id: &str| MountUse {
+            id: id.to_owned(),
+            ..MountUse::default()
+        };
+        let mut pr = run("web", "1", Some("untrusted"));
+        pr.mounts.push(mount("/pr"));
+        store.record_run(&pr, &config).unwrap();
+        let mut release = run("web", "2", Some("release"));
+        release.mounts.push(mount("/release"));
+        store.record_run(&release, &config).unwrap();
+        let kinds = crate::store::SweepKinds {
+            mounts: true,
+            ..Default::default()
+        };
+        let levels: Vec<(String, Vec<Option<String>>)> = store
+            .sweep_candidates(kinds)
+            .unwrap()
+            .mounts
+            .into_iter()
+            .map(|m| {
+                (
+                    m.mount_id,
+                    m.pipelines.into_iter().map(|p| p.trust_level).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            levels,
+            [
+                ("/pr".to_owned(), vec![Some("untrusted".to_owned())]),
+                ("/release".to_owned(), vec![Some("release".to_owned())]),
+            ]
+        );
+    }
 }
