@@ -443,7 +443,8 @@ mod tests {
     #[test]
     fn pull_requests_and_unprotected_refs_are_untrusted() {
         let untrusted = |vars: &[(&str, &str)]| detect_in(vars).unwrap().untrusted;
-        let cases: &[(&[(&str, &str)], Option<&str>)] = &[
+        type Vars<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Vars, Option<&str>)] = &[
             (
                 &[
                     ("GITHUB_ACTIONS", "true"),

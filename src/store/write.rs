@@ -360,7 +360,8 @@ fn ensure_pipeline(
 }
 
 /// The level a run asking for `asked` is recorded at under `ceiling`: the lower of the two.
-/// When either is not a configured level they cannot be compared, and the ceiling wins.
+/// When either is not a configured level they cannot be compared, and the ceiling wins, unless
+/// the run asks for the lowest level, which nothing is below.
 fn capped_level(
     config: &Config,
     asked: Option<&str>,
@@ -372,6 +373,7 @@ fn capped_level(
         (Some(asked), Some(ceiling)) => {
             let above = match (config.trust_rank(asked), config.trust_rank(ceiling)) {
                 (Some(a), Some(c)) => a > c,
+                (Some(0), None) => false,
                 _ => asked != ceiling,
             };
             if above {
@@ -1314,5 +1316,23 @@ mod tests {
                 ("/release".to_owned(), vec![Some("release".to_owned())]),
             ]
         );
+    }
+
+    /// A run is recorded at the lower of its level and its ceiling; levels the config does not
+    /// know give way to the ceiling, except that the lowest level is never raised.
+    #[test]
+    fn capped_levels() {
+        let c = Config::default();
+        let cap = |asked, ceiling| capped_level(&c, asked, ceiling);
+        let some = |l: &str| (Some(l.to_owned()), false);
+        let capped = |l: &str| (Some(l.to_owned()), true);
+        assert_eq!(cap(Some("release"), Some("internal")), capped("internal"));
+        assert_eq!(cap(Some("untrusted"), Some("release")), some("untrusted"));
+        assert_eq!(cap(None, Some("internal")), some("internal"));
+        assert_eq!(cap(Some("release"), None), some("release"));
+        assert_eq!(cap(None, None), (None, false));
+        assert_eq!(cap(Some("gold"), Some("internal")), capped("internal"));
+        assert_eq!(cap(Some("release"), Some("gold")), capped("gold"));
+        assert_eq!(cap(Some("untrusted"), Some("gold")), some("untrusted"));
     }
 }
