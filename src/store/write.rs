@@ -1335,4 +1335,65 @@ mod tests {
         assert_eq!(cap(Some("release"), Some("gold")), capped("gold"));
         assert_eq!(cap(Some("untrusted"), Some("gold")), some("untrusted"));
     }
+
+    /// A store written before runs had their own level is migrated with each run at its
+    /// pipeline's level of the time, and that level and project become the pipeline's first
+    /// recorded changes.
+    #[test]
+    fn older_stores_give_each_run_its_pipelines_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        let older = rusqlite_migration::Migrations::new(
+            super::super::MIGRATION_SQL[..6]
+                .iter()
+                .map(|sql| rusqlite_migration::M::up(sql))
+                .collect(),
+        );
+        older.to_latest(&mut conn).unwrap();
+        conn.execute_batch(
+            "INSERT INTO pipelines (id, name, project, trust_level) VALUES (1, 'web', 'acme', 'release');
+             INSERT INTO pipelines (id, name) VALUES (2, 'bare');
+             INSERT INTO runs (pipeline_id, run_key, step, started_at, finished_at, status, recorded_at)
+             VALUES (1, '1', 's', 0, 0, 'succeeded', 5), (2, '1', 's', 0, 0, 'succeeded', 6);",
+        )
+        .unwrap();
+        drop(conn);
+        let mut store = Store::open(&path).unwrap();
+        let levels: Vec<Option<String>> = exported_runs(&store)
+            .into_iter()
+            .map(|r| r.trust_level)
+            .collect();
+        assert_eq!(levels, [Some("release".to_owned()), None]);
+        let current: Vec<(String, Option<String>, Option<String>)> = store
+            .rows(
+                "SELECT name, project, trust_level FROM pipeline_current ORDER BY id",
+                [],
+                |row| row.try_into(),
+            )
+            .unwrap();
+        assert_eq!(
+            current,
+            [
+                (
+                    "web".to_owned(),
+                    Some("acme".to_owned()),
+                    Some("release".to_owned())
+                ),
+                ("bare".to_owned(), None, None),
+            ]
+        );
+        // The ceiling holds for the runs recorded after the migration.
+        let outcome = store
+            .record_run(&run("web", "2", Some("release")), &Config::default())
+            .unwrap();
+        assert_eq!(outcome.trust_level.as_deref(), Some("release"));
+        let mut raised = run("bare", "2", Some("internal"));
+        raised.builder = None;
+        store.record_run(&raised, &Config::default()).unwrap();
+        let outcome = store
+            .record_run(&run("bare", "3", Some("release")), &Config::default())
+            .unwrap();
+        assert_eq!(outcome.trust_level.as_deref(), Some("internal"));
+    }
 }
