@@ -95,10 +95,12 @@ pub struct RecordArgs {
     /// Tells apart several builds of one CI job [default: Dockerfile path and target]
     #[arg(long, value_name = "NAME")]
     pub step: Option<String>,
-    /// The project the pipeline builds.
+    /// The project the pipeline builds (kept from the config, else from the first record).
     #[arg(long, value_name = "NAME")]
     pub project: Option<String>,
-    /// The pipeline's trust level (`untrusted`, `internal`, `release`, or the config's list).
+    /// The run's trust level (`untrusted`, `internal`, `release`, or the config's list), at most
+    /// the pipeline's ceiling; the lowest for pull requests and unprotected refs
+    /// [default: the pipeline's ceiling]
     #[arg(long, value_name = "LEVEL")]
     pub trust_level: Option<String>,
     /// The builder [env: CACHEWARDEN_BUILDER; default: derived from DOCKER_HOST or the docker context]

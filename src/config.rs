@@ -1,4 +1,4 @@
-//! The config file: builders, registries, trust levels and the purge scope.
+//! The config file: builders, registries, trust levels, pipelines and the purge scope.
 //!
 //! Found by `--config`, then `CACHEWARDEN_CONFIG` (both arrive through clap), then
 //! `$XDG_CONFIG_HOME/cachewarden/config.toml` (or `~/.config/...`). A missing file at the
@@ -39,6 +39,9 @@ pub struct Config {
     pub builders: Vec<BuilderConfig>,
     #[serde(default, rename = "registry")]
     pub registries: Vec<RegistryConfig>,
+    /// Pipelines' projects and trust ceilings, which no hook can raise.
+    #[serde(default, rename = "pipeline")]
+    pub pipelines: Vec<PipelineConfig>,
     /// What destructive actions may touch.
     #[serde(default)]
     pub scope: Scope,
@@ -57,6 +60,33 @@ pub struct BuilderConfig {
     pub driver: Option<Driver>,
     /// `unix:///path`, `tcp://host:port`.
     pub endpoint: String,
+}
+
+/// A `[[pipeline]]` entry: names one pipeline (`name`) or every pipeline a glob matches
+/// (`pattern`, `*` within a `/`-separated component, `**` across), and says what the store
+/// keeps for it whatever the hooks say.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub pattern: Option<String>,
+    #[serde(default)]
+    pub project: Option<String>,
+    /// The highest level a run of the pipeline is recorded at.
+    #[serde(default)]
+    pub trust_level: Option<String>,
+}
+
+impl PipelineConfig {
+    fn matches(&self, pipeline: &str) -> bool {
+        match (&self.name, &self.pattern) {
+            (Some(name), _) => name == pipeline,
+            (None, Some(pattern)) => glob_match(pattern, pipeline),
+            (None, None) => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -240,7 +270,47 @@ impl Config {
                 )));
             }
         }
+        for (i, pipeline) in self.pipelines.iter().enumerate() {
+            let what = match (&pipeline.name, &pipeline.pattern) {
+                (Some(name), None) => format!("`pipeline` `{name}`"),
+                (None, Some(pattern)) => format!("`pipeline` pattern `{pattern}`"),
+                _ => {
+                    return Err(invalid(format!(
+                        "`pipeline` entry {} needs exactly one of `name` and `pattern`",
+                        i + 1
+                    )));
+                }
+            };
+            if let Some(name) = &pipeline.name
+                && self.pipelines[..i]
+                    .iter()
+                    .any(|p| p.name.as_ref() == Some(name))
+            {
+                return Err(invalid(format!("{what} is defined twice")));
+            }
+            if let Some(level) = &pipeline.trust_level
+                && self.trust_rank(level).is_none()
+            {
+                return Err(invalid(format!(
+                    "{what}: `trust_level` `{level}` is not one of the configured levels: {}",
+                    self.trust_levels().join(", ")
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// The `[[pipeline]]` entry for a pipeline: the one with its exact `name`, else the first
+    /// whose `pattern` matches it.
+    pub fn pipeline(&self, name: &str) -> Option<&PipelineConfig> {
+        self.pipelines
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name))
+            .or_else(|| {
+                self.pipelines
+                    .iter()
+                    .find(|p| p.name.is_none() && p.matches(name))
+            })
     }
 
     /// Trust levels, lowest first.
@@ -337,5 +407,31 @@ credentials = "anonymous"
         .to_string();
         assert!(err.contains("`c.toml` line 4"), "{err}");
         assert!(err.contains("bogus"), "{err}");
+    }
+
+    /// `[[pipeline]]` entries: an exact name wins over an earlier pattern, and an entry naming
+    /// an unknown level or neither `name` nor `pattern` is refused.
+    #[test]
+    fn pipeline_entries_match_by_name_then_pattern() {
+        let config = Config::parse(
+            "[[pipeline]]\npattern = \"forks-*\"\ntrust_level = \"untrusted\"\n\n\
+             [[pipeline]]\nname = \"forks-main\"\nproject = \"web\"\ntrust_level = \"release\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let level = |name: &str| config.pipeline(name).and_then(|p| p.trust_level.clone());
+        assert_eq!(level("forks-pr").as_deref(), Some("untrusted"));
+        assert_eq!(level("forks-main").as_deref(), Some("release"));
+        assert_eq!(level("web-release"), None);
+        for bad in [
+            "[[pipeline]]\nname = \"p\"\ntrust_level = \"secret\"\n",
+            "[[pipeline]]\ntrust_level = \"release\"\n",
+            "[[pipeline]]\nname = \"p\"\npattern = \"p*\"\n",
+        ] {
+            let err = Config::parse(bad, Path::new("c.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("pipeline"), "{err}");
+        }
     }
 }

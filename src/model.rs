@@ -293,6 +293,7 @@ impl Sharing {
 
 /// One use of a cache mount by a build step, as the Dockerfile or provenance describes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MountUse {
     /// The mount id as the Dockerfile says it: `id=`, else the cleaned target path.
     pub id: String,
@@ -483,6 +484,7 @@ pub fn display_name(
 
 /// A BuildKit build-cache record seen on a builder.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BuilderRecord {
     pub id: String,
     #[serde(rename = "type", default)]
@@ -519,6 +521,7 @@ pub struct BuilderInfo {
 
 /// Which builder records a run created and reused, from snapshots taken around the build.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RecordEvidence {
     #[serde(default)]
     pub created: Vec<BuilderRecord>,
@@ -532,7 +535,11 @@ pub struct RecordEvidence {
 /// Everything the hook knows about one build: the unit `record`, `wrap` and `import` store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunRecord {
+    /// The pipeline. Its `trust_level` is not the run's: see `trust_level`.
     pub pipeline: PipelineInfo,
+    /// The trust level the run asks for; the store records it at most at the pipeline's
+    /// ceiling.
+    pub trust_level: Option<String>,
     /// The CI run id plus attempt.
     pub run_id: String,
     /// Tells apart several builds of one CI job.

@@ -246,7 +246,9 @@ pub fn compare(
 /// (digest, tag when there is no digest, exporter, importer).
 type BreachKey = (Option<String>, Option<String>, String, String);
 
-/// Recorded imports of a cache a lower-trust pipeline exported, by a higher-trust pipeline.
+/// Recorded imports of a cache a lower-trust run exported, by a higher-trust run: each run at
+/// its own recorded level, so one pipeline that builds pull requests and releases can breach
+/// itself.
 /// An import by digest breaches when any lower-trust run exported that digest before; an
 /// import by tag when the latest recorded export to the tag before it was lower-trust.
 fn trust_breaches(facts: &RepoFacts, rank: &dyn Fn(&str) -> Option<usize>) -> Vec<Finding> {

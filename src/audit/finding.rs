@@ -72,7 +72,7 @@ impl Code {
         match self {
             Self::UnrecordedCachePush => "A cache in the registry that no recorded run exported.",
             Self::TrustBreach => {
-                "A cache exported by a lower-trust pipeline was imported by a higher-trust one."
+                "A cache exported by a lower-trust run was imported by a higher-trust run."
             }
             Self::TagMovedUnrecorded => {
                 "A cache tag moved to a digest that no recorded run exported to that tag."

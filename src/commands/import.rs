@@ -13,13 +13,19 @@ use anyhow::Result;
 use crate::ExitStatus;
 use crate::cli::ImportArgs;
 use crate::commands::open_store;
+use crate::config::Config;
 use crate::error::InputError;
 use crate::ingest::IngestError;
 use crate::printer::Printer;
 use crate::store::{ImportItem, Store};
 use crate::wire::provenance::parse_line;
 
-pub fn import(args: &ImportArgs, db: &Path, printer: Printer) -> Result<ExitStatus> {
+pub fn import(
+    args: &ImportArgs,
+    db: &Path,
+    config: &Config,
+    printer: Printer,
+) -> Result<ExitStatus> {
     let source = args.file.display().to_string();
     let reader: Box<dyn BufRead> = if source == "-" {
         Box::new(BufReader::new(std::io::stdin().lock()))
@@ -42,14 +48,18 @@ pub fn import(args: &ImportArgs, db: &Path, printer: Printer) -> Result<ExitStat
         if batch.is_empty() {
             return Ok(());
         }
-        events += bulk_store(&mut store, db)?
-            .import_batch(batch, first_line)
+        let outcome = bulk_store(&mut store, db)?
+            .import_batch(batch, first_line, config)
             .map_err(|err| match err {
                 crate::store::StoreError::Input(message) => {
                     anyhow::Error::from(IngestError::new(&source, None, message))
                 }
                 other => other.into(),
             })?;
+        events += outcome.events;
+        for warning in outcome.warnings {
+            printer.warn(format!("`{source}` {warning}"));
+        }
         batch.clear();
         Ok(())
     };

@@ -30,7 +30,7 @@ pub async fn dispatch(cli: Cli, printer: Printer) -> Result<ExitStatus> {
     match cli.command {
         Command::Record(args) => record::record(args, &db, &config, printer).await,
         Command::Wrap(args) => wrap::wrap(args, &db, &config, printer).await,
-        Command::Import(args) => import::import(&args, &db, printer),
+        Command::Import(args) => import::import(&args, &db, &config, printer),
         Command::Export(args) => export::export(&args, &db),
         Command::Trace(args) => trace::trace(&args, &db, printer),
         Command::Check(args) => check::check(&args, &db, &config, printer).await,

@@ -31,12 +31,20 @@ pub async fn record(
 ) -> Result<ExitStatus> {
     let env = |name: &str| std::env::var(name).ok();
     let mut record = build_record(&args, config, &env, None)?;
+    if let Some(warning) = trust_warning(&args, config, &env) {
+        printer.warn(warning);
+    }
     if args.resolve {
         resolve_tags(&mut record, config, printer).await?;
     }
     warn_unpinned(&record, printer);
     let mut store = open_store(db)?;
-    let outcome = store.record_run(&record)?;
+    let outcome = store.record_run(&record, config)?;
+    for warning in &outcome.warnings {
+        printer.warn(warning);
+    }
+    // What is printed is what the store holds: the level the run was recorded at.
+    record.trust_level = outcome.trust_level.clone();
     let name = format!("{}/{}/{}", record.pipeline.name, record.run_id, record.step);
     match args.format {
         OutputFormat::Json => {
@@ -47,9 +55,17 @@ pub async fn record(
             let verb = if outcome.created {
                 "recorded"
             } else {
-                "updated"
+                "already recorded:"
             };
-            printer.status(format!("{verb} run {name} ({} new events)", outcome.events));
+            let level = outcome
+                .trust_level
+                .as_deref()
+                .map(|l| format!(", trust level {l}"))
+                .unwrap_or_default();
+            printer.status(format!(
+                "{verb} run {name} ({} new events{level})",
+                outcome.events
+            ));
         }
     }
     Ok(ExitStatus::Success)
@@ -154,8 +170,9 @@ pub fn build_record(
                 .project
                 .clone()
                 .or_else(|| ci.and_then(|c| c.project.clone())),
-            trust_level: args.trust_level.clone(),
+            trust_level: None,
         },
+        trust_level: run_trust_level(args, config, ci),
         run_id,
         step: String::new(),
         commit: args
@@ -260,6 +277,35 @@ pub fn build_record(
         ),
     };
     Ok(record)
+}
+
+/// The trust level a run asks for: the lowest configured level when the CI marks the run
+/// untrusted (a pull request, an unprotected ref), else `--trust-level`. The store caps it at
+/// the pipeline's ceiling.
+fn run_trust_level(
+    args: &RecordArgs,
+    config: &Config,
+    ci: Option<&ci::CiContext>,
+) -> Option<String> {
+    match ci.and_then(|c| c.untrusted.as_ref()) {
+        Some(_) => config.trust_levels().into_iter().next(),
+        None => args.trust_level.clone(),
+    }
+}
+
+/// A warning when the CI environment lowers the level `--trust-level` asks for.
+pub fn trust_warning(
+    args: &RecordArgs,
+    config: &Config,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let ci = ci::detect(var)?;
+    let reason = ci.untrusted.as_ref()?;
+    let lowest = config.trust_levels().into_iter().next()?;
+    let asked = args.trust_level.as_ref().filter(|l| **l != lowest)?;
+    Some(format!(
+        "{reason}: the run is untrusted, recorded at trust level `{lowest}`, not `{asked}`"
+    ))
 }
 
 /// Whether the build exports inline cache: `--build-arg BUILDKIT_INLINE_CACHE=1` (or `true`),
@@ -538,6 +584,7 @@ mod tests {
                 name: "p".to_owned(),
                 ..PipelineInfo::default()
             },
+            trust_level: None,
             run_id: "1".to_owned(),
             step: "s".to_owned(),
             commit: None,

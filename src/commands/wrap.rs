@@ -257,16 +257,22 @@ async fn wrap_build(
     }
     match open_store(db)
         .map_err(anyhow::Error::from)
-        .and_then(|mut store| Ok(store.record_run(&record)?))
+        .and_then(|mut store| Ok(store.record_run(&record, config)?))
     {
-        Ok(outcome) => printer.status(format!(
-            "cachewarden: recorded {} run {}/{}/{} ({} events)",
-            record.status.as_str(),
-            record.pipeline.name,
-            record.run_id,
-            record.step,
-            outcome.events
-        )),
+        Ok(outcome) => {
+            let trust = crate::commands::record::trust_warning(&record_args, config, &env);
+            for warning in trust.iter().chain(&outcome.warnings) {
+                printer.warn(warning);
+            }
+            printer.status(format!(
+                "cachewarden: recorded {} run {}/{}/{} ({} events)",
+                record.status.as_str(),
+                record.pipeline.name,
+                record.run_id,
+                record.step,
+                outcome.events
+            ))
+        }
         Err(err) => printer.warn(format!("the build was not recorded: {err:#}")),
     }
     Ok(ExitStatus::from_child(code))

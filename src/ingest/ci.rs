@@ -23,6 +23,19 @@
 //! - CircleCI: a re-run gets a new workflow id, so the workflow id needs no attempt.
 //! - Jenkins: a rebuild gets a new build number; `JOB_NAME` includes the folders, and for
 //!   multibranch jobs the branch.
+//!
+//! Runs the CI marks as untrusted: pull-request builds and builds of unprotected refs run code
+//! that anyone who can open a pull request wrote. Such a run is recorded at the lowest trust
+//! level (`untrusted`, or the config's first `trust_levels` entry), whatever `--trust-level`
+//! asks. Any other run takes `--trust-level`, else its pipeline's ceiling.
+//!
+//! | system | untrusted when |
+//! | --- | --- |
+//! | GitHub Actions | `GITHUB_EVENT_NAME` is `pull_request` or `pull_request_target`, or `GITHUB_REF_PROTECTED` is `false` |
+//! | GitLab CI | `CI_PIPELINE_SOURCE` is `merge_request_event` or `external_pull_request_event`, or `CI_COMMIT_REF_PROTECTED` is `false` |
+//! | Buildkite | `BUILDKITE_PULL_REQUEST` is set and not `false` |
+//! | CircleCI | `CIRCLE_PULL_REQUEST` is set |
+//! | Jenkins | `CHANGE_ID` is set (a multibranch pull-request build) |
 
 /// What the CI environment says about the current job.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,6 +49,8 @@ pub struct CiContext {
     pub job: Option<String>,
     pub commit: Option<String>,
     pub git_ref: Option<String>,
+    /// Why the CI marks this run as untrusted (`GITHUB_EVENT_NAME=pull_request`), if it does.
+    pub untrusted: Option<String>,
 }
 
 /// Detects the CI system from environment variables read through `var`.
@@ -81,6 +96,21 @@ impl Env<'_> {
         Some(format!("{}{sep}{}", self.get(a)?, self.get(b)?))
     }
 
+    /// `NAME=value` when the variable is set to one of `values` (compared without case).
+    fn is_one_of(&self, name: &str, values: &[&str]) -> Option<String> {
+        let value = self.get(name)?;
+        values
+            .iter()
+            .any(|v| value.eq_ignore_ascii_case(v))
+            .then(|| format!("{name}={value}"))
+    }
+
+    /// `NAME=value` when the variable is set (and, with `unless`, not to that value).
+    fn is_set(&self, name: &str, unless: Option<&str>) -> Option<String> {
+        let value = self.get(name)?;
+        (unless != Some(value.to_ascii_lowercase().as_str())).then(|| format!("{name}={value}"))
+    }
+
     /// `base-suffix`, or `base` alone when the suffix is absent.
     fn with_suffix(&self, base: &str, suffix: &str) -> Option<String> {
         let base = self.get(base)?;
@@ -100,6 +130,12 @@ fn github_actions(env: &Env) -> CiContext {
         job: env.get("GITHUB_JOB"),
         commit: env.get("GITHUB_SHA"),
         git_ref: env.get("GITHUB_REF"),
+        untrusted: env
+            .is_one_of(
+                "GITHUB_EVENT_NAME",
+                &["pull_request", "pull_request_target"],
+            )
+            .or_else(|| env.is_one_of("GITHUB_REF_PROTECTED", &["false"])),
     }
 }
 
@@ -112,6 +148,12 @@ fn gitlab_ci(env: &Env) -> CiContext {
         job: env.get("CI_JOB_NAME"),
         commit: env.get("CI_COMMIT_SHA"),
         git_ref: env.get("CI_COMMIT_REF_NAME"),
+        untrusted: env
+            .is_one_of(
+                "CI_PIPELINE_SOURCE",
+                &["merge_request_event", "external_pull_request_event"],
+            )
+            .or_else(|| env.is_one_of("CI_COMMIT_REF_PROTECTED", &["false"])),
     }
 }
 
@@ -124,6 +166,7 @@ fn buildkite(env: &Env) -> CiContext {
         job: env.first(&["BUILDKITE_STEP_KEY", "BUILDKITE_LABEL"]),
         commit: env.get("BUILDKITE_COMMIT").filter(|c| c != "HEAD"),
         git_ref: env.get("BUILDKITE_BRANCH"),
+        untrusted: env.is_set("BUILDKITE_PULL_REQUEST", Some("false")),
     }
 }
 
@@ -137,6 +180,7 @@ fn circleci(env: &Env) -> CiContext {
         job: env.get("CIRCLE_JOB"),
         commit: env.get("CIRCLE_SHA1"),
         git_ref: env.first(&["CIRCLE_BRANCH", "CIRCLE_TAG"]),
+        untrusted: env.is_set("CIRCLE_PULL_REQUEST", None),
     }
 }
 
@@ -149,6 +193,7 @@ fn jenkins(env: &Env) -> CiContext {
         job: env.get("STAGE_NAME"),
         commit: env.get("GIT_COMMIT"),
         git_ref: env.first(&["GIT_BRANCH", "BRANCH_NAME"]),
+        untrusted: env.is_set("CHANGE_ID", None),
     }
 }
 
@@ -194,6 +239,7 @@ mod tests {
                 job: some("build"),
                 commit: some("3f1c2b9d0e8a7f6b5c4d3e2f1a0b9c8d7e6f5a4b"),
                 git_ref: some("refs/heads/main"),
+                untrusted: None,
             }
         );
     }
@@ -238,6 +284,7 @@ mod tests {
                 job: some("docker-build"),
                 commit: some("a94a8fe5ccb19ba61c4c0873d391e987982fbbd3"),
                 git_ref: some("v1.8.0"),
+                untrusted: None,
             }
         );
     }
@@ -267,6 +314,7 @@ mod tests {
                 job: some("image"),
                 commit: None,
                 git_ref: some("main"),
+                untrusted: None,
             }
         );
 
@@ -311,6 +359,7 @@ mod tests {
                 job: some("build-image"),
                 commit: some("9a881b9b9f23849475296a8cd768ea1965bc3152"),
                 git_ref: some("v2.0.1"),
+                untrusted: None,
             }
         );
 
@@ -348,6 +397,7 @@ mod tests {
                 job: some("Image"),
                 commit: some("b6589fc6ab0dc82cf12099d1c2d40ab994e8410c"),
                 git_ref: some("origin/main"),
+                untrusted: None,
             }
         );
 
@@ -386,5 +436,99 @@ mod tests {
         assert_eq!(ctx.system, "gitlab-ci");
         let ctx = detect_in(&[("JENKINS_URL", "http://j/"), ("CIRCLECI", "true")]).unwrap();
         assert_eq!(ctx.system, "circleci");
+    }
+
+    /// Pull-request builds and unprotected refs are marked untrusted on every CI, naming the
+    /// variable that says so; protected pushes and `BUILDKITE_PULL_REQUEST=false` are not.
+    #[test]
+    fn pull_requests_and_unprotected_refs_are_untrusted() {
+        let untrusted = |vars: &[(&str, &str)]| detect_in(vars).unwrap().untrusted;
+        type Vars<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Vars, Option<&str>)] = &[
+            (
+                &[
+                    ("GITHUB_ACTIONS", "true"),
+                    ("GITHUB_EVENT_NAME", "pull_request"),
+                ],
+                Some("GITHUB_EVENT_NAME=pull_request"),
+            ),
+            (
+                &[
+                    ("GITHUB_ACTIONS", "true"),
+                    ("GITHUB_EVENT_NAME", "pull_request_target"),
+                ],
+                Some("GITHUB_EVENT_NAME=pull_request_target"),
+            ),
+            (
+                &[
+                    ("GITHUB_ACTIONS", "true"),
+                    ("GITHUB_EVENT_NAME", "push"),
+                    ("GITHUB_REF_PROTECTED", "false"),
+                ],
+                Some("GITHUB_REF_PROTECTED=false"),
+            ),
+            (
+                &[
+                    ("GITHUB_ACTIONS", "true"),
+                    ("GITHUB_EVENT_NAME", "push"),
+                    ("GITHUB_REF_PROTECTED", "true"),
+                ],
+                None,
+            ),
+            (
+                &[
+                    ("GITLAB_CI", "true"),
+                    ("CI_PIPELINE_SOURCE", "merge_request_event"),
+                ],
+                Some("CI_PIPELINE_SOURCE=merge_request_event"),
+            ),
+            (
+                &[
+                    ("GITLAB_CI", "true"),
+                    ("CI_PIPELINE_SOURCE", "external_pull_request_event"),
+                ],
+                Some("CI_PIPELINE_SOURCE=external_pull_request_event"),
+            ),
+            (
+                &[
+                    ("GITLAB_CI", "true"),
+                    ("CI_PIPELINE_SOURCE", "push"),
+                    ("CI_COMMIT_REF_PROTECTED", "false"),
+                ],
+                Some("CI_COMMIT_REF_PROTECTED=false"),
+            ),
+            (
+                &[
+                    ("GITLAB_CI", "true"),
+                    ("CI_PIPELINE_SOURCE", "push"),
+                    ("CI_COMMIT_REF_PROTECTED", "true"),
+                ],
+                None,
+            ),
+            (
+                &[("BUILDKITE", "true"), ("BUILDKITE_PULL_REQUEST", "42")],
+                Some("BUILDKITE_PULL_REQUEST=42"),
+            ),
+            (
+                &[("BUILDKITE", "true"), ("BUILDKITE_PULL_REQUEST", "false")],
+                None,
+            ),
+            (
+                &[
+                    ("CIRCLECI", "true"),
+                    ("CIRCLE_PULL_REQUEST", "https://github.com/a/b/pull/3"),
+                ],
+                Some("CIRCLE_PULL_REQUEST=https://github.com/a/b/pull/3"),
+            ),
+            (&[("CIRCLECI", "true")], None),
+            (
+                &[("JENKINS_URL", "http://j/"), ("CHANGE_ID", "12")],
+                Some("CHANGE_ID=12"),
+            ),
+            (&[("JENKINS_URL", "http://j/")], None),
+        ];
+        for (vars, expected) in cases {
+            assert_eq!(untrusted(vars).as_deref(), *expected, "{vars:?}");
+        }
     }
 }

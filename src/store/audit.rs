@@ -87,7 +87,7 @@ impl Store {
                 "SELECT e.kind, a.digest, a.key,
                     (SELECT group_concat(tag, char(31)) FROM
                         (SELECT tag FROM artifact_tags t WHERE t.artifact_id = a.id ORDER BY tag)),
-                    p.name, p.trust_level, p.name || '/' || r.run_key || '/' || r.step, e.at, r.finished_at
+                    p.name, r.trust_level, p.name || '/' || r.run_key || '/' || r.step, e.at, r.finished_at
                  FROM artifacts a
                  JOIN events e ON e.kind IN ('exported', 'imported', 'produced') AND e.target = a.id
                  JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id

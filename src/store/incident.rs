@@ -390,7 +390,10 @@ impl Store {
         let mut uses = self
             .conn
             .prepare_cached(
-                "SELECT DISTINCT m.mount_id, e.detail FROM mounts m
+                "SELECT DISTINCT m.mount_id,
+                        coalesce((SELECT d.detail FROM event_details d WHERE d.event_id = e.id
+                                  ORDER BY d.id DESC LIMIT 1), e.detail)
+                 FROM mounts m
                  JOIN builders b ON b.id = m.builder_id
                  JOIN events e ON e.kind = 'read_mount' AND e.target = m.id
                  WHERE b.name = ?1",
@@ -452,7 +455,9 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT e.detail, e.run_id FROM events e JOIN mounts m ON m.id = e.target
+                "SELECT coalesce((SELECT d.detail FROM event_details d WHERE d.event_id = e.id
+                                  ORDER BY d.id DESC LIMIT 1), e.detail), e.run_id
+                 FROM events e JOIN mounts m ON m.id = e.target
                  JOIN builders b ON b.id = m.builder_id
                  WHERE e.kind = 'read_mount' AND b.name = ?1 AND m.mount_id = ?2
                  ORDER BY e.at DESC LIMIT 50",

@@ -1849,6 +1849,11 @@ mod tests {
                      DROP TRIGGER record_pages_append; DROP TABLE record_pages;
                      DROP TABLE acceptances;
                      ALTER TABLE actions DROP COLUMN evidence_gap;
+                     DROP TRIGGER runs_never_update; DROP TRIGGER runs_never_delete;
+                     DROP TRIGGER events_never_update; DROP TRIGGER events_never_delete;
+                     DROP TRIGGER pipelines_never_update; DROP VIEW pipeline_current;
+                     DROP TABLE pipeline_changes; DROP TABLE run_observations;
+                     DROP TABLE event_details; ALTER TABLE runs DROP COLUMN trust_level;
                      PRAGMA user_version = 4;",
                 )
                 .unwrap();

@@ -28,7 +28,7 @@ pub use index::{SourceSummary, TraceSource};
 
 pub use read::{ExportError, ExportItem};
 pub use sweep::SweepKinds;
-pub use write::{ImportItem, RecordOutcome};
+pub use write::{ImportItem, ImportOutcome, RecordOutcome};
 
 /// How long a writer waits for another process's lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,6 +43,7 @@ const MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/migrations/0004_manifest_facts.sql"),
     include_str!("../../schema/migrations/0005_event_pages.sql"),
     include_str!("../../schema/migrations/0006_identity_pages.sql"),
+    include_str!("../../schema/migrations/0007_run_trust.sql"),
     include_str!("../../schema/migrations/0010_acceptances.sql"),
 ];
 

@@ -75,7 +75,7 @@ impl Store {
         let e = |err| ExportError::Store(self.err(err));
         let mut stmt = self
             .conn
-            .prepare("SELECT name, project, trust_level FROM pipelines ORDER BY id")
+            .prepare("SELECT name, project, trust_level FROM pipeline_current ORDER BY id")
             .map_err(e)?;
         let mut rows = stmt.query([]).map_err(e)?;
         while let Some(row) = rows.next().map_err(e)? {
@@ -146,7 +146,9 @@ impl Store {
         let mut events = self
             .conn
             .prepare(
-                "SELECT e.run_id, e.kind, e.at, e.detail,
+                "SELECT e.run_id, e.kind, e.at,
+                        coalesce((SELECT d.detail FROM event_details d WHERE d.event_id = e.id
+                                  ORDER BY d.id DESC LIMIT 1), e.detail),
                         a.backend, a.locator, a.digest, a.key,
                         (SELECT t.tag FROM artifact_tags t WHERE t.artifact_id = a.id ORDER BY t.first_seen LIMIT 1),
                         m.mount_id, m.namespace,
@@ -164,7 +166,10 @@ impl Store {
             .conn
             .prepare(
                 "SELECT r.id, p.name, r.run_key, r.step, r.commit_sha, r.git_ref, r.builder_id,
-                        r.started_at, r.finished_at, r.status, r.has_records, r.overlapped
+                        r.started_at, r.finished_at, r.status, r.has_records,
+                        r.overlapped OR EXISTS (SELECT 1 FROM run_observations o
+                                                WHERE o.run_id = r.id AND o.kind = 'overlapped'),
+                        r.trust_level
                  FROM runs r JOIN pipelines p ON p.id = r.pipeline_id ORDER BY r.id",
             )
             .map_err(e)?;
@@ -179,6 +184,7 @@ impl Store {
                     name: row.get(1).map_err(e)?,
                     ..PipelineInfo::default()
                 },
+                trust_level: row.get(12).map_err(e)?,
                 run_id: row.get(2).map_err(e)?,
                 step: row.get(3).map_err(e)?,
                 commit: row.get(4).map_err(e)?,

@@ -107,8 +107,8 @@ impl Store {
         kinds: &str,
     ) -> Result<HashMap<i64, Vec<PipelineFacts>>, StoreError> {
         let sql = format!(
-            "SELECT DISTINCT e.target, p.name, p.project, p.trust_level FROM events e
-             JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
+            "SELECT DISTINCT e.target, p.name, p.project, r.trust_level FROM events e
+             JOIN runs r ON r.id = e.run_id JOIN pipeline_current p ON p.id = r.pipeline_id
              WHERE e.kind IN ({kinds})"
         );
         let mut stmt = self

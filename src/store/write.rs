@@ -1,4 +1,10 @@
 //! Writes: one build, a batch of imported lines, a purge, a push attached to its build.
+//!
+//! History only grows. A run key (pipeline, run id, step) recorded again with other facts is
+//! refused and nothing is written; recorded again with the same facts it gains only the events
+//! that are new. What is learnt about a run later (a build that overlapped it, a mount use with
+//! other options) is appended as an observation, and a pipeline's project and trust ceiling are
+//! appended changes: the config's when it names them, else the first a hook brought.
 
 use std::collections::HashMap;
 
@@ -6,6 +12,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 use super::{Store, StoreError, sql_error};
+use crate::config::Config;
 use crate::model::{
     Artifact, Backend, BuilderInfo, BuilderRecord, Digest, ImageRef, MountUse, PipelineInfo,
     PurgeTarget, RunRecord,
@@ -47,12 +54,50 @@ pub struct RecordOutcome {
     pub created: bool,
     /// Events newly written.
     pub events: usize,
+    /// The trust level the run is recorded at.
+    pub trust_level: Option<String>,
+    /// What the caller should warn about: a level above the pipeline's ceiling, a project a
+    /// hook cannot change.
+    pub warnings: Vec<String>,
+}
+
+/// What storing a batch of imported lines did.
+#[derive(Debug, Clone, Default)]
+pub struct ImportOutcome {
+    /// Events newly written.
+    pub events: usize,
+    /// Warnings, each naming its line.
+    pub warnings: Vec<String>,
+}
+
+/// Why a write did not happen.
+#[derive(Debug)]
+pub(super) enum WriteError {
+    Sql(rusqlite::Error),
+    /// The input contradicts the store or is not storable: the message says how.
+    Refused(String),
+}
+
+impl From<rusqlite::Error> for WriteError {
+    fn from(err: rusqlite::Error) -> Self {
+        Self::Sql(err)
+    }
+}
+
+type WriteResult<T> = Result<T, WriteError>;
+
+/// A pipeline's id with its current project and trust ceiling.
+#[derive(Debug, Clone)]
+struct PipelineRow {
+    id: i64,
+    project: Option<String>,
+    ceiling: Option<String>,
 }
 
 /// Ids already looked up in this writer, so a batch does not re-query them.
 #[derive(Default)]
 pub(super) struct IdCache {
-    pipelines: HashMap<String, i64>,
+    pipelines: HashMap<String, PipelineRow>,
     builders: HashMap<String, i64>,
     artifacts: HashMap<(Backend, String, String, String), i64>,
     mounts: HashMap<(i64, String, String), i64>,
@@ -60,19 +105,29 @@ pub(super) struct IdCache {
 }
 
 impl Store {
-    /// Stores one build. Recording the same (pipeline, run, step) again adds what is new and
-    /// never duplicates a run or an event.
-    pub fn record_run(&mut self, record: &RunRecord) -> Result<RecordOutcome, StoreError> {
+    /// Stores one build. Recording the same (pipeline, run, step) again with the same facts
+    /// adds what is new and never duplicates a run or an event; with other facts it is refused
+    /// (`StoreError::Input`, naming the fields) and nothing is written. `config` gives the
+    /// trust levels and the `[[pipeline]]` entries.
+    pub fn record_run(
+        &mut self,
+        record: &RunRecord,
+        config: &Config,
+    ) -> Result<RecordOutcome, StoreError> {
         let path = self.path.clone();
+        let fail = |err: WriteError| match err {
+            WriteError::Refused(message) => StoreError::Input(message),
+            WriteError::Sql(err) => sql_error(&path, err),
+        };
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
         let mut cache = IdCache::default();
-        let outcome =
-            insert_run(&tx, &mut cache, record, time::now()).map_err(|e| sql_error(&path, e))?;
-        if let Some(evidence) = &record.records
-            && let Some(builder) = &record.builder
+        let now = time::now();
+        let outcome = insert_run(&tx, &mut cache, config, record, now).map_err(fail)?;
+        if let Some(builder) = &record.builder
+            && record.records.is_some()
         {
-            mark_overlaps(&tx, outcome.run, &builder.name, record, evidence.overlapped)
-                .map_err(|e| sql_error(&path, e))?;
+            mark_overlaps(&tx, outcome.run, &builder.name, record, now)
+                .map_err(|e| fail(e.into()))?;
         }
         tx.commit().map_err(|e| sql_error(&path, e))?;
         Ok(outcome)
@@ -84,34 +139,56 @@ impl Store {
         &mut self,
         items: &[ImportItem],
         first_line: usize,
-    ) -> Result<usize, StoreError> {
+        config: &Config,
+    ) -> Result<ImportOutcome, StoreError> {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
         let mut cache = IdCache::default();
         let now = time::now();
-        let mut events = 0;
+        let mut outcome = ImportOutcome::default();
         for (i, item) in items.iter().enumerate() {
             let line = first_line + i;
+            let mut warnings = Vec::new();
             let result = match item {
-                ImportItem::Pipeline(p) => upsert_pipeline(&tx, &mut cache, p).map(|_| 0),
-                ImportItem::Builder(b) => upsert_builder(&tx, &mut cache, b).map(|_| 0),
-                ImportItem::Run(run) => insert_run(&tx, &mut cache, run, now).map(|o| o.events),
+                ImportItem::Pipeline(p) => ensure_pipeline(
+                    &tx,
+                    &mut cache,
+                    config,
+                    p,
+                    p.trust_level.as_deref(),
+                    now,
+                    &mut warnings,
+                )
+                .map(|_| 0),
+                ImportItem::Builder(b) => upsert_builder(&tx, &mut cache, b)
+                    .map(|_| 0)
+                    .map_err(WriteError::from),
+                ImportItem::Run(run) => insert_run(&tx, &mut cache, config, run, now).map(|o| {
+                    warnings = o.warnings;
+                    o.events
+                }),
                 ImportItem::Purge { target, at, source } => {
-                    insert_purge(&tx, &mut cache, target, *at, source).map(|_| 1)
+                    insert_purge(&tx, &mut cache, target, *at, source)
+                        .map(|_| 1)
+                        .map_err(WriteError::from)
                 }
             };
-            events += result.map_err(|err| match err {
-                rusqlite::Error::ToSqlConversionFailure(msg) => {
+            outcome.events += result.map_err(|err| match err {
+                WriteError::Refused(msg) => StoreError::Input(format!("line {line}: {msg}")),
+                WriteError::Sql(rusqlite::Error::ToSqlConversionFailure(msg)) => {
                     StoreError::Input(format!("line {line}: {msg}"))
                 }
-                err => StoreError::Sqlite {
+                WriteError::Sql(err) => StoreError::Sqlite {
                     path: path.clone(),
                     source: err,
                 },
             })?;
+            outcome
+                .warnings
+                .extend(warnings.into_iter().map(|w| format!("line {line}: {w}")));
         }
         tx.commit().map_err(|e| sql_error(&path, e))?;
-        Ok(events)
+        Ok(outcome)
     }
 
     /// Records a purge or invalidation done outside a run.
@@ -197,38 +274,115 @@ fn attach_push_tx(
     };
     let now = time::now();
     let id = upsert_artifact(tx, &mut cache, &artifact, now)?;
-    insert_event(tx, run, kind::PRODUCED, id, started_at, None)?;
+    insert_event(tx, run, kind::PRODUCED, id, started_at, None, now)?;
     if inline {
-        insert_event(tx, run, kind::EXPORTED, id, started_at, None)?;
+        insert_event(tx, run, kind::EXPORTED, id, started_at, None, now)?;
     }
     Ok(Some(step))
 }
 
-pub(super) fn upsert_pipeline(
+/// The pipeline's row, created when new. Its project and trust ceiling are the config's when a
+/// `[[pipeline]]` entry names them (a difference from the store is appended as a change, with
+/// its time), else the first a hook brought; `hook_level` is the level that first hook asks
+/// for. A hook never changes them afterwards.
+fn ensure_pipeline(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
+    config: &Config,
     pipeline: &PipelineInfo,
-) -> rusqlite::Result<i64> {
-    if pipeline.project.is_none()
-        && pipeline.trust_level.is_none()
-        && let Some(id) = cache.pipelines.get(&pipeline.name)
-    {
-        return Ok(*id);
-    }
-    let id = tx
-        .prepare_cached(
-            "INSERT INTO pipelines (name, project, trust_level) VALUES (?1, ?2, ?3)
-             ON CONFLICT (name) DO UPDATE SET
-                project = coalesce(excluded.project, project),
-                trust_level = coalesce(excluded.trust_level, trust_level)
-             RETURNING id",
+    hook_level: Option<&str>,
+    now: Micros,
+    warnings: &mut Vec<String>,
+) -> WriteResult<PipelineRow> {
+    let name = &pipeline.name;
+    let mut row = match cache.pipelines.get(name) {
+        Some(row) => row.clone(),
+        None => {
+            tx.prepare_cached(
+                "INSERT INTO pipelines (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
+            )?
+            .execute([name])?;
+            tx.prepare_cached(
+                "SELECT id, project, trust_level FROM pipeline_current WHERE name = ?1",
+            )?
+            .query_row([name], |row| {
+                Ok(PipelineRow {
+                    id: row.get(0)?,
+                    project: row.get(1)?,
+                    ceiling: row.get(2)?,
+                })
+            })?
+        }
+    };
+    let configured = config.pipeline(name);
+    let id = row.id;
+    let change = |field: &str,
+                  current: &mut Option<String>,
+                  configured: Option<&String>,
+                  hook: Option<&str>|
+     -> rusqlite::Result<()> {
+        let (value, source) = match (configured, hook) {
+            (Some(value), _) if current.as_ref() != Some(value) => (value.as_str(), "config"),
+            (None, Some(value)) if current.is_none() => (value, "hook"),
+            _ => return Ok(()),
+        };
+        tx.prepare_cached(
+            "INSERT INTO pipeline_changes (pipeline_id, field, value, source, at) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
-        .query_row(
-            params![pipeline.name, pipeline.project, pipeline.trust_level],
-            |row| row.get(0),
-        )?;
-    cache.pipelines.insert(pipeline.name.clone(), id);
-    Ok(id)
+        .execute(params![id, field, value, source, now])?;
+        *current = Some(value.to_owned());
+        Ok(())
+    };
+    change(
+        "project",
+        &mut row.project,
+        configured.and_then(|c| c.project.as_ref()),
+        pipeline.project.as_deref(),
+    )?;
+    change(
+        "trust_level",
+        &mut row.ceiling,
+        configured.and_then(|c| c.trust_level.as_ref()),
+        hook_level,
+    )?;
+    if let (Some(asked), Some(kept)) = (&pipeline.project, &row.project)
+        && asked != kept
+    {
+        warnings.push(format!(
+            "pipeline `{}` keeps its project `{}`: a hook cannot change it to `{}`",
+            name.escape_debug(),
+            kept.escape_debug(),
+            asked.escape_debug()
+        ));
+    }
+    cache.pipelines.insert(name.clone(), row.clone());
+    Ok(row)
+}
+
+/// The level a run asking for `asked` is recorded at under `ceiling`: the lower of the two.
+/// When either is not a configured level they cannot be compared, and the ceiling wins, unless
+/// the run asks for the lowest level, which nothing is below.
+fn capped_level(
+    config: &Config,
+    asked: Option<&str>,
+    ceiling: Option<&str>,
+) -> (Option<String>, bool) {
+    match (asked, ceiling) {
+        (None, ceiling) => (ceiling.map(str::to_owned), false),
+        (Some(asked), None) => (Some(asked.to_owned()), false),
+        (Some(asked), Some(ceiling)) => {
+            let above = match (config.trust_rank(asked), config.trust_rank(ceiling)) {
+                (Some(a), Some(c)) => a > c,
+                (Some(0), None) => false,
+                _ => asked != ceiling,
+            };
+            if above {
+                (Some(ceiling.to_owned()), true)
+            } else {
+                (Some(asked.to_owned()), false)
+            }
+        }
+    }
 }
 
 pub(super) fn upsert_builder(
@@ -368,7 +522,10 @@ fn upsert_record(
                 (builder_id, record_id, record_type, description, created_at, last_used_at, size)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (builder_id, record_id) DO UPDATE SET
-                last_used_at = max(coalesce(last_used_at, 0), coalesce(excluded.last_used_at, 0)),
+                last_used_at = CASE
+                    WHEN excluded.last_used_at IS NULL THEN last_used_at
+                    WHEN last_used_at IS NULL THEN excluded.last_used_at
+                    ELSE max(last_used_at, excluded.last_used_at) END,
                 size = coalesce(excluded.size, size)
              RETURNING id",
         )?
@@ -388,7 +545,9 @@ fn upsert_record(
     Ok(id)
 }
 
-/// Inserts an event once; returns whether it was new.
+/// Inserts an event once; returns whether anything was written. An event already recorded is
+/// never changed: a mount use re-recorded with options the event's detail lacks appends the
+/// union of every use seen to `event_details`.
 fn insert_event(
     tx: &Transaction<'_>,
     run: i64,
@@ -396,83 +555,238 @@ fn insert_event(
     target: i64,
     at: Micros,
     detail: Option<&str>,
+    now: Micros,
 ) -> rusqlite::Result<bool> {
-    // The common case is a new event: a plain insert that ignores duplicates. Only a
-    // re-recorded event whose detail changed is updated.
     let inserted = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO events (run_id, kind, target, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![run, kind, target, at, detail])?;
-    if inserted == 0
-        && let Some(detail) = detail
-    {
-        let updated = tx
-            .prepare_cached(
-                "UPDATE events SET detail = ?4 WHERE run_id = ?1 AND kind = ?2 AND target = ?3
-                 AND detail IS NOT ?4",
-            )?
-            .execute(params![run, kind, target, detail])?;
-        return Ok(updated > 0);
+    if inserted > 0 {
+        return Ok(true);
     }
-    Ok(inserted > 0)
+    let Some(detail) = detail else {
+        return Ok(false);
+    };
+    let (event, current): (i64, Option<String>) = tx
+        .prepare_cached(
+            "SELECT e.id, coalesce((SELECT d.detail FROM event_details d WHERE d.event_id = e.id
+                                    ORDER BY d.id DESC LIMIT 1), e.detail)
+             FROM events e WHERE e.run_id = ?1 AND e.kind = ?2 AND e.target = ?3",
+        )?
+        .query_row(params![run, kind, target], |row| row.try_into())?;
+    if current.as_deref() == Some(detail) {
+        return Ok(false);
+    }
+    let mut uses: Vec<MountUse> = current
+        .as_deref()
+        .and_then(|d| serde_json::from_str(d).ok())
+        .unwrap_or_default();
+    let before = uses.len();
+    for new in serde_json::from_str::<Vec<MountUse>>(detail).unwrap_or_default() {
+        if !uses.contains(&new) {
+            uses.push(new);
+        }
+    }
+    if uses.len() == before && current.is_some() {
+        return Ok(false);
+    }
+    let merged = serde_json::to_string(&uses)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+    tx.prepare_cached("INSERT INTO event_details (event_id, detail, at) VALUES (?1, ?2, ?3)")?
+        .execute(params![event, merged, now])?;
+    Ok(true)
+}
+
+/// The facts of a stored run that a record of the same key must repeat.
+struct StoredRun {
+    id: i64,
+    commit: Option<String>,
+    git_ref: Option<String>,
+    builder: Option<String>,
+    started_at: Micros,
+    finished_at: Micros,
+    status: String,
+    has_records: bool,
+    trust_level: Option<String>,
+    overlapped: bool,
+}
+
+/// The fields in which `record` (recorded at `level`) contradicts the stored run, each with
+/// the stored and the given value. A fact the record leaves out contradicts nothing.
+fn differences(
+    stored: &StoredRun,
+    record: &RunRecord,
+    level: Option<&str>,
+    asked: Option<&str>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut differ = |field: &str, was: Option<String>, given: Option<String>| {
+        if given.is_some() && given != was {
+            let show = |v: Option<String>| match v {
+                Some(v) => format!("`{}`", v.escape_debug()),
+                None => "none".to_owned(),
+            };
+            out.push(format!(
+                "{field} (recorded {}, given {})",
+                show(was),
+                show(given)
+            ));
+        }
+    };
+    differ("commit", stored.commit.clone(), record.commit.clone());
+    differ("git_ref", stored.git_ref.clone(), record.git_ref.clone());
+    differ(
+        "builder",
+        stored.builder.clone(),
+        record.builder.as_ref().map(|b| b.name.clone()),
+    );
+    differ(
+        "started_at",
+        Some(time::format(stored.started_at)),
+        Some(time::format(record.started_at)),
+    );
+    differ(
+        "finished_at",
+        Some(time::format(stored.finished_at)),
+        Some(time::format(record.finished_at)),
+    );
+    differ(
+        "status",
+        Some(stored.status.clone()),
+        Some(record.status.as_str().to_owned()),
+    );
+    // A run asking for what it was recorded at, or for what is capped to it, repeats it.
+    if asked.is_some() && asked != stored.trust_level.as_deref() {
+        differ(
+            "trust_level",
+            stored.trust_level.clone(),
+            level.map(str::to_owned),
+        );
+    }
+    if record.records.is_some() && !stored.has_records {
+        out.push("records (recorded without builder records, given with them)".to_owned());
+    }
+    out
 }
 
 fn insert_run(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
+    config: &Config,
     record: &RunRecord,
     now: Micros,
-) -> rusqlite::Result<RecordOutcome> {
-    let pipeline = upsert_pipeline(tx, cache, &record.pipeline)?;
+) -> WriteResult<RecordOutcome> {
+    let mut warnings = Vec::new();
+    let asked = record.trust_level.as_deref();
+    let pipeline = ensure_pipeline(
+        tx,
+        cache,
+        config,
+        &record.pipeline,
+        asked,
+        now,
+        &mut warnings,
+    )?;
+    let (level, capped) = capped_level(config, asked, pipeline.ceiling.as_deref());
     let builder = match &record.builder {
         Some(b) => Some(upsert_builder(tx, cache, b)?),
         None => None,
     };
     if builder.is_none() && (!record.mounts.is_empty() || record.records.is_some()) {
-        return Err(rusqlite::Error::ToSqlConversionFailure(
+        return Err(WriteError::Refused(
             "a run with cache mounts or builder records needs a builder".into(),
         ));
     }
+    let name = format!("{}/{}/{}", record.pipeline.name, record.run_id, record.step);
     let overlapped = record.records.as_ref().is_some_and(|r| r.overlapped);
-    let (run, recorded_at): (i64, i64) = tx
+    let stored = tx
         .prepare_cached(
-            "INSERT INTO runs (pipeline_id, run_key, step, commit_sha, git_ref, builder_id,
-                               started_at, finished_at, status, has_records, overlapped, recorded_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-             ON CONFLICT (pipeline_id, run_key, step) DO UPDATE SET
-                commit_sha = coalesce(excluded.commit_sha, commit_sha),
-                git_ref = coalesce(excluded.git_ref, git_ref),
-                builder_id = coalesce(excluded.builder_id, builder_id),
-                started_at = min(started_at, excluded.started_at),
-                finished_at = max(finished_at, excluded.finished_at),
-                status = excluded.status,
-                has_records = max(has_records, excluded.has_records),
-                overlapped = max(overlapped, excluded.overlapped)
-             RETURNING id, recorded_at",
+            "SELECT r.id, r.commit_sha, r.git_ref, b.name, r.started_at, r.finished_at, r.status,
+                    r.has_records, r.trust_level,
+                    r.overlapped OR EXISTS (SELECT 1 FROM run_observations o
+                                            WHERE o.run_id = r.id AND o.kind = 'overlapped')
+             FROM runs r LEFT JOIN builders b ON b.id = r.builder_id
+             WHERE r.pipeline_id = ?1 AND r.run_key = ?2 AND r.step = ?3",
         )?
-        .query_row(
-            params![
-                pipeline,
-                record.run_id,
-                record.step,
-                record.commit,
-                record.git_ref,
-                builder,
-                record.started_at,
-                record.finished_at,
-                record.status.as_str(),
-                record.records.is_some(),
-                overlapped,
-                now
-            ],
-            |row| row.try_into(),
-        )?;
+        .query_row(params![pipeline.id, record.run_id, record.step], |row| {
+            Ok(StoredRun {
+                id: row.get(0)?,
+                commit: row.get(1)?,
+                git_ref: row.get(2)?,
+                builder: row.get(3)?,
+                started_at: row.get(4)?,
+                finished_at: row.get(5)?,
+                status: row.get(6)?,
+                has_records: row.get(7)?,
+                trust_level: row.get(8)?,
+                overlapped: row.get(9)?,
+            })
+        })
+        .optional()?;
+    let (run, created, level) = match stored {
+        Some(stored) => {
+            let differ = differences(&stored, record, level.as_deref(), asked);
+            if !differ.is_empty() {
+                return Err(WriteError::Refused(format!(
+                    "run `{}` is already recorded with other facts: {}; history is append-only, so nothing was written (record the build under a new run id or step)",
+                    name.escape_debug(),
+                    differ.join(", ")
+                )));
+            }
+            if overlapped && !stored.overlapped {
+                tx.prepare_cached(
+                    "INSERT INTO run_observations (run_id, kind, by_run, at) VALUES (?1, 'overlapped', NULL, ?2)",
+                )?
+                .execute(params![stored.id, now])?;
+            }
+            (stored.id, false, stored.trust_level)
+        }
+        None => {
+            if capped && let (Some(asked), Some(ceiling)) = (asked, &pipeline.ceiling) {
+                warnings.push(format!(
+                    "run `{}` asks for trust level `{}`, above its pipeline's ceiling `{}`: recorded at `{}`",
+                    name.escape_debug(),
+                    asked.escape_debug(),
+                    ceiling.escape_debug(),
+                    ceiling.escape_debug()
+                ));
+            }
+            let run: i64 = tx
+                .prepare_cached(
+                    "INSERT INTO runs (pipeline_id, run_key, step, commit_sha, git_ref, builder_id,
+                                       started_at, finished_at, status, has_records, overlapped,
+                                       recorded_at, trust_level)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                     RETURNING id",
+                )?
+                .query_row(
+                    params![
+                        pipeline.id,
+                        record.run_id,
+                        record.step,
+                        record.commit,
+                        record.git_ref,
+                        builder,
+                        record.started_at,
+                        record.finished_at,
+                        record.status.as_str(),
+                        record.records.is_some(),
+                        overlapped,
+                        now,
+                        level
+                    ],
+                    |row| row.get(0),
+                )?;
+            (run, true, level)
+        }
+    };
     let (start, finish) = (record.started_at, record.finished_at);
     let mut events = 0;
     let mut add =
         |tx: &Transaction<'_>, kind: &str, target: i64, at: Micros, detail: Option<&str>| {
-            insert_event(tx, run, kind, target, at, detail).map(|new| events += usize::from(new))
+            insert_event(tx, run, kind, target, at, detail, now)
+                .map(|new| events += usize::from(new))
         };
     if let Some(builder) = builder {
         add(tx, kind::RAN_ON, builder, start, None)?;
@@ -519,31 +833,41 @@ fn insert_run(
     }
     Ok(RecordOutcome {
         run,
-        created: recorded_at == now,
+        created,
         events,
+        trust_level: level,
+        warnings,
     })
 }
 
-/// Flags every run that overlapped `run` on its builder, and `run` itself when any did: their
-/// record snapshots may hold each other's records.
+/// Appends an `overlapped` observation to every run with record evidence that overlapped
+/// `run` on its builder, and to `run` for each of them: their record snapshots may hold each
+/// other's records.
 fn mark_overlaps(
     tx: &Transaction<'_>,
     run: i64,
     builder: &str,
     record: &RunRecord,
-    already: bool,
+    now: Micros,
 ) -> rusqlite::Result<()> {
-    let others = tx
+    let others: Vec<i64> = tx
         .prepare_cached(
-            "UPDATE runs SET overlapped = 1
+            "SELECT id FROM runs
              WHERE id <> ?1 AND has_records = 1
                AND builder_id = (SELECT id FROM builders WHERE name = ?2)
                AND started_at <= ?4 AND finished_at >= ?3",
         )?
-        .execute(params![run, builder, record.started_at, record.finished_at])?;
-    if others > 0 && !already {
-        tx.prepare_cached("UPDATE runs SET overlapped = 1 WHERE id = ?1")?
-            .execute(params![run])?;
+        .query_map(
+            params![run, builder, record.started_at, record.finished_at],
+            |row| row.get(0),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut observe = tx.prepare_cached(
+        "INSERT OR IGNORE INTO run_observations (run_id, kind, by_run, at) VALUES (?1, 'overlapped', ?2, ?3)",
+    )?;
+    for other in others {
+        observe.execute(params![other, run, now])?;
+        observe.execute(params![run, other, now])?;
     }
     Ok(())
 }
@@ -578,4 +902,498 @@ fn insert_purge(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::audit::compare::{CompareOptions, compare};
+    use crate::audit::finding::Code;
+    use crate::model::{RecordEvidence, RunStatus};
+    use crate::store::ExportItem;
+
+    const MINUTE: Micros = 60_000_000;
+
+    fn digest(c: char) -> Digest {
+        Digest::parse(&format!("sha256:{}", c.to_string().repeat(64)), "test").unwrap()
+    }
+
+    fn cache(c: char) -> Artifact {
+        Artifact {
+            digest: Some(digest(c)),
+            ..Artifact::registry(&ImageRef::parse("r.io/web:cache", "test").unwrap())
+        }
+    }
+
+    fn run(pipeline: &str, run_id: &str, trust: Option<&str>) -> RunRecord {
+        RunRecord {
+            pipeline: PipelineInfo {
+                name: pipeline.to_owned(),
+                ..PipelineInfo::default()
+            },
+            trust_level: trust.map(str::to_owned),
+            run_id: run_id.to_owned(),
+            step: "Dockerfile".to_owned(),
+            commit: Some("c0ffee".to_owned()),
+            git_ref: Some("refs/heads/main".to_owned()),
+            builder: Some(BuilderInfo {
+                name: "ci-1".to_owned(),
+                driver: None,
+                endpoint: None,
+            }),
+            started_at: 100 * MINUTE,
+            finished_at: 101 * MINUTE,
+            status: RunStatus::Succeeded,
+            imported: Vec::new(),
+            exported: Vec::new(),
+            produced: Vec::new(),
+            base_images: Vec::new(),
+            mounts: Vec::new(),
+            records: None,
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        (dir, store)
+    }
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, Path::new("c.toml")).unwrap()
+    }
+
+    fn count(store: &Store, table: &str) -> i64 {
+        store
+            .conn
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                row.get(0)
+            })
+            .unwrap()
+    }
+
+    fn exported_runs(store: &Store) -> Vec<RunRecord> {
+        let mut runs = Vec::new();
+        store
+            .export(|item| {
+                if let ExportItem::Run(run) = item {
+                    runs.push(*run);
+                }
+                Ok(())
+            })
+            .unwrap();
+        runs
+    }
+
+    /// The attack of `record --pipeline forks-pr --trust-level release`: with no config, the
+    /// pipeline's first level is its ceiling, the run is recorded at it with a warning, and a
+    /// release pipeline importing what it exported is still a trust breach (CW002).
+    #[test]
+    fn a_run_cannot_raise_its_pipeline_and_cw002_still_fires() {
+        let (_dir, mut store) = store();
+        let none = Config::default();
+        let first = store
+            .record_run(&run("forks-pr", "1", Some("untrusted")), &none)
+            .unwrap();
+        assert_eq!(first.trust_level.as_deref(), Some("untrusted"));
+        let mut raised = run("forks-pr", "2", Some("release"));
+        raised.exported.push(cache('a'));
+        let outcome = store.record_run(&raised, &none).unwrap();
+        assert_eq!(outcome.trust_level.as_deref(), Some("untrusted"));
+        assert!(
+            outcome
+                .warnings
+                .iter()
+                .any(|w| w.contains("ceiling `untrusted`")),
+            "{:?}",
+            outcome.warnings
+        );
+        let mut release = run("web-release", "1", Some("release"));
+        release.imported.push(cache('a'));
+        release.started_at += 10 * MINUTE;
+        release.finished_at += 10 * MINUTE;
+        store.record_run(&release, &none).unwrap();
+
+        let facts = store.audit_facts("r.io", "web").unwrap();
+        let options = CompareOptions {
+            now: 1_000 * MINUTE,
+            grace: 0,
+        };
+        let findings = compare(&facts, &[], options, &|l| none.trust_rank(l));
+        assert!(
+            findings.iter().any(|f| f.code == Code::TrustBreach
+                && f.detail["exporter_trust"] == "untrusted"
+                && f.detail["exporter_run"] == "forks-pr/2/Dockerfile"),
+            "{findings:?}"
+        );
+    }
+
+    /// One pipeline builds pull requests and releases: each run keeps its own level, and a
+    /// later run cannot move an earlier one.
+    #[test]
+    fn runs_of_one_pipeline_keep_their_own_levels() {
+        let (_dir, mut store) = store();
+        let config = config("[[pipeline]]\nname = \"web\"\ntrust_level = \"release\"\n");
+        store
+            .record_run(&run("web", "1", Some("untrusted")), &config)
+            .unwrap();
+        store
+            .record_run(&run("web", "2", Some("release")), &config)
+            .unwrap();
+        store.record_run(&run("web", "3", None), &config).unwrap();
+        let levels: Vec<Option<String>> = exported_runs(&store)
+            .into_iter()
+            .map(|r| r.trust_level)
+            .collect();
+        assert_eq!(
+            levels,
+            [Some("untrusted"), Some("release"), Some("release")].map(|l| l.map(str::to_owned))
+        );
+    }
+
+    /// A config ceiling wins over any hook, and each change of it is appended with its time
+    /// and source; a hook's other project is kept out with a warning.
+    #[test]
+    fn config_ceilings_win_and_their_changes_are_recorded() {
+        let (_dir, mut store) = store();
+        let first = config(
+            "[[pipeline]]\npattern = \"forks-*\"\nproject = \"forks\"\ntrust_level = \"untrusted\"\n",
+        );
+        let mut asked = run("forks-pr", "1", Some("release"));
+        asked.pipeline.project = Some("web".to_owned());
+        let outcome = store.record_run(&asked, &first).unwrap();
+        assert_eq!(outcome.trust_level.as_deref(), Some("untrusted"));
+        assert!(
+            outcome
+                .warnings
+                .iter()
+                .any(|w| w.contains("keeps its project `forks`")),
+            "{:?}",
+            outcome.warnings
+        );
+        let second = config("[[pipeline]]\npattern = \"forks-*\"\ntrust_level = \"internal\"\n");
+        let outcome = store
+            .record_run(&run("forks-pr", "2", Some("release")), &second)
+            .unwrap();
+        assert_eq!(outcome.trust_level.as_deref(), Some("internal"));
+        let changes: Vec<(String, String, String)> = store
+            .rows(
+                "SELECT field, value, source FROM pipeline_changes ORDER BY id",
+                [],
+                |row| row.try_into(),
+            )
+            .unwrap();
+        let owned = |f: &str, v: &str, s: &str| (f.to_owned(), v.to_owned(), s.to_owned());
+        assert_eq!(
+            changes,
+            [
+                owned("project", "forks", "config"),
+                owned("trust_level", "untrusted", "config"),
+                owned("trust_level", "internal", "config"),
+            ]
+        );
+        // The first run keeps the level it was recorded at.
+        let levels: Vec<Option<String>> = exported_runs(&store)
+            .into_iter()
+            .map(|r| r.trust_level)
+            .collect();
+        assert_eq!(
+            levels,
+            [Some("untrusted".to_owned()), Some("internal".to_owned())]
+        );
+    }
+
+    /// The attack of re-recording `web-release/101-1` with another builder, status and start:
+    /// refused, naming the fields, and nothing of it is written (not even its new mount, or
+    /// the new builder).
+    #[test]
+    fn a_run_key_with_other_facts_is_refused_and_writes_nothing() {
+        let (_dir, mut store) = store();
+        let none = Config::default();
+        store
+            .record_run(&run("web-release", "101-1", Some("release")), &none)
+            .unwrap();
+        let tables = [
+            "runs",
+            "events",
+            "builders",
+            "mounts",
+            "pipelines",
+            "pipeline_changes",
+        ];
+        let before: Vec<i64> = tables.iter().map(|t| count(&store, t)).collect();
+        let mut evil = run("web-release", "101-1", Some("release"));
+        evil.builder.as_mut().unwrap().name = "evil-builder".to_owned();
+        evil.status = RunStatus::Failed;
+        evil.started_at = 0;
+        evil.mounts.push(MountUse {
+            id: "/root/.cache/pip".to_owned(),
+            ..MountUse::default()
+        });
+        let err = store.record_run(&evil, &none).unwrap_err().to_string();
+        for field in ["builder", "started_at", "status"] {
+            assert!(err.contains(field), "{err}");
+        }
+        for field in ["commit", "git_ref", "finished_at", "trust_level"] {
+            assert!(!err.contains(&format!("{field} (")), "{err}");
+        }
+        let after: Vec<i64> = tables.iter().map(|t| count(&store, t)).collect();
+        assert_eq!(before, after);
+        // A lower level is another fact too.
+        let err = store
+            .record_run(&run("web-release", "101-1", Some("untrusted")), &none)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("trust_level"), "{err}");
+    }
+
+    /// The same facts again add only what is new; a run recorded at its ceiling repeats it by
+    /// asking for the same level again.
+    #[test]
+    fn the_same_facts_again_add_only_new_events() {
+        let (_dir, mut store) = store();
+        let config = config("[[pipeline]]\nname = \"p\"\ntrust_level = \"internal\"\n");
+        let first = store
+            .record_run(&run("p", "1", Some("release")), &config)
+            .unwrap();
+        assert!(first.created);
+        let mut again = run("p", "1", Some("release"));
+        again.produced.push(cache('b'));
+        let outcome = store.record_run(&again, &config).unwrap();
+        assert!(!outcome.created);
+        assert_eq!(outcome.events, 1);
+        assert_eq!(outcome.trust_level.as_deref(), Some("internal"));
+        let outcome = store.record_run(&again, &config).unwrap();
+        assert_eq!(outcome.events, 0);
+    }
+
+    /// Runs, events and pipelines cannot be changed or deleted, even by SQL that bypasses the
+    /// write path.
+    #[test]
+    fn runs_and_events_are_append_only() {
+        let (_dir, mut store) = store();
+        store
+            .record_run(&run("p", "1", Some("release")), &Config::default())
+            .unwrap();
+        for sql in [
+            "UPDATE runs SET builder_id = NULL",
+            "UPDATE runs SET trust_level = 'untrusted'",
+            "DELETE FROM runs",
+            "UPDATE events SET at = 0",
+            "DELETE FROM events",
+            "UPDATE pipelines SET trust_level = 'release'",
+        ] {
+            let err = store.conn.execute(sql, []).unwrap_err().to_string();
+            assert!(err.contains("append"), "{sql}: {err}");
+        }
+    }
+
+    /// A build found overlapping an earlier one is appended as an observation of both: the
+    /// earlier run's row is not rewritten, and both export as overlapped.
+    #[test]
+    fn overlaps_are_appended_observations() {
+        let (_dir, mut store) = store();
+        let none = Config::default();
+        let mut a = run("p", "1", None);
+        a.records = Some(RecordEvidence::default());
+        store.record_run(&a, &none).unwrap();
+        let mut b = run("p", "2", None);
+        b.records = Some(RecordEvidence::default());
+        b.started_at += MINUTE / 2;
+        b.finished_at += MINUTE;
+        store.record_run(&b, &none).unwrap();
+        let flagged: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM runs WHERE overlapped = 1", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(flagged, 0);
+        let overlapped: Vec<bool> = exported_runs(&store)
+            .into_iter()
+            .map(|r| r.records.unwrap().overlapped)
+            .collect();
+        assert_eq!(overlapped, [true, true]);
+    }
+
+    /// A mount use re-recorded with other options leaves its event as it was and appends the
+    /// union of the uses, which export (and purges) read.
+    #[test]
+    fn mount_uses_with_other_options_are_appended() {
+        let (_dir, mut store) = store();
+        let none = Config::default();
+        let pip = |readonly| MountUse {
+            id: "/root/.cache/pip".to_owned(),
+            readonly,
+            ..MountUse::default()
+        };
+        let mut first = run("p", "1", None);
+        first.mounts.push(pip(true));
+        store.record_run(&first, &none).unwrap();
+        let mut second = first.clone();
+        second.mounts = vec![pip(false)];
+        store.record_run(&second, &none).unwrap();
+        let detail: String = store
+            .conn
+            .query_row(
+                "SELECT detail FROM events WHERE kind = 'read_mount'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(detail, serde_json::to_string(&[pip(true)]).unwrap());
+        assert_eq!(count(&store, "event_details"), 1);
+        let mounts = exported_runs(&store).pop().unwrap().mounts;
+        assert_eq!(mounts, [pip(true), pip(false)]);
+    }
+
+    /// Importing the same builder record twice keeps an unknown last use unknown (not 0).
+    #[test]
+    fn re_import_keeps_an_unknown_last_use_unknown() {
+        let (_dir, mut store) = store();
+        let mut line = run("p", "1", None);
+        line.records = Some(RecordEvidence {
+            created: vec![BuilderRecord {
+                id: "r1".to_owned(),
+                record_type: "regular".to_owned(),
+                description: "RUN make".to_owned(),
+                created_at: Some(0),
+                last_used_at: None,
+                size: None,
+            }],
+            ..RecordEvidence::default()
+        });
+        let items = [ImportItem::Run(Box::new(line))];
+        for _ in 0..2 {
+            store.import_batch(&items, 1, &Config::default()).unwrap();
+        }
+        let last: Option<i64> = store
+            .conn
+            .query_row("SELECT last_used_at FROM builder_records", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(last, None);
+    }
+
+    /// Sweep selection judges an entity by the runs that used it, each at its own level: a
+    /// mount only a pull-request run wrote is `untrusted` although its pipeline's ceiling is
+    /// `release`.
+    #[test]
+    fn sweep_candidates_carry_each_runs_level() {
+        let (_dir, mut store) = store();
+        let config = config("[[pipeline]]\nname = \"web\"\ntrust_level = \"release\"\n");
+        let mount = |id: &str| MountUse {
+            id: id.to_owned(),
+            ..MountUse::default()
+        };
+        let mut pr = run("web", "1", Some("untrusted"));
+        pr.mounts.push(mount("/pr"));
+        store.record_run(&pr, &config).unwrap();
+        let mut release = run("web", "2", Some("release"));
+        release.mounts.push(mount("/release"));
+        store.record_run(&release, &config).unwrap();
+        let kinds = crate::store::SweepKinds {
+            mounts: true,
+            ..Default::default()
+        };
+        let levels: Vec<(String, Vec<Option<String>>)> = store
+            .sweep_candidates(kinds)
+            .unwrap()
+            .mounts
+            .into_iter()
+            .map(|m| {
+                (
+                    m.mount_id,
+                    m.pipelines.into_iter().map(|p| p.trust_level).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            levels,
+            [
+                ("/pr".to_owned(), vec![Some("untrusted".to_owned())]),
+                ("/release".to_owned(), vec![Some("release".to_owned())]),
+            ]
+        );
+    }
+
+    /// A run is recorded at the lower of its level and its ceiling; levels the config does not
+    /// know give way to the ceiling, except that the lowest level is never raised.
+    #[test]
+    fn capped_levels() {
+        let c = Config::default();
+        let cap = |asked, ceiling| capped_level(&c, asked, ceiling);
+        let some = |l: &str| (Some(l.to_owned()), false);
+        let capped = |l: &str| (Some(l.to_owned()), true);
+        assert_eq!(cap(Some("release"), Some("internal")), capped("internal"));
+        assert_eq!(cap(Some("untrusted"), Some("release")), some("untrusted"));
+        assert_eq!(cap(None, Some("internal")), some("internal"));
+        assert_eq!(cap(Some("release"), None), some("release"));
+        assert_eq!(cap(None, None), (None, false));
+        assert_eq!(cap(Some("gold"), Some("internal")), capped("internal"));
+        assert_eq!(cap(Some("release"), Some("gold")), capped("gold"));
+        assert_eq!(cap(Some("untrusted"), Some("gold")), some("untrusted"));
+    }
+
+    /// A store written before runs had their own level is migrated with each run at its
+    /// pipeline's level of the time, and that level and project become the pipeline's first
+    /// recorded changes.
+    #[test]
+    fn older_stores_give_each_run_its_pipelines_level() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        let older = rusqlite_migration::Migrations::new(
+            super::super::MIGRATION_SQL[..6]
+                .iter()
+                .map(|sql| rusqlite_migration::M::up(sql))
+                .collect(),
+        );
+        older.to_latest(&mut conn).unwrap();
+        conn.execute_batch(
+            "INSERT INTO pipelines (id, name, project, trust_level) VALUES (1, 'web', 'acme', 'release');
+             INSERT INTO pipelines (id, name) VALUES (2, 'bare');
+             INSERT INTO runs (pipeline_id, run_key, step, started_at, finished_at, status, recorded_at)
+             VALUES (1, '1', 's', 0, 0, 'succeeded', 5), (2, '1', 's', 0, 0, 'succeeded', 6);",
+        )
+        .unwrap();
+        drop(conn);
+        let mut store = Store::open(&path).unwrap();
+        let levels: Vec<Option<String>> = exported_runs(&store)
+            .into_iter()
+            .map(|r| r.trust_level)
+            .collect();
+        assert_eq!(levels, [Some("release".to_owned()), None]);
+        let current: Vec<(String, Option<String>, Option<String>)> = store
+            .rows(
+                "SELECT name, project, trust_level FROM pipeline_current ORDER BY id",
+                [],
+                |row| row.try_into(),
+            )
+            .unwrap();
+        assert_eq!(
+            current,
+            [
+                (
+                    "web".to_owned(),
+                    Some("acme".to_owned()),
+                    Some("release".to_owned())
+                ),
+                ("bare".to_owned(), None, None),
+            ]
+        );
+        // The ceiling holds for the runs recorded after the migration.
+        let outcome = store
+            .record_run(&run("web", "2", Some("release")), &Config::default())
+            .unwrap();
+        assert_eq!(outcome.trust_level.as_deref(), Some("release"));
+        let mut raised = run("bare", "2", Some("internal"));
+        raised.builder = None;
+        store.record_run(&raised, &Config::default()).unwrap();
+        let outcome = store
+            .record_run(&run("bare", "3", Some("release")), &Config::default())
+            .unwrap();
+        assert_eq!(outcome.trust_level.as_deref(), Some("internal"));
+    }
 }

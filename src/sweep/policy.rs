@@ -27,8 +27,9 @@
 //! Entities flow through the rules in order; the first rule that matches one decides it, and
 //! an entity no rule matches is kept. Selectors: `pipeline`, `project` (globs over the
 //! pipelines that wrote or used the entity: any one matching is enough), `trust_level` (the
-//! lowest level among those pipelines: `untrusted`, `<=internal`, `>=release`; an entity whose
-//! pipelines have no level the config knows matches no trust selector), `repository` (a glob
+//! lowest level among the runs that wrote or used the entity, each at its own recorded level:
+//! `untrusted`, `<=internal`, `>=release`; an entity whose runs have no level the config knows
+//! matches no trust selector), `repository` (a glob
 //! over `registry/repository`, cache refs only), `builder` (a glob, mounts and records only) and
 //! `older_than` (time since the last recorded write or use). In globs `*` stays within one
 //! `/`-separated component and `**` crosses them.

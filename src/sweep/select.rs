@@ -9,11 +9,13 @@ use crate::time::{self, Micros};
 
 use super::policy::{Policy, Rule, RuleAction, Selects};
 
-/// A pipeline that wrote or used an entity.
+/// A pipeline that wrote or used an entity, with the trust level of its runs that did (one
+/// entry per level).
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PipelineFacts {
     pub name: String,
     pub project: Option<String>,
+    /// The recorded level of the pipeline's runs that wrote or used the entity.
     pub trust_level: Option<String>,
 }
 

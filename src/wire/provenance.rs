@@ -57,6 +57,7 @@ pub struct RunLine {
     pub pipeline: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
+    /// The run's own trust level (at most its pipeline's ceiling).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_level: Option<String>,
     pub run: String,
@@ -88,9 +89,10 @@ pub struct RunLine {
 }
 
 /// An artifact: a registry reference string (`registry/repo[:tag]@digest`), or an object for
-/// the other backends.
+/// the other backends. An object is read strictly: a field it does not know is an error that
+/// names it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, try_from = "serde_json::Value")]
 pub enum ArtifactWire {
     Reference(String),
     Other {
@@ -105,6 +107,43 @@ pub enum ArtifactWire {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tag: Option<String>,
     },
+}
+
+/// The object form of [`ArtifactWire`], as read.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OtherArtifact {
+    backend: Backend,
+    #[serde(default)]
+    locator: String,
+    #[serde(default)]
+    digest: Option<String>,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    tag: Option<String>,
+}
+
+impl TryFrom<serde_json::Value> for ArtifactWire {
+    type Error = String;
+
+    fn try_from(value: serde_json::Value) -> Result<Self, String> {
+        match value {
+            serde_json::Value::String(reference) => Ok(Self::Reference(reference)),
+            value @ serde_json::Value::Object(_) => {
+                let o: OtherArtifact =
+                    serde_json::from_value(value).map_err(|e| format!("artifact object: {e}"))?;
+                Ok(Self::Other {
+                    backend: o.backend,
+                    locator: o.locator,
+                    digest: o.digest,
+                    key: o.key,
+                    tag: o.tag,
+                })
+            }
+            _ => Err("an artifact is a reference string or an object".to_owned()),
+        }
+    }
 }
 
 impl ArtifactWire {
@@ -275,8 +314,9 @@ fn run_from_line(line: RunLine) -> Result<RunRecord, String> {
         pipeline: PipelineInfo {
             name: line.pipeline,
             project: line.project,
-            trust_level: line.trust_level,
+            trust_level: None,
         },
+        trust_level: line.trust_level,
         run_id: line.run,
         step: line.step,
         commit: line.commit,
@@ -346,7 +386,7 @@ pub fn run_line(run: &RunRecord) -> RunLine {
         v: VERSION,
         pipeline: run.pipeline.name.clone(),
         project: run.pipeline.project.clone(),
-        trust_level: run.pipeline.trust_level.clone(),
+        trust_level: run.trust_level.clone(),
         run: run.run_id.clone(),
         step: run.step.clone(),
         builder: run.builder.as_ref().map(|b| b.name.clone()),
@@ -393,5 +433,56 @@ mod tests {
         assert!(err.contains("version 2"), "{err}");
         let err = parse_line(r#"{"v":1,"type":"run","pipeline":"p","run":"1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:00:00Z","imported":["reg.io/x@sha256:zz"]}"#).unwrap_err();
         assert!(err.contains("sha256:zz"), "{err}");
+    }
+
+    /// Unknown fields inside the nested objects of a run line (mounts, builder records, the
+    /// records object, artifact objects) are refused, naming the field, as the schema says.
+    #[test]
+    fn unknown_nested_fields_are_refused() {
+        let run = |extra: &str| {
+            format!(
+                r#"{{"v":1,"type":"run","pipeline":"p","run":"1","builder":"b","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:00:00Z",{extra}}}"#
+            )
+        };
+        for (extra, field) in [
+            (r#""mounts":[{"id":"/m","bogus":1}]"#, "bogus"),
+            (r#""records":{"created":[{"id":"r","evil":true}]}"#, "evil"),
+            (r#""records":{"reused":[],"extra":1}"#, "extra"),
+            (
+                r#""exported":[{"backend":"gha","key":"k","zzz":"1"}]"#,
+                "zzz",
+            ),
+        ] {
+            let err = parse_line(&run(extra)).unwrap_err();
+            assert!(
+                err.contains(&format!("unknown field `{field}`")),
+                "{extra}: {err}"
+            );
+        }
+        for line in [
+            r#"{"v":1,"type":"pipeline","name":"p","ceiling":"release"}"#,
+            r#"{"v":1,"type":"builder","name":"b","evil":1}"#,
+            r#"{"v":1,"type":"purge","builder":"b","at":"2026-01-01T00:00:00Z","evil":1}"#,
+        ] {
+            let err = parse_line(line).unwrap_err();
+            assert!(err.contains("unknown field"), "{line}: {err}");
+        }
+        let ok = parse_line(&run(
+            r#""exported":[{"backend":"gha","key":"k"}],"mounts":[{"id":"/m","readonly":true}]"#,
+        ));
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    /// A run line's `trust_level` is the run's own, not its pipeline's.
+    #[test]
+    fn a_run_lines_trust_level_is_the_runs() {
+        let text = r#"{"v":1,"type":"run","pipeline":"p","trust_level":"untrusted","run":"1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:00:00Z"}"#;
+        let ImportItem::Run(run) = parse_line(text).unwrap() else {
+            panic!("not a run")
+        };
+        assert_eq!(run.trust_level.as_deref(), Some("untrusted"));
+        assert_eq!(run.pipeline.trust_level, None);
+        let again = serde_json::to_string(&Line::Run(Box::new(run_line(&run)))).unwrap();
+        assert!(again.contains(r#""trust_level":"untrusted""#), "{again}");
     }
 }

@@ -9,6 +9,7 @@ mod common;
 mod wrap;
 
 mod audit;
+mod integrity;
 mod lifecycle;
 mod purge;
 mod purge_facts;

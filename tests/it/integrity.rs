@@ -1,0 +1,255 @@
+//! History the recorded pipelines cannot rewrite: per-run trust under a ceiling, refused
+//! re-records, and imports that are read strictly and change nothing when repeated.
+
+use crate::common::{Env, ok, output};
+
+fn record(env: &Env, args: &[&str]) -> String {
+    output(env, env.cmd().arg("record").args(args))
+}
+
+/// The run lines of `export`, parsed.
+fn runs(env: &Env) -> Vec<serde_json::Value> {
+    ok(env.cmd().arg("export"))
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["type"] == "run")
+        .collect()
+}
+
+const RELEASE: &[&str] = &[
+    "--pipeline",
+    "web-release",
+    "--run",
+    "101-1",
+    "--builder",
+    "ci-1",
+    "--commit",
+    "c0ffee",
+    "--trust-level",
+    "release",
+    "--started-at",
+    "2026-03-01T10:00:00Z",
+    "--finished-at",
+    "2026-03-01T10:04:00Z",
+];
+
+/// The issue's attack: recording `web-release/101-1` again with another builder, status and
+/// start is refused with exit 2 naming those fields, and the store is left exactly as it was.
+#[test]
+fn a_recorded_run_cannot_be_rewritten() {
+    let env = Env::new();
+    ok(env.cmd().arg("record").args(RELEASE));
+    let before = ok(env.cmd().arg("export"));
+    let out = record(
+        &env,
+        &[
+            "--pipeline",
+            "web-release",
+            "--run",
+            "101-1",
+            "--builder",
+            "evil-builder",
+            "--status",
+            "failed",
+            "--started-at",
+            "2020-01-01T00:00:00Z",
+            "--finished-at",
+            "2026-03-01T10:04:00Z",
+            "--mount",
+            "/root/.cache/pip",
+        ],
+    );
+    assert!(out.starts_with("exit: 2\n"), "{out}");
+    for field in ["builder", "started_at", "status"] {
+        assert!(out.contains(&format!("{field} (recorded")), "{out}");
+    }
+    assert!(!out.contains("updated"), "{out}");
+    assert_eq!(ok(env.cmd().arg("export")), before);
+}
+
+/// Recording the same facts again is allowed and adds only the new events.
+#[test]
+fn the_same_run_again_only_adds_events() {
+    let env = Env::new();
+    ok(env.cmd().arg("record").args(RELEASE));
+    let mut more = RELEASE.to_vec();
+    more.extend(["--mount", "/root/.cache/pip"]);
+    let out = record(&env, &more);
+    assert!(
+        out.starts_with("exit: 0\n")
+            && out.contains("already recorded: run web-release/101-1/Dockerfile (2 new events"),
+        "{out}"
+    );
+    let out = record(&env, &more);
+    assert!(out.contains("(0 new events"), "{out}");
+    assert_eq!(runs(&env).len(), 1);
+}
+
+/// The issue's attack `record --pipeline forks-pr --trust-level release`: the pipeline's
+/// first level is its ceiling, so the run is recorded `untrusted` with a warning, and the
+/// pipeline stays `untrusted`.
+#[test]
+fn a_run_cannot_raise_its_pipeline() {
+    let env = Env::new();
+    let fork = |run: &str, level: &str| {
+        record(
+            &env,
+            &[
+                "--pipeline",
+                "forks-pr",
+                "--run",
+                run,
+                "--builder",
+                "ci-1",
+                "--trust-level",
+                level,
+            ],
+        )
+    };
+    assert!(fork("1", "untrusted").starts_with("exit: 0\n"));
+    let out = fork("2", "release");
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+    assert!(
+        out.contains("asks for trust level `release`, above its pipeline's ceiling `untrusted`"),
+        "{out}"
+    );
+    let levels: Vec<_> = runs(&env)
+        .iter()
+        .map(|r| r["trust_level"].clone())
+        .collect();
+    assert_eq!(levels, ["untrusted", "untrusted"]);
+    let export = ok(env.cmd().arg("export"));
+    assert!(
+        export.contains(r#"{"type":"pipeline","v":1,"name":"forks-pr","trust_level":"untrusted"}"#),
+        "{export}"
+    );
+}
+
+/// One GitHub workflow on `push` and `pull_request`: the pull request's run is untrusted
+/// whatever `--trust-level` says, the push to a protected branch runs at the configured
+/// ceiling, and each run's level is exported on its line.
+#[test]
+fn pull_request_runs_are_untrusted() {
+    let env = Env::new();
+    let config = env.write(
+        "cw.toml",
+        "[[pipeline]]\nname = \"acme/web/ci\"\nproject = \"acme/web\"\ntrust_level = \"release\"\n",
+    );
+    let github = |event: &str, protected: &str, run: &str| {
+        let mut cmd = env.cmd_with(&config);
+        cmd.env("GITHUB_ACTIONS", "true")
+            .env("GITHUB_REPOSITORY", "acme/web")
+            .env("GITHUB_WORKFLOW", "ci")
+            .env("GITHUB_RUN_ID", run)
+            .env("GITHUB_RUN_ATTEMPT", "1")
+            .env("GITHUB_EVENT_NAME", event)
+            .env("GITHUB_REF_PROTECTED", protected)
+            .args(["record", "--builder", "ci-1", "--trust-level", "release"]);
+        output(&env, &mut cmd)
+    };
+    let pr = github("pull_request", "false", "7");
+    assert!(pr.starts_with("exit: 0\n"), "{pr}");
+    assert!(
+        pr.contains("GITHUB_EVENT_NAME=pull_request: the run is untrusted"),
+        "{pr}"
+    );
+    let push = github("push", "true", "8");
+    assert!(
+        push.starts_with("exit: 0\n") && !push.contains("warning"),
+        "{push}"
+    );
+    let unprotected = github("push", "false", "9");
+    assert!(
+        unprotected.contains("GITHUB_REF_PROTECTED=false"),
+        "{unprotected}"
+    );
+    let levels: Vec<_> = runs(&env)
+        .iter()
+        .map(|r| (r["run"].clone(), r["trust_level"].clone()))
+        .collect();
+    assert_eq!(
+        levels,
+        [
+            ("7-1", "untrusted"),
+            ("8-1", "release"),
+            ("9-1", "untrusted")
+        ]
+        .map(|(r, l)| (serde_json::json!(r), serde_json::json!(l)))
+    );
+}
+
+/// An import cannot raise a pipeline the config caps either: its run lines are recorded at
+/// the ceiling with a warning naming the line.
+#[test]
+fn imported_runs_are_capped_at_the_ceiling() {
+    let env = Env::new();
+    let config = env.write(
+        "cw.toml",
+        "[[pipeline]]\npattern = \"forks-*\"\ntrust_level = \"untrusted\"\n",
+    );
+    let file = env.write(
+        "in.jsonl",
+        concat!(
+            r#"{"v":1,"type":"pipeline","name":"forks-pr","trust_level":"release"}"#,
+            "\n",
+            r#"{"v":1,"type":"run","pipeline":"forks-pr","trust_level":"release","run":"1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z"}"#,
+            "\n"
+        ),
+    );
+    let out = output(&env, env.cmd_with(&config).arg("import").arg(&file));
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+    assert!(out.contains("line 2: run `forks-pr/1/`"), "{out}");
+    assert_eq!(runs(&env)[0]["trust_level"], "untrusted");
+}
+
+/// Re-importing an export changes nothing: a builder record with no known last use keeps
+/// none (it used to become 0), and no event is added.
+#[test]
+fn re_import_is_a_no_op() {
+    let env = Env::new();
+    let file = env.write(
+        "in.jsonl",
+        concat!(
+            r#"{"v":1,"type":"run","pipeline":"p","trust_level":"internal","run":"1","step":"s","builder":"b1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","mounts":[{"id":"/m"}],"records":{"created":[{"id":"x1","type":"regular","description":"RUN make"}]}}"#,
+            "\n"
+        ),
+    );
+    ok(env.cmd().arg("import").arg(&file));
+    let first = ok(env.cmd().arg("export"));
+    let again = env.write("again.jsonl", &first);
+    let out = output(&env, env.cmd().arg("import").arg(&again));
+    assert!(out.contains("(0 events)"), "{out}");
+    let second = ok(env.cmd().arg("export"));
+    assert_eq!(first, second);
+    assert!(!second.contains("last_used_at"), "{second}");
+}
+
+/// Unknown fields inside a run line's nested objects are refused with exit 2, naming the
+/// line and the field, and nothing is written.
+#[test]
+fn unknown_nested_fields_are_refused() {
+    let env = Env::new();
+    for (i, (nested, field)) in [
+        (r#""mounts":[{"id":"/m","bogus":1}]"#, "bogus"),
+        (r#""records":{"created":[{"id":"r","evil":1}]}"#, "evil"),
+        (r#""exported":[{"backend":"gha","key":"k","zzz":1}]"#, "zzz"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let file = env.write(
+            &format!("bad{i}.jsonl"),
+            &format!(
+                "{}\n{{\"v\":1,\"type\":\"run\",\"pipeline\":\"p\",\"run\":\"1\",\"builder\":\"b\",\"started_at\":\"2026-01-01T00:00:00Z\",\"finished_at\":\"2026-01-01T00:00:00Z\",{nested}}}\n",
+                r#"{"v":1,"type":"pipeline","name":"p"}"#
+            ),
+        );
+        let out = output(&env, env.cmd().arg("import").arg(&file));
+        assert!(out.starts_with("exit: 2\n"), "{out}");
+        assert!(
+            out.contains("line 2") && out.contains(&format!("unknown field `{field}`")),
+            "{out}"
+        );
+    }
+    assert!(!env.db().exists() || runs(&env).is_empty());
+}
