@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::error::RemoteError;
-use crate::model::{Digest, Driver, ManifestFacts, PurgeTarget};
+use crate::model::{Digest, Driver, ManifestFacts, PurgeMethod, PurgeProvenance, PurgeTarget};
 use crate::plan::{Action, ActionKind, Target};
 use crate::remote::buildkit::{BuildkitClient, CacheRecord};
 use crate::remote::engine::Engine;
@@ -193,7 +193,8 @@ pub async fn execute(
                 let finished = match breaker.open(&row.action.place) {
                     Some(reason) => Finished::Failed(reason),
                     None => {
-                        let finished = run_action(&row.action, &clients, incident, &store).await;
+                        let finished =
+                            run_action(&row.action, &clients, (incident, row.seq), &store).await;
                         breaker.record(&row.action.place, &finished);
                         finished
                     }
@@ -267,7 +268,7 @@ fn is_unreachable(error: &str) -> bool {
 async fn run_action(
     action: &Action,
     clients: &Clients,
-    incident: i64,
+    job: (i64, i64),
     store: &Arc<Mutex<Store>>,
 ) -> Finished {
     let result = match &action.target {
@@ -305,7 +306,7 @@ async fn run_action(
                 mount: mount_id.clone(),
                 namespace: String::new(),
             };
-            return record_purge_after(store, incident, result, Some(target));
+            return record_purge_after(store, job, result, Some(target));
         }
         Target::Builder {
             builder,
@@ -335,7 +336,7 @@ async fn run_action(
             let target = (!*partial).then(|| PurgeTarget::Builder {
                 builder: builder.clone(),
             });
-            return record_purge_after(store, incident, result, target);
+            return record_purge_after(store, job, result, target);
         }
         Target::LocalImage {
             builder,
@@ -362,21 +363,32 @@ async fn run_action(
 
 /// Turns a prune's result into the journal's outcome, recording the purge in the provenance
 /// store first when it succeeded, so traces treat the mount or builder as clean from now on.
+/// The purge names the executor, who ran it, and the incident (or sweep) action `job` it
+/// carried out.
 fn record_purge_after(
     store: &Arc<Mutex<Store>>,
-    incident: i64,
+    job: (i64, i64),
     result: Result<String, RemoteError>,
     target: Option<PurgeTarget>,
 ) -> Finished {
     match (result, target) {
         (Ok(outcome), Some(target)) => {
-            let recorded = store.lock().expect("store lock").record_purge(
-                &target,
-                time::now(),
-                &format!("incident {incident}"),
-            );
+            let provenance = PurgeProvenance {
+                method: PurgeMethod::Executor,
+                author: crate::actor::actor(),
+                forced: false,
+                reason: None,
+                source: format!("incident {}", job.0),
+                action: Some(job),
+                claimed: None,
+            };
+            let recorded =
+                store
+                    .lock()
+                    .expect("store lock")
+                    .record_purge(&target, time::now(), &provenance);
             match recorded {
-                Ok(()) => Finished::Done(outcome),
+                Ok(_) => Finished::Done(outcome),
                 Err(err) => {
                     Finished::Failed(format!("pruned, but the purge was not recorded: {err}"))
                 }

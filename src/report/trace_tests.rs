@@ -81,7 +81,10 @@ fn rich_trace(ignore_time: bool) -> Trace {
     trace(
         &mut h,
         &seed_runs(&["evil/1"]),
-        TraceOptions { ignore_time },
+        TraceOptions {
+            ignore_time,
+            ..TraceOptions::default()
+        },
     )
     .unwrap()
 }

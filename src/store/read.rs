@@ -9,13 +9,59 @@ use super::write::kind;
 use super::{Store, StoreError, sql_error};
 use crate::graph::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestUses, MountId, MountInfo,
-    RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
+    Purged, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
 };
 use crate::model::{
     Artifact, Backend, BuilderInfo as BuilderDesc, BuilderRecord, Digest, Driver, MountUse,
-    PipelineInfo, PurgeTarget, RecordEvidence, RunKey, RunRecord, RunStatus,
+    PipelineInfo, PurgeClaim, PurgeMethod, PurgeTarget, RecordEvidence, RunKey, RunRecord,
+    RunStatus, StoredPurge,
 };
 use crate::time::Micros;
+
+/// A purge with its provenance, for [`purge_from_row`]: `u` is `purges`, `b` its builder and
+/// `m` its mount (left-joined).
+const PURGE_COLUMNS: &str = "u.id, u.kind, b.name, m.mount_id, m.namespace, u.at, u.source,
+    u.method, u.author, u.recorded_at, u.forced, u.reason, u.incident_id, u.action_seq,
+    u.claimed_method, u.claimed_author, u.claimed_recorded_at";
+
+const PURGE_FROM: &str =
+    "purges u JOIN builders b ON b.id = u.builder_id LEFT JOIN mounts m ON m.id = u.mount";
+
+fn purge_from_row(row: &Row<'_>) -> rusqlite::Result<StoredPurge> {
+    let kind: String = row.get(1)?;
+    let builder: String = row.get(2)?;
+    let target = if kind == "mount" {
+        PurgeTarget::Mount {
+            builder,
+            mount: row.get(3)?,
+            namespace: row.get(4)?,
+        }
+    } else {
+        PurgeTarget::Builder { builder }
+    };
+    let method: String = row.get(7)?;
+    let incident: Option<i64> = row.get(12)?;
+    let seq: Option<i64> = row.get(13)?;
+    let claimed = PurgeClaim {
+        method: row.get(14)?,
+        author: row.get(15)?,
+        recorded_at: row.get(16)?,
+    };
+    Ok(StoredPurge {
+        id: row.get(0)?,
+        target,
+        at: row.get(5)?,
+        // The schema admits only the three methods; anything else is shown as the least trusted.
+        method: PurgeMethod::parse(&method).unwrap_or(PurgeMethod::Imported),
+        author: row.get(8)?,
+        recorded_at: row.get(9)?,
+        forced: row.get(10)?,
+        reason: row.get(11)?,
+        source: row.get(6)?,
+        action: incident.zip(seq),
+        claimed: (claimed != PurgeClaim::default()).then_some(claimed),
+    })
+}
 
 const RUN_COLUMNS: &str = "r.id, p.name, r.run_key, r.step, r.builder_id, r.started_at, r.finished_at, r.status, r.has_records";
 
@@ -109,31 +155,58 @@ impl Store {
         self.export_runs(&builders, &mut emit)?;
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT u.kind, b.name, m.mount_id, m.namespace, u.at, u.source FROM purges u
-                 JOIN builders b ON b.id = u.builder_id LEFT JOIN mounts m ON m.id = u.mount ORDER BY u.id",
-            )
+            .prepare(&format!(
+                "SELECT {PURGE_COLUMNS} FROM {PURGE_FROM} ORDER BY u.id"
+            ))
             .map_err(e)?;
         let mut rows = stmt.query([]).map_err(e)?;
         while let Some(row) = rows.next().map_err(e)? {
-            let kind: String = row.get(0).map_err(e)?;
-            let builder: String = row.get(1).map_err(e)?;
-            let target = if kind == "mount" {
-                PurgeTarget::Mount {
-                    builder,
-                    mount: row.get(2).map_err(e)?,
-                    namespace: row.get(3).map_err(e)?,
-                }
-            } else {
-                PurgeTarget::Builder { builder }
-            };
-            emit(ExportItem::Purge {
-                target,
-                at: row.get(4).map_err(e)?,
-                source: row.get(5).map_err(e)?,
-            })?;
+            emit(ExportItem::Purge(purge_from_row(row).map_err(e)?))?;
         }
         Ok(())
+    }
+
+    /// The latest recorded use of what a purge of `target` would clean: a read or write of
+    /// the mount (for a prune of a builder: any event on the builder, its mounts or its
+    /// records, and the end of any run on it), as the run and the event's time. `None` when
+    /// nothing was recorded, or the builder or mount is unknown.
+    pub fn last_use(&self, target: &PurgeTarget) -> Result<Option<(RunId, Micros)>, StoreError> {
+        let found = match target {
+            PurgeTarget::Mount {
+                builder,
+                mount,
+                namespace,
+            } => self.conn.query_row(
+                "SELECT e.run_id, e.at FROM events e
+                   JOIN mounts m ON m.id = e.target
+                   JOIN builders b ON b.id = m.builder_id
+                 WHERE e.kind IN ('read_mount', 'wrote_mount')
+                   AND b.name = ?1 AND m.mount_id = ?2 AND m.namespace = ?3
+                 ORDER BY e.at DESC, e.run_id DESC LIMIT 1",
+                params![builder, mount, namespace],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            ),
+            PurgeTarget::Builder { builder } => self.conn.query_row(
+                "WITH b AS (SELECT id FROM builders WHERE name = ?1)
+                 SELECT run_id, at FROM (
+                   SELECT e.run_id, e.at FROM events e
+                     WHERE e.kind = 'ran_on' AND e.target IN (SELECT id FROM b)
+                   UNION ALL
+                   SELECT e.run_id, e.at FROM events e JOIN mounts m ON m.id = e.target
+                     WHERE e.kind IN ('read_mount', 'wrote_mount')
+                       AND m.builder_id IN (SELECT id FROM b)
+                   UNION ALL
+                   SELECT e.run_id, e.at FROM events e JOIN builder_records r ON r.id = e.target
+                     WHERE e.kind IN ('created_record', 'reused_record')
+                       AND r.builder_id IN (SELECT id FROM b)
+                   UNION ALL
+                   SELECT r.id, r.finished_at FROM runs r WHERE r.builder_id IN (SELECT id FROM b))
+                 ORDER BY at DESC, run_id DESC LIMIT 1",
+                params![builder],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            ),
+        };
+        found.optional().map_err(|e| self.err(e))
     }
 
     fn export_runs(
@@ -297,11 +370,7 @@ pub enum ExportItem {
     Pipeline(PipelineInfo),
     Builder(BuilderDesc),
     Run(Box<RunRecord>),
-    Purge {
-        target: PurgeTarget,
-        at: Micros,
-        source: String,
-    },
+    Purge(StoredPurge),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -560,6 +629,29 @@ impl Source for Store {
             [builder],
             |row| row.get(0),
         )
+    }
+
+    fn purges_at(&mut self, node: Purged, at: Micros) -> Result<Vec<StoredPurge>, StoreError> {
+        match node {
+            Purged::Mount(mount) => self.rows(
+                &format!(
+                    "SELECT {PURGE_COLUMNS} FROM {PURGE_FROM} WHERE u.at = ?2
+                       AND ((u.kind = 'mount' AND u.mount = ?1) OR (u.kind = 'builder'
+                       AND u.builder_id = (SELECT builder_id FROM mounts WHERE id = ?1)))
+                     ORDER BY u.id"
+                ),
+                [mount, at],
+                purge_from_row,
+            ),
+            Purged::Builder(builder) => self.rows(
+                &format!(
+                    "SELECT {PURGE_COLUMNS} FROM {PURGE_FROM} WHERE u.at = ?2
+                       AND u.kind = 'builder' AND u.builder_id = ?1 ORDER BY u.id"
+                ),
+                [builder, at],
+                purge_from_row,
+            ),
+        }
     }
 
     fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, StoreError> {
