@@ -393,8 +393,8 @@ pub struct MarkPurgedArgs {
     /// The mount id that was emptied; without it, the builder's whole cache was pruned.
     #[arg(long, value_name = "ID")]
     pub mount: Option<String>,
-    /// When it happened (RFC 3339) [default: now]. A time in the future, or before the last
-    /// recorded use of what it cleans, is refused unless `--force`.
+    /// When it happened (RFC 3339) [default: now]. A time in the future is refused; one
+    /// before the last recorded use of what it cleans needs `--force`.
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
     /// Record a purge time before the last recorded use: an honest late entry, shown as

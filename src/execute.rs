@@ -661,3 +661,67 @@ async fn remove_local_image(endpoint: &str, reference: &str) -> Result<String, R
         "not present".to_owned()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BuilderInfo, PurgeTarget, StoredPurge};
+    use crate::store::{ExportItem, ImportItem};
+
+    fn purges(store: &Store) -> Vec<StoredPurge> {
+        let mut found = Vec::new();
+        store
+            .export(|item| {
+                if let ExportItem::Purge(purge) = item {
+                    found.push(purge);
+                }
+                Ok(())
+            })
+            .unwrap();
+        found
+    }
+
+    /// A prune the executor carried out is recorded as an `executor` purge by the OS account
+    /// running it, naming the incident and action; a failed prune records no purge.
+    #[test]
+    fn an_executor_purge_names_its_method_author_and_action() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("db")).unwrap();
+        let builder = BuilderInfo {
+            name: "ci-1".into(),
+            driver: None,
+            endpoint: None,
+        };
+        store
+            .import_batch(&[ImportItem::Builder(builder)], 1)
+            .unwrap();
+        let store = Arc::new(Mutex::new(store));
+        let target = PurgeTarget::Mount {
+            builder: "ci-1".into(),
+            mount: "/root/.cache/pip".into(),
+            namespace: String::new(),
+        };
+        let failed = record_purge_after(
+            &store,
+            (3, 2),
+            Err(RemoteError("cannot connect".into())),
+            Some(target.clone()),
+        );
+        assert!(matches!(failed, Finished::Failed(_)));
+        assert!(purges(&store.lock().unwrap()).is_empty());
+        let before = time::now();
+        let done = record_purge_after(&store, (3, 2), Ok("pruned".into()), Some(target.clone()));
+        assert!(matches!(done, Finished::Done(_)));
+        let stored = purges(&store.lock().unwrap());
+        assert_eq!(stored.len(), 1);
+        let purge = &stored[0];
+        assert_eq!(purge.target, target);
+        assert_eq!(purge.method, PurgeMethod::Executor);
+        assert_eq!(purge.author, crate::actor::actor());
+        assert_eq!(purge.action, Some((3, 2)));
+        assert_eq!(purge.source, "incident 3");
+        assert!(!purge.forced);
+        assert!(purge.recorded_at.is_some_and(|at| at >= before));
+        assert!(purge.at >= before);
+    }
+}

@@ -445,10 +445,11 @@ fn write_purges_markdown(trace: &Value, out: &mut dyn Write) -> io::Result<()> {
             .filter_map(Value::as_str)
             .map(code)
             .collect();
+        let runs = p["runs"].as_u64().unwrap_or(0);
         line.push_str(&format!(
-            "; cleaned {} for {} later runs, {} kept out of the blast radius",
+            "; cleaned {} for {runs} later {}, {} kept out of the blast radius",
             cleaned.join(", "),
-            p["runs"],
+            if runs == 1 { "run" } else { "runs" },
             p["kept_out"]
         ));
         writeln!(out, "{line}")?;
@@ -474,5 +475,10 @@ fn code(text: &str) -> String {
         longest = longest.max(run);
     }
     let fence = "`".repeat(longest + 1);
-    format!("{fence} {clean} {fence}")
+    // A space inside each fence keeps a leading or trailing backtick from joining it.
+    if clean.starts_with('`') || clean.ends_with('`') || clean.is_empty() {
+        format!("{fence} {clean} {fence}")
+    } else {
+        format!("{fence}{clean}{fence}")
+    }
 }

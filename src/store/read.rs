@@ -765,3 +765,87 @@ fn mount_from_row(row: &Row<'_>) -> rusqlite::Result<MountInfo> {
         mount_id: text(row, 4)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+    use rusqlite_migration::{M, Migrations};
+
+    use super::*;
+
+    fn purges(store: &Store) -> Vec<StoredPurge> {
+        let mut found = Vec::new();
+        store
+            .export(|item| {
+                if let ExportItem::Purge(purge) = item {
+                    found.push(purge);
+                }
+                Ok(())
+            })
+            .unwrap();
+        found
+    }
+
+    /// Purges stored before provenance was kept cannot be vouched for (any import line could
+    /// set their source): the migration makes them `imported` by an unknown author at an
+    /// unknown time, whatever their source says, and keeps the source.
+    #[test]
+    fn purges_from_before_provenance_are_backfilled_as_imported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut conn = Connection::open(&path).unwrap();
+        let before: Vec<M<'_>> = super::super::MIGRATION_SQL[..6]
+            .iter()
+            .map(|sql| M::up(sql))
+            .collect();
+        Migrations::new(before).to_latest(&mut conn).unwrap();
+        conn.execute_batch(
+            "INSERT INTO builders (id, name) VALUES (1, 'ci-1');
+             INSERT INTO mounts (id, builder_id, mount_id) VALUES (1, 1, '/root/.cache/pip');
+             INSERT INTO purges (kind, builder_id, mount, at, source)
+                 VALUES ('mount', 1, 1, 10, 'mark-purged'), ('builder', 1, NULL, 20, 'incident 3');",
+        )
+        .unwrap();
+        drop(conn);
+        let store = Store::open(&path).unwrap();
+        let stored = purges(&store);
+        assert_eq!(stored.len(), 2);
+        for (purge, source) in stored.iter().zip(["mark-purged", "incident 3"]) {
+            assert_eq!(purge.method, PurgeMethod::Imported);
+            assert_eq!(purge.author, "");
+            assert_eq!(purge.recorded_at, None);
+            assert_eq!(purge.action, None);
+            assert_eq!(purge.claimed, None);
+            assert_eq!(purge.source, source);
+        }
+    }
+
+    /// A recorded purge is history: the store refuses to rewrite or remove it.
+    #[test]
+    fn purges_are_append_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        drop(Store::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "INSERT INTO builders (id, name) VALUES (1, 'ci-1');
+             INSERT INTO purges (kind, builder_id, at, method, author)
+                 VALUES ('builder', 1, 10, 'manual', 'alice@host');",
+        )
+        .unwrap();
+        for sql in [
+            "UPDATE purges SET at = 5",
+            "UPDATE purges SET method = 'executor'",
+            "DELETE FROM purges",
+        ] {
+            let err = conn.execute_batch(sql).unwrap_err();
+            assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+        }
+        let err = conn
+            .execute_batch(
+                "INSERT INTO purges (kind, builder_id, at, method) VALUES ('builder', 1, 1, 'vendor')",
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("CHECK"), "{err}");
+    }
+}

@@ -369,14 +369,16 @@ pub fn line_of(item: &ExportItem) -> Line {
                     namespace,
                 } => (builder.clone(), Some(mount.clone()), namespace.clone()),
             };
-            // An imported purge carries on what its line claimed; any other, what this store
-            // recorded. Either way the next import stores it as `imported`.
-            let (method, author, recorded_at) = match &purge.claimed {
-                Some(claim) if purge.method == PurgeMethod::Imported => (
+            // An imported purge carries on what its line claimed (nothing, for a line from
+            // before provenance), so a chain of stores keeps the origin's word; any other, what
+            // this store recorded. Either way the next import stores it as `imported`.
+            let (method, author, recorded_at) = match (&purge.claimed, purge.method) {
+                (Some(claim), PurgeMethod::Imported) => (
                     claim.method.clone(),
                     claim.author.clone(),
                     claim.recorded_at,
                 ),
+                (None, PurgeMethod::Imported) => (None, None, None),
                 _ => (
                     Some(purge.method.as_str().to_owned()),
                     Some(purge.author.clone()).filter(|a| !a.is_empty()),

@@ -12,6 +12,7 @@ mod audit;
 mod lifecycle;
 mod purge;
 mod purge_facts;
+mod purge_provenance;
 mod record;
 mod registry;
 mod runbooks;
