@@ -25,6 +25,9 @@ ALTER TABLE purges ADD COLUMN claimed_method TEXT;
 ALTER TABLE purges ADD COLUMN claimed_author TEXT;
 ALTER TABLE purges ADD COLUMN claimed_recorded_at INTEGER;
 
+-- The trace describes each purge it applied by its mount (or builder) and time.
+CREATE INDEX purges_by_mount ON purges (mount, at) WHERE kind = 'mount';
+
 -- A recorded purge is history: it is never rewritten or removed.
 CREATE TRIGGER purges_append_only_update BEFORE UPDATE ON purges
 BEGIN

@@ -1795,6 +1795,7 @@ mod tests {
     /// migrates forward again.
     const PURGES_AS_IN_0001: &str = "
         DROP TRIGGER purges_append_only_update; DROP TRIGGER purges_append_only_delete;
+        DROP INDEX purges_by_mount;
         CREATE TABLE purges_old (
             id INTEGER PRIMARY KEY,
             kind TEXT NOT NULL CHECK (kind IN ('mount', 'builder')),
