@@ -235,6 +235,9 @@ pub struct TraceArgs {
     /// Ignore time: the conservative closure, a superset of the time-aware one.
     #[arg(long)]
     pub ignore_time: bool,
+    /// Trace as if no purge had been recorded, to see what the recorded purges hid.
+    #[arg(long)]
+    pub ignore_purges: bool,
     /// Print the shortest chain of evidence from a seed to this entity.
     #[arg(long, value_name = "ENTITY")]
     pub explain: Option<String>,
@@ -285,6 +288,9 @@ pub struct IncidentOpenArgs {
     /// Ignore time when tracing: the conservative closure.
     #[arg(long)]
     pub ignore_time: bool,
+    /// Trace as if no purge had been recorded; kept with the incident's seeds.
+    #[arg(long)]
+    pub ignore_purges: bool,
     /// Plan deleting tainted images too, not only caches.
     #[arg(long)]
     pub delete_images: bool,
@@ -405,9 +411,17 @@ pub struct MarkPurgedArgs {
     /// The mount id that was emptied; without it, the builder's whole cache was pruned.
     #[arg(long, value_name = "ID")]
     pub mount: Option<String>,
-    /// When it happened (RFC 3339) [default: now]
+    /// When it happened (RFC 3339) [default: now]. A time in the future is refused; one
+    /// before the last recorded use of what it cleans needs `--force`.
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
+    /// Record a purge time before the last recorded use: an honest late entry, shown as
+    /// forced with its reason. Never accepts a time in the future.
+    #[arg(long, requires = "reason")]
+    pub force: bool,
+    /// Why the purge is recorded (required with `--force`; a note otherwise).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Args)]

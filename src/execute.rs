@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::error::RemoteError;
-use crate::model::{Digest, Driver, ManifestFacts, PurgeTarget};
+use crate::model::{Digest, Driver, ManifestFacts, PurgeMethod, PurgeProvenance, PurgeTarget};
 use crate::plan::{Action, ActionKind, Target};
 use crate::remote::buildkit::{BuildkitClient, CacheRecord};
 use crate::remote::engine::Engine;
@@ -199,7 +199,8 @@ pub async fn execute(
                 let finished = match breaker.open(&row.action.place) {
                     Some(reason) => Finished::Failed(reason),
                     None => {
-                        let finished = run_action(&row.action, &clients, incident, &store).await;
+                        let finished =
+                            run_action(&row.action, &clients, (incident, row.seq), &store).await;
                         breaker.record(&row.action.place, &finished);
                         finished
                     }
@@ -278,7 +279,7 @@ pub(crate) fn is_unreachable(error: &str) -> bool {
 async fn run_action(
     action: &Action,
     clients: &Clients,
-    incident: i64,
+    job: (i64, i64),
     store: &Arc<Mutex<Store>>,
 ) -> Finished {
     let result = match &action.target {
@@ -316,7 +317,7 @@ async fn run_action(
                 mount: mount_id.clone(),
                 namespace: String::new(),
             };
-            return record_purge_after(store, incident, result, Some(target));
+            return record_purge_after(store, job, result, Some(target));
         }
         Target::Builder {
             builder,
@@ -346,7 +347,7 @@ async fn run_action(
             let target = (!*partial).then(|| PurgeTarget::Builder {
                 builder: builder.clone(),
             });
-            return record_purge_after(store, incident, result, target);
+            return record_purge_after(store, job, result, target);
         }
         Target::LocalImage {
             builder,
@@ -373,21 +374,32 @@ async fn run_action(
 
 /// Turns a prune's result into the journal's outcome, recording the purge in the provenance
 /// store first when it succeeded, so traces treat the mount or builder as clean from now on.
+/// The purge names the executor, who ran it, and the incident (or sweep) action `job` it
+/// carried out.
 fn record_purge_after(
     store: &Arc<Mutex<Store>>,
-    incident: i64,
+    job: (i64, i64),
     result: Result<String, RemoteError>,
     target: Option<PurgeTarget>,
 ) -> Finished {
     match (result, target) {
         (Ok(outcome), Some(target)) => {
-            let recorded = store.lock().expect("store lock").record_purge(
-                &target,
-                time::now(),
-                &format!("incident {incident}"),
-            );
+            let provenance = PurgeProvenance {
+                method: PurgeMethod::Executor,
+                author: crate::actor::actor(),
+                forced: false,
+                reason: None,
+                source: format!("incident {}", job.0),
+                action: Some(job),
+                claimed: None,
+            };
+            let recorded =
+                store
+                    .lock()
+                    .expect("store lock")
+                    .record_purge(&target, time::now(), &provenance);
             match recorded {
-                Ok(()) => Finished::Done(outcome),
+                Ok(_) => Finished::Done(outcome),
                 Err(err) => {
                     Finished::Failed(format!("pruned, but the purge was not recorded: {err}"))
                 }
@@ -659,4 +671,72 @@ async fn remove_local_image(endpoint: &str, reference: &str) -> Result<String, R
     } else {
         "not present".to_owned()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BuilderInfo, PurgeTarget, StoredPurge};
+    use crate::store::{ExportItem, ImportItem};
+
+    fn purges(store: &Store) -> Vec<StoredPurge> {
+        let mut found = Vec::new();
+        store
+            .export(|item| {
+                if let ExportItem::Purge(purge) = item {
+                    found.push(purge);
+                }
+                Ok(())
+            })
+            .unwrap();
+        found
+    }
+
+    /// A prune the executor carried out is recorded as an `executor` purge by the OS account
+    /// running it, naming the incident and action; a failed prune records no purge.
+    #[test]
+    fn an_executor_purge_names_its_method_author_and_action() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("db")).unwrap();
+        let builder = BuilderInfo {
+            name: "ci-1".into(),
+            driver: None,
+            endpoint: None,
+        };
+        store
+            .import_batch(
+                &[ImportItem::Builder(builder)],
+                1,
+                &crate::config::Config::default(),
+            )
+            .unwrap();
+        let store = Arc::new(Mutex::new(store));
+        let target = PurgeTarget::Mount {
+            builder: "ci-1".into(),
+            mount: "/root/.cache/pip".into(),
+            namespace: String::new(),
+        };
+        let failed = record_purge_after(
+            &store,
+            (3, 2),
+            Err(RemoteError("cannot connect".into())),
+            Some(target.clone()),
+        );
+        assert!(matches!(failed, Finished::Failed(_)));
+        assert!(purges(&store.lock().unwrap()).is_empty());
+        let before = time::now();
+        let done = record_purge_after(&store, (3, 2), Ok("pruned".into()), Some(target.clone()));
+        assert!(matches!(done, Finished::Done(_)));
+        let stored = purges(&store.lock().unwrap());
+        assert_eq!(stored.len(), 1);
+        let purge = &stored[0];
+        assert_eq!(purge.target, target);
+        assert_eq!(purge.method, PurgeMethod::Executor);
+        assert_eq!(purge.author, crate::actor::actor());
+        assert_eq!(purge.action, Some((3, 2)));
+        assert_eq!(purge.source, "incident 3");
+        assert!(!purge.forced);
+        assert!(purge.recorded_at.is_some_and(|at| at >= before));
+        assert!(purge.at >= before);
+    }
 }

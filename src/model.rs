@@ -639,6 +639,82 @@ pub enum PurgeTarget {
     Builder { builder: String },
 }
 
+/// How a purge came to be recorded in this store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PurgeMethod {
+    /// cachewarden's executor pruned it, as an action of an incident or sweep.
+    Executor,
+    /// Recorded by hand with `mark-purged`.
+    Manual,
+    /// Read from an import line, whatever the line claims.
+    Imported,
+}
+
+impl PurgeMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Executor => "executor",
+            Self::Manual => "manual",
+            Self::Imported => "imported",
+        }
+    }
+
+    /// The stored text back; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "executor" => Some(Self::Executor),
+            "manual" => Some(Self::Manual),
+            "imported" => Some(Self::Imported),
+            _ => None,
+        }
+    }
+}
+
+/// Who recorded a purge, when, and how. The store fills the recording time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeProvenance {
+    pub method: PurgeMethod,
+    /// The OS account and host that recorded it (`user@host`).
+    pub author: String,
+    /// A late entry accepted with `--force`.
+    pub forced: bool,
+    pub reason: Option<String>,
+    /// Free text kept for compatibility (`mark-purged`, `incident N`, an import line's own).
+    pub source: String,
+    /// For an executor purge: the incident (or sweep) and the action's sequence number.
+    pub action: Option<(i64, i64)>,
+    /// For an imported purge: what the line claimed.
+    pub claimed: Option<PurgeClaim>,
+}
+
+/// A purge as stored, with its provenance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPurge {
+    pub id: i64,
+    pub target: PurgeTarget,
+    /// When the purge happened, as recorded.
+    pub at: Micros,
+    pub method: PurgeMethod,
+    /// Empty when unknown (purges stored before provenance was kept).
+    pub author: String,
+    /// When it was recorded in this store; `None` when unknown.
+    pub recorded_at: Option<Micros>,
+    pub forced: bool,
+    pub reason: Option<String>,
+    pub source: String,
+    pub action: Option<(i64, i64)>,
+    pub claimed: Option<PurgeClaim>,
+}
+
+/// What an import line says about a purge's provenance. Kept and exported, never trusted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurgeClaim {
+    pub method: Option<String>,
+    pub author: Option<String>,
+    pub recorded_at: Option<Micros>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,6 +39,9 @@ use crate::time;
 struct Opened {
     seeds: SeedArgs,
     ignore_time: bool,
+    /// Absent from incidents opened before the flag existed.
+    #[serde(default)]
+    ignore_purges: bool,
     delete_images: bool,
     full_prune: bool,
 }
@@ -68,7 +71,11 @@ fn trace_and_plan(
     config: &Config,
 ) -> Result<(Trace, Vec<Action>)> {
     let seeds = Seeds::from_args(&opened.seeds)?;
-    let (trace, _) = run_trace(store, &seeds, opened.ignore_time)?;
+    let options = crate::graph::TraceOptions {
+        ignore_time: opened.ignore_time,
+        ignore_purges: opened.ignore_purges,
+    };
+    let (trace, _) = run_trace(store, &seeds, options)?;
     let mut builders = BTreeSet::new();
     let mut mounts = BTreeSet::new();
     for kind in [
@@ -133,6 +140,7 @@ fn open(
     let opened = Opened {
         seeds,
         ignore_time: args.ignore_time,
+        ignore_purges: args.ignore_purges,
         delete_images: args.delete_images,
         full_prune: args.full_prune,
     };

@@ -1,4 +1,9 @@
 //! `cachewarden mark-purged`: record a purge done by hand, so traces know what is clean.
+//!
+//! A recorded purge makes every later run clean of what was written before it, so a purge
+//! time is a claim a trace acts on. A time in the future is refused outright; a time before
+//! the last recorded use of what it cleans would clean that use after the fact, so it is
+//! refused unless `--force --reason`, which records an honest late entry marked as forced.
 
 use std::path::Path;
 
@@ -7,15 +12,41 @@ use anyhow::Result;
 use crate::ExitStatus;
 use crate::cli::MarkPurgedArgs;
 use crate::commands::open_existing_store;
-use crate::model::{PurgeTarget, normalize_mount_id};
+use crate::config::Config;
+use crate::error::InputError;
+use crate::graph::Source;
+use crate::model::{PurgeMethod, PurgeProvenance, PurgeTarget, normalize_mount_id};
 use crate::printer::Printer;
-use crate::time;
+use crate::time::{self, Micros};
 
-pub fn mark_purged(args: &MarkPurgedArgs, db: &Path, printer: Printer) -> Result<ExitStatus> {
+pub fn mark_purged(
+    args: &MarkPurgedArgs,
+    db: &Path,
+    config: &Config,
+    printer: Printer,
+) -> Result<ExitStatus> {
+    let now = time::now();
     let at = match &args.at {
         Some(t) => time::parse_rfc3339(t, "--at")?,
-        None => time::now(),
+        None => now,
     };
+    let skew = Micros::try_from(config.purge.clock_skew_seconds)
+        .unwrap_or(Micros::MAX)
+        .saturating_mul(1_000_000);
+    if at > now.saturating_add(skew) {
+        return Err(InputError::invalid(format!(
+            "--at `{}` is in the future (now {}, clock skew allowed {}s): a purge is recorded once it is done",
+            time::format(at),
+            time::format(now),
+            config.purge.clock_skew_seconds
+        ))
+        .into());
+    }
+    if let Some(reason) = &args.reason
+        && reason.trim().is_empty()
+    {
+        return Err(InputError::invalid("--reason is empty: say why the purge is recorded").into());
+    }
     let target = match &args.mount {
         Some(mount) => PurgeTarget::Mount {
             builder: args.builder.clone(),
@@ -27,11 +58,44 @@ pub fn mark_purged(args: &MarkPurgedArgs, db: &Path, printer: Printer) -> Result
         },
     };
     let mut store = open_existing_store(db)?;
-    store.record_purge(&target, at, "mark-purged")?;
+    let last_use = match store.last_use(&target)? {
+        Some((run, used)) if at < used => Some((store.run(run)?, used)),
+        _ => None,
+    };
+    let forced = match &last_use {
+        Some((run, used)) if !args.force => {
+            return Err(InputError::invalid(format!(
+                "--at `{}` is before the last recorded use of {}: {} at {}; a purge then would clean that use after the fact (record a late entry with --force --reason TEXT)",
+                time::format(at),
+                describe(&target),
+                crate::graph::run_display_name(run),
+                time::format(*used)
+            ))
+            .into());
+        }
+        Some(_) => true,
+        None => false,
+    };
+    let provenance = PurgeProvenance {
+        method: PurgeMethod::Manual,
+        author: crate::actor::actor(),
+        forced,
+        reason: args.reason.clone(),
+        source: "mark-purged".into(),
+        action: None,
+        claimed: None,
+    };
+    let id = store.record_purge(&target, at, &provenance)?;
+    let late = if forced {
+        " (forced: before its last recorded use)"
+    } else {
+        ""
+    };
     printer.status(format!(
-        "recorded purge of {} at {}",
+        "recorded purge {id} of {} at {} by {}{late}",
         describe(&target),
-        time::format(at)
+        time::format(at),
+        provenance.author
     ));
     Ok(ExitStatus::Success)
 }

@@ -35,7 +35,7 @@ pub async fn dispatch(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Trace(args) => trace::trace(&args, &db, printer),
         Command::Check(args) => check::check(&args, &db, &config, printer).await,
         Command::Incident(command) => incident::incident(command, &db, &config, printer).await,
-        Command::MarkPurged(args) => mark_purged::mark_purged(&args, &db, printer),
+        Command::MarkPurged(args) => mark_purged::mark_purged(&args, &db, &config, printer),
         Command::Sweep(args) => sweep::sweep(&args, &db, &config, printer).await,
         Command::Audit(command) => audit::audit(command, &db, &config, printer).await,
         Command::Bench(args) => bench::bench(args, printer),

@@ -22,7 +22,11 @@ pub fn trace(args: &TraceArgs, db: &Path, printer: Printer) -> Result<ExitStatus
     let mut store = open_existing_store(db)?;
     let started = Instant::now();
     let spinner = spinner(printer);
-    let result = run_trace(&mut store, &seeds, args.ignore_time);
+    let options = TraceOptions {
+        ignore_time: args.ignore_time,
+        ignore_purges: args.ignore_purges,
+    };
+    let result = run_trace(&mut store, &seeds, options);
     spinner.finish_and_clear();
     let (trace, summary) = result?;
     let traced = started.elapsed();
@@ -156,11 +160,11 @@ fn timings(summary: &SourceSummary, traced: Duration, written: Duration, nodes: 
 pub(crate) fn run_trace(
     store: &mut Store,
     seeds: &Seeds,
-    ignore_time: bool,
+    options: TraceOptions,
 ) -> Result<(graph::Trace, SourceSummary)> {
     let result = store.read_snapshot(|store| {
         let mut source = TraceSource::new(store)?;
-        let trace = graph::trace(&mut source, seeds, TraceOptions { ignore_time })?;
+        let trace = graph::trace(&mut source, seeds, options)?;
         Ok((trace, source.summary()))
     })?;
     result.map_err(|err| match err {

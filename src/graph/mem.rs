@@ -6,9 +6,9 @@ use compact_str::CompactString;
 
 use super::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestUses, MountId, MountInfo,
-    RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
+    Purged, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
 };
-use crate::model::{Backend, RunKey, RunStatus};
+use crate::model::{Backend, PurgeMethod, PurgeTarget, RunKey, RunStatus, StoredPurge};
 use crate::time::Micros;
 
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +207,15 @@ impl History {
 
     pub fn prune(&mut self, builder: BuilderId, at: Micros) {
         self.builder_prunes.push((builder, at));
+    }
+
+    /// The same history with no purge or prune recorded.
+    pub fn without_purges(&self) -> Self {
+        Self {
+            mount_purges: Vec::new(),
+            builder_prunes: Vec::new(),
+            ..self.clone()
+        }
     }
 
     fn event(&mut self, run: RunId, event: Event) {
@@ -453,6 +462,58 @@ impl Source for History {
             .collect();
         prunes.sort_unstable();
         Ok(prunes)
+    }
+
+    /// Mount purges have ids from 1 in insertion order, builder prunes follow them; each is
+    /// described as recorded by hand.
+    fn purges_at(&mut self, node: Purged, at: Micros) -> Result<Vec<StoredPurge>, MemError> {
+        let builder = match node {
+            Purged::Mount(mount) => self.mounts[index(mount)].builder,
+            Purged::Builder(builder) => builder,
+        };
+        let builder_name = self.builders[index(builder)].name.to_string();
+        let stored = |id: usize, target: PurgeTarget| StoredPurge {
+            id: next_id(id),
+            target,
+            at,
+            method: PurgeMethod::Manual,
+            author: "tester@host".into(),
+            recorded_at: Some(at),
+            forced: false,
+            reason: None,
+            source: String::new(),
+            action: None,
+            claimed: None,
+        };
+        let mut found = Vec::new();
+        if let Purged::Mount(mount) = node {
+            for (i, _) in self
+                .mount_purges
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| **p == (mount, at))
+            {
+                let info = &self.mounts[index(mount)];
+                let target = PurgeTarget::Mount {
+                    builder: builder_name.clone(),
+                    mount: info.mount_id.to_string(),
+                    namespace: info.namespace.to_string(),
+                };
+                found.push(stored(i, target));
+            }
+        }
+        for (i, _) in self
+            .builder_prunes
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| **p == (builder, at))
+        {
+            let target = PurgeTarget::Builder {
+                builder: builder_name.clone(),
+            };
+            found.push(stored(self.mount_purges.len() + i, target));
+        }
+        Ok(found)
     }
 
     fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, MemError> {

@@ -13,8 +13,8 @@ mod taint;
 pub(crate) mod tests;
 
 pub use result::{
-    Entity, Evidence, Hop, Kind, Label, Node, ResolveError, SeedMark, TagOnlyRef, Tainted, Trace,
-    Via,
+    AppliedPurge, Entity, Evidence, Hop, Kind, Label, Node, ResolveError, SeedMark, TagOnlyRef,
+    Tainted, Trace, Via, run_display_name,
 };
 pub use seeds::Seeds;
 pub use source::Source;

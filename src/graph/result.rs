@@ -9,7 +9,7 @@ use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
 
 use super::source::{ArtifactInfo, BuilderInfo, MountInfo, RecordInfo, RunInfo};
-use crate::model::{self, Backend, Digest};
+use crate::model::{self, Backend, Digest, StoredPurge};
 use crate::time::Micros;
 
 /// The kind of evidence that carried taint to an entity. The strings are stable: JSON output
@@ -163,6 +163,11 @@ impl Entity {
 }
 
 /// How output names entities; `--explain` accepts the same names.
+/// How output names a run: `run:pipeline/run/step`.
+pub fn run_display_name(info: &RunInfo) -> CompactString {
+    run_name(info)
+}
+
 pub(crate) fn run_name(info: &RunInfo) -> CompactString {
     joined(&["run:", &info.pipeline, "/", &info.run_key, "/", &info.step])
 }
@@ -293,12 +298,29 @@ pub enum ResolveError {
     },
 }
 
+/// A recorded purge the trace applied: it cleaned a tainted mount or builder before a later
+/// run started, so the taint did not reach that run through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedPurge {
+    pub purge: StoredPurge,
+    /// The tainted mounts and builders it cleaned, by name.
+    pub cleaned: Vec<String>,
+    /// How many later runs it cleaned them for.
+    pub runs: usize,
+    /// How many of those runs are outside the blast radius (the others are tainted by other
+    /// evidence): what ignoring the purge would add.
+    pub kept_out: usize,
+}
+
 /// The blast radius of a set of seeds.
 #[derive(Debug, Clone)]
 pub struct Trace {
     pub(crate) graph: DiGraph<Node, Evidence>,
     pub(crate) seeds: Vec<NodeIndex>,
     pub(crate) ignore_time: bool,
+    pub(crate) ignore_purges: bool,
+    /// By purge time, then id.
+    pub(crate) purges: Vec<AppliedPurge>,
 }
 
 /// A tainted registry ref known by tag only.
@@ -328,6 +350,16 @@ impl Trace {
     /// Whether the closure is the time-blind one.
     pub fn ignore_time(&self) -> bool {
         self.ignore_time
+    }
+
+    /// Whether recorded purges were ignored.
+    pub fn ignore_purges(&self) -> bool {
+        self.ignore_purges
+    }
+
+    /// The recorded purges the trace applied, by purge time.
+    pub fn purges(&self) -> &[AppliedPurge] {
+        &self.purges
     }
 
     pub fn graph(&self) -> &DiGraph<Node, Evidence> {

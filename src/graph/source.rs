@@ -5,7 +5,7 @@
 
 use compact_str::CompactString;
 
-use crate::model::{Backend, RunKey, RunStatus};
+use crate::model::{Backend, RunKey, RunStatus, StoredPurge};
 use crate::time::Micros;
 
 /// Store row ids; each kind has its own id space.
@@ -106,6 +106,14 @@ pub type DigestRead = (RunRef, ArtifactRead, ArtifactId, Micros);
 /// The artifacts with a digest, and the runs that read one of them.
 pub type DigestUses = (Vec<ArtifactId>, Vec<DigestRead>);
 
+/// What a purge cleaned, as the trace sees it: a mount (which a prune of its whole builder
+/// cleans too) or a builder's cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Purged {
+    Mount(MountId),
+    Builder(BuilderId),
+}
+
 /// The lookups a trace needs. Every method is one indexed query in the store.
 pub trait Source {
     type Error: std::error::Error + Send + Sync + 'static;
@@ -175,6 +183,10 @@ pub trait Source {
     fn mount_purges(&mut self, mount: MountId) -> Result<Vec<Micros>, Self::Error>;
     /// Times the builder's cache was pruned, ascending.
     fn builder_purges(&mut self, builder: BuilderId) -> Result<Vec<Micros>, Self::Error>;
+    /// The purges recorded at exactly `at` that clean the mount (its own, and prunes of its
+    /// builder) or the builder, with their provenance, for output. Only the purges a trace
+    /// applied are looked up, so the traversal itself carries nothing but their times.
+    fn purges_at(&mut self, node: Purged, at: Micros) -> Result<Vec<StoredPurge>, Self::Error>;
     /// Runs that reused this builder record, with the reuse time.
     fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, Self::Error>;
     /// Runs on the builder without record-level evidence that finished at or after `since`.

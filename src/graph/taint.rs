@@ -23,13 +23,13 @@ use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
 
 use super::result::{
-    Entity, Evidence, Kind, Label, Node, SeedMark, Trace, Via, artifact_name, builder_name,
-    is_cache_backend, mount_name, record_name, run_name,
+    AppliedPurge, Entity, Evidence, Kind, Label, Node, SeedMark, Trace, Via, artifact_name,
+    builder_name, is_cache_backend, mount_name, record_name, run_name,
 };
 use super::seeds::{CacheRefSeed, DigestSeed, Seeds};
 use super::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestRead, MountId, MountInfo,
-    RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
+    Purged, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
 };
 use crate::model::RunStatus;
 use crate::time::Micros;
@@ -39,6 +39,8 @@ pub struct TraceOptions {
     /// Every time comparison passes and purges are ignored: the conservative closure. Seed
     /// windows still select the seeds.
     pub ignore_time: bool,
+    /// Trace as if no purge had been recorded: what the recorded purges hid.
+    pub ignore_purges: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,10 +75,13 @@ pub fn trace<S: Source>(
     seeds: &Seeds,
     options: TraceOptions,
 ) -> Result<Trace, TraceError<S::Error>> {
-    let mut tracer = Tracer::new(source, options.ignore_time);
+    let mut tracer = Tracer::new(source, options);
     tracer.seed(seeds)?;
     tracer.fixpoint()?;
-    Ok(tracer.finish())
+    let purges = tracer.applied_purges()?;
+    let mut trace = tracer.finish();
+    trace.purges = purges;
+    Ok(trace)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,6 +249,12 @@ impl Slot for Roles {
 struct Tracer<'s, S: Source> {
     source: &'s mut S,
     ignore_time: bool,
+    /// Purges are not loaded at all: every mount and builder has a single segment.
+    ignore_purges: bool,
+    /// The runs each purge (a mount or builder, and the purge's time) kept a tainted write
+    /// from: met only when a purge cleans something, so the traversal carries no more than
+    /// the purge's time.
+    cuts: HashMap<(NodeIndex, Micros), Vec<RunId>>,
     graph: DiGraph<Node, Evidence>,
     nodes: Nodes,
     /// The evidence edges of crowded nodes (see [`Tracer::find_edge`]), by source, target and
@@ -288,10 +299,12 @@ enum Edge {
 type Order<'a> = (Micros, u8, &'a str, Via, Micros);
 
 impl<'s, S: Source> Tracer<'s, S> {
-    fn new(source: &'s mut S, ignore_time: bool) -> Self {
+    fn new(source: &'s mut S, options: TraceOptions) -> Self {
         Self {
             source,
-            ignore_time,
+            ignore_time: options.ignore_time,
+            ignore_purges: options.ignore_purges,
+            cuts: HashMap::default(),
             graph: DiGraph::new(),
             nodes: Nodes::default(),
             edges: HashMap::default(),
@@ -836,7 +849,8 @@ impl<'s, S: Source> Tracer<'s, S> {
         via: Via,
         cleared_by: Option<Micros>,
     ) -> Result<(), S::Error> {
-        if cleared_by.is_some_and(|purge| purge < run.started_at) {
+        if let Some(purge) = cleared_by.filter(|&purge| purge < run.started_at) {
+            self.cuts.entry((node, purge)).or_default().push(run.id);
             return Ok(());
         }
         self.taint_run(
@@ -1147,7 +1161,7 @@ impl<'s, S: Source> Tracer<'s, S> {
         if let Some(&node) = self.nodes.get(&Key::Mount(info.id)) {
             return Ok(node);
         }
-        let purges = if self.ignore_time {
+        let purges = if self.ignore_time || self.ignore_purges {
             Vec::new()
         } else {
             sorted(self.source.mount_purges(info.id)?)
@@ -1167,7 +1181,7 @@ impl<'s, S: Source> Tracer<'s, S> {
         }
         let info = self.source.builder(builder)?;
         self.builder_names.insert(info.id, info.name.clone());
-        let purges = if self.ignore_time {
+        let purges = if self.ignore_time || self.ignore_purges {
             Vec::new()
         } else {
             sorted(self.source.builder_purges(builder)?)
@@ -1238,7 +1252,60 @@ impl<'s, S: Source> Tracer<'s, S> {
             graph: self.graph,
             seeds: self.seeds,
             ignore_time: self.ignore_time,
+            ignore_purges: self.ignore_purges,
+            purges: Vec::new(),
         }
+    }
+
+    /// The purges that kept a tainted write from a later run, described from the source. A
+    /// prune of a whole builder cleans each of its mounts, so one purge can be met at several
+    /// nodes: it is listed once, naming all of them.
+    fn applied_purges(&mut self) -> Result<Vec<AppliedPurge>, S::Error> {
+        let mut cuts: Vec<((NodeIndex, Micros), Vec<RunId>)> =
+            std::mem::take(&mut self.cuts).into_iter().collect();
+        cuts.sort_unstable_by_key(|((node, at), _)| (*at, node.index()));
+        let mut applied: BTreeMap<(Micros, i64), (AppliedPurge, HashSet<RunId>)> = BTreeMap::new();
+        for ((node, at), runs) in cuts {
+            let purged = match &self.graph[node].entity {
+                Entity::Mount(mount) => Purged::Mount(mount.id),
+                Entity::Builder(builder) => Purged::Builder(builder.id),
+                _ => continue,
+            };
+            let name = self.graph[node].name.to_string();
+            for purge in self.source.purges_at(purged, at)? {
+                let entry = applied.entry((at, purge.id)).or_insert_with(|| {
+                    let empty = AppliedPurge {
+                        purge,
+                        cleaned: Vec::new(),
+                        runs: 0,
+                        kept_out: 0,
+                    };
+                    (empty, HashSet::default())
+                });
+                if !entry.0.cleaned.contains(&name) {
+                    entry.0.cleaned.push(name.clone());
+                }
+                entry.1.extend(runs.iter().copied());
+            }
+        }
+        Ok(applied
+            .into_values()
+            .map(|(mut purge, runs)| {
+                purge.cleaned.sort_unstable();
+                purge.runs = runs.len();
+                purge.kept_out = runs
+                    .iter()
+                    .filter(|&&run| !self.is_tainted_run(run))
+                    .count();
+                purge
+            })
+            .collect())
+    }
+
+    fn is_tainted_run(&self, run: RunId) -> bool {
+        self.nodes
+            .get(&Key::Run(run))
+            .is_some_and(|&node| self.graph[node].label.is_some())
     }
 }
 
@@ -1341,7 +1408,7 @@ mod tests {
     #[test]
     fn evidence_offered_again_keeps_one_edge_with_the_earliest_time() {
         let mut history = History::new();
-        let mut tracer = Tracer::new(&mut history, false);
+        let mut tracer = Tracer::new(&mut history, TraceOptions::default());
         let reader = tracer.graph.add_node(run_node(0));
         let mount = tracer.graph.add_node(Node {
             name: "mount:b:m".into(),

@@ -160,6 +160,92 @@ fn purge_resets_a_mount_until_the_next_tainted_write() {
     assert_eq!(entry(&trace, "run:web/d/build").tainted_at, t(70));
 }
 
+/// Every purge that kept a tainted write from a later run is listed with what it cleaned and
+/// how many runs it kept out; purges that cleaned nothing tainted are not.
+#[test]
+fn the_trace_lists_the_purges_it_applied() {
+    let (mut h, pip) = poisoned_mount();
+    let other = h.mount(1, "/root/.npm");
+    h.purge(other, t(22));
+    h.purge(pip, t(25));
+    h.prune(1, t(90));
+    reader(&mut h, "web/a", 30, 40, pip);
+    reader(&mut h, "web/b", 22, 24, pip);
+    let trace = traced(&mut h, &runs(&["evil/1"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:web/b/build"])
+    );
+    let purges = trace.purges();
+    assert_eq!(purges.len(), 1, "{purges:?}");
+    assert_eq!(purges[0].purge.at, t(25));
+    assert_eq!(purges[0].cleaned, vec![PIP.to_owned()]);
+    assert_eq!((purges[0].runs, purges[0].kept_out), (1, 1));
+    assert!(!trace.ignore_purges());
+}
+
+/// `--ignore-purges` traces as if no purge had been recorded: the runs a purge kept out are
+/// back in the blast radius, and no purge is listed.
+#[test]
+fn ignoring_purges_shows_what_they_hid() {
+    let (mut h, pip) = poisoned_mount();
+    h.purge(pip, t(25));
+    h.prune(1, t(26));
+    reader(&mut h, "web/a", 30, 40, pip);
+    let options = TraceOptions {
+        ignore_purges: true,
+        ..TraceOptions::default()
+    };
+    let trace = trace(&mut h, &runs(&["evil/1"]), options).unwrap();
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:web/a/build"])
+    );
+    assert!(trace.purges().is_empty());
+    assert!(trace.ignore_purges());
+    // Both purges cleaned the mount before `web/a`; each is listed once.
+    let aware = traced(&mut h, &runs(&["evil/1"]));
+    assert_eq!(names(&aware, Kind::Run), set(&["run:evil/1/build"]));
+    let listed: Vec<(Micros, usize)> = aware
+        .purges()
+        .iter()
+        .map(|p| (p.purge.at, p.kept_out))
+        .collect();
+    assert_eq!(listed, vec![(t(25), 1)]);
+}
+
+/// A prune of a whole builder is listed once, naming every tainted mount and the builder it
+/// cleaned.
+#[test]
+fn a_prune_met_at_several_nodes_is_listed_once() {
+    let mut h = History::new();
+    let b1 = h.builder("b1");
+    let pip = h.mount(b1, "/root/.cache/pip");
+    let npm = h.mount(b1, "/root/.npm");
+    let evil = h.run("evil", "1", t(10), t(20));
+    h.on(evil, b1);
+    h.writes(evil, pip);
+    h.writes(evil, npm);
+    h.prune(b1, t(25));
+    let web = h.run("web", "1", t(30), t(40));
+    h.on(web, b1);
+    h.reads(web, pip);
+    h.reads(web, npm);
+    let trace = traced(&mut h, &runs(&["evil/1"]));
+    assert_eq!(names(&trace, Kind::Run), set(&["run:evil/1/build"]));
+    let purges = trace.purges();
+    assert_eq!(purges.len(), 1, "{purges:?}");
+    assert_eq!(
+        purges[0].cleaned,
+        set(&[
+            "builder:b1",
+            "mount:b1:/root/.cache/pip",
+            "mount:b1:/root/.npm"
+        ])
+    );
+    assert_eq!((purges[0].runs, purges[0].kept_out), (1, 1));
+}
+
 /// A failed run pushed nothing, but what it wrote to a mount stays written.
 #[test]
 fn failed_tainted_run_taints_its_mount_but_exports_nothing() {
@@ -929,13 +1015,35 @@ proptest! {
         (history, seeds, resolved) in arb_history()
     ) {
         let mut h = history.clone();
-        let aware = trace(&mut h, &seeds, TraceOptions { ignore_time: false }).unwrap();
+        let aware = trace(&mut h, &seeds, TraceOptions { ignore_time: false, ..TraceOptions::default() }).unwrap();
         let mut h = history.clone();
-        let blind = trace(&mut h, &seeds, TraceOptions { ignore_time: true }).unwrap();
+        let blind = trace(&mut h, &seeds, TraceOptions { ignore_time: true, ..TraceOptions::default() }).unwrap();
         prop_assert_eq!(everything(&aware), oracle::closure(&history, &resolved, false));
         prop_assert_eq!(everything(&blind), oracle::closure(&history, &resolved, true));
         prop_assert_eq!(times(&aware), oracle::times(&history, &resolved, false));
         prop_assert_eq!(times(&blind), oracle::times(&history, &resolved, true));
+        // Ignoring purges is tracing the history with none recorded.
+        let mut h = history.clone();
+        let unpurged = trace(&mut h, &seeds, TraceOptions { ignore_purges: true, ..TraceOptions::default() }).unwrap();
+        let stripped = history.without_purges();
+        prop_assert_eq!(times(&unpurged), oracle::times(&stripped, &resolved, false));
+        prop_assert!(unpurged.purges().is_empty());
+        // The listed purges account for all they hid: with none listed, nothing was hidden;
+        // each run a listed purge kept out is in the blast radius without purges.
+        let hidden: BTreeSet<String> = everything(&unpurged)
+            .difference(&everything(&aware))
+            .cloned()
+            .collect();
+        if aware.purges().is_empty() {
+            prop_assert_eq!(times(&aware), times(&unpurged));
+        }
+        let kept_out: usize = aware.purges().iter().map(|p| p.kept_out).sum();
+        prop_assert!(kept_out > 0 || hidden.iter().all(|n| !n.starts_with("run:")),
+            "runs hidden without a purge keeping one out: {:?}", hidden);
+        for p in aware.purges() {
+            prop_assert!(p.kept_out <= p.runs && p.runs > 0);
+            prop_assert!(!p.cleaned.is_empty());
+        }
         for kind in Kind::ALL {
             let blind_names = names(&blind, kind);
             for name in names(&aware, kind) {

@@ -262,6 +262,7 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
         }
         writeln!(out)?;
     }
+    write_purges_markdown(&doc.trace, out)?;
     timeline.sort();
     timeline.dedup();
     writeln!(out, "## Timeline")?;
@@ -383,5 +384,101 @@ pub fn describe_target(target: &Target) -> String {
             builder, reference, ..
         } => format!("local image `{reference}` on `{builder}`"),
         Target::FollowUp { what, .. } => what.clone(),
+    }
+}
+
+/// The purges the stored trace applied, one bullet each, with how and by whom each was
+/// recorded: a purge narrows the blast radius, so the report says whose word it rests on.
+fn write_purges_markdown(trace: &Value, out: &mut dyn Write) -> io::Result<()> {
+    let purges: Vec<&Value> = trace["purges"].as_array().into_iter().flatten().collect();
+    let ignored = trace["ignore_purges"].as_bool() == Some(true);
+    writeln!(out, "### Purges applied ({})", purges.len())?;
+    writeln!(out)?;
+    if ignored {
+        writeln!(out, "Recorded purges were ignored (`--ignore-purges`).")?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    if purges.is_empty() {
+        writeln!(out, "None.")?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    for p in purges {
+        let text = |key: &str| p[key].as_str().map(code);
+        let target = match text("mount") {
+            Some(mount) => format!("mount {mount} on {}", text("builder").unwrap_or_default()),
+            None => format!("builder {}", text("builder").unwrap_or_default()),
+        };
+        let mut line = format!(
+            "- {}: purge {} of {target}, **{}**",
+            p["at"].as_str().unwrap_or(""),
+            p["id"],
+            p["method"].as_str().unwrap_or("imported"),
+        );
+        if let (Some(incident), Some(action)) = (p["incident"].as_i64(), p["action"].as_i64()) {
+            line.push_str(&format!(" (incident {incident} action {action})"));
+        }
+        line.push_str(&format!(
+            " by {}, recorded {}",
+            text("author").unwrap_or_else(|| "an unknown author".into()),
+            p["recorded_at"].as_str().unwrap_or("at an unknown time")
+        ));
+        if let Some(claim) = p["claimed"].as_object() {
+            let field = |key: &str| claim.get(key).and_then(Value::as_str).map(code);
+            line.push_str(&format!(
+                " (its line claims {} by {})",
+                field("method").unwrap_or_else(|| "nothing".into()),
+                field("author").unwrap_or_else(|| "nobody".into())
+            ));
+        }
+        if p["forced"].as_bool() == Some(true) {
+            line.push_str("; **forced** late entry");
+        }
+        if let Some(reason) = text("reason") {
+            line.push_str(&format!("; reason: {reason}"));
+        }
+        let cleaned: Vec<String> = p["cleaned"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(code)
+            .collect();
+        let runs = p["runs"].as_u64().unwrap_or(0);
+        line.push_str(&format!(
+            "; cleaned {} for {runs} later {}, {} kept out of the blast radius",
+            cleaned.join(", "),
+            if runs == 1 { "run" } else { "runs" },
+            p["kept_out"]
+        ));
+        writeln!(out, "{line}")?;
+    }
+    writeln!(out)
+}
+
+/// Recorded text as a Markdown code span that the text cannot close: fenced by more
+/// backticks than it holds in a row, padded, with control characters shown as escapes.
+fn code(text: &str) -> String {
+    let mut clean = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            clean.extend(c.escape_default());
+        } else {
+            clean.push(c);
+        }
+    }
+    let mut longest = 0;
+    let mut run = 0;
+    for c in clean.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    let fence = "`".repeat(longest + 1);
+    // A space inside each fence keeps a leading or trailing backtick from joining it.
+    if clean.starts_with('`') || clean.ends_with('`') || clean.is_empty() {
+        format!("{fence} {clean} {fence}")
+    } else {
+        format!("{fence}{clean}{fence}")
     }
 }

@@ -7,7 +7,8 @@ use compact_str::CompactString;
 use petgraph::graph::NodeIndex;
 
 use crate::cli::TraceFormat;
-use crate::graph::{Entity, Hop, Kind, Tainted, Trace};
+use crate::graph::{AppliedPurge, Entity, Hop, Kind, Tainted, Trace};
+use crate::model::{PurgeMethod, PurgeTarget};
 use crate::time::{self, Rfc3339};
 
 /// The JSON shape's version; bumped on any incompatible change to the schema.
@@ -66,25 +67,119 @@ pub fn write_text(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
         )?,
     }
     if trace.is_empty() {
-        return writeln!(out, "{EMPTY}");
+        writeln!(out, "{EMPTY}")?;
+        return write_purges_text(trace, out);
     }
     let groups = trace.groups();
     let counts: Vec<String> = groups
         .iter()
         .map(|(k, entries)| count(entries.len(), *k))
         .collect();
-    let mode = if trace.ignore_time() {
-        " (time ignored)"
-    } else {
-        ""
+    let mode = match (trace.ignore_time(), trace.ignore_purges()) {
+        (true, true) => " (time and purges ignored)",
+        (true, false) => " (time ignored)",
+        (false, true) => " (purges ignored)",
+        (false, false) => "",
     };
     writeln!(out, "blast radius{mode}: {}", counts.join(", "))?;
+    write_purges_text(trace, out)?;
     for (kind, entries) in groups.iter().filter(|(_, e)| !e.is_empty()) {
         writeln!(out, "\n{}:", group_title(*kind))?;
         let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
         write_rendered(out, entries, |buf, _, entry| text_line(buf, entry, width))?;
     }
     Ok(())
+}
+
+/// The purges the trace applied, each on one line: what it cleaned, when, how it was
+/// recorded and by whom, and what it kept out of the blast radius. Every recorded purge
+/// narrows the blast radius, so none is applied silently.
+fn write_purges_text(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
+    let purges = trace.purges();
+    if purges.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "\npurges applied ({}; `--ignore-purges` shows what they hid):",
+        purges.len()
+    )?;
+    for applied in purges {
+        writeln!(out, "  {}", purge_line(applied))?;
+    }
+    Ok(())
+}
+
+/// `TIME  purge ID of TARGET  METHOD by AUTHOR, recorded T[; FORCED ...]; cleaned ...`.
+pub fn purge_line(applied: &AppliedPurge) -> String {
+    let p = &applied.purge;
+    let target = match &p.target {
+        PurgeTarget::Mount { builder, mount, .. } => {
+            format!("mount {} on {}", printable(mount), printable(builder))
+        }
+        PurgeTarget::Builder { builder } => format!("builder {}", printable(builder)),
+    };
+    let author = if p.author.is_empty() {
+        "an unknown author".to_owned()
+    } else {
+        printable(&p.author)
+    };
+    let recorded = p
+        .recorded_at
+        .map_or("at an unknown time".to_owned(), time::format);
+    let mut line = format!(
+        "{}  purge {} of {target}  {}",
+        time::format(p.at),
+        p.id,
+        p.method.as_str()
+    );
+    if let Some((incident, seq)) = p.action {
+        line.push_str(&format!(" (incident {incident} action {seq})"));
+    }
+    line.push_str(&format!(" by {author}, recorded {recorded}"));
+    if let Some(claim) = p
+        .claimed
+        .as_ref()
+        .filter(|_| p.method == PurgeMethod::Imported)
+    {
+        line.push_str(&format!(
+            " (its line claims {} by {}, recorded {})",
+            claim.method.as_deref().map_or("nothing".into(), printable),
+            claim.author.as_deref().map_or("nobody".into(), printable),
+            claim
+                .recorded_at
+                .map_or("at no time".to_owned(), time::format)
+        ));
+    }
+    if p.forced {
+        line.push_str("; FORCED late entry");
+    }
+    if let Some(reason) = &p.reason {
+        line.push_str(&format!("; reason: \"{}\"", printable(reason)));
+    }
+    let cleaned: Vec<String> = applied.cleaned.iter().map(|n| printable(n)).collect();
+    let runs = if applied.runs == 1 { "run" } else { "runs" };
+    line.push_str(&format!(
+        "; cleaned {} for {} later {runs}, {} kept out of the blast radius",
+        cleaned.join(", "),
+        applied.runs,
+        applied.kept_out
+    ));
+    line
+}
+
+/// Recorded text with control characters (and bidirectional overrides) shown as escapes, so
+/// a name or reason cannot forge lines or drive the terminal.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `  TIME  NAME  VIA[ from FROM]`, the name padded to `width` characters.
@@ -134,7 +229,9 @@ pub fn write_json(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "{{")?;
     writeln!(out, "  \"schema_version\": {SCHEMA_VERSION},")?;
     writeln!(out, "  \"ignore_time\": {},", trace.ignore_time())?;
+    writeln!(out, "  \"ignore_purges\": {},", trace.ignore_purges())?;
     write_array(out, "seeds", &seeds, false, |&seed| seed)?;
+    write_purges_json(trace.purges(), out)?;
     for (kind, entries) in &groups {
         let last = *kind == Kind::Record;
         match kind {
@@ -147,6 +244,52 @@ pub fn write_json(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
         }?;
     }
     writeln!(out, "}}")
+}
+
+/// `"purges": [...]`, a purge a line: few, so written through serde.
+fn write_purges_json(purges: &[AppliedPurge], out: &mut dyn Write) -> io::Result<()> {
+    if purges.is_empty() {
+        return writeln!(out, "  \"purges\": [],");
+    }
+    writeln!(out, "  \"purges\": [")?;
+    for (i, applied) in purges.iter().enumerate() {
+        write!(out, "    ")?;
+        serde_json::to_writer(&mut *out, &purge_doc(applied))?;
+        writeln!(out, "{}", if i + 1 == purges.len() { "" } else { "," })?;
+    }
+    writeln!(out, "  ],")
+}
+
+/// One applied purge as `schema/trace.schema.json` describes it.
+fn purge_doc(applied: &AppliedPurge) -> serde_json::Value {
+    let p = &applied.purge;
+    let (kind, builder, mount) = match &p.target {
+        PurgeTarget::Mount { builder, mount, .. } => ("mount", builder, Some(mount)),
+        PurgeTarget::Builder { builder } => ("builder", builder, None),
+    };
+    serde_json::json!({
+        "id": p.id,
+        "kind": kind,
+        "builder": builder,
+        "mount": mount,
+        "at": time::format(p.at),
+        "method": p.method.as_str(),
+        "author": Some(&p.author).filter(|a| !a.is_empty()),
+        "recorded_at": p.recorded_at.map(time::format),
+        "forced": p.forced,
+        "reason": p.reason,
+        "source": p.source,
+        "incident": p.action.map(|a| a.0),
+        "action": p.action.map(|a| a.1),
+        "claimed": p.claimed.as_ref().map(|c| serde_json::json!({
+            "method": c.method,
+            "author": c.author,
+            "recorded_at": c.recorded_at.map(time::format),
+        })),
+        "cleaned": applied.cleaned,
+        "runs": applied.runs,
+        "kept_out": applied.kept_out,
+    })
 }
 
 /// Writes `"name": [...]`, an item a line, each as the JSON of the document `doc` makes of it

@@ -81,7 +81,10 @@ fn rich_trace(ignore_time: bool) -> Trace {
     trace(
         &mut h,
         &seed_runs(&["evil/1"]),
-        TraceOptions { ignore_time },
+        TraceOptions {
+            ignore_time,
+            ..TraceOptions::default()
+        },
     )
     .unwrap()
 }
@@ -170,6 +173,72 @@ fn json_matches_the_schema() {
     validate(&schema, &schema, &json, "$").unwrap();
 }
 
+/// A trace in which a purge of the pip mount kept `web/2` out, and a prune of the builder
+/// cleaned it too.
+fn purged_trace(options: TraceOptions) -> Trace {
+    let mut h = History::new();
+    let b1 = h.builder("b1");
+    let pip = h.mount(b1, "/root/.cache/pip");
+    let evil = h.run("evil", "1", t(10), t(20));
+    h.on(evil, b1);
+    h.with_records(evil);
+    h.writes(evil, pip);
+    h.purge(pip, t(25));
+    let web = h.run("web", "2", t(30), t(40));
+    h.on(web, b1);
+    h.with_records(web);
+    h.reads(web, pip);
+    trace(&mut h, &seed_runs(&["evil/1"]), options).unwrap()
+}
+
+/// Every purge the trace applied is in the text and the JSON (valid against the schema) with
+/// its method, author and what it kept out; `--ignore-purges` says so and lists none.
+#[test]
+fn applied_purges_are_listed_in_text_and_json() {
+    let schema: Value = serde_json::from_str(SCHEMA).unwrap();
+    let purged = purged_trace(TraceOptions::default());
+    let json: Value = serde_json::from_str(&render(&purged, TraceFormat::Json)).unwrap();
+    validate(&schema, &schema, &json, "$").unwrap();
+    assert_eq!(json["ignore_purges"], false);
+    let p = &json["purges"][0];
+    assert_eq!(
+        (&p["kind"], &p["mount"], &p["method"], &p["author"]),
+        (
+            &Value::from("mount"),
+            &Value::from("/root/.cache/pip"),
+            &Value::from("manual"),
+            &Value::from("tester@host")
+        )
+    );
+    assert_eq!(
+        (&p["runs"], &p["kept_out"]),
+        (&Value::from(1), &Value::from(1))
+    );
+    let text = render(&purged, TraceFormat::Text);
+    assert!(text.contains("\npurges applied (1; "), "{text}");
+    assert!(
+        text.contains(
+            "  2026-03-01T00:25:00Z  purge 1 of mount /root/.cache/pip on b1  manual by tester@host"
+        ),
+        "{text}"
+    );
+    let ignored = purged_trace(TraceOptions {
+        ignore_purges: true,
+        ..TraceOptions::default()
+    });
+    let json: Value = serde_json::from_str(&render(&ignored, TraceFormat::Json)).unwrap();
+    validate(&schema, &schema, &json, "$").unwrap();
+    assert_eq!(json["ignore_purges"], true);
+    assert_eq!(json["purges"], Value::Array(Vec::new()));
+    assert_eq!(json["runs"].as_array().unwrap().len(), 2);
+    let text = render(&ignored, TraceFormat::Text);
+    assert!(
+        text.contains("blast radius (purges ignored): 2 runs"),
+        "{text}"
+    );
+    assert!(!text.contains("purges applied"), "{text}");
+}
+
 /// Keys come in the documented order, entries sorted by taint time then name, and an
 /// artifact that is both a cache and an image is in both lists.
 #[test]
@@ -178,7 +247,9 @@ fn json_is_ordered_and_lists_dual_artifacts_twice() {
     let keys = [
         "schema_version",
         "ignore_time",
+        "ignore_purges",
         "seeds",
+        "purges",
         "runs",
         "cache_refs",
         "mounts",

@@ -310,8 +310,10 @@ impl Store {
         )
     }
 
-    /// The latest recorded purge of each place: `(builder, Some(mount id))` for a mount,
-    /// `(builder, None)` for the builder's whole cache. Places never purged are left out.
+    /// The latest purge this store saw done (by its executor or recorded by hand) of each
+    /// place: `(builder, Some(mount id))` for a mount, `(builder, None)` for the builder's whole
+    /// cache. Imported purges are left out, since an import line can claim any time, and so are
+    /// places never purged.
     pub fn last_purges(
         &self,
         places: &[(String, Option<String>)],
@@ -321,14 +323,15 @@ impl Store {
             let at: Option<Micros> = match mount {
                 None => self.conn.query_row(
                     "SELECT max(u.at) FROM purges u JOIN builders b ON b.id = u.builder_id
-                     WHERE u.kind = 'builder' AND b.name = ?1",
+                     WHERE u.kind = 'builder' AND b.name = ?1 AND u.method <> 'imported'",
                     [builder],
                     |row| row.get(0),
                 ),
                 Some(mount) => self.conn.query_row(
                     "SELECT max(u.at) FROM purges u JOIN mounts m ON m.id = u.mount
                      JOIN builders b ON b.id = u.builder_id
-                     WHERE u.kind = 'mount' AND b.name = ?1 AND m.mount_id = ?2",
+                     WHERE u.kind = 'mount' AND b.name = ?1 AND m.mount_id = ?2
+                       AND u.method <> 'imported'",
                     params![builder, mount],
                     |row| row.get(0),
                 ),

@@ -17,9 +17,9 @@ use rustc_hash::{FxHashMap, FxHasher};
 use super::{Store, StoreError, sql_error};
 use crate::graph::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestUses, MountId, MountInfo,
-    RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
+    Purged, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
 };
-use crate::model::{Backend, RunKey, RunStatus};
+use crate::model::{Backend, RunKey, RunStatus, StoredPurge};
 use crate::time::Micros;
 
 /// `Ok(None)` from the enclosing loader when a value does not fit its array form.
@@ -1208,6 +1208,11 @@ impl Source for TraceSource<'_> {
         }
     }
 
+    /// Always asked of the store: only the few purges a trace applied are described.
+    fn purges_at(&mut self, node: Purged, at: Micros) -> Result<Vec<StoredPurge>, StoreError> {
+        self.store.purges_at(node, at)
+    }
+
     fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, StoreError> {
         match self.index()? {
             Some(index) => Ok(index.timed_readers(index.events.record_reuses.get(record))),
@@ -1306,9 +1311,21 @@ mod tests {
     use crate::graph::mem::{Event, History};
     use crate::graph::tests::{arb_history, t};
     use crate::graph::{self, Seeds, TraceOptions};
-    use crate::model::PurgeTarget;
+    use crate::model::{PurgeMethod, PurgeProvenance, PurgeTarget};
     use crate::store::write::kind;
     use crate::time;
+
+    fn manual() -> PurgeProvenance {
+        PurgeProvenance {
+            method: PurgeMethod::Manual,
+            author: "tester@host".into(),
+            forced: false,
+            reason: None,
+            source: "test".into(),
+            action: None,
+            claimed: None,
+        }
+    }
 
     fn cachewarden(args: &[&str]) {
         let cli = Cli::try_parse_from(std::iter::once("cachewarden").chain(args.iter().copied()))
@@ -1339,7 +1356,14 @@ mod tests {
         let trace = store
             .read_snapshot(|store| {
                 let mut source = TraceSource::with_budget(store, budget);
-                let trace = graph::trace(&mut source, seeds, TraceOptions { ignore_time });
+                let trace = graph::trace(
+                    &mut source,
+                    seeds,
+                    TraceOptions {
+                        ignore_time,
+                        ..TraceOptions::default()
+                    },
+                );
                 assert_eq!(source.loaded(), budget.is_some_and(|b| b < 1000));
                 trace
             })
@@ -1515,12 +1539,12 @@ mod tests {
                 mount: mount.clone(),
                 namespace: String::new(),
             };
-            store.record_purge(&target, middle, "test").unwrap();
+            store.record_purge(&target, middle, &manual()).unwrap();
         }
         let target = PurgeTarget::Builder {
             builder: "b2".to_owned(),
         };
-        store.record_purge(&target, middle + 1, "test").unwrap();
+        store.record_purge(&target, middle + 1, &manual()).unwrap();
         let (digest, image): (String, String) = store
             .conn
             .query_row(
@@ -1670,17 +1694,20 @@ mod tests {
             )
             .unwrap();
         }
+        // Described as the memory source describes them: recorded by hand, ids in this order.
         for &(mount, at) in &h.mount_purges {
             tx.execute(
-                "INSERT INTO purges (kind, builder_id, mount, at)
-                 VALUES ('mount', (SELECT builder_id FROM mounts WHERE id = ?1), ?1, ?2)",
+                "INSERT INTO purges (kind, builder_id, mount, at, method, author, recorded_at)
+                 VALUES ('mount', (SELECT builder_id FROM mounts WHERE id = ?1), ?1, ?2,
+                         'manual', 'tester@host', ?2)",
                 rusqlite::params![mount, at],
             )
             .unwrap();
         }
         for &(builder, at) in &h.builder_prunes {
             tx.execute(
-                "INSERT INTO purges (kind, builder_id, at) VALUES ('builder', ?1, ?2)",
+                "INSERT INTO purges (kind, builder_id, at, method, author, recorded_at)
+                 VALUES ('builder', ?1, ?2, 'manual', 'tester@host', ?2)",
                 rusqlite::params![builder, at],
             )
             .unwrap();
@@ -1694,8 +1721,15 @@ mod tests {
         seeds: &Seeds,
         ignore_time: bool,
     ) -> Result<String, String> {
-        let trace = graph::trace(source, seeds, TraceOptions { ignore_time })
-            .map_err(|err| err.to_string())?;
+        let trace = graph::trace(
+            source,
+            seeds,
+            TraceOptions {
+                ignore_time,
+                ..TraceOptions::default()
+            },
+        )
+        .map_err(|err| err.to_string())?;
         let mut out = Vec::new();
         for format in [TraceFormat::Json, TraceFormat::Dot] {
             crate::report::trace::write(&trace, format, &mut out).unwrap();
@@ -1756,6 +1790,24 @@ mod tests {
             }
         }
     }
+
+    /// Undoes `0008_purge_provenance.sql`, so a store rewound to an older schema version
+    /// migrates forward again.
+    const PURGES_AS_IN_0001: &str = "
+        DROP TRIGGER purges_append_only_update; DROP TRIGGER purges_append_only_delete;
+        DROP INDEX purges_by_mount;
+        CREATE TABLE purges_old (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('mount', 'builder')),
+            builder_id INTEGER NOT NULL REFERENCES builders (id),
+            mount INTEGER REFERENCES mounts (id),
+            at INTEGER NOT NULL,
+            source TEXT NOT NULL DEFAULT ''
+        ) STRICT;
+        INSERT INTO purges_old SELECT id, kind, builder_id, mount, at, source FROM purges;
+        DROP TABLE purges;
+        ALTER TABLE purges_old RENAME TO purges;
+        CREATE INDEX purges_by_builder ON purges (builder_id, kind, at);";
 
     /// The bytes of one packed event: id, run, kind, target and time (see
     /// `schema/migrations/0005_event_pages.sql`).
@@ -1843,7 +1895,7 @@ mod tests {
             );
             store
                 .conn
-                .execute_batch(
+                .execute_batch(&format!(
                     "DROP TRIGGER event_pages_append; DROP TABLE event_pages;
                      DROP TRIGGER artifact_pages_append; DROP TABLE artifact_pages;
                      DROP TRIGGER record_pages_append; DROP TABLE record_pages;
@@ -1854,8 +1906,9 @@ mod tests {
                      DROP TRIGGER pipelines_never_update; DROP VIEW pipeline_current;
                      DROP TABLE pipeline_changes; DROP TABLE run_observations;
                      DROP TABLE event_details; ALTER TABLE runs DROP COLUMN trust_level;
+                     {PURGES_AS_IN_0001}
                      PRAGMA user_version = 4;",
-                )
+                ))
                 .unwrap();
             drop(store);
             let store = Store::open(&path).unwrap();

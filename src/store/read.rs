@@ -9,13 +9,59 @@ use super::write::kind;
 use super::{Store, StoreError, sql_error};
 use crate::graph::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestUses, MountId, MountInfo,
-    RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
+    Purged, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
 };
 use crate::model::{
     Artifact, Backend, BuilderInfo as BuilderDesc, BuilderRecord, Digest, Driver, MountUse,
-    PipelineInfo, PurgeTarget, RecordEvidence, RunKey, RunRecord, RunStatus,
+    PipelineInfo, PurgeClaim, PurgeMethod, PurgeTarget, RecordEvidence, RunKey, RunRecord,
+    RunStatus, StoredPurge,
 };
 use crate::time::Micros;
+
+/// A purge with its provenance, for [`purge_from_row`]: `u` is `purges`, `b` its builder and
+/// `m` its mount (left-joined).
+const PURGE_COLUMNS: &str = "u.id, u.kind, b.name, m.mount_id, m.namespace, u.at, u.source,
+    u.method, u.author, u.recorded_at, u.forced, u.reason, u.incident_id, u.action_seq,
+    u.claimed_method, u.claimed_author, u.claimed_recorded_at";
+
+const PURGE_FROM: &str =
+    "purges u JOIN builders b ON b.id = u.builder_id LEFT JOIN mounts m ON m.id = u.mount";
+
+fn purge_from_row(row: &Row<'_>) -> rusqlite::Result<StoredPurge> {
+    let kind: String = row.get(1)?;
+    let builder: String = row.get(2)?;
+    let target = if kind == "mount" {
+        PurgeTarget::Mount {
+            builder,
+            mount: row.get(3)?,
+            namespace: row.get(4)?,
+        }
+    } else {
+        PurgeTarget::Builder { builder }
+    };
+    let method: String = row.get(7)?;
+    let incident: Option<i64> = row.get(12)?;
+    let seq: Option<i64> = row.get(13)?;
+    let claimed = PurgeClaim {
+        method: row.get(14)?,
+        author: row.get(15)?,
+        recorded_at: row.get(16)?,
+    };
+    Ok(StoredPurge {
+        id: row.get(0)?,
+        target,
+        at: row.get(5)?,
+        // The schema admits only the three methods; anything else is shown as the least trusted.
+        method: PurgeMethod::parse(&method).unwrap_or(PurgeMethod::Imported),
+        author: row.get(8)?,
+        recorded_at: row.get(9)?,
+        forced: row.get(10)?,
+        reason: row.get(11)?,
+        source: row.get(6)?,
+        action: incident.zip(seq),
+        claimed: (claimed != PurgeClaim::default()).then_some(claimed),
+    })
+}
 
 const RUN_COLUMNS: &str = "r.id, p.name, r.run_key, r.step, r.builder_id, r.started_at, r.finished_at, r.status, r.has_records";
 
@@ -109,31 +155,58 @@ impl Store {
         self.export_runs(&builders, &mut emit)?;
         let mut stmt = self
             .conn
-            .prepare(
-                "SELECT u.kind, b.name, m.mount_id, m.namespace, u.at, u.source FROM purges u
-                 JOIN builders b ON b.id = u.builder_id LEFT JOIN mounts m ON m.id = u.mount ORDER BY u.id",
-            )
+            .prepare(&format!(
+                "SELECT {PURGE_COLUMNS} FROM {PURGE_FROM} ORDER BY u.id"
+            ))
             .map_err(e)?;
         let mut rows = stmt.query([]).map_err(e)?;
         while let Some(row) = rows.next().map_err(e)? {
-            let kind: String = row.get(0).map_err(e)?;
-            let builder: String = row.get(1).map_err(e)?;
-            let target = if kind == "mount" {
-                PurgeTarget::Mount {
-                    builder,
-                    mount: row.get(2).map_err(e)?,
-                    namespace: row.get(3).map_err(e)?,
-                }
-            } else {
-                PurgeTarget::Builder { builder }
-            };
-            emit(ExportItem::Purge {
-                target,
-                at: row.get(4).map_err(e)?,
-                source: row.get(5).map_err(e)?,
-            })?;
+            emit(ExportItem::Purge(purge_from_row(row).map_err(e)?))?;
         }
         Ok(())
+    }
+
+    /// The latest recorded use of what a purge of `target` would clean: a read or write of
+    /// the mount (for a prune of a builder: any event on the builder, its mounts or its
+    /// records, and the end of any run on it), as the run and the event's time. `None` when
+    /// nothing was recorded, or the builder or mount is unknown.
+    pub fn last_use(&self, target: &PurgeTarget) -> Result<Option<(RunId, Micros)>, StoreError> {
+        let found = match target {
+            PurgeTarget::Mount {
+                builder,
+                mount,
+                namespace,
+            } => self.conn.query_row(
+                "SELECT e.run_id, e.at FROM events e
+                   JOIN mounts m ON m.id = e.target
+                   JOIN builders b ON b.id = m.builder_id
+                 WHERE e.kind IN ('read_mount', 'wrote_mount')
+                   AND b.name = ?1 AND m.mount_id = ?2 AND m.namespace = ?3
+                 ORDER BY e.at DESC, e.run_id DESC LIMIT 1",
+                params![builder, mount, namespace],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            ),
+            PurgeTarget::Builder { builder } => self.conn.query_row(
+                "WITH b AS (SELECT id FROM builders WHERE name = ?1)
+                 SELECT run_id, at FROM (
+                   SELECT e.run_id, e.at FROM events e
+                     WHERE e.kind = 'ran_on' AND e.target IN (SELECT id FROM b)
+                   UNION ALL
+                   SELECT e.run_id, e.at FROM events e JOIN mounts m ON m.id = e.target
+                     WHERE e.kind IN ('read_mount', 'wrote_mount')
+                       AND m.builder_id IN (SELECT id FROM b)
+                   UNION ALL
+                   SELECT e.run_id, e.at FROM events e JOIN builder_records r ON r.id = e.target
+                     WHERE e.kind IN ('created_record', 'reused_record')
+                       AND r.builder_id IN (SELECT id FROM b)
+                   UNION ALL
+                   SELECT r.id, r.finished_at FROM runs r WHERE r.builder_id IN (SELECT id FROM b))
+                 ORDER BY at DESC, run_id DESC LIMIT 1",
+                params![builder],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            ),
+        };
+        found.optional().map_err(|e| self.err(e))
     }
 
     fn export_runs(
@@ -303,11 +376,7 @@ pub enum ExportItem {
     Pipeline(PipelineInfo),
     Builder(BuilderDesc),
     Run(Box<RunRecord>),
-    Purge {
-        target: PurgeTarget,
-        at: Micros,
-        source: String,
-    },
+    Purge(StoredPurge),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -568,6 +637,29 @@ impl Source for Store {
         )
     }
 
+    fn purges_at(&mut self, node: Purged, at: Micros) -> Result<Vec<StoredPurge>, StoreError> {
+        match node {
+            Purged::Mount(mount) => self.rows(
+                &format!(
+                    "SELECT {PURGE_COLUMNS} FROM {PURGE_FROM} WHERE u.at = ?2
+                       AND ((u.kind = 'mount' AND u.mount = ?1) OR (u.kind = 'builder'
+                       AND u.builder_id = (SELECT builder_id FROM mounts WHERE id = ?1)))
+                     ORDER BY u.id"
+                ),
+                [mount, at],
+                purge_from_row,
+            ),
+            Purged::Builder(builder) => self.rows(
+                &format!(
+                    "SELECT {PURGE_COLUMNS} FROM {PURGE_FROM} WHERE u.at = ?2
+                       AND u.kind = 'builder' AND u.builder_id = ?1 ORDER BY u.id"
+                ),
+                [builder, at],
+                purge_from_row,
+            ),
+        }
+    }
+
     fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, StoreError> {
         Ok(self
             .event_runs("'reused_record'", record, i64::MIN)?
@@ -678,4 +770,88 @@ fn mount_from_row(row: &Row<'_>) -> rusqlite::Result<MountInfo> {
         namespace: text(row, 3)?,
         mount_id: text(row, 4)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+    use rusqlite_migration::{M, Migrations};
+
+    use super::*;
+
+    fn purges(store: &Store) -> Vec<StoredPurge> {
+        let mut found = Vec::new();
+        store
+            .export(|item| {
+                if let ExportItem::Purge(purge) = item {
+                    found.push(purge);
+                }
+                Ok(())
+            })
+            .unwrap();
+        found
+    }
+
+    /// Purges stored before provenance was kept cannot be vouched for (any import line could
+    /// set their source): the migration makes them `imported` by an unknown author at an
+    /// unknown time, whatever their source says, and keeps the source.
+    #[test]
+    fn purges_from_before_provenance_are_backfilled_as_imported() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut conn = Connection::open(&path).unwrap();
+        let before: Vec<M<'_>> = super::super::MIGRATION_SQL[..6]
+            .iter()
+            .map(|sql| M::up(sql))
+            .collect();
+        Migrations::new(before).to_latest(&mut conn).unwrap();
+        conn.execute_batch(
+            "INSERT INTO builders (id, name) VALUES (1, 'ci-1');
+             INSERT INTO mounts (id, builder_id, mount_id) VALUES (1, 1, '/root/.cache/pip');
+             INSERT INTO purges (kind, builder_id, mount, at, source)
+                 VALUES ('mount', 1, 1, 10, 'mark-purged'), ('builder', 1, NULL, 20, 'incident 3');",
+        )
+        .unwrap();
+        drop(conn);
+        let store = Store::open(&path).unwrap();
+        let stored = purges(&store);
+        assert_eq!(stored.len(), 2);
+        for (purge, source) in stored.iter().zip(["mark-purged", "incident 3"]) {
+            assert_eq!(purge.method, PurgeMethod::Imported);
+            assert_eq!(purge.author, "");
+            assert_eq!(purge.recorded_at, None);
+            assert_eq!(purge.action, None);
+            assert_eq!(purge.claimed, None);
+            assert_eq!(purge.source, source);
+        }
+    }
+
+    /// A recorded purge is history: the store refuses to rewrite or remove it.
+    #[test]
+    fn purges_are_append_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        drop(Store::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "INSERT INTO builders (id, name) VALUES (1, 'ci-1');
+             INSERT INTO purges (kind, builder_id, at, method, author)
+                 VALUES ('builder', 1, 10, 'manual', 'alice@host');",
+        )
+        .unwrap();
+        for sql in [
+            "UPDATE purges SET at = 5",
+            "UPDATE purges SET method = 'executor'",
+            "DELETE FROM purges",
+        ] {
+            let err = conn.execute_batch(sql).unwrap_err();
+            assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+        }
+        let err = conn
+            .execute_batch(
+                "INSERT INTO purges (kind, builder_id, at, method) VALUES ('builder', 1, 1, 'vendor')",
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("CHECK"), "{err}");
+    }
 }

@@ -15,7 +15,7 @@ use super::{Store, StoreError, sql_error};
 use crate::config::Config;
 use crate::model::{
     Artifact, Backend, BuilderInfo, BuilderRecord, Digest, ImageRef, MountUse, PipelineInfo,
-    PurgeTarget, RunRecord,
+    PurgeClaim, PurgeMethod, PurgeProvenance, PurgeTarget, RunRecord,
 };
 use crate::time::{self, Micros};
 
@@ -38,10 +38,15 @@ pub enum ImportItem {
     Pipeline(PipelineInfo),
     Builder(BuilderInfo),
     Run(Box<RunRecord>),
+    /// A purge line. Whatever provenance it claims is kept as a claim: the store records it
+    /// as `imported`, by whoever imports it.
     Purge {
         target: PurgeTarget,
         at: Micros,
         source: String,
+        forced: bool,
+        reason: Option<String>,
+        claimed: PurgeClaim,
     },
 }
 
@@ -146,6 +151,7 @@ impl Store {
         let mut cache = IdCache::default();
         let now = time::now();
         let mut outcome = ImportOutcome::default();
+        let mut importer = None;
         for (i, item) in items.iter().enumerate() {
             let line = first_line + i;
             let mut warnings = Vec::new();
@@ -167,8 +173,25 @@ impl Store {
                     warnings = o.warnings;
                     o.events
                 }),
-                ImportItem::Purge { target, at, source } => {
-                    insert_purge(&tx, &mut cache, target, *at, source)
+                ImportItem::Purge {
+                    target,
+                    at,
+                    source,
+                    forced,
+                    reason,
+                    claimed,
+                } => {
+                    let author = importer.get_or_insert_with(crate::actor::actor).clone();
+                    let provenance = PurgeProvenance {
+                        method: PurgeMethod::Imported,
+                        author,
+                        forced: *forced,
+                        reason: reason.clone(),
+                        source: source.clone(),
+                        action: None,
+                        claimed: (*claimed != PurgeClaim::default()).then(|| claimed.clone()),
+                    };
+                    insert_purge(&tx, &mut cache, target, *at, &provenance, now)
                         .map(|_| 1)
                         .map_err(WriteError::from)
                 }
@@ -191,21 +214,28 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Records a purge or invalidation done outside a run.
+    /// Records a purge or invalidation done outside a run, with who recorded it and how; the
+    /// recording time is now. Returns the purge's id.
     pub fn record_purge(
         &mut self,
         target: &PurgeTarget,
         at: Micros,
-        source: &str,
-    ) -> Result<(), StoreError> {
+        provenance: &PurgeProvenance,
+    ) -> Result<i64, StoreError> {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
         let mut cache = IdCache::default();
-        insert_purge(&tx, &mut cache, target, at, source).map_err(|err| match err {
-            rusqlite::Error::ToSqlConversionFailure(msg) => StoreError::NotFound(msg.to_string()),
-            err => sql_error(&path, err),
-        })?;
-        tx.commit().map_err(|e| sql_error(&path, e))
+        let id =
+            insert_purge(&tx, &mut cache, target, at, provenance, time::now()).map_err(|err| {
+                match err {
+                    rusqlite::Error::ToSqlConversionFailure(msg) => {
+                        StoreError::NotFound(msg.to_string())
+                    }
+                    err => sql_error(&path, err),
+                }
+            })?;
+        tx.commit().map_err(|e| sql_error(&path, e))?;
+        Ok(id)
     }
 
     /// Attaches a pushed digest to the latest build of the job (`pipeline`, `run_id`) that
@@ -877,13 +907,12 @@ fn insert_purge(
     cache: &mut IdCache,
     target: &PurgeTarget,
     at: Micros,
-    source: &str,
-) -> rusqlite::Result<()> {
-    match target {
+    provenance: &PurgeProvenance,
+    recorded_at: Micros,
+) -> rusqlite::Result<i64> {
+    let (kind, builder_id, mount) = match target {
         PurgeTarget::Builder { builder } => {
-            let builder = builder_id_by_name(tx, cache, builder)?;
-            tx.prepare_cached("INSERT INTO purges (kind, builder_id, mount, at, source) VALUES ('builder', ?1, NULL, ?2, ?3)")?
-                .execute(params![builder, at, source])?;
+            ("builder", builder_id_by_name(tx, cache, builder)?, None)
         }
         PurgeTarget::Mount {
             builder,
@@ -897,11 +926,34 @@ fn insert_purge(
                 ..MountUse::default()
             };
             let mount = upsert_mount(tx, cache, builder_id, &use_)?;
-            tx.prepare_cached("INSERT INTO purges (kind, builder_id, mount, at, source) VALUES ('mount', ?1, ?2, ?3, ?4)")?
-                .execute(params![builder_id, mount, at, source])?;
+            ("mount", builder_id, Some(mount))
         }
-    }
-    Ok(())
+    };
+    let claimed = provenance.claimed.as_ref();
+    tx.prepare_cached(
+        "INSERT INTO purges (kind, builder_id, mount, at, source, method, author, recorded_at,
+             forced, reason, incident_id, action_seq, claimed_method, claimed_author,
+             claimed_recorded_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?
+    .execute(params![
+        kind,
+        builder_id,
+        mount,
+        at,
+        provenance.source,
+        provenance.method.as_str(),
+        provenance.author,
+        recorded_at,
+        provenance.forced,
+        provenance.reason,
+        provenance.action.map(|a| a.0),
+        provenance.action.map(|a| a.1),
+        claimed.and_then(|c| c.method.as_deref()),
+        claimed.and_then(|c| c.author.as_deref()),
+        claimed.and_then(|c| c.recorded_at),
+    ])?;
+    Ok(tx.last_insert_rowid())
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Artifact, Backend, BuilderInfo, Digest, Driver, ImageRef, MountUse, PipelineInfo, PurgeTarget,
-    RecordEvidence, RunRecord, RunStatus, clean_path, normalize_mount_id,
+    Artifact, Backend, BuilderInfo, Digest, Driver, ImageRef, MountUse, PipelineInfo, PurgeClaim,
+    PurgeMethod, PurgeTarget, RecordEvidence, RunRecord, RunStatus, clean_path, normalize_mount_id,
 };
 use crate::store::{ExportItem, ImportItem};
 use crate::time::{self, Micros};
@@ -47,6 +47,21 @@ pub enum Line {
         at: String,
         #[serde(default, skip_serializing_if = "String::is_empty")]
         source: String,
+        /// How the purge was done where it was recorded: `executor`, `manual` or `imported`.
+        /// A claim: an import stores every purge as `imported`, keeping this to export again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        method: Option<String>,
+        /// Who recorded it there (a claim, like `method`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        author: Option<String>,
+        /// When it was recorded there, RFC 3339 (a claim, like `method`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recorded_at: Option<String>,
+        /// A late entry recorded with `mark-purged --force`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        forced: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
 }
 
@@ -252,10 +267,30 @@ pub fn parse_line(text: &str) -> Result<ImportItem, String> {
             namespace,
             at,
             source,
+            method,
+            author,
+            recorded_at,
+            forced,
+            reason,
         } => {
             check_version(v)?;
             non_empty(&builder, "builder")?;
             let at = time::parse_rfc3339(&at, "at").map_err(|e| e.to_string())?;
+            if let Some(method) = &method
+                && PurgeMethod::parse(method).is_none()
+            {
+                return Err(format!(
+                    "invalid method `{method}`: expected executor, manual or imported"
+                ));
+            }
+            let recorded_at = recorded_at
+                .map(|t| time::parse_rfc3339(&t, "recorded_at").map_err(|e| e.to_string()))
+                .transpose()?;
+            let claimed = PurgeClaim {
+                method,
+                author,
+                recorded_at,
+            };
             let target = match mount {
                 Some(mount) => PurgeTarget::Mount {
                     builder,
@@ -264,7 +299,14 @@ pub fn parse_line(text: &str) -> Result<ImportItem, String> {
                 },
                 None => PurgeTarget::Builder { builder },
             };
-            Ok(ImportItem::Purge { target, at, source })
+            Ok(ImportItem::Purge {
+                target,
+                at,
+                source,
+                forced,
+                reason,
+                claimed,
+            })
         }
         Line::Run(run) => {
             check_version(run.v)?;
@@ -358,8 +400,8 @@ pub fn line_of(item: &ExportItem) -> Line {
             endpoint: b.endpoint.clone(),
         },
         ExportItem::Run(run) => Line::Run(Box::new(run_line(run))),
-        ExportItem::Purge { target, at, source } => {
-            let (builder, mount, namespace) = match target {
+        ExportItem::Purge(purge) => {
+            let (builder, mount, namespace) = match &purge.target {
                 PurgeTarget::Builder { builder } => (builder.clone(), None, String::new()),
                 PurgeTarget::Mount {
                     builder,
@@ -367,13 +409,34 @@ pub fn line_of(item: &ExportItem) -> Line {
                     namespace,
                 } => (builder.clone(), Some(mount.clone()), namespace.clone()),
             };
+            // An imported purge carries on what its line claimed (nothing, for a line from
+            // before provenance), so a chain of stores keeps the origin's word; any other, what
+            // this store recorded. Either way the next import stores it as `imported`.
+            let (method, author, recorded_at) = match (&purge.claimed, purge.method) {
+                (Some(claim), PurgeMethod::Imported) => (
+                    claim.method.clone(),
+                    claim.author.clone(),
+                    claim.recorded_at,
+                ),
+                (None, PurgeMethod::Imported) => (None, None, None),
+                _ => (
+                    Some(purge.method.as_str().to_owned()),
+                    Some(purge.author.clone()).filter(|a| !a.is_empty()),
+                    purge.recorded_at,
+                ),
+            };
             Line::Purge {
                 v: VERSION,
                 builder,
                 mount,
                 namespace,
-                at: time::format(*at),
-                source: source.clone(),
+                at: time::format(purge.at),
+                source: purge.source.clone(),
+                method,
+                author,
+                recorded_at: recorded_at.map(time::format),
+                forced: purge.forced,
+                reason: purge.reason.clone(),
             }
         }
     }

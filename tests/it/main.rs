@@ -13,6 +13,7 @@ mod integrity;
 mod lifecycle;
 mod purge;
 mod purge_facts;
+mod purge_provenance;
 mod record;
 mod registry;
 mod runbooks;

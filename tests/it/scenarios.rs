@@ -500,6 +500,7 @@ fn shared_mount_cache_across_projects() {
     let docs_created = lab.layers("docs/1", "created");
     let id = lab.open(&seed);
     lab.purge(&id);
+    crate::purge_provenance::assert_executor_purge(&lab.cw(), &id, PIP);
 
     // Evidence: before pruning, the purge listed the mount's files with their hashes.
     let listing = lab.env.path().join(format!(
@@ -557,6 +558,15 @@ fn shared_mount_cache_across_projects() {
         "the docs cache was lost"
     );
     assert_eq!(lab.tainted_runs(&seed), set(&["fork-pr/1", "webapp/1"]));
+    // The rebuild is clean because of the executor's purge, and the trace says so.
+    let trace = lab.trace(&seed);
+    let applied = trace["purges"].as_array().unwrap();
+    assert!(
+        applied.iter().any(|p| p["method"] == "executor"
+            && p["incident"].as_i64().map(|i| i.to_string()).as_deref() == Some(id.as_str())
+            && p["kept_out"].as_u64() > Some(0)),
+        "{trace:#}"
+    );
 }
 
 /// Scenario 2: an outsider overwrites a trusted inline-cache ref from another builder; a

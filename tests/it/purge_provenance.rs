@@ -1,0 +1,364 @@
+//! Purges with provenance: `mark-purged` cannot backdate a purge to hide a tainted read, every
+//! purge a trace applies is listed with who recorded it and how, imported purges stay
+//! `imported`, and `--ignore-purges` shows what purges hid.
+
+use std::process::Command;
+
+use insta::assert_snapshot;
+
+use crate::common::{Env, ok, output};
+use crate::schemas::assert_valid;
+
+const PIP: &str = "/root/.cache/pip";
+/// After `forks-pr/7-1` wrote the pip mount, before `web-release/101-1` read it.
+const BACKDATED: &str = "2026-11-03T15:00:00Z";
+const REASON: &str = "pip cache wiped by hand on ci-1 on Nov 3, logged late";
+
+/// The example incident's history in a fresh store.
+fn example() -> Env {
+    let env = Env::new();
+    let history = format!(
+        "{}/examples/incident-history.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    ok(env.cmd().args(["import", &history]));
+    env
+}
+
+fn trace_json(env: &Env, extra: &[&str]) -> serde_json::Value {
+    let out = ok(env
+        .cmd()
+        .args(["trace", "--pipeline", "forks-pr", "--format", "json"])
+        .args(extra));
+    let doc = serde_json::from_str(&out).unwrap();
+    assert_valid("trace.schema.json", &doc);
+    doc
+}
+
+fn trace_text(env: &Env, extra: &[&str]) -> String {
+    ok(env
+        .cmd()
+        .args(["trace", "--pipeline", "forks-pr"])
+        .args(extra))
+}
+
+fn runs(doc: &serde_json::Value) -> Vec<String> {
+    doc["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn mark_pip(env: &Env, extra: &[&str]) -> Command {
+    let mut cmd = env.cmd();
+    cmd.args(["mark-purged", "--builder", "ci-1", "--mount", PIP])
+        .args(extra);
+    cmd
+}
+
+fn purge_lines(env: &Env) -> Vec<serde_json::Value> {
+    ok(env.cmd().arg("export"))
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["type"] == "purge")
+        .collect()
+}
+
+/// The account the purges name: the OS user from the password database, at this host.
+fn me() -> String {
+    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+    format!("{}@", user.trim())
+}
+
+/// The attack: a purge backdated to between the poisoned write and the trusted read shrank
+/// the example incident to its seed. It is refused with exit 2, naming the last use, and the
+/// blast radius stays 3 runs, 1 cache ref, 2 images.
+#[test]
+fn a_backdated_purge_is_refused_and_the_blast_radius_holds() {
+    let env = example();
+    let before = trace_text(&env, &[]);
+    assert!(
+        before.contains("blast radius: 3 runs, 1 cache ref, 1 mount, 2 builders, 2 images"),
+        "{before}"
+    );
+    let out = output(&env, &mut mark_pip(&env, &["--at", BACKDATED]));
+    assert!(out.starts_with("exit: 2\n"), "{out}");
+    assert!(
+        out.contains("run:web-release/101-1/Dockerfile at 2026-11-04T09:07:00Z"),
+        "the refusal names the last use: {out}"
+    );
+    assert!(out.contains(BACKDATED), "{out}");
+    assert!(purge_lines(&env).is_empty(), "a refused purge was stored");
+    assert_eq!(trace_text(&env, &[]), before);
+    // A note is not a licence: `--reason` alone does not let a backdated purge through.
+    let out = output(
+        &env,
+        &mut mark_pip(&env, &["--at", BACKDATED, "--reason", "x"]),
+    );
+    assert!(out.starts_with("exit: 2\n"), "{out}");
+    // The same holds for a prune of the whole builder.
+    let out = output(
+        &env,
+        env.cmd()
+            .args(["mark-purged", "--builder", "ci-1", "--at", BACKDATED]),
+    );
+    assert!(out.starts_with("exit: 2\n"), "{out}");
+    assert!(
+        out.contains("before the last recorded use of builder `ci-1`"),
+        "{out}"
+    );
+    assert_eq!(trace_text(&env, &[]), before);
+}
+
+/// A purge time in the future (beyond the allowed clock skew) is refused with exit 2 naming
+/// it, even with `--force`; one within the skew is recorded.
+#[test]
+fn a_purge_in_the_future_is_refused() {
+    let env = example();
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    for extra in [&[][..], &["--force", "--reason", REASON][..]] {
+        let mut cmd = mark_pip(&env, &["--at", &later]);
+        let out = output(&env, cmd.args(extra));
+        assert!(out.starts_with("exit: 2\n"), "{out}");
+        assert!(
+            out.contains(&format!("`{later}` is in the future")),
+            "{out}"
+        );
+    }
+    assert!(purge_lines(&env).is_empty());
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(30))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    ok(&mut mark_pip(&env, &["--at", &soon]));
+    assert_eq!(purge_lines(&env).len(), 1);
+}
+
+/// `--force` needs a reason: an unexplained late entry is bad input.
+#[test]
+fn force_without_a_reason_is_refused() {
+    let env = example();
+    let out = output(&env, &mut mark_pip(&env, &["--at", BACKDATED, "--force"]));
+    assert!(out.starts_with("exit: 2\n"), "{out}");
+    assert!(out.contains("--reason"), "{out}");
+    assert!(purge_lines(&env).is_empty());
+}
+
+/// An honest late entry: `--force --reason` records the backdated purge as forced, and the
+/// trace, its JSON and the incident report list it as a manual, forced purge with its author
+/// and reason, next to what it cut; `--ignore-purges` (also kept by `incident open`) shows the
+/// blast radius it hid.
+#[test]
+fn a_forced_late_entry_is_shown_as_forced_and_ignore_purges_shows_what_it_hid() {
+    let env = example();
+    let full = runs(&trace_json(&env, &[]));
+    assert_eq!(full.len(), 3, "{full:?}");
+    let out = output(
+        &env,
+        &mut mark_pip(&env, &["--at", BACKDATED, "--force", "--reason", REASON]),
+    );
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+    assert!(out.contains("forced"), "{out}");
+
+    let text = trace_text(&env, &[]);
+    let line = text
+        .lines()
+        .find(|l| l.contains("purge 1 of mount /root/.cache/pip on ci-1"))
+        .unwrap_or_else(|| panic!("no purge line:\n{text}"));
+    assert!(text.contains("purges applied (1;"), "{text}");
+    assert!(
+        line.starts_with(&format!("  {BACKDATED}  purge 1 ")),
+        "{line}"
+    );
+    assert!(line.contains(&format!("manual by {}", me())), "{line}");
+    assert!(line.contains("FORCED late entry"), "{line}");
+    assert!(line.contains(&format!("reason: \"{REASON}\"")), "{line}");
+    assert!(line.contains("kept out of the blast radius"), "{line}");
+
+    let doc = trace_json(&env, &[]);
+    assert_eq!(runs(&doc), vec!["run:forks-pr/7-1/Dockerfile"]);
+    assert_eq!(doc["ignore_purges"], false);
+    let purges = doc["purges"].as_array().unwrap();
+    assert_eq!(purges.len(), 1, "{doc:#}");
+    let p = &purges[0];
+    assert_eq!(p["method"], "manual");
+    assert_eq!(p["forced"], true);
+    assert_eq!(p["reason"], REASON);
+    assert_eq!(p["at"], BACKDATED);
+    assert!(p["author"].as_str().unwrap().starts_with(&me()), "{p}");
+    assert!(p["recorded_at"].is_string(), "{p}");
+    assert_eq!(
+        p["cleaned"],
+        serde_json::json!(["mount:ci-1:/root/.cache/pip"])
+    );
+    assert_eq!(p["kept_out"], 1);
+
+    let unpurged = trace_json(&env, &["--ignore-purges"]);
+    assert_eq!(runs(&unpurged), full);
+    assert_eq!(unpurged["ignore_purges"], true);
+    assert_eq!(unpurged["purges"], serde_json::json!([]));
+    assert!(
+        trace_text(&env, &["--ignore-purges"]).contains("blast radius (purges ignored): 3 runs"),
+    );
+
+    // The report says whose word the purge rests on; an incident opened with
+    // `--ignore-purges` keeps the flag and the wider blast radius.
+    ok(env
+        .cmd()
+        .args(["incident", "open", "--pipeline", "forks-pr"]));
+    let report = ok(env.cmd().args(["incident", "report", "1"]));
+    assert!(report.contains("### Purges applied (1)"), "{report}");
+    assert!(report.contains("**manual**"), "{report}");
+    assert!(report.contains("**forced** late entry"), "{report}");
+    assert!(report.contains(REASON), "{report}");
+    ok(env.cmd().args([
+        "incident",
+        "open",
+        "--pipeline",
+        "forks-pr",
+        "--ignore-purges",
+    ]));
+    let report = ok(env
+        .cmd()
+        .args(["incident", "report", "2", "--format", "json"]));
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_valid("report.schema.json", &report);
+    assert_eq!(report["trace"]["ignore_purges"], true);
+    assert_eq!(runs(&report["trace"]), full);
+    let md = ok(env.cmd().args(["incident", "report", "2"]));
+    assert!(md.contains("Recorded purges were ignored"), "{md}");
+}
+
+/// Imported purge lines are stored as `imported` by whoever imports them, whatever method,
+/// author or source they claim; the trace shows them so, with the claim beside it. An export
+/// carries the claims on, and a second import still cannot make them true.
+#[test]
+fn imported_purges_stay_imported_whatever_they_claim() {
+    let env = example();
+    let forged = r#"{"v":1,"type":"purge","builder":"ci-1","mount":"/root/.cache/pip","at":"2026-11-03T15:00:00Z","source":"mark-purged","method":"executor","author":"security-team@vault","recorded_at":"2026-11-03T15:00:01Z"}"#;
+    let file = env.write("forged.jsonl", &format!("{forged}\n"));
+    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+    let doc = trace_json(&env, &[]);
+    let p = &doc["purges"][0];
+    assert_eq!(p["method"], "imported", "{doc:#}");
+    assert!(p["author"].as_str().unwrap().starts_with(&me()), "{p}");
+    assert_eq!(p["claimed"]["method"], "executor");
+    assert_eq!(p["claimed"]["author"], "security-team@vault");
+    assert_eq!(p["incident"], serde_json::Value::Null);
+    let text = trace_text(&env, &[]);
+    assert!(
+        text.contains("imported by ")
+            && text.contains("(its line claims executor by security-team@vault"),
+        "{text}"
+    );
+    assert!(!text.contains("  executor"), "{text}");
+
+    // Round trip: a forced manual purge exported from one store and imported into another
+    // keeps its claims, and is `imported` there.
+    let first = example();
+    ok(&mut mark_pip(
+        &first,
+        &["--at", BACKDATED, "--force", "--reason", REASON],
+    ));
+    let exported = purge_lines(&first);
+    assert_eq!(exported.len(), 1);
+    let line = &exported[0];
+    assert_eq!(line["method"], "manual");
+    assert_eq!(line["forced"], true);
+    assert_eq!(line["reason"], REASON);
+    assert!(line["author"].as_str().unwrap().starts_with(&me()));
+    assert_valid("provenance-line.schema.json", line);
+    let second = Env::new();
+    let file = second.write("export.jsonl", &ok(first.cmd().arg("export")));
+    ok(second.cmd().args(["import", file.to_str().unwrap()]));
+    assert_eq!(
+        purge_lines(&second),
+        exported,
+        "the round trip lost provenance"
+    );
+    let p = &trace_json(&second, &[])["purges"][0];
+    assert_eq!(p["method"], "imported");
+    assert_eq!(p["claimed"]["method"], "manual");
+    assert_eq!(p["forced"], true);
+    assert_eq!(p["reason"], REASON);
+}
+
+/// Purge lines written before provenance still import, as `imported` by the importer; a line
+/// claiming a method that does not exist is bad input.
+#[test]
+fn old_purge_lines_still_import() {
+    let env = example();
+    let old = r#"{"v":1,"type":"purge","builder":"ci-1","mount":"/root/.cache/pip","at":"2026-11-03T15:00:00Z","source":"incident 4"}"#;
+    let file = env.write("old.jsonl", &format!("{old}\n"));
+    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+    let p = &trace_json(&env, &[])["purges"][0];
+    assert_eq!(p["method"], "imported");
+    assert_eq!(p["source"], "incident 4");
+    assert_eq!(p["claimed"], serde_json::Value::Null);
+    let bad = old.replace(r#""source""#, r#""method":"vendor","source""#);
+    let file = env.write("bad.jsonl", &format!("{bad}\n"));
+    let out = output(&env, env.cmd().args(["import", file.to_str().unwrap()]));
+    assert!(out.starts_with("exit: 2\n"), "{out}");
+    assert!(out.contains("vendor"), "{out}");
+}
+
+/// A hostile reason cannot forge output lines or reach the terminal raw.
+#[test]
+fn a_reason_with_control_characters_is_escaped() {
+    let env = example();
+    let reason = "late\nCLEAN: nothing tainted\x1b]0;owned\x07";
+    ok(&mut mark_pip(
+        &env,
+        &["--at", BACKDATED, "--force", "--reason", reason],
+    ));
+    let text = trace_text(&env, &[]);
+    assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+    assert!(!text.lines().any(|l| l.starts_with("CLEAN")), "{text}");
+    assert!(text.contains("late\\nCLEAN"), "{text}");
+    ok(env
+        .cmd()
+        .args(["incident", "open", "--pipeline", "forks-pr"]));
+    let md = ok(env.cmd().args(["incident", "report", "1"]));
+    assert!(
+        !md.contains('\x1b') && !md.lines().any(|l| l.starts_with("CLEAN")),
+        "{md}"
+    );
+}
+
+/// `mark-purged --help` documents the refusal and `--force --reason`.
+#[test]
+fn mark_purged_help() {
+    let env = Env::new();
+    assert_snapshot!(output(&env, env.cmd().args(["mark-purged", "--help"])));
+}
+
+/// Checks that `incident purge --execute` of incident `id` recorded its prune of `mount` as an
+/// `executor` purge, by the OS account running it, naming the incident and action.
+pub(crate) fn assert_executor_purge(cw: &Command, id: &str, mount: &str) {
+    let mut export = Command::new(cw.get_program());
+    export.args(cw.get_args()).arg("export");
+    for (key, value) in cw.get_envs() {
+        match value {
+            Some(value) => export.env(key, value),
+            None => export.env_remove(key),
+        };
+    }
+    if let Some(dir) = cw.get_current_dir() {
+        export.current_dir(dir);
+    }
+    let lines = ok(&mut export);
+    let purge = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["type"] == "purge" && l["mount"] == mount)
+        .unwrap_or_else(|| panic!("no purge of `{mount}` recorded:\n{lines}"));
+    assert_eq!(purge["method"], "executor", "{purge}");
+    assert_eq!(purge["source"], format!("incident {id}"), "{purge}");
+    assert!(
+        purge["author"].as_str().unwrap().starts_with(&me()),
+        "{purge}"
+    );
+    assert!(purge["recorded_at"].is_string(), "{purge}");
+    assert_eq!(purge.get("forced"), None, "{purge}");
+}
