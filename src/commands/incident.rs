@@ -31,6 +31,7 @@ use crate::printer::Printer;
 use crate::remote::engine::Engine;
 use crate::remote::registry::{RegistryClient, client_for};
 use crate::report;
+use crate::report::escape::{Line, Term};
 use crate::store::{ActionRow, Store};
 use crate::time;
 
@@ -171,7 +172,7 @@ fn open(
         }
         OutputFormat::Text => {
             let mut out = String::new();
-            out.push_str(&format!("incident {id}: {title}\n"));
+            out.push_str(&format!("incident {id}: {}\n", Term(&title)));
             let counts: Vec<String> = Kind::ALL
                 .iter()
                 .map(|k| format!("{} {}", trace.tainted(*k).len(), k.as_str()))
@@ -273,7 +274,7 @@ fn plan_table(rows: &[ActionRow]) -> String {
             "  {:>3}  {:<18} {:<9} {}{scope}\n",
             row.seq,
             row.action.kind.as_str(),
-            row.state,
+            Term(&row.state),
             report::incident::describe_target(&row.action.target)
         ));
     }
@@ -340,9 +341,12 @@ async fn purge_locked(
             .cloned()
             .collect();
         printer.status(format!(
-            "the re-trace found {added} new actions since the incident was opened:\n{}",
-            plan_table(&delta)
+            "the re-trace found {added} new actions since the incident was opened:"
         ));
+        // A message is one line; the table's lines go one by one.
+        for line in plan_table(&delta).lines() {
+            printer.status(line);
+        }
     }
     let pending: Vec<&ActionRow> = rows
         .iter()
@@ -609,7 +613,7 @@ async fn verify(
                 if clean { "clean" } else { "NOT clean" }
             );
             for line in &lines {
-                out.push_str(&format!("  {line}\n"));
+                out.push_str(&format!("  {}\n", Line(line)));
             }
             write_stdout(&out)?;
         }
@@ -746,10 +750,11 @@ async fn check(
             }
         };
         out.push_str(&format!(
-            "  {:>3}  {:<18} {}: {status}\n",
+            "  {:>3}  {:<18} {}: {}\n",
             row.seq,
             row.action.kind.as_str(),
-            report::incident::describe_target(&row.action.target)
+            report::incident::describe_target(&row.action.target),
+            Line(&status)
         ));
     }
     write_stdout(&format!("incident {id}: dry run, nothing changed\n{out}"))?;
@@ -876,9 +881,9 @@ fn list(args: &IncidentListArgs, db: &Path) -> Result<ExitStatus> {
                 out.push_str(&format!(
                     "{:>4}  {:<6}  {}  {}\n",
                     i.id,
-                    i.status,
+                    Term(&i.status),
                     time::format(i.opened_at),
-                    i.title
+                    Term(&i.title)
                 ));
             }
             if incidents.is_empty() {
@@ -904,10 +909,10 @@ fn show(args: &IncidentShowArgs, db: &Path) -> Result<ExitStatus> {
         OutputFormat::Text => write_stdout(&format!(
             "incident {}: {}\nstatus: {}, opened {} by {}\n\n{}",
             incident.id,
-            incident.title,
-            incident.status,
+            Term(&incident.title),
+            Term(&incident.status),
             time::format(incident.opened_at),
-            incident.opened_by,
+            Term(&incident.opened_by),
             plan_table(&rows)
         ))?,
     }

@@ -8,6 +8,7 @@ use petgraph::graph::NodeIndex;
 
 use crate::cli::TraceFormat;
 use crate::graph::{Entity, Hop, Kind, Tainted, Trace};
+use crate::report::escape::Short;
 use crate::time::{self, Rfc3339};
 
 /// The JSON shape's version; bumped on any incompatible change to the schema.
@@ -54,7 +55,11 @@ fn count(n: usize, kind: Kind) -> String {
 
 /// Counts per kind, then each group with when and how every entity became tainted.
 pub fn write_text(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
-    let seeds: Vec<&str> = trace.seeds().iter().map(|n| n.name.as_str()).collect();
+    let seeds: Vec<String> = trace
+        .seeds()
+        .iter()
+        .map(|n| Short(&n.name).to_string())
+        .collect();
     match seeds.len() {
         0 => writeln!(out, "seeds: none matched")?,
         n if n <= SEEDS_SHOWN => writeln!(out, "seeds: {}", seeds.join(", "))?,
@@ -81,25 +86,31 @@ pub fn write_text(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "blast radius{mode}: {}", counts.join(", "))?;
     for (kind, entries) in groups.iter().filter(|(_, e)| !e.is_empty()) {
         writeln!(out, "\n{}:", group_title(*kind))?;
-        let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
+        let width = entries
+            .iter()
+            .map(|e| Short(e.name).text().chars().count())
+            .max()
+            .unwrap_or(0);
         write_rendered(out, entries, |buf, _, entry| text_line(buf, entry, width))?;
     }
     Ok(())
 }
 
-/// `  TIME  NAME  VIA[ from FROM]`, the name padded to `width` characters.
+/// `  TIME  NAME  VIA[ from FROM]`, the name padded to `width` characters. Names are shown
+/// escaped and shortened ([`Short`]): one entity a line, whatever the store holds.
 fn text_line(buf: &mut Vec<u8>, entry: &Tainted<'_>, width: usize) {
     buf.extend_from_slice(b"  ");
     write!(buf, "{}", Rfc3339(entry.tainted_at)).expect("writing to memory");
     buf.extend_from_slice(b"  ");
-    buf.extend_from_slice(entry.name.as_bytes());
-    let padding = width.saturating_sub(entry.name.chars().count());
+    let name = Short(entry.name).text();
+    buf.extend_from_slice(name.as_bytes());
+    let padding = width.saturating_sub(name.chars().count());
     buf.resize(buf.len() + padding, b' ');
     buf.extend_from_slice(b"  ");
     buf.extend_from_slice(entry.via.as_str().as_bytes());
     if let Some(from) = entry.from {
         buf.extend_from_slice(b" from ");
-        buf.extend_from_slice(from.as_bytes());
+        buf.extend_from_slice(Short(from).text().as_bytes());
     }
     buf.push(b'\n');
 }
@@ -112,8 +123,13 @@ pub fn write_explain(hops: &[Hop], out: &mut dyn Write) -> io::Result<()> {
         let at = time::format(hop.at);
         let kind = hop.via.as_str();
         match &hop.from {
-            Some(from) => writeln!(out, "{at}  {kind:width$}  {from} -> {}", hop.to)?,
-            None => writeln!(out, "{at}  {kind:width$}  {}", hop.to)?,
+            Some(from) => writeln!(
+                out,
+                "{at}  {kind:width$}  {} -> {}",
+                Short(from),
+                Short(&hop.to)
+            )?,
+            None => writeln!(out, "{at}  {kind:width$}  {}", Short(&hop.to))?,
         }
     }
     out.flush()

@@ -10,6 +10,7 @@ mod wrap;
 
 mod audit;
 mod lifecycle;
+mod output;
 mod purge;
 mod purge_facts;
 mod record;

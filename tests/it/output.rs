@@ -1,0 +1,215 @@
+//! Output that is safe whatever the store holds: names escaped in text and Markdown, run
+//! names that stay unique, and limits on what is recorded.
+
+use std::process::Command;
+
+use crate::common::{Env, digest, ok};
+
+/// A run line of the import format with the given pipeline, run id, step and mount ids.
+fn run_line(pipeline: &str, run: &str, step: &str, cache: char, mounts: &[&str]) -> String {
+    let mounts: Vec<serde_json::Value> = mounts
+        .iter()
+        .map(|id| serde_json::json!({"id": id}))
+        .collect();
+    serde_json::json!({
+        "v": 1, "type": "run", "pipeline": pipeline, "run": run, "step": step,
+        "builder": "ci-1",
+        "started_at": "2026-03-01T10:00:00Z", "finished_at": "2026-03-01T10:05:00Z",
+        "exported": [format!("127.0.0.1:5000/web/cache@{}", digest(cache))],
+        "mounts": mounts,
+    })
+    .to_string()
+}
+
+/// Imports the lines into the environment's store.
+fn import(env: &Env, lines: &[String]) {
+    let file = env.write("in.jsonl", &(lines.join("\n") + "\n"));
+    ok(env.cmd().arg("import").arg(&file));
+}
+
+fn stdout(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run cachewarden");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A pipeline name with a newline cannot forge a line of `trace` text output, and ANSI
+/// escapes (clear screen, window title), DEL, C1 controls and bidi overrides never reach the
+/// terminal: every entity is one line, its name shown with escapes.
+#[test]
+fn trace_text_shows_hostile_names_escaped_one_a_line() {
+    let env = Env::new();
+    let forged = "evil\n  2026-03-01T10:00:00Z  run:web/1/build  CLEAN";
+    let ansi = "\x1b[2J\x1b]0;pwned\x07\u{9b}31m\u{7f}\u{202e}gpj";
+    import(
+        &env,
+        &[run_line(forged, "1", "build", 'a', &[ansi, "back\\slash"])],
+    );
+    let out = stdout(env.cmd().args(["trace", "--builder", "ci-1"]));
+    assert!(
+        !out.chars()
+            .any(|c| (c.is_control() && c != '\n') || ('\u{202a}'..='\u{202e}').contains(&c)),
+        "{out:?}"
+    );
+    assert!(
+        !out.lines()
+            .any(|l| l.contains("CLEAN") && !l.contains("evil")),
+        "{out}"
+    );
+    assert!(out.contains("run:evil\\n  2026"), "{out}");
+    assert!(
+        out.contains("\\x1b[2J\\x1b]0;pwned\\x07\\u{9b}31m\\x7f\\u{202e}gpj"),
+        "{out}"
+    );
+    assert!(out.contains("back\\\\slash"), "{out}");
+    // One line per entity (a run, a cache ref, two mounts, a builder) after the seeds and
+    // the counts, each group after a blank line and its heading.
+    assert_eq!(out.lines().count(), 2 + 4 * 2 + 5, "{out}");
+    // JSON keeps the value whole.
+    let json = stdout(
+        env.cmd()
+            .args(["trace", "--builder", "ci-1", "--format", "json"]),
+    );
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["runs"][0]["pipeline"], forged);
+    let mounts: Vec<&str> = doc["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(mounts.contains(&ansi), "{mounts:?}");
+}
+
+/// Removes the code spans of a Markdown line, as CommonMark reads them.
+fn outside_code_spans(line: &str) -> String {
+    let mut out = String::new();
+    let bytes: Vec<char> = line.chars().collect();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == '`' {
+            let mut n = 0;
+            while i + n < bytes.len() && bytes[i + n] == '`' {
+                n += 1;
+            }
+            // Find the closing run of exactly n backticks.
+            let mut j = i + n;
+            let mut closed = None;
+            while j < bytes.len() {
+                if bytes[j] == '`' {
+                    let mut m = 0;
+                    while j + m < bytes.len() && bytes[j + m] == '`' {
+                        m += 1;
+                    }
+                    if m == n {
+                        closed = Some(j + m);
+                        break;
+                    }
+                    j += m;
+                } else {
+                    j += 1;
+                }
+            }
+            match closed {
+                Some(end) => {
+                    out.push_str("CODE");
+                    i = end;
+                }
+                None => {
+                    out.extend(&bytes[i..i + n]);
+                    i += n;
+                }
+            }
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Unescaped `|` in a line: the cell separators of a GitHub table row.
+fn cell_separators(line: &str) -> usize {
+    let mut count = 0;
+    let mut escaped = false;
+    for c in line.chars() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            '|' if !escaped => count += 1,
+            _ => escaped = false,
+        }
+    }
+    count
+}
+
+/// In `incident report --format md`, names cannot break out of code spans, split table cells,
+/// start headings or render as live links and images.
+#[test]
+fn markdown_report_holds_hostile_names_in_code_spans() {
+    let env = Env::new();
+    let hostile =
+        "x`\n# Owned\n| a | b |\n[link](http://evil.example/) ![img](http://evil.example/i.png) ``";
+    import(
+        &env,
+        &[
+            run_line(hostile, "1", "build", 'a', &["m|`[x](http://e)"]),
+            run_line("web", "2", "build`|", 'a', &[]),
+            serde_json::json!({
+                "v": 1, "type": "run", "pipeline": hostile, "run": "3", "step": "s",
+                "started_at": "2026-03-01T10:00:00Z", "finished_at": "2026-03-01T10:05:00Z",
+                "exported": [{"backend": "gha", "key": "k`\n## Key [l](http://evil.example/)"}],
+            })
+            .to_string(),
+        ],
+    );
+    ok(env.cmd().args([
+        "incident",
+        "open",
+        "--pipeline",
+        hostile,
+        "--title",
+        "[t](http://evil.example/) # ![i](x)",
+    ]));
+    let md = stdout(
+        env.cmd()
+            .args(["incident", "report", "1", "--format", "md"]),
+    );
+    for line in md.lines() {
+        let text = outside_code_spans(line);
+        assert!(
+            !text.contains("](") || text.contains("\\]\\("),
+            "live link: {line}"
+        );
+        assert!(
+            !text.contains("http://evil") || text.contains("http\\:"),
+            "{line}"
+        );
+        if line.starts_with('#') {
+            assert!(
+                ["# Incident 1: ", "## ", "### "]
+                    .iter()
+                    .any(|h| line.starts_with(h)),
+                "{line}"
+            );
+            assert!(!line.contains("Owned"), "{line}");
+        }
+        if line.starts_with("| ") {
+            let columns = if md
+                .lines()
+                .skip_while(|l| *l != "## Actions")
+                .any(|l| l == line)
+            {
+                6
+            } else {
+                4
+            };
+            assert_eq!(cell_separators(line), columns + 1, "split cell: {line}");
+        }
+    }
+    assert!(
+        md.contains(
+            "# Incident 1: \\[t\\]\\(http\\:\\/\\/evil\\.example\\/\\) \\# \\!\\[i\\]\\(x\\)"
+        ),
+        "{md}"
+    );
+    assert!(!md.lines().any(|l| l.starts_with("# Owned")), "{md}");
+}
