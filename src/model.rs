@@ -552,7 +552,9 @@ pub struct RunRecord {
     pub records: Option<RecordEvidence>,
 }
 
-/// The address of one run: `pipeline/run[/step]`.
+/// The address of one run: `pipeline/run[/step]`, each part percent-encoded
+/// ([`encode_component`]) so that a `/` inside a pipeline name, run id or step cannot move the
+/// split.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RunKey {
     pub pipeline: String,
@@ -560,31 +562,80 @@ pub struct RunKey {
     pub step: Option<String>,
 }
 
+/// A part of a run name with `%` written `%25` and `/` written `%2F`: GitHub's derived
+/// pipeline names and Dockerfile paths contain `/`, and `run:a/b/c/d` would name two runs.
+pub fn encode_component(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['/', '%']) {
+        return value.into();
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+/// The part [`encode_component`] encoded; `None` when a `%` starts anything but `%25` or
+/// `%2F` (`%2f`), which an encoded part cannot hold.
+pub fn decode_component(value: &str) -> Option<String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let escape = rest.get(at..at + 3)?;
+        out.push(match escape {
+            "%25" => '%',
+            "%2F" | "%2f" => '/',
+            _ => return None,
+        });
+        rest = &rest[at + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// How output names a run: `pipeline/run/step`, each part encoded ([`encode_component`]).
+pub fn run_name(pipeline: &str, run_id: &str, step: &str) -> String {
+    [
+        encode_component(pipeline),
+        "/".into(),
+        encode_component(run_id),
+        "/".into(),
+        encode_component(step),
+    ]
+    .concat()
+}
+
 impl RunKey {
-    /// Parses `pipeline/run[/step]` split at the first two slashes. Pipeline names and steps
-    /// may contain `/` too (`acme/web/release`): [`RunKey::candidates`] gives every reading.
+    /// Parses a run name as output writes it: `pipeline/run[/step]`, each part percent-encoded
+    /// (`%2F` for `/`, `%25` for `%`). A trailing `/` names the empty step.
     pub fn parse(value: &str, what: &str) -> Result<Self, ParseError> {
-        let mut parts = value.splitn(3, '/');
-        let pipeline = parts.next().unwrap_or_default();
-        let run_id = parts.next().unwrap_or_default();
-        if pipeline.is_empty() || run_id.is_empty() {
-            return Err(ParseError::new(
-                what,
-                value,
-                "expected `pipeline/run[/step]`",
+        let err = |reason: &str| ParseError::new(what, value, reason);
+        let parts: Vec<&str> = value.split('/').collect();
+        if !(2..=3).contains(&parts.len()) || parts[0].is_empty() || parts[1].is_empty() {
+            return Err(err(
+                "expected `pipeline/run[/step]`, with `/` inside a part written `%2F`",
             ));
         }
+        let decode = |part: &str| {
+            decode_component(part).ok_or_else(|| err("a `%` must start `%2F` or `%25`"))
+        };
         Ok(Self {
-            pipeline: pipeline.to_owned(),
-            run_id: run_id.to_owned(),
-            step: parts.next().filter(|s| !s.is_empty()).map(str::to_owned),
+            pipeline: decode(parts[0])?,
+            run_id: decode(parts[1])?,
+            step: parts.get(2).map(|step| decode(step)).transpose()?,
         })
     }
 }
 
 impl RunKey {
     /// Every way to read `value` as `pipeline/run[/step]` when pipeline names and steps may
-    /// contain `/` but run ids do not: the store keeps the readings that exist.
+    /// contain `/` but run ids do not: the store keeps the readings that exist. This is how
+    /// run names were read before their parts were encoded: an old seed keeps its meaning.
     pub fn candidates(value: &str, what: &str) -> Result<Vec<Self>, ParseError> {
         let parts: Vec<&str> = value.split('/').collect();
         if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
@@ -609,9 +660,14 @@ impl RunKey {
 
 impl fmt::Display for RunKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.pipeline, self.run_id)?;
+        write!(
+            f,
+            "{}/{}",
+            encode_component(&self.pipeline),
+            encode_component(&self.run_id)
+        )?;
         if let Some(step) = &self.step {
-            write!(f, "/{step}")?;
+            write!(f, "/{}", encode_component(step))?;
         }
         Ok(())
     }
@@ -692,12 +748,43 @@ mod tests {
         assert_eq!(clean_path("/a/../b"), "/b");
     }
 
+    /// A run name's parts are percent-encoded, so `/` inside a pipeline name or step no
+    /// longer moves the split: two runs that printed as one name now print as two, and each
+    /// name parses back to its own run.
     #[test]
-    fn run_keys_split_at_the_first_two_slashes() {
-        let k = RunKey::parse("web/1234-1/docker/Dockerfile", "--run").unwrap();
-        assert_eq!(k.pipeline, "web");
-        assert_eq!(k.run_id, "1234-1");
-        assert_eq!(k.step.as_deref(), Some("docker/Dockerfile"));
-        assert!(RunKey::parse("web", "--run").is_err());
+    fn run_names_encode_slashes_and_parse_back() {
+        let step_slash = run_name("web-release", "200-1", "ci/Dockerfile");
+        let pipeline_slash = run_name("web-release/200-1", "ci", "Dockerfile");
+        assert_eq!(step_slash, "web-release/200-1/ci%2FDockerfile");
+        assert_eq!(pipeline_slash, "web-release%2F200-1/ci/Dockerfile");
+        let k = RunKey::parse(&step_slash, "--run").unwrap();
+        assert_eq!(
+            (k.pipeline.as_str(), k.run_id.as_str(), k.step.as_deref()),
+            ("web-release", "200-1", Some("ci/Dockerfile"))
+        );
+        let k = RunKey::parse(&pipeline_slash, "--run").unwrap();
+        assert_eq!(k.pipeline, "web-release/200-1");
+        assert_eq!(k.to_string(), pipeline_slash);
+        assert_eq!(run_name("100%", "1", "a%2Fb"), "100%25/1/a%252Fb");
+        let k = RunKey::parse("100%25/1/a%252Fb", "--run").unwrap();
+        assert_eq!(
+            (k.pipeline.as_str(), k.step.as_deref()),
+            ("100%", Some("a%2Fb"))
+        );
+        let k = RunKey::parse("web/1/", "--run").unwrap();
+        assert_eq!(k.step.as_deref(), Some(""));
+        assert_eq!(RunKey::parse("web/1", "--run").unwrap().step, None);
+        for bad in ["web", "web/1/a/b", "/1", "web//x", "w%2/1", "w%41/1"] {
+            assert!(RunKey::parse(bad, "--run").is_err(), "{bad}");
+        }
+    }
+
+    /// An unencoded name is still read every way it can be, as before encoding.
+    #[test]
+    fn unencoded_run_names_keep_every_reading() {
+        let readings = RunKey::candidates("web/1234-1/docker/Dockerfile", "--run").unwrap();
+        assert_eq!(readings[0].pipeline, "web");
+        assert_eq!(readings[0].step.as_deref(), Some("docker/Dockerfile"));
+        assert_eq!(readings.len(), 3);
     }
 }

@@ -37,7 +37,7 @@ pub async fn record(
     warn_unpinned(&record, printer);
     let mut store = open_store(db)?;
     let outcome = store.record_run(&record)?;
-    let name = format!("{}/{}/{}", record.pipeline.name, record.run_id, record.step);
+    let name = crate::model::run_name(&record.pipeline.name, &record.run_id, &record.step);
     match args.format {
         OutputFormat::Json => {
             let line = serde_json::to_string(&Line::Run(Box::new(run_line(&record))))?;

@@ -260,11 +260,9 @@ async fn wrap_build(
         .and_then(|mut store| Ok(store.record_run(&record)?))
     {
         Ok(outcome) => printer.status(format!(
-            "cachewarden: recorded {} run {}/{}/{} ({} events)",
+            "cachewarden: recorded {} run {} ({} events)",
             record.status.as_str(),
-            record.pipeline.name,
-            record.run_id,
-            record.step,
+            crate::model::run_name(&record.pipeline.name, &record.run_id, &record.step),
             outcome.events
         )),
         Err(err) => printer.warn(format!("the build was not recorded: {err:#}")),
@@ -697,7 +695,8 @@ fn attach(
     let mut store = open_store(db)?;
     match store.attach_push(&pipeline, &run_id, &pushed, &digest)? {
         Some(step) => printer.status(format!(
-            "cachewarden: recorded push of {pushed}@{digest} for {pipeline}/{run_id}/{step}"
+            "cachewarden: recorded push of {pushed}@{digest} for {}",
+            crate::model::run_name(&pipeline, &run_id, &step)
         )),
         None => printer.warn(format!(
             "no build of {pipeline}/{run_id} produced `{pushed}`: the push of {digest} was not attached"

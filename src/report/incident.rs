@@ -374,7 +374,14 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
                 out,
                 "- {}: {} built from {} with --allow-tainted (by {})",
                 MdText(&o.at),
-                MdCode::span(&format!("{}/{}", o.pipeline, o.run)),
+                MdCode::span(
+                    &crate::model::RunKey {
+                        pipeline: o.pipeline.clone(),
+                        run_id: o.run.clone(),
+                        step: None
+                    }
+                    .to_string()
+                ),
                 MdCode::span(&o.digest),
                 MdText(&o.by)
             )?;

@@ -213,3 +213,71 @@ fn markdown_report_holds_hostile_names_in_code_spans() {
     );
     assert!(!md.lines().any(|l| l.starts_with("# Owned")), "{md}");
 }
+
+/// Two runs that printed as one name (`run:web-release/200-1/ci/Dockerfile`) print as two,
+/// each name seeds and explains only its own run, and an unencoded seed of the old form still
+/// finds its run.
+#[test]
+fn run_names_with_slashes_stay_unique() {
+    let env = Env::new();
+    import(
+        &env,
+        &[
+            run_line("web-release", "200-1", "ci/Dockerfile", 'a', &[]),
+            run_line("web-release/200-1", "ci", "Dockerfile", 'b', &[]),
+            run_line("acme/web", "7", "build", 'c', &[]),
+            run_line("100%", "1", "build", 'd', &[]),
+        ],
+    );
+    let names = |seed: &str| -> Vec<String> {
+        let json = stdout(env.cmd().args(["trace", "--run", seed, "--format", "json"]));
+        let doc: serde_json::Value = serde_json::from_str(&json).expect(&json);
+        doc["seeds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names("web-release/200-1/ci%2FDockerfile"),
+        ["run:web-release/200-1/ci%2FDockerfile"]
+    );
+    assert_eq!(
+        names("web-release%2F200-1/ci/Dockerfile"),
+        ["run:web-release%2F200-1/ci/Dockerfile"]
+    );
+    assert_eq!(names("acme/web/7"), ["run:acme%2Fweb/7/build"]);
+    assert_eq!(names("100%25/1"), ["run:100%25/1/build"]);
+    // The JSON keeps each part whole.
+    let json = stdout(env.cmd().args([
+        "trace",
+        "--run",
+        "web-release%2F200-1/ci",
+        "--format",
+        "json",
+    ]));
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let run = doc["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "run:web-release%2F200-1/ci/Dockerfile")
+        .expect(&json);
+    assert_eq!(run["pipeline"], "web-release/200-1");
+    assert_eq!(run["run"], "ci");
+    assert_eq!(run["step"], "Dockerfile");
+    // `--explain` takes the printed name.
+    let explain = stdout(env.cmd().args([
+        "trace",
+        "--builder",
+        "ci-1",
+        "--explain",
+        "run:web-release/200-1/ci%2FDockerfile",
+    ]));
+    assert!(
+        explain.contains("run:web-release/200-1/ci%2FDockerfile")
+            && !explain.contains("web-release%2F200-1"),
+        "{explain}"
+    );
+}
