@@ -31,6 +31,7 @@ pub async fn record(
 ) -> Result<ExitStatus> {
     let env = |name: &str| std::env::var(name).ok();
     let mut record = build_record(&args, config, &env, None)?;
+    crate::model::limits::check(&record).map_err(|err| InputError::invalid(err.to_string()))?;
     if args.resolve {
         resolve_tags(&mut record, config, printer).await?;
     }
@@ -176,6 +177,7 @@ pub fn build_record(
         base_images: Vec::new(),
         mounts: Vec::new(),
         records: None,
+        truncated: false,
     };
 
     for image in &args.image {
@@ -552,6 +554,7 @@ mod tests {
             base_images: Vec::new(),
             mounts: Vec::new(),
             records: None,
+            truncated: false,
         }
     }
 

@@ -1322,6 +1322,7 @@ mod tests {
             finished_at: 1,
             status: RunStatus::Succeeded,
             has_records: true,
+            truncated: false,
         };
         Node {
             name: run_name(&info),

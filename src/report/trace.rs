@@ -18,6 +18,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// select thousands of runs; they are all listed under `runs`).
 const SEEDS_SHOWN: usize = 5;
 
+/// Marks a run recorded without what was over a limit: its blast radius may be larger.
+const TRUNCATED: &str = "  [truncated: inputs over a limit were not recorded]";
+
 const EMPTY: &str =
     "empty blast radius: no runs, caches, mounts or images are downstream of the seeds";
 
@@ -111,6 +114,11 @@ fn text_line(buf: &mut Vec<u8>, entry: &Tainted<'_>, width: usize) {
     if let Some(from) = entry.from {
         buf.extend_from_slice(b" from ");
         buf.extend_from_slice(Short(from).text().as_bytes());
+    }
+    if let Entity::Run { info, .. } = entry.entity
+        && info.truncated
+    {
+        buf.extend_from_slice(TRUNCATED.as_bytes());
     }
     buf.push(b'\n');
 }
@@ -382,6 +390,8 @@ struct RunDoc<'t> {
     finished_at: Rfc3339,
     tainted_at: Rfc3339,
     via: ViaDoc<'t>,
+    /// Written only when set, so runs within the limits read as before.
+    truncated: bool,
 }
 
 #[derive(Debug)]
@@ -451,6 +461,9 @@ impl Json for RunDoc<'_> {
             .time("finished_at", self.finished_at)
             .time("tainted_at", self.tainted_at)
             .object("via", &self.via);
+        if self.truncated {
+            o.key("truncated").extend_from_slice(b"true");
+        }
     }
 }
 
@@ -529,6 +542,7 @@ fn run_doc<'t>(e: &Tainted<'t>) -> RunDoc<'t> {
         finished_at: Rfc3339(info.finished_at),
         tainted_at: Rfc3339(e.tainted_at),
         via: via_doc(e),
+        truncated: info.truncated,
     }
 }
 

@@ -43,6 +43,7 @@ const MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/migrations/0004_manifest_facts.sql"),
     include_str!("../../schema/migrations/0005_event_pages.sql"),
     include_str!("../../schema/migrations/0006_identity_pages.sql"),
+    include_str!("../../schema/migrations/0009_run_truncations.sql"),
 ];
 
 fn migrations() -> Migrations<'static> {

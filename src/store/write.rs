@@ -468,6 +468,13 @@ fn insert_run(
             ],
             |row| row.try_into(),
         )?;
+    if record.truncated {
+        tx.prepare_cached(
+            "INSERT INTO run_truncations (run_id, recorded_at) VALUES (?1, ?2)
+             ON CONFLICT (run_id) DO NOTHING",
+        )?
+        .execute(params![run, now])?;
+    }
     let (start, finish) = (record.started_at, record.finished_at);
     let mut events = 0;
     let mut add =

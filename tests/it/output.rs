@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::common::{Env, digest, ok};
+use crate::common::{Env, digest, ok, output};
 
 /// A run line of the import format with the given pipeline, run id, step and mount ids.
 fn run_line(pipeline: &str, run: &str, step: &str, cache: char, mounts: &[&str]) -> String {
@@ -280,4 +280,183 @@ fn run_names_with_slashes_stay_unique() {
             && !explain.contains("web-release%2F200-1"),
         "{explain}"
     );
+}
+
+/// `record` with a 100 KB mount id, or with 1,001 mounts, is refused: exit 2 naming the field
+/// and the limit, and nothing is written (the store is not even created).
+#[test]
+fn record_over_a_limit_is_refused_and_writes_nothing() {
+    let env = Env::new();
+    let long = "m".repeat(100 * 1024);
+    let record = |extra: &[String]| {
+        let mut cmd = env.cmd();
+        cmd.args(["record", "--run", "1", "--builder", "ci-1"])
+            .args(extra);
+        if !extra.contains(&"--pipeline".to_owned()) {
+            cmd.args(["--pipeline", "p"]);
+        }
+        output(&env, &mut cmd)
+    };
+    let out = record(&["--mount".to_owned(), long.clone()]);
+    assert!(
+        out.starts_with("exit: 2\n"),
+        "{}",
+        &out[..out.len().min(2000)]
+    );
+    assert!(
+        out.contains("`mounts[0]` is 102400 bytes, over the limit of 1024 bytes"),
+        "{out}"
+    );
+    assert!(
+        out.len() < 2000,
+        "the value is not echoed: {} bytes",
+        out.len()
+    );
+    let many: Vec<String> = (0..1001)
+        .flat_map(|i| ["--mount".to_owned(), format!("/cache/{i}")])
+        .collect();
+    let out = record(&many);
+    assert!(out.starts_with("exit: 2\n"), "{out}");
+    assert!(
+        out.contains("`mounts` has 1001 entries, over the limit of 1000"),
+        "{out}"
+    );
+    let out = record(&["--pipeline".to_owned(), "p".repeat(1025)]);
+    assert!(
+        out.starts_with("exit: 2\n") && out.contains("`pipeline` is 1025 bytes"),
+        "{}",
+        &out[..out.len().min(2000)]
+    );
+    assert!(!env.db().exists(), "nothing is written");
+}
+
+/// `import` of a line with a 512 KB id, or a run with 1,001 references, is refused: exit 2
+/// naming the line, and nothing of it is written; a trace afterwards is unharmed.
+#[test]
+fn import_over_a_limit_is_refused_naming_the_line() {
+    let env = Env::new();
+    let good = run_line("p", "1", "build", 'a', &["/ok"]);
+    let long_id = run_line("p", "2", "build", 'a', &[&"x".repeat(512 << 10)]);
+    let file = env.write("in.jsonl", &format!("{good}\n{long_id}\n"));
+    let out = output(&env, env.cmd().arg("import").arg(&file));
+    assert!(
+        out.starts_with("exit: 2\n"),
+        "{}",
+        &out[..out.len().min(2000)]
+    );
+    assert!(
+        out.contains("line 2") && out.contains("over the limit of 1024 bytes"),
+        "{}",
+        &out[..out.len().min(2000)]
+    );
+    assert!(!env.db().exists(), "nothing is written");
+
+    let refs: Vec<String> = (0..1001)
+        .map(|i| format!("127.0.0.1:5000/web/c{i}@{}", digest('b')))
+        .collect();
+    let many = serde_json::json!({
+        "v": 1, "type": "run", "pipeline": "p", "run": "3",
+        "started_at": "2026-03-01T10:00:00Z", "finished_at": "2026-03-01T10:05:00Z",
+        "imported": refs,
+    });
+    let file = env.write("many.jsonl", &format!("{good}\n{many}\n"));
+    let out = output(&env, env.cmd().arg("import").arg(&file));
+    assert!(
+        out.starts_with("exit: 2\n")
+            && out.contains("line 2")
+            && out.contains("`references` has 1001 entries, over the limit of 1000"),
+        "{out}"
+    );
+    assert!(!env.db().exists(), "nothing is written");
+}
+
+/// An import line over 1 MiB is refused by its number without being held whole: a 64 MiB line
+/// of JSON is refused after its first MiB.
+#[test]
+fn import_lines_over_a_mebibyte_are_refused_streamed() {
+    let env = Env::new();
+    let good = run_line("p", "1", "build", 'a', &[]);
+    let huge = format!(
+        "{{\"v\":1,\"type\":\"pipeline\",\"name\":\"{}\"}}",
+        "x".repeat(64 << 20)
+    );
+    let file = env.write("in.jsonl", &format!("{good}\n{huge}\n"));
+    drop(huge);
+    let out = output(&env, env.cmd().arg("import").arg(&file));
+    assert!(out.starts_with("exit: 2\n"), "{out}");
+    assert!(
+        out.contains("line 2: the line is over the limit of 1048576 bytes"),
+        "{out}"
+    );
+    assert!(!env.db().exists(), "nothing is written");
+}
+
+/// `wrap` never fails a build over a limit: a Dockerfile with 1,001 cache mounts, one of them
+/// with a 2 KB id, builds (exit 0); what fits is recorded, the run is flagged truncated with a
+/// warning, and `trace` shows the flag in text and JSON.
+#[test]
+fn wrap_records_what_fits_and_flags_the_run_truncated() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let env = Env::new();
+    let docker = env.write("bin/docker", "#!/bin/sh\nexit 0\n");
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut mounts: Vec<String> = (0..1000)
+        .map(|i| format!("--mount=type=cache,target=/c/{i}"))
+        .collect();
+    mounts.insert(
+        3,
+        format!("--mount=type=cache,id={},target=/long", "l".repeat(2048)),
+    );
+    env.write(
+        "ctx/Dockerfile",
+        &format!("FROM scratch\nRUN {} true\n", mounts.join(" ")),
+    );
+    let out = env
+        .cmd()
+        .args([
+            "wrap",
+            "--pipeline",
+            "p",
+            "--run",
+            "1",
+            "--builder",
+            "ci-7",
+            "--",
+        ])
+        .arg(&docker)
+        .args(["build", "-t", "app", "ctx"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: recorded what fits and flagged the run truncated: `mounts[3]` is 2048 bytes, over the limit of 1024 bytes"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cachewarden: recorded succeeded run p/1"),
+        "{stderr}"
+    );
+    let export = ok(env.cmd().arg("export"));
+    let run: serde_json::Value = export
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["type"] == "run")
+        .unwrap();
+    assert_eq!(run["truncated"], true);
+    assert_eq!(run["mounts"].as_array().unwrap().len(), 1000);
+    let text = ok(env.cmd().args(["trace", "--run", "p/1"]));
+    assert!(
+        text.lines().any(|l| l.contains("run:p/1/")
+            && l.ends_with("[truncated: inputs over a limit were not recorded]")),
+        "{text}"
+    );
+    let json = ok(env
+        .cmd()
+        .args(["trace", "--run", "p/1", "--format", "json"]));
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["runs"][0]["truncated"], true);
 }
