@@ -31,7 +31,7 @@ use crate::printer::Printer;
 use crate::remote::engine::Engine;
 use crate::remote::registry::{RegistryClient, client_for};
 use crate::report;
-use crate::report::escape::{Line, Term};
+use crate::report::escape::{Line, Short, Term};
 use crate::store::{ActionRow, Store};
 use crate::time;
 
@@ -883,7 +883,7 @@ fn list(args: &IncidentListArgs, db: &Path) -> Result<ExitStatus> {
                     i.id,
                     Term(&i.status),
                     time::format(i.opened_at),
-                    Term(&i.title)
+                    Short(&i.title)
                 ));
             }
             if incidents.is_empty() {

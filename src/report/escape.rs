@@ -17,13 +17,18 @@ pub fn needs_escape(c: char) -> bool {
     c.is_control() || matches!(c, '\\' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
-/// Whether `value` is shown as it is.
-pub fn is_plain(value: &str) -> bool {
-    // Every character that needs escaping is ASCII below 0x20, `\`, DEL, or not ASCII.
+/// Whether `value` is printable ASCII without a backslash: shown as it is, one character a
+/// byte. Almost every name is; this is the fast path of a large trace.
+pub fn is_plain_ascii(value: &str) -> bool {
     value
         .bytes()
         .all(|b| (0x20..0x7f).contains(&b) && b != b'\\')
-        || !value.chars().any(needs_escape)
+}
+
+/// Whether `value` is shown as it is.
+pub fn is_plain(value: &str) -> bool {
+    // Every character that needs escaping is ASCII below 0x20, `\`, DEL, or not ASCII.
+    is_plain_ascii(value) || !value.chars().any(needs_escape)
 }
 
 fn write_escaped(f: &mut impl fmt::Write, c: char) -> fmt::Result {
@@ -87,6 +92,16 @@ impl fmt::Display for Line<'_> {
 pub struct Short<'a>(pub &'a str);
 
 impl<'a> Short<'a> {
+    /// The text shown, and how many characters it has.
+    pub fn text_and_width(&self) -> (std::borrow::Cow<'a, str>, usize) {
+        if self.0.len() <= SHORT && is_plain_ascii(self.0) {
+            return (self.0.into(), self.0.len());
+        }
+        let text = self.text();
+        let width = text.chars().count();
+        (text, width)
+    }
+
     /// The text shown.
     pub fn text(&self) -> std::borrow::Cow<'a, str> {
         let escaped: std::borrow::Cow<'a, str> = if is_plain(self.0) {

@@ -91,7 +91,7 @@ pub fn write_text(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
         writeln!(out, "\n{}:", group_title(*kind))?;
         let width = entries
             .iter()
-            .map(|e| Short(e.name).text().chars().count())
+            .map(|e| Short(e.name).text_and_width().1)
             .max()
             .unwrap_or(0);
         write_rendered(out, entries, |buf, _, entry| text_line(buf, entry, width))?;
@@ -105,15 +105,15 @@ fn text_line(buf: &mut Vec<u8>, entry: &Tainted<'_>, width: usize) {
     buf.extend_from_slice(b"  ");
     write!(buf, "{}", Rfc3339(entry.tainted_at)).expect("writing to memory");
     buf.extend_from_slice(b"  ");
-    let name = Short(entry.name).text();
+    let (name, name_width) = Short(entry.name).text_and_width();
     buf.extend_from_slice(name.as_bytes());
-    let padding = width.saturating_sub(name.chars().count());
+    let padding = width.saturating_sub(name_width);
     buf.resize(buf.len() + padding, b' ');
     buf.extend_from_slice(b"  ");
     buf.extend_from_slice(entry.via.as_str().as_bytes());
     if let Some(from) = entry.from {
         buf.extend_from_slice(b" from ");
-        buf.extend_from_slice(Short(from).text().as_bytes());
+        buf.extend_from_slice(Short(from).text_and_width().0.as_bytes());
     }
     if let Entity::Run { info, .. } = entry.entity
         && info.truncated
