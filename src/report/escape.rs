@@ -249,6 +249,48 @@ mod tests {
         assert_eq!(Line("plain").to_string(), "plain");
     }
 
+    /// Reads back what [`Term`] shows.
+    fn unescape(shown: &str) -> String {
+        let mut out = String::new();
+        let mut chars = shown.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next().unwrap() {
+                '\\' => out.push('\\'),
+                'n' => out.push('\n'),
+                'r' => out.push('\r'),
+                't' => out.push('\t'),
+                'x' => {
+                    let hex: String = chars.by_ref().take(2).collect();
+                    out.push(char::from(u8::from_str_radix(&hex, 16).unwrap()));
+                }
+                'u' => {
+                    assert_eq!(chars.next(), Some('{'));
+                    let hex: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).unwrap()).unwrap());
+                }
+                other => panic!("unknown escape `\\{other}`"),
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Whatever a name holds, [`Term`] shows it on one line with no control or bidi
+        /// character, and what it shows reads back to the name: the escaping is unambiguous.
+        #[test]
+        fn terminal_text_is_one_line_and_reads_back(
+            value in "(\\PC|[\\x00-\\x1f\\x7f-\\u{9f}\\u{202a}-\\u{202e}\\u{2066}-\\u{2069}\\\\])*"
+        ) {
+            let shown = Term(&value).to_string();
+            proptest::prop_assert!(!shown.chars().any(|c| needs_escape(c) && c != '\\'));
+            proptest::prop_assert_eq!(unescape(&shown), value);
+        }
+    }
+
     /// A long name is cut in the middle to the table width, keeping its end.
     #[test]
     fn long_names_are_shortened_keeping_both_ends() {

@@ -459,4 +459,13 @@ fn wrap_records_what_fits_and_flags_the_run_truncated() {
         .args(["trace", "--run", "p/1", "--format", "json"]));
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(doc["runs"][0]["truncated"], true);
+    ok(env.cmd().args(["incident", "open", "--run", "p/1"]));
+    let md = ok(env
+        .cmd()
+        .args(["incident", "report", "1", "--format", "md"]));
+    assert!(
+        md.lines()
+            .any(|l| l.contains("`run:p/1/") && l.contains("` (truncated) |")),
+        "{md}"
+    );
 }
