@@ -167,11 +167,13 @@ impl fmt::Display for MdCode<'_> {
         }
         let fence = "`".repeat(longest + 1);
         // A space each side keeps a value that starts or ends with a backtick from joining the
-        // fence; CommonMark strips one space from each side of such a span.
+        // fence, and keeps the spaces of one that starts and ends with a space: CommonMark
+        // strips one space from each side of such a span.
         if text.is_empty() {
             return f.write_str("` `");
         }
-        let pad = if text.starts_with('`') || text.ends_with('`') {
+        let spaced = text.starts_with(' ') && text.ends_with(' ') && !text.trim().is_empty();
+        let pad = if text.starts_with('`') || text.ends_with('`') || spaced {
             " "
         } else {
             ""
@@ -312,6 +314,8 @@ mod tests {
         assert_eq!(MdCode::span("a`b").to_string(), "``a`b``");
         assert_eq!(MdCode::span("``x").to_string(), "``` ``x ```");
         assert_eq!(MdCode::span("").to_string(), "` `");
+        assert_eq!(MdCode::span(" a ").to_string(), "`  a  `");
+        assert_eq!(MdCode::span("  ").to_string(), "`  `");
         assert_eq!(
             MdCode::span("x`\n# Heading\n[a](http://e)").to_string(),
             "``x`\\n# Heading\\n[a](http://e)``"
