@@ -78,6 +78,34 @@ fn trace_text_shows_hostile_names_escaped_one_a_line() {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert!(mounts.contains(&ansi), "{mounts:?}");
+
+    // Every other text printer of store values: incident open, list, show, the dry run, and
+    // warnings, on stdout and stderr alike.
+    let title = format!("{forged}{ansi}");
+    for args in [
+        vec!["incident", "open", "--builder", "ci-1", "--title", &title],
+        vec!["incident", "list"],
+        vec!["incident", "show", "1"],
+        vec!["incident", "purge", "1"],
+        vec!["trace", "--pipeline", &title],
+    ] {
+        let out = env.cmd().args(&args).output().unwrap();
+        for stream in [out.stdout, out.stderr] {
+            let text = String::from_utf8(stream).unwrap();
+            assert!(
+                !text.chars().any(
+                    |c| (c.is_control() && c != '\n') || ('\u{202a}'..='\u{202e}').contains(&c)
+                ),
+                "{args:?}: {text:?}"
+            );
+            assert!(
+                !text
+                    .lines()
+                    .any(|l| l.trim_start().starts_with("2026-03-01T10:00:00Z  run:web")),
+                "{args:?}: forged line in {text}"
+            );
+        }
+    }
 }
 
 /// Removes the code spans of a Markdown line, as CommonMark reads them.
