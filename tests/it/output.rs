@@ -476,6 +476,11 @@ fn wrap_records_what_fits_and_flags_the_run_truncated() {
         .unwrap();
     assert_eq!(run["truncated"], true);
     assert_eq!(run["mounts"].as_array().unwrap().len(), 1000);
+    // The flag travels with the run through export and import.
+    let other = Env::new();
+    let file = other.write("export.jsonl", &export);
+    ok(other.cmd().arg("import").arg(&file));
+    assert_eq!(ok(other.cmd().arg("export")), export);
     let text = ok(env.cmd().args(["trace", "--run", "p/1"]));
     assert!(
         text.lines().any(|l| l.contains("run:p/1/")
