@@ -729,11 +729,13 @@ pub mod limits {
                 limit: REFERENCES,
             });
         }
+        // What the run wrote comes first: a compromised run that pads its imports must not
+        // push its own exports out of the record.
         for (field, list) in [
-            ("imported", &mut run.imported),
-            ("base_images", &mut run.base_images),
             ("exported", &mut run.exported),
             ("produced", &mut run.produced),
+            ("imported", &mut run.imported),
+            ("base_images", &mut run.base_images),
         ] {
             let mut i = 0;
             list.retain(|a| {
@@ -1074,6 +1076,12 @@ mod tests {
         assert!(run.truncated);
         assert_eq!(run.pipeline.project, None);
         assert_eq!(run.imported.len(), limits::REFERENCES);
+        // Exports are kept before imports.
+        let mut padded = run_with(0, None, limits::REFERENCES);
+        padded.exported = padded.imported[..2].to_vec();
+        limits::fit(&mut padded).unwrap();
+        assert_eq!(padded.exported.len(), 2);
+        assert_eq!(padded.imported.len(), limits::REFERENCES - 2);
         assert_eq!(run.mounts.len(), limits::MOUNTS);
         assert!(run.mounts.iter().all(|m| m.id.len() < 10));
         assert_eq!(run.mounts[5].id, "/m/6");
