@@ -502,3 +502,27 @@ fn wrap_records_what_fits_and_flags_the_run_truncated() {
         "{md}"
     );
 }
+
+/// An incident opened with a run seed in the old, unencoded form (a pipeline name with `/`)
+/// still re-traces its run: `verify` and the report work on it.
+#[test]
+fn incidents_with_unencoded_run_seeds_still_verify() {
+    let env = Env::new();
+    let line = serde_json::json!({
+        "v": 1, "type": "run", "pipeline": "acme/web", "run": "7", "step": "build",
+        "started_at": "2026-03-01T10:00:00Z", "finished_at": "2026-03-01T10:05:00Z",
+        "exported": [{"backend": "gha", "key": "web-main"}],
+    });
+    import(&env, &[line.to_string()]);
+    let opened = ok(env.cmd().args(["incident", "open", "--run", "acme/web/7"]));
+    assert!(opened.contains("run:acme%2Fweb/7/build"), "{opened}");
+    let verified = output(&env, env.cmd().args(["incident", "verify", "1"]));
+    assert!(
+        !verified.starts_with("exit: 2") && !verified.contains("no run"),
+        "{verified}"
+    );
+    let report = ok(env
+        .cmd()
+        .args(["incident", "report", "1", "--format", "md"]));
+    assert!(report.contains("`run:acme%2Fweb/7/build`"), "{report}");
+}
