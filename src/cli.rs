@@ -173,7 +173,8 @@ pub struct WrapArgs {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// The JSON Lines file (`-` for stdin); format in `schema/provenance-line.schema.json`.
+    /// The JSON Lines file (`-` for stdin); format in `schema/provenance-line.schema.json`,
+    /// lines of at most 1 MiB.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// Lines per transaction.
@@ -205,7 +206,8 @@ pub struct SeedArgs {
     /// Runs of this pipeline whose start lies in `--since`/`--until`.
     #[arg(long, value_name = "NAME")]
     pub pipeline: Vec<String>,
-    /// A run: `pipeline/run[/step]`.
+    /// A run: `pipeline/run[/step]` as output names it, with `/` and `%` inside a part written
+    /// `%2F` and `%25`.
     #[arg(long = "run", value_name = "PIPELINE/RUN[/STEP]")]
     pub runs: Vec<String>,
     /// A cache ref by digest, or a tag meaning every digest recorded for it.

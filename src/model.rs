@@ -8,13 +8,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::time::Micros;
 
-/// A value that does not parse, with the flag or field it came from.
+/// A value that does not parse, with the flag or field it came from. A long value is shown cut
+/// (its head and its length): it can be a megabyte.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {what} `{value}`: {reason}")]
+#[error("invalid {what} `{}`: {reason}", shown(value))]
 pub struct ParseError {
     pub what: String,
     pub value: String,
     pub reason: String,
+}
+
+/// `value`, or its first hundred or so bytes and its length when it is over a name's limit.
+fn shown(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.len() <= limits::NAME_BYTES {
+        return value.into();
+    }
+    let mut end = 100;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &value[..end], value.len()).into()
 }
 
 impl ParseError {
@@ -557,9 +570,235 @@ pub struct RunRecord {
     pub mounts: Vec<MountUse>,
     /// `None` when the hook could not see the builder's records.
     pub records: Option<RecordEvidence>,
+    /// Some of what the build used was left out because it was over a [`limits`] bound
+    /// (`wrap` records what fits rather than fail a build).
+    pub truncated: bool,
 }
 
-/// The address of one run: `pipeline/run[/step]`.
+/// Bounds on what one run may record, checked on every input path: one hostile pipeline must
+/// not make a trace of everyone's builds a gigabyte, or abort it on allocation.
+pub mod limits {
+    use super::{Artifact, RunRecord};
+
+    /// Bytes in any name or id: pipeline, run, step, builder, project, mount id, reference,
+    /// cache key, record id, commit, ref.
+    pub const NAME_BYTES: usize = 1024;
+    /// Cache mounts a run may use.
+    pub const MOUNTS: usize = 1000;
+    /// Imported, exported, produced and base-image references of a run, together.
+    pub const REFERENCES: usize = 1000;
+    /// Bytes in one line of an `import` file.
+    pub const LINE_BYTES: usize = 1 << 20;
+
+    /// A value over a limit; the message names the field and the limit, never the value.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    pub enum LimitError {
+        #[error("`{field}` is {bytes} bytes, over the limit of {NAME_BYTES} bytes")]
+        Name { field: String, bytes: usize },
+        #[error("`{field}` has {count} entries, over the limit of {limit}")]
+        Count {
+            field: &'static str,
+            count: usize,
+            limit: usize,
+        },
+    }
+
+    /// Checks one name or id.
+    pub fn name(field: impl FnOnce() -> String, value: &str) -> Result<(), LimitError> {
+        if value.len() > NAME_BYTES {
+            return Err(LimitError::Name {
+                field: field(),
+                bytes: value.len(),
+            });
+        }
+        Ok(())
+    }
+
+    fn opt(field: &str, value: Option<&str>) -> Result<(), LimitError> {
+        value.map_or(Ok(()), |v| name(|| field.to_owned(), v))
+    }
+
+    fn artifact(field: &str, i: usize, a: &Artifact) -> Result<(), LimitError> {
+        let at = || format!("{field}[{i}]");
+        name(at, &a.locator)?;
+        name(at, &a.key)?;
+        opt(&at(), a.digest.as_ref().map(|d| d.as_str()))?;
+        opt(&at(), a.tag.as_deref())
+    }
+
+    /// The fields of the run itself: without them there is no run to record.
+    fn identity(run: &RunRecord) -> Result<(), LimitError> {
+        name(|| "pipeline".to_owned(), &run.pipeline.name)?;
+        name(|| "run".to_owned(), &run.run_id)?;
+        name(|| "step".to_owned(), &run.step)?;
+        if let Some(b) = &run.builder {
+            name(|| "builder".to_owned(), &b.name)?;
+        }
+        Ok(())
+    }
+
+    fn details(run: &RunRecord) -> Result<(), LimitError> {
+        opt("project", run.pipeline.project.as_deref())?;
+        opt("trust_level", run.pipeline.trust_level.as_deref())?;
+        opt("commit", run.commit.as_deref())?;
+        opt("git_ref", run.git_ref.as_deref())?;
+        opt(
+            "builder endpoint",
+            run.builder.as_ref().and_then(|b| b.endpoint.as_deref()),
+        )
+    }
+
+    fn mount(i: usize, m: &super::MountUse) -> Result<(), LimitError> {
+        let at = || format!("mounts[{i}]");
+        name(at, &m.id)?;
+        name(at, &m.namespace)?;
+        opt(&at(), m.target.as_deref())?;
+        opt(&at(), m.from.as_deref())
+    }
+
+    fn lists(run: &RunRecord) -> [(&'static str, &Vec<Artifact>); 4] {
+        [
+            ("imported", &run.imported),
+            ("base_images", &run.base_images),
+            ("exported", &run.exported),
+            ("produced", &run.produced),
+        ]
+    }
+
+    /// The first limit `run` is over, if any: `record` and `import` refuse such a run whole.
+    pub fn check(run: &RunRecord) -> Result<(), LimitError> {
+        identity(run)?;
+        details(run)?;
+        let references: usize = lists(run).iter().map(|(_, l)| l.len()).sum();
+        if references > REFERENCES {
+            return Err(LimitError::Count {
+                field: "references",
+                count: references,
+                limit: REFERENCES,
+            });
+        }
+        for (field, list) in lists(run) {
+            for (i, a) in list.iter().enumerate() {
+                artifact(field, i, a)?;
+            }
+        }
+        if run.mounts.len() > MOUNTS {
+            return Err(LimitError::Count {
+                field: "mounts",
+                count: run.mounts.len(),
+                limit: MOUNTS,
+            });
+        }
+        for (i, m) in run.mounts.iter().enumerate() {
+            mount(i, m)?;
+        }
+        if let Some(records) = &run.records {
+            for (field, list) in [
+                ("records.created", &records.created),
+                ("records.reused", &records.reused),
+            ] {
+                for (i, r) in list.iter().enumerate() {
+                    name(|| format!("{field}[{i}].id"), &r.id)?;
+                    name(|| format!("{field}[{i}].type"), &r.record_type)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes `run` fit, for `wrap`, which must not fail a build: what is over a limit is left
+    /// out and the run flagged `truncated`. Returns what was left out, one line each, or the
+    /// error when the run's own pipeline, run id, step or builder is over (nothing fits).
+    pub fn fit(run: &mut RunRecord) -> Result<Vec<String>, LimitError> {
+        identity(run)?;
+        let mut cut = Vec::new();
+        let mut note = |err: LimitError| cut.push(err.to_string());
+        let drop_long =
+            |value: &mut Option<String>, field: &str, note: &mut dyn FnMut(LimitError)| {
+                if let Some(Err(err)) = value.as_deref().map(|v| name(|| field.to_owned(), v)) {
+                    note(err);
+                    *value = None;
+                }
+            };
+        drop_long(&mut run.pipeline.project, "project", &mut note);
+        drop_long(&mut run.pipeline.trust_level, "trust_level", &mut note);
+        drop_long(&mut run.commit, "commit", &mut note);
+        drop_long(&mut run.git_ref, "git_ref", &mut note);
+        if let Some(b) = &mut run.builder {
+            drop_long(&mut b.endpoint, "builder endpoint", &mut note);
+        }
+        let mut budget = REFERENCES;
+        let total: usize = lists(run).iter().map(|(_, l)| l.len()).sum();
+        if total > REFERENCES {
+            note(LimitError::Count {
+                field: "references",
+                count: total,
+                limit: REFERENCES,
+            });
+        }
+        // What the run wrote comes first: a compromised run that pads its imports must not
+        // push its own exports out of the record.
+        for (field, list) in [
+            ("exported", &mut run.exported),
+            ("produced", &mut run.produced),
+            ("imported", &mut run.imported),
+            ("base_images", &mut run.base_images),
+        ] {
+            let mut i = 0;
+            list.retain(|a| {
+                let fits = artifact(field, i, a);
+                i += 1;
+                match fits {
+                    Ok(()) if budget > 0 => {
+                        budget -= 1;
+                        true
+                    }
+                    Ok(()) => false,
+                    Err(err) => {
+                        note(err);
+                        false
+                    }
+                }
+            });
+        }
+        let mut i = 0;
+        run.mounts.retain(|m| {
+            let fits = mount(i, m);
+            i += 1;
+            fits.map_err(&mut note).is_ok()
+        });
+        if run.mounts.len() > MOUNTS {
+            note(LimitError::Count {
+                field: "mounts",
+                count: run.mounts.len(),
+                limit: MOUNTS,
+            });
+            run.mounts.truncate(MOUNTS);
+        }
+        if let Some(records) = &mut run.records {
+            for (field, list) in [
+                ("records.created", &mut records.created),
+                ("records.reused", &mut records.reused),
+            ] {
+                let mut i = 0;
+                list.retain(|r| {
+                    let fits = name(|| format!("{field}[{i}].id"), &r.id)
+                        .and_then(|()| name(|| format!("{field}[{i}].type"), &r.record_type));
+                    i += 1;
+                    fits.map_err(&mut note).is_ok()
+                });
+            }
+        }
+        if !cut.is_empty() {
+            run.truncated = true;
+        }
+        Ok(cut)
+    }
+}
+
+/// The address of one run: `pipeline/run[/step]`, each part percent-encoded
+/// ([`encode_component`]) so that a `/` inside a pipeline name, run id or step cannot move the
+/// split.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RunKey {
     pub pipeline: String,
@@ -567,31 +806,80 @@ pub struct RunKey {
     pub step: Option<String>,
 }
 
+/// A part of a run name with `%` written `%25` and `/` written `%2F`: GitHub's derived
+/// pipeline names and Dockerfile paths contain `/`, and `run:a/b/c/d` would name two runs.
+pub fn encode_component(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['/', '%']) {
+        return value.into();
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+/// The part [`encode_component`] encoded; `None` when a `%` starts anything but `%25` or
+/// `%2F` (`%2f`), which an encoded part cannot hold.
+pub fn decode_component(value: &str) -> Option<String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find('%') {
+        out.push_str(&rest[..at]);
+        let escape = rest.get(at..at + 3)?;
+        out.push(match escape {
+            "%25" => '%',
+            "%2F" | "%2f" => '/',
+            _ => return None,
+        });
+        rest = &rest[at + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// How output names a run: `pipeline/run/step`, each part encoded ([`encode_component`]).
+pub fn run_name(pipeline: &str, run_id: &str, step: &str) -> String {
+    [
+        encode_component(pipeline),
+        "/".into(),
+        encode_component(run_id),
+        "/".into(),
+        encode_component(step),
+    ]
+    .concat()
+}
+
 impl RunKey {
-    /// Parses `pipeline/run[/step]` split at the first two slashes. Pipeline names and steps
-    /// may contain `/` too (`acme/web/release`): [`RunKey::candidates`] gives every reading.
+    /// Parses a run name as output writes it: `pipeline/run[/step]`, each part percent-encoded
+    /// (`%2F` for `/`, `%25` for `%`). A trailing `/` names the empty step.
     pub fn parse(value: &str, what: &str) -> Result<Self, ParseError> {
-        let mut parts = value.splitn(3, '/');
-        let pipeline = parts.next().unwrap_or_default();
-        let run_id = parts.next().unwrap_or_default();
-        if pipeline.is_empty() || run_id.is_empty() {
-            return Err(ParseError::new(
-                what,
-                value,
-                "expected `pipeline/run[/step]`",
+        let err = |reason: &str| ParseError::new(what, value, reason);
+        let parts: Vec<&str> = value.split('/').collect();
+        if !(2..=3).contains(&parts.len()) || parts[0].is_empty() || parts[1].is_empty() {
+            return Err(err(
+                "expected `pipeline/run[/step]`, with `/` inside a part written `%2F`",
             ));
         }
+        let decode = |part: &str| {
+            decode_component(part).ok_or_else(|| err("a `%` must start `%2F` or `%25`"))
+        };
         Ok(Self {
-            pipeline: pipeline.to_owned(),
-            run_id: run_id.to_owned(),
-            step: parts.next().filter(|s| !s.is_empty()).map(str::to_owned),
+            pipeline: decode(parts[0])?,
+            run_id: decode(parts[1])?,
+            step: parts.get(2).map(|step| decode(step)).transpose()?,
         })
     }
 }
 
 impl RunKey {
     /// Every way to read `value` as `pipeline/run[/step]` when pipeline names and steps may
-    /// contain `/` but run ids do not: the store keeps the readings that exist.
+    /// contain `/` but run ids do not: the store keeps the readings that exist. This is how
+    /// run names were read before their parts were encoded: an old seed keeps its meaning.
     pub fn candidates(value: &str, what: &str) -> Result<Vec<Self>, ParseError> {
         let parts: Vec<&str> = value.split('/').collect();
         if parts.len() < 2 || parts.iter().any(|p| p.is_empty()) {
@@ -616,9 +904,14 @@ impl RunKey {
 
 impl fmt::Display for RunKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.pipeline, self.run_id)?;
+        write!(
+            f,
+            "{}/{}",
+            encode_component(&self.pipeline),
+            encode_component(&self.run_id)
+        )?;
         if let Some(step) = &self.step {
-            write!(f, "/{step}")?;
+            write!(f, "/{}", encode_component(step))?;
         }
         Ok(())
     }
@@ -775,12 +1068,124 @@ mod tests {
         assert_eq!(clean_path("/a/../b"), "/b");
     }
 
+    /// A run name's parts are percent-encoded, so `/` inside a pipeline name or step no
+    /// longer moves the split: two runs that printed as one name now print as two, and each
+    /// name parses back to its own run.
     #[test]
-    fn run_keys_split_at_the_first_two_slashes() {
-        let k = RunKey::parse("web/1234-1/docker/Dockerfile", "--run").unwrap();
-        assert_eq!(k.pipeline, "web");
-        assert_eq!(k.run_id, "1234-1");
-        assert_eq!(k.step.as_deref(), Some("docker/Dockerfile"));
-        assert!(RunKey::parse("web", "--run").is_err());
+    fn run_names_encode_slashes_and_parse_back() {
+        let step_slash = run_name("web-release", "200-1", "ci/Dockerfile");
+        let pipeline_slash = run_name("web-release/200-1", "ci", "Dockerfile");
+        assert_eq!(step_slash, "web-release/200-1/ci%2FDockerfile");
+        assert_eq!(pipeline_slash, "web-release%2F200-1/ci/Dockerfile");
+        let k = RunKey::parse(&step_slash, "--run").unwrap();
+        assert_eq!(
+            (k.pipeline.as_str(), k.run_id.as_str(), k.step.as_deref()),
+            ("web-release", "200-1", Some("ci/Dockerfile"))
+        );
+        let k = RunKey::parse(&pipeline_slash, "--run").unwrap();
+        assert_eq!(k.pipeline, "web-release/200-1");
+        assert_eq!(k.to_string(), pipeline_slash);
+        assert_eq!(run_name("100%", "1", "a%2Fb"), "100%25/1/a%252Fb");
+        let k = RunKey::parse("100%25/1/a%252Fb", "--run").unwrap();
+        assert_eq!(
+            (k.pipeline.as_str(), k.step.as_deref()),
+            ("100%", Some("a%2Fb"))
+        );
+        let k = RunKey::parse("web/1/", "--run").unwrap();
+        assert_eq!(k.step.as_deref(), Some(""));
+        assert_eq!(RunKey::parse("web/1", "--run").unwrap().step, None);
+        for bad in ["web", "web/1/a/b", "/1", "web//x", "w%2/1", "w%41/1"] {
+            assert!(RunKey::parse(bad, "--run").is_err(), "{bad}");
+        }
+    }
+
+    fn run_with(mounts: usize, long_mount_at: Option<usize>, references: usize) -> RunRecord {
+        let digest = Digest::parse(&format!("sha256:{}", "a".repeat(64)), "d").unwrap();
+        RunRecord {
+            pipeline: PipelineInfo {
+                name: "p".into(),
+                project: Some("x".repeat(2000)),
+                trust_level: None,
+            },
+            trust_level: None,
+            run_id: "1".into(),
+            step: "s".into(),
+            commit: None,
+            git_ref: None,
+            builder: Some(BuilderInfo {
+                name: "b".into(),
+                driver: None,
+                endpoint: None,
+            }),
+            started_at: 0,
+            finished_at: 1,
+            status: RunStatus::Succeeded,
+            imported: (0..references)
+                .map(|i| Artifact {
+                    backend: Backend::Registry,
+                    locator: format!("r.io/{i}"),
+                    digest: Some(digest.clone()),
+                    key: String::new(),
+                    tag: None,
+                })
+                .collect(),
+            exported: Vec::new(),
+            produced: Vec::new(),
+            base_images: Vec::new(),
+            mounts: (0..mounts)
+                .map(|i| MountUse {
+                    id: if Some(i) == long_mount_at {
+                        "l".repeat(limits::NAME_BYTES + 1)
+                    } else {
+                        format!("/m/{i}")
+                    },
+                    ..MountUse::default()
+                })
+                .collect(),
+            records: None,
+            truncated: false,
+        }
+    }
+
+    /// `check` names the first field over a limit; `fit` keeps what fits, in order, drops the
+    /// rest, and flags the run.
+    #[test]
+    fn limits_are_checked_and_fitted() {
+        let mut run = run_with(1001, Some(5), 1001);
+        assert_eq!(
+            limits::check(&run).unwrap_err().to_string(),
+            "`project` is 2000 bytes, over the limit of 1024 bytes"
+        );
+        let cut = limits::fit(&mut run).unwrap();
+        assert!(run.truncated);
+        assert_eq!(run.pipeline.project, None);
+        assert_eq!(run.imported.len(), limits::REFERENCES);
+        // Exports are kept before imports.
+        let mut padded = run_with(0, None, limits::REFERENCES);
+        padded.exported = padded.imported[..2].to_vec();
+        limits::fit(&mut padded).unwrap();
+        assert_eq!(padded.exported.len(), 2);
+        assert_eq!(padded.imported.len(), limits::REFERENCES - 2);
+        assert_eq!(run.mounts.len(), limits::MOUNTS);
+        assert!(run.mounts.iter().all(|m| m.id.len() < 10));
+        assert_eq!(run.mounts[5].id, "/m/6");
+        assert_eq!(cut.len(), 3, "{cut:?}");
+        assert!(limits::check(&run).is_ok());
+        let mut fine = run_with(3, None, 3);
+        fine.pipeline.project = None;
+        assert_eq!(limits::fit(&mut fine).unwrap(), Vec::<String>::new());
+        assert!(!fine.truncated);
+        let mut nameless = run_with(0, None, 0);
+        nameless.run_id = "r".repeat(limits::NAME_BYTES + 1);
+        assert!(limits::fit(&mut nameless).is_err());
+    }
+
+    /// An unencoded name is still read every way it can be, as before encoding.
+    #[test]
+    fn unencoded_run_names_keep_every_reading() {
+        let readings = RunKey::candidates("web/1234-1/docker/Dockerfile", "--run").unwrap();
+        assert_eq!(readings[0].pipeline, "web");
+        assert_eq!(readings[0].step.as_deref(), Some("docker/Dockerfile"));
+        assert_eq!(readings.len(), 3);
     }
 }

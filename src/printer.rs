@@ -1,8 +1,11 @@
 //! Where text goes: data to stdout, everything else to stderr, at the chosen verbosity.
+//! Every message is written as one line ([`Line`]): messages carry names from the store, and
+//! a name must not forge a line or drive the terminal.
 
 use std::io::{IsTerminal, Write};
 
 use crate::cli::GlobalArgs;
+use crate::report::escape::Line;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verbosity {
@@ -39,14 +42,14 @@ impl Printer {
     /// A status line on stderr, hidden by `--quiet`.
     pub fn status(&self, message: impl std::fmt::Display) {
         if self.verbosity != Verbosity::Quiet {
-            let _ = writeln!(std::io::stderr(), "{message}");
+            let _ = writeln!(std::io::stderr(), "{}", Line(&message.to_string()));
         }
     }
 
     /// Detail on stderr, shown only with `--verbose`.
     pub fn detail(&self, message: impl std::fmt::Display) {
         if self.verbosity == Verbosity::Verbose {
-            let _ = writeln!(std::io::stderr(), "{message}");
+            let _ = writeln!(std::io::stderr(), "{}", Line(&message.to_string()));
         }
     }
 
@@ -57,7 +60,11 @@ impl Printer {
         } else {
             "warning"
         };
-        let _ = writeln!(std::io::stderr(), "{prefix}: {message}");
+        let _ = writeln!(
+            std::io::stderr(),
+            "{prefix}: {}",
+            Line(&message.to_string())
+        );
     }
 
     /// The error and its causes, on one line.
@@ -67,7 +74,7 @@ impl Printer {
         } else {
             "error"
         };
-        let mut line = format!("{prefix}: {err}");
+        let mut line = err.to_string();
         for cause in err.chain().skip(1) {
             let cause = cause.to_string();
             if !line.contains(&cause) {
@@ -75,6 +82,6 @@ impl Printer {
                 line.push_str(&cause);
             }
         }
-        let _ = writeln!(std::io::stderr(), "{line}");
+        let _ = writeln!(std::io::stderr(), "{prefix}: {}", Line(&line));
     }
 }

@@ -24,6 +24,7 @@ use crate::plan::Target;
 use crate::remote::buildkit::CacheRecord;
 use crate::remote::engine::Engine;
 use crate::remote::registry::RegistryClient;
+use crate::report::escape::{Line, Term};
 use crate::store::{Acceptance, ActionRow};
 use crate::time::{self, Micros};
 
@@ -76,11 +77,14 @@ impl Checked {
     /// One line for people: the verdict, the target, and what was found.
     pub fn line(&self) -> String {
         let seqs: Vec<String> = self.seqs.iter().map(|s| format!("#{s}")).collect();
+        // Details quote store values and error texts: shown on one line, controls escaped.
         let detail = match &self.verdict {
             Verdict::Gone => String::new(),
-            Verdict::Present { detail } | Verdict::Unverified { detail } => format!(": {detail}"),
+            Verdict::Present { detail } | Verdict::Unverified { detail } => {
+                format!(": {}", Line(detail))
+            }
             Verdict::Accepted { by, at, reason } => {
-                format!(": accepted by {by} at {at}: {reason}")
+                format!(": accepted by {} at {at}: {}", Term(by), Term(reason))
             }
         };
         format!(

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::report::escape::Term;
 use crate::time::{self, Micros};
 
 use super::finding::Finding;
@@ -185,7 +186,8 @@ pub fn document(result: &AuditResult) -> AuditDoc<'_> {
     }
 }
 
-/// The findings, one block each; an empty string when there are none.
+/// The findings, one block each; an empty string when there are none. References and
+/// messages carry names from registries and the store, shown escaped ([`Term`]).
 pub fn text(result: &AuditResult) -> String {
     let mut out = String::new();
     for r in &result.findings {
@@ -198,9 +200,9 @@ pub fn text(result: &AuditResult) -> String {
             f.code.severity().as_str(),
             r.id,
             if r.new { "" } else { " (seen before)" },
-            f.reference()
+            Term(&f.reference())
         );
-        let _ = writeln!(out, "    {}", f.message);
+        let _ = writeln!(out, "    {}", Term(&f.message));
         let _ = writeln!(out, "    first seen {}", time::format(f.first_seen));
     }
     out

@@ -12,6 +12,7 @@ use crate::error::RefusedError;
 use crate::model::{Digest, ImageRef};
 use crate::printer::Printer;
 use crate::remote::registry::Resolver;
+use crate::report::escape::Term;
 
 pub async fn check(
     args: &CheckArgs,
@@ -61,10 +62,11 @@ pub async fn check(
                     .map(|h| h.incident.to_string())
                     .collect();
                 if incidents.is_empty() {
-                    out.push_str(&format!("ok       {name} ({digest})\n"));
+                    out.push_str(&format!("ok       {} ({digest})\n", Term(name)));
                 } else {
                     out.push_str(&format!(
-                        "TAINTED  {name} ({digest}) in open incident {}\n",
+                        "TAINTED  {} ({digest}) in open incident {}\n",
+                        Term(name),
                         incidents.join(", ")
                     ));
                 }

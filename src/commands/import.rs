@@ -1,7 +1,8 @@
 //! `cachewarden import FILE`: bulk provenance from JSON Lines, one transaction per batch.
 //!
 //! Each batch of lines is parsed, then written in one transaction: a bad line names its line
-//! number and nothing of its batch is written (earlier batches stay).
+//! number and nothing of its batch is written (earlier batches stay). Lines are read streamed
+//! and bounded (`model::limits`): a line over 1 MiB is refused without being held whole.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -16,6 +17,7 @@ use crate::commands::open_store;
 use crate::config::Config;
 use crate::error::InputError;
 use crate::ingest::IngestError;
+use crate::model::limits;
 use crate::printer::Printer;
 use crate::store::{ImportItem, Store};
 use crate::wire::provenance::parse_line;
@@ -63,14 +65,30 @@ pub fn import(
         batch.clear();
         Ok(())
     };
-    for (i, line) in reader.lines().enumerate() {
-        let number = i + 1;
-        let line = line.map_err(|err| IngestError::new(&source, Some(number), err.to_string()))?;
+    let mut reader = reader;
+    let mut buf = Vec::new();
+    let mut number = 0;
+    loop {
+        number += 1;
+        let at_line = |message: String| IngestError::new(&source, Some(number), message);
+        match next_line(&mut reader, &mut buf).map_err(|err| at_line(err.to_string()))? {
+            Next::End => break,
+            Next::Line => {}
+            Next::TooLong => {
+                return Err(at_line(format!(
+                    "the line is over the limit of {} bytes",
+                    limits::LINE_BYTES
+                ))
+                .into());
+            }
+        }
+        let line = std::str::from_utf8(&buf)
+            .map_err(|_| at_line("stream did not contain valid UTF-8".to_owned()))?;
         if line.trim().is_empty() {
             continue;
         }
-        let item = parse_line(&line)
-            .map_err(|message| IngestError::new(&source, Some(number), message))?;
+        let item =
+            parse_line(line).map_err(|message| IngestError::new(&source, Some(number), message))?;
         if batch.is_empty() {
             first_line = number;
         }
@@ -92,6 +110,52 @@ pub fn import(
     Ok(ExitStatus::Success)
 }
 
+/// What [`next_line`] read.
+enum Next {
+    Line,
+    /// The line is longer than [`limits::LINE_BYTES`]: only that much of it was read.
+    TooLong,
+    End,
+}
+
+/// Reads the next line into `buf`, without its line ending, holding at most
+/// [`limits::LINE_BYTES`] of it: a 300 MB line is refused after its first MiB, never read whole.
+fn next_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Next> {
+    buf.clear();
+    let mut read_any = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(err),
+        };
+        if available.is_empty() {
+            return Ok(if read_any { Next::Line } else { Next::End });
+        }
+        read_any = true;
+        let (chunk, used, ended) = match available.iter().position(|&b| b == b'\n') {
+            Some(i) => (&available[..i], i + 1, true),
+            None => (available, available.len(), false),
+        };
+        // One byte over is allowed for the `\r` of a CRLF ending, checked below.
+        if buf.len() + chunk.len() > limits::LINE_BYTES + 1 {
+            return Ok(Next::TooLong);
+        }
+        buf.extend_from_slice(chunk);
+        reader.consume(used);
+        if ended {
+            break;
+        }
+    }
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    if buf.len() > limits::LINE_BYTES {
+        return Ok(Next::TooLong);
+    }
+    Ok(Next::Line)
+}
+
 /// The store, opened for a bulk import when first needed.
 fn bulk_store<'s>(store: &'s mut Option<Store>, db: &Path) -> Result<&'s mut Store> {
     Ok(match store {
@@ -102,4 +166,50 @@ fn bulk_store<'s>(store: &'s mut Option<Store>, db: &Path) -> Result<&'s mut Sto
             store.insert(fresh)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufReader, Read};
+
+    use super::*;
+
+    /// A line that never ends (an endless stream of bytes) is refused after its first MiB:
+    /// reading it whole would never finish.
+    #[test]
+    fn an_endless_line_is_refused_without_reading_it_whole() {
+        let mut reader = BufReader::new(std::io::repeat(b'x'));
+        let mut buf = Vec::new();
+        assert!(matches!(
+            next_line(&mut reader, &mut buf).unwrap(),
+            Next::TooLong
+        ));
+        assert!(buf.len() <= limits::LINE_BYTES + 1);
+    }
+
+    /// Lines end at `\n` or `\r\n`, the last one with or without an ending, and a line of
+    /// exactly the limit is read.
+    #[test]
+    fn lines_are_read_up_to_the_limit() {
+        let exact = "y".repeat(limits::LINE_BYTES);
+        let text = format!("a\r\nb\n{exact}\r\n{exact}y\nlast");
+        let mut reader = BufReader::with_capacity(1000, text.as_bytes());
+        let mut buf = Vec::new();
+        let mut lines = Vec::new();
+        loop {
+            match next_line(&mut reader, &mut buf).unwrap() {
+                Next::End => break,
+                Next::Line => lines.push(String::from_utf8(buf.clone()).unwrap()),
+                Next::TooLong => {
+                    lines.push("too long".to_owned());
+                    // No more than the limit and a line ending is read: the import stops here.
+                    let mut rest = String::new();
+                    reader.read_to_string(&mut rest).unwrap();
+                    assert!(rest.ends_with("last"), "{rest}");
+                    break;
+                }
+            }
+        }
+        assert_eq!(lines, ["a", "b", exact.as_str(), "too long"]);
+    }
 }

@@ -31,6 +31,7 @@ use crate::printer::Printer;
 use crate::remote::engine::Engine;
 use crate::remote::registry::RegistryClient;
 use crate::report;
+use crate::report::escape::{Line, Short, Term};
 use crate::store::{ActionRow, Store};
 use crate::time;
 
@@ -181,7 +182,7 @@ fn open(
         }
         OutputFormat::Text => {
             let mut out = String::new();
-            out.push_str(&format!("incident {id}: {title}\n"));
+            out.push_str(&format!("incident {id}: {}\n", Term(&title)));
             let counts: Vec<String> = Kind::ALL
                 .iter()
                 .map(|k| format!("{} {}", trace.tainted(*k).len(), k.as_str()))
@@ -318,7 +319,7 @@ fn plan_table(rows: &[ActionRow]) -> String {
             "  {:>3}  {:<18} {:<9} {}{scope}\n",
             row.seq,
             row.action.kind.as_str(),
-            row.state,
+            Term(&row.state),
             report::incident::describe_target(&row.action.target)
         ));
     }
@@ -385,9 +386,12 @@ async fn purge_locked(
             .cloned()
             .collect();
         printer.status(format!(
-            "the re-trace found {added} new actions since the incident was opened:\n{}",
-            plan_table(&delta)
+            "the re-trace found {added} new actions since the incident was opened:"
         ));
+        // A message is one line; the table's lines go one by one.
+        for line in plan_table(&delta).lines() {
+            printer.status(line);
+        }
     }
     let open: Vec<&ActionRow> = rows
         .iter()
@@ -659,7 +663,7 @@ async fn verify(
                 if verified.clean { "clean" } else { "NOT clean" }
             );
             for line in &lines {
-                out.push_str(&format!("  {line}\n"));
+                out.push_str(&format!("  {}\n", Line(line)));
             }
             write_stdout(&out)?;
         }
@@ -852,10 +856,11 @@ async fn check(
             }
         };
         out.push_str(&format!(
-            "  {:>3}  {:<18} {}: {status}\n",
+            "  {:>3}  {:<18} {}: {}\n",
             row.seq,
             row.action.kind.as_str(),
-            report::incident::describe_target(&row.action.target)
+            report::incident::describe_target(&row.action.target),
+            Line(&status)
         ));
     }
     write_stdout(&format!("incident {id}: dry run, nothing changed\n{out}"))?;
@@ -982,9 +987,9 @@ fn list(args: &IncidentListArgs, db: &Path) -> Result<ExitStatus> {
                 out.push_str(&format!(
                     "{:>4}  {:<6}  {}  {}\n",
                     i.id,
-                    i.status,
+                    Term(&i.status),
                     time::format(i.opened_at),
-                    i.title
+                    Short(&i.title)
                 ));
             }
             if incidents.is_empty() {
@@ -1010,10 +1015,10 @@ fn show(args: &IncidentShowArgs, db: &Path) -> Result<ExitStatus> {
         OutputFormat::Text => write_stdout(&format!(
             "incident {}: {}\nstatus: {}, opened {} by {}\n\n{}",
             incident.id,
-            incident.title,
-            incident.status,
+            Term(&incident.title),
+            Term(&incident.status),
             time::format(incident.opened_at),
-            incident.opened_by,
+            Term(&incident.opened_by),
             plan_table(&rows)
         ))?,
     }

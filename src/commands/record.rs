@@ -31,6 +31,7 @@ pub async fn record(
 ) -> Result<ExitStatus> {
     let env = |name: &str| std::env::var(name).ok();
     let mut record = build_record(&args, config, &env, None)?;
+    crate::model::limits::check(&record).map_err(|err| InputError::invalid(err.to_string()))?;
     if let Some(warning) = trust_warning(&args, config, &env) {
         printer.warn(warning);
     }
@@ -45,7 +46,7 @@ pub async fn record(
     }
     // What is printed is what the store holds: the level the run was recorded at.
     record.trust_level = outcome.trust_level.clone();
-    let name = format!("{}/{}/{}", record.pipeline.name, record.run_id, record.step);
+    let name = crate::model::run_name(&record.pipeline.name, &record.run_id, &record.step);
     match args.format {
         OutputFormat::Json => {
             let line = serde_json::to_string(&Line::Run(Box::new(run_line(&record))))?;
@@ -193,6 +194,7 @@ pub fn build_record(
         base_images: Vec::new(),
         mounts: Vec::new(),
         records: None,
+        truncated: false,
     };
 
     for image in &args.image {
@@ -599,6 +601,7 @@ mod tests {
             base_images: Vec::new(),
             mounts: Vec::new(),
             records: None,
+            truncated: false,
         }
     }
 

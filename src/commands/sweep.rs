@@ -18,6 +18,7 @@ use crate::error::{InputError, RefusedError};
 use crate::execute::{self, Reporter};
 use crate::plan::{Action, ActionKind};
 use crate::printer::Printer;
+use crate::report::escape::Term;
 use crate::report::incident::describe_target;
 use crate::store::{Store, SweepKinds};
 use crate::sweep::metrics::{self, SweepMetrics};
@@ -276,7 +277,7 @@ fn rules_text(rules: &[serde_json::Value]) -> String {
     for r in rules {
         out.push_str(&format!(
             "  rule `{}` ({} {}): {} to purge, {} kept\n",
-            r["name"].as_str().unwrap_or(""),
+            Term(r["name"].as_str().unwrap_or("")),
             r["action"].as_str().unwrap_or(""),
             r["select"].as_str().unwrap_or(""),
             r["purged"],
@@ -299,7 +300,7 @@ fn plan_text<'a>(rows: impl Iterator<Item = (i64, &'a Action, &'a str)>) -> Stri
             action.kind.as_str(),
             state,
             describe_target(&action.target),
-            action.reason
+            Term(&action.reason)
         ));
     }
     if out.is_empty() {

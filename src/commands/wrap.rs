@@ -255,6 +255,9 @@ async fn wrap_build(
         resolve_cache_exports(&mut record, &record_args, config, printer).await;
         check_moved(&import_tags, config, printer).await;
     }
+    if !fit_limits(&mut record, printer) {
+        return Ok(ExitStatus::from_child(code));
+    }
     match open_store(db)
         .map_err(anyhow::Error::from)
         .and_then(|mut store| Ok(store.record_run(&record, config)?))
@@ -265,17 +268,39 @@ async fn wrap_build(
                 printer.warn(warning);
             }
             printer.status(format!(
-                "cachewarden: recorded {} run {}/{}/{} ({} events)",
+                "cachewarden: recorded {} run {} ({} events)",
                 record.status.as_str(),
-                record.pipeline.name,
-                record.run_id,
-                record.step,
+                crate::model::run_name(&record.pipeline.name, &record.run_id, &record.step),
                 outcome.events
             ))
         }
         Err(err) => printer.warn(format!("the build was not recorded: {err:#}")),
     }
     Ok(ExitStatus::from_child(code))
+}
+
+/// Makes the run fit the limits (`model::limits`): a build never fails over one, so what is
+/// over is left out, the run flagged `truncated`, and a warning says what. False when the run's
+/// own name is over: then nothing is recorded.
+fn fit_limits(record: &mut crate::model::RunRecord, printer: Printer) -> bool {
+    match crate::model::limits::fit(record) {
+        Ok(cut) => {
+            if let Some(first) = cut.first() {
+                let more = match cut.len() - 1 {
+                    0 => String::new(),
+                    n => format!(" (and {n} more)"),
+                };
+                printer.warn(format!(
+                    "recorded what fits and flagged the run truncated: {first}{more}"
+                ));
+            }
+            true
+        }
+        Err(err) => {
+            printer.warn(format!("the build was not recorded: {err}"));
+            false
+        }
+    }
 }
 
 /// The inputs of a planned build that an open incident holds tainted. A store that cannot be
@@ -703,7 +728,8 @@ fn attach(
     let mut store = open_store(db)?;
     match store.attach_push(&pipeline, &run_id, &pushed, &digest)? {
         Some(step) => printer.status(format!(
-            "cachewarden: recorded push of {pushed}@{digest} for {pipeline}/{run_id}/{step}"
+            "cachewarden: recorded push of {pushed}@{digest} for {}",
+            crate::model::run_name(&pipeline, &run_id, &step)
         )),
         None => printer.warn(format!(
             "no build of {pipeline}/{run_id} produced `{pushed}`: the push of {digest} was not attached"

@@ -152,6 +152,7 @@ impl History {
             finished_at,
             status: RunStatus::Succeeded,
             has_records: false,
+            truncated: false,
         });
         id
     }

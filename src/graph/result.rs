@@ -9,7 +9,7 @@ use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
 
 use super::source::{ArtifactInfo, BuilderInfo, MountInfo, RecordInfo, RunInfo};
-use crate::model::{self, Backend, Digest, StoredPurge};
+use crate::model::{self, Backend, Digest, RunKey, StoredPurge};
 use crate::time::Micros;
 
 /// The kind of evidence that carried taint to an entity. The strings are stable: JSON output
@@ -162,14 +162,23 @@ impl Entity {
     }
 }
 
-/// How output names entities; `--explain` accepts the same names.
-/// How output names a run: `run:pipeline/run/step`.
+/// How output names a run: `run:pipeline/run/step`, as [`run_name`] does.
 pub fn run_display_name(info: &RunInfo) -> CompactString {
     run_name(info)
 }
 
+/// How output names entities; `--explain` accepts the same names.
+/// A run's parts are percent-encoded ([`model::encode_component`]): `/` in a pipeline name or
+/// step would make two runs print as one name.
 pub(crate) fn run_name(info: &RunInfo) -> CompactString {
-    joined(&["run:", &info.pipeline, "/", &info.run_key, "/", &info.step])
+    joined(&[
+        "run:",
+        &model::encode_component(&info.pipeline),
+        "/",
+        &model::encode_component(&info.run_key),
+        "/",
+        &model::encode_component(&info.step),
+    ])
 }
 
 pub(crate) fn artifact_name(info: &ArtifactInfo) -> CompactString {
@@ -487,7 +496,8 @@ impl Trace {
                 .filter(|&i| self.graph[i].label.is_some())
         };
         let prefixed = format!("run:{name}");
-        let rules: [&dyn Fn(&Node) -> bool; 4] = [
+        let unprefixed = name.strip_prefix("run:").unwrap_or(name);
+        let rules: [&dyn Fn(&Node) -> bool; 5] = [
             &|n| n.name == name,
             &|n| n.name == prefixed,
             &|n| match &n.entity {
@@ -496,7 +506,23 @@ impl Trace {
                 _ => false,
             },
             &|n| match &n.entity {
-                Entity::Run { info, .. } => format!("{}/{}", info.pipeline, info.run_key) == name,
+                Entity::Run { info, .. } => {
+                    RunKey {
+                        pipeline: info.pipeline.to_string(),
+                        run_id: info.run_key.to_string(),
+                        step: None,
+                    }
+                    .to_string()
+                        == name
+                }
+                _ => false,
+            },
+            // A name as it was printed before its parts were encoded.
+            &|n| match &n.entity {
+                Entity::Run { info, .. } => {
+                    let raw = format!("{}/{}", info.pipeline, info.run_key);
+                    raw == unprefixed || format!("{raw}/{}", info.step) == unprefixed
+                }
                 _ => false,
             },
         ];

@@ -25,8 +25,12 @@ pub struct PipelineSeed {
     pub window: Window,
 }
 
-/// A run named `pipeline/run[/step]`. Pipeline names and steps may contain `/`, so a name can
-/// be read several ways; every reading the store holds is seeded.
+/// A run named `pipeline/run[/step]` as output prints it, each part percent-encoded (`%2F`,
+/// `%25`). A name written before parts were encoded (a seed stored with an incident, or typed
+/// from an old report) may hold `/` inside a pipeline name or step, so it is also read every
+/// way its slashes allow, as it was then; every reading the store holds is seeded. A reading
+/// too many taints more, never less, and an encoded name has no other reading that exists
+/// unless it has no `%` and a pipeline or step with `/` happens to match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunSeed {
     pub name: String,
@@ -35,9 +39,22 @@ pub struct RunSeed {
 
 impl RunSeed {
     pub fn parse(name: &str) -> Result<Self, ParseError> {
+        let encoded = RunKey::parse(name, "--run");
+        let mut readings: Vec<RunKey> = encoded.iter().cloned().collect();
+        match (RunKey::candidates(name, "--run"), encoded) {
+            (Ok(old), _) => {
+                for reading in old {
+                    if !readings.contains(&reading) {
+                        readings.push(reading);
+                    }
+                }
+            }
+            (Err(_), Ok(_)) => {}
+            (Err(_), Err(err)) => return Err(err),
+        }
         Ok(Self {
             name: name.to_owned(),
-            readings: RunKey::candidates(name, "--run")?,
+            readings,
         })
     }
 }

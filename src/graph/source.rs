@@ -27,6 +27,8 @@ pub struct RunInfo {
     pub status: RunStatus,
     /// The hook captured which builder records this run created and reused.
     pub has_records: bool,
+    /// Part of what the run used was over a limit and not recorded.
+    pub truncated: bool,
 }
 
 /// A run as a reader sees it: enough to decide whether and from when it is tainted. Its

@@ -1389,6 +1389,7 @@ mod tests {
             finished_at: 1,
             status: RunStatus::Succeeded,
             has_records: true,
+            truncated: false,
         };
         Node {
             name: run_name(&info),

@@ -483,8 +483,8 @@ fn window_bounds_are_inclusive() {
     assert_eq!(seeds, ["run:p/2/build", "run:p/3/build"]);
 }
 
-/// Pipeline names may contain `/`: a run name is tried in every reading, and a pipeline seed
-/// takes the name whole.
+/// Pipeline names may contain `/`: output encodes it (`%2F`), an encoded name seeds its own
+/// run, an unencoded one is tried in every reading, and a pipeline seed takes the name whole.
 #[test]
 fn run_and_pipeline_names_may_contain_slashes() {
     let mut h = History::new();
@@ -492,7 +492,11 @@ fn run_and_pipeline_names_may_contain_slashes() {
     h.run("acme/web", "8", t(10), t(15));
     h.run("acme", "web", t(20), t(25));
     let trace = traced(&mut h, &runs(&["acme/web/7/build"]));
-    assert_eq!(names(&trace, Kind::Run), set(&["run:acme/web/7/build"]));
+    assert_eq!(names(&trace, Kind::Run), set(&["run:acme%2Fweb/7/build"]));
+    let trace = traced(&mut h, &runs(&["acme%2Fweb/7/build"]));
+    assert_eq!(names(&trace, Kind::Run), set(&["run:acme%2Fweb/7/build"]));
+    let trace = traced(&mut h, &runs(&["acme/web/build"]));
+    assert_eq!(names(&trace, Kind::Run), set(&["run:acme/web/build"]));
     let seeds = Seeds::from_args(&SeedArgs {
         pipeline: vec!["acme/web".into()],
         ..SeedArgs::default()
@@ -501,7 +505,7 @@ fn run_and_pipeline_names_may_contain_slashes() {
     let trace = traced(&mut h, &seeds);
     assert_eq!(
         names(&trace, Kind::Run),
-        set(&["run:acme/web/7/build", "run:acme/web/8/build"])
+        set(&["run:acme%2Fweb/7/build", "run:acme%2Fweb/8/build"])
     );
 }
 

@@ -3,11 +3,15 @@
 
 use std::fmt;
 
+use crate::report::escape::Line;
+
 pub mod builder;
 pub mod cache_flag;
 pub mod ci;
 pub mod command;
 pub mod dockerfile;
+#[cfg(test)]
+mod dockerfile_fuzz;
 pub mod metadata;
 
 /// An input that does not parse: names the file (or flag) and, where known, the line.
@@ -34,11 +38,14 @@ impl IngestError {
     }
 }
 
+/// One line whatever the input held: messages quote values from the input, and those are
+/// shown with their control characters escaped (`report::escape::Line`).
 impl fmt::Display for IngestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (source, message) = (Line(&self.source_name), Line(&self.message));
         match self.line {
-            Some(line) => write!(f, "`{}` line {line}: {}", self.source_name, self.message),
-            None => write!(f, "`{}`: {}", self.source_name, self.message),
+            Some(line) => write!(f, "`{source}` line {line}: {message}"),
+            None => write!(f, "`{source}`: {message}"),
         }
     }
 }

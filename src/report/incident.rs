@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::plan::{ActionKind, Target};
+use crate::report::escape::{MdCode, MdText, Short};
 use crate::store::{ActionRow, IncidentRow};
 use crate::time;
 
@@ -26,6 +27,9 @@ pub struct ReportDoc<'a> {
     /// Where the evidence of the purge was saved.
     pub evidence_dir: Option<String>,
     pub verification: Option<VerificationDoc>,
+    /// The follow-ups as pieces, for Markdown.
+    #[serde(skip)]
+    follow_up_pieces: Vec<Vec<Piece>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -113,6 +117,7 @@ pub fn document<'a>(
         }
     }
     let trace: Value = serde_json::from_str(&incident.trace).unwrap_or(Value::Null);
+    let follow_up_pieces = follow_up_pieces(actions);
     ReportDoc {
         schema_version: SCHEMA_VERSION,
         incident: IncidentDoc {
@@ -125,7 +130,8 @@ pub fn document<'a>(
             closed_by: incident.closed_by.as_deref(),
         },
         summary,
-        follow_ups: follow_ups(actions),
+        follow_ups: follow_ups(&follow_up_pieces),
+        follow_up_pieces,
         overrides: extras
             .overrides
             .into_iter()
@@ -166,11 +172,25 @@ pub fn document<'a>(
     }
 }
 
-fn follow_ups(actions: &[ActionRow]) -> Vec<String> {
+/// A piece of a follow-up: our own words, a store value as text, or a name or command.
+#[derive(Debug)]
+enum Piece {
+    Ours(&'static str),
+    Text(String),
+    Code(String),
+}
+
+/// The follow-ups, each as its pieces: the JSON joins them (code in backticks), Markdown
+/// escapes each piece by what it is.
+fn follow_up_pieces(actions: &[ActionRow]) -> Vec<Vec<Piece>> {
     let mut out = Vec::new();
     for row in actions {
         if let Target::FollowUp { what, command, .. } = &row.action.target {
-            out.push(format!("{what}: `{command}`"));
+            out.push(vec![
+                Piece::Text(what.clone()),
+                Piece::Ours(": "),
+                Piece::Code(command.clone()),
+            ]);
         }
     }
     let registries: std::collections::BTreeSet<&str> = actions
@@ -179,17 +199,39 @@ fn follow_ups(actions: &[ActionRow]) -> Vec<String> {
         .map(|r| r.action.place.as_str())
         .collect();
     for registry in registries {
-        out.push(format!(
-            "registry `{registry}`: deleted manifests free no disk and their blobs can still be fetched by digest until \
-             the registry's garbage collection runs (distribution: stop the registry or make it read-only, then \
-             `registry garbage-collect --delete-untagged /etc/docker/registry/config.yml`)"
-        ));
+        out.push(vec![
+            Piece::Ours("registry "),
+            Piece::Code(registry.to_owned()),
+            Piece::Ours(
+                ": deleted manifests free no disk and their blobs can still be fetched by digest until \
+                 the registry's garbage collection runs (distribution: stop the registry or make it read-only, then ",
+            ),
+            Piece::Code(
+                "registry garbage-collect --delete-untagged /etc/docker/registry/config.yml".to_owned(),
+            ),
+            Piece::Ours(")"),
+        ]);
     }
-    out.push(
-        "rotate every secret the tainted builds could read (build secrets, registry and CI tokens on the tainted builders)"
-            .to_owned(),
-    );
+    out.push(vec![Piece::Ours(
+        "rotate every secret the tainted builds could read (build secrets, registry and CI tokens on the tainted builders)",
+    )]);
     out
+}
+
+fn follow_ups(pieces: &[Vec<Piece>]) -> Vec<String> {
+    pieces
+        .iter()
+        .map(|pieces| {
+            pieces
+                .iter()
+                .map(|piece| match piece {
+                    Piece::Ours(text) => (*text).to_owned(),
+                    Piece::Text(text) => text.clone(),
+                    Piece::Code(code) => format!("`{code}`"),
+                })
+                .collect()
+        })
+        .collect()
 }
 
 pub fn write_json(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()> {
@@ -198,13 +240,16 @@ pub fn write_json(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()> {
 }
 
 pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()> {
+    // Every value below but the counts and times comes from the store, and most of it from
+    // the recorded pipelines: names are code spans the name cannot close, other text is
+    // escaped Markdown text (`escape`).
     let i = &doc.incident;
-    writeln!(out, "# Incident {}: {}", i.id, i.title)?;
+    writeln!(out, "# Incident {}: {}", i.id, MdText(i.title))?;
     writeln!(out)?;
-    writeln!(out, "- Status: **{}**", i.status)?;
-    writeln!(out, "- Opened: {} by {}", i.opened_at, i.opened_by)?;
+    writeln!(out, "- Status: **{}**", MdText(i.status))?;
+    writeln!(out, "- Opened: {} by {}", i.opened_at, MdText(i.opened_by))?;
     if let (Some(at), Some(by)) = (&i.closed_at, i.closed_by) {
-        writeln!(out, "- Closed: {at} by {by}")?;
+        writeln!(out, "- Closed: {} by {}", MdText(at), MdText(by))?;
     }
     let s = &doc.summary;
     writeln!(
@@ -218,9 +263,9 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
     for seed in doc.trace["seeds"].as_array().into_iter().flatten() {
         writeln!(
             out,
-            "- {} `{}`",
-            seed["kind"].as_str().unwrap_or(""),
-            seed["name"].as_str().unwrap_or("")
+            "- {} {}",
+            MdText(seed["kind"].as_str().unwrap_or("")),
+            MdCode::span(seed["name"].as_str().unwrap_or(""))
         )?;
     }
     writeln!(out)?;
@@ -250,12 +295,20 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
             let at = e["tainted_at"].as_str().unwrap_or("").to_owned();
             let name = e["name"].as_str().unwrap_or("").to_owned();
             let via = e["via"]["kind"].as_str().unwrap_or("").to_owned();
+            let truncated = if e["truncated"].as_bool() == Some(true) {
+                " (truncated)"
+            } else {
+                ""
+            };
             writeln!(
                 out,
-                "| {at} | `{name}` | {via} | {} |",
+                "| {} | {}{truncated} | {} | {} |",
+                MdText(&at),
+                MdCode::cell(&name),
+                MdText(&via),
                 e["via"]["from"]
                     .as_str()
-                    .map(|f| format!("`{f}`"))
+                    .map(|f| MdCode::cell(f).to_string())
                     .unwrap_or_default()
             )?;
             timeline.push((at, name, via));
@@ -268,7 +321,13 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
     writeln!(out, "## Timeline")?;
     writeln!(out)?;
     for (at, name, via) in &timeline {
-        writeln!(out, "- {at}: `{name}` tainted ({via})")?;
+        writeln!(
+            out,
+            "- {}: {} tainted ({})",
+            MdText(at),
+            MdCode::span(name),
+            MdText(via)
+        )?;
     }
     writeln!(out)?;
     writeln!(out, "## Actions")?;
@@ -280,11 +339,11 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
     writeln!(out, "| --- | --- | --- | --- | --- | --- |")?;
     for a in &doc.actions {
         let state = if a.in_scope {
-            a.state.to_owned()
+            MdText(a.state).to_string()
         } else {
-            format!("{} (out of scope)", a.state)
+            format!("{} (out of scope)", MdText(a.state))
         };
-        let detail = a.error.or(a.outcome).unwrap_or("").replace('|', "\\|");
+        let detail = MdText(a.error.or(a.outcome).unwrap_or(""));
         let duration = a
             .duration_ms
             .map(|ms| format!("{ms:.1} ms"))
@@ -294,7 +353,7 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
             "| {} | {} | {} | {state} | {detail} | {duration} |",
             a.seq,
             a.kind,
-            describe_target(a.target)
+            describe_target_as(a.target, Style::MdCell)
         )?;
     }
     writeln!(out)?;
@@ -303,7 +362,8 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
         writeln!(out)?;
         writeln!(
             out,
-            "Saved before deletion in `{dir}` (`MANIFEST.json` lists every file with its SHA-256)."
+            "Saved before deletion in {} (`MANIFEST.json` lists every file with its SHA-256).",
+            MdCode::span(dir)
         )?;
         writeln!(out)?;
     }
@@ -313,8 +373,18 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
         for o in &doc.overrides {
             writeln!(
                 out,
-                "- {}: `{}/{}` built from `{}` with --allow-tainted (by {})",
-                o.at, o.pipeline, o.run, o.digest, o.by
+                "- {}: {} built from {} with --allow-tainted (by {})",
+                MdText(&o.at),
+                MdCode::span(
+                    &crate::model::RunKey {
+                        pipeline: o.pipeline.clone(),
+                        run_id: o.run.clone(),
+                        step: None
+                    }
+                    .to_string()
+                ),
+                MdCode::span(&o.digest),
+                MdText(&o.by)
             )?;
         }
         writeln!(out)?;
@@ -325,26 +395,64 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
         writeln!(
             out,
             "{} by {}: **{}**",
-            v.at,
-            v.by,
+            MdText(&v.at),
+            MdText(&v.by),
             if v.clean { "clean" } else { "not clean" }
         )?;
         writeln!(out)?;
         for c in &v.checks {
-            writeln!(out, "- {c}")?;
+            writeln!(out, "- {}", MdText(c))?;
         }
         writeln!(out)?;
     }
     writeln!(out, "## Follow-ups")?;
     writeln!(out)?;
-    for f in &doc.follow_ups {
-        writeln!(out, "- {f}")?;
+    for pieces in &doc.follow_up_pieces {
+        let mut line = String::new();
+        for piece in pieces {
+            match piece {
+                Piece::Ours(text) => line.push_str(text),
+                Piece::Text(text) => line.push_str(&MdText(text).to_string()),
+                Piece::Code(code) => line.push_str(&MdCode::span(code).to_string()),
+            }
+        }
+        writeln!(out, "- {line}")?;
     }
     Ok(())
 }
 
-/// One line naming an action's target.
+/// How [`describe_target_as`] quotes names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// Terminal text: names escaped ([`Term`]) and shortened ([`Short`]) in backticks.
+    Text,
+    /// A Markdown table cell: names as code spans, text escaped.
+    MdCell,
+}
+
+impl Style {
+    fn name(self, value: &str) -> String {
+        match self {
+            Self::Text => format!("`{}`", Short(value)),
+            Self::MdCell => MdCode::cell(value).to_string(),
+        }
+    }
+
+    fn text(self, value: &str) -> String {
+        match self {
+            Self::Text => Short(value).to_string(),
+            Self::MdCell => MdText(value).to_string(),
+        }
+    }
+}
+
+/// One line naming an action's target, for the terminal.
 pub fn describe_target(target: &Target) -> String {
+    describe_target_as(target, Style::Text)
+}
+
+/// One line naming an action's target, its names quoted as `style` says.
+pub fn describe_target_as(target: &Target, style: Style) -> String {
     match target {
         Target::Manifest {
             registry,
@@ -356,13 +464,17 @@ pub fn describe_target(target: &Target) -> String {
             let tags = if tags.is_empty() {
                 String::new()
             } else {
+                let tags: Vec<String> = tags.iter().map(|t| style.text(t)).collect();
                 format!(" (tags: {})", tags.join(", "))
             };
-            format!("`{registry}/{repository}@{digest}`{tags}")
+            format!(
+                "{}{tags}",
+                style.name(&format!("{registry}/{repository}@{digest}"))
+            )
         }
         Target::Mount {
             builder, mount_id, ..
-        } => format!("mount `{mount_id}` on `{builder}`"),
+        } => format!("mount {} on {}", style.name(mount_id), style.name(builder)),
         Target::Builder {
             builder,
             record_ids,
@@ -371,9 +483,9 @@ pub fn describe_target(target: &Target) -> String {
             ..
         } => {
             if *full {
-                format!("every record on `{builder}`")
+                format!("every record on {}", style.name(builder))
             } else {
-                let mut s = format!("{} records on `{builder}`", record_ids.len());
+                let mut s = format!("{} records on {}", record_ids.len(), style.name(builder));
                 if let Some(t) = used_since {
                     s.push_str(&format!(" and those used since {}", time::format(*t)));
                 }
@@ -382,8 +494,12 @@ pub fn describe_target(target: &Target) -> String {
         }
         Target::LocalImage {
             builder, reference, ..
-        } => format!("local image `{reference}` on `{builder}`"),
-        Target::FollowUp { what, .. } => what.clone(),
+        } => format!(
+            "local image {} on {}",
+            style.name(reference),
+            style.name(builder)
+        ),
+        Target::FollowUp { what, .. } => style.text(what),
     }
 }
 
@@ -457,28 +573,7 @@ fn write_purges_markdown(trace: &Value, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out)
 }
 
-/// Recorded text as a Markdown code span that the text cannot close: fenced by more
-/// backticks than it holds in a row, padded, with control characters shown as escapes.
+/// Recorded text as a Markdown code span that the text cannot close.
 fn code(text: &str) -> String {
-    let mut clean = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            clean.extend(c.escape_default());
-        } else {
-            clean.push(c);
-        }
-    }
-    let mut longest = 0;
-    let mut run = 0;
-    for c in clean.chars() {
-        run = if c == '`' { run + 1 } else { 0 };
-        longest = longest.max(run);
-    }
-    let fence = "`".repeat(longest + 1);
-    // A space inside each fence keeps a leading or trailing backtick from joining it.
-    if clean.starts_with('`') || clean.ends_with('`') || clean.is_empty() {
-        format!("{fence} {clean} {fence}")
-    } else {
-        format!("{fence}{clean}{fence}")
-    }
+    crate::report::escape::MdCode::span(text).to_string()
 }

@@ -1,6 +1,7 @@
 //! Rendering results for people (text), programs (JSON with a schema under `schema/`) and
 //! Graphviz. Rendering writes to any [`std::io::Write`]; choosing stdout is the caller's.
 
+pub mod escape;
 pub mod incident;
 pub mod trace;
 #[cfg(test)]

@@ -9,6 +9,7 @@ use petgraph::graph::NodeIndex;
 use crate::cli::TraceFormat;
 use crate::graph::{AppliedPurge, Entity, Hop, Kind, Tainted, Trace};
 use crate::model::{PurgeMethod, PurgeTarget};
+use crate::report::escape::{Short, Term};
 use crate::time::{self, Rfc3339};
 
 /// The JSON shape's version; bumped on any incompatible change to the schema.
@@ -17,6 +18,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// How many seeds the text header names before it only counts them (a pipeline seed can
 /// select thousands of runs; they are all listed under `runs`).
 const SEEDS_SHOWN: usize = 5;
+
+/// Marks a run recorded without what was over a limit: its blast radius may be larger.
+const TRUNCATED: &str = "  [truncated: inputs over a limit were not recorded]";
 
 const EMPTY: &str =
     "empty blast radius: no runs, caches, mounts or images are downstream of the seeds";
@@ -55,7 +59,11 @@ fn count(n: usize, kind: Kind) -> String {
 
 /// Counts per kind, then each group with when and how every entity became tainted.
 pub fn write_text(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
-    let seeds: Vec<&str> = trace.seeds().iter().map(|n| n.name.as_str()).collect();
+    let seeds: Vec<String> = trace
+        .seeds()
+        .iter()
+        .map(|n| Short(&n.name).to_string())
+        .collect();
     match seeds.len() {
         0 => writeln!(out, "seeds: none matched")?,
         n if n <= SEEDS_SHOWN => writeln!(out, "seeds: {}", seeds.join(", "))?,
@@ -85,7 +93,11 @@ pub fn write_text(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
     write_purges_text(trace, out)?;
     for (kind, entries) in groups.iter().filter(|(_, e)| !e.is_empty()) {
         writeln!(out, "\n{}:", group_title(*kind))?;
-        let width = entries.iter().map(|e| e.name.len()).max().unwrap_or(0);
+        let width = entries
+            .iter()
+            .map(|e| Short(e.name).text_and_width().1)
+            .max()
+            .unwrap_or(0);
         write_rendered(out, entries, |buf, _, entry| text_line(buf, entry, width))?;
     }
     Ok(())
@@ -115,14 +127,14 @@ pub fn purge_line(applied: &AppliedPurge) -> String {
     let p = &applied.purge;
     let target = match &p.target {
         PurgeTarget::Mount { builder, mount, .. } => {
-            format!("mount {} on {}", printable(mount), printable(builder))
+            format!("mount {} on {}", Term(mount), Term(builder))
         }
-        PurgeTarget::Builder { builder } => format!("builder {}", printable(builder)),
+        PurgeTarget::Builder { builder } => format!("builder {}", Term(builder)),
     };
     let author = if p.author.is_empty() {
         "an unknown author".to_owned()
     } else {
-        printable(&p.author)
+        Term(&p.author).to_string()
     };
     let recorded = p
         .recorded_at
@@ -144,8 +156,14 @@ pub fn purge_line(applied: &AppliedPurge) -> String {
     {
         line.push_str(&format!(
             " (its line claims {} by {}, recorded {})",
-            claim.method.as_deref().map_or("nothing".into(), printable),
-            claim.author.as_deref().map_or("nobody".into(), printable),
+            claim
+                .method
+                .as_deref()
+                .map_or("nothing".into(), |m| Term(m).to_string()),
+            claim
+                .author
+                .as_deref()
+                .map_or("nobody".into(), |a| Term(a).to_string()),
             claim
                 .recorded_at
                 .map_or("at no time".to_owned(), time::format)
@@ -155,9 +173,13 @@ pub fn purge_line(applied: &AppliedPurge) -> String {
         line.push_str("; FORCED late entry");
     }
     if let Some(reason) = &p.reason {
-        line.push_str(&format!("; reason: \"{}\"", printable(reason)));
+        line.push_str(&format!("; reason: \"{}\"", Term(reason)));
     }
-    let cleaned: Vec<String> = applied.cleaned.iter().map(|n| printable(n)).collect();
+    let cleaned: Vec<String> = applied
+        .cleaned
+        .iter()
+        .map(|n| Term(n).to_string())
+        .collect();
     let runs = if applied.runs == 1 { "run" } else { "runs" };
     line.push_str(&format!(
         "; cleaned {} for {} later {runs}, {} kept out of the blast radius",
@@ -168,33 +190,26 @@ pub fn purge_line(applied: &AppliedPurge) -> String {
     line
 }
 
-/// Recorded text with control characters (and bidirectional overrides) shown as escapes, so
-/// a name or reason cannot forge lines or drive the terminal.
-fn printable(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// `  TIME  NAME  VIA[ from FROM]`, the name padded to `width` characters.
+/// `  TIME  NAME  VIA[ from FROM]`, the name padded to `width` characters. Names are shown
+/// escaped and shortened ([`Short`]): one entity a line, whatever the store holds.
 fn text_line(buf: &mut Vec<u8>, entry: &Tainted<'_>, width: usize) {
     buf.extend_from_slice(b"  ");
     write!(buf, "{}", Rfc3339(entry.tainted_at)).expect("writing to memory");
     buf.extend_from_slice(b"  ");
-    buf.extend_from_slice(entry.name.as_bytes());
-    let padding = width.saturating_sub(entry.name.chars().count());
+    let (name, name_width) = Short(entry.name).text_and_width();
+    buf.extend_from_slice(name.as_bytes());
+    let padding = width.saturating_sub(name_width);
     buf.resize(buf.len() + padding, b' ');
     buf.extend_from_slice(b"  ");
     buf.extend_from_slice(entry.via.as_str().as_bytes());
     if let Some(from) = entry.from {
         buf.extend_from_slice(b" from ");
-        buf.extend_from_slice(from.as_bytes());
+        buf.extend_from_slice(Short(from).text_and_width().0.as_bytes());
+    }
+    if let Entity::Run { info, .. } = entry.entity
+        && info.truncated
+    {
+        buf.extend_from_slice(TRUNCATED.as_bytes());
     }
     buf.push(b'\n');
 }
@@ -207,8 +222,13 @@ pub fn write_explain(hops: &[Hop], out: &mut dyn Write) -> io::Result<()> {
         let at = time::format(hop.at);
         let kind = hop.via.as_str();
         match &hop.from {
-            Some(from) => writeln!(out, "{at}  {kind:width$}  {from} -> {}", hop.to)?,
-            None => writeln!(out, "{at}  {kind:width$}  {}", hop.to)?,
+            Some(from) => writeln!(
+                out,
+                "{at}  {kind:width$}  {} -> {}",
+                Short(from),
+                Short(&hop.to)
+            )?,
+            None => writeln!(out, "{at}  {kind:width$}  {}", Short(&hop.to))?,
         }
     }
     out.flush()
@@ -509,6 +529,8 @@ struct RunDoc<'t> {
     finished_at: Rfc3339,
     tainted_at: Rfc3339,
     via: ViaDoc<'t>,
+    /// Written only when set, so runs within the limits read as before.
+    truncated: bool,
 }
 
 #[derive(Debug)]
@@ -578,6 +600,9 @@ impl Json for RunDoc<'_> {
             .time("finished_at", self.finished_at)
             .time("tainted_at", self.tainted_at)
             .object("via", &self.via);
+        if self.truncated {
+            o.key("truncated").extend_from_slice(b"true");
+        }
     }
 }
 
@@ -656,6 +681,7 @@ fn run_doc<'t>(e: &Tainted<'t>) -> RunDoc<'t> {
         finished_at: Rfc3339(info.finished_at),
         tainted_at: Rfc3339(e.tainted_at),
         via: via_doc(e),
+        truncated: info.truncated,
     }
 }
 

@@ -325,6 +325,7 @@ struct RunRow {
     finished_at: Micros,
     failed: bool,
     has_records: bool,
+    truncated: bool,
     run_key: Span,
     step: Span,
 }
@@ -572,9 +573,19 @@ impl Tables {
                 finished_at: row.get(6)?,
                 failed: row.get_ref(7)?.as_bytes()? == b"failed",
                 has_records: row.get(8)?,
+                truncated: false,
                 run_key: some_or_skip!(run_text.push(row.get_ref(2)?.as_str()?)),
                 step: some_or_skip!(run_text.push(row.get_ref(3)?.as_str()?)),
             };
+        }
+        // Few runs are truncated: their flags are read apart from the runs.
+        let mut stmt = conn.prepare("SELECT run_id FROM run_truncations")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id = some_or_skip!(slot(row.get(0)?));
+            if let Some(run) = runs.get_mut(id) {
+                run.truncated = true;
+            }
         }
 
         let mut artifact_first_seen = vec![0; artifact_slots];
@@ -959,6 +970,7 @@ impl Index {
                 RunStatus::Succeeded
             },
             has_records: row.has_records,
+            truncated: row.truncated,
         })
     }
 
@@ -1899,6 +1911,7 @@ mod tests {
                     "DROP TRIGGER event_pages_append; DROP TABLE event_pages;
                      DROP TRIGGER artifact_pages_append; DROP TABLE artifact_pages;
                      DROP TRIGGER record_pages_append; DROP TABLE record_pages;
+                     DROP TABLE run_truncations;
                      DROP TABLE acceptances;
                      ALTER TABLE actions DROP COLUMN evidence_gap;
                      DROP TRIGGER runs_never_update; DROP TRIGGER runs_never_delete;

@@ -45,6 +45,7 @@ const MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/migrations/0006_identity_pages.sql"),
     include_str!("../../schema/migrations/0007_run_trust.sql"),
     include_str!("../../schema/migrations/0008_purge_provenance.sql"),
+    include_str!("../../schema/migrations/0009_run_truncations.sql"),
     include_str!("../../schema/migrations/0010_acceptances.sql"),
 ];
 

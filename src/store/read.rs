@@ -63,7 +63,10 @@ fn purge_from_row(row: &Row<'_>) -> rusqlite::Result<StoredPurge> {
     })
 }
 
-const RUN_COLUMNS: &str = "r.id, p.name, r.run_key, r.step, r.builder_id, r.started_at, r.finished_at, r.status, r.has_records";
+const RUN_COLUMNS: &str = "r.id, p.name, r.run_key, r.step, r.builder_id, r.started_at, r.finished_at, r.status, r.has_records, \
+     EXISTS (SELECT 1 FROM run_truncations t WHERE t.run_id = r.id)";
+/// How many columns [`RUN_COLUMNS`] selects: a query's own columns follow them.
+const RUN_COLUMN_COUNT: usize = 10;
 
 /// A text column.
 fn text(row: &Row<'_>, column: usize) -> rusqlite::Result<CompactString> {
@@ -86,6 +89,7 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunInfo> {
             RunStatus::Succeeded
         },
         has_records: row.get(8)?,
+        truncated: row.get(9)?,
     })
 }
 
@@ -242,7 +246,8 @@ impl Store {
                         r.started_at, r.finished_at, r.status, r.has_records,
                         r.overlapped OR EXISTS (SELECT 1 FROM run_observations o
                                                 WHERE o.run_id = r.id AND o.kind = 'overlapped'),
-                        r.trust_level
+                        r.trust_level,
+                        EXISTS (SELECT 1 FROM run_truncations t WHERE t.run_id = r.id)
                  FROM runs r JOIN pipelines p ON p.id = r.pipeline_id ORDER BY r.id",
             )
             .map_err(e)?;
@@ -285,6 +290,7 @@ impl Store {
                     overlapped: row.get(11).unwrap_or(false),
                     ..RecordEvidence::default()
                 }),
+                truncated: row.get(13).map_err(e)?,
             };
             while let Some(ev) = pending {
                 let run_id: i64 = ev.get(0).map_err(e)?;
@@ -421,7 +427,11 @@ impl Store {
              WHERE e.kind IN ({kinds}) AND e.target = ?1 AND e.at >= ?2"
         );
         self.rows(&sql, params![target, since], |row| {
-            Ok((run_from_row(row)?, row.get(9)?, row.get(10)?))
+            Ok((
+                run_from_row(row)?,
+                row.get(RUN_COLUMN_COUNT)?,
+                row.get(RUN_COLUMN_COUNT + 1)?,
+            ))
         })
     }
 }
@@ -578,12 +588,12 @@ impl Source for Store {
              WHERE a.digest = ?1 AND a.digest <> ''"
         );
         let readers = self.rows(&sql, [digest], |row| {
-            let kind: String = row.get(9)?;
+            let kind: String = row.get(RUN_COLUMN_COUNT)?;
             Ok((
                 RunRef::from(&run_from_row(row)?),
                 read_kind(&kind),
-                row.get(11)?,
-                row.get(10)?,
+                row.get(RUN_COLUMN_COUNT + 2)?,
+                row.get(RUN_COLUMN_COUNT + 1)?,
             ))
         })?;
         Ok((ids, readers))
@@ -707,7 +717,10 @@ impl Source for Store {
              GROUP BY r.id"
         );
         self.rows(&sql, params![builder, since], |row| {
-            Ok((RunRef::from(&run_from_row(row)?), row.get(9)?))
+            Ok((
+                RunRef::from(&run_from_row(row)?),
+                row.get(RUN_COLUMN_COUNT)?,
+            ))
         })
     }
 

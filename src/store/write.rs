@@ -728,7 +728,7 @@ fn insert_run(
             "a run with cache mounts or builder records needs a builder".into(),
         ));
     }
-    let name = format!("{}/{}/{}", record.pipeline.name, record.run_id, record.step);
+    let name = crate::model::run_name(&record.pipeline.name, &record.run_id, &record.step);
     let overlapped = record.records.as_ref().is_some_and(|r| r.overlapped);
     let stored = tx
         .prepare_cached(
@@ -811,6 +811,13 @@ fn insert_run(
             (run, true, level)
         }
     };
+    if record.truncated {
+        tx.prepare_cached(
+            "INSERT INTO run_truncations (run_id, recorded_at) VALUES (?1, ?2)
+             ON CONFLICT (run_id) DO NOTHING",
+        )?
+        .execute(params![run, now])?;
+    }
     let (start, finish) = (record.started_at, record.finished_at);
     let mut events = 0;
     let mut add =
@@ -1003,6 +1010,7 @@ mod tests {
             produced: Vec::new(),
             base_images: Vec::new(),
             mounts: Vec::new(),
+            truncated: false,
             records: None,
         }
     }

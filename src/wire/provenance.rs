@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     Artifact, Backend, BuilderInfo, Digest, Driver, ImageRef, MountUse, PipelineInfo, PurgeClaim,
-    PurgeMethod, PurgeTarget, RecordEvidence, RunRecord, RunStatus, clean_path, normalize_mount_id,
+    PurgeMethod, PurgeTarget, RecordEvidence, RunRecord, RunStatus, clean_path, limits,
+    normalize_mount_id,
 };
 use crate::store::{ExportItem, ImportItem};
 use crate::time::{self, Micros};
@@ -101,6 +102,9 @@ pub struct RunLine {
     /// Absent when the hook could not see the builder's records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records: Option<RecordEvidence>,
+    /// Some of what the build used was over a limit and left out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// An artifact: a registry reference string (`registry/repo[:tag]@digest`), or an object for
@@ -240,6 +244,11 @@ pub fn parse_line(text: &str) -> Result<ImportItem, String> {
         } => {
             check_version(v)?;
             non_empty(&name, "name")?;
+            within_limits(&[
+                ("name", Some(&name)),
+                ("project", project.as_ref()),
+                ("trust_level", trust_level.as_ref()),
+            ])?;
             Ok(ImportItem::Pipeline(PipelineInfo {
                 name,
                 project,
@@ -254,6 +263,7 @@ pub fn parse_line(text: &str) -> Result<ImportItem, String> {
         } => {
             check_version(v)?;
             non_empty(&name, "name")?;
+            within_limits(&[("name", Some(&name)), ("endpoint", endpoint.as_ref())])?;
             Ok(ImportItem::Builder(BuilderInfo {
                 name,
                 driver,
@@ -275,6 +285,12 @@ pub fn parse_line(text: &str) -> Result<ImportItem, String> {
         } => {
             check_version(v)?;
             non_empty(&builder, "builder")?;
+            within_limits(&[
+                ("builder", Some(&builder)),
+                ("mount", mount.as_ref()),
+                ("namespace", Some(&namespace)),
+                ("source", Some(&source)),
+            ])?;
             let at = time::parse_rfc3339(&at, "at").map_err(|e| e.to_string())?;
             if let Some(method) = &method
                 && PurgeMethod::parse(method).is_none()
@@ -310,9 +326,21 @@ pub fn parse_line(text: &str) -> Result<ImportItem, String> {
         }
         Line::Run(run) => {
             check_version(run.v)?;
-            Ok(ImportItem::Run(Box::new(run_from_line(*run)?)))
+            let run = run_from_line(*run)?;
+            limits::check(&run).map_err(|err| err.to_string())?;
+            Ok(ImportItem::Run(Box::new(run)))
         }
     }
+}
+
+/// Checks names against [`limits::NAME_BYTES`].
+fn within_limits(fields: &[(&str, Option<&String>)]) -> Result<(), String> {
+    for (field, value) in fields {
+        if let Some(value) = value {
+            limits::name(|| (*field).to_owned(), value).map_err(|err| err.to_string())?;
+        }
+    }
+    Ok(())
 }
 
 fn non_empty(value: &str, field: &str) -> Result<(), String> {
@@ -381,6 +409,7 @@ fn run_from_line(line: RunLine) -> Result<RunRecord, String> {
             r.reused.sort_by(|a, b| a.id.cmp(&b.id));
             r
         }),
+        truncated: line.truncated,
     })
 }
 
@@ -464,6 +493,7 @@ pub fn run_line(run: &RunRecord) -> RunLine {
         base_images: wires(&run.base_images),
         mounts: run.mounts.clone(),
         records: run.records.clone(),
+        truncated: run.truncated,
     }
 }
 

@@ -11,6 +11,7 @@ mod wrap;
 mod audit;
 mod integrity;
 mod lifecycle;
+mod output;
 mod purge;
 mod purge_facts;
 mod purge_provenance;

@@ -1,0 +1,337 @@
+//! Store values shown to people. Every name in the store was written by a CI pipeline, which
+//! is how an attacker gets in: a name must not forge a line, drive the terminal, or render as
+//! live Markdown. [`Term`] shows a value as one line of plain text, [`MdCode`] as a Markdown
+//! code span that the value cannot close, and [`MdText`] as Markdown text with nothing live.
+//! JSON and DOT have their own string escaping and take values whole.
+
+use std::fmt::{self, Write as _};
+
+/// How many characters of a name a text table shows; longer names are cut in the middle (the
+/// full value is in the JSON output).
+pub const SHORT: usize = 120;
+
+/// Whether `c` is shown as an escape: C0 and C1 controls, DEL, Unicode bidi embeddings,
+/// overrides and isolates (which reorder the rest of the line), and the backslash itself, so
+/// that every escape can be read back to one value.
+pub fn needs_escape(c: char) -> bool {
+    c.is_control() || matches!(c, '\\' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Whether `value` is printable ASCII without a backslash: shown as it is, one character a
+/// byte. Almost every name is; this is the fast path of a large trace.
+pub fn is_plain_ascii(value: &str) -> bool {
+    // No early exit: the compiler vectorizes the whole scan, and names are short.
+    !value.bytes().fold(false, |bad, b| {
+        bad | !(0x20..0x7f).contains(&b) | (b == b'\\')
+    })
+}
+
+/// Whether `value` is shown as it is.
+pub fn is_plain(value: &str) -> bool {
+    // Every character that needs escaping is ASCII below 0x20, `\`, DEL, or not ASCII.
+    is_plain_ascii(value) || !value.chars().any(needs_escape)
+}
+
+fn write_escaped(f: &mut impl fmt::Write, c: char) -> fmt::Result {
+    match c {
+        '\\' => f.write_str("\\\\"),
+        '\n' => f.write_str("\\n"),
+        '\r' => f.write_str("\\r"),
+        '\t' => f.write_str("\\t"),
+        c if !needs_escape(c) => f.write_char(c),
+        c if u32::from(c) < 0x80 => write!(f, "\\x{:02x}", u32::from(c)),
+        c => write!(f, "\\u{{{:x}}}", u32::from(c)),
+    }
+}
+
+/// A store value as one line of terminal text: controls as `\n`, `\x1b`, `\u{202e}`, and `\`
+/// as `\\`. Everything else is shown as it is.
+#[derive(Debug, Clone, Copy)]
+pub struct Term<'a>(pub &'a str);
+
+impl fmt::Display for Term<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if is_plain(self.0) {
+            return f.pad(self.0);
+        }
+        let mut out = String::with_capacity(self.0.len() + 8);
+        for c in self.0.chars() {
+            write_escaped(&mut out, c)?;
+        }
+        f.pad(&out)
+    }
+}
+
+/// Free-form text that may hold store values, some already shown as [`Term`] (error chains,
+/// warnings, check results): controls and bidi characters are escaped as [`Term`] escapes
+/// them, but a backslash is left alone, so what was escaped once is not escaped again. Names
+/// that the caller has in hand are shown with [`Term`], which is unambiguous; this keeps the
+/// rest on one line.
+#[derive(Debug, Clone, Copy)]
+pub struct Line<'a>(pub &'a str);
+
+impl fmt::Display for Line<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.0.chars().any(|c| c != '\\' && needs_escape(c)) {
+            return f.pad(self.0);
+        }
+        let mut out = String::with_capacity(self.0.len() + 8);
+        for c in self.0.chars() {
+            if c == '\\' {
+                out.push(c);
+            } else {
+                write_escaped(&mut out, c)?;
+            }
+        }
+        f.pad(&out)
+    }
+}
+
+/// A store value as [`Term`] shows it, cut in the middle to at most [`SHORT`] characters for a
+/// text table: `head…tail`, the tail kept because digests and ids end there.
+#[derive(Debug, Clone, Copy)]
+pub struct Short<'a>(pub &'a str);
+
+impl<'a> Short<'a> {
+    /// The text shown, and how many characters it has.
+    pub fn text_and_width(&self) -> (std::borrow::Cow<'a, str>, usize) {
+        if self.0.len() <= SHORT && is_plain_ascii(self.0) {
+            return (self.0.into(), self.0.len());
+        }
+        let text = self.text();
+        let width = text.chars().count();
+        (text, width)
+    }
+
+    /// The text shown.
+    pub fn text(&self) -> std::borrow::Cow<'a, str> {
+        let escaped: std::borrow::Cow<'a, str> = if is_plain(self.0) {
+            self.0.into()
+        } else {
+            Term(self.0).to_string().into()
+        };
+        let count = escaped.chars().count();
+        if count <= SHORT {
+            return escaped;
+        }
+        let tail = (SHORT - 1) / 2;
+        let head = SHORT - 1 - tail;
+        let mut out = String::with_capacity(SHORT * 4);
+        out.extend(escaped.chars().take(head));
+        out.push('…');
+        out.extend(escaped.chars().skip(count - tail));
+        out.into()
+    }
+}
+
+impl fmt::Display for Short<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&self.text())
+    }
+}
+
+/// A store value as a Markdown code span: escaped as [`Term`] escapes it (no line breaks, so
+/// the span cannot end early or start a block), fenced by more backticks than the value has in
+/// a row. In a table cell (`cell`), `|` is written `\|`, which GitHub's tables read as a `|`
+/// inside the cell, code spans included.
+#[derive(Debug, Clone, Copy)]
+pub struct MdCode<'a> {
+    pub value: &'a str,
+    pub cell: bool,
+}
+
+impl<'a> MdCode<'a> {
+    /// A code span outside a table.
+    pub fn span(value: &'a str) -> Self {
+        Self { value, cell: false }
+    }
+
+    /// A code span inside a table cell.
+    pub fn cell(value: &'a str) -> Self {
+        Self { value, cell: true }
+    }
+}
+
+impl fmt::Display for MdCode<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = Term(self.value).to_string();
+        let text = if self.cell {
+            text.replace('|', "\\|")
+        } else {
+            text
+        };
+        let mut longest = 0;
+        let mut run = 0;
+        for c in text.chars() {
+            run = if c == '`' { run + 1 } else { 0 };
+            longest = longest.max(run);
+        }
+        let fence = "`".repeat(longest + 1);
+        // A space each side keeps a value that starts or ends with a backtick from joining the
+        // fence, and keeps the spaces of one that starts and ends with a space: CommonMark
+        // strips one space from each side of such a span.
+        if text.is_empty() {
+            return f.write_str("` `");
+        }
+        let spaced = text.starts_with(' ') && text.ends_with(' ') && !text.trim().is_empty();
+        let pad = if text.starts_with('`') || text.ends_with('`') || spaced {
+            " "
+        } else {
+            ""
+        };
+        write!(f, "{fence}{pad}{text}{pad}{fence}")
+    }
+}
+
+/// A value as Markdown text: escaped as [`Term`] escapes it, then every ASCII punctuation
+/// character backslash-escaped, so no emphasis, link, image, heading, HTML or autolink is live.
+/// In a table cell `|` is escaped too (it is punctuation).
+#[derive(Debug, Clone, Copy)]
+pub struct MdText<'a>(pub &'a str);
+
+impl fmt::Display for MdText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in Term(self.0).to_string().chars() {
+            if c.is_ascii_punctuation() {
+                f.write_char('\\')?;
+            }
+            f.write_char(c)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A newline, ANSI escapes, DEL, C1 controls and bidi overrides are shown as escapes, and
+    /// a backslash is doubled so `\n` typed in a name cannot pass for a newline.
+    #[test]
+    fn terminal_text_escapes_controls_bidi_and_backslash() {
+        let cases = [
+            ("plain/name:1", "plain/name:1"),
+            ("a\nCLEAN  run:x", "a\\nCLEAN  run:x"),
+            ("\x1b[2J\x1b]0;pwned\x07", "\\x1b[2J\\x1b]0;pwned\\x07"),
+            ("a\\nb", "a\\\\nb"),
+            ("tab\there\r", "tab\\there\\r"),
+            ("del\x7f", "del\\x7f"),
+            ("c1\u{9b}31m", "c1\\u{9b}31m"),
+            ("rlo\u{202e}gpj.exe", "rlo\\u{202e}gpj.exe"),
+            ("iso\u{2066}x\u{2069}", "iso\\u{2066}x\\u{2069}"),
+            ("héllo wörld 🦀", "héllo wörld 🦀"),
+        ];
+        for (value, shown) in cases {
+            assert_eq!(Term(value).to_string(), shown, "{value:?}");
+            assert!(!Term(value).to_string().chars().any(|c| c.is_control()));
+        }
+        assert_eq!(format!("{:<6}|", Term("a\nb")), "a\\nb  |");
+    }
+
+    /// Escaping is unambiguous: two different values never show the same.
+    #[test]
+    fn terminal_escaping_is_injective_on_confusable_values() {
+        let values = [
+            "\n",
+            "\\n",
+            "\\\n",
+            "\x1b",
+            "\\x1b",
+            "\u{202e}",
+            "\\u{202e}",
+        ];
+        let shown: std::collections::HashSet<String> =
+            values.iter().map(|v| Term(v).to_string()).collect();
+        assert_eq!(shown.len(), values.len());
+    }
+
+    /// Free-form lines keep their backslashes but lose their line breaks and escapes.
+    #[test]
+    fn free_form_lines_stay_one_line() {
+        assert_eq!(Line("a\\nb\nc\x1b").to_string(), "a\\nb\\nc\\x1b");
+        assert_eq!(Line("plain").to_string(), "plain");
+    }
+
+    /// Reads back what [`Term`] shows.
+    fn unescape(shown: &str) -> String {
+        let mut out = String::new();
+        let mut chars = shown.chars();
+        while let Some(c) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next().unwrap() {
+                '\\' => out.push('\\'),
+                'n' => out.push('\n'),
+                'r' => out.push('\r'),
+                't' => out.push('\t'),
+                'x' => {
+                    let hex: String = chars.by_ref().take(2).collect();
+                    out.push(char::from(u8::from_str_radix(&hex, 16).unwrap()));
+                }
+                'u' => {
+                    assert_eq!(chars.next(), Some('{'));
+                    let hex: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                    out.push(char::from_u32(u32::from_str_radix(&hex, 16).unwrap()).unwrap());
+                }
+                other => panic!("unknown escape `\\{other}`"),
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Whatever a name holds, [`Term`] shows it on one line with no control or bidi
+        /// character, and what it shows reads back to the name: the escaping is unambiguous.
+        #[test]
+        fn terminal_text_is_one_line_and_reads_back(
+            value in "(\\PC|[\\x00-\\x1f\\x7f-\\u{9f}\\u{202a}-\\u{202e}\\u{2066}-\\u{2069}\\\\])*"
+        ) {
+            let shown = Term(&value).to_string();
+            proptest::prop_assert!(!shown.chars().any(|c| needs_escape(c) && c != '\\'));
+            proptest::prop_assert_eq!(unescape(&shown), value);
+        }
+    }
+
+    /// A long name is cut in the middle to the table width, keeping its end.
+    #[test]
+    fn long_names_are_shortened_keeping_both_ends() {
+        let long = format!("mount:b:{}{}", "x".repeat(100_000), "END");
+        let shown = Short(&long).to_string();
+        assert_eq!(shown.chars().count(), SHORT);
+        assert!(shown.starts_with("mount:b:x") && shown.ends_with("xEND"));
+        assert!(shown.contains('…'));
+        assert_eq!(Short("short").to_string(), "short");
+        // Escapes are counted as shown, and a cut never splits a character.
+        let ctl = "\n".repeat(1000);
+        assert_eq!(Short(&ctl).text().chars().count(), SHORT);
+    }
+
+    /// A code span cannot be closed, broken across lines or split as a table cell by the value.
+    #[test]
+    fn markdown_code_spans_hold_any_value() {
+        assert_eq!(MdCode::span("a").to_string(), "`a`");
+        assert_eq!(MdCode::span("a`b").to_string(), "``a`b``");
+        assert_eq!(MdCode::span("``x").to_string(), "``` ``x ```");
+        assert_eq!(MdCode::span("").to_string(), "` `");
+        assert_eq!(MdCode::span(" a ").to_string(), "`  a  `");
+        assert_eq!(MdCode::span("  ").to_string(), "`  `");
+        assert_eq!(
+            MdCode::span("x`\n# Heading\n[a](http://e)").to_string(),
+            "``x`\\n# Heading\\n[a](http://e)``"
+        );
+        assert_eq!(MdCode::cell("a|b").to_string(), "`a\\|b`");
+        assert_eq!(MdCode::span("a|b").to_string(), "`a|b`");
+    }
+
+    /// Markdown text escapes every punctuation character, so nothing in it renders live.
+    #[test]
+    fn markdown_text_has_nothing_live() {
+        assert_eq!(
+            MdText("![i](http://e/x.png) # [l](u) <b> *e* |").to_string(),
+            "\\!\\[i\\]\\(http\\:\\/\\/e\\/x\\.png\\) \\# \\[l\\]\\(u\\) \\<b\\> \\*e\\* \\|"
+        );
+        assert_eq!(MdText("a\nb").to_string(), "a\\\\nb");
+    }
+}

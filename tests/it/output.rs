@@ -1,0 +1,528 @@
+//! Output that is safe whatever the store holds: names escaped in text and Markdown, run
+//! names that stay unique, and limits on what is recorded.
+
+use std::process::Command;
+
+use crate::common::{Env, digest, ok, output};
+
+/// A run line of the import format with the given pipeline, run id, step and mount ids.
+fn run_line(pipeline: &str, run: &str, step: &str, cache: char, mounts: &[&str]) -> String {
+    let mounts: Vec<serde_json::Value> = mounts
+        .iter()
+        .map(|id| serde_json::json!({"id": id}))
+        .collect();
+    serde_json::json!({
+        "v": 1, "type": "run", "pipeline": pipeline, "run": run, "step": step,
+        "builder": "ci-1",
+        "started_at": "2026-03-01T10:00:00Z", "finished_at": "2026-03-01T10:05:00Z",
+        "exported": [format!("127.0.0.1:5000/web/cache@{}", digest(cache))],
+        "mounts": mounts,
+    })
+    .to_string()
+}
+
+/// Imports the lines into the environment's store.
+fn import(env: &Env, lines: &[String]) {
+    let file = env.write("in.jsonl", &(lines.join("\n") + "\n"));
+    ok(env.cmd().arg("import").arg(&file));
+}
+
+fn stdout(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run cachewarden");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A pipeline name with a newline cannot forge a line of `trace` text output, and ANSI
+/// escapes (clear screen, window title), DEL, C1 controls and bidi overrides never reach the
+/// terminal: every entity is one line, its name shown with escapes.
+#[test]
+fn trace_text_shows_hostile_names_escaped_one_a_line() {
+    let env = Env::new();
+    let forged = "evil\n  2026-03-01T10:00:00Z  run:web/1/build  CLEAN";
+    let ansi = "\x1b[2J\x1b]0;pwned\x07\u{9b}31m\u{7f}\u{202e}gpj";
+    import(
+        &env,
+        &[run_line(forged, "1", "build", 'a', &[ansi, "back\\slash"])],
+    );
+    let out = stdout(env.cmd().args(["trace", "--builder", "ci-1"]));
+    assert!(
+        !out.chars()
+            .any(|c| (c.is_control() && c != '\n') || ('\u{202a}'..='\u{202e}').contains(&c)),
+        "{out:?}"
+    );
+    assert!(
+        !out.lines()
+            .any(|l| l.contains("CLEAN") && !l.contains("evil")),
+        "{out}"
+    );
+    assert!(out.contains("run:evil\\n  2026"), "{out}");
+    assert!(
+        out.contains("\\x1b[2J\\x1b]0;pwned\\x07\\u{9b}31m\\x7f\\u{202e}gpj"),
+        "{out}"
+    );
+    assert!(out.contains("back\\\\slash"), "{out}");
+    // One line per entity (a run, a cache ref, two mounts, a builder) after the seeds and
+    // the counts, each group after a blank line and its heading.
+    assert_eq!(out.lines().count(), 2 + 4 * 2 + 5, "{out}");
+    // JSON keeps the value whole.
+    let json = stdout(
+        env.cmd()
+            .args(["trace", "--builder", "ci-1", "--format", "json"]),
+    );
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["runs"][0]["pipeline"], forged);
+    let mounts: Vec<&str> = doc["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(mounts.contains(&ansi), "{mounts:?}");
+
+    // Every other text printer of store values: incident open, list, show, the dry run, and
+    // warnings, on stdout and stderr alike.
+    let title = format!("{forged}{ansi}");
+    for args in [
+        vec!["incident", "open", "--builder", "ci-1", "--title", &title],
+        vec!["incident", "list"],
+        vec!["incident", "show", "1"],
+        vec!["incident", "purge", "1"],
+        vec!["trace", "--pipeline", &title],
+    ] {
+        let out = env.cmd().args(&args).output().unwrap();
+        for stream in [out.stdout, out.stderr] {
+            let text = String::from_utf8(stream).unwrap();
+            assert!(
+                !text.chars().any(
+                    |c| (c.is_control() && c != '\n') || ('\u{202a}'..='\u{202e}').contains(&c)
+                ),
+                "{args:?}: {text:?}"
+            );
+            assert!(
+                !text
+                    .lines()
+                    .any(|l| l.trim_start().starts_with("2026-03-01T10:00:00Z  run:web")),
+                "{args:?}: forged line in {text}"
+            );
+        }
+    }
+}
+
+/// Removes the code spans of a Markdown line, as CommonMark reads them.
+fn outside_code_spans(line: &str) -> String {
+    let mut out = String::new();
+    let bytes: Vec<char> = line.chars().collect();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == '`' {
+            let mut n = 0;
+            while i + n < bytes.len() && bytes[i + n] == '`' {
+                n += 1;
+            }
+            // Find the closing run of exactly n backticks.
+            let mut j = i + n;
+            let mut closed = None;
+            while j < bytes.len() {
+                if bytes[j] == '`' {
+                    let mut m = 0;
+                    while j + m < bytes.len() && bytes[j + m] == '`' {
+                        m += 1;
+                    }
+                    if m == n {
+                        closed = Some(j + m);
+                        break;
+                    }
+                    j += m;
+                } else {
+                    j += 1;
+                }
+            }
+            match closed {
+                Some(end) => {
+                    out.push_str("CODE");
+                    i = end;
+                }
+                None => {
+                    out.extend(&bytes[i..i + n]);
+                    i += n;
+                }
+            }
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Unescaped `|` in a line: the cell separators of a GitHub table row.
+fn cell_separators(line: &str) -> usize {
+    let mut count = 0;
+    let mut escaped = false;
+    for c in line.chars() {
+        match c {
+            '\\' if !escaped => escaped = true,
+            '|' if !escaped => count += 1,
+            _ => escaped = false,
+        }
+    }
+    count
+}
+
+/// In `incident report --format md`, names cannot break out of code spans, split table cells,
+/// start headings or render as live links and images.
+#[test]
+fn markdown_report_holds_hostile_names_in_code_spans() {
+    let env = Env::new();
+    let hostile =
+        "x`\n# Owned\n| a | b |\n[link](http://evil.example/) ![img](http://evil.example/i.png) ``";
+    import(
+        &env,
+        &[
+            run_line(hostile, "1", "build", 'a', &["m|`[x](http://e)"]),
+            run_line("web", "2", "build`|", 'a', &[]),
+            serde_json::json!({
+                "v": 1, "type": "run", "pipeline": hostile, "run": "3", "step": "s",
+                "started_at": "2026-03-01T10:00:00Z", "finished_at": "2026-03-01T10:05:00Z",
+                "exported": [{"backend": "gha", "key": "k`\n## Key [l](http://evil.example/)"}],
+            })
+            .to_string(),
+        ],
+    );
+    ok(env.cmd().args([
+        "incident",
+        "open",
+        "--pipeline",
+        hostile,
+        "--title",
+        "[t](http://evil.example/) # ![i](x)",
+    ]));
+    let md = stdout(
+        env.cmd()
+            .args(["incident", "report", "1", "--format", "md"]),
+    );
+    for line in md.lines() {
+        let text = outside_code_spans(line);
+        assert!(
+            !text.contains("](") || text.contains("\\]\\("),
+            "live link: {line}"
+        );
+        assert!(
+            !text.contains("http://evil") || text.contains("http\\:"),
+            "{line}"
+        );
+        if line.starts_with('#') {
+            assert!(
+                ["# Incident 1: ", "## ", "### "]
+                    .iter()
+                    .any(|h| line.starts_with(h)),
+                "{line}"
+            );
+            assert!(!line.contains("Owned"), "{line}");
+        }
+        if line.starts_with("| ") {
+            let columns = if md
+                .lines()
+                .skip_while(|l| *l != "## Actions")
+                .any(|l| l == line)
+            {
+                6
+            } else {
+                4
+            };
+            assert_eq!(cell_separators(line), columns + 1, "split cell: {line}");
+        }
+    }
+    assert!(
+        md.contains(
+            "# Incident 1: \\[t\\]\\(http\\:\\/\\/evil\\.example\\/\\) \\# \\!\\[i\\]\\(x\\)"
+        ),
+        "{md}"
+    );
+    assert!(!md.lines().any(|l| l.starts_with("# Owned")), "{md}");
+}
+
+/// Two runs that printed as one name (`run:web-release/200-1/ci/Dockerfile`) print as two,
+/// each name seeds and explains only its own run, and an unencoded seed of the old form still
+/// finds its run.
+#[test]
+fn run_names_with_slashes_stay_unique() {
+    let env = Env::new();
+    import(
+        &env,
+        &[
+            run_line("web-release", "200-1", "ci/Dockerfile", 'a', &[]),
+            run_line("web-release/200-1", "ci", "Dockerfile", 'b', &[]),
+            run_line("acme/web", "7", "build", 'c', &[]),
+            run_line("100%", "1", "build", 'd', &[]),
+        ],
+    );
+    let names = |seed: &str| -> Vec<String> {
+        let json = stdout(env.cmd().args(["trace", "--run", seed, "--format", "json"]));
+        let doc: serde_json::Value = serde_json::from_str(&json).expect(&json);
+        doc["seeds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names("web-release/200-1/ci%2FDockerfile"),
+        ["run:web-release/200-1/ci%2FDockerfile"]
+    );
+    assert_eq!(
+        names("web-release%2F200-1/ci/Dockerfile"),
+        ["run:web-release%2F200-1/ci/Dockerfile"]
+    );
+    assert_eq!(names("acme/web/7"), ["run:acme%2Fweb/7/build"]);
+    assert_eq!(names("100%25/1"), ["run:100%25/1/build"]);
+    // The JSON keeps each part whole.
+    let json = stdout(env.cmd().args([
+        "trace",
+        "--run",
+        "web-release%2F200-1/ci",
+        "--format",
+        "json",
+    ]));
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let run = doc["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "run:web-release%2F200-1/ci/Dockerfile")
+        .expect(&json);
+    assert_eq!(run["pipeline"], "web-release/200-1");
+    assert_eq!(run["run"], "ci");
+    assert_eq!(run["step"], "Dockerfile");
+    // `--explain` takes the printed name.
+    let explain = stdout(env.cmd().args([
+        "trace",
+        "--builder",
+        "ci-1",
+        "--explain",
+        "run:web-release/200-1/ci%2FDockerfile",
+    ]));
+    assert!(
+        explain.contains("run:web-release/200-1/ci%2FDockerfile")
+            && !explain.contains("web-release%2F200-1"),
+        "{explain}"
+    );
+}
+
+/// `record` with a 100 KB mount id, or with 1,001 mounts, is refused: exit 2 naming the field
+/// and the limit, and nothing is written (the store is not even created).
+#[test]
+fn record_over_a_limit_is_refused_and_writes_nothing() {
+    let env = Env::new();
+    let long = "m".repeat(100 * 1024);
+    let record = |extra: &[String]| {
+        let mut cmd = env.cmd();
+        cmd.args(["record", "--run", "1", "--builder", "ci-1"])
+            .args(extra);
+        if !extra.contains(&"--pipeline".to_owned()) {
+            cmd.args(["--pipeline", "p"]);
+        }
+        output(&env, &mut cmd)
+    };
+    let out = record(&["--mount".to_owned(), long.clone()]);
+    assert!(
+        out.starts_with("exit: 2\n"),
+        "{}",
+        &out[..out.len().min(2000)]
+    );
+    assert!(
+        out.contains("`mounts[0]` is 102400 bytes, over the limit of 1024 bytes"),
+        "{out}"
+    );
+    assert!(
+        out.len() < 2000,
+        "the value is not echoed: {} bytes",
+        out.len()
+    );
+    let many: Vec<String> = (0..1001)
+        .flat_map(|i| ["--mount".to_owned(), format!("/cache/{i}")])
+        .collect();
+    let out = record(&many);
+    assert!(out.starts_with("exit: 2\n"), "{out}");
+    assert!(
+        out.contains("`mounts` has 1001 entries, over the limit of 1000"),
+        "{out}"
+    );
+    let out = record(&["--pipeline".to_owned(), "p".repeat(1025)]);
+    assert!(
+        out.starts_with("exit: 2\n") && out.contains("`pipeline` is 1025 bytes"),
+        "{}",
+        &out[..out.len().min(2000)]
+    );
+    assert!(!env.db().exists(), "nothing is written");
+}
+
+/// `import` of a line with a 512 KB id, or a run with 1,001 references, is refused: exit 2
+/// naming the line, and nothing of it is written; a trace afterwards is unharmed.
+#[test]
+fn import_over_a_limit_is_refused_naming_the_line() {
+    let env = Env::new();
+    let good = run_line("p", "1", "build", 'a', &["/ok"]);
+    let long_id = run_line("p", "2", "build", 'a', &[&"x".repeat(512 << 10)]);
+    let file = env.write("in.jsonl", &format!("{good}\n{long_id}\n"));
+    let out = output(&env, env.cmd().arg("import").arg(&file));
+    assert!(
+        out.starts_with("exit: 2\n"),
+        "{}",
+        &out[..out.len().min(2000)]
+    );
+    assert!(
+        out.contains("line 2") && out.contains("over the limit of 1024 bytes"),
+        "{}",
+        &out[..out.len().min(2000)]
+    );
+    assert!(!env.db().exists(), "nothing is written");
+
+    let refs: Vec<String> = (0..1001)
+        .map(|i| format!("127.0.0.1:5000/web/c{i}@{}", digest('b')))
+        .collect();
+    let many = serde_json::json!({
+        "v": 1, "type": "run", "pipeline": "p", "run": "3",
+        "started_at": "2026-03-01T10:00:00Z", "finished_at": "2026-03-01T10:05:00Z",
+        "imported": refs,
+    });
+    let file = env.write("many.jsonl", &format!("{good}\n{many}\n"));
+    let out = output(&env, env.cmd().arg("import").arg(&file));
+    assert!(
+        out.starts_with("exit: 2\n")
+            && out.contains("line 2")
+            && out.contains("`references` has 1001 entries, over the limit of 1000"),
+        "{out}"
+    );
+    assert!(!env.db().exists(), "nothing is written");
+}
+
+/// An import line over 1 MiB is refused by its number without being held whole: a 64 MiB line
+/// of JSON is refused after its first MiB.
+#[test]
+fn import_lines_over_a_mebibyte_are_refused_streamed() {
+    let env = Env::new();
+    let good = run_line("p", "1", "build", 'a', &[]);
+    let huge = format!(
+        "{{\"v\":1,\"type\":\"pipeline\",\"name\":\"{}\"}}",
+        "x".repeat(64 << 20)
+    );
+    let file = env.write("in.jsonl", &format!("{good}\n{huge}\n"));
+    drop(huge);
+    let out = output(&env, env.cmd().arg("import").arg(&file));
+    assert!(out.starts_with("exit: 2\n"), "{out}");
+    assert!(
+        out.contains("line 2: the line is over the limit of 1048576 bytes"),
+        "{out}"
+    );
+    assert!(!env.db().exists(), "nothing is written");
+}
+
+/// `wrap` never fails a build over a limit: a Dockerfile with 1,001 cache mounts, one of them
+/// with a 2 KB id, builds (exit 0); what fits is recorded, the run is flagged truncated with a
+/// warning, and `trace` shows the flag in text and JSON.
+#[test]
+fn wrap_records_what_fits_and_flags_the_run_truncated() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let env = Env::new();
+    let docker = env.write("bin/docker", "#!/bin/sh\nexit 0\n");
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut mounts: Vec<String> = (0..1000)
+        .map(|i| format!("--mount=type=cache,target=/c/{i}"))
+        .collect();
+    mounts.insert(
+        3,
+        format!("--mount=type=cache,id={},target=/long", "l".repeat(2048)),
+    );
+    env.write(
+        "ctx/Dockerfile",
+        &format!("FROM scratch\nRUN {} true\n", mounts.join(" ")),
+    );
+    let out = env
+        .cmd()
+        .args([
+            "wrap",
+            "--pipeline",
+            "p",
+            "--run",
+            "1",
+            "--builder",
+            "ci-7",
+            "--",
+        ])
+        .arg(&docker)
+        .args(["build", "-t", "app", "ctx"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: recorded what fits and flagged the run truncated: `mounts[3]` is 2048 bytes, over the limit of 1024 bytes"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cachewarden: recorded succeeded run p/1"),
+        "{stderr}"
+    );
+    let export = ok(env.cmd().arg("export"));
+    let run: serde_json::Value = export
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["type"] == "run")
+        .unwrap();
+    assert_eq!(run["truncated"], true);
+    assert_eq!(run["mounts"].as_array().unwrap().len(), 1000);
+    // The flag travels with the run through export and import.
+    let other = Env::new();
+    let file = other.write("export.jsonl", &export);
+    ok(other.cmd().arg("import").arg(&file));
+    assert_eq!(ok(other.cmd().arg("export")), export);
+    let text = ok(env.cmd().args(["trace", "--run", "p/1"]));
+    assert!(
+        text.lines().any(|l| l.contains("run:p/1/")
+            && l.ends_with("[truncated: inputs over a limit were not recorded]")),
+        "{text}"
+    );
+    let json = ok(env
+        .cmd()
+        .args(["trace", "--run", "p/1", "--format", "json"]));
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["runs"][0]["truncated"], true);
+    ok(env.cmd().args(["incident", "open", "--run", "p/1"]));
+    let md = ok(env
+        .cmd()
+        .args(["incident", "report", "1", "--format", "md"]));
+    assert!(
+        md.lines()
+            .any(|l| l.contains("`run:p/1/") && l.contains("` (truncated) |")),
+        "{md}"
+    );
+}
+
+/// An incident opened with a run seed in the old, unencoded form (a pipeline name with `/`)
+/// still re-traces its run: `verify` and the report work on it.
+#[test]
+fn incidents_with_unencoded_run_seeds_still_verify() {
+    let env = Env::new();
+    let line = serde_json::json!({
+        "v": 1, "type": "run", "pipeline": "acme/web", "run": "7", "step": "build",
+        "started_at": "2026-03-01T10:00:00Z", "finished_at": "2026-03-01T10:05:00Z",
+        "exported": [{"backend": "gha", "key": "web-main"}],
+    });
+    import(&env, &[line.to_string()]);
+    let opened = ok(env.cmd().args(["incident", "open", "--run", "acme/web/7"]));
+    assert!(opened.contains("run:acme%2Fweb/7/build"), "{opened}");
+    let verified = output(&env, env.cmd().args(["incident", "verify", "1"]));
+    assert!(
+        !verified.starts_with("exit: 2") && !verified.contains("no run"),
+        "{verified}"
+    );
+    let report = ok(env
+        .cmd()
+        .args(["incident", "report", "1", "--format", "md"]));
+    assert!(report.contains("`run:acme%2Fweb/7/build`"), "{report}");
+}
