@@ -1,7 +1,9 @@
 //! `cachewarden wrap`: run a build or push and record what it did.
 //!
 //! Recording trouble never fails the build: it becomes a warning on stderr, and `wrap` exits
-//! with the command's own status.
+//! with the command's own status. Containment is another matter: a build from an input an open
+//! incident holds tainted is refused, and so is one whose inputs cannot be checked because the
+//! store exists but cannot be read, unless `[containment] on_unavailable = "fail-open"`.
 
 use std::collections::HashMap;
 use std::path::Path;
