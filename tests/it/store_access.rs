@@ -6,6 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use insta::assert_snapshot;
+
 use crate::common::{Env, digest, ok, output};
 
 /// The migrations of schema version 4, as an older cachewarden applied them.
@@ -273,6 +275,13 @@ fn check_refuses_when_the_store_cannot_be_read() {
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json[0]["checked"], false);
     assert!(json[0]["tainted_in"].is_null());
+}
+
+/// `db migrate --help` says what it does, and that read commands never migrate.
+#[test]
+fn db_migrate_help() {
+    let env = Env::new();
+    assert_snapshot!(output(&env, env.cmd().args(["db", "migrate", "--help"])));
 }
 
 /// A store at schema version 4 (an older cachewarden's), WAL as stores are, with one run of
