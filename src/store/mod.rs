@@ -229,21 +229,16 @@ impl Store {
     /// immutable, without the `-shm` and `-wal` files a read-only WAL connection creates.
     pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
         let meta = require_file(path)?;
-        let wal = sidecar(path, "-wal");
-        let has_wal = std::fs::symlink_metadata(&wal).is_ok();
-        let dir_read_only = path
+        // SQLite keeps the `-wal` beside the file a link resolves to.
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        // An empty `-wal` (a reader leaves one) holds nothing the main file lacks.
+        let has_wal = std::fs::metadata(sidecar(&real, "-wal")).is_ok_and(|m| m.len() > 0);
+        let dir_read_only = real
             .parent()
-            .map(|p| {
-                if p.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    p
-                }
-            })
             .and_then(|dir| std::fs::metadata(dir).ok())
             .is_some_and(|m| m.permissions().readonly());
-        // A file nobody may write, in a directory nobody may write, is evidence: the
-        // permission bits are read rather than tried, since root may write it anyway.
+        // A file or directory that nobody may write is evidence: the permission bits are read
+        // rather than tried, since root may write them anyway.
         let locked_down = meta.permissions().readonly() || dir_read_only;
         if locked_down && !has_wal {
             return Self::open_reader(path, Access::Immutable);

@@ -408,6 +408,30 @@ fn a_damaged_user_version_is_one_line() {
     }
 }
 
+/// `cachewarden --db DB ARGS` as user `nobody`, when this process is root (and may drop to it);
+/// HOME is the environment's, which must be readable by all.
+fn as_nobody(env: &Env, db: &Path, args: &[&str]) -> Option<Command> {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout == b"0\n");
+    if !root {
+        return None;
+    }
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(assert_cmd::cargo::cargo_bin!("cachewarden"))
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .env("HOME", env.path())
+        .env("XDG_CONFIG_HOME", env.path().join("config"))
+        .env("NO_COLOR", "1")
+        .env_remove("CACHEWARDEN_CONFIG")
+        .env_remove("CACHEWARDEN_DB");
+    Some(cmd)
+}
+
 /// What a responder is handed: a copy of a store with data, the file 0444 in a 0555
 /// directory, no `-wal` or `-shm`. `trace` and `export` read it and answer as the original,
 /// as root and as an unprivileged user, and nothing is written or created beside it; so do
@@ -437,27 +461,7 @@ fn a_read_only_copy_answers_as_the_original() {
     let copy = evidence.join("store.db");
     std::fs::copy(env.db(), &copy).unwrap();
     let bytes = std::fs::read(&copy).unwrap();
-    let unprivileged = |args: &[&str]| -> Option<String> {
-        // Needs root to drop to `nobody`, and `setpriv`.
-        if !Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout == b"0\n")
-        {
-            return None;
-        }
-        let mut cmd = Command::new("setpriv");
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(assert_cmd::cargo::cargo_bin!("cachewarden"))
-            .arg("--db")
-            .arg(&copy)
-            .args(args)
-            .env("HOME", env.path())
-            .env("XDG_CONFIG_HOME", env.path().join("config"))
-            .env_remove("CACHEWARDEN_CONFIG")
-            .env_remove("CACHEWARDEN_DB");
-        Some(ok(&mut cmd))
-    };
+    let unprivileged = |args: &[&str]| as_nobody(&env, &copy, args).map(|mut cmd| ok(&mut cmd));
     std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     for (file_mode, dir_mode) in [(0o444, 0o555), (0o644, 0o755)] {
         std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(file_mode)).unwrap();
@@ -478,4 +482,53 @@ fn a_read_only_copy_answers_as_the_original() {
         assert_eq!(names, ["store.db"], "mode {file_mode:o}");
         assert_eq!(std::fs::read(&copy).unwrap(), bytes);
     }
+}
+
+/// A read-only copy with a write-ahead log holding data cannot be read by a user who may not
+/// create its index (`-shm`) beside it: it is refused (exit 3) with what to do, and nothing is
+/// written or created; never read as immutable, which would leave out the log's data.
+#[test]
+fn a_read_only_copy_with_a_write_ahead_log_is_refused_unprivileged() {
+    let env = Env::new();
+    ok(env.cmd().args(["record", "--pipeline", "p", "--run", "1"]));
+    let evidence = env.path().join("evidence");
+    std::fs::create_dir(&evidence).unwrap();
+    let copy = evidence.join("store.db");
+    let writer = rusqlite::Connection::open(env.db()).unwrap();
+    writer
+        .execute_batch(
+            "PRAGMA wal_autocheckpoint = 0; INSERT INTO pipelines (name) VALUES ('late');",
+        )
+        .unwrap();
+    std::fs::copy(env.db(), &copy).unwrap();
+    let wal = evidence.join("store.db-wal");
+    std::fs::copy(env.path().join("store.db-wal"), &wal).unwrap();
+    drop(writer);
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+    for file in [&copy, &wal] {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o444)).unwrap();
+    }
+    std::fs::set_permissions(&evidence, std::fs::Permissions::from_mode(0o555)).unwrap();
+    std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let before = (std::fs::read(&copy).unwrap(), std::fs::read(&wal).unwrap());
+    let Some(mut cmd) = as_nobody(&env, &copy, &["export"]) else {
+        return;
+    };
+    let out = output(&env, &mut cmd);
+    assert!(
+        out.starts_with("exit: 3\n--- stdout\n--- stderr\n"),
+        "{out}"
+    );
+    assert!(out.contains("its write-ahead log"), "{out}");
+    let names: Vec<_> = std::fs::read_dir(&evidence)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(names, ["store.db", "store.db-wal"]);
+    assert_eq!(
+        (std::fs::read(&copy).unwrap(), std::fs::read(&wal).unwrap()),
+        before
+    );
 }
