@@ -81,7 +81,7 @@ pub enum StoreError {
         supported: usize,
     },
     #[error(
-        "database `{path}` has schema version {found}, older than this cachewarden's {supported}: `cachewarden db migrate` upgrades it (so does the next command that records); read commands leave it as it is"
+        "database `{path}` has schema version {found}, older than this cachewarden's {supported}: `cachewarden db migrate` upgrades it (so does the next command that writes); read commands leave it as it is"
     )]
     Older {
         path: PathBuf,
