@@ -9,8 +9,9 @@ use crate::model::{Driver, RunStatus};
 /// Provenance and incident response for BuildKit build caches.
 ///
 /// Exit status: 0 success, 1 findings or partial failure, 2 usage error or bad input,
-/// 3 store unusable (locked, unreadable, newer schema), 4 remote service unreachable,
-/// 5 refused by policy, 70 internal error. `wrap` exits with its command's own status.
+/// 3 store missing or unusable (locked, unreadable, older or newer schema), 4 remote service
+/// unreachable, 5 refused by policy, 70 internal error. `wrap` exits with its command's own
+/// status.
 #[derive(Debug, Parser)]
 #[command(name = "cachewarden", version, max_term_width = 100)]
 pub struct Cli {
@@ -69,6 +70,9 @@ pub enum Command {
     /// Compare what registries hold with what recorded pipelines exported.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Upgrade the store's schema (read commands never change it).
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Generate synthetic fleet histories and measure (for benchmarks).
     #[command(hide = true)]
     Bench(BenchArgs),
@@ -253,6 +257,9 @@ pub struct CheckArgs {
     /// Image or cache references (`REF@DIGEST`, a bare digest, or a tag to resolve).
     #[arg(required = true, value_name = "REF")]
     pub refs: Vec<String>,
+    /// The pipeline asking, for its containment settings [default: from the CI environment]
+    #[arg(long, value_name = "NAME")]
+    pub pipeline: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
@@ -476,6 +483,17 @@ pub struct SweepArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Upgrade an existing store to this cachewarden's schema, saying from which version.
+    ///
+    /// Read commands (`trace`, `export`, `check`, `incident list`, `show` and `report`) never
+    /// migrate: they refuse an older store with exit 3 (`check`, which fails closed, with 5).
+    /// Commands that write migrate it as they open it. Older cachewarden hooks refuse a store
+    /// once it is migrated: upgrade them first.
+    Migrate,
 }
 
 #[derive(Debug, Subcommand)]

@@ -47,6 +47,9 @@ pub struct Config {
     pub scope: Scope,
     #[serde(default)]
     pub purge: PurgeConfig,
+    /// What `wrap` and `check` do when the store cannot be read.
+    #[serde(default)]
+    pub containment: ContainmentConfig,
     /// Where the file was read from, for messages.
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -77,6 +80,9 @@ pub struct PipelineConfig {
     /// The highest level a run of the pipeline is recorded at.
     #[serde(default)]
     pub trust_level: Option<String>,
+    /// Overrides `[containment] on_unavailable` for this pipeline.
+    #[serde(default)]
+    pub on_unavailable: Option<OnUnavailable>,
 }
 
 impl PipelineConfig {
@@ -185,6 +191,35 @@ fn default_clock_skew() -> u64 {
 
 fn default_concurrency() -> usize {
     8
+}
+
+/// Containment settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainmentConfig {
+    /// What `wrap` and `check` do when an existing store cannot be read.
+    #[serde(default)]
+    pub on_unavailable: OnUnavailable,
+}
+
+/// What containment does when it cannot tell whether an input is tainted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnUnavailable {
+    /// Refuse (exit 5): nothing is built from, or passed as, an input that was not checked.
+    #[default]
+    FailClosed,
+    /// Go on with a warning.
+    FailOpen,
+}
+
+impl OnUnavailable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FailClosed => "fail-closed",
+            Self::FailOpen => "fail-open",
+        }
+    }
 }
 
 /// Where registry credentials come from.
@@ -336,6 +371,16 @@ impl Config {
     pub fn registry(&self, host: &str) -> Option<&RegistryConfig> {
         self.registries.iter().find(|r| r.host == host)
     }
+
+    /// What containment does for `pipeline` (when known) when the store cannot be read: the
+    /// matching `[[pipeline]]` entry's `on_unavailable`, else the `[containment]` table's,
+    /// fail-closed by default.
+    pub fn on_unavailable_for(&self, pipeline: Option<&str>) -> OnUnavailable {
+        pipeline
+            .and_then(|name| self.pipeline(name))
+            .and_then(|p| p.on_unavailable)
+            .unwrap_or(self.containment.on_unavailable)
+    }
 }
 
 fn default_path() -> Option<PathBuf> {
@@ -395,6 +440,46 @@ credentials = "anonymous"
         assert!(scope.allows_repository("r.io", "deep/a/b"));
         assert!(!scope.allows_repository("other.io", "team/app"));
         assert!(scope.allows_builder("ci-1") && !scope.allows_builder("ci-2"));
+    }
+
+    /// Containment fails closed unless the config says otherwise.
+    #[test]
+    fn containment_fails_closed_by_default() {
+        let empty = Config::parse("", Path::new("c.toml")).unwrap();
+        assert_eq!(
+            empty.on_unavailable_for(Some("p")),
+            OnUnavailable::FailClosed
+        );
+        let open = Config::parse(
+            "[containment]\non_unavailable = \"fail-open\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(open.on_unavailable_for(None), OnUnavailable::FailOpen);
+        let mixed = Config::parse(
+            "[containment]\non_unavailable = \"fail-open\"\n\n\
+             [[pipeline]]\nname = \"release\"\non_unavailable = \"fail-closed\"\n\n\
+             [[pipeline]]\npattern = \"pr-*\"\ntrust_level = \"untrusted\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            mixed.on_unavailable_for(Some("release")),
+            OnUnavailable::FailClosed
+        );
+        assert_eq!(
+            mixed.on_unavailable_for(Some("pr-1")),
+            OnUnavailable::FailOpen,
+            "an entry without on_unavailable leaves the table's"
+        );
+        assert_eq!(mixed.on_unavailable_for(None), OnUnavailable::FailOpen);
+        let err = Config::parse(
+            "[containment]\non_unavailable = \"sometimes\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("on_unavailable"), "{err}");
     }
 
     #[test]

@@ -1,4 +1,9 @@
 //! `cachewarden check`: are these references tainted in an open incident?
+//!
+//! A reader: it never creates or migrates the store. A missing or empty store is an error
+//! (exit 3), not a pass. A store that exists but cannot be read is decided by `[containment]
+//! on_unavailable`: refused (exit 5, the default) or passed with a warning, each reference
+//! shown as unchecked.
 
 use std::path::Path;
 
@@ -6,13 +11,21 @@ use anyhow::Result;
 
 use crate::ExitStatus;
 use crate::cli::{CheckArgs, OutputFormat};
-use crate::commands::{open_store, write_stdout};
-use crate::config::Config;
+use crate::commands::{open_read_store, write_stdout};
+use crate::config::{Config, OnUnavailable};
 use crate::error::RefusedError;
+use crate::ingest::ci;
 use crate::model::{Digest, ImageRef};
 use crate::printer::Printer;
 use crate::remote::registry::Resolver;
 use crate::report::escape::Term;
+use crate::store::{Contained, StoreError};
+
+/// A reference as given: a digest, or a reference that may need resolving.
+enum Given {
+    Digest(Digest),
+    Reference(ImageRef),
+}
 
 pub async fn check(
     args: &CheckArgs,
@@ -20,35 +33,76 @@ pub async fn check(
     config: &Config,
     printer: Printer,
 ) -> Result<ExitStatus> {
-    // Pin every reference first: a bad reference or an unreachable registry is an error, not
-    // a pass.
-    let mut pinned: Vec<(String, Digest)> = Vec::new();
+    // Bad input first, before any IO.
+    let mut given: Vec<(String, Given)> = Vec::new();
     for value in &args.refs {
-        if let Ok(digest) = Digest::parse(value, "REF") {
-            pinned.push((value.clone(), digest));
-            continue;
-        }
-        let reference = ImageRef::parse(value, "REF")?;
-        let digest = match &reference.digest {
-            Some(d) => d.clone(),
-            None => {
-                let resolver = Resolver::new(config, std::slice::from_ref(&reference.registry));
-                resolver.resolve(&reference).await?
-            }
+        let parsed = match Digest::parse(value, "REF") {
+            Ok(digest) => Given::Digest(digest),
+            Err(_) => Given::Reference(ImageRef::parse(value, "REF")?),
         };
-        pinned.push((value.clone(), digest));
+        given.push((value.clone(), parsed));
     }
-    let store = open_store(db)?;
+    let env = |name: &str| std::env::var(name).ok();
+    let pipeline = args
+        .pipeline
+        .clone()
+        .or_else(|| ci::detect(&env).and_then(|c| c.pipeline));
+    let policy = config.on_unavailable_for(pipeline.as_deref());
+    let store = match open_read_store(db) {
+        Ok(store) => Some(store),
+        // Nothing recorded yet: an error (exit 3), never an empty answer that reads as `ok`.
+        Err(err @ (StoreError::Missing { .. } | StoreError::Empty { .. })) => {
+            return Err(err.into());
+        }
+        Err(err) => {
+            unavailable(err, policy, printer)?;
+            None
+        }
+    };
+
+    // Pin every reference: a bad reference or an unreachable registry is an error, not a pass.
+    let mut pinned: Vec<(String, Digest)> = Vec::new();
+    for (value, parsed) in given {
+        let digest = match parsed {
+            Given::Digest(digest) => digest,
+            Given::Reference(reference) => match &reference.digest {
+                Some(d) => d.clone(),
+                None => {
+                    let resolver = Resolver::new(config, std::slice::from_ref(&reference.registry));
+                    resolver.resolve(&reference).await?
+                }
+            },
+        };
+        pinned.push((value, digest));
+    }
     let digests: Vec<String> = pinned.iter().map(|(_, d)| d.to_string()).collect();
-    let hits = store.contained(&digests)?;
+    let hits: Option<Vec<Contained>> = match store.map(|store| store.contained(&digests)) {
+        Some(Ok(hits)) => Some(hits),
+        Some(Err(err)) => {
+            unavailable(err, policy, printer)?;
+            None
+        }
+        None => None,
+    };
+    let incidents_of = |digest: &Digest| -> Option<Vec<i64>> {
+        hits.as_ref().map(|hits| {
+            hits.iter()
+                .filter(|h| h.digest == digest.as_str())
+                .map(|h| h.incident)
+                .collect()
+        })
+    };
     match args.format {
         OutputFormat::Json => {
             let doc: Vec<serde_json::Value> = pinned
                 .iter()
                 .map(|(name, digest)| {
-                    let incidents: Vec<i64> =
-                        hits.iter().filter(|h| h.digest == digest.as_str()).map(|h| h.incident).collect();
-                    serde_json::json!({"ref": name, "digest": digest.to_string(), "tainted_in": incidents})
+                    serde_json::json!({
+                        "ref": name,
+                        "digest": digest.to_string(),
+                        "checked": hits.is_some(),
+                        "tainted_in": incidents_of(digest),
+                    })
                 })
                 .collect();
             write_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
@@ -56,36 +110,56 @@ pub async fn check(
         OutputFormat::Text => {
             let mut out = String::new();
             for (name, digest) in &pinned {
-                let incidents: Vec<String> = hits
-                    .iter()
-                    .filter(|h| h.digest == digest.as_str())
-                    .map(|h| h.incident.to_string())
-                    .collect();
-                if incidents.is_empty() {
-                    out.push_str(&format!("ok       {} ({digest})\n", Term(name)));
-                } else {
-                    out.push_str(&format!(
-                        "TAINTED  {} ({digest}) in open incident {}\n",
-                        Term(name),
-                        incidents.join(", ")
-                    ));
+                match incidents_of(digest) {
+                    None => out.push_str(&format!(
+                        "UNCHECKED {} ({digest}): the store could not be read\n",
+                        Term(name)
+                    )),
+                    Some(incidents) if incidents.is_empty() => {
+                        out.push_str(&format!("ok       {} ({digest})\n", Term(name)));
+                    }
+                    Some(incidents) => {
+                        let incidents: Vec<String> = incidents.iter().map(i64::to_string).collect();
+                        out.push_str(&format!(
+                            "TAINTED  {} ({digest}) in open incident {}\n",
+                            Term(name),
+                            incidents.join(", ")
+                        ));
+                    }
                 }
             }
             write_stdout(&out)?;
         }
     }
-    if hits.is_empty() {
-        Ok(ExitStatus::Success)
-    } else {
-        printer.detail(format!("{} tainted references", hits.len()));
-        Err(RefusedError(format!(
-            "{} of {} references are tainted in an open incident",
-            pinned
-                .iter()
-                .filter(|(_, d)| hits.iter().any(|h| h.digest == d.as_str()))
-                .count(),
-            pinned.len()
+    let Some(hits) = hits.filter(|hits| !hits.is_empty()) else {
+        return Ok(ExitStatus::Success);
+    };
+    printer.detail(format!("{} tainted references", hits.len()));
+    Err(RefusedError(format!(
+        "{} of {} references are tainted in an open incident",
+        pinned
+            .iter()
+            .filter(|(_, d)| hits.iter().any(|h| h.digest == d.as_str()))
+            .count(),
+        pinned.len()
+    ))
+    .into())
+}
+
+/// A store that exists but cannot be read: a refusal (exit 5) when containment fails closed,
+/// a warning when it fails open. (A missing store is an error before this: a reader creates
+/// nothing, and an empty answer would read as `ok`.)
+fn unavailable(err: StoreError, policy: OnUnavailable, printer: Printer) -> Result<()> {
+    match policy {
+        OnUnavailable::FailClosed => Err(RefusedError(format!(
+            "containment cannot be checked, so nothing passes: {err} (`[containment] on_unavailable` is `fail-closed`)"
         ))
-        .into())
+        .into()),
+        OnUnavailable::FailOpen => {
+            printer.warn(format!(
+                "containment not checked, passing anyway (`[containment] on_unavailable = \"fail-open\"`): {err}"
+            ));
+            Ok(())
+        }
     }
 }

@@ -8,12 +8,12 @@ use anyhow::{Context, Result};
 
 use crate::ExitStatus;
 use crate::cli::ExportArgs;
-use crate::commands::open_existing_store;
+use crate::commands::open_read_store;
 use crate::store::ExportError;
 use crate::wire::provenance::line_of;
 
 pub fn export(args: &ExportArgs, db: &Path) -> Result<ExitStatus> {
-    let store = open_existing_store(db)?;
+    let store = open_read_store(db)?;
     let (mut out, tmp): (
         Box<dyn Write>,
         Option<(std::path::PathBuf, std::path::PathBuf)>,

@@ -17,7 +17,7 @@ use crate::cli::{
     IncidentShowArgs, OutputFormat, ReportFormat, SeedArgs,
 };
 use crate::commands::trace::run_trace;
-use crate::commands::{open_existing_store, write_stdout};
+use crate::commands::{open_existing_store, open_read_store, write_stdout};
 use crate::config::Config;
 use crate::error::{InputError, RefusedError, RemoteError};
 use crate::execute::{
@@ -968,7 +968,7 @@ async fn check_target(target: &Target, config: &Config) -> Result<String, Remote
 }
 
 fn list(args: &IncidentListArgs, db: &Path) -> Result<ExitStatus> {
-    let store = open_existing_store(db)?;
+    let store = open_read_store(db)?;
     let incidents = store.incidents()?;
     let mut out = String::new();
     match args.format {
@@ -1002,7 +1002,7 @@ fn list(args: &IncidentListArgs, db: &Path) -> Result<ExitStatus> {
 }
 
 fn show(args: &IncidentShowArgs, db: &Path) -> Result<ExitStatus> {
-    let store = open_existing_store(db)?;
+    let store = open_read_store(db)?;
     let incident = store.incident(args.id)?;
     let rows = store.actions(args.id)?;
     match args.format {
@@ -1026,7 +1026,7 @@ fn show(args: &IncidentShowArgs, db: &Path) -> Result<ExitStatus> {
 }
 
 fn write_report(args: &IncidentReportArgs, db: &Path) -> Result<ExitStatus> {
-    let store = open_existing_store(db)?;
+    let store = open_read_store(db)?;
     let incident = store.incident(args.id)?;
     let rows = store.actions(args.id)?;
     let doc = report::incident::document(&incident, &rows, extras(&store, args.id)?);

@@ -15,6 +15,7 @@ use crate::store::{Store, StoreError};
 mod audit;
 mod bench;
 mod check;
+mod db;
 mod export;
 mod import;
 mod incident;
@@ -38,6 +39,7 @@ pub async fn dispatch(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::MarkPurged(args) => mark_purged::mark_purged(&args, &db, &config, printer),
         Command::Sweep(args) => sweep::sweep(&args, &db, &config, printer).await,
         Command::Audit(command) => audit::audit(command, &db, &config, printer).await,
+        Command::Db(command) => db::db(&command, &db, printer),
         Command::Bench(args) => bench::bench(args, printer),
     }
 }
@@ -55,12 +57,20 @@ fn db_path(explicit: Option<&Path>) -> Result<PathBuf> {
     }
 }
 
+/// The store for a command that records: created when missing, migrated when older.
 pub(crate) fn open_store(path: &Path) -> Result<Store, StoreError> {
     Store::open(path)
 }
 
+/// The store for a command that writes to recorded history: it must exist; migrated when
+/// older.
 pub(crate) fn open_existing_store(path: &Path) -> Result<Store, StoreError> {
     Store::open_existing(path)
+}
+
+/// The store for a command that only reads: never created, migrated or written.
+pub(crate) fn open_read_store(path: &Path) -> Result<Store, StoreError> {
+    Store::open_read_only(path)
 }
 
 /// Writes data to stdout; a closed pipe surfaces as an io error the caller ends quietly on.

@@ -9,7 +9,7 @@ use indicatif::ProgressBar;
 
 use crate::ExitStatus;
 use crate::cli::TraceArgs;
-use crate::commands::open_existing_store;
+use crate::commands::open_read_store;
 use crate::error::InputError;
 use crate::graph::{self, Seeds, Source, TraceError, TraceOptions};
 use crate::printer::Printer;
@@ -19,7 +19,7 @@ use crate::time::Rfc3339;
 
 pub fn trace(args: &TraceArgs, db: &Path, printer: Printer) -> Result<ExitStatus> {
     let seeds = Seeds::from_args(&args.seeds)?;
-    let mut store = open_existing_store(db)?;
+    let mut store = open_read_store(db)?;
     let started = Instant::now();
     let spinner = spinner(printer);
     let options = TraceOptions {

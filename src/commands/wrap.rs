@@ -1,7 +1,9 @@
 //! `cachewarden wrap`: run a build or push and record what it did.
 //!
 //! Recording trouble never fails the build: it becomes a warning on stderr, and `wrap` exits
-//! with the command's own status.
+//! with the command's own status. Containment is another matter: a build from an input an open
+//! incident holds tainted is refused, and so is one whose inputs cannot be checked because the
+//! store exists but cannot be read, unless `[containment] on_unavailable = "fail-open"`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,12 +14,12 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::ExitStatus;
 use crate::cli::{RecordArgs, WrapArgs};
-use crate::commands::open_store;
 use crate::commands::record::{
     apply_metadata, artifact_of_spec, build_record, carries_inline_cache, reference_of,
     registry_hosts,
 };
-use crate::config::Config;
+use crate::commands::{open_existing_store, open_store};
+use crate::config::{Config, OnUnavailable};
 use crate::error::{InputError, RefusedError, RemoteError};
 use crate::ingest::builder::DEFAULT_BUILDX_BUILDER;
 use crate::ingest::command::{self, BuildCommand, Wrapped};
@@ -30,7 +32,7 @@ use crate::printer::Printer;
 use crate::remote::buildkit::{BuildkitClient, CacheRecord};
 use crate::remote::engine::Engine;
 use crate::remote::registry::Resolver;
-use crate::store::Contained;
+use crate::store::{Contained, Store, StoreError};
 use crate::time;
 
 pub async fn wrap(
@@ -168,10 +170,27 @@ async fn wrap_build(
         pin_inputs(record, engine.as_ref(), config, printer, &mut import_tags).await;
     }
 
-    // Containment: an open incident holds some input tainted.
-    let hits = match planned.as_ref() {
-        Some(record) => contained_inputs(record, db),
-        None => Vec::new(),
+    // Containment: an open incident holds some input tainted. A store that exists but cannot
+    // be read is decided by `[containment] on_unavailable`.
+    let (hits, mut containment_store) = match planned.as_ref() {
+        Some(record) => match contained_inputs(record, db) {
+            Ok(found) => found,
+            Err(err) => match config.on_unavailable_for(Some(&record.pipeline.name)) {
+                OnUnavailable::FailClosed => {
+                    return Err(RefusedError(format!(
+                        "refusing to build: whether its inputs are tainted cannot be checked: {err} (`[containment] on_unavailable` is `fail-closed`)"
+                    ))
+                    .into());
+                }
+                OnUnavailable::FailOpen => {
+                    printer.warn(format!(
+                        "containment not checked, building anyway (`[containment] on_unavailable = \"fail-open\"`): {err}"
+                    ));
+                    (Vec::new(), None)
+                }
+            },
+        },
+        None => (Vec::new(), None),
     };
     if !hits.is_empty() {
         for hit in &hits {
@@ -195,18 +214,27 @@ async fn wrap_build(
             .into());
         }
         if let Some(record) = planned.as_ref() {
+            // The OS account from the system, never `USER`, which the job sets at will.
             let by = crate::actor::actor();
-            if let Ok(mut store) = open_store(db) {
-                for hit in &hits {
-                    if let Err(err) =
-                        store.record_override(hit, &record.pipeline.name, &record.run_id, &by)
-                    {
-                        printer.warn(format!("the override was not recorded: {err}"));
+            let store = match containment_store.take() {
+                Some(store) => Ok(store),
+                None => open_store(db),
+            };
+            match store {
+                Ok(mut store) => {
+                    for hit in &hits {
+                        if let Err(err) =
+                            store.record_override(hit, &record.pipeline.name, &record.run_id, &by)
+                        {
+                            printer.warn(format!("the override was not recorded: {err}"));
+                        }
                     }
                 }
+                Err(err) => printer.warn(format!("the override was not recorded: {err}")),
             }
         }
     }
+    drop(containment_store);
 
     let started_at = time::now();
     let status = spawn(&argv)?
@@ -303,21 +331,29 @@ fn fit_limits(record: &mut crate::model::RunRecord, printer: Printer) -> bool {
     }
 }
 
-/// The inputs of a planned build that an open incident holds tainted. A store that cannot be
-/// read holds nothing: containment never turns recording trouble into a failed build.
-fn contained_inputs(record: &crate::model::RunRecord, db: &Path) -> Vec<Contained> {
+/// The inputs of a planned build that an open incident holds tainted, and the store they were
+/// read from. No store yet holds nothing (a fresh runner records as before); a store that
+/// exists but cannot be read is an error, which the caller decides on.
+fn contained_inputs(
+    record: &crate::model::RunRecord,
+    db: &Path,
+) -> Result<(Vec<Contained>, Option<Store>), StoreError> {
     let digests: Vec<String> = record
         .imported
         .iter()
         .chain(&record.base_images)
         .filter_map(|a| a.digest.as_ref().map(|d| d.to_string()))
         .collect();
-    if digests.is_empty() || !db.exists() {
-        return Vec::new();
+    if digests.is_empty() {
+        return Ok((Vec::new(), None));
     }
-    open_store(db)
-        .and_then(|store| store.contained(&digests))
-        .unwrap_or_default()
+    let store = match open_existing_store(db) {
+        Ok(store) => store,
+        Err(StoreError::Missing { .. }) => return Ok((Vec::new(), None)),
+        Err(err) => return Err(err),
+    };
+    let hits = store.contained(&digests)?;
+    Ok((hits, Some(store)))
 }
 
 /// The record flags plus what the build command line says.

@@ -11,10 +11,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use compact_str::CompactString;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 use rustc_hash::{FxHashMap, FxHasher};
 
-use super::{Store, StoreError, sql_error};
+use super::{Access, Store, StoreError, sql_error};
 use crate::graph::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestUses, MountId, MountInfo,
     Purged, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
@@ -104,7 +104,7 @@ impl<'s> TraceSource<'s> {
                 Some(0) => {
                     self.budget = None;
                     let started = Instant::now();
-                    self.index = Index::load(&self.store.conn, &self.store.path)
+                    self.index = Index::load(&self.store.conn, &self.store.path, self.store.access)
                         .map_err(|e| sql_error(&self.store.path, e))?;
                     self.load_time = Some(started.elapsed());
                 }
@@ -136,16 +136,11 @@ impl Drop for TraceSource<'_> {
 /// records are only ever appended, each with an id above every earlier one, and the columns
 /// read there (an artifact's backend, locator, digest and key; a record's builder, id, type and
 /// description) never change: reading those up to the largest id `conn` sees (see [`Slots`])
-/// gives exactly the rows of `conn`'s snapshot. `None` when the file cannot be opened again
-/// (then `conn` reads everything).
-fn appended_reader(path: &Path) -> Option<Connection> {
-    let reader = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .ok()?;
-    reader.busy_timeout(super::BUSY_TIMEOUT).ok()?;
-    Some(reader)
+/// gives exactly the rows of `conn`'s snapshot. It is opened as the store was (an immutable
+/// copy stays immutable). `None` when the file cannot be opened again (then `conn` reads
+/// everything).
+fn appended_reader(path: &Path, access: Access) -> Option<Connection> {
+    super::reopen_read_only(path, access)
 }
 
 /// Store ids as array positions. Loading gives up (and the trace goes on with queries) when
@@ -926,7 +921,7 @@ impl Index {
     /// Reads the graph; `None` when it cannot be held as arrays (ids too large). The events,
     /// the artifacts' identities and the builder records are read on a second connection
     /// while `conn` reads the other tables.
-    fn load(conn: &Connection, path: &Path) -> rusqlite::Result<Option<Self>> {
+    fn load(conn: &Connection, path: &Path, access: Access) -> rusqlite::Result<Option<Self>> {
         let slots = some_or_skip!(Slots::read(conn)?);
         type Appended = (Events, Artifacts, Records);
         let appended = |conn: &Connection| -> rusqlite::Result<Option<Appended>> {
@@ -935,7 +930,7 @@ impl Index {
             let records = some_or_skip!(Records::load(conn, &slots)?);
             Ok(Some((events, artifacts, records)))
         };
-        let (appended, tables) = match appended_reader(path) {
+        let (appended, tables) = match appended_reader(path, access) {
             Some(reader) => std::thread::scope(|scope| {
                 let appended = scope.spawn(move || appended(&reader));
                 let tables = Tables::load(conn, &slots);
@@ -1417,7 +1412,9 @@ mod tests {
                 // A run seen earlier, that imported `x` and a new artifact `y`.
                 std::fs::write(&file, line("2", "2025-12-01", &[&x, &y]) + "\n").unwrap();
                 cachewarden(&["-q", "--db", db, "import", file.to_str().unwrap()]);
-                let index = Index::load(&store.conn, &path).unwrap().unwrap();
+                let index = Index::load(&store.conn, &path, Access::Write)
+                    .unwrap()
+                    .unwrap();
                 // `x` keeps the first sighting of the snapshot; `y` is not there.
                 assert_eq!(
                     index.artifact(1).unwrap().first_seen,
@@ -1447,7 +1444,7 @@ mod tests {
                 ] {
                     assert!(reads.items.iter().all(|e| e.run == 1));
                 }
-                let reader = appended_reader(&path).unwrap();
+                let reader = appended_reader(&path, Access::Write).unwrap();
                 let now: i64 = reader
                     .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
                     .unwrap();
@@ -1982,6 +1979,53 @@ mod tests {
             assert_eq!(graph::Source::record(&mut source, id).unwrap(), record);
         }
         assert!(source.loaded());
+    }
+
+    /// A read-only copy (a file and directory nobody may write, no `-wal`) is read as
+    /// immutable, the graph load's second connection too: the answers are the store's, and
+    /// nothing is created beside the file.
+    #[test]
+    fn a_read_only_copy_loads_the_graph_without_writing() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("evidence");
+        std::fs::create_dir(&copy).unwrap();
+        let path = copy.join("db");
+        let mut store = Store::open(&path).unwrap();
+        store
+            .conn
+            .execute_batch(
+                "INSERT INTO builders (id, name) VALUES (1, 'b');
+                 INSERT INTO artifacts (id, backend, locator, digest, key, first_seen)
+                 VALUES (1, 'registry', 'reg.io/app', 'sha256:aa', '', 7);
+                 INSERT INTO builder_records (id, builder_id, record_id, description)
+                 VALUES (1, 1, 'r1', 'RUN make');",
+            )
+            .unwrap();
+        let artifact = graph::Source::artifact(&mut store, 1).unwrap();
+        let record = graph::Source::record(&mut store, 1).unwrap();
+        drop(store);
+        assert_eq!(std::fs::read_dir(&copy).unwrap().count(), 1, "no -wal left");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o555)).unwrap();
+        let before = std::fs::read(&path).unwrap();
+
+        let mut store = Store::open_read_only(&path).unwrap();
+        assert_eq!(store.access, Access::Immutable);
+        let mut source = TraceSource::with_budget(&mut store, Some(0));
+        assert_eq!(graph::Source::artifact(&mut source, 1).unwrap(), artifact);
+        assert_eq!(graph::Source::record(&mut source, 1).unwrap(), record);
+        assert!(source.loaded());
+        drop(source);
+        drop(store);
+        let names: Vec<_> = std::fs::read_dir(&copy)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["db"]);
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
     /// Packed events keep ids, run ids and times beyond 32 bits, and negative times.

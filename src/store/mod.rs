@@ -3,8 +3,14 @@
 //! SQLite is the embedded default. Every query lives behind [`Store`]'s methods so that another
 //! backend can implement the same narrow API. Migrations are the numbered files under
 //! `schema/migrations/`, tracked by `PRAGMA user_version`.
+//!
+//! Writers open with [`Store::open`] (creating the file and migrating it); readers open with
+//! [`Store::open_read_only`], which never writes: not the schema, not the journal mode, not
+//! even a `-wal` or `-shm` file beside a copy that cannot be written.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
@@ -60,6 +66,10 @@ pub fn schema_version() -> usize {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("no database at `{path}` (record a build first, or pass --db)")]
+    Missing { path: PathBuf },
+    #[error("cannot open database `{path}`: {reason}")]
+    Unusable { path: PathBuf, reason: String },
     #[error("cannot open database `{path}`: {source}")]
     Open {
         path: PathBuf,
@@ -74,6 +84,26 @@ pub enum StoreError {
         found: usize,
         supported: usize,
     },
+    #[error(
+        "database `{path}` has schema version {found}, older than this cachewarden's {supported}: `cachewarden db migrate` upgrades it (so does the next command that writes); read commands leave it as it is"
+    )]
+    Older {
+        path: PathBuf,
+        found: usize,
+        supported: usize,
+    },
+    #[error(
+        "database `{path}` has no schema yet (an empty file): nothing to read; the next command that records creates it"
+    )]
+    Empty { path: PathBuf },
+    #[error(
+        "database `{path}` says it has schema version {found}, which does not match the tables it holds: its `user_version` is damaged, or it is not a cachewarden database; it is left as it is (restore it from a backup)"
+    )]
+    Corrupt { path: PathBuf, found: i64 },
+    #[error(
+        "cannot read database `{path}` read-only: its write-ahead log `{path}-wal` can be read only with its `-shm` file, which cannot be created here; copy the database and its `-wal` file into a writable directory"
+    )]
+    WalUnreadable { path: PathBuf },
     #[error("database `{path}` is locked by another process (waited {}s)", BUSY_TIMEOUT.as_secs())]
     Locked { path: PathBuf },
     #[error("cannot migrate database `{path}`: {message}")]
@@ -99,10 +129,31 @@ impl StoreError {
     }
 }
 
+/// How a store's file was opened; a second connection opens it the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Read and write, schema migrated: the writers.
+    Write,
+    /// Read-only beside writers, through SQLite's locks and the WAL index (`-shm`).
+    ReadOnly,
+    /// Read-only, the file taken as unchanging: no locks, no `-shm` or `-wal` file created.
+    /// Only for a file that cannot be written and has no write-ahead log (a copy handed over
+    /// as evidence), where nothing can change it while it is read.
+    Immutable,
+}
+
+/// What `cachewarden db migrate` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migrated {
+    pub from: usize,
+    pub to: usize,
+}
+
 /// The provenance store.
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    access: Access,
 }
 
 impl std::fmt::Debug for Store {
@@ -112,7 +163,8 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date: the
+    /// writers.
     ///
     /// Sets WAL, `busy_timeout` and foreign keys. Several processes may open a fresh database
     /// at once: migrations run in a `BEGIN IMMEDIATE` transaction, and a process that lost the
@@ -124,19 +176,40 @@ impl Store {
                 source: rusqlite::Error::InvalidPath(PathBuf::from(err.to_string())),
             })?;
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| StoreError::Open {
+        Self::open_writer(path, true).map(|(store, _)| store)
+    }
+
+    /// Opens an existing database for writing, migrating it (writers that need recorded
+    /// history: incidents, sweeps, audits, manual purges).
+    pub fn open_existing(path: &Path) -> Result<Self, StoreError> {
+        require_file(path)?;
+        Self::open_writer(path, false).map(|(store, _)| store)
+    }
+
+    /// Brings an existing database's schema up to date: `cachewarden db migrate`.
+    pub fn migrate_existing(path: &Path) -> Result<Migrated, StoreError> {
+        require_file(path)?;
+        let (_, from) = Self::open_writer(path, false)?;
+        Ok(Migrated {
+            from,
+            to: schema_version(),
+        })
+    }
+
+    /// Opens for writing; also returns the schema version found before migrating.
+    fn open_writer(path: &Path, create: bool) -> Result<(Self, usize), StoreError> {
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open {
             path: path.to_path_buf(),
             source,
         })?;
         let mut store = Self {
             conn,
             path: path.to_path_buf(),
+            access: Access::Write,
         };
         // Switching a new file to WAL, and the version check before a migration, can be
         // refused without the busy handler waiting: a concurrent first open tries again.
@@ -146,20 +219,63 @@ impl Store {
                 Err(StoreError::Locked { .. }) if started.elapsed() < BUSY_TIMEOUT => {
                     std::thread::sleep(Duration::from_millis(25));
                 }
-                result => return result.map(|()| store),
+                result => return result.map(|found| (store, found)),
             }
         }
     }
 
-    /// Opens an existing database read-only, without migrating (for `export` and `trace`).
-    pub fn open_existing(path: &Path) -> Result<Self, StoreError> {
-        if !path.exists() {
-            return Err(StoreError::NotFound(format!(
-                "no database at `{}` (record a build first, or pass --db)",
-                path.display()
-            )));
+    /// Opens an existing database read-only, without migrating: the readers (`trace`,
+    /// `export`, `check`, `incident list`, `show` and `report`).
+    ///
+    /// Nothing is written, whatever the file: an older schema is refused with the command that
+    /// upgrades it, an empty file is refused, and a copy that cannot be written (a read-only
+    /// file or directory, or a read-only file system) with no write-ahead log is read as
+    /// immutable, without the `-shm` and `-wal` files a read-only WAL connection creates.
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let meta = require_file(path)?;
+        // SQLite keeps the `-wal` beside the file a link resolves to.
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        // An empty `-wal` (a reader leaves one) holds nothing the main file lacks.
+        let has_wal = std::fs::metadata(sidecar(&real, "-wal")).is_ok_and(|m| m.len() > 0);
+        let dir_read_only = real
+            .parent()
+            .and_then(|dir| std::fs::metadata(dir).ok())
+            .is_some_and(|m| m.permissions().readonly());
+        // A file or directory that nobody may write is evidence: the permission bits are read
+        // rather than tried, since root may write them anyway.
+        let locked_down = meta.permissions().readonly() || dir_read_only;
+        if locked_down && !has_wal {
+            return Self::open_reader(path, Access::Immutable);
         }
-        Self::open(path)
+        match Self::open_reader(path, Access::ReadOnly) {
+            Err(err) if cannot_open_read_only(&err) => {
+                if has_wal {
+                    Err(StoreError::WalUnreadable {
+                        path: path.to_path_buf(),
+                    })
+                } else {
+                    // A read-only file system, or a file this user may not write: with no
+                    // write-ahead log, the main file holds everything.
+                    Self::open_reader(path, Access::Immutable)
+                }
+            }
+            result => result,
+        }
+    }
+
+    fn open_reader(path: &Path, access: Access) -> Result<Self, StoreError> {
+        let conn = connect_read_only(path, access).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let store = Self {
+            conn,
+            path: path.to_path_buf(),
+            access,
+        };
+        store.configure_reader()?;
+        store.check_readable()?;
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {
@@ -185,16 +301,60 @@ impl Store {
         Ok(())
     }
 
-    fn user_version(&self) -> Result<usize, StoreError> {
+    /// A reader's settings: none of them writes to the file.
+    fn configure_reader(&self) -> Result<(), StoreError> {
         self.conn
-            .query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))
-            .map(|v| v.max(0) as usize)
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| self.sql(e))?;
+        self.conn
+            .execute_batch(
+                "PRAGMA cache_size = -65536; PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY;",
+            )
             .map_err(|e| self.sql(e))
     }
 
-    fn migrate(&mut self) -> Result<(), StoreError> {
+    /// A reader reads only the schema this build writes: an older one is refused with the
+    /// command that upgrades it, never migrated.
+    fn check_readable(&self) -> Result<(), StoreError> {
         let latest = schema_version();
-        let found = self.user_version()?;
+        let found = self.schema_found()?;
+        if found == 0 {
+            return Err(StoreError::Empty {
+                path: self.path.clone(),
+            });
+        }
+        if found < latest {
+            return Err(StoreError::Older {
+                path: self.path.clone(),
+                found,
+                supported: latest,
+            });
+        }
+        Ok(())
+    }
+
+    /// The schema version the file says it has, refused when it is newer than this build's,
+    /// negative, or not what the file's tables show (a damaged `user_version` would otherwise
+    /// run migrations over tables that already exist).
+    fn schema_found(&self) -> Result<usize, StoreError> {
+        // One statement, so one snapshot: a concurrent first open may migrate in between.
+        let (raw, names): (i64, String) = self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT user_version, (SELECT json_group_array(name) FROM ({OBJECT_NAMES})) \
+                     FROM pragma_user_version"
+                ),
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .map_err(|e| self.sql(e))?;
+        let corrupt = || StoreError::Corrupt {
+            path: self.path.clone(),
+            found: raw,
+        };
+        let found = usize::try_from(raw).map_err(|_| corrupt())?;
+        let latest = schema_version();
         if found > latest {
             return Err(StoreError::Newer {
                 path: self.path.clone(),
@@ -202,26 +362,44 @@ impl Store {
                 supported: latest,
             });
         }
+        if found < latest {
+            let names: BTreeSet<String> = serde_json::from_str(&names).map_err(|_| corrupt())?;
+            if names != schema_objects()[found] {
+                return Err(corrupt());
+            }
+        }
+        Ok(found)
+    }
+
+    /// Brings the schema up to date; returns the version found before.
+    fn migrate(&mut self) -> Result<usize, StoreError> {
+        let latest = schema_version();
+        let found = self.schema_found()?;
         if found == latest {
-            return Ok(());
+            return Ok(found);
         }
         // Transactions on this connection are IMMEDIATE, so the migration holds the write lock
         // from its first statement. A concurrent first open that read the old version waits for
         // the lock, then fails on the already-created tables and rolls back: re-check.
         match migrations().to_latest(&mut self.conn) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(found),
             Err(err) => {
-                if self.user_version()? >= latest {
-                    return Ok(());
+                if self.schema_found()? >= latest {
+                    return Ok(found);
                 }
                 if is_busy_migration(&err) {
                     return Err(StoreError::Locked {
                         path: self.path.clone(),
                     });
                 }
+                // The error alone: the failed migration's SQL would bury it.
+                let message = match err {
+                    rusqlite_migration::Error::RusqliteError { err, .. } => err.to_string(),
+                    other => other.to_string(),
+                };
                 Err(StoreError::Migrate {
                     path: self.path.clone(),
-                    message: err.to_string(),
+                    message,
                 })
             }
         }
@@ -286,6 +464,104 @@ impl Store {
     }
 }
 
+/// The tables, indexes, triggers and views a database holds, SQLite's own left out.
+const OBJECT_NAMES: &str =
+    "SELECT name FROM sqlite_schema WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name";
+
+/// The objects each schema version holds: index `v` names those of version `v`, found by
+/// applying the migrations one by one to a database in memory.
+fn schema_objects() -> &'static [BTreeSet<String>] {
+    static OBJECTS: OnceLock<Vec<BTreeSet<String>>> = OnceLock::new();
+    OBJECTS.get_or_init(|| {
+        let conn = Connection::open_in_memory().expect("an in-memory database");
+        let names = |conn: &Connection| -> BTreeSet<String> {
+            let mut stmt = conn.prepare(OBJECT_NAMES).expect("the schema query");
+            stmt.query_map([], |row| row.get(0))
+                .and_then(|rows| rows.collect())
+                .expect("the schema's names")
+        };
+        let mut versions = vec![names(&conn)];
+        for sql in MIGRATION_SQL {
+            conn.execute_batch(sql)
+                .expect("the migrations apply in order");
+            versions.push(names(&conn));
+        }
+        versions
+    })
+}
+
+/// The file at `path`, which must exist and not be a directory.
+fn require_file(path: &Path) -> Result<std::fs::Metadata, StoreError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(StoreError::Unusable {
+            path: path.to_path_buf(),
+            reason: "it is a directory".to_owned(),
+        }),
+        Ok(meta) => Ok(meta),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Err(StoreError::Missing {
+            path: path.to_path_buf(),
+        }),
+        Err(err) => Err(StoreError::Unusable {
+            path: path.to_path_buf(),
+            reason: err.to_string(),
+        }),
+    }
+}
+
+/// `path` with `suffix` appended to its file name (`store.db-wal`).
+fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// A read-only connection to `path`, as `access` says.
+fn connect_read_only(path: &Path, access: Access) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    match access {
+        Access::Write | Access::ReadOnly => Connection::open_with_flags(path, flags),
+        Access::Immutable => Connection::open_with_flags(
+            format!("{}?immutable=1", file_uri(path)),
+            flags | OpenFlags::SQLITE_OPEN_URI,
+        ),
+    }
+}
+
+/// A second read-only connection to a store's file, opened as the store was.
+pub(crate) fn reopen_read_only(path: &Path, access: Access) -> Option<Connection> {
+    let reader = connect_read_only(path, access).ok()?;
+    reader.busy_timeout(BUSY_TIMEOUT).ok()?;
+    Some(reader)
+}
+
+/// `file:` URI of a path: every byte but unreserved ones and `/` percent-encoded, so that
+/// `?`, `#` and `%` in a file name stay part of it.
+fn file_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri
+}
+
+/// Whether a read-only open failed because SQLite could not set up its shared-memory index or
+/// lock (a read-only directory or file system), rather than over the file's content.
+fn cannot_open_read_only(err: &StoreError) -> bool {
+    let source = match err {
+        StoreError::Open { source, .. } | StoreError::Sqlite { source, .. } => source,
+        _ => return false,
+    };
+    matches!(
+        source.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
+    )
+}
+
 fn is_busy_migration(err: &rusqlite_migration::Error) -> bool {
     matches!(err, rusqlite_migration::Error::RusqliteError { err, .. } if is_busy(err))
 }
@@ -329,6 +605,134 @@ mod tests {
         drop(conn);
         let err = Store::open(&path).unwrap_err();
         assert!(matches!(err, StoreError::Newer { found: 99, .. }), "{err}");
+    }
+
+    /// A store at schema version `version`, with a pipeline in it, in WAL mode as stores are.
+    fn store_at(path: &Path, version: usize) {
+        let mut conn = Connection::open(path).unwrap();
+        conn.pragma_update_and_check(None, "journal_mode", "wal", |_| Ok(()))
+            .unwrap();
+        migrations().to_version(&mut conn, version).unwrap();
+        conn.execute("INSERT INTO pipelines (name) VALUES ('p')", [])
+            .unwrap();
+    }
+
+    fn user_version(path: &Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    /// A reader refuses an older store, naming the command that upgrades it, and leaves it at
+    /// its version; `db migrate` then upgrades it and says from which version.
+    #[test]
+    fn readers_refuse_an_older_store_and_leave_it_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        store_at(&path, 4);
+        let err = Store::open_read_only(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Older { found: 4, .. }), "{err}");
+        assert!(
+            err.to_string().contains("`cachewarden db migrate`"),
+            "{err}"
+        );
+        assert_eq!(err.exit_status(), ExitStatus::Store);
+        assert_eq!(user_version(&path), 4);
+        let migrated = Store::migrate_existing(&path).unwrap();
+        assert_eq!(
+            migrated,
+            Migrated {
+                from: 4,
+                to: schema_version()
+            }
+        );
+        let store = Store::open_read_only(&path).unwrap();
+        let pipelines: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM pipelines", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(pipelines, 1);
+        let again = Store::migrate_existing(&path).unwrap();
+        assert_eq!(again.from, again.to);
+    }
+
+    /// A reader refuses a zero-byte file and leaves it empty, with nothing created beside it.
+    #[test]
+    fn readers_leave_an_empty_file_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        std::fs::write(&path, "").unwrap();
+        let err = Store::open_read_only(&path).unwrap_err();
+        assert!(matches!(err, StoreError::Empty { .. }), "{err}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// A missing store is refused by readers and by writers that need history, and `db
+    /// migrate` creates nothing.
+    #[test]
+    fn a_missing_store_is_not_created_by_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub").join("db.sqlite");
+        for err in [
+            Store::open_read_only(&path).unwrap_err(),
+            Store::open_existing(&path).unwrap_err(),
+            Store::migrate_existing(&path).unwrap_err(),
+        ] {
+            assert!(matches!(err, StoreError::Missing { .. }), "{err}");
+            assert_eq!(err.exit_status(), ExitStatus::Store);
+        }
+        assert!(!dir.path().join("sub").exists());
+    }
+
+    /// A `user_version` that does not match the tables (3 on a store at the latest version, or
+    /// negative) is refused in one line by readers and writers, which run no migration.
+    #[test]
+    fn a_damaged_user_version_is_refused_in_one_line() {
+        for damaged in [3_i64, -1] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("db.sqlite");
+            drop(Store::open(&path).unwrap());
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "user_version", damaged).unwrap();
+            drop(conn);
+            for err in [
+                Store::open_read_only(&path).unwrap_err(),
+                Store::open(&path).unwrap_err(),
+                Store::migrate_existing(&path).unwrap_err(),
+            ] {
+                assert!(
+                    matches!(err, StoreError::Corrupt { found, .. } if found == damaged),
+                    "{err}"
+                );
+                assert!(!err.to_string().contains('\n'), "{err}");
+                assert_eq!(err.exit_status(), ExitStatus::Store);
+            }
+            assert_eq!(user_version(&path), damaged);
+        }
+    }
+
+    /// The objects of each schema version are those its migrations create, and a fresh store
+    /// holds those of the latest.
+    #[test]
+    fn schema_objects_follow_the_migrations() {
+        let objects = schema_objects();
+        assert_eq!(objects.len(), schema_version() + 1);
+        assert!(objects[0].is_empty());
+        assert!(objects[1].contains("runs") && !objects[1].contains("incidents"));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        assert_eq!(store.schema_found().unwrap(), schema_version());
+    }
+
+    /// A path with URI syntax in it still names the file.
+    #[test]
+    fn file_uris_escape_what_uris_would_read() {
+        assert_eq!(
+            file_uri(Path::new("/tmp/a b/x?y#z%.db")),
+            "file:/tmp/a%20b/x%3Fy%23z%25.db"
+        );
     }
 
     /// Many processes opening one new database at once all succeed: none is refused while

@@ -20,4 +20,5 @@ mod registry;
 mod runbooks;
 mod scenarios;
 mod schemas;
+mod store_access;
 mod sweep;

@@ -592,6 +592,8 @@ fn a_listing_after_an_unwrapped_build_is_not_a_reuse() {
 }
 
 /// A store that cannot be written never fails the build: wrap warns and passes the status on.
+/// (Containment fails open here; failing closed, the default, it refuses to build from an
+/// input it cannot check: see `store_access`.)
 #[test]
 fn recording_trouble_never_fails_the_build() {
     if !harness::require_dockerd() {
@@ -601,6 +603,10 @@ fn recording_trouble_never_fails_the_build() {
     let env = Env::new();
     dockerd.import_busybox("base:1");
     let ctx = env.write("c/Dockerfile", "FROM base:1\nRUN echo ok\n");
+    let config = env.write(
+        "config.toml",
+        "[containment]\non_unavailable = \"fail-open\"\n",
+    );
     std::fs::create_dir_all(env.db()).unwrap();
     let out = wrap(
         &env,
@@ -613,6 +619,7 @@ fn recording_trouble_never_fails_the_build() {
             ctx.parent().unwrap().to_str().unwrap(),
         ],
     )
+    .env("CACHEWARDEN_CONFIG", &config)
     .output()
     .unwrap();
     assert!(out.status.success());
