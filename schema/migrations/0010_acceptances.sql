@@ -14,6 +14,16 @@ CREATE TABLE acceptances (
 
 CREATE INDEX acceptances_by_incident ON acceptances (incident_id, seq);
 
+CREATE TRIGGER acceptances_never_update BEFORE UPDATE ON acceptances
+BEGIN
+    SELECT RAISE(ABORT, 'acceptances are append-only');
+END;
+
+CREATE TRIGGER acceptances_never_delete BEFORE DELETE ON acceptances
+BEGIN
+    SELECT RAISE(ABORT, 'acceptances are append-only');
+END;
+
 -- Why the evidence of an action's target could not be saved before it was acted on.
 ALTER TABLE actions ADD COLUMN evidence_gap TEXT;
 

@@ -304,6 +304,7 @@ pub(crate) fn action_json(row: &ActionRow) -> serde_json::Value {
         "state": row.state,
         "outcome": row.outcome,
         "error": row.error,
+        "evidence_gap": row.evidence_gap,
     })
 }
 
@@ -1063,6 +1064,7 @@ fn extras(store: &Store, id: i64) -> Result<report::incident::Extras> {
         overrides: store.overrides(id)?,
         evidence_dir: store.evidence_dir(id)?,
         verification: store.last_verification(id)?,
+        acceptances: store.acceptances(id)?,
     })
 }
 

@@ -27,6 +27,8 @@ pub struct ReportDoc<'a> {
     /// Where the evidence of the purge was saved.
     pub evidence_dir: Option<String>,
     pub verification: Option<VerificationDoc>,
+    /// Targets left in place on purpose (`incident accept`), oldest first.
+    pub acceptances: Vec<AcceptanceDoc>,
     /// The follow-ups as pieces, for Markdown.
     #[serde(skip)]
     follow_up_pieces: Vec<Vec<Piece>>,
@@ -39,6 +41,14 @@ pub struct OverrideDoc {
     pub run: String,
     pub at: String,
     pub by: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AcceptanceDoc {
+    pub seq: i64,
+    pub at: String,
+    pub by: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -55,6 +65,7 @@ pub struct Extras {
     pub overrides: Vec<crate::store::OverrideRow>,
     pub evidence_dir: Option<String>,
     pub verification: Option<crate::store::VerificationRow>,
+    pub acceptances: Vec<crate::store::Acceptance>,
 }
 
 #[derive(Debug, Serialize)]
@@ -93,6 +104,8 @@ pub struct ActionDoc<'a> {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub duration_ms: Option<f64>,
+    /// Why the target's evidence could not be saved before the action went ahead.
+    pub evidence_gap: Option<&'a str>,
 }
 
 /// Everything the report says, as data.
@@ -150,6 +163,16 @@ pub fn document<'a>(
             clean: v.clean,
             checks: serde_json::from_str(&v.result).unwrap_or_default(),
         }),
+        acceptances: extras
+            .acceptances
+            .into_iter()
+            .map(|a| AcceptanceDoc {
+                seq: a.seq,
+                at: time::format(a.at),
+                by: a.by,
+                reason: a.reason,
+            })
+            .collect(),
         trace,
         actions: actions
             .iter()
@@ -167,6 +190,7 @@ pub fn document<'a>(
                 started_at: row.started_at.map(time::format),
                 finished_at: row.finished_at.map(time::format),
                 duration_ms: row.duration_us.map(|us| us as f64 / 1000.0),
+                evidence_gap: row.evidence_gap.as_deref(),
             })
             .collect(),
     }
@@ -357,15 +381,40 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
         )?;
     }
     writeln!(out)?;
-    if let Some(dir) = &doc.evidence_dir {
+    let gaps: Vec<&ActionDoc<'_>> = doc
+        .actions
+        .iter()
+        .filter(|a| a.evidence_gap.is_some())
+        .collect();
+    if doc.evidence_dir.is_some() || !gaps.is_empty() {
         writeln!(out, "## Evidence")?;
         writeln!(out)?;
-        writeln!(
-            out,
-            "Saved before deletion in {} (`MANIFEST.json` lists every file with its SHA-256).",
-            MdCode::span(dir)
-        )?;
-        writeln!(out)?;
+        if let Some(dir) = &doc.evidence_dir {
+            writeln!(
+                out,
+                "Saved before deletion in {} (`MANIFEST.json` lists every file with its SHA-256).",
+                MdCode::span(dir)
+            )?;
+            writeln!(out)?;
+        }
+        if !gaps.is_empty() {
+            writeln!(
+                out,
+                "**Not saved** for {} actions, which went ahead without it:",
+                gaps.len()
+            )?;
+            writeln!(out)?;
+            for a in gaps {
+                writeln!(
+                    out,
+                    "- #{} {}: {}",
+                    a.seq,
+                    describe_target_as(a.target, Style::MdCell),
+                    MdText(a.evidence_gap.unwrap_or_default())
+                )?;
+            }
+            writeln!(out)?;
+        }
     }
     if !doc.overrides.is_empty() {
         writeln!(out, "## Containment overrides")?;
@@ -385,6 +434,32 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
                 ),
                 MdCode::span(&o.digest),
                 MdText(&o.by)
+            )?;
+        }
+        writeln!(out)?;
+    }
+    if !doc.acceptances.is_empty() {
+        writeln!(out, "## Targets left in place")?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "Accepted with `incident accept`: verification counts them as settled."
+        )?;
+        writeln!(out)?;
+        for a in &doc.acceptances {
+            let target = doc
+                .actions
+                .iter()
+                .find(|d| d.seq == a.seq)
+                .map(|d| describe_target_as(d.target, Style::MdCell))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "- #{} {target}: accepted {} by {}: {}",
+                a.seq,
+                MdText(&a.at),
+                MdText(&a.by),
+                MdText(&a.reason)
             )?;
         }
         writeln!(out)?;

@@ -22,3 +22,4 @@ mod scenarios;
 mod schemas;
 mod store_access;
 mod sweep;
+mod verify;

@@ -1,0 +1,405 @@
+//! Verification that never says clean with tainted content left, scope decided when acting,
+//! and the exit statuses of an execution: each test is an attack or a slip it stops.
+
+use crate::common::{Env, manifest_exists, ok, output};
+use crate::harness::oci::{Pushed, Pusher};
+use crate::harness::proxy::{Fault, FaultProxy};
+use crate::harness::{self, Registry};
+use crate::purge::config;
+
+/// `evil` exported `inside` to `team/app` and `outside` to `other/app`; `good` exported
+/// `clean` to `team/app`.
+struct History {
+    inside: Pushed,
+    outside: Pushed,
+    clean: Pushed,
+}
+
+fn history(env: &Env, registry: &Registry) -> History {
+    let host = registry.host();
+    let mut pusher = Pusher::new(registry);
+    let inside = pusher.cache_manifest("team/app", Some("evil"), "evil inside");
+    let outside = pusher.cache_manifest("other/app", Some("evil"), "evil outside");
+    let clean = pusher.cache_manifest("team/app", Some("main"), "good");
+    let lines = format!(
+        concat!(
+            r#"{{"v":1,"type":"run","pipeline":"evil","run":"1","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","exported":["{h}/team/app:evil@{i}","{h}/other/app:evil@{o}"]}}"#,
+            "\n",
+            r#"{{"v":1,"type":"run","pipeline":"good","run":"1","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","exported":["{h}/team/app:main@{c}"]}}"#,
+            "\n"
+        ),
+        h = host,
+        i = inside.digest,
+        o = outside.digest,
+        c = clean.digest
+    );
+    let file = env.write("history.jsonl", &lines);
+    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+    History {
+        inside,
+        outside,
+        clean,
+    }
+}
+
+/// The `seq` of the plan's action on `digest`.
+fn seq_of(env: &Env, config: &std::path::Path, id: &str, digest: &str) -> String {
+    let show = ok(env
+        .cmd_with(config)
+        .args(["incident", "show", id, "--format", "json"]));
+    let show: serde_json::Value = serde_json::from_str(&show).unwrap();
+    show["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["target"]["digest"] == digest)
+        .map(|a| a["seq"].to_string())
+        .unwrap_or_else(|| panic!("no action on {digest}: {show:#}"))
+}
+
+/// With no config file, every action is out of scope. `open` and `purge` say so loudly, the
+/// purge does nothing and exits 5, verify is not clean (exit 1) and lists the digest, close
+/// refuses (exit 5), and `check` still answers TAINTED.
+#[test]
+fn no_config_never_ends_clean() {
+    let Some(registry) = harness::registry() else {
+        return;
+    };
+    let env = Env::new();
+    let h = history(&env, &registry);
+    let open = output(
+        &env,
+        env.cmd().args(["incident", "open", "--pipeline", "evil"]),
+    );
+    assert!(open.starts_with("exit: 0\n"), "{open}");
+    assert!(open.contains("no config file was loaded"), "{open}");
+    let purge = output(
+        &env,
+        env.cmd()
+            .args(["incident", "purge", "1", "--execute", "--yes"]),
+    );
+    assert!(purge.starts_with("exit: 5\n"), "{purge}");
+    assert!(purge.contains("nothing was done"), "{purge}");
+    assert!(manifest_exists(&registry, "team/app", &h.inside.digest));
+
+    let verify = output(&env, env.cmd().args(["incident", "verify", "1"]));
+    assert!(verify.starts_with("exit: 1\n"), "{verify}");
+    assert!(verify.contains("NOT clean"), "{verify}");
+    let inside = verify
+        .lines()
+        .find(|l| l.contains(h.inside.digest.as_str()))
+        .unwrap_or_else(|| panic!("the tainted digest is not listed: {verify}"));
+    assert!(
+        inside.starts_with("  PRESENT") || inside.starts_with("  UNVERIFIED"),
+        "{inside}"
+    );
+
+    let close = output(&env, env.cmd().args(["incident", "close", "1"]));
+    assert!(close.starts_with("exit: 5\n"), "{close}");
+    let check = output(
+        &env,
+        env.cmd().args([
+            "check",
+            &format!("{}/team/app@{}", registry.host(), h.inside.digest),
+        ]),
+    );
+    assert!(check.starts_with("exit: 5\n"), "{check}");
+    assert!(check.contains("TAINTED"), "{check}");
+}
+
+/// Scope is the config in force when acting. Emptied after `open`, the dry run and the
+/// execution say which actions changed, nothing is deleted and the execution exits 5;
+/// widened, the action planned outside the scope runs.
+#[test]
+fn scope_is_decided_when_acting() {
+    let Some(registry) = harness::registry() else {
+        return;
+    };
+    let env = Env::new();
+    let h = history(&env, &registry);
+    let host = registry.host();
+    let scoped = config(&env, &host, "");
+    ok(env
+        .cmd_with(&scoped)
+        .args(["incident", "open", "--pipeline", "evil"]));
+
+    let narrowed = env.write(
+        "narrow.toml",
+        &format!(
+            "[scope]\nregistries = [\"elsewhere.example\"]\n\n[[registry]]\nhost = \"{host}\"\ninsecure = true\ncredentials = \"anonymous\"\n"
+        ),
+    );
+    let dry = output(
+        &env,
+        env.cmd_with(&narrowed).args(["incident", "purge", "1"]),
+    );
+    assert!(
+        dry.contains("planned inside the scope, outside the scope in force now"),
+        "{dry}"
+    );
+    let run = output(
+        &env,
+        env.cmd_with(&narrowed)
+            .args(["incident", "purge", "1", "--execute", "--yes"]),
+    );
+    assert!(run.starts_with("exit: 5\n"), "{run}");
+    assert!(run.contains("nothing was done"), "{run}");
+    assert!(manifest_exists(&registry, "team/app", &h.inside.digest));
+
+    let widened = env.write(
+        "wide.toml",
+        &format!(
+            "[scope]\nregistries = [\"{host}\"]\nrepositories = [\"{host}/team/**\", \"{host}/other/**\"]\n\n[[registry]]\nhost = \"{host}\"\ninsecure = true\ncredentials = \"anonymous\"\n"
+        ),
+    );
+    let run = output(
+        &env,
+        env.cmd_with(&widened)
+            .args(["incident", "purge", "1", "--execute", "--yes"]),
+    );
+    assert!(run.starts_with("exit: 0\n"), "{run}");
+    assert!(
+        run.contains("planned outside the scope, inside the scope in force now"),
+        "{run}"
+    );
+    assert!(!manifest_exists(&registry, "team/app", &h.inside.digest));
+    assert!(!manifest_exists(&registry, "other/app", &h.outside.digest));
+    assert!(manifest_exists(&registry, "team/app", &h.clean.digest));
+    let verify = output(
+        &env,
+        env.cmd_with(&widened).args(["incident", "verify", "1"]),
+    );
+    assert!(verify.starts_with("exit: 0\n"), "{verify}");
+}
+
+/// A target left outside the scope keeps verify failing and close refused until it is
+/// accepted; the acceptance (who, when, why) is in verify's output and the report.
+#[test]
+fn accept_records_a_target_left_in_place() {
+    let Some(registry) = harness::registry() else {
+        return;
+    };
+    let env = Env::new();
+    let h = history(&env, &registry);
+    let config = config(&env, &registry.host(), "");
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--pipeline", "evil"]));
+    let run = output(
+        &env,
+        env.cmd_with(&config)
+            .args(["incident", "purge", "1", "--execute", "--yes"]),
+    );
+    assert!(run.starts_with("exit: 5\n"), "{run}");
+    assert!(!manifest_exists(&registry, "team/app", &h.inside.digest));
+
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(verify.starts_with("exit: 1\n"), "{verify}");
+    let line = verify
+        .lines()
+        .find(|l| l.contains(h.outside.digest.as_str()))
+        .unwrap_or_else(|| panic!("{verify}"));
+    assert!(line.starts_with("  PRESENT"), "{line}");
+    let close = output(&env, env.cmd_with(&config).args(["incident", "close", "1"]));
+    assert!(close.starts_with("exit: 5\n"), "{close}");
+
+    let seq = seq_of(&env, &config, "1", &h.outside.digest);
+    let usage = output(
+        &env,
+        env.cmd_with(&config)
+            .args(["incident", "accept", "1", &seq]),
+    );
+    assert!(
+        usage.starts_with("exit: 2\n"),
+        "a reason is required: {usage}"
+    );
+    let unknown = output(
+        &env,
+        env.cmd_with(&config)
+            .args(["incident", "accept", "1", "999", "--reason", "x"]),
+    );
+    assert!(unknown.starts_with("exit: 2\n"), "{unknown}");
+    assert!(unknown.contains("999"), "{unknown}");
+    ok(env.cmd_with(&config).args([
+        "incident",
+        "accept",
+        "1",
+        &seq,
+        "--reason",
+        "other/ belongs to a partner registry; they purge it",
+    ]));
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(verify.starts_with("exit: 0\n"), "{verify}");
+    assert!(
+        verify.contains("accepted") && verify.contains("partner registry"),
+        "{verify}"
+    );
+    ok(env.cmd_with(&config).args(["incident", "close", "1"]));
+
+    let report = ok(env.cmd_with(&config).args(["incident", "report", "1"]));
+    assert!(report.contains("## Targets left in place"), "{report}");
+    assert!(report.contains("partner registry"), "{report}");
+    let json = ok(env
+        .cmd_with(&config)
+        .args(["incident", "report", "1", "--format", "json"]));
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["acceptances"][0]["seq"].to_string(), seq);
+    assert!(
+        json["acceptances"][0]["by"]
+            .as_str()
+            .is_some_and(|by| !by.is_empty() && by != "unknown"),
+        "{json:#}"
+    );
+}
+
+/// A target deleted and then pushed back is PRESENT again, whatever its action's state says.
+#[test]
+fn a_target_pushed_back_after_the_purge_is_present() {
+    let Some(registry) = harness::registry() else {
+        return;
+    };
+    let env = Env::new();
+    let h = history(&env, &registry);
+    let host = registry.host();
+    let config = config(&env, &host, "");
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--pipeline", "evil"]));
+    output(
+        &env,
+        env.cmd_with(&config)
+            .args(["incident", "purge", "1", "--execute", "--yes"]),
+    );
+    assert!(!manifest_exists(&registry, "team/app", &h.inside.digest));
+    // The same content pushed again has the same digest.
+    let again = Pusher::new(&registry).cache_manifest("team/app", Some("evil"), "evil inside");
+    assert_eq!(again.digest, h.inside.digest);
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(verify.starts_with("exit: 1\n"), "{verify}");
+    let line = verify
+        .lines()
+        .find(|l| l.contains(h.inside.digest.as_str()))
+        .unwrap_or_else(|| panic!("{verify}"));
+    assert!(
+        line.starts_with("  PRESENT") && line.contains("back in the registry"),
+        "{line}"
+    );
+}
+
+/// A registry that cannot be reached during `--execute` exits 4, as documented, and verify
+/// then lists the target UNVERIFIED (counted as present), not gone.
+#[test]
+fn unreachable_registry_exits_4_and_is_unverified() {
+    let Some(registry) = harness::registry() else {
+        return;
+    };
+    let env = Env::new();
+    let h = history(&env, &registry);
+    let config = config(&env, &registry.host(), "");
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--pipeline", "evil"]));
+    // A loopback port nothing listens on.
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let unreachable = crate::purge::config(
+        &env,
+        &registry.host(),
+        &format!("endpoint = \"http://127.0.0.1:{dead}\"\n"),
+    );
+    let run = output(
+        &env,
+        env.cmd_with(&unreachable).args([
+            "incident",
+            "purge",
+            "1",
+            "--execute",
+            "--yes",
+            "--no-evidence",
+        ]),
+    );
+    assert!(run.starts_with("exit: 4\n"), "{run}");
+    assert!(manifest_exists(&registry, "team/app", &h.inside.digest));
+    let verify = output(
+        &env,
+        env.cmd_with(&unreachable).args(["incident", "verify", "1"]),
+    );
+    assert!(verify.starts_with("exit: 1\n"), "{verify}");
+    let line = verify
+        .lines()
+        .find(|l| l.contains(h.inside.digest.as_str()))
+        .unwrap_or_else(|| panic!("{verify}"));
+    assert!(line.starts_with("  UNVERIFIED"), "{line}");
+}
+
+/// Evidence that cannot be fetched does not stop the delete, and the journal, `show --format
+/// json` and the report say which target went without it.
+#[test]
+fn an_evidence_gap_is_recorded_and_reported() {
+    let Some(registry) = harness::registry() else {
+        return;
+    };
+    let proxy = FaultProxy::start(&registry.host());
+    let env = Env::new();
+    let h = history(&env, &registry);
+    let config = config(
+        &env,
+        &registry.host(),
+        &format!("endpoint = \"{}\"\n", proxy.url()),
+    );
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--pipeline", "evil"]));
+    // The evidence fetch (a GET) is refused; the delete's own requests are not GETs.
+    proxy.inject(Fault::status(403).on("GET"));
+    let run = output(
+        &env,
+        env.cmd_with(&config).args([
+            "incident",
+            "purge",
+            "1",
+            "--execute",
+            "--yes",
+            "--concurrency",
+            "1",
+        ]),
+    );
+    assert!(run.contains("the action goes ahead"), "{run}");
+    assert!(!manifest_exists(&registry, "team/app", &h.inside.digest));
+    let seq = seq_of(&env, &config, "1", &h.inside.digest);
+    let show = ok(env
+        .cmd_with(&config)
+        .args(["incident", "show", "1", "--format", "json"]));
+    let show: serde_json::Value = serde_json::from_str(&show).unwrap();
+    let action = show["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["seq"].to_string() == seq)
+        .unwrap();
+    assert!(action["evidence_gap"].is_string(), "{action:#}");
+    let report = ok(env.cmd_with(&config).args(["incident", "report", "1"]));
+    assert!(report.contains("**Not saved** for 1 actions"), "{report}");
+    let json = ok(env
+        .cmd_with(&config)
+        .args(["incident", "report", "1", "--format", "json"]));
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let gaps: Vec<&serde_json::Value> = json["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["evidence_gap"].is_string())
+        .collect();
+    assert_eq!(gaps.len(), 1, "{json:#}");
+}
