@@ -43,7 +43,7 @@ fn history(env: &Env, registry: &Registry) -> History {
 }
 
 /// The `seq` of the plan's action on `digest`.
-fn seq_of(env: &Env, config: &std::path::Path, id: &str, digest: &str) -> String {
+fn seq_of(env: &Env, config: &std::path::Path, id: &str, digest: &str) -> i64 {
     let show = ok(env
         .cmd_with(config)
         .args(["incident", "show", id, "--format", "json"]));
@@ -53,7 +53,7 @@ fn seq_of(env: &Env, config: &std::path::Path, id: &str, digest: &str) -> String
         .unwrap()
         .iter()
         .find(|a| a["target"]["digest"] == digest)
-        .map(|a| a["seq"].to_string())
+        .and_then(|a| a["seq"].as_i64())
         .unwrap_or_else(|| panic!("no action on {digest}: {show:#}"))
 }
 
@@ -227,7 +227,7 @@ fn accept_records_a_target_left_in_place() {
         "incident",
         "accept",
         "1",
-        &seq,
+        &seq.to_string(),
         "--reason",
         "other/ belongs to a partner registry; they purge it",
     ]));
@@ -249,7 +249,7 @@ fn accept_records_a_target_left_in_place() {
         .cmd_with(&config)
         .args(["incident", "report", "1", "--format", "json"]));
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(json["acceptances"][0]["seq"].to_string(), seq);
+    assert_eq!(json["acceptances"][0]["seq"], seq);
     assert!(
         json["acceptances"][0]["by"]
             .as_str()
@@ -386,7 +386,7 @@ fn an_evidence_gap_is_recorded_and_reported() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|a| a["seq"].to_string() == seq)
+        .find(|a| a["seq"] == seq)
         .unwrap();
     assert!(action["evidence_gap"].is_string(), "{action:#}");
     let report = ok(env.cmd_with(&config).args(["incident", "report", "1"]));
