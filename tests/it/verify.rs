@@ -210,7 +210,7 @@ fn accept_records_a_target_left_in_place() {
     let usage = output(
         &env,
         env.cmd_with(&config)
-            .args(["incident", "accept", "1", &seq]),
+            .args(["incident", "accept", "1", &seq.to_string()]),
     );
     assert!(
         usage.starts_with("exit: 2\n"),
