@@ -190,7 +190,10 @@ async fn wrap_build(
                 }
             },
         },
-        None => (Vec::new(), None),
+        None => {
+            unplanned_containment(args, db, config, printer)?;
+            (Vec::new(), None)
+        }
     };
     if !hits.is_empty() {
         for hit in &hits {
@@ -327,6 +330,52 @@ fn fit_limits(record: &mut crate::model::RunRecord, printer: Printer) -> bool {
         Err(err) => {
             printer.warn(format!("the build was not recorded: {err}"));
             false
+        }
+    }
+}
+
+/// Containment for a build that could not be planned, whose inputs are therefore unknown: while
+/// an open incident holds anything tainted, it cannot be told apart from a tainted build, so
+/// `[containment] on_unavailable` decides, as for a store that cannot be read. `--allow-tainted`
+/// builds anyway. No store, or no open incident holding digests, builds as before.
+fn unplanned_containment(
+    args: &WrapArgs,
+    db: &Path,
+    config: &Config,
+    printer: Printer,
+) -> Result<()> {
+    let incidents = match open_existing_store(db) {
+        Ok(store) => store.containing_incidents().map_err(|e| e.to_string()),
+        Err(StoreError::Missing { .. }) => return Ok(()),
+        Err(err) => Err(err.to_string()),
+    };
+    let why = match incidents {
+        Ok(ids) if ids.is_empty() => return Ok(()),
+        Ok(ids) => format!(
+            "its inputs are unknown while open incident {} holds inputs tainted",
+            ids.iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Err(err) => format!("whether its inputs are tainted cannot be checked: {err}"),
+    };
+    if args.allow_tainted {
+        printer.warn(format!(
+            "the build cannot be planned, and {why}: building anyway (--allow-tainted)"
+        ));
+        return Ok(());
+    }
+    match config.on_unavailable_for(args.record.pipeline.as_deref()) {
+        OnUnavailable::FailClosed => Err(RefusedError(format!(
+            "refusing to build: the build cannot be planned, and {why} (`[containment] on_unavailable` is `fail-closed`; --allow-tainted builds anyway)"
+        ))
+        .into()),
+        OnUnavailable::FailOpen => {
+            printer.warn(format!(
+                "containment not checked, building anyway (`[containment] on_unavailable = \"fail-open\"`): the build cannot be planned, and {why}"
+            ));
+            Ok(())
         }
     }
 }

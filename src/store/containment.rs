@@ -76,6 +76,17 @@ impl Store {
         Ok(out)
     }
 
+    /// The open incidents that hold any digest tainted, by id.
+    pub fn containing_incidents(&self) -> Result<Vec<i64>, StoreError> {
+        self.rows(
+            "SELECT DISTINCT d.incident_id FROM incident_digests d
+             JOIN incidents i ON i.id = d.incident_id
+             WHERE i.status = 'open' ORDER BY d.incident_id",
+            [],
+            |row| row.get(0),
+        )
+    }
+
     /// Every digest an incident holds tainted, sorted.
     pub fn incident_digests(&self, incident: i64) -> Result<Vec<(String, String)>, StoreError> {
         self.rows(

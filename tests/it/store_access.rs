@@ -131,6 +131,31 @@ fn wrap_refuses_to_build_when_the_store_cannot_be_read() {
         "{out}"
     );
     assert!(env.path().join("ran").exists());
+    std::fs::remove_file(env.path().join("ran")).unwrap();
+
+    // A `[[pipeline]]` entry overrides the table, both ways.
+    let closed_for_victim = env.write(
+        "victim.toml",
+        "[containment]\non_unavailable = \"fail-open\"\n\n[[pipeline]]\nname = \"victim\"\non_unavailable = \"fail-closed\"\n",
+    );
+    let out = output(
+        &env,
+        wrap(&env, &env.path().join("junk.db"), &docker, &input)
+            .env("CACHEWARDEN_CONFIG", &closed_for_victim),
+    );
+    assert!(out.starts_with("exit: 5\n"), "{out}");
+    assert!(!env.path().join("ran").exists());
+    let open_for_victim = env.write(
+        "victim-open.toml",
+        "[[pipeline]]\npattern = \"vic*\"\non_unavailable = \"fail-open\"\n",
+    );
+    let out = output(
+        &env,
+        wrap(&env, &env.path().join("junk.db"), &docker, &input)
+            .env("CACHEWARDEN_CONFIG", &open_for_victim),
+    );
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+    assert!(env.path().join("ran").exists());
 }
 
 /// A store locked by another process past the busy timeout is a store that cannot be read:
@@ -208,6 +233,48 @@ fn an_override_names_the_os_user_without_user_set() {
         "{report:#}"
     );
     assert_eq!(report["overrides"][0]["pipeline"], "victim");
+}
+
+/// A build that cannot be planned (here: no pipeline name, and no CI to derive one from) has
+/// unknown inputs: while an open incident holds anything tainted it is refused (exit 5, the
+/// command never runs), `--allow-tainted` or `on_unavailable = "fail-open"` builds with a
+/// warning, and with no open incident it builds as before.
+#[test]
+fn a_build_that_cannot_be_planned_is_contained_while_an_incident_is_open() {
+    let env = Env::new();
+    let input = tainted(&env);
+    let docker = fake_docker(&env, "");
+    let unplanned = |flags: &[&str]| {
+        let mut cmd = env.cmd();
+        cmd.args(["wrap", "--run", "1"])
+            .args(flags)
+            .arg("--")
+            .arg(&docker)
+            .args(["build", "--cache-from", &input, "-t", "app", "ctx"]);
+        cmd
+    };
+    let out = output(&env, &mut unplanned(&[]));
+    assert!(out.starts_with("exit: 5\n"), "{out}");
+    assert!(out.contains("open incident 1"), "{out}");
+    assert!(!env.path().join("ran").exists(), "the build ran: {out}");
+
+    let out = output(&env, &mut unplanned(&["--allow-tainted"]));
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+    assert!(env.path().join("ran").exists());
+    std::fs::remove_file(env.path().join("ran")).unwrap();
+
+    let open = env.write(
+        "open.toml",
+        "[containment]\non_unavailable = \"fail-open\"\n",
+    );
+    let out = output(&env, unplanned(&[]).env("CACHEWARDEN_CONFIG", &open));
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+    assert!(out.contains("containment not checked"), "{out}");
+    std::fs::remove_file(env.path().join("ran")).unwrap();
+
+    ok(env.cmd().args(["incident", "close", "1", "--force"]));
+    ok(&mut unplanned(&[]));
+    assert!(env.path().join("ran").exists());
 }
 
 /// `check` is a reader: against a store path that does not exist, or an empty file, it exits
