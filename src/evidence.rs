@@ -16,6 +16,7 @@ use crate::execute::{
 };
 use crate::model::{Digest, Driver, ManifestFacts, MountUse};
 use crate::plan::Target;
+
 use crate::remote::registry::{
     ParsedManifest, RegistryClient, blobs, client_for, facts, parse_manifest,
 };
@@ -76,10 +77,7 @@ pub async fn collect(rows: &[ActionRow], opts: &Collect<'_>) -> Result<Collected
     let mut gaps = Vec::new();
     let mut learned = Vec::new();
     let mut registries: BTreeMap<String, RegistryClient> = BTreeMap::new();
-    for row in rows
-        .iter()
-        .filter(|r| r.state != "done" && r.state != "skipped")
-    {
+    for row in rows.iter().filter(|r| !r.state.is_settled()) {
         let result = match &row.action.target {
             Target::Manifest {
                 registry,
@@ -183,10 +181,10 @@ fn write(dir: &Path, relative: &str, bytes: &[u8]) -> Result<(), RemoteError> {
     let path = dir.join(relative);
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
-            .map_err(|e| RemoteError(format!("cannot write `{}`: {e}", path.display())))?;
+            .map_err(|e| RemoteError::local(format!("cannot write `{}`: {e}", path.display())))?;
     }
     std::fs::write(&path, bytes)
-        .map_err(|e| RemoteError(format!("cannot write `{}`: {e}", path.display())))
+        .map_err(|e| RemoteError::local(format!("cannot write `{}`: {e}", path.display())))
 }
 
 /// Saves a manifest (an index with its child manifests), its config and its blob list; what
@@ -286,7 +284,8 @@ async fn save_records(
             })
         })
         .collect();
-    let text = serde_json::to_string_pretty(&docs).map_err(|e| RemoteError(e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(&docs).map_err(|e| RemoteError::local(e.to_string()))?;
     write(
         opts.dir,
         &format!("builders/{}/{name}.json", sanitize(builder)),
@@ -332,7 +331,7 @@ pub async fn mount_listing(
 ) -> Result<String, RemoteError> {
     let (endpoint, driver) = require_endpoint(config, builder, endpoint, driver)?;
     if driver != Driver::Docker {
-        return Err(RemoteError(format!(
+        return Err(RemoteError::local(format!(
             "listing mount `{mount_id}` needs a Docker-driver builder; `{builder}` is {}",
             driver.as_str()
         )));
@@ -342,7 +341,7 @@ pub async fn mount_listing(
         .cloned()
         .unwrap_or_default();
     let (base, _) = probe.base_images.first().ok_or_else(|| {
-        RemoteError(format!(
+        RemoteError::local(format!(
             "no untainted base image known that used mount `{mount_id}` on `{builder}`"
         ))
     })?;
@@ -364,7 +363,7 @@ pub async fn mount_listing(
     let work = tempfile::Builder::new()
         .prefix("cachewarden-listing-")
         .tempdir()
-        .map_err(|e| RemoteError(format!("cannot create a temporary directory: {e}")))?;
+        .map_err(|e| RemoteError::local(format!("cannot create a temporary directory: {e}")))?;
     // The nonce keeps the listing step out of the layer cache: mount contents are not part of
     // the cache key, and `--no-cache` would detach the very mount being listed.
     let nonce = format!("{:x}", time::now());
@@ -375,7 +374,7 @@ pub async fn mount_listing(
          COPY --from=list /cachewarden-listing.txt /\n"
     );
     std::fs::write(work.path().join("Dockerfile"), dockerfile)
-        .map_err(|e| RemoteError(format!("cannot write the listing Dockerfile: {e}")))?;
+        .map_err(|e| RemoteError::local(format!("cannot write the listing Dockerfile: {e}")))?;
     let out = work.path().join("out");
     let output = tokio::process::Command::new(docker)
         .args(["build", "--network=none", "--output"])
@@ -386,7 +385,7 @@ pub async fn mount_listing(
         .stdin(Stdio::null())
         .output()
         .await
-        .map_err(|e| RemoteError(format!("cannot run `{docker}`: {e}")))?;
+        .map_err(|e| RemoteError::local(format!("cannot run `{docker}`: {e}")))?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let last = stderr
@@ -394,12 +393,12 @@ pub async fn mount_listing(
             .rev()
             .find(|l| !l.trim().is_empty())
             .unwrap_or("");
-        return Err(RemoteError(format!(
+        return Err(RemoteError::local(format!(
             "listing mount `{mount_id}` on `{builder}` failed: {last}"
         )));
     }
     let text = std::fs::read_to_string(out.join("cachewarden-listing.txt"))
-        .map_err(|e| RemoteError(format!("the listing build wrote no listing: {e}")))?;
+        .map_err(|e| RemoteError::local(format!("the listing build wrote no listing: {e}")))?;
     let mut lines: Vec<&str> = text.lines().collect();
     lines.sort_by_key(|l| l.split_once("  ").map(|(_, p)| p).unwrap_or(l));
     Ok(lines.iter().map(|l| format!("{l}\n")).collect())

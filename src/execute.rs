@@ -11,10 +11,11 @@ use crate::config::Config;
 use crate::error::RemoteError;
 use crate::model::{Digest, Driver, ManifestFacts, PurgeMethod, PurgeProvenance, PurgeTarget};
 use crate::plan::{Action, ActionKind, Target};
+use crate::purge::{ActionState, Finished, Outcome};
 use crate::remote::buildkit::{BuildkitClient, CacheRecord};
 use crate::remote::engine::Engine;
 use crate::remote::registry::{DeleteOutcome, RegistryClient, facts, is_index_type};
-use crate::store::{ActionRow, Finished, Store, StoreError};
+use crate::store::{ActionRow, Store, StoreError};
 use crate::time;
 
 /// Progress events; the command turns them into bars.
@@ -39,6 +40,8 @@ pub struct Summary {
     pub out_of_scope: usize,
     /// Of the failed, those whose registry or builder could not be reached.
     pub unreachable: usize,
+    /// Bytes the builders freed in this run.
+    pub bytes_reclaimed: i64,
 }
 
 /// The clients an execution shares between actions: one per registry and per builder.
@@ -113,7 +116,7 @@ pub fn require_endpoint(
     driver: Option<Driver>,
 ) -> Result<(String, Driver), RemoteError> {
     builder_endpoint(config, builder, endpoint, driver).ok_or_else(|| {
-        RemoteError(format!(
+        RemoteError::local(format!(
             "no endpoint known for builder `{builder}`: add it to the config"
         ))
     })
@@ -142,9 +145,9 @@ pub async fn execute(
     let mut summary = Summary::default();
     let mut todo: Vec<ActionRow> = Vec::new();
     for row in rows {
-        match row.state.as_str() {
-            "done" => summary.already_done += 1,
-            "skipped" => summary.skipped += 1,
+        match row.state {
+            ActionState::Done => summary.already_done += 1,
+            ActionState::Skipped => summary.skipped += 1,
             // The scope is the config's now, not the one the plan was made under.
             _ if !row.action.target.in_scope(&config.scope) => summary.out_of_scope += 1,
             // Failed actions are tried again; running ones were interrupted mid-flight.
@@ -216,10 +219,13 @@ pub async fn execute(
         }
         while let Some(joined) = tasks.join_next().await {
             match joined.expect("action task panicked")? {
-                Finished::Done(_) => summary.done += 1,
+                Finished::Done(outcome) => {
+                    summary.done += 1;
+                    summary.bytes_reclaimed += outcome.bytes();
+                }
                 Finished::Failed(error) => {
                     summary.failed += 1;
-                    summary.unreachable += usize::from(is_unreachable(&error));
+                    summary.unreachable += usize::from(error.is_unreachable());
                 }
                 Finished::Skipped(_) => summary.skipped += 1,
             }
@@ -240,17 +246,18 @@ struct Breaker {
 }
 
 impl Breaker {
-    fn open(&self, place: &str) -> Option<String> {
+    /// The refusal when the place failed too often; it counts as the place out of reach.
+    fn open(&self, place: &str) -> Option<RemoteError> {
         let failures = self.failures.lock().expect("breaker lock");
         (failures.get(place).copied().unwrap_or(0) >= BREAKER_LIMIT).then(|| {
-            format!("not attempted: `{place}` failed {BREAKER_LIMIT} times in a row; rerun the purge to resume")
+            RemoteError::unreachable(format!("not attempted: `{place}` failed {BREAKER_LIMIT} times in a row; rerun the purge to resume"))
         })
     }
 
     fn record(&self, place: &str, finished: &Finished) {
         let mut failures = self.failures.lock().expect("breaker lock");
         match finished {
-            Finished::Failed(error) if is_unreachable(error) => {
+            Finished::Failed(error) if error.is_unreachable() => {
                 *failures.entry(place.to_owned()).or_default() += 1
             }
             _ => {
@@ -258,22 +265,6 @@ impl Breaker {
             }
         }
     }
-}
-
-/// Whether an action failed because its place could not be reached at all.
-pub(crate) fn is_unreachable(error: &str) -> bool {
-    [
-        "cannot connect",
-        "connection refused",
-        "Connection refused",
-        "cannot reach",
-        "timed out",
-        "Connect",
-        // The breaker's own refusal: the place failed to answer just before.
-        "not attempted:",
-    ]
-    .iter()
-    .any(|needle| error.contains(needle))
 }
 
 async fn run_action(
@@ -300,7 +291,7 @@ async fn run_action(
             let (endpoint, driver) =
                 match require_endpoint(&clients.config, builder, endpoint.as_deref(), *driver) {
                     Ok(found) => found,
-                    Err(err) => return Finished::Failed(err.to_string()),
+                    Err(err) => return Finished::Failed(err),
                 };
             let result = prune_mount(
                 clients,
@@ -331,7 +322,7 @@ async fn run_action(
             let (endpoint, driver) =
                 match require_endpoint(&clients.config, builder, endpoint.as_deref(), *driver) {
                     Ok(found) => found,
-                    Err(err) => return Finished::Failed(err.to_string()),
+                    Err(err) => return Finished::Failed(err),
                 };
             let result = prune_builder(
                 clients,
@@ -368,7 +359,7 @@ async fn run_action(
     };
     match result {
         Ok(outcome) => Finished::Done(outcome),
-        Err(err) => Finished::Failed(err.to_string()),
+        Err(err) => Finished::Failed(err),
     }
 }
 
@@ -379,7 +370,7 @@ async fn run_action(
 fn record_purge_after(
     store: &Arc<Mutex<Store>>,
     job: (i64, i64),
-    result: Result<String, RemoteError>,
+    result: Result<Outcome, RemoteError>,
     target: Option<PurgeTarget>,
 ) -> Finished {
     match (result, target) {
@@ -400,13 +391,13 @@ fn record_purge_after(
                     .record_purge(&target, time::now(), &provenance);
             match recorded {
                 Ok(_) => Finished::Done(outcome),
-                Err(err) => {
-                    Finished::Failed(format!("pruned, but the purge was not recorded: {err}"))
-                }
+                Err(err) => Finished::Failed(RemoteError::local(format!(
+                    "pruned, but the purge was not recorded: {err}"
+                ))),
             }
         }
         (Ok(outcome), None) => Finished::Done(outcome),
-        (Err(err), _) => Finished::Failed(err.to_string()),
+        (Err(err), _) => Finished::Failed(err),
     }
 }
 
@@ -415,9 +406,9 @@ async fn delete_manifest(
     registry: &str,
     repository: &str,
     digest: &str,
-) -> Result<String, RemoteError> {
+) -> Result<Outcome, RemoteError> {
     let client = clients.registry(registry).await?;
-    let digest = Digest::parse(digest, "digest").map_err(|e| RemoteError(e.to_string()))?;
+    let digest = Digest::parse(digest, "digest").map_err(|e| RemoteError::local(e.to_string()))?;
     // Children of an index go first: after an interruption the index still names them. What
     // a digest is never changes, so recorded facts spare asking the registry; they also name
     // the children of an index that is already gone.
@@ -438,14 +429,10 @@ async fn delete_manifest(
             children_deleted += 1;
         }
     }
-    let outcome = match client.delete_manifest(repository, &digest).await? {
-        DeleteOutcome::Deleted => "deleted",
-        DeleteOutcome::AlreadyGone => "already gone",
-    };
-    Ok(if children_deleted > 0 {
-        format!("{outcome}, with {children_deleted} child manifests")
-    } else {
-        outcome.to_owned()
+    let deleted = client.delete_manifest(repository, &digest).await? == DeleteOutcome::Deleted;
+    Ok(Outcome::Manifest {
+        deleted,
+        children: children_deleted,
     })
 }
 
@@ -551,7 +538,7 @@ async fn prune_mount(
     mount_id: &str,
     targets: &[String],
     shares_target_with: &[String],
-) -> Result<String, RemoteError> {
+) -> Result<Outcome, RemoteError> {
     let slot = clients.builder(builder).await;
     let mut slot = slot.lock().await;
     let client = connected(&mut slot, endpoint, driver).await?;
@@ -565,18 +552,21 @@ async fn prune_mount(
         .map(|r| r.id.as_str())
         .collect();
     if !survivors.is_empty() {
-        return Err(RemoteError(format!(
+        return Err(RemoteError::protocol(format!(
             "builder `{builder}`: mount `{mount_id}` records {} are still present (in use?)",
             survivors.join(", ")
         )));
     }
     if let Some(note) = ambiguity {
-        return Err(RemoteError(format!(
+        return Err(RemoteError::protocol(format!(
             "builder `{builder}`: mount `{mount_id}`: {note}"
         )));
     }
-    let bytes: i64 = pruned.iter().map(|r| r.size).sum();
-    Ok(format!("pruned {} records, {bytes} bytes", ids.len()))
+    Ok(Outcome::Pruned {
+        records: ids.len(),
+        bytes: pruned.iter().map(|r| r.size).sum(),
+        already_gone: 0,
+    })
 }
 
 /// The records to prune on a builder: those tainted runs created, those used since the taint
@@ -627,7 +617,7 @@ async fn prune_builder(
     record_ids: &[String],
     used_since: Option<i64>,
     full: bool,
-) -> Result<String, RemoteError> {
+) -> Result<Outcome, RemoteError> {
     let slot = clients.builder(builder).await;
     let mut slot = slot.lock().await;
     let client = connected(&mut slot, endpoint, driver).await?;
@@ -642,7 +632,7 @@ async fn prune_builder(
         .collect();
     let bytes: i64 = pruned.iter().map(|r| r.size).sum();
     if !survivors.is_empty() {
-        return Err(RemoteError(format!(
+        return Err(RemoteError::protocol(format!(
             "builder `{builder}`: {} of {} records survived the prune (kept by records outside the plan, or in use): {}",
             survivors.len(),
             ids.len(),
@@ -653,23 +643,17 @@ async fn prune_builder(
         .iter()
         .filter(|id| !records.iter().any(|r| &r.id == *id))
         .count();
-    Ok(format!(
-        "pruned {} records, {bytes} bytes{}",
-        ids.len(),
-        if gone > 0 {
-            format!(" ({gone} were already gone)")
-        } else {
-            String::new()
-        }
-    ))
+    Ok(Outcome::Pruned {
+        records: ids.len(),
+        bytes,
+        already_gone: gone,
+    })
 }
 
-async fn remove_local_image(endpoint: &str, reference: &str) -> Result<String, RemoteError> {
+async fn remove_local_image(endpoint: &str, reference: &str) -> Result<Outcome, RemoteError> {
     let engine = Engine::connect(endpoint).await?;
-    Ok(if engine.remove_image(reference, true).await? {
-        "removed".to_owned()
-    } else {
-        "not present".to_owned()
+    Ok(Outcome::Image {
+        removed: engine.remove_image(reference, true).await?,
     })
 }
 
@@ -690,6 +674,31 @@ mod tests {
             })
             .unwrap();
         found
+    }
+
+    /// A failure whose text merely reads like a connection failure (a repository named
+    /// `Connect`, an error body saying "connection refused") neither trips the breaker nor
+    /// counts as out of reach; three failures of the unreachable kind do.
+    #[test]
+    fn the_breaker_trips_on_the_kind_not_the_words() {
+        let breaker = Breaker::default();
+        let worded = RemoteError::status(
+            500,
+            "registry `r`: delete `Connect/app`: HTTP 500: connection refused, timed out",
+        );
+        for _ in 0..BREAKER_LIMIT + 1 {
+            breaker.record("r", &Finished::Failed(worded.clone()));
+        }
+        assert!(breaker.open("r").is_none());
+        for _ in 0..BREAKER_LIMIT {
+            breaker.record("r", &Finished::Failed(RemoteError::unreachable("no route")));
+        }
+        let refusal = breaker.open("r").expect("tripped");
+        assert!(refusal.is_unreachable(), "{refusal}");
+        assert!(
+            refusal.message.starts_with("not attempted: `r`"),
+            "{refusal}"
+        );
     }
 
     /// A prune the executor carried out is recorded as an `executor` purge by the OS account
@@ -719,13 +728,18 @@ mod tests {
         let failed = record_purge_after(
             &store,
             (3, 2),
-            Err(RemoteError("cannot connect".into())),
+            Err(RemoteError::unreachable("cannot connect")),
             Some(target.clone()),
         );
         assert!(matches!(failed, Finished::Failed(_)));
         assert!(purges(&store.lock().unwrap()).is_empty());
         let before = time::now();
-        let done = record_purge_after(&store, (3, 2), Ok("pruned".into()), Some(target.clone()));
+        let pruned = Outcome::Pruned {
+            records: 1,
+            bytes: 0,
+            already_gone: 0,
+        };
+        let done = record_purge_after(&store, (3, 2), Ok(pruned), Some(target.clone()));
         assert!(matches!(done, Finished::Done(_)));
         let stored = purges(&store.lock().unwrap());
         assert_eq!(stored.len(), 1);

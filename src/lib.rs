@@ -16,6 +16,7 @@ pub mod ingest;
 pub mod model;
 pub mod plan;
 pub mod printer;
+pub mod purge;
 pub mod remote;
 pub mod report;
 pub mod store;

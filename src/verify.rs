@@ -21,6 +21,7 @@ use crate::execute::{
 };
 use crate::model::{Driver, ManifestFacts};
 use crate::plan::Target;
+use crate::purge::ActionState;
 use crate::remote::buildkit::CacheRecord;
 use crate::remote::engine::Engine;
 use crate::remote::registry::RegistryClient;
@@ -236,7 +237,7 @@ pub async fn check(rows: &[ActionRow], inputs: &Inputs<'_>) -> Vec<Checked> {
                             .get(digest)
                             .map(|f| f.children.iter().map(|c| c.as_str().to_owned()).collect())
                             .unwrap_or_default();
-                        let done = group.rows.iter().any(|r| r.state == "done");
+                        let done = group.rows.iter().any(|r| r.state == ActionState::Done);
                         let (key, registry, repository, digest) = (
                             place.clone(),
                             registry.clone(),
@@ -339,7 +340,7 @@ fn cutoff(
 ) -> Option<Micros> {
     let cutoff = rows
         .iter()
-        .filter(|r| r.state == "done")
+        .filter(|r| r.state == ActionState::Done)
         .filter_map(|r| r.finished_at)
         .chain(purged)
         .max()?;

@@ -28,6 +28,7 @@ use crate::graph::{Entity, Kind, Seeds, Trace};
 use crate::model::{Digest, ManifestFacts};
 use crate::plan::{self, Action, ActionKind, PlanOptions, Target};
 use crate::printer::Printer;
+use crate::purge::{ActionState, IncidentStatus};
 use crate::remote::engine::Engine;
 use crate::remote::registry::RegistryClient;
 use crate::report;
@@ -282,7 +283,7 @@ pub(crate) fn confirm(plan: &str, count: usize) -> Result<()> {
 
 /// One warning per failed action, with its error.
 pub(crate) fn warn_failed(printer: Printer, rows: &[ActionRow]) {
-    for row in rows.iter().filter(|r| r.state == "failed") {
+    for row in rows.iter().filter(|r| r.state == ActionState::Failed) {
         printer.warn(format!(
             "action {} ({}) failed: {}",
             row.seq,
@@ -320,7 +321,7 @@ fn plan_table(rows: &[ActionRow]) -> String {
             "  {:>3}  {:<18} {:<9} {}{scope}\n",
             row.seq,
             row.action.kind.as_str(),
-            Term(&row.state),
+            row.state,
             report::incident::describe_target(&row.action.target)
         ));
     }
@@ -338,7 +339,7 @@ async fn purge(
 ) -> Result<ExitStatus> {
     let mut store = open_existing_store(db)?;
     let incident = store.incident(args.id)?;
-    if incident.status == "closed" {
+    if incident.status == IncidentStatus::Closed {
         return Err(RefusedError(format!("incident {} is closed", args.id)).into());
     }
     if !args.execute {
@@ -394,10 +395,7 @@ async fn purge_locked(
             printer.status(line);
         }
     }
-    let open: Vec<&ActionRow> = rows
-        .iter()
-        .filter(|r| r.state != "done" && r.state != "skipped")
-        .collect();
+    let open: Vec<&ActionRow> = rows.iter().filter(|r| !r.state.is_settled()).collect();
     warn_scope(config, open.iter().map(|r| &r.action), printer);
     note_scope_changes(&open, config, printer);
     let (pending, outside): (Vec<&ActionRow>, Vec<&ActionRow>) = open
@@ -696,7 +694,7 @@ fn accept(
     }
     let mut store = open_existing_store(db)?;
     let incident = store.incident(args.id)?;
-    if incident.status == "closed" {
+    if incident.status == IncidentStatus::Closed {
         return Err(RefusedError(format!("incident {} is closed", args.id)).into());
     }
     let mut seqs = args.seqs.clone();
@@ -724,7 +722,7 @@ async fn close(
 ) -> Result<ExitStatus> {
     let mut store = open_existing_store(db)?;
     let incident = store.incident(args.id)?;
-    if incident.status == "closed" {
+    if incident.status == IncidentStatus::Closed {
         printer.status(format!("incident {} is already closed", args.id));
         return Ok(ExitStatus::Success);
     }
@@ -770,15 +768,12 @@ async fn check(
     printer: Printer,
 ) -> Result<ExitStatus> {
     let rows = store.actions(id)?;
-    let open: Vec<&ActionRow> = rows
-        .iter()
-        .filter(|r| r.state != "done" && r.state != "skipped")
-        .collect();
+    let open: Vec<&ActionRow> = rows.iter().filter(|r| !r.state.is_settled()).collect();
     warn_scope(config, open.iter().map(|r| &r.action), printer);
     note_scope_changes(&open, config, printer);
     // The scope is the config's now, not the one the plan was made under.
     let to_check = |row: &ActionRow| {
-        row.state != "done"
+        row.state != ActionState::Done
             && row.action.kind != ActionKind::FollowUp
             && row.action.target.in_scope(&config.scope)
     };
@@ -790,7 +785,7 @@ async fn check(
     let known = store.manifest_facts(&digests)?;
     let mut checked: Vec<Option<Result<String, RemoteError>>> =
         std::iter::repeat_with(|| None).take(rows.len()).collect();
-    let mut registries: HashMap<String, Result<Checker, String>> = HashMap::new();
+    let mut registries: HashMap<String, Result<Checker, RemoteError>> = HashMap::new();
     let mut manifests = JoinSet::new();
     for (i, row) in rows.iter().enumerate().filter(|(_, row)| to_check(row)) {
         let Target::Manifest {
@@ -805,12 +800,11 @@ async fn check(
         let place = registries.entry(registry.clone()).or_insert_with(|| {
             RegistryClient::new(config, registry)
                 .map(|client| (Arc::new(client), Arc::new(Semaphore::new(concurrency))))
-                .map_err(|err| err.to_string())
         });
         let (client, semaphore) = match place {
             Ok((client, semaphore)) => (client.clone(), semaphore.clone()),
             Err(err) => {
-                checked[i] = Some(Err(RemoteError(err.clone())));
+                checked[i] = Some(Err(err.clone()));
                 continue;
             }
         };
@@ -840,7 +834,7 @@ async fn check(
     let mut problems = 0;
     let mut out = String::new();
     for (row, checked) in rows.iter().zip(checked) {
-        let status = if row.state == "done" {
+        let status = if row.state == ActionState::Done {
             "done earlier".to_owned()
         } else if row.action.kind == ActionKind::FollowUp {
             "follow-up (not executed)".to_owned()
@@ -882,7 +876,7 @@ async fn check_manifest(
 ) -> (Result<String, RemoteError>, Option<ManifestFacts>) {
     let digest = match Digest::parse(digest, "digest") {
         Ok(digest) => digest,
-        Err(err) => return (Err(RemoteError(err.to_string())), None),
+        Err(err) => return (Err(RemoteError::local(err.to_string())), None),
     };
     let present = |facts: &ManifestFacts| match facts.children.len() {
         0 => format!("present ({})", facts.media_type),
@@ -988,7 +982,7 @@ fn list(args: &IncidentListArgs, db: &Path) -> Result<ExitStatus> {
                 out.push_str(&format!(
                     "{:>4}  {:<6}  {}  {}\n",
                     i.id,
-                    Term(&i.status),
+                    i.status,
                     time::format(i.opened_at),
                     Short(&i.title)
                 ));
@@ -1017,7 +1011,7 @@ fn show(args: &IncidentShowArgs, db: &Path) -> Result<ExitStatus> {
             "incident {}: {}\nstatus: {}, opened {} by {}\n\n{}",
             incident.id,
             Term(&incident.title),
-            Term(&incident.status),
+            incident.status,
             time::format(incident.opened_at),
             Term(&incident.opened_by),
             plan_table(&rows)

@@ -16,8 +16,9 @@ use crate::commands::{open_existing_store, write_stdout};
 use crate::config::Config;
 use crate::error::{InputError, RefusedError};
 use crate::execute::{self, Reporter};
-use crate::plan::{Action, ActionKind};
+use crate::plan::Action;
 use crate::printer::Printer;
+use crate::purge::ActionState;
 use crate::report::escape::Term;
 use crate::report::incident::describe_target;
 use crate::store::{Store, SweepKinds};
@@ -209,20 +210,14 @@ async fn run(
     // A sweep is never re-run as such: the next one plans afresh from the store.
     store.close_incident(id, "sweep")?;
     let rows = store.actions(id)?;
-    let mut m = SweepMetrics::default();
+    let mut m = SweepMetrics {
+        bytes_reclaimed: summary.bytes_reclaimed,
+        ..SweepMetrics::default()
+    };
     for row in &rows {
-        m.count(row.action.kind, &row.state);
-        if row.state == "failed" {
+        m.count(row.action.kind, row.state.as_str());
+        if row.state == ActionState::Failed {
             m.failures += 1;
-        }
-        if row.state == "done"
-            && matches!(
-                row.action.kind,
-                ActionKind::PruneMount | ActionKind::PruneBuilder
-            )
-            && let Some(bytes) = row.outcome.as_deref().and_then(metrics::bytes_in_outcome)
-        {
-            m.bytes_reclaimed += bytes;
         }
     }
     match args.format {

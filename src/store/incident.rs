@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::{Store, StoreError, sql_error};
 use crate::model::{Driver, MountUse};
 use crate::plan::{Action, ActionKind, BuilderPlace, PlanContext, Target};
+use crate::purge::{ActionState, Finished, IncidentStatus};
 use crate::time::{self, Micros};
 
 /// An incident as stored.
@@ -19,7 +20,7 @@ pub struct IncidentRow {
     pub opened_by: String,
     pub seeds: String,
     pub trace: String,
-    pub status: String,
+    pub status: IncidentStatus,
     pub closed_at: Option<Micros>,
     pub closed_by: Option<String>,
 }
@@ -30,7 +31,7 @@ pub struct ActionRow {
     pub id: i64,
     pub seq: i64,
     pub action: Action,
-    pub state: String,
+    pub state: ActionState,
     pub attempts: i64,
     pub outcome: Option<String>,
     pub error: Option<String>,
@@ -48,14 +49,6 @@ pub struct Acceptance {
     pub at: Micros,
     pub by: String,
     pub reason: String,
-}
-
-/// How an action ended, for the journal.
-#[derive(Debug, Clone)]
-pub enum Finished {
-    Done(String),
-    Failed(String),
-    Skipped(String),
 }
 
 impl Store {
@@ -197,10 +190,11 @@ impl Store {
         finished: &Finished,
         duration_us: i64,
     ) -> Result<(), StoreError> {
-        let (state, outcome, error) = match finished {
-            Finished::Done(outcome) => ("done", Some(outcome.as_str()), None),
-            Finished::Failed(error) => ("failed", None, Some(error.as_str())),
-            Finished::Skipped(why) => ("skipped", Some(why.as_str()), None),
+        let state = finished.state();
+        let (outcome, error) = match finished {
+            Finished::Done(outcome) => (Some(outcome.to_string()), None),
+            Finished::Failed(error) => (None, Some(error.to_string())),
+            Finished::Skipped(why) => (Some(why.clone()), None),
         };
         self.conn
             .prepare_cached(
@@ -557,9 +551,9 @@ fn insert_actions(
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let state =
             if action.kind == ActionKind::FollowUp || (settle_out_of_scope && !action.in_scope) {
-                "skipped"
+                ActionState::Skipped
             } else {
-                "pending"
+                ActionState::Pending
             };
         stmt.execute(params![
             incident,
@@ -587,4 +581,35 @@ fn incident_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
         closed_at: row.get(7)?,
         closed_by: row.get(8)?,
     })
+}
+
+/// States are text in SQL (the schema's `CHECK` lists the words) and typed everywhere else.
+impl rusqlite::types::ToSql for ActionState {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for ActionState {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        Self::parse(text).ok_or_else(|| unknown_word("action state", text))
+    }
+}
+
+impl rusqlite::types::ToSql for IncidentStatus {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for IncidentStatus {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        Self::parse(text).ok_or_else(|| unknown_word("incident status", text))
+    }
+}
+
+fn unknown_word(what: &str, text: &str) -> rusqlite::types::FromSqlError {
+    rusqlite::types::FromSqlError::Other(format!("unknown {what} `{text}`").into())
 }
