@@ -9,8 +9,6 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
-pub mod evidence;
-pub mod execute;
 pub mod graph;
 pub mod ingest;
 pub mod model;
@@ -22,7 +20,6 @@ pub mod report;
 pub mod store;
 pub mod sweep;
 pub mod time;
-pub mod verify;
 pub mod wire;
 
 pub use error::ExitStatus;

@@ -20,15 +20,13 @@ use crate::commands::trace::run_trace;
 use crate::commands::{open_existing_store, open_read_store, write_stdout};
 use crate::config::Config;
 use crate::error::{InputError, RefusedError, RemoteError};
-use crate::execute::{
-    self, Reporter, connect_builder, probe, require_endpoint, select_builder_records,
-    select_mount_records,
-};
 use crate::graph::{Entity, Kind, Seeds, Trace};
 use crate::model::{Digest, ManifestFacts};
 use crate::plan::{self, Action, ActionKind, PlanOptions, Target};
 use crate::printer::Printer;
+use crate::purge::execute::{self, Reporter, probe, select_builder_records, select_mount_records};
 use crate::purge::{ActionState, IncidentStatus};
+use crate::remote::endpoint::{connect_builder, require_endpoint};
 use crate::remote::engine::Engine;
 use crate::remote::registry::RegistryClient;
 use crate::report;
@@ -432,8 +430,8 @@ async fn purge_locked(
                 .join(format!("incident-{}", args.id)),
         };
         let probes = mount_probes(&store, args.id, &rows)?;
-        let docker = crate::evidence::docker_client();
-        let collect = crate::evidence::Collect {
+        let docker = crate::purge::evidence::docker_client();
+        let collect = crate::purge::evidence::Collect {
             dir: &dir,
             config,
             blobs: args.evidence_blobs,
@@ -442,7 +440,7 @@ async fn purge_locked(
             probes: &probes,
         };
         let acting: Vec<ActionRow> = pending.iter().map(|r| (*r).clone()).collect();
-        let collected = crate::evidence::collect(&acting, &collect)
+        let collected = crate::purge::evidence::collect(&acting, &collect)
             .await
             .with_context(|| format!("cannot save evidence in `{}`", dir.display()))?;
         for item in &collected.unavailable {
@@ -536,7 +534,7 @@ fn mount_probes(
     store: &Store,
     incident: i64,
     rows: &[ActionRow],
-) -> Result<BTreeMap<(String, String), crate::evidence::MountProbe>> {
+) -> Result<BTreeMap<(String, String), crate::purge::evidence::MountProbe>> {
     let tainted: BTreeSet<String> = store
         .incident_digests(incident)?
         .into_iter()
@@ -561,7 +559,7 @@ fn mount_probes(
 /// What a verification found: every target's verdict, and what the re-run trace added.
 struct Verified {
     clean: bool,
-    targets: Vec<crate::verify::Checked>,
+    targets: Vec<crate::purge::verify::Checked>,
     /// Targets the re-run trace found that the plan did not hold; they are planned now.
     added: usize,
 }
@@ -614,16 +612,16 @@ async fn verify_incident(store: &mut Store, id: i64, config: &Config) -> Result<
         })
         .collect();
     let facts = store.manifest_facts(&digests)?;
-    let purges = store.last_purges(&crate::verify::purge_places(&rows))?;
+    let purges = store.last_purges(&crate::purge::verify::purge_places(&rows))?;
     let acceptances = store.acceptances(id)?;
-    let inputs = crate::verify::Inputs {
+    let inputs = crate::purge::verify::Inputs {
         config,
         acceptances: &acceptances,
         facts: &facts,
         purges: &purges,
         tainted_runs: &tainted_runs,
     };
-    let targets = crate::verify::check(&rows, &inputs).await;
+    let targets = crate::purge::verify::check(&rows, &inputs).await;
     let verified = Verified {
         clean: added == 0 && !targets.iter().any(|c| c.verdict.blocks()),
         targets,

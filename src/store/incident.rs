@@ -446,9 +446,9 @@ impl Store {
         &self,
         builder: &str,
         mount_id: &str,
-    ) -> Result<crate::evidence::MountProbe, StoreError> {
+    ) -> Result<crate::purge::evidence::MountProbe, StoreError> {
         let err = |e| sql_error(&self.path, e);
-        let mut probe = crate::evidence::MountProbe::default();
+        let mut probe = crate::purge::evidence::MountProbe::default();
         let mut stmt = self
             .conn
             .prepare_cached(

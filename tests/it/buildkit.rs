@@ -418,7 +418,8 @@ async fn connect_errors_name_the_endpoint_without_credentials() {
     .err()
     .expect("not supported");
     assert!(
-        err.message.contains("docker-container://buildx_buildkit_x0"),
+        err.message
+            .contains("docker-container://buildx_buildkit_x0"),
         "{err}"
     );
 

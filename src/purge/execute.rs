@@ -13,6 +13,7 @@ use crate::model::{Digest, Driver, ManifestFacts, PurgeMethod, PurgeProvenance, 
 use crate::plan::{Action, ActionKind, Target};
 use crate::purge::{ActionState, Finished, Outcome};
 use crate::remote::buildkit::{BuildkitClient, CacheRecord};
+use crate::remote::endpoint::require_endpoint;
 use crate::remote::engine::Engine;
 use crate::remote::registry::{DeleteOutcome, RegistryClient, facts, is_index_type};
 use crate::store::{ActionRow, Store, StoreError};
@@ -90,47 +91,6 @@ impl Clients {
             .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(None)))
             .clone()
     }
-}
-
-/// The endpoint and driver to reach a builder: the config wins over what the store recorded.
-pub fn builder_endpoint(
-    config: &Config,
-    builder: &str,
-    endpoint: Option<&str>,
-    driver: Option<Driver>,
-) -> Option<(String, Driver)> {
-    match config.builder(builder) {
-        Some(b) => Some((
-            b.endpoint.clone(),
-            b.driver.or(driver).unwrap_or(Driver::Docker),
-        )),
-        None => endpoint.map(|e| (e.to_owned(), driver.unwrap_or(Driver::Docker))),
-    }
-}
-
-/// [`builder_endpoint`], or the error that says how to fix its absence.
-pub fn require_endpoint(
-    config: &Config,
-    builder: &str,
-    endpoint: Option<&str>,
-    driver: Option<Driver>,
-) -> Result<(String, Driver), RemoteError> {
-    builder_endpoint(config, builder, endpoint, driver).ok_or_else(|| {
-        RemoteError::local(format!(
-            "no endpoint known for builder `{builder}`: add it to the config"
-        ))
-    })
-}
-
-/// Connects to a builder's BuildKit as the config and the store know it.
-pub async fn connect_builder(
-    config: &Config,
-    builder: &str,
-    endpoint: Option<&str>,
-    driver: Option<Driver>,
-) -> Result<BuildkitClient, RemoteError> {
-    let (endpoint, driver) = require_endpoint(config, builder, endpoint, driver)?;
-    BuildkitClient::connect(&endpoint, driver).await
 }
 
 /// Runs every pending (or interrupted) action of the incident.

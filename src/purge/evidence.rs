@@ -11,11 +11,10 @@ use sha2::{Digest as _, Sha256};
 
 use crate::config::Config;
 use crate::error::RemoteError;
-use crate::execute::{
-    connect_builder, require_endpoint, select_builder_records, select_mount_records,
-};
 use crate::model::{Digest, Driver, ManifestFacts, MountUse};
 use crate::plan::Target;
+use crate::purge::execute::{select_builder_records, select_mount_records};
+use crate::remote::endpoint::{connect_builder, require_endpoint};
 
 use crate::remote::registry::{
     ParsedManifest, RegistryClient, blobs, client_for, facts, parse_manifest,

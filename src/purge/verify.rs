@@ -16,13 +16,12 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::error::RemoteError;
-use crate::execute::{
-    connect_builder, require_endpoint, select_builder_records, select_mount_records,
-};
 use crate::model::{Driver, ManifestFacts};
 use crate::plan::Target;
 use crate::purge::ActionState;
+use crate::purge::execute::{select_builder_records, select_mount_records};
 use crate::remote::buildkit::CacheRecord;
+use crate::remote::endpoint::{connect_builder, require_endpoint};
 use crate::remote::engine::Engine;
 use crate::remote::registry::RegistryClient;
 use crate::report::escape::{Line, Term};
