@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 
 use crate::ExitStatus;
 use crate::cli::{OutputFormat, SweepArgs};
-use crate::commands::{open_existing_store, write_stdout};
+use crate::commands::{journal, open_existing_store, write_stdout};
 use crate::config::Config;
 use crate::error::{InputError, RefusedError};
 use crate::plan::Action;
@@ -176,7 +176,7 @@ fn confirm(args: &SweepArgs, actions: &[Action]) -> Result<()> {
     if pending == 0 || args.yes {
         return Ok(());
     }
-    crate::commands::incident::confirm(&plan_text(numbered(actions, "pending")), pending)
+    journal::confirm(&plan_text(numbered(actions, "pending")), pending)
 }
 
 /// Stores the sweep with its plan, runs it through the executor and reports.
@@ -200,7 +200,7 @@ async fn run(
     )?;
     let concurrency = args.concurrency.unwrap_or(config.purge.concurrency).max(1);
     let reporter: Arc<dyn Reporter> = if printer.progress {
-        Arc::new(super::incident::Bars::default())
+        Arc::new(journal::Bars::default())
     } else {
         Arc::new(execute::Silent)
     };
@@ -224,10 +224,7 @@ async fn run(
         OutputFormat::Json => write_json(
             Some(id),
             &planned.rules,
-            &rows
-                .iter()
-                .map(crate::commands::incident::action_json)
-                .collect::<Vec<_>>(),
+            &rows.iter().map(journal::action_json).collect::<Vec<_>>(),
         )?,
         OutputFormat::Text => {
             let mut out = format!("sweep {id} by `{}`\n", args.policy.display());
@@ -239,7 +236,7 @@ async fn run(
             write_stdout(&out)?;
         }
     }
-    crate::commands::incident::warn_failed(printer, &rows);
+    journal::warn_failed(printer, &rows);
     printer.status(format!(
         "sweep {id}: {} done, {} failed, {} not executed (out of scope); {} bytes reclaimed on builders; report: cachewarden incident report {id}",
         summary.done,

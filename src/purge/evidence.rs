@@ -2,44 +2,35 @@
 //! their blob digests, the builder records it will prune, and a listing of each tainted mount
 //! cache. `MANIFEST.json` holds the SHA-256 of every file, so tampering shows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::convert::Infallible;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::sync::Arc;
 
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::config::Config;
 use crate::error::RemoteError;
-use crate::model::{Digest, Driver, ManifestFacts, MountUse};
+use crate::model::{Driver, ManifestFacts};
 use crate::plan::Target;
-use crate::purge::execute::{select_builder_records, select_mount_records};
-use crate::remote::endpoint::{connect_builder, require_endpoint};
-
-use crate::remote::registry::{
-    ParsedManifest, RegistryClient, blobs, client_for, facts, parse_manifest,
-};
-use crate::store::ActionRow;
+use crate::purge::kind_of;
+use crate::purge::mount::MountProbe;
+use crate::purge::remotes::Remotes;
+use crate::purge::runner::{self, Job};
+use crate::remote::buildkit::CacheRecord;
+use crate::store::{ActionRow, Store, StoreError};
 use crate::time;
 
-/// What the collector needs per tainted mount: how it was used, and a base image with a shell
-/// that the builder already holds.
-#[derive(Debug, Clone, Default)]
-pub struct MountProbe {
-    pub uses: Vec<MountUse>,
-    /// (name the builder knows it by, digest or image id), local images first.
-    pub base_images: Vec<(String, String)>,
-}
-
 /// Options of one collection.
-pub struct Collect<'a> {
-    pub dir: &'a Path,
-    pub config: &'a Config,
+pub struct Evidence {
+    pub dir: PathBuf,
     pub blobs: bool,
     pub incident: i64,
     /// The docker client that can run BuildKit builds.
-    pub docker: &'a str,
-    pub probes: &'a BTreeMap<(String, String), MountProbe>,
+    pub docker: String,
+    /// What listing each tainted mount needs, by (builder, mount id).
+    pub probes: BTreeMap<(String, String), MountProbe>,
 }
 
 #[derive(Debug, Serialize)]
@@ -69,75 +60,40 @@ pub struct Collected {
     pub facts: Vec<ManifestFacts>,
 }
 
-/// Saves evidence for every action not done yet.
-pub async fn collect(rows: &[ActionRow], opts: &Collect<'_>) -> Result<Collected, std::io::Error> {
-    std::fs::create_dir_all(opts.dir)?;
+/// Saves evidence for every action not done yet: one place at a time per registry or
+/// builder, places side by side.
+pub async fn collect(
+    rows: &[ActionRow],
+    config: &Config,
+    opts: Evidence,
+) -> Result<Collected, std::io::Error> {
+    std::fs::create_dir_all(&opts.dir)?;
+    let remotes = Arc::new(Remotes::new(config, HashMap::new()));
+    let opts = Arc::new(opts);
+    let jobs = rows
+        .iter()
+        .filter(|r| !r.state.is_settled())
+        .cloned()
+        .map(|row| {
+            let (remotes, opts) = (remotes.clone(), opts.clone());
+            Job {
+                place: row.action.place.clone(),
+                limit: 1,
+                work: async move {
+                    let kind = kind_of(&row.action.target);
+                    let saved = kind.evidence(&row.action.target, &remotes, &opts).await;
+                    Ok::<_, Infallible>((row, saved))
+                },
+            }
+        })
+        .collect();
+    let saved = match runner::run(jobs).await {
+        Ok(saved) => saved,
+        Err(never) => match never {},
+    };
     let mut unavailable = Vec::new();
     let mut gaps = Vec::new();
-    let mut learned = Vec::new();
-    let mut registries: BTreeMap<String, RegistryClient> = BTreeMap::new();
-    for row in rows.iter().filter(|r| !r.state.is_settled()) {
-        let result = match &row.action.target {
-            Target::Manifest {
-                registry,
-                repository,
-                digest,
-                ..
-            } => {
-                save_manifest(
-                    opts,
-                    &mut registries,
-                    registry,
-                    repository,
-                    digest,
-                    &mut learned,
-                )
-                .await
-            }
-            Target::Mount {
-                builder,
-                endpoint,
-                driver,
-                mount_id,
-                targets,
-                shares_target_with,
-            } => {
-                let records = save_records(
-                    opts,
-                    builder,
-                    endpoint.as_deref(),
-                    *driver,
-                    |records| {
-                        select_mount_records(records, mount_id, targets, shares_target_with).0
-                    },
-                    &format!("mount-{}", sanitize(mount_id)),
-                )
-                .await;
-                let listing =
-                    list_mount(opts, builder, endpoint.as_deref(), *driver, mount_id).await;
-                records.and(listing)
-            }
-            Target::Builder {
-                builder,
-                endpoint,
-                driver,
-                record_ids,
-                used_since,
-                full,
-                ..
-            } => {
-                save_records(
-                    opts,
-                    builder,
-                    endpoint.as_deref(),
-                    *driver,
-                    |records| select_builder_records(records, record_ids, *used_since, *full),
-                    "records",
-                )
-                .await
-            }
-            Target::LocalImage { .. } | Target::FollowUp { .. } => Ok(()),
-        };
+    for (row, result) in saved {
         if let Err(err) = result {
             unavailable.push(format!(
                 "action {} ({}): {err}",
@@ -147,12 +103,38 @@ pub async fn collect(rows: &[ActionRow], opts: &Collect<'_>) -> Result<Collected
             gaps.push((row.seq, err.to_string()));
         }
     }
-    write_manifest(opts.dir, opts.incident, &unavailable)?;
+    write_manifest(&opts.dir, opts.incident, &unavailable)?;
     Ok(Collected {
         unavailable,
         gaps,
-        facts: learned,
+        facts: remotes.take_learned(1),
     })
+}
+
+/// What listing each tainted mount of the plan needs from the store. The listing build runs
+/// in a base image, so one the incident holds tainted is never chosen.
+pub fn mount_probes(
+    store: &Store,
+    incident: i64,
+    rows: &[ActionRow],
+) -> Result<BTreeMap<(String, String), MountProbe>, StoreError> {
+    let tainted: BTreeSet<String> = store
+        .incident_digests(incident)?
+        .into_iter()
+        .map(|(digest, _)| digest)
+        .collect();
+    let mut probes = BTreeMap::new();
+    for row in rows {
+        if let Target::Mount {
+            builder, mount_id, ..
+        } = &row.action.target
+        {
+            let reads = store.mount_reads(builder, mount_id)?;
+            let probe = MountProbe::from_reads(mount_id, &reads, &tainted);
+            probes.insert((builder.clone(), mount_id.clone()), probe);
+        }
+    }
+    Ok(probes)
 }
 
 /// Where in an evidence directory a mount's listing is saved.
@@ -161,7 +143,7 @@ pub fn mount_listing_file(builder: &str, mount_id: &str) -> String {
 }
 
 /// `a/b:c` -> `a_b_c`: one path component.
-fn sanitize(value: &str) -> String {
+pub fn sanitize(value: &str) -> String {
     value
         .chars()
         .map(|c| {
@@ -176,7 +158,8 @@ fn sanitize(value: &str) -> String {
         .to_owned()
 }
 
-fn write(dir: &Path, relative: &str, bytes: &[u8]) -> Result<(), RemoteError> {
+/// Writes one evidence file, with its directories.
+pub fn write(dir: &Path, relative: &str, bytes: &[u8]) -> Result<(), RemoteError> {
     let path = dir.join(relative);
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
@@ -186,91 +169,17 @@ fn write(dir: &Path, relative: &str, bytes: &[u8]) -> Result<(), RemoteError> {
         .map_err(|e| RemoteError::local(format!("cannot write `{}`: {e}", path.display())))
 }
 
-/// Saves a manifest (an index with its child manifests), its config and its blob list; what
-/// each fetched manifest is goes into `learned`.
-async fn save_manifest(
-    opts: &Collect<'_>,
-    registries: &mut BTreeMap<String, RegistryClient>,
-    registry: &str,
-    repository: &str,
-    digest: &str,
-    learned: &mut Vec<ManifestFacts>,
-) -> Result<(), RemoteError> {
-    let client = client_for(registries, opts.config, registry)?;
-    let base = format!("manifests/{}/{}", sanitize(registry), repository);
-    let Some(manifest) = client.get_manifest(repository, digest).await? else {
-        return Ok(());
-    };
-    let hex = digest.trim_start_matches("sha256:");
-    write(opts.dir, &format!("{base}/{hex}.json"), &manifest.bytes)?;
-    let mut blob_list: Vec<String> = blobs(&manifest.bytes, &manifest.media_type)?
-        .iter()
-        .map(|d| format!("{} {} {}", d.digest, d.size, d.media_type))
-        .collect();
-    let parsed = parse_manifest(&manifest.bytes, &manifest.media_type)?;
-    let known = facts(&manifest)?;
-    let children = known.children.clone();
-    learned.push(known);
-    // An index's children are deleted with it: keep them too.
-    for child in &children {
-        if let Some(m) = client.get_manifest(repository, child.as_str()).await? {
-            write(
-                opts.dir,
-                &format!(
-                    "{base}/{}.json",
-                    child.as_str().trim_start_matches("sha256:")
-                ),
-                &m.bytes,
-            )?;
-            blob_list.extend(
-                blobs(&m.bytes, &m.media_type)?
-                    .iter()
-                    .map(|d| format!("{} {} {}", d.digest, d.size, d.media_type)),
-            );
-            learned.push(facts(&m)?);
-        }
-    }
-    if let ParsedManifest::Image { config, .. } = &parsed
-        && let Ok(bytes) = client.get_blob(repository, &config.digest).await
-    {
-        write(opts.dir, &format!("{base}/{hex}.config.json"), &bytes)?;
-    }
-    blob_list.sort();
-    blob_list.dedup();
-    write(
-        opts.dir,
-        &format!("{base}/{hex}.blobs.txt"),
-        format!("{}\n", blob_list.join("\n")).as_bytes(),
-    )?;
-    if opts.blobs {
-        for line in &blob_list {
-            let Some(d) = line.split(' ').next() else {
-                continue;
-            };
-            let Ok(d) = Digest::parse(d, "blob digest") else {
-                continue;
-            };
-            let bytes = client.get_blob(repository, &d).await?;
-            write(
-                opts.dir,
-                &format!("blobs/{}", d.as_str().trim_start_matches("sha256:")),
-                &bytes,
-            )?;
-        }
-    }
-    Ok(())
-}
-
-async fn save_records(
-    opts: &Collect<'_>,
+/// Saves the builder records `select` picks as `builders/<builder>/<name>.json`.
+pub async fn save_records(
+    opts: &Evidence,
+    cx: &Remotes,
     builder: &str,
     endpoint: Option<&str>,
     driver: Option<Driver>,
-    select: impl Fn(&[crate::remote::buildkit::CacheRecord]) -> Vec<String>,
+    select: impl Fn(&[CacheRecord]) -> Vec<String>,
     name: &str,
 ) -> Result<(), RemoteError> {
-    let mut client = connect_builder(opts.config, builder, endpoint, driver).await?;
-    let records = client.disk_usage().await?;
+    let records = cx.disk_usage(builder, endpoint, driver).await?;
     let chosen = select(&records);
     let docs: Vec<serde_json::Value> = records
         .iter()
@@ -286,121 +195,10 @@ async fn save_records(
     let text =
         serde_json::to_string_pretty(&docs).map_err(|e| RemoteError::local(e.to_string()))?;
     write(
-        opts.dir,
+        &opts.dir,
         &format!("builders/{}/{name}.json", sanitize(builder)),
         text.as_bytes(),
     )
-}
-
-/// Lists a mount cache's files with their SHA-256: a build on the builder mounts the cache
-/// read-only and exports the listing with `--output type=local`.
-pub async fn list_mount(
-    opts: &Collect<'_>,
-    builder: &str,
-    endpoint: Option<&str>,
-    driver: Option<Driver>,
-    mount_id: &str,
-) -> Result<(), RemoteError> {
-    let listing = mount_listing(
-        opts.config,
-        opts.docker,
-        opts.probes,
-        builder,
-        endpoint,
-        driver,
-        mount_id,
-    )
-    .await?;
-    write(
-        opts.dir,
-        &mount_listing_file(builder, mount_id),
-        listing.as_bytes(),
-    )
-}
-
-/// The `sha256sum` listing of a mount cache's files, sorted by path.
-pub async fn mount_listing(
-    config: &Config,
-    docker: &str,
-    probes: &BTreeMap<(String, String), MountProbe>,
-    builder: &str,
-    endpoint: Option<&str>,
-    driver: Option<Driver>,
-    mount_id: &str,
-) -> Result<String, RemoteError> {
-    let (endpoint, driver) = require_endpoint(config, builder, endpoint, driver)?;
-    if driver != Driver::Docker {
-        return Err(RemoteError::local(format!(
-            "listing mount `{mount_id}` needs a Docker-driver builder; `{builder}` is {}",
-            driver.as_str()
-        )));
-    }
-    let probe = probes
-        .get(&(builder.to_owned(), mount_id.to_owned()))
-        .cloned()
-        .unwrap_or_default();
-    let (base, _) = probe.base_images.first().ok_or_else(|| {
-        RemoteError::local(format!(
-            "no untainted base image known that used mount `{mount_id}` on `{builder}`"
-        ))
-    })?;
-    let mut options = format!("type=cache,id={mount_id},target=/cachewarden-mount,readonly");
-    if let Some(first) = probe.uses.first() {
-        if let Some(uid) = first.uid {
-            options.push_str(&format!(",uid={uid}"));
-        }
-        if let Some(gid) = first.gid {
-            options.push_str(&format!(",gid={gid}"));
-        }
-        if let Some(mode) = first.mode {
-            options.push_str(&format!(",mode={mode:o}"));
-        }
-        if let Some(from) = &first.from {
-            options.push_str(&format!(",from={from}"));
-        }
-    }
-    let work = tempfile::Builder::new()
-        .prefix("cachewarden-listing-")
-        .tempdir()
-        .map_err(|e| RemoteError::local(format!("cannot create a temporary directory: {e}")))?;
-    // The nonce keeps the listing step out of the layer cache: mount contents are not part of
-    // the cache key, and `--no-cache` would detach the very mount being listed.
-    let nonce = format!("{:x}", time::now());
-    let dockerfile = format!(
-        "FROM {base} AS list\n\
-         RUN --mount={options} echo {nonce} >/dev/null; cd /cachewarden-mount && find . -type f -exec sha256sum {{}} + > /cachewarden-listing.txt; true\n\
-         FROM scratch\n\
-         COPY --from=list /cachewarden-listing.txt /\n"
-    );
-    std::fs::write(work.path().join("Dockerfile"), dockerfile)
-        .map_err(|e| RemoteError::local(format!("cannot write the listing Dockerfile: {e}")))?;
-    let out = work.path().join("out");
-    let output = tokio::process::Command::new(docker)
-        .args(["build", "--network=none", "--output"])
-        .arg(format!("type=local,dest={}", out.display()))
-        .arg(work.path())
-        .env("DOCKER_HOST", &endpoint)
-        .env("DOCKER_BUILDKIT", "1")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| RemoteError::local(format!("cannot run `{docker}`: {e}")))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let last = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        return Err(RemoteError::local(format!(
-            "listing mount `{mount_id}` on `{builder}` failed: {last}"
-        )));
-    }
-    let text = std::fs::read_to_string(out.join("cachewarden-listing.txt"))
-        .map_err(|e| RemoteError::local(format!("the listing build wrote no listing: {e}")))?;
-    let mut lines: Vec<&str> = text.lines().collect();
-    lines.sort_by_key(|l| l.split_once("  ").map(|(_, p)| p).unwrap_or(l));
-    Ok(lines.iter().map(|l| format!("{l}\n")).collect())
 }
 
 /// Rewrites `MANIFEST.json` over every file in the evidence directory.

@@ -1,21 +1,17 @@
 //! Carries out a purge plan: bounded concurrency per registry and per builder, every action a
 //! journal row committed as it completes, so an interrupted purge resumes where it stopped.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio::sync::Semaphore;
-
 use crate::config::Config;
 use crate::error::RemoteError;
-use crate::model::{Digest, Driver, ManifestFacts, PurgeMethod, PurgeProvenance, PurgeTarget};
-use crate::plan::{Action, ActionKind, Target};
-use crate::purge::{ActionState, Finished, Outcome};
-use crate::remote::buildkit::{BuildkitClient, CacheRecord};
-use crate::remote::endpoint::require_endpoint;
-use crate::remote::engine::Engine;
-use crate::remote::registry::{DeleteOutcome, RegistryClient, facts, is_index_type};
+use crate::model::{PurgeMethod, PurgeProvenance, PurgeTarget};
+use crate::plan::ActionKind;
+use crate::purge::remotes::Remotes;
+use crate::purge::runner::{self, Job};
+use crate::purge::{ActionState, Executed, Finished, Outcome, kind_of};
 use crate::store::{ActionRow, Store, StoreError};
 use crate::time;
 
@@ -45,52 +41,17 @@ pub struct Summary {
     pub bytes_reclaimed: i64,
 }
 
-/// The clients an execution shares between actions: one per registry and per builder.
-struct Clients {
-    config: Config,
-    registries: tokio::sync::Mutex<HashMap<String, Arc<RegistryClient>>>,
-    builders: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<BuildkitClient>>>>>,
-    /// What the store knew about the manifests to delete when the execution started.
-    known: HashMap<String, ManifestFacts>,
-    /// What probes learned since, not saved yet.
-    learned: Mutex<Vec<ManifestFacts>>,
-}
-
 /// Learned manifest facts are saved in batches of this many: an interruption loses at most
 /// these, and losing them only costs the next run a probe each.
 const LEARNED_BATCH: usize = 256;
 
-impl Clients {
-    /// Saves what probes learned once `at_least` facts are waiting (everything with 1).
-    fn save_learned(&self, store: &mut Store, at_least: usize) -> Result<(), StoreError> {
-        let batch = {
-            let mut learned = self.learned.lock().expect("learned lock");
-            if learned.is_empty() || learned.len() < at_least {
-                return Ok(());
-            }
-            std::mem::take(&mut *learned)
-        };
-        store.save_manifest_facts(&batch)
+/// Saves what probes learned once `at_least` facts are waiting (everything with 1).
+fn save_learned(remotes: &Remotes, store: &mut Store, at_least: usize) -> Result<(), StoreError> {
+    let batch = remotes.take_learned(at_least);
+    if batch.is_empty() {
+        return Ok(());
     }
-
-    async fn registry(&self, host: &str) -> Result<Arc<RegistryClient>, RemoteError> {
-        let mut map = self.registries.lock().await;
-        if let Some(client) = map.get(host) {
-            return Ok(client.clone());
-        }
-        let client = Arc::new(RegistryClient::new(&self.config, host)?);
-        map.insert(host.to_owned(), client.clone());
-        Ok(client)
-    }
-
-    async fn builder(&self, name: &str) -> Arc<tokio::sync::Mutex<Option<BuildkitClient>>> {
-        self.builders
-            .lock()
-            .await
-            .entry(name.to_owned())
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(None)))
-            .clone()
-    }
+    store.save_manifest_facts(&batch)
 }
 
 /// Runs every pending (or interrupted) action of the incident.
@@ -131,54 +92,44 @@ pub async fn execute(
         .filter_map(|r| r.action.target.manifest_digest())
         .collect();
     let known = store.lock().expect("store lock").manifest_facts(&digests)?;
-    let clients = Arc::new(Clients {
-        config: config.clone(),
-        registries: tokio::sync::Mutex::new(HashMap::new()),
-        builders: tokio::sync::Mutex::new(HashMap::new()),
-        known,
-        learned: Mutex::new(Vec::new()),
-    });
+    let remotes = Arc::new(Remotes::new(config, known));
     let breaker = Arc::new(Breaker::default());
     for phase in [registry_rows, builder_rows] {
-        let mut places: HashMap<String, Arc<Semaphore>> = HashMap::new();
-        let mut tasks = tokio::task::JoinSet::new();
-        for row in phase {
-            let limit = if row.action.kind == ActionKind::DeleteManifest {
-                concurrency.max(1)
-            } else {
-                1
-            };
-            let semaphore = places
-                .entry(row.action.place.clone())
-                .or_insert_with(|| Arc::new(Semaphore::new(limit)))
-                .clone();
-            let store = store.clone();
-            let clients = clients.clone();
-            let reporter = reporter.clone();
-            let breaker = breaker.clone();
-            tasks.spawn(async move {
-                let _permit = semaphore.acquire_owned().await.expect("semaphore open");
-                let started = Instant::now();
-                let finished = match breaker.open(&row.action.place) {
-                    Some(reason) => Finished::Failed(reason),
-                    None => {
-                        let finished =
-                            run_action(&row.action, &clients, (incident, row.seq), &store).await;
-                        breaker.record(&row.action.place, &finished);
-                        finished
-                    }
-                };
-                let elapsed = started.elapsed().as_micros() as i64;
-                let mut store = store.lock().expect("store lock");
-                store.finish_action(row.id, &finished, elapsed)?;
-                clients.save_learned(&mut store, LEARNED_BATCH)?;
-                drop(store);
-                reporter.on_done(row.action.kind, !matches!(finished, Finished::Failed(_)));
-                Ok::<Finished, StoreError>(finished)
-            });
-        }
-        while let Some(joined) = tasks.join_next().await {
-            match joined.expect("action task panicked")? {
+        let jobs = phase
+            .into_iter()
+            .map(|row| {
+                let store = store.clone();
+                let remotes = remotes.clone();
+                let reporter = reporter.clone();
+                let breaker = breaker.clone();
+                let kind = kind_of(&row.action.target);
+                Job {
+                    place: row.action.place.clone(),
+                    limit: kind.limit(concurrency.max(1)),
+                    work: async move {
+                        let started = Instant::now();
+                        let finished = match breaker.open(&row.action.place) {
+                            Some(refusal) => Finished::Failed(refusal),
+                            None => {
+                                let executed = kind.execute(&row.action.target, &remotes).await;
+                                let finished = finish(&store, (incident, row.seq), executed);
+                                breaker.record(&row.action.place, &finished);
+                                finished
+                            }
+                        };
+                        let elapsed = started.elapsed().as_micros() as i64;
+                        let mut store = store.lock().expect("store lock");
+                        store.finish_action(row.id, &finished, elapsed)?;
+                        save_learned(&remotes, &mut store, LEARNED_BATCH)?;
+                        drop(store);
+                        reporter.on_done(row.action.kind, !matches!(finished, Finished::Failed(_)));
+                        Ok::<Finished, StoreError>(finished)
+                    },
+                }
+            })
+            .collect();
+        for finished in runner::run(jobs).await? {
+            match finished {
                 Finished::Done(outcome) => {
                     summary.done += 1;
                     summary.bytes_reclaimed += outcome.bytes();
@@ -190,9 +141,24 @@ pub async fn execute(
                 Finished::Skipped(_) => summary.skipped += 1,
             }
         }
-        clients.save_learned(&mut store.lock().expect("store lock"), 1)?;
+        save_learned(&remotes, &mut store.lock().expect("store lock"), 1)?;
     }
     Ok(summary)
+}
+
+/// How an action ended: a done purge of a mount or builder is recorded first.
+fn finish(
+    store: &Arc<Mutex<Store>>,
+    job: (i64, i64),
+    executed: Result<Executed, RemoteError>,
+) -> Finished {
+    match executed {
+        Ok(Executed::Done { outcome, purged }) => {
+            record_purge_after(store, job, Ok(outcome), purged)
+        }
+        Ok(Executed::Skipped(why)) => Finished::Skipped(why),
+        Err(err) => Finished::Failed(err),
+    }
 }
 
 /// After this many consecutive failures to reach a place, its remaining actions are failed
@@ -224,102 +190,6 @@ impl Breaker {
                 failures.insert(place.to_owned(), 0);
             }
         }
-    }
-}
-
-async fn run_action(
-    action: &Action,
-    clients: &Clients,
-    job: (i64, i64),
-    store: &Arc<Mutex<Store>>,
-) -> Finished {
-    let result = match &action.target {
-        Target::Manifest {
-            registry,
-            repository,
-            digest,
-            ..
-        } => delete_manifest(clients, registry, repository, digest).await,
-        Target::Mount {
-            builder,
-            endpoint,
-            driver,
-            mount_id,
-            targets,
-            shares_target_with,
-        } => {
-            let (endpoint, driver) =
-                match require_endpoint(&clients.config, builder, endpoint.as_deref(), *driver) {
-                    Ok(found) => found,
-                    Err(err) => return Finished::Failed(err),
-                };
-            let result = prune_mount(
-                clients,
-                builder,
-                &endpoint,
-                driver,
-                mount_id,
-                targets,
-                shares_target_with,
-            )
-            .await;
-            let target = PurgeTarget::Mount {
-                builder: builder.clone(),
-                mount: mount_id.clone(),
-                namespace: String::new(),
-            };
-            return record_purge_after(store, job, result, Some(target));
-        }
-        Target::Builder {
-            builder,
-            endpoint,
-            driver,
-            record_ids,
-            used_since,
-            full,
-            partial,
-        } => {
-            let (endpoint, driver) =
-                match require_endpoint(&clients.config, builder, endpoint.as_deref(), *driver) {
-                    Ok(found) => found,
-                    Err(err) => return Finished::Failed(err),
-                };
-            let result = prune_builder(
-                clients,
-                builder,
-                &endpoint,
-                driver,
-                record_ids,
-                *used_since,
-                *full,
-            )
-            .await;
-            // A prune of only some records is no purge of the builder's whole cache.
-            let target = (!*partial).then(|| PurgeTarget::Builder {
-                builder: builder.clone(),
-            });
-            return record_purge_after(store, job, result, target);
-        }
-        Target::LocalImage {
-            builder,
-            endpoint,
-            reference,
-        } => {
-            match require_endpoint(
-                &clients.config,
-                builder,
-                endpoint.as_deref(),
-                Some(Driver::Docker),
-            ) {
-                Ok((endpoint, _)) => remove_local_image(&endpoint, reference).await,
-                Err(err) => Err(err),
-            }
-        }
-        Target::FollowUp { what, .. } => return Finished::Skipped(format!("follow-up: {what}")),
-    };
-    match result {
-        Ok(outcome) => Finished::Done(outcome),
-        Err(err) => Finished::Failed(err),
     }
 }
 
@@ -359,262 +229,6 @@ fn record_purge_after(
         (Ok(outcome), None) => Finished::Done(outcome),
         (Err(err), _) => Finished::Failed(err),
     }
-}
-
-async fn delete_manifest(
-    clients: &Clients,
-    registry: &str,
-    repository: &str,
-    digest: &str,
-) -> Result<Outcome, RemoteError> {
-    let client = clients.registry(registry).await?;
-    let digest = Digest::parse(digest, "digest").map_err(|e| RemoteError::local(e.to_string()))?;
-    // Children of an index go first: after an interruption the index still names them. What
-    // a digest is never changes, so recorded facts spare asking the registry; they also name
-    // the children of an index that is already gone.
-    let children = match clients.known.get(digest.as_str()) {
-        Some(known) => known.children.clone(),
-        None => match probe(&client, repository, &digest).await? {
-            Some(learned) => {
-                let children = learned.children.clone();
-                clients.learned.lock().expect("learned lock").push(learned);
-                children
-            }
-            None => Vec::new(),
-        },
-    };
-    let mut children_deleted = 0;
-    for child in &children {
-        if client.delete_manifest(repository, child).await? == DeleteOutcome::Deleted {
-            children_deleted += 1;
-        }
-    }
-    let deleted = client.delete_manifest(repository, &digest).await? == DeleteOutcome::Deleted;
-    Ok(Outcome::Manifest {
-        deleted,
-        children: children_deleted,
-    })
-}
-
-/// What the registry says a manifest is: a HEAD tells an index apart without fetching every
-/// manifest's body, and only an index is fetched for its children. `None` when it is gone.
-pub async fn probe(
-    client: &RegistryClient,
-    repository: &str,
-    digest: &Digest,
-) -> Result<Option<ManifestFacts>, RemoteError> {
-    let Some(head) = client.head_manifest(repository, digest.as_str()).await? else {
-        return Ok(None);
-    };
-    if !is_index_type(&head.media_type) {
-        return Ok(Some(ManifestFacts {
-            digest: digest.clone(),
-            media_type: head.media_type,
-            children: Vec::new(),
-        }));
-    }
-    match client.get_manifest(repository, digest.as_str()).await? {
-        Some(manifest) => facts(&manifest).map(Some),
-        None => Ok(None),
-    }
-}
-
-async fn connected<'a>(
-    slot: &'a mut Option<BuildkitClient>,
-    endpoint: &str,
-    driver: Driver,
-) -> Result<&'a mut BuildkitClient, RemoteError> {
-    if slot.is_none() {
-        *slot = Some(BuildkitClient::connect(endpoint, driver).await?);
-    }
-    Ok(slot.as_mut().expect("just connected"))
-}
-
-/// Whether a cache-mount record belongs to `mount_id`: by the id newer engines write into the
-/// description, else by the target path Docker 20.10 writes.
-pub fn mount_record_matches(description: &str, mount_id: &str, targets: &[String]) -> MountMatch {
-    if let Some(start) = description.find(" with id \"") {
-        let id = description[start + 10..].trim_end_matches('"');
-        let id = crate::model::normalize_mount_id(id, "", true);
-        return if id == mount_id {
-            MountMatch::ById
-        } else {
-            MountMatch::No
-        };
-    }
-    let Some(rest) = description.strip_prefix("cached mount ") else {
-        return MountMatch::No;
-    };
-    let target = rest.split(" from exec ").next().unwrap_or(rest);
-    if targets.iter().any(|t| t == target) {
-        MountMatch::ByTarget
-    } else {
-        MountMatch::No
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MountMatch {
-    ById,
-    ByTarget,
-    No,
-}
-
-/// The cache-mount records of one mount id, and whether the choice is ambiguous.
-pub fn select_mount_records(
-    records: &[CacheRecord],
-    mount_id: &str,
-    targets: &[String],
-    shares_target_with: &[String],
-) -> (Vec<String>, Option<String>) {
-    let mut ids = Vec::new();
-    let mut ambiguous = Vec::new();
-    for r in records
-        .iter()
-        .filter(|r| r.record_type == "exec.cachemount")
-    {
-        match mount_record_matches(&r.description, mount_id, targets) {
-            MountMatch::ById => ids.push(r.id.clone()),
-            MountMatch::ByTarget if shares_target_with.is_empty() => ids.push(r.id.clone()),
-            MountMatch::ByTarget => ambiguous.push(r.id.clone()),
-            MountMatch::No => {}
-        }
-    }
-    let note = (!ambiguous.is_empty()).then(|| {
-        format!(
-            "records {} are at a target also used by mount ids {}: left in place, prune them by id after checking",
-            ambiguous.join(", "),
-            shares_target_with.join(", ")
-        )
-    });
-    (ids, note)
-}
-
-async fn prune_mount(
-    clients: &Clients,
-    builder: &str,
-    endpoint: &str,
-    driver: Driver,
-    mount_id: &str,
-    targets: &[String],
-    shares_target_with: &[String],
-) -> Result<Outcome, RemoteError> {
-    let slot = clients.builder(builder).await;
-    let mut slot = slot.lock().await;
-    let client = connected(&mut slot, endpoint, driver).await?;
-    let records = client.disk_usage().await?;
-    let (ids, ambiguity) = select_mount_records(&records, mount_id, targets, shares_target_with);
-    let pruned = client.prune_ids(&ids).await?;
-    let after = client.disk_usage().await?;
-    let survivors: Vec<&str> = after
-        .iter()
-        .filter(|r| ids.contains(&r.id))
-        .map(|r| r.id.as_str())
-        .collect();
-    if !survivors.is_empty() {
-        return Err(RemoteError::protocol(format!(
-            "builder `{builder}`: mount `{mount_id}` records {} are still present (in use?)",
-            survivors.join(", ")
-        )));
-    }
-    if let Some(note) = ambiguity {
-        return Err(RemoteError::protocol(format!(
-            "builder `{builder}`: mount `{mount_id}`: {note}"
-        )));
-    }
-    Ok(Outcome::Pruned {
-        records: ids.len(),
-        bytes: pruned.iter().map(|r| r.size).sum(),
-        already_gone: 0,
-    })
-}
-
-/// The records to prune on a builder: those tainted runs created, those used since the taint
-/// time where evidence is missing (mount records aside: the mount actions decide those), or all.
-pub fn select_builder_records(
-    records: &[CacheRecord],
-    record_ids: &[String],
-    used_since: Option<i64>,
-    full: bool,
-) -> Vec<String> {
-    let wanted: BTreeSet<&str> = record_ids.iter().map(String::as_str).collect();
-    let mut selected: BTreeSet<&str> = records
-        .iter()
-        .filter(|r| {
-            full || wanted.contains(r.id.as_str())
-                || used_since.is_some_and(|since| {
-                    r.record_type != "exec.cachemount"
-                        && r.last_used_at.or(r.created_at).is_some_and(|t| t >= since)
-                })
-        })
-        .map(|r| r.id.as_str())
-        .collect();
-    // A record built on a selected one holds its content, and keeps it from being pruned: a
-    // later step over a tainted layer, or the evidence listing's step over a tainted base.
-    loop {
-        let before = selected.len();
-        for r in records {
-            if r.parents.iter().any(|p| selected.contains(p.as_str())) {
-                selected.insert(r.id.as_str());
-            }
-        }
-        if selected.len() == before {
-            break;
-        }
-    }
-    records
-        .iter()
-        .filter(|r| selected.contains(r.id.as_str()))
-        .map(|r| r.id.clone())
-        .collect()
-}
-
-async fn prune_builder(
-    clients: &Clients,
-    builder: &str,
-    endpoint: &str,
-    driver: Driver,
-    record_ids: &[String],
-    used_since: Option<i64>,
-    full: bool,
-) -> Result<Outcome, RemoteError> {
-    let slot = clients.builder(builder).await;
-    let mut slot = slot.lock().await;
-    let client = connected(&mut slot, endpoint, driver).await?;
-    let records = client.disk_usage().await?;
-    let ids = select_builder_records(&records, record_ids, used_since, full);
-    let pruned = client.prune_ids(&ids).await?;
-    let after = client.disk_usage().await?;
-    let survivors: Vec<&str> = after
-        .iter()
-        .filter(|r| ids.contains(&r.id))
-        .map(|r| r.id.as_str())
-        .collect();
-    let bytes: i64 = pruned.iter().map(|r| r.size).sum();
-    if !survivors.is_empty() {
-        return Err(RemoteError::protocol(format!(
-            "builder `{builder}`: {} of {} records survived the prune (kept by records outside the plan, or in use): {}",
-            survivors.len(),
-            ids.len(),
-            survivors.join(", ")
-        )));
-    }
-    let gone = record_ids
-        .iter()
-        .filter(|id| !records.iter().any(|r| &r.id == *id))
-        .count();
-    Ok(Outcome::Pruned {
-        records: ids.len(),
-        bytes,
-        already_gone: gone,
-    })
-}
-
-async fn remove_local_image(endpoint: &str, reference: &str) -> Result<Outcome, RemoteError> {
-    let engine = Engine::connect(endpoint).await?;
-    Ok(Outcome::Image {
-        removed: engine.remove_image(reference, true).await?,
-    })
 }
 
 #[cfg(test)]

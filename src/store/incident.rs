@@ -440,15 +440,11 @@ impl Store {
 }
 
 impl Store {
-    /// How a mount was used on a builder, and base images of builds that used it (the names
-    /// the builder knows them by first), for listing its contents.
-    pub fn mount_probe(
-        &self,
-        builder: &str,
-        mount_id: &str,
-    ) -> Result<crate::purge::evidence::MountProbe, StoreError> {
+    /// The latest builds that read a mount on a builder (at most 50, newest first): how each
+    /// used it, as recorded, and the base images it used. The purge picks from these what
+    /// listing the mount's contents takes.
+    pub fn mount_reads(&self, builder: &str, mount_id: &str) -> Result<Vec<MountRead>, StoreError> {
         let err = |e| sql_error(&self.path, e);
-        let mut probe = crate::purge::evidence::MountProbe::default();
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -473,39 +469,45 @@ impl Store {
                  WHERE e.run_id = ?1 AND e.kind = 'used_base'",
             )
             .map_err(err)?;
+        let mut reads = Vec::new();
         for (detail, run) in rows {
-            if let Some(uses) = detail.and_then(|d| serde_json::from_str::<Vec<MountUse>>(&d).ok())
-            {
-                for u in uses {
-                    if u.id == mount_id && !probe.uses.contains(&u) {
-                        probe.uses.push(u);
-                    }
-                }
-            }
-            let found: Vec<(String, String, String, String)> = bases
+            let uses = detail
+                .and_then(|d| serde_json::from_str::<Vec<MountUse>>(&d).ok())
+                .unwrap_or_default();
+            let bases = bases
                 .query_map([run], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    Ok(UsedBase {
+                        backend: row.get(0)?,
+                        locator: row.get(1)?,
+                        digest: row.get(2)?,
+                        key: row.get(3)?,
+                    })
                 })
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(err)?;
-            for (backend, locator, digest, key) in found {
-                let name = match backend.as_str() {
-                    "local-image" if !key.is_empty() => key,
-                    "registry" if !digest.is_empty() => format!("{locator}@{digest}"),
-                    _ => continue,
-                };
-                let base = (name, digest);
-                if !probe.base_images.contains(&base) {
-                    if backend == "local-image" {
-                        probe.base_images.insert(0, base);
-                    } else {
-                        probe.base_images.push(base);
-                    }
-                }
-            }
+            reads.push(MountRead { uses, bases });
         }
-        Ok(probe)
+        Ok(reads)
     }
+}
+
+/// One build that read a mount, as recorded.
+#[derive(Debug, Clone)]
+pub struct MountRead {
+    /// The cache mounts of its step (the mount's own among them).
+    pub uses: Vec<MountUse>,
+    pub bases: Vec<UsedBase>,
+}
+
+/// A base image a build used, as the store has the artifact.
+#[derive(Debug, Clone)]
+pub struct UsedBase {
+    /// `local-image` or `registry`.
+    pub backend: String,
+    pub locator: String,
+    pub digest: String,
+    /// A local image's id.
+    pub key: String,
 }
 
 fn parse_driver(value: &str) -> Option<Driver> {
