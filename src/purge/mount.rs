@@ -466,3 +466,64 @@ fn mount_verdict(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::UsedBase;
+
+    fn base(backend: &str, locator: &str, digest: &str, key: &str) -> UsedBase {
+        UsedBase {
+            backend: backend.into(),
+            locator: locator.into(),
+            digest: digest.into(),
+            key: key.into(),
+        }
+    }
+
+    /// The listing build runs in a base image with the mount attached: one the incident holds
+    /// tainted is never chosen, a local image the builder holds comes first, and only the
+    /// mount's own uses shape the listing's mount options.
+    #[test]
+    fn a_tainted_base_is_never_chosen_for_the_listing() {
+        let pip = MountUse {
+            id: "pip".into(),
+            uid: Some(1000),
+            ..MountUse::default()
+        };
+        let other = MountUse {
+            id: "npm".into(),
+            ..MountUse::default()
+        };
+        let reads = vec![
+            MountRead {
+                uses: vec![pip.clone(), other],
+                bases: vec![
+                    base("registry", "reg/evil", "sha256:bad", ""),
+                    base("registry", "reg/python", "sha256:good", ""),
+                ],
+            },
+            MountRead {
+                uses: vec![pip.clone()],
+                bases: vec![
+                    base("local-image", "ci-1", "sha256:local", "sha256:local"),
+                    base("registry", "reg/python", "sha256:good", ""),
+                    base("cache", "x", "sha256:skip", ""),
+                ],
+            },
+        ];
+        let tainted: BTreeSet<String> = ["sha256:bad".to_owned()].into();
+        let probe = MountProbe::from_reads("pip", &reads, &tainted);
+        assert_eq!(probe.uses, vec![pip]);
+        assert_eq!(
+            probe.base_images,
+            vec![
+                ("sha256:local".to_owned(), "sha256:local".to_owned()),
+                (
+                    "reg/python@sha256:good".to_owned(),
+                    "sha256:good".to_owned()
+                ),
+            ]
+        );
+    }
+}

@@ -335,3 +335,78 @@ pub fn from_before(record: &CacheRecord, cutoff: Option<Micros>) -> bool {
         _ => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Action, ActionKind};
+
+    fn row(seq: i64, kind: ActionKind, target: Target) -> ActionRow {
+        ActionRow {
+            id: seq,
+            seq,
+            action: Action {
+                kind,
+                place: "reg.example".into(),
+                target,
+                reason: String::new(),
+                in_scope: true,
+            },
+            state: ActionState::Pending,
+            attempts: 0,
+            outcome: None,
+            error: None,
+            started_at: None,
+            finished_at: None,
+            duration_us: None,
+            evidence_gap: None,
+        }
+    }
+
+    /// A follow-up about a manifest and the delete of that manifest are one target: one
+    /// check, naming both actions, and an acceptance of either covers it.
+    #[tokio::test]
+    async fn actions_on_one_target_are_one_check() {
+        let manifest = Target::Manifest {
+            registry: "reg.example".into(),
+            repository: "team/app".into(),
+            digest: format!("sha256:{}", "a".repeat(64)),
+            tags: Vec::new(),
+            cache: true,
+            image: false,
+        };
+        let rows = vec![
+            row(1, ActionKind::DeleteManifest, manifest.clone()),
+            row(
+                2,
+                ActionKind::FollowUp,
+                Target::FollowUp {
+                    what: "rebuild".into(),
+                    command: String::new(),
+                    subject: Some(Box::new(manifest)),
+                },
+            ),
+        ];
+        let acceptances = vec![Acceptance {
+            seq: 2,
+            at: 0,
+            by: "alice".into(),
+            reason: "kept for the forensics team".into(),
+        }];
+        let config = Config::default();
+        let inputs = Inputs {
+            config: &config,
+            acceptances: &acceptances,
+            facts: &HashMap::new(),
+            purges: &PurgeTimes::new(),
+            tainted_runs: &BTreeMap::new(),
+        };
+        let checked = check(&rows, &inputs).await;
+        assert_eq!(checked.len(), 1, "{checked:?}");
+        assert_eq!(checked[0].seqs, vec![1, 2]);
+        assert!(
+            matches!(&checked[0].verdict, Verdict::Accepted { by, .. } if by == "alice"),
+            "{checked:?}"
+        );
+    }
+}
