@@ -69,10 +69,63 @@ impl InputError {
     }
 }
 
-/// A remote service failed in a way that retrying now will not fix.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct RemoteError(pub String);
+/// A remote service failed in a way that retrying now will not fix. The kind is what the
+/// purge's circuit breaker and exit statuses decide on; the message is for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RemoteError {
+    pub kind: RemoteKind,
+    pub message: String,
+}
+
+/// Why a remote call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteKind {
+    /// The service could not be reached at all: refused, timed out, no route.
+    Unreachable,
+    /// The service answered with this HTTP status (or the gRPC equivalent).
+    Status(u16),
+    /// The service refused the credentials, or they lack the permission.
+    Auth,
+    /// The service answered something that is not what the protocol says.
+    Protocol,
+    /// On this side: a setting, a file, a command run here.
+    Local,
+}
+
+impl RemoteError {
+    pub fn new(kind: RemoteKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn unreachable(message: impl Into<String>) -> Self {
+        Self::new(RemoteKind::Unreachable, message)
+    }
+
+    pub fn status(code: u16, message: impl Into<String>) -> Self {
+        Self::new(RemoteKind::Status(code), message)
+    }
+
+    pub fn auth(message: impl Into<String>) -> Self {
+        Self::new(RemoteKind::Auth, message)
+    }
+
+    pub fn protocol(message: impl Into<String>) -> Self {
+        Self::new(RemoteKind::Protocol, message)
+    }
+
+    pub fn local(message: impl Into<String>) -> Self {
+        Self::new(RemoteKind::Local, message)
+    }
+
+    /// Whether the place could not be reached at all (what trips the circuit breaker).
+    pub fn is_unreachable(&self) -> bool {
+        self.kind == RemoteKind::Unreachable
+    }
+}
 
 /// A policy refused the action.
 #[derive(Debug, thiserror::Error)]

@@ -1,35 +1,28 @@
 //! `cachewarden incident ...`: open an incident from a trace, purge it, report it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufWriter, IsTerminal, Write};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use crate::ExitStatus;
 use crate::cli::{
     IncidentCommand, IncidentListArgs, IncidentOpenArgs, IncidentPurgeArgs, IncidentReportArgs,
     IncidentShowArgs, OutputFormat, ReportFormat, SeedArgs,
 };
+use crate::commands::journal::{Bars, action_json, confirm, warn_failed};
 use crate::commands::trace::run_trace;
 use crate::commands::{open_existing_store, open_read_store, write_stdout};
 use crate::config::Config;
-use crate::error::{InputError, RefusedError, RemoteError};
-use crate::execute::{
-    self, Reporter, connect_builder, probe, require_endpoint, select_builder_records,
-    select_mount_records,
-};
+use crate::error::{InputError, RefusedError};
 use crate::graph::{Entity, Kind, Seeds, Trace};
-use crate::model::{Digest, ManifestFacts};
-use crate::plan::{self, Action, ActionKind, PlanOptions, Target};
+use crate::plan::{self, Action, ActionKind, PlanOptions};
 use crate::printer::Printer;
-use crate::remote::engine::Engine;
-use crate::remote::registry::RegistryClient;
+use crate::purge::execute::{self, Reporter};
+use crate::purge::{self, IncidentStatus, evidence};
 use crate::report;
 use crate::report::escape::{Line, Short, Term};
 use crate::store::{ActionRow, Store};
@@ -261,53 +254,6 @@ fn warn_scope<'a>(
     }
 }
 
-/// Shows the plan on a terminal and asks before acting on `count` targets; without a
-/// terminal to ask on, refuses.
-pub(crate) fn confirm(plan: &str, count: usize) -> Result<()> {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return Err(RefusedError(format!(
-            "refusing to act on {count} targets without confirmation: rerun with --yes"
-        ))
-        .into());
-    }
-    eprint!("{plan}about to act on {count} targets. proceed? [y/N] ");
-    let mut answer = String::new();
-    stdin.read_line(&mut answer)?;
-    if !matches!(answer.trim(), "y" | "Y" | "yes") {
-        return Err(RefusedError("not confirmed: nothing was done".to_owned()).into());
-    }
-    Ok(())
-}
-
-/// One warning per failed action, with its error.
-pub(crate) fn warn_failed(printer: Printer, rows: &[ActionRow]) {
-    for row in rows.iter().filter(|r| r.state == "failed") {
-        printer.warn(format!(
-            "action {} ({}) failed: {}",
-            row.seq,
-            row.action.kind.as_str(),
-            row.error.as_deref().unwrap_or("")
-        ));
-    }
-}
-
-/// One journal row as JSON output shows it.
-pub(crate) fn action_json(row: &ActionRow) -> serde_json::Value {
-    serde_json::json!({
-        "seq": row.seq,
-        "kind": row.action.kind.as_str(),
-        "place": row.action.place,
-        "target": row.action.target,
-        "reason": row.action.reason,
-        "in_scope": row.action.in_scope,
-        "state": row.state,
-        "outcome": row.outcome,
-        "error": row.error,
-        "evidence_gap": row.evidence_gap,
-    })
-}
-
 fn plan_table(rows: &[ActionRow]) -> String {
     let mut out = String::new();
     for row in rows {
@@ -320,7 +266,7 @@ fn plan_table(rows: &[ActionRow]) -> String {
             "  {:>3}  {:<18} {:<9} {}{scope}\n",
             row.seq,
             row.action.kind.as_str(),
-            Term(&row.state),
+            row.state,
             report::incident::describe_target(&row.action.target)
         ));
     }
@@ -338,7 +284,7 @@ async fn purge(
 ) -> Result<ExitStatus> {
     let mut store = open_existing_store(db)?;
     let incident = store.incident(args.id)?;
-    if incident.status == "closed" {
+    if incident.status == IncidentStatus::Closed {
         return Err(RefusedError(format!("incident {} is closed", args.id)).into());
     }
     if !args.execute {
@@ -394,10 +340,7 @@ async fn purge_locked(
             printer.status(line);
         }
     }
-    let open: Vec<&ActionRow> = rows
-        .iter()
-        .filter(|r| r.state != "done" && r.state != "skipped")
-        .collect();
+    let open: Vec<&ActionRow> = rows.iter().filter(|r| !r.state.is_settled()).collect();
     warn_scope(config, open.iter().map(|r| &r.action), printer);
     note_scope_changes(&open, config, printer);
     let (pending, outside): (Vec<&ActionRow>, Vec<&ActionRow>) = open
@@ -433,18 +376,15 @@ async fn purge_locked(
                 .join("evidence")
                 .join(format!("incident-{}", args.id)),
         };
-        let probes = mount_probes(&store, args.id, &rows)?;
-        let docker = crate::evidence::docker_client();
-        let collect = crate::evidence::Collect {
-            dir: &dir,
-            config,
+        let opts = evidence::Evidence {
+            dir: dir.clone(),
             blobs: args.evidence_blobs,
             incident: args.id,
-            docker: &docker,
-            probes: &probes,
+            docker: evidence::docker_client(),
+            probes: evidence::mount_probes(&store, args.id, &rows)?,
         };
         let acting: Vec<ActionRow> = pending.iter().map(|r| (*r).clone()).collect();
-        let collected = crate::evidence::collect(&acting, &collect)
+        let collected = evidence::collect(&acting, config, opts)
             .await
             .with_context(|| format!("cannot save evidence in `{}`", dir.display()))?;
         for item in &collected.unavailable {
@@ -532,108 +472,19 @@ fn note_scope_changes(rows: &[&ActionRow], config: &Config, printer: Printer) {
     }
 }
 
-/// What listing each tainted mount of the plan needs from the store. The listing build runs
-/// in a base image, so one the incident holds tainted is never chosen.
-fn mount_probes(
-    store: &Store,
-    incident: i64,
-    rows: &[ActionRow],
-) -> Result<BTreeMap<(String, String), crate::evidence::MountProbe>> {
-    let tainted: BTreeSet<String> = store
-        .incident_digests(incident)?
-        .into_iter()
-        .map(|(digest, _)| digest)
-        .collect();
-    let mut probes = BTreeMap::new();
-    for row in rows {
-        if let Target::Mount {
-            builder, mount_id, ..
-        } = &row.action.target
-        {
-            let mut probe = store.mount_probe(builder, mount_id)?;
-            probe
-                .base_images
-                .retain(|(_, digest)| !tainted.contains(digest));
-            probes.insert((builder.clone(), mount_id.clone()), probe);
-        }
-    }
-    Ok(probes)
-}
-
-/// What a verification found: every target's verdict, and what the re-run trace added.
-struct Verified {
-    clean: bool,
-    targets: Vec<crate::verify::Checked>,
-    /// Targets the re-run trace found that the plan did not hold; they are planned now.
-    added: usize,
-}
-
-impl Verified {
-    fn lines(&self) -> Vec<String> {
-        let mut lines: Vec<String> = self.targets.iter().map(|c| c.line()).collect();
-        lines.push(if self.added == 0 {
-            "clean      the re-run trace finds nothing new".to_owned()
-        } else {
-            format!(
-                "NOT CLEAN  the re-run trace found {} targets the plan did not hold; they are planned now",
-                self.added
-            )
-        });
-        lines
-    }
-}
-
 /// Re-runs the trace (planning what it finds anew), then checks every target of the plan
 /// where it lives, whatever the state of its action; records the result.
-async fn verify_incident(store: &mut Store, id: i64, config: &Config) -> Result<Verified> {
+async fn verify_incident(
+    store: &mut Store,
+    id: i64,
+    config: &Config,
+) -> Result<purge::verify::Verified> {
     let incident = store.incident(id)?;
     let opened: Opened = serde_json::from_str(&incident.seeds)
         .context("the incident's stored seeds are unreadable")?;
     let (trace, actions) = trace_and_plan(store, &opened, config)?;
     let added = store.extend_plan(id, &actions)?;
-    let rows = store.actions(id)?;
-    let mut tainted_runs: BTreeMap<String, time::Micros> = BTreeMap::new();
-    for t in trace.tainted(Kind::Run) {
-        if let Entity::Run {
-            info,
-            builder: Some(builder),
-        } = t.entity
-        {
-            let latest = tainted_runs
-                .entry(builder.to_string())
-                .or_insert(info.started_at);
-            *latest = (*latest).max(info.started_at);
-        }
-    }
-    let digests: Vec<&str> = rows
-        .iter()
-        .filter_map(|r| match &r.action.target {
-            Target::FollowUp {
-                subject: Some(subject),
-                ..
-            } => subject.manifest_digest(),
-            target => target.manifest_digest(),
-        })
-        .collect();
-    let facts = store.manifest_facts(&digests)?;
-    let purges = store.last_purges(&crate::verify::purge_places(&rows))?;
-    let acceptances = store.acceptances(id)?;
-    let inputs = crate::verify::Inputs {
-        config,
-        acceptances: &acceptances,
-        facts: &facts,
-        purges: &purges,
-        tainted_runs: &tainted_runs,
-    };
-    let targets = crate::verify::check(&rows, &inputs).await;
-    let verified = Verified {
-        clean: added == 0 && !targets.iter().any(|c| c.verdict.blocks()),
-        targets,
-        added,
-    };
-    let result = serde_json::to_string(&verified.lines())?;
-    store.record_verification(id, &crate::actor::actor(), verified.clean, &result)?;
-    Ok(verified)
+    Ok(purge::verify::verify_journal(store, id, config, &trace, added).await?)
 }
 
 async fn verify(
@@ -696,7 +547,7 @@ fn accept(
     }
     let mut store = open_existing_store(db)?;
     let incident = store.incident(args.id)?;
-    if incident.status == "closed" {
+    if incident.status == IncidentStatus::Closed {
         return Err(RefusedError(format!("incident {} is closed", args.id)).into());
     }
     let mut seqs = args.seqs.clone();
@@ -724,7 +575,7 @@ async fn close(
 ) -> Result<ExitStatus> {
     let mut store = open_existing_store(db)?;
     let incident = store.incident(args.id)?;
-    if incident.status == "closed" {
+    if incident.status == IncidentStatus::Closed {
         printer.status(format!("incident {} is already closed", args.id));
         return Ok(ExitStatus::Success);
     }
@@ -756,12 +607,7 @@ async fn close(
     Ok(ExitStatus::Success)
 }
 
-/// A registry's client and the bound on the manifest checks in flight there.
-type Checker = (Arc<RegistryClient>, Arc<Semaphore>);
-
 /// The dry run: every pending target is checked for existence, reachability and scope.
-/// Manifests are checked concurrently, `concurrency` at a time per registry, and what they
-/// turn out to be is recorded for the execution.
 async fn check(
     store: &mut Store,
     id: i64,
@@ -770,98 +616,19 @@ async fn check(
     printer: Printer,
 ) -> Result<ExitStatus> {
     let rows = store.actions(id)?;
-    let open: Vec<&ActionRow> = rows
-        .iter()
-        .filter(|r| r.state != "done" && r.state != "skipped")
-        .collect();
+    let open: Vec<&ActionRow> = rows.iter().filter(|r| !r.state.is_settled()).collect();
     warn_scope(config, open.iter().map(|r| &r.action), printer);
     note_scope_changes(&open, config, printer);
-    // The scope is the config's now, not the one the plan was made under.
-    let to_check = |row: &ActionRow| {
-        row.state != "done"
-            && row.action.kind != ActionKind::FollowUp
-            && row.action.target.in_scope(&config.scope)
-    };
-    let digests: Vec<&str> = rows
-        .iter()
-        .filter(|row| to_check(row))
-        .filter_map(|row| row.action.target.manifest_digest())
-        .collect();
-    let known = store.manifest_facts(&digests)?;
-    let mut checked: Vec<Option<Result<String, RemoteError>>> =
-        std::iter::repeat_with(|| None).take(rows.len()).collect();
-    let mut registries: HashMap<String, Result<Checker, String>> = HashMap::new();
-    let mut manifests = JoinSet::new();
-    for (i, row) in rows.iter().enumerate().filter(|(_, row)| to_check(row)) {
-        let Target::Manifest {
-            registry,
-            repository,
-            digest,
-            ..
-        } = &row.action.target
-        else {
-            continue;
-        };
-        let place = registries.entry(registry.clone()).or_insert_with(|| {
-            RegistryClient::new(config, registry)
-                .map(|client| (Arc::new(client), Arc::new(Semaphore::new(concurrency))))
-                .map_err(|err| err.to_string())
-        });
-        let (client, semaphore) = match place {
-            Ok((client, semaphore)) => (client.clone(), semaphore.clone()),
-            Err(err) => {
-                checked[i] = Some(Err(RemoteError(err.clone())));
-                continue;
-            }
-        };
-        let (repository, digest) = (repository.clone(), digest.clone());
-        let known = known.get(&digest).cloned();
-        manifests.spawn(async move {
-            let _permit = semaphore.acquire_owned().await.expect("semaphore open");
-            (
-                i,
-                check_manifest(&client, &repository, &digest, known).await,
-            )
-        });
-    }
-    // Builder-side targets one at a time while the manifest checks run.
-    for (i, row) in rows.iter().enumerate().filter(|(_, row)| to_check(row)) {
-        if !matches!(row.action.target, Target::Manifest { .. }) {
-            checked[i] = Some(check_target(&row.action.target, config).await);
-        }
-    }
-    let mut learned = Vec::new();
-    while let Some(joined) = manifests.join_next().await {
-        let (i, (result, facts)) = joined.expect("manifest check panicked");
-        checked[i] = Some(result);
-        learned.extend(facts);
-    }
-    store.save_manifest_facts(&learned)?;
-    let mut problems = 0;
+    let statuses = purge::check::dry_run(store, &rows, config, concurrency).await?;
+    let problems = statuses.iter().filter(|s| s.is_problem()).count();
     let mut out = String::new();
-    for (row, checked) in rows.iter().zip(checked) {
-        let status = if row.state == "done" {
-            "done earlier".to_owned()
-        } else if row.action.kind == ActionKind::FollowUp {
-            "follow-up (not executed)".to_owned()
-        } else if !row.action.target.in_scope(&config.scope) {
-            problems += 1;
-            "out of scope: will not run".to_owned()
-        } else {
-            match checked.expect("every target to check was checked") {
-                Ok(s) => s,
-                Err(err) => {
-                    problems += 1;
-                    format!("problem: {err}")
-                }
-            }
-        };
+    for (row, status) in rows.iter().zip(statuses) {
         out.push_str(&format!(
             "  {:>3}  {:<18} {}: {}\n",
             row.seq,
             row.action.kind.as_str(),
             report::incident::describe_target(&row.action.target),
-            Line(&status)
+            Line(&status.text())
         ));
     }
     write_stdout(&format!("incident {id}: dry run, nothing changed\n{out}"))?;
@@ -870,102 +637,6 @@ async fn check(
         return Ok(ExitStatus::Findings);
     }
     Ok(ExitStatus::Success)
-}
-
-/// Whether a manifest is there and, for an index, how many child manifests go with it; with
-/// what was learned about it when nothing was known before.
-async fn check_manifest(
-    client: &RegistryClient,
-    repository: &str,
-    digest: &str,
-    known: Option<ManifestFacts>,
-) -> (Result<String, RemoteError>, Option<ManifestFacts>) {
-    let digest = match Digest::parse(digest, "digest") {
-        Ok(digest) => digest,
-        Err(err) => return (Err(RemoteError(err.to_string())), None),
-    };
-    let present = |facts: &ManifestFacts| match facts.children.len() {
-        0 => format!("present ({})", facts.media_type),
-        n => format!(
-            "present ({}); {n} child manifests will be deleted with it",
-            facts.media_type
-        ),
-    };
-    match known {
-        // Known already: only whether it is still there is asked.
-        Some(known) => {
-            let status = match client.head_manifest(repository, digest.as_str()).await {
-                Ok(Some(_)) => Ok(present(&known)),
-                Ok(None) if known.children.is_empty() => Ok("already gone".to_owned()),
-                Ok(None) => Ok(format!(
-                    "already gone; its {} recorded child manifests will be deleted if present",
-                    known.children.len()
-                )),
-                Err(err) => Err(err),
-            };
-            (status, None)
-        }
-        None => match probe(client, repository, &digest).await {
-            Ok(Some(facts)) => (Ok(present(&facts)), Some(facts)),
-            Ok(None) => (Ok("already gone".to_owned()), None),
-            Err(err) => (Err(err), None),
-        },
-    }
-}
-
-/// Checks a builder-side target. Manifests are checked by [`check_manifest`], follow-ups not
-/// at all.
-async fn check_target(target: &Target, config: &Config) -> Result<String, RemoteError> {
-    match target {
-        Target::Mount {
-            builder,
-            endpoint,
-            driver,
-            mount_id,
-            targets,
-            shares_target_with,
-        } => {
-            let mut client = connect_builder(config, builder, endpoint.as_deref(), *driver).await?;
-            let records = client.disk_usage().await?;
-            let (ids, note) = select_mount_records(&records, mount_id, targets, shares_target_with);
-            Ok(format!(
-                "{} records to prune{}",
-                ids.len(),
-                note.map(|n| format!("; {n}")).unwrap_or_default()
-            ))
-        }
-        Target::Builder {
-            builder,
-            endpoint,
-            driver,
-            record_ids,
-            used_since,
-            full,
-            ..
-        } => {
-            let mut client = connect_builder(config, builder, endpoint.as_deref(), *driver).await?;
-            let records = client.disk_usage().await?;
-            let ids = select_builder_records(&records, record_ids, *used_since, *full);
-            Ok(format!(
-                "{} of {} records to prune",
-                ids.len(),
-                records.len()
-            ))
-        }
-        Target::LocalImage {
-            builder,
-            endpoint,
-            reference,
-        } => {
-            let (endpoint, _) = require_endpoint(config, builder, endpoint.as_deref(), None)?;
-            let engine = Engine::connect(&endpoint).await?;
-            Ok(match engine.image_inspect(reference).await? {
-                Some(_) => "present".to_owned(),
-                None => "not present".to_owned(),
-            })
-        }
-        Target::Manifest { .. } | Target::FollowUp { .. } => Ok(String::new()),
-    }
 }
 
 fn list(args: &IncidentListArgs, db: &Path) -> Result<ExitStatus> {
@@ -988,7 +659,7 @@ fn list(args: &IncidentListArgs, db: &Path) -> Result<ExitStatus> {
                 out.push_str(&format!(
                     "{:>4}  {:<6}  {}  {}\n",
                     i.id,
-                    Term(&i.status),
+                    i.status,
                     time::format(i.opened_at),
                     Short(&i.title)
                 ));
@@ -1017,7 +688,7 @@ fn show(args: &IncidentShowArgs, db: &Path) -> Result<ExitStatus> {
             "incident {}: {}\nstatus: {}, opened {} by {}\n\n{}",
             incident.id,
             Term(&incident.title),
-            Term(&incident.status),
+            incident.status,
             time::format(incident.opened_at),
             Term(&incident.opened_by),
             plan_table(&rows)
@@ -1066,36 +737,4 @@ fn extras(store: &Store, id: i64) -> Result<report::incident::Extras> {
         verification: store.last_verification(id)?,
         acceptances: store.acceptances(id)?,
     })
-}
-
-/// Progress bars per action kind, on stderr.
-#[derive(Default)]
-pub(crate) struct Bars {
-    multi: MultiProgress,
-    bars: Mutex<BTreeMap<ActionKind, ProgressBar>>,
-}
-
-impl Reporter for Bars {
-    fn on_start(&self, kind: ActionKind, total: usize) {
-        let bar = self.multi.add(ProgressBar::new(total as u64));
-        bar.set_style(
-            ProgressStyle::with_template("{prefix:>18} [{bar:30}] {pos}/{len} {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(kind.as_str());
-        self.bars.lock().expect("bars").insert(kind, bar);
-    }
-
-    fn on_done(&self, kind: ActionKind, ok: bool) {
-        if let Some(bar) = self.bars.lock().expect("bars").get(&kind) {
-            bar.inc(1);
-            if !ok {
-                bar.set_message("(failures)");
-            }
-            if bar.position() == bar.length().unwrap_or(0) {
-                bar.finish();
-            }
-        }
-    }
 }

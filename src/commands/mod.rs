@@ -19,6 +19,7 @@ mod db;
 mod export;
 mod import;
 mod incident;
+mod journal;
 mod mark_purged;
 pub mod record;
 mod sweep;

@@ -12,12 +12,13 @@ use anyhow::{Context, Result};
 
 use crate::ExitStatus;
 use crate::cli::{OutputFormat, SweepArgs};
-use crate::commands::{open_existing_store, write_stdout};
+use crate::commands::{journal, open_existing_store, write_stdout};
 use crate::config::Config;
 use crate::error::{InputError, RefusedError};
-use crate::execute::{self, Reporter};
-use crate::plan::{Action, ActionKind};
+use crate::plan::Action;
 use crate::printer::Printer;
+use crate::purge::ActionState;
+use crate::purge::execute::{self, Reporter};
 use crate::report::escape::Term;
 use crate::report::incident::describe_target;
 use crate::store::{Store, SweepKinds};
@@ -175,7 +176,7 @@ fn confirm(args: &SweepArgs, actions: &[Action]) -> Result<()> {
     if pending == 0 || args.yes {
         return Ok(());
     }
-    crate::commands::incident::confirm(&plan_text(numbered(actions, "pending")), pending)
+    journal::confirm(&plan_text(numbered(actions, "pending")), pending)
 }
 
 /// Stores the sweep with its plan, runs it through the executor and reports.
@@ -199,7 +200,7 @@ async fn run(
     )?;
     let concurrency = args.concurrency.unwrap_or(config.purge.concurrency).max(1);
     let reporter: Arc<dyn Reporter> = if printer.progress {
-        Arc::new(super::incident::Bars::default())
+        Arc::new(journal::Bars::default())
     } else {
         Arc::new(execute::Silent)
     };
@@ -209,30 +210,21 @@ async fn run(
     // A sweep is never re-run as such: the next one plans afresh from the store.
     store.close_incident(id, "sweep")?;
     let rows = store.actions(id)?;
-    let mut m = SweepMetrics::default();
+    let mut m = SweepMetrics {
+        bytes_reclaimed: summary.bytes_reclaimed,
+        ..SweepMetrics::default()
+    };
     for row in &rows {
-        m.count(row.action.kind, &row.state);
-        if row.state == "failed" {
+        m.count(row.action.kind, row.state.as_str());
+        if row.state == ActionState::Failed {
             m.failures += 1;
-        }
-        if row.state == "done"
-            && matches!(
-                row.action.kind,
-                ActionKind::PruneMount | ActionKind::PruneBuilder
-            )
-            && let Some(bytes) = row.outcome.as_deref().and_then(metrics::bytes_in_outcome)
-        {
-            m.bytes_reclaimed += bytes;
         }
     }
     match args.format {
         OutputFormat::Json => write_json(
             Some(id),
             &planned.rules,
-            &rows
-                .iter()
-                .map(crate::commands::incident::action_json)
-                .collect::<Vec<_>>(),
+            &rows.iter().map(journal::action_json).collect::<Vec<_>>(),
         )?,
         OutputFormat::Text => {
             let mut out = format!("sweep {id} by `{}`\n", args.policy.display());
@@ -244,7 +236,7 @@ async fn run(
             write_stdout(&out)?;
         }
     }
-    crate::commands::incident::warn_failed(printer, &rows);
+    journal::warn_failed(printer, &rows);
     printer.status(format!(
         "sweep {id}: {} done, {} failed, {} not executed (out of scope); {} bytes reclaimed on builders; report: cachewarden incident report {id}",
         summary.done,

@@ -16,7 +16,7 @@ use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tower::service_fn;
 
-use crate::error::RemoteError;
+use crate::error::{RemoteError, RemoteKind};
 use crate::model::{BuilderRecord, Driver};
 use crate::remote::engine::{EngineAddr, one_line, redact, upgrade_to_h2c};
 use crate::time::Micros;
@@ -129,7 +129,7 @@ impl BuildkitClient {
     pub async fn connect(endpoint: &str, driver: Driver) -> Result<Self, RemoteError> {
         let shown = redact(endpoint);
         if driver == Driver::DockerContainer && endpoint.starts_with("docker-container://") {
-            return Err(RemoteError(format!(
+            return Err(RemoteError::local(format!(
                 "BuildKit at {shown}: docker-container builders are reached through \
                  `docker exec`, which is not supported; give the buildkitd address (`unix://` or `tcp://`)"
             )));
@@ -144,7 +144,7 @@ impl BuildkitClient {
                 Driver::Docker => "cannot reach the Docker Engine's BuildKit",
                 _ => "cannot reach buildkitd",
             };
-            RemoteError(format!("BuildKit at {shown}: {what}: {}", one_line(&err)))
+            RemoteError::unreachable(format!("BuildKit at {shown}: {what}: {}", one_line(&err)))
         })?;
         let control = ControlClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
@@ -187,7 +187,7 @@ impl BuildkitClient {
             return Ok(Vec::new());
         }
         if let Some(bad) = ids.iter().find(|id| !is_record_id(id)) {
-            return Err(RemoteError(format!(
+            return Err(RemoteError::local(format!(
                 "BuildKit at {}: refusing to prune: `{bad}` is not a build-cache record id",
                 self.shown
             )));
@@ -267,7 +267,12 @@ impl BuildkitClient {
                 text.push_str(&cause);
             }
         }
-        RemoteError(format!("BuildKit at {}: {call}: {text}", self.shown))
+        let kind = match status.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => RemoteKind::Unreachable,
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => RemoteKind::Auth,
+            _ => RemoteKind::Protocol,
+        };
+        RemoteError::new(kind, format!("BuildKit at {}: {call}: {text}", self.shown))
     }
 }
 
@@ -384,7 +389,21 @@ mod tests {
             .await
             .err()
             .unwrap();
-        assert!(err.0.contains("ssh://***@host"), "{err}");
-        assert!(!err.0.contains("pw"), "{err}");
+        assert!(err.message.contains("ssh://***@host"), "{err}");
+        assert!(!err.message.contains("pw"), "{err}");
+    }
+
+    /// A builder whose port nothing listens on is out of reach by kind, whatever the text.
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let err = BuildkitClient::connect(&format!("tcp://127.0.0.1:{port}"), Driver::Buildkitd)
+            .await
+            .err()
+            .expect("nothing listens");
+        assert_eq!(err.kind, crate::error::RemoteKind::Unreachable, "{err}");
     }
 }

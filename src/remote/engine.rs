@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
-use crate::error::RemoteError;
+use crate::error::{RemoteError, RemoteKind};
 use crate::remote::buildkit::CacheRecord;
 
 /// How long one Engine API call may take.
@@ -35,7 +35,7 @@ impl EngineAddr {
     /// Parses `unix:///path`, `tcp://host:port`, `http://host:port` or an absolute socket path.
     pub fn parse(endpoint: &str) -> Result<Self, RemoteError> {
         let shown = redact(endpoint);
-        let unsupported = |why: &str| RemoteError(format!("endpoint `{shown}`: {why}"));
+        let unsupported = |why: &str| RemoteError::local(format!("endpoint `{shown}`: {why}"));
         if let Some(path) = endpoint.strip_prefix("unix://") {
             if !path.starts_with('/') {
                 return Err(unsupported(
@@ -235,10 +235,10 @@ impl Engine {
         let shown = redact(endpoint);
         let addr = EngineAddr::parse(endpoint)?;
         let fail = |what: &str, err: bollard::errors::Error| {
-            RemoteError(format!(
-                "Docker Engine at {shown}: {what}: {}",
-                one_line(&err)
-            ))
+            RemoteError::new(
+                engine_kind(&err),
+                format!("Docker Engine at {shown}: {what}: {}", one_line(&err)),
+            )
         };
         let timeout = ENGINE_TIMEOUT.as_secs();
         let docker = match &addr {
@@ -311,24 +311,26 @@ impl Engine {
     /// API 1.41.
     pub async fn build_cache(&self) -> Result<Vec<CacheRecord>, RemoteError> {
         let path = format!("/v{}/system/df", self.api_version());
-        let fail = |why: String| {
-            RemoteError(format!(
-                "Docker Engine at {}: GET {path}: {why}",
-                self.shown
-            ))
+        let fail = |kind: RemoteKind, why: String| {
+            RemoteError::new(
+                kind,
+                format!("Docker Engine at {}: GET {path}: {why}", self.shown),
+            )
         };
+        // The socket or port not answering is the engine out of reach; anything after the
+        // exchange began is a broken one.
         let (status, body) = raw_get(&self.addr, &path)
             .await
-            .map_err(|err| fail(one_line(&err)))?;
+            .map_err(|err| fail(io_kind(&err), one_line(&err)))?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body);
-            return Err(fail(format!(
-                "answered {status}: {}",
-                truncate(text.trim(), 200)
-            )));
+            return Err(fail(
+                RemoteKind::Status(status.as_u16()),
+                format!("answered {status}: {}", truncate(text.trim(), 200)),
+            ));
         }
         let df: SystemDf = serde_json::from_slice(&body)
-            .map_err(|err| fail(format!("unexpected answer: {err}")))?;
+            .map_err(|err| fail(RemoteKind::Protocol, format!("unexpected answer: {err}")))?;
         Ok(df
             .build_cache
             .unwrap_or_default()
@@ -343,11 +345,42 @@ impl Engine {
     }
 
     fn error(&self, what: &str, err: &bollard::errors::Error) -> RemoteError {
-        RemoteError(format!(
-            "Docker Engine at {}: {what}: {}",
-            self.shown,
-            one_line(err)
-        ))
+        RemoteError::new(
+            engine_kind(err),
+            format!("Docker Engine at {}: {what}: {}", self.shown, one_line(err)),
+        )
+    }
+}
+
+/// What a bollard failure says about the engine: out of reach (no socket, refused, timed out),
+/// an HTTP status it answered, or a broken exchange.
+fn engine_kind(err: &bollard::errors::Error) -> RemoteKind {
+    use bollard::errors::Error as E;
+    match err {
+        E::RequestTimeoutError | E::SocketNotFoundError(_) => RemoteKind::Unreachable,
+        E::IOError { err } => io_kind(err),
+        E::HyperLegacyError { err } if err.is_connect() => RemoteKind::Unreachable,
+        E::DockerResponseServerError { status_code, .. } => match *status_code {
+            401 | 403 => RemoteKind::Auth,
+            code => RemoteKind::Status(code),
+        },
+        _ => RemoteKind::Protocol,
+    }
+}
+
+/// An I/O failure while dialing or talking to the engine: which ones mean out of reach.
+fn io_kind(err: &io::Error) -> RemoteKind {
+    use io::ErrorKind as K;
+    match err.kind() {
+        K::NotFound
+        | K::ConnectionRefused
+        | K::ConnectionReset
+        | K::ConnectionAborted
+        | K::NotConnected
+        | K::TimedOut
+        | K::AddrNotAvailable
+        | K::PermissionDenied => RemoteKind::Unreachable,
+        _ => RemoteKind::Protocol,
     }
 }
 
@@ -443,7 +476,7 @@ mod tests {
             "docker",
         ] {
             let err = EngineAddr::parse(bad).unwrap_err();
-            assert!(err.0.contains("endpoint `"), "{bad}: {err}");
+            assert!(err.message.contains("endpoint `"), "{bad}: {err}");
         }
     }
 
@@ -453,7 +486,17 @@ mod tests {
         assert_eq!(redact("unix:///run/docker.sock"), "unix:///run/docker.sock");
         assert_eq!(redact("tcp://host:1/a@b"), "tcp://host:1/a@b");
         let err = EngineAddr::parse("ssh://user:secret@host").unwrap_err();
-        assert!(!err.0.contains("secret"), "{err}");
+        assert!(!err.message.contains("secret"), "{err}");
+    }
+
+    /// An engine socket that is not there is the engine out of reach (the purge exits 4 and
+    /// its breaker counts it), not a protocol failure.
+    #[tokio::test]
+    async fn a_missing_socket_is_unreachable() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = format!("unix://{}", dir.path().join("docker.sock").display());
+        let err = Engine::connect(&endpoint).await.err().expect("no engine");
+        assert_eq!(err.kind, RemoteKind::Unreachable, "{err}");
     }
 
     #[test]

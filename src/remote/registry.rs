@@ -28,7 +28,7 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256, Sha512};
 
 use crate::config::{Config, CredentialSource};
-use crate::error::RemoteError;
+use crate::error::{RemoteError, RemoteKind};
 use crate::model::{DOCKER_HUB, Digest, ImageRef, ManifestFacts};
 use crate::remote::redact::Redacted;
 use crate::remote::retry::{
@@ -138,12 +138,12 @@ impl<'a> Resolver<'a> {
             .fetch_manifest_digest(&oci, &auth)
             .await
             .map_err(|err| {
-                RemoteError(format!(
+                RemoteError::protocol(format!(
                     "cannot resolve `{reference}`: {}",
                     one_line(&err.to_string())
                 ))
             })?;
-        Digest::parse(&digest, "registry digest").map_err(|e| RemoteError(e.to_string()))
+        Digest::parse(&digest, "registry digest").map_err(|e| RemoteError::protocol(e.to_string()))
     }
 }
 
@@ -405,7 +405,7 @@ impl RegistryClient {
             None => format!("https://{host}"),
         };
         let base = Url::parse(&base).map_err(|err| {
-            RemoteError(format!(
+            RemoteError::local(format!(
                 "registry `{host}`: invalid address `{}`: {err}",
                 Redacted::url(&base)
             ))
@@ -417,7 +417,7 @@ impl RegistryClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|err| {
-                RemoteError(format!(
+                RemoteError::local(format!(
                     "registry `{host}`: cannot set up an HTTP client: {}",
                     transport_message(&err)
                 ))
@@ -609,13 +609,16 @@ impl RegistryClient {
         let codes = error_codes(&body);
         if status == StatusCode::METHOD_NOT_ALLOWED || codes.iter().any(|(c, _)| c == "UNSUPPORTED")
         {
-            return Err(RemoteError(format!(
-                "deletion is disabled on registry `{}`: set storage.delete.enabled: true \
+            return Err(RemoteError::status(
+                status.as_u16(),
+                format!(
+                    "deletion is disabled on registry `{}`: set storage.delete.enabled: true \
                  (distribution) or enable deletes in the registry's settings ({}: {})",
-                self.host,
-                call.what,
-                status_text(status, &codes),
-            )));
+                    self.host,
+                    call.what,
+                    status_text(status, &codes),
+                ),
+            ));
         }
         Err(self.status_error(&call, status, &codes))
     }
@@ -661,7 +664,7 @@ impl RegistryClient {
             return Ok(None);
         };
         let parsed = parse_manifest(&manifest.bytes, &manifest.media_type).map_err(|err| {
-            RemoteError(format!("registry `{}`: `{repository}`: {err}", self.host))
+            RemoteError::protocol(format!("registry `{}`: `{repository}`: {err}", self.host))
         })?;
         let config = match &parsed {
             ParsedManifest::Image { config, .. }
@@ -682,7 +685,7 @@ impl RegistryClient {
 
     fn url(&self, repository: &str, rest: &str) -> Result<Url, RemoteError> {
         if !is_repository_name(repository) {
-            return Err(RemoteError(format!(
+            return Err(RemoteError::local(format!(
                 "registry `{}`: invalid repository name `{repository}`",
                 self.host
             )));
@@ -690,7 +693,7 @@ impl RegistryClient {
         self.base
             .join(&format!("/v2/{repository}/{rest}"))
             .map_err(|err| {
-                RemoteError(format!(
+                RemoteError::protocol(format!(
                     "registry `{}`: `{repository}/{rest}`: {err}",
                     self.host
                 ))
@@ -704,7 +707,7 @@ impl RegistryClient {
         reference: &str,
     ) -> Result<Call<'a>, RemoteError> {
         if !is_reference(reference) {
-            return Err(RemoteError(format!(
+            return Err(RemoteError::local(format!(
                 "registry `{}`: invalid tag or digest `{reference}` in `{repository}`",
                 self.host
             )));
@@ -887,15 +890,19 @@ impl RegistryClient {
                 ),
                 _ => format!("HTTP {status}: the credentials were refused"),
             };
-            return Err(self.error(&what, &detail));
+            return Err(self.error_of(RemoteKind::Auth, &what, &detail));
         }
         if status != StatusCode::OK {
-            return Err(self.error(&what, &format!("HTTP {status}")));
+            return Err(self.error_of(
+                RemoteKind::Status(status.as_u16()),
+                &what,
+                &format!("HTTP {status}"),
+            ));
         }
         let body = response
             .bytes()
             .await
-            .map_err(|err| self.error(&what, &transport_message(&err)))?;
+            .map_err(|err| self.error_of(transport_kind(&err), &what, &transport_message(&err)))?;
         let answer: Answer = serde_json::from_slice(&body)
             .map_err(|_| self.error(&what, "the answer is not a token response"))?;
         let value = answer
@@ -942,7 +949,11 @@ impl RegistryClient {
                     } else {
                         String::new()
                     };
-                    return Err(self.error(what, &format!("{}{tries}", transport_message(&err))));
+                    return Err(self.error_of(
+                        transport_kind(&err),
+                        what,
+                        &format!("{}{tries}", transport_message(&err)),
+                    ));
                 }
             };
             tokio::time::sleep(wait).await;
@@ -951,19 +962,21 @@ impl RegistryClient {
     }
 
     async fn body(&self, call: &Call<'_>, response: Response) -> Result<Vec<u8>, RemoteError> {
-        response
-            .bytes()
-            .await
-            .map(|b| b.to_vec())
-            .map_err(|err| self.error(&call.what, &transport_message(&err)))
+        response.bytes().await.map(|b| b.to_vec()).map_err(|err| {
+            self.error_of(transport_kind(&err), &call.what, &transport_message(&err))
+        })
     }
 
+    /// The registry answered something the protocol does not allow.
     fn error(&self, what: &str, detail: &str) -> RemoteError {
-        RemoteError(format!(
-            "registry `{}`: {what}: {}",
-            self.host,
-            one_line(detail)
-        ))
+        self.error_of(RemoteKind::Protocol, what, detail)
+    }
+
+    fn error_of(&self, kind: RemoteKind, what: &str, detail: &str) -> RemoteError {
+        RemoteError::new(
+            kind,
+            format!("registry `{}`: {what}: {}", self.host, one_line(detail)),
+        )
     }
 
     async fn unexpected(&self, call: &Call<'_>, response: Response) -> RemoteError {
@@ -994,7 +1007,12 @@ impl RegistryClient {
                 self.host, call.repository
             ));
         }
-        self.error(&call.what, &detail)
+        let kind = if status == StatusCode::FORBIDDEN {
+            RemoteKind::Auth
+        } else {
+            RemoteKind::Status(status.as_u16())
+        };
+        self.error_of(kind, &call.what, &detail)
     }
 
     fn unauthorized(&self, call: &Call<'_>, codes: &[(String, String)]) -> RemoteError {
@@ -1009,7 +1027,7 @@ impl RegistryClient {
                 call.repository
             ),
         };
-        self.error(&call.what, &detail)
+        self.error_of(RemoteKind::Auth, &call.what, &detail)
     }
 }
 
@@ -1019,7 +1037,7 @@ pub fn parse_manifest(bytes: &[u8], media_type: &str) -> Result<ParsedManifest, 
     let media_type = manifest_media_type(Some(media_type), bytes);
     let name = || format!("manifest `{}`", digest_of(bytes, "sha256"));
     let invalid = |what: &str, err: &dyn fmt::Display| {
-        RemoteError(format!(
+        RemoteError::protocol(format!(
             "{} of media type `{media_type}` is not a valid {what}: {}",
             name(),
             one_line(&err.to_string())
@@ -1056,7 +1074,7 @@ pub fn parse_manifest(bytes: &[u8], media_type: &str) -> Result<ParsedManifest, 
                     .collect::<Result<_, _>>()?,
             })
         }
-        other => Err(RemoteError(format!(
+        other => Err(RemoteError::protocol(format!(
             "{} has media type `{other}`, which is not an OCI or Docker schema 2 manifest",
             name()
         ))),
@@ -1365,6 +1383,15 @@ fn status_text(status: StatusCode, codes: &[(String, String)]) -> String {
         text.push_str(&format!(" ({})", described.join("; ")));
     }
     text
+}
+
+/// What a transport failure says about the registry: out of reach, or a broken exchange.
+fn transport_kind(err: &reqwest::Error) -> RemoteKind {
+    if err.is_timeout() || err.is_connect() {
+        RemoteKind::Unreachable
+    } else {
+        RemoteKind::Protocol
+    }
 }
 
 /// A transport failure on one line, without the URL (which the message names otherwise).

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::plan::{ActionKind, Target};
+use crate::purge::{ActionState, IncidentStatus};
 use crate::report::escape::{MdCode, MdText, Short};
 use crate::store::{ActionRow, IncidentRow};
 use crate::time;
@@ -72,7 +73,7 @@ pub struct Extras {
 pub struct IncidentDoc<'a> {
     pub id: i64,
     pub title: &'a str,
-    pub status: &'a str,
+    pub status: IncidentStatus,
     pub opened_at: String,
     pub opened_by: &'a str,
     pub closed_at: Option<String>,
@@ -97,7 +98,7 @@ pub struct ActionDoc<'a> {
     pub target: &'a Target,
     pub reason: &'a str,
     pub in_scope: bool,
-    pub state: &'a str,
+    pub state: ActionState,
     pub attempts: i64,
     pub outcome: Option<&'a str>,
     pub error: Option<&'a str>,
@@ -119,11 +120,11 @@ pub fn document<'a>(
         ..SummaryDoc::default()
     };
     for row in actions {
-        match row.state.as_str() {
-            "done" => summary.done += 1,
-            "failed" => summary.failed += 1,
-            "skipped" => summary.skipped += 1,
-            _ => summary.pending += 1,
+        match row.state {
+            ActionState::Done => summary.done += 1,
+            ActionState::Failed => summary.failed += 1,
+            ActionState::Skipped => summary.skipped += 1,
+            ActionState::Pending | ActionState::Running => summary.pending += 1,
         }
         if !row.action.in_scope {
             summary.out_of_scope += 1;
@@ -136,7 +137,7 @@ pub fn document<'a>(
         incident: IncidentDoc {
             id: incident.id,
             title: &incident.title,
-            status: &incident.status,
+            status: incident.status,
             opened_at: time::format(incident.opened_at),
             opened_by: &incident.opened_by,
             closed_at: incident.closed_at.map(time::format),
@@ -183,7 +184,7 @@ pub fn document<'a>(
                 target: &row.action.target,
                 reason: &row.action.reason,
                 in_scope: row.action.in_scope,
-                state: &row.state,
+                state: row.state,
                 attempts: row.attempts,
                 outcome: row.outcome.as_deref(),
                 error: row.error.as_deref(),
@@ -270,7 +271,7 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
     let i = &doc.incident;
     writeln!(out, "# Incident {}: {}", i.id, MdText(i.title))?;
     writeln!(out)?;
-    writeln!(out, "- Status: **{}**", MdText(i.status))?;
+    writeln!(out, "- Status: **{}**", MdText(i.status.as_str()))?;
     writeln!(out, "- Opened: {} by {}", i.opened_at, MdText(i.opened_by))?;
     if let (Some(at), Some(by)) = (&i.closed_at, i.closed_by) {
         writeln!(out, "- Closed: {} by {}", MdText(at), MdText(by))?;
@@ -363,9 +364,9 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
     writeln!(out, "| --- | --- | --- | --- | --- | --- |")?;
     for a in &doc.actions {
         let state = if a.in_scope {
-            MdText(a.state).to_string()
+            MdText(a.state.as_str()).to_string()
         } else {
-            format!("{} (out of scope)", MdText(a.state))
+            format!("{} (out of scope)", MdText(a.state.as_str()))
         };
         let detail = MdText(a.error.or(a.outcome).unwrap_or(""));
         let duration = a

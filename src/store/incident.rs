@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::{Store, StoreError, sql_error};
 use crate::model::{Driver, MountUse};
 use crate::plan::{Action, ActionKind, BuilderPlace, PlanContext, Target};
+use crate::purge::{ActionState, Finished, IncidentStatus};
 use crate::time::{self, Micros};
 
 /// An incident as stored.
@@ -19,7 +20,7 @@ pub struct IncidentRow {
     pub opened_by: String,
     pub seeds: String,
     pub trace: String,
-    pub status: String,
+    pub status: IncidentStatus,
     pub closed_at: Option<Micros>,
     pub closed_by: Option<String>,
 }
@@ -30,7 +31,7 @@ pub struct ActionRow {
     pub id: i64,
     pub seq: i64,
     pub action: Action,
-    pub state: String,
+    pub state: ActionState,
     pub attempts: i64,
     pub outcome: Option<String>,
     pub error: Option<String>,
@@ -48,14 +49,6 @@ pub struct Acceptance {
     pub at: Micros,
     pub by: String,
     pub reason: String,
-}
-
-/// How an action ended, for the journal.
-#[derive(Debug, Clone)]
-pub enum Finished {
-    Done(String),
-    Failed(String),
-    Skipped(String),
 }
 
 impl Store {
@@ -197,10 +190,11 @@ impl Store {
         finished: &Finished,
         duration_us: i64,
     ) -> Result<(), StoreError> {
-        let (state, outcome, error) = match finished {
-            Finished::Done(outcome) => ("done", Some(outcome.as_str()), None),
-            Finished::Failed(error) => ("failed", None, Some(error.as_str())),
-            Finished::Skipped(why) => ("skipped", Some(why.as_str()), None),
+        let state = finished.state();
+        let (outcome, error) = match finished {
+            Finished::Done(outcome) => (Some(outcome.to_string()), None),
+            Finished::Failed(error) => (None, Some(error.to_string())),
+            Finished::Skipped(why) => (Some(why.clone()), None),
         };
         self.conn
             .prepare_cached(
@@ -446,15 +440,11 @@ impl Store {
 }
 
 impl Store {
-    /// How a mount was used on a builder, and base images of builds that used it (the names
-    /// the builder knows them by first), for listing its contents.
-    pub fn mount_probe(
-        &self,
-        builder: &str,
-        mount_id: &str,
-    ) -> Result<crate::evidence::MountProbe, StoreError> {
+    /// The latest builds that read a mount on a builder (at most 50, newest first): how each
+    /// used it, as recorded, and the base images it used. The purge picks from these what
+    /// listing the mount's contents takes.
+    pub fn mount_reads(&self, builder: &str, mount_id: &str) -> Result<Vec<MountRead>, StoreError> {
         let err = |e| sql_error(&self.path, e);
-        let mut probe = crate::evidence::MountProbe::default();
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -479,39 +469,45 @@ impl Store {
                  WHERE e.run_id = ?1 AND e.kind = 'used_base'",
             )
             .map_err(err)?;
+        let mut reads = Vec::new();
         for (detail, run) in rows {
-            if let Some(uses) = detail.and_then(|d| serde_json::from_str::<Vec<MountUse>>(&d).ok())
-            {
-                for u in uses {
-                    if u.id == mount_id && !probe.uses.contains(&u) {
-                        probe.uses.push(u);
-                    }
-                }
-            }
-            let found: Vec<(String, String, String, String)> = bases
+            let uses = detail
+                .and_then(|d| serde_json::from_str::<Vec<MountUse>>(&d).ok())
+                .unwrap_or_default();
+            let bases = bases
                 .query_map([run], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    Ok(UsedBase {
+                        backend: row.get(0)?,
+                        locator: row.get(1)?,
+                        digest: row.get(2)?,
+                        key: row.get(3)?,
+                    })
                 })
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(err)?;
-            for (backend, locator, digest, key) in found {
-                let name = match backend.as_str() {
-                    "local-image" if !key.is_empty() => key,
-                    "registry" if !digest.is_empty() => format!("{locator}@{digest}"),
-                    _ => continue,
-                };
-                let base = (name, digest);
-                if !probe.base_images.contains(&base) {
-                    if backend == "local-image" {
-                        probe.base_images.insert(0, base);
-                    } else {
-                        probe.base_images.push(base);
-                    }
-                }
-            }
+            reads.push(MountRead { uses, bases });
         }
-        Ok(probe)
+        Ok(reads)
     }
+}
+
+/// One build that read a mount, as recorded.
+#[derive(Debug, Clone)]
+pub struct MountRead {
+    /// The cache mounts of its step (the mount's own among them).
+    pub uses: Vec<MountUse>,
+    pub bases: Vec<UsedBase>,
+}
+
+/// A base image a build used, as the store has the artifact.
+#[derive(Debug, Clone)]
+pub struct UsedBase {
+    /// `local-image` or `registry`.
+    pub backend: String,
+    pub locator: String,
+    pub digest: String,
+    /// A local image's id.
+    pub key: String,
 }
 
 fn parse_driver(value: &str) -> Option<Driver> {
@@ -557,9 +553,9 @@ fn insert_actions(
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let state =
             if action.kind == ActionKind::FollowUp || (settle_out_of_scope && !action.in_scope) {
-                "skipped"
+                ActionState::Skipped
             } else {
-                "pending"
+                ActionState::Pending
             };
         stmt.execute(params![
             incident,
@@ -587,4 +583,35 @@ fn incident_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
         closed_at: row.get(7)?,
         closed_by: row.get(8)?,
     })
+}
+
+/// States are text in SQL (the schema's `CHECK` lists the words) and typed everywhere else.
+impl rusqlite::types::ToSql for ActionState {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for ActionState {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        Self::parse(text).ok_or_else(|| unknown_word("action state", text))
+    }
+}
+
+impl rusqlite::types::ToSql for IncidentStatus {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for IncidentStatus {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        Self::parse(text).ok_or_else(|| unknown_word("incident status", text))
+    }
+}
+
+fn unknown_word(what: &str, text: &str) -> rusqlite::types::FromSqlError {
+    rusqlite::types::FromSqlError::Other(format!("unknown {what} `{text}`").into())
 }

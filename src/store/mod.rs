@@ -29,7 +29,7 @@ mod write;
 
 pub use audit::{StoredFinding, TagSighting};
 pub use containment::{Contained, OverrideRow, VerificationRow};
-pub use incident::{Acceptance, ActionRow, Finished, IncidentRow};
+pub use incident::{Acceptance, ActionRow, IncidentRow, MountRead, UsedBase};
 pub use index::{SourceSummary, TraceSource};
 
 pub use read::{ExportError, ExportItem};

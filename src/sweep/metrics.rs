@@ -120,15 +120,6 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The bytes a prune outcome reports: the executor writes `pruned N records, B bytes`.
-pub fn bytes_in_outcome(outcome: &str) -> Option<i64> {
-    let before = outcome.split(" bytes").next()?;
-    if before.len() == outcome.len() {
-        return None;
-    }
-    before.rsplit(' ').next()?.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,19 +155,5 @@ mod tests {
         assert!(text.contains("cachewarden_sweep_duration_seconds 1.500\n"));
         assert!(text.contains("cachewarden_sweep_last_run_timestamp_seconds 1700000000\n"));
         assert!(!text.contains("state=\"planned\""), "{text}");
-    }
-
-    /// Bytes come from the executor's prune outcome text.
-    #[test]
-    fn reads_bytes_from_prune_outcomes() {
-        assert_eq!(
-            bytes_in_outcome("pruned 3 records, 12345 bytes"),
-            Some(12345)
-        );
-        assert_eq!(
-            bytes_in_outcome("pruned 3 records, 0 bytes (1 were already gone)"),
-            Some(0)
-        );
-        assert_eq!(bytes_in_outcome("deleted"), None);
     }
 }

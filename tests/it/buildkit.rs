@@ -140,7 +140,7 @@ async fn cache_mount_records_are_listed_and_pruned_one_by_one() {
         .prune_ids(&["a,type==regular".to_owned()])
         .await
         .unwrap_err();
-    assert!(err.0.contains("refusing to prune"), "{err}");
+    assert!(err.message.contains("refusing to prune"), "{err}");
 }
 
 fn record<'a>(records: &'a [CacheRecord], id: &str) -> &'a CacheRecord {
@@ -386,8 +386,8 @@ async fn reaches_the_control_api_over_tcp_and_as_plain_grpc() {
             Err(err) => err,
         };
         eprintln!("{endpoint} as {driver:?}: {err}");
-        assert!(err.0.contains(&endpoint), "{err}");
-        assert!(!err.0.contains('\n'), "{err}");
+        assert!(err.message.contains(&endpoint), "{err}");
+        assert!(!err.message.contains('\n'), "{err}");
     }
 }
 
@@ -398,8 +398,8 @@ async fn connect_errors_name_the_endpoint_without_credentials() {
         .await
         .err()
         .expect("no daemon there");
-    assert!(err.0.contains(missing), "{err}");
-    assert!(!err.0.contains('\n'), "{err}");
+    assert!(err.message.contains(missing), "{err}");
+    assert!(!err.message.contains('\n'), "{err}");
 
     let port = harness::registry::free_port();
     let secret = format!("tcp://user:hunter2@127.0.0.1:{port}");
@@ -407,8 +407,8 @@ async fn connect_errors_name_the_endpoint_without_credentials() {
         .await
         .err()
         .expect("nothing listens");
-    assert!(!err.0.contains("hunter2"), "{err}");
-    assert!(err.0.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(!err.message.contains("hunter2"), "{err}");
+    assert!(err.message.contains(&format!("127.0.0.1:{port}")), "{err}");
 
     let err = BuildkitClient::connect(
         "docker-container://buildx_buildkit_x0",
@@ -418,7 +418,8 @@ async fn connect_errors_name_the_endpoint_without_credentials() {
     .err()
     .expect("not supported");
     assert!(
-        err.0.contains("docker-container://buildx_buildkit_x0"),
+        err.message
+            .contains("docker-container://buildx_buildkit_x0"),
         "{err}"
     );
 
@@ -432,6 +433,6 @@ async fn connect_errors_name_the_endpoint_without_credentials() {
         .await
         .err()
         .expect("not a daemon");
-    assert!(err.0.contains(&endpoint), "{err}");
-    assert!(err.0.contains("POST /grpc answered 404"), "{err}");
+    assert!(err.message.contains(&endpoint), "{err}");
+    assert!(err.message.contains("POST /grpc answered 404"), "{err}");
 }

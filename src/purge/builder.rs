@@ -1,0 +1,271 @@
+//! A builder's records: those tainted runs created, those used since the taint where evidence
+//! is missing, or all of them; saved as a listing, pruned by id with whatever was built on
+//! them, and verified gone from the builder's records.
+
+use std::collections::BTreeSet;
+
+use crate::error::RemoteError;
+use crate::model::{Driver, PurgeTarget};
+use crate::plan::Target;
+use crate::purge::evidence::{Evidence, save_records};
+use crate::purge::remotes::{Remotes, connected};
+use crate::purge::verify::{Verdict, VerifyInputs, cutoff, from_before, last_purge};
+use crate::purge::{BoxFuture, Executed, Outcome, TargetKind};
+use crate::remote::buildkit::CacheRecord;
+use crate::remote::endpoint::require_endpoint;
+use crate::store::ActionRow;
+use crate::time::Micros;
+
+pub struct Builder;
+
+/// The fields of a builder target.
+struct Fields<'a> {
+    builder: &'a str,
+    endpoint: Option<&'a str>,
+    driver: Option<Driver>,
+    record_ids: &'a [String],
+    used_since: Option<Micros>,
+    full: bool,
+    partial: bool,
+}
+
+fn fields(target: &Target) -> Fields<'_> {
+    match target {
+        Target::Builder {
+            builder,
+            endpoint,
+            driver,
+            record_ids,
+            used_since,
+            full,
+            partial,
+        } => Fields {
+            builder,
+            endpoint: endpoint.as_deref(),
+            driver: *driver,
+            record_ids,
+            used_since: *used_since,
+            full: *full,
+            partial: *partial,
+        },
+        _ => unreachable!("dispatched by kind_of"),
+    }
+}
+
+impl TargetKind for Builder {
+    fn place(&self, target: &Target) -> String {
+        fields(target).builder.to_owned()
+    }
+
+    fn identity(&self, target: &Target) -> String {
+        format!("builder\0{}", fields(target).builder)
+    }
+
+    fn check<'a>(
+        &'a self,
+        target: &'a Target,
+        cx: &'a Remotes,
+    ) -> BoxFuture<'a, Result<String, RemoteError>> {
+        Box::pin(async move {
+            let b = fields(target);
+            let records = cx.disk_usage(b.builder, b.endpoint, b.driver).await?;
+            let ids = select_builder_records(&records, b.record_ids, b.used_since, b.full);
+            Ok(format!(
+                "{} of {} records to prune",
+                ids.len(),
+                records.len()
+            ))
+        })
+    }
+
+    fn evidence<'a>(
+        &'a self,
+        target: &'a Target,
+        cx: &'a Remotes,
+        opts: &'a Evidence,
+    ) -> BoxFuture<'a, Result<(), RemoteError>> {
+        Box::pin(async move {
+            let b = fields(target);
+            save_records(
+                opts,
+                cx,
+                b.builder,
+                b.endpoint,
+                b.driver,
+                |records| select_builder_records(records, b.record_ids, b.used_since, b.full),
+                "records",
+            )
+            .await
+        })
+    }
+
+    fn execute<'a>(
+        &'a self,
+        target: &'a Target,
+        cx: &'a Remotes,
+    ) -> BoxFuture<'a, Result<Executed, RemoteError>> {
+        Box::pin(async move {
+            let b = fields(target);
+            let (endpoint, driver) = require_endpoint(&cx.config, b.builder, b.endpoint, b.driver)?;
+            let outcome = prune_builder(
+                cx,
+                b.builder,
+                &endpoint,
+                driver,
+                b.record_ids,
+                b.used_since,
+                b.full,
+            )
+            .await?;
+            // A prune of only some records is no purge of the builder's whole cache.
+            let purged = (!b.partial).then(|| PurgeTarget::Builder {
+                builder: b.builder.to_owned(),
+            });
+            Ok(Executed::Done { outcome, purged })
+        })
+    }
+
+    fn verify<'a>(
+        &'a self,
+        target: &'a Target,
+        rows: &'a [ActionRow],
+        cx: &'a Remotes,
+        inputs: &'a VerifyInputs,
+    ) -> BoxFuture<'a, Verdict> {
+        Box::pin(async move {
+            let b = fields(target);
+            let cutoff = cutoff(
+                rows,
+                last_purge(&inputs.purges, b.builder, None),
+                inputs.tainted_runs.get(b.builder).copied(),
+            );
+            match cx.listing(b.builder, b.endpoint, b.driver).await {
+                Err(detail) => Verdict::Unverified { detail },
+                Ok(records) => builder_verdict(&records, rows, b.builder, cutoff),
+            }
+        })
+    }
+}
+
+/// The records to prune on a builder: those tainted runs created, those used since the taint
+/// time where evidence is missing (mount records aside: the mount actions decide those), or all.
+pub fn select_builder_records(
+    records: &[CacheRecord],
+    record_ids: &[String],
+    used_since: Option<i64>,
+    full: bool,
+) -> Vec<String> {
+    let wanted: BTreeSet<&str> = record_ids.iter().map(String::as_str).collect();
+    let mut selected: BTreeSet<&str> = records
+        .iter()
+        .filter(|r| {
+            full || wanted.contains(r.id.as_str())
+                || used_since.is_some_and(|since| {
+                    r.record_type != "exec.cachemount"
+                        && r.last_used_at.or(r.created_at).is_some_and(|t| t >= since)
+                })
+        })
+        .map(|r| r.id.as_str())
+        .collect();
+    // A record built on a selected one holds its content, and keeps it from being pruned: a
+    // later step over a tainted layer, or the evidence listing's step over a tainted base.
+    loop {
+        let before = selected.len();
+        for r in records {
+            if r.parents.iter().any(|p| selected.contains(p.as_str())) {
+                selected.insert(r.id.as_str());
+            }
+        }
+        if selected.len() == before {
+            break;
+        }
+    }
+    records
+        .iter()
+        .filter(|r| selected.contains(r.id.as_str()))
+        .map(|r| r.id.clone())
+        .collect()
+}
+
+async fn prune_builder(
+    cx: &Remotes,
+    builder: &str,
+    endpoint: &str,
+    driver: Driver,
+    record_ids: &[String],
+    used_since: Option<i64>,
+    full: bool,
+) -> Result<Outcome, RemoteError> {
+    let slot = cx.builder(builder).await;
+    let mut slot = slot.lock().await;
+    let client = connected(&mut slot, endpoint, driver).await?;
+    let records = client.disk_usage().await?;
+    let ids = select_builder_records(&records, record_ids, used_since, full);
+    let pruned = client.prune_ids(&ids).await?;
+    let after = client.disk_usage().await?;
+    let survivors: Vec<&str> = after
+        .iter()
+        .filter(|r| ids.contains(&r.id))
+        .map(|r| r.id.as_str())
+        .collect();
+    let bytes: i64 = pruned.iter().map(|r| r.size).sum();
+    if !survivors.is_empty() {
+        return Err(RemoteError::protocol(format!(
+            "builder `{builder}`: {} of {} records survived the prune (kept by records outside the plan, or in use): {}",
+            survivors.len(),
+            ids.len(),
+            survivors.join(", ")
+        )));
+    }
+    let gone = record_ids
+        .iter()
+        .filter(|id| !records.iter().any(|r| &r.id == *id))
+        .count();
+    Ok(Outcome::Pruned {
+        records: ids.len(),
+        bytes,
+        already_gone: gone,
+    })
+}
+
+fn builder_verdict(
+    records: &[CacheRecord],
+    rows: &[ActionRow],
+    builder: &str,
+    cutoff: Option<Micros>,
+) -> Verdict {
+    let mut left: Vec<&str> = Vec::new();
+    for row in rows {
+        let Target::Builder {
+            record_ids,
+            used_since,
+            full,
+            ..
+        } = &row.action.target
+        else {
+            continue;
+        };
+        let ids = select_builder_records(records, record_ids, *used_since, *full);
+        for record in records.iter().filter(|r| from_before(r, cutoff)) {
+            if ids.contains(&record.id) && !left.contains(&record.id.as_str()) {
+                left.push(&record.id);
+            }
+        }
+    }
+    if left.is_empty() {
+        return Verdict::Gone;
+    }
+    let shown: Vec<&str> = left.iter().take(10).copied().collect();
+    Verdict::Present {
+        detail: format!(
+            "{} tainted records still on `{builder}`: {}{}",
+            left.len(),
+            shown.join(", "),
+            if left.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        ),
+    }
+}

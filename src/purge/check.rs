@@ -1,0 +1,106 @@
+//! The dry run: every action still to run is checked where its target lives (there or gone,
+//! reachable, in the scope in force), and nothing is changed. Manifests are checked
+//! concurrently per registry, and what they turn out to be is recorded for the execution.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::error::RemoteError;
+use crate::plan::ActionKind;
+use crate::purge::remotes::Remotes;
+use crate::purge::runner::{self, Job};
+use crate::purge::{ActionState, kind_of};
+use crate::store::{ActionRow, Store, StoreError};
+
+/// What the dry run says of one action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    DoneEarlier,
+    /// A follow-up: never executed.
+    FollowUp,
+    /// Outside the scope in force now: it will not run.
+    OutOfScope,
+    /// Checked: what was found.
+    Ready(String),
+    /// Checked: why it cannot be acted on as planned.
+    Problem(RemoteError),
+}
+
+impl Status {
+    /// Whether the action cannot be carried out as planned.
+    pub fn is_problem(&self) -> bool {
+        matches!(self, Self::OutOfScope | Self::Problem(_))
+    }
+
+    /// In words, for the dry run's table.
+    pub fn text(&self) -> String {
+        match self {
+            Self::DoneEarlier => "done earlier".to_owned(),
+            Self::FollowUp => "follow-up (not executed)".to_owned(),
+            Self::OutOfScope => "out of scope: will not run".to_owned(),
+            Self::Ready(found) => found.clone(),
+            Self::Problem(err) => format!("problem: {err}"),
+        }
+    }
+}
+
+/// Checks every action of the journal `rows` that would run now, `concurrency` at a time per
+/// registry and one at a time per builder; returns one status per row, in order.
+pub async fn dry_run(
+    store: &mut Store,
+    rows: &[ActionRow],
+    config: &Config,
+    concurrency: usize,
+) -> Result<Vec<Status>, StoreError> {
+    // The scope is the config's now, not the one the plan was made under.
+    let to_check = |row: &ActionRow| {
+        row.state != ActionState::Done
+            && row.action.kind != ActionKind::FollowUp
+            && row.action.target.in_scope(&config.scope)
+    };
+    let digests: Vec<&str> = rows
+        .iter()
+        .filter(|row| to_check(row))
+        .filter_map(|row| row.action.target.manifest_digest())
+        .collect();
+    let remotes = Arc::new(Remotes::new(config, store.manifest_facts(&digests)?));
+    let jobs = rows
+        .iter()
+        .filter(|row| to_check(row))
+        .cloned()
+        .map(|row| {
+            let kind = kind_of(&row.action.target);
+            let remotes = remotes.clone();
+            Job {
+                place: row.action.place.clone(),
+                limit: kind.limit(concurrency.max(1)),
+                work: async move {
+                    let found = kind.check(&row.action.target, &remotes).await;
+                    Ok::<_, std::convert::Infallible>(match found {
+                        Ok(found) => Status::Ready(found),
+                        Err(err) => Status::Problem(err),
+                    })
+                },
+            }
+        })
+        .collect();
+    let mut checked = match runner::run(jobs).await {
+        Ok(checked) => checked.into_iter(),
+        Err(never) => match never {},
+    };
+    store.save_manifest_facts(&remotes.take_learned(1))?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            if row.state == ActionState::Done {
+                Status::DoneEarlier
+            } else if row.action.kind == ActionKind::FollowUp {
+                Status::FollowUp
+            } else if !row.action.target.in_scope(&config.scope) {
+                Status::OutOfScope
+            } else {
+                checked.next().expect("every target to check was checked")
+            }
+        })
+        .collect())
+}

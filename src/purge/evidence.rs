@@ -1,0 +1,259 @@
+//! Evidence saved before a purge deletes anything: the manifests and configs it will delete,
+//! their blob digests, the builder records it will prune, and a listing of each tainted mount
+//! cache. `MANIFEST.json` holds the SHA-256 of every file, so tampering shows.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::config::Config;
+use crate::error::RemoteError;
+use crate::model::{Driver, ManifestFacts};
+use crate::plan::Target;
+use crate::purge::kind_of;
+use crate::purge::mount::MountProbe;
+use crate::purge::remotes::Remotes;
+use crate::purge::runner::{self, Job};
+use crate::remote::buildkit::CacheRecord;
+use crate::store::{ActionRow, Store, StoreError};
+use crate::time;
+
+/// Options of one collection.
+pub struct Evidence {
+    pub dir: PathBuf,
+    pub blobs: bool,
+    pub incident: i64,
+    /// The docker client that can run BuildKit builds.
+    pub docker: String,
+    /// What listing each tainted mount needs, by (builder, mount id).
+    pub probes: BTreeMap<(String, String), MountProbe>,
+}
+
+#[derive(Debug, Serialize)]
+struct FileEntry {
+    path: String,
+    sha256: String,
+    size: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct EvidenceManifest<'a> {
+    schema_version: u32,
+    incident: i64,
+    written_at: String,
+    files: Vec<FileEntry>,
+    /// What could not be saved, and why.
+    unavailable: &'a [String],
+}
+
+/// What a collection could not save, and what it learned about the manifests it fetched.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub unavailable: Vec<String>,
+    /// Per action seq, why its evidence could not be saved.
+    pub gaps: Vec<(i64, String)>,
+    /// For the store: the execution then need not ask the registry what each manifest is.
+    pub facts: Vec<ManifestFacts>,
+}
+
+/// Saves evidence for every action not done yet: one place at a time per registry or
+/// builder, places side by side.
+pub async fn collect(
+    rows: &[ActionRow],
+    config: &Config,
+    opts: Evidence,
+) -> Result<Collected, std::io::Error> {
+    std::fs::create_dir_all(&opts.dir)?;
+    let remotes = Arc::new(Remotes::new(config, HashMap::new()));
+    let opts = Arc::new(opts);
+    let jobs = rows
+        .iter()
+        .filter(|r| !r.state.is_settled())
+        .cloned()
+        .map(|row| {
+            let (remotes, opts) = (remotes.clone(), opts.clone());
+            Job {
+                place: row.action.place.clone(),
+                limit: 1,
+                work: async move {
+                    let kind = kind_of(&row.action.target);
+                    let saved = kind.evidence(&row.action.target, &remotes, &opts).await;
+                    Ok::<_, Infallible>((row, saved))
+                },
+            }
+        })
+        .collect();
+    let saved = match runner::run(jobs).await {
+        Ok(saved) => saved,
+        Err(never) => match never {},
+    };
+    let mut unavailable = Vec::new();
+    let mut gaps = Vec::new();
+    for (row, result) in saved {
+        if let Err(err) = result {
+            unavailable.push(format!(
+                "action {} ({}): {err}",
+                row.seq,
+                row.action.kind.as_str()
+            ));
+            gaps.push((row.seq, err.to_string()));
+        }
+    }
+    write_manifest(&opts.dir, opts.incident, &unavailable)?;
+    Ok(Collected {
+        unavailable,
+        gaps,
+        facts: remotes.take_learned(1),
+    })
+}
+
+/// What listing each tainted mount of the plan needs from the store. The listing build runs
+/// in a base image, so one the incident holds tainted is never chosen.
+pub fn mount_probes(
+    store: &Store,
+    incident: i64,
+    rows: &[ActionRow],
+) -> Result<BTreeMap<(String, String), MountProbe>, StoreError> {
+    let tainted: BTreeSet<String> = store
+        .incident_digests(incident)?
+        .into_iter()
+        .map(|(digest, _)| digest)
+        .collect();
+    let mut probes = BTreeMap::new();
+    for row in rows {
+        if let Target::Mount {
+            builder, mount_id, ..
+        } = &row.action.target
+        {
+            let reads = store.mount_reads(builder, mount_id)?;
+            let probe = MountProbe::from_reads(mount_id, &reads, &tainted);
+            probes.insert((builder.clone(), mount_id.clone()), probe);
+        }
+    }
+    Ok(probes)
+}
+
+/// Where in an evidence directory a mount's listing is saved.
+pub fn mount_listing_file(builder: &str, mount_id: &str) -> String {
+    format!("mounts/{}/{}.sha256", sanitize(builder), sanitize(mount_id))
+}
+
+/// `a/b:c` -> `a_b_c`: one path component.
+pub fn sanitize(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>()
+        .trim_matches('_')
+        .to_owned()
+}
+
+/// Writes one evidence file, with its directories.
+pub fn write(dir: &Path, relative: &str, bytes: &[u8]) -> Result<(), RemoteError> {
+    let path = dir.join(relative);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| RemoteError::local(format!("cannot write `{}`: {e}", path.display())))?;
+    }
+    std::fs::write(&path, bytes)
+        .map_err(|e| RemoteError::local(format!("cannot write `{}`: {e}", path.display())))
+}
+
+/// Saves the builder records `select` picks as `builders/<builder>/<name>.json`.
+pub async fn save_records(
+    opts: &Evidence,
+    cx: &Remotes,
+    builder: &str,
+    endpoint: Option<&str>,
+    driver: Option<Driver>,
+    select: impl Fn(&[CacheRecord]) -> Vec<String>,
+    name: &str,
+) -> Result<(), RemoteError> {
+    let records = cx.disk_usage(builder, endpoint, driver).await?;
+    let chosen = select(&records);
+    let docs: Vec<serde_json::Value> = records
+        .iter()
+        .filter(|r| chosen.contains(&r.id))
+        .map(|r| {
+            serde_json::json!({
+                "id": r.id, "type": r.record_type, "description": r.description, "size": r.size,
+                "created_at": r.created_at.map(time::format), "last_used_at": r.last_used_at.map(time::format),
+                "usage_count": r.usage_count, "parents": r.parents,
+            })
+        })
+        .collect();
+    let text =
+        serde_json::to_string_pretty(&docs).map_err(|e| RemoteError::local(e.to_string()))?;
+    write(
+        &opts.dir,
+        &format!("builders/{}/{name}.json", sanitize(builder)),
+        text.as_bytes(),
+    )
+}
+
+/// Rewrites `MANIFEST.json` over every file in the evidence directory.
+fn write_manifest(dir: &Path, incident: i64, unavailable: &[String]) -> std::io::Result<()> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n != "MANIFEST.json") {
+                let bytes = std::fs::read(&path)?;
+                files.push(FileEntry {
+                    path: relative(dir, &path),
+                    sha256: hex(&Sha256::digest(&bytes)),
+                    size: bytes.len() as u64,
+                });
+            }
+        }
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let manifest = EvidenceManifest {
+        schema_version: 1,
+        incident,
+        written_at: time::format(time::now()),
+        files,
+        unavailable,
+    };
+    let tmp = dir.join("MANIFEST.json.partial");
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(tmp, dir.join("MANIFEST.json"))
+}
+
+fn relative(dir: &Path, path: &Path) -> String {
+    path.strip_prefix(dir)
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The docker client able to run BuildKit builds: Debian's `/usr/bin/docker` when present.
+pub fn docker_client() -> String {
+    for candidate in ["/usr/bin/docker", "/usr/local/bin/docker"] {
+        if Path::new(candidate).exists() {
+            return candidate.to_owned();
+        }
+    }
+    "docker".to_owned()
+}

@@ -1,0 +1,312 @@
+//! A registry manifest (an index with its child manifests): checked with a HEAD, saved with
+//! its config and blob list, deleted children first, verified gone with a HEAD of each.
+
+use crate::error::RemoteError;
+use crate::model::{Digest, ManifestFacts};
+use crate::plan::Target;
+use crate::purge::evidence::{Evidence, sanitize, write};
+use crate::purge::remotes::Remotes;
+use crate::purge::verify::{Verdict, VerifyInputs};
+use crate::purge::{ActionState, BoxFuture, Executed, Outcome, TargetKind};
+use crate::remote::registry::{
+    DeleteOutcome, ParsedManifest, RegistryClient, blobs, facts, is_index_type, parse_manifest,
+};
+use crate::store::ActionRow;
+
+pub struct Manifest;
+
+/// The fields of a manifest target.
+fn fields(target: &Target) -> (&str, &str, &str) {
+    match target {
+        Target::Manifest {
+            registry,
+            repository,
+            digest,
+            ..
+        } => (registry, repository, digest),
+        _ => unreachable!("dispatched by kind_of"),
+    }
+}
+
+impl TargetKind for Manifest {
+    fn place(&self, target: &Target) -> String {
+        fields(target).0.to_owned()
+    }
+
+    fn identity(&self, target: &Target) -> String {
+        let (registry, repository, digest) = fields(target);
+        format!("manifest\0{registry}\0{repository}\0{digest}")
+    }
+
+    fn limit(&self, concurrency: usize) -> usize {
+        concurrency
+    }
+
+    fn check<'a>(
+        &'a self,
+        target: &'a Target,
+        cx: &'a Remotes,
+    ) -> BoxFuture<'a, Result<String, RemoteError>> {
+        Box::pin(async move {
+            let (registry, repository, digest) = fields(target);
+            let client = cx.registry(registry).await?;
+            let digest = Digest::parse(digest, "digest")
+                .map_err(|err| RemoteError::local(err.to_string()))?;
+            let present = |facts: &ManifestFacts| match facts.children.len() {
+                0 => format!("present ({})", facts.media_type),
+                n => format!(
+                    "present ({}); {n} child manifests will be deleted with it",
+                    facts.media_type
+                ),
+            };
+            match cx.known.get(digest.as_str()) {
+                // Known already: only whether it is still there is asked.
+                Some(known) => Ok(
+                    match client.head_manifest(repository, digest.as_str()).await? {
+                        Some(_) => present(known),
+                        None if known.children.is_empty() => "already gone".to_owned(),
+                        None => format!(
+                            "already gone; its {} recorded child manifests will be deleted if present",
+                            known.children.len()
+                        ),
+                    },
+                ),
+                None => Ok(match probe(&client, repository, &digest).await? {
+                    Some(facts) => {
+                        let status = present(&facts);
+                        cx.learn(facts);
+                        status
+                    }
+                    None => "already gone".to_owned(),
+                }),
+            }
+        })
+    }
+
+    fn evidence<'a>(
+        &'a self,
+        target: &'a Target,
+        cx: &'a Remotes,
+        opts: &'a Evidence,
+    ) -> BoxFuture<'a, Result<(), RemoteError>> {
+        Box::pin(async move {
+            let (registry, repository, digest) = fields(target);
+            let client = cx.registry(registry).await?;
+            save(opts, cx, &client, registry, repository, digest).await
+        })
+    }
+
+    fn execute<'a>(
+        &'a self,
+        target: &'a Target,
+        cx: &'a Remotes,
+    ) -> BoxFuture<'a, Result<Executed, RemoteError>> {
+        Box::pin(async move {
+            let (registry, repository, digest) = fields(target);
+            let outcome = delete(cx, registry, repository, digest).await?;
+            Ok(Executed::Done {
+                outcome,
+                purged: None,
+            })
+        })
+    }
+
+    fn verify<'a>(
+        &'a self,
+        target: &'a Target,
+        rows: &'a [ActionRow],
+        cx: &'a Remotes,
+        _inputs: &'a VerifyInputs,
+    ) -> BoxFuture<'a, Verdict> {
+        Box::pin(async move {
+            let (registry, repository, digest) = fields(target);
+            let client = match cx.registry(registry).await {
+                Ok(client) => client,
+                Err(err) => {
+                    return Verdict::Unverified {
+                        detail: format!("registry `{registry}` cannot be asked: {err}"),
+                    };
+                }
+            };
+            let children: Vec<String> = cx
+                .known
+                .get(digest)
+                .map(|f| f.children.iter().map(|c| c.as_str().to_owned()).collect())
+                .unwrap_or_default();
+            let done = rows.iter().any(|r| r.state == ActionState::Done);
+            verdict(&client, registry, repository, digest, &children, done).await
+        })
+    }
+}
+
+/// Deletes the manifest, an index's children first: after an interruption the index still
+/// names them. Recorded facts spare asking the registry what the digest is.
+async fn delete(
+    cx: &Remotes,
+    registry: &str,
+    repository: &str,
+    digest: &str,
+) -> Result<Outcome, RemoteError> {
+    let client = cx.registry(registry).await?;
+    let digest = Digest::parse(digest, "digest").map_err(|e| RemoteError::local(e.to_string()))?;
+    let children = match cx.known.get(digest.as_str()) {
+        Some(known) => known.children.clone(),
+        None => match probe(&client, repository, &digest).await? {
+            Some(learned) => {
+                let children = learned.children.clone();
+                cx.learn(learned);
+                children
+            }
+            None => Vec::new(),
+        },
+    };
+    let mut children_deleted = 0;
+    for child in &children {
+        if client.delete_manifest(repository, child).await? == DeleteOutcome::Deleted {
+            children_deleted += 1;
+        }
+    }
+    let deleted = client.delete_manifest(repository, &digest).await? == DeleteOutcome::Deleted;
+    Ok(Outcome::Manifest {
+        deleted,
+        children: children_deleted,
+    })
+}
+
+/// What the registry says a manifest is: a HEAD tells an index apart without fetching every
+/// manifest's body, and only an index is fetched for its children. `None` when it is gone.
+pub async fn probe(
+    client: &RegistryClient,
+    repository: &str,
+    digest: &Digest,
+) -> Result<Option<ManifestFacts>, RemoteError> {
+    let Some(head) = client.head_manifest(repository, digest.as_str()).await? else {
+        return Ok(None);
+    };
+    if !is_index_type(&head.media_type) {
+        return Ok(Some(ManifestFacts {
+            digest: digest.clone(),
+            media_type: head.media_type,
+            children: Vec::new(),
+        }));
+    }
+    match client.get_manifest(repository, digest.as_str()).await? {
+        Some(manifest) => facts(&manifest).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Saves a manifest (an index with its child manifests), its config and its blob list; what
+/// each fetched manifest is, the store learns.
+async fn save(
+    opts: &Evidence,
+    cx: &Remotes,
+    client: &RegistryClient,
+    registry: &str,
+    repository: &str,
+    digest: &str,
+) -> Result<(), RemoteError> {
+    let base = format!("manifests/{}/{}", sanitize(registry), repository);
+    let Some(manifest) = client.get_manifest(repository, digest).await? else {
+        return Ok(());
+    };
+    let hex = digest.trim_start_matches("sha256:");
+    write(&opts.dir, &format!("{base}/{hex}.json"), &manifest.bytes)?;
+    let mut blob_list: Vec<String> = blobs(&manifest.bytes, &manifest.media_type)?
+        .iter()
+        .map(|d| format!("{} {} {}", d.digest, d.size, d.media_type))
+        .collect();
+    let parsed = parse_manifest(&manifest.bytes, &manifest.media_type)?;
+    let known = facts(&manifest)?;
+    let children = known.children.clone();
+    cx.learn(known);
+    // An index's children are deleted with it: keep them too.
+    for child in &children {
+        if let Some(m) = client.get_manifest(repository, child.as_str()).await? {
+            write(
+                &opts.dir,
+                &format!(
+                    "{base}/{}.json",
+                    child.as_str().trim_start_matches("sha256:")
+                ),
+                &m.bytes,
+            )?;
+            blob_list.extend(
+                blobs(&m.bytes, &m.media_type)?
+                    .iter()
+                    .map(|d| format!("{} {} {}", d.digest, d.size, d.media_type)),
+            );
+            cx.learn(facts(&m)?);
+        }
+    }
+    if let ParsedManifest::Image { config, .. } = &parsed
+        && let Ok(bytes) = client.get_blob(repository, &config.digest).await
+    {
+        write(&opts.dir, &format!("{base}/{hex}.config.json"), &bytes)?;
+    }
+    blob_list.sort();
+    blob_list.dedup();
+    write(
+        &opts.dir,
+        &format!("{base}/{hex}.blobs.txt"),
+        format!("{}\n", blob_list.join("\n")).as_bytes(),
+    )?;
+    if opts.blobs {
+        for line in &blob_list {
+            let Some(d) = line.split(' ').next() else {
+                continue;
+            };
+            let Ok(d) = Digest::parse(d, "blob digest") else {
+                continue;
+            };
+            let bytes = client.get_blob(repository, &d).await?;
+            write(
+                &opts.dir,
+                &format!("blobs/{}", d.as_str().trim_start_matches("sha256:")),
+                &bytes,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the manifest or any child of it is still in the registry.
+async fn verdict(
+    client: &RegistryClient,
+    registry: &str,
+    repository: &str,
+    digest: &str,
+    children: &[String],
+    done: bool,
+) -> Verdict {
+    let mut present = Vec::new();
+    for reference in std::iter::once(digest).chain(children.iter().map(String::as_str)) {
+        match client.head_manifest(repository, reference).await {
+            Ok(Some(_)) => present.push(reference),
+            Ok(None) => {}
+            Err(err) => {
+                return Verdict::Unverified {
+                    detail: format!("cannot ask `{registry}`: {err}"),
+                };
+            }
+        }
+    }
+    if present.is_empty() {
+        return Verdict::Gone;
+    }
+    let what = if present[0] == digest {
+        format!("{registry}/{repository}@{digest}")
+    } else {
+        format!(
+            "child manifests {} of {registry}/{repository}@{digest}",
+            present.join(", ")
+        )
+    };
+    Verdict::Present {
+        detail: if done {
+            format!("{what} is back in the registry")
+        } else {
+            format!("{what} is still in the registry")
+        },
+    }
+}

@@ -1,0 +1,529 @@
+//! A cache mount on a builder: its records are found by the mount id BuildKit writes into
+//! their descriptions (or by target path on Docker 20.10), listed file by file as evidence,
+//! pruned by id, and verified gone from the builder's records.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Stdio;
+
+use crate::config::Config;
+use crate::error::RemoteError;
+use crate::model::{Driver, MountUse, PurgeTarget};
+use crate::plan::Target;
+use crate::purge::evidence::{Evidence, mount_listing_file, sanitize, save_records, write};
+use crate::purge::remotes::{Remotes, connected};
+use crate::purge::verify::{Verdict, VerifyInputs, cutoff, from_before, last_purge};
+use crate::purge::{BoxFuture, Executed, Outcome, TargetKind};
+use crate::remote::buildkit::CacheRecord;
+use crate::remote::endpoint::require_endpoint;
+use crate::store::{ActionRow, MountRead};
+use crate::time::{self, Micros};
+
+pub struct Mount;
+
+/// The fields of a mount target.
+struct Fields<'a> {
+    builder: &'a str,
+    endpoint: Option<&'a str>,
+    driver: Option<Driver>,
+    mount_id: &'a str,
+    targets: &'a [String],
+    shares_target_with: &'a [String],
+}
+
+fn fields(target: &Target) -> Fields<'_> {
+    match target {
+        Target::Mount {
+            builder,
+            endpoint,
+            driver,
+            mount_id,
+            targets,
+            shares_target_with,
+        } => Fields {
+            builder,
+            endpoint: endpoint.as_deref(),
+            driver: *driver,
+            mount_id,
+            targets,
+            shares_target_with,
+        },
+        _ => unreachable!("dispatched by kind_of"),
+    }
+}
+
+impl TargetKind for Mount {
+    fn place(&self, target: &Target) -> String {
+        fields(target).builder.to_owned()
+    }
+
+    fn identity(&self, target: &Target) -> String {
+        let m = fields(target);
+        format!("mount\0{}\0{}", m.builder, m.mount_id)
+    }
+
+    fn check<'a>(
+        &'a self,
+        target: &'a Target,
+        cx: &'a Remotes,
+    ) -> BoxFuture<'a, Result<String, RemoteError>> {
+        Box::pin(async move {
+            let m = fields(target);
+            let records = cx.disk_usage(m.builder, m.endpoint, m.driver).await?;
+            let (ids, note) =
+                select_mount_records(&records, m.mount_id, m.targets, m.shares_target_with);
+            Ok(format!(
+                "{} records to prune{}",
+                ids.len(),
+                note.map(|n| format!("; {n}")).unwrap_or_default()
+            ))
+        })
+    }
+
+    fn evidence<'a>(
+        &'a self,
+        target: &'a Target,
+        cx: &'a Remotes,
+        opts: &'a Evidence,
+    ) -> BoxFuture<'a, Result<(), RemoteError>> {
+        Box::pin(async move {
+            let m = fields(target);
+            let records = save_records(
+                opts,
+                cx,
+                m.builder,
+                m.endpoint,
+                m.driver,
+                |records| {
+                    select_mount_records(records, m.mount_id, m.targets, m.shares_target_with).0
+                },
+                &format!("mount-{}", sanitize(m.mount_id)),
+            )
+            .await;
+            let listing = list_mount(
+                opts, &cx.config, m.builder, m.endpoint, m.driver, m.mount_id,
+            )
+            .await;
+            records.and(listing)
+        })
+    }
+
+    fn execute<'a>(
+        &'a self,
+        target: &'a Target,
+        cx: &'a Remotes,
+    ) -> BoxFuture<'a, Result<Executed, RemoteError>> {
+        Box::pin(async move {
+            let m = fields(target);
+            let (endpoint, driver) = require_endpoint(&cx.config, m.builder, m.endpoint, m.driver)?;
+            let outcome = prune_mount(
+                cx,
+                m.builder,
+                &endpoint,
+                driver,
+                m.mount_id,
+                m.targets,
+                m.shares_target_with,
+            )
+            .await?;
+            Ok(Executed::Done {
+                outcome,
+                purged: Some(PurgeTarget::Mount {
+                    builder: m.builder.to_owned(),
+                    mount: m.mount_id.to_owned(),
+                    namespace: String::new(),
+                }),
+            })
+        })
+    }
+
+    fn verify<'a>(
+        &'a self,
+        target: &'a Target,
+        rows: &'a [ActionRow],
+        cx: &'a Remotes,
+        inputs: &'a VerifyInputs,
+    ) -> BoxFuture<'a, Verdict> {
+        Box::pin(async move {
+            let m = fields(target);
+            let cutoff = cutoff(
+                rows,
+                last_purge(&inputs.purges, m.builder, Some(m.mount_id)),
+                inputs.tainted_runs.get(m.builder).copied(),
+            );
+            match cx.listing(m.builder, m.endpoint, m.driver).await {
+                Err(detail) => Verdict::Unverified { detail },
+                Ok(records) => mount_verdict(&records, rows, m.builder, m.mount_id, cutoff),
+            }
+        })
+    }
+}
+
+/// Whether a cache-mount record belongs to `mount_id`: by the id newer engines write into the
+/// description, else by the target path Docker 20.10 writes.
+pub fn mount_record_matches(description: &str, mount_id: &str, targets: &[String]) -> MountMatch {
+    if let Some(start) = description.find(" with id \"") {
+        let id = description[start + 10..].trim_end_matches('"');
+        let id = crate::model::normalize_mount_id(id, "", true);
+        return if id == mount_id {
+            MountMatch::ById
+        } else {
+            MountMatch::No
+        };
+    }
+    let Some(rest) = description.strip_prefix("cached mount ") else {
+        return MountMatch::No;
+    };
+    let target = rest.split(" from exec ").next().unwrap_or(rest);
+    if targets.iter().any(|t| t == target) {
+        MountMatch::ByTarget
+    } else {
+        MountMatch::No
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountMatch {
+    ById,
+    ByTarget,
+    No,
+}
+
+/// The cache-mount records of one mount id, and whether the choice is ambiguous.
+pub fn select_mount_records(
+    records: &[CacheRecord],
+    mount_id: &str,
+    targets: &[String],
+    shares_target_with: &[String],
+) -> (Vec<String>, Option<String>) {
+    let mut ids = Vec::new();
+    let mut ambiguous = Vec::new();
+    for r in records
+        .iter()
+        .filter(|r| r.record_type == "exec.cachemount")
+    {
+        match mount_record_matches(&r.description, mount_id, targets) {
+            MountMatch::ById => ids.push(r.id.clone()),
+            MountMatch::ByTarget if shares_target_with.is_empty() => ids.push(r.id.clone()),
+            MountMatch::ByTarget => ambiguous.push(r.id.clone()),
+            MountMatch::No => {}
+        }
+    }
+    let note = (!ambiguous.is_empty()).then(|| {
+        format!(
+            "records {} are at a target also used by mount ids {}: left in place, prune them by id after checking",
+            ambiguous.join(", "),
+            shares_target_with.join(", ")
+        )
+    });
+    (ids, note)
+}
+
+async fn prune_mount(
+    cx: &Remotes,
+    builder: &str,
+    endpoint: &str,
+    driver: Driver,
+    mount_id: &str,
+    targets: &[String],
+    shares_target_with: &[String],
+) -> Result<Outcome, RemoteError> {
+    let slot = cx.builder(builder).await;
+    let mut slot = slot.lock().await;
+    let client = connected(&mut slot, endpoint, driver).await?;
+    let records = client.disk_usage().await?;
+    let (ids, ambiguity) = select_mount_records(&records, mount_id, targets, shares_target_with);
+    let pruned = client.prune_ids(&ids).await?;
+    let after = client.disk_usage().await?;
+    let survivors: Vec<&str> = after
+        .iter()
+        .filter(|r| ids.contains(&r.id))
+        .map(|r| r.id.as_str())
+        .collect();
+    if !survivors.is_empty() {
+        return Err(RemoteError::protocol(format!(
+            "builder `{builder}`: mount `{mount_id}` records {} are still present (in use?)",
+            survivors.join(", ")
+        )));
+    }
+    if let Some(note) = ambiguity {
+        return Err(RemoteError::protocol(format!(
+            "builder `{builder}`: mount `{mount_id}`: {note}"
+        )));
+    }
+    Ok(Outcome::Pruned {
+        records: ids.len(),
+        bytes: pruned.iter().map(|r| r.size).sum(),
+        already_gone: 0,
+    })
+}
+
+/// What the collector needs per tainted mount: how it was used, and a base image with a shell
+/// that the builder already holds.
+#[derive(Debug, Clone, Default)]
+pub struct MountProbe {
+    pub uses: Vec<MountUse>,
+    /// (name the builder knows it by, digest or image id), local images first.
+    pub base_images: Vec<(String, String)>,
+}
+
+impl MountProbe {
+    /// From the builds that read the mount (newest first): the ways it was used, and the base
+    /// images those builds used by the name the builder knows them by, local images first
+    /// (the builder holds them), never one in `tainted`: the listing build runs in it.
+    pub fn from_reads(mount_id: &str, reads: &[MountRead], tainted: &BTreeSet<String>) -> Self {
+        let mut probe = Self::default();
+        for read in reads {
+            for u in &read.uses {
+                if u.id == mount_id && !probe.uses.contains(u) {
+                    probe.uses.push(u.clone());
+                }
+            }
+            for base in &read.bases {
+                let name = match base.backend.as_str() {
+                    "local-image" if !base.key.is_empty() => base.key.clone(),
+                    "registry" if !base.digest.is_empty() => {
+                        format!("{}@{}", base.locator, base.digest)
+                    }
+                    _ => continue,
+                };
+                let base_image = (name, base.digest.clone());
+                if !probe.base_images.contains(&base_image) {
+                    if base.backend == "local-image" {
+                        probe.base_images.insert(0, base_image);
+                    } else {
+                        probe.base_images.push(base_image);
+                    }
+                }
+            }
+        }
+        probe
+            .base_images
+            .retain(|(_, digest)| !tainted.contains(digest));
+        probe
+    }
+}
+
+/// Lists a mount cache's files with their SHA-256: a build on the builder mounts the cache
+/// read-only and exports the listing with `--output type=local`.
+async fn list_mount(
+    opts: &Evidence,
+    config: &Config,
+    builder: &str,
+    endpoint: Option<&str>,
+    driver: Option<Driver>,
+    mount_id: &str,
+) -> Result<(), RemoteError> {
+    let listing = mount_listing(
+        config,
+        &opts.docker,
+        &opts.probes,
+        builder,
+        endpoint,
+        driver,
+        mount_id,
+    )
+    .await?;
+    write(
+        &opts.dir,
+        &mount_listing_file(builder, mount_id),
+        listing.as_bytes(),
+    )
+}
+
+/// The `sha256sum` listing of a mount cache's files, sorted by path.
+async fn mount_listing(
+    config: &Config,
+    docker: &str,
+    probes: &BTreeMap<(String, String), MountProbe>,
+    builder: &str,
+    endpoint: Option<&str>,
+    driver: Option<Driver>,
+    mount_id: &str,
+) -> Result<String, RemoteError> {
+    let (endpoint, driver) = require_endpoint(config, builder, endpoint, driver)?;
+    if driver != Driver::Docker {
+        return Err(RemoteError::local(format!(
+            "listing mount `{mount_id}` needs a Docker-driver builder; `{builder}` is {}",
+            driver.as_str()
+        )));
+    }
+    let probe = probes
+        .get(&(builder.to_owned(), mount_id.to_owned()))
+        .cloned()
+        .unwrap_or_default();
+    let (base, _) = probe.base_images.first().ok_or_else(|| {
+        RemoteError::local(format!(
+            "no untainted base image known that used mount `{mount_id}` on `{builder}`"
+        ))
+    })?;
+    let mut options = format!("type=cache,id={mount_id},target=/cachewarden-mount,readonly");
+    if let Some(first) = probe.uses.first() {
+        if let Some(uid) = first.uid {
+            options.push_str(&format!(",uid={uid}"));
+        }
+        if let Some(gid) = first.gid {
+            options.push_str(&format!(",gid={gid}"));
+        }
+        if let Some(mode) = first.mode {
+            options.push_str(&format!(",mode={mode:o}"));
+        }
+        if let Some(from) = &first.from {
+            options.push_str(&format!(",from={from}"));
+        }
+    }
+    let work = tempfile::Builder::new()
+        .prefix("cachewarden-listing-")
+        .tempdir()
+        .map_err(|e| RemoteError::local(format!("cannot create a temporary directory: {e}")))?;
+    // The nonce keeps the listing step out of the layer cache: mount contents are not part of
+    // the cache key, and `--no-cache` would detach the very mount being listed.
+    let nonce = format!("{:x}", time::now());
+    let dockerfile = format!(
+        "FROM {base} AS list\n\
+         RUN --mount={options} echo {nonce} >/dev/null; cd /cachewarden-mount && find . -type f -exec sha256sum {{}} + > /cachewarden-listing.txt; true\n\
+         FROM scratch\n\
+         COPY --from=list /cachewarden-listing.txt /\n"
+    );
+    std::fs::write(work.path().join("Dockerfile"), dockerfile)
+        .map_err(|e| RemoteError::local(format!("cannot write the listing Dockerfile: {e}")))?;
+    let out = work.path().join("out");
+    let output = tokio::process::Command::new(docker)
+        .args(["build", "--network=none", "--output"])
+        .arg(format!("type=local,dest={}", out.display()))
+        .arg(work.path())
+        .env("DOCKER_HOST", &endpoint)
+        .env("DOCKER_BUILDKIT", "1")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| RemoteError::local(format!("cannot run `{docker}`: {e}")))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(RemoteError::local(format!(
+            "listing mount `{mount_id}` on `{builder}` failed: {last}"
+        )));
+    }
+    let text = std::fs::read_to_string(out.join("cachewarden-listing.txt"))
+        .map_err(|e| RemoteError::local(format!("the listing build wrote no listing: {e}")))?;
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_by_key(|l| l.split_once("  ").map(|(_, p)| p).unwrap_or(l));
+    Ok(lines.iter().map(|l| format!("{l}\n")).collect())
+}
+
+fn mount_verdict(
+    records: &[CacheRecord],
+    rows: &[ActionRow],
+    builder: &str,
+    mount_id: &str,
+    cutoff: Option<Micros>,
+) -> Verdict {
+    let mut left: Vec<&str> = Vec::new();
+    let mut shared: Vec<&str> = Vec::new();
+    for row in rows {
+        let Target::Mount {
+            targets,
+            shares_target_with,
+            ..
+        } = &row.action.target
+        else {
+            continue;
+        };
+        let (ids, note) = select_mount_records(records, mount_id, targets, shares_target_with);
+        let ambiguous: Vec<String> = if note.is_some() {
+            select_mount_records(records, mount_id, targets, &[]).0
+        } else {
+            Vec::new()
+        };
+        for record in records.iter().filter(|r| from_before(r, cutoff)) {
+            if ids.contains(&record.id) && !left.contains(&record.id.as_str()) {
+                left.push(&record.id);
+            } else if ambiguous.contains(&record.id)
+                && !ids.contains(&record.id)
+                && !shared.contains(&record.id.as_str())
+            {
+                shared.push(&record.id);
+            }
+        }
+    }
+    match (left.is_empty(), shared.is_empty()) {
+        (true, true) => Verdict::Gone,
+        (false, _) => Verdict::Present {
+            detail: format!(
+                "mount `{mount_id}` on `{builder}` still holds records {} from before its purge",
+                left.join(", ")
+            ),
+        },
+        (true, false) => Verdict::Present {
+            detail: format!(
+                "records {} on `{builder}` are at a target path mount `{mount_id}` shares with other mount ids: prune them by id after checking, or accept them",
+                shared.join(", ")
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::UsedBase;
+
+    fn base(backend: &str, locator: &str, digest: &str, key: &str) -> UsedBase {
+        UsedBase {
+            backend: backend.into(),
+            locator: locator.into(),
+            digest: digest.into(),
+            key: key.into(),
+        }
+    }
+
+    /// The listing build runs in a base image with the mount attached: one the incident holds
+    /// tainted is never chosen, a local image the builder holds comes first, and only the
+    /// mount's own uses shape the listing's mount options.
+    #[test]
+    fn a_tainted_base_is_never_chosen_for_the_listing() {
+        let pip = MountUse {
+            id: "pip".into(),
+            uid: Some(1000),
+            ..MountUse::default()
+        };
+        let other = MountUse {
+            id: "npm".into(),
+            ..MountUse::default()
+        };
+        let reads = vec![
+            MountRead {
+                uses: vec![pip.clone(), other],
+                bases: vec![
+                    base("registry", "reg/evil", "sha256:bad", ""),
+                    base("registry", "reg/python", "sha256:good", ""),
+                ],
+            },
+            MountRead {
+                uses: vec![pip.clone()],
+                bases: vec![
+                    base("local-image", "ci-1", "sha256:local", "sha256:local"),
+                    base("registry", "reg/python", "sha256:good", ""),
+                    base("cache", "x", "sha256:skip", ""),
+                ],
+            },
+        ];
+        let tainted: BTreeSet<String> = ["sha256:bad".to_owned()].into();
+        let probe = MountProbe::from_reads("pip", &reads, &tainted);
+        assert_eq!(probe.uses, vec![pip]);
+        assert_eq!(
+            probe.base_images,
+            vec![
+                ("sha256:local".to_owned(), "sha256:local".to_owned()),
+                (
+                    "reg/python@sha256:good".to_owned(),
+                    "sha256:good".to_owned()
+                ),
+            ]
+        );
+    }
+}

@@ -1,0 +1,412 @@
+//! Verification: is every tainted target of an incident gone, or left in place on purpose?
+//!
+//! Every target of the plan is checked where it lives, whatever became of its action: done,
+//! failed, pending, out of scope or a follow-up. What the state of an action says is never
+//! taken for what the registry or builder holds. A target that cannot be checked (its registry
+//! or builder unreachable or unknown, a follow-up cachewarden cannot look at) counts as
+//! present and is listed `unverified`; only an acceptance (who, when, why) lets an incident
+//! pass with a target in place.
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::graph::{Entity, Kind, Trace};
+use crate::model::ManifestFacts;
+use crate::plan::Target;
+use crate::purge::remotes::Remotes;
+use crate::purge::runner::{self, Job};
+use crate::purge::{ActionState, kind_of};
+use crate::remote::buildkit::CacheRecord;
+use crate::report::escape::{Line, Term};
+use crate::store::{Acceptance, ActionRow, Store, StoreError};
+use crate::time::{self, Micros};
+
+/// What verification found for one target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum Verdict {
+    /// Not there any more (or only as content written after its purge).
+    Gone,
+    /// Still there.
+    Present { detail: String },
+    /// Could not be checked: counts as present.
+    Unverified { detail: String },
+    /// Left in place on purpose.
+    Accepted {
+        by: String,
+        at: String,
+        reason: String,
+    },
+}
+
+impl Verdict {
+    /// Whether the target keeps the incident from verifying clean.
+    pub fn blocks(&self) -> bool {
+        matches!(self, Self::Present { .. } | Self::Unverified { .. })
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Gone => "gone",
+            Self::Present { .. } => "PRESENT",
+            Self::Unverified { .. } => "UNVERIFIED",
+            Self::Accepted { .. } => "accepted",
+        }
+    }
+}
+
+/// One checked target: the journal's actions that name it, and the verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Checked {
+    /// The actions (their `seq`) whose target this is.
+    pub seqs: Vec<i64>,
+    pub kind: &'static str,
+    pub target: String,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+impl Checked {
+    /// One line for people: the verdict, the target, and what was found.
+    pub fn line(&self) -> String {
+        let seqs: Vec<String> = self.seqs.iter().map(|s| format!("#{s}")).collect();
+        // Details quote store values and error texts: shown on one line, controls escaped.
+        let detail = match &self.verdict {
+            Verdict::Gone => String::new(),
+            Verdict::Present { detail } | Verdict::Unverified { detail } => {
+                format!(": {}", Line(detail))
+            }
+            Verdict::Accepted { by, at, reason } => {
+                format!(": accepted by {} at {at}: {}", Term(by), Term(reason))
+            }
+        };
+        format!(
+            "{:<10} {} {}{detail}",
+            self.verdict.label(),
+            seqs.join(","),
+            self.target
+        )
+    }
+}
+
+/// The latest recorded purge by (builder, mount id); `None` as the mount id is a purge of the
+/// builder's whole cache (which purges its mounts too).
+pub type PurgeTimes = BTreeMap<(String, Option<String>), Micros>;
+
+/// The places whose purge times [`check`] needs: each mount and builder of the journal.
+pub fn purge_places(rows: &[ActionRow]) -> Vec<(String, Option<String>)> {
+    let mut places = Vec::new();
+    for row in rows {
+        match checked_target(&row.action.target) {
+            Target::Mount {
+                builder, mount_id, ..
+            } => places.push((builder.clone(), Some(mount_id.clone()))),
+            Target::Builder { builder, .. } => places.push((builder.clone(), None)),
+            _ => {}
+        }
+    }
+    places.sort();
+    places.dedup();
+    places
+}
+
+/// What verification needs besides the journal.
+pub struct Inputs<'a> {
+    pub config: &'a Config,
+    pub acceptances: &'a [Acceptance],
+    /// Recorded facts of the manifests to check: an index's children are checked with it.
+    pub facts: &'a HashMap<String, ManifestFacts>,
+    pub purges: &'a PurgeTimes,
+    /// The latest start of a run the re-run trace holds tainted, by builder: a purge before it
+    /// does not clean what that run may have written.
+    pub tainted_runs: &'a BTreeMap<String, Micros>,
+}
+
+/// What the kinds' checks need besides the journal and the remotes.
+pub struct VerifyInputs {
+    pub purges: PurgeTimes,
+    pub tainted_runs: BTreeMap<String, Micros>,
+}
+
+/// The rows of one target, with the target that checking it takes.
+struct Group {
+    seqs: Vec<i64>,
+    rows: Vec<ActionRow>,
+    target: Target,
+}
+
+/// The target a row's check looks at: a follow-up's subject, or the target itself.
+fn checked_target(target: &Target) -> &Target {
+    match target {
+        Target::FollowUp {
+            subject: Some(subject),
+            ..
+        } => subject,
+        other => other,
+    }
+}
+
+/// Checks every target of the journal `rows`; returns one verdict per target, in plan order.
+/// Two actions on one target (a follow-up about a manifest another action deletes) are one
+/// check.
+pub async fn check(rows: &[ActionRow], inputs: &Inputs<'_>) -> Vec<Checked> {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for row in rows {
+        let target = checked_target(&row.action.target);
+        let at = *index
+            .entry(kind_of(target).identity(target))
+            .or_insert_with(|| {
+                groups.push(Group {
+                    seqs: Vec::new(),
+                    rows: Vec::new(),
+                    target: target.clone(),
+                });
+                groups.len() - 1
+            });
+        groups[at].seqs.push(row.seq);
+        groups[at].rows.push(row.clone());
+    }
+    let concurrency = inputs.config.purge.concurrency.max(1);
+    let remotes = Arc::new(Remotes::new(inputs.config, inputs.facts.clone()));
+    let shared = Arc::new(VerifyInputs {
+        purges: inputs.purges.clone(),
+        tainted_runs: inputs.tainted_runs.clone(),
+    });
+    let jobs = groups
+        .into_iter()
+        .map(|group| {
+            let accepted = group
+                .seqs
+                .iter()
+                .find_map(|seq| inputs.acceptances.iter().rev().find(|a| a.seq == *seq))
+                .cloned();
+            let kind = kind_of(&group.target);
+            let (remotes, shared) = (remotes.clone(), shared.clone());
+            Job {
+                place: kind.place(&group.target),
+                limit: kind.limit(concurrency),
+                work: async move {
+                    let verdict = match accepted {
+                        Some(accepted) => Verdict::Accepted {
+                            by: accepted.by,
+                            at: time::format(accepted.at),
+                            reason: accepted.reason,
+                        },
+                        None => {
+                            kind.verify(&group.target, &group.rows, &remotes, &shared)
+                                .await
+                        }
+                    };
+                    Ok::<_, Infallible>(Checked {
+                        seqs: group.seqs,
+                        kind: group.rows[0].action.kind.as_str(),
+                        target: crate::report::incident::describe_target(&group.target),
+                        verdict,
+                    })
+                },
+            }
+        })
+        .collect();
+    match runner::run(jobs).await {
+        Ok(checked) => checked,
+        Err(never) => match never {},
+    }
+}
+
+/// What a verification found: every target's verdict, and what the re-run trace added.
+pub struct Verified {
+    pub clean: bool,
+    pub targets: Vec<Checked>,
+    /// Targets the re-run trace found that the plan did not hold; they are planned now.
+    pub added: usize,
+}
+
+impl Verified {
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self.targets.iter().map(|c| c.line()).collect();
+        lines.push(if self.added == 0 {
+            "clean      the re-run trace finds nothing new".to_owned()
+        } else {
+            format!(
+                "NOT CLEAN  the re-run trace found {} targets the plan did not hold; they are planned now",
+                self.added
+            )
+        });
+        lines
+    }
+}
+
+/// Checks every target of incident `id`'s journal where it lives, whatever the state of its
+/// action, and records the result. `trace` is the re-run trace, which planned `added` new
+/// actions.
+pub async fn verify_journal(
+    store: &mut Store,
+    id: i64,
+    config: &Config,
+    trace: &Trace,
+    added: usize,
+) -> Result<Verified, StoreError> {
+    let rows = store.actions(id)?;
+    let mut tainted_runs: BTreeMap<String, Micros> = BTreeMap::new();
+    for t in trace.tainted(Kind::Run) {
+        if let Entity::Run {
+            info,
+            builder: Some(builder),
+        } = t.entity
+        {
+            let latest = tainted_runs
+                .entry(builder.to_string())
+                .or_insert(info.started_at);
+            *latest = (*latest).max(info.started_at);
+        }
+    }
+    let digests: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| match &r.action.target {
+            Target::FollowUp {
+                subject: Some(subject),
+                ..
+            } => subject.manifest_digest(),
+            target => target.manifest_digest(),
+        })
+        .collect();
+    let facts = store.manifest_facts(&digests)?;
+    let purges = store.last_purges(&purge_places(&rows))?;
+    let acceptances = store.acceptances(id)?;
+    let inputs = Inputs {
+        config,
+        acceptances: &acceptances,
+        facts: &facts,
+        purges: &purges,
+        tainted_runs: &tainted_runs,
+    };
+    let targets = check(&rows, &inputs).await;
+    let verified = Verified {
+        clean: added == 0 && !targets.iter().any(|c| c.verdict.blocks()),
+        targets,
+        added,
+    };
+    let result = serde_json::to_string(&verified.lines()).expect("lines of text serialize");
+    store.record_verification(id, &crate::actor::actor(), verified.clean, &result)?;
+    Ok(verified)
+}
+
+/// The latest purge that cleaned the mount (or the whole builder when `mount` is `None`).
+pub fn last_purge(purges: &PurgeTimes, builder: &str, mount: Option<&str>) -> Option<Micros> {
+    let whole = purges.get(&(builder.to_owned(), None)).copied();
+    let own = mount.and_then(|m| {
+        purges
+            .get(&(builder.to_owned(), Some(m.to_owned())))
+            .copied()
+    });
+    whole.max(own)
+}
+
+/// Content created after this time was written after the target's purge, so it is not what
+/// the purge was to remove: the latest recorded purge, or the latest finish of a done action.
+/// None when a tainted run started on the builder after it: then anything there may be theirs.
+pub fn cutoff(
+    rows: &[ActionRow],
+    purged: Option<Micros>,
+    tainted_run: Option<Micros>,
+) -> Option<Micros> {
+    let cutoff = rows
+        .iter()
+        .filter(|r| r.state == ActionState::Done)
+        .filter_map(|r| r.finished_at)
+        .chain(purged)
+        .max()?;
+    match tainted_run {
+        Some(started) if started >= cutoff => None,
+        _ => Some(cutoff),
+    }
+}
+
+/// Whether a record may hold what was there before the cutoff: created before it, or of
+/// unknown age.
+pub fn from_before(record: &CacheRecord, cutoff: Option<Micros>) -> bool {
+    match (cutoff, record.created_at) {
+        (Some(cutoff), Some(created)) => created <= cutoff,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Action, ActionKind};
+
+    fn row(seq: i64, kind: ActionKind, target: Target) -> ActionRow {
+        ActionRow {
+            id: seq,
+            seq,
+            action: Action {
+                kind,
+                place: "reg.example".into(),
+                target,
+                reason: String::new(),
+                in_scope: true,
+            },
+            state: ActionState::Pending,
+            attempts: 0,
+            outcome: None,
+            error: None,
+            started_at: None,
+            finished_at: None,
+            duration_us: None,
+            evidence_gap: None,
+        }
+    }
+
+    /// A follow-up about a manifest and the delete of that manifest are one target: one
+    /// check, naming both actions, and an acceptance of either covers it.
+    #[tokio::test]
+    async fn actions_on_one_target_are_one_check() {
+        let manifest = Target::Manifest {
+            registry: "reg.example".into(),
+            repository: "team/app".into(),
+            digest: format!("sha256:{}", "a".repeat(64)),
+            tags: Vec::new(),
+            cache: true,
+            image: false,
+        };
+        let rows = vec![
+            row(1, ActionKind::DeleteManifest, manifest.clone()),
+            row(
+                2,
+                ActionKind::FollowUp,
+                Target::FollowUp {
+                    what: "rebuild".into(),
+                    command: String::new(),
+                    subject: Some(Box::new(manifest)),
+                },
+            ),
+        ];
+        let acceptances = vec![Acceptance {
+            seq: 2,
+            at: 0,
+            by: "alice".into(),
+            reason: "kept for the forensics team".into(),
+        }];
+        let config = Config::default();
+        let inputs = Inputs {
+            config: &config,
+            acceptances: &acceptances,
+            facts: &HashMap::new(),
+            purges: &PurgeTimes::new(),
+            tainted_runs: &BTreeMap::new(),
+        };
+        let checked = check(&rows, &inputs).await;
+        assert_eq!(checked.len(), 1, "{checked:?}");
+        assert_eq!(checked[0].seqs, vec![1, 2]);
+        assert!(
+            matches!(&checked[0].verdict, Verdict::Accepted { by, .. } if by == "alice"),
+            "{checked:?}"
+        );
+    }
+}
