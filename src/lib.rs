@@ -14,6 +14,7 @@ pub mod execute;
 pub mod graph;
 pub mod ingest;
 pub mod model;
+pub mod parse;
 pub mod plan;
 pub mod printer;
 pub mod remote;
@@ -23,6 +24,9 @@ pub mod sweep;
 pub mod time;
 pub mod verify;
 pub mod wire;
+
+#[cfg(test)]
+mod layout_tests;
 
 pub use error::ExitStatus;
 

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use crate::ExitStatus;
 use crate::cli::{
     IncidentCommand, IncidentListArgs, IncidentOpenArgs, IncidentPurgeArgs, IncidentReportArgs,
-    IncidentShowArgs, OutputFormat, ReportFormat, SeedArgs,
+    IncidentShowArgs, OutputFormat, ReportFormat,
 };
 use crate::commands::trace::run_trace;
 use crate::commands::{open_existing_store, open_read_store, write_stdout};
@@ -24,7 +24,7 @@ use crate::execute::{
     self, Reporter, connect_builder, probe, require_endpoint, select_builder_records,
     select_mount_records,
 };
-use crate::graph::{Entity, Kind, Seeds, Trace};
+use crate::graph::{Entity, Kind, SeedSpec, Seeds, Trace};
 use crate::model::{Digest, ManifestFacts};
 use crate::plan::{self, Action, ActionKind, PlanOptions, Target};
 use crate::printer::Printer;
@@ -35,10 +35,11 @@ use crate::report::escape::{Line, Short, Term};
 use crate::store::{ActionRow, Store};
 use crate::time;
 
-/// What `open` stores so the trace and plan can be recomputed later.
+/// What `open` stores so the trace and plan can be recomputed later. The seeds are the
+/// project's own versioned type, not the command line's: renaming a flag changes nothing here.
 #[derive(Debug, Serialize, Deserialize)]
 struct Opened {
-    seeds: SeedArgs,
+    seeds: SeedSpec,
     ignore_time: bool,
     /// Absent from incidents opened before the flag existed.
     #[serde(default)]
@@ -71,7 +72,7 @@ fn trace_and_plan(
     opened: &Opened,
     config: &Config,
 ) -> Result<(Trace, Vec<Action>)> {
-    let seeds = Seeds::from_args(&opened.seeds)?;
+    let seeds = Seeds::from_spec(&opened.seeds)?;
     let options = crate::graph::TraceOptions {
         ignore_time: opened.ignore_time,
         ignore_purges: opened.ignore_purges,
@@ -134,9 +135,9 @@ fn open(
         .from_audit
         .map(|id| super::audit::incident_seed(&store, id, config))
         .transpose()?;
-    let mut seeds = args.seeds.clone();
+    let mut seeds = super::trace::seed_spec(&args.seeds);
     seeds
-        .cache_ref
+        .cache_refs
         .extend(audit_seed.as_ref().map(|s| s.cache_ref.clone()));
     let opened = Opened {
         seeds,
@@ -152,7 +153,7 @@ fn open(
         super::audit::add_audit_delete(&mut actions, seed);
     }
     let mut trace_json = Vec::new();
-    report::trace::write(&trace, crate::cli::TraceFormat::Json, &mut trace_json)?;
+    report::trace::write(&trace, report::trace::Format::Json, &mut trace_json)?;
     let title = args
         .title
         .clone()

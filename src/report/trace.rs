@@ -6,7 +6,6 @@ use std::io::{self, Write};
 use compact_str::CompactString;
 use petgraph::graph::NodeIndex;
 
-use crate::cli::TraceFormat;
 use crate::graph::{AppliedPurge, Entity, Hop, Kind, Tainted, Trace};
 use crate::model::{PurgeMethod, PurgeTarget};
 use crate::report::escape::{Short, Term};
@@ -25,14 +24,26 @@ const TRUNCATED: &str = "  [truncated: inputs over a limit were not recorded]";
 const EMPTY: &str =
     "empty blast radius: no runs, caches, mounts or images are downstream of the seeds";
 
+/// The formats a trace is written in; the command line offers each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// Counts per kind, then the tainted entities with when and how each became tainted.
+    #[default]
+    Text,
+    /// JSON, shape in `schema/trace.schema.json`.
+    Json,
+    /// Graphviz of the blast-radius subgraph, seeds highlighted.
+    Dot,
+}
+
 /// Writes the trace in the chosen format. Output is buffered here: a blast radius can run to
 /// hundreds of thousands of lines, and stdout is line-buffered.
-pub fn write(trace: &Trace, format: TraceFormat, out: &mut dyn Write) -> io::Result<()> {
+pub fn write(trace: &Trace, format: Format, out: &mut dyn Write) -> io::Result<()> {
     let mut out = io::BufWriter::with_capacity(1 << 20, out);
     match format {
-        TraceFormat::Text => write_text(trace, &mut out),
-        TraceFormat::Json => write_json(trace, &mut out),
-        TraceFormat::Dot => write_dot(trace, &mut out),
+        Format::Text => write_text(trace, &mut out),
+        Format::Json => write_json(trace, &mut out),
+        Format::Dot => write_dot(trace, &mut out),
     }?;
     out.flush()
 }
