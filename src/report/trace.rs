@@ -1,5 +1,15 @@
 //! Output of `cachewarden trace`: text, JSON (`schema/trace.schema.json`), Graphviz, and the
 //! `--explain` chain.
+//!
+//! The JSON items are written by `Object`, not by `serde_json`, on measurement. The same
+//! documents derived `Serialize` and written per item with `serde_json::to_writer` (same
+//! two-thread chunking) gave byte-identical output on the 1M-run benchmark fleet
+//! (`benches/trace.sh`), but wrote the 668 MB trace of `p50` more slowly: over 12 interleaved
+//! runs on a shared 2-core machine the write phase took 1.41 s median (1.14 s best) by hand
+//! and 1.64 s median (1.41 s best) through serde, about a fifth more; `p17` (237 MB) was even
+//! (0.53 s and 0.51 s). Almost no string here needs escaping, so `push_json_str` checks
+//! for that once and copies the bytes whole, where serde_json scans them byte by byte; a test
+//! holds the escaping to serde_json's.
 
 use std::io::{self, Write};
 
