@@ -205,7 +205,7 @@ pub enum TraceFormat {
 }
 
 /// Seeds of a trace; several may be combined.
-#[derive(Debug, Clone, Default, Args, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct SeedArgs {
     /// Runs of this pipeline whose start lies in `--since`/`--until`.
     #[arg(long, value_name = "NAME")]

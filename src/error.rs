@@ -6,6 +6,8 @@
 
 use std::io;
 
+use crate::store::StoreError;
+
 /// The documented exit statuses of every command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitStatus {
@@ -142,8 +144,8 @@ pub fn exit_status_of(err: &anyhow::Error) -> ExitStatus {
         {
             return ExitStatus::BadInput;
         }
-        if let Some(store) = cause.downcast_ref::<crate::store::StoreError>() {
-            return store.exit_status();
+        if let Some(store) = cause.downcast_ref::<StoreError>() {
+            return store_status(store);
         }
         if cause.is::<RemoteError>() {
             return ExitStatus::Remote;
@@ -155,6 +157,15 @@ pub fn exit_status_of(err: &anyhow::Error) -> ExitStatus {
     ExitStatus::Internal
 }
 
+/// A store error is the store's trouble, unless it names something the user asked for that
+/// is not there or not valid.
+fn store_status(err: &StoreError) -> ExitStatus {
+    match err {
+        StoreError::NotFound(_) | StoreError::Input(_) => ExitStatus::BadInput,
+        _ => ExitStatus::Store,
+    }
+}
+
 /// A closed stdout (`cachewarden trace | head`) ends the command quietly.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
@@ -162,4 +173,42 @@ pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
             .downcast_ref::<io::Error>()
             .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    /// A store that cannot be used exits 3; a missing or invalid value the user named exits 2,
+    /// however deep in the context chain the store's error sits.
+    #[test]
+    fn store_errors_exit_as_store_trouble_or_bad_input() {
+        let path = PathBuf::from("db.sqlite");
+        let trouble = [
+            StoreError::Missing { path: path.clone() },
+            StoreError::Older {
+                path: path.clone(),
+                found: 4,
+                supported: 5,
+            },
+            StoreError::Corrupt {
+                path: path.clone(),
+                found: -1,
+            },
+            StoreError::Locked { path },
+        ];
+        for err in trouble {
+            let err = anyhow::Error::from(err).context("opening the store");
+            assert_eq!(exit_status_of(&err), ExitStatus::Store, "{err:#}");
+        }
+        for err in [
+            StoreError::NotFound("no incident 9".into()),
+            StoreError::Input("bad".into()),
+        ] {
+            let err = anyhow::Error::from(err).context("reading");
+            assert_eq!(exit_status_of(&err), ExitStatus::BadInput, "{err:#}");
+        }
+    }
 }

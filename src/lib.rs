@@ -12,6 +12,7 @@ pub mod error;
 pub mod graph;
 pub mod ingest;
 pub mod model;
+pub mod parse;
 pub mod plan;
 pub mod printer;
 pub mod purge;
@@ -21,6 +22,9 @@ pub mod store;
 pub mod sweep;
 pub mod time;
 pub mod wire;
+
+#[cfg(test)]
+mod layout_tests;
 
 pub use error::ExitStatus;
 

@@ -6,43 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::parse::ParseError;
 use crate::time::Micros;
-
-/// A value that does not parse, with the flag or field it came from. A long value is shown cut
-/// (its head and its length): it can be a megabyte.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {what} `{}`: {reason}", shown(value))]
-pub struct ParseError {
-    pub what: String,
-    pub value: String,
-    pub reason: String,
-}
-
-/// `value`, or its first hundred or so bytes and its length when it is over a name's limit.
-fn shown(value: &str) -> std::borrow::Cow<'_, str> {
-    if value.len() <= limits::NAME_BYTES {
-        return value.into();
-    }
-    let mut end = 100;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}… ({} bytes)", &value[..end], value.len()).into()
-}
-
-impl ParseError {
-    pub fn new(
-        what: impl Into<String>,
-        value: impl Into<String>,
-        reason: impl Into<String>,
-    ) -> Self {
-        Self {
-            what: what.into(),
-            value: value.into(),
-            reason: reason.into(),
-        }
-    }
-}
 
 /// A content digest, `algorithm:hex`. Only `sha256` and `sha512` are accepted: they are the
 /// algorithms the OCI image spec registers.
@@ -575,14 +540,28 @@ pub struct RunRecord {
     pub truncated: bool,
 }
 
+/// What a manifest is, as far as purging is concerned: the registry client classifies it,
+/// audits compare by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ManifestKind {
+    /// A registry cache export (`--cache-to type=registry`) in index form: an index listing
+    /// a `application/vnd.buildkit.cacheconfig.v0` descriptor.
+    BuildkitCacheIndex,
+    /// A registry cache export in image-manifest form: its config (or a layer) is the cache
+    /// configuration.
+    BuildkitCacheManifest,
+    /// An image whose config carries an inline cache (`moby.buildkit.cache.v0`).
+    InlineCacheImage,
+    Image,
+    Index,
+}
+
 /// Bounds on what one run may record, checked on every input path: one hostile pipeline must
 /// not make a trace of everyone's builds a gigabyte, or abort it on allocation.
 pub mod limits {
     use super::{Artifact, RunRecord};
 
-    /// Bytes in any name or id: pipeline, run, step, builder, project, mount id, reference,
-    /// cache key, record id, commit, ref.
-    pub const NAME_BYTES: usize = 1024;
+    pub use crate::parse::NAME_BYTES;
     /// Cache mounts a run may use.
     pub const MOUNTS: usize = 1000;
     /// Imported, exported, produced and base-image references of a run, together.

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 
-use crate::model::ParseError;
+use crate::parse::ParseError;
 
 /// Microseconds since the Unix epoch, UTC. The store keeps times in this form so that
 /// comparisons are integer comparisons and indexes stay small.

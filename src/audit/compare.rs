@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::remote::registry::ManifestKind;
+use crate::model::ManifestKind;
 use crate::time::{self, Micros};
 
 use super::finding::{Code, Finding};

@@ -65,6 +65,16 @@ const REGISTRY: &str = "registry.example.com";
 const BASE_EVERY: usize = 50;
 const MOUNTS_PER_PIPELINE_MIN: usize = 1;
 
+/// The shape of a synthetic fleet.
+#[derive(Debug, Clone, Copy)]
+pub struct Fleet {
+    pub runs: usize,
+    pub pipelines: usize,
+    pub builders: usize,
+    pub mounts: usize,
+    pub seed: u64,
+}
+
 fn generate(args: &GenerateArgs, printer: Printer) -> Result<ExitStatus> {
     let mut out: Box<dyn Write> = match &args.output {
         Some(path) => Box::new(BufWriter::with_capacity(
@@ -73,6 +83,21 @@ fn generate(args: &GenerateArgs, printer: Printer) -> Result<ExitStatus> {
         )),
         None => Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout().lock())),
     };
+    let fleet = Fleet {
+        runs: args.runs,
+        pipelines: args.pipelines,
+        builders: args.builders,
+        mounts: args.mounts,
+        seed: args.seed,
+    };
+    let summary = write_fleet(&fleet, &mut out)?;
+    out.flush()?;
+    printer.status(summary);
+    Ok(ExitStatus::Success)
+}
+
+/// Writes the fleet's history as provenance JSON Lines; returns a one-line summary of it.
+pub fn write_fleet(args: &Fleet, out: &mut dyn Write) -> std::io::Result<String> {
     let pipelines = args.pipelines.max(1);
     let builders = args.builders.max(1);
     let mounts_per_pipeline = (args.mounts / pipelines).max(MOUNTS_PER_PIPELINE_MIN);
@@ -184,10 +209,8 @@ fn generate(args: &GenerateArgs, printer: Printer) -> Result<ExitStatus> {
             written += 1;
         }
     }
-    out.flush()?;
-    printer.status(format!(
+    Ok(format!(
         "generated {written} runs, about {events} events, {pipelines} pipelines, {builders} builders, {} mount ids",
         pipelines * mounts_per_pipeline
-    ));
-    Ok(ExitStatus::Success)
+    ))
 }

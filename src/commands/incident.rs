@@ -11,14 +11,14 @@ use serde::{Deserialize, Serialize};
 use crate::ExitStatus;
 use crate::cli::{
     IncidentCommand, IncidentListArgs, IncidentOpenArgs, IncidentPurgeArgs, IncidentReportArgs,
-    IncidentShowArgs, OutputFormat, ReportFormat, SeedArgs,
+    IncidentShowArgs, OutputFormat, ReportFormat,
 };
 use crate::commands::journal::{Bars, action_json, confirm, warn_failed};
 use crate::commands::trace::run_trace;
 use crate::commands::{open_existing_store, open_read_store, write_stdout};
 use crate::config::Config;
 use crate::error::{InputError, RefusedError};
-use crate::graph::{Entity, Kind, Seeds, Trace};
+use crate::graph::{Entity, Kind, SeedSpec, Seeds, Trace};
 use crate::plan::{self, Action, ActionKind, PlanOptions};
 use crate::printer::Printer;
 use crate::purge::execute::{self, Reporter};
@@ -28,10 +28,11 @@ use crate::report::escape::{Line, Short, Term};
 use crate::store::{ActionRow, Store};
 use crate::time;
 
-/// What `open` stores so the trace and plan can be recomputed later.
+/// What `open` stores so the trace and plan can be recomputed later. The seeds are the
+/// project's own versioned type, not the command line's: renaming a flag changes nothing here.
 #[derive(Debug, Serialize, Deserialize)]
 struct Opened {
-    seeds: SeedArgs,
+    seeds: SeedSpec,
     ignore_time: bool,
     /// Absent from incidents opened before the flag existed.
     #[serde(default)]
@@ -64,7 +65,7 @@ fn trace_and_plan(
     opened: &Opened,
     config: &Config,
 ) -> Result<(Trace, Vec<Action>)> {
-    let seeds = Seeds::from_args(&opened.seeds)?;
+    let seeds = Seeds::from_spec(&opened.seeds)?;
     let options = crate::graph::TraceOptions {
         ignore_time: opened.ignore_time,
         ignore_purges: opened.ignore_purges,
@@ -127,9 +128,9 @@ fn open(
         .from_audit
         .map(|id| super::audit::incident_seed(&store, id, config))
         .transpose()?;
-    let mut seeds = args.seeds.clone();
+    let mut seeds = super::trace::seed_spec(&args.seeds);
     seeds
-        .cache_ref
+        .cache_refs
         .extend(audit_seed.as_ref().map(|s| s.cache_ref.clone()));
     let opened = Opened {
         seeds,
@@ -145,7 +146,7 @@ fn open(
         super::audit::add_audit_delete(&mut actions, seed);
     }
     let mut trace_json = Vec::new();
-    report::trace::write(&trace, crate::cli::TraceFormat::Json, &mut trace_json)?;
+    report::trace::write(&trace, report::trace::Format::Json, &mut trace_json)?;
     let title = args
         .title
         .clone()

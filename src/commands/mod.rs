@@ -13,7 +13,7 @@ use crate::printer::Printer;
 use crate::store::{Store, StoreError};
 
 mod audit;
-mod bench;
+pub(crate) mod bench;
 mod check;
 mod db;
 mod export;

@@ -8,17 +8,42 @@ use anyhow::Result;
 use indicatif::ProgressBar;
 
 use crate::ExitStatus;
-use crate::cli::TraceArgs;
+use crate::cli::{SeedArgs, TraceArgs, TraceFormat};
 use crate::commands::open_read_store;
 use crate::error::InputError;
-use crate::graph::{self, Seeds, Source, TraceError, TraceOptions};
+use crate::graph::{self, SeedSpec, Seeds, Source, TraceError, TraceOptions};
 use crate::printer::Printer;
 use crate::report;
 use crate::store::{SourceSummary, Store, TraceSource};
 use crate::time::Rfc3339;
 
+/// The seed flags as the project's own seed type: what an incident stores, whatever the flags
+/// are called.
+pub(crate) fn seed_spec(args: &SeedArgs) -> SeedSpec {
+    SeedSpec {
+        pipelines: args.pipeline.clone(),
+        runs: args.runs.clone(),
+        cache_refs: args.cache_ref.clone(),
+        mounts: args.mount.clone(),
+        builders: args.builder.clone(),
+        images: args.image.clone(),
+        since: args.since.clone(),
+        until: args.until.clone(),
+        ..SeedSpec::default()
+    }
+}
+
+/// The report's format for the command line's.
+pub(crate) fn report_format(format: TraceFormat) -> report::trace::Format {
+    match format {
+        TraceFormat::Text => report::trace::Format::Text,
+        TraceFormat::Json => report::trace::Format::Json,
+        TraceFormat::Dot => report::trace::Format::Dot,
+    }
+}
+
 pub fn trace(args: &TraceArgs, db: &Path, printer: Printer) -> Result<ExitStatus> {
-    let seeds = Seeds::from_args(&args.seeds)?;
+    let seeds = Seeds::from_spec(&seed_spec(&args.seeds))?;
     let mut store = open_read_store(db)?;
     let started = Instant::now();
     let spinner = spinner(printer);
@@ -43,7 +68,7 @@ pub fn trace(args: &TraceArgs, db: &Path, printer: Printer) -> Result<ExitStatus
                 })?;
             report::trace::write_explain(&hops, &mut out)?;
         }
-        None => report::trace::write(&trace, args.format, &mut out)?,
+        None => report::trace::write(&trace, report_format(args.format), &mut out)?,
     }
     out.flush()?;
     if args.explain.is_none() {

@@ -16,6 +16,6 @@ pub use result::{
     AppliedPurge, Entity, Evidence, Hop, Kind, Label, Node, ResolveError, SeedMark, TagOnlyRef,
     Tainted, Trace, Via, run_display_name,
 };
-pub use seeds::Seeds;
+pub use seeds::{SEED_SPEC_VERSION, SeedSpec, Seeds};
 pub use source::Source;
 pub use taint::{TraceError, TraceOptions, record_carries_taint, trace};

@@ -1,7 +1,12 @@
 //! Seeds of a trace: what is known to be compromised, parsed and validated before the store is
 //! read.
+//!
+//! [`SeedSpec`] is the seeds as given, the form an incident stores so its trace can be re-run;
+//! [`Seeds`] is what it parses into. The spec is the project's own versioned type, built from
+//! the command line in `commands/`: renaming a flag does not change what the store keeps.
 
-use crate::cli::SeedArgs;
+use serde::{Deserialize, Serialize};
+
 use crate::model::{Digest, ImageRef, ParseError, RunKey, normalize_mount_id};
 use crate::time::{Micros, parse_rfc3339};
 
@@ -121,6 +126,59 @@ pub struct BuilderSeed {
     pub since: Option<Micros>,
 }
 
+/// The version of [`SeedSpec`] this build writes. Version 1 was the command line's own argument
+/// struct (`pipeline`, `cache_ref`, ... and no version); migration 0011 rewrites stored
+/// incidents into version 2.
+pub const SEED_SPEC_VERSION: u32 = 2;
+
+/// The seeds of a trace as given, before parsing: what an incident stores. Every value is
+/// checked again by [`Seeds::from_spec`] each time it is read, as it came from outside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedSpec {
+    /// [`SEED_SPEC_VERSION`] when written; a newer one is refused.
+    pub version: u32,
+    /// Pipeline names: their runs that started within `since`/`until`.
+    #[serde(default)]
+    pub pipelines: Vec<String>,
+    /// Runs, `pipeline/run[/step]`, parts percent-encoded.
+    #[serde(default)]
+    pub runs: Vec<String>,
+    /// Cache references: a digest, a reference with a digest, or a tag.
+    #[serde(default)]
+    pub cache_refs: Vec<String>,
+    /// Mount caches, `BUILDER:ID`.
+    #[serde(default)]
+    pub mounts: Vec<String>,
+    /// Builder names.
+    #[serde(default)]
+    pub builders: Vec<String>,
+    /// Images by digest, `REF@DIGEST` or a bare digest.
+    #[serde(default)]
+    pub images: Vec<String>,
+    /// Inclusive lower bound of the window, RFC 3339.
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Inclusive upper bound of the window, RFC 3339.
+    #[serde(default)]
+    pub until: Option<String>,
+}
+
+impl Default for SeedSpec {
+    fn default() -> Self {
+        Self {
+            version: SEED_SPEC_VERSION,
+            pipelines: Vec::new(),
+            runs: Vec::new(),
+            cache_refs: Vec::new(),
+            mounts: Vec::new(),
+            builders: Vec::new(),
+            images: Vec::new(),
+            since: None,
+            until: None,
+        }
+    }
+}
+
 /// Everything a trace starts from; several kinds combine.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Seeds {
@@ -133,9 +191,17 @@ pub struct Seeds {
 }
 
 impl Seeds {
-    /// Validates the seed flags. `--since`/`--until` bound the pipeline windows and the tag
-    /// windows; `--since` also starts seeded mounts and builders.
-    pub fn from_args(args: &SeedArgs) -> Result<Self, ParseError> {
+    /// Validates the seeds. `--since`/`--until` bound the pipeline windows and the tag
+    /// windows; `--since` also starts seeded mounts and builders. Errors name the flag each
+    /// value is given with.
+    pub fn from_spec(args: &SeedSpec) -> Result<Self, ParseError> {
+        if args.version != SEED_SPEC_VERSION {
+            return Err(ParseError::new(
+                "seed version",
+                args.version.to_string(),
+                format!("this cachewarden reads version {SEED_SPEC_VERSION}"),
+            ));
+        }
         let since = args
             .since
             .as_deref()
@@ -154,7 +220,7 @@ impl Seeds {
         let window = Window { since, until };
         let seeds = Self {
             pipelines: args
-                .pipeline
+                .pipelines
                 .iter()
                 .map(|name| parse_pipeline(name, window))
                 .collect::<Result<_, _>>()?,
@@ -164,17 +230,17 @@ impl Seeds {
                 .map(|run| RunSeed::parse(run))
                 .collect::<Result<_, _>>()?,
             cache_refs: args
-                .cache_ref
+                .cache_refs
                 .iter()
                 .map(|value| parse_cache_ref(value, window))
                 .collect::<Result<_, _>>()?,
             mounts: args
-                .mount
+                .mounts
                 .iter()
                 .map(|value| parse_mount(value, since))
                 .collect::<Result<_, _>>()?,
             builders: args
-                .builder
+                .builders
                 .iter()
                 .map(|name| {
                     if name.is_empty() {
@@ -187,7 +253,7 @@ impl Seeds {
                 })
                 .collect::<Result<_, _>>()?,
             images: args
-                .image
+                .images
                 .iter()
                 .map(|value| parse_image(value))
                 .collect::<Result<_, _>>()?,
@@ -297,14 +363,14 @@ mod tests {
         format!("sha256:{}", c.to_string().repeat(64))
     }
 
-    fn args() -> SeedArgs {
-        SeedArgs::default()
+    fn args() -> SeedSpec {
+        SeedSpec::default()
     }
 
     /// A trace with no seed is refused before the store is opened.
     #[test]
     fn at_least_one_seed_is_required() {
-        let err = Seeds::from_args(&SeedArgs {
+        let err = Seeds::from_spec(&SeedSpec {
             since: Some("2026-03-01T00:00:00Z".into()),
             ..args()
         })
@@ -315,11 +381,11 @@ mod tests {
     /// The window applies to pipelines and tags, `--since` to mounts and builders.
     #[test]
     fn window_reaches_every_seed_that_has_one() {
-        let seeds = Seeds::from_args(&SeedArgs {
-            pipeline: vec!["web".into()],
-            cache_ref: vec!["reg.io/app:cache".into()],
-            mount: vec!["b1:/root/.cache/pip".into()],
-            builder: vec!["b1".into()],
+        let seeds = Seeds::from_spec(&SeedSpec {
+            pipelines: vec!["web".into()],
+            cache_refs: vec!["reg.io/app:cache".into()],
+            mounts: vec!["b1:/root/.cache/pip".into()],
+            builders: vec!["b1".into()],
             since: Some("2026-03-01T00:00:00Z".into()),
             until: Some("2026-03-02T00:00:00Z".into()),
             ..args()
@@ -348,9 +414,9 @@ mod tests {
     /// A bare digest, a digest reference and a tag reference each become the right seed.
     #[test]
     fn cache_refs_are_digests_or_tags() {
-        let seeds = Seeds::from_args(&SeedArgs {
-            cache_ref: vec![digest('a'), format!("reg.io/app@{}", digest('b'))],
-            image: vec![format!("app@{}", digest('c'))],
+        let seeds = Seeds::from_spec(&SeedSpec {
+            cache_refs: vec![digest('a'), format!("reg.io/app@{}", digest('b'))],
+            images: vec![format!("app@{}", digest('c'))],
             ..args()
         })
         .unwrap();
@@ -375,33 +441,33 @@ mod tests {
     #[test]
     fn bad_seeds_name_their_flag() {
         let cases = [
-            SeedArgs {
-                cache_ref: vec!["sha256:abc".into()],
+            SeedSpec {
+                cache_refs: vec!["sha256:abc".into()],
                 ..args()
             },
-            SeedArgs {
-                cache_ref: vec!["reg.io/app".into()],
+            SeedSpec {
+                cache_refs: vec!["reg.io/app".into()],
                 ..args()
             },
-            SeedArgs {
-                image: vec!["app:latest".into()],
+            SeedSpec {
+                images: vec!["app:latest".into()],
                 ..args()
             },
-            SeedArgs {
-                mount: vec!["no-colon".into()],
+            SeedSpec {
+                mounts: vec!["no-colon".into()],
                 ..args()
             },
-            SeedArgs {
+            SeedSpec {
                 runs: vec!["web".into()],
                 ..args()
             },
-            SeedArgs {
-                pipeline: vec!["web".into()],
+            SeedSpec {
+                pipelines: vec!["web".into()],
                 since: Some("yesterday".into()),
                 ..args()
             },
-            SeedArgs {
-                pipeline: vec!["web".into()],
+            SeedSpec {
+                pipelines: vec!["web".into()],
                 since: Some("2026-03-02T00:00:00Z".into()),
                 until: Some("2026-03-01T00:00:00Z".into()),
                 ..args()
@@ -417,7 +483,7 @@ mod tests {
             "--until",
         ];
         for (case, flag) in cases.iter().zip(flags) {
-            let err = Seeds::from_args(case).unwrap_err();
+            let err = Seeds::from_spec(case).unwrap_err();
             assert_eq!(err.what, flag, "{err}");
         }
     }
@@ -425,8 +491,8 @@ mod tests {
     /// A mount id splits at the first colon and is looked up in its LLB forms too.
     #[test]
     fn mount_ids_split_at_the_first_colon_and_accept_llb_forms() {
-        let seeds = Seeds::from_args(&SeedArgs {
-            mount: vec![
+        let seeds = Seeds::from_spec(&SeedSpec {
+            mounts: vec![
                 "b1://root/.cache/pip".into(),
                 "b1:/pip".into(),
                 "b1:c:d".into(),
@@ -442,5 +508,31 @@ mod tests {
         assert_eq!(seeds.mounts[1].candidates(), ["/pip", "pip"]);
         assert_eq!(seeds.mounts[2].id, "c:d");
         assert_eq!(seeds.mounts[2].candidates(), ["c:d"]);
+    }
+
+    /// Stored seeds of another version are refused rather than read as different seeds, and
+    /// the old unversioned shape does not read as an empty spec.
+    #[test]
+    fn stored_seeds_of_another_version_are_refused() {
+        let newer = SeedSpec {
+            version: SEED_SPEC_VERSION + 1,
+            pipelines: vec!["web".into()],
+            ..args()
+        };
+        let err = Seeds::from_spec(&newer).unwrap_err();
+        assert_eq!(err.what, "seed version", "{err}");
+        let old = r#"{"pipeline":["web"],"runs":[],"cache_ref":[],"mount":[],"builder":[],"image":[],"since":null,"until":null}"#;
+        assert!(serde_json::from_str::<SeedSpec>(old).is_err());
+        let spec = SeedSpec {
+            pipelines: vec!["web".into()],
+            since: Some("2026-03-01T00:00:00Z".into()),
+            ..args()
+        };
+        let text = serde_json::to_string(&spec).unwrap();
+        assert_eq!(serde_json::from_str::<SeedSpec>(&text).unwrap(), spec);
+        assert!(
+            text.starts_with(r#"{"version":2,"pipelines":["web"]"#),
+            "{text}"
+        );
     }
 }

@@ -8,10 +8,10 @@ use proptest::prelude::*;
 use super::mem::History;
 use super::oracle::{self, OracleSeeds};
 use super::seeds::{
-    BuilderSeed, CacheRefSeed, DigestSeed, MountSeed, PipelineSeed, RunSeed, Seeds, Window,
+    BuilderSeed, CacheRefSeed, DigestSeed, MountSeed, PipelineSeed, RunSeed, SeedSpec, Seeds,
+    Window,
 };
 use super::{Kind, ResolveError, Trace, TraceError, TraceOptions, Via, trace};
-use crate::cli::SeedArgs;
 use crate::model::{Backend, Digest};
 use crate::time::Micros;
 
@@ -467,11 +467,11 @@ fn window_bounds_are_inclusive() {
     for (i, start) in [10, 20, 30, 40].into_iter().enumerate() {
         h.run("p", &(i + 1).to_string(), t(start), t(start + 5));
     }
-    let seeds = Seeds::from_args(&SeedArgs {
-        pipeline: vec!["p".into()],
+    let seeds = Seeds::from_spec(&SeedSpec {
+        pipelines: vec!["p".into()],
         since: Some("2026-03-01T00:20:00Z".into()),
         until: Some("2026-03-01T00:30:00Z".into()),
-        ..SeedArgs::default()
+        ..SeedSpec::default()
     })
     .unwrap();
     let trace = traced(&mut h, &seeds);
@@ -497,9 +497,9 @@ fn run_and_pipeline_names_may_contain_slashes() {
     assert_eq!(names(&trace, Kind::Run), set(&["run:acme%2Fweb/7/build"]));
     let trace = traced(&mut h, &runs(&["acme/web/build"]));
     assert_eq!(names(&trace, Kind::Run), set(&["run:acme/web/build"]));
-    let seeds = Seeds::from_args(&SeedArgs {
-        pipeline: vec!["acme/web".into()],
-        ..SeedArgs::default()
+    let seeds = Seeds::from_spec(&SeedSpec {
+        pipelines: vec!["acme/web".into()],
+        ..SeedSpec::default()
     })
     .unwrap();
     let trace = traced(&mut h, &seeds);

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, UnixStream};
 
 use crate::error::{RemoteError, RemoteKind};
-use crate::remote::buildkit::CacheRecord;
+use crate::remote::cache_record::CacheRecord;
 
 /// How long one Engine API call may take.
 const ENGINE_TIMEOUT: Duration = Duration::from_secs(120);

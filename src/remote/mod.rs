@@ -1,6 +1,7 @@
 //! Clients for the services cachewarden acts on: OCI registries and BuildKit builders.
 
 pub mod buildkit;
+pub mod cache_record;
 pub mod endpoint;
 pub mod engine;
 

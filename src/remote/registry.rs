@@ -29,6 +29,7 @@ use sha2::{Digest as _, Sha256, Sha512};
 
 use crate::config::{Config, CredentialSource};
 use crate::error::{RemoteError, RemoteKind};
+pub use crate::model::ManifestKind;
 use crate::model::{DOCKER_HUB, Digest, ImageRef, ManifestFacts};
 use crate::remote::redact::Redacted;
 use crate::remote::retry::{
@@ -248,21 +249,6 @@ pub enum ParsedManifest {
         config: Descriptor,
         layers: Vec<Descriptor>,
     },
-}
-
-/// What a manifest is, as far as purging is concerned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ManifestKind {
-    /// A registry cache export (`--cache-to type=registry`) in index form: an index listing
-    /// a `application/vnd.buildkit.cacheconfig.v0` descriptor.
-    BuildkitCacheIndex,
-    /// A registry cache export in image-manifest form: its config (or a layer) is the cache
-    /// configuration.
-    BuildkitCacheManifest,
-    /// An image whose config carries an inline cache (`moby.buildkit.cache.v0`).
-    InlineCacheImage,
-    Image,
-    Index,
 }
 
 /// A manifest fetched and classified by [`RegistryClient::inspect`].

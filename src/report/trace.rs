@@ -1,12 +1,21 @@
 //! Output of `cachewarden trace`: text, JSON (`schema/trace.schema.json`), Graphviz, and the
 //! `--explain` chain.
+//!
+//! The JSON items are written by `Object`, not by `serde_json`, on measurement. The same
+//! documents derived `Serialize` and written per item with `serde_json::to_writer` (same
+//! two-thread chunking) gave byte-identical output on the 1M-run benchmark fleet
+//! (`benches/trace.sh`), but wrote the 668 MB trace of `p50` more slowly: over 12 interleaved
+//! runs on a shared 2-core machine the write phase took 1.41 s median (1.14 s best) by hand
+//! and 1.64 s median (1.41 s best) through serde, about a fifth more; `p17` (237 MB) was even
+//! (0.53 s and 0.51 s). Almost no string here needs escaping, so `push_json_str` checks
+//! for that once and copies the bytes whole, where serde_json scans them byte by byte; a test
+//! holds the escaping to serde_json's.
 
 use std::io::{self, Write};
 
 use compact_str::CompactString;
 use petgraph::graph::NodeIndex;
 
-use crate::cli::TraceFormat;
 use crate::graph::{AppliedPurge, Entity, Hop, Kind, Tainted, Trace};
 use crate::model::{PurgeMethod, PurgeTarget};
 use crate::report::escape::{Short, Term};
@@ -25,14 +34,26 @@ const TRUNCATED: &str = "  [truncated: inputs over a limit were not recorded]";
 const EMPTY: &str =
     "empty blast radius: no runs, caches, mounts or images are downstream of the seeds";
 
+/// The formats a trace is written in; the command line offers each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Format {
+    /// Counts per kind, then the tainted entities with when and how each became tainted.
+    #[default]
+    Text,
+    /// JSON, shape in `schema/trace.schema.json`.
+    Json,
+    /// Graphviz of the blast-radius subgraph, seeds highlighted.
+    Dot,
+}
+
 /// Writes the trace in the chosen format. Output is buffered here: a blast radius can run to
 /// hundreds of thousands of lines, and stdout is line-buffered.
-pub fn write(trace: &Trace, format: TraceFormat, out: &mut dyn Write) -> io::Result<()> {
+pub fn write(trace: &Trace, format: Format, out: &mut dyn Write) -> io::Result<()> {
     let mut out = io::BufWriter::with_capacity(1 << 20, out);
     match format {
-        TraceFormat::Text => write_text(trace, &mut out),
-        TraceFormat::Json => write_json(trace, &mut out),
-        TraceFormat::Dot => write_dot(trace, &mut out),
+        Format::Text => write_text(trace, &mut out),
+        Format::Json => write_json(trace, &mut out),
+        Format::Dot => write_dot(trace, &mut out),
     }?;
     out.flush()
 }

@@ -2,8 +2,7 @@
 
 use serde_json::Value;
 
-use super::trace::{write, write_explain};
-use crate::cli::TraceFormat;
+use super::trace::{Format, write, write_explain};
 use crate::graph::mem::History;
 use crate::graph::seeds::{RunSeed, Seeds};
 use crate::graph::{Kind, Trace, TraceOptions, Via, trace};
@@ -28,7 +27,7 @@ fn seed_runs(keys: &[&str]) -> Seeds {
     }
 }
 
-fn render(trace: &Trace, format: TraceFormat) -> String {
+fn render(trace: &Trace, format: Format) -> String {
     let mut out = Vec::new();
     write(trace, format, &mut out).unwrap();
     String::from_utf8(out).unwrap()
@@ -92,7 +91,7 @@ fn rich_trace(ignore_time: bool) -> Trace {
 /// The text report: the seeds, counts per kind, then each group with time and evidence.
 #[test]
 fn text_lists_counts_then_groups() {
-    let text = render(&mount_trace(), TraceFormat::Text);
+    let text = render(&mount_trace(), Format::Text);
     let expected = "\
 seeds: run:evil/1/build
 blast radius: 2 runs, 0 cache refs, 1 mount, 1 builder, 0 images, 0 builder records
@@ -127,10 +126,10 @@ fn empty_text_says_so() {
     };
     let trace = trace(&mut h, &seeds, TraceOptions::default()).unwrap();
     assert_eq!(
-        render(&trace, TraceFormat::Text),
+        render(&trace, Format::Text),
         "seeds: none matched\nempty blast radius: no runs, caches, mounts or images are downstream of the seeds\n"
     );
-    let json: Value = serde_json::from_str(&render(&trace, TraceFormat::Json)).unwrap();
+    let json: Value = serde_json::from_str(&render(&trace, Format::Json)).unwrap();
     assert_eq!(json["runs"], Value::Array(Vec::new()));
 }
 
@@ -149,7 +148,7 @@ fn text_header_counts_many_seeds() {
         ..Seeds::default()
     };
     let trace = trace(&mut h, &seeds, TraceOptions::default()).unwrap();
-    let text = render(&trace, TraceFormat::Text);
+    let text = render(&trace, Format::Text);
     assert_eq!(
         text.lines().next(),
         Some(
@@ -165,11 +164,11 @@ fn json_matches_the_schema() {
     let schema: Value = serde_json::from_str(SCHEMA).unwrap();
     for ignore_time in [false, true] {
         let json: Value =
-            serde_json::from_str(&render(&rich_trace(ignore_time), TraceFormat::Json)).unwrap();
+            serde_json::from_str(&render(&rich_trace(ignore_time), Format::Json)).unwrap();
         validate(&schema, &schema, &json, "$").unwrap();
         assert_eq!(json["ignore_time"], ignore_time);
     }
-    let json: Value = serde_json::from_str(&render(&mount_trace(), TraceFormat::Json)).unwrap();
+    let json: Value = serde_json::from_str(&render(&mount_trace(), Format::Json)).unwrap();
     validate(&schema, &schema, &json, "$").unwrap();
 }
 
@@ -197,7 +196,7 @@ fn purged_trace(options: TraceOptions) -> Trace {
 fn applied_purges_are_listed_in_text_and_json() {
     let schema: Value = serde_json::from_str(SCHEMA).unwrap();
     let purged = purged_trace(TraceOptions::default());
-    let json: Value = serde_json::from_str(&render(&purged, TraceFormat::Json)).unwrap();
+    let json: Value = serde_json::from_str(&render(&purged, Format::Json)).unwrap();
     validate(&schema, &schema, &json, "$").unwrap();
     assert_eq!(json["ignore_purges"], false);
     let p = &json["purges"][0];
@@ -214,7 +213,7 @@ fn applied_purges_are_listed_in_text_and_json() {
         (&p["runs"], &p["kept_out"]),
         (&Value::from(1), &Value::from(1))
     );
-    let text = render(&purged, TraceFormat::Text);
+    let text = render(&purged, Format::Text);
     assert!(text.contains("\npurges applied (1; "), "{text}");
     assert!(
         text.contains(
@@ -226,12 +225,12 @@ fn applied_purges_are_listed_in_text_and_json() {
         ignore_purges: true,
         ..TraceOptions::default()
     });
-    let json: Value = serde_json::from_str(&render(&ignored, TraceFormat::Json)).unwrap();
+    let json: Value = serde_json::from_str(&render(&ignored, Format::Json)).unwrap();
     validate(&schema, &schema, &json, "$").unwrap();
     assert_eq!(json["ignore_purges"], true);
     assert_eq!(json["purges"], Value::Array(Vec::new()));
     assert_eq!(json["runs"].as_array().unwrap().len(), 2);
-    let text = render(&ignored, TraceFormat::Text);
+    let text = render(&ignored, Format::Text);
     assert!(
         text.contains("blast radius (purges ignored): 2 runs"),
         "{text}"
@@ -243,7 +242,7 @@ fn applied_purges_are_listed_in_text_and_json() {
 /// artifact that is both a cache and an image is in both lists.
 #[test]
 fn json_is_ordered_and_lists_dual_artifacts_twice() {
-    let text = render(&rich_trace(false), TraceFormat::Json);
+    let text = render(&rich_trace(false), Format::Json);
     let keys = [
         "schema_version",
         "ignore_time",
@@ -333,7 +332,7 @@ fn schema_enumerations_match_the_code() {
 /// their evidence kind.
 #[test]
 fn dot_highlights_seeds_and_labels_edges() {
-    let dot = render(&mount_trace(), TraceFormat::Dot);
+    let dot = render(&mount_trace(), Format::Dot);
     let expected = "\
 digraph blast_radius {
   rankdir=LR;
@@ -467,7 +466,7 @@ fn validate(schema: &Value, root: &Value, value: &Value, path: &str) -> Result<(
 #[test]
 fn the_schema_checker_rejects_bad_documents() {
     let schema: Value = serde_json::from_str(SCHEMA).unwrap();
-    let good: Value = serde_json::from_str(&render(&mount_trace(), TraceFormat::Json)).unwrap();
+    let good: Value = serde_json::from_str(&render(&mount_trace(), Format::Json)).unwrap();
     let mut bad = Vec::new();
     let mut v = good.clone();
     v.as_object_mut().unwrap().remove("records");

@@ -1309,10 +1309,8 @@ impl Source for TraceSource<'_> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-    use crate::cli::{Cli, Command, TraceFormat};
+    use crate::report::trace::Format as TraceFormat;
     use proptest::prelude::*;
 
     use crate::graph::mem::{Event, History};
@@ -1334,23 +1332,44 @@ mod tests {
         }
     }
 
-    fn cachewarden(args: &[&str]) {
-        let cli = Cli::try_parse_from(std::iter::once("cachewarden").chain(args.iter().copied()))
-            .unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let status = runtime.block_on(crate::run(cli));
-        assert_eq!(status.code(), 0, "cachewarden {args:?}");
+    /// Imports a provenance file as `cachewarden import` does: batches of lines, each in one
+    /// transaction, on a connection of its own.
+    fn import(db: &str, file: &str) {
+        let lines = std::fs::read_to_string(file).unwrap();
+        let items: Vec<crate::store::ImportItem> = lines
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| crate::wire::provenance::parse_line(line).unwrap())
+            .collect();
+        let mut store = Store::open(std::path::Path::new(db)).unwrap();
+        store.bulk(true).unwrap();
+        for (i, batch) in items.chunks(50_000).enumerate() {
+            store
+                .import_batch(batch, 1 + i * 50_000, &crate::config::Config::default())
+                .unwrap();
+        }
+        store.bulk(false).unwrap();
+        store.optimize().unwrap();
     }
 
+    /// The seeds the `trace` flags in `args` give.
     fn seeds(args: &[&str]) -> Seeds {
-        let cli = Cli::try_parse_from(["cachewarden", "trace"].iter().chain(args)).unwrap();
-        let Command::Trace(trace) = cli.command else {
-            unreachable!()
-        };
-        Seeds::from_args(&trace.seeds).unwrap()
+        let mut spec = graph::SeedSpec::default();
+        for pair in args.chunks(2) {
+            let value = pair[1].to_owned();
+            match pair[0] {
+                "--pipeline" => spec.pipelines.push(value),
+                "--run" => spec.runs.push(value),
+                "--cache-ref" => spec.cache_refs.push(value),
+                "--mount" => spec.mounts.push(value),
+                "--builder" => spec.builders.push(value),
+                "--image" => spec.images.push(value),
+                "--since" => spec.since = Some(value),
+                "--until" => spec.until = Some(value),
+                flag => unreachable!("{flag}"),
+            }
+        }
+        Seeds::from_spec(&spec).unwrap()
     }
 
     /// The trace as JSON, answered with the given budget of queries before the graph loads.
@@ -1401,7 +1420,7 @@ mod tests {
         let file = dir.path().join("h.jsonl");
         std::fs::write(&file, line("1", "2026-01-01", &[&x]) + "\n").unwrap();
         let db = path.to_str().unwrap();
-        cachewarden(&["-q", "--db", db, "import", file.to_str().unwrap()]);
+        import(db, file.to_str().unwrap());
         let mut store = Store::open(&path).unwrap();
         store
             .read_snapshot(|store| {
@@ -1411,7 +1430,7 @@ mod tests {
                     .unwrap();
                 // A run seen earlier, that imported `x` and a new artifact `y`.
                 std::fs::write(&file, line("2", "2025-12-01", &[&x, &y]) + "\n").unwrap();
-                cachewarden(&["-q", "--db", db, "import", file.to_str().unwrap()]);
+                import(db, file.to_str().unwrap());
                 let index = Index::load(&store.conn, &path, Access::Write)
                     .unwrap()
                     .unwrap();
@@ -1476,23 +1495,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (fleet, db) = (dir.path().join("fleet.jsonl"), dir.path().join("db"));
         let (fleet, db) = (fleet.to_str().unwrap(), db.to_str().unwrap());
-        cachewarden(&[
-            "-q",
-            "bench",
-            "generate",
-            "--runs",
-            "3000",
-            "--pipelines",
-            "60",
-            "--builders",
-            "5",
-            "--mounts",
-            "150",
-            "--seed",
-            "7",
-            "-o",
-            fleet,
-        ]);
+        let mut out = std::io::BufWriter::new(std::fs::File::create(fleet).unwrap());
+        crate::commands::bench::write_fleet(
+            &crate::commands::bench::Fleet {
+                runs: 3000,
+                pipelines: 60,
+                builders: 5,
+                mounts: 150,
+                seed: 7,
+            },
+            &mut out,
+        )
+        .unwrap();
+        std::io::Write::flush(&mut out).unwrap();
+        drop(out);
         // Runs without record evidence that overlap a tainted run on its builder.
         let overlapping = [
             ("overlap-seed", "1", "00:00", "00:05"),
@@ -1516,7 +1532,7 @@ mod tests {
             ));
         }
         std::fs::write(fleet, lines).unwrap();
-        cachewarden(&["-q", "--db", db, "import", fleet]);
+        import(db, fleet);
         let mut store = Store::open(std::path::Path::new(db)).unwrap();
         // Purges of some mounts and one builder, half way through the year.
         let (mounts, middle): (Vec<(String, String)>, Micros) = {

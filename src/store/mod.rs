@@ -16,8 +16,6 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use rusqlite_migration::{M, Migrations};
 
-use crate::ExitStatus;
-
 mod audit;
 mod containment;
 mod facts;
@@ -53,6 +51,7 @@ const MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/migrations/0008_purge_provenance.sql"),
     include_str!("../../schema/migrations/0009_run_truncations.sql"),
     include_str!("../../schema/migrations/0010_acceptances.sql"),
+    include_str!("../../schema/migrations/0011_seed_spec.sql"),
 ];
 
 fn migrations() -> Migrations<'static> {
@@ -118,15 +117,6 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Input(String),
-}
-
-impl StoreError {
-    pub fn exit_status(&self) -> ExitStatus {
-        match self {
-            Self::NotFound(_) | Self::Input(_) => ExitStatus::BadInput,
-            _ => ExitStatus::Store,
-        }
-    }
 }
 
 /// How a store's file was opened; a second connection opens it the same way.
@@ -624,6 +614,69 @@ mod tests {
             .unwrap()
     }
 
+    /// Every field of an incident's seeds stored in the old shape (the command line's argument
+    /// struct) reaches the versioned seed type unchanged; a sweep's stored policy, and seeds
+    /// already in the new shape, are left as they are.
+    #[test]
+    fn the_seed_migration_keeps_every_old_field() {
+        let seed_migration = MIGRATION_SQL
+            .iter()
+            .position(|sql| sql.contains("SET seeds = json_set"))
+            .expect("the seed migration");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        store_at(&path, seed_migration);
+        let old = r#"{"seeds":{"pipeline":["p","a/b"],"runs":["p/1/s"],"cache_ref":["reg.io/x:c"],"mount":["b:/m"],"builder":["b"],"image":["sha256:00"],"since":"2026-03-01T00:00:00.123456+01:00","until":null},"ignore_time":true,"delete_images":false,"full_prune":true}"#;
+        let sweep = r#"{"sweep":{"policy":"p.toml","rules":[]}}"#;
+        let current = r#"{"seeds":{"version":2,"pipelines":["q"],"runs":[],"cache_refs":[],"mounts":[],"builders":[],"images":[],"since":null,"until":"x"},"ignore_time":false}"#;
+        let conn = Connection::open(&path).unwrap();
+        for (seeds, kind) in [(old, "incident"), (sweep, "sweep"), (current, "incident")] {
+            conn.execute(
+                "INSERT INTO incidents (title, opened_at, opened_by, seeds, trace, kind)
+                 VALUES ('t', 0, 'me', ?1, '{}', ?2)",
+                [seeds, kind],
+            )
+            .unwrap();
+        }
+        drop(conn);
+        Store::migrate_existing(&path).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let stored: Vec<serde_json::Value> = conn
+            .prepare("SELECT seeds FROM incidents ORDER BY id")
+            .unwrap()
+            .query_map([], |row| row.get::<_, String>(0))
+            .unwrap()
+            .map(|text| serde_json::from_str(&text.unwrap()).unwrap())
+            .collect();
+        let spec: crate::graph::SeedSpec =
+            serde_json::from_value(stored[0]["seeds"].clone()).unwrap();
+        assert_eq!(
+            spec,
+            crate::graph::SeedSpec {
+                version: crate::graph::SEED_SPEC_VERSION,
+                pipelines: vec!["p".into(), "a/b".into()],
+                runs: vec!["p/1/s".into()],
+                cache_refs: vec!["reg.io/x:c".into()],
+                mounts: vec!["b:/m".into()],
+                builders: vec!["b".into()],
+                images: vec!["sha256:00".into()],
+                since: Some("2026-03-01T00:00:00.123456+01:00".into()),
+                until: None,
+            }
+        );
+        assert_eq!(stored[0]["ignore_time"], true);
+        assert_eq!(stored[0]["full_prune"], true);
+        assert!(stored[0].get("ignore_purges").is_none());
+        assert_eq!(
+            stored[1],
+            serde_json::from_str::<serde_json::Value>(sweep).unwrap()
+        );
+        assert_eq!(
+            stored[2],
+            serde_json::from_str::<serde_json::Value>(current).unwrap()
+        );
+    }
+
     /// A reader refuses an older store, naming the command that upgrades it, and leaves it at
     /// its version; `db migrate` then upgrades it and says from which version.
     #[test]
@@ -637,7 +690,6 @@ mod tests {
             err.to_string().contains("`cachewarden db migrate`"),
             "{err}"
         );
-        assert_eq!(err.exit_status(), ExitStatus::Store);
         assert_eq!(user_version(&path), 4);
         let migrated = Store::migrate_existing(&path).unwrap();
         assert_eq!(
@@ -681,7 +733,6 @@ mod tests {
             Store::migrate_existing(&path).unwrap_err(),
         ] {
             assert!(matches!(err, StoreError::Missing { .. }), "{err}");
-            assert_eq!(err.exit_status(), ExitStatus::Store);
         }
         assert!(!dir.path().join("sub").exists());
     }
@@ -707,7 +758,6 @@ mod tests {
                     "{err}"
                 );
                 assert!(!err.to_string().contains('\n'), "{err}");
-                assert_eq!(err.exit_status(), ExitStatus::Store);
             }
             assert_eq!(user_version(&path), damaged);
         }

@@ -21,5 +21,6 @@ mod runbooks;
 mod scenarios;
 mod schemas;
 mod store_access;
+mod stored_seeds;
 mod sweep;
 mod verify;
