@@ -226,10 +226,12 @@ pub struct SeedArgs {
     /// An image by digest: `REF@DIGEST`.
     #[arg(long, value_name = "REF@DIGEST")]
     pub image: Vec<String>,
-    /// Lower bound (RFC 3339, inclusive) of the seed window.
+    /// Lower bound (inclusive) of the seed window: an RFC 3339 time, a UTC date (its
+    /// midnight) or a duration before now (`3d`, `12h`, `30m`, `2w`).
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
-    /// Upper bound (RFC 3339, inclusive) of the seed window.
+    /// Upper bound (inclusive) of the seed window: an RFC 3339 time, a UTC date (through its
+    /// last microsecond) or a duration before now.
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
 }
@@ -420,8 +422,9 @@ pub struct MarkPurgedArgs {
     /// The mount id that was emptied; without it, the builder's whole cache was pruned.
     #[arg(long, value_name = "ID")]
     pub mount: Option<String>,
-    /// When it happened (RFC 3339) [default: now]. A time in the future is refused; one
-    /// before the last recorded use of what it cleans needs `--force`.
+    /// When it happened: an RFC 3339 time or a duration before now (`2h`) [default: now]. A
+    /// time in the future is refused; one before the last recorded use of what it cleans needs
+    /// `--force`.
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
     /// Record a purge time before the last recorded use: an honest late entry, shown as

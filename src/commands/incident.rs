@@ -134,7 +134,9 @@ fn open(
         .from_audit
         .map(|id| super::audit::incident_seed(&store, id, config))
         .transpose()?;
-    let mut seeds = args.seeds.clone();
+    // Durations and dates become absolute times once, here: the stored seeds then name the
+    // same window for every later verification.
+    let mut seeds = crate::graph::seeds::resolve_times(&args.seeds, time::now())?;
     seeds
         .cache_ref
         .extend(audit_seed.as_ref().map(|s| s.cache_ref.clone()));

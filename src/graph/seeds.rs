@@ -3,7 +3,7 @@
 
 use crate::cli::SeedArgs;
 use crate::model::{Digest, ImageRef, ParseError, RunKey, normalize_mount_id};
-use crate::time::{Micros, parse_rfc3339};
+use crate::time::{self, Bound, Micros};
 
 /// An inclusive time window; a missing bound is open.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -133,24 +133,15 @@ pub struct Seeds {
 }
 
 impl Seeds {
-    /// Validates the seed flags. `--since`/`--until` bound the pipeline windows and the tag
-    /// windows; `--since` also starts seeded mounts and builders.
+    /// Validates the seed flags, resolving times given as durations against the clock now.
     pub fn from_args(args: &SeedArgs) -> Result<Self, ParseError> {
-        let since = args
-            .since
-            .as_deref()
-            .map(|s| parse_rfc3339(s, "--since"))
-            .transpose()?;
-        let until = args
-            .until
-            .as_deref()
-            .map(|s| parse_rfc3339(s, "--until"))
-            .transpose()?;
-        if let (Some(since), Some(until), Some(text)) = (since, until, &args.until)
-            && until < since
-        {
-            return Err(ParseError::new("--until", text, "it is before `--since`"));
-        }
+        Self::from_args_at(args, time::now())
+    }
+
+    /// Validates the seed flags. `--since`/`--until` bound the pipeline windows and the tag
+    /// windows; `--since` also starts seeded mounts and builders. A duration is before `now`.
+    pub fn from_args_at(args: &SeedArgs, now: Micros) -> Result<Self, ParseError> {
+        let (since, until) = window_of(args, now)?;
         let window = Window { since, until };
         let seeds = Self {
             pipelines: args
@@ -210,6 +201,37 @@ impl Seeds {
             && self.builders.is_empty()
             && self.images.is_empty()
     }
+}
+
+/// The seed window's bounds, each resolved to an absolute time.
+fn window_of(args: &SeedArgs, now: Micros) -> Result<(Option<Micros>, Option<Micros>), ParseError> {
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| time::parse_flag(s, "--since", Bound::Lower, now))
+        .transpose()?;
+    let until = args
+        .until
+        .as_deref()
+        .map(|s| time::parse_flag(s, "--until", Bound::Upper, now))
+        .transpose()?;
+    if let (Some(since), Some(until), Some(text)) = (since, until, &args.until)
+        && until < since
+    {
+        return Err(ParseError::new("--until", text, "it is before `--since`"));
+    }
+    Ok((since, until))
+}
+
+/// The seed flags with `--since` and `--until` written as the absolute RFC 3339 times they
+/// mean now: what an incident stores, so that a later verification traces the same window
+/// however long after it runs.
+pub fn resolve_times(args: &SeedArgs, now: Micros) -> Result<SeedArgs, ParseError> {
+    let (since, until) = window_of(args, now)?;
+    let mut resolved = args.clone();
+    resolved.since = since.map(time::format);
+    resolved.until = until.map(time::format);
+    Ok(resolved)
 }
 
 fn parse_pipeline(name: &str, window: Window) -> Result<PipelineSeed, ParseError> {
@@ -325,8 +347,8 @@ mod tests {
             ..args()
         })
         .unwrap();
-        let since = parse_rfc3339("2026-03-01T00:00:00Z", "t").unwrap();
-        let until = parse_rfc3339("2026-03-02T00:00:00Z", "t").unwrap();
+        let since = time::parse_rfc3339("2026-03-01T00:00:00Z", "t").unwrap();
+        let until = time::parse_rfc3339("2026-03-02T00:00:00Z", "t").unwrap();
         let window = Window {
             since: Some(since),
             until: Some(until),
@@ -442,5 +464,45 @@ mod tests {
         assert_eq!(seeds.mounts[1].candidates(), ["/pip", "pip"]);
         assert_eq!(seeds.mounts[2].id, "c:d");
         assert_eq!(seeds.mounts[2].candidates(), ["c:d"]);
+    }
+
+    /// A window given as a duration is stored as the absolute times it meant when resolved,
+    /// so tracing the stored seeds later reads the same window.
+    #[test]
+    fn resolved_times_are_absolute_and_trace_the_same_window() {
+        let now = time::parse_rfc3339("2026-11-08T12:00:00Z", "t").unwrap();
+        let given = SeedArgs {
+            pipeline: vec!["web".into()],
+            since: Some("3d".into()),
+            until: Some("2026-11-07".into()),
+            ..args()
+        };
+        let stored = resolve_times(&given, now).unwrap();
+        assert_eq!(stored.since.as_deref(), Some("2026-11-05T12:00:00Z"));
+        assert_eq!(stored.until.as_deref(), Some("2026-11-07T23:59:59.999999Z"));
+        let a_week_later = now + 7 * 86_400_000_000;
+        assert_eq!(
+            Seeds::from_args_at(&stored, a_week_later)
+                .unwrap()
+                .pipelines,
+            Seeds::from_args_at(&given, now).unwrap().pipelines
+        );
+    }
+
+    /// `--until` before `--since` is refused whatever forms they take.
+    #[test]
+    fn until_before_since_is_refused_across_forms() {
+        let now = time::parse_rfc3339("2026-11-08T12:00:00Z", "t").unwrap();
+        let err = resolve_times(
+            &SeedArgs {
+                pipeline: vec!["web".into()],
+                since: Some("2026-11-08".into()),
+                until: Some("2d".into()),
+                ..args()
+            },
+            now,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("before `--since`"), "{err}");
     }
 }
