@@ -23,6 +23,7 @@ mod containment;
 mod facts;
 mod incident;
 mod index;
+mod ls;
 mod read;
 mod sweep;
 mod write;
@@ -31,6 +32,7 @@ pub use audit::{StoredFinding, TagSighting};
 pub use containment::{Contained, OverrideRow, VerificationRow};
 pub use incident::{Acceptance, ActionRow, Finished, IncidentRow};
 pub use index::{SourceSummary, TraceSource};
+pub use ls::{BuilderItem, IncidentItem, ListFilter, MountItem, PipelineItem, RunItem};
 
 pub use read::{ExportError, ExportItem};
 pub use sweep::SweepKinds;
