@@ -57,6 +57,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Find everything downstream of a compromised pipeline, run, cache, mount, builder or image.
     Trace(TraceArgs),
+    /// List recorded pipelines, runs, builders or mounts, or incidents, newest first.
+    Ls(LsArgs),
     /// Check references against open incidents (for CI steps that do not use `wrap`).
     Check(CheckArgs),
     /// Open, purge, inspect and report incidents.
@@ -252,6 +254,58 @@ pub struct TraceArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: TraceFormat,
+}
+
+/// What `ls` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LsKind {
+    /// Pipelines: project, trust ceiling, runs, first and last run.
+    Pipelines,
+    /// Runs by start, as `trace --run` names them: builder, times, status, trust level.
+    Runs,
+    /// Builders: runs, records, last seen.
+    Builders,
+    /// Mount caches as `BUILDER:ID`: runs that wrote and read them, last write, last purge.
+    Mounts,
+    /// Incidents: status, when opened, actions done, pending and failed.
+    Incidents,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// What to list.
+    #[arg(value_enum, value_name = "WHAT")]
+    pub what: LsKind,
+    /// Only this pipeline's runs, and the builders and mounts they used.
+    #[arg(long, value_name = "NAME")]
+    pub pipeline: Option<String>,
+    /// Only runs on this builder, and its mounts.
+    #[arg(long, value_name = "NAME")]
+    pub builder: Option<String>,
+    /// Only runs that started (mount uses, incidents opened) at or after this: an RFC 3339
+    /// time, a UTC date (its midnight) or a duration before now (`3d`, `12h`, `30m`, `2w`).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only those at or before this: an RFC 3339 time, a UTC date (through its last
+    /// microsecond) or a duration before now.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// At most this many rows, newest first (0 for all); says on stderr when more matched.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub limit: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: LsFormat,
+}
+
+/// Output formats of `ls`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LsFormat {
+    /// A table for people.
+    #[default]
+    Text,
+    /// JSON, shape in `schema/ls.schema.json`.
+    Json,
 }
 
 #[derive(Debug, Args)]

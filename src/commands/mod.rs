@@ -19,6 +19,7 @@ mod db;
 mod export;
 mod import;
 mod incident;
+mod ls;
 mod mark_purged;
 pub mod record;
 mod sweep;
@@ -34,6 +35,7 @@ pub async fn dispatch(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Import(args) => import::import(&args, &db, &config, printer),
         Command::Export(args) => export::export(&args, &db),
         Command::Trace(args) => trace::trace(&args, &db, printer),
+        Command::Ls(args) => ls::ls(&args, &db, printer),
         Command::Check(args) => check::check(&args, &db, &config, printer).await,
         Command::Incident(command) => incident::incident(command, &db, &config, printer).await,
         Command::MarkPurged(args) => mark_purged::mark_purged(&args, &db, &config, printer),
