@@ -8,6 +8,9 @@ const SHOWN: usize = 3;
 /// How alike (Jaro-Winkler, 0 to 1) a name must be to be suggested, unless one holds the other.
 const ALIKE: f64 = 0.8;
 
+/// How far below the best a suggestion may score.
+const NEAR_BEST: f64 = 0.03;
+
 /// The candidates closest to `query`, best first, at most three: those alike enough, or that
 /// hold it or are held by it (`forks` for `forks-pr`). `query` itself is never suggested.
 pub fn closest<'a>(query: &str, candidates: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
@@ -26,7 +29,15 @@ pub fn closest<'a>(query: &str, candidates: impl IntoIterator<Item = &'a str>) -
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
     scored.dedup_by(|a, b| a.1 == b.1);
-    scored.into_iter().take(SHOWN).map(|(_, c)| c).collect()
+    // Names that share a long prefix (`registry/repo:...`) all score high: only those about as
+    // close as the best are worth reading.
+    let best = scored.first().map_or(0.0, |s| s.0);
+    scored
+        .into_iter()
+        .take_while(|s| s.0 >= best - NEAR_BEST)
+        .take(SHOWN)
+        .map(|(_, c)| c)
+        .collect()
 }
 
 /// `; did you mean `a`, `b` or `c`?`, each name escaped, or nothing when there is none.
@@ -56,6 +67,20 @@ mod tests {
         let names = ["web-release", "api-release", "docs"];
         assert_eq!(closest("web-relase", names)[0], "web-release");
         assert!(closest("zzzz", names).is_empty());
+    }
+
+    /// Among names sharing a long prefix, only those about as close as the best are offered.
+    #[test]
+    fn only_names_near_the_best_are_offered() {
+        let names = [
+            "registry.acme.dev/web/cache:main",
+            "registry.acme.dev/web:100",
+            "registry.acme.dev/web:101",
+        ];
+        assert_eq!(
+            closest("registry.acme.dev/web/cache:mian", names),
+            ["registry.acme.dev/web/cache:main"]
+        );
     }
 
     /// At most three names, best first, each escaped: a recorded name cannot forge output.

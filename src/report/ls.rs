@@ -72,7 +72,14 @@ fn opt(value: Option<&str>) -> String {
 pub fn text(listing: &Listing) -> String {
     let (header, rows): (&[&str], Vec<Vec<String>>) = match listing {
         Listing::Pipelines(items) => (
-            &["PIPELINE", "PROJECT", "TRUST", "RUNS", "FIRST RUN", "LAST RUN"],
+            &[
+                "PIPELINE",
+                "PROJECT",
+                "TRUST",
+                "RUNS",
+                "FIRST RUN",
+                "LAST RUN",
+            ],
             items
                 .iter()
                 .map(|p| {
@@ -89,7 +96,13 @@ pub fn text(listing: &Listing) -> String {
         ),
         Listing::Runs(items) => (
             &[
-                "RUN", "BUILDER", "STARTED", "FINISHED", "STATUS", "TRUST", "TRUNCATED",
+                "RUN",
+                "BUILDER",
+                "STARTED",
+                "FINISHED",
+                "STATUS",
+                "TRUST",
+                "TRUNCATED",
             ],
             items
                 .iter()
@@ -136,7 +149,9 @@ pub fn text(listing: &Listing) -> String {
                 .collect(),
         ),
         Listing::Incidents(items) => (
-            &["ID", "STATUS", "OPENED", "DONE", "PENDING", "FAILED", "TITLE"],
+            &[
+                "ID", "STATUS", "OPENED", "DONE", "PENDING", "FAILED", "TITLE",
+            ],
             items
                 .iter()
                 .map(|i| {
@@ -246,7 +261,10 @@ mod tests {
         }]);
         let out = text(&listing);
         assert_eq!(out.lines().count(), 2, "{out}");
-        assert!(out.contains("evil\\nci-1") && out.contains("\\x1b[2J"), "{out}");
+        assert!(
+            out.contains("evil\\nci-1") && out.contains("\\x1b[2J"),
+            "{out}"
+        );
     }
 
     /// Columns line up, and an empty list says so.
