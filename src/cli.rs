@@ -21,7 +21,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Options every command takes, shown under their own heading.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// The provenance database [default: $XDG_DATA_HOME/cachewarden/cachewarden.db]
     #[arg(long, global = true, env = "CACHEWARDEN_DB", value_name = "PATH")]
@@ -90,8 +92,10 @@ pub enum OutputFormat {
     Json,
 }
 
+/// What a build says about its run: read by `record` and by `wrap`, which also reads the build
+/// command itself.
 #[derive(Debug, Clone, Default, Args)]
-pub struct RecordArgs {
+pub struct RunArgs {
     /// The pipeline (CI workflow or project pipeline) [default: from the CI environment]
     #[arg(long, value_name = "NAME")]
     pub pipeline: Option<String>,
@@ -121,15 +125,6 @@ pub struct RecordArgs {
     /// The git ref that was built.
     #[arg(long, value_name = "REF")]
     pub git_ref: Option<String>,
-    /// When the build started (RFC 3339) [default: the finish time]
-    #[arg(long, value_name = "TIME")]
-    pub started_at: Option<String>,
-    /// When the build finished (RFC 3339) [default: now]
-    #[arg(long, value_name = "TIME")]
-    pub finished_at: Option<String>,
-    /// The build's outcome.
-    #[arg(long, value_enum, default_value_t = RunStatus::Succeeded)]
-    pub status: RunStatus,
     /// A cache the build imported, in any form buildx accepts.
     #[arg(long, value_name = "REF")]
     pub cache_from: Vec<String>,
@@ -154,6 +149,21 @@ pub struct RecordArgs {
     /// A build argument, as given to the build: `KEY=VALUE`.
     #[arg(long, value_name = "KEY=VALUE")]
     pub build_arg: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// When the build started (RFC 3339) [default: the finish time]
+    #[arg(long, value_name = "TIME")]
+    pub started_at: Option<String>,
+    /// When the build finished (RFC 3339) [default: now]
+    #[arg(long, value_name = "TIME")]
+    pub finished_at: Option<String>,
+    /// The build's outcome.
+    #[arg(long, value_enum, default_value_t = RunStatus::Succeeded)]
+    pub status: RunStatus,
     /// The JSON that `docker buildx build --metadata-file` wrote.
     #[arg(long, value_name = "PATH")]
     pub metadata_file: Option<PathBuf>,
@@ -165,10 +175,13 @@ pub struct RecordArgs {
     pub format: OutputFormat,
 }
 
+/// `wrap` takes only what it reads: it measures the times and the outcome itself, reads the
+/// metadata file it asks the build for, and pins inputs on its own, so `record`'s `--status`,
+/// `--started-at`, `--finished-at`, `--metadata-file`, `--resolve` and `--format` are refused.
 #[derive(Debug, Args)]
 pub struct WrapArgs {
     #[command(flatten)]
-    pub record: RecordArgs,
+    pub run: RunArgs,
     /// Run the build even though a cache or base image it uses is tainted in an open incident.
     #[arg(long)]
     pub allow_tainted: bool,
