@@ -155,10 +155,11 @@ pub struct RunArgs {
 pub struct RecordArgs {
     #[command(flatten)]
     pub run: RunArgs,
-    /// When the build started (RFC 3339) [default: the finish time]
+    /// When the build started: an RFC 3339 time or a duration before now (`5m`) [default: the
+    /// finish time]
     #[arg(long, value_name = "TIME")]
     pub started_at: Option<String>,
-    /// When the build finished (RFC 3339) [default: now]
+    /// When the build finished: an RFC 3339 time or a duration before now [default: now]
     #[arg(long, value_name = "TIME")]
     pub finished_at: Option<String>,
     /// The build's outcome.

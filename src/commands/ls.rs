@@ -32,9 +32,12 @@ pub fn ls(args: &LsArgs, db: &Path, printer: Printer) -> Result<ExitStatus> {
     let truncated = limit.is_some_and(|n| listing.len() as u64 > n);
     if let Some(n) = limit.filter(|_| truncated) {
         listing.truncate(usize::try_from(n).unwrap_or(usize::MAX));
+        let what = match n {
+            1 => listing.name().trim_end_matches('s'),
+            _ => listing.name(),
+        };
         printer.warn(format!(
-            "showing the newest {n} {}; more match (`--limit 0` lists all, or narrow with --since, --until, --pipeline or --builder)",
-            listing.name()
+            "showing the newest {n} {what}; more match (`--limit 0` lists all, or narrow with --since, --until, --pipeline or --builder)"
         ));
     }
     let out = match args.format {

@@ -121,12 +121,13 @@ pub fn build_record(
     let (started_at, finished_at) = match measured {
         Some(times) => times,
         None => {
+            let now = time::now();
             let finished = match &args.finished_at {
-                Some(t) => time::parse_rfc3339(t, "--finished-at")?,
-                None => time::now(),
+                Some(t) => time::parse_flag(t, "--finished-at", time::Bound::Point, now)?,
+                None => now,
             };
             let started = match &args.started_at {
-                Some(t) => time::parse_rfc3339(t, "--started-at")?,
+                Some(t) => time::parse_flag(t, "--started-at", time::Bound::Point, now)?,
                 None => finished,
             };
             if started > finished {

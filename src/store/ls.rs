@@ -209,25 +209,27 @@ impl Store {
     }
 
     pub fn ls_mounts(&self, f: &ListFilter) -> Result<Vec<MountItem>, StoreError> {
-        let sql = "WITH uses AS (
-                       SELECT e.target AS mount, e.kind AS kind, count(*) AS n, max(e.at) AS last
-                       FROM events e
-                       JOIN runs r ON r.id = e.run_id
-                       WHERE e.kind IN ('read_mount', 'wrote_mount')
-                         AND (?1 IS NULL OR r.pipeline_id = (SELECT id FROM pipelines WHERE name = ?1))
-                         AND (?3 IS NULL OR e.at >= ?3)
-                         AND (?4 IS NULL OR e.at <= ?4)
-                       GROUP BY e.target, e.kind)
-                   SELECT b.name, m.mount_id,
-                          coalesce((SELECT n FROM uses WHERE mount = m.id AND kind = 'wrote_mount'), 0),
-                          coalesce((SELECT n FROM uses WHERE mount = m.id AND kind = 'read_mount'), 0),
-                          (SELECT last FROM uses WHERE mount = m.id AND kind = 'wrote_mount'),
-                          (SELECT max(pu.at) FROM purges pu WHERE pu.kind = 'mount' AND pu.mount = m.id),
-                          (SELECT max(last) FROM uses WHERE mount = m.id) AS last_use
+        // Each run uses a mount at most once per kind (events are unique by run, kind and
+        // target), so counting events counts runs.
+        let sql = "SELECT b.name, m.mount_id,
+                          count(CASE WHEN e.kind = 'wrote_mount' THEN 1 END),
+                          count(CASE WHEN e.kind = 'read_mount' THEN 1 END),
+                          max(CASE WHEN e.kind = 'wrote_mount' THEN e.at END),
+                          (SELECT max(pu.at) FROM purges pu
+                           WHERE pu.kind = 'mount' AND pu.mount = m.id),
+                          max(e.at) AS last_use
                    FROM mounts m
                    JOIN builders b ON b.id = m.builder_id
-                   WHERE (?2 IS NULL OR b.name = ?2)
-                     AND (NOT ?5 OR EXISTS (SELECT 1 FROM uses WHERE mount = m.id))
+                   LEFT JOIN events e ON e.kind IN ('read_mount', 'wrote_mount')
+                        AND e.target = m.id
+                        AND (?3 IS NULL OR e.at >= ?3)
+                        AND (?4 IS NULL OR e.at <= ?4)
+                        AND (?1 IS NULL OR e.run_id IN (
+                            SELECT r.id FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
+                            WHERE p.name = ?1))
+                   WHERE ?2 IS NULL OR b.name = ?2
+                   GROUP BY m.id
+                   HAVING NOT ?5 OR count(e.id) > 0
                    ORDER BY last_use DESC NULLS LAST, b.name, m.mount_id, m.id
                    LIMIT ?6";
         let narrows = f.pipeline.is_some() || f.since.is_some() || f.until.is_some();

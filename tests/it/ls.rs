@@ -290,9 +290,35 @@ fn time_flags_take_dates_and_durations() {
             assert!(err.contains(example), "{err}");
         }
     }
+    ok(env.cmd().args([
+        "record",
+        "--pipeline",
+        "docs",
+        "--run",
+        "10-1",
+        "--builder",
+        "ci-1",
+        "--started-at",
+        "10m",
+        "--finished-at",
+        "5m",
+    ]));
+    let out = run(
+        &env,
+        &[
+            "record",
+            "--pipeline",
+            "docs",
+            "--run",
+            "11-1",
+            "--finished-at",
+            "2026-11-30",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     ok(env
         .cmd()
-        .args(["mark-purged", "--builder", "ci-1", "--at", "2h"]));
+        .args(["mark-purged", "--builder", "ci-1", "--at", "1m"]));
     let out = run(
         &env,
         &["mark-purged", "--builder", "ci-1", "--at", "2026-11-30"],
