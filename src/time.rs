@@ -27,8 +27,8 @@ pub enum Bound {
     Lower,
     /// `--until`: a date is the last microsecond of that UTC day (the next midnight excluded).
     Upper,
-    /// A point in time (`mark-purged --at`): a date alone is refused, because the day's
-    /// midnight would claim a purge earlier than it happened.
+    /// A point in time (`mark-purged --at`, `record --started-at`): a date alone is refused,
+    /// because the day's midnight would claim a purge earlier than it happened.
     Point,
 }
 
