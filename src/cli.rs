@@ -151,6 +151,7 @@ pub struct RunArgs {
     pub build_arg: Vec<String>,
 }
 
+/// `record`'s flags: the run, and what a hook that runs after the build must say itself.
 #[derive(Debug, Clone, Default, Args)]
 pub struct RecordArgs {
     #[command(flatten)]

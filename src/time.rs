@@ -32,9 +32,13 @@ pub enum Bound {
     Point,
 }
 
-/// The forms a time flag accepts, for error messages.
+/// The forms a bound (`--since`, `--until`) accepts, for error messages.
 pub const TIME_FORMS: &str = "expected an RFC 3339 time (`2026-11-01T09:30:00Z`), a UTC date \
 (`2026-11-01`) or a duration before now (`3d`, `12h`, `30m`, `2w`)";
+
+/// The forms a point in time accepts, for error messages.
+pub const POINT_FORMS: &str = "expected an RFC 3339 time (`2026-11-01T09:30:00Z`) or a duration \
+before now (`30m`, `12h`, `3d`)";
 
 /// Parses a time flag: RFC 3339, a date (`YYYY-MM-DD`, UTC) or a duration before `now`
 /// (`3d`, `12h`, `30m`, `2w`, or combined as `1w2d`), resolved to an absolute time. `what`
@@ -73,7 +77,10 @@ pub fn parse_flag(
         let ago = Micros::try_from(ago.as_micros()).map_err(|_| err("too long ago"))?;
         return now.checked_sub(ago).ok_or_else(|| err("too long ago"));
     }
-    Err(err(TIME_FORMS))
+    Err(err(match bound {
+        Bound::Point => POINT_FORMS,
+        Bound::Lower | Bound::Upper => TIME_FORMS,
+    }))
 }
 
 /// Formats a time as RFC 3339 UTC, with sub-second digits only when they are not zero.
@@ -258,6 +265,19 @@ mod tests {
             }
             assert!(!err.contains('\n'), "{err}");
         }
+    }
+
+    /// A point in time does not offer the date form it refuses.
+    #[test]
+    fn point_refusals_show_the_point_forms() {
+        let err = parse_flag("soon", "--at", Bound::Point, NOW)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`2026-11-01T09:30:00Z`") && err.contains("`30m`"),
+            "{err}"
+        );
+        assert!(!err.contains("`2026-11-01`"), "{err}");
     }
 
     /// A duration longer than the epoch allows is refused, not wrapped.
