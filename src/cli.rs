@@ -561,10 +561,10 @@ pub struct SweepArgs {
 pub enum DbCommand {
     /// Upgrade an existing store to this cachewarden's schema, saying from which version.
     ///
-    /// Read commands (`trace`, `export`, `check`, `incident list`, `show` and `report`) never
-    /// migrate: they refuse an older store with exit 3 (`check`, which fails closed, with 5).
-    /// Commands that write migrate it as they open it. Older cachewarden hooks refuse a store
-    /// once it is migrated: upgrade them first.
+    /// Read commands (`trace`, `ls`, `export`, `check`, `incident list`, `show` and `report`)
+    /// never migrate: they refuse an older store with exit 3 (`check`, which fails closed,
+    /// with 5). Commands that write migrate it as they open it. Older cachewarden hooks refuse
+    /// a store once it is migrated: upgrade them first.
     Migrate,
 }
 
