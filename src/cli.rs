@@ -21,7 +21,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Options every command takes, shown under their own heading.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// The provenance database [default: $XDG_DATA_HOME/cachewarden/cachewarden.db]
     #[arg(long, global = true, env = "CACHEWARDEN_DB", value_name = "PATH")]
@@ -57,6 +59,8 @@ pub enum Command {
     Export(ExportArgs),
     /// Find everything downstream of a compromised pipeline, run, cache, mount, builder or image.
     Trace(TraceArgs),
+    /// List recorded pipelines, runs, builders or mounts, or incidents, newest first.
+    Ls(LsArgs),
     /// Check references against open incidents (for CI steps that do not use `wrap`).
     Check(CheckArgs),
     /// Open, purge, inspect and report incidents.
@@ -88,8 +92,10 @@ pub enum OutputFormat {
     Json,
 }
 
+/// What a build says about its run: read by `record` and by `wrap`, which also reads the build
+/// command itself.
 #[derive(Debug, Clone, Default, Args)]
-pub struct RecordArgs {
+pub struct RunArgs {
     /// The pipeline (CI workflow or project pipeline) [default: from the CI environment]
     #[arg(long, value_name = "NAME")]
     pub pipeline: Option<String>,
@@ -119,15 +125,6 @@ pub struct RecordArgs {
     /// The git ref that was built.
     #[arg(long, value_name = "REF")]
     pub git_ref: Option<String>,
-    /// When the build started (RFC 3339) [default: the finish time]
-    #[arg(long, value_name = "TIME")]
-    pub started_at: Option<String>,
-    /// When the build finished (RFC 3339) [default: now]
-    #[arg(long, value_name = "TIME")]
-    pub finished_at: Option<String>,
-    /// The build's outcome.
-    #[arg(long, value_enum, default_value_t = RunStatus::Succeeded)]
-    pub status: RunStatus,
     /// A cache the build imported, in any form buildx accepts.
     #[arg(long, value_name = "REF")]
     pub cache_from: Vec<String>,
@@ -152,6 +149,23 @@ pub struct RecordArgs {
     /// A build argument, as given to the build: `KEY=VALUE`.
     #[arg(long, value_name = "KEY=VALUE")]
     pub build_arg: Vec<String>,
+}
+
+/// `record`'s flags: the run, and what a hook that runs after the build must say itself.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// When the build started: an RFC 3339 time or a duration before now (`5m`) [default: the
+    /// finish time]
+    #[arg(long, value_name = "TIME")]
+    pub started_at: Option<String>,
+    /// When the build finished: an RFC 3339 time or a duration before now [default: now]
+    #[arg(long, value_name = "TIME")]
+    pub finished_at: Option<String>,
+    /// The build's outcome.
+    #[arg(long, value_enum, default_value_t = RunStatus::Succeeded)]
+    pub status: RunStatus,
     /// The JSON that `docker buildx build --metadata-file` wrote.
     #[arg(long, value_name = "PATH")]
     pub metadata_file: Option<PathBuf>,
@@ -163,10 +177,13 @@ pub struct RecordArgs {
     pub format: OutputFormat,
 }
 
+/// `wrap` takes only what it reads: it measures the times and the outcome itself, reads the
+/// metadata file it asks the build for, and pins inputs on its own, so `record`'s `--status`,
+/// `--started-at`, `--finished-at`, `--metadata-file`, `--resolve` and `--format` are refused.
 #[derive(Debug, Args)]
 pub struct WrapArgs {
     #[command(flatten)]
-    pub record: RecordArgs,
+    pub run: RunArgs,
     /// Run the build even though a cache or base image it uses is tainted in an open incident.
     #[arg(long)]
     pub allow_tainted: bool,
@@ -226,10 +243,12 @@ pub struct SeedArgs {
     /// An image by digest: `REF@DIGEST`.
     #[arg(long, value_name = "REF@DIGEST")]
     pub image: Vec<String>,
-    /// Lower bound (RFC 3339, inclusive) of the seed window.
+    /// Lower bound (inclusive) of the seed window: an RFC 3339 time, a UTC date (its
+    /// midnight) or a duration before now (`3d`, `12h`, `30m`, `2w`).
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
-    /// Upper bound (RFC 3339, inclusive) of the seed window.
+    /// Upper bound (inclusive) of the seed window: an RFC 3339 time, a UTC date (through its
+    /// last microsecond) or a duration before now.
     #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
 }
@@ -250,6 +269,58 @@ pub struct TraceArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: TraceFormat,
+}
+
+/// What `ls` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LsKind {
+    /// Pipelines: project, trust ceiling, runs, first and last run.
+    Pipelines,
+    /// Runs by start, as `trace --run` names them: builder, times, status, trust level.
+    Runs,
+    /// Builders: runs, records, last seen.
+    Builders,
+    /// Mount caches as `BUILDER:ID`: runs that wrote and read them, last write, last purge.
+    Mounts,
+    /// Incidents: status, when opened, actions done, pending and failed.
+    Incidents,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// What to list.
+    #[arg(value_enum, value_name = "WHAT")]
+    pub what: LsKind,
+    /// Only this pipeline's runs, and the builders and mounts they used.
+    #[arg(long, value_name = "NAME")]
+    pub pipeline: Option<String>,
+    /// Only runs on this builder, and its mounts.
+    #[arg(long, value_name = "NAME")]
+    pub builder: Option<String>,
+    /// Only runs that started (mount uses, incidents opened) at or after this: an RFC 3339
+    /// time, a UTC date (its midnight) or a duration before now (`3d`, `12h`, `30m`, `2w`).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only those at or before this: an RFC 3339 time, a UTC date (through its last
+    /// microsecond) or a duration before now.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// At most this many rows, newest first (0 for all); says on stderr when more matched.
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub limit: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: LsFormat,
+}
+
+/// Output formats of `ls`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LsFormat {
+    /// A table for people.
+    #[default]
+    Text,
+    /// JSON, shape in `schema/ls.schema.json`.
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -420,8 +491,9 @@ pub struct MarkPurgedArgs {
     /// The mount id that was emptied; without it, the builder's whole cache was pruned.
     #[arg(long, value_name = "ID")]
     pub mount: Option<String>,
-    /// When it happened (RFC 3339) [default: now]. A time in the future is refused; one
-    /// before the last recorded use of what it cleans needs `--force`.
+    /// When it happened: an RFC 3339 time or a duration before now (`2h`) [default: now]. A
+    /// time in the future is refused; one before the last recorded use of what it cleans needs
+    /// `--force`.
     #[arg(long, value_name = "TIME")]
     pub at: Option<String>,
     /// Record a purge time before the last recorded use: an honest late entry, shown as
@@ -489,10 +561,10 @@ pub struct SweepArgs {
 pub enum DbCommand {
     /// Upgrade an existing store to this cachewarden's schema, saying from which version.
     ///
-    /// Read commands (`trace`, `export`, `check`, `incident list`, `show` and `report`) never
-    /// migrate: they refuse an older store with exit 3 (`check`, which fails closed, with 5).
-    /// Commands that write migrate it as they open it. Older cachewarden hooks refuse a store
-    /// once it is migrated: upgrade them first.
+    /// Read commands (`trace`, `ls`, `export`, `check`, `incident list`, `show` and `report`)
+    /// never migrate: they refuse an older store with exit 3 (`check`, which fails closed,
+    /// with 5). Commands that write migrate it as they open it. Older cachewarden hooks refuse
+    /// a store once it is migrated: upgrade them first.
     Migrate,
 }
 

@@ -19,6 +19,7 @@ pub mod purge;
 pub mod remote;
 pub mod report;
 pub mod store;
+pub mod suggest;
 pub mod sweep;
 pub mod time;
 pub mod wire;

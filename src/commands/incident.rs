@@ -128,7 +128,10 @@ fn open(
         .from_audit
         .map(|id| super::audit::incident_seed(&store, id, config))
         .transpose()?;
-    let mut seeds = super::trace::seed_spec(&args.seeds);
+    // Durations and dates become absolute times once, here: the stored seeds then name the
+    // same window for every later verification.
+    let mut seeds =
+        crate::graph::seeds::resolve_times(&super::trace::seed_spec(&args.seeds), time::now())?;
     seeds
         .cache_refs
         .extend(audit_seed.as_ref().map(|s| s.cache_ref.clone()));

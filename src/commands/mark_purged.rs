@@ -27,7 +27,7 @@ pub fn mark_purged(
 ) -> Result<ExitStatus> {
     let now = time::now();
     let at = match &args.at {
-        Some(t) => time::parse_rfc3339(t, "--at")?,
+        Some(t) => time::parse_flag(t, "--at", time::Bound::Point, now)?,
         None => now,
     };
     let skew = Micros::try_from(config.purge.clock_skew_seconds)

@@ -20,6 +20,7 @@ mod export;
 mod import;
 mod incident;
 mod journal;
+mod ls;
 mod mark_purged;
 pub mod record;
 mod sweep;
@@ -35,6 +36,7 @@ pub async fn dispatch(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Import(args) => import::import(&args, &db, &config, printer),
         Command::Export(args) => export::export(&args, &db),
         Command::Trace(args) => trace::trace(&args, &db, printer),
+        Command::Ls(args) => ls::ls(&args, &db, printer),
         Command::Check(args) => check::check(&args, &db, &config, printer).await,
         Command::Incident(command) => incident::incident(command, &db, &config, printer).await,
         Command::MarkPurged(args) => mark_purged::mark_purged(&args, &db, &config, printer),

@@ -82,7 +82,7 @@ pub fn build_record(
 ) -> Result<RunRecord> {
     let ci = ci::detect(var);
     let ci = ci.as_ref();
-    let pipeline = args.pipeline.clone().or_else(|| ci.and_then(|c| c.pipeline.clone())).ok_or_else(|| {
+    let pipeline = args.run.pipeline.clone().or_else(|| ci.and_then(|c| c.pipeline.clone())).ok_or_else(|| {
         InputError::invalid(
             "no pipeline: pass --pipeline, or run inside GitHub Actions, GitLab CI, Buildkite, Jenkins or CircleCI",
         )
@@ -91,6 +91,7 @@ pub fn build_record(
         return Err(ParseError::new("--pipeline", &pipeline, "must not be empty").into());
     }
     let run_id = args
+        .run
         .run_id
         .clone()
         .or_else(|| ci.and_then(|c| c.run_id.clone()))
@@ -103,7 +104,7 @@ pub fn build_record(
         );
     }
 
-    if let Some(level) = &args.trust_level
+    if let Some(level) = &args.run.trust_level
         && config.trust_rank(level).is_none()
     {
         return Err(ParseError::new(
@@ -120,12 +121,13 @@ pub fn build_record(
     let (started_at, finished_at) = match measured {
         Some(times) => times,
         None => {
+            let now = time::now();
             let finished = match &args.finished_at {
-                Some(t) => time::parse_rfc3339(t, "--finished-at")?,
-                None => time::now(),
+                Some(t) => time::parse_flag(t, "--finished-at", time::Bound::Point, now)?,
+                None => now,
             };
             let started = match &args.started_at {
-                Some(t) => time::parse_rfc3339(t, "--started-at")?,
+                Some(t) => time::parse_flag(t, "--started-at", time::Bound::Point, now)?,
                 None => finished,
             };
             if started > finished {
@@ -140,14 +142,14 @@ pub fn build_record(
         }
     };
 
-    let build_args = parse_build_args(&args.build_arg)?;
+    let build_args = parse_build_args(&args.run.build_arg)?;
     let namespace = build_args
         .get("BUILDKIT_CACHE_MOUNT_NS")
         .cloned()
         .unwrap_or_default();
 
     let builder = builder::derive(
-        args.builder.as_deref(),
+        args.run.builder.as_deref(),
         var,
         &builder::hostname(),
         builder::current_context().as_deref(),
@@ -159,7 +161,7 @@ pub fn build_record(
             endpoint: Some(configured.endpoint.clone()),
         },
         None => crate::model::BuilderInfo {
-            driver: args.driver.or(builder.driver),
+            driver: args.run.driver.or(builder.driver),
             ..builder
         },
     };
@@ -168,6 +170,7 @@ pub fn build_record(
         pipeline: PipelineInfo {
             name: pipeline,
             project: args
+                .run
                 .project
                 .clone()
                 .or_else(|| ci.and_then(|c| c.project.clone())),
@@ -177,10 +180,12 @@ pub fn build_record(
         run_id,
         step: String::new(),
         commit: args
+            .run
             .commit
             .clone()
             .or_else(|| ci.and_then(|c| c.commit.clone())),
         git_ref: args
+            .run
             .git_ref
             .clone()
             .or_else(|| ci.and_then(|c| c.git_ref.clone())),
@@ -197,32 +202,32 @@ pub fn build_record(
         truncated: false,
     };
 
-    for image in &args.image {
+    for image in &args.run.image {
         let reference = ImageRef::parse(image, "--image")?;
         push_unique(&mut record.produced, Artifact::registry(&reference));
     }
-    for base in &args.base_image {
+    for base in &args.run.base_image {
         let reference = ImageRef::parse(base, "--base-image")?;
         push_unique(&mut record.base_images, Artifact::registry(&reference));
     }
     let inline = carries_inline_cache(args);
-    for value in &args.cache_from {
+    for value in &args.run.cache_from {
         match cache_flag::parse(value, "--cache-from")? {
             CacheSpec::Inline => {}
             spec => push_unique(&mut record.imported, artifact_of_spec(&spec)?),
         }
     }
-    for value in &args.cache_to {
+    for value in &args.run.cache_to {
         match cache_flag::parse(value, "--cache-to")? {
             CacheSpec::Inline => {}
             spec => push_unique(&mut record.exported, artifact_of_spec(&spec)?),
         }
     }
-    for value in &args.mounts {
+    for value in &args.run.mounts {
         record.mounts.push(parse_mount_flag(value, &namespace)?);
     }
 
-    if let Some(path) = &args.dockerfile {
+    if let Some(path) = &args.run.dockerfile {
         let text = std::fs::read_to_string(path).map_err(|source| InputError::Read {
             path: path.display().to_string(),
             source,
@@ -231,7 +236,7 @@ pub fn build_record(
             &text,
             &path.display().to_string(),
             &build_args,
-            args.target.as_deref(),
+            args.run.target.as_deref(),
         )?;
         for base in &info.base_images {
             match ImageRef::parse(base, &format!("FROM in `{}`", path.display())) {
@@ -270,11 +275,11 @@ pub fn build_record(
         }
     }
 
-    record.step = match &args.step {
+    record.step = match &args.run.step {
         Some(step) => step.clone(),
         None => default_step(
-            args.dockerfile.as_deref(),
-            args.target.as_deref(),
+            args.run.dockerfile.as_deref(),
+            args.run.target.as_deref(),
             ci.and_then(|c| c.job.as_deref()),
         ),
     };
@@ -291,7 +296,7 @@ fn run_trust_level(
 ) -> Option<String> {
     match ci.and_then(|c| c.untrusted.as_ref()) {
         Some(_) => config.trust_levels().into_iter().next(),
-        None => args.trust_level.clone(),
+        None => args.run.trust_level.clone(),
     }
 }
 
@@ -304,7 +309,7 @@ pub fn trust_warning(
     let ci = ci::detect(var)?;
     let reason = ci.untrusted.as_ref()?;
     let lowest = config.trust_levels().into_iter().next()?;
-    let asked = args.trust_level.as_ref().filter(|l| **l != lowest)?;
+    let asked = args.run.trust_level.as_ref().filter(|l| **l != lowest)?;
     Some(format!(
         "{reason}: the run is untrusted, recorded at trust level `{lowest}`, not `{asked}`"
     ))
@@ -313,12 +318,12 @@ pub fn trust_warning(
 /// Whether the build exports inline cache: `--build-arg BUILDKIT_INLINE_CACHE=1` (or `true`),
 /// or `--cache-to type=inline`. Values that do not parse carry none.
 pub fn carries_inline_cache(args: &RecordArgs) -> bool {
-    let by_arg = parse_build_args(&args.build_arg)
+    let by_arg = parse_build_args(&args.run.build_arg)
         .ok()
         .and_then(|build_args| build_args.get(INLINE_CACHE_ARG).cloned())
         .is_some_and(|v| v == "1" || v == "true");
     by_arg
-        || args.cache_to.iter().any(|value| {
+        || args.run.cache_to.iter().any(|value| {
             matches!(
                 cache_flag::parse(value, "--cache-to"),
                 Ok(CacheSpec::Inline)

@@ -11,10 +11,12 @@ use crate::ExitStatus;
 use crate::cli::{SeedArgs, TraceArgs, TraceFormat};
 use crate::commands::open_read_store;
 use crate::error::InputError;
-use crate::graph::{self, SeedSpec, Seeds, Source, TraceError, TraceOptions};
+use crate::graph::seeds::RunSeed;
+use crate::graph::{self, SeedSpec, Seeds, Source, TraceError, TraceOptions, Unknown};
 use crate::printer::Printer;
 use crate::report;
 use crate::store::{SourceSummary, Store, TraceSource};
+use crate::suggest;
 use crate::time::Rfc3339;
 
 /// The seed flags as the project's own seed type: what an incident stores, whatever the flags
@@ -193,9 +195,39 @@ pub(crate) fn run_trace(
         Ok((trace, source.summary()))
     })?;
     result.map_err(|err| match err {
-        TraceError::UnknownSeed(message) => InputError::invalid(message).into(),
+        TraceError::UnknownSeed(unknown) => {
+            // Suggestions are a help: a store that cannot give them does not hide the error.
+            let hint = suggestions(store, &unknown).unwrap_or_default();
+            InputError::invalid(format!("{unknown}{hint}")).into()
+        }
         TraceError::Source(err) => anyhow::Error::from(err),
     })
+}
+
+/// `; did you mean ...?` with the recorded names closest to an unknown seed, or nothing.
+pub(crate) fn suggestions(
+    store: &Store,
+    unknown: &Unknown,
+) -> Result<String, crate::store::StoreError> {
+    let (query, names) = match unknown {
+        Unknown::Pipeline(name) => (name.as_str(), store.pipeline_names()?),
+        Unknown::Builder(name) => (name.as_str(), store.builder_names()?),
+        Unknown::Mount { builder, id } => (id.as_str(), store.mount_ids(builder)?),
+        Unknown::Run(name) => {
+            let pipeline = RunSeed::parse(name)
+                .ok()
+                .and_then(|seed| seed.readings.first().map(|r| r.pipeline.clone()));
+            (name.as_str(), store.run_names(pipeline.as_deref())?)
+        }
+        Unknown::CacheRef { locator, tag } => {
+            let names = store.cache_ref_names(locator)?;
+            let query = format!("{locator}:{tag}");
+            let found = suggest::closest(&query, names.iter().map(String::as_str));
+            return Ok(suggest::did_you_mean(&found));
+        }
+    };
+    let found = suggest::closest(query, names.iter().map(String::as_str));
+    Ok(suggest::did_you_mean(&found))
 }
 
 #[cfg(test)]

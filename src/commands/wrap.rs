@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::ExitStatus;
-use crate::cli::{RecordArgs, WrapArgs};
+use crate::cli::{RecordArgs, RunArgs, WrapArgs};
 use crate::commands::record::{
     apply_metadata, artifact_of_spec, build_record, carries_inline_cache, reference_of,
     registry_hosts,
@@ -119,7 +119,7 @@ async fn wrap_build(
     };
     argv.splice(build.insert_at..build.insert_at, extra);
 
-    let record_args = merged_args(&args.record, &build);
+    let record_args = merged_args(&args.run, &build);
     let env = |name: &str| std::env::var(name).ok();
     // Everything that can be known before the build is settled first; a bad flag is an error
     // before anything runs.
@@ -366,7 +366,7 @@ fn unplanned_containment(
         ));
         return Ok(());
     }
-    match config.on_unavailable_for(args.record.pipeline.as_deref()) {
+    match config.on_unavailable_for(args.run.pipeline.as_deref()) {
         OnUnavailable::FailClosed => Err(RefusedError(format!(
             "refusing to build: the build cannot be planned, and {why} (`[containment] on_unavailable` is `fail-closed`; --allow-tainted builds anyway)"
         ))
@@ -405,32 +405,36 @@ fn contained_inputs(
     Ok((hits, Some(store)))
 }
 
-/// The record flags plus what the build command line says.
-fn merged_args(record: &RecordArgs, build: &BuildCommand) -> RecordArgs {
-    let mut args = record.clone();
-    args.cache_from.extend(build.cache_from.iter().cloned());
-    args.cache_to.extend(build.cache_to.iter().cloned());
-    args.image.extend(build.tags.iter().cloned());
-    args.build_arg.extend(build.build_args.iter().cloned());
-    if args.dockerfile.is_none() {
-        args.dockerfile = build.dockerfile().filter(|p| p.exists());
+/// The record of a wrapped build: its flags and what its command says. The times and the
+/// outcome are measured, so they are left at their defaults here.
+fn merged_args(run: &RunArgs, build: &BuildCommand) -> RecordArgs {
+    let mut args = RecordArgs {
+        run: run.clone(),
+        ..RecordArgs::default()
+    };
+    args.run.cache_from.extend(build.cache_from.iter().cloned());
+    args.run.cache_to.extend(build.cache_to.iter().cloned());
+    args.run.image.extend(build.tags.iter().cloned());
+    args.run.build_arg.extend(build.build_args.iter().cloned());
+    if args.run.dockerfile.is_none() {
+        args.run.dockerfile = build.dockerfile().filter(|p| p.exists());
     }
-    if args.target.is_none() {
-        args.target = build.target.clone();
+    if args.run.target.is_none() {
+        args.run.target = build.target.clone();
     }
     // buildx's `default` builder is the docker driver of the current context: the engine
     // the builder is derived from anyway.
-    if args.builder.is_none()
+    if args.run.builder.is_none()
         && let Some(name) = build
             .builder
             .as_ref()
             .filter(|name| *name != DEFAULT_BUILDX_BUILDER)
     {
-        args.builder = Some(format!("buildx:{name}@{}", builder_name::hostname()));
-        args.driver = args.driver.or(Some(Driver::DockerContainer));
+        args.run.builder = Some(format!("buildx:{name}@{}", builder_name::hostname()));
+        args.run.driver = args.run.driver.or(Some(Driver::DockerContainer));
     }
-    if args.step.is_none() && args.dockerfile.is_none() {
-        args.step = Some(crate::commands::record::default_step(
+    if args.run.step.is_none() && args.run.dockerfile.is_none() {
+        args.run.step = Some(crate::commands::record::default_step(
             build.file.as_deref(),
             build.target.as_deref(),
             None,
@@ -645,6 +649,7 @@ async fn resolve_cache_exports(
     printer: Printer,
 ) {
     let refs: Vec<Artifact> = args
+        .run
         .cache_to
         .iter()
         .filter_map(|value| match cache_flag::parse(value, "--cache-to") {
@@ -791,7 +796,7 @@ fn attach(
     let env = |name: &str| std::env::var(name).ok();
     let ci = ci::detect(&env);
     let pipeline = args
-        .record
+        .run
         .pipeline
         .clone()
         .or_else(|| ci.as_ref().and_then(|c| c.pipeline.clone()))
@@ -799,7 +804,7 @@ fn attach(
             InputError::invalid("no pipeline: pass --pipeline, or run inside a supported CI")
         })?;
     let run_id = args
-        .record
+        .run
         .run_id
         .clone()
         .or_else(|| ci.as_ref().and_then(|c| c.run_id.clone()))

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Digest, ImageRef, ParseError, RunKey, normalize_mount_id};
-use crate::time::{Micros, parse_rfc3339};
+use crate::time::{self, Bound, Micros};
 
 /// An inclusive time window; a missing bound is open.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -191,10 +191,15 @@ pub struct Seeds {
 }
 
 impl Seeds {
-    /// Validates the seeds. `--since`/`--until` bound the pipeline windows and the tag
-    /// windows; `--since` also starts seeded mounts and builders. Errors name the flag each
-    /// value is given with.
+    /// Validates the seeds, resolving times given as durations against the clock now.
     pub fn from_spec(args: &SeedSpec) -> Result<Self, ParseError> {
+        Self::from_spec_at(args, time::now())
+    }
+
+    /// Validates the seeds. `--since`/`--until` bound the pipeline windows and the tag
+    /// windows; `--since` also starts seeded mounts and builders. A duration is before `now`.
+    /// Errors name the flag each value is given with.
+    pub fn from_spec_at(args: &SeedSpec, now: Micros) -> Result<Self, ParseError> {
         if args.version != SEED_SPEC_VERSION {
             return Err(ParseError::new(
                 "seed version",
@@ -202,21 +207,7 @@ impl Seeds {
                 format!("this cachewarden reads version {SEED_SPEC_VERSION}"),
             ));
         }
-        let since = args
-            .since
-            .as_deref()
-            .map(|s| parse_rfc3339(s, "--since"))
-            .transpose()?;
-        let until = args
-            .until
-            .as_deref()
-            .map(|s| parse_rfc3339(s, "--until"))
-            .transpose()?;
-        if let (Some(since), Some(until), Some(text)) = (since, until, &args.until)
-            && until < since
-        {
-            return Err(ParseError::new("--until", text, "it is before `--since`"));
-        }
+        let (since, until) = window_of(args, now)?;
         let window = Window { since, until };
         let seeds = Self {
             pipelines: args
@@ -276,6 +267,37 @@ impl Seeds {
             && self.builders.is_empty()
             && self.images.is_empty()
     }
+}
+
+/// The seed window's bounds, each resolved to an absolute time.
+fn window_of(args: &SeedSpec, now: Micros) -> Result<(Option<Micros>, Option<Micros>), ParseError> {
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| time::parse_flag(s, "--since", Bound::Lower, now))
+        .transpose()?;
+    let until = args
+        .until
+        .as_deref()
+        .map(|s| time::parse_flag(s, "--until", Bound::Upper, now))
+        .transpose()?;
+    if let (Some(since), Some(until), Some(text)) = (since, until, &args.until)
+        && until < since
+    {
+        return Err(ParseError::new("--until", text, "it is before `--since`"));
+    }
+    Ok((since, until))
+}
+
+/// The seed flags with `--since` and `--until` written as the absolute RFC 3339 times they
+/// mean now: what an incident stores, so that a later verification traces the same window
+/// however long after it runs.
+pub fn resolve_times(args: &SeedSpec, now: Micros) -> Result<SeedSpec, ParseError> {
+    let (since, until) = window_of(args, now)?;
+    let mut resolved = args.clone();
+    resolved.since = since.map(time::format);
+    resolved.until = until.map(time::format);
+    Ok(resolved)
 }
 
 fn parse_pipeline(name: &str, window: Window) -> Result<PipelineSeed, ParseError> {
@@ -391,8 +413,8 @@ mod tests {
             ..args()
         })
         .unwrap();
-        let since = parse_rfc3339("2026-03-01T00:00:00Z", "t").unwrap();
-        let until = parse_rfc3339("2026-03-02T00:00:00Z", "t").unwrap();
+        let since = time::parse_rfc3339("2026-03-01T00:00:00Z", "t").unwrap();
+        let until = time::parse_rfc3339("2026-03-02T00:00:00Z", "t").unwrap();
         let window = Window {
             since: Some(since),
             until: Some(until),
@@ -534,5 +556,45 @@ mod tests {
             text.starts_with(r#"{"version":2,"pipelines":["web"]"#),
             "{text}"
         );
+    }
+
+    /// A window given as a duration is stored as the absolute times it meant when resolved,
+    /// so tracing the stored seeds later reads the same window.
+    #[test]
+    fn resolved_times_are_absolute_and_trace_the_same_window() {
+        let now = time::parse_rfc3339("2026-11-08T12:00:00Z", "t").unwrap();
+        let given = SeedSpec {
+            pipelines: vec!["web".into()],
+            since: Some("3d".into()),
+            until: Some("2026-11-07".into()),
+            ..args()
+        };
+        let stored = resolve_times(&given, now).unwrap();
+        assert_eq!(stored.since.as_deref(), Some("2026-11-05T12:00:00Z"));
+        assert_eq!(stored.until.as_deref(), Some("2026-11-07T23:59:59.999999Z"));
+        let a_week_later = now + 7 * 86_400_000_000;
+        assert_eq!(
+            Seeds::from_spec_at(&stored, a_week_later)
+                .unwrap()
+                .pipelines,
+            Seeds::from_spec_at(&given, now).unwrap().pipelines
+        );
+    }
+
+    /// `--until` before `--since` is refused whatever forms they take.
+    #[test]
+    fn until_before_since_is_refused_across_forms() {
+        let now = time::parse_rfc3339("2026-11-08T12:00:00Z", "t").unwrap();
+        let err = resolve_times(
+            &SeedSpec {
+                pipelines: vec!["web".into()],
+                since: Some("2026-11-08".into()),
+                until: Some("2d".into()),
+                ..args()
+            },
+            now,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("before `--since`"), "{err}");
     }
 }

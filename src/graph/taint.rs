@@ -47,9 +47,24 @@ pub struct TraceOptions {
 pub enum TraceError<E: std::error::Error + 'static> {
     /// A seed names a pipeline, run, builder, mount or ref the store does not hold.
     #[error("{0}")]
-    UnknownSeed(String),
+    UnknownSeed(Unknown),
     #[error("cannot read the provenance store")]
     Source(#[from] E),
+}
+
+/// A seed the store does not hold, by kind, so that the caller can offer names it does hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unknown {
+    #[error("no pipeline `{0}` in the store")]
+    Pipeline(String),
+    #[error("no run `{0}` in the store")]
+    Run(String),
+    #[error("no cache ref `{locator}:{tag}` in the store")]
+    CacheRef { locator: String, tag: String },
+    #[error("no mount `{id}` on builder `{builder}` in the store")]
+    Mount { builder: String, id: String },
+    #[error("no builder `{0}` in the store")]
+    Builder(String),
 }
 
 /// Whether a builder record carries taint from the run that created it to the runs that reuse
@@ -327,9 +342,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             let runs = self
                 .source
                 .pipeline_runs(&pipeline.name, pipeline.window.since, pipeline.window.until)?
-                .ok_or_else(|| {
-                    TraceError::UnknownSeed(format!("no pipeline `{}` in the store", pipeline.name))
-                })?;
+                .ok_or_else(|| TraceError::UnknownSeed(Unknown::Pipeline(pipeline.name.clone())))?;
             for run in runs {
                 self.seed_run(run)?;
             }
@@ -340,10 +353,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                 found.extend(self.source.runs_by_key(reading)?);
             }
             if found.is_empty() {
-                return Err(TraceError::UnknownSeed(format!(
-                    "no run `{}` in the store",
-                    seed.name
-                )));
+                return Err(TraceError::UnknownSeed(Unknown::Run(seed.name.clone())));
             }
             for run in found {
                 self.seed_run(run)?;
@@ -367,9 +377,10 @@ impl<'s, S: Source> Tracer<'s, S> {
                                 .artifacts_by_tag(locator, tag, None, None)?
                                 .is_empty())
                     {
-                        return Err(TraceError::UnknownSeed(format!(
-                            "no cache ref `{locator}:{tag}` in the store"
-                        )));
+                        return Err(TraceError::UnknownSeed(Unknown::CacheRef {
+                            locator: locator.clone(),
+                            tag: tag.clone(),
+                        }));
                     }
                     for info in artifacts {
                         self.seed_artifact(info, Kind::CacheRef);
@@ -390,10 +401,10 @@ impl<'s, S: Source> Tracer<'s, S> {
                 }
             }
             if found.is_empty() {
-                return Err(TraceError::UnknownSeed(format!(
-                    "no mount `{}` on builder `{}` in the store",
-                    mount.id, mount.builder
-                )));
+                return Err(TraceError::UnknownSeed(Unknown::Mount {
+                    builder: mount.builder.clone(),
+                    id: mount.id.clone(),
+                }));
             }
             for info in found {
                 let at = match mount.since {
@@ -426,7 +437,7 @@ impl<'s, S: Source> Tracer<'s, S> {
     fn builder_by_name(&mut self, name: &str) -> Result<BuilderInfo, TraceError<S::Error>> {
         self.source
             .builder_by_name(name)?
-            .ok_or_else(|| TraceError::UnknownSeed(format!("no builder `{name}` in the store")))
+            .ok_or_else(|| TraceError::UnknownSeed(Unknown::Builder(name.to_owned())))
     }
 
     fn seed_run(&mut self, run: RunInfo) -> Result<(), S::Error> {

@@ -658,7 +658,7 @@ fn unknown_seeds_are_errors_naming_the_value() {
     ];
     for (seeds, message) in cases {
         match trace(&mut h, &seeds, TraceOptions::default()) {
-            Err(TraceError::UnknownSeed(got)) => assert_eq!(got, message),
+            Err(TraceError::UnknownSeed(got)) => assert_eq!(got.to_string(), message),
             other => panic!("expected an unknown seed, got {other:?}"),
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod escape;
 pub mod incident;
+pub mod ls;
 pub mod trace;
 #[cfg(test)]
 mod trace_tests;

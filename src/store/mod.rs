@@ -21,6 +21,7 @@ mod containment;
 mod facts;
 mod incident;
 mod index;
+mod ls;
 mod read;
 mod sweep;
 mod write;
@@ -29,6 +30,7 @@ pub use audit::{StoredFinding, TagSighting};
 pub use containment::{Contained, OverrideRow, VerificationRow};
 pub use incident::{Acceptance, ActionRow, IncidentRow, MountRead, UsedBase};
 pub use index::{SourceSummary, TraceSource};
+pub use ls::{BuilderItem, IncidentItem, ListFilter, MountItem, PipelineItem, RunItem};
 
 pub use read::{ExportError, ExportItem};
 pub use sweep::SweepKinds;

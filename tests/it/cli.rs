@@ -18,6 +18,50 @@ fn record_help() {
     assert_snapshot!(output(&env, env.cmd().args(["record", "--help"])));
 }
 
+/// `wrap --help` lists only what wrap reads, and the global options under their own heading.
+#[test]
+fn wrap_help() {
+    let env = Env::new();
+    assert_snapshot!(output(&env, env.cmd().args(["wrap", "--help"])));
+}
+
+/// `ls --help` documents what it lists, its filters and the time forms.
+#[test]
+fn ls_help() {
+    let env = Env::new();
+    assert_snapshot!(output(&env, env.cmd().args(["ls", "--help"])));
+}
+
+/// `wrap` refuses `record`'s flags for what it measures itself, instead of ignoring them: a
+/// `--status failed` that was silently dropped recorded a failed build as succeeded.
+#[test]
+fn wrap_refuses_record_only_flags() {
+    let env = Env::new();
+    for flag in [
+        &["--status", "failed"][..],
+        &["--started-at", "2026-11-01T00:00:00Z"][..],
+        &["--finished-at", "2026-11-01T00:00:00Z"][..],
+        &["--metadata-file", "m.json"][..],
+        &["--resolve"][..],
+        &["--format", "json"][..],
+    ] {
+        let out = env
+            .cmd()
+            .arg("wrap")
+            .args(flag)
+            .args(["--", "true"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("unexpected argument '{}'", flag[0])),
+            "{flag:?}: {stderr}"
+        );
+    }
+    assert!(!env.db().exists());
+}
+
 /// A recorded run comes back out of export with every input kind.
 #[test]
 fn record_then_export() {

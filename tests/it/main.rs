@@ -11,6 +11,7 @@ mod wrap;
 mod audit;
 mod integrity;
 mod lifecycle;
+mod ls;
 mod output;
 mod purge;
 mod purge_facts;

@@ -21,7 +21,7 @@ pub(crate) fn assert_valid(schema_name: &str, doc: &serde_json::Value) {
     assert!(errors.is_empty(), "{schema_name}: {errors:#?}\n{doc:#}");
 }
 
-/// Export lines, trace JSON and the incident report match their schemas.
+/// Export lines, trace JSON, `ls` lists and the incident report match their schemas.
 #[test]
 fn documents_match_their_schemas() {
     let env = Env::new();
@@ -52,6 +52,10 @@ fn documents_match_their_schemas() {
     ok(env
         .cmd()
         .args(["incident", "open", "--pipeline", "forks-pr"]));
+    for what in ["pipelines", "runs", "builders", "mounts", "incidents"] {
+        let listed = ok(env.cmd().args(["ls", what, "--format", "json"]));
+        assert_valid("ls.schema.json", &serde_json::from_str(&listed).unwrap());
+    }
     let report = ok(env
         .cmd()
         .args(["incident", "report", "1", "--format", "json"]));

@@ -382,8 +382,9 @@ fn readers_leave_an_older_store_as_it_is() {
     older_store(&env.db());
     let before = std::fs::read(env.db()).unwrap();
     let input = format!("reg.example/app:cache@{}", digest('a'));
-    let readers: [&[&str]; 5] = [
+    let readers: [&[&str]; 6] = [
         &["trace", "--pipeline", "p"],
+        &["ls", "mounts"],
         &["export"],
         &["incident", "list"],
         &["incident", "report", "1"],
@@ -428,8 +429,9 @@ fn readers_leave_an_older_store_as_it_is() {
 fn readers_never_write_a_zero_byte_file() {
     let env = Env::new();
     std::fs::write(env.db(), "").unwrap();
-    let readers: [&[&str]; 4] = [
+    let readers: [&[&str]; 5] = [
         &["trace", "--pipeline", "p"],
+        &["ls", "runs"],
         &["export"],
         &["incident", "list"],
         &["incident", "show", "1"],
