@@ -152,6 +152,11 @@ pub struct RecordArgs {
     /// A build argument, as given to the build: `KEY=VALUE`.
     #[arg(long, value_name = "KEY=VALUE")]
     pub build_arg: Vec<String>,
+    /// The platforms the build targets, as given to it (`linux/arm64`, comma-separated or
+    /// repeated): they set the Dockerfile's `TARGETPLATFORM`, `TARGETOS`, ...
+    /// [default: the builder's, taken as linux/amd64]
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Vec<String>,
     /// The JSON that `docker buildx build --metadata-file` wrote.
     #[arg(long, value_name = "PATH")]
     pub metadata_file: Option<PathBuf>,

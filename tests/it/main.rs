@@ -9,6 +9,7 @@ mod common;
 mod wrap;
 
 mod audit;
+mod dockerfile;
 mod integrity;
 mod lifecycle;
 mod output;
