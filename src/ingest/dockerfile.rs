@@ -42,8 +42,8 @@ pub struct Platform {
     pub variant: String,
 }
 
-/// Operating systems and architectures Go knows, as containerd's platform parser checks a
-/// single-word platform.
+/// Operating systems Go knows: a single-word platform that is one of them is an OS
+/// (containerd's platform parser).
 const KNOWN_OS: [&str; 17] = [
     "aix",
     "android",
@@ -63,6 +63,7 @@ const KNOWN_OS: [&str; 17] = [
     "windows",
     "zos",
 ];
+/// Architectures Go knows: a single-word platform that is not an OS must be one of them.
 const KNOWN_ARCH: [&str; 24] = [
     "386",
     "amd64",
@@ -443,7 +444,18 @@ fn analyze(
     let target = options.target.as_deref().filter(|t| !t.is_empty());
     let platforms = (options.build_platform.as_ref(), target_platform);
     let globals = global_scope(&global_args, &stages, build_args, target, platforms, escape)?;
-    let by_name = resolve_bases(&mut stages, &globals, escape)?;
+    let mut wild = Scope::new(Var::Unset);
+    wild.wild = true;
+    let wild = global_scope_in(
+        wild,
+        &global_args,
+        &stages,
+        build_args,
+        target,
+        platforms,
+        escape,
+    )?;
+    let by_name = resolve_bases(&mut stages, &globals, &wild, escape)?;
     let mut warnings = Vec::new();
     let targets = match target {
         None => vec![stages.len() - 1],
@@ -560,10 +572,32 @@ fn global_scope(
     stages: &[Stage],
     build_args: &BTreeMap<String, String>,
     target: Option<&str>,
+    platforms: (Option<&Platform>, Option<&Platform>),
+    escape: char,
+) -> Result<Scope, Problem> {
+    let empty = Scope::new(Var::Unset);
+    global_scope_in(
+        empty,
+        global_args,
+        stages,
+        build_args,
+        target,
+        platforms,
+        escape,
+    )
+}
+
+/// [`global_scope`] built on `globals`: with a wild scope, the values that are not known are
+/// patterns.
+fn global_scope_in(
+    mut globals: Scope,
+    global_args: &[Instruction],
+    stages: &[Stage],
+    build_args: &BTreeMap<String, String>,
+    target: Option<&str>,
     (build_platform, target_platform): (Option<&Platform>, Option<&Platform>),
     escape: char,
 ) -> Result<Scope, Problem> {
-    let mut globals = Scope::new(Var::Unset);
     for (name, value) in platform_vars(build_platform, target_platform) {
         let value = build_args.get(name).map_or(value, |v| Var::Set(v.clone()));
         globals.vars.insert(name.to_owned(), value);
@@ -599,12 +633,9 @@ fn global_scope(
 fn resolve_bases(
     stages: &mut [Stage],
     globals: &Scope,
+    wild: &Scope,
     escape: char,
 ) -> Result<BTreeMap<String, usize>, Problem> {
-    let wild = Scope {
-        wild: true,
-        ..globals.clone()
-    };
     let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
     for (index, stage) in stages.iter_mut().enumerate() {
         let at = |m: String| Problem::at(stage.line, m);
@@ -1777,17 +1808,13 @@ impl<'e> Lexer<'e> {
         self.chars[start..self.pos].iter().collect()
     }
 
+    /// The value of `name`; a partly known value counts its unknown variables as used.
     fn lookup(&mut self, name: &str) -> Var {
-        match (self.env)(name) {
-            Var::Partial(value, unknown) => {
-                self.unresolved = true;
-                for name in unknown {
-                    push_unique(&mut self.unknown, name);
-                }
-                Var::Set(value)
-            }
-            other => other,
+        let value = (self.env)(name);
+        if let Var::Partial(_, unknown) = &value {
+            self.take(unknown.clone());
         }
+        value
     }
 
     /// Processes up to `stop` (consumed) or the end; returns the text and its words.
@@ -2016,6 +2043,12 @@ impl<'e> Lexer<'e> {
                 // What the word does not know counts only where the word is used.
                 let (word, unknown) = self.aside(|lexer| lexer.until('}', is_pattern))?;
                 let value = match self.lookup(&name) {
+                    // Whether a partly known value is empty, or what a pattern trims off it,
+                    // is not known either.
+                    Var::Partial(..) if (colon && op != '?') || is_pattern => {
+                        self.take(unknown);
+                        return Ok(self.keep(start, None));
+                    }
                     Var::Set(value) | Var::Partial(value, _) => Some(value),
                     Var::Unset => None,
                     Var::Unknown => {
@@ -2071,7 +2104,11 @@ impl<'e> Lexer<'e> {
                 let (replacement, more) = self.aside(|lexer| lexer.until('}', true))?;
                 unknown.extend(more);
                 match self.lookup(&name) {
-                    Var::Set(_) | Var::Partial(..) if !unknown.is_empty() => {
+                    Var::Partial(..) => {
+                        self.take(unknown);
+                        Ok(self.keep(start, None))
+                    }
+                    Var::Set(_) if !unknown.is_empty() => {
                         self.take(unknown);
                         Ok(self.keep(start, None))
                     }
@@ -2892,6 +2929,38 @@ mod tests {
               base-amd64, base-arm64"
             ]
         );
+    }
+
+    /// A global `ARG` whose default is not known still leads to every stage it could name.
+    #[test]
+    fn unresolved_from_through_a_global_arg() {
+        let text = "ARG BASE=base-$TARGETARCH\n\
+                    FROM alpine AS base-arm64\n\
+                    RUN --mount=type=cache,target=/arm true\n\
+                    FROM $BASE\n";
+        let info = parse_build(text, "Dockerfile", &unknown_platform()).unwrap();
+        assert_eq!(info.mounts, vec![cache("/arm", "/arm")]);
+        assert!(info.warnings[0].message.contains("`TARGETARCH`"));
+    }
+
+    /// A partly known value may be empty, and a pattern may trim any of it: `${V:+...}` and
+    /// `${V%...}` of such a value are not known.
+    #[test]
+    fn partly_known_values_in_substitutions() {
+        let text = "ARG V=$TARGETVARIANT\n\
+                    FROM alpine AS base\n\
+                    RUN --mount=type=cache,target=/plain true\n\
+                    FROM alpine AS base-v7\n\
+                    RUN --mount=type=cache,target=/v7 true\n\
+                    FROM base${V:+-$V}\n";
+        let info = parse_build(text, "Dockerfile", &unknown_platform()).unwrap();
+        assert_eq!(
+            info.mounts,
+            vec![cache("/plain", "/plain"), cache("/v7", "/v7")]
+        );
+        let trimmed = text.replace("${V:+-$V}", "${V%%7}");
+        let info = parse_build(&trimmed, "Dockerfile", &unknown_platform()).unwrap();
+        assert_eq!(info.mounts.len(), 2, "{:?}", info.mounts);
     }
 
     /// A word a substitution does not use does not make the result unknown.

@@ -119,6 +119,10 @@ fn arb_staged() -> impl Strategy<Value = String> {
         Just("app-$TARGETOS"),
         Just("${TARGETPLATFORM/\\//-}"),
         Just("${IMG:-base}-${TARGETARCH%64}"),
+        Just("$IMG"),
+        Just("${IMG}-amd64"),
+        Just("base-arm${IMG:+-$IMG}"),
+        Just("linux-arm${IMG%%7}"),
     ];
     let name = prop_oneof![
         Just(""),
@@ -132,6 +136,7 @@ fn arb_staged() -> impl Strategy<Value = String> {
         Just(" AS app-linux"),
         Just(" AS app-windows"),
         Just(" AS base-arm"),
+        Just(" AS base-arm-v7"),
         Just(" AS linux-amd64"),
     ];
     let body = prop_oneof![
@@ -150,12 +155,16 @@ fn arb_staged() -> impl Strategy<Value = String> {
     let stage = (base, name, prop::collection::vec(body, 0..3))
         .prop_map(|(base, name, body)| format!("FROM {base}{name}\n{}", body.join("\n")));
     (
-        prop::option::of(Just("ARG DEBUG\nARG IMG\n")),
+        prop_oneof![
+            Just(""),
+            Just("ARG DEBUG\nARG IMG\n"),
+            Just("ARG IMG=base-$TARGETARCH\n"),
+            Just("ARG IMG=${TARGETOS:+base}\n"),
+            Just("ARG IMG=$TARGETVARIANT\n"),
+        ],
         prop::collection::vec(stage, 1..7),
     )
-        .prop_map(|(globals, stages)| {
-            format!("{}{}\n", globals.unwrap_or_default(), stages.join("\n"))
-        })
+        .prop_map(|(globals, stages)| format!("{globals}{}\n", stages.join("\n")))
 }
 
 /// `--platform` values, real and not.
