@@ -2112,7 +2112,7 @@ impl<'e> Lexer<'e> {
                         self.take(unknown);
                         Ok(self.keep(start, None))
                     }
-                    Var::Set(value) | Var::Partial(value, _) => {
+                    Var::Set(value) => {
                         replace_pattern(&value, &pattern, &replacement, all)
                     }
                     Var::Unset => Ok(String::new()),
