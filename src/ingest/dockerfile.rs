@@ -2112,9 +2112,7 @@ impl<'e> Lexer<'e> {
                         self.take(unknown);
                         Ok(self.keep(start, None))
                     }
-                    Var::Set(value) => {
-                        replace_pattern(&value, &pattern, &replacement, all)
-                    }
+                    Var::Set(value) => replace_pattern(&value, &pattern, &replacement, all),
                     Var::Unset => Ok(String::new()),
                     Var::Unknown => {
                         self.take(unknown);

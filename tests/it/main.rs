@@ -9,6 +9,7 @@ mod common;
 mod wrap;
 
 mod audit;
+mod docker26;
 mod dockerfile;
 mod integrity;
 mod lifecycle;
