@@ -481,8 +481,6 @@ pub fn parse_mount_flag(value: &str, namespace: &str) -> Result<MountUse, ParseE
     Ok(mount)
 }
 
-/// `KEY=VALUE` build arguments; `KEY` alone takes the value from the environment, as
-/// `docker build` does.
 /// `--platform` values, each possibly a comma-separated list, as the build reads them. The
 /// builder's platform is taken as `linux/amd64` (`local` means it).
 pub fn parse_platforms(values: &[String]) -> Result<Vec<Platform>, ParseError> {
@@ -498,6 +496,8 @@ pub fn parse_platforms(values: &[String]) -> Result<Vec<Platform>, ParseError> {
     Ok(platforms)
 }
 
+/// `KEY=VALUE` build arguments; `KEY` alone takes the value from the environment, as
+/// `docker build` does.
 pub fn parse_build_args(values: &[String]) -> Result<BTreeMap<String, String>, ParseError> {
     let mut map = BTreeMap::new();
     for value in values {

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::ingest::IngestError;
-use crate::model::{MountUse, Sharing, clean_path};
+use crate::model::{ImageRef, MountUse, Sharing, clean_path};
 
 /// What a Dockerfile tells the hook about a build of one target.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -484,14 +484,27 @@ fn analyze(
         if needed[index] == Need::No {
             continue;
         }
+        // An image a stage that may not be built names is counted only if it is a reference
+        // at all: the build would refuse it, were the stage built.
+        let maybe = needed[index] == Need::Maybe;
+        let mut base_image = |image: &str| {
+            if maybe && let Err(err) = ImageRef::parse(image, "FROM") {
+                warnings.push(Problem::at(
+                    stage.line,
+                    format!("{err} (skipped: the build may not run this stage)"),
+                ));
+            } else {
+                push_unique(&mut info.base_images, image.to_owned());
+            }
+        };
         if stage.unresolved() {
             push_unique(&mut info.unresolved_base_images, stage.base.clone());
         } else if stage.parents.is_empty() && !stage.is_scratch() {
-            push_unique(&mut info.base_images, stage.base.clone());
+            base_image(&stage.base);
         }
         for (source, _) in &sources[index] {
             if let Source::Image(image) = source {
-                push_unique(&mut info.base_images, image.clone());
+                base_image(image);
             }
         }
     }
@@ -2994,6 +3007,25 @@ mod tests {
         assert_eq!(info.warnings.len(), 2, "{:?}", info.warnings);
         assert!(info.warnings[1].message.contains("bogus"));
         assert_eq!(read_err(text).line, Some(2));
+    }
+
+    /// An image that is not a reference, in a stage the build may not run, is a warning.
+    #[test]
+    fn bad_images_in_maybe_stages_are_warnings() {
+        let text = "FROM Not_A_Reference:: AS broken\nFROM alpine AS good\n";
+        let info = parse(text, "Dockerfile", &no_args(), Some("release")).unwrap();
+        assert_eq!(info.base_images, strings(&["alpine"]));
+        assert!(
+            info.warnings[1].message.contains("Not_A_Reference"),
+            "{:?}",
+            info.warnings
+        );
+        let sure = parse(text, "Dockerfile", &no_args(), Some("broken")).unwrap();
+        assert_eq!(
+            sure.base_images,
+            strings(&["Not_A_Reference::"]),
+            "left to the caller"
+        );
     }
 
     /// A target the file does not have is not a refusal: it warns, naming the target, and
