@@ -149,6 +149,11 @@ pub struct RunArgs {
     /// A build argument, as given to the build: `KEY=VALUE`.
     #[arg(long, value_name = "KEY=VALUE")]
     pub build_arg: Vec<String>,
+    /// The platforms the build targets, as given to it (`linux/arm64`, comma-separated or
+    /// repeated): they set the Dockerfile's `TARGETPLATFORM`, `TARGETOS`, ...
+    /// [default: the builder's, taken as linux/amd64]
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Vec<String>,
 }
 
 /// `record`'s flags: the run, and what a hook that runs after the build must say itself.

@@ -10,6 +10,7 @@ use crate::cli::{OutputFormat, RecordArgs};
 use crate::commands::{open_store, write_stdout};
 use crate::config::Config;
 use crate::error::InputError;
+use crate::ingest::dockerfile::Platform;
 use crate::ingest::{builder, cache_flag, ci, dockerfile, metadata};
 use crate::model::{
     Artifact, Backend, CacheSpec, Digest, ImageRef, MountUse, ParseError, PipelineInfo, RunRecord,
@@ -30,7 +31,11 @@ pub async fn record(
     printer: Printer,
 ) -> Result<ExitStatus> {
     let env = |name: &str| std::env::var(name).ok();
-    let mut record = build_record(&args, config, &env, None)?;
+    let mut warnings = Vec::new();
+    let mut record = build_record(&args, config, &env, None, &mut warnings)?;
+    for warning in &warnings {
+        printer.warn(warning);
+    }
     crate::model::limits::check(&record).map_err(|err| InputError::invalid(err.to_string()))?;
     if let Some(warning) = trust_warning(&args, config, &env) {
         printer.warn(warning);
@@ -73,12 +78,14 @@ pub async fn record(
 }
 
 /// Turns flags, files and the CI environment into one run. No network; `wrap` passes the
-/// times and status it measured.
+/// times and status it measured. What had to be over-approximated (a Dockerfile `FROM` that
+/// cannot be resolved) is added to `warnings`.
 pub fn build_record(
     args: &RecordArgs,
     config: &Config,
     var: &dyn Fn(&str) -> Option<String>,
     measured: Option<(Micros, Micros)>,
+    warnings: &mut Vec<String>,
 ) -> Result<RunRecord> {
     let ci = ci::detect(var);
     let ci = ci.as_ref();
@@ -143,6 +150,7 @@ pub fn build_record(
     };
 
     let build_args = parse_build_args(&args.run.build_arg)?;
+    let platforms = parse_platforms(&args.run.platform)?;
     let namespace = build_args
         .get("BUILDKIT_CACHE_MOUNT_NS")
         .cloned()
@@ -232,12 +240,14 @@ pub fn build_record(
             path: path.display().to_string(),
             source,
         })?;
-        let info = dockerfile::parse(
-            &text,
-            &path.display().to_string(),
-            &build_args,
-            args.run.target.as_deref(),
-        )?;
+        let options = dockerfile::BuildOptions {
+            build_args: build_args.clone(),
+            target: args.run.target.clone(),
+            platforms,
+            build_platform: Some(Platform::linux_amd64()),
+        };
+        let info = dockerfile::parse_build(&text, &path.display().to_string(), &options)?;
+        warnings.extend(info.warnings.iter().map(ToString::to_string));
         for base in &info.base_images {
             match ImageRef::parse(base, &format!("FROM in `{}`", path.display())) {
                 Ok(reference) => {
@@ -474,6 +484,21 @@ pub fn parse_mount_flag(value: &str, namespace: &str) -> Result<MountUse, ParseE
         }
     }
     Ok(mount)
+}
+
+/// `--platform` values, each possibly a comma-separated list, as the build reads them. The
+/// builder's platform is taken as `linux/amd64` (`local` means it).
+pub fn parse_platforms(values: &[String]) -> Result<Vec<Platform>, ParseError> {
+    let build = Platform::linux_amd64();
+    let mut platforms = Vec::new();
+    for value in values.iter().flat_map(|v| v.split(',')) {
+        let platform = Platform::parse(value, &build)
+            .map_err(|reason| ParseError::new("--platform", value, reason))?;
+        if !platforms.contains(&platform) {
+            platforms.push(platform);
+        }
+    }
+    Ok(platforms)
 }
 
 /// `KEY=VALUE` build arguments; `KEY` alone takes the value from the environment, as

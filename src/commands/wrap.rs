@@ -123,7 +123,11 @@ async fn wrap_build(
     let env = |name: &str| std::env::var(name).ok();
     // Everything that can be known before the build is settled first; a bad flag is an error
     // before anything runs.
-    let planned = build_record(&record_args, config, &env, Some((0, 0)));
+    let mut warnings = Vec::new();
+    let planned = build_record(&record_args, config, &env, Some((0, 0)), &mut warnings);
+    for warning in &warnings {
+        printer.warn(warning);
+    }
     let mut planned = match planned {
         Ok(record) => Some(record),
         Err(err) => {
@@ -416,6 +420,7 @@ fn merged_args(run: &RunArgs, build: &BuildCommand) -> RecordArgs {
     args.run.cache_to.extend(build.cache_to.iter().cloned());
     args.run.image.extend(build.tags.iter().cloned());
     args.run.build_arg.extend(build.build_args.iter().cloned());
+    args.run.platform.extend(build.platforms.iter().cloned());
     if args.run.dockerfile.is_none() {
         args.run.dockerfile = build.dockerfile().filter(|p| p.exists());
     }
@@ -826,4 +831,24 @@ fn attach(
         )),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The build's `--platform` reaches the record, so the Dockerfile is read for the
+    /// platforms that were built.
+    #[test]
+    fn build_platforms_reach_the_record() {
+        let argv: Vec<String> = "docker buildx build --platform linux/arm64 ."
+            .split(' ')
+            .map(str::to_owned)
+            .collect();
+        let Wrapped::Build(build) = command::parse(&argv) else {
+            panic!("not a build")
+        };
+        let args = merged_args(&RunArgs::default(), &build);
+        assert_eq!(args.run.platform, ["linux/arm64"]);
+    }
 }

@@ -25,6 +25,8 @@ pub struct BuildCommand {
     pub target: Option<String>,
     pub builder: Option<String>,
     pub build_args: Vec<String>,
+    /// `--platform` values, as given.
+    pub platforms: Vec<String>,
     pub metadata_file: Option<PathBuf>,
     pub iidfile: Option<PathBuf>,
     pub push: bool,
@@ -176,6 +178,7 @@ pub fn parse(argv: &[String]) -> Wrapped {
             "--target" => build.target = Some(value),
             "--builder" => build.builder = Some(value),
             "--build-arg" => build.build_args.push(value),
+            "--platform" => build.platforms.push(value),
             "--metadata-file" => build.metadata_file = Some(PathBuf::from(value)),
             "--iidfile" => build.iidfile = Some(PathBuf::from(value)),
             "--output" | "-o"
@@ -240,7 +243,8 @@ mod tests {
     fn reads_build_flags() {
         let Wrapped::Build(b) = parse(&argv(
             "docker build --network=none -t reg/app:1 --tag=reg/app:latest -f docker/Dockerfile --target release \
-             --cache-from reg/app:cache --cache-to=type=inline --build-arg A=1 --no-cache --iidfile /tmp/id ctx",
+             --cache-from reg/app:cache --cache-to=type=inline --build-arg A=1 --no-cache --iidfile /tmp/id \
+             --platform linux/arm64 --platform=linux/amd64,linux/arm/v7 ctx",
         )) else {
             panic!("not a build")
         };
@@ -250,6 +254,7 @@ mod tests {
         assert_eq!(b.cache_from, ["reg/app:cache"]);
         assert_eq!(b.cache_to, ["type=inline"]);
         assert_eq!(b.build_args, ["A=1"]);
+        assert_eq!(b.platforms, ["linux/arm64", "linux/amd64,linux/arm/v7"]);
         assert_eq!(b.iidfile, Some(PathBuf::from("/tmp/id")));
         assert_eq!(b.context.as_deref(), Some("ctx"));
         assert!(!b.buildx);

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::http::{self, Request};
-use super::{BUSYBOX, DOCKER, DOCKERD, log_tail, wait_until};
+use super::{BUSYBOX, DOCKER, DOCKER26_PREFIX, DOCKERD, log_tail, wait_until};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -50,6 +50,45 @@ const APPLETS: &[&str] = &[
     "tar",
 ];
 
+/// Which Docker Engine a [`Dockerd`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// Debian 12's Docker 20.10 (embedded BuildKit v0.8), the system's.
+    Docker20,
+    /// Debian 13's Docker 26.1 (embedded BuildKit v0.13) with its own containerd 1.7, unpacked
+    /// under [`DOCKER26_PREFIX`], with the containerd image store, so that its docker driver
+    /// exports registry caches. Debian 12's `docker` client, runc and tini serve it.
+    Docker26,
+}
+
+impl Engine {
+    fn dockerd(self) -> String {
+        match self {
+            Engine::Docker20 => DOCKERD.to_owned(),
+            Engine::Docker26 => format!("{DOCKER26_PREFIX}/usr/sbin/dockerd"),
+        }
+    }
+
+    fn daemon_json(self) -> &'static str {
+        match self {
+            Engine::Docker20 => "{}\n",
+            Engine::Docker26 => "{\"features\": {\"containerd-snapshotter\": true}}\n",
+        }
+    }
+
+    /// `PATH` for the daemon: it starts the `containerd` and shims it finds there.
+    fn path(self) -> String {
+        let system =
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+        match self {
+            Engine::Docker20 => system,
+            Engine::Docker26 => {
+                format!("{DOCKER26_PREFIX}/usr/bin:{DOCKER26_PREFIX}/usr/sbin:{system}")
+            }
+        }
+    }
+}
+
 /// A running private dockerd. Dropping it stops the daemon and its containerd, unmounts
 /// whatever it left mounted and removes its directory.
 pub struct Dockerd {
@@ -59,8 +98,13 @@ pub struct Dockerd {
 }
 
 impl Dockerd {
-    /// Starts a dockerd without networking and waits until `/_ping` answers.
+    /// Starts a Docker 20.10 dockerd without networking and waits until `/_ping` answers.
     pub fn start() -> Self {
+        Self::start_engine(Engine::Docker20)
+    }
+
+    /// Starts a dockerd of `engine` without networking and waits until `/_ping` answers.
+    pub fn start_engine(engine: Engine) -> Self {
         // A short path: the daemon's and containerd's unix sockets live under it.
         let dir = tempfile::Builder::new()
             .prefix("cwd")
@@ -70,10 +114,12 @@ impl Dockerd {
         for sub in ["data", "exec", "config"] {
             fs::create_dir_all(root.join(sub)).expect("create the dockerd directories");
         }
-        fs::write(root.join("daemon.json"), "{}\n").expect("write daemon.json");
+        fs::write(root.join("daemon.json"), engine.daemon_json()).expect("write daemon.json");
         let log = File::create(root.join("dockerd.log")).expect("create the dockerd log");
         let log_err = log.try_clone().expect("clone the log handle");
-        let child = Command::new(DOCKERD)
+        let dockerd_bin = engine.dockerd();
+        let child = Command::new(&dockerd_bin)
+            .env("PATH", engine.path())
             .arg("--config-file")
             .arg(root.join("daemon.json"))
             .arg("--data-root")
@@ -89,7 +135,7 @@ impl Dockerd {
             .stdout(log)
             .stderr(log_err)
             .spawn()
-            .unwrap_or_else(|err| panic!("cannot run {DOCKERD}: {err}"));
+            .unwrap_or_else(|err| panic!("cannot run {dockerd_bin}: {err}"));
         let mut dockerd = Self {
             dir,
             child: Some(child),

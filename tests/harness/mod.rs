@@ -10,7 +10,7 @@ pub mod forward;
 pub mod http;
 pub mod registry;
 
-pub use dockerd::Dockerd;
+pub use dockerd::{Dockerd, Engine};
 pub use registry::{Registry, RegistryOpts};
 
 use std::path::Path;
@@ -43,6 +43,21 @@ pub fn require_buildx() -> bool {
     require(
         "buildx and a private Docker Engine",
         &[DOCKERD, DOCKER, BUSYBOX, BUILDX],
+        true,
+    )
+}
+
+/// Where `scripts/install-docker26.sh` unpacks Debian 13's Docker Engine 26 and containerd 1.7.
+pub const DOCKER26_PREFIX: &str = "/opt/cachewarden/docker26";
+
+/// Checks that `docker buildx build` can run against a private Docker Engine 26; see
+/// [`require_dockerd`].
+pub fn require_docker26() -> bool {
+    let dockerd = format!("{DOCKER26_PREFIX}/usr/sbin/dockerd");
+    let containerd = format!("{DOCKER26_PREFIX}/usr/bin/containerd");
+    require(
+        "Docker Engine 26 (scripts/install-docker26.sh) and buildx",
+        &[&dockerd, &containerd, DOCKER, BUSYBOX, BUILDX],
         true,
     )
 }

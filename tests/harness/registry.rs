@@ -171,6 +171,22 @@ impl Registry {
         .to_owned()
     }
 
+    /// The digest the registry serves any manifest or index under (a registry cache export is
+    /// an OCI index), by tag or digest.
+    pub fn any_manifest_digest(&self, repository: &str, reference: &str) -> String {
+        self.request(
+            Request::new("HEAD", &format!("/v2/{repository}/manifests/{reference}")).header(
+                "Accept",
+                "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
+                 application/vnd.docker.distribution.manifest.list.v2+json, \
+                 application/vnd.docker.distribution.manifest.v2+json",
+            ),
+        )
+        .header("Docker-Content-Digest")
+        .unwrap_or_else(|| panic!("no manifest {repository}:{reference}"))
+        .to_owned()
+    }
+
     /// Stops the registry; its port and storage are kept for [`Registry::restart`].
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

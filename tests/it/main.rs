@@ -9,6 +9,8 @@ mod common;
 mod wrap;
 
 mod audit;
+mod docker26;
+mod dockerfile;
 mod integrity;
 mod lifecycle;
 mod ls;
