@@ -17,6 +17,8 @@ use std::path::Path;
 
 /// The Docker Engine daemon the harness starts.
 pub const DOCKERD: &str = "/usr/sbin/dockerd";
+/// The containerd each private dockerd gets (Debian's `containerd`, a `docker.io` dependency).
+pub const CONTAINERD: &str = "/usr/bin/containerd";
 /// The Docker client with BuildKit support.
 pub const DOCKER: &str = "/usr/bin/docker";
 /// distribution's registry server.
@@ -31,7 +33,11 @@ pub const SKIP_ENV: &str = "CACHEWARDEN_SKIP_SERVICES";
 /// Returns `false` when they cannot and `CACHEWARDEN_SKIP_SERVICES=1` allows skipping; the
 /// caller then returns early. Without that variable a missing service fails the test.
 pub fn require_dockerd() -> bool {
-    require("a private Docker Engine", &[DOCKERD, DOCKER, BUSYBOX], true)
+    require(
+        "a private Docker Engine",
+        &[DOCKERD, CONTAINERD, DOCKER, BUSYBOX],
+        true,
+    )
 }
 
 /// The buildx CLI plugin, where Debian's `docker-buildx` installs it.
@@ -42,7 +48,7 @@ pub const BUILDX: &str = "/usr/libexec/docker/cli-plugins/docker-buildx";
 pub fn require_buildx() -> bool {
     require(
         "buildx and a private Docker Engine",
-        &[DOCKERD, DOCKER, BUSYBOX, BUILDX],
+        &[DOCKERD, CONTAINERD, DOCKER, BUSYBOX, BUILDX],
         true,
     )
 }
