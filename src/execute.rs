@@ -15,6 +15,7 @@ use crate::remote::buildkit::{BuildkitClient, CacheRecord};
 use crate::remote::engine::Engine;
 use crate::remote::registry::{DeleteOutcome, RegistryClient, facts, is_index_type};
 use crate::store::{ActionRow, Finished, Store, StoreError};
+use crate::report::count;
 use crate::time;
 
 /// Progress events; the command turns them into bars.
@@ -576,7 +577,11 @@ async fn prune_mount(
         )));
     }
     let bytes: i64 = pruned.iter().map(|r| r.size).sum();
-    Ok(format!("pruned {} records, {bytes} bytes", ids.len()))
+    Ok(format!(
+        "pruned {}, {}",
+        count(ids.len(), "record", "records"),
+        count(usize::try_from(bytes).unwrap_or_default(), "byte", "bytes")
+    ))
 }
 
 /// The records to prune on a builder: those tainted runs created, those used since the taint
@@ -643,9 +648,9 @@ async fn prune_builder(
     let bytes: i64 = pruned.iter().map(|r| r.size).sum();
     if !survivors.is_empty() {
         return Err(RemoteError(format!(
-            "builder `{builder}`: {} of {} records survived the prune (kept by records outside the plan, or in use): {}",
+            "builder `{builder}`: {} of {} survived the prune (kept by records outside the plan, or in use): {}",
             survivors.len(),
-            ids.len(),
+            count(ids.len(), "record", "records"),
             survivors.join(", ")
         )));
     }
@@ -654,10 +659,11 @@ async fn prune_builder(
         .filter(|id| !records.iter().any(|r| &r.id == *id))
         .count();
     Ok(format!(
-        "pruned {} records, {bytes} bytes{}",
-        ids.len(),
+        "pruned {}, {}{}",
+        count(ids.len(), "record", "records"),
+        count(usize::try_from(bytes).unwrap_or_default(), "byte", "bytes"),
         if gone > 0 {
-            format!(" ({gone} were already gone)")
+            format!(" ({gone} {} already gone)", if gone == 1 { "was" } else { "were" })
         } else {
             String::new()
         }

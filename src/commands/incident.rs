@@ -25,6 +25,7 @@ use crate::execute::{
     select_mount_records,
 };
 use crate::graph::{Entity, Kind, Seeds, Trace};
+use crate::report::count;
 use crate::model::{Digest, ManifestFacts};
 use crate::plan::{self, Action, ActionKind, PlanOptions, Target};
 use crate::printer::Printer;
@@ -185,7 +186,7 @@ fn open(
             out.push_str(&format!("incident {id}: {}\n", Term(&title)));
             let counts: Vec<String> = Kind::ALL
                 .iter()
-                .map(|k| format!("{} {}", trace.tainted(*k).len(), k.as_str()))
+                .map(|k| k.count(trace.tainted(*k).len()))
                 .collect();
             out.push_str(&format!("blast radius: {}\n\nplan:\n", counts.join(", ")));
             out.push_str(&plan_table(&rows));
@@ -250,8 +251,10 @@ fn warn_scope<'a>(
         .count();
     if outside > 0 {
         printer.warn(format!(
-            "{outside} of {acting} actions are outside the scope{}: they will not run, and `incident verify` \
+            "{outside} of {} {} outside the scope{}: they will not run, and `incident verify` \
              will not pass while their targets remain (widen [scope], or leave them with `incident accept`)",
+            count(acting, "action", "actions"),
+            if outside == 1 { "is" } else { "are" },
             config
                 .path
                 .as_ref()
@@ -267,11 +270,15 @@ pub(crate) fn confirm(plan: &str, count: usize) -> Result<()> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         return Err(RefusedError(format!(
-            "refusing to act on {count} targets without confirmation: rerun with --yes"
+            "refusing to act on {} without confirmation: rerun with --yes",
+            crate::report::count(count, "target", "targets")
         ))
         .into());
     }
-    eprint!("{plan}about to act on {count} targets. proceed? [y/N] ");
+    eprint!(
+        "{plan}about to act on {}. proceed? [y/N] ",
+        crate::report::count(count, "target", "targets")
+    );
     let mut answer = String::new();
     stdin.read_line(&mut answer)?;
     if !matches!(answer.trim(), "y" | "Y" | "yes") {
@@ -406,9 +413,10 @@ async fn purge_locked(
     if pending.is_empty() {
         if !outside.is_empty() {
             return Err(RefusedError(format!(
-                "incident {}: nothing was done: the {} actions left are outside the scope in force\n{}",
+                "incident {}: nothing was done: {} left {} outside the scope in force\n{}",
                 args.id,
-                outside.len(),
+                count(outside.len(), "the action", "the actions"),
+                if outside.len() == 1 { "is" } else { "are" },
                 plan_table(&outside.iter().map(|r| (*r).clone()).collect::<Vec<_>>())
                     .trim_end()
             ))
@@ -480,20 +488,21 @@ async fn purge_locked(
     } else {
         warn_failed(printer, &rows);
         printer.status(format!(
-            "incident {}: {} done, {} failed, {} done earlier, {} follow-ups not executed, {} outside the scope; report: cachewarden incident report {}",
+            "incident {}: {} done, {} failed, {} done earlier, {} not executed, {} outside the scope; report: cachewarden incident report {}",
             args.id,
             summary.done,
             summary.failed,
             summary.already_done,
-            summary.skipped,
+            count(summary.skipped, "follow-up", "follow-ups"),
             summary.out_of_scope,
             args.id
         ));
     }
     if summary.out_of_scope > 0 {
         printer.warn(format!(
-            "{} actions were not run: outside the scope in force; their targets remain",
-            summary.out_of_scope
+            "{} not run: outside the scope in force; {} remain",
+            count(summary.out_of_scope, "action was", "actions were"),
+            if summary.out_of_scope == 1 { "its target" } else { "their targets" }
         ));
     }
     Ok(execution_status(&summary))
@@ -575,8 +584,9 @@ impl Verified {
             "clean      the re-run trace finds nothing new".to_owned()
         } else {
             format!(
-                "NOT CLEAN  the re-run trace found {} targets the plan did not hold; they are planned now",
-                self.added
+                "NOT CLEAN  the re-run trace found {} the plan did not hold; {} planned now",
+                count(self.added, "target", "targets"),
+                if self.added == 1 { "it is" } else { "they are" }
             )
         });
         lines
@@ -676,8 +686,10 @@ async fn verify(
             .filter(|c| c.verdict.blocks())
             .count();
         printer.warn(format!(
-            "{left} targets are neither gone nor accepted: remove them (`incident purge {id} --execute`), \
-             or leave them on purpose with `incident accept {id} SEQ... --reason TEXT`",
+            "{} neither gone nor accepted: remove {them} (`incident purge {id} --execute`), \
+             or leave {them} on purpose with `incident accept {id} SEQ... --reason TEXT`",
+            count(left, "target is", "targets are"),
+            them = if left == 1 { "it" } else { "them" },
             id = args.id
         ));
         return Ok(ExitStatus::Findings);
@@ -866,7 +878,10 @@ async fn check(
     }
     write_stdout(&format!("incident {id}: dry run, nothing changed\n{out}"))?;
     if problems > 0 {
-        printer.warn(format!("{problems} targets cannot be acted on as planned"));
+        printer.warn(format!(
+            "{} cannot be acted on as planned",
+            count(problems, "target", "targets")
+        ));
         return Ok(ExitStatus::Findings);
     }
     Ok(ExitStatus::Success)
@@ -929,8 +944,8 @@ async fn check_target(target: &Target, config: &Config) -> Result<String, Remote
             let records = client.disk_usage().await?;
             let (ids, note) = select_mount_records(&records, mount_id, targets, shares_target_with);
             Ok(format!(
-                "{} records to prune{}",
-                ids.len(),
+                "{} to prune{}",
+                count(ids.len(), "record", "records"),
                 note.map(|n| format!("; {n}")).unwrap_or_default()
             ))
         }
@@ -947,9 +962,9 @@ async fn check_target(target: &Target, config: &Config) -> Result<String, Remote
             let records = client.disk_usage().await?;
             let ids = select_builder_records(&records, record_ids, *used_since, *full);
             Ok(format!(
-                "{} of {} records to prune",
+                "{} of {} to prune",
                 ids.len(),
-                records.len()
+                count(records.len(), "record", "records")
             ))
         }
         Target::LocalImage {

@@ -398,11 +398,14 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
         let since = unverified.get(&builder).map(|t| t - options.clock_skew);
         let reason = match (ids.is_empty(), since) {
             (false, Some(t)) => format!(
-                "{} records created by tainted runs, and runs without record evidence: records used since {}",
-                ids.len(),
+                "{} created by tainted runs, and runs without record evidence: records used since {}",
+                crate::report::count(ids.len(), "record", "records"),
                 crate::time::format(t)
             ),
-            (false, None) => format!("{} records created by tainted runs", ids.len()),
+            (false, None) => format!(
+                "{} created by tainted runs",
+                crate::report::count(ids.len(), "record", "records")
+            ),
             (true, Some(t)) => format!(
                 "tainted runs without record evidence: records used since {}",
                 crate::time::format(t)

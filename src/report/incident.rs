@@ -560,7 +560,11 @@ pub fn describe_target_as(target: &Target, style: Style) -> String {
             if *full {
                 format!("every record on {}", style.name(builder))
             } else {
-                let mut s = format!("{} records on {}", record_ids.len(), style.name(builder));
+                let mut s = format!(
+                    "{} on {}",
+                    super::count(record_ids.len(), "record", "records"),
+                    style.name(builder)
+                );
                 if let Some(t) = used_since {
                     s.push_str(&format!(" and those used since {}", time::format(*t)));
                 }

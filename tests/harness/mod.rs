@@ -25,6 +25,10 @@ pub const DOCKER: &str = "/usr/bin/docker";
 pub const DOCKER_REGISTRY: &str = "/usr/bin/docker-registry";
 /// The static busybox the test images are made of.
 pub const BUSYBOX: &str = "/bin/busybox";
+/// `htpasswd` (apache2-utils), for the password file of a registry with basic auth.
+pub const HTPASSWD: &str = "/usr/bin/htpasswd";
+/// skopeo, which the runbooks use to look at a registry.
+pub const SKOPEO: &str = "/usr/bin/skopeo";
 /// Set to `1` to skip the tests whose services are missing instead of failing them.
 pub const SKIP_ENV: &str = "CACHEWARDEN_SKIP_SERVICES";
 
@@ -53,9 +57,19 @@ pub fn require_buildx() -> bool {
     )
 }
 
-/// Checks that the registry tests can run; see [`require_dockerd`].
+/// Checks that the registry tests can run, with basic or token auth too; see
+/// [`require_dockerd`].
 pub fn require_registry() -> bool {
-    require("a loopback registry", &[DOCKER_REGISTRY], false)
+    require(
+        "a loopback registry",
+        &[DOCKER_REGISTRY, HTPASSWD, token::OPENSSL],
+        false,
+    )
+}
+
+/// Checks that skopeo can run; see [`require_dockerd`].
+pub fn require_skopeo() -> bool {
+    require("skopeo", &[SKOPEO], false)
 }
 
 /// A loopback registry with default options, once [`require_registry`] allows it.
@@ -64,6 +78,14 @@ pub fn registry() -> Option<Registry> {
 }
 
 fn require(what: &str, binaries: &[&str], needs_root: bool) -> bool {
+    let skip = std::env::var(SKIP_ENV).is_ok_and(|v| v == "1");
+    require_or_skip(what, binaries, needs_root, skip)
+}
+
+/// What [`require`] decides, with `CACHEWARDEN_SKIP_SERVICES=1` given as `skip`: true when
+/// everything is there, false (a line on stderr) when something is missing and `skip` allows
+/// it, and a panic naming what is missing otherwise.
+fn require_or_skip(what: &str, binaries: &[&str], needs_root: bool, skip: bool) -> bool {
     let mut missing: Vec<String> = binaries
         .iter()
         .filter(|b| !Path::new(b).exists())
@@ -76,13 +98,13 @@ fn require(what: &str, binaries: &[&str], needs_root: bool) -> bool {
         return true;
     }
     let reason = missing.join(", ");
-    if std::env::var(SKIP_ENV).is_ok_and(|v| v == "1") {
+    if skip {
         eprintln!("skipped: this test needs {what}, but {reason} ({SKIP_ENV}=1)");
         return false;
     }
     panic!(
-        "this test needs {what}, but {reason}; install docker.io, docker-registry, \
-         busybox-static and docker-buildx and run as root, or set {SKIP_ENV}=1 to skip"
+        "this test needs {what}, but {reason}; install them with scripts/install-deps.sh and \
+         run the tests as root, or set {SKIP_ENV}=1 to skip the tests that need them"
     );
 }
 

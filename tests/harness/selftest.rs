@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use super::http::{Request, base64};
-use super::{Dockerd, Registry, RegistryOpts, require_dockerd, require_registry};
+use super::{
+    Dockerd, Registry, RegistryOpts, require_dockerd, require_or_skip, require_registry,
+};
 
 #[test]
 fn base64_matches_the_standard_alphabet_and_padding() {
@@ -196,4 +198,18 @@ fn dockerd_runs_containers_on_its_own_containerd() {
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .any(|c| String::from_utf8_lossy(&c).contains(&dir));
     assert!(!leftover, "no process mentions {dir}");
+}
+
+/// With `CACHEWARDEN_SKIP_SERVICES=1`, a test whose service is missing is skipped.
+#[test]
+fn a_missing_service_is_skipped_when_allowed() {
+    assert!(!require_or_skip("a service", &["/nonexistent/cw-service"], false, true));
+    assert!(require_or_skip("a service", &["/bin/sh"], false, false));
+}
+
+/// Without `CACHEWARDEN_SKIP_SERVICES=1`, a missing service fails the test, naming it.
+#[test]
+#[should_panic(expected = "`/nonexistent/cw-service` is missing")]
+fn a_missing_service_fails_the_test() {
+    require_or_skip("a service", &["/nonexistent/cw-service"], false, false);
 }

@@ -5,6 +5,7 @@ mod harness;
 
 mod buildkit;
 mod cli;
+mod first_use;
 mod common;
 mod wrap;
 
