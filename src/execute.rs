@@ -14,8 +14,8 @@ use crate::plan::{Action, ActionKind, Target};
 use crate::remote::buildkit::{BuildkitClient, CacheRecord};
 use crate::remote::engine::Engine;
 use crate::remote::registry::{DeleteOutcome, RegistryClient, facts, is_index_type};
-use crate::store::{ActionRow, Finished, Store, StoreError};
 use crate::report::count;
+use crate::store::{ActionRow, Finished, Store, StoreError};
 use crate::time;
 
 /// Progress events; the command turns them into bars.
@@ -444,7 +444,10 @@ async fn delete_manifest(
         DeleteOutcome::AlreadyGone => "already gone",
     };
     Ok(if children_deleted > 0 {
-        format!("{outcome}, with {children_deleted} child manifests")
+        format!(
+            "{outcome}, with {}",
+            count(children_deleted, "child manifest", "child manifests")
+        )
     } else {
         outcome.to_owned()
     })
@@ -663,7 +666,10 @@ async fn prune_builder(
         count(ids.len(), "record", "records"),
         count(usize::try_from(bytes).unwrap_or_default(), "byte", "bytes"),
         if gone > 0 {
-            format!(" ({gone} {} already gone)", if gone == 1 { "was" } else { "were" })
+            format!(
+                " ({gone} {} already gone)",
+                if gone == 1 { "was" } else { "were" }
+            )
         } else {
             String::new()
         }

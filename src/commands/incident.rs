@@ -25,13 +25,13 @@ use crate::execute::{
     select_mount_records,
 };
 use crate::graph::{Entity, Kind, Seeds, Trace};
-use crate::report::count;
 use crate::model::{Digest, ManifestFacts};
 use crate::plan::{self, Action, ActionKind, PlanOptions, Target};
 use crate::printer::Printer;
 use crate::remote::engine::Engine;
 use crate::remote::registry::RegistryClient;
 use crate::report;
+use crate::report::count;
 use crate::report::escape::{Line, Short, Term};
 use crate::store::{ActionRow, Store};
 use crate::time;
@@ -417,8 +417,7 @@ async fn purge_locked(
                 args.id,
                 count(outside.len(), "the action", "the actions"),
                 if outside.len() == 1 { "is" } else { "are" },
-                plan_table(&outside.iter().map(|r| (*r).clone()).collect::<Vec<_>>())
-                    .trim_end()
+                plan_table(&outside.iter().map(|r| (*r).clone()).collect::<Vec<_>>()).trim_end()
             ))
             .into());
         }
@@ -502,7 +501,11 @@ async fn purge_locked(
         printer.warn(format!(
             "{} not run: outside the scope in force; {} remain",
             count(summary.out_of_scope, "action was", "actions were"),
-            if summary.out_of_scope == 1 { "its target" } else { "their targets" }
+            if summary.out_of_scope == 1 {
+                "its target"
+            } else {
+                "their targets"
+            }
         ));
     }
     Ok(execution_status(&summary))
@@ -902,8 +905,9 @@ async fn check_manifest(
     let present = |facts: &ManifestFacts| match facts.children.len() {
         0 => format!("present ({})", facts.media_type),
         n => format!(
-            "present ({}); {n} child manifests will be deleted with it",
-            facts.media_type
+            "present ({}); {} will be deleted with it",
+            facts.media_type,
+            count(n, "child manifest", "child manifests")
         ),
     };
     match known {
@@ -913,8 +917,12 @@ async fn check_manifest(
                 Ok(Some(_)) => Ok(present(&known)),
                 Ok(None) if known.children.is_empty() => Ok("already gone".to_owned()),
                 Ok(None) => Ok(format!(
-                    "already gone; its {} recorded child manifests will be deleted if present",
-                    known.children.len()
+                    "already gone; its {} will be deleted if present",
+                    count(
+                        known.children.len(),
+                        "recorded child manifest",
+                        "recorded child manifests"
+                    )
                 )),
                 Err(err) => Err(err),
             };

@@ -400,8 +400,8 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
         if !gaps.is_empty() {
             writeln!(
                 out,
-                "**Not saved** for {} actions, which went ahead without it:",
-                gaps.len()
+                "**Not saved** for {}, which went ahead without it:",
+                super::count(gaps.len(), "action", "actions")
             )?;
             writeln!(out)?;
             for a in gaps {

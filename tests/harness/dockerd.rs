@@ -308,7 +308,10 @@ fn start_containerd(root: &Path) -> Child {
     }
     if !ready {
         stop_child(&mut child);
-        panic!("containerd did not create {socket:?} within {READY_TIMEOUT:?}:\n{}", log());
+        panic!(
+            "containerd did not create {socket:?} within {READY_TIMEOUT:?}:\n{}",
+            log()
+        );
     }
     child
 }

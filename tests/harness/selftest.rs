@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use super::http::{Request, base64};
-use super::{
-    Dockerd, Registry, RegistryOpts, require_dockerd, require_or_skip, require_registry,
-};
+use super::{Dockerd, Registry, RegistryOpts, require_dockerd, require_or_skip, require_registry};
 
 #[test]
 fn base64_matches_the_standard_alphabet_and_padding() {
@@ -169,14 +167,7 @@ fn dockerd_runs_containers_on_its_own_containerd() {
     }
     let dockerd = Dockerd::start();
     dockerd.import_busybox("bb:latest");
-    let id = dockerd.run([
-        "run",
-        "-d",
-        "--network=none",
-        "bb:latest",
-        "sleep",
-        "60",
-    ]);
+    let id = dockerd.run(["run", "-d", "--network=none", "bb:latest", "sleep", "60"]);
     let id = id.trim();
     let socket = dockerd.containerd_socket().to_string_lossy().into_owned();
     let shim = std::fs::read_dir("/proc")
@@ -203,7 +194,12 @@ fn dockerd_runs_containers_on_its_own_containerd() {
 /// With `CACHEWARDEN_SKIP_SERVICES=1`, a test whose service is missing is skipped.
 #[test]
 fn a_missing_service_is_skipped_when_allowed() {
-    assert!(!require_or_skip("a service", &["/nonexistent/cw-service"], false, true));
+    assert!(!require_or_skip(
+        "a service",
+        &["/nonexistent/cw-service"],
+        false,
+        true
+    ));
     assert!(require_or_skip("a service", &["/bin/sh"], false, false));
 }
 

@@ -134,8 +134,7 @@ fn install_script_lists_every_package_the_tests_need() {
         assert!(
             script
                 .lines()
-                .any(|l| l.trim_start().starts_with(&format!("{package} "))
-                    || l.trim() == package),
+                .any(|l| l.trim_start().starts_with(&format!("{package} ")) || l.trim() == package),
             "{INSTALL} installs {package}"
         );
     }

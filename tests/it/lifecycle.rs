@@ -298,6 +298,9 @@ fn follow_ups_only_for_tags_that_may_be_in_a_registry() {
         report.contains("skopeo inspect docker://reg.example/web:2"),
         "{report}"
     );
-    assert!(!report.contains("docker://docker.io/library/fork-pr"), "{report}");
+    assert!(
+        !report.contains("docker://docker.io/library/fork-pr"),
+        "{report}"
+    );
     assert!(report.contains(&image), "{report}");
 }

@@ -5,8 +5,8 @@ mod harness;
 
 mod buildkit;
 mod cli;
-mod first_use;
 mod common;
+mod first_use;
 mod wrap;
 
 mod audit;
