@@ -65,14 +65,17 @@ cleanup() {
         for cmdline in /proc/[0-9]*/cmdline; do
             pid=${cmdline#/proc/}; pid=${pid%/cmdline}
             [ "$pid" = $$ ] && continue
-            tr '\0' ' ' <"$cmdline" 2>/dev/null | grep -qF "$T/" && kill -KILL "$pid" 2>/dev/null
+            { tr '\0' ' ' <"$cmdline"; } 2>/dev/null | grep -qF "$T/" && kill -KILL "$pid" 2>/dev/null
         done
         awk -v t="$T" 'index($2, t "/") == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
             umount -l "$m" 2>/dev/null
         done
         rm -rf "$T"
     fi
-    [ "$status" -ne 0 ] && echo "demo: failed (exit $status); everything it started is stopped and removed${OUT:+; what it recorded is in $OUT}" >&2
+    if [ "$status" -ne 0 ]; then
+        echo "demo: failed (exit $status); everything it started is stopped and removed" >&2
+        [ ! -d "$OUT" ] || echo "demo: what it recorded so far is in $OUT" >&2
+    fi
     exit "$status"
 }
 trap cleanup EXIT
