@@ -5,15 +5,15 @@
 #
 #   sudo ./demo.sh
 #
-# Installs the Debian packages it needs when they are missing, builds cachewarden, runs
-# everything on loopback in a temporary directory, and removes all of it on exit. What stays:
-# the installed packages and the report, ./cachewarden-demo-report.md.
+# Installs the Debian packages it and the tests need (scripts/install-deps.sh), builds
+# cachewarden, runs every service on loopback in a temporary directory, and removes all of
+# them on exit. What stays: the installed packages and the incident's store, evidence and
+# reports, in ./cachewarden-demo-TIME, named at the end.
 set -euo pipefail
 
 START_DIR=$PWD
 REPO=$(cd "$(dirname "$0")" && pwd)
-REPORT=$START_DIR/cachewarden-demo-report.md
-PACKAGES=(docker.io docker-registry busybox-static apache2-utils skopeo openssl)
+OUT=$START_DIR/cachewarden-demo-$(date -u +%Y%m%dT%H%M%SZ)
 DOCKER=/usr/bin/docker
 DOCKERD=/usr/sbin/dockerd
 BUSYBOX=/bin/busybox
@@ -29,30 +29,22 @@ note() { printf '   %s\n' "$*"; }
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 
 # --- What the machine needs -----------------------------------------------------------------
-missing=()
-for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
 if [ "$(id -u)" -ne 0 ]; then
-    if [ "${#missing[@]}" -gt 0 ]; then
-        echo "demo: missing Debian packages: ${missing[*]}. Install them with:" >&2
-        echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
-    fi
-    echo "demo: private Docker Engines need root: run  sudo $0" >&2
+    echo "demo: it installs Debian packages and starts private Docker Engines, which need root: run  sudo $0" >&2
     exit 1
 fi
-if [ "${#missing[@]}" -gt 0 ]; then
-    say "installing ${missing[*]}"
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-fi
+say "system packages (scripts/install-deps.sh)"
+"$REPO/scripts/install-deps.sh"
 command -v cargo >/dev/null || die "cargo is not on PATH (as root: sudo env PATH=\"\$PATH\" $0)"
 
 SECONDS=0
-say "building cachewarden (cargo build --release)"
-(cd "$REPO" && cargo build --release --locked)
-CW=${CARGO_TARGET_DIR:-$REPO/target}/release/cachewarden
+# The dev profile: `cargo test` builds the same dependencies next, and a release build of
+# them took about six minutes of the demo on two cores.
+say "building cachewarden (cargo build)"
+(cd "$REPO" && cargo build --locked --bin cachewarden)
+CW=${CARGO_TARGET_DIR:-$REPO/target}/debug/cachewarden
 [ -x "$CW" ] || die "no binary at $CW"
+mkdir -p "$OUT"
 
 # --- Services, all under one temporary directory --------------------------------------------
 T=$(mktemp -d /tmp/cwdemo.XXXXXX)
@@ -73,14 +65,17 @@ cleanup() {
         for cmdline in /proc/[0-9]*/cmdline; do
             pid=${cmdline#/proc/}; pid=${pid%/cmdline}
             [ "$pid" = $$ ] && continue
-            tr '\0' ' ' <"$cmdline" 2>/dev/null | grep -qF "$T/" && kill -KILL "$pid" 2>/dev/null
+            { tr '\0' ' ' <"$cmdline"; } 2>/dev/null | grep -qF "$T/" && kill -KILL "$pid" 2>/dev/null
         done
         awk -v t="$T" 'index($2, t "/") == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
             umount -l "$m" 2>/dev/null
         done
         rm -rf "$T"
     fi
-    [ "$status" -ne 0 ] && echo "demo: failed (exit $status); everything it started is stopped and removed" >&2
+    if [ "$status" -ne 0 ]; then
+        echo "demo: failed (exit $status); everything it started is stopped and removed" >&2
+        [ ! -d "$OUT" ] || echo "demo: what it recorded so far is in $OUT" >&2
+    fi
     exit "$status"
 }
 trap cleanup EXIT
@@ -148,7 +143,8 @@ for b in "${BUILDERS[@]}"; do
 done
 
 export DOCKER_BUILDKIT=1 BUILDKIT_PROGRESS=plain NO_COLOR=1
-export CACHEWARDEN_DB=$T/cachewarden.db CACHEWARDEN_CONFIG=$T/config.toml
+# The store and the evidence beside it outlive the demo; the config names private sockets.
+export CACHEWARDEN_DB=$OUT/cachewarden.db CACHEWARDEN_CONFIG=$T/config.toml
 unset DOCKER_CONTEXT DOCKER_TLS_VERIFY DOCKER_CERT_PATH BUILDX_BUILDER
 {
     for b in ci-shared ci-main ci-release; do
@@ -165,7 +161,7 @@ docker_on() { # docker_on BUILDER ARGS...
     DOCKER_HOST=unix://$T/$b/sock DOCKER_CONFIG=$T/$b/client "$DOCKER" "$@"
 }
 
-LOG=$T/builds.log
+LOG=$OUT/builds.log
 # ci BUILDER PIPELINE RUN TRUST docker ARGS...: one CI job step, recorded by the hook, run in
 # the directory that holds the checkouts.
 ci() {
@@ -291,11 +287,22 @@ for check in "ci-release $REG/release:cache" "ci-main $REG/downstream:1"; do
 done
 note "clean: the poisoned refs are deleted, both builders pruned, the rebuilds hold no planted file"
 
-# --- Report -----------------------------------------------------------------------------------
-"$CW" incident report 1 -o "$T/incident-1.md"
-"$CW" incident report 2 -o "$T/incident-2.md"
-cat "$T/incident-1.md" "$T/incident-2.md" >"$REPORT.partial"
-mv "$REPORT.partial" "$REPORT"
+# --- Verify, close, report -------------------------------------------------------------------
+# Every target must be gone (or accepted with a reason, `incident accept ID SEQ --reason`):
+# `close` verifies again and refuses otherwise; no --force.
+for id in 1 2; do
+    say "incident $id: verify"
+    "$CW" incident verify "$id" || die "incident $id does not verify clean"
+    say "incident $id: close"
+    "$CW" incident close "$id"
+    "$CW" incident report "$id" -o "$OUT/incident-$id.md"
+    grep -q '^- Status: \*\*closed\*\*' "$OUT/incident-$id.md" || die "the report of incident $id does not say closed"
+done
+[ -z "${SUDO_UID:-}" ] || chown -R "$SUDO_UID:${SUDO_GID:-$SUDO_UID}" "$OUT"
 say "done in ${SECONDS}s"
-note "report:  $REPORT"
+note "kept in $OUT:"
+note "  cachewarden.db  the store; evidence/  what was saved before each deletion"
+note "  incident-1.md, incident-2.md  the reports; builds.log  the builds' output"
 note "stopping the registry, containerd and the Docker Engines, removing $T"
+say "incident list"
+"$CW" incident list

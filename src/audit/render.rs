@@ -213,16 +213,20 @@ pub fn summary_line(result: &AuditResult) -> String {
     let repositories: usize = result.registries.iter().map(|r| r.repositories.len()).sum();
     let new = result.findings.iter().filter(|f| f.new).count();
     let mut line = format!(
-        "audited {} registries, {repositories} repositories, {} tags ({} caches) in {:.1}s: ",
-        result.registries.len(),
-        result.tags(),
-        result.caches(),
+        "audited {}, {}, {} ({}) in {:.1}s: ",
+        crate::report::count(result.registries.len(), "registry", "registries"),
+        crate::report::count(repositories, "repository", "repositories"),
+        crate::report::count(result.tags(), "tag", "tags"),
+        crate::report::count(result.caches(), "cache", "caches"),
         result.duration_seconds
     );
     if result.findings.is_empty() {
         line.push_str("no new findings");
     } else {
-        line.push_str(&format!("{} findings ({new} new)", result.findings.len()));
+        line.push_str(&format!(
+            "{} ({new} new)",
+            crate::report::count(result.findings.len(), "finding", "findings")
+        ));
     }
     if result.seen_before > 0 {
         line.push_str(&format!(

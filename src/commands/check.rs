@@ -134,7 +134,11 @@ pub async fn check(
     let Some(hits) = hits.filter(|hits| !hits.is_empty()) else {
         return Ok(ExitStatus::Success);
     };
-    printer.detail(format!("{} tainted references", hits.len()));
+    printer.detail(crate::report::count(
+        hits.len(),
+        "tainted reference",
+        "tainted references",
+    ));
     Err(RefusedError(format!(
         "{} of {} references are tainted in an open incident",
         pinned

@@ -104,7 +104,9 @@ pub fn import(
     store.optimize()?;
     let elapsed = started.elapsed();
     printer.status(format!(
-        "imported {lines} lines ({events} events) from `{source}` in {:.2}s",
+        "imported {} ({}) from `{source}` in {:.2}s",
+        crate::report::count(lines, "line", "lines"),
+        crate::report::count(events, "event", "events"),
         elapsed.as_secs_f64()
     ));
     Ok(ExitStatus::Success)

@@ -24,6 +24,7 @@ use crate::printer::Printer;
 use crate::purge::execute::{self, Reporter};
 use crate::purge::{self, IncidentStatus, evidence};
 use crate::report;
+use crate::report::count;
 use crate::report::escape::{Line, Short, Term};
 use crate::store::{ActionRow, Store};
 use crate::time;
@@ -182,7 +183,7 @@ fn open(
             out.push_str(&format!("incident {id}: {}\n", Term(&title)));
             let counts: Vec<String> = Kind::ALL
                 .iter()
-                .map(|k| format!("{} {}", trace.tainted(*k).len(), k.as_str()))
+                .map(|k| k.count(trace.tainted(*k).len()))
                 .collect();
             out.push_str(&format!("blast radius: {}\n\nplan:\n", counts.join(", ")));
             out.push_str(&plan_table(&rows));
@@ -247,8 +248,10 @@ fn warn_scope<'a>(
         .count();
     if outside > 0 {
         printer.warn(format!(
-            "{outside} of {acting} actions are outside the scope{}: they will not run, and `incident verify` \
+            "{outside} of {} {} outside the scope{}: they will not run, and `incident verify` \
              will not pass while their targets remain (widen [scope], or leave them with `incident accept`)",
+            count(acting, "action", "actions"),
+            if outside == 1 { "is" } else { "are" },
             config
                 .path
                 .as_ref()
@@ -353,11 +356,11 @@ async fn purge_locked(
     if pending.is_empty() {
         if !outside.is_empty() {
             return Err(RefusedError(format!(
-                "incident {}: nothing was done: the {} actions left are outside the scope in force\n{}",
+                "incident {}: nothing was done: {} left {} outside the scope in force\n{}",
                 args.id,
-                outside.len(),
-                plan_table(&outside.iter().map(|r| (*r).clone()).collect::<Vec<_>>())
-                    .trim_end()
+                count(outside.len(), "the action", "the actions"),
+                if outside.len() == 1 { "is" } else { "are" },
+                plan_table(&outside.iter().map(|r| (*r).clone()).collect::<Vec<_>>()).trim_end()
             ))
             .into());
         }
@@ -424,20 +427,25 @@ async fn purge_locked(
     } else {
         warn_failed(printer, &rows);
         printer.status(format!(
-            "incident {}: {} done, {} failed, {} done earlier, {} follow-ups not executed, {} outside the scope; report: cachewarden incident report {}",
+            "incident {}: {} done, {} failed, {} done earlier, {} not executed, {} outside the scope; report: cachewarden incident report {}",
             args.id,
             summary.done,
             summary.failed,
             summary.already_done,
-            summary.skipped,
+            count(summary.skipped, "follow-up", "follow-ups"),
             summary.out_of_scope,
             args.id
         ));
     }
     if summary.out_of_scope > 0 {
         printer.warn(format!(
-            "{} actions were not run: outside the scope in force; their targets remain",
-            summary.out_of_scope
+            "{} not run: outside the scope in force; {} remain",
+            count(summary.out_of_scope, "action was", "actions were"),
+            if summary.out_of_scope == 1 {
+                "its target"
+            } else {
+                "their targets"
+            }
         ));
     }
     Ok(execution_status(&summary))
@@ -531,8 +539,10 @@ async fn verify(
             .filter(|c| c.verdict.blocks())
             .count();
         printer.warn(format!(
-            "{left} targets are neither gone nor accepted: remove them (`incident purge {id} --execute`), \
-             or leave them on purpose with `incident accept {id} SEQ... --reason TEXT`",
+            "{} neither gone nor accepted: remove {them} (`incident purge {id} --execute`), \
+             or leave {them} on purpose with `incident accept {id} SEQ... --reason TEXT`",
+            count(left, "target is", "targets are"),
+            them = if left == 1 { "it" } else { "them" },
             id = args.id
         ));
         return Ok(ExitStatus::Findings);
@@ -637,7 +647,10 @@ async fn check(
     }
     write_stdout(&format!("incident {id}: dry run, nothing changed\n{out}"))?;
     if problems > 0 {
-        printer.warn(format!("{problems} targets cannot be acted on as planned"));
+        printer.warn(format!(
+            "{} cannot be acted on as planned",
+            count(problems, "target", "targets")
+        ));
         return Ok(ExitStatus::Findings);
     }
     Ok(ExitStatus::Success)

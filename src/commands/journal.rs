@@ -21,11 +21,15 @@ pub fn confirm(plan: &str, count: usize) -> Result<()> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         return Err(RefusedError(format!(
-            "refusing to act on {count} targets without confirmation: rerun with --yes"
+            "refusing to act on {} without confirmation: rerun with --yes",
+            crate::report::count(count, "target", "targets")
         ))
         .into());
     }
-    eprint!("{plan}about to act on {count} targets. proceed? [y/N] ");
+    eprint!(
+        "{plan}about to act on {}. proceed? [y/N] ",
+        crate::report::count(count, "target", "targets")
+    );
     let mut answer = String::new();
     stdin.read_line(&mut answer)?;
     if !matches!(answer.trim(), "y" | "Y" | "yes") {

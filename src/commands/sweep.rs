@@ -238,11 +238,11 @@ async fn run(
     }
     journal::warn_failed(printer, &rows);
     printer.status(format!(
-        "sweep {id}: {} done, {} failed, {} not executed (out of scope); {} bytes reclaimed on builders; report: cachewarden incident report {id}",
+        "sweep {id}: {} done, {} failed, {} not executed (out of scope); {} reclaimed on builders; report: cachewarden incident report {id}",
         summary.done,
         summary.failed,
         summary.skipped + summary.out_of_scope,
-        m.bytes_reclaimed
+        crate::report::count(usize::try_from(m.bytes_reclaimed).unwrap_or_default(), "byte", "bytes")
     ));
     let failed = summary.failed > 0;
     finish_metrics(args.metrics_file.as_deref(), m, clock)?;

@@ -15,6 +15,7 @@ use crate::graph::seeds::RunSeed;
 use crate::graph::{self, SeedSpec, Seeds, Source, TraceError, TraceOptions, Unknown};
 use crate::printer::Printer;
 use crate::report;
+use crate::report::count;
 use crate::store::{SourceSummary, Store, TraceSource};
 use crate::suggest;
 use crate::time::Rfc3339;
@@ -169,15 +170,17 @@ fn spinner(printer: Printer) -> ProgressBar {
 fn timings(summary: &SourceSummary, traced: Duration, written: Duration, nodes: usize) -> String {
     let reads = match summary.loaded {
         Some((load, events)) => format!(
-            "{} indexed queries, then the whole graph ({events} events) loaded in {:.2} s",
-            summary.queries,
+            "{}, then the whole graph ({}) loaded in {:.2} s",
+            count(summary.queries, "indexed query", "indexed queries"),
+            count(events, "event", "events"),
             load.as_secs_f64()
         ),
-        None => format!("{} indexed queries", summary.queries),
+        None => count(summary.queries, "indexed query", "indexed queries"),
     };
     let traversal = traced.saturating_sub(summary.loaded.map_or(Duration::ZERO, |(load, _)| load));
     format!(
-        "trace: {reads}; {nodes} nodes traversed in {:.2} s; output written in {:.2} s",
+        "trace: {reads}; {} traversed in {:.2} s; output written in {:.2} s",
+        count(nodes, "node", "nodes"),
         traversal.as_secs_f64(),
         written.as_secs_f64()
     )

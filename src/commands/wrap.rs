@@ -303,10 +303,10 @@ async fn wrap_build(
                 printer.warn(warning);
             }
             printer.status(format!(
-                "cachewarden: recorded {} run {} ({} events)",
+                "cachewarden: recorded {} run {} ({})",
                 record.status.as_str(),
                 crate::model::run_name(&record.pipeline.name, &record.run_id, &record.step),
-                outcome.events
+                crate::report::count(outcome.events, "event", "events")
             ))
         }
         Err(err) => printer.warn(format!("the build was not recorded: {err:#}")),

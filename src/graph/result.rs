@@ -115,6 +115,19 @@ impl Kind {
             Self::Record => "record",
         }
     }
+
+    /// `n` entities of this kind, in words: `1 run`, `2 cache refs`.
+    pub fn count(self, n: usize) -> String {
+        let (one, many) = match self {
+            Self::Run => ("run", "runs"),
+            Self::CacheRef => ("cache ref", "cache refs"),
+            Self::Mount => ("mount", "mounts"),
+            Self::Builder => ("builder", "builders"),
+            Self::Image => ("image", "images"),
+            Self::Record => ("builder record", "builder records"),
+        };
+        format!("{n} {}", if n == 1 { one } else { many })
+    }
 }
 
 /// What a node of the blast-radius graph stands for.

@@ -191,6 +191,20 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
             }
         }
     }
+    // A tag only ever built into a builder's engine (`docker build -t NAME:TAG`, never pushed)
+    // is a local image, which its own action removes: a registry has nothing under it to look
+    // up. Only an image tag qualifies, never a cache one: a `--cache-to type=registry` export
+    // is pushed by the build itself.
+    let mut local_names: BTreeSet<String> = BTreeSet::new();
+    for kind in [Kind::CacheRef, Kind::Image] {
+        for tainted in trace.tainted(kind) {
+            if let Entity::Artifact { info, .. } = tainted.entity
+                && info.backend == Backend::LocalImage
+            {
+                local_names.insert(info.key.to_string());
+            }
+        }
+    }
     let mut seen = BTreeSet::new();
     let mut local_digests: BTreeSet<String> = BTreeSet::new();
     for kind in [Kind::CacheRef, Kind::Image] {
@@ -244,6 +258,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                     }
                 }
                 Backend::Registry if pinned_tags.contains(&(info.locator.clone(), info.key.to_string())) => {}
+                Backend::Registry if !*cache && local_names.contains(&local_name(&info.locator, &info.key)) => {}
                 Backend::Registry => actions.push(Action {
                     kind: ActionKind::FollowUp,
                     place: info.locator.clone(),
@@ -383,11 +398,14 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
         let since = unverified.get(&builder).map(|t| t - options.clock_skew);
         let reason = match (ids.is_empty(), since) {
             (false, Some(t)) => format!(
-                "{} records created by tainted runs, and runs without record evidence: records used since {}",
-                ids.len(),
+                "{} created by tainted runs, and runs without record evidence: records used since {}",
+                crate::report::count(ids.len(), "record", "records"),
                 crate::time::format(t)
             ),
-            (false, None) => format!("{} records created by tainted runs", ids.len()),
+            (false, None) => format!(
+                "{} created by tainted runs",
+                crate::report::count(ids.len(), "record", "records")
+            ),
             (true, Some(t)) => format!(
                 "tainted runs without record evidence: records used since {}",
                 crate::time::format(t)
@@ -435,6 +453,16 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
 
     settle(&mut actions);
     actions
+}
+
+/// The name Docker gives a local image built with `-t LOCATOR:TAG`, as `wrap` records it: Docker
+/// Hub's `library/` and host left out.
+fn local_name(locator: &str, tag: &str) -> String {
+    let name = match locator.split_once('/') {
+        Some((crate::model::DOCKER_HUB, path)) => path.strip_prefix("library/").unwrap_or(path),
+        _ => locator,
+    };
+    format!("{name}:{tag}")
 }
 
 /// Puts a plan in its stable order and drops repeated actions.

@@ -13,6 +13,7 @@ use crate::purge::verify::{Verdict, VerifyInputs, cutoff, from_before, last_purg
 use crate::purge::{BoxFuture, Executed, Outcome, TargetKind};
 use crate::remote::buildkit::CacheRecord;
 use crate::remote::endpoint::require_endpoint;
+use crate::report::count;
 use crate::store::ActionRow;
 use crate::time::Micros;
 
@@ -71,9 +72,9 @@ impl TargetKind for Builder {
             let records = cx.disk_usage(b.builder, b.endpoint, b.driver).await?;
             let ids = select_builder_records(&records, b.record_ids, b.used_since, b.full);
             Ok(format!(
-                "{} of {} records to prune",
+                "{} of {} to prune",
                 ids.len(),
-                records.len()
+                count(records.len(), "record", "records")
             ))
         })
     }
@@ -211,9 +212,9 @@ async fn prune_builder(
     let bytes: i64 = pruned.iter().map(|r| r.size).sum();
     if !survivors.is_empty() {
         return Err(RemoteError::protocol(format!(
-            "builder `{builder}`: {} of {} records survived the prune (kept by records outside the plan, or in use): {}",
+            "builder `{builder}`: {} of {} survived the prune (kept by records outside the plan, or in use): {}",
             survivors.len(),
-            ids.len(),
+            count(ids.len(), "record", "records"),
             survivors.join(", ")
         )));
     }

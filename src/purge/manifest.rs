@@ -11,6 +11,7 @@ use crate::purge::{ActionState, BoxFuture, Executed, Outcome, TargetKind};
 use crate::remote::registry::{
     DeleteOutcome, ParsedManifest, RegistryClient, blobs, facts, is_index_type, parse_manifest,
 };
+use crate::report::count;
 use crate::store::ActionRow;
 
 pub struct Manifest;
@@ -55,8 +56,9 @@ impl TargetKind for Manifest {
             let present = |facts: &ManifestFacts| match facts.children.len() {
                 0 => format!("present ({})", facts.media_type),
                 n => format!(
-                    "present ({}); {n} child manifests will be deleted with it",
-                    facts.media_type
+                    "present ({}); {} will be deleted with it",
+                    facts.media_type,
+                    count(n, "child manifest", "child manifests")
                 ),
             };
             match cx.known.get(digest.as_str()) {
@@ -66,8 +68,12 @@ impl TargetKind for Manifest {
                         Some(_) => present(known),
                         None if known.children.is_empty() => "already gone".to_owned(),
                         None => format!(
-                            "already gone; its {} recorded child manifests will be deleted if present",
-                            known.children.len()
+                            "already gone; its {} will be deleted if present",
+                            count(
+                                known.children.len(),
+                                "recorded child manifest",
+                                "recorded child manifests"
+                            )
                         ),
                     },
                 ),

@@ -15,6 +15,7 @@ use crate::purge::verify::{Verdict, VerifyInputs, cutoff, from_before, last_purg
 use crate::purge::{BoxFuture, Executed, Outcome, TargetKind};
 use crate::remote::buildkit::CacheRecord;
 use crate::remote::endpoint::require_endpoint;
+use crate::report::count;
 use crate::store::{ActionRow, MountRead};
 use crate::time::{self, Micros};
 
@@ -72,8 +73,8 @@ impl TargetKind for Mount {
             let (ids, note) =
                 select_mount_records(&records, m.mount_id, m.targets, m.shares_target_with);
             Ok(format!(
-                "{} records to prune{}",
-                ids.len(),
+                "{} to prune{}",
+                count(ids.len(), "record", "records"),
                 note.map(|n| format!("; {n}")).unwrap_or_default()
             ))
         })

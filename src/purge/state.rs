@@ -6,6 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::error::RemoteError;
+use crate::report::count;
 
 /// Where an action of the journal stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -121,7 +122,11 @@ impl fmt::Display for Outcome {
             Self::Manifest { deleted, children } => {
                 f.write_str(if deleted { "deleted" } else { "already gone" })?;
                 if children > 0 {
-                    write!(f, ", with {children} child manifests")?;
+                    write!(
+                        f,
+                        ", with {}",
+                        count(children, "child manifest", "child manifests")
+                    )?;
                 }
                 Ok(())
             }
@@ -130,9 +135,15 @@ impl fmt::Display for Outcome {
                 bytes,
                 already_gone,
             } => {
-                write!(f, "pruned {records} records, {bytes} bytes")?;
+                write!(
+                    f,
+                    "pruned {}, {}",
+                    count(records, "record", "records"),
+                    count(usize::try_from(bytes).unwrap_or_default(), "byte", "bytes")
+                )?;
                 if already_gone > 0 {
-                    write!(f, " ({already_gone} were already gone)")?;
+                    let verb = if already_gone == 1 { "was" } else { "were" };
+                    write!(f, " ({already_gone} {verb} already gone)")?;
                 }
                 Ok(())
             }
@@ -210,7 +221,7 @@ mod tests {
                 bytes: 1,
                 already_gone: 2
             }),
-            "pruned 3 records, 1 bytes (2 were already gone)"
+            "pruned 3 records, 1 byte (2 were already gone)"
         );
         assert_eq!(shown(Outcome::Image { removed: false }), "not present");
     }

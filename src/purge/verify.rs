@@ -21,6 +21,7 @@ use crate::purge::remotes::Remotes;
 use crate::purge::runner::{self, Job};
 use crate::purge::{ActionState, kind_of};
 use crate::remote::buildkit::CacheRecord;
+use crate::report::count;
 use crate::report::escape::{Line, Term};
 use crate::store::{Acceptance, ActionRow, Store, StoreError};
 use crate::time::{self, Micros};
@@ -233,8 +234,9 @@ impl Verified {
             "clean      the re-run trace finds nothing new".to_owned()
         } else {
             format!(
-                "NOT CLEAN  the re-run trace found {} targets the plan did not hold; they are planned now",
-                self.added
+                "NOT CLEAN  the re-run trace found {} the plan did not hold; {} planned now",
+                count(self.added, "target", "targets"),
+                if self.added == 1 { "it is" } else { "they are" }
             )
         });
         lines

@@ -401,8 +401,8 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
         if !gaps.is_empty() {
             writeln!(
                 out,
-                "**Not saved** for {} actions, which went ahead without it:",
-                gaps.len()
+                "**Not saved** for {}, which went ahead without it:",
+                super::count(gaps.len(), "action", "actions")
             )?;
             writeln!(out)?;
             for a in gaps {
@@ -561,7 +561,11 @@ pub fn describe_target_as(target: &Target, style: Style) -> String {
             if *full {
                 format!("every record on {}", style.name(builder))
             } else {
-                let mut s = format!("{} records on {}", record_ids.len(), style.name(builder));
+                let mut s = format!(
+                    "{} on {}",
+                    super::count(record_ids.len(), "record", "records"),
+                    style.name(builder)
+                );
                 if let Some(t) = used_since {
                     s.push_str(&format!(" and those used since {}", time::format(*t)));
                 }

@@ -405,9 +405,9 @@ pub fn plan(
                 partial: true,
             },
             reason: format!(
-                "sweep rule `{}`: {} records, {bytes} recorded bytes",
+                "sweep rule `{}`: {}, {bytes} recorded bytes",
                 rules.into_iter().collect::<Vec<_>>().join("`, `"),
-                ids.len()
+                crate::report::count(ids.len(), "record", "records")
             ),
         });
     }

@@ -1,4 +1,9 @@
 //! A private Docker Engine: its own data root, exec root, containerd and unix socket.
+//!
+//! Each dockerd gets a containerd the harness starts, with its own root, state and sockets,
+//! passed with `--containerd`: left to itself, dockerd 20.10 would use the system containerd
+//! whenever `/run/containerd/containerd.sock` exists, sharing state with the system Docker.
+//! So the tests run beside a system Docker and never need it stopped.
 
 use std::fs::{self, File};
 use std::os::unix::fs::{PermissionsExt, symlink};
@@ -8,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::http::{self, Request};
-use super::{BUSYBOX, DOCKER, DOCKER26_PREFIX, DOCKERD, log_tail, wait_until};
+use super::{BUSYBOX, CONTAINERD, DOCKER, DOCKER26_PREFIX, DOCKERD, log_tail, wait_until};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -69,6 +74,14 @@ impl Engine {
         }
     }
 
+    /// The containerd the harness starts for the daemon.
+    fn containerd(self) -> String {
+        match self {
+            Engine::Docker20 => CONTAINERD.to_owned(),
+            Engine::Docker26 => format!("{DOCKER26_PREFIX}/usr/bin/containerd"),
+        }
+    }
+
     fn daemon_json(self) -> &'static str {
         match self {
             Engine::Docker20 => "{}\n",
@@ -94,6 +107,7 @@ impl Engine {
 pub struct Dockerd {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    containerd: Option<Child>,
     images: AtomicUsize,
 }
 
@@ -115,6 +129,7 @@ impl Dockerd {
             fs::create_dir_all(root.join(sub)).expect("create the dockerd directories");
         }
         fs::write(root.join("daemon.json"), engine.daemon_json()).expect("write daemon.json");
+        let containerd = start_containerd(root, engine);
         let log = File::create(root.join("dockerd.log")).expect("create the dockerd log");
         let log_err = log.try_clone().expect("clone the log handle");
         let dockerd_bin = engine.dockerd();
@@ -122,6 +137,8 @@ impl Dockerd {
             .env("PATH", engine.path())
             .arg("--config-file")
             .arg(root.join("daemon.json"))
+            .arg("--containerd")
+            .arg(containerd_socket(root))
             .arg("--data-root")
             .arg(root.join("data"))
             .arg("--exec-root")
@@ -139,6 +156,7 @@ impl Dockerd {
         let mut dockerd = Self {
             dir,
             child: Some(child),
+            containerd: Some(containerd),
             images: AtomicUsize::new(0),
         };
         let socket = dockerd.socket();
@@ -281,9 +299,17 @@ impl Dockerd {
             }
             let _ = child.wait();
         }
-        let exec_root = self.exec_root();
-        kill_processes_mentioning(&exec_root);
+        if let Some(mut containerd) = self.containerd.take() {
+            stop_child(&mut containerd);
+        }
+        // Shims outlive their containerd; each names its containerd's socket, under the dir.
+        kill_processes_mentioning(self.dir.path());
         unmount_under(self.dir.path());
+    }
+
+    /// The socket of this daemon's own containerd.
+    pub fn containerd_socket(&self) -> PathBuf {
+        containerd_socket(self.dir.path())
     }
 }
 
@@ -291,6 +317,68 @@ impl Drop for Dockerd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn containerd_socket(root: &Path) -> PathBuf {
+    root.join("containerd/sock")
+}
+
+/// Starts a containerd with its root, state and sockets under `root/containerd`, and waits for
+/// its socket. The CRI plugin is off: it would want CNI and a second port.
+fn start_containerd(root: &Path, engine: Engine) -> Child {
+    let dir = root.join("containerd");
+    fs::create_dir_all(&dir).expect("create the containerd directory");
+    let socket = containerd_socket(root);
+    let config = format!(
+        "version = 2\nroot = {root:?}\nstate = {state:?}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\n\
+         [grpc]\n  address = {socket:?}\n\n[ttrpc]\n  address = {ttrpc:?}\n",
+        root = dir.join("root"),
+        state = dir.join("state"),
+        socket = socket,
+        ttrpc = dir.join("sock.ttrpc"),
+    );
+    fs::write(dir.join("config.toml"), config).expect("write the containerd config");
+    let log = File::create(root.join("containerd.log")).expect("create the containerd log");
+    let log_err = log.try_clone().expect("clone the log handle");
+    let containerd_bin = engine.containerd();
+    let mut child = Command::new(&containerd_bin)
+        .env("PATH", engine.path())
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .spawn()
+        .unwrap_or_else(|err| panic!("cannot run {containerd_bin}: {err}"));
+    let mut exited = None;
+    let ready = wait_until(READY_TIMEOUT, || {
+        if let Ok(Some(status)) = child.try_wait() {
+            exited = Some(status);
+            return true;
+        }
+        socket.exists()
+    });
+    let log = || log_tail(&root.join("containerd.log"), 2000);
+    if let Some(status) = exited {
+        panic!("containerd exited with {status} while starting:\n{}", log());
+    }
+    if !ready {
+        stop_child(&mut child);
+        panic!(
+            "containerd did not create {socket:?} within {READY_TIMEOUT:?}:\n{}",
+            log()
+        );
+    }
+    child
+}
+
+/// SIGTERM, then SIGKILL after [`STOP_TIMEOUT`].
+fn stop_child(child: &mut Child) {
+    signal(child.id() as i32, libc::SIGTERM);
+    if !wait_until(STOP_TIMEOUT, || matches!(child.try_wait(), Ok(Some(_)))) {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
 }
 
 fn check(command: &Command, output: &Output) {

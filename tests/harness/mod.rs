@@ -17,12 +17,18 @@ use std::path::Path;
 
 /// The Docker Engine daemon the harness starts.
 pub const DOCKERD: &str = "/usr/sbin/dockerd";
+/// The containerd each private dockerd gets (Debian's `containerd`, a `docker.io` dependency).
+pub const CONTAINERD: &str = "/usr/bin/containerd";
 /// The Docker client with BuildKit support.
 pub const DOCKER: &str = "/usr/bin/docker";
 /// distribution's registry server.
 pub const DOCKER_REGISTRY: &str = "/usr/bin/docker-registry";
 /// The static busybox the test images are made of.
 pub const BUSYBOX: &str = "/bin/busybox";
+/// `htpasswd` (apache2-utils), for the password file of a registry with basic auth.
+pub const HTPASSWD: &str = "/usr/bin/htpasswd";
+/// skopeo, which the runbooks use to look at a registry.
+pub const SKOPEO: &str = "/usr/bin/skopeo";
 /// Set to `1` to skip the tests whose services are missing instead of failing them.
 pub const SKIP_ENV: &str = "CACHEWARDEN_SKIP_SERVICES";
 
@@ -31,7 +37,11 @@ pub const SKIP_ENV: &str = "CACHEWARDEN_SKIP_SERVICES";
 /// Returns `false` when they cannot and `CACHEWARDEN_SKIP_SERVICES=1` allows skipping; the
 /// caller then returns early. Without that variable a missing service fails the test.
 pub fn require_dockerd() -> bool {
-    require("a private Docker Engine", &[DOCKERD, DOCKER, BUSYBOX], true)
+    require(
+        "a private Docker Engine",
+        &[DOCKERD, CONTAINERD, DOCKER, BUSYBOX],
+        true,
+    )
 }
 
 /// The buildx CLI plugin, where Debian's `docker-buildx` installs it.
@@ -42,7 +52,7 @@ pub const BUILDX: &str = "/usr/libexec/docker/cli-plugins/docker-buildx";
 pub fn require_buildx() -> bool {
     require(
         "buildx and a private Docker Engine",
-        &[DOCKERD, DOCKER, BUSYBOX, BUILDX],
+        &[DOCKERD, CONTAINERD, DOCKER, BUSYBOX, BUILDX],
         true,
     )
 }
@@ -62,9 +72,19 @@ pub fn require_docker26() -> bool {
     )
 }
 
-/// Checks that the registry tests can run; see [`require_dockerd`].
+/// Checks that the registry tests can run, with basic or token auth too; see
+/// [`require_dockerd`].
 pub fn require_registry() -> bool {
-    require("a loopback registry", &[DOCKER_REGISTRY], false)
+    require(
+        "a loopback registry",
+        &[DOCKER_REGISTRY, HTPASSWD, token::OPENSSL],
+        false,
+    )
+}
+
+/// Checks that skopeo can run; see [`require_dockerd`].
+pub fn require_skopeo() -> bool {
+    require("skopeo", &[SKOPEO], false)
 }
 
 /// A loopback registry with default options, once [`require_registry`] allows it.
@@ -73,6 +93,14 @@ pub fn registry() -> Option<Registry> {
 }
 
 fn require(what: &str, binaries: &[&str], needs_root: bool) -> bool {
+    let skip = std::env::var(SKIP_ENV).is_ok_and(|v| v == "1");
+    require_or_skip(what, binaries, needs_root, skip)
+}
+
+/// What [`require`] decides, with `CACHEWARDEN_SKIP_SERVICES=1` given as `skip`: true when
+/// everything is there, false (a line on stderr) when something is missing and `skip` allows
+/// it, and a panic naming what is missing otherwise.
+fn require_or_skip(what: &str, binaries: &[&str], needs_root: bool, skip: bool) -> bool {
     let mut missing: Vec<String> = binaries
         .iter()
         .filter(|b| !Path::new(b).exists())
@@ -85,13 +113,13 @@ fn require(what: &str, binaries: &[&str], needs_root: bool) -> bool {
         return true;
     }
     let reason = missing.join(", ");
-    if std::env::var(SKIP_ENV).is_ok_and(|v| v == "1") {
+    if skip {
         eprintln!("skipped: this test needs {what}, but {reason} ({SKIP_ENV}=1)");
         return false;
     }
     panic!(
-        "this test needs {what}, but {reason}; install docker.io, docker-registry, \
-         busybox-static and docker-buildx and run as root, or set {SKIP_ENV}=1 to skip"
+        "this test needs {what}, but {reason}; install them with scripts/install-deps.sh and \
+         run the tests as root, or set {SKIP_ENV}=1 to skip the tests that need them"
     );
 }
 

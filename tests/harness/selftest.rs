@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use super::http::{Request, base64};
-use super::{Dockerd, Registry, RegistryOpts, require_dockerd, require_registry};
+use super::{Dockerd, Registry, RegistryOpts, require_dockerd, require_or_skip, require_registry};
 
 #[test]
 fn base64_matches_the_standard_alphabet_and_padding() {
@@ -156,4 +156,56 @@ fn dockerds_start_in_parallel_and_leave_nothing_behind() {
             .any(|c| String::from_utf8_lossy(&c).contains(&exec_root));
         assert!(!leftover, "no process mentions {exec_root}");
     }
+}
+
+/// A private dockerd runs containers on the containerd the harness started for it, never on
+/// the system's: the tests run beside a system Docker without sharing its state.
+#[test]
+fn dockerd_runs_containers_on_its_own_containerd() {
+    if !require_dockerd() {
+        return;
+    }
+    let dockerd = Dockerd::start();
+    dockerd.import_busybox("bb:latest");
+    let id = dockerd.run(["run", "-d", "--network=none", "bb:latest", "sleep", "60"]);
+    let id = id.trim();
+    let socket = dockerd.containerd_socket().to_string_lossy().into_owned();
+    let shim = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .find(|c| c.contains("containerd-shim") && c.contains(id))
+        .unwrap_or_else(|| panic!("no shim runs container {id}"));
+    assert!(
+        shim.contains(&format!("-address {socket} ")),
+        "the shim of {id} answers to {socket}: {shim}"
+    );
+    let dir = dockerd.dir().to_string_lossy().into_owned();
+    drop(dockerd);
+    let leftover = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .any(|c| String::from_utf8_lossy(&c).contains(&dir));
+    assert!(!leftover, "no process mentions {dir}");
+}
+
+/// With `CACHEWARDEN_SKIP_SERVICES=1`, a test whose service is missing is skipped.
+#[test]
+fn a_missing_service_is_skipped_when_allowed() {
+    assert!(!require_or_skip(
+        "a service",
+        &["/nonexistent/cw-service"],
+        false,
+        true
+    ));
+    assert!(require_or_skip("a service", &["/bin/sh"], false, false));
+}
+
+/// Without `CACHEWARDEN_SKIP_SERVICES=1`, a missing service fails the test, naming it.
+#[test]
+#[should_panic(expected = "`/nonexistent/cw-service` is missing")]
+fn a_missing_service_fails_the_test() {
+    require_or_skip("a service", &["/nonexistent/cw-service"], false, false);
 }

@@ -3,7 +3,7 @@
 
 use sha2::{Digest as _, Sha256};
 
-use crate::common::{Env, ok, output};
+use crate::common::{Env, digest, ok, output};
 use crate::harness::oci::Pusher;
 use crate::harness::{self, Registry};
 
@@ -276,4 +276,31 @@ fn non_registry_caches_are_follow_ups_with_commands() {
         "{report}"
     );
     assert!(report.contains("rm -rf '/var/cache/buildx'"), "{report}");
+}
+
+/// A tag only ever built into an engine gets no registry look-up (its local image is removed
+/// instead), while a tag pushed without a recorded digest keeps its follow-up.
+#[test]
+fn follow_ups_only_for_tags_that_may_be_in_a_registry() {
+    let env = Env::new();
+    let image = digest('a');
+    let lines = [
+        format!(
+            r#"{{"v":1,"type":"run","pipeline":"evil","run":"1","step":"local","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","builder":"ci-1","produced":["fork-pr:1",{{"backend":"local-image","locator":"ci-1","digest":"{image}","key":"fork-pr:1","tag":"1"}}]}}"#
+        ),
+        r#"{"v":1,"type":"run","pipeline":"evil","run":"1","step":"pushed","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","produced":["reg.example/web:2"]}"#.to_owned(),
+    ];
+    let file = env.write("h.jsonl", &format!("{}\n", lines.join("\n")));
+    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+    ok(env.cmd().args(["incident", "open", "--pipeline", "evil"]));
+    let report = ok(env.cmd().args(["incident", "report", "1"]));
+    assert!(
+        report.contains("skopeo inspect docker://reg.example/web:2"),
+        "{report}"
+    );
+    assert!(
+        !report.contains("docker://docker.io/library/fork-pr"),
+        "{report}"
+    );
+    assert!(report.contains(&image), "{report}");
 }

@@ -6,6 +6,7 @@ mod harness;
 mod buildkit;
 mod cli;
 mod common;
+mod first_use;
 mod wrap;
 
 mod audit;

@@ -390,7 +390,10 @@ fn an_evidence_gap_is_recorded_and_reported() {
         .unwrap();
     assert!(action["evidence_gap"].is_string(), "{action:#}");
     let report = ok(env.cmd_with(&config).args(["incident", "report", "1"]));
-    assert!(report.contains("**Not saved** for 1 actions"), "{report}");
+    assert!(
+        report.contains("**Not saved** for 1 action, which"),
+        "{report}"
+    );
     let json = ok(env
         .cmd_with(&config)
         .args(["incident", "report", "1", "--format", "json"]));
