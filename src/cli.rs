@@ -191,6 +191,11 @@ pub struct ExportArgs {
     /// Write to this file instead of stdout.
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
+    /// Only this run (repeatable), with its pipeline and builder: what a CI job recorded, to
+    /// upload for `import` elsewhere. Named `pipeline/run[/step]` as `trace --run` takes it; an
+    /// unknown run is refused.
+    #[arg(long = "run", value_name = "PIPELINE/RUN[/STEP]")]
+    pub runs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]

@@ -476,3 +476,98 @@ fn wrap_without_a_builder_endpoint_warns_that_records_are_not_captured() {
     let export = ok(env.cmd().arg("export"));
     assert!(!export.contains("\"records\""), "{export}");
 }
+
+/// `export --run` gives only the runs named, with their pipelines and builders and no purge:
+/// a CI job's upload never carries what other jobs on a shared runner recorded. An unknown run
+/// is refused and leaves no file.
+#[test]
+fn export_run_selects_only_that_run() {
+    let env = Env::new();
+    for (pipeline, run, builder) in [
+        ("acme/web/images", "7-1", "ci-1"),
+        ("acme/web/images", "8-1", "ci-2"),
+        ("api", "1", "ci-3"),
+    ] {
+        ok(env.cmd().args([
+            "record",
+            "--pipeline",
+            pipeline,
+            "--run",
+            run,
+            "--builder",
+            builder,
+            "--mount",
+            "/root/.cache/pip",
+            "--finished-at",
+            "2026-03-01T10:00:00Z",
+        ]));
+    }
+    ok(env.cmd().args([
+        "mark-purged",
+        "--builder",
+        "ci-1",
+        "--mount",
+        "/root/.cache/pip",
+        "--at",
+        "2026-03-02T00:00:00Z",
+    ]));
+    // The pipeline name holds `/`: the unencoded name is read every way its slashes allow.
+    let one = ok(env.cmd().args(["export", "--run", "acme/web/images/8-1"]));
+    let kinds: Vec<String> = one
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{} {}",
+                v["type"].as_str().unwrap(),
+                v["name"].as_str().or(v["run"].as_str()).unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["pipeline acme/web/images", "builder ci-2", "run 8-1"],
+        "{one}"
+    );
+    // It imports on its own into an empty store.
+    let file = env.write("one.jsonl", &one);
+    let other = env.path().join("other.db");
+    ok(env.cmd().args([
+        "--db",
+        other.to_str().unwrap(),
+        "import",
+        file.to_str().unwrap(),
+    ]));
+    // Two runs, encoded or not, each once.
+    let two = ok(env.cmd().args([
+        "export",
+        "--run",
+        "acme%2Fweb%2Fimages/7-1",
+        "--run",
+        "api/1",
+        "--run",
+        "api/1",
+    ]));
+    assert_eq!(
+        two.lines()
+            .filter(|l| l.contains("\"type\":\"run\""))
+            .count(),
+        2,
+        "{two}"
+    );
+    assert!(!two.contains("\"type\":\"purge\""), "{two}");
+
+    let out = env.path().join("out.jsonl");
+    assert_snapshot!(output(
+        &env,
+        env.cmd().args([
+            "export",
+            "--run",
+            "acme/web/images/9-1",
+            "-o",
+            out.to_str().unwrap()
+        ])
+    ));
+    assert!(!out.exists());
+    assert!(!env.path().join("out.partial").exists());
+}
