@@ -184,6 +184,11 @@ pub struct ImportArgs {
     /// Lines per transaction.
     #[arg(long, default_value_t = 50_000, value_name = "N")]
     pub batch_size: usize,
+    /// Record every run, and every pipeline's first ceiling, at most at this level, whatever
+    /// the file says: for an upload from a job whose code nobody reviewed (a pull request),
+    /// which that code could have written.
+    #[arg(long, value_name = "LEVEL")]
+    pub trust_level: Option<String>,
 }
 
 #[derive(Debug, Args)]

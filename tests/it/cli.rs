@@ -571,3 +571,63 @@ fn export_run_selects_only_that_run() {
     assert!(!out.exists());
     assert!(!env.path().join("out.partial").exists());
 }
+
+/// The attack of a pull request's job that writes its own upload claiming `release`:
+/// `import --trust-level untrusted` records its run, and the pipeline's first ceiling, at
+/// `untrusted`, where a plain import takes the claim. An unknown level is refused.
+#[test]
+fn import_trust_level_caps_what_an_upload_claims() {
+    let env = Env::new();
+    let upload = env.write(
+        "provenance.jsonl",
+        &format!(
+            concat!(
+                r#"{{"v":1,"type":"pipeline","name":"acme/web/images","trust_level":"release"}}"#,
+                "\n",
+                r#"{{"v":1,"type":"run","pipeline":"acme/web/images","run":"1002-1","step":"s","trust_level":"release","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","exported":["r.io/web:cache@{a}"]}}"#,
+                "\n",
+                r#"{{"v":1,"type":"run","pipeline":"acme/web/images","run":"1003-1","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z"}}"#,
+                "\n"
+            ),
+            a = digest('a')
+        ),
+    );
+    let levels = |db: &str, extra: &[&str]| {
+        let db = env.path().join(db);
+        ok(env
+            .cmd()
+            .arg("--db")
+            .arg(&db)
+            .arg("import")
+            .args(extra)
+            .arg(&upload));
+        ok(env.cmd().arg("--db").arg(&db).arg("export"))
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!(
+                    "{} {}",
+                    v["run"].as_str().unwrap_or("pipeline"),
+                    v["trust_level"].as_str().unwrap_or("-")
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        levels("plain.db", &[]),
+        ["pipeline release", "1002-1 release", "1003-1 release"]
+    );
+    assert_eq!(
+        levels("capped.db", &["--trust-level", "untrusted"]),
+        ["pipeline untrusted", "1002-1 untrusted", "1003-1 untrusted"]
+    );
+    let out = output(
+        &env,
+        env.cmd()
+            .args(["import", "--trust-level", "trusted"])
+            .arg(&upload),
+    );
+    assert!(out.starts_with("exit: 2\n"), "{out}");
+    assert!(out.contains("`trusted`"), "{out}");
+    assert!(!env.db().exists());
+}

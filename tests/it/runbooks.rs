@@ -718,7 +718,8 @@ fn run_ci_jobs(lab: &Lab, jobs: &[CiJob]) -> Vec<PathBuf> {
     uploads
 }
 
-/// What the responders' store holds after importing the uploads: the release run at
+/// What the responders' store holds after importing the uploads (the release job's, then the
+/// untrusted job's, which is imported first): the release run at
 /// `release` on `release-1`, the untrusted run at `untrusted` on another builder, and a trace
 /// of the untrusted run that reaches no release run: the untrusted build shared no builder
 /// and wrote nothing to `release_repo`, the release cache's repository.
@@ -739,9 +740,12 @@ fn check_imported(
             .env("CACHEWARDEN_CONFIG", &config);
         cmd
     };
-    for upload in uploads.iter().rev() {
-        ok(cw().arg("import").arg(upload));
-    }
+    // The untrusted job's upload, which its own code could have written, capped as the
+    // runbook says.
+    ok(cw()
+        .args(["import", "--trust-level", "untrusted"])
+        .arg(&uploads[1]));
+    ok(cw().arg("import").arg(&uploads[0]));
     let runs: Vec<serde_json::Value> = ok(cw().arg("export"))
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -1058,4 +1062,24 @@ fn ci_snippets_buildkite() {
     ];
     let uploads = run_ci_jobs(&lab, &jobs);
     check_imported(&lab, &uploads, "web-images/71-0", "web-images/72-0", &image);
+}
+
+/// Every relative link of the README (to runbooks, examples and schemas) names a file or
+/// directory that exists.
+#[test]
+fn readme_links_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut checked = 0;
+    for (at, _) in readme.match_indices("](") {
+        let target = &readme[at + 2..];
+        let target = &target[..target.find(')').unwrap()];
+        if target.contains("://") || target.starts_with('#') {
+            continue;
+        }
+        let path = target.split('#').next().unwrap();
+        assert!(root.join(path).exists(), "README.md links to `{target}`");
+        checked += 1;
+    }
+    assert!(checked >= 5, "{checked} links");
 }
