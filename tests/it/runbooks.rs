@@ -1,5 +1,8 @@
 //! The runbooks cannot rot: every `sh` block of `runbooks/` runs against a real registry and
-//! Docker Engine holding a recorded attack, and every `yaml` and `toml` block parses.
+//! Docker Engine holding a recorded attack, and every `yaml` and `toml` block parses. The
+//! files of `examples/` are what the runbooks show: the config and sweep policy load, and each
+//! CI file's release and pull-request jobs run as its CI would run them (its variables, its
+//! scripts in order, on two engines), and their uploads import with the trust each run earns.
 //!
 //! A block preceded by `<!-- not-run: reason -->` is skipped; the reason is required. The
 //! placeholders the runbooks use (`$REGISTRY`, `$BUILDER`, `$INCIDENT`, ...) are set by the test.
