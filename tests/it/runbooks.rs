@@ -454,6 +454,13 @@ struct CiJob {
     builder: &'static str,
 }
 
+/// CI variables as the job builders take them.
+fn owned(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    vars.iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 impl CiJob {
     /// The values the CI file's variables take in the test: lab paths for host paths, the lab
     /// registry, the test binary for a download. Every variable that is still an expression
@@ -517,7 +524,7 @@ fn github_job(
     doc: &serde_norway::Value,
     job: &'static str,
     condition: &str,
-    ci: &[(&str, &str)],
+    ci: Vec<(String, String)>,
     builder: &'static str,
     runner_temp: &Path,
 ) -> CiJob {
@@ -525,10 +532,7 @@ fn github_job(
     assert_eq!(spec["if"].as_str(), Some(condition), "jobs.{job}.if");
     let temp = runner_temp.display().to_string();
     let fill = |s: &str| s.replace("${{ runner.temp }}", &temp);
-    let mut env: Vec<(String, String)> = ci
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+    let mut env = ci;
     env.extend(map_pairs(&doc["env"]));
     env.extend(map_pairs(&spec["env"]));
     let mut scripts = Vec::new();
@@ -578,7 +582,7 @@ fn gitlab_job(
     doc: &serde_norway::Value,
     job: &'static str,
     rule: &str,
-    ci: &[(&str, &str)],
+    ci: Vec<(String, String)>,
     builder: &'static str,
 ) -> CiJob {
     let spec = &doc[job];
@@ -594,10 +598,7 @@ fn gitlab_job(
         }
     };
     assert_eq!(get("rules")[0]["if"].as_str(), Some(rule), "{job}.rules");
-    let mut env: Vec<(String, String)> = ci
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+    let mut env = ci;
     env.extend(map_pairs(&doc["variables"]));
     env.extend(map_pairs(&get("variables")));
     let artifacts = get("artifacts");
@@ -624,7 +625,7 @@ fn buildkite_step(
     doc: &serde_norway::Value,
     key: &'static str,
     condition: &str,
-    ci: &[(&str, &str)],
+    ci: Vec<(String, String)>,
     builder: &'static str,
 ) -> CiJob {
     let spec = doc["steps"]
@@ -640,10 +641,7 @@ fn buildkite_step(
         2 * command.matches("$$").count(),
         "{key}: a `$` that `pipeline upload` would fill in"
     );
-    let mut env: Vec<(String, String)> = ci
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+    let mut env = ci;
     env.extend(map_pairs(&doc["env"]));
     env.extend(map_pairs(&spec["env"]));
     CiJob {
@@ -872,7 +870,7 @@ fn ci_snippets_github_actions() {
             &doc,
             "release",
             "github.event_name == 'push' && github.ref == 'refs/heads/main'",
-            &release_env,
+            owned(&release_env),
             "release-1",
             &release_temp,
         )
@@ -894,7 +892,7 @@ fn ci_snippets_github_actions() {
             &doc,
             "pull-request",
             "github.event_name == 'pull_request'",
-            &pr_env,
+            owned(&pr_env),
             "untrusted-1",
             &pr_temp,
         )
@@ -981,8 +979,7 @@ fn ci_snippets_gitlab_ci() {
             "untrusted-1",
         ),
     ] {
-        let mut ci = gitlab_job(&doc, job, rule, &[], builder);
-        ci.env.splice(0..0, as_refs(env));
+        let ci = gitlab_job(&doc, job, rule, as_refs(env), builder);
         let mut overrides = vec![("RELEASE_IMAGE", format!("{host}/acme/web-release"))];
         if job == "release" {
             overrides.push((
@@ -1044,7 +1041,7 @@ fn ci_snippets_buildkite() {
             &doc,
             "release",
             "build.branch == pipeline.default_branch && build.pull_request.id == null",
-            &release,
+            owned(&release),
             "release-1",
         )
         .overridden(&[
@@ -1058,7 +1055,7 @@ fn ci_snippets_buildkite() {
             &doc,
             "pull-request",
             "build.pull_request.id != null",
-            &pull_request,
+            owned(&pull_request),
             "untrusted-1",
         )
         .overridden(&[("IMAGE", image.clone())]),
