@@ -206,6 +206,11 @@ pub struct ImportArgs {
     /// Lines per transaction.
     #[arg(long, default_value_t = 50_000, value_name = "N")]
     pub batch_size: usize,
+    /// Record every run, and every pipeline's first ceiling, at most at this level, whatever
+    /// the file says: for an upload from a job whose code nobody reviewed (a pull request),
+    /// which that code could have written.
+    #[arg(long, value_name = "LEVEL")]
+    pub trust_level: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +218,11 @@ pub struct ExportArgs {
     /// Write to this file instead of stdout.
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
+    /// Only this run (repeatable), with its pipeline and builder: what a CI job recorded, to
+    /// upload for `import` elsewhere. Named `pipeline/run[/step]` as `trace --run` takes it; an
+    /// unknown run is refused.
+    #[arg(long = "run", value_name = "PIPELINE/RUN[/STEP]")]
+    pub runs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]

@@ -1,4 +1,4 @@
-//! `cachewarden export`: the whole store as provenance JSON Lines.
+//! `cachewarden export`: the whole store, or some runs, as provenance JSON Lines.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -9,11 +9,21 @@ use anyhow::{Context, Result};
 use crate::ExitStatus;
 use crate::cli::ExportArgs;
 use crate::commands::open_read_store;
-use crate::store::ExportError;
+use crate::error::InputError;
+use crate::graph::seeds::RunSeed;
+use crate::graph::source::{RunId, Source};
+use crate::report::escape;
+use crate::store::{ExportError, Store};
 use crate::wire::provenance::line_of;
 
 pub fn export(args: &ExportArgs, db: &Path) -> Result<ExitStatus> {
-    let store = open_read_store(db)?;
+    let mut store = open_read_store(db)?;
+    // Resolved before anything is written: an unknown run leaves no file behind.
+    let runs = if args.runs.is_empty() {
+        None
+    } else {
+        Some(selected_runs(&mut store, &args.runs)?)
+    };
     let (mut out, tmp): (
         Box<dyn Write>,
         Option<(std::path::PathBuf, std::path::PathBuf)>,
@@ -27,7 +37,7 @@ pub fn export(args: &ExportArgs, db: &Path) -> Result<ExitStatus> {
         }
         None => (Box::new(BufWriter::new(std::io::stdout().lock())), None),
     };
-    let result = store.export(|item| {
+    let result = store.export_selected(runs.as_deref(), |item| {
         let line = serde_json::to_string(&line_of(&item)).map_err(std::io::Error::other)?;
         out.write_all(line.as_bytes())?;
         out.write_all(b"\n")
@@ -51,4 +61,25 @@ pub fn export(args: &ExportArgs, db: &Path) -> Result<ExitStatus> {
         }
     }
     Ok(ExitStatus::Success)
+}
+
+/// The stored runs each name reads as (every reading `trace --run` seeds); a name that reads
+/// as no stored run is bad input.
+fn selected_runs(store: &mut Store, names: &[String]) -> Result<Vec<RunId>> {
+    let mut ids = Vec::new();
+    for name in names {
+        let seed = RunSeed::parse(name)?;
+        let before = ids.len();
+        for reading in &seed.readings {
+            ids.extend(store.runs_by_key(reading)?.into_iter().map(|run| run.id));
+        }
+        if ids.len() == before {
+            return Err(InputError::invalid(format!(
+                "no run `{}` in the store",
+                escape::Term(name)
+            ))
+            .into());
+        }
+    }
+    Ok(ids)
 }

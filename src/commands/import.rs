@@ -17,7 +17,7 @@ use crate::commands::open_store;
 use crate::config::Config;
 use crate::error::InputError;
 use crate::ingest::IngestError;
-use crate::model::limits;
+use crate::model::{ParseError, limits};
 use crate::printer::Printer;
 use crate::store::{ImportItem, Store};
 use crate::wire::provenance::parse_line;
@@ -28,6 +28,19 @@ pub fn import(
     config: &Config,
     printer: Printer,
 ) -> Result<ExitStatus> {
+    if let Some(level) = &args.trust_level
+        && config.trust_rank(level).is_none()
+    {
+        return Err(ParseError::new(
+            "--trust-level",
+            level,
+            format!(
+                "not one of the configured levels: {}",
+                config.trust_levels().join(", ")
+            ),
+        )
+        .into());
+    }
     let source = args.file.display().to_string();
     let reader: Box<dyn BufRead> = if source == "-" {
         Box::new(BufReader::new(std::io::stdin().lock()))
@@ -87,8 +100,11 @@ pub fn import(
         if line.trim().is_empty() {
             continue;
         }
-        let item =
+        let mut item =
             parse_line(line).map_err(|message| IngestError::new(&source, Some(number), message))?;
+        if let Some(level) = &args.trust_level {
+            cap_trust(&mut item, level, config);
+        }
         if batch.is_empty() {
             first_line = number;
         }
@@ -110,6 +126,33 @@ pub fn import(
         elapsed.as_secs_f64()
     ));
     Ok(ExitStatus::Success)
+}
+
+/// Lowers what a line says about trust to at most `cap`: a run's level (a run that names none
+/// would take its pipeline's ceiling, so it gets `cap`), and a pipeline's level, which becomes
+/// its ceiling when the config names none. A level the config does not know counts as above.
+fn cap_trust(item: &mut ImportItem, cap: &str, config: &Config) {
+    let cap_rank = config.trust_rank(cap);
+    let above = |level: &str| match (config.trust_rank(level), cap_rank) {
+        (Some(rank), Some(cap_rank)) => rank > cap_rank,
+        _ => level != cap,
+    };
+    let lower = |level: &mut Option<String>| {
+        if level.as_deref().is_some_and(above) {
+            *level = Some(cap.to_owned());
+        }
+    };
+    match item {
+        ImportItem::Run(run) => {
+            if run.trust_level.is_none() {
+                run.trust_level = Some(cap.to_owned());
+            }
+            lower(&mut run.trust_level);
+            lower(&mut run.pipeline.trust_level);
+        }
+        ImportItem::Pipeline(pipeline) => lower(&mut pipeline.trust_level),
+        ImportItem::Builder(_) | ImportItem::Purge { .. } => {}
+    }
 }
 
 /// What [`next_line`] read.

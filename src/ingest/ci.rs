@@ -7,7 +7,7 @@
 //! | system | marker | pipeline | project | run id | job | commit | git ref |
 //! | --- | --- | --- | --- | --- | --- | --- | --- |
 //! | GitHub Actions (`github-actions`) | `GITHUB_ACTIONS=true` | `$GITHUB_REPOSITORY/$GITHUB_WORKFLOW` | `GITHUB_REPOSITORY` | `$GITHUB_RUN_ID-$GITHUB_RUN_ATTEMPT` | `GITHUB_JOB` | `GITHUB_SHA` | `GITHUB_REF` |
-//! | GitLab CI (`gitlab-ci`) | `GITLAB_CI=true` | `CI_PROJECT_PATH` | `CI_PROJECT_PATH` | `CI_PIPELINE_ID` | `CI_JOB_NAME` | `CI_COMMIT_SHA` | `CI_COMMIT_REF_NAME` |
+//! | GitLab CI (`gitlab-ci`) | `GITLAB_CI=true` | `CI_PROJECT_PATH` | `CI_PROJECT_PATH` | `$CI_PIPELINE_ID-$CI_JOB_ID` | `CI_JOB_NAME` | `CI_COMMIT_SHA` | `CI_COMMIT_REF_NAME` |
 //! | Buildkite (`buildkite`) | `BUILDKITE=true` | `BUILDKITE_PIPELINE_SLUG` | — | `$BUILDKITE_BUILD_NUMBER-$BUILDKITE_RETRY_COUNT` | `BUILDKITE_STEP_KEY`, else `BUILDKITE_LABEL` | `BUILDKITE_COMMIT` | `BUILDKITE_BRANCH` |
 //! | CircleCI (`circleci`) | `CIRCLECI=true` | `$CIRCLE_PROJECT_USERNAME/$CIRCLE_PROJECT_REPONAME` | the same | `CIRCLE_WORKFLOW_ID`, else `CIRCLE_BUILD_NUM` | `CIRCLE_JOB` | `CIRCLE_SHA1` | `CIRCLE_BRANCH`, else `CIRCLE_TAG` |
 //! | Jenkins (`jenkins`) | `JENKINS_URL` set | `JOB_NAME` | — | `BUILD_NUMBER` | `STAGE_NAME` | `GIT_COMMIT` | `GIT_BRANCH`, else `BRANCH_NAME` |
@@ -16,8 +16,11 @@
 //! - A pipeline or project joined from two variables is set only when both are.
 //! - GitHub: the run id has the attempt appended when `GITHUB_RUN_ATTEMPT` is set, so a
 //!   re-run is a run of its own; without it the run id is `GITHUB_RUN_ID` alone.
-//! - GitLab: the run is the pipeline; a retried job runs again in the same pipeline and so
-//!   records into the same run.
+//! - GitLab: a retried job runs again in the same pipeline, and GitLab gives it no attempt
+//!   number, only a new job id; the run id is the pipeline id with the job id appended (the
+//!   pipeline id alone when `CI_JOB_ID` is unset), so a retry is a run of its own rather than
+//!   a second recording of the first attempt's run key with other facts, which is refused.
+//!   Each job of a pipeline is then its own run.
 //! - Buildkite: `BUILDKITE_RETRY_COUNT` is appended when set (`0` on a first attempt).
 //!   `BUILDKITE_COMMIT` can be the symbolic `HEAD` before checkout; that counts as absent.
 //! - CircleCI: a re-run gets a new workflow id, so the workflow id needs no attempt.
@@ -144,7 +147,7 @@ fn gitlab_ci(env: &Env) -> CiContext {
         system: "gitlab-ci",
         pipeline: env.get("CI_PROJECT_PATH"),
         project: env.get("CI_PROJECT_PATH"),
-        run_id: env.get("CI_PIPELINE_ID"),
+        run_id: env.with_suffix("CI_PIPELINE_ID", "CI_JOB_ID"),
         job: env.get("CI_JOB_NAME"),
         commit: env.get("CI_COMMIT_SHA"),
         git_ref: env.get("CI_COMMIT_REF_NAME"),
@@ -261,7 +264,8 @@ mod tests {
         assert_eq!(ctx.job, None);
     }
 
-    /// GitLab CI: the project path names the pipeline and the pipeline id is the run.
+    /// GitLab CI: the project path names the pipeline, and the run is the pipeline id with the
+    /// job id, which a retried job changes: a retry is not a re-recording of the first attempt.
     #[test]
     fn gitlab_ci_context() {
         let ctx = detect_in(&[
@@ -280,13 +284,22 @@ mod tests {
                 system: "gitlab-ci",
                 pipeline: some("platform/payments"),
                 project: some("platform/payments"),
-                run_id: some("104233"),
+                run_id: some("104233-5521903"),
                 job: some("docker-build"),
                 commit: some("a94a8fe5ccb19ba61c4c0873d391e987982fbbd3"),
                 git_ref: some("v1.8.0"),
                 untrusted: None,
             }
         );
+        let retry = detect_in(&[
+            ("GITLAB_CI", "true"),
+            ("CI_PIPELINE_ID", "104233"),
+            ("CI_JOB_ID", "5521977"),
+        ])
+        .unwrap();
+        assert_eq!(retry.run_id, some("104233-5521977"));
+        let no_job = detect_in(&[("GITLAB_CI", "true"), ("CI_PIPELINE_ID", "104233")]).unwrap();
+        assert_eq!(no_job.run_id, some("104233"));
     }
 
     /// Buildkite: the retry count joins the build number, the step key wins over the label,

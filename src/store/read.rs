@@ -1,6 +1,6 @@
 //! Reads: the indexed lookups the trace runs, and export.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use compact_str::CompactString;
 use rusqlite::{OptionalExtension, Row, params};
@@ -120,19 +120,52 @@ impl Store {
     /// Every pipeline, builder, run and purge, in store order, for `export`.
     pub fn export(
         &self,
+        emit: impl FnMut(ExportItem) -> std::io::Result<()>,
+    ) -> Result<(), ExportError> {
+        self.export_selected(None, emit)
+    }
+
+    /// With `runs`, only those runs (in store order, each once), with their pipelines and
+    /// builders and no purge: what a CI job recorded, for `export --run`. Without, everything.
+    pub fn export_selected(
+        &self,
+        runs: Option<&[RunId]>,
         mut emit: impl FnMut(ExportItem) -> std::io::Result<()>,
     ) -> Result<(), ExportError> {
         let e = |err| ExportError::Store(self.err(err));
+        let selected: Option<Vec<RunId>> = runs.map(|ids| {
+            let mut ids = ids.to_vec();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        });
+        // The pipelines and builders the selected runs name.
+        let (mut pipelines, mut run_builders) = (HashSet::new(), HashSet::new());
+        for id in selected.iter().flatten() {
+            let (pipeline, builder): (i64, Option<i64>) = self
+                .conn
+                .query_row(
+                    "SELECT pipeline_id, builder_id FROM runs WHERE id = ?1",
+                    [id],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .map_err(e)?;
+            pipelines.insert(pipeline);
+            run_builders.extend(builder);
+        }
         let mut stmt = self
             .conn
-            .prepare("SELECT name, project, trust_level FROM pipeline_current ORDER BY id")
+            .prepare("SELECT id, name, project, trust_level FROM pipeline_current ORDER BY id")
             .map_err(e)?;
         let mut rows = stmt.query([]).map_err(e)?;
         while let Some(row) = rows.next().map_err(e)? {
+            if selected.is_some() && !pipelines.contains(&row.get::<_, i64>(0).map_err(e)?) {
+                continue;
+            }
             emit(ExportItem::Pipeline(PipelineInfo {
-                name: row.get(0).map_err(e)?,
-                project: row.get(1).map_err(e)?,
-                trust_level: row.get(2).map_err(e)?,
+                name: row.get(1).map_err(e)?,
+                project: row.get(2).map_err(e)?,
+                trust_level: row.get(3).map_err(e)?,
             }))?;
         }
         let mut stmt = self
@@ -153,19 +186,28 @@ impl Store {
                 }),
                 endpoint: row.get(3).map_err(e)?,
             };
-            builders.insert(row.get::<_, i64>(0).map_err(e)?, builder.name.clone());
-            emit(ExportItem::Builder(builder))?;
+            let id: i64 = row.get(0).map_err(e)?;
+            builders.insert(id, builder.name.clone());
+            if selected.is_none() || run_builders.contains(&id) {
+                emit(ExportItem::Builder(builder))?;
+            }
         }
-        self.export_runs(&builders, &mut emit)?;
-        let mut stmt = self
-            .conn
-            .prepare(&format!(
-                "SELECT {PURGE_COLUMNS} FROM {PURGE_FROM} ORDER BY u.id"
-            ))
-            .map_err(e)?;
-        let mut rows = stmt.query([]).map_err(e)?;
-        while let Some(row) = rows.next().map_err(e)? {
-            emit(ExportItem::Purge(purge_from_row(row).map_err(e)?))?;
+        let Some(selected) = selected else {
+            self.export_runs(&builders, None, &mut emit)?;
+            let mut stmt = self
+                .conn
+                .prepare(&format!(
+                    "SELECT {PURGE_COLUMNS} FROM {PURGE_FROM} ORDER BY u.id"
+                ))
+                .map_err(e)?;
+            let mut rows = stmt.query([]).map_err(e)?;
+            while let Some(row) = rows.next().map_err(e)? {
+                emit(ExportItem::Purge(purge_from_row(row).map_err(e)?))?;
+            }
+            return Ok(());
+        };
+        for id in selected {
+            self.export_runs(&builders, Some(id), &mut emit)?;
         }
         Ok(())
     }
@@ -213,16 +255,18 @@ impl Store {
         found.optional().map_err(|e| self.err(e))
     }
 
+    /// Every run, or only the run `only`, with its events.
     fn export_runs(
         &self,
         builders: &HashMap<i64, String>,
+        only: Option<RunId>,
         emit: &mut impl FnMut(ExportItem) -> std::io::Result<()>,
     ) -> Result<(), ExportError> {
         let e = |err| ExportError::Store(self.err(err));
         // Events in run order, so each run's events arrive together in one pass.
         let mut events = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT e.run_id, e.kind, e.at,
                         coalesce((SELECT d.detail FROM event_details d WHERE d.event_id = e.id
                                   ORDER BY d.id DESC LIMIT 1), e.detail),
@@ -234,24 +278,31 @@ impl Store {
                  LEFT JOIN artifacts a ON e.kind IN ('imported', 'exported', 'produced', 'used_base') AND a.id = e.target
                  LEFT JOIN mounts m ON e.kind IN ('read_mount', 'wrote_mount') AND m.id = e.target
                  LEFT JOIN builder_records br ON e.kind IN ('created_record', 'reused_record') AND br.id = e.target
+                 {}
                  ORDER BY e.run_id, e.id",
-            )
+                if only.is_some() { "WHERE e.run_id = ?1" } else { "" }
+            ))
             .map_err(e)?;
-        let mut event_rows = events.query([]).map_err(e)?;
+        let mut event_rows = events.query(rusqlite::params_from_iter(only)).map_err(e)?;
         let mut pending = event_rows.next().map_err(e)?;
         let mut runs = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT r.id, p.name, r.run_key, r.step, r.commit_sha, r.git_ref, r.builder_id,
                         r.started_at, r.finished_at, r.status, r.has_records,
                         r.overlapped OR EXISTS (SELECT 1 FROM run_observations o
                                                 WHERE o.run_id = r.id AND o.kind = 'overlapped'),
                         r.trust_level,
                         EXISTS (SELECT 1 FROM run_truncations t WHERE t.run_id = r.id)
-                 FROM runs r JOIN pipelines p ON p.id = r.pipeline_id ORDER BY r.id",
-            )
+                 FROM runs r JOIN pipelines p ON p.id = r.pipeline_id {} ORDER BY r.id",
+                if only.is_some() {
+                    "WHERE r.id = ?1"
+                } else {
+                    ""
+                }
+            ))
             .map_err(e)?;
-        let mut rows = runs.query([]).map_err(e)?;
+        let mut rows = runs.query(rusqlite::params_from_iter(only)).map_err(e)?;
         while let Some(row) = rows.next().map_err(e)? {
             let id: i64 = row.get(0).map_err(e)?;
             let status: String = row.get(9).map_err(e)?;

@@ -520,3 +520,158 @@ fn wrap_without_a_builder_endpoint_warns_that_records_are_not_captured() {
     let export = ok(env.cmd().arg("export"));
     assert!(!export.contains("\"records\""), "{export}");
 }
+
+/// `export --run` gives only the runs named, with their pipelines and builders and no purge:
+/// a CI job's upload never carries what other jobs on a shared runner recorded. An unknown run
+/// is refused and leaves no file.
+#[test]
+fn export_run_selects_only_that_run() {
+    let env = Env::new();
+    for (pipeline, run, builder) in [
+        ("acme/web/images", "7-1", "ci-1"),
+        ("acme/web/images", "8-1", "ci-2"),
+        ("api", "1", "ci-3"),
+    ] {
+        ok(env.cmd().args([
+            "record",
+            "--pipeline",
+            pipeline,
+            "--run",
+            run,
+            "--builder",
+            builder,
+            "--mount",
+            "/root/.cache/pip",
+            "--finished-at",
+            "2026-03-01T10:00:00Z",
+        ]));
+    }
+    ok(env.cmd().args([
+        "mark-purged",
+        "--builder",
+        "ci-1",
+        "--mount",
+        "/root/.cache/pip",
+        "--at",
+        "2026-03-02T00:00:00Z",
+    ]));
+    // The pipeline name holds `/`: the unencoded name is read every way its slashes allow.
+    let one = ok(env.cmd().args(["export", "--run", "acme/web/images/8-1"]));
+    let kinds: Vec<String> = one
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!(
+                "{} {}",
+                v["type"].as_str().unwrap(),
+                v["name"].as_str().or(v["run"].as_str()).unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["pipeline acme/web/images", "builder ci-2", "run 8-1"],
+        "{one}"
+    );
+    // It imports on its own into an empty store.
+    let file = env.write("one.jsonl", &one);
+    let other = env.path().join("other.db");
+    ok(env.cmd().args([
+        "--db",
+        other.to_str().unwrap(),
+        "import",
+        file.to_str().unwrap(),
+    ]));
+    // Two runs, encoded or not, each once.
+    let two = ok(env.cmd().args([
+        "export",
+        "--run",
+        "acme%2Fweb%2Fimages/7-1",
+        "--run",
+        "api/1",
+        "--run",
+        "api/1",
+    ]));
+    assert_eq!(
+        two.lines()
+            .filter(|l| l.contains("\"type\":\"run\""))
+            .count(),
+        2,
+        "{two}"
+    );
+    assert!(!two.contains("\"type\":\"purge\""), "{two}");
+
+    let out = env.path().join("out.jsonl");
+    assert_snapshot!(output(
+        &env,
+        env.cmd().args([
+            "export",
+            "--run",
+            "acme/web/images/9-1",
+            "-o",
+            out.to_str().unwrap()
+        ])
+    ));
+    assert!(!out.exists());
+    assert!(!env.path().join("out.partial").exists());
+}
+
+/// The attack of a pull request's job that writes its own upload claiming `release`:
+/// `import --trust-level untrusted` records its run, and the pipeline's first ceiling, at
+/// `untrusted`, where a plain import takes the claim. An unknown level is refused.
+#[test]
+fn import_trust_level_caps_what_an_upload_claims() {
+    let env = Env::new();
+    let upload = env.write(
+        "provenance.jsonl",
+        &format!(
+            concat!(
+                r#"{{"v":1,"type":"pipeline","name":"acme/web/images","trust_level":"release"}}"#,
+                "\n",
+                r#"{{"v":1,"type":"run","pipeline":"acme/web/images","run":"1002-1","step":"s","trust_level":"release","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","exported":["r.io/web:cache@{a}"]}}"#,
+                "\n",
+                r#"{{"v":1,"type":"run","pipeline":"acme/web/images","run":"1003-1","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z"}}"#,
+                "\n"
+            ),
+            a = digest('a')
+        ),
+    );
+    let levels = |db: &str, extra: &[&str]| {
+        let db = env.path().join(db);
+        ok(env
+            .cmd()
+            .arg("--db")
+            .arg(&db)
+            .arg("import")
+            .args(extra)
+            .arg(&upload));
+        ok(env.cmd().arg("--db").arg(&db).arg("export"))
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!(
+                    "{} {}",
+                    v["run"].as_str().unwrap_or("pipeline"),
+                    v["trust_level"].as_str().unwrap_or("-")
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        levels("plain.db", &[]),
+        ["pipeline release", "1002-1 release", "1003-1 release"]
+    );
+    assert_eq!(
+        levels("capped.db", &["--trust-level", "untrusted"]),
+        ["pipeline untrusted", "1002-1 untrusted", "1003-1 untrusted"]
+    );
+    let out = output(
+        &env,
+        env.cmd()
+            .args(["import", "--trust-level", "trusted"])
+            .arg(&upload),
+    );
+    assert!(out.starts_with("exit: 2\n"), "{out}");
+    assert!(out.contains("`trusted`"), "{out}");
+    assert!(!env.db().exists());
+}
