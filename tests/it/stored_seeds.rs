@@ -88,7 +88,7 @@ fn an_incident_stored_with_the_old_seed_shape_still_verifies_and_reports() {
     );
     assert!(verify.starts_with("exit: 1\n"), "{verify}");
     assert!(
-        verify.contains("the re-run trace found 1 targets the plan did not hold"),
+        verify.contains("the re-run trace found 1 target the plan did not hold; it is planned now"),
         "{verify}"
     );
     ok(env
