@@ -296,6 +296,29 @@ fn newer_schema_is_refused() {
     ));
 }
 
+/// A `--db` that is a URL is refused with exit 2, without echoing it (it may hold a password)
+/// and without creating a directory named after its scheme, whatever the command.
+#[test]
+fn a_database_url_is_refused_not_taken_as_a_path() {
+    let env = Env::new();
+    for (db, args) in [
+        (
+            "postgresql://ci:s3cret@db.internal:5432/cw",
+            &["record", "--pipeline", "p", "--run", "1"][..],
+        ),
+        ("postgres://ci:s3cret@db/cw", &["ls", "pipelines"][..]),
+        ("mysql://ci:s3cret@db/cw", &["trace", "--pipeline", "p"][..]),
+    ] {
+        let out = output(&env, env.cmd().args(["--db", db]).args(args));
+        assert!(out.starts_with("exit: 2\n"), "{out}");
+        assert!(out.contains("is a URL"), "{out}");
+        assert!(!out.contains("s3cret"), "{out}");
+        let scheme = db.split_once(':').unwrap().0;
+        assert!(!env.path().join(format!("{scheme}:")).exists(), "{db}");
+    }
+    assert!(!env.db().exists());
+}
+
 /// Eight processes recording into one fresh database at once lose nothing.
 #[test]
 fn concurrent_records_lose_nothing() {
