@@ -1,5 +1,6 @@
 //! `record --resolve` against a real registry, and overlapping builds seen by `wrap`.
 
+use crate::build::ConfigBuilder;
 use crate::common::{Env, ok, output};
 use crate::harness::oci::Pusher;
 use crate::harness::{self, Dockerd};
@@ -70,13 +71,9 @@ fn overlapping_builds_are_flagged() {
     let dockerd = Dockerd::start();
     let env = Env::new();
     dockerd.import_busybox("base:1");
-    let config = env.write(
-        "config.toml",
-        &format!(
-            "[[builder]]\nname = \"ci-1\"\ndriver = \"docker\"\nendpoint = \"{}\"\n",
-            dockerd.host()
-        ),
-    );
+    let config = ConfigBuilder::new()
+        .builder("ci-1", &dockerd.host())
+        .write(&env);
     let mut children = Vec::new();
     for i in 0..2 {
         let ctx = env.write(

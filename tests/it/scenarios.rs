@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use cachewarden::graph::record_carries_taint;
 use cachewarden::graph::source::RecordInfo;
 
+use crate::build::ConfigBuilder;
 use crate::common::{Env, ok};
 use crate::harness::http::{self, Request};
 use crate::harness::{self, Dockerd, Registry, RegistryOpts};
@@ -82,21 +83,16 @@ impl Lab {
         let registry = registry.join().expect("registry started");
         let env = Env::new();
         let host = registry.host();
-        let mut config = String::new();
-        for (name, dockerd) in builders_started
+        let config = builders_started
             .iter()
             .filter(|(n, _)| builders.contains(&n.as_str()))
-        {
-            config.push_str(&format!(
-                "[[builder]]\nname = \"{name}\"\ndriver = \"docker\"\nendpoint = \"{}\"\n\n",
-                dockerd.host()
-            ));
-        }
-        config.push_str(&format!(
-            "[[registry]]\nhost = \"{host}\"\ninsecure = true\ncredentials = \"anonymous\"\n\n\
-             [scope]\nregistries = [\"{host}\"]\nbuilders = {builders:?}\n"
-        ));
-        let config = env.write("config.toml", &config);
+            .fold(ConfigBuilder::new(), |config, (name, dockerd)| {
+                config.builder(name, &dockerd.host())
+            })
+            .scope_registries([&host])
+            .with_registry(&host)
+            .scope_builders(builders)
+            .write(&env);
         let base = format!("{host}/base:1");
         let first = &builders_started[0].1;
         first.import_busybox(&base);

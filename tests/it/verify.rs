@@ -1,6 +1,7 @@
 //! Verification that never says clean with tainted content left, scope decided when acting,
 //! and the exit statuses of an execution: each test is an attack or a slip it stops.
 
+use crate::build::{self, ConfigBuilder, Run};
 use crate::common::{Env, manifest_exists, ok, output};
 use crate::harness::oci::{Pushed, Pusher};
 use crate::harness::proxy::{Fault, FaultProxy};
@@ -21,25 +22,28 @@ fn history(env: &Env, registry: &Registry) -> History {
     let inside = pusher.cache_manifest("team/app", Some("evil"), "evil inside");
     let outside = pusher.cache_manifest("other/app", Some("evil"), "evil outside");
     let clean = pusher.cache_manifest("team/app", Some("main"), "good");
-    let lines = format!(
-        concat!(
-            r#"{{"v":1,"type":"run","pipeline":"evil","run":"1","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","exported":["{h}/team/app:evil@{i}","{h}/other/app:evil@{o}"]}}"#,
-            "\n",
-            r#"{{"v":1,"type":"run","pipeline":"good","run":"1","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","exported":["{h}/team/app:main@{c}"]}}"#,
-            "\n"
-        ),
-        h = host,
-        i = inside.digest,
-        o = outside.digest,
-        c = clean.digest
-    );
-    let file = env.write("history.jsonl", &lines);
-    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+    build::History::new()
+        .run(Run::new("evil", 1).exported([
+            format!("{host}/team/app:evil@{}", inside.digest),
+            format!("{host}/other/app:evil@{}", outside.digest),
+        ]))
+        .run(Run::new("good", 1).exported([format!("{host}/team/app:main@{}", clean.digest)]))
+        .import(env);
     History {
         inside,
         outside,
         clean,
     }
+}
+
+/// [`history`], the config, and an incident open on `evil`.
+fn opened(env: &Env, registry: &Registry) -> (History, std::path::PathBuf) {
+    let h = history(env, registry);
+    let config = config(&registry.host()).write(env);
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--pipeline", "evil"]));
+    (h, config)
 }
 
 /// The `seq` of the plan's action on `digest`.
@@ -118,17 +122,15 @@ fn scope_is_decided_when_acting() {
     let env = Env::new();
     let h = history(&env, &registry);
     let host = registry.host();
-    let scoped = config(&env, &host, "");
+    let scoped = config(&host).write(&env);
     ok(env
         .cmd_with(&scoped)
         .args(["incident", "open", "--pipeline", "evil"]));
 
-    let narrowed = env.write(
-        "narrow.toml",
-        &format!(
-            "[scope]\nregistries = [\"elsewhere.example\"]\n\n[[registry]]\nhost = \"{host}\"\ninsecure = true\ncredentials = \"anonymous\"\n"
-        ),
-    );
+    let narrowed = ConfigBuilder::new()
+        .scope_registries(["elsewhere.example"])
+        .with_registry(&host)
+        .write_as(&env, "narrow.toml");
     let dry = output(
         &env,
         env.cmd_with(&narrowed).args(["incident", "purge", "1"]),
@@ -146,12 +148,9 @@ fn scope_is_decided_when_acting() {
     assert!(run.contains("nothing was done"), "{run}");
     assert!(manifest_exists(&registry, "team/app", &h.inside.digest));
 
-    let widened = env.write(
-        "wide.toml",
-        &format!(
-            "[scope]\nregistries = [\"{host}\"]\nrepositories = [\"{host}/team/**\", \"{host}/other/**\"]\n\n[[registry]]\nhost = \"{host}\"\ninsecure = true\ncredentials = \"anonymous\"\n"
-        ),
-    );
+    let widened = ConfigBuilder::registry(&host)
+        .scope_repositories([format!("{host}/team/**"), format!("{host}/other/**")])
+        .write_as(&env, "wide.toml");
     let run = output(
         &env,
         env.cmd_with(&widened)
@@ -180,11 +179,7 @@ fn accept_records_a_target_left_in_place() {
         return;
     };
     let env = Env::new();
-    let h = history(&env, &registry);
-    let config = config(&env, &registry.host(), "");
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
+    let (h, config) = opened(&env, &registry);
     let run = output(
         &env,
         env.cmd_with(&config)
@@ -265,12 +260,7 @@ fn a_target_pushed_back_after_the_purge_is_present() {
         return;
     };
     let env = Env::new();
-    let h = history(&env, &registry);
-    let host = registry.host();
-    let config = config(&env, &host, "");
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
+    let (h, config) = opened(&env, &registry);
     output(
         &env,
         env.cmd_with(&config)
@@ -303,21 +293,15 @@ fn unreachable_registry_exits_4_and_is_unverified() {
         return;
     };
     let env = Env::new();
-    let h = history(&env, &registry);
-    let config = config(&env, &registry.host(), "");
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
+    let (h, _) = opened(&env, &registry);
     // A loopback port nothing listens on.
     let dead = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let unreachable = crate::purge::config(
-        &env,
-        &registry.host(),
-        &format!("endpoint = \"http://127.0.0.1:{dead}\"\n"),
-    );
+    let unreachable = config(&registry.host())
+        .endpoint(&format!("http://127.0.0.1:{dead}"))
+        .write(&env);
     let run = output(
         &env,
         env.cmd_with(&unreachable).args([
@@ -353,11 +337,7 @@ fn an_evidence_gap_is_recorded_and_reported() {
     let proxy = FaultProxy::start(&registry.host());
     let env = Env::new();
     let h = history(&env, &registry);
-    let config = config(
-        &env,
-        &registry.host(),
-        &format!("endpoint = \"{}\"\n", proxy.url()),
-    );
+    let config = config(&registry.host()).endpoint(&proxy.url()).write(&env);
     ok(env
         .cmd_with(&config)
         .args(["incident", "open", "--pipeline", "evil"]));

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::build::ConfigBuilder;
 use crate::common::{Env, ok};
 use crate::harness::forward::{Forwarder, Listen, Mode};
 use crate::harness::{self, Dockerd, Registry, RegistryOpts};
@@ -603,10 +604,7 @@ fn recording_trouble_never_fails_the_build() {
     let env = Env::new();
     dockerd.import_busybox("base:1");
     let ctx = env.write("c/Dockerfile", "FROM base:1\nRUN echo ok\n");
-    let config = env.write(
-        "config.toml",
-        "[containment]\non_unavailable = \"fail-open\"\n",
-    );
+    let config = ConfigBuilder::new().on_unavailable("fail-open").write(&env);
     std::fs::create_dir_all(env.db()).unwrap();
     let out = wrap(
         &env,
