@@ -329,14 +329,7 @@ fn incident_from_audit_deletes_the_unrecorded_push() {
     let incident = open["incident"].as_i64().unwrap().to_string();
     let purge = output(
         &env,
-        env.cmd_with(&config).args([
-            "incident",
-            "purge",
-            &incident,
-            "--execute",
-            "--yes",
-            "--no-evidence",
-        ]),
+        &mut env.execute(&config, &incident, &["--no-evidence"]),
     );
     assert!(purge.starts_with("exit: 0\n"), "{purge}");
     let head = |digest: &str| {

@@ -103,6 +103,21 @@ impl Env {
             .env("CACHEWARDEN_NO_PROGRESS", "1");
         cmd
     }
+
+    /// `incident open --pipeline PIPELINE` with this config, which must succeed.
+    pub fn open_incident(&self, config: &Path, pipeline: &str) -> String {
+        ok(self
+            .cmd_with(config)
+            .args(["incident", "open", "--pipeline", pipeline]))
+    }
+
+    /// `incident purge ID --execute --yes` and `extra`, with this config.
+    pub fn execute(&self, config: &Path, id: &str, extra: &[&str]) -> Command {
+        let mut cmd = self.cmd_with(config);
+        cmd.args(["incident", "purge", id, "--execute", "--yes"])
+            .args(extra);
+        cmd
+    }
 }
 
 /// Whether the registry serves a manifest (or index) by this digest.

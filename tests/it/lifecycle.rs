@@ -30,9 +30,7 @@ fn setup(env: &Env, registry: &Registry) -> (std::path::PathBuf, Vec<String>) {
 fn opened(registry: &Registry) -> (Env, std::path::PathBuf, Vec<String>) {
     let env = Env::new();
     let (config, digests) = setup(&env, registry);
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
+    env.open_incident(&config, "evil");
     (env, config, digests)
 }
 
@@ -54,16 +52,7 @@ fn evidence_matches_what_was_deleted() {
     let evidence = env.path().join("ev");
     let out = output(
         &env,
-        env.cmd_with(&config)
-            .args([
-                "incident",
-                "purge",
-                "1",
-                "--execute",
-                "--yes",
-                "--evidence-blobs",
-                "--evidence-dir",
-            ])
+        env.execute(&config, "1", &["--evidence-blobs", "--evidence-dir"])
             .arg(&evidence),
     );
     assert!(out.starts_with("exit: 0\n"), "{out}");
@@ -118,9 +107,7 @@ fn containment_until_close() {
     expected.sort();
     assert_eq!(listed.lines().collect::<Vec<_>>(), expected);
 
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "purge", "1", "--execute", "--yes"]));
+    ok(&mut env.execute(&config, "1", &[]));
     ok(env.cmd_with(&config).args(["incident", "verify", "1"]));
     ok(env.cmd_with(&config).args(["incident", "close", "1"]));
     assert!(output(&env, env.cmd_with(&config).args(["check", &tainted])).starts_with("exit: 0\n"));
@@ -145,17 +132,7 @@ fn retrace_picks_up_new_runs() {
                 .exported([format!("{host}/team/late:cache@{}", late.digest)]),
         )
         .import_as(&env, "late.jsonl");
-    let out = output(
-        &env,
-        env.cmd_with(&config).args([
-            "incident",
-            "purge",
-            "1",
-            "--execute",
-            "--yes",
-            "--no-evidence",
-        ]),
-    );
+    let out = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
     assert!(
         out.starts_with("exit: 0\n") && out.contains("re-trace found"),
         "{out}"
@@ -172,14 +149,7 @@ fn verify_reports_a_target_that_came_back() {
         return;
     };
     let (env, config, _) = opened(&registry);
-    ok(env.cmd_with(&config).args([
-        "incident",
-        "purge",
-        "1",
-        "--execute",
-        "--yes",
-        "--no-evidence",
-    ]));
+    ok(&mut env.execute(&config, "1", &["--no-evidence"]));
     assert!(
         output(
             &env,
@@ -219,11 +189,7 @@ fn second_concurrent_execution_is_refused() {
     )
     .unwrap();
     drop(conn);
-    let out = output(
-        &env,
-        env.cmd_with(&config)
-            .args(["incident", "purge", "1", "--execute", "--yes"]),
-    );
+    let out = output(&env, &mut env.execute(&config, "1", &[]));
     assert!(
         out.starts_with("exit: 5\n") && out.contains("being purged by another process"),
         "{out}"
@@ -236,17 +202,7 @@ fn second_concurrent_execution_is_refused() {
     )
     .unwrap();
     drop(conn);
-    let out = output(
-        &env,
-        env.cmd_with(&config).args([
-            "incident",
-            "purge",
-            "1",
-            "--execute",
-            "--yes",
-            "--no-evidence",
-        ]),
-    );
+    let out = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
     assert!(out.starts_with("exit: 0\n"), "{out}");
 }
 

@@ -63,16 +63,13 @@ pub(crate) fn config(host: &str) -> ConfigBuilder {
 fn opened(env: &Env, registry: &Registry, count: usize) -> (History, PathBuf) {
     let h = history(env, registry, count);
     let config = config(&registry.host()).write(env);
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
+    env.open_incident(&config, "evil");
     (h, config)
 }
 
 /// `incident purge 1 --execute --yes` and `extra` in the background, its output dropped.
 fn spawn_purge(env: &Env, config: &Path, extra: &[&str]) -> Child {
-    env.cmd_with(config)
-        .args(["incident", "purge", "1", "--execute", "--yes"])
+    env.execute(&config, "1", &[])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -142,11 +139,7 @@ fn purge_deletes_exactly_the_tainted_digests_in_scope() {
     );
 
     // Everything in scope is done; the out-of-scope action stays pending, and says so (exit 5).
-    let run = output(
-        &env,
-        env.cmd_with(&config)
-            .args(["incident", "purge", &id, "--execute", "--yes"]),
-    );
+    let run = output(&env, &mut env.execute(&config, &id, &[]));
     assert!(run.starts_with("exit: 5\n"), "{run}");
     assert!(run.contains("1 outside the scope"), "{run}");
     for p in &h.tainted {
@@ -176,11 +169,7 @@ fn purge_deletes_exactly_the_tainted_digests_in_scope() {
     );
     assert!(registry.tags("team/app").contains(&"main".to_owned()));
 
-    let again = output(
-        &env,
-        env.cmd_with(&config)
-            .args(["incident", "purge", &id, "--execute", "--yes"]),
-    );
+    let again = output(&env, &mut env.execute(&config, &id, &[]));
     assert!(
         again.starts_with("exit: 5\n") && again.contains("nothing was done"),
         "{again}"
@@ -229,11 +218,7 @@ fn delete_disabled_is_actionable() {
     });
     let env = Env::new();
     let (_, config) = opened(&env, &registry, 1);
-    let out = output(
-        &env,
-        env.cmd_with(&config)
-            .args(["incident", "purge", "1", "--execute", "--yes"]),
-    );
+    let out = output(&env, &mut env.execute(&config, "1", &[]));
     assert!(out.starts_with("exit: 1\n"), "{out}");
     assert!(out.contains("deletion is disabled on registry"), "{out}");
 }
@@ -248,22 +233,12 @@ fn transient_registry_errors_are_retried() {
     let env = Env::new();
     let h = history(&env, &registry, 2);
     let config = config(&registry.host()).endpoint(&proxy.url()).write(&env);
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
+    env.open_incident(&config, "evil");
     proxy.inject(Fault::status(500).on("DELETE"));
     proxy.inject(Fault::status(429).on("DELETE").header("Retry-After", "1"));
     let out = output(
         &env,
-        env.cmd_with(&config).args([
-            "incident",
-            "purge",
-            "1",
-            "--execute",
-            "--yes",
-            "--concurrency",
-            "1",
-        ]),
+        &mut env.execute(&config, "1", &["--concurrency", "1"]),
     );
     assert!(out.starts_with("exit: 5\n"), "{out}");
     for p in &h.tainted {
@@ -305,17 +280,7 @@ fn registry_stopped_mid_purge_then_rerun_completes() {
         "{done_mid} actions done before the registry went away"
     );
     registry.restart();
-    let out = output(
-        &env,
-        env.cmd_with(&config).args([
-            "incident",
-            "purge",
-            "1",
-            "--execute",
-            "--yes",
-            "--no-evidence",
-        ]),
-    );
+    let out = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
     assert!(out.starts_with("exit: 5\n"), "{out}");
     for p in &h.tainted {
         assert!(!manifest_exists(&registry, "team/app", &p.digest));
@@ -351,11 +316,7 @@ fn kill_nine_mid_purge_then_rerun() {
     );
     drop(conn);
 
-    let out = output(
-        &env,
-        env.cmd_with(&config)
-            .args(["incident", "purge", "1", "--execute", "--yes"]),
-    );
+    let out = output(&env, &mut env.execute(&config, "1", &[]));
     assert!(out.starts_with("exit: 5\n"), "{out}");
     let conn = rusqlite::Connection::open(env.db()).unwrap();
     for id in &done_before {

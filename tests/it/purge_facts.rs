@@ -49,25 +49,13 @@ fn opened() -> Option<(Registry, Env, FaultProxy, Indexed, PathBuf)> {
     let env = Env::new();
     let h = indexed(&env, &registry);
     let config = config(&registry.host()).endpoint(&proxy.url()).write(&env);
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
+    env.open_incident(&config, "evil");
     Some((registry, env, proxy, h, config))
 }
 
 /// `incident purge 1 --execute` without evidence, which must succeed.
 fn execute(env: &Env, config: &Path) {
-    let run = output(
-        env,
-        env.cmd_with(config).args([
-            "incident",
-            "purge",
-            "1",
-            "--execute",
-            "--yes",
-            "--no-evidence",
-        ]),
-    );
+    let run = output(env, &mut env.execute(&config, "1", &["--no-evidence"]));
     assert!(run.starts_with("exit: 0\n"), "{run}");
 }
 
@@ -210,11 +198,7 @@ fn evidence_records_facts_for_the_execution() {
     let Some((registry, env, proxy, h, config)) = opened() else {
         return;
     };
-    let run = output(
-        &env,
-        env.cmd_with(&config)
-            .args(["incident", "purge", "1", "--execute", "--yes"]),
-    );
+    let run = output(&env, &mut env.execute(&config, "1", &[]));
     assert!(run.starts_with("exit: 0\n"), "{run}");
     let seen = proxy.seen();
     assert_eq!(manifest_requests(&seen, "HEAD"), 0, "{seen:?}");

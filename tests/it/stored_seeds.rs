@@ -93,9 +93,7 @@ fn an_incident_stored_with_the_old_seed_shape_still_verifies_and_reports() {
         verify.contains("the re-run trace found 1 target the plan did not hold; it is planned now"),
         "{verify}"
     );
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "purge", "1", "--execute", "--yes"]));
+    ok(&mut env.execute(&config, "1", &[]));
     for digest in [&first.digest, &later.digest] {
         assert!(!manifest_exists(&registry, "team/app", digest), "{digest}");
     }

@@ -40,9 +40,7 @@ fn history(env: &Env, registry: &Registry) -> History {
 fn opened(env: &Env, registry: &Registry) -> (History, std::path::PathBuf) {
     let h = history(env, registry);
     let config = config(&registry.host()).write(env);
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
+    env.open_incident(&config, "evil");
     (h, config)
 }
 
@@ -123,9 +121,7 @@ fn scope_is_decided_when_acting() {
     let h = history(&env, &registry);
     let host = registry.host();
     let scoped = config(&host).write(&env);
-    ok(env
-        .cmd_with(&scoped)
-        .args(["incident", "open", "--pipeline", "evil"]));
+    env.open_incident(&scoped, "evil");
 
     let narrowed = ConfigBuilder::new()
         .scope_registries(["elsewhere.example"])
@@ -139,11 +135,7 @@ fn scope_is_decided_when_acting() {
         dry.contains("planned inside the scope, outside the scope in force now"),
         "{dry}"
     );
-    let run = output(
-        &env,
-        env.cmd_with(&narrowed)
-            .args(["incident", "purge", "1", "--execute", "--yes"]),
-    );
+    let run = output(&env, &mut env.execute(&narrowed, "1", &[]));
     assert!(run.starts_with("exit: 5\n"), "{run}");
     assert!(run.contains("nothing was done"), "{run}");
     assert!(manifest_exists(&registry, "team/app", &h.inside.digest));
@@ -151,11 +143,7 @@ fn scope_is_decided_when_acting() {
     let widened = ConfigBuilder::registry(&host)
         .scope_repositories([format!("{host}/team/**"), format!("{host}/other/**")])
         .write_as(&env, "wide.toml");
-    let run = output(
-        &env,
-        env.cmd_with(&widened)
-            .args(["incident", "purge", "1", "--execute", "--yes"]),
-    );
+    let run = output(&env, &mut env.execute(&widened, "1", &[]));
     assert!(run.starts_with("exit: 0\n"), "{run}");
     assert!(
         run.contains("planned outside the scope, inside the scope in force now"),
@@ -180,11 +168,7 @@ fn accept_records_a_target_left_in_place() {
     };
     let env = Env::new();
     let (h, config) = opened(&env, &registry);
-    let run = output(
-        &env,
-        env.cmd_with(&config)
-            .args(["incident", "purge", "1", "--execute", "--yes"]),
-    );
+    let run = output(&env, &mut env.execute(&config, "1", &[]));
     assert!(run.starts_with("exit: 5\n"), "{run}");
     assert!(!manifest_exists(&registry, "team/app", &h.inside.digest));
 
@@ -261,11 +245,7 @@ fn a_target_pushed_back_after_the_purge_is_present() {
     };
     let env = Env::new();
     let (h, config) = opened(&env, &registry);
-    output(
-        &env,
-        env.cmd_with(&config)
-            .args(["incident", "purge", "1", "--execute", "--yes"]),
-    );
+    output(&env, &mut env.execute(&config, "1", &[]));
     assert!(!manifest_exists(&registry, "team/app", &h.inside.digest));
     // The same content pushed again has the same digest.
     let again = Pusher::new(&registry).cache_manifest("team/app", Some("evil"), "evil inside");
@@ -304,14 +284,7 @@ fn unreachable_registry_exits_4_and_is_unverified() {
         .write(&env);
     let run = output(
         &env,
-        env.cmd_with(&unreachable).args([
-            "incident",
-            "purge",
-            "1",
-            "--execute",
-            "--yes",
-            "--no-evidence",
-        ]),
+        &mut env.execute(&unreachable, "1", &["--no-evidence"]),
     );
     assert!(run.starts_with("exit: 4\n"), "{run}");
     assert!(manifest_exists(&registry, "team/app", &h.inside.digest));
@@ -338,22 +311,12 @@ fn an_evidence_gap_is_recorded_and_reported() {
     let env = Env::new();
     let h = history(&env, &registry);
     let config = config(&registry.host()).endpoint(&proxy.url()).write(&env);
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
+    env.open_incident(&config, "evil");
     // The evidence fetch (a GET) is refused; the delete's own requests are not GETs.
     proxy.inject(Fault::status(403).on("GET"));
     let run = output(
         &env,
-        env.cmd_with(&config).args([
-            "incident",
-            "purge",
-            "1",
-            "--execute",
-            "--yes",
-            "--concurrency",
-            "1",
-        ]),
+        &mut env.execute(&config, "1", &["--concurrency", "1"]),
     );
     assert!(run.contains("the action goes ahead"), "{run}");
     assert!(!manifest_exists(&registry, "team/app", &h.inside.digest));
