@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::build::{ConfigBuilder, History, Run};
-use crate::common::{Env, ok, output};
+use crate::common::{Env, ok, output, registry_env};
 use crate::harness::oci::{Pushed, Pusher};
 use crate::harness::{self, Registry, RegistryOpts};
 
@@ -86,10 +86,9 @@ fn recorded(env: &Env, registry: &Registry, pusher: &mut Pusher) -> Pushed {
 /// An attacker's new digest at a recorded cache tag is reported as unrecorded and as a moved tag.
 #[test]
 fn attacker_push_is_reported_as_unrecorded() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let mut pusher = Pusher::new(&registry);
     recorded(&env, &registry, &mut pusher);
     let config = ConfigBuilder::registry(&registry.host()).write(&env);
@@ -134,10 +133,9 @@ fn attacker_push_is_reported_as_unrecorded() {
 /// The second audit reports nothing new; `--all` repeats what is still there as seen before.
 #[test]
 fn second_audit_reports_nothing_new() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let mut pusher = Pusher::new(&registry);
     recorded(&env, &registry, &mut pusher);
     pusher.cache_manifest("team/app", Some("stray-1"), "stray 1");
@@ -169,10 +167,9 @@ fn second_audit_reports_nothing_new() {
 /// A release pipeline's import of a cache an untrusted pipeline exported is a trust breach.
 #[test]
 fn trusted_import_of_untrusted_export_is_reported() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let host = registry.host();
     let mut pusher = Pusher::new(&registry);
     let pr = pusher.cache_manifest("team/app", Some("pr-7"), "untrusted work");
@@ -249,10 +246,9 @@ fn registry_down_gives_a_clear_error_and_no_findings() {
 /// SARIF output names every rule and points each result at its rule.
 #[test]
 fn sarif_names_rules_and_results() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let mut pusher = Pusher::new(&registry);
     recorded(&env, &registry, &mut pusher);
     pusher.cache_manifest("team/app", Some("stray"), "stray");
@@ -291,10 +287,9 @@ fn sarif_names_rules_and_results() {
 /// `incident open --from-audit` on an unrecorded push plans and purges exactly that manifest.
 #[test]
 fn incident_from_audit_deletes_the_unrecorded_push() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let mut pusher = Pusher::new(&registry);
     let main = recorded(&env, &registry, &mut pusher);
     let evil = pusher.cache_manifest("team/app", Some("main"), "attacker");

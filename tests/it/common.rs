@@ -120,6 +120,11 @@ impl Env {
     }
 }
 
+/// A loopback registry and a new environment; `None` when the registry is not installed here.
+pub fn registry_env() -> Option<(crate::harness::Registry, Env)> {
+    Some((crate::harness::registry()?, Env::new()))
+}
+
 /// Whether the registry serves a manifest (or index) by this digest.
 pub fn manifest_exists(
     registry: &crate::harness::Registry,

@@ -5,7 +5,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::build::{self, ConfigBuilder, Run};
-use crate::common::{Env, manifest_exists, ok, output};
+use crate::common::{Env, manifest_exists, ok, output, registry_env};
 use crate::harness::oci::{Pushed, Pusher};
 use crate::harness::proxy::{Fault, FaultProxy};
 use crate::harness::{self, Registry, RegistryOpts};
@@ -69,8 +69,7 @@ fn opened(env: &Env, registry: &Registry, count: usize) -> (History, PathBuf) {
 
 /// `incident purge 1 --execute --yes` and `extra` in the background, its output dropped.
 fn spawn_purge(env: &Env, config: &Path, extra: &[&str]) -> Child {
-    env.execute(&config, "1", &[])
-        .args(extra)
+    env.execute(config, "1", extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -100,10 +99,9 @@ fn wait_until_done(env: &Env, count: i64, poll: Duration) {
 /// repository and an out-of-scope tainted one survive, and a second execute does nothing.
 #[test]
 fn purge_deletes_exactly_the_tainted_digests_in_scope() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let h = history(&env, &registry, 3);
     let config = config(&registry.host()).write(&env);
     let open = ok(env.cmd_with(&config).args([
@@ -191,10 +189,9 @@ fn purge_deletes_exactly_the_tainted_digests_in_scope() {
 /// Without --yes and without a terminal, nothing is done and the exit status says refused.
 #[test]
 fn purge_without_confirmation_is_refused() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let (h, config) = opened(&env, &registry, 1);
     let out = output(
         &env,
@@ -292,10 +289,9 @@ fn registry_stopped_mid_purge_then_rerun_completes() {
 /// recorded done is attempted again.
 #[test]
 fn kill_nine_mid_purge_then_rerun() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let (h, config) = opened(&env, &registry, 300);
     let mut child = spawn_purge(&env, &config, &["--concurrency", "2"]);
     wait_until_done(&env, 20, Duration::from_millis(5));

@@ -4,9 +4,9 @@
 use rusqlite::Connection;
 
 use crate::build::{History, Run};
-use crate::common::{Env, manifest_exists, ok, output};
+use crate::common::{Env, manifest_exists, ok, output, registry_env};
+use crate::harness::Registry;
 use crate::harness::oci::Pusher;
-use crate::harness::{self, Registry};
 use crate::purge::config;
 
 /// A run of `evil` that exported `digest` to `team/app`, on `day` of January 2026.
@@ -36,10 +36,9 @@ fn stored_seeds(conn: &Connection) -> serde_json::Value {
 /// stored seeds could not be read and the incident could never be verified or closed.
 #[test]
 fn an_incident_stored_with_the_old_seed_shape_still_verifies_and_reports() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let mut pusher = Pusher::new(&registry);
     let first = pusher.cache_manifest("team/app", Some("evil1"), "evil first");
     let later = pusher.cache_manifest("team/app", Some("evil2"), "evil later");

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::build::{ConfigBuilder, History, Run};
-use crate::common::{Env, manifest_exists, ok, output};
+use crate::common::{Env, manifest_exists, ok, output, registry_env};
+use crate::harness::Registry;
 use crate::harness::oci::{Pushed, Pusher};
-use crate::harness::{self, Registry};
 use crate::schemas::assert_valid;
 
 /// A run of `project` web exporting `refs`, started `days` ago.
@@ -119,10 +119,9 @@ action = "purge"
 /// Ordered rules select exactly the stale untrusted cache, and executing deletes it alone.
 #[test]
 fn rules_select_exactly_what_they_should() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let f = fleet(&env, &registry);
     let config = config(&env, &registry.host());
     let policy = env.write("policy.toml", &POLICY.replace("HOST", &registry.host()));
@@ -217,10 +216,9 @@ fn rules_select_exactly_what_they_should() {
 /// `keep_newest` keeps the newest N caches of each repository and purges the rest.
 #[test]
 fn keep_newest_keeps_the_newest() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let host = registry.host();
     let mut pusher = Pusher::new(&registry);
     let caches: Vec<Pushed> = (0..5)
@@ -264,10 +262,9 @@ fn keep_newest_keeps_the_newest() {
 /// Without `--execute` nothing is deleted or stored, whatever the plan says.
 #[test]
 fn dry_run_deletes_nothing() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let f = fleet(&env, &registry);
     let config = config(&env, &registry.host());
     let policy = env.write(
@@ -308,10 +305,9 @@ fn dry_run_deletes_nothing() {
 /// A sweep is refused (exit 5, nothing deleted) while another holds the lock.
 #[test]
 fn the_lock_holds() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let f = fleet(&env, &registry);
     let config = config(&env, &registry.host());
     let policy = env.write("policy.toml", &POLICY.replace("HOST", &registry.host()));

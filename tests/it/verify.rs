@@ -2,7 +2,7 @@
 //! and the exit statuses of an execution: each test is an attack or a slip it stops.
 
 use crate::build::{self, ConfigBuilder, Run};
-use crate::common::{Env, manifest_exists, ok, output};
+use crate::common::{Env, manifest_exists, ok, output, registry_env};
 use crate::harness::oci::{Pushed, Pusher};
 use crate::harness::proxy::{Fault, FaultProxy};
 use crate::harness::{self, Registry};
@@ -64,10 +64,9 @@ fn seq_of(env: &Env, config: &std::path::Path, id: &str, digest: &str) -> i64 {
 /// refuses (exit 5), and `check` still answers TAINTED.
 #[test]
 fn no_config_never_ends_clean() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let h = history(&env, &registry);
     let open = output(
         &env,
@@ -114,10 +113,9 @@ fn no_config_never_ends_clean() {
 /// widened, the action planned outside the scope runs.
 #[test]
 fn scope_is_decided_when_acting() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let h = history(&env, &registry);
     let host = registry.host();
     let scoped = config(&host).write(&env);
@@ -163,10 +161,9 @@ fn scope_is_decided_when_acting() {
 /// accepted; the acceptance (who, when, why) is in verify's output and the report.
 #[test]
 fn accept_records_a_target_left_in_place() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let (h, config) = opened(&env, &registry);
     let run = output(&env, &mut env.execute(&config, "1", &[]));
     assert!(run.starts_with("exit: 5\n"), "{run}");
@@ -240,10 +237,9 @@ fn accept_records_a_target_left_in_place() {
 /// A target deleted and then pushed back is PRESENT again, whatever its action's state says.
 #[test]
 fn a_target_pushed_back_after_the_purge_is_present() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let (h, config) = opened(&env, &registry);
     output(&env, &mut env.execute(&config, "1", &[]));
     assert!(!manifest_exists(&registry, "team/app", &h.inside.digest));
@@ -269,10 +265,9 @@ fn a_target_pushed_back_after_the_purge_is_present() {
 /// then lists the target UNVERIFIED (counted as present), not gone.
 #[test]
 fn unreachable_registry_exits_4_and_is_unverified() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let (h, _) = opened(&env, &registry);
     // A loopback port nothing listens on.
     let dead = {
