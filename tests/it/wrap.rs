@@ -1,7 +1,7 @@
 //! `wrap` around real builds and pushes on a private dockerd and a loopback registry.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use crate::build::ConfigBuilder;
 use crate::common::{Env, ok};
@@ -54,6 +54,23 @@ fn site() -> Option<(Registry, Dockerd, Env, String)> {
     Some((registry, dockerd, Env::new(), base))
 }
 
+/// Writes `dir/Dockerfile` in the environment; returns the build context.
+fn context(env: &Env, dir: &str, dockerfile: &str) -> String {
+    let file = env.write(&format!("{dir}/Dockerfile"), dockerfile);
+    file.parent().unwrap().to_str().unwrap().to_owned()
+}
+
+/// Runs a wrapped command, which must succeed; returns its output.
+fn succeed(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn run_line(export: &str, pipeline: &str, run: &str) -> serde_json::Value {
     export
         .lines()
@@ -70,16 +87,16 @@ fn wrap_records_builds_pushes_and_failures() {
         return;
     };
     let reg = registry.host();
-    let ctx = env.write(
-        "app/Dockerfile",
+    let ctx = context(
+        &env,
+        "app",
         &format!(
             "FROM {base}\nRUN --mount=type=cache,target=/root/.cache/pip \\\n    echo dep > /root/.cache/pip/dep && cp /root/.cache/pip/dep /dep\n"
         ),
     );
-    let ctx = ctx.parent().unwrap().to_str().unwrap().to_owned();
     let cache = format!("{reg}/app:cache");
 
-    let out = wrap(
+    succeed(&mut wrap(
         &env,
         &dockerd,
         "app",
@@ -93,22 +110,8 @@ fn wrap_records_builds_pushes_and_failures() {
             &cache,
             &ctx,
         ],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = wrap(&env, &dockerd, "app", "1", &["push", &cache])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
+    let out = succeed(&mut wrap(&env, &dockerd, "app", "1", &["push", &cache]));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("digest: sha256:"),
         "push output is passed through"
@@ -158,7 +161,7 @@ fn wrap_records_builds_pushes_and_failures() {
 
     // A second job imports the cache by tag: the import is pinned to the pushed digest and
     // the cached step shows up as a reused record.
-    let out = wrap(
+    succeed(&mut wrap(
         &env,
         &dockerd,
         "victim",
@@ -172,14 +175,7 @@ fn wrap_records_builds_pushes_and_failures() {
             "victim:1",
             &ctx,
         ],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     let export = ok(env.cmd().arg("export"));
     let victim = run_line(&export, "victim", "9");
     assert!(
@@ -233,15 +229,15 @@ fn wrap_records_a_buildx_push_with_inline_cache() {
         return;
     };
     let reg = registry.host();
-    let ctx = env.write(
-        "app/Dockerfile",
+    let ctx = context(
+        &env,
+        "app",
         &format!(
             "FROM {base}\nRUN --mount=type=cache,id=bx,target=/c echo bx >> /c/log && cp /c/log /log\n"
         ),
     );
-    let ctx = ctx.parent().unwrap().to_str().unwrap().to_owned();
     let image = format!("{reg}/app:bx");
-    let out = wrap(
+    let out = succeed(&mut wrap(
         &env,
         &dockerd,
         "app",
@@ -257,14 +253,7 @@ fn wrap_records_a_buildx_push_with_inline_cache() {
             "--push",
             &ctx,
         ],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("warning:"), "{stderr}");
     let pushed = registry.manifest_digest("app", "bx");
@@ -364,8 +353,7 @@ fn the_default_buildx_builder_is_the_docker_engine() {
     let dockerd = Dockerd::start();
     let env = Env::new();
     dockerd.import_busybox("base:1");
-    let ctx = env.write("c/Dockerfile", "FROM base:1\nRUN echo default > /default\n");
-    let ctx = ctx.parent().unwrap().to_str().unwrap().to_owned();
+    let ctx = context(&env, "c", "FROM base:1\nRUN echo default > /default\n");
     let builds: [(&str, &[&str], Option<&str>); 3] = [
         ("plain", &["build", "--network=none"], None),
         (
@@ -425,11 +413,7 @@ fn registry_cache_exports_are_pinned_after_the_build() {
     };
     let reg = registry.host();
     let cache = format!("{reg}/app:cache");
-    let ctx = env.write(
-        "app/Dockerfile",
-        &format!("FROM {base}\nRUN echo app > /app\n"),
-    );
-    let ctx = ctx.parent().unwrap().to_str().unwrap().to_owned();
+    let ctx = context(&env, "app", &format!("FROM {base}\nRUN echo app > /app\n"));
     let exported = env.path().join("exported");
     let client = env.write(
         "bin/docker",
@@ -636,11 +620,11 @@ fn wrap_refuses_tainted_inputs_while_an_incident_is_open() {
         return;
     };
     let reg = registry.host();
-    let ctx = env.write(
-        "app/Dockerfile",
+    let ctx = context(
+        &env,
+        "app",
         &format!("FROM {base}\nRUN echo built > /built\n"),
     );
-    let ctx = ctx.parent().unwrap().to_str().unwrap().to_owned();
     let cache = format!("{reg}/app:cache");
     let build = |pipeline: &str, run: &str, extra: &[&str]| {
         let mut args = vec![
