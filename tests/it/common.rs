@@ -125,6 +125,17 @@ pub fn registry_env() -> Option<(crate::harness::Registry, Env)> {
     Some((crate::harness::registry()?, Env::new()))
 }
 
+/// A private dockerd with busybox imported as `base:1`, and a new environment; `None` when
+/// the engine is not installed here.
+pub fn dockerd_env() -> Option<(crate::harness::Dockerd, Env)> {
+    if !crate::harness::require_dockerd() {
+        return None;
+    }
+    let dockerd = crate::harness::Dockerd::start();
+    dockerd.import_busybox("base:1");
+    Some((dockerd, Env::new()))
+}
+
 /// Whether the registry serves a manifest (or index) by this digest.
 pub fn manifest_exists(
     registry: &crate::harness::Registry,

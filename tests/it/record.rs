@@ -1,9 +1,9 @@
 //! `record --resolve` against a real registry, and overlapping builds seen by `wrap`.
 
 use crate::build::ConfigBuilder;
-use crate::common::{Env, ok, output};
+use crate::common::{Env, dockerd_env, ok, output};
+use crate::harness;
 use crate::harness::oci::Pusher;
-use crate::harness::{self, Dockerd};
 
 /// Tags given to `record --resolve` are pinned to the digests the registry serves now; an
 /// unknown tag is an error naming the reference and nothing is written.
@@ -65,12 +65,9 @@ fn resolve_pins_tags_to_digests() {
 /// say their snapshots overlapped.
 #[test]
 fn overlapping_builds_are_flagged() {
-    if !harness::require_dockerd() {
+    let Some((dockerd, env)) = dockerd_env() else {
         return;
-    }
-    let dockerd = Dockerd::start();
-    let env = Env::new();
-    dockerd.import_busybox("base:1");
+    };
     let config = ConfigBuilder::new()
         .builder("ci-1", &dockerd.host())
         .write(&env);

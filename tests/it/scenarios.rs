@@ -31,18 +31,14 @@ pub(crate) struct Job {
     pub(crate) trust: &'static str,
 }
 
-pub(crate) const WEBAPP: Job = Job {
-    pipeline: "webapp",
-    trust: "release",
-};
-pub(crate) const FORK: Job = Job {
-    pipeline: "fork-pr",
-    trust: "untrusted",
-};
-const DOCS: Job = Job {
-    pipeline: "docs",
-    trust: "internal",
-};
+/// A job of `pipeline` whose runs declare `trust`.
+pub(crate) const fn job(pipeline: &'static str, trust: &'static str) -> Job {
+    Job { pipeline, trust }
+}
+
+pub(crate) const WEBAPP: Job = job("webapp", "release");
+pub(crate) const FORK: Job = job("fork-pr", "untrusted");
+const DOCS: Job = job("docs", "internal");
 
 /// One scenario's world: a registry, the builders CI uses (configured and in the purge
 /// scope), builders nobody recorded, and a store.
@@ -593,18 +589,9 @@ fn poisoned_remote_cache() {
     let Some(lab) = Lab::start(&["ci-main", "ci-release"], &["outsider"]) else {
         return;
     };
-    const APP: Job = Job {
-        pipeline: "app",
-        trust: "release",
-    };
-    const RELEASE: Job = Job {
-        pipeline: "release",
-        trust: "release",
-    };
-    const DOWNSTREAM: Job = Job {
-        pipeline: "downstream",
-        trust: "internal",
-    };
+    const APP: Job = job("app", "release");
+    const RELEASE: Job = job("release", "release");
+    const DOWNSTREAM: Job = job("downstream", "internal");
     let host = lab.host();
     let cache_ref = format!("{host}/app:cache");
 
@@ -754,10 +741,7 @@ fn persistence_after_compromise() {
     let Some(lab) = Lab::start(&["ci-svc"], &[]) else {
         return;
     };
-    const SVC: Job = Job {
-        pipeline: "svc",
-        trust: "internal",
-    };
+    const SVC: Job = job("svc", "internal");
     let b = "ci-svc";
     let host = lab.host();
     let svc_ref = |run: &str| format!("{host}/svc:{run}");
@@ -825,18 +809,9 @@ fn dependency_confusion_through_a_mount_cache() {
     let Some(lab) = Lab::start(&["ci-pkg"], &[]) else {
         return;
     };
-    const API: Job = Job {
-        pipeline: "api",
-        trust: "release",
-    };
-    const WORKER: Job = Job {
-        pipeline: "worker",
-        trust: "internal",
-    };
-    const PKG_FORK: Job = Job {
-        pipeline: "pkg-fork",
-        trust: "untrusted",
-    };
+    const API: Job = job("api", "release");
+    const WORKER: Job = job("worker", "internal");
+    const PKG_FORK: Job = job("pkg-fork", "untrusted");
     let b = "ci-pkg";
     let host = lab.host();
     let api_ref = |run: &str| format!("{host}/api:{run}");

@@ -44,6 +44,13 @@ fn opened(env: &Env, registry: &Registry) -> (History, std::path::PathBuf) {
     (h, config)
 }
 
+/// The line of `text` that names `digest`; panics with the whole text when none does.
+fn line_of<'a>(text: &'a str, digest: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.contains(digest))
+        .unwrap_or_else(|| panic!("{text}"))
+}
+
 /// The `seq` of the plan's action on `digest`.
 fn seq_of(env: &Env, config: &std::path::Path, id: &str, digest: &str) -> i64 {
     let show = ok(env
@@ -174,10 +181,7 @@ fn accept_records_a_target_left_in_place() {
         env.cmd_with(&config).args(["incident", "verify", "1"]),
     );
     assert!(verify.starts_with("exit: 1\n"), "{verify}");
-    let line = verify
-        .lines()
-        .find(|l| l.contains(h.outside.digest.as_str()))
-        .unwrap_or_else(|| panic!("{verify}"));
+    let line = line_of(&verify, &h.outside.digest);
     assert!(line.starts_with("  PRESENT"), "{line}");
     let close = output(&env, env.cmd_with(&config).args(["incident", "close", "1"]));
     assert!(close.starts_with("exit: 5\n"), "{close}");
@@ -251,10 +255,7 @@ fn a_target_pushed_back_after_the_purge_is_present() {
         env.cmd_with(&config).args(["incident", "verify", "1"]),
     );
     assert!(verify.starts_with("exit: 1\n"), "{verify}");
-    let line = verify
-        .lines()
-        .find(|l| l.contains(h.inside.digest.as_str()))
-        .unwrap_or_else(|| panic!("{verify}"));
+    let line = line_of(&verify, &h.inside.digest);
     assert!(
         line.starts_with("  PRESENT") && line.contains("back in the registry"),
         "{line}"
@@ -288,10 +289,7 @@ fn unreachable_registry_exits_4_and_is_unverified() {
         env.cmd_with(&unreachable).args(["incident", "verify", "1"]),
     );
     assert!(verify.starts_with("exit: 1\n"), "{verify}");
-    let line = verify
-        .lines()
-        .find(|l| l.contains(h.inside.digest.as_str()))
-        .unwrap_or_else(|| panic!("{verify}"));
+    let line = line_of(&verify, &h.inside.digest);
     assert!(line.starts_with("  UNVERIFIED"), "{line}");
 }
 

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::build::ConfigBuilder;
-use crate::common::{Env, ok};
+use crate::common::{Env, dockerd_env, ok};
 use crate::harness::forward::{Forwarder, Listen, Mode};
 use crate::harness::{self, Dockerd, Registry, RegistryOpts};
 
@@ -350,9 +350,9 @@ fn the_default_buildx_builder_is_the_docker_engine() {
     if !harness::require_buildx() {
         return;
     }
-    let dockerd = Dockerd::start();
-    let env = Env::new();
-    dockerd.import_busybox("base:1");
+    let Some((dockerd, env)) = dockerd_env() else {
+        return;
+    };
     let ctx = context(&env, "c", "FROM base:1\nRUN echo default > /default\n");
     let builds: [(&str, &[&str], Option<&str>); 3] = [
         ("plain", &["build", "--network=none"], None),
@@ -505,12 +505,9 @@ fi
 /// build that used one, must not be taken to have reused that mount's record.
 #[test]
 fn a_listing_after_an_unwrapped_build_is_not_a_reuse() {
-    if !harness::require_dockerd() {
+    let Some((dockerd, env)) = dockerd_env() else {
         return;
-    }
-    let dockerd = Dockerd::start();
-    let env = Env::new();
-    dockerd.import_busybox("base:1");
+    };
     let mounting = |step: &str| {
         format!(
             "FROM base:1\nRUN --mount=type=cache,id=shared,target=/c echo {step} >> /c/log && cp /c/log /log\n"
@@ -581,12 +578,9 @@ fn a_listing_after_an_unwrapped_build_is_not_a_reuse() {
 /// input it cannot check: see `store_access`.)
 #[test]
 fn recording_trouble_never_fails_the_build() {
-    if !harness::require_dockerd() {
+    let Some((dockerd, env)) = dockerd_env() else {
         return;
-    }
-    let dockerd = Dockerd::start();
-    let env = Env::new();
-    dockerd.import_busybox("base:1");
+    };
     let ctx = env.write("c/Dockerfile", "FROM base:1\nRUN echo ok\n");
     let config = ConfigBuilder::new().on_unavailable("fail-open").write(&env);
     std::fs::create_dir_all(env.db()).unwrap();
