@@ -71,12 +71,31 @@ fn succeed(cmd: &mut Command) -> Output {
     out
 }
 
-fn run_line(export: &str, pipeline: &str, run: &str) -> serde_json::Value {
+pub(crate) fn run_line(export: &str, pipeline: &str, run: &str) -> serde_json::Value {
     export
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .find(|v| v["type"] == "run" && v["pipeline"] == pipeline && v["run"] == run)
         .unwrap_or_else(|| panic!("no run {pipeline}/{run} in\n{export}"))
+}
+
+/// The run of `to` that a trace from pipeline `from` reaches; panics when it reaches none.
+pub(crate) fn traced(env: &Env, from: &str, to: &str) -> serde_json::Value {
+    let trace: serde_json::Value = serde_json::from_str(&ok(env.cmd().args([
+        "trace",
+        "--pipeline",
+        from,
+        "--format",
+        "json",
+    ])))
+    .unwrap();
+    trace["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pipeline"] == to)
+        .cloned()
+        .unwrap_or_else(|| panic!("the importer is traced: {trace}"))
 }
 
 /// Build, push and re-import with inline cache: every digest, mount and builder record lands
@@ -325,20 +344,7 @@ fn wrap_records_a_buildx_push_with_inline_cache() {
         !victim["produced"].to_string().contains("victim:1@"),
         "a loaded image's id is not a registry digest: {victim}"
     );
-    let trace: serde_json::Value = serde_json::from_str(&ok(env.cmd().args([
-        "trace",
-        "--pipeline",
-        "app",
-        "--format",
-        "json",
-    ])))
-    .unwrap();
-    let reached = trace["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["pipeline"] == "victim")
-        .unwrap_or_else(|| panic!("the importer is traced: {trace}"));
+    let reached = traced(&env, "app", "victim");
     assert_eq!(reached["via"]["kind"], "imported-digest", "{reached}");
 }
 
