@@ -230,16 +230,9 @@ impl Lab {
     }
 
     /// A wrapped build with inline cache, then its wrapped push; returns the pushed digest.
-    pub(crate) fn build_push(
-        &self,
-        builder: &str,
-        job: &Job,
-        run: &str,
-        context: &Path,
-        tag: &str,
-    ) -> String {
-        self.build(builder, job, run, context, tag, INLINE);
-        self.push(builder, job, run, tag)
+    fn build_push(&self, b: &str, job: &Job, run: &str, ctx: &Path, tag: &str) -> String {
+        self.build(b, job, run, ctx, tag, INLINE);
+        self.push(b, job, run, tag)
     }
 
     /// A wrapped `docker push`; returns the pushed digest.
