@@ -368,3 +368,105 @@ impl ConfigBuilder {
         env.write(name, &self.text())
     }
 }
+
+/// The config the builder writes is the one asked for, as cachewarden reads it: an endpoint
+/// and audit repositories belong to their registry, not to the scope, and a pipeline entry
+/// keeps all its fields.
+#[test]
+fn config_builder_writes_what_it_is_asked_for() {
+    use cachewarden::config::{Config, CredentialSource, OnUnavailable};
+    let text = ConfigBuilder::registry("r.test:5000")
+        .endpoint("http://127.0.0.1:9")
+        .repositories(["team/app"])
+        .with_registry("other.test")
+        .scope_repositories(["r.test:5000/team/**"])
+        .scope_builders(["ci-1"])
+        .builder("ci-1", "unix:///run/ci-1.sock")
+        .on_unavailable("fail-open")
+        .pipeline(Pipeline::pattern("forks-*").trust("untrusted"))
+        .pipeline(
+            Pipeline::named("victim")
+                .project("acme/web")
+                .on_unavailable("fail-closed"),
+        )
+        .text();
+    let config = Config::parse(&text, std::path::Path::new("config.toml"))
+        .unwrap_or_else(|err| panic!("{err}\n{text}"));
+    assert_eq!(config.scope.registries, ["r.test:5000"], "{text}");
+    assert_eq!(config.scope.repositories, ["r.test:5000/team/**"]);
+    assert_eq!(config.scope.builders, ["ci-1"]);
+    let hosts: Vec<&str> = config.registries.iter().map(|r| r.host.as_str()).collect();
+    assert_eq!(hosts, ["r.test:5000", "other.test"]);
+    let first = &config.registries[0];
+    assert!(first.insecure && first.credentials == CredentialSource::Anonymous);
+    assert_eq!(first.endpoint.as_deref(), Some("http://127.0.0.1:9"));
+    assert_eq!(first.repositories, ["team/app"]);
+    assert_eq!(config.registries[1].endpoint, None);
+    assert!(config.registries[1].repositories.is_empty());
+    assert_eq!(config.builders[0].name, "ci-1");
+    assert_eq!(config.builders[0].endpoint, "unix:///run/ci-1.sock");
+    assert_eq!(config.containment.on_unavailable, OnUnavailable::FailOpen);
+    let forks = &config.pipelines[0];
+    assert_eq!(forks.pattern.as_deref(), Some("forks-*"));
+    assert_eq!(forks.trust_level.as_deref(), Some("untrusted"));
+    let victim = &config.pipelines[1];
+    assert_eq!(victim.name.as_deref(), Some("victim"));
+    assert_eq!(victim.project.as_deref(), Some("acme/web"));
+    assert_eq!(victim.on_unavailable, Some(OnUnavailable::FailClosed));
+}
+
+/// The history the builder imports is what was asked for, as `export` gives it back: times,
+/// trust, project, builder, mounts, records and every kind of cache ref.
+#[test]
+fn history_imports_what_it_is_asked_for() {
+    let env = Env::new();
+    History::new()
+        .run(
+            Run::new("pr", 7)
+                .step("build")
+                .day(3)
+                .trust("untrusted")
+                .project("web")
+                .builder("ci-1")
+                .mount("/root/.cache/pip")
+                .created_record("r-1", "regular", 100)
+                .imported(["reg.test/app:main@sha256:".to_owned() + &"a".repeat(64)])
+                .exported([json!({"backend": "gha", "key": "web-main"})])
+                .produced(["reg.test/app:7"]),
+        )
+        .run(Run::new("main", 1).at("2026-01-05T10:00:00Z"))
+        .import(&env);
+    let export: Vec<Value> = ok(env.cmd().arg("export"))
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .collect();
+    let pipeline = export
+        .iter()
+        .find(|v| v["type"] == "pipeline" && v["name"] == "pr")
+        .unwrap_or_else(|| panic!("{export:#?}"));
+    assert_eq!(pipeline["project"], "web", "{pipeline:#}");
+    let runs: Vec<&Value> = export.iter().filter(|v| v["type"] == "run").collect();
+    assert_eq!(runs.len(), 2, "{runs:#?}");
+    let pr = runs.iter().find(|r| r["pipeline"] == "pr").unwrap();
+    assert_eq!(pr["run"], "7");
+    assert_eq!(pr["step"], "build");
+    assert_eq!(pr["started_at"], "2026-01-03T00:00:00Z");
+    assert_eq!(pr["finished_at"], "2026-01-03T00:01:00Z");
+    assert_eq!(pr["trust_level"], "untrusted");
+    assert_eq!(pr["builder"], "ci-1");
+    assert_eq!(pr["mounts"][0]["id"], "/root/.cache/pip", "{pr:#}");
+    assert_eq!(pr["records"]["created"][0]["id"], "r-1", "{pr:#}");
+    assert!(
+        pr["imported"]
+            .to_string()
+            .contains("reg.test/app:main@sha256:aaaa")
+    );
+    assert!(pr["exported"].to_string().contains("web-main"), "{pr:#}");
+    assert!(
+        pr["produced"].to_string().contains("reg.test/app:7"),
+        "{pr:#}"
+    );
+    let main = runs.iter().find(|r| r["pipeline"] == "main").unwrap();
+    assert_eq!(main["started_at"], "2026-01-05T10:00:00Z");
+    assert_eq!(main["finished_at"], "2026-01-05T10:00:00Z");
+}

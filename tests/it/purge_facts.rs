@@ -55,7 +55,7 @@ fn opened() -> Option<(Registry, Env, FaultProxy, Indexed, PathBuf)> {
 
 /// `incident purge 1 --execute` without evidence, which must succeed.
 fn execute(env: &Env, config: &Path) {
-    let run = output(env, &mut env.execute(&config, "1", &["--no-evidence"]));
+    let run = output(env, &mut env.execute(config, "1", &["--no-evidence"]));
     assert!(run.starts_with("exit: 0\n"), "{run}");
 }
 
