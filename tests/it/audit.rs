@@ -1,17 +1,14 @@
 //! `audit registry` against a real registry: unrecorded pushes, trust breaches, a registry that
 //! is down, incremental reporting, SARIF, and an incident seeded from a finding.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::common::{Env, ok, output};
+use crate::build::{ConfigBuilder, History, Run};
+use crate::common::{Env, ok, output, registry_env};
 use crate::harness::oci::{Pushed, Pusher};
 use crate::harness::{self, Registry, RegistryOpts};
 
-fn import(env: &Env, lines: &[String]) {
-    let file = env.write("history.jsonl", &(lines.join("\n") + "\n"));
-    ok(env.cmd().args(["import", file.to_str().unwrap()]));
-}
-
+/// A run of `pipeline` at `trust` that imported and exported these refs at `at`.
 fn run_line(
     pipeline: &str,
     trust: &str,
@@ -19,27 +16,12 @@ fn run_line(
     at: &str,
     imported: &[String],
     exported: &[String],
-) -> String {
-    let list = |refs: &[String]| {
-        refs.iter()
-            .map(|r| format!("\"{r}\""))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    format!(
-        r#"{{"v":1,"type":"run","pipeline":"{pipeline}","trust_level":"{trust}","run":"{run}","step":"s","started_at":"{at}","finished_at":"{at}","imported":[{}],"exported":[{}]}}"#,
-        list(imported),
-        list(exported)
-    )
-}
-
-fn config(env: &Env, host: &str, extra: &str) -> PathBuf {
-    env.write(
-        "config.toml",
-        &format!(
-            "[scope]\nregistries = [\"{host}\"]\n\n[[registry]]\nhost = \"{host}\"\ninsecure = true\ncredentials = \"anonymous\"\n{extra}"
-        ),
-    )
+) -> Run {
+    Run::new(pipeline, run)
+        .trust(trust)
+        .at(at)
+        .imported(imported.iter().cloned())
+        .exported(exported.iter().cloned())
 }
 
 /// The document matches `schema/audit.schema.json`.
@@ -88,30 +70,28 @@ fn recorded(env: &Env, registry: &Registry, pusher: &mut Pusher) -> Pushed {
     let host = registry.host();
     let main = pusher.cache_manifest("team/app", Some("main"), "main cache");
     pusher.image("team/app", Some("v1"), "an image nobody recorded", false);
-    import(
-        env,
-        &[run_line(
+    History::new()
+        .run(run_line(
             "main",
             "release",
             "1",
             "2026-01-01T00:00:00Z",
             &[],
             &[format!("{host}/team/app:main@{}", main.digest)],
-        )],
-    );
+        ))
+        .import(env);
     main
 }
 
 /// An attacker's new digest at a recorded cache tag is reported as unrecorded and as a moved tag.
 #[test]
 fn attacker_push_is_reported_as_unrecorded() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let mut pusher = Pusher::new(&registry);
     recorded(&env, &registry, &mut pusher);
-    let config = config(&env, &registry.host(), "");
+    let config = ConfigBuilder::registry(&registry.host()).write(&env);
     let (code, doc, stderr) = audit_json(&env, &config, &[]);
     assert_eq!(code, 0, "{doc:#} {stderr}");
     assert_eq!(doc["summary"]["tags"], 2, "{doc:#}");
@@ -153,15 +133,14 @@ fn attacker_push_is_reported_as_unrecorded() {
 /// The second audit reports nothing new; `--all` repeats what is still there as seen before.
 #[test]
 fn second_audit_reports_nothing_new() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let mut pusher = Pusher::new(&registry);
     recorded(&env, &registry, &mut pusher);
     pusher.cache_manifest("team/app", Some("stray-1"), "stray 1");
     pusher.cache_manifest("team/app", Some("stray-2"), "stray 2");
-    let config = config(&env, &registry.host(), "");
+    let config = ConfigBuilder::registry(&registry.host()).write(&env);
     let (code, doc, stderr) = audit_json(&env, &config, &[]);
     assert_eq!(code, 1, "{doc:#} {stderr}");
     assert_eq!(codes(&doc).len(), 2, "{doc:#}");
@@ -188,17 +167,15 @@ fn second_audit_reports_nothing_new() {
 /// A release pipeline's import of a cache an untrusted pipeline exported is a trust breach.
 #[test]
 fn trusted_import_of_untrusted_export_is_reported() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let host = registry.host();
     let mut pusher = Pusher::new(&registry);
     let pr = pusher.cache_manifest("team/app", Some("pr-7"), "untrusted work");
     let reference = format!("{host}/team/app:pr-7@{}", pr.digest);
-    import(
-        &env,
-        &[
+    History::new()
+        .runs([
             run_line(
                 "pr",
                 "untrusted",
@@ -215,9 +192,11 @@ fn trusted_import_of_untrusted_export_is_reported() {
                 &[reference],
                 &[],
             ),
-        ],
-    );
-    let config = config(&env, &host, "repositories = [\"team/app\"]\n");
+        ])
+        .import(&env);
+    let config = ConfigBuilder::registry(&host)
+        .repositories(["team/app"])
+        .write(&env);
     let (code, doc, stderr) = audit_json(&env, &config, &[]);
     assert_eq!(code, 1, "{doc:#} {stderr}");
     assert_eq!(
@@ -242,7 +221,7 @@ fn registry_down_gives_a_clear_error_and_no_findings() {
     let env = Env::new();
     let mut pusher = Pusher::new(&registry);
     recorded(&env, &registry, &mut pusher);
-    let config = config(&env, &registry.host(), "");
+    let config = ConfigBuilder::registry(&registry.host()).write(&env);
     registry.stop();
     let (code, doc, stderr) = audit_json(&env, &config, &[]);
     assert_eq!(code, 4, "{doc:#} {stderr}");
@@ -267,14 +246,13 @@ fn registry_down_gives_a_clear_error_and_no_findings() {
 /// SARIF output names every rule and points each result at its rule.
 #[test]
 fn sarif_names_rules_and_results() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let mut pusher = Pusher::new(&registry);
     recorded(&env, &registry, &mut pusher);
     pusher.cache_manifest("team/app", Some("stray"), "stray");
-    let config = config(&env, &registry.host(), "");
+    let config = ConfigBuilder::registry(&registry.host()).write(&env);
     let out = env
         .cmd_with(&config)
         .args(["audit", "registry", "--format", "sarif"])
@@ -309,14 +287,13 @@ fn sarif_names_rules_and_results() {
 /// `incident open --from-audit` on an unrecorded push plans and purges exactly that manifest.
 #[test]
 fn incident_from_audit_deletes_the_unrecorded_push() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let mut pusher = Pusher::new(&registry);
     let main = recorded(&env, &registry, &mut pusher);
     let evil = pusher.cache_manifest("team/app", Some("main"), "attacker");
-    let config = config(&env, &registry.host(), "");
+    let config = ConfigBuilder::registry(&registry.host()).write(&env);
     let (_, doc, _) = audit_json(&env, &config, &[]);
     let id = doc["findings"][0]["id"].as_i64().unwrap().to_string();
     assert_eq!(doc["findings"][0]["code"], "CW001");
@@ -347,14 +324,7 @@ fn incident_from_audit_deletes_the_unrecorded_push() {
     let incident = open["incident"].as_i64().unwrap().to_string();
     let purge = output(
         &env,
-        env.cmd_with(&config).args([
-            "incident",
-            "purge",
-            &incident,
-            "--execute",
-            "--yes",
-            "--no-evidence",
-        ]),
+        &mut env.execute(&config, &incident, &["--no-evidence"]),
     );
     assert!(purge.starts_with("exit: 0\n"), "{purge}");
     let head = |digest: &str| {

@@ -103,6 +103,37 @@ impl Env {
             .env("CACHEWARDEN_NO_PROGRESS", "1");
         cmd
     }
+
+    /// `incident open --pipeline PIPELINE` with this config, which must succeed.
+    pub fn open_incident(&self, config: &Path, pipeline: &str) -> String {
+        ok(self
+            .cmd_with(config)
+            .args(["incident", "open", "--pipeline", pipeline]))
+    }
+
+    /// `incident purge ID --execute --yes` and `extra`, with this config.
+    pub fn execute(&self, config: &Path, id: &str, extra: &[&str]) -> Command {
+        let mut cmd = self.cmd_with(config);
+        cmd.args(["incident", "purge", id, "--execute", "--yes"])
+            .args(extra);
+        cmd
+    }
+}
+
+/// A loopback registry and a new environment; `None` when the registry is not installed here.
+pub fn registry_env() -> Option<(crate::harness::Registry, Env)> {
+    Some((crate::harness::registry()?, Env::new()))
+}
+
+/// A private dockerd with busybox imported as `base:1`, and a new environment; `None` when
+/// the engine is not installed here.
+pub fn dockerd_env() -> Option<(crate::harness::Dockerd, Env)> {
+    if !crate::harness::require_dockerd() {
+        return None;
+    }
+    let dockerd = crate::harness::Dockerd::start();
+    dockerd.import_busybox("base:1");
+    Some((dockerd, Env::new()))
 }
 
 /// Whether the registry serves a manifest (or index) by this digest.

@@ -3,14 +3,7 @@
 
 use crate::common::{Env, ok};
 use crate::harness::{self, Dockerd, Engine, Registry, RegistryOpts};
-
-fn run_line(export: &str, pipeline: &str, run: &str) -> serde_json::Value {
-    export
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|v| v["type"] == "run" && v["pipeline"] == pipeline && v["run"] == run)
-        .unwrap_or_else(|| panic!("no run {pipeline}/{run} in\n{export}"))
-}
+use crate::wrap::{run_line, traced};
 
 /// `wrap` around `docker buildx build --cache-to type=registry,mode=max` on Docker 26 records
 /// the export by the digest BuildKit returns, and a build that imports it with `--cache-from
@@ -73,20 +66,7 @@ fn registry_cache_export_is_recorded_and_traced_to_its_importer() {
         serde_json::json!([format!("{cache}@{exported}")]),
         "{victim}"
     );
-    let trace: serde_json::Value = serde_json::from_str(&ok(env.cmd().args([
-        "trace",
-        "--pipeline",
-        "app",
-        "--format",
-        "json",
-    ])))
-    .unwrap();
-    let reached = trace["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["pipeline"] == "victim")
-        .unwrap_or_else(|| panic!("the importer is traced: {trace}"));
+    let reached = traced(&env, "app", "victim");
     assert_eq!(reached["via"]["kind"], "imported-digest", "{reached}");
 }
 

@@ -1,6 +1,7 @@
 //! History the recorded pipelines cannot rewrite: per-run trust under a ceiling, refused
 //! re-records, and imports that are read strictly and change nothing when repeated.
 
+use crate::build::{ConfigBuilder, Pipeline};
 use crate::common::{Env, ok, output};
 
 fn record(env: &Env, args: &[&str]) -> String {
@@ -131,10 +132,13 @@ fn a_run_cannot_raise_its_pipeline() {
 #[test]
 fn pull_request_runs_are_untrusted() {
     let env = Env::new();
-    let config = env.write(
-        "cw.toml",
-        "[[pipeline]]\nname = \"acme/web/ci\"\nproject = \"acme/web\"\ntrust_level = \"release\"\n",
-    );
+    let config = ConfigBuilder::new()
+        .pipeline(
+            Pipeline::named("acme/web/ci")
+                .project("acme/web")
+                .trust("release"),
+        )
+        .write_as(&env, "cw.toml");
     let github = |event: &str, protected: &str, run: &str| {
         let mut cmd = env.cmd_with(&config);
         cmd.env("GITHUB_ACTIONS", "true")
@@ -183,10 +187,9 @@ fn pull_request_runs_are_untrusted() {
 #[test]
 fn imported_runs_are_capped_at_the_ceiling() {
     let env = Env::new();
-    let config = env.write(
-        "cw.toml",
-        "[[pipeline]]\npattern = \"forks-*\"\ntrust_level = \"untrusted\"\n",
-    );
+    let config = ConfigBuilder::new()
+        .pipeline(Pipeline::pattern("forks-*").trust("untrusted"))
+        .write_as(&env, "cw.toml");
     let file = env.write(
         "in.jsonl",
         concat!(

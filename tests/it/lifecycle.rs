@@ -1,29 +1,37 @@
 //! The incident lifecycle against a real registry: evidence, containment, re-trace, verify,
 //! close, and the execution lock.
 
+use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
+use crate::build::{ConfigBuilder, History, Run};
 use crate::common::{Env, digest, ok, output};
 use crate::harness::oci::Pusher;
 use crate::harness::{self, Registry};
 
+/// `evil` exported a cache and an image with inline cache to `team/app`; the registry is in
+/// scope. Returns the config and the two digests.
 fn setup(env: &Env, registry: &Registry) -> (std::path::PathBuf, Vec<String>) {
     let host = registry.host();
     let mut pusher = Pusher::new(registry);
     let a = pusher.cache_manifest("team/app", Some("evil"), "evil a");
     let b = pusher.image("team/app", Some("poisoned"), "evil b", true);
-    let lines = format!(
-        r#"{{"v":1,"type":"run","pipeline":"evil","run":"1","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","exported":["{host}/team/app:evil@{a}","{host}/team/app:poisoned@{b}"]}}"#,
-        a = a.digest,
-        b = b.digest
-    );
-    let file = env.write("history.jsonl", &format!("{lines}\n"));
-    ok(env.cmd().args(["import", file.to_str().unwrap()]));
-    let config = env.write(
-        "config.toml",
-        &format!("[scope]\nregistries = [\"{host}\"]\n\n[[registry]]\nhost = \"{host}\"\ninsecure = true\ncredentials = \"anonymous\"\n"),
-    );
+    History::new()
+        .run(Run::new("evil", 1).exported([
+            format!("{host}/team/app:evil@{}", a.digest),
+            format!("{host}/team/app:poisoned@{}", b.digest),
+        ]))
+        .import(env);
+    let config = ConfigBuilder::registry(&host).write(env);
     (config, vec![a.digest, b.digest])
+}
+
+/// [`setup`] in a new environment with an incident open on `evil`.
+fn opened(registry: &Registry) -> (Env, std::path::PathBuf, Vec<String>) {
+    let env = Env::new();
+    let (config, digests) = setup(&env, registry);
+    env.open_incident(&config, "evil");
+    (env, config, digests)
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -40,24 +48,11 @@ fn evidence_matches_what_was_deleted() {
     let Some(registry) = harness::registry() else {
         return;
     };
-    let env = Env::new();
-    let (config, digests) = setup(&env, &registry);
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
+    let (env, config, digests) = opened(&registry);
     let evidence = env.path().join("ev");
     let out = output(
         &env,
-        env.cmd_with(&config)
-            .args([
-                "incident",
-                "purge",
-                "1",
-                "--execute",
-                "--yes",
-                "--evidence-blobs",
-                "--evidence-dir",
-            ])
+        env.execute(&config, "1", &["--evidence-blobs", "--evidence-dir"])
             .arg(&evidence),
     );
     assert!(out.starts_with("exit: 0\n"), "{out}");
@@ -96,11 +91,7 @@ fn containment_until_close() {
     let Some(registry) = harness::registry() else {
         return;
     };
-    let env = Env::new();
-    let (config, digests) = setup(&env, &registry);
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
+    let (env, config, digests) = opened(&registry);
     let tainted = format!("{}/team/app@{}", registry.host(), digests[0]);
     let out = output(&env, env.cmd_with(&config).args(["check", &tainted]));
     assert!(
@@ -116,9 +107,7 @@ fn containment_until_close() {
     expected.sort();
     assert_eq!(listed.lines().collect::<Vec<_>>(), expected);
 
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "purge", "1", "--execute", "--yes"]));
+    ok(&mut env.execute(&config, "1", &[]));
     ok(env.cmd_with(&config).args(["incident", "verify", "1"]));
     ok(env.cmd_with(&config).args(["incident", "close", "1"]));
     assert!(output(&env, env.cmd_with(&config).args(["check", &tainted])).starts_with("exit: 0\n"));
@@ -131,31 +120,19 @@ fn retrace_picks_up_new_runs() {
     let Some(registry) = harness::registry() else {
         return;
     };
-    let env = Env::new();
-    let (config, digests) = setup(&env, &registry);
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
+    let (env, config, digests) = opened(&registry);
     let mut pusher = Pusher::new(&registry);
     let late = pusher.cache_manifest("team/late", Some("cache"), "late victim");
     let host = registry.host();
-    let line = format!(
-        r#"{{"v":1,"type":"run","pipeline":"late","run":"1","step":"s","started_at":"2026-01-03T00:00:00Z","finished_at":"2026-01-03T00:01:00Z","imported":["{host}/team/app:evil@{}"],"exported":["{host}/team/late:cache@{}"]}}"#,
-        digests[0], late.digest
-    );
-    let file = env.write("late.jsonl", &format!("{line}\n"));
-    ok(env.cmd().args(["import", file.to_str().unwrap()]));
-    let out = output(
-        &env,
-        env.cmd_with(&config).args([
-            "incident",
-            "purge",
-            "1",
-            "--execute",
-            "--yes",
-            "--no-evidence",
-        ]),
-    );
+    History::new()
+        .run(
+            Run::new("late", 1)
+                .day(3)
+                .imported([format!("{host}/team/app:evil@{}", digests[0])])
+                .exported([format!("{host}/team/late:cache@{}", late.digest)]),
+        )
+        .import_as(&env, "late.jsonl");
+    let out = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
     assert!(
         out.starts_with("exit: 0\n") && out.contains("re-trace found"),
         "{out}"
@@ -171,19 +148,8 @@ fn verify_reports_a_target_that_came_back() {
     let Some(registry) = harness::registry() else {
         return;
     };
-    let env = Env::new();
-    let (config, _) = setup(&env, &registry);
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
-    ok(env.cmd_with(&config).args([
-        "incident",
-        "purge",
-        "1",
-        "--execute",
-        "--yes",
-        "--no-evidence",
-    ]));
+    let (env, config, _) = opened(&registry);
+    ok(&mut env.execute(&config, "1", &["--no-evidence"]));
     assert!(
         output(
             &env,
@@ -212,11 +178,7 @@ fn second_concurrent_execution_is_refused() {
     let Some(registry) = harness::registry() else {
         return;
     };
-    let env = Env::new();
-    let (config, _) = setup(&env, &registry);
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
+    let (env, config, _) = opened(&registry);
     // Another execution, alive on this host, holds the incident.
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let owner = format!("{}:{}", host.trim(), std::process::id());
@@ -227,11 +189,7 @@ fn second_concurrent_execution_is_refused() {
     )
     .unwrap();
     drop(conn);
-    let out = output(
-        &env,
-        env.cmd_with(&config)
-            .args(["incident", "purge", "1", "--execute", "--yes"]),
-    );
+    let out = output(&env, &mut env.execute(&config, "1", &[]));
     assert!(
         out.starts_with("exit: 5\n") && out.contains("being purged by another process"),
         "{out}"
@@ -244,17 +202,7 @@ fn second_concurrent_execution_is_refused() {
     )
     .unwrap();
     drop(conn);
-    let out = output(
-        &env,
-        env.cmd_with(&config).args([
-            "incident",
-            "purge",
-            "1",
-            "--execute",
-            "--yes",
-            "--no-evidence",
-        ]),
-    );
+    let out = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
     assert!(out.starts_with("exit: 0\n"), "{out}");
 }
 
@@ -262,9 +210,13 @@ fn second_concurrent_execution_is_refused() {
 #[test]
 fn non_registry_caches_are_follow_ups_with_commands() {
     let env = Env::new();
-    let line = r#"{"v":1,"type":"run","pipeline":"evil","run":"1","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","exported":[{"backend":"gha","key":"web-main"},{"backend":"s3","key":"s3://bucket/cache/web (eu-west-1)"},{"backend":"local","key":"/var/cache/buildx"}]}"#;
-    let file = env.write("h.jsonl", &format!("{line}\n"));
-    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+    History::new()
+        .run(Run::new("evil", 1).exported([
+            json!({"backend": "gha", "key": "web-main"}),
+            json!({"backend": "s3", "key": "s3://bucket/cache/web (eu-west-1)"}),
+            json!({"backend": "local", "key": "/var/cache/buildx"}),
+        ]))
+        .import_as(&env, "h.jsonl");
     ok(env.cmd().args(["incident", "open", "--pipeline", "evil"]));
     let report = ok(env.cmd().args(["incident", "report", "1"]));
     assert!(
@@ -284,14 +236,17 @@ fn non_registry_caches_are_follow_ups_with_commands() {
 fn follow_ups_only_for_tags_that_may_be_in_a_registry() {
     let env = Env::new();
     let image = digest('a');
-    let lines = [
-        format!(
-            r#"{{"v":1,"type":"run","pipeline":"evil","run":"1","step":"local","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","builder":"ci-1","produced":["fork-pr:1",{{"backend":"local-image","locator":"ci-1","digest":"{image}","key":"fork-pr:1","tag":"1"}}]}}"#
-        ),
-        r#"{"v":1,"type":"run","pipeline":"evil","run":"1","step":"pushed","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","produced":["reg.example/web:2"]}"#.to_owned(),
-    ];
-    let file = env.write("h.jsonl", &format!("{}\n", lines.join("\n")));
-    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+    History::new()
+        .run(Run::new("evil", 1).step("local").builder("ci-1").produced([
+            json!("fork-pr:1"),
+            json!({"backend": "local-image", "locator": "ci-1", "digest": image, "key": "fork-pr:1", "tag": "1"}),
+        ]))
+        .run(
+            Run::new("evil", 1)
+                .step("pushed")
+                .produced(["reg.example/web:2"]),
+        )
+        .import_as(&env, "h.jsonl");
     ok(env.cmd().args(["incident", "open", "--pipeline", "evil"]));
     let report = ok(env.cmd().args(["incident", "report", "1"]));
     assert!(

@@ -3,6 +3,7 @@
 #[path = "../harness/mod.rs"]
 mod harness;
 
+mod build;
 mod buildkit;
 mod cli;
 mod common;

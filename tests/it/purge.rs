@@ -1,6 +1,11 @@
 //! `incident open` and `incident purge` against a real registry.
 
-use crate::common::{Env, manifest_exists, ok, output};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::build::{self, ConfigBuilder, Run};
+use crate::common::{Env, manifest_exists, ok, output, registry_env};
 use crate::harness::oci::{Pushed, Pusher};
 use crate::harness::proxy::{Fault, FaultProxy};
 use crate::harness::{self, Registry, RegistryOpts};
@@ -15,8 +20,9 @@ struct History {
     outside: Pushed,
 }
 
-fn history(env: &Env, registry: &Registry, pusher: &mut Pusher, count: usize) -> History {
+fn history(env: &Env, registry: &Registry, count: usize) -> History {
     let host = registry.host();
+    let mut pusher = Pusher::new(registry);
     let tainted: Vec<Pushed> = (0..count)
         .map(|i| {
             pusher.cache_manifest("team/app", Some(&format!("evil-{i}")), &format!("evil {i}"))
@@ -25,30 +31,21 @@ fn history(env: &Env, registry: &Registry, pusher: &mut Pusher, count: usize) ->
     let clean = pusher.cache_manifest("team/app", Some("main"), "good");
     let downstream = pusher.cache_index("team/victim", Some("cache"), "victim");
     let outside = pusher.cache_manifest("other/app", Some("x"), "outside");
-    let mut lines = String::new();
-    let exported: Vec<String> = tainted
+    let exported = tainted
         .iter()
         .enumerate()
-        .map(|(i, p)| format!("\"{host}/team/app:evil-{i}@{}\"", p.digest))
-        .chain([format!("\"{host}/other/app:x@{}\"", outside.digest)])
-        .collect();
-    lines.push_str(&format!(
-        r#"{{"v":1,"type":"run","pipeline":"evil","run":"1","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","exported":[{}]}}"#,
-        exported.join(",")
-    ));
-    lines.push('\n');
-    lines.push_str(&format!(
-        r#"{{"v":1,"type":"run","pipeline":"good","run":"1","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","exported":["{host}/team/app:main@{}"]}}"#,
-        clean.digest
-    ));
-    lines.push('\n');
-    lines.push_str(&format!(
-        r#"{{"v":1,"type":"run","pipeline":"victim","run":"1","step":"s","started_at":"2026-01-02T00:00:00Z","finished_at":"2026-01-02T00:01:00Z","imported":["{host}/team/app:evil-0@{}"],"exported":["{host}/team/victim:cache@{}"]}}"#,
-        tainted[0].digest, downstream.digest
-    ));
-    lines.push('\n');
-    let file = env.write("history.jsonl", &lines);
-    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+        .map(|(i, p)| format!("{host}/team/app:evil-{i}@{}", p.digest))
+        .chain([format!("{host}/other/app:x@{}", outside.digest)]);
+    build::History::new()
+        .run(Run::new("evil", 1).exported(exported))
+        .run(Run::new("good", 1).exported([format!("{host}/team/app:main@{}", clean.digest)]))
+        .run(
+            Run::new("victim", 1)
+                .day(2)
+                .imported([format!("{host}/team/app:evil-0@{}", tainted[0].digest)])
+                .exported([format!("{host}/team/victim:cache@{}", downstream.digest)]),
+        )
+        .import(env);
     History {
         tainted,
         clean,
@@ -57,26 +54,56 @@ fn history(env: &Env, registry: &Registry, pusher: &mut Pusher, count: usize) ->
     }
 }
 
-pub(crate) fn config(env: &Env, host: &str, extra: &str) -> std::path::PathBuf {
-    env.write(
-        "config.toml",
-        &format!(
-            "[scope]\nregistries = [\"{host}\"]\nrepositories = [\"{host}/team/**\"]\n\n[[registry]]\nhost = \"{host}\"\ninsecure = true\ncredentials = \"anonymous\"\n{extra}"
-        ),
+/// The registry and its `team/` repositories in scope.
+pub(crate) fn config(host: &str) -> ConfigBuilder {
+    ConfigBuilder::registry(host).scope_repositories([format!("{host}/team/**")])
+}
+
+/// [`history`] with `count` tainted caches, the config, and an incident open on `evil`.
+fn opened(env: &Env, registry: &Registry, count: usize) -> (History, PathBuf) {
+    let h = history(env, registry, count);
+    let config = config(&registry.host()).write(env);
+    env.open_incident(&config, "evil");
+    (h, config)
+}
+
+/// `incident purge 1 --execute --yes` and `extra` in the background, its output dropped.
+fn spawn_purge(env: &Env, config: &Path, extra: &[&str]) -> Child {
+    env.execute(config, "1", extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// How many actions the store records done.
+fn done(env: &Env) -> i64 {
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    conn.query_row(
+        "SELECT count(*) FROM actions WHERE state = 'done'",
+        [],
+        |r| r.get(0),
     )
+    .unwrap_or(0)
+}
+
+/// Polls every `poll` until `count` actions are done, for a minute at most.
+fn wait_until_done(env: &Env, count: i64, poll: Duration) {
+    let started = Instant::now();
+    while done(env) < count && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(poll);
+    }
 }
 
 /// Open then execute deletes exactly the tainted digests in scope: a clean digest in the same
 /// repository and an out-of-scope tainted one survive, and a second execute does nothing.
 #[test]
 fn purge_deletes_exactly_the_tainted_digests_in_scope() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
-    let mut pusher = Pusher::new(&registry);
-    let h = history(&env, &registry, &mut pusher, 3);
-    let config = config(&env, &registry.host(), "");
+    let h = history(&env, &registry, 3);
+    let config = config(&registry.host()).write(&env);
     let open = ok(env.cmd_with(&config).args([
         "incident",
         "open",
@@ -110,11 +137,7 @@ fn purge_deletes_exactly_the_tainted_digests_in_scope() {
     );
 
     // Everything in scope is done; the out-of-scope action stays pending, and says so (exit 5).
-    let run = output(
-        &env,
-        env.cmd_with(&config)
-            .args(["incident", "purge", &id, "--execute", "--yes"]),
-    );
+    let run = output(&env, &mut env.execute(&config, &id, &[]));
     assert!(run.starts_with("exit: 5\n"), "{run}");
     assert!(run.contains("1 outside the scope"), "{run}");
     for p in &h.tainted {
@@ -144,11 +167,7 @@ fn purge_deletes_exactly_the_tainted_digests_in_scope() {
     );
     assert!(registry.tags("team/app").contains(&"main".to_owned()));
 
-    let again = output(
-        &env,
-        env.cmd_with(&config)
-            .args(["incident", "purge", &id, "--execute", "--yes"]),
-    );
+    let again = output(&env, &mut env.execute(&config, &id, &[]));
     assert!(
         again.starts_with("exit: 5\n") && again.contains("nothing was done"),
         "{again}"
@@ -170,16 +189,10 @@ fn purge_deletes_exactly_the_tainted_digests_in_scope() {
 /// Without --yes and without a terminal, nothing is done and the exit status says refused.
 #[test]
 fn purge_without_confirmation_is_refused() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
-    let mut pusher = Pusher::new(&registry);
-    let h = history(&env, &registry, &mut pusher, 1);
-    let config = config(&env, &registry.host(), "");
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
+    let (h, config) = opened(&env, &registry, 1);
     let out = output(
         &env,
         env.cmd_with(&config)
@@ -201,17 +214,8 @@ fn delete_disabled_is_actionable() {
         ..RegistryOpts::default()
     });
     let env = Env::new();
-    let mut pusher = Pusher::new(&registry);
-    history(&env, &registry, &mut pusher, 1);
-    let config = config(&env, &registry.host(), "");
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
-    let out = output(
-        &env,
-        env.cmd_with(&config)
-            .args(["incident", "purge", "1", "--execute", "--yes"]),
-    );
+    let (_, config) = opened(&env, &registry, 1);
+    let out = output(&env, &mut env.execute(&config, "1", &[]));
     assert!(out.starts_with("exit: 1\n"), "{out}");
     assert!(out.contains("deletion is disabled on registry"), "{out}");
 }
@@ -224,29 +228,14 @@ fn transient_registry_errors_are_retried() {
     };
     let proxy = FaultProxy::start(&registry.host());
     let env = Env::new();
-    let mut pusher = Pusher::new(&registry);
-    let h = history(&env, &registry, &mut pusher, 2);
-    let config = config(
-        &env,
-        &registry.host(),
-        &format!("endpoint = \"{}\"\n", proxy.url()),
-    );
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
+    let h = history(&env, &registry, 2);
+    let config = config(&registry.host()).endpoint(&proxy.url()).write(&env);
+    env.open_incident(&config, "evil");
     proxy.inject(Fault::status(500).on("DELETE"));
     proxy.inject(Fault::status(429).on("DELETE").header("Retry-After", "1"));
     let out = output(
         &env,
-        env.cmd_with(&config).args([
-            "incident",
-            "purge",
-            "1",
-            "--execute",
-            "--yes",
-            "--concurrency",
-            "1",
-        ]),
+        &mut env.execute(&config, "1", &["--concurrency", "1"]),
     );
     assert!(out.starts_with("exit: 5\n"), "{out}");
     for p in &h.tainted {
@@ -272,41 +261,9 @@ fn registry_stopped_mid_purge_then_rerun_completes() {
     }
     let mut registry = Registry::start(RegistryOpts::default());
     let env = Env::new();
-    let mut pusher = Pusher::new(&registry);
-    let h = history(&env, &registry, &mut pusher, 200);
-    let config = config(&env, &registry.host(), "");
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
-    let child = env
-        .cmd_with(&config)
-        .args([
-            "incident",
-            "purge",
-            "1",
-            "--execute",
-            "--yes",
-            "--no-evidence",
-            "--concurrency",
-            "1",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let done = |env: &Env| -> i64 {
-        let conn = rusqlite::Connection::open(env.db()).unwrap();
-        conn.query_row(
-            "SELECT count(*) FROM actions WHERE state = 'done'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap_or(0)
-    };
-    let started = std::time::Instant::now();
-    while done(&env) < 10 && started.elapsed() < std::time::Duration::from_secs(60) {
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    let (h, config) = opened(&env, &registry, 200);
+    let child = spawn_purge(&env, &config, &["--no-evidence", "--concurrency", "1"]);
+    wait_until_done(&env, 10, Duration::from_millis(2));
     registry.stop();
     let out = child.wait_with_output().unwrap();
     assert_eq!(
@@ -320,17 +277,7 @@ fn registry_stopped_mid_purge_then_rerun_completes() {
         "{done_mid} actions done before the registry went away"
     );
     registry.restart();
-    let out = output(
-        &env,
-        env.cmd_with(&config).args([
-            "incident",
-            "purge",
-            "1",
-            "--execute",
-            "--yes",
-            "--no-evidence",
-        ]),
-    );
+    let out = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
     assert!(out.starts_with("exit: 5\n"), "{out}");
     for p in &h.tainted {
         assert!(!manifest_exists(&registry, "team/app", &p.digest));
@@ -342,44 +289,12 @@ fn registry_stopped_mid_purge_then_rerun_completes() {
 /// recorded done is attempted again.
 #[test]
 fn kill_nine_mid_purge_then_rerun() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
-    let mut pusher = Pusher::new(&registry);
-    let h = history(&env, &registry, &mut pusher, 300);
-    let config = config(&env, &registry.host(), "");
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
-    let mut child = env
-        .cmd_with(&config)
-        .args([
-            "incident",
-            "purge",
-            "1",
-            "--execute",
-            "--yes",
-            "--concurrency",
-            "2",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let done = |env: &Env| -> i64 {
-        let conn = rusqlite::Connection::open(env.db()).unwrap();
-        conn.query_row(
-            "SELECT count(*) FROM actions WHERE state = 'done'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap_or(0)
-    };
-    let started = std::time::Instant::now();
-    while done(&env) < 20 && started.elapsed() < std::time::Duration::from_secs(60) {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let (h, config) = opened(&env, &registry, 300);
+    let mut child = spawn_purge(&env, &config, &["--concurrency", "2"]);
+    wait_until_done(&env, 20, Duration::from_millis(5));
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
     let conn = rusqlite::Connection::open(env.db()).unwrap();
@@ -397,11 +312,7 @@ fn kill_nine_mid_purge_then_rerun() {
     );
     drop(conn);
 
-    let out = output(
-        &env,
-        env.cmd_with(&config)
-            .args(["incident", "purge", "1", "--execute", "--yes"]),
-    );
+    let out = output(&env, &mut env.execute(&config, "1", &[]));
     assert!(out.starts_with("exit: 5\n"), "{out}");
     let conn = rusqlite::Connection::open(env.db()).unwrap();
     for id in &done_before {

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::build::{History, Run};
 use crate::common::{Env, manifest_exists, ok, output};
 use crate::harness::http::Request;
 use crate::harness::oci::{Pushed, Pusher};
@@ -27,12 +28,12 @@ fn indexed(env: &Env, registry: &Registry) -> Indexed {
     ];
     let index = pusher.index("team/app", Some("multi"), &children);
     let plain = pusher.cache_manifest("team/app", Some("cache"), "evil");
-    let line = format!(
-        r#"{{"v":1,"type":"run","pipeline":"evil","run":"1","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","exported":["{host}/team/app:multi@{}","{host}/team/app:cache@{}"]}}"#,
-        index.digest, plain.digest
-    );
-    let file = env.write("history.jsonl", &format!("{line}\n"));
-    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+    History::new()
+        .run(Run::new("evil", 1).exported([
+            format!("{host}/team/app:multi@{}", index.digest),
+            format!("{host}/team/app:cache@{}", plain.digest),
+        ]))
+        .import(env);
     Indexed {
         index,
         children,
@@ -47,30 +48,14 @@ fn opened() -> Option<(Registry, Env, FaultProxy, Indexed, PathBuf)> {
     let proxy = FaultProxy::start(&registry.host());
     let env = Env::new();
     let h = indexed(&env, &registry);
-    let config = config(
-        &env,
-        &registry.host(),
-        &format!("endpoint = \"{}\"\n", proxy.url()),
-    );
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
+    let config = config(&registry.host()).endpoint(&proxy.url()).write(&env);
+    env.open_incident(&config, "evil");
     Some((registry, env, proxy, h, config))
 }
 
 /// `incident purge 1 --execute` without evidence, which must succeed.
 fn execute(env: &Env, config: &Path) {
-    let run = output(
-        env,
-        env.cmd_with(config).args([
-            "incident",
-            "purge",
-            "1",
-            "--execute",
-            "--yes",
-            "--no-evidence",
-        ]),
-    );
+    let run = output(env, &mut env.execute(config, "1", &["--no-evidence"]));
     assert!(run.starts_with("exit: 0\n"), "{run}");
 }
 
@@ -213,11 +198,7 @@ fn evidence_records_facts_for_the_execution() {
     let Some((registry, env, proxy, h, config)) = opened() else {
         return;
     };
-    let run = output(
-        &env,
-        env.cmd_with(&config)
-            .args(["incident", "purge", "1", "--execute", "--yes"]),
-    );
+    let run = output(&env, &mut env.execute(&config, "1", &[]));
     assert!(run.starts_with("exit: 0\n"), "{run}");
     let seen = proxy.seen();
     assert_eq!(manifest_requests(&seen, "HEAD"), 0, "{seen:?}");

@@ -1,8 +1,9 @@
 //! `record --resolve` against a real registry, and overlapping builds seen by `wrap`.
 
-use crate::common::{Env, ok, output};
+use crate::build::ConfigBuilder;
+use crate::common::{Env, dockerd_env, ok, output};
+use crate::harness;
 use crate::harness::oci::Pusher;
-use crate::harness::{self, Dockerd};
 
 /// Tags given to `record --resolve` are pinned to the digests the registry serves now; an
 /// unknown tag is an error naming the reference and nothing is written.
@@ -64,19 +65,12 @@ fn resolve_pins_tags_to_digests() {
 /// say their snapshots overlapped.
 #[test]
 fn overlapping_builds_are_flagged() {
-    if !harness::require_dockerd() {
+    let Some((dockerd, env)) = dockerd_env() else {
         return;
-    }
-    let dockerd = Dockerd::start();
-    let env = Env::new();
-    dockerd.import_busybox("base:1");
-    let config = env.write(
-        "config.toml",
-        &format!(
-            "[[builder]]\nname = \"ci-1\"\ndriver = \"docker\"\nendpoint = \"{}\"\n",
-            dockerd.host()
-        ),
-    );
+    };
+    let config = ConfigBuilder::new()
+        .builder("ci-1", &dockerd.host())
+        .write(&env);
     let mut children = Vec::new();
     for i in 0..2 {
         let ctx = env.write(

@@ -167,12 +167,7 @@ fn run_runbook(name: &str, setup: Setup) {
     lab.build(b, &FORK, "1", &fork, "fork-pr:1", &[]);
     let webapp_ref = format!("{host}/webapp:1");
     let inline = ["--build-arg", "BUILDKIT_INLINE_CACHE=1"];
-    let webapp = lab.checkout(
-        "pip-app",
-        "webapp",
-        "",
-        &[("requirements.txt", "flask-2.0.1\n")],
-    );
+    let webapp = lab.pip_app("webapp", "flask-2.0.1", "");
     lab.build(b, &WEBAPP, "1", &webapp, &webapp_ref, &inline);
     lab.push(b, &WEBAPP, "1", &webapp_ref);
     let since = lab

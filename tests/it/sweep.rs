@@ -1,41 +1,37 @@
 //! `sweep` against a real registry: rule selection, keep-N, dry run, the lock, metrics.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use crate::common::{Env, manifest_exists, ok, output};
+use crate::build::{ConfigBuilder, History, Run};
+use crate::common::{Env, manifest_exists, ok, output, registry_env};
+use crate::harness::Registry;
 use crate::harness::oci::{Pushed, Pusher};
-use crate::harness::{self, Registry};
 use crate::schemas::assert_valid;
 
-/// RFC 3339 time `days` days ago.
-fn ago(days: i64) -> String {
-    (chrono::Utc::now() - chrono::Duration::days(days))
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+/// A run of `project` web exporting `refs`, started `days` ago.
+fn export_run(pipeline: &str, trust: &str, run: usize, days: i64, refs: &[String]) -> Run {
+    Run::new(pipeline, run)
+        .trust(trust)
+        .project("web")
+        .days_ago(days)
+        .exported(refs.iter().cloned())
 }
 
-/// A run line exporting `refs`, started `days` ago.
-fn export_line(pipeline: &str, trust: &str, run: usize, days: i64, refs: &[String]) -> String {
-    let refs: Vec<String> = refs.iter().map(|r| format!("\"{r}\"")).collect();
-    format!(
-        r#"{{"v":1,"type":"run","pipeline":"{pipeline}","trust_level":"{trust}","project":"web","run":"{run}","step":"s","started_at":"{}","finished_at":"{}","exported":[{}]}}"#,
-        ago(days),
-        ago(days),
-        refs.join(",")
-    )
-}
-
-fn import(env: &Env, lines: &[String]) {
-    let file = env.write("history.jsonl", &(lines.join("\n") + "\n"));
-    ok(env.cmd().args(["import", file.to_str().unwrap()]));
-}
-
+/// The registry's `team/` repositories and builder `ci-1` in scope.
 fn config(env: &Env, host: &str) -> PathBuf {
-    env.write(
-        "config.toml",
-        &format!(
-            "[scope]\nregistries = [\"{host}\"]\nrepositories = [\"{host}/team/**\"]\nbuilders = [\"ci-1\"]\n\n[[registry]]\nhost = \"{host}\"\ninsecure = true\ncredentials = \"anonymous\"\n"
-        ),
-    )
+    ConfigBuilder::registry(host)
+        .scope_repositories([format!("{host}/team/**")])
+        .scope_builders(["ci-1"])
+        .write(env)
+}
+
+/// `sweep --policy POLICY` and `extra`.
+fn sweep(env: &Env, config: &Path, policy: &Path, extra: &[&str]) -> Command {
+    let mut cmd = env.cmd_with(config);
+    cmd.args(["sweep", "--policy", policy.to_str().unwrap()])
+        .args(extra);
+    cmd
 }
 
 /// The digests a sweep's JSON plans to delete, sorted.
@@ -70,39 +66,38 @@ fn fleet(env: &Env, registry: &Registry) -> Fleet {
         old_release: pusher.cache_manifest("team/app", Some("main"), "old release"),
         elsewhere: pusher.cache_manifest("other/app", Some("pr-3"), "elsewhere"),
     };
-    import(
-        env,
-        &[
-            export_line(
+    History::new()
+        .runs([
+            export_run(
                 "pr",
                 "untrusted",
                 1,
                 30,
                 &[format!("{host}/team/app:pr-1@{}", f.old_untrusted.digest)],
             ),
-            export_line(
+            export_run(
                 "pr",
                 "untrusted",
                 2,
                 1,
                 &[format!("{host}/team/app:pr-2@{}", f.young_untrusted.digest)],
             ),
-            export_line(
+            export_run(
                 "main",
                 "release",
                 1,
                 30,
                 &[format!("{host}/team/app:main@{}", f.old_release.digest)],
             ),
-            export_line(
+            export_run(
                 "pr",
                 "untrusted",
                 3,
                 30,
                 &[format!("{host}/other/app:pr-3@{}", f.elsewhere.digest)],
             ),
-        ],
-    );
+        ])
+        .import(env);
     f
 }
 
@@ -124,20 +119,13 @@ action = "purge"
 /// Ordered rules select exactly the stale untrusted cache, and executing deletes it alone.
 #[test]
 fn rules_select_exactly_what_they_should() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let f = fleet(&env, &registry);
     let config = config(&env, &registry.host());
     let policy = env.write("policy.toml", &POLICY.replace("HOST", &registry.host()));
-    let dry = ok(env.cmd_with(&config).args([
-        "sweep",
-        "--policy",
-        policy.to_str().unwrap(),
-        "--format",
-        "json",
-    ]));
+    let dry = ok(&mut sweep(&env, &config, &policy, &["--format", "json"]));
     assert_eq!(
         planned_deletes(&dry),
         vec![f.old_untrusted.digest.clone()],
@@ -148,19 +136,13 @@ fn rules_select_exactly_what_they_should() {
     assert_valid("sweep.schema.json", &doc);
 
     let metrics = env.path().join("sweep.prom");
-    let run = ok(env
-        .cmd_with(&config)
-        .args([
-            "sweep",
-            "--policy",
-            policy.to_str().unwrap(),
-            "--execute",
-            "--yes",
-            "--format",
-            "json",
-            "--metrics-file",
-        ])
-        .arg(&metrics));
+    let run = ok(sweep(
+        &env,
+        &config,
+        &policy,
+        &["--execute", "--yes", "--format", "json", "--metrics-file"],
+    )
+    .arg(&metrics));
     let run: serde_json::Value = serde_json::from_str(&run).unwrap();
     assert_valid("sweep.schema.json", &run);
     assert_eq!(run["dry_run"], false, "{run:#}");
@@ -224,13 +206,7 @@ fn rules_select_exactly_what_they_should() {
         "the sweep's report does not match its schema: {errors:#?}"
     );
 
-    let again = ok(env.cmd_with(&config).args([
-        "sweep",
-        "--policy",
-        policy.to_str().unwrap(),
-        "--format",
-        "json",
-    ]));
+    let again = ok(&mut sweep(&env, &config, &policy, &["--format", "json"]));
     assert!(
         planned_deletes(&again).is_empty(),
         "a deleted cache was planned again: {again}"
@@ -240,30 +216,26 @@ fn rules_select_exactly_what_they_should() {
 /// `keep_newest` keeps the newest N caches of each repository and purges the rest.
 #[test]
 fn keep_newest_keeps_the_newest() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let host = registry.host();
     let mut pusher = Pusher::new(&registry);
     let caches: Vec<Pushed> = (0..5)
         .map(|i| pusher.cache_manifest("team/app", Some(&format!("c{i}")), &format!("cache {i}")))
         .collect();
     // Cache i was written i + 1 days ago: c0 and c1 are the newest.
-    let lines: Vec<String> = caches
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            export_line(
+    History::new()
+        .runs(caches.iter().enumerate().map(|(i, c)| {
+            export_run(
                 "pr",
                 "untrusted",
                 i,
                 i as i64 + 1,
                 &[format!("{host}/team/app:c{i}@{}", c.digest)],
             )
-        })
-        .collect();
-    import(&env, &lines);
+        }))
+        .import(&env);
     let config = config(&env, &host);
     let policy = env.write(
         "policy.toml",
@@ -271,13 +243,7 @@ fn keep_newest_keeps_the_newest() {
     );
     let run = output(
         &env,
-        env.cmd_with(&config).args([
-            "sweep",
-            "--policy",
-            policy.to_str().unwrap(),
-            "--execute",
-            "--yes",
-        ]),
+        &mut sweep(&env, &config, &policy, &["--execute", "--yes"]),
     );
     assert!(run.starts_with("exit: 0\n"), "{run}");
     for (i, c) in caches.iter().enumerate() {
@@ -296,10 +262,9 @@ fn keep_newest_keeps_the_newest() {
 /// Without `--execute` nothing is deleted or stored, whatever the plan says.
 #[test]
 fn dry_run_deletes_nothing() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let f = fleet(&env, &registry);
     let config = config(&env, &registry.host());
     let policy = env.write(
@@ -309,14 +274,7 @@ fn dry_run_deletes_nothing() {
     let metrics = env.path().join("dry.prom");
     let out = output(
         &env,
-        env.cmd_with(&config)
-            .args([
-                "sweep",
-                "--policy",
-                policy.to_str().unwrap(),
-                "--metrics-file",
-            ])
-            .arg(&metrics),
+        sweep(&env, &config, &policy, &["--metrics-file"]).arg(&metrics),
     );
     assert!(out.starts_with("exit: 0\n"), "{out}");
     assert!(out.contains("dry run, nothing changed"), "{out}");
@@ -347,10 +305,9 @@ fn dry_run_deletes_nothing() {
 /// A sweep is refused (exit 5, nothing deleted) while another holds the lock.
 #[test]
 fn the_lock_holds() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let f = fleet(&env, &registry);
     let config = config(&env, &registry.host());
     let policy = env.write("policy.toml", &POLICY.replace("HOST", &registry.host()));
@@ -365,13 +322,7 @@ fn the_lock_holds() {
     holder.lock().unwrap();
     let refused = output(
         &env,
-        env.cmd_with(&config).args([
-            "sweep",
-            "--policy",
-            policy.to_str().unwrap(),
-            "--execute",
-            "--yes",
-        ]),
+        &mut sweep(&env, &config, &policy, &["--execute", "--yes"]),
     );
     assert!(refused.starts_with("exit: 5\n"), "{refused}");
     assert!(refused.contains("another sweep is running"), "{refused}");
@@ -383,13 +334,7 @@ fn the_lock_holds() {
     drop(holder);
     let run = output(
         &env,
-        env.cmd_with(&config).args([
-            "sweep",
-            "--policy",
-            policy.to_str().unwrap(),
-            "--execute",
-            "--yes",
-        ]),
+        &mut sweep(&env, &config, &policy, &["--execute", "--yes"]),
     );
     assert!(run.starts_with("exit: 0\n"), "{run}");
     assert!(!manifest_exists(
@@ -410,33 +355,27 @@ fn mount_and_record_rules_plan_exact_prunes() {
                mount: &str,
                record: &str,
                size: i64| {
-        format!(
-            r#"{{"v":1,"type":"run","pipeline":"{pipeline}","trust_level":"untrusted","run":"{run}","step":"s","builder":"{builder}","started_at":"{}","finished_at":"{}","mounts":[{{"id":"{mount}","target":"{mount}"}}],"records":{{"created":[{{"id":"{record}","type":"regular","size":{size}}}]}}}}"#,
-            ago(days),
-            ago(days)
-        )
+        Run::new(pipeline, run)
+            .trust("untrusted")
+            .builder(builder)
+            .days_ago(days)
+            .mount(mount)
+            .created_record(record, "regular", size)
     };
-    import(
-        &env,
-        &[
+    History::new()
+        .runs([
             run("pr", 1, "ci-1", 30, "/root/.cache/pip", "r-old", 100),
             run("pr", 2, "ci-1", 1, "/root/.npm", "r-new", 100),
             run("pr", 3, "ci-2", 30, "/root/.cache/pip", "r-other", 100),
-        ],
-    );
+        ])
+        .import(&env);
     let config = config(&env, "127.0.0.1:1");
     let policy = env.write(
         "policy.toml",
         "[[rule]]\nselect = \"mounts\"\nbuilder = \"ci-*\"\nolder_than = \"7d\"\naction = \"purge\"\n\n\
          [[rule]]\nselect = \"builder-records\"\nbuilder = \"ci-1\"\nmax_bytes = 150\naction = \"purge\"\n",
     );
-    let json = ok(env.cmd_with(&config).args([
-        "sweep",
-        "--policy",
-        policy.to_str().unwrap(),
-        "--format",
-        "json",
-    ]));
+    let json = ok(&mut sweep(&env, &config, &policy, &["--format", "json"]));
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     let actions = doc["actions"].as_array().unwrap();
     let mounts: Vec<(String, String, bool)> = actions

@@ -1,7 +1,8 @@
 //! Verification that never says clean with tainted content left, scope decided when acting,
 //! and the exit statuses of an execution: each test is an attack or a slip it stops.
 
-use crate::common::{Env, manifest_exists, ok, output};
+use crate::build::{self, ConfigBuilder, Run};
+use crate::common::{Env, manifest_exists, ok, output, registry_env};
 use crate::harness::oci::{Pushed, Pusher};
 use crate::harness::proxy::{Fault, FaultProxy};
 use crate::harness::{self, Registry};
@@ -21,25 +22,33 @@ fn history(env: &Env, registry: &Registry) -> History {
     let inside = pusher.cache_manifest("team/app", Some("evil"), "evil inside");
     let outside = pusher.cache_manifest("other/app", Some("evil"), "evil outside");
     let clean = pusher.cache_manifest("team/app", Some("main"), "good");
-    let lines = format!(
-        concat!(
-            r#"{{"v":1,"type":"run","pipeline":"evil","run":"1","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","exported":["{h}/team/app:evil@{i}","{h}/other/app:evil@{o}"]}}"#,
-            "\n",
-            r#"{{"v":1,"type":"run","pipeline":"good","run":"1","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","exported":["{h}/team/app:main@{c}"]}}"#,
-            "\n"
-        ),
-        h = host,
-        i = inside.digest,
-        o = outside.digest,
-        c = clean.digest
-    );
-    let file = env.write("history.jsonl", &lines);
-    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+    build::History::new()
+        .run(Run::new("evil", 1).exported([
+            format!("{host}/team/app:evil@{}", inside.digest),
+            format!("{host}/other/app:evil@{}", outside.digest),
+        ]))
+        .run(Run::new("good", 1).exported([format!("{host}/team/app:main@{}", clean.digest)]))
+        .import(env);
     History {
         inside,
         outside,
         clean,
     }
+}
+
+/// [`history`], the config, and an incident open on `evil`.
+fn opened(env: &Env, registry: &Registry) -> (History, std::path::PathBuf) {
+    let h = history(env, registry);
+    let config = config(&registry.host()).write(env);
+    env.open_incident(&config, "evil");
+    (h, config)
+}
+
+/// The line of `text` that names `digest`; panics with the whole text when none does.
+fn line_of<'a>(text: &'a str, digest: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.contains(digest))
+        .unwrap_or_else(|| panic!("{text}"))
 }
 
 /// The `seq` of the plan's action on `digest`.
@@ -62,10 +71,9 @@ fn seq_of(env: &Env, config: &std::path::Path, id: &str, digest: &str) -> i64 {
 /// refuses (exit 5), and `check` still answers TAINTED.
 #[test]
 fn no_config_never_ends_clean() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let h = history(&env, &registry);
     let open = output(
         &env,
@@ -112,23 +120,18 @@ fn no_config_never_ends_clean() {
 /// widened, the action planned outside the scope runs.
 #[test]
 fn scope_is_decided_when_acting() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
     let h = history(&env, &registry);
     let host = registry.host();
-    let scoped = config(&env, &host, "");
-    ok(env
-        .cmd_with(&scoped)
-        .args(["incident", "open", "--pipeline", "evil"]));
+    let scoped = config(&host).write(&env);
+    env.open_incident(&scoped, "evil");
 
-    let narrowed = env.write(
-        "narrow.toml",
-        &format!(
-            "[scope]\nregistries = [\"elsewhere.example\"]\n\n[[registry]]\nhost = \"{host}\"\ninsecure = true\ncredentials = \"anonymous\"\n"
-        ),
-    );
+    let narrowed = ConfigBuilder::new()
+        .scope_registries(["elsewhere.example"])
+        .with_registry(&host)
+        .write_as(&env, "narrow.toml");
     let dry = output(
         &env,
         env.cmd_with(&narrowed).args(["incident", "purge", "1"]),
@@ -137,26 +140,15 @@ fn scope_is_decided_when_acting() {
         dry.contains("planned inside the scope, outside the scope in force now"),
         "{dry}"
     );
-    let run = output(
-        &env,
-        env.cmd_with(&narrowed)
-            .args(["incident", "purge", "1", "--execute", "--yes"]),
-    );
+    let run = output(&env, &mut env.execute(&narrowed, "1", &[]));
     assert!(run.starts_with("exit: 5\n"), "{run}");
     assert!(run.contains("nothing was done"), "{run}");
     assert!(manifest_exists(&registry, "team/app", &h.inside.digest));
 
-    let widened = env.write(
-        "wide.toml",
-        &format!(
-            "[scope]\nregistries = [\"{host}\"]\nrepositories = [\"{host}/team/**\", \"{host}/other/**\"]\n\n[[registry]]\nhost = \"{host}\"\ninsecure = true\ncredentials = \"anonymous\"\n"
-        ),
-    );
-    let run = output(
-        &env,
-        env.cmd_with(&widened)
-            .args(["incident", "purge", "1", "--execute", "--yes"]),
-    );
+    let widened = ConfigBuilder::registry(&host)
+        .scope_repositories([format!("{host}/team/**"), format!("{host}/other/**")])
+        .write_as(&env, "wide.toml");
+    let run = output(&env, &mut env.execute(&widened, "1", &[]));
     assert!(run.starts_with("exit: 0\n"), "{run}");
     assert!(
         run.contains("planned outside the scope, inside the scope in force now"),
@@ -176,20 +168,11 @@ fn scope_is_decided_when_acting() {
 /// accepted; the acceptance (who, when, why) is in verify's output and the report.
 #[test]
 fn accept_records_a_target_left_in_place() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
-    let h = history(&env, &registry);
-    let config = config(&env, &registry.host(), "");
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
-    let run = output(
-        &env,
-        env.cmd_with(&config)
-            .args(["incident", "purge", "1", "--execute", "--yes"]),
-    );
+    let (h, config) = opened(&env, &registry);
+    let run = output(&env, &mut env.execute(&config, "1", &[]));
     assert!(run.starts_with("exit: 5\n"), "{run}");
     assert!(!manifest_exists(&registry, "team/app", &h.inside.digest));
 
@@ -198,10 +181,7 @@ fn accept_records_a_target_left_in_place() {
         env.cmd_with(&config).args(["incident", "verify", "1"]),
     );
     assert!(verify.starts_with("exit: 1\n"), "{verify}");
-    let line = verify
-        .lines()
-        .find(|l| l.contains(h.outside.digest.as_str()))
-        .unwrap_or_else(|| panic!("{verify}"));
+    let line = line_of(&verify, &h.outside.digest);
     assert!(line.starts_with("  PRESENT"), "{line}");
     let close = output(&env, env.cmd_with(&config).args(["incident", "close", "1"]));
     assert!(close.starts_with("exit: 5\n"), "{close}");
@@ -261,21 +241,11 @@ fn accept_records_a_target_left_in_place() {
 /// A target deleted and then pushed back is PRESENT again, whatever its action's state says.
 #[test]
 fn a_target_pushed_back_after_the_purge_is_present() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
-    let h = history(&env, &registry);
-    let host = registry.host();
-    let config = config(&env, &host, "");
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
-    output(
-        &env,
-        env.cmd_with(&config)
-            .args(["incident", "purge", "1", "--execute", "--yes"]),
-    );
+    let (h, config) = opened(&env, &registry);
+    output(&env, &mut env.execute(&config, "1", &[]));
     assert!(!manifest_exists(&registry, "team/app", &h.inside.digest));
     // The same content pushed again has the same digest.
     let again = Pusher::new(&registry).cache_manifest("team/app", Some("evil"), "evil inside");
@@ -285,10 +255,7 @@ fn a_target_pushed_back_after_the_purge_is_present() {
         env.cmd_with(&config).args(["incident", "verify", "1"]),
     );
     assert!(verify.starts_with("exit: 1\n"), "{verify}");
-    let line = verify
-        .lines()
-        .find(|l| l.contains(h.inside.digest.as_str()))
-        .unwrap_or_else(|| panic!("{verify}"));
+    let line = line_of(&verify, &h.inside.digest);
     assert!(
         line.starts_with("  PRESENT") && line.contains("back in the registry"),
         "{line}"
@@ -299,35 +266,21 @@ fn a_target_pushed_back_after_the_purge_is_present() {
 /// then lists the target UNVERIFIED (counted as present), not gone.
 #[test]
 fn unreachable_registry_exits_4_and_is_unverified() {
-    let Some(registry) = harness::registry() else {
+    let Some((registry, env)) = registry_env() else {
         return;
     };
-    let env = Env::new();
-    let h = history(&env, &registry);
-    let config = config(&env, &registry.host(), "");
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
+    let (h, _) = opened(&env, &registry);
     // A loopback port nothing listens on.
     let dead = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let unreachable = crate::purge::config(
-        &env,
-        &registry.host(),
-        &format!("endpoint = \"http://127.0.0.1:{dead}\"\n"),
-    );
+    let unreachable = config(&registry.host())
+        .endpoint(&format!("http://127.0.0.1:{dead}"))
+        .write(&env);
     let run = output(
         &env,
-        env.cmd_with(&unreachable).args([
-            "incident",
-            "purge",
-            "1",
-            "--execute",
-            "--yes",
-            "--no-evidence",
-        ]),
+        &mut env.execute(&unreachable, "1", &["--no-evidence"]),
     );
     assert!(run.starts_with("exit: 4\n"), "{run}");
     assert!(manifest_exists(&registry, "team/app", &h.inside.digest));
@@ -336,10 +289,7 @@ fn unreachable_registry_exits_4_and_is_unverified() {
         env.cmd_with(&unreachable).args(["incident", "verify", "1"]),
     );
     assert!(verify.starts_with("exit: 1\n"), "{verify}");
-    let line = verify
-        .lines()
-        .find(|l| l.contains(h.inside.digest.as_str()))
-        .unwrap_or_else(|| panic!("{verify}"));
+    let line = line_of(&verify, &h.inside.digest);
     assert!(line.starts_with("  UNVERIFIED"), "{line}");
 }
 
@@ -353,27 +303,13 @@ fn an_evidence_gap_is_recorded_and_reported() {
     let proxy = FaultProxy::start(&registry.host());
     let env = Env::new();
     let h = history(&env, &registry);
-    let config = config(
-        &env,
-        &registry.host(),
-        &format!("endpoint = \"{}\"\n", proxy.url()),
-    );
-    ok(env
-        .cmd_with(&config)
-        .args(["incident", "open", "--pipeline", "evil"]));
+    let config = config(&registry.host()).endpoint(&proxy.url()).write(&env);
+    env.open_incident(&config, "evil");
     // The evidence fetch (a GET) is refused; the delete's own requests are not GETs.
     proxy.inject(Fault::status(403).on("GET"));
     let run = output(
         &env,
-        env.cmd_with(&config).args([
-            "incident",
-            "purge",
-            "1",
-            "--execute",
-            "--yes",
-            "--concurrency",
-            "1",
-        ]),
+        &mut env.execute(&config, "1", &["--concurrency", "1"]),
     );
     assert!(run.contains("the action goes ahead"), "{run}");
     assert!(!manifest_exists(&registry, "team/app", &h.inside.digest));

@@ -1,9 +1,10 @@
 //! `wrap` around real builds and pushes on a private dockerd and a loopback registry.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
-use crate::common::{Env, ok};
+use crate::build::ConfigBuilder;
+use crate::common::{Env, dockerd_env, ok};
 use crate::harness::forward::{Forwarder, Listen, Mode};
 use crate::harness::{self, Dockerd, Registry, RegistryOpts};
 
@@ -53,12 +54,48 @@ fn site() -> Option<(Registry, Dockerd, Env, String)> {
     Some((registry, dockerd, Env::new(), base))
 }
 
-fn run_line(export: &str, pipeline: &str, run: &str) -> serde_json::Value {
+/// Writes `dir/Dockerfile` in the environment; returns the build context.
+fn context(env: &Env, dir: &str, dockerfile: &str) -> String {
+    let file = env.write(&format!("{dir}/Dockerfile"), dockerfile);
+    file.parent().unwrap().to_str().unwrap().to_owned()
+}
+
+/// Runs a wrapped command, which must succeed; returns its output.
+fn succeed(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub(crate) fn run_line(export: &str, pipeline: &str, run: &str) -> serde_json::Value {
     export
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .find(|v| v["type"] == "run" && v["pipeline"] == pipeline && v["run"] == run)
         .unwrap_or_else(|| panic!("no run {pipeline}/{run} in\n{export}"))
+}
+
+/// The run of `to` that a trace from pipeline `from` reaches; panics when it reaches none.
+pub(crate) fn traced(env: &Env, from: &str, to: &str) -> serde_json::Value {
+    let trace: serde_json::Value = serde_json::from_str(&ok(env.cmd().args([
+        "trace",
+        "--pipeline",
+        from,
+        "--format",
+        "json",
+    ])))
+    .unwrap();
+    trace["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pipeline"] == to)
+        .cloned()
+        .unwrap_or_else(|| panic!("the importer is traced: {trace}"))
 }
 
 /// Build, push and re-import with inline cache: every digest, mount and builder record lands
@@ -69,16 +106,16 @@ fn wrap_records_builds_pushes_and_failures() {
         return;
     };
     let reg = registry.host();
-    let ctx = env.write(
-        "app/Dockerfile",
+    let ctx = context(
+        &env,
+        "app",
         &format!(
             "FROM {base}\nRUN --mount=type=cache,target=/root/.cache/pip \\\n    echo dep > /root/.cache/pip/dep && cp /root/.cache/pip/dep /dep\n"
         ),
     );
-    let ctx = ctx.parent().unwrap().to_str().unwrap().to_owned();
     let cache = format!("{reg}/app:cache");
 
-    let out = wrap(
+    succeed(&mut wrap(
         &env,
         &dockerd,
         "app",
@@ -92,22 +129,8 @@ fn wrap_records_builds_pushes_and_failures() {
             &cache,
             &ctx,
         ],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = wrap(&env, &dockerd, "app", "1", &["push", &cache])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
+    let out = succeed(&mut wrap(&env, &dockerd, "app", "1", &["push", &cache]));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("digest: sha256:"),
         "push output is passed through"
@@ -157,7 +180,7 @@ fn wrap_records_builds_pushes_and_failures() {
 
     // A second job imports the cache by tag: the import is pinned to the pushed digest and
     // the cached step shows up as a reused record.
-    let out = wrap(
+    succeed(&mut wrap(
         &env,
         &dockerd,
         "victim",
@@ -171,14 +194,7 @@ fn wrap_records_builds_pushes_and_failures() {
             "victim:1",
             &ctx,
         ],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     let export = ok(env.cmd().arg("export"));
     let victim = run_line(&export, "victim", "9");
     assert!(
@@ -232,15 +248,15 @@ fn wrap_records_a_buildx_push_with_inline_cache() {
         return;
     };
     let reg = registry.host();
-    let ctx = env.write(
-        "app/Dockerfile",
+    let ctx = context(
+        &env,
+        "app",
         &format!(
             "FROM {base}\nRUN --mount=type=cache,id=bx,target=/c echo bx >> /c/log && cp /c/log /log\n"
         ),
     );
-    let ctx = ctx.parent().unwrap().to_str().unwrap().to_owned();
     let image = format!("{reg}/app:bx");
-    let out = wrap(
+    let out = succeed(&mut wrap(
         &env,
         &dockerd,
         "app",
@@ -256,14 +272,7 @@ fn wrap_records_a_buildx_push_with_inline_cache() {
             "--push",
             &ctx,
         ],
-    )
-    .output()
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("warning:"), "{stderr}");
     let pushed = registry.manifest_digest("app", "bx");
@@ -335,20 +344,7 @@ fn wrap_records_a_buildx_push_with_inline_cache() {
         !victim["produced"].to_string().contains("victim:1@"),
         "a loaded image's id is not a registry digest: {victim}"
     );
-    let trace: serde_json::Value = serde_json::from_str(&ok(env.cmd().args([
-        "trace",
-        "--pipeline",
-        "app",
-        "--format",
-        "json",
-    ])))
-    .unwrap();
-    let reached = trace["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["pipeline"] == "victim")
-        .unwrap_or_else(|| panic!("the importer is traced: {trace}"));
+    let reached = traced(&env, "app", "victim");
     assert_eq!(reached["via"]["kind"], "imported-digest", "{reached}");
 }
 
@@ -360,11 +356,10 @@ fn the_default_buildx_builder_is_the_docker_engine() {
     if !harness::require_buildx() {
         return;
     }
-    let dockerd = Dockerd::start();
-    let env = Env::new();
-    dockerd.import_busybox("base:1");
-    let ctx = env.write("c/Dockerfile", "FROM base:1\nRUN echo default > /default\n");
-    let ctx = ctx.parent().unwrap().to_str().unwrap().to_owned();
+    let Some((dockerd, env)) = dockerd_env() else {
+        return;
+    };
+    let ctx = context(&env, "c", "FROM base:1\nRUN echo default > /default\n");
     let builds: [(&str, &[&str], Option<&str>); 3] = [
         ("plain", &["build", "--network=none"], None),
         (
@@ -424,11 +419,7 @@ fn registry_cache_exports_are_pinned_after_the_build() {
     };
     let reg = registry.host();
     let cache = format!("{reg}/app:cache");
-    let ctx = env.write(
-        "app/Dockerfile",
-        &format!("FROM {base}\nRUN echo app > /app\n"),
-    );
-    let ctx = ctx.parent().unwrap().to_str().unwrap().to_owned();
+    let ctx = context(&env, "app", &format!("FROM {base}\nRUN echo app > /app\n"));
     let exported = env.path().join("exported");
     let client = env.write(
         "bin/docker",
@@ -520,12 +511,9 @@ fi
 /// build that used one, must not be taken to have reused that mount's record.
 #[test]
 fn a_listing_after_an_unwrapped_build_is_not_a_reuse() {
-    if !harness::require_dockerd() {
+    let Some((dockerd, env)) = dockerd_env() else {
         return;
-    }
-    let dockerd = Dockerd::start();
-    let env = Env::new();
-    dockerd.import_busybox("base:1");
+    };
     let mounting = |step: &str| {
         format!(
             "FROM base:1\nRUN --mount=type=cache,id=shared,target=/c echo {step} >> /c/log && cp /c/log /log\n"
@@ -596,17 +584,11 @@ fn a_listing_after_an_unwrapped_build_is_not_a_reuse() {
 /// input it cannot check: see `store_access`.)
 #[test]
 fn recording_trouble_never_fails_the_build() {
-    if !harness::require_dockerd() {
+    let Some((dockerd, env)) = dockerd_env() else {
         return;
-    }
-    let dockerd = Dockerd::start();
-    let env = Env::new();
-    dockerd.import_busybox("base:1");
+    };
     let ctx = env.write("c/Dockerfile", "FROM base:1\nRUN echo ok\n");
-    let config = env.write(
-        "config.toml",
-        "[containment]\non_unavailable = \"fail-open\"\n",
-    );
+    let config = ConfigBuilder::new().on_unavailable("fail-open").write(&env);
     std::fs::create_dir_all(env.db()).unwrap();
     let out = wrap(
         &env,
@@ -638,11 +620,11 @@ fn wrap_refuses_tainted_inputs_while_an_incident_is_open() {
         return;
     };
     let reg = registry.host();
-    let ctx = env.write(
-        "app/Dockerfile",
+    let ctx = context(
+        &env,
+        "app",
         &format!("FROM {base}\nRUN echo built > /built\n"),
     );
-    let ctx = ctx.parent().unwrap().to_str().unwrap().to_owned();
     let cache = format!("{reg}/app:cache");
     let build = |pipeline: &str, run: &str, extra: &[&str]| {
         let mut args = vec![
