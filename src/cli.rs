@@ -68,6 +68,10 @@ pub enum Command {
     Incident(IncidentCommand),
     /// Record that a mount cache or a builder's cache was purged outside cachewarden.
     MarkPurged(MarkPurgedArgs),
+    /// Read a builder's build history (BuildKit 0.11 and later) into the store: builds a hook
+    /// recorded gain what the history adds, builds none recorded become runs of the untrusted
+    /// pipeline `unrecorded@BUILDER`.
+    Collect(CollectArgs),
     /// Purge caches, mounts and builder records by a policy of ordered rules (a dry run unless
     /// `--execute`).
     Sweep(SweepArgs),
@@ -177,6 +181,17 @@ pub struct RecordArgs {
     /// Resolve references given by tag to digests through the registry.
     #[arg(long)]
     pub resolve: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
+/// `collect`'s flags.
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// The builder, as recorded or named in a `[[builder]]` table of the config.
+    #[arg(long, value_name = "NAME")]
+    pub builder: String,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,

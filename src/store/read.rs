@@ -342,6 +342,7 @@ impl Store {
                     ..RecordEvidence::default()
                 }),
                 truncated: row.get(13).map_err(e)?,
+                build_ref: None,
             };
             while let Some(ev) = pending {
                 let run_id: i64 = ev.get(0).map_err(e)?;

@@ -410,6 +410,7 @@ fn run_from_line(line: RunLine) -> Result<RunRecord, String> {
             r
         }),
         truncated: line.truncated,
+        build_ref: None,
     })
 }
 

@@ -5,6 +5,7 @@ mod harness;
 
 mod buildkit;
 mod cli;
+mod collect;
 mod common;
 mod first_use;
 mod wrap;
