@@ -54,7 +54,10 @@ pub async fn collect(
             Ok(build) => builds.push(build),
             Err(err) => {
                 refused += 1;
-                printer.warn(format!("history record refused: {}", Line(&err.to_string())));
+                printer.warn(format!(
+                    "history record refused: {}",
+                    Line(&err.to_string())
+                ));
             }
         }
     }

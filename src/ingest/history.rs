@@ -163,12 +163,7 @@ pub fn check(record: &BuildHistoryRecord, builder: &str) -> Result<HistoryBuild,
     let image_digest = match record
         .result
         .as_ref()
-        .and_then(|r| {
-            r.results
-                .values()
-                .next()
-                .or(r.result_deprecated.as_ref())
-        })
+        .and_then(|r| r.results.values().next().or(r.result_deprecated.as_ref()))
         .map(|d| d.digest.as_str())
         .filter(|d| !d.is_empty())
         .or(response.get("containerimage.digest").map(String::as_str))
@@ -290,7 +285,10 @@ fn cache_imports(text: &str) -> Result<Vec<Artifact>, String> {
                         .map_err(|_| "a cache import names an invalid reference")?,
                 )
             }
-            "gha" => other(Backend::Gha, attr("scope").map_or("buildkit", String::as_str)),
+            "gha" => other(
+                Backend::Gha,
+                attr("scope").map_or("buildkit", String::as_str),
+            ),
             "local" => match attr("src") {
                 Some(src) => other(Backend::Local, src),
                 None => continue,
@@ -305,4 +303,174 @@ fn cache_imports(text: &str) -> Result<Vec<Artifact>, String> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use bollard::moby::buildkit::v1::{BuildResultInfo, Descriptor, Exporter};
+
+    use super::*;
+
+    fn digest(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    fn record() -> BuildHistoryRecord {
+        let mut record = BuildHistoryRecord {
+            r#ref: "p0axicqckkr3upveqdezycj5u".into(),
+            num_cached_steps: 2,
+            num_total_steps: 6,
+            ..BuildHistoryRecord::default()
+        };
+        record.created_at = Some(Default::default());
+        record.completed_at = Some(Default::default());
+        if let (Some(c), Some(d)) = (record.created_at.as_mut(), record.completed_at.as_mut()) {
+            c.seconds = 1_796_369_660;
+            d.seconds = 1_796_369_661;
+        }
+        record.frontend_attrs = HashMap::from([
+            ("filename".into(), "app.Dockerfile".into()),
+            ("target".into(), "release".into()),
+            ("build-arg:X".into(), "1".into()),
+            (
+                "cache-imports".into(),
+                r#"[{"Type":"registry","Attrs":{"ref":"reg.io/app:cache"}},{"Type":"gha","Attrs":{"scope":"main"}}]"#.into(),
+            ),
+        ]);
+        record.result = Some(BuildResultInfo {
+            result_deprecated: Some(Descriptor {
+                digest: digest('a'),
+                ..Descriptor::default()
+            }),
+            ..BuildResultInfo::default()
+        });
+        record
+    }
+
+    /// What Docker 26 keeps of a build becomes the facts a run is matched and stored by.
+    #[test]
+    fn a_docker_26_record_gives_its_facts() {
+        let build = check(&record(), "b").unwrap();
+        assert_eq!(build.created_at, 1_796_369_660_000_000);
+        assert_eq!(build.step(), "app.Dockerfile:release");
+        assert_eq!(build.build_args["X"], "1");
+        let imports: Vec<String> = build
+            .cache_imports
+            .iter()
+            .map(Artifact::display_name)
+            .collect();
+        assert_eq!(imports, ["reg.io/app:cache", "gha:main"]);
+        assert_eq!(build.images[0].display_name(), format!("b#{}", digest('a')));
+        assert_eq!((build.cached_steps, build.total_steps), (2, 6));
+        assert_eq!(build.status, RunStatus::Succeeded);
+    }
+
+    /// A buildkitd record names its images and the digest it pushed them at.
+    #[test]
+    fn exporters_name_their_images_by_digest() {
+        let mut r = record();
+        r.exporters = vec![Exporter {
+            r#type: "image".into(),
+            attrs: HashMap::from([("name".into(), "reg.io/app:1,reg.io/app:latest".into())]),
+        }];
+        r.exporter_response = HashMap::from([
+            ("containerimage.digest".into(), digest('b')),
+            (
+                "cache.manifest".into(),
+                format!(r#"{{"mediaType":"x","digest":"{}","size":1}}"#, digest('c')),
+            ),
+        ]);
+        let build = check(&r, "b").unwrap();
+        let images: Vec<String> = build.images.iter().map(Artifact::display_name).collect();
+        assert_eq!(
+            images[1..],
+            [
+                format!("reg.io/app@{}", digest('b')),
+                format!("reg.io/app@{}", digest('b'))
+            ]
+        );
+        assert_eq!(build.cache_manifest.unwrap().as_str(), digest('c'));
+    }
+
+    /// A hostile record is refused on its own, with a reason: a ref that could be anything,
+    /// a digest that is not one, an attribute past the bounds, a build still running.
+    #[test]
+    fn hostile_records_are_refused_one_by_one() {
+        let refused = |change: &dyn Fn(&mut BuildHistoryRecord)| {
+            let mut r = record();
+            change(&mut r);
+            check(&r, "b").unwrap_err().reason
+        };
+        assert!(refused(&|r| r.r#ref = "a/../b\n".into()).contains("build ref"));
+        assert!(
+            refused(&|r| {
+                r.exporter_response
+                    .insert("containerimage.digest".into(), "sha256:zz".into());
+            })
+            .contains("not a digest")
+        );
+        assert!(
+            refused(&|r| {
+                r.exporter_response
+                    .insert("cache.manifest".into(), r#"{"digest":"md5:1"}"#.into());
+            })
+            .contains("not a digest")
+        );
+        assert!(
+            refused(&|r| {
+                r.frontend_attrs
+                    .insert("filename".into(), "x".repeat(NAME_BYTES + 1));
+            })
+            .contains("over the limit")
+        );
+        assert!(
+            refused(&|r| {
+                r.frontend_attrs.insert(
+                    "cache-imports".into(),
+                    r#"[{"Type":"registry","Attrs":{"ref":"A B"}}]"#.into(),
+                );
+            })
+            .contains("invalid reference")
+        );
+        assert!(refused(&|r| r.completed_at = None).contains("not finished"));
+        let too_many = format!(
+            "[{}]",
+            vec![r#"{"Type":"gha","Attrs":{"scope":"s"}}"#; MAX_REFERENCES + 1].join(",")
+        );
+        assert!(
+            refused(&|r| {
+                r.frontend_attrs
+                    .insert("cache-imports".into(), too_many.clone());
+            })
+            .contains("entries")
+        );
+    }
+
+    /// Build args are bounded, not refused: they describe a build, they do not taint one.
+    #[test]
+    fn build_args_are_bounded() {
+        let mut r = record();
+        for i in 0..MAX_BUILD_ARGS + 5 {
+            r.frontend_attrs
+                .insert(format!("build-arg:A{i}"), "v".into());
+        }
+        r.frontend_attrs
+            .insert("build-arg:X".into(), "v".repeat(NAME_BYTES + 1));
+        let build = check(&r, "b").unwrap();
+        assert_eq!(build.build_args.len(), MAX_BUILD_ARGS);
+        assert_eq!(build.build_args_dropped, 6);
+    }
+
+    /// buildx's `builder/node/ref` holds the ref; anything else holds none.
+    #[test]
+    fn buildx_refs_give_their_last_part() {
+        assert_eq!(
+            ref_of_buildx("default/default/p0axicqckkr3upveqdezycj5u").as_deref(),
+            Some("p0axicqckkr3upveqdezycj5u")
+        );
+        assert_eq!(ref_of_buildx("a/b/"), None);
+        assert_eq!(ref_of_buildx("a/b/x y"), None);
+    }
 }

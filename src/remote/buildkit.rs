@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bollard::moby::buildkit::v1::control_client::ControlClient;
 pub use bollard::moby::buildkit::v1::BuildHistoryRecord;
+use bollard::moby::buildkit::v1::control_client::ControlClient;
 use bollard::moby::buildkit::v1::{
-    BuildHistoryEventType, BuildHistoryRequest, DiskUsageRequest, ListWorkersRequest,
-    PruneRequest, UsageRecord,
+    BuildHistoryEventType, BuildHistoryRequest, DiskUsageRequest, ListWorkersRequest, PruneRequest,
+    UsageRecord,
 };
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;

@@ -8,8 +8,8 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 use super::write::{
-    IdCache, WriteError, WriteResult, builder_id_by_name, insert_event, insert_run, kind,
-    source, upsert_artifact,
+    IdCache, WriteError, WriteResult, builder_id_by_name, insert_event, insert_run, kind, source,
+    upsert_artifact,
 };
 use super::{Store, StoreError, sql_error};
 use crate::config::Config;
@@ -92,7 +92,8 @@ impl Store {
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
         let mut cache = IdCache::default();
         let now = time::now();
-        let builder_id = builder_id_by_name(&tx, &mut cache, builder).map_err(|e| fail(e.into()))?;
+        let builder_id =
+            builder_id_by_name(&tx, &mut cache, builder).map_err(|e| fail(e.into()))?;
         let mut order: Vec<&HistoryBuild> = builds.iter().collect();
         order.sort_by(|a, b| (a.created_at, &a.build_ref).cmp(&(b.created_at, &b.build_ref)));
         order.dedup_by(|a, b| a.build_ref == b.build_ref);
@@ -239,13 +240,7 @@ fn collect_one(
                 truncated: false,
                 build_ref: Some(build.build_ref.clone()),
             };
-            let outcome = insert_run(
-                tx,
-                cache,
-                config,
-                (&record, source::BUILD_HISTORY),
-                now,
-            )?;
+            let outcome = insert_run(tx, cache, config, (&record, source::BUILD_HISTORY), now)?;
             warnings.extend(outcome.warnings);
             (outcome.run, HistoryMatch::Unrecorded, outcome.events)
         }
@@ -337,15 +332,199 @@ fn append_to_run(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::collections::BTreeMap;
 
-    /// A run's step names its Dockerfile whatever job prefix or target it carries.
+    use super::*;
+    use crate::model::{Artifact, ImageRef, RunStatus};
+
+    const MINUTE: Micros = 60_000_000;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        (dir, store)
+    }
+
+    fn run(pipeline: &str, step: &str, minutes: (i64, i64)) -> RunRecord {
+        RunRecord {
+            pipeline: PipelineInfo {
+                name: pipeline.to_owned(),
+                ..PipelineInfo::default()
+            },
+            trust_level: Some("release".into()),
+            run_id: "1".into(),
+            step: step.into(),
+            commit: None,
+            git_ref: None,
+            builder: Some(BuilderInfo {
+                name: "ci-1".into(),
+                driver: None,
+                endpoint: None,
+            }),
+            started_at: minutes.0 * MINUTE,
+            finished_at: minutes.1 * MINUTE,
+            status: RunStatus::Succeeded,
+            imported: Vec::new(),
+            exported: Vec::new(),
+            produced: Vec::new(),
+            base_images: Vec::new(),
+            mounts: Vec::new(),
+            records: None,
+            truncated: false,
+            build_ref: None,
+        }
+    }
+
+    fn build(build_ref: &str, minutes: (i64, i64)) -> HistoryBuild {
+        HistoryBuild {
+            build_ref: build_ref.into(),
+            created_at: minutes.0 * MINUTE + 1,
+            completed_at: minutes.1 * MINUTE - 1,
+            status: RunStatus::Succeeded,
+            frontend: String::new(),
+            dockerfile: "Dockerfile".into(),
+            target: None,
+            build_args: BTreeMap::new(),
+            build_args_dropped: 0,
+            cache_imports: vec![Artifact::registry(
+                &ImageRef::parse("r.io/web:cache", "test").unwrap(),
+            )],
+            images: Vec::new(),
+            image_digest: None,
+            cache_manifest: None,
+            cached_steps: 1,
+            total_steps: 2,
+        }
+    }
+
+    fn count(store: &Store, sql: &str) -> i64 {
+        store.conn.query_row(sql, [], |row| row.get(0)).unwrap()
+    }
+
+    fn matches(outcome: &CollectOutcome) -> Vec<(HistoryMatch, String, bool, usize)> {
+        outcome
+            .builds
+            .iter()
+            .map(|b| (b.matched_by, b.run.clone(), b.new, b.events))
+            .collect()
+    }
+
+    /// The one run on the builder with the Dockerfile whose time overlaps a build is its run,
+    /// and gains the import as a `build-history` event; a build overlapping two such runs is
+    /// not pinned on either (stored as unrecorded, with a warning), and a build overlapping
+    /// none is an unrecorded run of the lowest trust level.
     #[test]
-    fn steps_name_their_dockerfile() {
-        assert!(step_names("Dockerfile", "Dockerfile"));
-        assert!(step_names("build:app/Dockerfile:release", "Dockerfile"));
-        assert!(step_names("docker/app.Dockerfile", "app.Dockerfile"));
-        assert!(!step_names("Dockerfile.dev", "Dockerfile"));
-        assert!(!step_names("other", "Dockerfile"));
+    fn builds_are_matched_by_window_only_when_one_run_fits() {
+        let (_dir, mut store) = store();
+        let config = Config::default();
+        store
+            .record_run(&run("web", "build:Dockerfile", (10, 20)), &config)
+            .unwrap();
+        store
+            .record_run(&run("a", "Dockerfile", (30, 40)), &config)
+            .unwrap();
+        store
+            .record_run(&run("b", "Dockerfile", (30, 40)), &config)
+            .unwrap();
+        store
+            .record_run(&run("c", "other.Dockerfile", (50, 60)), &config)
+            .unwrap();
+        let runs = count(&store, "SELECT count(*) FROM runs");
+        let builds = [
+            build("one", (11, 19)),
+            build("two", (31, 39)),
+            build("three", (51, 59)),
+        ];
+        let outcome = store.collect_history("ci-1", &builds, &config).unwrap();
+        assert_eq!(
+            matches(&outcome),
+            [
+                (
+                    HistoryMatch::Window,
+                    "web/1/build:Dockerfile".into(),
+                    true,
+                    1
+                ),
+                (
+                    HistoryMatch::Unrecorded,
+                    "unrecorded@ci-1/two/Dockerfile".into(),
+                    true,
+                    2
+                ),
+                (
+                    HistoryMatch::Unrecorded,
+                    "unrecorded@ci-1/three/Dockerfile".into(),
+                    true,
+                    2
+                ),
+            ]
+        );
+        assert_eq!(outcome.warnings.len(), 1, "{:?}", outcome.warnings);
+        assert!(outcome.warnings[0].contains("2 recorded runs"));
+        assert_eq!(count(&store, "SELECT count(*) FROM runs"), runs + 2);
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM events WHERE source = 'build-history'"
+            ),
+            5
+        );
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
+                 WHERE p.name LIKE 'unrecorded@%' AND r.trust_level = 'untrusted'"
+            ),
+            2
+        );
+    }
+
+    /// A build ref the hook saw wins over the window, even when another run overlaps too.
+    #[test]
+    fn the_build_ref_wins() {
+        let (_dir, mut store) = store();
+        let config = Config::default();
+        store
+            .record_run(&run("a", "Dockerfile", (10, 20)), &config)
+            .unwrap();
+        let mut b = run("b", "Dockerfile", (10, 20));
+        b.build_ref = Some("one".into());
+        store.record_run(&b, &config).unwrap();
+        let outcome = store
+            .collect_history("ci-1", &[build("one", (11, 19))], &config)
+            .unwrap();
+        assert_eq!(
+            matches(&outcome),
+            [(HistoryMatch::BuildRef, "b/1/Dockerfile".into(), true, 1)]
+        );
+    }
+
+    /// Collecting the same history twice adds nothing the second time, and a hostile history
+    /// cannot rewrite a recorded run: runs and events stay as they were.
+    #[test]
+    fn collecting_again_adds_nothing() {
+        let (_dir, mut store) = store();
+        let config = Config::default();
+        store
+            .record_run(&run("web", "Dockerfile", (10, 20)), &config)
+            .unwrap();
+        let before = count(&store, "SELECT sum(started_at + finished_at) FROM runs");
+        let builds = [build("one", (11, 19)), build("two", (31, 39))];
+        store.collect_history("ci-1", &builds, &config).unwrap();
+        let tables = |store: &Store| {
+            ["runs", "events", "build_history", "artifacts", "pipelines"]
+                .map(|t| count(store, &format!("SELECT count(*) FROM {t}")))
+        };
+        let once = tables(&store);
+        let again = store.collect_history("ci-1", &builds, &config).unwrap();
+        assert_eq!(tables(&store), once);
+        assert!(again.builds.iter().all(|b| !b.new && b.events == 0));
+        assert_eq!(
+            count(
+                &store,
+                "SELECT sum(started_at + finished_at) FROM runs WHERE id = 1"
+            ),
+            before
+        );
     }
 }

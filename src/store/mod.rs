@@ -28,8 +28,8 @@ mod sweep;
 mod write;
 
 pub use audit::{StoredFinding, TagSighting};
-pub use history::{CollectOutcome, CollectedBuild, HistoryMatch, unrecorded_pipeline};
 pub use containment::{Contained, OverrideRow, VerificationRow};
+pub use history::{CollectOutcome, CollectedBuild, HistoryMatch, unrecorded_pipeline};
 pub use incident::{Acceptance, ActionRow, IncidentRow, MountRead, UsedBase};
 pub use index::{SourceSummary, TraceSource};
 pub use ls::{BuilderItem, IncidentItem, ListFilter, MountItem, PipelineItem, RunItem};

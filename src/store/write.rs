@@ -135,7 +135,8 @@ impl Store {
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
         let mut cache = IdCache::default();
         let now = time::now();
-        let outcome = insert_run(&tx, &mut cache, config, (record, source::HOOK), now).map_err(fail)?;
+        let outcome =
+            insert_run(&tx, &mut cache, config, (record, source::HOOK), now).map_err(fail)?;
         if let Some(builder) = &record.builder
             && record.records.is_some()
         {
@@ -177,10 +178,12 @@ impl Store {
                 ImportItem::Builder(b) => upsert_builder(&tx, &mut cache, b)
                     .map(|_| 0)
                     .map_err(WriteError::from),
-                ImportItem::Run(run) => insert_run(&tx, &mut cache, config, (run, source::HOOK), now).map(|o| {
-                    warnings = o.warnings;
-                    o.events
-                }),
+                ImportItem::Run(run) => {
+                    insert_run(&tx, &mut cache, config, (run, source::HOOK), now).map(|o| {
+                        warnings = o.warnings;
+                        o.events
+                    })
+                }
                 ImportItem::Purge {
                     target,
                     at,
@@ -312,9 +315,25 @@ fn attach_push_tx(
     };
     let now = time::now();
     let id = upsert_artifact(tx, &mut cache, &artifact, now)?;
-    insert_event(tx, run, (kind::PRODUCED, source::HOOK), id, started_at, None, now)?;
+    insert_event(
+        tx,
+        run,
+        (kind::PRODUCED, source::HOOK),
+        id,
+        started_at,
+        None,
+        now,
+    )?;
     if inline {
-        insert_event(tx, run, (kind::EXPORTED, source::HOOK), id, started_at, None, now)?;
+        insert_event(
+            tx,
+            run,
+            (kind::EXPORTED, source::HOOK),
+            id,
+            started_at,
+            None,
+            now,
+        )?;
     }
     Ok(Some(step))
 }

@@ -21,10 +21,18 @@ fn export_line(env: &Env, kind: &str, pipeline: &str) -> serde_json::Value {
 
 /// The facts of a run that collecting must never change.
 fn run_facts(run: &serde_json::Value) -> Vec<serde_json::Value> {
-    ["run", "step", "started_at", "finished_at", "status", "trust_level", "builder"]
-        .iter()
-        .map(|k| run[k].clone())
-        .collect()
+    [
+        "run",
+        "step",
+        "started_at",
+        "finished_at",
+        "status",
+        "trust_level",
+        "builder",
+    ]
+    .iter()
+    .map(|k| run[k].clone())
+    .collect()
 }
 
 /// Events of each source, from the store itself.
@@ -74,16 +82,40 @@ fn history_matches_recorded_runs_and_stores_unrecorded_builds() {
     let metadata = env.path().join("md.json");
     let md = metadata.to_str().unwrap();
     dockerd.run([
-        "buildx", "build", "--network=none", "--build-arg", "X=2", "--cache-from",
-        "type=registry,ref=127.0.0.1:9/app:cache", "--metadata-file", md, "-t", "lib:1", &ctx,
+        "buildx",
+        "build",
+        "--network=none",
+        "--build-arg",
+        "X=2",
+        "--cache-from",
+        "type=registry,ref=127.0.0.1:9/app:cache",
+        "--metadata-file",
+        md,
+        "-t",
+        "lib:1",
+        &ctx,
     ]);
     let mut record = env.cmd();
     docker_env(&mut record);
-    ok(record.args(["record", "--pipeline", "lib", "--run", "1", "--metadata-file", md]));
+    ok(record.args([
+        "record",
+        "--pipeline",
+        "lib",
+        "--run",
+        "1",
+        "--metadata-file",
+        md,
+    ]));
     // Recorded by no hook.
     dockerd.run([
-        "buildx", "build", "--network=none", "--build-arg", "X=3",
-        "-t", "rogue:1", &ctx,
+        "buildx",
+        "build",
+        "--network=none",
+        "--build-arg",
+        "X=3",
+        "-t",
+        "rogue:1",
+        &ctx,
     ]);
 
     let builder = export_line(&env, "builder", "")["name"]
@@ -91,9 +123,13 @@ fn history_matches_recorded_runs_and_stores_unrecorded_builds() {
         .unwrap()
         .to_owned();
     let app_before = export_line(&env, "run", "app");
-    let collected = json(&ok(env
-        .cmd()
-        .args(["collect", "--builder", &builder, "--format", "json"])));
+    let collected = json(&ok(env.cmd().args([
+        "collect",
+        "--builder",
+        &builder,
+        "--format",
+        "json",
+    ])));
     let builds = collected["builds"].as_array().unwrap();
     assert_eq!(builds.len(), 3, "{collected:#}");
     let by_run = |prefix: &str| {
@@ -108,7 +144,10 @@ fn history_matches_recorded_runs_and_stores_unrecorded_builds() {
     let lib = by_run("lib/1/");
     assert_eq!(lib["matched_by"], "build-ref", "{collected:#}");
     assert_eq!(lib["cache_imports"][0], "127.0.0.1:9/app:cache", "{lib:#}");
-    assert_eq!(lib["events"], 2, "the import and the image are appended: {lib:#}");
+    assert_eq!(
+        lib["events"], 2,
+        "the import and the image are appended: {lib:#}"
+    );
     let unrecorded = format!("unrecorded@{builder}");
     let rogue = builds
         .iter()
@@ -127,14 +166,22 @@ fn history_matches_recorded_runs_and_stores_unrecorded_builds() {
         "{stored:?}"
     );
     assert!(
-        stored.iter().any(|(p, s, _)| *p == unrecorded && s == "build-history"),
+        stored
+            .iter()
+            .any(|(p, s, _)| *p == unrecorded && s == "build-history"),
         "{stored:?}"
     );
     let unrecorded_run = export_line(&env, "run", &unrecorded);
-    assert_eq!(unrecorded_run["trust_level"], "untrusted", "{unrecorded_run}");
+    assert_eq!(
+        unrecorded_run["trust_level"], "untrusted",
+        "{unrecorded_run}"
+    );
 
     // Both traces reach the unrecorded build.
-    for args in [["--builder", builder.as_str()], ["--pipeline", unrecorded.as_str()]] {
+    for args in [
+        ["--builder", builder.as_str()],
+        ["--pipeline", unrecorded.as_str()],
+    ] {
         let trace = json(&ok(env
             .cmd()
             .arg("trace")
@@ -154,9 +201,13 @@ fn history_matches_recorded_runs_and_stores_unrecorded_builds() {
     assert!(text.contains("1 build no hook recorded"), "{text}");
 
     let before = ok(env.cmd().arg("export"));
-    let again = json(&ok(env
-        .cmd()
-        .args(["collect", "--builder", &builder, "--format", "json"])));
+    let again = json(&ok(env.cmd().args([
+        "collect",
+        "--builder",
+        &builder,
+        "--format",
+        "json",
+    ])));
     assert!(
         again["builds"]
             .as_array()
@@ -165,7 +216,11 @@ fn history_matches_recorded_runs_and_stores_unrecorded_builds() {
             .all(|b| b["new"] == false && b["events"] == 0),
         "{again:#}"
     );
-    assert_eq!(ok(env.cmd().arg("export")), before, "a second collect adds nothing");
+    assert_eq!(
+        ok(env.cmd().arg("export")),
+        before,
+        "a second collect adds nothing"
+    );
 }
 
 /// Docker 20.10's BuildKit keeps no build history: `collect` says so in one line, exit 4.
