@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+use insta::assert_snapshot;
+
 use crate::common::{Env, ok, output};
 use crate::harness::{self, Dockerd, Engine};
 
@@ -243,4 +245,11 @@ fn a_builder_without_history_is_named_in_one_line() {
     assert!(out.contains("keeps no build history"), "{out}");
     let stderr = out.split("--- stderr\n").nth(1).unwrap();
     assert_eq!(stderr.trim_end().lines().count(), 1, "{out}");
+}
+
+/// `collect --help` says what is matched, what is stored and how often to run it.
+#[test]
+fn collect_help() {
+    let env = Env::new();
+    assert_snapshot!(output(&env, env.cmd().args(["collect", "--help"])));
 }
