@@ -190,3 +190,51 @@ fn describe(out: &mut String, b: &HistoryBuild) {
         let _ = writeln!(out, "  image {}", Term(&image.display_name()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::RunStatus;
+
+    /// Names a build's client chose cannot forge lines or drive the terminal in the listing.
+    #[test]
+    fn hostile_names_are_escaped_in_text() {
+        let build = HistoryBuild {
+            build_ref: "abc".into(),
+            created_at: 0,
+            completed_at: 1,
+            status: RunStatus::Succeeded,
+            frontend: String::new(),
+            dockerfile: "Dockerfile\nabc matched (build-ref) release/1/Dockerfile".into(),
+            target: Some("\u{1b}[2J".into()),
+            build_args: BTreeMap::from([("K\r".into(), "\u{202e}v".into())]),
+            build_args_dropped: 0,
+            cache_imports: Vec::new(),
+            images: Vec::new(),
+            image_digest: None,
+            cache_manifest: None,
+            cached_steps: 0,
+            total_steps: 0,
+        };
+        let outcome = CollectOutcome {
+            builds: vec![CollectedBuild {
+                build,
+                matched_by: HistoryMatch::Unrecorded,
+                run: "unrecorded@b/abc/x\ny".into(),
+                new: true,
+                events: 0,
+            }],
+            warnings: Vec::new(),
+        };
+        let out = text("b", &outcome);
+        assert!(!out.contains('\u{1b}') && !out.contains('\r') && !out.contains('\u{202e}'));
+        assert!(out.contains("Dockerfile\\nabc matched"), "{out}");
+        assert!(out.contains("unrecorded@b/abc/x\\ny"), "{out}");
+        assert!(
+            out.contains("\\x1b[2J") && out.contains("K\\r=\\u{202e}v"),
+            "{out}"
+        );
+    }
+}

@@ -29,7 +29,9 @@ pub const MAX_REFERENCES: usize = 100;
 pub struct HistoryBuild {
     /// BuildKit's ref of the build: the last part of buildx's `buildx.build.ref`.
     pub build_ref: String,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: Micros,
+    #[serde(serialize_with = "rfc3339")]
     pub completed_at: Micros,
     pub status: RunStatus,
     /// The frontend (empty for the Dockerfile frontend built into the builder).
@@ -61,6 +63,10 @@ pub struct HistoryBuild {
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
+}
+
+fn rfc3339<S: serde::Serializer>(at: &Micros, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::time::format(*at))
 }
 
 fn names<S: serde::Serializer>(list: &[Artifact], s: S) -> Result<S::Ok, S::Error> {

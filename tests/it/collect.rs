@@ -132,6 +132,7 @@ fn history_matches_recorded_runs_and_stores_unrecorded_builds() {
         "--format",
         "json",
     ])));
+    crate::schemas::assert_valid("collect.schema.json", &collected);
     let builds = collected["builds"].as_array().unwrap();
     assert_eq!(builds.len(), 3, "{collected:#}");
     let by_run = |prefix: &str| {
