@@ -11,10 +11,11 @@ use serde::Serialize;
 
 use crate::ExitStatus;
 use crate::cli::{CollectArgs, OutputFormat};
-use crate::commands::{open_store, write_stdout};
+use crate::commands::{open_existing_store, open_store, write_stdout};
 use crate::config::Config;
 use crate::error::InputError;
 use crate::ingest::history::{self, HistoryBuild};
+use crate::plan::BuilderPlace;
 use crate::printer::Printer;
 use crate::remote::endpoint::connect_builder;
 use crate::report::escape::{Line, Term};
@@ -34,12 +35,16 @@ pub async fn collect(
     if builder.is_empty() {
         return Err(InputError::invalid("--builder is empty: name one").into());
     }
-    let mut store = open_store(db)?;
-    let place = store
-        .plan_context(&BTreeSet::from([builder.to_owned()]), &BTreeSet::new())?
-        .builders
-        .remove(builder)
-        .unwrap_or_default();
+    // The endpoint a hook recorded, unless the config names the builder: a collect that
+    // cannot reach its builder leaves no store behind.
+    let place = match (config.builder(builder), db.exists()) {
+        (None, true) => open_existing_store(db)?
+            .plan_context(&BTreeSet::from([builder.to_owned()]), &BTreeSet::new())?
+            .builders
+            .remove(builder)
+            .unwrap_or_default(),
+        _ => BuilderPlace::default(),
+    };
     let mut client = connect_builder(config, builder, place.endpoint.as_deref(), place.driver)
         .await
         .with_context(|| format!("cannot collect the build history of `{}`", Term(builder)))?;
@@ -61,7 +66,7 @@ pub async fn collect(
             }
         }
     }
-    let outcome = store.collect_history(builder, &builds, config)?;
+    let outcome = open_store(db)?.collect_history(builder, &builds, config)?;
     for warning in &outcome.warnings {
         printer.warn(Line(warning));
     }

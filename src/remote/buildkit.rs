@@ -216,7 +216,7 @@ impl BuildkitClient {
     fn history_error(&self, status: &tonic::Status) -> RemoteError {
         if status.code() == tonic::Code::Unimplemented {
             return RemoteError::protocol(format!(
-                "BuildKit at {}: the builder keeps no build history (its BuildKit predates 0.11: Docker Engine 23 or later, or buildkitd 0.11 or later, serves it)",
+                "BuildKit at {}: the builder keeps no build history: its BuildKit predates 0.11 (history needs Docker Engine 23 or later, or buildkitd 0.11 or later)",
                 self.shown
             ));
         }

@@ -254,3 +254,13 @@ fn collect_help() {
     let env = Env::new();
     assert_snapshot!(output(&env, env.cmd().args(["collect", "--help"])));
 }
+
+/// A builder with no known endpoint is named in one line, and no store is left behind.
+#[test]
+fn an_unknown_builder_is_named_and_nothing_is_written() {
+    let env = Env::new();
+    let out = output(&env, env.cmd().args(["collect", "--builder", "nowhere\u{1b}[2J"]));
+    assert!(out.starts_with("exit: 4\n"), "{out}");
+    assert!(out.contains("no endpoint known for builder `nowhere\\x1b[2J`"), "{out}");
+    assert!(!env.db().exists(), "{out}");
+}
