@@ -125,6 +125,10 @@ fn history_matches_recorded_runs_and_stores_unrecorded_builds() {
         .unwrap()
         .to_owned();
     let app_before = export_line(&env, "run", "app");
+    assert!(
+        app_before["build_ref"].is_string(),
+        "wrap keeps the build ref: {app_before}"
+    );
     let collected = json(&ok(env.cmd().args([
         "collect",
         "--builder",
@@ -259,8 +263,14 @@ fn collect_help() {
 #[test]
 fn an_unknown_builder_is_named_and_nothing_is_written() {
     let env = Env::new();
-    let out = output(&env, env.cmd().args(["collect", "--builder", "nowhere\u{1b}[2J"]));
+    let out = output(
+        &env,
+        env.cmd().args(["collect", "--builder", "nowhere\u{1b}[2J"]),
+    );
     assert!(out.starts_with("exit: 4\n"), "{out}");
-    assert!(out.contains("no endpoint known for builder `nowhere\\x1b[2J`"), "{out}");
+    assert!(
+        out.contains("no endpoint known for builder `nowhere\\x1b[2J`"),
+        "{out}"
+    );
     assert!(!env.db().exists(), "{out}");
 }
