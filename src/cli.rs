@@ -68,6 +68,16 @@ pub enum Command {
     Incident(IncidentCommand),
     /// Record that a mount cache or a builder's cache was purged outside cachewarden.
     MarkPurged(MarkPurgedArgs),
+    /// Read a builder's build history into the store (BuildKit 0.11 and later).
+    ///
+    /// Builds a hook recorded gain what the history adds; builds none recorded become runs of
+    /// the untrusted pipeline `unrecorded@BUILDER`, which traces reach. A build is matched to its run by the build ref the hook saw (buildx's
+    /// `buildx.build.ref`), else by builder, Dockerfile and overlapping time; what the history
+    /// adds is appended as events of source `build-history`, never rewriting the run. A build
+    /// already collected is not collected again. BuildKit keeps 48 hours or 50 builds by
+    /// default: run it from cron or a timer, like `sweep`. A record that does not check out is
+    /// skipped with a warning (exit 1); a builder that keeps no history (Docker 20.10) exits 4.
+    Collect(CollectArgs),
     /// Purge caches, mounts and builder records by a policy of ordered rules (a dry run unless
     /// `--execute`).
     Sweep(SweepArgs),
@@ -177,6 +187,17 @@ pub struct RecordArgs {
     /// Resolve references given by tag to digests through the registry.
     #[arg(long)]
     pub resolve: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
+}
+
+/// `collect`'s flags.
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// The builder, as recorded or named in a `[[builder]]` table of the config.
+    #[arg(long, value_name = "NAME")]
+    pub builder: String,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,

@@ -538,6 +538,9 @@ pub struct RunRecord {
     /// Some of what the build used was left out because it was over a [`limits`] bound
     /// (`wrap` records what fits rather than fail a build).
     pub truncated: bool,
+    /// BuildKit's ref of the build (buildx's `buildx.build.ref`, last part): what matches the
+    /// builder's history record of it.
+    pub build_ref: Option<String>,
 }
 
 /// What a manifest is, as far as purging is concerned: the registry client classifies it,
@@ -1123,6 +1126,7 @@ mod tests {
                 .collect(),
             records: None,
             truncated: false,
+            build_ref: None,
         }
     }
 

@@ -15,6 +15,7 @@ use crate::store::{Store, StoreError};
 mod audit;
 pub(crate) mod bench;
 mod check;
+mod collect;
 mod db;
 mod export;
 mod import;
@@ -40,6 +41,7 @@ pub async fn dispatch(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Check(args) => check::check(&args, &db, &config, printer).await,
         Command::Incident(command) => incident::incident(command, &db, &config, printer).await,
         Command::MarkPurged(args) => mark_purged::mark_purged(&args, &db, &config, printer),
+        Command::Collect(args) => collect::collect(&args, &db, &config, printer).await,
         Command::Sweep(args) => sweep::sweep(&args, &db, &config, printer).await,
         Command::Audit(command) => audit::audit(command, &db, &config, printer).await,
         Command::Db(command) => db::db(&command, &db, printer),

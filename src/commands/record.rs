@@ -208,6 +208,7 @@ pub fn build_record(
         mounts: Vec::new(),
         records: None,
         truncated: false,
+        build_ref: None,
     };
 
     for image in &args.run.image {
@@ -369,6 +370,13 @@ pub fn default_step(dockerfile: Option<&Path>, target: Option<&str>, job: Option
 /// Merges what a buildx metadata file says into the run. `cache.manifest` pins the registry
 /// cache export when the run has exactly one left unpinned: the key holds one descriptor.
 pub fn apply_metadata(record: &mut RunRecord, meta: &metadata::BuildMetadata) -> Result<()> {
+    if let Some(build_ref) = meta
+        .build_ref
+        .as_deref()
+        .and_then(crate::ingest::history::ref_of_buildx)
+    {
+        record.build_ref = Some(build_ref);
+    }
     for image in &meta.images {
         for name in &image.names {
             let reference = ImageRef::parse(name, "image.name in the metadata file")?;
@@ -632,6 +640,7 @@ mod tests {
             mounts: Vec::new(),
             records: None,
             truncated: false,
+            build_ref: None,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod command;
 pub mod dockerfile;
 #[cfg(test)]
 mod dockerfile_fuzz;
+pub mod history;
 pub mod metadata;
 
 /// An input that does not parse: names the file (or flag) and, where known, the line.

@@ -7,9 +7,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub use bollard::moby::buildkit::v1::BuildHistoryRecord;
 use bollard::moby::buildkit::v1::control_client::ControlClient;
 use bollard::moby::buildkit::v1::{
-    DiskUsageRequest, ListWorkersRequest, PruneRequest, UsageRecord,
+    BuildHistoryEventType, BuildHistoryRequest, DiskUsageRequest, ListWorkersRequest, PruneRequest,
+    UsageRecord,
 };
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
@@ -27,6 +29,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 /// Large builders answer `DiskUsage` with tens of thousands of records.
 const MAX_MESSAGE_SIZE: usize = 256 * 1024 * 1024;
+/// BuildKit keeps 50 builds by default; a builder that sends far more is not believed.
+pub const MAX_HISTORY_RECORDS: usize = 10_000;
 
 impl CacheRecord {
     // Older BuildKit, Docker 20.10's among them, fills only the deprecated `parent`.
@@ -171,6 +175,52 @@ impl BuildkitClient {
             pruned.push(CacheRecord::from_usage(record));
         }
         Ok(pruned)
+    }
+
+    /// The finished builds the builder keeps in its history (BuildKit 0.11 and later), as
+    /// BuildKit sends them: hostile input, to be checked record by record. Builds still
+    /// running are left out. At most [`MAX_HISTORY_RECORDS`]; more is an error.
+    pub async fn build_history(&mut self) -> Result<Vec<BuildHistoryRecord>, RemoteError> {
+        let request = BuildHistoryRequest {
+            early_exit: true,
+            ..BuildHistoryRequest::default()
+        };
+        let mut stream = match self.control.listen_build_history(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => return Err(self.history_error(&status)),
+        };
+        let mut records = Vec::new();
+        while let Some(event) = stream
+            .message()
+            .await
+            .map_err(|status| self.history_error(&status))?
+        {
+            let Some(record) = event.record else {
+                continue;
+            };
+            match BuildHistoryEventType::try_from(event.r#type) {
+                Ok(BuildHistoryEventType::Complete) => {}
+                _ => continue,
+            }
+            if records.len() == MAX_HISTORY_RECORDS {
+                return Err(RemoteError::protocol(format!(
+                    "BuildKit at {}: ListenBuildHistory: more than {MAX_HISTORY_RECORDS} build history records",
+                    self.shown
+                )));
+            }
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    fn history_error(&self, status: &tonic::Status) -> RemoteError {
+        if status.code() == tonic::Code::Unimplemented {
+            return RemoteError::protocol(format!(
+                "BuildKit at {}: the builder keeps no build history: its BuildKit predates 0.11 (history needs Docker Engine 23 or later, or buildkitd 0.11 or later)",
+                self.shown
+            ));
+        }
+        self.error("ListenBuildHistory", status)
     }
 
     /// The builder's workers.

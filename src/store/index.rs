@@ -1926,6 +1926,8 @@ mod tests {
                      DROP TRIGGER record_pages_append; DROP TABLE record_pages;
                      DROP TABLE run_truncations;
                      DROP TABLE acceptances;
+                     DROP TABLE build_history; DROP TABLE run_build_refs;
+                     ALTER TABLE events DROP COLUMN source;
                      ALTER TABLE actions DROP COLUMN evidence_gap;
                      DROP TRIGGER runs_never_update; DROP TRIGGER runs_never_delete;
                      DROP TRIGGER events_never_update; DROP TRIGGER events_never_delete;

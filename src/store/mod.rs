@@ -19,6 +19,7 @@ use rusqlite_migration::{M, Migrations};
 mod audit;
 mod containment;
 mod facts;
+mod history;
 mod incident;
 mod index;
 mod ls;
@@ -28,6 +29,7 @@ mod write;
 
 pub use audit::{StoredFinding, TagSighting};
 pub use containment::{Contained, OverrideRow, VerificationRow};
+pub use history::{CollectOutcome, CollectedBuild, HistoryMatch, unrecorded_pipeline};
 pub use incident::{Acceptance, ActionRow, IncidentRow, MountRead, UsedBase};
 pub use index::{SourceSummary, TraceSource};
 pub use ls::{BuilderItem, IncidentItem, ListFilter, MountItem, PipelineItem, RunItem};
@@ -54,6 +56,7 @@ const MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/migrations/0009_run_truncations.sql"),
     include_str!("../../schema/migrations/0010_acceptances.sql"),
     include_str!("../../schema/migrations/0011_seed_spec.sql"),
+    include_str!("../../schema/migrations/0012_build_history.sql"),
 ];
 
 fn migrations() -> Migrations<'static> {

@@ -293,7 +293,8 @@ impl Store {
                         r.overlapped OR EXISTS (SELECT 1 FROM run_observations o
                                                 WHERE o.run_id = r.id AND o.kind = 'overlapped'),
                         r.trust_level,
-                        EXISTS (SELECT 1 FROM run_truncations t WHERE t.run_id = r.id)
+                        EXISTS (SELECT 1 FROM run_truncations t WHERE t.run_id = r.id),
+                        (SELECT min(b.build_ref) FROM run_build_refs b WHERE b.run_id = r.id)
                  FROM runs r JOIN pipelines p ON p.id = r.pipeline_id {} ORDER BY r.id",
                 if only.is_some() {
                     "WHERE r.id = ?1"
@@ -342,6 +343,7 @@ impl Store {
                     ..RecordEvidence::default()
                 }),
                 truncated: row.get(13).map_err(e)?,
+                build_ref: row.get(14).map_err(e)?,
             };
             while let Some(ev) = pending {
                 let run_id: i64 = ev.get(0).map_err(e)?;

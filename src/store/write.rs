@@ -32,6 +32,14 @@ pub(crate) mod kind {
     pub const REUSED_RECORD: &str = "reused_record";
 }
 
+/// Where an event came from, as stored.
+pub(crate) mod source {
+    /// `record`, `wrap` or `import`.
+    pub const HOOK: &str = "hook";
+    /// `collect`, from the builder's build history.
+    pub const BUILD_HISTORY: &str = "build-history";
+}
+
 /// One line of an import: the same units `record` and `wrap` store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImportItem {
@@ -89,7 +97,7 @@ impl From<rusqlite::Error> for WriteError {
     }
 }
 
-type WriteResult<T> = Result<T, WriteError>;
+pub(super) type WriteResult<T> = Result<T, WriteError>;
 
 /// A pipeline's id with its current project and trust ceiling.
 #[derive(Debug, Clone)]
@@ -127,7 +135,8 @@ impl Store {
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
         let mut cache = IdCache::default();
         let now = time::now();
-        let outcome = insert_run(&tx, &mut cache, config, record, now).map_err(fail)?;
+        let outcome =
+            insert_run(&tx, &mut cache, config, (record, source::HOOK), now).map_err(fail)?;
         if let Some(builder) = &record.builder
             && record.records.is_some()
         {
@@ -169,10 +178,12 @@ impl Store {
                 ImportItem::Builder(b) => upsert_builder(&tx, &mut cache, b)
                     .map(|_| 0)
                     .map_err(WriteError::from),
-                ImportItem::Run(run) => insert_run(&tx, &mut cache, config, run, now).map(|o| {
-                    warnings = o.warnings;
-                    o.events
-                }),
+                ImportItem::Run(run) => {
+                    insert_run(&tx, &mut cache, config, (run, source::HOOK), now).map(|o| {
+                        warnings = o.warnings;
+                        o.events
+                    })
+                }
                 ImportItem::Purge {
                     target,
                     at,
@@ -304,9 +315,25 @@ fn attach_push_tx(
     };
     let now = time::now();
     let id = upsert_artifact(tx, &mut cache, &artifact, now)?;
-    insert_event(tx, run, kind::PRODUCED, id, started_at, None, now)?;
+    insert_event(
+        tx,
+        run,
+        (kind::PRODUCED, source::HOOK),
+        id,
+        started_at,
+        None,
+        now,
+    )?;
     if inline {
-        insert_event(tx, run, kind::EXPORTED, id, started_at, None, now)?;
+        insert_event(
+            tx,
+            run,
+            (kind::EXPORTED, source::HOOK),
+            id,
+            started_at,
+            None,
+            now,
+        )?;
     }
     Ok(Some(step))
 }
@@ -446,7 +473,7 @@ pub(super) fn upsert_builder(
     Ok(id)
 }
 
-fn builder_id_by_name(
+pub(super) fn builder_id_by_name(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
     name: &str,
@@ -578,10 +605,10 @@ fn upsert_record(
 /// Inserts an event once; returns whether anything was written. An event already recorded is
 /// never changed: a mount use re-recorded with options the event's detail lacks appends the
 /// union of every use seen to `event_details`.
-fn insert_event(
+pub(super) fn insert_event(
     tx: &Transaction<'_>,
     run: i64,
-    kind: &str,
+    (kind, source): (&str, &str),
     target: i64,
     at: Micros,
     detail: Option<&str>,
@@ -589,9 +616,10 @@ fn insert_event(
 ) -> rusqlite::Result<bool> {
     let inserted = tx
         .prepare_cached(
-            "INSERT OR IGNORE INTO events (run_id, kind, target, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT OR IGNORE INTO events (run_id, kind, target, at, detail, source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
-        .execute(params![run, kind, target, at, detail])?;
+        .execute(params![run, kind, target, at, detail, source])?;
     if inserted > 0 {
         return Ok(true);
     }
@@ -700,11 +728,11 @@ fn differences(
     out
 }
 
-fn insert_run(
+pub(super) fn insert_run(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
     config: &Config,
-    record: &RunRecord,
+    (record, source): (&RunRecord, &str),
     now: Micros,
 ) -> WriteResult<RecordOutcome> {
     let mut warnings = Vec::new();
@@ -811,6 +839,13 @@ fn insert_run(
             (run, true, level)
         }
     };
+    if let Some(build_ref) = &record.build_ref {
+        tx.prepare_cached(
+            "INSERT INTO run_build_refs (run_id, build_ref, recorded_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (run_id, build_ref) DO NOTHING",
+        )?
+        .execute(params![run, build_ref, now])?;
+    }
     if record.truncated {
         tx.prepare_cached(
             "INSERT INTO run_truncations (run_id, recorded_at) VALUES (?1, ?2)
@@ -822,7 +857,7 @@ fn insert_run(
     let mut events = 0;
     let mut add =
         |tx: &Transaction<'_>, kind: &str, target: i64, at: Micros, detail: Option<&str>| {
-            insert_event(tx, run, kind, target, at, detail, now)
+            insert_event(tx, run, (kind, source), target, at, detail, now)
                 .map(|new| events += usize::from(new))
         };
     if let Some(builder) = builder {
@@ -1011,6 +1046,7 @@ mod tests {
             base_images: Vec::new(),
             mounts: Vec::new(),
             truncated: false,
+            build_ref: None,
             records: None,
         }
     }

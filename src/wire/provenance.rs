@@ -105,6 +105,9 @@ pub struct RunLine {
     /// Some of what the build used was over a limit and left out.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// BuildKit's ref of the build, which `collect` matches its history record by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_ref: Option<String>,
 }
 
 /// An artifact: a registry reference string (`registry/repo[:tag]@digest`), or an object for
@@ -410,6 +413,11 @@ fn run_from_line(line: RunLine) -> Result<RunRecord, String> {
             r
         }),
         truncated: line.truncated,
+        build_ref: match line.build_ref {
+            Some(r) if crate::ingest::history::is_build_ref(&r) => Some(r),
+            Some(_) => return Err("`build_ref` is not a BuildKit build ref".to_owned()),
+            None => None,
+        },
     })
 }
 
@@ -494,6 +502,7 @@ pub fn run_line(run: &RunRecord) -> RunLine {
         mounts: run.mounts.clone(),
         records: run.records.clone(),
         truncated: run.truncated,
+        build_ref: run.build_ref.clone(),
     }
 }
 
@@ -515,6 +524,24 @@ mod tests {
             panic!("not a run")
         };
         assert_eq!(run, run2);
+    }
+
+    /// A run's build ref survives export and import, and an import cannot smuggle in one that
+    /// is not a BuildKit ref.
+    #[test]
+    fn build_refs_round_trip_and_are_checked() {
+        let line = r#"{"v":1,"type":"run","pipeline":"p","run":"1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:00:00Z","build_ref":"p0axicqckkr3upveqdezycj5u"}"#;
+        let ImportItem::Run(run) = parse_line(line).unwrap() else {
+            panic!("not a run")
+        };
+        assert_eq!(run.build_ref.as_deref(), Some("p0axicqckkr3upveqdezycj5u"));
+        let again = serde_json::to_string(&Line::Run(Box::new(run_line(&run)))).unwrap();
+        assert!(
+            again.contains(r#""build_ref":"p0axicqckkr3upveqdezycj5u""#),
+            "{again}"
+        );
+        let bad = line.replace("p0axicqckkr3upveqdezycj5u", "a/../b");
+        assert!(parse_line(&bad).unwrap_err().contains("build_ref"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod harness;
 mod build;
 mod buildkit;
 mod cli;
+mod collect;
 mod common;
 mod first_use;
 mod wrap;
