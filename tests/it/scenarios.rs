@@ -13,7 +13,7 @@ use cachewarden::graph::source::RecordInfo;
 
 use crate::common::{Env, ok};
 use crate::harness::http::{self, Request};
-use crate::harness::{self, Dockerd, Registry, RegistryOpts};
+use crate::harness::{self, Dockerd, Engine, Registry, RegistryOpts};
 
 /// The Dockerfiles of the scenarios' projects; `{{BASE}}` stands for the base image.
 pub(crate) const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/scenarios");
@@ -64,16 +64,26 @@ struct CacheRow {
 }
 
 impl Lab {
-    /// Starts the services in parallel; `None` when they are missing and may be skipped.
+    /// Starts the services on Docker 20.10 in parallel; `None` when they are missing and may
+    /// be skipped.
     pub(crate) fn start(builders: &[&str], outsiders: &[&str]) -> Option<Self> {
-        if !harness::require_dockerd() || !harness::require_registry() {
+        Self::start_on(Engine::Docker20, builders, outsiders)
+    }
+
+    /// Starts the services, every builder on `engine`, in parallel; `None` when they are
+    /// missing and may be skipped.
+    pub(crate) fn start_on(engine: Engine, builders: &[&str], outsiders: &[&str]) -> Option<Self> {
+        if !harness::require_engine(engine) || !harness::require_registry() {
             return None;
         }
         let registry = std::thread::spawn(|| Registry::start(RegistryOpts::default()));
         let starting: Vec<(String, std::thread::JoinHandle<Dockerd>)> = builders
             .iter()
             .chain(outsiders)
-            .map(|name| ((*name).to_owned(), std::thread::spawn(Dockerd::start)))
+            .map(|name| {
+                let started = std::thread::spawn(move || Dockerd::start_engine(engine));
+                ((*name).to_owned(), started)
+            })
             .collect();
         let builders_started: Vec<(String, Dockerd)> = starting
             .into_iter()
@@ -218,6 +228,22 @@ impl Lab {
         extra: &[&str],
     ) -> String {
         let mut command = vec!["build", "--network=none"];
+        command.extend(extra);
+        command.extend(["-t", tag, context.to_str().unwrap()]);
+        self.wrap(builder, job, run, &command)
+    }
+
+    /// A wrapped `docker buildx build --network=none [extra] -t TAG CONTEXT`.
+    pub(crate) fn buildx(
+        &self,
+        builder: &str,
+        job: &Job,
+        run: &str,
+        context: &Path,
+        tag: &str,
+        extra: &[&str],
+    ) -> String {
+        let mut command = vec!["buildx", "build", "--network=none"];
         command.extend(extra);
         command.extend(["-t", tag, context.to_str().unwrap()]);
         self.wrap(builder, job, run, &command)
@@ -423,6 +449,19 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// Whether the plain-progress build output shows the step named `step` served from cache.
+fn step_cached(output: &str, step: &str) -> bool {
+    let vertices: Vec<&str> = output
+        .lines()
+        .filter(|l| l.starts_with('#') && l.contains(step))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(!vertices.is_empty(), "no step `{step}` in\n{output}");
+    vertices
+        .iter()
+        .any(|v| output.lines().any(|l| l.trim() == format!("{v} CACHED")))
+}
+
 /// The digest `docker push` printed.
 fn digest_in(output: &str) -> String {
     output
@@ -569,13 +608,91 @@ fn shared_mount_cache_across_projects() {
     );
 }
 
-/// Scenario 2: an outsider overwrites a trusted inline-cache ref from another builder; a
-/// release build imports it and pushes its own cache, which a third pipeline imports. Seeded
-/// by the outsider's digest, the trace finds both; the purge deletes the poisoned refs, prunes
-/// both builders and removes the local images, the trusted cache stays, and rebuilds are clean.
+/// Scenario 2 on Docker 20.10, with inline cache: an outsider overwrites a trusted cache ref
+/// from another builder; a release build imports it and pushes its own cache, which a third
+/// pipeline imports. Seeded by the outsider's digest, the trace finds both; the purge deletes
+/// the poisoned refs, prunes both builders and removes the local images, the trusted cache
+/// stays, and rebuilds are clean.
 #[test]
 fn poisoned_remote_cache() {
-    let Some(lab) = Lab::start(&["ci-main", "ci-release"], &["outsider"]) else {
+    poisoned_remote_cache_on(Engine::Docker20, CacheMode::Inline);
+}
+
+/// Scenario 2 on Docker 26, with registry caches (`--cache-to type=registry,mode=max`), which
+/// 20.10's docker driver cannot export.
+#[test]
+fn poisoned_remote_cache_registry_export() {
+    poisoned_remote_cache_on(Engine::Docker26, CacheMode::Registry);
+}
+
+/// How a scenario's builds publish their cache.
+#[derive(Clone, Copy)]
+enum CacheMode {
+    /// `docker build --build-arg BUILDKIT_INLINE_CACHE=1`, then `docker push`: the image is
+    /// the cache.
+    Inline,
+    /// `docker buildx build --cache-to type=registry,ref=CACHE,mode=max`: the cache is an
+    /// index of its own, and the image stays on the builder.
+    Registry,
+}
+
+/// One project's names: the image it builds and the registry ref of its cache.
+struct Project {
+    image: String,
+    cache: String,
+}
+
+impl Lab {
+    /// Builds `context` as `project` publishing its cache the `mode` way, importing
+    /// `cache_from` if given; returns the digest of the published cache.
+    fn publish(
+        &self,
+        mode: CacheMode,
+        builder: &str,
+        job: &Job,
+        run: &str,
+        context: &Path,
+        project: &Project,
+        cache_from: Option<&str>,
+        extra: &[&str],
+    ) -> String {
+        let (repository, tag) = repository_tag(&self.host(), &project.cache);
+        match mode {
+            CacheMode::Inline => {
+                let mut args = vec!["--build-arg", "BUILDKIT_INLINE_CACHE=1"];
+                if let Some(from) = cache_from {
+                    args.extend(["--cache-from", from]);
+                }
+                args.extend(extra);
+                self.build(builder, job, run, context, &project.cache, &args);
+                self.push(builder, job, run, &project.cache)
+            }
+            CacheMode::Registry => {
+                let to = format!("type=registry,ref={},mode=max", project.cache);
+                let from = cache_from.map(|f| format!("type=registry,ref={f}"));
+                let mut args = vec!["--cache-to", to.as_str()];
+                if let Some(from) = &from {
+                    args.extend(["--cache-from", from.as_str()]);
+                }
+                args.extend(extra);
+                self.buildx(builder, job, run, context, &project.image, &args);
+                self.registry.any_manifest_digest(&repository, &tag)
+            }
+        }
+    }
+}
+
+/// `app` and `cache` of `HOST/app:cache`.
+fn repository_tag(host: &str, reference: &str) -> (String, String) {
+    let path = reference
+        .strip_prefix(&format!("{host}/"))
+        .unwrap_or_else(|| panic!("{reference} is not on {host}"));
+    let (repository, tag) = path.split_once(':').unwrap();
+    (repository.to_owned(), tag.to_owned())
+}
+
+fn poisoned_remote_cache_on(engine: Engine, mode: CacheMode) {
+    let Some(lab) = Lab::start_on(engine, &["ci-main", "ci-release"], &["outsider"]) else {
         return;
     };
     const APP: Job = Job {
@@ -591,8 +708,23 @@ fn poisoned_remote_cache() {
         trust: "internal",
     };
     let host = lab.host();
-    let cache_ref = format!("{host}/app:cache");
-    let inline = ["--build-arg", "BUILDKIT_INLINE_CACHE=1"];
+    let project = |name: &str| match mode {
+        CacheMode::Inline => Project {
+            image: format!("{host}/{name}:cache"),
+            cache: format!("{host}/{name}:cache"),
+        },
+        CacheMode::Registry => Project {
+            image: format!("{host}/{name}:1"),
+            cache: format!("{host}/{name}:cache"),
+        },
+    };
+    let app_project = project("app");
+    let release_project = project("release");
+    let downstream_project = Project {
+        image: format!("{host}/downstream:1"),
+        cache: format!("{host}/downstream:cache"),
+    };
+    let cache_ref = app_project.cache.clone();
 
     let app = lab.checkout(
         "pip-app",
@@ -600,12 +732,11 @@ fn poisoned_remote_cache() {
         "",
         &[("requirements.txt", "flask-2.0.1\n")],
     );
-    lab.build("ci-main", &APP, "1", &app, &cache_ref, &inline);
-    let trusted = lab.push("ci-main", &APP, "1", &cache_ref);
+    let trusted = lab.publish(mode, "ci-main", &APP, "1", &app, &app_project, None, &[]);
     let trusted_records = lab.layers("app/1", "created");
 
     // The outsider builds the next commit with a planted pip cache on a builder nobody
-    // records, and pushes it with inline cache over the trusted ref.
+    // records, and publishes its cache over the trusted ref.
     let outsider = lab.dockerd("outsider");
     let plant = lab.checkout("pip-plant", "outsider-plant", "", &[]);
     outsider.build(&plant, "plant:1", &[]);
@@ -615,8 +746,31 @@ fn poisoned_remote_cache() {
         "",
         &[("requirements.txt", "flask-2.0.2\n")],
     );
-    outsider.build(&next, &cache_ref, &inline);
-    let evil = digest_in(&outsider.run(["push", &cache_ref]));
+    let evil = match mode {
+        CacheMode::Inline => {
+            outsider.build(
+                &next,
+                &cache_ref,
+                &["--build-arg", "BUILDKIT_INLINE_CACHE=1"],
+            );
+            digest_in(&outsider.run(["push", &cache_ref]))
+        }
+        CacheMode::Registry => {
+            let to = format!("type=registry,ref={cache_ref},mode=max");
+            let mut command = outsider.docker(["buildx", "build", "--network=none"]);
+            command
+                .args(["--cache-to", &to, "-t", "outsider:1"])
+                .arg(&next);
+            let out = command.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            lab.registry.any_manifest_digest("app", "cache")
+        }
+    };
+    assert_ne!(evil, trusted);
 
     let release = lab.checkout(
         "pip-app",
@@ -624,26 +778,19 @@ fn poisoned_remote_cache() {
         "",
         &[("requirements.txt", "flask-2.0.2\n")],
     );
-    let release_ref = format!("{host}/release:cache");
-    let release_args = [
-        "--cache-from",
-        &cache_ref,
-        "--build-arg",
-        "BUILDKIT_INLINE_CACHE=1",
-        "--label",
-        "org.opencontainers.image.title=release",
-    ];
-    lab.build(
+    let label = ["--label", "org.opencontainers.image.title=release"];
+    let poisoned = lab.publish(
+        mode,
         "ci-release",
         &RELEASE,
         "1",
         &release,
-        &release_ref,
-        &release_args,
+        &release_project,
+        Some(&cache_ref),
+        &label,
     );
-    let poisoned = lab.push("ci-release", &RELEASE, "1", &release_ref);
     assert_eq!(
-        lab.files("ci-release", &release_ref, "/app/site"),
+        lab.files("ci-release", &release_project.image, "/app/site"),
         set(&["flask-2.0.2.whl", PLANTED])
     );
     let downstream = lab.checkout(
@@ -652,18 +799,30 @@ fn poisoned_remote_cache() {
         "RUN ls /app/site > /app/contents\n",
         &[("requirements.txt", "flask-2.0.2\n")],
     );
-    let downstream_ref = format!("{host}/downstream:1");
-    let downstream_args = ["--cache-from", &release_ref];
-    lab.build(
-        "ci-main",
-        &DOWNSTREAM,
-        "1",
-        &downstream,
-        &downstream_ref,
-        &downstream_args,
-    );
+    let build_downstream = |run: &str| match mode {
+        CacheMode::Inline => lab.build(
+            "ci-main",
+            &DOWNSTREAM,
+            run,
+            &downstream,
+            &downstream_project.image,
+            &["--cache-from", &release_project.cache],
+        ),
+        CacheMode::Registry => lab.buildx(
+            "ci-main",
+            &DOWNSTREAM,
+            run,
+            &downstream,
+            &downstream_project.image,
+            &[
+                "--cache-from",
+                &format!("type=registry,ref={}", release_project.cache),
+            ],
+        ),
+    };
+    build_downstream("1");
     assert!(
-        lab.files("ci-main", &downstream_ref, "/app/site")
+        lab.files("ci-main", &downstream_project.image, "/app/site")
             .contains(PLANTED)
     );
 
@@ -713,37 +872,31 @@ fn poisoned_remote_cache() {
         trusted_records.is_subset(&main_records),
         "the trusted build's records were pruned"
     );
-    assert!(!lab.has_image("ci-release", &release_ref));
-    assert!(!lab.has_image("ci-main", &downstream_ref));
+    assert!(!lab.has_image("ci-release", &release_project.image));
+    assert!(!lab.has_image("ci-main", &downstream_project.image));
     assert!(
-        lab.has_image("ci-main", &cache_ref),
-        "the trusted local cache image was removed"
+        lab.has_image("ci-main", &app_project.image),
+        "the trusted local image was removed"
     );
 
     // Proof: the same jobs, with the same flags, build clean images.
-    lab.build(
+    lab.publish(
+        mode,
         "ci-release",
         &RELEASE,
         "2",
         &release,
-        &release_ref,
-        &release_args,
+        &release_project,
+        Some(&cache_ref),
+        &label,
     );
-    lab.push("ci-release", &RELEASE, "2", &release_ref);
     assert_eq!(
-        lab.files("ci-release", &release_ref, "/app/site"),
+        lab.files("ci-release", &release_project.image, "/app/site"),
         set(&["flask-2.0.2.whl"])
     );
-    lab.build(
-        "ci-main",
-        &DOWNSTREAM,
-        "2",
-        &downstream,
-        &downstream_ref,
-        &downstream_args,
-    );
+    build_downstream("2");
     assert!(
-        !lab.files("ci-main", &downstream_ref, "/app/site")
+        !lab.files("ci-main", &downstream_project.image, "/app/site")
             .contains(PLANTED)
     );
     assert_eq!(lab.tainted_runs(&seed), set(&["release/1", "downstream/1"]));
@@ -1026,4 +1179,145 @@ fn time_matters() {
         set(&["flask-2.0.1.whl"])
     );
     assert_eq!(lab.tainted_runs(&seed), set(&["fork-pr/1", "webapp/2"]));
+}
+
+/// Scenario 6, on Docker 26: an untrusted pipeline exports a registry cache (`--cache-to
+/// type=registry,mode=max`) built on a poisoned pip cache and a trusted pipeline on another
+/// builder imports it. The trace from the exporter reaches the importer, the purge deletes the
+/// cache index from the registry, `incident verify` is clean, and the importer's rebuild runs
+/// the poisoned step again and is clean.
+#[test]
+fn poisoned_registry_cache_export() {
+    let Some(lab) = Lab::start_on(Engine::Docker26, &["ci-fork", "ci-release"], &[]) else {
+        return;
+    };
+    const RELEASE: Job = Job {
+        pipeline: "release",
+        trust: "release",
+    };
+    let host = lab.host();
+    let cache_ref = format!("{host}/app:cache");
+    let to = format!("type=registry,ref={cache_ref},mode=max");
+    let from = format!("type=registry,ref={cache_ref}");
+    let requirements = [("requirements.txt", "flask-2.0.1\n")];
+
+    let plant = lab.checkout("pip-plant", "fork-plant", "", &[]);
+    lab.buildx(
+        "ci-fork",
+        &FORK,
+        "1",
+        &plant,
+        &format!("{host}/plant:1"),
+        &[],
+    );
+    let fork = lab.checkout("pip-app", "fork", "", &requirements);
+    lab.buildx(
+        "ci-fork",
+        &FORK,
+        "1",
+        &fork,
+        &format!("{host}/fork:1"),
+        &["--cache-to", &to],
+    );
+    let exported = lab.registry.any_manifest_digest("app", "cache");
+    let index = lab
+        .registry
+        .request(
+            Request::new("GET", &format!("/v2/app/manifests/{exported}"))
+                .header("Accept", "application/vnd.oci.image.index.v1+json"),
+        )
+        .json();
+    // A registry cache export: an index of the layer blobs and the cache config. Deleting the
+    // index removes the export; the blobs stay until `registry garbage-collect`.
+    let entries: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the cache export is an index: {index}"))
+        .iter()
+        .map(|m| m["mediaType"].as_str().unwrap())
+        .collect();
+    assert!(
+        entries.contains(&"application/vnd.buildkit.cacheconfig.v0"),
+        "{index}"
+    );
+
+    let release = lab.checkout("pip-app", "release", "", &requirements);
+    let release_args = ["--cache-from", from.as_str()];
+    let release_ref = |run: &str| format!("{host}/release:{run}");
+    let first = lab.buildx(
+        "ci-release",
+        &RELEASE,
+        "1",
+        &release,
+        &release_ref("1"),
+        &release_args,
+    );
+    assert!(
+        step_cached(&first, "RUN --mount"),
+        "the importer did not hit the exported cache:\n{first}"
+    );
+    assert_eq!(
+        lab.files("ci-release", &release_ref("1"), "/app/site"),
+        set(&["flask-2.0.1.whl", PLANTED]),
+        "the attack did not reach the importer"
+    );
+    let victim = lab
+        .runs()
+        .into_iter()
+        .find(|r| run_name(r) == "release/1")
+        .unwrap();
+    assert_eq!(
+        victim["imported"],
+        serde_json::json!([format!("{cache_ref}@{exported}")]),
+        "the import is recorded by the digest BuildKit resolved: {victim}"
+    );
+
+    let seed = ["--pipeline", "fork-pr"];
+    assert_eq!(lab.tainted_runs(&seed), set(&["fork-pr/1", "release/1"]));
+    let trace = lab.trace(&seed);
+    let reached = trace["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pipeline"] == "release")
+        .cloned()
+        .unwrap_or_else(|| panic!("the importer is traced: {trace:#}"));
+    assert_eq!(reached["via"]["kind"], "imported-digest", "{reached}");
+
+    let id = lab.open(&seed);
+    lab.purge(&id);
+    assert!(
+        !lab.exists("app", &exported),
+        "the poisoned cache export survived"
+    );
+    assert!(
+        lab.registry.tags("app").is_empty(),
+        "{:?}",
+        lab.registry.tags("app")
+    );
+    assert!(!lab.has_image("ci-release", &release_ref("1")));
+    let verified = lab.cw().args(["incident", "verify", &id]).output().unwrap();
+    assert!(
+        verified.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
+
+    // Proof: the same job, with the same flags, misses the cache and builds a clean image.
+    let again = lab.buildx(
+        "ci-release",
+        &RELEASE,
+        "2",
+        &release,
+        &release_ref("2"),
+        &release_args,
+    );
+    assert!(
+        !step_cached(&again, "RUN --mount"),
+        "the rebuild was served the poisoned step from cache:\n{again}"
+    );
+    assert_eq!(
+        lab.files("ci-release", &release_ref("2"), "/app/site"),
+        set(&["flask-2.0.1.whl"])
+    );
 }
