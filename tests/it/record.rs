@@ -2,7 +2,8 @@
 
 use crate::common::{Env, ok, output};
 use crate::harness::oci::Pusher;
-use crate::harness::{self, Dockerd};
+use crate::harness::{self, Dockerd, Engine};
+use crate::on_both_engines;
 
 /// Tags given to `record --resolve` are pinned to the digests the registry serves now; an
 /// unknown tag is an error naming the reference and nothing is written.
@@ -62,12 +63,11 @@ fn resolve_pins_tags_to_digests() {
 
 /// Two builds at once on one builder: both are recorded with record-level evidence, and both
 /// say their snapshots overlapped.
-#[test]
-fn overlapping_builds_are_flagged() {
-    if !harness::require_dockerd() {
+fn overlapping_builds_are_flagged(engine: Engine) {
+    if !harness::require_engine(engine) {
         return;
     }
-    let dockerd = Dockerd::start();
+    let dockerd = Dockerd::start_engine(engine);
     let env = Env::new();
     dockerd.import_busybox("base:1");
     let config = env.write(
@@ -123,3 +123,5 @@ fn overlapping_builds_are_flagged() {
         assert_eq!(run["records"]["overlapped"], true, "{run}");
     }
 }
+
+on_both_engines!(overlapping_builds_are_flagged);
