@@ -269,6 +269,16 @@ impl Engine {
         format!("{}.{}", v.major_version, v.minor_version)
     }
 
+    /// The Docker Engine's version (`26.1.5`, `20.10.24+dfsg1`).
+    pub async fn server_version(&self) -> Result<String, RemoteError> {
+        let version = self
+            .docker
+            .version()
+            .await
+            .map_err(|err| self.error("cannot read the version", &err))?;
+        Ok(version.version.unwrap_or_default())
+    }
+
     /// The endpoint as it may be shown.
     pub fn endpoint(&self) -> &str {
         &self.shown

@@ -316,6 +316,11 @@ async fn workers_and_engine_views_agree(version: harness::Engine) {
     let workers = client.list_workers().await.unwrap();
     eprintln!("workers: {workers:#?}");
     assert_eq!(workers.len(), 1, "{workers:#?}");
+    eprintln!(
+        "VERSION {:?} {:?}",
+        workers[0].buildkit_version,
+        client.buildkit_version().await
+    );
     assert!(
         workers[0].platforms.iter().any(|p| p.starts_with("linux/")),
         "{workers:#?}"

@@ -1349,3 +1349,68 @@ fn poisoned_registry_cache_export() {
         set(&["flask-2.0.1.whl"])
     );
 }
+
+/// Two mount ids at one target path: an untrusted project poisons mount `a` at `/c`, a
+/// trusted one keeps its own mount `b` at `/c`. Docker 26 names each record's id, so the purge
+/// of `a` prunes exactly its records and leaves `b`'s; Docker 20.10 names only the target, so
+/// the purge refuses to guess, leaves both in place and says which records to check.
+fn mounts_sharing_a_target_are_told_apart(engine: Engine) {
+    let Some(lab) = Lab::start_on(engine, &["ci-1"], &[]) else {
+        return;
+    };
+    let b = "ci-1";
+    let write = |dir: &str, id: &str, text: &str| {
+        let to = lab.env.path().join("src").join(dir);
+        std::fs::create_dir_all(&to).unwrap();
+        std::fs::write(
+            to.join("Dockerfile"),
+            format!(
+                "FROM {}\nRUN --mount=type=cache,id={id},target=/c echo {text} > /c/{text} && ls /c > /seen\n",
+                lab.base
+            ),
+        )
+        .unwrap();
+        to
+    };
+    let fork = write("fork", "a", "planted");
+    lab.build(b, &FORK, "1", &fork, "fork-pr:1", &[]);
+    let planted = lab.mount_records(b, "/c");
+    let webapp = write("webapp", "b", "kept");
+    lab.build(b, &WEBAPP, "1", &webapp, "webapp:1", &[]);
+    let kept: BTreeSet<String> = lab
+        .mount_records(b, "/c")
+        .difference(&planted)
+        .cloned()
+        .collect();
+    assert!(
+        planted.len() == 1 && kept.len() == 1,
+        "{planted:?} {kept:?}"
+    );
+    let seed = ["--pipeline", "fork-pr"];
+    assert_eq!(lab.tainted_runs(&seed), set(&["fork-pr/1"]));
+
+    let id = lab.open(&seed);
+    let left = match engine {
+        Engine::Docker26 => {
+            lab.purge(&id);
+            ok(lab.cw().args(["incident", "verify", &id]));
+            kept.clone()
+        }
+        Engine::Docker20 => {
+            let out = lab
+                .cw()
+                .args(["incident", "purge", &id, "--execute", "--yes"])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(1), "{text}");
+            let report = ok(lab.cw().args(["incident", "report", &id]));
+            assert!(report.contains("also used by mount ids b"), "{report}");
+            planted.union(&kept).cloned().collect()
+        }
+    };
+    assert_eq!(lab.mount_records(b, "/c"), left);
+}
+
+on_both_engines!(mounts_sharing_a_target_are_told_apart);
