@@ -660,14 +660,12 @@ struct Project {
 }
 
 impl Lab {
-    /// Builds `context` as `project` publishing its cache the `mode` way, importing
-    /// `cache_from` if given; returns the digest of the published cache.
+    /// Builds `context` as `project` on `builder` for `job`'s `run`, publishing its cache the
+    /// `mode` way, importing `cache_from` if given; returns the digest of the published cache.
     fn publish(
         &self,
         mode: CacheMode,
-        builder: &str,
-        job: &Job,
-        run: &str,
+        (builder, job, run): (&str, &Job, &str),
         context: &Path,
         project: &Project,
         cache_from: Option<&str>,
@@ -749,7 +747,7 @@ fn poisoned_remote_cache_on(engine: Engine, mode: CacheMode) {
         "",
         &[("requirements.txt", "flask-2.0.1\n")],
     );
-    let trusted = lab.publish(mode, "ci-main", &APP, "1", &app, &app_project, None, &[]);
+    let trusted = lab.publish(mode, ("ci-main", &APP, "1"), &app, &app_project, None, &[]);
     let trusted_records = lab.layers("app/1", "created");
 
     // The outsider builds the next commit with a planted pip cache on a builder nobody
@@ -798,9 +796,7 @@ fn poisoned_remote_cache_on(engine: Engine, mode: CacheMode) {
     let label = ["--label", "org.opencontainers.image.title=release"];
     let poisoned = lab.publish(
         mode,
-        "ci-release",
-        &RELEASE,
-        "1",
+        ("ci-release", &RELEASE, "1"),
         &release,
         &release_project,
         Some(&cache_ref),
@@ -899,9 +895,7 @@ fn poisoned_remote_cache_on(engine: Engine, mode: CacheMode) {
     // Proof: the same jobs, with the same flags, build clean images.
     lab.publish(
         mode,
-        "ci-release",
-        &RELEASE,
-        "2",
+        ("ci-release", &RELEASE, "2"),
         &release,
         &release_project,
         Some(&cache_ref),
