@@ -72,10 +72,13 @@ pub enum Unknown {
 ///
 /// Only `regular` records do. Cache-mount records (`exec.cachemount`) are covered by the mount
 /// rule; `source.local` snapshots of the build context are re-synced by every build; base
-/// image layers (`pulled from ...`, or `from local ` on Docker 20.10 for an image the daemon
-/// already holds) are content-addressed and covered by the base-image digest rule.
+/// image layers (`pulled from ...`; for an image the daemon already holds, `from local ` on
+/// Docker 20.10 and no description at all on the containerd image store of Docker 26) are
+/// content-addressed and covered by the base-image digest rule. Every record a Dockerfile step
+/// makes is described (`mount / from exec ...`, `[stage 2/3] COPY ...`).
 pub fn record_carries_taint(record: &RecordInfo) -> bool {
     record.record_type == "regular"
+        && !record.description.is_empty()
         && !record.description.starts_with("pulled from")
         && !record.description.starts_with("from local")
 }

@@ -1,6 +1,6 @@
-//! A cache mount on a builder: its records are found by the mount id BuildKit writes into
-//! their descriptions (or by target path on Docker 20.10), listed file by file as evidence,
-//! pruned by id, and verified gone from the builder's records.
+//! A cache mount on a builder: its records are found by the mount id BuildKit v0.12 and later
+//! write at the end of their descriptions (by target path on Docker 20.10), listed file by
+//! file as evidence, pruned by id, and verified gone from the builder's records.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
@@ -70,8 +70,16 @@ impl TargetKind for Mount {
         Box::pin(async move {
             let m = fields(target);
             let records = cx.disk_usage(m.builder, m.endpoint, m.driver).await?;
-            let (ids, note) =
-                select_mount_records(&records, m.mount_id, m.targets, m.shares_target_with);
+            let describes_ids = cx
+                .describes_mount_ids(m.builder, m.endpoint, m.driver)
+                .await?;
+            let (ids, note) = select_mount_records(
+                &records,
+                m.mount_id,
+                m.targets,
+                m.shares_target_with,
+                describes_ids,
+            );
             Ok(format!(
                 "{} to prune{}",
                 count(ids.len(), "record", "records"),
@@ -88,6 +96,11 @@ impl TargetKind for Mount {
     ) -> BoxFuture<'a, Result<(), RemoteError>> {
         Box::pin(async move {
             let m = fields(target);
+            // Unknown, the target path decides: more records are saved, never fewer.
+            let describes_ids = cx
+                .describes_mount_ids(m.builder, m.endpoint, m.driver)
+                .await
+                .unwrap_or(false);
             let records = save_records(
                 opts,
                 cx,
@@ -95,7 +108,14 @@ impl TargetKind for Mount {
                 m.endpoint,
                 m.driver,
                 |records| {
-                    select_mount_records(records, m.mount_id, m.targets, m.shares_target_with).0
+                    select_mount_records(
+                        records,
+                        m.mount_id,
+                        m.targets,
+                        m.shares_target_with,
+                        describes_ids,
+                    )
+                    .0
                 },
                 &format!("mount-{}", sanitize(m.mount_id)),
             )
@@ -116,14 +136,17 @@ impl TargetKind for Mount {
         Box::pin(async move {
             let m = fields(target);
             let (endpoint, driver) = require_endpoint(&cx.config, m.builder, m.endpoint, m.driver)?;
+            let describes_ids = cx
+                .describes_mount_ids(m.builder, m.endpoint, m.driver)
+                .await?;
             let outcome = prune_mount(
                 cx,
                 m.builder,
                 &endpoint,
                 driver,
                 m.mount_id,
-                m.targets,
-                m.shares_target_with,
+                (m.targets, m.shares_target_with),
+                describes_ids,
             )
             .await?;
             Ok(Executed::Done {
@@ -151,25 +174,49 @@ impl TargetKind for Mount {
                 last_purge(&inputs.purges, m.builder, Some(m.mount_id)),
                 inputs.tainted_runs.get(m.builder).copied(),
             );
+            let describes_ids = match cx
+                .describes_mount_ids(m.builder, m.endpoint, m.driver)
+                .await
+            {
+                Ok(describes_ids) => describes_ids,
+                Err(err) => {
+                    return Verdict::Unverified {
+                        detail: format!("cannot tell how `{}` names mounts: {err}", m.builder),
+                    };
+                }
+            };
             match cx.listing(m.builder, m.endpoint, m.driver).await {
                 Err(detail) => Verdict::Unverified { detail },
-                Ok(records) => mount_verdict(&records, rows, m.builder, m.mount_id, cutoff),
+                Ok(records) => {
+                    let mount = (m.mount_id, describes_ids);
+                    mount_verdict(&records, rows, m.builder, mount, cutoff)
+                }
             }
         })
     }
 }
 
-/// Whether a cache-mount record belongs to `mount_id`: by the id newer engines write into the
-/// description, else by the target path Docker 20.10 writes.
-pub fn mount_record_matches(description: &str, mount_id: &str, targets: &[String]) -> MountMatch {
-    if let Some(start) = description.find(" with id \"") {
-        let id = description[start + 10..].trim_end_matches('"');
-        let id = crate::model::normalize_mount_id(id, "", true);
-        return if id == mount_id {
-            MountMatch::ById
-        } else {
-            MountMatch::No
-        };
+/// Whether a cache-mount record belongs to `mount_id`. A builder that `describes_ids` (BuildKit
+/// v0.12 and later) ends each description with the mount's LLB id (` with id "/pip"`, the
+/// Dockerfile id behind the frontend's namespace `/`): only that end counts, since the command
+/// before it is the build's own text and may hold the same words. Docker 20.10 writes no id:
+/// there, and for a record without one, the target path decides.
+pub fn mount_record_matches(
+    description: &str,
+    mount_id: &str,
+    targets: &[String],
+    describes_ids: bool,
+) -> MountMatch {
+    if describes_ids {
+        let ends_with_id = |llb: &str| description.ends_with(&format!(" with id \"{llb}\""));
+        if ends_with_id(&format!("/{mount_id}"))
+            || (!mount_id.starts_with('/') && ends_with_id(mount_id))
+        {
+            return MountMatch::ById;
+        }
+        if description.ends_with('"') && description.contains(" with id \"") {
+            return MountMatch::No;
+        }
     }
     let Some(rest) = description.strip_prefix("cached mount ") else {
         return MountMatch::No;
@@ -195,6 +242,7 @@ pub fn select_mount_records(
     mount_id: &str,
     targets: &[String],
     shares_target_with: &[String],
+    describes_ids: bool,
 ) -> (Vec<String>, Option<String>) {
     let mut ids = Vec::new();
     let mut ambiguous = Vec::new();
@@ -202,7 +250,7 @@ pub fn select_mount_records(
         .iter()
         .filter(|r| r.record_type == "exec.cachemount")
     {
-        match mount_record_matches(&r.description, mount_id, targets) {
+        match mount_record_matches(&r.description, mount_id, targets, describes_ids) {
             MountMatch::ById => ids.push(r.id.clone()),
             MountMatch::ByTarget if shares_target_with.is_empty() => ids.push(r.id.clone()),
             MountMatch::ByTarget => ambiguous.push(r.id.clone()),
@@ -225,14 +273,20 @@ async fn prune_mount(
     endpoint: &str,
     driver: Driver,
     mount_id: &str,
-    targets: &[String],
-    shares_target_with: &[String],
+    (targets, shares_target_with): (&[String], &[String]),
+    describes_ids: bool,
 ) -> Result<Outcome, RemoteError> {
     let slot = cx.builder(builder).await;
     let mut slot = slot.lock().await;
     let client = connected(&mut slot, endpoint, driver).await?;
     let records = client.disk_usage().await?;
-    let (ids, ambiguity) = select_mount_records(&records, mount_id, targets, shares_target_with);
+    let (ids, ambiguity) = select_mount_records(
+        &records,
+        mount_id,
+        targets,
+        shares_target_with,
+        describes_ids,
+    );
     let pruned = client.prune_ids(&ids).await?;
     let after = client.disk_usage().await?;
     let survivors: Vec<&str> = after
@@ -420,7 +474,7 @@ fn mount_verdict(
     records: &[CacheRecord],
     rows: &[ActionRow],
     builder: &str,
-    mount_id: &str,
+    (mount_id, describes_ids): (&str, bool),
     cutoff: Option<Micros>,
 ) -> Verdict {
     let mut left: Vec<&str> = Vec::new();
@@ -434,9 +488,15 @@ fn mount_verdict(
         else {
             continue;
         };
-        let (ids, note) = select_mount_records(records, mount_id, targets, shares_target_with);
+        let (ids, note) = select_mount_records(
+            records,
+            mount_id,
+            targets,
+            shares_target_with,
+            describes_ids,
+        );
         let ambiguous: Vec<String> = if note.is_some() {
-            select_mount_records(records, mount_id, targets, &[]).0
+            select_mount_records(records, mount_id, targets, &[], describes_ids).0
         } else {
             Vec::new()
         };
@@ -480,6 +540,43 @@ mod tests {
             digest: digest.into(),
             key: key.into(),
         }
+    }
+
+    /// A record's mount id is the one its description ends with, whatever the command before
+    /// it says; a builder that writes no ids is matched by target, even when a command imitates
+    /// an id; two ids sharing a target are told apart where ids are written.
+    #[test]
+    fn a_command_cannot_move_a_record_to_another_mount() {
+        let c = ["/c".to_owned()];
+        let pip = ["/root/.cache/pip".to_owned()];
+        let forged = r#"cached mount /c from exec /bin/sh -c echo with id "x with id "/pip""#;
+        assert_eq!(
+            mount_record_matches(forged, "pip", &c, true),
+            MountMatch::ById
+        );
+        assert_eq!(mount_record_matches(forged, "x", &c, true), MountMatch::No);
+        let claims = r#"cached mount /c from exec /bin/sh -c echo with id "/other""#;
+        assert_eq!(
+            mount_record_matches(claims, "pip", &c, false),
+            MountMatch::ByTarget
+        );
+        let other = r#"cached mount /c from exec /bin/sh -c true with id "/b""#;
+        assert_eq!(mount_record_matches(other, "a", &c, true), MountMatch::No);
+        assert_eq!(mount_record_matches(other, "b", &c, true), MountMatch::ById);
+        let default = r#"cached mount /root/.cache/pip from exec /bin/sh -c true with id "//root/.cache/pip""#;
+        assert_eq!(
+            mount_record_matches(default, "/root/.cache/pip", &pip, true),
+            MountMatch::ById
+        );
+        assert_eq!(
+            mount_record_matches(default, "root/.cache/pip", &pip, true),
+            MountMatch::No
+        );
+        let old = "cached mount /c from exec /bin/sh -c true";
+        assert_eq!(
+            mount_record_matches(old, "a", &c, true),
+            MountMatch::ByTarget
+        );
     }
 
     /// The listing build runs in a base image with the mount attached: one the incident holds

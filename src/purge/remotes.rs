@@ -12,6 +12,7 @@ use crate::error::RemoteError;
 use crate::model::{Driver, ManifestFacts};
 use crate::remote::buildkit::{BuildkitClient, CacheRecord};
 use crate::remote::endpoint::require_endpoint;
+use crate::remote::engine::Engine;
 use crate::remote::registry::RegistryClient;
 
 /// A builder's BuildKit connection, made on first use; a failed attempt is tried again.
@@ -23,6 +24,7 @@ pub struct Remotes {
     registries: tokio::sync::Mutex<HashMap<String, Result<Arc<RegistryClient>, RemoteError>>>,
     builders: tokio::sync::Mutex<HashMap<String, BuilderSlot>>,
     listings: tokio::sync::Mutex<HashMap<String, Listing>>,
+    mount_ids: tokio::sync::Mutex<HashMap<String, bool>>,
     /// What the store knew about the manifests when the command started: what a digest is
     /// never changes, so these spare asking the registry, and name an index's children after
     /// the index is gone.
@@ -41,6 +43,7 @@ impl Remotes {
             registries: Default::default(),
             builders: Default::default(),
             listings: Default::default(),
+            mount_ids: Default::default(),
             known,
             learned: Mutex::new(Vec::new()),
         }
@@ -80,6 +83,39 @@ impl Remotes {
             .await?
             .disk_usage()
             .await
+    }
+
+    /// Whether the builder's BuildKit ends each cache-mount record's description with the
+    /// mount's id (` with id "/pip"`): BuildKit v0.12 and later, so Docker Engine 25 and later.
+    /// Asked once per builder. Docker's embedded BuildKit reports no usable version, so the
+    /// Engine's own version decides for the docker driver.
+    pub async fn describes_mount_ids(
+        &self,
+        builder: &str,
+        endpoint: Option<&str>,
+        driver: Option<Driver>,
+    ) -> Result<bool, RemoteError> {
+        if let Some(known) = self.mount_ids.lock().await.get(builder) {
+            return Ok(*known);
+        }
+        let (endpoint, driver) = require_endpoint(&self.config, builder, endpoint, driver)?;
+        let describes = if driver == Driver::Docker {
+            let engine = Engine::connect(&endpoint).await?;
+            version_at_least(&engine.server_version().await?, 25, 0)
+        } else {
+            let slot = self.builder(builder).await;
+            let mut slot = slot.lock().await;
+            let version = connected(&mut slot, &endpoint, driver)
+                .await?
+                .buildkit_version()
+                .await?;
+            version.is_some_and(|v| version_at_least(&v, 0, 12))
+        };
+        self.mount_ids
+            .lock()
+            .await
+            .insert(builder.to_owned(), describes);
+        Ok(describes)
     }
 
     /// The builder's records, listed once per builder for the whole command.
@@ -131,4 +167,36 @@ pub async fn connected<'a>(
         *slot = Some(BuildkitClient::connect(endpoint, driver).await?);
     }
     Ok(slot.as_mut().expect("just connected"))
+}
+
+/// Whether a version (`26.1.5+dfsg1`, `v0.13.2`) is at least `major.minor`; an unreadable one
+/// is not.
+fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '+', '-'])
+        .map(|p| p.parse::<u64>());
+    match (parts.next(), parts.next()) {
+        (Some(Ok(a)), Some(Ok(b))) => (a, b) >= (major, minor),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_at_least;
+
+    /// Engine and BuildKit versions as they are reported are compared by major and minor;
+    /// moby's unversioned BuildKit (`v0.0.0+unknown`) and garbage are not new enough.
+    #[test]
+    fn versions_compare_by_major_and_minor() {
+        assert!(version_at_least("26.1.5+dfsg1", 25, 0));
+        assert!(version_at_least("25.0.0", 25, 0));
+        assert!(!version_at_least("20.10.24+dfsg1", 25, 0));
+        assert!(version_at_least("v0.13.2", 0, 12));
+        assert!(!version_at_least("v0.11.6", 0, 12));
+        assert!(!version_at_least("v0.0.0+unknown", 0, 12));
+        assert!(!version_at_least("", 0, 12));
+        assert!(!version_at_least("latest", 25, 0));
+    }
 }

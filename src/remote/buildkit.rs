@@ -10,8 +10,8 @@ use std::time::Duration;
 pub use bollard::moby::buildkit::v1::BuildHistoryRecord;
 use bollard::moby::buildkit::v1::control_client::ControlClient;
 use bollard::moby::buildkit::v1::{
-    BuildHistoryEventType, BuildHistoryRequest, DiskUsageRequest, ListWorkersRequest, PruneRequest,
-    UsageRecord,
+    BuildHistoryEventType, BuildHistoryRequest, DiskUsageRequest, InfoRequest, ListWorkersRequest,
+    PruneRequest, UsageRecord,
 };
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
@@ -255,6 +255,20 @@ impl BuildkitClient {
                     .filter(|v| !v.is_empty()),
             })
             .collect())
+    }
+
+    /// The version the builder's BuildKit reports (`v0.13.2`); `None` when it reports none,
+    /// as Docker 20.10's BuildKit v0.8, which predates the `Info` call, does not.
+    pub async fn buildkit_version(&mut self) -> Result<Option<String>, RemoteError> {
+        match self.control.info(InfoRequest::default()).await {
+            Ok(response) => Ok(response
+                .into_inner()
+                .buildkit_version
+                .map(|v| v.version)
+                .filter(|v| !v.is_empty())),
+            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
+            Err(status) => Err(self.error("Info", &status)),
+        }
     }
 
     fn error(&self, call: &str, status: &tonic::Status) -> RemoteError {

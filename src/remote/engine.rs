@@ -269,6 +269,16 @@ impl Engine {
         format!("{}.{}", v.major_version, v.minor_version)
     }
 
+    /// The Docker Engine's version (`26.1.5`, `20.10.24+dfsg1`).
+    pub async fn server_version(&self) -> Result<String, RemoteError> {
+        let version = self
+            .docker
+            .version()
+            .await
+            .map_err(|err| self.error("cannot read the version", &err))?;
+        Ok(version.version.unwrap_or_default())
+    }
+
     /// The endpoint as it may be shown.
     pub fn endpoint(&self) -> &str {
         &self.shown
@@ -397,7 +407,9 @@ struct DfBuildCache {
     id: String,
     #[serde(default)]
     parent: Option<String>,
-    #[serde(default)]
+    /// Docker 25 and 26 spell the key `" Parents"`, with a leading space (a typo in their API
+    /// types), and leave `Parent` empty.
+    #[serde(default, alias = " Parents")]
     parents: Option<Vec<String>>,
     #[serde(default, rename = "Type")]
     record_type: String,
@@ -516,5 +528,15 @@ mod tests {
         assert_eq!(records[0].usage_count, 2);
         assert_eq!(records[0].created_at, Some(1_767_323_045_500_000));
         assert_eq!(records[0].last_used_at, None);
+    }
+
+    /// Docker 26 names a record's parents under `" Parents"`: they are not lost.
+    #[test]
+    fn reads_the_parents_docker_26_spells_with_a_space() {
+        let json = r#"{"BuildCache":[{"ID":"abc"," Parents":["p1","p2"],"Type":"regular",
+            "Description":"mount / from exec /bin/sh -c true","UsageCount":1}]}"#;
+        let df: SystemDf = serde_json::from_str(json).unwrap();
+        let record = df.build_cache.unwrap().remove(0).into_record();
+        assert_eq!(record.parents, ["p1", "p2"]);
     }
 }

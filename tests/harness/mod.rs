@@ -72,6 +72,14 @@ pub fn require_docker26() -> bool {
     )
 }
 
+/// Checks that a private dockerd of `engine` can run; see [`require_dockerd`].
+pub fn require_engine(engine: Engine) -> bool {
+    match engine {
+        Engine::Docker20 => require_dockerd(),
+        Engine::Docker26 => require_docker26(),
+    }
+}
+
 /// Checks that the registry tests can run, with basic or token auth too; see
 /// [`require_dockerd`].
 pub fn require_registry() -> bool {

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use super::http::{Request, base64};
-use super::{Dockerd, Registry, RegistryOpts, require_dockerd, require_or_skip, require_registry};
+use super::{
+    Dockerd, Engine, Registry, RegistryOpts, require_engine, require_or_skip, require_registry,
+};
+use crate::on_both_engines;
 
 #[test]
 fn base64_matches_the_standard_alphabet_and_padding() {
@@ -16,14 +19,14 @@ fn base64_matches_the_standard_alphabet_and_padding() {
     assert_eq!(base64(b"user:p@ss"), "dXNlcjpwQHNz");
 }
 
-#[test]
-fn registry_serves_a_pushed_image_and_survives_a_restart() {
-    if !require_dockerd() || !require_registry() {
+/// A registry serves what a dockerd pushes, and keeps it across a restart.
+fn registry_serves_a_pushed_image_and_survives_a_restart(engine: Engine) {
+    if !require_engine(engine) || !require_registry() {
         return;
     }
     let mut registry = Registry::start(RegistryOpts::default());
     assert_eq!(registry.get("/v2/").status, 200);
-    let dockerd = Dockerd::start();
+    let dockerd = Dockerd::start_engine(engine);
     dockerd.import_busybox("bb:latest");
     let reference = format!("{}/cw/bb:1", registry.host());
     dockerd.run(["tag", "bb:latest", &reference]);
@@ -48,9 +51,11 @@ fn registry_serves_a_pushed_image_and_survives_a_restart() {
     );
 }
 
-#[test]
-fn registry_with_auth_refuses_anonymous_clients_and_accepts_docker_login() {
-    if !require_dockerd() || !require_registry() {
+on_both_engines!(registry_serves_a_pushed_image_and_survives_a_restart);
+
+/// A registry with basic auth refuses anonymous clients and accepts `docker login`.
+fn registry_with_auth_refuses_anonymous_clients_and_accepts_docker_login(engine: Engine) {
+    if !require_engine(engine) || !require_registry() {
         return;
     }
     let registry = Registry::start(RegistryOpts::with_auth("ci", "s3cret pass"));
@@ -63,7 +68,7 @@ fn registry_with_auth_refuses_anonymous_clients_and_accepts_docker_login() {
     );
     assert_eq!(registry.get("/v2/").status, 200);
 
-    let dockerd = Dockerd::start();
+    let dockerd = Dockerd::start_engine(engine);
     dockerd.import_busybox("bb:latest");
     let mut login = dockerd.docker([
         "login",
@@ -96,6 +101,8 @@ fn registry_with_auth_refuses_anonymous_clients_and_accepts_docker_login() {
     assert_eq!(registry.tags("private/bb"), ["v1"]);
 }
 
+on_both_engines!(registry_with_auth_refuses_anonymous_clients_and_accepts_docker_login);
+
 #[test]
 fn registry_refuses_deletes_when_they_are_disabled() {
     if !require_registry() {
@@ -113,15 +120,15 @@ fn registry_refuses_deletes_when_they_are_disabled() {
     assert_eq!(on.request(Request::new("DELETE", &path)).status, 404);
 }
 
-#[test]
-fn dockerds_start_in_parallel_and_leave_nothing_behind() {
-    if !require_dockerd() {
+/// Two dockerds start at once, build and run, and leave no process or mount behind.
+fn dockerds_start_in_parallel_and_leave_nothing_behind(engine: Engine) {
+    if !require_engine(engine) {
         return;
     }
     let threads: Vec<_> = (0..2)
         .map(|n| {
             std::thread::spawn(move || {
-                let dockerd = Dockerd::start();
+                let dockerd = Dockerd::start_engine(engine);
                 let id = dockerd.import_busybox("bb:latest");
                 assert!(id.starts_with("sha256:"), "{id}");
                 let ctx = tempfile::tempdir().unwrap();
@@ -158,14 +165,15 @@ fn dockerds_start_in_parallel_and_leave_nothing_behind() {
     }
 }
 
+on_both_engines!(dockerds_start_in_parallel_and_leave_nothing_behind);
+
 /// A private dockerd runs containers on the containerd the harness started for it, never on
 /// the system's: the tests run beside a system Docker without sharing its state.
-#[test]
-fn dockerd_runs_containers_on_its_own_containerd() {
-    if !require_dockerd() {
+fn dockerd_runs_containers_on_its_own_containerd(engine: Engine) {
+    if !require_engine(engine) {
         return;
     }
-    let dockerd = Dockerd::start();
+    let dockerd = Dockerd::start_engine(engine);
     dockerd.import_busybox("bb:latest");
     let id = dockerd.run(["run", "-d", "--network=none", "bb:latest", "sleep", "60"]);
     let id = id.trim();
@@ -190,6 +198,8 @@ fn dockerd_runs_containers_on_its_own_containerd() {
         .any(|c| String::from_utf8_lossy(&c).contains(&dir));
     assert!(!leftover, "no process mentions {dir}");
 }
+
+on_both_engines!(dockerd_runs_containers_on_its_own_containerd);
 
 /// With `CACHEWARDEN_SKIP_SERVICES=1`, a test whose service is missing is skipped.
 #[test]

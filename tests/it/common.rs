@@ -125,13 +125,15 @@ pub fn registry_env() -> Option<(crate::harness::Registry, Env)> {
     Some((crate::harness::registry()?, Env::new()))
 }
 
-/// A private dockerd with busybox imported as `base:1`, and a new environment; `None` when
-/// the engine is not installed here.
-pub fn dockerd_env() -> Option<(crate::harness::Dockerd, Env)> {
-    if !crate::harness::require_dockerd() {
+/// A private dockerd of `engine` with busybox imported as `base:1`, and a new environment;
+/// `None` when the engine is not installed here.
+pub fn dockerd_env(
+    engine: crate::harness::Engine,
+) -> Option<(crate::harness::Dockerd, Env)> {
+    if !crate::harness::require_engine(engine) {
         return None;
     }
-    let dockerd = crate::harness::Dockerd::start();
+    let dockerd = crate::harness::Dockerd::start_engine(engine);
     dockerd.import_busybox("base:1");
     Some((dockerd, Env::new()))
 }
@@ -149,4 +151,40 @@ pub fn manifest_exists(
         ),
     );
     response.status == 200
+}
+
+/// Runs a test function `NAME(engine: Engine)` once per Docker Engine: a module `NAME` with
+/// the tests `docker20` and `docker26` (`cargo test NAME::docker26`). `async` for async ones.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($name:ident) => {
+        mod $name {
+            /// The test on Docker 20.10 (embedded BuildKit v0.8).
+            #[test]
+            fn docker20() {
+                super::$name($crate::harness::Engine::Docker20)
+            }
+
+            /// The test on Docker 26 (embedded BuildKit v0.13, containerd image store).
+            #[test]
+            fn docker26() {
+                super::$name($crate::harness::Engine::Docker26)
+            }
+        }
+    };
+    (async $name:ident) => {
+        mod $name {
+            /// The test on Docker 20.10 (embedded BuildKit v0.8).
+            #[tokio::test]
+            async fn docker20() {
+                super::$name($crate::harness::Engine::Docker20).await
+            }
+
+            /// The test on Docker 26 (embedded BuildKit v0.13, containerd image store).
+            #[tokio::test]
+            async fn docker26() {
+                super::$name($crate::harness::Engine::Docker26).await
+            }
+        }
+    };
 }

@@ -4,6 +4,8 @@ use crate::build::ConfigBuilder;
 use crate::common::{Env, dockerd_env, ok, output};
 use crate::harness;
 use crate::harness::oci::Pusher;
+use crate::harness::Engine;
+use crate::on_both_engines;
 
 /// Tags given to `record --resolve` are pinned to the digests the registry serves now; an
 /// unknown tag is an error naming the reference and nothing is written.
@@ -63,9 +65,8 @@ fn resolve_pins_tags_to_digests() {
 
 /// Two builds at once on one builder: both are recorded with record-level evidence, and both
 /// say their snapshots overlapped.
-#[test]
-fn overlapping_builds_are_flagged() {
-    let Some((dockerd, env)) = dockerd_env() else {
+fn overlapping_builds_are_flagged(engine: Engine) {
+    let Some((dockerd, env)) = dockerd_env(engine) else {
         return;
     };
     let config = ConfigBuilder::new()
@@ -117,3 +118,5 @@ fn overlapping_builds_are_flagged() {
         assert_eq!(run["records"]["overlapped"], true, "{run}");
     }
 }
+
+on_both_engines!(overlapping_builds_are_flagged);

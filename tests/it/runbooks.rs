@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::ok;
-use crate::harness;
+use crate::harness::{self, Engine};
+use crate::on_both_engines;
 use crate::scenarios::{FORK, Lab, WEBAPP, run_name};
 
 const RUNBOOKS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/runbooks");
@@ -154,11 +155,11 @@ enum Setup {
 }
 
 /// Runs every shell block of a runbook, in order, in one shell.
-fn run_runbook(name: &str, setup: Setup) {
+fn run_runbook(name: &str, setup: Setup, engine: Engine) {
     if !harness::require_skopeo() {
         return;
     }
-    let Some(lab) = Lab::start(&["ci-1"], &[]) else {
+    let Some(lab) = Lab::start_on(engine, &["ci-1"], &[]) else {
         return;
     };
     let b = "ci-1";
@@ -289,46 +290,53 @@ fn tools(dir: &Path) -> PathBuf {
 }
 
 /// `runbooks/compromised-pipeline.md` runs as written.
-#[test]
-fn compromised_pipeline_runbook() {
-    run_runbook("compromised-pipeline.md", Setup::Attack);
+fn compromised_pipeline_runbook(engine: Engine) {
+    run_runbook("compromised-pipeline.md", Setup::Attack, engine);
 }
+
+on_both_engines!(compromised_pipeline_runbook);
 
 /// `runbooks/poisoned-registry-cache.md` runs as written.
-#[test]
-fn poisoned_registry_cache_runbook() {
-    run_runbook("poisoned-registry-cache.md", Setup::Attack);
+fn poisoned_registry_cache_runbook(engine: Engine) {
+    run_runbook("poisoned-registry-cache.md", Setup::Attack, engine);
 }
+
+on_both_engines!(poisoned_registry_cache_runbook);
 
 /// `runbooks/poisoned-mount-cache.md` runs as written.
-#[test]
-fn poisoned_mount_cache_runbook() {
-    run_runbook("poisoned-mount-cache.md", Setup::Attack);
+fn poisoned_mount_cache_runbook(engine: Engine) {
+    run_runbook("poisoned-mount-cache.md", Setup::Attack, engine);
 }
+
+on_both_engines!(poisoned_mount_cache_runbook);
 
 /// `runbooks/compromised-builder.md` runs as written.
-#[test]
-fn compromised_builder_runbook() {
-    run_runbook("compromised-builder.md", Setup::Attack);
+fn compromised_builder_runbook(engine: Engine) {
+    run_runbook("compromised-builder.md", Setup::Attack, engine);
 }
+
+on_both_engines!(compromised_builder_runbook);
 
 /// `runbooks/verify-after-purge.md` runs as written, after a purge and a clean rebuild.
-#[test]
-fn verify_after_purge_runbook() {
-    run_runbook("verify-after-purge.md", Setup::Purged);
+fn verify_after_purge_runbook(engine: Engine) {
+    run_runbook("verify-after-purge.md", Setup::Purged, engine);
 }
+
+on_both_engines!(verify_after_purge_runbook);
 
 /// `runbooks/scheduled-purges.md` runs as written, with its own policy.
-#[test]
-fn scheduled_purges_runbook() {
-    run_runbook("scheduled-purges.md", Setup::Attack);
+fn scheduled_purges_runbook(engine: Engine) {
+    run_runbook("scheduled-purges.md", Setup::Attack, engine);
 }
 
+on_both_engines!(scheduled_purges_runbook);
+
 /// `runbooks/install-ci-hook.md` runs as written: its shell step records a build and a push.
-#[test]
-fn install_ci_hook_runbook() {
-    run_runbook("install-ci-hook.md", Setup::Attack);
+fn install_ci_hook_runbook(engine: Engine) {
+    run_runbook("install-ci-hook.md", Setup::Attack, engine);
 }
+
+on_both_engines!(install_ci_hook_runbook);
 
 /// Every runbook with shell blocks has a test above.
 #[test]
@@ -804,9 +812,8 @@ const SHA: &str = "3f1c2b9d0e8a7f6b5c4d3e2f1a0b9c8d7e6f5a4b";
 /// release runner, a pull request installs the binary on a hosted runner and builds from the
 /// release cache on its own builder, and both uploads import into the responders' store with
 /// the trust GitHub's environment gives them.
-#[test]
-fn ci_snippets_github_actions() {
-    let Some(lab) = Lab::start(&["release-1", "untrusted-1"], &[]) else {
+fn ci_snippets_github_actions(engine: Engine) {
+    let Some(lab) = Lab::start_on(engine, &["release-1", "untrusted-1"], &[]) else {
         return;
     };
     let doc = yaml("ci/github-actions.yml");
@@ -909,13 +916,14 @@ fn ci_snippets_github_actions() {
     );
 }
 
+on_both_engines!(ci_snippets_github_actions);
+
 /// `examples/ci/gitlab-ci.yml` runs as written: the default branch builds and pushes the
 /// release cache on the release runner, a merge request builds on its own runner into its own
 /// cache ref, each uploads its run (the pipeline id with the job id), and both import with
 /// the trust GitLab's environment gives them.
-#[test]
-fn ci_snippets_gitlab_ci() {
-    let Some(lab) = Lab::start(&["release-1", "untrusted-1"], &[]) else {
+fn ci_snippets_gitlab_ci(engine: Engine) {
+    let Some(lab) = Lab::start_on(engine, &["release-1", "untrusted-1"], &[]) else {
         return;
     };
     let doc = yaml("ci/gitlab-ci.yml");
@@ -995,12 +1003,13 @@ fn ci_snippets_gitlab_ci() {
     );
 }
 
+on_both_engines!(ci_snippets_gitlab_ci);
+
 /// `examples/ci/buildkite.yml` runs as written: a build of main builds and pushes the release
 /// cache on the release queue, a pull request builds on the untrusted queue into its own cache
 /// ref, and both import with the trust Buildkite's environment gives them.
-#[test]
-fn ci_snippets_buildkite() {
-    let Some(lab) = Lab::start(&["release-1", "untrusted-1"], &[]) else {
+fn ci_snippets_buildkite(engine: Engine) {
+    let Some(lab) = Lab::start_on(engine, &["release-1", "untrusted-1"], &[]) else {
         return;
     };
     let doc = yaml("ci/buildkite.yml");
@@ -1059,6 +1068,8 @@ fn ci_snippets_buildkite() {
     let uploads = run_ci_jobs(&lab, &jobs);
     check_imported(&lab, &uploads, "web-images/71-0", "web-images/72-0", &image);
 }
+
+on_both_engines!(ci_snippets_buildkite);
 
 /// Every relative link of the README (to runbooks, examples and schemas) names a file or
 /// directory that exists.

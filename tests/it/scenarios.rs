@@ -14,7 +14,8 @@ use cachewarden::graph::source::RecordInfo;
 use crate::build::ConfigBuilder;
 use crate::common::{Env, ok};
 use crate::harness::http::{self, Request};
-use crate::harness::{self, Dockerd, Registry, RegistryOpts};
+use crate::harness::{self, Dockerd, Engine, Registry, RegistryOpts};
+use crate::on_both_engines;
 
 /// The Dockerfiles of the scenarios' projects; `{{BASE}}` stands for the base image.
 pub(crate) const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/scenarios");
@@ -63,16 +64,20 @@ struct CacheRow {
 }
 
 impl Lab {
-    /// Starts the services in parallel; `None` when they are missing and may be skipped.
-    pub(crate) fn start(builders: &[&str], outsiders: &[&str]) -> Option<Self> {
-        if !harness::require_dockerd() || !harness::require_registry() {
+    /// Starts the services, every builder on `engine`, in parallel; `None` when they are
+    /// missing and may be skipped.
+    pub(crate) fn start_on(engine: Engine, builders: &[&str], outsiders: &[&str]) -> Option<Self> {
+        if !harness::require_engine(engine) || !harness::require_registry() {
             return None;
         }
         let registry = std::thread::spawn(|| Registry::start(RegistryOpts::default()));
         let starting: Vec<(String, std::thread::JoinHandle<Dockerd>)> = builders
             .iter()
             .chain(outsiders)
-            .map(|name| ((*name).to_owned(), std::thread::spawn(Dockerd::start)))
+            .map(|name| {
+                let started = std::thread::spawn(move || Dockerd::start_engine(engine));
+                ((*name).to_owned(), started)
+            })
             .collect();
         let builders_started: Vec<(String, Dockerd)> = starting
             .into_iter()
@@ -233,6 +238,22 @@ impl Lab {
     fn build_push(&self, b: &str, job: &Job, run: &str, ctx: &Path, tag: &str) -> String {
         self.build(b, job, run, ctx, tag, INLINE);
         self.push(b, job, run, tag)
+    }
+
+    /// A wrapped `docker buildx build --network=none [extra] -t TAG CONTEXT`.
+    pub(crate) fn buildx(
+        &self,
+        builder: &str,
+        job: &Job,
+        run: &str,
+        context: &Path,
+        tag: &str,
+        extra: &[&str],
+    ) -> String {
+        let mut command = vec!["buildx", "build", "--network=none"];
+        command.extend(extra);
+        command.extend(["-t", tag, context.to_str().unwrap()]);
+        self.wrap(builder, job, run, &command)
     }
 
     /// A wrapped `docker push`; returns the pushed digest.
@@ -435,6 +456,32 @@ fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// Whether the first build of a step after a prune is served from the layer records that
+/// survived it. Docker 26 (BuildKit 0.13, containerd image store) runs each step once more
+/// after any prune that removed something, even another build's records, though the records
+/// stay; the build after that is served from the cache again.
+fn layer_cache_survives_a_prune(engine: Engine) -> bool {
+    engine == Engine::Docker20
+}
+
+/// Whether the plain-progress build output shows the step named `step` served from cache.
+fn step_cached(output: &str, step: &str) -> bool {
+    let vertices: Vec<&str> = output
+        .lines()
+        .filter(|l| l.starts_with('#') && l.contains(step))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(!vertices.is_empty(), "no step `{step}` in\n{output}");
+    // A hit on a remote cache may show the step's layer blobs being fetched (`#N sha256:...
+    // 248B / 248B done`) instead of CACHED; a vertex's own digest line has no byte counts.
+    let fetched = |l: &str, v: &str| l.starts_with(&format!("{v} sha256:")) && l.contains(" / ");
+    vertices.iter().any(|v| {
+        output
+            .lines()
+            .any(|l| l.trim() == format!("{v} CACHED") || fetched(l, v))
+    })
+}
+
 /// The digest `docker push` printed.
 fn digest_in(output: &str) -> String {
     output
@@ -449,9 +496,8 @@ fn digest_in(output: &str) -> String {
 /// Scenario 1: an untrusted project plants a file in the pip cache mount it shares with a
 /// trusted project on one builder; the purge removes the cache, the trusted image and its
 /// pushed cache, a rebuild is clean, and a third project with its own mount id keeps its cache.
-#[test]
-fn shared_mount_cache_across_projects() {
-    let Some(lab) = Lab::start(&["ci-shared"], &[]) else {
+fn shared_mount_cache_across_projects(engine: Engine) {
+    let Some(lab) = Lab::start_on(engine, &["ci-shared"], &[]) else {
         return;
     };
     let b = "ci-shared";
@@ -556,11 +602,19 @@ fn shared_mount_cache_across_projects() {
         set(&["flask-2.0.1.whl"])
     );
     lab.build(b, &DOCS, "2", &docs, &docs_ref, INLINE);
-    assert!(docs_created.is_subset(&lab.layers("docs/2", "reused")));
-    assert!(
-        lab.layers("docs/2", "created").is_empty(),
-        "the docs cache was lost"
-    );
+    if layer_cache_survives_a_prune(engine) {
+        assert!(docs_created.is_subset(&lab.layers("docs/2", "reused")));
+        assert!(
+            lab.layers("docs/2", "created").is_empty(),
+            "the docs cache was lost"
+        );
+    } else {
+        lab.build(b, &DOCS, "3", &docs, &docs_ref, INLINE);
+        assert!(
+            lab.layers("docs/3", "created").is_empty(),
+            "the docs cache was lost"
+        );
+    }
     assert_eq!(lab.tainted_runs(&seed), set(&["fork-pr/1", "webapp/1"]));
     // The rebuild is clean because of the executor's purge, and the trace says so.
     let trace = lab.trace(&seed);
@@ -573,55 +627,178 @@ fn shared_mount_cache_across_projects() {
     );
 }
 
-/// Scenario 2: an outsider overwrites a trusted inline-cache ref from another builder; a
-/// release build imports it and pushes its own cache, which a third pipeline imports. Seeded
-/// by the outsider's digest, the trace finds both; the purge deletes the poisoned refs, prunes
-/// both builders and removes the local images, the trusted cache stays, and rebuilds are clean.
+on_both_engines!(shared_mount_cache_across_projects);
+
+/// Scenario 2 on Docker 20.10, with inline cache: an outsider overwrites a trusted cache ref
+/// from another builder; a release build imports it and pushes its own cache, which a third
+/// pipeline imports. Seeded by the outsider's digest, the trace finds both; the purge deletes
+/// the poisoned refs, prunes both builders and removes the local images, the trusted cache
+/// stays, and rebuilds are clean.
 #[test]
 fn poisoned_remote_cache() {
-    let Some(lab) = Lab::start(&["ci-main", "ci-release"], &["outsider"]) else {
+    poisoned_remote_cache_on(Engine::Docker20, CacheMode::Inline);
+}
+
+/// Scenario 2 on Docker 26, with registry caches (`--cache-to type=registry,mode=max`), which
+/// 20.10's docker driver cannot export.
+#[test]
+fn poisoned_remote_cache_registry_export() {
+    poisoned_remote_cache_on(Engine::Docker26, CacheMode::Registry);
+}
+
+/// How a scenario's builds publish their cache.
+#[derive(Clone, Copy)]
+enum CacheMode {
+    /// `docker build --build-arg BUILDKIT_INLINE_CACHE=1`, then `docker push`: the image is
+    /// the cache.
+    Inline,
+    /// `docker buildx build --cache-to type=registry,ref=CACHE,mode=max`: the cache is an
+    /// index of its own, and the image stays on the builder.
+    Registry,
+}
+
+/// One project's names: the image it builds and the registry ref of its cache.
+struct Project {
+    image: String,
+    cache: String,
+}
+
+impl Lab {
+    /// Builds `context` as `project` on `builder` for `job`'s `run`, publishing its cache the
+    /// `mode` way, importing `cache_from` if given; returns the digest of the published cache.
+    fn publish(
+        &self,
+        mode: CacheMode,
+        (builder, job, run): (&str, &Job, &str),
+        context: &Path,
+        project: &Project,
+        cache_from: Option<&str>,
+        extra: &[&str],
+    ) -> String {
+        let (repository, tag) = repository_tag(&self.host(), &project.cache);
+        match mode {
+            CacheMode::Inline => {
+                let mut args = vec!["--build-arg", "BUILDKIT_INLINE_CACHE=1"];
+                if let Some(from) = cache_from {
+                    args.extend(["--cache-from", from]);
+                }
+                args.extend(extra);
+                self.build(builder, job, run, context, &project.cache, &args);
+                self.push(builder, job, run, &project.cache)
+            }
+            CacheMode::Registry => {
+                let to = format!("type=registry,ref={},mode=max", project.cache);
+                let from = cache_from.map(|f| format!("type=registry,ref={f}"));
+                let mut args = vec!["--cache-to", to.as_str()];
+                if let Some(from) = &from {
+                    args.extend(["--cache-from", from.as_str()]);
+                }
+                args.extend(extra);
+                self.buildx(builder, job, run, context, &project.image, &args);
+                self.registry.any_manifest_digest(&repository, &tag)
+            }
+        }
+    }
+}
+
+/// `app` and `cache` of `HOST/app:cache`.
+fn repository_tag(host: &str, reference: &str) -> (String, String) {
+    let path = reference
+        .strip_prefix(&format!("{host}/"))
+        .unwrap_or_else(|| panic!("{reference} is not on {host}"));
+    let (repository, tag) = path.split_once(':').unwrap();
+    (repository.to_owned(), tag.to_owned())
+}
+
+fn poisoned_remote_cache_on(engine: Engine, mode: CacheMode) {
+    let Some(lab) = Lab::start_on(engine, &["ci-main", "ci-release"], &["outsider"]) else {
         return;
     };
     const APP: Job = job("app", "release");
     const RELEASE: Job = job("release", "release");
     const DOWNSTREAM: Job = job("downstream", "internal");
     let host = lab.host();
-    let cache_ref = format!("{host}/app:cache");
+    let project = |name: &str| match mode {
+        CacheMode::Inline => Project {
+            image: format!("{host}/{name}:cache"),
+            cache: format!("{host}/{name}:cache"),
+        },
+        CacheMode::Registry => Project {
+            image: format!("{host}/{name}:1"),
+            cache: format!("{host}/{name}:cache"),
+        },
+    };
+    let app_project = project("app");
+    let release_project = project("release");
+    let downstream_project = Project {
+        image: format!("{host}/downstream:1"),
+        cache: format!("{host}/downstream:cache"),
+    };
+    let cache_ref = app_project.cache.clone();
 
-    let app = lab.pip_app("app", "flask-2.0.1", "");
-    let trusted = lab.build_push("ci-main", &APP, "1", &app, &cache_ref);
+    let app = lab.checkout(
+        "pip-app",
+        "app",
+        "",
+        &[("requirements.txt", "flask-2.0.1\n")],
+    );
+    let trusted = lab.publish(mode, ("ci-main", &APP, "1"), &app, &app_project, None, &[]);
     let trusted_records = lab.layers("app/1", "created");
 
     // The outsider builds the next commit with a planted pip cache on a builder nobody
-    // records, and pushes it with inline cache over the trusted ref.
+    // records, and publishes its cache over the trusted ref.
     let outsider = lab.dockerd("outsider");
     let plant = lab.checkout("pip-plant", "outsider-plant", "", &[]);
     outsider.build(&plant, "plant:1", &[]);
-    let next = lab.pip_app("outsider-app", "flask-2.0.2", "");
-    outsider.build(&next, &cache_ref, INLINE);
-    let evil = digest_in(&outsider.run(["push", &cache_ref]));
-
-    let release = lab.pip_app("release", "flask-2.0.2", "");
-    let release_ref = format!("{host}/release:cache");
-    let release_args = [
-        "--cache-from",
-        &cache_ref,
-        "--build-arg",
-        "BUILDKIT_INLINE_CACHE=1",
-        "--label",
-        "org.opencontainers.image.title=release",
-    ];
-    lab.build(
-        "ci-release",
-        &RELEASE,
-        "1",
-        &release,
-        &release_ref,
-        &release_args,
+    let next = lab.checkout(
+        "pip-app",
+        "outsider-app",
+        "",
+        &[("requirements.txt", "flask-2.0.2\n")],
     );
-    let poisoned = lab.push("ci-release", &RELEASE, "1", &release_ref);
+    let evil = match mode {
+        CacheMode::Inline => {
+            outsider.build(
+                &next,
+                &cache_ref,
+                &["--build-arg", "BUILDKIT_INLINE_CACHE=1"],
+            );
+            digest_in(&outsider.run(["push", &cache_ref]))
+        }
+        CacheMode::Registry => {
+            let to = format!("type=registry,ref={cache_ref},mode=max");
+            let mut command = outsider.docker(["buildx", "build", "--network=none"]);
+            command
+                .args(["--cache-to", &to, "-t", "outsider:1"])
+                .arg(&next);
+            let out = command.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            lab.registry.any_manifest_digest("app", "cache")
+        }
+    };
+    assert_ne!(evil, trusted);
+
+    let release = lab.checkout(
+        "pip-app",
+        "release",
+        "",
+        &[("requirements.txt", "flask-2.0.2\n")],
+    );
+    let label = ["--label", "org.opencontainers.image.title=release"];
+    let poisoned = lab.publish(
+        mode,
+        ("ci-release", &RELEASE, "1"),
+        &release,
+        &release_project,
+        Some(&cache_ref),
+        &label,
+    );
     assert_eq!(
-        lab.files("ci-release", &release_ref, "/app/site"),
+        lab.files("ci-release", &release_project.image, "/app/site"),
         set(&["flask-2.0.2.whl", PLANTED])
     );
     let downstream = lab.pip_app(
@@ -629,18 +806,30 @@ fn poisoned_remote_cache() {
         "flask-2.0.2",
         "RUN ls /app/site > /app/contents\n",
     );
-    let downstream_ref = format!("{host}/downstream:1");
-    let downstream_args = ["--cache-from", &release_ref];
-    lab.build(
-        "ci-main",
-        &DOWNSTREAM,
-        "1",
-        &downstream,
-        &downstream_ref,
-        &downstream_args,
-    );
+    let build_downstream = |run: &str| match mode {
+        CacheMode::Inline => lab.build(
+            "ci-main",
+            &DOWNSTREAM,
+            run,
+            &downstream,
+            &downstream_project.image,
+            &["--cache-from", &release_project.cache],
+        ),
+        CacheMode::Registry => lab.buildx(
+            "ci-main",
+            &DOWNSTREAM,
+            run,
+            &downstream,
+            &downstream_project.image,
+            &[
+                "--cache-from",
+                &format!("type=registry,ref={}", release_project.cache),
+            ],
+        ),
+    };
+    build_downstream("1");
     assert!(
-        lab.files("ci-main", &downstream_ref, "/app/site")
+        lab.files("ci-main", &downstream_project.image, "/app/site")
             .contains(PLANTED)
     );
 
@@ -690,37 +879,29 @@ fn poisoned_remote_cache() {
         trusted_records.is_subset(&main_records),
         "the trusted build's records were pruned"
     );
-    assert!(!lab.has_image("ci-release", &release_ref));
-    assert!(!lab.has_image("ci-main", &downstream_ref));
+    assert!(!lab.has_image("ci-release", &release_project.image));
+    assert!(!lab.has_image("ci-main", &downstream_project.image));
     assert!(
-        lab.has_image("ci-main", &cache_ref),
-        "the trusted local cache image was removed"
+        lab.has_image("ci-main", &app_project.image),
+        "the trusted local image was removed"
     );
 
     // Proof: the same jobs, with the same flags, build clean images.
-    lab.build(
-        "ci-release",
-        &RELEASE,
-        "2",
+    lab.publish(
+        mode,
+        ("ci-release", &RELEASE, "2"),
         &release,
-        &release_ref,
-        &release_args,
+        &release_project,
+        Some(&cache_ref),
+        &label,
     );
-    lab.push("ci-release", &RELEASE, "2", &release_ref);
     assert_eq!(
-        lab.files("ci-release", &release_ref, "/app/site"),
+        lab.files("ci-release", &release_project.image, "/app/site"),
         set(&["flask-2.0.2.whl"])
     );
-    lab.build(
-        "ci-main",
-        &DOWNSTREAM,
-        "2",
-        &downstream,
-        &downstream_ref,
-        &downstream_args,
-    );
+    build_downstream("2");
     assert!(
-        !lab.files("ci-main", &downstream_ref, "/app/site")
+        !lab.files("ci-main", &downstream_project.image, "/app/site")
             .contains(PLANTED)
     );
     assert_eq!(lab.tainted_runs(&seed), set(&["release/1", "downstream/1"]));
@@ -729,9 +910,8 @@ fn poisoned_remote_cache() {
 /// Scenario 3: a compromised job planted a backdoor through the pip cache; after the job and
 /// its Dockerfile are fixed, the next build still hits the poisoned layer, and only after the
 /// purge is it rebuilt clean.
-#[test]
-fn persistence_after_compromise() {
-    let Some(lab) = Lab::start(&["ci-svc"], &[]) else {
+fn persistence_after_compromise(engine: Engine) {
+    let Some(lab) = Lab::start_on(engine, &["ci-svc"], &[]) else {
         return;
     };
     const SVC: Job = job("svc", "internal");
@@ -794,12 +974,13 @@ fn persistence_after_compromise() {
     assert_eq!(lab.tainted_runs(&seed), set(&["svc/2", "svc/3"]));
 }
 
+on_both_engines!(persistence_after_compromise);
+
 /// Scenario 4: a higher version of an internal package planted in a package-manager cache is
 /// installed by every build that read the cache after the plant; seeded by the mount and the
 /// plant time, trace and purge cover exactly those builds and none from before.
-#[test]
-fn dependency_confusion_through_a_mount_cache() {
-    let Some(lab) = Lab::start(&["ci-pkg"], &[]) else {
+fn dependency_confusion_through_a_mount_cache(engine: Engine) {
+    let Some(lab) = Lab::start_on(engine, &["ci-pkg"], &[]) else {
         return;
     };
     const API: Job = job("api", "release");
@@ -897,11 +1078,12 @@ fn dependency_confusion_through_a_mount_cache() {
     );
 }
 
+on_both_engines!(dependency_confusion_through_a_mount_cache);
+
 /// Scenario 5: a build that consumed the pip cache before it was poisoned is reported clean,
 /// and its pushed cache, local image and layers survive the purge: rebuilding it is a cache hit.
-#[test]
-fn time_matters() {
-    let Some(lab) = Lab::start(&["ci-web"], &[]) else {
+fn time_matters(engine: Engine) {
+    let Some(lab) = Lab::start_on(engine, &["ci-web"], &[]) else {
         return;
     };
     let b = "ci-web";
@@ -942,13 +1124,234 @@ fn time_matters() {
     assert!(lab.mount_records(b, PIP).is_empty());
 
     // Rebuilding the early commit is served from its surviving layers, and is clean.
-    let webapp = lab.pip_app("webapp", "flask-2.0.1", "");
+    let webapp = lab.checkout(
+        "pip-app",
+        "webapp",
+        "",
+        &[("requirements.txt", "flask-2.0.1\n")],
+    );
     lab.build(b, &WEBAPP, "3", &webapp, &web_ref("3"), INLINE);
-    assert!(early.is_subset(&lab.layers("webapp/3", "reused")));
-    assert!(lab.layers("webapp/3", "created").is_empty());
+    if layer_cache_survives_a_prune(engine) {
+        assert!(early.is_subset(&lab.layers("webapp/3", "reused")));
+        assert!(lab.layers("webapp/3", "created").is_empty());
+    }
     assert_eq!(
         lab.files(b, &web_ref("3"), "/app/site"),
         set(&["flask-2.0.1.whl"])
     );
     assert_eq!(lab.tainted_runs(&seed), set(&["fork-pr/1", "webapp/2"]));
 }
+
+on_both_engines!(time_matters);
+
+/// Scenario 6, on Docker 26: an untrusted pipeline exports a registry cache (`--cache-to
+/// type=registry,mode=max`) built on a poisoned pip cache and a trusted pipeline on another
+/// builder imports it. The trace from the exporter reaches the importer, the purge deletes the
+/// cache index from the registry, `incident verify` is clean, and the importer's rebuild runs
+/// the poisoned step again and is clean.
+#[test]
+fn poisoned_registry_cache_export() {
+    let Some(lab) = Lab::start_on(Engine::Docker26, &["ci-fork", "ci-release"], &[]) else {
+        return;
+    };
+    const RELEASE: Job = Job {
+        pipeline: "release",
+        trust: "release",
+    };
+    let host = lab.host();
+    let cache_ref = format!("{host}/app:cache");
+    let to = format!("type=registry,ref={cache_ref},mode=max");
+    let from = format!("type=registry,ref={cache_ref}");
+    let requirements = [("requirements.txt", "flask-2.0.1\n")];
+
+    let plant = lab.checkout("pip-plant", "fork-plant", "", &[]);
+    lab.buildx(
+        "ci-fork",
+        &FORK,
+        "1",
+        &plant,
+        &format!("{host}/plant:1"),
+        &[],
+    );
+    let fork = lab.checkout("pip-app", "fork", "", &requirements);
+    lab.buildx(
+        "ci-fork",
+        &FORK,
+        "1",
+        &fork,
+        &format!("{host}/fork:1"),
+        &["--cache-to", &to],
+    );
+    let exported = lab.registry.any_manifest_digest("app", "cache");
+    let index = lab
+        .registry
+        .request(
+            Request::new("GET", &format!("/v2/app/manifests/{exported}"))
+                .header("Accept", "application/vnd.oci.image.index.v1+json"),
+        )
+        .json();
+    // A registry cache export: an index of the layer blobs and the cache config. Deleting the
+    // index removes the export; the blobs stay until `registry garbage-collect`.
+    let entries: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the cache export is an index: {index}"))
+        .iter()
+        .map(|m| m["mediaType"].as_str().unwrap())
+        .collect();
+    assert!(
+        entries.contains(&"application/vnd.buildkit.cacheconfig.v0"),
+        "{index}"
+    );
+
+    let release = lab.checkout("pip-app", "release", "", &requirements);
+    let release_args = ["--cache-from", from.as_str()];
+    let release_ref = |run: &str| format!("{host}/release:{run}");
+    let first = lab.buildx(
+        "ci-release",
+        &RELEASE,
+        "1",
+        &release,
+        &release_ref("1"),
+        &release_args,
+    );
+    assert!(
+        step_cached(&first, "RUN --mount"),
+        "the importer did not hit the exported cache:\n{first}"
+    );
+    assert_eq!(
+        lab.files("ci-release", &release_ref("1"), "/app/site"),
+        set(&["flask-2.0.1.whl", PLANTED]),
+        "the attack did not reach the importer"
+    );
+    let victim = lab
+        .runs()
+        .into_iter()
+        .find(|r| run_name(r) == "release/1")
+        .unwrap();
+    assert_eq!(
+        victim["imported"],
+        serde_json::json!([format!("{cache_ref}@{exported}")]),
+        "the import is recorded by the digest BuildKit resolved: {victim}"
+    );
+
+    let seed = ["--pipeline", "fork-pr"];
+    assert_eq!(lab.tainted_runs(&seed), set(&["fork-pr/1", "release/1"]));
+    let trace = lab.trace(&seed);
+    let reached = trace["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["pipeline"] == "release")
+        .cloned()
+        .unwrap_or_else(|| panic!("the importer is traced: {trace:#}"));
+    assert_eq!(reached["via"]["kind"], "imported-digest", "{reached}");
+
+    let id = lab.open(&seed);
+    lab.purge(&id);
+    assert!(
+        !lab.exists("app", &exported),
+        "the poisoned cache export survived"
+    );
+    assert!(
+        lab.registry.tags("app").is_empty(),
+        "{:?}",
+        lab.registry.tags("app")
+    );
+    assert!(!lab.has_image("ci-release", &release_ref("1")));
+    let verified = lab.cw().args(["incident", "verify", &id]).output().unwrap();
+    assert!(
+        verified.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
+
+    // Proof: the same job, with the same flags, misses the cache and builds a clean image.
+    let again = lab.buildx(
+        "ci-release",
+        &RELEASE,
+        "2",
+        &release,
+        &release_ref("2"),
+        &release_args,
+    );
+    assert!(
+        again.contains(&format!(
+            "failed to configure registry cache importer: {cache_ref}: not found"
+        )),
+        "the rebuild still found the export:\n{again}"
+    );
+    assert!(
+        !step_cached(&again, "RUN --mount"),
+        "the rebuild was served the poisoned step from cache:\n{again}"
+    );
+    assert_eq!(
+        lab.files("ci-release", &release_ref("2"), "/app/site"),
+        set(&["flask-2.0.1.whl"])
+    );
+}
+
+/// Two mount ids at one target path: an untrusted project poisons mount `a` at `/c`, a
+/// trusted one keeps its own mount `b` at `/c`. Docker 26 names each record's id, so the purge
+/// of `a` prunes exactly its records and leaves `b`'s; Docker 20.10 names only the target, so
+/// the purge refuses to guess, leaves both in place and says which records to check.
+fn mounts_sharing_a_target_are_told_apart(engine: Engine) {
+    let Some(lab) = Lab::start_on(engine, &["ci-1"], &[]) else {
+        return;
+    };
+    let b = "ci-1";
+    let write = |dir: &str, id: &str, text: &str| {
+        let to = lab.env.path().join("src").join(dir);
+        std::fs::create_dir_all(&to).unwrap();
+        std::fs::write(
+            to.join("Dockerfile"),
+            format!(
+                "FROM {}\nRUN --mount=type=cache,id={id},target=/c echo {text} > /c/{text} && ls /c > /seen\n",
+                lab.base
+            ),
+        )
+        .unwrap();
+        to
+    };
+    let fork = write("fork", "a", "planted");
+    lab.build(b, &FORK, "1", &fork, "fork-pr:1", &[]);
+    let planted = lab.mount_records(b, "/c");
+    let webapp = write("webapp", "b", "kept");
+    lab.build(b, &WEBAPP, "1", &webapp, "webapp:1", &[]);
+    let kept: BTreeSet<String> = lab
+        .mount_records(b, "/c")
+        .difference(&planted)
+        .cloned()
+        .collect();
+    assert!(
+        planted.len() == 1 && kept.len() == 1,
+        "{planted:?} {kept:?}"
+    );
+    let seed = ["--pipeline", "fork-pr"];
+    assert_eq!(lab.tainted_runs(&seed), set(&["fork-pr/1"]));
+
+    let id = lab.open(&seed);
+    let left = match engine {
+        Engine::Docker26 => {
+            lab.purge(&id);
+            ok(lab.cw().args(["incident", "verify", &id]));
+            kept.clone()
+        }
+        Engine::Docker20 => {
+            let out = lab
+                .cw()
+                .args(["incident", "purge", &id, "--execute", "--yes"])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(1), "{text}");
+            let report = ok(lab.cw().args(["incident", "report", &id]));
+            assert!(report.contains("also used by mount ids b"), "{report}");
+            planted.union(&kept).cloned().collect()
+        }
+    };
+    assert_eq!(lab.mount_records(b, "/c"), left);
+}
+
+on_both_engines!(mounts_sharing_a_target_are_told_apart);

@@ -6,7 +6,8 @@ use std::process::{Command, Output};
 use crate::build::ConfigBuilder;
 use crate::common::{Env, dockerd_env, ok};
 use crate::harness::forward::{Forwarder, Listen, Mode};
-use crate::harness::{self, Dockerd, Registry, RegistryOpts};
+use crate::harness::{self, Dockerd, Engine, Registry, RegistryOpts};
+use crate::on_both_engines;
 
 /// A CI job's view: `cachewarden wrap` aimed at the test daemon, with a job identity.
 fn wrap(env: &Env, dockerd: &Dockerd, pipeline: &str, run: &str, command: &[&str]) -> Command {
@@ -40,14 +41,14 @@ fn wrap_client(
     cmd
 }
 
-/// A loopback registry, a private dockerd, an environment, and `REGISTRY/base:1` pushed to the
+/// A loopback registry, a private dockerd of `engine`, an environment, and `REGISTRY/base:1` pushed to the
 /// registry; `None` when the services are not installed here.
-fn site() -> Option<(Registry, Dockerd, Env, String)> {
-    if !harness::require_dockerd() || !harness::require_registry() {
+fn site(engine: Engine) -> Option<(Registry, Dockerd, Env, String)> {
+    if !harness::require_engine(engine) || !harness::require_registry() {
         return None;
     }
     let registry = Registry::start(RegistryOpts::default());
-    let dockerd = Dockerd::start();
+    let dockerd = Dockerd::start_engine(engine);
     let base = format!("{}/base:1", registry.host());
     dockerd.import_busybox(&base);
     dockerd.run(["push", &base]);
@@ -100,9 +101,8 @@ pub(crate) fn traced(env: &Env, from: &str, to: &str) -> serde_json::Value {
 
 /// Build, push and re-import with inline cache: every digest, mount and builder record lands
 /// in the store, and a failed build is recorded as failed with the build's own exit code.
-#[test]
-fn wrap_records_builds_pushes_and_failures() {
-    let Some((registry, dockerd, env, base)) = site() else {
+fn wrap_records_builds_pushes_and_failures(engine: Engine) {
+    let Some((registry, dockerd, env, base)) = site(engine) else {
         return;
     };
     let reg = registry.host();
@@ -236,15 +236,15 @@ fn wrap_records_builds_pushes_and_failures() {
     assert_eq!(run_line(&export, "app", "2")["status"], "failed");
 }
 
-/// `docker buildx build --push` on the docker driver (Docker 20.10's BuildKit): its metadata file
-/// names no image, so the pushed tags take the pushed manifest's digest, and so does the inline
-/// cache inside it. A build that imports that cache is traced from the pushing pipeline.
-#[test]
-fn wrap_records_a_buildx_push_with_inline_cache() {
-    if !harness::require_buildx() {
+on_both_engines!(wrap_records_builds_pushes_and_failures);
+
+/// `docker buildx build --push` on the docker driver: the pushed tags take the pushed manifest's
+/// digest (20.10's metadata file names no image), and so does the inline cache inside it. A build that imports that cache is traced from the pushing pipeline.
+fn wrap_records_a_buildx_push_with_inline_cache(engine: Engine) {
+    if !harness::require_buildx() || !harness::require_engine(engine) {
         return;
     }
-    let Some((registry, dockerd, env, base)) = site() else {
+    let Some((registry, dockerd, env, base)) = site(engine) else {
         return;
     };
     let reg = registry.host();
@@ -275,7 +275,8 @@ fn wrap_records_a_buildx_push_with_inline_cache() {
     ));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("warning:"), "{stderr}");
-    let pushed = registry.manifest_digest("app", "bx");
+    // An image manifest from 20.10, an index (image and provenance) from 26.
+    let pushed = registry.any_manifest_digest("app", "bx");
     let pinned = serde_json::json!(format!("{image}@{pushed}"));
 
     let export = ok(env.cmd().arg("export"));
@@ -340,23 +341,40 @@ fn wrap_records_a_buildx_push_with_inline_cache() {
         victim["imported"].as_array().unwrap().contains(&pinned),
         "{victim}"
     );
-    assert!(
-        !victim["produced"].to_string().contains("victim:1@"),
-        "a loaded image's id is not a registry digest: {victim}"
-    );
+    let produced = victim["produced"].to_string();
+    match engine {
+        Engine::Docker20 => assert!(
+            !produced.contains("victim:1@"),
+            "a loaded image's id is not a registry digest: {victim}"
+        ),
+        // The containerd image store keeps an image by its manifest digest, which is what a
+        // push of the tag publishes: the tag is pinned to it.
+        Engine::Docker26 => {
+            let local = victim["produced"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["backend"] == "local-image")
+                .and_then(|p| p["digest"].as_str())
+                .unwrap_or_else(|| panic!("no local image: {victim}"))
+                .to_owned();
+            assert!(produced.contains(&format!("victim:1@{local}")), "{victim}");
+        }
+    }
     let reached = traced(&env, "app", "victim");
     assert_eq!(reached["via"]["kind"], "imported-digest", "{reached}");
 }
 
+on_both_engines!(wrap_records_a_buildx_push_with_inline_cache);
+
 /// buildx's `default` builder is the docker driver of the current context: a build on it,
 /// named by `--builder default` or by `BUILDX_BUILDER=default`, runs on the same builder as a
 /// plain `docker build`, and its records are captured.
-#[test]
-fn the_default_buildx_builder_is_the_docker_engine() {
-    if !harness::require_buildx() {
+fn the_default_buildx_builder_is_the_docker_engine(engine: Engine) {
+    if !harness::require_buildx() || !harness::require_engine(engine) {
         return;
     }
-    let Some((dockerd, env)) = dockerd_env() else {
+    let Some((dockerd, env)) = dockerd_env(engine) else {
         return;
     };
     let ctx = context(&env, "c", "FROM base:1\nRUN echo default > /default\n");
@@ -401,6 +419,8 @@ fn the_default_buildx_builder_is_the_docker_engine() {
     }
 }
 
+on_both_engines!(the_default_buildx_builder_is_the_docker_engine);
+
 /// A `--cache-to type=registry` export is pinned after the build: to the metadata file's
 /// `cache.manifest` when buildx wrote one, even when the tag has moved since, else to what the
 /// tag points at right after the build.
@@ -409,12 +429,13 @@ fn the_default_buildx_builder_is_the_docker_engine() {
 /// builder that can: it runs the build on the test daemon with real buildx, then pushes the
 /// image with inline cache to the cache ref in the real registry as the export, and, in the
 /// metadata mode, names that push in `cache.manifest` and lets another push move the tag.
+/// 20.10 only for that reason: Docker 26 exports for real (`docker26`, `scenarios`).
 #[test]
 fn registry_cache_exports_are_pinned_after_the_build() {
     if !harness::require_buildx() {
         return;
     }
-    let Some((registry, dockerd, env, base)) = site() else {
+    let Some((registry, dockerd, env, base)) = site(Engine::Docker20) else {
         return;
     };
     let reg = registry.host();
@@ -509,9 +530,8 @@ fi
 /// Listing the builder's records sizes the cache mounts used since the last listing, and
 /// BuildKit counts that as a use. A build that uses no cache mount, wrapped after an unwrapped
 /// build that used one, must not be taken to have reused that mount's record.
-#[test]
-fn a_listing_after_an_unwrapped_build_is_not_a_reuse() {
-    let Some((dockerd, env)) = dockerd_env() else {
+fn a_listing_after_an_unwrapped_build_is_not_a_reuse(engine: Engine) {
+    let Some((dockerd, env)) = dockerd_env(engine) else {
         return;
     };
     let mounting = |step: &str| {
@@ -579,12 +599,13 @@ fn a_listing_after_an_unwrapped_build_is_not_a_reuse() {
     );
 }
 
+on_both_engines!(a_listing_after_an_unwrapped_build_is_not_a_reuse);
+
 /// A store that cannot be written never fails the build: wrap warns and passes the status on.
 /// (Containment fails open here; failing closed, the default, it refuses to build from an
 /// input it cannot check: see `store_access`.)
-#[test]
-fn recording_trouble_never_fails_the_build() {
-    let Some((dockerd, env)) = dockerd_env() else {
+fn recording_trouble_never_fails_the_build(engine: Engine) {
+    let Some((dockerd, env)) = dockerd_env(engine) else {
         return;
     };
     let ctx = env.write("c/Dockerfile", "FROM base:1\nRUN echo ok\n");
@@ -612,11 +633,12 @@ fn recording_trouble_never_fails_the_build() {
     );
 }
 
+on_both_engines!(recording_trouble_never_fails_the_build);
+
 /// A build whose `--cache-from` digest is tainted in an open incident is refused before it
 /// runs (exit 5, naming the incident and digest); `--allow-tainted` builds and is recorded.
-#[test]
-fn wrap_refuses_tainted_inputs_while_an_incident_is_open() {
-    let Some((registry, dockerd, env, base)) = site() else {
+fn wrap_refuses_tainted_inputs_while_an_incident_is_open(engine: Engine) {
+    let Some((registry, dockerd, env, base)) = site(engine) else {
         return;
     };
     let reg = registry.host();
@@ -706,11 +728,12 @@ fn wrap_refuses_tainted_inputs_while_an_incident_is_open() {
     assert_eq!(report["overrides"][0]["run"], "2");
 }
 
+on_both_engines!(wrap_refuses_tainted_inputs_while_an_incident_is_open);
+
 /// A `--cache-from` tag that another push moves while the build runs: wrap warns, naming the
 /// digest before and after, and records the digest the build resolved before it started.
-#[test]
-fn a_cache_tag_moved_during_the_build_is_warned_about() {
-    let Some((registry, dockerd, env, base)) = site() else {
+fn a_cache_tag_moved_during_the_build_is_warned_about(engine: Engine) {
+    let Some((registry, dockerd, env, base)) = site(engine) else {
         return;
     };
     let reg = registry.host();
@@ -772,12 +795,13 @@ fn a_cache_tag_moved_during_the_build_is_warned_about() {
     assert!(!imported.contains(&after), "{victim}");
 }
 
+on_both_engines!(a_cache_tag_moved_during_the_build_is_warned_about);
+
 /// A connection to the builder that drops during the build (a daemon restart, a network blip)
 /// costs no evidence: wrap reads the records after the build on a new connection, even when
 /// the first attempt to connect again fails.
-#[test]
-fn builder_records_are_read_on_a_new_connection_when_the_first_dropped() {
-    let Some((_registry, dockerd, env, base)) = site() else {
+fn builder_records_are_read_on_a_new_connection_when_the_first_dropped(engine: Engine) {
+    let Some((_registry, dockerd, env, base)) = site(engine) else {
         return;
     };
     // wrap reaches the builder through a forwarder that can cut its connections; the build
@@ -843,3 +867,5 @@ fn builder_records_are_read_on_a_new_connection_when_the_first_dropped() {
         "{run}"
     );
 }
+
+on_both_engines!(builder_records_are_read_on_a_new_connection_when_the_first_dropped);
