@@ -127,9 +127,7 @@ pub fn registry_env() -> Option<(crate::harness::Registry, Env)> {
 
 /// A private dockerd of `engine` with busybox imported as `base:1`, and a new environment;
 /// `None` when the engine is not installed here.
-pub fn dockerd_env(
-    engine: crate::harness::Engine,
-) -> Option<(crate::harness::Dockerd, Env)> {
+pub fn dockerd_env(engine: crate::harness::Engine) -> Option<(crate::harness::Dockerd, Env)> {
     if !crate::harness::require_engine(engine) {
         return None;
     }

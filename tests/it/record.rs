@@ -3,8 +3,8 @@
 use crate::build::ConfigBuilder;
 use crate::common::{Env, dockerd_env, ok, output};
 use crate::harness;
-use crate::harness::oci::Pusher;
 use crate::harness::Engine;
+use crate::harness::oci::Pusher;
 use crate::on_both_engines;
 
 /// Tags given to `record --resolve` are pinned to the digests the registry serves now; an
