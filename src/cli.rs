@@ -77,9 +77,27 @@ pub enum Command {
     /// Upgrade the store's schema (read commands never change it).
     #[command(subcommand)]
     Db(DbCommand),
+    /// Run the collector: accept runs from CI hooks over HTTP, with identity from CI OIDC
+    /// tokens, into the store.
+    Serve(ServeArgs),
     /// Generate synthetic fleet histories and measure (for benchmarks).
     #[command(hide = true)]
     Bench(BenchArgs),
+}
+
+/// `serve`'s flags.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The address to listen on (`127.0.0.1:8443`; port 0 picks a free one, logged at start).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// The TLS certificate chain (PEM); without it the collector speaks plain HTTP, for use
+    /// behind a TLS-terminating proxy.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM).
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Output formats for commands that print one result.

@@ -23,6 +23,7 @@ mod journal;
 mod ls;
 mod mark_purged;
 pub mod record;
+mod serve;
 mod sweep;
 pub(crate) mod trace;
 mod wrap;
@@ -43,6 +44,7 @@ pub async fn dispatch(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Sweep(args) => sweep::sweep(&args, &db, &config, printer).await,
         Command::Audit(command) => audit::audit(command, &db, &config, printer).await,
         Command::Db(command) => db::db(&command, &db, printer),
+        Command::Serve(args) => serve::serve(&args, &db, config, printer).await,
         Command::Bench(args) => bench::bench(args, printer),
     }
 }

@@ -17,6 +17,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use rusqlite_migration::{M, Migrations};
 
 mod audit;
+mod collector;
 mod containment;
 mod facts;
 mod incident;
@@ -27,6 +28,7 @@ mod sweep;
 mod write;
 
 pub use audit::{StoredFinding, TagSighting};
+pub use collector::{Receipt, Refused};
 pub use containment::{Contained, OverrideRow, VerificationRow};
 pub use incident::{Acceptance, ActionRow, IncidentRow, MountRead, UsedBase};
 pub use index::{SourceSummary, TraceSource};
@@ -54,6 +56,7 @@ const MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/migrations/0009_run_truncations.sql"),
     include_str!("../../schema/migrations/0010_acceptances.sql"),
     include_str!("../../schema/migrations/0011_seed_spec.sql"),
+    include_str!("../../schema/migrations/0013_collector.sql"),
 ];
 
 fn migrations() -> Migrations<'static> {
