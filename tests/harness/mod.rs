@@ -151,3 +151,4 @@ pub mod oci;
 pub mod proxy;
 pub mod serve;
 pub mod token;
+pub mod oidc;

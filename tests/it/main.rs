@@ -23,6 +23,7 @@ mod record;
 mod registry;
 mod runbooks;
 mod scenarios;
+mod serve;
 mod schemas;
 mod store_access;
 mod stored_seeds;
