@@ -77,12 +77,21 @@ pub enum Command {
     /// Upgrade the store's schema (read commands never change it).
     #[command(subcommand)]
     Db(DbCommand),
+    /// Send the runs spooled while the collector could not be reached.
+    Flush(FlushArgs),
     /// Run the collector: accept runs from CI hooks over HTTP, with identity from CI OIDC
     /// tokens, into the store.
     Serve(ServeArgs),
     /// Generate synthetic fleet histories and measure (for benchmarks).
     #[command(hide = true)]
     Bench(BenchArgs),
+}
+
+/// `flush`'s flags.
+#[derive(Debug, Clone, Args)]
+pub struct FlushArgs {
+    #[command(flatten)]
+    pub collector: CollectorArgs,
 }
 
 /// `serve`'s flags.
@@ -172,6 +181,25 @@ pub struct RunArgs {
     /// [default: the builder's, taken as linux/amd64]
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Vec<String>,
+    #[command(flatten)]
+    pub collector: CollectorArgs,
+}
+
+/// Sending runs to a collector (`cachewarden serve`) instead of writing a local store.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CollectorArgs {
+    /// Send the run to this collector (`https://collector.example:8443`) instead of writing
+    /// the local store; the token names the pipeline and run. Its token comes from
+    /// CACHEWARDEN_TOKEN, or on GitHub Actions from the job's OIDC token
+    #[arg(long, env = "CACHEWARDEN_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// The audience to request the GitHub Actions OIDC token for
+    #[arg(long, env = "CACHEWARDEN_AUDIENCE", value_name = "AUD", default_value = "cachewarden")]
+    pub audience: String,
+    /// Where runs that could not be sent wait for the next hook or `cachewarden flush`
+    /// [default: $XDG_STATE_HOME/cachewarden/spool]
+    #[arg(long, env = "CACHEWARDEN_SPOOL", value_name = "DIR")]
+    pub spool: Option<PathBuf>,
 }
 
 /// `record`'s flags: the run, and what a hook that runs after the build must say itself.
@@ -367,6 +395,8 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
+    #[command(flatten)]
+    pub collector: CollectorArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -150,7 +150,14 @@ pub struct Issuer {
     keys: Arc<Mutex<Vec<Value>>>,
     fetches: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
+    /// What `/token` hands out (GitHub's `ACTIONS_ID_TOKEN_REQUEST_URL`), and the audiences
+    /// it was asked for.
+    id_token: Arc<Mutex<Option<String>>>,
+    audiences: Arc<Mutex<Vec<String>>>,
 }
+
+/// The bearer a job presents to the token endpoint (`ACTIONS_ID_TOKEN_REQUEST_TOKEN`).
+pub const REQUEST_TOKEN: &str = "job-request-token";
 
 impl Issuer {
     pub fn start(keys: &[&Key]) -> Self {
@@ -160,6 +167,9 @@ impl Issuer {
         let fetches = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (s, f, st) = (Arc::clone(&served), Arc::clone(&fetches), Arc::clone(&stop));
+        let id_token: Arc<Mutex<Option<String>>> = Arc::default();
+        let audiences: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (it, au) = (Arc::clone(&id_token), Arc::clone(&audiences));
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 if st.load(Ordering::SeqCst) {
@@ -174,6 +184,18 @@ impl Issuer {
                     let body = json!({"keys": *s.lock().unwrap()}).to_string();
                     let headers = [("Content-Type".to_owned(), "application/json".to_owned())];
                     respond(&mut stream, 200, &headers, body.as_bytes());
+                } else if request.path() == "/token"
+                    && request.header("Authorization")
+                        == Some(format!("Bearer {REQUEST_TOKEN}").as_str())
+                    && let Some(token) = it.lock().unwrap().clone()
+                {
+                    for (k, v) in super::serve::parse_form(request.query()) {
+                        if k == "audience" {
+                            au.lock().unwrap().push(v);
+                        }
+                    }
+                    let body = json!({"value": token}).to_string();
+                    respond(&mut stream, 200, &[], body.as_bytes());
                 } else {
                     respond(&mut stream, 404, &[], b"");
                 }
@@ -184,7 +206,19 @@ impl Issuer {
             keys: served,
             fetches,
             stop,
+            id_token,
+            audiences,
         }
+    }
+
+    /// Hands out `token` at `/token`, as GitHub's job token endpoint does.
+    pub fn hand_out(&self, token: &str) {
+        *self.id_token.lock().unwrap() = Some(token.to_owned());
+    }
+
+    /// The audiences the token endpoint was asked for.
+    pub fn audiences(&self) -> Vec<String> {
+        self.audiences.lock().unwrap().clone()
     }
 
     pub fn jwks_url(&self) -> String {

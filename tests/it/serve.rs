@@ -535,3 +535,123 @@ fn health_and_check() {
     assert_eq!(answer.json()["results"][0]["tainted_in"], json!([]));
     let _ = AUDIENCE;
 }
+
+/// A free loopback port with nothing listening on it (yet).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `record --server` on GitHub Actions asks the job's token endpoint for a token with the
+/// configured audience, leaves pipeline and run to the token, and the collector stores it.
+#[test]
+fn record_sends_to_the_collector_with_the_jobs_oidc_token() {
+    let s = setup("github", "");
+    let token = s
+        .rsa
+        .sign(&oidc::github_claims(&s.issuer.url, "acme/web", "build", "70"));
+    s.issuer.hand_out(&token);
+    let out = s
+        .env
+        .cmd()
+        .env("GITHUB_ACTIONS", "true")
+        .env("ACTIONS_ID_TOKEN_REQUEST_URL", format!("{}/token?api-version=2.0", s.issuer.url))
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", oidc::REQUEST_TOKEN)
+        .env("CACHEWARDEN_AUDIENCE", AUDIENCE)
+        .args(["record", "--server", &s.collector.url(), "--builder", "ci-1"])
+        .args(["--cache-from", &format!("localhost:5000/c@sha256:{}", "d".repeat(64))])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("recorded run acme%2Fweb%2Fbuild/70-1/"), "{stderr}");
+    assert_eq!(s.issuer.audiences(), [AUDIENCE]);
+    let runs = stored_runs(&s.env);
+    assert_eq!(runs[0]["pipeline"], "acme/web/build");
+    assert!(!s.env.db().with_extension("never").exists());
+}
+
+/// A run the collector refuses exits 5 and is never spooled.
+#[test]
+fn a_refused_record_exits_5_and_is_not_spooled() {
+    let s = setup("github", "");
+    let token = s
+        .rsa
+        .sign(&oidc::github_claims(&s.issuer.url, "acme/web", "build", "80"));
+    let spool = s.env.path().join("spool");
+    let out = s
+        .env
+        .cmd()
+        .env("CACHEWARDEN_TOKEN", &token)
+        .env("CACHEWARDEN_SPOOL", &spool)
+        .args(["record", "--server", &s.collector.url(), "--pipeline", "acme/release/deploy"])
+        .args(["--run", "80-1", "--builder", "ci-1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("contradicts the token"), "{stderr}");
+    assert!(!spool.exists() || std::fs::read_dir(&spool).unwrap().count() == 0);
+}
+
+/// With the collector down, a wrapped build succeeds on time and its run is spooled with its
+/// token; `flush` sends it once the collector is up, and nothing is lost or doubled.
+#[test]
+fn collector_down_during_wrap_spools_and_flushes_later() {
+    let env = Env::new();
+    let rsa = Key::rsa(env.path(), "rsa-1");
+    let issuer = Issuer::start(&[&rsa]);
+    let config = env.write("collector.toml", &oidc::config(&issuer, "github", ""));
+    let port = free_port();
+    let server = format!("http://127.0.0.1:{port}");
+    // A docker client that builds nothing and succeeds: the build itself is not under test.
+    let docker = env.write("bin/docker", "#!/bin/sh\necho built\nexit 0\n");
+    std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let spool = env.path().join("spool");
+    let mut hooks = Vec::new();
+    for run in ["90", "91"] {
+        let token = rsa.sign(&oidc::github_claims(&issuer.url, "acme/web", "build", run));
+        let started = Instant::now();
+        let out = env
+            .cmd()
+            .env("GITHUB_ACTIONS", "true")
+            .env("GITHUB_REPOSITORY", "acme/web")
+            .env("GITHUB_WORKFLOW", "build")
+            .env("GITHUB_RUN_ID", run)
+            .env("GITHUB_RUN_ATTEMPT", "1")
+            .env("CACHEWARDEN_TOKEN", &token)
+            .env("CACHEWARDEN_SPOOL", &spool)
+            .env("DOCKER_HOST", "unix:///nonexistent.sock")
+            .args(["wrap", "--server", &server, "--builder", "ci-1", "--"])
+            .arg(&docker)
+            .args(["build", "-t", "app:1", "."])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(started.elapsed() < Duration::from_secs(30), "the hook held up the build");
+        assert!(stderr.contains("spooled"), "{stderr}");
+        hooks.push(token);
+    }
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 2);
+    let collector = Collector::start(serve_cmd(&env, &config), port);
+    let out = env
+        .cmd()
+        .env("CACHEWARDEN_SPOOL", &spool)
+        .arg("flush")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let runs: Vec<String> = stored_runs(&env)
+        .iter()
+        .map(|r| r["run"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(runs.contains(&"90-1".to_owned()) && runs.contains(&"91-1".to_owned()));
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+    drop(collector);
+}
