@@ -299,6 +299,24 @@ fn late_and_time_suspect_runs_are_marked() {
         "SELECT late, time_suspect IS NOT NULL FROM run_receipts ORDER BY run_id",
     );
     assert_eq!(rows, [["1", "0"], ["0", "1"], ["0", "1"]]);
+    // The trace shows which runs' times are not believed.
+    let out = s
+        .env
+        .cmd()
+        .args(["trace", "--pipeline", "acme/web/build", "--since", "1d"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("[time-suspect:").count(), 2, "{text}");
+    let out = s
+        .env
+        .cmd()
+        .args(["trace", "--pipeline", "acme/web/build", "--since", "1d", "--format", "json"])
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let suspect = doc.to_string().matches("\"time_suspect\":true").count();
+    assert_eq!(suspect, 2, "{doc}");
 }
 
 /// Static runner tokens record only the pipelines their globs allow.
