@@ -673,3 +673,51 @@ fn collector_down_during_wrap_spools_and_flushes_later() {
     assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
     drop(collector);
 }
+
+/// `check --server` asks the collector, so a runner with no store of its own still refuses
+/// an input an open incident holds tainted; with the collector down, `[containment]
+/// on_unavailable` decides.
+#[test]
+fn check_asks_the_collector_for_containment() {
+    let s = setup("github", "");
+    let token = s
+        .rsa
+        .sign(&oidc::github_claims(&s.issuer.url, "acme/web", "build", "100"));
+    let response = s
+        .collector
+        .post(&token, &oidc::run_line("acme/web/build", "100-1"));
+    assert_eq!(response.status, 201, "{}", response.text());
+    let out = s
+        .env
+        .cmd()
+        .args(["incident", "open", "--pipeline", "acme/web/build", "--since", "1d"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let exported = format!("sha256:{}", "b".repeat(64));
+    let clean = format!("sha256:{}", "e".repeat(64));
+    // The runner's own store is elsewhere and empty.
+    let runner = Env::new();
+    let check = |server: &str, digest: &str, config: Option<&std::path::Path>| {
+        let mut cmd = runner.cmd();
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.env("CACHEWARDEN_TOKEN", &token)
+            .args(["check", "--server", server, digest])
+            .output()
+            .unwrap()
+    };
+    let tainted = check(&s.collector.url(), &exported, None);
+    assert_eq!(tainted.status.code(), Some(5), "{}", String::from_utf8_lossy(&tainted.stderr));
+    assert!(String::from_utf8_lossy(&tainted.stdout).contains("TAINTED"));
+    let ok = check(&s.collector.url(), &clean, None);
+    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let closed = check(&down, &clean, None);
+    assert_eq!(closed.status.code(), Some(5), "{}", String::from_utf8_lossy(&closed.stderr));
+    let open = runner.write("open.toml", "[containment]\non_unavailable = \"fail-open\"\n");
+    let passed = check(&down, &clean, Some(&open));
+    assert_eq!(passed.status.code(), Some(0), "{}", String::from_utf8_lossy(&passed.stderr));
+    assert!(String::from_utf8_lossy(&passed.stderr).contains("containment not checked"));
+}
