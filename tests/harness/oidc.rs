@@ -254,8 +254,14 @@ pub struct Collector {
 impl Collector {
     /// Starts `cmd` (a `cachewarden` command with its env) as `serve --listen 127.0.0.1:PORT`
     /// (0 for a free port) and waits until it listens.
-    pub fn start(mut cmd: Command, port: u16) -> Self {
+    pub fn start(cmd: Command, port: u16) -> Self {
+        Self::start_with(cmd, port, &[])
+    }
+
+    /// [`Collector::start`] with more `serve` arguments.
+    pub fn start_with(mut cmd: Command, port: u16, extra: &[&std::ffi::OsStr]) -> Self {
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn serve");
@@ -267,7 +273,10 @@ impl Collector {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.strip_prefix("collector listening on http://")
+                let addr = line
+                    .strip_prefix("collector listening on http://")
+                    .or_else(|| line.strip_prefix("collector listening on https://"));
+                if let Some(addr) = addr
                     && let Some(tx) = tx.take()
                 {
                     let _ = tx.send(addr.to_owned());

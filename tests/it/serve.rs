@@ -721,3 +721,45 @@ fn check_asks_the_collector_for_containment() {
     assert_eq!(passed.status.code(), Some(0), "{}", String::from_utf8_lossy(&passed.stderr));
     assert!(String::from_utf8_lossy(&passed.stderr).contains("containment not checked"));
 }
+
+/// With `--tls-cert` and `--tls-key` the collector speaks only TLS, and accepts runs over it.
+#[test]
+fn the_collector_serves_tls() {
+    let env = Env::new();
+    let rsa = Key::rsa(env.path(), "rsa-1");
+    let issuer = Issuer::start(&[&rsa]);
+    let config = env.write("collector.toml", &oidc::config(&issuer, "github", ""));
+    let (cert, key) = (env.path().join("cert.pem"), env.path().join("key.pem"));
+    let made = Command::new(crate::harness::token::OPENSSL)
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let collector = Collector::start_with(
+        serve_cmd(&env, &config),
+        0,
+        &["--tls-cert".as_ref(), cert.as_os_str(), "--tls-key".as_ref(), key.as_os_str()],
+    );
+    assert!(collector.log().contains("https://"), "{}", collector.log());
+    let token = rsa.sign(&oidc::github_claims(&issuer.url, "acme/web", "build", "110"));
+    let out = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&cert)
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["-H", "Content-Type: application/json", "-w", "\n%{http_code}"])
+        .args(["--data", &oidc::run_line("acme/web/build", "110-1").to_string()])
+        .arg(format!("https://{}/v1/runs", collector.addr))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("\n201"), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    // Plain HTTP gets no answer from a TLS listener.
+    let plain = crate::harness::http::tcp(&collector.addr, &crate::harness::http::Request::get("/healthz"));
+    assert!(plain.is_err() || plain.unwrap().status != 200);
+    assert_eq!(stored_runs(&env).len(), 1);
+}
