@@ -194,7 +194,12 @@ pub struct CollectorArgs {
     #[arg(long, env = "CACHEWARDEN_SERVER", value_name = "URL")]
     pub server: Option<String>,
     /// The audience to request the GitHub Actions OIDC token for
-    #[arg(long, env = "CACHEWARDEN_AUDIENCE", value_name = "AUD", default_value = "cachewarden")]
+    #[arg(
+        long,
+        env = "CACHEWARDEN_AUDIENCE",
+        value_name = "AUD",
+        default_value = "cachewarden"
+    )]
     pub audience: String,
     /// Where runs that could not be sent wait for the next hook or `cachewarden flush`
     /// [default: $XDG_STATE_HOME/cachewarden/spool]

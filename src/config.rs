@@ -443,7 +443,13 @@ impl Config {
             }
         }
         for issuer in &self.issuers {
-            if self.issuers.iter().filter(|i| i.issuer == issuer.issuer).count() > 1 {
+            if self
+                .issuers
+                .iter()
+                .filter(|i| i.issuer == issuer.issuer)
+                .count()
+                > 1
+            {
                 return Err(invalid(format!(
                     "`issuer` `{}` is defined twice",
                     issuer.issuer

@@ -80,8 +80,7 @@ pub async fn check(
     let digests: Vec<String> = pinned.iter().map(|(_, d)| d.to_string()).collect();
     let hits: Option<Vec<Contained>> = match (&to_collector, store) {
         (Some(server), _) => {
-            match crate::commands::send::remote_contained(server, &args.collector, &digests).await
-            {
+            match crate::commands::send::remote_contained(server, &args.collector, &digests).await {
                 Ok(pairs) => Some(
                     pairs
                         .into_iter()
@@ -99,7 +98,7 @@ pub async fn check(
             }
         }
         (None, store) => match store.map(|store| store.contained(&digests)) {
-        Some(Ok(hits)) => Some(hits),
+            Some(Ok(hits)) => Some(hits),
             Some(Err(err)) => {
                 unavailable(err, policy, printer)?;
                 None

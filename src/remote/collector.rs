@@ -235,11 +235,7 @@ pub fn spool(dir: &Path, entry: &Spooled) -> std::io::Result<PathBuf> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(dir)?;
-    let name = format!(
-        "{}-{}.json",
-        crate::time::now(),
-        std::process::id()
-    );
+    let name = format!("{}-{}.json", crate::time::now(), std::process::id());
     let path = dir.join(&name);
     let temp = dir.join(format!(".{name}.tmp"));
     let mut file = std::fs::OpenOptions::new()

@@ -117,7 +117,10 @@ impl Verifier {
         now: i64,
     ) -> Result<Identity, Refusal> {
         let token = authorization
-            .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Refusal::new(401, "missing_token", "no bearer token"))?;
@@ -214,13 +217,13 @@ impl Verifier {
                         format!("audience is not `{}`", issuer.config.audience),
                     ),
                     ErrorKind::InvalidIssuer => ("wrong_issuer", "wrong issuer".to_owned()),
-                    ErrorKind::ImmatureSignature => {
-                        ("not_yet_valid", "the token is not valid yet (nbf)".to_owned())
-                    }
-                    ErrorKind::InvalidAlgorithm => (
-                        "alg_refused",
-                        format!("the key does not sign with `{alg}`"),
+                    ErrorKind::ImmatureSignature => (
+                        "not_yet_valid",
+                        "the token is not valid yet (nbf)".to_owned(),
                     ),
+                    ErrorKind::InvalidAlgorithm => {
+                        ("alg_refused", format!("the key does not sign with `{alg}`"))
+                    }
                     _ => ("malformed_token", format!("invalid token: {err}")),
                 };
                 Refusal::new(401, code, reason).claiming(claimed.clone())

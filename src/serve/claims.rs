@@ -183,7 +183,10 @@ mod tests {
             &claims(serde_json::json!({"repository": "acme/web", "workflow": "build"})),
         )
         .unwrap_err();
-        assert!(err.contains("`run_id`") && err.contains("`run_attempt`"), "{err}");
+        assert!(
+            err.contains("`run_id`") && err.contains("`run_attempt`"),
+            "{err}"
+        );
         let err = claimed_run(
             IssuerKind::Gitlab,
             &claims(serde_json::json!({"project_path": "g/web", "pipeline_id": "7"})),

@@ -66,7 +66,10 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
         };
         counter(
             &mut out,
@@ -103,7 +106,10 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
         {
-            let _ = writeln!(out, "cachewarden_requests_refused_total{{reason=\"{code}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "cachewarden_requests_refused_total{{reason=\"{code}\"}} {n}"
+            );
         }
         let h = self.latency.lock().unwrap_or_else(|e| e.into_inner());
         let name = "cachewarden_run_request_seconds";

@@ -83,9 +83,11 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let app = router(collector);
     match tls {
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await,
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
         Some(files) => {
             let listener = tls::TlsListener::new(listener, files.acceptor()?)?;
             axum::serve(listener, app)
@@ -144,11 +146,7 @@ fn now_seconds(now: Micros) -> i64 {
     now.div_euclid(1_000_000)
 }
 
-async fn post_run(
-    State(c): State<Arc<Collector>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn post_run(State(c): State<Arc<Collector>>, headers: HeaderMap, body: Bytes) -> Response {
     let started = Instant::now();
     let received_at = time::now();
     let response = match accept_run(&c, &headers, &body, received_at).await {
@@ -307,7 +305,7 @@ fn admit(
     }
     let name = body_name(line);
     let text = Value::Object(line.clone()).to_string();
-    let item = crate::wire::provenance::parse_line(&text).map_err(|e| bad(e))?;
+    let item = crate::wire::provenance::parse_line(&text).map_err(bad)?;
     let ImportItem::Run(mut record) = item else {
         return Err(bad("the collector takes `run` lines only".to_owned()));
     };
@@ -456,7 +454,8 @@ async fn check(
         match crate::model::Digest::parse(&value, "digest") {
             Ok(digest) => digests.push(digest.to_string()),
             Err(err) => {
-                let doc = json!({"v": API_VERSION, "error": "invalid_digest", "reason": err.to_string()});
+                let doc =
+                    json!({"v": API_VERSION, "error": "invalid_digest", "reason": err.to_string()});
                 return (StatusCode::BAD_REQUEST, axum::Json(doc)).into_response();
             }
         }
@@ -482,7 +481,8 @@ async fn check(
             axum::Json(json!({"v": API_VERSION, "results": results})).into_response()
         }
         Err(err) => {
-            let doc = json!({"v": API_VERSION, "error": "store_unavailable", "reason": err.to_string()});
+            let doc =
+                json!({"v": API_VERSION, "error": "store_unavailable", "reason": err.to_string()});
             (StatusCode::SERVICE_UNAVAILABLE, axum::Json(doc)).into_response()
         }
     }

@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -59,7 +59,15 @@ impl Key {
     pub fn rsa(dir: &Path, kid: &str) -> Self {
         let path = dir.join(format!("{kid}.pem"));
         let p = path.to_str().unwrap();
-        openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", p]);
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            p,
+        ]);
         let modulus = String::from_utf8(openssl(&["rsa", "-in", p, "-noout", "-modulus"])).unwrap();
         let n = unhex(modulus.trim().trim_start_matches("Modulus="));
         Self {
@@ -75,7 +83,15 @@ impl Key {
     pub fn p256(dir: &Path, kid: &str) -> Self {
         let path = dir.join(format!("{kid}.pem"));
         let p = path.to_str().unwrap();
-        openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", p]);
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            p,
+        ]);
         let der = openssl(&["pkey", "-in", p, "-pubout", "-outform", "DER"]);
         // The SubjectPublicKeyInfo ends with the uncompressed point 04 || x || y.
         let point = &der[der.len() - 65..];
@@ -286,10 +302,12 @@ impl Collector {
                 log.push('\n');
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("the collector did not start: {}", log.lock().unwrap())
-        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!("the collector did not start: {}", log.lock().unwrap())
+            });
         Self { child, addr, log }
     }
 
@@ -359,8 +377,4 @@ pub fn config(issuer: &Issuer, kind: &str, extra: &str) -> String {
         issuer.url,
         issuer.jwks_url()
     )
-}
-
-pub fn path_str(path: &PathBuf) -> &str {
-    path.to_str().unwrap()
 }

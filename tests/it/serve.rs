@@ -43,7 +43,11 @@ fn serve_cmd(env: &Env, config: &std::path::Path) -> Command {
 /// The runs the store holds, as exported lines.
 fn stored_runs(env: &Env) -> Vec<Value> {
     let out = env.cmd().arg("export").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -94,18 +98,33 @@ fn valid_tokens_record_the_run_their_claims_name() {
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0]["pipeline"], "acme/web/build");
     assert_eq!(runs[0]["run"], "4242-1");
-    assert_eq!(runs[0]["commit"], "0123456789abcdef0123456789abcdef01234567");
-    let receipts = sql_rows(&s.env, "SELECT identity, late, time_suspect FROM run_receipts");
+    assert_eq!(
+        runs[0]["commit"],
+        "0123456789abcdef0123456789abcdef01234567"
+    );
+    let receipts = sql_rows(
+        &s.env,
+        "SELECT identity, late, time_suspect FROM run_receipts",
+    );
     assert_eq!(
         receipts,
-        [vec![format!("{}#acme/web/build", s.issuer.url), "0".into(), "NULL".into()]]
+        [vec![
+            format!("{}#acme/web/build", s.issuer.url),
+            "0".into(),
+            "NULL".into()
+        ]]
     );
 
     let gitlab = setup("gitlab", "");
-    let token = gitlab
-        .ec
-        .sign(&oidc::gitlab_claims(&gitlab.issuer.url, "grp/api", "77", "901"));
-    let response = gitlab.collector.post(&token, &oidc::run_line("grp/api", "77-901"));
+    let token = gitlab.ec.sign(&oidc::gitlab_claims(
+        &gitlab.issuer.url,
+        "grp/api",
+        "77",
+        "901",
+    ));
+    let response = gitlab
+        .collector
+        .post(&token, &oidc::run_line("grp/api", "77-901"));
     assert_eq!(response.status, 201, "{}", response.text());
     assert_eq!(stored_runs(&gitlab.env)[0]["run"], "77-901");
 }
@@ -128,7 +147,9 @@ fn forged_and_unusable_tokens_are_refused() {
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "expired",
-            s.rsa.sign(&with(json!({"exp": now - 2 * 86400, "iat": now - 2 * 86400 - 300}))),
+            s.rsa.sign(&with(
+                json!({"exp": now - 2 * 86400, "iat": now - 2 * 86400 - 300}),
+            )),
             "expired",
         ),
         (
@@ -143,7 +164,8 @@ fn forged_and_unusable_tokens_are_refused() {
         ),
         (
             "wrong issuer",
-            s.rsa.sign(&with(json!({"iss": "https://token.evil.example"}))),
+            s.rsa
+                .sign(&with(json!({"iss": "https://token.evil.example"}))),
             "unknown_issuer",
         ),
         ("alg none", oidc::unsigned(&base), "alg_refused"),
@@ -161,16 +183,24 @@ fn forged_and_unusable_tokens_are_refused() {
         ("no token", String::new(), "missing_token"),
     ];
     for (what, token, code) in &cases {
-        let response = s.collector.post(token, &oidc::run_line("acme/web/build", "1-1"));
+        let response = s
+            .collector
+            .post(token, &oidc::run_line("acme/web/build", "1-1"));
         assert_eq!(response.status, 401, "{what}: {}", response.text());
         assert_eq!(response.json()["error"], *code, "{what}");
     }
     assert!(stored_runs(&s.env).is_empty());
     let log = s.collector.log();
     for (_, _, code) in &cases {
-        assert!(log.contains(&format!("refused 401 {code}:")), "{code}: {log}");
+        assert!(
+            log.contains(&format!("refused 401 {code}:")),
+            "{code}: {log}"
+        );
     }
-    let kept = sql_rows(&s.env, "SELECT status, code FROM collector_refusals ORDER BY id");
+    let kept = sql_rows(
+        &s.env,
+        "SELECT status, code FROM collector_refusals ORDER BY id",
+    );
     assert_eq!(kept.len(), cases.len(), "{kept:?}");
     let metrics = s.collector.get("/metrics").text();
     assert!(
@@ -184,12 +214,21 @@ fn forged_and_unusable_tokens_are_refused() {
 #[test]
 fn bodies_that_contradict_the_token_are_refused() {
     let s = setup("github", "");
-    let token = s
-        .rsa
-        .sign(&oidc::github_claims(&s.issuer.url, "acme/web", "build", "10"));
+    let token = s.rsa.sign(&oidc::github_claims(
+        &s.issuer.url,
+        "acme/web",
+        "build",
+        "10",
+    ));
     for (what, line) in [
-        ("forged pipeline", oidc::run_line("acme/release/deploy", "10-1")),
-        ("replay for another run", oidc::run_line("acme/web/build", "11-1")),
+        (
+            "forged pipeline",
+            oidc::run_line("acme/release/deploy", "10-1"),
+        ),
+        (
+            "replay for another run",
+            oidc::run_line("acme/web/build", "11-1"),
+        ),
     ] {
         let response = s.collector.post(&token, &line);
         assert_eq!(response.status, 403, "{what}: {}", response.text());
@@ -203,7 +242,10 @@ fn bodies_that_contradict_the_token_are_refused() {
     let response = s.collector.post(&token, &line);
     assert_eq!(response.status, 403, "{}", response.text());
     assert!(stored_runs(&s.env).is_empty());
-    let kept = sql_rows(&s.env, "SELECT status, run_name FROM collector_refusals ORDER BY id");
+    let kept = sql_rows(
+        &s.env,
+        "SELECT status, run_name FROM collector_refusals ORDER BY id",
+    );
     assert_eq!(kept[0], ["403", "acme/release/deploy/10-1"]);
     assert!(s.collector.log().contains("refused 403 contradicts_claims"));
 }
@@ -223,9 +265,10 @@ fn pull_request_tokens_record_untrusted_runs() {
     assert_eq!(response.status, 201, "{}", response.text());
     assert_eq!(response.json()["trust_level"], "untrusted");
     let push = oidc::github_claims(&s.issuer.url, "acme/web", "build", "21");
-    let response = s
-        .collector
-        .post(&s.rsa.sign(&push), &oidc::run_line("acme/web/build", "21-1"));
+    let response = s.collector.post(
+        &s.rsa.sign(&push),
+        &oidc::run_line("acme/web/build", "21-1"),
+    );
     assert_eq!(response.json()["trust_level"], "release");
 }
 
@@ -235,9 +278,10 @@ fn pull_request_tokens_record_untrusted_runs() {
 fn rotated_keys_are_fetched_once() {
     let s = setup("github", "");
     let claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", "30");
-    let response = s
-        .collector
-        .post(&s.rsa.sign(&claims), &oidc::run_line("acme/web/build", "30-1"));
+    let response = s.collector.post(
+        &s.rsa.sign(&claims),
+        &oidc::run_line("acme/web/build", "30-1"),
+    );
     assert_eq!(response.status, 201, "{}", response.text());
     assert_eq!(s.issuer.fetches(), 1);
     // Let the refresh interval (2 s in the test config) pass, then rotate.
@@ -245,20 +289,26 @@ fn rotated_keys_are_fetched_once() {
     let rotated = Key::p256(s.env.path(), "ec-2");
     s.issuer.publish(&rotated);
     let claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", "31");
-    let response = s
-        .collector
-        .post(&rotated.sign(&claims), &oidc::run_line("acme/web/build", "31-1"));
+    let response = s.collector.post(
+        &rotated.sign(&claims),
+        &oidc::run_line("acme/web/build", "31-1"),
+    );
     assert_eq!(response.status, 201, "{}", response.text());
     assert_eq!(s.issuer.fetches(), 2);
     let mut unknown = Key::rsa(s.env.path(), "gone");
     unknown.kid = "gone".into();
     for _ in 0..5 {
-        let response = s
-            .collector
-            .post(&unknown.sign(&claims), &oidc::run_line("acme/web/build", "31-1"));
+        let response = s.collector.post(
+            &unknown.sign(&claims),
+            &oidc::run_line("acme/web/build", "31-1"),
+        );
         assert_eq!(response.status, 401);
     }
-    assert_eq!(s.issuer.fetches(), 2, "unknown keys must not trigger a fetch each");
+    assert_eq!(
+        s.issuer.fetches(),
+        2,
+        "unknown keys must not trigger a fetch each"
+    );
 }
 
 /// A spooled run whose token expired within the grace is accepted and marked late; a run
@@ -272,9 +322,10 @@ fn late_and_time_suspect_runs_are_marked() {
     claims["iat"] = json!(now - 7200);
     claims["nbf"] = json!(now - 7200);
     claims["exp"] = json!(now - 3600);
-    let response = s
-        .collector
-        .post(&s.rsa.sign(&claims), &oidc::run_line("acme/web/build", "40-1"));
+    let response = s.collector.post(
+        &s.rsa.sign(&claims),
+        &oidc::run_line("acme/web/build", "40-1"),
+    );
     assert_eq!(response.status, 201, "{}", response.text());
     assert_eq!(response.json()["late"], true);
 
@@ -311,7 +362,15 @@ fn late_and_time_suspect_runs_are_marked() {
     let out = s
         .env
         .cmd()
-        .args(["trace", "--pipeline", "acme/web/build", "--since", "1d", "--format", "json"])
+        .args([
+            "trace",
+            "--pipeline",
+            "acme/web/build",
+            "--since",
+            "1d",
+            "--format",
+            "json",
+        ])
         .output()
         .unwrap();
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -334,7 +393,9 @@ fn static_tokens_are_bound_to_their_pipelines() {
     );
     let ok = s.collector.post(secret, &oidc::run_line("infra/base", "5"));
     assert_eq!(ok.status, 201, "{}", ok.text());
-    let other = s.collector.post(secret, &oidc::run_line("acme/web/build", "5"));
+    let other = s
+        .collector
+        .post(secret, &oidc::run_line("acme/web/build", "5"));
     assert_eq!(other.status, 403, "{}", other.text());
     assert_eq!(other.json()["error"], "pipeline_not_allowed");
 }
@@ -343,9 +404,12 @@ fn static_tokens_are_bound_to_their_pipelines() {
 #[test]
 fn one_identity_is_rate_limited() {
     let s = setup("github", "[server]\nruns_per_minute = 3\n");
-    let token = s
-        .rsa
-        .sign(&oidc::github_claims(&s.issuer.url, "acme/web", "build", "50"));
+    let token = s.rsa.sign(&oidc::github_claims(
+        &s.issuer.url,
+        "acme/web",
+        "build",
+        "50",
+    ));
     let statuses: Vec<u16> = (0..5)
         .map(|i| {
             let mut line = oidc::run_line("acme/web/build", "50-1");
@@ -364,9 +428,12 @@ fn fifty_hooks_at_once() {
     let tokens: Vec<(String, Value)> = (0..runs)
         .map(|i| {
             let run = format!("{}", 1000 + i);
-            let token = s
-                .rsa
-                .sign(&oidc::github_claims(&s.issuer.url, "acme/web", "build", &run));
+            let token = s.rsa.sign(&oidc::github_claims(
+                &s.issuer.url,
+                "acme/web",
+                "build",
+                &run,
+            ));
             (token, oidc::run_line("acme/web/build", &format!("{run}-1")))
         })
         .collect();
@@ -381,7 +448,9 @@ fn fifty_hooks_at_once() {
                 let mut latencies = Vec::new();
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let Some((token, line)) = tokens.get(i) else { break };
+                    let Some((token, line)) = tokens.get(i) else {
+                        break;
+                    };
                     let t = Instant::now();
                     let request = crate::harness::http::Request {
                         body: line.to_string().into_bytes(),
@@ -427,8 +496,12 @@ fn sigterm_loses_no_accepted_run() {
         .map(|i| {
             let run = format!("{}", 2000 + i);
             (
-                s.rsa
-                    .sign(&oidc::github_claims(&s.issuer.url, "acme/web", "build", &run)),
+                s.rsa.sign(&oidc::github_claims(
+                    &s.issuer.url,
+                    "acme/web",
+                    "build",
+                    &run,
+                )),
                 oidc::run_line("acme/web/build", &format!("{run}-1")),
             )
         })
@@ -472,8 +545,12 @@ fn kill_9_mid_write_loses_nothing_sent_again() {
         .map(|i| {
             let run = format!("{}", 3000 + i);
             (
-                s.rsa
-                    .sign(&oidc::github_claims(&s.issuer.url, "acme/web", "build", &run)),
+                s.rsa.sign(&oidc::github_claims(
+                    &s.issuer.url,
+                    "acme/web",
+                    "build",
+                    &run,
+                )),
                 oidc::run_line("acme/web/build", &format!("{run}-1")),
             )
         })
@@ -484,7 +561,9 @@ fn kill_9_mid_write_loses_nothing_sent_again() {
             ..crate::harness::http::Request::new("POST", "/v1/runs")
                 .header("Authorization", &format!("Bearer {token}"))
         };
-        crate::harness::http::tcp(addr, &request).ok().map(|r| r.status)
+        crate::harness::http::tcp(addr, &request)
+            .ok()
+            .map(|r| r.status)
     };
     let shared = std::sync::Arc::new(lines);
     let addr = s.collector.addr.clone();
@@ -517,7 +596,10 @@ fn kill_9_mid_write_loses_nothing_sent_again() {
         ..
     } = s;
     collector.kill();
-    let unanswered: Vec<usize> = senders.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let unanswered: Vec<usize> = senders
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
     let config = env.path().join("collector.toml");
     let restarted = Collector::start(serve_cmd(&env, &config), 0);
     for i in unanswered {
@@ -538,9 +620,12 @@ fn kill_9_mid_write_loses_nothing_sent_again() {
 fn health_and_check() {
     let s = setup("github", "");
     assert_eq!(s.collector.get("/healthz").status, 200);
-    let token = s
-        .rsa
-        .sign(&oidc::github_claims(&s.issuer.url, "acme/web", "build", "60"));
+    let token = s.rsa.sign(&oidc::github_claims(
+        &s.issuer.url,
+        "acme/web",
+        "build",
+        "60",
+    ));
     let digest = format!("sha256:{}", "c".repeat(64));
     let path = format!("/v1/check?digest={digest}");
     let request = crate::harness::http::Request::get(&path);
@@ -568,24 +653,42 @@ fn free_port() -> u16 {
 #[test]
 fn record_sends_to_the_collector_with_the_jobs_oidc_token() {
     let s = setup("github", "");
-    let token = s
-        .rsa
-        .sign(&oidc::github_claims(&s.issuer.url, "acme/web", "build", "70"));
+    let token = s.rsa.sign(&oidc::github_claims(
+        &s.issuer.url,
+        "acme/web",
+        "build",
+        "70",
+    ));
     s.issuer.hand_out(&token);
     let out = s
         .env
         .cmd()
         .env("GITHUB_ACTIONS", "true")
-        .env("ACTIONS_ID_TOKEN_REQUEST_URL", format!("{}/token?api-version=2.0", s.issuer.url))
+        .env(
+            "ACTIONS_ID_TOKEN_REQUEST_URL",
+            format!("{}/token?api-version=2.0", s.issuer.url),
+        )
         .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", oidc::REQUEST_TOKEN)
         .env("CACHEWARDEN_AUDIENCE", AUDIENCE)
-        .args(["record", "--server", &s.collector.url(), "--builder", "ci-1"])
-        .args(["--cache-from", &format!("localhost:5000/c@sha256:{}", "d".repeat(64))])
+        .args([
+            "record",
+            "--server",
+            &s.collector.url(),
+            "--builder",
+            "ci-1",
+        ])
+        .args([
+            "--cache-from",
+            &format!("localhost:5000/c@sha256:{}", "d".repeat(64)),
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("recorded run acme%2Fweb%2Fbuild/70-1/"), "{stderr}");
+    assert!(
+        stderr.contains("recorded run acme%2Fweb%2Fbuild/70-1/"),
+        "{stderr}"
+    );
     assert_eq!(s.issuer.audiences(), [AUDIENCE]);
     let runs = stored_runs(&s.env);
     assert_eq!(runs[0]["pipeline"], "acme/web/build");
@@ -596,16 +699,25 @@ fn record_sends_to_the_collector_with_the_jobs_oidc_token() {
 #[test]
 fn a_refused_record_exits_5_and_is_not_spooled() {
     let s = setup("github", "");
-    let token = s
-        .rsa
-        .sign(&oidc::github_claims(&s.issuer.url, "acme/web", "build", "80"));
+    let token = s.rsa.sign(&oidc::github_claims(
+        &s.issuer.url,
+        "acme/web",
+        "build",
+        "80",
+    ));
     let spool = s.env.path().join("spool");
     let out = s
         .env
         .cmd()
         .env("CACHEWARDEN_TOKEN", &token)
         .env("CACHEWARDEN_SPOOL", &spool)
-        .args(["record", "--server", &s.collector.url(), "--pipeline", "acme/release/deploy"])
+        .args([
+            "record",
+            "--server",
+            &s.collector.url(),
+            "--pipeline",
+            "acme/release/deploy",
+        ])
         .args(["--run", "80-1", "--builder", "ci-1"])
         .output()
         .unwrap();
@@ -627,8 +739,7 @@ fn collector_down_during_wrap_spools_and_flushes_later() {
     let server = format!("http://127.0.0.1:{port}");
     // A docker client that builds nothing and succeeds: the build itself is not under test.
     let docker = env.write("bin/docker", "#!/bin/sh\necho built\nexit 0\n");
-    std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let spool = env.path().join("spool");
     let mut hooks = Vec::new();
     for run in ["90", "91"] {
@@ -651,7 +762,10 @@ fn collector_down_during_wrap_spools_and_flushes_later() {
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
-        assert!(started.elapsed() < Duration::from_secs(30), "the hook held up the build");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the hook held up the build"
+        );
         assert!(stderr.contains("spooled"), "{stderr}");
         hooks.push(token);
     }
@@ -663,7 +777,11 @@ fn collector_down_during_wrap_spools_and_flushes_later() {
         .arg("flush")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let runs: Vec<String> = stored_runs(&env)
         .iter()
         .map(|r| r["run"].as_str().unwrap().to_owned())
@@ -680,9 +798,12 @@ fn collector_down_during_wrap_spools_and_flushes_later() {
 #[test]
 fn check_asks_the_collector_for_containment() {
     let s = setup("github", "");
-    let token = s
-        .rsa
-        .sign(&oidc::github_claims(&s.issuer.url, "acme/web", "build", "100"));
+    let token = s.rsa.sign(&oidc::github_claims(
+        &s.issuer.url,
+        "acme/web",
+        "build",
+        "100",
+    ));
     let response = s
         .collector
         .post(&token, &oidc::run_line("acme/web/build", "100-1"));
@@ -690,10 +811,21 @@ fn check_asks_the_collector_for_containment() {
     let out = s
         .env
         .cmd()
-        .args(["incident", "open", "--pipeline", "acme/web/build", "--since", "1d"])
+        .args([
+            "incident",
+            "open",
+            "--pipeline",
+            "acme/web/build",
+            "--since",
+            "1d",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let exported = format!("sha256:{}", "b".repeat(64));
     let clean = format!("sha256:{}", "e".repeat(64));
     // The runner's own store is elsewhere and empty.
@@ -709,16 +841,39 @@ fn check_asks_the_collector_for_containment() {
             .unwrap()
     };
     let tainted = check(&s.collector.url(), &exported, None);
-    assert_eq!(tainted.status.code(), Some(5), "{}", String::from_utf8_lossy(&tainted.stderr));
+    assert_eq!(
+        tainted.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&tainted.stderr)
+    );
     assert!(String::from_utf8_lossy(&tainted.stdout).contains("TAINTED"));
     let ok = check(&s.collector.url(), &clean, None);
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let down = format!("http://127.0.0.1:{}", free_port());
     let closed = check(&down, &clean, None);
-    assert_eq!(closed.status.code(), Some(5), "{}", String::from_utf8_lossy(&closed.stderr));
-    let open = runner.write("open.toml", "[containment]\non_unavailable = \"fail-open\"\n");
+    assert_eq!(
+        closed.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&closed.stderr)
+    );
+    let open = runner.write(
+        "open.toml",
+        "[containment]\non_unavailable = \"fail-open\"\n",
+    );
     let passed = check(&down, &clean, Some(&open));
-    assert_eq!(passed.status.code(), Some(0), "{}", String::from_utf8_lossy(&passed.stderr));
+    assert_eq!(
+        passed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&passed.stderr)
+    );
     assert!(String::from_utf8_lossy(&passed.stderr).contains("containment not checked"));
 }
 
@@ -731,35 +886,71 @@ fn the_collector_serves_tls() {
     let config = env.write("collector.toml", &oidc::config(&issuer, "github", ""));
     let (cert, key) = (env.path().join("cert.pem"), env.path().join("key.pem"));
     let made = Command::new(crate::harness::token::OPENSSL)
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let collector = Collector::start_with(
         serve_cmd(&env, &config),
         0,
-        &["--tls-cert".as_ref(), cert.as_os_str(), "--tls-key".as_ref(), key.as_os_str()],
+        &[
+            "--tls-cert".as_ref(),
+            cert.as_os_str(),
+            "--tls-key".as_ref(),
+            key.as_os_str(),
+        ],
     );
     assert!(collector.log().contains("https://"), "{}", collector.log());
-    let token = rsa.sign(&oidc::github_claims(&issuer.url, "acme/web", "build", "110"));
+    let token = rsa.sign(&oidc::github_claims(
+        &issuer.url,
+        "acme/web",
+        "build",
+        "110",
+    ));
     let out = Command::new("curl")
         .args(["-sS", "--cacert"])
         .arg(&cert)
         .args(["-H", &format!("Authorization: Bearer {token}")])
-        .args(["-H", "Content-Type: application/json", "-w", "\n%{http_code}"])
-        .args(["--data", &oidc::run_line("acme/web/build", "110-1").to_string()])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args([
+            "--data",
+            &oidc::run_line("acme/web/build", "110-1").to_string(),
+        ])
         .arg(format!("https://{}/v1/runs", collector.addr))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.ends_with("\n201"), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.ends_with("\n201"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Plain HTTP gets no answer from a TLS listener.
-    let plain = crate::harness::http::tcp(&collector.addr, &crate::harness::http::Request::get("/healthz"));
+    let plain = crate::harness::http::tcp(
+        &collector.addr,
+        &crate::harness::http::Request::get("/healthz"),
+    );
     assert!(plain.is_err() || plain.unwrap().status != 200);
     assert_eq!(stored_runs(&env).len(), 1);
 }
