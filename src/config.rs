@@ -618,6 +618,30 @@ credentials = "anonymous"
         assert!(err.contains("on_unavailable"), "{err}");
     }
 
+    /// An issuer whose keys would come over plain HTTP from another host, or a static token
+    /// stored other than as its SHA-256, is refused when the config loads.
+    #[test]
+    fn issuers_and_tokens_are_checked_when_loaded() {
+        let config = Config::parse(
+            "[[issuer]]\nissuer = \"https://gitlab.example\"\njwks = \"/etc/jwks.json\"\n\
+             audience = \"cw\"\nkind = \"gitlab\"\n\n[server]\nruns_per_minute = 5\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.issuers[0].kind, IssuerKind::Gitlab);
+        assert_eq!(config.issuers[0].jwks_refresh_seconds, 60);
+        assert_eq!(config.server.runs_per_minute, 5);
+        assert_eq!(config.server.late_grace_seconds, 86400);
+        for bad in [
+            "[[issuer]]\nissuer = \"i\"\njwks = \"http://jwks.example/keys\"\naudience = \"a\"\n",
+            "[[token]]\nname = \"t\"\nsha256 = \"secret-in-the-clear\"\npipelines = [\"*\"]\n",
+            "[[issuer]]\nissuer = \"i\"\njwks = \"/a\"\naudience = \"a\"\n\n\
+             [[issuer]]\nissuer = \"i\"\njwks = \"/b\"\naudience = \"a\"\n",
+        ] {
+            assert!(Config::parse(bad, Path::new("c.toml")).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn errors_name_file_line_and_key() {
         let err = Config::parse(

@@ -62,6 +62,9 @@ pub struct Jwks {
 struct State {
     keys: Option<JwkSet>,
     fetched_at: Option<Instant>,
+    /// Why the last fetch failed, when it did: repeated until the next fetch, so an issuer
+    /// that cannot be reached reads as unavailable (retry) and not as an unknown key (refuse).
+    failed: Option<String>,
 }
 
 /// How many bytes of a key set are read.
@@ -89,13 +92,24 @@ impl Jwks {
             .fetched_at
             .is_none_or(|at| at.elapsed() >= self.refresh);
         if !stale {
-            return Ok(None);
+            return match &state.failed {
+                Some(why) => Err(why.clone()),
+                None => Ok(None),
+            };
         }
         state.fetched_at = Some(Instant::now());
-        let set = self.fetch().await?;
-        let found = find(&set, kid);
-        state.keys = Some(set);
-        Ok(found)
+        match self.fetch().await {
+            Ok(set) => {
+                let found = find(&set, kid);
+                state.keys = Some(set);
+                state.failed = None;
+                Ok(found)
+            }
+            Err(why) => {
+                state.failed = Some(why.clone());
+                Err(why)
+            }
+        }
     }
 
     async fn fetch(&self) -> Result<JwkSet, String> {
@@ -141,6 +155,30 @@ fn find(set: &JwkSet, kid: Option<&str>) -> Option<jsonwebtoken::jwk::Jwk> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A key set that cannot be read is an outage on every try within the refresh interval,
+    /// never an unknown key: a hook told "unknown key" would drop the run instead of spooling.
+    #[tokio::test]
+    async fn an_unreadable_key_set_stays_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let jwks = Jwks::new(
+            JwksSource::File(dir.path().join("missing.json")),
+            Duration::from_secs(3600),
+            reqwest::Client::new(),
+        );
+        assert!(jwks.key(Some("k")).await.is_err());
+        assert!(
+            jwks.key(Some("k")).await.is_err(),
+            "the second try within the interval"
+        );
+        std::fs::write(dir.path().join("missing.json"), r#"{"keys": []}"#).unwrap();
+        let fresh = Jwks::new(
+            JwksSource::File(dir.path().join("missing.json")),
+            Duration::from_secs(3600),
+            reqwest::Client::new(),
+        );
+        assert_eq!(fresh.key(Some("k")).await, Ok(None));
+    }
 
     /// Keys are fetched over https, or plain http only from loopback: a key set sent in the
     /// clear across a network could be swapped by anyone on the path.
