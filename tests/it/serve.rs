@@ -954,3 +954,72 @@ fn the_collector_serves_tls() {
     assert!(plain.is_err() || plain.unwrap().status != 200);
     assert_eq!(stored_runs(&env).len(), 1);
 }
+
+/// `wrap --server` on a runner with no store of its own refuses to build from a cache the
+/// collector's open incident holds tainted: the build command never runs.
+#[test]
+fn wrap_refuses_inputs_the_collector_holds_tainted() {
+    let s = setup("github", "");
+    let token = s.rsa.sign(&oidc::github_claims(
+        &s.issuer.url,
+        "acme/web",
+        "build",
+        "120",
+    ));
+    let response = s
+        .collector
+        .post(&token, &oidc::run_line("acme/web/build", "120-1"));
+    assert_eq!(response.status, 201, "{}", response.text());
+    let out = s
+        .env
+        .cmd()
+        .args([
+            "incident",
+            "open",
+            "--pipeline",
+            "acme/web/build",
+            "--since",
+            "1d",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runner = Env::new();
+    let marker = runner.path().join("built");
+    let docker = runner.write(
+        "bin/docker",
+        &format!("#!/bin/sh\ntouch {}\nexit 0\n", marker.display()),
+    );
+    std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let next = s.rsa.sign(&oidc::github_claims(
+        &s.issuer.url,
+        "acme/web",
+        "build",
+        "121",
+    ));
+    let tainted = format!("localhost:5000/cache/app@sha256:{}", "b".repeat(64));
+    let out = runner
+        .cmd()
+        .env("CACHEWARDEN_TOKEN", &next)
+        .env("DOCKER_HOST", "unix:///nonexistent.sock")
+        .args([
+            "wrap",
+            "--server",
+            &s.collector.url(),
+            "--pipeline",
+            "acme/web/build",
+        ])
+        .args(["--run", "121-1", "--builder", "ci-1", "--"])
+        .arg(&docker)
+        .args(["build", "--cache-from", &tainted, "."])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("tainted in open incident 1"), "{stderr}");
+    assert!(!marker.exists(), "the build ran");
+}
