@@ -1939,6 +1939,7 @@ mod tests {
                      DROP TRIGGER record_pages_append; DROP TABLE record_pages;
                      DROP TABLE run_truncations;
                      DROP TABLE acceptances;
+                     DROP TABLE run_receipts; DROP TABLE collector_refusals;
                      ALTER TABLE actions DROP COLUMN evidence_gap;
                      DROP TRIGGER runs_never_update; DROP TRIGGER runs_never_delete;
                      DROP TRIGGER events_never_update; DROP TRIGGER events_never_delete;
