@@ -486,113 +486,116 @@ fn fifty_hooks_at_once() {
     );
 }
 
-/// SIGTERM lets the runs in flight finish: every run that was answered is stored, and the
-/// collector exits 0.
-#[test]
-fn sigterm_loses_no_accepted_run() {
-    let s = setup("github", "[server]\nruns_per_minute = 0\n");
-    let addr = s.collector.addr.clone();
-    let lines: Vec<(String, Value)> = (0..40)
+/// Signed runs `first..first + n` of `acme/web/build`, each with its own token (ES256, the
+/// faster to sign).
+fn signed_runs(s: &Setup, first: usize, n: usize) -> Vec<(String, Value)> {
+    (first..first + n)
         .map(|i| {
-            let run = format!("{}", 2000 + i);
+            let run = i.to_string();
+            let claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", &run);
             (
-                s.rsa.sign(&oidc::github_claims(
-                    &s.issuer.url,
-                    "acme/web",
-                    "build",
-                    &run,
-                )),
+                s.ec.sign(&claims),
                 oidc::run_line("acme/web/build", &format!("{run}-1")),
             )
         })
-        .collect();
-    let sender = std::thread::spawn(move || {
-        let mut accepted = Vec::new();
-        for (token, line) in lines {
-            let request = crate::harness::http::Request {
-                body: line.to_string().into_bytes(),
-                ..crate::harness::http::Request::new("POST", "/v1/runs")
-                    .header("Authorization", &format!("Bearer {token}"))
-            };
-            match crate::harness::http::tcp(&addr, &request) {
-                Ok(r) if r.status == 201 => accepted.push(line["run"].as_str().unwrap().to_owned()),
-                _ => {}
-            }
-        }
-        accepted
-    });
-    std::thread::sleep(Duration::from_millis(150));
-    let Setup { env, collector, .. } = s;
-    let status = collector.terminate();
-    assert!(status.success(), "{status:?}");
-    let accepted = sender.join().unwrap();
-    let stored: Vec<String> = stored_runs(&env)
-        .iter()
-        .map(|r| r["run"].as_str().unwrap().to_owned())
-        .collect();
-    for run in &accepted {
-        assert!(stored.contains(run), "accepted run {run} was lost");
-    }
+        .collect()
 }
 
-/// A collector killed with SIGKILL mid-write leaves a usable store with each run whole or
-/// absent; hooks that got no answer send again to a restarted collector, and every run is
-/// stored exactly once.
-#[test]
-fn kill_9_mid_write_loses_nothing_sent_again() {
-    let s = setup("github", "[server]\nruns_per_minute = 0\n");
-    let lines: Vec<(String, Value)> = (0..120)
-        .map(|i| {
-            let run = format!("{}", 3000 + i);
-            (
-                s.rsa.sign(&oidc::github_claims(
-                    &s.issuer.url,
-                    "acme/web",
-                    "build",
-                    &run,
-                )),
-                oidc::run_line("acme/web/build", &format!("{run}-1")),
-            )
-        })
-        .collect();
-    let send = |addr: &str, token: &str, line: &Value| {
-        let request = crate::harness::http::Request {
-            body: line.to_string().into_bytes(),
-            ..crate::harness::http::Request::new("POST", "/v1/runs")
-                .header("Authorization", &format!("Bearer {token}"))
-        };
-        crate::harness::http::tcp(addr, &request)
-            .ok()
-            .map(|r| r.status)
+/// Sends one signed run; the status, or `None` when no answer came.
+fn send(addr: &str, token: &str, line: &Value) -> Option<u16> {
+    let request = crate::harness::http::Request {
+        body: line.to_string().into_bytes(),
+        ..crate::harness::http::Request::new("POST", "/v1/runs")
+            .header("Authorization", &format!("Bearer {token}"))
     };
-    let shared = std::sync::Arc::new(lines);
-    let addr = s.collector.addr.clone();
-    let senders: Vec<_> = (0..8)
+    crate::harness::http::tcp(addr, &request)
+        .ok()
+        .map(|r| r.status)
+}
+
+/// 8 hooks sending `lines` at once, counting answers in `answered`; each returns the
+/// indices of its runs that got no 201.
+fn send_all(
+    addr: &str,
+    lines: &std::sync::Arc<Vec<(String, Value)>>,
+    answered: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Vec<std::thread::JoinHandle<Vec<usize>>> {
+    (0..8)
         .map(|w| {
-            let (lines, addr) = (shared.clone(), addr.clone());
+            let (lines, addr, answered) = (lines.clone(), addr.to_owned(), answered.clone());
             std::thread::spawn(move || {
                 let mut unanswered = Vec::new();
                 for (i, (token, line)) in lines.iter().enumerate().filter(|(i, _)| i % 8 == w) {
-                    let request = crate::harness::http::Request {
-                        body: line.to_string().into_bytes(),
-                        ..crate::harness::http::Request::new("POST", "/v1/runs")
-                            .header("Authorization", &format!("Bearer {token}"))
-                    };
-                    match crate::harness::http::tcp(&addr, &request) {
-                        Ok(r) if r.status == 201 => {}
-                        _ => unanswered.push(i),
+                    if send(&addr, token, line) == Some(201) {
+                        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    } else {
+                        unanswered.push(i);
                     }
                 }
                 unanswered
             })
         })
+        .collect()
+}
+
+/// Waits until `n` runs were answered.
+fn wait_for(answered: &std::sync::atomic::AtomicUsize, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answered.load(std::sync::atomic::Ordering::SeqCst) < n {
+        assert!(
+            Instant::now() < deadline,
+            "the collector answered too few runs"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// SIGTERM in the middle of a stream of runs: the collector finishes the requests in flight
+/// and exits 0, and every run that was answered 201 is stored.
+#[test]
+fn sigterm_loses_no_accepted_run() {
+    let s = setup("github", "[server]\nruns_per_minute = 0\n");
+    let lines = std::sync::Arc::new(signed_runs(&s, 2000, 400));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let senders = send_all(&s.collector.addr, &lines, &answered);
+    wait_for(&answered, 40);
+    let Setup { env, collector, .. } = s;
+    let status = collector.terminate();
+    assert!(status.success(), "{status:?}");
+    let unanswered: Vec<usize> = senders
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !unanswered.is_empty(),
+        "the collector stopped after the last run, not during"
+    );
+    let stored: std::collections::BTreeSet<String> = stored_runs(&env)
+        .iter()
+        .map(|r| r["run"].as_str().unwrap().to_owned())
+        .collect();
+    for (i, (_, line)) in lines.iter().enumerate() {
+        let run = line["run"].as_str().unwrap();
+        if !unanswered.contains(&i) {
+            assert!(stored.contains(run), "accepted run {run} was lost");
+        }
+    }
+}
+
+/// A collector killed with SIGKILL in the middle of a stream of runs leaves a usable store
+/// with each run whole or absent; the hooks that got no answer send again to a restarted
+/// collector, and every run is stored exactly once.
+#[test]
+fn kill_9_mid_write_loses_nothing_sent_again() {
+    let s = setup("github", "[server]\nruns_per_minute = 0\n");
+    let lines = std::sync::Arc::new(signed_runs(&s, 3000, 400));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let senders = send_all(&s.collector.addr, &lines, &answered);
+    wait_for(&answered, 40);
     let Setup {
         env,
         collector,
         issuer,
-        rsa,
         ..
     } = s;
     collector.kill();
@@ -600,18 +603,22 @@ fn kill_9_mid_write_loses_nothing_sent_again() {
         .into_iter()
         .flat_map(|t| t.join().unwrap())
         .collect();
+    assert!(
+        !unanswered.is_empty(),
+        "the collector was killed after the last run, not during"
+    );
     let config = env.path().join("collector.toml");
     let restarted = Collector::start(serve_cmd(&env, &config), 0);
     for i in unanswered {
-        let (token, line) = &shared[i];
+        let (token, line) = &lines[i];
         let status = send(&restarted.addr, token, line);
         assert!(matches!(status, Some(200 | 201)), "{status:?}");
     }
     let runs = stored_runs(&env);
-    assert_eq!(runs.len(), shared.len());
+    assert_eq!(runs.len(), lines.len());
     let receipts = sql_rows(&env, "SELECT count(*) FROM run_receipts");
-    assert_eq!(receipts, [[shared.len().to_string()]]);
-    drop((issuer, rsa));
+    assert_eq!(receipts, [[lines.len().to_string()]]);
+    drop(issuer);
 }
 
 /// `/healthz` answers while the store answers; `/v1/check` tells a runner whether a digest
