@@ -283,6 +283,10 @@ pub struct ServerConfig {
     /// Clock difference allowed between runners and the collector.
     #[serde(default = "default_server_skew")]
     pub clock_skew_seconds: u64,
+    /// Refused requests kept as evidence a minute; those over it are logged and counted only,
+    /// so a flood of bad tokens cannot fill the disk; 0 keeps none.
+    #[serde(default = "default_refusals_kept")]
+    pub refusals_kept_per_minute: u32,
 }
 
 impl Default for ServerConfig {
@@ -292,6 +296,7 @@ impl Default for ServerConfig {
             runs_per_minute: default_runs_per_minute(),
             late_grace_seconds: default_late_grace(),
             clock_skew_seconds: default_server_skew(),
+            refusals_kept_per_minute: default_refusals_kept(),
         }
     }
 }
@@ -310,6 +315,10 @@ fn default_late_grace() -> u64 {
 
 fn default_server_skew() -> u64 {
     60
+}
+
+fn default_refusals_kept() -> u32 {
+    600
 }
 
 /// What containment does when it cannot tell whether an input is tainted.

@@ -15,6 +15,7 @@ pub struct Metrics {
     duplicates: AtomicU64,
     late: AtomicU64,
     time_suspect: AtomicU64,
+    not_kept: AtomicU64,
     refused: Mutex<BTreeMap<&'static str, u64>>,
     latency: Mutex<Histogram>,
 }
@@ -40,6 +41,12 @@ impl Metrics {
         if created && time_suspect {
             self.time_suspect.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A refusal that was not kept as evidence (over the minute's allowance, or not kept by
+    /// design: rate limits, store trouble).
+    pub fn not_kept(&self) {
+        self.not_kept.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn refused(&self, code: &'static str) {
@@ -94,6 +101,12 @@ impl Metrics {
             "cachewarden_runs_time_suspect_total",
             "Runs stored whose times cannot be believed.",
             self.time_suspect.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "cachewarden_refusals_not_kept_total",
+            "Refused requests not kept as evidence in the store.",
+            self.not_kept.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,

@@ -46,6 +46,9 @@ pub struct Collector {
     metrics: metrics::Metrics,
     /// Recent accepted-run times per identity, for `[server] runs_per_minute`.
     recent: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// When the refusals of the last minute were kept, for `[server]
+    /// refusals_kept_per_minute`.
+    kept: Mutex<VecDeque<Instant>>,
 }
 
 impl Collector {
@@ -57,6 +60,7 @@ impl Collector {
             verifier,
             metrics: metrics::Metrics::default(),
             recent: Mutex::new(HashMap::new()),
+            kept: Mutex::new(VecDeque::new()),
         })
     }
 }
@@ -363,14 +367,12 @@ fn time_suspect(
     (!why.is_empty()).then(|| why.join("; "))
 }
 
-fn rate_limit(c: &Collector, identity: &Identity) -> Result<(), Refusal> {
-    let limit = c.config.server.runs_per_minute as usize;
+/// Whether one more event fits in `limit` a minute (0: no limit), counting it when it does.
+fn within_minute(times: &mut VecDeque<Instant>, limit: usize) -> bool {
     if limit == 0 {
-        return Ok(());
+        return true;
     }
-    let mut recent = c.recent.lock().unwrap_or_else(|e| e.into_inner());
     let now = Instant::now();
-    let times = recent.entry(identity.name.clone()).or_default();
     while times
         .front()
         .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
@@ -378,6 +380,17 @@ fn rate_limit(c: &Collector, identity: &Identity) -> Result<(), Refusal> {
         times.pop_front();
     }
     if times.len() >= limit {
+        return false;
+    }
+    times.push_back(now);
+    true
+}
+
+fn rate_limit(c: &Collector, identity: &Identity) -> Result<(), Refusal> {
+    let limit = c.config.server.runs_per_minute as usize;
+    let mut recent = c.recent.lock().unwrap_or_else(|e| e.into_inner());
+    let times = recent.entry(identity.name.clone()).or_default();
+    if !within_minute(times, limit) {
         return Err(Refusal::new(
             429,
             "rate_limited",
@@ -385,7 +398,6 @@ fn rate_limit(c: &Collector, identity: &Identity) -> Result<(), Refusal> {
         )
         .claiming(identity.name.clone()));
     }
-    times.push_back(now);
     Ok(())
 }
 
@@ -409,7 +421,15 @@ async fn refuse(
             format!(" (claimed: {})", Line(&refusal.claimed))
         }
     );
-    if !matches!(refusal.code, "rate_limited" | "store_unavailable") {
+    let keep = !matches!(refusal.code, "rate_limited" | "store_unavailable");
+    let keep = keep && {
+        let limit = c.config.server.refusals_kept_per_minute as usize;
+        let mut kept = c.kept.lock().unwrap_or_else(|e| e.into_inner());
+        limit > 0 && within_minute(&mut kept, limit)
+    };
+    if !keep {
+        c.metrics.not_kept();
+    } else {
         let kept = Refused {
             at,
             status: refusal.status,

@@ -1030,3 +1030,27 @@ fn wrap_refuses_inputs_the_collector_holds_tainted() {
     assert!(stderr.contains("tainted in open incident 1"), "{stderr}");
     assert!(!marker.exists(), "the build ran");
 }
+
+/// A flood of bad tokens is logged and counted, but only `[server]
+/// refusals_kept_per_minute` of it is kept in the store: the evidence cannot fill the disk.
+#[test]
+fn a_flood_of_refusals_is_kept_only_up_to_the_allowance() {
+    let s = setup("github", "[server]\nrefusals_kept_per_minute = 3\n");
+    let line = oidc::run_line("acme/web/build", "1-1");
+    for _ in 0..10 {
+        assert_eq!(s.collector.post("not-a-token", &line).status, 401);
+    }
+    assert_eq!(
+        sql_rows(&s.env, "SELECT count(*) FROM collector_refusals"),
+        [["3"]]
+    );
+    let metrics = s.collector.get("/metrics").text();
+    assert!(
+        metrics.contains("cachewarden_requests_refused_total{reason=\"malformed_token\"} 10"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cachewarden_refusals_not_kept_total 7"),
+        "{metrics}"
+    );
+}
