@@ -227,6 +227,10 @@ pub struct IssuerConfig {
     /// The least time between two fetches of the key set on an unknown key id.
     #[serde(default = "default_jwks_refresh")]
     pub jwks_refresh_seconds: u64,
+    /// For a `generic` issuer: the claim that names the pipeline [default: `sub`]
+    /// (`pipeline_slug` for Buildkite).
+    #[serde(default)]
+    pub pipeline_claim: Option<String>,
 }
 
 fn default_jwks_refresh() -> u64 {
@@ -239,7 +243,7 @@ fn default_jwks_refresh() -> u64 {
 pub enum IssuerKind {
     Github,
     Gitlab,
-    /// The pipeline is the `sub` claim; the run comes from the hook.
+    /// The pipeline is the `sub` claim (or `pipeline_claim`); the run comes from the hook.
     #[default]
     Generic,
 }

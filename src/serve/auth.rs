@@ -244,8 +244,12 @@ impl Verifier {
                 .claiming(claimed));
             }
         }
-        let run = claimed_run(issuer.config.kind, &claims)
-            .map_err(|e| Refusal::new(401, "missing_claims", e).claiming(claimed.clone()))?;
+        let run = claimed_run(
+            issuer.config.kind,
+            issuer.config.pipeline_claim.as_deref(),
+            &claims,
+        )
+        .map_err(|e| Refusal::new(401, "missing_claims", e).claiming(claimed.clone()))?;
         Ok(Identity {
             name: format!("{iss}#{}", run.pipeline),
             source: Source::Oidc {

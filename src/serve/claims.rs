@@ -8,7 +8,7 @@
 //! | --- | --- | --- | --- | --- | --- | --- |
 //! | `github` | `<repository>/<workflow>` | `repository` | `<run_id>-<run_attempt>` | `sha` | `ref` | `event_name` is `pull_request` or `pull_request_target`, or `ref_protected` is `false` |
 //! | `gitlab` | `project_path` | `project_path` | `<pipeline_id>-<job_id>` | `sha` | `ref` | `pipeline_source` is `merge_request_event` or `external_pull_request_event`, or `ref_protected` is `false` |
-//! | `generic` | `sub` | — | from the hook | — | — | never (the pipeline's ceiling applies) |
+//! | `generic` | `sub`, or the issuer's `pipeline_claim` | — | from the hook | — | — | never (the pipeline's ceiling applies) |
 //!
 //! A GitHub or GitLab token without the claims that name its pipeline and run is refused: the
 //! hook would otherwise name them itself.
@@ -63,14 +63,20 @@ fn claim_text(claims: &Map<String, Value>, name: &str) -> Option<String> {
 }
 
 /// Reads the run out of verified claims; the error names what is missing.
-pub fn claimed_run(kind: IssuerKind, claims: &Map<String, Value>) -> Result<ClaimedRun, String> {
+/// `pipeline_claim` names the pipeline claim of a generic issuer (`sub` when `None`).
+pub fn claimed_run(
+    kind: IssuerKind,
+    pipeline_claim: Option<&str>,
+    claims: &Map<String, Value>,
+) -> Result<ClaimedRun, String> {
     let (marker, table) = match kind {
         IssuerKind::Github => ("GITHUB_ACTIONS", GITHUB),
         IssuerKind::Gitlab => ("GITLAB_CI", GITLAB),
         IssuerKind::Generic => {
-            let pipeline = claim_text(claims, "sub")
+            let name = pipeline_claim.unwrap_or("sub");
+            let pipeline = claim_text(claims, name)
                 .filter(|s| !s.trim().is_empty())
-                .ok_or("the token has no `sub` claim")?;
+                .ok_or_else(|| format!("the token has no `{name}` claim"))?;
             return Ok(ClaimedRun {
                 pipeline,
                 ..ClaimedRun::default()
@@ -134,6 +140,7 @@ mod tests {
     fn github_claims_name_the_run_as_the_environment_does() {
         let run = claimed_run(
             IssuerKind::Github,
+            None,
             &claims(serde_json::json!({
                 "repository": "acme/web", "workflow": "build", "run_id": "4242",
                 "run_attempt": "2", "sha": "abc", "ref": "refs/heads/main",
@@ -154,6 +161,7 @@ mod tests {
         for event in ["pull_request", "pull_request_target"] {
             let run = claimed_run(
                 IssuerKind::Github,
+                None,
                 &claims(serde_json::json!({
                     "repository": "acme/web", "workflow": "build", "run_id": 1,
                     "run_attempt": 1, "event_name": event, "ref_protected": "true"
@@ -164,6 +172,7 @@ mod tests {
         }
         let run = claimed_run(
             IssuerKind::Gitlab,
+            None,
             &claims(serde_json::json!({
                 "project_path": "g/web", "pipeline_id": "7", "job_id": "99",
                 "pipeline_source": "push", "ref_protected": "false"
@@ -175,11 +184,29 @@ mod tests {
         assert!(run.untrusted.is_some());
     }
 
+    /// A generic issuer names the pipeline by `sub`, or by the claim the config names.
+    #[test]
+    fn generic_tokens_name_the_pipeline_by_the_configured_claim() {
+        let token = claims(serde_json::json!({
+            "sub": "organization:acme:pipeline:web:ref:refs/heads/main",
+            "pipeline_slug": "web"
+        }));
+        let by_sub = claimed_run(IssuerKind::Generic, None, &token).unwrap();
+        assert_eq!(
+            by_sub.pipeline,
+            "organization:acme:pipeline:web:ref:refs/heads/main"
+        );
+        let by_slug = claimed_run(IssuerKind::Generic, Some("pipeline_slug"), &token).unwrap();
+        assert_eq!(by_slug.pipeline, "web");
+        assert_eq!(by_slug.run_id, None, "the run comes from the hook");
+    }
+
     /// A token that does not name its run cannot be used to record one the hook names.
     #[test]
     fn tokens_without_run_claims_are_refused() {
         let err = claimed_run(
             IssuerKind::Github,
+            None,
             &claims(serde_json::json!({"repository": "acme/web", "workflow": "build"})),
         )
         .unwrap_err();
@@ -189,10 +216,11 @@ mod tests {
         );
         let err = claimed_run(
             IssuerKind::Gitlab,
+            None,
             &claims(serde_json::json!({"project_path": "g/web", "pipeline_id": "7"})),
         )
         .unwrap_err();
         assert!(err.contains("`job_id`"), "{err}");
-        assert!(claimed_run(IssuerKind::Generic, &claims(serde_json::json!({}))).is_err());
+        assert!(claimed_run(IssuerKind::Generic, None, &claims(serde_json::json!({}))).is_err());
     }
 }
