@@ -49,14 +49,20 @@ pub async fn check(
         .or_else(|| ci::detect(&env).and_then(|c| c.pipeline));
     let policy = config.on_unavailable_for(pipeline.as_deref());
     let to_collector = args.collector.server.clone();
-    let store = match open_read_store(db) {
-        _ if to_collector.is_some() => None,
-        Ok(store) => Some(store),
+    // With a collector the runner's own store is not read: the collector's is the one.
+    let local = if to_collector.is_some() {
+        None
+    } else {
+        Some(open_read_store(db))
+    };
+    let store = match local {
+        None => None,
+        Some(Ok(store)) => Some(store),
         // Nothing recorded yet: an error (exit 3), never an empty answer that reads as `ok`.
-        Err(err @ (StoreError::Missing { .. } | StoreError::Empty { .. })) => {
+        Some(Err(err @ (StoreError::Missing { .. } | StoreError::Empty { .. }))) => {
             return Err(err.into());
         }
-        Err(err) => {
+        Some(Err(err)) => {
             unavailable(err, policy, printer)?;
             None
         }

@@ -161,14 +161,15 @@ async fn post_run(State(c): State<Arc<Collector>>, headers: HeaderMap, body: Byt
     response
 }
 
-type Refused2 = (Refusal, Option<String>);
+/// A refusal and the run the body named, when it named one.
+type Rejection = (Refusal, Option<String>);
 
 async fn accept_run(
     c: &Arc<Collector>,
     headers: &HeaderMap,
     body: &[u8],
     received_at: Micros,
-) -> Result<Response, Refused2> {
+) -> Result<Response, Rejection> {
     let identity = c
         .verifier
         .verify(authorization(headers), true, now_seconds(received_at))
@@ -239,7 +240,7 @@ fn admit(
     body: &[u8],
     config: &Config,
     received_at: Micros,
-) -> Result<(RunRecord, Receipt), Refused2> {
+) -> Result<(RunRecord, Receipt), Rejection> {
     let bad = |reason: String| (Refusal::new(400, "invalid_line", reason), None);
     let mut value: Value = serde_json::from_slice(body)
         .map_err(|e| bad(format!("the body is not a provenance line: {e}")))?;
