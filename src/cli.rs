@@ -90,8 +90,13 @@ pub enum Command {
 /// `flush`'s flags.
 #[derive(Debug, Clone, Args)]
 pub struct FlushArgs {
-    #[command(flatten)]
-    pub collector: CollectorArgs,
+    /// Send only the runs spooled for this collector [default: each to the collector it was
+    /// spooled for]
+    #[arg(long, env = "CACHEWARDEN_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// The spool [default: $XDG_STATE_HOME/cachewarden/spool]
+    #[arg(long, env = "CACHEWARDEN_SPOOL", value_name = "DIR")]
+    pub spool: Option<PathBuf>,
 }
 
 /// `serve`'s flags.

@@ -173,11 +173,10 @@ async fn flush_dir(dir: &Path, only: Option<&str>, printer: Printer) -> Result<F
 /// `cachewarden flush`: sends every spooled run to the collector it was meant for. Exit 0
 /// when the spool is empty after, 1 when runs are left or were refused.
 pub async fn flush(args: &FlushArgs, printer: Printer) -> Result<ExitStatus> {
-    let dir = collector::spool_dir(args.collector.spool.as_deref()).ok_or_else(|| {
+    let dir = collector::spool_dir(args.spool.as_deref()).ok_or_else(|| {
         InputError::invalid("no spool directory: pass --spool or set CACHEWARDEN_SPOOL")
     })?;
     let only = args
-        .collector
         .server
         .as_deref()
         .map(|s| s.trim_end_matches('/').to_owned());
