@@ -20,6 +20,7 @@ PACKAGES=(
     apache2-utils    # htpasswd, for the registry's basic auth in the tests
     openssl          # certificates for the TLS registry in the tests
     jq               # the runbooks read JSON output with it
+    curl             # an HTTPS client for the collector's TLS test
 )
 # From Debian 13 on Debian 12 (see above); from the default sources where it is packaged.
 TRIXIE_PACKAGES=(

@@ -87,9 +87,41 @@ pub enum Command {
     /// Upgrade the store's schema (read commands never change it).
     #[command(subcommand)]
     Db(DbCommand),
+    /// Send the runs spooled while the collector could not be reached.
+    Flush(FlushArgs),
+    /// Run the collector: accept runs from CI hooks over HTTP, with identity from CI OIDC
+    /// tokens, into the store.
+    Serve(ServeArgs),
     /// Generate synthetic fleet histories and measure (for benchmarks).
     #[command(hide = true)]
     Bench(BenchArgs),
+}
+
+/// `flush`'s flags.
+#[derive(Debug, Clone, Args)]
+pub struct FlushArgs {
+    /// Send only the runs spooled for this collector [default: each to the collector it was
+    /// spooled for]
+    #[arg(long, env = "CACHEWARDEN_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// The spool [default: $XDG_STATE_HOME/cachewarden/spool]
+    #[arg(long, env = "CACHEWARDEN_SPOOL", value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+}
+
+/// `serve`'s flags.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// The address to listen on (`127.0.0.1:8443`; port 0 picks a free one, logged at start).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// The TLS certificate chain (PEM); without it the collector speaks plain HTTP, for use
+    /// behind a TLS-terminating proxy.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM).
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Output formats for commands that print one result.
@@ -164,6 +196,30 @@ pub struct RunArgs {
     /// [default: the builder's, taken as linux/amd64]
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Vec<String>,
+    #[command(flatten)]
+    pub collector: CollectorArgs,
+}
+
+/// Sending runs to a collector (`cachewarden serve`) instead of writing a local store.
+#[derive(Debug, Clone, Default, Args)]
+pub struct CollectorArgs {
+    /// Send the run to this collector (`https://collector.example:8443`) instead of writing
+    /// the local store; the token names the pipeline and run. Its token comes from
+    /// CACHEWARDEN_TOKEN, or on GitHub Actions from the job's OIDC token
+    #[arg(long, env = "CACHEWARDEN_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// The audience to request the GitHub Actions OIDC token for
+    #[arg(
+        long,
+        env = "CACHEWARDEN_AUDIENCE",
+        value_name = "AUD",
+        default_value = "cachewarden"
+    )]
+    pub audience: String,
+    /// Where runs that could not be sent wait for the next hook or `cachewarden flush`
+    /// [default: $XDG_STATE_HOME/cachewarden/spool]
+    #[arg(long, env = "CACHEWARDEN_SPOOL", value_name = "DIR")]
+    pub spool: Option<PathBuf>,
 }
 
 /// `record`'s flags: the run, and what a hook that runs after the build must say itself.
@@ -370,6 +426,8 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: OutputFormat,
+    #[command(flatten)]
+    pub collector: CollectorArgs,
 }
 
 #[derive(Debug, Subcommand)]

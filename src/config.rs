@@ -50,6 +50,15 @@ pub struct Config {
     /// What `wrap` and `check` do when the store cannot be read.
     #[serde(default)]
     pub containment: ContainmentConfig,
+    /// OIDC token issuers the collector (`serve`) trusts.
+    #[serde(default, rename = "issuer")]
+    pub issuers: Vec<IssuerConfig>,
+    /// Static per-runner tokens for runners without OIDC, stored hashed.
+    #[serde(default, rename = "token")]
+    pub tokens: Vec<TokenConfig>,
+    /// Collector settings.
+    #[serde(default)]
+    pub server: ServerConfig,
     /// Where the file was read from, for messages.
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -202,6 +211,120 @@ pub struct ContainmentConfig {
     pub on_unavailable: OnUnavailable,
 }
 
+/// An `[[issuer]]` entry: a CI OIDC token issuer whose tokens the collector accepts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The `iss` claim, exactly.
+    pub issuer: String,
+    /// Where its keys are: an `https://` URL, `http://` only on loopback, or a local file.
+    pub jwks: String,
+    /// The `aud` the tokens must carry.
+    pub audience: String,
+    /// How claims map to pipeline, run and trust.
+    #[serde(default)]
+    pub kind: IssuerKind,
+    /// The least time between two fetches of the key set on an unknown key id.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_seconds: u64,
+    /// For a `generic` issuer: the claim that names the pipeline [default: `sub`]
+    /// (`pipeline_slug` for Buildkite).
+    #[serde(default)]
+    pub pipeline_claim: Option<String>,
+}
+
+fn default_jwks_refresh() -> u64 {
+    60
+}
+
+/// How an issuer's claims are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IssuerKind {
+    Github,
+    Gitlab,
+    /// The pipeline is the `sub` claim (or `pipeline_claim`); the run comes from the hook.
+    #[default]
+    Generic,
+}
+
+impl IssuerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Github => "github",
+            Self::Gitlab => "gitlab",
+            Self::Generic => "generic",
+        }
+    }
+}
+
+/// A `[[token]]` entry: a static bearer token for a runner without OIDC.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Names the token in logs and evidence.
+    pub name: String,
+    /// The SHA-256 of the token, lowercase hex.
+    pub sha256: String,
+    /// The pipelines it may record (`*` within a component, `**` across).
+    pub pipelines: Vec<String>,
+}
+
+/// The `[server]` table: what the collector enforces.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// A run that claims to have started this long before its token was issued is
+    /// time-suspect.
+    #[serde(default = "default_max_run_seconds")]
+    pub max_run_seconds: u64,
+    /// Runs one identity may send a minute; 0 for no limit.
+    #[serde(default = "default_runs_per_minute")]
+    pub runs_per_minute: u32,
+    /// How long after its expiry a spooled run's token is still accepted (the run is `late`).
+    #[serde(default = "default_late_grace")]
+    pub late_grace_seconds: u64,
+    /// Clock difference allowed between runners and the collector.
+    #[serde(default = "default_server_skew")]
+    pub clock_skew_seconds: u64,
+    /// Refused requests kept as evidence a minute; those over it are logged and counted only,
+    /// so a flood of bad tokens cannot fill the disk; 0 keeps none.
+    #[serde(default = "default_refusals_kept")]
+    pub refusals_kept_per_minute: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_run_seconds: default_max_run_seconds(),
+            runs_per_minute: default_runs_per_minute(),
+            late_grace_seconds: default_late_grace(),
+            clock_skew_seconds: default_server_skew(),
+            refusals_kept_per_minute: default_refusals_kept(),
+        }
+    }
+}
+
+fn default_max_run_seconds() -> u64 {
+    6 * 3600
+}
+
+fn default_runs_per_minute() -> u32 {
+    600
+}
+
+fn default_late_grace() -> u64 {
+    24 * 3600
+}
+
+fn default_server_skew() -> u64 {
+    60
+}
+
+fn default_refusals_kept() -> u32 {
+    600
+}
+
 /// What containment does when it cannot tell whether an input is tainted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -329,6 +452,32 @@ impl Config {
                 return Err(invalid(format!(
                     "{what}: `trust_level` `{level}` is not one of the configured levels: {}",
                     self.trust_levels().join(", ")
+                )));
+            }
+        }
+        for issuer in &self.issuers {
+            if self
+                .issuers
+                .iter()
+                .filter(|i| i.issuer == issuer.issuer)
+                .count()
+                > 1
+            {
+                return Err(invalid(format!(
+                    "`issuer` `{}` is defined twice",
+                    issuer.issuer
+                )));
+            }
+            if let Err(message) = crate::serve::jwks::JwksSource::parse(&issuer.jwks) {
+                return Err(invalid(format!("`issuer` `{}`: {message}", issuer.issuer)));
+            }
+        }
+        for token in &self.tokens {
+            let hex = &token.sha256;
+            if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return Err(invalid(format!(
+                    "`token` `{}`: `sha256` is not 64 lowercase hex digits",
+                    token.name
                 )));
             }
         }
@@ -480,6 +629,30 @@ credentials = "anonymous"
         .unwrap_err()
         .to_string();
         assert!(err.contains("on_unavailable"), "{err}");
+    }
+
+    /// An issuer whose keys would come over plain HTTP from another host, or a static token
+    /// stored other than as its SHA-256, is refused when the config loads.
+    #[test]
+    fn issuers_and_tokens_are_checked_when_loaded() {
+        let config = Config::parse(
+            "[[issuer]]\nissuer = \"https://gitlab.example\"\njwks = \"/etc/jwks.json\"\n\
+             audience = \"cw\"\nkind = \"gitlab\"\n\n[server]\nruns_per_minute = 5\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.issuers[0].kind, IssuerKind::Gitlab);
+        assert_eq!(config.issuers[0].jwks_refresh_seconds, 60);
+        assert_eq!(config.server.runs_per_minute, 5);
+        assert_eq!(config.server.late_grace_seconds, 86400);
+        for bad in [
+            "[[issuer]]\nissuer = \"i\"\njwks = \"http://jwks.example/keys\"\naudience = \"a\"\n",
+            "[[token]]\nname = \"t\"\nsha256 = \"secret-in-the-clear\"\npipelines = [\"*\"]\n",
+            "[[issuer]]\nissuer = \"i\"\njwks = \"/a\"\naudience = \"a\"\n\n\
+             [[issuer]]\nissuer = \"i\"\njwks = \"/b\"\naudience = \"a\"\n",
+        ] {
+            assert!(Config::parse(bad, Path::new("c.toml")).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod printer;
 pub mod purge;
 pub mod remote;
 pub mod report;
+pub mod serve;
 pub mod store;
 pub mod suggest;
 pub mod sweep;

@@ -48,13 +48,21 @@ pub async fn check(
         .clone()
         .or_else(|| ci::detect(&env).and_then(|c| c.pipeline));
     let policy = config.on_unavailable_for(pipeline.as_deref());
-    let store = match open_read_store(db) {
-        Ok(store) => Some(store),
+    let to_collector = args.collector.server.clone();
+    // With a collector the runner's own store is not read: the collector's is the one.
+    let local = if to_collector.is_some() {
+        None
+    } else {
+        Some(open_read_store(db))
+    };
+    let store = match local {
+        None => None,
+        Some(Ok(store)) => Some(store),
         // Nothing recorded yet: an error (exit 3), never an empty answer that reads as `ok`.
-        Err(err @ (StoreError::Missing { .. } | StoreError::Empty { .. })) => {
+        Some(Err(err @ (StoreError::Missing { .. } | StoreError::Empty { .. }))) => {
             return Err(err.into());
         }
-        Err(err) => {
+        Some(Err(err)) => {
             unavailable(err, policy, printer)?;
             None
         }
@@ -76,13 +84,33 @@ pub async fn check(
         pinned.push((value, digest));
     }
     let digests: Vec<String> = pinned.iter().map(|(_, d)| d.to_string()).collect();
-    let hits: Option<Vec<Contained>> = match store.map(|store| store.contained(&digests)) {
-        Some(Ok(hits)) => Some(hits),
-        Some(Err(err)) => {
-            unavailable(err, policy, printer)?;
-            None
+    let hits: Option<Vec<Contained>> = match (&to_collector, store) {
+        (Some(server), _) => {
+            match crate::commands::send::remote_contained(server, &args.collector, &digests).await {
+                Ok(pairs) => Some(
+                    pairs
+                        .into_iter()
+                        .map(|(digest, incident)| Contained {
+                            name: digest.clone(),
+                            digest,
+                            incident,
+                        })
+                        .collect(),
+                ),
+                Err(err) => {
+                    unavailable(format!("the collector: {err}"), policy, printer)?;
+                    None
+                }
+            }
         }
-        None => None,
+        (None, store) => match store.map(|store| store.contained(&digests)) {
+            Some(Ok(hits)) => Some(hits),
+            Some(Err(err)) => {
+                unavailable(err, policy, printer)?;
+                None
+            }
+            None => None,
+        },
     };
     let incidents_of = |digest: &Digest| -> Option<Vec<i64>> {
         hits.as_ref().map(|hits| {
@@ -153,7 +181,7 @@ pub async fn check(
 /// A store that exists but cannot be read: a refusal (exit 5) when containment fails closed,
 /// a warning when it fails open. (A missing store is an error before this: a reader creates
 /// nothing, and an empty answer would read as `ok`.)
-fn unavailable(err: StoreError, policy: OnUnavailable, printer: Printer) -> Result<()> {
+fn unavailable(err: impl std::fmt::Display, policy: OnUnavailable, printer: Printer) -> Result<()> {
     match policy {
         OnUnavailable::FailClosed => Err(RefusedError(format!(
             "containment cannot be checked, so nothing passes: {err} (`[containment] on_unavailable` is `fail-closed`)"

@@ -24,6 +24,8 @@ mod journal;
 mod ls;
 mod mark_purged;
 pub mod record;
+mod send;
+mod serve;
 mod sweep;
 pub(crate) mod trace;
 mod wrap;
@@ -45,6 +47,8 @@ pub async fn dispatch(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Sweep(args) => sweep::sweep(&args, &db, &config, printer).await,
         Command::Audit(command) => audit::audit(command, &db, &config, printer).await,
         Command::Db(command) => db::db(&command, &db, printer),
+        Command::Flush(args) => send::flush(&args, printer).await,
+        Command::Serve(args) => serve::serve(&args, &db, config, printer).await,
         Command::Bench(args) => bench::bench(args, printer),
     }
 }

@@ -44,6 +44,9 @@ pub async fn record(
         resolve_tags(&mut record, config, printer).await?;
     }
     warn_unpinned(&record, printer);
+    if let Some(server) = &args.run.collector.server {
+        return send_record(&record, server, &args, printer).await;
+    }
     let mut store = open_store(db)?;
     let outcome = store.record_run(&record, config)?;
     for warning in &outcome.warnings {
@@ -77,6 +80,40 @@ pub async fn record(
     Ok(ExitStatus::Success)
 }
 
+/// Sends the run to the collector (spooled when it cannot be reached) and says what became
+/// of it.
+async fn send_record(
+    record: &RunRecord,
+    server: &str,
+    args: &RecordArgs,
+    printer: Printer,
+) -> Result<ExitStatus> {
+    use crate::commands::send::{Delivered, deliver};
+    match deliver(record, server, &args.run.collector, printer).await? {
+        Delivered::Stored { created, answer } => {
+            match args.format {
+                OutputFormat::Json => write_stdout(&format!("{answer}\n"))?,
+                OutputFormat::Text => {
+                    let verb = if created {
+                        "recorded"
+                    } else {
+                        "already recorded:"
+                    };
+                    printer.status(format!(
+                        "{verb} run {} at the collector",
+                        crate::report::escape::Term(answer["run"].as_str().unwrap_or(""))
+                    ));
+                }
+            }
+            for warning in answer["warnings"].as_array().into_iter().flatten() {
+                printer.warn(crate::report::escape::Line(warning.as_str().unwrap_or("")));
+            }
+        }
+        Delivered::Spooled => {}
+    }
+    Ok(ExitStatus::Success)
+}
+
 /// Turns flags, files and the CI environment into one run. No network; `wrap` passes the
 /// times and status it measured. What had to be over-approximated (a Dockerfile `FROM` that
 /// cannot be resolved) is added to `warnings`.
@@ -89,12 +126,15 @@ pub fn build_record(
 ) -> Result<RunRecord> {
     let ci = ci::detect(var);
     let ci = ci.as_ref();
-    let pipeline = args.run.pipeline.clone().or_else(|| ci.and_then(|c| c.pipeline.clone())).ok_or_else(|| {
+    // With a collector the token names the pipeline and run: what the hook does not know it
+    // leaves empty.
+    let to_collector = args.run.collector.server.is_some();
+    let pipeline = args.run.pipeline.clone().or_else(|| ci.and_then(|c| c.pipeline.clone())).or_else(|| to_collector.then(String::new)).ok_or_else(|| {
         InputError::invalid(
             "no pipeline: pass --pipeline, or run inside GitHub Actions, GitLab CI, Buildkite, Jenkins or CircleCI",
         )
     })?;
-    if pipeline.trim().is_empty() {
+    if pipeline.trim().is_empty() && !(to_collector && pipeline.is_empty()) {
         return Err(ParseError::new("--pipeline", &pipeline, "must not be empty").into());
     }
     let run_id = args
@@ -102,10 +142,11 @@ pub fn build_record(
         .run_id
         .clone()
         .or_else(|| ci.and_then(|c| c.run_id.clone()))
+        .or_else(|| to_collector.then(String::new))
         .ok_or_else(|| {
             InputError::invalid("no run id: pass --run, or run inside a supported CI")
         })?;
-    if run_id.is_empty() || run_id.contains('/') {
+    if (run_id.is_empty() && !to_collector) || run_id.contains('/') {
         return Err(
             ParseError::new("--run", &run_id, "must be non-empty and contain no `/`").into(),
         );

@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::ExitStatus;
-use crate::cli::{RecordArgs, RunArgs, WrapArgs};
+use crate::cli::{CollectorArgs, RecordArgs, RunArgs, WrapArgs};
 use crate::commands::record::{
     apply_metadata, artifact_of_spec, build_record, carries_inline_cache, reference_of,
     registry_hosts,
@@ -177,7 +177,7 @@ async fn wrap_build(
     // Containment: an open incident holds some input tainted. A store that exists but cannot
     // be read is decided by `[containment] on_unavailable`.
     let (hits, mut containment_store) = match planned.as_ref() {
-        Some(record) => match contained_inputs(record, db) {
+        Some(record) => match contained_inputs(record, db, &args.run.collector).await {
             Ok(found) => found,
             Err(err) => match config.on_unavailable_for(Some(&record.pipeline.name)) {
                 OnUnavailable::FailClosed => {
@@ -293,6 +293,19 @@ async fn wrap_build(
     if !fit_limits(&mut record, printer) {
         return Ok(ExitStatus::from_child(code));
     }
+    if let Some(server) = &args.run.collector.server {
+        // Recording never fails the build: a refusal is a warning here.
+        match crate::commands::send::deliver(&record, server, &args.run.collector, printer).await {
+            Ok(crate::commands::send::Delivered::Stored { answer, .. }) => printer.status(format!(
+                "cachewarden: recorded {} run {} at the collector",
+                record.status.as_str(),
+                crate::report::escape::Term(answer["run"].as_str().unwrap_or(""))
+            )),
+            Ok(crate::commands::send::Delivered::Spooled) => {}
+            Err(err) => printer.warn(format!("the build was not recorded: {err:#}")),
+        }
+        return Ok(ExitStatus::from_child(code));
+    }
     match open_store(db)
         .map_err(anyhow::Error::from)
         .and_then(|mut store| Ok(store.record_run(&record, config)?))
@@ -387,10 +400,11 @@ fn unplanned_containment(
 /// The inputs of a planned build that an open incident holds tainted, and the store they were
 /// read from. No store yet holds nothing (a fresh runner records as before); a store that
 /// exists but cannot be read is an error, which the caller decides on.
-fn contained_inputs(
+async fn contained_inputs(
     record: &crate::model::RunRecord,
     db: &Path,
-) -> Result<(Vec<Contained>, Option<Store>), StoreError> {
+    collector: &CollectorArgs,
+) -> Result<(Vec<Contained>, Option<Store>), anyhow::Error> {
     let digests: Vec<String> = record
         .imported
         .iter()
@@ -400,10 +414,31 @@ fn contained_inputs(
     if digests.is_empty() {
         return Ok((Vec::new(), None));
     }
+    if let Some(server) = &collector.server {
+        // An ephemeral runner's store is empty: the collector's is the one that knows.
+        let hits = crate::commands::send::remote_contained(server, collector, &digests)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let named = hits
+            .into_iter()
+            .map(|(digest, incident)| Contained {
+                name: record
+                    .imported
+                    .iter()
+                    .chain(&record.base_images)
+                    .find(|a| a.digest.as_ref().is_some_and(|d| d.as_str() == digest))
+                    .map(|a| a.locator.clone())
+                    .unwrap_or_else(|| digest.clone()),
+                incident,
+                digest,
+            })
+            .collect();
+        return Ok((named, None));
+    }
     let store = match open_existing_store(db) {
         Ok(store) => store,
         Err(StoreError::Missing { .. }) => return Ok((Vec::new(), None)),
-        Err(err) => return Err(err),
+        Err(err) => return Err(err.into()),
     };
     let hits = store.contained(&digests)?;
     Ok((hits, Some(store)))

@@ -153,6 +153,7 @@ impl History {
             status: RunStatus::Succeeded,
             has_records: false,
             truncated: false,
+            time_suspect: false,
         });
         id
     }

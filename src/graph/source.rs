@@ -29,6 +29,8 @@ pub struct RunInfo {
     pub has_records: bool,
     /// Part of what the run used was over a limit and not recorded.
     pub truncated: bool,
+    /// The collector does not believe the run's own times (`time-suspect`).
+    pub time_suspect: bool,
 }
 
 /// A run as a reader sees it: enough to decide whether and from when it is tainted. Its

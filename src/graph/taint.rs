@@ -1404,6 +1404,7 @@ mod tests {
             status: RunStatus::Succeeded,
             has_records: true,
             truncated: false,
+            time_suspect: false,
         };
         Node {
             name: run_name(&info),

@@ -2,6 +2,7 @@
 
 pub mod buildkit;
 pub mod cache_record;
+pub mod collector;
 pub mod endpoint;
 pub mod engine;
 

@@ -30,6 +30,8 @@ const SEEDS_SHOWN: usize = 5;
 
 /// Marks a run recorded without what was over a limit: its blast radius may be larger.
 const TRUNCATED: &str = "  [truncated: inputs over a limit were not recorded]";
+/// After a run whose own times the collector does not believe.
+const TIME_SUSPECT: &str = "  [time-suspect: its times contradict when the collector received it]";
 
 const EMPTY: &str =
     "empty blast radius: no runs, caches, mounts or images are downstream of the seeds";
@@ -227,10 +229,13 @@ fn text_line(buf: &mut Vec<u8>, entry: &Tainted<'_>, width: usize) {
         buf.extend_from_slice(b" from ");
         buf.extend_from_slice(Short(from).text_and_width().0.as_bytes());
     }
-    if let Entity::Run { info, .. } = entry.entity
-        && info.truncated
-    {
-        buf.extend_from_slice(TRUNCATED.as_bytes());
+    if let Entity::Run { info, .. } = entry.entity {
+        if info.truncated {
+            buf.extend_from_slice(TRUNCATED.as_bytes());
+        }
+        if info.time_suspect {
+            buf.extend_from_slice(TIME_SUSPECT.as_bytes());
+        }
     }
     buf.push(b'\n');
 }
@@ -552,6 +557,8 @@ struct RunDoc<'t> {
     via: ViaDoc<'t>,
     /// Written only when set, so runs within the limits read as before.
     truncated: bool,
+    /// Written only when set.
+    time_suspect: bool,
 }
 
 #[derive(Debug)]
@@ -623,6 +630,9 @@ impl Json for RunDoc<'_> {
             .object("via", &self.via);
         if self.truncated {
             o.key("truncated").extend_from_slice(b"true");
+        }
+        if self.time_suspect {
+            o.key("time_suspect").extend_from_slice(b"true");
         }
     }
 }
@@ -703,6 +713,7 @@ fn run_doc<'t>(e: &Tainted<'t>) -> RunDoc<'t> {
         tainted_at: Rfc3339(e.tainted_at),
         via: via_doc(e),
         truncated: info.truncated,
+        time_suspect: info.time_suspect,
     }
 }
 

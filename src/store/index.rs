@@ -321,6 +321,7 @@ struct RunRow {
     failed: bool,
     has_records: bool,
     truncated: bool,
+    time_suspect: bool,
     run_key: Span,
     step: Span,
 }
@@ -569,6 +570,7 @@ impl Tables {
                 failed: row.get_ref(7)?.as_bytes()? == b"failed",
                 has_records: row.get(8)?,
                 truncated: false,
+                time_suspect: false,
                 run_key: some_or_skip!(run_text.push(row.get_ref(2)?.as_str()?)),
                 step: some_or_skip!(run_text.push(row.get_ref(3)?.as_str()?)),
             };
@@ -580,6 +582,16 @@ impl Tables {
             let id = some_or_skip!(slot(row.get(0)?));
             if let Some(run) = runs.get_mut(id) {
                 run.truncated = true;
+            }
+        }
+        // Runs whose times the collector does not believe, as few.
+        let mut stmt =
+            conn.prepare("SELECT run_id FROM run_receipts WHERE time_suspect IS NOT NULL")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let id = some_or_skip!(slot(row.get(0)?));
+            if let Some(run) = runs.get_mut(id) {
+                run.time_suspect = true;
             }
         }
 
@@ -966,6 +978,7 @@ impl Index {
             },
             has_records: row.has_records,
             truncated: row.truncated,
+            time_suspect: row.time_suspect,
         })
     }
 
@@ -1926,6 +1939,7 @@ mod tests {
                      DROP TRIGGER record_pages_append; DROP TABLE record_pages;
                      DROP TABLE run_truncations;
                      DROP TABLE acceptances;
+                     DROP TABLE run_receipts; DROP TABLE collector_refusals;
                      DROP TABLE build_history; DROP TABLE run_build_refs;
                      ALTER TABLE events DROP COLUMN source;
                      ALTER TABLE actions DROP COLUMN evidence_gap;

@@ -17,6 +17,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use rusqlite_migration::{M, Migrations};
 
 mod audit;
+mod collector;
 mod containment;
 mod facts;
 mod history;
@@ -28,6 +29,7 @@ mod sweep;
 mod write;
 
 pub use audit::{StoredFinding, TagSighting};
+pub use collector::{Receipt, Refused};
 pub use containment::{Contained, OverrideRow, VerificationRow};
 pub use history::{CollectOutcome, CollectedBuild, HistoryMatch, unrecorded_pipeline};
 pub use incident::{Acceptance, ActionRow, IncidentRow, MountRead, UsedBase};
@@ -57,6 +59,7 @@ const MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/migrations/0010_acceptances.sql"),
     include_str!("../../schema/migrations/0011_seed_spec.sql"),
     include_str!("../../schema/migrations/0012_build_history.sql"),
+    include_str!("../../schema/migrations/0013_collector.sql"),
 ];
 
 fn migrations() -> Migrations<'static> {

@@ -64,9 +64,10 @@ fn purge_from_row(row: &Row<'_>) -> rusqlite::Result<StoredPurge> {
 }
 
 const RUN_COLUMNS: &str = "r.id, p.name, r.run_key, r.step, r.builder_id, r.started_at, r.finished_at, r.status, r.has_records, \
-     EXISTS (SELECT 1 FROM run_truncations t WHERE t.run_id = r.id)";
+     EXISTS (SELECT 1 FROM run_truncations t WHERE t.run_id = r.id), \
+     EXISTS (SELECT 1 FROM run_receipts c WHERE c.run_id = r.id AND c.time_suspect IS NOT NULL)";
 /// How many columns [`RUN_COLUMNS`] selects: a query's own columns follow them.
-const RUN_COLUMN_COUNT: usize = 10;
+const RUN_COLUMN_COUNT: usize = 11;
 
 /// A text column.
 fn text(row: &Row<'_>, column: usize) -> rusqlite::Result<CompactString> {
@@ -90,6 +91,7 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunInfo> {
         },
         has_records: row.get(8)?,
         truncated: row.get(9)?,
+        time_suspect: row.get(10)?,
     })
 }
 

@@ -127,6 +127,17 @@ impl Store {
         record: &RunRecord,
         config: &Config,
     ) -> Result<RecordOutcome, StoreError> {
+        self.record_run_with(record, config, |_, _| Ok(()))
+    }
+
+    /// [`Store::record_run`], with `also` writing more about the run (its store id and
+    /// whether it is new) in the same transaction.
+    pub(super) fn record_run_with(
+        &mut self,
+        record: &RunRecord,
+        config: &Config,
+        also: impl FnOnce(&Transaction, &RecordOutcome) -> rusqlite::Result<()>,
+    ) -> Result<RecordOutcome, StoreError> {
         let path = self.path.clone();
         let fail = |err: WriteError| match err {
             WriteError::Refused(message) => StoreError::Input(message),
@@ -143,6 +154,7 @@ impl Store {
             mark_overlaps(&tx, outcome.run, &builder.name, record, now)
                 .map_err(|e| fail(e.into()))?;
         }
+        also(&tx, &outcome).map_err(|e| sql_error(&path, e))?;
         tx.commit().map_err(|e| sql_error(&path, e))?;
         Ok(outcome)
     }

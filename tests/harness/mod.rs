@@ -156,6 +156,7 @@ pub fn log_tail(path: &Path, max: usize) -> String {
 mod selftest;
 
 pub mod oci;
+pub mod oidc;
 pub mod proxy;
 pub mod serve;
 pub mod token;

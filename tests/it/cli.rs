@@ -25,6 +25,20 @@ fn wrap_help() {
     assert_snapshot!(output(&env, env.cmd().args(["wrap", "--help"])));
 }
 
+/// `serve --help` documents the listen address and TLS files.
+#[test]
+fn serve_help() {
+    let env = Env::new();
+    assert_snapshot!(output(&env, env.cmd().args(["serve", "--help"])));
+}
+
+/// `flush --help` documents where the spool is and which collector it goes to.
+#[test]
+fn flush_help() {
+    let env = Env::new();
+    assert_snapshot!(output(&env, env.cmd().args(["flush", "--help"])));
+}
+
 /// `ls --help` documents what it lists, its filters and the time forms.
 #[test]
 fn ls_help() {

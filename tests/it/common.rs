@@ -16,6 +16,12 @@ const CI_VARS: &[&str] = &[
     "DOCKER_HOST",
     "DOCKER_CONTEXT",
     "BUILDX_BUILDER",
+    "CACHEWARDEN_SERVER",
+    "CACHEWARDEN_TOKEN",
+    "CACHEWARDEN_SPOOL",
+    "CACHEWARDEN_AUDIENCE",
+    "ACTIONS_ID_TOKEN_REQUEST_URL",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
 ];
 
 /// A temporary home with its own database path.

@@ -26,6 +26,7 @@ mod registry;
 mod runbooks;
 mod scenarios;
 mod schemas;
+mod serve;
 mod store_access;
 mod stored_seeds;
 mod sweep;

@@ -21,6 +21,7 @@ const RUNBOOKS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/runbooks");
 /// The runbooks that must exist.
 const EXPECTED: &[&str] = &[
     "README.md",
+    "collector.md",
     "compromised-builder.md",
     "compromised-pipeline.md",
     "install-ci-hook.md",

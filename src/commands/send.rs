@@ -1,0 +1,215 @@
+//! Sending a run to the collector (`record --server`, `wrap --server`) and flushing the
+//! spool (`cachewarden flush`).
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde_json::Value;
+
+use crate::ExitStatus;
+use crate::cli::{CollectorArgs, FlushArgs};
+use crate::error::{InputError, RefusedError};
+use crate::model::RunRecord;
+use crate::printer::Printer;
+use crate::remote::collector::{self, Client, Sent, Spooled};
+use crate::report::escape::Line;
+use crate::wire::provenance::{self, run_line};
+
+/// What became of a run.
+#[derive(Debug)]
+pub enum Delivered {
+    Stored { created: bool, answer: Value },
+    Spooled,
+}
+
+/// The line the hook sends: what it knows. A pipeline or run it does not know is left to
+/// the token.
+pub fn wire_line(record: &RunRecord) -> Result<Value> {
+    let mut line = serde_json::to_value(provenance::Line::Run(Box::new(run_line(record))))?;
+    if let Some(map) = line.as_object_mut() {
+        for key in ["pipeline", "run"] {
+            if map.get(key).and_then(Value::as_str) == Some("") {
+                map.remove(key);
+            }
+        }
+    }
+    Ok(line)
+}
+
+/// Sends a run to `server`; spools it when the collector cannot be reached. A refusal is an
+/// error (exit 5; bad input exit 2) and is never spooled.
+pub async fn deliver(
+    record: &RunRecord,
+    server: &str,
+    opts: &CollectorArgs,
+    printer: Printer,
+) -> Result<Delivered> {
+    let client = Client::new(server).map_err(|e| InputError::invalid(format!("--server: {e}")))?;
+    let line = wire_line(record)?;
+    let env = |name: &str| std::env::var(name).ok();
+    let token = match collector::hook_token(&env, &opts.audience).await {
+        Ok(Some(token)) => Some(token),
+        Ok(None) => {
+            return Err(InputError::invalid(
+                "no token for the collector: set CACHEWARDEN_TOKEN, or on GitHub Actions grant the job `id-token: write`",
+            )
+            .into());
+        }
+        // The token service is down: the run waits with no token, for the next hook's.
+        Err(err) => {
+            printer.warn(Line(&err));
+            None
+        }
+    };
+    let sent = match &token {
+        Some(token) => client.send_run(Some(token), &line).await,
+        None => Sent::Unavailable("no token could be had".to_owned()),
+    };
+    match sent {
+        Sent::Stored { created, answer } => {
+            flush_quietly(&client, opts, printer).await;
+            Ok(Delivered::Stored { created, answer })
+        }
+        Sent::Refused { status, reason } => Err(refused(status, &reason)),
+        Sent::Unavailable(why) => {
+            let dir = collector::spool_dir(opts.spool.as_deref()).ok_or_else(|| {
+                InputError::invalid("no spool directory: pass --spool or set CACHEWARDEN_SPOOL")
+            })?;
+            let entry = Spooled {
+                v: 1,
+                server: client.base().to_owned(),
+                token,
+                line,
+            };
+            let path = collector::spool(&dir, &entry).map_err(|e| {
+                anyhow::anyhow!("the run could not be sent ({why}) nor spooled: {e}")
+            })?;
+            printer.warn(format!(
+                "the collector could not be reached ({}): the run is spooled at `{}` for the next hook or `cachewarden flush`",
+                Line(&why),
+                path.display()
+            ));
+            Ok(Delivered::Spooled)
+        }
+    }
+}
+
+fn refused(status: u16, reason: &str) -> anyhow::Error {
+    let message = format!("the collector refused the run ({status}): {}", Line(reason));
+    if status == 400 || status == 413 {
+        InputError::invalid(message).into()
+    } else {
+        RefusedError(message).into()
+    }
+}
+
+/// After a send went through, sends what waits in the spool for the same collector, until
+/// the first that cannot be sent.
+async fn flush_quietly(client: &Client, opts: &CollectorArgs, printer: Printer) {
+    let Some(dir) = collector::spool_dir(opts.spool.as_deref()) else {
+        return;
+    };
+    let _ = flush_dir(&dir, Some(client.base()), printer).await;
+}
+
+/// What a flush did.
+#[derive(Debug, Default)]
+struct Flushed {
+    sent: usize,
+    refused: usize,
+    left: usize,
+}
+
+async fn flush_dir(dir: &Path, only: Option<&str>, printer: Printer) -> Result<Flushed> {
+    let mut flushed = Flushed::default();
+    let paths = collector::spooled(dir)?;
+    let mut down: Vec<String> = Vec::new();
+    for path in paths {
+        let entry: Spooled = match std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        {
+            Ok(entry) => entry,
+            Err(err) => {
+                printer.warn(format!("`{}` is not a spooled run: {err}", path.display()));
+                flushed.left += 1;
+                continue;
+            }
+        };
+        let server = entry.server.trim_end_matches('/').to_owned();
+        if only.is_some_and(|o| o != server) || down.contains(&server) {
+            flushed.left += 1;
+            continue;
+        }
+        let client = Client::new(&server).map_err(InputError::invalid)?;
+        match client.send_run(entry.token.as_deref(), &entry.line).await {
+            Sent::Stored { .. } => {
+                std::fs::remove_file(&path)?;
+                flushed.sent += 1;
+            }
+            Sent::Refused { status, reason } => {
+                let refused_dir = dir.join("refused");
+                std::fs::create_dir_all(&refused_dir)?;
+                if let Some(name) = path.file_name() {
+                    std::fs::rename(&path, refused_dir.join(name))?;
+                }
+                printer.warn(format!(
+                    "the collector refused spooled run `{}` ({status}): {}; moved to `{}`",
+                    path.display(),
+                    Line(&reason),
+                    refused_dir.display()
+                ));
+                flushed.refused += 1;
+            }
+            Sent::Unavailable(_) => {
+                down.push(server);
+                flushed.left += 1;
+            }
+        }
+    }
+    Ok(flushed)
+}
+
+/// `cachewarden flush`: sends every spooled run to the collector it was meant for. Exit 0
+/// when the spool is empty after, 1 when runs are left or were refused.
+pub async fn flush(args: &FlushArgs, printer: Printer) -> Result<ExitStatus> {
+    let dir = collector::spool_dir(args.spool.as_deref()).ok_or_else(|| {
+        InputError::invalid("no spool directory: pass --spool or set CACHEWARDEN_SPOOL")
+    })?;
+    let only = args
+        .server
+        .as_deref()
+        .map(|s| s.trim_end_matches('/').to_owned());
+    let flushed = flush_dir(&dir, only.as_deref(), printer).await?;
+    printer.status(format!(
+        "sent {}, refused {}, left {}",
+        crate::report::count(flushed.sent, "spooled run", "spooled runs"),
+        flushed.refused,
+        flushed.left
+    ));
+    Ok(if flushed.left == 0 && flushed.refused == 0 {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Findings
+    })
+}
+
+/// Which of `digests` the collector's open incidents hold tainted: (digest, incident) pairs.
+/// An error when it cannot tell (unreachable, no token): containment's `on_unavailable`
+/// decides.
+pub async fn remote_contained(
+    server: &str,
+    opts: &CollectorArgs,
+    digests: &[String],
+) -> Result<Vec<(String, i64)>, String> {
+    let client = Client::new(server)?;
+    let env = |name: &str| std::env::var(name).ok();
+    let token = collector::hook_token(&env, &opts.audience)
+        .await?
+        .ok_or("no token for the collector (CACHEWARDEN_TOKEN)")?;
+    let results = client.check(Some(&token), digests).await?;
+    Ok(results
+        .into_iter()
+        .flat_map(|(digest, incidents)| incidents.into_iter().map(move |i| (digest.clone(), i)))
+        .collect())
+}

@@ -1,0 +1,269 @@
+//! The hook's side of the collector: its token, sending a run with bounded retries, asking
+//! `/v1/check`, and the spool that keeps what could not be sent.
+//!
+//! Recording never fails or holds up a build: a send makes at most [`ATTEMPTS`] tries of at
+//! most [`REQUEST_TIMEOUT`] each, then the run is spooled with its token. A refusal (401,
+//! 403, 409, 400) is an answer, not an outage: it is never spooled.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::redact::Redacted;
+
+/// Tries per send.
+pub const ATTEMPTS: u32 = 3;
+/// How long one try may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What sending got.
+#[derive(Debug)]
+pub enum Sent {
+    /// Stored (`created` false when it was already).
+    Stored { created: bool, answer: Value },
+    /// The collector refused it: status and reason.
+    Refused { status: u16, reason: String },
+    /// The collector could not be reached or could not store it now.
+    Unavailable(String),
+}
+
+/// A collector client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Result<Self, String> {
+        if !(base.starts_with("https://") || base.starts_with("http://")) {
+            return Err(format!("`{}` is not an http(s) URL", Redacted::url(base)));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends one run line, retrying outages (no answer, 429, 5xx) with a short backoff.
+    pub async fn send_run(&self, token: Option<&str>, line: &Value) -> Sent {
+        let url = format!("{}/v1/runs", self.base);
+        let mut last = String::new();
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(300 << attempt)).await;
+            }
+            let mut request = self.http.post(&url).json(line);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            match request.send().await {
+                Err(err) => {
+                    last = format!(
+                        "cannot reach `{}`: {}",
+                        Redacted::url(&self.base),
+                        err.without_url()
+                    )
+                }
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let body: Value = response.json().await.unwrap_or(Value::Null);
+                    match status {
+                        200 | 201 => {
+                            return Sent::Stored {
+                                created: status == 201,
+                                answer: body,
+                            };
+                        }
+                        400 | 401 | 403 | 409 | 413 => {
+                            return Sent::Refused {
+                                status,
+                                reason: body["reason"].as_str().unwrap_or("").to_owned(),
+                            };
+                        }
+                        _ => {
+                            last = format!(
+                                "`{}` answered {status}: {}",
+                                Redacted::url(&self.base),
+                                body["reason"].as_str().unwrap_or("")
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Sent::Unavailable(last)
+    }
+
+    /// Which of `digests` an open incident holds tainted, per digest: the incidents.
+    pub async fn check(
+        &self,
+        token: Option<&str>,
+        digests: &[String],
+    ) -> Result<Vec<(String, Vec<i64>)>, String> {
+        let query: Vec<(&str, &str)> = digests.iter().map(|d| ("digest", d.as_str())).collect();
+        let url = format!("{}/v1/check", self.base);
+        let mut last = String::new();
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(300 << attempt)).await;
+            }
+            let mut request = self.http.get(&url).query(&query);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            match request.send().await {
+                Err(err) => {
+                    last = format!(
+                        "cannot reach `{}`: {}",
+                        Redacted::url(&self.base),
+                        err.without_url()
+                    )
+                }
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let body: Value = response.json().await.unwrap_or(Value::Null);
+                    if status == 200 {
+                        let results = body["results"].as_array().cloned().unwrap_or_default();
+                        return Ok(results
+                            .iter()
+                            .map(|r| {
+                                let incidents = r["tainted_in"]
+                                    .as_array()
+                                    .map(|a| a.iter().filter_map(Value::as_i64).collect())
+                                    .unwrap_or_default();
+                                (r["digest"].as_str().unwrap_or("").to_owned(), incidents)
+                            })
+                            .collect());
+                    }
+                    last = format!(
+                        "`{}` answered {status}: {}",
+                        Redacted::url(&self.base),
+                        body["reason"].as_str().unwrap_or("")
+                    );
+                    if status < 500 && status != 429 {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+/// The hook's bearer token: `CACHEWARDEN_TOKEN`, else on GitHub Actions the job's OIDC
+/// token for `audience` (the workflow grants `id-token: write`). `Ok(None)`: neither.
+pub async fn hook_token(
+    var: &dyn Fn(&str) -> Option<String>,
+    audience: &str,
+) -> Result<Option<String>, String> {
+    let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+    if let Some(token) = get("CACHEWARDEN_TOKEN") {
+        return Ok(Some(token.trim().to_owned()));
+    }
+    let (Some(url), Some(bearer)) = (
+        get("ACTIONS_ID_TOKEN_REQUEST_URL"),
+        get("ACTIONS_ID_TOKEN_REQUEST_TOKEN"),
+    ) else {
+        return Ok(None);
+    };
+    let http = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = http
+        .get(&url)
+        .query(&[("audience", audience)])
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .map_err(|e| format!("cannot get the job's OIDC token: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!(
+            "cannot get the job's OIDC token: HTTP {} (does the workflow grant `id-token: write`?)",
+            response.status()
+        ));
+    }
+    let body: Value = response
+        .json()
+        .await
+        .map_err(|e| format!("cannot get the job's OIDC token: {e}"))?;
+    body["value"]
+        .as_str()
+        .map(|t| Some(t.to_owned()))
+        .ok_or_else(|| "the OIDC token answer has no `value`".to_owned())
+}
+
+/// One spooled run: where it was going, the token it had, the line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spooled {
+    pub v: u32,
+    pub server: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    pub line: Value,
+}
+
+/// The spool directory: `--spool`, else `$XDG_STATE_HOME/cachewarden/spool`.
+pub fn spool_dir(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(dir) = explicit {
+        return Some(dir.to_path_buf());
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(base.join("cachewarden").join("spool"))
+}
+
+/// Writes a run to the spool, whole or not at all (written aside, then renamed), readable
+/// only by its owner (it holds a token). Returns its path.
+pub fn spool(dir: &Path, entry: &Spooled) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir)?;
+    let name = format!("{}-{}.json", crate::time::now(), std::process::id());
+    let path = dir.join(&name);
+    let temp = dir.join(format!(".{name}.tmp"));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)?;
+    file.write_all(&serde_json::to_vec(entry).map_err(std::io::Error::other)?)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, &path)?;
+    Ok(path)
+}
+
+/// The spooled runs, oldest first.
+pub fn spooled(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|x| x == "json")
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect(),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(err) => return Err(err),
+    };
+    paths.sort();
+    Ok(paths)
+}

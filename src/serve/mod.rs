@@ -1,0 +1,518 @@
+//! `cachewarden serve`: the collector. Hooks send runs over HTTP with a CI OIDC token (or a
+//! static runner token); the collector verifies who is sending, names the run from the
+//! token's claims, refuses a body that contradicts them, stamps the time it received the
+//! run, and writes it to the store. The API is `schema/collector.openapi.yaml`.
+//!
+//! Every accepted run is committed before it is answered, so a hook that got its answer has
+//! its run stored whatever happens to the collector next, and a hook that got none sends it
+//! again (a run sent twice is stored once).
+
+pub mod auth;
+pub mod claims;
+pub mod jwks;
+pub mod metrics;
+mod tls;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use self::auth::{Identity, Refusal, Source, Verifier};
+use crate::config::{Config, glob_match};
+use crate::model::{RunRecord, limits};
+use crate::report::escape::Line;
+use crate::store::{ImportItem, Receipt, Refused, Store, StoreError};
+use crate::time::{self, Micros};
+
+pub use tls::TlsFiles;
+
+/// The API version in paths and bodies.
+pub const API_VERSION: u32 = 1;
+
+/// The collector's state, shared by its handlers.
+pub struct Collector {
+    store: Mutex<Store>,
+    config: Config,
+    verifier: Verifier,
+    metrics: metrics::Metrics,
+    /// Recent accepted-run times per identity, for `[server] runs_per_minute`.
+    recent: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// When the refusals of the last minute were kept, for `[server]
+    /// refusals_kept_per_minute`.
+    kept: Mutex<VecDeque<Instant>>,
+}
+
+impl Collector {
+    pub fn new(store: Store, config: Config) -> Result<Self, String> {
+        let verifier = Verifier::new(&config)?;
+        Ok(Self {
+            store: Mutex::new(store),
+            config,
+            verifier,
+            metrics: metrics::Metrics::default(),
+            recent: Mutex::new(HashMap::new()),
+            kept: Mutex::new(VecDeque::new()),
+        })
+    }
+}
+
+/// The routes.
+pub fn router(collector: Arc<Collector>) -> Router {
+    Router::new()
+        .route("/v1/runs", post(post_run))
+        .route("/v1/check", get(check))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        // A run is one provenance line; a line is at most `limits::LINE_BYTES`.
+        .layer(DefaultBodyLimit::max(limits::LINE_BYTES + 2))
+        .with_state(collector)
+}
+
+/// Serves until `shutdown` resolves, then finishes the requests in flight (each accepted run
+/// is committed before its answer) and returns.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    tls: Option<TlsFiles>,
+    collector: Arc<Collector>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(collector);
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(files) => {
+            let listener = tls::TlsListener::new(listener, files.acceptor()?)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
+}
+
+async fn healthz(State(c): State<Arc<Collector>>) -> Response {
+    let probe = run_store(&c, |store| store.ping()).await;
+    match probe {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(err) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unavailable: {err}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics_text(State(c): State<Arc<Collector>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        c.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Runs `f` on the store off the async threads.
+async fn run_store<T: Send + 'static>(
+    c: &Arc<Collector>,
+    f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let c = Arc::clone(c);
+    tokio::task::spawn_blocking(move || {
+        let mut store = c.store.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut store)
+    })
+    .await
+    .unwrap_or_else(|join| {
+        Err(StoreError::Unusable {
+            path: Default::default(),
+            reason: format!("the store task failed: {join}"),
+        })
+    })
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+fn now_seconds(now: Micros) -> i64 {
+    now.div_euclid(1_000_000)
+}
+
+async fn post_run(State(c): State<Arc<Collector>>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let received_at = time::now();
+    let response = match accept_run(&c, &headers, &body, received_at).await {
+        Ok(response) => response,
+        Err((refusal, run_name)) => refuse(&c, refusal, run_name, received_at).await,
+    };
+    c.metrics.observe(started.elapsed());
+    response
+}
+
+/// A refusal and the run the body named, when it named one.
+type Rejection = (Refusal, Option<String>);
+
+async fn accept_run(
+    c: &Arc<Collector>,
+    headers: &HeaderMap,
+    body: &[u8],
+    received_at: Micros,
+) -> Result<Response, Rejection> {
+    let identity = c
+        .verifier
+        .verify(authorization(headers), true, now_seconds(received_at))
+        .await
+        .map_err(|r| (r, None))?;
+    let (record, receipt) = admit(&identity, body, &c.config, received_at)?;
+    let name = crate::model::run_name(&record.pipeline.name, &record.run_id, &record.step);
+    rate_limit(c, &identity).map_err(|r| (r, Some(name.clone())))?;
+    let config = c.config.clone();
+    let stored = run_store(c, move |store| {
+        store.record_received_run(&record, &config, &receipt)
+    })
+    .await;
+    let (outcome, kept) = match stored {
+        Ok(stored) => stored,
+        Err(StoreError::Input(message)) => {
+            return Err((
+                Refusal::new(409, "conflict", message).claiming(identity.name.clone()),
+                Some(name),
+            ));
+        }
+        Err(err) => {
+            return Err((
+                Refusal::new(503, "store_unavailable", err.to_string())
+                    .claiming(identity.name.clone()),
+                Some(name),
+            ));
+        }
+    };
+    c.metrics
+        .accepted(outcome.created, kept.late, kept.time_suspect.is_some());
+    if outcome.created {
+        eprintln!(
+            "accepted {} from {}{}{}",
+            Line(&name),
+            Line(&identity.name),
+            if kept.late { " (late)" } else { "" },
+            kept.time_suspect
+                .as_deref()
+                .map(|why| format!(" (time-suspect: {})", Line(why)))
+                .unwrap_or_default()
+        );
+    }
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let doc = json!({
+        "v": API_VERSION,
+        "run": name,
+        "created": outcome.created,
+        "events": outcome.events,
+        "trust_level": outcome.trust_level,
+        "received_at": time::format(kept.received_at),
+        "late": kept.late,
+        "time_suspect": kept.time_suspect,
+        "warnings": outcome.warnings,
+    });
+    Ok((status, axum::Json(doc)).into_response())
+}
+
+/// Turns a body into the run to store, checked against the identity: the token names the
+/// pipeline and run (and for GitHub and GitLab the project, commit, ref and trust); a body
+/// that says otherwise is refused. Fills what the body leaves out from the claims.
+fn admit(
+    identity: &Identity,
+    body: &[u8],
+    config: &Config,
+    received_at: Micros,
+) -> Result<(RunRecord, Receipt), Rejection> {
+    let bad = |reason: String| (Refusal::new(400, "invalid_line", reason), None);
+    let mut value: Value = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("the body is not a provenance line: {e}")))?;
+    let Some(line) = value.as_object_mut() else {
+        return Err(bad("the body is not a JSON object".to_owned()));
+    };
+    if line.get("type").and_then(Value::as_str) != Some("run") {
+        return Err(bad("the collector takes `run` lines only".to_owned()));
+    }
+    let text_of = |line: &serde_json::Map<String, Value>, key: &str| {
+        line.get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let body_name = |line: &serde_json::Map<String, Value>| {
+        Some(format!(
+            "{}/{}",
+            text_of(line, "pipeline").unwrap_or_default(),
+            text_of(line, "run").unwrap_or_default()
+        ))
+    };
+    let contradicts = |field: &str, body: &str, claim: &str| {
+        Refusal::new(
+            403,
+            "contradicts_claims",
+            format!("`{field}` `{body}` contradicts the token, which says `{claim}`"),
+        )
+        .claiming(identity.name.clone())
+    };
+    match &identity.source {
+        Source::Oidc { run, .. } => {
+            let claimed: [(&str, Option<&String>); 5] = [
+                ("pipeline", Some(&run.pipeline)),
+                ("run", run.run_id.as_ref()),
+                ("project", run.project.as_ref()),
+                ("commit", run.commit.as_ref()),
+                ("git_ref", run.git_ref.as_ref()),
+            ];
+            for (field, claim) in claimed {
+                let Some(claim) = claim else { continue };
+                match text_of(line, field) {
+                    Some(sent) if sent != *claim => {
+                        return Err((contradicts(field, &sent, claim), body_name(line)));
+                    }
+                    Some(_) => {}
+                    None => {
+                        line.insert(field.to_owned(), Value::String(claim.clone()));
+                    }
+                }
+            }
+        }
+        Source::Static { pipelines } => {
+            let pipeline = text_of(line, "pipeline").unwrap_or_default();
+            if !pipelines.iter().any(|p| glob_match(p, &pipeline)) {
+                return Err((
+                    Refusal::new(
+                        403,
+                        "pipeline_not_allowed",
+                        format!("`{}` may not record pipeline `{pipeline}`", identity.name),
+                    )
+                    .claiming(identity.name.clone()),
+                    body_name(line),
+                ));
+            }
+        }
+    }
+    let name = body_name(line);
+    let text = Value::Object(line.clone()).to_string();
+    let item = crate::wire::provenance::parse_line(&text).map_err(bad)?;
+    let ImportItem::Run(mut record) = item else {
+        return Err(bad("the collector takes `run` lines only".to_owned()));
+    };
+    if let Source::Oidc { run, .. } = &identity.source
+        && let Some(why) = &run.untrusted
+    {
+        let lowest = config.trust_levels().into_iter().next().unwrap_or_default();
+        if let Some(asked) = record.trust_level.as_ref().filter(|l| **l != lowest) {
+            return Err((
+                contradicts("trust_level", asked, &format!("{lowest} ({why})")),
+                name,
+            ));
+        }
+        record.trust_level = Some(lowest);
+    }
+    let receipt = Receipt {
+        received_at,
+        identity: identity.name.clone(),
+        late: identity.late,
+        time_suspect: time_suspect(&record, identity, config, received_at),
+    };
+    Ok((*record, receipt))
+}
+
+/// Why a run's own times cannot be believed: it claims to have finished after the collector
+/// received it, or to have started longer than a run may take before its token was issued.
+fn time_suspect(
+    record: &RunRecord,
+    identity: &Identity,
+    config: &Config,
+    received_at: Micros,
+) -> Option<String> {
+    let skew = (config.server.clock_skew_seconds as i64).saturating_mul(1_000_000);
+    let mut why = Vec::new();
+    if record.finished_at > received_at.saturating_add(skew) {
+        why.push(format!(
+            "finished at {}, after it was received at {}",
+            time::format(record.finished_at),
+            time::format(received_at)
+        ));
+    }
+    if let Some(iat) = identity.issued_at {
+        let limit = iat
+            .saturating_sub(config.server.max_run_seconds as i64)
+            .saturating_mul(1_000_000)
+            .saturating_sub(skew);
+        if record.started_at < limit {
+            why.push(format!(
+                "started at {}, more than {}s before its token was issued",
+                time::format(record.started_at),
+                config.server.max_run_seconds
+            ));
+        }
+    }
+    (!why.is_empty()).then(|| why.join("; "))
+}
+
+/// Whether one more event fits in `limit` a minute (0: no limit), counting it when it does.
+fn within_minute(times: &mut VecDeque<Instant>, limit: usize) -> bool {
+    if limit == 0 {
+        return true;
+    }
+    let now = Instant::now();
+    while times
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+    {
+        times.pop_front();
+    }
+    if times.len() >= limit {
+        return false;
+    }
+    times.push_back(now);
+    true
+}
+
+fn rate_limit(c: &Collector, identity: &Identity) -> Result<(), Refusal> {
+    let limit = c.config.server.runs_per_minute as usize;
+    let mut recent = c.recent.lock().unwrap_or_else(|e| e.into_inner());
+    let times = recent.entry(identity.name.clone()).or_default();
+    if !within_minute(times, limit) {
+        return Err(Refusal::new(
+            429,
+            "rate_limited",
+            format!("more than {limit} runs a minute"),
+        )
+        .claiming(identity.name.clone()));
+    }
+    Ok(())
+}
+
+/// Answers a refused request: logged (escaped), counted, and kept as evidence unless it is
+/// the rate limit or the store's own trouble (keeping those would be the flood).
+async fn refuse(
+    c: &Arc<Collector>,
+    refusal: Refusal,
+    run_name: Option<String>,
+    at: Micros,
+) -> Response {
+    c.metrics.refused(refusal.code);
+    eprintln!(
+        "refused {} {}: {}{}",
+        refusal.status,
+        refusal.code,
+        Line(&refusal.reason),
+        if refusal.claimed.is_empty() {
+            String::new()
+        } else {
+            format!(" (claimed: {})", Line(&refusal.claimed))
+        }
+    );
+    let keep = !matches!(refusal.code, "rate_limited" | "store_unavailable");
+    let keep = keep && {
+        let limit = c.config.server.refusals_kept_per_minute as usize;
+        let mut kept = c.kept.lock().unwrap_or_else(|e| e.into_inner());
+        limit > 0 && within_minute(&mut kept, limit)
+    };
+    if !keep {
+        c.metrics.not_kept();
+    } else {
+        let kept = Refused {
+            at,
+            status: refusal.status,
+            code: refusal.code.to_owned(),
+            reason: refusal.reason.clone(),
+            claimed: refusal.claimed.clone(),
+            run_name,
+        };
+        if let Err(err) = run_store(c, move |store| store.record_refusal(&kept)).await {
+            eprintln!(
+                "warning: cannot keep the refusal as evidence: {}",
+                Line(&err.to_string())
+            );
+        }
+    }
+    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::FORBIDDEN);
+    let doc = json!({"v": API_VERSION, "error": refusal.code, "reason": refusal.reason});
+    (status, axum::Json(doc)).into_response()
+}
+
+/// `GET /v1/check?digest=sha256:...`: which of the digests an open incident holds tainted.
+/// Any valid token of a configured issuer (or a static token) may ask.
+async fn check(
+    State(c): State<Arc<Collector>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let now = time::now();
+    if let Err(refusal) = c
+        .verifier
+        .verify(authorization(&headers), false, now_seconds(now))
+        .await
+    {
+        return refuse(&c, refusal, None, now).await;
+    }
+    let mut digests = Vec::new();
+    for pair in query.as_deref().unwrap_or_default().split('&') {
+        let Some(("digest", value)) = pair.split_once('=') else {
+            continue;
+        };
+        let value = value.replace("%3A", ":").replace("%3a", ":");
+        match crate::model::Digest::parse(&value, "digest") {
+            Ok(digest) => digests.push(digest.to_string()),
+            Err(err) => {
+                let doc =
+                    json!({"v": API_VERSION, "error": "invalid_digest", "reason": err.to_string()});
+                return (StatusCode::BAD_REQUEST, axum::Json(doc)).into_response();
+            }
+        }
+    }
+    if digests.is_empty() || digests.len() > limits::REFERENCES {
+        let doc = json!({"v": API_VERSION, "error": "invalid_digest", "reason": format!("name 1 to {} digests", limits::REFERENCES)});
+        return (StatusCode::BAD_REQUEST, axum::Json(doc)).into_response();
+    }
+    let asked = digests.clone();
+    match run_store(&c, move |store| store.contained(&asked)).await {
+        Ok(hits) => {
+            let results: Vec<Value> = digests
+                .iter()
+                .map(|d| {
+                    let incidents: Vec<i64> = hits
+                        .iter()
+                        .filter(|h| h.digest == *d)
+                        .map(|h| h.incident)
+                        .collect();
+                    json!({"digest": d, "tainted_in": incidents})
+                })
+                .collect();
+            axum::Json(json!({"v": API_VERSION, "results": results})).into_response()
+        }
+        Err(err) => {
+            let doc =
+                json!({"v": API_VERSION, "error": "store_unavailable", "reason": err.to_string()});
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(doc)).into_response()
+        }
+    }
+}
+
+/// The address the collector listens on, for its first log line.
+pub fn describe_listen(addr: SocketAddr, tls: bool) -> String {
+    format!(
+        "collector listening on {}://{addr}",
+        if tls { "https" } else { "http" }
+    )
+}

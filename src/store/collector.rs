@@ -1,0 +1,134 @@
+//! What the collector keeps beside the runs: a receipt for each accepted run (when it was
+//! received, on whose word, whether late or time-suspect) and the requests it refused.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{RecordOutcome, Store, StoreError, sql_error};
+use crate::config::Config;
+use crate::model::RunRecord;
+use crate::time::Micros;
+
+/// How the collector received a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub received_at: Micros,
+    pub identity: String,
+    pub late: bool,
+    /// Why the run's own times are not believed.
+    pub time_suspect: Option<String>,
+}
+
+/// A refused request, as kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub at: Micros,
+    pub status: u16,
+    pub code: String,
+    pub reason: String,
+    pub claimed: String,
+    pub run_name: Option<String>,
+}
+
+/// Bytes of a refused request's text kept: evidence of a flood must not become the flood.
+const KEPT_BYTES: usize = 1024;
+
+fn cut(text: &str) -> String {
+    let mut end = text.len().min(KEPT_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+impl Store {
+    /// Stores a run the collector received, with its receipt, in one transaction. A run
+    /// received again keeps its first receipt.
+    pub fn record_received_run(
+        &mut self,
+        record: &RunRecord,
+        config: &Config,
+        receipt: &Receipt,
+    ) -> Result<(RecordOutcome, Receipt), StoreError> {
+        let mut kept = None;
+        let outcome = self.record_run_with(record, config, |tx, outcome| {
+            tx.execute(
+                "INSERT OR IGNORE INTO run_receipts
+                     (run_id, received_at, identity, late, time_suspect)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    outcome.run,
+                    receipt.received_at,
+                    receipt.identity,
+                    receipt.late,
+                    receipt.time_suspect
+                ],
+            )?;
+            kept = tx
+                .query_row(
+                    "SELECT received_at, identity, late, time_suspect FROM run_receipts
+                     WHERE run_id = ?1",
+                    [outcome.run],
+                    |row| {
+                        Ok(Receipt {
+                            received_at: row.get(0)?,
+                            identity: row.get(1)?,
+                            late: row.get(2)?,
+                            time_suspect: row.get(3)?,
+                        })
+                    },
+                )
+                .optional()?;
+            Ok(())
+        })?;
+        Ok((outcome, kept.unwrap_or_else(|| receipt.clone())))
+    }
+
+    /// Whether the store answers a query.
+    pub fn ping(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .query_row("SELECT count(*) FROM run_receipts", [], |_| Ok(()))
+            .map_err(|e| sql_error(&self.path, e))
+    }
+
+    /// Keeps a refused request as evidence.
+    pub fn record_refusal(&mut self, refused: &Refused) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO collector_refusals (at, status, code, reason, claimed, run_name)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    refused.at,
+                    refused.status,
+                    cut(&refused.code),
+                    cut(&refused.reason),
+                    cut(&refused.claimed),
+                    refused.run_name.as_deref().map(cut)
+                ],
+            )
+            .map_err(|e| sql_error(&self.path, e))?;
+        Ok(())
+    }
+
+    /// The refused requests, oldest first.
+    pub fn refusals(&self) -> Result<Vec<Refused>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT at, status, code, reason, claimed, run_name FROM collector_refusals
+                 ORDER BY id",
+            )
+            .map_err(|e| sql_error(&self.path, e))?;
+        stmt.query_map([], |row| {
+            Ok(Refused {
+                at: row.get(0)?,
+                status: row.get(1)?,
+                code: row.get(2)?,
+                reason: row.get(3)?,
+                claimed: row.get(4)?,
+                run_name: row.get(5)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| sql_error(&self.path, e))
+    }
+}

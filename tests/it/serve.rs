@@ -1,0 +1,1056 @@
+//! The collector: identity from CI OIDC tokens verified against a real issuer on loopback,
+//! runs named from claims, refusals kept, idempotence, shutdown and crash safety.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::Env;
+use crate::harness::oidc::{self, AUDIENCE, Collector, Issuer, Key};
+
+/// An environment with an RSA and a P-256 key, their issuer, and a collector trusting it.
+struct Setup {
+    env: Env,
+    rsa: Key,
+    ec: Key,
+    issuer: Issuer,
+    collector: Collector,
+}
+
+fn setup(kind: &str, extra: &str) -> Setup {
+    let env = Env::new();
+    let rsa = Key::rsa(env.path(), "rsa-1");
+    let ec = Key::p256(env.path(), "ec-1");
+    let issuer = Issuer::start(&[&rsa, &ec]);
+    let config = env.write("collector.toml", &oidc::config(&issuer, kind, extra));
+    let collector = Collector::start(serve_cmd(&env, &config), 0);
+    Setup {
+        env,
+        rsa,
+        ec,
+        issuer,
+        collector,
+    }
+}
+
+fn serve_cmd(env: &Env, config: &std::path::Path) -> Command {
+    let mut cmd = env.cmd();
+    cmd.arg("--config").arg(config);
+    cmd
+}
+
+/// The runs the store holds, as exported lines.
+fn stored_runs(env: &Env) -> Vec<Value> {
+    let out = env.cmd().arg("export").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["type"] == "run")
+        .collect()
+}
+
+fn sql_rows(env: &Env, sql: &str) -> Vec<Vec<String>> {
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    stmt.query_map([], |row| {
+        Ok((0..n)
+            .map(|i| match row.get_ref(i).unwrap() {
+                rusqlite::types::ValueRef::Null => "NULL".to_owned(),
+                rusqlite::types::ValueRef::Integer(v) => v.to_string(),
+                rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                other => format!("{other:?}"),
+            })
+            .collect())
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// A GitHub token (RS256) records the run its claims name, at most once; a GitLab-shaped
+/// token signed with ES256 works the same way.
+#[test]
+fn valid_tokens_record_the_run_their_claims_name() {
+    let s = setup("github", "");
+    let claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", "4242");
+    let token = s.rsa.sign(&claims);
+    // The hook leaves pipeline and run to the token.
+    let mut line = oidc::run_line("acme/web/build", "4242-1");
+    let first = s.collector.post(&token, &line);
+    assert_eq!(first.status, 201, "{}", first.text());
+    assert_eq!(first.json()["trust_level"], Value::Null);
+    let again = s.collector.post(&token, &line);
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.json()["created"], false);
+    line.as_object_mut().unwrap().remove("pipeline");
+    line.as_object_mut().unwrap().remove("run");
+    let filled = s.collector.post(&token, &line);
+    assert_eq!(filled.status, 200, "{}", filled.text());
+    let runs = stored_runs(&s.env);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["pipeline"], "acme/web/build");
+    assert_eq!(runs[0]["run"], "4242-1");
+    assert_eq!(
+        runs[0]["commit"],
+        "0123456789abcdef0123456789abcdef01234567"
+    );
+    let receipts = sql_rows(
+        &s.env,
+        "SELECT identity, late, time_suspect FROM run_receipts",
+    );
+    assert_eq!(
+        receipts,
+        [vec![
+            format!("{}#acme/web/build", s.issuer.url),
+            "0".into(),
+            "NULL".into()
+        ]]
+    );
+
+    let gitlab = setup("gitlab", "");
+    let token = gitlab.ec.sign(&oidc::gitlab_claims(
+        &gitlab.issuer.url,
+        "grp/api",
+        "77",
+        "901",
+    ));
+    let response = gitlab
+        .collector
+        .post(&token, &oidc::run_line("grp/api", "77-901"));
+    assert_eq!(response.status, 201, "{}", response.text());
+    assert_eq!(stored_runs(&gitlab.env)[0]["run"], "77-901");
+}
+
+/// Every forged or unusable token is refused with 401 and its reason in the collector log,
+/// nothing of its run is stored, and the attempt is kept as evidence and counted.
+#[test]
+fn forged_and_unusable_tokens_are_refused() {
+    let s = setup("github", "");
+    let base = oidc::github_claims(&s.issuer.url, "acme/web", "build", "1");
+    let with = |changes: Value| {
+        let mut claims = base.clone();
+        for (k, v) in changes.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        claims
+    };
+    let now = oidc::now();
+    let stranger = Key::rsa(s.env.path(), "rsa-1");
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "expired",
+            s.rsa.sign(&with(
+                json!({"exp": now - 2 * 86400, "iat": now - 2 * 86400 - 300}),
+            )),
+            "expired",
+        ),
+        (
+            "not yet valid",
+            s.rsa.sign(&with(json!({"nbf": now + 3600}))),
+            "not_yet_valid",
+        ),
+        (
+            "wrong audience",
+            s.rsa.sign(&with(json!({"aud": "someone-else"}))),
+            "wrong_audience",
+        ),
+        (
+            "wrong issuer",
+            s.rsa
+                .sign(&with(json!({"iss": "https://token.evil.example"}))),
+            "unknown_issuer",
+        ),
+        ("alg none", oidc::unsigned(&base), "alg_refused"),
+        (
+            "unknown key",
+            {
+                let mut other = Key::rsa(s.env.path(), "rsa-404");
+                other.kid = "rsa-404".into();
+                other.sign(&base)
+            },
+            "unknown_key",
+        ),
+        // The same key id as the issuer's, signed with another key.
+        ("bad signature", stranger.sign(&base), "bad_signature"),
+        ("no token", String::new(), "missing_token"),
+    ];
+    for (what, token, code) in &cases {
+        let response = s
+            .collector
+            .post(token, &oidc::run_line("acme/web/build", "1-1"));
+        assert_eq!(response.status, 401, "{what}: {}", response.text());
+        assert_eq!(response.json()["error"], *code, "{what}");
+    }
+    assert!(stored_runs(&s.env).is_empty());
+    let log = s.collector.log();
+    for (_, _, code) in &cases {
+        assert!(
+            log.contains(&format!("refused 401 {code}:")),
+            "{code}: {log}"
+        );
+    }
+    let kept = sql_rows(
+        &s.env,
+        "SELECT status, code FROM collector_refusals ORDER BY id",
+    );
+    assert_eq!(kept.len(), cases.len(), "{kept:?}");
+    let metrics = s.collector.get("/metrics").text();
+    assert!(
+        metrics.contains("cachewarden_requests_refused_total{reason=\"alg_refused\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// A body that names another pipeline, another run (a token replayed for another run), or a
+/// higher trust than a pull-request token allows is refused with 403 and not stored.
+#[test]
+fn bodies_that_contradict_the_token_are_refused() {
+    let s = setup("github", "");
+    let token = s.rsa.sign(&oidc::github_claims(
+        &s.issuer.url,
+        "acme/web",
+        "build",
+        "10",
+    ));
+    for (what, line) in [
+        (
+            "forged pipeline",
+            oidc::run_line("acme/release/deploy", "10-1"),
+        ),
+        (
+            "replay for another run",
+            oidc::run_line("acme/web/build", "11-1"),
+        ),
+    ] {
+        let response = s.collector.post(&token, &line);
+        assert_eq!(response.status, 403, "{what}: {}", response.text());
+        assert_eq!(response.json()["error"], "contradicts_claims");
+    }
+    let mut pr = oidc::github_claims(&s.issuer.url, "acme/web", "build", "12");
+    pr["event_name"] = json!("pull_request");
+    let token = s.rsa.sign(&pr);
+    let mut line = oidc::run_line("acme/web/build", "12-1");
+    line["trust_level"] = json!("release");
+    let response = s.collector.post(&token, &line);
+    assert_eq!(response.status, 403, "{}", response.text());
+    assert!(stored_runs(&s.env).is_empty());
+    let kept = sql_rows(
+        &s.env,
+        "SELECT status, run_name FROM collector_refusals ORDER BY id",
+    );
+    assert_eq!(kept[0], ["403", "acme/release/deploy/10-1"]);
+    assert!(s.collector.log().contains("refused 403 contradicts_claims"));
+}
+
+/// A pull-request token's run is stored untrusted, whatever its pipeline's ceiling.
+#[test]
+fn pull_request_tokens_record_untrusted_runs() {
+    let s = setup(
+        "github",
+        "[[pipeline]]\nname = \"acme/web/build\"\ntrust_level = \"release\"\n",
+    );
+    let mut pr = oidc::github_claims(&s.issuer.url, "acme/web", "build", "20");
+    pr["event_name"] = json!("pull_request_target");
+    let response = s
+        .collector
+        .post(&s.rsa.sign(&pr), &oidc::run_line("acme/web/build", "20-1"));
+    assert_eq!(response.status, 201, "{}", response.text());
+    assert_eq!(response.json()["trust_level"], "untrusted");
+    let push = oidc::github_claims(&s.issuer.url, "acme/web", "build", "21");
+    let response = s.collector.post(
+        &s.rsa.sign(&push),
+        &oidc::run_line("acme/web/build", "21-1"),
+    );
+    assert_eq!(response.json()["trust_level"], "release");
+}
+
+/// A new signing key is picked up by fetching the key set once; unknown keys do not make
+/// the collector fetch again within the refresh interval.
+#[test]
+fn rotated_keys_are_fetched_once() {
+    let s = setup("github", "");
+    let claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", "30");
+    let response = s.collector.post(
+        &s.rsa.sign(&claims),
+        &oidc::run_line("acme/web/build", "30-1"),
+    );
+    assert_eq!(response.status, 201, "{}", response.text());
+    assert_eq!(s.issuer.fetches(), 1);
+    // Let the refresh interval (2 s in the test config) pass, then rotate.
+    std::thread::sleep(Duration::from_millis(2100));
+    let rotated = Key::p256(s.env.path(), "ec-2");
+    s.issuer.publish(&rotated);
+    let claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", "31");
+    let response = s.collector.post(
+        &rotated.sign(&claims),
+        &oidc::run_line("acme/web/build", "31-1"),
+    );
+    assert_eq!(response.status, 201, "{}", response.text());
+    assert_eq!(s.issuer.fetches(), 2);
+    let mut unknown = Key::rsa(s.env.path(), "gone");
+    unknown.kid = "gone".into();
+    for _ in 0..5 {
+        let response = s.collector.post(
+            &unknown.sign(&claims),
+            &oidc::run_line("acme/web/build", "31-1"),
+        );
+        assert_eq!(response.status, 401);
+    }
+    assert_eq!(
+        s.issuer.fetches(),
+        2,
+        "unknown keys must not trigger a fetch each"
+    );
+}
+
+/// A spooled run whose token expired within the grace is accepted and marked late; a run
+/// that claims to finish after it was received, or to start long before its token was
+/// issued, is stored time-suspect.
+#[test]
+fn late_and_time_suspect_runs_are_marked() {
+    let s = setup("github", "[server]\nmax_run_seconds = 3600\n");
+    let now = oidc::now();
+    let mut claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", "40");
+    claims["iat"] = json!(now - 7200);
+    claims["nbf"] = json!(now - 7200);
+    claims["exp"] = json!(now - 3600);
+    let response = s.collector.post(
+        &s.rsa.sign(&claims),
+        &oidc::run_line("acme/web/build", "40-1"),
+    );
+    assert_eq!(response.status, 201, "{}", response.text());
+    assert_eq!(response.json()["late"], true);
+
+    let claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", "41");
+    let mut line = oidc::run_line("acme/web/build", "41-1");
+    let future = chrono::Utc::now() + chrono::Duration::hours(1);
+    line["finished_at"] = json!(future.to_rfc3339());
+    let response = s.collector.post(&s.rsa.sign(&claims), &line);
+    assert_eq!(response.status, 201, "{}", response.text());
+    let why = response.json()["time_suspect"].as_str().unwrap().to_owned();
+    assert!(why.contains("after it was received"), "{why}");
+
+    let claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", "42");
+    let mut line = oidc::run_line("acme/web/build", "42-1");
+    let long_ago = chrono::Utc::now() - chrono::Duration::hours(3);
+    line["started_at"] = json!(long_ago.to_rfc3339());
+    let response = s.collector.post(&s.rsa.sign(&claims), &line);
+    let why = response.json()["time_suspect"].as_str().unwrap().to_owned();
+    assert!(why.contains("before its token was issued"), "{why}");
+    let rows = sql_rows(
+        &s.env,
+        "SELECT late, time_suspect IS NOT NULL FROM run_receipts ORDER BY run_id",
+    );
+    assert_eq!(rows, [["1", "0"], ["0", "1"], ["0", "1"]]);
+    // The trace shows which runs' times are not believed.
+    let out = s
+        .env
+        .cmd()
+        .args(["trace", "--pipeline", "acme/web/build", "--since", "1d"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("[time-suspect:").count(), 2, "{text}");
+    let out = s
+        .env
+        .cmd()
+        .args([
+            "trace",
+            "--pipeline",
+            "acme/web/build",
+            "--since",
+            "1d",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let suspect = doc.to_string().matches("\"time_suspect\":true").count();
+    assert_eq!(suspect, 2, "{doc}");
+}
+
+/// Static runner tokens record only the pipelines their globs allow.
+#[test]
+fn static_tokens_are_bound_to_their_pipelines() {
+    use sha2::Digest;
+    let secret = "runner-secret-token-1";
+    let hash: String = sha2::Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let s = setup(
+        "github",
+        &format!("[[token]]\nname = \"rack-7\"\nsha256 = \"{hash}\"\npipelines = [\"infra/*\"]\n"),
+    );
+    let ok = s.collector.post(secret, &oidc::run_line("infra/base", "5"));
+    assert_eq!(ok.status, 201, "{}", ok.text());
+    let other = s
+        .collector
+        .post(secret, &oidc::run_line("acme/web/build", "5"));
+    assert_eq!(other.status, 403, "{}", other.text());
+    assert_eq!(other.json()["error"], "pipeline_not_allowed");
+}
+
+/// `[server] runs_per_minute` stops one identity from flooding the store.
+#[test]
+fn one_identity_is_rate_limited() {
+    let s = setup("github", "[server]\nruns_per_minute = 3\n");
+    let token = s.rsa.sign(&oidc::github_claims(
+        &s.issuer.url,
+        "acme/web",
+        "build",
+        "50",
+    ));
+    let statuses: Vec<u16> = (0..5)
+        .map(|i| {
+            let mut line = oidc::run_line("acme/web/build", "50-1");
+            line["step"] = json!(format!("s{i}"));
+            s.collector.post(&token, &line).status
+        })
+        .collect();
+    assert_eq!(statuses, [201, 201, 201, 429, 429]);
+}
+
+/// 50 hooks at once are all stored, once each; prints throughput and p99 latency.
+#[test]
+fn fifty_hooks_at_once() {
+    let s = setup("github", "[server]\nruns_per_minute = 0\n");
+    let runs = 200usize;
+    let tokens: Vec<(String, Value)> = (0..runs)
+        .map(|i| {
+            let run = format!("{}", 1000 + i);
+            let token = s.rsa.sign(&oidc::github_claims(
+                &s.issuer.url,
+                "acme/web",
+                "build",
+                &run,
+            ));
+            (token, oidc::run_line("acme/web/build", &format!("{run}-1")))
+        })
+        .collect();
+    let tokens = std::sync::Arc::new(tokens);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..50)
+        .map(|_| {
+            let (tokens, next) = (tokens.clone(), next.clone());
+            let addr = s.collector.addr.clone();
+            std::thread::spawn(move || {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some((token, line)) = tokens.get(i) else {
+                        break;
+                    };
+                    let t = Instant::now();
+                    let request = crate::harness::http::Request {
+                        body: line.to_string().into_bytes(),
+                        ..crate::harness::http::Request::new("POST", "/v1/runs")
+                            .header("Authorization", &format!("Bearer {token}"))
+                    };
+                    let response = crate::harness::http::tcp(&addr, &request).unwrap();
+                    assert_eq!(response.status, 201, "{}", response.text());
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies: Vec<Duration> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100 - 1];
+    eprintln!(
+        "collector: {runs} runs from 50 concurrent hooks in {:.2}s: {:.0} runs/s, p99 {:.1} ms",
+        elapsed.as_secs_f64(),
+        runs as f64 / elapsed.as_secs_f64(),
+        p99.as_secs_f64() * 1000.0
+    );
+    assert_eq!(stored_runs(&s.env).len(), runs);
+    let metrics = s.collector.get("/metrics").text();
+    assert!(
+        metrics.contains(&format!("cachewarden_runs_accepted_total {runs}")),
+        "{metrics}"
+    );
+}
+
+/// Signed runs `first..first + n` of `acme/web/build`, each with its own token (ES256, the
+/// faster to sign).
+fn signed_runs(s: &Setup, first: usize, n: usize) -> Vec<(String, Value)> {
+    (first..first + n)
+        .map(|i| {
+            let run = i.to_string();
+            let claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", &run);
+            (
+                s.ec.sign(&claims),
+                oidc::run_line("acme/web/build", &format!("{run}-1")),
+            )
+        })
+        .collect()
+}
+
+/// Sends one signed run; the status, or `None` when no answer came.
+fn send(addr: &str, token: &str, line: &Value) -> Option<u16> {
+    let request = crate::harness::http::Request {
+        body: line.to_string().into_bytes(),
+        ..crate::harness::http::Request::new("POST", "/v1/runs")
+            .header("Authorization", &format!("Bearer {token}"))
+    };
+    crate::harness::http::tcp(addr, &request)
+        .ok()
+        .map(|r| r.status)
+}
+
+/// 8 hooks sending `lines` at once, counting answers in `answered`; each returns the
+/// indices of its runs that got no 201.
+fn send_all(
+    addr: &str,
+    lines: &std::sync::Arc<Vec<(String, Value)>>,
+    answered: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Vec<std::thread::JoinHandle<Vec<usize>>> {
+    (0..8)
+        .map(|w| {
+            let (lines, addr, answered) = (lines.clone(), addr.to_owned(), answered.clone());
+            std::thread::spawn(move || {
+                let mut unanswered = Vec::new();
+                for (i, (token, line)) in lines.iter().enumerate().filter(|(i, _)| i % 8 == w) {
+                    if send(&addr, token, line) == Some(201) {
+                        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    } else {
+                        unanswered.push(i);
+                    }
+                }
+                unanswered
+            })
+        })
+        .collect()
+}
+
+/// Waits until `n` runs were answered.
+fn wait_for(answered: &std::sync::atomic::AtomicUsize, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while answered.load(std::sync::atomic::Ordering::SeqCst) < n {
+        assert!(
+            Instant::now() < deadline,
+            "the collector answered too few runs"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// SIGTERM in the middle of a stream of runs: the collector finishes the requests in flight
+/// and exits 0, and every run that was answered 201 is stored.
+#[test]
+fn sigterm_loses_no_accepted_run() {
+    let s = setup("github", "[server]\nruns_per_minute = 0\n");
+    let lines = std::sync::Arc::new(signed_runs(&s, 2000, 400));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let senders = send_all(&s.collector.addr, &lines, &answered);
+    wait_for(&answered, 40);
+    let Setup { env, collector, .. } = s;
+    let status = collector.terminate();
+    assert!(status.success(), "{status:?}");
+    let unanswered: Vec<usize> = senders
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert!(
+        !unanswered.is_empty(),
+        "the collector stopped after the last run, not during"
+    );
+    let stored: std::collections::BTreeSet<String> = stored_runs(&env)
+        .iter()
+        .map(|r| r["run"].as_str().unwrap().to_owned())
+        .collect();
+    for (i, (_, line)) in lines.iter().enumerate() {
+        let run = line["run"].as_str().unwrap();
+        if !unanswered.contains(&i) {
+            assert!(stored.contains(run), "accepted run {run} was lost");
+        }
+    }
+}
+
+/// A collector killed with SIGKILL in the middle of a stream of runs leaves a usable store
+/// with each run whole or absent; the hooks that got no answer send again to a restarted
+/// collector, and every run is stored exactly once.
+#[test]
+fn kill_9_mid_write_loses_nothing_sent_again() {
+    let s = setup("github", "[server]\nruns_per_minute = 0\n");
+    let lines = std::sync::Arc::new(signed_runs(&s, 3000, 400));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let senders = send_all(&s.collector.addr, &lines, &answered);
+    wait_for(&answered, 40);
+    let Setup {
+        env,
+        collector,
+        issuer,
+        ..
+    } = s;
+    collector.kill();
+    let unanswered: Vec<usize> = senders
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert!(
+        !unanswered.is_empty(),
+        "the collector was killed after the last run, not during"
+    );
+    let config = env.path().join("collector.toml");
+    let restarted = Collector::start(serve_cmd(&env, &config), 0);
+    for i in unanswered {
+        let (token, line) = &lines[i];
+        let status = send(&restarted.addr, token, line);
+        assert!(matches!(status, Some(200 | 201)), "{status:?}");
+    }
+    let runs = stored_runs(&env);
+    assert_eq!(runs.len(), lines.len());
+    let receipts = sql_rows(&env, "SELECT count(*) FROM run_receipts");
+    assert_eq!(receipts, [[lines.len().to_string()]]);
+    drop(issuer);
+}
+
+/// `/healthz` answers while the store answers; `/v1/check` tells a runner whether a digest
+/// is held tainted, for any valid token, and refuses a request without one.
+#[test]
+fn health_and_check() {
+    let s = setup("github", "");
+    assert_eq!(s.collector.get("/healthz").status, 200);
+    let token = s.rsa.sign(&oidc::github_claims(
+        &s.issuer.url,
+        "acme/web",
+        "build",
+        "60",
+    ));
+    let digest = format!("sha256:{}", "c".repeat(64));
+    let path = format!("/v1/check?digest={digest}");
+    let request = crate::harness::http::Request::get(&path);
+    let refused = crate::harness::http::tcp(&s.collector.addr, &request).unwrap();
+    assert_eq!(refused.status, 401);
+    let request = crate::harness::http::Request::get(&path)
+        .header("Authorization", &format!("Bearer {token}"));
+    let answer = crate::harness::http::tcp(&s.collector.addr, &request).unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["results"][0]["tainted_in"], json!([]));
+    let _ = AUDIENCE;
+}
+
+/// A free loopback port with nothing listening on it (yet).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `record --server` on GitHub Actions asks the job's token endpoint for a token with the
+/// configured audience, leaves pipeline and run to the token, and the collector stores it.
+#[test]
+fn record_sends_to_the_collector_with_the_jobs_oidc_token() {
+    let s = setup("github", "");
+    let token = s.rsa.sign(&oidc::github_claims(
+        &s.issuer.url,
+        "acme/web",
+        "build",
+        "70",
+    ));
+    s.issuer.hand_out(&token);
+    let out = s
+        .env
+        .cmd()
+        .env("GITHUB_ACTIONS", "true")
+        .env(
+            "ACTIONS_ID_TOKEN_REQUEST_URL",
+            format!("{}/token?api-version=2.0", s.issuer.url),
+        )
+        .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", oidc::REQUEST_TOKEN)
+        .env("CACHEWARDEN_AUDIENCE", AUDIENCE)
+        .args([
+            "record",
+            "--server",
+            &s.collector.url(),
+            "--builder",
+            "ci-1",
+        ])
+        .args([
+            "--cache-from",
+            &format!("localhost:5000/c@sha256:{}", "d".repeat(64)),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("recorded run acme%2Fweb%2Fbuild/70-1/"),
+        "{stderr}"
+    );
+    assert_eq!(s.issuer.audiences(), [AUDIENCE]);
+    let runs = stored_runs(&s.env);
+    assert_eq!(runs[0]["pipeline"], "acme/web/build");
+    assert!(!s.env.db().with_extension("never").exists());
+}
+
+/// A run the collector refuses exits 5 and is never spooled.
+#[test]
+fn a_refused_record_exits_5_and_is_not_spooled() {
+    let s = setup("github", "");
+    let token = s.rsa.sign(&oidc::github_claims(
+        &s.issuer.url,
+        "acme/web",
+        "build",
+        "80",
+    ));
+    let spool = s.env.path().join("spool");
+    let out = s
+        .env
+        .cmd()
+        .env("CACHEWARDEN_TOKEN", &token)
+        .env("CACHEWARDEN_SPOOL", &spool)
+        .args([
+            "record",
+            "--server",
+            &s.collector.url(),
+            "--pipeline",
+            "acme/release/deploy",
+        ])
+        .args(["--run", "80-1", "--builder", "ci-1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("contradicts the token"), "{stderr}");
+    assert!(!spool.exists() || std::fs::read_dir(&spool).unwrap().count() == 0);
+}
+
+/// With the collector down, a wrapped build succeeds on time and its run is spooled with its
+/// token; `flush` sends it once the collector is up, and nothing is lost or doubled.
+#[test]
+fn collector_down_during_wrap_spools_and_flushes_later() {
+    let env = Env::new();
+    let rsa = Key::rsa(env.path(), "rsa-1");
+    let issuer = Issuer::start(&[&rsa]);
+    let config = env.write("collector.toml", &oidc::config(&issuer, "github", ""));
+    let port = free_port();
+    let server = format!("http://127.0.0.1:{port}");
+    // A docker client that builds nothing and succeeds: the build itself is not under test.
+    let docker = env.write("bin/docker", "#!/bin/sh\necho built\nexit 0\n");
+    std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let spool = env.path().join("spool");
+    let mut hooks = Vec::new();
+    for run in ["90", "91"] {
+        let token = rsa.sign(&oidc::github_claims(&issuer.url, "acme/web", "build", run));
+        let started = Instant::now();
+        let out = env
+            .cmd()
+            .env("GITHUB_ACTIONS", "true")
+            .env("GITHUB_REPOSITORY", "acme/web")
+            .env("GITHUB_WORKFLOW", "build")
+            .env("GITHUB_RUN_ID", run)
+            .env("GITHUB_RUN_ATTEMPT", "1")
+            .env("CACHEWARDEN_TOKEN", &token)
+            .env("CACHEWARDEN_SPOOL", &spool)
+            .env("DOCKER_HOST", "unix:///nonexistent.sock")
+            .args(["wrap", "--server", &server, "--builder", "ci-1", "--"])
+            .arg(&docker)
+            .args(["build", "-t", "app:1", "."])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the hook held up the build"
+        );
+        assert!(stderr.contains("spooled"), "{stderr}");
+        hooks.push(token);
+    }
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 2);
+    let collector = Collector::start(serve_cmd(&env, &config), port);
+    let out = env
+        .cmd()
+        .env("CACHEWARDEN_SPOOL", &spool)
+        .arg("flush")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs: Vec<String> = stored_runs(&env)
+        .iter()
+        .map(|r| r["run"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(runs.contains(&"90-1".to_owned()) && runs.contains(&"91-1".to_owned()));
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+    drop(collector);
+}
+
+/// `check --server` asks the collector, so a runner with no store of its own still refuses
+/// an input an open incident holds tainted; with the collector down, `[containment]
+/// on_unavailable` decides.
+#[test]
+fn check_asks_the_collector_for_containment() {
+    let s = setup("github", "");
+    let token = s.rsa.sign(&oidc::github_claims(
+        &s.issuer.url,
+        "acme/web",
+        "build",
+        "100",
+    ));
+    let response = s
+        .collector
+        .post(&token, &oidc::run_line("acme/web/build", "100-1"));
+    assert_eq!(response.status, 201, "{}", response.text());
+    let out = s
+        .env
+        .cmd()
+        .args([
+            "incident",
+            "open",
+            "--pipeline",
+            "acme/web/build",
+            "--since",
+            "1d",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported = format!("sha256:{}", "b".repeat(64));
+    let clean = format!("sha256:{}", "e".repeat(64));
+    // The runner's own store is elsewhere and empty.
+    let runner = Env::new();
+    let check = |server: &str, digest: &str, config: Option<&std::path::Path>| {
+        let mut cmd = runner.cmd();
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.env("CACHEWARDEN_TOKEN", &token)
+            .args(["check", "--server", server, digest])
+            .output()
+            .unwrap()
+    };
+    let tainted = check(&s.collector.url(), &exported, None);
+    assert_eq!(
+        tainted.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&tainted.stderr)
+    );
+    assert!(String::from_utf8_lossy(&tainted.stdout).contains("TAINTED"));
+    let ok = check(&s.collector.url(), &clean, None);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let closed = check(&down, &clean, None);
+    assert_eq!(
+        closed.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&closed.stderr)
+    );
+    let open = runner.write(
+        "open.toml",
+        "[containment]\non_unavailable = \"fail-open\"\n",
+    );
+    let passed = check(&down, &clean, Some(&open));
+    assert_eq!(
+        passed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&passed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&passed.stderr).contains("containment not checked"));
+}
+
+/// With `--tls-cert` and `--tls-key` the collector speaks only TLS, and accepts runs over it.
+#[test]
+fn the_collector_serves_tls() {
+    let env = Env::new();
+    let rsa = Key::rsa(env.path(), "rsa-1");
+    let issuer = Issuer::start(&[&rsa]);
+    let config = env.write("collector.toml", &oidc::config(&issuer, "github", ""));
+    let (cert, key) = (env.path().join("cert.pem"), env.path().join("key.pem"));
+    let made = Command::new(crate::harness::token::OPENSSL)
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let collector = Collector::start_with(
+        serve_cmd(&env, &config),
+        0,
+        &[
+            "--tls-cert".as_ref(),
+            cert.as_os_str(),
+            "--tls-key".as_ref(),
+            key.as_os_str(),
+        ],
+    );
+    assert!(collector.log().contains("https://"), "{}", collector.log());
+    let token = rsa.sign(&oidc::github_claims(
+        &issuer.url,
+        "acme/web",
+        "build",
+        "110",
+    ));
+    let out = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(&cert)
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "-w",
+            "\n%{http_code}",
+        ])
+        .args([
+            "--data",
+            &oidc::run_line("acme/web/build", "110-1").to_string(),
+        ])
+        .arg(format!("https://{}/v1/runs", collector.addr))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.ends_with("\n201"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plain HTTP gets no answer from a TLS listener.
+    let plain = crate::harness::http::tcp(
+        &collector.addr,
+        &crate::harness::http::Request::get("/healthz"),
+    );
+    assert!(plain.is_err() || plain.unwrap().status != 200);
+    assert_eq!(stored_runs(&env).len(), 1);
+}
+
+/// `wrap --server` on a runner with no store of its own refuses to build from a cache the
+/// collector's open incident holds tainted: the build command never runs.
+#[test]
+fn wrap_refuses_inputs_the_collector_holds_tainted() {
+    let s = setup("github", "");
+    let token = s.rsa.sign(&oidc::github_claims(
+        &s.issuer.url,
+        "acme/web",
+        "build",
+        "120",
+    ));
+    let response = s
+        .collector
+        .post(&token, &oidc::run_line("acme/web/build", "120-1"));
+    assert_eq!(response.status, 201, "{}", response.text());
+    let out = s
+        .env
+        .cmd()
+        .args([
+            "incident",
+            "open",
+            "--pipeline",
+            "acme/web/build",
+            "--since",
+            "1d",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runner = Env::new();
+    let marker = runner.path().join("built");
+    let docker = runner.write(
+        "bin/docker",
+        &format!("#!/bin/sh\ntouch {}\nexit 0\n", marker.display()),
+    );
+    std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let next = s.rsa.sign(&oidc::github_claims(
+        &s.issuer.url,
+        "acme/web",
+        "build",
+        "121",
+    ));
+    let tainted = format!("localhost:5000/cache/app@sha256:{}", "b".repeat(64));
+    let out = runner
+        .cmd()
+        .env("CACHEWARDEN_TOKEN", &next)
+        .env("DOCKER_HOST", "unix:///nonexistent.sock")
+        .args([
+            "wrap",
+            "--server",
+            &s.collector.url(),
+            "--pipeline",
+            "acme/web/build",
+        ])
+        .args(["--run", "121-1", "--builder", "ci-1", "--"])
+        .arg(&docker)
+        .args(["build", "--cache-from", &tainted, "."])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("tainted in open incident 1"), "{stderr}");
+    assert!(!marker.exists(), "the build ran");
+}
+
+/// A flood of bad tokens is logged and counted, but only `[server]
+/// refusals_kept_per_minute` of it is kept in the store: the evidence cannot fill the disk.
+#[test]
+fn a_flood_of_refusals_is_kept_only_up_to_the_allowance() {
+    let s = setup("github", "[server]\nrefusals_kept_per_minute = 3\n");
+    let line = oidc::run_line("acme/web/build", "1-1");
+    for _ in 0..10 {
+        assert_eq!(s.collector.post("not-a-token", &line).status, 401);
+    }
+    assert_eq!(
+        sql_rows(&s.env, "SELECT count(*) FROM collector_refusals"),
+        [["3"]]
+    );
+    let metrics = s.collector.get("/metrics").text();
+    assert!(
+        metrics.contains("cachewarden_requests_refused_total{reason=\"malformed_token\"} 10"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("cachewarden_refusals_not_kept_total 7"),
+        "{metrics}"
+    );
+}
