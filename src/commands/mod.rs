@@ -25,6 +25,7 @@ mod mark_purged;
 pub mod record;
 mod sweep;
 pub(crate) mod trace;
+mod verify_log;
 mod wrap;
 
 pub async fn dispatch(cli: Cli, printer: Printer) -> Result<ExitStatus> {
@@ -43,6 +44,7 @@ pub async fn dispatch(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Sweep(args) => sweep::sweep(&args, &db, &config, printer).await,
         Command::Audit(command) => audit::audit(command, &db, &config, printer).await,
         Command::Db(command) => db::db(&command, &db, printer),
+        Command::VerifyLog(args) => verify_log::verify_log(&args, &db),
         Command::Bench(args) => bench::bench(args, printer),
     }
 }

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
+use super::chain::EntryKind;
 use super::{Store, StoreError, sql_error};
 use crate::config::Config;
 use crate::model::{
@@ -107,6 +108,8 @@ pub(super) struct IdCache {
     artifacts: HashMap<(Backend, String, String, String), i64>,
     mounts: HashMap<(i64, String, String), i64>,
     records: HashMap<(i64, String), i64>,
+    /// The run chain's last entry, once this transaction has appended to it.
+    chain: Option<super::chain::Tail>,
 }
 
 impl Store {
@@ -304,9 +307,12 @@ fn attach_push_tx(
     };
     let now = time::now();
     let id = upsert_artifact(tx, &mut cache, &artifact, now)?;
-    insert_event(tx, run, kind::PRODUCED, id, started_at, None, now)?;
+    let mut added = insert_event(tx, run, kind::PRODUCED, id, started_at, None, now)?;
     if inline {
-        insert_event(tx, run, kind::EXPORTED, id, started_at, None, now)?;
+        added |= insert_event(tx, run, kind::EXPORTED, id, started_at, None, now)?;
+    }
+    if added {
+        super::chain::append(tx, &mut cache.chain, run, EntryKind::Events, now)?;
     }
     Ok(Some(step))
 }
@@ -867,6 +873,13 @@ fn insert_run(
                 }
             }
         }
+    }
+    // The run as accepted, or what it gained, joins the tamper-evident chain in this
+    // transaction.
+    if created {
+        super::chain::append(tx, &mut cache.chain, run, EntryKind::Run, now)?;
+    } else if events > 0 {
+        super::chain::append(tx, &mut cache.chain, run, EntryKind::Events, now)?;
     }
     Ok(RecordOutcome {
         run,
