@@ -1469,4 +1469,47 @@ mod tests {
             .unwrap();
         assert_eq!(outcome.trust_level.as_deref(), Some("internal"));
     }
+
+    /// A push attached to its build and a mount use re-recorded with other options join the
+    /// chain as entries of added events, which verify; a mount-use detail deleted behind the
+    /// store's back is caught at its entry.
+    #[test]
+    fn later_additions_to_a_run_are_chained() {
+        let (_dir, mut store) = store();
+        let none = Config::default();
+        let image = ImageRef::parse("r.io/web:1", "test").unwrap();
+        let mut first = run("p", "1", None);
+        first.produced.push(Artifact::registry(&image));
+        first.mounts.push(MountUse {
+            id: "/m".to_owned(),
+            readonly: true,
+            ..MountUse::default()
+        });
+        store.record_run(&first, &none).unwrap();
+        assert!(
+            store
+                .attach_push("p", "1", &image, &digest('a'))
+                .unwrap()
+                .is_some()
+        );
+        let mut again = first.clone();
+        again.mounts[0].readonly = false;
+        assert!(store.record_run(&again, &none).unwrap().events > 0);
+        // Recorded again with nothing new: no entry.
+        store.record_run(&again, &none).unwrap();
+        let check = store.verify_chain(None).unwrap();
+        assert_eq!((check.length, check.broken), (3, None));
+        assert_eq!(store.chain_head().unwrap().head, check.head);
+        assert_eq!(count(&store, "event_details"), 1);
+        store.conn.execute("DELETE FROM event_details", []).unwrap();
+        let broken = store.verify_chain(None).unwrap().broken.unwrap();
+        assert_eq!(
+            (broken.entry, broken.kind, broken.run.as_deref()),
+            (
+                3,
+                crate::store::BreakKind::HashMismatch,
+                Some("p/1/Dockerfile")
+            )
+        );
+    }
 }

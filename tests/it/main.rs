@@ -4,6 +4,7 @@
 mod harness;
 
 mod buildkit;
+mod chain;
 mod cli;
 mod common;
 mod first_use;
