@@ -379,3 +379,10 @@ fn a_malformed_head_is_bad_input() {
         "exit: 2\n--- stdout\n--- stderr\nerror: `--head` `abc\\x1b` is not a chain head: 64 hex digits expected (as `verify-log` prints it)\n"
     );
 }
+
+/// `verify-log --help` documents the exit statuses and `--head`.
+#[test]
+fn verify_log_help() {
+    let env = Env::new();
+    insta::assert_snapshot!(output(&env, env.cmd().args(["verify-log", "--help"])));
+}
