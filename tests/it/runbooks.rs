@@ -26,6 +26,7 @@ const EXPECTED: &[&str] = &[
     "poisoned-mount-cache.md",
     "poisoned-registry-cache.md",
     "scheduled-purges.md",
+    "tamper-evidence.md",
     "verify-after-purge.md",
 ];
 
@@ -321,6 +322,12 @@ fn compromised_builder_runbook() {
 #[test]
 fn verify_after_purge_runbook() {
     run_runbook("verify-after-purge.md", Setup::Purged);
+}
+
+/// `runbooks/tamper-evidence.md` runs as written: heads logged, the store checked against them.
+#[test]
+fn tamper_evidence_runbook() {
+    run_runbook("tamper-evidence.md", Setup::Attack);
 }
 
 /// `runbooks/scheduled-purges.md` runs as written, with its own policy.
