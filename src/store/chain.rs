@@ -178,7 +178,9 @@ pub(crate) enum Target {
         description: String,
     },
     /// A row id whose row is gone, or of a kind no table belongs to.
-    Unresolved { id: i64 },
+    Unresolved {
+        id: i64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -422,7 +424,10 @@ fn load_run(conn: &Connection, run: i64) -> rusqlite::Result<Option<RunFacts>> {
          WHERE r.id = ?1",
     )?
     .query_row([run], |row| {
-        let builder = match (row.get::<_, Option<i64>>(5)?, row.get::<_, Option<String>>(6)?) {
+        let builder = match (
+            row.get::<_, Option<i64>>(5)?,
+            row.get::<_, Option<String>>(6)?,
+        ) {
             (_, Some(name)) => Ref::Named(name),
             (Some(id), None) => Ref::Gone(id),
             (None, None) => Ref::None,
@@ -579,7 +584,9 @@ pub(super) fn append(
                 "SELECT events_through, details_through FROM run_chain WHERE run_id = ?1
                  ORDER BY seq DESC LIMIT 1",
             )?
-            .query_row([run], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)))
+            .query_row([run], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+            })
             .optional()?,
     };
     // A run with no entry yet is appended whole, whatever it gained.
@@ -597,7 +604,8 @@ pub(super) fn append(
         details_through: details_through.max(details_after),
     };
     let seq = last.seq + 1;
-    let entry = load_entry(conn, seq, kind, run, span)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+    let entry =
+        load_entry(conn, seq, kind, run, span)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
     let hash = next_hash(&last.hash, &encode(&entry));
     conn.prepare_cached(
         "INSERT INTO run_chain (seq, run_id, kind, events_through, details_through, hash, appended_at)
@@ -620,9 +628,7 @@ pub(super) fn append(
 /// each with everything it holds.
 pub(super) fn chain_existing(conn: &Connection) -> rusqlite::Result<()> {
     let runs: Vec<i64> = conn
-        .prepare(
-            "SELECT id FROM runs WHERE id NOT IN (SELECT run_id FROM run_chain) ORDER BY id",
-        )?
+        .prepare("SELECT id FROM runs WHERE id NOT IN (SELECT run_id FROM run_chain) ORDER BY id")?
         .query_map([], |row| row.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let now = crate::time::now();
@@ -679,7 +685,9 @@ impl BreakKind {
             Self::RunGone => "the run it chains is gone from the store",
             Self::RunTwice => "the run is already in the chain: it was appended twice",
             Self::EventsBeforeRun => "it adds events to a run that is not yet in the chain",
-            Self::Malformed => "the entry is malformed (an unknown kind, or a span going backwards)",
+            Self::Malformed => {
+                "the entry is malformed (an unknown kind, or a span going backwards)"
+            }
             Self::RunNotChained => {
                 "the run is stored but in no entry: it was written behind the store's back"
             }
@@ -1022,7 +1030,14 @@ mod tests {
         let h = next_hash(&ChainHash::GENESIS, b"x");
         assert_eq!(ChainHash::parse(&h.to_string()), Some(h));
         assert_eq!(ChainHash::parse(&h.to_string().to_uppercase()), Some(h));
-        for bad in ["", "00", &"g".repeat(64), &"0".repeat(63), &"0".repeat(65), &"é".repeat(32)] {
+        for bad in [
+            "",
+            "00",
+            &"g".repeat(64),
+            &"0".repeat(63),
+            &"0".repeat(65),
+            &"é".repeat(32),
+        ] {
             assert_eq!(ChainHash::parse(bad), None, "{bad}");
         }
     }

@@ -599,13 +599,18 @@ fn incident_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
         status: row.get(6)?,
         closed_at: row.get(7)?,
         closed_by: row.get(8)?,
-        chain: match (row.get::<_, Option<i64>>(9)?, row.get::<_, Option<Vec<u8>>>(10)?) {
-            (Some(length), Some(head)) => <[u8; 32]>::try_from(head.as_slice())
-                .ok()
-                .map(|head| ChainHead {
-                    length,
-                    head: ChainHash(head),
-                }),
+        chain: match (
+            row.get::<_, Option<i64>>(9)?,
+            row.get::<_, Option<Vec<u8>>>(10)?,
+        ) {
+            (Some(length), Some(head)) => {
+                <[u8; 32]>::try_from(head.as_slice())
+                    .ok()
+                    .map(|head| ChainHead {
+                        length,
+                        head: ChainHash(head),
+                    })
+            }
             _ => None,
         },
     })

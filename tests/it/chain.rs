@@ -241,7 +241,9 @@ fn a_forged_run_is_caught() {
     assert_eq!(doc["break"]["run"], "hook/old\u{1b}[2J/s");
     let text = output(&env, env.cmd().arg("--db").arg(&db).arg("verify-log"));
     assert!(
-        text.contains("chain broken at entry 9, run `hook/old\\x1b[2J/s`: the run is stored but in no entry"),
+        text.contains(
+            "chain broken at entry 9, run `hook/old\\x1b[2J/s`: the run is stored but in no entry"
+        ),
         "{text}"
     );
     assert!(!text.contains('\u{1b}'), "{text}");
@@ -365,7 +367,40 @@ fn an_incident_report_states_the_chain_head() {
         "{md}"
     );
     let (code, doc) = verify_json(&env, &env.db(), &["--head", head]);
-    assert_eq!((code, doc["expected_head"]["reached_at"].as_i64()), (0, Some(5)));
+    assert_eq!(
+        (code, doc["expected_head"]["reached_at"].as_i64()),
+        (0, Some(5))
+    );
+}
+
+/// Writers recording at the same time append one after another: the chain has one entry a
+/// run and verifies, never two entries with one number or a fork.
+#[test]
+fn concurrent_writers_do_not_fork_the_chain() {
+    let env = Env::new();
+    ok(env
+        .cmd()
+        .args(["record", "--pipeline", "first", "--run", "0"]));
+    let children: Vec<_> = (1..=8)
+        .map(|i| {
+            env.cmd()
+                .args(["record", "--pipeline", &format!("p{i}"), "--run", "1"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (code, doc) = verify_json(&env, &env.db(), &[]);
+    assert_eq!((code, doc["length"].as_i64()), (0, Some(9)), "{doc:#}");
 }
 
 /// A `--head` that is not 64 hex digits is bad input: one line naming it, exit 2, before the
