@@ -18,6 +18,9 @@ CREATE TABLE run_chain (
     kind             TEXT NOT NULL CHECK (kind IN ('run', 'events')),
     events_through   INTEGER NOT NULL,
     details_through  INTEGER NOT NULL,
+    -- The version of the encoding this entry was hashed with: verification re-encodes it the
+    -- same way, so a later version leaves earlier entries checkable.
+    encoding         INTEGER NOT NULL,
     -- SHA-256 of the previous entry's hash and this entry's encoding: 32 bytes.
     hash             BLOB NOT NULL CHECK (length(hash) = 32),
     -- When it was appended (integer microseconds, UTC); not part of the hash.

@@ -608,8 +608,9 @@ pub(super) fn append(
         load_entry(conn, seq, kind, run, span)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
     let hash = next_hash(&last.hash, &encode(&entry));
     conn.prepare_cached(
-        "INSERT INTO run_chain (seq, run_id, kind, events_through, details_through, hash, appended_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO run_chain (seq, run_id, kind, events_through, details_through, encoding,
+                                hash, appended_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         seq,
@@ -617,6 +618,7 @@ pub(super) fn append(
         kind.as_str(),
         span.events_through,
         span.details_through,
+        ENCODING_VERSION,
         &hash.0[..],
         now
     ])?;
@@ -654,7 +656,8 @@ pub enum BreakKind {
     RunTwice,
     /// Events were chained for a run before the run itself.
     EventsBeforeRun,
-    /// An entry of a kind this cachewarden does not write, or a span that goes backwards.
+    /// An entry of a kind or encoding version this cachewarden does not write, or a span that
+    /// goes backwards.
     Malformed,
     /// A stored run that no entry covers: inserted behind the store's back.
     RunNotChained,
@@ -681,7 +684,9 @@ impl BreakKind {
             Self::HashMismatch => {
                 "its recomputed hash differs from the stored one: the run, its events, what they name, or the stored hash changed after it was appended"
             }
-            Self::MissingEntry => "the entry is missing: entries were deleted from the chain",
+            Self::MissingEntry => {
+                "the entry is missing, deleted from the chain (the run named is the next stored entry's)"
+            }
             Self::RunGone => "the run it chains is gone from the store",
             Self::RunTwice => "the run is already in the chain: it was appended twice",
             Self::EventsBeforeRun => "it adds events to a run that is not yet in the chain",
@@ -729,6 +734,7 @@ struct StoredEntry {
     kind: String,
     events_through: i64,
     details_through: i64,
+    encoding: i64,
     hash: Vec<u8>,
 }
 
@@ -750,23 +756,7 @@ impl Store {
 }
 
 fn verify(conn: &Connection, expected: Option<&ChainHash>) -> rusqlite::Result<ChainCheck> {
-    let stored: Vec<StoredEntry> = conn
-        .prepare(
-            "SELECT seq, run_id, kind, events_through, details_through, hash FROM run_chain
-             ORDER BY seq",
-        )?
-        .query_map([], |row| {
-            Ok(StoredEntry {
-                seq: row.get(0)?,
-                run: row.get(1)?,
-                kind: row.get(2)?,
-                events_through: row.get(3)?,
-                details_through: row.get(4)?,
-                hash: row.get(5)?,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    let length = i64::try_from(stored.len()).unwrap_or(i64::MAX);
+    let length: i64 = conn.query_row("SELECT count(*) FROM run_chain", [], |row| row.get(0))?;
     let mut check = ChainCheck {
         length,
         head: ChainHash::GENESIS,
@@ -776,40 +766,54 @@ fn verify(conn: &Connection, expected: Option<&ChainHash>) -> rusqlite::Result<C
     let name_of = |run: i64| -> rusqlite::Result<Option<String>> {
         Ok(load_run(conn, run)?.map(|facts| facts.name()))
     };
-    let mut spans: HashMap<i64, (i64, i64)> = HashMap::with_capacity(stored.len());
-    for (i, row) in stored.iter().enumerate() {
-        let number = i64::try_from(i).unwrap_or(i64::MAX) + 1;
-        let fail = |entry: i64, kind: BreakKind| -> rusqlite::Result<ChainBreak> {
+    // Entries are read one at a time: memory stays flat whatever the chain's length, but for
+    // the span of each run seen.
+    let mut spans: HashMap<i64, (i64, i64)> = HashMap::new();
+    let mut stmt = conn.prepare(
+        "SELECT seq, run_id, kind, events_through, details_through, encoding, hash
+         FROM run_chain ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut number = 0_i64;
+    while let Some(row) = rows.next()? {
+        number += 1;
+        let row = StoredEntry {
+            seq: row.get(0)?,
+            run: row.get(1)?,
+            kind: row.get(2)?,
+            events_through: row.get(3)?,
+            details_through: row.get(4)?,
+            encoding: row.get(5)?,
+            hash: row.get(6)?,
+        };
+        let fail = |kind: BreakKind| -> rusqlite::Result<ChainBreak> {
             Ok(ChainBreak {
-                entry,
+                entry: number,
                 run: name_of(row.run)?,
                 run_id: row.run,
                 kind,
             })
         };
         if row.seq != number {
-            check.broken = Some(fail(number, BreakKind::MissingEntry)?);
+            check.broken = Some(fail(BreakKind::MissingEntry)?);
             return Ok(check);
         }
         let previous = spans.get(&row.run).copied();
+        let (events_after, details_after) = previous.unwrap_or((0, 0));
         let kind = match (EntryKind::parse(&row.kind), previous) {
+            _ if row.encoding != i64::from(ENCODING_VERSION) => Err(BreakKind::Malformed),
             (None, _) => Err(BreakKind::Malformed),
             (Some(EntryKind::Run), Some(_)) => Err(BreakKind::RunTwice),
             (Some(EntryKind::Events), None) => Err(BreakKind::EventsBeforeRun),
+            _ if row.events_through < events_after || row.details_through < details_after => {
+                Err(BreakKind::Malformed)
+            }
             (Some(kind), _) => Ok(kind),
         };
-        let (events_after, details_after) = previous.unwrap_or((0, 0));
-        let kind = kind.and_then(|kind| {
-            if row.events_through < events_after || row.details_through < details_after {
-                Err(BreakKind::Malformed)
-            } else {
-                Ok(kind)
-            }
-        });
         let kind = match kind {
             Ok(kind) => kind,
             Err(why) => {
-                check.broken = Some(fail(number, why)?);
+                check.broken = Some(fail(why)?);
                 return Ok(check);
             }
         };
@@ -820,7 +824,7 @@ fn verify(conn: &Connection, expected: Option<&ChainHash>) -> rusqlite::Result<C
             details_through: row.details_through,
         };
         let Some(entry) = load_entry(conn, row.seq, kind, row.run, span)? else {
-            check.broken = Some(fail(number, BreakKind::RunGone)?);
+            check.broken = Some(fail(BreakKind::RunGone)?);
             return Ok(check);
         };
         let hash = next_hash(&check.head, &encode(&entry));

@@ -278,6 +278,17 @@ fn a_chain_rewritten_whole_is_caught_with_a_kept_head() {
     assert_eq!(doc["break"]["kind"], "missing_entry", "{doc:#}");
     assert_eq!(doc["break"]["entry"], 3, "{doc:#}");
 
+    // An entry claiming an encoding this cachewarden does not know is not passed over.
+    let db = copy(&env, "version.db");
+    tamper(&db, "UPDATE run_chain SET encoding = 2 WHERE seq = 2");
+    let (code, doc) = verify_json(&env, &db, &[]);
+    assert_eq!(code, 1, "{doc:#}");
+    assert_eq!(
+        (&doc["break"]["kind"], &doc["break"]["entry"]),
+        (&"malformed".into(), &2.into()),
+        "{doc:#}"
+    );
+
     let db = copy(&env, "rewritten.db");
     tamper(
         &db,
