@@ -353,6 +353,7 @@ fn every_runbook_with_commands_is_run() {
         "verify-after-purge.md",
         "install-ci-hook.md",
         "scheduled-purges.md",
+        "tamper-evidence.md",
     ]
     .into_iter()
     .collect();
