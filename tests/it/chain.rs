@@ -41,7 +41,22 @@ fn chained_store(env: &Env) {
         )
     };
     let first = env.write("late.jsonl", &(line(r#""reg.example/base:1""#) + "\n"));
-    ok(env.cmd().args(["import", first.to_str().unwrap()]));
+    // With `-v`, an import names the head it leaves, to be kept elsewhere.
+    let out = env
+        .cmd()
+        .args(["-v", "import", first.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let head = ok(env.cmd().args(["verify-log", "--format", "json"]));
+    let head: serde_json::Value = serde_json::from_str(&head).unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "run chain: 7 entries, head {}\n",
+            head["head"].as_str().unwrap()
+        )),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let again = env.write(
         "late-again.jsonl",
         &(line(r#""reg.example/base:1","reg.example/extra:2""#) + "\n"),
