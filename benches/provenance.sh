@@ -5,7 +5,8 @@
 #
 # Generates a synthetic fleet history of RUNS runs (default 100000), imports it into a fresh
 # store (events per second), then times RECORD_CALLS (default 200) `record` calls against
-# that store, process start included, and prints the median and p95.
+# that store, process start included, and prints the median and p95; then times `verify-log`
+# over the whole chain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-100000}
@@ -37,3 +38,7 @@ sort -n "$work/times" >"$work/sorted"
 median=$(awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}' "$work/sorted")
 p95=$(awk '{a[NR]=$1} END {print a[int(NR*0.95)]}' "$work/sorted")
 echo "record: $calls calls on a store of $runs runs: median $(echo "scale=2; $median / 1000" | bc) ms, p95 $(echo "scale=2; $p95 / 1000" | bc) ms (process start included)"
+start=$(date +%s%N)
+"$bin" --db "$work/store.db" verify-log >/dev/null
+end=$(date +%s%N)
+echo "verify-log: the chain of $((runs + calls)) runs recomputed in $(echo "scale=3; ($end - $start) / 1000000000" | bc)s"

@@ -92,6 +92,12 @@ pub enum Command {
     /// Run the collector: accept runs from CI hooks over HTTP, with identity from CI OIDC
     /// tokens, into the store.
     Serve(ServeArgs),
+    /// Check the tamper-evident chain of recorded runs, and print its head.
+    ///
+    /// Recomputes every entry from the stored runs and events. Exit 0 when the chain is
+    /// intact (the head and length are printed: keep the head outside the store), 1 at the
+    /// first break, named by entry number and run.
+    VerifyLog(VerifyLogArgs),
     /// Generate synthetic fleet histories and measure (for benchmarks).
     #[command(hide = true)]
     Bench(BenchArgs),
@@ -300,6 +306,17 @@ pub struct ExportArgs {
     /// unknown run is refused.
     #[arg(long = "run", value_name = "PIPELINE/RUN[/STEP]")]
     pub runs: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyLogArgs {
+    /// A head kept outside the store (64 hex digits): the chain must reach it, which catches a
+    /// chain rewritten whole in the database.
+    #[arg(long, value_name = "HASH")]
+    pub head: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: OutputFormat,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]

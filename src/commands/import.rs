@@ -125,6 +125,17 @@ pub fn import(
         crate::report::count(events, "event", "events"),
         elapsed.as_secs_f64()
     ));
+    // The head to keep outside the store (`verify-log --head`), with `-v`.
+    let chain = store.chain_head()?;
+    printer.detail(format!(
+        "run chain: {}, head {}",
+        crate::report::count(
+            usize::try_from(chain.length).unwrap_or(0),
+            "entry",
+            "entries"
+        ),
+        chain.head
+    ));
     Ok(ExitStatus::Success)
 }
 

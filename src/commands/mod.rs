@@ -28,6 +28,7 @@ mod send;
 mod serve;
 mod sweep;
 pub(crate) mod trace;
+mod verify_log;
 mod wrap;
 
 pub async fn dispatch(cli: Cli, printer: Printer) -> Result<ExitStatus> {
@@ -49,6 +50,7 @@ pub async fn dispatch(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Db(command) => db::db(&command, &db, printer),
         Command::Flush(args) => send::flush(&args, printer).await,
         Command::Serve(args) => serve::serve(&args, &db, config, printer).await,
+        Command::VerifyLog(args) => verify_log::verify_log(&args, &db),
         Command::Bench(args) => bench::bench(args, printer),
     }
 }

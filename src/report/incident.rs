@@ -30,6 +30,8 @@ pub struct ReportDoc<'a> {
     pub verification: Option<VerificationDoc>,
     /// Targets left in place on purpose (`incident accept`), oldest first.
     pub acceptances: Vec<AcceptanceDoc>,
+    /// The run chain's head when the incident was opened: the trace read no more than it.
+    pub chain: Option<crate::store::ChainHead>,
     /// The follow-ups as pieces, for Markdown.
     #[serde(skip)]
     follow_up_pieces: Vec<Vec<Piece>>,
@@ -175,6 +177,7 @@ pub fn document<'a>(
             })
             .collect(),
         trace,
+        chain: incident.chain,
         actions: actions
             .iter()
             .map(|row| ActionDoc {
@@ -273,6 +276,13 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
     writeln!(out)?;
     writeln!(out, "- Status: **{}**", MdText(i.status.as_str()))?;
     writeln!(out, "- Opened: {} by {}", i.opened_at, MdText(i.opened_by))?;
+    if let Some(chain) = &doc.chain {
+        writeln!(
+            out,
+            "- Computed from run chain head `{}` ({} entries): `cachewarden verify-log --head {}` shows the runs it read are unchanged",
+            chain.head, chain.length, chain.head
+        )?;
+    }
     if let (Some(at), Some(by)) = (&i.closed_at, i.closed_by) {
         writeln!(out, "- Closed: {} by {}", MdText(at), MdText(by))?;
     }

@@ -327,6 +327,16 @@ fn append_to_run(
             }
         }
     }
+    // What history adds to a recorded run is chained as any later addition is.
+    if events > 0 {
+        super::chain::append(
+            tx,
+            &mut cache.chain,
+            run,
+            super::chain::EntryKind::Events,
+            now,
+        )?;
+    }
     Ok(events)
 }
 
@@ -407,6 +417,25 @@ mod tests {
             .iter()
             .map(|b| (b.matched_by, b.run.clone(), b.new, b.events))
             .collect()
+    }
+
+    /// What a collect adds (events appended to a recorded run, and unrecorded runs) is chained:
+    /// the run chain still verifies whole afterwards, and has grown by those entries.
+    #[test]
+    fn collected_additions_keep_the_run_chain_whole() {
+        let (_dir, mut store) = store();
+        let config = Config::default();
+        store
+            .record_run(&run("web", "Dockerfile", (10, 20)), &config)
+            .unwrap();
+        let before = store.chain_head().unwrap().length;
+        let builds = [build("one", (11, 19)), build("two", (31, 39))];
+        let outcome = store.collect_history("ci-1", &builds, &config).unwrap();
+        let m = matches(&outcome);
+        assert!(m.iter().any(|b| b.3 > 0), "{m:?}");
+        let check = store.verify_chain(None).unwrap();
+        assert!(check.broken.is_none(), "{:?}", check.broken);
+        assert_eq!(check.length, before + 2);
     }
 
     /// The one run on the builder with the Dockerfile whose time overlaps a build is its run,

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Store, StoreError, sql_error};
+use super::{ChainHash, ChainHead, Store, StoreError, sql_error};
 use crate::model::{Driver, MountUse};
 use crate::plan::{Action, ActionKind, BuilderPlace, PlanContext, Target};
 use crate::purge::{ActionState, Finished, IncidentStatus};
@@ -23,6 +23,9 @@ pub struct IncidentRow {
     pub status: IncidentStatus,
     pub closed_at: Option<Micros>,
     pub closed_by: Option<String>,
+    /// The run chain's head when it was opened (its trace read no more than that); `None` for
+    /// an incident opened before the store had a chain.
+    pub chain: Option<ChainHead>,
 }
 
 /// A journal row: one action and what became of it.
@@ -77,11 +80,23 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
+        // Read under the write lock, after the trace: the head covers every run it read.
+        let head = super::chain::stored_head(&tx).map_err(|e| sql_error(&path, e))?;
         let id: i64 = tx
             .query_row(
-                "INSERT INTO incidents (title, opened_at, opened_by, seeds, trace, kind)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
-                params![title, time::now(), opened_by, seeds, trace, kind],
+                "INSERT INTO incidents (title, opened_at, opened_by, seeds, trace, kind,
+                                        chain_length, chain_head)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+                params![
+                    title,
+                    time::now(),
+                    opened_by,
+                    seeds,
+                    trace,
+                    kind,
+                    head.length,
+                    &head.head.0[..]
+                ],
                 |row| row.get(0),
             )
             .map_err(|e| sql_error(&path, e))?;
@@ -122,7 +137,8 @@ impl Store {
     pub fn incident(&self, id: i64) -> Result<IncidentRow, StoreError> {
         self.conn
             .query_row(
-                "SELECT id, title, opened_at, opened_by, seeds, trace, status, closed_at, closed_by
+                "SELECT id, title, opened_at, opened_by, seeds, trace, status, closed_at, closed_by,
+                        chain_length, chain_head
                  FROM incidents WHERE id = ?1",
                 [id],
                 incident_from_row,
@@ -136,7 +152,8 @@ impl Store {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, title, opened_at, opened_by, seeds, trace, status, closed_at, closed_by
+                "SELECT id, title, opened_at, opened_by, seeds, trace, status, closed_at, closed_by,
+                        chain_length, chain_head
                  FROM incidents ORDER BY id",
             )
             .map_err(|e| sql_error(&self.path, e))?;
@@ -582,6 +599,20 @@ fn incident_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
         status: row.get(6)?,
         closed_at: row.get(7)?,
         closed_by: row.get(8)?,
+        chain: match (
+            row.get::<_, Option<i64>>(9)?,
+            row.get::<_, Option<Vec<u8>>>(10)?,
+        ) {
+            (Some(length), Some(head)) => {
+                <[u8; 32]>::try_from(head.as_slice())
+                    .ok()
+                    .map(|head| ChainHead {
+                        length,
+                        head: ChainHash(head),
+                    })
+            }
+            _ => None,
+        },
     })
 }
 

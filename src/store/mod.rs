@@ -17,6 +17,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use rusqlite_migration::{M, Migrations};
 
 mod audit;
+mod chain;
 mod collector;
 mod containment;
 mod facts;
@@ -29,6 +30,7 @@ mod sweep;
 mod write;
 
 pub use audit::{StoredFinding, TagSighting};
+pub use chain::{BreakKind, ChainBreak, ChainCheck, ChainHash, ChainHead};
 pub use collector::{Receipt, Refused};
 pub use containment::{Contained, OverrideRow, VerificationRow};
 pub use history::{CollectOutcome, CollectedBuild, HistoryMatch, unrecorded_pipeline};
@@ -60,10 +62,28 @@ const MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/migrations/0011_seed_spec.sql"),
     include_str!("../../schema/migrations/0012_build_history.sql"),
     include_str!("../../schema/migrations/0013_collector.sql"),
+    CHAIN_MIGRATION,
 ];
 
+/// The migration that creates the run chain; a hook then chains the runs already stored.
+const CHAIN_MIGRATION: &str = include_str!("../../schema/migrations/0014_run_chain.sql");
+
 fn migrations() -> Migrations<'static> {
-    Migrations::new(MIGRATION_SQL.iter().map(|sql| M::up(sql)).collect())
+    Migrations::new(
+        MIGRATION_SQL
+            .iter()
+            .map(|sql| {
+                if *sql == CHAIN_MIGRATION {
+                    M::up_with_hook(sql, |tx: &rusqlite::Transaction<'_>| {
+                        chain::chain_existing(tx)?;
+                        Ok(())
+                    })
+                } else {
+                    M::up(sql)
+                }
+            })
+            .collect(),
+    )
 }
 
 /// The schema version this build writes.

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
+use super::chain::EntryKind;
 use super::{Store, StoreError, sql_error};
 use crate::config::Config;
 use crate::model::{
@@ -115,6 +116,8 @@ pub(super) struct IdCache {
     artifacts: HashMap<(Backend, String, String, String), i64>,
     mounts: HashMap<(i64, String, String), i64>,
     records: HashMap<(i64, String), i64>,
+    /// The run chain's last entry, once this transaction has appended to it.
+    pub(super) chain: Option<super::chain::Tail>,
 }
 
 impl Store {
@@ -327,7 +330,7 @@ fn attach_push_tx(
     };
     let now = time::now();
     let id = upsert_artifact(tx, &mut cache, &artifact, now)?;
-    insert_event(
+    let mut added = insert_event(
         tx,
         run,
         (kind::PRODUCED, source::HOOK),
@@ -337,7 +340,7 @@ fn attach_push_tx(
         now,
     )?;
     if inline {
-        insert_event(
+        added |= insert_event(
             tx,
             run,
             (kind::EXPORTED, source::HOOK),
@@ -346,6 +349,9 @@ fn attach_push_tx(
             None,
             now,
         )?;
+    }
+    if added {
+        super::chain::append(tx, &mut cache.chain, run, EntryKind::Events, now)?;
     }
     Ok(Some(step))
 }
@@ -914,6 +920,13 @@ pub(super) fn insert_run(
                 }
             }
         }
+    }
+    // The run as accepted, or what it gained, joins the tamper-evident chain in this
+    // transaction.
+    if created {
+        super::chain::append(tx, &mut cache.chain, run, EntryKind::Run, now)?;
+    } else if events > 0 {
+        super::chain::append(tx, &mut cache.chain, run, EntryKind::Events, now)?;
     }
     Ok(RecordOutcome {
         run,
@@ -1503,5 +1516,48 @@ mod tests {
             .record_run(&run("bare", "3", Some("release")), &Config::default())
             .unwrap();
         assert_eq!(outcome.trust_level.as_deref(), Some("internal"));
+    }
+
+    /// A push attached to its build and a mount use re-recorded with other options join the
+    /// chain as entries of added events, which verify; a mount-use detail deleted behind the
+    /// store's back is caught at its entry.
+    #[test]
+    fn later_additions_to_a_run_are_chained() {
+        let (_dir, mut store) = store();
+        let none = Config::default();
+        let image = ImageRef::parse("r.io/web:1", "test").unwrap();
+        let mut first = run("p", "1", None);
+        first.produced.push(Artifact::registry(&image));
+        first.mounts.push(MountUse {
+            id: "/m".to_owned(),
+            readonly: true,
+            ..MountUse::default()
+        });
+        store.record_run(&first, &none).unwrap();
+        assert!(
+            store
+                .attach_push("p", "1", &image, &digest('a'))
+                .unwrap()
+                .is_some()
+        );
+        let mut again = first.clone();
+        again.mounts[0].readonly = false;
+        assert!(store.record_run(&again, &none).unwrap().events > 0);
+        // Recorded again with nothing new: no entry.
+        store.record_run(&again, &none).unwrap();
+        let check = store.verify_chain(None).unwrap();
+        assert_eq!((check.length, check.broken), (3, None));
+        assert_eq!(store.chain_head().unwrap().head, check.head);
+        assert_eq!(count(&store, "event_details"), 1);
+        store.conn.execute("DELETE FROM event_details", []).unwrap();
+        let broken = store.verify_chain(None).unwrap().broken.unwrap();
+        assert_eq!(
+            (broken.entry, broken.kind, broken.run.as_deref()),
+            (
+                3,
+                crate::store::BreakKind::HashMismatch,
+                Some("p/1/Dockerfile")
+            )
+        );
     }
 }

@@ -5,6 +5,7 @@ mod harness;
 
 mod build;
 mod buildkit;
+mod chain;
 mod cli;
 mod collect;
 mod common;

@@ -28,6 +28,7 @@ const EXPECTED: &[&str] = &[
     "poisoned-mount-cache.md",
     "poisoned-registry-cache.md",
     "scheduled-purges.md",
+    "tamper-evidence.md",
     "verify-after-purge.md",
 ];
 
@@ -325,6 +326,13 @@ fn verify_after_purge_runbook(engine: Engine) {
 
 on_both_engines!(verify_after_purge_runbook);
 
+/// `runbooks/tamper-evidence.md` runs as written: heads logged, the store checked against them
+/// (on one engine: the chain does not depend on it).
+#[test]
+fn tamper_evidence_runbook() {
+    run_runbook("tamper-evidence.md", Setup::Attack, Engine::Docker20);
+}
+
 /// `runbooks/scheduled-purges.md` runs as written, with its own policy.
 fn scheduled_purges_runbook(engine: Engine) {
     run_runbook("scheduled-purges.md", Setup::Attack, engine);
@@ -350,6 +358,7 @@ fn every_runbook_with_commands_is_run() {
         "verify-after-purge.md",
         "install-ci-hook.md",
         "scheduled-purges.md",
+        "tamper-evidence.md",
     ]
     .into_iter()
     .collect();

@@ -69,7 +69,10 @@ fn an_incident_stored_with_the_old_seed_shape_still_verifies_and_reports() {
         .unwrap();
     // The version before the seed migration (0011), with what later migrations made undone.
     conn.execute_batch(
-        "DROP TABLE run_receipts; DROP TABLE collector_refusals;
+        "DROP TABLE run_chain;
+         ALTER TABLE incidents DROP COLUMN chain_length;
+         ALTER TABLE incidents DROP COLUMN chain_head;
+         DROP TABLE run_receipts; DROP TABLE collector_refusals;
          DROP TABLE build_history; DROP TABLE run_build_refs;
          ALTER TABLE events DROP COLUMN source;",
     )

@@ -1,0 +1,238 @@
+//! Tamper evidence: the hash chain of accepted runs (`run_chain`, migration 0014).
+//!
+//! Every run the store accepts is appended as an entry, and so is every later addition to a
+//! run's events (a re-recorded run's new events, a push attached to its build). Entry n's hash
+//! is SHA-256 over entry n-1's hash and a canonical encoding of the entry, read back from the
+//! stored rows, so that [`Store::verify_chain`] recomputes exactly what was hashed. Appends
+//! happen inside the transaction that writes the run: SQLite's write lock serializes them.
+//!
+//! What an entry covers: the run's key, pipeline, commit, ref, builder, times, status, record
+//! flags and trust level; and its events and mount-use details, each target named by what it
+//! is (an artifact's backend, locator, digest and key; a mount's builder, namespace and id; a
+//! builder's name; a builder record's builder, id, type and description), so that rewriting a
+//! row an event points at is caught too. Observations learnt later (`run_observations`,
+//! `run_truncations`) are not in the chain.
+
+mod encode;
+mod read;
+mod verify;
+
+use std::fmt;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::time::Micros;
+pub(crate) use encode::{ENCODING_VERSION, encode, next_hash};
+use read::{Span, load_entry};
+pub use verify::{BreakKind, ChainBreak, ChainCheck};
+
+/// A chain hash: 32 bytes, shown as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChainHash(pub [u8; 32]);
+
+impl ChainHash {
+    /// The hash before the first entry, and the head of an empty chain.
+    pub const GENESIS: ChainHash = ChainHash([0; 32]);
+
+    /// Parses 64 hex digits (either case).
+    pub fn parse(text: &str) -> Option<Self> {
+        let bytes = text.as_bytes();
+        if bytes.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in bytes.chunks(2).enumerate() {
+            let hi = char::from(pair[0]).to_digit(16)?;
+            let lo = char::from(pair[1]).to_digit(16)?;
+            out[i] = u8::try_from(hi * 16 + lo).ok()?;
+        }
+        Some(Self(out))
+    }
+
+    fn from_blob(blob: &[u8]) -> Option<Self> {
+        <[u8; 32]>::try_from(blob).ok().map(Self)
+    }
+}
+
+impl fmt::Display for ChainHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for ChainHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChainHash({self})")
+    }
+}
+
+impl Serialize for ChainHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The chain's last entry as stored: how many entries, and the last one's hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ChainHead {
+    pub length: i64,
+    pub head: ChainHash,
+}
+
+impl ChainHead {
+    pub const EMPTY: ChainHead = ChainHead {
+        length: 0,
+        head: ChainHash::GENESIS,
+    };
+}
+
+/// What an entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EntryKind {
+    /// A run as accepted, with the events it came with.
+    Run,
+    /// Events (or mount-use details) added to a run already in the chain.
+    Events,
+}
+
+impl EntryKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Run => "run",
+            Self::Events => "events",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "run" => Some(Self::Run),
+            "events" => Some(Self::Events),
+            _ => None,
+        }
+    }
+}
+
+/// The highest event id and event-detail id a run has.
+fn run_through(conn: &Connection, run: i64) -> rusqlite::Result<(i64, i64)> {
+    let events = conn
+        .prepare_cached("SELECT coalesce(max(id), 0) FROM events WHERE run_id = ?1")?
+        .query_row([run], |row| row.get(0))?;
+    let details = conn
+        .prepare_cached(
+            "SELECT coalesce(max(d.id), 0) FROM events e JOIN event_details d ON d.event_id = e.id
+             WHERE e.run_id = ?1",
+        )?
+        .query_row([run], |row| row.get(0))?;
+    Ok((events, details))
+}
+
+/// The last entry as stored: where the next append goes. Kept for the length of a write
+/// transaction, which holds the write lock, so no other writer can move it meanwhile.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Tail {
+    seq: i64,
+    hash: ChainHash,
+}
+
+pub(super) fn stored_head(conn: &Connection) -> rusqlite::Result<ChainHead> {
+    let last = conn
+        .prepare_cached("SELECT seq, hash FROM run_chain ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+        })
+        .optional()?;
+    Ok(match last {
+        Some((seq, hash)) => ChainHead {
+            length: seq,
+            head: ChainHash::from_blob(&hash).unwrap_or(ChainHash::GENESIS),
+        },
+        None => ChainHead::EMPTY,
+    })
+}
+
+/// Appends an entry for `run` of `kind`: the run as it now stands, or what it gained since its
+/// last entry. Call inside the write transaction that wrote those rows.
+pub(super) fn append(
+    conn: &Connection,
+    tail: &mut Option<Tail>,
+    run: i64,
+    kind: EntryKind,
+    now: Micros,
+) -> rusqlite::Result<()> {
+    let last = match *tail {
+        Some(last) => last,
+        None => {
+            let head = stored_head(conn)?;
+            Tail {
+                seq: head.length,
+                hash: head.head,
+            }
+        }
+    };
+    let previous = match kind {
+        EntryKind::Run => None,
+        EntryKind::Events => conn
+            .prepare_cached(
+                "SELECT events_through, details_through FROM run_chain WHERE run_id = ?1
+                 ORDER BY seq DESC LIMIT 1",
+            )?
+            .query_row([run], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+            })
+            .optional()?,
+    };
+    // A run with no entry yet is appended whole, whatever it gained.
+    let kind = if previous.is_some() {
+        kind
+    } else {
+        EntryKind::Run
+    };
+    let (events_after, details_after) = previous.unwrap_or((0, 0));
+    let (events_through, details_through) = run_through(conn, run)?;
+    let span = Span {
+        events_after,
+        events_through: events_through.max(events_after),
+        details_after,
+        details_through: details_through.max(details_after),
+    };
+    let seq = last.seq + 1;
+    let entry =
+        load_entry(conn, seq, kind, run, span)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+    let hash = next_hash(&last.hash, &encode(&entry));
+    conn.prepare_cached(
+        "INSERT INTO run_chain (seq, run_id, kind, events_through, details_through, encoding,
+                                hash, appended_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        seq,
+        run,
+        kind.as_str(),
+        span.events_through,
+        span.details_through,
+        ENCODING_VERSION,
+        &hash.0[..],
+        now
+    ])?;
+    *tail = Some(Tail { seq, hash });
+    Ok(())
+}
+
+/// The migration's hook: chains the runs a store held before it had a chain, in run id order,
+/// each with everything it holds.
+pub(super) fn chain_existing(conn: &Connection) -> rusqlite::Result<()> {
+    let runs: Vec<i64> = conn
+        .prepare("SELECT id FROM runs WHERE id NOT IN (SELECT run_id FROM run_chain) ORDER BY id")?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let now = crate::time::now();
+    let mut tail = None;
+    for run in runs {
+        append(conn, &mut tail, run, EntryKind::Run, now)?;
+    }
+    Ok(())
+}

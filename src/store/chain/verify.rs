@@ -1,0 +1,259 @@
+//! `verify-log`: the chain recomputed from the stored rows, and its first break.
+
+use std::collections::HashMap;
+
+use rusqlite::Connection;
+use serde::Serialize;
+
+use super::encode::{ENCODING_VERSION, encode, next_hash};
+use super::read::{Span, load_entry, load_run};
+use super::{ChainHash, ChainHead, EntryKind, stored_head};
+use crate::store::{Store, StoreError};
+
+/// Why the chain does not hold: the first break found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakKind {
+    /// The entry's recomputed hash is not the stored one: the run, its events, what they point
+    /// at, or the stored hash changed after it was appended.
+    HashMismatch,
+    /// An entry number is missing: entries were deleted.
+    MissingEntry,
+    /// The entry's run row is gone.
+    RunGone,
+    /// A run is in the chain twice as accepted.
+    RunTwice,
+    /// Events were chained for a run before the run itself.
+    EventsBeforeRun,
+    /// An entry of a kind or encoding version this cachewarden does not write, or a span that
+    /// goes backwards.
+    Malformed,
+    /// A stored run that no entry covers: inserted behind the store's back.
+    RunNotChained,
+    /// Events or mount-use details of a run that no entry covers.
+    EventsNotChained,
+}
+
+impl BreakKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::HashMismatch => "hash_mismatch",
+            Self::MissingEntry => "missing_entry",
+            Self::RunGone => "run_gone",
+            Self::RunTwice => "run_twice",
+            Self::EventsBeforeRun => "events_before_run",
+            Self::Malformed => "malformed",
+            Self::RunNotChained => "run_not_chained",
+            Self::EventsNotChained => "events_not_chained",
+        }
+    }
+
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Self::HashMismatch => {
+                "its recomputed hash differs from the stored one: the run, its events, what they name, or the stored hash changed after it was appended"
+            }
+            Self::MissingEntry => {
+                "the entry is missing, deleted from the chain (the run named is the next stored entry's)"
+            }
+            Self::RunGone => "the run it chains is gone from the store",
+            Self::RunTwice => "the run is already in the chain: it was appended twice",
+            Self::EventsBeforeRun => "it adds events to a run that is not yet in the chain",
+            Self::Malformed => {
+                "the entry is malformed (an unknown kind, or a span going backwards)"
+            }
+            Self::RunNotChained => {
+                "the run is stored but in no entry: it was written behind the store's back"
+            }
+            Self::EventsNotChained => {
+                "the run has events or mount uses that no entry covers: they were written behind the store's back"
+            }
+        }
+    }
+}
+
+/// The first break: the entry number (for a row no entry covers, the number the next entry
+/// would have), the run it concerns when known, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainBreak {
+    pub entry: i64,
+    /// `pipeline/run/step`, or `None` when the run's row is gone.
+    pub run: Option<String>,
+    /// The run's row id.
+    pub run_id: i64,
+    pub kind: BreakKind,
+}
+
+/// What verifying the chain found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainCheck {
+    /// Entries stored.
+    pub length: i64,
+    /// The head recomputed over the stored entries up to the break (all of them when intact).
+    pub head: ChainHash,
+    pub broken: Option<ChainBreak>,
+    /// With an expected head: the entry whose recomputed hash it is, if any.
+    pub reached_at: Option<i64>,
+}
+
+/// An entry's stored columns.
+struct StoredEntry {
+    seq: i64,
+    run: i64,
+    kind: String,
+    events_through: i64,
+    details_through: i64,
+    encoding: i64,
+    hash: Vec<u8>,
+}
+
+impl Store {
+    /// The chain's head as stored (not recomputed): what reports and `incident open` state.
+    pub fn chain_head(&self) -> Result<ChainHead, StoreError> {
+        stored_head(&self.conn).map_err(|e| self.sql(e))
+    }
+
+    /// Recomputes the whole chain from the stored runs and events and finds the first break;
+    /// with `expected`, also which entry's hash it is.
+    pub fn verify_chain(&self, expected: Option<&ChainHash>) -> Result<ChainCheck, StoreError> {
+        // One read transaction: one snapshot, however long the walk.
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.sql(e))?;
+        let check = verify(&tx, expected).map_err(|e| self.sql(e))?;
+        tx.finish().map_err(|e| self.sql(e))?;
+        Ok(check)
+    }
+}
+
+fn verify(conn: &Connection, expected: Option<&ChainHash>) -> rusqlite::Result<ChainCheck> {
+    let length: i64 = conn.query_row("SELECT count(*) FROM run_chain", [], |row| row.get(0))?;
+    let mut check = ChainCheck {
+        length,
+        head: ChainHash::GENESIS,
+        broken: None,
+        reached_at: None,
+    };
+    let name_of = |run: i64| -> rusqlite::Result<Option<String>> {
+        Ok(load_run(conn, run)?.map(|facts| facts.name()))
+    };
+    // Entries are read one at a time: memory stays flat whatever the chain's length, but for
+    // the span of each run seen.
+    let mut spans: HashMap<i64, (i64, i64)> = HashMap::new();
+    let mut stmt = conn.prepare(
+        "SELECT seq, run_id, kind, events_through, details_through, encoding, hash
+         FROM run_chain ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut number = 0_i64;
+    while let Some(row) = rows.next()? {
+        number += 1;
+        let row = StoredEntry {
+            seq: row.get(0)?,
+            run: row.get(1)?,
+            kind: row.get(2)?,
+            events_through: row.get(3)?,
+            details_through: row.get(4)?,
+            encoding: row.get(5)?,
+            hash: row.get(6)?,
+        };
+        let fail = |kind: BreakKind| -> rusqlite::Result<ChainBreak> {
+            Ok(ChainBreak {
+                entry: number,
+                run: name_of(row.run)?,
+                run_id: row.run,
+                kind,
+            })
+        };
+        if row.seq != number {
+            check.broken = Some(fail(BreakKind::MissingEntry)?);
+            return Ok(check);
+        }
+        let previous = spans.get(&row.run).copied();
+        let (events_after, details_after) = previous.unwrap_or((0, 0));
+        let kind = match (EntryKind::parse(&row.kind), previous) {
+            _ if row.encoding != i64::from(ENCODING_VERSION) => Err(BreakKind::Malformed),
+            (None, _) => Err(BreakKind::Malformed),
+            (Some(EntryKind::Run), Some(_)) => Err(BreakKind::RunTwice),
+            (Some(EntryKind::Events), None) => Err(BreakKind::EventsBeforeRun),
+            _ if row.events_through < events_after || row.details_through < details_after => {
+                Err(BreakKind::Malformed)
+            }
+            (Some(kind), _) => Ok(kind),
+        };
+        let kind = match kind {
+            Ok(kind) => kind,
+            Err(why) => {
+                check.broken = Some(fail(why)?);
+                return Ok(check);
+            }
+        };
+        let span = Span {
+            events_after,
+            events_through: row.events_through,
+            details_after,
+            details_through: row.details_through,
+        };
+        let Some(entry) = load_entry(conn, row.seq, kind, row.run, span)? else {
+            check.broken = Some(fail(BreakKind::RunGone)?);
+            return Ok(check);
+        };
+        let hash = next_hash(&check.head, &encode(&entry));
+        if ChainHash::from_blob(&row.hash) != Some(hash) {
+            check.broken = Some(ChainBreak {
+                entry: number,
+                run: Some(entry.run.name()),
+                run_id: row.run,
+                kind: BreakKind::HashMismatch,
+            });
+            return Ok(check);
+        }
+        check.head = hash;
+        if expected == Some(&hash) {
+            check.reached_at = Some(number);
+        }
+        spans.insert(row.run, (row.events_through, row.details_through));
+    }
+    // Rows that no entry covers.
+    let next = length + 1;
+    let uncovered = |run: i64, kind: BreakKind| -> rusqlite::Result<ChainBreak> {
+        Ok(ChainBreak {
+            entry: next,
+            run: name_of(run)?,
+            run_id: run,
+            kind,
+        })
+    };
+    let mut runs = conn.prepare("SELECT id FROM runs ORDER BY id")?;
+    let mut rows = runs.query([])?;
+    while let Some(row) = rows.next()? {
+        let run: i64 = row.get(0)?;
+        if !spans.contains_key(&run) {
+            check.broken = Some(uncovered(run, BreakKind::RunNotChained)?);
+            return Ok(check);
+        }
+    }
+    for sql in [
+        "SELECT run_id, max(id) FROM events GROUP BY run_id ORDER BY run_id",
+        "SELECT e.run_id, max(d.id) FROM event_details d JOIN events e ON e.id = d.event_id
+         GROUP BY e.run_id ORDER BY e.run_id",
+    ] {
+        let details = sql.contains("event_details");
+        let mut stmt = conn.prepare(sql)?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let (run, max): (i64, i64) = (row.get(0)?, row.get(1)?);
+            let through = spans
+                .get(&run)
+                .map(|&(events, det)| if details { det } else { events });
+            if through.is_none_or(|through| max > through) {
+                let kind = if through.is_none() {
+                    BreakKind::RunNotChained
+                } else {
+                    BreakKind::EventsNotChained
+                };
+                check.broken = Some(uncovered(run, kind)?);
+                return Ok(check);
+            }
+        }
+    }
+    Ok(check)
+}
