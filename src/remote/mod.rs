@@ -4,6 +4,7 @@ pub mod buildkit;
 pub mod cache_record;
 pub mod endpoint;
 pub mod engine;
+pub mod mount_copy;
 
 pub mod redact;
 pub mod registry;

@@ -54,6 +54,7 @@ const MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/migrations/0009_run_truncations.sql"),
     include_str!("../../schema/migrations/0010_acceptances.sql"),
     include_str!("../../schema/migrations/0011_seed_spec.sql"),
+    include_str!("../../schema/migrations/0016_mount_audits.sql"),
 ];
 
 fn migrations() -> Migrations<'static> {

@@ -1,0 +1,480 @@
+//! Copies a cache mount out of a builder and hashes it here. A helper build mounts the cache
+//! read-only in an untainted base image, copies it into a stage that `--output type=local`
+//! writes to a temporary directory; cachewarden then walks that tree itself: every file's
+//! path, size, mode and SHA-256, plus whatever digest a content check needs. Symbolic links
+//! are recorded (their target hashed), never followed. Files are streamed: memory holds the
+//! file list, not the files.
+//!
+//! The helper step never runs with `--no-cache` (on Docker 20.10 that detaches every cache
+//! mount): a nonce build argument keeps it out of the layer cache instead.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use sha1::Sha1;
+use sha2::{Digest as _, Sha256, Sha512};
+
+use crate::audit::mounts::checks::{self, Mismatch, NpmAlgo, Rule};
+use crate::audit::mounts::{FileEntry, Scan, zip};
+use crate::error::RemoteError;
+use crate::model::MountUse;
+use crate::time;
+
+/// Small files read whole for a check (a `package.json`, a `.ziphash`, an index cache file)
+/// are at most this big; a bigger one is left unchecked, and said so.
+const READ_LIMIT: u64 = 16 << 20;
+const S_IFMT: u32 = 0o170000;
+const S_IFLNK: u32 = 0o120000;
+
+/// How the helper build mounts the cache: its id and the options its recorded uses gave it
+/// (uid, gid, mode, from change the record BuildKit picks).
+pub struct HelperBuild<'a> {
+    pub docker: &'a str,
+    pub endpoint: &'a str,
+    pub base: &'a str,
+    pub mount_id: &'a str,
+    pub uses: Option<&'a MountUse>,
+}
+
+/// Runs the helper build; the mount's copy is in the returned directory's `mount/`.
+pub async fn copy_out(h: &HelperBuild<'_>) -> Result<tempfile::TempDir, RemoteError> {
+    if h.mount_id.contains([',', '"', '\n', '\r']) || h.base.contains(char::is_whitespace) {
+        return Err(RemoteError::local(format!(
+            "mount `{}` (base `{}`) cannot be named in a Dockerfile mount option",
+            h.mount_id.escape_debug(),
+            h.base.escape_debug()
+        )));
+    }
+    let mut options = format!("type=cache,id={},target=/cachewarden-mount,readonly", h.mount_id);
+    if let Some(u) = h.uses {
+        if let Some(uid) = u.uid {
+            options.push_str(&format!(",uid={uid}"));
+        }
+        if let Some(gid) = u.gid {
+            options.push_str(&format!(",gid={gid}"));
+        }
+        if let Some(mode) = u.mode {
+            options.push_str(&format!(",mode={mode:o}"));
+        }
+        if let Some(from) = &u.from {
+            options.push_str(&format!(",from={from}"));
+        }
+    }
+    let work = tempfile::Builder::new()
+        .prefix("cachewarden-mount-copy-")
+        .tempdir()
+        .map_err(|e| RemoteError::local(format!("cannot create a temporary directory: {e}")))?;
+    let dockerfile = format!(
+        "FROM {base} AS copy\n\
+         ARG CACHEWARDEN_NONCE\n\
+         RUN --mount={options} echo \"$CACHEWARDEN_NONCE\" >/dev/null && mkdir /cachewarden-copy && cp -a /cachewarden-mount/. /cachewarden-copy/\n\
+         FROM scratch\n\
+         COPY --from=copy /cachewarden-copy /mount/\n",
+        base = h.base
+    );
+    std::fs::write(work.path().join("Dockerfile"), dockerfile)
+        .map_err(|e| RemoteError::local(format!("cannot write the helper Dockerfile: {e}")))?;
+    let context = work.path().join("context");
+    std::fs::create_dir(&context)
+        .map_err(|e| RemoteError::local(format!("cannot create the helper context: {e}")))?;
+    let out = tempfile::Builder::new()
+        .prefix("cachewarden-mount-")
+        .tempdir()
+        .map_err(|e| RemoteError::local(format!("cannot create a temporary directory: {e}")))?;
+    let output = tokio::process::Command::new(h.docker)
+        .args(["build", "--network=none", "--pull=false", "-f"])
+        .arg(work.path().join("Dockerfile"))
+        .arg("--build-arg")
+        .arg(format!("CACHEWARDEN_NONCE={:x}", time::now()))
+        .arg("--output")
+        .arg(format!("type=local,dest={}", out.path().display()))
+        .arg(&context)
+        .env("DOCKER_HOST", h.endpoint)
+        .env("DOCKER_BUILDKIT", "1")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| RemoteError::local(format!("cannot run `{}`: {e}", h.docker)))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(RemoteError::local(format!(
+            "the helper build copying mount `{}` failed: {last}",
+            h.mount_id
+        )));
+    }
+    if !out.path().join("mount").is_dir() {
+        std::fs::create_dir(out.path().join("mount"))
+            .map_err(|e| RemoteError::local(format!("cannot create the copy: {e}")))?;
+    }
+    Ok(out)
+}
+
+/// Walks a copied mount: every non-directory entry hashed, content checks applied.
+pub fn scan(root: &Path) -> io::Result<Scan> {
+    let mut scan = Scan::default();
+    let mut later = Later::default();
+    let mut stack: Vec<(PathBuf, Vec<u8>)> = vec![(root.to_path_buf(), Vec::new())];
+    while let Some((dir, rel)) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let mut path = rel.clone();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(entry.file_name().as_bytes());
+            let abs = entry.path();
+            let meta = std::fs::symlink_metadata(&abs)?;
+            if meta.is_dir() {
+                stack.push((abs, path));
+                continue;
+            }
+            let mode = meta.mode();
+            let entry = if mode & S_IFMT == S_IFLNK {
+                let target = std::fs::read_link(&abs)?;
+                let bytes = target.as_os_str().as_bytes();
+                FileEntry {
+                    path,
+                    size: bytes.len() as u64,
+                    mode,
+                    sha256: Sha256::digest(bytes).into(),
+                }
+            } else if meta.is_file() {
+                hash_file(&abs, path, mode, &mut scan, &mut later)?
+            } else {
+                FileEntry {
+                    path,
+                    size: 0,
+                    mode,
+                    sha256: Sha256::digest(b"").into(),
+                }
+            };
+            scan.files.push(entry);
+        }
+    }
+    scan.files.sort_by(|a, b| a.path.cmp(&b.path));
+    let files = std::mem::take(&mut scan.files);
+    later.finish(root, &files, &mut scan);
+    scan.files = files;
+    scan.mismatches.sort();
+    Ok(scan)
+}
+
+/// What the walk must look at once every file is known.
+#[derive(Default)]
+struct Later {
+    ziphashes: BTreeMap<Vec<u8>, String>,
+    wheels: Vec<Vec<u8>>,
+    crates: Vec<Vec<u8>>,
+    /// (prefix, index dir) -> crate file name -> cksum.
+    cargo_index: BTreeMap<(String, String), BTreeMap<String, String>>,
+}
+
+fn hash_file(
+    abs: &Path,
+    path: Vec<u8>,
+    mode: u32,
+    scan: &mut Scan,
+    later: &mut Later,
+) -> io::Result<FileEntry> {
+    let npm = checks::npm_address(&path);
+    let keep = checks::is_package_json(&path)
+        || path.ends_with(b".ziphash")
+        || checks::cargo_index_key(&path).is_some();
+    let mut file = File::open(abs)?;
+    let mut sha256 = Sha256::new();
+    let mut sha512 = matches!(npm, Some((NpmAlgo::Sha512, _))).then(Sha512::new);
+    let mut sha1 = matches!(npm, Some((NpmAlgo::Sha1, _))).then(Sha1::new);
+    let mut kept: Option<Vec<u8>> = keep.then(Vec::new);
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        sha256.update(&buf[..n]);
+        if let Some(h) = &mut sha512 {
+            h.update(&buf[..n]);
+        }
+        if let Some(h) = &mut sha1 {
+            h.update(&buf[..n]);
+        }
+        if let Some(k) = &mut kept {
+            if size > READ_LIMIT {
+                kept = None;
+                scan.unchecked
+                    .push((path.clone(), format!("larger than {READ_LIMIT} bytes")));
+            } else {
+                k.extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+    let sha256: [u8; 32] = sha256.finalize().into();
+    if let Some((algo, expected)) = npm {
+        let actual = match algo {
+            NpmAlgo::Sha512 => checks::hex(&sha512.take().expect("hashed").finalize()),
+            NpmAlgo::Sha1 => checks::hex(&sha1.take().expect("hashed").finalize()),
+            NpmAlgo::Sha256 => checks::hex(&sha256),
+        };
+        if actual != expected {
+            scan.mismatches.push(Mismatch {
+                path: path.clone(),
+                rule: Rule::NpmContent,
+                member: None,
+                expected: format!("{}:{expected}", algo.as_str()),
+                actual: format!("{}:{actual}", algo.as_str()),
+            });
+        }
+    } else if checks::npm_malformed(&path) {
+        scan.mismatches.push(Mismatch {
+            path: path.clone(),
+            rule: Rule::NpmContent,
+            member: None,
+            expected: "a content address as its path".to_owned(),
+            actual: format!("sha256:{}", checks::hex(&sha256)),
+        });
+    }
+    if let Some(bytes) = kept {
+        if checks::is_package_json(&path) {
+            let scripts = checks::npm_lifecycle_scripts(&bytes);
+            if !scripts.is_empty() {
+                scan.lifecycle.insert(path.clone(), scripts);
+            }
+        }
+        if path.ends_with(b".ziphash") {
+            later
+                .ziphashes
+                .insert(path.clone(), checks::parse_ziphash(&bytes));
+        }
+        if let Some(key) = checks::cargo_index_key(&path) {
+            later
+                .cargo_index
+                .entry(key)
+                .or_default()
+                .extend(checks::cargo_index_checksums(&bytes));
+        }
+    }
+    if path.ends_with(b".whl") {
+        later.wheels.push(path.clone());
+    }
+    if checks::cargo_crate_key(&path).is_some() {
+        later.crates.push(path.clone());
+    }
+    Ok(FileEntry {
+        path,
+        size,
+        mode,
+        sha256,
+    })
+}
+
+impl Later {
+    fn finish(self, root: &Path, files: &[FileEntry], scan: &mut Scan) {
+        let on_disk = |rel: &[u8]| root.join(std::ffi::OsStr::from_bytes(rel));
+        let digest_of = |rel: &[u8]| {
+            files
+                .binary_search_by(|f| f.path.as_slice().cmp(rel))
+                .ok()
+                .map(|i| files[i].sha256)
+        };
+        let regular = |rel: &[u8]| {
+            files
+                .binary_search_by(|f| f.path.as_slice().cmp(rel))
+                .ok()
+                .is_some_and(|i| files[i].mode & S_IFMT == 0o100000)
+        };
+        // Go: `<v>.zip` against `<v>.ziphash` beside it.
+        for (hash_path, expected) in &self.ziphashes {
+            let zip_path = [&hash_path[..hash_path.len() - ".ziphash".len()], b".zip"].concat();
+            if !regular(&zip_path) {
+                continue;
+            }
+            let opened = File::open(on_disk(&zip_path))
+                .and_then(|f| zip::members(io::BufReader::new(f), |_| false));
+            match opened {
+                Err(e) => scan.unchecked.push((zip_path, e.to_string())),
+                Ok(members) => {
+                    let list: Vec<(String, [u8; 32])> =
+                        members.into_iter().map(|m| (m.name, m.sha256)).collect();
+                    let actual = checks::go_hash1(&list)
+                        .unwrap_or_else(|| "a name Go cannot hash".to_owned());
+                    if &actual != expected {
+                        scan.mismatches.push(Mismatch {
+                            path: zip_path,
+                            rule: Rule::GoZiphash,
+                            member: None,
+                            expected: expected.clone(),
+                            actual,
+                        });
+                    }
+                }
+            }
+        }
+        // Wheels: members against RECORD.
+        for wheel in self.wheels {
+            if !regular(&wheel) {
+                continue;
+            }
+            let opened = File::open(on_disk(&wheel)).and_then(|f| {
+                zip::members(io::BufReader::new(f), checks::is_wheel_record)
+            });
+            let members = match opened {
+                Ok(m) => m,
+                Err(e) => {
+                    scan.unchecked.push((wheel, e.to_string()));
+                    continue;
+                }
+            };
+            let records: Vec<&zip::Member> = members
+                .iter()
+                .filter(|m| checks::is_wheel_record(&m.name))
+                .collect();
+            let [record] = records.as_slice() else {
+                scan.mismatches.push(Mismatch {
+                    path: wheel,
+                    rule: Rule::WheelRecord,
+                    member: None,
+                    expected: "one *.dist-info/RECORD".to_owned(),
+                    actual: format!("{} RECORD files", records.len()),
+                });
+                continue;
+            };
+            let text = String::from_utf8_lossy(record.content.as_deref().unwrap_or_default());
+            let by_name: BTreeMap<String, [u8; 32]> = members
+                .iter()
+                .map(|m| (m.name.clone(), m.sha256))
+                .collect();
+            for (member, expected, actual) in checks::wheel_record(&text, &by_name) {
+                scan.mismatches.push(Mismatch {
+                    path: wheel.clone(),
+                    rule: Rule::WheelRecord,
+                    member: Some(member),
+                    expected,
+                    actual,
+                });
+            }
+        }
+        // Cargo: `.crate` against the index cache's cksum, where the index lists it.
+        for krate in self.crates {
+            let Some((prefix, dir, name)) = checks::cargo_crate_key(&krate) else {
+                continue;
+            };
+            let Some(expected) = self
+                .cargo_index
+                .get(&(prefix, dir))
+                .and_then(|sums| sums.get(&name))
+            else {
+                continue;
+            };
+            let Some(digest) = digest_of(&krate) else { continue };
+            let actual = checks::hex(&digest);
+            if &actual != expected {
+                scan.mismatches.push(Mismatch {
+                    path: krate,
+                    rule: Rule::CargoIndex,
+                    member: None,
+                    expected: format!("sha256:{expected}"),
+                    actual: format!("sha256:{actual}"),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    use super::*;
+
+    fn put(root: &Path, rel: &str, bytes: &[u8]) {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// The walk hashes every file, records a symbolic link without following it out of the
+    /// tree, and applies each checksum rule: a tampered npm blob, Go zip, wheel member and
+    /// crate are each a mismatch; their intact twins are not.
+    #[test]
+    fn the_walk_applies_every_rule_and_never_follows_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // npm: one blob at its sha512 address, one overwritten.
+        let good = b"good tarball";
+        let hex = checks::hex(&Sha512::digest(good));
+        let at = |h: &str| format!("_cacache/content-v2/sha512/{}/{}/{}", &h[..2], &h[2..4], &h[4..]);
+        put(root, &at(&hex), good);
+        let other = checks::hex(&Sha512::digest(b"original"));
+        put(root, &at(&other), b"overwritten");
+        // Go: a zip with a matching and one with a stale ziphash.
+        let zip = zip::stored_zip(&[("m@v1.0.0/go.mod", b"module m\n")]);
+        let h1 = checks::go_hash1(&[(
+            "m@v1.0.0/go.mod".to_owned(),
+            Sha256::digest(b"module m\n").into(),
+        )])
+        .unwrap();
+        put(root, "cache/download/m/@v/v1.0.0.zip", &zip);
+        put(root, "cache/download/m/@v/v1.0.0.ziphash", format!("{h1}\n").as_bytes());
+        put(root, "cache/download/n/@v/v1.0.0.zip", &zip);
+        put(root, "cache/download/n/@v/v1.0.0.ziphash", b"h1:stale=\n");
+        // A wheel whose module differs from its RECORD.
+        let record = format!(
+            "p/__init__.py,sha256={},2\np-1.dist-info/RECORD,,\n",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(b"ok"))
+        );
+        let whl = zip::stored_zip(&[
+            ("p/__init__.py", b"evil"),
+            ("p-1.dist-info/RECORD", record.as_bytes()),
+        ]);
+        put(root, "wheels/ab/p-1-py3-none-any.whl", &whl);
+        // Cargo: the index lists one checksum; the crate does not match it.
+        let index = format!(
+            "\u{3}\0\0\0\0etag\u{0}1.0.0\u{0}{{\"name\":\"c\",\"vers\":\"1.0.0\",\"cksum\":\"{}\"}}\u{0}",
+            checks::hex(&Sha256::digest(b"real crate"))
+        );
+        put(root, "registry/index/idx-1/.cache/1/c", index.as_bytes());
+        put(root, "registry/cache/idx-1/c-1.0.0.crate", b"swapped crate");
+        // A link out of the tree, and a package.json with an install script.
+        std::os::unix::fs::symlink("/etc/shadow", root.join("escape")).unwrap();
+        put(root, "pkg/package.json", br#"{"scripts":{"postinstall":"sh x"}}"#);
+
+        let scan = scan(root).unwrap();
+        let bad: Vec<(Rule, String)> = scan
+            .mismatches
+            .iter()
+            .map(|m| (m.rule, String::from_utf8_lossy(&m.path).into_owned()))
+            .collect();
+        assert_eq!(
+            bad,
+            vec![
+                (Rule::NpmContent, at(&other)),
+                (Rule::GoZiphash, "cache/download/n/@v/v1.0.0.zip".to_owned()),
+                (Rule::CargoIndex, "registry/cache/idx-1/c-1.0.0.crate".to_owned()),
+                (Rule::WheelRecord, "wheels/ab/p-1-py3-none-any.whl".to_owned()),
+            ],
+            "{:#?}",
+            scan.mismatches
+        );
+        let link = scan.files.iter().find(|f| f.path == b"escape").unwrap();
+        assert_eq!(link.mode & S_IFMT, S_IFLNK);
+        assert_eq!(link.sha256, <[u8; 32]>::from(Sha256::digest(b"/etc/shadow")));
+        assert_eq!(
+            scan.lifecycle.get(&b"pkg/package.json".to_vec()),
+            Some(&vec!["postinstall".to_owned()])
+        );
+        assert!(scan.files.windows(2).all(|w| w[0].path < w[1].path));
+        assert!(scan.unchecked.is_empty(), "{:?}", scan.unchecked);
+    }
+}
