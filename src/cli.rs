@@ -392,7 +392,8 @@ pub struct IncidentOpenArgs {
     /// Plan pruning every build-cache record on tainted builders.
     #[arg(long)]
     pub full_prune: bool,
-    /// Seed from a stored audit finding (the id `audit registry` prints): the cache it names.
+    /// Seed from a stored audit finding (the id `audit registry` or `audit mounts` prints): the
+    /// cache it names, or the mount and the runs that wrote the finding's files.
     #[arg(long, value_name = "FINDING")]
     pub from_audit: Option<i64>,
     /// Output format.
@@ -588,6 +589,30 @@ pub enum AuditCommand {
     /// List the tags of cache registries, classify each manifest, and report caches that no
     /// recorded run exported, trust breaches and tags that moved unrecorded.
     Registry(AuditRegistryArgs),
+    /// Copy each cache mount out of its builder through a read-only helper build, hash every
+    /// file, and report content that does not match its own checksums, new startup hooks, and
+    /// changes by a lower-trust writer than the mount's earlier writers.
+    Mounts(AuditMountsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditMountsArgs {
+    /// Audit the mounts of this builder [default: every builder the store recorded mounts on]
+    #[arg(long, value_name = "BUILDER")]
+    pub builder: Option<String>,
+    /// Audit this mount id only, as recorded (the Dockerfile's `id=`, else its target path)
+    #[arg(long, value_name = "ID")]
+    pub mount: Option<String>,
+    /// Take a clean baseline: store what each mount holds as known-good; only content that
+    /// does not match its own address is reported.
+    #[arg(long)]
+    pub baseline: bool,
+    /// Report every current finding, not only those no earlier audit reported.
+    #[arg(long)]
+    pub all: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: AuditFormat,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]

@@ -50,6 +50,9 @@ pub struct Config {
     /// What `wrap` and `check` do when the store cannot be read.
     #[serde(default)]
     pub containment: ContainmentConfig,
+    /// Audit settings.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Where the file was read from, for messages.
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -163,6 +166,17 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 /// Purge settings.
+/// The `[audit]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The image `audit mounts` copies a mount out in when no untainted base image is
+    /// recorded on the builder: it needs `sh`, `mkdir` and `cp`, and the builder must hold it
+    /// or be able to pull it.
+    #[serde(default)]
+    pub helper_image: Option<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PurgeConfig {

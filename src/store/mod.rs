@@ -22,6 +22,7 @@ mod facts;
 mod incident;
 mod index;
 mod ls;
+mod mount_audit;
 mod read;
 mod sweep;
 mod write;
@@ -30,6 +31,7 @@ pub use audit::{StoredFinding, TagSighting};
 pub use containment::{Contained, OverrideRow, VerificationRow};
 pub use incident::{Acceptance, ActionRow, IncidentRow, MountRead, UsedBase};
 pub use index::{SourceSummary, TraceSource};
+pub use mount_audit::{NewSnapshot, SnapshotSource};
 pub use ls::{BuilderItem, IncidentItem, ListFilter, MountItem, PipelineItem, RunItem};
 
 pub use read::{ExportError, ExportItem};

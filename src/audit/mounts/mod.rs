@@ -159,6 +159,12 @@ pub fn findings(a: &MountAudit<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> (Di
             .collect::<Vec<_>>()
             .join(", ")
     };
+    let writer_runs: String = a
+        .writers_between
+        .iter()
+        .map(|w| w.run.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
     let since = a
         .previous
         .map(|p| format!("since the snapshot of {}", time::format(p.taken_at)))
@@ -178,6 +184,7 @@ pub fn findings(a: &MountAudit<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> (Di
         detail.insert("change".to_owned(), how.to_owned());
         if how != "unchanged" {
             detail.insert("writers".to_owned(), writers.clone());
+            detail.insert("writer_runs".to_owned(), writer_runs.clone());
         }
         if let Some(p) = a.previous {
             detail.insert("previous_snapshot".to_owned(), time::format(p.taken_at));
