@@ -116,7 +116,7 @@ pub async fn mounts(
                                     .unwrap_or_default();
                                 mount_record_matches(&r.description, m, &targets) != MountMatch::No
                             });
-                            if known {
+                            if known || mount_copy::is_helper_record(&r.description) {
                                 continue;
                             }
                             match description_id(&r.description) {

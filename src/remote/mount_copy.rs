@@ -31,6 +31,16 @@ const READ_LIMIT: u64 = 16 << 20;
 const S_IFMT: u32 = 0o170000;
 const S_IFLNK: u32 = 0o120000;
 
+/// The helper step's command. On Docker 20.10 a helper that attaches a mount with no record
+/// yet creates one described `cached mount /cachewarden-mount from exec /bin/sh -c <this>`:
+/// the audit knows it for its own.
+pub const HELPER_COMMAND: &str = "echo \"$CACHEWARDEN_NONCE\" >/dev/null && mkdir /cachewarden-copy && cp -a /cachewarden-mount/. /cachewarden-copy/";
+
+/// Whether a record is one a helper build created (see [`HELPER_COMMAND`]).
+pub fn is_helper_record(description: &str) -> bool {
+    description == format!("cached mount /cachewarden-mount from exec /bin/sh -c {HELPER_COMMAND}")
+}
+
 /// How the helper build mounts the cache: its id and the options its recorded uses gave it
 /// (uid, gid, mode, from change the record BuildKit picks).
 pub struct HelperBuild<'a> {
@@ -72,7 +82,7 @@ pub async fn copy_out(h: &HelperBuild<'_>) -> Result<tempfile::TempDir, RemoteEr
     let dockerfile = format!(
         "FROM {base} AS copy\n\
          ARG CACHEWARDEN_NONCE\n\
-         RUN --mount={options} echo \"$CACHEWARDEN_NONCE\" >/dev/null && mkdir /cachewarden-copy && cp -a /cachewarden-mount/. /cachewarden-copy/\n\
+         RUN --mount={options} {HELPER_COMMAND}\n\
          FROM scratch\n\
          COPY --from=copy /cachewarden-copy /mount/\n",
         base = h.base

@@ -1,0 +1,218 @@
+//! `audit mounts` on a real dockerd: a baseline after trusted builds, then an untrusted build
+//! plants a startup hook in the shared pip cache and overwrites an npm content blob; the audit
+//! names both with the planting run, and a clean rebuild by the trusted pipeline raises nothing
+//! new.
+
+use std::path::PathBuf;
+
+use sha2::{Digest as _, Sha512};
+
+use crate::common::{ok, output};
+use crate::scenarios::{FORK, Lab, WEBAPP};
+
+const B: &str = "ci-shared";
+
+/// The npm blob's address for `content`: `_cacache/content-v2/sha512/<2>/<2>/<rest>`.
+fn blob_path(content: &[u8]) -> String {
+    let hex: String = Sha512::digest(content)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!(
+        "_cacache/content-v2/sha512/{}/{}/{}",
+        &hex[..2],
+        &hex[2..4],
+        &hex[4..]
+    )
+}
+
+/// A build context with this Dockerfile (its `{BASE}` filled in) and files.
+fn project(lab: &Lab, dir: &str, dockerfile: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    let root = lab.env.path().join("src").join(dir);
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("Dockerfile"), dockerfile.replace("{BASE}", &lab.base)).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(root.join(name), bytes).unwrap();
+    }
+    root
+}
+
+fn audit(lab: &Lab, extra: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = lab
+        .cw()
+        .args(["audit", "mounts", "--builder", B, "--format", "json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let doc = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}\n{stderr}"));
+    (out.status.code().unwrap_or(-1), doc, stderr)
+}
+
+fn findings<'a>(doc: &'a serde_json::Value, code: &str) -> Vec<&'a serde_json::Value> {
+    doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == code)
+        .collect()
+}
+
+/// The planted `sitecustomize.py` (CW012), the overwritten npm blob (CW011) and the
+/// lower-trust change (CW013) are found with the untrusted run that wrote them; a trusted
+/// rebuild afterwards raises nothing new; an incident opens from the finding.
+#[test]
+fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
+    let Some(lab) = Lab::start(&[B], &[]) else {
+        return;
+    };
+    let blob: &[u8] = b"lodash-4.17.21.tgz, as the registry served it\n";
+    let blob_at = blob_path(blob);
+    let dir = blob_at.rsplit_once('/').unwrap().0.to_owned();
+    let trusted = project(
+        &lab,
+        "webapp",
+        &format!(
+            "FROM {{BASE}}\n\
+             COPY blob /src/blob\n\
+             RUN --mount=type=cache,target=/root/.cache/pip \\\n    \
+                 --mount=type=cache,id=npm,target=/root/.npm \\\n    \
+                 mkdir -p /root/.cache/pip/wheels /root/.npm/{dir} && \\\n    \
+                 echo flask > /root/.cache/pip/wheels/flask.txt && \\\n    \
+                 cp /src/blob /root/.npm/{blob_at} && cp -a /root/.cache/pip /app-pip\n"
+        ),
+        &[("blob", blob)],
+    );
+    lab.build(B, &WEBAPP, "1", &trusted, "webapp:1", &[]);
+
+    let (code, doc, stderr) = audit(&lab, &["--baseline"]);
+    assert_eq!(code, 0, "{doc:#}\n{stderr}");
+    let mounts: Vec<&str> = doc["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mount_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(mounts, vec!["/root/.cache/pip", "npm"], "{doc:#}");
+    assert_eq!(doc["summary"]["files"], 2, "{doc:#}");
+    assert!(doc["findings"].as_array().unwrap().is_empty(), "{doc:#}");
+
+    let fork = project(
+        &lab,
+        "fork",
+        &format!(
+            "FROM {{BASE}}\n\
+             RUN --mount=type=cache,target=/root/.cache/pip \\\n    \
+                 --mount=type=cache,id=npm,target=/root/.npm \\\n    \
+                 echo 'import os; os.system(\"id\")' > /root/.cache/pip/sitecustomize.py && \\\n    \
+                 echo 'module.exports = steal' > /root/.npm/{blob_at}\n"
+        ),
+        &[],
+    );
+    lab.build(B, &FORK, "1", &fork, "fork-pr:1", &[]);
+
+    let (code, doc, stderr) = audit(&lab, &[]);
+    assert_eq!(code, 1, "{doc:#}\n{stderr}");
+    let hooks = findings(&doc, "CW012");
+    assert_eq!(hooks.len(), 1, "{doc:#}");
+    assert_eq!(hooks[0]["mount_id"], "/root/.cache/pip");
+    assert_eq!(hooks[0]["path"], "sitecustomize.py");
+    let writers = hooks[0]["detail"]["writers"].as_str().unwrap();
+    assert!(
+        writers.contains("fork-pr/1/") && writers.contains("(untrusted)"),
+        "{doc:#}"
+    );
+    let blobs = findings(&doc, "CW011");
+    assert_eq!(blobs.len(), 1, "{doc:#}");
+    assert_eq!(blobs[0]["mount_id"], "npm");
+    assert_eq!(blobs[0]["path"], blob_at.as_str());
+    assert_eq!(blobs[0]["detail"]["rule"], "npm-cacache");
+    assert_eq!(blobs[0]["detail"]["change"], "changed");
+    assert!(blobs[0]["detail"]["writers"].as_str().unwrap().contains("fork-pr/1/"));
+    let lower = findings(&doc, "CW013");
+    let lower_mounts: Vec<&str> = lower
+        .iter()
+        .map(|f| f["mount_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(lower_mounts, vec!["/root/.cache/pip", "npm"], "{doc:#}");
+    for f in &lower {
+        assert!(f["detail"]["run"].as_str().unwrap().starts_with("fork-pr/1/"), "{f:#}");
+        assert!(f["detail"]["earlier_writer"].as_str().unwrap().contains("(release)"));
+    }
+    let hook_id = hooks[0]["id"].as_i64().unwrap();
+
+    let blob_id = blobs[0]["id"].as_i64().unwrap();
+
+    // Audited again with nothing changed, the hook and the lower-trust change are not new
+    // changes any more; the blob still does not match, reported as seen before, in text and
+    // SARIF.
+    let text = output(
+        &lab.env,
+        lab.cw().args(["audit", "mounts", "--builder", B, "--all"]),
+    );
+    assert!(text.starts_with("exit: 1"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "CW011 content-address-mismatch [error] finding {blob_id} (seen before): ci-shared:npm {blob_at}"
+        )),
+        "{text}"
+    );
+    let sarif = lab
+        .cw()
+        .args(["audit", "mounts", "--builder", B, "--all", "--format", "sarif"])
+        .output()
+        .unwrap();
+    let sarif: serde_json::Value = serde_json::from_slice(&sarif.stdout).unwrap();
+    let rules: Vec<&str> = sarif["runs"][0]["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, vec!["CW011", "CW012", "CW013"]);
+    assert_eq!(sarif["runs"][0]["results"].as_array().unwrap().len(), 1);
+
+    // The trusted pipeline rebuilds: nothing new.
+    lab.build(B, &WEBAPP, "2", &trusted, "webapp:2", &[]);
+    let (code, doc, stderr) = audit(&lab, &[]);
+    assert_eq!(code, 0, "{doc:#}\n{stderr}");
+    assert!(doc["findings"].as_array().unwrap().is_empty(), "{doc:#}");
+    assert!(doc["summary"]["seen_before"].as_u64().unwrap() >= 1, "{doc:#}");
+
+    // An incident from the hook finding seeds the mount and the planting run.
+    let opened = ok(lab.cw().args([
+        "incident",
+        "open",
+        "--from-audit",
+        &hook_id.to_string(),
+        "--format",
+        "json",
+    ]));
+    let opened: serde_json::Value = serde_json::from_str(&opened).unwrap();
+    assert!(
+        opened["title"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("audit finding {hook_id} (CW012)")),
+        "{opened:#}"
+    );
+    let actions = serde_json::to_string(&opened["actions"]).unwrap();
+    assert!(
+        actions.contains("/root/.cache/pip") && actions.contains("\"npm\""),
+        "the incident prunes the planted mount and the one the planting run wrote: {opened:#}"
+    );
+
+    // The purge records both mounts empty: the next audit compares against that, not against
+    // the poisoned snapshot.
+    let incident = opened["incident"].as_i64().unwrap().to_string();
+    lab.purge(&incident);
+    let (code, doc, stderr) = audit(&lab, &[]);
+    assert_eq!(code, 0, "{doc:#}\n{stderr}");
+    for m in doc["mounts"].as_array().unwrap() {
+        assert_eq!(m["files"], 0, "{doc:#}");
+        assert_eq!(m["removed"], 0, "compared with the purge's empty snapshot: {doc:#}");
+    }
+    assert!(doc["unknown_records"].as_array().unwrap().is_empty(), "{doc:#}");
+}
