@@ -71,7 +71,8 @@ pub enum Command {
     /// Purge caches, mounts and builder records by a policy of ordered rules (a dry run unless
     /// `--execute`).
     Sweep(SweepArgs),
-    /// Compare what registries hold with what recorded pipelines exported.
+    /// Compare what registries hold with what recorded pipelines exported, and what cache
+    /// mounts hold with their own checksums and earlier snapshots.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Upgrade the store's schema (read commands never change it).
@@ -620,7 +621,8 @@ pub enum AuditFormat {
     /// Text for people.
     #[default]
     Text,
-    /// JSON, shape in `schema/audit.schema.json`.
+    /// JSON, shape in `schema/audit.schema.json` (registry) or `schema/audit-mounts.schema.json`
+    /// (mounts).
     Json,
     /// SARIF 2.1.0, for code-scanning dashboards.
     Sarif,

@@ -17,7 +17,12 @@ pub fn document(result: &AuditResult) -> Value {
         .iter()
         .filter_map(|r| r.error.as_deref())
         .collect();
-    document_of(&Code::REGISTRY, &result.findings, result.started_at, &errors)
+    document_of(
+        &Code::REGISTRY,
+        &result.findings,
+        result.started_at,
+        &errors,
+    )
 }
 
 /// The SARIF log of one audit: its rules, findings and the errors that kept it from looking

@@ -103,11 +103,13 @@ pub async fn mounts(
         // The builder's own records name mounts no recorded run used.
         let mut extra: Vec<String> = Vec::new();
         if args.mount.is_none() {
-            match connect_builder(config, builder, place.endpoint.as_deref(), place.driver).await
-            {
+            match connect_builder(config, builder, place.endpoint.as_deref(), place.driver).await {
                 Ok(mut client) => match client.disk_usage().await {
                     Ok(records) => {
-                        for r in records.iter().filter(|r| r.record_type == "exec.cachemount") {
+                        for r in records
+                            .iter()
+                            .filter(|r| r.record_type == "exec.cachemount")
+                        {
                             let known = mine.iter().any(|m| {
                                 let targets = ctx
                                     .mount_targets
@@ -183,7 +185,15 @@ pub async fn mounts(
             unknown: job.unknown,
             ..MountResult::default()
         };
-        match snapshot(config, &docker, job, place.endpoint.as_deref(), place.driver).await {
+        match snapshot(
+            config,
+            &docker,
+            job,
+            place.endpoint.as_deref(),
+            place.driver,
+        )
+        .await
+        {
             Ok((taken_at, scan)) => {
                 mount.files = scan.files.len();
                 mount.bytes = scan.bytes();
@@ -285,9 +295,13 @@ pub async fn mounts(
         reported.iter().filter(|r| !r.new).count()
     };
     result.findings = reported.into_iter().filter(|r| args.all || r.new).collect();
-    result
-        .findings
-        .sort_by_cached_key(|r| (r.finding.code, r.finding.reference(), r.finding.fingerprint()));
+    result.findings.sort_by_cached_key(|r| {
+        (
+            r.finding.code,
+            r.finding.reference(),
+            r.finding.fingerprint(),
+        )
+    });
     result.duration_seconds = clock.elapsed().as_secs_f64();
     let text = match args.format {
         AuditFormat::Text => mounts::render::text(&result),
@@ -379,7 +393,12 @@ pub(crate) fn incident_seeds(finding: &crate::store::StoredFinding) -> (String, 
         None => finding
             .detail
             .get("writer_runs")
-            .map(|r| r.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect())
+            .map(|r| {
+                r.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default(),
     };
     (mount, runs)

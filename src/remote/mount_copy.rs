@@ -60,7 +60,10 @@ pub async fn copy_out(h: &HelperBuild<'_>) -> Result<tempfile::TempDir, RemoteEr
             h.base.escape_debug()
         )));
     }
-    let mut options = format!("type=cache,id={},target=/cachewarden-mount,readonly", h.mount_id);
+    let mut options = format!(
+        "type=cache,id={},target=/cachewarden-mount,readonly",
+        h.mount_id
+    );
     if let Some(u) = h.uses {
         if let Some(uid) = u.uid {
             options.push_str(&format!(",uid={uid}"));
@@ -336,9 +339,8 @@ impl Later {
             if !regular(&wheel) {
                 continue;
             }
-            let opened = File::open(on_disk(&wheel)).and_then(|f| {
-                zip::members(io::BufReader::new(f), checks::is_wheel_record)
-            });
+            let opened = File::open(on_disk(&wheel))
+                .and_then(|f| zip::members(io::BufReader::new(f), checks::is_wheel_record));
             let members = match opened {
                 Ok(m) => m,
                 Err(e) => {
@@ -361,10 +363,8 @@ impl Later {
                 continue;
             };
             let text = String::from_utf8_lossy(record.content.as_deref().unwrap_or_default());
-            let by_name: BTreeMap<String, [u8; 32]> = members
-                .iter()
-                .map(|m| (m.name.clone(), m.sha256))
-                .collect();
+            let by_name: BTreeMap<String, [u8; 32]> =
+                members.iter().map(|m| (m.name.clone(), m.sha256)).collect();
             for (member, expected, actual) in checks::wheel_record(&text, &by_name) {
                 scan.mismatches.push(Mismatch {
                     path: wheel.clone(),
@@ -387,7 +387,9 @@ impl Later {
             else {
                 continue;
             };
-            let Some(digest) = digest_of(&krate) else { continue };
+            let Some(digest) = digest_of(&krate) else {
+                continue;
+            };
             let actual = checks::hex(&digest);
             if &actual != expected {
                 scan.mismatches.push(Mismatch {
@@ -424,7 +426,14 @@ mod tests {
         // npm: one blob at its sha512 address, one overwritten.
         let good = b"good tarball";
         let hex = checks::hex(&Sha512::digest(good));
-        let at = |h: &str| format!("_cacache/content-v2/sha512/{}/{}/{}", &h[..2], &h[2..4], &h[4..]);
+        let at = |h: &str| {
+            format!(
+                "_cacache/content-v2/sha512/{}/{}/{}",
+                &h[..2],
+                &h[2..4],
+                &h[4..]
+            )
+        };
         put(root, &at(&hex), good);
         let other = checks::hex(&Sha512::digest(b"original"));
         put(root, &at(&other), b"overwritten");
@@ -436,7 +445,11 @@ mod tests {
         )])
         .unwrap();
         put(root, "cache/download/m/@v/v1.0.0.zip", &zip);
-        put(root, "cache/download/m/@v/v1.0.0.ziphash", format!("{h1}\n").as_bytes());
+        put(
+            root,
+            "cache/download/m/@v/v1.0.0.ziphash",
+            format!("{h1}\n").as_bytes(),
+        );
         put(root, "cache/download/n/@v/v1.0.0.zip", &zip);
         put(root, "cache/download/n/@v/v1.0.0.ziphash", b"h1:stale=\n");
         // A wheel whose module differs from its RECORD.
@@ -458,7 +471,11 @@ mod tests {
         put(root, "registry/cache/idx-1/c-1.0.0.crate", b"swapped crate");
         // A link out of the tree, and a package.json with an install script.
         std::os::unix::fs::symlink("/etc/shadow", root.join("escape")).unwrap();
-        put(root, "pkg/package.json", br#"{"scripts":{"postinstall":"sh x"}}"#);
+        put(
+            root,
+            "pkg/package.json",
+            br#"{"scripts":{"postinstall":"sh x"}}"#,
+        );
 
         let scan = scan(root).unwrap();
         let bad: Vec<(Rule, String)> = scan
@@ -471,17 +488,26 @@ mod tests {
             vec![
                 (Rule::NpmContent, at(&other)),
                 (Rule::GoZiphash, "cache/download/n/@v/v1.0.0.zip".to_owned()),
-                (Rule::CargoIndex, "registry/cache/idx-1/c-1.0.0.crate".to_owned()),
-                (Rule::WheelRecord, "wheels/ab/p-1-py3-none-any.whl".to_owned()),
+                (
+                    Rule::CargoIndex,
+                    "registry/cache/idx-1/c-1.0.0.crate".to_owned()
+                ),
+                (
+                    Rule::WheelRecord,
+                    "wheels/ab/p-1-py3-none-any.whl".to_owned()
+                ),
             ],
             "{:#?}",
             scan.mismatches
         );
         let link = scan.files.iter().find(|f| f.path == b"escape").unwrap();
         assert_eq!(link.mode & S_IFMT, S_IFLNK);
-        assert_eq!(link.sha256, <[u8; 32]>::from(Sha256::digest(b"/etc/shadow")));
         assert_eq!(
-            scan.lifecycle.get(&b"pkg/package.json".to_vec()),
+            link.sha256,
+            <[u8; 32]>::from(Sha256::digest(b"/etc/shadow"))
+        );
+        assert_eq!(
+            scan.lifecycle.get(b"pkg/package.json".as_slice()),
             Some(&vec!["postinstall".to_owned()])
         );
         assert!(scan.files.windows(2).all(|w| w[0].path < w[1].path));

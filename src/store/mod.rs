@@ -31,8 +31,8 @@ pub use audit::{StoredFinding, TagSighting};
 pub use containment::{Contained, OverrideRow, VerificationRow};
 pub use incident::{Acceptance, ActionRow, IncidentRow, MountRead, UsedBase};
 pub use index::{SourceSummary, TraceSource};
-pub use mount_audit::{NewSnapshot, SnapshotSource};
 pub use ls::{BuilderItem, IncidentItem, ListFilter, MountItem, PipelineItem, RunItem};
+pub use mount_audit::{NewSnapshot, SnapshotSource};
 
 pub use read::{ExportError, ExportItem};
 pub use sweep::SweepKinds;

@@ -41,7 +41,10 @@ pub struct NewSnapshot<'a> {
 
 impl Store {
     /// Every (builder, mount id) recorded, sorted; only `builder`'s when given.
-    pub fn recorded_mounts(&self, builder: Option<&str>) -> Result<Vec<(String, String)>, StoreError> {
+    pub fn recorded_mounts(
+        &self,
+        builder: Option<&str>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         self.rows(
             "SELECT DISTINCT b.name, m.mount_id FROM mounts m JOIN builders b ON b.id = m.builder_id
              WHERE ?1 IS NULL OR b.name = ?1 ORDER BY 1, 2",
@@ -74,7 +77,9 @@ impl Store {
 
     /// Digests any incident holds tainted: a helper build never runs in one.
     pub fn all_incident_digests(&self) -> Result<BTreeSet<String>, StoreError> {
-        self.rows("SELECT DISTINCT digest FROM incident_digests", [], |row| row.get(0))
+        self.rows("SELECT DISTINCT digest FROM incident_digests", [], |row| {
+            row.get(0)
+        })
     }
 
     /// The latest snapshot of a mount: its id and when it was taken.
@@ -244,7 +249,13 @@ fn insert_snapshot(tx: &rusqlite::Transaction<'_>, s: &NewSnapshot<'_>) -> rusql
         "INSERT INTO mount_snapshot_files (snapshot_id, path, size, mode, sha256) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     for f in s.files {
-        file.execute(params![id, f.path, f.size as i64, f.mode as i64, &f.sha256[..]])?;
+        file.execute(params![
+            id,
+            f.path,
+            f.size as i64,
+            f.mode as i64,
+            &f.sha256[..]
+        ])?;
     }
     Ok(())
 }

@@ -30,7 +30,11 @@ fn blob_path(content: &[u8]) -> String {
 fn project(lab: &Lab, dir: &str, dockerfile: &str, files: &[(&str, &[u8])]) -> PathBuf {
     let root = lab.env.path().join("src").join(dir);
     std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("Dockerfile"), dockerfile.replace("{BASE}", &lab.base)).unwrap();
+    std::fs::write(
+        root.join("Dockerfile"),
+        dockerfile.replace("{BASE}", &lab.base),
+    )
+    .unwrap();
     for (name, bytes) in files {
         std::fs::write(root.join(name), bytes).unwrap();
     }
@@ -48,6 +52,7 @@ fn audit(lab: &Lab, extra: &[&str]) -> (i32, serde_json::Value, String) {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let doc = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}\n{stderr}"));
+    crate::schemas::assert_valid("audit-mounts.schema.json", &doc);
     (out.status.code().unwrap_or(-1), doc, stderr)
 }
 
@@ -130,7 +135,12 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
     assert_eq!(blobs[0]["path"], blob_at.as_str());
     assert_eq!(blobs[0]["detail"]["rule"], "npm-cacache");
     assert_eq!(blobs[0]["detail"]["change"], "changed");
-    assert!(blobs[0]["detail"]["writers"].as_str().unwrap().contains("fork-pr/1/"));
+    assert!(
+        blobs[0]["detail"]["writers"]
+            .as_str()
+            .unwrap()
+            .contains("fork-pr/1/")
+    );
     let lower = findings(&doc, "CW013");
     let lower_mounts: Vec<&str> = lower
         .iter()
@@ -138,8 +148,19 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
         .collect();
     assert_eq!(lower_mounts, vec!["/root/.cache/pip", "npm"], "{doc:#}");
     for f in &lower {
-        assert!(f["detail"]["run"].as_str().unwrap().starts_with("fork-pr/1/"), "{f:#}");
-        assert!(f["detail"]["earlier_writer"].as_str().unwrap().contains("(release)"));
+        assert!(
+            f["detail"]["run"]
+                .as_str()
+                .unwrap()
+                .starts_with("fork-pr/1/"),
+            "{f:#}"
+        );
+        assert!(
+            f["detail"]["earlier_writer"]
+                .as_str()
+                .unwrap()
+                .contains("(release)")
+        );
     }
     let hook_id = hooks[0]["id"].as_i64().unwrap();
 
@@ -161,7 +182,15 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
     );
     let sarif = lab
         .cw()
-        .args(["audit", "mounts", "--builder", B, "--all", "--format", "sarif"])
+        .args([
+            "audit",
+            "mounts",
+            "--builder",
+            B,
+            "--all",
+            "--format",
+            "sarif",
+        ])
         .output()
         .unwrap();
     let sarif: serde_json::Value = serde_json::from_slice(&sarif.stdout).unwrap();
@@ -179,7 +208,10 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
     let (code, doc, stderr) = audit(&lab, &[]);
     assert_eq!(code, 0, "{doc:#}\n{stderr}");
     assert!(doc["findings"].as_array().unwrap().is_empty(), "{doc:#}");
-    assert!(doc["summary"]["seen_before"].as_u64().unwrap() >= 1, "{doc:#}");
+    assert!(
+        doc["summary"]["seen_before"].as_u64().unwrap() >= 1,
+        "{doc:#}"
+    );
 
     // An incident from the hook finding seeds the mount and the planting run.
     let opened = ok(lab.cw().args([
@@ -212,7 +244,48 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
     assert_eq!(code, 0, "{doc:#}\n{stderr}");
     for m in doc["mounts"].as_array().unwrap() {
         assert_eq!(m["files"], 0, "{doc:#}");
-        assert_eq!(m["removed"], 0, "compared with the purge's empty snapshot: {doc:#}");
+        assert_eq!(
+            m["removed"], 0,
+            "compared with the purge's empty snapshot: {doc:#}"
+        );
     }
-    assert!(doc["unknown_records"].as_array().unwrap().is_empty(), "{doc:#}");
+    assert!(
+        doc["unknown_records"].as_array().unwrap().is_empty(),
+        "{doc:#}"
+    );
+}
+
+/// `audit mounts --help` documents its flags.
+#[test]
+fn audit_mounts_help() {
+    let env = crate::common::Env::new();
+    insta::assert_snapshot!(output(&env, env.cmd().args(["audit", "mounts", "--help"])));
+}
+
+/// A mount id no run recorded needs a builder to look on; a builder with no known endpoint is
+/// named: both exit 2 before anything runs.
+#[test]
+fn bad_selections_are_bad_input() {
+    let env = crate::common::Env::new();
+    let history = format!(
+        "{}/examples/incident-history.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    ok(env.cmd().args(["import", &history]));
+    let out = output(&env, env.cmd().args(["audit", "mounts", "--mount", "nope"]));
+    assert!(out.starts_with("exit: 2"), "{out}");
+    assert!(
+        out.contains("no recorded mount `nope`: pass --builder"),
+        "{out}"
+    );
+    let out = output(
+        &env,
+        env.cmd()
+            .args(["audit", "mounts", "--builder", "elsewhere"]),
+    );
+    assert!(out.starts_with("exit: 2"), "{out}");
+    assert!(
+        out.contains("no endpoint known for builder `elsewhere`"),
+        "{out}"
+    );
 }

@@ -176,7 +176,11 @@ pub fn wheel_record(
     }
     for (name, hash) in &listed {
         if hash.is_some() && !members.contains_key(name) {
-            out.push((name.clone(), hash.clone().unwrap_or_default(), "missing".to_owned()));
+            out.push((
+                name.clone(),
+                hash.clone().unwrap_or_default(),
+                "missing".to_owned(),
+            ));
         }
     }
     out
@@ -186,13 +190,16 @@ fn is_record_file(name: &str) -> bool {
     let Some((dir, file)) = name.rsplit_once('/') else {
         return false;
     };
-    dir.ends_with(".dist-info") && !dir.contains('/') && matches!(file, "RECORD" | "RECORD.jws" | "RECORD.p7s")
+    dir.ends_with(".dist-info")
+        && !dir.contains('/')
+        && matches!(file, "RECORD" | "RECORD.jws" | "RECORD.p7s")
 }
 
 /// The `RECORD` member of a wheel: `<name>.dist-info/RECORD` at the top.
 pub fn is_wheel_record(name: &str) -> bool {
-    name.rsplit_once('/')
-        .is_some_and(|(dir, file)| file == "RECORD" && dir.ends_with(".dist-info") && !dir.contains('/'))
+    name.rsplit_once('/').is_some_and(|(dir, file)| {
+        file == "RECORD" && dir.ends_with(".dist-info") && !dir.contains('/')
+    })
 }
 
 /// One CSV line (RFC 4180 quoting, as Python's `csv` module writes RECORD).
@@ -324,7 +331,12 @@ mod tests {
             npm_address(path.as_bytes()),
             Some((NpmAlgo::Sha512, hex512.clone()))
         );
-        let nested = format!("x/_cacache/content-v2/sha1/{}/{}/{}", "0a", "0b", "c".repeat(36));
+        let nested = format!(
+            "x/_cacache/content-v2/sha1/{}/{}/{}",
+            "0a",
+            "0b",
+            "c".repeat(36)
+        );
         assert_eq!(npm_address(nested.as_bytes()).unwrap().0, NpmAlgo::Sha1);
         assert_eq!(npm_address(b"_cacache/index-v5/ab/cd/ef"), None);
         assert_eq!(npm_address(b"my_cacache/content-v2/sha1/0a/0b/cc"), None);
@@ -368,7 +380,10 @@ mod tests {
         members.insert("pkg/__init__.py".to_owned(), good);
         members.insert("pkg/a,b.py".to_owned(), sha(b"tampered"));
         members.insert("pkg/extra.pth".to_owned(), sha(b"import evil"));
-        members.insert("pkg-1.0.dist-info/RECORD".to_owned(), sha(record.as_bytes()));
+        members.insert(
+            "pkg-1.0.dist-info/RECORD".to_owned(),
+            sha(record.as_bytes()),
+        );
         let bad: Vec<String> = wheel_record(&record, &members)
             .into_iter()
             .map(|(m, _, _)| m)
@@ -384,10 +399,15 @@ mod tests {
     fn cargo_checksums_come_from_the_index_cache() {
         let mut bytes = vec![3u8, 2, 0, 0, 0];
         bytes.extend_from_slice(b"etag\0");
-        bytes.extend_from_slice(b"1.0.0\0{\"name\":\"serde\",\"vers\":\"1.0.0\",\"deps\":[],\"cksum\":\"ABCD\"}\0");
+        bytes.extend_from_slice(
+            b"1.0.0\0{\"name\":\"serde\",\"vers\":\"1.0.0\",\"deps\":[],\"cksum\":\"ABCD\"}\0",
+        );
         bytes.extend_from_slice(b"1.0.1\0not json\0");
         let sums = cargo_index_checksums(&bytes);
-        assert_eq!(sums.get("serde-1.0.0.crate").map(String::as_str), Some("abcd"));
+        assert_eq!(
+            sums.get("serde-1.0.0.crate").map(String::as_str),
+            Some("abcd")
+        );
         assert_eq!(sums.len(), 1);
         assert_eq!(
             cargo_crate_key(b"registry/cache/index.crates.io-1949cf8c6b5b557f/serde-1.0.0.crate"),
@@ -409,7 +429,10 @@ mod tests {
     /// Startup hooks are named by file name, and npm install scripts are read from JSON.
     #[test]
     fn startup_hooks_are_recognised() {
-        assert_eq!(python_startup_hook(b"a/sitecustomize.py"), Some("sitecustomize.py"));
+        assert_eq!(
+            python_startup_hook(b"a/sitecustomize.py"),
+            Some("sitecustomize.py")
+        );
         assert_eq!(python_startup_hook(b"evil.pth"), Some(".pth file"));
         assert_eq!(python_startup_hook(b"x.pth.txt"), None);
         assert_eq!(

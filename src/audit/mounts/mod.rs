@@ -148,8 +148,12 @@ pub fn findings(a: &MountAudit<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> (Di
     };
     let added: BTreeSet<&[u8]> = diff.added.iter().map(Vec::as_slice).collect();
     let changed: BTreeSet<&[u8]> = diff.changed.iter().map(Vec::as_slice).collect();
-    let by_path: BTreeMap<&[u8], &FileEntry> =
-        a.scan.files.iter().map(|f| (f.path.as_slice(), f)).collect();
+    let by_path: BTreeMap<&[u8], &FileEntry> = a
+        .scan
+        .files
+        .iter()
+        .map(|f| (f.path.as_slice(), f))
+        .collect();
     let writers = if a.writers_between.is_empty() {
         "no recorded run".to_owned()
     } else {
@@ -234,8 +238,10 @@ pub fn findings(a: &MountAudit<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> (Di
                 first.rule.as_str()
             ),
         );
-        f.detail.insert("rule".to_owned(), first.rule.as_str().to_owned());
-        f.detail.insert("expected".to_owned(), first.expected.clone());
+        f.detail
+            .insert("rule".to_owned(), first.rule.as_str().to_owned());
+        f.detail
+            .insert("expected".to_owned(), first.expected.clone());
         f.detail.insert("actual".to_owned(), first.actual.clone());
         let members: Vec<&str> = list.iter().filter_map(|m| m.member.as_deref()).collect();
         if !members.is_empty() {
@@ -270,9 +276,16 @@ pub fn findings(a: &MountAudit<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> (Di
     }
     // CW013: changes while a lower-trust run than the mount's earlier writers wrote it.
     let changes: Vec<&Vec<u8>> = diff.added.iter().chain(&diff.changed).collect();
-    if !a.baseline && !changes.is_empty() && let Some(previous) = a.previous {
+    if !a.baseline
+        && !changes.is_empty()
+        && let Some(previous) = a.previous
+    {
         let level = |w: &Writer| w.trust_level.as_deref().and_then(rank);
-        let earlier = a.writers_before.iter().filter_map(|w| level(w).map(|r| (r, w))).max_by_key(|(r, _)| *r);
+        let earlier = a
+            .writers_before
+            .iter()
+            .filter_map(|w| level(w).map(|r| (r, w)))
+            .max_by_key(|(r, _)| *r);
         if let Some((earlier_rank, earlier_writer)) = earlier {
             let mut listed: Vec<String> = changes
                 .iter()
@@ -299,7 +312,10 @@ pub fn findings(a: &MountAudit<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> (Di
                 detail.insert("earlier_writer".to_owned(), earlier_writer.label());
                 detail.insert("files".to_owned(), changes.len().to_string());
                 detail.insert("paths".to_owned(), listed.join("\n"));
-                detail.insert("previous_snapshot".to_owned(), time::format(previous.taken_at));
+                detail.insert(
+                    "previous_snapshot".to_owned(),
+                    time::format(previous.taken_at),
+                );
                 out.push(Finding {
                     code: Code::LowerTrustChange,
                     registry: a.builder.to_owned(),
@@ -354,7 +370,9 @@ mod tests {
     }
 
     fn rank(level: &str) -> Option<usize> {
-        ["untrusted", "internal", "release"].iter().position(|l| *l == level)
+        ["untrusted", "internal", "release"]
+            .iter()
+            .position(|l| *l == level)
     }
 
     /// The diff sees additions, content changes, mode changes and removals.
@@ -388,7 +406,10 @@ mod tests {
             mount_id: "/root/.cache/pip",
             now: 100,
             scan: &scan,
-            previous: Some(Previous { taken_at: 20, files: &before }),
+            previous: Some(Previous {
+                taken_at: 20,
+                files: &before,
+            }),
             writers_between: &fork,
             writers_before: &release,
             baseline: false,
@@ -402,11 +423,21 @@ mod tests {
         assert_eq!(found[1].first_seen, 50);
 
         let trusted = [writer("webapp/2/build", "release", 50)];
-        let audit = MountAudit { writers_between: &trusted, ..audit };
-        let codes: Vec<&str> = findings(&audit, &rank).1.iter().map(|f| f.code.id()).collect();
+        let audit = MountAudit {
+            writers_between: &trusted,
+            ..audit
+        };
+        let codes: Vec<&str> = findings(&audit, &rank)
+            .1
+            .iter()
+            .map(|f| f.code.id())
+            .collect();
         assert_eq!(codes, vec!["CW012"]);
         // A baseline vouches for what it holds.
-        let audit = MountAudit { baseline: true, ..audit };
+        let audit = MountAudit {
+            baseline: true,
+            ..audit
+        };
         assert!(findings(&audit, &rank).1.is_empty());
     }
 
@@ -414,14 +445,20 @@ mod tests {
     #[test]
     fn an_unrecorded_change_is_a_lower_trust_change() {
         let before = vec![file("a", 1)];
-        let scan = Scan { files: vec![file("a", 2)], ..Scan::default() };
+        let scan = Scan {
+            files: vec![file("a", 2)],
+            ..Scan::default()
+        };
         let release = [writer("webapp/1/build", "release", 10)];
         let audit = MountAudit {
             builder: "ci",
             mount_id: "m",
             now: 100,
             scan: &scan,
-            previous: Some(Previous { taken_at: 20, files: &before }),
+            previous: Some(Previous {
+                taken_at: 20,
+                files: &before,
+            }),
             writers_between: &[],
             writers_before: &release,
             baseline: false,
@@ -452,7 +489,10 @@ mod tests {
             mount_id: "npm",
             now: 100,
             scan: &scan,
-            previous: Some(Previous { taken_at: 20, files: &files }),
+            previous: Some(Previous {
+                taken_at: 20,
+                files: &files,
+            }),
             writers_between: &[],
             writers_before: &[],
             baseline: false,

@@ -55,7 +55,10 @@ pub struct MountsResult {
 
 impl MountsResult {
     pub fn errors(&self) -> Vec<&str> {
-        self.mounts.iter().filter_map(|m| m.error.as_deref()).collect()
+        self.mounts
+            .iter()
+            .filter_map(|m| m.error.as_deref())
+            .collect()
     }
 }
 
@@ -220,7 +223,11 @@ pub fn summary_line(result: &MountsResult) -> String {
     let new = result.findings.iter().filter(|f| f.new).count();
     let mut line = format!(
         "{} {}, {} in {:.1}s: ",
-        if result.baseline { "baseline of" } else { "audited" },
+        if result.baseline {
+            "baseline of"
+        } else {
+            "audited"
+        },
         count(result.mounts.len(), "mount", "mounts"),
         count(files, "file", "files"),
         result.duration_seconds
@@ -234,11 +241,17 @@ pub fn summary_line(result: &MountsResult) -> String {
         ));
     }
     if result.seen_before > 0 {
-        line.push_str(&format!(", {} reported by earlier audits", result.seen_before));
+        line.push_str(&format!(
+            ", {} reported by earlier audits",
+            result.seen_before
+        ));
     }
     let failed = result.errors().len();
     if failed > 0 {
-        line.push_str(&format!(", {} not snapshotted", count(failed, "mount", "mounts")));
+        line.push_str(&format!(
+            ", {} not snapshotted",
+            count(failed, "mount", "mounts")
+        ));
     }
     if let Some(first) = result.findings.first() {
         line.push_str(&format!(

@@ -21,7 +21,10 @@ pub struct Member {
 }
 
 fn bad(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("not a readable zip: {what}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("not a readable zip: {what}"),
+    )
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {
@@ -193,7 +196,8 @@ mod tests {
     #[test]
     fn deflated_members_are_inflated() {
         let data = b"deflate me ".repeat(100);
-        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut enc =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
         enc.write_all(&data).unwrap();
         let compressed = enc.finish().unwrap();
         let mut zip = stored_zip(&[("x", &compressed)]);
