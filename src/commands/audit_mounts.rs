@@ -191,6 +191,7 @@ pub async fn mounts(
             job,
             place.endpoint.as_deref(),
             place.driver,
+            printer,
         )
         .await
         {
@@ -344,6 +345,7 @@ async fn snapshot(
     job: &Job,
     endpoint: Option<&str>,
     driver: Option<Driver>,
+    printer: Printer,
 ) -> Result<(Micros, Scan), RemoteError> {
     let (endpoint, driver) =
         crate::remote::endpoint::require_endpoint(config, &job.builder, endpoint, driver)?;
@@ -364,17 +366,32 @@ async fn snapshot(
             mount_id: &job.mount_id,
             uses: job.uses.as_ref(),
         };
+        let clock = Instant::now();
         match mount_copy::copy_out(&helper).await {
             Ok(dir) => {
-                let root = dir.path().join("mount");
+                printer.detail(format!(
+                    "mount `{}` on `{}`: copied out in {:.1}s",
+                    crate::report::escape::Term(&job.mount_id),
+                    crate::report::escape::Term(&job.builder),
+                    clock.elapsed().as_secs_f64()
+                ));
+                let clock = Instant::now();
+                let archive = dir.path().join("mount.tar");
                 let scan = tokio::task::spawn_blocking(move || {
-                    let scan = mount_copy::scan(&root);
+                    let scan = mount_copy::scan(&archive);
                     drop(dir);
                     scan
                 })
                 .await
                 .map_err(|e| RemoteError::local(format!("the walk of the copy failed: {e}")))?
                 .map_err(|e| RemoteError::local(format!("cannot read the copy: {e}")))?;
+                printer.detail(format!(
+                    "mount `{}` on `{}`: {} hashed in {:.1}s",
+                    crate::report::escape::Term(&job.mount_id),
+                    crate::report::escape::Term(&job.builder),
+                    crate::report::count(scan.files.len(), "file", "files"),
+                    clock.elapsed().as_secs_f64()
+                ));
                 return Ok((taken_at, scan));
             }
             Err(err) => last = Some(err),

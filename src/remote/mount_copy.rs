@@ -1,26 +1,25 @@
 //! Copies a cache mount out of a builder and hashes it here. A helper build mounts the cache
-//! read-only in an untainted base image, copies it into a stage that `--output type=local`
-//! writes to a temporary directory; cachewarden then walks that tree itself: every file's
-//! path, size, mode and SHA-256, plus whatever digest a content check needs. Symbolic links
-//! are recorded (their target hashed), never followed. Files are streamed: memory holds the
-//! file list, not the files.
+//! read-only in an untainted base image and archives it with `tar` into a stage that
+//! `--output type=local` writes to a temporary directory; cachewarden then reads that archive
+//! as one stream: every file's path, size, mode and SHA-256, plus whatever digest a content
+//! check needs. Nothing of the mount is unpacked here: its hostile names never become paths on
+//! this machine, and a symbolic link is a name with a target (hashed), never followed. Files
+//! are streamed: memory holds the file list, not the files.
 //!
 //! The helper step never runs with `--no-cache` (on Docker 20.10 that detaches every cache
 //! mount): a nonce build argument keeps it out of the layer cache instead.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt as _;
-use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
 use std::process::Stdio;
 
 use sha1::Sha1;
 use sha2::{Digest as _, Sha256, Sha512};
 
 use crate::audit::mounts::checks::{self, Mismatch, NpmAlgo, Rule};
-use crate::audit::mounts::{FileEntry, Scan, zip};
+use crate::audit::mounts::{FileEntry, Scan, tar, zip};
 use crate::error::RemoteError;
 use crate::model::MountUse;
 use crate::time;
@@ -29,12 +28,13 @@ use crate::time;
 /// are at most this big; a bigger one is left unchecked, and said so.
 const READ_LIMIT: u64 = 16 << 20;
 const S_IFMT: u32 = 0o170000;
+#[cfg(test)]
 const S_IFLNK: u32 = 0o120000;
 
 /// The helper step's command. On Docker 20.10 a helper that attaches a mount with no record
 /// yet creates one described `cached mount /cachewarden-mount from exec /bin/sh -c <this>`:
 /// the audit knows it for its own.
-pub const HELPER_COMMAND: &str = "echo \"$CACHEWARDEN_NONCE\" >/dev/null && mkdir /cachewarden-copy && cp -a /cachewarden-mount/. /cachewarden-copy/";
+pub const HELPER_COMMAND: &str = "echo \"$CACHEWARDEN_NONCE\" >/dev/null && tar -cf /cachewarden-mount.tar -C /cachewarden-mount .";
 
 /// Whether a record is one a helper build created (see [`HELPER_COMMAND`]).
 pub fn is_helper_record(description: &str) -> bool {
@@ -51,7 +51,7 @@ pub struct HelperBuild<'a> {
     pub uses: Option<&'a MountUse>,
 }
 
-/// Runs the helper build; the mount's copy is in the returned directory's `mount/`.
+/// Runs the helper build; the mount's archive is the returned directory's `mount.tar`.
 pub async fn copy_out(h: &HelperBuild<'_>) -> Result<tempfile::TempDir, RemoteError> {
     if h.mount_id.contains([',', '"', '\n', '\r']) || h.base.contains(char::is_whitespace) {
         return Err(RemoteError::local(format!(
@@ -87,7 +87,7 @@ pub async fn copy_out(h: &HelperBuild<'_>) -> Result<tempfile::TempDir, RemoteEr
          ARG CACHEWARDEN_NONCE\n\
          RUN --mount={options} {HELPER_COMMAND}\n\
          FROM scratch\n\
-         COPY --from=copy /cachewarden-copy /mount/\n",
+         COPY --from=copy /cachewarden-mount.tar /mount.tar\n",
         base = h.base
     );
     std::fs::write(work.path().join("Dockerfile"), dockerfile)
@@ -125,66 +125,134 @@ pub async fn copy_out(h: &HelperBuild<'_>) -> Result<tempfile::TempDir, RemoteEr
             h.mount_id
         )));
     }
-    if !out.path().join("mount").is_dir() {
-        std::fs::create_dir(out.path().join("mount"))
-            .map_err(|e| RemoteError::local(format!("cannot create the copy: {e}")))?;
+    if !out.path().join("mount.tar").is_file() {
+        return Err(RemoteError::local(format!(
+            "the helper build copying mount `{}` wrote no archive",
+            h.mount_id
+        )));
     }
     Ok(out)
 }
 
-/// Walks a copied mount: every non-directory entry hashed, content checks applied.
-pub fn scan(root: &Path) -> io::Result<Scan> {
+/// Reads a mount's archive: every non-directory entry hashed, content checks applied.
+pub fn scan(archive: &Path) -> io::Result<Scan> {
     let mut scan = Scan::default();
     let mut later = Later::default();
-    let mut stack: Vec<(PathBuf, Vec<u8>)> = vec![(root.to_path_buf(), Vec::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let mut path = rel.clone();
-            if !path.is_empty() {
-                path.push(b'/');
+    let mut hard_links: Vec<(Vec<u8>, u32, Vec<u8>)> = Vec::new();
+    tar::entries(io::BufReader::new(File::open(archive)?), |h, data| {
+        let entry = match h.kind {
+            tar::Kind::Directory => return Ok(()),
+            tar::Kind::Symlink => FileEntry {
+                path: h.path.clone(),
+                size: h.link.len() as u64,
+                mode: h.mode,
+                sha256: Sha256::digest(&h.link).into(),
+            },
+            tar::Kind::HardLink => {
+                hard_links.push((h.path.clone(), h.mode, h.link.clone()));
+                return Ok(());
             }
-            path.extend_from_slice(entry.file_name().as_bytes());
-            let abs = entry.path();
-            let meta = std::fs::symlink_metadata(&abs)?;
-            if meta.is_dir() {
-                stack.push((abs, path));
-                continue;
+            tar::Kind::Special(_) => FileEntry {
+                path: h.path.clone(),
+                size: 0,
+                mode: h.mode,
+                sha256: Sha256::digest(b"").into(),
+            },
+            tar::Kind::File => {
+                let entry = hash_file(data, h.path.clone(), h.mode, &mut scan, &mut later)?;
+                if entry.path.ends_with(b".zip") || entry.path.ends_with(b".whl") {
+                    later
+                        .sections
+                        .insert(entry.path.clone(), (h.offset, entry.size));
+                }
+                entry
             }
-            let mode = meta.mode();
-            let entry = if mode & S_IFMT == S_IFLNK {
-                let target = std::fs::read_link(&abs)?;
-                let bytes = target.as_os_str().as_bytes();
-                FileEntry {
-                    path,
-                    size: bytes.len() as u64,
-                    mode,
-                    sha256: Sha256::digest(bytes).into(),
-                }
-            } else if meta.is_file() {
-                hash_file(&abs, path, mode, &mut scan, &mut later)?
-            } else {
-                FileEntry {
-                    path,
-                    size: 0,
-                    mode,
-                    sha256: Sha256::digest(b"").into(),
-                }
-            };
-            scan.files.push(entry);
-        }
-    }
+        };
+        scan.files.push(entry);
+        Ok(())
+    })?;
+    // A hard link has its target's content (tar archives each inode's content once).
     scan.files.sort_by(|a, b| a.path.cmp(&b.path));
+    for (path, mode, target) in hard_links {
+        let mut target = target;
+        while target.starts_with(b"./") {
+            target.drain(..2);
+        }
+        let found = scan
+            .files
+            .binary_search_by(|f| f.path.as_slice().cmp(&target))
+            .ok()
+            .map(|i| scan.files[i].clone());
+        let Some(found) = found else {
+            scan.unchecked.push((
+                path.clone(),
+                "a hard link to a file the archive does not hold".to_owned(),
+            ));
+            continue;
+        };
+        scan.files.push(FileEntry {
+            path,
+            mode,
+            ..found
+        });
+    }
+    // The last entry of a path wins, as when unpacking.
+    scan.files.reverse();
+    scan.files.sort_by(|a, b| a.path.cmp(&b.path));
+    scan.files
+        .dedup_by(|later_one, earlier| later_one.path == earlier.path);
     let files = std::mem::take(&mut scan.files);
-    later.finish(root, &files, &mut scan);
+    later.finish(archive, &files, &mut scan);
     scan.files = files;
     scan.mismatches.sort();
     Ok(scan)
 }
 
+/// One entry's content inside the archive, readable and seekable on its own.
+struct Section {
+    file: File,
+    start: u64,
+    len: u64,
+    at: u64,
+}
+
+impl Read for Section {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.len.saturating_sub(self.at);
+        let want = (buf.len() as u64).min(left) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        self.file.seek(SeekFrom::Start(self.start + self.at))?;
+        let n = self.file.read(&mut buf[..want])?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Section {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let at = match to {
+            SeekFrom::Start(n) => n as i128,
+            SeekFrom::End(n) => self.len as i128 + n as i128,
+            SeekFrom::Current(n) => self.at as i128 + n as i128,
+        };
+        if at < 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before start",
+            ));
+        }
+        self.at = at as u64;
+        Ok(self.at)
+    }
+}
+
 /// What the walk must look at once every file is known.
 #[derive(Default)]
 struct Later {
+    /// Where each `.zip` and `.whl` lies in the archive: (offset, size).
+    sections: BTreeMap<Vec<u8>, (u64, u64)>,
     ziphashes: BTreeMap<Vec<u8>, String>,
     wheels: Vec<Vec<u8>>,
     crates: Vec<Vec<u8>>,
@@ -193,7 +261,7 @@ struct Later {
 }
 
 fn hash_file(
-    abs: &Path,
+    file: &mut dyn Read,
     path: Vec<u8>,
     mode: u32,
     scan: &mut Scan,
@@ -203,7 +271,6 @@ fn hash_file(
     let keep = checks::is_package_json(&path)
         || path.ends_with(b".ziphash")
         || checks::cargo_index_key(&path).is_some();
-    let mut file = File::open(abs)?;
     let mut sha256 = Sha256::new();
     let mut sha512 = matches!(npm, Some((NpmAlgo::Sha512, _))).then(Sha512::new);
     let mut sha1 = matches!(npm, Some((NpmAlgo::Sha1, _))).then(Sha1::new);
@@ -293,8 +360,20 @@ fn hash_file(
 }
 
 impl Later {
-    fn finish(self, root: &Path, files: &[FileEntry], scan: &mut Scan) {
-        let on_disk = |rel: &[u8]| root.join(std::ffi::OsStr::from_bytes(rel));
+    fn finish(self, archive: &Path, files: &[FileEntry], scan: &mut Scan) {
+        let open = |rel: &[u8]| -> io::Result<io::BufReader<Section>> {
+            let (start, len) = self
+                .sections
+                .get(rel)
+                .copied()
+                .ok_or_else(|| io::Error::other("not in the archive"))?;
+            Ok(io::BufReader::new(Section {
+                file: File::open(archive)?,
+                start,
+                len,
+                at: 0,
+            }))
+        };
         let digest_of = |rel: &[u8]| {
             files
                 .binary_search_by(|f| f.path.as_slice().cmp(rel))
@@ -313,8 +392,7 @@ impl Later {
             if !regular(&zip_path) {
                 continue;
             }
-            let opened = File::open(on_disk(&zip_path))
-                .and_then(|f| zip::members(io::BufReader::new(f), |_| false));
+            let opened = open(&zip_path).and_then(|f| zip::members(f, |_| false));
             match opened {
                 Err(e) => scan.unchecked.push((zip_path, e.to_string())),
                 Ok(members) => {
@@ -339,8 +417,7 @@ impl Later {
             if !regular(&wheel) {
                 continue;
             }
-            let opened = File::open(on_disk(&wheel))
-                .and_then(|f| zip::members(io::BufReader::new(f), checks::is_wheel_record));
+            let opened = open(&wheel).and_then(|f| zip::members(f, checks::is_wheel_record));
             let members = match opened {
                 Ok(m) => m,
                 Err(e) => {
@@ -416,8 +493,8 @@ mod tests {
         std::fs::write(path, bytes).unwrap();
     }
 
-    /// The walk hashes every file, records a symbolic link without following it out of the
-    /// tree, and applies each checksum rule: a tampered npm blob, Go zip, wheel member and
+    /// The walk of a mount's archive hashes every file, records a symbolic link without
+    /// following it out of the tree, and applies each checksum rule: a tampered npm blob, Go zip, wheel member and
     /// crate are each a mismatch; their intact twins are not.
     #[test]
     fn the_walk_applies_every_rule_and_never_follows_links() {
@@ -477,7 +554,18 @@ mod tests {
             br#"{"scripts":{"postinstall":"sh x"}}"#,
         );
 
-        let scan = scan(root).unwrap();
+        let archive = dir.path().with_extension("tar");
+        let status = std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(root)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let scan = scan(&archive).unwrap();
+        let _ = std::fs::remove_file(&archive);
         let bad: Vec<(Rule, String)> = scan
             .mismatches
             .iter()

@@ -289,3 +289,116 @@ fn bad_selections_are_bad_input() {
         "{out}"
     );
 }
+
+/// `cachewarden` as the benchmark runs it: `CACHEWARDEN_BENCH_BIN` (a release build) when set.
+fn bench_cw(lab: &Lab) -> std::process::Command {
+    let base = lab.cw();
+    let Ok(bin) = std::env::var("CACHEWARDEN_BENCH_BIN") else {
+        return base;
+    };
+    let mut cmd = std::process::Command::new(bin);
+    for (key, value) in base.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    if let Some(dir) = base.get_current_dir() {
+        cmd.current_dir(dir);
+    }
+    cmd
+}
+
+/// Benchmark (run by `benches/audit_mounts.sh`, prints figures, asserts no times): a baseline
+/// and an audit of one mount of `CACHEWARDEN_BENCH_FILES` files (100,000 by default), the
+/// second after an untrusted build changed 100 of them and planted a hook.
+#[test]
+#[ignore = "benchmark: run by benches/audit_mounts.sh"]
+fn bench_audit_of_a_large_mount() {
+    let Some(lab) = Lab::start(&[B], &[]) else {
+        return;
+    };
+    let files: usize = std::env::var("CACHEWARDEN_BENCH_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let dirs = files.div_ceil(1000);
+    let fill = project(
+        &lab,
+        "fill",
+        &format!(
+            "FROM {{BASE}}\n\
+             RUN --mount=type=cache,id=bench,target=/c \\\n    \
+                 i=0; while [ $i -lt {dirs} ]; do mkdir -p /c/d$i; j=0; \\\n    \
+                 while [ $j -lt 1000 ] && [ $((i*1000+j)) -lt {files} ]; do echo \"file $i $j\" > /c/d$i/f$j; j=$((j+1)); done; \\\n    \
+                 i=$((i+1)); done\n"
+        ),
+        &[],
+    );
+    let clock = std::time::Instant::now();
+    lab.build(B, &WEBAPP, "1", &fill, "fill:1", &[]);
+    println!(
+        "bench: filled a mount with {files} files in {:.1}s",
+        clock.elapsed().as_secs_f64()
+    );
+
+    let timed = |label: &str, extra: &[&str]| -> serde_json::Value {
+        let clock = std::time::Instant::now();
+        let out = bench_cw(&lab)
+            .args([
+                "-v",
+                "audit",
+                "mounts",
+                "--builder",
+                B,
+                "--mount",
+                "bench",
+                "--format",
+                "json",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        let seconds = clock.elapsed().as_secs_f64();
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        for line in String::from_utf8_lossy(&out.stderr).lines() {
+            println!("bench:   {line}");
+        }
+        let n = doc["summary"]["files"].as_u64().unwrap();
+        let db = std::fs::metadata(lab.env.db())
+            .map(|m| m.len())
+            .unwrap_or(0)
+            + std::fs::metadata(lab.env.db().with_extension("db-wal"))
+                .map(|m| m.len())
+                .unwrap_or(0);
+        println!(
+            "bench: {label}: {n} files in {seconds:.2}s wall ({:.0} files/s), {} findings, store {:.1} MB",
+            n as f64 / seconds,
+            doc["summary"]["findings"],
+            db as f64 / 1e6
+        );
+        doc
+    };
+    timed("baseline", &["--baseline"]);
+    let change = project(
+        &lab,
+        "change",
+        "FROM {BASE}\n\
+         RUN --mount=type=cache,id=bench,target=/c \\\n    \
+             j=0; while [ $j -lt 100 ]; do echo changed > /c/d0/f$j; j=$((j+1)); done; \\\n    \
+             echo 'import os' > /c/sitecustomize.py\n",
+        &[],
+    );
+    lab.build(B, &FORK, "1", &change, "change:1", &[]);
+    let doc = timed("audit after 101 changes", &[]);
+    let codes: Vec<&str> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, vec!["CW012", "CW013"], "{doc:#}");
+    assert_eq!(doc["mounts"][0]["changed"], 100);
+    assert_eq!(doc["mounts"][0]["added"], 1);
+}

@@ -9,6 +9,7 @@
 
 pub mod checks;
 pub mod render;
+pub mod tar;
 pub mod zip;
 
 use std::collections::{BTreeMap, BTreeSet};
