@@ -418,6 +418,18 @@ pub fn default_db_path() -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    /// `[audit] helper_image` is read, and a misspelt key in `[audit]` is refused.
+    #[test]
+    fn audit_table_names_the_helper_image() {
+        let config = Config::parse(
+            "[audit]\nhelper_image = \"busybox:1.36\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.audit.helper_image.as_deref(), Some("busybox:1.36"));
+        assert!(Config::parse("[audit]\nhelper = \"x\"\n", Path::new("c.toml")).is_err());
+    }
+
     #[test]
     fn parses_builders_registries_and_levels() {
         let config = Config::parse(

@@ -22,7 +22,7 @@ use crate::printer::Printer;
 use crate::purge::mount::{MountMatch, MountProbe, mount_record_matches};
 use crate::remote::endpoint::{builder_endpoint, connect_builder};
 use crate::remote::mount_copy::{self, HelperBuild};
-use crate::store::{MountRead, NewSnapshot, SnapshotSource};
+use crate::store::{MountRead, NewSnapshot, SnapshotSource, UsedBase};
 use crate::time::{self, Micros};
 
 /// One mount to copy out.
@@ -151,14 +151,14 @@ pub async fn mounts(
             .map(|m| ((*m).clone(), false))
             .chain(extra.into_iter().map(|m| (m, true)))
         {
-            let mut reads = store.mount_reads(builder, &mount_id)?;
-            reads.push(MountRead {
-                uses: Vec::new(),
-                bases: fallback.clone(),
-            });
-            let probe = MountProbe::from_reads(&mount_id, &reads, &tainted);
-            let mut bases: Vec<String> = probe.base_images.into_iter().map(|(n, _)| n).collect();
-            bases.extend(config.audit.helper_image.clone());
+            let reads = store.mount_reads(builder, &mount_id)?;
+            let (uses, bases) = helper_bases(
+                &mount_id,
+                reads,
+                &fallback,
+                &tainted,
+                config.audit.helper_image.as_deref(),
+            );
             if bases.is_empty() {
                 return Err(InputError::invalid(format!(
                     "no base image for the helper build of mount `{mount_id}` on `{builder}`: no untainted base image is recorded on that builder; set `[audit] helper_image` in the config"
@@ -169,7 +169,7 @@ pub async fn mounts(
                 builder: builder.clone(),
                 mount_id,
                 unknown,
-                uses: probe.uses.first().cloned(),
+                uses,
                 bases,
             });
         }
@@ -331,6 +331,27 @@ pub async fn mounts(
     })
 }
 
+/// Where a mount's helper build may run, best first: base images of the builds that used the
+/// mount (local images first), then of any recorded build on the builder, then the configured
+/// helper image; never one an incident holds tainted. Also how the mount was used (its uid,
+/// gid, mode and `from` pick the record BuildKit attaches).
+fn helper_bases(
+    mount_id: &str,
+    mut reads: Vec<MountRead>,
+    builder_bases: &[UsedBase],
+    tainted: &BTreeSet<String>,
+    helper_image: Option<&str>,
+) -> (Option<MountUse>, Vec<String>) {
+    reads.push(MountRead {
+        uses: Vec::new(),
+        bases: builder_bases.to_vec(),
+    });
+    let probe = MountProbe::from_reads(mount_id, &reads, tainted);
+    let mut bases: Vec<String> = probe.base_images.into_iter().map(|(n, _)| n).collect();
+    bases.extend(helper_image.map(str::to_owned));
+    (probe.uses.first().cloned(), bases)
+}
+
 /// The mount id a record's description names (` with id "<id>"`, BuildKit v0.12 and later).
 fn description_id(description: &str) -> Option<String> {
     let start = description.find(" with id \"")?;
@@ -419,4 +440,58 @@ pub(crate) fn incident_seeds(finding: &crate::store::StoredFinding) -> (String, 
             .unwrap_or_default(),
     };
     (mount, runs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(backend: &str, locator: &str, digest: &str, key: &str) -> UsedBase {
+        UsedBase {
+            backend: backend.into(),
+            locator: locator.into(),
+            digest: digest.into(),
+            key: key.into(),
+        }
+    }
+
+    /// The helper never runs in a tainted base: the mount's own builds' bases come first, then
+    /// the builder's, then `[audit] helper_image`; with none of them there is no base at all.
+    #[test]
+    fn helper_bases_skip_tainted_images_and_fall_back_in_order() {
+        let reads = vec![MountRead {
+            uses: vec![MountUse {
+                id: "pip".into(),
+                uid: Some(1000),
+                ..MountUse::default()
+            }],
+            bases: vec![
+                base("registry", "r/evil", "sha256:bad", ""),
+                base("registry", "r/python", "sha256:good", ""),
+            ],
+        }];
+        let builder = vec![base("registry", "r/other", "sha256:other", "")];
+        let tainted: BTreeSet<String> = ["sha256:bad".to_owned()].into();
+        let (uses, bases) = helper_bases("pip", reads, &builder, &tainted, Some("busybox:1"));
+        assert_eq!(uses.unwrap().uid, Some(1000));
+        assert_eq!(
+            bases,
+            vec!["r/python@sha256:good", "r/other@sha256:other", "busybox:1"]
+        );
+        let (_, bases) = helper_bases("pip", Vec::new(), &[], &tainted, Some("busybox:1"));
+        assert_eq!(bases, vec!["busybox:1"]);
+        let only_tainted = vec![base("registry", "r/evil", "sha256:bad", "")];
+        let (_, bases) = helper_bases("pip", Vec::new(), &only_tainted, &tainted, None);
+        assert!(bases.is_empty());
+    }
+
+    /// Newer engines name the mount id in the record's description; Docker 20.10 does not.
+    #[test]
+    fn description_ids_are_read() {
+        assert_eq!(
+            description_id("cached mount /c from exec sh with id \"/bench\"").as_deref(),
+            Some("bench")
+        );
+        assert_eq!(description_id("cached mount /c from exec sh"), None);
+    }
 }
