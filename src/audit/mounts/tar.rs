@@ -270,7 +270,10 @@ mod tests {
         h
     }
 
-    fn archive(parts: &[(&[u8], u8, &[u8], &[u8])]) -> Vec<u8> {
+    /// (name, type flag, content, link target) of one entry.
+    type Part<'a> = (&'a [u8], u8, &'a [u8], &'a [u8]);
+
+    fn archive(parts: &[Part<'_>]) -> Vec<u8> {
         let mut out = Vec::new();
         for (name, flag, data, link) in parts {
             out.extend_from_slice(&header(name, *flag, data.len() as u64, link));
