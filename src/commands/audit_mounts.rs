@@ -331,6 +331,30 @@ pub async fn mounts(
     })
 }
 
+/// Prunes the layer records helper builds left on a builder: each holds an archive of a mount
+/// (the nonce keeps every one apart, so nothing reuses them). Cache-mount records are never
+/// touched here.
+async fn prune_helper_records(
+    config: &Config,
+    builder: &str,
+    endpoint: &str,
+    driver: Driver,
+) -> Result<usize, RemoteError> {
+    let mut client = connect_builder(config, builder, Some(endpoint), Some(driver)).await?;
+    let records = client.disk_usage().await?;
+    let ids: Vec<String> = records
+        .iter()
+        .filter(|r| {
+            r.record_type == "regular"
+                && !r.in_use
+                && r.description.contains(mount_copy::HELPER_ARCHIVE)
+        })
+        .map(|r| r.id.clone())
+        .collect();
+    client.prune_ids(&ids).await?;
+    Ok(ids.len())
+}
+
 /// Where a mount's helper build may run, best first: base images of the builds that used the
 /// mount (local images first), then of any recorded build on the builder, then the configured
 /// helper image; never one an incident holds tainted. Also how the mount was used (its uid,
@@ -397,6 +421,15 @@ async fn snapshot(
                     clock.elapsed().as_secs_f64()
                 ));
                 let clock = Instant::now();
+                // The helper's layers hold a copy of the mount: they go, not the mount.
+                if let Err(err) =
+                    prune_helper_records(config, &job.builder, &endpoint, driver).await
+                {
+                    printer.warn(format!(
+                        "builder `{}`: the helper build's records were left in place: {err}",
+                        crate::report::escape::Term(&job.builder)
+                    ));
+                }
                 let archive = dir.path().join("mount.tar");
                 let scan = tokio::task::spawn_blocking(move || {
                     let scan = mount_copy::scan(&archive);

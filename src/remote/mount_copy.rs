@@ -36,6 +36,9 @@ const S_IFLNK: u32 = 0o120000;
 /// the audit knows it for its own.
 pub const HELPER_COMMAND: &str = "echo \"$CACHEWARDEN_NONCE\" >/dev/null && tar -cf /cachewarden-mount.tar -C /cachewarden-mount .";
 
+/// The archive the helper step writes: the layer records that hold it name it.
+pub const HELPER_ARCHIVE: &str = "/cachewarden-mount.tar";
+
 /// Whether a record is one a helper build created (see [`HELPER_COMMAND`]).
 pub fn is_helper_record(description: &str) -> bool {
     description == format!("cached mount /cachewarden-mount from exec /bin/sh -c {HELPER_COMMAND}")

@@ -203,6 +203,29 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
     assert_eq!(rules, vec!["CW011", "CW012", "CW013"]);
     assert_eq!(sarif["runs"][0]["results"].as_array().unwrap().len(), 1);
 
+    // The helper builds' layers, each an archive of a mount, were pruned after each copy.
+    let df = crate::harness::http::unix(
+        &lab.dockerd(B).socket(),
+        &crate::harness::http::Request::get("/v1.41/system/df"),
+    )
+    .unwrap()
+    .json();
+    let left: Vec<&serde_json::Value> = df["BuildCache"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["Type"] == "regular"
+                && r["Description"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("cachewarden-mount.tar"))
+        })
+        .collect();
+    assert!(
+        left.is_empty(),
+        "helper layers left on the builder: {left:#?}"
+    );
+
     // The trusted pipeline rebuilds: nothing new.
     lab.build(B, &WEBAPP, "2", &trusted, "webapp:2", &[]);
     let (code, doc, stderr) = audit(&lab, &[]);
