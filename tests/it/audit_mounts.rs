@@ -278,6 +278,42 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
     );
 }
 
+/// A cache mount only an unrecorded build used (Docker 20.10 names no id in its record) is
+/// listed as an unknown mount, and the audit exits 1; the recorded mount is still audited.
+#[test]
+fn a_mount_no_recorded_run_used_is_listed() {
+    let Some(lab) = Lab::start(&[B], &[]) else {
+        return;
+    };
+    let recorded = project(
+        &lab,
+        "recorded",
+        "FROM {BASE}\nRUN --mount=type=cache,id=known,target=/k echo ok > /k/ok\n",
+        &[],
+    );
+    lab.build(B, &WEBAPP, "1", &recorded, "recorded:1", &[]);
+    let sneaky = project(
+        &lab,
+        "sneaky",
+        "FROM {BASE}\nRUN --mount=type=cache,id=sneaky,target=/sneaky echo x > /sneaky/x\n",
+        &[],
+    );
+    lab.dockerd(B).build(&sneaky, "sneaky:1", &[]);
+    let (code, doc, stderr) = audit(&lab, &[]);
+    assert_eq!(code, 1, "{doc:#}\n{stderr}");
+    let unknown = doc["unknown_records"].as_array().unwrap();
+    assert_eq!(unknown.len(), 1, "{doc:#}");
+    assert!(
+        unknown[0]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("cached mount /sneaky from exec"),
+        "{doc:#}"
+    );
+    assert_eq!(doc["mounts"][0]["mount_id"], "known");
+    assert_eq!(doc["mounts"][0]["files"], 1);
+}
+
 /// `audit mounts --help` documents its flags.
 #[test]
 fn audit_mounts_help() {
