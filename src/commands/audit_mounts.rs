@@ -202,9 +202,9 @@ pub async fn mounts(
                 for (path, why) in &scan.unchecked {
                     printer.warn(format!(
                         "mount `{}` on `{}`: `{}` not checked: {why}",
-                        crate::report::escape::Term(&job.mount_id),
-                        crate::report::escape::Term(&job.builder),
-                        crate::report::escape::Term(&String::from_utf8_lossy(path))
+                        &job.mount_id,
+                        &job.builder,
+                        &String::from_utf8_lossy(path)
                     ));
                 }
                 taken.push(Taken {
@@ -416,8 +416,8 @@ async fn snapshot(
             Ok(dir) => {
                 printer.detail(format!(
                     "mount `{}` on `{}`: copied out in {:.1}s",
-                    crate::report::escape::Term(&job.mount_id),
-                    crate::report::escape::Term(&job.builder),
+                    &job.mount_id,
+                    &job.builder,
                     clock.elapsed().as_secs_f64()
                 ));
                 let clock = Instant::now();
@@ -427,7 +427,7 @@ async fn snapshot(
                 {
                     printer.warn(format!(
                         "builder `{}`: the helper build's records were left in place: {err}",
-                        crate::report::escape::Term(&job.builder)
+                        &job.builder
                     ));
                 }
                 let archive = dir.path().join("mount.tar");
@@ -441,8 +441,8 @@ async fn snapshot(
                 .map_err(|e| RemoteError::local(format!("cannot read the copy: {e}")))?;
                 printer.detail(format!(
                     "mount `{}` on `{}`: {} hashed in {:.1}s",
-                    crate::report::escape::Term(&job.mount_id),
-                    crate::report::escape::Term(&job.builder),
+                    &job.mount_id,
+                    &job.builder,
                     crate::report::count(scan.files.len(), "file", "files"),
                     clock.elapsed().as_secs_f64()
                 ));

