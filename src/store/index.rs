@@ -1926,6 +1926,8 @@ mod tests {
                      DROP TRIGGER record_pages_append; DROP TABLE record_pages;
                      DROP TABLE run_truncations;
                      DROP TABLE acceptances;
+                     DROP TABLE mount_snapshot_files; DROP TABLE mount_snapshots;
+                     ALTER TABLE audit_findings DROP COLUMN target;
                      ALTER TABLE actions DROP COLUMN evidence_gap;
                      DROP TRIGGER runs_never_update; DROP TRIGGER runs_never_delete;
                      DROP TRIGGER events_never_update; DROP TRIGGER events_never_delete;
