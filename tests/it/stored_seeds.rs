@@ -66,11 +66,17 @@ fn an_incident_stored_with_the_old_seed_shape_still_verifies_and_reports() {
     );
     conn.execute("UPDATE incidents SET seeds = ?1 WHERE id = 1", [&old])
         .unwrap();
-    // The version before the seed migration, the last one.
+    // The version before the seed migration: the mount-audit migration after it rewound
+    // first (its tables dropped), then the seed migration's version left.
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    conn.pragma_update(None, "user_version", version - 1)
+    conn.execute_batch(
+        "DROP TABLE mount_snapshot_files; DROP TABLE mount_snapshots;
+         ALTER TABLE audit_findings DROP COLUMN target;",
+    )
+    .unwrap();
+    conn.pragma_update(None, "user_version", version - 2)
         .unwrap();
     drop(conn);
 
