@@ -450,8 +450,11 @@ impl Later {
                 continue;
             };
             let text = String::from_utf8_lossy(record.content.as_deref().unwrap_or_default());
-            let by_name: BTreeMap<String, [u8; 32]> =
-                members.iter().map(|m| (m.name.clone(), m.sha256)).collect();
+            let by_name: BTreeMap<String, [u8; 32]> = members
+                .iter()
+                .filter(|m| !m.is_dir)
+                .map(|m| (m.name.clone(), m.sha256))
+                .collect();
             for (member, expected, actual) in checks::wheel_record(&text, &by_name) {
                 scan.mismatches.push(Mismatch {
                     path: wheel.clone(),

@@ -15,6 +15,8 @@ const DIRECTORY_LIMIT: u64 = 64 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     pub name: String,
+    /// A directory entry (its name ends in `/`; its content is empty).
+    pub is_dir: bool,
     pub sha256: [u8; 32],
     /// The bytes, for members the caller asked to keep.
     pub content: Option<Vec<u8>>,
@@ -35,7 +37,8 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// Hashes every file member (directories are skipped); keeps the bytes of those `keep` names.
+/// Hashes every member, directory entries included (Go's dirhash hashes them as empty files);
+/// keeps the bytes of those `keep` names.
 pub fn members<R: Read + Seek>(mut r: R, keep: impl Fn(&str) -> bool) -> io::Result<Vec<Member>> {
     let len = r.seek(SeekFrom::End(0))?;
     let tail_len = len.min(22 + 65535);
@@ -82,9 +85,6 @@ pub fn members<R: Read + Seek>(mut r: R, keep: impl Fn(&str) -> bool) -> io::Res
     }
     let mut out = Vec::with_capacity(entries.len());
     for (name, flags, method, compressed, uncompressed, local) in entries {
-        if name.ends_with('/') {
-            continue;
-        }
         if flags & 1 != 0 {
             return Err(bad("encrypted member"));
         }
@@ -125,6 +125,7 @@ pub fn members<R: Read + Seek>(mut r: R, keep: impl Fn(&str) -> bool) -> io::Res
             return Err(bad("member shorter than its declared size"));
         }
         out.push(Member {
+            is_dir: name.ends_with('/'),
             name,
             sha256: hasher.finalize().into(),
             content,
@@ -179,17 +180,37 @@ mod tests {
 
     use super::*;
 
-    /// Stored members are hashed and kept on request; a truncated archive is refused.
+    /// Stored members (directory entries too) are hashed and kept on request; a truncated
+    /// archive is refused.
     #[test]
     fn stored_members_are_hashed() {
         let zip = stored_zip(&[("a/b.txt", b"hello"), ("a/", b""), ("R", b"rec")]);
         let got = members(Cursor::new(&zip), |n| n == "R").unwrap();
-        assert_eq!(got.len(), 2);
+        assert_eq!(got.len(), 3);
         assert_eq!(got[0].name, "a/b.txt");
         assert_eq!(got[0].sha256, <[u8; 32]>::from(Sha256::digest(b"hello")));
         assert_eq!(got[0].content, None);
-        assert_eq!(got[1].content.as_deref(), Some(&b"rec"[..]));
+        assert!(got[1].is_dir && !got[0].is_dir);
+        assert_eq!(got[1].sha256, <[u8; 32]>::from(Sha256::digest(b"")));
+        assert_eq!(got[2].content.as_deref(), Some(&b"rec"[..]));
         assert!(members(Cursor::new(&zip[..zip.len() - 30]), |_| false).is_err());
+    }
+
+    /// A module zip written by a second implementation (Python's `zipfile`, deflated, with a
+    /// directory entry) gives the h1 hash Python computes by Go's definition.
+    #[test]
+    fn a_foreign_module_zip_hashes_as_go_defines() {
+        use base64::Engine as _;
+        let zip = base64::engine::general_purpose::STANDARD
+            .decode("UEsDBBQAAAAIAOhBhF0AAAAAAgAAAAAAAAAVAAAAZXhhbXBsZS5jb20vbUB2MS4wLjAvAwBQSwMEFAAAAAgA6EGEXZIRlCsgAAAAHgAAABsAAABleGFtcGxlLmNvbS9tQHYxLjAuMC9nby5tb2TLzU8pzUlVSK1IzC3ISdVLzs/Vz+XiSs9XMNQzMuQCAFBLAwQUAAAACADoQYRd2CGEwTgAAADMAAAAGQAAAGV4YW1wbGUuY29tL21AdjEuMC4wL20uZ28rSEzOTkxPVcjl4korzUtW8EjNycnX0FQoLinKzEtXqFYoSi0pLcpTUMoASShgkEoKtVwFg8QMAFBLAQIUAxQAAAAIAOhBhF0AAAAAAgAAAAAAAAAVAAAAAAAAAAAAEAD9QQAAAABleGFtcGxlLmNvbS9tQHYxLjAuMC9QSwECFAMUAAAACADoQYRdkhGUKyAAAAAeAAAAGwAAAAAAAAAAAAAAgAE1AAAAZXhhbXBsZS5jb20vbUB2MS4wLjAvZ28ubW9kUEsBAhQDFAAAAAgA6EGEXdghhME4AAAAzAAAABkAAAAAAAAAAAAAAIABjgAAAGV4YW1wbGUuY29tL21AdjEuMC4wL20uZ29QSwUGAAAAAAMAAwDTAAAA/QAAAAAA")
+            .unwrap();
+        let members = members(Cursor::new(&zip), |_| false).unwrap();
+        let list: Vec<(String, [u8; 32])> =
+            members.into_iter().map(|m| (m.name, m.sha256)).collect();
+        assert_eq!(
+            crate::audit::mounts::checks::go_hash1(&list).as_deref(),
+            Some("h1:dndprQOvHI3KQzgDOleQAfbZQDs43EqTWvGEOwDMLyk=")
+        );
     }
 
     /// A deflated member is inflated before hashing.
