@@ -16,7 +16,10 @@ CREATE TABLE mount_snapshots (
     -- mount right after the purge executor pruned it.
     source    TEXT NOT NULL CHECK (source IN ('audit', 'baseline', 'purge')),
     files     INTEGER NOT NULL,
-    bytes     INTEGER NOT NULL
+    bytes     INTEGER NOT NULL,
+    -- The snapshot whose file rows this one shares, when nothing changed since it: an hourly
+    -- audit of an unchanged mount adds one row, not one per file.
+    files_of  INTEGER REFERENCES mount_snapshots (id)
 ) STRICT;
 
 CREATE INDEX mount_snapshots_by_mount ON mount_snapshots (builder, mount_id, taken_at);

@@ -228,12 +228,20 @@ pub async fn mounts(
     // Compare, attribute, store.
     let mut findings: Vec<Finding> = Vec::new();
     let mut previous_files: Vec<Option<(Micros, Vec<FileEntry>)>> = Vec::new();
+    let mut same_as: Vec<Option<i64>> = Vec::new();
     let mut writers = Vec::new();
     for t in &taken {
         let job = &jobs[t.job_index];
         let previous = match store.latest_mount_snapshot(&job.builder, &job.mount_id)? {
-            Some((id, at)) => Some((at, store.mount_snapshot_files(id)?)),
-            None => None,
+            Some((id, at)) => {
+                let files = store.mount_snapshot_files(id)?;
+                same_as.push((files == t.scan.files).then_some(id));
+                Some((at, files))
+            }
+            None => {
+                same_as.push(None);
+                None
+            }
         };
         writers.push(store.mount_writers(
             &job.builder,
@@ -281,12 +289,14 @@ pub async fn mounts(
     };
     let snapshots: Vec<NewSnapshot<'_>> = taken
         .iter()
-        .map(|t| NewSnapshot {
+        .zip(&same_as)
+        .map(|(t, same_as)| NewSnapshot {
             builder: &jobs[t.job_index].builder,
             mount_id: &jobs[t.job_index].mount_id,
             source,
             taken_at: t.taken_at,
             files: &t.scan.files,
+            same_as: *same_as,
         })
         .collect();
     let reported = store.save_mount_audit(&snapshots, &findings, time::now())?;

@@ -37,6 +37,8 @@ pub struct NewSnapshot<'a> {
     pub source: SnapshotSource,
     pub taken_at: Micros,
     pub files: &'a [FileEntry],
+    /// The stored snapshot (its file rows' owner) that holds exactly these files.
+    pub same_as: Option<i64>,
 }
 
 impl Store {
@@ -82,7 +84,8 @@ impl Store {
         })
     }
 
-    /// The latest snapshot of a mount: its id and when it was taken.
+    /// The latest snapshot of a mount: the id of the snapshot that holds its file rows, and
+    /// when it was taken.
     pub fn latest_mount_snapshot(
         &self,
         builder: &str,
@@ -90,7 +93,8 @@ impl Store {
     ) -> Result<Option<(i64, Micros)>, StoreError> {
         self.conn
             .query_row(
-                "SELECT id, taken_at FROM mount_snapshots WHERE builder = ?1 AND mount_id = ?2
+                "SELECT coalesce(files_of, id), taken_at FROM mount_snapshots
+                 WHERE builder = ?1 AND mount_id = ?2
                  ORDER BY taken_at DESC, id DESC LIMIT 1",
                 params![builder, mount_id],
                 |row| row.try_into(),
@@ -223,6 +227,7 @@ impl Store {
                 source: SnapshotSource::Purge,
                 taken_at: at,
                 files: &[],
+                same_as: None,
             },
         )
         .map_err(|e| sql_error(&path, e))?;
@@ -233,18 +238,22 @@ impl Store {
 fn insert_snapshot(tx: &rusqlite::Transaction<'_>, s: &NewSnapshot<'_>) -> rusqlite::Result<()> {
     let bytes: u64 = s.files.iter().map(|f| f.size).sum();
     let id: i64 = tx.query_row(
-        "INSERT INTO mount_snapshots (builder, mount_id, taken_at, source, files, bytes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+        "INSERT INTO mount_snapshots (builder, mount_id, taken_at, source, files, bytes, files_of)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
         params![
             s.builder,
             s.mount_id,
             s.taken_at,
             s.source.as_str(),
             s.files.len() as i64,
-            bytes as i64
+            bytes as i64,
+            s.same_as
         ],
         |row| row.get(0),
     )?;
+    if s.same_as.is_some() {
+        return Ok(());
+    }
     let mut file = tx.prepare_cached(
         "INSERT INTO mount_snapshot_files (snapshot_id, path, size, mode, sha256) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;

@@ -203,6 +203,19 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
     assert_eq!(rules, vec!["CW011", "CW012", "CW013"]);
     assert_eq!(sarif["runs"][0]["results"].as_array().unwrap().len(), 1);
 
+    // Four audits of two mounts; the last two saw nothing change and share the file rows of
+    // the one before (the baseline's 2 rows, then 3).
+    let conn = rusqlite::Connection::open(lab.env.db()).unwrap();
+    let (snapshots, rows): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM mount_snapshots), (SELECT count(*) FROM mount_snapshot_files)",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((snapshots, rows), (8, 5));
+    drop(conn);
+
     // The helper builds' layers, each an archive of a mount, were pruned after each copy.
     let df = crate::harness::http::unix(
         &lab.dockerd(B).socket(),
