@@ -363,12 +363,19 @@ fn bad_selections_are_bad_input() {
 }
 
 /// `cachewarden` as the benchmark runs it: `CACHEWARDEN_BENCH_BIN` (a release build) when set.
+/// Under GNU time, when it is installed, for the peak memory.
 fn bench_cw(lab: &Lab) -> std::process::Command {
     let base = lab.cw();
-    let Ok(bin) = std::env::var("CACHEWARDEN_BENCH_BIN") else {
-        return base;
+    let bin = std::env::var("CACHEWARDEN_BENCH_BIN")
+        .unwrap_or_else(|_| base.get_program().to_string_lossy().into_owned());
+    let time = std::path::Path::new("/usr/bin/time");
+    let mut cmd = if time.exists() {
+        let mut cmd = std::process::Command::new(time);
+        cmd.args(["-f", "peak memory %M KB"]).arg(bin);
+        cmd
+    } else {
+        std::process::Command::new(bin)
     };
-    let mut cmd = std::process::Command::new(bin);
     for (key, value) in base.get_envs() {
         match value {
             Some(value) => cmd.env(key, value),
