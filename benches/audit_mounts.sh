@@ -8,9 +8,8 @@
 # baseline (the helper build copying the mount out, the walk hashing every file, the snapshot
 # stored) and, after an untrusted build changed 100 files and planted a hook, an audit that
 # diffs against that baseline. Prints wall time, files per second, peak memory (with GNU time),
-# the findings and the store's
-# size for each. `--release` times a release build of cachewarden (the test harness itself
-# stays in the dev profile).
+# the findings and the store's size for each. `--release` times a release build of cachewarden
+# (the test harness itself stays in the dev profile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 files=${1:-100000}
