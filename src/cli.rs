@@ -81,7 +81,8 @@ pub enum Command {
     /// Purge caches, mounts and builder records by a policy of ordered rules (a dry run unless
     /// `--execute`).
     Sweep(SweepArgs),
-    /// Compare what registries hold with what recorded pipelines exported.
+    /// Compare what registries hold with what recorded pipelines exported, and what cache
+    /// mounts hold with their own checksums and earlier snapshots.
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Upgrade the store's schema (read commands never change it).
@@ -488,7 +489,8 @@ pub struct IncidentOpenArgs {
     /// Plan pruning every build-cache record on tainted builders.
     #[arg(long)]
     pub full_prune: bool,
-    /// Seed from a stored audit finding (the id `audit registry` prints): the cache it names.
+    /// Seed from a stored audit finding (the id `audit registry` or `audit mounts` prints): the
+    /// cache it names, or the mount and the runs that wrote the finding's files.
     #[arg(long, value_name = "FINDING")]
     pub from_audit: Option<i64>,
     /// Output format.
@@ -684,6 +686,30 @@ pub enum AuditCommand {
     /// List the tags of cache registries, classify each manifest, and report caches that no
     /// recorded run exported, trust breaches and tags that moved unrecorded.
     Registry(AuditRegistryArgs),
+    /// Copy each cache mount out of its builder through a read-only helper build, hash every
+    /// file, and report content that does not match its own checksums, new startup hooks, and
+    /// changes by a lower-trust writer than the mount's earlier writers.
+    Mounts(AuditMountsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditMountsArgs {
+    /// Audit the mounts of this builder [default: every builder the store recorded mounts on]
+    #[arg(long, value_name = "BUILDER")]
+    pub builder: Option<String>,
+    /// Audit this mount id only, as recorded (the Dockerfile's `id=`, else its target path)
+    #[arg(long, value_name = "ID")]
+    pub mount: Option<String>,
+    /// Take a clean baseline: store what each mount holds as known-good; only content that
+    /// does not match its own address is reported.
+    #[arg(long)]
+    pub baseline: bool,
+    /// Report every current finding, not only those no earlier audit reported.
+    #[arg(long)]
+    pub all: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: AuditFormat,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
@@ -691,7 +717,8 @@ pub enum AuditFormat {
     /// Text for people.
     #[default]
     Text,
-    /// JSON, shape in `schema/audit.schema.json`.
+    /// JSON, shape in `schema/audit.schema.json` (registry) or `schema/audit-mounts.schema.json`
+    /// (mounts).
     Json,
     /// SARIF 2.1.0, for code-scanning dashboards.
     Sarif,

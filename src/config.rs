@@ -59,6 +59,9 @@ pub struct Config {
     /// Collector settings.
     #[serde(default)]
     pub server: ServerConfig,
+    /// Audit settings.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Where the file was read from, for messages.
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -172,6 +175,17 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 /// Purge settings.
+/// The `[audit]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The image `audit mounts` copies a mount out in when no untainted base image is
+    /// recorded on the builder: it needs `sh`, `mkdir` and `cp`, and the builder must hold it
+    /// or be able to pull it.
+    #[serde(default)]
+    pub helper_image: Option<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PurgeConfig {
@@ -552,6 +566,18 @@ pub fn default_db_path() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `[audit] helper_image` is read, and a misspelt key in `[audit]` is refused.
+    #[test]
+    fn audit_table_names_the_helper_image() {
+        let config = Config::parse(
+            "[audit]\nhelper_image = \"busybox:1.36\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.audit.helper_image.as_deref(), Some("busybox:1.36"));
+        assert!(Config::parse("[audit]\nhelper = \"x\"\n", Path::new("c.toml")).is_err());
+    }
 
     #[test]
     fn parses_builders_registries_and_levels() {

@@ -30,15 +30,42 @@ pub enum Code {
     TrustBreach,
     TagMovedUnrecorded,
     UnverifiableCachePush,
+    ContentAddressMismatch,
+    NewStartupHook,
+    LowerTrustChange,
 }
 
 impl Code {
-    pub const ALL: [Code; 4] = [
+    pub const ALL: [Code; 7] = [
+        Self::UnrecordedCachePush,
+        Self::TrustBreach,
+        Self::TagMovedUnrecorded,
+        Self::UnverifiableCachePush,
+        Self::ContentAddressMismatch,
+        Self::NewStartupHook,
+        Self::LowerTrustChange,
+    ];
+
+    /// The rules of `audit registry`.
+    pub const REGISTRY: [Code; 4] = [
         Self::UnrecordedCachePush,
         Self::TrustBreach,
         Self::TagMovedUnrecorded,
         Self::UnverifiableCachePush,
     ];
+
+    /// The rules of `audit mounts`.
+    pub const MOUNTS: [Code; 3] = [
+        Self::ContentAddressMismatch,
+        Self::NewStartupHook,
+        Self::LowerTrustChange,
+    ];
+
+    /// A finding about a cache mount: its `registry` is the builder, its `repository` the
+    /// mount id, its `tag` a file's path.
+    pub fn is_mount(self) -> bool {
+        Self::MOUNTS.contains(&self)
+    }
 
     pub fn id(self) -> &'static str {
         match self {
@@ -46,6 +73,9 @@ impl Code {
             Self::TrustBreach => "CW002",
             Self::TagMovedUnrecorded => "CW003",
             Self::UnverifiableCachePush => "CW004",
+            Self::ContentAddressMismatch => "CW011",
+            Self::NewStartupHook => "CW012",
+            Self::LowerTrustChange => "CW013",
         }
     }
 
@@ -55,14 +85,20 @@ impl Code {
             Self::TrustBreach => "trust-breach",
             Self::TagMovedUnrecorded => "tag-moved-unrecorded",
             Self::UnverifiableCachePush => "unverifiable-cache-push",
+            Self::ContentAddressMismatch => "content-address-mismatch",
+            Self::NewStartupHook => "new-startup-hook",
+            Self::LowerTrustChange => "lower-trust-change",
         }
     }
 
     pub fn severity(self) -> Severity {
         match self {
-            Self::UnrecordedCachePush | Self::TrustBreach | Self::TagMovedUnrecorded => {
-                Severity::Error
-            }
+            Self::UnrecordedCachePush
+            | Self::TrustBreach
+            | Self::TagMovedUnrecorded
+            | Self::ContentAddressMismatch
+            | Self::NewStartupHook
+            | Self::LowerTrustChange => Severity::Error,
             Self::UnverifiableCachePush => Severity::Warning,
         }
     }
@@ -79,6 +115,15 @@ impl Code {
             }
             Self::UnverifiableCachePush => {
                 "A cache tag points at a digest that cannot be matched to a run: the exports to it were recorded without a digest."
+            }
+            Self::ContentAddressMismatch => {
+                "A file in a content-addressed package cache does not match its own address or checksum."
+            }
+            Self::NewStartupHook => {
+                "A new startup hook in a cache mount: sitecustomize.py, usercustomize.py, a .pth file or npm install scripts."
+            }
+            Self::LowerTrustChange => {
+                "Files in a cache mount changed while a lower-trust run than its earlier writers wrote it."
             }
         }
     }
@@ -102,6 +147,18 @@ impl Code {
             Self::UnverifiableCachePush => {
                 "Record cache exports with their digest (`record --resolve` or `--metadata-file`) so the audit can \
                  match what the registry holds to the run that pushed it."
+            }
+            Self::ContentAddressMismatch => {
+                "Package managers trust these caches by address: a mismatch is tampering or corruption. \
+                 `cachewarden incident open --from-audit ID` traces every build that read the mount and plans its purge."
+            }
+            Self::NewStartupHook => {
+                "Python runs these at start-up in every image that installs them. Check who wrote it (the finding \
+                 names the runs), then open an incident from the finding."
+            }
+            Self::LowerTrustChange => {
+                "Give each trust level its own cache mount ids (or builders), then open an incident from the \
+                 finding: it seeds the mount and the lower-trust run."
             }
         }
     }
@@ -133,6 +190,22 @@ impl Finding {
     /// What makes this finding the same one in a later audit: a finding already stored under
     /// its fingerprint is not new.
     pub fn fingerprint(&self) -> String {
+        if self.code.is_mount() {
+            let place = format!("{}:{}", self.registry, self.repository);
+            return match self.code {
+                Code::LowerTrustChange => format!(
+                    "{} {place} {}",
+                    self.code.id(),
+                    self.detail.get("run").map_or("", String::as_str)
+                ),
+                _ => format!(
+                    "{} {place} {}@{}",
+                    self.code.id(),
+                    self.tag.as_deref().unwrap_or(""),
+                    self.digest.as_deref().unwrap_or("")
+                ),
+            };
+        }
         let place = format!("{}/{}", self.registry, self.repository);
         let digest = self.digest.as_deref().unwrap_or("");
         let tag = self.tag.as_deref().unwrap_or("");
@@ -146,14 +219,20 @@ impl Finding {
                 self.detail.get("exporter").map_or("", String::as_str),
                 self.detail.get("importer").map_or("", String::as_str),
             ),
-            Code::TagMovedUnrecorded | Code::UnverifiableCachePush => {
-                format!("{} {place}:{tag}@{digest}", self.code.id())
-            }
+            _ => format!("{} {place}:{tag}@{digest}", self.code.id()),
         }
     }
 
     /// `registry/repository[:tag][@digest]`.
     pub fn reference(&self) -> String {
+        if self.code.is_mount() {
+            let mut s = format!("{}:{}", self.registry, self.repository);
+            if let Some(path) = &self.tag {
+                s.push(' ');
+                s.push_str(path);
+            }
+            return s;
+        }
         let mut s = format!("{}/{}", self.registry, self.repository);
         if let Some(tag) = &self.tag {
             s.push(':');

@@ -1,3 +1,5 @@
+//! Audits. `mounts`: cache-mount content checked against its own checksums (see its module).
+//!
 //! The registry audit (`cachewarden audit registry`): what a cache registry holds, compared with
 //! what recorded pipelines exported. The registry is the independent witness: a compromised
 //! pipeline can skip or forge its own hook, but not what the registry serves.
@@ -7,6 +9,7 @@
 
 pub mod compare;
 pub mod finding;
+pub mod mounts;
 pub mod render;
 pub mod sarif;
 

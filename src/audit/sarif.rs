@@ -5,14 +5,35 @@
 use serde_json::{Value, json};
 
 use super::finding::Code;
-use super::render::AuditResult;
-use crate::time;
+use super::render::{AuditResult, Reported};
+use crate::time::{self, Micros};
 
 pub const SARIF_VERSION: &str = "2.1.0";
 pub const SARIF_SCHEMA: &str = "https://json.schemastore.org/sarif-2.1.0.json";
 
 pub fn document(result: &AuditResult) -> Value {
-    let rules: Vec<Value> = Code::ALL
+    let errors: Vec<&str> = result
+        .registries
+        .iter()
+        .filter_map(|r| r.error.as_deref())
+        .collect();
+    document_of(
+        &Code::REGISTRY,
+        &result.findings,
+        result.started_at,
+        &errors,
+    )
+}
+
+/// The SARIF log of one audit: its rules, findings and the errors that kept it from looking
+/// everywhere.
+pub fn document_of(
+    codes: &[Code],
+    findings: &[Reported],
+    started_at: Micros,
+    errors: &[&str],
+) -> Value {
+    let rules: Vec<Value> = codes
         .iter()
         .map(|code| {
             json!({
@@ -24,12 +45,11 @@ pub fn document(result: &AuditResult) -> Value {
             })
         })
         .collect();
-    let results: Vec<Value> = result
-        .findings
+    let results: Vec<Value> = findings
         .iter()
         .map(|r| {
             let f = &r.finding;
-            let index = Code::ALL.iter().position(|c| *c == f.code).unwrap_or(0);
+            let index = codes.iter().position(|c| *c == f.code).unwrap_or(0);
             let mut properties = serde_json::Map::new();
             properties.insert("findingId".into(), json!(r.id));
             properties.insert("new".into(), json!(r.new));
@@ -54,10 +74,8 @@ pub fn document(result: &AuditResult) -> Value {
             })
         })
         .collect();
-    let notifications: Vec<Value> = result
-        .registries
+    let notifications: Vec<Value> = errors
         .iter()
-        .filter_map(|r| r.error.as_ref())
         .map(|error| json!({"level": "error", "message": {"text": error}}))
         .collect();
     json!({
@@ -71,7 +89,7 @@ pub fn document(result: &AuditResult) -> Value {
             }},
             "invocations": [{
                 "executionSuccessful": notifications.is_empty(),
-                "startTimeUtc": time::format(result.started_at),
+                "startTimeUtc": time::format(started_at),
                 "toolExecutionNotifications": notifications,
             }],
             "results": results,

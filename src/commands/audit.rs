@@ -32,6 +32,7 @@ pub async fn audit(
 ) -> Result<ExitStatus> {
     match command {
         AuditCommand::Registry(args) => registry(&args, db, config, printer).await,
+        AuditCommand::Mounts(args) => super::audit_mounts::mounts(&args, db, config, printer).await,
     }
 }
 
@@ -318,7 +319,10 @@ async fn observe(
 /// What `incident open --from-audit` seeds from a stored finding.
 pub(crate) struct AuditSeed {
     /// A `--cache-ref` seed: the finding's cache by digest (by tag when it has none).
-    pub cache_ref: String,
+    pub cache_ref: Option<String>,
+    /// `--mount` and `--run` seeds of a mount finding: the mount, and the runs that wrote it.
+    pub mounts: Vec<String>,
+    pub runs: Vec<String>,
     pub title: String,
     /// Deletes the finding's manifest itself: an unrecorded digest is in no recorded run, so
     /// the trace reaches nothing from it.
@@ -327,6 +331,16 @@ pub(crate) struct AuditSeed {
 
 pub(crate) fn incident_seed(store: &Store, id: i64, config: &Config) -> Result<AuditSeed> {
     let finding = store.audit_finding(id)?;
+    if finding.target == "mount" {
+        let (mount, runs) = super::audit_mounts::incident_seeds(&finding);
+        return Ok(AuditSeed {
+            cache_ref: None,
+            mounts: vec![mount],
+            runs,
+            title: format!("audit finding {id} ({}): {}", finding.code, finding.message),
+            delete: None,
+        });
+    }
     let locator = format!("{}/{}", finding.registry, finding.repository);
     let cache_ref = match (&finding.digest, &finding.tag) {
         (Some(digest), _) => format!("{locator}@{digest}"),
@@ -376,7 +390,9 @@ pub(crate) fn incident_seed(store: &Store, id: i64, config: &Config) -> Result<A
         _ => None,
     };
     Ok(AuditSeed {
-        cache_ref,
+        cache_ref: Some(cache_ref),
+        mounts: Vec::new(),
+        runs: Vec::new(),
         title: format!("audit finding {id} ({}): {}", finding.code, finding.message),
         delete,
     })

@@ -133,9 +133,11 @@ fn open(
     // same window for every later verification.
     let mut seeds =
         crate::graph::seeds::resolve_times(&super::trace::seed_spec(&args.seeds), time::now())?;
-    seeds
-        .cache_refs
-        .extend(audit_seed.as_ref().map(|s| s.cache_ref.clone()));
+    if let Some(seed) = &audit_seed {
+        seeds.cache_refs.extend(seed.cache_ref.clone());
+        seeds.mounts.extend(seed.mounts.iter().cloned());
+        seeds.runs.extend(seed.runs.iter().cloned());
+    }
     let opened = Opened {
         seeds,
         ignore_time: args.ignore_time,

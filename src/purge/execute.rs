@@ -214,11 +214,20 @@ fn record_purge_after(
                 action: Some(job),
                 claimed: None,
             };
-            let recorded =
-                store
-                    .lock()
-                    .expect("store lock")
-                    .record_purge(&target, time::now(), &provenance);
+            let now = time::now();
+            let mut store = store.lock().expect("store lock");
+            let recorded = store.record_purge(&target, now, &provenance).and_then(|_| {
+                // The pruned mounts are empty: the next `audit mounts` compares against that.
+                let mounts = match &target {
+                    PurgeTarget::Mount { builder, mount, .. } => {
+                        vec![(builder.clone(), mount.clone())]
+                    }
+                    PurgeTarget::Builder { builder } => store.recorded_mounts(Some(builder))?,
+                };
+                mounts.iter().try_for_each(|(builder, mount)| {
+                    store.record_empty_mount_snapshot(builder, mount, now)
+                })
+            });
             match recorded {
                 Ok(_) => Finished::Done(outcome),
                 Err(err) => Finished::Failed(RemoteError::local(format!(

@@ -5,6 +5,7 @@ pub mod cache_record;
 pub mod collector;
 pub mod endpoint;
 pub mod engine;
+pub mod mount_copy;
 
 pub mod redact;
 pub mod registry;

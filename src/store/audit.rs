@@ -21,6 +21,8 @@ pub struct StoredFinding {
     pub message: String,
     pub detail: BTreeMap<String, String>,
     pub first_seen: Micros,
+    /// `registry` or `mount`: what the finding is about.
+    pub target: String,
 }
 
 /// One tag as an audit saw it.
@@ -253,7 +255,7 @@ impl Store {
     pub fn audit_finding(&self, id: i64) -> Result<StoredFinding, StoreError> {
         self.conn
             .query_row(
-                "SELECT id, code, registry, repository, tag, digest, message, detail, first_seen
+                "SELECT id, code, registry, repository, tag, digest, message, detail, first_seen, target
                  FROM audit_findings WHERE id = ?1",
                 [id],
                 |row| {
@@ -268,6 +270,7 @@ impl Store {
                         message: row.get(6)?,
                         detail: serde_json::from_str(&detail).unwrap_or_default(),
                         first_seen: row.get(8)?,
+                        target: row.get(9)?,
                     })
                 },
             )
@@ -275,7 +278,7 @@ impl Store {
             .map_err(|e| sql_error(&self.path, e))?
             .ok_or_else(|| {
                 StoreError::NotFound(format!(
-                    "no audit finding `{id}` (see `cachewarden audit registry`)"
+                    "no audit finding `{id}` (see `cachewarden audit registry` and `audit mounts`)"
                 ))
             })
     }

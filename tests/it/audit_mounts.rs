@@ -1,0 +1,484 @@
+//! `audit mounts` on a real dockerd: a baseline after trusted builds, then an untrusted build
+//! plants a startup hook in the shared pip cache and overwrites an npm content blob; the audit
+//! names both with the planting run, and a clean rebuild by the trusted pipeline raises nothing
+//! new.
+
+use std::path::PathBuf;
+
+use sha2::{Digest as _, Sha512};
+
+use crate::common::{ok, output};
+use crate::harness::Engine;
+use crate::scenarios::{FORK, Lab, WEBAPP};
+
+const B: &str = "ci-shared";
+
+/// The npm blob's address for `content`: `_cacache/content-v2/sha512/<2>/<2>/<rest>`.
+fn blob_path(content: &[u8]) -> String {
+    let hex: String = Sha512::digest(content)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!(
+        "_cacache/content-v2/sha512/{}/{}/{}",
+        &hex[..2],
+        &hex[2..4],
+        &hex[4..]
+    )
+}
+
+/// A build context with this Dockerfile (its `{BASE}` filled in) and files.
+fn project(lab: &Lab, dir: &str, dockerfile: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    let root = lab.env.path().join("src").join(dir);
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(
+        root.join("Dockerfile"),
+        dockerfile.replace("{BASE}", &lab.base),
+    )
+    .unwrap();
+    for (name, bytes) in files {
+        std::fs::write(root.join(name), bytes).unwrap();
+    }
+    root
+}
+
+fn audit(lab: &Lab, extra: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = lab
+        .cw()
+        .args(["audit", "mounts", "--builder", B, "--format", "json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let doc = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}\n{stderr}"));
+    crate::schemas::assert_valid("audit-mounts.schema.json", &doc);
+    (out.status.code().unwrap_or(-1), doc, stderr)
+}
+
+fn findings<'a>(doc: &'a serde_json::Value, code: &str) -> Vec<&'a serde_json::Value> {
+    doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == code)
+        .collect()
+}
+
+/// The planted `sitecustomize.py` (CW012), the overwritten npm blob (CW011) and the
+/// lower-trust change (CW013) are found with the untrusted run that wrote them; a trusted
+/// rebuild afterwards raises nothing new; an incident opens from the finding.
+#[test]
+fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
+    let Some(lab) = Lab::start_on(Engine::Docker20, &[B], &[]) else {
+        return;
+    };
+    let blob: &[u8] = b"lodash-4.17.21.tgz, as the registry served it\n";
+    let blob_at = blob_path(blob);
+    let dir = blob_at.rsplit_once('/').unwrap().0.to_owned();
+    let trusted = project(
+        &lab,
+        "webapp",
+        &format!(
+            "FROM {{BASE}}\n\
+             COPY blob /src/blob\n\
+             RUN --mount=type=cache,target=/root/.cache/pip \\\n    \
+                 --mount=type=cache,id=npm,target=/root/.npm \\\n    \
+                 mkdir -p /root/.cache/pip/wheels /root/.npm/{dir} && \\\n    \
+                 echo flask > /root/.cache/pip/wheels/flask.txt && \\\n    \
+                 cp /src/blob /root/.npm/{blob_at} && cp -a /root/.cache/pip /app-pip\n"
+        ),
+        &[("blob", blob)],
+    );
+    lab.build(B, &WEBAPP, "1", &trusted, "webapp:1", &[]);
+
+    let (code, doc, stderr) = audit(&lab, &["--baseline"]);
+    assert_eq!(code, 0, "{doc:#}\n{stderr}");
+    let mounts: Vec<&str> = doc["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mount_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(mounts, vec!["/root/.cache/pip", "npm"], "{doc:#}");
+    assert_eq!(doc["summary"]["files"], 2, "{doc:#}");
+    assert!(doc["findings"].as_array().unwrap().is_empty(), "{doc:#}");
+
+    let fork = project(
+        &lab,
+        "fork",
+        &format!(
+            "FROM {{BASE}}\n\
+             RUN --mount=type=cache,target=/root/.cache/pip \\\n    \
+                 --mount=type=cache,id=npm,target=/root/.npm \\\n    \
+                 echo 'import os; os.system(\"id\")' > /root/.cache/pip/sitecustomize.py && \\\n    \
+                 echo 'module.exports = steal' > /root/.npm/{blob_at}\n"
+        ),
+        &[],
+    );
+    lab.build(B, &FORK, "1", &fork, "fork-pr:1", &[]);
+
+    let (code, doc, stderr) = audit(&lab, &[]);
+    assert_eq!(code, 1, "{doc:#}\n{stderr}");
+    let hooks = findings(&doc, "CW012");
+    assert_eq!(hooks.len(), 1, "{doc:#}");
+    assert_eq!(hooks[0]["mount_id"], "/root/.cache/pip");
+    assert_eq!(hooks[0]["path"], "sitecustomize.py");
+    let writers = hooks[0]["detail"]["writers"].as_str().unwrap();
+    assert!(
+        writers.contains("fork-pr/1/") && writers.contains("(untrusted)"),
+        "{doc:#}"
+    );
+    let blobs = findings(&doc, "CW011");
+    assert_eq!(blobs.len(), 1, "{doc:#}");
+    assert_eq!(blobs[0]["mount_id"], "npm");
+    assert_eq!(blobs[0]["path"], blob_at.as_str());
+    assert_eq!(blobs[0]["detail"]["rule"], "npm-cacache");
+    assert_eq!(blobs[0]["detail"]["change"], "changed");
+    assert!(
+        blobs[0]["detail"]["writers"]
+            .as_str()
+            .unwrap()
+            .contains("fork-pr/1/")
+    );
+    let lower = findings(&doc, "CW013");
+    let lower_mounts: Vec<&str> = lower
+        .iter()
+        .map(|f| f["mount_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(lower_mounts, vec!["/root/.cache/pip", "npm"], "{doc:#}");
+    for f in &lower {
+        assert!(
+            f["detail"]["run"]
+                .as_str()
+                .unwrap()
+                .starts_with("fork-pr/1/"),
+            "{f:#}"
+        );
+        assert!(
+            f["detail"]["earlier_writer"]
+                .as_str()
+                .unwrap()
+                .contains("(release)")
+        );
+    }
+    let hook_id = hooks[0]["id"].as_i64().unwrap();
+
+    let blob_id = blobs[0]["id"].as_i64().unwrap();
+
+    // Audited again with nothing changed, the hook and the lower-trust change are not new
+    // changes any more; the blob still does not match, reported as seen before, in text and
+    // SARIF.
+    let text = output(
+        &lab.env,
+        lab.cw().args(["audit", "mounts", "--builder", B, "--all"]),
+    );
+    assert!(text.starts_with("exit: 1"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "CW011 content-address-mismatch [error] finding {blob_id} (seen before): ci-shared:npm {blob_at}"
+        )),
+        "{text}"
+    );
+    let sarif = lab
+        .cw()
+        .args([
+            "audit",
+            "mounts",
+            "--builder",
+            B,
+            "--all",
+            "--format",
+            "sarif",
+        ])
+        .output()
+        .unwrap();
+    let sarif: serde_json::Value = serde_json::from_slice(&sarif.stdout).unwrap();
+    let rules: Vec<&str> = sarif["runs"][0]["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, vec!["CW011", "CW012", "CW013"]);
+    assert_eq!(sarif["runs"][0]["results"].as_array().unwrap().len(), 1);
+
+    // Four audits of two mounts; the last two saw nothing change and share the file rows of
+    // the one before (the baseline's 2 rows, then 3).
+    let conn = rusqlite::Connection::open(lab.env.db()).unwrap();
+    let (snapshots, rows): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM mount_snapshots), (SELECT count(*) FROM mount_snapshot_files)",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((snapshots, rows), (8, 5));
+    drop(conn);
+
+    // The helper builds' layers, each an archive of a mount, were pruned after each copy.
+    let df = crate::harness::http::unix(
+        &lab.dockerd(B).socket(),
+        &crate::harness::http::Request::get("/v1.41/system/df"),
+    )
+    .unwrap()
+    .json();
+    let left: Vec<&serde_json::Value> = df["BuildCache"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["Type"] == "regular"
+                && r["Description"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("cachewarden-mount.tar"))
+        })
+        .collect();
+    assert!(
+        left.is_empty(),
+        "helper layers left on the builder: {left:#?}"
+    );
+
+    // The trusted pipeline rebuilds: nothing new.
+    lab.build(B, &WEBAPP, "2", &trusted, "webapp:2", &[]);
+    let (code, doc, stderr) = audit(&lab, &[]);
+    assert_eq!(code, 0, "{doc:#}\n{stderr}");
+    assert!(doc["findings"].as_array().unwrap().is_empty(), "{doc:#}");
+    assert!(
+        doc["summary"]["seen_before"].as_u64().unwrap() >= 1,
+        "{doc:#}"
+    );
+
+    // An incident from the hook finding seeds the mount and the planting run.
+    let opened = ok(lab.cw().args([
+        "incident",
+        "open",
+        "--from-audit",
+        &hook_id.to_string(),
+        "--format",
+        "json",
+    ]));
+    let opened: serde_json::Value = serde_json::from_str(&opened).unwrap();
+    assert!(
+        opened["title"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("audit finding {hook_id} (CW012)")),
+        "{opened:#}"
+    );
+    let actions = serde_json::to_string(&opened["actions"]).unwrap();
+    assert!(
+        actions.contains("/root/.cache/pip") && actions.contains("\"npm\""),
+        "the incident prunes the planted mount and the one the planting run wrote: {opened:#}"
+    );
+
+    // The purge records both mounts empty: the next audit compares against that, not against
+    // the poisoned snapshot.
+    let incident = opened["incident"].as_i64().unwrap().to_string();
+    lab.purge(&incident);
+    let (code, doc, stderr) = audit(&lab, &[]);
+    assert_eq!(code, 0, "{doc:#}\n{stderr}");
+    for m in doc["mounts"].as_array().unwrap() {
+        assert_eq!(m["files"], 0, "{doc:#}");
+        assert_eq!(
+            m["removed"], 0,
+            "compared with the purge's empty snapshot: {doc:#}"
+        );
+    }
+    assert!(
+        doc["unknown_records"].as_array().unwrap().is_empty(),
+        "{doc:#}"
+    );
+}
+
+/// A cache mount only an unrecorded build used (Docker 20.10 names no id in its record) is
+/// listed as an unknown mount, and the audit exits 1; the recorded mount is still audited.
+#[test]
+fn a_mount_no_recorded_run_used_is_listed() {
+    let Some(lab) = Lab::start_on(Engine::Docker20, &[B], &[]) else {
+        return;
+    };
+    let recorded = project(
+        &lab,
+        "recorded",
+        "FROM {BASE}\nRUN --mount=type=cache,id=known,target=/k echo ok > /k/ok\n",
+        &[],
+    );
+    lab.build(B, &WEBAPP, "1", &recorded, "recorded:1", &[]);
+    let sneaky = project(
+        &lab,
+        "sneaky",
+        "FROM {BASE}\nRUN --mount=type=cache,id=sneaky,target=/sneaky echo x > /sneaky/x\n",
+        &[],
+    );
+    lab.dockerd(B).build(&sneaky, "sneaky:1", &[]);
+    let (code, doc, stderr) = audit(&lab, &[]);
+    assert_eq!(code, 1, "{doc:#}\n{stderr}");
+    let unknown = doc["unknown_records"].as_array().unwrap();
+    assert_eq!(unknown.len(), 1, "{doc:#}");
+    assert!(
+        unknown[0]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("cached mount /sneaky from exec"),
+        "{doc:#}"
+    );
+    assert_eq!(doc["mounts"][0]["mount_id"], "known");
+    assert_eq!(doc["mounts"][0]["files"], 1);
+}
+
+/// `audit mounts --help` documents its flags.
+#[test]
+fn audit_mounts_help() {
+    let env = crate::common::Env::new();
+    insta::assert_snapshot!(output(&env, env.cmd().args(["audit", "mounts", "--help"])));
+}
+
+/// A mount id no run recorded needs a builder to look on; a builder with no known endpoint is
+/// named: both exit 2 before anything runs.
+#[test]
+fn bad_selections_are_bad_input() {
+    let env = crate::common::Env::new();
+    let history = format!(
+        "{}/examples/incident-history.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    ok(env.cmd().args(["import", &history]));
+    let out = output(&env, env.cmd().args(["audit", "mounts", "--mount", "nope"]));
+    assert!(out.starts_with("exit: 2"), "{out}");
+    assert!(
+        out.contains("no recorded mount `nope`: pass --builder"),
+        "{out}"
+    );
+    let out = output(
+        &env,
+        env.cmd()
+            .args(["audit", "mounts", "--builder", "elsewhere"]),
+    );
+    assert!(out.starts_with("exit: 2"), "{out}");
+    assert!(
+        out.contains("no endpoint known for builder `elsewhere`"),
+        "{out}"
+    );
+}
+
+/// `cachewarden` as the benchmark runs it: `CACHEWARDEN_BENCH_BIN` (a release build) when set.
+/// Under GNU time, when it is installed, for the peak memory.
+fn bench_cw(lab: &Lab) -> std::process::Command {
+    let base = lab.cw();
+    let bin = std::env::var("CACHEWARDEN_BENCH_BIN")
+        .unwrap_or_else(|_| base.get_program().to_string_lossy().into_owned());
+    let time = std::path::Path::new("/usr/bin/time");
+    let mut cmd = if time.exists() {
+        let mut cmd = std::process::Command::new(time);
+        cmd.args(["-f", "peak memory %M KB"]).arg(bin);
+        cmd
+    } else {
+        std::process::Command::new(bin)
+    };
+    for (key, value) in base.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    if let Some(dir) = base.get_current_dir() {
+        cmd.current_dir(dir);
+    }
+    cmd
+}
+
+/// Benchmark (run by `benches/audit_mounts.sh`, prints figures, asserts no times): a baseline
+/// and an audit of one mount of `CACHEWARDEN_BENCH_FILES` files (100,000 by default), the
+/// second after an untrusted build changed 100 of them and planted a hook.
+#[test]
+#[ignore = "benchmark: run by benches/audit_mounts.sh"]
+fn bench_audit_of_a_large_mount() {
+    let Some(lab) = Lab::start_on(Engine::Docker20, &[B], &[]) else {
+        return;
+    };
+    let files: usize = std::env::var("CACHEWARDEN_BENCH_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let dirs = files.div_ceil(1000);
+    let fill = project(
+        &lab,
+        "fill",
+        &format!(
+            "FROM {{BASE}}\n\
+             RUN --mount=type=cache,id=bench,target=/c \\\n    \
+                 i=0; while [ $i -lt {dirs} ]; do mkdir -p /c/d$i; j=0; \\\n    \
+                 while [ $j -lt 1000 ] && [ $((i*1000+j)) -lt {files} ]; do echo \"file $i $j\" > /c/d$i/f$j; j=$((j+1)); done; \\\n    \
+                 i=$((i+1)); done\n"
+        ),
+        &[],
+    );
+    let clock = std::time::Instant::now();
+    lab.build(B, &WEBAPP, "1", &fill, "fill:1", &[]);
+    println!(
+        "bench: filled a mount with {files} files in {:.1}s",
+        clock.elapsed().as_secs_f64()
+    );
+
+    let timed = |label: &str, extra: &[&str]| -> serde_json::Value {
+        let clock = std::time::Instant::now();
+        let out = bench_cw(&lab)
+            .args([
+                "-v",
+                "audit",
+                "mounts",
+                "--builder",
+                B,
+                "--mount",
+                "bench",
+                "--format",
+                "json",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        let seconds = clock.elapsed().as_secs_f64();
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        for line in String::from_utf8_lossy(&out.stderr).lines() {
+            println!("bench:   {line}");
+        }
+        let n = doc["summary"]["files"].as_u64().unwrap();
+        let db = std::fs::metadata(lab.env.db())
+            .map(|m| m.len())
+            .unwrap_or(0)
+            + std::fs::metadata(lab.env.db().with_extension("db-wal"))
+                .map(|m| m.len())
+                .unwrap_or(0);
+        println!(
+            "bench: {label}: {n} files in {seconds:.2}s wall ({:.0} files/s), {} findings, store {:.1} MB",
+            n as f64 / seconds,
+            doc["summary"]["findings"],
+            db as f64 / 1e6
+        );
+        doc
+    };
+    timed("baseline", &["--baseline"]);
+    let change = project(
+        &lab,
+        "change",
+        "FROM {BASE}\n\
+         RUN --mount=type=cache,id=bench,target=/c \\\n    \
+             j=0; while [ $j -lt 100 ]; do echo changed > /c/d0/f$j; j=$((j+1)); done; \\\n    \
+             echo 'import os' > /c/sitecustomize.py\n",
+        &[],
+    );
+    lab.build(B, &FORK, "1", &change, "change:1", &[]);
+    let doc = timed("audit after 101 changes", &[]);
+    let codes: Vec<&str> = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, vec!["CW012", "CW013"], "{doc:#}");
+    assert_eq!(doc["mounts"][0]["changed"], 100);
+    assert_eq!(doc["mounts"][0]["added"], 1);
+}
