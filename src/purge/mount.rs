@@ -411,6 +411,12 @@ async fn mount_listing(
             "no untainted base image known that used mount `{mount_id}` on `{builder}`"
         ))
     })?;
+    let from = probe
+        .uses
+        .first()
+        .and_then(|u| u.from.as_deref())
+        .unwrap_or("");
+    crate::remote::mount_copy::check_helper_names(mount_id, from, base)?;
     let mut options = format!("type=cache,id={mount_id},target=/cachewarden-mount,readonly");
     if let Some(first) = probe.uses.first() {
         if let Some(uid) = first.uid {
@@ -532,6 +538,46 @@ fn mount_verdict(
 mod tests {
     use super::*;
     use crate::store::UsedBase;
+
+    /// The evidence listing before a mount purge runs a build on the builder: a recorded mount
+    /// id, `from` or base image that would end the mount option, the flag or the Dockerfile
+    /// line (and so run as the responder's step) is refused before anything runs.
+    #[tokio::test]
+    async fn hostile_names_never_reach_the_listing_dockerfile() {
+        let config = Config::default();
+        for (mount_id, base, from) in [
+            ("pip echo planted; true", "busybox", None),
+            ("pip\nRUN echo planted", "busybox", None),
+            ("pip,target=/etc", "busybox", None),
+            ("pip", "busybox\nRUN echo planted", None),
+            ("pip", "busybox", Some("x echo planted")),
+        ] {
+            let probe = MountProbe {
+                uses: vec![MountUse {
+                    id: mount_id.into(),
+                    from: from.map(str::to_owned),
+                    ..MountUse::default()
+                }],
+                base_images: vec![(base.into(), "sha256:00".into())],
+            };
+            let probes = BTreeMap::from([(("ci-1".to_owned(), mount_id.to_owned()), probe)]);
+            let err = mount_listing(
+                &config,
+                "/nonexistent/docker",
+                &probes,
+                "ci-1",
+                Some("unix:///nonexistent.sock"),
+                Some(Driver::Docker),
+                mount_id,
+            )
+            .await
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("cannot be named in a Dockerfile"),
+                "{mount_id:?}: {err}"
+            );
+        }
+    }
 
     fn base(backend: &str, locator: &str, digest: &str, key: &str) -> UsedBase {
         UsedBase {

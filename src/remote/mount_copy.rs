@@ -54,22 +54,33 @@ pub struct HelperBuild<'a> {
     pub uses: Option<&'a MountUse>,
 }
 
-/// Runs the helper build; the mount's archive is the returned directory's `mount.tar`.
-pub async fn copy_out(h: &HelperBuild<'_>) -> Result<tempfile::TempDir, RemoteError> {
-    // Recorded values are hostile: none may end the mount option or the line it is on.
-    let from = h.uses.and_then(|u| u.from.as_deref()).unwrap_or("");
-    if h.mount_id.contains([',', '"', '\n', '\r'])
-        || from.contains([',', '"', '='])
-        || from.contains(char::is_whitespace)
-        || h.base.contains(char::is_whitespace)
+/// Refuses recorded names that a helper build's Dockerfile cannot carry as they are: they are
+/// hostile, and none may end the `--mount` option (a comma, a quote), the flag (whitespace: the
+/// rest would run as the step's command) or the line (a line break or a continuation).
+pub fn check_helper_names(mount_id: &str, from: &str, base: &str) -> Result<(), RemoteError> {
+    let breaks = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '\\' | '"' | '\'');
+    if mount_id.is_empty()
+        || mount_id.contains(breaks)
+        || mount_id.contains(',')
+        || from.contains(breaks)
+        || from.contains([',', '='])
+        || base.is_empty()
+        || base.contains(breaks)
     {
         return Err(RemoteError::local(format!(
             "mount `{}` (base `{}`, from `{}`) cannot be named in a Dockerfile mount option",
-            h.mount_id.escape_debug(),
-            h.base.escape_debug(),
+            mount_id.escape_debug(),
+            base.escape_debug(),
             from.escape_debug()
         )));
     }
+    Ok(())
+}
+
+/// Runs the helper build; the mount's archive is the returned directory's `mount.tar`.
+pub async fn copy_out(h: &HelperBuild<'_>) -> Result<tempfile::TempDir, RemoteError> {
+    let from = h.uses.and_then(|u| u.from.as_deref()).unwrap_or("");
+    check_helper_names(h.mount_id, from, h.base)?;
     let mut options = format!(
         "type=cache,id={},target=/cachewarden-mount,readonly",
         h.mount_id
@@ -632,6 +643,8 @@ mod injection_tests {
         for (mount_id, base, uses) in [
             ("pip,target=/etc", "busybox", None),
             ("pip\nRUN evil", "busybox", None),
+            ("pip echo planted; true", "busybox", None),
+            ("pip\\", "busybox", None),
             ("pip", "busybox\nRUN evil", None),
             ("pip", "busybox", Some(&evil_from)),
         ] {

@@ -289,6 +289,12 @@ impl Collector {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                // Logged before the address is handed over, so a caller that has it sees the line.
+                {
+                    let mut log = sink.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
                 let addr = line
                     .strip_prefix("collector listening on http://")
                     .or_else(|| line.strip_prefix("collector listening on https://"));
@@ -297,9 +303,6 @@ impl Collector {
                 {
                     let _ = tx.send(addr.to_owned());
                 }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
             }
         });
         let addr = rx

@@ -117,20 +117,22 @@ fn tamper(db: &Path, sql: &str) {
     }
 }
 
-/// Undoes the chain migration (the latest) as if the store was made before it: its table and
-/// columns dropped, `user_version` one lower.
+/// Undoes the chain migration as if the store was made before it: the mount-audit migration
+/// after it undone first, then the chain's table and columns dropped, `user_version` two lower.
 fn unchain(db: &Path) {
     let conn = Connection::open(db).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
     conn.execute_batch(
-        "DROP TABLE run_chain;
+        "DROP TABLE mount_snapshot_files; DROP TABLE mount_snapshots;
+         ALTER TABLE audit_findings DROP COLUMN target;
+         DROP TABLE run_chain;
          ALTER TABLE incidents DROP COLUMN chain_length;
          ALTER TABLE incidents DROP COLUMN chain_head;",
     )
     .unwrap();
-    conn.pragma_update(None, "user_version", version - 1)
+    conn.pragma_update(None, "user_version", version - 2)
         .unwrap();
 }
 
