@@ -180,10 +180,17 @@ async fn accept_run(
     rate_limit(c, &identity).map_err(|r| (r, Some(name.clone())))?;
     let config = c.config.clone();
     let stored = run_store(c, move |store| {
-        store.record_received_run(&record, &config, &receipt)
+        let stored = store.record_received_run(&record, &config, &receipt)?;
+        // The chain head after the run: logged, so a head lives outside the store too.
+        let head = if stored.0.created {
+            Some(store.chain_head()?)
+        } else {
+            None
+        };
+        Ok((stored, head))
     })
     .await;
-    let (outcome, kept) = match stored {
+    let ((outcome, kept), head) = match stored {
         Ok(stored) => stored,
         Err(StoreError::Input(message)) => {
             return Err((
@@ -203,13 +210,15 @@ async fn accept_run(
         .accepted(outcome.created, kept.late, kept.time_suspect.is_some());
     if outcome.created {
         eprintln!(
-            "accepted {} from {}{}{}",
+            "accepted {} from {}{}{}{}",
             Line(&name),
             Line(&identity.name),
             if kept.late { " (late)" } else { "" },
             kept.time_suspect
                 .as_deref()
                 .map(|why| format!(" (time-suspect: {})", Line(why)))
+                .unwrap_or_default(),
+            head.map(|h| format!("; chain head {} length {}", h.head, h.length))
                 .unwrap_or_default()
         );
     }

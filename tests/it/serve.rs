@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::Env;
+use crate::common::{Env, ok};
 use crate::harness::oidc::{self, AUDIENCE, Collector, Issuer, Key};
 
 /// An environment with an RSA and a P-256 key, their issuer, and a collector trusting it.
@@ -114,6 +114,24 @@ fn valid_tokens_record_the_run_their_claims_name() {
             "NULL".into()
         ]]
     );
+    // The collector logs the chain head each accepted run leaves: a head kept outside the
+    // store, which `verify-log --head` checks the store against.
+    let verified: Value =
+        serde_json::from_str(&ok(s.env.cmd().args(["verify-log", "--format", "json"]))).unwrap();
+    let head = verified["head"].as_str().unwrap();
+    let logged = "accepted acme%2Fweb%2Fbuild/4242-1/";
+    let line = s
+        .collector
+        .log()
+        .lines()
+        .find(|l| l.starts_with(&logged))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no accepted line: {}", s.collector.log()));
+    assert!(
+        line.ends_with(&format!("; chain head {head} length 1")),
+        "{line}"
+    );
+    ok(s.env.cmd().args(["verify-log", "--head", head]));
 
     let gitlab = setup("gitlab", "");
     let token = gitlab.ec.sign(&oidc::gitlab_claims(
