@@ -124,7 +124,7 @@ fn valid_tokens_record_the_run_their_claims_name() {
         .collector
         .log()
         .lines()
-        .find(|l| l.starts_with(&logged))
+        .find(|l| l.starts_with(logged))
         .map(str::to_owned)
         .unwrap_or_else(|| panic!("no accepted line: {}", s.collector.log()));
     assert!(
