@@ -250,6 +250,19 @@ impl Verifier {
             &claims,
         )
         .map_err(|e| Refusal::new(401, "missing_claims", e).claiming(claimed.clone()))?;
+        if !issuer
+            .config
+            .pipelines
+            .iter()
+            .any(|p| crate::config::glob_match(p, &run.pipeline))
+        {
+            return Err(Refusal::new(
+                403,
+                "pipeline_not_allowed",
+                format!("issuer `{iss}` may not record pipeline `{}`", run.pipeline),
+            )
+            .claiming(claimed));
+        }
         Ok(Identity {
             name: format!("{iss}#{}", run.pipeline),
             source: Source::Oidc {
