@@ -304,8 +304,13 @@ fn cache_imports(text: &str) -> Result<Vec<Artifact>, String> {
                 let bucket = attr("bucket").ok_or("an s3 cache import names no `bucket`")?;
                 let prefix = attr("prefix").map_or("", String::as_str);
                 let name = attr("name").map_or("buildkit", String::as_str);
-                let region = attr("region").map(|r| format!(" ({r})")).unwrap_or_default();
-                other(Backend::S3, &format!("s3://{bucket}/{prefix}{name}{region}"))
+                let region = attr("region")
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
+                other(
+                    Backend::S3,
+                    &format!("s3://{bucket}/{prefix}{name}{region}"),
+                )
             }
             "azblob" => other(
                 Backend::Azblob,

@@ -203,7 +203,9 @@ mod tests {
         )
         .unwrap();
         assert!(
-            run.untrusted.as_deref().is_some_and(|w| w.contains("ref_protected")),
+            run.untrusted
+                .as_deref()
+                .is_some_and(|w| w.contains("ref_protected")),
             "{run:?}"
         );
         let run = claimed_run(

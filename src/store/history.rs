@@ -573,10 +573,7 @@ mod tests {
         let builds = [evil, build("real", (12, 19))];
         let outcome = store.collect_history("ci-1", &builds, &config).unwrap();
         let m = matches(&outcome);
-        assert!(
-            m.iter().all(|b| b.0 == HistoryMatch::Unrecorded),
-            "{m:?}"
-        );
+        assert!(m.iter().all(|b| b.0 == HistoryMatch::Unrecorded), "{m:?}");
         assert!(
             outcome.warnings[0].contains("`evil` and `real`"),
             "{:?}",
