@@ -417,6 +417,7 @@ async fn mount_listing(
         .and_then(|u| u.from.as_deref())
         .unwrap_or("");
     crate::remote::mount_copy::check_helper_names(mount_id, from, base)?;
+    let docker_host = crate::remote::engine::EngineAddr::parse(&endpoint)?.docker_host();
     let mut options = format!("type=cache,id={mount_id},target=/cachewarden-mount,readonly");
     if let Some(first) = probe.uses.first() {
         if let Some(uid) = first.uid {
@@ -452,7 +453,7 @@ async fn mount_listing(
         .args(["build", "--network=none", "--output"])
         .arg(format!("type=local,dest={}", out.display()))
         .arg(work.path())
-        .env("DOCKER_HOST", &endpoint)
+        .env("DOCKER_HOST", &docker_host)
         .env("DOCKER_BUILDKIT", "1")
         .stdin(Stdio::null())
         .output()
@@ -577,6 +578,29 @@ mod tests {
                 "{mount_id:?}: {err}"
             );
         }
+    }
+
+    /// A recorded `ssh://` endpoint (its host can be an `ssh` option) never becomes the
+    /// listing build's `DOCKER_HOST`.
+    #[tokio::test]
+    async fn recorded_ssh_endpoints_never_reach_the_listing_build() {
+        let probe = MountProbe {
+            uses: Vec::new(),
+            base_images: vec![("busybox".into(), "sha256:00".into())],
+        };
+        let probes = BTreeMap::from([(("ci-1".to_owned(), "pip".to_owned()), probe)]);
+        let err = mount_listing(
+            &Config::default(),
+            "/nonexistent/docker",
+            &probes,
+            "ci-1",
+            Some("ssh://-oProxyCommand=touch${IFS}/tmp/cw-pwned@host"),
+            Some(Driver::Docker),
+            "pip",
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("not supported"), "{err}");
     }
 
     fn base(backend: &str, locator: &str, digest: &str, key: &str) -> UsedBase {

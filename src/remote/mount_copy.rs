@@ -84,6 +84,7 @@ pub fn check_helper_names(mount_id: &str, from: &str, base: &str) -> Result<(), 
 pub async fn copy_out(h: &HelperBuild<'_>) -> Result<tempfile::TempDir, RemoteError> {
     let from = h.uses.and_then(|u| u.from.as_deref()).unwrap_or("");
     check_helper_names(h.mount_id, from, h.base)?;
+    let docker_host = crate::remote::engine::EngineAddr::parse(h.endpoint)?.docker_host();
     let mut options = format!(
         "type=cache,id={},target=/cachewarden-mount,readonly",
         h.mount_id
@@ -131,7 +132,7 @@ pub async fn copy_out(h: &HelperBuild<'_>) -> Result<tempfile::TempDir, RemoteEr
         .arg("--output")
         .arg(format!("type=local,dest={}", out.path().display()))
         .arg(&context)
-        .env("DOCKER_HOST", h.endpoint)
+        .env("DOCKER_HOST", &docker_host)
         .env("DOCKER_BUILDKIT", "1")
         .stdin(Stdio::null())
         .output()
@@ -674,5 +675,34 @@ mod injection_tests {
                 "{err}"
             );
         }
+    }
+
+    /// A recorded endpoint the `docker` CLI would reach by running a program (`ssh://`, whose
+    /// host can be an `ssh` option) is refused before the CLI runs.
+    #[tokio::test]
+    async fn recorded_endpoints_of_other_schemes_never_reach_the_cli() {
+        let marker = tempfile::tempdir().unwrap();
+        let planted = marker.path().join("ran");
+        // A `docker` that would record being run.
+        let docker = marker.path().join("docker");
+        std::fs::write(&docker, format!("#!/bin/sh\ntouch {}\n", planted.display())).unwrap();
+        std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        for endpoint in [
+            "ssh://-oProxyCommand=touch${IFS}/tmp/cw-pwned@host",
+            "npipe:////./pipe/docker",
+            "fd://3",
+        ] {
+            let helper = HelperBuild {
+                docker: docker.to_str().unwrap(),
+                endpoint,
+                base: "busybox",
+                mount_id: "pip",
+                uses: None,
+            };
+            let err = copy_out(&helper).await.unwrap_err();
+            assert!(err.to_string().contains("endpoint"), "{err}");
+        }
+        assert!(!planted.exists(), "the docker CLI ran");
     }
 }
