@@ -164,6 +164,9 @@ pub fn scan(archive: &Path) -> io::Result<Scan> {
     let mut scan = Scan::default();
     let mut later = Later::default();
     let mut hard_links: Vec<(Vec<u8>, u32, Vec<u8>)> = Vec::new();
+    // Where each regular file's content lies in the archive: a hard link to it is checked
+    // by its own name against that content.
+    let mut contents: BTreeMap<Vec<u8>, (u64, u64)> = BTreeMap::new();
     tar::entries(io::BufReader::new(File::open(archive)?), |h, data| {
         let entry = match h.kind {
             tar::Kind::Directory => return Ok(()),
@@ -190,6 +193,7 @@ pub fn scan(archive: &Path) -> io::Result<Scan> {
                         .sections
                         .insert(entry.path.clone(), (h.offset, entry.size));
                 }
+                contents.insert(entry.path.clone(), (h.offset, entry.size));
                 entry
             }
         };
@@ -198,6 +202,8 @@ pub fn scan(archive: &Path) -> io::Result<Scan> {
     })?;
     // A hard link has its target's content (tar archives each inode's content once).
     scan.files.sort_by(|a, b| a.path.cmp(&b.path));
+    // Kept aside until every link is resolved: the search needs the files sorted.
+    let mut linked: Vec<FileEntry> = Vec::new();
     for (path, mode, target) in hard_links {
         let mut target = target;
         while target.starts_with(b"./") {
@@ -215,12 +221,29 @@ pub fn scan(archive: &Path) -> io::Result<Scan> {
             ));
             continue;
         };
-        scan.files.push(FileEntry {
+        // The link's name gets every content check its own content would: a content address,
+        // a `.ziphash`, a wheel or a crate hard-linked to other bytes is not a way around them.
+        if let Some(&(start, len)) = contents.get(&target) {
+            let mut section = Section {
+                file: File::open(archive)?,
+                start,
+                len,
+                at: 0,
+            };
+            let entry = hash_file(&mut section, path.clone(), mode, &mut scan, &mut later)?;
+            if path.ends_with(b".zip") || path.ends_with(b".whl") {
+                later.sections.insert(path, (start, len));
+            }
+            linked.push(entry);
+            continue;
+        }
+        linked.push(FileEntry {
             path,
             mode,
             ..found
         });
     }
+    scan.files.extend(linked);
     // The last entry of a path wins, as when unpacking.
     scan.files.reverse();
     scan.files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -628,6 +651,73 @@ mod tests {
         );
         assert!(scan.files.windows(2).all(|w| w[0].path < w[1].path));
         assert!(scan.unchecked.is_empty(), "{:?}", scan.unchecked);
+    }
+}
+
+#[cfg(test)]
+mod hard_link_tests {
+    use super::*;
+
+    /// A poisoned npm blob or wheel archived as a hard link to other bytes (tar stores the
+    /// second name of an inode as a link) is checked by its own name: still a mismatch.
+    #[test]
+    fn hard_links_get_the_content_checks_of_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("m");
+        let hex = checks::hex(&Sha512::digest(b"the real tarball"));
+        let address = format!(
+            "_cacache/content-v2/sha512/{}/{}/{}",
+            &hex[..2],
+            &hex[2..4],
+            &hex[4..]
+        );
+        std::fs::create_dir_all(root.join(&address).parent().unwrap()).unwrap();
+        std::fs::write(root.join("evil"), b"evil tarball").unwrap();
+        std::fs::hard_link(root.join("evil"), root.join(&address)).unwrap();
+        let whl = zip::stored_zip(&[("p/__init__.py", b"evil"), ("p-1.dist-info/RECORD", b"")]);
+        std::fs::create_dir_all(root.join("wheels")).unwrap();
+        std::fs::write(root.join("other.bin"), &whl).unwrap();
+        std::fs::hard_link(
+            root.join("other.bin"),
+            root.join("wheels/p-1-py3-none-any.whl"),
+        )
+        .unwrap();
+        let archive = dir.path().join("m.tar");
+        // The plain names first: the checked names are archived as links to them.
+        let status = std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&root)
+            .args(["evil", "other.bin", "_cacache", "wheels"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let scan = scan(&archive).unwrap();
+        let bad: Vec<(Rule, String)> = scan
+            .mismatches
+            .iter()
+            .map(|m| (m.rule, String::from_utf8_lossy(&m.path).into_owned()))
+            .collect();
+        assert!(
+            bad.contains(&(Rule::NpmContent, address.clone())),
+            "{bad:?} {:?}",
+            scan.unchecked
+        );
+        assert!(
+            bad.contains(&(Rule::WheelRecord, "wheels/p-1-py3-none-any.whl".to_owned())),
+            "{bad:?} {:?}",
+            scan.unchecked
+        );
+        let linked = scan
+            .files
+            .iter()
+            .find(|f| f.path == address.as_bytes())
+            .unwrap();
+        assert_eq!(
+            linked.sha256,
+            <[u8; 32]>::from(Sha256::digest(b"evil tarball"))
+        );
     }
 }
 
