@@ -170,12 +170,15 @@ pub fn scan(archive: &Path) -> io::Result<Scan> {
     tar::entries(io::BufReader::new(File::open(archive)?), |h, data| {
         let entry = match h.kind {
             tar::Kind::Directory => return Ok(()),
-            tar::Kind::Symlink => FileEntry {
-                path: h.path.clone(),
-                size: h.link.len() as u64,
-                mode: h.mode,
-                sha256: Sha256::digest(&h.link).into(),
-            },
+            tar::Kind::Symlink => {
+                later.links.push((h.path.clone(), h.link.clone()));
+                FileEntry {
+                    path: h.path.clone(),
+                    size: h.link.len() as u64,
+                    mode: h.mode,
+                    sha256: Sha256::digest(&h.link).into(),
+                }
+            }
             tar::Kind::HardLink => {
                 hard_links.push((h.path.clone(), h.mode, h.link.clone()));
                 return Ok(());
@@ -306,6 +309,8 @@ struct Later {
     crates: Vec<Vec<u8>>,
     /// (prefix, index dir) -> crate file name -> cksum.
     cargo_index: BTreeMap<(String, String), BTreeMap<String, String>>,
+    /// Symbolic links: (path, target).
+    links: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 fn hash_file(
@@ -409,6 +414,34 @@ fn hash_file(
 
 impl Later {
     fn finish(self, archive: &Path, files: &[FileEntry], scan: &mut Scan) {
+        // A symbolic link where a checked file belongs: the tools follow it, the checks cannot
+        // (the target is not hashed), so it is a mismatch, never a silent skip.
+        for (path, target) in &self.links {
+            let sibling_hash = |ext: &[u8], other: &[u8]| {
+                path.strip_suffix(ext)
+                    .is_some_and(|stem| self.ziphashes.contains_key(&[stem, other].concat()))
+            };
+            let rule = if checks::npm_address(path).is_some() || checks::npm_malformed(path) {
+                Some(Rule::NpmContent)
+            } else if path.ends_with(b".ziphash") || sibling_hash(b".zip", b".ziphash") {
+                Some(Rule::GoZiphash)
+            } else if path.ends_with(b".whl") {
+                Some(Rule::WheelRecord)
+            } else if checks::cargo_crate_key(path).is_some() {
+                Some(Rule::CargoIndex)
+            } else {
+                None
+            };
+            if let Some(rule) = rule {
+                scan.mismatches.push(Mismatch {
+                    path: path.clone(),
+                    rule,
+                    member: None,
+                    expected: "a regular file".to_owned(),
+                    actual: format!("a symbolic link to `{}`", String::from_utf8_lossy(target)),
+                });
+            }
+        }
         let open = |rel: &[u8]| -> io::Result<io::BufReader<Section>> {
             let (start, len) = self
                 .sections
@@ -655,8 +688,65 @@ mod tests {
 }
 
 #[cfg(test)]
-mod hard_link_tests {
+mod link_tests {
     use super::*;
+
+    /// A Go module zip, npm blob, wheel or crate replaced by a symbolic link to other bytes in
+    /// the mount (the tools follow it; the walk does not) is a mismatch, not a file skipped.
+    #[test]
+    fn symbolic_links_where_checked_files_belong_are_mismatches() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("m");
+        let at = |rel: &str| {
+            let path = root.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            path
+        };
+        std::fs::write(
+            at("evil.zip"),
+            zip::stored_zip(&[("m@v1.0.0/x.go", b"evil")]),
+        )
+        .unwrap();
+        std::fs::write(at("cache/download/m/@v/v1.0.0.ziphash"), b"h1:original=\n").unwrap();
+        std::os::unix::fs::symlink("../../../../evil.zip", at("cache/download/m/@v/v1.0.0.zip"))
+            .unwrap();
+        let hex = checks::hex(&Sha512::digest(b"real"));
+        let npm = format!(
+            "_cacache/content-v2/sha512/{}/{}/{}",
+            &hex[..2],
+            &hex[2..4],
+            &hex[4..]
+        );
+        std::os::unix::fs::symlink("/tmp/evil", at(&npm)).unwrap();
+        std::os::unix::fs::symlink("/tmp/evil", at("wheels/p-1-py3-none-any.whl")).unwrap();
+        std::os::unix::fs::symlink("/tmp/a.zip", at("plain/not-a-module.zip")).unwrap();
+        let archive = dir.path().join("m.tar");
+        let status = std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&root)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let scan = scan(&archive).unwrap();
+        let bad: Vec<(Rule, String)> = scan
+            .mismatches
+            .iter()
+            .map(|m| (m.rule, String::from_utf8_lossy(&m.path).into_owned()))
+            .collect();
+        assert_eq!(
+            bad,
+            vec![
+                (Rule::NpmContent, npm),
+                (Rule::GoZiphash, "cache/download/m/@v/v1.0.0.zip".to_owned()),
+                (Rule::WheelRecord, "wheels/p-1-py3-none-any.whl".to_owned()),
+            ],
+            "{:#?}",
+            scan.mismatches
+        );
+    }
 
     /// A poisoned npm blob or wheel archived as a hard link to other bytes (tar stores the
     /// second name of an inode as a link) is checked by its own name: still a mismatch.
