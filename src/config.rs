@@ -179,8 +179,9 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
-    /// The image `audit mounts` copies a mount out in when no untainted base image is
-    /// recorded on the builder: it needs `sh`, `mkdir` and `cp`, and the builder must hold it
+    /// The image `audit mounts` copies a mount out in, and the purge's mount listing runs in,
+    /// before any base image recorded on the builder (those are the audited pipelines'
+    /// choice): it needs `sh`, `tar`, `find` and `sha256sum`, and the builder must hold it
     /// or be able to pull it.
     #[serde(default)]
     pub helper_image: Option<String>,

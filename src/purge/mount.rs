@@ -406,11 +406,16 @@ async fn mount_listing(
         .get(&(builder.to_owned(), mount_id.to_owned()))
         .cloned()
         .unwrap_or_default();
-    let (base, _) = probe.base_images.first().ok_or_else(|| {
-        RemoteError::local(format!(
-            "no untainted base image known that used mount `{mount_id}` on `{builder}`"
-        ))
-    })?;
+    // The operator's helper image first: a recorded base is named by the pipelines whose
+    // cache is being listed, and its `find` and `sha256sum` could hide what the mount holds.
+    let base = match &config.audit.helper_image {
+        Some(image) => image,
+        None => probe.base_images.first().map(|(name, _)| name).ok_or_else(|| {
+            RemoteError::local(format!(
+                "no untainted base image known that used mount `{mount_id}` on `{builder}`, and no `[audit] helper_image`"
+            ))
+        })?,
+    };
     let from = probe
         .uses
         .first()
@@ -601,6 +606,44 @@ mod tests {
         .await
         .unwrap_err();
         assert!(err.to_string().contains("not supported"), "{err}");
+    }
+
+    /// The listing build runs in `[audit] helper_image` when one is set, not in a base image
+    /// the recorded (hostile) builds named.
+    #[tokio::test]
+    async fn the_listing_runs_in_the_configured_helper_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = dir.path().join("Dockerfile.seen");
+        let docker = dir.path().join("docker");
+        std::fs::write(
+            &docker,
+            format!(
+                "#!/bin/sh\nfor a; do last=$a; done\ncp \"$last/Dockerfile\" {}\nexit 1\n",
+                seen.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let mut config = Config::default();
+        config.audit.helper_image = Some("busybox:1.36".into());
+        let probe = MountProbe {
+            uses: Vec::new(),
+            base_images: vec![("evil:latest".into(), "sha256:00".into())],
+        };
+        let probes = BTreeMap::from([(("ci-1".to_owned(), "pip".to_owned()), probe)]);
+        let _ = mount_listing(
+            &config,
+            docker.to_str().unwrap(),
+            &probes,
+            "ci-1",
+            Some("unix:///nonexistent.sock"),
+            Some(Driver::Docker),
+            "pip",
+        )
+        .await;
+        let dockerfile = std::fs::read_to_string(&seen).unwrap();
+        assert!(dockerfile.starts_with("FROM busybox:1.36 "), "{dockerfile}");
     }
 
     fn base(backend: &str, locator: &str, digest: &str, key: &str) -> UsedBase {
