@@ -179,8 +179,9 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
-    /// The image `audit mounts` copies a mount out in when no untainted base image is
-    /// recorded on the builder: it needs `sh`, `mkdir` and `cp`, and the builder must hold it
+    /// The image `audit mounts` copies a mount out in, and the purge's mount listing runs in,
+    /// before any base image recorded on the builder (those are the audited pipelines'
+    /// choice): it needs `sh`, `tar`, `find` and `sha256sum`, and the builder must hold it
     /// or be able to pull it.
     #[serde(default)]
     pub helper_image: Option<String>,
@@ -245,6 +246,10 @@ pub struct IssuerConfig {
     /// (`pipeline_slug` for Buildkite).
     #[serde(default)]
     pub pipeline_claim: Option<String>,
+    /// The pipelines (globs) its tokens may record. Required: a public issuer (GitHub,
+    /// GitLab.com) signs tokens for every project on it, for any audience the job asks.
+    #[serde(default)]
+    pub pipelines: Vec<String>,
 }
 
 fn default_jwks_refresh() -> u64 {
@@ -485,6 +490,12 @@ impl Config {
             if let Err(message) = crate::serve::jwks::JwksSource::parse(&issuer.jwks) {
                 return Err(invalid(format!("`issuer` `{}`: {message}", issuer.issuer)));
             }
+            if issuer.pipelines.is_empty() {
+                return Err(invalid(format!(
+                    "`issuer` `{}` lists no `pipelines`: every project on that CI can get a token for any audience; list the pipelines (globs) its tokens may record, e.g. `pipelines = [\"acme/**\"]`",
+                    issuer.issuer
+                )));
+            }
         }
         for token in &self.tokens {
             let hex = &token.sha256;
@@ -657,13 +668,15 @@ credentials = "anonymous"
         assert!(err.contains("on_unavailable"), "{err}");
     }
 
-    /// An issuer whose keys would come over plain HTTP from another host, or a static token
-    /// stored other than as its SHA-256, is refused when the config loads.
+    /// An issuer whose keys would come over plain HTTP from another host or that lists no
+    /// pipelines, or a static token stored other than as its SHA-256, is refused when the
+    /// config loads.
     #[test]
     fn issuers_and_tokens_are_checked_when_loaded() {
         let config = Config::parse(
             "[[issuer]]\nissuer = \"https://gitlab.example\"\njwks = \"/etc/jwks.json\"\n\
-             audience = \"cw\"\nkind = \"gitlab\"\n\n[server]\nruns_per_minute = 5\n",
+             audience = \"cw\"\nkind = \"gitlab\"\npipelines = [\"grp/**\"]\n\n\
+             [server]\nruns_per_minute = 5\n",
             Path::new("c.toml"),
         )
         .unwrap();
@@ -674,8 +687,10 @@ credentials = "anonymous"
         for bad in [
             "[[issuer]]\nissuer = \"i\"\njwks = \"http://jwks.example/keys\"\naudience = \"a\"\n",
             "[[token]]\nname = \"t\"\nsha256 = \"secret-in-the-clear\"\npipelines = [\"*\"]\n",
-            "[[issuer]]\nissuer = \"i\"\njwks = \"/a\"\naudience = \"a\"\n\n\
-             [[issuer]]\nissuer = \"i\"\njwks = \"/b\"\naudience = \"a\"\n",
+            "[[issuer]]\nissuer = \"i\"\njwks = \"/a\"\naudience = \"a\"\npipelines = [\"*\"]\n\n\
+             [[issuer]]\nissuer = \"i\"\njwks = \"/b\"\naudience = \"a\"\npipelines = [\"*\"]\n",
+            // Any project of a public CI can get a token: an issuer names its pipelines.
+            "[[issuer]]\nissuer = \"i\"\njwks = \"/a\"\naudience = \"a\"\n",
         ] {
             assert!(Config::parse(bad, Path::new("c.toml")).is_err(), "{bad}");
         }

@@ -383,10 +383,12 @@ async fn prune_helper_records(
     Ok(ids.len())
 }
 
-/// Where a mount's helper build may run, best first: base images of the builds that used the
-/// mount (local images first), then of any recorded build on the builder, then the configured
-/// helper image; never one an incident holds tainted. Also how the mount was used (its uid,
-/// gid, mode and `from` pick the record BuildKit attaches).
+/// Where a mount's helper build may run, best first: the configured helper image (the
+/// operator vouches for it; a recorded base image is named by the pipelines audited, and its
+/// `tar` could hide what the mount holds), then base images of the builds that used the mount
+/// (local images first), then of any recorded build on the builder; never a recorded one an
+/// incident holds tainted. Also how the mount was used (its uid, gid, mode and `from` pick the
+/// record BuildKit attaches).
 fn helper_bases(
     mount_id: &str,
     mut reads: Vec<MountRead>,
@@ -399,8 +401,11 @@ fn helper_bases(
         bases: builder_bases.to_vec(),
     });
     let probe = MountProbe::from_reads(mount_id, &reads, tainted);
-    let mut bases: Vec<String> = probe.base_images.into_iter().map(|(n, _)| n).collect();
-    bases.extend(helper_image.map(str::to_owned));
+    let bases: Vec<String> = helper_image
+        .map(str::to_owned)
+        .into_iter()
+        .chain(probe.base_images.into_iter().map(|(n, _)| n))
+        .collect();
     (probe.uses.first().cloned(), bases)
 }
 
@@ -516,8 +521,9 @@ mod tests {
         }
     }
 
-    /// The helper never runs in a tainted base: the mount's own builds' bases come first, then
-    /// the builder's, then `[audit] helper_image`; with none of them there is no base at all.
+    /// A pipeline cannot pick the image the helper runs in over the operator's: `[audit]
+    /// helper_image` comes first, then the mount's own builds' bases, then the builder's, never
+    /// a tainted one; with none of them there is no base at all.
     #[test]
     fn helper_bases_skip_tainted_images_and_fall_back_in_order() {
         let reads = vec![MountRead {
@@ -537,8 +543,10 @@ mod tests {
         assert_eq!(uses.unwrap().uid, Some(1000));
         assert_eq!(
             bases,
-            vec!["r/python@sha256:good", "r/other@sha256:other", "busybox:1"]
+            vec!["busybox:1", "r/python@sha256:good", "r/other@sha256:other"]
         );
+        let (_, bases) = helper_bases("pip", Vec::new(), &builder, &tainted, None);
+        assert_eq!(bases, vec!["r/other@sha256:other"]);
         let (_, bases) = helper_bases("pip", Vec::new(), &[], &tainted, Some("busybox:1"));
         assert_eq!(bases, vec!["busybox:1"]);
         let only_tainted = vec![base("registry", "r/evil", "sha256:bad", "")];

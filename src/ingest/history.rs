@@ -299,7 +299,34 @@ fn cache_imports(text: &str) -> Result<Vec<Artifact>, String> {
                 Some(src) => other(Backend::Local, src),
                 None => continue,
             },
-            _ => continue,
+            // Keyed as the hook keys `--cache-from type=s3|azblob` (`ingest::cache_flag`).
+            "s3" => {
+                let bucket = attr("bucket").ok_or("an s3 cache import names no `bucket`")?;
+                let prefix = attr("prefix").map_or("", String::as_str);
+                let name = attr("name").map_or("buildkit", String::as_str);
+                let region = attr("region")
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default();
+                other(
+                    Backend::S3,
+                    &format!("s3://{bucket}/{prefix}{name}{region}"),
+                )
+            }
+            "azblob" => other(
+                Backend::Azblob,
+                &format!(
+                    "{}/{}",
+                    attr("account_url").map_or("", String::as_str),
+                    attr("name").map_or("buildkit", String::as_str)
+                ),
+            ),
+            // A cache this build read that the store cannot name: refused, never dropped.
+            other => {
+                return Err(format!(
+                    "a cache import of type `{}` is not one cachewarden can follow",
+                    other.escape_debug()
+                ));
+            }
         };
         if artifact.locator.len() > NAME_BYTES || artifact.key.len() > NAME_BYTES {
             return Err("a cache import is over the limit".into());
@@ -452,6 +479,40 @@ mod tests {
             })
             .contains("entries")
         );
+    }
+
+    /// A build that read an s3 or azblob cache keeps that import, under the key the hook
+    /// gives it, and one that read a cache of a type it cannot name is refused, never kept
+    /// with the import silently dropped (a trace would miss the taint it carried).
+    #[test]
+    fn every_cache_import_is_kept_or_the_record_refused() {
+        let mut r = record();
+        r.frontend_attrs.insert(
+            "cache-imports".into(),
+            r#"[{"Type":"s3","Attrs":{"bucket":"b","name":"web","region":"eu-west-1"}},
+                {"Type":"azblob","Attrs":{"account_url":"https://a.blob","name":"c"}}]"#
+                .into(),
+        );
+        let build = check(&r, "b").unwrap();
+        let hook = |flag: &str| {
+            crate::commands::record::artifact_of_spec(
+                &crate::ingest::cache_flag::parse(flag, "--cache-from").unwrap(),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            build.cache_imports,
+            vec![
+                hook("type=s3,region=eu-west-1,bucket=b,name=web"),
+                hook("type=azblob,account_url=https://a.blob,name=c"),
+            ]
+        );
+        r.frontend_attrs.insert(
+            "cache-imports".into(),
+            r#"[{"Type":"evil","Attrs":{"ref":"x"}}]"#.into(),
+        );
+        let err = check(&r, "b").unwrap_err();
+        assert!(err.reason.contains("`evil`"), "{err}");
     }
 
     /// Build args are bounded, not refused: they describe a build, they do not taint one.

@@ -406,17 +406,23 @@ async fn mount_listing(
         .get(&(builder.to_owned(), mount_id.to_owned()))
         .cloned()
         .unwrap_or_default();
-    let (base, _) = probe.base_images.first().ok_or_else(|| {
-        RemoteError::local(format!(
-            "no untainted base image known that used mount `{mount_id}` on `{builder}`"
-        ))
-    })?;
+    // The operator's helper image first: a recorded base is named by the pipelines whose
+    // cache is being listed, and its `find` and `sha256sum` could hide what the mount holds.
+    let base = match &config.audit.helper_image {
+        Some(image) => image,
+        None => probe.base_images.first().map(|(name, _)| name).ok_or_else(|| {
+            RemoteError::local(format!(
+                "no untainted base image known that used mount `{mount_id}` on `{builder}`, and no `[audit] helper_image`"
+            ))
+        })?,
+    };
     let from = probe
         .uses
         .first()
         .and_then(|u| u.from.as_deref())
         .unwrap_or("");
     crate::remote::mount_copy::check_helper_names(mount_id, from, base)?;
+    let docker_host = crate::remote::engine::EngineAddr::parse(&endpoint)?.docker_host();
     let mut options = format!("type=cache,id={mount_id},target=/cachewarden-mount,readonly");
     if let Some(first) = probe.uses.first() {
         if let Some(uid) = first.uid {
@@ -452,7 +458,7 @@ async fn mount_listing(
         .args(["build", "--network=none", "--output"])
         .arg(format!("type=local,dest={}", out.display()))
         .arg(work.path())
-        .env("DOCKER_HOST", &endpoint)
+        .env("DOCKER_HOST", &docker_host)
         .env("DOCKER_BUILDKIT", "1")
         .stdin(Stdio::null())
         .output()
@@ -577,6 +583,67 @@ mod tests {
                 "{mount_id:?}: {err}"
             );
         }
+    }
+
+    /// A recorded `ssh://` endpoint (its host can be an `ssh` option) never becomes the
+    /// listing build's `DOCKER_HOST`.
+    #[tokio::test]
+    async fn recorded_ssh_endpoints_never_reach_the_listing_build() {
+        let probe = MountProbe {
+            uses: Vec::new(),
+            base_images: vec![("busybox".into(), "sha256:00".into())],
+        };
+        let probes = BTreeMap::from([(("ci-1".to_owned(), "pip".to_owned()), probe)]);
+        let err = mount_listing(
+            &Config::default(),
+            "/nonexistent/docker",
+            &probes,
+            "ci-1",
+            Some("ssh://-oProxyCommand=touch${IFS}/tmp/cw-pwned@host"),
+            Some(Driver::Docker),
+            "pip",
+        )
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("not supported"), "{err}");
+    }
+
+    /// The listing build runs in `[audit] helper_image` when one is set, not in a base image
+    /// the recorded (hostile) builds named.
+    #[tokio::test]
+    async fn the_listing_runs_in_the_configured_helper_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = dir.path().join("Dockerfile.seen");
+        let docker = dir.path().join("docker");
+        std::fs::write(
+            &docker,
+            format!(
+                "#!/bin/sh\nfor a; do last=$a; done\ncp \"$last/Dockerfile\" {}\nexit 1\n",
+                seen.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let mut config = Config::default();
+        config.audit.helper_image = Some("busybox:1.36".into());
+        let probe = MountProbe {
+            uses: Vec::new(),
+            base_images: vec![("evil:latest".into(), "sha256:00".into())],
+        };
+        let probes = BTreeMap::from([(("ci-1".to_owned(), "pip".to_owned()), probe)]);
+        let _ = mount_listing(
+            &config,
+            docker.to_str().unwrap(),
+            &probes,
+            "ci-1",
+            Some("unix:///nonexistent.sock"),
+            Some(Driver::Docker),
+            "pip",
+        )
+        .await;
+        let dockerfile = std::fs::read_to_string(&seen).unwrap();
+        assert!(dockerfile.starts_with("FROM busybox:1.36 "), "{dockerfile}");
     }
 
     fn base(backend: &str, locator: &str, digest: &str, key: &str) -> UsedBase {

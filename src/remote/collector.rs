@@ -229,12 +229,48 @@ pub fn spool_dir(explicit: Option<&Path>) -> Option<PathBuf> {
     Some(base.join("cachewarden").join("spool"))
 }
 
+/// Refuses a spool directory another user could write to: one owned by someone else (they
+/// could delete spooled runs, so the collector never hears of them, or plant runs a flush
+/// would send), writable by group or others, or a symbolic link. A new one is made `0700`.
+fn trusted_spool(dir: &Path, create: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    if create && std::fs::symlink_metadata(dir).is_err() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let meta = std::fs::symlink_metadata(dir)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let untrusted = if !meta.is_dir() {
+        Some("is not a directory (a symbolic link is refused)".to_owned())
+    } else if meta.uid() != me {
+        Some(format!("is owned by uid {}, not by this user", meta.uid()))
+    } else if meta.permissions().mode() & 0o022 != 0 {
+        Some(format!(
+            "is writable by other users (mode {:o})",
+            meta.permissions().mode() & 0o777
+        ))
+    } else {
+        None
+    };
+    match untrusted {
+        Some(why) => Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("the spool `{}` {why}", dir.display()),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Writes a run to the spool, whole or not at all (written aside, then renamed), readable
-/// only by its owner (it holds a token). Returns its path.
+/// only by its owner (it holds a token), in a directory only its owner can write. Returns its
+/// path.
 pub fn spool(dir: &Path, entry: &Spooled) -> std::io::Result<PathBuf> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    std::fs::create_dir_all(dir)?;
+    trusted_spool(dir, true)?;
     let name = format!("{}-{}.json", crate::time::now(), std::process::id());
     let path = dir.join(&name);
     let temp = dir.join(format!(".{name}.tmp"));
@@ -249,21 +285,73 @@ pub fn spool(dir: &Path, entry: &Spooled) -> std::io::Result<PathBuf> {
     Ok(path)
 }
 
-/// The spooled runs, oldest first.
+/// The spooled runs, oldest first: regular files only, in a spool only this user can write.
 pub fn spooled(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension().is_some_and(|x| x == "json")
-                    && !p
-                        .file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
-            .collect(),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(err) => return Err(err),
-    };
+    match trusted_spool(dir, false) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other?,
+    }
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "json")
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
     paths.sort();
     Ok(paths)
+}
+
+#[cfg(test)]
+mod spool_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn entry() -> Spooled {
+        Spooled {
+            v: 1,
+            server: "http://127.0.0.1:9".into(),
+            token: Some("secret".into()),
+            line: Value::Null,
+        }
+    }
+
+    /// A spool is made `0700`; one another user could write to (planted, world-writable) or
+    /// owned by someone else is refused for spooling and flushing, and a symbolic link planted
+    /// among the spooled runs is never read.
+    #[test]
+    fn a_spool_others_can_write_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state/spool");
+        spool(&dir, &entry()).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        std::os::unix::fs::symlink("/etc/passwd", dir.join("0-planted.json")).unwrap();
+        assert_eq!(spooled(&dir).unwrap().len(), 1);
+
+        let shared = root.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = spool(&shared, &entry()).unwrap_err();
+        assert!(err.to_string().contains("writable by other users"), "{err}");
+        assert!(spooled(&shared).is_err());
+
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert!(spool(&link, &entry()).is_err());
+        assert!(spooled(&link).is_err());
+
+        let foreign = root.path().join("foreign");
+        std::fs::create_dir(&foreign).unwrap();
+        std::os::unix::fs::chown(&foreign, Some(65534), None).unwrap();
+        std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = spool(&foreign, &entry()).unwrap_err();
+        assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+        assert!(spooled(&foreign).is_err());
+    }
 }

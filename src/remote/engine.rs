@@ -69,6 +69,16 @@ impl EngineAddr {
         }
     }
 
+    /// The address as `DOCKER_HOST` for the `docker` CLI: rebuilt from what was parsed, so a
+    /// recorded endpoint of another scheme (`ssh://` runs `ssh` with the recorded host) never
+    /// reaches the CLI.
+    pub fn docker_host(&self) -> String {
+        match self {
+            Self::Unix(path) => format!("unix://{}", path.display()),
+            Self::Tcp(host_port) => format!("tcp://{host_port}"),
+        }
+    }
+
     /// Opens a connection to the address.
     pub(crate) async fn dial(&self) -> io::Result<DialedStream> {
         match self {

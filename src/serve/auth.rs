@@ -46,18 +46,35 @@ pub struct Refusal {
     pub claimed: String,
 }
 
+/// How much of a refusal's reason and claimed identity is kept: they quote unverified
+/// tokens (an `iss`, a `kid`), and refusals are kept as evidence.
+pub const REFUSAL_BYTES: usize = 1024;
+
+/// `text` cut to [`REFUSAL_BYTES`] on a character boundary, marked when cut.
+pub(crate) fn bounded(mut text: String) -> String {
+    if text.len() > REFUSAL_BYTES {
+        let mut end = REFUSAL_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
+}
+
 impl Refusal {
     pub fn new(status: u16, code: &'static str, reason: impl Into<String>) -> Self {
         Self {
             status,
             code,
-            reason: reason.into(),
+            reason: bounded(reason.into()),
             claimed: String::new(),
         }
     }
 
     pub fn claiming(mut self, claimed: impl Into<String>) -> Self {
-        self.claimed = claimed.into();
+        self.claimed = bounded(claimed.into());
         self
     }
 }
@@ -250,6 +267,19 @@ impl Verifier {
             &claims,
         )
         .map_err(|e| Refusal::new(401, "missing_claims", e).claiming(claimed.clone()))?;
+        if !issuer
+            .config
+            .pipelines
+            .iter()
+            .any(|p| crate::config::glob_match(p, &run.pipeline))
+        {
+            return Err(Refusal::new(
+                403,
+                "pipeline_not_allowed",
+                format!("issuer `{iss}` may not record pipeline `{}`", run.pipeline),
+            )
+            .claiming(claimed));
+        }
         Ok(Identity {
             name: format!("{iss}#{}", run.pipeline),
             source: Source::Oidc {
@@ -304,4 +334,40 @@ pub fn hex(bytes: &[u8]) -> String {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A forged token's unverified `iss` or `kid` cannot make the refusal kept as evidence (and
+    /// logged) as large as the request: a flood of refusals stays small.
+    #[tokio::test]
+    async fn refusals_quoting_a_forged_token_are_bounded() {
+        let verifier = Verifier::new(&Config::default()).unwrap();
+        let part = |v: serde_json::Value| URL_SAFE_NO_PAD.encode(v.to_string());
+        let huge = "i".repeat(200_000);
+        for (header, claims) in [
+            (
+                serde_json::json!({"alg": "RS256"}),
+                serde_json::json!({"iss": huge}),
+            ),
+            (
+                serde_json::json!({"alg": huge}),
+                serde_json::json!({"iss": "x"}),
+            ),
+        ] {
+            let token = format!("{}.{}.sig", part(header), part(claims));
+            let refusal = verifier
+                .verify(Some(&format!("Bearer {token}")), false, 0)
+                .await
+                .unwrap_err();
+            assert!(
+                refusal.reason.len() <= REFUSAL_BYTES + 3,
+                "{}",
+                refusal.reason.len()
+            );
+            assert!(refusal.claimed.len() <= REFUSAL_BYTES + 3);
+        }
+    }
 }

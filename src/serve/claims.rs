@@ -6,8 +6,8 @@
 //!
 //! | kind | pipeline | project | run id | commit | git ref | untrusted when |
 //! | --- | --- | --- | --- | --- | --- | --- |
-//! | `github` | `<repository>/<workflow>` | `repository` | `<run_id>-<run_attempt>` | `sha` | `ref` | `event_name` is `pull_request` or `pull_request_target`, or `ref_protected` is `false` |
-//! | `gitlab` | `project_path` | `project_path` | `<pipeline_id>-<job_id>` | `sha` | `ref` | `pipeline_source` is `merge_request_event` or `external_pull_request_event`, or `ref_protected` is `false` |
+//! | `github` | `<repository>/<workflow>` | `repository` | `<run_id>-<run_attempt>` | `sha` | `ref` | `event_name` is `pull_request` or `pull_request_target`, or `ref_protected` is `false` or missing |
+//! | `gitlab` | `project_path` | `project_path` | `<pipeline_id>-<job_id>` | `sha` | `ref` | `pipeline_source` is `merge_request_event` or `external_pull_request_event`, or `ref_protected` is `false` or missing |
 //! | `generic` | `sub`, or the issuer's `pipeline_claim` | — | from the hook | — | — | never (the pipeline's ceiling applies) |
 //!
 //! A GitHub or GitLab token without the claims that name its pipeline and run is refused: the
@@ -105,7 +105,12 @@ pub fn claimed_run(
             run_id: Some(run_id.clone()),
             commit: context.commit,
             git_ref: context.git_ref,
-            untrusted: context.untrusted,
+            // A token that does not say its ref is protected is not taken as protected.
+            untrusted: context.untrusted.or_else(|| {
+                claim_text(claims, "ref_protected")
+                    .is_none()
+                    .then(|| "the token has no `ref_protected` claim".to_owned())
+            }),
         });
     }
     let mut missing: Vec<&str> = required
@@ -182,6 +187,37 @@ mod tests {
         assert_eq!(run.run_id.as_deref(), Some("7-99"));
         assert_eq!(run.pipeline, "g/web");
         assert!(run.untrusted.is_some());
+    }
+
+    /// A GitHub or GitLab token that leaves out `ref_protected` (an older server, a claim
+    /// dropped) records an untrusted run, not a trusted one.
+    #[test]
+    fn tokens_without_ref_protected_are_untrusted() {
+        let run = claimed_run(
+            IssuerKind::Github,
+            None,
+            &claims(serde_json::json!({
+                "repository": "acme/web", "workflow": "release", "run_id": 1,
+                "run_attempt": 1, "event_name": "push", "ref": "refs/heads/x"
+            })),
+        )
+        .unwrap();
+        assert!(
+            run.untrusted
+                .as_deref()
+                .is_some_and(|w| w.contains("ref_protected")),
+            "{run:?}"
+        );
+        let run = claimed_run(
+            IssuerKind::Gitlab,
+            None,
+            &claims(serde_json::json!({
+                "project_path": "g/web", "pipeline_id": "7", "job_id": "99",
+                "pipeline_source": "push"
+            })),
+        )
+        .unwrap();
+        assert!(run.untrusted.is_some(), "{run:?}");
     }
 
     /// A generic issuer names the pipeline by `sub`, or by the claim the config names.

@@ -265,12 +265,13 @@ fn admit(
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
     };
+    // Kept with a refusal: bounded as its reason is.
     let body_name = |line: &serde_json::Map<String, Value>| {
-        Some(format!(
+        Some(auth::bounded(format!(
             "{}/{}",
             text_of(line, "pipeline").unwrap_or_default(),
             text_of(line, "run").unwrap_or_default()
-        ))
+        )))
     };
     let contradicts = |field: &str, body: &str, claim: &str| {
         Refusal::new(
@@ -524,4 +525,34 @@ pub fn describe_listen(addr: SocketAddr, tls: bool) -> String {
         "collector listening on {}://{addr}",
         if tls { "https" } else { "http" }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refused body's pipeline and run, kept with the refusal as evidence, are bounded: a
+    /// flood of megabyte names cannot fill the store at the kept-refusals rate.
+    #[test]
+    fn a_refused_bodys_run_name_is_bounded() {
+        let identity = Identity {
+            name: "token:rack".into(),
+            source: Source::Static {
+                pipelines: vec!["infra/*".into()],
+            },
+            issued_at: None,
+            late: false,
+        };
+        let body = json!({"v": 1, "type": "run", "pipeline": "p".repeat(500_000), "run": "1"});
+        let (refusal, name) = admit(
+            &identity,
+            body.to_string().as_bytes(),
+            &Config::default(),
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(refusal.code, "pipeline_not_allowed");
+        assert!(refusal.reason.len() <= auth::REFUSAL_BYTES + 3);
+        assert!(name.unwrap().len() <= auth::REFUSAL_BYTES + 3);
+    }
 }

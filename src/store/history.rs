@@ -98,9 +98,17 @@ impl Store {
         order.sort_by(|a, b| (a.created_at, &a.build_ref).cmp(&(b.created_at, &b.build_ref)));
         order.dedup_by(|a, b| a.build_ref == b.build_ref);
         let mut outcome = CollectOutcome::default();
-        for build in order {
-            let collected = collect_one(&tx, &mut cache, config, builder, builder_id, build, now)
-                .map_err(fail)?;
+        for build in &order {
+            let collected = collect_one(
+                &tx,
+                &mut cache,
+                config,
+                (builder, builder_id),
+                build,
+                &order,
+                now,
+            )
+            .map_err(fail)?;
             outcome.warnings.extend(collected.1);
             outcome.builds.push(collected.0);
         }
@@ -131,13 +139,16 @@ fn step_names(step: &str, dockerfile: &str) -> bool {
         .any(|part| part.rsplit('/').next() == Some(base))
 }
 
+/// `batch` is every build this collect stores: a window fits any client of the builder that
+/// builds at the same time, so a run that another build of the batch fits as well is pinned on
+/// neither.
 fn collect_one(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
     config: &Config,
-    builder: &str,
-    builder_id: i64,
+    (builder, builder_id): (&str, i64),
     build: &HistoryBuild,
+    batch: &[&HistoryBuild],
     now: Micros,
 ) -> WriteResult<(CollectedBuild, Vec<String>)> {
     let mut warnings = Vec::new();
@@ -174,9 +185,10 @@ fn collect_one(
     } else {
         // Runs of the builder overlapping the build that no other record claimed and that saw
         // no build ref of their own (theirs would have matched).
-        let candidates: Vec<(i64, String)> = tx
+        let candidates: Vec<(i64, String, Micros, Micros)> = tx
             .prepare_cached(
-                "SELECT r.id, r.step FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
+                "SELECT r.id, r.step, r.started_at, r.finished_at
+                 FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
                  WHERE r.builder_id = ?1 AND r.started_at <= ?3 AND r.finished_at >= ?2
                    AND p.name <> ?4
                    AND NOT EXISTS (SELECT 1 FROM build_history h WHERE h.run_id = r.id)
@@ -184,16 +196,51 @@ fn collect_one(
             )?
             .query_map(
                 params![builder_id, build.created_at, build.completed_at, unrecorded],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
             )?
             .collect::<rusqlite::Result<_>>()?;
-        let named: Vec<i64> = candidates
+        let named: Vec<&(i64, String, Micros, Micros)> = candidates
             .iter()
-            .filter(|(_, step)| step_names(step, &build.dockerfile))
-            .map(|(id, _)| *id)
+            .filter(|(_, step, _, _)| step_names(step, &build.dockerfile))
             .collect();
         match named[..] {
-            [run] => Some((run, HistoryMatch::Window)),
+            [(run, step, started_at, finished_at)] => {
+                let mut rivals = Vec::new();
+                for other in batch {
+                    if other.build_ref == build.build_ref
+                        || other.created_at > *finished_at
+                        || other.completed_at < *started_at
+                        || !step_names(step, &other.dockerfile)
+                    {
+                        continue;
+                    }
+                    // A build a hook saw the ref of belongs to that run, not this one.
+                    let has_run: bool = tx
+                        .prepare_cached(
+                            "SELECT EXISTS (SELECT 1 FROM run_build_refs b
+                             JOIN runs r ON r.id = b.run_id
+                             JOIN pipelines p ON p.id = r.pipeline_id
+                             WHERE b.build_ref = ?1 AND r.builder_id = ?2 AND p.name <> ?3)",
+                        )?
+                        .query_row(params![other.build_ref, builder_id, unrecorded], |row| {
+                            row.get(0)
+                        })?;
+                    if !has_run {
+                        rivals.push(other.build_ref.as_str());
+                    }
+                }
+                if rivals.is_empty() {
+                    Some((*run, HistoryMatch::Window))
+                } else {
+                    warnings.push(format!(
+                        "builds `{}` and `{}` both fit run {} by time and Dockerfile: neither is pinned on it, both are stored as unrecorded",
+                        build.build_ref,
+                        rivals.join("`, `"),
+                        run_name(tx, *run)?
+                    ));
+                    None
+                }
+            }
             [] => None,
             _ => {
                 warnings.push(format!(
@@ -505,6 +552,41 @@ mod tests {
                  WHERE p.name LIKE 'unrecorded@%' AND r.trust_level = 'untrusted'"
             ),
             2
+        );
+    }
+
+    /// Another client of the builder building in a trusted run's window (and before its own
+    /// build) cannot pin its build, and the image it made, on that run: when two builds of a
+    /// collect fit one run by time and Dockerfile, neither is matched and both are stored as
+    /// unrecorded, untrusted runs.
+    #[test]
+    fn a_build_racing_a_run_is_not_pinned_on_it() {
+        let (_dir, mut store) = store();
+        let config = Config::default();
+        store
+            .record_run(&run("release", "Dockerfile", (10, 20)), &config)
+            .unwrap();
+        let mut evil = build("evil", (10, 12));
+        evil.images = vec![Artifact::registry(
+            &ImageRef::parse("r.io/web:1.0", "test").unwrap(),
+        )];
+        let builds = [evil, build("real", (12, 19))];
+        let outcome = store.collect_history("ci-1", &builds, &config).unwrap();
+        let m = matches(&outcome);
+        assert!(m.iter().all(|b| b.0 == HistoryMatch::Unrecorded), "{m:?}");
+        assert!(
+            outcome.warnings[0].contains("`evil` and `real`"),
+            "{:?}",
+            outcome.warnings
+        );
+        assert_eq!(
+            count(
+                &store,
+                "SELECT count(*) FROM events e JOIN runs r ON r.id = e.run_id
+                 JOIN pipelines p ON p.id = r.pipeline_id
+                 WHERE p.name = 'release' AND e.source = 'build-history'"
+            ),
+            0
         );
     }
 

@@ -339,6 +339,12 @@ impl Collector {
         http::tcp(&self.addr, &http::Request::get(path)).expect("get from the collector")
     }
 
+    /// Gets `path` with a bearer token.
+    pub fn get_with(&self, path: &str, token: &str) -> http::Response {
+        let request = http::Request::get(path).header("Authorization", &format!("Bearer {token}"));
+        http::tcp(&self.addr, &request).expect("get from the collector")
+    }
+
     /// Sends SIGTERM and waits for the exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
@@ -373,10 +379,16 @@ pub fn run_line(pipeline: &str, run: &str) -> Value {
     })
 }
 
-/// The config for a collector trusting `issuer` as `kind`, with `extra` appended.
+/// The config for a collector trusting `issuer` as `kind` for every pipeline, with `extra`
+/// appended.
 pub fn config(issuer: &Issuer, kind: &str, extra: &str) -> String {
+    config_for(issuer, kind, "**", extra)
+}
+
+/// The config for a collector trusting `issuer` as `kind` for the pipelines `glob` matches.
+pub fn config_for(issuer: &Issuer, kind: &str, glob: &str, extra: &str) -> String {
     format!(
-        "[[issuer]]\nissuer = \"{}\"\njwks = \"{}\"\naudience = \"{AUDIENCE}\"\nkind = \"{kind}\"\njwks_refresh_seconds = 2\n\n{extra}",
+        "[[issuer]]\nissuer = \"{}\"\njwks = \"{}\"\naudience = \"{AUDIENCE}\"\nkind = \"{kind}\"\njwks_refresh_seconds = 2\npipelines = [\"{glob}\"]\n\n{extra}",
         issuer.url,
         issuer.jwks_url()
     )

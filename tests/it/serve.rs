@@ -418,6 +418,54 @@ fn static_tokens_are_bound_to_their_pipelines() {
     assert_eq!(other.json()["error"], "pipeline_not_allowed");
 }
 
+/// A token of a public issuer minted by a project the collector does not serve (anyone can
+/// ask GitHub for one with any audience) records nothing and cannot ask `/v1/check`; a
+/// collector whose issuer lists no pipelines does not start.
+#[test]
+fn an_issuer_records_only_its_pipelines() {
+    let env = Env::new();
+    let rsa = Key::rsa(env.path(), "rsa-1");
+    let issuer = Issuer::start(&[&rsa]);
+    let config = env.write(
+        "collector.toml",
+        &oidc::config_for(&issuer, "github", "acme/**", ""),
+    );
+    let collector = Collector::start(serve_cmd(&env, &config), 0);
+    let outsider = rsa.sign(&oidc::github_claims(
+        &issuer.url,
+        "outsider/fork",
+        "build",
+        "1",
+    ));
+    let refused = collector.post(&outsider, &oidc::run_line("outsider/fork/build", "1-1"));
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert_eq!(refused.json()["error"], "pipeline_not_allowed");
+    let asked = collector.get_with(
+        &format!("/v1/check?digest=sha256:{}", "a".repeat(64)),
+        &outsider,
+    );
+    assert_eq!(asked.status, 403, "{}", asked.text());
+    let ours = rsa.sign(&oidc::github_claims(&issuer.url, "acme/web", "build", "2"));
+    let ok = collector.post(&ours, &oidc::run_line("acme/web/build", "2-1"));
+    assert_eq!(ok.status, 201, "{}", ok.text());
+    assert_eq!(stored_runs(&env).len(), 1);
+
+    let open = env.write(
+        "open.toml",
+        &oidc::config(&issuer, "github", "").replace("pipelines = [\"**\"]\n", ""),
+    );
+    let out = serve_cmd(&env, &open)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("lists no `pipelines`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `[server] runs_per_minute` stops one identity from flooding the store.
 #[test]
 fn one_identity_is_rate_limited() {
