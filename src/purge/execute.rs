@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::error::RemoteError;
 use crate::model::{PurgeMethod, PurgeProvenance, PurgeTarget};
 use crate::plan::ActionKind;
-use crate::purge::remotes::Remotes;
+use crate::purge::remotes::{Remotes, Spare};
 use crate::purge::runner::{self, Job};
 use crate::purge::{ActionState, Executed, Finished, Outcome, kind_of};
 use crate::store::{ActionRow, Store, StoreError};
@@ -92,7 +92,10 @@ pub async fn execute(
         .filter_map(|r| r.action.target.manifest_digest())
         .collect();
     let known = store.lock().expect("store lock").manifest_facts(&digests)?;
-    let remotes = Arc::new(Remotes::new(config, known));
+    let remotes = Arc::new(Remotes::new(config, known).sparing(Spare::Store {
+        store: store.clone(),
+        incident,
+    }));
     let breaker = Arc::new(Breaker::default());
     for phase in [registry_rows, builder_rows] {
         let jobs = phase

@@ -134,11 +134,20 @@ impl TargetKind for Manifest {
                     };
                 }
             };
-            let children: Vec<String> = cx
+            let mut children: Vec<String> = cx
                 .known
                 .get(digest)
                 .map(|f| f.children.iter().map(|c| c.as_str().to_owned()).collect())
                 .unwrap_or_default();
+            // Children spared by the purge are not the incident's to remove.
+            match cx.spared(&children) {
+                Ok(spared) => children.retain(|c| !spared.contains(c)),
+                Err(err) => {
+                    return Verdict::Unverified {
+                        detail: err.to_string(),
+                    };
+                }
+            }
             let done = rows.iter().any(|r| r.state == ActionState::Done);
             verdict(&client, registry, repository, digest, &children, done).await
         })
@@ -166,8 +175,10 @@ async fn delete(
             None => Vec::new(),
         },
     };
+    let listed: Vec<String> = children.iter().map(|c| c.as_str().to_owned()).collect();
+    let spared = cx.spared(&listed)?;
     let mut children_deleted = 0;
-    for child in &children {
+    for child in children.iter().filter(|c| !spared.contains(c.as_str())) {
         if client.delete_manifest(repository, child).await? == DeleteOutcome::Deleted {
             children_deleted += 1;
         }
@@ -176,6 +187,7 @@ async fn delete(
     Ok(Outcome::Manifest {
         deleted,
         children: children_deleted,
+        spared: spared.len(),
     })
 }
 

@@ -2,7 +2,7 @@
 //! connection pool and tokens), one BuildKit connection per builder, each builder's record
 //! listing for verification, and what is known and learned about the manifests to delete.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
@@ -14,9 +14,27 @@ use crate::remote::buildkit::{BuildkitClient, CacheRecord};
 use crate::remote::endpoint::require_endpoint;
 use crate::remote::engine::Engine;
 use crate::remote::registry::RegistryClient;
+use crate::store::Store;
 
 /// A builder's BuildKit connection, made on first use; a failed attempt is tried again.
 pub type BuilderSlot = Arc<tokio::sync::Mutex<Option<BuildkitClient>>>;
+
+/// Where the child manifests a tainted index lists, but that must stay, are learnt: a child
+/// some recorded run names and the incident does not hold tainted was not the pusher's to
+/// list, and is neither deleted nor counted present.
+#[derive(Default)]
+pub enum Spare {
+    /// Nothing is spared (no deletion and no verification of children).
+    #[default]
+    Nothing,
+    /// Asked of the store for each index as it is deleted.
+    Store {
+        store: Arc<Mutex<Store>>,
+        incident: i64,
+    },
+    /// Known before the command acts (verification: the children are recorded facts).
+    Digests(HashSet<String>),
+}
 
 /// What the jobs of one purge command share.
 pub struct Remotes {
@@ -31,6 +49,7 @@ pub struct Remotes {
     pub known: HashMap<String, ManifestFacts>,
     /// What probes learned since, for the store.
     learned: Mutex<Vec<ManifestFacts>>,
+    spare: Spare,
 }
 
 /// A builder's records, listed once for a whole verification (or why they could not be).
@@ -46,6 +65,32 @@ impl Remotes {
             mount_ids: Default::default(),
             known,
             learned: Mutex::new(Vec::new()),
+            spare: Spare::Nothing,
+        }
+    }
+
+    /// With the children of tainted indexes to spare taken from `spare`.
+    pub fn sparing(mut self, spare: Spare) -> Self {
+        self.spare = spare;
+        self
+    }
+
+    /// Of an index's `children`, those to leave in place (see [`Spare`]).
+    pub fn spared(&self, children: &[String]) -> Result<HashSet<String>, RemoteError> {
+        match &self.spare {
+            Spare::Nothing => Ok(HashSet::new()),
+            Spare::Digests(set) => Ok(children
+                .iter()
+                .filter(|c| set.contains(*c))
+                .cloned()
+                .collect()),
+            Spare::Store { store, incident } => store
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .recorded_untainted(*incident, children)
+                .map_err(|e| {
+                    RemoteError::local(format!("cannot ask the store which children to spare: {e}"))
+                }),
         }
     }
 

@@ -94,7 +94,12 @@ impl fmt::Display for IncidentStatus {
 pub enum Outcome {
     /// A registry manifest deleted, or found gone already, with the child manifests of an
     /// index deleted before it.
-    Manifest { deleted: bool, children: usize },
+    Manifest {
+        deleted: bool,
+        children: usize,
+        /// Children the index listed that recorded runs outside the incident name: left.
+        spared: usize,
+    },
     /// Builder records pruned, the bytes the builder said it freed, and how many of the
     /// planned records were gone before the prune.
     Pruned {
@@ -119,13 +124,25 @@ impl Outcome {
 impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Self::Manifest { deleted, children } => {
+            Self::Manifest {
+                deleted,
+                children,
+                spared,
+            } => {
                 f.write_str(if deleted { "deleted" } else { "already gone" })?;
                 if children > 0 {
                     write!(
                         f,
                         ", with {}",
                         count(children, "child manifest", "child manifests")
+                    )?;
+                }
+                if spared > 0 {
+                    write!(
+                        f,
+                        "; {} left: recorded runs outside the incident name {}",
+                        count(spared, "listed child manifest", "listed child manifests"),
+                        if spared == 1 { "it" } else { "them" }
                     )?;
                 }
                 Ok(())
@@ -196,16 +213,26 @@ mod tests {
         assert_eq!(
             shown(Outcome::Manifest {
                 deleted: true,
-                children: 0
+                children: 0,
+                spared: 0
             }),
             "deleted"
         );
         assert_eq!(
             shown(Outcome::Manifest {
                 deleted: false,
-                children: 2
+                children: 2,
+                spared: 0
             }),
             "already gone, with 2 child manifests"
+        );
+        assert_eq!(
+            shown(Outcome::Manifest {
+                deleted: true,
+                children: 1,
+                spared: 1
+            }),
+            "deleted, with 1 child manifest; 1 listed child manifest left: recorded runs outside the incident name it"
         );
         assert_eq!(
             shown(Outcome::Pruned {
@@ -239,6 +266,7 @@ mod tests {
         let deleted = Outcome::Manifest {
             deleted: true,
             children: 4,
+            spared: 0,
         };
         assert_eq!(deleted.bytes(), 0);
     }

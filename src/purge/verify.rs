@@ -7,7 +7,7 @@
 //! present and is listed `unverified`; only an acceptance (who, when, why) lets an incident
 //! pass with a target in place.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::graph::{Entity, Kind, Trace};
 use crate::model::ManifestFacts;
 use crate::plan::Target;
-use crate::purge::remotes::Remotes;
+use crate::purge::remotes::{Remotes, Spare};
 use crate::purge::runner::{self, Job};
 use crate::purge::{ActionState, kind_of};
 use crate::remote::buildkit::CacheRecord;
@@ -121,6 +121,8 @@ pub struct Inputs<'a> {
     pub acceptances: &'a [Acceptance],
     /// Recorded facts of the manifests to check: an index's children are checked with it.
     pub facts: &'a HashMap<String, ManifestFacts>,
+    /// Children of those indexes that the purge leaves (see [`Spare`]).
+    pub spared: &'a HashSet<String>,
     pub purges: &'a PurgeTimes,
     /// The latest start of a run the re-run trace holds tainted, by builder: a purge before it
     /// does not clean what that run may have written.
@@ -173,7 +175,10 @@ pub async fn check(rows: &[ActionRow], inputs: &Inputs<'_>) -> Vec<Checked> {
         groups[at].rows.push(row.clone());
     }
     let concurrency = inputs.config.purge.concurrency.max(1);
-    let remotes = Arc::new(Remotes::new(inputs.config, inputs.facts.clone()));
+    let remotes = Arc::new(
+        Remotes::new(inputs.config, inputs.facts.clone())
+            .sparing(Spare::Digests(inputs.spared.clone())),
+    );
     let shared = Arc::new(VerifyInputs {
         purges: inputs.purges.clone(),
         tainted_runs: inputs.tainted_runs.clone(),
@@ -278,12 +283,18 @@ pub async fn verify_journal(
         })
         .collect();
     let facts = store.manifest_facts(&digests)?;
+    let children: Vec<String> = facts
+        .values()
+        .flat_map(|f| f.children.iter().map(|c| c.as_str().to_owned()))
+        .collect();
+    let spared = store.recorded_untainted(id, &children)?;
     let purges = store.last_purges(&purge_places(&rows))?;
     let acceptances = store.acceptances(id)?;
     let inputs = Inputs {
         config,
         acceptances: &acceptances,
         facts: &facts,
+        spared: &spared,
         purges: &purges,
         tainted_runs: &tainted_runs,
     };
@@ -400,6 +411,7 @@ mod tests {
             config: &config,
             acceptances: &acceptances,
             facts: &HashMap::new(),
+            spared: &HashSet::new(),
             purges: &PurgeTimes::new(),
             tainted_runs: &BTreeMap::new(),
         };

@@ -96,6 +96,35 @@ impl Store {
         )
     }
 
+    /// Of `digests`, those some recorded run names (an artifact with an event) and incident
+    /// `incident` does not hold tainted: the child manifests of a tainted index that a purge
+    /// must leave, since whoever pushed the index chose what it lists.
+    pub fn recorded_untainted(
+        &self,
+        incident: i64,
+        digests: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM artifacts a WHERE a.digest = ?1
+                                  AND EXISTS (SELECT 1 FROM events e WHERE e.target = a.id))
+                    AND NOT EXISTS (SELECT 1 FROM incident_digests
+                                    WHERE incident_id = ?2 AND digest = ?1)",
+            )
+            .map_err(|e| sql_error(&self.path, e))?;
+        let mut out = std::collections::HashSet::new();
+        for digest in digests {
+            let spared: bool = stmt
+                .query_row(params![digest, incident], |row| row.get(0))
+                .map_err(|e| sql_error(&self.path, e))?;
+            if spared {
+                out.insert(digest.clone());
+            }
+        }
+        Ok(out)
+    }
+
     /// Records a build that went ahead with `--allow-tainted`.
     pub fn record_override(
         &mut self,

@@ -237,3 +237,46 @@ fn recorded_children_of_an_index_already_gone_are_deleted() {
         "{json}"
     );
 }
+
+/// An index's pusher chooses what it lists: an attacker's index that lists a release's own
+/// manifest (recorded as the trusted pipeline's product) besides its own image has its own
+/// image deleted with it, while the release's manifest is left, said so, and does not keep
+/// the incident from verifying clean.
+#[test]
+fn a_listed_manifest_a_trusted_run_recorded_is_left() {
+    let Some((registry, env)) = crate::common::registry_env() else {
+        return;
+    };
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let release = pusher.image("team/app", Some("1.0"), "release", false);
+    let planted = pusher.image("team/app", None, "planted", false);
+    let index = pusher.index(
+        "team/app",
+        Some("multi"),
+        &[planted.clone(), release.clone()],
+    );
+    History::new()
+        .run(Run::new("release", 1).produced([format!("{host}/team/app:1.0@{}", release.digest)]))
+        .run(Run::new("evil", 1).exported([format!("{host}/team/app:multi@{}", index.digest)]))
+        .import(&env);
+    let config = config(&host).write(&env);
+    env.open_incident(&config, "evil");
+    let run = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
+    assert!(run.starts_with("exit: 0\n"), "{run}");
+    let show = ok(env
+        .cmd_with(&config)
+        .args(["incident", "show", "1", "--format", "json"]));
+    assert!(
+        show.contains("1 listed child manifest left: recorded runs outside the incident name it"),
+        "{show}"
+    );
+    assert!(!manifest_exists(&registry, "team/app", &index.digest));
+    assert!(!manifest_exists(&registry, "team/app", &planted.digest));
+    assert!(manifest_exists(&registry, "team/app", &release.digest));
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(verify.starts_with("exit: 0\n"), "{verify}");
+}
