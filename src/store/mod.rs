@@ -66,6 +66,7 @@ const MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/migrations/0013_collector.sql"),
     CHAIN_MIGRATION,
     include_str!("../../schema/migrations/0015_mount_audits.sql"),
+    include_str!("../../schema/migrations/0016_time_suspect_index.sql"),
 ];
 
 /// The migration that creates the run chain; a hook then chains the runs already stored.
