@@ -378,6 +378,66 @@ fn late_and_time_suspect_runs_are_marked() {
     assert_eq!(suspect, 2, "{doc}");
 }
 
+/// A run the collector holds time-suspect that backdates its read of a poisoned cache mount
+/// to before the poison was written is still traced; a believed run that read the mount
+/// then stays clean.
+#[test]
+fn a_suspect_run_backdating_its_read_of_a_poisoned_mount_is_traced() {
+    let s = setup("github", "[server]\nmax_run_seconds = 3600\n");
+    let now = chrono::Utc::now();
+    let post = |id: &str, ago: chrono::Duration, readonly: bool| {
+        let claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", id);
+        let mut line = oidc::run_line("acme/web/build", &format!("{id}-1"));
+        let object = line.as_object_mut().unwrap();
+        object.remove("imported");
+        object.remove("exported");
+        let started = now - ago;
+        line["started_at"] = json!(started.to_rfc3339());
+        line["finished_at"] = json!((started + chrono::Duration::seconds(30)).to_rfc3339());
+        line["mounts"] = json!([{"id": "pip", "readonly": readonly}]);
+        // Record evidence: only the mount carries taint between these runs.
+        line["records"] = json!({"created": [], "reused": []});
+        let response = s.collector.post(&s.rsa.sign(&claims), &line);
+        assert_eq!(response.status, 201, "{}", response.text());
+        response.json()
+    };
+    // The poisoner writes the mount 90 s ago.
+    assert!(post("50", chrono::Duration::seconds(90), false)["time_suspect"].is_null());
+    // Claims to have read it three hours ago, long before its token was issued.
+    assert!(post("51", chrono::Duration::hours(3), true)["time_suspect"].is_string());
+    // Read it twenty minutes ago, before the poison, and is believed.
+    assert!(post("52", chrono::Duration::minutes(20), true)["time_suspect"].is_null());
+
+    let out = s
+        .env
+        .cmd()
+        .args(["trace", "--run", "acme/web/build/50-1", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs: Vec<&str> = doc["runs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{doc}"))
+        .iter()
+        .map(|run| run["name"].as_str().unwrap())
+        .collect();
+    assert!(runs.iter().any(|r| r.contains("/51-1/")), "{doc}");
+    assert!(!runs.iter().any(|r| r.contains("/52-1/")), "{doc}");
+    let suspect = doc["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|run| run["name"].as_str().unwrap().contains("/51-1/"))
+        .unwrap();
+    assert_eq!(suspect["time_suspect"], true, "{suspect}");
+    assert_eq!(suspect["via"]["kind"], "mount-read", "{suspect}");
+}
+
 /// Static runner tokens record only the pipelines their globs allow.
 #[test]
 fn static_tokens_are_bound_to_their_pipelines() {
