@@ -438,6 +438,105 @@ fn a_suspect_run_backdating_its_read_of_a_poisoned_mount_is_traced() {
     assert_eq!(suspect["via"]["kind"], "mount-read", "{suspect}");
 }
 
+/// A collected run's receipt is part of its chain entry: editing its `received_at` or
+/// `time_suspect`, or deleting it, directly in the store is caught by `verify-log`, and so is
+/// a receipt forged for a run the collector never received.
+#[test]
+fn a_receipt_edited_in_the_store_is_caught_by_verify_log() {
+    let s = setup("github", "[server]\nmax_run_seconds = 3600\n");
+    let believed = oidc::github_claims(&s.issuer.url, "acme/web", "build", "60");
+    let response = s.collector.post(
+        &s.rsa.sign(&believed),
+        &oidc::run_line("acme/web/build", "60-1"),
+    );
+    assert_eq!(response.status, 201, "{}", response.text());
+    let suspect = oidc::github_claims(&s.issuer.url, "acme/web", "build", "61");
+    let mut line = oidc::run_line("acme/web/build", "61-1");
+    line["started_at"] = json!((chrono::Utc::now() - chrono::Duration::hours(3)).to_rfc3339());
+    let response = s.collector.post(&s.rsa.sign(&suspect), &line);
+    assert!(
+        response.json()["time_suspect"].is_string(),
+        "{}",
+        response.text()
+    );
+    // A run recorded without the collector has no receipt.
+    let out = s
+        .env
+        .cmd()
+        .args(["record", "--pipeline", "local", "--run", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let verify = |db: &std::path::Path| {
+        let out = s
+            .env
+            .cmd()
+            .arg("--db")
+            .arg(db)
+            .args(["verify-log", "--format", "json"])
+            .output()
+            .unwrap();
+        let doc: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code().unwrap(), doc)
+    };
+    let (code, doc) = verify(&s.env.db());
+    assert_eq!((code, &doc["break"]), (0, &Value::Null), "{doc}");
+
+    for (name, sql, kind, run) in [
+        (
+            "received",
+            "UPDATE run_receipts SET received_at = received_at - 1000000
+             WHERE time_suspect IS NULL",
+            "hash_mismatch",
+            "60-1",
+        ),
+        (
+            "unsuspected",
+            "UPDATE run_receipts SET time_suspect = NULL",
+            "hash_mismatch",
+            "61-1",
+        ),
+        (
+            "deleted",
+            "DELETE FROM run_receipts WHERE time_suspect IS NOT NULL",
+            "hash_mismatch",
+            "61-1",
+        ),
+        (
+            "forged",
+            "INSERT INTO run_receipts (run_id, received_at, identity)
+             SELECT id, 0, 'forged' FROM runs WHERE run_key = '1'",
+            "receipt_not_chained",
+            "local/1",
+        ),
+    ] {
+        // A copy of the store as it stands, edited as an attacker would, triggers dropped.
+        let copy = s.env.path().join(format!("{name}.db"));
+        let conn = rusqlite::Connection::open(s.env.db()).unwrap();
+        conn.execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+            .unwrap();
+        drop(conn);
+        let conn = rusqlite::Connection::open(&copy).unwrap();
+        conn.execute_batch(&format!(
+            "DROP TRIGGER run_receipts_never_update; DROP TRIGGER run_receipts_never_delete;
+             {sql};"
+        ))
+        .unwrap();
+        drop(conn);
+        let (code, doc) = verify(&copy);
+        assert_eq!(code, 1, "{name}: {doc}");
+        assert_eq!(doc["break"]["kind"], kind, "{name}: {doc}");
+        let named = doc["break"]["run"].as_str().unwrap_or_default();
+        assert!(named.contains(run), "{name}: {doc}");
+    }
+}
+
 /// Static runner tokens record only the pipelines their globs allow.
 #[test]
 fn static_tokens_are_bound_to_their_pipelines() {
