@@ -118,7 +118,7 @@ fn tamper(db: &Path, sql: &str) {
 }
 
 /// Undoes the chain migration as if the store was made before it: the migrations after it
-/// (the suspect-receipt index, mount audits) undone first, then the chain's table and columns
+/// (the receipts, mount audits) undone first, then the chain's table and columns
 /// dropped, `user_version` three lower.
 fn unchain(db: &Path) {
     let conn = Connection::open(db).unwrap();

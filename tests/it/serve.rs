@@ -1190,6 +1190,120 @@ fn wrap_refuses_inputs_the_collector_holds_tainted() {
     assert!(!marker.exists(), "the build ran");
 }
 
+/// `wrap --server --allow-tainted` builds from a cache the collector's open incident holds
+/// tainted and sends the override there: the fleet's record holds it, named by the token's
+/// pipeline and run and its identity, not by anything the runner claims. An override naming
+/// a digest no open incident holds, or another pipeline than the token's, is refused.
+#[test]
+fn wrap_sends_its_override_to_the_collector() {
+    let s = setup("github", "");
+    let token = s.rsa.sign(&oidc::github_claims(
+        &s.issuer.url,
+        "acme/web",
+        "build",
+        "130",
+    ));
+    let response = s
+        .collector
+        .post(&token, &oidc::run_line("acme/web/build", "130-1"));
+    assert_eq!(response.status, 201, "{}", response.text());
+    let out = s
+        .env
+        .cmd()
+        .args([
+            "incident",
+            "open",
+            "--pipeline",
+            "acme/web/build",
+            "--since",
+            "1d",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runner = Env::new();
+    let marker = runner.path().join("built");
+    let docker = runner.write(
+        "bin/docker",
+        &format!("#!/bin/sh\ntouch {}\nexit 0\n", marker.display()),
+    );
+    std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let next = s.rsa.sign(&oidc::github_claims(
+        &s.issuer.url,
+        "acme/web",
+        "build",
+        "131",
+    ));
+    let tainted_digest = format!("sha256:{}", "b".repeat(64));
+    let tainted = format!("localhost:5000/cache/app@{tainted_digest}");
+    let out = runner
+        .cmd()
+        .env("CACHEWARDEN_TOKEN", &next)
+        .env("DOCKER_HOST", "unix:///nonexistent.sock")
+        .args(["wrap", "--server", &s.collector.url(), "--allow-tainted"])
+        .args(["--builder", "ci-1", "--"])
+        .arg(&docker)
+        .args(["build", "--cache-from", &tainted, "."])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(marker.exists(), "the build did not run: {stderr}");
+    assert!(
+        stderr.contains("override is recorded at the collector"),
+        "{stderr}"
+    );
+    let rows = sql_rows(
+        &s.env,
+        "SELECT incident_id, digest, pipeline, run_key, by FROM containment_overrides",
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        rows[0][..4],
+        ["1", tainted_digest.as_str(), "acme/web/build", "131-1"]
+    );
+    assert!(rows[0][4].ends_with("#acme/web/build"), "{rows:?}");
+    // The runner's own store holds nothing.
+    assert!(
+        !runner.db().exists() || {
+            let conn = rusqlite::Connection::open(runner.db()).unwrap();
+            conn.query_row("SELECT count(*) FROM containment_overrides", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap_or(0)
+                == 0
+        }
+    );
+
+    let addr = s.collector.url().trim_start_matches("http://").to_owned();
+    let post = |body: Value| {
+        let request = crate::harness::http::Request::new("POST", "/v1/overrides")
+            .header("Authorization", &format!("Bearer {next}"))
+            .header("Content-Type", "application/json");
+        let request = crate::harness::http::Request {
+            body: body.to_string().into_bytes(),
+            ..request
+        };
+        crate::harness::http::tcp(&addr, &request).unwrap()
+    };
+    let clean = post(json!({"v": 1, "overrides": [
+        {"digest": format!("sha256:{}", "c".repeat(64)), "incident": 1}
+    ]}));
+    assert_eq!(clean.status, 409, "{}", clean.text());
+    let other = post(
+        json!({"v": 1, "pipeline": "acme/other/build", "overrides": [
+            {"digest": tainted_digest, "incident": 1}
+        ]}),
+    );
+    assert_eq!(other.status, 403, "{}", other.text());
+    let rows = sql_rows(&s.env, "SELECT count(*) FROM containment_overrides");
+    assert_eq!(rows, [["1"]]);
+}
+
 /// A flood of bad tokens is logged and counted, but only `[server]
 /// refusals_kept_per_minute` of it is kept in the store: the evidence cannot fill the disk.
 #[test]
