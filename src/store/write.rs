@@ -1128,6 +1128,57 @@ mod tests {
         runs
     }
 
+    /// A run the collector received first is chained whole with its receipt (encoding 2); a
+    /// run recorded without it and received later gets an entry that brings the receipt in;
+    /// a third sending keeps the first receipt and adds no entry. The chain verifies
+    /// throughout, and a receipt edited after is caught.
+    #[test]
+    fn receipts_are_chained_by_the_entry_that_brings_them_in() {
+        let (_dir, mut store) = store();
+        let none = Config::default();
+        let receipt = |received_at: Micros| crate::store::Receipt {
+            received_at,
+            identity: "https://issuer#p".into(),
+            late: false,
+            time_suspect: None,
+        };
+        store
+            .record_received_run(&run("p", "1", None), &none, &receipt(1))
+            .unwrap();
+        store.record_run(&run("p", "2", None), &none).unwrap();
+        store
+            .record_received_run(&run("p", "2", None), &none, &receipt(2))
+            .unwrap();
+        store
+            .record_received_run(&run("p", "2", None), &none, &receipt(3))
+            .unwrap();
+        let entries: Vec<(String, i64)> = store
+            .conn
+            .prepare("SELECT kind, encoding FROM run_chain ORDER BY seq")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let expected = [("run", 2), ("run", 1), ("events", 2)];
+        let expected: Vec<(String, i64)> =
+            expected.iter().map(|&(k, v)| (k.to_owned(), v)).collect();
+        assert_eq!(entries, expected);
+        assert_eq!(store.verify_chain(None).unwrap().broken, None);
+        store
+            .conn
+            .execute_batch(
+                "DROP TRIGGER run_receipts_never_update;
+                 UPDATE run_receipts SET received_at = 9 WHERE received_at = 2;",
+            )
+            .unwrap();
+        let broken = store.verify_chain(None).unwrap().broken.unwrap();
+        assert_eq!(
+            (broken.entry, broken.kind),
+            (3, crate::store::BreakKind::HashMismatch)
+        );
+    }
+
     /// The attack of `record --pipeline forks-pr --trust-level release`: with no config, the
     /// pipeline's first level is its ceiling, the run is recorded at it with a warning, and a
     /// release pipeline importing what it exported is still a trust breach (CW002).
