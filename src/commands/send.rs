@@ -194,6 +194,35 @@ pub async fn flush(args: &FlushArgs, printer: Printer) -> Result<ExitStatus> {
     })
 }
 
+/// Tells the collector that the run went ahead from inputs its open incidents hold tainted
+/// (`wrap --allow-tainted`), so the fleet's record holds the override; how many it kept. The
+/// pipeline and run are the token's when the hook does not know them.
+pub async fn send_overrides(
+    server: &str,
+    opts: &CollectorArgs,
+    record: &RunRecord,
+    hits: &[crate::store::Contained],
+) -> Result<i64, String> {
+    let client = Client::new(server)?;
+    let env = |name: &str| std::env::var(name).ok();
+    let token = collector::hook_token(&env, &opts.audience)
+        .await?
+        .ok_or("no token for the collector (CACHEWARDEN_TOKEN)")?;
+    let mut body = serde_json::json!({
+        "v": 1,
+        "overrides": hits
+            .iter()
+            .map(|hit| serde_json::json!({"digest": hit.digest, "incident": hit.incident}))
+            .collect::<Vec<_>>(),
+    });
+    for (key, value) in [("pipeline", &record.pipeline.name), ("run", &record.run_id)] {
+        if !value.is_empty() {
+            body[key] = Value::String(value.clone());
+        }
+    }
+    client.send_overrides(Some(&token), &body).await
+}
+
 /// Which of `digests` the collector's open incidents hold tainted: (digest, incident) pairs.
 /// An error when it cannot tell (unreachable, no token): containment's `on_unavailable`
 /// decides.

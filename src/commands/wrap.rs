@@ -220,7 +220,22 @@ async fn wrap_build(
             ))
             .into());
         }
-        if let Some(record) = planned.as_ref() {
+        if let (Some(record), Some(server)) = (planned.as_ref(), &args.run.collector.server) {
+            // The fleet's record holds it, under the token's identity; a build never waits on
+            // it, so a collector that cannot take it is a warning.
+            match crate::commands::send::send_overrides(server, &args.run.collector, record, &hits)
+                .await
+            {
+                Ok(kept) => printer.status(format!(
+                    "cachewarden: the override is recorded at the collector ({})",
+                    crate::report::count(usize::try_from(kept).unwrap_or(0), "input", "inputs")
+                )),
+                Err(err) => printer.warn(format!(
+                    "the override was not recorded at the collector: {}",
+                    crate::report::escape::Line(&err)
+                )),
+            }
+        } else if let Some(record) = planned.as_ref() {
             // The OS account from the system, never `USER`, which the job sets at will.
             let by = crate::actor::actor();
             let store = match containment_store.take() {

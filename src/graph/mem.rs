@@ -158,6 +158,11 @@ impl History {
         id
     }
 
+    /// Marks the run as one whose times the collector does not believe.
+    pub fn suspect(&mut self, run: RunId) {
+        self.runs[index(run)].time_suspect = true;
+    }
+
     pub fn on(&mut self, run: RunId, builder: BuilderId) {
         self.runs[index(run)].builder = Some(builder);
     }
@@ -286,7 +291,9 @@ impl Source for History {
         Ok(Some(
             self.runs
                 .iter()
-                .filter(|r| r.pipeline == pipeline && window.contains(r.started_at))
+                .filter(|r| {
+                    r.pipeline == pipeline && (r.time_suspect || window.contains(r.started_at))
+                })
                 .cloned()
                 .collect(),
         ))
@@ -424,7 +431,7 @@ impl Source for History {
         Ok(self
             .events_where(|e| e == Event::ReadMount(mount))
             .into_iter()
-            .filter(|e| e.2 >= since)
+            .filter(|e| e.2 >= since || e.0.time_suspect)
             .map(|(run, _, at)| (RunRef::from(&run), at))
             .collect())
     }
@@ -534,7 +541,8 @@ impl Source for History {
         Ok(self
             .runs
             .iter()
-            .filter(|r| r.builder == Some(builder) && !r.has_records && r.finished_at >= since)
+            .filter(|r| r.builder == Some(builder) && !r.has_records)
+            .filter(|r| r.finished_at >= since || r.time_suspect)
             .map(RunRef::from)
             .collect())
     }
@@ -551,7 +559,7 @@ impl Source for History {
             |e| matches!(e, Event::CreatedRecord(r) | Event::ReusedRecord(r) if on_builder(r)),
         );
         for (run, _, at) in uses {
-            if at < since || !run.has_records {
+            if (at < since && !run.time_suspect) || !run.has_records {
                 continue;
             }
             match users.iter_mut().find(|(u, _)| u.id == run.id) {

@@ -184,8 +184,16 @@ fn earliest(
     ignore_time: bool,
 ) -> Option<Micros> {
     let (start, finish) = (run.started_at, run.finished_at);
-    let fresh = |purges: &[Micros], written: Micros, read: Micros| {
-        ignore_time || (written <= read && !cleared(purges, written, start))
+    // A time-suspect run's times prove nothing: as a reader it read after every write and
+    // before any purge; as a writer, its write came before every read and every purge.
+    let fresh = |purges: &[Micros], (written, suspect): (Micros, bool), read: Micros| {
+        ignore_time
+            || run.time_suspect
+            || suspect
+            || (written <= read && !cleared(purges, written, start))
+    };
+    let from = |(written, suspect): (Micros, bool)| {
+        if suspect { start } else { start.max(written) }
     };
     // A run is tainted no earlier than its start, and from a write no earlier than the write.
     let mut times: Vec<Micros> = Vec::new();
@@ -197,10 +205,11 @@ fn earliest(
                 let seeded = seeds.mount.filter(|s| s.0 == m).map(|s| s.1);
                 times.extend(
                     seeded
+                        .map(|at| (at, false))
                         .into_iter()
                         .chain(writes_to(h, tainted, run.id, |e| e == Event::WroteMount(m)))
                         .filter(|&w| fresh(&purges, w, at))
-                        .map(|w| start.max(w)),
+                        .map(from),
                 );
             }
             Event::ReusedRecord(r)
@@ -222,13 +231,14 @@ fn earliest(
         let starts = tainted
             .iter()
             .filter(|&&r| r != run.id && info(h, r).builder == Some(builder))
-            .map(|&r| info(h, r).started_at);
+            .map(|&r| (info(h, r).started_at, info(h, r).time_suspect));
         times.extend(
             seeded
+                .map(|at| (at, false))
                 .into_iter()
                 .chain(starts)
                 .filter(|&t| fresh(&prunes, t, finish))
-                .map(|t| start.max(t)),
+                .map(from),
         );
     }
     times.extend(seeded_builder_use(h, run, seeds, ignore_time).map(|since| start.max(since)));
@@ -252,24 +262,27 @@ fn seeded_builder_use(
         .any(|(e, at)| match e {
             Event::CreatedRecord(r) | Event::ReusedRecord(r) => {
                 h.records[index(r)].builder == builder
-                    && (ignore_time || (at >= since && !cleared(&prunes, since, run.started_at)))
+                    && (ignore_time
+                        || run.time_suspect
+                        || (at >= since && !cleared(&prunes, since, run.started_at)))
             }
             _ => false,
         })
         .then_some(since)
 }
 
-/// Write times of tainted runs other than `reader` whose events match.
+/// Write times of tainted runs other than `reader` whose events match, each with whether its
+/// writer is time-suspect.
 fn writes_to<'a>(
     h: &'a History,
     tainted: &'a BTreeSet<RunId>,
     reader: RunId,
     pick: impl Fn(Event) -> bool + 'a,
-) -> impl Iterator<Item = Micros> + 'a {
+) -> impl Iterator<Item = (Micros, bool)> + 'a {
     h.events
         .iter()
         .filter(move |(r, e)| *r != reader && tainted.contains(r) && pick(*e))
-        .map(move |&(r, e)| h.at(r, e))
+        .map(move |&(r, e)| (h.at(r, e), info(h, r).time_suspect))
 }
 
 fn mount_purges(h: &History, mount: MountId) -> Vec<Micros> {

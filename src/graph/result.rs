@@ -606,7 +606,7 @@ impl Trace {
                 (&g[a.target()].name, a.weight().via).cmp(&(&g[b.target()].name, b.weight().via))
             });
             for edge in edges {
-                if !self.passes(state, edge.weight()) {
+                if !self.passes(state, edge.weight(), edge.target()) {
                     continue;
                 }
                 let next_node = edge.target();
@@ -635,12 +635,26 @@ impl Trace {
                     .and_then(|s| s.at)
                     .unwrap_or(Micros::MIN),
             ),
+            // A time-suspect writer's write is taken as earlier than every read.
+            Entry::Edge(edge) if self.suspect_write(edge) => Some(Micros::MIN),
             Entry::Edge(edge) => Some(self.graph[edge].at),
         }
     }
 
+    /// Whether the node is a run whose times the collector does not believe.
+    fn suspect(&self, node: NodeIndex) -> bool {
+        matches!(&self.graph[node].entity, Entity::Run { info, .. } if info.time_suspect)
+    }
+
+    /// Whether the evidence is a write by a time-suspect run.
+    fn suspect_write(&self, edge: EdgeIndex) -> bool {
+        self.graph
+            .edge_endpoints(edge)
+            .is_some_and(|(writer, _)| self.suspect(writer))
+    }
+
     /// Whether the evidence edge may follow the way the search entered its source.
-    fn passes(&self, (node, entry): State, evidence: &Evidence) -> bool {
+    fn passes(&self, (node, entry): State, evidence: &Evidence, reader: NodeIndex) -> bool {
         let source = &self.graph[node];
         let Some(written) = self.written((node, entry)) else {
             return true;
@@ -649,7 +663,8 @@ impl Trace {
         if evidence.via == Via::BuilderRecord && entry != Entry::Seed {
             return false;
         }
-        if self.ignore_time {
+        let suspect_write = matches!(entry, Entry::Edge(edge) if self.suspect_write(edge));
+        if self.ignore_time || suspect_write || self.suspect(reader) {
             return true;
         }
         let Some((start, read)) = evidence.reader else {

@@ -40,6 +40,8 @@ pub struct RunRef {
     pub id: RunId,
     pub started_at: Micros,
     pub finished_at: Micros,
+    /// The collector does not believe the run's times: no time comparison keeps it out.
+    pub time_suspect: bool,
 }
 
 impl From<&RunInfo> for RunRef {
@@ -48,6 +50,7 @@ impl From<&RunInfo> for RunRef {
             id: run.id,
             started_at: run.started_at,
             finished_at: run.finished_at,
+            time_suspect: run.time_suspect,
         }
     }
 }
@@ -123,7 +126,8 @@ pub trait Source {
     type Error: std::error::Error + Send + Sync + 'static;
 
     // Seeds.
-    /// Runs of the pipeline whose start lies in `[since, until]`; `None` when no such pipeline.
+    /// Runs of the pipeline whose start lies in `[since, until]`, and its time-suspect runs
+    /// whatever times they claim; `None` when no such pipeline.
     fn pipeline_runs(
         &mut self,
         pipeline: &str,
@@ -175,7 +179,8 @@ pub trait Source {
         &mut self,
         artifact: ArtifactId,
     ) -> Result<Vec<(RunRef, ArtifactRead, Micros)>, Self::Error>;
-    /// Runs that read the mount at or after `since`, with the read time.
+    /// Runs that read the mount at or after `since`, and time-suspect runs that read it at
+    /// any time, with the read time.
     fn mount_readers(
         &mut self,
         mount: MountId,
@@ -193,15 +198,16 @@ pub trait Source {
     fn purges_at(&mut self, node: Purged, at: Micros) -> Result<Vec<StoredPurge>, Self::Error>;
     /// Runs that reused this builder record, with the reuse time.
     fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, Self::Error>;
-    /// Runs on the builder without record-level evidence that finished at or after `since`.
+    /// Runs on the builder without record-level evidence that finished at or after `since`,
+    /// and those of them that are time-suspect whenever they finished.
     fn unverified_builder_runs(
         &mut self,
         builder: BuilderId,
         since: Micros,
     ) -> Result<Vec<RunRef>, Self::Error>;
     /// Runs with record-level evidence that created or reused one of the builder's records at
-    /// or after `since`, each with its earliest such event time (for a seeded builder, whose
-    /// whole cache is suspect).
+    /// or after `since` (a time-suspect run: at any time), each with its earliest such event
+    /// time (for a seeded builder, whose whole cache is suspect).
     fn builder_record_users(
         &mut self,
         builder: BuilderId,

@@ -228,6 +228,17 @@ enum Work {
     },
     /// A seeded builder: its runs with record evidence that used its cache from `at`.
     BuilderSeed { node: NodeIndex, at: Micros },
+    /// A mount or builder gained its first tainted write by a time-suspect run: every reader,
+    /// whatever the times, as if the write came before all of them.
+    SuspectReaders { node: NodeIndex, writer: RunId },
+}
+
+/// The time-suspect runs that wrote a tainted mount or ran on a tainted builder: the first,
+/// whose readers are queried, and whether another one reached it.
+#[derive(Debug, Clone, Copy)]
+struct SuspectWriters {
+    first: RunId,
+    other: bool,
 }
 
 /// Everything recorded under one digest, loaded once.
@@ -299,6 +310,8 @@ struct Tracer<'s, S: Source> {
     roles: IdMap<Roles>,
     /// For each expanded record: the runs that reused it and are its only creator so far.
     waiting_creators: HashMap<NodeIndex, Vec<(RunRef, Micros)>>,
+    /// For each mount and builder: its tainted writes by time-suspect runs.
+    suspect_writers: HashMap<NodeIndex, SuspectWriters>,
 }
 
 /// What [`Tracer::find_edge`] found.
@@ -337,6 +350,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             segments: HashMap::default(),
             roles: IdMap::default(),
             waiting_creators: HashMap::default(),
+            suspect_writers: HashMap::default(),
         }
     }
 
@@ -561,6 +575,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                 Work::Record(node) => self.expand_record(node)?,
                 Work::Readers { node, at, writer } => self.expand_readers(node, at, writer)?,
                 Work::BuilderSeed { node, at } => self.expand_builder_seed(node, at)?,
+                Work::SuspectReaders { node, writer } => self.expand_suspect(node, writer)?,
             }
         }
         Ok(())
@@ -570,8 +585,13 @@ impl<'s, S: Source> Tracer<'s, S> {
         let Entity::Run { info, .. } = &self.graph[node].entity else {
             return Ok(());
         };
-        let (id, status, builder, started_at) =
-            (info.id, info.status, info.builder, info.started_at);
+        let (id, status, builder, started_at, suspect) = (
+            info.id,
+            info.status,
+            info.builder,
+            info.started_at,
+            info.time_suspect,
+        );
         for (write, at) in self.source.writes(id)? {
             let offer = |via| Label {
                 tainted_at: at,
@@ -596,6 +616,9 @@ impl<'s, S: Source> Tracer<'s, S> {
                 Write::Mount(mount) => {
                     let target = self.mount_node(mount)?;
                     self.mutable_write(target, at, Via::MountWrite, Some(node), Some(id))?;
+                    if suspect {
+                        self.suspect_write(target, id)?;
+                    }
                 }
                 Write::CreatedRecord(record) => {
                     let target = match self.nodes.get(&Key::Record(record)) {
@@ -630,6 +653,59 @@ impl<'s, S: Source> Tracer<'s, S> {
         if let Some(builder) = builder {
             let target = self.builder_node(builder)?;
             self.mutable_write(target, started_at, Via::RanOn, Some(node), Some(id))?;
+            if suspect {
+                self.suspect_write(target, id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A time-suspect run wrote a tainted mount (or ran on a tainted builder). Its claimed
+    /// time proves nothing, so the write is taken as earlier than every read and no purge as
+    /// coming after it: the first such writer's readers are all queried, and that writer,
+    /// which its own query leaves out, is reached by the next one.
+    fn suspect_write(&mut self, node: NodeIndex, writer: RunId) -> Result<(), S::Error> {
+        match self.suspect_writers.get_mut(&node) {
+            None => {
+                let first = SuspectWriters {
+                    first: writer,
+                    other: false,
+                };
+                self.suspect_writers.insert(node, first);
+                self.deferred
+                    .push_back(Work::SuspectReaders { node, writer });
+                Ok(())
+            }
+            Some(seen) if seen.first != writer && !seen.other => {
+                seen.other = true;
+                let first = seen.first;
+                self.reach_writer(node, first, Micros::MIN)
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Every reader of a mount (every run without record evidence on a builder) but the
+    /// time-suspect writer, reached as if its write came first and no purge followed it.
+    fn expand_suspect(&mut self, node: NodeIndex, writer: RunId) -> Result<(), S::Error> {
+        let (readers, via) = match &self.graph[node].entity {
+            Entity::Mount(mount) => (
+                self.source.mount_readers(mount.id, Micros::MIN)?,
+                Via::MountRead,
+            ),
+            Entity::Builder(builder) => {
+                let runs = self
+                    .source
+                    .unverified_builder_runs(builder.id, Micros::MIN)?;
+                let runs = runs.into_iter().map(|run| (run, run.finished_at));
+                (runs.collect(), Via::BuilderCacheUnverified)
+            }
+            _ => return Ok(()),
+        };
+        for (run, read_at) in readers {
+            if run.id != writer {
+                self.reach(node, run, Micros::MIN, read_at, via, None)?;
+            }
         }
         Ok(())
     }
@@ -853,7 +929,8 @@ impl<'s, S: Source> Tracer<'s, S> {
 
     /// Taints a run that read a mutable node (a mount, or a builder's cache) at `read_at`,
     /// after a tainted write at `at`: from its start, or from the write when that is later,
-    /// unless it started after the purge that cleared the write.
+    /// unless it started after the purge that cleared the write. A time-suspect run's claimed
+    /// start cannot put it after a purge.
     fn reach(
         &mut self,
         node: NodeIndex,
@@ -863,7 +940,8 @@ impl<'s, S: Source> Tracer<'s, S> {
         via: Via,
         cleared_by: Option<Micros>,
     ) -> Result<(), S::Error> {
-        if let Some(purge) = cleared_by.filter(|&purge| purge < run.started_at) {
+        if let Some(purge) = cleared_by.filter(|&purge| purge < run.started_at && !run.time_suspect)
+        {
             self.cuts.entry((node, purge)).or_default().push(run.id);
             return Ok(());
         }
@@ -997,7 +1075,8 @@ impl<'s, S: Source> Tracer<'s, S> {
             }
             _ => return Ok(()),
         };
-        if !self.ignore_time && read_at < at {
+        // A time-suspect reader's read time proves nothing.
+        if !self.ignore_time && !reader.time_suspect && read_at < at {
             return Ok(());
         }
         let cleared_by = self.next_purge(node, at);

@@ -115,6 +115,174 @@ fn reader_after_poison_write_is_tainted() {
     assert_eq!((mount.tainted_at, mount.via), (t(10), Via::MountWrite));
 }
 
+/// A time-suspect build that claims to have read the poisoned mount before the poison was
+/// written is still tainted (from its claimed start), and its chain of evidence is shown; a
+/// build with believed times that read before the write stays clean.
+#[test]
+fn a_suspect_reader_backdating_its_read_is_still_tainted() {
+    let (mut h, pip) = poisoned_mount();
+    let backdated = reader(&mut h, "web/1", 0, 5, pip);
+    h.suspect(backdated);
+    reader(&mut h, "web/2", 0, 5, pip);
+    let trace = traced(&mut h, &runs(&["evil/1"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:web/1/build"])
+    );
+    let web = entry(&trace, "run:web/1/build");
+    assert_eq!((web.tainted_at, web.via), (t(10), Via::MountRead));
+    assert_eq!(trace.explain("web/1").unwrap().len(), 3);
+}
+
+/// A time-suspect build that claims to have started after a purge of the poisoned mount is
+/// still tainted: its claimed start cannot put it after the purge. One with believed times
+/// is kept out by the purge.
+#[test]
+fn a_suspect_reader_claiming_to_start_after_a_purge_is_still_tainted() {
+    let (mut h, pip) = poisoned_mount();
+    h.purge(pip, t(25));
+    let after = reader(&mut h, "web/1", 30, 40, pip);
+    h.suspect(after);
+    reader(&mut h, "web/2", 30, 40, pip);
+    let trace = traced(&mut h, &runs(&["evil/1"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:web/1/build"])
+    );
+    assert!(trace.explain("web/1").is_some());
+    let kept_out: usize = trace.purges().iter().map(|p| p.kept_out).sum();
+    assert_eq!(kept_out, 1, "only web/2 is kept out by the purge");
+}
+
+/// A tainted time-suspect build's write to a mount is taken as earlier than every read and
+/// every purge: a build that read the mount before the claimed write, or after a purge that
+/// followed it, is tainted from its own start. A believed write by another tainted run still
+/// reaches only what came after it.
+#[test]
+fn a_suspect_writer_reaches_every_reader_of_what_it_wrote() {
+    let (mut h, pip) = poisoned_mount();
+    // evil/1 (believed, 10..20) is seeded; it poisons `npm`, which suspect/1 reads and
+    // writes, claiming 50..60.
+    let npm = h.mount(1, "/root/.npm");
+    h.writes(1, npm);
+    let suspect = h.run("suspect", "1", t(50), t(60));
+    h.on(suspect, 1);
+    h.with_records(suspect);
+    h.reads(suspect, pip);
+    h.writes(suspect, npm);
+    h.suspect(suspect);
+    h.purge(npm, t(70));
+    reader(&mut h, "web/early", 0, 5, npm);
+    reader(&mut h, "web/late", 80, 90, npm);
+    reader(&mut h, "web/clean", 0, 5, pip);
+    let trace = traced(&mut h, &runs(&["evil/1"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&[
+            "run:evil/1/build",
+            "run:suspect/1/build",
+            "run:web/early/build",
+            "run:web/late/build"
+        ])
+    );
+    assert_eq!(entry(&trace, "run:web/early/build").tainted_at, t(0));
+    assert_eq!(entry(&trace, "run:web/late/build").tainted_at, t(80));
+    for run in ["web/early", "web/late"] {
+        assert!(trace.explain(run).is_some(), "no chain to {run}");
+    }
+}
+
+/// Two time-suspect writers of one mount, each also reading it, reach each other whatever
+/// they claim (each one's own reader query leaves it out).
+#[test]
+fn two_suspect_writers_of_one_mount_reach_each_other() {
+    let (mut h, pip) = poisoned_mount();
+    let npm = h.mount(1, "/root/.npm");
+    let mut suspects = Vec::new();
+    for (key, start) in [("1", 50), ("2", 0)] {
+        let run = h.run("suspect", key, t(start), t(start + 5));
+        h.on(run, 1);
+        h.with_records(run);
+        h.reads(run, npm);
+        h.writes(run, npm);
+        h.suspect(run);
+        suspects.push(run);
+    }
+    // Only suspect/1 is reached from the seed, through the poisoned mount.
+    h.reads(suspects[0], pip);
+    let trace = traced(&mut h, &runs(&["evil/1"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&[
+            "run:evil/1/build",
+            "run:suspect/1/build",
+            "run:suspect/2/build"
+        ])
+    );
+    assert_eq!(entry(&trace, "run:suspect/2/build").tainted_at, t(0));
+}
+
+/// A time-suspect run without record evidence on a tainted builder is tainted whatever it
+/// claims (here: to have finished before the tainted run started, which keeps a believed run
+/// clean); once tainted, its own use of the builder is taken as earlier than every run
+/// there, so a believed run without record evidence that finished before it is reached too.
+#[test]
+fn a_suspect_run_on_a_tainted_builder_is_tainted_whatever_it_claims() {
+    let mut h = builder_with_tainted_record();
+    let before = h.run("legacy", "0", t(0), t(4));
+    h.on(before, 1);
+    h.suspect(before);
+    let trace = traced(&mut h, &runs(&["evil/1"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:legacy/0/build"])
+    );
+    assert_eq!(
+        entry(&trace, "run:legacy/0/build").via,
+        Via::BuilderCacheUnverified
+    );
+    let earlier = h.run("legacy", "1", t(0), t(2));
+    h.on(earlier, 1);
+    let trace = traced(&mut h, &runs(&["evil/1"]));
+    let legacy = entry(&trace, "run:legacy/1/build");
+    assert_eq!((legacy.tainted_at, legacy.from), (t(0), Some("builder:b1")));
+    assert!(trace.explain("legacy/1").is_some());
+}
+
+/// A time-suspect run with record evidence that used a seeded builder's records before the
+/// seed time is still tainted; a believed one is not.
+#[test]
+fn a_suspect_user_of_a_seeded_builder_is_tainted_whatever_it_claims() {
+    let mut h = builder_with_tainted_record();
+    for (key, suspect) in [("1", true), ("2", false)] {
+        let run = h.run("web", key, t(0), t(5));
+        h.on(run, 1);
+        h.with_records(run);
+        h.reuses(run, 2);
+        if suspect {
+            h.suspect(run);
+        }
+    }
+    let seeds = Seeds {
+        builders: vec![BuilderSeed {
+            name: "b1".into(),
+            since: Some(t(25)),
+        }],
+        ..Seeds::default()
+    };
+    let trace = traced(&mut h, &seeds);
+    let tainted = names(&trace, Kind::Run);
+    assert!(
+        tainted.contains(&"run:web/1/build".to_owned()),
+        "{tainted:?}"
+    );
+    assert!(
+        !tainted.contains(&"run:web/2/build".to_owned()),
+        "{tainted:?}"
+    );
+    assert!(trace.explain("web/1").is_some());
+}
+
 /// Order inside overlapping windows is unknown: an overlap counts as read-after-write.
 #[test]
 fn overlapping_windows_are_tainted() {
@@ -481,6 +649,35 @@ fn window_bounds_are_inclusive() {
     );
     let seeds: Vec<&str> = trace.seeds().iter().map(|n| n.name.as_str()).collect();
     assert_eq!(seeds, ["run:p/2/build", "run:p/3/build"]);
+}
+
+/// A time-suspect run is in a pipeline seed's window whatever start it claims: one claiming
+/// to have run before `--since` or after `--until` is still seeded.
+#[test]
+fn a_suspect_run_is_in_every_pipeline_window() {
+    let mut h = History::new();
+    for (i, start) in [10, 20, 30, 40].into_iter().enumerate() {
+        h.run("p", &(i + 1).to_string(), t(start), t(start + 5));
+    }
+    h.suspect(1);
+    h.suspect(4);
+    let seeds = Seeds::from_spec(&SeedSpec {
+        pipelines: vec!["p".into()],
+        since: Some("2026-03-01T00:20:00Z".into()),
+        until: Some("2026-03-01T00:30:00Z".into()),
+        ..SeedSpec::default()
+    })
+    .unwrap();
+    let trace = traced(&mut h, &seeds);
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&[
+            "run:p/1/build",
+            "run:p/2/build",
+            "run:p/3/build",
+            "run:p/4/build"
+        ])
+    );
 }
 
 /// Pipeline names may contain `/`: output encodes it (`%2F`), an encoded name seeds its own
@@ -905,6 +1102,7 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
         any::<bool>(),
         any::<bool>(),
         prop::collection::vec((0u8..8, 0usize..5), 0..5),
+        prop::bool::weighted(0.2),
     );
     (
         prop::collection::vec(run, 1..9),
@@ -934,10 +1132,13 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
                 h.record(builders[1], "r2", "regular", "RUN make"),
                 h.record(builders[1], "r3", "exec.cachemount", "cached mount"),
             ];
-            for (i, (start, length, builder, evidence, failed, events)) in
+            for (i, (start, length, builder, evidence, failed, events, suspect)) in
                 specs.into_iter().enumerate()
             {
                 let r = h.run("p", &i.to_string(), t(start), t(start + length));
+                if suspect {
+                    h.suspect(r);
+                }
                 if builder < 2 {
                     h.on(r, builders[builder]);
                 }

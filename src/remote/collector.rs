@@ -161,6 +161,47 @@ impl Client {
         }
         Err(last)
     }
+
+    /// Sends the overrides of a build that went ahead from tainted inputs; how many the
+    /// collector kept.
+    pub async fn send_overrides(&self, token: Option<&str>, body: &Value) -> Result<i64, String> {
+        let url = format!("{}/v1/overrides", self.base);
+        let mut last = String::new();
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(300 << attempt)).await;
+            }
+            let mut request = self.http.post(&url).json(body);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            match request.send().await {
+                Err(err) => {
+                    last = format!(
+                        "cannot reach `{}`: {}",
+                        Redacted::url(&self.base),
+                        err.without_url()
+                    )
+                }
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let body: Value = response.json().await.unwrap_or(Value::Null);
+                    if status == 201 {
+                        return Ok(body["kept"].as_i64().unwrap_or(0));
+                    }
+                    last = format!(
+                        "`{}` answered {status}: {}",
+                        Redacted::url(&self.base),
+                        body["reason"].as_str().unwrap_or("")
+                    );
+                    if status < 500 && status != 429 {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last)
+    }
 }
 
 /// The hook's bearer token: `CACHEWARDEN_TOKEN`, else on GitHub Actions the job's OIDC

@@ -70,6 +70,7 @@ pub fn router(collector: Arc<Collector>) -> Router {
     Router::new()
         .route("/v1/runs", post(post_run))
         .route("/v1/check", get(check))
+        .route("/v1/overrides", post(post_overrides))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         // A run is one provenance line; a line is at most `limits::LINE_BYTES`.
@@ -517,6 +518,162 @@ async fn check(
             (StatusCode::SERVICE_UNAVAILABLE, axum::Json(doc)).into_response()
         }
     }
+}
+
+/// `POST /v1/overrides`: a build that went ahead from inputs open incidents hold tainted
+/// (`wrap --server --allow-tainted`), kept with each incident under the token's identity, so
+/// the fleet's record holds it. The token names the pipeline and run as for a run; each
+/// override must name a digest an open incident holds tainted, or none is kept.
+async fn post_overrides(
+    State(c): State<Arc<Collector>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = time::now();
+    let identity = match c
+        .verifier
+        .verify(authorization(&headers), false, now_seconds(now))
+        .await
+    {
+        Ok(identity) => identity,
+        Err(refusal) => return refuse(&c, refusal, None, now).await,
+    };
+    let (pipeline, run, asked) = match admit_overrides(&identity, &body) {
+        Ok(admitted) => admitted,
+        Err((refusal, name)) => return refuse(&c, refusal, name, now).await,
+    };
+    let name = format!("{pipeline}/{run}");
+    let by = identity.name.clone();
+    let kept = run_store(&c, move |store| {
+        let digests: Vec<String> = asked.iter().map(|(d, _)| d.clone()).collect();
+        let held = store.contained(&digests)?;
+        let mut hits = Vec::new();
+        for (digest, incident) in &asked {
+            match held
+                .iter()
+                .find(|h| h.digest == *digest && h.incident == *incident)
+            {
+                Some(hit) => hits.push(hit.clone()),
+                None => return Ok(Err((digest.clone(), *incident))),
+            }
+        }
+        for hit in &hits {
+            store.record_override(hit, &pipeline, &run, &by)?;
+        }
+        Ok(Ok(hits.len()))
+    })
+    .await;
+    match kept {
+        Ok(Ok(kept)) => {
+            eprintln!(
+                "override by {}: {} built from {kept} tainted input(s)",
+                Line(&identity.name),
+                Line(&name)
+            );
+            let doc = json!({"v": API_VERSION, "run": name, "kept": kept});
+            (StatusCode::CREATED, axum::Json(doc)).into_response()
+        }
+        Ok(Err((digest, incident))) => {
+            let refusal = Refusal::new(
+                409,
+                "not_contained",
+                format!("no open incident {incident} holds `{digest}` tainted"),
+            )
+            .claiming(identity.name.clone());
+            refuse(&c, refusal, Some(name), now).await
+        }
+        Err(err) => {
+            let doc =
+                json!({"v": API_VERSION, "error": "store_unavailable", "reason": err.to_string()});
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(doc)).into_response()
+        }
+    }
+}
+
+/// What an overrides body names: the pipeline, the run, and (digest, incident) pairs.
+type Overrides = (String, String, Vec<(String, i64)>);
+
+/// The overrides a body names, checked against the identity as a run's body is.
+fn admit_overrides(identity: &Identity, body: &[u8]) -> Result<Overrides, Rejection> {
+    let bad = |reason: String| (Refusal::new(400, "invalid_override", reason), None);
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| bad(format!("the body is not an override: {e}")))?;
+    let text = |key: &str| {
+        value
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let (sent_pipeline, sent_run) = (text("pipeline"), text("run"));
+    let contradicts = |field: &str, sent: &str, claim: &str| {
+        (
+            Refusal::new(
+                403,
+                "contradicts_claims",
+                format!("`{field}` `{sent}` contradicts the token, which says `{claim}`"),
+            )
+            .claiming(identity.name.clone()),
+            None,
+        )
+    };
+    let (pipeline, run) = match &identity.source {
+        Source::Oidc { run, .. } => {
+            let mut named = [
+                (sent_pipeline, Some(&run.pipeline), "pipeline"),
+                (sent_run, run.run_id.as_ref(), "run"),
+            ]
+            .into_iter()
+            .map(|(sent, claim, field)| match (sent, claim) {
+                (Some(sent), Some(claim)) if sent != *claim => {
+                    Err(contradicts(field, &sent, claim))
+                }
+                (_, Some(claim)) => Ok(claim.clone()),
+                (Some(sent), None) => Ok(sent),
+                (None, None) => Err(bad(format!("name the `{field}`"))),
+            });
+            let pipeline = named.next().expect("two")?;
+            let run = named.next().expect("two")?;
+            (pipeline, run)
+        }
+        Source::Static { pipelines } => {
+            let pipeline = sent_pipeline.ok_or_else(|| bad("name the `pipeline`".to_owned()))?;
+            if !pipelines.iter().any(|p| glob_match(p, &pipeline)) {
+                return Err((
+                    Refusal::new(
+                        403,
+                        "pipeline_not_allowed",
+                        format!("`{}` may not record pipeline `{pipeline}`", identity.name),
+                    )
+                    .claiming(identity.name.clone()),
+                    None,
+                ));
+            }
+            let run = sent_run.ok_or_else(|| bad("name the `run`".to_owned()))?;
+            (pipeline, run)
+        }
+    };
+    let mut asked = Vec::new();
+    for item in value
+        .get("overrides")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let digest = item.get("digest").and_then(Value::as_str).unwrap_or("");
+        let digest = crate::model::Digest::parse(digest, "digest")
+            .map_err(|e| bad(e.to_string()))?
+            .to_string();
+        let incident = item
+            .get("incident")
+            .and_then(Value::as_i64)
+            .ok_or_else(|| bad("each override names its `incident`".to_owned()))?;
+        asked.push((digest, incident));
+    }
+    if asked.is_empty() || asked.len() > limits::REFERENCES {
+        return Err(bad(format!("name 1 to {} overrides", limits::REFERENCES)));
+    }
+    Ok((pipeline, run, asked))
 }
 
 /// The address the collector listens on, for its first log line.

@@ -40,6 +40,29 @@ fn cut(text: &str) -> String {
     text[..end].to_owned()
 }
 
+/// Keeps the receipt of a run that has none yet; whether it was kept (the run's chain entry
+/// then covers it).
+pub(super) fn insert_receipt(
+    tx: &rusqlite::Transaction<'_>,
+    run: i64,
+    receipt: &Receipt,
+) -> rusqlite::Result<bool> {
+    let added = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO run_receipts
+                 (run_id, received_at, identity, late, time_suspect)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            run,
+            receipt.received_at,
+            receipt.identity,
+            receipt.late,
+            receipt.time_suspect
+        ])?;
+    Ok(added == 1)
+}
+
 impl Store {
     /// Stores a run the collector received, with its receipt, in one transaction. A run
     /// received again keeps its first receipt.
@@ -49,37 +72,25 @@ impl Store {
         config: &Config,
         receipt: &Receipt,
     ) -> Result<(RecordOutcome, Receipt), StoreError> {
-        let mut kept = None;
-        let outcome = self.record_run_with(record, config, |tx, outcome| {
-            tx.execute(
-                "INSERT OR IGNORE INTO run_receipts
-                     (run_id, received_at, identity, late, time_suspect)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    outcome.run,
-                    receipt.received_at,
-                    receipt.identity,
-                    receipt.late,
-                    receipt.time_suspect
-                ],
-            )?;
-            kept = tx
-                .query_row(
-                    "SELECT received_at, identity, late, time_suspect FROM run_receipts
-                     WHERE run_id = ?1",
-                    [outcome.run],
-                    |row| {
-                        Ok(Receipt {
-                            received_at: row.get(0)?,
-                            identity: row.get(1)?,
-                            late: row.get(2)?,
-                            time_suspect: row.get(3)?,
-                        })
-                    },
-                )
-                .optional()?;
-            Ok(())
-        })?;
+        let outcome = self.record_run_with(record, config, Some(receipt))?;
+        // Receipts are append-only: the one kept is the one read back.
+        let kept = self
+            .conn
+            .query_row(
+                "SELECT received_at, identity, late, time_suspect FROM run_receipts
+                 WHERE run_id = ?1",
+                [outcome.run],
+                |row| {
+                    Ok(Receipt {
+                        received_at: row.get(0)?,
+                        identity: row.get(1)?,
+                        late: row.get(2)?,
+                        time_suspect: row.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| sql_error(&self.path, e))?;
         Ok((outcome, kept.unwrap_or_else(|| receipt.clone())))
     }
 

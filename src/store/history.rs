@@ -287,7 +287,14 @@ fn collect_one(
                 truncated: false,
                 build_ref: Some(build.build_ref.clone()),
             };
-            let outcome = insert_run(tx, cache, config, (&record, source::BUILD_HISTORY), now)?;
+            let outcome = insert_run(
+                tx,
+                cache,
+                config,
+                (&record, source::BUILD_HISTORY),
+                now,
+                None,
+            )?;
             warnings.extend(outcome.warnings);
             (outcome.run, HistoryMatch::Unrecorded, outcome.events)
         }
@@ -379,7 +386,7 @@ fn append_to_run(
         super::chain::append(
             tx,
             &mut cache.chain,
-            run,
+            (run, false),
             super::chain::EntryKind::Events,
             now,
         )?;

@@ -519,6 +519,8 @@ struct Tables {
     builder_purges: HashMap<i64, Vec<Micros>>,
     /// Runs without record evidence per builder, by start time, and the longest run there.
     unverified: HashMap<u32, (Vec<u32>, Micros)>,
+    /// The time-suspect runs, which every query from a time on includes whatever they claim.
+    suspect: Vec<u32>,
 }
 
 impl Tables {
@@ -588,10 +590,12 @@ impl Tables {
         let mut stmt =
             conn.prepare("SELECT run_id FROM run_receipts WHERE time_suspect IS NOT NULL")?;
         let mut rows = stmt.query([])?;
+        let mut suspect = Vec::new();
         while let Some(row) = rows.next()? {
             let id = some_or_skip!(slot(row.get(0)?));
             if let Some(run) = runs.get_mut(id) {
                 run.time_suspect = true;
+                suspect.push(id as u32);
             }
         }
 
@@ -687,6 +691,7 @@ impl Tables {
             mount_purges,
             builder_purges,
             unverified,
+            suspect,
         }))
     }
 }
@@ -988,6 +993,7 @@ impl Index {
             id: i64::from(id),
             started_at: row.started_at,
             finished_at: row.finished_at,
+            time_suspect: row.time_suspect,
         })
     }
 
@@ -1188,7 +1194,17 @@ impl Source for TraceSource<'_> {
         };
         let events = index.events.mount_reads.get(mount);
         let first = events.partition_point(|e| e.at < since);
-        Ok(index.timed_readers(&events[first..]))
+        let mut readers = index.timed_readers(&events[first..]);
+        // Time-suspect runs that claim to have read it earlier.
+        for &run in &index.tables.suspect {
+            let read = index.events.by_run.get(i64::from(run)).iter().find(|e| {
+                e.kind == EventKind::ReadMount && i64::from(e.target) == mount && e.at < since
+            });
+            if let (Some(read), Some(reader)) = (read, index.run_ref(run)) {
+                readers.push((reader, read.at));
+            }
+        }
+        Ok(readers)
     }
 
     fn mount_read(&mut self, run: RunId, mount: MountId) -> Result<Option<Micros>, StoreError> {
@@ -1254,10 +1270,22 @@ impl Source for TraceSource<'_> {
         };
         let lower = since.saturating_sub(*longest);
         let first = runs.partition_point(|&r| index.tables.runs[r as usize].started_at < lower);
+        let rows = &index.tables.runs;
+        let in_range = |r: u32| {
+            let row = &rows[r as usize];
+            row.started_at >= lower && row.finished_at >= since
+        };
+        // Time-suspect runs on the builder, whatever times they claim.
+        let suspect = index.tables.suspect.iter().copied().filter(|&r| {
+            let row = &rows[r as usize];
+            row.builder == id32(builder) && !row.has_records && !in_range(r)
+        });
         Ok(runs[first..]
             .iter()
-            .filter(|&&r| index.tables.runs[r as usize].finished_at >= since)
-            .filter_map(|&r| index.run_ref(r))
+            .copied()
+            .filter(|&r| rows[r as usize].finished_at >= since)
+            .chain(suspect)
+            .filter_map(|r| index.run_ref(r))
             .collect())
     }
 
@@ -1662,6 +1690,14 @@ mod tests {
                 ],
             )
             .unwrap();
+            if r.time_suspect {
+                tx.execute(
+                    "INSERT INTO run_receipts (run_id, received_at, identity, time_suspect)
+                     VALUES (?1, 0, 'test', 'claimed')",
+                    [r.id],
+                )
+                .unwrap();
+            }
             if let Some(builder) = r.builder {
                 tx.execute(
                     "INSERT INTO events (run_id, kind, target, at) VALUES (?1, ?2, ?3, ?4)",

@@ -66,10 +66,14 @@ const MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/migrations/0013_collector.sql"),
     CHAIN_MIGRATION,
     include_str!("../../schema/migrations/0015_mount_audits.sql"),
+    RECEIPT_MIGRATION,
 ];
 
 /// The migration that creates the run chain; a hook then chains the runs already stored.
 const CHAIN_MIGRATION: &str = include_str!("../../schema/migrations/0014_run_chain.sql");
+/// The migration after which receipts are chained; a hook then chains the receipts already
+/// stored.
+const RECEIPT_MIGRATION: &str = include_str!("../../schema/migrations/0016_receipts.sql");
 
 fn migrations() -> Migrations<'static> {
     Migrations::new(
@@ -79,6 +83,11 @@ fn migrations() -> Migrations<'static> {
                 if *sql == CHAIN_MIGRATION {
                     M::up_with_hook(sql, |tx: &rusqlite::Transaction<'_>| {
                         chain::chain_existing(tx)?;
+                        Ok(())
+                    })
+                } else if *sql == RECEIPT_MIGRATION {
+                    M::up_with_hook(sql, |tx: &rusqlite::Transaction<'_>| {
+                        chain::chain_existing_receipts(tx)?;
                         Ok(())
                     })
                 } else {

@@ -469,7 +469,9 @@ impl Store {
         self.rows(&sql, params, artifact_from_row)
     }
 
-    /// Runs joined with events of the given kinds on one target, with the event time.
+    /// Runs joined with events of the given kinds on one target, with the event time: those
+    /// at or after `since`, and a time-suspect run's whenever it claims they happened. (The
+    /// suspect runs are found from their receipts, which a partial index keeps few.)
     fn event_runs(
         &self,
         kinds: &str,
@@ -479,7 +481,13 @@ impl Store {
         let sql = format!(
             "SELECT {RUN_COLUMNS}, e.kind, e.at FROM events e
              JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
-             WHERE e.kind IN ({kinds}) AND e.target = ?1 AND e.at >= ?2"
+             WHERE e.kind IN ({kinds}) AND e.target = ?1 AND e.at >= ?2
+             UNION ALL
+             SELECT {RUN_COLUMNS}, e.kind, e.at FROM run_receipts s
+             JOIN events e ON e.run_id = s.run_id
+             JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
+             WHERE s.time_suspect IS NOT NULL
+               AND e.kind IN ({kinds}) AND e.target = ?1 AND e.at < ?2"
         );
         self.rows(&sql, params![target, since], |row| {
             Ok((
@@ -518,11 +526,22 @@ impl Source for Store {
             .optional()
             .map_err(|e| self.err(e))?;
         let Some(id) = exists else { return Ok(None) };
-        self.runs_query(
-            "WHERE r.pipeline_id = ?1 AND r.started_at >= ?2 AND r.started_at <= ?3 ORDER BY r.started_at",
-            params![id, since.unwrap_or(i64::MIN), until.unwrap_or(i64::MAX)],
-        )
-        .map(Some)
+        let window = params![id, since.unwrap_or(i64::MIN), until.unwrap_or(i64::MAX)];
+        let mut runs = self.runs_query(
+            "WHERE r.pipeline_id = ?1 AND r.started_at >= ?2 AND r.started_at <= ?3",
+            window,
+        )?;
+        // A time-suspect run is in every window: its claimed start cannot keep it out.
+        if since.is_some() || until.is_some() {
+            runs.extend(self.runs_query(
+                "JOIN run_receipts s ON s.run_id = r.id
+                 WHERE r.pipeline_id = ?1 AND s.time_suspect IS NOT NULL
+                   AND NOT (r.started_at >= ?2 AND r.started_at <= ?3)",
+                window,
+            )?);
+        }
+        runs.sort_by_key(|run| (run.started_at, run.id));
+        Ok(Some(runs))
     }
 
     fn runs_by_key(&mut self, key: &RunKey) -> Result<Vec<RunInfo>, StoreError> {
@@ -749,14 +768,18 @@ impl Source for Store {
             )
             .map_err(|e| self.err(e))?;
         let lower = since.saturating_sub(longest.unwrap_or(0));
-        Ok(self
-            .runs_query(
-                "WHERE r.builder_id = ?1 AND r.started_at >= ?2 AND r.finished_at >= ?3 AND r.has_records = 0",
-                params![builder, lower, since],
-            )?
-            .iter()
-            .map(RunRef::from)
-            .collect())
+        let mut runs = self.runs_query(
+            "WHERE r.builder_id = ?1 AND r.started_at >= ?2 AND r.finished_at >= ?3 AND r.has_records = 0",
+            params![builder, lower, since],
+        )?;
+        // Time-suspect runs whatever they claim, found from their few receipts.
+        runs.extend(self.runs_query(
+            "JOIN run_receipts s ON s.run_id = r.id
+             WHERE s.time_suspect IS NOT NULL AND r.builder_id = ?1 AND r.has_records = 0
+               AND NOT (r.started_at >= ?2 AND r.finished_at >= ?3)",
+            params![builder, lower, since],
+        )?);
+        Ok(runs.iter().map(RunRef::from).collect())
     }
 
     fn builder_record_users(
@@ -768,7 +791,8 @@ impl Source for Store {
             "SELECT {RUN_COLUMNS}, min(e.at) FROM builder_records br
              CROSS JOIN events e ON e.kind IN ('created_record', 'reused_record') AND e.target = br.id
              JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
-             WHERE br.builder_id = ?1 AND e.at >= ?2 AND r.has_records = 1
+             WHERE br.builder_id = ?1 AND r.has_records = 1 AND (e.at >= ?2
+               OR EXISTS (SELECT 1 FROM run_receipts s WHERE s.run_id = r.id AND s.time_suspect IS NOT NULL))
              GROUP BY r.id"
         );
         self.rows(&sql, params![builder, since], |row| {

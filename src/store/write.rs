@@ -12,6 +12,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 use super::chain::EntryKind;
+use super::collector::Receipt;
 use super::{Store, StoreError, sql_error};
 use crate::config::Config;
 use crate::model::{
@@ -130,16 +131,16 @@ impl Store {
         record: &RunRecord,
         config: &Config,
     ) -> Result<RecordOutcome, StoreError> {
-        self.record_run_with(record, config, |_, _| Ok(()))
+        self.record_run_with(record, config, None)
     }
 
-    /// [`Store::record_run`], with `also` writing more about the run (its store id and
-    /// whether it is new) in the same transaction.
+    /// [`Store::record_run`], with the collector's receipt for the run kept and chained in
+    /// the same transaction when the run has none yet.
     pub(super) fn record_run_with(
         &mut self,
         record: &RunRecord,
         config: &Config,
-        also: impl FnOnce(&Transaction, &RecordOutcome) -> rusqlite::Result<()>,
+        receipt: Option<&Receipt>,
     ) -> Result<RecordOutcome, StoreError> {
         let path = self.path.clone();
         let fail = |err: WriteError| match err {
@@ -149,15 +150,21 @@ impl Store {
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
         let mut cache = IdCache::default();
         let now = time::now();
-        let outcome =
-            insert_run(&tx, &mut cache, config, (record, source::HOOK), now).map_err(fail)?;
+        let outcome = insert_run(
+            &tx,
+            &mut cache,
+            config,
+            (record, source::HOOK),
+            now,
+            receipt,
+        )
+        .map_err(fail)?;
         if let Some(builder) = &record.builder
             && record.records.is_some()
         {
             mark_overlaps(&tx, outcome.run, &builder.name, record, now)
                 .map_err(|e| fail(e.into()))?;
         }
-        also(&tx, &outcome).map_err(|e| sql_error(&path, e))?;
         tx.commit().map_err(|e| sql_error(&path, e))?;
         Ok(outcome)
     }
@@ -194,7 +201,7 @@ impl Store {
                     .map(|_| 0)
                     .map_err(WriteError::from),
                 ImportItem::Run(run) => {
-                    insert_run(&tx, &mut cache, config, (run, source::HOOK), now).map(|o| {
+                    insert_run(&tx, &mut cache, config, (run, source::HOOK), now, None).map(|o| {
                         warnings = o.warnings;
                         o.events
                     })
@@ -351,7 +358,7 @@ fn attach_push_tx(
         )?;
     }
     if added {
-        super::chain::append(tx, &mut cache.chain, run, EntryKind::Events, now)?;
+        super::chain::append(tx, &mut cache.chain, (run, false), EntryKind::Events, now)?;
     }
     Ok(Some(step))
 }
@@ -752,6 +759,7 @@ pub(super) fn insert_run(
     config: &Config,
     (record, source): (&RunRecord, &str),
     now: Micros,
+    receipt: Option<&Receipt>,
 ) -> WriteResult<RecordOutcome> {
     let mut warnings = Vec::new();
     let asked = record.trust_level.as_deref();
@@ -921,12 +929,24 @@ pub(super) fn insert_run(
             }
         }
     }
+    // How the collector received it, kept the first time only; a receipt the run did not
+    // have is chained with what the run gained.
+    let received = match receipt {
+        Some(receipt) => super::collector::insert_receipt(tx, run, receipt)?,
+        None => false,
+    };
     // The run as accepted, or what it gained, joins the tamper-evident chain in this
     // transaction.
     if created {
-        super::chain::append(tx, &mut cache.chain, run, EntryKind::Run, now)?;
-    } else if events > 0 {
-        super::chain::append(tx, &mut cache.chain, run, EntryKind::Events, now)?;
+        super::chain::append(tx, &mut cache.chain, (run, received), EntryKind::Run, now)?;
+    } else if events > 0 || received {
+        super::chain::append(
+            tx,
+            &mut cache.chain,
+            (run, received),
+            EntryKind::Events,
+            now,
+        )?;
     }
     Ok(RecordOutcome {
         run,
@@ -1106,6 +1126,57 @@ mod tests {
             })
             .unwrap();
         runs
+    }
+
+    /// A run the collector received first is chained whole with its receipt (encoding 2); a
+    /// run recorded without it and received later gets an entry that brings the receipt in;
+    /// a third sending keeps the first receipt and adds no entry. The chain verifies
+    /// throughout, and a receipt edited after is caught.
+    #[test]
+    fn receipts_are_chained_by_the_entry_that_brings_them_in() {
+        let (_dir, mut store) = store();
+        let none = Config::default();
+        let receipt = |received_at: Micros| crate::store::Receipt {
+            received_at,
+            identity: "https://issuer#p".into(),
+            late: false,
+            time_suspect: None,
+        };
+        store
+            .record_received_run(&run("p", "1", None), &none, &receipt(1))
+            .unwrap();
+        store.record_run(&run("p", "2", None), &none).unwrap();
+        store
+            .record_received_run(&run("p", "2", None), &none, &receipt(2))
+            .unwrap();
+        store
+            .record_received_run(&run("p", "2", None), &none, &receipt(3))
+            .unwrap();
+        let entries: Vec<(String, i64)> = store
+            .conn
+            .prepare("SELECT kind, encoding FROM run_chain ORDER BY seq")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let expected = [("run", 2), ("run", 1), ("events", 2)];
+        let expected: Vec<(String, i64)> =
+            expected.iter().map(|&(k, v)| (k.to_owned(), v)).collect();
+        assert_eq!(entries, expected);
+        assert_eq!(store.verify_chain(None).unwrap().broken, None);
+        store
+            .conn
+            .execute_batch(
+                "DROP TRIGGER run_receipts_never_update;
+                 UPDATE run_receipts SET received_at = 9 WHERE received_at = 2;",
+            )
+            .unwrap();
+        let broken = store.verify_chain(None).unwrap().broken.unwrap();
+        assert_eq!(
+            (broken.entry, broken.kind),
+            (3, crate::store::BreakKind::HashMismatch)
+        );
     }
 
     /// The attack of `record --pipeline forks-pr --trust-level release`: with no config, the

@@ -117,22 +117,24 @@ fn tamper(db: &Path, sql: &str) {
     }
 }
 
-/// Undoes the chain migration as if the store was made before it: the mount-audit migration
-/// after it undone first, then the chain's table and columns dropped, `user_version` two lower.
+/// Undoes the chain migration as if the store was made before it: the migrations after it
+/// (the receipts, mount audits) undone first, then the chain's table and columns
+/// dropped, `user_version` three lower.
 fn unchain(db: &Path) {
     let conn = Connection::open(db).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
     conn.execute_batch(
-        "DROP TABLE mount_snapshot_files; DROP TABLE mount_snapshots;
+        "DROP INDEX run_receipts_time_suspect;
+         DROP TABLE mount_snapshot_files; DROP TABLE mount_snapshots;
          ALTER TABLE audit_findings DROP COLUMN target;
          DROP TABLE run_chain;
          ALTER TABLE incidents DROP COLUMN chain_length;
          ALTER TABLE incidents DROP COLUMN chain_head;",
     )
     .unwrap();
-    conn.pragma_update(None, "user_version", version - 2)
+    conn.pragma_update(None, "user_version", version - 3)
         .unwrap();
 }
 
@@ -295,16 +297,22 @@ fn a_chain_rewritten_whole_is_caught_with_a_kept_head() {
     assert_eq!(doc["break"]["kind"], "missing_entry", "{doc:#}");
     assert_eq!(doc["break"]["entry"], 3, "{doc:#}");
 
-    // An entry claiming an encoding this cachewarden does not know is not passed over.
-    let db = copy(&env, "version.db");
-    tamper(&db, "UPDATE run_chain SET encoding = 2 WHERE seq = 2");
-    let (code, doc) = verify_json(&env, &db, &[]);
-    assert_eq!(code, 1, "{doc:#}");
-    assert_eq!(
-        (&doc["break"]["kind"], &doc["break"]["entry"]),
-        (&"malformed".into(), &2.into()),
-        "{doc:#}"
-    );
+    // An entry claiming an encoding this cachewarden does not know is not passed over; one
+    // relabelled with another known encoding no longer hashes to its stored hash.
+    for (version, kind) in [(3, "malformed"), (2, "hash_mismatch")] {
+        let db = copy(&env, &format!("version-{version}.db"));
+        tamper(
+            &db,
+            &format!("UPDATE run_chain SET encoding = {version} WHERE seq = 2"),
+        );
+        let (code, doc) = verify_json(&env, &db, &[]);
+        assert_eq!(code, 1, "{doc:#}");
+        assert_eq!(
+            (&doc["break"]["kind"], &doc["break"]["entry"]),
+            (&kind.into(), &2.into()),
+            "{doc:#}"
+        );
+    }
 
     let db = copy(&env, "rewritten.db");
     tamper(
@@ -363,6 +371,45 @@ fn the_migration_chains_a_store_made_before_it() {
         .args(["record", "--pipeline", "after", "--run", "1"]));
     let (code, doc) = verify_json(&env, &env.db(), &[]);
     assert_eq!((code, doc["length"].as_i64()), (0, Some(6)), "{doc:#}");
+}
+
+/// A store holding collector receipts from before receipts were chained gets them chained
+/// when migrated: one entry each, after the runs', which verifies; the receipt edited then
+/// is caught.
+#[test]
+fn the_migration_chains_the_receipts_a_store_already_holds() {
+    let env = Env::new();
+    ok(env.cmd().args(["import", &history()]));
+    // Rewound to before the receipt migration, with a receipt as the collector kept it then.
+    let conn = Connection::open(env.db()).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    conn.execute_batch(
+        "DROP INDEX run_receipts_time_suspect;
+         INSERT INTO run_receipts (run_id, received_at, identity, late, time_suspect)
+         VALUES ((SELECT min(id) FROM runs), 1, 'https://issuer#p', 0, 'claims to finish after it was received');",
+    )
+    .unwrap();
+    conn.pragma_update(None, "user_version", version - 1)
+        .unwrap();
+    drop(conn);
+    let out = output(&env, env.cmd().args(["db", "migrate"]));
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+    let (code, doc) = verify_json(&env, &env.db(), &[]);
+    assert_eq!((code, doc["length"].as_i64()), (0, Some(6)), "{doc:#}");
+    let edited = copy(&env, "edited.db");
+    let conn = Connection::open(&edited).unwrap();
+    conn.execute_batch(
+        "DROP TRIGGER run_receipts_never_update;
+         UPDATE run_receipts SET time_suspect = NULL;",
+    )
+    .unwrap();
+    drop(conn);
+    let (code, doc) = verify_json(&env, &edited, &[]);
+    assert_eq!(code, 1, "{doc:#}");
+    assert_eq!(doc["break"]["kind"], "hash_mismatch", "{doc:#}");
+    assert_eq!(doc["break"]["entry"], 6, "{doc:#}");
 }
 
 /// An incident's report states the chain head its trace was computed from, which

@@ -396,6 +396,165 @@ fn late_and_time_suspect_runs_are_marked() {
     assert_eq!(suspect, 2, "{doc}");
 }
 
+/// A run the collector holds time-suspect that backdates its read of a poisoned cache mount
+/// to before the poison was written is still traced; a believed run that read the mount
+/// then stays clean.
+#[test]
+fn a_suspect_run_backdating_its_read_of_a_poisoned_mount_is_traced() {
+    let s = setup("github", "[server]\nmax_run_seconds = 3600\n");
+    let now = chrono::Utc::now();
+    let post = |id: &str, ago: chrono::Duration, readonly: bool| {
+        let claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", id);
+        let mut line = oidc::run_line("acme/web/build", &format!("{id}-1"));
+        let object = line.as_object_mut().unwrap();
+        object.remove("imported");
+        object.remove("exported");
+        let started = now - ago;
+        line["started_at"] = json!(started.to_rfc3339());
+        line["finished_at"] = json!((started + chrono::Duration::seconds(30)).to_rfc3339());
+        line["mounts"] = json!([{"id": "pip", "readonly": readonly}]);
+        // Record evidence: only the mount carries taint between these runs.
+        line["records"] = json!({"created": [], "reused": []});
+        let response = s.collector.post(&s.rsa.sign(&claims), &line);
+        assert_eq!(response.status, 201, "{}", response.text());
+        response.json()
+    };
+    // The poisoner writes the mount 90 s ago.
+    assert!(post("50", chrono::Duration::seconds(90), false)["time_suspect"].is_null());
+    // Claims to have read it three hours ago, long before its token was issued.
+    assert!(post("51", chrono::Duration::hours(3), true)["time_suspect"].is_string());
+    // Read it twenty minutes ago, before the poison, and is believed.
+    assert!(post("52", chrono::Duration::minutes(20), true)["time_suspect"].is_null());
+
+    let out = s
+        .env
+        .cmd()
+        .args(["trace", "--run", "acme/web/build/50-1", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs: Vec<&str> = doc["runs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{doc}"))
+        .iter()
+        .map(|run| run["name"].as_str().unwrap())
+        .collect();
+    assert!(runs.iter().any(|r| r.contains("/51-1/")), "{doc}");
+    assert!(!runs.iter().any(|r| r.contains("/52-1/")), "{doc}");
+    let suspect = doc["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|run| run["name"].as_str().unwrap().contains("/51-1/"))
+        .unwrap();
+    assert_eq!(suspect["time_suspect"], true, "{suspect}");
+    assert_eq!(suspect["via"]["kind"], "mount-read", "{suspect}");
+}
+
+/// A collected run's receipt is part of its chain entry: editing its `received_at` or
+/// `time_suspect`, or deleting it, directly in the store is caught by `verify-log`, and so is
+/// a receipt forged for a run the collector never received.
+#[test]
+fn a_receipt_edited_in_the_store_is_caught_by_verify_log() {
+    let s = setup("github", "[server]\nmax_run_seconds = 3600\n");
+    let believed = oidc::github_claims(&s.issuer.url, "acme/web", "build", "60");
+    let response = s.collector.post(
+        &s.rsa.sign(&believed),
+        &oidc::run_line("acme/web/build", "60-1"),
+    );
+    assert_eq!(response.status, 201, "{}", response.text());
+    let suspect = oidc::github_claims(&s.issuer.url, "acme/web", "build", "61");
+    let mut line = oidc::run_line("acme/web/build", "61-1");
+    line["started_at"] = json!((chrono::Utc::now() - chrono::Duration::hours(3)).to_rfc3339());
+    let response = s.collector.post(&s.rsa.sign(&suspect), &line);
+    assert!(
+        response.json()["time_suspect"].is_string(),
+        "{}",
+        response.text()
+    );
+    // A run recorded without the collector has no receipt.
+    let out = s
+        .env
+        .cmd()
+        .args(["record", "--pipeline", "local", "--run", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let verify = |db: &std::path::Path| {
+        let out = s
+            .env
+            .cmd()
+            .arg("--db")
+            .arg(db)
+            .args(["verify-log", "--format", "json"])
+            .output()
+            .unwrap();
+        let doc: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code().unwrap(), doc)
+    };
+    let (code, doc) = verify(&s.env.db());
+    assert_eq!((code, &doc["break"]), (0, &Value::Null), "{doc}");
+
+    for (name, sql, kind, run) in [
+        (
+            "received",
+            "UPDATE run_receipts SET received_at = received_at - 1000000
+             WHERE time_suspect IS NULL",
+            "hash_mismatch",
+            "60-1",
+        ),
+        (
+            "unsuspected",
+            "UPDATE run_receipts SET time_suspect = NULL",
+            "hash_mismatch",
+            "61-1",
+        ),
+        (
+            "deleted",
+            "DELETE FROM run_receipts WHERE time_suspect IS NOT NULL",
+            "hash_mismatch",
+            "61-1",
+        ),
+        (
+            "forged",
+            "INSERT INTO run_receipts (run_id, received_at, identity)
+             SELECT id, 0, 'forged' FROM runs WHERE run_key = '1'",
+            "receipt_not_chained",
+            "local/1",
+        ),
+    ] {
+        // A copy of the store as it stands, edited as an attacker would, triggers dropped.
+        let copy = s.env.path().join(format!("{name}.db"));
+        let conn = rusqlite::Connection::open(s.env.db()).unwrap();
+        conn.execute("VACUUM INTO ?1", [copy.to_str().unwrap()])
+            .unwrap();
+        drop(conn);
+        let conn = rusqlite::Connection::open(&copy).unwrap();
+        conn.execute_batch(&format!(
+            "DROP TRIGGER run_receipts_never_update; DROP TRIGGER run_receipts_never_delete;
+             {sql};"
+        ))
+        .unwrap();
+        drop(conn);
+        let (code, doc) = verify(&copy);
+        assert_eq!(code, 1, "{name}: {doc}");
+        assert_eq!(doc["break"]["kind"], kind, "{name}: {doc}");
+        let named = doc["break"]["run"].as_str().unwrap_or_default();
+        assert!(named.contains(run), "{name}: {doc}");
+    }
+}
+
 /// Static runner tokens record only the pipelines their globs allow.
 #[test]
 fn static_tokens_are_bound_to_their_pipelines() {
@@ -1095,6 +1254,120 @@ fn wrap_refuses_inputs_the_collector_holds_tainted() {
     assert_eq!(out.status.code(), Some(5), "{stderr}");
     assert!(stderr.contains("tainted in open incident 1"), "{stderr}");
     assert!(!marker.exists(), "the build ran");
+}
+
+/// `wrap --server --allow-tainted` builds from a cache the collector's open incident holds
+/// tainted and sends the override there: the fleet's record holds it, named by the token's
+/// pipeline and run and its identity, not by anything the runner claims. An override naming
+/// a digest no open incident holds, or another pipeline than the token's, is refused.
+#[test]
+fn wrap_sends_its_override_to_the_collector() {
+    let s = setup("github", "");
+    let token = s.rsa.sign(&oidc::github_claims(
+        &s.issuer.url,
+        "acme/web",
+        "build",
+        "130",
+    ));
+    let response = s
+        .collector
+        .post(&token, &oidc::run_line("acme/web/build", "130-1"));
+    assert_eq!(response.status, 201, "{}", response.text());
+    let out = s
+        .env
+        .cmd()
+        .args([
+            "incident",
+            "open",
+            "--pipeline",
+            "acme/web/build",
+            "--since",
+            "1d",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runner = Env::new();
+    let marker = runner.path().join("built");
+    let docker = runner.write(
+        "bin/docker",
+        &format!("#!/bin/sh\ntouch {}\nexit 0\n", marker.display()),
+    );
+    std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let next = s.rsa.sign(&oidc::github_claims(
+        &s.issuer.url,
+        "acme/web",
+        "build",
+        "131",
+    ));
+    let tainted_digest = format!("sha256:{}", "b".repeat(64));
+    let tainted = format!("localhost:5000/cache/app@{tainted_digest}");
+    let out = runner
+        .cmd()
+        .env("CACHEWARDEN_TOKEN", &next)
+        .env("DOCKER_HOST", "unix:///nonexistent.sock")
+        .args(["wrap", "--server", &s.collector.url(), "--allow-tainted"])
+        .args(["--builder", "ci-1", "--"])
+        .arg(&docker)
+        .args(["build", "--cache-from", &tainted, "."])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(marker.exists(), "the build did not run: {stderr}");
+    assert!(
+        stderr.contains("override is recorded at the collector"),
+        "{stderr}"
+    );
+    let rows = sql_rows(
+        &s.env,
+        "SELECT incident_id, digest, pipeline, run_key, by FROM containment_overrides",
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        rows[0][..4],
+        ["1", tainted_digest.as_str(), "acme/web/build", "131-1"]
+    );
+    assert!(rows[0][4].ends_with("#acme/web/build"), "{rows:?}");
+    // The runner's own store holds nothing.
+    assert!(
+        !runner.db().exists() || {
+            let conn = rusqlite::Connection::open(runner.db()).unwrap();
+            conn.query_row("SELECT count(*) FROM containment_overrides", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .unwrap_or(0)
+                == 0
+        }
+    );
+
+    let addr = s.collector.url().trim_start_matches("http://").to_owned();
+    let post = |body: Value| {
+        let request = crate::harness::http::Request::new("POST", "/v1/overrides")
+            .header("Authorization", &format!("Bearer {next}"))
+            .header("Content-Type", "application/json");
+        let request = crate::harness::http::Request {
+            body: body.to_string().into_bytes(),
+            ..request
+        };
+        crate::harness::http::tcp(&addr, &request).unwrap()
+    };
+    let clean = post(json!({"v": 1, "overrides": [
+        {"digest": format!("sha256:{}", "c".repeat(64)), "incident": 1}
+    ]}));
+    assert_eq!(clean.status, 409, "{}", clean.text());
+    let other = post(
+        json!({"v": 1, "pipeline": "acme/other/build", "overrides": [
+            {"digest": tainted_digest, "incident": 1}
+        ]}),
+    );
+    assert_eq!(other.status, 403, "{}", other.text());
+    let rows = sql_rows(&s.env, "SELECT count(*) FROM containment_overrides");
+    assert_eq!(rows, [["1"]]);
 }
 
 /// A flood of bad tokens is logged and counted, but only `[server]

@@ -5,8 +5,25 @@ use sha2::{Digest as _, Sha256};
 
 use crate::time::Micros;
 
-/// The version of the entry encoding; the first byte of every encoded entry.
-pub const ENCODING_VERSION: u8 = 1;
+/// The first version of the entry encoding: the run and its events. The first byte of every
+/// encoded entry is its version.
+pub const ENCODING_V1: u8 = 1;
+/// Version 2: version 1, then the run's collector receipt (received_at, identity, late,
+/// time_suspect). An entry is hashed with it when it is the one that brings the receipt into
+/// the chain: the run's entry for a run the collector received first, else an events entry.
+pub const ENCODING_V2: u8 = 2;
+/// The versions this cachewarden writes and checks.
+pub const ENCODING_VERSIONS: [u8; 2] = [ENCODING_V1, ENCODING_V2];
+
+/// How the collector received a run, as stored (`run_receipts`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ReceiptFacts {
+    pub received_at: Micros,
+    pub identity: String,
+    pub late: i64,
+    pub time_suspect: Option<String>,
+}
+
 /// A run's facts as stored, names resolved.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct RunFacts {
@@ -95,11 +112,15 @@ pub(crate) struct DetailFacts {
 /// One entry, as hashed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Entry {
+    /// [`ENCODING_V1`] or [`ENCODING_V2`].
+    pub version: u8,
     pub seq: i64,
     pub kind: EntryKind,
     pub run: RunFacts,
     pub events: Vec<EventFacts>,
     pub details: Vec<DetailFacts>,
+    /// The run's receipt as stored (read for version 2 only; `None` when it has none).
+    pub receipt: Option<ReceiptFacts>,
 }
 
 /// Length-prefixed fields: every text is its byte length (4 bytes, big-endian) and its bytes,
@@ -199,10 +220,10 @@ impl Encoder {
     }
 }
 
-/// The canonical encoding of an entry (version [`ENCODING_VERSION`]).
+/// The canonical encoding of an entry, in its version.
 pub(crate) fn encode(entry: &Entry) -> Vec<u8> {
     let mut e = Encoder(Vec::with_capacity(256));
-    e.byte(ENCODING_VERSION);
+    e.byte(entry.version);
     e.int(entry.seq);
     e.byte(match entry.kind {
         EntryKind::Run => 1,
@@ -238,6 +259,18 @@ pub(crate) fn encode(entry: &Entry) -> Vec<u8> {
         e.text(&d.detail);
         e.int(d.at);
     }
+    if entry.version >= ENCODING_V2 {
+        match &entry.receipt {
+            None => e.byte(0),
+            Some(r) => {
+                e.byte(1);
+                e.int(r.received_at);
+                e.text(&r.identity);
+                e.int(r.late);
+                e.opt(r.time_suspect.as_deref());
+            }
+        }
+    }
     e.0
 }
 
@@ -255,6 +288,7 @@ mod tests {
 
     fn run_entry() -> Entry {
         Entry {
+            version: ENCODING_V1,
             seq: 1,
             kind: EntryKind::Run,
             run: RunFacts {
@@ -284,6 +318,16 @@ mod tests {
                 detail: None,
             }],
             details: Vec::new(),
+            receipt: None,
+        }
+    }
+
+    fn receipt() -> ReceiptFacts {
+        ReceiptFacts {
+            received_at: 40,
+            identity: "https://issuer#p".into(),
+            late: 0,
+            time_suspect: None,
         }
     }
 
@@ -299,6 +343,39 @@ mod tests {
             variants.push(e);
         };
         push(&|e| e.seq = 2);
+        push(&|e| e.version = ENCODING_V2);
+        push(&|e| {
+            e.version = ENCODING_V2;
+            e.receipt = Some(receipt());
+        });
+        push(&|e| {
+            e.version = ENCODING_V2;
+            e.receipt = Some(ReceiptFacts {
+                received_at: 41,
+                ..receipt()
+            });
+        });
+        push(&|e| {
+            e.version = ENCODING_V2;
+            e.receipt = Some(ReceiptFacts {
+                identity: "https://issuer#q".into(),
+                ..receipt()
+            });
+        });
+        push(&|e| {
+            e.version = ENCODING_V2;
+            e.receipt = Some(ReceiptFacts {
+                late: 1,
+                ..receipt()
+            });
+        });
+        push(&|e| {
+            e.version = ENCODING_V2;
+            e.receipt = Some(ReceiptFacts {
+                time_suspect: Some("claims to finish after it was received".into()),
+                ..receipt()
+            });
+        });
         push(&|e| e.kind = EntryKind::Events);
         push(&|e| e.run.pipeline = None);
         push(&|e| e.run.pipeline = Some(String::new()));
@@ -378,7 +455,16 @@ mod tests {
     #[test]
     fn the_encoding_is_versioned_and_events_entries_name_only_the_run() {
         let mut e = run_entry();
-        assert_eq!(encode(&e)[0], ENCODING_VERSION);
+        assert_eq!(encode(&e)[0], ENCODING_V1);
+        // A version 1 entry never covers a receipt, whatever the run has.
+        let v1 = encode(&e);
+        e.receipt = Some(receipt());
+        assert_eq!(encode(&e), v1);
+        e.version = ENCODING_V2;
+        assert_eq!(encode(&e)[0], ENCODING_V2);
+        assert_ne!(encode(&e), v1);
+        e.version = ENCODING_V1;
+        e.receipt = None;
         e.kind = EntryKind::Events;
         let before = encode(&e);
         e.run.started_at = 99;

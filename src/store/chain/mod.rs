@@ -10,8 +10,10 @@
 //! flags and trust level; and its events and mount-use details, each target named by what it
 //! is (an artifact's backend, locator, digest and key; a mount's builder, namespace and id; a
 //! builder's name; a builder record's builder, id, type and description), so that rewriting a
-//! row an event points at is caught too. Observations learnt later (`run_observations`,
-//! `run_truncations`) are not in the chain.
+//! row an event points at is caught too. From encoding version 2, the run's collector receipt
+//! (`run_receipts`): the entry that brings it into the chain (the run's own, for a run the
+//! collector received first) is hashed with it. Observations learnt later
+//! (`run_observations`, `run_truncations`) are not in the chain.
 
 mod encode;
 mod read;
@@ -23,7 +25,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::time::Micros;
-pub(crate) use encode::{ENCODING_VERSION, encode, next_hash};
+pub(crate) use encode::{ENCODING_V1, ENCODING_V2, encode, next_hash};
 use read::{Span, load_entry};
 pub use verify::{BreakKind, ChainBreak, ChainCheck};
 
@@ -155,11 +157,12 @@ pub(super) fn stored_head(conn: &Connection) -> rusqlite::Result<ChainHead> {
 }
 
 /// Appends an entry for `run` of `kind`: the run as it now stands, or what it gained since its
-/// last entry. Call inside the write transaction that wrote those rows.
+/// last entry; with `receipt`, the run's collector receipt too (encoding version 2), which
+/// this entry brings into the chain. Call inside the write transaction that wrote those rows.
 pub(super) fn append(
     conn: &Connection,
     tail: &mut Option<Tail>,
-    run: i64,
+    (run, receipt): (i64, bool),
     kind: EntryKind,
     now: Micros,
 ) -> rusqlite::Result<()> {
@@ -200,8 +203,9 @@ pub(super) fn append(
         details_through: details_through.max(details_after),
     };
     let seq = last.seq + 1;
-    let entry =
-        load_entry(conn, seq, kind, run, span)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+    let version = if receipt { ENCODING_V2 } else { ENCODING_V1 };
+    let entry = load_entry(conn, (seq, version), kind, run, span)?
+        .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
     let hash = next_hash(&last.hash, &encode(&entry));
     conn.prepare_cached(
         "INSERT INTO run_chain (seq, run_id, kind, events_through, details_through, encoding,
@@ -214,7 +218,7 @@ pub(super) fn append(
         kind.as_str(),
         span.events_through,
         span.details_through,
-        ENCODING_VERSION,
+        version,
         &hash.0[..],
         now
     ])?;
@@ -232,7 +236,25 @@ pub(super) fn chain_existing(conn: &Connection) -> rusqlite::Result<()> {
     let now = crate::time::now();
     let mut tail = None;
     for run in runs {
-        append(conn, &mut tail, run, EntryKind::Run, now)?;
+        append(conn, &mut tail, (run, false), EntryKind::Run, now)?;
+    }
+    Ok(())
+}
+
+/// The hook of the migration after which receipts are chained: every receipt already held is
+/// brought into the chain by an entry of its own (version 2, no new events), in run id order.
+pub(super) fn chain_existing_receipts(conn: &Connection) -> rusqlite::Result<()> {
+    let runs: Vec<i64> = conn
+        .prepare(
+            "SELECT run_id FROM run_receipts WHERE run_id IN (SELECT run_id FROM run_chain)
+             ORDER BY run_id",
+        )?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let now = crate::time::now();
+    let mut tail = None;
+    for run in runs {
+        append(conn, &mut tail, (run, true), EntryKind::Events, now)?;
     }
     Ok(())
 }

@@ -3,7 +3,9 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::EntryKind;
-use super::encode::{DetailFacts, Entry, EventFacts, Ref, RunFacts, Target};
+use super::encode::{
+    DetailFacts, ENCODING_V2, Entry, EventFacts, ReceiptFacts, Ref, RunFacts, Target,
+};
 
 /// The columns that name an event's target, for a query over `events e`: the table the kind
 /// points into is joined, the others are not.
@@ -108,10 +110,27 @@ pub(super) struct Span {
     pub details_through: i64,
 }
 
-/// An entry as the stored rows give it, or `None` when the run's row is gone.
+/// The run's collector receipt as stored, if it has one.
+pub(super) fn load_receipt(conn: &Connection, run: i64) -> rusqlite::Result<Option<ReceiptFacts>> {
+    conn.prepare_cached(
+        "SELECT received_at, identity, late, time_suspect FROM run_receipts WHERE run_id = ?1",
+    )?
+    .query_row([run], |row| {
+        Ok(ReceiptFacts {
+            received_at: row.get(0)?,
+            identity: row.get(1)?,
+            late: row.get(2)?,
+            time_suspect: row.get(3)?,
+        })
+    })
+    .optional()
+}
+
+/// An entry as the stored rows give it, in encoding `version`, or `None` when the run's row
+/// is gone.
 pub(super) fn load_entry(
     conn: &Connection,
-    seq: i64,
+    (seq, version): (i64, u8),
     kind: EntryKind,
     run: i64,
     span: Span,
@@ -159,11 +178,18 @@ pub(super) fn load_entry(
     } else {
         Vec::new()
     };
+    let receipt = if version >= ENCODING_V2 {
+        load_receipt(conn, run)?
+    } else {
+        None
+    };
     Ok(Some(Entry {
+        version,
         seq,
         kind,
         run: facts,
         events,
         details,
+        receipt,
     }))
 }

@@ -1,11 +1,11 @@
 //! `verify-log`: the chain recomputed from the stored rows, and its first break.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::Connection;
 use serde::Serialize;
 
-use super::encode::{ENCODING_VERSION, encode, next_hash};
+use super::encode::{ENCODING_V2, ENCODING_VERSIONS, encode, next_hash};
 use super::read::{Span, load_entry, load_run};
 use super::{ChainHash, ChainHead, EntryKind, stored_head};
 use crate::store::{Store, StoreError};
@@ -32,6 +32,8 @@ pub enum BreakKind {
     RunNotChained,
     /// Events or mount-use details of a run that no entry covers.
     EventsNotChained,
+    /// A collector receipt that no entry covers: added behind the store's back.
+    ReceiptNotChained,
 }
 
 impl BreakKind {
@@ -45,6 +47,7 @@ impl BreakKind {
             Self::Malformed => "malformed",
             Self::RunNotChained => "run_not_chained",
             Self::EventsNotChained => "events_not_chained",
+            Self::ReceiptNotChained => "receipt_not_chained",
         }
     }
 
@@ -67,6 +70,9 @@ impl BreakKind {
             }
             Self::EventsNotChained => {
                 "the run has events or mount uses that no entry covers: they were written behind the store's back"
+            }
+            Self::ReceiptNotChained => {
+                "the run has a collector receipt that no entry covers: it was written behind the store's back"
             }
         }
     }
@@ -138,6 +144,8 @@ fn verify(conn: &Connection, expected: Option<&ChainHash>) -> rusqlite::Result<C
     // Entries are read one at a time: memory stays flat whatever the chain's length, but for
     // the span of each run seen.
     let mut spans: HashMap<i64, (i64, i64)> = HashMap::new();
+    // Runs whose receipt an entry covers.
+    let mut receipts: HashSet<i64> = HashSet::new();
     let mut stmt = conn.prepare(
         "SELECT seq, run_id, kind, events_through, details_through, encoding, hash
          FROM run_chain ORDER BY seq",
@@ -170,7 +178,12 @@ fn verify(conn: &Connection, expected: Option<&ChainHash>) -> rusqlite::Result<C
         let previous = spans.get(&row.run).copied();
         let (events_after, details_after) = previous.unwrap_or((0, 0));
         let kind = match (EntryKind::parse(&row.kind), previous) {
-            _ if row.encoding != i64::from(ENCODING_VERSION) => Err(BreakKind::Malformed),
+            _ if !ENCODING_VERSIONS
+                .iter()
+                .any(|&v| row.encoding == i64::from(v)) =>
+            {
+                Err(BreakKind::Malformed)
+            }
             (None, _) => Err(BreakKind::Malformed),
             (Some(EntryKind::Run), Some(_)) => Err(BreakKind::RunTwice),
             (Some(EntryKind::Events), None) => Err(BreakKind::EventsBeforeRun),
@@ -192,7 +205,9 @@ fn verify(conn: &Connection, expected: Option<&ChainHash>) -> rusqlite::Result<C
             details_after,
             details_through: row.details_through,
         };
-        let Some(entry) = load_entry(conn, row.seq, kind, row.run, span)? else {
+        // One of the known versions, checked above.
+        let version = u8::try_from(row.encoding).unwrap_or(ENCODING_V2);
+        let Some(entry) = load_entry(conn, (row.seq, version), kind, row.run, span)? else {
             check.broken = Some(fail(BreakKind::RunGone)?);
             return Ok(check);
         };
@@ -211,6 +226,9 @@ fn verify(conn: &Connection, expected: Option<&ChainHash>) -> rusqlite::Result<C
             check.reached_at = Some(number);
         }
         spans.insert(row.run, (row.events_through, row.details_through));
+        if version >= ENCODING_V2 {
+            receipts.insert(row.run);
+        }
     }
     // Rows that no entry covers.
     let next = length + 1;
@@ -231,6 +249,16 @@ fn verify(conn: &Connection, expected: Option<&ChainHash>) -> rusqlite::Result<C
             return Ok(check);
         }
     }
+    let mut stmt = conn.prepare("SELECT run_id FROM run_receipts ORDER BY run_id")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let run: i64 = row.get(0)?;
+        if !receipts.contains(&run) {
+            check.broken = Some(uncovered(run, BreakKind::ReceiptNotChained)?);
+            return Ok(check);
+        }
+    }
+    drop(rows);
     for sql in [
         "SELECT run_id, max(id) FROM events GROUP BY run_id ORDER BY run_id",
         "SELECT e.run_id, max(d.id) FROM event_details d JOIN events e ON e.id = d.event_id
