@@ -23,7 +23,7 @@ use crate::config::{Config, OnUnavailable};
 use crate::error::{InputError, RefusedError, RemoteError};
 use crate::ingest::builder::DEFAULT_BUILDX_BUILDER;
 use crate::ingest::command::{self, BuildCommand, Wrapped};
-use crate::ingest::{builder as builder_name, cache_flag, ci, metadata};
+use crate::ingest::{builder as builder_name, cache_flag, ci, metadata, progress};
 use crate::model::{
     Artifact, Backend, BuilderInfo, BuilderRecord, CacheSpec, Digest, Driver, ImageRef,
     RecordEvidence, RunStatus,
@@ -116,6 +116,20 @@ async fn wrap_build(
             Some(path)
         }
         (None, false) => None,
+    };
+    // Per-step cache hits are read from the progress output: plain for `docker build`, raw
+    // JSON for buildx, unless the command names its own mode.
+    let progress = match &build.progress {
+        Some(mode) => progress::Mode::of_flag(mode),
+        None => {
+            let mode = if build.buildx {
+                progress::Mode::RawJson
+            } else {
+                progress::Mode::Plain
+            };
+            extra.push(format!("--progress={}", mode.as_str()));
+            Some(mode)
+        }
     };
     argv.splice(build.insert_at..build.insert_at, extra);
 
@@ -244,10 +258,7 @@ async fn wrap_build(
     drop(containment_store);
 
     let started_at = time::now();
-    let status = spawn(&argv)?
-        .wait()
-        .await
-        .context("waiting for the build")?;
+    let (status, output) = run_reading_stderr(&argv, progress.is_some()).await?;
     let finished_at = time::now();
     let code = child_status(status);
 
@@ -279,6 +290,11 @@ async fn wrap_build(
             )),
         }
     }
+    let steps = progress.map(|mode| {
+        let found = progress::steps(&output, mode);
+        (mode, progress::attribute(found, record.records.as_ref()))
+    });
+    drop(output);
     if status.success() {
         let outputs = Outputs {
             iidfile: &iidfile,
@@ -306,9 +322,10 @@ async fn wrap_build(
         }
         return Ok(ExitStatus::from_child(code));
     }
+    let mut store = None;
     match open_store(db)
         .map_err(anyhow::Error::from)
-        .and_then(|mut store| Ok(store.record_run(&record, config)?))
+        .and_then(|s| Ok(store.insert(s).record_run(&record, config)?))
     {
         Ok(outcome) => {
             let trust = crate::commands::record::trust_warning(&record_args, config, &env);
@@ -322,9 +339,69 @@ async fn wrap_build(
                 crate::report::count(outcome.events, "event", "events")
             ))
         }
-        Err(err) => printer.warn(format!("the build was not recorded: {err:#}")),
+        Err(err) => {
+            printer.warn(format!("the build was not recorded: {err:#}"));
+            return Ok(ExitStatus::from_child(code));
+        }
+    }
+    if let (Some(store), Some((mode, hits))) = (store.as_mut(), steps)
+        && !hits.is_empty()
+    {
+        let key = (
+            record.pipeline.name.as_str(),
+            record.run_id.as_str(),
+            record.step.as_str(),
+        );
+        match store.record_steps(key, &hits, mode, record.finished_at) {
+            Ok(added) => printer.detail(format!(
+                "cachewarden: recorded {}: {} from cache, {} attributed to a builder record",
+                crate::report::count(added, "step", "steps"),
+                hits.iter().filter(|h| h.step.cached).count(),
+                hits.iter().filter(|h| h.record.is_some()).count()
+            )),
+            Err(err) => printer.warn(format!("the build's steps were not recorded: {err}")),
+        }
     }
     Ok(ExitStatus::from_child(code))
+}
+
+/// Runs the build. With `read`, its stderr (where the progress output goes) is passed through
+/// as it comes, byte for byte, and its first [`progress::OUTPUT_BYTES`] are kept to read.
+async fn run_reading_stderr(
+    argv: &[String],
+    read: bool,
+) -> Result<(std::process::ExitStatus, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    if !read {
+        let status = spawn(argv)?.wait().await.context("waiting for the build")?;
+        return Ok((status, Vec::new()));
+    }
+    let (program, rest) = argv
+        .split_first()
+        .ok_or_else(|| InputError::invalid("wrap needs a command after `--`"))?;
+    let mut child = tokio::process::Command::new(program)
+        .args(rest)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| InputError::invalid(format!("cannot run `{program}`: {err}")))?;
+    let mut kept = Vec::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let mut out = tokio::io::stderr();
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            match stderr.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let _ = out.write_all(&chunk[..n]).await;
+                    let _ = out.flush().await;
+                    let room = progress::OUTPUT_BYTES.saturating_sub(kept.len());
+                    kept.extend_from_slice(&chunk[..n.min(room)]);
+                }
+            }
+        }
+    }
+    let status = child.wait().await.context("waiting for the build")?;
+    Ok((status, kept))
 }
 
 /// Makes the run fit the limits (`model::limits`): a build never fails over one, so what is

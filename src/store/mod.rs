@@ -26,6 +26,7 @@ mod incident;
 mod index;
 mod ls;
 mod mount_audit;
+mod steps;
 mod read;
 mod sweep;
 mod write;
@@ -66,6 +67,7 @@ const MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/migrations/0013_collector.sql"),
     CHAIN_MIGRATION,
     include_str!("../../schema/migrations/0015_mount_audits.sql"),
+    include_str!("../../schema/migrations/0017_step_events.sql"),
 ];
 
 /// The migration that creates the run chain; a hook then chains the runs already stored.
