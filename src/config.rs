@@ -599,7 +599,8 @@ mod tests {
     /// `[audit] hit_rate_change` is a fraction: read when it is one, refused when it is not.
     #[test]
     fn hit_rate_change_is_a_fraction() {
-        let config = Config::parse("[audit]\nhit_rate_change = 0.25\n", Path::new("c.toml")).unwrap();
+        let config =
+            Config::parse("[audit]\nhit_rate_change = 0.25\n", Path::new("c.toml")).unwrap();
         assert_eq!(config.audit.hit_rate_change(), 0.25);
         assert!(Config::parse("[audit]\nhit_rate_change = 2.0\n", Path::new("c.toml")).is_err());
     }

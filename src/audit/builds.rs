@@ -84,7 +84,8 @@ pub struct Input<'a> {
     /// compared with the runs before. Without it every step is judged, and CW008 compares each
     /// pipeline step's latest run with its earlier ones.
     pub since: Option<Micros>,
-    /// `[audit] hit_rate_change`: a fraction.
+    /// `[audit] hit_rate_change`: a fraction. A step is judged once it has [`HISTORY_RUNS`]
+    /// earlier runs.
     pub hit_rate_change: f64,
 }
 
@@ -193,6 +194,9 @@ fn step_key(name: &str) -> String {
     }
 }
 
+/// Earlier runs a step needs before its hit rate is judged: a step's first run always misses.
+pub const HISTORY_RUNS: usize = 3;
+
 /// CW008: per pipeline step, the hit rate of its recent runs against its earlier ones.
 fn rate_changes(input: &Input<'_>) -> Vec<Finding> {
     // (pipeline, step) -> run -> (first at, steps, cached, builder)
@@ -202,9 +206,9 @@ fn rate_changes(input: &Input<'_>) -> Vec<Finding> {
         let runs = groups
             .entry((step.run.pipeline.clone(), step_key(&step.name)))
             .or_default();
-        let entry = runs
-            .entry(step.run.name.clone())
-            .or_insert((step.at, 0, 0, step.builder.clone()));
+        let entry =
+            runs.entry(step.run.name.clone())
+                .or_insert((step.at, 0, 0, step.builder.clone()));
         entry.1 += 1;
         entry.2 += u64::from(step.cached);
     }
@@ -217,13 +221,11 @@ fn rate_changes(input: &Input<'_>) -> Vec<Finding> {
             None => runs.len().saturating_sub(1),
         };
         let (before, recent) = runs.split_at(split);
-        if before.is_empty() || recent.is_empty() {
+        if before.len() < HISTORY_RUNS || recent.is_empty() {
             continue;
         }
         let rate = |runs: &[(String, (Micros, u64, u64, String))]| {
-            let (steps, cached) = runs
-                .iter()
-                .fold((0, 0), |(s, c), r| (s + r.1.1, c + r.1.2));
+            let (steps, cached) = runs.iter().fold((0, 0), |(s, c), r| (s + r.1.1, c + r.1.2));
             cached as f64 / steps.max(1) as f64
         };
         let (then, now) = (rate(before), rate(recent));
@@ -485,13 +487,22 @@ pub fn metrics(result: &BuildsResult, duration_seconds: f64) -> String {
         out,
         "# HELP cachewarden_audit_builds_duration_seconds How long the last audit builds took."
     );
-    let _ = writeln!(out, "# TYPE cachewarden_audit_builds_duration_seconds gauge");
-    let _ = writeln!(out, "cachewarden_audit_builds_duration_seconds {duration_seconds}");
+    let _ = writeln!(
+        out,
+        "# TYPE cachewarden_audit_builds_duration_seconds gauge"
+    );
+    let _ = writeln!(
+        out,
+        "cachewarden_audit_builds_duration_seconds {duration_seconds}"
+    );
     let _ = writeln!(
         out,
         "# HELP cachewarden_audit_builds_last_run_timestamp_seconds When the last audit builds ran."
     );
-    let _ = writeln!(out, "# TYPE cachewarden_audit_builds_last_run_timestamp_seconds gauge");
+    let _ = writeln!(
+        out,
+        "# TYPE cachewarden_audit_builds_last_run_timestamp_seconds gauge"
+    );
     let _ = writeln!(
         out,
         "cachewarden_audit_builds_last_run_timestamp_seconds {}",
@@ -512,7 +523,13 @@ mod tests {
         }
     }
 
-    fn hit(run: RunRef, at: Micros, cached: bool, record: Option<&str>, creators: Vec<RunRef>) -> StepRow {
+    fn hit(
+        run: RunRef,
+        at: Micros,
+        cached: bool,
+        record: Option<&str>,
+        creators: Vec<RunRef>,
+    ) -> StepRow {
         StepRow {
             run,
             builder: "b".into(),

@@ -271,7 +271,9 @@ impl Finding {
                     "{} {} {} {}",
                     self.code.id(),
                     self.registry,
-                    self.digest.as_deref().unwrap_or(self.tag.as_deref().unwrap_or("")),
+                    self.digest
+                        .as_deref()
+                        .unwrap_or(self.tag.as_deref().unwrap_or("")),
                     detail("run")
                 ),
             };

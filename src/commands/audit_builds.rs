@@ -83,7 +83,10 @@ pub fn builds(
         ),
     };
     if let Some(path) = &args.metrics_file {
-        write_metrics(path, &builds::metrics(&result, clock.elapsed().as_secs_f64()))?;
+        write_metrics(
+            path,
+            &builds::metrics(&result, clock.elapsed().as_secs_f64()),
+        )?;
     }
     write_stdout(&text)?;
     printer.status(builds::summary_line(&result));

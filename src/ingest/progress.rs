@@ -91,8 +91,8 @@ pub fn steps(output: &[u8], mode: Mode) -> Vec<Step> {
             }
         }
         Mode::RawJson => {
-            let stream = serde_json::Deserializer::from_slice(output)
-                .into_iter::<serde_json::Value>();
+            let stream =
+                serde_json::Deserializer::from_slice(output).into_iter::<serde_json::Value>();
             for value in stream {
                 let Ok(value) = value else { break };
                 let Some(vertexes) = value.get("vertexes").and_then(|v| v.as_array()) else {
@@ -160,7 +160,10 @@ fn bounded(name: &str) -> String {
 
 fn is_digest(text: &str) -> bool {
     text.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -221,9 +224,8 @@ pub fn attribute(steps: Vec<Step>, records: Option<&RecordEvidence>) -> Vec<Step
         .into_iter()
         .zip(&candidates)
         .map(|(step, record)| {
-            let claimed = record.is_some_and(|r| {
-                candidates.iter().filter(|c| **c == Some(r)).count() == 1
-            });
+            let claimed =
+                record.is_some_and(|r| candidates.iter().filter(|c| **c == Some(r)).count() == 1);
             StepHit {
                 step,
                 record: record.filter(|_| claimed).map(str::to_owned),
@@ -336,9 +338,10 @@ mod tests {
         let hits = attribute(steps.clone(), Some(&evidence));
         assert_eq!(hits[0].record.as_deref(), Some("r1"));
         assert_eq!(hits[1].record, None);
-        evidence
-            .reused
-            .push(record("r3", "mount / from exec /bin/sh -c echo poisoned > /a"));
+        evidence.reused.push(record(
+            "r3",
+            "mount / from exec /bin/sh -c echo poisoned > /a",
+        ));
         assert_eq!(attribute(steps.clone(), Some(&evidence))[0].record, None);
         assert_eq!(attribute(steps, None)[0].record, None);
     }
@@ -347,7 +350,10 @@ mod tests {
     /// text in front of it is.
     #[test]
     fn run_flags_are_skipped() {
-        assert!(runs("--mount=type=cache,target=/c echo b", "/bin/sh -c echo b"));
+        assert!(runs(
+            "--mount=type=cache,target=/c echo b",
+            "/bin/sh -c echo b"
+        ));
         assert!(!runs("curl x | sh; echo b", "/bin/sh -c echo b"));
         assert!(!runs("echo b", "/bin/sh -c "));
     }

@@ -26,8 +26,8 @@ mod incident;
 mod index;
 mod ls;
 mod mount_audit;
-mod steps;
 mod read;
+mod steps;
 mod sweep;
 mod write;
 

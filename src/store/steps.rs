@@ -142,7 +142,10 @@ impl Store {
 
     /// Builds `collect` found in a builder's history that no hook recorded, finished at or
     /// after `since`.
-    pub fn unrecorded_builds(&self, since: Option<Micros>) -> Result<Vec<UnrecordedBuild>, StoreError> {
+    pub fn unrecorded_builds(
+        &self,
+        since: Option<Micros>,
+    ) -> Result<Vec<UnrecordedBuild>, StoreError> {
         self.rows(
             "SELECT b.name, h.build_ref, p.name, r.run_key, r.step, h.created_at, h.completed_at
              FROM build_history h

@@ -1,0 +1,199 @@
+//! `audit builds` on real builds: the per-step cache hits `wrap` records from the progress
+//! output, and the findings they give.
+
+use std::process::Command;
+
+use crate::common::{Env, dockerd_env, ok, output};
+use crate::harness::{self, Dockerd, Engine};
+use crate::on_both_engines;
+
+/// `cachewarden wrap` of a build aimed at the test daemon, naming no progress mode.
+fn wrap(
+    env: &Env,
+    dockerd: &Dockerd,
+    pipeline: &str,
+    run: &str,
+    trust: &str,
+    args: &[&str],
+) -> Command {
+    let mut cmd = env.cmd();
+    cmd.env("DOCKER_HOST", dockerd.host())
+        .env("DOCKER_CONFIG", dockerd.config_dir())
+        .env("DOCKER_BUILDKIT", "1")
+        .env_remove("BUILDKIT_PROGRESS")
+        .args([
+            "wrap",
+            "--pipeline",
+            pipeline,
+            "--run",
+            run,
+            "--trust-level",
+            trust,
+            "--",
+        ])
+        .arg(harness::DOCKER)
+        .args(args);
+    cmd
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// The poisoning signature with no mount or ref between the runs: an untrusted pipeline
+/// builds a step, a release pipeline's build of the same step is served from the record the
+/// untrusted build created, and `audit builds` names both runs (CW006), exits 1, seeds an
+/// incident from the finding, and writes hit rates; a clean trusted rebuild then raises
+/// nothing new.
+fn a_release_step_served_from_untrusted_work_is_found(engine: Engine) {
+    let Some((dockerd, env)) = dockerd_env(engine) else {
+        return;
+    };
+    let poisoned =
+        "FROM base:1\nRUN echo poisoned > /a\nRUN --mount=type=cache,target=/c echo b > /b\n";
+    let fork = env.write("fork/Dockerfile", poisoned);
+    let release = env.write("release/Dockerfile", poisoned);
+    let dir = |p: &std::path::Path| p.parent().unwrap().to_str().unwrap().to_owned();
+    ok(&mut wrap(
+        &env,
+        &dockerd,
+        "forks",
+        "1",
+        "untrusted",
+        &["build", "--network=none", &dir(&fork)],
+    ));
+    let out = wrap(
+        &env,
+        &dockerd,
+        "release",
+        "1",
+        "release",
+        &["build", "--network=none", &dir(&release)],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passed = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        passed.contains("RUN echo poisoned > /a") && passed.contains(" CACHED"),
+        "the build's own progress reaches the user: {passed}"
+    );
+
+    let metrics = env.path().join("builds.prom");
+    let mut audit = env.cmd();
+    audit
+        .args(["audit", "builds", "--format", "json", "--metrics-file"])
+        .arg(&metrics);
+    let out = audit.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = json(&String::from_utf8_lossy(&out.stdout));
+    crate::schemas::assert_valid("audit-builds.schema.json", &doc);
+    let findings = doc["findings"].as_array().unwrap();
+    let poisoned_step = |f: &&serde_json::Value| {
+        f["code"] == "CW006"
+            && f["step"]
+                .as_str()
+                .unwrap()
+                .ends_with("RUN echo poisoned > /a")
+    };
+    if engine == Engine::Docker20 {
+        // BuildKit v0.8 touches the record of every cached step; v0.13 only that of the last
+        // one the export needs, so an earlier step's hit is unattributed there.
+        assert!(findings.iter().any(|f| poisoned_step(&f)), "{doc:#}");
+    }
+    let cw006 = findings
+        .iter()
+        .find(|f| f["code"] == "CW006")
+        .unwrap_or_else(|| panic!("no CW006: {doc:#}"));
+    assert_eq!(cw006["pipeline"], "release", "{doc:#}");
+    assert_eq!(
+        cw006["detail"]["creator"], "forks/1/fork%2FDockerfile",
+        "{doc:#}"
+    );
+    assert_eq!(
+        cw006["detail"]["run"], "release/1/release%2FDockerfile",
+        "{doc:#}"
+    );
+    assert_eq!(
+        cw006["detail"]["creator_trust_level"], "untrusted",
+        "{doc:#}"
+    );
+    assert!(
+        findings.iter().all(|f| f["code"] != "CW007"),
+        "every record that served a hit was created by a recorded run: {doc:#}"
+    );
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        prom.lines().any(|l| l
+            .starts_with("cachewarden_build_step_hit_ratio{pipeline=\"release\"")
+            && !l.ends_with(" 0")),
+        "{prom}"
+    );
+    assert!(
+        !prom.contains("cachewarden_audit_builds_findings{code=\"CW006\"} 0"),
+        "{prom}"
+    );
+
+    // An incident from the finding seeds the untrusted run, and reaches the release run.
+    let id = cw006["id"].to_string();
+    let opened = json(&ok(env.cmd().args([
+        "incident",
+        "open",
+        "--from-audit",
+        &id,
+        "--format",
+        "json",
+    ])));
+    let incident = opened["incident"].to_string();
+    let report = ok(env
+        .cmd()
+        .args(["incident", "report", &incident, "--format", "json"]));
+    assert!(
+        report.contains("release/1/release%2FDockerfile"),
+        "{report}"
+    );
+
+    // A trusted pipeline rebuilding its own clean step raises nothing new.
+    let clean = env.write("clean/Dockerfile", "FROM base:1\nRUN echo clean > /clean\n");
+    for run in ["2", "3"] {
+        ok(&mut wrap(
+            &env,
+            &dockerd,
+            "release",
+            run,
+            "release",
+            &["build", "--network=none", &dir(&clean)],
+        ));
+    }
+    let again = output(&env, env.cmd().args(["audit", "builds"]));
+    assert!(again.contains("no new findings"), "{again}");
+    let all = env
+        .cmd()
+        .args([
+            "audit", "builds", "--all", "--format", "json", "--since", "1h",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        all.status.code(),
+        Some(1),
+        "the earlier findings are current"
+    );
+    let all = json(&String::from_utf8_lossy(&all.stdout));
+    assert!(
+        all["findings"].as_array().unwrap().iter().all(|f| f["code"] != "CW006"
+            || f["detail"]["run"] == "release/1/release%2FDockerfile"),
+        "{all:#}"
+    );
+}
+
+on_both_engines!(a_release_step_served_from_untrusted_work_is_found);
