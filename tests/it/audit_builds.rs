@@ -197,3 +197,97 @@ fn a_release_step_served_from_untrusted_work_is_found(engine: Engine) {
 }
 
 on_both_engines!(a_release_step_served_from_untrusted_work_is_found);
+
+/// A build no hook recorded leaves a record a release build is then served from: the hit is
+/// CW007, and once `collect` has read the builder's history, the build itself is CW005
+/// (Docker 26: Docker 20.10 keeps no build history).
+#[test]
+fn an_unrecorded_build_and_the_hit_on_its_record_are_found() {
+    if !harness::require_docker26() {
+        return;
+    }
+    let Some((dockerd, env)) = dockerd_env(Engine::Docker26) else {
+        return;
+    };
+    let rogue = env.write("rogue/Dockerfile", "FROM base:1\nRUN echo rogue > /r\n");
+    let release = env.write("release/Dockerfile", "FROM base:1\nRUN echo rogue > /r\n");
+    dockerd.run([
+        "buildx",
+        "build",
+        "--network=none",
+        rogue.parent().unwrap().to_str().unwrap(),
+    ]);
+    ok(&mut wrap(
+        &env,
+        &dockerd,
+        "release",
+        "1",
+        "release",
+        &[
+            "build",
+            "--network=none",
+            release.parent().unwrap().to_str().unwrap(),
+        ],
+    ));
+    let export = ok(env.cmd().arg("export"));
+    let builder = export
+        .lines()
+        .map(json)
+        .find(|l| l["type"] == "builder")
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(env.cmd().args(["collect", "--builder", &builder]));
+    let out = env
+        .cmd()
+        .args(["audit", "builds", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = json(&String::from_utf8_lossy(&out.stdout));
+    crate::schemas::assert_valid("audit-builds.schema.json", &doc);
+    let findings = doc["findings"].as_array().unwrap();
+    let unrecorded = format!("unrecorded@{builder}");
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["code"] == "CW005" && f["pipeline"] == unrecorded.as_str()),
+        "{doc:#}"
+    );
+    let cw007 = findings
+        .iter()
+        .find(|f| f["code"] == "CW007")
+        .unwrap_or_else(|| panic!("no CW007: {doc:#}"));
+    assert_eq!(cw007["pipeline"], "release", "{doc:#}");
+    assert!(
+        cw007["step"]
+            .as_str()
+            .unwrap()
+            .ends_with("RUN echo rogue > /r"),
+        "{doc:#}"
+    );
+    // An incident from the hit seeds the run that was served.
+    let opened = json(&ok(env.cmd().args([
+        "incident",
+        "open",
+        "--from-audit",
+        &cw007["id"].to_string(),
+        "--format",
+        "json",
+    ])));
+    assert!(opened["incident"].is_i64(), "{opened}");
+    // CW005 seeds nothing: it is refused in one line.
+    let cw005 = findings.iter().find(|f| f["code"] == "CW005").unwrap();
+    let refused = output(
+        &env,
+        env.cmd()
+            .args(["incident", "open", "--from-audit", &cw005["id"].to_string()]),
+    );
+    assert!(refused.contains("only CW006 and CW007"), "{refused}");
+}
