@@ -291,3 +291,10 @@ fn an_unrecorded_build_and_the_hit_on_its_record_are_found() {
     );
     assert!(refused.contains("only CW006 and CW007"), "{refused}");
 }
+
+/// `audit builds --help` documents its flags.
+#[test]
+fn audit_builds_help() {
+    let env = Env::new();
+    insta::assert_snapshot!(output(&env, env.cmd().args(["audit", "builds", "--help"])));
+}
