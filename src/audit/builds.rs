@@ -197,49 +197,63 @@ fn step_key(name: &str) -> String {
 /// Earlier runs a step needs before its hit rate is judged: a step's first run always misses.
 pub const HISTORY_RUNS: usize = 3;
 
+/// One run's steps of one key: when it finished, how many, how many cache served.
+#[derive(Debug, Clone, Default)]
+struct Tally {
+    at: Micros,
+    steps: u64,
+    cached: u64,
+    builder: String,
+}
+
+/// The hit rate over some runs.
+fn rate(runs: &[(String, Tally)]) -> f64 {
+    let (steps, cached) = runs
+        .iter()
+        .fold((0, 0), |(s, c), (_, t)| (s + t.steps, c + t.cached));
+    cached as f64 / steps.max(1) as f64
+}
+
 /// CW008: per pipeline step, the hit rate of its recent runs against its earlier ones.
 fn rate_changes(input: &Input<'_>) -> Vec<Finding> {
-    // (pipeline, step) -> run -> (first at, steps, cached, builder)
-    type Runs = BTreeMap<String, (Micros, u64, u64, String)>;
-    let mut groups: BTreeMap<(String, String), Runs> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, String), BTreeMap<String, Tally>> = BTreeMap::new();
     for step in input.steps {
-        let runs = groups
+        let tally = groups
             .entry((step.run.pipeline.clone(), step_key(&step.name)))
-            .or_default();
-        let entry =
-            runs.entry(step.run.name.clone())
-                .or_insert((step.at, 0, 0, step.builder.clone()));
-        entry.1 += 1;
-        entry.2 += u64::from(step.cached);
+            .or_default()
+            .entry(step.run.name.clone())
+            .or_insert_with(|| Tally {
+                at: step.at,
+                builder: step.builder.clone(),
+                ..Tally::default()
+            });
+        tally.steps += 1;
+        tally.cached += u64::from(step.cached);
     }
     let mut out = Vec::new();
     for ((pipeline, key), runs) in groups {
-        let mut runs: Vec<(String, (Micros, u64, u64, String))> = runs.into_iter().collect();
-        runs.sort_by(|a, b| (a.1.0, &a.0).cmp(&(b.1.0, &b.0)));
+        let mut runs: Vec<(String, Tally)> = runs.into_iter().collect();
+        runs.sort_by(|a, b| (a.1.at, &a.0).cmp(&(b.1.at, &b.0)));
         let split = match input.since {
-            Some(since) => runs.partition_point(|r| r.1.0 < since),
+            Some(since) => runs.partition_point(|r| r.1.at < since),
             None => runs.len().saturating_sub(1),
         };
         let (before, recent) = runs.split_at(split);
         if before.len() < HISTORY_RUNS || recent.is_empty() {
             continue;
         }
-        let rate = |runs: &[(String, (Micros, u64, u64, String))]| {
-            let (steps, cached) = runs.iter().fold((0, 0), |(s, c), r| (s + r.1.1, c + r.1.2));
-            cached as f64 / steps.max(1) as f64
-        };
         let (then, now) = (rate(before), rate(recent));
         if (now - then).abs() <= input.hit_rate_change {
             continue;
         }
-        let (last_run, (last_at, _, _, builder)) = recent.last().cloned().unwrap_or_default();
+        let (last_run, last) = recent.last().cloned().unwrap_or_default();
         out.push(Finding {
             code: Code::HitRateChange,
-            registry: builder,
+            registry: last.builder,
             repository: pipeline.clone(),
             tag: Some(key.clone()),
             digest: None,
-            first_seen: last_at,
+            first_seen: last.at,
             message: format!(
                 "step {key} of pipeline {pipeline} was served from cache in {:.0}% of {} against {:.0}% of the {} before",
                 now * 100.0,

@@ -117,22 +117,24 @@ fn tamper(db: &Path, sql: &str) {
     }
 }
 
-/// Undoes the chain migration as if the store was made before it: the mount-audit migration
-/// after it undone first, then the chain's table and columns dropped, `user_version` two lower.
+/// Undoes the chain migration as if the store was made before it: the mount-audit and
+/// step-event migrations after it undone first, then the chain's table and columns dropped,
+/// `user_version` three lower.
 fn unchain(db: &Path) {
     let conn = Connection::open(db).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
     conn.execute_batch(
-        "DROP TABLE mount_snapshot_files; DROP TABLE mount_snapshots;
+        "DROP TABLE step_events;
+         DROP TABLE mount_snapshot_files; DROP TABLE mount_snapshots;
          ALTER TABLE audit_findings DROP COLUMN target;
          DROP TABLE run_chain;
          ALTER TABLE incidents DROP COLUMN chain_length;
          ALTER TABLE incidents DROP COLUMN chain_head;",
     )
     .unwrap();
-    conn.pragma_update(None, "user_version", version - 2)
+    conn.pragma_update(None, "user_version", version - 3)
         .unwrap();
 }
 
