@@ -632,6 +632,35 @@ mod tests {
         assert_eq!(found[0].tag.as_deref(), Some("RUN echo hi"));
     }
 
+    /// A step name a pipeline wrote reaches the terminal escaped: no escape sequence, no
+    /// second line.
+    #[test]
+    fn text_escapes_step_names() {
+        let mut steps = [hit(
+            run("release", "release"),
+            10,
+            true,
+            Some("r1"),
+            vec![run("forks", "untrusted")],
+        )];
+        steps[0].name = "[1/2] RUN echo \u{1b}[2J\nCW000 fake".into();
+        let findings = judge(&steps, None);
+        let result = BuildsResult {
+            findings: findings
+                .into_iter()
+                .map(|finding| Reported {
+                    id: 1,
+                    new: true,
+                    finding,
+                })
+                .collect(),
+            ..BuildsResult::default()
+        };
+        let text = text(&result);
+        assert!(!text.contains('\u{1b}'), "{text}");
+        assert_eq!(text.lines().count(), 2, "{text}");
+    }
+
     /// Hostile pipeline names cannot break out of a Prometheus label.
     #[test]
     fn metric_labels_are_escaped() {

@@ -222,3 +222,70 @@ impl Store {
         Ok(reported)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::progress::Step;
+
+    fn hit(name: &str, cached: bool, record: Option<&str>) -> StepHit {
+        StepHit {
+            step: Step {
+                name: name.into(),
+                digest: None,
+                cached,
+            },
+            record: record.map(str::to_owned),
+        }
+    }
+
+    /// Steps are append-only: a repeat adds nothing, and the store's triggers refuse an edit
+    /// or a delete, so a hit on untrusted work cannot be rewritten into a miss.
+    #[test]
+    fn steps_are_append_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("db")).unwrap();
+        store
+            .conn
+            .execute_batch(
+                "INSERT INTO pipelines (id, name) VALUES (1, 'p');
+                 INSERT INTO builders (id, name) VALUES (1, 'b');
+                 INSERT INTO builder_records (id, builder_id, record_id) VALUES (7, 1, 'r1');
+                 INSERT INTO runs (id, pipeline_id, run_key, step, builder_id, started_at,
+                                   finished_at, status, recorded_at)
+                 VALUES (1, 1, '1', 's', 1, 1000, 2000, 'succeeded', 3000);",
+            )
+            .unwrap();
+        let hits = [
+            hit("[1/2] RUN a", true, Some("r1")),
+            hit("[2/2] RUN b", false, None),
+        ];
+        let key = ("p", "1", "s");
+        assert_eq!(
+            store.record_steps(key, &hits, Mode::Plain, 2000).unwrap(),
+            2
+        );
+        assert_eq!(
+            store.record_steps(key, &hits, Mode::Plain, 2000).unwrap(),
+            0
+        );
+        let rows = store.step_rows().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].record.as_deref(), Some("r1"));
+        assert!(rows[0].cached && !rows[1].cached);
+        for sql in [
+            "UPDATE step_events SET cached = 0",
+            "UPDATE step_events SET record_id = NULL",
+            "DELETE FROM step_events",
+        ] {
+            let err = store.conn.execute(sql, []).unwrap_err();
+            assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+        }
+        assert!(
+            store
+                .record_steps(("p", "2", "s"), &hits, Mode::Plain, 0)
+                .is_err(),
+            "steps of a run that is not recorded"
+        );
+    }
+}
