@@ -118,9 +118,24 @@ async fn wrap_build(
         (None, false) => None,
     };
     // Per-step cache hits are read from the progress output: plain for `docker build`, raw
-    // JSON for buildx, unless the command names its own mode.
-    let progress = match &build.progress {
-        Some(mode) => progress::Mode::of_flag(mode),
+    // JSON for buildx, unless the command (or `BUILDKIT_PROGRESS`) names its own mode, which
+    // is read when it is `plain` or `rawjson`.
+    let named = build.progress.clone().or_else(|| {
+        std::env::var("BUILDKIT_PROGRESS")
+            .ok()
+            .filter(|v| !v.is_empty())
+    });
+    let progress = match &named {
+        Some(mode) => {
+            let read = progress::Mode::of_flag(mode);
+            if read.is_none() {
+                printer.detail(format!(
+                    "per-step cache hits are not recorded: progress mode `{}` is not read (plain and rawjson are)",
+                    crate::report::escape::Term(mode)
+                ));
+            }
+            read
+        }
         None => {
             let mode = if build.buildx {
                 progress::Mode::RawJson

@@ -198,8 +198,8 @@ fn a_release_step_served_from_untrusted_work_is_found(engine: Engine) {
 
 on_both_engines!(a_release_step_served_from_untrusted_work_is_found);
 
-/// A build no hook recorded leaves a record a release build is then served from: the hit is
-/// CW007, and once `collect` has read the builder's history, the build itself is CW005
+/// A build no hook recorded leaves a record a release build (buildx, read from its raw JSON
+/// progress) is then served from: the hit is CW007, and once `collect` has read the builder's history, the build itself is CW005
 /// (Docker 26: Docker 20.10 keeps no build history).
 #[test]
 fn an_unrecorded_build_and_the_hit_on_its_record_are_found() {
@@ -223,7 +223,9 @@ fn an_unrecorded_build_and_the_hit_on_its_record_are_found() {
         "release",
         "1",
         "release",
+        // buildx: its progress is read as raw JSON.
         &[
+            "buildx",
             "build",
             "--network=none",
             release.parent().unwrap().to_str().unwrap(),
