@@ -300,3 +300,54 @@ fn audit_builds_help() {
     let env = Env::new();
     insta::assert_snapshot!(output(&env, env.cmd().args(["audit", "builds", "--help"])));
 }
+
+/// A step that ran in every build so far, then comes from cache, has moved its hit rate
+/// beyond `[audit] hit_rate_change` against its own history: CW008 names the pipeline and
+/// the step.
+#[test]
+fn a_moved_hit_rate_is_found() {
+    let Some((dockerd, env)) = dockerd_env(Engine::Docker20) else {
+        return;
+    };
+    // The step's input changes in the first three builds, then stays: the fourth is served
+    // from cache. (Docker 20.10 names a step with its build args expanded: a changed input
+    // file keeps the name.)
+    let file = env.write(
+        "app/Dockerfile",
+        "FROM base:1\nCOPY n /n\nRUN cat /n > /m\n",
+    );
+    let ctx = file.parent().unwrap().to_str().unwrap().to_owned();
+    for (run, n) in [("1", "1"), ("2", "2"), ("3", "3"), ("4", "3")] {
+        env.write("app/n", n);
+        ok(&mut wrap(
+            &env,
+            &dockerd,
+            "app",
+            run,
+            "internal",
+            &["build", "--network=none", &ctx],
+        ));
+    }
+    let out = env
+        .cmd()
+        .args(["audit", "builds", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = json(&String::from_utf8_lossy(&out.stdout));
+    let moved = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "CW008" && f["step"] == "RUN cat /n > /m")
+        .unwrap_or_else(|| panic!("no CW008 for the RUN step: {doc:#}"));
+    assert_eq!(moved["pipeline"], "app", "{doc:#}");
+    assert_eq!(moved["detail"]["hit_rate_before"], "0.000", "{doc:#}");
+    assert_eq!(moved["detail"]["hit_rate"], "1.000", "{doc:#}");
+    assert_eq!(moved["detail"]["run"], "app/4/app%2FDockerfile", "{doc:#}");
+}
