@@ -143,6 +143,30 @@ fn a_release_step_served_from_untrusted_work_is_found(engine: Engine) {
         "{prom}"
     );
 
+    // SARIF: the build rules, and the finding under its stable code and fingerprint.
+    let sarif = env
+        .cmd()
+        .args(["audit", "builds", "--all", "--format", "sarif"])
+        .output()
+        .unwrap();
+    assert_eq!(sarif.status.code(), Some(1));
+    let sarif = json(&String::from_utf8_lossy(&sarif.stdout));
+    let rules: Vec<&str> = sarif["runs"][0]["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["CW005", "CW006", "CW007", "CW008"], "{sarif:#}");
+    assert!(
+        sarif["runs"][0]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["ruleId"] == "CW006" && r["properties"]["findingId"] == cw006["id"]),
+        "{sarif:#}"
+    );
+
     // An incident from the finding seeds the untrusted run, and reaches the release run.
     let id = cw006["id"].to_string();
     let opened = json(&ok(env.cmd().args([
