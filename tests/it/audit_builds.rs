@@ -375,3 +375,69 @@ fn a_moved_hit_rate_is_found() {
     assert_eq!(moved["detail"]["hit_rate"], "1.000", "{doc:#}");
     assert_eq!(moved["detail"]["run"], "app/4/app%2FDockerfile", "{doc:#}");
 }
+
+/// `wrap` asks for a progress mode it can read only when none is named (plain for `docker
+/// build`, rawjson for buildx; `--progress` or `BUILDKIT_PROGRESS` win), and passes the build's
+/// output through byte for byte, including text that is not valid UTF-8.
+#[test]
+fn wrap_names_a_readable_progress_mode_and_passes_output_through() {
+    let env = Env::new();
+    let bin = env.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let args_file = env.path().join("args");
+    let progress = "#5 [1/2] RUN echo a\n#5 sha256:f26026734877c2ef5bbe2ba80f7d7f12661dcda15fbd56834c449d2e59b2e9c3\n#5 CACHED\n\n#6 [2/2] RUN echo b\n#6 0.1 \\377\\033[2J\n#6 DONE 0.1s\n";
+    let script = format!(
+        "#!/bin/sh\nprintf '%s\\n' \"$@\" > {}\nprintf '{progress}' >&2\n",
+        args_file.display()
+    );
+    let docker = bin.join("docker");
+    std::fs::write(&docker, script).unwrap();
+    std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let ctx = env.path().join("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let run = |run: &str, args: &[&str], progress_env: Option<&str>| {
+        let mut cmd = env.cmd();
+        cmd.env(
+            "DOCKER_HOST",
+            format!("unix://{}/none.sock", env.path().display()),
+        )
+        .env_remove("BUILDKIT_PROGRESS")
+        .args(["wrap", "--pipeline", "p", "--run", run, "--"])
+        .arg(&docker)
+        .args(args)
+        .arg(&ctx);
+        if let Some(mode) = progress_env {
+            cmd.env("BUILDKIT_PROGRESS", mode);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let args = std::fs::read_to_string(&args_file).unwrap();
+        (args, out.stderr)
+    };
+    let (args, stderr) = run("1", &["build"], None);
+    assert!(args.lines().any(|a| a == "--progress=plain"), "{args}");
+    // What the fake client wrote, with printf's escapes as the bytes they are.
+    let (head, tail) = progress.split_once("\\377\\033").unwrap();
+    let expected = [head.as_bytes(), b"\xff\x1b", tail.as_bytes()].concat();
+    assert!(
+        stderr
+            .windows(expected.len())
+            .any(|w| w == expected.as_slice()),
+        "the build's bytes reach stderr unchanged: {}",
+        String::from_utf8_lossy(&stderr)
+    );
+    let (args, _) = run("2", &["buildx", "build"], None);
+    assert!(args.lines().any(|a| a == "--progress=rawjson"), "{args}");
+    let (args, _) = run("3", &["build", "--progress=tty"], None);
+    assert!(!args.contains("--progress=plain"), "{args}");
+    let (args, _) = run("4", &["build"], Some("plain"));
+    assert!(!args.contains("--progress="), "{args}");
+    // Runs 1 and 4 were read as plain: two steps each, one of them cached.
+    let doc = json(&ok(env.cmd().args(["audit", "builds", "--format", "json"])));
+    assert_eq!(doc["summary"]["steps"], 4, "{doc:#}");
+    assert_eq!(doc["hit_rates"][0]["cached"], 2, "{doc:#}");
+}
