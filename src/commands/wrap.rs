@@ -325,6 +325,9 @@ async fn wrap_build(
         return Ok(ExitStatus::from_child(code));
     }
     if let Some(server) = &args.run.collector.server {
+        if steps.as_ref().is_some_and(|(_, hits)| !hits.is_empty()) {
+            printer.detail("per-step cache hits stay on this runner: the collector takes runs only");
+        }
         // Recording never fails the build: a refusal is a warning here.
         match crate::commands::send::deliver(&record, server, &args.run.collector, printer).await {
             Ok(crate::commands::send::Delivered::Stored { answer, .. }) => printer.status(format!(
