@@ -326,7 +326,7 @@ async fn wrap_build(
     }
     if let Some(server) = &args.run.collector.server {
         if steps.as_ref().is_some_and(|(_, hits)| !hits.is_empty()) {
-            printer.detail("per-step cache hits stay on this runner: the collector takes runs only");
+            printer.detail("per-step cache hits are not recorded: the collector takes runs only");
         }
         // Recording never fails the build: a refusal is a warning here.
         match crate::commands::send::deliver(&record, server, &args.run.collector, printer).await {
