@@ -690,6 +690,29 @@ pub enum AuditCommand {
     /// file, and report content that does not match its own checksums, new startup hooks, and
     /// changes by a lower-trust writer than the mount's earlier writers.
     Mounts(AuditMountsArgs),
+    /// Judge the per-step cache hits `wrap` recorded: a higher-trust run served from a record a
+    /// lower-trust run created, hits on records no recorded run created, hit rates that moved,
+    /// and builds `collect` found no hook recorded.
+    Builds(AuditBuildsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditBuildsArgs {
+    /// Judge what happened since then: an RFC 3339 time, a UTC date or a duration before now
+    /// (`1d`); hit rates since then are compared with those before [default: everything, and
+    /// each step's latest run against its earlier ones]
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Report every current finding, not only those no earlier audit reported.
+    #[arg(long)]
+    pub all: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: AuditFormat,
+    /// Write hit rates per pipeline and builder, and the findings by code, here as Prometheus
+    /// metrics (node_exporter textfile format), replacing the file atomically.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -717,8 +740,8 @@ pub enum AuditFormat {
     /// Text for people.
     #[default]
     Text,
-    /// JSON, shape in `schema/audit.schema.json` (registry) or `schema/audit-mounts.schema.json`
-    /// (mounts).
+    /// JSON, shape in `schema/audit.schema.json` (registry), `schema/audit-mounts.schema.json`
+    /// (mounts) or `schema/audit-builds.schema.json` (builds).
     Json,
     /// SARIF 2.1.0, for code-scanning dashboards.
     Sarif,

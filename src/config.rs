@@ -185,6 +185,16 @@ pub struct AuditConfig {
     /// or be able to pull it.
     #[serde(default)]
     pub helper_image: Option<String>,
+    /// `audit builds`: how far (a fraction, 0 to 1) a pipeline step's cache hit rate may move
+    /// against its own history before it is reported (CW008). Default 0.5.
+    #[serde(default)]
+    pub hit_rate_change: Option<f64>,
+}
+
+impl AuditConfig {
+    pub fn hit_rate_change(&self) -> f64 {
+        self.hit_rate_change.unwrap_or(0.5)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -439,6 +449,13 @@ impl Config {
                 }
             }
         }
+        if let Some(change) = self.audit.hit_rate_change
+            && !(0.0..=1.0).contains(&change)
+        {
+            return Err(invalid(format!(
+                "`[audit] hit_rate_change` is {change}: it is a fraction, from 0 to 1"
+            )));
+        }
         for (i, builder) in self.builders.iter().enumerate() {
             if self.builders[..i].iter().any(|b| b.name == builder.name) {
                 return Err(invalid(format!(
@@ -588,6 +605,15 @@ mod tests {
         .unwrap();
         assert_eq!(config.audit.helper_image.as_deref(), Some("busybox:1.36"));
         assert!(Config::parse("[audit]\nhelper = \"x\"\n", Path::new("c.toml")).is_err());
+    }
+
+    /// `[audit] hit_rate_change` is a fraction: read when it is one, refused when it is not.
+    #[test]
+    fn hit_rate_change_is_a_fraction() {
+        let config =
+            Config::parse("[audit]\nhit_rate_change = 0.25\n", Path::new("c.toml")).unwrap();
+        assert_eq!(config.audit.hit_rate_change(), 0.25);
+        assert!(Config::parse("[audit]\nhit_rate_change = 2.0\n", Path::new("c.toml")).is_err());
     }
 
     #[test]

@@ -30,17 +30,25 @@ pub enum Code {
     TrustBreach,
     TagMovedUnrecorded,
     UnverifiableCachePush,
+    UnrecordedBuild,
+    CrossTrustHit,
+    UnknownRecordHit,
+    HitRateChange,
     ContentAddressMismatch,
     NewStartupHook,
     LowerTrustChange,
 }
 
 impl Code {
-    pub const ALL: [Code; 7] = [
+    pub const ALL: [Code; 11] = [
         Self::UnrecordedCachePush,
         Self::TrustBreach,
         Self::TagMovedUnrecorded,
         Self::UnverifiableCachePush,
+        Self::UnrecordedBuild,
+        Self::CrossTrustHit,
+        Self::UnknownRecordHit,
+        Self::HitRateChange,
         Self::ContentAddressMismatch,
         Self::NewStartupHook,
         Self::LowerTrustChange,
@@ -61,6 +69,20 @@ impl Code {
         Self::LowerTrustChange,
     ];
 
+    /// The rules of `audit builds`.
+    pub const BUILDS: [Code; 4] = [
+        Self::UnrecordedBuild,
+        Self::CrossTrustHit,
+        Self::UnknownRecordHit,
+        Self::HitRateChange,
+    ];
+
+    /// A finding about builds: its `registry` is the builder, its `repository` the pipeline,
+    /// its `tag` the step, its `digest` the builder record (or build ref).
+    pub fn is_build(self) -> bool {
+        Self::BUILDS.contains(&self)
+    }
+
     /// A finding about a cache mount: its `registry` is the builder, its `repository` the
     /// mount id, its `tag` a file's path.
     pub fn is_mount(self) -> bool {
@@ -73,6 +95,10 @@ impl Code {
             Self::TrustBreach => "CW002",
             Self::TagMovedUnrecorded => "CW003",
             Self::UnverifiableCachePush => "CW004",
+            Self::UnrecordedBuild => "CW005",
+            Self::CrossTrustHit => "CW006",
+            Self::UnknownRecordHit => "CW007",
+            Self::HitRateChange => "CW008",
             Self::ContentAddressMismatch => "CW011",
             Self::NewStartupHook => "CW012",
             Self::LowerTrustChange => "CW013",
@@ -85,6 +111,10 @@ impl Code {
             Self::TrustBreach => "trust-breach",
             Self::TagMovedUnrecorded => "tag-moved-unrecorded",
             Self::UnverifiableCachePush => "unverifiable-cache-push",
+            Self::UnrecordedBuild => "unrecorded-build",
+            Self::CrossTrustHit => "cross-trust-cache-hit",
+            Self::UnknownRecordHit => "hit-on-unrecorded-record",
+            Self::HitRateChange => "hit-rate-change",
             Self::ContentAddressMismatch => "content-address-mismatch",
             Self::NewStartupHook => "new-startup-hook",
             Self::LowerTrustChange => "lower-trust-change",
@@ -96,10 +126,14 @@ impl Code {
             Self::UnrecordedCachePush
             | Self::TrustBreach
             | Self::TagMovedUnrecorded
+            | Self::CrossTrustHit
             | Self::ContentAddressMismatch
             | Self::NewStartupHook
             | Self::LowerTrustChange => Severity::Error,
-            Self::UnverifiableCachePush => Severity::Warning,
+            Self::UnverifiableCachePush
+            | Self::UnrecordedBuild
+            | Self::UnknownRecordHit
+            | Self::HitRateChange => Severity::Warning,
         }
     }
 
@@ -115,6 +149,16 @@ impl Code {
             }
             Self::UnverifiableCachePush => {
                 "A cache tag points at a digest that cannot be matched to a run: the exports to it were recorded without a digest."
+            }
+            Self::UnrecordedBuild => "A build in a builder's history that no hook recorded.",
+            Self::CrossTrustHit => {
+                "A step of a higher-trust run was served from a builder record a lower-trust run created."
+            }
+            Self::UnknownRecordHit => {
+                "A step was served from a builder record that no recorded run created."
+            }
+            Self::HitRateChange => {
+                "A pipeline step's cache hit rate moved beyond `[audit] hit_rate_change` against its own history."
             }
             Self::ContentAddressMismatch => {
                 "A file in a content-addressed package cache does not match its own address or checksum."
@@ -147,6 +191,22 @@ impl Code {
             Self::UnverifiableCachePush => {
                 "Record cache exports with their digest (`record --resolve` or `--metadata-file`) so the audit can \
                  match what the registry holds to the run that pushed it."
+            }
+            Self::UnrecordedBuild => {
+                "Something built on the builder without the hook: a job that skipped `wrap`, or someone with \
+                 access to the builder. Whatever it left in the cache is unattributed; find who built it."
+            }
+            Self::CrossTrustHit => {
+                "Untrusted work reached a trusted build through the builder's layer cache. Give each trust level its \
+                 own builder, then `cachewarden incident open --from-audit ID`: it seeds the lower-trust run."
+            }
+            Self::UnknownRecordHit => {
+                "The record was made by a build no hook recorded, or before recording began. \
+                 `cachewarden incident open --from-audit ID` seeds the run that used it."
+            }
+            Self::HitRateChange => {
+                "Unexpected cache behaviour can be the first sign of a poisoned cache: a step that always ran now \
+                 comes from cache, or the reverse. Check which runs wrote the builder's cache since."
             }
             Self::ContentAddressMismatch => {
                 "Package managers trust these caches by address: a mismatch is tampering or corruption. \
@@ -190,6 +250,34 @@ impl Finding {
     /// What makes this finding the same one in a later audit: a finding already stored under
     /// its fingerprint is not new.
     pub fn fingerprint(&self) -> String {
+        if self.code.is_build() {
+            let detail = |key: &str| self.detail.get(key).map_or("", String::as_str);
+            return match self.code {
+                Code::UnrecordedBuild => format!(
+                    "{} {} {}",
+                    self.code.id(),
+                    self.registry,
+                    self.digest.as_deref().unwrap_or("")
+                ),
+                Code::CrossTrustHit => format!(
+                    "{} {} {} {} < {}",
+                    self.code.id(),
+                    self.registry,
+                    self.digest.as_deref().unwrap_or(""),
+                    detail("run"),
+                    detail("creator")
+                ),
+                _ => format!(
+                    "{} {} {} {}",
+                    self.code.id(),
+                    self.registry,
+                    self.digest
+                        .as_deref()
+                        .unwrap_or(self.tag.as_deref().unwrap_or("")),
+                    detail("run")
+                ),
+            };
+        }
         if self.code.is_mount() {
             let place = format!("{}:{}", self.registry, self.repository);
             return match self.code {
@@ -225,6 +313,14 @@ impl Finding {
 
     /// `registry/repository[:tag][@digest]`.
     pub fn reference(&self) -> String {
+        if self.code.is_build() {
+            let mut s = format!("{} {}", self.registry, self.repository);
+            if let Some(step) = &self.tag {
+                s.push(' ');
+                s.push_str(step);
+            }
+            return s;
+        }
         if self.code.is_mount() {
             let mut s = format!("{}:{}", self.registry, self.repository);
             if let Some(path) = &self.tag {

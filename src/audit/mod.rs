@@ -7,6 +7,7 @@
 //! Pure: classification names, the comparison, findings with stable codes, and their text,
 //! JSON and SARIF forms. Listing tags and fetching manifests is the command's.
 
+pub mod builds;
 pub mod compare;
 pub mod finding;
 pub mod mounts;

@@ -33,6 +33,7 @@ pub async fn audit(
     match command {
         AuditCommand::Registry(args) => registry(&args, db, config, printer).await,
         AuditCommand::Mounts(args) => super::audit_mounts::mounts(&args, db, config, printer).await,
+        AuditCommand::Builds(args) => super::audit_builds::builds(&args, db, config, printer),
     }
 }
 
@@ -331,6 +332,15 @@ pub(crate) struct AuditSeed {
 
 pub(crate) fn incident_seed(store: &Store, id: i64, config: &Config) -> Result<AuditSeed> {
     let finding = store.audit_finding(id)?;
+    if finding.target == "build" {
+        return Ok(AuditSeed {
+            cache_ref: None,
+            mounts: Vec::new(),
+            runs: super::audit_builds::incident_runs(&finding)?,
+            title: format!("audit finding {id} ({}): {}", finding.code, finding.message),
+            delete: None,
+        });
+    }
     if finding.target == "mount" {
         let (mount, runs) = super::audit_mounts::incident_seeds(&finding);
         return Ok(AuditSeed {

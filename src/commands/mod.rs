@@ -13,6 +13,7 @@ use crate::printer::Printer;
 use crate::store::{Store, StoreError};
 
 mod audit;
+mod audit_builds;
 mod audit_mounts;
 pub(crate) mod bench;
 mod check;

@@ -23,7 +23,7 @@ use crate::config::{Config, OnUnavailable};
 use crate::error::{InputError, RefusedError, RemoteError};
 use crate::ingest::builder::DEFAULT_BUILDX_BUILDER;
 use crate::ingest::command::{self, BuildCommand, Wrapped};
-use crate::ingest::{builder as builder_name, cache_flag, ci, metadata};
+use crate::ingest::{builder as builder_name, cache_flag, ci, metadata, progress};
 use crate::model::{
     Artifact, Backend, BuilderInfo, BuilderRecord, CacheSpec, Digest, Driver, ImageRef,
     RecordEvidence, RunStatus,
@@ -116,6 +116,35 @@ async fn wrap_build(
             Some(path)
         }
         (None, false) => None,
+    };
+    // Per-step cache hits are read from the progress output: plain for `docker build`, raw
+    // JSON for buildx, unless the command (or `BUILDKIT_PROGRESS`) names its own mode, which
+    // is read when it is `plain` or `rawjson`.
+    let named = build.progress.clone().or_else(|| {
+        std::env::var("BUILDKIT_PROGRESS")
+            .ok()
+            .filter(|v| !v.is_empty())
+    });
+    let progress = match &named {
+        Some(mode) => {
+            let read = progress::Mode::of_flag(mode);
+            if read.is_none() {
+                printer.detail(format!(
+                    "per-step cache hits are not recorded: progress mode `{}` is not read (plain and rawjson are)",
+                    crate::report::escape::Term(mode)
+                ));
+            }
+            read
+        }
+        None => {
+            let mode = if build.buildx {
+                progress::Mode::RawJson
+            } else {
+                progress::Mode::Plain
+            };
+            extra.push(format!("--progress={}", mode.as_str()));
+            Some(mode)
+        }
     };
     argv.splice(build.insert_at..build.insert_at, extra);
 
@@ -259,10 +288,7 @@ async fn wrap_build(
     drop(containment_store);
 
     let started_at = time::now();
-    let status = spawn(&argv)?
-        .wait()
-        .await
-        .context("waiting for the build")?;
+    let (status, output) = run_reading_stderr(&argv, progress.is_some()).await?;
     let finished_at = time::now();
     let code = child_status(status);
 
@@ -294,6 +320,11 @@ async fn wrap_build(
             )),
         }
     }
+    let steps = progress.map(|mode| {
+        let found = progress::steps(&output, mode);
+        (mode, progress::attribute(found, record.records.as_ref()))
+    });
+    drop(output);
     if status.success() {
         let outputs = Outputs {
             iidfile: &iidfile,
@@ -309,6 +340,9 @@ async fn wrap_build(
         return Ok(ExitStatus::from_child(code));
     }
     if let Some(server) = &args.run.collector.server {
+        if steps.as_ref().is_some_and(|(_, hits)| !hits.is_empty()) {
+            printer.detail("per-step cache hits are not recorded: the collector takes runs only");
+        }
         // Recording never fails the build: a refusal is a warning here.
         match crate::commands::send::deliver(&record, server, &args.run.collector, printer).await {
             Ok(crate::commands::send::Delivered::Stored { answer, .. }) => printer.status(format!(
@@ -321,9 +355,10 @@ async fn wrap_build(
         }
         return Ok(ExitStatus::from_child(code));
     }
+    let mut store = None;
     match open_store(db)
         .map_err(anyhow::Error::from)
-        .and_then(|mut store| Ok(store.record_run(&record, config)?))
+        .and_then(|s| Ok(store.insert(s).record_run(&record, config)?))
     {
         Ok(outcome) => {
             let trust = crate::commands::record::trust_warning(&record_args, config, &env);
@@ -337,9 +372,69 @@ async fn wrap_build(
                 crate::report::count(outcome.events, "event", "events")
             ))
         }
-        Err(err) => printer.warn(format!("the build was not recorded: {err:#}")),
+        Err(err) => {
+            printer.warn(format!("the build was not recorded: {err:#}"));
+            return Ok(ExitStatus::from_child(code));
+        }
+    }
+    if let (Some(store), Some((mode, hits))) = (store.as_mut(), steps)
+        && !hits.is_empty()
+    {
+        let key = (
+            record.pipeline.name.as_str(),
+            record.run_id.as_str(),
+            record.step.as_str(),
+        );
+        match store.record_steps(key, &hits, mode, record.finished_at) {
+            Ok(added) => printer.detail(format!(
+                "cachewarden: recorded {}: {} from cache, {} attributed to a builder record",
+                crate::report::count(added, "step", "steps"),
+                hits.iter().filter(|h| h.step.cached).count(),
+                hits.iter().filter(|h| h.record.is_some()).count()
+            )),
+            Err(err) => printer.warn(format!("the build's steps were not recorded: {err}")),
+        }
     }
     Ok(ExitStatus::from_child(code))
+}
+
+/// Runs the build. With `read`, its stderr (where the progress output goes) is passed through
+/// as it comes, byte for byte, and its first [`progress::OUTPUT_BYTES`] are kept to read.
+async fn run_reading_stderr(
+    argv: &[String],
+    read: bool,
+) -> Result<(std::process::ExitStatus, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    if !read {
+        let status = spawn(argv)?.wait().await.context("waiting for the build")?;
+        return Ok((status, Vec::new()));
+    }
+    let (program, rest) = argv
+        .split_first()
+        .ok_or_else(|| InputError::invalid("wrap needs a command after `--`"))?;
+    let mut child = tokio::process::Command::new(program)
+        .args(rest)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| InputError::invalid(format!("cannot run `{program}`: {err}")))?;
+    let mut kept = Vec::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let mut out = tokio::io::stderr();
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            match stderr.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let _ = out.write_all(&chunk[..n]).await;
+                    let _ = out.flush().await;
+                    let room = progress::OUTPUT_BYTES.saturating_sub(kept.len());
+                    kept.extend_from_slice(&chunk[..n.min(room)]);
+                }
+            }
+        }
+    }
+    let status = child.wait().await.context("waiting for the build")?;
+    Ok((status, kept))
 }
 
 /// Makes the run fit the limits (`model::limits`): a build never fails over one, so what is

@@ -31,6 +31,8 @@ pub struct BuildCommand {
     pub iidfile: Option<PathBuf>,
     pub push: bool,
     pub context: Option<String>,
+    /// `--progress`, as given.
+    pub progress: Option<String>,
     /// The index in argv after which extra flags can be inserted (just after `build`).
     pub insert_at: usize,
 }
@@ -181,6 +183,7 @@ pub fn parse(argv: &[String]) -> Wrapped {
             "--platform" => build.platforms.push(value),
             "--metadata-file" => build.metadata_file = Some(PathBuf::from(value)),
             "--iidfile" => build.iidfile = Some(PathBuf::from(value)),
+            "--progress" => build.progress = Some(value),
             "--output" | "-o"
                 if value
                     .split(',')

@@ -14,6 +14,7 @@ pub mod dockerfile;
 mod dockerfile_fuzz;
 pub mod history;
 pub mod metadata;
+pub mod progress;
 
 /// An input that does not parse: names the file (or flag) and, where known, the line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1973,6 +1973,7 @@ mod tests {
                     "DROP TRIGGER event_pages_append; DROP TABLE event_pages;
                      DROP TRIGGER artifact_pages_append; DROP TABLE artifact_pages;
                      DROP TRIGGER record_pages_append; DROP TABLE record_pages;
+                     DROP TABLE step_events;
                      DROP TABLE run_chain;
                      ALTER TABLE incidents DROP COLUMN chain_length;
                      ALTER TABLE incidents DROP COLUMN chain_head;

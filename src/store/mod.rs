@@ -27,6 +27,7 @@ mod index;
 mod ls;
 mod mount_audit;
 mod read;
+mod steps;
 mod sweep;
 mod write;
 
@@ -67,6 +68,7 @@ const MIGRATION_SQL: &[&str] = &[
     CHAIN_MIGRATION,
     include_str!("../../schema/migrations/0015_mount_audits.sql"),
     RECEIPT_MIGRATION,
+    include_str!("../../schema/migrations/0017_step_events.sql"),
 ];
 
 /// The migration that creates the run chain; a hook then chains the runs already stored.

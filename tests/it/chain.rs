@@ -118,15 +118,16 @@ fn tamper(db: &Path, sql: &str) {
 }
 
 /// Undoes the chain migration as if the store was made before it: the migrations after it
-/// (the receipts, mount audits) undone first, then the chain's table and columns
-/// dropped, `user_version` three lower.
+/// (the receipts, mount audits, step events) undone first, then the chain's table and columns
+/// dropped, `user_version` four lower.
 fn unchain(db: &Path) {
     let conn = Connection::open(db).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
     conn.execute_batch(
-        "DROP INDEX run_receipts_time_suspect;
+        "DROP TABLE step_events;
+         DROP INDEX run_receipts_time_suspect;
          DROP TABLE mount_snapshot_files; DROP TABLE mount_snapshots;
          ALTER TABLE audit_findings DROP COLUMN target;
          DROP TABLE run_chain;
@@ -134,7 +135,7 @@ fn unchain(db: &Path) {
          ALTER TABLE incidents DROP COLUMN chain_head;",
     )
     .unwrap();
-    conn.pragma_update(None, "user_version", version - 3)
+    conn.pragma_update(None, "user_version", version - 4)
         .unwrap();
 }
 
@@ -386,12 +387,13 @@ fn the_migration_chains_the_receipts_a_store_already_holds() {
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
     conn.execute_batch(
-        "DROP INDEX run_receipts_time_suspect;
+        "DROP TABLE step_events;
+         DROP INDEX run_receipts_time_suspect;
          INSERT INTO run_receipts (run_id, received_at, identity, late, time_suspect)
          VALUES ((SELECT min(id) FROM runs), 1, 'https://issuer#p', 0, 'claims to finish after it was received');",
     )
     .unwrap();
-    conn.pragma_update(None, "user_version", version - 1)
+    conn.pragma_update(None, "user_version", version - 2)
         .unwrap();
     drop(conn);
     let out = output(&env, env.cmd().args(["db", "migrate"]));

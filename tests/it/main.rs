@@ -13,6 +13,7 @@ mod first_use;
 mod wrap;
 
 mod audit;
+mod audit_builds;
 mod audit_mounts;
 mod docker26;
 mod dockerfile;

@@ -1,0 +1,125 @@
+//! `cachewarden audit builds`: per-step cache hits judged against who created the records that
+//! served them, builds no hook recorded, and hit rates that moved; hit rates per pipeline and
+//! builder to a Prometheus textfile.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::ExitStatus;
+use crate::audit::builds::{self, BuildsResult, Input};
+use crate::audit::finding::Code;
+use crate::cli::{AuditBuildsArgs, AuditFormat};
+use crate::commands::{open_existing_store, write_stdout};
+use crate::config::Config;
+use crate::printer::Printer;
+use crate::time::{self, Bound};
+
+pub fn builds(
+    args: &AuditBuildsArgs,
+    db: &Path,
+    config: &Config,
+    printer: Printer,
+) -> Result<ExitStatus> {
+    let started_at = time::now();
+    let clock = Instant::now();
+    let since = args
+        .since
+        .as_deref()
+        .map(|v| time::parse_flag(v, "--since", Bound::Lower, started_at))
+        .transpose()?;
+    let mut store = open_existing_store(db)?;
+    let steps = store.step_rows()?;
+    let unrecorded = store.unrecorded_builds(since)?;
+    let rank = |level: &str| config.trust_rank(level);
+    let findings = builds::findings(
+        &Input {
+            steps: &steps,
+            unrecorded: &unrecorded,
+            since,
+            hit_rate_change: config.audit.hit_rate_change(),
+        },
+        &rank,
+    );
+    let reported = store.save_build_audit(&findings, time::now())?;
+    let mut result = BuildsResult {
+        started_at,
+        since,
+        steps: steps
+            .iter()
+            .filter(|s| since.is_none_or(|t| s.at >= t))
+            .count(),
+        unrecorded: unrecorded.len(),
+        rates: builds::hit_rates(&steps, since),
+        seen_before: if args.all {
+            0
+        } else {
+            reported.iter().filter(|r| !r.new).count()
+        },
+        findings: reported.into_iter().filter(|r| args.all || r.new).collect(),
+    };
+    result.findings.sort_by_cached_key(|r| {
+        (
+            r.finding.code,
+            r.finding.reference(),
+            r.finding.fingerprint(),
+        )
+    });
+    let text = match args.format {
+        AuditFormat::Text => builds::text(&result),
+        AuditFormat::Json => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&builds::json(&result))?
+        ),
+        AuditFormat::Sarif => format!(
+            "{}\n",
+            serde_json::to_string_pretty(&crate::audit::sarif::document_of(
+                &Code::BUILDS,
+                &result.findings,
+                result.started_at,
+                &[],
+            ))?
+        ),
+    };
+    if let Some(path) = &args.metrics_file {
+        write_metrics(
+            path,
+            &builds::metrics(&result, clock.elapsed().as_secs_f64()),
+        )?;
+    }
+    write_stdout(&text)?;
+    printer.status(builds::summary_line(&result));
+    Ok(if result.findings.is_empty() {
+        ExitStatus::Success
+    } else {
+        ExitStatus::Findings
+    })
+}
+
+/// node_exporter reads `*.prom` files at any moment: written beside, then renamed over.
+fn write_metrics(path: &Path, text: &str) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write `{}`", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write `{}`", path.display()))?;
+    Ok(())
+}
+
+/// What `incident open --from-audit` seeds from a stored build finding: for CW006 the
+/// lower-trust run that created the record, for CW007 the run that was served from it.
+pub(crate) fn incident_runs(finding: &crate::store::StoredFinding) -> Result<Vec<String>> {
+    let key = match finding.code.as_str() {
+        "CW006" => "creator",
+        "CW007" => "run",
+        code => {
+            return Err(crate::error::InputError::invalid(format!(
+                "audit finding {} ({code}) names no build to seed an incident from: only CW006 and CW007 do",
+                finding.id
+            ))
+            .into());
+        }
+    };
+    Ok(finding.detail.get(key).cloned().into_iter().collect())
+}

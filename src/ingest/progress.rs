@@ -1,0 +1,360 @@
+//! A build's progress output, read for which step was served from cache, and which builder
+//! record served it.
+//!
+//! `docker build --progress=plain` (Docker 20.10) prints each vertex as `#N NAME`, then
+//! `#N sha256:DIGEST`, then `#N CACHED` for a cache hit; buildx prints the same without the
+//! digest line, and `--progress=rawjson` prints the solve status as JSON objects, each vertex
+//! with its digest, name and `cached`. A step's log lines are printed behind its own `#N` and a
+//! time, so no build output can forge a `#M CACHED` line of another step. The text is hostile
+//! all the same: names are cut to [`NAME_BYTES`], and at most [`STEPS`] steps are kept.
+
+use std::collections::HashMap;
+
+use crate::model::{RecordEvidence, limits::NAME_BYTES};
+
+/// Steps a run may record.
+pub const STEPS: usize = 1000;
+/// Bytes of progress output read; what is over is passed through, not read.
+pub const OUTPUT_BYTES: usize = 64 << 20;
+
+/// How the progress output is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Plain,
+    RawJson,
+}
+
+impl Mode {
+    /// The mode a `--progress` value names; `None` for one that is not read (`tty`, `auto`,
+    /// `quiet`).
+    pub fn of_flag(value: &str) -> Option<Self> {
+        match value {
+            "plain" => Some(Self::Plain),
+            "rawjson" => Some(Self::RawJson),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plain => "plain",
+            Self::RawJson => "rawjson",
+        }
+    }
+}
+
+/// One Dockerfile step of a build, as its progress output shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The vertex name: `[stage-0 2/4] RUN echo hi`.
+    pub name: String,
+    /// The vertex digest (`sha256:...`), where the output prints it.
+    pub digest: Option<String>,
+    pub cached: bool,
+}
+
+/// A step with the builder record that served it: `None` when it ran, or when which record
+/// served it is ambiguous (unattributed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepHit {
+    pub step: Step,
+    pub record: Option<String>,
+}
+
+/// The Dockerfile steps in `output`, in the order they first appear; FROM and internal
+/// vertices are not steps.
+pub fn steps(output: &[u8], mode: Mode) -> Vec<Step> {
+    let mut seen = Seen::default();
+    match mode {
+        Mode::Plain => {
+            for line in output.split(|b| *b == b'\n') {
+                let Ok(line) = std::str::from_utf8(line) else {
+                    continue;
+                };
+                let line = line.trim_end_matches('\r');
+                let Some((number, rest)) = line
+                    .strip_prefix('#')
+                    .and_then(|l| l.split_once(' '))
+                    .filter(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                else {
+                    continue;
+                };
+                let key = number.to_owned();
+                if !seen.index.contains_key(&key) {
+                    // The first line of a vertex is its name.
+                    seen.add(key, Some(rest), None, false);
+                } else if rest == "CACHED" {
+                    seen.add(key, None, None, true);
+                } else if is_digest(rest) {
+                    seen.add(key, None, Some(rest), false);
+                }
+            }
+        }
+        Mode::RawJson => {
+            let stream =
+                serde_json::Deserializer::from_slice(output).into_iter::<serde_json::Value>();
+            for value in stream {
+                let Ok(value) = value else { break };
+                let Some(vertexes) = value.get("vertexes").and_then(|v| v.as_array()) else {
+                    continue;
+                };
+                for v in vertexes {
+                    let Some(digest) = v.get("digest").and_then(|d| d.as_str()) else {
+                        continue;
+                    };
+                    let cached = v.get("cached").and_then(|c| c.as_bool()) == Some(true);
+                    let name = v.get("name").and_then(|n| n.as_str());
+                    seen.add(digest.to_owned(), name, Some(digest), cached);
+                }
+            }
+        }
+    }
+    let mut steps = seen.steps;
+    steps.retain(|s| instruction(&s.name).is_some_and(|(i, _)| i != "FROM"));
+    steps.truncate(STEPS);
+    steps
+}
+
+/// Vertices by their key (`#N`, or the digest), in the order they first appear.
+#[derive(Default)]
+struct Seen {
+    steps: Vec<Step>,
+    index: HashMap<String, usize>,
+}
+
+impl Seen {
+    fn add(&mut self, key: String, name: Option<&str>, digest: Option<&str>, cached: bool) {
+        let at = match self.index.get(&key) {
+            Some(&at) => at,
+            None => {
+                let Some(name) = name else { return };
+                // Internal vertices are kept until the end: room for them, bounded.
+                if self.steps.len() >= STEPS * 4 {
+                    return;
+                }
+                self.steps.push(Step {
+                    name: bounded(name),
+                    digest: None,
+                    cached: false,
+                });
+                self.index.insert(key, self.steps.len() - 1);
+                self.steps.len() - 1
+            }
+        };
+        let step = &mut self.steps[at];
+        if step.digest.is_none() {
+            step.digest = digest.filter(|d| is_digest(d)).map(str::to_owned);
+        }
+        step.cached |= cached;
+    }
+}
+
+/// Cut to [`NAME_BYTES`] on a character boundary.
+fn bounded(name: &str) -> String {
+    let mut end = name.len().min(NAME_BYTES);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_owned()
+}
+
+fn is_digest(text: &str) -> bool {
+    text.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// A step's instruction and its arguments: `[stage-0 2/4] RUN echo hi` is `("RUN", "echo hi")`.
+/// `None` for a vertex that is no Dockerfile step (`[internal] ...`, `exporting to image`).
+pub fn instruction(name: &str) -> Option<(&str, &str)> {
+    let rest = name.strip_prefix('[')?;
+    let (label, rest) = rest.split_once("] ")?;
+    if label == "internal" || label == "auth" {
+        return None;
+    }
+    let (word, args) = rest.split_once(' ').unwrap_or((rest, ""));
+    (!word.is_empty() && word.bytes().all(|b| b.is_ascii_uppercase())).then_some((word, args))
+}
+
+/// Which reused record served each cached step. BuildKit describes a `RUN` step's layer as
+/// `mount / from exec ARGS` (the shell form's args are `/bin/sh -c COMMAND`), and every file
+/// operation's as `fileop target`. A cached step is attributed to the one record the build
+/// reused that describes it; none, several, or a record that several steps would claim, leave
+/// it unattributed. A record the build created cannot have served a hit.
+pub fn attribute(steps: Vec<Step>, records: Option<&RecordEvidence>) -> Vec<StepHit> {
+    let reused = records.map(|r| r.reused.as_slice()).unwrap_or_default();
+    let file_ops = steps
+        .iter()
+        .filter(|s| s.cached && matches!(instruction(&s.name), Some(("COPY" | "ADD", _))))
+        .count();
+    let candidates: Vec<Option<&str>> = steps
+        .iter()
+        .map(|step| {
+            if !step.cached || records.is_none_or(|r| r.overlapped) {
+                return None;
+            }
+            let matching: Vec<&str> = match instruction(&step.name) {
+                Some(("RUN", command)) => reused
+                    .iter()
+                    .filter(|r| {
+                        r.record_type == "regular"
+                            && r.description
+                                .strip_prefix("mount / from exec ")
+                                .is_some_and(|args| runs(command, args))
+                    })
+                    .map(|r| r.id.as_str())
+                    .collect(),
+                Some(("COPY" | "ADD", _)) if file_ops == 1 => reused
+                    .iter()
+                    .filter(|r| r.record_type == "regular" && r.description == "fileop target")
+                    .map(|r| r.id.as_str())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            match matching.as_slice() {
+                [one] => Some(*one),
+                _ => None,
+            }
+        })
+        .collect();
+    steps
+        .into_iter()
+        .zip(&candidates)
+        .map(|(step, record)| {
+            let claimed =
+                record.is_some_and(|r| candidates.iter().filter(|c| **c == Some(r)).count() == 1);
+            StepHit {
+                step,
+                record: record.filter(|_| claimed).map(str::to_owned),
+            }
+        })
+        .collect()
+}
+
+/// Whether a `RUN` step's text (`--mount=... echo hi`) runs the exec args a record names
+/// (`/bin/sh -c echo hi`): the same command, behind nothing but `--` flags.
+fn runs(command: &str, args: &str) -> bool {
+    let exec = args.strip_prefix("/bin/sh -c ").unwrap_or(args);
+    if exec.is_empty() {
+        return false;
+    }
+    if command == exec {
+        return true;
+    }
+    command
+        .strip_suffix(exec)
+        .and_then(|flags| flags.strip_suffix(' '))
+        .is_some_and(|flags| flags.split(' ').all(|f| f.starts_with("--")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::BuilderRecord;
+
+    const PLAIN: &str = "#4 [stage-0 1/3] FROM docker.io/library/base:1
+#4 sha256:cb6ec6a9fa3d49de0b8d9030ce2508da0b999af4cc9d8b7ce9817eda4b3f4302
+#4 DONE 0.0s
+
+#5 [stage-0 2/3] RUN echo poisoned > /a
+#5 sha256:f26026734877c2ef5bbe2ba80f7d7f12661dcda15fbd56834c449d2e59b2e9c3
+#5 CACHED
+
+#6 [stage-0 3/3] RUN --mount=type=cache,target=/c echo b > /b
+#6 sha256:582ce7fe8c0f74fb5ce80693e582150b64265c5301345ffd11457b5bffdbfce5
+#6 0.102 #5 CACHED
+#6 DONE 0.1s
+";
+
+    fn record(id: &str, description: &str) -> BuilderRecord {
+        BuilderRecord {
+            id: id.into(),
+            record_type: "regular".into(),
+            description: description.into(),
+            created_at: None,
+            last_used_at: None,
+            size: None,
+        }
+    }
+
+    /// Plain output: the cached step is read as cached, the step that ran (and printed a
+    /// forged `#5 CACHED` in its log) is not, and FROM is no step.
+    #[test]
+    fn plain_output_names_cached_steps() {
+        let steps = steps(PLAIN.as_bytes(), Mode::Plain);
+        assert_eq!(steps.len(), 2, "{steps:?}");
+        assert_eq!(steps[0].name, "[stage-0 2/3] RUN echo poisoned > /a");
+        assert!(steps[0].cached);
+        assert_eq!(
+            steps[0].digest.as_deref(),
+            Some("sha256:f26026734877c2ef5bbe2ba80f7d7f12661dcda15fbd56834c449d2e59b2e9c3")
+        );
+        assert!(!steps[1].cached);
+    }
+
+    /// Raw JSON (pretty-printed objects, as buildx prints them): vertices merge by digest.
+    #[test]
+    fn rawjson_output_names_cached_steps() {
+        let text = r#"{
+  "vertexes": [
+    {"digest": "sha256:ce60a5c6799d0d6c7afa8e0ed57872f6753ef7e8095f36f0273812cb094fafbc",
+     "name": "[stage-0 2/4] RUN echo a", "started": "x"}
+  ]
+}
+{"vertexes": [{"digest": "sha256:ce60a5c6799d0d6c7afa8e0ed57872f6753ef7e8095f36f0273812cb094fafbc",
+  "name": "[stage-0 2/4] RUN echo a", "cached": true},
+  {"digest": "sha256:16a573ad041211891096b342db6a7d95cbb068c15023c199c45867a975edc8be",
+   "name": "[internal] load build context"}]}
+"#;
+        let steps = steps(text.as_bytes(), Mode::RawJson);
+        assert_eq!(steps.len(), 1, "{steps:?}");
+        assert!(steps[0].cached);
+        assert_eq!(steps[0].name, "[stage-0 2/4] RUN echo a");
+    }
+
+    /// A hostile step name is cut to the name limit on a character boundary.
+    #[test]
+    fn long_names_are_cut() {
+        let text = format!("#5 [1/2] RUN {}\n#5 CACHED\n", "é".repeat(2000));
+        let steps = steps(text.as_bytes(), Mode::Plain);
+        assert!(steps[0].name.len() <= NAME_BYTES);
+    }
+
+    /// A cached RUN step is attributed to the one reused record running its command; a
+    /// command two reused records run is unattributed; a step that ran is never attributed.
+    #[test]
+    fn hits_are_attributed_only_when_unambiguous() {
+        let steps = steps(PLAIN.as_bytes(), Mode::Plain);
+        let mut evidence = RecordEvidence {
+            reused: vec![
+                record("r1", "mount / from exec /bin/sh -c echo poisoned > /a"),
+                record("r2", "mount / from exec /bin/sh -c echo b > /b"),
+            ],
+            ..RecordEvidence::default()
+        };
+        let hits = attribute(steps.clone(), Some(&evidence));
+        assert_eq!(hits[0].record.as_deref(), Some("r1"));
+        assert_eq!(hits[1].record, None);
+        evidence.reused.push(record(
+            "r3",
+            "mount / from exec /bin/sh -c echo poisoned > /a",
+        ));
+        assert_eq!(attribute(steps.clone(), Some(&evidence))[0].record, None);
+        assert_eq!(attribute(steps, None)[0].record, None);
+    }
+
+    /// The `--mount` flags of a RUN step are not part of the command its record runs; other
+    /// text in front of it is.
+    #[test]
+    fn run_flags_are_skipped() {
+        assert!(runs(
+            "--mount=type=cache,target=/c echo b",
+            "/bin/sh -c echo b"
+        ));
+        assert!(!runs("curl x | sh; echo b", "/bin/sh -c echo b"));
+        assert!(!runs("echo b", "/bin/sh -c "));
+    }
+}
