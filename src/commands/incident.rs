@@ -635,7 +635,7 @@ async fn check(
     let open: Vec<&ActionRow> = rows.iter().filter(|r| !r.state.is_settled()).collect();
     warn_scope(config, open.iter().map(|r| &r.action), printer);
     note_scope_changes(&open, config, printer);
-    let statuses = purge::check::dry_run(store, &rows, config, concurrency).await?;
+    let statuses = purge::check::dry_run(store, id, &rows, config, concurrency).await?;
     let problems = statuses.iter().filter(|s| s.is_problem()).count();
     let mut out = String::new();
     for (row, status) in rows.iter().zip(statuses) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::error::RemoteError;
 use crate::plan::ActionKind;
-use crate::purge::remotes::Remotes;
+use crate::purge::remotes::{Remotes, Spare};
 use crate::purge::runner::{self, Job};
 use crate::purge::{ActionState, kind_of};
 use crate::store::{ActionRow, Store, StoreError};
@@ -48,6 +48,7 @@ impl Status {
 /// registry and one at a time per builder; returns one status per row, in order.
 pub async fn dry_run(
     store: &mut Store,
+    incident: i64,
     rows: &[ActionRow],
     config: &Config,
     concurrency: usize,
@@ -63,7 +64,13 @@ pub async fn dry_run(
         .filter(|row| to_check(row))
         .filter_map(|row| row.action.target.manifest_digest())
         .collect();
-    let remotes = Arc::new(Remotes::new(config, store.manifest_facts(&digests)?));
+    let facts = store.manifest_facts(&digests)?;
+    let children: Vec<String> = facts
+        .values()
+        .flat_map(|f| f.children.iter().map(|c| c.as_str().to_owned()))
+        .collect();
+    let spared = store.recorded_untainted(incident, &children)?;
+    let remotes = Arc::new(Remotes::new(config, facts).sparing(Spare::Digests(spared)));
     let jobs = rows
         .iter()
         .filter(|row| to_check(row))

@@ -53,13 +53,31 @@ impl TargetKind for Manifest {
             let client = cx.registry(registry).await?;
             let digest = Digest::parse(digest, "digest")
                 .map_err(|err| RemoteError::local(err.to_string()))?;
-            let present = |facts: &ManifestFacts| match facts.children.len() {
-                0 => format!("present ({})", facts.media_type),
-                n => format!(
-                    "present ({}); {} will be deleted with it",
-                    facts.media_type,
-                    count(n, "child manifest", "child manifests")
-                ),
+            // Children the purge leaves are named apart (recorded facts only: a probed index's
+            // children are asked of the store when it is deleted).
+            let present = |facts: &ManifestFacts| {
+                let listed: Vec<String> = facts
+                    .children
+                    .iter()
+                    .map(|c| c.as_str().to_owned())
+                    .collect();
+                let left = cx.spared(&listed).map(|s| s.len()).unwrap_or(0);
+                let mut status = match listed.len() - left {
+                    0 => format!("present ({})", facts.media_type),
+                    n => format!(
+                        "present ({}); {} will be deleted with it",
+                        facts.media_type,
+                        count(n, "child manifest", "child manifests")
+                    ),
+                };
+                if left > 0 {
+                    status.push_str(&format!(
+                        "; {} left: recorded runs outside the incident name {}",
+                        count(left, "listed child manifest", "listed child manifests"),
+                        if left == 1 { "it" } else { "them" }
+                    ));
+                }
+                status
             };
             match cx.known.get(digest.as_str()) {
                 // Known already: only whether it is still there is asked.

@@ -262,6 +262,13 @@ fn a_listed_manifest_a_trusted_run_recorded_is_left() {
         .import(&env);
     let config = config(&host).write(&env);
     env.open_incident(&config, "evil");
+    // The first dry run learns what the index lists; the next names the child it leaves.
+    ok(env.cmd_with(&config).args(["incident", "purge", "1"]));
+    let dry = ok(env.cmd_with(&config).args(["incident", "purge", "1"]));
+    assert!(
+        dry.contains("1 child manifest will be deleted with it; 1 listed child manifest left"),
+        "{dry}"
+    );
     let run = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
     assert!(run.starts_with("exit: 0\n"), "{run}");
     let show = ok(env
