@@ -173,7 +173,7 @@ impl Store {
         let path = self.path.clone();
         let err = |e| sql_error(&path, e);
         let tx = self.conn.transaction().map_err(err)?;
-        let mut reported = Vec::with_capacity(findings.len());
+        let reported;
         let mut tags = 0;
         {
             let mut manifest = tx
@@ -200,40 +200,7 @@ impl Store {
                     tags += 1;
                 }
             }
-            let mut finding = tx
-                .prepare_cached(
-                    "INSERT INTO audit_findings (code, fingerprint, registry, repository, tag, digest, message, detail,
-                                                 first_seen, reported_at, last_seen)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)
-                     ON CONFLICT (fingerprint) DO UPDATE SET last_seen = excluded.last_seen
-                     RETURNING id, reported_at",
-                )
-                .map_err(err)?;
-            for f in findings {
-                let detail = serde_json::to_string(&f.detail).unwrap_or_else(|_| "{}".to_owned());
-                let (id, reported_at): (i64, Micros) = finding
-                    .query_row(
-                        params![
-                            f.code.id(),
-                            f.fingerprint(),
-                            f.registry,
-                            f.repository,
-                            f.tag,
-                            f.digest,
-                            f.message,
-                            detail,
-                            f.first_seen,
-                            now
-                        ],
-                        |row| row.try_into(),
-                    )
-                    .map_err(err)?;
-                reported.push(Reported {
-                    id,
-                    new: reported_at == now,
-                    finding: f.clone(),
-                });
-            }
+            reported = insert_findings(&tx, findings, "registry", now).map_err(err)?;
         }
         let new = reported.iter().filter(|r| r.new).count() as i64;
         tx.execute(
@@ -282,4 +249,48 @@ impl Store {
                 ))
             })
     }
+}
+
+/// Stores `findings` of an audit of `target` (`registry`, `mount` or `build`) at `now`: a
+/// finding already stored under its fingerprint is seen again, not new. Returns every finding
+/// with its id, in the given order.
+pub(super) fn insert_findings(
+    tx: &rusqlite::Transaction<'_>,
+    findings: &[Finding],
+    target: &str,
+    now: Micros,
+) -> rusqlite::Result<Vec<Reported>> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO audit_findings (code, fingerprint, registry, repository, tag, digest, message, detail,
+                                     first_seen, reported_at, last_seen, target)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)
+         ON CONFLICT (fingerprint) DO UPDATE SET last_seen = excluded.last_seen
+         RETURNING id, reported_at",
+    )?;
+    let mut reported = Vec::with_capacity(findings.len());
+    for f in findings {
+        let detail = serde_json::to_string(&f.detail).unwrap_or_else(|_| "{}".to_owned());
+        let (id, reported_at): (i64, Micros) = insert.query_row(
+            params![
+                f.code.id(),
+                f.fingerprint(),
+                f.registry,
+                f.repository,
+                f.tag,
+                f.digest,
+                f.message,
+                detail,
+                f.first_seen,
+                now,
+                target
+            ],
+            |row| row.try_into(),
+        )?;
+        reported.push(Reported {
+            id,
+            new: reported_at == now,
+            finding: f.clone(),
+        });
+    }
+    Ok(reported)
 }

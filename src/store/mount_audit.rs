@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use rusqlite::{OptionalExtension, params};
 
+use super::audit::insert_findings;
 use super::{Store, StoreError, UsedBase, sql_error};
 use crate::audit::mounts::{FileEntry, Writer};
 use crate::audit::{Finding, Reported};
@@ -165,45 +166,12 @@ impl Store {
         let path = self.path.clone();
         let err = |e| sql_error(&path, e);
         let tx = self.conn.transaction().map_err(err)?;
-        let mut reported = Vec::with_capacity(findings.len());
+        let reported;
         {
             for s in snapshots {
                 insert_snapshot(&tx, s).map_err(err)?;
             }
-            let mut finding = tx
-                .prepare_cached(
-                    "INSERT INTO audit_findings (code, fingerprint, registry, repository, tag, digest, message, detail,
-                                                 first_seen, reported_at, last_seen, target)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, 'mount')
-                     ON CONFLICT (fingerprint) DO UPDATE SET last_seen = excluded.last_seen
-                     RETURNING id, reported_at",
-                )
-                .map_err(err)?;
-            for f in findings {
-                let detail = serde_json::to_string(&f.detail).unwrap_or_else(|_| "{}".to_owned());
-                let (id, reported_at): (i64, Micros) = finding
-                    .query_row(
-                        params![
-                            f.code.id(),
-                            f.fingerprint(),
-                            f.registry,
-                            f.repository,
-                            f.tag,
-                            f.digest,
-                            f.message,
-                            detail,
-                            f.first_seen,
-                            now
-                        ],
-                        |row| row.try_into(),
-                    )
-                    .map_err(err)?;
-                reported.push(Reported {
-                    id,
-                    new: reported_at == now,
-                    finding: f.clone(),
-                });
-            }
+            reported = insert_findings(&tx, findings, "mount", now).map_err(err)?;
         }
         tx.commit().map_err(err)?;
         Ok(reported)
