@@ -60,51 +60,25 @@ impl Client {
     /// Sends one run line, retrying outages (no answer, 429, 5xx) with a short backoff.
     pub async fn send_run(&self, token: Option<&str>, line: &Value) -> Sent {
         let url = format!("{}/v1/runs", self.base);
-        let mut last = String::new();
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(300 << attempt)).await;
-            }
-            let mut request = self.http.post(&url).json(line);
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
-            }
-            match request.send().await {
-                Err(err) => {
-                    last = format!(
-                        "cannot reach `{}`: {}",
-                        Redacted::url(&self.base),
-                        err.without_url()
-                    )
-                }
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let body: Value = response.json().await.unwrap_or(Value::Null);
-                    match status {
-                        200 | 201 => {
-                            return Sent::Stored {
-                                created: status == 201,
-                                answer: body,
-                            };
-                        }
-                        400 | 401 | 403 | 409 | 413 => {
-                            return Sent::Refused {
-                                status,
-                                reason: body["reason"].as_str().unwrap_or("").to_owned(),
-                            };
-                        }
-                        _ => {
-                            last = format!(
-                                "`{}` answered {status}: {}",
-                                Redacted::url(&self.base),
-                                body["reason"].as_str().unwrap_or("")
-                            );
-                        }
-                    }
-                }
-            }
+        let refusal = |status| matches!(status, 400 | 401 | 403 | 409 | 413);
+        let answer = self
+            .exchange(
+                || self.http.post(&url).json(line),
+                token,
+                |status| !matches!(status, 200 | 201) && !refusal(status),
+            )
+            .await;
+        match answer {
+            Ok((status @ (200 | 201), body)) => Sent::Stored {
+                created: status == 201,
+                answer: body,
+            },
+            Ok((status, body)) => Sent::Refused {
+                status,
+                reason: body["reason"].as_str().unwrap_or("").to_owned(),
+            },
+            Err(last) => Sent::Unavailable(last),
         }
-        Sent::Unavailable(last)
     }
 
     /// Which of `digests` an open incident holds tainted, per digest: the incidents.
@@ -115,63 +89,55 @@ impl Client {
     ) -> Result<Vec<(String, Vec<i64>)>, String> {
         let query: Vec<(&str, &str)> = digests.iter().map(|d| ("digest", d.as_str())).collect();
         let url = format!("{}/v1/check", self.base);
-        let mut last = String::new();
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(300 << attempt)).await;
+        match self
+            .exchange(|| self.http.get(&url).query(&query), token, outage)
+            .await?
+        {
+            (200, body) => {
+                let results = body["results"].as_array().cloned().unwrap_or_default();
+                Ok(results
+                    .iter()
+                    .map(|r| {
+                        let incidents = r["tainted_in"]
+                            .as_array()
+                            .map(|a| a.iter().filter_map(Value::as_i64).collect())
+                            .unwrap_or_default();
+                        (r["digest"].as_str().unwrap_or("").to_owned(), incidents)
+                    })
+                    .collect())
             }
-            let mut request = self.http.get(&url).query(&query);
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
-            }
-            match request.send().await {
-                Err(err) => {
-                    last = format!(
-                        "cannot reach `{}`: {}",
-                        Redacted::url(&self.base),
-                        err.without_url()
-                    )
-                }
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    let body: Value = response.json().await.unwrap_or(Value::Null);
-                    if status == 200 {
-                        let results = body["results"].as_array().cloned().unwrap_or_default();
-                        return Ok(results
-                            .iter()
-                            .map(|r| {
-                                let incidents = r["tainted_in"]
-                                    .as_array()
-                                    .map(|a| a.iter().filter_map(Value::as_i64).collect())
-                                    .unwrap_or_default();
-                                (r["digest"].as_str().unwrap_or("").to_owned(), incidents)
-                            })
-                            .collect());
-                    }
-                    last = format!(
-                        "`{}` answered {status}: {}",
-                        Redacted::url(&self.base),
-                        body["reason"].as_str().unwrap_or("")
-                    );
-                    if status < 500 && status != 429 {
-                        break;
-                    }
-                }
-            }
+            (status, body) => Err(self.answered(status, &body)),
         }
-        Err(last)
     }
 
     /// Sends the overrides of a build that went ahead from tainted inputs; how many the
     /// collector kept.
     pub async fn send_overrides(&self, token: Option<&str>, body: &Value) -> Result<i64, String> {
         let url = format!("{}/v1/overrides", self.base);
+        match self
+            .exchange(|| self.http.post(&url).json(body), token, outage)
+            .await?
+        {
+            (201, answer) => Ok(answer["kept"].as_i64().unwrap_or(0)),
+            (status, answer) => Err(self.answered(status, &answer)),
+        }
+    }
+
+    /// Makes the request `make` builds, with the bearer `token`, at most [`ATTEMPTS`] times
+    /// with a short backoff while it goes unanswered or its status is one to `retry`; the
+    /// first other answer, or why the last try failed.
+    async fn exchange(
+        &self,
+        make: impl Fn() -> reqwest::RequestBuilder,
+        token: Option<&str>,
+        retry: impl Fn(u16) -> bool,
+    ) -> Result<(u16, Value), String> {
         let mut last = String::new();
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(300 << attempt)).await;
             }
-            let mut request = self.http.post(&url).json(body);
+            let mut request = make();
             if let Some(token) = token {
                 request = request.bearer_auth(token);
             }
@@ -186,22 +152,29 @@ impl Client {
                 Ok(response) => {
                     let status = response.status().as_u16();
                     let body: Value = response.json().await.unwrap_or(Value::Null);
-                    if status == 201 {
-                        return Ok(body["kept"].as_i64().unwrap_or(0));
+                    if !retry(status) {
+                        return Ok((status, body));
                     }
-                    last = format!(
-                        "`{}` answered {status}: {}",
-                        Redacted::url(&self.base),
-                        body["reason"].as_str().unwrap_or("")
-                    );
-                    if status < 500 && status != 429 {
-                        break;
-                    }
+                    last = self.answered(status, &body);
                 }
             }
         }
         Err(last)
     }
+
+    /// `` `BASE` answered STATUS: REASON ``.
+    fn answered(&self, status: u16, body: &Value) -> String {
+        format!(
+            "`{}` answered {status}: {}",
+            Redacted::url(&self.base),
+            body["reason"].as_str().unwrap_or("")
+        )
+    }
+}
+
+/// A status that says the collector cannot answer now: tried again.
+fn outage(status: u16) -> bool {
+    status >= 500 || status == 429
 }
 
 /// The hook's bearer token: `CACHEWARDEN_TOKEN`, else on GitHub Actions the job's OIDC
