@@ -17,7 +17,6 @@ use super::finding::{Code, Finding};
 use super::render::Reported;
 use crate::ingest::progress::instruction;
 use crate::report::count;
-use crate::report::escape::Term;
 use crate::time::{self, Micros};
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -394,22 +393,11 @@ pub fn json(result: &BuildsResult) -> serde_json::Value {
 }
 
 /// The findings, one block each. Step names, run names and record ids were written by
-/// pipelines: shown escaped ([`Term`]).
+/// pipelines: shown escaped ([`Term`](crate::report::escape::Term)).
 pub fn text(result: &BuildsResult) -> String {
     let mut out = String::new();
     for r in &result.findings {
-        let f = &r.finding;
-        let _ = writeln!(
-            out,
-            "{} {} [{}] finding {}{}: {}",
-            f.code.id(),
-            f.code.name(),
-            f.code.severity().as_str(),
-            r.id,
-            if r.new { "" } else { " (seen before)" },
-            Term(&f.reference())
-        );
-        let _ = writeln!(out, "    {}", Term(&f.message));
+        crate::audit::render::write_finding(&mut out, r);
     }
     out
 }

@@ -186,23 +186,30 @@ pub fn document(result: &AuditResult) -> AuditDoc<'_> {
     }
 }
 
+/// A finding's first two lines as every audit's text shows them: code, severity, id and
+/// reference, then its message, both escaped ([`Term`]).
+pub fn write_finding(out: &mut String, r: &Reported) {
+    let f = &r.finding;
+    let _ = writeln!(
+        out,
+        "{} {} [{}] finding {}{}: {}",
+        f.code.id(),
+        f.code.name(),
+        f.code.severity().as_str(),
+        r.id,
+        if r.new { "" } else { " (seen before)" },
+        Term(&f.reference())
+    );
+    let _ = writeln!(out, "    {}", Term(&f.message));
+}
+
 /// The findings, one block each; an empty string when there are none. References and
 /// messages carry names from registries and the store, shown escaped ([`Term`]).
 pub fn text(result: &AuditResult) -> String {
     let mut out = String::new();
     for r in &result.findings {
+        write_finding(&mut out, r);
         let f = &r.finding;
-        let _ = writeln!(
-            out,
-            "{} {} [{}] finding {}{}: {}",
-            f.code.id(),
-            f.code.name(),
-            f.code.severity().as_str(),
-            r.id,
-            if r.new { "" } else { " (seen before)" },
-            Term(&f.reference())
-        );
-        let _ = writeln!(out, "    {}", Term(&f.message));
         let _ = writeln!(out, "    first seen {}", time::format(f.first_seen));
     }
     out

@@ -192,18 +192,7 @@ pub fn json(result: &MountsResult) -> serde_json::Value {
 pub fn text(result: &MountsResult) -> String {
     let mut out = String::new();
     for r in &result.findings {
-        let f = &r.finding;
-        let _ = writeln!(
-            out,
-            "{} {} [{}] finding {}{}: {}",
-            f.code.id(),
-            f.code.name(),
-            f.code.severity().as_str(),
-            r.id,
-            if r.new { "" } else { " (seen before)" },
-            Term(&f.reference())
-        );
-        let _ = writeln!(out, "    {}", Term(&f.message));
+        crate::audit::render::write_finding(&mut out, r);
     }
     for u in &result.unknown_records {
         let _ = writeln!(
