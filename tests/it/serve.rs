@@ -18,6 +18,18 @@ struct Setup {
     collector: Collector,
 }
 
+impl Setup {
+    /// A GitHub token of `acme/web`'s `build` workflow, run `run`, signed by the RSA key.
+    fn github_token(&self, run: &str) -> String {
+        self.rsa.sign(&oidc::github_claims(
+            &self.issuer.url,
+            "acme/web",
+            "build",
+            run,
+        ))
+    }
+}
+
 fn setup(kind: &str, extra: &str) -> Setup {
     let env = Env::new();
     let rsa = Key::rsa(env.path(), "rsa-1");
@@ -232,12 +244,7 @@ fn forged_and_unusable_tokens_are_refused() {
 #[test]
 fn bodies_that_contradict_the_token_are_refused() {
     let s = setup("github", "");
-    let token = s.rsa.sign(&oidc::github_claims(
-        &s.issuer.url,
-        "acme/web",
-        "build",
-        "10",
-    ));
+    let token = s.github_token("10");
     for (what, line) in [
         (
             "forged pipeline",
@@ -629,12 +636,7 @@ fn an_issuer_records_only_its_pipelines() {
 #[test]
 fn one_identity_is_rate_limited() {
     let s = setup("github", "[server]\nruns_per_minute = 3\n");
-    let token = s.rsa.sign(&oidc::github_claims(
-        &s.issuer.url,
-        "acme/web",
-        "build",
-        "50",
-    ));
+    let token = s.github_token("50");
     let statuses: Vec<u16> = (0..5)
         .map(|i| {
             let mut line = oidc::run_line("acme/web/build", "50-1");
@@ -653,12 +655,7 @@ fn fifty_hooks_at_once() {
     let tokens: Vec<(String, Value)> = (0..runs)
         .map(|i| {
             let run = format!("{}", 1000 + i);
-            let token = s.rsa.sign(&oidc::github_claims(
-                &s.issuer.url,
-                "acme/web",
-                "build",
-                &run,
-            ));
+            let token = s.github_token(&run);
             (token, oidc::run_line("acme/web/build", &format!("{run}-1")))
         })
         .collect();
@@ -852,12 +849,7 @@ fn kill_9_mid_write_loses_nothing_sent_again() {
 fn health_and_check() {
     let s = setup("github", "");
     assert_eq!(s.collector.get("/healthz").status, 200);
-    let token = s.rsa.sign(&oidc::github_claims(
-        &s.issuer.url,
-        "acme/web",
-        "build",
-        "60",
-    ));
+    let token = s.github_token("60");
     let digest = format!("sha256:{}", "c".repeat(64));
     let path = format!("/v1/check?digest={digest}");
     let request = crate::harness::http::Request::get(&path);
@@ -885,12 +877,7 @@ fn free_port() -> u16 {
 #[test]
 fn record_sends_to_the_collector_with_the_jobs_oidc_token() {
     let s = setup("github", "");
-    let token = s.rsa.sign(&oidc::github_claims(
-        &s.issuer.url,
-        "acme/web",
-        "build",
-        "70",
-    ));
+    let token = s.github_token("70");
     s.issuer.hand_out(&token);
     let out = s
         .env
@@ -931,12 +918,7 @@ fn record_sends_to_the_collector_with_the_jobs_oidc_token() {
 #[test]
 fn a_refused_record_exits_5_and_is_not_spooled() {
     let s = setup("github", "");
-    let token = s.rsa.sign(&oidc::github_claims(
-        &s.issuer.url,
-        "acme/web",
-        "build",
-        "80",
-    ));
+    let token = s.github_token("80");
     let spool = s.env.path().join("spool");
     let out = s
         .env
@@ -1030,12 +1012,7 @@ fn collector_down_during_wrap_spools_and_flushes_later() {
 #[test]
 fn check_asks_the_collector_for_containment() {
     let s = setup("github", "");
-    let token = s.rsa.sign(&oidc::github_claims(
-        &s.issuer.url,
-        "acme/web",
-        "build",
-        "100",
-    ));
+    let token = s.github_token("100");
     let response = s
         .collector
         .post(&token, &oidc::run_line("acme/web/build", "100-1"));
@@ -1192,12 +1169,7 @@ fn the_collector_serves_tls() {
 #[test]
 fn wrap_refuses_inputs_the_collector_holds_tainted() {
     let s = setup("github", "");
-    let token = s.rsa.sign(&oidc::github_claims(
-        &s.issuer.url,
-        "acme/web",
-        "build",
-        "120",
-    ));
+    let token = s.github_token("120");
     let response = s
         .collector
         .post(&token, &oidc::run_line("acme/web/build", "120-1"));
@@ -1227,12 +1199,7 @@ fn wrap_refuses_inputs_the_collector_holds_tainted() {
         &format!("#!/bin/sh\ntouch {}\nexit 0\n", marker.display()),
     );
     std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let next = s.rsa.sign(&oidc::github_claims(
-        &s.issuer.url,
-        "acme/web",
-        "build",
-        "121",
-    ));
+    let next = s.github_token("121");
     let tainted = format!("localhost:5000/cache/app@sha256:{}", "b".repeat(64));
     let out = runner
         .cmd()
@@ -1263,12 +1230,7 @@ fn wrap_refuses_inputs_the_collector_holds_tainted() {
 #[test]
 fn wrap_sends_its_override_to_the_collector() {
     let s = setup("github", "");
-    let token = s.rsa.sign(&oidc::github_claims(
-        &s.issuer.url,
-        "acme/web",
-        "build",
-        "130",
-    ));
+    let token = s.github_token("130");
     let response = s
         .collector
         .post(&token, &oidc::run_line("acme/web/build", "130-1"));
@@ -1298,12 +1260,7 @@ fn wrap_sends_its_override_to_the_collector() {
         &format!("#!/bin/sh\ntouch {}\nexit 0\n", marker.display()),
     );
     std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let next = s.rsa.sign(&oidc::github_claims(
-        &s.issuer.url,
-        "acme/web",
-        "build",
-        "131",
-    ));
+    let next = s.github_token("131");
     let tainted_digest = format!("sha256:{}", "b".repeat(64));
     let tainted = format!("localhost:5000/cache/app@{tainted_digest}");
     let out = runner
