@@ -19,15 +19,16 @@ pub fn db(command: &DbCommand, db: &Path, printer: Printer) -> Result<ExitStatus
 /// Upgrades an existing store, saying from which schema version to which.
 fn migrate(db: &Path, printer: Printer) -> Result<ExitStatus> {
     let Migrated { from, to } = Store::migrate_existing(db)?;
+    let db = crate::store::display_location(db);
     if from == to {
         printer.status(format!(
             "`{}` is at schema version {to}, this cachewarden's: nothing to migrate",
-            db.display()
+            db
         ));
     } else {
         printer.status(format!(
             "migrated `{}` from schema version {from} to {to}",
-            db.display()
+            db
         ));
     }
     Ok(ExitStatus::Success)

@@ -195,7 +195,7 @@ fn open(
             write_stdout(&out)?;
         }
     }
-    printer.detail(format!("stored incident {id} in {}", db.display()));
+    printer.detail(format!("stored incident {id} in {}", crate::store::display_location(db)));
     Ok(ExitStatus::Success)
 }
 

@@ -58,19 +58,19 @@ pub async fn dispatch(cli: Cli, printer: Printer) -> Result<ExitStatus> {
 }
 
 /// `--db`, then `CACHEWARDEN_DB` (both through clap), then the XDG data directory.
-/// A value that reads as a URL (`scheme://...`) is refused rather than taken as a relative
-/// path, which would create a directory named after the scheme; the URL is not echoed, as it
-/// may hold a password.
+/// A `postgresql://` or `postgres://` URL names a PostgreSQL store and is kept as it is; a
+/// value that reads as a URL of another scheme is refused rather than taken as a relative path,
+/// which would create a directory named after the scheme. No URL is echoed: it may hold a
+/// password.
 fn db_path(explicit: Option<&Path>) -> Result<PathBuf> {
     match explicit {
-        Some(path) => match url_scheme(path) {
-            Some(scheme) => Err(InputError::invalid(format!(
-                "--db: `{scheme}://...` is a URL, and this cachewarden stores only to an SQLite \
-                 file: give a file path"
-            ))
-            .into()),
-            None => Ok(path.to_path_buf()),
-        },
+        Some(path) => {
+            if let Some(text) = path.to_str() {
+                crate::store::postgres::connect::classify(text)
+                    .map_err(|err| InputError::invalid(err.to_string()))?;
+            }
+            Ok(path.to_path_buf())
+        }
         None => config::default_db_path().ok_or_else(|| {
             InputError::invalid(
                 "no database path: pass --db or set CACHEWARDEN_DB (HOME is not set)",
@@ -78,17 +78,6 @@ fn db_path(explicit: Option<&Path>) -> Result<PathBuf> {
             .into()
         }),
     }
-}
-
-/// The scheme of a `--db` value that reads as a URL: letters, digits, `+`, `-` or `.` after a
-/// letter, then `://`.
-fn url_scheme(path: &Path) -> Option<String> {
-    let text = path.to_str()?;
-    let (scheme, _) = text.split_once("://")?;
-    let mut chars = scheme.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    valid.then(|| scheme.to_owned())
 }
 
 /// The store for a command that records: created when missing, migrated when older.

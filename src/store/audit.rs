@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 
 use super::{Store, StoreError, sql_error};
 use crate::audit::{CacheEvent, Finding, RepoFacts, Reported, Seen};
@@ -99,7 +99,7 @@ impl Store {
             .map_err(err)?;
         let mut rows = stmt.query([&locator]).map_err(err)?;
         while let Some(row) = rows.next().map_err(err)? {
-            let read = || -> rusqlite::Result<(String, CacheEvent)> {
+            let read = || -> crate::store::db::DbResult<(String, CacheEvent)> {
                 let kind: String = row.get(0)?;
                 let digest: String = row.get(1)?;
                 let key: String = row.get(2)?;
@@ -255,11 +255,11 @@ impl Store {
 /// finding already stored under its fingerprint is seen again, not new. Returns every finding
 /// with its id, in the given order.
 pub(super) fn insert_findings(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &crate::store::db::Transaction<'_>,
     findings: &[Finding],
     target: &str,
     now: Micros,
-) -> rusqlite::Result<Vec<Reported>> {
+) -> crate::store::db::DbResult<Vec<Reported>> {
     let mut insert = tx.prepare_cached(
         "INSERT INTO audit_findings (code, fingerprint, registry, repository, tag, digest, message, detail,
                                      first_seen, reported_at, last_seen, target)

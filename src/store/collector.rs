@@ -1,7 +1,7 @@
 //! What the collector keeps beside the runs: a receipt for each accepted run (when it was
 //! received, on whose word, whether late or time-suspect) and the requests it refused.
 
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 
 use super::{RecordOutcome, Store, StoreError, sql_error};
 use crate::config::Config;
@@ -43,10 +43,10 @@ fn cut(text: &str) -> String {
 /// Keeps the receipt of a run that has none yet; whether it was kept (the run's chain entry
 /// then covers it).
 pub(super) fn insert_receipt(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &crate::store::db::Transaction<'_>,
     run: i64,
     receipt: &Receipt,
-) -> rusqlite::Result<bool> {
+) -> crate::store::db::DbResult<bool> {
     let added = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO run_receipts

@@ -1,6 +1,6 @@
 //! Containment while incidents are open, and verification records.
 
-use rusqlite::params;
+use crate::store::db::params;
 
 use super::{Store, StoreError, sql_error};
 use crate::time::{self, Micros};
@@ -170,7 +170,7 @@ impl Store {
     }
 
     pub fn last_verification(&self, incident: i64) -> Result<Option<VerificationRow>, StoreError> {
-        use rusqlite::OptionalExtension;
+        use crate::store::db::OptionalExtension;
         self.conn
             .query_row(
                 "SELECT at, by, clean, result FROM verifications WHERE incident_id = ?1 ORDER BY id DESC LIMIT 1",

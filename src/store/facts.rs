@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::params;
+use crate::store::db::params;
 
 use super::{Store, StoreError, sql_error};
 use crate::model::{Digest, ManifestFacts};

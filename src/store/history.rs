@@ -4,7 +4,7 @@
 //! recorded is stored as a run of the untrusted pipeline `unrecorded@BUILDER`, so that a trace
 //! reaches it. A record collected once is never collected again.
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use crate::store::db::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 use super::write::{
@@ -117,7 +117,7 @@ impl Store {
     }
 }
 
-fn run_name(tx: &Transaction<'_>, run: i64) -> rusqlite::Result<String> {
+fn run_name(tx: &Transaction<'_>, run: i64) -> crate::store::db::DbResult<String> {
     tx.prepare_cached(
         "SELECT p.name, r.run_key, r.step FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
          WHERE r.id = ?1",
@@ -179,7 +179,7 @@ fn collect_one(
              WHERE b.build_ref = ?1 AND r.builder_id = ?2 LIMIT 2",
         )?
         .query_map(params![build.build_ref, builder_id], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::DbResult<_>>()?;
     let found = if let [run] = by_ref[..] {
         Some((run, HistoryMatch::BuildRef))
     } else {
@@ -198,7 +198,7 @@ fn collect_one(
                 params![builder_id, build.created_at, build.completed_at, unrecorded],
                 |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
             )?
-            .collect::<rusqlite::Result<_>>()?;
+            .collect::<crate::store::db::DbResult<_>>()?;
         let named: Vec<&(i64, String, Micros, Micros)> = candidates
             .iter()
             .filter(|(_, step, _, _)| step_names(step, &build.dockerfile))
@@ -300,7 +300,7 @@ fn collect_one(
         }
     };
     let facts = serde_json::to_string(build)
-        .map_err(|e| WriteError::Sql(rusqlite::Error::ToSqlConversionFailure(e.into())))?;
+        .map_err(|e| WriteError::Sql(crate::store::db::DbError::Value(e.to_string())))?;
     tx.prepare_cached(
         "INSERT INTO build_history (builder_id, build_ref, run_id, matched_by, created_at,
                                     completed_at, facts, collected_at)

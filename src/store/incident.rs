@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{ChainHash, ChainHead, Store, StoreError, sql_error};
@@ -171,11 +171,10 @@ impl Store {
             let kind: String = row.get(2)?;
             let target: String = row.get(4)?;
             let target: Target = serde_json::from_str(&target).map_err(|e| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    4,
-                    rusqlite::types::Type::Text,
-                    Box::new(e),
-                )
+                crate::store::db::DbError::Type {
+                    index: 4,
+                    message: e.to_string(),
+                }
             })?;
             Ok(ActionRow {
                 id: row.get(0)?,
@@ -555,19 +554,19 @@ fn process_alive(owner: &str) -> bool {
 /// the purge acts. A sweep is planned anew on every run, so its out-of-scope actions are
 /// settled as skipped.
 fn insert_actions(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &crate::store::db::Transaction<'_>,
     incident: i64,
     first_seq: i64,
     actions: &[Action],
     settle_out_of_scope: bool,
-) -> rusqlite::Result<()> {
+) -> crate::store::db::DbResult<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO actions (incident_id, seq, kind, place, target, reason, in_scope, state)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     for (i, action) in actions.iter().enumerate() {
         let target = serde_json::to_string(&action.target)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            .map_err(|e| crate::store::db::DbError::Value(e.to_string()))?;
         let state =
             if action.kind == ActionKind::FollowUp || (settle_out_of_scope && !action.in_scope) {
                 ActionState::Skipped
@@ -588,7 +587,7 @@ fn insert_actions(
     Ok(())
 }
 
-fn incident_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
+fn incident_from_row(row: &crate::store::db::Row<'_>) -> crate::store::db::DbResult<IncidentRow> {
     Ok(IncidentRow {
         id: row.get(0)?,
         title: row.get(1)?,
@@ -617,32 +616,32 @@ fn incident_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
 }
 
 /// States are text in SQL (the schema's `CHECK` lists the words) and typed everywhere else.
-impl rusqlite::types::ToSql for ActionState {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
+impl crate::store::db::ToValue for ActionState {
+    fn to_value(&self) -> crate::store::db::DbResult<crate::store::db::Value<'_>> {
+        Ok(crate::store::db::Value::Text(self.as_str()))
     }
 }
 
-impl rusqlite::types::FromSql for ActionState {
-    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+impl crate::store::db::FromValue for ActionState {
+    fn from_value(value: crate::store::db::ValueRef<'_>) -> crate::store::db::DbResult<Self> {
         let text = value.as_str()?;
         Self::parse(text).ok_or_else(|| unknown_word("action state", text))
     }
 }
 
-impl rusqlite::types::ToSql for IncidentStatus {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
+impl crate::store::db::ToValue for IncidentStatus {
+    fn to_value(&self) -> crate::store::db::DbResult<crate::store::db::Value<'_>> {
+        Ok(crate::store::db::Value::Text(self.as_str()))
     }
 }
 
-impl rusqlite::types::FromSql for IncidentStatus {
-    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+impl crate::store::db::FromValue for IncidentStatus {
+    fn from_value(value: crate::store::db::ValueRef<'_>) -> crate::store::db::DbResult<Self> {
         let text = value.as_str()?;
         Self::parse(text).ok_or_else(|| unknown_word("incident status", text))
     }
 }
 
-fn unknown_word(what: &str, text: &str) -> rusqlite::types::FromSqlError {
-    rusqlite::types::FromSqlError::Other(format!("unknown {what} `{text}`").into())
+fn unknown_word(what: &str, text: &str) -> crate::store::db::DbError {
+    crate::store::db::DbError::Value(format!("unknown {what} `{text}`"))
 }

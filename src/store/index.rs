@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use compact_str::CompactString;
-use rusqlite::Connection;
+use crate::store::db::Db;
 use rustc_hash::{FxHashMap, FxHasher};
 
 use super::{Access, Store, StoreError, sql_error};
@@ -139,7 +139,7 @@ impl Drop for TraceSource<'_> {
 /// gives exactly the rows of `conn`'s snapshot. It is opened as the store was (an immutable
 /// copy stays immutable). `None` when the file cannot be opened again (then `conn` reads
 /// everything).
-fn appended_reader(path: &Path, access: Access) -> Option<Connection> {
+fn appended_reader(path: &Path, access: Access) -> Option<Db> {
     super::reopen_read_only(path, access)
 }
 
@@ -374,7 +374,7 @@ struct Slots {
 }
 
 impl Slots {
-    fn read(conn: &Connection) -> rusqlite::Result<Option<Self>> {
+    fn read(conn: &Db) -> crate::store::db::DbResult<Option<Self>> {
         Ok(Some(Self {
             runs: some_or_skip!(slots(conn, "runs")?),
             artifacts: some_or_skip!(slots(conn, "artifacts")?),
@@ -420,7 +420,7 @@ struct TargetEvent {
 
 impl Events {
     /// Reads `events`, grouped the ways a trace asks for them.
-    fn load(conn: &Connection, slots: &Slots) -> rusqlite::Result<Option<Self>> {
+    fn load(conn: &Db, slots: &Slots) -> crate::store::db::DbResult<Option<Self>> {
         let Slots {
             runs: run_slots,
             artifacts: artifact_slots,
@@ -525,7 +525,7 @@ struct Tables {
 
 impl Tables {
     /// Reads every table but `events`.
-    fn load(conn: &Connection, slots: &Slots) -> rusqlite::Result<Option<Self>> {
+    fn load(conn: &Db, slots: &Slots) -> crate::store::db::DbResult<Option<Self>> {
         let Slots {
             runs: run_slots,
             artifacts: artifact_slots,
@@ -705,7 +705,7 @@ struct Records {
 }
 
 impl Records {
-    fn load(conn: &Connection, slots: &Slots) -> rusqlite::Result<Option<Self>> {
+    fn load(conn: &Db, slots: &Slots) -> crate::store::db::DbResult<Option<Self>> {
         let mut rows_by_id = vec![RecordRow::default(); slots.records];
         let mut record_text = Text::default();
         let mut record_types = Vec::new();
@@ -745,7 +745,7 @@ struct Artifacts {
 }
 
 impl Artifacts {
-    fn load(conn: &Connection, slots: &Slots) -> rusqlite::Result<Option<Self>> {
+    fn load(conn: &Db, slots: &Slots) -> crate::store::db::DbResult<Option<Self>> {
         let mut artifacts = vec![ArtifactRow::default(); slots.artifacts];
         let mut artifact_text = Text::default();
         let mut locators = Vec::new();
@@ -792,12 +792,12 @@ impl Artifacts {
 /// can hold ids below `slots`, each of its entries read by `entry` in turn. `None` when an
 /// entry is cut short or a value does not fit its array form.
 fn read_pages(
-    conn: &Connection,
+    conn: &Db,
     table: &str,
     column: &str,
     slots: usize,
     mut entry: impl FnMut(&mut Packed<'_>) -> Option<()>,
-) -> rusqlite::Result<Option<()>> {
+) -> crate::store::db::DbResult<Option<()>> {
     let last_page = i64::try_from(slots).unwrap_or(i64::MAX).saturating_sub(1) >> 6;
     let mut stmt = conn.prepare(&format!("SELECT {column} FROM {table} WHERE page <= ?1"))?;
     let mut rows = stmt.query([last_page])?;
@@ -919,9 +919,9 @@ fn digest_hash(digest: &str) -> u64 {
 
 /// How many array slots a table's ids need, or `None` when they do not fit `u32` positions.
 /// Provenance rows are never deleted, so ids are dense.
-fn slots(conn: &Connection, table: &str) -> rusqlite::Result<Option<usize>> {
+fn slots(conn: &Db, table: &str) -> crate::store::db::DbResult<Option<usize>> {
     // One aggregate a query: SQLite answers a lone min() or max() from the end of the b-tree.
-    let bound = |aggregate: &str| -> rusqlite::Result<i64> {
+    let bound = |aggregate: &str| -> crate::store::db::DbResult<i64> {
         conn.query_row(
             &format!("SELECT coalesce({aggregate}(id), 0) FROM {table}"),
             [],
@@ -938,10 +938,10 @@ impl Index {
     /// Reads the graph; `None` when it cannot be held as arrays (ids too large). The events,
     /// the artifacts' identities and the builder records are read on a second connection
     /// while `conn` reads the other tables.
-    fn load(conn: &Connection, path: &Path, access: Access) -> rusqlite::Result<Option<Self>> {
+    fn load(conn: &Db, path: &Path, access: Access) -> crate::store::db::DbResult<Option<Self>> {
         let slots = some_or_skip!(Slots::read(conn)?);
         type Appended = (Events, Artifacts, Records);
-        let appended = |conn: &Connection| -> rusqlite::Result<Option<Appended>> {
+        let appended = |conn: &Db| -> crate::store::db::DbResult<Option<Appended>> {
             let events = some_or_skip!(Events::load(conn, &slots)?);
             let artifacts = some_or_skip!(Artifacts::load(conn, &slots)?);
             let records = some_or_skip!(Records::load(conn, &slots)?);
@@ -1668,7 +1668,7 @@ mod tests {
         for b in &h.builders {
             tx.execute(
                 "INSERT INTO builders (id, name) VALUES (?1, ?2)",
-                rusqlite::params![b.id, b.name.as_str()],
+                crate::store::db::params![b.id, b.name.as_str()],
             )
             .unwrap();
         }
@@ -1677,7 +1677,7 @@ mod tests {
                 "INSERT INTO runs (id, pipeline_id, run_key, step, builder_id, started_at,
                                    finished_at, status, has_records, recorded_at)
                  VALUES (?1, (SELECT id FROM pipelines WHERE name = ?2), ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0)",
-                rusqlite::params![
+                crate::store::db::params![
                     r.id,
                     r.pipeline.as_str(),
                     r.run_key.as_str(),
@@ -1701,7 +1701,7 @@ mod tests {
             if let Some(builder) = r.builder {
                 tx.execute(
                     "INSERT INTO events (run_id, kind, target, at) VALUES (?1, ?2, ?3, ?4)",
-                    rusqlite::params![r.id, kind::RAN_ON, builder, r.started_at],
+                    crate::store::db::params![r.id, kind::RAN_ON, builder, r.started_at],
                 )
                 .unwrap();
             }
@@ -1711,7 +1711,7 @@ mod tests {
             tx.execute(
                 "INSERT INTO artifacts (id, backend, locator, digest, key, first_seen)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                rusqlite::params![
+                crate::store::db::params![
                     a.id,
                     a.backend.as_str(),
                     a.locator,
@@ -1725,7 +1725,7 @@ mod tests {
                 tx.execute(
                     "INSERT INTO artifact_tags (artifact_id, tag, first_seen, last_seen)
                      VALUES (?1, ?2, ?3, ?3)",
-                    rusqlite::params![a.id, tag.as_str(), info.first_seen],
+                    crate::store::db::params![a.id, tag.as_str(), info.first_seen],
                 )
                 .unwrap();
             }
@@ -1733,7 +1733,7 @@ mod tests {
         for m in &h.mounts {
             tx.execute(
                 "INSERT INTO mounts (id, builder_id, namespace, mount_id) VALUES (?1, ?2, ?3, ?4)",
-                rusqlite::params![m.id, m.builder, m.namespace.as_str(), m.mount_id.as_str()],
+                crate::store::db::params![m.id, m.builder, m.namespace.as_str(), m.mount_id.as_str()],
             )
             .unwrap();
         }
@@ -1741,7 +1741,7 @@ mod tests {
             tx.execute(
                 "INSERT INTO builder_records (id, builder_id, record_id, record_type, description)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                rusqlite::params![
+                crate::store::db::params![
                     r.id,
                     r.builder,
                     r.record_id.as_str(),
@@ -1764,7 +1764,7 @@ mod tests {
             };
             tx.execute(
                 "INSERT INTO events (run_id, kind, target, at) VALUES (?1, ?2, ?3, ?4)",
-                rusqlite::params![run, kind, target, h.at(run, event)],
+                crate::store::db::params![run, kind, target, h.at(run, event)],
             )
             .unwrap();
         }
@@ -1774,7 +1774,7 @@ mod tests {
                 "INSERT INTO purges (kind, builder_id, mount, at, method, author, recorded_at)
                  VALUES ('mount', (SELECT builder_id FROM mounts WHERE id = ?1), ?1, ?2,
                          'manual', 'tester@host', ?2)",
-                rusqlite::params![mount, at],
+                crate::store::db::params![mount, at],
             )
             .unwrap();
         }
@@ -1782,7 +1782,7 @@ mod tests {
             tx.execute(
                 "INSERT INTO purges (kind, builder_id, at, method, author, recorded_at)
                  VALUES ('builder', ?1, ?2, 'manual', 'tester@host', ?2)",
-                rusqlite::params![builder, at],
+                crate::store::db::params![builder, at],
             )
             .unwrap();
         }
@@ -1929,7 +1929,7 @@ mod tests {
                     .execute(
                         "INSERT INTO events (id, run_id, kind, target, at)
                          SELECT ?1, min(id), ?2, ?3, ?4 FROM runs HAVING count(*) > 0",
-                        rusqlite::params![1000 + 37 * i, kind, 5000 + i, i - 150],
+                        crate::store::db::params![1000 + 37 * i, kind, 5000 + i, i - 150],
                     )
                     .unwrap();
             }
@@ -1942,7 +1942,7 @@ mod tests {
                     .execute(
                         "INSERT INTO artifacts (id, backend, locator, digest, key, first_seen)
                          VALUES (?1, 'gha', ?2, '', ?3, 0)",
-                        rusqlite::params![3000 + 11 * i, format!("packed/{i}{text}"), text],
+                        crate::store::db::params![3000 + 11 * i, format!("packed/{i}{text}"), text],
                     )
                     .unwrap();
                 store
@@ -1951,7 +1951,7 @@ mod tests {
                         "INSERT INTO builder_records (id, builder_id, record_id, record_type,
                                                       description)
                          SELECT ?1, min(id), ?2, ?3, ?3 FROM builders HAVING count(*) > 0",
-                        rusqlite::params![3000 + 13 * i, format!("packed-{i}"), text],
+                        crate::store::db::params![3000 + 13 * i, format!("packed-{i}"), text],
                     )
                     .unwrap();
             }
@@ -2019,7 +2019,7 @@ mod tests {
                 .execute(
                     "INSERT INTO artifacts (id, backend, locator, digest, key, first_seen)
                      VALUES (?1, ?2, ?3, ?4, ?5, 7)",
-                    rusqlite::params![
+                    crate::store::db::params![
                         id,
                         ["registry", "gha", "local", "s3"][i],
                         format!("reg.io/{text}"),
@@ -2034,7 +2034,7 @@ mod tests {
                     "INSERT INTO builder_records (id, builder_id, record_id, record_type,
                                                   description)
                      VALUES (?1, 1, ?2, ?3, ?4)",
-                    rusqlite::params![id, format!("r{text}"), text, format!("RUN {text}")],
+                    crate::store::db::params![id, format!("r{text}"), text, format!("RUN {text}")],
                 )
                 .unwrap();
         }

@@ -4,7 +4,7 @@
 //! command before it gets here. Lists by time are newest first; `limit` rows plus one are read
 //! so that the caller can say the list was cut.
 
-use rusqlite::params;
+use crate::store::db::params;
 
 use super::{Store, StoreError};
 use crate::model::run_name;

@@ -13,11 +13,13 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
-use rusqlite_migration::{M, Migrations};
+use rusqlite::{Connection, OpenFlags};
+
+use db::{Db, DbError};
 
 mod audit;
 mod chain;
+pub(crate) mod db;
 mod collector;
 mod containment;
 mod facts;
@@ -26,6 +28,8 @@ mod incident;
 mod index;
 mod ls;
 mod mount_audit;
+mod pg;
+pub(crate) mod postgres;
 mod read;
 mod steps;
 mod sweep;
@@ -77,27 +81,35 @@ const CHAIN_MIGRATION: &str = include_str!("../../schema/migrations/0014_run_cha
 /// stored.
 const RECEIPT_MIGRATION: &str = include_str!("../../schema/migrations/0016_receipts.sql");
 
-fn migrations() -> Migrations<'static> {
-    Migrations::new(
-        MIGRATION_SQL
-            .iter()
-            .map(|sql| {
-                if *sql == CHAIN_MIGRATION {
-                    M::up_with_hook(sql, |tx: &rusqlite::Transaction<'_>| {
-                        chain::chain_existing(tx)?;
-                        Ok(())
-                    })
-                } else if *sql == RECEIPT_MIGRATION {
-                    M::up_with_hook(sql, |tx: &rusqlite::Transaction<'_>| {
-                        chain::chain_existing_receipts(tx)?;
-                        Ok(())
-                    })
-                } else {
-                    M::up(sql)
-                }
-            })
-            .collect(),
-    )
+/// Applies the migrations up to version `to` in one transaction, from the version found once
+/// the transaction holds the write lock (a concurrent first open may have migrated meanwhile),
+/// running the hooks that chain what is already stored.
+fn apply_migrations(db: &mut Db, to: usize) -> Result<(), DbError> {
+    let tx = db.transaction()?;
+    let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let from = usize::try_from(found).unwrap_or(0);
+    for (index, sql) in MIGRATION_SQL.iter().enumerate().take(to).skip(from) {
+        tx.execute_batch(sql)?;
+        if *sql == CHAIN_MIGRATION {
+            chain::chain_existing(&tx)?;
+        } else if *sql == RECEIPT_MIGRATION {
+            chain::chain_existing_receipts(&tx)?;
+        }
+        tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
+    }
+    tx.commit()
+}
+
+/// An SQLite file at schema version `version`, for tests of migrations.
+#[cfg(test)]
+pub(crate) fn sqlite_at_version(path: &Path, version: usize) -> Connection {
+    let conn = Connection::open(path).expect("a test database");
+    let mut db = Db::Sqlite(conn);
+    apply_migrations(&mut db, version).expect("the migrations apply");
+    match db {
+        Db::Sqlite(conn) => conn,
+        Db::Postgres(_) => unreachable!(),
+    }
 }
 
 /// The schema version this build writes.
@@ -153,8 +165,12 @@ pub enum StoreError {
     Sqlite {
         path: PathBuf,
         #[source]
-        source: rusqlite::Error,
+        source: DbError,
     },
+    #[error(
+        "database `{path}` has no cachewarden schema: its owner creates it with `cachewarden db migrate`"
+    )]
+    NoSchema { path: PathBuf },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -183,7 +199,7 @@ pub struct Migrated {
 
 /// The provenance store.
 pub struct Store {
-    conn: Connection,
+    conn: Db,
     path: PathBuf,
     access: Access,
 }
@@ -202,6 +218,9 @@ impl Store {
     /// at once: migrations run in a `BEGIN IMMEDIATE` transaction, and a process that lost the
     /// race finds the schema already current when it re-checks the version.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(url) = pg::postgres_url(path)? {
+            return Self::open_postgres(&url, Access::Write);
+        }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|err| StoreError::Open {
                 path: path.to_path_buf(),
@@ -214,12 +233,18 @@ impl Store {
     /// Opens an existing database for writing, migrating it (writers that need recorded
     /// history: incidents, sweeps, audits, manual purges).
     pub fn open_existing(path: &Path) -> Result<Self, StoreError> {
+        if let Some(url) = pg::postgres_url(path)? {
+            return Self::open_postgres(&url, Access::Write);
+        }
         require_file(path)?;
         Self::open_writer(path, false).map(|(store, _)| store)
     }
 
     /// Brings an existing database's schema up to date: `cachewarden db migrate`.
     pub fn migrate_existing(path: &Path) -> Result<Migrated, StoreError> {
+        if let Some(url) = pg::postgres_url(path)? {
+            return Self::migrate_postgres(&url);
+        }
         require_file(path)?;
         let (_, from) = Self::open_writer(path, false)?;
         Ok(Migrated {
@@ -239,7 +264,7 @@ impl Store {
             source,
         })?;
         let mut store = Self {
-            conn,
+            conn: Db::Sqlite(conn),
             path: path.to_path_buf(),
             access: Access::Write,
         };
@@ -264,6 +289,9 @@ impl Store {
     /// file or directory, or a read-only file system) with no write-ahead log is read as
     /// immutable, without the `-shm` and `-wal` files a read-only WAL connection creates.
     pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        if let Some(url) = pg::postgres_url(path)? {
+            return Self::open_postgres(&url, Access::ReadOnly);
+        }
         let meta = require_file(path)?;
         // SQLite keeps the `-wal` beside the file a link resolves to.
         let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
@@ -301,7 +329,7 @@ impl Store {
             source,
         })?;
         let store = Self {
-            conn,
+            conn: Db::Sqlite(conn),
             path: path.to_path_buf(),
             access,
         };
@@ -315,34 +343,32 @@ impl Store {
     }
 
     fn configure(&mut self) -> Result<(), StoreError> {
-        self.conn
-            .busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| self.sql(e))?;
+        let Some(conn) = self.conn.sqlite() else {
+            return Ok(());
+        };
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| sql_error(&self.path, e.into()))?;
         // journal_mode needs the lock briefly when switching; a busy reply here is a lock.
-        self.conn
-            .pragma_update_and_check(None, "journal_mode", "wal", |_| Ok(()))
-            .map_err(|e| self.sql(e))?;
-        self.conn
-            .execute_batch(
-                "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;
-                 PRAGMA cache_size = -65536; PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY;",
-            )
-            .map_err(|e| self.sql(e))?;
-        self.conn
-            .set_transaction_behavior(TransactionBehavior::Immediate);
-        Ok(())
+        conn.pragma_update_and_check(None, "journal_mode", "wal", |_| Ok(()))
+            .map_err(|e| sql_error(&self.path, e.into()))?;
+        conn.execute_batch(
+            "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;
+             PRAGMA cache_size = -65536; PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY;",
+        )
+        .map_err(|e| sql_error(&self.path, e.into()))
     }
 
     /// A reader's settings: none of them writes to the file.
     fn configure_reader(&self) -> Result<(), StoreError> {
-        self.conn
-            .busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| self.sql(e))?;
-        self.conn
-            .execute_batch(
-                "PRAGMA cache_size = -65536; PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY;",
-            )
-            .map_err(|e| self.sql(e))
+        let Some(conn) = self.conn.sqlite() else {
+            return Ok(());
+        };
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| sql_error(&self.path, e.into()))?;
+        conn.execute_batch(
+            "PRAGMA cache_size = -65536; PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY;",
+        )
+        .map_err(|e| sql_error(&self.path, e.into()))
     }
 
     /// A reader reads only the schema this build writes: an older one is refused with the
@@ -413,25 +439,20 @@ impl Store {
         // Transactions on this connection are IMMEDIATE, so the migration holds the write lock
         // from its first statement. A concurrent first open that read the old version waits for
         // the lock, then fails on the already-created tables and rolls back: re-check.
-        match migrations().to_latest(&mut self.conn) {
+        match apply_migrations(&mut self.conn, latest) {
             Ok(()) => Ok(found),
             Err(err) => {
                 if self.schema_found()? >= latest {
                     return Ok(found);
                 }
-                if is_busy_migration(&err) {
+                if err.is_busy() {
                     return Err(StoreError::Locked {
                         path: self.path.clone(),
                     });
                 }
-                // The error alone: the failed migration's SQL would bury it.
-                let message = match err {
-                    rusqlite_migration::Error::RusqliteError { err, .. } => err.to_string(),
-                    other => other.to_string(),
-                };
                 Err(StoreError::Migrate {
                     path: self.path.clone(),
-                    message,
+                    message: err.to_string(),
                 })
             }
         }
@@ -440,9 +461,7 @@ impl Store {
     /// Runs `f` inside one read transaction: a consistent snapshot, and no lock traffic per
     /// statement.
     pub fn read_snapshot<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> Result<T, StoreError> {
-        self.conn
-            .execute_batch("BEGIN DEFERRED")
-            .map_err(|e| self.sql(e))?;
+        self.conn.read_transaction().map_err(|e| self.sql(e))?;
         let out = f(self);
         self.conn.execute_batch("COMMIT").map_err(|e| self.sql(e))?;
         Ok(out)
@@ -451,33 +470,36 @@ impl Store {
     /// Bulk mode for imports: the WAL is checkpointed once at the end instead of every few
     /// hundred pages. Call with `false` when done.
     pub fn bulk(&mut self, on: bool) -> Result<(), StoreError> {
+        let Some(conn) = self.conn.sqlite() else {
+            return Ok(());
+        };
         if on {
-            return self
-                .conn
+            return conn
                 .execute_batch("PRAGMA wal_autocheckpoint = 0")
-                .map_err(|e| self.sql(e));
+                .map_err(|e| sql_error(&self.path, e.into()));
         }
         // Truncating the WAL waits for readers (a long trace, say); after a short wait the
         // automatic checkpoints take over instead.
-        self.conn
-            .busy_timeout(CHECKPOINT_WAIT)
+        conn.busy_timeout(CHECKPOINT_WAIT)
             .and_then(|()| {
-                self.conn.execute_batch(
+                conn.execute_batch(
                     "PRAGMA wal_autocheckpoint = 1000; PRAGMA wal_checkpoint(TRUNCATE)",
                 )
             })
-            .and_then(|()| self.conn.busy_timeout(BUSY_TIMEOUT))
-            .map_err(|e| self.sql(e))
+            .and_then(|()| conn.busy_timeout(BUSY_TIMEOUT))
+            .map_err(|e| sql_error(&self.path, e.into()))
     }
 
     /// Refreshes the planner's statistics after bulk writes.
     pub fn optimize(&mut self) -> Result<(), StoreError> {
-        self.conn
-            .execute_batch("PRAGMA optimize")
-            .map_err(|e| self.sql(e))
+        let sql = match self.conn.backend() {
+            db::Backend::Sqlite => "PRAGMA optimize",
+            db::Backend::Postgres => "ANALYZE",
+        };
+        self.conn.execute_batch(sql).map_err(|e| self.sql(e))
     }
 
-    fn sql(&self, source: rusqlite::Error) -> StoreError {
+    fn sql(&self, source: DbError) -> StoreError {
         sql_error(&self.path, source)
     }
 
@@ -485,14 +507,22 @@ impl Store {
     fn rows<T, C: FromIterator<T>>(
         &self,
         sql: &str,
-        params: impl rusqlite::Params,
-        read: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+        params: impl db::Params,
+        read: impl FnMut(&db::Row<'_>) -> db::DbResult<T>,
     ) -> Result<C, StoreError> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.sql(e))?;
         let rows = stmt
             .query_map(params, read)
             .and_then(|rows| rows.collect::<Result<C, _>>());
         rows.map_err(|e| self.sql(e))
+    }
+}
+
+/// A store's location for messages: a file's path, or a PostgreSQL URL without its password.
+pub fn display_location(path: &Path) -> String {
+    match pg::postgres_url(path) {
+        Ok(Some(url)) => url.redacted(),
+        _ => path.display().to_string(),
     }
 }
 
@@ -560,10 +590,10 @@ fn connect_read_only(path: &Path, access: Access) -> rusqlite::Result<Connection
 }
 
 /// A second read-only connection to a store's file, opened as the store was.
-pub(crate) fn reopen_read_only(path: &Path, access: Access) -> Option<Connection> {
+pub(crate) fn reopen_read_only(path: &Path, access: Access) -> Option<Db> {
     let reader = connect_read_only(path, access).ok()?;
     reader.busy_timeout(BUSY_TIMEOUT).ok()?;
-    Some(reader)
+    Some(Db::Sqlite(reader))
 }
 
 /// `file:` URI of a path: every byte but unreserved ones and `/` percent-encoded, so that
@@ -584,29 +614,22 @@ fn file_uri(path: &Path) -> String {
 /// Whether a read-only open failed because SQLite could not set up its shared-memory index or
 /// lock (a read-only directory or file system), rather than over the file's content.
 fn cannot_open_read_only(err: &StoreError) -> bool {
-    let source = match err {
-        StoreError::Open { source, .. } | StoreError::Sqlite { source, .. } => source,
+    let code = match err {
+        StoreError::Open { source, .. } => source.sqlite_error_code(),
+        StoreError::Sqlite {
+            source: DbError::Sqlite(source),
+            ..
+        } => source.sqlite_error_code(),
         _ => return false,
     };
     matches!(
-        source.sqlite_error_code(),
+        code,
         Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
     )
 }
 
-fn is_busy_migration(err: &rusqlite_migration::Error) -> bool {
-    matches!(err, rusqlite_migration::Error::RusqliteError { err, .. } if is_busy(err))
-}
-
-fn is_busy(err: &rusqlite::Error) -> bool {
-    matches!(
-        err.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
-}
-
-pub(crate) fn sql_error(path: &Path, source: rusqlite::Error) -> StoreError {
-    if is_busy(&source) {
+pub(crate) fn sql_error(path: &Path, source: DbError) -> StoreError {
+    if source.is_busy() {
         StoreError::Locked {
             path: path.to_path_buf(),
         }
@@ -622,9 +645,15 @@ pub(crate) fn sql_error(path: &Path, source: rusqlite::Error) -> StoreError {
 mod tests {
     use super::*;
 
+    /// Every migration applies in order to an empty database.
     #[test]
     fn migrations_are_valid() {
-        migrations().validate().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let conn = sqlite_at_version(&dir.path().join("db"), schema_version());
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, i64::try_from(schema_version()).unwrap());
     }
 
     #[test]
@@ -641,10 +670,11 @@ mod tests {
 
     /// A store at schema version `version`, with a pipeline in it, in WAL mode as stores are.
     fn store_at(path: &Path, version: usize) {
-        let mut conn = Connection::open(path).unwrap();
+        let conn = Connection::open(path).unwrap();
         conn.pragma_update_and_check(None, "journal_mode", "wal", |_| Ok(()))
             .unwrap();
-        migrations().to_version(&mut conn, version).unwrap();
+        drop(conn);
+        let conn = sqlite_at_version(path, version);
         conn.execute("INSERT INTO pipelines (name) VALUES ('p')", [])
             .unwrap();
     }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 
 use super::audit::insert_findings;
 use super::{Store, StoreError, UsedBase, sql_error};
@@ -138,7 +138,7 @@ impl Store {
              ORDER BY r.started_at, r.id",
             params![builder, mount_id, until],
             |row| {
-                let part = |i: usize| -> rusqlite::Result<String> {
+                let part = |i: usize| -> crate::store::db::DbResult<String> {
                     Ok(encode_component(&row.get::<_, String>(i)?).into_owned())
                 };
                 Ok(Writer {
@@ -203,7 +203,7 @@ impl Store {
     }
 }
 
-fn insert_snapshot(tx: &rusqlite::Transaction<'_>, s: &NewSnapshot<'_>) -> rusqlite::Result<()> {
+fn insert_snapshot(tx: &crate::store::db::Transaction<'_>, s: &NewSnapshot<'_>) -> crate::store::db::DbResult<()> {
     let bytes: u64 = s.files.iter().map(|f| f.size).sum();
     let id: i64 = tx.query_row(
         "INSERT INTO mount_snapshots (builder, mount_id, taken_at, source, files, bytes, files_of)

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use compact_str::CompactString;
-use rusqlite::{OptionalExtension, Row, params};
+use crate::store::db::{OptionalExtension, Row, params};
 
 use super::write::kind;
 use super::{Store, StoreError, sql_error};
@@ -27,7 +27,7 @@ const PURGE_COLUMNS: &str = "u.id, u.kind, b.name, m.mount_id, m.namespace, u.at
 const PURGE_FROM: &str =
     "purges u JOIN builders b ON b.id = u.builder_id LEFT JOIN mounts m ON m.id = u.mount";
 
-fn purge_from_row(row: &Row<'_>) -> rusqlite::Result<StoredPurge> {
+fn purge_from_row(row: &Row<'_>) -> crate::store::db::DbResult<StoredPurge> {
     let kind: String = row.get(1)?;
     let builder: String = row.get(2)?;
     let target = if kind == "mount" {
@@ -70,11 +70,11 @@ const RUN_COLUMNS: &str = "r.id, p.name, r.run_key, r.step, r.builder_id, r.star
 const RUN_COLUMN_COUNT: usize = 11;
 
 /// A text column.
-fn text(row: &Row<'_>, column: usize) -> rusqlite::Result<CompactString> {
+fn text(row: &Row<'_>, column: usize) -> crate::store::db::DbResult<CompactString> {
     row.get::<_, String>(column).map(CompactString::from)
 }
 
-fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunInfo> {
+fn run_from_row(row: &Row<'_>) -> crate::store::db::DbResult<RunInfo> {
     let status: String = row.get(7)?;
     Ok(RunInfo {
         id: row.get(0)?,
@@ -95,7 +95,7 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<RunInfo> {
     })
 }
 
-fn artifact_from_row(row: &Row<'_>) -> rusqlite::Result<ArtifactInfo> {
+fn artifact_from_row(row: &Row<'_>) -> crate::store::db::DbResult<ArtifactInfo> {
     let backend: String = row.get(1)?;
     let tags: Option<String> = row.get(6)?;
     Ok(ArtifactInfo {
@@ -115,7 +115,7 @@ const ARTIFACT_COLUMNS: &str = "a.id, a.backend, a.locator, a.digest, a.key, a.f
     (SELECT group_concat(tag, char(31)) FROM (SELECT tag FROM artifact_tags t WHERE t.artifact_id = a.id ORDER BY tag))";
 
 impl Store {
-    fn err(&self, e: rusqlite::Error) -> StoreError {
+    fn err(&self, e: crate::store::db::DbError) -> StoreError {
         sql_error(&self.path, e)
     }
 
@@ -204,7 +204,7 @@ impl Store {
                 .map_err(e)?;
             let mut rows = stmt.query([]).map_err(e)?;
             while let Some(row) = rows.next().map_err(e)? {
-                emit(ExportItem::Purge(purge_from_row(row).map_err(e)?))?;
+                emit(ExportItem::Purge(purge_from_row(&row).map_err(e)?))?;
             }
             return Ok(());
         };
@@ -285,7 +285,7 @@ impl Store {
                 if only.is_some() { "WHERE e.run_id = ?1" } else { "" }
             ))
             .map_err(e)?;
-        let mut event_rows = events.query(rusqlite::params_from_iter(only)).map_err(e)?;
+        let mut event_rows = events.query(crate::store::db::params_from_iter(only)).map_err(e)?;
         let mut pending = event_rows.next().map_err(e)?;
         let mut runs = self
             .conn
@@ -305,7 +305,7 @@ impl Store {
                 }
             ))
             .map_err(e)?;
-        let mut rows = runs.query(rusqlite::params_from_iter(only)).map_err(e)?;
+        let mut rows = runs.query(crate::store::db::params_from_iter(only)).map_err(e)?;
         while let Some(row) = rows.next().map_err(e)? {
             let id: i64 = row.get(0).map_err(e)?;
             let status: String = row.get(9).map_err(e)?;
@@ -352,7 +352,7 @@ impl Store {
                 if run_id != id {
                     break;
                 }
-                add_exported_event(&mut record, ev).map_err(e)?;
+                add_exported_event(&mut record, &ev).map_err(e)?;
                 pending = event_rows.next().map_err(e)?;
             }
             emit(ExportItem::Run(Box::new(record)))?;
@@ -361,7 +361,7 @@ impl Store {
     }
 }
 
-fn add_exported_event(record: &mut RunRecord, ev: &Row<'_>) -> rusqlite::Result<()> {
+fn add_exported_event(record: &mut RunRecord, ev: &Row<'_>) -> crate::store::db::DbResult<()> {
     let kind: String = ev.get(1)?;
     match kind.as_str() {
         kind::IMPORTED | kind::EXPORTED | kind::PRODUCED | kind::USED_BASE => {
@@ -452,7 +452,7 @@ impl Store {
     fn runs_query(
         &self,
         where_clause: &str,
-        params: impl rusqlite::Params,
+        params: impl crate::store::db::Params,
     ) -> Result<Vec<RunInfo>, StoreError> {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs r JOIN pipelines p ON p.id = r.pipeline_id {where_clause}"
@@ -463,7 +463,7 @@ impl Store {
     fn artifacts_query(
         &self,
         where_clause: &str,
-        params: impl rusqlite::Params,
+        params: impl crate::store::db::Params,
     ) -> Result<Vec<ArtifactInfo>, StoreError> {
         let sql = format!("SELECT {ARTIFACT_COLUMNS} FROM artifacts a {where_clause}");
         self.rows(&sql, params, artifact_from_row)
@@ -854,7 +854,7 @@ impl Source for Store {
     }
 }
 
-fn mount_from_row(row: &Row<'_>) -> rusqlite::Result<MountInfo> {
+fn mount_from_row(row: &Row<'_>) -> crate::store::db::DbResult<MountInfo> {
     Ok(MountInfo {
         id: row.get(0)?,
         builder: row.get(1)?,

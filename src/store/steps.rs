@@ -2,7 +2,7 @@
 //! stores: the steps with the runs that created the records that served them, the builds
 //! `collect` found no hook recorded, and the audit's findings.
 
-use rusqlite::{OptionalExtension, params};
+use crate::store::db::{OptionalExtension, params};
 
 use super::audit::insert_findings;
 use super::{Store, StoreError, sql_error};
@@ -135,7 +135,7 @@ impl Store {
                         trust_level: r.get(3)?,
                     })
                 })
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .and_then(|rows| rows.collect::<crate::store::db::DbResult<Vec<_>>>())
                 .map_err(|e| self.sql(e))?;
         }
         Ok(rows.into_iter().map(|(row, _)| row).collect())

@@ -118,7 +118,7 @@ impl Store {
         let mut rows = stmt.query([]).map_err(|e| sql_error(&self.path, e))?;
         let mut out: HashMap<i64, Vec<PipelineFacts>> = HashMap::new();
         while let Some(row) = rows.next().map_err(|e| sql_error(&self.path, e))? {
-            let read = || -> rusqlite::Result<(i64, PipelineFacts)> {
+            let read = || -> crate::store::db::DbResult<(i64, PipelineFacts)> {
                 Ok((
                     row.get(0)?,
                     PipelineFacts {

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use crate::store::db::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 use super::chain::EntryKind;
@@ -88,13 +88,13 @@ pub struct ImportOutcome {
 /// Why a write did not happen.
 #[derive(Debug)]
 pub(super) enum WriteError {
-    Sql(rusqlite::Error),
+    Sql(crate::store::db::DbError),
     /// The input contradicts the store or is not storable: the message says how.
     Refused(String),
 }
 
-impl From<rusqlite::Error> for WriteError {
-    fn from(err: rusqlite::Error) -> Self {
+impl From<crate::store::db::DbError> for WriteError {
+    fn from(err: crate::store::db::DbError) -> Self {
         Self::Sql(err)
     }
 }
@@ -231,7 +231,7 @@ impl Store {
             };
             outcome.events += result.map_err(|err| match err {
                 WriteError::Refused(msg) => StoreError::Input(format!("line {line}: {msg}")),
-                WriteError::Sql(rusqlite::Error::ToSqlConversionFailure(msg)) => {
+                WriteError::Sql(crate::store::db::DbError::Value(msg)) => {
                     StoreError::Input(format!("line {line}: {msg}"))
                 }
                 WriteError::Sql(err) => StoreError::Sqlite {
@@ -261,8 +261,8 @@ impl Store {
         let id =
             insert_purge(&tx, &mut cache, target, at, provenance, time::now()).map_err(|err| {
                 match err {
-                    rusqlite::Error::ToSqlConversionFailure(msg) => {
-                        StoreError::NotFound(msg.to_string())
+                    crate::store::db::DbError::Value(msg) => {
+                        StoreError::NotFound(msg)
                     }
                     err => sql_error(&path, err),
                 }
@@ -296,7 +296,7 @@ fn attach_push_tx(
     run_id: &str,
     pushed: &ImageRef,
     digest: &Digest,
-) -> rusqlite::Result<Option<String>> {
+) -> crate::store::db::DbResult<Option<String>> {
     let tag = pushed.tag.clone().unwrap_or_else(|| "latest".to_owned());
     let run = tx
         .query_row(
@@ -402,7 +402,7 @@ fn ensure_pipeline(
                   current: &mut Option<String>,
                   configured: Option<&String>,
                   hook: Option<&str>|
-     -> rusqlite::Result<()> {
+     -> crate::store::db::DbResult<()> {
         let (value, source) = match (configured, hook) {
             (Some(value), _) if current.as_ref() != Some(value) => (value.as_str(), "config"),
             (None, Some(value)) if current.is_none() => (value, "hook"),
@@ -471,7 +471,7 @@ pub(super) fn upsert_builder(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
     builder: &BuilderInfo,
-) -> rusqlite::Result<i64> {
+) -> crate::store::db::DbResult<i64> {
     if builder.driver.is_none()
         && builder.endpoint.is_none()
         && let Some(id) = cache.builders.get(&builder.name)
@@ -502,7 +502,7 @@ pub(super) fn builder_id_by_name(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
     name: &str,
-) -> rusqlite::Result<i64> {
+) -> crate::store::db::DbResult<i64> {
     upsert_builder(
         tx,
         cache,
@@ -534,7 +534,7 @@ pub(super) fn upsert_artifact(
     cache: &mut IdCache,
     artifact: &Artifact,
     seen: Micros,
-) -> rusqlite::Result<i64> {
+) -> crate::store::db::DbResult<i64> {
     let ident = artifact_key(artifact);
     let id = match cache.artifacts.get(&ident) {
         Some(id) => *id,
@@ -572,7 +572,7 @@ fn upsert_mount(
     cache: &mut IdCache,
     builder: i64,
     mount: &MountUse,
-) -> rusqlite::Result<i64> {
+) -> crate::store::db::DbResult<i64> {
     let ident = (builder, mount.namespace.clone(), mount.id.clone());
     if let Some(id) = cache.mounts.get(&ident) {
         return Ok(*id);
@@ -593,7 +593,7 @@ fn upsert_record(
     cache: &mut IdCache,
     builder: i64,
     record: &BuilderRecord,
-) -> rusqlite::Result<i64> {
+) -> crate::store::db::DbResult<i64> {
     let ident = (builder, record.id.clone());
     if let Some(id) = cache.records.get(&ident) {
         return Ok(*id);
@@ -638,7 +638,7 @@ pub(super) fn insert_event(
     at: Micros,
     detail: Option<&str>,
     now: Micros,
-) -> rusqlite::Result<bool> {
+) -> crate::store::db::DbResult<bool> {
     let inserted = tx
         .prepare_cached(
             "INSERT OR IGNORE INTO events (run_id, kind, target, at, detail, source)
@@ -675,7 +675,7 @@ pub(super) fn insert_event(
         return Ok(false);
     }
     let merged = serde_json::to_string(&uses)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?;
+        .map_err(|e| crate::store::db::DbError::Value(e.to_string()))?;
     tx.prepare_cached("INSERT INTO event_details (event_id, detail, at) VALUES (?1, ?2, ?3)")?
         .execute(params![event, merged, now])?;
     Ok(true)
@@ -966,7 +966,7 @@ fn mark_overlaps(
     builder: &str,
     record: &RunRecord,
     now: Micros,
-) -> rusqlite::Result<()> {
+) -> crate::store::db::DbResult<()> {
     let others: Vec<i64> = tx
         .prepare_cached(
             "SELECT id FROM runs
@@ -978,7 +978,7 @@ fn mark_overlaps(
             params![run, builder, record.started_at, record.finished_at],
             |row| row.get(0),
         )?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::DbResult<_>>()?;
     let mut observe = tx.prepare_cached(
         "INSERT OR IGNORE INTO run_observations (run_id, kind, by_run, at) VALUES (?1, 'overlapped', ?2, ?3)",
     )?;
@@ -996,7 +996,7 @@ fn insert_purge(
     at: Micros,
     provenance: &PurgeProvenance,
     recorded_at: Micros,
-) -> rusqlite::Result<i64> {
+) -> crate::store::db::DbResult<i64> {
     let (kind, builder_id, mount) = match target {
         PurgeTarget::Builder { builder } => {
             ("builder", builder_id_by_name(tx, cache, builder)?, None)
@@ -1040,7 +1040,7 @@ fn insert_purge(
         claimed.and_then(|c| c.author.as_deref()),
         claimed.and_then(|c| c.recorded_at),
     ])?;
-    Ok(tx.last_insert_rowid())
+    tx.last_insert_rowid()
 }
 
 #[cfg(test)]

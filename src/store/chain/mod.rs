@@ -21,7 +21,7 @@ mod verify;
 
 use std::fmt;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::db::{Db, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::time::Micros;
@@ -119,7 +119,7 @@ impl EntryKind {
 }
 
 /// The highest event id and event-detail id a run has.
-fn run_through(conn: &Connection, run: i64) -> rusqlite::Result<(i64, i64)> {
+fn run_through(conn: &Db, run: i64) -> crate::store::db::DbResult<(i64, i64)> {
     let events = conn
         .prepare_cached("SELECT coalesce(max(id), 0) FROM events WHERE run_id = ?1")?
         .query_row([run], |row| row.get(0))?;
@@ -140,7 +140,7 @@ pub(super) struct Tail {
     hash: ChainHash,
 }
 
-pub(super) fn stored_head(conn: &Connection) -> rusqlite::Result<ChainHead> {
+pub(super) fn stored_head(conn: &Db) -> crate::store::db::DbResult<ChainHead> {
     let last = conn
         .prepare_cached("SELECT seq, hash FROM run_chain ORDER BY seq DESC LIMIT 1")?
         .query_row([], |row| {
@@ -160,12 +160,12 @@ pub(super) fn stored_head(conn: &Connection) -> rusqlite::Result<ChainHead> {
 /// last entry; with `receipt`, the run's collector receipt too (encoding version 2), which
 /// this entry brings into the chain. Call inside the write transaction that wrote those rows.
 pub(super) fn append(
-    conn: &Connection,
+    conn: &Db,
     tail: &mut Option<Tail>,
     (run, receipt): (i64, bool),
     kind: EntryKind,
     now: Micros,
-) -> rusqlite::Result<()> {
+) -> crate::store::db::DbResult<()> {
     let last = match *tail {
         Some(last) => last,
         None => {
@@ -205,7 +205,7 @@ pub(super) fn append(
     let seq = last.seq + 1;
     let version = if receipt { ENCODING_V2 } else { ENCODING_V1 };
     let entry = load_entry(conn, (seq, version), kind, run, span)?
-        .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+        .ok_or(crate::store::db::DbError::NoRows)?;
     let hash = next_hash(&last.hash, &encode(&entry));
     conn.prepare_cached(
         "INSERT INTO run_chain (seq, run_id, kind, events_through, details_through, encoding,
@@ -228,11 +228,11 @@ pub(super) fn append(
 
 /// The migration's hook: chains the runs a store held before it had a chain, in run id order,
 /// each with everything it holds.
-pub(super) fn chain_existing(conn: &Connection) -> rusqlite::Result<()> {
+pub(super) fn chain_existing(conn: &Db) -> crate::store::db::DbResult<()> {
     let runs: Vec<i64> = conn
         .prepare("SELECT id FROM runs WHERE id NOT IN (SELECT run_id FROM run_chain) ORDER BY id")?
         .query_map([], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::DbResult<_>>()?;
     let now = crate::time::now();
     let mut tail = None;
     for run in runs {
@@ -243,14 +243,14 @@ pub(super) fn chain_existing(conn: &Connection) -> rusqlite::Result<()> {
 
 /// The hook of the migration after which receipts are chained: every receipt already held is
 /// brought into the chain by an entry of its own (version 2, no new events), in run id order.
-pub(super) fn chain_existing_receipts(conn: &Connection) -> rusqlite::Result<()> {
+pub(super) fn chain_existing_receipts(conn: &Db) -> crate::store::db::DbResult<()> {
     let runs: Vec<i64> = conn
         .prepare(
             "SELECT run_id FROM run_receipts WHERE run_id IN (SELECT run_id FROM run_chain)
              ORDER BY run_id",
         )?
         .query_map([], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
+        .collect::<crate::store::db::DbResult<_>>()?;
     let now = crate::time::now();
     let mut tail = None;
     for run in runs {

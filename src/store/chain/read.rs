@@ -1,6 +1,6 @@
 //! Entries as the stored rows give them: what appending hashes and verifying recomputes.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::db::{Db, OptionalExtension, params};
 
 use super::EntryKind;
 use super::encode::{
@@ -26,7 +26,7 @@ const TARGET_JOINS: &str = "
     LEFT JOIN builders rb ON rb.id = r.builder_id";
 
 /// The event kind and target named by [`TARGET_COLUMNS`], starting at column `at`.
-fn target_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<(String, Target)> {
+fn target_at(row: &crate::store::db::Row<'_>, at: usize) -> crate::store::db::DbResult<(String, Target)> {
     let kind: String = row.get(at)?;
     let id: i64 = row.get(at + 1)?;
     let builder = |id: Option<i64>, name: Option<String>| match (id, name) {
@@ -63,7 +63,7 @@ fn target_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<(String, Ta
 }
 
 /// A run's stored facts, or `None` when its row is gone.
-pub(super) fn load_run(conn: &Connection, run: i64) -> rusqlite::Result<Option<RunFacts>> {
+pub(super) fn load_run(conn: &Db, run: i64) -> crate::store::db::DbResult<Option<RunFacts>> {
     conn.prepare_cached(
         "SELECT p.name, r.run_key, r.step, r.commit_sha, r.git_ref, r.builder_id, b.name,
                 r.started_at, r.finished_at, r.status, r.has_records, r.overlapped,
@@ -111,7 +111,7 @@ pub(super) struct Span {
 }
 
 /// The run's collector receipt as stored, if it has one.
-pub(super) fn load_receipt(conn: &Connection, run: i64) -> rusqlite::Result<Option<ReceiptFacts>> {
+pub(super) fn load_receipt(conn: &Db, run: i64) -> crate::store::db::DbResult<Option<ReceiptFacts>> {
     conn.prepare_cached(
         "SELECT received_at, identity, late, time_suspect FROM run_receipts WHERE run_id = ?1",
     )?
@@ -129,12 +129,12 @@ pub(super) fn load_receipt(conn: &Connection, run: i64) -> rusqlite::Result<Opti
 /// An entry as the stored rows give it, in encoding `version`, or `None` when the run's row
 /// is gone.
 pub(super) fn load_entry(
-    conn: &Connection,
+    conn: &Db,
     (seq, version): (i64, u8),
     kind: EntryKind,
     run: i64,
     span: Span,
-) -> rusqlite::Result<Option<Entry>> {
+) -> crate::store::db::DbResult<Option<Entry>> {
     let Some(facts) = load_run(conn, run)? else {
         return Ok(None);
     };
@@ -155,7 +155,7 @@ pub(super) fn load_entry(
                 })
             },
         )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::store::db::DbResult<Vec<_>>>()?;
     let details = if span.details_through > span.details_after {
         conn.prepare_cached(&format!(
             "SELECT d.detail, d.at, {TARGET_COLUMNS}
@@ -174,7 +174,7 @@ pub(super) fn load_entry(
                 })
             },
         )?
-        .collect::<rusqlite::Result<Vec<_>>>()?
+        .collect::<crate::store::db::DbResult<Vec<_>>>()?
     } else {
         Vec::new()
     };

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rusqlite::Connection;
+use crate::store::db::Db;
 use serde::Serialize;
 
 use super::encode::{ENCODING_V2, ENCODING_VERSIONS, encode, next_hash};
@@ -123,14 +123,14 @@ impl Store {
     /// with `expected`, also which entry's hash it is.
     pub fn verify_chain(&self, expected: Option<&ChainHash>) -> Result<ChainCheck, StoreError> {
         // One read transaction: one snapshot, however long the walk.
-        let tx = self.conn.unchecked_transaction().map_err(|e| self.sql(e))?;
-        let check = verify(&tx, expected).map_err(|e| self.sql(e))?;
-        tx.finish().map_err(|e| self.sql(e))?;
-        Ok(check)
+        self.conn.read_transaction().map_err(|e| self.sql(e))?;
+        let check = verify(&self.conn, expected);
+        self.conn.execute_batch("COMMIT").map_err(|e| self.sql(e))?;
+        check.map_err(|e| self.sql(e))
     }
 }
 
-fn verify(conn: &Connection, expected: Option<&ChainHash>) -> rusqlite::Result<ChainCheck> {
+fn verify(conn: &Db, expected: Option<&ChainHash>) -> crate::store::db::DbResult<ChainCheck> {
     let length: i64 = conn.query_row("SELECT count(*) FROM run_chain", [], |row| row.get(0))?;
     let mut check = ChainCheck {
         length,
@@ -138,7 +138,7 @@ fn verify(conn: &Connection, expected: Option<&ChainHash>) -> rusqlite::Result<C
         broken: None,
         reached_at: None,
     };
-    let name_of = |run: i64| -> rusqlite::Result<Option<String>> {
+    let name_of = |run: i64| -> crate::store::db::DbResult<Option<String>> {
         Ok(load_run(conn, run)?.map(|facts| facts.name()))
     };
     // Entries are read one at a time: memory stays flat whatever the chain's length, but for
@@ -163,7 +163,7 @@ fn verify(conn: &Connection, expected: Option<&ChainHash>) -> rusqlite::Result<C
             encoding: row.get(5)?,
             hash: row.get(6)?,
         };
-        let fail = |kind: BreakKind| -> rusqlite::Result<ChainBreak> {
+        let fail = |kind: BreakKind| -> crate::store::db::DbResult<ChainBreak> {
             Ok(ChainBreak {
                 entry: number,
                 run: name_of(row.run)?,
@@ -232,7 +232,7 @@ fn verify(conn: &Connection, expected: Option<&ChainHash>) -> rusqlite::Result<C
     }
     // Rows that no entry covers.
     let next = length + 1;
-    let uncovered = |run: i64, kind: BreakKind| -> rusqlite::Result<ChainBreak> {
+    let uncovered = |run: i64, kind: BreakKind| -> crate::store::db::DbResult<ChainBreak> {
         Ok(ChainBreak {
             entry: next,
             run: name_of(run)?,

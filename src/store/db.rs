@@ -1,0 +1,1049 @@
+//! One connection to a store, SQLite or PostgreSQL, behind the subset of rusqlite's API the
+//! store uses: the store's queries are written once.
+//!
+//! SQL text is shared where the two dialects agree. For PostgreSQL, `?N` and `?` placeholders
+//! are rewritten to `$N` once per statement, and statements are prepared once per connection.
+//! Values cross as four kinds, as SQLite has them: integers (i64, booleans as 0 and 1), reals,
+//! text and bytes. A PostgreSQL column of another type (`numeric`, `json`) is read as an error
+//! that names it: such queries cast in SQL.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+
+/// Why a statement failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{}", pg_message(.0))]
+    Postgres(#[from] postgres::Error),
+    /// `query_row` found no row.
+    #[error("query returned no rows")]
+    NoRows,
+    /// A column or parameter of a type the store does not read or write there.
+    #[error("column {index}: {message}")]
+    Type { index: usize, message: String },
+    /// A value the store itself refuses (bad UTF-8, an out-of-range integer, an unknown kind).
+    #[error("{0}")]
+    Value(String),
+}
+
+/// A PostgreSQL error in one line: the server's message (with its detail), else the client's.
+fn pg_message(err: &postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{}: {detail}", db.message()),
+            None => db.message().to_owned(),
+        },
+        None => err.to_string(),
+    }
+}
+
+impl DbError {
+    /// Whether the store was busy (SQLite's lock, PostgreSQL's lock timeout or serialization
+    /// failure): the caller may try again.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            Self::Sqlite(err) => matches!(
+                err.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            ),
+            Self::Postgres(err) => err.code().is_some_and(|code| {
+                matches!(
+                    code.code(),
+                    // lock_not_available, serialization_failure, deadlock_detected
+                    "55P03" | "40001" | "40P01"
+                )
+            }),
+            _ => false,
+        }
+    }
+
+    /// Whether the server is gone: the connection closed or could not be made.
+    pub fn is_connection(&self) -> bool {
+        match self {
+            Self::Postgres(err) => {
+                err.is_closed()
+                    || err.as_db_error().is_none() && err.code().is_none()
+                    || err.code().is_some_and(|code| {
+                        code.code().starts_with("08") || code.code().starts_with("57P")
+                    })
+            }
+            _ => false,
+        }
+    }
+
+    /// The SQLSTATE of a PostgreSQL error, or SQLite's extended code as text.
+    pub fn code(&self) -> Option<String> {
+        match self {
+            Self::Postgres(err) => err.code().map(|c| c.code().to_owned()),
+            Self::Sqlite(err) => err.sqlite_error_code().map(|c| format!("{c:?}")),
+            _ => None,
+        }
+    }
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+/// `Ok(None)` for a query that found no row.
+pub trait OptionalExtension<T> {
+    fn optional(self) -> DbResult<Option<T>>;
+}
+
+impl<T> OptionalExtension<T> for DbResult<T> {
+    fn optional(self) -> DbResult<Option<T>> {
+        match self {
+            Ok(value) => Ok(Some(value)),
+            Err(DbError::NoRows) => Ok(None),
+            Err(DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows)) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// Which engine a connection talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A value bound to a statement.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(&'a str),
+    Blob(&'a [u8]),
+}
+
+/// A value read from a row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValueRef<'a> {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(&'a str),
+    Blob(&'a [u8]),
+}
+
+impl<'a> ValueRef<'a> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Null => "null",
+            Self::Int(_) => "integer",
+            Self::Real(_) => "real",
+            Self::Text(_) => "text",
+            Self::Blob(_) => "bytes",
+        }
+    }
+
+    pub fn as_str(&self) -> DbResult<&'a str> {
+        match *self {
+            Self::Text(text) => Ok(text),
+            other => Err(DbError::Value(format!("expected text, found {}", other.kind()))),
+        }
+    }
+
+    pub fn as_bytes(&self) -> DbResult<&'a [u8]> {
+        match *self {
+            Self::Text(text) => Ok(text.as_bytes()),
+            Self::Blob(bytes) => Ok(bytes),
+            other => Err(DbError::Value(format!(
+                "expected text or bytes, found {}",
+                other.kind()
+            ))),
+        }
+    }
+
+    pub fn as_blob(&self) -> DbResult<&'a [u8]> {
+        match *self {
+            Self::Blob(bytes) => Ok(bytes),
+            other => Err(DbError::Value(format!("expected bytes, found {}", other.kind()))),
+        }
+    }
+
+    pub fn as_i64(&self) -> DbResult<i64> {
+        match *self {
+            Self::Int(value) => Ok(value),
+            other => Err(DbError::Value(format!(
+                "expected an integer, found {}",
+                other.kind()
+            ))),
+        }
+    }
+}
+
+/// A Rust value that binds as a statement parameter.
+pub trait ToValue {
+    fn to_value(&self) -> DbResult<Value<'_>>;
+}
+
+impl<T: ToValue + ?Sized> ToValue for &T {
+    fn to_value(&self) -> DbResult<Value<'_>> {
+        (**self).to_value()
+    }
+}
+
+impl<T: ToValue> ToValue for Option<T> {
+    fn to_value(&self) -> DbResult<Value<'_>> {
+        match self {
+            Some(value) => value.to_value(),
+            None => Ok(Value::Null),
+        }
+    }
+}
+
+impl ToValue for Value<'_> {
+    fn to_value(&self) -> DbResult<Value<'_>> {
+        Ok(*self)
+    }
+}
+
+impl ToValue for str {
+    fn to_value(&self) -> DbResult<Value<'_>> {
+        Ok(Value::Text(self))
+    }
+}
+
+impl ToValue for String {
+    fn to_value(&self) -> DbResult<Value<'_>> {
+        Ok(Value::Text(self))
+    }
+}
+
+impl ToValue for compact_str::CompactString {
+    fn to_value(&self) -> DbResult<Value<'_>> {
+        Ok(Value::Text(self))
+    }
+}
+
+impl ToValue for [u8] {
+    fn to_value(&self) -> DbResult<Value<'_>> {
+        Ok(Value::Blob(self))
+    }
+}
+
+impl ToValue for Vec<u8> {
+    fn to_value(&self) -> DbResult<Value<'_>> {
+        Ok(Value::Blob(self))
+    }
+}
+
+impl<const N: usize> ToValue for [u8; N] {
+    fn to_value(&self) -> DbResult<Value<'_>> {
+        Ok(Value::Blob(self))
+    }
+}
+
+impl ToValue for bool {
+    fn to_value(&self) -> DbResult<Value<'_>> {
+        Ok(Value::Int(i64::from(*self)))
+    }
+}
+
+impl ToValue for f64 {
+    fn to_value(&self) -> DbResult<Value<'_>> {
+        Ok(Value::Real(*self))
+    }
+}
+
+macro_rules! int_to_value {
+    ($($ty:ty),*) => {$(
+        impl ToValue for $ty {
+            fn to_value(&self) -> DbResult<Value<'_>> {
+                i64::try_from(*self)
+                    .map(Value::Int)
+                    .map_err(|_| DbError::Value(format!("{self} does not fit a 64-bit integer")))
+            }
+        }
+    )*};
+}
+int_to_value!(i8, i16, i32, i64, u8, u16, u32, u64, usize, isize);
+
+/// The parameters of one statement.
+pub trait Params {
+    fn values(&self) -> DbResult<Vec<Value<'_>>>;
+}
+
+impl Params for [&dyn ToValue; 0] {
+    fn values(&self) -> DbResult<Vec<Value<'_>>> {
+        Ok(Vec::new())
+    }
+}
+
+impl<T: ToValue> Params for [T] {
+    fn values(&self) -> DbResult<Vec<Value<'_>>> {
+        self.iter().map(ToValue::to_value).collect()
+    }
+}
+
+macro_rules! array_params {
+    ($($n:literal)*) => {$(
+        impl<T: ToValue> Params for [T; $n] {
+            fn values(&self) -> DbResult<Vec<Value<'_>>> {
+                self.iter().map(ToValue::to_value).collect()
+            }
+        }
+    )*};
+}
+array_params!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16);
+
+/// Parameters from an iterator, as many as it yields.
+pub struct ParamsFromIter<T>(Vec<T>);
+
+pub fn params_from_iter<I>(iter: I) -> ParamsFromIter<I::Item>
+where
+    I: IntoIterator,
+    I::Item: ToValue,
+{
+    ParamsFromIter(iter.into_iter().collect())
+}
+
+impl<T: ToValue> Params for ParamsFromIter<T> {
+    fn values(&self) -> DbResult<Vec<Value<'_>>> {
+        self.0.iter().map(ToValue::to_value).collect()
+    }
+}
+
+impl<T: ToValue> Params for Vec<T> {
+    fn values(&self) -> DbResult<Vec<Value<'_>>> {
+        self.iter().map(ToValue::to_value).collect()
+    }
+}
+
+impl<P: Params + ?Sized> Params for &P {
+    fn values(&self) -> DbResult<Vec<Value<'_>>> {
+        (**self).values()
+    }
+}
+
+/// `params![a, b]`: a statement's parameters, each anything [`ToValue`].
+macro_rules! params {
+    () => {
+        &[] as &[&dyn $crate::store::db::ToValue]
+    };
+    ($($value:expr),+ $(,)?) => {
+        &[$(&$value as &dyn $crate::store::db::ToValue),+] as &[&dyn $crate::store::db::ToValue]
+    };
+}
+pub(crate) use params;
+
+/// A Rust value read from a column.
+pub trait FromValue: Sized {
+    fn from_value(value: ValueRef<'_>) -> DbResult<Self>;
+}
+
+impl<T: FromValue> FromValue for Option<T> {
+    fn from_value(value: ValueRef<'_>) -> DbResult<Self> {
+        match value {
+            ValueRef::Null => Ok(None),
+            other => T::from_value(other).map(Some),
+        }
+    }
+}
+
+impl FromValue for String {
+    fn from_value(value: ValueRef<'_>) -> DbResult<Self> {
+        value.as_str().map(str::to_owned)
+    }
+}
+
+impl FromValue for compact_str::CompactString {
+    fn from_value(value: ValueRef<'_>) -> DbResult<Self> {
+        value.as_str().map(Into::into)
+    }
+}
+
+impl FromValue for Vec<u8> {
+    fn from_value(value: ValueRef<'_>) -> DbResult<Self> {
+        value.as_bytes().map(<[u8]>::to_vec)
+    }
+}
+
+impl FromValue for bool {
+    fn from_value(value: ValueRef<'_>) -> DbResult<Self> {
+        value.as_i64().map(|v| v != 0)
+    }
+}
+
+impl FromValue for f64 {
+    fn from_value(value: ValueRef<'_>) -> DbResult<Self> {
+        match value {
+            ValueRef::Real(v) => Ok(v),
+            #[allow(clippy::cast_precision_loss)]
+            ValueRef::Int(v) => Ok(v as f64),
+            other => Err(DbError::Value(format!("expected a real, found {}", other.kind()))),
+        }
+    }
+}
+
+impl FromValue for serde_json::Value {
+    fn from_value(value: ValueRef<'_>) -> DbResult<Self> {
+        serde_json::from_str(value.as_str()?).map_err(|err| DbError::Value(err.to_string()))
+    }
+}
+
+macro_rules! int_from_value {
+    ($($ty:ty),*) => {$(
+        impl FromValue for $ty {
+            fn from_value(value: ValueRef<'_>) -> DbResult<Self> {
+                let v = value.as_i64()?;
+                <$ty>::try_from(v).map_err(|_| {
+                    DbError::Value(format!("{v} is out of range for {}", stringify!($ty)))
+                })
+            }
+        }
+    )*};
+}
+int_from_value!(i8, i16, i32, i64, u8, u16, u32, u64, usize, isize);
+
+/// A column, by position or by name.
+pub trait RowIndex {
+    fn index(&self, row: &Row<'_>) -> DbResult<usize>;
+}
+
+impl RowIndex for usize {
+    fn index(&self, row: &Row<'_>) -> DbResult<usize> {
+        if *self < row.len() {
+            Ok(*self)
+        } else {
+            Err(DbError::Type {
+                index: *self,
+                message: format!("no such column (the row has {})", row.len()),
+            })
+        }
+    }
+}
+
+impl RowIndex for &str {
+    fn index(&self, row: &Row<'_>) -> DbResult<usize> {
+        let found = match row {
+            Row::Sqlite(r) => r.as_ref().column_index(self).ok(),
+            Row::Postgres(r) => r.columns().iter().position(|c| c.name() == *self),
+        };
+        found.ok_or_else(|| DbError::Value(format!("no column named `{self}`")))
+    }
+}
+
+/// One row of a result.
+#[derive(Clone, Copy)]
+pub enum Row<'a> {
+    Sqlite(&'a rusqlite::Row<'a>),
+    Postgres(&'a postgres::Row),
+}
+
+impl Row<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Sqlite(r) => r.as_ref().column_count(),
+            Self::Postgres(r) => r.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get<I: RowIndex, T: FromValue>(&self, index: I) -> DbResult<T> {
+        let index = index.index(self)?;
+        let value = self.get_ref(index)?;
+        T::from_value(value).map_err(|err| match err {
+            DbError::Value(message) => DbError::Type { index, message },
+            other => other,
+        })
+    }
+
+    pub fn get_ref(&self, index: usize) -> DbResult<ValueRef<'_>> {
+        match self {
+            Self::Sqlite(r) => Ok(match r.get_ref(index)? {
+                rusqlite::types::ValueRef::Null => ValueRef::Null,
+                rusqlite::types::ValueRef::Integer(v) => ValueRef::Int(v),
+                rusqlite::types::ValueRef::Real(v) => ValueRef::Real(v),
+                rusqlite::types::ValueRef::Text(bytes) => {
+                    ValueRef::Text(std::str::from_utf8(bytes).map_err(|err| DbError::Type {
+                        index,
+                        message: err.to_string(),
+                    })?)
+                }
+                rusqlite::types::ValueRef::Blob(bytes) => ValueRef::Blob(bytes),
+            }),
+            Self::Postgres(r) => pg_value(r, index),
+        }
+    }
+}
+
+macro_rules! tuple_from_row {
+    ($($name:ident $index:tt),+) => {
+        impl<$($name: FromValue),+> TryFrom<&Row<'_>> for ($($name,)+) {
+            type Error = DbError;
+
+            fn try_from(row: &Row<'_>) -> DbResult<Self> {
+                Ok(($(row.get::<usize, $name>($index)?,)+))
+            }
+        }
+    };
+}
+tuple_from_row!(A 0);
+tuple_from_row!(A 0, B 1);
+tuple_from_row!(A 0, B 1, C 2);
+tuple_from_row!(A 0, B 1, C 2, D 3);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6);
+tuple_from_row!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+
+/// A PostgreSQL column as one of SQLite's kinds.
+fn pg_value(row: &postgres::Row, index: usize) -> DbResult<ValueRef<'_>> {
+    use postgres::types::Type;
+    let ty = row
+        .columns()
+        .get(index)
+        .map(|c| c.type_().clone())
+        .ok_or_else(|| DbError::Type {
+            index,
+            message: "no such column".to_owned(),
+        })?;
+    let value = if ty == Type::INT8 {
+        row.try_get::<_, Option<i64>>(index)?.map(ValueRef::Int)
+    } else if ty == Type::INT4 {
+        row.try_get::<_, Option<i32>>(index)?
+            .map(|v| ValueRef::Int(v.into()))
+    } else if ty == Type::INT2 {
+        row.try_get::<_, Option<i16>>(index)?
+            .map(|v| ValueRef::Int(v.into()))
+    } else if ty == Type::BOOL {
+        row.try_get::<_, Option<bool>>(index)?
+            .map(|v| ValueRef::Int(v.into()))
+    } else if ty == Type::FLOAT8 {
+        row.try_get::<_, Option<f64>>(index)?.map(ValueRef::Real)
+    } else if ty == Type::FLOAT4 {
+        row.try_get::<_, Option<f32>>(index)?
+            .map(|v| ValueRef::Real(v.into()))
+    } else if ty == Type::TEXT || ty == Type::VARCHAR || ty == Type::NAME || ty == Type::BPCHAR
+    {
+        row.try_get::<_, Option<&str>>(index)?.map(ValueRef::Text)
+    } else if ty == Type::BYTEA {
+        row.try_get::<_, Option<&[u8]>>(index)?
+            .map(ValueRef::Blob)
+    } else {
+        return Err(DbError::Type {
+            index,
+            message: format!("PostgreSQL type `{ty}` is not read by the store: cast it in SQL"),
+        });
+    };
+    Ok(value.unwrap_or(ValueRef::Null))
+}
+
+/// A connection to a store.
+pub enum Db {
+    Sqlite(rusqlite::Connection),
+    Postgres(PgConn),
+}
+
+impl fmt::Debug for Db {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Sqlite(_) => "Db::Sqlite",
+            Self::Postgres(_) => "Db::Postgres",
+        })
+    }
+}
+
+/// A PostgreSQL connection with its statements, prepared once each.
+pub struct PgConn {
+    client: RefCell<postgres::Client>,
+    statements: RefCell<HashMap<String, postgres::Statement>>,
+    /// `SET LOCAL` statements run at the start of every transaction (statement timeouts): kept
+    /// per transaction, not per session, so that a transaction-pooling proxy sees no session
+    /// state.
+    per_transaction: String,
+}
+
+impl PgConn {
+    pub fn new(client: postgres::Client, per_transaction: String) -> Self {
+        Self {
+            client: RefCell::new(client),
+            statements: RefCell::new(HashMap::new()),
+            per_transaction,
+        }
+    }
+
+    /// The client itself, for what the shared API does not cover (COPY).
+    pub fn client(&self) -> std::cell::RefMut<'_, postgres::Client> {
+        self.client.borrow_mut()
+    }
+
+    fn statement(&self, sql: &str) -> DbResult<postgres::Statement> {
+        if let Some(stmt) = self.statements.borrow().get(sql) {
+            return Ok(stmt.clone());
+        }
+        let stmt = self.client.borrow_mut().prepare(&pg_sql(sql))?;
+        self.statements
+            .borrow_mut()
+            .insert(sql.to_owned(), stmt.clone());
+        Ok(stmt)
+    }
+
+    fn query(&self, sql: &str, values: &[Value<'_>]) -> DbResult<Vec<postgres::Row>> {
+        let stmt = self.statement(sql)?;
+        let params = pg_params(values);
+        Ok(self.client.borrow_mut().query(&stmt, &params)?)
+    }
+
+    fn execute(&self, sql: &str, values: &[Value<'_>]) -> DbResult<usize> {
+        let stmt = self.statement(sql)?;
+        let params = pg_params(values);
+        let count = self.client.borrow_mut().execute(&stmt, &params)?;
+        usize::try_from(count).map_err(|_| DbError::Value(format!("{count} rows")))
+    }
+
+    fn begin(&self) -> DbResult<()> {
+        let mut sql = String::from("BEGIN");
+        if !self.per_transaction.is_empty() {
+            sql.push_str("; ");
+            sql.push_str(&self.per_transaction);
+        }
+        Ok(self.client.borrow_mut().batch_execute(&sql)?)
+    }
+}
+
+fn pg_params<'a>(values: &'a [Value<'a>]) -> Vec<&'a (dyn postgres::types::ToSql + Sync)> {
+    values
+        .iter()
+        .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+        .collect()
+}
+
+impl postgres::types::ToSql for Value<'_> {
+    fn to_sql(
+        &self,
+        ty: &postgres::types::Type,
+        out: &mut postgres::types::private::BytesMut,
+    ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use postgres::types::{IsNull, Type};
+        let mismatch = || -> Box<dyn std::error::Error + Sync + Send> {
+            format!("cannot bind {self:?} to a PostgreSQL `{ty}` parameter").into()
+        };
+        match *self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(v) => {
+                if *ty == Type::INT8 {
+                    v.to_sql(ty, out)
+                } else if *ty == Type::INT4 {
+                    i32::try_from(v).map_err(|_| mismatch())?.to_sql(ty, out)
+                } else if *ty == Type::INT2 {
+                    i16::try_from(v).map_err(|_| mismatch())?.to_sql(ty, out)
+                } else if *ty == Type::BOOL {
+                    (v != 0).to_sql(ty, out)
+                } else if *ty == Type::FLOAT8 {
+                    #[allow(clippy::cast_precision_loss)]
+                    (v as f64).to_sql(ty, out)
+                } else {
+                    Err(mismatch())
+                }
+            }
+            Value::Real(v) => {
+                if *ty == Type::FLOAT8 {
+                    v.to_sql(ty, out)
+                } else {
+                    Err(mismatch())
+                }
+            }
+            Value::Text(v) => {
+                if *ty == Type::TEXT
+                    || *ty == Type::VARCHAR
+                    || *ty == Type::NAME
+                    || *ty == Type::BPCHAR
+                    || *ty == Type::UNKNOWN
+                {
+                    v.to_sql(ty, out)
+                } else if *ty == Type::JSONB || *ty == Type::JSON {
+                    // json and jsonb take the text as it is (jsonb's binary form is a version
+                    // byte, then the text).
+                    if *ty == Type::JSONB {
+                        out.extend_from_slice(&[1]);
+                    }
+                    out.extend_from_slice(v.as_bytes());
+                    Ok(IsNull::No)
+                } else {
+                    Err(mismatch())
+                }
+            }
+            Value::Blob(v) => {
+                if *ty == Type::BYTEA {
+                    v.to_sql(ty, out)
+                } else {
+                    Err(mismatch())
+                }
+            }
+        }
+    }
+
+    fn accepts(_: &postgres::types::Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+impl rusqlite::ToSql for Value<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef as R};
+        Ok(ToSqlOutput::Borrowed(match *self {
+            Value::Null => R::Null,
+            Value::Int(v) => R::Integer(v),
+            Value::Real(v) => R::Real(v),
+            Value::Text(v) => R::Text(v.as_bytes()),
+            Value::Blob(v) => R::Blob(v),
+        }))
+    }
+}
+
+/// `sql` with SQLite's `?N` and `?` placeholders written as PostgreSQL's `$N`. String
+/// literals, quoted identifiers and comments are left as they are.
+pub fn pg_sql(sql: &str) -> String {
+    let bytes = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut next = 1;
+    let mut i = 0;
+    let mut start = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            quote @ (b'\'' | b'"') => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != quote {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 2;
+            }
+            b'?' => {
+                out.push_str(&sql[start..i]);
+                i += 1;
+                let digits = i;
+                while i < bytes.len() && bytes[i].is_ascii_digit() {
+                    i += 1;
+                }
+                if i > digits {
+                    out.push('$');
+                    out.push_str(&sql[digits..i]);
+                } else {
+                    out.push_str(&format!("${next}"));
+                }
+                next += 1;
+                start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    out.push_str(&sql[start.min(sql.len())..]);
+    out
+}
+
+impl Db {
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Sqlite(_) => Backend::Sqlite,
+            Self::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// The SQLite connection, for what only SQLite has (pragmas, the write-ahead log).
+    pub fn sqlite(&self) -> Option<&rusqlite::Connection> {
+        match self {
+            Self::Sqlite(conn) => Some(conn),
+            Self::Postgres(_) => None,
+        }
+    }
+
+    pub fn postgres(&self) -> Option<&PgConn> {
+        match self {
+            Self::Postgres(conn) => Some(conn),
+            Self::Sqlite(_) => None,
+        }
+    }
+
+    pub fn execute(&self, sql: &str, params: impl Params) -> DbResult<usize> {
+        let values = params.values()?;
+        match self {
+            Self::Sqlite(conn) => Ok(conn
+                .prepare_cached(sql)?
+                .execute(rusqlite::params_from_iter(values.iter()))?),
+            Self::Postgres(conn) => conn.execute(sql, &values),
+        }
+    }
+
+    pub fn execute_batch(&self, sql: &str) -> DbResult<()> {
+        match self {
+            Self::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
+            Self::Postgres(conn) => Ok(conn.client.borrow_mut().batch_execute(sql)?),
+        }
+    }
+
+    pub fn query_row<T>(
+        &self,
+        sql: &str,
+        params: impl Params,
+        f: impl FnOnce(&Row<'_>) -> DbResult<T>,
+    ) -> DbResult<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+
+    pub fn prepare_cached(&self, sql: &str) -> DbResult<Statement<'_>> {
+        match self {
+            Self::Sqlite(conn) => Ok(Statement::Sqlite(conn.prepare_cached(sql)?)),
+            Self::Postgres(conn) => Ok(Statement::Postgres {
+                conn,
+                sql: sql.to_owned(),
+            }),
+        }
+    }
+
+    pub fn prepare(&self, sql: &str) -> DbResult<Statement<'_>> {
+        self.prepare_cached(sql)
+    }
+
+    /// Starts a transaction: SQLite's takes the write lock at once (`BEGIN IMMEDIATE`).
+    pub fn transaction(&mut self) -> DbResult<Transaction<'_>> {
+        match self {
+            Self::Sqlite(conn) => conn.execute_batch("BEGIN IMMEDIATE")?,
+            Self::Postgres(conn) => conn.begin()?,
+        }
+        Ok(Transaction {
+            db: self,
+            done: false,
+        })
+    }
+
+    /// Starts a read transaction: one snapshot for every statement in it.
+    pub fn read_transaction(&self) -> DbResult<()> {
+        match self {
+            Self::Sqlite(conn) => Ok(conn.execute_batch("BEGIN DEFERRED")?),
+            Self::Postgres(conn) => Ok(conn
+                .client
+                .borrow_mut()
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?),
+        }
+    }
+
+    /// Whether a table exists (SQLite's schema, PostgreSQL's current schema).
+    pub fn last_insert_rowid(&self) -> DbResult<i64> {
+        match self {
+            Self::Sqlite(conn) => Ok(conn.last_insert_rowid()),
+            Self::Postgres(_) => Err(DbError::Value(
+                "last_insert_rowid has no PostgreSQL form: use RETURNING".to_owned(),
+            )),
+        }
+    }
+}
+
+/// A transaction, rolled back when dropped uncommitted.
+pub struct Transaction<'a> {
+    db: &'a mut Db,
+    done: bool,
+}
+
+impl Transaction<'_> {
+    pub fn commit(mut self) -> DbResult<()> {
+        self.done = true;
+        self.db.execute_batch("COMMIT")
+    }
+}
+
+impl std::ops::Deref for Transaction<'_> {
+    type Target = Db;
+    fn deref(&self) -> &Db {
+        self.db
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.db.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+/// A statement ready to run.
+pub enum Statement<'conn> {
+    Sqlite(rusqlite::CachedStatement<'conn>),
+    Postgres { conn: &'conn PgConn, sql: String },
+}
+
+impl Statement<'_> {
+    pub fn execute(&mut self, params: impl Params) -> DbResult<usize> {
+        let values = params.values()?;
+        match self {
+            Self::Sqlite(stmt) => Ok(stmt.execute(rusqlite::params_from_iter(values.iter()))?),
+            Self::Postgres { conn, sql } => conn.execute(sql, &values),
+        }
+    }
+
+    pub fn query_row<T>(
+        &mut self,
+        params: impl Params,
+        f: impl FnOnce(&Row<'_>) -> DbResult<T>,
+    ) -> DbResult<T> {
+        let values = params.values()?;
+        match self {
+            Self::Sqlite(stmt) => {
+                let mut rows = stmt.query(rusqlite::params_from_iter(values.iter()))?;
+                match rows.next()? {
+                    Some(row) => f(&Row::Sqlite(row)),
+                    None => Err(DbError::NoRows),
+                }
+            }
+            Self::Postgres { conn, sql } => {
+                let rows = conn.query(sql, &values)?;
+                match rows.first() {
+                    Some(row) => f(&Row::Postgres(row)),
+                    None => Err(DbError::NoRows),
+                }
+            }
+        }
+    }
+
+    pub fn query(&mut self, params: impl Params) -> DbResult<Rows<'_>> {
+        let values = params.values()?;
+        match self {
+            Self::Sqlite(stmt) => Ok(Rows::Sqlite(
+                stmt.query(rusqlite::params_from_iter(values.iter()))?,
+            )),
+            Self::Postgres { conn, sql } => Ok(Rows::Postgres {
+                rows: conn.query(sql, &values)?.into_iter(),
+                current: None,
+            }),
+        }
+    }
+
+    pub fn query_map<T, F>(&mut self, params: impl Params, f: F) -> DbResult<MappedRows<'_, F>>
+    where
+        F: FnMut(&Row<'_>) -> DbResult<T>,
+    {
+        Ok(MappedRows {
+            rows: self.query(params)?,
+            f,
+        })
+    }
+}
+
+/// The rows of a query, one at a time.
+pub enum Rows<'stmt> {
+    Sqlite(rusqlite::Rows<'stmt>),
+    Postgres {
+        rows: std::vec::IntoIter<postgres::Row>,
+        current: Option<postgres::Row>,
+    },
+}
+
+impl Rows<'_> {
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> DbResult<Option<Row<'_>>> {
+        match self {
+            Self::Sqlite(rows) => Ok(rows.next()?.map(Row::Sqlite)),
+            Self::Postgres { rows, current } => {
+                *current = rows.next();
+                Ok(current.as_ref().map(Row::Postgres))
+            }
+        }
+    }
+}
+
+/// The rows of a query, each read by a closure.
+pub struct MappedRows<'stmt, F> {
+    rows: Rows<'stmt>,
+    f: F,
+}
+
+impl<T, F> Iterator for MappedRows<'_, F>
+where
+    F: FnMut(&Row<'_>) -> DbResult<T>,
+{
+    type Item = DbResult<T>;
+
+    fn next(&mut self) -> Option<DbResult<T>> {
+        match self.rows.next() {
+            Ok(Some(row)) => Some((self.f)(&row)),
+            Ok(None) => None,
+            Err(err) => Some(Err(err)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Placeholders become PostgreSQL's; text that only looks like one is left alone.
+    #[test]
+    fn placeholders_are_rewritten_outside_literals() {
+        assert_eq!(
+            pg_sql("SELECT a FROM t WHERE b = ?1 AND c = ?12 AND d = '?3' -- ?4\n AND e = ?"),
+            "SELECT a FROM t WHERE b = $1 AND c = $12 AND d = '?3' -- ?4\n AND e = $3"
+        );
+        assert_eq!(pg_sql(r#"SELECT "?x" /* ? */, ?"#), r#"SELECT "?x" /* ? */, $1"#);
+    }
+
+    /// Values read back as they were written, through the shared API, on SQLite.
+    #[test]
+    fn sqlite_round_trip() {
+        let mut db = Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        db.execute_batch("CREATE TABLE t (i INTEGER, s TEXT, b BLOB)")
+            .unwrap();
+        let tx = db.transaction().unwrap();
+        tx.execute(
+            "INSERT INTO t VALUES (?1, ?2, ?3)",
+            params![7_i64, "x", vec![1_u8, 2]],
+        )
+        .unwrap();
+        tx.execute("INSERT INTO t VALUES (?1, ?2, ?3)", params![None::<i64>, "y", None::<Vec<u8>>])
+            .unwrap();
+        tx.commit().unwrap();
+        let rows: Vec<(Option<i64>, String, Option<Vec<u8>>)> = db
+            .prepare_cached("SELECT i, s, b FROM t ORDER BY s")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get("s")?, row.get(2)?)))
+            .unwrap()
+            .collect::<DbResult<_>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![(Some(7), "x".into(), Some(vec![1, 2])), (None, "y".into(), None)]
+        );
+        let missing = db
+            .query_row("SELECT i FROM t WHERE s = ?1", ["z"], |row| row.get::<_, i64>(0))
+            .optional()
+            .unwrap();
+        assert_eq!(missing, None);
+    }
+
+    /// A transaction dropped uncommitted leaves nothing behind.
+    #[test]
+    fn dropped_transactions_roll_back() {
+        let mut db = Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        db.execute_batch("CREATE TABLE t (i INTEGER)").unwrap();
+        {
+            let tx = db.transaction().unwrap();
+            tx.execute("INSERT INTO t VALUES (1)", params![]).unwrap();
+        }
+        let count: i64 = db
+            .query_row("SELECT count(*) FROM t", params![], |row| row.get(0))
+            .unwrap();
+        assert_eq!(count, 0);
+    }
+}
