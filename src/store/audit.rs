@@ -87,8 +87,7 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT e.kind, a.digest, a.key,
-                    (SELECT group_concat(tag, char(31)) FROM
-                        (SELECT tag FROM artifact_tags t WHERE t.artifact_id = a.id ORDER BY tag)),
+                    (SELECT string_agg(tag, char(31) ORDER BY tag) FROM artifact_tags t WHERE t.artifact_id = a.id),
                     p.name, r.trust_level, p.name || '/' || r.run_key || '/' || r.step, e.at, r.finished_at
                  FROM artifacts a
                  JOIN events e ON e.kind IN ('exported', 'imported', 'produced') AND e.target = a.id
@@ -187,7 +186,8 @@ impl Store {
                     "INSERT INTO audit_tags (registry, repository, tag, digest, first_seen, last_seen)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?5)
                      ON CONFLICT (registry, repository, tag, digest) DO UPDATE SET
-                        last_seen = max(last_seen, excluded.last_seen)",
+                        last_seen = CASE WHEN excluded.last_seen > audit_tags.last_seen
+                                    THEN excluded.last_seen ELSE audit_tags.last_seen END",
                 )
                 .map_err(err)?;
             for (registry, seen) in sightings {

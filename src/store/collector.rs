@@ -49,9 +49,9 @@ pub(super) fn insert_receipt(
 ) -> crate::store::db::DbResult<bool> {
     let added = tx
         .prepare_cached(
-            "INSERT OR IGNORE INTO run_receipts
+            "INSERT INTO run_receipts
                  (run_id, received_at, identity, late, time_suspect)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
         )?
         .execute(params![
             run,

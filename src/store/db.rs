@@ -16,8 +16,9 @@ use std::fmt;
 pub enum DbError {
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
+    /// The server's message in one line (the error is not also a source: it would repeat it).
     #[error("{}", pg_message(.0))]
-    Postgres(#[from] postgres::Error),
+    Postgres(postgres::Error),
     /// `query_row` found no row.
     #[error("query returned no rows")]
     NoRows,
@@ -36,7 +37,16 @@ fn pg_message(err: &postgres::Error) -> String {
             Some(detail) => format!("{}: {detail}", db.message()),
             None => db.message().to_owned(),
         },
-        None => err.to_string(),
+        None => {
+            let mut text = err.to_string();
+            let mut source = std::error::Error::source(err);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
     }
 }
 
@@ -81,6 +91,12 @@ impl DbError {
             Self::Sqlite(err) => err.sqlite_error_code().map(|c| format!("{c:?}")),
             _ => None,
         }
+    }
+}
+
+impl From<postgres::Error> for DbError {
+    fn from(err: postgres::Error) -> Self {
+        Self::Postgres(err)
     }
 }
 
@@ -552,9 +568,27 @@ impl fmt::Debug for Db {
     }
 }
 
+/// Runs `f`, which blocks on the `postgres` client's own runtime, outside the caller's: the
+/// commands run their store calls from async code.
+pub fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        Ok(_) => std::thread::scope(|scope| {
+            scope
+                .spawn(f)
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        }),
+        Err(_) => f(),
+    }
+}
+
 /// A PostgreSQL connection with its statements, prepared once each.
 pub struct PgConn {
-    client: RefCell<postgres::Client>,
+    client: RefCell<Option<postgres::Client>>,
     statements: RefCell<HashMap<String, postgres::Statement>>,
     /// `SET LOCAL` statements run at the start of every transaction (statement timeouts): kept
     /// per transaction, not per session, so that a transaction-pooling proxy sees no session
@@ -565,22 +599,28 @@ pub struct PgConn {
 impl PgConn {
     pub fn new(client: postgres::Client, per_transaction: String) -> Self {
         Self {
-            client: RefCell::new(client),
+            client: RefCell::new(Some(client)),
             statements: RefCell::new(HashMap::new()),
             per_transaction,
         }
     }
 
-    /// The client itself, for what the shared API does not cover (COPY).
-    pub fn client(&self) -> std::cell::RefMut<'_, postgres::Client> {
-        self.client.borrow_mut()
+    /// Runs `f` on the client, outside any async runtime of the caller's.
+    pub fn with_client<T: Send>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send,
+    ) -> DbResult<T> {
+        let mut slot = self.client.borrow_mut();
+        let client = slot.as_mut().expect("the client is there until the connection drops");
+        Ok(blocking(|| f(client))?)
     }
 
     fn statement(&self, sql: &str) -> DbResult<postgres::Statement> {
         if let Some(stmt) = self.statements.borrow().get(sql) {
             return Ok(stmt.clone());
         }
-        let stmt = self.client.borrow_mut().prepare(&pg_sql(sql))?;
+        let text = pg_sql(sql);
+        let stmt = self.with_client(|client| client.prepare(&text))?;
         self.statements
             .borrow_mut()
             .insert(sql.to_owned(), stmt.clone());
@@ -589,14 +629,12 @@ impl PgConn {
 
     fn query(&self, sql: &str, values: &[Value<'_>]) -> DbResult<Vec<postgres::Row>> {
         let stmt = self.statement(sql)?;
-        let params = pg_params(values);
-        Ok(self.client.borrow_mut().query(&stmt, &params)?)
+        self.with_client(|client| client.query(&stmt, &pg_params(values)))
     }
 
     fn execute(&self, sql: &str, values: &[Value<'_>]) -> DbResult<usize> {
         let stmt = self.statement(sql)?;
-        let params = pg_params(values);
-        let count = self.client.borrow_mut().execute(&stmt, &params)?;
+        let count = self.with_client(|client| client.execute(&stmt, &pg_params(values)))?;
         usize::try_from(count).map_err(|_| DbError::Value(format!("{count} rows")))
     }
 
@@ -606,7 +644,16 @@ impl PgConn {
             sql.push_str("; ");
             sql.push_str(&self.per_transaction);
         }
-        Ok(self.client.borrow_mut().batch_execute(&sql)?)
+        self.with_client(|client| client.batch_execute(&sql))
+    }
+}
+
+impl Drop for PgConn {
+    /// The client closes its connection on its own runtime: outside the caller's.
+    fn drop(&mut self) {
+        if let Some(client) = self.client.get_mut().take() {
+            blocking(|| drop(client));
+        }
     }
 }
 
@@ -702,8 +749,9 @@ impl rusqlite::ToSql for Value<'_> {
     }
 }
 
-/// `sql` with SQLite's `?N` and `?` placeholders written as PostgreSQL's `$N`. String
-/// literals, quoted identifiers and comments are left as they are.
+/// `sql` with SQLite's `?N` and `?` placeholders written as PostgreSQL's `$N` (string
+/// literals, quoted identifiers and comments are left as they are), and the spellings of
+/// [`DIALECT`] as PostgreSQL's.
 pub fn pg_sql(sql: &str) -> String {
     let bytes = sql.as_bytes();
     let mut out = String::with_capacity(sql.len() + 8);
@@ -751,8 +799,19 @@ pub fn pg_sql(sql: &str) -> String {
         }
     }
     out.push_str(&sql[start.min(sql.len())..]);
+    for (sqlite, postgres) in DIALECT {
+        if out.contains(sqlite) {
+            out = out.replace(sqlite, postgres);
+        }
+    }
     out
 }
+
+/// The few spellings the two dialects do not share, as the store's queries use them.
+const DIALECT: &[(&str, &str)] = &[
+    // The separator of packed tag lists.
+    ("char(31)", "chr(31)"),
+];
 
 impl Db {
     pub fn backend(&self) -> Backend {
@@ -790,7 +849,7 @@ impl Db {
     pub fn execute_batch(&self, sql: &str) -> DbResult<()> {
         match self {
             Self::Sqlite(conn) => Ok(conn.execute_batch(sql)?),
-            Self::Postgres(conn) => Ok(conn.client.borrow_mut().batch_execute(sql)?),
+            Self::Postgres(conn) => conn.with_client(|client| client.batch_execute(sql)),
         }
     }
 
@@ -833,10 +892,9 @@ impl Db {
     pub fn read_transaction(&self) -> DbResult<()> {
         match self {
             Self::Sqlite(conn) => Ok(conn.execute_batch("BEGIN DEFERRED")?),
-            Self::Postgres(conn) => Ok(conn
-                .client
-                .borrow_mut()
-                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?),
+            Self::Postgres(conn) => conn.with_client(|client| {
+                client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            }),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::store::db::params;
+use crate::store::db::{Backend, params};
 
 use super::{Store, StoreError, sql_error};
 use crate::model::{Digest, ManifestFacts};
@@ -22,8 +22,8 @@ impl Store {
         {
             let mut stmt = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO manifest_facts (digest, media_type, children, learned_at)
-                     VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO manifest_facts (digest, media_type, children, learned_at)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
                 )
                 .map_err(err)?;
             let now = time::now();
@@ -49,13 +49,17 @@ impl Store {
         digests: &[&str],
     ) -> Result<HashMap<String, ManifestFacts>, StoreError> {
         let err = |e| sql_error(&self.path, e);
-        let mut stmt = self
-            .conn
-            .prepare_cached(
+        let sql = match self.conn.backend() {
+            Backend::Sqlite => {
                 "SELECT f.digest, f.media_type, f.children FROM manifest_facts f
-                 WHERE f.digest IN (SELECT value FROM json_each(?1))",
-            )
-            .map_err(err)?;
+                 WHERE f.digest IN (SELECT value FROM json_each(?1))"
+            }
+            Backend::Postgres => {
+                "SELECT f.digest, f.media_type, f.children FROM manifest_facts f
+                 WHERE f.digest IN (SELECT jsonb_array_elements_text(CAST(?1 AS TEXT)::jsonb))"
+            }
+        };
+        let mut stmt = self.conn.prepare_cached(sql).map_err(err)?;
         let wanted = serde_json::to_string(digests).expect("strings serialize");
         let rows = stmt
             .query_map([wanted], |row| {

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use compact_str::CompactString;
-use crate::store::db::Db;
+use crate::store::db::{Backend, Db};
 use rustc_hash::{FxHashMap, FxHasher};
 
 use super::{Access, Store, StoreError, sql_error};
@@ -947,7 +947,13 @@ impl Index {
             let records = some_or_skip!(Records::load(conn, &slots)?);
             Ok(Some((events, artifacts, records)))
         };
-        let (appended, tables) = match appended_reader(path, access) {
+        // PostgreSQL's ids are not committed in order: a second connection could see rows the
+        // first one's snapshot does not, below its largest id. One connection reads there.
+        let reader = match conn.backend() {
+            Backend::Sqlite => appended_reader(path, access),
+            Backend::Postgres => None,
+        };
+        let (appended, tables) = match reader {
             Some(reader) => std::thread::scope(|scope| {
                 let appended = scope.spawn(move || appended(&reader));
                 let tables = Tables::load(conn, &slots);

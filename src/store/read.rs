@@ -112,7 +112,7 @@ fn artifact_from_row(row: &Row<'_>) -> crate::store::db::DbResult<ArtifactInfo> 
 }
 
 const ARTIFACT_COLUMNS: &str = "a.id, a.backend, a.locator, a.digest, a.key, a.first_seen,
-    (SELECT group_concat(tag, char(31)) FROM (SELECT tag FROM artifact_tags t WHERE t.artifact_id = a.id ORDER BY tag))";
+    (SELECT string_agg(tag, char(31) ORDER BY tag) FROM artifact_tags t WHERE t.artifact_id = a.id)";
 
 impl Store {
     fn err(&self, e: crate::store::db::DbError) -> StoreError {
@@ -292,8 +292,8 @@ impl Store {
             .prepare(&format!(
                 "SELECT r.id, p.name, r.run_key, r.step, r.commit_sha, r.git_ref, r.builder_id,
                         r.started_at, r.finished_at, r.status, r.has_records,
-                        r.overlapped OR EXISTS (SELECT 1 FROM run_observations o
-                                                WHERE o.run_id = r.id AND o.kind = 'overlapped'),
+                        (r.overlapped <> 0 OR EXISTS (SELECT 1 FROM run_observations o
+                                                 WHERE o.run_id = r.id AND o.kind = 'overlapped')),
                         r.trust_level,
                         EXISTS (SELECT 1 FROM run_truncations t WHERE t.run_id = r.id),
                         (SELECT min(b.build_ref) FROM run_build_refs b WHERE b.run_id = r.id)

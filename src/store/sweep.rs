@@ -144,8 +144,7 @@ impl Store {
         let mut pipelines = self.pipelines_by_target("'exported'")?;
         type Row = (i64, String, String, Option<String>, Micros, Micros);
         let sql = "SELECT a.id, a.locator, a.digest,
-                    (SELECT group_concat(tag, char(31)) FROM
-                        (SELECT tag FROM artifact_tags t WHERE t.artifact_id = a.id ORDER BY tag)),
+                    (SELECT string_agg(tag, char(31) ORDER BY tag) FROM artifact_tags t WHERE t.artifact_id = a.id),
                     (SELECT max(e.at) FROM events e WHERE e.kind = 'exported' AND e.target = a.id),
                     (SELECT max(e.at) FROM events e WHERE e.kind IN ('exported', 'imported') AND e.target = a.id)
                  FROM artifacts a

@@ -482,8 +482,8 @@ pub(super) fn upsert_builder(
         .prepare_cached(
             "INSERT INTO builders (name, driver, endpoint) VALUES (?1, ?2, ?3)
              ON CONFLICT (name) DO UPDATE SET
-                driver = coalesce(excluded.driver, driver),
-                endpoint = coalesce(excluded.endpoint, endpoint)
+                driver = coalesce(excluded.driver, builders.driver),
+                endpoint = coalesce(excluded.endpoint, builders.endpoint)
              RETURNING id",
         )?
         .query_row(
@@ -544,7 +544,8 @@ pub(super) fn upsert_artifact(
                     "INSERT INTO artifacts (backend, locator, digest, key, first_seen)
                      VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (backend, locator, digest, key) DO UPDATE SET
-                        first_seen = min(first_seen, excluded.first_seen)
+                        first_seen = CASE WHEN excluded.first_seen < artifacts.first_seen
+                                     THEN excluded.first_seen ELSE artifacts.first_seen END
                      RETURNING id",
                 )?
                 .query_row(
@@ -559,8 +560,10 @@ pub(super) fn upsert_artifact(
         tx.prepare_cached(
             "INSERT INTO artifact_tags (artifact_id, tag, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)
              ON CONFLICT (artifact_id, tag) DO UPDATE SET
-                first_seen = min(first_seen, excluded.first_seen),
-                last_seen = max(last_seen, excluded.last_seen)",
+                first_seen = CASE WHEN excluded.first_seen < artifact_tags.first_seen
+                             THEN excluded.first_seen ELSE artifact_tags.first_seen END,
+                last_seen = CASE WHEN excluded.last_seen > artifact_tags.last_seen
+                            THEN excluded.last_seen ELSE artifact_tags.last_seen END",
         )?
         .execute(params![id, tag, seen])?;
     }
@@ -605,10 +608,12 @@ fn upsert_record(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (builder_id, record_id) DO UPDATE SET
                 last_used_at = CASE
-                    WHEN excluded.last_used_at IS NULL THEN last_used_at
-                    WHEN last_used_at IS NULL THEN excluded.last_used_at
-                    ELSE max(last_used_at, excluded.last_used_at) END,
-                size = coalesce(excluded.size, size)
+                    WHEN excluded.last_used_at IS NULL THEN builder_records.last_used_at
+                    WHEN builder_records.last_used_at IS NULL THEN excluded.last_used_at
+                    WHEN excluded.last_used_at > builder_records.last_used_at
+                        THEN excluded.last_used_at
+                    ELSE builder_records.last_used_at END,
+                size = coalesce(excluded.size, builder_records.size)
              RETURNING id",
         )?
         .query_row(
@@ -641,8 +646,8 @@ pub(super) fn insert_event(
 ) -> crate::store::db::DbResult<bool> {
     let inserted = tx
         .prepare_cached(
-            "INSERT OR IGNORE INTO events (run_id, kind, target, at, detail, source)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO events (run_id, kind, target, at, detail, source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
         )?
         .execute(params![run, kind, target, at, detail, source])?;
     if inserted > 0 {
@@ -788,8 +793,8 @@ pub(super) fn insert_run(
         .prepare_cached(
             "SELECT r.id, r.commit_sha, r.git_ref, b.name, r.started_at, r.finished_at, r.status,
                     r.has_records, r.trust_level,
-                    r.overlapped OR EXISTS (SELECT 1 FROM run_observations o
-                                            WHERE o.run_id = r.id AND o.kind = 'overlapped')
+                    (r.overlapped <> 0 OR EXISTS (SELECT 1 FROM run_observations o
+                                             WHERE o.run_id = r.id AND o.kind = 'overlapped'))
              FROM runs r LEFT JOIN builders b ON b.id = r.builder_id
              WHERE r.pipeline_id = ?1 AND r.run_key = ?2 AND r.step = ?3",
         )?
@@ -980,7 +985,7 @@ fn mark_overlaps(
         )?
         .collect::<crate::store::db::DbResult<_>>()?;
     let mut observe = tx.prepare_cached(
-        "INSERT OR IGNORE INTO run_observations (run_id, kind, by_run, at) VALUES (?1, 'overlapped', ?2, ?3)",
+        "INSERT INTO run_observations (run_id, kind, by_run, at) VALUES (?1, 'overlapped', ?2, ?3) ON CONFLICT DO NOTHING",
     )?;
     for other in others {
         observe.execute(params![other, run, now])?;

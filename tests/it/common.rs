@@ -27,13 +27,43 @@ const CI_VARS: &[&str] = &[
 /// A temporary home with its own database path.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL store's URL when the suite runs on PostgreSQL (see [`test_store`]).
+    pub store: Option<String>,
+}
+
+/// The PostgreSQL server the suite runs its store on, from `CACHEWARDEN_TEST_PG` (an admin
+/// URL without a database name), or `None` for SQLite.
+pub fn test_store() -> Option<String> {
+    std::env::var("CACHEWARDEN_TEST_PG")
+        .ok()
+        .filter(|url| !url.is_empty())
 }
 
 impl Env {
     pub fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = test_store().map(|admin| {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let name = format!(
+                "cw_{}_{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            let status = Command::new("psql")
+                .args([&format!("{admin}/postgres"), "-qc", &format!("CREATE DATABASE {name} TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")])
+                .status()
+                .expect("psql");
+            assert!(status.success(), "CREATE DATABASE {name}");
+            let url = format!("{admin}/{name}");
+            let out = Command::new(assert_cmd::cargo::cargo_bin!("cachewarden"))
+                .args(["--db", &url, "db", "migrate"])
+                .output()
+                .expect("db migrate");
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            url
+        });
+        Self { dir, store }
     }
 
     pub fn path(&self) -> &Path {
@@ -53,7 +83,12 @@ impl Env {
         cmd.env("HOME", self.path())
             .env("XDG_CONFIG_HOME", self.path().join("config"))
             .env("XDG_DATA_HOME", self.path().join("data"))
-            .env("CACHEWARDEN_DB", self.db())
+            .env(
+                "CACHEWARDEN_DB",
+                self.store
+                    .clone()
+                    .map_or_else(|| self.db(), std::path::PathBuf::from),
+            )
             .env("NO_COLOR", "1")
             .current_dir(self.path());
         cmd

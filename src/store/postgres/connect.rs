@@ -109,7 +109,6 @@ pub struct ConnectError(String);
 pub fn connect(url: &PgUrl, timeouts: &Timeouts) -> Result<postgres::Client, ConnectError> {
     let mut config = url.config.clone();
     config.connect_timeout(timeouts.connect);
-    config
-        .connect(postgres::NoTls)
+    super::super::db::blocking(|| config.connect(postgres::NoTls))
         .map_err(|err| ConnectError(super::super::db::DbError::from(err).to_string()))
 }
