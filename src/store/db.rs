@@ -120,7 +120,7 @@ impl<T> OptionalExtension<T> for DbResult<T> {
 
 /// Which engine a connection talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+pub enum Engine {
     Sqlite,
     Postgres,
 }
@@ -814,10 +814,10 @@ const DIALECT: &[(&str, &str)] = &[
 ];
 
 impl Db {
-    pub fn backend(&self) -> Backend {
+    pub fn engine(&self) -> Engine {
         match self {
-            Self::Sqlite(_) => Backend::Sqlite,
-            Self::Postgres(_) => Backend::Postgres,
+            Self::Sqlite(_) => Engine::Sqlite,
+            Self::Postgres(_) => Engine::Postgres,
         }
     }
 

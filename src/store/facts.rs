@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::store::db::{Backend, params};
+use crate::store::db::{Engine, params};
 
 use super::{Store, StoreError, sql_error};
 use crate::model::{Digest, ManifestFacts};
@@ -49,12 +49,12 @@ impl Store {
         digests: &[&str],
     ) -> Result<HashMap<String, ManifestFacts>, StoreError> {
         let err = |e| sql_error(&self.path, e);
-        let sql = match self.conn.backend() {
-            Backend::Sqlite => {
+        let sql = match self.conn.engine() {
+            Engine::Sqlite => {
                 "SELECT f.digest, f.media_type, f.children FROM manifest_facts f
                  WHERE f.digest IN (SELECT value FROM json_each(?1))"
             }
-            Backend::Postgres => {
+            Engine::Postgres => {
                 "SELECT f.digest, f.media_type, f.children FROM manifest_facts f
                  WHERE f.digest IN (SELECT jsonb_array_elements_text(CAST(?1 AS TEXT)::jsonb))"
             }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use compact_str::CompactString;
-use crate::store::db::{Backend, Db};
+use crate::store::db::{Db, Engine};
 use rustc_hash::{FxHashMap, FxHasher};
 
 use super::{Access, Store, StoreError, sql_error};
@@ -949,9 +949,9 @@ impl Index {
         };
         // PostgreSQL's ids are not committed in order: a second connection could see rows the
         // first one's snapshot does not, below its largest id. One connection reads there.
-        let reader = match conn.backend() {
-            Backend::Sqlite => appended_reader(path, access),
-            Backend::Postgres => None,
+        let reader = match conn.engine() {
+            Engine::Sqlite => appended_reader(path, access),
+            Engine::Postgres => None,
         };
         let (appended, tables) = match reader {
             Some(reader) => std::thread::scope(|scope| {

@@ -492,9 +492,9 @@ impl Store {
 
     /// Refreshes the planner's statistics after bulk writes.
     pub fn optimize(&mut self) -> Result<(), StoreError> {
-        let sql = match self.conn.backend() {
-            db::Backend::Sqlite => "PRAGMA optimize",
-            db::Backend::Postgres => "ANALYZE",
+        let sql = match self.conn.engine() {
+            db::Engine::Sqlite => "PRAGMA optimize",
+            db::Engine::Postgres => "ANALYZE",
         };
         self.conn.execute_batch(sql).map_err(|e| self.sql(e))
     }
