@@ -586,6 +586,10 @@ pub fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     }
 }
 
+/// The advisory lock every PostgreSQL write transaction holds (`cachewarden` in ASCII, less
+/// its last byte).
+pub const WRITER_LOCK: i64 = 0x0063_6163_6865_7761;
+
 /// A PostgreSQL connection with its statements, prepared once each.
 pub struct PgConn {
     client: RefCell<Option<postgres::Client>>,
@@ -638,12 +642,17 @@ impl PgConn {
         usize::try_from(count).map_err(|_| DbError::Value(format!("{count} rows")))
     }
 
+    /// Starts a write transaction holding the store's writer lock, as SQLite's `BEGIN
+    /// IMMEDIATE` does: writers take turns, so ids are handed out in commit order and the run
+    /// chain is appended to by one writer at a time. The lock is the transaction's own (no
+    /// session state), released when it ends, by a killed client too.
     fn begin(&self) -> DbResult<()> {
-        let mut sql = String::from("BEGIN");
+        let mut sql = String::from("BEGIN; ");
         if !self.per_transaction.is_empty() {
-            sql.push_str("; ");
             sql.push_str(&self.per_transaction);
+            sql.push_str("; ");
         }
+        sql.push_str(&format!("SELECT pg_advisory_xact_lock({WRITER_LOCK})"));
         self.with_client(|client| client.batch_execute(&sql))
     }
 }

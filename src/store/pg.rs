@@ -19,10 +19,6 @@ pub fn pg_schema_version() -> usize {
     PG_MIGRATION_SQL.len()
 }
 
-/// Every migration takes this transaction-scoped advisory lock first: concurrent `db migrate`
-/// runs queue rather than race. (`cachewarden` in ASCII.)
-const MIGRATION_LOCK: i64 = 0x6361_6368_6577_6172;
-
 /// The PostgreSQL URL `path` spells, if it is one.
 pub(crate) fn postgres_url(path: &Path) -> Result<Option<PgUrl>, StoreError> {
     let Some(text) = path.to_str() else {
@@ -67,7 +63,6 @@ impl Store {
         let path = store.path.clone();
         let tx = store.conn.transaction().map_err(|e| super::sql_error(&path, e))?;
         let run = || -> Result<usize, DbError> {
-            tx.query_row("SELECT pg_advisory_xact_lock(?1)", [MIGRATION_LOCK], |_| Ok(()))?;
             let (found, _) = pg_version(&tx)?;
             let from = usize::try_from(found).unwrap_or(usize::MAX);
             for sql in PG_MIGRATION_SQL.iter().take(latest).skip(from) {
