@@ -624,7 +624,13 @@ impl PgConn {
             return Ok(stmt.clone());
         }
         let text = pg_sql(sql);
-        let stmt = self.with_client(|client| client.prepare(&text))?;
+        let stmt = self
+            .with_client(|client| client.prepare(&text))
+            .inspect_err(|_| {
+                if std::env::var_os("CACHEWARDEN_DEBUG_SQL").is_some() {
+                    eprintln!("cachewarden: PostgreSQL refused: {text}");
+                }
+            })?;
         self.statements
             .borrow_mut()
             .insert(sql.to_owned(), stmt.clone());
@@ -820,6 +826,9 @@ pub fn pg_sql(sql: &str) -> String {
 const DIALECT: &[(&str, &str)] = &[
     // The separator of packed tag lists.
     ("char(31)", "chr(31)"),
+    // SQLite's join-order hint, always with an `ON` in the store's queries, which
+    // PostgreSQL's CROSS JOIN does not take.
+    ("CROSS JOIN", "JOIN"),
 ];
 
 impl Db {
@@ -904,16 +913,6 @@ impl Db {
             Self::Postgres(conn) => conn.with_client(|client| {
                 client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             }),
-        }
-    }
-
-    /// Whether a table exists (SQLite's schema, PostgreSQL's current schema).
-    pub fn last_insert_rowid(&self) -> DbResult<i64> {
-        match self {
-            Self::Sqlite(conn) => Ok(conn.last_insert_rowid()),
-            Self::Postgres(_) => Err(DbError::Value(
-                "last_insert_rowid has no PostgreSQL form: use RETURNING".to_owned(),
-            )),
         }
     }
 }

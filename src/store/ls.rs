@@ -108,10 +108,10 @@ impl Store {
                           max(r.started_at)
                    FROM pipeline_current p
                    LEFT JOIN runs r ON r.pipeline_id = p.id
-                        AND (?2 IS NULL OR r.builder_id = (SELECT id FROM builders WHERE name = ?2))
-                        AND (?3 IS NULL OR r.started_at >= ?3)
-                        AND (?4 IS NULL OR r.started_at <= ?4)
-                   WHERE ?1 IS NULL OR p.name = ?1
+                        AND (CAST(?2 AS TEXT) IS NULL OR r.builder_id = (SELECT id FROM builders WHERE name = ?2))
+                        AND (CAST(?3 AS BIGINT) IS NULL OR r.started_at >= ?3)
+                        AND (CAST(?4 AS BIGINT) IS NULL OR r.started_at <= ?4)
+                   WHERE CAST(?1 AS TEXT) IS NULL OR p.name = ?1
                    GROUP BY p.id
                    HAVING NOT ?5 OR count(r.id) > 0
                    ORDER BY max(r.started_at) DESC NULLS LAST, p.name
@@ -146,10 +146,10 @@ impl Store {
                    FROM runs r
                    JOIN pipelines p ON p.id = r.pipeline_id
                    LEFT JOIN builders b ON b.id = r.builder_id
-                   WHERE (?1 IS NULL OR p.name = ?1)
-                     AND (?2 IS NULL OR b.name = ?2)
-                     AND (?3 IS NULL OR r.started_at >= ?3)
-                     AND (?4 IS NULL OR r.started_at <= ?4)
+                   WHERE (CAST(?1 AS TEXT) IS NULL OR p.name = ?1)
+                     AND (CAST(?2 AS TEXT) IS NULL OR b.name = ?2)
+                     AND (CAST(?3 AS BIGINT) IS NULL OR r.started_at >= ?3)
+                     AND (CAST(?4 AS BIGINT) IS NULL OR r.started_at <= ?4)
                    ORDER BY r.started_at DESC, r.id DESC
                    LIMIT ?5";
         self.rows(
@@ -177,10 +177,10 @@ impl Store {
                           max(r.finished_at)
                    FROM builders b
                    LEFT JOIN runs r ON r.builder_id = b.id
-                        AND (?1 IS NULL OR r.pipeline_id = (SELECT id FROM pipelines WHERE name = ?1))
-                        AND (?3 IS NULL OR r.started_at >= ?3)
-                        AND (?4 IS NULL OR r.started_at <= ?4)
-                   WHERE ?2 IS NULL OR b.name = ?2
+                        AND (CAST(?1 AS TEXT) IS NULL OR r.pipeline_id = (SELECT id FROM pipelines WHERE name = ?1))
+                        AND (CAST(?3 AS BIGINT) IS NULL OR r.started_at >= ?3)
+                        AND (CAST(?4 AS BIGINT) IS NULL OR r.started_at <= ?4)
+                   WHERE CAST(?2 AS TEXT) IS NULL OR b.name = ?2
                    GROUP BY b.id
                    HAVING NOT ?5 OR count(r.id) > 0
                    ORDER BY max(r.finished_at) DESC NULLS LAST, b.name
@@ -222,12 +222,12 @@ impl Store {
                    JOIN builders b ON b.id = m.builder_id
                    LEFT JOIN events e ON e.kind IN ('read_mount', 'wrote_mount')
                         AND e.target = m.id
-                        AND (?3 IS NULL OR e.at >= ?3)
-                        AND (?4 IS NULL OR e.at <= ?4)
-                        AND (?1 IS NULL OR e.run_id IN (
+                        AND (CAST(?3 AS BIGINT) IS NULL OR e.at >= ?3)
+                        AND (CAST(?4 AS BIGINT) IS NULL OR e.at <= ?4)
+                        AND (CAST(?1 AS TEXT) IS NULL OR e.run_id IN (
                             SELECT r.id FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
                             WHERE p.name = ?1))
-                   WHERE ?2 IS NULL OR b.name = ?2
+                   WHERE CAST(?2 AS TEXT) IS NULL OR b.name = ?2
                    GROUP BY m.id
                    HAVING NOT ?5 OR count(e.id) > 0
                    ORDER BY last_use DESC NULLS LAST, b.name, m.mount_id, m.id
@@ -265,7 +265,7 @@ impl Store {
                           (SELECT count(*) FROM actions a
                            WHERE a.incident_id = i.id AND a.state = 'failed')
                    FROM incidents i
-                   WHERE (?1 IS NULL OR i.opened_at >= ?1) AND (?2 IS NULL OR i.opened_at <= ?2)
+                   WHERE (CAST(?1 AS BIGINT) IS NULL OR i.opened_at >= ?1) AND (CAST(?2 AS BIGINT) IS NULL OR i.opened_at <= ?2)
                    ORDER BY i.opened_at DESC, i.id DESC
                    LIMIT ?3";
         self.rows(sql, params![f.since, f.until, f.sql_limit()], |row| {
@@ -309,7 +309,7 @@ impl Store {
     pub fn run_names(&self, pipeline: Option<&str>) -> Result<Vec<String>, StoreError> {
         self.rows(
             "SELECT p.name, r.run_key, r.step FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
-             WHERE ?1 IS NULL OR p.name = ?1 OR NOT EXISTS (SELECT 1 FROM pipelines WHERE name = ?1)
+             WHERE CAST(?1 AS TEXT) IS NULL OR p.name = ?1 OR NOT EXISTS (SELECT 1 FROM pipelines WHERE name = ?1)
              ORDER BY r.started_at DESC, r.id DESC LIMIT ?2",
             params![pipeline, RUN_CANDIDATES],
             |row| {

@@ -50,7 +50,7 @@ impl Store {
     ) -> Result<Vec<(String, String)>, StoreError> {
         self.rows(
             "SELECT DISTINCT b.name, m.mount_id FROM mounts m JOIN builders b ON b.id = m.builder_id
-             WHERE ?1 IS NULL OR b.name = ?1 ORDER BY 1, 2",
+             WHERE CAST(?1 AS TEXT) IS NULL OR b.name = ?1 ORDER BY 1, 2",
             [builder],
             |row| row.try_into(),
         )

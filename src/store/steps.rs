@@ -153,7 +153,7 @@ impl Store {
              JOIN builders b ON b.id = h.builder_id
              JOIN runs r ON r.id = h.run_id
              JOIN pipelines p ON p.id = r.pipeline_id
-             WHERE h.matched_by = 'unrecorded' AND (?1 IS NULL OR h.completed_at >= ?1)
+             WHERE h.matched_by = 'unrecorded' AND (CAST(?1 AS BIGINT) IS NULL OR h.completed_at >= ?1)
              ORDER BY h.completed_at, h.id",
             [since],
             |row| {

@@ -1026,9 +1026,10 @@ fn insert_purge(
         "INSERT INTO purges (kind, builder_id, mount, at, source, method, author, recorded_at,
              forced, reason, incident_id, action_seq, claimed_method, claimed_author,
              claimed_recorded_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+         RETURNING id",
     )?
-    .execute(params![
+    .query_row(params![
         kind,
         builder_id,
         mount,
@@ -1044,8 +1045,7 @@ fn insert_purge(
         claimed.and_then(|c| c.method.as_deref()),
         claimed.and_then(|c| c.author.as_deref()),
         claimed.and_then(|c| c.recorded_at),
-    ])?;
-    tx.last_insert_rowid()
+    ], |row| row.get(0))
 }
 
 #[cfg(test)]
