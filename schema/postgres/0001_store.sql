@@ -459,3 +459,11 @@ CREATE TABLE schema_version (
     writable_by BIGINT NOT NULL
 );
 INSERT INTO schema_version (version, writable_by) VALUES (0, 0);
+
+-- Locks shared by every machine using the store (PostgreSQL only: an SQLite store's sweep lock is
+-- a file beside it). A holder on the same host whose process is gone is taken over.
+CREATE TABLE store_locks (
+    name     TEXT PRIMARY KEY,
+    owner    TEXT NOT NULL,
+    taken_at BIGINT NOT NULL
+);

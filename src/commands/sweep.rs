@@ -42,7 +42,11 @@ pub async fn sweep(
     let mut store = open_existing_store(db)?;
     // Held until the sweep returns: the kernel drops it if the process dies.
     let _lock = if args.execute {
-        let lock = SweepLock::take(db)?;
+        let lock = if store.locks_in_store() {
+            SweepLock::in_store(db)?
+        } else {
+            SweepLock::take(db)?
+        };
         let closed = store.close_interrupted_sweeps()?;
         if closed > 0 {
             printer.warn(format!(
@@ -342,12 +346,39 @@ fn finish_metrics(path: Option<&Path>, mut m: SweepMetrics, clock: Instant) -> R
     Ok(())
 }
 
-/// An exclusive lock on `<db>.sweep.lock`, held while a sweep executes.
-struct SweepLock {
-    _file: File,
+/// An exclusive lock held while a sweep executes: on `<db>.sweep.lock` beside an SQLite
+/// store, or a row of a PostgreSQL store (shared by every machine that sweeps it).
+enum SweepLock {
+    File(#[allow(dead_code)] File),
+    Store { store: Box<Store>, owner: String },
+}
+
+impl Drop for SweepLock {
+    fn drop(&mut self) {
+        if let Self::Store { store, owner } = self {
+            let _ = store.release_lock("sweep", owner);
+        }
+    }
 }
 
 impl SweepLock {
+    /// The lock kept in the store itself, on a connection of its own.
+    fn in_store(db: &Path) -> Result<Self> {
+        let mut store = Box::new(open_existing_store(db)?);
+        let owner = format!(
+            "{}:{}",
+            crate::ingest::builder::hostname(),
+            std::process::id()
+        );
+        if let Some(holder) = store.take_lock("sweep", &owner)? {
+            return Err(RefusedError(format!(
+                "another sweep is running ({holder}); this one did nothing"
+            ))
+            .into());
+        }
+        Ok(Self::Store { store, owner })
+    }
+
     fn take(db: &Path) -> Result<Self> {
         let mut path = db.as_os_str().to_owned();
         path.push(".sweep.lock");
@@ -390,7 +421,7 @@ impl SweepLock {
             .set_len(0)
             .and_then(|()| file.rewind())
             .and_then(|()| file.write_all(note.as_bytes()));
-        Ok(Self { _file: file })
+        Ok(Self::File(file))
     }
 }
 

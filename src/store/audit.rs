@@ -66,8 +66,12 @@ impl Store {
         repository: &str,
     ) -> Result<HashMap<String, String>, StoreError> {
         self.rows(
-            "SELECT tag, digest, max(last_seen) FROM audit_tags
-             WHERE registry = ?1 AND repository = ?2 GROUP BY tag",
+            "SELECT t.tag, t.digest FROM audit_tags t
+             WHERE t.registry = ?1 AND t.repository = ?2
+               AND t.last_seen = (SELECT max(u.last_seen) FROM audit_tags u
+                                  WHERE u.registry = t.registry AND u.repository = t.repository
+                                    AND u.tag = t.tag)
+             ORDER BY t.tag, t.digest",
             params![registry, repository],
             |row| row.try_into(),
         )

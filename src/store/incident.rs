@@ -215,7 +215,7 @@ impl Store {
         self.conn
             .prepare_cached(
                 "UPDATE actions SET state = ?2, outcome = ?3, error = ?4, finished_at = ?5, duration_us = ?6,
-                    started_at = ?5 - ?6, attempts = attempts + 1
+                    started_at = CAST(?5 AS BIGINT) - CAST(?6 AS BIGINT), attempts = attempts + 1
                  WHERE id = ?1",
             )
             .and_then(|mut stmt| stmt.execute(params![action, state, outcome, error, time::now(), duration_us]))
@@ -536,7 +536,7 @@ fn parse_driver(value: &str) -> Option<Driver> {
 }
 
 /// Lock owners are `host:pid`: a holder on this host whose process is gone holds nothing.
-fn process_alive(owner: &str) -> bool {
+pub(super) fn process_alive(owner: &str) -> bool {
     let Some((host, pid)) = owner.rsplit_once(':') else {
         return true;
     };

@@ -112,7 +112,7 @@ impl Store {
                         AND (CAST(?3 AS BIGINT) IS NULL OR r.started_at >= ?3)
                         AND (CAST(?4 AS BIGINT) IS NULL OR r.started_at <= ?4)
                    WHERE CAST(?1 AS TEXT) IS NULL OR p.name = ?1
-                   GROUP BY p.id
+                   GROUP BY p.id, p.name, p.project, p.trust_level
                    HAVING NOT ?5 OR count(r.id) > 0
                    ORDER BY max(r.started_at) DESC NULLS LAST, p.name
                    LIMIT ?6";
@@ -228,7 +228,7 @@ impl Store {
                             SELECT r.id FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
                             WHERE p.name = ?1))
                    WHERE CAST(?2 AS TEXT) IS NULL OR b.name = ?2
-                   GROUP BY m.id
+                   GROUP BY m.id, b.id
                    HAVING NOT ?5 OR count(e.id) > 0
                    ORDER BY last_use DESC NULLS LAST, b.name, m.mount_id, m.id
                    LIMIT ?6";

@@ -131,7 +131,7 @@ impl Store {
         until: Micros,
     ) -> Result<(Vec<Writer>, Vec<Writer>), StoreError> {
         let all: Vec<Writer> = self.rows(
-            "SELECT DISTINCT p.name, r.run_key, r.step, r.trust_level, r.started_at, r.finished_at
+            "SELECT DISTINCT p.name, r.run_key, r.step, r.trust_level, r.started_at, r.finished_at, r.id
              FROM events e JOIN mounts m ON m.id = e.target JOIN builders b ON b.id = m.builder_id
              JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
              WHERE e.kind = 'wrote_mount' AND b.name = ?1 AND m.mount_id = ?2 AND r.started_at <= ?3

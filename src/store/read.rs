@@ -248,7 +248,7 @@ impl Store {
                      WHERE e.kind IN ('created_record', 'reused_record')
                        AND r.builder_id IN (SELECT id FROM b)
                    UNION ALL
-                   SELECT r.id, r.finished_at FROM runs r WHERE r.builder_id IN (SELECT id FROM b))
+                   SELECT r.id, r.finished_at FROM runs r WHERE r.builder_id IN (SELECT id FROM b)) AS uses
                  ORDER BY at DESC, run_id DESC LIMIT 1",
                 params![builder],
                 |row| Ok((row.get(0)?, row.get(1)?)),
@@ -793,7 +793,7 @@ impl Source for Store {
              JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
              WHERE br.builder_id = ?1 AND r.has_records = 1 AND (e.at >= ?2
                OR EXISTS (SELECT 1 FROM run_receipts s WHERE s.run_id = r.id AND s.time_suspect IS NOT NULL))
-             GROUP BY r.id"
+             GROUP BY r.id, p.id"
         );
         self.rows(&sql, params![builder, since], |row| {
             Ok((

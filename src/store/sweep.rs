@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{Store, StoreError, sql_error};
+use crate::store::db::{OptionalExtension, params};
 use crate::plan::{Action, Target};
 use crate::sweep::{CacheRefCandidate, Candidates, MountCandidate, PipelineFacts, RecordCandidate};
 use crate::time::{self, Micros};
@@ -16,6 +17,53 @@ pub struct SweepKinds {
 }
 
 impl Store {
+    /// Whether the store keeps its sweep lock itself (PostgreSQL: a row in `store_locks`,
+    /// shared by every machine) rather than beside its file (SQLite).
+    pub fn locks_in_store(&self) -> bool {
+        self.conn.engine() == crate::store::db::Engine::Postgres
+    }
+
+    /// Takes the lock `name` for `owner` (`host:pid`): `Ok(None)` when taken, else the holder.
+    /// A holder on this host whose process is gone is taken over.
+    pub fn take_lock(&mut self, name: &str, owner: &str) -> Result<Option<String>, StoreError> {
+        let path = self.path.clone();
+        let err = |e| sql_error(&path, e);
+        let tx = self.conn.transaction().map_err(err)?;
+        let holder: Option<(String, Micros)> = tx
+            .query_row(
+                "SELECT owner, taken_at FROM store_locks WHERE name = ?1",
+                [name],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .map_err(err)?;
+        if let Some((holder, at)) = holder
+            && holder != owner
+            && super::incident::process_alive(&holder)
+        {
+            return Ok(Some(format!("{holder} since {}", time::format(at))));
+        }
+        tx.execute(
+            "INSERT INTO store_locks (name, owner, taken_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, taken_at = excluded.taken_at",
+            params![name, owner, time::now()],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok(None)
+    }
+
+    /// Releases the lock `name` if `owner` holds it.
+    pub fn release_lock(&mut self, name: &str, owner: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM store_locks WHERE name = ?1 AND owner = ?2",
+                params![name, owner],
+            )
+            .map(|_| ())
+            .map_err(|e| sql_error(&self.path, e))
+    }
+
     /// Stores a sweep as an incident of kind `sweep` with its plan; returns its id.
     pub fn create_sweep(
         &mut self,
