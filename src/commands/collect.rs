@@ -37,7 +37,7 @@ pub async fn collect(
     }
     // The endpoint a hook recorded, unless the config names the builder: a collect that
     // cannot reach its builder leaves no store behind.
-    let place = match (config.builder(builder), db.exists()) {
+    let place = match (config.builder(builder), crate::store::exists(db)) {
         (None, true) => open_existing_store(db)?
             .plan_context(&BTreeSet::from([builder.to_owned()]), &BTreeSet::new())?
             .builders

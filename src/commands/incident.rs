@@ -378,9 +378,10 @@ async fn purge_locked(
     } else {
         let dir = match &args.evidence_dir {
             Some(dir) => dir.clone(),
+            // Beside an SQLite store; in the current directory for a PostgreSQL one.
             None => store
-                .path()
-                .parent()
+                .file()
+                .and_then(Path::parent)
                 .unwrap_or(Path::new("."))
                 .join("evidence")
                 .join(format!("incident-{}", args.id)),

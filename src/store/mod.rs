@@ -342,6 +342,11 @@ impl Store {
         &self.path
     }
 
+    /// The store's file, for an SQLite store.
+    pub fn file(&self) -> Option<&Path> {
+        (self.conn.engine() == db::Engine::Sqlite).then_some(self.path.as_path())
+    }
+
     fn configure(&mut self) -> Result<(), StoreError> {
         let Some(conn) = self.conn.sqlite() else {
             return Ok(());
@@ -516,6 +521,12 @@ impl Store {
             .and_then(|rows| rows.collect::<Result<C, _>>());
         rows.map_err(|e| self.sql(e))
     }
+}
+
+/// Whether a store may be there to read: an SQLite file that exists, or any PostgreSQL URL
+/// (its server says when it is opened).
+pub fn exists(path: &Path) -> bool {
+    matches!(pg::postgres_url(path), Ok(Some(_))) || path.exists()
 }
 
 /// A store's location for messages: a file's path, or a PostgreSQL URL without its password.

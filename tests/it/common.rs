@@ -39,6 +39,22 @@ pub fn test_store() -> Option<String> {
         .filter(|url| !url.is_empty())
 }
 
+impl Drop for Env {
+    /// A PostgreSQL store goes with its environment.
+    fn drop(&mut self) {
+        if let (Some(admin), Some(url)) = (test_store(), &self.store) {
+            let name = url.rsplit('/').next().unwrap_or_default();
+            let _ = Command::new("psql")
+                .args([
+                    &format!("{admin}/postgres"),
+                    "-qc",
+                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                ])
+                .output();
+        }
+    }
+}
+
 impl Env {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
