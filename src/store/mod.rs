@@ -26,6 +26,7 @@ mod incident;
 mod index;
 mod ls;
 mod mount_audit;
+pub mod postgres;
 mod read;
 mod steps;
 mod sweep;
