@@ -21,6 +21,7 @@ mod integrity;
 mod lifecycle;
 mod ls;
 mod output;
+mod pg_harness;
 mod purge;
 mod purge_facts;
 mod purge_provenance;

@@ -196,7 +196,9 @@ impl PgUrl {
                 }
             };
             *slot = Some(percent_decode(raw).ok_or_else(|| {
-                invalid(format!("the value of `{key}` is not valid percent-encoded UTF-8"))
+                invalid(format!(
+                    "the value of `{key}` is not valid percent-encoded UTF-8"
+                ))
             })?);
         }
         let env_ports = match env("PGPORT").filter(|p| !p.is_empty()) {
@@ -391,7 +393,9 @@ fn with_default_ports(base: &str, ports: &[u16], port_in_query: bool) -> String 
         None => ("", authority),
     };
     let has_port = |chunk: &str| match chunk.strip_prefix('[') {
-        Some(rest) => rest.split_once(']').is_some_and(|(_, r)| r.starts_with(':')),
+        Some(rest) => rest
+            .split_once(']')
+            .is_some_and(|(_, r)| r.starts_with(':')),
         None => chunk.contains(':'),
     };
     if ports.is_empty() || hosts.is_empty() || port_in_query || hosts.split(',').any(has_port) {
@@ -490,11 +494,12 @@ impl Timeouts {
 pub enum ConnectError {
     #[error("cannot connect to `{target}`: no answer within {}", humantime::format_duration(*.after))]
     Timeout { target: String, after: Duration },
-    #[error("cannot connect to `{target}`: {source}")]
+    /// `detail` is the whole cause chain of `error`, which is kept for its SQLSTATE.
+    #[error("cannot connect to `{target}`: {detail}")]
     Connect {
         target: String,
-        #[source]
-        source: postgres::Error,
+        detail: String,
+        error: postgres::Error,
     },
     #[error("cannot connect to `{target}`: TLS: {message}")]
     Tls { target: String, message: String },
@@ -506,7 +511,9 @@ impl ConnectError {
     pub fn unreachable(&self) -> bool {
         match self {
             Self::Timeout { .. } => true,
-            Self::Connect { source, .. } => source.as_db_error().is_none(),
+            Self::Connect { error, .. } => {
+                error.is_closed() || cause_chain(error).any(|cause| cause.is::<std::io::Error>())
+            }
             Self::Tls { .. } => false,
         }
     }
@@ -546,12 +553,43 @@ pub fn connect(url: &PgUrl, timeouts: &Timeouts) -> Result<Client, ConnectError>
     }
     match rx.recv_timeout(limit) {
         Ok(Ok(client)) => Ok(client),
-        Ok(Err(source)) => Err(ConnectError::Connect { target, source }),
+        Ok(Err(error)) => Err(ConnectError::Connect {
+            target,
+            detail: describe(&error),
+            error,
+        }),
         Err(_) => Err(ConnectError::Timeout {
             target,
             after: limit,
         }),
     }
+}
+
+/// The error and its causes, each of them once, as one line; a missing password said as
+/// where it was looked for.
+fn describe(error: &postgres::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in cause_chain(error) {
+        let text = cause.to_string();
+        if !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    let detail = parts.join(": ");
+    if detail.ends_with("password missing") {
+        return "the server asks for a password and none was found: not in the URL, nor in \
+                PGPASSWORD, nor in the password file"
+            .to_owned();
+    }
+    detail
+}
+
+fn cause_chain(
+    error: &postgres::Error,
+) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| {
+        e.source()
+    })
 }
 
 /// Begins a transaction with the statement timeout set for it alone (`SET LOCAL`), which
@@ -605,7 +643,12 @@ mod tests {
         assert!(message.contains("`mysql://...`"), "{message}");
         assert!(!message.contains("hunter2") && !message.contains("db/x"));
 
-        for path in ["store.db", "./postgresql:/store.db", "/var/lib/x.db", "a:/b"] {
+        for path in [
+            "store.db",
+            "./postgresql:/store.db",
+            "/var/lib/x.db",
+            "a:/b",
+        ] {
             match classify_with(path, &env(&[])).unwrap() {
                 Location::File(file) => assert_eq!(file, PathBuf::from(path)),
                 other => panic!("{path}: {other:?}"),
@@ -622,7 +665,10 @@ mod tests {
             "postgresql://u:hunter2@h/d?frobnicate=1",
         ] {
             let message = classify_with(bad, &env(&[])).unwrap_err().to_string();
-            assert!(message.starts_with("`postgresql://...` is not a valid"), "{message}");
+            assert!(
+                message.starts_with("`postgresql://...` is not a valid"),
+                "{message}"
+            );
             assert!(!message.contains("hunter2"), "{message}");
         }
     }
@@ -634,7 +680,10 @@ mod tests {
         let url = pg("postgresql://u:hunter2@h/d?password=also-secret", &[]);
         assert!(url.has_password());
         let shown = format!("{} {url:?}", url.redacted());
-        assert!(!shown.contains("hunter2") && !shown.contains("also-secret"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("also-secret"),
+            "{shown}"
+        );
         let url = pg("postgresql://u@h/d", &[("PGPASSWORD", "from-env")]);
         assert!(url.has_password());
         assert!(!format!("{} {url:?}", url.redacted()).contains("from-env"));
@@ -655,7 +704,10 @@ mod tests {
         let url = pg("postgresql://u@h:1/d", &vars);
         assert_eq!(url.redacted(), "postgresql://u@h:1/d");
         let url = pg("postgresql:///d", &[("PGUSER", "me")]);
-        assert_eq!(url.redacted(), "postgresql://me@%2Fvar%2Frun%2Fpostgresql:5432/d");
+        assert_eq!(
+            url.redacted(),
+            "postgresql://me@%2Fvar%2Frun%2Fpostgresql:5432/d"
+        );
         let url = pg("postgresql://u@h", &[]);
         assert_eq!(url.dbname(), "u");
         let url = pg("postgresql://u@h/d", &[("PGPORT", "7000")]);
@@ -690,7 +742,11 @@ mod tests {
             SslMode::Require
         );
         assert_eq!(
-            pg("postgresql://u@h/d?sslmode=disable", &[("PGSSLMODE", "require")]).ssl_mode(),
+            pg(
+                "postgresql://u@h/d?sslmode=disable",
+                &[("PGSSLMODE", "require")]
+            )
+            .ssl_mode(),
             SslMode::Disable
         );
     }
@@ -698,7 +754,10 @@ mod tests {
     /// verify-ca and verify-full without root certificates are refused before connecting.
     #[test]
     fn verification_needs_roots() {
-        let url = pg("postgresql://u@h/d?sslmode=verify-full", &[("HOME", "/nonexistent")]);
+        let url = pg(
+            "postgresql://u@h/d?sslmode=verify-full",
+            &[("HOME", "/nonexistent")],
+        );
         let Err(err) = connect(&url, &Timeouts::default()) else {
             panic!("connected without roots");
         };
@@ -724,10 +783,19 @@ mod tests {
         };
 
         let vars = [("HOME", home_var), ("PGPASSWORD", "from-env")];
-        assert_eq!(password(&pg("postgresql://u:in-url@h/d", &vars)).unwrap(), "in-url");
-        assert_eq!(password(&pg("postgresql://u@h/d", &vars)).unwrap(), "from-env");
+        assert_eq!(
+            password(&pg("postgresql://u:in-url@h/d", &vars)).unwrap(),
+            "in-url"
+        );
+        assert_eq!(
+            password(&pg("postgresql://u@h/d", &vars)).unwrap(),
+            "from-env"
+        );
         let vars = [("HOME", home_var)];
-        assert_eq!(password(&pg("postgresql://u@h/d", &vars)).unwrap(), "from-file");
+        assert_eq!(
+            password(&pg("postgresql://u@h/d", &vars)).unwrap(),
+            "from-file"
+        );
         assert_eq!(password(&pg("postgresql://other@h/d", &vars)), None);
 
         let elsewhere = home.path().join("elsewhere");
@@ -735,9 +803,15 @@ mod tests {
         std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o600)).unwrap();
         let elsewhere_var = elsewhere.to_str().unwrap();
         let vars = [("HOME", home_var), ("PGPASSFILE", elsewhere_var)];
-        assert_eq!(password(&pg("postgresql://u@h/d", &vars)).unwrap(), "elsewhere");
+        assert_eq!(
+            password(&pg("postgresql://u@h/d", &vars)).unwrap(),
+            "elsewhere"
+        );
         let by_param = format!("postgresql://u@h/d?passfile={elsewhere_var}");
-        assert_eq!(password(&pg(&by_param, &[("HOME", home_var)])).unwrap(), "elsewhere");
+        assert_eq!(
+            password(&pg(&by_param, &[("HOME", home_var)])).unwrap(),
+            "elsewhere"
+        );
 
         std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o644)).unwrap();
         let url = pg("postgresql://u@h/d", &[("HOME", home_var)]);

@@ -199,10 +199,7 @@ mod tests {
     #[test]
     fn comments_and_short_lines_are_skipped() {
         let text = "# *:*:*:*:comment\n*:*:*\n*:*:*:*:\n";
-        assert_eq!(
-            lookup(text, &target("h", 1, "d", "u")).as_deref(),
-            Some("")
-        );
+        assert_eq!(lookup(text, &target("h", 1, "d", "u")).as_deref(), Some(""));
         assert_eq!(lookup("*:*:*:*", &target("h", 1, "d", "u")), None);
     }
 
