@@ -240,6 +240,111 @@ impl PgCluster {
         self.bin.join(name)
     }
 
+    /// Turns TLS on: a certificate authority and a server certificate for `names`
+    /// (`DNS:db.example`, `IP:127.0.0.1`), made with `openssl`, then a configuration reload.
+    /// Returns the authority's certificate, for `sslrootcert`. Plain connections still work.
+    pub fn enable_tls(&self, names: &[&str]) -> PathBuf {
+        let tls = self.dir.join("tls");
+        std::fs::create_dir_all(&tls).expect("tls dir");
+        let openssl = |args: &[&str]| {
+            let out = Command::new(super::token::OPENSSL)
+                .args(args)
+                .current_dir(&tls)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &["-keyout", "ca.key", "-out", "ca.crt", "-days", "2"],
+                &["-subj", "/CN=cachewarden test CA"],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &["-keyout", "server.key", "-out", "server.csr"],
+                &["-subj", "/CN=cachewarden test server"],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            tls.join("server.ext"),
+            format!(
+                "subjectAltName={}\nbasicConstraints=CA:FALSE\n",
+                names.join(",")
+            ),
+        )
+        .expect("extensions");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        let (uid, gid) = pg_ids();
+        for file in ["server.crt", "server.key"] {
+            let path = tls.join(file);
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown");
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("chmod");
+        }
+        std::os::unix::fs::chown(&tls, Some(uid), Some(gid)).expect("chown");
+        let cert = tls.join("server.crt");
+        let key = tls.join("server.key");
+        self.psql(
+            "postgres",
+            &format!(
+                "ALTER SYSTEM SET ssl_cert_file = {}",
+                literal(&cert.display().to_string())
+            ),
+        );
+        self.psql(
+            "postgres",
+            &format!(
+                "ALTER SYSTEM SET ssl_key_file = {}",
+                literal(&key.display().to_string())
+            ),
+        );
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on");
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        let on = super::wait_until(Duration::from_secs(10), || {
+            self.psql("postgres", "SHOW ssl") == "on"
+        });
+        assert!(
+            on,
+            "TLS did not come on: {}",
+            super::log_tail(&self.log(), 2000)
+        );
+        tls.join("ca.crt")
+    }
+
     /// Kills the postmaster with SIGKILL, as a crash would, and waits for it.
     pub fn kill(&self) {
         if let Some(mut child) = self.postmaster.lock().unwrap().take() {

@@ -233,7 +233,7 @@ fn parse(url: &str, vars: &[(&str, String)]) -> PgUrl {
             .map(|(_, v)| v.clone())
     };
     match classify_with(url, &lookup).unwrap() {
-        Location::Postgres(url) => url,
+        Location::Postgres(url) => *url,
         other => panic!("{other:?}"),
     }
 }
@@ -379,4 +379,65 @@ fn connect_gives_up_on_a_silent_server() {
         );
     }
     assert!(held_rx.try_recv().is_ok(), "the connections were accepted");
+}
+
+/// sslmode is libpq's: `disable` is plain, `require` encrypts without checking the
+/// certificate, `verify-ca` checks the chain but not the name, `verify-full` both; a foreign
+/// authority or a certificate for another name is refused, as a server's refusal, not an
+/// unreachable one.
+#[test]
+fn sslmode_encrypts_and_verifies_as_libpq_does() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::start();
+    let ca = cluster.enable_tls(&["DNS:db.example"]);
+    let other = PgCluster::start();
+    let other_ca = other.enable_tls(&["DNS:db.example"]);
+    drop(other);
+    let db = cluster.new_database();
+    let timeouts = Timeouts::default();
+    let home = tempfile::tempdir().unwrap();
+    let vars = [("HOME", home.path().to_str().unwrap().to_owned())];
+    let encrypted = |query: &str| -> Result<bool, ConnectError> {
+        let url = parse(&format!("{}?{query}", db.url), &vars);
+        let mut client = connect::connect(&url, &timeouts)?;
+        let row = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .unwrap();
+        Ok(row.get(0))
+    };
+    let ca = ca.display();
+    assert!(!encrypted("sslmode=disable").unwrap());
+    assert!(encrypted("sslmode=prefer").unwrap());
+    assert!(encrypted("sslmode=require").unwrap());
+    // The certificate names db.example, not 127.0.0.1.
+    assert!(encrypted(&format!("sslmode=verify-ca&sslrootcert={ca}")).unwrap());
+    let err = encrypted(&format!("sslmode=verify-full&sslrootcert={ca}")).unwrap_err();
+    assert!(!err.unreachable(), "{err}");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    // Named as the certificate names it, at the same address.
+    let named = db.url.replace("@127.0.0.1:", "@db.example:");
+    let full = format!("{named}?hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={ca}");
+    let mut client = connect::connect(&parse(&full, &vars), &timeouts).unwrap();
+    let row = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .unwrap();
+    assert!(row.get::<_, bool>(0));
+    let foreign = format!("sslmode=verify-ca&sslrootcert={}", other_ca.display());
+    let err = encrypted(&foreign).unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err}");
+    // With a root file, `require` checks the chain as libpq does.
+    let err = encrypted(&format!(
+        "sslmode=require&sslrootcert={}",
+        other_ca.display()
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err}");
 }

@@ -47,7 +47,7 @@ pub enum Location {
     /// An SQLite file.
     File(PathBuf),
     /// A PostgreSQL database.
-    Postgres(PgUrl),
+    Postgres(Box<PgUrl>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +75,7 @@ pub fn classify_with(value: &str, env: &Env<'_>) -> Result<Location, LocationErr
             if scheme.eq_ignore_ascii_case("postgresql")
                 || scheme.eq_ignore_ascii_case("postgres") =>
         {
-            PgUrl::parse_with(value, env).map(Location::Postgres)
+            PgUrl::parse_with(value, env).map(|url| Location::Postgres(Box::new(url)))
         }
         Some(scheme) => Err(LocationError::OtherScheme { scheme }),
     }
@@ -331,10 +331,19 @@ impl PgUrl {
                 Host::Tcp(name) => encode(name),
                 Host::Unix(path) => encode(&path.to_string_lossy()),
             })
-            .chain(self.config.get_hostaddrs().iter().map(|ip| match ip {
-                std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-                std::net::IpAddr::V4(ip) => ip.to_string(),
-            }))
+            // A `hostaddr` is the address of the host of the same place: shown alone only.
+            .chain(
+                self.config
+                    .get_hosts()
+                    .is_empty()
+                    .then_some(())
+                    .into_iter()
+                    .flat_map(|()| self.config.get_hostaddrs().iter())
+                    .map(|ip| match ip {
+                        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                        std::net::IpAddr::V4(ip) => ip.to_string(),
+                    }),
+            )
             .collect();
         let ports = self.config.get_ports();
         let hosts = hosts
@@ -512,7 +521,17 @@ impl ConnectError {
         match self {
             Self::Timeout { .. } => true,
             Self::Connect { error, .. } => {
-                error.is_closed() || cause_chain(error).any(|cause| cause.is::<std::io::Error>())
+                // tokio-rustls reports a refused certificate as an io error wrapping it.
+                let tls_refusal = cause_chain(error).any(|cause| {
+                    cause.is::<tokio_rustls::rustls::Error>()
+                        || cause
+                            .downcast_ref::<std::io::Error>()
+                            .and_then(|io| io.get_ref())
+                            .is_some_and(|inner| inner.is::<tokio_rustls::rustls::Error>())
+                });
+                !tls_refusal
+                    && (error.is_closed()
+                        || cause_chain(error).any(|cause| cause.is::<std::io::Error>()))
             }
             Self::Tls { .. } => false,
         }
@@ -622,7 +641,7 @@ mod tests {
 
     fn pg(value: &str, vars: &[(&str, &str)]) -> PgUrl {
         match classify_with(value, &env(vars)).unwrap() {
-            Location::Postgres(url) => url,
+            Location::Postgres(url) => *url,
             other => panic!("{other:?}"),
         }
     }
@@ -712,6 +731,10 @@ mod tests {
         assert_eq!(url.dbname(), "u");
         let url = pg("postgresql://u@h/d", &[("PGPORT", "7000")]);
         assert_eq!(url.redacted(), "postgresql://u@h:7000/d");
+        let url = pg("postgresql://u@h/d?hostaddr=10.0.0.1", &[]);
+        assert_eq!(url.redacted(), "postgresql://u@h:5432/d");
+        let url = pg("postgresql://u@/d?hostaddr=10.0.0.1&port=6", &[]);
+        assert_eq!(url.redacted(), "postgresql://u@10.0.0.1:6/d");
         let url = pg("postgresql://u@h:1,[::1]/d", &[("PGPORT", "7000")]);
         assert_eq!(url.redacted(), "postgresql://u@h:1,[::1]:5432/d");
         let err = classify_with("postgresql://h/d", &env(&[("PGPORT", "x")])).unwrap_err();
