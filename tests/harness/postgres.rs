@@ -441,15 +441,17 @@ impl PgCluster {
             .uid(uid)
             .gid(gid)
             .env("LC_ALL", "C");
+        // The spawner thread is of this process, so this is the postmaster's parent.
+        let parent = std::process::id() as libc::pid_t;
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 // Runs after the uid change, which would clear it.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 // The parent may have gone before the prctl.
-                if libc::getppid() == 1 {
+                if libc::getppid() != parent {
                     libc::_exit(1);
                 }
                 Ok(())

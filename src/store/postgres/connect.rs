@@ -293,8 +293,9 @@ impl PgUrl {
         }
 
         let mut warnings = Vec::new();
-        if config.get_password().is_none() {
-            if let Some(password) = env("PGPASSWORD") {
+        // libpq takes an empty password as none given.
+        if config.get_password().is_none_or(<[u8]>::is_empty) {
+            if let Some(password) = env("PGPASSWORD").filter(|p| !p.is_empty()) {
                 config.password(password);
             } else {
                 let passfile = libpq
@@ -512,6 +513,8 @@ pub enum ConnectError {
     },
     #[error("cannot connect to `{target}`: TLS: {message}")]
     Tls { target: String, message: String },
+    #[error("cannot connect to `{target}`: {message}")]
+    Failed { target: String, message: String },
 }
 
 impl ConnectError {
@@ -533,7 +536,7 @@ impl ConnectError {
                     && (error.is_closed()
                         || cause_chain(error).any(|cause| cause.is::<std::io::Error>()))
             }
-            Self::Tls { .. } => false,
+            Self::Tls { .. } | Self::Failed { .. } => false,
         }
     }
 }
@@ -565,7 +568,7 @@ pub fn connect(url: &PgUrl, timeouts: &Timeouts) -> Result<Client, ConnectError>
             let _ = tx.send(config.connect(tls));
         });
     if let Err(err) = spawned {
-        return Err(ConnectError::Tls {
+        return Err(ConnectError::Failed {
             target,
             message: format!("cannot start the connecting thread: {err}"),
         });
@@ -577,9 +580,13 @@ pub fn connect(url: &PgUrl, timeouts: &Timeouts) -> Result<Client, ConnectError>
             detail: describe(&error),
             error,
         }),
-        Err(_) => Err(ConnectError::Timeout {
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(ConnectError::Timeout {
             target,
             after: limit,
+        }),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(ConnectError::Failed {
+            target,
+            message: "the connecting thread ended without an answer".into(),
         }),
     }
 }
@@ -805,6 +812,15 @@ mod tests {
                 .map(|p| String::from_utf8_lossy(p).into_owned())
         };
 
+        let vars = [("HOME", home_var), ("PGPASSWORD", "")];
+        assert_eq!(
+            password(&pg("postgresql://u@h/d", &vars)).unwrap(),
+            "from-file"
+        );
+        assert_eq!(
+            password(&pg("postgresql://u:@h/d", &vars)).unwrap(),
+            "from-file"
+        );
         let vars = [("HOME", home_var), ("PGPASSWORD", "from-env")];
         assert_eq!(
             password(&pg("postgresql://u:in-url@h/d", &vars)).unwrap(),
