@@ -7,7 +7,9 @@
 # (/etc/apt/sources.list.d/cachewarden-trixie.sources) pinned at priority 100
 # (/etc/apt/preferences.d/cachewarden-trixie), so that apt takes a package from trixie only when
 # asked for it by name (`docker-buildx/trixie`): installed and new packages keep coming from
-# Debian 12. It starts and stops no service.
+# Debian 12. It starts and stops no service itself; installing `postgresql` makes Debian's
+# default cluster (`15/main`), which the package starts where the machine lets packages start
+# services. The tests never use it: they start clusters of their own.
 set -euo pipefail
 
 # One package a line. Docker Engine 26, the second engine of the tests, is unpacked beside
@@ -21,6 +23,7 @@ PACKAGES=(
     openssl          # certificates for the TLS registry in the tests
     jq               # the runbooks read JSON output with it
     curl             # an HTTPS client for the collector's TLS test
+    postgresql       # the PostgreSQL store's tests start private clusters with its initdb
 )
 # From Debian 13 on Debian 12 (see above); from the default sources where it is packaged.
 TRIXIE_PACKAGES=(

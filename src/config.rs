@@ -62,6 +62,9 @@ pub struct Config {
     /// Audit settings.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Store connection settings (PostgreSQL).
+    #[serde(default)]
+    pub store: StoreConfig,
     /// Where the file was read from, for messages.
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -172,6 +175,31 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
         }
     }
     go(pattern.as_bytes(), text.as_bytes())
+}
+
+/// The `[store]` table: how a PostgreSQL store is connected to. Durations are written as
+/// `"5s"`, `"500ms"`, `"1m"`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// How long connecting may take, TLS and authentication included [default: 5s].
+    #[serde(default, deserialize_with = "duration")]
+    pub connect_timeout: Option<std::time::Duration>,
+    /// How long one statement may run, `0s` for no limit [default: 30s].
+    #[serde(default, deserialize_with = "duration")]
+    pub statement_timeout: Option<std::time::Duration>,
+}
+
+/// A humantime duration (`"5s"`, `"1m 30s"`).
+fn duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<std::time::Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text).map(Some).map_err(|err| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not a duration such as \"5s\" or \"500ms\": {err}"
+        ))
+    })
 }
 
 /// Purge settings.
@@ -594,6 +622,27 @@ pub fn default_db_path() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `[store]` timeouts are humantime durations; a bare number or a misspelt key is refused
+    /// naming the key.
+    #[test]
+    fn store_timeouts_are_durations() {
+        let config = Config::parse(
+            "[store]\nconnect_timeout = \"2s\"\nstatement_timeout = \"1m 30s\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(config.store.connect_timeout, Some(secs(2)));
+        assert_eq!(config.store.statement_timeout, Some(secs(90)));
+        assert_eq!(Config::default().store.connect_timeout, None);
+        let err = Config::parse("[store]\nconnect_timeout = \"soon\"\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`soon` is not a duration"), "{err}");
+        assert!(Config::parse("[store]\nconnect_timeout = 5\n", Path::new("c.toml")).is_err());
+        assert!(Config::parse("[store]\ntimeout = \"5s\"\n", Path::new("c.toml")).is_err());
+    }
 
     /// `[audit] helper_image` is read, and a misspelt key in `[audit]` is refused.
     #[test]

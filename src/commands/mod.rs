@@ -35,6 +35,7 @@ mod wrap;
 
 pub async fn dispatch(cli: Cli, printer: Printer) -> Result<ExitStatus> {
     let config = Config::load(cli.global.config.as_deref())?;
+    crate::store::configure(&config.store);
     let db = db_path(cli.global.db.as_deref())?;
     match cli.command {
         Command::Record(args) => record::record(args, &db, &config, printer).await,

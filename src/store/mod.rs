@@ -29,7 +29,9 @@ mod index;
 mod ls;
 mod mount_audit;
 mod pg;
-pub(crate) mod postgres;
+pub mod postgres;
+
+pub use pg::configure;
 mod read;
 mod steps;
 mod sweep;

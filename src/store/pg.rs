@@ -11,6 +11,14 @@ use super::db::{Db, DbError, PgConn};
 use super::postgres::connect::{Location, PgUrl, Timeouts};
 use super::{Access, Migrated, Store, StoreError};
 
+/// The timeouts of this process's PostgreSQL connections, from the config's `[store]`.
+static TIMEOUTS: std::sync::OnceLock<Timeouts> = std::sync::OnceLock::new();
+
+/// Sets the timeouts of PostgreSQL connections from the config's `[store]` (once, at start).
+pub fn configure(store: &crate::config::StoreConfig) {
+    let _ = TIMEOUTS.set(Timeouts::from_config(store));
+}
+
 /// PostgreSQL's migrations, in order: version `n` is the first `n` applied.
 const PG_MIGRATION_SQL: &[&str] = &[include_str!("../../schema/postgres/0001_store.sql")];
 
@@ -25,7 +33,7 @@ pub(crate) fn postgres_url(path: &Path) -> Result<Option<PgUrl>, StoreError> {
         return Ok(None);
     };
     match super::postgres::connect::classify(text) {
-        Ok(Location::Postgres(url)) => Ok(Some(url)),
+        Ok(Location::Postgres(url)) => Ok(Some(*url)),
         Ok(Location::File(_)) => Ok(None),
         Err(err) => Err(StoreError::Input(err.to_string())),
     }
@@ -41,7 +49,10 @@ impl Store {
 
     fn connect_postgres(url: &PgUrl, access: Access) -> Result<Self, StoreError> {
         let label = PathBuf::from(url.redacted());
-        let timeouts = Timeouts::from_env();
+        let timeouts = TIMEOUTS.get().copied().unwrap_or_default();
+        for warning in url.warnings() {
+            eprintln!("warning: {warning}");
+        }
         let client = super::postgres::connect::connect(url, &timeouts).map_err(|err| {
             StoreError::Unusable {
                 path: label.clone(),
@@ -49,7 +60,13 @@ impl Store {
             }
         })?;
         Ok(Self {
-            conn: Db::Postgres(PgConn::new(client, timeouts.per_transaction())),
+            conn: Db::Postgres(PgConn::new(
+                client,
+                format!(
+                    "SET LOCAL statement_timeout = {}",
+                    timeouts.statement.as_millis()
+                ),
+            )),
             path: label,
             access,
         })

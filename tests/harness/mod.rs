@@ -8,9 +8,11 @@
 pub mod dockerd;
 pub mod forward;
 pub mod http;
+pub mod postgres;
 pub mod registry;
 
 pub use dockerd::{Dockerd, Engine};
+pub use postgres::{PgCluster, PgDatabase, require_postgres};
 pub use registry::{Registry, RegistryOpts};
 
 use std::path::Path;

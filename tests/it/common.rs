@@ -22,6 +22,13 @@ const CI_VARS: &[&str] = &[
     "CACHEWARDEN_AUDIENCE",
     "ACTIONS_ID_TOKEN_REQUEST_URL",
     "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+    "PGHOST",
+    "PGPORT",
+    "PGUSER",
+    "PGDATABASE",
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGSSLMODE",
 ];
 
 /// A temporary home with its own database path.

@@ -130,6 +130,7 @@ fn install_script_lists_every_package_the_tests_need() {
         "apache2-utils",
         "openssl",
         "docker-buildx",
+        "postgresql",
     ] {
         assert!(
             script

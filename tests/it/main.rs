@@ -21,6 +21,8 @@ mod integrity;
 mod lifecycle;
 mod ls;
 mod output;
+mod pg_harness;
+mod postgres;
 mod purge;
 mod purge_facts;
 mod purge_provenance;

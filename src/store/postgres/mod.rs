@@ -1,3 +1,5 @@
-//! What only a PostgreSQL store needs: where it is and how to connect.
+//! PostgreSQL as the store: where a `--db` URL points and how to connect to it.
 
 pub mod connect;
+mod pgpass;
+mod tls;

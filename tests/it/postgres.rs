@@ -1,0 +1,366 @@
+//! The store on PostgreSQL, on a real server started by the harness: the store-level
+//! integration tests run again with every store in PostgreSQL, the same histories give the
+//! same traces in both stores, and what only a shared store meets (concurrent writers, a
+//! server that dies, a schema from a newer release).
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::{Env, ok};
+use crate::harness::{PgCluster, require_postgres};
+
+/// Tests that stay on SQLite, each group for its reason: they open the store's file with
+/// SQLite to tamper with it or read it, test a file's own semantics (missing, read-only,
+/// locked, WAL, `user_version`), or snapshot `--help`, which shows `CACHEWARDEN_DB`'s value.
+const SQLITE_ONLY: &[&str] = &[
+    // The file itself: tampering, locks, permissions, versions.
+    "chain::",
+    "store_access::",
+    "stored_seeds::",
+    "sweep::the_lock_holds",
+    "cli::newer_schema_is_refused",
+    "cli::a_database_url_is_refused_not_taken_as_a_path",
+    "ls::ls_never_creates_a_store",
+    // Read or edit rows with SQLite directly.
+    "audit::registry_down_gives_a_clear_error_and_no_findings",
+    "cli::llb_mount_ids_are_normalized",
+    "lifecycle::second_concurrent_execution_is_refused",
+    "ls::incident_open_stores_absolute_times",
+    "purge::kill_nine_mid_purge_then_rerun",
+    "purge::registry_stopped_mid_purge_then_rerun_completes",
+    "purge_facts::",
+    "serve::a_flood_of_refusals_is_kept_only_up_to_the_allowance",
+    "serve::a_receipt_edited_in_the_store_is_caught_by_verify_log",
+    "serve::bodies_that_contradict_the_token_are_refused",
+    "serve::forged_and_unusable_tokens_are_refused",
+    "serve::kill_9_mid_write_loses_nothing_sent_again",
+    "serve::late_and_time_suspect_runs_are_marked",
+    "serve::valid_tokens_record_the_run_their_claims_name",
+    "serve::wrap_sends_its_override_to_the_collector",
+    // `--help` snapshots.
+    "_help",
+    "cli::help",
+];
+
+/// Tests of builders run on one store only (the builders are what they test).
+const BUILDER_TESTS: &[&str] = &[
+    "docker20",
+    "docker26",
+    "audit_mounts::",
+    "buildkit::",
+    "collect::",
+    "dockerfile::",
+    "scenarios::",
+    "wrap::",
+    "build::",
+];
+
+/// A role that may create databases, and the URL prefix (no database name) it logs in with.
+fn suite_admin(cluster: &PgCluster) -> String {
+    let role = format!("cw_suite_{}", std::process::id());
+    let password = format!("pw{}", std::process::id());
+    cluster.create_role(&role, &password);
+    cluster.psql("postgres", &format!("ALTER ROLE {role} CREATEDB"));
+    format!("postgresql://{role}:{password}@127.0.0.1:{}", cluster.port())
+}
+
+/// The password in a `postgresql://user:password@...` URL.
+fn password_of(url: &str) -> &str {
+    let credentials = url.split('@').next().unwrap();
+    credentials.rsplit(':').next().unwrap()
+}
+
+/// A fresh store on the shared cluster, its schema made by `db migrate`.
+fn pg_store(cluster: &PgCluster) -> String {
+    let url = cluster.database();
+    let env = Env::new();
+    ok(env.cmd().args(["--db", &url, "db", "migrate"]));
+    url
+}
+
+/// The store-level integration tests pass with every store in PostgreSQL: this binary runs
+/// itself again with `CACHEWARDEN_TEST_PG` set, which gives each test environment a database
+/// of its own on the shared cluster.
+#[test]
+fn store_level_tests_pass_on_postgres() {
+    if !require_postgres() || std::env::var_os("CACHEWARDEN_TEST_PG").is_some() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let admin = suite_admin(cluster);
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.env("CACHEWARDEN_TEST_PG", &admin)
+        .args(["--test-threads", "2", "--skip", "postgres::", "--skip", "pg_harness::"]);
+    for skip in SQLITE_ONLY.iter().chain(BUILDER_TESTS) {
+        cmd.args(["--skip", skip]);
+    }
+    let out = cmd.output().expect("run the suite again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout
+        .lines()
+        .filter(|line| line.starts_with("test result:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    eprintln!("on PostgreSQL: {summary}");
+    assert!(
+        out.status.success(),
+        "store-level tests failed on PostgreSQL:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passed: usize = summary
+        .split_whitespace()
+        .skip_while(|word| *word != "ok.")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(passed >= 100, "only {passed} tests ran on PostgreSQL");
+}
+
+/// A generated fleet imported into SQLite and into PostgreSQL gives byte-identical trace JSON,
+/// from every kind of seed, with time and without, over several random fleets.
+#[test]
+fn the_same_histories_trace_the_same_in_both_stores() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    for seed in [1_u64, 7, 42] {
+        let env = Env::new();
+        let fleet = env.path().join("fleet.jsonl");
+        ok(env.cmd().args([
+            "bench",
+            "generate",
+            "--runs",
+            "400",
+            "--pipelines",
+            "12",
+            "--builders",
+            "3",
+            "--mounts",
+            "20",
+            "--seed",
+            &seed.to_string(),
+            "-o",
+            fleet.to_str().unwrap(),
+        ]));
+        let sqlite = env.path().join("fleet.db");
+        let pg = pg_store(cluster);
+        for db in [sqlite.to_str().unwrap(), pg.as_str()] {
+            ok(env
+                .cmd()
+                .args(["--db", db, "import", fleet.to_str().unwrap()]));
+        }
+        let mut seeds: Vec<Vec<String>> = Vec::new();
+        for p in [0, 3, 11] {
+            seeds.push(vec!["--pipeline".into(), format!("p{p}")]);
+        }
+        seeds.push(vec!["--builder".into(), "b1".into()]);
+        seeds.push(vec!["--run".into(), "p2/17-1/Dockerfile".into()]);
+        seeds.push(vec![
+            "--pipeline".into(),
+            "p5".into(),
+            "--since".into(),
+            "2026-02-01".into(),
+        ]);
+        let mut compared = 0;
+        for seed_args in &seeds {
+            for ignore_time in [false, true] {
+                let trace = |db: &str| {
+                    let mut cmd = env.cmd();
+                    cmd.args(["--db", db, "trace", "--format", "json"])
+                        .args(seed_args);
+                    if ignore_time {
+                        cmd.arg("--ignore-time");
+                    }
+                    let out = cmd.output().unwrap();
+                    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+                };
+                let (lite_code, lite) = trace(sqlite.to_str().unwrap());
+                let (pg_code, on_pg) = trace(&pg);
+                assert_eq!(lite_code, pg_code, "seed {seed}, {seed_args:?}");
+                assert!(
+                    lite == on_pg,
+                    "fleet {seed}, {seed_args:?}, ignore_time {ignore_time}: the traces differ"
+                );
+                compared += usize::from(lite_code == Some(0) && lite.len() > 100);
+            }
+        }
+        assert!(compared >= 6, "fleet {seed}: only {compared} traces found anything");
+        let export = |db: &str| ok(env.cmd().args(["--db", db, "export"]));
+        assert_eq!(export(sqlite.to_str().unwrap()), export(&pg), "fleet {seed}");
+    }
+}
+
+/// 64 `record` processes at once against one PostgreSQL store: every run is stored, none
+/// fails, and the run chain verifies.
+#[test]
+fn sixty_four_concurrent_records_lose_nothing() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let db = pg_store(cluster);
+    let env = Env::new();
+    let children: Vec<_> = (0..64)
+        .map(|i| {
+            env.cmd()
+                .args([
+                    "--db",
+                    &db,
+                    "record",
+                    "--pipeline",
+                    &format!("team/p{}", i % 8),
+                    "--run",
+                    &format!("r{i}"),
+                    "--builder",
+                    "shared",
+                    "--cache-from",
+                    &format!("reg.example/team/cache:main@{}", crate::common::digest('a')),
+                    "--mount",
+                    "/root/.cache/pip",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stderr.is_empty() || !String::from_utf8_lossy(&out.stderr).contains("error"));
+    }
+    let export = ok(env.cmd().args(["--db", &db, "export"]));
+    let runs: BTreeSet<String> = export
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|line| line["type"] == "run")
+        .map(|line| line["run"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(runs.len(), 64, "{runs:?}");
+    ok(env.cmd().args(["--db", &db, "verify-log"]));
+}
+
+/// A server killed in the middle of an import: the import exits 3 naming the store, what it
+/// committed is whole batches, and the rerun after a restart stores exactly what an import
+/// into SQLite does.
+#[test]
+fn a_server_killed_mid_import_exits_3_and_the_rerun_completes() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::start();
+    let db = cluster.database();
+    let env = Env::new();
+    ok(env.cmd().args(["--db", &db, "db", "migrate"]));
+    let fleet = env.path().join("fleet.jsonl");
+    ok(env.cmd().args([
+        "bench",
+        "generate",
+        "--runs",
+        "3000",
+        "--pipelines",
+        "30",
+        "--builders",
+        "4",
+        "--mounts",
+        "60",
+        "-o",
+        fleet.to_str().unwrap(),
+    ]));
+    let import = || {
+        env.cmd()
+            .args(["--db", &db, "import", "--batch-size", "200"])
+            .arg(&fleet)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let child = import();
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("error")).count(), 1, "{stderr}");
+    assert!(!stderr.contains(password_of(&db)), "the password is never shown: {stderr}");
+    cluster.restart();
+    let out = import().wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sqlite = env.path().join("whole.db");
+    ok(env.cmd().args(["--db", sqlite.to_str().unwrap(), "import"]).arg(&fleet));
+    let export = |db: &str| ok(env.cmd().args(["--db", db, "export"]));
+    assert_eq!(export(&db), export(sqlite.to_str().unwrap()));
+    ok(env.cmd().args(["--db", &db, "verify-log"]));
+}
+
+/// A store migrated by a newer release is refused with exit 3 naming both versions, unless
+/// that release says this one may still write it (its migrations only added).
+#[test]
+fn a_newer_schema_is_refused_unless_it_says_this_release_may_write() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let db = pg_store(cluster);
+    let env = Env::new();
+    let name = db.rsplit('/').next().unwrap();
+    let record = |run: &str| {
+        env.cmd()
+            .args(["--db", &db, "record", "--pipeline", "p", "--run", run])
+            .output()
+            .unwrap()
+    };
+    cluster.psql(name, "UPDATE schema_version SET version = 99, writable_by = 99");
+    let out = record("1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("99") && stderr.contains("newer"), "{stderr}");
+    assert!(!stderr.contains(password_of(&db)), "{stderr}");
+    cluster.psql(name, "UPDATE schema_version SET writable_by = 1");
+    let out = record("2");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A database with no cachewarden schema is refused with the command that creates it, and
+/// nothing is created by a command that records.
+#[test]
+fn only_db_migrate_creates_the_schema() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let db = cluster.database();
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .args(["--db", &db, "record", "--pipeline", "p", "--run", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("cachewarden db migrate"), "{stderr}");
+    let name = db.rsplit('/').next().unwrap();
+    let tables = cluster.psql(
+        name,
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+    );
+    assert_eq!(tables.trim(), "0");
+    let migrated = ok(env.cmd().args(["--db", &db, "db", "migrate"]));
+    let again = env
+        .cmd()
+        .args(["--db", &db, "db", "migrate"])
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("nothing to migrate"),
+        "{migrated}"
+    );
+}
