@@ -678,7 +678,35 @@ pub enum DbCommand {
     /// never migrate: they refuse an older store with exit 3 (`check`, which fails closed,
     /// with 5). Commands that write migrate it as they open it. Older cachewarden hooks refuse
     /// a store once it is migrated: upgrade them first.
+    ///
+    /// On PostgreSQL only `db migrate` changes the schema: run it as the schema's owner. It
+    /// creates the schema in an empty database.
     Migrate,
+    /// Give an existing PostgreSQL role what hooks or responders may do with this store.
+    ///
+    /// `hook`: read every table, add provenance (runs, events, receipts, the run chain), never
+    /// update or delete a row, never open incidents, journals or sweeps. `responder`: everything.
+    /// Run as the schema's owner; `--print` only shows the SQL, for a DBA to review.
+    Grant(GrantArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GrantArgs {
+    /// The database role, which must exist (`CREATE ROLE ... LOGIN PASSWORD ...`)
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// What the role may do
+    #[arg(long, value_enum)]
+    pub role: GrantRoleArg,
+    /// Print the statements instead of running them
+    #[arg(long)]
+    pub print: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GrantRoleArg {
+    Hook,
+    Responder,
 }
 
 #[derive(Debug, Subcommand)]

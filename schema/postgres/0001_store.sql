@@ -467,3 +467,65 @@ CREATE TABLE store_locks (
     owner    TEXT COLLATE "C" NOT NULL,
     taken_at BIGINT NOT NULL
 );
+
+-- The upserts of the CI hook's writes. The hook role may insert and read, never update: these
+-- functions, run with the schema owner's rights, are the only way it changes a row that is
+-- already there, and each does exactly what the SQLite store's statement of the same shape
+-- does (src/store/write.rs): widen first and last seen times, fill a builder's driver and
+-- endpoint, move a record's last use forward.
+CREATE FUNCTION cw_upsert_builder(p_name TEXT, p_driver TEXT, p_endpoint TEXT) RETURNS BIGINT
+LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    INSERT INTO builders AS b (name, driver, endpoint) VALUES (p_name, p_driver, p_endpoint)
+    ON CONFLICT (name) DO UPDATE SET
+        driver = coalesce(excluded.driver, b.driver),
+        endpoint = coalesce(excluded.endpoint, b.endpoint)
+    RETURNING id
+$$;
+
+CREATE FUNCTION cw_upsert_artifact(p_backend TEXT, p_locator TEXT, p_digest TEXT, p_key TEXT,
+                                   p_seen BIGINT) RETURNS BIGINT
+LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    INSERT INTO artifacts AS a (backend, locator, digest, key, first_seen)
+    VALUES (p_backend, p_locator, p_digest, p_key, p_seen)
+    ON CONFLICT (backend, locator, digest, key) DO UPDATE SET
+        first_seen = least(a.first_seen, excluded.first_seen)
+    RETURNING id
+$$;
+
+CREATE FUNCTION cw_upsert_artifact_tag(p_artifact BIGINT, p_tag TEXT, p_seen BIGINT) RETURNS VOID
+LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    INSERT INTO artifact_tags AS t (artifact_id, tag, first_seen, last_seen)
+    VALUES (p_artifact, p_tag, p_seen, p_seen)
+    ON CONFLICT (artifact_id, tag) DO UPDATE SET
+        first_seen = least(t.first_seen, excluded.first_seen),
+        last_seen = greatest(t.last_seen, excluded.last_seen)
+$$;
+
+CREATE FUNCTION cw_upsert_mount(p_builder BIGINT, p_namespace TEXT, p_mount TEXT) RETURNS BIGINT
+LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    INSERT INTO mounts AS m (builder_id, namespace, mount_id) VALUES (p_builder, p_namespace, p_mount)
+    ON CONFLICT (builder_id, mount_id, namespace) DO UPDATE SET namespace = excluded.namespace
+    RETURNING id
+$$;
+
+CREATE FUNCTION cw_upsert_record(p_builder BIGINT, p_record TEXT, p_type TEXT, p_description TEXT,
+                                 p_created BIGINT, p_last_used BIGINT, p_size BIGINT) RETURNS BIGINT
+LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    INSERT INTO builder_records AS r
+        (builder_id, record_id, record_type, description, created_at, last_used_at, size)
+    VALUES (p_builder, p_record, p_type, p_description, p_created, p_last_used, p_size)
+    ON CONFLICT (builder_id, record_id) DO UPDATE SET
+        last_used_at = CASE
+            WHEN excluded.last_used_at IS NULL THEN r.last_used_at
+            WHEN r.last_used_at IS NULL THEN excluded.last_used_at
+            ELSE greatest(r.last_used_at, excluded.last_used_at) END,
+        size = coalesce(excluded.size, r.size)
+    RETURNING id
+$$;
+
+REVOKE EXECUTE ON FUNCTION cw_upsert_builder(TEXT, TEXT, TEXT),
+    cw_upsert_artifact(TEXT, TEXT, TEXT, TEXT, BIGINT),
+    cw_upsert_artifact_tag(BIGINT, TEXT, BIGINT),
+    cw_upsert_mount(BIGINT, TEXT, TEXT),
+    cw_upsert_record(BIGINT, TEXT, TEXT, TEXT, BIGINT, BIGINT, BIGINT)
+    FROM PUBLIC;

@@ -31,7 +31,7 @@ mod mount_audit;
 mod pg;
 pub mod postgres;
 
-pub use pg::configure;
+pub use pg::{GrantRole, configure, grant_sql};
 mod read;
 mod steps;
 mod sweep;

@@ -168,3 +168,212 @@ fn pg_version(db: &Db) -> Result<(i64, i64), DbError> {
         |row| Ok((row.get(0)?, row.get(1)?)),
     )
 }
+
+/// What a role may do with a PostgreSQL store: `cachewarden db grant NAME --role ...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantRole {
+    /// The CI hooks and collectors: read everything, add provenance, change nothing.
+    Hook,
+    /// The responders: everything else (incidents, journals, sweeps, audits, imports).
+    Responder,
+}
+
+/// Every table of the PostgreSQL schema (a test holds it to the schema's own list).
+const TABLES: &[&str] = &[
+    "pipelines",
+    "builders",
+    "runs",
+    "artifacts",
+    "artifact_tags",
+    "mounts",
+    "builder_records",
+    "events",
+    "purges",
+    "incidents",
+    "actions",
+    "incident_digests",
+    "containment_overrides",
+    "verifications",
+    "audit_manifests",
+    "audit_tags",
+    "audits",
+    "manifest_facts",
+    "event_pages",
+    "artifact_pages",
+    "record_pages",
+    "pipeline_changes",
+    "run_observations",
+    "event_details",
+    "run_truncations",
+    "acceptances",
+    "run_build_refs",
+    "build_history",
+    "run_receipts",
+    "collector_refusals",
+    "run_chain",
+    "mount_snapshots",
+    "mount_snapshot_files",
+    "step_events",
+    "schema_version",
+    "store_locks",
+];
+
+/// The views of the PostgreSQL schema, which both roles read.
+const VIEWS: &[&str] = &["pipeline_current"];
+
+/// The tables a hook adds rows to itself: a run with its events and observations, the
+/// collector's receipts and refusals, the run chain, manifest facts, and a containment
+/// override a user forced. Builders, artifacts, tags, mounts and builder records it adds
+/// through the `cw_upsert_*` functions; the packed pages through the owner's triggers.
+const HOOK_INSERTS: &[&str] = &[
+    "pipelines",
+    "pipeline_changes",
+    "runs",
+    "events",
+    "event_details",
+    "run_observations",
+    "run_truncations",
+    "run_build_refs",
+    "step_events",
+    "run_receipts",
+    "collector_refusals",
+    "run_chain",
+    "manifest_facts",
+    "containment_overrides",
+];
+
+/// The functions a hook calls for the upserts it may not do as updates.
+const HOOK_FUNCTIONS: &[&str] = &[
+    "cw_upsert_builder(TEXT, TEXT, TEXT)",
+    "cw_upsert_artifact(TEXT, TEXT, TEXT, TEXT, BIGINT)",
+    "cw_upsert_artifact_tag(BIGINT, TEXT, BIGINT)",
+    "cw_upsert_mount(BIGINT, TEXT, TEXT)",
+    "cw_upsert_record(BIGINT, TEXT, TEXT, TEXT, BIGINT, BIGINT, BIGINT)",
+];
+
+/// A role name as a quoted SQL identifier; refused when PostgreSQL could not take it as given
+/// (empty, over 63 bytes, which it would truncate, or holding a NUL).
+pub fn quote_role(name: &str) -> Result<String, StoreError> {
+    if name.is_empty() || name.len() > 63 || name.contains('\0') {
+        return Err(StoreError::Input(format!(
+            "role name `{}` cannot be used: a PostgreSQL role name is 1 to 63 bytes with no NUL",
+            name.escape_debug()
+        )));
+    }
+    Ok(format!("\"{}\"", name.replace('"', "\"\"")))
+}
+
+/// The statements that give `role` what `kind` may do, after taking back whatever it had.
+pub fn grant_sql(role: &str, kind: GrantRole) -> Result<Vec<String>, StoreError> {
+    let role = quote_role(role)?;
+    let mut sql = vec![
+        format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}"),
+        format!("REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {role}"),
+        format!("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA public FROM {role}"),
+        format!("GRANT USAGE ON SCHEMA public TO {role}"),
+    ];
+    match kind {
+        GrantRole::Hook => {
+            sql.push(format!(
+                "GRANT SELECT ON {}, {} TO {role}",
+                TABLES.join(", "),
+                VIEWS.join(", ")
+            ));
+            sql.push(format!("GRANT INSERT ON {} TO {role}", HOOK_INSERTS.join(", ")));
+            sql.push(format!("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"));
+            for function in HOOK_FUNCTIONS {
+                sql.push(format!("GRANT EXECUTE ON FUNCTION {function} TO {role}"));
+            }
+        }
+        GrantRole::Responder => {
+            sql.push(format!("GRANT SELECT ON {} TO {role}", VIEWS.join(", ")));
+            sql.push(format!(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {role}",
+                TABLES.join(", ")
+            ));
+            sql.push(format!(
+                "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role}"
+            ));
+            sql.push(format!("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {role}"));
+        }
+    }
+    Ok(sql)
+}
+
+impl Store {
+    /// Applies [`grant_sql`] to an existing role, in one transaction, as the schema's owner.
+    pub fn grant(path: &Path, role: &str, kind: GrantRole) -> Result<(), StoreError> {
+        let Some(url) = postgres_url(path)? else {
+            return Err(StoreError::Input(
+                "db grant: roles are PostgreSQL's; this store is an SQLite file".to_owned(),
+            ));
+        };
+        let sql = grant_sql(role, kind)?;
+        let mut store = Self::open_postgres(&url, Access::Write)?;
+        let label = store.path.clone();
+        let tx = store
+            .conn
+            .transaction()
+            .map_err(|e| super::sql_error(&label, e))?;
+        let exists: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = ?1)",
+                [role],
+                |row| row.get(0),
+            )
+            .map_err(|e| super::sql_error(&label, e))?;
+        if !exists {
+            return Err(StoreError::NotFound(format!(
+                "no role `{}` in the database server: create it first (CREATE ROLE ... LOGIN)",
+                role.escape_debug()
+            )));
+        }
+        tx.execute_batch(&sql.join(";\n"))
+            .map_err(|e| super::sql_error(&label, e))?;
+        tx.commit().map_err(|e| super::sql_error(&label, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table list is the schema's: a new table cannot be left out of the grants.
+    #[test]
+    fn every_table_is_granted() {
+        let schema: std::collections::BTreeSet<&str> = PG_MIGRATION_SQL
+            .iter()
+            .flat_map(|sql| sql.lines())
+            .filter_map(|line| line.strip_prefix("CREATE TABLE "))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .collect();
+        let listed: std::collections::BTreeSet<&str> = TABLES.iter().copied().collect();
+        assert_eq!(schema, listed);
+        let views: std::collections::BTreeSet<&str> = PG_MIGRATION_SQL
+            .iter()
+            .flat_map(|sql| sql.lines())
+            .filter_map(|line| line.strip_prefix("CREATE VIEW "))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .collect();
+        assert_eq!(views, VIEWS.iter().copied().collect());
+        assert!(HOOK_INSERTS.iter().all(|t| listed.contains(t)));
+        for never in ["incidents", "actions", "purges", "acceptances", "store_locks"] {
+            assert!(!HOOK_INSERTS.contains(&never), "{never}");
+        }
+    }
+
+    /// A role name is always one quoted identifier, whatever it holds.
+    #[test]
+    fn role_names_are_quoted_never_spliced() {
+        assert_eq!(quote_role("ci").unwrap(), "\"ci\"");
+        assert_eq!(
+            quote_role("x\"; DROP TABLE runs; --").unwrap(),
+            "\"x\"\"; DROP TABLE runs; --\""
+        );
+        assert!(quote_role("").is_err());
+        assert!(quote_role(&"a".repeat(64)).is_err());
+        let hook = grant_sql("ci hook", GrantRole::Hook).unwrap().join(";");
+        assert!(hook.contains("TO \"ci hook\""));
+        assert!(!hook.contains("UPDATE") && !hook.contains("DELETE"));
+    }
+}

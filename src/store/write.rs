@@ -467,6 +467,15 @@ fn capped_level(
     }
 }
 
+/// The statement of an upsert: SQLite's own, or on PostgreSQL the function that does the same
+/// with the schema owner's rights (the hook role may not update rows).
+fn upsert<'a>(tx: &Transaction<'_>, sqlite: &'a str, postgres: &'a str) -> &'a str {
+    match tx.engine() {
+        crate::store::db::Engine::Sqlite => sqlite,
+        crate::store::db::Engine::Postgres => postgres,
+    }
+}
+
 pub(super) fn upsert_builder(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
@@ -479,13 +488,15 @@ pub(super) fn upsert_builder(
         return Ok(*id);
     }
     let id = tx
-        .prepare_cached(
+        .prepare_cached(upsert(
+            tx,
             "INSERT INTO builders (name, driver, endpoint) VALUES (?1, ?2, ?3)
              ON CONFLICT (name) DO UPDATE SET
                 driver = coalesce(excluded.driver, builders.driver),
                 endpoint = coalesce(excluded.endpoint, builders.endpoint)
              RETURNING id",
-        )?
+            "SELECT cw_upsert_builder(?1, ?2, ?3)",
+        ))?
         .query_row(
             params![
                 builder.name,
@@ -540,14 +551,16 @@ pub(super) fn upsert_artifact(
         Some(id) => *id,
         None => {
             let id = tx
-                .prepare_cached(
+                .prepare_cached(upsert(
+                    tx,
                     "INSERT INTO artifacts (backend, locator, digest, key, first_seen)
                      VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (backend, locator, digest, key) DO UPDATE SET
                         first_seen = CASE WHEN excluded.first_seen < artifacts.first_seen
                                      THEN excluded.first_seen ELSE artifacts.first_seen END
                      RETURNING id",
-                )?
+                    "SELECT cw_upsert_artifact(?1, ?2, ?3, ?4, ?5)",
+                ))?
                 .query_row(
                     params![ident.0.as_str(), ident.1, ident.2, ident.3, seen],
                     |row| row.get(0),
@@ -557,14 +570,16 @@ pub(super) fn upsert_artifact(
         }
     };
     if let Some(tag) = &artifact.tag {
-        tx.prepare_cached(
+        tx.prepare_cached(upsert(
+            tx,
             "INSERT INTO artifact_tags (artifact_id, tag, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)
              ON CONFLICT (artifact_id, tag) DO UPDATE SET
                 first_seen = CASE WHEN excluded.first_seen < artifact_tags.first_seen
                              THEN excluded.first_seen ELSE artifact_tags.first_seen END,
                 last_seen = CASE WHEN excluded.last_seen > artifact_tags.last_seen
                             THEN excluded.last_seen ELSE artifact_tags.last_seen END",
-        )?
+            "SELECT cw_upsert_artifact_tag(?1, ?2, ?3)",
+        ))?
         .execute(params![id, tag, seen])?;
     }
     Ok(id)
@@ -581,11 +596,13 @@ fn upsert_mount(
         return Ok(*id);
     }
     let id = tx
-        .prepare_cached(
+        .prepare_cached(upsert(
+            tx,
             "INSERT INTO mounts (builder_id, namespace, mount_id) VALUES (?1, ?2, ?3)
              ON CONFLICT (builder_id, mount_id, namespace) DO UPDATE SET namespace = excluded.namespace
              RETURNING id",
-        )?
+            "SELECT cw_upsert_mount(?1, ?2, ?3)",
+        ))?
         .query_row(params![builder, mount.namespace, mount.id], |row| row.get(0))?;
     cache.mounts.insert(ident, id);
     Ok(id)
@@ -602,7 +619,8 @@ fn upsert_record(
         return Ok(*id);
     }
     let id = tx
-        .prepare_cached(
+        .prepare_cached(upsert(
+            tx,
             "INSERT INTO builder_records
                 (builder_id, record_id, record_type, description, created_at, last_used_at, size)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -615,7 +633,8 @@ fn upsert_record(
                     ELSE builder_records.last_used_at END,
                 size = coalesce(excluded.size, builder_records.size)
              RETURNING id",
-        )?
+            "SELECT cw_upsert_record(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        ))?
         .query_row(
             params![
                 builder,

@@ -364,3 +364,132 @@ fn only_db_migrate_creates_the_schema() {
         "{migrated}"
     );
 }
+
+/// `psql` as whoever `url` names, over TCP.
+fn psql_as(cluster: &PgCluster, url: &str, sql: &str) -> std::process::Output {
+    Command::new(cluster.program("psql"))
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+        .env_remove("PGPASSWORD")
+        .output()
+        .expect("run psql")
+}
+
+/// A hook role records and traces, but PostgreSQL refuses every UPDATE and DELETE it tries on
+/// every table, and any row it tries to add to incidents, journals, purges or sweeps; a
+/// responder role opens an incident.
+#[test]
+fn the_hook_role_only_adds_provenance() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let store = cluster.new_database();
+    let env = Env::new();
+    ok(env.cmd().args(["--db", &store.url, "db", "migrate"]));
+    let role_url = |role: &str, password: &str| {
+        format!(
+            "postgresql://{role}:{password}@127.0.0.1:{}/{}",
+            store.port, store.name
+        )
+    };
+    let (hook, responder) = (format!("{}_hook", store.name), format!("{}_resp", store.name));
+    cluster.create_role(&hook, "hook-pw");
+    cluster.create_role(&responder, "resp-pw");
+    ok(env.cmd().args(["--db", &store.url, "db", "grant", &hook, "--role", "hook"]));
+    ok(env
+        .cmd()
+        .args(["--db", &store.url, "db", "grant", &responder, "--role", "responder"]));
+    let hook_url = role_url(&hook, "hook-pw");
+    for run in ["1", "2"] {
+        ok(env.cmd().args([
+            "--db",
+            &hook_url,
+            "record",
+            "--pipeline",
+            "team/app",
+            "--run",
+            run,
+            "--builder",
+            "b1",
+            "--cache-from",
+            &format!("reg.example/team/cache:main@{}", crate::common::digest('c')),
+            "--cache-to",
+            "type=registry,ref=reg.example/team/cache:main",
+            "--mount",
+            "/root/.cache/pip",
+        ]));
+    }
+    let trace = ok(env
+        .cmd()
+        .args(["--db", &hook_url, "trace", "--pipeline", "team/app", "--format", "json"]));
+    assert!(trace.contains("team/app"), "{trace}");
+    let tables = cluster.psql(
+        &store.name,
+        "SELECT c.table_name || ' ' || c.column_name FROM information_schema.columns c
+         WHERE c.table_schema = 'public' AND c.ordinal_position = 1 ORDER BY 1",
+    );
+    let tables: Vec<(&str, &str)> = tables
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .collect();
+    assert!(tables.len() > 30, "{tables:?}");
+    for (table, column) in &tables {
+        for sql in [
+            format!("UPDATE {table} SET {column} = {column}"),
+            format!("DELETE FROM {table}"),
+        ] {
+            let out = psql_as(cluster, &hook_url, &sql);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success() && stderr.contains("permission denied"),
+                "the hook role ran `{sql}`: {stderr}"
+            );
+        }
+    }
+    for sql in [
+        "INSERT INTO incidents (title, opened_at, opened_by, seeds, trace) VALUES ('x', 0, 'x', '{}', '{}')",
+        "INSERT INTO purges (kind, builder_id, at) VALUES ('builder', 1, 0)",
+        "INSERT INTO store_locks (name, owner, taken_at) VALUES ('sweep', 'x', 0)",
+    ] {
+        let out = psql_as(cluster, &hook_url, sql);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+            "the hook role ran `{sql}`"
+        );
+    }
+    let out = env
+        .cmd()
+        .args(["--db", &hook_url, "incident", "open", "--pipeline", "team/app"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let opened = ok(env.cmd().args([
+        "--db",
+        &role_url(&responder, "resp-pw"),
+        "incident",
+        "open",
+        "--pipeline",
+        "team/app",
+    ]));
+    assert!(!opened.is_empty());
+}
+
+/// `db grant --print` shows the statements, the role name quoted as one identifier however it
+/// is spelt, and changes nothing.
+#[test]
+fn db_grant_print_quotes_the_role() {
+    let env = Env::new();
+    let sql = ok(env.cmd().args([
+        "--db",
+        "postgresql://owner@127.0.0.1:1/none",
+        "db",
+        "grant",
+        "ci\"; DROP TABLE runs; --",
+        "--role",
+        "hook",
+        "--print",
+    ]));
+    assert!(sql.contains("TO \"ci\"\"; DROP TABLE runs; --\";"), "{sql}");
+    assert!(sql.contains("GRANT INSERT ON pipelines"), "{sql}");
+    assert!(!sql.contains("UPDATE") && !sql.contains("DELETE"), "{sql}");
+}

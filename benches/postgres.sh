@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Benchmark of the PostgreSQL store beside the SQLite one, on this machine.
+#
+#   benches/postgres.sh [RUNS] [RECORD_CALLS] [PIPELINE...]
+#
+# Starts a private PostgreSQL cluster (Debian's postgresql, run as the `postgres` user on a
+# loopback port, fsync on), generates a synthetic fleet of RUNS runs (default 100000), and for
+# each store prints side by side:
+#   - `import` of the fleet into an empty store: wall time and events per second;
+#   - RECORD_CALLS (default 100) `record` calls against the imported store, process start
+#     included, over TCP for PostgreSQL: median and p95;
+#   - `trace --pipeline P --format json` (time-aware) for each PIPELINE (default p17 and p50,
+#     the largest seed of the trace benchmark): the median of 3 runs, and the ratio.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-100000}
+calls=${2:-100}
+shift 2 || true
+pipelines=("$@")
+[ ${#pipelines[@]} -gt 0 ] || pipelines=(p17 p50)
+cargo build --release --quiet
+bin=$(pwd)/${CARGO_TARGET_DIR:-target}/release/cachewarden
+pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+work=$(mktemp -d)
+chown postgres: "$work"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+pid=
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+runuser -u postgres -- "$pgbin/initdb" -D "$work/pg" -A trust -U postgres >/dev/null
+runuser -u postgres -- "$pgbin/postgres" -D "$work/pg" -p "$port" -k "$work" \
+    -c listen_addresses=127.0.0.1 -c shared_buffers=256MB >"$work/pg.log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$port" && break; sleep 0.1; done
+psql -q "postgresql://postgres@127.0.0.1:$port/postgres" -c "CREATE DATABASE bench"
+pg="postgresql://postgres@127.0.0.1:$port/bench"
+lite="$work/fleet.db"
+"$bin" --db "$pg" db migrate >/dev/null 2>&1
+
+"$bin" bench generate --runs "$runs" -o "$work/fleet.jsonl" 2>"$work/gen.txt"
+events=$(grep -o 'about [0-9]*' "$work/gen.txt" | grep -o '[0-9]*')
+echo "fleet: $runs runs, about $events events"
+
+seconds() { echo "scale=3; ($2 - $1) / 1000000000" | bc; }
+
+declare -A import_s
+for store in sqlite postgres; do
+    db=$lite
+    [ "$store" = postgres ] && db=$pg
+    start=$(date +%s%N)
+    "$bin" --db "$db" import "$work/fleet.jsonl" 2>/dev/null
+    end=$(date +%s%N)
+    import_s[$store]=$(seconds "$start" "$end")
+    echo "import, $store: ${import_s[$store]} s = $(echo "$events / ${import_s[$store]}" | bc) events/s"
+done
+echo "import ratio postgres/sqlite: x$(echo "scale=2; ${import_s[postgres]} / ${import_s[sqlite]}" | bc)"
+
+for store in sqlite postgres; do
+    db=$lite
+    [ "$store" = postgres ] && db=$pg
+    : >"$work/times"
+    for i in $(seq 1 "$calls"); do
+        start=$(date +%s%N)
+        "$bin" --db "$db" record --pipeline "p$((i % 5000))" --run "bench-$i" --builder b7 \
+            --cache-from "registry.example.com/p1/cache:main@sha256:$(printf '%064x' "$i")" \
+            --cache-to type=inline --image "registry.example.com/p1/app:$i" --mount /root/.cache/pip \
+            2>/dev/null
+        end=$(date +%s%N)
+        echo $(((end - start) / 1000)) >>"$work/times"
+    done
+    sort -n "$work/times" >"$work/sorted"
+    median=$(awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}' "$work/sorted")
+    p95=$(awk '{a[NR]=$1} END {print a[int(NR*0.95)]}' "$work/sorted")
+    echo "record, $store: median $(echo "scale=2; $median / 1000" | bc) ms, p95 $(echo "scale=2; $p95 / 1000" | bc) ms ($calls calls, process start included)"
+done
+
+median_of_3() {
+    local times=()
+    for _ in 1 2 3; do
+        /usr/bin/time -o "$work/time.txt" -f "%e" "$@" >"$work/out.json" 2>/dev/null
+        times+=("$(tail -1 "$work/time.txt")")
+    done
+    printf '%s\n' "${times[@]}" | sort -n | sed -n 2p
+}
+for p in "${pipelines[@]}"; do
+    l=$(median_of_3 "$bin" --db "$lite" trace --pipeline "$p" --format json)
+    lsum=$(sha256sum <"$work/out.json")
+    g=$(median_of_3 "$bin" --db "$pg" trace --pipeline "$p" --format json)
+    gsum=$(sha256sum <"$work/out.json")
+    same=identical
+    [ "$lsum" = "$gsum" ] || same=DIFFERENT
+    echo "trace $p: sqlite $l s, postgres $g s, x$(echo "scale=2; $g / $l" | bc) ($same JSON)"
+done
