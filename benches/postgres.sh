@@ -7,10 +7,11 @@
 # loopback port, fsync on), generates a synthetic fleet of RUNS runs (default 100000), and for
 # each store prints side by side:
 #   - `import` of the fleet into an empty store: wall time and events per second;
-#   - RECORD_CALLS (default 100) `record` calls against the imported store, process start
-#     included, over TCP for PostgreSQL: median and p95;
 #   - `trace --pipeline P --format json` (time-aware) for each PIPELINE (default p17 and p50,
-#     the largest seed of the trace benchmark): the median of 3 runs, and the ratio.
+#     the largest seed of the trace benchmark): the median of 3 runs, the ratio, and whether
+#     the two stores' JSON is identical;
+#   - RECORD_CALLS (default 100) `record` calls against the imported store, process start
+#     included, over TCP for PostgreSQL: median and p95.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-100000}
@@ -56,6 +57,24 @@ for store in sqlite postgres; do
 done
 echo "import ratio postgres/sqlite: x$(echo "scale=2; ${import_s[postgres]} / ${import_s[sqlite]}" | bc)"
 
+median_of_3() {
+    local times=()
+    for _ in 1 2 3; do
+        /usr/bin/time -o "$work/time.txt" -f "%e" "$@" >"$work/out.json" 2>/dev/null
+        times+=("$(tail -1 "$work/time.txt")")
+    done
+    printf '%s\n' "${times[@]}" | sort -n | sed -n 2p
+}
+for p in "${pipelines[@]}"; do
+    l=$(median_of_3 "$bin" --db "$lite" trace --pipeline "$p" --format json)
+    lsum=$(sha256sum <"$work/out.json")
+    g=$(median_of_3 "$bin" --db "$pg" trace --pipeline "$p" --format json)
+    gsum=$(sha256sum <"$work/out.json")
+    same=identical
+    [ "$lsum" = "$gsum" ] || same=DIFFERENT
+    echo "trace $p: sqlite $l s, postgres $g s, x$(echo "scale=2; $g / $l" | bc) ($same JSON)"
+done
+
 for store in sqlite postgres; do
     db=$lite
     [ "$store" = postgres ] && db=$pg
@@ -73,22 +92,4 @@ for store in sqlite postgres; do
     median=$(awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}' "$work/sorted")
     p95=$(awk '{a[NR]=$1} END {print a[int(NR*0.95)]}' "$work/sorted")
     echo "record, $store: median $(echo "scale=2; $median / 1000" | bc) ms, p95 $(echo "scale=2; $p95 / 1000" | bc) ms ($calls calls, process start included)"
-done
-
-median_of_3() {
-    local times=()
-    for _ in 1 2 3; do
-        /usr/bin/time -o "$work/time.txt" -f "%e" "$@" >"$work/out.json" 2>/dev/null
-        times+=("$(tail -1 "$work/time.txt")")
-    done
-    printf '%s\n' "${times[@]}" | sort -n | sed -n 2p
-}
-for p in "${pipelines[@]}"; do
-    l=$(median_of_3 "$bin" --db "$lite" trace --pipeline "$p" --format json)
-    lsum=$(sha256sum <"$work/out.json")
-    g=$(median_of_3 "$bin" --db "$pg" trace --pipeline "$p" --format json)
-    gsum=$(sha256sum <"$work/out.json")
-    same=identical
-    [ "$lsum" = "$gsum" ] || same=DIFFERENT
-    echo "trace $p: sqlite $l s, postgres $g s, x$(echo "scale=2; $g / $l" | bc) ($same JSON)"
 done

@@ -847,13 +847,6 @@ impl Db {
         }
     }
 
-    pub fn postgres(&self) -> Option<&PgConn> {
-        match self {
-            Self::Postgres(conn) => Some(conn),
-            Self::Sqlite(_) => None,
-        }
-    }
-
     pub fn execute(&self, sql: &str, params: impl Params) -> DbResult<usize> {
         let values = params.values()?;
         match self {

@@ -104,7 +104,8 @@ impl<'s> TraceSource<'s> {
                 Some(0) => {
                     self.budget = None;
                     let started = Instant::now();
-                    self.index = Index::load(&self.store.conn, &self.store.path, self.store.access)
+                    let reader = self.store.appended_reader();
+                    self.index = Index::load(&self.store.conn, reader)
                         .map_err(|e| sql_error(&self.store.path, e))?;
                     self.load_time = Some(started.elapsed());
                 }
@@ -141,6 +142,18 @@ impl Drop for TraceSource<'_> {
 /// everything).
 fn appended_reader(path: &Path, access: Access) -> Option<Db> {
     super::reopen_read_only(path, access)
+}
+
+impl Store {
+    /// The second connection [`Index::load`] reads on: SQLite's file opened again (see
+    /// [`appended_reader`]); on PostgreSQL a new connection that takes on this one's snapshot
+    /// (`pg_export_snapshot`), so both read exactly the same state.
+    fn appended_reader(&self) -> Option<Db> {
+        match self.conn.engine() {
+            Engine::Sqlite => appended_reader(&self.path, self.access),
+            Engine::Postgres => self.pg_snapshot_reader(),
+        }
+    }
 }
 
 /// Store ids as array positions. Loading gives up (and the trace goes on with queries) when
@@ -938,7 +951,7 @@ impl Index {
     /// Reads the graph; `None` when it cannot be held as arrays (ids too large). The events,
     /// the artifacts' identities and the builder records are read on a second connection
     /// while `conn` reads the other tables.
-    fn load(conn: &Db, path: &Path, access: Access) -> crate::store::db::DbResult<Option<Self>> {
+    fn load(conn: &Db, reader: Option<Db>) -> crate::store::db::DbResult<Option<Self>> {
         let slots = some_or_skip!(Slots::read(conn)?);
         type Appended = (Events, Artifacts, Records);
         let appended = |conn: &Db| -> crate::store::db::DbResult<Option<Appended>> {
@@ -946,12 +959,6 @@ impl Index {
             let artifacts = some_or_skip!(Artifacts::load(conn, &slots)?);
             let records = some_or_skip!(Records::load(conn, &slots)?);
             Ok(Some((events, artifacts, records)))
-        };
-        // PostgreSQL's ids are not committed in order: a second connection could see rows the
-        // first one's snapshot does not, below its largest id. One connection reads there.
-        let reader = match conn.engine() {
-            Engine::Sqlite => appended_reader(path, access),
-            Engine::Postgres => None,
         };
         let (appended, tables) = match reader {
             Some(reader) => std::thread::scope(|scope| {
@@ -1478,7 +1485,7 @@ mod tests {
                 // A run seen earlier, that imported `x` and a new artifact `y`.
                 std::fs::write(&file, line("2", "2025-12-01", &[&x, &y]) + "\n").unwrap();
                 import(db, file.to_str().unwrap());
-                let index = Index::load(&store.conn, &path, Access::Write)
+                let index = Index::load(&store.conn, appended_reader(&path, Access::Write))
                     .unwrap()
                     .unwrap();
                 // `x` keeps the first sighting of the snapshot; `y` is not there.

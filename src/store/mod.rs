@@ -202,6 +202,8 @@ pub struct Migrated {
 /// The provenance store.
 pub struct Store {
     conn: Db,
+    /// A PostgreSQL store's URL, for a second connection.
+    pg_url: Option<postgres::connect::PgUrl>,
     path: PathBuf,
     access: Access,
 }
@@ -267,6 +269,7 @@ impl Store {
         })?;
         let mut store = Self {
             conn: Db::Sqlite(conn),
+            pg_url: None,
             path: path.to_path_buf(),
             access: Access::Write,
         };
@@ -332,6 +335,7 @@ impl Store {
         })?;
         let store = Self {
             conn: Db::Sqlite(conn),
+            pg_url: None,
             path: path.to_path_buf(),
             access,
         };

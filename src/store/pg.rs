@@ -60,6 +60,7 @@ impl Store {
             }
         })?;
         Ok(Self {
+            pg_url: Some(url.clone()),
             conn: Db::Postgres(PgConn::new(
                 client,
                 format!(
@@ -70,6 +71,32 @@ impl Store {
             path: label,
             access,
         })
+    }
+
+    /// A second connection reading this one's snapshot: `None` outside a repeatable-read
+    /// transaction, or when the server takes no more connections (then this one reads alone).
+    pub(super) fn pg_snapshot_reader(&self) -> Option<Db> {
+        let url = self.pg_url.as_ref()?;
+        let snapshot: String = self
+            .conn
+            .query_row("SELECT pg_export_snapshot()", [], |row| row.get(0))
+            .ok()?;
+        // An id such as `00000003-0000001B-1`; nothing else is spliced into the statement.
+        if !snapshot
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() || b == b'-')
+        {
+            return None;
+        }
+        let timeouts = TIMEOUTS.get().copied().unwrap_or_default();
+        let client = super::postgres::connect::connect(url, &timeouts).ok()?;
+        let reader = Db::Postgres(PgConn::new(client, String::new()));
+        reader
+            .execute_batch(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'"
+            ))
+            .ok()?;
+        Some(reader)
     }
 
     /// `db migrate` on PostgreSQL: creates the schema in an empty database, or brings an

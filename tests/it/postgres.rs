@@ -20,7 +20,6 @@ const SQLITE_ONLY: &[&str] = &[
     "stored_seeds::",
     "sweep::the_lock_holds",
     "cli::newer_schema_is_refused",
-    "cli::a_database_url_is_refused_not_taken_as_a_path",
     "ls::ls_never_creates_a_store",
     // Read or edit rows with SQLite directly.
     "audit::registry_down_gives_a_clear_error_and_no_findings",

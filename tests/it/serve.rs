@@ -1350,3 +1350,64 @@ fn a_flood_of_refusals_is_kept_only_up_to_the_allowance() {
         "{metrics}"
     );
 }
+
+/// Two collectors in front of one PostgreSQL store take runs at once from hooks that reach
+/// either: every run is stored once (a run sent again to the other collector is a repeat, 200),
+/// and the run chain over them verifies.
+#[test]
+fn two_collectors_share_one_postgresql_store() {
+    if !crate::harness::require_postgres() {
+        return;
+    }
+    let db = crate::harness::PgCluster::shared().database();
+    let env = Env::new();
+    ok(env.cmd().args(["--db", &db, "db", "migrate"]));
+    let rsa = Key::rsa(env.path(), "rsa-1");
+    let issuer = Issuer::start(&[&rsa]);
+    let config = env.write(
+        "collector.toml",
+        &oidc::config(&issuer, "github", "[server]\nruns_per_minute = 0\n"),
+    );
+    let collectors: std::sync::Arc<Vec<Collector>> = std::sync::Arc::new(
+        (0..2)
+            .map(|_| {
+                let mut cmd = serve_cmd(&env, &config);
+                cmd.args(["--db", &db]);
+                Collector::start(cmd, 0)
+            })
+            .collect(),
+    );
+    let runs = 60usize;
+    let sent: Vec<(String, Value)> = (0..runs)
+        .map(|i| {
+            let run = format!("{}", 5000 + i);
+            let token = rsa.sign(&oidc::github_claims(&issuer.url, "acme/web", "build", &run));
+            (token, oidc::run_line("acme/web/build", &format!("{run}-1")))
+        })
+        .collect();
+    let sent = std::sync::Arc::new(sent);
+    let workers: Vec<_> = (0..6)
+        .map(|w| {
+            let (sent, collectors) = (sent.clone(), collectors.clone());
+            std::thread::spawn(move || {
+                for i in (w..sent.len()).step_by(6) {
+                    let (token, line) = &sent[i];
+                    let response = collectors[i % 2].post(token, line);
+                    assert_eq!(response.status, 201, "{}", response.text());
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    let (token, line) = &sent[0];
+    assert_eq!(collectors[1].post(token, line).status, 200);
+    let export = ok(env.cmd().args(["--db", &db, "export"]));
+    let stored = export
+        .lines()
+        .filter(|l| l.contains("\"type\":\"run\""))
+        .count();
+    assert_eq!(stored, runs);
+    ok(env.cmd().args(["--db", &db, "verify-log"]));
+}
