@@ -224,6 +224,7 @@ const TABLES: &[&str] = &[
     "audit_manifests",
     "audit_tags",
     "audits",
+    "audit_findings",
     "manifest_facts",
     "event_pages",
     "artifact_pages",
@@ -246,7 +247,7 @@ const TABLES: &[&str] = &[
 ];
 
 /// The views of the PostgreSQL schema, which both roles read.
-const VIEWS: &[&str] = &["pipeline_current"];
+const VIEWS: &[&str] = &["pipeline_current", "cw_identity_tables"];
 
 /// The tables a hook adds rows to itself: a run with its events and observations, the
 /// collector's receipts and refusals, the run chain, manifest facts, and a containment
@@ -275,7 +276,7 @@ const HOOK_FUNCTIONS: &[&str] = &[
     "cw_upsert_artifact(TEXT, TEXT, TEXT, TEXT, BIGINT)",
     "cw_upsert_artifact_tag(BIGINT, TEXT, BIGINT)",
     "cw_upsert_mount(BIGINT, TEXT, TEXT)",
-    "cw_upsert_record(BIGINT, TEXT, TEXT, TEXT, BIGINT, BIGINT, BIGINT)",
+    "cw_upsert_builder_record(BIGINT, TEXT, TEXT, TEXT, BIGINT, BIGINT, BIGINT)",
 ];
 
 /// A role name as a quoted SQL identifier; refused when PostgreSQL could not take it as given

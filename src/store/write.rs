@@ -633,7 +633,7 @@ fn upsert_record(
                     ELSE builder_records.last_used_at END,
                 size = coalesce(excluded.size, builder_records.size)
              RETURNING id",
-            "SELECT cw_upsert_record(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "SELECT cw_upsert_builder_record(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         ))?
         .query_row(
             params![

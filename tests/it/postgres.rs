@@ -425,7 +425,11 @@ fn the_hook_role_only_adds_provenance() {
     let tables = cluster.psql(
         &store.name,
         "SELECT c.table_name || ' ' || c.column_name FROM information_schema.columns c
-         WHERE c.table_schema = 'public' AND c.ordinal_position = 1 ORDER BY 1",
+         JOIN information_schema.tables t
+           ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+         WHERE c.table_schema = 'public' AND c.ordinal_position = 1
+           AND t.table_type = 'BASE TABLE'
+         ORDER BY 1",
     );
     let tables: Vec<(&str, &str)> = tables
         .lines()
