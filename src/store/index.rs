@@ -54,8 +54,9 @@ pub struct SourceSummary {
 }
 
 impl<'s> TraceSource<'s> {
-    /// Loads the graph once the trace has made about one query per thousand events: from then
-    /// on, going on query by query costs more than reading every event once.
+    /// Loads the graph once the trace has made about one query per thousand events (per ten
+    /// thousand on PostgreSQL): from then on, going on query by query costs more than reading
+    /// every event once.
     pub fn new(store: &'s mut Store) -> Result<Self, StoreError> {
         let events: i64 = store
             .conn
@@ -63,7 +64,13 @@ impl<'s> TraceSource<'s> {
                 row.get(0)
             })
             .map_err(|e| sql_error(&store.path, e))?;
-        let budget = usize::try_from(events / 1000).unwrap_or(0).max(2000);
+        // A PostgreSQL query is a round trip: there, reading everything pays off ten times
+        // sooner.
+        let (per, least) = match store.conn.engine() {
+            Engine::Sqlite => (1000, 2000),
+            Engine::Postgres => (10_000, 200),
+        };
+        let budget = usize::try_from(events / per).unwrap_or(0).max(least);
         Ok(Self::with_budget(store, Some(budget)))
     }
 
