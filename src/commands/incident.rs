@@ -195,7 +195,10 @@ fn open(
             write_stdout(&out)?;
         }
     }
-    printer.detail(format!("stored incident {id} in {}", crate::store::display_location(db)));
+    printer.detail(format!(
+        "stored incident {id} in {}",
+        crate::store::display_location(db)
+    ));
     Ok(ExitStatus::Success)
 }
 

@@ -159,7 +159,10 @@ impl<'a> ValueRef<'a> {
     pub fn as_str(&self) -> DbResult<&'a str> {
         match *self {
             Self::Text(text) => Ok(text),
-            other => Err(DbError::Value(format!("expected text, found {}", other.kind()))),
+            other => Err(DbError::Value(format!(
+                "expected text, found {}",
+                other.kind()
+            ))),
         }
     }
 
@@ -177,7 +180,10 @@ impl<'a> ValueRef<'a> {
     pub fn as_blob(&self) -> DbResult<&'a [u8]> {
         match *self {
             Self::Blob(bytes) => Ok(bytes),
-            other => Err(DbError::Value(format!("expected bytes, found {}", other.kind()))),
+            other => Err(DbError::Value(format!(
+                "expected bytes, found {}",
+                other.kind()
+            ))),
         }
     }
 
@@ -391,7 +397,10 @@ impl FromValue for f64 {
             ValueRef::Real(v) => Ok(v),
             #[allow(clippy::cast_precision_loss)]
             ValueRef::Int(v) => Ok(v as f64),
-            other => Err(DbError::Value(format!("expected a real, found {}", other.kind()))),
+            other => Err(DbError::Value(format!(
+                "expected a real, found {}",
+                other.kind()
+            ))),
         }
     }
 }
@@ -538,12 +547,10 @@ fn pg_value(row: &postgres::Row, index: usize) -> DbResult<ValueRef<'_>> {
     } else if ty == Type::FLOAT4 {
         row.try_get::<_, Option<f32>>(index)?
             .map(|v| ValueRef::Real(v.into()))
-    } else if ty == Type::TEXT || ty == Type::VARCHAR || ty == Type::NAME || ty == Type::BPCHAR
-    {
+    } else if ty == Type::TEXT || ty == Type::VARCHAR || ty == Type::NAME || ty == Type::BPCHAR {
         row.try_get::<_, Option<&str>>(index)?.map(ValueRef::Text)
     } else if ty == Type::BYTEA {
-        row.try_get::<_, Option<&[u8]>>(index)?
-            .map(ValueRef::Blob)
+        row.try_get::<_, Option<&[u8]>>(index)?.map(ValueRef::Blob)
     } else {
         return Err(DbError::Type {
             index,
@@ -556,7 +563,7 @@ fn pg_value(row: &postgres::Row, index: usize) -> DbResult<ValueRef<'_>> {
 /// A connection to a store.
 pub enum Db {
     Sqlite(rusqlite::Connection),
-    Postgres(PgConn),
+    Postgres(Box<PgConn>),
 }
 
 impl fmt::Debug for Db {
@@ -615,7 +622,9 @@ impl PgConn {
         f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send,
     ) -> DbResult<T> {
         let mut slot = self.client.borrow_mut();
-        let client = slot.as_mut().expect("the client is there until the connection drops");
+        let client = slot
+            .as_mut()
+            .expect("the client is there until the connection drops");
         Ok(blocking(|| f(client))?)
     }
 
@@ -1055,7 +1064,10 @@ mod tests {
             pg_sql("SELECT a FROM t WHERE b = ?1 AND c = ?12 AND d = '?3' -- ?4\n AND e = ?"),
             "SELECT a FROM t WHERE b = $1 AND c = $12 AND d = '?3' -- ?4\n AND e = $3"
         );
-        assert_eq!(pg_sql(r#"SELECT "?x" /* ? */, ?"#), r#"SELECT "?x" /* ? */, $1"#);
+        assert_eq!(
+            pg_sql(r#"SELECT "?x" /* ? */, ?"#),
+            r#"SELECT "?x" /* ? */, $1"#
+        );
     }
 
     /// Values read back as they were written, through the shared API, on SQLite.
@@ -1070,8 +1082,11 @@ mod tests {
             params![7_i64, "x", vec![1_u8, 2]],
         )
         .unwrap();
-        tx.execute("INSERT INTO t VALUES (?1, ?2, ?3)", params![None::<i64>, "y", None::<Vec<u8>>])
-            .unwrap();
+        tx.execute(
+            "INSERT INTO t VALUES (?1, ?2, ?3)",
+            params![None::<i64>, "y", None::<Vec<u8>>],
+        )
+        .unwrap();
         tx.commit().unwrap();
         let rows: Vec<(Option<i64>, String, Option<Vec<u8>>)> = db
             .prepare_cached("SELECT i, s, b FROM t ORDER BY s")
@@ -1082,10 +1097,15 @@ mod tests {
             .unwrap();
         assert_eq!(
             rows,
-            vec![(Some(7), "x".into(), Some(vec![1, 2])), (None, "y".into(), None)]
+            vec![
+                (Some(7), "x".into(), Some(vec![1, 2])),
+                (None, "y".into(), None)
+            ]
         );
         let missing = db
-            .query_row("SELECT i FROM t WHERE s = ?1", ["z"], |row| row.get::<_, i64>(0))
+            .query_row("SELECT i FROM t WHERE s = ?1", ["z"], |row| {
+                row.get::<_, i64>(0)
+            })
             .optional()
             .unwrap();
         assert_eq!(missing, None);

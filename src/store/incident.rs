@@ -170,12 +170,11 @@ impl Store {
         self.rows(sql, [incident], |row| {
             let kind: String = row.get(2)?;
             let target: String = row.get(4)?;
-            let target: Target = serde_json::from_str(&target).map_err(|e| {
-                crate::store::db::DbError::Type {
+            let target: Target =
+                serde_json::from_str(&target).map_err(|e| crate::store::db::DbError::Type {
                     index: 4,
                     message: e.to_string(),
-                }
-            })?;
+                })?;
             Ok(ActionRow {
                 id: row.get(0)?,
                 seq: row.get(1)?,

@@ -10,8 +10,8 @@ use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use compact_str::CompactString;
 use crate::store::db::{Db, Engine};
+use compact_str::CompactString;
 use rustc_hash::{FxHashMap, FxHasher};
 
 use super::{Access, Store, StoreError, sql_error};
@@ -1753,7 +1753,12 @@ mod tests {
         for m in &h.mounts {
             tx.execute(
                 "INSERT INTO mounts (id, builder_id, namespace, mount_id) VALUES (?1, ?2, ?3, ?4)",
-                crate::store::db::params![m.id, m.builder, m.namespace.as_str(), m.mount_id.as_str()],
+                crate::store::db::params![
+                    m.id,
+                    m.builder,
+                    m.namespace.as_str(),
+                    m.mount_id.as_str()
+                ],
             )
             .unwrap();
         }

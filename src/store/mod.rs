@@ -19,9 +19,9 @@ use db::{Db, DbError};
 
 mod audit;
 mod chain;
-pub(crate) mod db;
 mod collector;
 mod containment;
+pub(crate) mod db;
 mod facts;
 mod history;
 mod incident;

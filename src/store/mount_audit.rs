@@ -203,7 +203,10 @@ impl Store {
     }
 }
 
-fn insert_snapshot(tx: &crate::store::db::Transaction<'_>, s: &NewSnapshot<'_>) -> crate::store::db::DbResult<()> {
+fn insert_snapshot(
+    tx: &crate::store::db::Transaction<'_>,
+    s: &NewSnapshot<'_>,
+) -> crate::store::db::DbResult<()> {
     let bytes: u64 = s.files.iter().map(|f| f.size).sum();
     let id: i64 = tx.query_row(
         "INSERT INTO mount_snapshots (builder, mount_id, taken_at, source, files, bytes, files_of)

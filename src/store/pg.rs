@@ -61,13 +61,13 @@ impl Store {
         })?;
         Ok(Self {
             pg_url: Some(url.clone()),
-            conn: Db::Postgres(PgConn::new(
+            conn: Db::Postgres(Box::new(PgConn::new(
                 client,
                 format!(
                     "SET LOCAL statement_timeout = {}",
                     timeouts.statement.as_millis()
                 ),
-            )),
+            ))),
             path: label,
             access,
         })
@@ -82,15 +82,12 @@ impl Store {
             .query_row("SELECT pg_export_snapshot()", [], |row| row.get(0))
             .ok()?;
         // An id such as `00000003-0000001B-1`; nothing else is spliced into the statement.
-        if !snapshot
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() || b == b'-')
-        {
+        if !snapshot.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
             return None;
         }
         let timeouts = TIMEOUTS.get().copied().unwrap_or_default();
         let client = super::postgres::connect::connect(url, &timeouts).ok()?;
-        let reader = Db::Postgres(PgConn::new(client, String::new()));
+        let reader = Db::Postgres(Box::new(PgConn::new(client, String::new())));
         reader
             .execute_batch(&format!(
                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'"
@@ -105,7 +102,10 @@ impl Store {
         let mut store = Self::connect_postgres(url, Access::Write)?;
         let latest = pg_schema_version();
         let path = store.path.clone();
-        let tx = store.conn.transaction().map_err(|e| super::sql_error(&path, e))?;
+        let tx = store
+            .conn
+            .transaction()
+            .map_err(|e| super::sql_error(&path, e))?;
         let run = || -> Result<usize, DbError> {
             let (found, _) = pg_version(&tx)?;
             let from = usize::try_from(found).unwrap_or(usize::MAX);
@@ -307,8 +307,13 @@ pub fn grant_sql(role: &str, kind: GrantRole) -> Result<Vec<String>, StoreError>
                 TABLES.join(", "),
                 VIEWS.join(", ")
             ));
-            sql.push(format!("GRANT INSERT ON {} TO {role}", HOOK_INSERTS.join(", ")));
-            sql.push(format!("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"));
+            sql.push(format!(
+                "GRANT INSERT ON {} TO {role}",
+                HOOK_INSERTS.join(", ")
+            ));
+            sql.push(format!(
+                "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"
+            ));
             for function in HOOK_FUNCTIONS {
                 sql.push(format!("GRANT EXECUTE ON FUNCTION {function} TO {role}"));
             }
@@ -322,7 +327,9 @@ pub fn grant_sql(role: &str, kind: GrantRole) -> Result<Vec<String>, StoreError>
             sql.push(format!(
                 "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role}"
             ));
-            sql.push(format!("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {role}"));
+            sql.push(format!(
+                "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {role}"
+            ));
         }
     }
     Ok(sql)
@@ -385,7 +392,13 @@ mod tests {
             .collect();
         assert_eq!(views, VIEWS.iter().copied().collect());
         assert!(HOOK_INSERTS.iter().all(|t| listed.contains(t)));
-        for never in ["incidents", "actions", "purges", "acceptances", "store_locks"] {
+        for never in [
+            "incidents",
+            "actions",
+            "purges",
+            "acceptances",
+            "store_locks",
+        ] {
             assert!(!HOOK_INSERTS.contains(&never), "{never}");
         }
     }

@@ -2,8 +2,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use compact_str::CompactString;
 use crate::store::db::{OptionalExtension, Row, params};
+use compact_str::CompactString;
 
 use super::write::kind;
 use super::{Store, StoreError, sql_error};
@@ -285,7 +285,9 @@ impl Store {
                 if only.is_some() { "WHERE e.run_id = ?1" } else { "" }
             ))
             .map_err(e)?;
-        let mut event_rows = events.query(crate::store::db::params_from_iter(only)).map_err(e)?;
+        let mut event_rows = events
+            .query(crate::store::db::params_from_iter(only))
+            .map_err(e)?;
         let mut pending = event_rows.next().map_err(e)?;
         let mut runs = self
             .conn
@@ -305,7 +307,9 @@ impl Store {
                 }
             ))
             .map_err(e)?;
-        let mut rows = runs.query(crate::store::db::params_from_iter(only)).map_err(e)?;
+        let mut rows = runs
+            .query(crate::store::db::params_from_iter(only))
+            .map_err(e)?;
         while let Some(row) = rows.next().map_err(e)? {
             let id: i64 = row.get(0).map_err(e)?;
             let status: String = row.get(9).map_err(e)?;

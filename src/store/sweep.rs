@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{Store, StoreError, sql_error};
-use crate::store::db::{OptionalExtension, params};
 use crate::plan::{Action, Target};
+use crate::store::db::{OptionalExtension, params};
 use crate::sweep::{CacheRefCandidate, Candidates, MountCandidate, PipelineFacts, RecordCandidate};
 use crate::time::{self, Micros};
 

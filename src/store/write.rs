@@ -261,9 +261,7 @@ impl Store {
         let id =
             insert_purge(&tx, &mut cache, target, at, provenance, time::now()).map_err(|err| {
                 match err {
-                    crate::store::db::DbError::Value(msg) => {
-                        StoreError::NotFound(msg)
-                    }
+                    crate::store::db::DbError::Value(msg) => StoreError::NotFound(msg),
                     err => sql_error(&path, err),
                 }
             })?;
@@ -1048,23 +1046,26 @@ fn insert_purge(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
          RETURNING id",
     )?
-    .query_row(params![
-        kind,
-        builder_id,
-        mount,
-        at,
-        provenance.source,
-        provenance.method.as_str(),
-        provenance.author,
-        recorded_at,
-        provenance.forced,
-        provenance.reason,
-        provenance.action.map(|a| a.0),
-        provenance.action.map(|a| a.1),
-        claimed.and_then(|c| c.method.as_deref()),
-        claimed.and_then(|c| c.author.as_deref()),
-        claimed.and_then(|c| c.recorded_at),
-    ], |row| row.get(0))
+    .query_row(
+        params![
+            kind,
+            builder_id,
+            mount,
+            at,
+            provenance.source,
+            provenance.method.as_str(),
+            provenance.author,
+            recorded_at,
+            provenance.forced,
+            provenance.reason,
+            provenance.action.map(|a| a.0),
+            provenance.action.map(|a| a.1),
+            claimed.and_then(|c| c.method.as_deref()),
+            claimed.and_then(|c| c.author.as_deref()),
+            claimed.and_then(|c| c.recorded_at),
+        ],
+        |row| row.get(0),
+    )
 }
 
 #[cfg(test)]

@@ -323,8 +323,18 @@ fn a_database_url_is_never_taken_as_a_path() {
             3,
             "cannot connect",
         ),
-        ("postgres://ci:s3cret@127.0.0.1:1/cw", &["ls", "pipelines"][..], 3, "cannot connect"),
-        ("mysql://ci:s3cret@db/cw", &["trace", "--pipeline", "p"][..], 2, "`mysql://...`"),
+        (
+            "postgres://ci:s3cret@127.0.0.1:1/cw",
+            &["ls", "pipelines"][..],
+            3,
+            "cannot connect",
+        ),
+        (
+            "mysql://ci:s3cret@db/cw",
+            &["trace", "--pipeline", "p"][..],
+            2,
+            "`mysql://...`",
+        ),
     ] {
         let out = output(&env, env.cmd().args(["--db", db]).args(args));
         assert!(out.starts_with(&format!("exit: {code}\n")), "{out}");

@@ -74,7 +74,13 @@ impl Env {
                 NEXT.fetch_add(1, Ordering::Relaxed)
             );
             let status = Command::new("psql")
-                .args([&format!("{admin}/postgres"), "-qc", &format!("CREATE DATABASE {name} TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")])
+                .args([
+                    &format!("{admin}/postgres"),
+                    "-qc",
+                    &format!(
+                        "CREATE DATABASE {name} TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"
+                    ),
+                ])
                 .status()
                 .expect("psql");
             assert!(status.success(), "CREATE DATABASE {name}");
@@ -83,7 +89,11 @@ impl Env {
                 .args(["--db", &url, "db", "migrate"])
                 .output()
                 .expect("db migrate");
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             url
         });
         Self { dir, store }

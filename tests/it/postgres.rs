@@ -61,7 +61,10 @@ fn suite_admin(cluster: &PgCluster) -> String {
     let password = format!("pw{}", std::process::id());
     cluster.create_role(&role, &password);
     cluster.psql("postgres", &format!("ALTER ROLE {role} CREATEDB"));
-    format!("postgresql://{role}:{password}@127.0.0.1:{}", cluster.port())
+    format!(
+        "postgresql://{role}:{password}@127.0.0.1:{}",
+        cluster.port()
+    )
 }
 
 /// The password in a `postgresql://user:password@...` URL.
@@ -89,8 +92,14 @@ fn store_level_tests_pass_on_postgres() {
     let cluster = PgCluster::shared();
     let admin = suite_admin(cluster);
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.env("CACHEWARDEN_TEST_PG", &admin)
-        .args(["--test-threads", "2", "--skip", "postgres::", "--skip", "pg_harness::"]);
+    cmd.env("CACHEWARDEN_TEST_PG", &admin).args([
+        "--test-threads",
+        "2",
+        "--skip",
+        "postgres::",
+        "--skip",
+        "pg_harness::",
+    ]);
     for skip in SQLITE_ONLY.iter().chain(BUILDER_TESTS) {
         cmd.args(["--skip", skip]);
     }
@@ -173,7 +182,10 @@ fn the_same_histories_trace_the_same_in_both_stores() {
                         cmd.arg("--ignore-time");
                     }
                     let out = cmd.output().unwrap();
-                    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+                    (
+                        out.status.code(),
+                        String::from_utf8_lossy(&out.stdout).into_owned(),
+                    )
                 };
                 let (lite_code, lite) = trace(sqlite.to_str().unwrap());
                 let (pg_code, on_pg) = trace(&pg);
@@ -185,9 +197,16 @@ fn the_same_histories_trace_the_same_in_both_stores() {
                 compared += usize::from(lite_code == Some(0) && lite.len() > 100);
             }
         }
-        assert!(compared >= 6, "fleet {seed}: only {compared} traces found anything");
+        assert!(
+            compared >= 6,
+            "fleet {seed}: only {compared} traces found anything"
+        );
         let export = |db: &str| ok(env.cmd().args(["--db", db, "export"]));
-        assert_eq!(export(sqlite.to_str().unwrap()), export(&pg), "fleet {seed}");
+        assert_eq!(
+            export(sqlite.to_str().unwrap()),
+            export(&pg),
+            "fleet {seed}"
+        );
     }
 }
 
@@ -287,13 +306,27 @@ fn a_server_killed_mid_import_exits_3_and_the_rerun_completes() {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert_eq!(stderr.lines().filter(|l| l.starts_with("error")).count(), 1, "{stderr}");
-    assert!(!stderr.contains(password_of(&db)), "the password is never shown: {stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error")).count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(password_of(&db)),
+        "the password is never shown: {stderr}"
+    );
     cluster.restart();
     let out = import().wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sqlite = env.path().join("whole.db");
-    ok(env.cmd().args(["--db", sqlite.to_str().unwrap(), "import"]).arg(&fleet));
+    ok(env
+        .cmd()
+        .args(["--db", sqlite.to_str().unwrap(), "import"])
+        .arg(&fleet));
     let export = |db: &str| ok(env.cmd().args(["--db", db, "export"]));
     assert_eq!(export(&db), export(sqlite.to_str().unwrap()));
     ok(env.cmd().args(["--db", &db, "verify-log"]));
@@ -316,15 +349,25 @@ fn a_newer_schema_is_refused_unless_it_says_this_release_may_write() {
             .output()
             .unwrap()
     };
-    cluster.psql(name, "UPDATE schema_version SET version = 99, writable_by = 99");
+    cluster.psql(
+        name,
+        "UPDATE schema_version SET version = 99, writable_by = 99",
+    );
     let out = record("1");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("99") && stderr.contains("newer"), "{stderr}");
+    assert!(
+        stderr.contains("99") && stderr.contains("newer"),
+        "{stderr}"
+    );
     assert!(!stderr.contains(password_of(&db)), "{stderr}");
     cluster.psql(name, "UPDATE schema_version SET writable_by = 1");
     let out = record("2");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A database with no cachewarden schema is refused with the command that creates it, and
@@ -367,7 +410,17 @@ fn only_db_migrate_creates_the_schema() {
 /// `psql` as whoever `url` names, over TCP.
 fn psql_as(cluster: &PgCluster, url: &str, sql: &str) -> std::process::Output {
     Command::new(cluster.program("psql"))
-        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql])
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            url,
+            "-c",
+            sql,
+        ])
         .env_remove("PGPASSWORD")
         .output()
         .expect("run psql")
@@ -391,13 +444,24 @@ fn the_hook_role_only_adds_provenance() {
             store.port, store.name
         )
     };
-    let (hook, responder) = (format!("{}_hook", store.name), format!("{}_resp", store.name));
+    let (hook, responder) = (
+        format!("{}_hook", store.name),
+        format!("{}_resp", store.name),
+    );
     cluster.create_role(&hook, "hook-pw");
     cluster.create_role(&responder, "resp-pw");
-    ok(env.cmd().args(["--db", &store.url, "db", "grant", &hook, "--role", "hook"]));
     ok(env
         .cmd()
-        .args(["--db", &store.url, "db", "grant", &responder, "--role", "responder"]));
+        .args(["--db", &store.url, "db", "grant", &hook, "--role", "hook"]));
+    ok(env.cmd().args([
+        "--db",
+        &store.url,
+        "db",
+        "grant",
+        &responder,
+        "--role",
+        "responder",
+    ]));
     let hook_url = role_url(&hook, "hook-pw");
     for run in ["1", "2"] {
         ok(env.cmd().args([
@@ -418,9 +482,15 @@ fn the_hook_role_only_adds_provenance() {
             "/root/.cache/pip",
         ]));
     }
-    let trace = ok(env
-        .cmd()
-        .args(["--db", &hook_url, "trace", "--pipeline", "team/app", "--format", "json"]));
+    let trace = ok(env.cmd().args([
+        "--db",
+        &hook_url,
+        "trace",
+        "--pipeline",
+        "team/app",
+        "--format",
+        "json",
+    ]));
     assert!(trace.contains("team/app"), "{trace}");
     let tables = cluster.psql(
         &store.name,
@@ -462,10 +532,22 @@ fn the_hook_role_only_adds_provenance() {
     }
     let out = env
         .cmd()
-        .args(["--db", &hook_url, "incident", "open", "--pipeline", "team/app"])
+        .args([
+            "--db",
+            &hook_url,
+            "incident",
+            "open",
+            "--pipeline",
+            "team/app",
+        ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let opened = ok(env.cmd().args([
         "--db",
         &role_url(&responder, "resp-pw"),

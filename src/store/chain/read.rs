@@ -26,7 +26,10 @@ const TARGET_JOINS: &str = "
     LEFT JOIN builders rb ON rb.id = r.builder_id";
 
 /// The event kind and target named by [`TARGET_COLUMNS`], starting at column `at`.
-fn target_at(row: &crate::store::db::Row<'_>, at: usize) -> crate::store::db::DbResult<(String, Target)> {
+fn target_at(
+    row: &crate::store::db::Row<'_>,
+    at: usize,
+) -> crate::store::db::DbResult<(String, Target)> {
     let kind: String = row.get(at)?;
     let id: i64 = row.get(at + 1)?;
     let builder = |id: Option<i64>, name: Option<String>| match (id, name) {
@@ -111,7 +114,10 @@ pub(super) struct Span {
 }
 
 /// The run's collector receipt as stored, if it has one.
-pub(super) fn load_receipt(conn: &Db, run: i64) -> crate::store::db::DbResult<Option<ReceiptFacts>> {
+pub(super) fn load_receipt(
+    conn: &Db,
+    run: i64,
+) -> crate::store::db::DbResult<Option<ReceiptFacts>> {
     conn.prepare_cached(
         "SELECT received_at, identity, late, time_suspect FROM run_receipts WHERE run_id = ?1",
     )?
