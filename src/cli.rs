@@ -85,7 +85,8 @@ pub enum Command {
     /// mounts hold with their own checksums and earlier snapshots.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Upgrade the store's schema (read commands never change it).
+    /// Upgrade the store's schema (read commands never change it), or copy a whole store to
+    /// another (SQLite or PostgreSQL).
     #[command(subcommand)]
     Db(DbCommand),
     /// Send the runs spooled while the collector could not be reached.
@@ -688,6 +689,23 @@ pub enum DbCommand {
     /// update or delete a row, never open incidents, journals or sweeps. `responder`: everything.
     /// Run as the schema's owner; `--print` only shows the SQL, for a DBA to review.
     Grant(GrantArgs),
+    /// Copy the whole store (`--db`) into an empty store, SQLite file or PostgreSQL URL, either
+    /// way, without loss.
+    ///
+    /// Every table is copied: runs, events, purges, incidents and their journals, sweeps,
+    /// acceptances, audits, receipts, refusals, step events, build history and mount
+    /// snapshots. Rows keep their ids, so `verify-log` gives the same head on the copy. The
+    /// copy is one transaction on DEST: on any failure nothing of it is left there. A DEST that
+    /// already holds rows is refused (exit 2) and left as it was. A PostgreSQL DEST without the
+    /// schema gets it first, as `db migrate` would create it.
+    Copy(DbCopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DbCopyArgs {
+    /// The store to copy into: a file path (created when missing) or a `postgresql://` URL.
+    #[arg(long, value_name = "DEST")]
+    pub to: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -1,19 +1,26 @@
 //! `cachewarden db`: the store itself. `db migrate` is the one command whose only job is to
-//! change the schema; read commands never do.
+//! change the schema; read commands never do. `db copy` moves a whole store to another, on
+//! either engine.
 
-use std::path::Path;
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::ExitStatus;
-use crate::cli::{DbCommand, GrantArgs, GrantRoleArg};
+use crate::cli::{DbCommand, DbCopyArgs, GrantArgs, GrantRoleArg};
+use crate::error::InputError;
 use crate::printer::Printer;
-use crate::store::{GrantRole, Migrated, Store};
+use crate::store::postgres::connect::{Location, classify};
+use crate::store::{CopyReporter, GrantRole, Migrated, Store, StoreError, display_location};
 
 pub fn db(command: &DbCommand, db: &Path, printer: Printer) -> Result<ExitStatus> {
     match command {
         DbCommand::Migrate => migrate(db, printer),
         DbCommand::Grant(args) => grant(args, db, printer),
+        DbCommand::Copy(args) => copy(args, db, printer),
     }
 }
 
@@ -57,4 +64,122 @@ fn migrate(db: &Path, printer: Printer) -> Result<ExitStatus> {
         ));
     }
     Ok(ExitStatus::Success)
+}
+
+/// Copies the store at `db` into the empty store `args.to`.
+fn copy(args: &DbCopyArgs, db: &Path, printer: Printer) -> Result<ExitStatus> {
+    let dest = &args.to;
+    let location = dest
+        .to_str()
+        .map(classify)
+        .transpose()
+        .map_err(|err| InputError::invalid(format!("--to: {err}")))?;
+    let mut source = Store::open_read_only(db)?;
+    let started = Instant::now();
+    let (mut target, created) = match location {
+        Some(Location::Postgres(_)) => (open_postgres_dest(dest, printer)?, None),
+        _ => {
+            let created = (!dest.exists()).then(|| dest.clone());
+            (Store::open(dest)?, created)
+        }
+    };
+    let reporter = Reporter::new(printer);
+    let copied = source.copy_to(&mut target, &reporter);
+    drop(target);
+    reporter.bar.finish_and_clear();
+    let summary = match copied {
+        Ok(summary) => summary,
+        Err(err) => {
+            // A file this command created is removed again: the copy left nothing in it.
+            if let Some(path) = created {
+                remove_store_file(&path);
+            }
+            return Err(err.into());
+        }
+    };
+    printer.status(format!(
+        "copied {} rows in {} tables from `{}` to `{}` ({}) in {:.2} s",
+        summary.rows(),
+        summary.tables.len(),
+        display_location(db),
+        display_location(dest),
+        summary.method,
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(ExitStatus::Success)
+}
+
+/// A PostgreSQL DEST, given the schema first when it has none.
+fn open_postgres_dest(dest: &Path, printer: Printer) -> Result<Store, StoreError> {
+    match Store::open_existing(dest) {
+        Err(StoreError::NoSchema { .. }) => {
+            let Migrated { to, .. } = Store::migrate_existing(dest)?;
+            printer.status(format!(
+                "created schema version {to} in `{}`",
+                display_location(dest)
+            ));
+            Store::open_existing(dest)
+        }
+        result => result,
+    }
+}
+
+/// Removes an SQLite file and the files SQLite keeps beside it.
+fn remove_store_file(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(name));
+    }
+}
+
+/// A line per table on stderr, and a bar while a table is copied when progress shows.
+struct Reporter {
+    printer: Printer,
+    bar: ProgressBar,
+    rows: Cell<u64>,
+}
+
+impl Reporter {
+    fn new(printer: Printer) -> Self {
+        let bar = if printer.progress {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} rows")
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+            );
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        Self {
+            printer,
+            bar,
+            rows: Cell::new(0),
+        }
+    }
+}
+
+impl CopyReporter for Reporter {
+    fn table_started(&self, table: &str, rows: u64) {
+        self.rows.set(0);
+        self.bar.reset();
+        self.bar.set_length(rows);
+        self.bar.set_message(table.to_owned());
+    }
+
+    fn rows_copied(&self, rows: u64) {
+        self.rows.set(self.rows.get() + rows);
+        self.bar.inc(rows);
+    }
+
+    fn table_done(&self, table: &str, rows: u64, elapsed: Duration) {
+        self.bar.suspend(|| {
+            self.printer.status(format!(
+                "copied `{table}`: {rows} rows in {:.2} s",
+                elapsed.as_secs_f64()
+            ));
+        });
+    }
 }

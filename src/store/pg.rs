@@ -180,7 +180,7 @@ const WRITABLE_BY: usize = 1;
 
 /// The schema version stored and the oldest that may write it; `(0, 0)` in a database with
 /// no cachewarden schema.
-fn pg_version(db: &Db) -> Result<(i64, i64), DbError> {
+pub(super) fn pg_version(db: &Db) -> Result<(i64, i64), DbError> {
     let exists: bool = db.query_row(
         "SELECT to_regclass('schema_version') IS NOT NULL",
         [],

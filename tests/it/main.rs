@@ -15,6 +15,7 @@ mod wrap;
 mod audit;
 mod audit_builds;
 mod audit_mounts;
+mod db_copy;
 mod docker26;
 mod dockerfile;
 mod integrity;
