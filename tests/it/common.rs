@@ -63,6 +63,14 @@ impl Drop for Env {
 }
 
 impl Env {
+    /// An environment whose store is the PostgreSQL database at `url` (migrated by the caller).
+    pub fn with_store(url: &str) -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            store: Some(url.to_owned()),
+        }
+    }
+
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = test_store().map(|admin| {

@@ -578,3 +578,64 @@ fn db_grant_print_quotes_the_role() {
     assert!(sql.contains("GRANT INSERT ON pipelines"), "{sql}");
     assert!(!sql.contains("UPDATE") && !sql.contains("DELETE"), "{sql}");
 }
+
+/// A PostgreSQL server killed in the middle of a purge: the purge exits 3 naming the store,
+/// every action it recorded done stays done, and after a restart the rerun deletes the rest
+/// without attempting a done one again.
+#[test]
+fn a_server_killed_mid_purge_then_rerun_completes() {
+    let Some((registry, _)) = crate::common::registry_env() else {
+        return;
+    };
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::start();
+    let db = cluster.new_database();
+    let env = Env::with_store(&db.url);
+    ok(env.cmd().args(["db", "migrate"]));
+    let (h, config) = crate::purge::opened(&env, &registry, 300);
+    let count = |sql: &str| -> i64 { cluster.psql(&db.name, sql).trim().parse().unwrap_or(0) };
+    let done = "SELECT count(*) FROM actions WHERE state = 'done'";
+    let mut child = env
+        .execute(&config, "1", &["--concurrency", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while count(done) < 20 && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cluster.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(!stderr.contains(&db.password), "{stderr}");
+    cluster.restart();
+    let done_before: Vec<String> = cluster
+        .psql(&db.name, "SELECT id FROM actions WHERE state = 'done' ORDER BY id")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        done_before.len() >= 20 && done_before.len() < 301,
+        "killed after {} actions",
+        done_before.len()
+    );
+    let out = crate::common::output(&env, &mut env.execute(&config, "1", &[]));
+    assert!(out.starts_with("exit: 5\n"), "{out}");
+    for id in &done_before {
+        let attempts = count(&format!("SELECT attempts FROM actions WHERE id = {id}"));
+        assert_eq!(attempts, 1, "action {id} was done before the kill and ran again");
+    }
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM actions WHERE kind = 'delete-manifest' AND in_scope = 1 AND state <> 'done'"
+        ),
+        0
+    );
+    for p in &h.tainted {
+        assert!(!crate::common::manifest_exists(&registry, "team/app", &p.digest));
+    }
+}

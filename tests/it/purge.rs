@@ -13,14 +13,14 @@ use crate::harness::{self, Registry, RegistryOpts};
 /// A history: `evil` exported `tainted` caches in `team/app`, `good` exported `clean` in the
 /// same repository, `victim` imported the first tainted cache and exported `downstream` in
 /// `team/victim`, and `evil` also exported `outside` to a repository outside the scope.
-struct History {
-    tainted: Vec<Pushed>,
-    clean: Pushed,
-    downstream: Pushed,
-    outside: Pushed,
+pub(crate) struct History {
+    pub(crate) tainted: Vec<Pushed>,
+    pub(crate) clean: Pushed,
+    pub(crate) downstream: Pushed,
+    pub(crate) outside: Pushed,
 }
 
-fn history(env: &Env, registry: &Registry, count: usize) -> History {
+pub(crate) fn history(env: &Env, registry: &Registry, count: usize) -> History {
     let host = registry.host();
     let mut pusher = Pusher::new(registry);
     let tainted: Vec<Pushed> = (0..count)
@@ -60,7 +60,7 @@ pub(crate) fn config(host: &str) -> ConfigBuilder {
 }
 
 /// [`history`] with `count` tainted caches, the config, and an incident open on `evil`.
-fn opened(env: &Env, registry: &Registry, count: usize) -> (History, PathBuf) {
+pub(crate) fn opened(env: &Env, registry: &Registry, count: usize) -> (History, PathBuf) {
     let h = history(env, registry, count);
     let config = config(&registry.host()).write(env);
     env.open_incident(&config, "evil");
@@ -68,7 +68,7 @@ fn opened(env: &Env, registry: &Registry, count: usize) -> (History, PathBuf) {
 }
 
 /// `incident purge 1 --execute --yes` and `extra` in the background, its output dropped.
-fn spawn_purge(env: &Env, config: &Path, extra: &[&str]) -> Child {
+pub(crate) fn spawn_purge(env: &Env, config: &Path, extra: &[&str]) -> Child {
     env.execute(config, "1", extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
