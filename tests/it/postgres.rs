@@ -614,7 +614,10 @@ fn a_server_killed_mid_purge_then_rerun_completes() {
     assert!(!stderr.contains(&db.password), "{stderr}");
     cluster.restart();
     let done_before: Vec<String> = cluster
-        .psql(&db.name, "SELECT id FROM actions WHERE state = 'done' ORDER BY id")
+        .psql(
+            &db.name,
+            "SELECT id FROM actions WHERE state = 'done' ORDER BY id",
+        )
         .lines()
         .map(str::to_owned)
         .collect();
@@ -627,7 +630,10 @@ fn a_server_killed_mid_purge_then_rerun_completes() {
     assert!(out.starts_with("exit: 5\n"), "{out}");
     for id in &done_before {
         let attempts = count(&format!("SELECT attempts FROM actions WHERE id = {id}"));
-        assert_eq!(attempts, 1, "action {id} was done before the kill and ran again");
+        assert_eq!(
+            attempts, 1,
+            "action {id} was done before the kill and ran again"
+        );
     }
     assert_eq!(
         count(
@@ -636,6 +642,8 @@ fn a_server_killed_mid_purge_then_rerun_completes() {
         0
     );
     for p in &h.tainted {
-        assert!(!crate::common::manifest_exists(&registry, "team/app", &p.digest));
+        assert!(!crate::common::manifest_exists(
+            &registry, "team/app", &p.digest
+        ));
     }
 }
