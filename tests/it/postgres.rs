@@ -597,7 +597,7 @@ fn a_server_killed_mid_purge_then_rerun_completes() {
     let (h, config) = crate::purge::opened(&env, &registry, 300);
     let count = |sql: &str| -> i64 { cluster.psql(&db.name, sql).trim().parse().unwrap_or(0) };
     let done = "SELECT count(*) FROM actions WHERE state = 'done'";
-    let mut child = env
+    let child = env
         .execute(&config, "1", &["--concurrency", "2"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
