@@ -181,17 +181,8 @@ async fn accept_run(
     rate_limit(c, &identity).map_err(|r| (r, Some(name.clone())))?;
     let config = c.config.clone();
     let stored = run_store(c, move |store| {
-        let stored = store.record_received_run(&record, &config, &receipt)?;
-        // Also for a run sent again: a collector stopped between the two writes has its
-        // steps from the hook's next send (a step already stored is kept as it is).
-        if let Some((mode, hits)) = &steps {
-            let key = (
-                record.pipeline.name.as_str(),
-                record.run_id.as_str(),
-                record.step.as_str(),
-            );
-            store.record_steps(key, hits, *mode, record.finished_at)?;
-        }
+        let steps = steps.as_ref().map(|(mode, hits)| (*mode, hits.as_slice()));
+        let stored = store.record_received_run(&record, &config, &receipt, steps)?;
         // The chain head after the run: logged, so a head lives outside the store too.
         let head = if stored.0.created {
             Some(store.chain_head()?)
