@@ -37,6 +37,8 @@ const SQLITE_ONLY: &[&str] = &[
     "serve::late_and_time_suspect_runs_are_marked",
     "serve::valid_tokens_record_the_run_their_claims_name",
     "serve::wrap_sends_its_override_to_the_collector",
+    "serve::a_run_sent_with_steps_is_stored_with_them",
+    "audit_builds::wrap_sends_its_steps_to_the_collector",
     // `--help` snapshots.
     "_help",
     "cli::help",
