@@ -89,7 +89,7 @@ async fn send_record(
     printer: Printer,
 ) -> Result<ExitStatus> {
     use crate::commands::send::{Delivered, deliver};
-    match deliver(record, server, &args.run.collector, printer).await? {
+    match deliver(record, None, server, &args.run.collector, printer).await? {
         Delivered::Stored { created, answer } => {
             match args.format {
                 OutputFormat::Json => write_stdout(&format!("{answer}\n"))?,

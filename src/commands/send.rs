@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::ExitStatus;
 use crate::cli::{CollectorArgs, FlushArgs};
 use crate::error::{InputError, RefusedError};
+use crate::ingest::progress::{Mode, StepHit};
 use crate::model::RunRecord;
 use crate::printer::Printer;
 use crate::remote::collector::{self, Client, Sent, Spooled};
@@ -40,12 +41,22 @@ pub fn wire_line(record: &RunRecord) -> Result<Value> {
 /// error (exit 5; bad input exit 2) and is never spooled.
 pub async fn deliver(
     record: &RunRecord,
+    steps: Option<(Mode, &[StepHit])>,
     server: &str,
     opts: &CollectorArgs,
     printer: Printer,
 ) -> Result<Delivered> {
     let client = Client::new(server).map_err(|e| InputError::invalid(format!("--server: {e}")))?;
-    let line = wire_line(record)?;
+    let mut line = wire_line(record)?;
+    if let Some((mode, hits)) = steps {
+        let left_out = crate::wire::steps::put(&mut line, mode, hits);
+        if left_out > 0 {
+            printer.warn(format!(
+                "{} left out: the run line has no room for them",
+                crate::report::count(left_out, "step", "steps")
+            ));
+        }
+    }
     let env = |name: &str| std::env::var(name).ok();
     let token = match collector::hook_token(&env, &opts.audience).await {
         Ok(Some(token)) => Some(token),

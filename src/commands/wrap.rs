@@ -340,11 +340,20 @@ async fn wrap_build(
         return Ok(ExitStatus::from_child(code));
     }
     if let Some(server) = &args.run.collector.server {
-        if steps.as_ref().is_some_and(|(_, hits)| !hits.is_empty()) {
-            printer.detail("per-step cache hits are not recorded: the collector takes runs only");
-        }
+        let sent_steps = steps
+            .as_ref()
+            .filter(|(_, hits)| !hits.is_empty())
+            .map(|(mode, hits)| (*mode, hits.as_slice()));
         // Recording never fails the build: a refusal is a warning here.
-        match crate::commands::send::deliver(&record, server, &args.run.collector, printer).await {
+        match crate::commands::send::deliver(
+            &record,
+            sent_steps,
+            server,
+            &args.run.collector,
+            printer,
+        )
+        .await
+        {
             Ok(crate::commands::send::Delivered::Stored { answer, .. }) => printer.status(format!(
                 "cachewarden: recorded {} run {} at the collector",
                 record.status.as_str(),

@@ -17,6 +17,8 @@ pub struct Metrics {
     time_suspect: AtomicU64,
     not_kept: AtomicU64,
     refused: Mutex<BTreeMap<&'static str, u64>>,
+    overrides_accepted: AtomicU64,
+    overrides_refused: Mutex<BTreeMap<&'static str, u64>>,
     latency: Mutex<Histogram>,
 }
 
@@ -52,6 +54,21 @@ impl Metrics {
     pub fn refused(&self, code: &'static str) {
         *self
             .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(code)
+            .or_default() += 1;
+    }
+
+    /// An overrides request whose overrides were kept.
+    pub fn override_accepted(&self) {
+        self.overrides_accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An overrides request refused (also counted among all refused requests).
+    pub fn override_refused(&self, code: &'static str) {
+        *self
+            .overrides_refused
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(code)
@@ -122,6 +139,28 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "cachewarden_requests_refused_total{{reason=\"{code}\"}} {n}"
+            );
+        }
+        counter(
+            &mut out,
+            "cachewarden_overrides_accepted_total",
+            "Overrides requests kept: builds that went ahead from tainted inputs.",
+            self.overrides_accepted.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP cachewarden_overrides_refused_total Overrides requests refused, by reason.\n\
+             # TYPE cachewarden_overrides_refused_total counter"
+        );
+        for (code, n) in self
+            .overrides_refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "cachewarden_overrides_refused_total{{reason=\"{code}\"}} {n}"
             );
         }
         let h = self.latency.lock().unwrap_or_else(|e| e.into_inner());

@@ -176,12 +176,13 @@ async fn accept_run(
         .verify(authorization(headers), true, now_seconds(received_at))
         .await
         .map_err(|r| (r, None))?;
-    let (record, receipt) = admit(&identity, body, &c.config, received_at)?;
+    let (record, receipt, steps) = admit(&identity, body, &c.config, received_at)?;
     let name = crate::model::run_name(&record.pipeline.name, &record.run_id, &record.step);
     rate_limit(c, &identity).map_err(|r| (r, Some(name.clone())))?;
     let config = c.config.clone();
     let stored = run_store(c, move |store| {
-        let stored = store.record_received_run(&record, &config, &receipt)?;
+        let steps = steps.as_ref().map(|(mode, hits)| (*mode, hits.as_slice()));
+        let stored = store.record_received_run(&record, &config, &receipt, steps)?;
         // The chain head after the run: logged, so a head lives outside the store too.
         let head = if stored.0.created {
             Some(store.chain_head()?)
@@ -244,13 +245,14 @@ async fn accept_run(
 
 /// Turns a body into the run to store, checked against the identity: the token names the
 /// pipeline and run (and for GitHub and GitLab the project, commit, ref and trust); a body
-/// that says otherwise is refused. Fills what the body leaves out from the claims.
+/// that says otherwise is refused. Fills what the body leaves out from the claims. The
+/// run's per-step cache hits, where the body has them, come with it.
 fn admit(
     identity: &Identity,
     body: &[u8],
     config: &Config,
     received_at: Micros,
-) -> Result<(RunRecord, Receipt), Rejection> {
+) -> Result<(RunRecord, Receipt, Option<Steps>), Rejection> {
     let bad = |reason: String| (Refusal::new(400, "invalid_line", reason), None);
     let mut value: Value = serde_json::from_slice(body)
         .map_err(|e| bad(format!("the body is not a provenance line: {e}")))?;
@@ -320,6 +322,12 @@ fn admit(
         }
     }
     let name = body_name(line);
+    let steps = crate::wire::steps::take(line).map_err(|reason| {
+        (
+            Refusal::new(400, "invalid_steps", reason).claiming(identity.name.clone()),
+            name.clone(),
+        )
+    })?;
     let text = Value::Object(line.clone()).to_string();
     let item = crate::wire::provenance::parse_line(&text).map_err(bad)?;
     let ImportItem::Run(mut record) = item else {
@@ -343,8 +351,14 @@ fn admit(
         late: identity.late,
         time_suspect: time_suspect(&record, identity, config, received_at),
     };
-    Ok((*record, receipt))
+    Ok((*record, receipt, steps))
 }
+
+/// A run's per-step cache hits and the progress output they were read from.
+type Steps = (
+    crate::ingest::progress::Mode,
+    Vec<crate::ingest::progress::StepHit>,
+);
 
 /// Why a run's own times cannot be believed: it claims to have finished after the collector
 /// received it, or to have started longer than a run may take before its token was issued.
@@ -536,11 +550,17 @@ async fn post_overrides(
         .await
     {
         Ok(identity) => identity,
-        Err(refusal) => return refuse(&c, refusal, None, now).await,
+        Err(refusal) => {
+            c.metrics.override_refused(refusal.code);
+            return refuse(&c, refusal, None, now).await;
+        }
     };
     let (pipeline, run, asked) = match admit_overrides(&identity, &body) {
         Ok(admitted) => admitted,
-        Err((refusal, name)) => return refuse(&c, refusal, name, now).await,
+        Err((refusal, name)) => {
+            c.metrics.override_refused(refusal.code);
+            return refuse(&c, refusal, name, now).await;
+        }
     };
     let name = format!("{pipeline}/{run}");
     let by = identity.name.clone();
@@ -565,6 +585,7 @@ async fn post_overrides(
     .await;
     match kept {
         Ok(Ok(kept)) => {
+            c.metrics.override_accepted();
             eprintln!(
                 "override by {}: {} built from {kept} tainted input(s)",
                 Line(&identity.name),
@@ -580,9 +601,11 @@ async fn post_overrides(
                 format!("no open incident {incident} holds `{digest}` tainted"),
             )
             .claiming(identity.name.clone());
+            c.metrics.override_refused(refusal.code);
             refuse(&c, refusal, Some(name), now).await
         }
         Err(err) => {
+            c.metrics.override_refused("store_unavailable");
             let doc =
                 json!({"v": API_VERSION, "error": "store_unavailable", "reason": err.to_string()});
             (StatusCode::SERVICE_UNAVAILABLE, axum::Json(doc)).into_response()

@@ -5,6 +5,7 @@ use crate::store::db::{OptionalExtension, params};
 
 use super::{RecordOutcome, Store, StoreError, sql_error};
 use crate::config::Config;
+use crate::ingest::progress::{Mode, StepHit};
 use crate::model::RunRecord;
 use crate::time::Micros;
 
@@ -64,15 +65,17 @@ pub(super) fn insert_receipt(
 }
 
 impl Store {
-    /// Stores a run the collector received, with its receipt, in one transaction. A run
-    /// received again keeps its first receipt.
+    /// Stores a run the collector received, with its receipt and the per-step cache hits
+    /// the hook sent, in one transaction. A run received again keeps its first receipt (and
+    /// its steps; a step it lacked is added).
     pub fn record_received_run(
         &mut self,
         record: &RunRecord,
         config: &Config,
         receipt: &Receipt,
+        steps: Option<(Mode, &[StepHit])>,
     ) -> Result<(RecordOutcome, Receipt), StoreError> {
-        let outcome = self.record_run_with(record, config, Some(receipt))?;
+        let outcome = self.record_run_with(record, config, Some(receipt), steps)?;
         // Receipts are append-only: the one kept is the one read back.
         let kept = self
             .conn

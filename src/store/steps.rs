@@ -2,7 +2,7 @@
 //! stores: the steps with the runs that created the records that served them, the builds
 //! `collect` found no hook recorded, and the audit's findings.
 
-use crate::store::db::{OptionalExtension, params};
+use crate::store::db::{DbResult, OptionalExtension, Transaction, params};
 
 use super::audit::insert_findings;
 use super::{Store, StoreError, sql_error};
@@ -27,56 +27,22 @@ impl Store {
         let err = |e| sql_error(&path, e);
         let tx = self.conn.transaction().map_err(err)?;
         let (pipeline, run_key, step) = key;
-        let run: Option<(i64, Option<i64>)> = tx
+        let run: Option<i64> = tx
             .query_row(
-                "SELECT r.id, r.builder_id FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
+                "SELECT r.id FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
                  WHERE p.name = ?1 AND r.run_key = ?2 AND r.step = ?3",
                 params![pipeline, run_key, step],
-                |row| row.try_into(),
+                |row| row.get(0),
             )
             .optional()
             .map_err(err)?;
-        let Some((run, builder)) = run else {
+        let Some(run) = run else {
             return Err(StoreError::NotFound(format!(
                 "no run `{}` to add steps to",
                 run_name(pipeline, run_key, step)
             )));
         };
-        let mut added = 0;
-        {
-            let mut record = tx
-                .prepare_cached(
-                    "SELECT id FROM builder_records WHERE builder_id = ?1 AND record_id = ?2",
-                )
-                .map_err(err)?;
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT INTO step_events (run_id, ordinal, name, digest, cached, record_id, at, source)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (run_id, ordinal) DO NOTHING",
-                )
-                .map_err(err)?;
-            for (ordinal, hit) in hits.iter().enumerate() {
-                let record_row: Option<i64> = match (&hit.record, builder) {
-                    (Some(id), Some(builder)) => record
-                        .query_row(params![builder, id], |row| row.get(0))
-                        .optional()
-                        .map_err(err)?,
-                    _ => None,
-                };
-                added += insert
-                    .execute(params![
-                        run,
-                        ordinal as i64,
-                        hit.step.name,
-                        hit.step.digest.as_deref().unwrap_or(""),
-                        hit.step.cached,
-                        record_row,
-                        at,
-                        mode.as_str()
-                    ])
-                    .map_err(err)?;
-            }
-        }
+        let added = insert_steps(&tx, run, hits, mode, at).map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(added)
     }
@@ -189,6 +155,48 @@ impl Store {
         tx.commit().map_err(err)?;
         Ok(reported)
     }
+}
+
+/// Appends steps to the run with row id `run` inside `tx`; a step it already has is kept as
+/// it is. Returns how many were added.
+pub(super) fn insert_steps(
+    tx: &Transaction<'_>,
+    run: i64,
+    hits: &[StepHit],
+    mode: Mode,
+    at: Micros,
+) -> DbResult<usize> {
+    let builder: Option<i64> =
+        tx.query_row("SELECT builder_id FROM runs WHERE id = ?1", [run], |row| {
+            row.get(0)
+        })?;
+    let mut added = 0;
+    let mut record = tx.prepare_cached(
+        "SELECT id FROM builder_records WHERE builder_id = ?1 AND record_id = ?2",
+    )?;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO step_events (run_id, ordinal, name, digest, cached, record_id, at, source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (run_id, ordinal) DO NOTHING",
+    )?;
+    for (ordinal, hit) in hits.iter().enumerate() {
+        let record_row: Option<i64> = match (&hit.record, builder) {
+            (Some(id), Some(builder)) => record
+                .query_row(params![builder, id], |row| row.get(0))
+                .optional()?,
+            _ => None,
+        };
+        added += insert.execute(params![
+            run,
+            ordinal as i64,
+            hit.step.name,
+            hit.step.digest.as_deref().unwrap_or(""),
+            hit.step.cached,
+            record_row,
+            at,
+            mode.as_str()
+        ])?;
+    }
+    Ok(added)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use super::chain::EntryKind;
 use super::collector::Receipt;
 use super::{Store, StoreError, sql_error};
 use crate::config::Config;
+use crate::ingest::progress::{Mode, StepHit};
 use crate::model::{
     Artifact, Backend, BuilderInfo, BuilderRecord, Digest, ImageRef, MountUse, PipelineInfo,
     PurgeClaim, PurgeMethod, PurgeProvenance, PurgeTarget, RunRecord,
@@ -131,7 +132,7 @@ impl Store {
         record: &RunRecord,
         config: &Config,
     ) -> Result<RecordOutcome, StoreError> {
-        self.record_run_with(record, config, None)
+        self.record_run_with(record, config, None, None)
     }
 
     /// [`Store::record_run`], with the collector's receipt for the run kept and chained in
@@ -141,6 +142,7 @@ impl Store {
         record: &RunRecord,
         config: &Config,
         receipt: Option<&Receipt>,
+        steps: Option<(Mode, &[StepHit])>,
     ) -> Result<RecordOutcome, StoreError> {
         let path = self.path.clone();
         let fail = |err: WriteError| match err {
@@ -164,6 +166,10 @@ impl Store {
         {
             mark_overlaps(&tx, outcome.run, &builder.name, record, now)
                 .map_err(|e| fail(e.into()))?;
+        }
+        if let Some((mode, hits)) = steps {
+            super::steps::insert_steps(&tx, outcome.run, hits, mode, record.finished_at)
+                .map_err(|e| sql_error(&path, e))?;
         }
         tx.commit().map_err(|e| sql_error(&path, e))?;
         Ok(outcome)
@@ -1168,14 +1174,14 @@ mod tests {
             time_suspect: None,
         };
         store
-            .record_received_run(&run("p", "1", None), &none, &receipt(1))
+            .record_received_run(&run("p", "1", None), &none, &receipt(1), None)
             .unwrap();
         store.record_run(&run("p", "2", None), &none).unwrap();
         store
-            .record_received_run(&run("p", "2", None), &none, &receipt(2))
+            .record_received_run(&run("p", "2", None), &none, &receipt(2), None)
             .unwrap();
         store
-            .record_received_run(&run("p", "2", None), &none, &receipt(3))
+            .record_received_run(&run("p", "2", None), &none, &receipt(3), None)
             .unwrap();
         let entries: Vec<(String, i64)> = store
             .conn

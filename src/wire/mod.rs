@@ -3,3 +3,4 @@
 pub mod provenance;
 #[cfg(test)]
 mod provenance_fuzz;
+pub mod steps;

@@ -441,3 +441,56 @@ fn wrap_names_a_readable_progress_mode_and_passes_output_through() {
     assert_eq!(doc["summary"]["steps"], 4, "{doc:#}");
     assert_eq!(doc["hit_rates"][0]["cached"], 2, "{doc:#}");
 }
+
+/// A fleet runner's per-step cache hits reach the collector: `wrap --server` sends the
+/// steps it read from a real build's progress output with the run, and the collector's
+/// store holds them, the rebuild's step served from cache; the runner's store holds none.
+#[test]
+fn wrap_sends_its_steps_to_the_collector() {
+    use crate::harness::oidc::{self, Collector, Issuer, Key};
+    let Some((dockerd, runner)) = dockerd_env(Engine::Docker20) else {
+        return;
+    };
+    let server = Env::new();
+    let key = Key::rsa(server.path(), "rsa-1");
+    let issuer = Issuer::start(&[&key]);
+    let config = server.write("collector.toml", &oidc::config(&issuer, "github", ""));
+    let mut serve = server.cmd();
+    serve.arg("--config").arg(&config);
+    let collector = Collector::start(serve, 0);
+    let file = runner.write("app/Dockerfile", "FROM base:1\nRUN echo hi > /m\n");
+    let ctx = file.parent().unwrap().to_str().unwrap().to_owned();
+    for run in ["7", "8"] {
+        let token = key.sign(&oidc::github_claims(&issuer.url, "acme/web", "build", run));
+        let mut cmd = runner.cmd();
+        cmd.env("DOCKER_HOST", dockerd.host())
+            .env("DOCKER_CONFIG", dockerd.config_dir())
+            .env("DOCKER_BUILDKIT", "1")
+            .env("CACHEWARDEN_TOKEN", &token)
+            .env_remove("BUILDKIT_PROGRESS")
+            .args(["wrap", "--server", &collector.url(), "--"])
+            .arg(harness::DOCKER)
+            .args(["build", "--network=none", &ctx]);
+        ok(&mut cmd);
+    }
+    let conn = rusqlite::Connection::open(server.db()).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT r.run_key, s.cached, s.source FROM step_events s JOIN runs r ON r.id = s.run_id
+             WHERE s.name LIKE '%RUN echo hi > /m' ORDER BY r.run_key",
+        )
+        .unwrap();
+    let rows: Vec<(String, bool, String)> = stmt
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("7-1".to_owned(), false, "plain".to_owned()),
+            ("8-1".to_owned(), true, "plain".to_owned()),
+        ]
+    );
+    assert!(!runner.db().exists(), "the runner wrote a local store");
+}

@@ -37,6 +37,8 @@ const SQLITE_ONLY: &[&str] = &[
     "serve::late_and_time_suspect_runs_are_marked",
     "serve::valid_tokens_record_the_run_their_claims_name",
     "serve::wrap_sends_its_override_to_the_collector",
+    "serve::a_run_sent_with_steps_is_stored_with_them",
+    "audit_builds::wrap_sends_its_steps_to_the_collector",
     // `--help` snapshots.
     "_help",
     "cli::help",
@@ -597,7 +599,7 @@ fn a_server_killed_mid_purge_then_rerun_completes() {
     let (h, config) = crate::purge::opened(&env, &registry, 300);
     let count = |sql: &str| -> i64 { cluster.psql(&db.name, sql).trim().parse().unwrap_or(0) };
     let done = "SELECT count(*) FROM actions WHERE state = 'done'";
-    let mut child = env
+    let child = env
         .execute(&config, "1", &["--concurrency", "2"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -614,7 +616,10 @@ fn a_server_killed_mid_purge_then_rerun_completes() {
     assert!(!stderr.contains(&db.password), "{stderr}");
     cluster.restart();
     let done_before: Vec<String> = cluster
-        .psql(&db.name, "SELECT id FROM actions WHERE state = 'done' ORDER BY id")
+        .psql(
+            &db.name,
+            "SELECT id FROM actions WHERE state = 'done' ORDER BY id",
+        )
         .lines()
         .map(str::to_owned)
         .collect();
@@ -627,7 +632,10 @@ fn a_server_killed_mid_purge_then_rerun_completes() {
     assert!(out.starts_with("exit: 5\n"), "{out}");
     for id in &done_before {
         let attempts = count(&format!("SELECT attempts FROM actions WHERE id = {id}"));
-        assert_eq!(attempts, 1, "action {id} was done before the kill and ran again");
+        assert_eq!(
+            attempts, 1,
+            "action {id} was done before the kill and ran again"
+        );
     }
     assert_eq!(
         count(
@@ -636,6 +644,8 @@ fn a_server_killed_mid_purge_then_rerun_completes() {
         0
     );
     for p in &h.tainted {
-        assert!(!crate::common::manifest_exists(&registry, "team/app", &p.digest));
+        assert!(!crate::common::manifest_exists(
+            &registry, "team/app", &p.digest
+        ));
     }
 }

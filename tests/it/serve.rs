@@ -1325,6 +1325,87 @@ fn wrap_sends_its_override_to_the_collector() {
     assert_eq!(other.status, 403, "{}", other.text());
     let rows = sql_rows(&s.env, "SELECT count(*) FROM containment_overrides");
     assert_eq!(rows, [["1"]]);
+    let metrics = s.collector.get("/metrics").text();
+    for counted in [
+        "cachewarden_overrides_accepted_total 1",
+        "cachewarden_overrides_refused_total{reason=\"not_contained\"} 1",
+        "cachewarden_overrides_refused_total{reason=\"contradicts_claims\"} 1",
+    ] {
+        assert!(metrics.contains(counted), "{counted}: {metrics}");
+    }
+}
+
+/// A fleet runner's per-step cache hits reach the store with its run: a run line's `steps`
+/// are stored as `wrap` stores them locally, once however often the run is sent.
+#[test]
+fn a_run_sent_with_steps_is_stored_with_them() {
+    let s = setup("github", "");
+    let token = s.github_token("140");
+    let mut line = oidc::run_line("acme/web/build", "140-1");
+    let digest = format!("sha256:{}", "d".repeat(64));
+    line["step_progress"] = json!("rawjson");
+    line["steps"] = json!([
+        {"ordinal": 0, "name": "[1/2] RUN make deps", "digest": digest, "cached": true},
+        {"ordinal": 1, "name": "[2/2] RUN make\u{1b}[2J", "cached": false},
+    ]);
+    let first = s.collector.post(&token, &line);
+    assert_eq!(first.status, 201, "{}", first.text());
+    let again = s.collector.post(&token, &line);
+    assert_eq!(again.status, 200, "{}", again.text());
+    let rows = sql_rows(
+        &s.env,
+        "SELECT s.ordinal, s.name, s.digest, s.cached, s.source, r.run_key
+         FROM step_events s JOIN runs r ON r.id = s.run_id ORDER BY s.ordinal",
+    );
+    assert_eq!(
+        rows,
+        [
+            [
+                "0",
+                "[1/2] RUN make deps",
+                digest.as_str(),
+                "1",
+                "rawjson",
+                "140-1"
+            ],
+            ["1", "[2/2] RUN make\u{1b}[2J", "", "0", "rawjson", "140-1"],
+        ]
+    );
+    // The audit counts them as the pipeline's hit rate on its builder.
+    let audit: Value = serde_json::from_str(&ok(s
+        .env
+        .cmd()
+        .args(["audit", "builds", "--format", "json"])))
+    .unwrap();
+    assert_eq!(audit["summary"]["steps"], 2, "{audit}");
+    assert_eq!(audit["hit_rates"][0]["pipeline"], "acme/web/build");
+    assert_eq!(audit["hit_rates"][0]["cached"], 1);
+}
+
+/// A hook cannot flood the store through a run's steps: a `steps` array over the limit
+/// is refused with 400 and a reason naming it, and nothing of the run is stored.
+#[test]
+fn an_oversized_steps_array_is_refused() {
+    let s = setup("github", "");
+    let token = s.github_token("141");
+    let mut line = oidc::run_line("acme/web/build", "141-1");
+    line["step_progress"] = json!("plain");
+    line["steps"] = (0..1001)
+        .map(|i| json!({"ordinal": i, "name": "RUN x", "cached": true}))
+        .collect();
+    let response = s.collector.post(&token, &line);
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert_eq!(response.json()["error"], "invalid_steps");
+    assert_eq!(
+        response.json()["reason"],
+        "`steps` has 1001 entries, over the limit of 1000"
+    );
+    assert!(stored_runs(&s.env).is_empty());
+    let metrics = s.collector.get("/metrics").text();
+    assert!(
+        metrics.contains("cachewarden_requests_refused_total{reason=\"invalid_steps\"} 1"),
+        "{metrics}"
+    );
 }
 
 /// A flood of bad tokens is logged and counted, but only `[server]
