@@ -216,6 +216,27 @@ impl PgCluster {
         );
     }
 
+    /// Runs `sql` as whoever `url` names, over TCP, with no password but the URL's; psql's
+    /// whole output, for tests of what that role may do.
+    pub fn psql_url(&self, url: &str, sql: &str) -> std::process::Output {
+        Command::new(self.program("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                url,
+                "-c",
+                sql,
+            ])
+            .env_remove("PGPASSWORD")
+            .env("PGPASSFILE", "/nonexistent")
+            .output()
+            .expect("run psql")
+    }
+
     /// Runs `sql` in database `db` as the superuser, over the socket; its unaligned,
     /// tuples-only output. Panics with psql's message when it fails.
     pub fn psql(&self, db: &str, sql: &str) -> String {

@@ -46,6 +46,28 @@ pub fn test_store() -> Option<String> {
         .filter(|url| !url.is_empty())
 }
 
+/// A new database on the suite's PostgreSQL server (`admin`, a URL without a database name),
+/// bytewise-ordered, named `PREFIX_PID_N`; its URL.
+pub fn create_database(admin: &str, prefix: &str) -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let status = Command::new("psql")
+        .args([
+            &format!("{admin}/postgres"),
+            "-qc",
+            &format!("CREATE DATABASE {name} TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"),
+        ])
+        .status()
+        .expect("psql");
+    assert!(status.success(), "CREATE DATABASE {name}");
+    format!("{admin}/{name}")
+}
+
 impl Drop for Env {
     /// A PostgreSQL store goes with its environment.
     fn drop(&mut self) {
@@ -74,25 +96,7 @@ impl Env {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = test_store().map(|admin| {
-            use std::sync::atomic::{AtomicUsize, Ordering};
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            let name = format!(
-                "cw_{}_{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            );
-            let status = Command::new("psql")
-                .args([
-                    &format!("{admin}/postgres"),
-                    "-qc",
-                    &format!(
-                        "CREATE DATABASE {name} TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"
-                    ),
-                ])
-                .status()
-                .expect("psql");
-            assert!(status.success(), "CREATE DATABASE {name}");
-            let url = format!("{admin}/{name}");
+            let url = create_database(&admin, "cw");
             let out = Command::new(assert_cmd::cargo::cargo_bin!("cachewarden"))
                 .args(["--db", &url, "db", "migrate"])
                 .output()

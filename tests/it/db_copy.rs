@@ -26,23 +26,7 @@ fn pg_database(test: &str) -> Option<(Env, String)> {
         eprintln!("skipping {test}: set CACHEWARDEN_TEST_PG to a PostgreSQL server's URL");
         return None;
     };
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let name = format!(
-        "cw_copy_{}_{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
-    let status = Command::new("psql")
-        .args([
-            &format!("{admin}/postgres"),
-            "-qc",
-            &format!("CREATE DATABASE {name} TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"),
-        ])
-        .status()
-        .expect("psql");
-    assert!(status.success(), "CREATE DATABASE {name}");
-    let url = format!("{admin}/{name}");
+    let url = crate::common::create_database(&admin, "cw_copy");
     let holder = Env {
         dir: tempfile::tempdir().expect("tempdir"),
         store: Some(url.clone()),

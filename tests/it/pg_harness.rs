@@ -12,26 +12,6 @@ use cachewarden::store::postgres::connect::{
 
 use crate::harness::{PgCluster, require_postgres};
 
-/// `psql` with a URL, over TCP, as whoever runs the tests.
-fn psql_url(cluster: &PgCluster, url: &str, sql: &str) -> std::process::Output {
-    Command::new(cluster.program("psql"))
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            url,
-            "-c",
-            sql,
-        ])
-        .env_remove("PGPASSWORD")
-        .env("PGPASSFILE", "/nonexistent")
-        .output()
-        .expect("run psql")
-}
-
 fn stdout(out: &std::process::Output) -> String {
     assert!(
         out.status.success(),
@@ -51,15 +31,14 @@ fn a_database_is_reached_with_its_url() {
     let cluster = PgCluster::shared();
     let db = cluster.new_database();
     assert!(db.url.starts_with("postgresql://cw_owner_"), "{}", db.url);
-    let out = psql_url(
-        cluster,
+    let out = cluster.psql_url(
         &db.url,
         "SELECT current_user || ' ' || current_database() || ' ' || \
          (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
     );
     assert_eq!(stdout(&out), format!("{} {} false", db.owner, db.name));
     // The owner may create tables in its database.
-    stdout(&psql_url(cluster, &db.url, "CREATE TABLE t (x int)"));
+    stdout(&cluster.psql_url(&db.url, "CREATE TABLE t (x int)"));
     assert_ne!(cluster.database(), db.url, "each database is new");
 }
 
@@ -73,7 +52,7 @@ fn tcp_logins_need_the_password() {
     let cluster = PgCluster::shared();
     let db = cluster.new_database();
     let wrong = db.url.replace(&db.password, "wrong");
-    let out = psql_url(cluster, &wrong, "SELECT 1");
+    let out = cluster.psql_url(&wrong, "SELECT 1");
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("password authentication failed"),
@@ -102,24 +81,17 @@ fn a_killed_cluster_restarts_with_its_commits() {
     }
     let cluster = PgCluster::start();
     let db = cluster.new_database();
-    stdout(&psql_url(
-        &cluster,
-        &db.url,
-        "CREATE TABLE t (x int); INSERT INTO t VALUES (42)",
-    ));
+    stdout(&cluster.psql_url(&db.url, "CREATE TABLE t (x int); INSERT INTO t VALUES (42)"));
     let pid = cluster.postmaster_pid().expect("running");
     cluster.kill();
     assert!(!is_alive(pid), "the postmaster survived SIGKILL");
     assert!(!cluster.is_ready());
-    assert!(!psql_url(&cluster, &db.url, "SELECT 1").status.success());
+    assert!(!cluster.psql_url(&db.url, "SELECT 1").status.success());
+    cluster.restart();
+    assert_eq!(stdout(&cluster.psql_url(&db.url, "SELECT x FROM t")), "42");
     cluster.restart();
     assert_eq!(
-        stdout(&psql_url(&cluster, &db.url, "SELECT x FROM t")),
-        "42"
-    );
-    cluster.restart();
-    assert_eq!(
-        stdout(&psql_url(&cluster, &db.url, "SELECT count(*) FROM t")),
+        stdout(&cluster.psql_url(&db.url, "SELECT count(*) FROM t")),
         "1"
     );
 }
@@ -139,10 +111,7 @@ fn created_roles_log_in_with_their_password() {
         cluster.port(),
         db.name
     );
-    assert_eq!(
-        stdout(&psql_url(cluster, &url, "SELECT current_user")),
-        role
-    );
+    assert_eq!(stdout(&cluster.psql_url(&url, "SELECT current_user")), role);
     let rights = cluster.psql(
         &db.name,
         &format!(

@@ -409,25 +409,6 @@ fn only_db_migrate_creates_the_schema() {
     );
 }
 
-/// `psql` as whoever `url` names, over TCP.
-fn psql_as(cluster: &PgCluster, url: &str, sql: &str) -> std::process::Output {
-    Command::new(cluster.program("psql"))
-        .args([
-            "-X",
-            "-A",
-            "-t",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            url,
-            "-c",
-            sql,
-        ])
-        .env_remove("PGPASSWORD")
-        .output()
-        .expect("run psql")
-}
-
 /// A hook role records and traces, but PostgreSQL refuses every UPDATE and DELETE it tries on
 /// every table, and any row it tries to add to incidents, journals, purges or sweeps; a
 /// responder role opens an incident.
@@ -513,7 +494,7 @@ fn the_hook_role_only_adds_provenance() {
             format!("UPDATE {table} SET {column} = {column}"),
             format!("DELETE FROM {table}"),
         ] {
-            let out = psql_as(cluster, &hook_url, &sql);
+            let out = cluster.psql_url(&hook_url, &sql);
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(
                 !out.status.success() && stderr.contains("permission denied"),
@@ -526,7 +507,7 @@ fn the_hook_role_only_adds_provenance() {
         "INSERT INTO purges (kind, builder_id, at) VALUES ('builder', 1, 0)",
         "INSERT INTO store_locks (name, owner, taken_at) VALUES ('sweep', 'x', 0)",
     ] {
-        let out = psql_as(cluster, &hook_url, sql);
+        let out = cluster.psql_url(&hook_url, sql);
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("permission denied"),
             "the hook role ran `{sql}`"
