@@ -514,7 +514,8 @@ pub struct IncidentPurgeArgs {
     /// Do not ask before acting.
     #[arg(long, short)]
     pub yes: bool,
-    /// Save evidence here before deleting [default: evidence/incident-ID beside the database]
+    /// Save evidence here before deleting [default: evidence/incident-ID beside an SQLite
+    /// store, in the current directory for a PostgreSQL one]
     #[arg(long, value_name = "DIR", conflicts_with = "no_evidence")]
     pub evidence_dir: Option<PathBuf>,
     /// Save the blobs of deleted manifests too, not only their digests.
