@@ -14,6 +14,7 @@
 #     included, over TCP for PostgreSQL: median and p95.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/record_latency.sh
 runs=${1:-100000}
 calls=${2:-100}
 shift 2 || true
@@ -78,18 +79,6 @@ done
 for store in sqlite postgres; do
     db=$lite
     [ "$store" = postgres ] && db=$pg
-    : >"$work/times"
-    for i in $(seq 1 "$calls"); do
-        start=$(date +%s%N)
-        "$bin" --db "$db" record --pipeline "p$((i % 5000))" --run "bench-$i" --builder b7 \
-            --cache-from "registry.example.com/p1/cache:main@sha256:$(printf '%064x' "$i")" \
-            --cache-to type=inline --image "registry.example.com/p1/app:$i" --mount /root/.cache/pip \
-            2>/dev/null
-        end=$(date +%s%N)
-        echo $(((end - start) / 1000)) >>"$work/times"
-    done
-    sort -n "$work/times" >"$work/sorted"
-    median=$(awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}' "$work/sorted")
-    p95=$(awk '{a[NR]=$1} END {print a[int(NR*0.95)]}' "$work/sorted")
-    echo "record, $store: median $(echo "scale=2; $median / 1000" | bc) ms, p95 $(echo "scale=2; $p95 / 1000" | bc) ms ($calls calls, process start included)"
+    read -r median p95 < <(record_latency "$bin" "$db" "$calls" "$work")
+    echo "record, $store: median $median ms, p95 $p95 ms ($calls calls, process start included)"
 done

@@ -9,6 +9,7 @@
 # over the whole chain.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. benches/record_latency.sh
 runs=${1:-100000}
 calls=${2:-200}
 cargo build --release --quiet
@@ -24,20 +25,8 @@ end=$(date +%s%N)
 import_s=$(echo "scale=3; ($end - $start) / 1000000000" | bc)
 echo "import: $runs runs, $events events in ${import_s}s = $(echo "$events / $import_s" | bc) events/s"
 
-: >"$work/times"
-for i in $(seq 1 "$calls"); do
-    start=$(date +%s%N)
-    "$bin" --db "$work/store.db" record --pipeline "p$((i % 5000))" --run "bench-$i" --builder b7 \
-        --cache-from "registry.example.com/p1/cache:main@sha256:$(printf '%064x' "$i")" \
-        --cache-to type=inline --image "registry.example.com/p1/app:$i" --mount /root/.cache/pip \
-        2>/dev/null
-    end=$(date +%s%N)
-    echo $(((end - start) / 1000)) >>"$work/times"
-done
-sort -n "$work/times" >"$work/sorted"
-median=$(awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}' "$work/sorted")
-p95=$(awk '{a[NR]=$1} END {print a[int(NR*0.95)]}' "$work/sorted")
-echo "record: $calls calls on a store of $runs runs: median $(echo "scale=2; $median / 1000" | bc) ms, p95 $(echo "scale=2; $p95 / 1000" | bc) ms (process start included)"
+read -r median p95 < <(record_latency "$bin" "$work/store.db" "$calls" "$work")
+echo "record: $calls calls on a store of $runs runs: median $median ms, p95 $p95 ms (process start included)"
 start=$(date +%s%N)
 "$bin" --db "$work/store.db" verify-log >/dev/null
 end=$(date +%s%N)
