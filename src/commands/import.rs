@@ -7,6 +7,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::sync::mpsc::SyncSender;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -19,7 +20,7 @@ use crate::error::InputError;
 use crate::ingest::IngestError;
 use crate::model::{ParseError, limits};
 use crate::printer::Printer;
-use crate::store::{ImportItem, Store};
+use crate::store::{ImportCache, ImportItem, Store};
 use crate::wire::provenance::parse_line;
 
 pub fn import(
@@ -42,8 +43,8 @@ pub fn import(
         .into());
     }
     let source = args.file.display().to_string();
-    let reader: Box<dyn BufRead> = if source == "-" {
-        Box::new(BufReader::new(std::io::stdin().lock()))
+    let reader: Box<dyn BufRead + Send> = if source == "-" {
+        Box::new(BufReader::new(std::io::stdin()))
     } else {
         let file = File::open(&args.file).map_err(|source_err| InputError::Read {
             path: source.clone(),
@@ -57,14 +58,10 @@ pub fn import(
     let mut store: Option<Store> = None;
     let batch_size = args.batch_size.max(1);
     let (mut lines, mut events) = (0usize, 0usize);
-    let mut batch: Vec<ImportItem> = Vec::with_capacity(batch_size);
-    let mut first_line = 1;
-    let mut commit = |batch: &mut Vec<ImportItem>, first_line: usize| -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
+    let mut known = ImportCache::default();
+    let mut commit = |batch: &[ImportItem], first_line: usize| -> Result<()> {
         let outcome = bulk_store(&mut store, db)?
-            .import_batch(batch, first_line, config)
+            .import_batch_cached(batch, first_line, config, &mut known)
             .map_err(|err| match err {
                 crate::store::StoreError::Input(message) => {
                     anyhow::Error::from(IngestError::new(&source, None, message))
@@ -75,46 +72,28 @@ pub fn import(
         for warning in outcome.warnings {
             printer.warn(format!("`{source}` {warning}"));
         }
-        batch.clear();
         Ok(())
     };
-    let mut reader = reader;
-    let mut buf = Vec::new();
-    let mut number = 0;
-    loop {
-        number += 1;
-        let at_line = |message: String| IngestError::new(&source, Some(number), message);
-        match next_line(&mut reader, &mut buf).map_err(|err| at_line(err.to_string()))? {
-            Next::End => break,
-            Next::Line => {}
-            Next::TooLong => {
-                return Err(at_line(format!(
-                    "the line is over the limit of {} bytes",
-                    limits::LINE_BYTES
-                ))
-                .into());
-            }
+    // One thread reads and parses the next batch while this one writes the last: batches
+    // are written in order, and a bad line stops the import after the batches before its own.
+    // The receiver is dropped before the scope joins the reader: a write that fails stops
+    // the reader at its next batch.
+    std::thread::scope(|scope| -> Result<()> {
+        let (sender, batches) = std::sync::mpsc::sync_channel(1);
+        let parse = Batches {
+            source: &source,
+            trust_level: args.trust_level.as_deref(),
+            config,
+            batch_size,
+        };
+        scope.spawn(move || parse.send(reader, &sender));
+        for batch in &batches {
+            let (first_line, batch) = batch?;
+            commit(&batch, first_line)?;
+            lines += batch.len();
         }
-        let line = std::str::from_utf8(&buf)
-            .map_err(|_| at_line("stream did not contain valid UTF-8".to_owned()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let mut item =
-            parse_line(line).map_err(|message| IngestError::new(&source, Some(number), message))?;
-        if let Some(level) = &args.trust_level {
-            cap_trust(&mut item, level, config);
-        }
-        if batch.is_empty() {
-            first_line = number;
-        }
-        batch.push(item);
-        lines += 1;
-        if batch.len() == batch_size {
-            commit(&mut batch, first_line)?;
-        }
-    }
-    commit(&mut batch, first_line)?;
+        Ok(())
+    })?;
     let store = bulk_store(&mut store, db)?;
     store.bulk(false)?;
     store.optimize()?;
@@ -137,6 +116,86 @@ pub fn import(
         chain.head
     ));
     Ok(ExitStatus::Success)
+}
+
+/// Reads and parses lines into batches.
+struct Batches<'a> {
+    source: &'a str,
+    trust_level: Option<&'a str>,
+    config: &'a Config,
+    batch_size: usize,
+}
+
+impl Batches<'_> {
+    /// Sends each batch with the number of its first line; after a bad line, the error, and
+    /// nothing more. Stops when the receiver is gone.
+    fn send(
+        &self,
+        mut reader: Box<dyn BufRead + Send>,
+        sender: &SyncSender<Result<(usize, Vec<ImportItem>)>>,
+    ) {
+        let mut batch = Vec::with_capacity(self.batch_size);
+        let mut first_line = 1;
+        let mut buf = Vec::new();
+        let mut number = 0;
+        loop {
+            number += 1;
+            let item = match self.next(&mut reader, &mut buf, number) {
+                Ok(Some(Some(item))) => item,
+                Ok(Some(None)) => continue,
+                Ok(None) => break,
+                Err(err) => {
+                    // The batches before the bad line are written; its own is not.
+                    let _ = sender.send(Err(err));
+                    return;
+                }
+            };
+            if batch.is_empty() {
+                first_line = number;
+            }
+            batch.push(item);
+            if batch.len() == self.batch_size {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(self.batch_size));
+                if sender.send(Ok((first_line, full))).is_err() {
+                    return;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let _ = sender.send(Ok((first_line, batch)));
+        }
+    }
+
+    /// Line `number`: `None` at the end, `Some(None)` for a blank line.
+    fn next(
+        &self,
+        reader: &mut dyn BufRead,
+        buf: &mut Vec<u8>,
+        number: usize,
+    ) -> Result<Option<Option<ImportItem>>> {
+        let at_line = |message: String| IngestError::new(self.source, Some(number), message);
+        match next_line(reader, buf).map_err(|err| at_line(err.to_string()))? {
+            Next::End => return Ok(None),
+            Next::Line => {}
+            Next::TooLong => {
+                return Err(at_line(format!(
+                    "the line is over the limit of {} bytes",
+                    limits::LINE_BYTES
+                ))
+                .into());
+            }
+        }
+        let line = std::str::from_utf8(buf)
+            .map_err(|_| at_line("stream did not contain valid UTF-8".to_owned()))?;
+        if line.trim().is_empty() {
+            return Ok(Some(None));
+        }
+        let mut item = parse_line(line).map_err(at_line)?;
+        if let Some(level) = self.trust_level {
+            cap_trust(&mut item, level, self.config);
+        }
+        Ok(Some(Some(item)))
+    }
 }
 
 /// Lowers what a line says about trust to at most `cap`: a run's level (a run that names none
@@ -176,7 +235,7 @@ enum Next {
 
 /// Reads the next line into `buf`, without its line ending, holding at most
 /// [`limits::LINE_BYTES`] of it: a 300 MB line is refused after its first MiB, never read whole.
-fn next_line(reader: &mut impl BufRead, buf: &mut Vec<u8>) -> std::io::Result<Next> {
+fn next_line(reader: &mut (impl BufRead + ?Sized), buf: &mut Vec<u8>) -> std::io::Result<Next> {
     buf.clear();
     let mut read_any = false;
     loop {

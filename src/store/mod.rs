@@ -29,6 +29,7 @@ mod incident;
 mod index;
 mod ls;
 mod mount_audit;
+mod pages;
 mod pg;
 pub mod postgres;
 
@@ -51,7 +52,7 @@ pub use mount_audit::{NewSnapshot, SnapshotSource};
 
 pub use read::{ExportError, ExportItem};
 pub use sweep::SweepKinds;
-pub use write::{ImportItem, ImportOutcome, RecordOutcome};
+pub use write::{ImportCache, ImportItem, ImportOutcome, RecordOutcome};
 
 /// How long a writer waits for another process's lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use crate::store::db::{OptionalExtension, Transaction, params};
 use serde::Serialize;
 
-use super::chain::EntryKind;
+use super::chain::{EntryKind, EventFacts, NewRun, Ref, RunFacts, Target};
 use super::collector::Receipt;
 use super::{Store, StoreError, sql_error};
 use crate::config::Config;
@@ -111,16 +111,37 @@ struct PipelineRow {
 }
 
 /// Ids already looked up in this writer, so a batch does not re-query them.
+///
+/// Builders, artifacts, mounts and records are never deleted and their identities never
+/// change, so these entries stay true across transactions; what an upsert would still change
+/// (an earlier first sighting, a later use) is kept beside the id and written when it moves.
+/// Pipelines (whose project and ceiling other writers may change) and the chain's tail hold
+/// for one transaction only: [`IdCache::next_transaction`].
 #[derive(Default)]
 pub(super) struct IdCache {
     pipelines: HashMap<String, PipelineRow>,
     builders: HashMap<String, i64>,
-    artifacts: HashMap<(Backend, String, String, String), i64>,
+    /// Id and first sighting.
+    artifacts: HashMap<(Backend, String, String, String), (i64, Micros)>,
+    /// First and last sighting of a tag on an artifact.
+    tags: HashMap<(i64, String), (Micros, Micros)>,
     mounts: HashMap<(i64, String, String), i64>,
-    records: HashMap<(i64, String), i64>,
+    records: HashMap<(i64, String), StoredRecord>,
     /// The run chain's last entry, once this transaction has appended to it.
     pub(super) chain: Option<super::chain::Tail>,
 }
+
+impl IdCache {
+    /// Forgets what holds for one transaction only.
+    fn next_transaction(&mut self) {
+        self.pipelines.clear();
+        self.chain = None;
+    }
+}
+
+/// What an import has learnt of the store's rows, kept from one batch to the next.
+#[derive(Default)]
+pub struct ImportCache(IdCache);
 
 impl Store {
     /// Stores one build. Recording the same (pipeline, run, step) again with the same facts
@@ -183,9 +204,36 @@ impl Store {
         first_line: usize,
         config: &Config,
     ) -> Result<ImportOutcome, StoreError> {
+        self.import_batch_cached(items, first_line, config, &mut ImportCache::default())
+    }
+
+    /// [`Store::import_batch`], with what earlier batches learnt of the store's rows. A batch
+    /// that fails leaves `known` empty: its rows were rolled back.
+    pub fn import_batch_cached(
+        &mut self,
+        items: &[ImportItem],
+        first_line: usize,
+        config: &Config,
+        known: &mut ImportCache,
+    ) -> Result<ImportOutcome, StoreError> {
+        known.0.next_transaction();
+        let result = self.import_batch_with(items, first_line, config, &mut known.0);
+        if result.is_err() {
+            *known = ImportCache::default();
+        }
+        result
+    }
+
+    fn import_batch_with(
+        &mut self,
+        items: &[ImportItem],
+        first_line: usize,
+        config: &Config,
+        cache: &mut IdCache,
+    ) -> Result<ImportOutcome, StoreError> {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
-        let mut cache = IdCache::default();
+        let pages = super::pages::defer(&tx).map_err(|e| sql_error(&path, e))?;
         let now = time::now();
         let mut outcome = ImportOutcome::default();
         let mut importer = None;
@@ -195,7 +243,7 @@ impl Store {
             let result = match item {
                 ImportItem::Pipeline(p) => ensure_pipeline(
                     &tx,
-                    &mut cache,
+                    cache,
                     config,
                     p,
                     p.trust_level.as_deref(),
@@ -203,11 +251,11 @@ impl Store {
                     &mut warnings,
                 )
                 .map(|_| 0),
-                ImportItem::Builder(b) => upsert_builder(&tx, &mut cache, b)
+                ImportItem::Builder(b) => upsert_builder(&tx, cache, b)
                     .map(|_| 0)
                     .map_err(WriteError::from),
                 ImportItem::Run(run) => {
-                    insert_run(&tx, &mut cache, config, (run, source::HOOK), now, None).map(|o| {
+                    insert_run(&tx, cache, config, (run, source::HOOK), now, None).map(|o| {
                         warnings = o.warnings;
                         o.events
                     })
@@ -230,7 +278,7 @@ impl Store {
                         action: None,
                         claimed: (*claimed != PurgeClaim::default()).then(|| claimed.clone()),
                     };
-                    insert_purge(&tx, &mut cache, target, *at, &provenance, now)
+                    insert_purge(&tx, cache, target, *at, &provenance, now)
                         .map(|_| 1)
                         .map_err(WriteError::from)
                 }
@@ -249,6 +297,7 @@ impl Store {
                 .warnings
                 .extend(warnings.into_iter().map(|w| format!("line {line}: {w}")));
         }
+        super::pages::finish(&tx, pages).map_err(|e| sql_error(&path, e))?;
         tx.commit().map_err(|e| sql_error(&path, e))?;
         Ok(outcome)
     }
@@ -552,9 +601,9 @@ pub(super) fn upsert_artifact(
 ) -> crate::store::db::DbResult<i64> {
     let ident = artifact_key(artifact);
     let id = match cache.artifacts.get(&ident) {
-        Some(id) => *id,
-        None => {
-            let id = tx
+        Some(&(id, first_seen)) if first_seen <= seen => id,
+        _ => {
+            let (id, first_seen) = tx
                 .prepare_cached(upsert(
                     tx,
                     "INSERT INTO artifacts (backend, locator, digest, key, first_seen)
@@ -562,29 +611,40 @@ pub(super) fn upsert_artifact(
                      ON CONFLICT (backend, locator, digest, key) DO UPDATE SET
                         first_seen = CASE WHEN excluded.first_seen < artifacts.first_seen
                                      THEN excluded.first_seen ELSE artifacts.first_seen END
-                     RETURNING id",
-                    "SELECT cw_upsert_artifact(?1, ?2, ?3, ?4, ?5)",
+                     RETURNING id, first_seen",
+                    // The row's first sighting is at most this one's: enough to know when
+                    // a later sighting changes nothing.
+                    "SELECT cw_upsert_artifact(?1, ?2, ?3, ?4, ?5), ?5",
                 ))?
                 .query_row(
                     params![ident.0.as_str(), ident.1, ident.2, ident.3, seen],
-                    |row| row.get(0),
+                    |row| Ok((row.get(0)?, row.get(1)?)),
                 )?;
-            cache.artifacts.insert(ident, id);
+            cache.artifacts.insert(ident, (id, first_seen));
             id
         }
     };
     if let Some(tag) = &artifact.tag {
-        tx.prepare_cached(upsert(
-            tx,
-            "INSERT INTO artifact_tags (artifact_id, tag, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)
-             ON CONFLICT (artifact_id, tag) DO UPDATE SET
-                first_seen = CASE WHEN excluded.first_seen < artifact_tags.first_seen
-                             THEN excluded.first_seen ELSE artifact_tags.first_seen END,
-                last_seen = CASE WHEN excluded.last_seen > artifact_tags.last_seen
-                            THEN excluded.last_seen ELSE artifact_tags.last_seen END",
-            "SELECT cw_upsert_artifact_tag(?1, ?2, ?3)",
-        ))?
-        .execute(params![id, tag, seen])?;
+        let known = cache.tags.get(&(id, tag.clone()));
+        if !known.is_some_and(|&(first, last)| first <= seen && seen <= last) {
+            tx.prepare_cached(upsert(
+                tx,
+                "INSERT INTO artifact_tags (artifact_id, tag, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)
+                 ON CONFLICT (artifact_id, tag) DO UPDATE SET
+                    first_seen = CASE WHEN excluded.first_seen < artifact_tags.first_seen
+                                 THEN excluded.first_seen ELSE artifact_tags.first_seen END,
+                    last_seen = CASE WHEN excluded.last_seen > artifact_tags.last_seen
+                                THEN excluded.last_seen ELSE artifact_tags.last_seen END",
+                "SELECT cw_upsert_artifact_tag(?1, ?2, ?3)",
+            ))?
+            .execute(params![id, tag, seen])?;
+            // What the row holds now is at least this wide; a sighting inside it changes
+            // nothing.
+            let (first, last) = known.copied().unwrap_or((seen, seen));
+            cache
+                .tags
+                .insert((id, tag.clone()), (first.min(seen), last.max(seen)));
+        }
     }
     Ok(id)
 }
@@ -612,47 +672,91 @@ fn upsert_mount(
     Ok(id)
 }
 
+/// A builder record's row: its id, its type and description as first recorded, and its last
+/// use and size as last written.
+#[derive(Debug, Clone)]
+struct StoredRecord {
+    id: i64,
+    record_type: String,
+    description: String,
+    last_used_at: Option<Micros>,
+    size: Option<i64>,
+}
+
+impl StoredRecord {
+    /// Whether upserting `record` would change nothing in this row.
+    fn covers(&self, record: &BuilderRecord) -> bool {
+        let used = match (record.last_used_at, self.last_used_at) {
+            (None, _) => true,
+            (Some(new), Some(kept)) => new <= kept,
+            (Some(_), None) => false,
+        };
+        used && (record.size.is_none() || record.size == self.size)
+    }
+}
+
 fn upsert_record(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
     builder: i64,
     record: &BuilderRecord,
-) -> crate::store::db::DbResult<i64> {
+) -> crate::store::db::DbResult<StoredRecord> {
     let ident = (builder, record.id.clone());
-    if let Some(id) = cache.records.get(&ident) {
-        return Ok(*id);
+    if let Some(stored) = cache.records.get(&ident)
+        && stored.covers(record)
+    {
+        return Ok(stored.clone());
     }
-    let id = tx
-        .prepare_cached(upsert(
-            tx,
-            "INSERT INTO builder_records
-                (builder_id, record_id, record_type, description, created_at, last_used_at, size)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (builder_id, record_id) DO UPDATE SET
-                last_used_at = CASE
-                    WHEN excluded.last_used_at IS NULL THEN builder_records.last_used_at
-                    WHEN builder_records.last_used_at IS NULL THEN excluded.last_used_at
-                    WHEN excluded.last_used_at > builder_records.last_used_at
-                        THEN excluded.last_used_at
-                    ELSE builder_records.last_used_at END,
-                size = coalesce(excluded.size, builder_records.size)
-             RETURNING id",
-            "SELECT cw_upsert_builder_record(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        ))?
-        .query_row(
-            params![
-                builder,
-                record.id,
-                record.record_type,
-                record.description,
-                record.created_at,
-                record.last_used_at,
-                record.size
-            ],
-            |row| row.get(0),
-        )?;
-    cache.records.insert(ident, id);
-    Ok(id)
+    let values = params![
+        builder,
+        record.id,
+        record.record_type,
+        record.description,
+        record.created_at,
+        record.last_used_at,
+        record.size
+    ];
+    let read = |row: &crate::store::db::Row<'_>| {
+        Ok(StoredRecord {
+            id: row.get(0)?,
+            record_type: row.get(1)?,
+            description: row.get(2)?,
+            last_used_at: row.get(3)?,
+            size: row.get(4)?,
+        })
+    };
+    let stored = match tx.engine() {
+        crate::store::db::Engine::Sqlite => tx
+            .prepare_cached(
+                "INSERT INTO builder_records
+                    (builder_id, record_id, record_type, description, created_at, last_used_at, size)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (builder_id, record_id) DO UPDATE SET
+                    last_used_at = CASE
+                        WHEN excluded.last_used_at IS NULL THEN builder_records.last_used_at
+                        WHEN builder_records.last_used_at IS NULL THEN excluded.last_used_at
+                        WHEN excluded.last_used_at > builder_records.last_used_at
+                            THEN excluded.last_used_at
+                        ELSE builder_records.last_used_at END,
+                    size = coalesce(excluded.size, builder_records.size)
+                 RETURNING id, record_type, description, last_used_at, size",
+            )?
+            .query_row(values, read)?,
+        // The function returns the id only: the row as it now stands is read after it, in
+        // the same transaction.
+        crate::store::db::Engine::Postgres => {
+            let id: i64 = tx
+                .prepare_cached("SELECT cw_upsert_builder_record(?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+                .query_row(values, |row| row.get(0))?;
+            tx.prepare_cached(
+                "SELECT id, record_type, description, last_used_at, size
+                 FROM builder_records WHERE id = ?1",
+            )?
+            .query_row([id], read)?
+        }
+    };
+    cache.records.insert(ident, stored.clone());
+    Ok(stored)
 }
 
 /// Inserts an event once; returns whether anything was written. An event already recorded is
@@ -667,17 +771,44 @@ pub(super) fn insert_event(
     detail: Option<&str>,
     now: Micros,
 ) -> crate::store::db::DbResult<bool> {
-    let inserted = tx
+    insert_event_id(tx, run, (kind, source), target, at, detail, now)
+        .map(|added| added != Added::Nothing)
+}
+
+/// What [`insert_event_id`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Added {
+    /// A new event, with its id.
+    Event(i64),
+    /// A mount use's new options, appended to the event's details.
+    Detail,
+    Nothing,
+}
+
+/// [`insert_event`], saying what it wrote.
+fn insert_event_id(
+    tx: &Transaction<'_>,
+    run: i64,
+    (kind, source): (&str, &str),
+    target: i64,
+    at: Micros,
+    detail: Option<&str>,
+    now: Micros,
+) -> crate::store::db::DbResult<Added> {
+    let inserted: Option<i64> = tx
         .prepare_cached(
             "INSERT INTO events (run_id, kind, target, at, detail, source)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING RETURNING id",
         )?
-        .execute(params![run, kind, target, at, detail, source])?;
-    if inserted > 0 {
-        return Ok(true);
+        .query_row(params![run, kind, target, at, detail, source], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    if let Some(id) = inserted {
+        return Ok(Added::Event(id));
     }
     let Some(detail) = detail else {
-        return Ok(false);
+        return Ok(Added::Nothing);
     };
     let (event, current): (i64, Option<String>) = tx
         .prepare_cached(
@@ -687,7 +818,7 @@ pub(super) fn insert_event(
         )?
         .query_row(params![run, kind, target], |row| row.try_into())?;
     if current.as_deref() == Some(detail) {
-        return Ok(false);
+        return Ok(Added::Nothing);
     }
     let mut uses: Vec<MountUse> = current
         .as_deref()
@@ -700,13 +831,13 @@ pub(super) fn insert_event(
         }
     }
     if uses.len() == before && current.is_some() {
-        return Ok(false);
+        return Ok(Added::Nothing);
     }
     let merged = serde_json::to_string(&uses)
         .map_err(|e| crate::store::db::DbError::Value(e.to_string()))?;
     tx.prepare_cached("INSERT INTO event_details (event_id, detail, at) VALUES (?1, ?2, ?3)")?
         .execute(params![event, merged, now])?;
-    Ok(true)
+    Ok(Added::Detail)
 }
 
 /// The facts of a stored run that a record of the same key must repeat.
@@ -909,13 +1040,59 @@ pub(super) fn insert_run(
     }
     let (start, finish) = (record.started_at, record.finished_at);
     let mut events = 0;
-    let mut add =
-        |tx: &Transaction<'_>, kind: &str, target: i64, at: Micros, detail: Option<&str>| {
-            insert_event(tx, run, (kind, source), target, at, detail, now)
-                .map(|new| events += usize::from(new))
-        };
+    // A new run's chain entry, built as its rows are written; dropped (and read back from
+    // the store instead) when anything but plain new events was written.
+    let builder_name = record.builder.as_ref().map(|b| b.name.as_str());
+    let mut entry = created.then(|| NewRun {
+        run: RunFacts {
+            pipeline: Some(record.pipeline.name.clone()),
+            run_key: record.run_id.clone(),
+            step: record.step.clone(),
+            commit: record.commit.clone(),
+            git_ref: record.git_ref.clone(),
+            builder: builder_name.map_or(Ref::None, |name| Ref::Named(name.to_owned())),
+            started_at: start,
+            finished_at: finish,
+            status: record.status.as_str().to_owned(),
+            has_records: i64::from(record.records.is_some()),
+            overlapped: i64::from(overlapped),
+            recorded_at: now,
+            trust_level: level.clone(),
+        },
+        events: Vec::new(),
+        events_through: 0,
+    });
+    let mut add = |tx: &Transaction<'_>,
+                   kind: &str,
+                   (target, named): (i64, &dyn Fn() -> Target),
+                   at: Micros,
+                   detail: Option<&str>| {
+        let added = insert_event_id(tx, run, (kind, source), target, at, detail, now)?;
+        match (added, &mut entry) {
+            (Added::Nothing, _) => {}
+            (Added::Event(id), Some(new)) => {
+                new.events.push(EventFacts {
+                    kind: kind.to_owned(),
+                    target: named(),
+                    at,
+                    detail: detail.map(str::to_owned),
+                });
+                new.events_through = id;
+            }
+            (Added::Detail, Some(_)) => entry = None,
+            (Added::Event(_) | Added::Detail, None) => {}
+        }
+        if added != Added::Nothing {
+            events += 1;
+        }
+        crate::store::db::DbResult::Ok(())
+    };
+    let on_builder = || Ref::Named(builder_name.unwrap_or_default().to_owned());
     if let Some(builder) = builder {
-        add(tx, kind::RAN_ON, builder, start, None)?;
+        let named = || Target::Builder {
+            name: builder_name.unwrap_or_default().to_owned(),
+        };
+        add(tx, kind::RAN_ON, (builder, &named), start, None)?;
     }
     for (list, kind, at) in [
         (&record.imported, kind::IMPORTED, finish),
@@ -925,7 +1102,16 @@ pub(super) fn insert_run(
     ] {
         for artifact in list {
             let id = upsert_artifact(tx, cache, artifact, at)?;
-            add(tx, kind, id, at, None)?;
+            let named = || {
+                let (backend, locator, digest, key) = artifact_key(artifact);
+                Target::Artifact {
+                    backend: backend.as_str().to_owned(),
+                    locator,
+                    digest,
+                    key,
+                }
+            };
+            add(tx, kind, (id, &named), at, None)?;
         }
     }
     if let Some(builder) = builder {
@@ -940,9 +1126,26 @@ pub(super) fn insert_run(
         }
         for (id, list) in uses {
             let detail = serde_json::to_string(&list).ok();
-            add(tx, kind::READ_MOUNT, id, finish, detail.as_deref())?;
+            let named = || Target::Mount {
+                builder: on_builder(),
+                namespace: list[0].namespace.clone(),
+                mount_id: list[0].id.clone(),
+            };
+            add(
+                tx,
+                kind::READ_MOUNT,
+                (id, &named),
+                finish,
+                detail.as_deref(),
+            )?;
             if list.iter().any(|m| !m.readonly) {
-                add(tx, kind::WROTE_MOUNT, id, start, detail.as_deref())?;
+                add(
+                    tx,
+                    kind::WROTE_MOUNT,
+                    (id, &named),
+                    start,
+                    detail.as_deref(),
+                )?;
             }
         }
         if let Some(evidence) = &record.records {
@@ -951,8 +1154,14 @@ pub(super) fn insert_run(
                 (&evidence.reused, kind::REUSED_RECORD, finish),
             ] {
                 for r in list {
-                    let id = upsert_record(tx, cache, builder, r)?;
-                    add(tx, kind, id, at, None)?;
+                    let stored = upsert_record(tx, cache, builder, r)?;
+                    let named = || Target::Record {
+                        builder: on_builder(),
+                        record_id: r.id.clone(),
+                        record_type: stored.record_type.clone(),
+                        description: stored.description.clone(),
+                    };
+                    add(tx, kind, (stored.id, &named), at, None)?;
                 }
             }
         }
@@ -965,7 +1174,9 @@ pub(super) fn insert_run(
     };
     // The run as accepted, or what it gained, joins the tamper-evident chain in this
     // transaction.
-    if created {
+    if let Some(new) = entry.filter(|_| !received) {
+        super::chain::append_new(tx, &mut cache.chain, run, new, now)?;
+    } else if created {
         super::chain::append(tx, &mut cache.chain, (run, received), EntryKind::Run, now)?;
     } else if events > 0 || received {
         super::chain::append(
@@ -1157,6 +1368,169 @@ mod tests {
             })
             .unwrap();
         runs
+    }
+
+    /// Every packed page of the store: table, page, bytes.
+    fn pages(store: &Store) -> Vec<(String, i64, Vec<u8>)> {
+        let mut pages = Vec::new();
+        for (table, column) in [
+            ("event_pages", "events"),
+            ("artifact_pages", "artifacts"),
+            ("record_pages", "records"),
+        ] {
+            let mut stmt = store
+                .conn
+                .prepare(&format!("SELECT page, {column} FROM {table} ORDER BY page"))
+                .unwrap();
+            let rows = stmt
+                .query_map([], |row| Ok((table.to_owned(), row.get(0)?, row.get(1)?)))
+                .unwrap();
+            pages.extend(rows.map(Result::unwrap));
+        }
+        pages
+    }
+
+    /// An import, which packs each batch's rows a page at a time, leaves the same pages as
+    /// recording the same runs one by one, whose triggers pack row by row; wherever the
+    /// batches end, with records described again, mounts shared, and the chain intact.
+    #[test]
+    fn imported_batches_pack_pages_as_recorded_runs_do() {
+        let hex = |i: usize| char::from(b"0123456789abcdef"[i % 16]);
+        let record = |id: String, description: String| BuilderRecord {
+            id,
+            record_type: "regular".to_owned(),
+            description,
+            created_at: None,
+            last_used_at: None,
+            size: None,
+        };
+        let items: Vec<ImportItem> = (0..90_usize)
+            .map(|i| {
+                let mut r = run(&format!("p{}", i % 4), &i.to_string(), None);
+                r.builder = Some(BuilderInfo {
+                    name: format!("ci-{}", i % 3),
+                    driver: None,
+                    endpoint: None,
+                });
+                r.imported = vec![cache(hex(i))];
+                r.exported = vec![Artifact {
+                    digest: Some(digest(hex(i + 1))),
+                    ..Artifact::registry(
+                        &ImageRef::parse(&format!("r.io/app{}:cache", i % 5), "test").unwrap(),
+                    )
+                }];
+                r.mounts = vec![MountUse {
+                    id: format!("/root/.cache/{}", i % 6),
+                    readonly: i % 2 == 0,
+                    ..MountUse::default()
+                }];
+                r.records = Some(RecordEvidence {
+                    created: vec![record(format!("rec{i}"), format!("RUN step {i}"))],
+                    reused: vec![record(
+                        format!("rec{}", i / 2),
+                        "described again".to_owned(),
+                    )],
+                    overlapped: false,
+                });
+                ImportItem::Run(Box::new(r))
+            })
+            .collect();
+        let config = Config::default();
+        let (_a, mut recorded) = store();
+        for item in &items {
+            let ImportItem::Run(r) = item else {
+                unreachable!()
+            };
+            recorded.record_run(r, &config).unwrap();
+        }
+        let (_b, mut imported) = store();
+        for (i, batch) in items.chunks(7).enumerate() {
+            imported.import_batch(batch, 1 + 7 * i, &config).unwrap();
+        }
+        let packed = pages(&imported);
+        assert!(packed.iter().filter(|(t, _, _)| t == "event_pages").count() > 3);
+        assert_eq!(packed, pages(&recorded));
+        assert_eq!(imported.verify_chain(None).unwrap().broken, None);
+        // The triggers are back: a run recorded after an import is packed as it is written.
+        let mut last = run("p0", "after", None);
+        last.imported = vec![cache('f')];
+        for store in [&mut recorded, &mut imported] {
+            store.record_run(&last, &config).unwrap();
+        }
+        assert_eq!(pages(&imported), pages(&recorded));
+    }
+
+    /// What an import keeps from batch to batch does not hide a change: an artifact seen
+    /// earlier in a later batch moves its first sighting, a tag's range widens, and a record
+    /// used later or with a size gets them, as recording the runs one by one does.
+    #[test]
+    fn an_import_cache_still_writes_what_moves() {
+        let used = |id: &str, at: Option<Micros>, size: Option<i64>| BuilderRecord {
+            id: id.to_owned(),
+            record_type: "regular".to_owned(),
+            description: "RUN make".to_owned(),
+            created_at: None,
+            last_used_at: at,
+            size,
+        };
+        let at = |i: i64, reused: BuilderRecord| {
+            let mut r = run("p", &i.to_string(), None);
+            r.started_at = (200 - 10 * i) * MINUTE;
+            r.finished_at = r.started_at + MINUTE;
+            r.imported = vec![cache('a')];
+            r.records = Some(RecordEvidence {
+                created: Vec::new(),
+                reused: vec![reused],
+                overlapped: false,
+            });
+            ImportItem::Run(Box::new(r))
+        };
+        let items = [
+            at(1, used("r1", None, None)),
+            at(2, used("r1", Some(5), None)),
+            at(3, used("r1", Some(3), Some(10))),
+            at(4, used("r1", Some(9), Some(12))),
+            at(5, used("r1", None, None)),
+        ];
+        let config = Config::default();
+        let facts = |store: &Store| -> (i64, i64, i64, Option<i64>, Option<i64>) {
+            let (first, tag_first, tag_last) = store
+                .conn
+                .query_row(
+                    "SELECT a.first_seen, t.first_seen, t.last_seen
+                     FROM artifacts a JOIN artifact_tags t ON t.artifact_id = a.id",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )
+                .unwrap();
+            let (last_used, size) = store
+                .conn
+                .query_row(
+                    "SELECT last_used_at, size FROM builder_records",
+                    [],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .unwrap();
+            (first, tag_first, tag_last, last_used, size)
+        };
+        let (_a, mut recorded) = store();
+        for item in &items {
+            let ImportItem::Run(r) = item else {
+                unreachable!()
+            };
+            recorded.record_run(r, &config).unwrap();
+        }
+        let (_b, mut imported) = store();
+        let mut known = ImportCache::default();
+        for (i, batch) in items.chunks(2).enumerate() {
+            imported
+                .import_batch_cached(batch, 1 + 2 * i, &config, &mut known)
+                .unwrap();
+        }
+        let expected = facts(&recorded);
+        assert_eq!(expected.3, Some(9));
+        assert_eq!(expected.4, Some(12));
+        assert_eq!(facts(&imported), expected);
     }
 
     /// A run the collector received first is chained whole with its receipt (encoding 2); a

@@ -25,7 +25,9 @@ use crate::store::db::{Db, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::time::Micros;
-pub(crate) use encode::{ENCODING_V1, ENCODING_V2, encode, next_hash};
+pub(crate) use encode::{
+    ENCODING_V1, ENCODING_V2, EventFacts, Ref, RunFacts, Target, encode, next_hash,
+};
 use read::{Span, load_entry};
 pub use verify::{BreakKind, ChainBreak, ChainCheck};
 
@@ -206,7 +208,76 @@ pub(super) fn append(
     let version = if receipt { ENCODING_V2 } else { ENCODING_V1 };
     let entry = load_entry(conn, (seq, version), kind, run, span)?
         .ok_or(crate::store::db::DbError::NoRows)?;
-    let hash = next_hash(&last.hash, &encode(&entry));
+    write_entry(conn, tail, last, (run, &entry), span, now)
+}
+
+/// A run this transaction has just created, as it wrote it: its facts and its events in the
+/// order they were inserted, names resolved as the stored rows give them.
+#[derive(Debug)]
+pub(crate) struct NewRun {
+    pub run: RunFacts,
+    pub events: Vec<EventFacts>,
+    /// The highest id among its events (0 when it has none).
+    pub events_through: i64,
+}
+
+/// Appends the entry of a run created in this transaction, with no receipt and no event
+/// details, from what the transaction wrote rather than by reading it back: the same entry
+/// [`append`] would load. Debug builds load it too and check that they agree.
+pub(super) fn append_new(
+    conn: &Db,
+    tail: &mut Option<Tail>,
+    run: i64,
+    new: NewRun,
+    now: Micros,
+) -> crate::store::db::DbResult<()> {
+    let last = match *tail {
+        Some(last) => last,
+        None => {
+            let head = stored_head(conn)?;
+            Tail {
+                seq: head.length,
+                hash: head.head,
+            }
+        }
+    };
+    let span = Span {
+        events_through: new.events_through,
+        ..Span::default()
+    };
+    let entry = encode::Entry {
+        version: ENCODING_V1,
+        seq: last.seq + 1,
+        kind: EntryKind::Run,
+        run: new.run,
+        events: new.events,
+        details: Vec::new(),
+        receipt: None,
+    };
+    #[cfg(debug_assertions)]
+    {
+        let stored = load_entry(conn, (entry.seq, ENCODING_V1), EntryKind::Run, run, span)?;
+        debug_assert_eq!(
+            stored.as_ref(),
+            Some(&entry),
+            "the entry as written and as stored"
+        );
+        debug_assert_eq!(run_through(conn, run)?, (new.events_through, 0));
+    }
+    write_entry(conn, tail, last, (run, &entry), span, now)
+}
+
+/// Hashes `entry` onto `last`, stores it and moves the tail.
+fn write_entry(
+    conn: &Db,
+    tail: &mut Option<Tail>,
+    last: Tail,
+    (run, entry): (i64, &encode::Entry),
+    span: Span,
+    now: Micros,
+) -> crate::store::db::DbResult<()> {
+    let (seq, kind, version) = (entry.seq, entry.kind, entry.version);
+    let hash = next_hash(&last.hash, &encode(entry));
     conn.prepare_cached(
         "INSERT INTO run_chain (seq, run_id, kind, events_through, details_through, encoding,
                                 hash, appended_at)
