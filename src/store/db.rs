@@ -2,9 +2,10 @@
 //! store uses: the store's queries are written once.
 //!
 //! SQL text is shared where the two dialects agree. For PostgreSQL, `?N` and `?` placeholders
-//! are rewritten to `$N` once per statement, and statements are prepared once per connection.
-//! Values cross as four kinds, as SQLite has them: integers (i64, booleans as 0 and 1), reals,
-//! text and bytes. A PostgreSQL column of another type (`numeric`, `json`) is read as an error
+//! are rewritten to `$N` once per statement, and each statement runs unnamed, in one round
+//! trip, leaving nothing in the server's session (see [`PgConn`]). Values cross as four kinds,
+//! as SQLite has them: integers (i64, booleans as 0 and 1), reals, text and bytes; text never
+//! holds a NUL ([`DbError::Nul`]). A PostgreSQL column of another type (`numeric`, `json`) is read as an error
 //! that names it: such queries cast in SQL.
 
 use std::cell::RefCell;

@@ -682,6 +682,7 @@ fn store_level_tests_pass_behind_pgbouncer() {
                 .and_then(|n| n.parse::<usize>().ok())
         })
         .sum();
+    eprintln!("behind PgBouncer: {passed} tests passed");
     assert!(passed >= 25, "only {passed} tests ran behind PgBouncer");
 }
 
