@@ -2042,27 +2042,25 @@ mod tests {
         let raw = store.conn.sqlite().expect("an SQLite store");
         for (i, text) in texts.iter().enumerate() {
             let id = i64::try_from(i).unwrap() * 40 + 1;
-            raw
-                .execute(
-                    "INSERT INTO artifacts (id, backend, locator, digest, key, first_seen)
+            raw.execute(
+                "INSERT INTO artifacts (id, backend, locator, digest, key, first_seen)
                      VALUES (?1, ?2, ?3, ?4, ?5, 7)",
-                    rusqlite::params![
-                        id,
-                        ["registry", "gha", "local", "s3"][i],
-                        format!("reg.io/{text}"),
-                        format!("sha256:{}", i.to_string().repeat(64)),
-                        text
-                    ],
-                )
-                .unwrap();
-            raw
-                .execute(
-                    "INSERT INTO builder_records (id, builder_id, record_id, record_type,
+                rusqlite::params![
+                    id,
+                    ["registry", "gha", "local", "s3"][i],
+                    format!("reg.io/{text}"),
+                    format!("sha256:{}", i.to_string().repeat(64)),
+                    text
+                ],
+            )
+            .unwrap();
+            raw.execute(
+                "INSERT INTO builder_records (id, builder_id, record_id, record_type,
                                                   description)
                      VALUES (?1, 1, ?2, ?3, ?4)",
-                    rusqlite::params![id, format!("r{text}"), text, format!("RUN {text}")],
-                )
-                .unwrap();
+                rusqlite::params![id, format!("r{text}"), text, format!("RUN {text}")],
+            )
+            .unwrap();
         }
         let mut queried = Vec::new();
         for i in 0..texts.len() {
