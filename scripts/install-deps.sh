@@ -9,7 +9,8 @@
 # asked for it by name (`docker-buildx/trixie`): installed and new packages keep coming from
 # Debian 12. It starts and stops no service itself; installing `postgresql` makes Debian's
 # default cluster (`15/main`), which the package starts where the machine lets packages start
-# services. The tests never use it: they start clusters of their own.
+# services; `pgbouncer` likewise makes a default service. The tests use neither: they start
+# clusters and poolers of their own.
 set -euo pipefail
 
 # One package a line. Docker Engine 26, the second engine of the tests, is unpacked beside
@@ -24,6 +25,7 @@ PACKAGES=(
     jq               # the runbooks read JSON output with it
     curl             # an HTTPS client for the collector's TLS test
     postgresql       # the PostgreSQL store's tests start private clusters with its initdb
+    pgbouncer        # the PostgreSQL store's tests run behind it in transaction pooling mode
 )
 # From Debian 13 on Debian 12 (see above); from the default sources where it is packaged.
 TRIXIE_PACKAGES=(

@@ -21,6 +21,19 @@ use crate::remote::registry::Resolver;
 use crate::time::{self, Micros};
 use crate::wire::provenance::{Line, run_line};
 
+/// Refuses a run holding a NUL character anywhere (read from a metadata file, a Dockerfile or
+/// the builder), naming the field: the store keeps no NUL, on either engine.
+fn refuse_nul(record: &RunRecord) -> Result<(), InputError> {
+    let value = serde_json::to_value(Line::Run(Box::new(run_line(record))))
+        .map_err(|err| InputError::invalid(err.to_string()))?;
+    match crate::wire::provenance::nul_field(&value) {
+        Some(field) => Err(InputError::invalid(crate::wire::provenance::nul_message(
+            &field,
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The build argument that turns on inline cache export.
 pub const INLINE_CACHE_ARG: &str = "BUILDKIT_INLINE_CACHE";
 
@@ -37,6 +50,7 @@ pub async fn record(
         printer.warn(warning);
     }
     crate::model::limits::check(&record).map_err(|err| InputError::invalid(err.to_string()))?;
+    refuse_nul(&record)?;
     if let Some(warning) = trust_warning(&args, config, &env) {
         printer.warn(warning);
     }

@@ -256,6 +256,9 @@ fn admit(
     let bad = |reason: String| (Refusal::new(400, "invalid_line", reason), None);
     let mut value: Value = serde_json::from_slice(body)
         .map_err(|e| bad(format!("the body is not a provenance line: {e}")))?;
+    if let Some(field) = crate::wire::provenance::nul_field(&value) {
+        return Err(bad(crate::wire::provenance::nul_message(&field)));
+    }
     let Some(line) = value.as_object_mut() else {
         return Err(bad("the body is not a JSON object".to_owned()));
     };
@@ -621,6 +624,9 @@ fn admit_overrides(identity: &Identity, body: &[u8]) -> Result<Overrides, Reject
     let bad = |reason: String| (Refusal::new(400, "invalid_override", reason), None);
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| bad(format!("the body is not an override: {e}")))?;
+    if let Some(field) = crate::wire::provenance::nul_field(&value) {
+        return Err(bad(crate::wire::provenance::nul_message(&field)));
+    }
     let text = |key: &str| {
         value
             .get(key)

@@ -33,12 +33,14 @@ pub struct Refused {
 /// Bytes of a refused request's text kept: evidence of a flood must not become the flood.
 const KEPT_BYTES: usize = 1024;
 
+/// The first [`KEPT_BYTES`] of `text`, a NUL written `\0`: the store keeps no NUL (PostgreSQL's
+/// text cannot hold one), and the refused request is kept alike on both engines.
 fn cut(text: &str) -> String {
     let mut end = text.len().min(KEPT_BYTES);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    text[..end].to_owned()
+    text[..end].replace('\0', "\\0")
 }
 
 /// Keeps the receipt of a run that has none yet; whether it was kept (the run's chain entry

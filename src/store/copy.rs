@@ -497,11 +497,30 @@ impl<'a> Writer<'a> {
                 })
             }
             Db::Postgres(conn) => {
-                let probe = format!("SELECT {list} FROM {} LIMIT 0", quote(table));
-                let types = conn.with_client(|client| {
-                    let stmt = client.prepare(&probe)?;
-                    Ok(stmt.columns().iter().map(|c| c.type_().clone()).collect())
-                })?;
+                // The columns' types from the catalog, in one unnamed statement: preparing a
+                // named one would leave session state behind a transaction-pooling proxy.
+                let found: Vec<(String, i64)> = db
+                    .prepare(
+                        "SELECT attname::text, atttypid::int8 FROM pg_attribute
+                         WHERE attrelid = ?1::regclass AND attnum > 0 AND NOT attisdropped",
+                    )?
+                    .query_map([quote(table)], |row| row.try_into())?
+                    .collect::<DbResult<_>>()?;
+                let types = columns
+                    .iter()
+                    .map(|column| {
+                        found
+                            .iter()
+                            .find(|(name, _)| name == column)
+                            .and_then(|(_, oid)| u32::try_from(*oid).ok())
+                            .and_then(postgres::types::Type::from_oid)
+                            .ok_or_else(|| {
+                                DbError::Value(format!(
+                                    "column `{table}.{column}` has a type `db copy` does not write"
+                                ))
+                            })
+                    })
+                    .collect::<DbResult<Vec<_>>>()?;
                 Ok(Self::Postgres {
                     conn,
                     sql: format!("COPY {} ({list}) FROM STDIN BINARY", quote(table)),

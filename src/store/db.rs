@@ -2,9 +2,10 @@
 //! store uses: the store's queries are written once.
 //!
 //! SQL text is shared where the two dialects agree. For PostgreSQL, `?N` and `?` placeholders
-//! are rewritten to `$N` once per statement, and statements are prepared once per connection.
-//! Values cross as four kinds, as SQLite has them: integers (i64, booleans as 0 and 1), reals,
-//! text and bytes. A PostgreSQL column of another type (`numeric`, `json`) is read as an error
+//! are rewritten to `$N` once per statement, and each statement runs unnamed, in one round
+//! trip, leaving nothing in the server's session (see [`PgConn`]). Values cross as four kinds,
+//! as SQLite has them: integers (i64, booleans as 0 and 1), reals, text and bytes; text never
+//! holds a NUL ([`DbError::Nul`]). A PostgreSQL column of another type (`numeric`, `json`) is read as an error
 //! that names it: such queries cast in SQL.
 
 use std::cell::RefCell;
@@ -28,6 +29,11 @@ pub enum DbError {
     /// A value the store itself refuses (bad UTF-8, an out-of-range integer, an unknown kind).
     #[error("{0}")]
     Value(String),
+    /// Text holding a NUL character, which PostgreSQL's text cannot: refused on both engines
+    /// before the statement runs, so the two stores never differ on it. The edges name the
+    /// field first (`import`, `record`, the collector); this is the last word.
+    #[error("a value holds a NUL character (U+0000), which the store does not keep")]
+    Nul,
 }
 
 /// A PostgreSQL error in one line: the server's message (with its detail), else the client's.
@@ -284,6 +290,17 @@ macro_rules! int_to_value {
     )*};
 }
 int_to_value!(i8, i16, i32, i64, u8, u16, u32, u64, usize, isize);
+
+/// `values`, unless one is text holding a NUL ([`DbError::Nul`]).
+fn no_nul(values: Vec<Value<'_>>) -> DbResult<Vec<Value<'_>>> {
+    if values
+        .iter()
+        .any(|v| matches!(v, Value::Text(text) if text.as_bytes().contains(&0)))
+    {
+        return Err(DbError::Nul);
+    }
+    Ok(values)
+}
 
 /// The parameters of one statement.
 pub trait Params {
@@ -597,10 +614,14 @@ pub fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 /// its last byte).
 pub const WRITER_LOCK: i64 = 0x0063_6163_6865_7761;
 
-/// A PostgreSQL connection with its statements, prepared once each.
+/// A PostgreSQL connection. It keeps no state in the server's session: each statement goes
+/// as one unnamed statement (parse, bind and execute in one round trip), and settings are
+/// `SET LOCAL`, so it works the same behind a transaction-pooling proxy such as PgBouncer,
+/// where consecutive transactions may run on different server connections.
 pub struct PgConn {
     client: RefCell<Option<postgres::Client>>,
-    statements: RefCell<HashMap<String, postgres::Statement>>,
+    /// Each statement's text as PostgreSQL spells it, rewritten once (client-side only).
+    texts: RefCell<HashMap<String, std::sync::Arc<str>>>,
     /// `SET LOCAL` statements run at the start of every transaction (statement timeouts): kept
     /// per transaction, not per session, so that a transaction-pooling proxy sees no session
     /// state.
@@ -611,7 +632,7 @@ impl PgConn {
     pub fn new(client: postgres::Client, per_transaction: String) -> Self {
         Self {
             client: RefCell::new(Some(client)),
-            statements: RefCell::new(HashMap::new()),
+            texts: RefCell::new(HashMap::new()),
             per_transaction,
         }
     }
@@ -628,39 +649,63 @@ impl PgConn {
         Ok(blocking(|| f(client))?)
     }
 
-    fn statement(&self, sql: &str) -> DbResult<postgres::Statement> {
-        if let Some(stmt) = self.statements.borrow().get(sql) {
-            return Ok(stmt.clone());
+    fn text(&self, sql: &str) -> std::sync::Arc<str> {
+        if let Some(text) = self.texts.borrow().get(sql) {
+            return text.clone();
         }
-        let text = pg_sql(sql);
-        let stmt = self
-            .with_client(|client| client.prepare(&text))
-            .inspect_err(|_| {
+        let text: std::sync::Arc<str> = pg_sql(sql).into();
+        self.texts.borrow_mut().insert(sql.to_owned(), text.clone());
+        text
+    }
+
+    /// Runs `f` with the statement's PostgreSQL text and its parameters, each with the type
+    /// it is sent as (see [`pg_param_type`]); names the statement on stderr when PostgreSQL
+    /// refuses it and `CACHEWARDEN_DEBUG_SQL` is set.
+    fn run<T: Send>(
+        &self,
+        sql: &str,
+        values: &[Value<'_>],
+        f: impl FnOnce(
+            &mut postgres::Client,
+            &str,
+            Vec<(&(dyn postgres::types::ToSql + Sync), postgres::types::Type)>,
+        ) -> Result<T, postgres::Error>
+        + Send,
+    ) -> DbResult<T> {
+        let text = self.text(sql);
+        let params: Vec<(&(dyn postgres::types::ToSql + Sync), postgres::types::Type)> = values
+            .iter()
+            .map(|v| (v as &(dyn postgres::types::ToSql + Sync), pg_param_type(v)))
+            .collect();
+        let statement: &str = &text;
+        self.with_client(|client| f(client, statement, params))
+            .inspect_err(|err| {
                 if std::env::var_os("CACHEWARDEN_DEBUG_SQL").is_some() {
-                    eprintln!("cachewarden: PostgreSQL refused: {text}");
+                    eprintln!("cachewarden: PostgreSQL refused ({err}): {statement}");
                 }
-            })?;
-        self.statements
-            .borrow_mut()
-            .insert(sql.to_owned(), stmt.clone());
-        Ok(stmt)
+            })
     }
 
     fn query(&self, sql: &str, values: &[Value<'_>]) -> DbResult<Vec<postgres::Row>> {
-        let stmt = self.statement(sql)?;
-        self.with_client(|client| client.query(&stmt, &pg_params(values)))
+        self.run(sql, values, |client, text, params| {
+            client.query_typed(text, &params)
+        })
     }
 
     fn execute(&self, sql: &str, values: &[Value<'_>]) -> DbResult<usize> {
-        let stmt = self.statement(sql)?;
-        let count = self.with_client(|client| client.execute(&stmt, &pg_params(values)))?;
+        let count = self.run(sql, values, |client, text, params| {
+            use postgres::fallible_iterator::FallibleIterator;
+            let mut rows = client.query_typed_raw(text, params)?;
+            while rows.next()?.is_some() {}
+            Ok(rows.rows_affected().unwrap_or(0))
+        })?;
         usize::try_from(count).map_err(|_| DbError::Value(format!("{count} rows")))
     }
 
     /// Starts a write transaction holding the store's writer lock, as SQLite's `BEGIN
     /// IMMEDIATE` does: writers take turns, so ids are handed out in commit order and the run
     /// chain is appended to by one writer at a time. The lock is the transaction's own (no
-    /// session state), released when it ends, by a killed client too.
+    /// session state), released when it ends, by a killed client too. One round trip.
     fn begin(&self) -> DbResult<()> {
         let mut sql = String::from("BEGIN; ");
         if !self.per_transaction.is_empty() {
@@ -669,6 +714,34 @@ impl PgConn {
         }
         sql.push_str(&format!("SELECT pg_advisory_xact_lock({WRITER_LOCK})"));
         self.with_client(|client| client.batch_execute(&sql))
+    }
+
+    /// Starts a read-only transaction on one snapshot, with the statement timeout. One round
+    /// trip.
+    fn begin_read(&self) -> DbResult<()> {
+        let mut sql = String::from("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+        if !self.per_transaction.is_empty() {
+            sql.push_str("; ");
+            sql.push_str(&self.per_transaction);
+        }
+        self.with_client(|client| client.batch_execute(&sql))
+    }
+}
+
+/// The type a parameter is sent as. Bytes are `bytea`; every other value goes untyped (OID 0)
+/// in text form, so the server infers its type from the statement, as it would for a
+/// prepared statement: an integer binds to an `int4` argument, a `boolean` column or a `float8`
+/// as well as to a `bigint`, and text to `jsonb`.
+fn pg_param_type(value: &Value<'_>) -> postgres::types::Type {
+    use postgres::types::{Kind, Type};
+    match value {
+        Value::Blob(_) => Type::BYTEA,
+        _ => Type::new(
+            "unspecified".to_owned(),
+            0,
+            Kind::Pseudo,
+            "pg_catalog".to_owned(),
+        ),
     }
 }
 
@@ -681,13 +754,6 @@ impl Drop for PgConn {
     }
 }
 
-fn pg_params<'a>(values: &'a [Value<'a>]) -> Vec<&'a (dyn postgres::types::ToSql + Sync)> {
-    values
-        .iter()
-        .map(|v| v as &(dyn postgres::types::ToSql + Sync))
-        .collect()
-}
-
 impl postgres::types::ToSql for Value<'_> {
     fn to_sql(
         &self,
@@ -698,6 +764,18 @@ impl postgres::types::ToSql for Value<'_> {
         let mismatch = || -> Box<dyn std::error::Error + Sync + Send> {
             format!("cannot bind {self:?} to a PostgreSQL `{ty}` parameter").into()
         };
+        if ty.oid() == 0 {
+            // Untyped, in text form (see `encode_format`): the server parses it as the type it
+            // inferred.
+            match *self {
+                Value::Null => return Ok(IsNull::Yes),
+                Value::Int(v) => out.extend_from_slice(v.to_string().as_bytes()),
+                Value::Real(v) => out.extend_from_slice(real_text(v).as_bytes()),
+                Value::Text(v) => out.extend_from_slice(v.as_bytes()),
+                Value::Blob(_) => return Err(mismatch()),
+            }
+            return Ok(IsNull::No);
+        }
         match *self {
             Value::Null => Ok(IsNull::Yes),
             Value::Int(v) => {
@@ -757,7 +835,28 @@ impl postgres::types::ToSql for Value<'_> {
         true
     }
 
+    /// Text for an untyped parameter, binary for a typed one (bytes, and `COPY`'s columns).
+    fn encode_format(&self, ty: &postgres::types::Type) -> postgres::types::Format {
+        if ty.oid() == 0 {
+            postgres::types::Format::Text
+        } else {
+            postgres::types::Format::Binary
+        }
+    }
+
     postgres::types::to_sql_checked!();
+}
+
+/// A float in PostgreSQL's text form, read back as the same value.
+fn real_text(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v.is_infinite() {
+        if v > 0.0 { "Infinity" } else { "-Infinity" }.to_owned()
+    } else {
+        // Rust's shortest form that reads back as the same f64.
+        format!("{v:?}")
+    }
 }
 
 impl rusqlite::ToSql for Value<'_> {
@@ -857,7 +956,7 @@ impl Db {
     }
 
     pub fn execute(&self, sql: &str, params: impl Params) -> DbResult<usize> {
-        let values = params.values()?;
+        let values = no_nul(params.values()?)?;
         match self {
             Self::Sqlite(conn) => Ok(conn
                 .prepare_cached(sql)?
@@ -912,9 +1011,7 @@ impl Db {
     pub fn read_transaction(&self) -> DbResult<()> {
         match self {
             Self::Sqlite(conn) => Ok(conn.execute_batch("BEGIN DEFERRED")?),
-            Self::Postgres(conn) => conn.with_client(|client| {
-                client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            }),
+            Self::Postgres(conn) => conn.begin_read(),
         }
     }
 }
@@ -955,7 +1052,7 @@ pub enum Statement<'conn> {
 
 impl Statement<'_> {
     pub fn execute(&mut self, params: impl Params) -> DbResult<usize> {
-        let values = params.values()?;
+        let values = no_nul(params.values()?)?;
         match self {
             Self::Sqlite(stmt) => Ok(stmt.execute(rusqlite::params_from_iter(values.iter()))?),
             Self::Postgres { conn, sql } => conn.execute(sql, &values),
@@ -967,7 +1064,7 @@ impl Statement<'_> {
         params: impl Params,
         f: impl FnOnce(&Row<'_>) -> DbResult<T>,
     ) -> DbResult<T> {
-        let values = params.values()?;
+        let values = no_nul(params.values()?)?;
         match self {
             Self::Sqlite(stmt) => {
                 let mut rows = stmt.query(rusqlite::params_from_iter(values.iter()))?;
@@ -987,7 +1084,7 @@ impl Statement<'_> {
     }
 
     pub fn query(&mut self, params: impl Params) -> DbResult<Rows<'_>> {
-        let values = params.values()?;
+        let values = no_nul(params.values()?)?;
         match self {
             Self::Sqlite(stmt) => Ok(Rows::Sqlite(
                 stmt.query(rusqlite::params_from_iter(values.iter()))?,
@@ -1124,5 +1221,39 @@ mod tests {
             .query_row("SELECT count(*) FROM t", params![], |row| row.get(0))
             .unwrap();
         assert_eq!(count, 0);
+    }
+
+    /// Text holding a NUL is refused before anything is written, whatever the engine: the
+    /// edges name the field first, and this keeps the two stores from ever differing on it.
+    #[test]
+    fn text_with_a_nul_is_refused_before_it_is_written() {
+        let mut db = Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        db.execute_batch("CREATE TABLE t (s TEXT)").unwrap();
+        let tx = db.transaction().unwrap();
+        let err = tx
+            .execute("INSERT INTO t VALUES (?1)", params!["a\0b"])
+            .unwrap_err();
+        assert!(matches!(err, DbError::Nul), "{err}");
+        tx.commit().unwrap();
+        let count: i64 = db
+            .query_row("SELECT count(*) FROM t", params![], |row| row.get(0))
+            .unwrap();
+        assert_eq!(count, 0);
+        assert!(matches!(
+            db.query_row("SELECT s FROM t WHERE s = ?1", ["\0"], |row| row
+                .get::<_, String>(0)),
+            Err(DbError::Nul)
+        ));
+    }
+
+    /// A float sent as text reads back as the same float in PostgreSQL's input syntax.
+    #[test]
+    fn reals_are_sent_as_text_that_reads_back_exactly() {
+        for v in [0.1, -2.5e-300, 1e300, f64::MAX, f64::MIN_POSITIVE, 3.0] {
+            assert_eq!(real_text(v).parse::<f64>().unwrap(), v);
+        }
+        assert_eq!(real_text(f64::NAN), "NaN");
+        assert_eq!(real_text(f64::INFINITY), "Infinity");
+        assert_eq!(real_text(f64::NEG_INFINITY), "-Infinity");
     }
 }

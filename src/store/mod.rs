@@ -649,7 +649,9 @@ fn cannot_open_read_only(err: &StoreError) -> bool {
 }
 
 pub(crate) fn sql_error(path: &Path, source: DbError) -> StoreError {
-    if source.is_busy() {
+    if matches!(source, DbError::Nul) {
+        StoreError::Input(source.to_string())
+    } else if source.is_busy() {
         StoreError::Locked {
             path: path.to_path_buf(),
         }

@@ -61,13 +61,7 @@ impl Store {
         })?;
         Ok(Self {
             pg_url: Some(url.clone()),
-            conn: Db::Postgres(Box::new(PgConn::new(
-                client,
-                format!(
-                    "SET LOCAL statement_timeout = {}",
-                    timeouts.statement.as_millis()
-                ),
-            ))),
+            conn: Db::Postgres(Box::new(PgConn::new(client, statement_timeout(&timeouts)))),
             path: label,
             access,
         })
@@ -90,7 +84,8 @@ impl Store {
         let reader = Db::Postgres(Box::new(PgConn::new(client, String::new())));
         reader
             .execute_batch(&format!(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'"
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{snapshot}'; {}",
+                statement_timeout(&timeouts)
             ))
             .ok()?;
         Some(reader)
@@ -142,7 +137,7 @@ impl Store {
 
     fn check_pg_schema(&self) -> Result<(), StoreError> {
         let (found, writable_by) =
-            pg_version(&self.conn).map_err(|e| super::sql_error(&self.path, e))?;
+            pg_version_at_open(&self.conn).map_err(|e| super::sql_error(&self.path, e))?;
         let latest = pg_schema_version();
         let found_usize = usize::try_from(found).map_err(|_| StoreError::Corrupt {
             path: self.path.clone(),
@@ -174,6 +169,15 @@ impl Store {
     }
 }
 
+/// The statement that bounds each statement of a transaction by `[store] statement_timeout`,
+/// for that transaction alone.
+fn statement_timeout(timeouts: &Timeouts) -> String {
+    format!(
+        "SET LOCAL statement_timeout = {}",
+        timeouts.statement.as_millis()
+    )
+}
+
 /// The oldest schema version whose releases may still write a store at this build's version.
 /// Raised only by a migration that is not additive.
 const WRITABLE_BY: usize = 1;
@@ -194,6 +198,21 @@ pub(super) fn pg_version(db: &Db) -> Result<(i64, i64), DbError> {
         [],
         |row| Ok((row.get(0)?, row.get(1)?)),
     )
+}
+
+/// [`pg_version`] in one round trip, for opening a store outside any transaction: the
+/// common case, a schema there, is one query, and a database without one answers that the
+/// table is missing.
+fn pg_version_at_open(db: &Db) -> Result<(i64, i64), DbError> {
+    match db.query_row(
+        "SELECT version, writable_by FROM schema_version",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    ) {
+        // undefined_table
+        Err(err) if err.code().as_deref() == Some("42P01") => Ok((0, 0)),
+        other => other,
+    }
 }
 
 /// What a role may do with a PostgreSQL store: `cachewarden db grant NAME --role ...`.

@@ -228,6 +228,15 @@ impl ArtifactWire {
 /// Parses one line into what the store takes. The error is the message without the line
 /// number, which the caller adds.
 pub fn parse_line(text: &str) -> Result<ImportItem, String> {
+    // JSON can only spell a NUL as this escape: the whole line is looked at only when it is
+    // there.
+    if text.contains("\\u0000") {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+        if let Some(field) = nul_field(&value) {
+            return Err(nul_message(&field));
+        }
+    }
     let line: Line = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
     let check_version = |v: u32| {
         if v == VERSION {
@@ -334,6 +343,54 @@ pub fn parse_line(text: &str) -> Result<ImportItem, String> {
             Ok(ImportItem::Run(Box::new(run)))
         }
     }
+}
+
+/// Where `value` holds a NUL character (U+0000), in a string or a key: its path, such as
+/// `imported[2]` or `records.created[0].id`. The store keeps no NUL (PostgreSQL's text cannot
+/// hold one), so a value with one is refused as input, alike on both engines.
+pub fn nul_field(value: &serde_json::Value) -> Option<String> {
+    fn walk(value: &serde_json::Value, path: &mut String) -> bool {
+        match value {
+            serde_json::Value::String(text) => text.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                let found = walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            serde_json::Value::Object(map) => map.iter().any(|(key, item)| {
+                let len = path.len();
+                if key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(key);
+                } else {
+                    // A key of the sender's own: quoted and escaped, as JSON would.
+                    path.push_str(&format!(
+                        "[{}]",
+                        serde_json::to_string(key).unwrap_or_default()
+                    ));
+                }
+                let found = key.contains('\0') || walk(item, path);
+                if !found {
+                    path.truncate(len);
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    let mut path = String::new();
+    walk(value, &mut path).then_some(path)
+}
+
+/// The refusal of a value holding a NUL, naming its field.
+pub fn nul_message(field: &str) -> String {
+    format!("`{field}` holds a NUL character (U+0000), which the store does not keep")
 }
 
 /// Checks names against [`limits::NAME_BYTES`].
@@ -604,5 +661,36 @@ mod tests {
         assert_eq!(run.pipeline.trust_level, None);
         let again = serde_json::to_string(&Line::Run(Box::new(run_line(&run)))).unwrap();
         assert!(again.contains(r#""trust_level":"untrusted""#), "{again}");
+    }
+
+    /// A NUL anywhere in a line, escaped as JSON spells it, is refused naming its field; text
+    /// that only spells the escape (an escaped backslash before `u0000`) is not.
+    #[test]
+    fn a_nul_is_refused_naming_its_field() {
+        let run = |extra: &str| {
+            format!(
+                r#"{{"v":1,"type":"run","pipeline":"web","run":"7","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:05:00Z"{extra}}}"#
+            )
+        };
+        for (extra, field) in [
+            (r#","commit":"ab\u0000cd""#, "`commit`"),
+            (
+                r#","exported":[{"backend":"gha","key":"a"},{"backend":"gha","key":"x\u0000"}]"#,
+                "`exported[1].key`",
+            ),
+            (
+                r#","mounts":[{"id":"/w","target":"/t\u0000"}]"#,
+                "`mounts[0].target`",
+            ),
+        ] {
+            let err = parse_line(&run(extra)).unwrap_err();
+            assert!(err.starts_with(field) && err.contains("NUL"), "{err}");
+        }
+        let err =
+            parse_line(r#"{"v":1,"type":"pipeline","name":"p","project":"\u0000"}"#).unwrap_err();
+        assert!(err.starts_with("`project`"), "{err}");
+        let value: serde_json::Value = serde_json::from_str(r#"{"a b\u0000":1}"#).unwrap();
+        assert_eq!(nul_field(&value).as_deref(), Some(r#"["a b\u0000"]"#));
+        assert!(parse_line(&run(r#","commit":"ab\\u0000cd""#)).is_ok());
     }
 }

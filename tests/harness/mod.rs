@@ -12,7 +12,7 @@ pub mod postgres;
 pub mod registry;
 
 pub use dockerd::{Dockerd, Engine};
-pub use postgres::{PgCluster, PgDatabase, require_postgres};
+pub use postgres::{PgBouncer, PgCluster, PgDatabase, require_pgbouncer, require_postgres};
 pub use registry::{Registry, RegistryOpts};
 
 use std::path::Path;

@@ -556,3 +556,133 @@ pub fn ident(name: &str) -> String {
 pub fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
+
+/// PgBouncer, from Debian's `pgbouncer` package.
+pub const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
+
+/// Checks that PgBouncer can be started in front of a cluster; see [`super::require_dockerd`].
+pub fn require_pgbouncer() -> bool {
+    require_postgres() && super::require("PgBouncer (the `pgbouncer` package)", &[PGBOUNCER], true)
+}
+
+/// PgBouncer in transaction pooling mode in front of a cluster, as a fleet would run it:
+/// consecutive transactions of one client may run on different server connections, and each
+/// server connection serves many clients, so anything a client left in its session (a
+/// prepared statement, a `SET`, an advisory lock) is missing or leaks into someone else's.
+///
+/// It listens on a free port on 127.0.0.1 and reaches the cluster over its Unix socket, where
+/// the cluster trusts local users; clients are trusted on loopback (`auth_type = trust`) when
+/// their role is one of `users`. Every database of the cluster is served (`*`), with two
+/// server connections per database and role (`default_pool_size = 2`), so concurrent clients
+/// take turns on shared server connections. It runs as `postgres` with its files in a
+/// directory of its own, dies with the test binary (parent-death signal, as the postmaster),
+/// and is stopped on drop.
+pub struct PgBouncer {
+    dir: PathBuf,
+    port: u16,
+    cluster_port: u16,
+    child: Mutex<Option<Child>>,
+}
+
+impl PgBouncer {
+    pub fn start(cluster: &PgCluster, users: &[&str]) -> PgBouncer {
+        let dir = tempfile::Builder::new()
+            .prefix("cachewarden-pgbouncer-")
+            .tempdir()
+            .expect("temporary directory")
+            .keep();
+        let (uid, gid) = pg_ids();
+        let port = free_port();
+        let userlist: String = users
+            .iter()
+            .map(|user| format!("\"{}\" \"\"\n", user.replace('"', "\"\"")))
+            .collect();
+        let ini = format!(
+            "[databases]\n\
+             * = host={socket} port={cluster_port}\n\
+             [pgbouncer]\n\
+             listen_addr = 127.0.0.1\n\
+             listen_port = {port}\n\
+             unix_socket_dir =\n\
+             auth_type = trust\n\
+             auth_file = {dir}/userlist.txt\n\
+             pool_mode = transaction\n\
+             default_pool_size = 2\n\
+             max_client_conn = 500\n\
+             logfile = {dir}/pgbouncer.log\n\
+             ignore_startup_parameters = extra_float_digits\n",
+            socket = cluster.socket_dir().display(),
+            cluster_port = cluster.port(),
+            dir = dir.display(),
+        );
+        for (name, text) in [("userlist.txt", userlist), ("pgbouncer.ini", ini)] {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("pgbouncer config");
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid)).expect("chown");
+        }
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown the pgbouncer dir");
+        let mut cmd = Command::new(PGBOUNCER);
+        cmd.arg(dir.join("pgbouncer.ini"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .uid(uid)
+            .gid(gid);
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if libc::getppid() != parent {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        let child = spawn_from_spawner(cmd);
+        let bouncer = PgBouncer {
+            dir,
+            port,
+            cluster_port: cluster.port(),
+            child: Mutex::new(Some(child)),
+        };
+        let up = super::wait_until(Duration::from_secs(15), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(
+            up,
+            "PgBouncer did not start: {}",
+            super::log_tail(&bouncer.log(), 2000)
+        );
+        bouncer
+    }
+
+    /// The port it listens on, on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `url`, a URL of the cluster's over TCP, through PgBouncer instead.
+    pub fn url(&self, url: &str) -> String {
+        let direct = format!("@127.0.0.1:{}", self.cluster_port);
+        assert!(url.contains(&direct), "{url} is not a URL of this cluster");
+        url.replace(&direct, &format!("@127.0.0.1:{}", self.port))
+    }
+
+    /// PgBouncer's log.
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("pgbouncer.log")
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

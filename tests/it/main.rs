@@ -21,6 +21,7 @@ mod dockerfile;
 mod integrity;
 mod lifecycle;
 mod ls;
+mod nul;
 mod output;
 mod pg_harness;
 mod postgres;

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{Env, ok};
-use crate::harness::{PgCluster, require_postgres};
+use crate::harness::{PgBouncer, PgCluster, require_pgbouncer, require_postgres};
 
 /// Tests that stay on SQLite, each group for its reason: they open the store's file with
 /// SQLite to tamper with it or read it, test a file's own semantics (missing, read-only,
@@ -629,4 +629,180 @@ fn a_server_killed_mid_purge_then_rerun_completes() {
             &registry, "team/app", &p.digest
         ));
     }
+}
+
+/// The store-level tests that write through every path a fleet uses (record, import, incidents
+/// and their purges against a real registry, sweeps, the collector) pass with every store
+/// reached through PgBouncer in transaction pooling mode, two server connections per database:
+/// nothing the store does depends on session state.
+#[test]
+fn store_level_tests_pass_behind_pgbouncer() {
+    if !require_pgbouncer() || std::env::var_os("CACHEWARDEN_TEST_PG").is_some() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let role = format!("cw_pooled_{}", std::process::id());
+    cluster.create_role(&role, "unused");
+    cluster.psql("postgres", &format!("ALTER ROLE {role} CREATEDB"));
+    let bouncer = PgBouncer::start(cluster, &[&role]);
+    let admin = format!("postgresql://{role}:unused@127.0.0.1:{}", bouncer.port());
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.env("CACHEWARDEN_TEST_PG", &admin).args([
+        "--test-threads",
+        "2",
+        "record::",
+        "purge::",
+        "lifecycle::",
+        "sweep::",
+        "serve::",
+        "ls::",
+        "--skip",
+        "postgres::",
+        "--skip",
+        "pg_harness::",
+    ]);
+    for skip in SQLITE_ONLY.iter().chain(BUILDER_TESTS) {
+        cmd.args(["--skip", skip]);
+    }
+    let out = cmd.output().expect("run the tests again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "store-level tests failed behind PgBouncer:\n{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        crate::harness::log_tail(&bouncer.log(), 2000)
+    );
+    let passed: usize = stdout
+        .lines()
+        .filter(|line| line.starts_with("test result:"))
+        .flat_map(|line| {
+            line.split_whitespace()
+                .skip_while(|word| *word != "ok.")
+                .nth(1)
+                .and_then(|n| n.parse::<usize>().ok())
+        })
+        .sum();
+    eprintln!("behind PgBouncer: {passed} tests passed");
+    assert!(passed >= 25, "only {passed} tests ran behind PgBouncer");
+}
+
+/// Through PgBouncer in transaction pooling mode (two server connections shared by every
+/// client), concurrent `record`s, an `import`, `trace`, `export` and `verify-log` give the
+/// answers a direct connection gives, and a sweep still finds the store's lock held.
+#[test]
+fn pgbouncer_transaction_pooling_answers_as_a_direct_connection() {
+    if !require_pgbouncer() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let direct = cluster.new_database();
+    let pooled_db = cluster.new_database();
+    let bouncer = PgBouncer::start(cluster, &[&pooled_db.owner]);
+    let pooled = bouncer.url(&pooled_db.url);
+    let env = Env::new();
+    for db in [&direct.url, &pooled] {
+        ok(env.cmd().args(["--db", db, "db", "migrate"]));
+    }
+    let fleet = env.path().join("fleet.jsonl");
+    ok(env.cmd().args([
+        "bench",
+        "generate",
+        "--runs",
+        "300",
+        "--pipelines",
+        "10",
+        "--builders",
+        "3",
+        "--mounts",
+        "20",
+        "-o",
+        fleet.to_str().unwrap(),
+    ]));
+    for db in [&direct.url, &pooled] {
+        ok(env
+            .cmd()
+            .args(["--db", db, "import", "--batch-size", "50"])
+            .arg(&fleet));
+    }
+    let record = |db: &str, i: usize| {
+        let mut cmd = env.cmd();
+        cmd.args([
+            "--db",
+            db,
+            "record",
+            "--pipeline",
+            &format!("p{}", i % 4),
+            "--run",
+            &format!("live-{i}"),
+            "--builder",
+            "b1",
+            "--started-at",
+            "2026-03-01T10:00:00Z",
+            "--finished-at",
+            "2026-03-01T10:05:00Z",
+            "--cache-from",
+            &format!("reg.example/team/cache:main@{}", crate::common::digest('c')),
+            "--mount",
+            "/root/.cache/pip",
+        ]);
+        cmd
+    };
+    let children: Vec<_> = (0..16)
+        .map(|i| {
+            record(&pooled, i)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for i in 0..16 {
+        ok(&mut record(&direct.url, i));
+    }
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let sorted = |text: String| {
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
+    let export = |db: &str| sorted(ok(env.cmd().args(["--db", db, "export"])));
+    assert_eq!(export(&pooled), export(&direct.url));
+    for seed in [
+        ["--pipeline", "p3"],
+        ["--builder", "b1"],
+        ["--pipeline", "p1"],
+    ] {
+        let trace = |db: &str| {
+            ok(env
+                .cmd()
+                .args(["--db", db, "trace", "--format", "json"])
+                .args(seed))
+        };
+        assert_eq!(trace(&pooled), trace(&direct.url), "{seed:?}");
+    }
+    ok(env.cmd().args(["--db", &pooled, "verify-log"]));
+    cluster.psql(
+        &pooled_db.name,
+        "INSERT INTO store_locks (name, owner, taken_at) VALUES ('sweep', 'elsewhere:1', 0)",
+    );
+    let policy = env.write(
+        "policy.toml",
+        "[[rule]]\nselect = \"cache-refs\"\naction = \"purge\"\n",
+    );
+    let out = env
+        .cmd()
+        .args(["--db", &pooled, "sweep", "--execute", "--yes", "--policy"])
+        .arg(&policy)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("elsewhere:1"), "{stderr}");
 }

@@ -1408,6 +1408,24 @@ fn an_oversized_steps_array_is_refused() {
     );
 }
 
+/// A run body with a NUL character in a value is refused with 400 and a reason naming the
+/// field, on both engines alike, and nothing of the run is stored.
+#[test]
+fn a_run_with_a_nul_is_refused_naming_the_field() {
+    let s = setup("github", "");
+    let token = s.github_token("142");
+    let mut line = oidc::run_line("acme/web/build", "142-1");
+    line["commit"] = json!("abc\u{0}def");
+    let response = s.collector.post(&token, &line);
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert_eq!(response.json()["error"], "invalid_line");
+    assert_eq!(
+        response.json()["reason"],
+        "`commit` holds a NUL character (U+0000), which the store does not keep"
+    );
+    assert!(stored_runs(&s.env).is_empty());
+}
+
 /// A flood of bad tokens is logged and counted, but only `[server]
 /// refusals_kept_per_minute` of it is kept in the store: the evidence cannot fill the disk.
 #[test]
