@@ -632,14 +632,30 @@ pub enum BenchCommand {
     Generate(GenerateArgs),
 }
 
+/// The shapes of a synthetic fleet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum FleetShape {
+    /// Each pipeline on its home builder with its own mount ids; a blast radius stays around
+    /// a fifth of the fleet.
+    #[default]
+    Default,
+    /// A handful of mount ids (`/root/.cache/pip`, ...) shared by most pipelines on shared
+    /// builders, every run reusing builder records of the runs before it, overlapping runs.
+    Shared,
+}
+
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
+    /// The fleet's shape.
+    #[arg(long, value_enum, default_value_t)]
+    pub shape: FleetShape,
     #[arg(long, default_value_t = 1_000_000)]
     pub runs: usize,
     #[arg(long, default_value_t = 5_000)]
     pub pipelines: usize,
-    #[arg(long, default_value_t = 200)]
-    pub builders: usize,
+    /// Builders [default: 200, or 20 for the shared shape]
+    #[arg(long)]
+    pub builders: Option<usize>,
     #[arg(long, default_value_t = 50_000)]
     pub mounts: usize,
     #[arg(long, default_value_t = 1)]

@@ -1560,6 +1560,7 @@ mod tests {
         let mut out = std::io::BufWriter::new(std::fs::File::create(fleet).unwrap());
         crate::commands::bench::write_fleet(
             &crate::commands::bench::Fleet {
+                shape: crate::commands::bench::Shape::Default,
                 runs: 3000,
                 pipelines: 60,
                 builders: 5,
