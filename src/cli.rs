@@ -649,15 +649,19 @@ pub struct GenerateArgs {
     /// The fleet's shape.
     #[arg(long, value_enum, default_value_t)]
     pub shape: FleetShape,
+    /// Runs, spread over one year.
     #[arg(long, default_value_t = 1_000_000)]
     pub runs: usize,
+    /// Pipelines, a third of them at each trust level.
     #[arg(long, default_value_t = 5_000)]
     pub pipelines: usize,
     /// Builders [default: 200, or 20 for the shared shape]
     #[arg(long)]
     pub builders: Option<usize>,
+    /// Mount ids of the default shape (the shared shape has its own six).
     #[arg(long, default_value_t = 50_000)]
     pub mounts: usize,
+    /// The generator's seed: the same seed and flags give the same fleet.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Write here instead of stdout.
