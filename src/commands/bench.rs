@@ -409,3 +409,66 @@ fn write_shared(args: &Fleet, out: &mut dyn Write) -> std::io::Result<String> {
         SHARED_MOUNTS.len() + 1
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fleet(shape: Shape, seed: u64) -> (String, Vec<u8>) {
+        let mut out = Vec::new();
+        let fleet = Fleet {
+            shape,
+            runs: 2000,
+            pipelines: 50,
+            builders: 10,
+            mounts: 100,
+            seed,
+        };
+        let summary = write_fleet(&fleet, &mut out).unwrap();
+        (summary, out)
+    }
+
+    /// Each shape gives the same fleet for the same seed and another for another seed, so a
+    /// benchmark's figures can be compared run to run.
+    #[test]
+    fn fleets_are_deterministic_per_seed() {
+        for shape in [Shape::Default, Shape::Shared] {
+            assert!(fleet(shape, 3) == fleet(shape, 3), "{shape:?}");
+            assert!(fleet(shape, 3).1 != fleet(shape, 4).1, "{shape:?}");
+        }
+    }
+
+    /// The shared shape is the fleet of the issue: every run creates two builder records and
+    /// reuses at most three, most runs share `/root/.cache/pip`, about 5% fail, about 10.5
+    /// events a run.
+    #[test]
+    fn the_shared_shape_shares_mounts_and_records() {
+        let (summary, out) = fleet(Shape::Shared, 1);
+        let runs: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .filter(|line: &serde_json::Value| line["type"] == "run")
+            .collect();
+        assert_eq!(runs.len(), 2000);
+        let (mut pip, mut failed, mut reusing, mut events) = (0, 0, 0, 0);
+        for run in &runs {
+            let records = &run["records"];
+            assert_eq!(records["created"].as_array().unwrap().len(), 2);
+            let reused = records["reused"].as_array().unwrap().len();
+            assert!(reused <= 3);
+            reusing += usize::from(reused > 0);
+            let mounts = run["mounts"].as_array().unwrap();
+            pip += usize::from(mounts.iter().any(|m| m["id"] == "/root/.cache/pip"));
+            failed += usize::from(run["status"] == "failed");
+            events += count_events(run);
+        }
+        assert!(pip > 1000, "{pip} runs use the pip cache");
+        assert!((60..=140).contains(&failed), "{failed} failed runs");
+        assert!(reusing > 1900, "{reusing} runs reuse records");
+        assert!(
+            (20_000..=22_000).contains(&events),
+            "{events} events; {summary}"
+        );
+    }
+}
