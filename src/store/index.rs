@@ -113,6 +113,12 @@ impl<'s> TraceSource<'s> {
                     self.budget = None;
                     let started = Instant::now();
                     let reader = self.store.appended_reader();
+                    for conn in [Some(&self.store.conn), reader.as_ref()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        bulk_reading(conn);
+                    }
                     self.index = Index::load(&self.store.conn, reader)
                         .map_err(|e| sql_error(&self.store.path, e))?;
                     self.load_time = Some(started.elapsed());
@@ -125,6 +131,16 @@ impl<'s> TraceSource<'s> {
             }
         }
         Ok(self.index.as_ref())
+    }
+}
+
+/// Readies a connection to read the graph's tables once, front to back: its pages are no
+/// longer mapped nor kept in a large cache, which would only add to the trace's peak memory
+/// what the arrays already hold. Settings of memory only: a connection that keeps its
+/// defaults (SQLite refuses to change its mapping while a page is in use) reads the same rows.
+fn bulk_reading(conn: &Db) {
+    if let Some(conn) = conn.sqlite() {
+        let _ = conn.execute_batch("PRAGMA mmap_size = 0; PRAGMA cache_size = -8192;");
     }
 }
 
@@ -1674,6 +1690,42 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Loading the graph leaves the store's pages unmapped and its page cache small: the
+    /// trace's peak memory holds the arrays, not a mapped copy of the file besides.
+    #[test]
+    fn loading_the_graph_unmaps_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fleet, db) = (dir.path().join("fleet.jsonl"), dir.path().join("db"));
+        let (fleet, db) = (fleet.to_str().unwrap(), db.to_str().unwrap());
+        let mut out = std::io::BufWriter::new(std::fs::File::create(fleet).unwrap());
+        crate::commands::bench::write_fleet(
+            &crate::commands::bench::Fleet {
+                shape: crate::commands::bench::Shape::Shared,
+                runs: 200,
+                pipelines: 10,
+                builders: 5,
+                mounts: 0,
+                seed: 3,
+            },
+            &mut out,
+        )
+        .unwrap();
+        std::io::Write::flush(&mut out).unwrap();
+        drop(out);
+        import(db, fleet);
+        let mut store = Store::open_read_only(std::path::Path::new(db)).unwrap();
+        let pragma = |store: &Store, name: &str| -> i64 {
+            let conn = store.conn.sqlite().unwrap();
+            conn.query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
+                .unwrap()
+        };
+        assert!(pragma(&store, "mmap_size") > 0);
+        let seeds = seeds(&["--pipeline", "p1"]);
+        traced(&mut store, &seeds, false, Some(0));
+        assert_eq!(pragma(&store, "mmap_size"), 0);
+        assert_eq!(pragma(&store, "cache_size"), -8192);
     }
 
     /// Reads an imported store back as a hand-built history: the same ids, values and events
