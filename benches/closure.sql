@@ -1,7 +1,9 @@
--- The time-blind blast radius of one pipeline as a recursive CTE: the SQL baseline that
--- benches/trace.sh measures `cachewarden trace --ignore-time` against.
+-- The time-blind blast radius of one pipeline's runs since a time (microseconds) as a
+-- recursive CTE: the SQL baseline that benches/trace.sh measures `cachewarden trace
+-- --ignore-time` against.
 WITH RECURSIVE tainted(kind, id) AS (
     SELECT 'run', r.id FROM runs r JOIN pipelines p ON p.id = r.pipeline_id WHERE p.name = '@PIPELINE@'
+        AND r.started_at >= @SINCE@
     UNION
     -- A run taints what it wrote (failed runs export and produce nothing).
     SELECT CASE e.kind WHEN 'wrote_mount' THEN 'mount' WHEN 'created_record' THEN 'record' ELSE 'artifact' END, e.target

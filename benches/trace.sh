@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Benchmark of `trace` at fleet scale, against a recursive-CTE SQL query over the same store.
 #
-#   benches/trace.sh [RUNS] [PIPELINE...]
+#   SHAPE=default|shared benches/trace.sh [RUNS] [SEED...]
 #
-# Generates a synthetic fleet (default 1,000,000 runs, 5,000 pipelines, 200 builders, 50,000
-# mount ids), imports it, then for each pipeline (default: p17, a leaf pipeline, and p50, which
-# builds a base image others use) times:
+# Generates a synthetic fleet of the shape (`bench generate --shape`; default 1,000,000 runs,
+# 5,000 pipelines; the default shape on 200 builders with 50,000 mount ids, the shared shape on
+# 20 builders with 6 shared mount ids), imports it (kept as `$BENCH_DIR/fleet.db`, or
+# `shared.db` for the shared shape), then for each seed times the trace. A seed is a pipeline,
+# `P`, or a pipeline compromised from a time on, `P@TIME` (`--pipeline P --since TIME`).
+# Default seeds: for the default shape p17, a leaf pipeline, and p50, which builds a base image
+# others use; for the shared shape p3@2026-07-01, an untrusted pipeline compromised from
+# mid-year whose time-aware blast radius is about half the fleet. For each seed:
 #   - `cachewarden trace --pipeline P --format json` (time-aware), wall time and peak memory,
 #     closure size; where its time goes (`--verbose`); then ROUNDS more runs (default 3) as JSON and as text (the default format),
 #     each reported as median, min and max;
@@ -14,20 +19,29 @@
 #     (with a timeout), and the ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+shape=${SHAPE:-default}
 runs=${1:-1000000}
 shift || true
 pipelines=("$@")
-[ ${#pipelines[@]} -gt 0 ] || pipelines=(p17 p50)
+if [ ${#pipelines[@]} -eq 0 ]; then
+    case $shape in
+    shared) pipelines=(p3@2026-07-01) ;;
+    *) pipelines=(p17 p50) ;;
+    esac
+fi
 cte_timeout=${CTE_TIMEOUT:-600}
 rounds=${ROUNDS:-3}
 cargo build --release --quiet
 bin=${CARGO_TARGET_DIR:-target}/release/cachewarden
 work=${BENCH_DIR:-$(mktemp -d)}
 mkdir -p "$work"
-db="$work/fleet.db"
+case $shape in
+shared) db="$work/shared.db" ;;
+*) db="$work/fleet.db" ;;
+esac
 
 if [ ! -f "$db" ]; then
-    "$bin" bench generate --runs "$runs" -o "$work/fleet.jsonl"
+    "$bin" bench generate --shape "$shape" --runs "$runs" -o "$work/fleet.jsonl"
     /usr/bin/time -f "import: %e s wall, %M KiB peak" "$bin" --db "$db" import "$work/fleet.jsonl"
     rm -f "$work/fleet.jsonl"
 fi
@@ -55,23 +69,31 @@ timed() {
     printf '%s\n' "${times[@]}" | sort -n | awk '{t[NR] = $1} END {print t[int((NR + 1) / 2)], t[1], t[NR]}'
 }
 
-for p in "${pipelines[@]}"; do
-    measure "trace $p" "$bin" --db "$db" trace --pipeline "$p" --format json
-    echo "phases, output to /dev/null: $("$bin" -v --db "$db" trace --pipeline "$p" --format json 2>&1 >/dev/null | grep '^trace: ')"
-    read -r t_aware low high < <(timed "$bin" --db "$db" trace --pipeline "$p" --format json)
-    echo "trace $p --format json, $rounds runs: median $t_aware s (min $low, max $high)"
-    read -r t_text low high < <(timed "$bin" --db "$db" trace --pipeline "$p")
-    echo "trace $p (text), $rounds runs: median $t_text s (min $low, max $high)"
-    measure "trace $p --ignore-time" "$bin" --db "$db" trace --pipeline "$p" --ignore-time --format json
-    read -r t_blind low high < <(timed "$bin" --db "$db" trace --pipeline "$p" --ignore-time --format json)
-    echo "trace $p --ignore-time --format json, $rounds runs: median $t_blind s (min $low, max $high)"
+for seed in "${pipelines[@]}"; do
+    p=${seed%@*}
+    flags=(--pipeline "$p")
+    since_us=0
+    if [ "$seed" != "$p" ]; then
+        flags+=(--since "${seed#*@}")
+        since_us=$(($(date -u -d "${seed#*@}" +%s) * 1000000))
+    fi
+    measure "trace $seed" "$bin" --db "$db" trace "${flags[@]}" --format json
+    echo "phases, output to /dev/null: $("$bin" -v --db "$db" trace "${flags[@]}" --format json 2>&1 >/dev/null | grep '^trace: ')"
+    read -r t_aware low high < <(timed "$bin" --db "$db" trace "${flags[@]}" --format json)
+    echo "trace $seed --format json, $rounds runs: median $t_aware s (min $low, max $high)"
+    read -r t_text low high < <(timed "$bin" --db "$db" trace "${flags[@]}")
+    echo "trace $seed (text), $rounds runs: median $t_text s (min $low, max $high)"
+    measure "trace $seed --ignore-time" "$bin" --db "$db" trace "${flags[@]}" --ignore-time --format json
+    echo "phases, output to /dev/null: $("$bin" -v --db "$db" trace "${flags[@]}" --ignore-time --format json 2>&1 >/dev/null | grep '^trace: ')"
+    read -r t_blind low high < <(timed "$bin" --db "$db" trace "${flags[@]}" --ignore-time --format json)
+    echo "trace $seed --ignore-time --format json, $rounds runs: median $t_blind s (min $low, max $high)"
     start=$(date +%s.%N)
-    if cte=$(sed "s/@PIPELINE@/$p/" benches/closure.sql | timeout "$cte_timeout" sqlite3 "$db"); then
+    if cte=$(sed "s/@PIPELINE@/$p/; s/@SINCE@/$since_us/" benches/closure.sql | timeout "$cte_timeout" sqlite3 "$db"); then
         end=$(date +%s.%N)
         t_cte=$(echo "$end - $start" | bc)
-        echo "recursive CTE $p (time ignored): ${t_cte} s, closure: $cte"
+        echo "recursive CTE $seed (time ignored): ${t_cte} s, closure: $cte"
         echo "ratio CTE / cachewarden --ignore-time: $(echo "scale=1; $t_cte / $t_blind" | bc)x; CTE / time-aware: $(echo "scale=1; $t_cte / $t_aware" | bc)x"
     else
-        echo "recursive CTE $p: did not finish within ${cte_timeout}s (ratio > $(echo "scale=0; $cte_timeout / $t_blind" | bc)x)"
+        echo "recursive CTE $seed: did not finish within ${cte_timeout}s (ratio > $(echo "scale=0; $cte_timeout / $t_blind" | bc)x)"
     fi
 done

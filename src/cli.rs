@@ -632,16 +632,36 @@ pub enum BenchCommand {
     Generate(GenerateArgs),
 }
 
+/// The shapes of a synthetic fleet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum FleetShape {
+    /// Each pipeline on its home builder with its own mount ids; a blast radius stays around
+    /// a fifth of the fleet.
+    #[default]
+    Default,
+    /// A handful of mount ids (`/root/.cache/pip`, ...) shared by most pipelines on shared
+    /// builders, every run reusing builder records of the runs before it, overlapping runs.
+    Shared,
+}
+
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
+    /// The fleet's shape.
+    #[arg(long, value_enum, default_value_t)]
+    pub shape: FleetShape,
+    /// Runs, spread over one year.
     #[arg(long, default_value_t = 1_000_000)]
     pub runs: usize,
+    /// Pipelines, a third of them at each trust level.
     #[arg(long, default_value_t = 5_000)]
     pub pipelines: usize,
-    #[arg(long, default_value_t = 200)]
-    pub builders: usize,
+    /// Builders [default: 200, or 20 for the shared shape]
+    #[arg(long)]
+    pub builders: Option<usize>,
+    /// Mount ids of the default shape (the shared shape has its own six).
     #[arg(long, default_value_t = 50_000)]
     pub mounts: usize,
+    /// The generator's seed: the same seed and flags give the same fleet.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Write here instead of stdout.

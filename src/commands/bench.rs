@@ -8,6 +8,12 @@
 //! of runs also use a neighbour's mount on the same builder; 99% of runs carry record-level
 //! builder evidence (one created record, one reused from the pipeline's previous run); 5% fail.
 //! Deterministic for a given `--seed`.
+//!
+//! The shared shape (`--shape shared`) is the fleet where poisoning spreads: pipelines run on
+//! any builder of a shared pool of five, most use the same few mount ids (`/root/.cache/pip`
+//! for three in five), every run creates two builder records and reuses up to three that the
+//! runs before it on that builder created, runs on a builder overlap, and 5% fail. A pipeline
+//! compromised from mid-year reaches about half the fleet.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -16,7 +22,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::ExitStatus;
-use crate::cli::{BenchArgs, BenchCommand, GenerateArgs};
+use crate::cli::{BenchArgs, BenchCommand, FleetShape, GenerateArgs};
 use crate::printer::Printer;
 use crate::time;
 
@@ -65,9 +71,20 @@ const REGISTRY: &str = "registry.example.com";
 const BASE_EVERY: usize = 50;
 const MOUNTS_PER_PIPELINE_MIN: usize = 1;
 
+/// How a synthetic fleet's pipelines share builders and caches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Shape {
+    /// Home builders, own mount ids.
+    #[default]
+    Default,
+    /// Shared builder pools, a handful of shared mount ids, records reused across pipelines.
+    Shared,
+}
+
 /// The shape of a synthetic fleet.
 #[derive(Debug, Clone, Copy)]
 pub struct Fleet {
+    pub shape: Shape,
     pub runs: usize,
     pub pipelines: usize,
     pub builders: usize,
@@ -83,10 +100,18 @@ fn generate(args: &GenerateArgs, printer: Printer) -> Result<ExitStatus> {
         )),
         None => Box::new(BufWriter::with_capacity(1 << 20, std::io::stdout().lock())),
     };
+    let shape = match args.shape {
+        FleetShape::Default => Shape::Default,
+        FleetShape::Shared => Shape::Shared,
+    };
     let fleet = Fleet {
+        shape,
         runs: args.runs,
         pipelines: args.pipelines,
-        builders: args.builders,
+        builders: args.builders.unwrap_or(match shape {
+            Shape::Default => 200,
+            Shape::Shared => 20,
+        }),
         mounts: args.mounts,
         seed: args.seed,
     };
@@ -98,10 +123,18 @@ fn generate(args: &GenerateArgs, printer: Printer) -> Result<ExitStatus> {
 
 /// Writes the fleet's history as provenance JSON Lines; returns a one-line summary of it.
 pub fn write_fleet(args: &Fleet, out: &mut dyn Write) -> std::io::Result<String> {
-    let pipelines = args.pipelines.max(1);
-    let builders = args.builders.max(1);
-    let mounts_per_pipeline = (args.mounts / pipelines).max(MOUNTS_PER_PIPELINE_MIN);
-    let mut rng = Rng(args.seed);
+    match args.shape {
+        Shape::Default => write_default(args, out),
+        Shape::Shared => write_shared(args, out),
+    }
+}
+
+/// The pipelines and builders, as every shape declares them.
+fn write_declarations(
+    pipelines: usize,
+    builders: usize,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     let levels = ["untrusted", "internal", "release"];
     for p in 0..pipelines {
         let line = json!({"v": 1, "type": "pipeline", "name": format!("p{p}"), "project": format!("project-{}", p / 3),
@@ -115,6 +148,33 @@ pub fn write_fleet(args: &Fleet, out: &mut dyn Write) -> std::io::Result<String>
             json!({"v": 1, "type": "builder", "name": format!("b{b}"), "driver": "docker"})
         )?;
     }
+    Ok(())
+}
+
+/// The events a run line records, as the importer counts them.
+fn count_events(line: &serde_json::Value) -> usize {
+    let listed = |key: &str| line[key].as_array().map_or(0, Vec::len);
+    let mut events =
+        1 + listed("imported") + listed("exported") + listed("produced") + listed("base_images");
+    for m in line["mounts"].as_array().into_iter().flatten() {
+        events += if m["readonly"].as_bool() == Some(true) {
+            1
+        } else {
+            2
+        };
+    }
+    let records = &line["records"];
+    events
+        + records["created"].as_array().map_or(0, Vec::len)
+        + records["reused"].as_array().map_or(0, Vec::len)
+}
+
+fn write_default(args: &Fleet, out: &mut dyn Write) -> std::io::Result<String> {
+    let pipelines = args.pipelines.max(1);
+    let builders = args.builders.max(1);
+    let mounts_per_pipeline = (args.mounts / pipelines).max(MOUNTS_PER_PIPELINE_MIN);
+    let mut rng = Rng(args.seed);
+    write_declarations(pipelines, builders, out)?;
     // Runs are spread over one year; each pipeline's runs are evenly spaced with jitter.
     let year = 365 * 24 * 3600 * 1_000_000_i64;
     let start = time::parse_rfc3339("2026-01-01T00:00:00Z", "start").expect("valid literal");
@@ -184,27 +244,15 @@ pub fn write_fleet(args: &Fleet, out: &mut dyn Write) -> std::io::Result<String>
                 "imported": imported, "exported": exported, "produced": produced, "base_images": base_images,
                 "mounts": mounts,
             });
-            events += 1
-                + line["imported"].as_array().map_or(0, Vec::len)
-                + line["exported"].as_array().map_or(0, Vec::len)
-                + line["produced"].as_array().map_or(0, Vec::len)
-                + line["base_images"].as_array().map_or(0, Vec::len);
-            for m in line["mounts"].as_array().into_iter().flatten() {
-                events += if m["readonly"].as_bool() == Some(true) {
-                    1
-                } else {
-                    2
-                };
-            }
             if rng.chance(99) {
                 let created = json!({"id": format!("r{p}x{i}"), "type": "regular", "description": format!("[2/3] RUN build p{p}")});
                 let mut reused = Vec::new();
                 if i > 0 {
                     reused.push(json!({"id": format!("r{p}x{}", i - 1), "type": "regular"}));
                 }
-                events += 1 + reused.len();
                 line["records"] = json!({"created": [created], "reused": reused});
             }
+            events += count_events(&line);
             writeln!(out, "{line}")?;
             written += 1;
         }
@@ -213,4 +261,214 @@ pub fn write_fleet(args: &Fleet, out: &mut dyn Write) -> std::io::Result<String>
         "generated {written} runs, about {events} events, {pipelines} pipelines, {builders} builders, {} mount ids",
         pipelines * mounts_per_pipeline
     ))
+}
+
+/// The shared shape's mount ids, each with the share of pipelines that use it (in percent).
+const SHARED_MOUNTS: [(&str, u64); 5] = [
+    ("/root/.cache/pip", 60),
+    ("/root/.npm", 15),
+    ("/go/pkg/mod", 10),
+    ("/root/.cargo/registry", 10),
+    ("/root/.gradle/caches", 5),
+];
+/// Used by most runs beside their language's cache.
+const APT_MOUNT: &str = "/var/cache/apt";
+/// Builders per shared pool.
+const POOL: usize = 5;
+
+/// The shared shape: see the module's documentation.
+fn write_shared(args: &Fleet, out: &mut dyn Write) -> std::io::Result<String> {
+    let pipelines = args.pipelines.max(1);
+    let builders = args.builders.max(1);
+    let pools = builders.div_ceil(POOL);
+    let mut rng = Rng(args.seed);
+    write_declarations(pipelines, builders, out)?;
+    // Each pipeline's language cache, fixed for the year.
+    let languages: Vec<usize> = (0..pipelines)
+        .map(|_| {
+            let mut roll = rng.below(100);
+            SHARED_MOUNTS
+                .iter()
+                .position(|&(_, share)| {
+                    let hit = roll < share;
+                    roll = roll.saturating_sub(share);
+                    hit
+                })
+                .unwrap_or(0)
+        })
+        .collect();
+    // Runs are spread evenly over the year in fleet order, with up to ten minutes of jitter, and
+    // take 2 to 30 minutes: a builder of the 1M-run fleet starts a run every ten minutes or so.
+    let year = 365 * 24 * 3600 * 1_000_000_i64;
+    let start = time::parse_rfc3339("2026-01-01T00:00:00Z", "start").expect("valid literal");
+    let spacing = year / args.runs.max(1) as i64;
+    let runs_per_pipeline = args.runs.div_ceil(pipelines);
+    // What the runs before left on each builder: the last shared layer record, the last
+    // dependency-layer record per language; and each pipeline's last run (builder, run).
+    let mut last_layer: Vec<Option<String>> = vec![None; builders];
+    let mut last_deps: Vec<Vec<Option<String>>> = vec![vec![None; SHARED_MOUNTS.len()]; builders];
+    let mut last_run: Vec<Option<(usize, usize)>> = vec![None; pipelines];
+    let mut written = 0usize;
+    let mut events = 0usize;
+    'outer: for i in 0..runs_per_pipeline {
+        for p in 0..pipelines {
+            if written == args.runs {
+                break 'outer;
+            }
+            let pu = p as u64;
+            let pool = p % pools;
+            let builder = if rng.chance(1) {
+                rng.below(builders as u64) as usize
+            } else {
+                (pool * POOL + rng.below(POOL as u64) as usize).min(builders - 1)
+            };
+            let jitter = rng.below(600_000_000) as i64;
+            let started = start + written as i64 * spacing + jitter;
+            let finished = started + 120_000_000 + rng.below(1_680_000_000) as i64;
+            let failed = rng.chance(5);
+            let repo = format!("{REGISTRY}/p{p}/cache");
+            let mut imported = Vec::new();
+            if i > 0 && rng.chance(90) {
+                imported.push(format!("{repo}:main@{}", digest(1, pu, i as u64 - 1)));
+            }
+            let mut exported = Vec::new();
+            let mut produced = Vec::new();
+            if !failed {
+                exported.push(format!("{repo}:main@{}", digest(1, pu, i as u64)));
+                if rng.chance(10) || p % BASE_EVERY == 0 {
+                    produced.push(format!(
+                        "{REGISTRY}/p{p}/app:{i}@{}",
+                        digest(2, pu, i as u64)
+                    ));
+                }
+            }
+            let mut base_images = Vec::new();
+            if p % BASE_EVERY != 0 && rng.chance(20) {
+                let base = (p / BASE_EVERY) * BASE_EVERY;
+                let lag =
+                    (30 * 24 * 3600 * 1_000_000 / (spacing * pipelines as i64).max(1)) as usize;
+                if i > lag {
+                    let j = i - lag;
+                    base_images.push(format!(
+                        "{REGISTRY}/p{base}/app:{j}@{}",
+                        digest(2, base as u64, j as u64)
+                    ));
+                }
+            }
+            let language = languages[p];
+            let mut mounts =
+                vec![json!({"id": SHARED_MOUNTS[language].0, "readonly": rng.chance(30)})];
+            if rng.chance(85) {
+                mounts.push(json!({"id": APT_MOUNT, "readonly": rng.chance(30)}));
+            }
+            // Two layers created; the builder's last shared layer, its last dependency layer of
+            // this language and the pipeline's own last one (when it ran here) reused.
+            let layer = format!("r{p}x{i}a");
+            let deps = format!("r{p}x{i}b");
+            let mut reused: Vec<String> = Vec::new();
+            let own = match last_run[p] {
+                Some((b, j)) if b == builder => Some(format!("r{p}x{j}b")),
+                _ => None,
+            };
+            for id in [
+                last_layer[builder].clone(),
+                last_deps[builder][language].clone(),
+                own,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if !reused.contains(&id) {
+                    reused.push(id);
+                }
+            }
+            let line = json!({
+                "v": 1, "type": "run", "pipeline": format!("p{p}"), "run": format!("{i}-1"), "step": "Dockerfile",
+                "builder": format!("b{builder}"), "started_at": time::format(started), "finished_at": time::format(finished),
+                "status": if failed { "failed" } else { "succeeded" },
+                "imported": imported, "exported": exported, "produced": produced, "base_images": base_images,
+                "mounts": mounts,
+                "records": {
+                    "created": [
+                        {"id": layer, "type": "regular", "description": "[2/4] RUN apt-get update && apt-get install -y build-essential"},
+                        {"id": deps, "type": "regular", "description": format!("[3/4] RUN --mount=type=cache,target={} install", SHARED_MOUNTS[language].0)},
+                    ],
+                    "reused": reused.iter().map(|id| json!({"id": id, "type": "regular"})).collect::<Vec<_>>(),
+                },
+            });
+            last_layer[builder] = Some(layer);
+            last_deps[builder][language] = Some(deps);
+            last_run[p] = Some((builder, i));
+            events += count_events(&line);
+            writeln!(out, "{line}")?;
+            written += 1;
+        }
+    }
+    Ok(format!(
+        "generated {written} runs, about {events} events, {pipelines} pipelines, {builders} builders in pools of {POOL}, {} mount ids",
+        SHARED_MOUNTS.len() + 1
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fleet(shape: Shape, seed: u64) -> (String, Vec<u8>) {
+        let mut out = Vec::new();
+        let fleet = Fleet {
+            shape,
+            runs: 2000,
+            pipelines: 50,
+            builders: 10,
+            mounts: 100,
+            seed,
+        };
+        let summary = write_fleet(&fleet, &mut out).unwrap();
+        (summary, out)
+    }
+
+    /// Each shape gives the same fleet for the same seed and another for another seed, so a
+    /// benchmark's figures can be compared run to run.
+    #[test]
+    fn fleets_are_deterministic_per_seed() {
+        for shape in [Shape::Default, Shape::Shared] {
+            assert!(fleet(shape, 3) == fleet(shape, 3), "{shape:?}");
+            assert!(fleet(shape, 3).1 != fleet(shape, 4).1, "{shape:?}");
+        }
+    }
+
+    /// The shared shape is the fleet of the issue: every run creates two builder records and
+    /// reuses at most three, most runs share `/root/.cache/pip`, about 5% fail, about 10.5
+    /// events a run.
+    #[test]
+    fn the_shared_shape_shares_mounts_and_records() {
+        let (summary, out) = fleet(Shape::Shared, 1);
+        let runs: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .filter(|line: &serde_json::Value| line["type"] == "run")
+            .collect();
+        assert_eq!(runs.len(), 2000);
+        let (mut pip, mut failed, mut reusing, mut events) = (0, 0, 0, 0);
+        for run in &runs {
+            let records = &run["records"];
+            assert_eq!(records["created"].as_array().unwrap().len(), 2);
+            let reused = records["reused"].as_array().unwrap().len();
+            assert!(reused <= 3);
+            reusing += usize::from(reused > 0);
+            let mounts = run["mounts"].as_array().unwrap();
+            pip += usize::from(mounts.iter().any(|m| m["id"] == "/root/.cache/pip"));
+            failed += usize::from(run["status"] == "failed");
+            events += count_events(run);
+        }
+        assert!(pip > 1000, "{pip} runs use the pip cache");
+        assert!((60..=140).contains(&failed), "{failed} failed runs");
+        assert!(reusing > 1900, "{reusing} runs reuse records");
+        assert!(
+            (20_000..=22_000).contains(&events),
+            "{events} events; {summary}"
+        );
+    }
 }

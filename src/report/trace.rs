@@ -368,34 +368,60 @@ fn json_item(buf: &mut Vec<u8>, item: &impl Json, last: bool) {
     buf.extend_from_slice(if last { b"\n" } else { b",\n" });
 }
 
-/// Writes the items in order, each as `render` renders it (given its position). The second
-/// half is rendered on another thread while this one renders and writes the first.
+/// Items rendered as one block: big enough that handing blocks between threads costs
+/// nothing, small enough that the blocks in flight hold a few megabytes.
+const BLOCK: usize = 1 << 14;
+
+/// Writes the items in order, each as `render` renders it (given its position). Blocks of
+/// items are rendered on two threads, this one taking the even blocks and writing every
+/// block in order, the other the odd ones, at most two blocks ahead: the output streams
+/// out as it is rendered instead of half of it being held in memory.
 fn write_rendered<T: Sync>(
     out: &mut dyn Write,
     items: &[T],
     render: impl Fn(&mut Vec<u8>, usize, &T) + Sync,
 ) -> io::Result<()> {
-    let (first, second) = items.split_at(items.len().div_ceil(2));
-    let offset = first.len();
-    let rendered = std::thread::scope(|scope| {
-        // Kept as the chunks they were rendered in: one growing buffer would be copied
-        // each time it doubled.
-        let second = scope.spawn(|| {
-            let mut chunks = Vec::new();
-            let render = |buf: &mut Vec<u8>, i, item: &T| render(buf, offset + i, item);
-            render_items(second, render, |chunk| {
+    let render_block = |block: usize| {
+        let start = block * BLOCK;
+        let mut chunks = Vec::new();
+        render_items(
+            &items[start..items.len().min(start + BLOCK)],
+            |buf, i, item| render(buf, start + i, item),
+            |chunk| {
                 chunks.push(chunk);
                 Ok(())
-            })
-            .map(|()| chunks)
-        });
-        render_items(first, &render, |chunk| out.write_all(&chunk))?;
-        second.join().expect("rendering thread panicked")
-    })?;
-    for chunk in rendered {
-        out.write_all(&chunk)?;
+            },
+        )
+        .map(|()| chunks)
+    };
+    let blocks = items.len().div_ceil(BLOCK);
+    if blocks <= 1 {
+        return render_items(items, &render, |chunk| out.write_all(&chunk));
     }
-    Ok(())
+    std::thread::scope(|scope| {
+        let (odd_tx, odd_rx) = std::sync::mpsc::sync_channel(2);
+        let render_block = &render_block;
+        scope.spawn(move || {
+            for block in (1..blocks).step_by(2) {
+                // The writer stopped (it failed): nothing more is wanted.
+                if odd_tx.send(render_block(block)).is_err() {
+                    break;
+                }
+            }
+        });
+        for block in (0..blocks).step_by(2) {
+            for chunk in render_block(block)? {
+                out.write_all(&chunk)?;
+            }
+            if block + 1 < blocks {
+                let odd = odd_rx.recv().expect("rendering thread panicked")?;
+                for chunk in odd {
+                    out.write_all(&chunk)?;
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Renders the items, handing each chunk of about 64 KiB to `sink`.
@@ -500,11 +526,27 @@ fn needs_escape(byte: u8) -> bool {
     byte < 0x20 || byte == b'"' || byte == b'\\'
 }
 
+/// Whether no byte needs escaping. Sixteen bytes are checked at a time without stopping
+/// early, which the compiler turns into vector compares: a trace's strings are long (digests,
+/// registry refs) and almost never need escaping.
+fn is_clean(bytes: &[u8]) -> bool {
+    let mut chunks = bytes.chunks_exact(16);
+    for chunk in &mut chunks {
+        if chunk
+            .iter()
+            .fold(false, |dirty, &b| dirty | needs_escape(b))
+        {
+            return false;
+        }
+    }
+    !chunks.remainder().iter().any(|&b| needs_escape(b))
+}
+
 /// Appends `value` as a JSON string, escaped as `serde_json` escapes it.
 fn push_json_str(out: &mut Vec<u8>, value: &str) {
     let bytes = value.as_bytes();
     out.push(b'"');
-    if !bytes.iter().any(|&b| needs_escape(b)) {
+    if is_clean(bytes) {
         out.extend_from_slice(bytes);
     } else {
         for &byte in bytes {
@@ -892,6 +934,23 @@ mod tests {
                 serde_json::to_string(&case).unwrap(),
                 "{case:?}"
             );
+        }
+    }
+
+    /// Items spread over several blocks, rendered on two threads, come out once each and in
+    /// order, with their own positions.
+    #[test]
+    fn blocks_rendered_on_two_threads_are_written_in_order() {
+        for len in [0, 1, BLOCK, BLOCK + 1, 3 * BLOCK + 5] {
+            let items: Vec<usize> = (0..len).map(|i| i * 7).collect();
+            let mut out = Vec::new();
+            write_rendered(&mut out, &items, |buf, i, item| {
+                assert_eq!(*item, i * 7);
+                writeln!(buf, "{item}").unwrap();
+            })
+            .unwrap();
+            let expected: String = items.iter().map(|i| format!("{i}\n")).collect();
+            assert!(String::from_utf8(out).unwrap() == expected, "{len} items");
         }
     }
 

@@ -113,6 +113,12 @@ impl<'s> TraceSource<'s> {
                     self.budget = None;
                     let started = Instant::now();
                     let reader = self.store.appended_reader();
+                    for conn in [Some(&self.store.conn), reader.as_ref()]
+                        .into_iter()
+                        .flatten()
+                    {
+                        bulk_reading(conn);
+                    }
                     self.index = Index::load(&self.store.conn, reader)
                         .map_err(|e| sql_error(&self.store.path, e))?;
                     self.load_time = Some(started.elapsed());
@@ -125,6 +131,16 @@ impl<'s> TraceSource<'s> {
             }
         }
         Ok(self.index.as_ref())
+    }
+}
+
+/// Readies a connection to read the graph's tables once, front to back: its pages are no
+/// longer mapped nor kept in a large cache, which would only add to the trace's peak memory
+/// what the arrays already hold. Settings of memory only: a connection that keeps its
+/// defaults (SQLite refuses to change its mapping while a page is in use) reads the same rows.
+fn bulk_reading(conn: &Db) {
+    if let Some(conn) = conn.sqlite() {
+        let _ = conn.execute_batch("PRAGMA mmap_size = 0; PRAGMA cache_size = -8192;");
     }
 }
 
@@ -1560,6 +1576,7 @@ mod tests {
         let mut out = std::io::BufWriter::new(std::fs::File::create(fleet).unwrap());
         crate::commands::bench::write_fleet(
             &crate::commands::bench::Fleet {
+                shape: crate::commands::bench::Shape::Default,
                 runs: 3000,
                 pipelines: 60,
                 builders: 5,
@@ -1669,6 +1686,225 @@ mod tests {
                     assert!(
                         queried == loaded,
                         "{case:?} ignore_time={ignore_time} budget={budget}: the traces differ"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Loading the graph leaves the store's pages unmapped and its page cache small: the
+    /// trace's peak memory holds the arrays, not a mapped copy of the file besides.
+    #[test]
+    fn loading_the_graph_unmaps_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fleet, db) = (dir.path().join("fleet.jsonl"), dir.path().join("db"));
+        let (fleet, db) = (fleet.to_str().unwrap(), db.to_str().unwrap());
+        let mut out = std::io::BufWriter::new(std::fs::File::create(fleet).unwrap());
+        crate::commands::bench::write_fleet(
+            &crate::commands::bench::Fleet {
+                shape: crate::commands::bench::Shape::Shared,
+                runs: 200,
+                pipelines: 10,
+                builders: 5,
+                mounts: 0,
+                seed: 3,
+            },
+            &mut out,
+        )
+        .unwrap();
+        std::io::Write::flush(&mut out).unwrap();
+        drop(out);
+        import(db, fleet);
+        let mut store = Store::open_read_only(std::path::Path::new(db)).unwrap();
+        let pragma = |store: &Store, name: &str| -> i64 {
+            let conn = store.conn.sqlite().unwrap();
+            conn.query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
+                .unwrap()
+        };
+        assert!(pragma(&store, "mmap_size") > 0);
+        let seeds = seeds(&["--pipeline", "p1"]);
+        traced(&mut store, &seeds, false, Some(0));
+        assert_eq!(pragma(&store, "mmap_size"), 0);
+        assert_eq!(pragma(&store, "cache_size"), -8192);
+    }
+
+    /// Reads an imported store back as a hand-built history: the same ids, values and events
+    /// (each at the time the store holds for it, which the history derives from its run).
+    fn read_history(store: &mut Store) -> History {
+        let count = |store: &Store, table: &str| -> i64 {
+            let (n, max): (i64, Option<i64>) = store
+                .conn
+                .query_row(
+                    &format!("SELECT count(*), max(id) FROM {table}"),
+                    [],
+                    |row| row.try_into(),
+                )
+                .unwrap();
+            assert_eq!(max.unwrap_or(0), n, "{table} ids are dense from 1");
+            n
+        };
+        let mut h = History::new();
+        for id in 1..=count(store, "builders") {
+            h.builders.push(Source::builder(store, id).unwrap());
+        }
+        for id in 1..=count(store, "runs") {
+            h.runs.push(Source::run(store, id).unwrap());
+        }
+        for id in 1..=count(store, "artifacts") {
+            let info = Source::artifact(store, id).unwrap();
+            h.artifacts.push(ArtifactInfo {
+                first_seen: Micros::MAX,
+                ..info
+            });
+        }
+        for id in 1..=count(store, "mounts") {
+            h.mounts.push(Source::mount(store, id).unwrap());
+        }
+        for id in 1..=count(store, "builder_records") {
+            h.records.push(Source::record(store, id).unwrap());
+        }
+        let mut stmt = store
+            .conn
+            .prepare("SELECT run_id, kind, target, at FROM events WHERE kind <> ?1 ORDER BY id")
+            .unwrap();
+        let rows: Vec<(i64, String, i64, i64)> = stmt
+            .query_map([kind::RAN_ON], |row| row.try_into())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for (run, kind, target, at) in rows {
+            let event = match kind.as_str() {
+                kind::IMPORTED => Event::Imported(target),
+                kind::USED_BASE => Event::UsedBase(target),
+                kind::EXPORTED => Event::Exported(target),
+                kind::PRODUCED => Event::Produced(target),
+                kind::READ_MOUNT => Event::ReadMount(target),
+                kind::WROTE_MOUNT => Event::WroteMount(target),
+                kind::CREATED_RECORD => Event::CreatedRecord(target),
+                kind::REUSED_RECORD => Event::ReusedRecord(target),
+                other => panic!("unexpected event kind `{other}`"),
+            };
+            h.events.push((run, event));
+            assert_eq!(h.at(run, event), at, "event time of run {run}");
+        }
+        let mut stmt = store
+            .conn
+            .prepare("SELECT builder_id, mount, at FROM purges ORDER BY id")
+            .unwrap();
+        let purges: Vec<(i64, Option<i64>, i64)> = stmt
+            .query_map([], |row| row.try_into())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for (builder, mount, at) in purges {
+            match mount {
+                Some(mount) => h.mount_purges.push((mount, at)),
+                None => h.builder_prunes.push((builder, at)),
+            }
+        }
+        h
+    }
+
+    /// On a generated fleet of the shared shape (shared mount ids on shared builders, records
+    /// reused across pipelines, overlapping runs), a pipeline compromised from mid-year taints
+    /// what the rules applied naively taint, from the same times, and the store answers as
+    /// memory does, from indexed queries and from the loaded graph.
+    #[test]
+    fn a_shared_fleet_traces_as_the_rules_and_memory_do() {
+        use std::collections::BTreeMap;
+        let dir = tempfile::tempdir().unwrap();
+        let (fleet, db) = (dir.path().join("fleet.jsonl"), dir.path().join("db"));
+        let (fleet, db) = (fleet.to_str().unwrap(), db.to_str().unwrap());
+        let mut out = std::io::BufWriter::new(std::fs::File::create(fleet).unwrap());
+        let summary = crate::commands::bench::write_fleet(
+            &crate::commands::bench::Fleet {
+                shape: crate::commands::bench::Shape::Shared,
+                runs: 500,
+                pipelines: 25,
+                builders: 5,
+                mounts: 0,
+                seed: 11,
+            },
+            &mut out,
+        )
+        .unwrap();
+        std::io::Write::flush(&mut out).unwrap();
+        drop(out);
+        import(db, fleet);
+        let mut store = Store::open(std::path::Path::new(db)).unwrap();
+        // A purge of a shared mount and a prune of a builder, a quarter into the year, recorded
+        // as the memory source describes them.
+        let quarter = time::parse_rfc3339("2026-04-01T00:00:00Z", "t").unwrap();
+        store
+            .conn
+            .execute(
+                "INSERT INTO purges (kind, builder_id, mount, at, method, author, recorded_at)
+                 SELECT 'mount', builder_id, id, ?1, 'manual', 'tester@host', ?1 FROM mounts
+                 WHERE builder_id = (SELECT id FROM builders WHERE name = 'b1')
+                   AND mount_id = '/root/.cache/pip'",
+                [quarter],
+            )
+            .unwrap();
+        store
+            .conn
+            .execute(
+                "INSERT INTO purges (kind, builder_id, at, method, author, recorded_at)
+                 SELECT 'builder', id, ?1, 'manual', 'tester@host', ?1 FROM builders
+                 WHERE name = 'b4'",
+                [quarter + 1],
+            )
+            .unwrap();
+        let history = read_history(&mut store);
+        let mid = time::parse_rfc3339("2026-07-01T00:00:00Z", "t").unwrap();
+        for (pipeline, since) in [("p3", Some(mid)), ("p7", None)] {
+            let mut args = vec!["--pipeline", pipeline];
+            let formatted = since.map(time::format);
+            if let Some(since) = &formatted {
+                args.extend(["--since", since]);
+            }
+            let seeds = seeds(&args);
+            let resolved = crate::graph::oracle::OracleSeeds {
+                runs: history
+                    .runs
+                    .iter()
+                    .filter(|r| r.pipeline == pipeline && since.is_none_or(|s| r.started_at >= s))
+                    .map(|r| r.id)
+                    .collect(),
+                ..Default::default()
+            };
+            for ignore_time in [false, true] {
+                let options = TraceOptions {
+                    ignore_time,
+                    ..TraceOptions::default()
+                };
+                let aware = graph::trace(&mut history.clone(), &seeds, options).unwrap();
+                let mut tainted = BTreeMap::new();
+                for kind in graph::Kind::ALL {
+                    for entry in aware.tainted(kind) {
+                        tainted.insert(entry.name.to_owned(), entry.tainted_at);
+                    }
+                }
+                let expected = crate::graph::oracle::times(&history, &resolved, ignore_time);
+                assert_eq!(tainted, expected, "{args:?} ignore_time={ignore_time}");
+                let runs = tainted.keys().filter(|n| n.starts_with("run:")).count();
+                if since.is_some() && !ignore_time {
+                    // The shape's point: from mid-year, about half the fleet.
+                    assert!(
+                        (200..=300).contains(&runs),
+                        "{runs} runs tainted; {summary}"
+                    );
+                }
+                let memory = json_or_error(&mut history.clone(), &seeds, ignore_time);
+                for budget in [None, Some(0)] {
+                    let traced = store
+                        .read_snapshot(|store| {
+                            let mut source = TraceSource::with_budget(store, budget);
+                            json_or_error(&mut source, &seeds, ignore_time)
+                        })
+                        .unwrap();
+                    assert!(
+                        traced == memory,
+                        "{args:?} ignore_time={ignore_time} budget={budget:?}: the traces differ"
                     );
                 }
             }

@@ -32,6 +32,16 @@ fn serve_help() {
     assert_snapshot!(output(&env, env.cmd().args(["serve", "--help"])));
 }
 
+/// `bench generate --help` names the fleet shapes the benchmarks generate.
+#[test]
+fn bench_generate_help() {
+    let env = Env::new();
+    assert_snapshot!(output(
+        &env,
+        env.cmd().args(["bench", "generate", "--help"])
+    ));
+}
+
 /// `flush --help` documents where the spool is and which collector it goes to.
 #[test]
 fn flush_help() {
