@@ -3,21 +3,38 @@
 //! On SQLite, triggers append each new event, artifact and builder record to its page
 //! (migrations 0005 and 0006): a page's blob is rewritten for every row it gains. A bulk
 //! import instead drops those triggers inside its transaction, writes its rows, then packs
-//! the rows it added, in id order, with the triggers' own expressions, appends each page's
+//! the rows it added, in id order, appends each page's
 //! share once, and creates the triggers again before it commits. The transaction holds the
 //! write lock throughout, so no other writer sees the store without its triggers, and a
-//! failure rolls the triggers back with the rows.
+//! failure rolls the triggers back with the rows. The packing is the triggers' encoding, and
+//! `store::write`'s tests check that both give the same bytes.
 
-use crate::store::db::{DbResult, OptionalExtension, Transaction, params};
+use crate::store::db::{DbError, DbResult, OptionalExtension, Row, Transaction, params};
 
 /// A page table kept by a trigger: the rows' table, the trigger, the page table and its
-/// column, and the query that packs the rows after an id, in id order, as the trigger does.
+/// column, the query that reads the rows after an id in id order, and how a row is packed
+/// (the trigger's encoding, written here in Rust).
 struct Packed {
     table: &'static str,
     trigger: &'static str,
     pages: &'static str,
     column: &'static str,
-    pack: &'static str,
+    select: &'static str,
+    pack: fn(&Row<'_>, &mut Vec<u8>) -> DbResult<()>,
+}
+
+/// A text as the triggers pack it: its length in bytes (4, big-endian), then its bytes.
+fn text(row: &Row<'_>, i: usize, out: &mut Vec<u8>) -> DbResult<()> {
+    let bytes = row.get_ref(i)?.as_bytes()?;
+    let len = u32::try_from(bytes.len()).map_err(|_| DbError::Value("text over 4 GiB".into()))?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(bytes);
+    Ok(())
+}
+
+fn int(row: &Row<'_>, i: usize, out: &mut Vec<u8>) -> DbResult<()> {
+    out.extend_from_slice(&row.get::<_, i64>(i)?.to_be_bytes());
+    Ok(())
 }
 
 const PACKED: [Packed; 3] = [
@@ -26,44 +43,50 @@ const PACKED: [Packed; 3] = [
         trigger: "event_pages_append",
         pages: "event_pages",
         column: "events",
-        pack: "SELECT id >> 6,
-                      unhex(printf('%016X%016X%02X%016X%016X', id, run_id,
-                          CASE kind
-                              WHEN 'imported' THEN 1 WHEN 'exported' THEN 2 WHEN 'produced' THEN 3
-                              WHEN 'used_base' THEN 4 WHEN 'read_mount' THEN 5 WHEN 'wrote_mount' THEN 6
-                              WHEN 'created_record' THEN 7 ELSE 8
-                          END,
-                          target, at))
-               FROM events
-               WHERE id > ?1
-                 AND kind IN ('imported', 'exported', 'produced', 'used_base', 'read_mount',
-                              'wrote_mount', 'created_record', 'reused_record')
-               ORDER BY id",
+        // The kinds the trigger packs, numbered as it numbers them.
+        select: "SELECT id, run_id,
+                        CASE kind
+                            WHEN 'imported' THEN 1 WHEN 'exported' THEN 2 WHEN 'produced' THEN 3
+                            WHEN 'used_base' THEN 4 WHEN 'read_mount' THEN 5 WHEN 'wrote_mount' THEN 6
+                            WHEN 'created_record' THEN 7 ELSE 8
+                        END,
+                        target, at
+                 FROM events
+                 WHERE id > ?1
+                   AND kind IN ('imported', 'exported', 'produced', 'used_base', 'read_mount',
+                                'wrote_mount', 'created_record', 'reused_record')
+                 ORDER BY id",
+        pack: |row, out| {
+            int(row, 0, out)?;
+            int(row, 1, out)?;
+            out.push(u8::try_from(row.get::<_, i64>(2)?).unwrap_or(8));
+            int(row, 3, out)?;
+            int(row, 4, out)
+        },
     },
     Packed {
         table: "artifacts",
         trigger: "artifact_pages_append",
         pages: "artifact_pages",
         column: "artifacts",
-        pack: "SELECT id >> 6,
-                      unhex(printf('%016X', id)
-                          || printf('%08X', length(CAST(backend AS BLOB))) || hex(backend)
-                          || printf('%08X', length(CAST(locator AS BLOB))) || hex(locator)
-                          || printf('%08X', length(CAST(digest AS BLOB))) || hex(digest)
-                          || printf('%08X', length(CAST(key AS BLOB))) || hex(key))
-               FROM artifacts WHERE id > ?1 ORDER BY id",
+        select: "SELECT id, backend, locator, digest, key FROM artifacts WHERE id > ?1 ORDER BY id",
+        pack: |row, out| {
+            int(row, 0, out)?;
+            (1..5).try_for_each(|i| text(row, i, out))
+        },
     },
     Packed {
         table: "builder_records",
         trigger: "record_pages_append",
         pages: "record_pages",
         column: "records",
-        pack: "SELECT id >> 6,
-                      unhex(printf('%016X%016X', id, builder_id)
-                          || printf('%08X', length(CAST(record_id AS BLOB))) || hex(record_id)
-                          || printf('%08X', length(CAST(record_type AS BLOB))) || hex(record_type)
-                          || printf('%08X', length(CAST(description AS BLOB))) || hex(description))
-               FROM builder_records WHERE id > ?1 ORDER BY id",
+        select: "SELECT id, builder_id, record_id, record_type, description
+                 FROM builder_records WHERE id > ?1 ORDER BY id",
+        pack: |row, out| {
+            int(row, 0, out)?;
+            int(row, 1, out)?;
+            (2..5).try_for_each(|i| text(row, i, out))
+        },
     },
 ];
 
@@ -109,19 +132,17 @@ pub(super) fn finish(tx: &Transaction<'_>, deferred: Deferred) -> DbResult<()> {
         );
         let mut append = tx.prepare_cached(&append)?;
         let mut current: Option<(i64, Vec<u8>)> = None;
-        let mut select = tx.prepare_cached(packed.pack)?;
+        let mut select = tx.prepare_cached(packed.select)?;
         let mut rows = select.query([after])?;
         while let Some(row) = rows.next()? {
-            let page: i64 = row.get(0)?;
-            let bytes: Vec<u8> = row.get(1)?;
-            match &mut current {
-                Some((at, buf)) if *at == page => buf.extend_from_slice(&bytes),
-                _ => {
-                    if let Some((at, buf)) = current.replace((page, bytes)) {
-                        append.execute(params![at, buf])?;
-                    }
-                }
+            let page = row.get::<_, i64>(0)? >> 6;
+            if current.as_ref().is_some_and(|(at, _)| *at != page)
+                && let Some((at, buf)) = current.take()
+            {
+                append.execute(params![at, buf])?;
             }
+            let (_, buf) = current.get_or_insert_with(|| (page, Vec::new()));
+            (packed.pack)(&row, buf)?;
         }
         if let Some((at, buf)) = current {
             append.execute(params![at, buf])?;

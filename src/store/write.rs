@@ -795,15 +795,26 @@ fn insert_event_id(
     detail: Option<&str>,
     now: Micros,
 ) -> crate::store::db::DbResult<Added> {
-    let inserted: Option<i64> = tx
-        .prepare_cached(
-            "INSERT INTO events (run_id, kind, target, at, detail, source)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING RETURNING id",
-        )?
-        .query_row(params![run, kind, target, at, detail, source], |row| {
-            row.get(0)
-        })
-        .optional()?;
+    let values = params![run, kind, target, at, detail, source];
+    let inserted: Option<i64> = match tx.sqlite() {
+        // The id of the row this statement inserted (a trigger's inserts do not count).
+        Some(conn) => {
+            let added = tx
+                .prepare_cached(
+                    "INSERT INTO events (run_id, kind, target, at, detail, source)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                )?
+                .execute(values)?;
+            (added > 0).then(|| conn.last_insert_rowid())
+        }
+        None => tx
+            .prepare_cached(
+                "INSERT INTO events (run_id, kind, target, at, detail, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING RETURNING id",
+            )?
+            .query_row(values, |row| row.get(0))
+            .optional()?,
+    };
     if let Some(id) = inserted {
         return Ok(Added::Event(id));
     }
@@ -1425,7 +1436,7 @@ mod tests {
                     ..MountUse::default()
                 }];
                 r.records = Some(RecordEvidence {
-                    created: vec![record(format!("rec{i}"), format!("RUN step {i}"))],
+                    created: vec![record(format!("rec{i}"), format!("RUN step {i} é/ü:🦀"))],
                     reused: vec![record(
                         format!("rec{}", i / 2),
                         "described again".to_owned(),
