@@ -280,7 +280,9 @@ phase() {
     local want=$1 name=$2; shift 2
     local t0 t1 rc=0
     t0=$(now)
-    "$@" >"$work/$name.out" 2>"$work/$name.err" || rc=$?
+    # Each line of the log is stamped with the time it came.
+    "$@" >"$work/$name.out" 2> >(while IFS= read -r l; do echo "$(now) $l"; done >"$work/$name.err") || rc=$?
+    wait $! 2>/dev/null || true
     t1=$(now)
     if [ "$rc" != "$want" ]; then
         echo "round $round: $name exited $rc:" >&2; tail -20 "$work/$name.err" >&2; exit 1
@@ -332,7 +334,7 @@ PY
     done
 }
 
-for t in open dry execute verify total setup floor_registry floor_builders floor; do : >"$work/t_$t"; done
+for t in open dry execute evidence verify total setup floor_registry floor_builders floor; do : >"$work/t_$t"; done
 for round in $(seq "$rounds"); do
     # The state: registry as pushed, builders filled, a fresh store holding the provenance.
     s0=$(now)
@@ -346,8 +348,12 @@ for round in $(seq "$rounds"); do
 
     phase 0 open cw -v incident open --pipeline forks-pr --title contain
     phase 0 dry cw -v incident purge 1
+    exec_t0=$(now)
     phase 0 execute cw -v incident purge 1 --execute --yes --evidence-dir "$work/evidence"
     phase 0 verify cw -v incident verify 1
+    # --execute saves evidence first, then acts: its log line says when the evidence was in.
+    saved=$(awk '/ evidence saved in / {print $1}' "$work/execute.err")
+    echo "$saved - $exec_t0" | bc >>"$work/t_evidence"
     echo "$(tail -1 "$work/t_open") + $(tail -1 "$work/t_dry") + $(tail -1 "$work/t_execute") + $(tail -1 "$work/t_verify")" | bc >>"$work/t_total"
     echo "round $round: open $(tail -1 "$work/t_open") dry $(tail -1 "$work/t_dry") execute $(tail -1 "$work/t_execute") verify $(tail -1 "$work/t_verify") total $(tail -1 "$work/t_total") s" >&2
     check_contained
@@ -394,7 +400,7 @@ echo "  plan: $actions"
 echo "  setup per round (restore registry, builds, import; not timed below): $(m setup) s"
 echo "  incident open:              $(m open) s"
 echo "  incident purge (dry run):   $(m dry) s"
-echo "  incident purge --execute:   $(m execute) s (evidence saved)"
+echo "  incident purge --execute:   $(m execute) s (saving evidence: $(m evidence) s, then acting)"
 echo "  incident verify:            $(m verify) s"
 echo "  total:                      $(m total) s (goal: at most 60 s)"
 echo "  floor, registry (raw HTTP DELETE, 16 in flight): $(m floor_registry) s"
