@@ -360,6 +360,7 @@ for round in $(seq "$rounds"); do
     # BENCH_LOGS=DIR keeps each round's cachewarden output there.
     if [ -n "${BENCH_LOGS:-}" ]; then
         mkdir -p "$BENCH_LOGS"
+        find "$work/evidence" -type f -printf '%T@ %P\n' | sort -n >"$BENCH_LOGS/$round-evidence-times"
         for f in open dry execute verify; do
             cp "$work/$f.out" "$BENCH_LOGS/$round-$f.out"; cp "$work/$f.err" "$BENCH_LOGS/$round-$f.err"
         done
