@@ -1,4 +1,5 @@
-"""Pushes COUNT distinct cache manifests across 10 repositories; prints `repo digest`.
+"""Pushes COUNT distinct cache manifests across REPOS repositories (default 10); prints
+`repo digest`. SALT (default empty) makes another set of manifests than the default one.
 
 Every TAG_EVERY-th manifest (default 1: all) is pushed by tag, the rest by digest: registries
 delete slower in repositories with many tags.
@@ -32,7 +33,8 @@ def blob(repo, data):
     return {"mediaType": "application/vnd.buildkit.cacheconfig.v0", "digest": digest, "size": len(data)}
 
 
-repos = [f"bench/cache{i}" for i in range(10)]
+repos = [f"bench/cache{i}" for i in range(int(os.environ.get("REPOS", "10")))]
+salt = os.environ.get("SALT", "")
 configs = {repo: blob(repo, b'{"layers":[],"records":[]}') for repo in repos}
 tag_every = int(os.environ.get("TAG_EVERY", "1"))
 for i in range(count):
@@ -42,10 +44,10 @@ for i in range(count):
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": configs[repo],
         "layers": [],
-        "annotations": {"n": str(i)},
+        "annotations": {"n": f"{salt}{i}"},
     }).encode()
     digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-    reference = f"t{i}" if i % tag_every == 0 else digest
+    reference = f"{salt}t{i}" if i % tag_every == 0 else digest
     request("PUT", f"/v2/{repo}/manifests/{reference}", manifest,
             {"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
     print(repo, digest)

@@ -395,6 +395,7 @@ async fn purge_locked(
             incident: args.id,
             docker: evidence::docker_client(),
             probes: evidence::mount_probes(&store, args.id, &rows)?,
+            concurrency: args.concurrency.unwrap_or(config.purge.concurrency),
         };
         let acting: Vec<ActionRow> = pending.iter().map(|r| (*r).clone()).collect();
         let collected = evidence::collect(&acting, config, opts)

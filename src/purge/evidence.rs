@@ -31,6 +31,9 @@ pub struct Evidence {
     pub docker: String,
     /// What listing each tainted mount needs, by (builder, mount id).
     pub probes: BTreeMap<(String, String), MountProbe>,
+    /// How many targets may be saved at once at one place, as for the purge itself: manifests
+    /// this many per registry, builders one at a time.
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -60,8 +63,9 @@ pub struct Collected {
     pub facts: Vec<ManifestFacts>,
 }
 
-/// Saves evidence for every action not done yet: one place at a time per registry or
-/// builder, places side by side.
+/// Saves evidence for every action not done yet: as many at a time per place as the purge
+/// itself runs there (`concurrency` manifests per registry, one job per builder), places side
+/// by side.
 pub async fn collect(
     rows: &[ActionRow],
     config: &Config,
@@ -78,7 +82,7 @@ pub async fn collect(
             let (remotes, opts) = (remotes.clone(), opts.clone());
             Job {
                 place: row.action.place.clone(),
-                limit: 1,
+                limit: kind_of(&row.action.target).limit(opts.concurrency.max(1)),
                 work: async move {
                     let kind = kind_of(&row.action.target);
                     let saved = kind.evidence(&row.action.target, &remotes, &opts).await;
@@ -165,8 +169,18 @@ pub fn write(dir: &Path, relative: &str, bytes: &[u8]) -> Result<(), RemoteError
         std::fs::create_dir_all(parent)
             .map_err(|e| RemoteError::local(format!("cannot write `{}`: {e}", path.display())))?;
     }
-    std::fs::write(&path, bytes)
-        .map_err(|e| RemoteError::local(format!("cannot write `{}`: {e}", path.display())))
+    // Whole or not at all: saves run side by side, and two may write one content-addressed
+    // file (an index's child is also a target of its own).
+    let fail =
+        |e: std::io::Error| RemoteError::local(format!("cannot write `{}`: {e}", path.display()));
+    let mut file = tempfile::Builder::new()
+        .prefix(".partial-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(path.parent().unwrap_or(dir))
+        .map_err(fail)?;
+    std::io::Write::write_all(&mut file, bytes).map_err(fail)?;
+    file.persist(&path).map_err(|e| fail(e.error))?;
+    Ok(())
 }
 
 /// Saves the builder records `select` picks as `builders/<builder>/<name>.json`.
@@ -256,4 +270,109 @@ pub fn docker_client() -> String {
         }
     }
     "docker".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::plan::{Action, ActionKind, Target};
+    use crate::purge::ActionState;
+
+    /// Manifest evidence is fetched `concurrency` at a time per registry, as the purge runs:
+    /// one at a time, 2,000 manifests kept an incident's containment waiting on their evidence
+    /// for seconds before anything was deleted.
+    #[tokio::test]
+    async fn manifest_evidence_is_fetched_side_by_side() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let (in_flight2, most2) = (in_flight.clone(), most.clone());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let (in_flight, most) = (in_flight2.clone(), most2.clone());
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let Ok(n) = stream.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                        if !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                            continue;
+                        }
+                        request.clear();
+                        let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        let answer = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+                        if stream.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let config = Config::parse(
+            &format!(
+                "[scope]\nregistries = [\"{host}\"]\n[[registry]]\nhost = \"{host}\"\ninsecure = true\ncredentials = \"anonymous\"\n"
+            ),
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        let rows: Vec<ActionRow> = (0..8)
+            .map(|i| ActionRow {
+                id: i,
+                seq: i + 1,
+                action: Action {
+                    kind: ActionKind::DeleteManifest,
+                    place: host.clone(),
+                    in_scope: true,
+                    target: Target::Manifest {
+                        registry: host.clone(),
+                        repository: "cache".into(),
+                        digest: format!("sha256:{:064x}", i),
+                        tags: Vec::new(),
+                        cache: true,
+                        image: false,
+                    },
+                    reason: "test".into(),
+                },
+                state: ActionState::Pending,
+                attempts: 0,
+                outcome: None,
+                error: None,
+                started_at: None,
+                finished_at: None,
+                duration_us: None,
+                evidence_gap: None,
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Evidence {
+            dir: dir.path().to_owned(),
+            blobs: false,
+            incident: 1,
+            docker: "docker".into(),
+            probes: BTreeMap::new(),
+            concurrency: 4,
+        };
+        let collected = collect(&rows, &config, opts).await.unwrap();
+        assert!(
+            collected.unavailable.is_empty(),
+            "{:?}",
+            collected.unavailable
+        );
+        assert_eq!(most.load(Ordering::SeqCst), 4);
+    }
 }

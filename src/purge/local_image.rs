@@ -44,6 +44,9 @@ impl TargetKind for LocalImage {
         Box::pin(async move {
             let (builder, endpoint, reference) = fields(target);
             let (endpoint, _) = require_endpoint(&cx.config, builder, endpoint, None)?;
+            if cx.local_image_surely_absent(&endpoint, reference).await {
+                return Ok("not present".to_owned());
+            }
             let engine = Engine::connect(&endpoint).await?;
             Ok(match engine.image_inspect(reference).await? {
                 Some(_) => "present".to_owned(),
@@ -70,7 +73,11 @@ impl TargetKind for LocalImage {
             let (builder, endpoint, reference) = fields(target);
             let (endpoint, _) =
                 require_endpoint(&cx.config, builder, endpoint, Some(Driver::Docker))?;
-            let outcome = remove_local_image(&endpoint, reference).await?;
+            let outcome = if cx.local_image_surely_absent(&endpoint, reference).await {
+                Outcome::Image { removed: false }
+            } else {
+                remove_local_image(&endpoint, reference).await?
+            };
             Ok(Executed::Done {
                 outcome,
                 purged: None,
@@ -87,6 +94,12 @@ impl TargetKind for LocalImage {
     ) -> BoxFuture<'a, Verdict> {
         Box::pin(async move {
             let (builder, endpoint, reference) = fields(target);
+            if let Ok((endpoint, _)) =
+                require_endpoint(&cx.config, builder, endpoint, Some(Driver::Docker))
+                && cx.local_image_surely_absent(&endpoint, reference).await
+            {
+                return Verdict::Gone;
+            }
             local_image_verdict(&cx.config, builder, endpoint, reference).await
         })
     }

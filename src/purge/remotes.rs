@@ -12,7 +12,7 @@ use crate::error::RemoteError;
 use crate::model::{Driver, ManifestFacts};
 use crate::remote::buildkit::{BuildkitClient, CacheRecord};
 use crate::remote::endpoint::require_endpoint;
-use crate::remote::engine::Engine;
+use crate::remote::engine::{Engine, surely_absent};
 use crate::remote::registry::RegistryClient;
 use crate::store::Store;
 
@@ -43,6 +43,7 @@ pub struct Remotes {
     builders: tokio::sync::Mutex<HashMap<String, BuilderSlot>>,
     listings: tokio::sync::Mutex<HashMap<String, Listing>>,
     mount_ids: tokio::sync::Mutex<HashMap<String, bool>>,
+    images: tokio::sync::Mutex<HashMap<String, Images>>,
     /// What the store knew about the manifests when the command started: what a digest is
     /// never changes, so these spare asking the registry, and name an index's children after
     /// the index is gone.
@@ -55,6 +56,10 @@ pub struct Remotes {
 /// A builder's records, listed once for a whole verification (or why they could not be).
 type Listing = Arc<OnceCell<Result<Arc<Vec<CacheRecord>>, String>>>;
 
+/// The digests and ids of a builder's local images, listed once per command (`None`: the
+/// listing failed, and each reference is asked about instead).
+type Images = Arc<OnceCell<Option<Arc<HashSet<String>>>>>;
+
 impl Remotes {
     pub fn new(config: &Config, known: HashMap<String, ManifestFacts>) -> Self {
         Self {
@@ -63,6 +68,7 @@ impl Remotes {
             builders: Default::default(),
             listings: Default::default(),
             mount_ids: Default::default(),
+            images: Default::default(),
             known,
             learned: Mutex::new(Vec::new()),
             spare: Spare::Nothing,
@@ -185,6 +191,29 @@ impl Remotes {
         })
         .await
         .clone()
+    }
+
+    /// Whether the builder surely holds no local image under `reference`, from one listing
+    /// of its images per command (see [`surely_absent`]); `false` when that cannot be told,
+    /// and the reference must be asked about. The listing is taken once: an image that comes
+    /// after it is missed by this command, not by the next (`verify` lists again).
+    pub async fn local_image_surely_absent(&self, endpoint: &str, reference: &str) -> bool {
+        let cell = self
+            .images
+            .lock()
+            .await
+            .entry(endpoint.to_owned())
+            .or_default()
+            .clone();
+        let digests = cell
+            .get_or_init(|| async {
+                let engine = Engine::connect(endpoint).await.ok()?;
+                engine.image_digests().await.ok().map(Arc::new)
+            })
+            .await;
+        digests
+            .as_ref()
+            .is_some_and(|digests| surely_absent(reference, digests))
     }
 
     /// Keeps what a probe learned about a manifest.

@@ -1,6 +1,7 @@
 //! Docker Engine API helpers: addresses, the raw connection the BuildKit client upgrades, and
 //! the few image and build-cache calls cachewarden makes through bollard.
 
+use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -327,6 +328,41 @@ impl Engine {
         }
     }
 
+    /// Every manifest digest and image id the engine holds under any name (`GET /images/json`
+    /// with intermediate images and digests): one request where inspecting each of thousands
+    /// of references would take one each. See [`surely_absent`].
+    pub async fn image_digests(&self) -> Result<HashSet<String>, RemoteError> {
+        let path = format!("/v{}/images/json?all=1&digests=1", self.api_version());
+        let fail = |kind: RemoteKind, why: String| {
+            RemoteError::new(
+                kind,
+                format!("Docker Engine at {}: GET {path}: {why}", self.shown),
+            )
+        };
+        let (status, body) = raw_get(&self.addr, &path)
+            .await
+            .map_err(|err| fail(io_kind(&err), one_line(&err)))?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body);
+            return Err(fail(
+                RemoteKind::Status(status.as_u16()),
+                format!("answered {status}: {}", truncate(text.trim(), 200)),
+            ));
+        }
+        let images: Vec<ImageSummary> = serde_json::from_slice(&body)
+            .map_err(|err| fail(RemoteKind::Protocol, format!("unexpected answer: {err}")))?;
+        let mut digests = HashSet::new();
+        for image in images {
+            for name in image.repo_digests.into_iter().flatten() {
+                if let Some((_, digest)) = name.rsplit_once('@') {
+                    digests.insert(digest.to_owned());
+                }
+            }
+            digests.insert(image.id);
+        }
+        Ok(digests)
+    }
+
     /// The build-cache records from `GET /system/df`, which bollard's typed call drops on
     /// API 1.41.
     pub async fn build_cache(&self) -> Result<Vec<CacheRecord>, RemoteError> {
@@ -405,6 +441,31 @@ fn io_kind(err: &io::Error) -> RemoteKind {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ImageSummary {
+    id: String,
+    #[serde(default)]
+    repo_digests: Option<Vec<String>>,
+}
+
+/// Whether an engine whose images hold exactly `digests` (see [`Engine::image_digests`])
+/// surely has no image under `reference`. Only a reference pinned to a full digest
+/// (`NAME@sha256:HEX`, or an image id `sha256:HEX`) can be: the engine resolves such a name
+/// through an image that lists it among its repo digests (or, for an id, is that image), so a
+/// digest it lists nowhere names nothing there. Any other reference (a tag, a short id) is
+/// never surely absent, and is asked about.
+pub fn surely_absent(reference: &str, digests: &HashSet<String>) -> bool {
+    let digest = reference
+        .rsplit_once('@')
+        .map_or(reference, |(_, digest)| digest);
+    let Some(hex) = digest.strip_prefix("sha256:") else {
+        return false;
+    };
+    let full = hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    full && !digests.contains(digest)
+}
+
+#[derive(Deserialize)]
 struct SystemDf {
     #[serde(rename = "BuildCache")]
     build_cache: Option<Vec<DfBuildCache>>,
@@ -467,6 +528,35 @@ impl DfBuildCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only a reference pinned to a full digest that the engine lists nowhere is taken as
+    /// absent without asking: a tag, a short or malformed digest, or a digest the engine lists
+    /// under any name or as an image id is asked about, so no local image is passed over.
+    #[test]
+    fn only_an_unlisted_full_digest_is_surely_absent() {
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        let c = format!("sha256:{}", "c".repeat(64));
+        let listed: HashSet<String> = [a.clone(), b.clone()].into();
+        assert!(surely_absent(&format!("reg:5000/cache@{c}"), &listed));
+        assert!(surely_absent(&c, &listed));
+        // Listed as a repo digest under another name, or as an image id: asked.
+        assert!(!surely_absent(&format!("reg:5000/other@{a}"), &listed));
+        assert!(!surely_absent(&b, &listed));
+        assert!(!surely_absent(&format!("busybox@{b}"), &listed));
+        // Not a full lowercase SHA-256: asked.
+        for reference in [
+            "reg:5000/cache:latest".to_owned(),
+            "reg:5000/cache".to_owned(),
+            format!("reg:5000/cache@sha256:{}", "c".repeat(12)),
+            format!("reg:5000/cache@sha256:{}", "C".repeat(64)),
+            format!("reg:5000/cache@sha512:{}", "c".repeat(128)),
+            "c".repeat(64),
+            format!("sha256:{}x", "c".repeat(63)),
+        ] {
+            assert!(!surely_absent(&reference, &listed), "{reference}");
+        }
+    }
 
     #[test]
     fn parses_unix_and_tcp_endpoints() {
