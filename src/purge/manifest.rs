@@ -276,7 +276,9 @@ async fn save(
         }
     }
     if let ParsedManifest::Image { config, .. } = &parsed
-        && let Ok(bytes) = client.get_blob(repository, &config.digest).await
+        && let Ok(bytes) = cx
+            .config_blob(client, (registry, repository), &config.digest)
+            .await
     {
         write(&opts.dir, &format!("{base}/{hex}.config.json"), &bytes)?;
     }

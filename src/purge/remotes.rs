@@ -9,7 +9,7 @@ use tokio::sync::OnceCell;
 
 use crate::config::Config;
 use crate::error::RemoteError;
-use crate::model::{Driver, ManifestFacts};
+use crate::model::{Digest, Driver, ManifestFacts};
 use crate::remote::buildkit::{BuildkitClient, CacheRecord};
 use crate::remote::endpoint::require_endpoint;
 use crate::remote::engine::{Engine, surely_absent};
@@ -51,7 +51,20 @@ pub struct Remotes {
     /// What probes learned since, for the store.
     learned: Mutex<Vec<ManifestFacts>>,
     spare: Spare,
+    /// Image configs fetched for evidence, by registry, repository and digest: each was
+    /// checked against its digest, and thousands of cache manifests share a few.
+    configs: Mutex<Configs>,
 }
+
+/// Image configs kept for one command, up to [`CONFIG_CACHE_BYTES`] in all.
+#[derive(Default)]
+struct Configs {
+    bytes: usize,
+    by_digest: HashMap<(String, String, String), Arc<Vec<u8>>>,
+}
+
+/// What the image configs kept for one command may take.
+const CONFIG_CACHE_BYTES: usize = 64 << 20;
 
 /// A builder's records, listed once for a whole verification (or why they could not be).
 type Listing = Arc<OnceCell<Result<Arc<Vec<CacheRecord>>, String>>>;
@@ -72,7 +85,44 @@ impl Remotes {
             known,
             learned: Mutex::new(Vec::new()),
             spare: Spare::Nothing,
+            configs: Mutex::default(),
         }
+    }
+
+    /// The image config `digest` of `registry`'s `repository`: fetched once per command, and
+    /// checked against its digest by the client.
+    pub async fn config_blob(
+        &self,
+        client: &RegistryClient,
+        (registry, repository): (&str, &str),
+        digest: &Digest,
+    ) -> Result<Arc<Vec<u8>>, RemoteError> {
+        let key = (
+            registry.to_owned(),
+            repository.to_owned(),
+            digest.as_str().to_owned(),
+        );
+        let kept = self
+            .configs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .by_digest
+            .get(&key)
+            .cloned();
+        if let Some(bytes) = kept {
+            return Ok(bytes);
+        }
+        let bytes = Arc::new(client.get_blob(repository, digest).await?);
+        let mut configs = self
+            .configs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if configs.bytes + bytes.len() <= CONFIG_CACHE_BYTES
+            && configs.by_digest.insert(key, bytes.clone()).is_none()
+        {
+            configs.bytes += bytes.len();
+        }
+        Ok(bytes)
     }
 
     /// With the children of tainted indexes to spare taken from `spare`.

@@ -287,3 +287,64 @@ fn a_listed_manifest_a_trusted_run_recorded_is_left() {
     );
     assert!(verify.starts_with("exit: 0\n"), "{verify}");
 }
+
+/// Every `*.config.json` evidence file under `dir`, with its bytes.
+fn saved_configs(dir: &Path) -> Vec<Vec<u8>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(saved_configs(&path));
+        } else if path.to_string_lossy().ends_with(".config.json") {
+            found.push(std::fs::read(&path).unwrap());
+        }
+    }
+    found
+}
+
+/// Cache manifests that share one config are each saved with it, while the config is fetched
+/// from the registry once for the whole execution.
+#[test]
+fn a_config_shared_by_many_manifests_is_fetched_once_for_the_evidence() {
+    let Some(registry) = harness::registry() else {
+        return;
+    };
+    let proxy = FaultProxy::start(&registry.host());
+    let env = Env::new();
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let caches: Vec<Pushed> = (0..4)
+        .map(|i| pusher.cache_manifest("team/app", None, &format!("evil-{i}")))
+        .collect();
+    History::new()
+        .run(
+            Run::new("evil", 1).exported(
+                caches
+                    .iter()
+                    .map(|c| format!("{host}/team/app:cache@{}", c.digest)),
+            ),
+        )
+        .import(&env);
+    let config = config(&host).endpoint(&proxy.url()).write(&env);
+    env.open_incident(&config, "evil");
+
+    let run = output(
+        &env,
+        &mut env.execute(&config, "1", &["--concurrency", "1"]),
+    );
+    assert!(run.starts_with("exit: 0\n"), "{run}");
+    let seen = proxy.seen();
+    let config_gets: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.method == "GET" && s.target.contains("/blobs/"))
+        .collect();
+    assert_eq!(config_gets.len(), 1, "{seen:?}");
+    let saved = saved_configs(env.path());
+    assert_eq!(saved.len(), caches.len(), "{run}");
+    for bytes in &saved {
+        assert_eq!(bytes, br#"{"layers":[],"records":[]}"#);
+    }
+    for c in &caches {
+        assert!(!manifest_exists(&registry, "team/app", &c.digest));
+    }
+}
