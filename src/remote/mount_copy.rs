@@ -160,7 +160,10 @@ pub async fn copy_out(h: &HelperBuild<'_>) -> Result<tempfile::TempDir, RemoteEr
 }
 
 /// Reads a mount's archive: every non-directory entry hashed, content checks applied.
-pub fn scan(archive: &Path) -> io::Result<Scan> {
+/// `known` are the files of the snapshot the scan will be compared with, sorted by path: an
+/// npm blob found there with the same content and mode is not decompressed again for its
+/// install scripts, which only matter in a file that is new or changed.
+pub fn scan(archive: &Path, known: &[FileEntry]) -> io::Result<Scan> {
     let mut scan = Scan::default();
     let mut later = Later::default();
     let mut hard_links: Vec<(Vec<u8>, u32, Vec<u8>)> = Vec::new();
@@ -253,7 +256,7 @@ pub fn scan(archive: &Path) -> io::Result<Scan> {
     scan.files
         .dedup_by(|later_one, earlier| later_one.path == earlier.path);
     let files = std::mem::take(&mut scan.files);
-    later.finish(archive, &files, &mut scan);
+    later.finish(archive, &files, known, &mut scan);
     scan.files = files;
     scan.mismatches.sort();
     Ok(scan)
@@ -425,7 +428,7 @@ fn hash_file(
 }
 
 impl Later {
-    fn finish(self, archive: &Path, files: &[FileEntry], scan: &mut Scan) {
+    fn finish(self, archive: &Path, files: &[FileEntry], known: &[FileEntry], scan: &mut Scan) {
         // A symbolic link where a checked file belongs: the tools follow it, the checks cannot
         // (the target is not hashed), so it is a mismatch, never a silent skip.
         for (path, target) in &self.links {
@@ -554,8 +557,16 @@ impl Later {
         let mut npm_blobs = self.npm_blobs;
         npm_blobs.sort();
         npm_blobs.dedup();
+        let unchanged = |rel: &[u8]| {
+            let find = |list: &[FileEntry]| {
+                list.binary_search_by(|f| f.path.as_slice().cmp(rel))
+                    .ok()
+                    .map(|i| (list[i].size, list[i].mode, list[i].sha256))
+            };
+            find(known).is_some_and(|k| find(files) == Some(k))
+        };
         for blob in npm_blobs {
-            if !regular(&blob) {
+            if !regular(&blob) || unchanged(&blob) {
                 continue;
             }
             let mut reader = match open(&blob) {
@@ -692,7 +703,7 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success());
-        let scan = scan(&archive).unwrap();
+        let scan = scan(&archive, &[]).unwrap();
         let _ = std::fs::remove_file(&archive);
         let bad: Vec<(Rule, String)> = scan
             .mismatches
@@ -789,7 +800,7 @@ mod tarball_tests {
             .status()
             .unwrap();
         assert!(status.success());
-        let scan = scan(&archive).unwrap();
+        let scan = scan(&archive, &[]).unwrap();
         let postinstall = NpmTarball {
             manifests: vec![(
                 "package/package.json".to_owned(),
@@ -815,6 +826,20 @@ mod tarball_tests {
         // Only the hard link holds other bytes than its address names.
         let bad: Vec<&[u8]> = scan.mismatches.iter().map(|m| m.path.as_slice()).collect();
         assert_eq!(bad, vec![linked_at.as_bytes()]);
+
+        // Against a snapshot that already held them unchanged, the blobs are not read again;
+        // one that snapshot lacks is.
+        let known: Vec<FileEntry> = scan
+            .files
+            .iter()
+            .filter(|f| f.path != hooked_at.as_bytes())
+            .cloned()
+            .collect();
+        let again = super::scan(&archive, &known).unwrap();
+        let read: Vec<&[u8]> = again.tarballs.keys().map(Vec::as_slice).collect();
+        assert_eq!(read, vec![hooked_at.as_bytes()]);
+        assert!(again.unchecked.is_empty(), "{:?}", again.unchecked);
+        assert_eq!(again.files, scan.files);
     }
 }
 
@@ -861,7 +886,7 @@ mod link_tests {
             .status()
             .unwrap();
         assert!(status.success());
-        let scan = scan(&archive).unwrap();
+        let scan = scan(&archive, &[]).unwrap();
         let bad: Vec<(Rule, String)> = scan
             .mismatches
             .iter()
@@ -914,7 +939,7 @@ mod link_tests {
             .status()
             .unwrap();
         assert!(status.success());
-        let scan = scan(&archive).unwrap();
+        let scan = scan(&archive, &[]).unwrap();
         let bad: Vec<(Rule, String)> = scan
             .mismatches
             .iter()

@@ -56,7 +56,7 @@ impl Scan {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NpmTarball {
     /// Each depth-1 `package.json` member (a name from the tarball: hostile) that declares
-    /// install scripts, with them.
+    /// install scripts, with them, and each depth-1 `binding.gyp` that implies `install`.
     pub manifests: Vec<(String, Vec<String>)>,
     /// Why the tarball was not read to its end: a `package.json` further on was not seen.
     pub unread: Option<String>,
@@ -76,7 +76,13 @@ impl NpmTarball {
         let declared: Vec<String> = self
             .manifests
             .iter()
-            .map(|(member, scripts)| format!("`{member}` declares {}", scripts.join(", ")))
+            .map(|(member, scripts)| {
+                if member.ends_with("/binding.gyp") {
+                    format!("`{member}` implies install (node-gyp rebuild)")
+                } else {
+                    format!("`{member}` declares {}", scripts.join(", "))
+                }
+            })
             .collect();
         match (&self.unread, declared.is_empty()) {
             (None, _) => format!(

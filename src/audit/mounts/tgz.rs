@@ -30,17 +30,25 @@ pub struct Manifests {
     /// the tarball stripping the first component, so any of them can become the package's
     /// `package.json`: all are kept.
     pub found: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Every `<dir>/binding.gyp` at depth 1: without an `install` or `preinstall` script, npm
+    /// runs `node-gyp rebuild` for it, and gyp files run commands of their own.
+    pub gyp: Vec<Vec<u8>>,
     /// Why the tarball could not be read to its end, when it could not.
     pub unread: Option<String>,
 }
 
-/// Whether a member name is `<dir>/package.json`, where npm's unpacking puts the package's.
-fn is_top_manifest(name: &[u8]) -> bool {
+/// Whether a member name is `<dir>/<file>`, which npm's unpacking puts at the package root.
+fn is_top(name: &[u8], file: &[u8]) -> bool {
     let parts: Vec<&[u8]> = name
         .split(|b| *b == b'/')
         .filter(|c| !c.is_empty() && *c != b".")
         .collect();
-    matches!(parts.as_slice(), [_, b"package.json"])
+    matches!(parts.as_slice(), [_, f] if *f == file)
+}
+
+/// Whether a member name is `<dir>/package.json`, where npm's unpacking puts the package's.
+fn is_top_manifest(name: &[u8]) -> bool {
+    is_top(name, b"package.json")
 }
 
 /// A reader that fails, rather than ends, past its limit: a cut-off tarball reads as what it is.
@@ -89,6 +97,9 @@ fn manifests_within(blob: impl Read, limit: u64) -> Manifests {
         if seen > ENTRY_LIMIT {
             return Err(io::Error::other(format!("more than {ENTRY_LIMIT} entries")));
         }
+        if h.kind == tar::Kind::File && is_top(&h.path, b"binding.gyp") {
+            out.gyp.push(h.path.clone());
+        }
         if h.kind != tar::Kind::File || !is_top_manifest(&h.path) {
             return Ok(());
         }
@@ -109,10 +120,10 @@ fn manifests_within(blob: impl Read, limit: u64) -> Manifests {
 }
 
 /// What makes a tarball a startup-hook carrier: the install scripts each of its `package.json`
-/// files declares, and whether it was read to its end. `None` when it was, and none declares
-/// any.
+/// files declares, an `install` each `binding.gyp` implies, and whether it was read to its end.
+/// `None` when it was, and nothing declares or implies any.
 pub fn hooks(found: Manifests) -> Option<NpmTarball> {
-    let manifests: Vec<(String, Vec<String>)> = found
+    let declared: Vec<(String, Vec<String>)> = found
         .found
         .iter()
         .map(|(member, json)| {
@@ -121,8 +132,26 @@ pub fn hooks(found: Manifests) -> Option<NpmTarball> {
                 checks::npm_lifecycle_scripts(json),
             )
         })
+        .collect();
+    // npm adds `install: node-gyp rebuild` when the package's `package.json` has neither
+    // `install` nor `preinstall`. Which of several manifests wins is up to the unpacking, so
+    // a `binding.gyp` counts unless every one of them has one of the two.
+    let gyp_implied = declared.is_empty()
+        || declared
+            .iter()
+            .any(|(_, scripts)| !scripts.iter().any(|s| s == "install" || s == "preinstall"));
+    let mut manifests: Vec<(String, Vec<String>)> = declared
+        .into_iter()
         .filter(|(_, scripts)| !scripts.is_empty())
         .collect();
+    if gyp_implied {
+        manifests.extend(found.gyp.iter().map(|member| {
+            (
+                String::from_utf8_lossy(member).into_owned(),
+                vec!["install".to_owned()],
+            )
+        }));
+    }
     (!manifests.is_empty() || found.unread.is_some()).then_some(NpmTarball {
         manifests,
         unread: found.unread,
@@ -284,6 +313,36 @@ pub(crate) mod tests {
         assert_eq!(
             hooks(manifests(&tgz(&[("package/package.json", b"{}")])[..])),
             None
+        );
+        // A `binding.gyp` implies `install` (node-gyp rebuild) unless the package declares
+        // `install` or `preinstall` itself.
+        let gyp = hooks(manifests(
+            &tgz(&[
+                ("package/package.json", br#"{"name":"native"}"#),
+                ("package/binding.gyp", b"{'targets':[]}"),
+            ])[..],
+        ))
+        .unwrap();
+        assert_eq!(
+            gyp.manifests,
+            vec![("package/binding.gyp".to_owned(), vec!["install".to_owned()])]
+        );
+        let own = hooks(manifests(
+            &tgz(&[
+                (
+                    "package/package.json",
+                    br#"{"scripts":{"install":"node build.js"}}"#,
+                ),
+                ("package/binding.gyp", b"{}"),
+            ])[..],
+        ))
+        .unwrap();
+        assert_eq!(
+            own.manifests,
+            vec![(
+                "package/package.json".to_owned(),
+                vec!["install".to_owned()]
+            )]
         );
         let cut = hooks(manifests(&[0x1f, 0x8b][..])).unwrap();
         assert!(cut.manifests.is_empty());
