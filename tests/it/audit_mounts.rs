@@ -94,10 +94,10 @@ fn findings<'a>(doc: &'a serde_json::Value, code: &str) -> Vec<&'a serde_json::V
         .collect()
 }
 
-/// The planted `sitecustomize.py` and npm tarball with a `postinstall` script (CW012 each),
-/// the overwritten npm blob (CW011) and the lower-trust change (CW013) are found with the
-/// untrusted run that wrote them; a trusted rebuild afterwards raises nothing new; an incident
-/// opens from the finding.
+/// The planted `sitecustomize.py`, npm tarball with a `postinstall` script and cut-off npm
+/// tarball (CW012 each), the overwritten npm blob (CW011) and the lower-trust change (CW013)
+/// are found with the untrusted run that wrote them; a trusted rebuild afterwards raises
+/// nothing new; an incident opens from the finding.
 #[test]
 fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
     let Some(lab) = Lab::start_on(Engine::Docker20, &[B], &[]) else {
@@ -145,37 +145,46 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
     ]);
     let evil_at = blob_path(&evil);
     let evil_dir = evil_at.rsplit_once('/').unwrap().0.to_owned();
+    // One cut off halfway, also at its own address: what it holds past the cut is unknown.
+    let whole = npm_tgz(&[
+        ("package/lib.js", &[b'x'; 20_000]),
+        ("package/package.json", b"{}"),
+    ]);
+    let cut = whole[..whole.len() / 2].to_vec();
+    let cut_at = blob_path(&cut);
+    let cut_dir = cut_at.rsplit_once('/').unwrap().0.to_owned();
     let fork = project(
         &lab,
         "fork",
         &format!(
             "FROM {{BASE}}\n\
-             COPY evil.tgz /src/evil.tgz\n\
+             COPY evil.tgz cut.tgz /src/\n\
              RUN --mount=type=cache,target=/root/.cache/pip \\\n    \
                  --mount=type=cache,id=npm,target=/root/.npm \\\n    \
                  echo 'import os; os.system(\"id\")' > /root/.cache/pip/sitecustomize.py && \\\n    \
                  echo 'module.exports = steal' > /root/.npm/{blob_at} && \\\n    \
-                 mkdir -p /root/.npm/{evil_dir} && cp /src/evil.tgz /root/.npm/{evil_at}\n"
+                 mkdir -p /root/.npm/{evil_dir} /root/.npm/{cut_dir} && \\\n    \
+                 cp /src/evil.tgz /root/.npm/{evil_at} && cp /src/cut.tgz /root/.npm/{cut_at}\n"
         ),
-        &[("evil.tgz", &evil)],
+        &[("evil.tgz", &evil), ("cut.tgz", &cut)],
     );
     lab.build(B, &FORK, "1", &fork, "fork-pr:1", &[]);
 
     let (code, doc, stderr) = audit(&lab, &[]);
     assert_eq!(code, 1, "{doc:#}\n{stderr}");
     let hooks = findings(&doc, "CW012");
-    let hook_paths: Vec<(&str, &str)> = hooks
+    let mut hook_paths: Vec<(&str, &str)> = hooks
         .iter()
         .map(|f| (f["mount_id"].as_str().unwrap(), f["path"].as_str().unwrap()))
         .collect();
-    assert_eq!(
-        hook_paths,
-        vec![
-            ("/root/.cache/pip", "sitecustomize.py"),
-            ("npm", evil_at.as_str())
-        ],
-        "{doc:#}"
-    );
+    hook_paths.sort();
+    let mut expected = vec![
+        ("/root/.cache/pip", "sitecustomize.py"),
+        ("npm", evil_at.as_str()),
+        ("npm", cut_at.as_str()),
+    ];
+    expected.sort();
+    assert_eq!(hook_paths, expected, "{doc:#}");
     for f in &hooks {
         let writers = f["detail"]["writers"].as_str().unwrap();
         assert!(
@@ -184,7 +193,8 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
         );
         assert_eq!(f["detail"]["change"], "added", "{f:#}");
     }
-    let tarball = hooks[1];
+    let by_path = |path: &str| *hooks.iter().find(|f| f["path"] == path).unwrap();
+    let tarball = by_path(&evil_at);
     assert_eq!(tarball["detail"]["scripts"], "postinstall", "{tarball:#}");
     assert_eq!(
         tarball["detail"]["manifests"], "package/package.json: postinstall",
@@ -211,8 +221,30 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
         .iter()
         .find(|m| m["mount_id"] == "npm")
         .unwrap();
-    assert_eq!(npm_mount["added"], 1, "{doc:#}");
-    assert_eq!(npm_mount["unchecked"], 0, "{doc:#}");
+    assert_eq!(npm_mount["added"], 2, "{doc:#}");
+    // The cut tarball is a CW012 of its own, and counted and named as unchecked.
+    let unread = by_path(&cut_at);
+    assert!(
+        unread["detail"]["unread"]
+            .as_str()
+            .unwrap()
+            .contains("not read to its end"),
+        "{unread:#}"
+    );
+    assert!(
+        unread["detail"]["hook"]
+            .as_str()
+            .unwrap()
+            .contains("install scripts are unknown"),
+        "{unread:#}"
+    );
+    assert_eq!(npm_mount["unchecked"], 1, "{doc:#}");
+    assert!(
+        stderr.contains(&format!(
+            "`{cut_at}` not checked: package tarball not read to its end"
+        )),
+        "{stderr}"
+    );
     let blobs = findings(&doc, "CW011");
     assert_eq!(blobs.len(), 1, "{doc:#}");
     assert_eq!(blobs[0]["mount_id"], "npm");
@@ -288,7 +320,7 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
     assert_eq!(sarif["runs"][0]["results"].as_array().unwrap().len(), 1);
 
     // Four audits of two mounts; the last two saw nothing change and share the file rows of
-    // the one before (the baseline's 2 rows, then 4).
+    // the one before (the baseline's 2 rows, then 5).
     let conn = rusqlite::Connection::open(lab.env.db()).unwrap();
     let (snapshots, rows): (i64, i64) = conn
         .query_row(
@@ -297,7 +329,7 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .unwrap();
-    assert_eq!((snapshots, rows), (8, 6));
+    assert_eq!((snapshots, rows), (8, 7));
     drop(conn);
 
     // The helper builds' layers, each an archive of a mount, were pruned after each copy.
