@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -41,6 +42,8 @@ struct Taken {
     job_index: usize,
     taken_at: Micros,
     scan: Scan,
+    /// The snapshot compared with: the id holding its file rows, when, and the files.
+    previous: Option<(i64, Micros, Arc<Vec<FileEntry>>)>,
 }
 
 pub async fn mounts(
@@ -203,10 +206,18 @@ pub async fn mounts(
             unknown: job.unknown,
             ..MountResult::default()
         };
+        let previous = match store.latest_mount_snapshot(&job.builder, &job.mount_id)? {
+            Some((id, at)) => Some((id, at, Arc::new(store.mount_snapshot_files(id)?))),
+            None => None,
+        };
+        let known = previous
+            .as_ref()
+            .map_or_else(Arc::default, |(_, _, files)| Arc::clone(files));
         match snapshot(
             config,
             &docker,
             job,
+            known,
             place.endpoint.as_deref(),
             place.driver,
             printer,
@@ -229,6 +240,7 @@ pub async fn mounts(
                     job_index: index,
                     taken_at,
                     scan,
+                    previous,
                 });
             }
             Err(err) => {
@@ -245,16 +257,17 @@ pub async fn mounts(
     }
     // Compare, attribute, store.
     let mut findings: Vec<Finding> = Vec::new();
-    let mut previous_files: Vec<Option<(Micros, Vec<FileEntry>)>> = Vec::new();
+    // Each mount is compared with the snapshot that was the latest when it was copied out: the
+    // one whose unchanged npm blobs the walk did not read again.
+    let mut previous_files: Vec<Option<(Micros, Arc<Vec<FileEntry>>)>> = Vec::new();
     let mut same_as: Vec<Option<i64>> = Vec::new();
     let mut writers = Vec::new();
     for t in &taken {
         let job = &jobs[t.job_index];
-        let previous = match store.latest_mount_snapshot(&job.builder, &job.mount_id)? {
-            Some((id, at)) => {
-                let files = store.mount_snapshot_files(id)?;
-                same_as.push((files == t.scan.files).then_some(id));
-                Some((at, files))
+        let previous = match &t.previous {
+            Some((id, at, files)) => {
+                same_as.push((**files == t.scan.files).then_some(*id));
+                Some((*at, Arc::clone(files)))
             }
             None => {
                 same_as.push(None);
@@ -279,7 +292,7 @@ pub async fn mounts(
             scan: &t.scan,
             previous: previous.as_ref().map(|(at, files)| Previous {
                 taken_at: *at,
-                files,
+                files: files.as_slice(),
             }),
             writers_between: between,
             writers_before: before,
@@ -416,11 +429,13 @@ fn description_id(description: &str) -> Option<String> {
     (!id.is_empty()).then(|| normalize_mount_id(id, "", true))
 }
 
-/// Copies one mount out (trying each base until one builds) and walks the copy.
+/// Copies one mount out (trying each base until one builds) and walks the copy; `known` are
+/// the files of the previous snapshot ([`mount_copy::scan`]).
 async fn snapshot(
     config: &Config,
     docker: &str,
     job: &Job,
+    known: Arc<Vec<FileEntry>>,
     endpoint: Option<&str>,
     driver: Option<Driver>,
     printer: Printer,
@@ -464,8 +479,9 @@ async fn snapshot(
                     ));
                 }
                 let archive = dir.path().join("mount.tar");
+                let known = Arc::clone(&known);
                 let scan = tokio::task::spawn_blocking(move || {
-                    let scan = mount_copy::scan(&archive);
+                    let scan = mount_copy::scan(&archive, &known);
                     drop(dir);
                     scan
                 })

@@ -19,7 +19,7 @@ use sha1::Sha1;
 use sha2::{Digest as _, Sha256, Sha512};
 
 use crate::audit::mounts::checks::{self, Mismatch, NpmAlgo, Rule};
-use crate::audit::mounts::{FileEntry, Scan, tar, zip};
+use crate::audit::mounts::{FileEntry, Scan, tar, tgz, zip};
 use crate::error::RemoteError;
 use crate::model::MountUse;
 use crate::time;
@@ -160,7 +160,10 @@ pub async fn copy_out(h: &HelperBuild<'_>) -> Result<tempfile::TempDir, RemoteEr
 }
 
 /// Reads a mount's archive: every non-directory entry hashed, content checks applied.
-pub fn scan(archive: &Path) -> io::Result<Scan> {
+/// `known` are the files of the snapshot the scan will be compared with, sorted by path: an
+/// npm blob found there with the same content and mode is not decompressed again for its
+/// install scripts, which only matter in a file that is new or changed.
+pub fn scan(archive: &Path, known: &[FileEntry]) -> io::Result<Scan> {
     let mut scan = Scan::default();
     let mut later = Later::default();
     let mut hard_links: Vec<(Vec<u8>, u32, Vec<u8>)> = Vec::new();
@@ -191,7 +194,7 @@ pub fn scan(archive: &Path) -> io::Result<Scan> {
             },
             tar::Kind::File => {
                 let entry = hash_file(data, h.path.clone(), h.mode, &mut scan, &mut later)?;
-                if entry.path.ends_with(b".zip") || entry.path.ends_with(b".whl") {
+                if read_later(&entry.path) {
                     later
                         .sections
                         .insert(entry.path.clone(), (h.offset, entry.size));
@@ -234,7 +237,7 @@ pub fn scan(archive: &Path) -> io::Result<Scan> {
                 at: 0,
             };
             let entry = hash_file(&mut section, path.clone(), mode, &mut scan, &mut later)?;
-            if path.ends_with(b".zip") || path.ends_with(b".whl") {
+            if read_later(&path) {
                 later.sections.insert(path, (start, len));
             }
             linked.push(entry);
@@ -253,10 +256,16 @@ pub fn scan(archive: &Path) -> io::Result<Scan> {
     scan.files
         .dedup_by(|later_one, earlier| later_one.path == earlier.path);
     let files = std::mem::take(&mut scan.files);
-    later.finish(archive, &files, &mut scan);
+    later.finish(archive, &files, known, &mut scan);
     scan.files = files;
     scan.mismatches.sort();
     Ok(scan)
+}
+
+/// Files read again once the walk is over, from where they lie in the archive: Go module
+/// zips, wheels, and npm blobs (which may be package tarballs).
+fn read_later(path: &[u8]) -> bool {
+    path.ends_with(b".zip") || path.ends_with(b".whl") || checks::npm_address(path).is_some()
 }
 
 /// One entry's content inside the archive, readable and seekable on its own.
@@ -302,11 +311,13 @@ impl Seek for Section {
 /// What the walk must look at once every file is known.
 #[derive(Default)]
 struct Later {
-    /// Where each `.zip` and `.whl` lies in the archive: (offset, size).
+    /// Where each `.zip`, `.whl` and npm blob lies in the archive: (offset, size).
     sections: BTreeMap<Vec<u8>, (u64, u64)>,
     ziphashes: BTreeMap<Vec<u8>, String>,
     wheels: Vec<Vec<u8>>,
     crates: Vec<Vec<u8>>,
+    /// npm blobs at a content address.
+    npm_blobs: Vec<Vec<u8>>,
     /// (prefix, index dir) -> crate file name -> cksum.
     cargo_index: BTreeMap<(String, String), BTreeMap<String, String>>,
     /// Symbolic links: (path, target).
@@ -321,6 +332,7 @@ fn hash_file(
     later: &mut Later,
 ) -> io::Result<FileEntry> {
     let npm = checks::npm_address(&path);
+    let npm_blob = npm.is_some();
     let keep = checks::is_package_json(&path)
         || path.ends_with(b".ziphash")
         || checks::cargo_index_key(&path).is_some();
@@ -404,6 +416,9 @@ fn hash_file(
     if checks::cargo_crate_key(&path).is_some() {
         later.crates.push(path.clone());
     }
+    if npm_blob {
+        later.npm_blobs.push(path.clone());
+    }
     Ok(FileEntry {
         path,
         size,
@@ -413,7 +428,7 @@ fn hash_file(
 }
 
 impl Later {
-    fn finish(self, archive: &Path, files: &[FileEntry], scan: &mut Scan) {
+    fn finish(self, archive: &Path, files: &[FileEntry], known: &[FileEntry], scan: &mut Scan) {
         // A symbolic link where a checked file belongs: the tools follow it, the checks cannot
         // (the target is not hashed), so it is a mismatch, never a silent skip.
         for (path, target) in &self.links {
@@ -536,6 +551,46 @@ impl Later {
                 });
             }
         }
+        // npm: a blob that is a gzipped package tarball, for the install scripts its
+        // `package.json` files declare. One not read to its end is a carrier too: what it
+        // hides further on was not seen.
+        let mut npm_blobs = self.npm_blobs;
+        npm_blobs.sort();
+        npm_blobs.dedup();
+        let unchanged = |rel: &[u8]| {
+            let find = |list: &[FileEntry]| {
+                list.binary_search_by(|f| f.path.as_slice().cmp(rel))
+                    .ok()
+                    .map(|i| (list[i].size, list[i].mode, list[i].sha256))
+            };
+            find(known).is_some_and(|k| find(files) == Some(k))
+        };
+        for blob in npm_blobs {
+            if !regular(&blob) || unchanged(&blob) {
+                continue;
+            }
+            let mut reader = match open(&blob) {
+                Ok(r) => r,
+                Err(e) => {
+                    scan.unchecked.push((blob, e.to_string()));
+                    continue;
+                }
+            };
+            match io::BufRead::fill_buf(&mut reader) {
+                Ok(head) if tgz::is_gzip(head) => {}
+                Ok(_) => continue,
+                Err(e) => {
+                    scan.unchecked.push((blob, e.to_string()));
+                    continue;
+                }
+            }
+            if let Some(tarball) = tgz::hooks(tgz::manifests(reader)) {
+                if let Some(why) = &tarball.unread {
+                    scan.unchecked.push((blob.clone(), why.clone()));
+                }
+                scan.tarballs.insert(blob, tarball);
+            }
+        }
         // Cargo: `.crate` against the index cache's cksum, where the index lists it.
         for krate in self.crates {
             let Some((prefix, dir, name)) = checks::cargo_crate_key(&krate) else {
@@ -648,7 +703,7 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success());
-        let scan = scan(&archive).unwrap();
+        let scan = scan(&archive, &[]).unwrap();
         let _ = std::fs::remove_file(&archive);
         let bad: Vec<(Rule, String)> = scan
             .mismatches
@@ -684,6 +739,107 @@ mod tests {
         );
         assert!(scan.files.windows(2).all(|w| w[0].path < w[1].path));
         assert!(scan.unchecked.is_empty(), "{:?}", scan.unchecked);
+    }
+}
+
+#[cfg(test)]
+mod tarball_tests {
+    use super::*;
+    use crate::audit::mounts::NpmTarball;
+    use crate::audit::mounts::tgz::tests::tgz;
+
+    /// An npm blob that is a package tarball declaring `postinstall` is recorded as a hook
+    /// carrier, also under a second, hard-linked address; one cut off before its end is
+    /// recorded as unread and left unchecked; a tarball without install scripts, and a blob
+    /// that is no gzip, are not carriers.
+    #[test]
+    fn npm_tarballs_are_read_for_install_scripts() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("m");
+        let put = |bytes: &[u8]| -> String {
+            let hex = checks::hex(&Sha512::digest(bytes));
+            let rel = format!(
+                "_cacache/content-v2/sha512/{}/{}/{}",
+                &hex[..2],
+                &hex[2..4],
+                &hex[4..]
+            );
+            let path = root.join(&rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+            rel
+        };
+        let hooked = tgz(&[
+            ("package/index.js", b"module.exports = 1\n"),
+            (
+                "package/package.json",
+                br#"{"name":"evil","scripts":{"postinstall":"node steal.js","test":"t"}}"#,
+            ),
+        ]);
+        let hooked_at = put(&hooked);
+        let plain_at = put(&tgz(&[("package/package.json", br#"{"name":"fine"}"#)]));
+        let packument_at = put(br#"{"scripts":{"postinstall":"x"}}"#);
+        let big = tgz(&[
+            ("package/a.bin", &[9u8; 40_000]),
+            ("package/package.json", b"{}"),
+        ]);
+        let cut_at = put(&big[..big.len() / 2]);
+        let linked_at = {
+            let other = put(b"placeholder");
+            std::fs::remove_file(root.join(&other)).unwrap();
+            std::fs::hard_link(root.join(&hooked_at), root.join(&other)).unwrap();
+            other
+        };
+        let archive = dir.path().join("m.tar");
+        let status = std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&root)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let scan = scan(&archive, &[]).unwrap();
+        let postinstall = NpmTarball {
+            manifests: vec![(
+                "package/package.json".to_owned(),
+                vec!["postinstall".to_owned()],
+            )],
+            unread: None,
+        };
+        assert_eq!(scan.tarballs.get(hooked_at.as_bytes()), Some(&postinstall));
+        assert_eq!(scan.tarballs.get(linked_at.as_bytes()), Some(&postinstall));
+        let cut = &scan.tarballs[cut_at.as_bytes()];
+        assert!(cut.manifests.is_empty());
+        assert!(
+            cut.unread
+                .as_deref()
+                .unwrap()
+                .contains("not read to its end")
+        );
+        assert!(!scan.tarballs.contains_key(plain_at.as_bytes()));
+        assert!(!scan.tarballs.contains_key(packument_at.as_bytes()));
+        assert_eq!(scan.tarballs.len(), 3, "{:#?}", scan.tarballs);
+        let unchecked: Vec<&[u8]> = scan.unchecked.iter().map(|(p, _)| p.as_slice()).collect();
+        assert_eq!(unchecked, vec![cut_at.as_bytes()]);
+        // Only the hard link holds other bytes than its address names.
+        let bad: Vec<&[u8]> = scan.mismatches.iter().map(|m| m.path.as_slice()).collect();
+        assert_eq!(bad, vec![linked_at.as_bytes()]);
+
+        // Against a snapshot that already held them unchanged, the blobs are not read again;
+        // one that snapshot lacks is.
+        let known: Vec<FileEntry> = scan
+            .files
+            .iter()
+            .filter(|f| f.path != hooked_at.as_bytes())
+            .cloned()
+            .collect();
+        let again = super::scan(&archive, &known).unwrap();
+        let read: Vec<&[u8]> = again.tarballs.keys().map(Vec::as_slice).collect();
+        assert_eq!(read, vec![hooked_at.as_bytes()]);
+        assert!(again.unchecked.is_empty(), "{:?}", again.unchecked);
+        assert_eq!(again.files, scan.files);
     }
 }
 
@@ -730,7 +886,7 @@ mod link_tests {
             .status()
             .unwrap();
         assert!(status.success());
-        let scan = scan(&archive).unwrap();
+        let scan = scan(&archive, &[]).unwrap();
         let bad: Vec<(Rule, String)> = scan
             .mismatches
             .iter()
@@ -783,7 +939,7 @@ mod link_tests {
             .status()
             .unwrap();
         assert!(status.success());
-        let scan = scan(&archive).unwrap();
+        let scan = scan(&archive, &[]).unwrap();
         let bad: Vec<(Rule, String)> = scan
             .mismatches
             .iter()

