@@ -19,7 +19,7 @@ use sha1::Sha1;
 use sha2::{Digest as _, Sha256, Sha512};
 
 use crate::audit::mounts::checks::{self, Mismatch, NpmAlgo, Rule};
-use crate::audit::mounts::{FileEntry, Scan, tar, tgz, zip};
+use crate::audit::mounts::{FileEntry, Scan, Wheel, tar, tgz, zip};
 use crate::error::RemoteError;
 use crate::model::MountUse;
 use crate::time;
@@ -162,7 +162,8 @@ pub async fn copy_out(h: &HelperBuild<'_>) -> Result<tempfile::TempDir, RemoteEr
 /// Reads a mount's archive: every non-directory entry hashed, content checks applied.
 /// `known` are the files of the snapshot the scan will be compared with, sorted by path: an
 /// npm blob found there with the same content and mode is not decompressed again for its
-/// install scripts, which only matter in a file that is new or changed.
+/// install scripts, nor is a wheel found there unchanged looked at for startup hooks (it is
+/// still read, once, against its `RECORD`): hooks only matter in a file that is new or changed.
 pub fn scan(archive: &Path, known: &[FileEntry]) -> io::Result<Scan> {
     let mut scan = Scan::default();
     let mut later = Later::default();
@@ -508,19 +509,56 @@ impl Later {
                 }
             }
         }
-        // Wheels: members against RECORD.
+        // Whether `known` held a file with the same content and mode: what it installs or runs
+        // only matters in a file that is new or changed.
+        let unchanged = |rel: &[u8]| {
+            let find = |list: &[FileEntry]| {
+                list.binary_search_by(|f| f.path.as_slice().cmp(rel))
+                    .ok()
+                    .map(|i| (list[i].size, list[i].mode, list[i].sha256))
+            };
+            find(known).is_some_and(|k| find(files) == Some(k))
+        };
+        // Wheels: members against RECORD (every wheel: a mismatch is reported while it lasts),
+        // and, read in the same pass, the startup hooks a new or changed one installs.
         for wheel in self.wheels {
             if !regular(&wheel) {
                 continue;
             }
+            let fresh = !unchanged(&wheel);
             let opened = open(&wheel).and_then(|f| zip::members(f, checks::is_wheel_record));
             let members = match opened {
                 Ok(m) => m,
                 Err(e) => {
+                    if fresh {
+                        scan.wheels.insert(
+                            wheel.clone(),
+                            Wheel {
+                                hooks: Vec::new(),
+                                unread: Some(e.to_string()),
+                            },
+                        );
+                    }
                     scan.unchecked.push((wheel, e.to_string()));
                     continue;
                 }
             };
+            if fresh {
+                let hooks: Vec<String> = members
+                    .iter()
+                    .filter(|m| !m.is_dir && checks::wheel_site_hook(&m.name).is_some())
+                    .map(|m| m.name.clone())
+                    .collect();
+                if !hooks.is_empty() {
+                    scan.wheels.insert(
+                        wheel.clone(),
+                        Wheel {
+                            hooks,
+                            unread: None,
+                        },
+                    );
+                }
+            }
             let records: Vec<&zip::Member> = members
                 .iter()
                 .filter(|m| checks::is_wheel_record(&m.name))
@@ -557,14 +595,6 @@ impl Later {
         let mut npm_blobs = self.npm_blobs;
         npm_blobs.sort();
         npm_blobs.dedup();
-        let unchanged = |rel: &[u8]| {
-            let find = |list: &[FileEntry]| {
-                list.binary_search_by(|f| f.path.as_slice().cmp(rel))
-                    .ok()
-                    .map(|i| (list[i].size, list[i].mode, list[i].sha256))
-            };
-            find(known).is_some_and(|k| find(files) == Some(k))
-        };
         for blob in npm_blobs {
             if !regular(&blob) || unchanged(&blob) {
                 continue;
@@ -1040,5 +1070,120 @@ mod injection_tests {
             assert!(err.to_string().contains("endpoint"), "{err}");
         }
         assert!(!planted.exists(), "the docker CLI ran");
+    }
+}
+
+#[cfg(test)]
+mod wheel_tests {
+    use base64::Engine as _;
+
+    use super::*;
+
+    /// A wheel with this RECORD-consistent content: every member listed with its hash.
+    fn wheel(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut record = String::new();
+        for (name, data) in files {
+            record.push_str(&format!(
+                "{name},sha256={},{}\n",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(data)),
+                data.len()
+            ));
+        }
+        record.push_str("p-1.0.dist-info/RECORD,,\n");
+        let mut all: Vec<(&str, &[u8])> = files.to_vec();
+        all.push(("p-1.0.dist-info/RECORD", record.as_bytes()));
+        zip::stored_zip(&all)
+    }
+
+    /// Wheels carrying a top-level `.pth`, a `sitecustomize.py` under `*.data/purelib/`, or a
+    /// hostile member name are recorded with those members (and no RECORD mismatch); a wheel
+    /// with only nested `.pth` files is not; one that is no zip is recorded as unread and
+    /// unchecked; against a snapshot that held them unchanged, none is recorded.
+    #[test]
+    fn wheels_installing_startup_hooks_are_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("m");
+        let put = |rel: &str, bytes: &[u8]| {
+            let path = root.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        };
+        put(
+            "wheels/a/evil-1.0-py3-none-any.whl",
+            &wheel(&[
+                ("p/__init__.py", b""),
+                ("evil.pth", b"import os; os.system('id')\n"),
+            ]),
+        );
+        put(
+            "wheels/b/data-1.0-py3-none-any.whl",
+            &wheel(&[
+                ("p/__init__.py", b""),
+                ("p-1.0.data/purelib/sitecustomize.py", b"import os\n"),
+            ]),
+        );
+        put(
+            "wheels/c/esc-1.0-py3-none-any.whl",
+            &wheel(&[("x\u{1b}[2J.pth", b"import os\n")]),
+        );
+        put(
+            "wheels/d/plain-1.0-py3-none-any.whl",
+            &wheel(&[("p/__init__.py", b""), ("p/nested.pth", b"p\n")]),
+        );
+        put(
+            "wheels/e/cut-1.0-py3-none-any.whl",
+            b"PK\x03\x04 not a whole zip",
+        );
+        let archive = dir.path().join("m.tar");
+        let status = std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&root)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let scan = scan(&archive, &[]).unwrap();
+        assert!(scan.mismatches.is_empty(), "{:#?}", scan.mismatches);
+        let got: Vec<(String, Vec<String>, bool)> = scan
+            .wheels
+            .iter()
+            .map(|(p, w)| {
+                (
+                    String::from_utf8_lossy(p).into_owned(),
+                    w.hooks.clone(),
+                    w.unread.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "wheels/a/evil-1.0-py3-none-any.whl".to_owned(),
+                    vec!["evil.pth".to_owned()],
+                    false
+                ),
+                (
+                    "wheels/b/data-1.0-py3-none-any.whl".to_owned(),
+                    vec!["p-1.0.data/purelib/sitecustomize.py".to_owned()],
+                    false
+                ),
+                (
+                    "wheels/c/esc-1.0-py3-none-any.whl".to_owned(),
+                    vec!["x\u{1b}[2J.pth".to_owned()],
+                    false
+                ),
+                ("wheels/e/cut-1.0-py3-none-any.whl".to_owned(), vec![], true),
+            ]
+        );
+        let unchecked: Vec<&[u8]> = scan.unchecked.iter().map(|(p, _)| p.as_slice()).collect();
+        assert_eq!(unchecked, vec![&b"wheels/e/cut-1.0-py3-none-any.whl"[..]]);
+
+        // Unchanged since the snapshot given: checked against RECORD, not recorded again.
+        let again = super::scan(&archive, &scan.files).unwrap();
+        assert!(again.wheels.is_empty(), "{:#?}", again.wheels);
+        assert_eq!(again.files, scan.files);
     }
 }

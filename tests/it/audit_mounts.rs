@@ -1,6 +1,7 @@
 //! `audit mounts` on a real dockerd: a baseline after trusted builds, then an untrusted build
 //! plants a startup hook in the shared pip cache, overwrites an npm content blob and adds a
-//! correctly addressed npm package tarball with a `postinstall` script; the audit names each
+//! correctly addressed npm package tarball with a `postinstall` script, and caches a wheel
+//! carrying a `.pth` file; the audit names each
 //! with the planting run, and a clean rebuild by the trusted pipeline raises nothing new.
 
 use std::io::Write as _;
@@ -55,6 +56,60 @@ fn npm_tgz(files: &[(&str, &[u8])]) -> Vec<u8> {
     gz.finish().unwrap()
 }
 
+/// A wheel as pip caches one built: a zip of stored members with CRC-32s, and a
+/// `<name>.dist-info/RECORD` listing each member's `sha256=` hash.
+fn wheel(dist_info: &str, files: &[(&str, &[u8])]) -> Vec<u8> {
+    use base64::Engine as _;
+    let record_name = format!("{dist_info}/RECORD");
+    let mut record = String::new();
+    for (name, data) in files {
+        record.push_str(&format!(
+            "{name},sha256={},{}\n",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(data)),
+            data.len()
+        ));
+    }
+    record.push_str(&format!("{record_name},,\n"));
+    let mut members: Vec<(&str, &[u8])> = files.to_vec();
+    members.push((&record_name, record.as_bytes()));
+    let (mut out, mut dir) = (Vec::new(), Vec::new());
+    for (name, data) in &members {
+        let mut crc = flate2::Crc::new();
+        crc.update(data);
+        let offset = out.len() as u32;
+        // Version 2.0, no flags, stored, no time: the fields after the signature both
+        // headers share.
+        let mut common = vec![20u8, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        common.extend_from_slice(&crc.sum().to_le_bytes());
+        common.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        common.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        common.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        common.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(b"PK\x03\x04");
+        out.extend_from_slice(&common);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(data);
+        dir.extend_from_slice(b"PK\x01\x02");
+        dir.extend_from_slice(&[20, 3]);
+        dir.extend_from_slice(&common);
+        // No comment, disk 0, no internal attributes; a regular file's mode, Unix-style.
+        dir.extend_from_slice(&[0; 6]);
+        dir.extend_from_slice(&(0o100644u32 << 16).to_le_bytes());
+        dir.extend_from_slice(&offset.to_le_bytes());
+        dir.extend_from_slice(name.as_bytes());
+    }
+    let dir_at = out.len() as u32;
+    out.extend_from_slice(&dir);
+    out.extend_from_slice(b"PK\x05\x06");
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(dir.len() as u32).to_le_bytes());
+    out.extend_from_slice(&dir_at.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}
+
 /// A build context with this Dockerfile (its `{BASE}` filled in) and files.
 fn project(lab: &Lab, dir: &str, dockerfile: &str, files: &[(&str, &[u8])]) -> PathBuf {
     let root = lab.env.path().join("src").join(dir);
@@ -94,8 +149,8 @@ fn findings<'a>(doc: &'a serde_json::Value, code: &str) -> Vec<&'a serde_json::V
         .collect()
 }
 
-/// The planted `sitecustomize.py`, npm tarball with a `postinstall` script and cut-off npm
-/// tarball (CW012 each), the overwritten npm blob (CW011) and the lower-trust change (CW013)
+/// The planted `sitecustomize.py`, wheel carrying `evil.pth`, npm tarball with a
+/// `postinstall` script and cut-off npm tarball (CW012 each), the overwritten npm blob (CW011) and the lower-trust change (CW013)
 /// are found with the untrusted run that wrote them; a trusted rebuild afterwards raises
 /// nothing new; an incident opens from the finding.
 #[test]
@@ -153,20 +208,31 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
     let cut = whole[..whole.len() / 2].to_vec();
     let cut_at = blob_path(&cut);
     let cut_dir = cut_at.rsplit_once('/').unwrap().0.to_owned();
+    // A built wheel as pip caches it, consistent with its RECORD, whose top-level `evil.pth`
+    // pip would install into site-packages.
+    let whl = wheel(
+        "evil-1.0.dist-info",
+        &[
+            ("evil/__init__.py", b""),
+            ("evil.pth", b"import os; os.system('id')\n"),
+        ],
+    );
+    let whl_at = "wheels/3f/9a/evil-1.0-py3-none-any.whl";
     let fork = project(
         &lab,
         "fork",
         &format!(
             "FROM {{BASE}}\n\
-             COPY evil.tgz cut.tgz /src/\n\
+             COPY evil.tgz cut.tgz evil.whl /src/\n\
              RUN --mount=type=cache,target=/root/.cache/pip \\\n    \
                  --mount=type=cache,id=npm,target=/root/.npm \\\n    \
                  echo 'import os; os.system(\"id\")' > /root/.cache/pip/sitecustomize.py && \\\n    \
+                 mkdir -p /root/.cache/pip/wheels/3f/9a && cp /src/evil.whl /root/.cache/pip/{whl_at} && \\\n    \
                  echo 'module.exports = steal' > /root/.npm/{blob_at} && \\\n    \
                  mkdir -p /root/.npm/{evil_dir} /root/.npm/{cut_dir} && \\\n    \
                  cp /src/evil.tgz /root/.npm/{evil_at} && cp /src/cut.tgz /root/.npm/{cut_at}\n"
         ),
-        &[("evil.tgz", &evil), ("cut.tgz", &cut)],
+        &[("evil.tgz", &evil), ("cut.tgz", &cut), ("evil.whl", &whl)],
     );
     lab.build(B, &FORK, "1", &fork, "fork-pr:1", &[]);
 
@@ -180,6 +246,7 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
     hook_paths.sort();
     let mut expected = vec![
         ("/root/.cache/pip", "sitecustomize.py"),
+        ("/root/.cache/pip", whl_at),
         ("npm", evil_at.as_str()),
         ("npm", cut_at.as_str()),
     ];
@@ -215,6 +282,21 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
             .contains("`package/package.json` declares postinstall"),
         "{tarball:#}"
     );
+    // The wheel is named with its hook member; it matches its RECORD, so no CW011 for it.
+    let planted = by_path(whl_at);
+    assert_eq!(planted["detail"]["members"], "evil.pth", "{planted:#}");
+    assert!(
+        planted["message"].as_str().unwrap().contains("`evil.pth`"),
+        "{planted:#}"
+    );
+    assert!(
+        planted["detail"]["writer_runs"]
+            .as_str()
+            .unwrap()
+            .starts_with("fork-pr/1/"),
+        "{planted:#}"
+    );
+    assert!(planted["detail"].get("unread").is_none(), "{planted:#}");
     let npm_mount = doc["mounts"]
         .as_array()
         .unwrap()
@@ -320,7 +402,7 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
     assert_eq!(sarif["runs"][0]["results"].as_array().unwrap().len(), 1);
 
     // Four audits of two mounts; the last two saw nothing change and share the file rows of
-    // the one before (the baseline's 2 rows, then 5).
+    // the one before (the baseline's 2 rows, then 6).
     let conn = rusqlite::Connection::open(lab.env.db()).unwrap();
     let (snapshots, rows): (i64, i64) = conn
         .query_row(
@@ -329,7 +411,7 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .unwrap();
-    assert_eq!((snapshots, rows), (8, 7));
+    assert_eq!((snapshots, rows), (8, 8));
     drop(conn);
 
     // The helper builds' layers, each an archive of a mount, were pruned after each copy.

@@ -304,6 +304,28 @@ pub fn python_startup_hook(path: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// The startup hook a wheel member becomes once pip installs it: a `sitecustomize.py`,
+/// `usercustomize.py` or `.pth` file at the root of the wheel, or under `<name>.data/purelib/`
+/// or `<name>.data/platlib/`, all of which pip installs into site-packages, where `site` runs
+/// them at every start-up. Deeper down, none is read at start-up. Empty and `.` components of
+/// the (hostile) name are skipped, as they name the same place.
+pub fn wheel_site_hook(member: &str) -> Option<&'static str> {
+    let parts: Vec<&str> = member
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    let file = match parts.as_slice() {
+        [file] => file,
+        [data, "purelib" | "platlib", file]
+            if data.len() > ".data".len() && data.ends_with(".data") =>
+        {
+            file
+        }
+        _ => return None,
+    };
+    python_startup_hook(file.as_bytes())
+}
+
 /// Whether a path is a `package.json`.
 pub fn is_package_json(path: &[u8]) -> bool {
     path == b"package.json" || path.ends_with(b"/package.json")
@@ -440,5 +462,35 @@ mod tests {
             vec!["postinstall"]
         );
         assert!(npm_lifecycle_scripts(b"not json").is_empty());
+    }
+
+    /// Wheel members that pip puts in site-packages (the root, `*.data/purelib/`,
+    /// `*.data/platlib/`) are hooks when Python runs them at start-up; nested ones are not.
+    #[test]
+    fn wheel_members_in_site_packages_are_hooks() {
+        assert_eq!(wheel_site_hook("evil.pth"), Some(".pth file"));
+        assert_eq!(wheel_site_hook("./evil.pth"), Some(".pth file"));
+        assert_eq!(
+            wheel_site_hook("sitecustomize.py"),
+            Some("sitecustomize.py")
+        );
+        assert_eq!(
+            wheel_site_hook("usercustomize.py"),
+            Some("usercustomize.py")
+        );
+        assert_eq!(
+            wheel_site_hook("p-1.0.data/purelib/hook.pth"),
+            Some(".pth file")
+        );
+        assert_eq!(
+            wheel_site_hook("p-1.0.data/platlib/sitecustomize.py"),
+            Some("sitecustomize.py")
+        );
+        assert_eq!(wheel_site_hook("p/evil.pth"), None);
+        assert_eq!(wheel_site_hook("p-1.0.data/scripts/x.pth"), None);
+        assert_eq!(wheel_site_hook("p-1.0.data/purelib/p/x.pth"), None);
+        assert_eq!(wheel_site_hook(".data/purelib/x.pth"), None);
+        assert_eq!(wheel_site_hook("p.py"), None);
+        assert_eq!(wheel_site_hook("p-1.0.dist-info/RECORD"), None);
     }
 }

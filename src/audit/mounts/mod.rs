@@ -42,6 +42,9 @@ pub struct Scan {
     /// npm cache blobs that are package tarballs declaring install scripts, or that could not
     /// be read to their end.
     pub tarballs: BTreeMap<Vec<u8>, NpmTarball>,
+    /// Wheels, new or changed since the snapshot the walk was given, that install startup
+    /// hooks into site-packages, or that could not be read.
+    pub wheels: BTreeMap<Vec<u8>, Wheel>,
     /// Files a checksum rule applies to but that could not be read as it needs, with why.
     pub unchecked: Vec<(Vec<u8>, String)>,
 }
@@ -95,6 +98,33 @@ impl NpmTarball {
             (Some(why), false) => format!(
                 "npm package tarball with install scripts: {}; and more may follow: {why}",
                 declared.join("; ")
+            ),
+        }
+    }
+}
+
+/// What a cached wheel installs into site-packages that Python runs at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wheel {
+    /// Members (names from the wheel: hostile) that are startup hooks once installed
+    /// ([`checks::wheel_site_hook`]), in archive order.
+    pub hooks: Vec<String>,
+    /// Why the wheel could not be read: what it installs is unknown.
+    pub unread: Option<String>,
+}
+
+impl Wheel {
+    /// The hook as a CW012 finding names it.
+    fn hook(&self) -> String {
+        match &self.unread {
+            Some(why) => format!("wheel whose startup hooks are unknown: {why}"),
+            None => format!(
+                "wheel installing startup hooks into site-packages: {}",
+                self.hooks
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }
@@ -306,6 +336,7 @@ pub fn findings(a: &MountAudit<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> (Di
     if !a.baseline {
         for path in diff.added.iter().chain(&diff.changed) {
             let tarball = a.scan.tarballs.get(path);
+            let wheel = a.scan.wheels.get(path);
             let hook = checks::python_startup_hook(path)
                 .map(str::to_owned)
                 .or_else(|| {
@@ -313,7 +344,8 @@ pub fn findings(a: &MountAudit<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> (Di
                         format!("package.json with install scripts {}", scripts.join(", "))
                     })
                 })
-                .or_else(|| tarball.map(NpmTarball::hook));
+                .or_else(|| tarball.map(NpmTarball::hook))
+                .or_else(|| wheel.map(Wheel::hook));
             if let Some(hook) = hook {
                 let mut f = base(
                     Code::NewStartupHook,
@@ -336,6 +368,12 @@ pub fn findings(a: &MountAudit<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> (Di
                     f.detail
                         .insert("manifests".to_owned(), manifests.join("\n"));
                     if let Some(why) = &t.unread {
+                        f.detail.insert("unread".to_owned(), why.clone());
+                    }
+                }
+                if let Some(w) = wheel {
+                    f.detail.insert("members".to_owned(), w.hooks.join("\n"));
+                    if let Some(why) = &w.unread {
                         f.detail.insert("unread".to_owned(), why.clone());
                     }
                 }
@@ -598,6 +636,90 @@ mod tests {
         assert!(found[0].detail["unread"].contains("truncated"));
         assert!(found[0].detail["hook"].contains("install scripts are unknown"));
         assert_eq!(found[0].detail["scripts"], "");
+    }
+
+    /// A new wheel installing a `.pth` file is a CW012 naming the wheel, the member (escaped on
+    /// a terminal) and the writing run; the same wheel unchanged raises nothing; a new wheel
+    /// that could not be read is a CW012 saying its hooks are unknown.
+    #[test]
+    fn a_new_wheel_with_a_startup_hook_is_a_hook() {
+        let path = "wheels/ab/evil-1.0-py3-none-any.whl";
+        let mut scan = Scan {
+            files: vec![file(path, 4)],
+            ..Scan::default()
+        };
+        scan.wheels.insert(
+            path.as_bytes().to_vec(),
+            Wheel {
+                hooks: vec![
+                    "evil.pth".to_owned(),
+                    "evil-1.0.data/purelib/x\u{1b}[2J.pth".to_owned(),
+                ],
+                unread: None,
+            },
+        );
+        let fork = [writer("fork-pr/9/build", "untrusted", 50)];
+        let audit = MountAudit {
+            builder: "ci",
+            mount_id: "/root/.cache/pip",
+            now: 100,
+            scan: &scan,
+            previous: Some(Previous {
+                taken_at: 20,
+                files: &[],
+            }),
+            writers_between: &fork,
+            writers_before: &[],
+            baseline: false,
+        };
+        let found = findings(&audit, &rank).1;
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let f = &found[0];
+        assert_eq!(f.code, Code::NewStartupHook);
+        assert_eq!(f.tag.as_deref(), Some(path));
+        assert_eq!(
+            f.detail["members"],
+            "evil.pth\nevil-1.0.data/purelib/x\u{1b}[2J.pth"
+        );
+        assert_eq!(f.detail["writer_runs"], "fork-pr/9/build");
+        assert!(f.message.contains("`evil.pth`"), "{}", f.message);
+        assert!(!f.detail.contains_key("unread"));
+        let shown = crate::report::escape::Term(&f.message).to_string();
+        assert!(
+            !shown.contains('\u{1b}') && shown.contains("\\x1b"),
+            "{shown}"
+        );
+
+        let same = scan.files.clone();
+        let audit_same = MountAudit {
+            previous: Some(Previous {
+                taken_at: 20,
+                files: &same,
+            }),
+            ..audit
+        };
+        assert!(findings(&audit_same, &rank).1.is_empty());
+
+        let mut scan = Scan {
+            files: vec![file(path, 5)],
+            ..Scan::default()
+        };
+        scan.wheels.insert(
+            path.as_bytes().to_vec(),
+            Wheel {
+                hooks: vec![],
+                unread: Some("not a readable zip: local header".to_owned()),
+            },
+        );
+        let audit_unread = MountAudit {
+            scan: &scan,
+            ..audit_same
+        };
+        let found = findings(&audit_unread, &rank).1;
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert_eq!(found[0].detail["change"], "changed");
+        assert!(found[0].detail["hook"].contains("startup hooks are unknown"));
+        assert!(found[0].detail["unread"].contains("local header"));
     }
 
     /// A change nobody recorded writing, in a mount trusted runs wrote, is a CW013 of its own.
