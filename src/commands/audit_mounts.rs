@@ -12,7 +12,7 @@ use anyhow::Result;
 use crate::ExitStatus;
 use crate::audit::Finding;
 use crate::audit::finding::Code;
-use crate::audit::mounts::render::{MountResult, MountsResult, UnknownRecord};
+use crate::audit::mounts::render::{Changes, MountResult, MountsResult, UnknownRecord};
 use crate::audit::mounts::{self, FileEntry, MountAudit, Previous, Scan};
 use crate::cli::{AuditFormat, AuditMountsArgs};
 use crate::commands::{open_existing_store, write_stdout};
@@ -308,7 +308,8 @@ pub async fn mounts(
             if previous.is_some() {
                 m.added = diff.added.len();
                 m.changed = diff.changed.len();
-                m.removed = diff.removed;
+                m.removed = diff.removed.len();
+                m.changes = Some(Changes::of(&diff, between));
             }
         }
         findings.extend(found);

@@ -304,6 +304,53 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
         .find(|m| m["mount_id"] == "npm")
         .unwrap();
     assert_eq!(npm_mount["added"], 2, "{doc:#}");
+    // Every added or changed file is listed per mount, with the run that wrote the mount since
+    // the baseline and its trust level.
+    let listed = |mount: &str| -> Vec<(String, String)> {
+        let m = doc["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mount_id"] == mount)
+            .unwrap();
+        assert_eq!(m["changes"]["truncated"], 0, "{m:#}");
+        let writers = m["changes"]["writers"].as_array().unwrap();
+        assert_eq!(writers.len(), 1, "{m:#}");
+        assert!(
+            writers[0]["run"]
+                .as_str()
+                .unwrap()
+                .starts_with("fork-pr/1/"),
+            "{m:#}"
+        );
+        assert_eq!(writers[0]["trust_level"], "untrusted", "{m:#}");
+        m["changes"]["paths"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["path"].as_str().unwrap().to_owned(),
+                    p["change"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let mut npm_expected = vec![
+        (blob_at.clone(), "changed".to_owned()),
+        (evil_at.clone(), "added".to_owned()),
+        (cut_at.clone(), "added".to_owned()),
+    ];
+    npm_expected.sort();
+    assert_eq!(listed("npm"), npm_expected, "{doc:#}");
+    assert_eq!(
+        listed("/root/.cache/pip"),
+        vec![
+            ("sitecustomize.py".to_owned(), "added".to_owned()),
+            (whl_at.to_owned(), "added".to_owned()),
+        ],
+        "{doc:#}"
+    );
     // The cut tarball is a CW012 of its own, and counted and named as unchecked.
     let unread = by_path(&cut_at);
     assert!(
@@ -372,6 +419,7 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
         lab.cw().args(["audit", "mounts", "--builder", B, "--all"]),
     );
     assert!(text.starts_with("exit: 1"), "{text}");
+    assert!(!text.contains("changed mount "), "nothing changed: {text}");
     assert!(
         text.contains(&format!(
             "CW011 content-address-mismatch [error] finding {blob_id} (seen before): ci-shared:npm {blob_at}"
@@ -437,11 +485,24 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
         "helper layers left on the builder: {left:#?}"
     );
 
-    // The trusted pipeline rebuilds: nothing new.
+    // The trusted pipeline rebuilds: nothing new, nothing changed, the rebuild its writer.
     lab.build(B, &WEBAPP, "2", &trusted, "webapp:2", &[]);
     let (code, doc, stderr) = audit(&lab, &[]);
     assert_eq!(code, 0, "{doc:#}\n{stderr}");
     assert!(doc["findings"].as_array().unwrap().is_empty(), "{doc:#}");
+    for m in doc["mounts"].as_array().unwrap() {
+        assert!(
+            m["changes"]["paths"].as_array().unwrap().is_empty(),
+            "{m:#}"
+        );
+        let writers = m["changes"]["writers"].as_array().unwrap();
+        assert!(
+            writers.len() == 1
+                && writers[0]["run"].as_str().unwrap().starts_with("webapp/2/")
+                && writers[0]["trust_level"] == "release",
+            "{m:#}"
+        );
+    }
     assert!(
         doc["summary"]["seen_before"].as_u64().unwrap() >= 1,
         "{doc:#}"

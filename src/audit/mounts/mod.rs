@@ -150,17 +150,55 @@ impl Writer {
     }
 }
 
-/// Files added and changed (sorted paths), and how many went away.
+/// Files added, changed and removed (each sorted by path).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Diff {
     pub added: Vec<Vec<u8>>,
     pub changed: Vec<Vec<u8>>,
-    pub removed: usize,
+    pub removed: Vec<Vec<u8>>,
 }
 
 impl Diff {
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.changed.is_empty() && self.removed == 0
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+
+    /// Every added, changed and removed path, merged in path order, at most `limit` of them;
+    /// and how many more there are.
+    pub fn listed(&self, limit: usize) -> (Vec<(Vec<u8>, Change)>, usize) {
+        let mut all: Vec<(&Vec<u8>, Change)> = self
+            .added
+            .iter()
+            .map(|p| (p, Change::Added))
+            .chain(self.changed.iter().map(|p| (p, Change::Changed)))
+            .chain(self.removed.iter().map(|p| (p, Change::Removed)))
+            .collect();
+        all.sort();
+        let more = all.len().saturating_sub(limit);
+        let listed = all
+            .into_iter()
+            .take(limit)
+            .map(|(p, c)| (p.clone(), c))
+            .collect();
+        (listed, more)
+    }
+}
+
+/// How a file differs from the previous snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Change {
+    Added,
+    Changed,
+    Removed,
+}
+
+impl Change {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Added => "added",
+            Self::Changed => "changed",
+            Self::Removed => "removed",
+        }
     }
 }
 
@@ -178,11 +216,11 @@ pub fn diff(previous: &[FileEntry], current: &[FileEntry]) -> Diff {
                 j += 1;
             }
             (Some(p), Some(c)) if p.path < c.path => {
-                out.removed += 1;
+                out.removed.push(p.path.clone());
                 i += 1;
             }
-            (Some(_), None) => {
-                out.removed += 1;
+            (Some(p), None) => {
+                out.removed.push(p.path.clone());
                 i += 1;
             }
             (_, Some(c)) => {
@@ -492,8 +530,37 @@ mod tests {
         let d = diff(&before, &after);
         assert_eq!(d.added, vec![b"d".to_vec()]);
         assert_eq!(d.changed, vec![b"b".to_vec(), b"c".to_vec()]);
-        assert_eq!(d.removed, 0);
-        assert_eq!(diff(&after, &before).removed, 1);
+        assert!(d.removed.is_empty());
+        assert_eq!(diff(&after, &before).removed, vec![b"d".to_vec()]);
+    }
+
+    /// The listed changes are every kind merged in path order, cut at the limit with the
+    /// rest counted.
+    #[test]
+    fn listed_changes_are_merged_and_bounded() {
+        let before = vec![file("a", 1), file("c", 1), file("e", 1)];
+        let after = vec![file("b", 1), file("c", 2), file("d", 1)];
+        let d = diff(&before, &after);
+        let (all, more) = d.listed(10);
+        let shown: Vec<(&str, &str)> = all
+            .iter()
+            .map(|(p, c)| (std::str::from_utf8(p).unwrap(), c.as_str()))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                ("a", "removed"),
+                ("b", "added"),
+                ("c", "changed"),
+                ("d", "added"),
+                ("e", "removed")
+            ]
+        );
+        assert_eq!(more, 0);
+        let (cut, more) = d.listed(2);
+        assert_eq!(cut.len(), 2);
+        assert_eq!(cut[1].0, b"b".to_vec());
+        assert_eq!(more, 3);
     }
 
     /// An untrusted run that plants a startup hook in a mount a release pipeline wrote before

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::audit::mounts::{Change, Diff, Writer};
 use crate::audit::render::Reported;
 use crate::report::count;
 use crate::report::escape::Term;
@@ -29,7 +30,34 @@ pub struct MountResult {
     pub previous: Option<Micros>,
     /// Files a checksum rule applies to that could not be read as it needs.
     pub unchecked: usize,
+    /// What changed since the previous snapshot and who wrote it; `None` for a first snapshot.
+    pub changes: Option<Changes>,
     pub error: Option<String>,
+}
+
+/// A mount's changes since its previous snapshot, attributed to the runs that wrote it then.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The first [`LISTED_CHANGES`] added, changed and removed paths, in path order.
+    pub paths: Vec<(Vec<u8>, Change)>,
+    /// How many more changed paths there are than listed.
+    pub truncated: usize,
+    /// The recorded runs that wrote the mount between the two snapshots.
+    pub writers: Vec<Writer>,
+}
+
+/// How many changed paths a mount's JSON lists.
+pub const LISTED_CHANGES: usize = 1000;
+
+impl Changes {
+    pub fn of(diff: &Diff, writers: &[Writer]) -> Self {
+        let (paths, truncated) = diff.listed(LISTED_CHANGES);
+        Self {
+            paths,
+            truncated,
+            writers: writers.to_vec(),
+        }
+    }
 }
 
 /// A cache-mount record on a builder that matches no recorded mount id and names no id it
@@ -96,7 +124,29 @@ struct MountDoc<'a> {
     removed: usize,
     previous_snapshot: Option<String>,
     unchecked: usize,
+    changes: Option<ChangesDoc<'a>>,
     error: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+struct ChangesDoc<'a> {
+    paths: Vec<PathDoc>,
+    truncated: usize,
+    writers: Vec<WriterDoc<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct PathDoc {
+    path: String,
+    change: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct WriterDoc<'a> {
+    run: &'a str,
+    trust_level: Option<&'a str>,
+    started_at: String,
+    finished_at: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -150,6 +200,27 @@ pub fn json(result: &MountsResult) -> serde_json::Value {
                 removed: m.removed,
                 previous_snapshot: m.previous.map(time::format),
                 unchecked: m.unchecked,
+                changes: m.changes.as_ref().map(|c| ChangesDoc {
+                    paths: c
+                        .paths
+                        .iter()
+                        .map(|(p, change)| PathDoc {
+                            path: String::from_utf8_lossy(p).into_owned(),
+                            change: change.as_str(),
+                        })
+                        .collect(),
+                    truncated: c.truncated,
+                    writers: c
+                        .writers
+                        .iter()
+                        .map(|w| WriterDoc {
+                            run: &w.run,
+                            trust_level: w.trust_level.as_deref(),
+                            started_at: time::format(w.started_at),
+                            finished_at: time::format(w.finished_at),
+                        })
+                        .collect(),
+                }),
                 error: m.error.as_deref(),
             })
             .collect(),
@@ -187,12 +258,48 @@ pub fn json(result: &MountsResult) -> serde_json::Value {
     serde_json::to_value(doc).unwrap_or_default()
 }
 
-/// The findings, one block each, then the unknown records. Paths, ids and run names come from
-/// builders and the store: shown escaped ([`Term`]).
+/// The findings, one block each, then a line per mount that changed since its previous
+/// snapshot, then the unknown records. Paths, ids and run names come from builders and the
+/// store: shown escaped ([`Term`]).
 pub fn text(result: &MountsResult) -> String {
     let mut out = String::new();
     for r in &result.findings {
         crate::audit::render::write_finding(&mut out, r);
+    }
+    for m in &result.mounts {
+        let Some(c) = m
+            .changes
+            .as_ref()
+            .filter(|_| m.added + m.changed + m.removed > 0)
+        else {
+            continue;
+        };
+        let writers = if c.writers.is_empty() {
+            "no recorded run".to_owned()
+        } else {
+            c.writers
+                .iter()
+                .map(|w| {
+                    format!(
+                        "{} ({})",
+                        w.run,
+                        w.trust_level.as_deref().unwrap_or("no trust level")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "changed mount {}:{}: {} added, {} changed, {} removed since {}, written by {}",
+            Term(&m.builder),
+            Term(&m.mount_id),
+            m.added,
+            m.changed,
+            m.removed,
+            m.previous.map(time::format).unwrap_or_default(),
+            Term(&writers)
+        );
     }
     for u in &result.unknown_records {
         let _ = writeln!(
@@ -255,6 +362,58 @@ pub fn summary_line(result: &MountsResult) -> String {
 mod tests {
     use super::*;
     use crate::audit::finding::{Code, Finding};
+
+    /// A changed mount's JSON lists its paths (bounded, the rest counted) and the writers with
+    /// their trust levels; its text line names the counts and writers, escaped.
+    #[test]
+    fn changed_mounts_list_paths_and_writers() {
+        let mut diff = Diff::default();
+        for i in 0..(LISTED_CHANGES + 5) {
+            diff.added.push(format!("f{i:05}").into_bytes());
+        }
+        diff.removed.push(b"gone\x1b[2J".to_vec());
+        let writers = vec![Writer {
+            run: "fork-pr/1/build\x1b[2J".into(),
+            trust_level: Some("untrusted".into()),
+            started_at: 0,
+            finished_at: 1,
+        }];
+        let result = MountsResult {
+            mounts: vec![MountResult {
+                builder: "ci".into(),
+                mount_id: "pip".into(),
+                added: diff.added.len(),
+                removed: 1,
+                previous: Some(0),
+                changes: Some(Changes::of(&diff, &writers)),
+                ..MountResult::default()
+            }],
+            ..MountsResult::default()
+        };
+        let doc = json(&result);
+        let changes = &doc["mounts"][0]["changes"];
+        assert_eq!(changes["paths"].as_array().unwrap().len(), LISTED_CHANGES);
+        assert_eq!(changes["truncated"], 6);
+        assert_eq!(changes["paths"][0]["path"], "f00000");
+        assert_eq!(changes["paths"][0]["change"], "added");
+        assert_eq!(changes["writers"][0]["trust_level"], "untrusted");
+        let shown = text(&result);
+        assert!(
+            shown.starts_with("changed mount ci:pip: 1005 added, 0 changed, 1 removed since "),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("(untrusted)") && !shown.contains('\x1b'),
+            "{shown}"
+        );
+        // A first snapshot has nothing to attribute.
+        let first = MountsResult {
+            mounts: vec![MountResult::default()],
+            ..MountsResult::default()
+        };
+        assert!(json(&first)["mounts"][0]["changes"].is_null());
+        assert!(text(&first).is_empty());
+    }
 
     /// A hostile path in a finding is shown escaped, never as terminal control bytes.
     #[test]
