@@ -156,6 +156,57 @@ enum Setup {
     Purged,
 }
 
+/// The scheduled audits' systemd units run one audit each, count exit 1 (findings) as success
+/// and nothing else (no `-` prefix), so one audit's failure never skips another or hides itself;
+/// a timer is enabled for each audit.
+#[test]
+fn scheduled_audit_units_run_every_audit_and_keep_failures() {
+    let text = std::fs::read_to_string(Path::new(RUNBOOKS).join("scheduled-purges.md")).unwrap();
+    let units: Vec<Block> = blocks(&text)
+        .into_iter()
+        .filter(|b| {
+            b.lang == "ini"
+                && b.text
+                    .starts_with("# /etc/systemd/system/cachewarden-audit")
+        })
+        .collect();
+    let service = units
+        .iter()
+        .find(|b| b.text.lines().next().unwrap().ends_with(".service"))
+        .expect("an audit service unit");
+    let exec: Vec<&str> = service
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("ExecStart="))
+        .collect();
+    assert_eq!(exec.len(), 1, "one audit per unit: {}", service.text);
+    assert!(
+        exec[0].starts_with('/') && exec[0].contains(" audit %i"),
+        "no `-` prefix, the instance names the audit: {}",
+        exec[0]
+    );
+    let success: Vec<&str> = service
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("SuccessExitStatus="))
+        .collect();
+    assert_eq!(success, vec!["1"], "{}", service.text);
+    assert!(service.text.contains("Type=oneshot"));
+    let enable = blocks(&text)
+        .into_iter()
+        .find(|b| b.lang == "sh" && b.text.contains("cachewarden-audit@"))
+        .expect("the timers are enabled");
+    for audit in ["mounts", "registry", "builds"] {
+        assert!(
+            enable
+                .text
+                .contains(&format!("cachewarden-audit@{audit}.timer")),
+            "{}",
+            enable.text
+        );
+    }
+}
+
 /// Runs every shell block of a runbook, in order, in one shell.
 fn run_runbook(name: &str, setup: Setup, engine: Engine) {
     if !harness::require_skopeo() {
