@@ -318,6 +318,87 @@ fn an_unrecorded_build_and_the_hit_on_its_record_are_found() {
     assert!(refused.contains("only CW006 and CW007"), "{refused}");
 }
 
+/// On Docker 26, whose `docker build` runs through buildx (plain progress there has no step
+/// digests), `wrap` asks the client for raw JSON progress by itself, shows it to the user as
+/// plain-style text, and records every step with its digest, the rebuild's from cache.
+#[test]
+fn docker_build_through_buildx_records_step_digests() {
+    let Some((dockerd, env)) = dockerd_env(Engine::Docker26) else {
+        return;
+    };
+    let file = env.write(
+        "app/Dockerfile",
+        "FROM base:1\nRUN echo d > /d\nCOPY Dockerfile /f\n",
+    );
+    let ctx = file.parent().unwrap().to_str().unwrap().to_owned();
+    let mut shown = Vec::new();
+    for run in ["1", "2"] {
+        let mut cmd = env.cmd();
+        cmd.env("DOCKER_HOST", dockerd.host())
+            .env("DOCKER_CONFIG", dockerd.config_dir())
+            .env_remove("DOCKER_BUILDKIT")
+            .env_remove("BUILDKIT_PROGRESS")
+            .args(["wrap", "--pipeline", "app", "--run", run, "--"])
+            .arg(harness::DOCKER26)
+            .args(["build", "--network=none", &ctx]);
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        shown.push(stderr);
+    }
+    for stderr in &shown {
+        assert!(
+            !stderr.contains("\"vertexes\"") && stderr.contains("] RUN echo d > /d"),
+            "the raw JSON reaches the user as text: {stderr}"
+        );
+    }
+    assert!(
+        shown[1]
+            .lines()
+            .any(|l| l.starts_with('#') && l.ends_with(" CACHED")),
+        "{}",
+        shown[1]
+    );
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT r.run_key, s.name, s.digest, s.cached, s.source FROM step_events s
+             JOIN runs r ON r.id = s.run_id ORDER BY r.run_key, s.id",
+        )
+        .unwrap();
+    let rows: Vec<(String, String, String, bool, String)> = stmt
+        .query_map([], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for (run, name, digest, cached, source) in &rows {
+        assert_eq!(source, "rawjson", "{rows:?}");
+        assert!(
+            digest.starts_with("sha256:") && digest.len() == 71,
+            "{name} of run {run} has its digest: {rows:?}"
+        );
+        assert_eq!(*cached, run == "2", "{rows:?}");
+    }
+    // The RUN step's vertex is the same in both builds (a COPY's is not: its source is the
+    // session's local context).
+    let run_digests: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.1.ends_with("RUN echo d > /d"))
+        .map(|r| r.2.as_str())
+        .collect();
+    assert_eq!(run_digests.len(), 2, "{rows:?}");
+    assert_eq!(run_digests[0], run_digests[1], "{rows:?}");
+}
+
 /// `audit builds --help` documents its flags.
 #[test]
 fn audit_builds_help() {
@@ -386,8 +467,9 @@ fn wrap_names_a_readable_progress_mode_and_passes_output_through() {
     std::fs::create_dir_all(&bin).unwrap();
     let args_file = env.path().join("args");
     let progress = "#5 [1/2] RUN echo a\n#5 sha256:f26026734877c2ef5bbe2ba80f7d7f12661dcda15fbd56834c449d2e59b2e9c3\n#5 CACHED\n\n#6 [2/2] RUN echo b\n#6 0.1 \\377\\033[2J\n#6 DONE 0.1s\n";
+    // The fake client says the version `FAKE_DOCKER_VERSION` names, none by default.
     let script = format!(
-        "#!/bin/sh\nprintf '%s\\n' \"$@\" > {}\nprintf '{progress}' >&2\n",
+        "#!/bin/sh\nif [ \"$1\" = --version ]; then echo \"$FAKE_DOCKER_VERSION\"; exit 0; fi\nprintf '%s\\n' \"$@\" > {}\nprintf '{progress}' >&2\n",
         args_file.display()
     );
     let docker = bin.join("docker");
@@ -436,6 +518,25 @@ fn wrap_names_a_readable_progress_mode_and_passes_output_through() {
     assert!(!args.contains("--progress=plain"), "{args}");
     let (args, _) = run("4", &["build"], Some("plain"));
     assert!(!args.contains("--progress="), "{args}");
+    // A Docker 23+ client runs `docker build` through buildx: raw JSON is asked for.
+    let mut cmd = env.cmd();
+    cmd.env(
+        "FAKE_DOCKER_VERSION",
+        "Docker version 26.1.5, build a72d7cd",
+    )
+    .env(
+        "DOCKER_HOST",
+        format!("unix://{}/none.sock", env.path().display()),
+    )
+    .env("DOCKER_CONFIG", env.path())
+    .env_remove("BUILDKIT_PROGRESS")
+    .args(["wrap", "--pipeline", "p", "--run", "5", "--"])
+    .arg(&docker)
+    .arg("build")
+    .arg(&ctx);
+    ok(&mut cmd);
+    let args = std::fs::read_to_string(&args_file).unwrap();
+    assert!(args.lines().any(|a| a == "--progress=rawjson"), "{args}");
     // Runs 1 and 4 were read as plain: two steps each, one of them cached.
     let doc = json(&ok(env.cmd().args(["audit", "builds", "--format", "json"])));
     assert_eq!(doc["summary"]["steps"], 4, "{doc:#}");
