@@ -7,6 +7,9 @@
 //! - CW007: a hit on a record no recorded run created.
 //! - CW008: a pipeline step whose hit rate moved more than `[audit] hit_rate_change` against
 //!   its own history.
+//!
+//! A hit whose serving record cannot be told from the record snapshots is `unattributed`: no
+//! finding can name its record, so it is counted and listed beside the findings instead.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -63,6 +66,8 @@ pub struct HitRate {
     pub builder: String,
     pub steps: u64,
     pub cached: u64,
+    /// Hits no builder record could be told for.
+    pub unattributed: u64,
 }
 
 impl HitRate {
@@ -283,8 +288,23 @@ pub fn hit_rates(steps: &[StepRow], since: Option<Micros>) -> Vec<HitRate> {
             });
         rate.steps += 1;
         rate.cached += u64::from(step.cached);
+        rate.unattributed += u64::from(is_unattributed(step));
     }
     rates.into_values().collect()
+}
+
+/// A hit whose serving record could not be told.
+fn is_unattributed(step: &StepRow) -> bool {
+    step.cached && step.record.is_none()
+}
+
+/// The unattributed hits since `since` (every one without it), oldest first.
+pub fn unattributed(steps: &[StepRow], since: Option<Micros>) -> Vec<StepRow> {
+    steps
+        .iter()
+        .filter(|s| is_unattributed(s) && since.is_none_or(|t| s.at >= t))
+        .cloned()
+        .collect()
 }
 
 /// One `audit builds`.
@@ -295,6 +315,8 @@ pub struct BuildsResult {
     pub steps: usize,
     pub unrecorded: usize,
     pub rates: Vec<HitRate>,
+    /// Hits no builder record could be told for, oldest first.
+    pub unattributed: Vec<StepRow>,
     pub findings: Vec<Reported>,
     pub seen_before: usize,
 }
@@ -306,13 +328,25 @@ struct Doc<'a> {
     since: Option<String>,
     summary: Summary,
     hit_rates: Vec<RateDoc<'a>>,
+    unattributed_hits: Vec<UnattributedDoc<'a>>,
     findings: Vec<FindingDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct UnattributedDoc<'a> {
+    pipeline: &'a str,
+    builder: &'a str,
+    run: &'a str,
+    step: &'a str,
+    step_digest: Option<&'a str>,
+    at: String,
 }
 
 #[derive(Serialize)]
 struct Summary {
     steps: usize,
     unrecorded_builds: usize,
+    unattributed_hits: usize,
     findings: usize,
     new: usize,
     seen_before: usize,
@@ -324,6 +358,7 @@ struct RateDoc<'a> {
     builder: &'a str,
     steps: u64,
     cached: u64,
+    unattributed: u64,
     hit_rate: f64,
 }
 
@@ -352,6 +387,7 @@ pub fn json(result: &BuildsResult) -> serde_json::Value {
         summary: Summary {
             steps: result.steps,
             unrecorded_builds: result.unrecorded,
+            unattributed_hits: result.unattributed.len(),
             findings: result.findings.len(),
             new: result.findings.iter().filter(|f| f.new).count(),
             seen_before: result.seen_before,
@@ -364,7 +400,20 @@ pub fn json(result: &BuildsResult) -> serde_json::Value {
                 builder: &r.builder,
                 steps: r.steps,
                 cached: r.cached,
+                unattributed: r.unattributed,
                 hit_rate: (r.ratio() * 1000.0).round() / 1000.0,
+            })
+            .collect(),
+        unattributed_hits: result
+            .unattributed
+            .iter()
+            .map(|s| UnattributedDoc {
+                pipeline: &s.run.pipeline,
+                builder: &s.builder,
+                run: &s.run.name,
+                step: &s.name,
+                step_digest: s.digest.as_deref(),
+                at: time::format(s.at),
             })
             .collect(),
         findings: result
@@ -392,12 +441,35 @@ pub fn json(result: &BuildsResult) -> serde_json::Value {
     serde_json::to_value(doc).unwrap_or_default()
 }
 
-/// The findings, one block each. Step names, run names and record ids were written by
-/// pipelines: shown escaped ([`Term`](crate::report::escape::Term)).
+/// The findings, one block each, then the unattributed hits per pipeline and builder. Step
+/// names, run names, pipelines and builders were written by pipelines: shown escaped
+/// ([`Term`](crate::report::escape::Term)).
 pub fn text(result: &BuildsResult) -> String {
+    use crate::report::escape::Term;
     let mut out = String::new();
     for r in &result.findings {
         crate::audit::render::write_finding(&mut out, r);
+    }
+    let unattributed: Vec<&HitRate> = result.rates.iter().filter(|r| r.unattributed > 0).collect();
+    if !unattributed.is_empty() {
+        let _ = writeln!(
+            out,
+            "unattributed cache hits (no builder record could be told for them):"
+        );
+        for r in unattributed {
+            let _ = writeln!(
+                out,
+                "  pipeline {} on builder {}: {} of {}",
+                Term(&r.pipeline),
+                Term(&r.builder),
+                r.unattributed,
+                count(
+                    usize::try_from(r.cached).unwrap_or(usize::MAX),
+                    "hit",
+                    "hits"
+                )
+            );
+        }
     }
     out
 }
@@ -422,6 +494,12 @@ pub fn summary_line(result: &BuildsResult) -> String {
         line.push_str(&format!(
             "; {} seen before (--all shows them)",
             result.seen_before
+        ));
+    }
+    if !result.unattributed.is_empty() {
+        line.push_str(&format!(
+            "; {} unattributed",
+            count(result.unattributed.len(), "cache hit", "cache hits")
         ));
     }
     line
@@ -466,6 +544,20 @@ pub fn metrics(result: &BuildsResult, duration_seconds: f64) -> String {
             label(&r.pipeline),
             label(&r.builder),
             r.ratio()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP cachewarden_build_step_unattributed_hits Recorded cache hits whose serving builder record could not be told, by pipeline and builder."
+    );
+    let _ = writeln!(out, "# TYPE cachewarden_build_step_unattributed_hits gauge");
+    for r in &result.rates {
+        let _ = writeln!(
+            out,
+            "cachewarden_build_step_unattributed_hits{{pipeline=\"{}\",builder=\"{}\"}} {}",
+            label(&r.pipeline),
+            label(&r.builder),
+            r.unattributed
         );
     }
     let _ = writeln!(
@@ -658,6 +750,7 @@ mod tests {
                 builder: "b\\".into(),
                 steps: 2,
                 cached: 1,
+                unattributed: 0,
             }],
             ..BuildsResult::default()
         };
@@ -666,5 +759,53 @@ mod tests {
             "cachewarden_build_step_hit_ratio{pipeline=\"a\\\"} 1\\nevil{x=\\\"\",builder=\"b\\\\\"} 0.5"
         ), "{text}");
         assert!(!text.lines().any(|l| l.starts_with("evil")));
+    }
+
+    /// An unattributed hit is counted per pipeline and builder, listed in the JSON, shown in
+    /// the text (escaped) and the summary line, and written as its own metric; an attributed
+    /// hit and a step that ran are not counted.
+    #[test]
+    fn unattributed_hits_are_shown() {
+        let mut evil = run("rel\u{1b}[2J", "release");
+        evil.name = "rel/2/Dockerfile".into();
+        let steps = [
+            hit(run("release", "release"), 10, true, None, Vec::new()),
+            hit(run("release", "release"), 10, true, Some("r1"), Vec::new()),
+            hit(run("release", "release"), 10, false, None, Vec::new()),
+            hit(evil, 5, true, None, Vec::new()),
+        ];
+        let result = BuildsResult {
+            steps: steps.len(),
+            rates: hit_rates(&steps, None),
+            unattributed: unattributed(&steps, Some(8)),
+            ..BuildsResult::default()
+        };
+        let release = result
+            .rates
+            .iter()
+            .find(|r| r.pipeline == "release")
+            .unwrap();
+        assert_eq!(
+            (release.steps, release.cached, release.unattributed),
+            (3, 2, 1)
+        );
+        let doc = json(&result);
+        assert_eq!(doc["summary"]["unattributed_hits"], 1, "{doc:#}");
+        assert_eq!(doc["unattributed_hits"][0]["run"], "release/1/Dockerfile");
+        assert_eq!(doc["hit_rates"][1]["unattributed"], 1, "{doc:#}");
+        let text = text(&result);
+        assert!(
+            text.contains("pipeline release on builder b: 1 of 2 hits"),
+            "{text}"
+        );
+        assert!(!text.contains('\u{1b}'), "{text}");
+        assert!(summary_line(&result).ends_with("; 1 cache hit unattributed"));
+        let prom = metrics(&result, 0.0);
+        assert!(
+            prom.contains(
+                "cachewarden_build_step_unattributed_hits{pipeline=\"release\",builder=\"b\"} 1"
+            ),
+            "{prom}"
+        );
     }
 }

@@ -52,6 +52,7 @@ pub fn builds(
             .count(),
         unrecorded: unrecorded.len(),
         rates: builds::hit_rates(&steps, since),
+        unattributed: builds::unattributed(&steps, since),
         seen_before: if args.all {
             0
         } else {

@@ -320,7 +320,8 @@ fn an_unrecorded_build_and_the_hit_on_its_record_are_found() {
 
 /// On Docker 26, whose `docker build` runs through buildx (plain progress there has no step
 /// digests), `wrap` asks the client for raw JSON progress by itself, shows it to the user as
-/// plain-style text, and records every step with its digest, the rebuild's from cache.
+/// plain-style text, and records every step with its digest, the rebuild's from cache; the
+/// hits whose serving record cannot be told are listed by `audit builds` (JSON, text, metrics).
 #[test]
 fn docker_build_through_buildx_records_step_digests() {
     let Some((dockerd, env)) = dockerd_env(Engine::Docker26) else {
@@ -397,6 +398,80 @@ fn docker_build_through_buildx_records_step_digests() {
         .collect();
     assert_eq!(run_digests.len(), 2, "{rows:?}");
     assert_eq!(run_digests[0], run_digests[1], "{rows:?}");
+
+    // The hits whose serving record could not be told (BuildKit v0.13 touches only the record
+    // of the last cached step an export needs) are shown, each with its digest.
+    let mut stmt = conn
+        .prepare(
+            "SELECT s.name, s.digest FROM step_events s
+             WHERE s.cached AND s.record_id IS NULL ORDER BY s.name",
+        )
+        .unwrap();
+    let expected: Vec<(String, String)> = stmt
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        expected
+            .iter()
+            .any(|(name, _)| name.ends_with("RUN echo d > /d")),
+        "{expected:?}"
+    );
+    let metrics = env.path().join("builds.prom");
+    let out = env
+        .cmd()
+        .args(["audit", "builds", "--format", "json", "--metrics-file"])
+        .arg(&metrics)
+        .output()
+        .unwrap();
+    let doc = json(&String::from_utf8_lossy(&out.stdout));
+    crate::schemas::assert_valid("audit-builds.schema.json", &doc);
+    let mut listed: Vec<(String, String)> = doc["unattributed_hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            assert_eq!(h["run"], "app/2/app%2FDockerfile", "{doc:#}");
+            (
+                h["step"].as_str().unwrap().to_owned(),
+                h["step_digest"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(listed, expected, "{doc:#}");
+    assert_eq!(
+        doc["summary"]["unattributed_hits"],
+        expected.len(),
+        "{doc:#}"
+    );
+    assert_eq!(
+        doc["hit_rates"][0]["unattributed"],
+        expected.len(),
+        "{doc:#}"
+    );
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    let series = format!(
+        "cachewarden_build_step_unattributed_hits{{pipeline=\"app\",builder=\"{}\"}} {}",
+        doc["hit_rates"][0]["builder"].as_str().unwrap(),
+        expected.len()
+    );
+    assert!(prom.lines().any(|l| l == series), "{series}\n{prom}");
+    let text = output(&env, env.cmd().args(["audit", "builds", "--all"]));
+    assert!(
+        text.contains("unattributed cache hits")
+            && text.contains(&format!(
+                "pipeline app on builder {}: {} of 2 hits",
+                doc["hit_rates"][0]["builder"].as_str().unwrap(),
+                expected.len()
+            ))
+            && text.contains(&match expected.len() {
+                1 => "1 cache hit unattributed".to_owned(),
+                n => format!("{n} cache hits unattributed"),
+            }),
+        "{text}"
+    );
 }
 
 /// `audit builds --help` documents its flags.
