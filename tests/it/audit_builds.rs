@@ -474,6 +474,122 @@ fn docker_build_through_buildx_records_step_digests() {
     );
 }
 
+/// Builds `collect` read from the builder's history count in the hit rates with BuildKit's own
+/// step counts: a recorded build whose progress was not read (`--progress=quiet`) and an
+/// unrecorded one each count their history, a build with step events counts only those
+/// (Docker 26: Docker 20.10 keeps no build history).
+#[test]
+fn build_history_counts_in_hit_rates_once() {
+    if !harness::require_docker26() {
+        return;
+    }
+    let Some((dockerd, env)) = dockerd_env(Engine::Docker26) else {
+        return;
+    };
+    let file = env.write("app/Dockerfile", "FROM base:1\nRUN echo h > /h\n");
+    let ctx = file.parent().unwrap().to_str().unwrap().to_owned();
+    let rogue = env.write("rogue/Dockerfile", "FROM base:1\nRUN echo r > /r\n");
+    ok(&mut wrap(
+        &env,
+        &dockerd,
+        "app",
+        "1",
+        "internal",
+        &["buildx", "build", "--network=none", &ctx],
+    ));
+    ok(&mut wrap(
+        &env,
+        &dockerd,
+        "app",
+        "2",
+        "internal",
+        &[
+            "buildx",
+            "build",
+            "--progress=quiet",
+            "--network=none",
+            &ctx,
+        ],
+    ));
+    dockerd.run([
+        "buildx",
+        "build",
+        "--network=none",
+        rogue.parent().unwrap().to_str().unwrap(),
+    ]);
+    let export = ok(env.cmd().arg("export"));
+    let builder = export
+        .lines()
+        .map(json)
+        .find(|l| l["type"] == "builder")
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let collected = json(&ok(env.cmd().args([
+        "collect",
+        "--builder",
+        &builder,
+        "--format",
+        "json",
+    ])));
+    let builds = collected["builds"].as_array().unwrap();
+    let counts = |run: &str| {
+        let b = builds
+            .iter()
+            .find(|b| b["run"].as_str().unwrap().starts_with(run))
+            .unwrap_or_else(|| panic!("no build of {run}: {collected:#}"));
+        (
+            b["cached_steps"].as_u64().unwrap(),
+            b["total_steps"].as_u64().unwrap(),
+        )
+    };
+    let (app1_cached, app1_total) = counts("app/1/");
+    let (app2_cached, app2_total) = counts("app/2/");
+    let (rogue_cached, rogue_total) = counts("unrecorded@");
+    assert!(
+        app1_total > 0 && app2_total > 0 && rogue_total > 0,
+        "{collected:#}"
+    );
+    assert!(
+        app2_cached > 0,
+        "the second build is served from cache: {collected:#}"
+    );
+
+    // The unrecorded build is a CW005: exit 1.
+    let out = env
+        .cmd()
+        .args(["audit", "builds", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = json(&String::from_utf8_lossy(&out.stdout));
+    crate::schemas::assert_valid("audit-builds.schema.json", &doc);
+    let rate = |pipeline: &str| {
+        doc["hit_rates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["pipeline"].as_str().unwrap().starts_with(pipeline))
+            .unwrap_or_else(|| panic!("no hit rate of {pipeline}: {doc:#}"))
+            .clone()
+    };
+    // Run 1 counts its one step event (it ran), not its history; run 2 its history.
+    let app = rate("app");
+    assert_eq!(app["history_builds"], 1, "{doc:#}");
+    assert_eq!(app["steps"], 1 + app2_total, "{app1_total} {doc:#}");
+    assert_eq!(app["cached"], app2_cached, "{app1_cached} {doc:#}");
+    let unrecorded = rate("unrecorded@");
+    assert_eq!(unrecorded["history_builds"], 1, "{doc:#}");
+    assert_eq!(unrecorded["steps"], rogue_total, "{doc:#}");
+    assert_eq!(unrecorded["cached"], rogue_cached, "{doc:#}");
+}
+
 /// `audit builds --help` documents its flags.
 #[test]
 fn audit_builds_help() {
