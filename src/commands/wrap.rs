@@ -127,8 +127,9 @@ async fn wrap_build(
             .ok()
             .filter(|v| !v.is_empty())
     });
-    let mut render = false;
-    let progress = match &named {
+    // The mode `wrap` names is picked once containment has let the build run: asking a
+    // `docker build` client whether it runs through buildx runs it.
+    let named_mode = match &named {
         Some(mode) => {
             let read = progress::Mode::of_flag(mode);
             if read.is_none() {
@@ -139,16 +140,7 @@ async fn wrap_build(
             }
             read
         }
-        None => {
-            let mode = if build.buildx || build_runs_through_buildx(&argv).await {
-                progress::Mode::RawJson
-            } else {
-                progress::Mode::Plain
-            };
-            extra.push(format!("--progress={}", mode.as_str()));
-            render = mode == progress::Mode::RawJson;
-            Some(mode)
-        }
+        None => None,
     };
     argv.splice(build.insert_at..build.insert_at, extra);
 
@@ -291,6 +283,20 @@ async fn wrap_build(
     }
     drop(containment_store);
 
+    let mut render = false;
+    let progress = match named {
+        Some(_) => named_mode,
+        None => {
+            let mode = if build.buildx || build_runs_through_buildx(&argv).await {
+                progress::Mode::RawJson
+            } else {
+                progress::Mode::Plain
+            };
+            argv.insert(build.insert_at, format!("--progress={}", mode.as_str()));
+            render = mode == progress::Mode::RawJson;
+            Some(mode)
+        }
+    };
     let started_at = time::now();
     let (status, output) = run_reading_stderr(&argv, progress.is_some(), render).await?;
     let finished_at = time::now();

@@ -242,7 +242,8 @@ pub fn build_served_by_buildx(
     config_json: Option<&str>,
     docker_buildkit: Option<&str>,
 ) -> bool {
-    if docker_buildkit.is_some_and(|v| matches!(v.trim(), "0" | "false")) {
+    // The client reads it with Go's `strconv.ParseBool`.
+    if docker_buildkit.is_some_and(|v| matches!(v, "0" | "f" | "F" | "false" | "FALSE" | "False")) {
         return false;
     }
     let major = version
@@ -334,6 +335,7 @@ mod tests {
         assert!(build_served_by_buildx(v26, None, None));
         assert!(build_served_by_buildx(v26, None, Some("1")));
         assert!(!build_served_by_buildx(v26, None, Some("0")));
+        assert!(!build_served_by_buildx(v26, None, Some("FALSE")));
         assert!(!build_served_by_buildx(v20, None, None));
         assert!(!build_served_by_buildx(v20, Some("{\"auths\": {}}"), None));
         let aliased = r#"{"aliases": {"builder": "buildx"}}"#;
