@@ -7,6 +7,14 @@
 //! - CW007: a hit on a record no recorded run created.
 //! - CW008: a pipeline step whose hit rate moved more than `[audit] hit_rate_change` against
 //!   its own history.
+//!
+//! A hit whose serving record cannot be told from the record snapshots is `unattributed`: no
+//! finding can name its record, so it is counted and listed beside the findings instead.
+//!
+//! Builds `collect` read from a builder's history carry BuildKit's own step counts: they count
+//! in the hit rates where their run has no step events (a build with step events is counted
+//! from them, once), and where matched to a recorded run, CW008 judges them per pipeline as
+//! one more step key, [`HISTORY_KEY`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -56,6 +64,26 @@ pub struct UnrecordedBuild {
     pub completed_at: Micros,
 }
 
+/// A build's step counts from the builder's own history, as `collect` stored them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRow {
+    /// The run the record was matched to, or stored as (`unrecorded@BUILDER`).
+    pub run: RunRef,
+    pub builder: String,
+    /// When the build completed.
+    pub at: Micros,
+    /// BuildKit's `numCachedSteps` and `numTotalSteps`: every vertex, internal ones too.
+    pub cached_steps: u64,
+    pub total_steps: u64,
+    /// Matched to a run a hook recorded (not stored as an unrecorded build).
+    pub recorded: bool,
+    /// Its run has step events, which count its hits instead.
+    pub has_steps: bool,
+}
+
+/// The step key CW008 judges a pipeline's builds by, from their build history.
+pub const HISTORY_KEY: &str = "(every step, from build history)";
+
 /// Steps and hits of one pipeline on one builder.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct HitRate {
@@ -63,6 +91,10 @@ pub struct HitRate {
     pub builder: String,
     pub steps: u64,
     pub cached: u64,
+    /// Hits no builder record could be told for.
+    pub unattributed: u64,
+    /// Builds counted from build history (their steps and hits are in `steps` and `cached`).
+    pub history_builds: u64,
 }
 
 impl HitRate {
@@ -78,6 +110,7 @@ impl HitRate {
 /// What the audit judges.
 pub struct Input<'a> {
     pub steps: &'a [StepRow],
+    pub history: &'a [HistoryRow],
     pub unrecorded: &'a [UnrecordedBuild],
     /// Only what happened at or after this is reported; for CW008, the runs since then are
     /// compared with the runs before. Without it every step is judged, and CW008 compares each
@@ -229,6 +262,23 @@ fn rate_changes(input: &Input<'_>) -> Vec<Finding> {
         tally.steps += 1;
         tally.cached += u64::from(step.cached);
     }
+    for build in input
+        .history
+        .iter()
+        .filter(|b| b.recorded && b.total_steps > 0)
+    {
+        let tally = groups
+            .entry((build.run.pipeline.clone(), HISTORY_KEY.to_owned()))
+            .or_default()
+            .entry(build.run.name.clone())
+            .or_insert_with(|| Tally {
+                at: build.at,
+                builder: build.builder.clone(),
+                ..Tally::default()
+            });
+        tally.steps += build.total_steps;
+        tally.cached += build.cached_steps.min(build.total_steps);
+    }
     let mut out = Vec::new();
     for ((pipeline, key), runs) in groups {
         let mut runs: Vec<(String, Tally)> = runs.into_iter().collect();
@@ -246,6 +296,19 @@ fn rate_changes(input: &Input<'_>) -> Vec<Finding> {
             continue;
         }
         let (last_run, last) = recent.last().cloned().unwrap_or_default();
+        let what = if key == HISTORY_KEY {
+            format!("the builds of pipeline {pipeline} (by their build history) were")
+        } else {
+            format!("step {key} of pipeline {pipeline} was")
+        };
+        let mut detail = BTreeMap::from([
+            ("run".to_owned(), last_run),
+            ("hit_rate".to_owned(), format!("{now:.3}")),
+            ("hit_rate_before".to_owned(), format!("{then:.3}")),
+        ]);
+        if key == HISTORY_KEY {
+            detail.insert("source".to_owned(), "build-history".to_owned());
+        }
         out.push(Finding {
             code: Code::HitRateChange,
             registry: last.builder,
@@ -254,37 +317,66 @@ fn rate_changes(input: &Input<'_>) -> Vec<Finding> {
             digest: None,
             first_seen: last.at,
             message: format!(
-                "step {key} of pipeline {pipeline} was served from cache in {:.0}% of {} against {:.0}% of the {} before",
+                "{what} served from cache in {:.0}% of {} against {:.0}% of the {} before",
                 now * 100.0,
                 count(recent.len(), "run", "runs"),
                 then * 100.0,
                 count(before.len(), "run", "runs"),
             ),
-            detail: BTreeMap::from([
-                ("run".to_owned(), last_run),
-                ("hit_rate".to_owned(), format!("{now:.3}")),
-                ("hit_rate_before".to_owned(), format!("{then:.3}")),
-            ]),
+            detail,
         });
     }
     out
 }
 
-/// Hit rates per pipeline and builder, over the steps since `since` (every step without it).
-pub fn hit_rates(steps: &[StepRow], since: Option<Micros>) -> Vec<HitRate> {
+/// Hit rates per pipeline and builder, over the steps and the builds from build history since
+/// `since` (every one without it). A build whose run has step events is counted from them
+/// only.
+pub fn hit_rates(steps: &[StepRow], history: &[HistoryRow], since: Option<Micros>) -> Vec<HitRate> {
     let mut rates: BTreeMap<(String, String), HitRate> = BTreeMap::new();
-    for step in steps.iter().filter(|s| since.is_none_or(|t| s.at >= t)) {
-        let rate = rates
-            .entry((step.run.pipeline.clone(), step.builder.clone()))
+    fn rate_of<'a>(
+        rates: &'a mut BTreeMap<(String, String), HitRate>,
+        pipeline: &str,
+        builder: &str,
+    ) -> &'a mut HitRate {
+        rates
+            .entry((pipeline.to_owned(), builder.to_owned()))
             .or_insert_with(|| HitRate {
-                pipeline: step.run.pipeline.clone(),
-                builder: step.builder.clone(),
+                pipeline: pipeline.to_owned(),
+                builder: builder.to_owned(),
                 ..HitRate::default()
-            });
+            })
+    }
+    for step in steps.iter().filter(|s| since.is_none_or(|t| s.at >= t)) {
+        let rate = rate_of(&mut rates, &step.run.pipeline, &step.builder);
         rate.steps += 1;
         rate.cached += u64::from(step.cached);
+        rate.unattributed += u64::from(is_unattributed(step));
+    }
+    for build in history
+        .iter()
+        .filter(|b| !b.has_steps && since.is_none_or(|t| b.at >= t))
+    {
+        let rate = rate_of(&mut rates, &build.run.pipeline, &build.builder);
+        rate.steps += build.total_steps;
+        rate.cached += build.cached_steps.min(build.total_steps);
+        rate.history_builds += 1;
     }
     rates.into_values().collect()
+}
+
+/// A hit whose serving record could not be told.
+fn is_unattributed(step: &StepRow) -> bool {
+    step.cached && step.record.is_none()
+}
+
+/// The unattributed hits since `since` (every one without it), oldest first.
+pub fn unattributed(steps: &[StepRow], since: Option<Micros>) -> Vec<StepRow> {
+    steps
+        .iter()
+        .filter(|s| is_unattributed(s) && since.is_none_or(|t| s.at >= t))
+        .cloned()
+        .collect()
 }
 
 /// One `audit builds`.
@@ -295,6 +387,8 @@ pub struct BuildsResult {
     pub steps: usize,
     pub unrecorded: usize,
     pub rates: Vec<HitRate>,
+    /// Hits no builder record could be told for, oldest first.
+    pub unattributed: Vec<StepRow>,
     pub findings: Vec<Reported>,
     pub seen_before: usize,
 }
@@ -306,13 +400,25 @@ struct Doc<'a> {
     since: Option<String>,
     summary: Summary,
     hit_rates: Vec<RateDoc<'a>>,
+    unattributed_hits: Vec<UnattributedDoc<'a>>,
     findings: Vec<FindingDoc<'a>>,
+}
+
+#[derive(Serialize)]
+struct UnattributedDoc<'a> {
+    pipeline: &'a str,
+    builder: &'a str,
+    run: &'a str,
+    step: &'a str,
+    step_digest: Option<&'a str>,
+    at: String,
 }
 
 #[derive(Serialize)]
 struct Summary {
     steps: usize,
     unrecorded_builds: usize,
+    unattributed_hits: usize,
     findings: usize,
     new: usize,
     seen_before: usize,
@@ -324,6 +430,8 @@ struct RateDoc<'a> {
     builder: &'a str,
     steps: u64,
     cached: u64,
+    unattributed: u64,
+    history_builds: u64,
     hit_rate: f64,
 }
 
@@ -352,6 +460,7 @@ pub fn json(result: &BuildsResult) -> serde_json::Value {
         summary: Summary {
             steps: result.steps,
             unrecorded_builds: result.unrecorded,
+            unattributed_hits: result.unattributed.len(),
             findings: result.findings.len(),
             new: result.findings.iter().filter(|f| f.new).count(),
             seen_before: result.seen_before,
@@ -364,7 +473,21 @@ pub fn json(result: &BuildsResult) -> serde_json::Value {
                 builder: &r.builder,
                 steps: r.steps,
                 cached: r.cached,
+                unattributed: r.unattributed,
+                history_builds: r.history_builds,
                 hit_rate: (r.ratio() * 1000.0).round() / 1000.0,
+            })
+            .collect(),
+        unattributed_hits: result
+            .unattributed
+            .iter()
+            .map(|s| UnattributedDoc {
+                pipeline: &s.run.pipeline,
+                builder: &s.builder,
+                run: &s.run.name,
+                step: &s.name,
+                step_digest: s.digest.as_deref(),
+                at: time::format(s.at),
             })
             .collect(),
         findings: result
@@ -392,12 +515,35 @@ pub fn json(result: &BuildsResult) -> serde_json::Value {
     serde_json::to_value(doc).unwrap_or_default()
 }
 
-/// The findings, one block each. Step names, run names and record ids were written by
-/// pipelines: shown escaped ([`Term`](crate::report::escape::Term)).
+/// The findings, one block each, then the unattributed hits per pipeline and builder. Step
+/// names, run names, pipelines and builders were written by pipelines: shown escaped
+/// ([`Term`](crate::report::escape::Term)).
 pub fn text(result: &BuildsResult) -> String {
+    use crate::report::escape::Term;
     let mut out = String::new();
     for r in &result.findings {
         crate::audit::render::write_finding(&mut out, r);
+    }
+    let unattributed: Vec<&HitRate> = result.rates.iter().filter(|r| r.unattributed > 0).collect();
+    if !unattributed.is_empty() {
+        let _ = writeln!(
+            out,
+            "unattributed cache hits (no builder record could be told for them):"
+        );
+        for r in unattributed {
+            let _ = writeln!(
+                out,
+                "  pipeline {} on builder {}: {} of {}",
+                Term(&r.pipeline),
+                Term(&r.builder),
+                r.unattributed,
+                count(
+                    usize::try_from(r.cached).unwrap_or(usize::MAX),
+                    "hit",
+                    "hits"
+                )
+            );
+        }
     }
     out
 }
@@ -422,6 +568,12 @@ pub fn summary_line(result: &BuildsResult) -> String {
         line.push_str(&format!(
             "; {} seen before (--all shows them)",
             result.seen_before
+        ));
+    }
+    if !result.unattributed.is_empty() {
+        line.push_str(&format!(
+            "; {} unattributed",
+            count(result.unattributed.len(), "cache hit", "cache hits")
         ));
     }
     line
@@ -466,6 +618,20 @@ pub fn metrics(result: &BuildsResult, duration_seconds: f64) -> String {
             label(&r.pipeline),
             label(&r.builder),
             r.ratio()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP cachewarden_build_step_unattributed_hits Recorded cache hits whose serving builder record could not be told, by pipeline and builder."
+    );
+    let _ = writeln!(out, "# TYPE cachewarden_build_step_unattributed_hits gauge");
+    for r in &result.rates {
+        let _ = writeln!(
+            out,
+            "cachewarden_build_step_unattributed_hits{{pipeline=\"{}\",builder=\"{}\"}} {}",
+            label(&r.pipeline),
+            label(&r.builder),
+            r.unattributed
         );
     }
     let _ = writeln!(
@@ -554,6 +720,7 @@ mod tests {
         findings(
             &Input {
                 steps,
+                history: &[],
                 unrecorded: &[],
                 since,
                 hit_rate_change: 0.5,
@@ -658,6 +825,7 @@ mod tests {
                 builder: "b\\".into(),
                 steps: 2,
                 cached: 1,
+                ..HitRate::default()
             }],
             ..BuildsResult::default()
         };
@@ -666,5 +834,121 @@ mod tests {
             "cachewarden_build_step_hit_ratio{pipeline=\"a\\\"} 1\\nevil{x=\\\"\",builder=\"b\\\\\"} 0.5"
         ), "{text}");
         assert!(!text.lines().any(|l| l.starts_with("evil")));
+    }
+
+    /// An unattributed hit is counted per pipeline and builder, listed in the JSON, shown in
+    /// the text (escaped) and the summary line, and written as its own metric; an attributed
+    /// hit and a step that ran are not counted.
+    #[test]
+    fn unattributed_hits_are_shown() {
+        let mut evil = run("rel\u{1b}[2J", "release");
+        evil.name = "rel/2/Dockerfile".into();
+        let steps = [
+            hit(run("release", "release"), 10, true, None, Vec::new()),
+            hit(run("release", "release"), 10, true, Some("r1"), Vec::new()),
+            hit(run("release", "release"), 10, false, None, Vec::new()),
+            hit(evil, 5, true, None, Vec::new()),
+        ];
+        let result = BuildsResult {
+            steps: steps.len(),
+            rates: hit_rates(&steps, &[], None),
+            unattributed: unattributed(&steps, Some(8)),
+            ..BuildsResult::default()
+        };
+        let release = result
+            .rates
+            .iter()
+            .find(|r| r.pipeline == "release")
+            .unwrap();
+        assert_eq!(
+            (release.steps, release.cached, release.unattributed),
+            (3, 2, 1)
+        );
+        let doc = json(&result);
+        assert_eq!(doc["summary"]["unattributed_hits"], 1, "{doc:#}");
+        assert_eq!(doc["unattributed_hits"][0]["run"], "release/1/Dockerfile");
+        assert_eq!(doc["hit_rates"][1]["unattributed"], 1, "{doc:#}");
+        let text = text(&result);
+        assert!(
+            text.contains("pipeline release on builder b: 1 of 2 hits"),
+            "{text}"
+        );
+        assert!(!text.contains('\u{1b}'), "{text}");
+        assert!(summary_line(&result).ends_with("; 1 cache hit unattributed"));
+        let prom = metrics(&result, 0.0);
+        assert!(
+            prom.contains(
+                "cachewarden_build_step_unattributed_hits{pipeline=\"release\",builder=\"b\"} 1"
+            ),
+            "{prom}"
+        );
+    }
+
+    fn history(run: RunRef, at: Micros, counts: (u64, u64), has_steps: bool) -> HistoryRow {
+        HistoryRow {
+            run,
+            builder: "b".into(),
+            at,
+            cached_steps: counts.0,
+            total_steps: counts.1,
+            recorded: true,
+            has_steps,
+        }
+    }
+
+    /// A build from history counts in its pipeline's hit rate unless its run has step events,
+    /// which count it already; `--since` leaves earlier builds out.
+    #[test]
+    fn history_counts_in_hit_rates_once() {
+        let steps = [hit(run("app", "internal"), 10, true, None, Vec::new())];
+        let mut other = run("app", "internal");
+        other.name = "app/2/Dockerfile".into();
+        let builds = [
+            history(run("app", "internal"), 10, (5, 6), true),
+            history(other.clone(), 11, (2, 8), false),
+            history(other, 3, (8, 8), false),
+        ];
+        let rates = hit_rates(&steps, &builds, Some(5));
+        assert_eq!(rates.len(), 1, "{rates:?}");
+        assert_eq!(
+            (rates[0].steps, rates[0].cached, rates[0].history_builds),
+            (1 + 8, 1 + 2, 1),
+            "{rates:?}"
+        );
+    }
+
+    /// Builds matched to recorded runs whose history hit rate jumps are CW008 under the
+    /// history key; unrecorded builds are not judged.
+    #[test]
+    fn a_moved_history_hit_rate_is_cw008() {
+        let mut builds = Vec::new();
+        for i in 0..4 {
+            let mut r = run("app", "internal");
+            r.name = format!("app/{i}/Dockerfile");
+            let cached = if i == 3 { 6 } else { 1 };
+            builds.push(history(r, i, (cached, 6), false));
+        }
+        let judge = |builds: &[HistoryRow]| {
+            findings(
+                &Input {
+                    steps: &[],
+                    history: builds,
+                    unrecorded: &[],
+                    since: None,
+                    hit_rate_change: 0.5,
+                },
+                &rank,
+            )
+        };
+        let found = judge(&builds);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].code, Code::HitRateChange);
+        assert_eq!(found[0].tag.as_deref(), Some(HISTORY_KEY));
+        assert_eq!(found[0].detail["source"], "build-history");
+        assert_eq!(found[0].detail["run"], "app/3/Dockerfile");
+        for b in &mut builds {
+            b.recorded = false;
+        }
+        assert!(judge(&builds).is_empty());
     }
 }

@@ -31,11 +31,13 @@ pub fn builds(
         .transpose()?;
     let mut store = open_existing_store(db)?;
     let steps = store.step_rows()?;
+    let history = store.history_step_counts()?;
     let unrecorded = store.unrecorded_builds(since)?;
     let rank = |level: &str| config.trust_rank(level);
     let findings = builds::findings(
         &Input {
             steps: &steps,
+            history: &history,
             unrecorded: &unrecorded,
             since,
             hit_rate_change: config.audit.hit_rate_change(),
@@ -51,7 +53,8 @@ pub fn builds(
             .filter(|s| since.is_none_or(|t| s.at >= t))
             .count(),
         unrecorded: unrecorded.len(),
-        rates: builds::hit_rates(&steps, since),
+        rates: builds::hit_rates(&steps, &history, since),
+        unattributed: builds::unattributed(&steps, since),
         seen_before: if args.all {
             0
         } else {

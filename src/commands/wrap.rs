@@ -117,15 +117,19 @@ async fn wrap_build(
         }
         (None, false) => None,
     };
-    // Per-step cache hits are read from the progress output: plain for `docker build`, raw
-    // JSON for buildx, unless the command (or `BUILDKIT_PROGRESS`) names its own mode, which
-    // is read when it is `plain` or `rawjson`.
+    // Per-step cache hits are read from the progress output: plain for `docker build` on the
+    // legacy client, raw JSON for buildx (which also serves `docker build` from Docker 23 on,
+    // and prints no step digests in plain), unless the command (or `BUILDKIT_PROGRESS`) names
+    // its own mode, which is read when it is `plain` or `rawjson`. Raw JSON that `wrap` asked
+    // for is shown to the user as text; a mode the command named passes through unchanged.
     let named = build.progress.clone().or_else(|| {
         std::env::var("BUILDKIT_PROGRESS")
             .ok()
             .filter(|v| !v.is_empty())
     });
-    let progress = match &named {
+    // The mode `wrap` names is picked once containment has let the build run: asking a
+    // `docker build` client whether it runs through buildx runs it.
+    let named_mode = match &named {
         Some(mode) => {
             let read = progress::Mode::of_flag(mode);
             if read.is_none() {
@@ -136,15 +140,7 @@ async fn wrap_build(
             }
             read
         }
-        None => {
-            let mode = if build.buildx {
-                progress::Mode::RawJson
-            } else {
-                progress::Mode::Plain
-            };
-            extra.push(format!("--progress={}", mode.as_str()));
-            Some(mode)
-        }
+        None => None,
     };
     argv.splice(build.insert_at..build.insert_at, extra);
 
@@ -287,8 +283,22 @@ async fn wrap_build(
     }
     drop(containment_store);
 
+    let mut render = false;
+    let progress = match named {
+        Some(_) => named_mode,
+        None => {
+            let mode = if build.buildx || build_runs_through_buildx(&argv).await {
+                progress::Mode::RawJson
+            } else {
+                progress::Mode::Plain
+            };
+            argv.insert(build.insert_at, format!("--progress={}", mode.as_str()));
+            render = mode == progress::Mode::RawJson;
+            Some(mode)
+        }
+    };
     let started_at = time::now();
-    let (status, output) = run_reading_stderr(&argv, progress.is_some()).await?;
+    let (status, output) = run_reading_stderr(&argv, progress.is_some(), render).await?;
     let finished_at = time::now();
     let code = child_status(status);
 
@@ -407,11 +417,39 @@ async fn wrap_build(
     Ok(ExitStatus::from_child(code))
 }
 
+/// Whether the `docker build` in `argv` runs through buildx: asks the client its version
+/// (`docker --version`, which reaches no daemon) on every run, and reads its `config.json` for
+/// a `docker buildx install` alias. A client that cannot say is taken for the legacy one.
+async fn build_runs_through_buildx(argv: &[String]) -> bool {
+    let Some(program) = argv.first() else {
+        return false;
+    };
+    let version = tokio::process::Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .await
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
+    let config_dir = std::env::var_os("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".docker")));
+    let config = config_dir.and_then(|d| std::fs::read_to_string(d.join("config.json")).ok());
+    command::build_served_by_buildx(
+        &version,
+        config.as_deref(),
+        std::env::var("DOCKER_BUILDKIT").ok().as_deref(),
+    )
+}
+
 /// Runs the build. With `read`, its stderr (where the progress output goes) is passed through
-/// as it comes, byte for byte, and its first [`progress::OUTPUT_BYTES`] are kept to read.
+/// as it comes, byte for byte (or, with `render`, raw JSON progress shown as text), and its
+/// first [`progress::OUTPUT_BYTES`] are kept to read.
 async fn run_reading_stderr(
     argv: &[String],
     read: bool,
+    render: bool,
 ) -> Result<(std::process::ExitStatus, Vec<u8>)> {
     use tokio::io::AsyncReadExt;
     if !read {
@@ -430,16 +468,32 @@ async fn run_reading_stderr(
     if let Some(mut stderr) = child.stderr.take() {
         let mut out = tokio::io::stderr();
         let mut chunk = vec![0u8; 64 * 1024];
+        let mut renderer = render.then(progress::Render::default);
+        let mut shown = Vec::new();
         loop {
             match stderr.read(&mut chunk).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    let _ = out.write_all(&chunk[..n]).await;
+                    match renderer.as_mut() {
+                        Some(renderer) => {
+                            renderer.feed(&chunk[..n], &mut shown);
+                            let _ = out.write_all(&shown).await;
+                            shown.clear();
+                        }
+                        None => {
+                            let _ = out.write_all(&chunk[..n]).await;
+                        }
+                    }
                     let _ = out.flush().await;
                     let room = progress::OUTPUT_BYTES.saturating_sub(kept.len());
                     kept.extend_from_slice(&chunk[..n.min(room)]);
                 }
             }
+        }
+        if let Some(renderer) = renderer.as_mut() {
+            renderer.finish(&mut shown);
+            let _ = out.write_all(&shown).await;
+            let _ = out.flush().await;
         }
     }
     let status = child.wait().await.context("waiting for the build")?;

@@ -233,6 +233,32 @@ pub fn pushed_digest(output: &str) -> Option<String> {
     })
 }
 
+/// Whether `docker build` runs through buildx, from what `docker --version` printed and the
+/// client's `config.json`: the Docker CLI does so from version 23 on (unless `DOCKER_BUILDKIT=0`
+/// picks the legacy builder), and an older one once `docker buildx install` has aliased
+/// `builder` to buildx.
+pub fn build_served_by_buildx(
+    version: &str,
+    config_json: Option<&str>,
+    docker_buildkit: Option<&str>,
+) -> bool {
+    // The client reads it with Go's `strconv.ParseBool`.
+    if docker_buildkit.is_some_and(|v| matches!(v, "0" | "f" | "F" | "false" | "FALSE" | "False")) {
+        return false;
+    }
+    let major = version
+        .trim()
+        .strip_prefix("Docker version ")
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse::<u32>().ok());
+    if major.is_some_and(|m| m >= 23) {
+        return true;
+    }
+    config_json
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
+        .is_some_and(|config| config["aliases"]["builder"] == "buildx")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +324,22 @@ mod tests {
         let out = "The push refers to repository [127.0.0.1:5000/app]\n1: digest: sha256:abc123 size: 527\n";
         assert_eq!(pushed_digest(out).as_deref(), Some("sha256:abc123"));
         assert_eq!(pushed_digest("nothing"), None);
+    }
+
+    /// `docker build` runs through buildx from Docker 23 on, or where `docker buildx install`
+    /// aliased it; not on 20.10 as it comes, nor with the legacy builder asked for.
+    #[test]
+    fn tells_when_docker_build_runs_through_buildx() {
+        let v26 = "Docker version 26.1.5+dfsg1, build a72d7cd\n";
+        let v20 = "Docker version 20.10.24+dfsg1, build 297e128\n";
+        assert!(build_served_by_buildx(v26, None, None));
+        assert!(build_served_by_buildx(v26, None, Some("1")));
+        assert!(!build_served_by_buildx(v26, None, Some("0")));
+        assert!(!build_served_by_buildx(v26, None, Some("FALSE")));
+        assert!(!build_served_by_buildx(v20, None, None));
+        assert!(!build_served_by_buildx(v20, Some("{\"auths\": {}}"), None));
+        let aliased = r#"{"aliases": {"builder": "buildx"}}"#;
+        assert!(build_served_by_buildx(v20, Some(aliased), None));
+        assert!(!build_served_by_buildx("", Some("not json"), None));
     }
 }

@@ -4,11 +4,16 @@
 //! `docker build --progress=plain` (Docker 20.10) prints each vertex as `#N NAME`, then
 //! `#N sha256:DIGEST`, then `#N CACHED` for a cache hit; buildx prints the same without the
 //! digest line, and `--progress=rawjson` prints the solve status as JSON objects, each vertex
-//! with its digest, name and `cached`. A step's log lines are printed behind its own `#N` and a
+//! with its digest, name and `cached`. From Docker 23 on, `docker build` itself runs through
+//! buildx, so its plain output has no digests either: raw JSON is asked for there too, and
+//! [`Render`] shows it to the user as plain-style text. A step's log lines are printed behind its own `#N` and a
 //! time, so no build output can forge a `#M CACHED` line of another step. The text is hostile
 //! all the same: names are cut to [`NAME_BYTES`], and at most [`STEPS`] steps are kept.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+
+use base64::Engine as _;
 
 use crate::model::{RecordEvidence, limits::NAME_BYTES};
 
@@ -250,6 +255,199 @@ fn runs(command: &str, args: &str) -> bool {
         .is_some_and(|flags| flags.split(' ').all(|f| f.starts_with("--")))
 }
 
+/// Bytes of one unfinished JSON object held back before they are passed through as text.
+const PENDING_BYTES: usize = 16 << 20;
+
+/// Raw JSON progress as the text a person reads: one `#N` per vertex as plain progress numbers
+/// it, its name, `CACHED`, `DONE` with its time or `ERROR`, its log lines, finished statuses and
+/// warnings. Every value from the stream is escaped; text that is not a JSON object (the
+/// client's own error lines) is passed through as it comes. Fed in chunks as they arrive.
+#[derive(Default)]
+pub struct Render {
+    pending: Vec<u8>,
+    vertices: HashMap<String, Shown>,
+    statuses: HashSet<String>,
+}
+
+/// What has been shown of one vertex.
+struct Shown {
+    number: usize,
+    cached: bool,
+    ended: bool,
+}
+
+impl Render {
+    /// Reads `chunk` and appends what it shows to `out`; an object cut at the chunk's end
+    /// waits for the next one.
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        self.pending.extend_from_slice(chunk);
+        let mut at = 0;
+        let pending = std::mem::take(&mut self.pending);
+        while at < pending.len() {
+            let rest = &pending[at..];
+            let start = rest
+                .iter()
+                .position(|b| !b.is_ascii_whitespace())
+                .unwrap_or(rest.len());
+            if start == rest.len() {
+                at = pending.len();
+                break;
+            }
+            if rest[start] == b'{' {
+                let mut stream = serde_json::Deserializer::from_slice(&rest[start..])
+                    .into_iter::<serde_json::Value>();
+                match stream.next() {
+                    Some(Ok(value)) => {
+                        let used = stream.byte_offset();
+                        self.show(&value, out);
+                        at += start + used;
+                        continue;
+                    }
+                    Some(Err(err)) if err.is_eof() && rest.len() < PENDING_BYTES => break,
+                    _ => {}
+                }
+            }
+            // Text: passed through a whole line at a time, without the blank space that
+            // separates it from the objects before it.
+            match rest[start..].iter().position(|b| *b == b'\n') {
+                Some(end) => {
+                    out.extend_from_slice(&rest[start..=start + end]);
+                    at += start + end + 1;
+                }
+                None if rest.len() >= PENDING_BYTES => {
+                    out.extend_from_slice(rest);
+                    at = pending.len();
+                }
+                None => break,
+            }
+        }
+        self.pending = pending;
+        self.pending.drain(..at);
+    }
+
+    /// Passes through what is left at the end of the output.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.feed(&[], out);
+        out.append(&mut self.pending);
+    }
+
+    fn show(&mut self, status: &serde_json::Value, out: &mut Vec<u8>) {
+        use crate::report::escape::{Line, Term};
+        let text = |v: &serde_json::Value, key: &str| {
+            v.get(key)
+                .and_then(|t| t.as_str())
+                .map(str::to_owned)
+                .unwrap_or_default()
+        };
+        for vertex in array(status, "vertexes") {
+            let digest = text(vertex, "digest");
+            if digest.is_empty() {
+                continue;
+            }
+            let Some(number) = self.number(&digest) else {
+                continue;
+            };
+            let shown = self.vertices.get_mut(&digest).expect("numbered");
+            if number.1 {
+                let _ = writeln!(out, "#{} {}", number.0, Term(&text(vertex, "name")));
+            }
+            if vertex.get("cached").and_then(|c| c.as_bool()) == Some(true) && !shown.cached {
+                shown.cached = true;
+                shown.ended = true;
+                let _ = writeln!(out, "#{} CACHED", number.0);
+            }
+            let error = text(vertex, "error");
+            let completed = text(vertex, "completed");
+            if shown.ended || (error.is_empty() && completed.is_empty()) {
+                continue;
+            }
+            shown.ended = true;
+            if !error.is_empty() {
+                let _ = writeln!(out, "#{} ERROR: {}", number.0, Line(&error));
+            } else {
+                match seconds(&text(vertex, "started"), &completed) {
+                    Some(took) => {
+                        let _ = writeln!(out, "#{} DONE {took:.1}s", number.0);
+                    }
+                    None => {
+                        let _ = writeln!(out, "#{} DONE", number.0);
+                    }
+                }
+            }
+        }
+        for item in array(status, "statuses") {
+            let id = text(item, "id");
+            if text(item, "completed").is_empty()
+                || self.statuses.len() >= STEPS * 4
+                || !self.statuses.insert(id.clone())
+            {
+                continue;
+            }
+            let number = self.numbered(&text(item, "vertex"));
+            let _ = writeln!(out, "#{number} {} done", Term(&id));
+        }
+        for log in array(status, "logs") {
+            let number = self.numbered(&text(log, "vertex"));
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(text(log, "data"))
+                .unwrap_or_default();
+            let data = String::from_utf8_lossy(&data);
+            for line in data.split('\n').filter(|l| !l.is_empty()) {
+                let _ = writeln!(out, "#{number} {}", Line(line.trim_end_matches('\r')));
+            }
+        }
+        for warning in array(status, "warnings") {
+            let short = base64::engine::general_purpose::STANDARD
+                .decode(text(warning, "short"))
+                .unwrap_or_default();
+            let _ = writeln!(out, "WARNING: {}", Line(&String::from_utf8_lossy(&short)));
+        }
+    }
+
+    /// The vertex's number, and whether it is new; `None` past the vertices shown.
+    fn number(&mut self, digest: &str) -> Option<(usize, bool)> {
+        if let Some(shown) = self.vertices.get(digest) {
+            return Some((shown.number, false));
+        }
+        if self.vertices.len() >= STEPS * 4 {
+            return None;
+        }
+        let number = self.vertices.len() + 1;
+        self.vertices.insert(
+            digest.to_owned(),
+            Shown {
+                number,
+                cached: false,
+                ended: false,
+            },
+        );
+        Some((number, true))
+    }
+
+    /// The number of a vertex a status or log line names, `?` for one not shown.
+    fn numbered(&self, digest: &str) -> String {
+        self.vertices
+            .get(digest)
+            .map_or_else(|| "?".to_owned(), |s| s.number.to_string())
+    }
+}
+
+fn array<'a>(value: &'a serde_json::Value, key: &str) -> &'a [serde_json::Value] {
+    value
+        .get(key)
+        .and_then(|v| v.as_array())
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// Seconds between two RFC 3339 times.
+fn seconds(started: &str, completed: &str) -> Option<f64> {
+    let started = chrono::DateTime::parse_from_rfc3339(started).ok()?;
+    let completed = chrono::DateTime::parse_from_rfc3339(completed).ok()?;
+    let micros = (completed - started).num_microseconds()?;
+    (micros >= 0).then(|| micros as f64 / 1e6)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,5 +554,32 @@ mod tests {
         ));
         assert!(!runs("curl x | sh; echo b", "/bin/sh -c echo b"));
         assert!(!runs("echo b", "/bin/sh -c "));
+    }
+
+    /// Raw JSON progress is shown as plain-style text: one number per vertex, its name once,
+    /// CACHED, DONE, its log lines, with hostile text escaped, and an object cut between two
+    /// chunks waits for the rest; the client's own text lines pass through.
+    #[test]
+    fn rawjson_is_rendered_as_text() {
+        let log = base64::engine::general_purpose::STANDARD.encode("hi\n\u{1b}[2J\n");
+        let text = format!(
+            r#"{{"vertexes": [{{"digest": "sha256:aa", "name": "[1/2] RUN echo \u001b[2J", "started": "2026-01-01T00:00:00Z"}}]}}
+{{"vertexes": [{{"digest": "sha256:bb", "name": "[2/2] RUN b", "cached": true}}],
+  "logs": [{{"vertex": "sha256:aa", "stream": 1, "data": "{log}"}}]}}
+{{"vertexes": [{{"digest": "sha256:aa", "name": "[1/2] RUN echo \u001b[2J", "started": "2026-01-01T00:00:00Z", "completed": "2026-01-01T00:00:01.5Z"}}]}}
+ERROR: failed to solve
+"#
+        );
+        let mut render = Render::default();
+        let mut out = Vec::new();
+        let (a, b) = text.as_bytes().split_at(40);
+        render.feed(a, &mut out);
+        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+        render.feed(b, &mut out);
+        render.finish(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "#1 [1/2] RUN echo \\x1b[2J\n#2 [2/2] RUN b\n#2 CACHED\n#1 hi\n#1 \\x1b[2J\n#1 DONE 1.5s\nERROR: failed to solve\n"
+        );
     }
 }

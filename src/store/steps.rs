@@ -6,7 +6,7 @@ use crate::store::db::{DbResult, OptionalExtension, Transaction, params};
 
 use super::audit::insert_findings;
 use super::{Store, StoreError, sql_error};
-use crate::audit::builds::{RunRef, StepRow, UnrecordedBuild};
+use crate::audit::builds::{HistoryRow, RunRef, StepRow, UnrecordedBuild};
 use crate::audit::{Finding, Reported};
 use crate::ingest::progress::{Mode, StepHit};
 use crate::model::run_name;
@@ -105,6 +105,48 @@ impl Store {
                 .map_err(|e| self.sql(e))?;
         }
         Ok(rows.into_iter().map(|(row, _)| row).collect())
+    }
+
+    /// Every build `collect` read from a builder's history, oldest first, with BuildKit's step
+    /// counts from its stored facts, and whether its run has step events.
+    pub fn history_step_counts(&self) -> Result<Vec<HistoryRow>, StoreError> {
+        self.rows(
+            "SELECT p.name, r.run_key, r.step, r.trust_level, b.name, h.completed_at, h.facts,
+                    h.matched_by,
+                    CAST(CASE WHEN EXISTS (SELECT 1 FROM step_events s WHERE s.run_id = h.run_id)
+                              THEN 1 ELSE 0 END AS BIGINT)
+             FROM build_history h
+             JOIN builders b ON b.id = h.builder_id
+             JOIN runs r ON r.id = h.run_id
+             JOIN pipelines p ON p.id = r.pipeline_id
+             ORDER BY h.completed_at, h.id",
+            [],
+            |row| {
+                let pipeline: String = row.get(0)?;
+                let facts: String = row.get(6)?;
+                // Stored by `collect` from a checked record; a value it cannot read counts
+                // nothing.
+                let facts: serde_json::Value = serde_json::from_str(&facts).unwrap_or_default();
+                let counted = |key: &str| facts[key].as_u64().unwrap_or(0);
+                Ok(HistoryRow {
+                    run: RunRef {
+                        name: run_name(
+                            &pipeline,
+                            &row.get::<_, String>(1)?,
+                            &row.get::<_, String>(2)?,
+                        ),
+                        pipeline,
+                        trust_level: row.get(3)?,
+                    },
+                    builder: row.get(4)?,
+                    at: row.get(5)?,
+                    cached_steps: counted("cached_steps"),
+                    total_steps: counted("total_steps"),
+                    recorded: row.get::<_, String>(7)? != "unrecorded",
+                    has_steps: row.get::<_, i64>(8)? == 1,
+                })
+            },
+        )
     }
 
     /// Builds `collect` found in a builder's history that no hook recorded, finished at or

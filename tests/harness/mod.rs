@@ -62,6 +62,9 @@ pub fn require_buildx() -> bool {
 /// Where `scripts/install-docker26.sh` unpacks Debian 13's Docker Engine 26 and containerd 1.7.
 pub const DOCKER26_PREFIX: &str = "/opt/cachewarden/docker26";
 
+/// Docker 26's own client, whose `docker build` runs through buildx.
+pub const DOCKER26: &str = "/opt/cachewarden/docker26/usr/bin/docker";
+
 /// Checks that `docker buildx build` can run against a private Docker Engine 26; see
 /// [`require_dockerd`].
 pub fn require_docker26() -> bool {
@@ -69,7 +72,7 @@ pub fn require_docker26() -> bool {
     let containerd = format!("{DOCKER26_PREFIX}/usr/bin/containerd");
     require(
         "Docker Engine 26 (scripts/install-docker26.sh) and buildx",
-        &[&dockerd, &containerd, DOCKER, BUSYBOX, BUILDX],
+        &[&dockerd, &containerd, DOCKER, DOCKER26, BUSYBOX, BUILDX],
         true,
     )
 }

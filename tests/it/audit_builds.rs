@@ -318,6 +318,278 @@ fn an_unrecorded_build_and_the_hit_on_its_record_are_found() {
     assert!(refused.contains("only CW006 and CW007"), "{refused}");
 }
 
+/// On Docker 26, whose `docker build` runs through buildx (plain progress there has no step
+/// digests), `wrap` asks the client for raw JSON progress by itself, shows it to the user as
+/// plain-style text, and records every step with its digest, the rebuild's from cache; the
+/// hits whose serving record cannot be told are listed by `audit builds` (JSON, text, metrics).
+#[test]
+fn docker_build_through_buildx_records_step_digests() {
+    let Some((dockerd, env)) = dockerd_env(Engine::Docker26) else {
+        return;
+    };
+    let file = env.write(
+        "app/Dockerfile",
+        "FROM base:1\nRUN echo d > /d\nCOPY Dockerfile /f\n",
+    );
+    let ctx = file.parent().unwrap().to_str().unwrap().to_owned();
+    let mut shown = Vec::new();
+    for run in ["1", "2"] {
+        let mut cmd = env.cmd();
+        cmd.env("DOCKER_HOST", dockerd.host())
+            .env("DOCKER_CONFIG", dockerd.config_dir())
+            .env_remove("DOCKER_BUILDKIT")
+            .env_remove("BUILDKIT_PROGRESS")
+            .args(["wrap", "--pipeline", "app", "--run", run, "--"])
+            .arg(harness::DOCKER26)
+            .args(["build", "--network=none", &ctx]);
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        shown.push(stderr);
+    }
+    for stderr in &shown {
+        assert!(
+            !stderr.contains("\"vertexes\"") && stderr.contains("] RUN echo d > /d"),
+            "the raw JSON reaches the user as text: {stderr}"
+        );
+    }
+    assert!(
+        shown[1]
+            .lines()
+            .any(|l| l.starts_with('#') && l.ends_with(" CACHED")),
+        "{}",
+        shown[1]
+    );
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT r.run_key, s.name, s.digest, s.cached, s.source FROM step_events s
+             JOIN runs r ON r.id = s.run_id ORDER BY r.run_key, s.id",
+        )
+        .unwrap();
+    let rows: Vec<(String, String, String, bool, String)> = stmt
+        .query_map([], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    for (run, name, digest, cached, source) in &rows {
+        assert_eq!(source, "rawjson", "{rows:?}");
+        assert!(
+            digest.starts_with("sha256:") && digest.len() == 71,
+            "{name} of run {run} has its digest: {rows:?}"
+        );
+        assert_eq!(*cached, run == "2", "{rows:?}");
+    }
+    // The RUN step's vertex is the same in both builds (a COPY's is not: its source is the
+    // session's local context).
+    let run_digests: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.1.ends_with("RUN echo d > /d"))
+        .map(|r| r.2.as_str())
+        .collect();
+    assert_eq!(run_digests.len(), 2, "{rows:?}");
+    assert_eq!(run_digests[0], run_digests[1], "{rows:?}");
+
+    // The hits whose serving record could not be told (BuildKit v0.13 touches only the record
+    // of the last cached step an export needs) are shown, each with its digest.
+    let mut stmt = conn
+        .prepare(
+            "SELECT s.name, s.digest FROM step_events s
+             WHERE s.cached AND s.record_id IS NULL ORDER BY s.name",
+        )
+        .unwrap();
+    let expected: Vec<(String, String)> = stmt
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        expected
+            .iter()
+            .any(|(name, _)| name.ends_with("RUN echo d > /d")),
+        "{expected:?}"
+    );
+    let metrics = env.path().join("builds.prom");
+    let out = env
+        .cmd()
+        .args(["audit", "builds", "--format", "json", "--metrics-file"])
+        .arg(&metrics)
+        .output()
+        .unwrap();
+    let doc = json(&String::from_utf8_lossy(&out.stdout));
+    crate::schemas::assert_valid("audit-builds.schema.json", &doc);
+    let mut listed: Vec<(String, String)> = doc["unattributed_hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            assert_eq!(h["run"], "app/2/app%2FDockerfile", "{doc:#}");
+            (
+                h["step"].as_str().unwrap().to_owned(),
+                h["step_digest"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(listed, expected, "{doc:#}");
+    assert_eq!(
+        doc["summary"]["unattributed_hits"],
+        expected.len(),
+        "{doc:#}"
+    );
+    assert_eq!(
+        doc["hit_rates"][0]["unattributed"],
+        expected.len(),
+        "{doc:#}"
+    );
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    let series = format!(
+        "cachewarden_build_step_unattributed_hits{{pipeline=\"app\",builder=\"{}\"}} {}",
+        doc["hit_rates"][0]["builder"].as_str().unwrap(),
+        expected.len()
+    );
+    assert!(prom.lines().any(|l| l == series), "{series}\n{prom}");
+    let text = output(&env, env.cmd().args(["audit", "builds", "--all"]));
+    assert!(
+        text.contains("unattributed cache hits")
+            && text.contains(&format!(
+                "pipeline app on builder {}: {} of 2 hits",
+                doc["hit_rates"][0]["builder"].as_str().unwrap(),
+                expected.len()
+            ))
+            && text.contains(&match expected.len() {
+                1 => "1 cache hit unattributed".to_owned(),
+                n => format!("{n} cache hits unattributed"),
+            }),
+        "{text}"
+    );
+}
+
+/// Builds `collect` read from the builder's history count in the hit rates with BuildKit's own
+/// step counts: a recorded build whose progress was not read (`--progress=quiet`) and an
+/// unrecorded one each count their history, a build with step events counts only those
+/// (Docker 26: Docker 20.10 keeps no build history).
+#[test]
+fn build_history_counts_in_hit_rates_once() {
+    if !harness::require_docker26() {
+        return;
+    }
+    let Some((dockerd, env)) = dockerd_env(Engine::Docker26) else {
+        return;
+    };
+    let file = env.write("app/Dockerfile", "FROM base:1\nRUN echo h > /h\n");
+    let ctx = file.parent().unwrap().to_str().unwrap().to_owned();
+    let rogue = env.write("rogue/Dockerfile", "FROM base:1\nRUN echo r > /r\n");
+    ok(&mut wrap(
+        &env,
+        &dockerd,
+        "app",
+        "1",
+        "internal",
+        &["buildx", "build", "--network=none", &ctx],
+    ));
+    ok(&mut wrap(
+        &env,
+        &dockerd,
+        "app",
+        "2",
+        "internal",
+        &[
+            "buildx",
+            "build",
+            "--progress=quiet",
+            "--network=none",
+            &ctx,
+        ],
+    ));
+    dockerd.run([
+        "buildx",
+        "build",
+        "--network=none",
+        rogue.parent().unwrap().to_str().unwrap(),
+    ]);
+    let export = ok(env.cmd().arg("export"));
+    let builder = export
+        .lines()
+        .map(json)
+        .find(|l| l["type"] == "builder")
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let collected = json(&ok(env.cmd().args([
+        "collect",
+        "--builder",
+        &builder,
+        "--format",
+        "json",
+    ])));
+    let builds = collected["builds"].as_array().unwrap();
+    let counts = |run: &str| {
+        let b = builds
+            .iter()
+            .find(|b| b["run"].as_str().unwrap().starts_with(run))
+            .unwrap_or_else(|| panic!("no build of {run}: {collected:#}"));
+        (
+            b["cached_steps"].as_u64().unwrap(),
+            b["total_steps"].as_u64().unwrap(),
+        )
+    };
+    let (app1_cached, app1_total) = counts("app/1/");
+    let (app2_cached, app2_total) = counts("app/2/");
+    let (rogue_cached, rogue_total) = counts("unrecorded@");
+    assert!(
+        app1_total > 0 && app2_total > 0 && rogue_total > 0,
+        "{collected:#}"
+    );
+    assert!(
+        app2_cached > 0,
+        "the second build is served from cache: {collected:#}"
+    );
+
+    // The unrecorded build is a CW005: exit 1.
+    let out = env
+        .cmd()
+        .args(["audit", "builds", "--format", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = json(&String::from_utf8_lossy(&out.stdout));
+    crate::schemas::assert_valid("audit-builds.schema.json", &doc);
+    let rate = |pipeline: &str| {
+        doc["hit_rates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["pipeline"].as_str().unwrap().starts_with(pipeline))
+            .unwrap_or_else(|| panic!("no hit rate of {pipeline}: {doc:#}"))
+            .clone()
+    };
+    // Run 1 counts its one step event (it ran), not its history; run 2 its history.
+    let app = rate("app");
+    assert_eq!(app["history_builds"], 1, "{doc:#}");
+    assert_eq!(app["steps"], 1 + app2_total, "{app1_total} {doc:#}");
+    assert_eq!(app["cached"], app2_cached, "{app1_cached} {doc:#}");
+    let unrecorded = rate("unrecorded@");
+    assert_eq!(unrecorded["history_builds"], 1, "{doc:#}");
+    assert_eq!(unrecorded["steps"], rogue_total, "{doc:#}");
+    assert_eq!(unrecorded["cached"], rogue_cached, "{doc:#}");
+}
+
 /// `audit builds --help` documents its flags.
 #[test]
 fn audit_builds_help() {
@@ -386,8 +658,9 @@ fn wrap_names_a_readable_progress_mode_and_passes_output_through() {
     std::fs::create_dir_all(&bin).unwrap();
     let args_file = env.path().join("args");
     let progress = "#5 [1/2] RUN echo a\n#5 sha256:f26026734877c2ef5bbe2ba80f7d7f12661dcda15fbd56834c449d2e59b2e9c3\n#5 CACHED\n\n#6 [2/2] RUN echo b\n#6 0.1 \\377\\033[2J\n#6 DONE 0.1s\n";
+    // The fake client says the version `FAKE_DOCKER_VERSION` names, none by default.
     let script = format!(
-        "#!/bin/sh\nprintf '%s\\n' \"$@\" > {}\nprintf '{progress}' >&2\n",
+        "#!/bin/sh\nif [ \"$1\" = --version ]; then echo \"$FAKE_DOCKER_VERSION\"; exit 0; fi\nprintf '%s\\n' \"$@\" > {}\nprintf '{progress}' >&2\n",
         args_file.display()
     );
     let docker = bin.join("docker");
@@ -436,6 +709,25 @@ fn wrap_names_a_readable_progress_mode_and_passes_output_through() {
     assert!(!args.contains("--progress=plain"), "{args}");
     let (args, _) = run("4", &["build"], Some("plain"));
     assert!(!args.contains("--progress="), "{args}");
+    // A Docker 23+ client runs `docker build` through buildx: raw JSON is asked for.
+    let mut cmd = env.cmd();
+    cmd.env(
+        "FAKE_DOCKER_VERSION",
+        "Docker version 26.1.5, build a72d7cd",
+    )
+    .env(
+        "DOCKER_HOST",
+        format!("unix://{}/none.sock", env.path().display()),
+    )
+    .env("DOCKER_CONFIG", env.path())
+    .env_remove("BUILDKIT_PROGRESS")
+    .args(["wrap", "--pipeline", "p", "--run", "5", "--"])
+    .arg(&docker)
+    .arg("build")
+    .arg(&ctx);
+    ok(&mut cmd);
+    let args = std::fs::read_to_string(&args_file).unwrap();
+    assert!(args.lines().any(|a| a == "--progress=rawjson"), "{args}");
     // Runs 1 and 4 were read as plain: two steps each, one of them cached.
     let doc = json(&ok(env.cmd().args(["audit", "builds", "--format", "json"])));
     assert_eq!(doc["summary"]["steps"], 4, "{doc:#}");

@@ -39,6 +39,7 @@ const SQLITE_ONLY: &[&str] = &[
     "serve::wrap_sends_its_override_to_the_collector",
     "serve::a_run_sent_with_steps_is_stored_with_them",
     "audit_builds::wrap_sends_its_steps_to_the_collector",
+    "audit_builds::docker_build_through_buildx_records_step_digests",
     // `--help` snapshots.
     "_help",
     "cli::help",
