@@ -177,6 +177,18 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
     );
     lab.build(B, &WEBAPP, "1", &trusted, "webapp:1", &[]);
 
+    // `--mount` snapshots that mount alone.
+    let (code, doc, stderr) = audit(&lab, &["--baseline", "--mount", "npm"]);
+    assert_eq!(code, 0, "{doc:#}\n{stderr}");
+    let mounts: Vec<&str> = doc["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mount_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(mounts, vec!["npm"], "{doc:#}");
+    assert_eq!(doc["summary"]["files"], 1, "{doc:#}");
+
     let (code, doc, stderr) = audit(&lab, &["--baseline"]);
     assert_eq!(code, 0, "{doc:#}\n{stderr}");
     let mounts: Vec<&str> = doc["mounts"]
@@ -449,8 +461,9 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
     assert_eq!(rules, vec!["CW011", "CW012", "CW013"]);
     assert_eq!(sarif["runs"][0]["results"].as_array().unwrap().len(), 1);
 
-    // Four audits of two mounts; the last two saw nothing change and share the file rows of
-    // the one before (the baseline's 2 rows, then 6).
+    // One audit of npm alone, then four of both mounts; the baseline's npm snapshot and the
+    // last two audits saw nothing change and share the file rows of the one before (the
+    // baseline's 2 rows, then 6).
     let conn = rusqlite::Connection::open(lab.env.db()).unwrap();
     let (snapshots, rows): (i64, i64) = conn
         .query_row(
@@ -459,7 +472,7 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .unwrap();
-    assert_eq!((snapshots, rows), (8, 8));
+    assert_eq!((snapshots, rows), (9, 8));
     drop(conn);
 
     // The helper builds' layers, each an archive of a mount, were pruned after each copy.
