@@ -35,6 +35,9 @@ use crate::config::Config;
 use crate::model::{Artifact, BuilderInfo, BuilderRecord, MountUse, RunRecord};
 use crate::time::Micros;
 
+/// An artifact's identity columns.
+type ArtifactKey = (crate::model::Backend, String, String, String);
+
 /// A value sent in a `COPY` row.
 type Cell = Box<dyn ToSql + Sync + Send>;
 
@@ -113,6 +116,7 @@ pub(super) fn import_batch(
     let conn = pg(tx);
     let at = |line: usize| move |err: super::db::DbError| (line, WriteError::Sql(err));
     load_pipelines(conn, cache, items).map_err(at(first_line))?;
+    let bulk = may_copy(conn).map_err(at(first_line))?;
     let recorded = recorded_runs(conn, cache, items).map_err(at(first_line))?;
     let mut outcome = ImportOutcome::default();
     let mut importer = None;
@@ -132,7 +136,7 @@ pub(super) fn import_batch(
             segment.push((line, item));
             continue;
         }
-        write_segment(tx, cache, config, &segment, now, &mut outcome)?;
+        write_segment(tx, cache, config, (&segment, bulk), now, &mut outcome)?;
         segment.clear();
         let (events, warnings) =
             import_item(tx, cache, config, item, now, &mut importer).map_err(|err| (line, err))?;
@@ -141,7 +145,7 @@ pub(super) fn import_batch(
             .warnings
             .extend(warnings.into_iter().map(|w| format!("line {line}: {w}")));
     }
-    write_segment(tx, cache, config, &segment, now, &mut outcome)?;
+    write_segment(tx, cache, config, (&segment, bulk), now, &mut outcome)?;
     Ok(outcome)
 }
 
@@ -261,7 +265,12 @@ fn records_of(run: &RunRecord) -> impl Iterator<Item = (&BuilderRecord, &'static
 
 /// Upserts the segment's builders, artifacts and tags, mounts and builder records in the order
 /// the row-by-row path would, leaving every id in `cache`.
-fn resolve(conn: &PgConn, cache: &mut IdCache, segment: &[(usize, &ImportItem)]) -> DbResult<()> {
+fn resolve(
+    conn: &PgConn,
+    cache: &mut IdCache,
+    segment: &[(usize, &ImportItem)],
+    bulk: bool,
+) -> DbResult<()> {
     // Builders: each line's, skipping a bare name already known, as `upsert_builder` does.
     let mut builders: Vec<&BuilderInfo> = Vec::new();
     let mut named = HashSet::new();
@@ -347,7 +356,9 @@ fn resolve(conn: &PgConn, cache: &mut IdCache, segment: &[(usize, &ImportItem)])
             |key| !matches!(cache.artifacts.get(key), Some(&(_, first)) if first <= earliest[key]),
         )
         .collect();
-    if !upserts.is_empty() {
+    if bulk && !upserts.is_empty() {
+        copy_artifacts(conn, cache, &upserts, &earliest)?;
+    } else if !upserts.is_empty() {
         let backends: Vec<&str> = upserts.iter().map(|k| k.0.as_str()).collect();
         let locators: Vec<&str> = upserts.iter().map(|k| k.1.as_str()).collect();
         let digests: Vec<&str> = upserts.iter().map(|k| k.2.as_str()).collect();
@@ -476,6 +487,40 @@ fn resolve(conn: &PgConn, cache: &mut IdCache, segment: &[(usize, &ImportItem)])
         })
         .collect();
     if !records.is_empty() {
+        let ids = if bulk {
+            copy_records(conn, &records, &folded)?
+        } else {
+            upsert_records(conn, &records, &folded)?
+        };
+        // The rows as they now stand, read after the upserts, in the same transaction.
+        for row in query(
+            conn,
+            "SELECT id, builder_id, record_id, record_type, description, last_used_at, size
+             FROM builder_records WHERE id = ANY($1::int8[])",
+            &[(&ids, Type::INT8_ARRAY)],
+        )? {
+            cache.records.insert(
+                (row.get(1), row.get(2)),
+                StoredRecord {
+                    id: row.get(0),
+                    record_type: row.get(3),
+                    description: row.get(4),
+                    last_used_at: row.get(5),
+                    size: row.get(6),
+                },
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Builder records through `cw_upsert_builder_record`, one statement: their ids.
+fn upsert_records(
+    conn: &PgConn,
+    records: &[(i64, String)],
+    folded: &HashMap<(i64, String), BuilderRecord>,
+) -> DbResult<Vec<i64>> {
+    {
         let given: Vec<&BuilderRecord> = records.iter().map(|k| &folded[k]).collect();
         let builders: Vec<i64> = records.iter().map(|k| k.0).collect();
         let record_ids: Vec<&str> = given.iter().map(|r| r.id.as_str()).collect();
@@ -505,26 +550,202 @@ fn resolve(conn: &PgConn, cache: &mut IdCache, segment: &[(usize, &ImportItem)])
         .iter()
         .map(|row| row.get(0))
         .collect();
-        // The rows as they now stand, read after the upserts, in the same transaction.
-        for row in query(
+        Ok(ids)
+    }
+}
+
+/// Whether this role may insert and update artifacts and builder records itself (the owner, a
+/// responder): then new rows go in by `COPY`, one page-trigger run a table, and known rows are
+/// moved by one `UPDATE`. A hook role may not, and upserts through the functions instead, a
+/// statement (and a page-trigger run) a row.
+fn may_copy(conn: &PgConn) -> DbResult<bool> {
+    Ok(query(
+        conn,
+        "SELECT has_table_privilege('artifacts', 'INSERT, UPDATE')
+            AND has_table_privilege('builder_records', 'INSERT, UPDATE')",
+        &[],
+    )?
+    .first()
+    .is_some_and(|row| row.get(0)))
+}
+
+/// Artifacts by `COPY` (new) and one `UPDATE` (known, seen earlier now), in the order given,
+/// as `cw_upsert_artifact` would leave them; their ids go to `cache`.
+fn copy_artifacts(
+    conn: &PgConn,
+    cache: &mut IdCache,
+    keys: &[ArtifactKey],
+    earliest: &HashMap<ArtifactKey, Micros>,
+) -> DbResult<()> {
+    let column = |f: fn(&ArtifactKey) -> &str| keys.iter().map(f).collect::<Vec<&str>>();
+    let (backends, locators, digests, names) = (
+        column(|k| k.0.as_str()),
+        column(|k| k.1.as_str()),
+        column(|k| k.2.as_str()),
+        column(|k| k.3.as_str()),
+    );
+    let mut stored: HashMap<usize, (i64, Micros)> = HashMap::new();
+    for row in query(
+        conn,
+        "SELECT u.o, a.id, a.first_seen
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY
+              AS u(backend, locator, digest, key, o)
+         JOIN artifacts a ON a.backend = u.backend AND a.locator = u.locator
+                         AND a.digest = u.digest AND a.key = u.key",
+        &[
+            (&backends, Type::TEXT_ARRAY),
+            (&locators, Type::TEXT_ARRAY),
+            (&digests, Type::TEXT_ARRAY),
+            (&names, Type::TEXT_ARRAY),
+        ],
+    )? {
+        let o: i64 = row.get(0);
+        stored.insert(
+            usize::try_from(o - 1).unwrap_or(0),
+            (row.get(1), row.get(2)),
+        );
+    }
+    let fresh = keys.len() - stored.len();
+    let mut ids = reserve(conn, "artifacts", fresh)?.into_iter();
+    let (mut rows, mut moved, mut moved_to): (Vec<Vec<Cell>>, Vec<i64>, Vec<Micros>) =
+        (Vec::new(), Vec::new(), Vec::new());
+    for (i, key) in keys.iter().enumerate() {
+        let seen = earliest[key];
+        let id = match stored.get(&i) {
+            Some(&(id, first)) => {
+                if seen < first {
+                    moved.push(id);
+                    moved_to.push(seen);
+                }
+                id
+            }
+            None => {
+                let id = ids.next().ok_or(super::db::DbError::NoRows)?;
+                rows.push(vec![
+                    Box::new(id),
+                    Box::new(key.0.as_str().to_owned()),
+                    Box::new(key.1.clone()),
+                    Box::new(key.2.clone()),
+                    Box::new(key.3.clone()),
+                    Box::new(seen),
+                ]);
+                id
+            }
+        };
+        cache.artifacts.insert(key.clone(), (id, seen));
+    }
+    copy(
+        conn,
+        "artifacts",
+        &[
+            ("id", Type::INT8),
+            ("backend", Type::TEXT),
+            ("locator", Type::TEXT),
+            ("digest", Type::TEXT),
+            ("key", Type::TEXT),
+            ("first_seen", Type::INT8),
+        ],
+        rows,
+    )?;
+    if !moved.is_empty() {
+        query(
             conn,
-            "SELECT id, builder_id, record_id, record_type, description, last_used_at, size
-             FROM builder_records WHERE id = ANY($1::int8[])",
-            &[(&ids, Type::INT8_ARRAY)],
-        )? {
-            cache.records.insert(
-                (row.get(1), row.get(2)),
-                StoredRecord {
-                    id: row.get(0),
-                    record_type: row.get(3),
-                    description: row.get(4),
-                    last_used_at: row.get(5),
-                    size: row.get(6),
-                },
-            );
-        }
+            "UPDATE artifacts a SET first_seen = least(a.first_seen, u.seen)
+             FROM unnest($1::int8[], $2::int8[]) AS u(id, seen) WHERE a.id = u.id",
+            &[(&moved, Type::INT8_ARRAY), (&moved_to, Type::INT8_ARRAY)],
+        )?;
     }
     Ok(())
+}
+
+/// Builder records by `COPY` (new) and one `UPDATE` (known), in the order given, as
+/// `cw_upsert_builder_record` would leave them: their ids.
+fn copy_records(
+    conn: &PgConn,
+    records: &[(i64, String)],
+    folded: &HashMap<(i64, String), BuilderRecord>,
+) -> DbResult<Vec<i64>> {
+    let builders: Vec<i64> = records.iter().map(|k| k.0).collect();
+    let record_ids: Vec<&str> = records.iter().map(|k| k.1.as_str()).collect();
+    let mut stored: HashMap<usize, i64> = HashMap::new();
+    for row in query(
+        conn,
+        "SELECT u.o, r.id
+         FROM unnest($1::int8[], $2::text[]) WITH ORDINALITY AS u(builder, record, o)
+         JOIN builder_records r ON r.builder_id = u.builder AND r.record_id = u.record",
+        &[
+            (&builders, Type::INT8_ARRAY),
+            (&record_ids, Type::TEXT_ARRAY),
+        ],
+    )? {
+        let o: i64 = row.get(0);
+        stored.insert(usize::try_from(o - 1).unwrap_or(0), row.get(1));
+    }
+    let mut fresh = reserve(conn, "builder_records", records.len() - stored.len())?.into_iter();
+    let mut out = Vec::with_capacity(records.len());
+    let mut rows: Vec<Vec<Cell>> = Vec::new();
+    let (mut moved, mut used, mut sizes) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, key) in records.iter().enumerate() {
+        let given = &folded[key];
+        let id = match stored.get(&i) {
+            Some(&id) => {
+                moved.push(id);
+                used.push(given.last_used_at);
+                sizes.push(given.size);
+                id
+            }
+            None => {
+                let id = fresh.next().ok_or(super::db::DbError::NoRows)?;
+                rows.push(vec![
+                    Box::new(id),
+                    Box::new(key.0),
+                    Box::new(given.id.clone()),
+                    Box::new(given.record_type.clone()),
+                    Box::new(given.description.clone()),
+                    Box::new(given.created_at),
+                    Box::new(given.last_used_at),
+                    Box::new(given.size),
+                ]);
+                id
+            }
+        };
+        out.push(id);
+    }
+    copy(
+        conn,
+        "builder_records",
+        &[
+            ("id", Type::INT8),
+            ("builder_id", Type::INT8),
+            ("record_id", Type::TEXT),
+            ("record_type", Type::TEXT),
+            ("description", Type::TEXT),
+            ("created_at", Type::INT8),
+            ("last_used_at", Type::INT8),
+            ("size", Type::INT8),
+        ],
+        rows,
+    )?;
+    if !moved.is_empty() {
+        // What `cw_upsert_builder_record` does to a known row.
+        query(
+            conn,
+            "UPDATE builder_records r SET
+                last_used_at = CASE
+                    WHEN u.used IS NULL THEN r.last_used_at
+                    WHEN r.last_used_at IS NULL THEN u.used
+                    ELSE greatest(r.last_used_at, u.used) END,
+                size = coalesce(u.size, r.size)
+             FROM unnest($1::int8[], $2::int8[], $3::int8[]) AS u(id, used, size)
+             WHERE r.id = u.id",
+            &[
+                (&moved, Type::INT8_ARRAY),
+                (&used, Type::INT8_ARRAY),
+                (&sizes, Type::INT8_ARRAY),
+            ],
+        )?;
+    }
+    Ok(out)
 }
 
 /// An event of a new run, before its id is known.
@@ -668,7 +889,7 @@ fn write_segment(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
     config: &Config,
-    segment: &[(usize, &ImportItem)],
+    (segment, bulk): (&[(usize, &ImportItem)], bool),
     now: Micros,
     outcome: &mut ImportOutcome,
 ) -> LineResult<()> {
@@ -678,7 +899,7 @@ fn write_segment(
     let conn = pg(tx);
     let first = segment[0].0;
     let sql = |err: super::db::DbError| (first, WriteError::Sql(err));
-    resolve(conn, cache, segment).map_err(sql)?;
+    resolve(conn, cache, segment, bulk).map_err(sql)?;
     let count = segment
         .iter()
         .filter(|(_, item)| matches!(item, ImportItem::Run(_)))
