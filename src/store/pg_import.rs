@@ -7,9 +7,12 @@
 //! stored run and refused or given its new events by `store::write` as before, and a purge.
 //! Each segment is written in a few set-based statements, in the order the lines give:
 //!
-//! - builders, artifacts (with their tags), mounts and builder records through the
-//!   `cw_upsert_*` functions, one statement per table over arrays, in first-sighting order, so
-//!   a hook role (no `UPDATE`, no `INSERT` on those tables) may still import;
+//! - builders, artifact tags and mounts through the `cw_upsert_*` functions, one statement per
+//!   table over arrays, in first-sighting order;
+//! - artifacts and builder records: new ones by `COPY` and known ones moved by one `UPDATE`
+//!   when the role may (the owner, a responder); else (a hook role: no `UPDATE`, no `INSERT`
+//!   on those tables) through their functions, a few hundred rows a statement, as each row's
+//!   insert runs its page trigger;
 //! - ids for the new runs and events from their sequences (`nextval`, which the hook role's
 //!   `USAGE` allows), handed out in line order, as the row-by-row path would;
 //! - each new run's chain entry built in memory ([`super::chain::hash_new`]);
@@ -34,6 +37,10 @@ use super::write::{
 use crate::config::Config;
 use crate::model::{Artifact, BuilderInfo, BuilderRecord, MountUse, RunRecord};
 use crate::time::Micros;
+
+/// Rows upserted a statement when each runs a page trigger of its own (a hook role's artifacts
+/// and builder records): each statement stays well inside the statement timeout.
+const UPSERTS_PER_STATEMENT: usize = 500;
 
 /// An artifact's identity columns.
 type ArtifactKey = (crate::model::Backend, String, String, String);
@@ -358,31 +365,33 @@ fn resolve(
         .collect();
     if bulk && !upserts.is_empty() {
         copy_artifacts(conn, cache, &upserts, &earliest)?;
-    } else if !upserts.is_empty() {
-        let backends: Vec<&str> = upserts.iter().map(|k| k.0.as_str()).collect();
-        let locators: Vec<&str> = upserts.iter().map(|k| k.1.as_str()).collect();
-        let digests: Vec<&str> = upserts.iter().map(|k| k.2.as_str()).collect();
-        let keys: Vec<&str> = upserts.iter().map(|k| k.3.as_str()).collect();
-        let seen: Vec<Micros> = upserts.iter().map(|k| earliest[k]).collect();
-        for row in query(
-            conn,
-            "SELECT u.o, cw_upsert_artifact(u.backend, u.locator, u.digest, u.key, u.seen)
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[])
-                  WITH ORDINALITY AS u(backend, locator, digest, key, seen, o)
-             ORDER BY u.o",
-            &[
-                (&backends, Type::TEXT_ARRAY),
-                (&locators, Type::TEXT_ARRAY),
-                (&digests, Type::TEXT_ARRAY),
-                (&keys, Type::TEXT_ARRAY),
-                (&seen, Type::INT8_ARRAY),
-            ],
-        )? {
-            let o: i64 = row.get(0);
-            let i = usize::try_from(o - 1).unwrap_or(0);
-            cache
-                .artifacts
-                .insert(upserts[i].clone(), (row.get(1), seen[i]));
+    } else {
+        for part in upserts.chunks(UPSERTS_PER_STATEMENT) {
+            let backends: Vec<&str> = part.iter().map(|k| k.0.as_str()).collect();
+            let locators: Vec<&str> = part.iter().map(|k| k.1.as_str()).collect();
+            let digests: Vec<&str> = part.iter().map(|k| k.2.as_str()).collect();
+            let keys: Vec<&str> = part.iter().map(|k| k.3.as_str()).collect();
+            let seen: Vec<Micros> = part.iter().map(|k| earliest[k]).collect();
+            for row in query(
+                conn,
+                "SELECT u.o, cw_upsert_artifact(u.backend, u.locator, u.digest, u.key, u.seen)
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[])
+                      WITH ORDINALITY AS u(backend, locator, digest, key, seen, o)
+                 ORDER BY u.o",
+                &[
+                    (&backends, Type::TEXT_ARRAY),
+                    (&locators, Type::TEXT_ARRAY),
+                    (&digests, Type::TEXT_ARRAY),
+                    (&keys, Type::TEXT_ARRAY),
+                    (&seen, Type::INT8_ARRAY),
+                ],
+            )? {
+                let o: i64 = row.get(0);
+                let i = usize::try_from(o - 1).unwrap_or(0);
+                cache
+                    .artifacts
+                    .insert(part[i].clone(), (row.get(1), seen[i]));
+            }
         }
     }
     // Tags: the earliest and the latest sighting, each once, unless the row already spans them.
@@ -520,16 +529,17 @@ fn upsert_records(
     records: &[(i64, String)],
     folded: &HashMap<(i64, String), BuilderRecord>,
 ) -> DbResult<Vec<i64>> {
-    {
-        let given: Vec<&BuilderRecord> = records.iter().map(|k| &folded[k]).collect();
-        let builders: Vec<i64> = records.iter().map(|k| k.0).collect();
+    let mut ids = Vec::with_capacity(records.len());
+    for part in records.chunks(UPSERTS_PER_STATEMENT) {
+        let given: Vec<&BuilderRecord> = part.iter().map(|k| &folded[k]).collect();
+        let builders: Vec<i64> = part.iter().map(|k| k.0).collect();
         let record_ids: Vec<&str> = given.iter().map(|r| r.id.as_str()).collect();
         let types: Vec<&str> = given.iter().map(|r| r.record_type.as_str()).collect();
         let descriptions: Vec<&str> = given.iter().map(|r| r.description.as_str()).collect();
         let created: Vec<Option<Micros>> = given.iter().map(|r| r.created_at).collect();
         let used: Vec<Option<Micros>> = given.iter().map(|r| r.last_used_at).collect();
         let sizes: Vec<Option<i64>> = given.iter().map(|r| r.size).collect();
-        let ids: Vec<i64> = query(
+        let part_ids: Vec<i64> = query(
             conn,
             "SELECT cw_upsert_builder_record(u.builder, u.record, u.type, u.description,
                                              u.created, u.used, u.size)
@@ -550,8 +560,9 @@ fn upsert_records(
         .iter()
         .map(|row| row.get(0))
         .collect();
-        Ok(ids)
+        ids.extend(part_ids);
     }
+    Ok(ids)
 }
 
 /// Whether this role may insert and update artifacts and builder records itself (the owner, a

@@ -969,7 +969,7 @@ fn the_hook_role_imports_in_bulk() {
             "bench",
             "generate",
             "--runs",
-            "60",
+            "400",
             "--pipelines",
             "5",
             "--builders",
@@ -983,10 +983,12 @@ fn the_hook_role_imports_in_bulk() {
         .arg(&fleet));
     let sqlite = env.path().join("fleet.db");
     for db in [sqlite.to_str().unwrap(), hook_url.as_str()] {
-        for _ in 0..2 {
+        // One batch of more artifacts and records than one statement upserts, then again in
+        // small batches over what the store holds.
+        for batch in ["10000", "40"] {
             ok(env
                 .cmd()
-                .args(["--db", db, "import", "--batch-size", "40"])
+                .args(["--db", db, "import", "--batch-size", batch])
                 .arg(&fleet));
         }
     }
