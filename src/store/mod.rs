@@ -31,6 +31,7 @@ mod ls;
 mod mount_audit;
 mod pages;
 mod pg;
+mod pg_import;
 pub mod postgres;
 
 pub use pg::{GrantRole, configure, grant_sql};

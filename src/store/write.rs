@@ -104,10 +104,10 @@ pub(super) type WriteResult<T> = Result<T, WriteError>;
 
 /// A pipeline's id with its current project and trust ceiling.
 #[derive(Debug, Clone)]
-struct PipelineRow {
-    id: i64,
-    project: Option<String>,
-    ceiling: Option<String>,
+pub(super) struct PipelineRow {
+    pub(super) id: i64,
+    pub(super) project: Option<String>,
+    pub(super) ceiling: Option<String>,
 }
 
 /// Ids already looked up in this writer, so a batch does not re-query them.
@@ -119,16 +119,29 @@ struct PipelineRow {
 /// for one transaction only: [`IdCache::next_transaction`].
 #[derive(Default)]
 pub(super) struct IdCache {
-    pipelines: HashMap<String, PipelineRow>,
-    builders: HashMap<String, i64>,
+    pub(super) pipelines: HashMap<String, PipelineRow>,
+    pub(super) builders: HashMap<String, i64>,
     /// Id and first sighting.
-    artifacts: HashMap<(Backend, String, String, String), (i64, Micros)>,
+    pub(super) artifacts: HashMap<(Backend, String, String, String), (i64, Micros)>,
     /// First and last sighting of a tag on an artifact.
-    tags: HashMap<(i64, String), (Micros, Micros)>,
-    mounts: HashMap<(i64, String, String), i64>,
-    records: HashMap<(i64, String), StoredRecord>,
+    pub(super) tags: HashMap<(i64, String), (Micros, Micros)>,
+    pub(super) mounts: HashMap<(i64, String, String), i64>,
+    pub(super) records: HashMap<(i64, String), StoredRecord>,
     /// The run chain's last entry, once this transaction has appended to it.
     pub(super) chain: Option<super::chain::Tail>,
+    /// While set, pipeline changes are collected here, for the caller to write, instead of
+    /// inserted one by one.
+    pub(super) changes: Option<Vec<PipelineChange>>,
+}
+
+/// A pipeline change to append to `pipeline_changes`.
+#[derive(Debug, Clone)]
+pub(super) struct PipelineChange {
+    pub(super) pipeline: i64,
+    pub(super) field: &'static str,
+    pub(super) value: String,
+    pub(super) source: &'static str,
+    pub(super) at: Micros,
 }
 
 impl IdCache {
@@ -136,6 +149,7 @@ impl IdCache {
     fn next_transaction(&mut self) {
         self.pipelines.clear();
         self.chain = None;
+        self.changes = None;
     }
 }
 
@@ -233,66 +247,32 @@ impl Store {
     ) -> Result<ImportOutcome, StoreError> {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
-        let pages = super::pages::defer(&tx).map_err(|e| sql_error(&path, e))?;
         let now = time::now();
+        let at_line = |line: usize, err: WriteError| match err {
+            WriteError::Refused(msg) => StoreError::Input(format!("line {line}: {msg}")),
+            WriteError::Sql(crate::store::db::DbError::Value(msg)) => {
+                StoreError::Input(format!("line {line}: {msg}"))
+            }
+            WriteError::Sql(err) => StoreError::Sqlite {
+                path: path.clone(),
+                source: err,
+            },
+        };
+        if tx.engine() == crate::store::db::Engine::Postgres {
+            let outcome =
+                super::pg_import::import_batch(&tx, cache, config, items, first_line, now)
+                    .map_err(|(line, err)| at_line(line, err))?;
+            tx.commit().map_err(|e| sql_error(&path, e))?;
+            return Ok(outcome);
+        }
+        let pages = super::pages::defer(&tx).map_err(|e| sql_error(&path, e))?;
         let mut outcome = ImportOutcome::default();
         let mut importer = None;
         for (i, item) in items.iter().enumerate() {
             let line = first_line + i;
-            let mut warnings = Vec::new();
-            let result = match item {
-                ImportItem::Pipeline(p) => ensure_pipeline(
-                    &tx,
-                    cache,
-                    config,
-                    p,
-                    p.trust_level.as_deref(),
-                    now,
-                    &mut warnings,
-                )
-                .map(|_| 0),
-                ImportItem::Builder(b) => upsert_builder(&tx, cache, b)
-                    .map(|_| 0)
-                    .map_err(WriteError::from),
-                ImportItem::Run(run) => {
-                    insert_run(&tx, cache, config, (run, source::HOOK), now, None).map(|o| {
-                        warnings = o.warnings;
-                        o.events
-                    })
-                }
-                ImportItem::Purge {
-                    target,
-                    at,
-                    source,
-                    forced,
-                    reason,
-                    claimed,
-                } => {
-                    let author = importer.get_or_insert_with(crate::actor::actor).clone();
-                    let provenance = PurgeProvenance {
-                        method: PurgeMethod::Imported,
-                        author,
-                        forced: *forced,
-                        reason: reason.clone(),
-                        source: source.clone(),
-                        action: None,
-                        claimed: (*claimed != PurgeClaim::default()).then(|| claimed.clone()),
-                    };
-                    insert_purge(&tx, cache, target, *at, &provenance, now)
-                        .map(|_| 1)
-                        .map_err(WriteError::from)
-                }
-            };
-            outcome.events += result.map_err(|err| match err {
-                WriteError::Refused(msg) => StoreError::Input(format!("line {line}: {msg}")),
-                WriteError::Sql(crate::store::db::DbError::Value(msg)) => {
-                    StoreError::Input(format!("line {line}: {msg}"))
-                }
-                WriteError::Sql(err) => StoreError::Sqlite {
-                    path: path.clone(),
-                    source: err,
-                },
-            })?;
+            let (events, warnings) = import_item(&tx, cache, config, item, now, &mut importer)
+                .map_err(|err| at_line(line, err))?;
+            outcome.events += events;
             outcome
                 .warnings
                 .extend(warnings.into_iter().map(|w| format!("line {line}: {w}")));
@@ -341,6 +321,58 @@ impl Store {
         tx.commit().map_err(|e| sql_error(&path, e))?;
         Ok(found)
     }
+}
+
+/// Stores one imported line: the events it added and its warnings. `importer` is who imports,
+/// looked up at the first purge line.
+pub(super) fn import_item(
+    tx: &Transaction<'_>,
+    cache: &mut IdCache,
+    config: &Config,
+    item: &ImportItem,
+    now: Micros,
+    importer: &mut Option<String>,
+) -> WriteResult<(usize, Vec<String>)> {
+    let mut warnings = Vec::new();
+    let events = match item {
+        ImportItem::Pipeline(p) => ensure_pipeline(
+            tx,
+            cache,
+            config,
+            p,
+            p.trust_level.as_deref(),
+            now,
+            &mut warnings,
+        )
+        .map(|_| 0)?,
+        ImportItem::Builder(b) => upsert_builder(tx, cache, b).map(|_| 0)?,
+        ImportItem::Run(run) => {
+            let o = insert_run(tx, cache, config, (run, source::HOOK), now, None)?;
+            warnings = o.warnings;
+            o.events
+        }
+        ImportItem::Purge {
+            target,
+            at,
+            source,
+            forced,
+            reason,
+            claimed,
+        } => {
+            let author = importer.get_or_insert_with(crate::actor::actor).clone();
+            let provenance = PurgeProvenance {
+                method: PurgeMethod::Imported,
+                author,
+                forced: *forced,
+                reason: reason.clone(),
+                source: source.clone(),
+                action: None,
+                claimed: (*claimed != PurgeClaim::default()).then(|| claimed.clone()),
+            };
+            insert_purge(tx, cache, target, *at, &provenance, now).map(|_| 1)?
+        }
+    };
+    Ok((events, warnings))
 }
 
 fn attach_push_tx(
@@ -420,7 +452,7 @@ fn attach_push_tx(
 /// `[[pipeline]]` entry names them (a difference from the store is appended as a change, with
 /// its time), else the first a hook brought; `hook_level` is the level that first hook asks
 /// for. A hook never changes them afterwards.
-fn ensure_pipeline(
+pub(super) fn ensure_pipeline(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
     config: &Config,
@@ -451,20 +483,31 @@ fn ensure_pipeline(
     };
     let configured = config.pipeline(name);
     let id = row.id;
-    let change = |field: &str,
-                  current: &mut Option<String>,
-                  configured: Option<&String>,
-                  hook: Option<&str>|
+    let mut change = |field: &'static str,
+                      current: &mut Option<String>,
+                      configured: Option<&String>,
+                      hook: Option<&str>|
      -> crate::store::db::DbResult<()> {
         let (value, source) = match (configured, hook) {
             (Some(value), _) if current.as_ref() != Some(value) => (value.as_str(), "config"),
             (None, Some(value)) if current.is_none() => (value, "hook"),
             _ => return Ok(()),
         };
-        tx.prepare_cached(
-            "INSERT INTO pipeline_changes (pipeline_id, field, value, source, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![id, field, value, source, now])?;
+        match &mut cache.changes {
+            Some(changes) => changes.push(PipelineChange {
+                pipeline: id,
+                field,
+                value: value.to_owned(),
+                source,
+                at: now,
+            }),
+            None => {
+                tx.prepare_cached(
+                    "INSERT INTO pipeline_changes (pipeline_id, field, value, source, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![id, field, value, source, now])?;
+            }
+        }
         *current = Some(value.to_owned());
         Ok(())
     };
@@ -497,7 +540,7 @@ fn ensure_pipeline(
 /// The level a run asking for `asked` is recorded at under `ceiling`: the lower of the two.
 /// When either is not a configured level they cannot be compared, and the ceiling wins, unless
 /// the run asks for the lowest level, which nothing is below.
-fn capped_level(
+pub(super) fn capped_level(
     config: &Config,
     asked: Option<&str>,
     ceiling: Option<&str>,
@@ -579,7 +622,7 @@ pub(super) fn builder_id_by_name(
 }
 
 /// The identity columns of an artifact: a digestless registry artifact is keyed by its tag.
-fn artifact_key(artifact: &Artifact) -> (Backend, String, String, String) {
+pub(super) fn artifact_key(artifact: &Artifact) -> (Backend, String, String, String) {
     let digest = artifact
         .digest
         .as_ref()
@@ -675,17 +718,17 @@ fn upsert_mount(
 /// A builder record's row: its id, its type and description as first recorded, and its last
 /// use and size as last written.
 #[derive(Debug, Clone)]
-struct StoredRecord {
-    id: i64,
-    record_type: String,
-    description: String,
-    last_used_at: Option<Micros>,
-    size: Option<i64>,
+pub(super) struct StoredRecord {
+    pub(super) id: i64,
+    pub(super) record_type: String,
+    pub(super) description: String,
+    pub(super) last_used_at: Option<Micros>,
+    pub(super) size: Option<i64>,
 }
 
 impl StoredRecord {
     /// Whether upserting `record` would change nothing in this row.
-    fn covers(&self, record: &BuilderRecord) -> bool {
+    pub(super) fn covers(&self, record: &BuilderRecord) -> bool {
         let used = match (record.last_used_at, self.last_used_at) {
             (None, _) => true,
             (Some(new), Some(kept)) => new <= kept,

@@ -807,3 +807,193 @@ fn pgbouncer_transaction_pooling_answers_as_a_direct_connection() {
     assert_eq!(out.status.code(), Some(5), "{stderr}");
     assert!(stderr.contains("elsewhere:1"), "{stderr}");
 }
+
+/// An import into PostgreSQL, in batches that cut the fleet anywhere and again over what it
+/// already holds, stores what the same import into SQLite stores: the same export, the same
+/// trace JSON, and a chain of the same length that verifies.
+#[test]
+fn a_bulk_import_stores_what_sqlite_stores() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let env = Env::new();
+    let fleet = env.path().join("fleet.jsonl");
+    ok(env.cmd().args([
+        "bench",
+        "generate",
+        "--runs",
+        "300",
+        "--pipelines",
+        "9",
+        "--builders",
+        "3",
+        "--mounts",
+        "12",
+        "--seed",
+        "5",
+        "-o",
+        fleet.to_str().unwrap(),
+    ]));
+    let sqlite = env.path().join("fleet.db");
+    let pg = pg_store(cluster);
+    for db in [sqlite.to_str().unwrap(), pg.as_str()] {
+        // A second import repeats every run key: nothing new, nothing refused.
+        for batch in ["97", "1000"] {
+            ok(env
+                .cmd()
+                .args(["--db", db, "import", "--batch-size", batch])
+                .arg(&fleet));
+        }
+    }
+    let run = |db: &str, args: &[&str]| ok(env.cmd().args(["--db", db]).args(args));
+    let lite = sqlite.to_str().unwrap();
+    assert_eq!(run(lite, &["export"]), run(&pg, &["export"]));
+    for seed in [
+        &["--pipeline", "p1"][..],
+        &["--builder", "b0"],
+        &["--pipeline", "p4"],
+    ] {
+        let args: Vec<&str> = ["trace", "--format", "json"]
+            .iter()
+            .chain(seed)
+            .copied()
+            .collect();
+        let (a, b) = (run(lite, &args), run(&pg, &args));
+        assert!(a.len() > 100, "{seed:?} finds something: {a}");
+        assert!(a == b, "{seed:?}: the traces differ");
+    }
+    let length = |db: &str| {
+        let out = run(db, &["verify-log", "--format", "json"]);
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(json["intact"], true, "{out}");
+        json["length"].as_i64().unwrap()
+    };
+    assert_eq!(length(lite), 300);
+    assert_eq!(length(&pg), 300);
+}
+
+/// A batch whose last line repeats a run key with other facts is refused (exit 2, naming the
+/// line and the field) and writes nothing of the batch: not its new runs before that line.
+#[test]
+fn a_batch_repeating_a_run_key_with_other_facts_writes_nothing() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let env = Env::new();
+    let fleet = env.path().join("fleet.jsonl");
+    ok(env
+        .cmd()
+        .args([
+            "bench",
+            "generate",
+            "--runs",
+            "40",
+            "--pipelines",
+            "4",
+            "--builders",
+            "2",
+            "--mounts",
+            "6",
+            "--seed",
+            "3",
+            "-o",
+        ])
+        .arg(&fleet));
+    let pg = pg_store(cluster);
+    ok(env.cmd().args(["--db", &pg, "import"]).arg(&fleet));
+    let text = std::fs::read_to_string(&fleet).unwrap();
+    let runs: Vec<serde_json::Value> = text
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|line| line["type"] == "run")
+        .collect();
+    // Two new runs (new run ids), then a recorded run with another commit.
+    let mut lines = Vec::new();
+    for (i, run) in runs.iter().take(2).enumerate() {
+        let mut new = run.clone();
+        new["run"] = format!("new-{i}").into();
+        lines.push(new.to_string());
+    }
+    let mut changed = runs[0].clone();
+    changed["commit"] = "0".repeat(40).into();
+    lines.push(changed.to_string());
+    let batch = env.write("batch.jsonl", &(lines.join("\n") + "\n"));
+    let before = ok(env.cmd().args(["--db", &pg, "export"]));
+    let out = env
+        .cmd()
+        .args(["--db", &pg, "import"])
+        .arg(&batch)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("line 3")
+            && stderr.contains("already recorded with other facts")
+            && stderr.contains("commit"),
+        "{stderr}"
+    );
+    assert_eq!(ok(env.cmd().args(["--db", &pg, "export"])), before);
+    let verify = ok(env
+        .cmd()
+        .args(["--db", &pg, "verify-log", "--format", "json"]));
+    let json: serde_json::Value = serde_json::from_str(&verify).unwrap();
+    assert_eq!(json["length"], 40, "{verify}");
+}
+
+/// The hook role (SELECT and INSERT, the upsert functions, no UPDATE) may import in bulk, a
+/// fleet and then the same fleet again, and stores what SQLite stores.
+#[test]
+fn the_hook_role_imports_in_bulk() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let store = cluster.new_database();
+    let env = Env::new();
+    ok(env.cmd().args(["--db", &store.url, "db", "migrate"]));
+    let hook = format!("{}_hook", store.name);
+    cluster.create_role(&hook, "hook-pw");
+    ok(env
+        .cmd()
+        .args(["--db", &store.url, "db", "grant", &hook, "--role", "hook"]));
+    let hook_url = format!(
+        "postgresql://{hook}:hook-pw@127.0.0.1:{}/{}",
+        store.port, store.name
+    );
+    let fleet = env.path().join("fleet.jsonl");
+    ok(env
+        .cmd()
+        .args([
+            "bench",
+            "generate",
+            "--runs",
+            "400",
+            "--pipelines",
+            "5",
+            "--builders",
+            "2",
+            "--mounts",
+            "8",
+            "--seed",
+            "9",
+            "-o",
+        ])
+        .arg(&fleet));
+    let sqlite = env.path().join("fleet.db");
+    for db in [sqlite.to_str().unwrap(), hook_url.as_str()] {
+        // One batch of more artifacts and records than one statement upserts, then again in
+        // small batches over what the store holds.
+        for batch in ["10000", "40"] {
+            ok(env
+                .cmd()
+                .args(["--db", db, "import", "--batch-size", batch])
+                .arg(&fleet));
+        }
+    }
+    let export = |db: &str| ok(env.cmd().args(["--db", db, "export"]));
+    assert_eq!(export(sqlite.to_str().unwrap()), export(&hook_url));
+    ok(env.cmd().args(["--db", &hook_url, "verify-log"]));
+}

@@ -267,6 +267,41 @@ pub(super) fn append_new(
     write_entry(conn, tail, last, (run, &entry), span, now)
 }
 
+/// The entry of a run created in this transaction, hashed onto the tail as [`append_new`]
+/// would hash it, for a bulk writer that stores the entries itself (after the run's rows, in
+/// the same transaction): moves the tail and returns the entry's seq and hash.
+pub(super) fn hash_new(
+    conn: &Db,
+    tail: &mut Option<Tail>,
+    new: NewRun,
+) -> crate::store::db::DbResult<(i64, ChainHash)> {
+    let last = match *tail {
+        Some(last) => last,
+        None => {
+            let head = stored_head(conn)?;
+            Tail {
+                seq: head.length,
+                hash: head.head,
+            }
+        }
+    };
+    let entry = encode::Entry {
+        version: ENCODING_V1,
+        seq: last.seq + 1,
+        kind: EntryKind::Run,
+        run: new.run,
+        events: new.events,
+        details: Vec::new(),
+        receipt: None,
+    };
+    let hash = next_hash(&last.hash, &encode(&entry));
+    *tail = Some(Tail {
+        seq: entry.seq,
+        hash,
+    });
+    Ok((entry.seq, hash))
+}
+
 /// Hashes `entry` onto `last`, stores it and moves the tail.
 fn write_entry(
     conn: &Db,
