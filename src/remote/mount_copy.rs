@@ -263,6 +263,22 @@ pub fn scan(archive: &Path, known: &[FileEntry]) -> io::Result<Scan> {
     Ok(scan)
 }
 
+/// A wheel member that is a startup hook once installed, by its name as pip reads it: named so.
+/// Its name as Python 3.12 reads it (a Unicode Path field) and its raw bytes are tried too: a
+/// hook under any reading is reported.
+fn wheel_member_hook(m: &zip::Member) -> Option<String> {
+    let readings = [Some(&m.pip_name), m.unicode_name.as_ref(), Some(&m.name)];
+    let hit = readings
+        .into_iter()
+        .flatten()
+        .find(|n| !n.ends_with('/') && checks::wheel_site_hook(n).is_some())?;
+    Some(if *hit == m.pip_name {
+        hit.clone()
+    } else {
+        format!("{} (read as {hit})", m.pip_name)
+    })
+}
+
 /// Files read again once the walk is over, from where they lie in the archive: Go module
 /// zips, wheels, and npm blobs (which may be package tarballs).
 fn read_later(path: &[u8]) -> bool {
@@ -544,11 +560,7 @@ impl Later {
                 }
             };
             if fresh {
-                let hooks: Vec<String> = members
-                    .iter()
-                    .filter(|m| !m.is_dir && checks::wheel_site_hook(&m.name).is_some())
-                    .map(|m| m.name.clone())
-                    .collect();
+                let hooks: Vec<String> = members.iter().filter_map(wheel_member_hook).collect();
                 if !hooks.is_empty() {
                     scan.wheels.insert(
                         wheel.clone(),
@@ -561,7 +573,7 @@ impl Later {
             }
             let records: Vec<&zip::Member> = members
                 .iter()
-                .filter(|m| checks::is_wheel_record(&m.name))
+                .filter(|m| checks::is_wheel_record(&m.pip_name))
                 .collect();
             let [record] = records.as_slice() else {
                 scan.mismatches.push(Mismatch {
@@ -574,10 +586,11 @@ impl Later {
                 continue;
             };
             let text = String::from_utf8_lossy(record.content.as_deref().unwrap_or_default());
+            // Names as pip reads them: a member RECORD lists under another name is not listed.
             let by_name: BTreeMap<String, [u8; 32]> = members
                 .iter()
-                .filter(|m| !m.is_dir)
-                .map(|m| (m.name.clone(), m.sha256))
+                .filter(|m| !m.pip_name.ends_with('/'))
+                .map(|m| (m.pip_name.clone(), m.sha256))
                 .collect();
             for (member, expected, actual) in checks::wheel_record(&text, &by_name) {
                 scan.mismatches.push(Mismatch {
@@ -1185,5 +1198,55 @@ mod wheel_tests {
         let again = super::scan(&archive, &scan.files).unwrap();
         assert!(again.wheels.is_empty(), "{:#?}", again.wheels);
         assert_eq!(again.files, scan.files);
+    }
+
+    /// Wheels whose RECORD lists every member as pip sees it, each hiding a hook pip installs
+    /// into site-packages (a `..` name, a bare `.data` directory, the `data` scheme, a name cut
+    /// at NUL), are each recorded with that member and raise no RECORD mismatch.
+    #[test]
+    fn wheels_hiding_hooks_from_a_naive_reading_are_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("m");
+        std::fs::create_dir_all(&root).unwrap();
+        // (name in the zip, name pip reads)
+        let hidden = [
+            ("a/../evil1.pth", "a/../evil1.pth"),
+            (".data/purelib/evil2.pth", ".data/purelib/evil2.pth"),
+            (
+                "p-1.0.data/data/lib/python3.11/site-packages/evil3.pth",
+                "p-1.0.data/data/lib/python3.11/site-packages/evil3.pth",
+            ),
+            ("evil4.pth\0.txt", "evil4.pth"),
+        ];
+        for (i, (zip_name, pip_name)) in hidden.iter().enumerate() {
+            let body = b"import os\n";
+            let record = format!(
+                "p/__init__.py,sha256={},0\n{pip_name},sha256={},{}\np-1.0.dist-info/RECORD,,\n",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(b"")),
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(body)),
+                body.len()
+            );
+            let whl = zip::stored_zip(&[
+                ("p/__init__.py", b""),
+                (zip_name, body),
+                ("p-1.0.dist-info/RECORD", record.as_bytes()),
+            ]);
+            std::fs::write(root.join(format!("w{i}-1.0-py3-none-any.whl")), whl).unwrap();
+        }
+        let archive = dir.path().join("m.tar");
+        let status = std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&root)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let scan = scan(&archive, &[]).unwrap();
+        assert!(scan.mismatches.is_empty(), "{:#?}", scan.mismatches);
+        let got: Vec<Vec<String>> = scan.wheels.values().map(|w| w.hooks.clone()).collect();
+        let want: Vec<Vec<String>> = hidden.iter().map(|(_, p)| vec![p.to_string()]).collect();
+        assert_eq!(got, want);
     }
 }

@@ -304,26 +304,55 @@ pub fn python_startup_hook(path: &[u8]) -> Option<&'static str> {
     }
 }
 
-/// The startup hook a wheel member becomes once pip installs it: a `sitecustomize.py`,
-/// `usercustomize.py` or `.pth` file at the root of the wheel, or under `<name>.data/purelib/`
-/// or `<name>.data/platlib/`, all of which pip installs into site-packages, where `site` runs
-/// them at every start-up. Deeper down, none is read at start-up. Empty and `.` components of
-/// the (hostile) name are skipped, as they name the same place.
+/// The startup hook a wheel member becomes once pip installs it, given its name as pip reads
+/// it ([`crate::audit::mounts::zip::Member::pip_name`]). pip takes a member whose first
+/// component ends in `.data` (`.data` itself too) as `<dir>/<scheme>/<path>` of the
+/// POSIX-normalised name, and any other member as a path under site-packages, normalised
+/// (`a/../x.pth` is `x.pth`). Hooks are `sitecustomize.py`, `usercustomize.py` and `.pth` files
+/// that land in site-packages itself: at the root, directly under the `purelib` or `platlib`
+/// scheme, or anywhere under the `data` scheme (the environment's prefix, which holds
+/// site-packages at a depth that depends on the Python version). Deeper down, none is read at
+/// start-up.
 pub fn wheel_site_hook(member: &str) -> Option<&'static str> {
-    let parts: Vec<&str> = member
+    let parts = posix_normpath(member);
+    let hook = python_startup_hook(parts.last()?.as_bytes())?;
+    if parts[0] == ".." {
+        // pip refuses a path out of its scheme directory.
+        return None;
+    }
+    let data_scheme = member
         .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect();
-    let file = match parts.as_slice() {
-        [file] => file,
-        [data, "purelib" | "platlib", file]
-            if data.len() > ".data".len() && data.ends_with(".data") =>
-        {
-            file
+        .next()
+        .is_some_and(|c| c.ends_with(".data"));
+    if !data_scheme {
+        return (parts.len() == 1).then_some(hook);
+    }
+    match parts.as_slice() {
+        [_, "purelib" | "platlib", _file] => Some(hook),
+        [_, "data", _, ..] => Some(hook),
+        _ => None,
+    }
+}
+
+/// A path's components as Python's `posixpath.normpath` leaves them: empty and `.` components
+/// dropped, `..` taking the one before it away (kept at the start); a leading `/` is kept as an
+/// empty first component.
+fn posix_normpath(path: &str) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    if path.starts_with('/') {
+        out.push("");
+    }
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." if out.last().is_some_and(|l| *l != ".." && !l.is_empty()) => {
+                out.pop();
+            }
+            ".." if out.first() == Some(&"") => {}
+            c => out.push(c),
         }
-        _ => return None,
-    };
-    python_startup_hook(file.as_bytes())
+    }
+    out
 }
 
 /// Whether a path is a `package.json`.
@@ -489,8 +518,37 @@ mod tests {
         assert_eq!(wheel_site_hook("p/evil.pth"), None);
         assert_eq!(wheel_site_hook("p-1.0.data/scripts/x.pth"), None);
         assert_eq!(wheel_site_hook("p-1.0.data/purelib/p/x.pth"), None);
-        assert_eq!(wheel_site_hook(".data/purelib/x.pth"), None);
+        assert_eq!(wheel_site_hook("p-1.0.data/headers/x.pth"), None);
+        assert_eq!(wheel_site_hook("../x.pth"), None);
+        assert_eq!(wheel_site_hook("/x.pth"), None);
         assert_eq!(wheel_site_hook("p.py"), None);
         assert_eq!(wheel_site_hook("p-1.0.dist-info/RECORD"), None);
+    }
+
+    /// Names pip normalises into site-packages are hooks: `..` components, a bare `.data`
+    /// directory, the `data` scheme (the prefix, holding `lib/python3.X/site-packages`), and a
+    /// `.data` path whose scheme a `..` moves.
+    #[test]
+    fn wheel_members_are_classified_as_pip_installs_them() {
+        assert_eq!(wheel_site_hook("a/../evil1.pth"), Some(".pth file"));
+        assert_eq!(wheel_site_hook("a//b/../../evil1.pth"), Some(".pth file"));
+        assert_eq!(wheel_site_hook("evil.pth/."), Some(".pth file"));
+        assert_eq!(
+            wheel_site_hook(".data/purelib/evil2.pth"),
+            Some(".pth file")
+        );
+        assert_eq!(
+            wheel_site_hook("p-1.0.data/data/lib/python3.12/site-packages/evil3.pth"),
+            Some(".pth file")
+        );
+        assert_eq!(
+            wheel_site_hook("p-1.0.data/./platlib/x/../sitecustomize.py"),
+            Some("sitecustomize.py")
+        );
+        assert_eq!(
+            wheel_site_hook("p-1.0.data/../q/purelib/evil.pth"),
+            Some(".pth file")
+        );
+        assert_eq!(wheel_site_hook("p/x/../evil.pth"), None);
     }
 }

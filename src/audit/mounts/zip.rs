@@ -1,6 +1,11 @@
 //! Just enough of the zip format to hash every member of a wheel or a Go module zip: the
 //! central directory, each member's local header, stored or deflated data streamed through
 //! SHA-256. Memory stays bounded by the central directory, not by the members.
+//!
+//! A member's name is read as each tool reads it: Go takes the bytes as they are; Python's
+//! `zipfile` (pip) decodes them as UTF-8 when flag bit 11 says so and as code page 437
+//! otherwise, cuts them at the first NUL, and from Python 3.12 on prefers an Info-ZIP Unicode
+//! Path extra field whose CRC matches the name.
 
 use std::io::{self, Read, Seek, SeekFrom};
 
@@ -14,7 +19,14 @@ const DIRECTORY_LIMIT: u64 = 64 << 20;
 /// One member of an archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
+    /// The name as Go reads it: the bytes as they are (not UTF-8: lossily decoded).
     pub name: String,
+    /// The name as Python's `zipfile` reads it, and pip installs it: decoded by flag bit 11
+    /// (UTF-8, else code page 437), cut at the first NUL.
+    pub pip_name: String,
+    /// The name an Info-ZIP Unicode Path extra field gives it (CRC matching), which Python 3.12
+    /// and later read instead of [`Self::pip_name`], cut at the first NUL.
+    pub unicode_name: Option<String>,
     /// A directory entry (its name ends in `/`; its content is empty).
     pub is_dir: bool,
     pub sha256: [u8; 32],
@@ -29,6 +41,56 @@ fn bad(what: &str) -> io::Error {
     )
 }
 
+/// Code page 437 above ASCII, as Python's `cp437` codec decodes it.
+const CP437_HIGH: &str = "ÇüéâäàåçêëèïîìÄÅÉæÆôöòûùÿÖÜ¢£¥₧ƒáíóúñÑªº¿⌐¬½¼¡«»░▒▓│┤╡╢╖╕╣║╗╝╜╛┐└┴┬├─┼╞╟╚╔╩╦╠═╬╧╨╤╥╙╘╒╓╫╪┘┌█▄▌▐▀αßΓπΣσµτΦΘΩδ∞φε∩≡±≥≤⌠⌡÷≈°∙·√ⁿ²■\u{a0}";
+
+/// A name as Python's `zipfile` reads it: UTF-8 when flag bit 11 is set, else code page 437;
+/// cut at the first NUL.
+pub fn python_name(raw: &[u8], flags: u16) -> String {
+    let decoded: String = if flags & 0x800 != 0 {
+        String::from_utf8_lossy(raw).into_owned()
+    } else {
+        raw.iter()
+            .map(|&b| match b {
+                0..=0x7f => b as char,
+                _ => CP437_HIGH
+                    .chars()
+                    .nth(b as usize - 0x80)
+                    .unwrap_or('\u{fffd}'),
+            })
+            .collect()
+    };
+    cut_at_nul(decoded)
+}
+
+fn cut_at_nul(mut name: String) -> String {
+    if let Some(at) = name.find('\0') {
+        name.truncate(at);
+    }
+    name
+}
+
+/// The name an Info-ZIP Unicode Path extra field (0x7075, version 1) gives a member whose raw
+/// name has the CRC it records.
+fn unicode_path(extra: &[u8], raw: &[u8]) -> Option<String> {
+    let mut at = 0;
+    while at + 4 <= extra.len() {
+        let id = u16_at(extra, at);
+        let len = u16_at(extra, at + 2) as usize;
+        let data = extra.get(at + 4..at + 4 + len)?;
+        if id == 0x7075 && data.len() >= 5 && data[0] == 1 {
+            let mut crc = flate2::Crc::new();
+            crc.update(raw);
+            if u32_at(data, 1) == crc.sum() {
+                let name = cut_at_nul(String::from_utf8_lossy(&data[5..]).into_owned());
+                return (!name.is_empty()).then_some(name);
+            }
+        }
+        at += 4 + len;
+    }
+    None
+}
+
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
@@ -38,7 +100,7 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 
 /// Hashes every member, directory entries included (Go's dirhash hashes them as empty files);
-/// keeps the bytes of those `keep` names.
+/// keeps the bytes of those whose [`Member::pip_name`] `keep` names.
 pub fn members<R: Read + Seek>(mut r: R, keep: impl Fn(&str) -> bool) -> io::Result<Vec<Member>> {
     let len = r.seek(SeekFrom::End(0))?;
     let tail_len = len.min(22 + 65535);
@@ -79,12 +141,26 @@ pub fn members<R: Read + Seek>(mut r: R, keep: impl Fn(&str) -> bool) -> io::Res
         if name_end > dir.len() {
             return Err(bad("name out of bounds"));
         }
-        let name = String::from_utf8_lossy(&dir[at + 46..name_end]).into_owned();
-        entries.push((name, flags, method, compressed, uncompressed, local));
+        let raw = &dir[at + 46..name_end];
+        let extra = dir
+            .get(name_end..name_end + extra_len)
+            .ok_or_else(|| bad("extra field out of bounds"))?;
+        let name = String::from_utf8_lossy(raw).into_owned();
+        let pip_name = python_name(raw, flags);
+        let unicode_name = unicode_path(extra, raw);
+        entries.push((
+            (name, pip_name, unicode_name),
+            flags,
+            method,
+            compressed,
+            uncompressed,
+            local,
+        ));
         at = name_end + extra_len + comment_len;
     }
     let mut out = Vec::with_capacity(entries.len());
-    for (name, flags, method, compressed, uncompressed, local) in entries {
+    for ((name, pip_name, unicode_name), flags, method, compressed, uncompressed, local) in entries
+    {
         if flags & 1 != 0 {
             return Err(bad("encrypted member"));
         }
@@ -102,7 +178,7 @@ pub fn members<R: Read + Seek>(mut r: R, keep: impl Fn(&str) -> bool) -> io::Res
             8 => Box::new(flate2::read::DeflateDecoder::new(data)),
             _ => return Err(bad("compression method")),
         };
-        let keep_it = keep(&name) && uncompressed <= CONTENT_LIMIT;
+        let keep_it = keep(&pip_name) && uncompressed <= CONTENT_LIMIT;
         let mut content = keep_it.then(Vec::new);
         let mut hasher = Sha256::new();
         let mut buf = [0u8; 64 * 1024];
@@ -127,6 +203,8 @@ pub fn members<R: Read + Seek>(mut r: R, keep: impl Fn(&str) -> bool) -> io::Res
         out.push(Member {
             is_dir: name.ends_with('/'),
             name,
+            pip_name,
+            unicode_name,
             sha256: hasher.finalize().into(),
             content,
         });
@@ -136,31 +214,63 @@ pub fn members<R: Read + Seek>(mut r: R, keep: impl Fn(&str) -> bool) -> io::Res
 
 /// Test and benchmark helper: a zip of stored (uncompressed) members.
 pub fn stored_zip(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let raw: Vec<RawMember<'_>> = files
+        .iter()
+        .map(|(name, data)| RawMember {
+            name: name.as_bytes(),
+            flags: 0,
+            extra: &[],
+            data,
+        })
+        .collect();
+    stored_zip_raw(&raw)
+}
+
+/// One member for [`stored_zip_raw`]: name bytes, flag bits and extra field as given.
+pub struct RawMember<'a> {
+    pub name: &'a [u8],
+    pub flags: u16,
+    pub extra: &'a [u8],
+    pub data: &'a [u8],
+}
+
+/// Test helper: a zip of stored members whose names, flags and extra fields (in both headers)
+/// are written as given.
+pub fn stored_zip_raw(files: &[RawMember<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut dir = Vec::new();
-    for (name, data) in files {
+    for f in files {
         let offset = out.len() as u32;
-        let header = |sig: u32, out: &mut Vec<u8>| {
-            out.extend_from_slice(&sig.to_le_bytes());
+        let crc = {
+            let mut c = flate2::Crc::new();
+            c.update(f.data);
+            c.sum()
         };
-        header(0x0403_4b50, &mut out);
-        out.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(data);
-        header(0x0201_4b50, &mut dir);
-        dir.extend_from_slice(&[20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-        dir.extend_from_slice(&0u32.to_le_bytes());
-        dir.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        dir.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        dir.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        dir.extend_from_slice(&[0; 12]);
+        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        out.extend_from_slice(&[20, 0]);
+        out.extend_from_slice(&f.flags.to_le_bytes());
+        out.extend_from_slice(&[0; 6]);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&(f.data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(f.data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(f.name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(f.extra.len() as u16).to_le_bytes());
+        out.extend_from_slice(f.name);
+        out.extend_from_slice(f.extra);
+        out.extend_from_slice(f.data);
+        dir.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        dir.extend_from_slice(&[20, 0, 20, 0]);
+        dir.extend_from_slice(&f.flags.to_le_bytes());
+        dir.extend_from_slice(&[0; 6]);
+        dir.extend_from_slice(&crc.to_le_bytes());
+        dir.extend_from_slice(&(f.data.len() as u32).to_le_bytes());
+        dir.extend_from_slice(&(f.data.len() as u32).to_le_bytes());
+        dir.extend_from_slice(&(f.name.len() as u16).to_le_bytes());
+        dir.extend_from_slice(&(f.extra.len() as u16).to_le_bytes());
+        dir.extend_from_slice(&[0; 10]);
         dir.extend_from_slice(&offset.to_le_bytes());
-        dir.extend_from_slice(name.as_bytes());
+        dir.extend_from_slice(f.name);
+        dir.extend_from_slice(f.extra);
     }
     let dir_offset = out.len() as u32;
     out.extend_from_slice(&dir);
@@ -230,5 +340,55 @@ mod tests {
         zip[dir + 24..dir + 28].copy_from_slice(&(data.len() as u32).to_le_bytes());
         let got = members(Cursor::new(&zip), |_| false).unwrap();
         assert_eq!(got[0].sha256, <[u8; 32]>::from(Sha256::digest(&data)));
+    }
+
+    /// Names are read as pip's `zipfile` reads them: code page 437 without flag bit 11, UTF-8
+    /// with it, cut at a NUL, and a Unicode Path field whose CRC matches read beside them; Go's
+    /// reading (the bytes) is kept as it was.
+    #[test]
+    fn names_are_read_as_python_reads_them() {
+        let mut crc = flate2::Crc::new();
+        crc.update(b"plain.txt");
+        let mut extra = vec![0x75, 0x70];
+        let path = b"evil.pth";
+        extra.extend_from_slice(&(5 + path.len() as u16).to_le_bytes());
+        extra.push(1);
+        extra.extend_from_slice(&crc.sum().to_le_bytes());
+        extra.extend_from_slice(path);
+        let raw = |name: &'static [u8], flags: u16, extra: &'static [u8]| RawMember {
+            name,
+            flags,
+            extra,
+            data: b"x",
+        };
+        let extra: &'static [u8] = Box::leak(extra.into_boxed_slice());
+        let zip = stored_zip_raw(&[
+            raw(b"evil4.pth\0.txt", 0, &[]),
+            raw(b"caf\x82.pth", 0, &[]),
+            raw("café.pth".as_bytes(), 0x800, &[]),
+            raw(b"plain.txt", 0, extra),
+            raw(b"other.txt", 0, extra),
+        ]);
+        let got = members(Cursor::new(&zip), |_| false).unwrap();
+        let names: Vec<(&str, &str, Option<&str>)> = got
+            .iter()
+            .map(|m| {
+                (
+                    m.name.as_str(),
+                    m.pip_name.as_str(),
+                    m.unicode_name.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("evil4.pth\0.txt", "evil4.pth", None),
+                ("caf\u{fffd}.pth", "caf\u{e9}.pth", None),
+                ("café.pth", "café.pth", None),
+                ("plain.txt", "plain.txt", Some("evil.pth")),
+                ("other.txt", "other.txt", None),
+            ]
+        );
     }
 }
