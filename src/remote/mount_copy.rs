@@ -280,9 +280,13 @@ fn wheel_member_hook(m: &zip::Member) -> Option<String> {
 }
 
 /// Files read again once the walk is over, from where they lie in the archive: Go module
-/// zips, wheels, and npm blobs (which may be package tarballs).
+/// zips, wheels, pip HTTP cache files (which may be wheels) and npm blobs (which may be
+/// package tarballs).
 fn read_later(path: &[u8]) -> bool {
-    path.ends_with(b".zip") || path.ends_with(b".whl") || checks::npm_address(path).is_some()
+    path.ends_with(b".zip")
+        || path.ends_with(b".whl")
+        || checks::pip_http_file(path)
+        || checks::npm_address(path).is_some()
 }
 
 /// One entry's content inside the archive, readable and seekable on its own.
@@ -332,6 +336,8 @@ struct Later {
     sections: BTreeMap<Vec<u8>, (u64, u64)>,
     ziphashes: BTreeMap<Vec<u8>, String>,
     wheels: Vec<Vec<u8>>,
+    /// Files of pip's HTTP cache (response bodies, which may be wheels).
+    pip_bodies: Vec<Vec<u8>>,
     crates: Vec<Vec<u8>>,
     /// npm blobs at a content address.
     npm_blobs: Vec<Vec<u8>>,
@@ -429,6 +435,8 @@ fn hash_file(
     }
     if path.ends_with(b".whl") {
         later.wheels.push(path.clone());
+    } else if checks::pip_http_file(&path) {
+        later.pip_bodies.push(path.clone());
     }
     if checks::cargo_crate_key(&path).is_some() {
         later.crates.push(path.clone());
@@ -442,6 +450,83 @@ fn hash_file(
         mode,
         sha256,
     })
+}
+
+/// How many leading bytes of a pip HTTP cache file are read to find a zip in it.
+const PIP_HEAD: usize = 64;
+
+/// A wheel's members against its `RECORD` (a mismatch is reported while it lasts), and, when it
+/// is new or changed (`fresh`), the startup hooks it installs. One that cannot be read is counted
+/// unchecked, and recorded as unread when fresh. `needs_record`: a `.whl` must have one RECORD;
+/// a zip from pip's HTTP cache is checked against RECORD only when it holds one.
+fn check_wheel(
+    scan: &mut Scan,
+    wheel: Vec<u8>,
+    opened: io::Result<Vec<zip::Member>>,
+    fresh: bool,
+    needs_record: bool,
+) {
+    let members = match opened {
+        Ok(m) => m,
+        Err(e) => {
+            if fresh {
+                scan.wheels.insert(
+                    wheel.clone(),
+                    Wheel {
+                        hooks: Vec::new(),
+                        unread: Some(e.to_string()),
+                    },
+                );
+            }
+            scan.unchecked.push((wheel, e.to_string()));
+            return;
+        }
+    };
+    if fresh {
+        let hooks: Vec<String> = members.iter().filter_map(wheel_member_hook).collect();
+        if !hooks.is_empty() {
+            scan.wheels.insert(
+                wheel.clone(),
+                Wheel {
+                    hooks,
+                    unread: None,
+                },
+            );
+        }
+    }
+    let records: Vec<&zip::Member> = members
+        .iter()
+        .filter(|m| checks::is_wheel_record(&m.pip_name))
+        .collect();
+    if records.is_empty() && !needs_record {
+        return;
+    }
+    let [record] = records.as_slice() else {
+        scan.mismatches.push(Mismatch {
+            path: wheel,
+            rule: Rule::WheelRecord,
+            member: None,
+            expected: "one *.dist-info/RECORD".to_owned(),
+            actual: format!("{} RECORD files", records.len()),
+        });
+        return;
+    };
+    let text = String::from_utf8_lossy(record.content.as_deref().unwrap_or_default());
+    // Names as pip reads them: a member RECORD lists under another name is not listed.
+    let by_name: BTreeMap<String, [u8; 32]> = members
+        .iter()
+        .filter(|m| !m.pip_name.ends_with('/'))
+        .map(|m| (m.pip_name.clone(), m.sha256))
+        .collect();
+    for (member, expected, actual) in checks::wheel_record(&text, &by_name) {
+        scan.mismatches.push(Mismatch {
+            path: wheel.clone(),
+            rule: Rule::WheelRecord,
+            member: Some(member),
+            expected,
+            actual,
+        });
+    }
 }
 
 impl Later {
@@ -543,64 +628,43 @@ impl Later {
             }
             let fresh = !unchanged(&wheel);
             let opened = open(&wheel).and_then(|f| zip::members(f, checks::is_wheel_record));
-            let members = match opened {
-                Ok(m) => m,
+            check_wheel(scan, wheel, opened, fresh, true);
+        }
+        // pip's HTTP cache: a response body that is a zip is a downloaded wheel (or sdist),
+        // checked as a wheel; against RECORD when it has one.
+        for body in self.pip_bodies {
+            if !regular(&body) {
+                continue;
+            }
+            let Some(&(start, len)) = self.sections.get(&body) else {
+                continue;
+            };
+            let head = open(&body).and_then(|mut r| {
+                let mut head = Vec::with_capacity(PIP_HEAD);
+                (&mut r).take(PIP_HEAD as u64).read_to_end(&mut head)?;
+                Ok(head)
+            });
+            let head = match head {
+                Ok(h) => h,
                 Err(e) => {
-                    if fresh {
-                        scan.wheels.insert(
-                            wheel.clone(),
-                            Wheel {
-                                hooks: Vec::new(),
-                                unread: Some(e.to_string()),
-                            },
-                        );
-                    }
-                    scan.unchecked.push((wheel, e.to_string()));
+                    scan.unchecked.push((body, e.to_string()));
                     continue;
                 }
             };
-            if fresh {
-                let hooks: Vec<String> = members.iter().filter_map(wheel_member_hook).collect();
-                if !hooks.is_empty() {
-                    scan.wheels.insert(
-                        wheel.clone(),
-                        Wheel {
-                            hooks,
-                            unread: None,
-                        },
-                    );
-                }
-            }
-            let records: Vec<&zip::Member> = members
-                .iter()
-                .filter(|m| checks::is_wheel_record(&m.pip_name))
-                .collect();
-            let [record] = records.as_slice() else {
-                scan.mismatches.push(Mismatch {
-                    path: wheel,
-                    rule: Rule::WheelRecord,
-                    member: None,
-                    expected: "one *.dist-info/RECORD".to_owned(),
-                    actual: format!("{} RECORD files", records.len()),
-                });
+            let Some((at, zip_len)) = checks::pip_body_zip(&body, &head, len) else {
                 continue;
             };
-            let text = String::from_utf8_lossy(record.content.as_deref().unwrap_or_default());
-            // Names as pip reads them: a member RECORD lists under another name is not listed.
-            let by_name: BTreeMap<String, [u8; 32]> = members
-                .iter()
-                .filter(|m| !m.pip_name.ends_with('/'))
-                .map(|m| (m.pip_name.clone(), m.sha256))
-                .collect();
-            for (member, expected, actual) in checks::wheel_record(&text, &by_name) {
-                scan.mismatches.push(Mismatch {
-                    path: wheel.clone(),
-                    rule: Rule::WheelRecord,
-                    member: Some(member),
-                    expected,
-                    actual,
-                });
-            }
+            let fresh = !unchanged(&body);
+            let opened = File::open(archive).and_then(|file| {
+                let section = Section {
+                    file,
+                    start: start + at,
+                    len: zip_len,
+                    at: 0,
+                };
+                zip::members(io::BufReader::new(section), checks::is_wheel_record)
+            });
+            check_wheel(scan, body, opened, fresh, false);
         }
         // npm: a blob that is a gzipped package tarball, for the install scripts its
         // `package.json` files declare. One not read to its end is a carrier too: what it
@@ -1248,5 +1312,77 @@ mod wheel_tests {
         let got: Vec<Vec<String>> = scan.wheels.values().map(|w| w.hooks.clone()).collect();
         let want: Vec<Vec<String>> = hidden.iter().map(|(_, p)| vec![p.to_string()]).collect();
         assert_eq!(got, want);
+    }
+
+    /// Wheels pip downloaded sit in its HTTP cache as response bodies: a pip 23.3 `.body` and
+    /// an older pip's serialized response (msgpack `bin` body) holding a wheel with a `.pth`
+    /// are recorded, a tampered one is a RECORD mismatch, and a body that is no zip is ignored.
+    #[test]
+    fn wheels_in_pips_http_cache_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("m");
+        let put = |rel: &str, bytes: &[u8]| {
+            let path = root.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        };
+        let hooked = wheel(&[("p/__init__.py", b""), ("evil.pth", b"import os\n")]);
+        put("http-v2/a/b/c/d/e/0123abcd.body", &hooked);
+        put("http-v2/a/b/c/d/e/0123abcd", b"metadata");
+        put("http-v2/1/2/3/4/5/77aa.body", br#"{"json": "index page"}"#);
+        let mut legacy = b"cc=4,\x82\xa8response\x86\xa4body\xc6".to_vec();
+        legacy.extend_from_slice(&(hooked.len() as u32).to_be_bytes());
+        legacy.extend_from_slice(&hooked);
+        legacy.extend_from_slice(b"\xa7headers\x80\xa6status\xcc\xc8");
+        put("http/f/f/0/0/1/ff001ff001ff001ff001", &legacy);
+        let tampered = zip::stored_zip(&[
+            ("p/__init__.py", b"evil"),
+            ("p-1.0.dist-info/RECORD", b"p/__init__.py,sha256=AAAA,0\n"),
+        ]);
+        put("http-v2/9/9/9/9/9/99.body", &tampered);
+        let archive = dir.path().join("m.tar");
+        let status = std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&root)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let scan = scan(&archive, &[]).unwrap();
+        let hooked: Vec<(String, Vec<String>)> = scan
+            .wheels
+            .iter()
+            .map(|(p, w)| (String::from_utf8_lossy(p).into_owned(), w.hooks.clone()))
+            .collect();
+        assert_eq!(
+            hooked,
+            vec![
+                (
+                    "http-v2/a/b/c/d/e/0123abcd.body".to_owned(),
+                    vec!["evil.pth".to_owned()]
+                ),
+                (
+                    "http/f/f/0/0/1/ff001ff001ff001ff001".to_owned(),
+                    vec!["evil.pth".to_owned()]
+                ),
+            ]
+        );
+        let bad: Vec<(Rule, String)> = scan
+            .mismatches
+            .iter()
+            .map(|m| (m.rule, String::from_utf8_lossy(&m.path).into_owned()))
+            .collect();
+        assert_eq!(
+            bad,
+            vec![(Rule::WheelRecord, "http-v2/9/9/9/9/9/99.body".to_owned())]
+        );
+        assert!(scan.unchecked.is_empty(), "{:?}", scan.unchecked);
+        assert!(checks::pip_http_file(
+            b"root/.cache/pip/http-v2/a/b/c/d/e/00.body"
+        ));
+        assert!(!checks::pip_http_file(b"http-v2/a/b/c/d/e/00"));
+        assert!(!checks::pip_http_file(b"http-v2/a/bb/c/d/e/00.body"));
     }
 }

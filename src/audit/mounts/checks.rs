@@ -202,6 +202,56 @@ pub fn is_wheel_record(name: &str) -> bool {
     })
 }
 
+/// Whether a path is a file of pip's HTTP cache: a response body of pip 23.3 and later
+/// (`http-v2/<a>/<b>/<c>/<d>/<e>/<hash>.body`), or a whole serialized response of earlier pips
+/// (`http/<a>/<b>/<c>/<d>/<e>/<hash>`). Downloaded wheels live there, not as `.whl` files.
+pub fn pip_http_file(path: &[u8]) -> bool {
+    let Ok(path) = std::str::from_utf8(path) else {
+        return false;
+    };
+    let parts: Vec<&str> = path.split('/').collect();
+    let n = parts.len();
+    if n < 7 {
+        return false;
+    }
+    let fanout = parts[n - 6..n - 1]
+        .iter()
+        .all(|p| p.len() == 1 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    let file = parts[n - 1];
+    match parts[n - 7] {
+        "http-v2" => fanout && file.ends_with(".body"),
+        "http" => fanout && file.len() > 8 && file.bytes().all(|b| b.is_ascii_hexdigit()),
+        _ => false,
+    }
+}
+
+/// Where a zip lies in a pip HTTP cache file, given its first bytes and its length: (offset,
+/// length). A pip 23.3 body is the response itself; an earlier pip's file is `cc=4,` and a
+/// msgpack document whose first bytes hold the body as a `bin` value, whose header gives its
+/// length. `None` when no zip starts there.
+pub fn pip_body_zip(path: &[u8], head: &[u8], len: u64) -> Option<(u64, u64)> {
+    const LOCAL: &[u8] = b"PK\x03\x04";
+    if path.ends_with(b".body") {
+        return head.starts_with(LOCAL).then_some((0, len));
+    }
+    if !head.starts_with(b"cc=") {
+        return None;
+    }
+    let at = head.windows(4).position(|w| w == LOCAL)?;
+    let bin_len = match at {
+        a if a >= 5 && head[a - 5] == 0xc6 => {
+            u32::from_be_bytes([head[a - 4], head[a - 3], head[a - 2], head[a - 1]]) as u64
+        }
+        a if a >= 3 && head[a - 3] == 0xc5 => u16::from_be_bytes([head[a - 2], head[a - 1]]) as u64,
+        a if a >= 2 && head[a - 2] == 0xc4 => head[a - 1] as u64,
+        // A zip whose length no header gives: the rest of the file, where its end record lies
+        // only if nothing follows it.
+        _ => len - at as u64,
+    };
+    let at = at as u64;
+    (at + bin_len <= len).then_some((at, bin_len))
+}
+
 /// One CSV line (RFC 4180 quoting, as Python's `csv` module writes RECORD).
 fn csv_fields(line: &str) -> Vec<String> {
     let mut fields = Vec::new();
