@@ -1385,4 +1385,33 @@ mod wheel_tests {
         assert!(!checks::pip_http_file(b"http-v2/a/b/c/d/e/00"));
         assert!(!checks::pip_http_file(b"http-v2/a/bb/c/d/e/00.body"));
     }
+
+    /// A new wheel that is a zip bomb (entries sharing one member's bytes) is recorded unread
+    /// and counted unchecked, never read for days nor passed as harmless.
+    #[test]
+    fn a_wheel_bomb_is_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("m");
+        std::fs::create_dir_all(&root).unwrap();
+        let mut bomb = wheel(&[("p/__init__.py", b"")]);
+        // Point the second directory entry (RECORD) at the first member's local header.
+        let dir_at = bomb.len() - 22 - (46 + 13) - (46 + 22);
+        let second = dir_at + 46 + 13;
+        bomb[second + 42..second + 46].copy_from_slice(&0u32.to_le_bytes());
+        std::fs::write(root.join("b-1.0-py3-none-any.whl"), &bomb).unwrap();
+        let archive = dir.path().join("m.tar");
+        let status = std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&root)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let scan = scan(&archive, &[]).unwrap();
+        let w = &scan.wheels[&b"b-1.0-py3-none-any.whl"[..]];
+        assert!(w.unread.as_deref().unwrap().contains("overlap"), "{w:?}");
+        assert_eq!(scan.unchecked.len(), 1);
+    }
 }

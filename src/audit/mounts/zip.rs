@@ -15,6 +15,10 @@ use sha2::{Digest as _, Sha256};
 pub const CONTENT_LIMIT: u64 = 16 << 20;
 /// A central directory larger than this is refused.
 const DIRECTORY_LIMIT: u64 = 64 << 20;
+/// [`inflate_limit`] of a small archive.
+pub const INFLATE_FLOOR: u64 = 256 << 20;
+/// [`inflate_limit`] of any archive.
+pub const INFLATE_CEILING: u64 = 4 << 30;
 
 /// One member of an archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,15 +57,15 @@ pub fn python_name(raw: &[u8], flags: u16) -> String {
         raw.iter()
             .map(|&b| match b {
                 0..=0x7f => b as char,
-                _ => CP437_HIGH
-                    .chars()
-                    .nth(b as usize - 0x80)
-                    .unwrap_or('\u{fffd}'),
+                _ => CP437[b as usize - 0x80],
             })
             .collect()
     };
     cut_at_nul(decoded)
 }
+
+static CP437: std::sync::LazyLock<Vec<char>> =
+    std::sync::LazyLock::new(|| CP437_HIGH.chars().collect());
 
 fn cut_at_nul(mut name: String) -> String {
     if let Some(at) = name.find('\0') {
@@ -97,6 +101,29 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// One central directory entry.
+struct Entry {
+    name: String,
+    pip_name: String,
+    unicode_name: Option<String>,
+    raw: Vec<u8>,
+    flags: u16,
+    method: u16,
+    compressed: u64,
+    uncompressed: u64,
+    /// Where its local header starts.
+    local: u64,
+    /// Where its data starts.
+    data: u64,
+}
+
+/// Bytes an archive of `len` bytes may inflate to, all members together: 64 times its size
+/// (real wheels and module zips inflate 2 to 10 times), at least [`INFLATE_FLOOR`], at most
+/// [`INFLATE_CEILING`].
+pub fn inflate_limit(len: u64) -> u64 {
+    len.saturating_mul(64).clamp(INFLATE_FLOOR, INFLATE_CEILING)
 }
 
 /// Hashes every member, directory entries included (Go's dirhash hashes them as empty files);
@@ -145,33 +172,71 @@ pub fn members<R: Read + Seek>(mut r: R, keep: impl Fn(&str) -> bool) -> io::Res
         let extra = dir
             .get(name_end..name_end + extra_len)
             .ok_or_else(|| bad("extra field out of bounds"))?;
-        let name = String::from_utf8_lossy(raw).into_owned();
-        let pip_name = python_name(raw, flags);
-        let unicode_name = unicode_path(extra, raw);
-        entries.push((
-            (name, pip_name, unicode_name),
+        entries.push(Entry {
+            name: String::from_utf8_lossy(raw).into_owned(),
+            pip_name: python_name(raw, flags),
+            unicode_name: unicode_path(extra, raw),
+            raw: raw.to_vec(),
             flags,
             method,
             compressed,
             uncompressed,
             local,
-        ));
+            data: 0,
+        });
         at = name_end + extra_len + comment_len;
     }
-    let mut out = Vec::with_capacity(entries.len());
-    for ((name, pip_name, unicode_name), flags, method, compressed, uncompressed, local) in entries
-    {
-        if flags & 1 != 0 {
-            return Err(bad("encrypted member"));
-        }
-        r.seek(SeekFrom::Start(local))?;
+    // A bomb declares more than it may inflate to, or reads one member's data many times over:
+    // the declared sizes are capped (each member is held to its own), and members may neither
+    // share nor overlap their bytes.
+    let declared: u64 = entries.iter().map(|e| e.uncompressed).sum();
+    let limit = inflate_limit(len);
+    if declared > limit {
+        return Err(bad(&format!(
+            "members declare {declared} bytes, over the limit of {limit} for a {len}-byte archive"
+        )));
+    }
+    let mut by_offset: Vec<usize> = (0..entries.len()).collect();
+    by_offset.sort_by_key(|&i| entries[i].local);
+    for (k, &i) in by_offset.iter().enumerate() {
+        let e = &entries[i];
+        r.seek(SeekFrom::Start(e.local))?;
         let mut header = [0u8; 30];
         r.read_exact(&mut header)?;
         if u32_at(&header, 0) != 0x0403_4b50 {
             return Err(bad("local header"));
         }
-        let skip = u16_at(&header, 26) as i64 + u16_at(&header, 28) as i64;
-        r.seek(SeekFrom::Current(skip))?;
+        let name_len = u16_at(&header, 26) as u64;
+        let mut local_name = vec![0; name_len as usize];
+        r.read_exact(&mut local_name)?;
+        if local_name != e.raw {
+            // Python refuses it; Go reads the directory's name: one member, two names.
+            return Err(bad("local header names another member"));
+        }
+        let data = e.local + 30 + name_len + u16_at(&header, 28) as u64;
+        let next = by_offset.get(k + 1).map_or(offset, |&j| entries[j].local);
+        if data + e.compressed > next {
+            return Err(bad("members overlap"));
+        }
+        entries[i].data = data;
+    }
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let Entry {
+            name,
+            pip_name,
+            unicode_name,
+            flags,
+            method,
+            compressed,
+            uncompressed,
+            data,
+            ..
+        } = e;
+        if flags & 1 != 0 {
+            return Err(bad("encrypted member"));
+        }
+        r.seek(SeekFrom::Start(data))?;
         let data = (&mut r).take(compressed);
         let mut reader: Box<dyn Read + '_> = match method {
             0 => Box::new(data),
@@ -390,5 +455,45 @@ mod tests {
                 ("other.txt", "other.txt", None),
             ]
         );
+    }
+
+    /// A zip bomb whose central directory points thousands of entries at one member's bytes is
+    /// refused before anything is inflated, as are members declaring more than the archive may
+    /// inflate to and a local header naming another member than the directory does.
+    #[test]
+    fn bombs_and_disguised_members_are_refused() {
+        let one = stored_zip(&[("m@v1/a.go", &[7u8; 4096])]);
+        let dir_at = one.len() - 22 - (46 + 9);
+        let entry = one[dir_at..one.len() - 22].to_vec();
+        let mut bomb = one[..dir_at].to_vec();
+        let count = 60_000u16;
+        for _ in 0..count {
+            bomb.extend_from_slice(&entry);
+        }
+        bomb.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+        bomb.extend_from_slice(&[0; 4]);
+        bomb.extend_from_slice(&count.to_le_bytes());
+        bomb.extend_from_slice(&count.to_le_bytes());
+        bomb.extend_from_slice(&(entry.len() as u32 * count as u32).to_le_bytes());
+        bomb.extend_from_slice(&(dir_at as u32).to_le_bytes());
+        bomb.extend_from_slice(&0u16.to_le_bytes());
+        let err = members(Cursor::new(&bomb), |_| false).unwrap_err();
+        assert!(err.to_string().contains("overlap"), "{err}");
+
+        let mut big = stored_zip(&[("a", b"x"), ("b", b"y")]);
+        let dir_at = big.len() - 22 - 2 * (46 + 1);
+        big[dir_at + 24..dir_at + 28].copy_from_slice(&u32::MAX.to_le_bytes());
+        let err = members(Cursor::new(&big), |_| false).unwrap_err();
+        assert!(err.to_string().contains("over the limit"), "{err}");
+
+        let mut renamed = stored_zip(&[("evil.pth", b"import os\n"), ("ok.txt", b"")]);
+        renamed[30] = b'E';
+        let err = members(Cursor::new(&renamed), |_| false).unwrap_err();
+        assert!(err.to_string().contains("another member"), "{err}");
+
+        let fine = stored_zip(&[("a", b"x"), ("b", b"y")]);
+        assert_eq!(members(Cursor::new(&fine), |_| false).unwrap().len(), 2);
+        assert_eq!(inflate_limit(1), INFLATE_FLOOR);
+        assert_eq!(inflate_limit(u64::MAX), INFLATE_CEILING);
     }
 }
