@@ -96,10 +96,7 @@ pub fn steps(output: &[u8], mode: Mode) -> Vec<Step> {
             }
         }
         Mode::RawJson => {
-            let stream =
-                serde_json::Deserializer::from_slice(output).into_iter::<serde_json::Value>();
-            for value in stream {
-                let Ok(value) = value else { break };
+            for value in json_objects(output) {
                 let Some(vertexes) = value.get("vertexes").and_then(|v| v.as_array()) else {
                     continue;
                 };
@@ -118,6 +115,30 @@ pub fn steps(output: &[u8], mode: Mode) -> Vec<Step> {
     steps.retain(|s| instruction(&s.name).is_some_and(|(i, _)| i != "FROM"));
     steps.truncate(STEPS);
     steps
+}
+
+/// The JSON objects of raw JSON progress, skipping whatever is not one (the client's own text
+/// lines, a broken object) a line at a time, as [`Render`] does: text anywhere in the output
+/// hides nothing after it.
+fn json_objects(output: &[u8]) -> impl Iterator<Item = serde_json::Value> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while at < output.len() {
+            let rest = &output[at..];
+            let start = rest.iter().position(|b| !b.is_ascii_whitespace())?;
+            if rest[start] == b'{' {
+                let mut stream = serde_json::Deserializer::from_slice(&rest[start..])
+                    .into_iter::<serde_json::Value>();
+                if let Some(Ok(value)) = stream.next() {
+                    at += start + stream.byte_offset();
+                    return Some(value);
+                }
+            }
+            let end = rest[start..].iter().position(|b| *b == b'\n')?;
+            at += start + end + 1;
+        }
+        None
+    })
 }
 
 /// Vertices by their key (`#N`, or the digest), in the order they first appear.
@@ -511,6 +532,28 @@ mod tests {
         assert_eq!(steps.len(), 1, "{steps:?}");
         assert!(steps[0].cached);
         assert_eq!(steps[0].name, "[stage-0 2/4] RUN echo a");
+    }
+
+    /// Text before, between and inside the raw JSON objects (a client warning, a broken
+    /// object) hides none of the steps after it.
+    #[test]
+    fn rawjson_text_lines_hide_no_steps() {
+        let vertex = |n: &str, name: &str| {
+            format!(
+                r#"{{"vertexes": [{{"digest": "sha256:{n}", "name": "{name}", "cached": true}}]}}"#
+            )
+        };
+        let text = format!(
+            "WARNING: current commit information was not captured by the build: git was not found\n\
+             {}\n{{\"vertexes\": [broken\nnot json either {{\n{}\n",
+            vertex("aa", "[1/2] RUN echo a"),
+            vertex("bb", "[2/2] RUN echo b"),
+        );
+        let names: Vec<String> = steps(text.as_bytes(), Mode::RawJson)
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, vec!["[1/2] RUN echo a", "[2/2] RUN echo b"]);
     }
 
     /// A hostile step name is cut to the name limit on a character boundary.
