@@ -281,13 +281,20 @@ const PENDING_BYTES: usize = 16 << 20;
 
 /// Raw JSON progress as the text a person reads: one `#N` per vertex as plain progress numbers
 /// it, its name, `CACHED`, `DONE` with its time or `ERROR`, its log lines, finished statuses and
-/// warnings. Every value from the stream is escaped; text that is not a JSON object (the
-/// client's own error lines) is passed through as it comes. Fed in chunks as they arrive.
+/// warnings. Every value from the stream is escaped, and so is text that is not a JSON object
+/// (the client's own error lines), a line at a time. Fed in chunks as they arrive.
 #[derive(Default)]
 pub struct Render {
     pending: Vec<u8>,
     vertices: HashMap<String, Shown>,
     statuses: HashSet<String>,
+}
+
+/// A line of the client's own text, escaped as every value is: it reaches a terminal too.
+fn text_line(line: &[u8], out: &mut Vec<u8>) {
+    use crate::report::escape::Term;
+    let line = String::from_utf8_lossy(line);
+    let _ = writeln!(out, "{}", Term(line.trim_end_matches('\r')));
 }
 
 /// What has been shown of one vertex.
@@ -332,11 +339,11 @@ impl Render {
             // separates it from the objects before it.
             match rest[start..].iter().position(|b| *b == b'\n') {
                 Some(end) => {
-                    out.extend_from_slice(&rest[start..=start + end]);
+                    text_line(&rest[start..start + end], out);
                     at += start + end + 1;
                 }
                 None if rest.len() >= PENDING_BYTES => {
-                    out.extend_from_slice(rest);
+                    text_line(&rest[start..], out);
                     at = pending.len();
                 }
                 None => break,
@@ -346,14 +353,17 @@ impl Render {
         self.pending.drain(..at);
     }
 
-    /// Passes through what is left at the end of the output.
+    /// Shows what is left at the end of the output as text lines, escaped.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         self.feed(&[], out);
-        out.append(&mut self.pending);
+        let rest = std::mem::take(&mut self.pending);
+        for line in rest.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            text_line(line, out);
+        }
     }
 
     fn show(&mut self, status: &serde_json::Value, out: &mut Vec<u8>) {
-        use crate::report::escape::{Line, Term};
+        use crate::report::escape::Term;
         let text = |v: &serde_json::Value, key: &str| {
             v.get(key)
                 .and_then(|t| t.as_str())
@@ -384,7 +394,7 @@ impl Render {
             }
             shown.ended = true;
             if !error.is_empty() {
-                let _ = writeln!(out, "#{} ERROR: {}", number.0, Line(&error));
+                let _ = writeln!(out, "#{} ERROR: {}", number.0, Term(&error));
             } else {
                 match seconds(&text(vertex, "started"), &completed) {
                     Some(took) => {
@@ -414,14 +424,14 @@ impl Render {
                 .unwrap_or_default();
             let data = String::from_utf8_lossy(&data);
             for line in data.split('\n').filter(|l| !l.is_empty()) {
-                let _ = writeln!(out, "#{number} {}", Line(line.trim_end_matches('\r')));
+                let _ = writeln!(out, "#{number} {}", Term(line.trim_end_matches('\r')));
             }
         }
         for warning in array(status, "warnings") {
             let short = base64::engine::general_purpose::STANDARD
                 .decode(text(warning, "short"))
                 .unwrap_or_default();
-            let _ = writeln!(out, "WARNING: {}", Line(&String::from_utf8_lossy(&short)));
+            let _ = writeln!(out, "WARNING: {}", Term(&String::from_utf8_lossy(&short)));
         }
     }
 
@@ -623,6 +633,23 @@ ERROR: failed to solve
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "#1 [1/2] RUN echo \\x1b[2J\n#2 [2/2] RUN b\n#2 CACHED\n#1 hi\n#1 \\x1b[2J\n#1 DONE 1.5s\nERROR: failed to solve\n"
+        );
+    }
+
+    /// The client's text lines between the objects, and an object cut off at the end, reach
+    /// the terminal escaped, backslashes too, so none can drive it or forge an escape.
+    #[test]
+    fn rawjson_text_lines_are_escaped() {
+        let mut render = Render::default();
+        let mut out = Vec::new();
+        render.feed(
+            b"evil \x1b]0;title\x07 \\x1b\r\n{\"cut\": \"\x1b[2J",
+            &mut out,
+        );
+        render.finish(&mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "evil \\x1b]0;title\\x07 \\\\x1b\n{\"cut\": \"\\x1b[2J\n"
         );
     }
 }
