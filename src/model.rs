@@ -790,34 +790,45 @@ pub struct RunKey {
 
 /// A part of a run name with `%` written `%25` and `/` written `%2F`: GitHub's derived
 /// pipeline names and Dockerfile paths contain `/`, and `run:a/b/c/d` would name two runs.
+/// A `,` (`%2C`) and ASCII control characters (`%0A` for a line break) are written encoded
+/// too: lists of run names are joined with `, ` or line breaks, and one name must not read as
+/// two.
 pub fn encode_component(value: &str) -> std::borrow::Cow<'_, str> {
-    if !value.contains(['/', '%']) {
+    if !value.contains(|c: char| encoded(c)) {
         return value.into();
     }
     let mut out = String::with_capacity(value.len() + 8);
     for c in value.chars() {
-        match c {
-            '%' => out.push_str("%25"),
-            '/' => out.push_str("%2F"),
-            c => out.push(c),
+        if encoded(c) {
+            out.push_str(&format!("%{:02X}", u32::from(c)));
+        } else {
+            out.push(c);
         }
     }
     out.into()
 }
 
-/// The part [`encode_component`] encoded; `None` when a `%` starts anything but `%25` or
-/// `%2F` (`%2f`), which an encoded part cannot hold.
+/// Whether [`encode_component`] writes `c` as `%XX`.
+fn encoded(c: char) -> bool {
+    matches!(c, '%' | '/' | ',') || c.is_ascii_control()
+}
+
+/// The part [`encode_component`] encoded; `None` when a `%` starts anything but the escape of
+/// a character it encodes (`%25`, `%2F`, `%2C`, `%0A`, ...; hex digits in either case).
 pub fn decode_component(value: &str) -> Option<String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(at) = rest.find('%') {
         out.push_str(&rest[..at]);
-        let escape = rest.get(at..at + 3)?;
-        out.push(match escape {
-            "%25" => '%',
-            "%2F" | "%2f" => '/',
-            _ => return None,
-        });
+        let hex = rest.get(at + 1..at + 3)?;
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let c = char::from(u8::from_str_radix(hex, 16).ok()?);
+        if !encoded(c) {
+            return None;
+        }
+        out.push(c);
         rest = &rest[at + 3..];
     }
     out.push_str(rest);
@@ -1161,6 +1172,25 @@ mod tests {
         let mut nameless = run_with(0, None, 0);
         nameless.run_id = "r".repeat(limits::NAME_BYTES + 1);
         assert!(limits::fit(&mut nameless).is_err());
+    }
+
+    /// A pipeline, run or step holding a line break or `, ` is encoded: a list of run names
+    /// joined by lines or commas shows it as one name, which parses back to the run.
+    #[test]
+    fn run_names_with_line_breaks_and_commas_stay_one_name() {
+        let name = run_name("fork\nweb-release", "1, web-release/2", "s\r\x1b");
+        assert_eq!(name, "fork%0Aweb-release/1%2C web-release%2F2/s%0D%1B");
+        assert_eq!(name.lines().count(), 1);
+        assert!(!name.contains(','));
+        let k = RunKey::parse(&name, "--run").unwrap();
+        assert_eq!(
+            (k.pipeline.as_str(), k.run_id.as_str(), k.step.as_deref()),
+            ("fork\nweb-release", "1, web-release/2", Some("s\r\x1b"))
+        );
+        assert_eq!(k.to_string(), name);
+        assert_eq!(decode_component("a%0a%2c"), Some("a\n,".to_owned()));
+        assert_eq!(decode_component("a%41"), None);
+        assert_eq!(decode_component("a%zz"), None);
     }
 
     /// An unencoded name is still read every way it can be, as before encoding.
