@@ -1414,4 +1414,31 @@ mod wheel_tests {
         assert!(w.unread.as_deref().unwrap().contains("overlap"), "{w:?}");
         assert_eq!(scan.unchecked.len(), 1);
     }
+
+    /// A member that is a hook only under the name a Unicode Path field gives it (Python 3.12
+    /// reads that one) is reported by its plain name and the name it is read as; a member that
+    /// is no hook under any reading is not reported.
+    #[test]
+    fn a_hook_under_any_reading_of_its_name_is_reported() {
+        let member = |pip_name: &str, unicode_name: Option<&str>| zip::Member {
+            name: pip_name.to_owned(),
+            pip_name: pip_name.to_owned(),
+            unicode_name: unicode_name.map(str::to_owned),
+            is_dir: false,
+            sha256: [0; 32],
+            content: None,
+        };
+        assert_eq!(
+            wheel_member_hook(&member("plain.txt", Some("evil.pth"))).as_deref(),
+            Some("plain.txt (read as evil.pth)")
+        );
+        assert_eq!(
+            wheel_member_hook(&member("evil.pth", None)).as_deref(),
+            Some("evil.pth")
+        );
+        assert_eq!(
+            wheel_member_hook(&member("plain.txt", Some("p/x.pth"))),
+            None
+        );
+    }
 }
