@@ -595,11 +595,12 @@ impl Later {
         let mut npm_blobs = self.npm_blobs;
         npm_blobs.sort();
         npm_blobs.dedup();
+        let mut budget = tgz::SCAN_LIMIT;
         for blob in npm_blobs {
             if !regular(&blob) || unchanged(&blob) {
                 continue;
             }
-            let read = open(&blob).and_then(tgz::blob_manifests);
+            let read = open(&blob).and_then(|r| tgz::blob_manifests(r, &mut budget));
             let found = match read {
                 Ok(Some(found)) => found,
                 Ok(None) => continue,

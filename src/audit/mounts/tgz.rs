@@ -17,6 +17,10 @@ use super::{NpmTarball, checks, tar};
 pub const DECOMPRESSED_LIMIT: u64 = 256 << 20;
 /// The most entries of a tarball looked at.
 pub const ENTRY_LIMIT: usize = 100_000;
+/// The most bytes all the gzipped tarballs of one mount are decompressed to, together: past
+/// it, thousands of blobs each under [`DECOMPRESSED_LIMIT`] cannot hold an audit for hours;
+/// the tarballs left are unread. A cache of real packages 16 GiB unpacked takes a minute.
+pub const SCAN_LIMIT: u64 = 16 << 30;
 /// A `package.json` inside a tarball bigger than this is not read.
 const MANIFEST_LIMIT: u64 = 16 << 20;
 
@@ -33,12 +37,13 @@ fn is_zstd(head: &[u8]) -> bool {
 /// What a package tarball declares.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Manifests {
-    /// Every `<dir>/package.json` at depth 1, in archive order, with its content. npm unpacks
-    /// the tarball stripping the first component, so any of them can become the package's
-    /// `package.json`: all are kept.
+    /// Every `package.json` that lands at the package root ([`lands_at_root`]), in archive
+    /// order, with its content. npm unpacks the tarball stripping the first component, so any
+    /// of them can become the package's `package.json`: all are kept.
     pub found: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Every `<dir>/binding.gyp` at depth 1: without an `install` or `preinstall` script, npm
-    /// runs `node-gyp rebuild` for it, and gyp files run commands of their own.
+    /// Every `binding.gyp` that lands at the package root: without an `install` or
+    /// `preinstall` script, npm runs `node-gyp rebuild` for it, and gyp files run commands of
+    /// their own.
     pub gyp: Vec<Vec<u8>>,
     /// Why the tarball could not be read to its end, when it could not.
     pub unread: Option<String>,
@@ -93,7 +98,8 @@ fn lands_at_root(h: &tar::Header, file: &[u8]) -> bool {
 struct Capped<R> {
     inner: R,
     left: u64,
-    limit: u64,
+    /// Why reading past the limit fails.
+    over: String,
 }
 
 impl<R: Read> Read for Capped<R> {
@@ -102,10 +108,7 @@ impl<R: Read> Read for Capped<R> {
             let mut probe = [0u8; 1];
             return match self.inner.read(&mut probe)? {
                 0 => Ok(0),
-                _ => Err(io::Error::other(format!(
-                    "decompresses to more than {} bytes",
-                    self.limit
-                ))),
+                _ => Err(io::Error::other(self.over.clone())),
             };
         }
         let want = (buf.len() as u64).min(self.left) as usize;
@@ -125,12 +128,29 @@ pub fn manifests(blob: impl Read) -> Manifests {
 /// tarball node-tar unpacks (a packument or other JSON: no block of it is a tar header).
 /// A gzip or plain tar is read for its manifests; a zstd one is unread (install scripts
 /// unknown). A read failure of the blob itself is returned.
-pub fn blob_manifests(mut blob: impl Read) -> io::Result<Option<Manifests>> {
+///
+/// `budget` is what the mount's gzipped tarballs may still be decompressed to
+/// ([`SCAN_LIMIT`]); what this one was decompressed to is taken from it.
+pub fn blob_manifests(mut blob: impl Read, budget: &mut u64) -> io::Result<Option<Manifests>> {
     let mut head = Vec::with_capacity(4);
     (&mut blob).take(4).read_to_end(&mut head)?;
     let whole = io::Cursor::new(head.clone()).chain(blob);
     if is_gzip(&head) {
-        return Ok(Some(manifests(whole)));
+        let m = if *budget < DECOMPRESSED_LIMIT {
+            let over = format!(
+                "decompresses to more than the {} bytes left of the mount's decompression budget",
+                *budget
+            );
+            walk(Gzip(MultiGzDecoder::new(whole)), *budget, over)
+        } else {
+            walk(
+                Gzip(MultiGzDecoder::new(whole)),
+                DECOMPRESSED_LIMIT,
+                over(DECOMPRESSED_LIMIT),
+            )
+        };
+        *budget = budget.saturating_sub(m.read);
+        return Ok(Some(m.manifests));
     }
     if is_zstd(&head) {
         return Ok(Some(Manifests {
@@ -142,13 +162,18 @@ pub fn blob_manifests(mut blob: impl Read) -> io::Result<Option<Manifests>> {
             ..Manifests::default()
         }));
     }
-    let m = walk(whole, DECOMPRESSED_LIMIT);
+    let m = walk(whole, DECOMPRESSED_LIMIT, over(DECOMPRESSED_LIMIT));
     Ok((m.headers > 0 || m.manifests.unread.is_some()).then_some(m.manifests))
 }
 
 /// [`manifests`], decompressing at most `limit` bytes.
 fn manifests_within(blob: impl Read, limit: u64) -> Manifests {
-    walk(Gzip(MultiGzDecoder::new(blob)), limit).manifests
+    walk(Gzip(MultiGzDecoder::new(blob)), limit, over(limit)).manifests
+}
+
+/// Why a tarball past `limit` bytes is not read on.
+fn over(limit: u64) -> String {
+    format!("decompresses to more than {limit} bytes")
 }
 
 /// A gzip stream whose failures stay failures: a cut-off stream is not taken for a blob that
@@ -172,18 +197,20 @@ struct Walked {
     manifests: Manifests,
     /// How many entries were read (none, and no failure: not a tarball at all).
     headers: usize,
+    /// How many bytes of tar were read.
+    read: u64,
 }
 
 /// Reads the tar stream `tar` (at most `limit` bytes of it) for the manifests at its root.
-fn walk(tar: impl Read, limit: u64) -> Walked {
+fn walk(tar: impl Read, limit: u64, over: String) -> Walked {
     let mut out = Manifests::default();
-    let reader = Capped {
+    let mut reader = Capped {
         inner: tar,
         left: limit,
-        limit,
+        over,
     };
     let mut seen = 0usize;
-    let read = tar::npm_entries(io::BufReader::new(reader), |h, data| {
+    let read = tar::npm_entries(io::BufReader::new(&mut reader), |h, data| {
         seen += 1;
         if seen > ENTRY_LIMIT {
             return Err(io::Error::other(format!("more than {ENTRY_LIMIT} entries")));
@@ -210,6 +237,7 @@ fn walk(tar: impl Read, limit: u64) -> Walked {
     Walked {
         manifests: out,
         headers: seen,
+        read: limit - reader.left,
     }
 }
 
@@ -727,6 +755,36 @@ pub(crate) mod tests {
         assert_eq!(hooks(plain), None);
     }
 
+    fn blob_manifests_unbounded(blob: &[u8]) -> io::Result<Option<Manifests>> {
+        blob_manifests(blob, &mut SCAN_LIMIT.clone())
+    }
+
+    /// Gzipped tarballs draw on one budget per mount: each takes what it decompressed to,
+    /// one that would go past what is left is unread, and once it is spent every gzipped
+    /// tarball is unread while a plain tar is still read.
+    #[test]
+    fn the_mount_budget_caps_decompression_across_tarballs() {
+        let small = tgz(&[("package/package.json", HOOKED)]);
+        let mut budget = 3 * 1024;
+        let first = blob_manifests(&small[..], &mut budget).unwrap().unwrap();
+        assert_eq!(first.unread, None);
+        assert_eq!(first.found.len(), 1);
+        assert_eq!(
+            budget, 1024,
+            "one header, one block of content, the end marker"
+        );
+        let second = blob_manifests(&small[..], &mut budget).unwrap().unwrap();
+        let why = second.unread.unwrap();
+        assert!(why.contains("decompression budget"), "{why}");
+        assert_eq!(budget, 0);
+        let third = blob_manifests(&small[..], &mut budget).unwrap().unwrap();
+        assert!(third.unread.is_some());
+        let plain = plain_tar(&[("package/package.json", HOOKED)]);
+        let raw = blob_manifests(&plain[..], &mut budget).unwrap().unwrap();
+        assert_eq!(raw.unread, None);
+        assert_eq!(raw.found.len(), 1);
+    }
+
     /// Finding 3: a cache blob that is a plain tar is read like a gzipped one; a zstd one is
     /// unread (node-tar unpacks it, this audit cannot read it); a packument or other JSON is no
     /// tarball, while a tar after a block node-tar skips (a failed checksum) is still read.
@@ -737,25 +795,35 @@ pub(crate) mod tests {
             &[0; 1024],
         ]
         .concat();
-        let m = blob_manifests(&plain[..]).unwrap().unwrap();
+        let m = blob_manifests_unbounded(&plain[..]).unwrap().unwrap();
         assert_eq!(m.unread, None);
         assert_eq!(m.found.len(), 1);
         let zipped = tgz(&[("package/package.json", HOOKED)]);
-        assert_eq!(blob_manifests(&zipped[..]).unwrap().unwrap().found.len(), 1);
+        assert_eq!(
+            blob_manifests_unbounded(&zipped[..])
+                .unwrap()
+                .unwrap()
+                .found
+                .len(),
+            1
+        );
         let zstd = [&[0x28, 0xb5, 0x2f, 0xfd][..], &[1; 100]].concat();
-        let m = blob_manifests(&zstd[..]).unwrap().unwrap();
+        let m = blob_manifests_unbounded(&zstd[..]).unwrap().unwrap();
         assert!(m.unread.unwrap().contains("zstd"));
-        assert!(hooks(blob_manifests(&zstd[..]).unwrap().unwrap()).is_some());
+        assert!(hooks(blob_manifests_unbounded(&zstd[..]).unwrap().unwrap()).is_some());
         let packument =
             br#"{"name":"left-pad","versions":{"1.0.0":{"scripts":{"postinstall":"x"}}}}"#;
-        assert_eq!(blob_manifests(&packument[..]).unwrap(), None);
-        assert_eq!(blob_manifests(&padded(packument)[..]).unwrap(), None);
-        assert_eq!(blob_manifests(&b""[..]).unwrap(), None);
+        assert_eq!(blob_manifests_unbounded(&packument[..]).unwrap(), None);
+        assert_eq!(
+            blob_manifests_unbounded(&padded(packument)[..]).unwrap(),
+            None
+        );
+        assert_eq!(blob_manifests_unbounded(&b""[..]).unwrap(), None);
         let behind = [&padded(packument)[..], &plain[..]].concat();
-        let m = blob_manifests(&behind[..]).unwrap().unwrap();
+        let m = blob_manifests_unbounded(&behind[..]).unwrap().unwrap();
         assert_eq!(m.found.len(), 1);
         // A plain tar cut inside an entry is unread.
-        let cut = blob_manifests(&plain[..600]).unwrap().unwrap();
+        let cut = blob_manifests_unbounded(&plain[..600]).unwrap().unwrap();
         assert!(cut.unread.is_some());
     }
 }
