@@ -466,4 +466,47 @@ mod tests {
         .unwrap();
         assert_eq!(seen, vec![b"a.txt".to_vec()]);
     }
+
+    /// The two readers part where node-tar and a mount's own `tar` do: a block with a bad
+    /// checksum ends the mount walk but is skipped for npm, `..` entries reach only the npm
+    /// reader, and both read a GNU header's prefix bytes as no prefix and an old-style file
+    /// named with a trailing `/` as a directory without content.
+    #[test]
+    fn the_npm_reader_follows_node_tar() {
+        let mut gnu = header(b"a.txt", b'0', 1, b"");
+        gnu[257..265].copy_from_slice(b"ustar  \0");
+        gnu[345..347].copy_from_slice(b"zz");
+        gnu[148..156].copy_from_slice(b"        ");
+        let sum: u64 = gnu.iter().map(|b| *b as u64).sum();
+        gnu[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        let mut garbage = [b'{'; 512];
+        garbage[511] = b'}';
+        let slash_dir = header(b"d/", b'0', 1024, b"");
+        let tar = [
+            &garbage[..],
+            &gnu[..],
+            &[b'x'; 512][..],
+            &slash_dir[..],
+            &archive(&[(b"../up", b'0', b"u", b""), (b"b.txt", b'0', b"b", b"")])[..],
+        ]
+        .concat();
+        let names = |npm: bool, tar: &[u8]| -> io::Result<Vec<(Vec<u8>, Kind)>> {
+            let mut seen = Vec::new();
+            walk(tar, npm, |h, _| {
+                seen.push((h.path.clone(), h.kind));
+                Ok(())
+            })?;
+            Ok(seen)
+        };
+        assert!(names(false, &tar).is_err());
+        let expected = vec![
+            (b"a.txt".to_vec(), Kind::File),
+            (b"d".to_vec(), Kind::Directory),
+            (b"b.txt".to_vec(), Kind::File),
+        ];
+        assert_eq!(names(false, &tar[512..]).unwrap(), expected);
+        let npm = names(true, &tar).unwrap();
+        assert_eq!(npm.len(), 4, "{npm:?}");
+        assert_eq!(npm[2], (b"../up".to_vec(), Kind::File));
+    }
 }
