@@ -666,32 +666,27 @@ impl Later {
             });
             check_wheel(scan, body, opened, fresh, false);
         }
-        // npm: a blob that is a gzipped package tarball, for the install scripts its
-        // `package.json` files declare. One not read to its end is a carrier too: what it
-        // hides further on was not seen.
+        // npm: a blob that is a package tarball (gzip, zstd or plain tar, as node-tar reads
+        // them), for the install scripts its `package.json` files declare. One not read to
+        // its end is a carrier too: what it hides further on was not seen.
         let mut npm_blobs = self.npm_blobs;
         npm_blobs.sort();
         npm_blobs.dedup();
+        let mut budget = tgz::SCAN_LIMIT;
         for blob in npm_blobs {
             if !regular(&blob) || unchanged(&blob) {
                 continue;
             }
-            let mut reader = match open(&blob) {
-                Ok(r) => r,
+            let read = open(&blob).and_then(|r| tgz::blob_manifests(r, &mut budget));
+            let found = match read {
+                Ok(Some(found)) => found,
+                Ok(None) => continue,
                 Err(e) => {
                     scan.unchecked.push((blob, e.to_string()));
                     continue;
                 }
             };
-            match io::BufRead::fill_buf(&mut reader) {
-                Ok(head) if tgz::is_gzip(head) => {}
-                Ok(_) => continue,
-                Err(e) => {
-                    scan.unchecked.push((blob, e.to_string()));
-                    continue;
-                }
-            }
-            if let Some(tarball) = tgz::hooks(tgz::manifests(reader)) {
+            if let Some(tarball) = tgz::hooks(found) {
                 if let Some(why) = &tarball.unread {
                     scan.unchecked.push((blob.clone(), why.clone()));
                 }
@@ -853,12 +848,12 @@ mod tests {
 mod tarball_tests {
     use super::*;
     use crate::audit::mounts::NpmTarball;
-    use crate::audit::mounts::tgz::tests::tgz;
+    use crate::audit::mounts::tgz::tests::{plain_tar, tgz};
 
-    /// An npm blob that is a package tarball declaring `postinstall` is recorded as a hook
-    /// carrier, also under a second, hard-linked address; one cut off before its end is
-    /// recorded as unread and left unchecked; a tarball without install scripts, and a blob
-    /// that is no gzip, are not carriers.
+    /// An npm blob that is a package tarball declaring `postinstall`, gzipped or plain, is
+    /// recorded as a hook carrier, also under a second, hard-linked address; one cut off
+    /// before its end, and a zstd one, are recorded as unread and left unchecked; a tarball
+    /// without install scripts, and a packument, are not carriers.
     #[test]
     fn npm_tarballs_are_read_for_install_scripts() {
         let dir = tempfile::tempdir().unwrap();
@@ -884,6 +879,11 @@ mod tarball_tests {
             ),
         ]);
         let hooked_at = put(&hooked);
+        let raw_at = put(&plain_tar(&[(
+            "package/package.json",
+            br#"{"scripts":{"postinstall":"node steal.js"}}"#,
+        )]));
+        let zstd_at = put(&[0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0]);
         let plain_at = put(&tgz(&[("package/package.json", br#"{"name":"fine"}"#)]));
         let packument_at = put(br#"{"scripts":{"postinstall":"x"}}"#);
         let big = tgz(&[
@@ -917,6 +917,10 @@ mod tarball_tests {
         };
         assert_eq!(scan.tarballs.get(hooked_at.as_bytes()), Some(&postinstall));
         assert_eq!(scan.tarballs.get(linked_at.as_bytes()), Some(&postinstall));
+        assert_eq!(scan.tarballs.get(raw_at.as_bytes()), Some(&postinstall));
+        let zstd = &scan.tarballs[zstd_at.as_bytes()];
+        assert!(zstd.manifests.is_empty());
+        assert!(zstd.unread.as_deref().unwrap().contains("zstd"));
         let cut = &scan.tarballs[cut_at.as_bytes()];
         assert!(cut.manifests.is_empty());
         assert!(
@@ -927,9 +931,12 @@ mod tarball_tests {
         );
         assert!(!scan.tarballs.contains_key(plain_at.as_bytes()));
         assert!(!scan.tarballs.contains_key(packument_at.as_bytes()));
-        assert_eq!(scan.tarballs.len(), 3, "{:#?}", scan.tarballs);
-        let unchecked: Vec<&[u8]> = scan.unchecked.iter().map(|(p, _)| p.as_slice()).collect();
-        assert_eq!(unchecked, vec![cut_at.as_bytes()]);
+        assert_eq!(scan.tarballs.len(), 5, "{:#?}", scan.tarballs);
+        let mut unchecked: Vec<&[u8]> = scan.unchecked.iter().map(|(p, _)| p.as_slice()).collect();
+        unchecked.sort();
+        let mut expected = vec![cut_at.as_bytes(), zstd_at.as_bytes()];
+        expected.sort();
+        assert_eq!(unchecked, expected);
         // Only the hard link holds other bytes than its address names.
         let bad: Vec<&[u8]> = scan.mismatches.iter().map(|m| m.path.as_slice()).collect();
         assert_eq!(bad, vec![linked_at.as_bytes()]);

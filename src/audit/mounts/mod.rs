@@ -58,8 +58,9 @@ impl Scan {
 /// What an npm cache blob that is a package tarball declares ([`tgz::hooks`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NpmTarball {
-    /// Each depth-1 `package.json` member (a name from the tarball: hostile) that declares
-    /// install scripts, with them, and each depth-1 `binding.gyp` that implies `install`.
+    /// Each `package.json` member npm's unpacking puts at the package root (a name from the
+    /// tarball: hostile) that declares install scripts, with them, and each such `binding.gyp`
+    /// that implies `install`.
     pub manifests: Vec<(String, Vec<String>)>,
     /// Why the tarball was not read to its end: a `package.json` further on was not seen.
     pub unread: Option<String>,

@@ -1,6 +1,10 @@
 //! Just enough of the tar format to walk a mount's copy as one stream: ustar and GNU headers,
 //! GNU long names and links, pax `path`/`linkpath`/`size` records. Names are bytes from the
 //! builder: they never become paths on this machine.
+//!
+//! npm package tarballs are read as node-tar (npm's unpacker) reads them ([`npm_entries`]):
+//! wherever node-tar and this reader could part ways on where an entry starts or what it is
+//! called, the tarball is refused (read as not read to its end), never guessed at.
 
 use std::io::{self, Read};
 
@@ -20,6 +24,8 @@ pub enum Kind {
 pub struct Header {
     /// Relative to the archive root, without a leading `./`.
     pub path: Vec<u8>,
+    /// The name as the headers give it, before `./` and trailing `/` are removed.
+    pub raw_path: Vec<u8>,
     pub kind: Kind,
     /// Permission bits, with the type bits of [`Kind`].
     pub mode: u32,
@@ -99,9 +105,32 @@ fn read_extension(r: &mut impl Read, size: u64) -> io::Result<Vec<u8>> {
 }
 
 /// Calls `each` with every entry (directories included) and a reader of its content; what
-/// `each` leaves unread is skipped.
+/// `each` leaves unread is skipped. Entries whose name has a `..` component are skipped.
 pub fn entries<R: Read>(
     reader: R,
+    each: impl FnMut(&Header, &mut dyn Read) -> io::Result<()>,
+) -> io::Result<()> {
+    walk(reader, false, each)
+}
+
+/// [`entries`] as node-tar reads an npm package tarball: a block whose checksum fails is
+/// skipped, not an error (node-tar warns and reads the next block as a header); entries named
+/// with `..` are passed on too (npm strips the first component before node-tar refuses `..`);
+/// a stream that ends before any header is an empty archive (a packument, not a tarball). And
+/// it refuses what node-tar versions read differently from this reader: a pax global header
+/// setting `size`, `path` or `linkpath`; pax records that are not one clean line each; a pax
+/// `size` that is not decimal; an entry without a name; a link without a target or a file
+/// with one; a link or device declaring content.
+pub fn npm_entries<R: Read>(
+    reader: R,
+    each: impl FnMut(&Header, &mut dyn Read) -> io::Result<()>,
+) -> io::Result<()> {
+    walk(reader, true, each)
+}
+
+fn walk<R: Read>(
+    reader: R,
+    npm: bool,
     mut each: impl FnMut(&Header, &mut dyn Read) -> io::Result<()>,
 ) -> io::Result<()> {
     let mut r = Counting {
@@ -111,10 +140,15 @@ pub fn entries<R: Read>(
     let mut long_name: Option<Vec<u8>> = None;
     let mut long_link: Option<Vec<u8>> = None;
     let mut pax_size: Option<u64> = None;
+    let mut global_size: Option<u64> = None;
+    let mut headers = 0usize;
     loop {
         let mut block = [0u8; 512];
         match r.read_exact(&mut block) {
             Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && npm && headers == 0 => {
+                return Ok(());
+            }
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && r.at % 512 == 0 => {
                 return Err(bad("no end-of-archive marker"));
             }
@@ -143,9 +177,14 @@ pub fn entries<R: Read>(
                 }
             })
             .sum();
-        if octal(&block[148..156])? != sum {
+        if octal(&block[148..156]).ok() != Some(sum) {
+            if npm {
+                // node-tar warns and reads the next block as a header.
+                continue;
+            }
             return Err(bad("header checksum"));
         }
+        headers += 1;
         let size = octal(&block[124..136])?;
         let flag = block[156];
         match flag {
@@ -159,44 +198,75 @@ pub fn entries<R: Read>(
             }
             b'x' => {
                 let data = read_extension(&mut r, size)?;
-                for (key, value) in pax_records(&data) {
+                let (records, clean) = pax_records(&data);
+                if npm && !clean {
+                    return Err(bad("pax records node-tar reads differently"));
+                }
+                for (key, value) in records {
+                    let value = cstr(value);
                     match key {
                         b"path" => long_name = Some(value.to_vec()),
                         b"linkpath" => long_link = Some(value.to_vec()),
-                        b"size" => {
-                            pax_size = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok())
-                        }
+                        b"size" => pax_size = Some(decimal(value, npm)?),
                         _ => {}
                     }
                 }
                 continue;
             }
             b'g' => {
-                read_extension(&mut r, size)?;
+                let data = read_extension(&mut r, size)?;
+                let (records, clean) = pax_records(&data);
+                if npm && !clean {
+                    return Err(bad("pax records node-tar reads differently"));
+                }
+                for (key, value) in records {
+                    match key {
+                        // node-tar versions differ on which global records apply to later
+                        // entries: a tarball that sets these is not guessed at.
+                        b"path" | b"linkpath" | b"size" if npm => {
+                            return Err(bad(
+                                "a pax global header sets `path`, `linkpath` or `size`",
+                            ));
+                        }
+                        b"size" => global_size = Some(decimal(cstr(value), npm)?),
+                        _ => {}
+                    }
+                }
                 continue;
             }
             _ => {}
         }
+        let from_extension = long_name.is_some();
         let mut name = match long_name.take() {
             Some(n) => n,
-            None => {
-                let base = cstr(&block[0..100]);
-                let prefix = if &block[257..262] == b"ustar" {
-                    cstr(&block[345..500])
-                } else {
-                    &[]
-                };
-                if prefix.is_empty() {
-                    base.to_vec()
-                } else {
-                    [prefix, b"/", base].concat()
-                }
-            }
+            None => cstr(&block[0..100]).to_vec(),
         };
+        // node-tar (like GNU tar) takes an old-style file whose name ends in `/` for a
+        // directory, with no content.
+        let dir_by_name = matches!(block[156], b'0' | 0) && name.ends_with(b"/");
+        if &block[257..265] == b"ustar\x0000" {
+            // The prefix field is only one in POSIX ustar (`ustar\0` `00`, as node-tar reads
+            // it); GNU headers keep times there. Past 130 bytes it is the whole field.
+            let long = block[475] != 0;
+            let prefix = if long {
+                cstr(&block[345..500])
+            } else {
+                cstr(&block[345..475])
+            };
+            let has_prefix = long || !prefix.is_empty();
+            if from_extension && has_prefix && npm {
+                // node-tar puts it before a long name too; other readers do not.
+                return Err(bad("a ustar prefix beside a long name"));
+            }
+            if !from_extension && has_prefix {
+                name = [prefix, b"/", &name].concat();
+            }
+        }
         let link = long_link
             .take()
             .unwrap_or_else(|| cstr(&block[157..257]).to_vec());
-        let size = pax_size.take().unwrap_or(size);
+        let size = pax_size.take().or(global_size).unwrap_or(size);
+        let raw_path = name.clone();
         while name.starts_with(b"./") {
             name.drain(..2);
         }
@@ -205,6 +275,7 @@ pub fn entries<R: Read>(
         }
         let perm = (octal(&block[100..108])? & 0o7777) as u32;
         let (kind, type_bits) = match flag {
+            _ if dir_by_name => (Kind::Directory, 0o040000),
             b'0' | 0 | b'7' => (Kind::File, 0o100000),
             b'1' => (Kind::HardLink, 0o100000),
             b'2' => (Kind::Symlink, 0o120000),
@@ -214,16 +285,30 @@ pub fn entries<R: Read>(
             b'6' => (Kind::Special(0o010000), 0o010000),
             _ => return Err(bad("entry type")),
         };
+        if npm {
+            let is_link = matches!(kind, Kind::HardLink | Kind::Symlink);
+            if raw_path.is_empty() {
+                return Err(bad("an entry without a name"));
+            }
+            if is_link == link.is_empty() {
+                return Err(bad("a link without a target, or a file with one"));
+            }
+            if !matches!(kind, Kind::File | Kind::Directory) && size != 0 {
+                return Err(bad("a link or device declaring content"));
+            }
+        }
         let content = if matches!(kind, Kind::File) { size } else { 0 };
         let header = Header {
             path: name,
+            raw_path,
             kind,
             mode: perm | type_bits,
             size: content,
             link,
             offset: r.at,
         };
-        if !header.path.is_empty() && !header.path.split(|b| *b == b'/').any(|c| c == b"..") {
+        let dotdot = header.path.split(|b| *b == b'/').any(|c| c == b"..");
+        if !header.path.is_empty() && (npm || !dotdot) {
             let mut data = (&mut r).take(content);
             each(&header, &mut data)?;
             let left = data.limit();
@@ -235,30 +320,58 @@ pub fn entries<R: Read>(
     }
 }
 
-/// `"<len> key=value\n"` records.
-fn pax_records(data: &[u8]) -> Vec<(&[u8], &[u8])> {
+/// A pax `size`: decimal digits. An npm tarball with another spelling (`0x200`, ` 512`,
+/// which node-tar reads as numbers) is refused; elsewhere it is an unreadable archive too.
+fn decimal(value: &[u8], npm: bool) -> io::Result<u64> {
+    let parsed = (!value.is_empty() && value.iter().all(u8::is_ascii_digit))
+        .then(|| std::str::from_utf8(value).ok()?.parse().ok())
+        .flatten();
+    parsed.ok_or_else(|| {
+        bad(if npm {
+            "a pax `size` node-tar may read differently"
+        } else {
+            "pax `size`"
+        })
+    })
+}
+
+/// One pax record: key, value.
+type Record<'a> = (&'a [u8], &'a [u8]);
+
+/// `"<len> key=value\n"` records, and whether they are clean: every byte in a record that ends
+/// in its newline and holds no other (node-tar splits records at newlines, so a value holding
+/// one, or a length that does not end at one, is read differently there).
+fn pax_records(data: &[u8]) -> (Vec<Record<'_>>, bool) {
     let mut out = Vec::new();
     let mut rest = data;
+    let mut clean = true;
     while !rest.is_empty() {
         let Some(space) = rest.iter().position(|b| *b == b' ') else {
+            clean = false;
             break;
         };
         let Some(len) = std::str::from_utf8(&rest[..space])
             .ok()
             .and_then(|l| l.parse::<usize>().ok())
         else {
+            clean = false;
             break;
         };
         if len <= space + 1 || len > rest.len() {
+            clean = false;
             break;
         }
         let record = &rest[space + 1..len - 1];
-        if let Some(eq) = record.iter().position(|b| *b == b'=') {
-            out.push((&record[..eq], &record[eq + 1..]));
+        if rest[len - 1] != b'\n' || record.contains(&b'\n') {
+            clean = false;
+        }
+        match record.iter().position(|b| *b == b'=') {
+            Some(eq) => out.push((&record[..eq], &record[eq + 1..])),
+            None => clean = false,
         }
         rest = &rest[len..];
     }
-    out
+    (out, clean)
 }
 
 #[cfg(test)]
@@ -352,5 +465,48 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, vec![b"a.txt".to_vec()]);
+    }
+
+    /// The two readers part where node-tar and a mount's own `tar` do: a block with a bad
+    /// checksum ends the mount walk but is skipped for npm, `..` entries reach only the npm
+    /// reader, and both read a GNU header's prefix bytes as no prefix and an old-style file
+    /// named with a trailing `/` as a directory without content.
+    #[test]
+    fn the_npm_reader_follows_node_tar() {
+        let mut gnu = header(b"a.txt", b'0', 1, b"");
+        gnu[257..265].copy_from_slice(b"ustar  \0");
+        gnu[345..347].copy_from_slice(b"zz");
+        gnu[148..156].copy_from_slice(b"        ");
+        let sum: u64 = gnu.iter().map(|b| *b as u64).sum();
+        gnu[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        let mut garbage = [b'{'; 512];
+        garbage[511] = b'}';
+        let slash_dir = header(b"d/", b'0', 1024, b"");
+        let tar = [
+            &garbage[..],
+            &gnu[..],
+            &[b'x'; 512][..],
+            &slash_dir[..],
+            &archive(&[(b"../up", b'0', b"u", b""), (b"b.txt", b'0', b"b", b"")])[..],
+        ]
+        .concat();
+        let names = |npm: bool, tar: &[u8]| -> io::Result<Vec<(Vec<u8>, Kind)>> {
+            let mut seen = Vec::new();
+            walk(tar, npm, |h, _| {
+                seen.push((h.path.clone(), h.kind));
+                Ok(())
+            })?;
+            Ok(seen)
+        };
+        assert!(names(false, &tar).is_err());
+        let expected = vec![
+            (b"a.txt".to_vec(), Kind::File),
+            (b"d".to_vec(), Kind::Directory),
+            (b"b.txt".to_vec(), Kind::File),
+        ];
+        assert_eq!(names(false, &tar[512..]).unwrap(), expected);
+        let npm = names(true, &tar).unwrap();
+        assert_eq!(npm.len(), 4, "{npm:?}");
+        assert_eq!(npm[2], (b"../up".to_vec(), Kind::File));
     }
 }
