@@ -239,7 +239,7 @@ fn a_deleted_event_is_caught() {
 }
 
 /// A run inserted behind the store's back, with its events, is in no entry: caught, named
-/// (its hostile key escaped on the terminal), at the entry it would have been.
+/// (its hostile key percent-encoded), at the entry it would have been.
 #[test]
 fn a_forged_run_is_caught() {
     let env = Env::new();
@@ -258,11 +258,12 @@ fn a_forged_run_is_caught() {
     assert_eq!(code, 1, "{doc:#}");
     assert_eq!(doc["break"]["kind"], "run_not_chained", "{doc:#}");
     assert_eq!(doc["break"]["entry"], 9, "{doc:#}");
-    assert_eq!(doc["break"]["run"], "hook/old\u{1b}[2J/s");
+    // A control character in a run name is percent-encoded wherever the name is shown.
+    assert_eq!(doc["break"]["run"], "hook/old%1B[2J/s");
     let text = output(&env, env.cmd().arg("--db").arg(&db).arg("verify-log"));
     assert!(
         text.contains(
-            "chain broken at entry 9, run `hook/old\\x1b[2J/s`: the run is stored but in no entry"
+            "chain broken at entry 9, run `hook/old%1B[2J/s`: the run is stored but in no entry"
         ),
         "{text}"
     );

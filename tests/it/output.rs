@@ -34,7 +34,8 @@ fn stdout(cmd: &mut Command) -> String {
 
 /// A pipeline name with a newline cannot forge a line of `trace` text output, and ANSI
 /// escapes (clear screen, window title), DEL, C1 controls and bidi overrides never reach the
-/// terminal: every entity is one line, its name shown with escapes.
+/// terminal: every entity is one line, its name shown with escapes (a run name's control
+/// characters percent-encoded).
 #[test]
 fn trace_text_shows_hostile_names_escaped_one_a_line() {
     let env = Env::new();
@@ -55,7 +56,7 @@ fn trace_text_shows_hostile_names_escaped_one_a_line() {
             .any(|l| l.contains("CLEAN") && !l.contains("evil")),
         "{out}"
     );
-    assert!(out.contains("run:evil\\n  2026"), "{out}");
+    assert!(out.contains("run:evil%0A  2026"), "{out}");
     assert!(
         out.contains("\\x1b[2J\\x1b]0;pwned\\x07\\u{9b}31m\\x7f\\u{202e}gpj"),
         "{out}"
