@@ -284,7 +284,7 @@ fn a_server_killed_mid_import_exits_3_and_the_rerun_completes() {
         "bench",
         "generate",
         "--runs",
-        "3000",
+        "12000",
         "--pipelines",
         "30",
         "--builders",
@@ -303,8 +303,21 @@ fn a_server_killed_mid_import_exits_3_and_the_rerun_completes() {
             .spawn()
             .unwrap()
     };
-    let child = import();
-    std::thread::sleep(Duration::from_millis(1500));
+    let name = cluster_database_name(&db);
+    let mut child = import();
+    // Killed once a first batch is in and well before the last (60 batches of 200 runs).
+    let started = std::time::Instant::now();
+    while cluster.psql(&name, "SELECT count(*) FROM runs") == "0" {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the import ended first"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no batch committed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     cluster.kill();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -996,4 +1009,9 @@ fn the_hook_role_imports_in_bulk() {
     let export = |db: &str| ok(env.cmd().args(["--db", db, "export"]));
     assert_eq!(export(sqlite.to_str().unwrap()), export(&hook_url));
     ok(env.cmd().args(["--db", &hook_url, "verify-log"]));
+}
+
+/// The database a `postgresql://` URL of the test cluster names.
+fn cluster_database_name(url: &str) -> String {
+    url.rsplit('/').next().unwrap().to_owned()
 }
