@@ -28,11 +28,11 @@ use std::collections::{HashMap, HashSet};
 
 use postgres::types::{ToSql, Type};
 
-use super::chain::{EventFacts, NewRun, Ref, RunFacts, Target};
+use super::chain::{EventFacts, NewRun, Ref, Target};
 use super::db::{Db, DbResult, PgConn, Transaction};
 use super::write::{
     IdCache, ImportItem, ImportOutcome, PipelineRow, StoredRecord, WriteError, artifact_key,
-    capped_level, ensure_pipeline, import_item, kind, source,
+    capped_level, ensure_pipeline, import_item, kind, new_run_facts, source,
 };
 use crate::config::Config;
 use crate::model::{Artifact, BuilderInfo, BuilderRecord, MountUse, RunRecord};
@@ -1078,25 +1078,10 @@ fn new_run(
     events: &mut Vec<NewEvent>,
     (level, now): (Option<String>, Micros),
 ) -> NewRun {
-    let (start, finish) = (record.started_at, record.finished_at);
+    let start = record.started_at;
     let builder_name = record.builder.as_ref().map(|b| b.name.as_str());
-    let overlapped = record.records.as_ref().is_some_and(|r| r.overlapped);
     let mut new = NewRun {
-        run: RunFacts {
-            pipeline: Some(record.pipeline.name.clone()),
-            run_key: record.run_id.clone(),
-            step: record.step.clone(),
-            commit: record.commit.clone(),
-            git_ref: record.git_ref.clone(),
-            builder: builder_name.map_or(Ref::None, |name| Ref::Named(name.to_owned())),
-            started_at: start,
-            finished_at: finish,
-            status: record.status.as_str().to_owned(),
-            has_records: i64::from(record.records.is_some()),
-            overlapped: i64::from(overlapped),
-            recorded_at: now,
-            trust_level: level,
-        },
+        run: new_run_facts(record, level, now),
         events: Vec::new(),
         events_through: 0,
     };

@@ -966,6 +966,28 @@ fn differences(
     out
 }
 
+/// The chain facts of a run `record` stored new at `now` with trust `level`.
+pub(super) fn new_run_facts(record: &RunRecord, level: Option<String>, now: Micros) -> RunFacts {
+    RunFacts {
+        pipeline: Some(record.pipeline.name.clone()),
+        run_key: record.run_id.clone(),
+        step: record.step.clone(),
+        commit: record.commit.clone(),
+        git_ref: record.git_ref.clone(),
+        builder: record
+            .builder
+            .as_ref()
+            .map_or(Ref::None, |b| Ref::Named(b.name.clone())),
+        started_at: record.started_at,
+        finished_at: record.finished_at,
+        status: record.status.as_str().to_owned(),
+        has_records: i64::from(record.records.is_some()),
+        overlapped: i64::from(record.records.as_ref().is_some_and(|r| r.overlapped)),
+        recorded_at: now,
+        trust_level: level,
+    }
+}
+
 pub(super) fn insert_run(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
@@ -1098,21 +1120,7 @@ pub(super) fn insert_run(
     // the store instead) when anything but plain new events was written.
     let builder_name = record.builder.as_ref().map(|b| b.name.as_str());
     let mut entry = created.then(|| NewRun {
-        run: RunFacts {
-            pipeline: Some(record.pipeline.name.clone()),
-            run_key: record.run_id.clone(),
-            step: record.step.clone(),
-            commit: record.commit.clone(),
-            git_ref: record.git_ref.clone(),
-            builder: builder_name.map_or(Ref::None, |name| Ref::Named(name.to_owned())),
-            started_at: start,
-            finished_at: finish,
-            status: record.status.as_str().to_owned(),
-            has_records: i64::from(record.records.is_some()),
-            overlapped: i64::from(overlapped),
-            recorded_at: now,
-            trust_level: level.clone(),
-        },
+        run: new_run_facts(record, level.clone(), now),
         events: Vec::new(),
         events_through: 0,
     });
