@@ -415,9 +415,19 @@ fn hash_file(
     }
     if let Some(bytes) = kept {
         if checks::is_package_json(&path) {
-            let scripts = checks::npm_lifecycle_scripts(&bytes);
-            if !scripts.is_empty() {
-                scan.lifecycle.insert(path.clone(), scripts);
+            match checks::npm_lifecycle_scripts(&bytes) {
+                Ok(scripts) if scripts.is_empty() => {}
+                Ok(scripts) => {
+                    scan.lifecycle.insert(path.clone(), scripts);
+                }
+                Err(e) => {
+                    // npm may read what this parser does not: the scripts are unknown, and a
+                    // new or changed file is a hook until shown otherwise.
+                    scan.lifecycle.insert(
+                        path.clone(),
+                        vec![format!("unknown, not parsed here ({e})")],
+                    );
+                }
             }
         }
         if path.ends_with(b".ziphash") {
@@ -736,7 +746,8 @@ mod tests {
 
     /// The walk of a mount's archive hashes every file, records a symbolic link without
     /// following it out of the tree, and applies each checksum rule: a tampered npm blob, Go zip, wheel member and
-    /// crate are each a mismatch; their intact twins are not.
+    /// crate are each a mismatch; their intact twins are not. A `package.json` npm reads
+    /// declares its scripts; one this parser cannot read declares unknown ones, never none.
     #[test]
     fn the_walk_applies_every_rule_and_never_follows_links() {
         let dir = tempfile::tempdir().unwrap();
@@ -794,6 +805,17 @@ mod tests {
             "pkg/package.json",
             br#"{"scripts":{"postinstall":"sh x"}}"#,
         );
+        // npm reads both: one behind a BOM, one with a script this parser cannot read.
+        put(
+            root,
+            "bom/package.json",
+            b"\xef\xbb\xbf{\"scripts\":{\"install\":\"sh x\"}}",
+        );
+        put(
+            root,
+            "odd/package.json",
+            br#"{"scripts":{"install":1e400}}"#,
+        );
 
         let archive = dir.path().with_extension("tar");
         let status = std::process::Command::new("tar")
@@ -839,6 +861,12 @@ mod tests {
             scan.lifecycle.get(b"pkg/package.json".as_slice()),
             Some(&vec!["postinstall".to_owned()])
         );
+        assert_eq!(
+            scan.lifecycle.get(b"bom/package.json".as_slice()),
+            Some(&vec!["install".to_owned()])
+        );
+        let odd = &scan.lifecycle[b"odd/package.json".as_slice()];
+        assert!(odd[0].starts_with("unknown, not parsed here"), "{odd:?}");
         assert!(scan.files.windows(2).all(|w| w[0].path < w[1].path));
         assert!(scan.unchecked.is_empty(), "{:?}", scan.unchecked);
     }

@@ -330,16 +330,204 @@ pub fn cargo_index_key(path: &[u8]) -> Option<(String, String)> {
 /// The npm lifecycle scripts that run on install, named in a `package.json`.
 pub const NPM_INSTALL_SCRIPTS: [&str; 4] = ["preinstall", "install", "postinstall", "prepare"];
 
-/// The install-time lifecycle scripts a `package.json` declares (empty when it is not JSON).
-pub fn npm_lifecycle_scripts(package_json: &[u8]) -> Vec<String> {
-    let Ok(doc) = serde_json::from_slice::<serde_json::Value>(package_json) else {
-        return Vec::new();
-    };
-    NPM_INSTALL_SCRIPTS
+/// The install-time lifecycle scripts a `package.json` declares, read as npm reads it
+/// (`json-parse-even-better-errors`: the bytes as UTF-8 with replacement, a leading BOM
+/// dropped, then `JSON.parse`, which takes unpaired surrogate escapes, numbers past `f64` and
+/// any depth). A file this reader still cannot parse is an error (the parser's, naming no
+/// content): its scripts are unknown, never none. Duplicate keys: the last wins, as in `JSON.parse`.
+pub fn npm_lifecycle_scripts(package_json: &[u8]) -> Result<Vec<String>, String> {
+    use serde::Deserialize as _;
+    let text = String::from_utf8_lossy(package_json);
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let text = lone_surrogates_replaced(text);
+    let mut de = serde_json::Deserializer::from_str(&text);
+    let scripts = npm_json::Top::deserialize(&mut de)
+        .and_then(|top| de.end().map(|()| top.0))
+        .map_err(|e| e.to_string())?;
+    Ok(NPM_INSTALL_SCRIPTS
         .iter()
-        .filter(|s| doc["scripts"][**s].is_string())
+        .filter(|s| scripts.get(**s) == Some(&true))
         .map(|s| (*s).to_owned())
-        .collect()
+        .collect())
+}
+
+/// JSON text with every `\uXXXX` escape of an unpaired surrogate (which `JSON.parse` keeps
+/// and serde_json refuses) turned into `\ufffd`: a string stays a string, and no key becomes
+/// an install script's name.
+fn lone_surrogates_replaced(text: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let escape = |at: usize| -> Option<u16> {
+        let hex = bytes.get(at..at + 6)?;
+        if &hex[..2] != b"\\u" {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(&hex[2..]).ok()?, 16).ok()
+    };
+    let high = |c: u16| (0xd800..0xdc00).contains(&c);
+    let low = |c: u16| (0xdc00..0xe000).contains(&c);
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                in_string = !in_string;
+                i += 1;
+            }
+            b'\\' if in_string => match escape(i) {
+                Some(c) if high(c) && escape(i + 6).is_some_and(low) => i += 12,
+                Some(c) if high(c) || low(c) => {
+                    out.push_str(&text[copied..i]);
+                    out.push_str("\\ufffd");
+                    i += 6;
+                    copied = i;
+                }
+                _ => i += 2,
+            },
+            _ => i += 1,
+        }
+    }
+    if copied == 0 {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    out.push_str(&text[copied.min(text.len())..]);
+    std::borrow::Cow::Owned(out)
+}
+
+/// A `package.json` read only for `scripts`: everything else is skipped without building
+/// it (serde_json skips iteratively, so nesting depth is no limit there).
+mod npm_json {
+    use std::collections::BTreeMap;
+    use std::fmt;
+
+    use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    /// The top level: `scripts` of an object (the last one), each name to whether its value
+    /// is a string; anything else has none.
+    pub struct Top(pub BTreeMap<String, bool>);
+
+    /// Whether a value is a string.
+    struct IsString(bool);
+
+    /// `scripts`: an object's names to [`IsString`]; anything else declares none.
+    struct Scripts(BTreeMap<String, bool>);
+
+    macro_rules! scalars {
+        ($value:expr) => {
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok($value)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok($value)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok($value)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok($value)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok($value)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok($value)
+            }
+        };
+    }
+
+    struct TopVisitor;
+
+    impl<'de> Visitor<'de> for TopVisitor {
+        type Value = Top;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("JSON")
+        }
+
+        scalars!(Top(BTreeMap::new()));
+
+        fn visit_str<E>(self, _: &str) -> Result<Top, E> {
+            Ok(Top(BTreeMap::new()))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
+            let mut scripts = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if key == "scripts" {
+                    scripts = map.next_value::<Scripts>()?.0;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(Top(scripts))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Top {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(TopVisitor)
+        }
+    }
+
+    struct ScriptsVisitor;
+
+    impl<'de> Visitor<'de> for ScriptsVisitor {
+        type Value = Scripts;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("JSON")
+        }
+
+        scalars!(Scripts(BTreeMap::new()));
+
+        fn visit_str<E>(self, _: &str) -> Result<Scripts, E> {
+            Ok(Scripts(BTreeMap::new()))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scripts, A::Error> {
+            let mut scripts = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let value = map.next_value::<IsString>()?;
+                scripts.insert(key, value.0);
+            }
+            Ok(Scripts(scripts))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Scripts {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(ScriptsVisitor)
+        }
+    }
+
+    struct IsStringVisitor;
+
+    impl<'de> Visitor<'de> for IsStringVisitor {
+        type Value = IsString;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("JSON")
+        }
+
+        scalars!(IsString(false));
+
+        fn visit_str<E>(self, _: &str) -> Result<IsString, E> {
+            Ok(IsString(true))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<IsString, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(IsString(false))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for IsString {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(IsStringVisitor)
+        }
+    }
 }
 
 /// Whether a file is a Python startup hook: `sitecustomize.py`, `usercustomize.py` or a
@@ -538,9 +726,56 @@ mod tests {
         assert_eq!(python_startup_hook(b"x.pth.txt"), None);
         assert_eq!(
             npm_lifecycle_scripts(br#"{"scripts":{"postinstall":"node x","test":"t"}}"#),
-            vec!["postinstall"]
+            Ok(vec!["postinstall".to_owned()])
         );
-        assert!(npm_lifecycle_scripts(b"not json").is_empty());
+        assert!(npm_lifecycle_scripts(b"not json").is_err());
+    }
+
+    /// A package.json npm reads is read here too, hooks included: a BOM, unpaired surrogate
+    /// escapes, a number past `f64`, nesting past serde_json's limit, invalid UTF-8; the last
+    /// `scripts` wins; what still does not parse is an error (scripts unknown), never none.
+    #[test]
+    fn package_json_is_read_as_npm_reads_it() {
+        let hooked = |json: &[u8]| npm_lifecycle_scripts(json);
+        let post = Ok(vec!["postinstall".to_owned()]);
+        let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        for json in [
+            b"\xef\xbb\xbf{\"scripts\":{\"postinstall\":\"x\"}}".to_vec(),
+            br#"{"a":"\ud800","scripts":{"postinstall":"\udc00x\ud800"}}"#.to_vec(),
+            br#"{"\ud800\\":1,"scripts":{"postinstall":"\ud83d\ude00 \\ud800"}}"#.to_vec(),
+            br#"{"n":1e400,"scripts":{"postinstall":"x"}}"#.to_vec(),
+            format!(r#"{{"deep":{deep},"scripts":{{"postinstall":"x","z":{deep}}}}}"#).into_bytes(),
+            b"{\"d\":\"\xff\xfe\",\"scripts\":{\"postinstall\":\"\xc0x\"}}".to_vec(),
+            br#"{"scripts":{},"scripts":{"postinstall":"a","postinstall":"b"}}"#.to_vec(),
+        ] {
+            assert_eq!(hooked(&json), post, "{}", String::from_utf8_lossy(&json));
+        }
+        for clean in [
+            &br#"{"scripts":{"postinstall":"x"},"scripts":{}}"#[..],
+            br#"{"scripts":{"postinstall":1,"install":["x"],"prepare":null}}"#,
+            br#"[{"scripts":{"postinstall":"x"}}]"#,
+            br#""scripts""#,
+            br#"{"scripts":"postinstall"}"#,
+        ] {
+            assert_eq!(
+                hooked(clean),
+                Ok(vec![]),
+                "{}",
+                String::from_utf8_lossy(clean)
+            );
+        }
+        for broken in [
+            &b""[..],
+            b"{",
+            br#"{"scripts":{}} x"#,
+            b"\xef\xbb\xbf\xef\xbb\xbf{}",
+        ] {
+            assert!(
+                hooked(broken).is_err(),
+                "{}",
+                String::from_utf8_lossy(broken)
+            );
+        }
     }
 
     /// Wheel members that pip puts in site-packages (the root, `*.data/purelib/`,

@@ -67,6 +67,133 @@ fn octal(field: &[u8]) -> io::Result<u64> {
         .map_err(|_| bad("numeric field"))
 }
 
+/// What node-tar (npm's unpacker) makes of a header block's numbers.
+struct NodeHeader {
+    /// An end block to node-tar: no checksum number, and nothing else in the block.
+    null_block: bool,
+    /// `None` too when node-tar would throw on a field (base-256 it cannot read) and skip
+    /// the block.
+    cksum: Option<i64>,
+    /// What node-tar unpacks: a negative or unreadable size is none.
+    size: Option<u64>,
+    mode: Option<i64>,
+}
+
+/// Reads a header's numbers as node-tar's `Header` does: `cksum` from 12 bytes at 148, sizes
+/// and modes through [`node_number`]; every numeric field it decodes can throw.
+fn node_header(block: &[u8; 512]) -> NodeHeader {
+    let mut fields: Vec<(usize, usize)> = vec![
+        (100, 8),
+        (108, 8),
+        (116, 8),
+        (124, 12),
+        (136, 12),
+        (148, 12),
+    ];
+    if &block[257..265] == b"ustar\x0000" {
+        fields.extend([(329, 8), (337, 8)]);
+        if block[475] == 0 {
+            fields.extend([(476, 12), (488, 12)]);
+        }
+    }
+    let mut rejected = false;
+    for (at, len) in fields {
+        if node_number(&block[at..at + len]).is_err() {
+            rejected = true;
+        }
+    }
+    let read = |at: usize, len: usize| node_number(&block[at..at + len]).ok().flatten();
+    let cksum = read(148, 12);
+    let rest: u64 = block[..148]
+        .iter()
+        .chain(&block[156..])
+        .map(|b| *b as u64)
+        .sum();
+    let size = match read(124, 12) {
+        Some(n) if n >= 0 => Some(n as u64),
+        _ => None,
+    };
+    // node-tar takes a directory's size as 0 whatever it says, which is what this reader
+    // gives it too once the sizes agree; a difference is refused before that matters.
+    NodeHeader {
+        null_block: !rejected && cksum.is_none() && rest == 0,
+        cksum: if rejected { None } else { cksum },
+        size,
+        mode: read(100, 8),
+    }
+}
+
+/// node-tar's `decNumber`: base-256 when the high bit is set (only `0x80` and `0xff` leads,
+/// within JavaScript's safe integers, else it throws); otherwise the text up to a NUL that no
+/// line break follows, then `parseInt(.., 8)`: leading JavaScript whitespace, an optional
+/// sign, octal digits up to the first other character. `None` is its `undefined`.
+fn node_number(field: &[u8]) -> Result<Option<i64>, ()> {
+    const SAFE: i128 = (1 << 53) - 1;
+    if field[0] & 0x80 != 0 {
+        let value = match field[0] {
+            0x80 => field[1..]
+                .iter()
+                .try_fold(0i128, |v, b| v.checked_mul(256).map(|v| v | *b as i128)),
+            0xff => {
+                // Two's complement over the whole field.
+                let mut v: i128 = -1;
+                let mut ok = true;
+                for b in field {
+                    match v.checked_mul(256) {
+                        Some(m) => v = m | *b as i128,
+                        None => ok = false,
+                    }
+                }
+                ok.then_some(v)
+            }
+            _ => None,
+        };
+        return match value {
+            Some(v) if (-SAFE..=SAFE).contains(&v) => Ok(Some(v as i64)),
+            _ => Err(()),
+        };
+    }
+    let text = String::from_utf8_lossy(field);
+    let breaks = ['\n', '\r', '\u{2028}', '\u{2029}'];
+    // `/\0.*$/`: `.` stops at line breaks, so only a NUL with none after it cuts.
+    let cut = text
+        .char_indices()
+        .find(|(i, c)| *c == '\0' && !text[i + 1..].contains(breaks))
+        .map_or(text.len(), |(i, _)| i);
+    let text = text[..cut].trim_start_matches(js_space);
+    let (negative, digits) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let digits: String = digits
+        .chars()
+        .take_while(|c| ('0'..='7').contains(c))
+        .collect();
+    if digits.is_empty() {
+        return Ok(None);
+    }
+    // At most 12 digits: well inside an i64.
+    let value = i64::from_str_radix(&digits, 8).map_err(|_| ())?;
+    Ok(Some(if negative { -value } else { value }))
+}
+
+/// JavaScript's `trim` whitespace: `WhiteSpace` (with U+FEFF and every `Zs`) and
+/// `LineTerminator`; not U+0085, which Rust counts.
+fn js_space(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{a0}' | '\u{1680}' | '\u{2000}'
+            ..='\u{200a}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202f}'
+                | '\u{205f}'
+                | '\u{3000}'
+                | '\u{feff}'
+    )
+}
+
 fn cstr(field: &[u8]) -> &[u8] {
     let end = field.iter().position(|b| *b == 0).unwrap_or(field.len());
     &field[..end]
@@ -120,7 +247,9 @@ pub fn entries<R: Read>(
 /// it refuses what node-tar versions read differently from this reader: a pax global header
 /// setting `size`, `path` or `linkpath`; pax records that are not one clean line each; a pax
 /// `size` that is not decimal; an entry without a name; a link without a target or a file
-/// with one; a link or device declaring content.
+/// with one; a link or device declaring content; a checksum, size or mode node-tar's number
+/// parsing reads otherwise (or a block it skips or ends on that this reader would not); a
+/// pax `x` header followed by another extension header (node-tar 6 applies it to that one).
 pub fn npm_entries<R: Read>(
     reader: R,
     each: impl FnMut(&Header, &mut dyn Read) -> io::Result<()>,
@@ -141,6 +270,9 @@ fn walk<R: Read>(
     let mut long_link: Option<Vec<u8>> = None;
     let mut pax_size: Option<u64> = None;
     let mut global_size: Option<u64> = None;
+    // A pax `x` header waits for its entry: node-tar 6 (npm 10) applies its records (`size`
+    // too) to a GNU long name or link, or another extension header, in between; 7 does not.
+    let mut pending_pax = false;
     let mut headers = 0usize;
     loop {
         let mut block = [0u8; 512];
@@ -177,16 +309,38 @@ fn walk<R: Read>(
                 }
             })
             .sum();
-        if octal(&block[148..156]).ok() != Some(sum) {
-            if npm {
-                // node-tar warns and reads the next block as a header.
-                continue;
+        let strict_valid = octal(&block[148..156]).ok() == Some(sum);
+        if npm {
+            // node-tar reads the checksum from 12 bytes (into the type flag and link name)
+            // and its own way: where that reading and this one part, the tarball is refused.
+            let node = node_header(&block);
+            if node.null_block {
+                return Err(bad("a block node-tar reads as an end block"));
             }
+            let node_valid = node.cksum == Some(sum as i64);
+            match (node_valid, strict_valid) {
+                // node-tar warns and reads the next block as a header.
+                (false, false) => continue,
+                (true, true) => {}
+                _ => return Err(bad("a header checksum node-tar reads differently")),
+            }
+            let size = octal(&block[124..136]).ok();
+            if node.size.unwrap_or(0) != size.unwrap_or(u64::MAX) {
+                return Err(bad("an entry size node-tar reads differently"));
+            }
+            let mode = octal(&block[100..108]).ok();
+            if node.mode != mode.map(|m| m as i64) {
+                return Err(bad("an entry mode node-tar reads differently"));
+            }
+        } else if !strict_valid {
             return Err(bad("header checksum"));
         }
         headers += 1;
         let size = octal(&block[124..136])?;
         let flag = block[156];
+        if npm && pending_pax && matches!(flag, b'L' | b'K' | b'x' | b'g') {
+            return Err(bad("an extension header after a pax `x` header"));
+        }
         match flag {
             b'L' => {
                 long_name = Some(cstr(&read_extension(&mut r, size)?).to_vec());
@@ -211,6 +365,7 @@ fn walk<R: Read>(
                         _ => {}
                     }
                 }
+                pending_pax = true;
                 continue;
             }
             b'g' => {
@@ -236,6 +391,7 @@ fn walk<R: Read>(
             }
             _ => {}
         }
+        pending_pax = false;
         let from_extension = long_name.is_some();
         let mut name = match long_name.take() {
             Some(n) => n,
@@ -508,5 +664,105 @@ mod tests {
         let npm = names(true, &tar).unwrap();
         assert_eq!(npm.len(), 4, "{npm:?}");
         assert_eq!(npm[2], (b"../up".to_vec(), Kind::File));
+    }
+
+    /// `field` written into `h` at `at`, with the checksum then set as `cksum` spells it.
+    fn patched(mut h: [u8; 512], at: usize, field: &[u8], cksum: &str) -> [u8; 512] {
+        h[at..at + field.len()].copy_from_slice(field);
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u64 = h.iter().map(|b| *b as u64).sum();
+        let text = cksum.replace("SUM", &format!("{sum:06o}"));
+        h[148..148 + text.len()].copy_from_slice(text.as_bytes());
+        h
+    }
+
+    /// The names the npm reader passes on, or its error.
+    fn npm_names(tar: &[u8]) -> io::Result<Vec<Vec<u8>>> {
+        let mut seen = Vec::new();
+        npm_entries(tar, |h, _| {
+            seen.push(h.path.clone());
+            Ok(())
+        })?;
+        Ok(seen)
+    }
+
+    /// A hidden manifest behind a header whose numbers node-tar reads (tab, sign or newline
+    /// before the digits, 12 checksum bytes) and this reader would not, or the reverse, makes
+    /// the tarball unread; a block both reject is still skipped.
+    #[test]
+    fn numbers_node_tar_reads_differently_are_refused() {
+        let index = archive(&[(b"package/index.js", b'0', b"module.exports=1\n", b"")]);
+        let index = &index[..index.len() - 1024];
+        let hook = br#"{"scripts":{"postinstall":"echo PWNED"}}"#;
+        let manifest = header(b"package/package.json", b'0', hook.len() as u64, b"");
+        let tail = [&[0u8; 512][..], &[0u8; 1024][..]].concat();
+        let with = |h: [u8; 512]| {
+            let mut content = hook.to_vec();
+            content.resize(512, 0);
+            [index, &h[..], &content[..], &tail[..]].concat()
+        };
+        assert_eq!(npm_names(&with(manifest)).unwrap().len(), 2);
+        for cksum in ["\tSUM\0", "+SUM\0", "\nSUM\0", "SUM\0\t"] {
+            let h = patched(manifest, 0, b"", cksum);
+            let read = npm_names(&with(h));
+            if cksum.starts_with("SUM") {
+                assert_eq!(read.unwrap().len(), 2, "{cksum:?}");
+            } else {
+                assert!(read.is_err(), "{cksum:?}");
+            }
+        }
+        // Eight digits run into the type flag for node-tar: it skips what this reader accepts.
+        assert!(npm_names(&with(patched(manifest, 0, b"", "00SUM"))).is_err());
+        // Both reject a garbage checksum: skipped, as node-tar skips it.
+        let garbage = patched(manifest, 0, b"", "zzzzzzzz");
+        assert_eq!(npm_names(&with(garbage)).unwrap().len(), 1);
+        // A size node-tar reads as 1024 and this reader as 0 (the PoC's desync), with a tab or
+        // a sign, and a mode it reads with a sign.
+        for (at, field) in [
+            (124, &b"\t0000002000\0"[..]),
+            (124, b"+0000002000\0"),
+            (100, b"+000644\0"),
+        ] {
+            let h = patched(manifest, at, field, "SUM\0");
+            assert!(npm_names(&with(h)).is_err(), "{field:?}");
+        }
+        // Base-256 both read alike is read; a lead byte node-tar throws on is refused.
+        let mut big = [0u8; 12];
+        big[0] = 0x80;
+        big[11] = hook.len() as u8;
+        let h = patched(manifest, 124, &big, "SUM\0");
+        assert_eq!(npm_names(&with(h)).unwrap().len(), 2);
+        let h = patched(manifest, 108, &[0x81, 0, 0, 0, 0, 0, 0, 1], "SUM\0");
+        assert!(npm_names(&with(h)).is_err());
+        // A block that is an end block only to node-tar (no checksum number).
+        let mut null = [0u8; 512];
+        null[148..151].copy_from_slice(b"abc");
+        assert!(npm_names(&[index, &null[..], &with(manifest)[index.len()..]].concat()).is_err());
+    }
+
+    /// node-tar 6 (npm 10) applies a pending pax `x` header to a GNU long name or link or
+    /// another extension header after it, node-tar 7 does not: the npm reader refuses the
+    /// tarball; a pax `x` before its own entry is read as before.
+    #[test]
+    fn a_pax_header_before_another_extension_is_refused() {
+        let pax = b"15 size=000000\n".to_vec();
+        for flag in [b'L', b'K', b'x', b'g'] {
+            let tar = archive(&[
+                (b"PaxHeader", b'x', &pax, b""),
+                (b"././@LongLink", flag, b"package/package.json", b""),
+                (b"package/a", b'0', b"a", b""),
+            ]);
+            assert!(npm_names(&tar).is_err(), "{}", flag as char);
+        }
+        let tar = archive(&[
+            (b"PaxHeader", b'x', b"11 size=01\n", b""),
+            (b"package/a", b'0', b"a", b""),
+            (b"././@LongLink", b'L', b"package/package.json", b""),
+            (b"x", b'0', b"{}", b""),
+        ]);
+        assert_eq!(
+            npm_names(&tar).unwrap(),
+            vec![b"package/a".to_vec(), b"package/package.json".to_vec()]
+        );
     }
 }

@@ -245,14 +245,19 @@ fn walk(tar: impl Read, limit: u64, over: String) -> Walked {
 /// files declares, an `install` each `binding.gyp` implies, and whether it was read to its end.
 /// `None` when it was, and nothing declares or implies any.
 pub fn hooks(found: Manifests) -> Option<NpmTarball> {
+    let mut unread = found.unread.clone();
     let declared: Vec<(String, Vec<String>)> = found
         .found
         .iter()
         .map(|(member, json)| {
-            (
-                String::from_utf8_lossy(member).into_owned(),
-                checks::npm_lifecycle_scripts(json),
-            )
+            let scripts = checks::npm_lifecycle_scripts(json).unwrap_or_else(|e| {
+                // npm may read what this parser does not: its scripts are unknown.
+                unread.get_or_insert_with(|| {
+                    format!("a package.json npm reads was not parsed here ({e}): install scripts unknown")
+                });
+                Vec::new()
+            });
+            (String::from_utf8_lossy(member).into_owned(), scripts)
         })
         .collect();
     // npm adds `install: node-gyp rebuild` when the package's `package.json` has neither
@@ -274,10 +279,7 @@ pub fn hooks(found: Manifests) -> Option<NpmTarball> {
             )
         }));
     }
-    (!manifests.is_empty() || found.unread.is_some()).then_some(NpmTarball {
-        manifests,
-        unread: found.unread,
-    })
+    (!manifests.is_empty() || unread.is_some()).then_some(NpmTarball { manifests, unread })
 }
 
 #[cfg(test)]
@@ -557,6 +559,22 @@ pub(crate) mod tests {
             raw_header(name, b'0', HOOKED.len() as u64, b"", magic, prefix),
             HOOKED,
         )
+    }
+
+    /// A manifest npm reads is read as npm reads it (a BOM, an unpaired surrogate): its
+    /// scripts are named; one this parser still cannot read makes the tarball unread, never
+    /// clean.
+    #[test]
+    fn manifests_npm_parses_are_never_clean_here() {
+        let bom = b"\xef\xbb\xbf{\"scripts\":{\"postinstall\":\"\\ud800\"}}";
+        let found = hooks(manifests(&tgz(&[("package/package.json", bom)])[..])).unwrap();
+        assert_eq!(found.unread, None);
+        assert_eq!(found.scripts(), vec!["postinstall"]);
+        let odd = br#"{"scripts":{"postinstall":1e400}}"#;
+        let found = hooks(manifests(&tgz(&[("package/package.json", odd)])[..])).unwrap();
+        assert!(found.manifests.is_empty());
+        let why = found.unread.unwrap();
+        assert!(why.contains("install scripts unknown"), "{why}");
     }
 
     /// Finding 1a: a GNU-magic header's prefix field is not part of the name (node-tar reads it
