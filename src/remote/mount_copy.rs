@@ -735,7 +735,7 @@ impl Later {
                 Ok(Some(z)) => z,
                 Ok(None) => continue,
                 Err(e) => {
-                    scan.unchecked.push((body, e.to_string()));
+                    check_wheel(scan, body, Err(e), fresh, false);
                     continue;
                 }
             };
