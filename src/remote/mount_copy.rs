@@ -452,9 +452,10 @@ fn hash_file(
     })
 }
 
-/// How many trailing bytes of a pip HTTP cache body are read to find a zip's end record in it:
-/// the record and the longest comment.
-const PIP_TAIL: u64 = 22 + 65_535;
+/// How many trailing bytes of a pip HTTP cache body are read to find a zip's end record in it,
+/// as many as Python's `zipfile` searches: the record and one byte more than the longest
+/// comment.
+const PIP_TAIL: u64 = 22 + 65_536;
 
 /// Where an older pip's cached response (`http/.../<hash>`) keeps its body: (offset, length).
 /// `Ok(None)` when it has none, or is no cached response pip reads and holds no zip end record

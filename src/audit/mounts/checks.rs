@@ -225,8 +225,8 @@ pub fn pip_http_file(path: &[u8]) -> bool {
     }
 }
 
-/// Where the zip Python's `zipfile` opens in a file lies, given the file's last bytes (up to
-/// 65,557: an end record and the longest comment) and its length: (offset, length), from past
+/// Where the zip Python's `zipfile` opens in a file lies, given the file's last bytes (the
+/// 65,558 it searches for an end record) and its length: (offset, length), from past
 /// the bytes in front of the archive (which `zipfile` skips by comparing the end record's
 /// directory offset with where the directory ends) to the end of the file. `None` when no end
 /// record signature is there (`zipfile` opens no zip). An end record `zipfile` would not take
