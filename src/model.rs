@@ -790,9 +790,10 @@ pub struct RunKey {
 
 /// A part of a run name with `%` written `%25` and `/` written `%2F`: GitHub's derived
 /// pipeline names and Dockerfile paths contain `/`, and `run:a/b/c/d` would name two runs.
-/// A `,` (`%2C`) and ASCII control characters (`%0A` for a line break) are written encoded
-/// too: lists of run names are joined with `, ` or line breaks, and one name must not read as
-/// two.
+/// A `,` (`%2C`) and control characters (`%0A` for a line break, `%C2%85` for U+0085 NEL: the
+/// bytes of its UTF-8) are written encoded too, as are the line and paragraph separators
+/// U+2028 and U+2029: lists of run names are joined with `, ` or line breaks, and one name must
+/// not read as two.
 pub fn encode_component(value: &str) -> std::borrow::Cow<'_, str> {
     if !value.contains(|c: char| encoded(c)) {
         return value.into();
@@ -800,7 +801,10 @@ pub fn encode_component(value: &str) -> std::borrow::Cow<'_, str> {
     let mut out = String::with_capacity(value.len() + 8);
     for c in value.chars() {
         if encoded(c) {
-            out.push_str(&format!("%{:02X}", u32::from(c)));
+            let mut utf8 = [0u8; 4];
+            for b in c.encode_utf8(&mut utf8).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
         } else {
             out.push(c);
         }
@@ -808,28 +812,34 @@ pub fn encode_component(value: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
-/// Whether [`encode_component`] writes `c` as `%XX`.
+/// Whether [`encode_component`] writes `c` as `%XX` escapes.
 fn encoded(c: char) -> bool {
-    matches!(c, '%' | '/' | ',') || c.is_ascii_control()
+    matches!(c, '%' | '/' | ',' | '\u{2028}' | '\u{2029}') || c.is_control()
 }
 
-/// The part [`encode_component`] encoded; `None` when a `%` starts anything but the escape of
-/// a character it encodes (`%25`, `%2F`, `%2C`, `%0A`, ...; hex digits in either case).
+/// The part [`encode_component`] encoded; `None` when a run of `%XX` escapes is anything but
+/// the UTF-8 of characters it encodes (`%25`, `%2F`, `%2C`, `%0A`, `%C2%85`, ...; hex digits
+/// in either case).
 pub fn decode_component(value: &str) -> Option<String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(at) = rest.find('%') {
         out.push_str(&rest[..at]);
-        let hex = rest.get(at + 1..at + 3)?;
-        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        rest = &rest[at..];
+        let mut bytes = Vec::new();
+        while let Some(escape) = rest.strip_prefix('%') {
+            let hex = escape.get(..2)?;
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &escape[2..];
+        }
+        let decoded = String::from_utf8(bytes).ok()?;
+        if !decoded.chars().all(encoded) {
             return None;
         }
-        let c = char::from(u8::from_str_radix(hex, 16).ok()?);
-        if !encoded(c) {
-            return None;
-        }
-        out.push(c);
-        rest = &rest[at + 3..];
+        out.push_str(&decoded);
     }
     out.push_str(rest);
     Some(out)
@@ -1191,6 +1201,26 @@ mod tests {
         assert_eq!(decode_component("a%0a%2c"), Some("a\n,".to_owned()));
         assert_eq!(decode_component("a%41"), None);
         assert_eq!(decode_component("a%zz"), None);
+    }
+
+    /// Unicode line breaks (U+0085 NEL, U+2028, U+2029) and other C1 controls in a run name
+    /// are encoded as their UTF-8 bytes and parse back; escapes of characters never encoded,
+    /// or not whole UTF-8, are refused.
+    #[test]
+    fn run_names_with_unicode_line_breaks_stay_one_line() {
+        let name = run_name("a\u{85}b", "1\u{2028}2", "s\u{2029}\u{9b}é");
+        assert_eq!(name, "a%C2%85b/1%E2%80%A82/s%E2%80%A9%C2%9Bé");
+        assert!(!name.contains(['\u{85}', '\u{2028}', '\u{2029}', '\u{9b}']));
+        let k = RunKey::parse(&name, "--run").unwrap();
+        assert_eq!(
+            (k.pipeline.as_str(), k.run_id.as_str(), k.step.as_deref()),
+            ("a\u{85}b", "1\u{2028}2", Some("s\u{2029}\u{9b}é"))
+        );
+        assert_eq!(k.to_string(), name);
+        assert_eq!(decode_component("%c2%85%25x"), Some("\u{85}%x".to_owned()));
+        assert_eq!(decode_component("%C2"), None);
+        assert_eq!(decode_component("%C3%A9"), None);
+        assert_eq!(decode_component("%E2%80"), None);
     }
 
     /// An unencoded name is still read every way it can be, as before encoding.

@@ -286,8 +286,61 @@ const PENDING_BYTES: usize = 16 << 20;
 #[derive(Default)]
 pub struct Render {
     pending: Vec<u8>,
+    /// How far the object that starts `pending` has been scanned.
+    scan: Scan,
     vertices: HashMap<String, Shown>,
     statuses: HashSet<String>,
+}
+
+/// An object's bytes scanned so far for the brace that closes it, so that an object arriving
+/// in many chunks is parsed once it is whole, not once per chunk (which is quadratic).
+#[derive(Default)]
+struct Scan {
+    /// Bytes of the object scanned.
+    upto: usize,
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+    /// Where the brace closing it ends, once seen.
+    closed: Option<usize>,
+    /// A line break was seen since the last parse (a malformed object is passed on as text
+    /// a line at a time).
+    line_break: bool,
+    /// The pending length at the last parse.
+    tried: usize,
+}
+
+impl Scan {
+    fn advance(&mut self, object: &[u8]) {
+        for (i, &b) in object.iter().enumerate().skip(self.upto) {
+            if b == b'\n' {
+                self.line_break = true;
+            }
+            if self.in_string {
+                match b {
+                    _ if self.escaped => self.escaped = false,
+                    b'\\' => self.escaped = true,
+                    b'"' => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    if self.depth == 0 {
+                        self.closed = Some(i + 1);
+                        self.upto = i + 1;
+                        return;
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.upto = object.len();
+    }
 }
 
 /// A line of the client's own text, escaped as every value is: it reaches a terminal too.
@@ -308,10 +361,19 @@ impl Render {
     /// Reads `chunk` and appends what it shows to `out`; an object cut at the chunk's end
     /// waits for the next one.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        self.read(chunk, out, false);
+    }
+
+    /// [`Self::feed`]; `ending`: no more chunks come, so a cut object is parsed as it is.
+    fn read(&mut self, chunk: &[u8], out: &mut Vec<u8>, ending: bool) {
         self.pending.extend_from_slice(chunk);
         let mut at = 0;
         let pending = std::mem::take(&mut self.pending);
         while at < pending.len() {
+            if at > 0 {
+                // `at` moved past the object scanned.
+                self.scan = Scan::default();
+            }
             let rest = &pending[at..];
             let start = rest
                 .iter()
@@ -322,6 +384,19 @@ impl Render {
                 break;
             }
             if rest[start] == b'{' {
+                // Parsed when it may be whole: its closing brace arrived, or (for text that
+                // only starts like an object) a line break, at most each time the pending
+                // bytes double, or the limit or the end is reached.
+                self.scan.advance(&rest[start..]);
+                let due = self.scan.closed.is_some()
+                    || ending
+                    || rest.len() >= PENDING_BYTES
+                    || (self.scan.line_break && rest.len() >= 2 * self.scan.tried);
+                if !due {
+                    break;
+                }
+                self.scan.tried = rest.len();
+                self.scan.line_break = false;
                 let mut stream = serde_json::Deserializer::from_slice(&rest[start..])
                     .into_iter::<serde_json::Value>();
                 match stream.next() {
@@ -349,13 +424,16 @@ impl Render {
                 None => break,
             }
         }
+        if at == pending.len() {
+            self.scan = Scan::default();
+        }
         self.pending = pending;
         self.pending.drain(..at);
     }
 
     /// Shows what is left at the end of the output as text lines, escaped.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
-        self.feed(&[], out);
+        self.read(&[], out, true);
         let rest = std::mem::take(&mut self.pending);
         for line in rest.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             text_line(line, out);
@@ -633,6 +711,42 @@ ERROR: failed to solve
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "#1 [1/2] RUN echo \\x1b[2J\n#2 [2/2] RUN b\n#2 CACHED\n#1 hi\n#1 \\x1b[2J\n#1 DONE 1.5s\nERROR: failed to solve\n"
+        );
+    }
+
+    /// An object arriving in many small chunks (a large log) is shown once whole, as if fed
+    /// at once, and braces inside its strings do not end it early; a line that only starts
+    /// like an object is passed on as text when its line ends.
+    #[test]
+    fn rawjson_in_small_chunks_renders_as_whole() {
+        let log = base64::engine::general_purpose::STANDARD.encode("x".repeat(300_000) + "\n");
+        let text = format!(
+            r#"{{"vertexes": [{{"digest": "sha256:aa", "name": "[1/1] RUN {{]}}\"", "started": "2026-01-01T00:00:00Z"}}], "logs": [{{"vertex": "sha256:aa", "stream": 1, "data": "{log}"}}]}}
+{{not json
+"#
+        );
+        let whole = {
+            let mut render = Render::default();
+            let mut out = Vec::new();
+            render.feed(text.as_bytes(), &mut out);
+            out
+        };
+        let mut render = Render::default();
+        let mut out = Vec::new();
+        for chunk in text.as_bytes().chunks(100) {
+            render.feed(chunk, &mut out);
+        }
+        assert_eq!(out, whole);
+        let shown = String::from_utf8(out).unwrap();
+        assert!(
+            shown.starts_with("#1 [1/1] RUN {]}\"\n#1 xxx"),
+            "{}",
+            &shown[..40]
+        );
+        assert!(
+            shown.ends_with("x\n{not json\n"),
+            "{}",
+            &shown[shown.len() - 40..]
         );
     }
 

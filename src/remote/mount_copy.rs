@@ -462,8 +462,72 @@ fn hash_file(
     })
 }
 
-/// How many leading bytes of a pip HTTP cache file are read to find a zip in it.
-const PIP_HEAD: usize = 64;
+/// How many trailing bytes of a pip HTTP cache body are read to find a zip's end record in it,
+/// as many as Python's `zipfile` searches: the record and one byte more than the longest
+/// comment.
+const PIP_TAIL: u64 = 22 + 65_536;
+
+/// Where an older pip's cached response (`http/.../<hash>`) keeps its body: (offset, length).
+/// `Ok(None)` when it has none, or is no cached response pip reads and holds no zip end record
+/// signature; an error when it holds one whose place this cannot tell (another serializer
+/// version, a msgpack document not read to its end): the zip in it is unread.
+fn legacy_pip_body<R: Read>(r: R) -> io::Result<Option<(u64, u64)>> {
+    let mut r = Sniff {
+        r,
+        matched: 0,
+        seen: false,
+    };
+    let v4 = checks::PIP_CACHE_V4;
+    let mut prefix = Vec::with_capacity(v4.len());
+    (&mut r).take(v4.len() as u64).read_to_end(&mut prefix)?;
+    let why = if prefix == v4 {
+        match checks::msgpack_body(&mut r) {
+            Ok(found) => return Ok(found.map(|(at, n)| (v4.len() as u64 + at, n))),
+            Err(e) => e.to_string(),
+        }
+    } else if prefix == b"cc=2," {
+        // zlib-compressed JSON with a base64 body: a zip in it shows no signature.
+        return Err(io::Error::other(
+            "a pip cache response in the compressed v2 format is not read",
+        ));
+    } else {
+        "not a cached response pip reads".to_owned()
+    };
+    io::copy(&mut r, &mut io::sink())?;
+    if r.seen {
+        return Err(io::Error::other(format!(
+            "a zip end record in a pip cache file whose body is not found: {why}"
+        )));
+    }
+    Ok(None)
+}
+
+/// A reader that notes whether a zip end record signature passed through it.
+struct Sniff<R> {
+    r: R,
+    matched: usize,
+    seen: bool,
+}
+
+impl<R: Read> Read for Sniff<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        const SIG: &[u8] = b"PK\x05\x06";
+        let n = self.r.read(buf)?;
+        for &b in &buf[..n] {
+            // No proper prefix of the signature is also its suffix: a miss restarts at `P`.
+            self.matched = if b == SIG[self.matched] {
+                self.matched + 1
+            } else {
+                usize::from(b == SIG[0])
+            };
+            if self.matched == SIG.len() {
+                self.seen = true;
+                self.matched = 0;
+            }
+        }
+        Ok(n)
+    }
+}
 
 /// A wheel's members against its `RECORD` (a mismatch is reported while it lasts), and, when it
 /// is new or changed (`fresh`), the startup hooks it installs. One that cannot be read is counted
@@ -552,7 +616,7 @@ impl Later {
                 Some(Rule::NpmContent)
             } else if path.ends_with(b".ziphash") || sibling_hash(b".zip", b".ziphash") {
                 Some(Rule::GoZiphash)
-            } else if path.ends_with(b".whl") {
+            } else if path.ends_with(b".whl") || checks::pip_http_file(path) {
                 Some(Rule::WheelRecord)
             } else if checks::cargo_crate_key(path).is_some() {
                 Some(Rule::CargoIndex)
@@ -640,8 +704,9 @@ impl Later {
             let opened = open(&wheel).and_then(|f| zip::members(f, checks::is_wheel_record));
             check_wheel(scan, wheel, opened, fresh, true);
         }
-        // pip's HTTP cache: a response body that is a zip is a downloaded wheel (or sdist),
-        // checked as a wheel; against RECORD when it has one.
+        // pip's HTTP cache: a response body that is a zip (as `zipfile` finds one: by its end
+        // record, whatever is in front) is a downloaded wheel (or sdist), checked as a wheel;
+        // against RECORD when it has one.
         for body in self.pip_bodies {
             if !regular(&body) {
                 continue;
@@ -649,31 +714,44 @@ impl Later {
             let Some(&(start, len)) = self.sections.get(&body) else {
                 continue;
             };
-            let head = open(&body).and_then(|mut r| {
-                let mut head = Vec::with_capacity(PIP_HEAD);
-                (&mut r).take(PIP_HEAD as u64).read_to_end(&mut head)?;
-                Ok(head)
-            });
-            let head = match head {
-                Ok(h) => h,
+            let fresh = !unchanged(&body);
+            let found = if body.ends_with(b".body") {
+                Ok(Some((0, len)))
+            } else {
+                open(&body).and_then(legacy_pip_body)
+            };
+            let (at, body_len) = match found {
+                Ok(Some(region)) => region,
+                Ok(None) => continue,
                 Err(e) => {
-                    scan.unchecked.push((body, e.to_string()));
+                    check_wheel(scan, body, Err(e), fresh, false);
                     continue;
                 }
             };
-            let Some((at, zip_len)) = checks::pip_body_zip(&body, &head, len) else {
-                continue;
-            };
-            let fresh = !unchanged(&body);
-            let opened = File::open(archive).and_then(|file| {
-                let section = Section {
-                    file,
-                    start: start + at,
-                    len: zip_len,
+            let section = |from: u64, len: u64| -> io::Result<io::BufReader<Section>> {
+                Ok(io::BufReader::new(Section {
+                    file: File::open(archive)?,
+                    start: start + at + from,
+                    len,
                     at: 0,
-                };
-                zip::members(io::BufReader::new(section), checks::is_wheel_record)
+                }))
+            };
+            let tail_len = body_len.min(PIP_TAIL);
+            let tail = section(body_len - tail_len, tail_len).and_then(|mut r| {
+                let mut tail = Vec::with_capacity(tail_len as usize);
+                r.read_to_end(&mut tail)?;
+                Ok(tail)
             });
+            let (front, zip_len) = match tail.map(|t| checks::zip_in_tail(&t, body_len)) {
+                Ok(Some(z)) => z,
+                Ok(None) => continue,
+                Err(e) => {
+                    check_wheel(scan, body, Err(e), fresh, false);
+                    continue;
+                }
+            };
+            let opened =
+                section(front, zip_len).and_then(|r| zip::members(r, checks::is_wheel_record));
             check_wheel(scan, body, opened, fresh, false);
         }
         // npm: a blob that is a package tarball (gzip, zstd or plain tar, as node-tar reads
@@ -1365,7 +1443,7 @@ mod wheel_tests {
         put("http-v2/a/b/c/d/e/0123abcd.body", &hooked);
         put("http-v2/a/b/c/d/e/0123abcd", b"metadata");
         put("http-v2/1/2/3/4/5/77aa.body", br#"{"json": "index page"}"#);
-        let mut legacy = b"cc=4,\x82\xa8response\x86\xa4body\xc6".to_vec();
+        let mut legacy = b"cc=4,\x81\xa8response\x83\xa4body\xc6".to_vec();
         legacy.extend_from_slice(&(hooked.len() as u32).to_be_bytes());
         legacy.extend_from_slice(&hooked);
         legacy.extend_from_slice(b"\xa7headers\x80\xa6status\xcc\xc8");
@@ -1419,6 +1497,100 @@ mod wheel_tests {
         ));
         assert!(!checks::pip_http_file(b"http-v2/a/b/c/d/e/00"));
         assert!(!checks::pip_http_file(b"http-v2/a/bb/c/d/e/00.body"));
+    }
+
+    /// pip HTTP cache files hiding a wheel from a reader that looks only at their start: a
+    /// `.body` with bytes in front of the zip (`zipfile` skips them), an older pip's response
+    /// whose msgpack puts the body far past its start, are read for their hooks; one whose
+    /// body cannot be placed but which holds a zip end record is unread; a symbolically
+    /// linked `.body` (pip follows it) is a mismatch.
+    #[test]
+    fn wheels_hidden_in_pips_http_cache_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("m");
+        let put = |rel: &str, bytes: &[u8]| {
+            let path = root.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        };
+        let hooked = wheel(&[("p/__init__.py", b""), ("evil.pth", b"import os\n")]);
+        let mut junk = b"junk in front of the zip".repeat(10);
+        junk.extend_from_slice(&hooked);
+        put("http-v2/a/b/c/d/e/01.body", &junk);
+        // {"vary": {}, "response": {"headers": {"x": <200 bytes>}, "status": 200, "body": ...}}
+        let mut legacy =
+            b"cc=4,\x82\xa4vary\x80\xa8response\x83\xa7headers\x81\xa1x\xd9\xc8".to_vec();
+        legacy.extend_from_slice(&[b'h'; 200]);
+        legacy.extend_from_slice(b"\xa6status\xcc\xc8\xa4body\xc6");
+        legacy.extend_from_slice(&(hooked.len() as u32).to_be_bytes());
+        legacy.extend_from_slice(&hooked);
+        put("http/f/f/0/0/1/ff001ff001ff001ff001", &legacy);
+        // Cut short: the document does not parse, and the zip is not placed.
+        let mut broken = legacy.clone();
+        broken[5] = 0x83;
+        put("http/f/f/0/0/2/ff002ff002ff002ff002", &broken);
+        // No zip at all in a file that does not parse: nothing to read.
+        put("http/f/f/0/0/3/ff003ff003ff003ff003", b"cc=4,\xc1");
+        std::fs::create_dir_all(root.join("http-v2/1/1/1/1/1")).unwrap();
+        std::os::unix::fs::symlink("/tmp/evil.whl", root.join("http-v2/1/1/1/1/1/11.body"))
+            .unwrap();
+        let archive = dir.path().join("m.tar");
+        let status = std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&root)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let scan = scan(&archive, &[]).unwrap();
+        let got: Vec<(String, Vec<String>, bool)> = scan
+            .wheels
+            .iter()
+            .map(|(p, w)| {
+                (
+                    String::from_utf8_lossy(p).into_owned(),
+                    w.hooks.clone(),
+                    w.unread.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "http-v2/a/b/c/d/e/01.body".to_owned(),
+                    vec!["evil.pth".to_owned()],
+                    false
+                ),
+                (
+                    "http/f/f/0/0/1/ff001ff001ff001ff001".to_owned(),
+                    vec!["evil.pth".to_owned()],
+                    false
+                ),
+                (
+                    "http/f/f/0/0/2/ff002ff002ff002ff002".to_owned(),
+                    vec![],
+                    true
+                ),
+            ]
+        );
+        let unchecked: Vec<String> = scan
+            .unchecked
+            .iter()
+            .map(|(p, _)| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        assert_eq!(unchecked, vec!["http/f/f/0/0/2/ff002ff002ff002ff002"]);
+        let bad: Vec<(Rule, String)> = scan
+            .mismatches
+            .iter()
+            .map(|m| (m.rule, String::from_utf8_lossy(&m.path).into_owned()))
+            .collect();
+        assert_eq!(
+            bad,
+            vec![(Rule::WheelRecord, "http-v2/1/1/1/1/1/11.body".to_owned())]
+        );
     }
 
     /// A new wheel that is a zip bomb (entries sharing one member's bytes) is recorded unread

@@ -225,31 +225,158 @@ pub fn pip_http_file(path: &[u8]) -> bool {
     }
 }
 
-/// Where a zip lies in a pip HTTP cache file, given its first bytes and its length: (offset,
-/// length). A pip 23.3 body is the response itself; an earlier pip's file is `cc=4,` and a
-/// msgpack document whose first bytes hold the body as a `bin` value, whose header gives its
-/// length. `None` when no zip starts there.
-pub fn pip_body_zip(path: &[u8], head: &[u8], len: u64) -> Option<(u64, u64)> {
-    const LOCAL: &[u8] = b"PK\x03\x04";
-    if path.ends_with(b".body") {
-        return head.starts_with(LOCAL).then_some((0, len));
-    }
-    if !head.starts_with(b"cc=") {
-        return None;
-    }
-    let at = head.windows(4).position(|w| w == LOCAL)?;
-    let bin_len = match at {
-        a if a >= 5 && head[a - 5] == 0xc6 => {
-            u32::from_be_bytes([head[a - 4], head[a - 3], head[a - 2], head[a - 1]]) as u64
-        }
-        a if a >= 3 && head[a - 3] == 0xc5 => u16::from_be_bytes([head[a - 2], head[a - 1]]) as u64,
-        a if a >= 2 && head[a - 2] == 0xc4 => head[a - 1] as u64,
-        // A zip whose length no header gives: the rest of the file, where its end record lies
-        // only if nothing follows it.
-        _ => len - at as u64,
+/// Where the zip Python's `zipfile` opens in a file lies, given the file's last bytes (the
+/// 65,558 it searches for an end record) and its length: (offset, length), from past
+/// the bytes in front of the archive (which `zipfile` skips by comparing the end record's
+/// directory offset with where the directory ends) to the end of the file. `None` when no end
+/// record signature is there (`zipfile` opens no zip). An end record `zipfile` would not take
+/// as it stands gives the whole file, which the zip reader then refuses.
+pub fn zip_in_tail(tail: &[u8], len: u64) -> Option<(u64, u64)> {
+    let end = tail.windows(4).rposition(|w| w == b"PK\x05\x06")?;
+    let whole = Some((0, len));
+    let Some(record) = tail.get(end..end + 22) else {
+        return whole;
     };
-    let at = at as u64;
-    (at + bin_len <= len).then_some((at, bin_len))
+    let size = u32::from_le_bytes([record[12], record[13], record[14], record[15]]) as u64;
+    let offset = u32::from_le_bytes([record[16], record[17], record[18], record[19]]) as u64;
+    let end_at = len - tail.len() as u64 + end as u64;
+    match end_at.checked_sub(size).and_then(|d| d.checked_sub(offset)) {
+        Some(front) if front > 0 => Some((front, len - front)),
+        _ => whole,
+    }
+}
+
+/// The version prefix of an older pip's cached response that cachecontrol's v4 serializer
+/// writes before a msgpack document.
+pub const PIP_CACHE_V4: &[u8] = b"cc=4,";
+
+/// Nesting deeper than this in a cached response is not followed.
+const MSGPACK_DEPTH: usize = 64;
+
+/// Where the body of an older pip's cached response lies, reading the msgpack document after
+/// [`PIP_CACHE_V4`]: (offset, length) of the `bin` (or `str`) value of `response` -> `body`,
+/// relative to the reader's start, the last key winning as in a Python dict. `Ok(None)` when
+/// there is none; an error when the document is not msgpack read to its end.
+pub fn msgpack_body<R: std::io::Read>(r: R) -> std::io::Result<Option<(u64, u64)>> {
+    let mut m = Msgpack {
+        r,
+        at: 0,
+        body: None,
+    };
+    m.value(0, Place::Root)?;
+    let mut extra = [0u8; 1];
+    if m.r.read(&mut extra)? != 0 {
+        return Err(bad_msgpack("data after the document"));
+    }
+    Ok(m.body)
+}
+
+fn bad_msgpack(what: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("not a cached response this reads: {what}"),
+    )
+}
+
+/// Where a msgpack value sits in a cached response.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Root,
+    Response,
+    Body,
+    Other,
+}
+
+struct Msgpack<R> {
+    r: R,
+    at: u64,
+    body: Option<(u64, u64)>,
+}
+
+impl<R: std::io::Read> Msgpack<R> {
+    fn bytes(&mut self, n: usize) -> std::io::Result<Vec<u8>> {
+        let mut b = vec![0; n];
+        self.r.read_exact(&mut b)?;
+        self.at += n as u64;
+        Ok(b)
+    }
+
+    fn uint(&mut self, n: usize) -> std::io::Result<u64> {
+        Ok(self
+            .bytes(n)?
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 8) | b as u64))
+    }
+
+    fn skip(&mut self, n: u64) -> std::io::Result<()> {
+        let got = std::io::copy(
+            &mut std::io::Read::take(&mut self.r, n),
+            &mut std::io::sink(),
+        )?;
+        if got != n {
+            return Err(bad_msgpack("cut off"));
+        }
+        self.at += n;
+        Ok(())
+    }
+
+    /// Reads one value; returns the bytes of a short `str` (a map key).
+    fn value(&mut self, depth: usize, place: Place) -> std::io::Result<Option<Vec<u8>>> {
+        if depth > MSGPACK_DEPTH {
+            return Err(bad_msgpack("nested too deep"));
+        }
+        if place == Place::Response {
+            // A later `response` replaces an earlier one, body and all.
+            self.body = None;
+        }
+        let tag = self.bytes(1)?[0];
+        let (len, kind) = match tag {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 'n'),
+            0x80..=0x8f => ((tag & 0x0f) as u64, 'm'),
+            0x90..=0x9f => ((tag & 0x0f) as u64, 'a'),
+            0xa0..=0xbf => ((tag & 0x1f) as u64, 's'),
+            0xc4 | 0xd9 => (self.uint(1)?, if tag == 0xc4 { 'b' } else { 's' }),
+            0xc5 | 0xda => (self.uint(2)?, if tag == 0xc5 { 'b' } else { 's' }),
+            0xc6 | 0xdb => (self.uint(4)?, if tag == 0xc6 { 'b' } else { 's' }),
+            0xc7 => (self.uint(1)? + 1, 'x'),
+            0xc8 => (self.uint(2)? + 1, 'x'),
+            0xc9 => (self.uint(4)? + 1, 'x'),
+            0xca => (4, 'x'),
+            0xcb => (8, 'x'),
+            0xcc..=0xcf => (1 << (tag - 0xcc), 'x'),
+            0xd0..=0xd3 => (1 << (tag - 0xd0), 'x'),
+            0xd4..=0xd8 => ((1 << (tag - 0xd4)) + 1, 'x'),
+            0xdc => (self.uint(2)?, 'a'),
+            0xdd => (self.uint(4)?, 'a'),
+            0xde => (self.uint(2)?, 'm'),
+            0xdf => (self.uint(4)?, 'm'),
+            0xc1 => return Err(bad_msgpack("byte 0xc1")),
+        };
+        if place == Place::Body {
+            self.body = matches!(kind, 'b' | 's').then_some((self.at, len));
+        }
+        match kind {
+            'm' => {
+                for _ in 0..len {
+                    let key = self.value(depth + 1, Place::Other)?;
+                    let child = match (place, key.as_deref()) {
+                        (Place::Root, Some(b"response")) => Place::Response,
+                        (Place::Response, Some(b"body")) => Place::Body,
+                        _ => Place::Other,
+                    };
+                    self.value(depth + 1, child)?;
+                }
+            }
+            'a' => {
+                for _ in 0..len {
+                    self.value(depth + 1, Place::Other)?;
+                }
+            }
+            's' if len <= 16 => return self.bytes(len as usize).map(Some),
+            _ => self.skip(len)?,
+        }
+        Ok(None)
+    }
 }
 
 /// One CSV line (RFC 4180 quoting, as Python's `csv` module writes RECORD).
@@ -776,6 +903,50 @@ mod tests {
                 String::from_utf8_lossy(broken)
             );
         }
+    }
+
+    /// An older pip's cached response gives its body where a Python dict would: under
+    /// `response` -> `body`, the last key winning (a later `response` without a body has
+    /// none); a document not read to its end, or with trailing bytes, is an error.
+    #[test]
+    fn cached_response_bodies_are_placed_as_python_reads_them() {
+        let read = |b: &[u8]| msgpack_body(b).map_err(|e| e.to_string());
+        assert_eq!(
+            read(b"\x81\xa8response\x81\xa4body\xc4\x02PK"),
+            Ok(Some((18, 2)))
+        );
+        assert_eq!(
+            read(b"\x81\xa8response\x82\xa4body\xc4\x01A\xa4body\xa2PK"),
+            Ok(Some((25, 2)))
+        );
+        assert_eq!(
+            read(b"\x82\xa8response\x81\xa4body\xc4\x01A\xa8response\x80"),
+            Ok(None)
+        );
+        assert_eq!(read(b"\x81\xa8response\x81\xa4body\x01"), Ok(None));
+        assert_eq!(read(b"\x81\xa4vary\x92\xcb\0\0\0\0\0\0\0\0\xc0"), Ok(None));
+        assert!(read(b"\x81\xa8response\x81\xa4body\xc4\x09PK").is_err());
+        assert!(read(b"\x80\x80").is_err());
+        assert!(read(&[0x91; 100]).is_err());
+    }
+
+    /// The zip `zipfile` finds in a file with bytes in front of it starts past them; a file
+    /// without an end record signature holds none; a record that does not fit gives the whole
+    /// file (refused by the zip reader).
+    #[test]
+    fn a_zip_is_found_from_its_end_record() {
+        let zip = crate::audit::mounts::zip::stored_zip(&[("a", b"x")]);
+        let mut junk = b"0123456789".to_vec();
+        junk.extend_from_slice(&zip);
+        let len = junk.len() as u64;
+        assert_eq!(zip_in_tail(&junk, len), Some((10, zip.len() as u64)));
+        assert_eq!(zip_in_tail(&junk[5..], len), Some((10, zip.len() as u64)));
+        assert_eq!(
+            zip_in_tail(&zip, zip.len() as u64),
+            Some((0, zip.len() as u64))
+        );
+        assert_eq!(zip_in_tail(b"no zip here", 11), None);
+        assert_eq!(zip_in_tail(b"..PK\x05\x06..", 10), Some((0, 10)));
     }
 
     /// Wheel members that pip puts in site-packages (the root, `*.data/purelib/`,

@@ -6,6 +6,10 @@
 //! `zipfile` (pip) decodes them as UTF-8 when flag bit 11 says so and as code page 437
 //! otherwise, cuts them at the first NUL, and from Python 3.12 on prefers an Info-ZIP Unicode
 //! Path extra field whose CRC matches the name.
+//!
+//! An archive that Python or Go would read otherwise than by its end record's count and
+//! offsets (prepended data, bytes after the end record, directory entries beyond the count, a
+//! zip64 record) is refused rather than guessed at.
 
 use std::io::{self, Read, Seek, SeekFrom};
 
@@ -134,18 +138,46 @@ pub fn members<R: Read + Seek>(mut r: R, keep: impl Fn(&str) -> bool) -> io::Res
     r.seek(SeekFrom::Start(len - tail_len))?;
     let mut tail = vec![0; tail_len as usize];
     r.read_exact(&mut tail)?;
-    let end = (0..tail.len().saturating_sub(21))
+    // The last end-record signature, as Python's `zipfile` takes it; Go takes the last one
+    // whose comment fits. Both agree when its comment runs exactly to the end of the file.
+    let end = (0..tail.len().saturating_sub(3))
         .rev()
         .find(|&i| u32_at(&tail, i) == 0x0605_4b50)
         .ok_or_else(|| bad("no end of central directory"))?;
+    if end + 22 > tail.len() || end + 22 + u16_at(&tail, end + 20) as usize != tail.len() {
+        return Err(bad("end of central directory does not end the file"));
+    }
+    let disk = u16_at(&tail, end + 4);
+    let dir_disk = u16_at(&tail, end + 6);
+    let on_disk = u16_at(&tail, end + 8);
     let count = u16_at(&tail, end + 10) as usize;
     let size = u32_at(&tail, end + 12) as u64;
     let offset = u32_at(&tail, end + 16) as u64;
+    if disk != 0 || dir_disk != 0 || on_disk as usize != count {
+        return Err(bad("multi-disk archive"));
+    }
     if count == 0xffff || size == 0xffff_ffff || offset == 0xffff_ffff {
         return Err(bad("zip64 archives are not read"));
     }
-    if size > DIRECTORY_LIMIT || offset + size > len {
+    let end_at = len - tail_len + end as u64;
+    // Python reads a zip64 record instead whenever its locator sits right before the end
+    // record, whatever the end record says.
+    if end_at >= 20 {
+        r.seek(SeekFrom::Start(end_at - 20))?;
+        let mut sig = [0u8; 4];
+        r.read_exact(&mut sig)?;
+        if u32::from_le_bytes(sig) == 0x0706_4b50 {
+            return Err(bad("zip64 locator before the end record"));
+        }
+    }
+    if size > DIRECTORY_LIMIT {
         return Err(bad("central directory out of bounds"));
+    }
+    // Python and Go find the directory just before the end record and shift every offset
+    // by the bytes in front of the archive: only an archive with nothing in front reads the
+    // same by its offsets.
+    if offset + size != end_at {
+        return Err(bad("central directory not right before the end record"));
     }
     r.seek(SeekFrom::Start(offset))?;
     let mut dir = vec![0; size as usize];
@@ -164,6 +196,10 @@ pub fn members<R: Read + Seek>(mut r: R, keep: impl Fn(&str) -> bool) -> io::Res
         let extra_len = u16_at(&dir, at + 30) as usize;
         let comment_len = u16_at(&dir, at + 32) as usize;
         let local = u32_at(&dir, at + 42) as u64;
+        if [compressed, uncompressed, local].contains(&0xffff_ffff) {
+            // Their real values are in a zip64 extra field.
+            return Err(bad("zip64 member"));
+        }
         let name_end = at + 46 + name_len;
         if name_end > dir.len() {
             return Err(bad("name out of bounds"));
@@ -185,6 +221,10 @@ pub fn members<R: Read + Seek>(mut r: R, keep: impl Fn(&str) -> bool) -> io::Res
             data: 0,
         });
         at = name_end + extra_len + comment_len;
+    }
+    // Python reads entries until the directory's size is used up, not `count` of them.
+    if at != dir.len() {
+        return Err(bad("central directory holds more than its entry count"));
     }
     // A bomb declares more than it may inflate to, or reads one member's data many times over:
     // the declared sizes are capped (each member is held to its own), and members may neither
@@ -457,6 +497,57 @@ mod tests {
         );
     }
 
+    /// Archives Python's `zipfile` or Go read other than by their end record's count and
+    /// offsets are refused: a directory holding one entry more than its count (pip installed
+    /// the extra `.pth`), data in front of the archive, a zip64 locator before the end record,
+    /// bytes after the end record's comment; an archive with a fitting comment still reads.
+    #[test]
+    fn archives_read_otherwise_by_python_or_go_are_refused() {
+        let files: &[(&str, &[u8])] = &[("a", b"x"), ("zzevil.pth", b"import os\n")];
+        let mut extra_entry = stored_zip(files);
+        let end = extra_entry.len() - 22;
+        extra_entry[end + 8..end + 12].copy_from_slice(&[1, 0, 1, 0]);
+        let err = members(Cursor::new(&extra_entry), |_| false).unwrap_err();
+        assert!(
+            err.to_string().contains("more than its entry count"),
+            "{err}"
+        );
+
+        let mut prepended = b"junk in front".to_vec();
+        prepended.extend_from_slice(&stored_zip(files));
+        let err = members(Cursor::new(&prepended), |_| false).unwrap_err();
+        assert!(err.to_string().contains("not right before"), "{err}");
+
+        let mut locator = vec![0xfe, 0xca, 20, 0];
+        locator.extend_from_slice(b"PK\x06\x07");
+        locator.extend_from_slice(&[0; 16]);
+        let zip64 = stored_zip_raw(&[RawMember {
+            name: b"a",
+            flags: 0,
+            extra: &locator,
+            data: b"x",
+        }]);
+        let err = members(Cursor::new(&zip64), |_| false).unwrap_err();
+        assert!(err.to_string().contains("zip64 locator"), "{err}");
+
+        let mut trailing = stored_zip(files);
+        trailing.extend_from_slice(b"after");
+        let err = members(Cursor::new(&trailing), |_| false).unwrap_err();
+        assert!(err.to_string().contains("does not end the file"), "{err}");
+
+        let mut commented = stored_zip(files);
+        let end = commented.len() - 22;
+        commented[end + 20..end + 22].copy_from_slice(&5u16.to_le_bytes());
+        commented.extend_from_slice(b"hello");
+        assert_eq!(
+            members(Cursor::new(&commented), |_| false).unwrap().len(),
+            2
+        );
+        let mut tail_sig = stored_zip(files);
+        tail_sig.extend_from_slice(b"PK\x05\x06");
+        assert!(members(Cursor::new(&tail_sig), |_| false).is_err());
+    }
+
     /// A zip bomb whose central directory points thousands of entries at one member's bytes is
     /// refused before anything is inflated, as are members declaring more than the archive may
     /// inflate to and a local header naming another member than the directory does.
@@ -482,7 +573,7 @@ mod tests {
 
         let mut big = stored_zip(&[("a", b"x"), ("b", b"y")]);
         let dir_at = big.len() - 22 - 2 * (46 + 1);
-        big[dir_at + 24..dir_at + 28].copy_from_slice(&u32::MAX.to_le_bytes());
+        big[dir_at + 24..dir_at + 28].copy_from_slice(&(u32::MAX - 1).to_le_bytes());
         let err = members(Cursor::new(&big), |_| false).unwrap_err();
         assert!(err.to_string().contains("over the limit"), "{err}");
 
