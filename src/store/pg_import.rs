@@ -32,10 +32,10 @@ use super::chain::{EventFacts, NewRun, Ref, Target};
 use super::db::{Db, DbResult, PgConn, Transaction};
 use super::write::{
     IdCache, ImportItem, ImportOutcome, PipelineRow, StoredRecord, WriteError, artifact_key,
-    capped_level, ensure_pipeline, import_item, kind, new_run_facts, source,
+    capped_level, ensure_pipeline, import_item, kind, mount_uses, new_run_facts, source,
 };
 use crate::config::Config;
-use crate::model::{Artifact, BuilderInfo, BuilderRecord, MountUse, RunRecord};
+use crate::model::{Artifact, BuilderInfo, BuilderRecord, RunRecord};
 use crate::time::Micros;
 
 /// Rows upserted a statement when each runs a page trigger of its own (a hook role's artifacts
@@ -1139,15 +1139,12 @@ fn on_builder_rows(
     add: &mut dyn FnMut(&'static str, i64, Target, Micros, Option<String>),
 ) {
     let (start, finish) = (record.started_at, record.finished_at);
-    // One mount can be used by several steps with different options: keep every use.
-    let mut uses: Vec<(i64, Vec<&MountUse>)> = Vec::new();
-    for mount in &record.mounts {
-        let id = cache.mounts[&(builder, mount.namespace.clone(), mount.id.clone())];
-        match uses.iter_mut().find(|(m, _)| *m == id) {
-            Some((_, list)) => list.push(mount),
-            None => uses.push((id, vec![mount])),
-        }
-    }
+    let uses = mount_uses(&record.mounts, |mount| {
+        Ok::<_, std::convert::Infallible>(
+            cache.mounts[&(builder, mount.namespace.clone(), mount.id.clone())],
+        )
+    });
+    let Ok(uses) = uses;
     for (id, list) in uses {
         let detail = serde_json::to_string(&list).ok();
         let named = || Target::Mount {

@@ -966,6 +966,23 @@ fn differences(
     out
 }
 
+/// A run's mount uses grouped by the stored mount `id` gives each, in first-use order: one
+/// mount can be used by several steps with different options, and every use is kept.
+pub(super) fn mount_uses<E>(
+    mounts: &[MountUse],
+    mut id: impl FnMut(&MountUse) -> Result<i64, E>,
+) -> Result<Vec<(i64, Vec<&MountUse>)>, E> {
+    let mut uses: Vec<(i64, Vec<&MountUse>)> = Vec::new();
+    for mount in mounts {
+        let id = id(mount)?;
+        match uses.iter_mut().find(|(m, _)| *m == id) {
+            Some((_, list)) => list.push(mount),
+            None => uses.push((id, vec![mount])),
+        }
+    }
+    Ok(uses)
+}
+
 /// The chain facts of a run `record` stored new at `now` with trust `level`.
 pub(super) fn new_run_facts(record: &RunRecord, level: Option<String>, now: Micros) -> RunFacts {
     RunFacts {
@@ -1177,15 +1194,9 @@ pub(super) fn insert_run(
         }
     }
     if let Some(builder) = builder {
-        // One mount can be used by several steps with different options: keep every use.
-        let mut uses: Vec<(i64, Vec<&MountUse>)> = Vec::new();
-        for mount in &record.mounts {
-            let id = upsert_mount(tx, cache, builder, mount)?;
-            match uses.iter_mut().find(|(m, _)| *m == id) {
-                Some((_, list)) => list.push(mount),
-                None => uses.push((id, vec![mount])),
-            }
-        }
+        let uses = mount_uses(&record.mounts, |mount| {
+            upsert_mount(tx, cache, builder, mount)
+        })?;
         for (id, list) in uses {
             let detail = serde_json::to_string(&list).ok();
             let named = || Target::Mount {
