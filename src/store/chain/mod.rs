@@ -142,6 +142,21 @@ pub(super) struct Tail {
     hash: ChainHash,
 }
 
+/// The chain's last entry: `tail` when this transaction has already moved it, else the stored
+/// head.
+fn last_entry(conn: &Db, tail: Option<Tail>) -> crate::store::db::DbResult<Tail> {
+    match tail {
+        Some(last) => Ok(last),
+        None => {
+            let head = stored_head(conn)?;
+            Ok(Tail {
+                seq: head.length,
+                hash: head.head,
+            })
+        }
+    }
+}
+
 pub(super) fn stored_head(conn: &Db) -> crate::store::db::DbResult<ChainHead> {
     let last = conn
         .prepare_cached("SELECT seq, hash FROM run_chain ORDER BY seq DESC LIMIT 1")?
@@ -168,16 +183,7 @@ pub(super) fn append(
     kind: EntryKind,
     now: Micros,
 ) -> crate::store::db::DbResult<()> {
-    let last = match *tail {
-        Some(last) => last,
-        None => {
-            let head = stored_head(conn)?;
-            Tail {
-                seq: head.length,
-                hash: head.head,
-            }
-        }
-    };
+    let last = last_entry(conn, *tail)?;
     let previous = match kind {
         EntryKind::Run => None,
         EntryKind::Events => conn
@@ -231,16 +237,7 @@ pub(super) fn append_new(
     new: NewRun,
     now: Micros,
 ) -> crate::store::db::DbResult<()> {
-    let last = match *tail {
-        Some(last) => last,
-        None => {
-            let head = stored_head(conn)?;
-            Tail {
-                seq: head.length,
-                hash: head.head,
-            }
-        }
-    };
+    let last = last_entry(conn, *tail)?;
     let span = Span {
         events_through: new.events_through,
         ..Span::default()
@@ -275,16 +272,7 @@ pub(super) fn hash_new(
     tail: &mut Option<Tail>,
     new: NewRun,
 ) -> crate::store::db::DbResult<(i64, ChainHash)> {
-    let last = match *tail {
-        Some(last) => last,
-        None => {
-            let head = stored_head(conn)?;
-            Tail {
-                seq: head.length,
-                hash: head.head,
-            }
-        }
-    };
+    let last = last_entry(conn, *tail)?;
     let entry = encode::Entry {
         version: ENCODING_V1,
         seq: last.seq + 1,
