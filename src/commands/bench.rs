@@ -53,6 +53,32 @@ impl Rng {
     }
 }
 
+/// The registry references of pipeline `p`'s run `i`: most runs import the cache the run
+/// before exported; a run that did not fail exports its own, and some (every run of a base
+/// pipeline) produce an image. Returns (imported, exported, produced).
+fn registry_refs(
+    rng: &mut Rng,
+    p: usize,
+    i: usize,
+    failed: bool,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let (pu, iu) = (p as u64, i as u64);
+    let repo = format!("{REGISTRY}/p{p}/cache");
+    let mut imported = Vec::new();
+    if i > 0 && rng.chance(90) {
+        imported.push(format!("{repo}:main@{}", digest(1, pu, iu - 1)));
+    }
+    let mut exported = Vec::new();
+    let mut produced = Vec::new();
+    if !failed {
+        exported.push(format!("{repo}:main@{}", digest(1, pu, iu)));
+        if rng.chance(10) || p.is_multiple_of(BASE_EVERY) {
+            produced.push(format!("{REGISTRY}/p{p}/app:{i}@{}", digest(2, pu, iu)));
+        }
+    }
+    (imported, exported, produced)
+}
+
 /// A deterministic fake digest.
 fn digest(kind: u64, a: u64, b: u64) -> String {
     let mut h =
@@ -188,7 +214,6 @@ fn write_default(args: &Fleet, out: &mut dyn Write) -> std::io::Result<String> {
             if written == args.runs {
                 break 'outer;
             }
-            let pu = p as u64;
             let home = p % builders;
             let builder = if rng.chance(1) {
                 rng.below(builders as u64) as usize
@@ -200,22 +225,7 @@ fn write_default(args: &Fleet, out: &mut dyn Write) -> std::io::Result<String> {
             let duration = 60_000_000 + rng.below(540_000_000) as i64;
             let finished = started + duration;
             let failed = rng.chance(5);
-            let repo = format!("{REGISTRY}/p{p}/cache");
-            let mut imported = Vec::new();
-            if i > 0 && rng.chance(90) {
-                imported.push(format!("{repo}:main@{}", digest(1, pu, i as u64 - 1)));
-            }
-            let mut exported = Vec::new();
-            let mut produced = Vec::new();
-            if !failed {
-                exported.push(format!("{repo}:main@{}", digest(1, pu, i as u64)));
-                if rng.chance(10) || p % BASE_EVERY == 0 {
-                    produced.push(format!(
-                        "{REGISTRY}/p{p}/app:{i}@{}",
-                        digest(2, pu, i as u64)
-                    ));
-                }
-            }
+            let (imported, exported, produced) = registry_refs(&mut rng, p, i, failed);
             // Base images: a base pipeline's image from about a month earlier.
             let mut base_images = Vec::new();
             if p % BASE_EVERY != 0 && rng.chance(20) {
@@ -315,7 +325,6 @@ fn write_shared(args: &Fleet, out: &mut dyn Write) -> std::io::Result<String> {
             if written == args.runs {
                 break 'outer;
             }
-            let pu = p as u64;
             let pool = p % pools;
             let builder = if rng.chance(1) {
                 rng.below(builders as u64) as usize
@@ -326,22 +335,7 @@ fn write_shared(args: &Fleet, out: &mut dyn Write) -> std::io::Result<String> {
             let started = start + written as i64 * spacing + jitter;
             let finished = started + 120_000_000 + rng.below(1_680_000_000) as i64;
             let failed = rng.chance(5);
-            let repo = format!("{REGISTRY}/p{p}/cache");
-            let mut imported = Vec::new();
-            if i > 0 && rng.chance(90) {
-                imported.push(format!("{repo}:main@{}", digest(1, pu, i as u64 - 1)));
-            }
-            let mut exported = Vec::new();
-            let mut produced = Vec::new();
-            if !failed {
-                exported.push(format!("{repo}:main@{}", digest(1, pu, i as u64)));
-                if rng.chance(10) || p % BASE_EVERY == 0 {
-                    produced.push(format!(
-                        "{REGISTRY}/p{p}/app:{i}@{}",
-                        digest(2, pu, i as u64)
-                    ));
-                }
-            }
+            let (imported, exported, produced) = registry_refs(&mut rng, p, i, failed);
             let mut base_images = Vec::new();
             if p % BASE_EVERY != 0 && rng.chance(20) {
                 let base = (p / BASE_EVERY) * BASE_EVERY;
