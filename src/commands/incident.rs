@@ -70,6 +70,7 @@ fn trace_and_plan(
     let options = crate::graph::TraceOptions {
         ignore_time: opened.ignore_time,
         ignore_purges: opened.ignore_purges,
+        labels_only: true,
     };
     let (trace, _) = run_trace(store, &seeds, options)?;
     let mut builders = BTreeSet::new();

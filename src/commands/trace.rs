@@ -53,6 +53,8 @@ pub fn trace(args: &TraceArgs, db: &Path, printer: Printer) -> Result<ExitStatus
     let options = TraceOptions {
         ignore_time: args.ignore_time,
         ignore_purges: args.ignore_purges,
+        // Only an explanation and the graph follow evidence from entity to entity.
+        labels_only: args.explain.is_none() && !matches!(args.format, TraceFormat::Dot),
     };
     let result = run_trace(&mut store, &seeds, options);
     spinner.finish_and_clear();

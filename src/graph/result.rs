@@ -341,6 +341,10 @@ pub struct Trace {
     pub(crate) seeds: Vec<NodeIndex>,
     pub(crate) ignore_time: bool,
     pub(crate) ignore_purges: bool,
+    /// Traced with [`TraceOptions::labels_only`]: the graph holds no chains of evidence.
+    ///
+    /// [`TraceOptions::labels_only`]: super::TraceOptions::labels_only
+    pub(crate) labels_only: bool,
     /// By purge time, then id.
     pub(crate) purges: Vec<AppliedPurge>,
 }
@@ -382,6 +386,14 @@ impl Trace {
     /// The recorded purges the trace applied, by purge time.
     pub fn purges(&self) -> &[AppliedPurge] {
         &self.purges
+    }
+
+    /// Whether the graph holds every piece of evidence between entities (see
+    /// [`TraceOptions::labels_only`]).
+    ///
+    /// [`TraceOptions::labels_only`]: super::TraceOptions::labels_only
+    pub fn has_evidence(&self) -> bool {
+        !self.labels_only
     }
 
     pub fn graph(&self) -> &DiGraph<Node, Evidence> {
@@ -575,6 +587,10 @@ impl Trace {
     /// which tainted write it came in by, and leaves only to readers that write could have
     /// tainted (read at or after it, no purge in between), so every chain holds in time.
     pub fn explain_node(&self, target: NodeIndex) -> Option<Vec<Hop>> {
+        debug_assert!(
+            self.has_evidence(),
+            "explained a trace without its evidence"
+        );
         let g = &self.graph;
         g[target].label?;
         let mut roots: Vec<NodeIndex> = self.seeds.clone();

@@ -41,6 +41,12 @@ pub struct TraceOptions {
     pub ignore_time: bool,
     /// Trace as if no purge had been recorded: what the recorded purges hid.
     pub ignore_purges: bool,
+    /// Keep each entity's label (when and through what it was tainted) but not every piece
+    /// of evidence between entities: enough for the lists and reports, not for
+    /// [`Trace::explain`] or the graph (`--format dot`). Answers are the same.
+    ///
+    /// [`Trace::explain`]: super::Trace::explain
+    pub labels_only: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -280,6 +286,9 @@ struct Tracer<'s, S: Source> {
     ignore_time: bool,
     /// Purges are not loaded at all: every mount and builder has a single segment.
     ignore_purges: bool,
+    /// Only record-creation evidence is kept as edges (the traversal asks who created a
+    /// record); see [`TraceOptions::labels_only`].
+    labels_only: bool,
     /// The runs each purge (a mount or builder, and the purge's time) kept a tainted write
     /// from: met only when a purge cleans something, so the traversal carries no more than
     /// the purge's time.
@@ -335,6 +344,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             source,
             ignore_time: options.ignore_time,
             ignore_purges: options.ignore_purges,
+            labels_only: options.labels_only,
             cuts: HashMap::default(),
             graph: DiGraph::new(),
             nodes: Nodes::default(),
@@ -1118,7 +1128,9 @@ impl<'s, S: Source> Tracer<'s, S> {
     /// when it is newly tainted (or, for an artifact, when its time improved).
     fn relax(&mut self, node: NodeIndex, label: Label, reader: Option<(Micros, Micros)>) {
         // Same-digest evidence is drawn once the traversal is done (see `copy_edges`).
-        if let Some(from) = label.from.filter(|_| label.via != Via::SameDigest) {
+        let kept =
+            label.via != Via::SameDigest && (!self.labels_only || label.via == Via::RecordCreated);
+        if let Some(from) = label.from.filter(|_| kept) {
             match self.find_edge(from, node, label.via) {
                 Edge::Found(edge) => {
                     let evidence = &mut self.graph[edge];
@@ -1143,7 +1155,7 @@ impl<'s, S: Source> Tracer<'s, S> {
         let first = match self.graph[node].label {
             None => true,
             Some(old) => {
-                if self.order_of(&label) >= self.order_of(&old) {
+                if self.compare(&label, &old).is_ge() {
                     return;
                 }
                 false
@@ -1205,6 +1217,14 @@ impl<'s, S: Source> Tracer<'s, S> {
             label.via,
             label.at,
         )
+    }
+
+    /// Labels compared as [`Order`] does, the names they came from looked at only when times
+    /// and directness tie.
+    fn compare(&self, a: &Label, b: &Label) -> std::cmp::Ordering {
+        (a.tainted_at, a.via.rank())
+            .cmp(&(b.tainted_at, b.via.rank()))
+            .then_with(|| self.order_of(a).cmp(&self.order_of(b)))
     }
 
     fn order(&self, node: NodeIndex) -> Order<'_> {
@@ -1329,7 +1349,9 @@ impl<'s, S: Source> Tracer<'s, S> {
             // Every tainted artifact has a role; a cache is the safer listing if one had none.
             *cache = roles.cache || cache_backend || !*image;
         }
-        self.copy_edges();
+        if !self.labels_only {
+            self.copy_edges();
+        }
         // Freeing the traversal's bookkeeping takes a while for a large blast radius: another
         // thread does it while the trace is used.
         let leftovers = (
@@ -1346,6 +1368,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             seeds: self.seeds,
             ignore_time: self.ignore_time,
             ignore_purges: self.ignore_purges,
+            labels_only: self.labels_only,
             purges: Vec::new(),
         }
     }

@@ -1210,6 +1210,23 @@ fn times(trace: &Trace) -> BTreeMap<String, Micros> {
         .collect()
 }
 
+/// Everything the lists and reports show of a trace: each tainted entity with its label, and
+/// the purges applied.
+fn listed(trace: &Trace) -> Vec<String> {
+    let mut shown: Vec<String> = Kind::ALL
+        .iter()
+        .flat_map(|&kind| trace.tainted(kind))
+        .map(|e| {
+            format!(
+                "{} {} {:?} {:?} {}",
+                e.name, e.tainted_at, e.via, e.from, e.at
+            )
+        })
+        .collect();
+    shown.extend(trace.purges().iter().map(|p| format!("{p:?}")));
+    shown
+}
+
 fn everything(trace: &Trace) -> BTreeSet<String> {
     Kind::ALL.iter().flat_map(|&k| names(trace, k)).collect()
 }
@@ -1230,6 +1247,13 @@ proptest! {
         prop_assert_eq!(everything(&blind), oracle::closure(&history, &resolved, true));
         prop_assert_eq!(times(&aware), oracle::times(&history, &resolved, false));
         prop_assert_eq!(times(&blind), oracle::times(&history, &resolved, true));
+        // Without the evidence between entities, the same lists.
+        for (full, ignore_time) in [(&aware, false), (&blind, true)] {
+            let options = TraceOptions { ignore_time, labels_only: true, ..TraceOptions::default() };
+            let labels = trace(&mut history.clone(), &seeds, options).unwrap();
+            prop_assert!(!labels.has_evidence());
+            prop_assert_eq!(listed(&labels), listed(full));
+        }
         // Ignoring purges is tracing the history with none recorded.
         let mut h = history.clone();
         let unpurged = trace(&mut h, &seeds, TraceOptions { ignore_purges: true, ..TraceOptions::default() }).unwrap();

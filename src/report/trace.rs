@@ -819,6 +819,7 @@ fn record_doc<'t>(e: &Tainted<'t>) -> RecordDoc<'t> {
 /// Graphviz of the blast radius: every tainted entity and seed, every evidence edge labelled
 /// with its kind, seeds filled.
 pub fn write_dot(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
+    debug_assert!(trace.has_evidence(), "drew a trace without its evidence");
     let g = trace.graph();
     let mut nodes: Vec<_> = g.node_indices().collect();
     let when = |i: NodeIndex| g[i].label.map(|l| l.tainted_at);
