@@ -1220,11 +1220,17 @@ impl<'s, S: Source> Tracer<'s, S> {
     }
 
     /// Labels compared as [`Order`] does, the names they came from looked at only when times
-    /// and directness tie.
+    /// and directness tie and they came from different nodes.
     fn compare(&self, a: &Label, b: &Label) -> std::cmp::Ordering {
         (a.tainted_at, a.via.rank())
             .cmp(&(b.tainted_at, b.via.rank()))
-            .then_with(|| self.order_of(a).cmp(&self.order_of(b)))
+            .then_with(|| {
+                if a.from == b.from {
+                    (a.via, a.at).cmp(&(b.via, b.at))
+                } else {
+                    self.order_of(a).cmp(&self.order_of(b))
+                }
+            })
     }
 
     fn order(&self, node: NodeIndex) -> Order<'_> {
