@@ -482,15 +482,16 @@ impl Store {
         Ok(out)
     }
 
-    /// Bulk mode for imports: the WAL is checkpointed once at the end instead of every few
-    /// hundred pages. Call with `false` when done.
+    /// Bulk mode for imports: the WAL is checkpointed every 64 MiB instead of every 4 MiB, and
+    /// truncated at the end. (Never checkpointing until the end made a large import slower as
+    /// it went: every page read searched a WAL of gigabytes.) Call with `false` when done.
     pub fn bulk(&mut self, on: bool) -> Result<(), StoreError> {
         let Some(conn) = self.conn.sqlite() else {
             return Ok(());
         };
         if on {
             return conn
-                .execute_batch("PRAGMA wal_autocheckpoint = 0")
+                .execute_batch("PRAGMA wal_autocheckpoint = 16384")
                 .map_err(|e| sql_error(&self.path, e.into()));
         }
         // Truncating the WAL waits for readers (a long trace, say); after a short wait the
@@ -689,6 +690,33 @@ mod tests {
         drop(conn);
         let err = Store::open(&path).unwrap_err();
         assert!(matches!(err, StoreError::Newer { found: 99, .. }), "{err}");
+    }
+
+    /// An import checkpoints as it goes: the WAL is reused from its start instead of growing
+    /// with everything imported (three 40 MiB batches leave less than 100 MiB of it).
+    #[test]
+    fn a_bulk_import_keeps_the_wal_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let mut store = Store::open(&path).unwrap();
+        store.bulk(true).unwrap();
+        let conn = store.conn.sqlite().unwrap();
+        conn.execute_batch("CREATE TABLE scratch (b BLOB)").unwrap();
+        for _ in 0..3 {
+            conn.execute_batch(
+                "BEGIN; INSERT INTO scratch VALUES (zeroblob(40 * 1024 * 1024)); COMMIT",
+            )
+            .unwrap();
+        }
+        let wal = std::fs::metadata(dir.path().join("db.sqlite-wal"))
+            .unwrap()
+            .len();
+        assert!(wal < 100 << 20, "the WAL grew to {wal} bytes");
+        store.bulk(false).unwrap();
+        let wal = std::fs::metadata(dir.path().join("db.sqlite-wal"))
+            .unwrap()
+            .len();
+        assert_eq!(wal, 0, "the WAL is truncated when the import is done");
     }
 
     /// A store at schema version `version`, with a pipeline in it, in WAL mode as stores are.
