@@ -3,6 +3,8 @@
 //! The store implements [`Source`] with indexed SQL queries, so a trace loads only the part of
 //! the history it reaches. Tests implement it over hand-built histories in memory.
 
+use std::sync::Arc;
+
 use compact_str::CompactString;
 
 use crate::model::{Backend, RunKey, RunStatus, StoredPurge};
@@ -88,7 +90,8 @@ pub struct RecordInfo {
     pub builder: BuilderId,
     pub record_id: CompactString,
     pub record_type: CompactString,
-    pub description: CompactString,
+    /// Shared: the same step on the same builder gives records of the same description.
+    pub description: Arc<str>,
 }
 
 /// Something a run wrote, with the time the write is taken to have happened (its start).

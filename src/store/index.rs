@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::store::db::{Db, Engine};
@@ -42,6 +43,9 @@ pub struct TraceSource<'s> {
     /// Expansion queries answered by the store, and how long loading the graph took.
     queries: usize,
     load_time: Option<Duration>,
+    /// Record descriptions handed out, by their place in the index: records that share one
+    /// share its allocation.
+    descriptions: FxHashMap<(u32, u32), Arc<str>>,
 }
 
 /// How a trace read the store, for `--verbose`.
@@ -83,6 +87,7 @@ impl<'s> TraceSource<'s> {
             budget,
             queries: 0,
             load_time: None,
+            descriptions: FxHashMap::default(),
         }
     }
 
@@ -747,6 +752,8 @@ impl Records {
         let mut record_text = Text::default();
         let mut record_types = Vec::new();
         let mut record_type_ids = FxHashMap::default();
+        // The same step gives the same description on every run: each is kept once.
+        let mut descriptions: FxHashMap<Box<str>, Span> = FxHashMap::default();
         let read = read_pages(conn, "record_pages", "records", slots.records, |page| {
             let (id, builder) = (page.number()?, page.number()?);
             let (record_id, record_type, description) = (page.text()?, page.text()?, page.text()?);
@@ -758,7 +765,14 @@ impl Records {
                 builder: id32(builder)?,
                 record_id: record_text.push(record_id)?,
                 record_type: intern(&mut record_types, &mut record_type_ids, record_type)?,
-                description: record_text.push(description)?,
+                description: match descriptions.get(description) {
+                    Some(&span) => span,
+                    None => {
+                        let span = record_text.push(description)?;
+                        descriptions.insert(description.into(), span);
+                        span
+                    }
+                },
             };
             Some(())
         })?;
@@ -1364,24 +1378,27 @@ impl Source for TraceSource<'_> {
     }
 
     fn record(&mut self, record: RecordId) -> Result<RecordInfo, StoreError> {
-        match self.index()? {
-            Some(index) => {
-                let row = slot(record)
-                    .and_then(|r| index.records.rows.get(r))
-                    .filter(|r| r.present)
-                    .ok_or_else(|| missing("builder record", record))?;
-                Ok(RecordInfo {
-                    id: record,
-                    builder: i64::from(row.builder),
-                    record_id: index.records.text.get(row.record_id).into(),
-                    record_type: index.records.types[row.record_type as usize]
-                        .as_str()
-                        .into(),
-                    description: index.records.text.get(row.description).into(),
-                })
-            }
-            None => self.store.record(record),
+        if self.index()?.is_none() {
+            return self.store.record(record);
         }
+        let index = self.index.as_ref().expect("the graph is loaded");
+        let row = slot(record)
+            .and_then(|r| index.records.rows.get(r))
+            .filter(|r| r.present)
+            .ok_or_else(|| missing("builder record", record))?;
+        Ok(RecordInfo {
+            id: record,
+            builder: i64::from(row.builder),
+            record_id: index.records.text.get(row.record_id).into(),
+            record_type: index.records.types[row.record_type as usize]
+                .as_str()
+                .into(),
+            description: self
+                .descriptions
+                .entry((row.description.start, row.description.end))
+                .or_insert_with(|| index.records.text.get(row.description).into())
+                .clone(),
+        })
     }
 }
 
@@ -2008,7 +2025,7 @@ mod tests {
                     r.builder,
                     r.record_id.as_str(),
                     r.record_type.as_str(),
-                    r.description.as_str()
+                    &*r.description
                 ],
             )
             .unwrap();
@@ -2265,6 +2282,8 @@ mod tests {
     /// Artifacts and builder records read from their pages are the rows the store holds,
     /// whatever their texts: empty, non-ASCII, longer than 255 bytes, or with a NUL inside
     /// (which only a store an older release wrote holds: the rows go in with SQLite itself).
+    /// A description is kept once for the records sharing it; an empty one is not taken for
+    /// the next.
     #[test]
     fn packed_texts_read_back_as_stored() {
         let dir = tempfile::tempdir().unwrap();
@@ -2294,10 +2313,27 @@ mod tests {
                 "INSERT INTO builder_records (id, builder_id, record_id, record_type,
                                                   description)
                      VALUES (?1, 1, ?2, ?3, ?4)",
-                rusqlite::params![id, format!("r{text}"), text, format!("RUN {text}")],
+                rusqlite::params![id, text, text, text],
             )
             .unwrap();
+            if i == 0 {
+                // Packed right after record 1's empty record id and description.
+                raw.execute_batch(
+                    "INSERT INTO builders (id, name) VALUES (2, 'c');
+                     INSERT INTO builder_records (id, builder_id, record_id, record_type,
+                                                  description)
+                         VALUES (2, 2, '', 'regular', 'next');",
+                )
+                .unwrap();
+            }
         }
+        let (next, shared) = (2, 200);
+        raw.execute(
+            "INSERT INTO builder_records (id, builder_id, record_id, record_type, description)
+                 VALUES (200, 1, 'again', 'regular', ?1)",
+            [texts[1]],
+        )
+        .unwrap();
         let mut queried = Vec::new();
         for i in 0..texts.len() {
             let id = i64::try_from(i).unwrap() * 40 + 1;
@@ -2306,12 +2342,19 @@ mod tests {
                 graph::Source::record(&mut store, id).unwrap(),
             ));
         }
+        let again = graph::Source::record(&mut store, shared).unwrap();
+        let after_empty = graph::Source::record(&mut store, next).unwrap();
         let mut source = TraceSource::with_budget(&mut store, Some(0));
         for (i, (artifact, record)) in queried.into_iter().enumerate() {
             let id = i64::try_from(i).unwrap() * 40 + 1;
             assert_eq!(graph::Source::artifact(&mut source, id).unwrap(), artifact);
             assert_eq!(graph::Source::record(&mut source, id).unwrap(), record);
         }
+        assert_eq!(graph::Source::record(&mut source, shared).unwrap(), again);
+        assert_eq!(
+            graph::Source::record(&mut source, next).unwrap(),
+            after_empty
+        );
         assert!(source.loaded());
     }
 

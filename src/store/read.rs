@@ -850,7 +850,7 @@ impl Source for Store {
                         builder: row.get(1)?,
                         record_id: text(row, 2)?,
                         record_type: text(row, 3)?,
-                        description: text(row, 4)?,
+                        description: row.get::<_, String>(4)?.into(),
                     })
                 },
             )
