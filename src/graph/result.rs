@@ -7,6 +7,7 @@ use compact_str::CompactString;
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
+use rustc_hash::FxHashMap;
 
 use super::source::{ArtifactInfo, BuilderInfo, MountInfo, RecordInfo, RunInfo};
 use crate::model::{self, Backend, Digest, RunKey, StoredPurge};
@@ -268,9 +269,6 @@ pub struct Node {
     pub seed: Option<SeedMark>,
     /// `None` only for a seed with no recorded use.
     pub label: Option<Label>,
-    /// For mounts and builders: the purges (or prunes) that clean them, ascending. Empty when
-    /// time is ignored.
-    pub(crate) purges: Vec<Micros>,
 }
 
 /// One evidence edge: the source entity tainted the target.
@@ -345,6 +343,9 @@ pub struct Trace {
     ///
     /// [`TraceOptions::labels_only`]: super::TraceOptions::labels_only
     pub(crate) labels_only: bool,
+    /// For each mount and builder with any: the purges (or prunes) that clean it, ascending.
+    /// None when time is ignored.
+    pub(crate) cleanings: FxHashMap<NodeIndex, Vec<Micros>>,
     /// By purge time, then id.
     pub(crate) purges: Vec<AppliedPurge>,
 }
@@ -671,7 +672,6 @@ impl Trace {
 
     /// Whether the evidence edge may follow the way the search entered its source.
     fn passes(&self, (node, entry): State, evidence: &Evidence, reader: NodeIndex) -> bool {
-        let source = &self.graph[node];
         let Some(written) = self.written((node, entry)) else {
             return true;
         };
@@ -686,7 +686,8 @@ impl Trace {
         let Some((start, read)) = evidence.reader else {
             return true;
         };
-        written <= read && !source.purges.iter().any(|&p| written < p && p < start)
+        let cleanings = self.cleanings.get(&node).map_or(&[][..], Vec::as_slice);
+        written <= read && !cleanings.iter().any(|&p| written < p && p < start)
     }
 
     fn chain(&self, mut state: State, parent: &Parents) -> Vec<Hop> {

@@ -289,6 +289,8 @@ struct Tracer<'s, S: Source> {
     /// Only record-creation evidence is kept as edges (the traversal asks who created a
     /// record); see [`TraceOptions::labels_only`].
     labels_only: bool,
+    /// For each mount and builder with any: the purges that clean it, ascending.
+    cleanings: HashMap<NodeIndex, Vec<Micros>>,
     /// The runs each purge (a mount or builder, and the purge's time) kept a tainted write
     /// from: met only when a purge cleans something, so the traversal carries no more than
     /// the purge's time.
@@ -345,6 +347,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             ignore_time: options.ignore_time,
             ignore_purges: options.ignore_purges,
             labels_only: options.labels_only,
+            cleanings: HashMap::default(),
             cuts: HashMap::default(),
             graph: DiGraph::new(),
             nodes: Nodes::default(),
@@ -505,7 +508,6 @@ impl<'s, S: Source> Tracer<'s, S> {
                 name: seed.display_name().into(),
                 seed: None,
                 label: None,
-                purges: Vec::new(),
             });
             self.mark_seed(node, kind, None);
             return Ok(());
@@ -644,7 +646,6 @@ impl<'s, S: Source> Tracer<'s, S> {
                                 entity: Entity::Record { info, builder },
                                 seed: None,
                                 label: None,
-                                purges: Vec::new(),
                             })
                         }
                     };
@@ -982,15 +983,21 @@ impl<'s, S: Source> Tracer<'s, S> {
         Ok(())
     }
 
+    /// The purges (or prunes) that clean a mount or builder, ascending; none when time or
+    /// purges are ignored.
+    fn cleanings(&self, node: NodeIndex) -> &[Micros] {
+        self.cleanings.get(&node).map_or(&[], Vec::as_slice)
+    }
+
     /// Which purge segment of a mount or builder a write at `at` falls in.
     fn segment(&self, node: NodeIndex, at: Micros) -> usize {
-        self.graph[node].purges.partition_point(|&p| p <= at)
+        self.cleanings(node).partition_point(|&p| p <= at)
     }
 
     /// The first purge of a mount or builder after `at`: readers that start after it did not
     /// see the write. `None` when time is ignored.
     fn next_purge(&self, node: NodeIndex, at: Micros) -> Option<Micros> {
-        let purges = &self.graph[node].purges;
+        let purges = self.cleanings(node);
         purges.get(purges.partition_point(|&p| p <= at)).copied()
     }
 
@@ -1120,7 +1127,6 @@ impl<'s, S: Source> Tracer<'s, S> {
             entity: Entity::Run { info, builder },
             seed: None,
             label: None,
-            purges: Vec::new(),
         }))
     }
 
@@ -1264,7 +1270,6 @@ impl<'s, S: Source> Tracer<'s, S> {
             },
             seed: None,
             label: None,
-            purges: Vec::new(),
         })
     }
 
@@ -1285,13 +1290,16 @@ impl<'s, S: Source> Tracer<'s, S> {
         } else {
             sorted(self.source.mount_purges(info.id)?)
         };
-        Ok(self.node(Key::Mount(info.id), || Node {
+        let node = self.node(Key::Mount(info.id), || Node {
             name: mount_name(&info),
             entity: Entity::Mount(info),
             seed: None,
             label: None,
-            purges,
-        }))
+        });
+        if !purges.is_empty() {
+            self.cleanings.insert(node, purges);
+        }
+        Ok(node)
     }
 
     fn builder_node(&mut self, builder: BuilderId) -> Result<NodeIndex, S::Error> {
@@ -1305,13 +1313,16 @@ impl<'s, S: Source> Tracer<'s, S> {
         } else {
             sorted(self.source.builder_purges(builder)?)
         };
-        Ok(self.node(Key::Builder(builder), || Node {
+        let node = self.node(Key::Builder(builder), || Node {
             name: builder_name(&info.name),
             entity: Entity::Builder(info),
             seed: None,
             label: None,
-            purges,
-        }))
+        });
+        if !purges.is_empty() {
+            self.cleanings.insert(node, purges);
+        }
+        Ok(node)
     }
 
     fn builder_name(&mut self, builder: BuilderId) -> Result<CompactString, S::Error> {
@@ -1375,6 +1386,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             ignore_time: self.ignore_time,
             ignore_purges: self.ignore_purges,
             labels_only: self.labels_only,
+            cleanings: self.cleanings,
             purges: Vec::new(),
         }
     }
@@ -1522,7 +1534,6 @@ mod tests {
             },
             seed: None,
             label: None,
-            purges: Vec::new(),
         }
     }
 
@@ -1545,7 +1556,6 @@ mod tests {
             }),
             seed: None,
             label: None,
-            purges: Vec::new(),
         });
         let sources: Vec<NodeIndex> = (1..=100)
             .map(|id| tracer.graph.add_node(run_node(id)))
