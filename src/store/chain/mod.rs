@@ -227,6 +227,21 @@ pub(crate) struct NewRun {
     pub events_through: i64,
 }
 
+impl NewRun {
+    /// The run's chain entry at `seq`: no receipt and no event details yet.
+    fn entry(self, seq: i64) -> encode::Entry {
+        encode::Entry {
+            version: ENCODING_V1,
+            seq,
+            kind: EntryKind::Run,
+            run: self.run,
+            events: self.events,
+            details: Vec::new(),
+            receipt: None,
+        }
+    }
+}
+
 /// Appends the entry of a run created in this transaction, with no receipt and no event
 /// details, from what the transaction wrote rather than by reading it back: the same entry
 /// [`append`] would load. Debug builds load it too and check that they agree.
@@ -242,15 +257,7 @@ pub(super) fn append_new(
         events_through: new.events_through,
         ..Span::default()
     };
-    let entry = encode::Entry {
-        version: ENCODING_V1,
-        seq: last.seq + 1,
-        kind: EntryKind::Run,
-        run: new.run,
-        events: new.events,
-        details: Vec::new(),
-        receipt: None,
-    };
+    let entry = new.entry(last.seq + 1);
     #[cfg(debug_assertions)]
     {
         let stored = load_entry(conn, (entry.seq, ENCODING_V1), EntryKind::Run, run, span)?;
@@ -259,7 +266,7 @@ pub(super) fn append_new(
             Some(&entry),
             "the entry as written and as stored"
         );
-        debug_assert_eq!(run_through(conn, run)?, (new.events_through, 0));
+        debug_assert_eq!(run_through(conn, run)?, (span.events_through, 0));
     }
     write_entry(conn, tail, last, (run, &entry), span, now)
 }
@@ -273,15 +280,7 @@ pub(super) fn hash_new(
     new: NewRun,
 ) -> crate::store::db::DbResult<(i64, ChainHash)> {
     let last = last_entry(conn, *tail)?;
-    let entry = encode::Entry {
-        version: ENCODING_V1,
-        seq: last.seq + 1,
-        kind: EntryKind::Run,
-        run: new.run,
-        events: new.events,
-        details: Vec::new(),
-        receipt: None,
-    };
+    let entry = new.entry(last.seq + 1);
     let hash = next_hash(&last.hash, &encode(&entry));
     *tail = Some(Tail {
         seq: entry.seq,
