@@ -32,7 +32,8 @@ use super::chain::{EventFacts, NewRun, Ref, Target};
 use super::db::{Db, DbResult, PgConn, Transaction};
 use super::write::{
     IdCache, ImportItem, ImportOutcome, PipelineRow, StoredRecord, WriteError, artifact_key,
-    capped_level, ensure_pipeline, import_item, kind, mount_uses, new_run_facts, source,
+    capped_warning, ensure_pipeline, import_item, kind, mount_uses, new_run_facts, require_builder,
+    run_pipeline, source,
 };
 use crate::config::Config;
 use crate::model::{Artifact, BuilderInfo, BuilderRecord, RunRecord};
@@ -818,34 +819,15 @@ fn segment_rows(
                 let index = runs.len();
                 let run = run_ids[index];
                 let asked = record.trust_level.as_deref();
-                let pipeline = ensure_pipeline(
-                    tx,
-                    cache,
-                    config,
-                    &record.pipeline,
-                    asked,
-                    now,
-                    &mut warnings,
-                )
-                .map_err(at_line)?;
-                let (level, capped) = capped_level(config, asked, pipeline.ceiling.as_deref());
+                let (pipeline, level, capped) =
+                    run_pipeline(tx, cache, config, record, now, &mut warnings).map_err(at_line)?;
                 let builder_name = record.builder.as_ref().map(|b| b.name.as_str());
                 let builder = builder_name.and_then(|name| cache.builders.get(name).copied());
-                if builder.is_none() && (!record.mounts.is_empty() || record.records.is_some()) {
-                    return Err(at_line(WriteError::Refused(
-                        "a run with cache mounts or builder records needs a builder".into(),
-                    )));
-                }
+                require_builder(record, builder.is_some()).map_err(at_line)?;
                 let name =
                     crate::model::run_name(&record.pipeline.name, &record.run_id, &record.step);
                 if capped && let (Some(asked), Some(ceiling)) = (asked, &pipeline.ceiling) {
-                    warnings.push(format!(
-                        "run `{}` asks for trust level `{}`, above its pipeline's ceiling `{}`: recorded at `{}`",
-                        name.escape_debug(),
-                        asked.escape_debug(),
-                        ceiling.escape_debug(),
-                        ceiling.escape_debug()
-                    ));
+                    warnings.push(capped_warning(&name, asked, ceiling));
                 }
                 let overlapped = record.records.as_ref().is_some_and(|r| r.overlapped);
                 runs.push(vec![

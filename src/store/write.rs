@@ -1005,6 +1005,43 @@ pub(super) fn new_run_facts(record: &RunRecord, level: Option<String>, now: Micr
     }
 }
 
+/// The run's pipeline (created if new) and the trust level the run is recorded at: the level
+/// it asks for, capped at the pipeline's ceiling (`true` when it was).
+pub(super) fn run_pipeline(
+    tx: &Transaction<'_>,
+    cache: &mut IdCache,
+    config: &Config,
+    record: &RunRecord,
+    now: Micros,
+    warnings: &mut Vec<String>,
+) -> WriteResult<(PipelineRow, Option<String>, bool)> {
+    let asked = record.trust_level.as_deref();
+    let pipeline = ensure_pipeline(tx, cache, config, &record.pipeline, asked, now, warnings)?;
+    let (level, capped) = capped_level(config, asked, pipeline.ceiling.as_deref());
+    Ok((pipeline, level, capped))
+}
+
+/// Refuses a run with cache mounts or builder records but no builder to hold them.
+pub(super) fn require_builder(record: &RunRecord, has_builder: bool) -> WriteResult<()> {
+    if !has_builder && (!record.mounts.is_empty() || record.records.is_some()) {
+        return Err(WriteError::Refused(
+            "a run with cache mounts or builder records needs a builder".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The warning for a run recorded at its pipeline's ceiling instead of the level it asked for.
+pub(super) fn capped_warning(run: &str, asked: &str, ceiling: &str) -> String {
+    format!(
+        "run `{}` asks for trust level `{}`, above its pipeline's ceiling `{}`: recorded at `{}`",
+        run.escape_debug(),
+        asked.escape_debug(),
+        ceiling.escape_debug(),
+        ceiling.escape_debug()
+    )
+}
+
 pub(super) fn insert_run(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
@@ -1015,25 +1052,12 @@ pub(super) fn insert_run(
 ) -> WriteResult<RecordOutcome> {
     let mut warnings = Vec::new();
     let asked = record.trust_level.as_deref();
-    let pipeline = ensure_pipeline(
-        tx,
-        cache,
-        config,
-        &record.pipeline,
-        asked,
-        now,
-        &mut warnings,
-    )?;
-    let (level, capped) = capped_level(config, asked, pipeline.ceiling.as_deref());
+    let (pipeline, level, capped) = run_pipeline(tx, cache, config, record, now, &mut warnings)?;
     let builder = match &record.builder {
         Some(b) => Some(upsert_builder(tx, cache, b)?),
         None => None,
     };
-    if builder.is_none() && (!record.mounts.is_empty() || record.records.is_some()) {
-        return Err(WriteError::Refused(
-            "a run with cache mounts or builder records needs a builder".into(),
-        ));
-    }
+    require_builder(record, builder.is_some())?;
     let name = crate::model::run_name(&record.pipeline.name, &record.run_id, &record.step);
     let overlapped = record.records.as_ref().is_some_and(|r| r.overlapped);
     let stored = tx
@@ -1080,13 +1104,7 @@ pub(super) fn insert_run(
         }
         None => {
             if capped && let (Some(asked), Some(ceiling)) = (asked, &pipeline.ceiling) {
-                warnings.push(format!(
-                    "run `{}` asks for trust level `{}`, above its pipeline's ceiling `{}`: recorded at `{}`",
-                    name.escape_debug(),
-                    asked.escape_debug(),
-                    ceiling.escape_debug(),
-                    ceiling.escape_debug()
-                ));
+                warnings.push(capped_warning(&name, asked, ceiling));
             }
             let run: i64 = tx
                 .prepare_cached(
