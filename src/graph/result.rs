@@ -686,8 +686,10 @@ impl Trace {
         let Some((start, read)) = evidence.reader else {
             return true;
         };
-        let cleanings = self.cleanings.get(&node).map_or(&[][..], Vec::as_slice);
-        written <= read && !cleanings.iter().any(|&p| written < p && p < start)
+        written <= read
+            && !cleanings_of(&self.cleanings, node)
+                .iter()
+                .any(|&p| written < p && p < start)
     }
 
     fn chain(&self, mut state: State, parent: &Parents) -> Vec<Hop> {
@@ -722,6 +724,15 @@ impl Trace {
         hops.reverse();
         hops
     }
+}
+
+/// The purges (or prunes) that clean a mount or builder, ascending; none when time or purges
+/// are ignored.
+pub(crate) fn cleanings_of(
+    cleanings: &FxHashMap<NodeIndex, Vec<Micros>>,
+    node: NodeIndex,
+) -> &[Micros] {
+    cleanings.get(&node).map_or(&[], Vec::as_slice)
 }
 
 /// By taint time, then name.

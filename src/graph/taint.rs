@@ -24,7 +24,7 @@ use petgraph::visit::EdgeRef;
 
 use super::result::{
     AppliedPurge, Entity, Evidence, Kind, Label, Node, SeedMark, Trace, Via, artifact_name,
-    builder_name, is_cache_backend, mount_name, record_name, run_name,
+    builder_name, cleanings_of, is_cache_backend, mount_name, record_name, run_name,
 };
 use super::seeds::{CacheRefSeed, DigestSeed, Seeds};
 use super::source::{
@@ -983,21 +983,15 @@ impl<'s, S: Source> Tracer<'s, S> {
         Ok(())
     }
 
-    /// The purges (or prunes) that clean a mount or builder, ascending; none when time or
-    /// purges are ignored.
-    fn cleanings(&self, node: NodeIndex) -> &[Micros] {
-        self.cleanings.get(&node).map_or(&[], Vec::as_slice)
-    }
-
     /// Which purge segment of a mount or builder a write at `at` falls in.
     fn segment(&self, node: NodeIndex, at: Micros) -> usize {
-        self.cleanings(node).partition_point(|&p| p <= at)
+        cleanings_of(&self.cleanings, node).partition_point(|&p| p <= at)
     }
 
     /// The first purge of a mount or builder after `at`: readers that start after it did not
     /// see the write. `None` when time is ignored.
     fn next_purge(&self, node: NodeIndex, at: Micros) -> Option<Micros> {
-        let purges = self.cleanings(node);
+        let purges = cleanings_of(&self.cleanings, node);
         purges.get(purges.partition_point(|&p| p <= at)).copied()
     }
 
