@@ -1285,6 +1285,21 @@ mod wheel_tests {
         zip::stored_zip(&all)
     }
 
+    /// Each wheel the scan read: its path, the start-up hooks it holds, and whether it was
+    /// left unread.
+    fn wheels_found(scan: &Scan) -> Vec<(String, Vec<String>, bool)> {
+        scan.wheels
+            .iter()
+            .map(|(p, w)| {
+                (
+                    String::from_utf8_lossy(p).into_owned(),
+                    w.hooks.clone(),
+                    w.unread.is_some(),
+                )
+            })
+            .collect()
+    }
+
     /// Wheels carrying a top-level `.pth`, a `sitecustomize.py` under `*.data/purelib/`, or a
     /// hostile member name are recorded with those members (and no RECORD mismatch); a wheel
     /// with only nested `.pth` files is not; one that is no zip is recorded as unread and
@@ -1336,17 +1351,7 @@ mod wheel_tests {
         assert!(status.success());
         let scan = scan(&archive, &[]).unwrap();
         assert!(scan.mismatches.is_empty(), "{:#?}", scan.mismatches);
-        let got: Vec<(String, Vec<String>, bool)> = scan
-            .wheels
-            .iter()
-            .map(|(p, w)| {
-                (
-                    String::from_utf8_lossy(p).into_owned(),
-                    w.hooks.clone(),
-                    w.unread.is_some(),
-                )
-            })
-            .collect();
+        let got = wheels_found(&scan);
         assert_eq!(
             got,
             vec![
@@ -1545,17 +1550,7 @@ mod wheel_tests {
             .unwrap();
         assert!(status.success());
         let scan = scan(&archive, &[]).unwrap();
-        let got: Vec<(String, Vec<String>, bool)> = scan
-            .wheels
-            .iter()
-            .map(|(p, w)| {
-                (
-                    String::from_utf8_lossy(p).into_owned(),
-                    w.hooks.clone(),
-                    w.unread.is_some(),
-                )
-            })
-            .collect();
+        let got = wheels_found(&scan);
         assert_eq!(
             got,
             vec![

@@ -506,6 +506,29 @@ mod tests {
         }
     }
 
+    /// An audit at 100 of builder `ci`'s mount against a snapshot taken at 20 holding `files`,
+    /// with the runs that wrote the mount since and before it.
+    fn audit_after_20<'a>(
+        mount_id: &'a str,
+        scan: &'a Scan,
+        files: &'a [FileEntry],
+        (writers_between, writers_before): (&'a [Writer], &'a [Writer]),
+    ) -> MountAudit<'a> {
+        MountAudit {
+            builder: "ci",
+            mount_id,
+            now: 100,
+            scan,
+            previous: Some(Previous {
+                taken_at: 20,
+                files,
+            }),
+            writers_between,
+            writers_before,
+            baseline: false,
+        }
+    }
+
     fn writer(run: &str, trust: &str, at: Micros) -> Writer {
         Writer {
             run: run.into(),
@@ -576,19 +599,7 @@ mod tests {
         };
         let fork = [writer("fork-pr/1/build", "untrusted", 50)];
         let release = [writer("webapp/1/build", "release", 10)];
-        let audit = MountAudit {
-            builder: "ci",
-            mount_id: "/root/.cache/pip",
-            now: 100,
-            scan: &scan,
-            previous: Some(Previous {
-                taken_at: 20,
-                files: &before,
-            }),
-            writers_between: &fork,
-            writers_before: &release,
-            baseline: false,
-        };
+        let audit = audit_after_20("/root/.cache/pip", &scan, &before, (&fork, &release));
         let (d, found) = findings(&audit, &rank);
         assert_eq!(d.added, vec![b"sitecustomize.py".to_vec()]);
         let codes: Vec<&str> = found.iter().map(|f| f.code.id()).collect();
@@ -639,19 +650,7 @@ mod tests {
             },
         );
         let fork = [writer("fork-pr/7/build", "untrusted", 50)];
-        let audit = MountAudit {
-            builder: "ci",
-            mount_id: "npm",
-            now: 100,
-            scan: &scan,
-            previous: Some(Previous {
-                taken_at: 20,
-                files: &[],
-            }),
-            writers_between: &fork,
-            writers_before: &[],
-            baseline: false,
-        };
+        let audit = audit_after_20("npm", &scan, &[], (&fork, &[]));
         let found = findings(&audit, &rank).1;
         assert_eq!(found.len(), 1, "{found:#?}");
         let f = &found[0];
@@ -727,19 +726,7 @@ mod tests {
             },
         );
         let fork = [writer("fork-pr/9/build", "untrusted", 50)];
-        let audit = MountAudit {
-            builder: "ci",
-            mount_id: "/root/.cache/pip",
-            now: 100,
-            scan: &scan,
-            previous: Some(Previous {
-                taken_at: 20,
-                files: &[],
-            }),
-            writers_between: &fork,
-            writers_before: &[],
-            baseline: false,
-        };
+        let audit = audit_after_20("/root/.cache/pip", &scan, &[], (&fork, &[]));
         let found = findings(&audit, &rank).1;
         assert_eq!(found.len(), 1, "{found:#?}");
         let f = &found[0];
@@ -799,19 +786,7 @@ mod tests {
             ..Scan::default()
         };
         let release = [writer("webapp/1/build", "release", 10)];
-        let audit = MountAudit {
-            builder: "ci",
-            mount_id: "m",
-            now: 100,
-            scan: &scan,
-            previous: Some(Previous {
-                taken_at: 20,
-                files: &before,
-            }),
-            writers_between: &[],
-            writers_before: &release,
-            baseline: false,
-        };
+        let audit = audit_after_20("m", &scan, &before, (&[], &release));
         let found = findings(&audit, &rank).1;
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].code, Code::LowerTrustChange);
@@ -833,19 +808,7 @@ mod tests {
             ..Scan::default()
         };
         let files = scan.files.clone();
-        let audit = MountAudit {
-            builder: "ci",
-            mount_id: "npm",
-            now: 100,
-            scan: &scan,
-            previous: Some(Previous {
-                taken_at: 20,
-                files: &files,
-            }),
-            writers_between: &[],
-            writers_before: &[],
-            baseline: false,
-        };
+        let audit = audit_after_20("npm", &scan, &files, (&[], &[]));
         let found = findings(&audit, &rank).1;
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].code, Code::ContentAddressMismatch);
