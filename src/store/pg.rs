@@ -20,7 +20,10 @@ pub fn configure(store: &crate::config::StoreConfig) {
 }
 
 /// PostgreSQL's migrations, in order: version `n` is the first `n` applied.
-const PG_MIGRATION_SQL: &[&str] = &[include_str!("../../schema/postgres/0001_store.sql")];
+const PG_MIGRATION_SQL: &[&str] = &[
+    include_str!("../../schema/postgres/0001_store.sql"),
+    include_str!("../../schema/postgres/0002_bulk_writes.sql"),
+];
 
 /// The schema version this build writes on PostgreSQL.
 pub fn pg_schema_version() -> usize {

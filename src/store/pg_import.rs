@@ -7,8 +7,9 @@
 //! stored run and refused or given its new events by `store::write` as before, and a purge.
 //! Each segment is written in a few set-based statements, in the order the lines give:
 //!
-//! - builders, artifact tags and mounts through the `cw_upsert_*` functions, one statement per
-//!   table over arrays, in first-sighting order;
+//! - builders through `cw_upsert_builder`, one statement over arrays, in first-sighting order;
+//!   artifact tags and mounts the same way through their functions for a hook role, and by one
+//!   set-based upsert a table when the role may write them (the owner, a responder);
 //! - artifacts and builder records: new ones by `COPY` and known ones moved by one `UPDATE`
 //!   when the role may (the owner, a responder); else (a hook role: no `UPDATE`, no `INSERT`
 //!   on those tables) through their functions, a few hundred rows a statement, as each row's
@@ -47,7 +48,77 @@ const UPSERTS_PER_STATEMENT: usize = 500;
 type ArtifactKey = (crate::model::Backend, String, String, String);
 
 /// A value sent in a `COPY` row.
-type Cell = Box<dyn ToSql + Sync + Send>;
+#[derive(Debug)]
+enum Cell {
+    Int(i64),
+    MaybeInt(Option<i64>),
+    Text(String),
+    MaybeText(Option<String>),
+    Name(&'static str),
+    Bytes(Vec<u8>),
+}
+
+impl From<i64> for Cell {
+    fn from(value: i64) -> Self {
+        Self::Int(value)
+    }
+}
+
+impl From<Option<i64>> for Cell {
+    fn from(value: Option<i64>) -> Self {
+        Self::MaybeInt(value)
+    }
+}
+
+impl From<String> for Cell {
+    fn from(value: String) -> Self {
+        Self::Text(value)
+    }
+}
+
+impl From<Option<String>> for Cell {
+    fn from(value: Option<String>) -> Self {
+        Self::MaybeText(value)
+    }
+}
+
+impl From<&'static str> for Cell {
+    fn from(value: &'static str) -> Self {
+        Self::Name(value)
+    }
+}
+
+impl From<Vec<u8>> for Cell {
+    fn from(value: Vec<u8>) -> Self {
+        Self::Bytes(value)
+    }
+}
+
+impl ToSql for Cell {
+    /// Each value checks the column's type itself.
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Self::Int(v) => v.to_sql_checked(ty, out),
+            Self::MaybeInt(v) => v.to_sql_checked(ty, out),
+            Self::Text(v) => v.to_sql_checked(ty, out),
+            Self::MaybeText(v) => v.to_sql_checked(ty, out),
+            Self::Name(v) => v.to_sql_checked(ty, out),
+            Self::Bytes(v) => v.to_sql_checked(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <i64 as ToSql>::accepts(ty)
+            || <&str as ToSql>::accepts(ty)
+            || <Vec<u8> as ToSql>::accepts(ty)
+    }
+
+    postgres::types::to_sql_checked!();
+}
 
 /// A failure, with the line it belongs to.
 type LineResult<T> = Result<T, (usize, WriteError)>;
@@ -74,8 +145,10 @@ fn reserve(conn: &PgConn, table: &str, n: usize) -> DbResult<Vec<i64>> {
         return Ok(Vec::new());
     }
     let n = i64::try_from(n).unwrap_or(i64::MAX);
+    // The sequence's name is looked up once (an init plan), not once a row.
     let sql = format!(
-        "SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, $1::int8)"
+        "SELECT nextval((SELECT pg_get_serial_sequence('{table}', 'id'))::regclass)
+         FROM generate_series(1, $1::int8)"
     );
     let mut ids: Vec<i64> = query(conn, &sql, &[(&n, Type::INT8)])?
         .iter()
@@ -102,10 +175,8 @@ fn copy(
         let sink = client.copy_in(&sql)?;
         let mut writer = postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
         for row in &rows {
-            let refs: Vec<&(dyn ToSql + Sync)> = row
-                .iter()
-                .map(|cell| &**cell as &(dyn ToSql + Sync))
-                .collect();
+            let refs: Vec<&(dyn ToSql + Sync)> =
+                row.iter().map(|cell| cell as &(dyn ToSql + Sync)).collect();
             writer.write(&refs)?;
         }
         writer.finish().map(drop)
@@ -396,7 +467,8 @@ fn resolve(
         }
     }
     // Tags: the earliest and the latest sighting, each once, unless the row already spans them.
-    let (mut ids, mut names, mut seen) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ids, mut names, mut firsts, mut lasts) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (key, tag) in tags {
         let (first, last) = spans[&(key.clone(), tag.clone())];
         let id = cache.artifacts[&key].0;
@@ -404,34 +476,20 @@ fn resolve(
         if known.is_some_and(|(f, l)| f <= first && last <= l) {
             continue;
         }
-        for at in if first == last {
-            vec![first]
-        } else {
-            vec![first, last]
-        } {
-            ids.push(id);
-            names.push(tag.clone());
-            seen.push(at);
-        }
+        ids.push(id);
+        names.push(tag.clone());
+        firsts.push(first);
+        lasts.push(last);
         let (f, l) = known.unwrap_or((first, last));
         cache.tags.insert((id, tag), (f.min(first), l.max(last)));
     }
     if !ids.is_empty() {
-        query(
-            conn,
-            "SELECT cw_upsert_artifact_tag(u.id, u.tag, u.seen)
-             FROM unnest($1::int8[], $2::text[], $3::int8[]) WITH ORDINALITY AS u(id, tag, seen, o)
-             ORDER BY u.o",
-            &[
-                (&ids, Type::INT8_ARRAY),
-                (&names, Type::TEXT_ARRAY),
-                (&seen, Type::INT8_ARRAY),
-            ],
-        )?;
+        upsert_tags(conn, bulk, &ids, &names, (&firsts, &lasts))?;
     }
 
     // Mounts and builder records, on each run's builder.
     let mut mounts: Vec<(i64, String, String)> = Vec::new();
+    let mut listed = HashSet::new();
     let mut records: Vec<(i64, String)> = Vec::new();
     let mut folded: HashMap<(i64, String), BuilderRecord> = HashMap::new();
     for run in runs() {
@@ -444,7 +502,7 @@ fn resolve(
         };
         for mount in &run.mounts {
             let key = (*builder, mount.namespace.clone(), mount.id.clone());
-            if !cache.mounts.contains_key(&key) && !mounts.contains(&key) {
+            if !cache.mounts.contains_key(&key) && listed.insert(key.clone()) {
                 mounts.push(key);
             }
         }
@@ -467,25 +525,7 @@ fn resolve(
         }
     }
     if !mounts.is_empty() {
-        let builders: Vec<i64> = mounts.iter().map(|m| m.0).collect();
-        let namespaces: Vec<&str> = mounts.iter().map(|m| m.1.as_str()).collect();
-        let mount_ids: Vec<&str> = mounts.iter().map(|m| m.2.as_str()).collect();
-        for row in query(
-            conn,
-            "SELECT u.o, cw_upsert_mount(u.builder, u.namespace, u.mount)
-             FROM unnest($1::int8[], $2::text[], $3::text[]) WITH ORDINALITY
-                  AS u(builder, namespace, mount, o)
-             ORDER BY u.o",
-            &[
-                (&builders, Type::INT8_ARRAY),
-                (&namespaces, Type::TEXT_ARRAY),
-                (&mount_ids, Type::TEXT_ARRAY),
-            ],
-        )? {
-            let o: i64 = row.get(0);
-            let key = mounts[usize::try_from(o - 1).unwrap_or(0)].clone();
-            cache.mounts.insert(key, row.get(1));
-        }
+        upsert_mounts(conn, cache, bulk, &mounts)?;
     }
     let records: Vec<_> = records
         .into_iter()
@@ -520,6 +560,111 @@ fn resolve(
                 },
             );
         }
+    }
+    Ok(())
+}
+
+/// Tags seen on artifacts, each (artifact, tag) once with its earliest and latest sighting in
+/// the segment, as `cw_upsert_artifact_tag` leaves them: one set-based upsert when the role
+/// may write the table, else the function for each sighting (one call when the two are one).
+fn upsert_tags(
+    conn: &PgConn,
+    bulk: bool,
+    ids: &[i64],
+    names: &[String],
+    (firsts, lasts): (&[Micros], &[Micros]),
+) -> DbResult<()> {
+    if bulk {
+        query(
+            conn,
+            "INSERT INTO artifact_tags AS t (artifact_id, tag, first_seen, last_seen)
+             SELECT u.id, u.tag, u.first, u.last
+             FROM unnest($1::int8[], $2::text[], $3::int8[], $4::int8[]) WITH ORDINALITY
+                  AS u(id, tag, first, last, o)
+             ORDER BY u.o
+             ON CONFLICT (artifact_id, tag) DO UPDATE SET
+                first_seen = least(t.first_seen, excluded.first_seen),
+                last_seen = greatest(t.last_seen, excluded.last_seen)",
+            &[
+                (&ids, Type::INT8_ARRAY),
+                (&names, Type::TEXT_ARRAY),
+                (&firsts, Type::INT8_ARRAY),
+                (&lasts, Type::INT8_ARRAY),
+            ],
+        )?;
+        return Ok(());
+    }
+    let (mut sighted, mut tags, mut seen) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, &id) in ids.iter().enumerate() {
+        let once = firsts[i] == lasts[i];
+        for at in [firsts[i], lasts[i]]
+            .into_iter()
+            .take(if once { 1 } else { 2 })
+        {
+            sighted.push(id);
+            tags.push(names[i].as_str());
+            seen.push(at);
+        }
+    }
+    query(
+        conn,
+        "SELECT cw_upsert_artifact_tag(u.id, u.tag, u.seen)
+         FROM unnest($1::int8[], $2::text[], $3::int8[]) WITH ORDINALITY AS u(id, tag, seen, o)
+         ORDER BY u.o",
+        &[
+            (&sighted, Type::INT8_ARRAY),
+            (&tags, Type::TEXT_ARRAY),
+            (&seen, Type::INT8_ARRAY),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Mounts new to `cache`, in the order given, as `cw_upsert_mount` leaves them (new ones get
+/// their ids in that order): one set-based upsert when the role may write the table, else the
+/// function for each. Their ids go to `cache`.
+fn upsert_mounts(
+    conn: &PgConn,
+    cache: &mut IdCache,
+    bulk: bool,
+    mounts: &[(i64, String, String)],
+) -> DbResult<()> {
+    let builders: Vec<i64> = mounts.iter().map(|m| m.0).collect();
+    let namespaces: Vec<&str> = mounts.iter().map(|m| m.1.as_str()).collect();
+    let mount_ids: Vec<&str> = mounts.iter().map(|m| m.2.as_str()).collect();
+    let params: &[(&(dyn ToSql + Sync), Type)] = &[
+        (&builders, Type::INT8_ARRAY),
+        (&namespaces, Type::TEXT_ARRAY),
+        (&mount_ids, Type::TEXT_ARRAY),
+    ];
+    let rows = if bulk {
+        // The returned rows name their mount: a known one is returned too (`DO UPDATE`).
+        query(
+            conn,
+            "INSERT INTO mounts AS m (builder_id, namespace, mount_id)
+             SELECT u.builder, u.namespace, u.mount
+             FROM unnest($1::int8[], $2::text[], $3::text[]) WITH ORDINALITY
+                  AS u(builder, namespace, mount, o)
+             ORDER BY u.o
+             ON CONFLICT (builder_id, mount_id, namespace) DO UPDATE SET namespace = excluded.namespace
+             RETURNING m.builder_id, m.namespace, m.mount_id, m.id",
+            params,
+        )?
+    } else {
+        query(
+            conn,
+            "SELECT u.builder, u.namespace, u.mount,
+                    cw_upsert_mount(u.builder, u.namespace, u.mount)
+             FROM unnest($1::int8[], $2::text[], $3::text[]) WITH ORDINALITY
+                  AS u(builder, namespace, mount, o)
+             ORDER BY u.o",
+            params,
+        )?
+    };
+    for row in rows {
+        cache
+            .mounts
+            .insert((row.get(0), row.get(1), row.get(2)), row.get(3));
     }
     Ok(())
 }
@@ -566,15 +711,18 @@ fn upsert_records(
     Ok(ids)
 }
 
-/// Whether this role may insert and update artifacts and builder records itself (the owner, a
-/// responder): then new rows go in by `COPY`, one page-trigger run a table, and known rows are
-/// moved by one `UPDATE`. A hook role may not, and upserts through the functions instead, a
-/// statement (and a page-trigger run) a row.
+/// Whether this role may insert and update artifacts, builder records, tags and mounts itself
+/// (the owner, a responder): then new artifacts and records go in by `COPY`, one page-trigger
+/// run a table, known ones are moved by one `UPDATE`, and tags and mounts are upserted by one
+/// statement each. A hook role may not, and upserts through the functions instead, a statement
+/// (and a page-trigger run) a row.
 fn may_copy(conn: &PgConn) -> DbResult<bool> {
     Ok(query(
         conn,
         "SELECT has_table_privilege('artifacts', 'INSERT, UPDATE')
-            AND has_table_privilege('builder_records', 'INSERT, UPDATE')",
+            AND has_table_privilege('builder_records', 'INSERT, UPDATE')
+            AND has_table_privilege('artifact_tags', 'INSERT, UPDATE')
+            AND has_table_privilege('mounts', 'INSERT, UPDATE')",
         &[],
     )?
     .first()
@@ -634,12 +782,12 @@ fn copy_artifacts(
             None => {
                 let id = ids.next().ok_or(super::db::DbError::NoRows)?;
                 rows.push(vec![
-                    Box::new(id),
-                    Box::new(key.0.as_str().to_owned()),
-                    Box::new(key.1.clone()),
-                    Box::new(key.2.clone()),
-                    Box::new(key.3.clone()),
-                    Box::new(seen),
+                    Cell::from(id),
+                    Cell::from(key.0.as_str()),
+                    Cell::from(key.1.clone()),
+                    Cell::from(key.2.clone()),
+                    Cell::from(key.3.clone()),
+                    Cell::from(seen),
                 ]);
                 id
             }
@@ -709,14 +857,14 @@ fn copy_records(
             None => {
                 let id = fresh.next().ok_or(super::db::DbError::NoRows)?;
                 rows.push(vec![
-                    Box::new(id),
-                    Box::new(key.0),
-                    Box::new(given.id.clone()),
-                    Box::new(given.record_type.clone()),
-                    Box::new(given.description.clone()),
-                    Box::new(given.created_at),
-                    Box::new(given.last_used_at),
-                    Box::new(given.size),
+                    Cell::from(id),
+                    Cell::from(key.0),
+                    Cell::from(given.id.clone()),
+                    Cell::from(given.record_type.clone()),
+                    Cell::from(given.description.clone()),
+                    Cell::from(given.created_at),
+                    Cell::from(given.last_used_at),
+                    Cell::from(given.size),
                 ]);
                 id
             }
@@ -831,30 +979,30 @@ fn segment_rows(
                 }
                 let overlapped = record.records.as_ref().is_some_and(|r| r.overlapped);
                 runs.push(vec![
-                    Box::new(run),
-                    Box::new(pipeline.id),
-                    Box::new(record.run_id.clone()),
-                    Box::new(record.step.clone()),
-                    Box::new(record.commit.clone()),
-                    Box::new(record.git_ref.clone()),
-                    Box::new(builder),
-                    Box::new(record.started_at),
-                    Box::new(record.finished_at),
-                    Box::new(record.status.as_str().to_owned()),
-                    Box::new(i64::from(record.records.is_some())),
-                    Box::new(i64::from(overlapped)),
-                    Box::new(now),
-                    Box::new(level.clone()),
+                    Cell::from(run),
+                    Cell::from(pipeline.id),
+                    Cell::from(record.run_id.clone()),
+                    Cell::from(record.step.clone()),
+                    Cell::from(record.commit.clone()),
+                    Cell::from(record.git_ref.clone()),
+                    Cell::from(builder),
+                    Cell::from(record.started_at),
+                    Cell::from(record.finished_at),
+                    Cell::from(record.status.as_str()),
+                    Cell::from(i64::from(record.records.is_some())),
+                    Cell::from(i64::from(overlapped)),
+                    Cell::from(now),
+                    Cell::from(level.clone()),
                 ]);
                 if let Some(build_ref) = &record.build_ref {
                     refs.push(vec![
-                        Box::new(run),
-                        Box::new(build_ref.clone()),
-                        Box::new(now),
+                        Cell::from(run),
+                        Cell::from(build_ref.clone()),
+                        Cell::from(now),
                     ]);
                 }
                 if record.truncated {
-                    truncations.push(vec![Box::new(run), Box::new(now)]);
+                    truncations.push(vec![Cell::from(run), Cell::from(now)]);
                 }
                 let new = new_run(cache, record, index, builder, &mut events, (level, now));
                 let added = new.events.len();
@@ -912,11 +1060,11 @@ fn write_segment(
         .into_iter()
         .map(|c| {
             let row: Vec<Cell> = vec![
-                Box::new(c.pipeline),
-                Box::new(c.field.to_owned()),
-                Box::new(c.value),
-                Box::new(c.source.to_owned()),
-                Box::new(c.at),
+                Cell::from(c.pipeline),
+                Cell::from(c.field),
+                Cell::from(c.value),
+                Cell::from(c.source),
+                Cell::from(c.at),
             ];
             row
         })
@@ -943,13 +1091,13 @@ fn write_segment(
         .map(|(event, &id)| {
             through[event.run] = id;
             let row: Vec<Cell> = vec![
-                Box::new(id),
-                Box::new(run_ids[event.run]),
-                Box::new(event.kind.to_owned()),
-                Box::new(event.target),
-                Box::new(event.at),
-                Box::new(event.detail),
-                Box::new(source::HOOK.to_owned()),
+                Cell::from(id),
+                Cell::from(run_ids[event.run]),
+                Cell::from(event.kind),
+                Cell::from(event.target),
+                Cell::from(event.at),
+                Cell::from(event.detail),
+                Cell::from(source::HOOK),
             ];
             row
         })
@@ -959,14 +1107,14 @@ fn write_segment(
         .enumerate()
         .map(|(i, (seq, run, hash))| {
             let row: Vec<Cell> = vec![
-                Box::new(seq),
-                Box::new(run),
-                Box::new("run".to_owned()),
-                Box::new(through[i]),
-                Box::new(0i64),
-                Box::new(i64::from(super::chain::ENCODING_V1)),
-                Box::new(hash.0.to_vec()),
-                Box::new(now),
+                Cell::from(seq),
+                Cell::from(run),
+                Cell::from("run"),
+                Cell::from(through[i]),
+                Cell::from(0i64),
+                Cell::from(i64::from(super::chain::ENCODING_V1)),
+                Cell::from(hash.0.to_vec()),
+                Cell::from(now),
             ];
             row
         })

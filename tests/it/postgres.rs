@@ -1015,3 +1015,97 @@ fn the_hook_role_imports_in_bulk() {
 fn cluster_database_name(url: &str) -> String {
     url.rsplit('/').next().unwrap().to_owned()
 }
+
+/// Schema version 2's page triggers write every page byte for byte as version 1's functions
+/// did, and an event naming no run is refused as the foreign key refused it (SQLSTATE 23503),
+/// the whole statement with it, even when its other events name recorded runs.
+#[test]
+fn pages_stay_as_the_first_schema_wrote_them_and_events_need_their_run() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let env = Env::new();
+    let fleet = env.path().join("fleet.jsonl");
+    ok(env.cmd().args([
+        "bench",
+        "generate",
+        "--runs",
+        "300",
+        "--pipelines",
+        "6",
+        "--builders",
+        "3",
+        "--mounts",
+        "10",
+        "--seed",
+        "11",
+        "-o",
+        fleet.to_str().unwrap(),
+    ]));
+    let pg = pg_store(cluster);
+    ok(env
+        .cmd()
+        .args(["--db", &pg, "import", "--batch-size", "70"])
+        .arg(&fleet));
+    let name = cluster_database_name(&pg);
+    let counts = cluster.psql(
+        &name,
+        "SELECT (SELECT count(*) FROM event_pages), (SELECT count(*) FROM artifact_pages),
+                (SELECT count(*) FROM record_pages)",
+    );
+    assert!(
+        counts.split('|').all(|n| n.parse::<i64>().unwrap() > 1),
+        "pages of each kind: {counts}"
+    );
+    let differing = cluster.psql(
+        &name,
+        "SELECT
+           (SELECT count(*) FROM (SELECT e.id >> 6 AS page,
+                   string_agg(int8send(e.id) || int8send(e.run_id) || cw_event_kind(e.kind)
+                              || int8send(e.target) || int8send(e.at), ''::bytea ORDER BY e.id)
+                   AS bytes
+                 FROM events e WHERE cw_event_kind(e.kind) IS NOT NULL GROUP BY 1) w
+            FULL JOIN event_pages p ON p.page = w.page
+            WHERE p.events IS DISTINCT FROM w.bytes)
+         + (SELECT count(*) FROM (SELECT a.id >> 6 AS page,
+                   string_agg(int8send(a.id) || cw_page_text(a.backend) || cw_page_text(a.locator)
+                              || cw_page_text(a.digest) || cw_page_text(a.key),
+                              ''::bytea ORDER BY a.id) AS bytes
+                 FROM artifacts a GROUP BY 1) w
+            FULL JOIN artifact_pages p ON p.page = w.page
+            WHERE p.artifacts IS DISTINCT FROM w.bytes)
+         + (SELECT count(*) FROM (SELECT r.id >> 6 AS page,
+                   string_agg(int8send(r.id) || int8send(r.builder_id)
+                              || cw_page_text(r.record_id) || cw_page_text(r.record_type)
+                              || cw_page_text(r.description), ''::bytea ORDER BY r.id) AS bytes
+                 FROM builder_records r GROUP BY 1) w
+            FULL JOIN record_pages p ON p.page = w.page
+            WHERE p.records IS DISTINCT FROM w.bytes)",
+    );
+    assert_eq!(differing, "0", "pages unlike version 1's");
+
+    let before = cluster.psql(&name, "SELECT count(*) FROM events");
+    for insert in [
+        "INSERT INTO events (run_id, kind, target, at)
+         VALUES ((SELECT max(id) + 1 FROM runs), 'imported', 1, 0)",
+        // Every event again on another target, the last one naming no run.
+        "INSERT INTO events (run_id, kind, target, at)
+         SELECT CASE WHEN e.id = (SELECT max(id) FROM events) THEN -1 ELSE e.run_id END,
+                e.kind, e.target + 1000000000, e.at
+         FROM events e",
+    ] {
+        cluster.psql(
+            &name,
+            &format!(
+                "DO $$ BEGIN
+                     BEGIN {insert};
+                     EXCEPTION WHEN foreign_key_violation THEN RETURN;
+                     END;
+                     RAISE EXCEPTION 'an event naming no run was stored';
+                 END $$"
+            ),
+        );
+    }
+    assert_eq!(cluster.psql(&name, "SELECT count(*) FROM events"), before);
+}
