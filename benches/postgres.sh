@@ -9,6 +9,8 @@
 #   - `import` of the fleet into an empty store: wall time and events per second (on
 #     PostgreSQL, new rows go in by binary COPY a batch at a time, run as the cluster's owner,
 #     who may COPY into every table; a hook role imports through the upsert functions, slower);
+#   - the floor under PostgreSQL's import: the same events alone, by one COPY into an empty
+#     table like `events` (its indexes, nothing else);
 #   - `trace --pipeline P --format json` (time-aware) for each PIPELINE (default p17 and p50,
 #     the largest seed of the trace benchmark): the median of 3 runs, the ratio, and whether
 #     the two stores' JSON is identical;
@@ -59,6 +61,20 @@ for store in sqlite postgres; do
     echo "import, $store: ${import_s[$store]} s = $(echo "$events / ${import_s[$store]}" | bc) events/s"
 done
 echo "import ratio postgres/sqlite: x$(echo "scale=2; ${import_s[postgres]} / ${import_s[sqlite]}" | bc)"
+
+# The floor under PostgreSQL's import: the imported events alone, by one binary COPY from a
+# file on the server's machine into an empty table like `events` (its three indexes, no
+# triggers, no foreign key), nothing else of the runs.
+floor_file="$work/events.copy"
+psql -q "$pg" -c "\\copy (SELECT * FROM events) TO '$floor_file' BINARY" \
+    -c "CREATE TABLE floor_events (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)"
+start=$(date +%s%N)
+psql -q "$pg" -c "\\copy floor_events FROM '$floor_file' BINARY"
+end=$(date +%s%N)
+stored=$(psql -qAt "$pg" -c "SELECT count(*) FROM floor_events")
+psql -q "$pg" -c "DROP TABLE floor_events"
+floor_s=$(seconds "$start" "$end")
+echo "floor, postgres: COPY of the $stored events alone into a table like events: $floor_s s = $(echo "$stored / $floor_s" | bc) events/s"
 
 median_of_3() {
     local times=()

@@ -1017,10 +1017,10 @@ fn cluster_database_name(url: &str) -> String {
 }
 
 /// Schema version 2's page triggers write every page byte for byte as version 1's functions
-/// did, and an event naming no run is refused as the foreign key refused it (SQLSTATE 23503),
-/// the whole statement with it, even when its other events name recorded runs.
+/// did, and an event or chain entry naming no run is refused as the foreign key refused it
+/// (SQLSTATE 23503), the whole statement with it, even when its other rows name recorded runs.
 #[test]
-fn pages_stay_as_the_first_schema_wrote_them_and_events_need_their_run() {
+fn pages_stay_as_the_first_schema_wrote_them_and_rows_need_their_run() {
     if !require_postgres() {
         return;
     }
@@ -1085,7 +1085,8 @@ fn pages_stay_as_the_first_schema_wrote_them_and_events_need_their_run() {
     );
     assert_eq!(differing, "0", "pages unlike version 1's");
 
-    let before = cluster.psql(&name, "SELECT count(*) FROM events");
+    let rows = "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM run_chain)";
+    let before = cluster.psql(&name, rows);
     for insert in [
         "INSERT INTO events (run_id, kind, target, at)
          VALUES ((SELECT max(id) + 1 FROM runs), 'imported', 1, 0)",
@@ -1094,6 +1095,12 @@ fn pages_stay_as_the_first_schema_wrote_them_and_events_need_their_run() {
          SELECT CASE WHEN e.id = (SELECT max(id) FROM events) THEN -1 ELSE e.run_id END,
                 e.kind, e.target + 1000000000, e.at
          FROM events e",
+        "INSERT INTO run_chain (seq, run_id, kind, events_through, details_through, encoding,
+                               hash, appended_at)
+         SELECT seq + 1000000,
+                CASE WHEN seq = (SELECT max(seq) FROM run_chain) THEN -1 ELSE run_id END,
+                kind, events_through, details_through, encoding, hash, appended_at
+         FROM run_chain",
     ] {
         cluster.psql(
             &name,
@@ -1107,5 +1114,5 @@ fn pages_stay_as_the_first_schema_wrote_them_and_events_need_their_run() {
             ),
         );
     }
-    assert_eq!(cluster.psql(&name, "SELECT count(*) FROM events"), before);
+    assert_eq!(cluster.psql(&name, rows), before);
 }
