@@ -113,5 +113,8 @@ CREATE TRIGGER run_chain_names_runs AFTER INSERT ON run_chain
     REFERENCING NEW TABLE AS cw_new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION cw_rows_name_runs();
 
+-- Nothing runs as its owner unless a grant says so (src/store/pg.rs, `db grant`).
+REVOKE ALL ON FUNCTION cw_rows_name_runs() FROM PUBLIC;
+
 ALTER TABLE events DROP CONSTRAINT events_run_id_fkey;
 ALTER TABLE run_chain DROP CONSTRAINT run_chain_run_id_fkey;

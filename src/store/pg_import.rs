@@ -145,15 +145,16 @@ fn reserve(conn: &PgConn, table: &str, n: usize) -> DbResult<Vec<i64>> {
         return Ok(Vec::new());
     }
     let n = i64::try_from(n).unwrap_or(i64::MAX);
-    // The sequence's name is looked up once (an init plan), not once a row.
+    // The sequence's name is looked up once (an init plan), not once a row, and the ids come
+    // back as one array, not a row each.
     let sql = format!(
-        "SELECT nextval((SELECT pg_get_serial_sequence('{table}', 'id'))::regclass)
+        "SELECT array_agg(nextval((SELECT pg_get_serial_sequence('{table}', 'id'))::regclass))
          FROM generate_series(1, $1::int8)"
     );
     let mut ids: Vec<i64> = query(conn, &sql, &[(&n, Type::INT8)])?
-        .iter()
+        .first()
         .map(|row| row.get(0))
-        .collect();
+        .ok_or(super::db::DbError::NoRows)?;
     ids.sort_unstable();
     Ok(ids)
 }
