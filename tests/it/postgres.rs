@@ -138,23 +138,7 @@ fn the_same_histories_trace_the_same_in_both_stores() {
     let cluster = PgCluster::shared();
     for seed in [1_u64, 7, 42] {
         let env = Env::new();
-        let fleet = env.path().join("fleet.jsonl");
-        ok(env.cmd().args([
-            "bench",
-            "generate",
-            "--runs",
-            "400",
-            "--pipelines",
-            "12",
-            "--builders",
-            "3",
-            "--mounts",
-            "20",
-            "--seed",
-            &seed.to_string(),
-            "-o",
-            fleet.to_str().unwrap(),
-        ]));
+        let fleet = generate_fleet(&env, (400, 12, 3, 20), Some(seed));
         let sqlite = env.path().join("fleet.db");
         let pg = pg_store(cluster);
         for db in [sqlite.to_str().unwrap(), pg.as_str()] {
@@ -279,21 +263,7 @@ fn a_server_killed_mid_import_exits_3_and_the_rerun_completes() {
     let db = cluster.database();
     let env = Env::new();
     ok(env.cmd().args(["--db", &db, "db", "migrate"]));
-    let fleet = env.path().join("fleet.jsonl");
-    ok(env.cmd().args([
-        "bench",
-        "generate",
-        "--runs",
-        "12000",
-        "--pipelines",
-        "30",
-        "--builders",
-        "4",
-        "--mounts",
-        "60",
-        "-o",
-        fleet.to_str().unwrap(),
-    ]));
+    let fleet = generate_fleet(&env, (12000, 30, 4, 60), None);
     let import = || {
         env.cmd()
             .args(["--db", &db, "import", "--batch-size", "200"])
@@ -717,21 +687,7 @@ fn pgbouncer_transaction_pooling_answers_as_a_direct_connection() {
     for db in [&direct.url, &pooled] {
         ok(env.cmd().args(["--db", db, "db", "migrate"]));
     }
-    let fleet = env.path().join("fleet.jsonl");
-    ok(env.cmd().args([
-        "bench",
-        "generate",
-        "--runs",
-        "300",
-        "--pipelines",
-        "10",
-        "--builders",
-        "3",
-        "--mounts",
-        "20",
-        "-o",
-        fleet.to_str().unwrap(),
-    ]));
+    let fleet = generate_fleet(&env, (300, 10, 3, 20), None);
     for db in [&direct.url, &pooled] {
         ok(env
             .cmd()
@@ -831,23 +787,7 @@ fn a_bulk_import_stores_what_sqlite_stores() {
     }
     let cluster = PgCluster::shared();
     let env = Env::new();
-    let fleet = env.path().join("fleet.jsonl");
-    ok(env.cmd().args([
-        "bench",
-        "generate",
-        "--runs",
-        "300",
-        "--pipelines",
-        "9",
-        "--builders",
-        "3",
-        "--mounts",
-        "12",
-        "--seed",
-        "5",
-        "-o",
-        fleet.to_str().unwrap(),
-    ]));
+    let fleet = generate_fleet(&env, (300, 9, 3, 12), Some(5));
     let sqlite = env.path().join("fleet.db");
     let pg = pg_store(cluster);
     for db in [sqlite.to_str().unwrap(), pg.as_str()] {
@@ -895,25 +835,7 @@ fn a_batch_repeating_a_run_key_with_other_facts_writes_nothing() {
     }
     let cluster = PgCluster::shared();
     let env = Env::new();
-    let fleet = env.path().join("fleet.jsonl");
-    ok(env
-        .cmd()
-        .args([
-            "bench",
-            "generate",
-            "--runs",
-            "40",
-            "--pipelines",
-            "4",
-            "--builders",
-            "2",
-            "--mounts",
-            "6",
-            "--seed",
-            "3",
-            "-o",
-        ])
-        .arg(&fleet));
+    let fleet = generate_fleet(&env, (40, 4, 2, 6), Some(3));
     let pg = pg_store(cluster);
     ok(env.cmd().args(["--db", &pg, "import"]).arg(&fleet));
     let text = std::fs::read_to_string(&fleet).unwrap();
@@ -976,25 +898,7 @@ fn the_hook_role_imports_in_bulk() {
         "postgresql://{hook}:hook-pw@127.0.0.1:{}/{}",
         store.port, store.name
     );
-    let fleet = env.path().join("fleet.jsonl");
-    ok(env
-        .cmd()
-        .args([
-            "bench",
-            "generate",
-            "--runs",
-            "400",
-            "--pipelines",
-            "5",
-            "--builders",
-            "2",
-            "--mounts",
-            "8",
-            "--seed",
-            "9",
-            "-o",
-        ])
-        .arg(&fleet));
+    let fleet = generate_fleet(&env, (400, 5, 2, 8), Some(9));
     let sqlite = env.path().join("fleet.db");
     for db in [sqlite.to_str().unwrap(), hook_url.as_str()] {
         // One batch of more artifacts and records than one statement upserts, then again in
@@ -1009,6 +913,31 @@ fn the_hook_role_imports_in_bulk() {
     let export = |db: &str| ok(env.cmd().args(["--db", db, "export"]));
     assert_eq!(export(sqlite.to_str().unwrap()), export(&hook_url));
     ok(env.cmd().args(["--db", &hook_url, "verify-log"]));
+}
+
+/// A synthetic fleet in `env`'s `fleet.jsonl`: `bench generate` with this many runs,
+/// pipelines, builders and mount ids, from `seed` or the generator's default.
+fn generate_fleet(
+    env: &Env,
+    (runs, pipelines, builders, mounts): (u32, u32, u32, u32),
+    seed: Option<u64>,
+) -> std::path::PathBuf {
+    let fleet = env.path().join("fleet.jsonl");
+    let mut cmd = env.cmd();
+    cmd.args(["bench", "generate"]);
+    for (flag, value) in [
+        ("--runs", runs),
+        ("--pipelines", pipelines),
+        ("--builders", builders),
+        ("--mounts", mounts),
+    ] {
+        cmd.args([flag, &value.to_string()]);
+    }
+    if let Some(seed) = seed {
+        cmd.args(["--seed", &seed.to_string()]);
+    }
+    ok(cmd.arg("-o").arg(&fleet));
+    fleet
 }
 
 /// The database a `postgresql://` URL of the test cluster names.
@@ -1026,23 +955,7 @@ fn pages_stay_as_the_first_schema_wrote_them_and_rows_need_their_run() {
     }
     let cluster = PgCluster::shared();
     let env = Env::new();
-    let fleet = env.path().join("fleet.jsonl");
-    ok(env.cmd().args([
-        "bench",
-        "generate",
-        "--runs",
-        "300",
-        "--pipelines",
-        "6",
-        "--builders",
-        "3",
-        "--mounts",
-        "10",
-        "--seed",
-        "11",
-        "-o",
-        fleet.to_str().unwrap(),
-    ]));
+    let fleet = generate_fleet(&env, (300, 6, 3, 10), Some(11));
     let pg = pg_store(cluster);
     ok(env
         .cmd()
