@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
 
-use crate::common::{Env, digest, ok, output};
+use crate::common::{Env, digest, generate_fleet, ok, output};
 use crate::schemas::assert_valid;
 
 fn history() -> String {
@@ -171,6 +171,114 @@ fn a_chain_over_record_and_import_verifies() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(kinds.last().map(String::as_str), Some("events"));
+}
+
+/// The run of chain entry `seq`: its row id and its name as `verify-log` shows it.
+fn entry_run(db: &Path, seq: i64) -> (i64, String) {
+    Connection::open(db)
+        .unwrap()
+        .query_row(
+            "SELECT r.id, p.name || '/' || r.run_key || '/' || r.step
+             FROM run_chain c JOIN runs r ON r.id = c.run_id
+             JOIN pipelines p ON p.id = r.pipeline_id WHERE c.seq = ?1",
+            [seq],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap()
+}
+
+/// A chain far longer than the entries checked together: an edit anywhere is named at its
+/// own entry, with the head of the entries before it, and of two breaks the one earlier in
+/// the chain is named, whichever kinds they are and wherever the batches fall.
+#[test]
+fn breaks_in_a_long_chain_are_named_in_chain_order() {
+    let env = Env::new();
+    let fleet = generate_fleet(&env, (1300, 7, 3, 9), Some(11));
+    ok(env.cmd().arg("import").arg(&fleet));
+    let (code, doc) = verify_json(&env, &env.db(), &[]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["length"], 1300);
+    let stored_hash = |seq: i64| -> String {
+        Connection::open(env.db())
+            .unwrap()
+            .query_row(
+                "SELECT lower(hex(hash)) FROM run_chain WHERE seq = ?1",
+                [seq],
+                |row| row.get(0),
+            )
+            .unwrap()
+    };
+    // A kept head deep in the chain is reached where it was appended.
+    let kept = stored_hash(1111);
+    let (code, doc) = verify_json(&env, &env.db(), &["--head", &kept]);
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(doc["expected_head"]["reached_at"], 1111, "{doc:#}");
+
+    let edit = |seq: i64| {
+        let (id, _) = entry_run(&env.db(), seq);
+        format!("UPDATE runs SET finished_at = finished_at + 1 WHERE id = {id};")
+    };
+    let remove = |seq: i64| format!("DELETE FROM run_chain WHERE seq = {seq};");
+    let gone = |seq: i64| {
+        let (id, _) = entry_run(&env.db(), seq);
+        format!("PRAGMA foreign_keys = OFF; DELETE FROM runs WHERE id = {id};")
+    };
+    let cases = [
+        (
+            "edit past the first batch",
+            edit(1025),
+            1025,
+            "hash_mismatch",
+        ),
+        (
+            "edit, then a later entry deleted",
+            edit(700) + &remove(705),
+            700,
+            "hash_mismatch",
+        ),
+        (
+            "entry deleted, then a later edit",
+            remove(600) + &edit(601),
+            600,
+            "missing_entry",
+        ),
+        (
+            "run gone, then a later edit",
+            gone(900) + &edit(902),
+            900,
+            "run_gone",
+        ),
+        ("the last entry edited", edit(1300), 1300, "hash_mismatch"),
+        (
+            "the first entry edited",
+            edit(1) + &edit(2),
+            1,
+            "hash_mismatch",
+        ),
+    ];
+    for (name, sql, at, kind) in cases {
+        // A missing entry is named by the run of the next one stored.
+        let named = if kind == "missing_entry" { at + 1 } else { at };
+        let (_, run) = entry_run(&env.db(), named);
+        let db = copy(&env, &format!("{at}.db"));
+        tamper(&db, &sql);
+        let (code, doc) = verify_json(&env, &db, &[]);
+        assert_eq!(code, 1, "{name}: {doc:#}");
+        assert_eq!(doc["break"]["kind"], kind, "{name}: {doc:#}");
+        assert_eq!(doc["break"]["entry"], at, "{name}: {doc:#}");
+        if kind == "run_gone" {
+            assert!(doc["break"]["run"].is_null(), "{name}: {doc:#}");
+        } else {
+            assert_eq!(doc["break"]["run"], run.as_str(), "{name}: {doc:#}");
+        }
+        // The head of the entries before the break.
+        let before = if at == 1 {
+            "0".repeat(64)
+        } else {
+            stored_hash(at - 1)
+        };
+        assert_eq!(doc["head"], before.as_str(), "{name}: {doc:#}");
+    }
 }
 
 /// Editing a run's times, builder or trust level, or what one of its events names, directly

@@ -272,3 +272,28 @@ macro_rules! on_both_engines {
         }
     };
 }
+
+/// A synthetic fleet in `env`'s `fleet.jsonl`: `bench generate` with this many runs,
+/// pipelines, builders and mount ids, from `seed` or the generator's default.
+pub fn generate_fleet(
+    env: &Env,
+    (runs, pipelines, builders, mounts): (u32, u32, u32, u32),
+    seed: Option<u64>,
+) -> std::path::PathBuf {
+    let fleet = env.path().join("fleet.jsonl");
+    let mut cmd = env.cmd();
+    cmd.args(["bench", "generate"]);
+    for (flag, value) in [
+        ("--runs", runs),
+        ("--pipelines", pipelines),
+        ("--builders", builders),
+        ("--mounts", mounts),
+    ] {
+        cmd.args([flag, &value.to_string()]);
+    }
+    if let Some(seed) = seed {
+        cmd.args(["--seed", &seed.to_string()]);
+    }
+    ok(cmd.arg("-o").arg(&fleet));
+    fleet
+}

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{Env, ok};
+use crate::common::{Env, generate_fleet, ok};
 use crate::harness::{PgBouncer, PgCluster, require_pgbouncer, require_postgres};
 
 /// Tests that stay on SQLite, each group for its reason: they open the store's file with
@@ -915,29 +915,71 @@ fn the_hook_role_imports_in_bulk() {
     ok(env.cmd().args(["--db", &hook_url, "verify-log"]));
 }
 
-/// A synthetic fleet in `env`'s `fleet.jsonl`: `bench generate` with this many runs,
-/// pipelines, builders and mount ids, from `seed` or the generator's default.
-fn generate_fleet(
-    env: &Env,
-    (runs, pipelines, builders, mounts): (u32, u32, u32, u32),
-    seed: Option<u64>,
-) -> std::path::PathBuf {
-    let fleet = env.path().join("fleet.jsonl");
-    let mut cmd = env.cmd();
-    cmd.args(["bench", "generate"]);
-    for (flag, value) in [
-        ("--runs", runs),
-        ("--pipelines", pipelines),
-        ("--builders", builders),
-        ("--mounts", mounts),
-    ] {
-        cmd.args([flag, &value.to_string()]);
+/// `verify-log` on PostgreSQL walks a chain longer than the entries it checks together and
+/// names the first break in chain order, with the head of the entries before it, as on
+/// SQLite: rows edited or deleted by a superuser with the append-only triggers off.
+#[test]
+fn verify_log_names_the_first_break_of_a_long_chain() {
+    if !require_postgres() {
+        return;
     }
-    if let Some(seed) = seed {
-        cmd.args(["--seed", &seed.to_string()]);
-    }
-    ok(cmd.arg("-o").arg(&fleet));
-    fleet
+    let cluster = PgCluster::shared();
+    let env = Env::new();
+    let fleet = generate_fleet(&env, (9000, 7, 3, 9), Some(11));
+    let db = cluster.new_database();
+    ok(env.cmd().args(["--db", &db.url, "db", "migrate"]));
+    ok(env.cmd().args(["--db", &db.url, "import"]).arg(&fleet));
+    let verify = || {
+        let out = env
+            .cmd()
+            .args(["--db", &db.url, "verify-log", "--format", "json"])
+            .output()
+            .unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), doc)
+    };
+    let (code, doc) = verify();
+    assert_eq!(code, Some(0), "{doc:#}");
+    assert_eq!(doc["length"], 9000);
+    let stored_hash = |seq: i64| {
+        cluster.psql(
+            &db.name,
+            &format!("SELECT encode(hash, 'hex') FROM run_chain WHERE seq = {seq}"),
+        )
+    };
+    let run_of = |seq: i64| {
+        cluster.psql(
+            &db.name,
+            &format!("SELECT run_id FROM run_chain WHERE seq = {seq}"),
+        )
+    };
+    let (edited, removed) = (run_of(4100), run_of(4110));
+    cluster.psql(
+        &db.name,
+        &format!(
+            "SET session_replication_role = replica;
+             DELETE FROM run_chain WHERE seq = 4110;
+             UPDATE runs SET finished_at = finished_at + 1 WHERE id = {edited};"
+        ),
+    );
+    let (code, doc) = verify();
+    assert_eq!(code, Some(1), "{doc:#}");
+    assert_eq!(doc["break"]["kind"], "hash_mismatch", "{doc:#}");
+    assert_eq!(doc["break"]["entry"], 4100, "{doc:#}");
+    assert_eq!(doc["head"], stored_hash(4099).as_str(), "{doc:#}");
+    cluster.psql(
+        &db.name,
+        &format!(
+            "SET session_replication_role = replica;
+             UPDATE runs SET finished_at = finished_at - 1 WHERE id = {edited};"
+        ),
+    );
+    let (code, doc) = verify();
+    assert_eq!(code, Some(1), "{doc:#}");
+    assert_eq!(doc["break"]["kind"], "missing_entry", "{doc:#}");
+    assert_eq!(doc["break"]["entry"], 4110, "{doc:#}");
+    assert_eq!(doc["head"], stored_hash(4109).as_str(), "{doc:#}");
+    assert_ne!(removed, edited);
 }
 
 /// The database a `postgresql://` URL of the test cluster names.

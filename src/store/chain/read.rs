@@ -1,6 +1,8 @@
 //! Entries as the stored rows give them: what appending hashes and verifying recomputes.
 
-use crate::store::db::{Db, OptionalExtension, params};
+use std::collections::HashMap;
+
+use crate::store::db::{Db, Engine, OptionalExtension, params, params_from_iter};
 
 use super::EntryKind;
 use super::encode::{
@@ -65,43 +67,48 @@ fn target_at(
     Ok((kind, target))
 }
 
+/// A run's columns, for a query over `runs r` with [`RUN_JOINS`].
+const RUN_COLUMNS: &str =
+    "p.name, r.run_key, r.step, r.commit_sha, r.git_ref, r.builder_id, b.name,
+       r.started_at, r.finished_at, r.status, r.has_records, r.overlapped,
+       r.recorded_at, r.trust_level";
+
+const RUN_JOINS: &str = "FROM runs r
+    LEFT JOIN pipelines p ON p.id = r.pipeline_id
+    LEFT JOIN builders b ON b.id = r.builder_id";
+
+/// The run named by [`RUN_COLUMNS`], starting at column `at`.
+fn run_facts(row: &crate::store::db::Row<'_>, at: usize) -> crate::store::db::DbResult<RunFacts> {
+    let builder = match (
+        row.get::<_, Option<i64>>(at + 5)?,
+        row.get::<_, Option<String>>(at + 6)?,
+    ) {
+        (_, Some(name)) => Ref::Named(name),
+        (Some(id), None) => Ref::Gone(id),
+        (None, None) => Ref::None,
+    };
+    Ok(RunFacts {
+        pipeline: row.get(at)?,
+        run_key: row.get(at + 1)?,
+        step: row.get(at + 2)?,
+        commit: row.get(at + 3)?,
+        git_ref: row.get(at + 4)?,
+        builder,
+        started_at: row.get(at + 7)?,
+        finished_at: row.get(at + 8)?,
+        status: row.get(at + 9)?,
+        has_records: row.get(at + 10)?,
+        overlapped: row.get(at + 11)?,
+        recorded_at: row.get(at + 12)?,
+        trust_level: row.get(at + 13)?,
+    })
+}
+
 /// A run's stored facts, or `None` when its row is gone.
 pub(super) fn load_run(conn: &Db, run: i64) -> crate::store::db::DbResult<Option<RunFacts>> {
-    conn.prepare_cached(
-        "SELECT p.name, r.run_key, r.step, r.commit_sha, r.git_ref, r.builder_id, b.name,
-                r.started_at, r.finished_at, r.status, r.has_records, r.overlapped,
-                r.recorded_at, r.trust_level
-         FROM runs r
-         LEFT JOIN pipelines p ON p.id = r.pipeline_id
-         LEFT JOIN builders b ON b.id = r.builder_id
-         WHERE r.id = ?1",
-    )?
-    .query_row([run], |row| {
-        let builder = match (
-            row.get::<_, Option<i64>>(5)?,
-            row.get::<_, Option<String>>(6)?,
-        ) {
-            (_, Some(name)) => Ref::Named(name),
-            (Some(id), None) => Ref::Gone(id),
-            (None, None) => Ref::None,
-        };
-        Ok(RunFacts {
-            pipeline: row.get(0)?,
-            run_key: row.get(1)?,
-            step: row.get(2)?,
-            commit: row.get(3)?,
-            git_ref: row.get(4)?,
-            builder,
-            started_at: row.get(7)?,
-            finished_at: row.get(8)?,
-            status: row.get(9)?,
-            has_records: row.get(10)?,
-            overlapped: row.get(11)?,
-            recorded_at: row.get(12)?,
-            trust_level: row.get(13)?,
-        })
-    })
-    .optional()
+    conn.prepare_cached(&format!("SELECT {RUN_COLUMNS} {RUN_JOINS} WHERE r.id = ?1"))?
+        .query_row([run], |row| run_facts(row, 0))
+        .optional()
 }
 
 /// Which rows of a run an entry covers: ids in `(after, through]`.
@@ -113,22 +120,30 @@ pub(super) struct Span {
     pub details_through: i64,
 }
 
+const RECEIPT_COLUMNS: &str = "received_at, identity, late, time_suspect";
+
+/// The receipt named by [`RECEIPT_COLUMNS`], starting at column `at`.
+fn receipt_facts(
+    row: &crate::store::db::Row<'_>,
+    at: usize,
+) -> crate::store::db::DbResult<ReceiptFacts> {
+    Ok(ReceiptFacts {
+        received_at: row.get(at)?,
+        identity: row.get(at + 1)?,
+        late: row.get(at + 2)?,
+        time_suspect: row.get(at + 3)?,
+    })
+}
+
 /// The run's collector receipt as stored, if it has one.
 pub(super) fn load_receipt(
     conn: &Db,
     run: i64,
 ) -> crate::store::db::DbResult<Option<ReceiptFacts>> {
-    conn.prepare_cached(
-        "SELECT received_at, identity, late, time_suspect FROM run_receipts WHERE run_id = ?1",
-    )?
-    .query_row([run], |row| {
-        Ok(ReceiptFacts {
-            received_at: row.get(0)?,
-            identity: row.get(1)?,
-            late: row.get(2)?,
-            time_suspect: row.get(3)?,
-        })
-    })
+    conn.prepare_cached(&format!(
+        "SELECT {RECEIPT_COLUMNS} FROM run_receipts WHERE run_id = ?1"
+    ))?
+    .query_row([run], |row| receipt_facts(row, 0))
     .optional()
 }
 
@@ -198,4 +213,185 @@ pub(super) fn load_entry(
         details,
         receipt,
     }))
+}
+
+/// An entry to load: its number, encoding version, kind, run and span.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Wanted {
+    pub seq: i64,
+    pub version: u8,
+    pub kind: EntryKind,
+    pub run: i64,
+    pub span: Span,
+}
+
+/// How many entries [`load_entries`] reads with one set of queries on `conn`: each query
+/// names this many runs, so its text stays the same from batch to batch. PostgreSQL plans
+/// each statement anew, and a larger batch pays for that less often; SQLite reads a run's
+/// rows as fast one run at a time and sorts a larger batch's for nothing.
+pub(super) fn batch_size(conn: &Db) -> usize {
+    match conn.engine() {
+        Engine::Sqlite => 512,
+        Engine::Postgres => 4096,
+    }
+}
+
+/// `?first, ..., ?(first + size - 1)`.
+fn placeholders(first: usize, size: usize) -> String {
+    (first..first + size)
+        .map(|n| format!("?{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The entries `wanted` (at most [`batch_size`]) as [`load_entry`] gives them, one each, in a few
+/// queries over all of them instead of a few per entry: a run's rows, its events and details
+/// in the batch's id ranges, and its receipt.
+pub(super) fn load_entries(
+    conn: &Db,
+    wanted: &[Wanted],
+) -> crate::store::db::DbResult<Vec<Option<Entry>>> {
+    let size = batch_size(conn);
+    assert!(wanted.len() <= size, "at most {size} entries a batch");
+    let Some(first) = wanted.first() else {
+        return Ok(Vec::new());
+    };
+    // Every query names `size` runs: the batch's, then its first again.
+    let runs: Vec<i64> = wanted
+        .iter()
+        .map(|w| w.run)
+        .chain(std::iter::repeat(first.run))
+        .take(size)
+        .collect();
+    let mut facts: HashMap<i64, RunFacts> = HashMap::new();
+    {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT r.id, {RUN_COLUMNS} {RUN_JOINS} WHERE r.id IN ({})",
+            placeholders(1, size)
+        ))?;
+        let mut rows = stmt.query(params_from_iter(runs.iter()))?;
+        while let Some(row) = rows.next()? {
+            facts.insert(row.get(0)?, run_facts(&row, 1)?);
+        }
+    }
+    // Rows of the batch's runs in `(after, through]` over the whole batch: each entry then
+    // takes its own span of them. The range only filters (`+id`): searched as a range of ids,
+    // it would read every row from the first run's up, whoever's.
+    let bounds = |span: fn(&Span) -> (i64, i64)| {
+        wanted
+            .iter()
+            .map(|w| span(&w.span))
+            .fold((i64::MAX, i64::MIN), |(after, through), (a, t)| {
+                (after.min(a), through.max(t))
+            })
+    };
+    let ranged = |sql: &str,
+                  (after, through): (i64, i64),
+                  read: &mut dyn FnMut(
+        i64,
+        i64,
+        &crate::store::db::Row<'_>,
+    ) -> crate::store::db::DbResult<()>|
+     -> crate::store::db::DbResult<()> {
+        if through <= after {
+            return Ok(());
+        }
+        let mut stmt = conn.prepare_cached(sql)?;
+        let values = runs.iter().copied().chain([after, through]);
+        let mut rows = stmt.query(params_from_iter(values))?;
+        while let Some(row) = rows.next()? {
+            read(row.get(0)?, row.get(1)?, &row)?;
+        }
+        Ok(())
+    };
+    let mut events: HashMap<i64, Vec<(i64, EventFacts)>> = HashMap::new();
+    ranged(
+        &format!(
+            "SELECT e.run_id, e.id, e.at, e.detail, {TARGET_COLUMNS} FROM events e {TARGET_JOINS}
+             WHERE e.run_id IN ({}) AND +e.id > ?{} AND +e.id <= ?{} ORDER BY e.id",
+            placeholders(1, size),
+            size + 1,
+            size + 2
+        ),
+        bounds(|s| (s.events_after, s.events_through)),
+        &mut |run, id, row| {
+            let (kind, target) = target_at(row, 4)?;
+            let event = EventFacts {
+                kind,
+                target,
+                at: row.get(2)?,
+                detail: row.get(3)?,
+            };
+            events.entry(run).or_default().push((id, event));
+            Ok(())
+        },
+    )?;
+    let mut details: HashMap<i64, Vec<(i64, DetailFacts)>> = HashMap::new();
+    ranged(
+        &format!(
+            "SELECT e.run_id, d.id, d.detail, d.at, {TARGET_COLUMNS}
+             FROM event_details d JOIN events e ON e.id = d.event_id {TARGET_JOINS}
+             WHERE e.run_id IN ({}) AND +d.id > ?{} AND +d.id <= ?{} ORDER BY d.id",
+            placeholders(1, size),
+            size + 1,
+            size + 2
+        ),
+        bounds(|s| (s.details_after, s.details_through)),
+        &mut |run, id, row| {
+            let (event_kind, target) = target_at(row, 4)?;
+            let detail = DetailFacts {
+                event_kind,
+                target,
+                detail: row.get(2)?,
+                at: row.get(3)?,
+            };
+            details.entry(run).or_default().push((id, detail));
+            Ok(())
+        },
+    )?;
+    let mut receipts: HashMap<i64, ReceiptFacts> = HashMap::new();
+    if wanted.iter().any(|w| w.version >= ENCODING_V2) {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT run_id, {RECEIPT_COLUMNS} FROM run_receipts WHERE run_id IN ({})",
+            placeholders(1, size)
+        ))?;
+        let mut rows = stmt.query(params_from_iter(runs.iter()))?;
+        while let Some(row) = rows.next()? {
+            receipts.insert(row.get(0)?, receipt_facts(&row, 1)?);
+        }
+    }
+    let within = |id: i64, after: i64, through: i64| id > after && id <= through;
+    Ok(wanted
+        .iter()
+        .map(|w| {
+            let run = facts.get(&w.run)?.clone();
+            let span = w.span;
+            let events = events.get(&w.run).map_or_else(Vec::new, |rows| {
+                rows.iter()
+                    .filter(|(id, _)| within(*id, span.events_after, span.events_through))
+                    .map(|(_, event)| event.clone())
+                    .collect()
+            });
+            let details = details.get(&w.run).map_or_else(Vec::new, |rows| {
+                rows.iter()
+                    .filter(|(id, _)| within(*id, span.details_after, span.details_through))
+                    .map(|(_, detail)| detail.clone())
+                    .collect()
+            });
+            let receipt = if w.version >= ENCODING_V2 {
+                receipts.get(&w.run).cloned()
+            } else {
+                None
+            };
+            Some(Entry {
+                version: w.version,
+                seq: w.seq,
+                kind: w.kind,
+                run,
+                events,
+                details,
+                receipt,
+            })
+        })
+        .collect())
 }

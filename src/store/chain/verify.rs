@@ -6,7 +6,7 @@ use crate::store::db::Db;
 use serde::Serialize;
 
 use super::encode::{ENCODING_V2, ENCODING_VERSIONS, encode, next_hash};
-use super::read::{Span, load_entry, load_run};
+use super::read::{Span, Wanted, batch_size, load_entries, load_run};
 use super::{ChainHash, ChainHead, EntryKind, stored_head};
 use crate::store::{Store, StoreError};
 
@@ -138,98 +138,49 @@ fn verify(conn: &Db, expected: Option<&ChainHash>) -> crate::store::db::DbResult
         broken: None,
         reached_at: None,
     };
-    let name_of = |run: i64| -> crate::store::db::DbResult<Option<String>> {
-        Ok(load_run(conn, run)?.map(|facts| facts.name()))
+    let name_of = |run: i64| name_of(conn, run);
+    // Entries are read a batch at a time: memory stays flat whatever the chain's length, but
+    // for the span of each run seen.
+    let mut walk = Walk {
+        spans: HashMap::new(),
+        receipts: HashSet::new(),
+        number: 0,
     };
-    // Entries are read one at a time: memory stays flat whatever the chain's length, but for
-    // the span of each run seen.
-    let mut spans: HashMap<i64, (i64, i64)> = HashMap::new();
-    // Runs whose receipt an entry covers.
-    let mut receipts: HashSet<i64> = HashSet::new();
     let mut stmt = conn.prepare(
         "SELECT seq, run_id, kind, events_through, details_through, encoding, hash
          FROM run_chain ORDER BY seq",
     )?;
     let mut rows = stmt.query([])?;
-    let mut number = 0_i64;
-    while let Some(row) = rows.next()? {
-        number += 1;
-        let row = StoredEntry {
-            seq: row.get(0)?,
-            run: row.get(1)?,
-            kind: row.get(2)?,
-            events_through: row.get(3)?,
-            details_through: row.get(4)?,
-            encoding: row.get(5)?,
-            hash: row.get(6)?,
-        };
-        let fail = |kind: BreakKind| -> crate::store::db::DbResult<ChainBreak> {
-            Ok(ChainBreak {
-                entry: number,
-                run: name_of(row.run)?,
-                run_id: row.run,
-                kind,
-            })
-        };
-        if row.seq != number {
-            check.broken = Some(fail(BreakKind::MissingEntry)?);
-            return Ok(check);
+    let size = batch_size(conn);
+    let mut batch = Vec::with_capacity(size);
+    loop {
+        let row = rows.next()?;
+        let done = row.is_none();
+        if let Some(row) = row {
+            batch.push(StoredEntry {
+                seq: row.get(0)?,
+                run: row.get(1)?,
+                kind: row.get(2)?,
+                events_through: row.get(3)?,
+                details_through: row.get(4)?,
+                encoding: row.get(5)?,
+                hash: row.get(6)?,
+            });
         }
-        let previous = spans.get(&row.run).copied();
-        let (events_after, details_after) = previous.unwrap_or((0, 0));
-        let kind = match (EntryKind::parse(&row.kind), previous) {
-            _ if !ENCODING_VERSIONS
-                .iter()
-                .any(|&v| row.encoding == i64::from(v)) =>
-            {
-                Err(BreakKind::Malformed)
-            }
-            (None, _) => Err(BreakKind::Malformed),
-            (Some(EntryKind::Run), Some(_)) => Err(BreakKind::RunTwice),
-            (Some(EntryKind::Events), None) => Err(BreakKind::EventsBeforeRun),
-            _ if row.events_through < events_after || row.details_through < details_after => {
-                Err(BreakKind::Malformed)
-            }
-            (Some(kind), _) => Ok(kind),
-        };
-        let kind = match kind {
-            Ok(kind) => kind,
-            Err(why) => {
-                check.broken = Some(fail(why)?);
+        if batch.len() == size || (done && !batch.is_empty()) {
+            if let Some(broken) = walk.check(conn, &batch, expected, &mut check)? {
+                check.broken = Some(broken);
                 return Ok(check);
             }
-        };
-        let span = Span {
-            events_after,
-            events_through: row.events_through,
-            details_after,
-            details_through: row.details_through,
-        };
-        // One of the known versions, checked above.
-        let version = u8::try_from(row.encoding).unwrap_or(ENCODING_V2);
-        let Some(entry) = load_entry(conn, (row.seq, version), kind, row.run, span)? else {
-            check.broken = Some(fail(BreakKind::RunGone)?);
-            return Ok(check);
-        };
-        let hash = next_hash(&check.head, &encode(&entry));
-        if ChainHash::from_blob(&row.hash) != Some(hash) {
-            check.broken = Some(ChainBreak {
-                entry: number,
-                run: Some(entry.run.name()),
-                run_id: row.run,
-                kind: BreakKind::HashMismatch,
-            });
-            return Ok(check);
+            batch.clear();
         }
-        check.head = hash;
-        if expected == Some(&hash) {
-            check.reached_at = Some(number);
-        }
-        spans.insert(row.run, (row.events_through, row.details_through));
-        if version >= ENCODING_V2 {
-            receipts.insert(row.run);
+        if done {
+            break;
         }
     }
+    let Walk {
+        spans, receipts, ..
+    } = walk;
     // Rows that no entry covers.
     let next = length + 1;
     let uncovered = |run: i64, kind: BreakKind| -> crate::store::db::DbResult<ChainBreak> {
@@ -284,4 +235,124 @@ fn verify(conn: &Db, expected: Option<&ChainHash>) -> crate::store::db::DbResult
         }
     }
     Ok(check)
+}
+
+fn name_of(conn: &Db, run: i64) -> crate::store::db::DbResult<Option<String>> {
+    Ok(load_run(conn, run)?.map(|facts| facts.name()))
+}
+
+/// The walk along the chain so far.
+struct Walk {
+    /// Each run's span as its last entry gives it.
+    spans: HashMap<i64, (i64, i64)>,
+    /// Runs whose receipt an entry covers.
+    receipts: HashSet<i64>,
+    /// Entries walked.
+    number: i64,
+}
+
+impl Walk {
+    /// Checks the next entries in order and moves the head over them; the first break, if
+    /// any. An entry's own columns are checked first, for the whole batch, then the entries
+    /// up to the first such break are loaded together and hashed: a break is still the first
+    /// in the chain's order, as if the entries were checked one at a time.
+    fn check(
+        &mut self,
+        conn: &Db,
+        batch: &[StoredEntry],
+        expected: Option<&ChainHash>,
+        check: &mut ChainCheck,
+    ) -> crate::store::db::DbResult<Option<ChainBreak>> {
+        let start = self.number;
+        let mut wanted = Vec::with_capacity(batch.len());
+        let mut malformed = None;
+        for row in batch {
+            self.number += 1;
+            match self.columns(row) {
+                Ok(entry) => wanted.push(entry),
+                Err(kind) => {
+                    malformed = Some((self.number, row.run, kind));
+                    break;
+                }
+            }
+        }
+        let entries = load_entries(conn, &wanted)?;
+        for ((offset, row), entry) in (1..).zip(batch).zip(entries) {
+            let number = start + offset;
+            let Some(entry) = entry else {
+                return Ok(Some(ChainBreak {
+                    entry: number,
+                    run: name_of(conn, row.run)?,
+                    run_id: row.run,
+                    kind: BreakKind::RunGone,
+                }));
+            };
+            let hash = next_hash(&check.head, &encode(&entry));
+            if ChainHash::from_blob(&row.hash) != Some(hash) {
+                return Ok(Some(ChainBreak {
+                    entry: number,
+                    run: Some(entry.run.name()),
+                    run_id: row.run,
+                    kind: BreakKind::HashMismatch,
+                }));
+            }
+            check.head = hash;
+            if expected == Some(&hash) {
+                check.reached_at = Some(number);
+            }
+        }
+        match malformed {
+            Some((entry, run, kind)) => Ok(Some(ChainBreak {
+                entry,
+                run: name_of(conn, run)?,
+                run_id: run,
+                kind,
+            })),
+            None => Ok(None),
+        }
+    }
+
+    /// What the entry's own columns say it covers, or why they cannot be right (the entry
+    /// being number `self.number`); the run's span moves on to the entry's.
+    fn columns(&mut self, row: &StoredEntry) -> Result<Wanted, BreakKind> {
+        if row.seq != self.number {
+            return Err(BreakKind::MissingEntry);
+        }
+        let previous = self.spans.get(&row.run).copied();
+        let (events_after, details_after) = previous.unwrap_or((0, 0));
+        let kind = match (EntryKind::parse(&row.kind), previous) {
+            _ if !ENCODING_VERSIONS
+                .iter()
+                .any(|&v| row.encoding == i64::from(v)) =>
+            {
+                Err(BreakKind::Malformed)
+            }
+            (None, _) => Err(BreakKind::Malformed),
+            (Some(EntryKind::Run), Some(_)) => Err(BreakKind::RunTwice),
+            (Some(EntryKind::Events), None) => Err(BreakKind::EventsBeforeRun),
+            _ if row.events_through < events_after || row.details_through < details_after => {
+                Err(BreakKind::Malformed)
+            }
+            (Some(kind), _) => Ok(kind),
+        }?;
+        // One of the known versions, checked above.
+        let version = u8::try_from(row.encoding).unwrap_or(ENCODING_V2);
+        self.spans
+            .insert(row.run, (row.events_through, row.details_through));
+        if version >= ENCODING_V2 {
+            self.receipts.insert(row.run);
+        }
+        Ok(Wanted {
+            seq: row.seq,
+            version,
+            kind,
+            run: row.run,
+            span: Span {
+                events_after,
+                events_through: row.events_through,
+                details_after,
+                details_through: row.details_through,
+            },
+        })
+    }
 }
