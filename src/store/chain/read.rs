@@ -251,6 +251,26 @@ pub(super) fn load_entries(
     conn: &Db,
     wanted: &[Wanted],
 ) -> crate::store::db::DbResult<Vec<Option<Entry>>> {
+    load_entries_within(conn, wanted, MOST_ROWS)
+}
+
+/// The most events, and the most details, [`load_entries`] holds for a batch: a batch whose
+/// runs have more is read an entry at a time, so a store holding runs of millions of events
+/// costs time, not memory.
+const MOST_ROWS: usize = 1 << 18;
+
+/// [`load_entries`], holding at most `most` events and `most` details at once.
+fn load_entries_within(
+    conn: &Db,
+    wanted: &[Wanted],
+    most: usize,
+) -> crate::store::db::DbResult<Vec<Option<Entry>>> {
+    let one_at_a_time = || {
+        wanted
+            .iter()
+            .map(|w| load_entry(conn, (w.seq, w.version), w.kind, w.run, w.span))
+            .collect()
+    };
     let size = batch_size(conn);
     assert!(wanted.len() <= size, "at most {size} entries a batch");
     let Some(first) = wanted.first() else {
@@ -285,6 +305,12 @@ pub(super) fn load_entries(
                 (after.min(a), through.max(t))
             })
     };
+    // PostgreSQL sends a query's rows whole, so it is told when to stop; SQLite hands them
+    // over one at a time, and sorts them faster unlimited.
+    let limit_clause = match conn.engine() {
+        Engine::Postgres => format!(" LIMIT ?{}", size + 3),
+        Engine::Sqlite => String::new(),
+    };
     let ranged = |sql: &str,
                   (after, through): (i64, i64),
                   read: &mut dyn FnMut(
@@ -292,26 +318,33 @@ pub(super) fn load_entries(
         i64,
         &crate::store::db::Row<'_>,
     ) -> crate::store::db::DbResult<()>|
-     -> crate::store::db::DbResult<()> {
+     -> crate::store::db::DbResult<bool> {
         if through <= after {
-            return Ok(());
+            return Ok(true);
         }
         let mut stmt = conn.prepare_cached(sql)?;
+        let limit = i64::try_from(most).unwrap_or(i64::MAX - 1) + 1;
         let values = runs.iter().copied().chain([after, through]);
+        let values = values.chain((!limit_clause.is_empty()).then_some(limit));
         let mut rows = stmt.query(params_from_iter(values))?;
+        let mut read_rows = 0;
         while let Some(row) = rows.next()? {
+            read_rows += 1;
+            if read_rows > most {
+                return Ok(false);
+            }
             read(row.get(0)?, row.get(1)?, &row)?;
         }
-        Ok(())
+        Ok(true)
     };
     let mut events: HashMap<i64, Vec<(i64, EventFacts)>> = HashMap::new();
-    ranged(
+    let whole = ranged(
         &format!(
             "SELECT e.run_id, e.id, e.at, e.detail, {TARGET_COLUMNS} FROM events e {TARGET_JOINS}
-             WHERE e.run_id IN ({}) AND +e.id > ?{} AND +e.id <= ?{} ORDER BY e.id",
+             WHERE e.run_id IN ({}) AND +e.id > ?{} AND +e.id <= ?{} ORDER BY e.id{limit_clause}",
             placeholders(1, size),
             size + 1,
-            size + 2
+            size + 2,
         ),
         bounds(|s| (s.events_after, s.events_through)),
         &mut |run, id, row| {
@@ -326,15 +359,18 @@ pub(super) fn load_entries(
             Ok(())
         },
     )?;
+    if !whole {
+        return one_at_a_time();
+    }
     let mut details: HashMap<i64, Vec<(i64, DetailFacts)>> = HashMap::new();
-    ranged(
+    let whole = ranged(
         &format!(
             "SELECT e.run_id, d.id, d.detail, d.at, {TARGET_COLUMNS}
              FROM event_details d JOIN events e ON e.id = d.event_id {TARGET_JOINS}
-             WHERE e.run_id IN ({}) AND +d.id > ?{} AND +d.id <= ?{} ORDER BY d.id",
+             WHERE e.run_id IN ({}) AND +d.id > ?{} AND +d.id <= ?{} ORDER BY d.id{limit_clause}",
             placeholders(1, size),
             size + 1,
-            size + 2
+            size + 2,
         ),
         bounds(|s| (s.details_after, s.details_through)),
         &mut |run, id, row| {
@@ -349,6 +385,10 @@ pub(super) fn load_entries(
             Ok(())
         },
     )?;
+    if !whole {
+        drop(events);
+        return one_at_a_time();
+    }
     let mut receipts: HashMap<i64, ReceiptFacts> = HashMap::new();
     if wanted.iter().any(|w| w.version >= ENCODING_V2) {
         let mut stmt = conn.prepare_cached(&format!(
@@ -394,4 +434,86 @@ pub(super) fn load_entries(
             })
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    /// Two runs, then the first again with another input and its mount used with other
+    /// options: a run entry each, an entry of added events and mount-use details.
+    const LINES: [&str; 3] = [
+        r#"{"v":1,"type":"run","pipeline":"web","run":"1","step":"Dockerfile","builder":"ci-1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:05:00Z","imported":["localhost:5000/web:cache@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"],"mounts":[{"id":"/root/.cache/pip","sharing":"shared"}]}"#,
+        r#"{"v":1,"type":"run","pipeline":"web","run":"2","step":"Dockerfile","builder":"ci-2","started_at":"2026-01-02T00:00:00Z","finished_at":"2026-01-02T00:05:00Z","exported":["localhost:5000/web:cache@sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"],"records":{"created":[{"id":"r1","type":"regular","description":"[2/2] RUN make"}]}}"#,
+        r#"{"v":1,"type":"run","pipeline":"web","run":"1","step":"Dockerfile","builder":"ci-1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:05:00Z","imported":["localhost:5000/web:cache@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","localhost:5000/base:1"],"mounts":[{"id":"/root/.cache/pip","sharing":"locked"}]}"#,
+    ];
+
+    /// Every entry of the chain, as verifying asks for it.
+    fn wanted(conn: &Db) -> Vec<Wanted> {
+        let mut spans: HashMap<i64, (i64, i64)> = HashMap::new();
+        let mut stmt = conn
+            .prepare(
+                "SELECT seq, run_id, kind, events_through, details_through, encoding
+                 FROM run_chain ORDER BY seq",
+            )
+            .unwrap();
+        let mut rows = stmt.query([]).unwrap();
+        let mut wanted = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            let (seq, run, kind): (i64, i64, String) = (
+                row.get(0).unwrap(),
+                row.get(1).unwrap(),
+                row.get(2).unwrap(),
+            );
+            let (events_through, details_through): (i64, i64) =
+                (row.get(3).unwrap(), row.get(4).unwrap());
+            let version: i64 = row.get(5).unwrap();
+            let (events_after, details_after) = spans.get(&run).copied().unwrap_or((0, 0));
+            spans.insert(run, (events_through, details_through));
+            wanted.push(Wanted {
+                seq,
+                version: u8::try_from(version).unwrap(),
+                kind: EntryKind::parse(&kind).unwrap(),
+                run,
+                span: Span {
+                    events_after,
+                    events_through,
+                    details_after,
+                    details_through,
+                },
+            });
+        }
+        wanted
+    }
+
+    /// Entries loaded together are the entries loaded one at a time, whether the batch's rows
+    /// fit what it may hold or not.
+    #[test]
+    fn entries_loaded_together_are_those_loaded_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("store.db")).unwrap();
+        for (i, line) in LINES.iter().enumerate() {
+            let item = crate::wire::provenance::parse_line(line).unwrap();
+            store
+                .import_batch(&[item], i + 1, &crate::config::Config::default())
+                .unwrap();
+        }
+        let wanted = wanted(&store.conn);
+        assert_eq!(wanted.len(), 3);
+        assert_eq!(wanted[2].kind, EntryKind::Events);
+        let alone: Vec<Option<Entry>> = wanted
+            .iter()
+            .map(|w| load_entry(&store.conn, (w.seq, w.version), w.kind, w.run, w.span).unwrap())
+            .collect();
+        let entries: Vec<&Entry> = alone.iter().flatten().collect();
+        assert_eq!(entries.len(), 3);
+        assert!(entries.iter().all(|e| !e.events.is_empty()), "{entries:?}");
+        assert!(!entries[2].details.is_empty(), "{entries:?}");
+        let events: usize = entries.iter().map(|e| e.events.len()).sum();
+        for most in [usize::MAX, events, events - 1, 1, 0] {
+            let together = load_entries_within(&store.conn, &wanted, most).unwrap();
+            assert_eq!(together, alone, "holding at most {most} rows");
+        }
+    }
 }
