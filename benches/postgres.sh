@@ -14,6 +14,8 @@
 #   - `trace --pipeline P --format json` (time-aware) for each PIPELINE (default p17 and p50,
 #     the largest seed of the trace benchmark): the median of 3 runs, the ratio, and whether
 #     the two stores' JSON is identical;
+#   - `verify-log` over the whole chain (an entry a run): wall time, entries per second, and
+#     whether the two stores' chains have the same length and are intact;
 #   - RECORD_CALLS (default 100) `record` calls against the imported store, process start
 #     included, over TCP for PostgreSQL: median and p95.
 set -euo pipefail
@@ -95,6 +97,19 @@ for p in "${pipelines[@]}"; do
     [ "$(echo "$l > 0" | bc)" = 1 ] && ratio=x$(echo "scale=2; $g / $l" | bc)
     echo "trace $p: sqlite $l s, postgres $g s, $ratio ($same JSON)"
 done
+
+declare -A verify_s
+for store in sqlite postgres; do
+    db=$lite
+    [ "$store" = postgres ] && db=$pg
+    /usr/bin/time -o "$work/time.txt" -f "%e" "$bin" --db "$db" verify-log --format json \
+        >"$work/verify-$store.json"
+    verify_s[$store]=$(tail -1 "$work/time.txt")
+    length=$(grep -o '"length": *[0-9]*' "$work/verify-$store.json" | grep -o '[0-9]*$')
+    intact=$(grep -o '"intact": *[a-z]*' "$work/verify-$store.json" | grep -o '[a-z]*$')
+    echo "verify-log, $store: ${verify_s[$store]} s = $(echo "$length / ${verify_s[$store]}" | bc) entries/s ($length entries, intact: $intact)"
+done
+echo "verify-log ratio postgres/sqlite: x$(echo "scale=2; ${verify_s[postgres]} / ${verify_s[sqlite]}" | bc)"
 
 for store in sqlite postgres; do
     db=$lite
