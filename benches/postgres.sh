@@ -8,7 +8,8 @@
 # each store prints side by side:
 #   - `import` of the fleet into an empty store: wall time and events per second (on
 #     PostgreSQL, new rows go in by binary COPY a batch at a time, run as the cluster's owner,
-#     who may COPY into every table; a hook role imports through the upsert functions, slower);
+#     who may COPY into every table; a hook role upserts artifacts and builder records through
+#     the batch functions of schema version 3 instead, a little slower);
 #   - the floor under PostgreSQL's import: the same events alone, by one COPY into an empty
 #     table like `events` (its indexes, nothing else);
 #   - `trace --pipeline P --format json` (time-aware) for each PIPELINE (default p17 and p50,

@@ -23,6 +23,7 @@ pub fn configure(store: &crate::config::StoreConfig) {
 const PG_MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/postgres/0001_store.sql"),
     include_str!("../../schema/postgres/0002_bulk_writes.sql"),
+    include_str!("../../schema/postgres/0003_hook_bulk_upserts.sql"),
 ];
 
 /// The schema version this build writes on PostgreSQL.
@@ -299,6 +300,8 @@ const HOOK_FUNCTIONS: &[&str] = &[
     "cw_upsert_artifact_tag(BIGINT, TEXT, BIGINT)",
     "cw_upsert_mount(BIGINT, TEXT, TEXT)",
     "cw_upsert_builder_record(BIGINT, TEXT, TEXT, TEXT, BIGINT, BIGINT, BIGINT)",
+    "cw_upsert_artifacts(TEXT[], TEXT[], TEXT[], TEXT[], BIGINT[])",
+    "cw_upsert_builder_records(BIGINT[], TEXT[], TEXT[], TEXT[], BIGINT[], BIGINT[], BIGINT[])",
 ];
 
 /// A role name as a quoted SQL identifier; refused when PostgreSQL could not take it as given

@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet};
 use postgres::types::{ToSql, Type};
 
 use super::chain::{EventFacts, NewRun, Ref, Target};
-use super::db::{Db, DbResult, PgConn, Transaction};
+use super::db::{Db, DbError, DbResult, PgConn, Transaction};
 use super::write::{
     IdCache, ImportItem, ImportOutcome, PipelineRow, StoredRecord, WriteError, artifact_key,
     capped_warning, ensure_pipeline, import_item, kind, mount_uses, new_run_facts, require_builder,
@@ -196,7 +196,7 @@ pub(super) fn import_batch(
     let conn = pg(tx);
     let at = |line: usize| move |err: super::db::DbError| (line, WriteError::Sql(err));
     load_pipelines(conn, cache, items).map_err(at(first_line))?;
-    let bulk = may_copy(conn).map_err(at(first_line))?;
+    let writes = Writes::of(conn).map_err(at(first_line))?;
     let recorded = recorded_runs(conn, cache, items).map_err(at(first_line))?;
     let mut outcome = ImportOutcome::default();
     let mut importer = None;
@@ -216,7 +216,7 @@ pub(super) fn import_batch(
             segment.push((line, item));
             continue;
         }
-        write_segment(tx, cache, config, (&segment, bulk), now, &mut outcome)?;
+        write_segment(tx, cache, config, (&segment, writes), now, &mut outcome)?;
         segment.clear();
         let (events, warnings) =
             import_item(tx, cache, config, item, now, &mut importer).map_err(|err| (line, err))?;
@@ -225,7 +225,7 @@ pub(super) fn import_batch(
             .warnings
             .extend(warnings.into_iter().map(|w| format!("line {line}: {w}")));
     }
-    write_segment(tx, cache, config, (&segment, bulk), now, &mut outcome)?;
+    write_segment(tx, cache, config, (&segment, writes), now, &mut outcome)?;
     Ok(outcome)
 }
 
@@ -349,7 +349,7 @@ fn resolve(
     conn: &PgConn,
     cache: &mut IdCache,
     segment: &[(usize, &ImportItem)],
-    bulk: bool,
+    writes: Writes,
 ) -> DbResult<()> {
     // Builders: each line's, skipping a bare name already known, as `upsert_builder` does.
     let mut builders: Vec<&BuilderInfo> = Vec::new();
@@ -436,7 +436,7 @@ fn resolve(
             |key| !matches!(cache.artifacts.get(key), Some(&(_, first)) if first <= earliest[key]),
         )
         .collect();
-    if bulk && !upserts.is_empty() {
+    if writes.copy && !upserts.is_empty() {
         copy_artifacts(conn, cache, &upserts, &earliest)?;
     } else {
         for part in upserts.chunks(UPSERTS_PER_STATEMENT) {
@@ -445,19 +445,46 @@ fn resolve(
             let digests: Vec<&str> = part.iter().map(|k| k.2.as_str()).collect();
             let keys: Vec<&str> = part.iter().map(|k| k.3.as_str()).collect();
             let seen: Vec<Micros> = part.iter().map(|k| earliest[k]).collect();
+            let params: &[(&(dyn ToSql + Sync), Type)] = &[
+                (&backends, Type::TEXT_ARRAY),
+                (&locators, Type::TEXT_ARRAY),
+                (&digests, Type::TEXT_ARRAY),
+                (&keys, Type::TEXT_ARRAY),
+                (&seen, Type::INT8_ARRAY),
+            ];
+            if writes.batches {
+                // The keys are distinct: `upserts` lists each once. Each comes back with its
+                // row's id.
+                let given: HashMap<(&str, &str, &str, &str), usize> = (0..part.len())
+                    .map(|i| ((backends[i], locators[i], digests[i], keys[i]), i))
+                    .collect();
+                for row in query(
+                    conn,
+                    "SELECT backend, locator, digest, key, id
+                     FROM cw_upsert_artifacts($1::text[], $2::text[], $3::text[], $4::text[],
+                                              $5::int8[])",
+                    params,
+                )? {
+                    let key: (&str, &str, &str, &str) =
+                        (row.get(0), row.get(1), row.get(2), row.get(3));
+                    let Some(&i) = given.get(&key) else {
+                        return Err(DbError::Value(format!(
+                            "cw_upsert_artifacts returned an artifact not given: {key:?}"
+                        )));
+                    };
+                    cache
+                        .artifacts
+                        .insert(part[i].clone(), (row.get(4), seen[i]));
+                }
+                continue;
+            }
             for row in query(
                 conn,
                 "SELECT u.o, cw_upsert_artifact(u.backend, u.locator, u.digest, u.key, u.seen)
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[])
                       WITH ORDINALITY AS u(backend, locator, digest, key, seen, o)
                  ORDER BY u.o",
-                &[
-                    (&backends, Type::TEXT_ARRAY),
-                    (&locators, Type::TEXT_ARRAY),
-                    (&digests, Type::TEXT_ARRAY),
-                    (&keys, Type::TEXT_ARRAY),
-                    (&seen, Type::INT8_ARRAY),
-                ],
+                params,
             )? {
                 let o: i64 = row.get(0);
                 let i = usize::try_from(o - 1).unwrap_or(0);
@@ -485,7 +512,7 @@ fn resolve(
         cache.tags.insert((id, tag), (f.min(first), l.max(last)));
     }
     if !ids.is_empty() {
-        upsert_tags(conn, bulk, &ids, &names, (&firsts, &lasts))?;
+        upsert_tags(conn, writes.copy, &ids, &names, (&firsts, &lasts))?;
     }
 
     // Mounts and builder records, on each run's builder.
@@ -526,7 +553,7 @@ fn resolve(
         }
     }
     if !mounts.is_empty() {
-        upsert_mounts(conn, cache, bulk, &mounts)?;
+        upsert_mounts(conn, cache, writes.copy, &mounts)?;
     }
     let records: Vec<_> = records
         .into_iter()
@@ -538,10 +565,10 @@ fn resolve(
         })
         .collect();
     if !records.is_empty() {
-        let ids = if bulk {
+        let ids = if writes.copy {
             copy_records(conn, &records, &folded)?
         } else {
-            upsert_records(conn, &records, &folded)?
+            upsert_records(conn, writes.batches, &records, &folded)?
         };
         // The rows as they now stand, read after the upserts, in the same transaction.
         for row in query(
@@ -670,9 +697,11 @@ fn upsert_mounts(
     Ok(())
 }
 
-/// Builder records through `cw_upsert_builder_record`, one statement: their ids.
+/// Builder records through `cw_upsert_builder_records` when `batches`, else
+/// `cw_upsert_builder_record` for each, a statement a part: their ids.
 fn upsert_records(
     conn: &PgConn,
+    batches: bool,
     records: &[(i64, String)],
     folded: &HashMap<(i64, String), BuilderRecord>,
 ) -> DbResult<Vec<i64>> {
@@ -686,14 +715,22 @@ fn upsert_records(
         let created: Vec<Option<Micros>> = given.iter().map(|r| r.created_at).collect();
         let used: Vec<Option<Micros>> = given.iter().map(|r| r.last_used_at).collect();
         let sizes: Vec<Option<i64>> = given.iter().map(|r| r.size).collect();
-        let part_ids: Vec<i64> = query(
-            conn,
+        // The keys are distinct: `records` lists each once.
+        let sql = if batches {
+            "SELECT id FROM cw_upsert_builder_records($1::int8[], $2::text[], $3::text[],
+                                                      $4::text[], $5::int8[], $6::int8[],
+                                                      $7::int8[])"
+        } else {
             "SELECT cw_upsert_builder_record(u.builder, u.record, u.type, u.description,
                                              u.created, u.used, u.size)
              FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
                          $7::int8[]) WITH ORDINALITY
                   AS u(builder, record, type, description, created, used, size, o)
-             ORDER BY u.o",
+             ORDER BY u.o"
+        };
+        let part_ids: Vec<i64> = query(
+            conn,
+            sql,
             &[
                 (&builders, Type::INT8_ARRAY),
                 (&record_ids, Type::TEXT_ARRAY),
@@ -712,22 +749,48 @@ fn upsert_records(
     Ok(ids)
 }
 
-/// Whether this role may insert and update artifacts, builder records, tags and mounts itself
-/// (the owner, a responder): then new artifacts and records go in by `COPY`, one page-trigger
-/// run a table, known ones are moved by one `UPDATE`, and tags and mounts are upserted by one
-/// statement each. A hook role may not, and upserts through the functions instead, a statement
-/// (and a page-trigger run) a row.
-fn may_copy(conn: &PgConn) -> DbResult<bool> {
-    Ok(query(
-        conn,
-        "SELECT has_table_privilege('artifacts', 'INSERT, UPDATE')
-            AND has_table_privilege('builder_records', 'INSERT, UPDATE')
-            AND has_table_privilege('artifact_tags', 'INSERT, UPDATE')
-            AND has_table_privilege('mounts', 'INSERT, UPDATE')",
-        &[],
-    )?
-    .first()
-    .is_some_and(|row| row.get(0)))
+/// How this role may write the tables a hook role may only add to through functions.
+#[derive(Debug, Clone, Copy)]
+struct Writes {
+    /// It may insert and update artifacts, builder records, tags and mounts itself (the
+    /// owner, a responder): then new artifacts and records go in by `COPY`, one page-trigger
+    /// run a table, known ones are moved by one `UPDATE`, and tags and mounts are upserted by
+    /// one statement each. A hook role may not, and upserts through the functions instead.
+    copy: bool,
+    /// It may call the batch upserts of schema version 3 (`cw_upsert_artifacts`,
+    /// `cw_upsert_builder_records`): a statement and a page-trigger run a part. Else the row
+    /// functions, a statement (and a page-trigger run) a row: a role granted before version 3
+    /// whose grants were not carried over.
+    batches: bool,
+}
+
+impl Writes {
+    fn of(conn: &PgConn) -> DbResult<Self> {
+        let row = query(
+            conn,
+            "SELECT has_table_privilege('artifacts', 'INSERT, UPDATE')
+                AND has_table_privilege('builder_records', 'INSERT, UPDATE')
+                AND has_table_privilege('artifact_tags', 'INSERT, UPDATE')
+                AND has_table_privilege('mounts', 'INSERT, UPDATE'),
+                coalesce(has_function_privilege(to_regprocedure(
+                    'cw_upsert_artifacts(text[], text[], text[], text[], bigint[])'), 'EXECUTE'),
+                    false)
+                AND coalesce(has_function_privilege(to_regprocedure(
+                    'cw_upsert_builder_records(bigint[], text[], text[], text[], bigint[],
+                                               bigint[], bigint[])'), 'EXECUTE'), false)",
+            &[],
+        )?;
+        Ok(row.first().map_or(
+            Self {
+                copy: false,
+                batches: false,
+            },
+            |row| Self {
+                copy: row.get(0),
+                batches: row.get(1),
+            },
+        ))
+    }
 }
 
 /// Artifacts by `COPY` (new) and one `UPDATE` (known, seen earlier now), in the order given,
@@ -1031,7 +1094,7 @@ fn write_segment(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
     config: &Config,
-    (segment, bulk): (&[(usize, &ImportItem)], bool),
+    (segment, writes): (&[(usize, &ImportItem)], Writes),
     now: Micros,
     outcome: &mut ImportOutcome,
 ) -> LineResult<()> {
@@ -1041,7 +1104,7 @@ fn write_segment(
     let conn = pg(tx);
     let first = segment[0].0;
     let sql = |err: super::db::DbError| (first, WriteError::Sql(err));
-    resolve(conn, cache, segment, bulk).map_err(sql)?;
+    resolve(conn, cache, segment, writes).map_err(sql)?;
     let count = segment
         .iter()
         .filter(|(_, item)| matches!(item, ImportItem::Run(_)))

@@ -879,28 +879,19 @@ fn a_batch_repeating_a_run_key_with_other_facts_writes_nothing() {
 }
 
 /// The hook role (SELECT and INSERT, the upsert functions, no UPDATE) may import in bulk, a
-/// fleet and then the same fleet again, and stores what SQLite stores.
+/// fleet and then the same fleet again, and stores what SQLite stores: through the batch
+/// upserts of schema version 3, and through the row functions alone when it may not call
+/// those.
 #[test]
 fn the_hook_role_imports_in_bulk() {
     if !require_postgres() {
         return;
     }
     let cluster = PgCluster::shared();
-    let store = cluster.new_database();
     let env = Env::new();
-    ok(env.cmd().args(["--db", &store.url, "db", "migrate"]));
-    let hook = format!("{}_hook", store.name);
-    cluster.create_role(&hook, "hook-pw");
-    ok(env
-        .cmd()
-        .args(["--db", &store.url, "db", "grant", &hook, "--role", "hook"]));
-    let hook_url = format!(
-        "postgresql://{hook}:hook-pw@127.0.0.1:{}/{}",
-        store.port, store.name
-    );
     let fleet = generate_fleet(&env, (400, 5, 2, 8), Some(9));
     let sqlite = env.path().join("fleet.db");
-    for db in [sqlite.to_str().unwrap(), hook_url.as_str()] {
+    let import = |db: &str| {
         // One batch of more artifacts and records than one statement upserts, then again in
         // small batches over what the store holds.
         for batch in ["10000", "40"] {
@@ -909,10 +900,94 @@ fn the_hook_role_imports_in_bulk() {
                 .args(["--db", db, "import", "--batch-size", batch])
                 .arg(&fleet));
         }
-    }
+    };
+    import(sqlite.to_str().unwrap());
     let export = |db: &str| ok(env.cmd().args(["--db", db, "export"]));
-    assert_eq!(export(sqlite.to_str().unwrap()), export(&hook_url));
-    ok(env.cmd().args(["--db", &hook_url, "verify-log"]));
+    let expected = export(sqlite.to_str().unwrap());
+    for batches in [true, false] {
+        let store = cluster.new_database();
+        ok(env.cmd().args(["--db", &store.url, "db", "migrate"]));
+        let hook = format!("{}_hook", store.name);
+        cluster.create_role(&hook, "hook-pw");
+        ok(env
+            .cmd()
+            .args(["--db", &store.url, "db", "grant", &hook, "--role", "hook"]));
+        if !batches {
+            cluster.psql(
+                &store.name,
+                &format!(
+                    "REVOKE EXECUTE ON FUNCTION
+                         cw_upsert_artifacts(text[], text[], text[], text[], bigint[]),
+                         cw_upsert_builder_records(bigint[], text[], text[], text[], bigint[],
+                                                   bigint[], bigint[])
+                     FROM {hook}"
+                ),
+            );
+        }
+        let hook_url = format!(
+            "postgresql://{hook}:hook-pw@127.0.0.1:{}/{}",
+            store.port, store.name
+        );
+        import(&hook_url);
+        assert!(export(&hook_url) == expected, "batches: {batches}");
+        ok(env.cmd().args(["--db", &hook_url, "verify-log"]));
+    }
+}
+
+/// Migrating a version 2 store gives the batch upserts of version 3 to every role that may
+/// call the row functions they stand for, and to no other.
+#[test]
+fn migrating_to_version_3_carries_the_hook_grants_over() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let store = cluster.new_database();
+    let version_2 = [
+        include_str!("../../schema/postgres/0001_store.sql"),
+        include_str!("../../schema/postgres/0002_bulk_writes.sql"),
+        "UPDATE schema_version SET version = 2",
+    ];
+    for sql in version_2 {
+        let out = cluster.psql_url(&store.url, sql);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (hook, other) = (
+        format!("{}_hook", store.name),
+        format!("{}_other", store.name),
+    );
+    cluster.create_role(&hook, "hook-pw");
+    cluster.create_role(&other, "other-pw");
+    // What `db grant --role hook` of a version 2 release gave of the row functions.
+    cluster.psql(
+        &store.name,
+        &format!(
+            "GRANT EXECUTE ON FUNCTION
+                 cw_upsert_artifact(text, text, text, text, bigint),
+                 cw_upsert_builder_record(bigint, text, text, text, bigint, bigint, bigint)
+             TO {hook}"
+        ),
+    );
+    let env = Env::new();
+    let migrated = ok(env.cmd().args(["--db", &store.url, "db", "migrate"]));
+    let may = |role: &str, function: &str| {
+        cluster.psql(
+            &store.name,
+            &format!("SELECT has_function_privilege('{role}', '{function}', 'EXECUTE')"),
+        )
+    };
+    for function in [
+        "cw_upsert_artifacts(text[], text[], text[], text[], bigint[])",
+        "cw_upsert_builder_records(bigint[], text[], text[], text[], bigint[], bigint[], bigint[])",
+    ] {
+        assert_eq!(may(&hook, function), "t", "{function}: {migrated}");
+        assert_eq!(may(&other, function), "f", "{function}");
+        assert_eq!(may("public", function), "f", "{function}");
+    }
 }
 
 /// `verify-log` on PostgreSQL walks a chain longer than the entries it checks together and
