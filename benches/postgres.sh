@@ -10,6 +10,7 @@
 #     PostgreSQL, new rows go in by binary COPY a batch at a time, run as the cluster's owner,
 #     who may COPY into every table; a hook role upserts artifacts and builder records through
 #     the batch functions of schema version 3 instead, a little slower);
+#   - the same import by a hook role, into a database of its own;
 #   - the floor under PostgreSQL's import: the same events alone, by one COPY into an empty
 #     table like `events` (its indexes, nothing else);
 #   - `trace --pipeline P --format json` (time-aware) for each PIPELINE (default p17 and p50,
@@ -64,6 +65,20 @@ for store in sqlite postgres; do
     echo "import, $store: ${import_s[$store]} s = $(echo "$events / ${import_s[$store]}" | bc) events/s"
 done
 echo "import ratio postgres/sqlite: x$(echo "scale=2; ${import_s[postgres]} / ${import_s[sqlite]}" | bc)"
+
+# The same import by a hook role (`db grant --role hook`) into a database of its own.
+psql -q "postgresql://postgres@127.0.0.1:$port/postgres" -c "CREATE DATABASE bench_hook" \
+    -c "CREATE ROLE bench_hook LOGIN PASSWORD 'bench-hook'"
+"$bin" --db "postgresql://postgres@127.0.0.1:$port/bench_hook" db migrate >/dev/null 2>&1
+"$bin" --db "postgresql://postgres@127.0.0.1:$port/bench_hook" db grant bench_hook --role hook \
+    >/dev/null 2>&1
+start=$(date +%s%N)
+"$bin" --db "postgresql://bench_hook:bench-hook@127.0.0.1:$port/bench_hook" import \
+    "$work/fleet.jsonl" 2>/dev/null
+end=$(date +%s%N)
+hook_s=$(seconds "$start" "$end")
+echo "import, postgres as the hook role: $hook_s s = $(echo "$events / $hook_s" | bc) events/s (x$(echo "scale=2; $hook_s / ${import_s[postgres]}" | bc) the owner's)"
+psql -q "postgresql://postgres@127.0.0.1:$port/postgres" -c "DROP DATABASE bench_hook"
 
 # The floor under PostgreSQL's import: the imported events alone, by one binary COPY from a
 # file on the server's machine into an empty table like `events` (its three indexes, no
