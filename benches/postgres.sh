@@ -118,8 +118,9 @@ declare -A verify_s
 for store in sqlite postgres; do
     db=$lite
     [ "$store" = postgres ] && db=$pg
+    # A broken chain exits 1: still timed, and shown as not intact.
     /usr/bin/time -o "$work/time.txt" -f "%e" "$bin" --db "$db" verify-log --format json \
-        >"$work/verify-$store.json"
+        >"$work/verify-$store.json" || true
     verify_s[$store]=$(tail -1 "$work/time.txt")
     length=$(grep -o '"length": *[0-9]*' "$work/verify-$store.json" | grep -o '[0-9]*$')
     intact=$(grep -o '"intact": *[a-z]*' "$work/verify-$store.json" | grep -o '[a-z]*$')

@@ -928,8 +928,35 @@ fn the_hook_role_imports_in_bulk() {
             "postgresql://{hook}:hook-pw@127.0.0.1:{}/{}",
             store.port, store.name
         );
+        cluster.psql(
+            &store.name,
+            &format!("ALTER DATABASE {} SET track_functions = 'all'", store.name),
+        );
         import(&hook_url);
         assert!(export(&hook_url) == expected, "batches: {batches}");
+        // The batch upserts were called, or never: each import's calls are counted once its
+        // server process has ended, soon after it. (The second import repeats every run key,
+        // which goes row by row as `record` would, through the row functions either way.)
+        let calls = || {
+            cluster.psql(
+                &store.name,
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions
+                 WHERE funcname IN ('cw_upsert_artifacts', 'cw_upsert_builder_records')",
+            )
+        };
+        let row_calls = || {
+            cluster.psql(
+                &store.name,
+                "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions
+                 WHERE funcname = 'cw_upsert_artifact'",
+            )
+        };
+        let started = std::time::Instant::now();
+        while row_calls() == "0" && started.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_ne!(row_calls(), "0", "no calls counted");
+        assert_eq!(calls() != "0", batches, "batch upserts called: {}", calls());
         ok(env.cmd().args(["--db", &hook_url, "verify-log"]));
     }
 }

@@ -244,37 +244,24 @@ fn placeholders(first: usize, size: usize) -> String {
         .join(", ")
 }
 
-/// The entries `wanted` (at most [`batch_size`]) as [`load_entry`] gives them, one each, in a few
-/// queries over all of them instead of a few per entry: a run's rows, its events and details
-/// in the batch's id ranges, and its receipt.
+/// The most events, and the most details, [`load_entries`] reads for one batch: a batch
+/// whose runs have more is not read whole (the caller splits it), so a store holding runs of
+/// millions of events costs time, not memory.
+pub(super) const MOST_ROWS: usize = 1 << 18;
+
+/// The entries `wanted` (at most [`batch_size`]) as [`load_entry`] gives them, one each, in a
+/// few queries over all of them instead of a few per entry: the runs' rows, their events and
+/// details in the batch's id ranges, and their receipts. `None` when the batch's runs hold
+/// more than `most` events or `most` details in those ranges.
 pub(super) fn load_entries(
     conn: &Db,
     wanted: &[Wanted],
-) -> crate::store::db::DbResult<Vec<Option<Entry>>> {
-    load_entries_within(conn, wanted, MOST_ROWS)
-}
-
-/// The most events, and the most details, [`load_entries`] holds for a batch: a batch whose
-/// runs have more is read an entry at a time, so a store holding runs of millions of events
-/// costs time, not memory.
-const MOST_ROWS: usize = 1 << 18;
-
-/// [`load_entries`], holding at most `most` events and `most` details at once.
-fn load_entries_within(
-    conn: &Db,
-    wanted: &[Wanted],
     most: usize,
-) -> crate::store::db::DbResult<Vec<Option<Entry>>> {
-    let one_at_a_time = || {
-        wanted
-            .iter()
-            .map(|w| load_entry(conn, (w.seq, w.version), w.kind, w.run, w.span))
-            .collect()
-    };
+) -> crate::store::db::DbResult<Option<Vec<Option<Entry>>>> {
     let size = batch_size(conn);
     assert!(wanted.len() <= size, "at most {size} entries a batch");
     let Some(first) = wanted.first() else {
-        return Ok(Vec::new());
+        return Ok(Some(Vec::new()));
     };
     // Every query names `size` runs: the batch's, then its first again.
     let runs: Vec<i64> = wanted
@@ -294,9 +281,10 @@ fn load_entries_within(
             facts.insert(row.get(0)?, run_facts(&row, 1)?);
         }
     }
-    // Rows of the batch's runs in `(after, through]` over the whole batch: each entry then
-    // takes its own span of them. The range only filters (`+id`): searched as a range of ids,
-    // it would read every row from the first run's up, whoever's.
+    // Rows of the batch's runs in `(after, through]` over the whole batch, in no order (an
+    // `ORDER BY` would sort them all before the first came back): each run's are sorted by id
+    // here, and each entry takes its own span of them. The range only filters (`+id`):
+    // searched as a range of ids, it would read every row from the first run's up, whoever's.
     let bounds = |span: fn(&Span) -> (i64, i64)| {
         wanted
             .iter()
@@ -306,7 +294,7 @@ fn load_entries_within(
             })
     };
     // PostgreSQL sends a query's rows whole, so it is told when to stop; SQLite hands them
-    // over one at a time, and sorts them faster unlimited.
+    // over one at a time.
     let limit_clause = match conn.engine() {
         Engine::Postgres => format!(" LIMIT ?{}", size + 3),
         Engine::Sqlite => String::new(),
@@ -341,7 +329,7 @@ fn load_entries_within(
     let whole = ranged(
         &format!(
             "SELECT e.run_id, e.id, e.at, e.detail, {TARGET_COLUMNS} FROM events e {TARGET_JOINS}
-             WHERE e.run_id IN ({}) AND +e.id > ?{} AND +e.id <= ?{} ORDER BY e.id{limit_clause}",
+             WHERE e.run_id IN ({}) AND +e.id > ?{} AND +e.id <= ?{}{limit_clause}",
             placeholders(1, size),
             size + 1,
             size + 2,
@@ -360,14 +348,14 @@ fn load_entries_within(
         },
     )?;
     if !whole {
-        return one_at_a_time();
+        return Ok(None);
     }
     let mut details: HashMap<i64, Vec<(i64, DetailFacts)>> = HashMap::new();
     let whole = ranged(
         &format!(
             "SELECT e.run_id, d.id, d.detail, d.at, {TARGET_COLUMNS}
              FROM event_details d JOIN events e ON e.id = d.event_id {TARGET_JOINS}
-             WHERE e.run_id IN ({}) AND +d.id > ?{} AND +d.id <= ?{} ORDER BY d.id{limit_clause}",
+             WHERE e.run_id IN ({}) AND +d.id > ?{} AND +d.id <= ?{}{limit_clause}",
             placeholders(1, size),
             size + 1,
             size + 2,
@@ -386,8 +374,13 @@ fn load_entries_within(
         },
     )?;
     if !whole {
-        drop(events);
-        return one_at_a_time();
+        return Ok(None);
+    }
+    for rows in events.values_mut() {
+        rows.sort_unstable_by_key(|&(id, _)| id);
+    }
+    for rows in details.values_mut() {
+        rows.sort_unstable_by_key(|&(id, _)| id);
     }
     let mut receipts: HashMap<i64, ReceiptFacts> = HashMap::new();
     if wanted.iter().any(|w| w.version >= ENCODING_V2) {
@@ -400,40 +393,42 @@ fn load_entries_within(
             receipts.insert(row.get(0)?, receipt_facts(&row, 1)?);
         }
     }
-    let within = |id: i64, after: i64, through: i64| id > after && id <= through;
-    Ok(wanted
-        .iter()
-        .map(|w| {
-            let run = facts.get(&w.run)?.clone();
-            let span = w.span;
-            let events = events.get(&w.run).map_or_else(Vec::new, |rows| {
-                rows.iter()
-                    .filter(|(id, _)| within(*id, span.events_after, span.events_through))
-                    .map(|(_, event)| event.clone())
-                    .collect()
-            });
-            let details = details.get(&w.run).map_or_else(Vec::new, |rows| {
-                rows.iter()
-                    .filter(|(id, _)| within(*id, span.details_after, span.details_through))
-                    .map(|(_, detail)| detail.clone())
-                    .collect()
-            });
-            let receipt = if w.version >= ENCODING_V2 {
-                receipts.get(&w.run).cloned()
-            } else {
-                None
-            };
-            Some(Entry {
-                version: w.version,
-                seq: w.seq,
-                kind: w.kind,
-                run,
-                events,
-                details,
-                receipt,
+    Ok(Some(
+        wanted
+            .iter()
+            .map(|w| {
+                let run = facts.get(&w.run)?.clone();
+                let span = w.span;
+                let events = events.get(&w.run).map_or_else(Vec::new, |rows| {
+                    within(rows, span.events_after, span.events_through).to_vec()
+                });
+                let details = details.get(&w.run).map_or_else(Vec::new, |rows| {
+                    within(rows, span.details_after, span.details_through).to_vec()
+                });
+                let receipt = if w.version >= ENCODING_V2 {
+                    receipts.get(&w.run).cloned()
+                } else {
+                    None
+                };
+                Some(Entry {
+                    version: w.version,
+                    seq: w.seq,
+                    kind: w.kind,
+                    run,
+                    events: events.into_iter().map(|(_, event)| event).collect(),
+                    details: details.into_iter().map(|(_, detail)| detail).collect(),
+                    receipt,
+                })
             })
-        })
-        .collect())
+            .collect(),
+    ))
+}
+
+/// The rows, sorted by id, whose ids are in `(after, through]`.
+fn within<T>(rows: &[(i64, T)], after: i64, through: i64) -> &[(i64, T)] {
+    let start = rows.partition_point(|&(id, _)| id <= after);
+    let end = rows.partition_point(|&(id, _)| id <= through);
+    &rows[start..end.max(start)]
 }
 
 #[cfg(test)]
@@ -487,8 +482,8 @@ mod tests {
         wanted
     }
 
-    /// Entries loaded together are the entries loaded one at a time, whether the batch's rows
-    /// fit what it may hold or not.
+    /// Entries loaded together are the entries loaded one at a time; a batch whose rows are
+    /// more than it may hold is not loaded.
     #[test]
     fn entries_loaded_together_are_those_loaded_one_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
@@ -511,9 +506,13 @@ mod tests {
         assert!(entries.iter().all(|e| !e.events.is_empty()), "{entries:?}");
         assert!(!entries[2].details.is_empty(), "{entries:?}");
         let events: usize = entries.iter().map(|e| e.events.len()).sum();
-        for most in [usize::MAX, events, events - 1, 1, 0] {
-            let together = load_entries_within(&store.conn, &wanted, most).unwrap();
-            assert_eq!(together, alone, "holding at most {most} rows");
+        for most in [usize::MAX, MOST_ROWS, events] {
+            let together = load_entries(&store.conn, &wanted, most).unwrap();
+            assert_eq!(together, Some(alone.clone()), "holding at most {most} rows");
+        }
+        // Over the bound, nothing is read whole.
+        for most in [events - 1, 1, 0] {
+            assert_eq!(load_entries(&store.conn, &wanted, most).unwrap(), None);
         }
     }
 }

@@ -2,11 +2,12 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::store::db::Db;
+use crate::store::db::{Db, DbError};
 use serde::Serialize;
 
+use super::encode::Entry;
 use super::encode::{ENCODING_V2, ENCODING_VERSIONS, encode, next_hash};
-use super::read::{Span, Wanted, batch_size, load_entries, load_run};
+use super::read::{MOST_ROWS, Span, Wanted, batch_size, load_entries, load_entry, load_run};
 use super::{ChainHash, ChainHead, EntryKind, stored_head};
 use crate::store::{Store, StoreError};
 
@@ -131,6 +132,16 @@ impl Store {
 }
 
 fn verify(conn: &Db, expected: Option<&ChainHash>) -> crate::store::db::DbResult<ChainCheck> {
+    verify_within(conn, expected, MOST_ROWS)
+}
+
+/// [`verify`], reading at most `most` events and `most` details at once for entries loaded
+/// together.
+fn verify_within(
+    conn: &Db,
+    expected: Option<&ChainHash>,
+    most: usize,
+) -> crate::store::db::DbResult<ChainCheck> {
     let length: i64 = conn.query_row("SELECT count(*) FROM run_chain", [], |row| row.get(0))?;
     let mut check = ChainCheck {
         length,
@@ -142,6 +153,7 @@ fn verify(conn: &Db, expected: Option<&ChainHash>) -> crate::store::db::DbResult
     // Entries are read a batch at a time: memory stays flat whatever the chain's length, but
     // for the span of each run seen.
     let mut walk = Walk {
+        most,
         spans: HashMap::new(),
         receipts: HashSet::new(),
         number: 0,
@@ -243,6 +255,8 @@ fn name_of(conn: &Db, run: i64) -> crate::store::db::DbResult<Option<String>> {
 
 /// The walk along the chain so far.
 struct Walk {
+    /// The most events, and the most details, read at once for entries loaded together.
+    most: usize,
     /// Each run's span as its last entry gives it.
     spans: HashMap<i64, (i64, i64)>,
     /// Runs whose receipt an entry covers.
@@ -276,29 +290,39 @@ impl Walk {
                 }
             }
         }
-        let entries = load_entries(conn, &wanted)?;
-        for ((offset, row), entry) in (1..).zip(batch).zip(entries) {
-            let number = start + offset;
-            let Some(entry) = entry else {
-                return Ok(Some(ChainBreak {
-                    entry: number,
-                    run: name_of(conn, row.run)?,
-                    run_id: row.run,
-                    kind: BreakKind::RunGone,
-                }));
+        // Parts of the batch, first to last: one whose runs hold more rows than a batch may,
+        // or whose rows cannot all be read, is halved; an entry alone is read by itself, as
+        // one at a time, so that an unreadable row of a later entry does not hide an earlier
+        // break. A server's error is not retried: it ends PostgreSQL's transaction.
+        let mut parts = vec![(0, wanted.len())];
+        while let Some((from, to)) = parts.pop() {
+            let part = &wanted[from..to];
+            let entries = match part {
+                [] => Vec::new(),
+                [alone] => vec![load_entry(
+                    conn,
+                    (alone.seq, alone.version),
+                    alone.kind,
+                    alone.run,
+                    alone.span,
+                )?],
+                _ => match load_entries(conn, part, self.most) {
+                    Ok(Some(entries)) => entries,
+                    Ok(None)
+                    | Err(DbError::Sqlite(_) | DbError::Type { .. } | DbError::Value(_)) => {
+                        let middle = from + part.len() / 2;
+                        parts.push((middle, to));
+                        parts.push((from, middle));
+                        continue;
+                    }
+                    Err(err) => return Err(err),
+                },
             };
-            let hash = next_hash(&check.head, &encode(&entry));
-            if ChainHash::from_blob(&row.hash) != Some(hash) {
-                return Ok(Some(ChainBreak {
-                    entry: number,
-                    run: Some(entry.run.name()),
-                    run_id: row.run,
-                    kind: BreakKind::HashMismatch,
-                }));
-            }
-            check.head = hash;
-            if expected == Some(&hash) {
-                check.reached_at = Some(number);
+            for ((offset, row), entry) in (from..).zip(&batch[from..to]).zip(entries) {
+                let number = start + 1 + i64::try_from(offset).unwrap_or(i64::MAX);
+                if let Some(broken) = hash(conn, (number, row), entry, expected, check)? {
+                    return Ok(Some(broken));
+                }
             }
         }
         match malformed {
@@ -354,5 +378,105 @@ impl Walk {
                 details_through: row.details_through,
             },
         })
+    }
+}
+
+/// Moves the head over entry `number` as loaded, or the break it is.
+fn hash(
+    conn: &Db,
+    (number, row): (i64, &StoredEntry),
+    entry: Option<Entry>,
+    expected: Option<&ChainHash>,
+    check: &mut ChainCheck,
+) -> crate::store::db::DbResult<Option<ChainBreak>> {
+    let Some(entry) = entry else {
+        return Ok(Some(ChainBreak {
+            entry: number,
+            run: name_of(conn, row.run)?,
+            run_id: row.run,
+            kind: BreakKind::RunGone,
+        }));
+    };
+    let hash = next_hash(&check.head, &encode(&entry));
+    if ChainHash::from_blob(&row.hash) != Some(hash) {
+        return Ok(Some(ChainBreak {
+            entry: number,
+            run: Some(entry.run.name()),
+            run_id: row.run,
+            kind: BreakKind::HashMismatch,
+        }));
+    }
+    check.head = hash;
+    if expected == Some(&hash) {
+        check.reached_at = Some(number);
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store of `runs` runs, each importing two caches, one of them its own.
+    fn store(dir: &std::path::Path, runs: usize) -> Store {
+        let mut store = Store::open(&dir.join("store.db")).unwrap();
+        for n in 0..runs {
+            let line = format!(
+                r#"{{"v":1,"type":"run","pipeline":"p{}","run":"{n}","step":"s","builder":"ci-1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:05:00Z","imported":["reg.example/base:1","reg.example/own:{n}"],"exported":["reg.example/out:{n}"]}}"#,
+                n % 3
+            );
+            let item = crate::wire::provenance::parse_line(&line).unwrap();
+            store
+                .import_batch(&[item], n + 1, &crate::config::Config::default())
+                .unwrap();
+        }
+        store
+    }
+
+    /// Runs `sql` with the append-only triggers of runs and events dropped.
+    fn tamper(store: &Store, sql: &str) {
+        let conn = store.conn.sqlite().unwrap();
+        conn.execute_batch(
+            "DROP TRIGGER IF EXISTS runs_never_update; DROP TRIGGER IF EXISTS events_never_update;",
+        )
+        .unwrap();
+        conn.execute_batch(sql).unwrap();
+    }
+
+    /// Entries loaded in parts, down to one at a time, give the chain's answer loaded whole:
+    /// intact, broken by an edit, and with a row no batch can read after the break.
+    #[test]
+    fn parts_answer_as_the_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path(), 40);
+        let answers = |store: &Store| {
+            [usize::MAX, MOST_ROWS, 7, 1, 0]
+                .map(|most| verify_within(&store.conn, None, most).unwrap())
+        };
+        let intact = answers(&store);
+        assert!(intact.iter().all(|c| c == &intact[0]), "{intact:?}");
+        assert_eq!(intact[0].broken, None);
+        assert_eq!(intact[0].length, 40);
+
+        tamper(
+            &store,
+            "UPDATE runs SET finished_at = finished_at + 1 WHERE run_key = '20';",
+        );
+        let broken = answers(&store);
+        assert!(broken.iter().all(|c| c == &broken[0]), "{broken:?}");
+        let at = broken[0].broken.as_ref().unwrap();
+        assert_eq!((at.entry, &at.kind), (21, &BreakKind::HashMismatch));
+
+        // Text that is not UTF-8 in a later run's event: the edit before it is still the
+        // break named, not an error reading the batch.
+        tamper(
+            &store,
+            "UPDATE events SET detail = CAST(x'ff' AS TEXT)
+             WHERE run_id = (SELECT id FROM runs WHERE run_key = '30');",
+        );
+        for most in [usize::MAX, MOST_ROWS, 1] {
+            let check = verify_within(&store.conn, None, most).unwrap();
+            assert_eq!(check, broken[0], "at most {most}");
+        }
     }
 }
