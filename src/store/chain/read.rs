@@ -67,6 +67,35 @@ fn target_at(
     Ok((kind, target))
 }
 
+/// An event named by `e.at, e.detail, ` then [`TARGET_COLUMNS`], starting at column `at`.
+fn event_facts(
+    row: &crate::store::db::Row<'_>,
+    at: usize,
+) -> crate::store::db::DbResult<EventFacts> {
+    let (kind, target) = target_at(row, at + 2)?;
+    Ok(EventFacts {
+        kind,
+        target,
+        at: row.get(at)?,
+        detail: row.get(at + 1)?,
+    })
+}
+
+/// A mount-use detail named by `d.detail, d.at, ` then [`TARGET_COLUMNS`], starting at column
+/// `at`.
+fn detail_facts(
+    row: &crate::store::db::Row<'_>,
+    at: usize,
+) -> crate::store::db::DbResult<DetailFacts> {
+    let (event_kind, target) = target_at(row, at + 2)?;
+    Ok(DetailFacts {
+        event_kind,
+        target,
+        detail: row.get(at)?,
+        at: row.get(at + 1)?,
+    })
+}
+
 /// A run's columns, for a query over `runs r` with [`RUN_JOINS`].
 const RUN_COLUMNS: &str =
     "p.name, r.run_key, r.step, r.commit_sha, r.git_ref, r.builder_id, b.name,
@@ -166,15 +195,7 @@ pub(super) fn load_entry(
         ))?
         .query_map(
             params![run, span.events_after, span.events_through],
-            |row| {
-                let (kind, target) = target_at(row, 2)?;
-                Ok(EventFacts {
-                    kind,
-                    target,
-                    at: row.get(0)?,
-                    detail: row.get(1)?,
-                })
-            },
+            |row| event_facts(row, 0),
         )?
         .collect::<crate::store::db::DbResult<Vec<_>>>()?;
     let details = if span.details_through > span.details_after {
@@ -185,15 +206,7 @@ pub(super) fn load_entry(
         ))?
         .query_map(
             params![run, span.details_after, span.details_through],
-            |row| {
-                let (event_kind, target) = target_at(row, 2)?;
-                Ok(DetailFacts {
-                    event_kind,
-                    target,
-                    detail: row.get(0)?,
-                    at: row.get(1)?,
-                })
-            },
+            |row| detail_facts(row, 0),
         )?
         .collect::<crate::store::db::DbResult<Vec<_>>>()?
     } else {
@@ -293,95 +306,42 @@ pub(super) fn load_entries(
                 (after.min(a), through.max(t))
             })
     };
-    // PostgreSQL sends a query's rows whole, so it is told when to stop; SQLite hands them
-    // over one at a time.
-    let limit_clause = match conn.engine() {
-        Engine::Postgres => format!(" LIMIT ?{}", size + 3),
-        Engine::Sqlite => String::new(),
+    let ranged = Ranged {
+        conn,
+        runs: &runs,
+        most,
     };
-    let ranged = |sql: &str,
-                  (after, through): (i64, i64),
-                  read: &mut dyn FnMut(
-        i64,
-        i64,
-        &crate::store::db::Row<'_>,
-    ) -> crate::store::db::DbResult<()>|
-     -> crate::store::db::DbResult<bool> {
-        if through <= after {
-            return Ok(true);
-        }
-        let mut stmt = conn.prepare_cached(sql)?;
-        let limit = i64::try_from(most).unwrap_or(i64::MAX - 1) + 1;
-        let values = runs.iter().copied().chain([after, through]);
-        let values = values.chain((!limit_clause.is_empty()).then_some(limit));
-        let mut rows = stmt.query(params_from_iter(values))?;
-        let mut read_rows = 0;
-        while let Some(row) = rows.next()? {
-            read_rows += 1;
-            if read_rows > most {
-                return Ok(false);
-            }
-            read(row.get(0)?, row.get(1)?, &row)?;
-        }
-        Ok(true)
-    };
-    let mut events: HashMap<i64, Vec<(i64, EventFacts)>> = HashMap::new();
-    let whole = ranged(
+    let Some(events) = ranged.read(
         &format!(
             "SELECT e.run_id, e.id, e.at, e.detail, {TARGET_COLUMNS} FROM events e {TARGET_JOINS}
-             WHERE e.run_id IN ({}) AND +e.id > ?{} AND +e.id <= ?{}{limit_clause}",
+             WHERE e.run_id IN ({}) AND +e.id > ?{} AND +e.id <= ?{}{}",
             placeholders(1, size),
             size + 1,
             size + 2,
+            ranged.limit_clause(),
         ),
         bounds(|s| (s.events_after, s.events_through)),
-        &mut |run, id, row| {
-            let (kind, target) = target_at(row, 4)?;
-            let event = EventFacts {
-                kind,
-                target,
-                at: row.get(2)?,
-                detail: row.get(3)?,
-            };
-            events.entry(run).or_default().push((id, event));
-            Ok(())
-        },
-    )?;
-    if !whole {
+        |row| event_facts(row, 2),
+    )?
+    else {
         return Ok(None);
-    }
-    let mut details: HashMap<i64, Vec<(i64, DetailFacts)>> = HashMap::new();
-    let whole = ranged(
+    };
+    let Some(details) = ranged.read(
         &format!(
             "SELECT e.run_id, d.id, d.detail, d.at, {TARGET_COLUMNS}
              FROM event_details d JOIN events e ON e.id = d.event_id {TARGET_JOINS}
-             WHERE e.run_id IN ({}) AND +d.id > ?{} AND +d.id <= ?{}{limit_clause}",
+             WHERE e.run_id IN ({}) AND +d.id > ?{} AND +d.id <= ?{}{}",
             placeholders(1, size),
             size + 1,
             size + 2,
+            ranged.limit_clause(),
         ),
         bounds(|s| (s.details_after, s.details_through)),
-        &mut |run, id, row| {
-            let (event_kind, target) = target_at(row, 4)?;
-            let detail = DetailFacts {
-                event_kind,
-                target,
-                detail: row.get(2)?,
-                at: row.get(3)?,
-            };
-            details.entry(run).or_default().push((id, detail));
-            Ok(())
-        },
-    )?;
-    if !whole {
+        |row| detail_facts(row, 2),
+    )?
+    else {
         return Ok(None);
-    }
-    for rows in events.values_mut() {
-        rows.sort_unstable_by_key(|&(id, _)| id);
-    }
-    for rows in details.values_mut() {
-        rows.sort_unstable_by_key(|&(id, _)| id);
-    }
+    };
     let mut receipts: HashMap<i64, ReceiptFacts> = HashMap::new();
     if wanted.iter().any(|w| w.version >= ENCODING_V2) {
         let mut stmt = conn.prepare_cached(&format!(
@@ -399,12 +359,8 @@ pub(super) fn load_entries(
             .map(|w| {
                 let run = facts.get(&w.run)?.clone();
                 let span = w.span;
-                let events = events.get(&w.run).map_or_else(Vec::new, |rows| {
-                    within(rows, span.events_after, span.events_through).to_vec()
-                });
-                let details = details.get(&w.run).map_or_else(Vec::new, |rows| {
-                    within(rows, span.details_after, span.details_through).to_vec()
-                });
+                let events = spanned(&events, w.run, (span.events_after, span.events_through));
+                let details = spanned(&details, w.run, (span.details_after, span.details_through));
                 let receipt = if w.version >= ENCODING_V2 {
                     receipts.get(&w.run).cloned()
                 } else {
@@ -415,8 +371,8 @@ pub(super) fn load_entries(
                     seq: w.seq,
                     kind: w.kind,
                     run,
-                    events: events.into_iter().map(|(_, event)| event).collect(),
-                    details: details.into_iter().map(|(_, detail)| detail).collect(),
+                    events,
+                    details,
                     receipt,
                 })
             })
@@ -424,11 +380,72 @@ pub(super) fn load_entries(
     ))
 }
 
-/// The rows, sorted by id, whose ids are in `(after, through]`.
-fn within<T>(rows: &[(i64, T)], after: i64, through: i64) -> &[(i64, T)] {
+/// Rows of a batch's runs, by run and sorted by id.
+type ByRun<T> = HashMap<i64, Vec<(i64, T)>>;
+
+/// Reads rows of a batch's runs (its IN-list, `runs`) in an id range, at most `most` of them.
+struct Ranged<'a> {
+    conn: &'a Db,
+    runs: &'a [i64],
+    most: usize,
+}
+
+impl Ranged<'_> {
+    /// What ends a query of the batch: PostgreSQL sends a query's rows whole, so it is told
+    /// when to stop (the parameter after the range's two); SQLite hands them over one at a
+    /// time.
+    fn limit_clause(&self) -> String {
+        match self.conn.engine() {
+            Engine::Postgres => format!(" LIMIT ?{}", self.runs.len() + 3),
+            Engine::Sqlite => String::new(),
+        }
+    }
+
+    /// The rows `sql` gives for the runs and the range `(after, through]` (its columns: run,
+    /// row id, then what `read` reads), each run's sorted by id; `None` when there are more
+    /// than `most`.
+    fn read<T>(
+        &self,
+        sql: &str,
+        (after, through): (i64, i64),
+        read: impl Fn(&crate::store::db::Row<'_>) -> crate::store::db::DbResult<T>,
+    ) -> crate::store::db::DbResult<Option<ByRun<T>>> {
+        let mut by_run: ByRun<T> = HashMap::new();
+        if through <= after {
+            return Ok(Some(by_run));
+        }
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let limit = i64::try_from(self.most).unwrap_or(i64::MAX - 1) + 1;
+        let values = self.runs.iter().copied().chain([after, through]);
+        let values = values.chain((self.conn.engine() == Engine::Postgres).then_some(limit));
+        let mut rows = stmt.query(params_from_iter(values))?;
+        let mut read_rows = 0;
+        while let Some(row) = rows.next()? {
+            read_rows += 1;
+            if read_rows > self.most {
+                return Ok(None);
+            }
+            let (run, id) = (row.get(0)?, row.get(1)?);
+            by_run.entry(run).or_default().push((id, read(&row)?));
+        }
+        for rows in by_run.values_mut() {
+            rows.sort_unstable_by_key(|&(id, _)| id);
+        }
+        Ok(Some(by_run))
+    }
+}
+
+/// The rows of `run` whose ids are in `(after, through]`.
+fn spanned<T: Clone>(rows: &ByRun<T>, run: i64, (after, through): (i64, i64)) -> Vec<T> {
+    let Some(rows) = rows.get(&run) else {
+        return Vec::new();
+    };
     let start = rows.partition_point(|&(id, _)| id <= after);
-    let end = rows.partition_point(|&(id, _)| id <= through);
-    &rows[start..end.max(start)]
+    let end = rows.partition_point(|&(id, _)| id <= through).max(start);
+    rows[start..end]
+        .iter()
+        .map(|(_, row)| row.clone())
+        .collect()
 }
 
 #[cfg(test)]

@@ -5,8 +5,7 @@ use std::collections::{HashMap, HashSet};
 use crate::store::db::{Db, DbError};
 use serde::Serialize;
 
-use super::encode::Entry;
-use super::encode::{ENCODING_V2, ENCODING_VERSIONS, encode, next_hash};
+use super::encode::{ENCODING_V2, ENCODING_VERSIONS, Entry, encode, next_hash};
 use super::read::{MOST_ROWS, Span, Wanted, batch_size, load_entries, load_entry, load_run};
 use super::{ChainHash, ChainHead, EntryKind, stored_head};
 use crate::store::{Store, StoreError};
