@@ -452,45 +452,33 @@ fn resolve(
                 (&keys, Type::TEXT_ARRAY),
                 (&seen, Type::INT8_ARRAY),
             ];
-            if writes.batches {
-                // The keys are distinct: `upserts` lists each once. Each comes back with its
-                // row's id.
-                let given: HashMap<(&str, &str, &str, &str), usize> = (0..part.len())
-                    .map(|i| ((backends[i], locators[i], digests[i], keys[i]), i))
-                    .collect();
-                for row in query(
-                    conn,
-                    "SELECT backend, locator, digest, key, id
-                     FROM cw_upsert_artifacts($1::text[], $2::text[], $3::text[], $4::text[],
-                                              $5::int8[])",
-                    params,
-                )? {
-                    let key: (&str, &str, &str, &str) =
-                        (row.get(0), row.get(1), row.get(2), row.get(3));
-                    let Some(&i) = given.get(&key) else {
-                        return Err(DbError::Value(format!(
-                            "cw_upsert_artifacts returned an artifact not given: {key:?}"
-                        )));
-                    };
-                    cache
-                        .artifacts
-                        .insert(part[i].clone(), (row.get(4), seen[i]));
-                }
-                continue;
-            }
-            for row in query(
-                conn,
-                "SELECT u.o, cw_upsert_artifact(u.backend, u.locator, u.digest, u.key, u.seen)
+            // The keys are distinct: `upserts` lists each once. Each comes back with its
+            // row's id, whichever function upserted it.
+            let sql = if writes.batches {
+                "SELECT backend, locator, digest, key, id
+                 FROM cw_upsert_artifacts($1::text[], $2::text[], $3::text[], $4::text[],
+                                          $5::int8[])"
+            } else {
+                "SELECT u.backend, u.locator, u.digest, u.key,
+                        cw_upsert_artifact(u.backend, u.locator, u.digest, u.key, u.seen)
                  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[])
                       WITH ORDINALITY AS u(backend, locator, digest, key, seen, o)
-                 ORDER BY u.o",
-                params,
-            )? {
-                let o: i64 = row.get(0);
-                let i = usize::try_from(o - 1).unwrap_or(0);
+                 ORDER BY u.o"
+            };
+            let given: HashMap<(&str, &str, &str, &str), usize> = (0..part.len())
+                .map(|i| ((backends[i], locators[i], digests[i], keys[i]), i))
+                .collect();
+            for row in query(conn, sql, params)? {
+                let key: (&str, &str, &str, &str) =
+                    (row.get(0), row.get(1), row.get(2), row.get(3));
+                let Some(&i) = given.get(&key) else {
+                    return Err(DbError::Value(format!(
+                        "an upsert returned an artifact not given: {key:?}"
+                    )));
+                };
                 cache
                     .artifacts
-                    .insert(part[i].clone(), (row.get(1), seen[i]));
+                    .insert(part[i].clone(), (row.get(4), seen[i]));
             }
         }
     }
