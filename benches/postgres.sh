@@ -11,8 +11,9 @@
 #     who may COPY into every table; a hook role upserts artifacts and builder records through
 #     the batch functions of schema version 3 instead, a little slower);
 #   - the same import by a hook role, into a database of its own;
-#   - the floor under PostgreSQL's import: the same events alone, by one COPY into an empty
-#     table like `events` (its indexes, nothing else);
+#   - floors under the import: SQLite copying the imported rows into an empty store itself;
+#     on PostgreSQL the events alone by one COPY into a table like `events`, every table by
+#     COPY into an empty store, and the same rows bare with their indexes built after;
 #   - `trace --pipeline P --format json` (time-aware) for each PIPELINE (default p17 and p50,
 #     the largest seed of the trace benchmark): the median of 3 runs, the ratio, and whether
 #     the two stores' JSON is identical;
@@ -80,12 +81,29 @@ hook_s=$(seconds "$start" "$end")
 echo "import, postgres as the hook role: $hook_s s = $(echo "$events / $hook_s" | bc) events/s (x$(echo "scale=2; $hook_s / ${import_s[postgres]}" | bc) the owner's)"
 psql -q "postgresql://postgres@127.0.0.1:$port/postgres" -c "DROP DATABASE bench_hook"
 
-# The floor under PostgreSQL's import: the imported events alone, by one binary COPY from a
-# file on the server's machine into an empty table like `events` (its three indexes, no
-# triggers, no foreign key), nothing else of the runs.
+# Floors under the import, each store's own engine writing the rows the import left, with no
+# client work at all (no parsing, lookups, checks or ids):
+# - sqlite: `bench floor`, every table copied by SQLite into an empty store (INSERT ... SELECT
+#   a table, one transaction, the schema's indexes and triggers);
+# - postgres, events alone: one binary COPY from a file on the server's machine into an empty
+#   table like `events` (its three indexes, no triggers, no foreign key);
+# - postgres, every table as the import meets it: one binary COPY a table, parents first, one
+#   transaction, into an empty store made by `db migrate` (indexes, foreign keys, triggers);
+# - postgres, bare: the same COPYs into tables like the store's with no index, constraint or
+#   trigger, then the store's indexes built (pg_restore's order): what the rows and their
+#   indexes cost with nothing else, the least any import into this schema could take.
+"$bin" bench floor --from "$lite" --into "$work/floor.db" | tail -1
+rm -f "$work/floor.db" "$work/floor.db-wal" "$work/floor.db-shm"
+floor_tables="pipelines builders runs artifacts artifact_tags mounts builder_records events pipeline_changes run_chain"
+others=$(psql -qAt "$pg" -c "SELECT string_agg(relname, ' ') FROM pg_stat_user_tables
+    WHERE relname NOT LIKE '%\_pages' AND relname <> 'schema_version'
+      AND relname <> ALL (string_to_array('$floor_tables', ' ')) AND n_live_tup > 0")
+[ -z "$others" ] || echo "note: the floors leave out tables holding rows: $others"
+for t in $floor_tables; do
+    psql -q "$pg" -c "\\copy (SELECT * FROM $t ORDER BY 1) TO '$work/$t.copy' BINARY"
+done
 floor_file="$work/events.copy"
-psql -q "$pg" -c "\\copy (SELECT * FROM events) TO '$floor_file' BINARY" \
-    -c "CREATE TABLE floor_events (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)"
+psql -q "$pg" -c "CREATE TABLE floor_events (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES)"
 start=$(date +%s%N)
 psql -q "$pg" -c "\\copy floor_events FROM '$floor_file' BINARY"
 end=$(date +%s%N)
@@ -93,6 +111,35 @@ stored=$(psql -qAt "$pg" -c "SELECT count(*) FROM floor_events")
 psql -q "$pg" -c "DROP TABLE floor_events"
 floor_s=$(seconds "$start" "$end")
 echo "floor, postgres: COPY of the $stored events alone into a table like events: $floor_s s = $(echo "$stored / $floor_s" | bc) events/s"
+
+psql -q "postgresql://postgres@127.0.0.1:$port/postgres" -c "CREATE DATABASE bench_floor"
+floor_db="postgresql://postgres@127.0.0.1:$port/bench_floor"
+"$bin" --db "$floor_db" db migrate >/dev/null 2>&1
+for t in $floor_tables; do echo "\\copy $t FROM '$work/$t.copy' BINARY"; done >"$work/floor.sql"
+start=$(date +%s%N)
+psql -q -1 "$floor_db" -f "$work/floor.sql"
+end=$(date +%s%N)
+store_floor_s=$(seconds "$start" "$end")
+echo "floor, postgres: every table by COPY into an empty store (indexes, foreign keys, triggers): $store_floor_s s = $(echo "$stored / $store_floor_s" | bc) events/s"
+{
+    echo "CREATE SCHEMA bare;"
+    for t in $floor_tables; do echo "CREATE TABLE bare.$t (LIKE public.$t INCLUDING DEFAULTS);"; done
+} | psql -q "$floor_db"
+psql -qAt "$floor_db" -c "SELECT replace(indexdef, ' ON public.', ' ON bare.') || ';' FROM pg_indexes
+    WHERE schemaname = 'public' AND tablename = ANY (string_to_array('$floor_tables', ' '))" \
+    >"$work/indexes.sql"
+{
+    echo "SET maintenance_work_mem = '512MB';"
+    for t in $floor_tables; do echo "\\copy bare.$t FROM '$work/$t.copy' BINARY"; done
+    sed 's/^CREATE \(UNIQUE \)\?INDEX \([a-z_0-9]*\)/CREATE \1INDEX bare_\2/' "$work/indexes.sql"
+} >"$work/bare.sql"
+start=$(date +%s%N)
+psql -q -1 "$floor_db" -f "$work/bare.sql" >/dev/null
+end=$(date +%s%N)
+bare_floor_s=$(seconds "$start" "$end")
+echo "floor, postgres: the same rows bare, indexes built after: $bare_floor_s s = $(echo "$stored / $bare_floor_s" | bc) events/s"
+psql -q "postgresql://postgres@127.0.0.1:$port/postgres" -c "DROP DATABASE bench_floor"
+echo "import over its floor, postgres: x$(echo "scale=2; ${import_s[postgres]} / $store_floor_s" | bc) (the bare floor x$(echo "scale=2; ${import_s[postgres]} / $bare_floor_s" | bc))"
 
 median_of_3() {
     local times=()

@@ -630,6 +630,19 @@ pub struct BenchArgs {
 pub enum BenchCommand {
     /// Write a synthetic fleet history as JSON Lines.
     Generate(GenerateArgs),
+    /// The floor under an SQLite import: copy an imported store's rows by SQLite itself into
+    /// an empty store (same schema, indexes and triggers), timing each table.
+    Floor(FloorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FloorArgs {
+    /// The imported SQLite store to read.
+    #[arg(long, value_name = "PATH")]
+    pub from: PathBuf,
+    /// The SQLite store to fill: created when missing, else it must hold no runs.
+    #[arg(long, value_name = "PATH")]
+    pub into: PathBuf,
 }
 
 /// The shapes of a synthetic fleet.

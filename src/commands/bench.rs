@@ -22,14 +22,53 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::ExitStatus;
-use crate::cli::{BenchArgs, BenchCommand, FleetShape, GenerateArgs};
+use crate::cli::{BenchArgs, BenchCommand, FleetShape, FloorArgs, GenerateArgs};
 use crate::printer::Printer;
 use crate::time;
 
 pub fn bench(args: BenchArgs, printer: Printer) -> Result<ExitStatus> {
     match args.command {
         BenchCommand::Generate(args) => generate(&args, printer),
+        BenchCommand::Floor(args) => floor(&args),
     }
+}
+
+/// Copies an imported store's rows into an empty one and prints, a line each, every table's
+/// rows and seconds, then the total with events per second.
+fn floor(args: &FloorArgs) -> Result<ExitStatus> {
+    if !args.from.is_file() {
+        return Err(crate::error::InputError::invalid(format!(
+            "no SQLite store at `{}`",
+            args.from.display()
+        ))
+        .into());
+    }
+    let mut store = crate::store::Store::open(&args.into)?;
+    let copied = store.copy_rows_from(&args.from)?;
+    let mut out = std::io::stdout().lock();
+    let total: f64 = copied.iter().map(|c| c.took.as_secs_f64()).sum();
+    for copy in copied
+        .iter()
+        .filter(|c| c.rows > 0 || c.table == "(commit)")
+    {
+        writeln!(
+            out,
+            "floor, sqlite: {} {} rows in {:.3} s",
+            copy.table,
+            copy.rows,
+            copy.took.as_secs_f64()
+        )?;
+    }
+    let events = copied
+        .iter()
+        .find(|c| c.table == "events")
+        .map_or(0, |c| c.rows);
+    writeln!(
+        out,
+        "floor, sqlite: every row copied in {total:.3} s = {:.0} events/s ({events} events)",
+        events as f64 / total.max(f64::EPSILON)
+    )?;
+    Ok(ExitStatus::Success)
 }
 
 /// splitmix64: small, fast and good enough for synthetic data.
