@@ -49,7 +49,7 @@ fn floor(args: &FloorArgs) -> Result<ExitStatus> {
     let total: f64 = copied.iter().map(|c| c.took.as_secs_f64()).sum();
     for copy in copied
         .iter()
-        .filter(|c| c.rows > 0 || c.table == "(commit)")
+        .filter(|c| c.rows > 0 || c.table.starts_with('('))
     {
         writeln!(
             out,

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension};
 
+use super::db::params;
 use super::{Store, StoreError, sql_error};
 
 /// One table copied.
@@ -65,15 +66,17 @@ fn quoted(name: &str) -> String {
 
 impl Store {
     /// Copies every row of the SQLite store at `from` into this one, which must be an empty
-    /// SQLite store of the same schema version, and says how long each table took.
+    /// SQLite store of the same schema version, and says how long each table took. Pages are
+    /// packed as a bulk import packs them: the triggers dropped inside the transaction, the
+    /// pages written once each after the rows, the triggers created again.
     pub fn copy_rows_from(&mut self, from: &Path) -> Result<Vec<TableCopy>, StoreError> {
         let path = self.path.clone();
+        let fail = |e: rusqlite::Error| sql_error(&path, e.into());
         let Some(conn) = self.conn.sqlite() else {
             return Err(StoreError::Input(
                 "the copy floor is measured on SQLite stores only".to_owned(),
             ));
         };
-        let fail = |e: rusqlite::Error| sql_error(&path, e.into());
         let runs: i64 = conn
             .query_row("SELECT count(*) FROM runs", [], |row| row.get(0))
             .map_err(fail)?;
@@ -85,72 +88,91 @@ impl Store {
         }
         conn.execute("ATTACH DATABASE ?1 AS src", [from.to_string_lossy()])
             .map_err(fail)?;
-        let result = copy_attached(conn, from);
-        let detached = conn.execute_batch("DETACH DATABASE src").map_err(fail);
-        let copied = result.map_err(fail)??;
+        let result = self.copy_attached(from);
+        let detached = match self.conn.sqlite() {
+            Some(conn) => conn.execute_batch("DETACH DATABASE src").map_err(fail),
+            None => Ok(()),
+        };
+        let copied = result?;
         detached?;
         Ok(copied)
     }
-}
 
-fn copy_attached(
-    conn: &Connection,
-    from: &Path,
-) -> rusqlite::Result<Result<Vec<TableCopy>, StoreError>> {
-    let version = |schema: &str| -> rusqlite::Result<i64> {
-        conn.query_row(&format!("PRAGMA {schema}.user_version"), [], |row| {
-            row.get(0)
-        })
-    };
-    let (ours, theirs) = (version("main")?, version("src")?);
-    if ours != theirs {
-        return Ok(Err(StoreError::Input(format!(
-            "`{}` has schema version {theirs}, this store {ours}: migrate it first",
-            from.display()
-        ))));
-    }
-    let tables = tables_in_order(conn)?;
-    let tx = conn.unchecked_transaction()?;
-    let mut copied = Vec::with_capacity(tables.len());
-    for table in tables {
-        let present: Option<i64> = tx
-            .query_row(
-                "SELECT 1 FROM src.sqlite_schema WHERE type = 'table' AND name = ?1",
-                [&table],
-                |row| row.get(0),
-            )
-            .optional()?;
-        if present.is_none() {
-            continue;
+    fn copy_attached(&mut self, from: &Path) -> Result<Vec<TableCopy>, StoreError> {
+        let path = self.path.clone();
+        let fail = |e: rusqlite::Error| sql_error(&path, e.into());
+        let Some(conn) = self.conn.sqlite() else {
+            return Ok(Vec::new());
+        };
+        let version = |schema: &str| -> rusqlite::Result<i64> {
+            conn.query_row(&format!("PRAGMA {schema}.user_version"), [], |row| {
+                row.get(0)
+            })
+        };
+        let (ours, theirs) = (
+            version("main").map_err(fail)?,
+            version("src").map_err(fail)?,
+        );
+        if ours != theirs {
+            return Err(StoreError::Input(format!(
+                "`{}` has schema version {theirs}, this store {ours}: migrate it first",
+                from.display()
+            )));
         }
-        let names = columns(&tx, &table)?
-            .iter()
-            .map(|c| quoted(c))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let started = Instant::now();
-        // In the source's own order (by rowid where it has one), as they were written.
-        let rows = tx.execute(
-            &format!(
+        let mut statements = Vec::new();
+        for table in tables_in_order(conn).map_err(fail)? {
+            let present: Option<i64> = conn
+                .query_row(
+                    "SELECT 1 FROM src.sqlite_schema WHERE type = 'table' AND name = ?1",
+                    [&table],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(fail)?;
+            if present.is_none() {
+                continue;
+            }
+            let names = columns(conn, &table)
+                .map_err(fail)?
+                .iter()
+                .map(|c| quoted(c))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
                 "INSERT INTO main.{t} ({names}) SELECT {names} FROM src.{t}",
                 t = quoted(&table)
-            ),
-            [],
-        )?;
+            );
+            statements.push((table, sql));
+        }
+        let db_fail = |e: super::db::DbError| sql_error(&path, e);
+        let tx = self.conn.transaction().map_err(db_fail)?;
+        let deferred = super::pages::defer(&tx).map_err(db_fail)?;
+        let mut copied = Vec::with_capacity(statements.len() + 2);
+        for (table, sql) in statements {
+            let started = Instant::now();
+            let rows = tx.execute(&sql, params![]).map_err(db_fail)?;
+            copied.push(TableCopy {
+                table,
+                rows: rows as u64,
+                took: started.elapsed(),
+            });
+        }
+        let started = Instant::now();
+        super::pages::finish(&tx, deferred).map_err(db_fail)?;
         copied.push(TableCopy {
-            table,
-            rows: rows as u64,
+            table: "(pages)".to_owned(),
+            rows: 0,
             took: started.elapsed(),
         });
+        let started = Instant::now();
+        tx.commit().map_err(db_fail)?;
+        copied.push(TableCopy {
+            table: "(commit)".to_owned(),
+            rows: 0,
+            took: started.elapsed(),
+        });
+        Ok(copied)
     }
-    let started = Instant::now();
-    tx.commit()?;
-    copied.push(TableCopy {
-        table: "(commit)".to_owned(),
-        rows: 0,
-        took: started.elapsed(),
-    });
-    Ok(Ok(copied))
 }
 
 #[cfg(test)]
