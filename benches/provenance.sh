@@ -8,7 +8,8 @@
 # that store, process start included, and prints the median and p95; then times `verify-log`
 # over the whole chain. Last, the floor under the import: the imported rows copied by SQLite
 # itself into an empty store (`bench floor`: the same schema, indexes and triggers, no
-# parsing, lookups or checks), with the import's time over it.
+# parsing, lookups or checks), with the import's time over it; and the store's size, table by
+# table with its indexes, in bytes per event (`bench size`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/record_latency.sh
@@ -37,3 +38,4 @@ echo "verify-log: the chain of $((runs + calls)) runs recomputed in $(echo "scal
 tail -1 "$work/floor.txt"
 floor_s=$(tail -1 "$work/floor.txt" | grep -o 'in [0-9.]* s' | grep -o '[0-9.]*')
 echo "import over its floor: x$(echo "scale=2; $import_s / $floor_s" | bc)"
+"$bin" bench size "$work/store.db"

@@ -633,6 +633,15 @@ pub enum BenchCommand {
     /// The floor under an SQLite import: copy an imported store's rows by SQLite itself into
     /// an empty store (same schema, indexes and triggers), timing each table.
     Floor(FloorArgs),
+    /// The bytes each table of an SQLite store takes, its indexes apart, per event.
+    Size(SizeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SizeArgs {
+    /// The SQLite store to measure.
+    #[arg(value_name = "PATH")]
+    pub store: PathBuf,
 }
 
 #[derive(Debug, Args)]

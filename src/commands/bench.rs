@@ -22,7 +22,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::ExitStatus;
-use crate::cli::{BenchArgs, BenchCommand, FleetShape, FloorArgs, GenerateArgs};
+use crate::cli::{BenchArgs, BenchCommand, FleetShape, FloorArgs, GenerateArgs, SizeArgs};
 use crate::printer::Printer;
 use crate::time;
 
@@ -30,7 +30,50 @@ pub fn bench(args: BenchArgs, printer: Printer) -> Result<ExitStatus> {
     match args.command {
         BenchCommand::Generate(args) => generate(&args, printer),
         BenchCommand::Floor(args) => floor(&args),
+        BenchCommand::Size(args) => size(&args),
     }
+}
+
+/// Prints, a line each, the bytes of every table holding any and of its indexes, and bytes
+/// per event; then the store's total.
+fn size(args: &SizeArgs) -> Result<ExitStatus> {
+    if !args.store.is_file() {
+        return Err(crate::error::InputError::invalid(format!(
+            "no SQLite store at `{}`",
+            args.store.display()
+        ))
+        .into());
+    }
+    let store = crate::store::Store::open_read_only(&args.store)?;
+    let sizes = store.table_sizes()?;
+    let events = sizes
+        .iter()
+        .find(|t| t.table == "events")
+        .map_or(0, |t| t.count)
+        .max(1) as f64;
+    let mut out = std::io::stdout().lock();
+    let per_event = |bytes: u64| bytes as f64 / events;
+    let mut total = 0;
+    for table in &sizes {
+        total += table.rows + table.indexes;
+        if table.rows + table.indexes < 1 << 20 {
+            continue;
+        }
+        writeln!(
+            out,
+            "size, sqlite: {} {:.1} B/event (rows {:.1}, indexes {:.1})",
+            table.table,
+            per_event(table.rows + table.indexes),
+            per_event(table.rows),
+            per_event(table.indexes)
+        )?;
+    }
+    writeln!(
+        out,
+        "size, sqlite: every table {:.1} B/event ({total} bytes, {events} events)",
+        per_event(total)
+    )?;
+    Ok(ExitStatus::Success)
 }
 
 /// Copies an imported store's rows into an empty one and prints, a line each, every table's

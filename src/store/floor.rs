@@ -20,6 +20,18 @@ pub struct TableCopy {
     pub took: Duration,
 }
 
+/// The bytes one table takes in an SQLite store, with its indexes apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSize {
+    pub table: String,
+    /// Rows held (cells of the table's leaf pages).
+    pub count: u64,
+    /// The table's own b-tree.
+    pub rows: u64,
+    /// Its indexes, `UNIQUE` constraints' among them.
+    pub indexes: u64,
+}
+
 /// The tables to copy: every table of the schema but those its triggers fill, parents before
 /// the tables that refer to them.
 fn tables_in_order(conn: &Connection) -> rusqlite::Result<Vec<String>> {
@@ -96,6 +108,44 @@ impl Store {
         let copied = result?;
         detached?;
         Ok(copied)
+    }
+
+    /// The bytes each table of this SQLite store takes (pages in use, from `dbstat`), largest
+    /// first.
+    pub fn table_sizes(&self) -> Result<Vec<TableSize>, StoreError> {
+        let fail = |e: rusqlite::Error| sql_error(&self.path, e.into());
+        let Some(conn) = self.conn.sqlite() else {
+            return Err(StoreError::Input(
+                "table sizes are measured on SQLite stores only".to_owned(),
+            ));
+        };
+        let mut stmt = conn
+            .prepare(
+                "SELECT coalesce(m.tbl_name, s.name) AS owner,
+                        sum(CASE WHEN s.name = coalesce(m.tbl_name, s.name) THEN s.pgsize ELSE 0 END)
+                            AS own,
+                        sum(CASE WHEN s.name = coalesce(m.tbl_name, s.name) THEN 0 ELSE s.pgsize END)
+                            AS indexed,
+                        sum(CASE WHEN s.name = coalesce(m.tbl_name, s.name) AND s.pagetype = 'leaf'
+                                 THEN s.ncell ELSE 0 END)
+                 FROM dbstat AS s LEFT JOIN sqlite_schema AS m ON m.name = s.name
+                 GROUP BY owner
+                 ORDER BY own + indexed DESC, owner",
+            )
+            .map_err(fail)?;
+        let sizes = stmt
+            .query_map([], |row| {
+                Ok(TableSize {
+                    table: row.get(0)?,
+                    rows: row.get::<_, i64>(1)?.try_into().unwrap_or(0),
+                    indexes: row.get::<_, i64>(2)?.try_into().unwrap_or(0),
+                    count: row.get::<_, i64>(3)?.try_into().unwrap_or(0),
+                })
+            })
+            .map_err(fail)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(fail)?;
+        Ok(sizes)
     }
 
     fn copy_attached(&mut self, from: &Path) -> Result<Vec<TableCopy>, StoreError> {
@@ -250,6 +300,27 @@ mod tests {
             let check = copy.verify_chain(None).unwrap();
             assert!(check.broken.is_none());
             assert_eq!(check.head, source.chain_head().unwrap().head);
+            let sizes = copy.table_sizes().unwrap();
+            let events = sizes.iter().find(|t| t.table == "events").unwrap();
+            assert!(events.rows > 0 && events.indexes > 0, "{events:?}");
+            assert_eq!(Some(events.count), rows("events"));
+            let runs = sizes.iter().find(|t| t.table == "runs").unwrap();
+            assert_eq!(runs.count, 300);
+            let pragma = |name: &str| -> u64 {
+                let conn = copy.conn.sqlite().unwrap();
+                conn.query_row(&format!("PRAGMA {name}"), [], |row| row.get::<_, i64>(0))
+                    .unwrap()
+                    .try_into()
+                    .unwrap()
+            };
+            let counted: u64 = sizes.iter().map(|t| t.rows + t.indexes).sum();
+            let file = pragma("page_count") * pragma("page_size");
+            assert!(counted <= file, "{counted} > {file}");
+            assert!(counted * 2 > file, "{counted} of {file}");
+            let sorted = sizes
+                .windows(2)
+                .all(|w| w[0].rows + w[0].indexes >= w[1].rows + w[1].indexes);
+            assert!(sorted, "{sizes:?}");
             // Into an empty store only.
             let err = copy.copy_rows_from(&from).unwrap_err();
             assert!(err.to_string().contains("already holds 300 runs"), "{err}");

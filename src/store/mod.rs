@@ -46,7 +46,7 @@ pub use chain::{BreakKind, ChainBreak, ChainCheck, ChainHash, ChainHead};
 pub use collector::{Receipt, Refused};
 pub use containment::{Contained, OverrideRow, VerificationRow};
 pub use copy::{CopyReporter, CopySummary};
-pub use floor::TableCopy;
+pub use floor::{TableCopy, TableSize};
 pub use history::{CollectOutcome, CollectedBuild, HistoryMatch, unrecorded_pipeline};
 pub use incident::{Acceptance, ActionRow, IncidentRow, MountRead, UsedBase};
 pub use index::{SourceSummary, TraceSource};
