@@ -334,6 +334,21 @@ impl EventKind {
         }
     }
 
+    /// The code [`Self::from_code`] reads back: the packed events' own, 0 for the rest.
+    fn code(self) -> u8 {
+        match self {
+            Self::Imported => 1,
+            Self::Exported => 2,
+            Self::Produced => 3,
+            Self::UsedBase => 4,
+            Self::ReadMount => 5,
+            Self::WroteMount => 6,
+            Self::CreatedRecord => 7,
+            Self::ReusedRecord => 8,
+            Self::Other => 0,
+        }
+    }
+
     /// Which grouping by target the event is in: 0 artifact reads, 1 mount reads, 2 record
     /// reuses.
     fn target_group(self) -> Option<usize> {
@@ -444,20 +459,80 @@ struct Events {
     record_reuses: Groups<TargetEvent>,
 }
 
+/// Ids an event of the graph may name: the top four bits of its grouped form hold its kind.
+const EVENT_ID_BITS: u32 = 28;
+
+/// An id that fits beside an event's kind.
+fn event_id(id: i64) -> Option<u32> {
+    id32(id).filter(|&id| id < 1 << EVENT_ID_BITS)
+}
+
+/// An event as a grouping holds it, in 12 bytes: when it happened, and its kind with the id
+/// at the other end (the target in its run's group, the run in its target's group).
+#[derive(Clone, Copy, Default)]
+#[repr(C, packed(4))]
+struct Grouped {
+    at: Micros,
+    kind_and_id: u32,
+}
+
+impl Grouped {
+    /// `id` must fit in [`EVENT_ID_BITS`] bits ([`event_id`]).
+    fn new(kind: EventKind, id: u32, at: Micros) -> Self {
+        debug_assert!(id < 1 << EVENT_ID_BITS);
+        Self {
+            at,
+            kind_and_id: u32::from(kind.code()) << EVENT_ID_BITS | id,
+        }
+    }
+
+    fn kind(self) -> EventKind {
+        EventKind::from_code((self.kind_and_id >> EVENT_ID_BITS) as u8)
+    }
+
+    fn id(self) -> u32 {
+        self.kind_and_id & ((1 << EVENT_ID_BITS) - 1)
+    }
+
+    fn at(self) -> Micros {
+        self.at
+    }
+}
+
 /// An event in its run's group.
 #[derive(Clone, Copy, Default)]
-struct RunEvent {
-    kind: EventKind,
-    target: u32,
-    at: Micros,
+struct RunEvent(Grouped);
+
+impl RunEvent {
+    fn kind(self) -> EventKind {
+        self.0.kind()
+    }
+
+    fn target(self) -> u32 {
+        self.0.id()
+    }
+
+    fn at(self) -> Micros {
+        self.0.at()
+    }
 }
 
 /// An event in its target's group.
 #[derive(Clone, Copy, Default)]
-struct TargetEvent {
-    kind: EventKind,
-    run: u32,
-    at: Micros,
+struct TargetEvent(Grouped);
+
+impl TargetEvent {
+    fn kind(self) -> EventKind {
+        self.0.kind()
+    }
+
+    fn run(self) -> u32 {
+        self.0.id()
+    }
+
+    fn at(self) -> Micros {
+        self.0.at()
+    }
 }
 
 impl Events {
@@ -490,9 +565,9 @@ impl Events {
             let Some(slot) = slot(id).filter(|&slot| slot < events) else {
                 return Some(());
             };
-            event_run[slot] = id32(run)?;
+            event_run[slot] = event_id(run)?;
             event_kind[slot] = EventKind::from_code(kind);
-            event_target[slot] = id32(target)?;
+            event_target[slot] = event_id(target)?;
             event_at[slot] = at;
             count += 1;
             Some(())
@@ -519,10 +594,10 @@ impl Events {
             let (kind, run, target, at) =
                 (event_kind[e], event_run[e], event_target[e], event_at[e]);
             if kind.is_write() || kind == EventKind::ReadMount {
-                by_run.place(run as usize, RunEvent { kind, target, at });
+                by_run.place(run as usize, RunEvent(Grouped::new(kind, target, at)));
             }
             if let Some(group) = kind.target_group() {
-                by_target[group].place(target as usize, TargetEvent { kind, run, at });
+                by_target[group].place(target as usize, TargetEvent(Grouped::new(kind, run, at)));
             }
         }
         let by_run = by_run.done();
@@ -533,7 +608,7 @@ impl Events {
                 mount_reads.offsets[m] as usize,
                 mount_reads.offsets[m + 1] as usize,
             );
-            mount_reads.items[a..b].sort_by_key(|e| e.at);
+            mount_reads.items[a..b].sort_by_key(|e| e.at());
         }
         Ok(Some(Self {
             count,
@@ -1103,11 +1178,11 @@ impl Index {
             .get(artifact)
             .iter()
             .filter_map(|e| {
-                let read = match e.kind {
+                let read = match e.kind() {
                     EventKind::UsedBase => ArtifactRead::UsedBase,
                     _ => ArtifactRead::Imported,
                 };
-                Some((self.run_ref(e.run)?, read, e.at))
+                Some((self.run_ref(e.run())?, read, e.at()))
             })
             .collect()
     }
@@ -1116,7 +1191,7 @@ impl Index {
     fn timed_readers(&self, events: &[TargetEvent]) -> Vec<(RunRef, Micros)> {
         events
             .iter()
-            .filter_map(|e| Some((self.run_ref(e.run)?, e.at)))
+            .filter_map(|e| Some((self.run_ref(e.run())?, e.at())))
             .collect()
     }
 }
@@ -1188,8 +1263,8 @@ impl Source for TraceSource<'_> {
             .get(run)
             .iter()
             .filter_map(|e| {
-                let (target, at) = (i64::from(e.target), e.at);
-                let write = match e.kind {
+                let (target, at) = (i64::from(e.target()), e.at());
+                let write = match e.kind() {
                     EventKind::Exported => Write::Exported(target),
                     EventKind::Produced => Write::Produced(target),
                     EventKind::WroteMount => Write::Mount(target),
@@ -1244,15 +1319,15 @@ impl Source for TraceSource<'_> {
             return self.store.mount_readers(mount, since);
         };
         let events = index.events.mount_reads.get(mount);
-        let first = events.partition_point(|e| e.at < since);
+        let first = events.partition_point(|e| e.at() < since);
         let mut readers = index.timed_readers(&events[first..]);
         // Time-suspect runs that claim to have read it earlier.
         for &run in &index.tables.suspect {
             let read = index.events.by_run.get(i64::from(run)).iter().find(|e| {
-                e.kind == EventKind::ReadMount && i64::from(e.target) == mount && e.at < since
+                e.kind() == EventKind::ReadMount && i64::from(e.target()) == mount && e.at() < since
             });
             if let (Some(read), Some(reader)) = (read, index.run_ref(run)) {
-                readers.push((reader, read.at));
+                readers.push((reader, read.at()));
             }
         }
         Ok(readers)
@@ -1267,8 +1342,8 @@ impl Source for TraceSource<'_> {
             .by_run
             .get(run)
             .iter()
-            .find(|e| e.kind == EventKind::ReadMount && i64::from(e.target) == mount)
-            .map(|e| e.at))
+            .find(|e| e.kind() == EventKind::ReadMount && i64::from(e.target()) == mount)
+            .map(|e| e.at()))
     }
 
     fn mount_purges(&mut self, mount: MountId) -> Result<Vec<Micros>, StoreError> {
@@ -1556,7 +1631,7 @@ mod tests {
                     &events.mount_reads,
                     &events.record_reuses,
                 ] {
-                    assert!(reads.items.iter().all(|e| e.run == 1));
+                    assert!(reads.items.iter().all(|e| e.run() == 1));
                 }
                 let reader = appended_reader(&path, Access::Write).unwrap();
                 let now: i64 = reader
@@ -1706,6 +1781,64 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// An event naming an id too wide to be held beside its kind in the graph's 12-byte form
+    /// leaves the graph unloaded: the trace is answered by queries, and answers the same.
+    #[test]
+    fn an_event_id_too_wide_for_memory_keeps_the_trace_on_queries() {
+        let dir = tempfile::tempdir().unwrap();
+        let (fleet, db) = (dir.path().join("fleet.jsonl"), dir.path().join("db"));
+        let mut out = Vec::new();
+        crate::commands::bench::write_fleet(
+            &crate::commands::bench::Fleet {
+                shape: crate::commands::bench::Shape::Shared,
+                runs: 400,
+                pipelines: 8,
+                builders: 3,
+                mounts: 10,
+                seed: 3,
+            },
+            &mut out,
+        )
+        .unwrap();
+        std::fs::write(&fleet, out).unwrap();
+        let (fleet, db) = (fleet.to_str().unwrap(), db.to_str().unwrap());
+        import(db, fleet);
+        let mut store = Store::open(std::path::Path::new(db)).unwrap();
+        let seeds = seeds(&["--pipeline", "p3"]);
+        let before = traced(&mut store, &seeds, false, Some(0));
+        // The widest id that fits, then one past it: an artifact the first run of p3 exported.
+        for (id, fits) in [
+            ((1_i64 << EVENT_ID_BITS) - 1, true),
+            (1 << EVENT_ID_BITS, false),
+        ] {
+            store
+                .conn
+                .execute_batch(&format!(
+                    "INSERT INTO artifacts (id, backend, locator, digest, key, first_seen)
+                     VALUES ({id}, 'registry', 'reg.io/wide', 'sha256:{id:064x}', '', 7);
+                     INSERT INTO events (run_id, kind, target, at)
+                     SELECT min(r.id), 'exported', {id}, min(r.started_at) FROM runs r
+                     JOIN pipelines p ON p.id = r.pipeline_id WHERE p.name = 'p3';"
+                ))
+                .unwrap();
+            let queried = traced(&mut store, &seeds, false, None);
+            let loaded = store
+                .read_snapshot(|store| {
+                    let mut source = TraceSource::with_budget(store, Some(0));
+                    let trace = graph::trace(&mut source, &seeds, TraceOptions::default());
+                    (source.loaded(), trace)
+                })
+                .unwrap();
+            assert_eq!(loaded.0, fits, "id {id}");
+            let mut json = Vec::new();
+            crate::report::trace::write(&loaded.1.unwrap(), TraceFormat::Json, &mut json).unwrap();
+            assert_eq!(String::from_utf8(json).unwrap(), queried, "id {id}");
+            assert_ne!(queried, before);
+            let digest = format!("sha256:{id:064x}");
+            assert!(queried.contains(&digest), "id {id}");
         }
     }
 
