@@ -266,7 +266,7 @@ pub struct SeedMark {
 pub struct Node {
     pub entity: Entity,
     pub name: CompactString,
-    pub seed: Option<SeedMark>,
+    pub seed: Option<Box<SeedMark>>,
     /// `None` only for a seed with no recorded use.
     pub label: Option<Label>,
 }
@@ -596,8 +596,8 @@ impl Trace {
         g[target].label?;
         let mut roots: Vec<NodeIndex> = self.seeds.clone();
         roots.sort_by(|&a, &b| {
-            (g[a].seed.and_then(|s| s.at), &g[a].name)
-                .cmp(&(g[b].seed.and_then(|s| s.at), &g[b].name))
+            (g[a].seed.as_deref().and_then(|s| s.at), &g[a].name)
+                .cmp(&(g[b].seed.as_deref().and_then(|s| s.at), &g[b].name))
         });
         let mut parent = Parents::new();
         let mut queue = VecDeque::new();
@@ -649,6 +649,7 @@ impl Trace {
             Entry::Seed => Some(
                 self.graph[node]
                     .seed
+                    .as_deref()
                     .and_then(|s| s.at)
                     .unwrap_or(Micros::MIN),
             ),
@@ -714,6 +715,7 @@ impl Trace {
         hops.push(Hop {
             at: root
                 .seed
+                .as_deref()
                 .and_then(|s| s.at)
                 .or(root.label.map(|l| l.tainted_at))
                 .unwrap_or_default(),
@@ -741,5 +743,5 @@ fn sort_tainted(entries: &mut [Tainted<'_>]) {
 }
 
 fn seed_kind(node: &Node) -> Kind {
-    node.seed.map_or(Kind::Run, |s| s.kind)
+    node.seed.as_deref().map_or(Kind::Run, |s| s.kind)
 }

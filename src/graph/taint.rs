@@ -573,7 +573,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                 }
             }
             None => {
-                n.seed = Some(SeedMark { kind, at });
+                n.seed = Some(Box::new(SeedMark { kind, at }));
                 self.seeds.push(node);
             }
         }
@@ -1455,7 +1455,7 @@ impl<S: Source> Tracer<'_, S> {
             (nodes.len() > 1).then_some(nodes)
         });
         let own_time = |node: NodeIndex| {
-            let seeded = graph[node].seed.and_then(|seed| seed.at);
+            let seeded = graph[node].seed.as_deref().and_then(|seed| seed.at);
             graph
                 .edges_directed(node, Direction::Incoming)
                 .filter(|edge| matches!(edge.weight().via, Via::Exported | Via::Produced))

@@ -267,7 +267,7 @@ pub fn write_json(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
         .seeds()
         .into_iter()
         .map(|n| SeedDoc {
-            kind: n.seed.map_or(Kind::Run, |s| s.kind).as_str(),
+            kind: n.seed.as_deref().map_or(Kind::Run, |s| s.kind).as_str(),
             name: &n.name,
         })
         .collect();
