@@ -85,10 +85,10 @@ fn trace_and_plan(
     ] {
         for t in trace.tainted(kind) {
             match t.entity {
-                Entity::Run {
-                    builder: Some(b), ..
-                } => {
-                    builders.insert(b.to_string());
+                Entity::Run { .. } => {
+                    if let Some(b) = t.builder {
+                        builders.insert(b.to_string());
+                    }
                 }
                 Entity::Mount(m) => {
                     builders.insert(m.builder_name.to_string());

@@ -9,7 +9,7 @@ use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
 use rustc_hash::FxHashMap;
 
-use super::source::{ArtifactInfo, BuilderInfo, MountInfo, RecordInfo, RunInfo};
+use super::source::{ArtifactInfo, BuilderId, BuilderInfo, MountInfo, RecordInfo, RunInfo};
 use crate::model::{self, Backend, Digest, RunKey, StoredPurge};
 use crate::time::Micros;
 
@@ -134,9 +134,9 @@ impl Kind {
 /// What a node of the blast-radius graph stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entity {
+    /// The builder it ran on is named by [`Tainted::builder`].
     Run {
         info: RunInfo,
-        builder: Option<CompactString>,
     },
     /// A cache ref, an image, or both: `cache` when it was exported or imported as a cache or
     /// lives in a cache backend, `image` when it was produced or used as a base.
@@ -292,6 +292,8 @@ pub struct Tainted<'t> {
     pub from: Option<&'t str>,
     /// When the evidence event happened.
     pub at: Micros,
+    /// For a run on a recorded builder: the builder's name.
+    pub builder: Option<&'t str>,
 }
 
 /// One hop of an explanation: `from` tainted `to` through `via`, and `to` was tainted from
@@ -346,6 +348,8 @@ pub struct Trace {
     /// For each mount and builder with any: the purges (or prunes) that clean it, ascending.
     /// None when time is ignored.
     pub(crate) cleanings: FxHashMap<NodeIndex, Vec<Micros>>,
+    /// The name of each builder a run of the graph ran on, by id.
+    pub(crate) builder_names: FxHashMap<BuilderId, CompactString>,
     /// By purge time, then id.
     pub(crate) purges: Vec<AppliedPurge>,
 }
@@ -509,6 +513,13 @@ impl Trace {
             via: label.via,
             from: label.from.map(|f| self.graph[f].name.as_str()),
             at: label.at,
+            builder: match &n.entity {
+                Entity::Run { info } => info
+                    .builder
+                    .and_then(|b| self.builder_names.get(&b))
+                    .map(CompactString::as_str),
+                _ => None,
+            },
         })
     }
 

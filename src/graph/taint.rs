@@ -1115,10 +1115,13 @@ impl<'s, S: Source> Tracer<'s, S> {
             Some(info) => info,
             None => self.source.run(run)?,
         };
-        let builder = info.builder.map(|b| self.builder_name(b)).transpose()?;
+        if let Some(builder) = info.builder {
+            // Named in output from the trace's builder names.
+            self.builder_name(builder)?;
+        }
         Ok(self.node(Key::Run(run), || Node {
             name: run_name(&info),
-            entity: Entity::Run { info, builder },
+            entity: Entity::Run { info },
             seed: None,
             label: None,
         }))
@@ -1381,6 +1384,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             ignore_purges: self.ignore_purges,
             labels_only: self.labels_only,
             cleanings: self.cleanings,
+            builder_names: self.builder_names,
             purges: Vec::new(),
         }
     }
@@ -1522,10 +1526,7 @@ mod tests {
         };
         Node {
             name: run_name(&info),
-            entity: Entity::Run {
-                info,
-                builder: None,
-            },
+            entity: Entity::Run { info },
             seed: None,
             label: None,
         }

@@ -353,11 +353,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
     let mut unverified: BTreeMap<String, Micros> = BTreeMap::new();
     let mut docker_builders: BTreeSet<String> = BTreeSet::new();
     for tainted in trace.tainted(Kind::Run) {
-        if let Entity::Run {
-            info,
-            builder: Some(builder),
-        } = tainted.entity
-        {
+        if let (Entity::Run { info }, Some(builder)) = (tainted.entity, tainted.builder) {
             docker_builders.insert(builder.to_string());
             if !info.has_records {
                 let t = unverified

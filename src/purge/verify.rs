@@ -261,11 +261,7 @@ pub async fn verify_journal(
     let rows = store.actions(id)?;
     let mut tainted_runs: BTreeMap<String, Micros> = BTreeMap::new();
     for t in trace.tainted(Kind::Run) {
-        if let Entity::Run {
-            info,
-            builder: Some(builder),
-        } = t.entity
-        {
+        if let (Entity::Run { info }, Some(builder)) = (t.entity, t.builder) {
             let latest = tainted_runs
                 .entry(builder.to_string())
                 .or_insert(info.started_at);

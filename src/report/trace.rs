@@ -740,7 +740,7 @@ fn via_doc<'t>(e: &Tainted<'t>) -> ViaDoc<'t> {
 const IN_ITS_GROUP: &str = "a group lists only entities of its kind";
 
 fn run_doc<'t>(e: &Tainted<'t>) -> RunDoc<'t> {
-    let Entity::Run { info, builder } = e.entity else {
+    let Entity::Run { info } = e.entity else {
         unreachable!("{IN_ITS_GROUP}");
     };
     RunDoc {
@@ -748,7 +748,7 @@ fn run_doc<'t>(e: &Tainted<'t>) -> RunDoc<'t> {
         pipeline: &info.pipeline,
         run: &info.run_key,
         step: &info.step,
-        builder: builder.as_deref(),
+        builder: e.builder,
         status: info.status.as_str(),
         started_at: Rfc3339(info.started_at),
         finished_at: Rfc3339(info.finished_at),
@@ -900,6 +900,7 @@ mod tests {
                 via: Via::RanOn,
                 from,
                 at: 0,
+                builder: None,
             };
             let width = 16;
             let mut line = Vec::new();
