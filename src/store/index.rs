@@ -433,10 +433,11 @@ struct Slots {
 impl Slots {
     fn read(conn: &Db) -> crate::store::db::DbResult<Option<Self>> {
         Ok(Some(Self {
-            runs: some_or_skip!(slots(conn, "runs")?),
-            artifacts: some_or_skip!(slots(conn, "artifacts")?),
-            mounts: some_or_skip!(slots(conn, "mounts")?),
-            records: some_or_skip!(slots(conn, "builder_records")?),
+            // Ids an event names sit beside its kind: wider ones are not loaded at all.
+            runs: some_or_skip!(slots(conn, "runs")?.filter(|&n| fits_events(n))),
+            artifacts: some_or_skip!(slots(conn, "artifacts")?.filter(|&n| fits_events(n))),
+            mounts: some_or_skip!(slots(conn, "mounts")?.filter(|&n| fits_events(n))),
+            records: some_or_skip!(slots(conn, "builder_records")?.filter(|&n| fits_events(n))),
             builders: some_or_skip!(slots(conn, "builders")?),
             pipelines: some_or_skip!(slots(conn, "pipelines")?),
             events: some_or_skip!(slots(conn, "events")?),
@@ -465,6 +466,11 @@ const EVENT_ID_BITS: u32 = 28;
 /// An id that fits beside an event's kind.
 fn event_id(id: i64) -> Option<u32> {
     id32(id).filter(|&id| id < 1 << EVENT_ID_BITS)
+}
+
+/// Whether `slots` slots (ids below it) all fit beside an event's kind.
+fn fits_events(slots: usize) -> bool {
+    slots <= 1 << EVENT_ID_BITS
 }
 
 /// An event as a grouping holds it, in 12 bytes: when it happened, and its kind with the id
@@ -1784,8 +1790,31 @@ mod tests {
         }
     }
 
-    /// An event naming an id too wide to be held beside its kind in the graph's 12-byte form
-    /// leaves the graph unloaded: the trace is answered by queries, and answers the same.
+    /// Ids up to the widest that fits beside an event's kind keep their kind, id and time in
+    /// the 12-byte form; one wider is not taken.
+    #[test]
+    fn grouped_events_keep_every_kind_up_to_the_widest_id() {
+        let widest = (1_i64 << EVENT_ID_BITS) - 1;
+        assert_eq!(event_id(widest), Some(widest as u32));
+        assert_eq!(event_id(widest + 1), None);
+        assert_eq!(event_id(-1), None);
+        assert!(fits_events(1 << EVENT_ID_BITS) && !fits_events((1 << EVENT_ID_BITS) + 1));
+        assert_eq!(std::mem::size_of::<RunEvent>(), 12);
+        for code in 0..=8 {
+            let kind = EventKind::from_code(code);
+            assert_eq!(kind.code(), code);
+            for (id, at) in [(0, i64::MIN), (1, -5), (widest as u32, i64::MAX)] {
+                let run = RunEvent(Grouped::new(kind, id, at));
+                assert!(run.kind() == kind && run.target() == id && run.at() == at);
+                let target = TargetEvent(Grouped::new(kind, id, at));
+                assert!(target.kind() == kind && target.run() == id && target.at() == at);
+            }
+        }
+    }
+
+    /// An event naming an id too wide to be held beside its kind leaves the graph unloaded,
+    /// before anything is allocated for it: the trace is answered by queries, and answers the
+    /// same.
     #[test]
     fn an_event_id_too_wide_for_memory_keeps_the_trace_on_queries() {
         let dir = tempfile::tempdir().unwrap();
@@ -1809,37 +1838,32 @@ mod tests {
         let mut store = Store::open(std::path::Path::new(db)).unwrap();
         let seeds = seeds(&["--pipeline", "p3"]);
         let before = traced(&mut store, &seeds, false, Some(0));
-        // The widest id that fits, then one past it: an artifact the first run of p3 exported.
-        for (id, fits) in [
-            ((1_i64 << EVENT_ID_BITS) - 1, true),
-            (1 << EVENT_ID_BITS, false),
-        ] {
-            store
-                .conn
-                .execute_batch(&format!(
-                    "INSERT INTO artifacts (id, backend, locator, digest, key, first_seen)
-                     VALUES ({id}, 'registry', 'reg.io/wide', 'sha256:{id:064x}', '', 7);
-                     INSERT INTO events (run_id, kind, target, at)
-                     SELECT min(r.id), 'exported', {id}, min(r.started_at) FROM runs r
-                     JOIN pipelines p ON p.id = r.pipeline_id WHERE p.name = 'p3';"
-                ))
-                .unwrap();
-            let queried = traced(&mut store, &seeds, false, None);
-            let loaded = store
-                .read_snapshot(|store| {
-                    let mut source = TraceSource::with_budget(store, Some(0));
-                    let trace = graph::trace(&mut source, &seeds, TraceOptions::default());
-                    (source.loaded(), trace)
-                })
-                .unwrap();
-            assert_eq!(loaded.0, fits, "id {id}");
-            let mut json = Vec::new();
-            crate::report::trace::write(&loaded.1.unwrap(), TraceFormat::Json, &mut json).unwrap();
-            assert_eq!(String::from_utf8(json).unwrap(), queried, "id {id}");
-            assert_ne!(queried, before);
-            let digest = format!("sha256:{id:064x}");
-            assert!(queried.contains(&digest), "id {id}");
-        }
+        // One past the widest id that fits: an artifact the first run of p3 exported.
+        let id = 1_i64 << EVENT_ID_BITS;
+        store
+            .conn
+            .execute_batch(&format!(
+                "INSERT INTO artifacts (id, backend, locator, digest, key, first_seen)
+                 VALUES ({id}, 'registry', 'reg.io/wide', 'sha256:{id:064x}', '', 7);
+                 INSERT INTO events (run_id, kind, target, at)
+                 SELECT min(r.id), 'exported', {id}, min(r.started_at) FROM runs r
+                 JOIN pipelines p ON p.id = r.pipeline_id WHERE p.name = 'p3';"
+            ))
+            .unwrap();
+        let queried = traced(&mut store, &seeds, false, None);
+        let (loaded, trace) = store
+            .read_snapshot(|store| {
+                let mut source = TraceSource::with_budget(store, Some(0));
+                let trace = graph::trace(&mut source, &seeds, TraceOptions::default());
+                (source.loaded(), trace)
+            })
+            .unwrap();
+        assert!(!loaded);
+        let mut json = Vec::new();
+        crate::report::trace::write(&trace.unwrap(), TraceFormat::Json, &mut json).unwrap();
+        assert_eq!(String::from_utf8(json).unwrap(), queried);
+        assert_ne!(queried, before);
+        assert!(queried.contains(&format!("sha256:{id:064x}")));
     }
 
     /// Loading the graph leaves the store's pages unmapped and its page cache small: the
