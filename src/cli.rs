@@ -649,7 +649,7 @@ pub struct FloorArgs {
     /// The imported SQLite store to read.
     #[arg(long, value_name = "PATH")]
     pub from: PathBuf,
-    /// The SQLite store to fill: created when missing, else it must hold no runs.
+    /// The SQLite store to fill: created when missing, else it must hold no rows.
     #[arg(long, value_name = "PATH")]
     pub into: PathBuf,
 }

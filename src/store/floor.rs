@@ -24,7 +24,8 @@ pub struct TableCopy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableSize {
     pub table: String,
-    /// Rows held (cells of the table's leaf pages).
+    /// Rows held: the cells of the table's leaf pages, which is every row of a table with
+    /// rowids (a `WITHOUT ROWID` table keeps some in its inner pages too).
     pub count: u64,
     /// The table's own b-tree.
     pub rows: u64,
@@ -89,14 +90,26 @@ impl Store {
                 "the copy floor is measured on SQLite stores only".to_owned(),
             ));
         };
-        let runs: i64 = conn
-            .query_row("SELECT count(*) FROM runs", [], |row| row.get(0))
-            .map_err(fail)?;
-        if runs > 0 {
+        if !from.is_file() {
             return Err(StoreError::Input(format!(
-                "`{}` already holds {runs} runs: the copy floor needs an empty store",
-                path.display()
+                "no SQLite store at `{}`",
+                from.display()
             )));
+        }
+        for table in tables_in_order(conn).map_err(fail)? {
+            let rows: i64 = conn
+                .query_row(
+                    &format!("SELECT count(*) FROM {}", quoted(&table)),
+                    [],
+                    |row| row.get(0),
+                )
+                .map_err(fail)?;
+            if rows > 0 {
+                return Err(StoreError::Input(format!(
+                    "`{}` already holds {rows} rows in `{table}`: the copy floor needs an empty store",
+                    path.display()
+                )));
+            }
         }
         conn.execute("ATTACH DATABASE ?1 AS src", [from.to_string_lossy()])
             .map_err(fail)?;
@@ -323,7 +336,14 @@ mod tests {
             assert!(sorted, "{sizes:?}");
             // Into an empty store only.
             let err = copy.copy_rows_from(&from).unwrap_err();
-            assert!(err.to_string().contains("already holds 300 runs"), "{err}");
+            assert!(err.to_string().contains("rows in `"), "{err}");
+            let missing = dir.path().join("missing.db");
+            let err = Store::open(&dir.path().join("other.db"))
+                .unwrap()
+                .copy_rows_from(&missing)
+                .unwrap_err();
+            assert!(err.to_string().contains("no SQLite store"), "{err}");
+            assert!(!missing.exists());
         }
     }
 }
