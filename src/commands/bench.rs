@@ -34,16 +34,21 @@ pub fn bench(args: BenchArgs, printer: Printer) -> Result<ExitStatus> {
     }
 }
 
+/// Refuses a path that is not a file: a measured store must exist already.
+fn require_sqlite_file(path: &std::path::Path) -> Result<()> {
+    if path.is_file() {
+        return Ok(());
+    }
+    Err(
+        crate::error::InputError::invalid(format!("no SQLite store at `{}`", path.display()))
+            .into(),
+    )
+}
+
 /// Prints, a line each, the bytes of every table holding any and of its indexes, and bytes
 /// per event; then the store's total.
 fn size(args: &SizeArgs) -> Result<ExitStatus> {
-    if !args.store.is_file() {
-        return Err(crate::error::InputError::invalid(format!(
-            "no SQLite store at `{}`",
-            args.store.display()
-        ))
-        .into());
-    }
+    require_sqlite_file(&args.store)?;
     let store = crate::store::Store::open_read_only(&args.store)?;
     let sizes = store.table_sizes()?;
     let events = sizes
@@ -79,13 +84,7 @@ fn size(args: &SizeArgs) -> Result<ExitStatus> {
 /// Copies an imported store's rows into an empty one and prints, a line each, every table's
 /// rows and seconds, then the total with events per second.
 fn floor(args: &FloorArgs) -> Result<ExitStatus> {
-    if !args.from.is_file() {
-        return Err(crate::error::InputError::invalid(format!(
-            "no SQLite store at `{}`",
-            args.from.display()
-        ))
-        .into());
-    }
+    require_sqlite_file(&args.from)?;
     let mut store = crate::store::Store::open(&args.into)?;
     let copied = store.copy_rows_from(&args.from)?;
     let mut out = std::io::stdout().lock();

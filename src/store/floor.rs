@@ -96,10 +96,11 @@ impl Store {
                 from.display()
             )));
         }
-        for table in tables_in_order(conn).map_err(fail)? {
+        let tables = tables_in_order(conn).map_err(fail)?;
+        for table in &tables {
             let rows: i64 = conn
                 .query_row(
-                    &format!("SELECT count(*) FROM {}", quoted(&table)),
+                    &format!("SELECT count(*) FROM {}", quoted(table)),
                     [],
                     |row| row.get(0),
                 )
@@ -113,7 +114,7 @@ impl Store {
         }
         conn.execute("ATTACH DATABASE ?1 AS src", [from.to_string_lossy()])
             .map_err(fail)?;
-        let result = self.copy_attached(from);
+        let result = self.copy_attached(from, tables);
         let detached = match self.conn.sqlite() {
             Some(conn) => conn.execute_batch("DETACH DATABASE src").map_err(fail),
             None => Ok(()),
@@ -161,7 +162,12 @@ impl Store {
         Ok(sizes)
     }
 
-    fn copy_attached(&mut self, from: &Path) -> Result<Vec<TableCopy>, StoreError> {
+    /// Copies `tables` (in that order) from the attached `src`.
+    fn copy_attached(
+        &mut self,
+        from: &Path,
+        tables: Vec<String>,
+    ) -> Result<Vec<TableCopy>, StoreError> {
         let path = self.path.clone();
         let fail = |e: rusqlite::Error| sql_error(&path, e.into());
         let Some(conn) = self.conn.sqlite() else {
@@ -183,7 +189,7 @@ impl Store {
             )));
         }
         let mut statements = Vec::new();
-        for table in tables_in_order(conn).map_err(fail)? {
+        for table in tables {
             let present: Option<i64> = conn
                 .query_row(
                     "SELECT 1 FROM src.sqlite_schema WHERE type = 'table' AND name = ?1",
