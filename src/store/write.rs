@@ -845,7 +845,7 @@ fn insert_event_id(
             let added = tx
                 .prepare_cached(
                     "INSERT INTO events (run_id, kind, target, at, detail, source)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (run_id, kind, target) DO NOTHING",
                 )?
                 .execute(values)?;
             (added > 0).then(|| conn.last_insert_rowid())
@@ -853,7 +853,7 @@ fn insert_event_id(
         None => tx
             .prepare_cached(
                 "INSERT INTO events (run_id, kind, target, at, detail, source)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING RETURNING id",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (run_id, kind, target) DO NOTHING RETURNING id",
             )?
             .query_row(values, |row| row.get(0))
             .optional()?,
@@ -1310,7 +1310,8 @@ fn mark_overlaps(
         )?
         .collect::<crate::store::db::DbResult<_>>()?;
     let mut observe = tx.prepare_cached(
-        "INSERT INTO run_observations (run_id, kind, by_run, at) VALUES (?1, 'overlapped', ?2, ?3) ON CONFLICT DO NOTHING",
+        "INSERT INTO run_observations (run_id, kind, by_run, at) VALUES (?1, 'overlapped', ?2, ?3)
+         ON CONFLICT (run_id, kind, by_run) DO NOTHING",
     )?;
     for other in others {
         observe.execute(params![other, run, now])?;

@@ -497,6 +497,54 @@ fn the_hook_role_only_adds_provenance() {
             "the hook role ran `{sql}`"
         );
     }
+    // Ids are the store's to give. A row taking the id its identity hands out next would make a
+    // later row written in good faith conflict (or be lost); one far ahead would make a trace
+    // size its arrays by it. Either is refused, with nothing added.
+    let counts = || {
+        cluster.psql(
+            &store.name,
+            "SELECT (SELECT count(*) FROM pipelines) || ' ' || (SELECT count(*) FROM runs)
+                    || ' ' || (SELECT count(*) FROM events)",
+        )
+    };
+    let before = counts();
+    for ahead in ["1", "1000000"] {
+        for (table, other) in [
+            ("pipelines", "name = 'forged'"),
+            ("runs", "run_key = 'forged'"),
+            ("events", "target = target + 1000000"),
+        ] {
+            let sql = format!(
+                "CREATE TEMP TABLE forged AS SELECT * FROM {table} ORDER BY id LIMIT 1;
+                 UPDATE forged SET id = pg_sequence_last_value(
+                     pg_get_serial_sequence('{table}', 'id')::regclass) + {ahead}, {other};
+                 INSERT INTO {table} SELECT * FROM forged"
+            );
+            let out = cluster.psql_url(&hook_url, &sql);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success()
+                    && stderr.contains(&format!("of table \"{table}\" was not handed out")),
+                "the hook role ran `{sql}`: {stderr}"
+            );
+        }
+    }
+    assert_eq!(counts(), before);
+    ok(env.cmd().args([
+        "--db",
+        &hook_url,
+        "record",
+        "--pipeline",
+        "team/app",
+        "--run",
+        "3",
+        "--builder",
+        "b1",
+        "--mount",
+        "/root/.cache/pip",
+    ]));
+    let runs = cluster.psql(&store.name, "SELECT count(*) FROM runs");
+    assert_eq!(runs.trim(), "3");
     let out = env
         .cmd()
         .args([
