@@ -431,17 +431,115 @@ struct Slots {
 }
 
 impl Slots {
+    /// The slots of each table, or `None` when a table's ids are too wide or too sparse to be
+    /// held as arrays (see [`Dense`]).
     fn read(conn: &Db) -> crate::store::db::DbResult<Option<Self>> {
+        let dense = Dense::new(conn)?;
+        // Ids an event names sit beside its kind: wider ones are not loaded at all.
+        let event_target = |table: &str, rows: &str, slot_bytes: usize| {
+            let slots = slots(conn, table)?.filter(|&n| fits_events(n));
+            dense.check(conn, slots, rows, slot_bytes)
+        };
+        let other = |table: &str, rows: &str, slot_bytes: usize| {
+            dense.check(conn, slots(conn, table)?, rows, slot_bytes)
+        };
         Ok(Some(Self {
-            // Ids an event names sit beside its kind: wider ones are not loaded at all.
-            runs: some_or_skip!(slots(conn, "runs")?.filter(|&n| fits_events(n))),
-            artifacts: some_or_skip!(slots(conn, "artifacts")?.filter(|&n| fits_events(n))),
-            mounts: some_or_skip!(slots(conn, "mounts")?.filter(|&n| fits_events(n))),
-            records: some_or_skip!(slots(conn, "builder_records")?.filter(|&n| fits_events(n))),
-            builders: some_or_skip!(slots(conn, "builders")?),
-            pipelines: some_or_skip!(slots(conn, "pipelines")?),
-            events: some_or_skip!(slots(conn, "events")?),
+            runs: some_or_skip!(event_target(
+                "runs",
+                "SELECT count(*) FROM runs",
+                size_of::<RunRow>()
+            )?),
+            artifacts: some_or_skip!(event_target(
+                "artifacts",
+                "SELECT count(*) * 64 FROM artifact_pages",
+                size_of::<ArtifactRow>() + size_of::<Micros>()
+            )?),
+            mounts: some_or_skip!(event_target(
+                "mounts",
+                "SELECT count(*) FROM mounts",
+                size_of::<Option<MountInfo>>()
+            )?),
+            records: some_or_skip!(event_target(
+                "builder_records",
+                "SELECT count(*) * 64 FROM record_pages",
+                size_of::<RecordRow>()
+            )?),
+            builders: some_or_skip!(other(
+                "builders",
+                "SELECT count(*) FROM builders",
+                size_of::<Option<CompactString>>()
+            )?),
+            pipelines: some_or_skip!(other(
+                "pipelines",
+                "SELECT count(*) FROM pipelines",
+                size_of::<CompactString>()
+            )?),
+            events: some_or_skip!(other(
+                "events",
+                "SELECT count(*) * 64 FROM event_pages",
+                // Its run, target, time and kind, until they are grouped.
+                2 * size_of::<u32>() + size_of::<Micros>() + size_of::<EventKind>()
+            )?),
         }))
+    }
+}
+
+/// Whether a table's ids are dense enough to be held as arrays indexed by id.
+///
+/// The store hands out ids in order, so a table's largest id is about its row count. A store
+/// that was edited (or a role that drew ids from a sequence without using them) can hold an id
+/// far above it, and arrays sized by that id would take memory the rows do not account for. A
+/// table whose arrays would fit in what the whole store takes on disk is loaded at once; a
+/// larger one is counted, and loaded only when its ids are at most four times its rows. Else
+/// the trace is answered by queries, with the same answers.
+struct Dense {
+    store_bytes: u64,
+}
+
+impl Dense {
+    /// Arrays this small are loaded whatever the store's size.
+    const ALWAYS: u64 = 64 << 20;
+
+    fn new(conn: &Db) -> crate::store::db::DbResult<Self> {
+        let bytes: i64 = match conn.engine() {
+            crate::store::db::Engine::Sqlite => conn.query_row(
+                "SELECT c.page_count * s.page_size FROM pragma_page_count() c, pragma_page_size() s",
+                [],
+                |row| row.get(0),
+            )?,
+            crate::store::db::Engine::Postgres => conn.query_row(
+                "SELECT pg_database_size(current_database())",
+                [],
+                |row| row.get(0),
+            )?,
+        };
+        Ok(Self {
+            store_bytes: u64::try_from(bytes).unwrap_or(0).max(Self::ALWAYS),
+        })
+    }
+
+    /// `slots` when arrays of that many `slot_bytes` slots fit, or the table's `rows` (a count
+    /// query, or an upper bound) bear them out.
+    fn check(
+        &self,
+        conn: &Db,
+        slots: Option<usize>,
+        rows: &str,
+        slot_bytes: usize,
+    ) -> crate::store::db::DbResult<Option<usize>> {
+        let Some(slots) = slots else {
+            return Ok(None);
+        };
+        let wanted = (slots as u64).saturating_mul(slot_bytes as u64);
+        if wanted <= self.store_bytes {
+            return Ok(Some(slots));
+        }
+        let counted: i64 = conn.query_row(rows, [], |row| row.get(0))?;
+        let bound = u64::try_from(counted)
+            .unwrap_or(0)
+            .saturating_mul(4)
+            .saturating_add(1 << 16);
+        Ok((slots as u64 <= bound).then_some(slots))
     }
 }
 
@@ -1864,6 +1962,72 @@ mod tests {
         assert_eq!(String::from_utf8(json).unwrap(), queried);
         assert_ne!(queried, before);
         assert!(queried.contains(&format!("sha256:{id:064x}")));
+    }
+
+    /// A store holding one id far above its other rows (an edited file, or ids drawn and never
+    /// used) is traced on queries, with the same answers, instead of sizing the graph's arrays
+    /// by that id; a table's ids are counted only when its arrays would outgrow the store.
+    #[test]
+    fn an_id_far_above_its_rows_keeps_the_trace_on_queries() {
+        let dir = tempfile::tempdir().unwrap();
+        let fleet = dir.path().join("fleet.jsonl");
+        let mut out = Vec::new();
+        crate::commands::bench::write_fleet(
+            &crate::commands::bench::Fleet {
+                shape: crate::commands::bench::Shape::Shared,
+                runs: 300,
+                pipelines: 6,
+                builders: 3,
+                mounts: 10,
+                seed: 5,
+            },
+            &mut out,
+        )
+        .unwrap();
+        std::fs::write(&fleet, out).unwrap();
+        let seeds = seeds(&["--pipeline", "p3"]);
+        // An event 2^27 (2 GiB of arrays in a store of a few MiB), and a pipeline 2^31.
+        let event = 1_i64 << 27;
+        let forged = [
+            format!(
+                "INSERT INTO artifacts (backend, locator, digest, key, first_seen)
+                 VALUES ('registry', 'reg.io/far', 'sha256:{event:064x}', '', 7);
+                 INSERT INTO events (id, run_id, kind, target, at)
+                 SELECT {event}, min(r.id), 'exported', (SELECT max(id) FROM artifacts),
+                        min(r.started_at)
+                 FROM runs r JOIN pipelines p ON p.id = r.pipeline_id WHERE p.name = 'p3';"
+            ),
+            format!(
+                "INSERT INTO pipelines (id, name) VALUES ({}, 'far')",
+                1_i64 << 31
+            ),
+        ];
+        for (n, sql) in forged.iter().enumerate() {
+            let db = dir.path().join(format!("db{n}"));
+            let db = db.to_str().unwrap();
+            import(db, fleet.to_str().unwrap());
+            let mut store = Store::open(std::path::Path::new(db)).unwrap();
+            let before = traced(&mut store, &seeds, false, Some(0));
+            store.conn.execute_batch(sql).unwrap();
+            let queried = traced(&mut store, &seeds, false, None);
+            let (loaded, trace) = store
+                .read_snapshot(|store| {
+                    let mut source = TraceSource::with_budget(store, Some(0));
+                    let trace = graph::trace(&mut source, &seeds, TraceOptions::default());
+                    (source.loaded(), trace)
+                })
+                .unwrap();
+            assert!(!loaded, "{sql}");
+            let mut json = Vec::new();
+            crate::report::trace::write(&trace.unwrap(), TraceFormat::Json, &mut json).unwrap();
+            assert_eq!(String::from_utf8(json).unwrap(), queried);
+            assert_eq!(
+                queried.contains(&format!("sha256:{event:064x}")),
+                n == 0,
+                "{sql}"
+            );
+            assert_eq!(queried == before, n == 1, "{sql}");
+        }
     }
 
     /// Loading the graph leaves the store's pages unmapped and its page cache small: the
