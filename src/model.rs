@@ -448,15 +448,25 @@ pub fn display_name(
     key: &str,
     tag: Option<&str>,
 ) -> String {
-    let joined = |parts: &[&str]| parts.concat();
+    display_name_parts(backend, locator, digest, key, tag).concat()
+}
+
+/// The parts of [`display_name`], one after the other.
+pub fn display_name_parts<'a>(
+    backend: Backend,
+    locator: &'a str,
+    digest: Option<&'a str>,
+    key: &'a str,
+    tag: Option<&'a str>,
+) -> [&'a str; 3] {
     match (backend, digest) {
-        (Backend::Registry, Some(d)) => joined(&[locator, "@", d]),
+        (Backend::Registry, Some(d)) => [locator, "@", d],
         (Backend::Registry, None) => match tag {
-            Some(tag) => joined(&[locator, ":", tag]),
-            None => locator.to_owned(),
+            Some(tag) => [locator, ":", tag],
+            None => [locator, "", ""],
         },
-        (Backend::LocalImage, Some(d)) => joined(&[locator, "#", d]),
-        (backend, _) => joined(&[backend.as_str(), ":", key]),
+        (Backend::LocalImage, Some(d)) => [locator, "#", d],
+        (backend, _) => [backend.as_str(), ":", key],
     }
 }
 

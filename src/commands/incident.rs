@@ -159,7 +159,7 @@ fn open(
         .clone()
         .or_else(|| audit_seed.map(|s| s.title))
         .unwrap_or_else(|| {
-            let names: Vec<String> = trace.seeds().iter().map(|n| n.name.to_string()).collect();
+            let names: Vec<String> = trace.seeds().iter().map(|n| n.name().to_string()).collect();
             format!("compromise of {}", names.join(", "))
         });
     let id = store.create_incident(
@@ -211,20 +211,20 @@ pub(crate) fn tainted_digests(trace: &Trace) -> Vec<(String, String)> {
             match t.entity {
                 Entity::Artifact { info, .. } if !info.digest.is_empty() => {
                     out.entry(info.digest.clone())
-                        .or_insert_with(|| t.name.to_owned());
+                        .or_insert_with(|| t.name().to_string());
                 }
-                Entity::Digest(d) => {
-                    out.entry(d.to_string())
-                        .or_insert_with(|| t.name.to_owned());
+                Entity::Digest { digest, .. } => {
+                    out.entry(digest.to_string())
+                        .or_insert_with(|| t.name().to_string());
                 }
                 _ => {}
             }
         }
     }
     for seed in trace.seeds() {
-        if let Entity::Digest(d) = &seed.entity {
-            out.entry(d.to_string())
-                .or_insert_with(|| seed.name.to_string());
+        if let Entity::Digest { digest, name } = &seed.entity {
+            out.entry(digest.to_string())
+                .or_insert_with(|| name.to_string());
         }
     }
     out.into_iter().collect()

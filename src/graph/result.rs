@@ -151,8 +151,11 @@ pub enum Entity {
         info: RecordInfo,
         builder: CompactString,
     },
-    /// A seeded digest the store holds no artifact for.
-    Digest(Digest),
+    /// A seeded digest the store holds no artifact for, and how its seed named it.
+    Digest {
+        digest: Digest,
+        name: CompactString,
+    },
 }
 
 impl Entity {
@@ -166,13 +169,35 @@ impl Entity {
             Self::Mount(_) => kind == Kind::Mount,
             Self::Builder(_) => kind == Kind::Builder,
             Self::Record { .. } => kind == Kind::Record,
-            Self::Digest(_) => false,
+            Self::Digest { .. } => false,
         }
     }
 
     /// Mounts and builders are mutable: what taints a reader depends on which write it saw.
     pub(crate) fn is_mutable(&self) -> bool {
         matches!(self, Self::Mount(_) | Self::Builder(_))
+    }
+
+    /// How output names it (made anew each time: a node does not keep it).
+    pub fn name(&self) -> CompactString {
+        joined(|part| self.name_parts(part))
+    }
+
+    /// Appends its name to `out`.
+    pub fn write_name(&self, out: &mut String) {
+        self.name_parts(&mut |p| out.push_str(p));
+    }
+
+    /// Calls `part` with each part of its name, in order.
+    fn name_parts(&self, part: &mut dyn FnMut(&str)) {
+        match self {
+            Self::Run { info } => run_parts(info, part),
+            Self::Artifact { info, .. } => artifact_parts(info, part),
+            Self::Mount(info) => mount_parts(info, part),
+            Self::Builder(info) => builder_parts(&info.name, part),
+            Self::Record { info, builder } => record_parts(builder, info, part),
+            Self::Digest { name, .. } => part(name),
+        }
     }
 }
 
@@ -185,56 +210,79 @@ pub fn run_display_name(info: &RunInfo) -> CompactString {
 /// A run's parts are percent-encoded ([`model::encode_component`]): `/` in a pipeline name or
 /// step would make two runs print as one name.
 pub(crate) fn run_name(info: &RunInfo) -> CompactString {
-    joined(&[
-        "run:",
-        &model::encode_component(&info.pipeline),
-        "/",
-        &model::encode_component(&info.run_key),
-        "/",
-        &model::encode_component(&info.step),
-    ])
+    joined(|part| run_parts(info, part))
 }
 
+#[cfg(test)]
 pub(crate) fn artifact_name(info: &ArtifactInfo) -> CompactString {
-    model::display_name(
+    joined(|part| artifact_parts(info, part))
+}
+
+#[cfg(test)]
+pub(crate) fn mount_name(info: &MountInfo) -> CompactString {
+    joined(|part| mount_parts(info, part))
+}
+
+#[cfg(test)]
+pub(crate) fn builder_name(name: &str) -> CompactString {
+    joined(|part| builder_parts(name, part))
+}
+
+#[cfg(test)]
+pub(crate) fn record_name(builder: &str, info: &RecordInfo) -> CompactString {
+    joined(|part| record_parts(builder, info, part))
+}
+
+fn run_parts(info: &RunInfo, part: &mut dyn FnMut(&str)) {
+    part("run:");
+    part(&model::encode_component(&info.pipeline));
+    part("/");
+    part(&model::encode_component(&info.run_key));
+    part("/");
+    part(&model::encode_component(&info.step));
+}
+
+fn artifact_parts(info: &ArtifactInfo, part: &mut dyn FnMut(&str)) {
+    let parts = model::display_name_parts(
         info.backend,
         &info.locator,
         Digest::is_valid(&info.digest).then_some(info.digest.as_str()),
         &info.key,
         info.tags.first().map(CompactString::as_str),
-    )
-    .into()
+    );
+    parts.into_iter().for_each(part);
 }
 
-pub(crate) fn mount_name(info: &MountInfo) -> CompactString {
-    if info.namespace.is_empty() {
-        joined(&["mount:", &info.builder_name, ":", &info.mount_id])
-    } else {
-        joined(&[
-            "mount:",
-            &info.builder_name,
-            ":",
-            &info.namespace,
-            "/",
-            &info.mount_id,
-        ])
+fn mount_parts(info: &MountInfo, part: &mut dyn FnMut(&str)) {
+    part("mount:");
+    part(&info.builder_name);
+    part(":");
+    if !info.namespace.is_empty() {
+        part(&info.namespace);
+        part("/");
     }
+    part(&info.mount_id);
 }
 
-pub(crate) fn builder_name(name: &str) -> CompactString {
-    joined(&["builder:", name])
+fn builder_parts(name: &str, part: &mut dyn FnMut(&str)) {
+    part("builder:");
+    part(name);
 }
 
-pub(crate) fn record_name(builder: &str, info: &RecordInfo) -> CompactString {
-    joined(&["record:", builder, ":", &info.record_id])
+fn record_parts(builder: &str, info: &RecordInfo, part: &mut dyn FnMut(&str)) {
+    part("record:");
+    part(builder);
+    part(":");
+    part(&info.record_id);
 }
 
-/// The parts one after the other, in one allocation at most (none for a short name).
-fn joined(parts: &[&str]) -> CompactString {
-    let mut out = CompactString::with_capacity(parts.iter().map(|p| p.len()).sum());
-    for part in parts {
-        out.push_str(part);
-    }
+/// The parts `parts` gives, one after the other, in one allocation at most (none for a short
+/// name): they are measured first.
+fn joined(parts: impl Fn(&mut dyn FnMut(&str))) -> CompactString {
+    let mut len = 0;
+    parts(&mut |p| len += p.len());
+    let mut out = CompactString::with_capacity(len);
+    parts(&mut |p| out.push_str(p));
     out
 }
 
@@ -248,10 +296,36 @@ pub(crate) fn is_cache_backend(backend: Backend) -> bool {
 pub struct Label {
     pub tainted_at: Micros,
     pub via: Via,
-    /// The node the evidence came from; `None` for a seed.
-    pub from: Option<NodeIndex>,
+    /// The node the evidence came from; none for a seed.
+    pub from: FromNode,
     /// When the evidence event happened.
     pub at: Micros,
+}
+
+/// The node evidence came from, or none, in four bytes: a label is held by every node.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct FromNode(u32);
+
+impl FromNode {
+    /// No node: the evidence is a seed.
+    pub const NONE: Self = Self(u32::MAX);
+
+    pub fn get(self) -> Option<NodeIndex> {
+        (self != Self::NONE).then(|| NodeIndex::new(self.0 as usize))
+    }
+}
+
+impl From<Option<NodeIndex>> for FromNode {
+    /// A graph never holds a node of index `u32::MAX` (petgraph keeps it as its end marker).
+    fn from(node: Option<NodeIndex>) -> Self {
+        node.map_or(Self::NONE, |n| Self(n.index() as u32))
+    }
+}
+
+impl std::fmt::Debug for FromNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
 }
 
 /// A node that was seeded, with the group its seed flag names and the time it was tainted
@@ -265,10 +339,16 @@ pub struct SeedMark {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
     pub entity: Entity,
-    pub name: CompactString,
     pub seed: Option<Box<SeedMark>>,
     /// `None` only for a seed with no recorded use.
     pub label: Option<Label>,
+}
+
+impl Node {
+    /// How output names it: see [`Entity::name`].
+    pub fn name(&self) -> CompactString {
+        self.entity.name()
+    }
 }
 
 /// One evidence edge: the source entity tainted the target.
@@ -281,19 +361,36 @@ pub struct Evidence {
     pub(crate) reader: Option<(Micros, Micros)>,
 }
 
-/// One tainted entity as output lists it.
+/// One tainted entity as output lists it. Names are made when they are needed
+/// ([`Tainted::name`], [`Tainted::write_name`]), so a whole group's are never held at once.
 #[derive(Debug, Clone, Copy)]
 pub struct Tainted<'t> {
-    pub name: &'t str,
     pub entity: &'t Entity,
     pub tainted_at: Micros,
     pub via: Via,
-    /// The entity the evidence came from; `None` for a seed.
-    pub from: Option<&'t str>,
+    /// The node the evidence came from; `None` for a seed.
+    pub from: Option<&'t Node>,
     /// When the evidence event happened.
     pub at: Micros,
     /// For a run on a recorded builder: the builder's name.
     pub builder: Option<&'t str>,
+}
+
+impl Tainted<'_> {
+    /// Its name, as [`Entity::name`] makes it.
+    pub fn name(&self) -> CompactString {
+        self.entity.name()
+    }
+
+    /// Appends its name to `out`.
+    pub fn write_name(&self, out: &mut String) {
+        self.entity.write_name(out);
+    }
+
+    /// The name of the entity the evidence came from; `None` for a seed.
+    pub fn from_name(&self) -> Option<CompactString> {
+        self.from.map(Node::name)
+    }
 }
 
 /// One hop of an explanation: `from` tainted `to` through `via`, and `to` was tainted from
@@ -355,9 +452,9 @@ pub struct Trace {
 }
 
 /// A tainted registry ref known by tag only.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TagOnlyRef<'t> {
-    pub name: &'t str,
+    pub name: CompactString,
     pub locator: &'t str,
     pub tags: &'t [CompactString],
     pub tainted_at: Micros,
@@ -408,7 +505,7 @@ impl Trace {
     /// The seeded nodes, by kind then name.
     pub fn seeds(&self) -> Vec<&Node> {
         let mut seeds: Vec<&Node> = self.seeds.iter().map(|&i| &self.graph[i]).collect();
-        seeds.sort_by(|a, b| (seed_kind(a), &a.name).cmp(&(seed_kind(b), &b.name)));
+        seeds.sort_by_cached_key(|n| (seed_kind(n), n.name()));
         seeds
     }
 
@@ -466,7 +563,7 @@ impl Trace {
                     if info.backend == Backend::Registry && info.digest.is_empty() =>
                 {
                     Some(TagOnlyRef {
-                        name: &n.name,
+                        name: n.name(),
                         locator: &info.locator,
                         tags: &info.tags,
                         tainted_at: label.tainted_at,
@@ -475,7 +572,7 @@ impl Trace {
                 _ => None,
             })
             .collect();
-        refs.sort_unstable_by_key(|r| r.name);
+        refs.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         refs
     }
 
@@ -488,7 +585,7 @@ impl Trace {
                 Entity::Artifact { info, .. } if !info.digest.is_empty() => {
                     Some(info.digest.as_str())
                 }
-                Entity::Digest(d) => Some(d.as_str()),
+                Entity::Digest { digest, .. } => Some(digest.as_str()),
                 _ => None,
             })
             .collect()
@@ -507,11 +604,10 @@ impl Trace {
         let n = &self.graph[node];
         let label = n.label?;
         Some(Tainted {
-            name: &n.name,
             entity: &n.entity,
             tainted_at: label.tainted_at,
             via: label.via,
-            from: label.from.map(|f| self.graph[f].name.as_str()),
+            from: label.from.get().map(|f| &self.graph[f]),
             at: label.at,
             builder: match &n.entity {
                 Entity::Run { info } => info
@@ -535,11 +631,11 @@ impl Trace {
         let prefixed = format!("run:{name}");
         let unprefixed = name.strip_prefix("run:").unwrap_or(name);
         let rules: [&dyn Fn(&Node) -> bool; 5] = [
-            &|n| n.name == name,
-            &|n| n.name == prefixed,
+            &|n| n.name() == name,
+            &|n| n.name() == prefixed,
             &|n| match &n.entity {
                 Entity::Artifact { info, .. } => info.digest == name,
-                Entity::Digest(digest) => digest.as_str() == name,
+                Entity::Digest { digest, .. } => digest.as_str() == name,
                 _ => false,
             },
             &|n| match &n.entity {
@@ -571,7 +667,7 @@ impl Trace {
                 _ => {
                     let mut candidates: Vec<String> = found
                         .iter()
-                        .map(|&i| self.graph[i].name.to_string())
+                        .map(|&i| self.graph[i].name().to_string())
                         .collect();
                     candidates.sort();
                     candidates.dedup();
@@ -606,9 +702,8 @@ impl Trace {
         let g = &self.graph;
         g[target].label?;
         let mut roots: Vec<NodeIndex> = self.seeds.clone();
-        roots.sort_by(|&a, &b| {
-            (g[a].seed.as_deref().and_then(|s| s.at), &g[a].name)
-                .cmp(&(g[b].seed.as_deref().and_then(|s| s.at), &g[b].name))
+        roots.sort_by_cached_key(|&root| {
+            (g[root].seed.as_deref().and_then(|s| s.at), g[root].name())
         });
         let mut parent = Parents::new();
         let mut queue = VecDeque::new();
@@ -630,9 +725,7 @@ impl Trace {
                 return Some(self.chain(state, &parent));
             }
             let mut edges: Vec<_> = g.edges_directed(state.0, Direction::Outgoing).collect();
-            edges.sort_by(|a, b| {
-                (&g[a.target()].name, a.weight().via).cmp(&(&g[b.target()].name, b.weight().via))
-            });
+            edges.sort_by_cached_key(|edge| (g[edge.target()].name(), edge.weight().via));
             for edge in edges {
                 if !self.passes(state, edge.weight(), edge.target()) {
                     continue;
@@ -717,8 +810,8 @@ impl Trace {
             hops.push(Hop {
                 at,
                 via: evidence.via,
-                from: Some(g[prev.0].name.to_string()),
-                to: g[state.0].name.to_string(),
+                from: Some(g[prev.0].name().to_string()),
+                to: g[state.0].name().to_string(),
             });
             state = prev;
         }
@@ -732,7 +825,7 @@ impl Trace {
                 .unwrap_or_default(),
             via: Via::Seed,
             from: None,
-            to: root.name.to_string(),
+            to: root.name().to_string(),
         });
         hops.reverse();
         hops
@@ -748,11 +841,36 @@ pub(crate) fn cleanings_of(
     cleanings.get(&node).map_or(&[], Vec::as_slice)
 }
 
-/// By taint time, then name.
+/// By taint time, then name. Names are made only for entries that share their taint time,
+/// a run of them at a time.
 fn sort_tainted(entries: &mut [Tainted<'_>]) {
-    entries.sort_by(|a, b| (a.tainted_at, a.name).cmp(&(b.tainted_at, b.name)));
+    entries.sort_by_key(|e| e.tainted_at);
+    for ties in entries.chunk_by_mut(|a, b| a.tainted_at == b.tainted_at) {
+        if ties.len() > 1 {
+            ties.sort_by_cached_key(Tainted::name);
+        }
+    }
 }
 
 fn seed_kind(node: &Node) -> Kind {
     node.seed.as_deref().map_or(Kind::Run, |s| s.kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A trace holds a node for every entity of the blast radius, millions of them: a node
+    /// keeps no name, and its label packs the node it came from into four bytes.
+    #[test]
+    fn nodes_stay_small() {
+        assert_eq!(size_of::<Label>(), 24);
+        assert_eq!(size_of::<Option<Label>>(), 24);
+        assert_eq!(size_of::<Node>(), 160);
+        let node = NodeIndex::new(7);
+        assert_eq!(FromNode::from(Some(node)).get(), Some(node));
+        assert_eq!(FromNode::from(None).get(), None);
+        let widest = NodeIndex::new(u32::MAX as usize - 1);
+        assert_eq!(FromNode::from(Some(widest)).get(), Some(widest));
+    }
 }

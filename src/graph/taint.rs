@@ -13,6 +13,7 @@
 //!
 //! Every expansion is one [`Source`] lookup; nothing scans the whole store.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
@@ -23,8 +24,8 @@ use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
 
 use super::result::{
-    AppliedPurge, Entity, Evidence, Kind, Label, Node, SeedMark, Trace, Via, artifact_name,
-    builder_name, cleanings_of, is_cache_backend, mount_name, record_name, run_name,
+    AppliedPurge, Entity, Evidence, Kind, Label, Node, SeedMark, Trace, Via, cleanings_of,
+    is_cache_backend,
 };
 use super::seeds::{CacheRefSeed, DigestSeed, Seeds};
 use super::source::{
@@ -323,6 +324,8 @@ struct Tracer<'s, S: Source> {
     waiting_creators: HashMap<NodeIndex, Vec<(RunRef, Micros)>>,
     /// For each mount and builder: its tainted writes by time-suspect runs.
     suspect_writers: HashMap<NodeIndex, SuspectWriters>,
+    /// Two names being compared ([`Tracer::names_cmp`]): nodes do not keep theirs.
+    names: RefCell<(String, String)>,
 }
 
 /// What [`Tracer::find_edge`] found.
@@ -334,11 +337,6 @@ enum Edge {
         crowded: bool,
     },
 }
-
-/// How a label compares: earlier first, then more direct, then by the name it came from, the
-/// kind of evidence and its time, so that ties resolve the same way whatever order the store
-/// returns rows in (one artifact can be both imported and used as a base by the same run).
-type Order<'a> = (Micros, u8, &'a str, Via, Micros);
 
 impl<'s, S: Source> Tracer<'s, S> {
     fn new(source: &'s mut S, options: TraceOptions) -> Self {
@@ -358,6 +356,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             deferred: VecDeque::new(),
             expanded: HashSet::default(),
             builder_names: HashMap::default(),
+            names: RefCell::default(),
             digest_of: IdMap::default(),
             digests: Vec::new(),
             segments: HashMap::default(),
@@ -478,7 +477,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             Label {
                 tainted_at: at,
                 via: Via::Seed,
-                from: None,
+                from: None.into(),
                 at,
             },
             None,
@@ -504,8 +503,10 @@ impl<'s, S: Source> Tracer<'s, S> {
         }
         if artifacts.is_empty() {
             let node = self.node(Key::Digest(digest.to_owned()), || Node {
-                entity: Entity::Digest(seed.digest.clone()),
-                name: seed.display_name().into(),
+                entity: Entity::Digest {
+                    digest: seed.digest.clone(),
+                    name: seed.display_name().into(),
+                },
                 seed: None,
                 label: None,
             });
@@ -544,7 +545,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             Label {
                 tainted_at: at,
                 via: Via::Seed,
-                from: None,
+                from: None.into(),
                 at,
             },
             None,
@@ -608,7 +609,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             let offer = |via| Label {
                 tainted_at: at,
                 via,
-                from: Some(node),
+                from: Some(node).into(),
                 at,
             };
             match write {
@@ -642,7 +643,6 @@ impl<'s, S: Source> Tracer<'s, S> {
                             }
                             let builder = self.builder_name(info.builder)?;
                             self.node(Key::Record(record), || Node {
-                                name: record_name(&builder, &info),
                                 entity: Entity::Record { info, builder },
                                 seed: None,
                                 label: None,
@@ -804,8 +804,10 @@ impl<'s, S: Source> Tracer<'s, S> {
             // Copies with equal evidence (one run exporting the bytes to two repositories)
             // are told apart by name.
             Some(origin) => {
-                (self.order(node), &self.graph[node].name)
-                    < (self.order(origin), &self.graph[origin].name)
+                let label = |n: NodeIndex| self.graph[n].label.expect("tainted");
+                self.compare(&label(node), &label(origin))
+                    .then_with(|| self.names_cmp(Some(node), Some(origin)))
+                    .is_lt()
             }
         };
         if !takes_over {
@@ -822,7 +824,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                     Label {
                         tainted_at: at,
                         via: Via::SameDigest,
-                        from: Some(node),
+                        from: Some(node).into(),
                         at,
                     },
                     None,
@@ -852,7 +854,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             Label {
                 tainted_at: window.0,
                 via,
-                from: Some(from),
+                from: Some(from).into(),
                 at,
             },
             Some(window),
@@ -900,7 +902,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             Label {
                 tainted_at: window.0,
                 via: Via::BuilderRecord,
-                from: Some(record),
+                from: Some(record).into(),
                 at,
             },
             Some(window),
@@ -961,7 +963,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             Label {
                 tainted_at: run.started_at.max(at),
                 via,
-                from: Some(node),
+                from: Some(node).into(),
                 at: read_at,
             },
             Some((run.started_at, read_at)),
@@ -1012,7 +1014,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             Label {
                 tainted_at: at,
                 via,
-                from,
+                from: from.into(),
                 at,
             },
             None,
@@ -1120,7 +1122,6 @@ impl<'s, S: Source> Tracer<'s, S> {
             self.builder_name(builder)?;
         }
         Ok(self.node(Key::Run(run), || Node {
-            name: run_name(&info),
             entity: Entity::Run { info },
             seed: None,
             label: None,
@@ -1133,7 +1134,7 @@ impl<'s, S: Source> Tracer<'s, S> {
         // Same-digest evidence is drawn once the traversal is done (see `copy_edges`).
         let kept =
             label.via != Via::SameDigest && (!self.labels_only || label.via == Via::RecordCreated);
-        if let Some(from) = label.from.filter(|_| kept) {
+        if let Some(from) = label.from.get().filter(|_| kept) {
             match self.find_edge(from, node, label.via) {
                 Edge::Found(edge) => {
                     let evidence = &mut self.graph[edge];
@@ -1211,33 +1212,37 @@ impl<'s, S: Source> Tracer<'s, S> {
         Edge::Absent { crowded: true }
     }
 
-    fn order_of(&self, label: &Label) -> Order<'_> {
-        let from = label.from.map_or("", |f| self.graph[f].name.as_str());
-        (
-            label.tainted_at,
-            label.via.rank(),
-            from,
-            label.via,
-            label.at,
-        )
-    }
-
-    /// Labels compared as [`Order`] does, the names they came from looked at only when times
-    /// and directness tie and they came from different nodes.
+    /// How labels compare: earlier first, then more direct, then by the name of the node it
+    /// came from (none first), the kind of evidence and its time, so that ties resolve the
+    /// same way whatever order the store returns rows in (one artifact can be both imported
+    /// and used as a base by the same run). Names are made only when times and directness
+    /// tie and the labels came from different nodes.
     fn compare(&self, a: &Label, b: &Label) -> std::cmp::Ordering {
         (a.tainted_at, a.via.rank())
             .cmp(&(b.tainted_at, b.via.rank()))
             .then_with(|| {
                 if a.from == b.from {
-                    (a.via, a.at).cmp(&(b.via, b.at))
+                    std::cmp::Ordering::Equal
                 } else {
-                    self.order_of(a).cmp(&self.order_of(b))
+                    self.names_cmp(a.from.get(), b.from.get())
                 }
             })
+            .then_with(|| (a.via, a.at).cmp(&(b.via, b.at)))
     }
 
-    fn order(&self, node: NodeIndex) -> Order<'_> {
-        self.order_of(self.graph[node].label.as_ref().expect("tainted"))
+    /// The names of two nodes compared, made into buffers kept for it; no node names as "".
+    fn names_cmp(&self, a: Option<NodeIndex>, b: Option<NodeIndex>) -> std::cmp::Ordering {
+        let mut names = self.names.borrow_mut();
+        let (a_name, b_name) = &mut *names;
+        a_name.clear();
+        b_name.clear();
+        if let Some(a) = a {
+            self.graph[a].entity.write_name(a_name);
+        }
+        if let Some(b) = b {
+            self.graph[b].entity.write_name(b_name);
+        }
+        a_name.as_str().cmp(b_name.as_str())
     }
 
     fn node(&mut self, key: Key, make: impl FnOnce() -> Node) -> NodeIndex {
@@ -1259,7 +1264,6 @@ impl<'s, S: Source> Tracer<'s, S> {
 
     fn artifact_node_from(&mut self, info: ArtifactInfo) -> NodeIndex {
         self.node(Key::Artifact(info.id), || Node {
-            name: artifact_name(&info),
             entity: Entity::Artifact {
                 info,
                 cache: false,
@@ -1288,7 +1292,6 @@ impl<'s, S: Source> Tracer<'s, S> {
             sorted(self.source.mount_purges(info.id)?)
         };
         let node = self.node(Key::Mount(info.id), || Node {
-            name: mount_name(&info),
             entity: Entity::Mount(info),
             seed: None,
             label: None,
@@ -1311,7 +1314,6 @@ impl<'s, S: Source> Tracer<'s, S> {
             sorted(self.source.builder_purges(builder)?)
         };
         let node = self.node(Key::Builder(builder), || Node {
-            name: builder_name(&info.name),
             entity: Entity::Builder(info),
             seed: None,
             label: None,
@@ -1403,7 +1405,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                 Entity::Builder(builder) => Purged::Builder(builder.id),
                 _ => continue,
             };
-            let name = self.graph[node].name.to_string();
+            let name = self.graph[node].name().to_string();
             for purge in self.source.purges_at(purged, at)? {
                 let entry = applied.entry((at, purge.id)).or_insert_with(|| {
                     let empty = AppliedPurge {
@@ -1525,7 +1527,6 @@ mod tests {
             time_suspect: false,
         };
         Node {
-            name: run_name(&info),
             entity: Entity::Run { info },
             seed: None,
             label: None,
@@ -1541,7 +1542,6 @@ mod tests {
         let mut tracer = Tracer::new(&mut history, TraceOptions::default());
         let reader = tracer.graph.add_node(run_node(0));
         let mount = tracer.graph.add_node(Node {
-            name: "mount:b:m".into(),
             entity: Entity::Mount(MountInfo {
                 id: 1,
                 builder: 1,
@@ -1559,7 +1559,7 @@ mod tests {
             let label = Label {
                 tainted_at: at,
                 via,
-                from: Some(from),
+                from: Some(from).into(),
                 at,
             };
             tracer.relax(node, label, Some((at, at)));

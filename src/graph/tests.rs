@@ -39,7 +39,7 @@ fn names(trace: &Trace, kind: Kind) -> Vec<String> {
     let mut names: Vec<String> = trace
         .tainted(kind)
         .iter()
-        .map(|e| e.name.to_owned())
+        .map(|e| e.name().to_string())
         .collect();
     names.sort();
     names
@@ -56,7 +56,7 @@ fn entry<'t>(trace: &'t Trace, name: &str) -> super::Tainted<'t> {
     Kind::ALL
         .iter()
         .flat_map(|&k| trace.tainted(k))
-        .find(|e| e.name == name)
+        .find(|e| e.name() == name)
         .unwrap_or_else(|| panic!("`{name}` is not tainted"))
 }
 
@@ -107,7 +107,7 @@ fn reader_after_poison_write_is_tainted() {
     );
     let web = entry(&trace, "run:web/2/build");
     assert_eq!(
-        (web.tainted_at, web.via, web.from),
+        (web.tainted_at, web.via, web.from_name().as_deref()),
         (t(30), Via::MountRead, Some(PIP))
     );
     assert_eq!(web.at, t(40));
@@ -245,7 +245,10 @@ fn a_suspect_run_on_a_tainted_builder_is_tainted_whatever_it_claims() {
     h.on(earlier, 1);
     let trace = traced(&mut h, &runs(&["evil/1"]));
     let legacy = entry(&trace, "run:legacy/1/build");
-    assert_eq!((legacy.tainted_at, legacy.from), (t(0), Some("builder:b1")));
+    assert_eq!(
+        (legacy.tainted_at, legacy.from_name().as_deref()),
+        (t(0), Some("builder:b1"))
+    );
     assert!(trace.explain("legacy/1").is_some());
 }
 
@@ -481,7 +484,7 @@ fn four_hop_chain_export_import_image_base_image() {
     assert_eq!(entry(&trace, "run:app/0/build").tainted_at, t(0));
     let fin = entry(&trace, "run:final/1/build");
     assert_eq!(
-        (fin.via, fin.from),
+        (fin.via, fin.from_name().as_deref()),
         (Via::BaseImage, Some(svc_name.as_str()))
     );
 
@@ -539,7 +542,7 @@ fn record_evidence_keeps_an_unrelated_project_clean() {
     assert_eq!(names(&trace, Kind::Record), set(&["record:b1:r1"]));
     let web = entry(&trace, "run:web/1/build");
     assert_eq!(
-        (web.via, web.from),
+        (web.via, web.from_name().as_deref()),
         (Via::BuilderRecord, Some("record:b1:r1"))
     );
 }
@@ -567,7 +570,7 @@ fn missing_record_evidence_taints_as_builder_cache_unverified() {
     );
     let legacy = entry(&trace, "run:legacy/1/build");
     assert_eq!(
-        (legacy.tainted_at, legacy.via, legacy.from),
+        (legacy.tainted_at, legacy.via, legacy.from_name().as_deref()),
         (t(30), Via::BuilderCacheUnverified, Some("builder:b1"))
     );
     assert_eq!(entry(&trace, "run:legacy/2/build").tainted_at, t(10));
@@ -647,7 +650,7 @@ fn window_bounds_are_inclusive() {
         names(&trace, Kind::Run),
         set(&["run:p/2/build", "run:p/3/build"])
     );
-    let seeds: Vec<&str> = trace.seeds().iter().map(|n| n.name.as_str()).collect();
+    let seeds: Vec<String> = trace.seeds().iter().map(|n| n.name().to_string()).collect();
     assert_eq!(seeds, ["run:p/2/build", "run:p/3/build"]);
 }
 
@@ -733,7 +736,7 @@ fn seed_digest_without_a_recorded_push_taints_its_importers() {
     let pushed = format!("reg.io/app@{}", digest('e'));
     let mirrored = format!("mirror.io/app@{}", digest('e'));
     assert_eq!(names(&trace, Kind::CacheRef), set(&[&pushed, &mirrored]));
-    let seeds: Vec<&str> = trace.seeds().iter().map(|n| n.name.as_str()).collect();
+    let seeds: Vec<String> = trace.seeds().iter().map(|n| n.name().to_string()).collect();
     assert_eq!(seeds, [pushed.as_str()]);
     assert_eq!(entry(&trace, &mirrored).via, Via::SameDigest);
     assert_eq!(entry(&trace, &pushed).tainted_at, t(20));
@@ -753,7 +756,7 @@ fn explain_names_resolve_or_say_why() {
     h.run("clean", "1", t(10), t(20));
     let trace = traced(&mut h, &runs(&["ci/1"]));
     let name =
-        |found: Result<NodeIndex, ResolveError>| found.map(|n| trace.graph()[n].name.to_string());
+        |found: Result<NodeIndex, ResolveError>| found.map(|n| trace.graph()[n].name().to_string());
     assert_eq!(
         name(trace.resolve("web/1")),
         Ok("run:web/1/build".to_owned())
@@ -800,7 +803,7 @@ fn a_seed_that_matches_nothing_gives_an_empty_trace() {
     };
     let trace = traced(&mut h, &seeds);
     assert!(trace.is_empty());
-    let seeds: Vec<&str> = trace.seeds().iter().map(|n| n.name.as_str()).collect();
+    let seeds: Vec<String> = trace.seeds().iter().map(|n| n.name().to_string()).collect();
     assert_eq!(seeds, [digest('f')]);
 }
 
@@ -910,7 +913,7 @@ fn an_earlier_write_found_later_re_expands_the_mount() {
     assert_eq!(names(&trace, Kind::Run), set(&EARLY_TAINTED));
     let mount = entry(&trace, PIP);
     assert_eq!(
-        (mount.tainted_at, mount.from),
+        (mount.tainted_at, mount.from_name().as_deref()),
         (t(10), Some("run:early/1/build"))
     );
     assert_eq!(entry(&trace, "run:between/1/build").tainted_at, t(40));
@@ -972,7 +975,7 @@ fn via_prefers_the_digest_over_the_builder_cache_on_ties() {
     let web = entry(&trace, "run:web/1/build");
     let d_name = format!("reg.io/d@{}", digest('d'));
     assert_eq!(
-        (web.tainted_at, web.via, web.from),
+        (web.tainted_at, web.via, web.from_name().as_deref()),
         (t(30), Via::ImportedDigest, Some(d_name.as_str()))
     );
 }
@@ -1206,7 +1209,7 @@ fn times(trace: &Trace) -> BTreeMap<String, Micros> {
     Kind::ALL
         .iter()
         .flat_map(|&kind| trace.tainted(kind))
-        .map(|e| (e.name.to_owned(), e.tainted_at))
+        .map(|e| (e.name().to_string(), e.tainted_at))
         .collect()
 }
 
@@ -1219,7 +1222,11 @@ fn listed(trace: &Trace) -> Vec<String> {
         .map(|e| {
             format!(
                 "{} {} {:?} {:?} {}",
-                e.name, e.tainted_at, e.via, e.from, e.at
+                e.name(),
+                e.tainted_at,
+                e.via,
+                e.from_name().as_deref(),
+                e.at
             )
         })
         .collect();
@@ -1291,10 +1298,10 @@ proptest! {
                     continue;
                 }
                 let hops = result.explain_node(node);
-                prop_assert!(hops.is_some(), "no chain to {}", result.graph()[node].name);
+                prop_assert!(hops.is_some(), "no chain to {}", result.graph()[node].name());
                 let hops = hops.unwrap();
                 prop_assert_eq!(hops[0].via, Via::Seed);
-                prop_assert_eq!(&hops[hops.len() - 1].to, &result.graph()[node].name);
+                prop_assert_eq!(&hops[hops.len() - 1].to, &result.graph()[node].name().to_string());
             }
         }
     }

@@ -85,7 +85,7 @@ pub fn write_text(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
     let seeds: Vec<String> = trace
         .seeds()
         .iter()
-        .map(|n| Short(&n.name).to_string())
+        .map(|n| Short(&n.name()).to_string())
         .collect();
     match seeds.len() {
         0 => writeln!(out, "seeds: none matched")?,
@@ -116,9 +116,14 @@ pub fn write_text(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
     write_purges_text(trace, out)?;
     for (kind, entries) in groups.iter().filter(|(_, e)| !e.is_empty()) {
         writeln!(out, "\n{}:", group_title(*kind))?;
+        let mut name = String::new();
         let width = entries
             .iter()
-            .map(|e| Short(e.name).text_and_width().1)
+            .map(|e| {
+                name.clear();
+                e.write_name(&mut name);
+                Short(&name).text_and_width().1
+            })
             .max()
             .unwrap_or(0);
         write_rendered(out, entries, |buf, _, entry| text_line(buf, entry, width))?;
@@ -216,16 +221,28 @@ pub fn purge_line(applied: &AppliedPurge) -> String {
 /// `  TIME  NAME  VIA[ from FROM]`, the name padded to `width` characters. Names are shown
 /// escaped and shortened ([`Short`]): one entity a line, whatever the store holds.
 fn text_line(buf: &mut Vec<u8>, entry: &Tainted<'_>, width: usize) {
+    with_names(entry, |name, from| {
+        text_line_named(buf, entry, name, from, width)
+    });
+}
+
+fn text_line_named(
+    buf: &mut Vec<u8>,
+    entry: &Tainted<'_>,
+    name: &str,
+    from: Option<&str>,
+    width: usize,
+) {
     buf.extend_from_slice(b"  ");
     write!(buf, "{}", Rfc3339(entry.tainted_at)).expect("writing to memory");
     buf.extend_from_slice(b"  ");
-    let (name, name_width) = Short(entry.name).text_and_width();
+    let (name, name_width) = Short(name).text_and_width();
     buf.extend_from_slice(name.as_bytes());
     let padding = width.saturating_sub(name_width);
     buf.resize(buf.len() + padding, b' ');
     buf.extend_from_slice(b"  ");
     buf.extend_from_slice(entry.via.as_str().as_bytes());
-    if let Some(from) = entry.from {
+    if let Some(from) = from {
         buf.extend_from_slice(b" from ");
         buf.extend_from_slice(Short(from).text_and_width().0.as_bytes());
     }
@@ -263,12 +280,12 @@ pub fn write_explain(hops: &[Hop], out: &mut dyn Write) -> io::Result<()> {
 /// The JSON document: `schema/trace.schema.json` describes it.
 /// One entity a line: a large blast radius stays greppable, and is rendered on two threads.
 pub fn write_json(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
-    let seeds: Vec<SeedDoc<'_>> = trace
+    let seeds: Vec<SeedDoc> = trace
         .seeds()
         .into_iter()
         .map(|n| SeedDoc {
             kind: n.seed.as_deref().map_or(Kind::Run, |s| s.kind).as_str(),
-            name: &n.name,
+            name: n.name(),
         })
         .collect();
     let groups = trace.groups();
@@ -276,17 +293,29 @@ pub fn write_json(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "  \"schema_version\": {SCHEMA_VERSION},")?;
     writeln!(out, "  \"ignore_time\": {},", trace.ignore_time())?;
     writeln!(out, "  \"ignore_purges\": {},", trace.ignore_purges())?;
-    write_array(out, "seeds", &seeds, false, |&seed| seed)?;
+    write_array(out, "seeds", &seeds, false, |o, seed| seed.write(o))?;
     write_purges_json(trace.purges(), out)?;
     for (kind, entries) in &groups {
         let last = *kind == Kind::Record;
         match kind {
-            Kind::Run => write_array(out, "runs", entries, last, run_doc),
-            Kind::CacheRef => write_array(out, "cache_refs", entries, last, artifact_doc),
-            Kind::Mount => write_array(out, "mounts", entries, last, mount_doc),
-            Kind::Builder => write_array(out, "builders", entries, last, builder_doc),
-            Kind::Image => write_array(out, "images", entries, last, artifact_doc),
-            Kind::Record => write_array(out, "records", entries, last, record_doc),
+            Kind::Run => write_array(out, "runs", entries, last, |o, e| {
+                with_names(e, |name, from| run_doc(e, name, from).write(o));
+            }),
+            Kind::CacheRef => write_array(out, "cache_refs", entries, last, |o, e| {
+                with_names(e, |name, from| artifact_doc(e, name, from).write(o));
+            }),
+            Kind::Mount => write_array(out, "mounts", entries, last, |o, e| {
+                with_names(e, |name, from| mount_doc(e, name, from).write(o));
+            }),
+            Kind::Builder => write_array(out, "builders", entries, last, |o, e| {
+                with_names(e, |name, from| builder_doc(e, name, from).write(o));
+            }),
+            Kind::Image => write_array(out, "images", entries, last, |o, e| {
+                with_names(e, |name, from| artifact_doc(e, name, from).write(o));
+            }),
+            Kind::Record => write_array(out, "records", entries, last, |o, e| {
+                with_names(e, |name, from| record_doc(e, name, from).write(o));
+            }),
         }?;
     }
     writeln!(out, "}}")
@@ -340,12 +369,12 @@ fn purge_doc(applied: &AppliedPurge) -> serde_json::Value {
 
 /// Writes `"name": [...]`, an item a line, each as the JSON of the document `doc` makes of it
 /// (made as the item is written: a document per item would be hundreds of megabytes).
-fn write_array<T: Sync, D: Json>(
+fn write_array<T: Sync>(
     out: &mut dyn Write,
     name: &str,
     items: &[T],
     last: bool,
-    doc: impl Fn(&T) -> D + Sync,
+    doc: impl Fn(&mut Object<'_>, &T) + Sync,
 ) -> io::Result<()> {
     let end = if last { "" } else { "," };
     if items.is_empty() {
@@ -354,16 +383,16 @@ fn write_array<T: Sync, D: Json>(
     writeln!(out, "  \"{name}\": [")?;
     let last_item = items.len() - 1;
     write_rendered(out, items, |buf, i, item| {
-        json_item(buf, &doc(item), i == last_item);
+        json_item_with(buf, i == last_item, |o| doc(o, item));
     })?;
     writeln!(out, "  ]{end}")
 }
 
 /// One item of a JSON array, on its own line.
-fn json_item(buf: &mut Vec<u8>, item: &impl Json, last: bool) {
+fn json_item_with(buf: &mut Vec<u8>, last: bool, write: impl FnOnce(&mut Object<'_>)) {
     buf.extend_from_slice(b"    ");
     let mut object = Object::new(buf);
-    item.write(&mut object);
+    write(&mut object);
     object.end();
     buf.extend_from_slice(if last { b"\n" } else { b",\n" });
 }
@@ -571,10 +600,10 @@ fn push_json_str(out: &mut Vec<u8>, value: &str) {
     out.push(b'"');
 }
 
-#[derive(Debug, Clone, Copy)]
-struct SeedDoc<'t> {
+#[derive(Debug, Clone)]
+struct SeedDoc {
     kind: &'static str,
-    name: &'t str,
+    name: CompactString,
 }
 
 #[derive(Debug)]
@@ -644,9 +673,9 @@ struct RecordDoc<'t> {
     via: ViaDoc<'t>,
 }
 
-impl Json for SeedDoc<'_> {
+impl Json for SeedDoc {
     fn write(&self, o: &mut Object<'_>) {
-        o.str("kind", self.kind).str("name", self.name);
+        o.str("kind", self.kind).str("name", &self.name);
     }
 }
 
@@ -724,14 +753,34 @@ impl Json for RecordDoc<'_> {
     }
 }
 
+thread_local! {
+    /// The names [`with_names`] makes, kept for the next entry this thread renders.
+    static NAMES: std::cell::RefCell<(String, String)> = std::cell::RefCell::default();
+}
+
+/// Calls `f` with the entry's name and the name of the entity its evidence came from, made
+/// into buffers this thread keeps: names are made as they are written, never all at once.
+fn with_names<R>(e: &Tainted<'_>, f: impl FnOnce(&str, Option<&str>) -> R) -> R {
+    NAMES.with_borrow_mut(|(name, from)| {
+        name.clear();
+        e.write_name(name);
+        from.clear();
+        let from = e.from.map(|node| {
+            node.entity.write_name(from);
+            from.as_str()
+        });
+        f(name, from)
+    })
+}
+
 fn non_empty(s: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
 }
 
-fn via_doc<'t>(e: &Tainted<'t>) -> ViaDoc<'t> {
+fn via_doc<'a>(e: &Tainted<'_>, from: Option<&'a str>) -> ViaDoc<'a> {
     ViaDoc {
         kind: e.via.as_str(),
-        from: e.from,
+        from,
         at: Rfc3339(e.at),
     }
 }
@@ -739,12 +788,12 @@ fn via_doc<'t>(e: &Tainted<'t>) -> ViaDoc<'t> {
 /// The group an entry is listed in holds only entities of its kind ([`Entity::is`]).
 const IN_ITS_GROUP: &str = "a group lists only entities of its kind";
 
-fn run_doc<'t>(e: &Tainted<'t>) -> RunDoc<'t> {
+fn run_doc<'a>(e: &'a Tainted<'_>, name: &'a str, from: Option<&'a str>) -> RunDoc<'a> {
     let Entity::Run { info } = e.entity else {
         unreachable!("{IN_ITS_GROUP}");
     };
     RunDoc {
-        name: e.name,
+        name,
         pipeline: &info.pipeline,
         run: &info.run_key,
         step: &info.step,
@@ -753,66 +802,66 @@ fn run_doc<'t>(e: &Tainted<'t>) -> RunDoc<'t> {
         started_at: Rfc3339(info.started_at),
         finished_at: Rfc3339(info.finished_at),
         tainted_at: Rfc3339(e.tainted_at),
-        via: via_doc(e),
+        via: via_doc(e, from),
         truncated: info.truncated,
         time_suspect: info.time_suspect,
     }
 }
 
-fn artifact_doc<'t>(e: &Tainted<'t>) -> ArtifactDoc<'t> {
+fn artifact_doc<'a>(e: &'a Tainted<'_>, name: &'a str, from: Option<&'a str>) -> ArtifactDoc<'a> {
     let Entity::Artifact { info, .. } = e.entity else {
         unreachable!("{IN_ITS_GROUP}");
     };
     ArtifactDoc {
-        name: e.name,
+        name,
         backend: info.backend.as_str(),
         locator: &info.locator,
         digest: non_empty(&info.digest),
         key: non_empty(&info.key),
         tags: &info.tags,
         tainted_at: Rfc3339(e.tainted_at),
-        via: via_doc(e),
+        via: via_doc(e, from),
     }
 }
 
-fn mount_doc<'t>(e: &Tainted<'t>) -> MountDoc<'t> {
+fn mount_doc<'a>(e: &'a Tainted<'_>, name: &'a str, from: Option<&'a str>) -> MountDoc<'a> {
     let Entity::Mount(info) = e.entity else {
         unreachable!("{IN_ITS_GROUP}");
     };
     MountDoc {
-        name: e.name,
+        name,
         builder: &info.builder_name,
         namespace: &info.namespace,
         id: &info.mount_id,
         tainted_at: Rfc3339(e.tainted_at),
-        via: via_doc(e),
+        via: via_doc(e, from),
     }
 }
 
-fn builder_doc<'t>(e: &Tainted<'t>) -> BuilderDoc<'t> {
+fn builder_doc<'a>(e: &'a Tainted<'_>, name: &'a str, from: Option<&'a str>) -> BuilderDoc<'a> {
     let Entity::Builder(info) = e.entity else {
         unreachable!("{IN_ITS_GROUP}");
     };
     BuilderDoc {
-        name: e.name,
+        name,
         builder: &info.name,
         tainted_at: Rfc3339(e.tainted_at),
-        via: via_doc(e),
+        via: via_doc(e, from),
     }
 }
 
-fn record_doc<'t>(e: &Tainted<'t>) -> RecordDoc<'t> {
+fn record_doc<'a>(e: &'a Tainted<'_>, name: &'a str, from: Option<&'a str>) -> RecordDoc<'a> {
     let Entity::Record { info, builder } = e.entity else {
         unreachable!("{IN_ITS_GROUP}");
     };
     RecordDoc {
-        name: e.name,
+        name,
         builder,
         record_id: &info.record_id,
         record_type: &info.record_type,
         description: &info.description,
         tainted_at: Rfc3339(e.tainted_at),
-        via: via_doc(e),
+        via: via_doc(e, from),
     }
 }
 
@@ -823,7 +872,7 @@ pub fn write_dot(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
     let g = trace.graph();
     let mut nodes: Vec<_> = g.node_indices().collect();
     let when = |i: NodeIndex| g[i].label.map(|l| l.tainted_at);
-    nodes.sort_by(|&a, &b| (when(a), &g[a].name).cmp(&(when(b), &g[b].name)));
+    nodes.sort_by_cached_key(|&node| (when(node), g[node].name()));
     let mut ids = vec![usize::MAX; g.node_count()];
     for (id, &node) in nodes.iter().enumerate() {
         ids[node.index()] = id;
@@ -838,7 +887,7 @@ pub fn write_dot(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
             .map_or_else(|| "seed".to_owned(), |l| time::format(l.tainted_at));
         let shape = match n.entity {
             Entity::Run { .. } => "box",
-            Entity::Artifact { .. } | Entity::Digest(_) => "note",
+            Entity::Artifact { .. } | Entity::Digest { .. } => "note",
             Entity::Mount(_) => "cylinder",
             Entity::Builder(_) => "component",
             Entity::Record { .. } => "folder",
@@ -852,7 +901,7 @@ pub fn write_dot(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
             out,
             "  n{} [label=\"{}\\n{}\" shape={shape}{fill}];",
             ids[node.index()],
-            dot_escape(&n.name),
+            dot_escape(&n.name()),
             time
         )?;
     }
@@ -877,6 +926,7 @@ fn dot_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::Node;
     use crate::graph::Via;
     use crate::graph::source::BuilderInfo;
 
@@ -884,28 +934,36 @@ mod tests {
     /// up; the evidence's source follows when there is one.
     #[test]
     fn text_lines_pad_names_as_format_does() {
-        let entity = Entity::Builder(BuilderInfo {
-            id: 1,
-            name: "b".into(),
-        });
-        for (name, from) in [
-            ("builder:b", Some("run:p/1/build")),
-            ("builder:é-ü", None),
-            ("builder:longer-than-the-width", Some("x")),
+        for (builder, from) in [
+            ("b", Some("p-1")),
+            ("é-ü", None),
+            ("longer-than-the-width", Some("x")),
         ] {
+            let entity = Entity::Builder(BuilderInfo {
+                id: 1,
+                name: builder.into(),
+            });
+            let name = format!("builder:{builder}");
+            let from_node = from.map(|from| Node {
+                entity: Entity::Builder(BuilderInfo {
+                    id: 2,
+                    name: from.into(),
+                }),
+                seed: None,
+                label: None,
+            });
             let entry = Tainted {
-                name,
                 entity: &entity,
                 tainted_at: 1_500_000,
                 via: Via::RanOn,
-                from,
+                from: from_node.as_ref(),
                 at: 0,
                 builder: None,
             };
             let width = 16;
             let mut line = Vec::new();
             text_line(&mut line, &entry, width);
-            let tail = from.map_or_else(String::new, |from| format!(" from {from}"));
+            let tail = from.map_or_else(String::new, |from| format!(" from builder:{from}"));
             let expected = format!(
                 "  {}  {name:width$}  ran-on{tail}\n",
                 Rfc3339(entry.tainted_at)
@@ -977,8 +1035,9 @@ mod tests {
         let render = |items: &[ArtifactDoc<'_>]| {
             let mut chunks = Vec::new();
             let last = items.len() - 1;
-            let json =
-                |buf: &mut Vec<u8>, i, item: &ArtifactDoc<'_>| json_item(buf, item, i == last);
+            let json = |buf: &mut Vec<u8>, i, item: &ArtifactDoc<'_>| {
+                json_item_with(buf, i == last, |o| item.write(o));
+            };
             render_items(items, json, |chunk| {
                 chunks.push(chunk);
                 Ok(())
@@ -997,7 +1056,10 @@ mod tests {
         // Across chunks, every item is whole and only the last one ends the array.
         let many: Vec<ArtifactDoc<'_>> = (0..2000)
             .map(|_| ArtifactDoc {
-                via: ViaDoc { ..doc.via },
+                via: ViaDoc {
+                    from: doc.via.from.clone(),
+                    ..doc.via
+                },
                 ..doc
             })
             .collect();

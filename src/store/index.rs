@@ -2219,7 +2219,7 @@ mod tests {
                 let mut tainted = BTreeMap::new();
                 for kind in graph::Kind::ALL {
                     for entry in aware.tainted(kind) {
-                        tainted.insert(entry.name.to_owned(), entry.tainted_at);
+                        tainted.insert(entry.name().to_string(), entry.tainted_at);
                     }
                 }
                 let expected = crate::graph::oracle::times(&history, &resolved, ignore_time);
