@@ -1056,10 +1056,7 @@ mod tests {
         // Across chunks, every item is whole and only the last one ends the array.
         let many: Vec<ArtifactDoc<'_>> = (0..2000)
             .map(|_| ArtifactDoc {
-                via: ViaDoc {
-                    from: doc.via.from.clone(),
-                    ..doc.via
-                },
+                via: ViaDoc { ..doc.via },
                 ..doc
             })
             .collect();
