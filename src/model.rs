@@ -805,7 +805,9 @@ pub struct RunKey {
 /// U+2028 and U+2029: lists of run names are joined with `, ` or line breaks, and one name must
 /// not read as two.
 pub fn encode_component(value: &str) -> std::borrow::Cow<'_, str> {
-    if !value.contains(|c: char| encoded(c)) {
+    // Printable ASCII other than `%`, `/` and `,` is never encoded: most names are only that.
+    let plain = |b: u8| (0x20..0x7f).contains(&b) && !matches!(b, b'%' | b'/' | b',');
+    if value.bytes().all(plain) || !value.contains(|c: char| encoded(c)) {
         return value.into();
     }
     let mut out = String::with_capacity(value.len() + 8);
@@ -1079,6 +1081,27 @@ mod tests {
         );
         assert_eq!(clean_path("/root//.cache/./pip/"), "/root/.cache/pip");
         assert_eq!(clean_path("/a/../b"), "/b");
+    }
+
+    /// Every ASCII character, alone and inside a longer part, is left as it is exactly when
+    /// it is not one of those encoded: the quick check for plain parts agrees with the rule.
+    #[test]
+    fn plain_parts_are_left_as_they_are() {
+        for b in 0u8..0x80 {
+            let c = char::from(b);
+            for part in [c.to_string(), format!("web-{c}-release")] {
+                let out = encode_component(&part);
+                assert_eq!(
+                    matches!(out, std::borrow::Cow::Borrowed(_)),
+                    !encoded(c),
+                    "{b:#x}"
+                );
+                if encoded(c) {
+                    assert_eq!(out, part.replace(c, &format!("%{b:02X}")));
+                }
+            }
+        }
+        assert_eq!(encode_component("é\u{2028}"), "é%E2%80%A8");
     }
 
     /// A run name's parts are percent-encoded, so `/` inside a pipeline name or step no
