@@ -3,35 +3,38 @@
 -- 1), since every id it writes comes from the identity (`nextval`, or the column's default).
 --
 -- A hook role may INSERT into the tables it appends to, and so name a row's id itself. An id
--- ahead of the identity would be taken later by a row written in good faith: an
--- `INSERT ... ON CONFLICT (key) DO NOTHING` would fail, a COPY of a reserved batch would fail,
--- and a recorded event could be lost. An id far ahead would make a trace size its arrays by
--- it. So a statement that adds a row whose id is above the identity's last value fails, unless
--- its role may move the identity itself (UPDATE on the sequence: a responder, or the owner
--- copying a store before `cw_sync_identities`), which could place that id anyway.
-
-DO $$ BEGIN
-    PERFORM set_config('search_path', quote_ident(current_schema()) || ', pg_catalog, pg_temp', true);
-END $$;
+-- ahead of the identity would be taken later by a row written in good faith, whose insert
+-- would then fail (or, with an `ON CONFLICT DO NOTHING` that names no key, be dropped). An id
+-- below 1 would keep the trace from holding the table as arrays. So a statement that adds a
+-- row whose id is below 1 or above the identity's last value fails, unless its role may move
+-- the identity itself (UPDATE on the sequence: a responder, or the owner copying a store
+-- before `cw_sync_identities`), which could place that id anyway. An id handed out to
+-- another writer that has not written it yet can still be taken: that writer's statement
+-- then fails on the primary key, and nothing of its transaction is kept.
 
 -- Runs as the role that inserted (`cw_new_rows` holds the statement's new rows): USAGE on the
--- sequence, which every role that appends has, is enough to read its last value.
+-- sequence, which every role that appends has, is enough to read its last value. It reads no
+-- table of the store, so its path holds only `pg_catalog`: no function, operator or type a
+-- role defined in a schema can stand in for one it uses.
 CREATE FUNCTION cw_rows_have_issued_ids() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     sequence REGCLASS := pg_get_serial_sequence(
-        quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME), 'id')::regclass;
+        quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME),
+        'id')::regclass;
+    lowest BIGINT;
     highest BIGINT;
     issued BIGINT;
 BEGIN
-    SELECT max(n.id) INTO highest FROM cw_new_rows n;
-    IF highest IS NULL OR has_sequence_privilege(sequence, 'UPDATE') THEN
+    SELECT min(n.id), max(n.id) INTO lowest, highest FROM cw_new_rows n;
+    IF highest IS NULL OR has_sequence_privilege(sequence::oid, 'UPDATE') THEN
         RETURN NULL;
     END IF;
     issued := pg_sequence_last_value(sequence);
-    IF issued IS NULL OR highest > issued THEN
+    IF lowest < 1 OR issued IS NULL OR highest > issued THEN
         RAISE EXCEPTION 'id % of table "%" was not handed out by its identity (last issued: %)',
-                        highest, TG_TABLE_NAME, coalesce(issued::text, 'none')
+                        CASE WHEN lowest < 1 THEN lowest ELSE highest END, TG_TABLE_NAME,
+                        coalesce(issued::text, 'none')
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Only the store gives ids; leave the id column out.';
     END IF;

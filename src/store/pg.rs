@@ -389,6 +389,28 @@ impl Store {
                 role.escape_debug()
             )));
         }
+        // A role that may create objects in the store's schema could define functions the
+        // owner's functions and triggers would call in its place.
+        if kind == GrantRole::Hook {
+            let (creates, schema): (bool, String) = tx
+                .query_row(
+                    "SELECT has_schema_privilege(?1, current_schema(), 'CREATE'), current_schema()",
+                    [role],
+                    |row| row.try_into(),
+                )
+                .map_err(|e| super::sql_error(&label, e))?;
+            if creates {
+                return Err(StoreError::Input(format!(
+                    "role `{}` may create objects in schema `{}` (directly or through PUBLIC), \
+                     so it could stand in for functions the store's triggers call: revoke it \
+                     first (REVOKE CREATE ON SCHEMA {} FROM PUBLIC, {})",
+                    role.escape_debug(),
+                    schema.escape_debug(),
+                    quote_role(&schema)?,
+                    quote_role(role)?,
+                )));
+            }
+        }
         tx.execute_batch(&sql.join(";\n"))
             .map_err(|e| super::sql_error(&label, e))?;
         tx.commit().map_err(|e| super::sql_error(&label, e))

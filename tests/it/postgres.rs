@@ -499,7 +499,7 @@ fn the_hook_role_only_adds_provenance() {
     }
     // Ids are the store's to give. A row taking the id its identity hands out next would make a
     // later row written in good faith conflict (or be lost); one far ahead would make a trace
-    // size its arrays by it. Either is refused, with nothing added.
+    // size its arrays by it. Each is refused, with nothing added.
     let counts = || {
         cluster.psql(
             &store.name,
@@ -508,7 +508,8 @@ fn the_hook_role_only_adds_provenance() {
         )
     };
     let before = counts();
-    for ahead in ["1", "1000000"] {
+    // Ids below 1 would keep a trace from holding the table as arrays.
+    for id in ["next + 1", "next + 1000000", "0", "-5"] {
         for (table, other) in [
             ("pipelines", "name = 'forged'"),
             ("runs", "run_key = 'forged'"),
@@ -516,8 +517,8 @@ fn the_hook_role_only_adds_provenance() {
         ] {
             let sql = format!(
                 "CREATE TEMP TABLE forged AS SELECT * FROM {table} ORDER BY id LIMIT 1;
-                 UPDATE forged SET id = pg_sequence_last_value(
-                     pg_get_serial_sequence('{table}', 'id')::regclass) + {ahead}, {other};
+                 UPDATE forged SET id = (SELECT {id} FROM pg_sequence_last_value(
+                     pg_get_serial_sequence('{table}', 'id')::regclass) next), {other};
                  INSERT INTO {table} SELECT * FROM forged"
             );
             let out = cluster.psql_url(&hook_url, &sql);
@@ -572,6 +573,52 @@ fn the_hook_role_only_adds_provenance() {
         "team/app",
     ]));
     assert!(!opened.is_empty());
+}
+
+/// A hook role that may create objects in the store's schema could define a function the
+/// owner's functions and triggers would call in place of the built-in one: `db grant` refuses
+/// it, naming the privilege, and grants once it is revoked.
+#[test]
+fn db_grant_refuses_a_hook_that_may_create_in_the_schema() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let store = cluster.new_database();
+    let env = Env::new();
+    ok(env.cmd().args(["--db", &store.url, "db", "migrate"]));
+    let hook = format!("{}_hook", store.name);
+    cluster.create_role(&hook, "hook-pw");
+    cluster.psql(
+        &store.name,
+        &format!(
+            "GRANT CREATE ON SCHEMA public TO PUBLIC; GRANT CREATE ON SCHEMA public TO {hook}"
+        ),
+    );
+    let grant = || {
+        env.cmd()
+            .args(["--db", &store.url, "db", "grant", &hook, "--role", "hook"])
+            .output()
+            .unwrap()
+    };
+    for revoke in [
+        format!("REVOKE CREATE ON SCHEMA public FROM {hook}"),
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC".to_owned(),
+    ] {
+        let out = grant();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "role `{hook}` may create objects in schema `public`"
+            )),
+            "{stderr}"
+        );
+        cluster.psql(&store.name, &revoke);
+    }
+    ok(env
+        .cmd()
+        .args(["--db", &store.url, "db", "grant", &hook, "--role", "hook"]));
 }
 
 /// `db grant --print` shows the statements, the role name quoted as one identifier however it
