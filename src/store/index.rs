@@ -432,115 +432,122 @@ struct Slots {
 
 impl Slots {
     /// The slots of each table, or `None` when a table's ids are too wide or too sparse to be
-    /// held as arrays (see [`Dense`]).
+    /// held as arrays.
+    ///
+    /// The store hands out ids in order, so a table's largest id is about its row count. A
+    /// store that was edited (or a role that drew ids from a sequence without using them) can
+    /// hold an id far above it, and arrays sized by that id would take memory the rows do not
+    /// account for. When the arrays of every table together would fit in what the store takes
+    /// on disk, they are loaded at once; else each table is counted, and loaded only when its
+    /// ids are at most four times its rows. Else the trace is answered by queries, with the
+    /// same answers.
     fn read(conn: &Db) -> crate::store::db::DbResult<Option<Self>> {
-        let dense = Dense::new(conn)?;
-        // Ids an event names sit beside its kind: wider ones are not loaded at all.
-        let event_target = |table: &str, rows: &str, slot_bytes: usize| {
-            let slots = slots(conn, table)?.filter(|&n| fits_events(n));
-            dense.check(conn, slots, rows, slot_bytes)
-        };
-        let other = |table: &str, rows: &str, slot_bytes: usize| {
-            dense.check(conn, slots(conn, table)?, rows, slot_bytes)
-        };
-        Ok(Some(Self {
-            runs: some_or_skip!(event_target(
+        let offset = size_of::<u32>();
+        // Each table: its rows (a count, or an upper bound from its pages), the bytes the
+        // graph holds a slot (with the offsets of its events' group), and whether an event
+        // names its ids, which then sit beside the event's kind.
+        let tables: [(&str, &str, usize, bool); 7] = [
+            (
                 "runs",
                 "SELECT count(*) FROM runs",
-                size_of::<RunRow>()
-            )?),
-            artifacts: some_or_skip!(event_target(
+                size_of::<RunRow>() + offset,
+                true,
+            ),
+            (
                 "artifacts",
                 "SELECT count(*) * 64 FROM artifact_pages",
-                size_of::<ArtifactRow>() + size_of::<Micros>()
-            )?),
-            mounts: some_or_skip!(event_target(
+                size_of::<ArtifactRow>() + size_of::<Micros>() + size_of::<(u64, u32)>() + offset,
+                true,
+            ),
+            (
                 "mounts",
                 "SELECT count(*) FROM mounts",
-                size_of::<Option<MountInfo>>()
-            )?),
-            records: some_or_skip!(event_target(
+                size_of::<Option<MountInfo>>() + offset,
+                true,
+            ),
+            (
                 "builder_records",
                 "SELECT count(*) * 64 FROM record_pages",
-                size_of::<RecordRow>()
-            )?),
-            builders: some_or_skip!(other(
+                size_of::<RecordRow>() + offset,
+                true,
+            ),
+            (
                 "builders",
                 "SELECT count(*) FROM builders",
-                size_of::<Option<CompactString>>()
-            )?),
-            pipelines: some_or_skip!(other(
+                size_of::<Option<CompactString>>(),
+                false,
+            ),
+            (
                 "pipelines",
                 "SELECT count(*) FROM pipelines",
-                size_of::<CompactString>()
-            )?),
-            events: some_or_skip!(other(
+                size_of::<CompactString>(),
+                false,
+            ),
+            (
                 "events",
                 "SELECT count(*) * 64 FROM event_pages",
                 // Its run, target, time and kind, until they are grouped.
-                2 * size_of::<u32>() + size_of::<Micros>() + size_of::<EventKind>()
-            )?),
+                2 * size_of::<u32>() + size_of::<Micros>() + size_of::<EventKind>(),
+                false,
+            ),
+        ];
+        let mut found = [0; 7];
+        let mut wanted = 0u64;
+        for (slot, &(table, _, bytes, named)) in found.iter_mut().zip(&tables) {
+            *slot = some_or_skip!(slots(conn, table)?.filter(|&n| !named || fits_events(n)));
+            wanted = wanted.saturating_add((*slot as u64).saturating_mul(bytes as u64));
+        }
+        if wanted > store_bytes(conn)?.max(ARRAYS_ALWAYS_LOADED) {
+            for (&slots, &(_, rows, _, _)) in found.iter().zip(&tables) {
+                let counted: i64 = conn.query_row(rows, [], |row| row.get(0))?;
+                let bound = u64::try_from(counted)
+                    .unwrap_or(0)
+                    .saturating_mul(4)
+                    .saturating_add(1 << 16);
+                if slots as u64 > bound {
+                    return Ok(None);
+                }
+            }
+        }
+        let [
+            runs,
+            artifacts,
+            mounts,
+            records,
+            builders,
+            pipelines,
+            events,
+        ] = found;
+        Ok(Some(Self {
+            runs,
+            artifacts,
+            mounts,
+            records,
+            builders,
+            pipelines,
+            events,
         }))
     }
 }
 
-/// Whether a table's ids are dense enough to be held as arrays indexed by id.
-///
-/// The store hands out ids in order, so a table's largest id is about its row count. A store
-/// that was edited (or a role that drew ids from a sequence without using them) can hold an id
-/// far above it, and arrays sized by that id would take memory the rows do not account for. A
-/// table whose arrays would fit in what the whole store takes on disk is loaded at once; a
-/// larger one is counted, and loaded only when its ids are at most four times its rows. Else
-/// the trace is answered by queries, with the same answers.
-struct Dense {
-    store_bytes: u64,
-}
+/// The graph's arrays are loaded up to this size whatever the store's size.
+const ARRAYS_ALWAYS_LOADED: u64 = 64 << 20;
 
-impl Dense {
-    /// Arrays this small are loaded whatever the store's size.
-    const ALWAYS: u64 = 64 << 20;
-
-    fn new(conn: &Db) -> crate::store::db::DbResult<Self> {
-        let bytes: i64 = match conn.engine() {
-            crate::store::db::Engine::Sqlite => conn.query_row(
-                "SELECT c.page_count * s.page_size FROM pragma_page_count() c, pragma_page_size() s",
-                [],
-                |row| row.get(0),
-            )?,
-            crate::store::db::Engine::Postgres => conn.query_row(
-                "SELECT pg_database_size(current_database())",
-                [],
-                |row| row.get(0),
-            )?,
-        };
-        Ok(Self {
-            store_bytes: u64::try_from(bytes).unwrap_or(0).max(Self::ALWAYS),
-        })
-    }
-
-    /// `slots` when arrays of that many `slot_bytes` slots fit, or the table's `rows` (a count
-    /// query, or an upper bound) bear them out.
-    fn check(
-        &self,
-        conn: &Db,
-        slots: Option<usize>,
-        rows: &str,
-        slot_bytes: usize,
-    ) -> crate::store::db::DbResult<Option<usize>> {
-        let Some(slots) = slots else {
-            return Ok(None);
-        };
-        let wanted = (slots as u64).saturating_mul(slot_bytes as u64);
-        if wanted <= self.store_bytes {
-            return Ok(Some(slots));
+/// The bytes the store takes on disk.
+fn store_bytes(conn: &Db) -> crate::store::db::DbResult<u64> {
+    let bytes: i64 = match conn.engine() {
+        crate::store::db::Engine::Sqlite => conn.query_row(
+            "SELECT c.page_count * s.page_size FROM pragma_page_count() c, pragma_page_size() s",
+            [],
+            |row| row.get(0),
+        )?,
+        crate::store::db::Engine::Postgres => {
+            conn.query_row("SELECT pg_database_size(current_database())", [], |row| {
+                row.get(0)
+            })?
         }
-        let counted: i64 = conn.query_row(rows, [], |row| row.get(0))?;
-        let bound = u64::try_from(counted)
-            .unwrap_or(0)
-            .saturating_mul(4)
-            .saturating_add(1 << 16);
-        Ok((slots as u64 <= bound).then_some(slots))
-    }
+    };
+    Ok(u64::try_from(bytes).unwrap_or(0))
 }
 
 /// Every event a trace follows, in the groupings it looks them up by.
