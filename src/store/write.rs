@@ -145,17 +145,51 @@ pub(super) struct PipelineChange {
 }
 
 impl IdCache {
-    /// Forgets what holds for one transaction only.
-    fn next_transaction(&mut self) {
+    /// Forgets what holds for one transaction only, and empties each map that holds more
+    /// than `kept` entries.
+    fn next_transaction(&mut self, kept: usize) {
         self.pipelines.clear();
         self.chain = None;
         self.changes = None;
+        fn bound<K, V>(map: &mut HashMap<K, V>, kept: usize) {
+            if map.len() > kept {
+                *map = HashMap::new();
+            }
+        }
+        bound(&mut self.builders, kept);
+        bound(&mut self.artifacts, kept);
+        bound(&mut self.tags, kept);
+        bound(&mut self.mounts, kept);
+        bound(&mut self.records, kept);
     }
 }
 
+/// How many entries each of an import's maps keeps from one batch to the next before it is
+/// emptied: a year of history names millions of artifacts and records, most of them once,
+/// and an entry only saves a lookup the store answers anyway.
+const IMPORT_KEPT: usize = 1 << 18;
+
 /// What an import has learnt of the store's rows, kept from one batch to the next.
-#[derive(Default)]
-pub struct ImportCache(IdCache);
+pub struct ImportCache {
+    ids: IdCache,
+    kept: usize,
+}
+
+impl Default for ImportCache {
+    fn default() -> Self {
+        Self::keeping(IMPORT_KEPT)
+    }
+}
+
+impl ImportCache {
+    /// A cache whose maps keep at most `kept` entries each from one batch to the next.
+    fn keeping(kept: usize) -> Self {
+        Self {
+            ids: IdCache::default(),
+            kept,
+        }
+    }
+}
 
 impl Store {
     /// Stores one build. Recording the same (pipeline, run, step) again with the same facts
@@ -230,10 +264,10 @@ impl Store {
         config: &Config,
         known: &mut ImportCache,
     ) -> Result<ImportOutcome, StoreError> {
-        known.0.next_transaction();
-        let result = self.import_batch_with(items, first_line, config, &mut known.0);
+        known.ids.next_transaction(known.kept);
+        let result = self.import_batch_with(items, first_line, config, &mut known.ids);
         if result.is_err() {
-            *known = ImportCache::default();
+            known.ids = IdCache::default();
         }
         result
     }
@@ -1612,17 +1646,19 @@ mod tests {
             };
             recorded.record_run(r, &config).unwrap();
         }
-        let (_b, mut imported) = store();
-        let mut known = ImportCache::default();
-        for (i, batch) in items.chunks(2).enumerate() {
-            imported
-                .import_batch_cached(batch, 1 + 2 * i, &config, &mut known)
-                .unwrap();
-        }
         let expected = facts(&recorded);
         assert_eq!(expected.3, Some(9));
         assert_eq!(expected.4, Some(12));
-        assert_eq!(facts(&imported), expected);
+        // Kept whole, or emptied after every batch, as a long import empties it.
+        for mut known in [ImportCache::default(), ImportCache::keeping(0)] {
+            let (_b, mut imported) = store();
+            for (i, batch) in items.chunks(2).enumerate() {
+                imported
+                    .import_batch_cached(batch, 1 + 2 * i, &config, &mut known)
+                    .unwrap();
+            }
+            assert_eq!(facts(&imported), expected);
+        }
     }
 
     /// A run the collector received first is chained whole with its receipt (encoding 2); a
