@@ -326,9 +326,6 @@ struct Tracer<'s, S: Source> {
     suspect_writers: HashMap<NodeIndex, SuspectWriters>,
     /// Two names being compared ([`Tracer::names_cmp`]): nodes do not keep theirs.
     names: RefCell<(String, String)>,
-    /// The names of mounts and builders once compared: they are few, and every run that
-    /// reads two tainted at the same time compares them again.
-    mutable_names: RefCell<HashMap<NodeIndex, Box<str>>>,
 }
 
 /// What [`Tracer::find_edge`] found.
@@ -360,7 +357,6 @@ impl<'s, S: Source> Tracer<'s, S> {
             expanded: HashSet::default(),
             builder_names: HashMap::default(),
             names: RefCell::default(),
-            mutable_names: RefCell::default(),
             digest_of: IdMap::default(),
             digests: Vec::new(),
             segments: HashMap::default(),
@@ -1234,39 +1230,19 @@ impl<'s, S: Source> Tracer<'s, S> {
             .then_with(|| (a.via, a.at).cmp(&(b.via, b.at)))
     }
 
-    /// The names of two nodes compared, made into buffers kept for it (a mount's or
-    /// builder's kept from its first comparison); no node names as "".
+    /// The names of two nodes compared, made into buffers kept for it; no node names as "".
     fn names_cmp(&self, a: Option<NodeIndex>, b: Option<NodeIndex>) -> std::cmp::Ordering {
-        let mut kept = self.mutable_names.borrow_mut();
-        for node in [a, b].into_iter().flatten() {
-            let entity = &self.graph[node].entity;
-            if entity.is_mutable() && !kept.contains_key(&node) {
-                kept.insert(node, entity.name().as_str().into());
-            }
-        }
         let mut names = self.names.borrow_mut();
         let (a_name, b_name) = &mut *names;
-        let a_name = self.name_in(a, &kept, a_name);
-        let b_name = self.name_in(b, &kept, b_name);
-        a_name.cmp(b_name)
-    }
-
-    /// `node`'s name: kept in `kept`, else written into `buffer`.
-    fn name_in<'a>(
-        &self,
-        node: Option<NodeIndex>,
-        kept: &'a HashMap<NodeIndex, Box<str>>,
-        buffer: &'a mut String,
-    ) -> &'a str {
-        let Some(node) = node else {
-            return "";
-        };
-        if let Some(name) = kept.get(&node) {
-            return name;
+        a_name.clear();
+        b_name.clear();
+        if let Some(a) = a {
+            self.graph[a].entity.write_name(a_name);
         }
-        buffer.clear();
-        self.graph[node].entity.write_name(buffer);
-        buffer
+        if let Some(b) = b {
+            self.graph[b].entity.write_name(b_name);
+        }
+        a_name.as_str().cmp(b_name.as_str())
     }
 
     fn node(&mut self, key: Key, make: impl FnOnce() -> Node) -> NodeIndex {
