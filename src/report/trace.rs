@@ -296,27 +296,17 @@ pub fn write_json(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
     write_array(out, "seeds", &seeds, false, |o, seed| seed.write(o))?;
     write_purges_json(trace.purges(), out)?;
     for (kind, entries) in &groups {
-        let last = *kind == Kind::Record;
-        match kind {
-            Kind::Run => write_array(out, "runs", entries, last, |o, e| {
-                with_names(e, |name, from| run_doc(e, name, from).write(o));
-            }),
-            Kind::CacheRef => write_array(out, "cache_refs", entries, last, |o, e| {
-                with_names(e, |name, from| artifact_doc(e, name, from).write(o));
-            }),
-            Kind::Mount => write_array(out, "mounts", entries, last, |o, e| {
-                with_names(e, |name, from| mount_doc(e, name, from).write(o));
-            }),
-            Kind::Builder => write_array(out, "builders", entries, last, |o, e| {
-                with_names(e, |name, from| builder_doc(e, name, from).write(o));
-            }),
-            Kind::Image => write_array(out, "images", entries, last, |o, e| {
-                with_names(e, |name, from| artifact_doc(e, name, from).write(o));
-            }),
-            Kind::Record => write_array(out, "records", entries, last, |o, e| {
-                with_names(e, |name, from| record_doc(e, name, from).write(o));
-            }),
-        }?;
+        let (field, doc): (&str, WriteDoc) = match kind {
+            Kind::Run => ("runs", run_doc),
+            Kind::CacheRef => ("cache_refs", artifact_doc),
+            Kind::Mount => ("mounts", mount_doc),
+            Kind::Builder => ("builders", builder_doc),
+            Kind::Image => ("images", artifact_doc),
+            Kind::Record => ("records", record_doc),
+        };
+        write_array(out, field, entries, *kind == Kind::Record, |o, e| {
+            with_names(e, |name, from| doc(o, e, name, from));
+        })?;
     }
     writeln!(out, "}}")
 }
@@ -366,6 +356,9 @@ fn purge_doc(applied: &AppliedPurge) -> serde_json::Value {
         "kept_out": applied.kept_out,
     })
 }
+
+/// Writes one tainted entry's document, given its name and the name its evidence came from.
+type WriteDoc = fn(&mut Object<'_>, &Tainted<'_>, &str, Option<&str>);
 
 /// Writes `"name": [...]`, an item a line, each as the JSON of the document `doc` makes of it
 /// (made as the item is written: a document per item would be hundreds of megabytes).
@@ -788,7 +781,7 @@ fn via_doc<'a>(e: &Tainted<'_>, from: Option<&'a str>) -> ViaDoc<'a> {
 /// The group an entry is listed in holds only entities of its kind ([`Entity::is`]).
 const IN_ITS_GROUP: &str = "a group lists only entities of its kind";
 
-fn run_doc<'a>(e: &'a Tainted<'_>, name: &'a str, from: Option<&'a str>) -> RunDoc<'a> {
+fn run_doc(o: &mut Object<'_>, e: &Tainted<'_>, name: &str, from: Option<&str>) {
     let Entity::Run { info } = e.entity else {
         unreachable!("{IN_ITS_GROUP}");
     };
@@ -806,9 +799,10 @@ fn run_doc<'a>(e: &'a Tainted<'_>, name: &'a str, from: Option<&'a str>) -> RunD
         truncated: info.truncated,
         time_suspect: info.time_suspect,
     }
+    .write(o);
 }
 
-fn artifact_doc<'a>(e: &'a Tainted<'_>, name: &'a str, from: Option<&'a str>) -> ArtifactDoc<'a> {
+fn artifact_doc(o: &mut Object<'_>, e: &Tainted<'_>, name: &str, from: Option<&str>) {
     let Entity::Artifact { info, .. } = e.entity else {
         unreachable!("{IN_ITS_GROUP}");
     };
@@ -822,9 +816,10 @@ fn artifact_doc<'a>(e: &'a Tainted<'_>, name: &'a str, from: Option<&'a str>) ->
         tainted_at: Rfc3339(e.tainted_at),
         via: via_doc(e, from),
     }
+    .write(o);
 }
 
-fn mount_doc<'a>(e: &'a Tainted<'_>, name: &'a str, from: Option<&'a str>) -> MountDoc<'a> {
+fn mount_doc(o: &mut Object<'_>, e: &Tainted<'_>, name: &str, from: Option<&str>) {
     let Entity::Mount(info) = e.entity else {
         unreachable!("{IN_ITS_GROUP}");
     };
@@ -836,9 +831,10 @@ fn mount_doc<'a>(e: &'a Tainted<'_>, name: &'a str, from: Option<&'a str>) -> Mo
         tainted_at: Rfc3339(e.tainted_at),
         via: via_doc(e, from),
     }
+    .write(o);
 }
 
-fn builder_doc<'a>(e: &'a Tainted<'_>, name: &'a str, from: Option<&'a str>) -> BuilderDoc<'a> {
+fn builder_doc(o: &mut Object<'_>, e: &Tainted<'_>, name: &str, from: Option<&str>) {
     let Entity::Builder(info) = e.entity else {
         unreachable!("{IN_ITS_GROUP}");
     };
@@ -848,9 +844,10 @@ fn builder_doc<'a>(e: &'a Tainted<'_>, name: &'a str, from: Option<&'a str>) -> 
         tainted_at: Rfc3339(e.tainted_at),
         via: via_doc(e, from),
     }
+    .write(o);
 }
 
-fn record_doc<'a>(e: &'a Tainted<'_>, name: &'a str, from: Option<&'a str>) -> RecordDoc<'a> {
+fn record_doc(o: &mut Object<'_>, e: &Tainted<'_>, name: &str, from: Option<&str>) {
     let Entity::Record { info, builder } = e.entity else {
         unreachable!("{IN_ITS_GROUP}");
     };
@@ -863,6 +860,7 @@ fn record_doc<'a>(e: &'a Tainted<'_>, name: &'a str, from: Option<&'a str>) -> R
         tainted_at: Rfc3339(e.tainted_at),
         via: via_doc(e, from),
     }
+    .write(o);
 }
 
 /// Graphviz of the blast radius: every tainted entity and seed, every evidence edge labelled
