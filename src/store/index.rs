@@ -1665,7 +1665,19 @@ mod tests {
         ignore_time: bool,
         budget: Option<usize>,
     ) -> String {
-        let trace = store
+        let (loaded, json) = traced_loading(store, seeds, ignore_time, budget);
+        assert_eq!(loaded, budget.is_some_and(|b| b < 1000));
+        json
+    }
+
+    /// The trace as JSON, and whether it loaded the whole graph.
+    fn traced_loading(
+        store: &mut Store,
+        seeds: &Seeds,
+        ignore_time: bool,
+        budget: Option<usize>,
+    ) -> (bool, String) {
+        let (loaded, trace) = store
             .read_snapshot(|store| {
                 let mut source = TraceSource::with_budget(store, budget);
                 let trace = graph::trace(
@@ -1676,14 +1688,12 @@ mod tests {
                         ..TraceOptions::default()
                     },
                 );
-                assert_eq!(source.loaded(), budget.is_some_and(|b| b < 1000));
-                trace
+                (source.loaded(), trace)
             })
-            .unwrap()
             .unwrap();
         let mut out = Vec::new();
-        crate::report::trace::write(&trace, TraceFormat::Json, &mut out).unwrap();
-        String::from_utf8(out).unwrap()
+        crate::report::trace::write(&trace.unwrap(), TraceFormat::Json, &mut out).unwrap();
+        (loaded, String::from_utf8(out).unwrap())
     }
 
     /// Events, artifacts and builder records recorded after a trace's snapshot was taken, and
@@ -1961,17 +1971,9 @@ mod tests {
             ))
             .unwrap();
         let queried = traced(&mut store, &seeds, false, None);
-        let (loaded, trace) = store
-            .read_snapshot(|store| {
-                let mut source = TraceSource::with_budget(store, Some(0));
-                let trace = graph::trace(&mut source, &seeds, TraceOptions::default());
-                (source.loaded(), trace)
-            })
-            .unwrap();
+        let (loaded, json) = traced_loading(&mut store, &seeds, false, Some(0));
         assert!(!loaded);
-        let mut json = Vec::new();
-        crate::report::trace::write(&trace.unwrap(), TraceFormat::Json, &mut json).unwrap();
-        assert_eq!(String::from_utf8(json).unwrap(), queried);
+        assert_eq!(json, queried);
         assert_ne!(queried, before);
         assert!(queried.contains(&format!("sha256:{id:064x}")));
     }
@@ -2034,17 +2036,9 @@ mod tests {
             store.conn.execute_batch(sql).unwrap();
             assert_eq!(counted(&store), None, "{sql}");
             let queried = traced(&mut store, &seeds, false, None);
-            let (loaded, trace) = store
-                .read_snapshot(|store| {
-                    let mut source = TraceSource::with_budget(store, Some(0));
-                    let trace = graph::trace(&mut source, &seeds, TraceOptions::default());
-                    (source.loaded(), trace)
-                })
-                .unwrap();
+            let (loaded, json) = traced_loading(&mut store, &seeds, false, Some(0));
             assert!(!loaded, "{sql}");
-            let mut json = Vec::new();
-            crate::report::trace::write(&trace.unwrap(), TraceFormat::Json, &mut json).unwrap();
-            assert_eq!(String::from_utf8(json).unwrap(), queried);
+            assert_eq!(json, queried);
             assert_eq!(
                 queried.contains(&format!("sha256:{event:064x}")),
                 n == 0,
