@@ -63,6 +63,13 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the checkpoint at the end of an import waits for readers.
 const CHECKPOINT_WAIT: Duration = Duration::from_secs(1);
 
+/// The page cache of every SQLite connection, in KiB, and of one that imports ([`Store::bulk`]).
+const CACHE_KIB: i64 = 64 << 10;
+const BULK_CACHE_KIB: i64 = 256 << 10;
+
+/// What every SQLite connection sets besides its page cache, reading or writing.
+const READ_SETTINGS: &str = "PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY;";
+
 const MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/migrations/0001_provenance.sql"),
     include_str!("../../schema/migrations/0002_incidents.sql"),
@@ -368,11 +375,10 @@ impl Store {
         // journal_mode needs the lock briefly when switching; a busy reply here is a lock.
         conn.pragma_update_and_check(None, "journal_mode", "wal", |_| Ok(()))
             .map_err(|e| sql_error(&self.path, e.into()))?;
-        conn.execute_batch(
-            "PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;
-             PRAGMA cache_size = -65536; PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY;",
-        )
-        .map_err(|e| sql_error(&self.path, e.into()))
+        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
+            .and_then(|()| conn.execute_batch(READ_SETTINGS))
+            .and_then(|()| conn.pragma_update(None, "cache_size", -CACHE_KIB))
+            .map_err(|e| sql_error(&self.path, e.into()))
     }
 
     /// A reader's settings: none of them writes to the file.
@@ -382,10 +388,9 @@ impl Store {
         };
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| sql_error(&self.path, e.into()))?;
-        conn.execute_batch(
-            "PRAGMA cache_size = -65536; PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY;",
-        )
-        .map_err(|e| sql_error(&self.path, e.into()))
+        conn.execute_batch(READ_SETTINGS)
+            .and_then(|()| conn.pragma_update(None, "cache_size", -CACHE_KIB))
+            .map_err(|e| sql_error(&self.path, e.into()))
     }
 
     /// A reader reads only the schema this build writes: an older one is refused with the
@@ -496,15 +501,17 @@ impl Store {
         };
         if on {
             return conn
-                .execute_batch("PRAGMA wal_autocheckpoint = 16384; PRAGMA cache_size = -262144")
+                .execute_batch("PRAGMA wal_autocheckpoint = 16384")
+                .and_then(|()| conn.pragma_update(None, "cache_size", -BULK_CACHE_KIB))
                 .map_err(|e| sql_error(&self.path, e.into()));
         }
         // Truncating the WAL waits for readers (a long trace, say); after a short wait the
         // automatic checkpoints take over instead.
         conn.busy_timeout(CHECKPOINT_WAIT)
             .and_then(|()| {
+                conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
                 conn.execute_batch(
-                    "PRAGMA wal_autocheckpoint = 1000; PRAGMA cache_size = -65536; PRAGMA wal_checkpoint(TRUNCATE)",
+                    "PRAGMA wal_autocheckpoint = 1000; PRAGMA wal_checkpoint(TRUNCATE)",
                 )
             })
             .and_then(|()| conn.busy_timeout(BUSY_TIMEOUT))
