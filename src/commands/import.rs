@@ -3,6 +3,9 @@
 //! Each batch of lines is parsed, then written in one transaction: a bad line names its line
 //! number and nothing of its batch is written (earlier batches stay). Lines are read streamed
 //! and bounded (`model::limits`): a line over 1 MiB is refused without being held whole.
+//!
+//! Where no SQLite store is yet, the import builds one beside the path and puts it in place
+//! when it ends ([`FreshStore`]).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -20,7 +23,7 @@ use crate::error::InputError;
 use crate::ingest::IngestError;
 use crate::model::{ParseError, limits};
 use crate::printer::Printer;
-use crate::store::{ImportCache, ImportItem, Store};
+use crate::store::{FreshStore, ImportCache, ImportItem, Store};
 use crate::wire::provenance::parse_line;
 
 pub fn import(
@@ -55,12 +58,17 @@ pub fn import(
     let started = Instant::now();
     // Opened when the first batch is ready: input that is bad from its first batch on leaves
     // no store behind.
-    let mut store: Option<Store> = None;
+    let mut store: Option<Target> = None;
     let batch_size = args.batch_size.max(1);
     let (mut lines, mut events) = (0usize, 0usize);
     let mut known = ImportCache::default();
     let mut commit = |batch: &[ImportItem], first_line: usize| -> Result<()> {
-        let outcome = bulk_store(&mut store, db)?
+        let target = match &mut store {
+            Some(target) => target,
+            None => store.insert(Target::new(db)?),
+        };
+        let outcome = target
+            .store()
             .import_batch_cached(batch, first_line, config, &mut known)
             .map_err(|err| match err {
                 crate::store::StoreError::Input(message) => {
@@ -78,7 +86,7 @@ pub fn import(
     // are written in order, and a bad line stops the import after the batches before its own.
     // The receiver is dropped before the scope joins the reader: a write that fails stops
     // the reader at its next batch.
-    std::thread::scope(|scope| -> Result<()> {
+    let read = std::thread::scope(|scope| -> Result<()> {
         let (sender, batches) = std::sync::mpsc::sync_channel(1);
         let parse = Batches {
             source: &source,
@@ -93,9 +101,22 @@ pub fn import(
             lines += batch.len();
         }
         Ok(())
-    })?;
-    let store = bulk_store(&mut store, db)?;
-    store.bulk(false)?;
+    });
+    // The batches before a bad line stay, in a store built by this import as in one that was
+    // there; after the store's own trouble, a store built by this import is not put in place.
+    if let Err(err) = &read
+        && err.downcast_ref::<crate::store::StoreError>().is_some()
+    {
+        return read.map(|()| ExitStatus::Success);
+    }
+    let target = match store.take() {
+        Some(target) => target,
+        None if read.is_err() => return read.map(|()| ExitStatus::Success),
+        // Input with no lines still leaves a store.
+        None => Target::new(db)?,
+    };
+    let mut store = target.finish()?;
+    read?;
     store.optimize()?;
     let elapsed = started.elapsed();
     printer.status(format!(
@@ -271,16 +292,43 @@ fn next_line(reader: &mut (impl BufRead + ?Sized), buf: &mut Vec<u8>) -> std::io
     Ok(Next::Line)
 }
 
-/// The store, opened for a bulk import when first needed.
-fn bulk_store<'s>(store: &'s mut Option<Store>, db: &Path) -> Result<&'s mut Store> {
-    Ok(match store {
-        Some(store) => store,
-        None => {
-            let mut fresh = open_store(db)?;
-            fresh.bulk(true)?;
-            store.insert(fresh)
+/// The store an import writes into: the one at its path, or a store it builds where none
+/// was ([`FreshStore`]), put in place when the import ends.
+enum Target {
+    Existing(Store),
+    Fresh(FreshStore),
+}
+
+impl Target {
+    /// The store at `db`, opened for a bulk import, or one built where none was.
+    fn new(db: &Path) -> Result<Self> {
+        Ok(match FreshStore::create(db)? {
+            Some(fresh) => Self::Fresh(fresh),
+            None => {
+                let mut existing = open_store(db)?;
+                existing.bulk(true)?;
+                Self::Existing(existing)
+            }
+        })
+    }
+
+    fn store(&mut self) -> &mut Store {
+        match self {
+            Self::Existing(store) => store,
+            Self::Fresh(fresh) => fresh.store(),
         }
-    })
+    }
+
+    /// Ends bulk mode; a store built by this import is put in place.
+    fn finish(self) -> Result<Store> {
+        Ok(match self {
+            Self::Existing(mut store) => {
+                store.bulk(false)?;
+                store
+            }
+            Self::Fresh(fresh) => fresh.publish()?,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ mod copy;
 pub(crate) mod db;
 mod facts;
 mod floor;
+mod fresh;
 mod history;
 mod incident;
 mod index;
@@ -47,6 +48,7 @@ pub use collector::{Receipt, Refused};
 pub use containment::{Contained, OverrideRow, VerificationRow};
 pub use copy::{CopyReporter, CopySummary};
 pub use floor::{TableCopy, TableSize};
+pub use fresh::FreshStore;
 pub use history::{CollectOutcome, CollectedBuild, HistoryMatch, unrecorded_pipeline};
 pub use incident::{Acceptance, ActionRow, IncidentRow, MountRead, UsedBase};
 pub use index::{SourceSummary, TraceSource};
@@ -186,6 +188,14 @@ pub enum StoreError {
         "database `{path}` has no cachewarden schema: its owner creates it with `cachewarden db migrate`"
     )]
     NoSchema { path: PathBuf },
+    #[error(
+        "the import into `{path}` was built whole in `{kept}` but cannot be put in place: {reason}"
+    )]
+    Unpublished {
+        path: PathBuf,
+        kept: PathBuf,
+        reason: String,
+    },
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]

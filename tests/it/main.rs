@@ -10,6 +10,7 @@ mod cli;
 mod collect;
 mod common;
 mod first_use;
+mod import;
 mod wrap;
 
 mod audit;

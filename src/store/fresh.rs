@@ -1,0 +1,257 @@
+//! An import into an SQLite store that does not exist yet: the store is built in a file of
+//! its own beside its path, and appears at the path, whole and indexed, once the import is
+//! done.
+//!
+//! No path names that file while the import runs, so nothing else reads or writes it: the
+//! import needs no write-ahead log and no syncs, and the indexes it never reads (events by
+//! target, artifacts by digest), where every new row lands at a random place, are built once
+//! at the end. A process killed during the import leaves no store at the path, only the
+//! hidden file it was building (`.NAME.import-XXXXXX` beside it), which nothing reads; the
+//! next import starts again.
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use tempfile::TempPath;
+
+use super::{BULK_CACHE_KIB, CACHE_KIB, Store, StoreError, pg, sql_error};
+
+/// Indexes an import never reads: dropped while it writes, built again from the rows after.
+const DEFERRED: &[&str] = &["events_by_target", "artifacts_by_digest"];
+
+/// A store an import is building at a path where none was.
+#[derive(Debug)]
+pub struct FreshStore {
+    store: Store,
+    target: PathBuf,
+    file: TempPath,
+    /// The definitions of the indexes dropped until [`FreshStore::publish`].
+    deferred: Vec<String>,
+}
+
+impl FreshStore {
+    /// A store to import into at `target`, built beside it; `None` when `target` names a
+    /// PostgreSQL store or something already there, which the import writes into as it is.
+    pub fn create(target: &Path) -> Result<Option<Self>, StoreError> {
+        if pg::postgres_url(target)?.is_some() {
+            return Ok(None);
+        }
+        match std::fs::symlink_metadata(target) {
+            Err(err) if err.kind() == ErrorKind::NotFound => {}
+            _ => return Ok(None),
+        }
+        let Some(name) = target.file_name().and_then(|name| name.to_str()) else {
+            return Ok(None);
+        };
+        let dir = target
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let unusable = |err: std::io::Error| StoreError::Unusable {
+            path: target.to_path_buf(),
+            reason: err.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(unusable)?;
+        let file = tempfile::Builder::new()
+            .prefix(&format!(".{name}.import-"))
+            // As SQLite creates a store's file, the umask applying.
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .tempfile_in(dir)
+            .map_err(unusable)?
+            .into_temp_path();
+        let mut store = Store::open(&file)?;
+        let deferred = store.unindexed_bulk()?;
+        Ok(Some(Self {
+            store,
+            target: target.to_path_buf(),
+            file,
+            deferred,
+        }))
+    }
+
+    pub fn store(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// Builds the deferred indexes, gives the store its usual journal (WAL) and settings,
+    /// syncs it, and links it in at its path, which must still be free. The store is then
+    /// opened there as any writer opens it.
+    ///
+    /// A store that cannot be put in place is kept in its file, which the error names.
+    pub fn publish(self) -> Result<Store, StoreError> {
+        let Self {
+            store,
+            target,
+            file,
+            deferred,
+        } = self;
+        store.finish_unindexed_bulk(&deferred)?;
+        drop(store);
+        let linked = std::fs::File::open(&file)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::hard_link(&file, &target));
+        if let Err(err) = linked {
+            let reason = if err.kind() == ErrorKind::AlreadyExists {
+                "a file appeared there while it ran; import again to write into that store, \
+                 then delete the built one"
+                    .to_owned()
+            } else {
+                format!("{err}; move it there, or import again")
+            };
+            let kept = file.to_path_buf();
+            // Kept: the path is no longer removed when `file` goes.
+            if let Err(err) = file.keep() {
+                std::mem::forget(err.path);
+            }
+            return Err(StoreError::Unpublished {
+                path: target,
+                kept,
+                reason,
+            });
+        }
+        drop(file);
+        // The link is durable once its directory is.
+        if let Some(dir) = target.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|err| StoreError::Unusable {
+                    path: target.clone(),
+                    reason: err.to_string(),
+                })?;
+        }
+        Store::open(&target)
+    }
+}
+
+impl Store {
+    /// Bulk mode for a store no path names yet: no journal on disk, no syncs, and the
+    /// [`DEFERRED`] indexes dropped. Returns their definitions.
+    fn unindexed_bulk(&mut self) -> Result<Vec<String>, StoreError> {
+        let Some(conn) = self.conn.sqlite() else {
+            return Ok(Vec::new());
+        };
+        let result = (|| -> rusqlite::Result<Vec<String>> {
+            conn.pragma_update_and_check(None, "journal_mode", "truncate", |_| Ok(()))?;
+            conn.execute_batch("PRAGMA synchronous = OFF")?;
+            conn.pragma_update(None, "cache_size", -BULK_CACHE_KIB)?;
+            let mut deferred = Vec::new();
+            for name in DEFERRED {
+                let sql: Option<String> = conn
+                    .query_row(
+                        "SELECT sql FROM sqlite_schema WHERE type = 'index' AND name = ?1",
+                        [name],
+                        |row| row.get(0),
+                    )
+                    .or_else(|err| match err {
+                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                        err => Err(err),
+                    })?;
+                if let Some(sql) = sql {
+                    conn.execute_batch(&format!("DROP INDEX {name}"))?;
+                    deferred.push(sql);
+                }
+            }
+            Ok(deferred)
+        })();
+        result.map_err(|e| sql_error(&self.path, e.into()))
+    }
+
+    /// Ends [`Store::unindexed_bulk`]: builds `deferred` and switches back to WAL and the
+    /// usual syncs and page cache.
+    fn finish_unindexed_bulk(&self, deferred: &[String]) -> Result<(), StoreError> {
+        let Some(conn) = self.conn.sqlite() else {
+            return Ok(());
+        };
+        let result = (|| -> rusqlite::Result<()> {
+            // The sort behind each index keeps as much as the page cache holds and spills the
+            // rest to a file, rather than holding every entry in memory (a 10M-event store's
+            // take half a gigabyte).
+            conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+            conn.execute_batch("PRAGMA temp_store = FILE")?;
+            for sql in deferred {
+                conn.execute_batch(sql)?;
+            }
+            conn.pragma_update_and_check(None, "journal_mode", "wal", |_| Ok(()))?;
+            conn.execute_batch("PRAGMA synchronous = NORMAL")
+        })();
+        result.map_err(|e| sql_error(&self.path, e.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index_names(store: &Store) -> Vec<String> {
+        let conn = store.conn.sqlite().unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL ORDER BY name")
+            .unwrap();
+        stmt.query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    /// A fresh store is built beside its path with the deferred indexes dropped, and
+    /// published with every index an opened store has, in WAL mode, the building file gone.
+    #[test]
+    fn a_published_store_has_every_index_and_its_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let reference = Store::open(&dir.path().join("reference.db")).unwrap();
+        let target = dir.path().join("sub").join("fleet.db");
+        let mut fresh = FreshStore::create(&target).unwrap().unwrap();
+        assert!(!target.exists());
+        let building = index_names(fresh.store());
+        for name in DEFERRED {
+            assert!(
+                !building.contains(&(*name).to_owned()),
+                "{name} is built last"
+            );
+        }
+        let store = fresh.publish().unwrap();
+        assert_eq!(index_names(&store), index_names(&reference));
+        let mode = |path: &Path| {
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions())
+        };
+        assert_eq!(mode(&target), mode(&dir.path().join("reference.db")));
+        let mode: String = store
+            .conn
+            .sqlite()
+            .unwrap()
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let left: Vec<_> = std::fs::read_dir(target.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| !name.starts_with("fleet.db"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// A path already there, even an empty file, is imported into as it is.
+    #[test]
+    fn only_a_free_path_gets_a_fresh_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("fleet.db");
+        std::fs::write(&target, b"").unwrap();
+        assert!(FreshStore::create(&target).unwrap().is_none());
+    }
+
+    /// A store that appeared at the path meanwhile is left alone; the import stays in its
+    /// file, which the error names.
+    #[test]
+    fn a_path_taken_meanwhile_keeps_the_import_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("fleet.db");
+        let fresh = FreshStore::create(&target).unwrap().unwrap();
+        std::fs::write(&target, b"someone else's").unwrap();
+        let Err(StoreError::Unpublished { kept, .. }) = fresh.publish() else {
+            panic!("published over another file");
+        };
+        assert_eq!(std::fs::read(&target).unwrap(), b"someone else's");
+        assert!(kept.exists());
+        assert!(Store::open(&kept).is_ok());
+    }
+}
