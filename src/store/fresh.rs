@@ -4,8 +4,8 @@
 //!
 //! No path names that file while the import runs, so nothing else reads or writes it: the
 //! import needs no write-ahead log and no syncs, and the indexes it never reads (events by
-//! target, artifacts by digest), where every new row lands at a random place, are built once
-//! at the end. A process killed during the import leaves no store at the path, only the
+//! target, artifacts by digest, tags by tag, runs by pipeline and by builder), where new rows
+//! land at random places, are built once at the end. A process killed during the import leaves no store at the path, only the
 //! hidden file it was building (`.NAME.import-XXXXXX` beside it), which nothing reads; the
 //! next import starts again.
 
@@ -17,7 +17,15 @@ use tempfile::TempPath;
 use super::{BULK_CACHE_KIB, CACHE_KIB, Store, StoreError, pg, sql_error};
 
 /// Indexes an import never reads: dropped while it writes, built again from the rows after.
-const DEFERRED: &[&str] = &["events_by_target", "artifacts_by_digest"];
+/// (A run's chain entries by run are read when a repeated run line adds events, and pipeline
+/// changes by pipeline for every pipeline a batch names: those stay.)
+const DEFERRED: &[&str] = &[
+    "events_by_target",
+    "artifacts_by_digest",
+    "artifact_tags_by_tag",
+    "runs_by_pipeline_start",
+    "runs_by_builder_start",
+];
 
 /// A store an import is building at a path where none was.
 #[derive(Debug)]
