@@ -115,7 +115,16 @@ pub fn import(
         // Input with no lines still leaves a store.
         None => Target::new(db)?,
     };
-    let mut store = target.finish()?;
+    let mut store = match target.finish() {
+        Ok(store) => store,
+        Err(err) => {
+            // The bad line is still news, told before the store's own trouble.
+            if let Err(bad) = &read {
+                printer.warn(format!("{bad:#}"));
+            }
+            return Err(err);
+        }
+    };
     read?;
     store.optimize()?;
     let elapsed = started.elapsed();

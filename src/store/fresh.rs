@@ -5,9 +5,9 @@
 //! No path names that file while the import runs, so nothing else reads or writes it: the
 //! import needs no write-ahead log and no syncs, and the indexes it never reads (events by
 //! target, artifacts by digest, tags by tag, runs by pipeline and by builder), where new rows
-//! land at random places, are built once at the end. A process killed during the import leaves no store at the path, only the
-//! hidden file it was building (`.NAME.import-XXXXXX` beside it), which nothing reads; the
-//! next import starts again.
+//! land at random places, are built once at the end. A process killed during the import
+//! leaves no store at the path, only the hidden file it was building (`.NAME.import-XXXXXX`
+//! beside it, with its `-journal`), which nothing reads; the next import starts again.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -30,9 +30,10 @@ const DEFERRED: &[&str] = &[
 /// A store an import is building at a path where none was.
 #[derive(Debug)]
 pub struct FreshStore {
+    /// Closed before `file` is removed (fields drop in order).
     store: Store,
     target: PathBuf,
-    file: TempPath,
+    file: Building,
     /// The definitions of the indexes dropped until [`FreshStore::publish`].
     deferred: Vec<String>,
 }
@@ -41,33 +42,36 @@ impl FreshStore {
     /// A store to import into at `target`, built beside it; `None` when `target` names a
     /// PostgreSQL store or something already there, which the import writes into as it is.
     pub fn create(target: &Path) -> Result<Option<Self>, StoreError> {
-        if pg::postgres_url(target)?.is_some() {
+        if pg::postgres_url(target)?.is_some() || !is_free(target) {
             return Ok(None);
         }
-        match std::fs::symlink_metadata(target) {
-            Err(err) if err.kind() == ErrorKind::NotFound => {}
-            _ => return Ok(None),
-        }
-        let Some(name) = target.file_name().and_then(|name| name.to_str()) else {
+        // `dir/` names a directory: the ordinary open says what is wrong with it.
+        let Some(name) = target
+            .file_name()
+            .and_then(|name| name.to_str())
+            .filter(|_| !target.as_os_str().to_string_lossy().ends_with('/'))
+        else {
             return Ok(None);
         };
-        let dir = target
-            .parent()
-            .filter(|dir| !dir.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let dir = directory(target);
         let unusable = |err: std::io::Error| StoreError::Unusable {
             path: target.to_path_buf(),
             reason: err.to_string(),
         };
         std::fs::create_dir_all(dir).map_err(unusable)?;
-        let file = tempfile::Builder::new()
-            .prefix(&format!(".{name}.import-"))
-            // As SQLite creates a store's file, the umask applying.
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-            .tempfile_in(dir)
-            .map_err(unusable)?
-            .into_temp_path();
-        let mut store = Store::open(&file)?;
+        let file = Building(Some(
+            tempfile::Builder::new()
+                .prefix(&format!(".{name}.import-"))
+                // As SQLite creates a store's file, the umask applying.
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .tempfile_in(dir)
+                .map_err(unusable)?
+                .into_temp_path(),
+        ));
+        let mut store = Store::open(file.path())?;
+        // Errors name the path the user gave; nothing on the import's way opens the store's
+        // path again (the building file is reached through `file`).
+        store.path = target.to_path_buf();
         let deferred = store.unindexed_bulk()?;
         Ok(Some(Self {
             store,
@@ -90,14 +94,14 @@ impl FreshStore {
         let Self {
             store,
             target,
-            file,
+            mut file,
             deferred,
         } = self;
         store.finish_unindexed_bulk(&deferred)?;
         drop(store);
-        let linked = std::fs::File::open(&file)
+        let linked = std::fs::File::open(file.path())
             .and_then(|f| f.sync_all())
-            .and_then(|()| std::fs::hard_link(&file, &target));
+            .and_then(|()| put_in_place(file.path(), &target));
         if let Err(err) = linked {
             let reason = if err.kind() == ErrorKind::AlreadyExists {
                 "a file appeared there while it ran; import again to write into that store, \
@@ -106,28 +110,82 @@ impl FreshStore {
             } else {
                 format!("{err}; move it there, or import again")
             };
-            let kept = file.to_path_buf();
-            // Kept: the path is no longer removed when `file` goes.
-            if let Err(err) = file.keep() {
-                std::mem::forget(err.path);
-            }
             return Err(StoreError::Unpublished {
                 path: target,
-                kept,
+                kept: file.keep(),
                 reason,
             });
         }
         drop(file);
-        // The link is durable once its directory is.
-        if let Some(dir) = target.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|err| StoreError::Unusable {
-                    path: target.clone(),
-                    reason: err.to_string(),
-                })?;
-        }
+        // The link lasts a crash once its directory is synced; a file system that cannot sync
+        // a directory still has the store in place.
+        let _ = std::fs::File::open(directory(&target)).and_then(|dir| dir.sync_all());
         Store::open(&target)
+    }
+}
+
+/// Whether nothing is at `path`: no file, and no journal or write-ahead log that SQLite would
+/// take as a store's (replayed into the new store, or rolled back onto it).
+fn is_free(path: &Path) -> bool {
+    ["", "-wal", "-shm", "-journal"].iter().all(|suffix| {
+        std::fs::symlink_metadata(super::sidecar(path, suffix))
+            .is_err_and(|err| err.kind() == ErrorKind::NotFound)
+    })
+}
+
+/// The directory `path` is in.
+fn directory(path: &Path) -> &Path {
+    path.parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// Links `built` in at `target`, never over anything there. A file system without hard links
+/// gets a rename, after looking once more that nothing is there.
+fn put_in_place(built: &Path, target: &Path) -> std::io::Result<()> {
+    if !is_free(target) {
+        return Err(ErrorKind::AlreadyExists.into());
+    }
+    match std::fs::hard_link(built, target) {
+        Err(err) if err.kind() != ErrorKind::AlreadyExists => {
+            if !is_free(target) {
+                return Err(ErrorKind::AlreadyExists.into());
+            }
+            std::fs::rename(built, target)
+        }
+        linked => linked,
+    }
+}
+
+/// The file a store is built in: removed when dropped, with the files SQLite keeps beside it,
+/// unless kept.
+#[derive(Debug)]
+struct Building(Option<TempPath>);
+
+impl Building {
+    fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// Keeps the file; its path.
+    fn keep(&mut self) -> PathBuf {
+        let path = self.path().to_path_buf();
+        if let Some(Err(err)) = self.0.take().map(TempPath::keep) {
+            std::mem::forget(err.path);
+        }
+        path
+    }
+}
+
+impl Drop for Building {
+    fn drop(&mut self) {
+        if let Some(file) = self.0.take() {
+            for suffix in ["-journal", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(super::sidecar(&file, suffix));
+            }
+            // Removes the file itself.
+            drop(file);
+        }
     }
 }
 
@@ -238,13 +296,39 @@ mod tests {
         assert!(left.is_empty(), "{left:?}");
     }
 
-    /// A path already there, even an empty file, is imported into as it is.
+    /// A path already there, even an empty file, is imported into as it is; so is one with a
+    /// write-ahead log or journal left beside it (SQLite would take either into a new store),
+    /// and a path that names a directory.
     #[test]
     fn only_a_free_path_gets_a_fresh_store() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("fleet.db");
         std::fs::write(&target, b"").unwrap();
         assert!(FreshStore::create(&target).unwrap().is_none());
+        for suffix in ["-wal", "-journal"] {
+            let target = dir.path().join(format!("left{suffix}.db"));
+            std::fs::write(super::super::sidecar(&target, suffix), b"left").unwrap();
+            assert!(FreshStore::create(&target).unwrap().is_none(), "{suffix}");
+        }
+        let slash = PathBuf::from(format!("{}/", dir.path().join("newdir").display()));
+        assert!(FreshStore::create(&slash).unwrap().is_none());
+    }
+
+    /// An import that ends without publishing (the store's own trouble) leaves nothing beside
+    /// the path: not the building file, not its journal.
+    #[test]
+    fn an_unpublished_store_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("fleet.db");
+        let mut fresh = FreshStore::create(&target).unwrap().unwrap();
+        let conn = fresh.store().conn.sqlite().unwrap();
+        // A transaction left open keeps its journal on disk.
+        conn.execute_batch("BEGIN; CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        drop(fresh);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     /// A store that appeared at the path meanwhile is left alone; the import stays in its
