@@ -14,7 +14,9 @@ use crate::cli::{DbCommand, DbCopyArgs, GrantArgs, GrantRoleArg};
 use crate::error::InputError;
 use crate::printer::Printer;
 use crate::store::postgres::connect::{Location, classify};
-use crate::store::{CopyReporter, GrantRole, Migrated, Store, StoreError, display_location};
+use crate::store::{
+    CopyReporter, FreshStore, GrantRole, Migrated, Store, StoreError, display_location,
+};
 
 pub fn db(command: &DbCommand, db: &Path, printer: Printer) -> Result<ExitStatus> {
     match command {
@@ -77,15 +79,24 @@ fn copy(args: &DbCopyArgs, db: &Path, printer: Printer) -> Result<ExitStatus> {
     let mut source = Store::open_read_only(db)?;
     let started = Instant::now();
     let (mut target, created) = match location {
-        Some(Location::Postgres(_)) => (open_postgres_dest(dest, printer)?, None),
-        _ => {
-            let created = (!dest.exists()).then(|| dest.clone());
-            (Store::open(dest)?, created)
-        }
+        Some(Location::Postgres(_)) => (Dest::There(open_postgres_dest(dest, printer)?), None),
+        // Where no store is, the copy is built beside the path and put in place whole.
+        _ => match FreshStore::create(dest)? {
+            Some(fresh) => (Dest::Fresh(fresh), None),
+            None => {
+                let created = (!dest.exists()).then(|| dest.clone());
+                (Dest::There(Store::open(dest)?), created)
+            }
+        },
     };
     let reporter = Reporter::new(printer);
-    let copied = source.copy_to(&mut target, &reporter);
-    drop(target);
+    let copied = match source.copy_to(target.store(), &reporter) {
+        Ok(summary) => target.finish().map(|()| summary),
+        Err(err) => {
+            drop(target);
+            Err(err)
+        }
+    };
     reporter.bar.finish_and_clear();
     let summary = match copied {
         Ok(summary) => summary,
@@ -107,6 +118,31 @@ fn copy(args: &DbCopyArgs, db: &Path, printer: Printer) -> Result<ExitStatus> {
         started.elapsed().as_secs_f64()
     ));
     Ok(ExitStatus::Success)
+}
+
+/// The store a copy writes into.
+enum Dest {
+    There(Store),
+    /// Built beside a path where no store was.
+    Fresh(FreshStore),
+}
+
+impl Dest {
+    fn store(&mut self) -> &mut Store {
+        match self {
+            Self::There(store) => store,
+            Self::Fresh(fresh) => fresh.store(),
+        }
+    }
+
+    /// Closes the store; one built beside its path is put in place.
+    fn finish(self) -> Result<(), StoreError> {
+        match self {
+            Self::There(store) => drop(store),
+            Self::Fresh(fresh) => drop(fresh.publish()?),
+        }
+        Ok(())
+    }
 }
 
 /// A PostgreSQL DEST, given the schema first when it has none.
