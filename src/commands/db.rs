@@ -15,7 +15,7 @@ use crate::error::InputError;
 use crate::printer::Printer;
 use crate::store::postgres::connect::{Location, classify};
 use crate::store::{
-    CopyReporter, FreshStore, GrantRole, Migrated, Store, StoreError, display_location,
+    BulkTarget, CopyReporter, GrantRole, Migrated, Store, StoreError, display_location,
 };
 
 pub fn db(command: &DbCommand, db: &Path, printer: Printer) -> Result<ExitStatus> {
@@ -78,20 +78,18 @@ fn copy(args: &DbCopyArgs, db: &Path, printer: Printer) -> Result<ExitStatus> {
         .map_err(|err| InputError::invalid(format!("--to: {err}")))?;
     let mut source = Store::open_read_only(db)?;
     let started = Instant::now();
-    let (mut target, created) = match location {
-        Some(Location::Postgres(_)) => (Dest::There(open_postgres_dest(dest, printer)?), None),
+    let mut created = None;
+    let mut target = match location {
+        Some(Location::Postgres(_)) => BulkTarget::There(open_postgres_dest(dest, printer)?),
         // Where no store is, the copy is built beside the path and put in place whole.
-        _ => match FreshStore::create(dest)? {
-            Some(fresh) => (Dest::Fresh(fresh), None),
-            None => {
-                let created = (!dest.exists()).then(|| dest.clone());
-                (Dest::There(Store::open(dest)?), created)
-            }
-        },
+        _ => BulkTarget::open(dest, || {
+            created = (!dest.exists()).then(|| dest.clone());
+            Store::open(dest)
+        })?,
     };
     let reporter = Reporter::new(printer);
     let copied = match source.copy_to(target.store(), &reporter) {
-        Ok(summary) => target.finish().map(|()| summary),
+        Ok(summary) => target.finish().map(|_| summary),
         Err(err) => {
             drop(target);
             Err(err)
@@ -118,31 +116,6 @@ fn copy(args: &DbCopyArgs, db: &Path, printer: Printer) -> Result<ExitStatus> {
         started.elapsed().as_secs_f64()
     ));
     Ok(ExitStatus::Success)
-}
-
-/// The store a copy writes into.
-enum Dest {
-    There(Store),
-    /// Built beside a path where no store was.
-    Fresh(FreshStore),
-}
-
-impl Dest {
-    fn store(&mut self) -> &mut Store {
-        match self {
-            Self::There(store) => store,
-            Self::Fresh(fresh) => fresh.store(),
-        }
-    }
-
-    /// Closes the store; one built beside its path is put in place.
-    fn finish(self) -> Result<(), StoreError> {
-        match self {
-            Self::There(store) => drop(store),
-            Self::Fresh(fresh) => drop(fresh.publish()?),
-        }
-        Ok(())
-    }
 }
 
 /// A PostgreSQL DEST, given the schema first when it has none.

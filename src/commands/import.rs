@@ -5,7 +5,7 @@
 //! and bounded (`model::limits`): a line over 1 MiB is refused without being held whole.
 //!
 //! Where no SQLite store is yet, the import builds one beside the path and puts it in place
-//! when it ends ([`FreshStore`]).
+//! when it ends ([`BulkTarget`]).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -23,7 +23,7 @@ use crate::error::InputError;
 use crate::ingest::IngestError;
 use crate::model::{ParseError, limits};
 use crate::printer::Printer;
-use crate::store::{FreshStore, ImportCache, ImportItem, Store};
+use crate::store::{BulkTarget, ImportCache, ImportItem, StoreError};
 use crate::wire::provenance::parse_line;
 
 pub fn import(
@@ -58,14 +58,14 @@ pub fn import(
     let started = Instant::now();
     // Opened when the first batch is ready: input that is bad from its first batch on leaves
     // no store behind.
-    let mut store: Option<Target> = None;
+    let mut store: Option<BulkTarget> = None;
     let batch_size = args.batch_size.max(1);
     let (mut lines, mut events) = (0usize, 0usize);
     let mut known = ImportCache::default();
     let mut commit = |batch: &[ImportItem], first_line: usize| -> Result<()> {
         let target = match &mut store {
             Some(target) => target,
-            None => store.insert(Target::new(db)?),
+            None => store.insert(bulk_target(db)?),
         };
         let outcome = target
             .store()
@@ -113,16 +113,20 @@ pub fn import(
         Some(target) => target,
         None if read.is_err() => return read.map(|()| ExitStatus::Success),
         // Input with no lines still leaves a store.
-        None => Target::new(db)?,
+        None => bulk_target(db)?,
     };
-    let mut store = match target.finish() {
+    // Bulk mode ends (a built store, opened anew at its path, has nothing of it to undo).
+    let finished = target
+        .finish()
+        .and_then(|mut store| store.bulk(false).map(|()| store));
+    let mut store = match finished {
         Ok(store) => store,
         Err(err) => {
             // The bad line is still news, told before the store's own trouble.
             if let Err(bad) = &read {
                 printer.warn(format!("{bad:#}"));
             }
-            return Err(err);
+            return Err(err.into());
         }
     };
     read?;
@@ -301,43 +305,13 @@ fn next_line(reader: &mut (impl BufRead + ?Sized), buf: &mut Vec<u8>) -> std::io
     Ok(Next::Line)
 }
 
-/// The store an import writes into: the one at its path, or a store it builds where none
-/// was ([`FreshStore`]), put in place when the import ends.
-enum Target {
-    Existing(Store),
-    Fresh(FreshStore),
-}
-
-impl Target {
-    /// The store at `db`, opened for a bulk import, or one built where none was.
-    fn new(db: &Path) -> Result<Self> {
-        Ok(match FreshStore::create(db)? {
-            Some(fresh) => Self::Fresh(fresh),
-            None => {
-                let mut existing = open_store(db)?;
-                existing.bulk(true)?;
-                Self::Existing(existing)
-            }
-        })
-    }
-
-    fn store(&mut self) -> &mut Store {
-        match self {
-            Self::Existing(store) => store,
-            Self::Fresh(fresh) => fresh.store(),
-        }
-    }
-
-    /// Ends bulk mode; a store built by this import is put in place.
-    fn finish(self) -> Result<Store> {
-        Ok(match self {
-            Self::Existing(mut store) => {
-                store.bulk(false)?;
-                store
-            }
-            Self::Fresh(fresh) => fresh.publish()?,
-        })
-    }
+/// The store an import writes into, opened for a bulk import when nothing is to be built.
+fn bulk_target(db: &Path) -> Result<BulkTarget, StoreError> {
+    BulkTarget::open(db, || {
+        let mut store = open_store(db)?;
+        store.bulk(true)?;
+        Ok(store)
+    })
 }
 
 #[cfg(test)]

@@ -124,6 +124,42 @@ impl FreshStore {
     }
 }
 
+/// The store a bulk write (`import`, `db copy`) goes into: the one already at its path, or
+/// one built where none was and put in place when the write is done.
+#[derive(Debug)]
+pub enum BulkTarget {
+    There(Store),
+    Fresh(FreshStore),
+}
+
+impl BulkTarget {
+    /// A store built beside `path` when nothing is there; else what `there` opens.
+    pub fn open(
+        path: &Path,
+        there: impl FnOnce() -> Result<Store, StoreError>,
+    ) -> Result<Self, StoreError> {
+        Ok(match FreshStore::create(path)? {
+            Some(fresh) => Self::Fresh(fresh),
+            None => Self::There(there()?),
+        })
+    }
+
+    pub fn store(&mut self) -> &mut Store {
+        match self {
+            Self::There(store) => store,
+            Self::Fresh(fresh) => fresh.store(),
+        }
+    }
+
+    /// The store at its path: a built one is put in place ([`FreshStore::publish`]).
+    pub fn finish(self) -> Result<Store, StoreError> {
+        match self {
+            Self::There(store) => Ok(store),
+            Self::Fresh(fresh) => fresh.publish(),
+        }
+    }
+}
+
 /// Whether nothing is at `path`: no file, and no journal or write-ahead log that SQLite would
 /// take as a store's (replayed into the new store, or rolled back onto it).
 fn is_free(path: &Path) -> bool {

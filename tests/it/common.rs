@@ -297,3 +297,24 @@ pub fn generate_fleet(
     ok(cmd.arg("-o").arg(&fleet));
     fleet
 }
+
+/// The files a store being built beside its path (`import`, `db copy`) left in `dir`.
+pub fn building_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.contains(".import-"))
+        .collect()
+}
+
+/// The names of an SQLite store's indexes, sorted.
+pub fn sqlite_indexes(db: impl AsRef<Path>) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' ORDER BY name")
+        .unwrap();
+    stmt.query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}

@@ -7,7 +7,7 @@ use std::process::Command;
 use insta::assert_snapshot;
 
 use crate::build::{ConfigBuilder, History, Run};
-use crate::common::{Env, ok, output, test_store};
+use crate::common::{Env, building_files, ok, output, sqlite_indexes, test_store};
 use crate::harness::Registry;
 use crate::harness::oci::Pusher;
 
@@ -141,32 +141,13 @@ fn sqlite_to_sqlite_keeps_everything() {
     );
     // Built beside its path where no store was, and put in place whole: every index, in WAL
     // mode, nothing left beside it.
-    let indexes = |db: &str| -> Vec<String> {
-        let conn = rusqlite::Connection::open(db).unwrap();
-        let mut stmt = conn
-            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' ORDER BY name")
-            .unwrap();
-        stmt.query_map([], |row| row.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap()
-    };
-    assert_eq!(indexes(&dest), indexes(&source));
+    assert_eq!(sqlite_indexes(&dest), sqlite_indexes(&source));
     let mode: String = rusqlite::Connection::open(&dest)
         .unwrap()
         .query_row("PRAGMA journal_mode", [], |row| row.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
     assert_eq!(building_files(env.path()), Vec::<String>::new());
-}
-
-/// Files a copy or import building a store beside its path left there.
-fn building_files(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .filter(|name| name.contains(".import-"))
-        .collect()
 }
 
 /// A DEST that already holds runs is refused with exit 2, naming it, and left as it was.

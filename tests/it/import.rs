@@ -6,27 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::common::{Env, generate_fleet, ok};
-
-/// The files beside a store that an import building it leaves, other than the store's own.
-fn building_files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .filter(|name| name.contains(".import-"))
-        .collect()
-}
-
-fn indexes(db: &Path) -> Vec<String> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' ORDER BY name")
-        .unwrap();
-    stmt.query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap()
-}
+use crate::common::{Env, building_files, generate_fleet, ok, sqlite_indexes};
 
 fn db_arg(db: &Path) -> String {
     db.to_str().unwrap().to_owned()
@@ -62,8 +42,8 @@ fn an_import_where_no_store_was_gives_the_same_store() {
         ]))
     };
     assert_eq!(trace(&built), trace(&there));
-    assert_eq!(indexes(&built), indexes(&there));
-    assert!(indexes(&built).contains(&"events_by_target".to_owned()));
+    assert_eq!(sqlite_indexes(&built), sqlite_indexes(&there));
+    assert!(sqlite_indexes(&built).contains(&"events_by_target".to_owned()));
     assert!(building_files(built.parent().unwrap()).is_empty());
     // Recording goes on into it as into any store.
     ok(env
@@ -97,7 +77,7 @@ fn a_bad_line_puts_the_store_in_place_with_the_batches_before_it() {
         export.contains("\"a\"") && export.contains("\"b\""),
         "{export}"
     );
-    assert!(indexes(&db).contains(&"artifacts_by_digest".to_owned()));
+    assert!(sqlite_indexes(&db).contains(&"artifacts_by_digest".to_owned()));
     assert!(building_files(env.path()).is_empty());
 }
 
