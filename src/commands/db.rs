@@ -15,7 +15,7 @@ use crate::error::InputError;
 use crate::printer::Printer;
 use crate::store::postgres::connect::{Location, classify};
 use crate::store::{
-    BulkTarget, CopyReporter, GrantRole, Migrated, Store, StoreError, display_location,
+    BulkTarget, BulkWrite, CopyReporter, GrantRole, Migrated, Store, StoreError, display_location,
 };
 
 pub fn db(command: &DbCommand, db: &Path, printer: Printer) -> Result<ExitStatus> {
@@ -82,11 +82,12 @@ fn copy(args: &DbCopyArgs, db: &Path, printer: Printer) -> Result<ExitStatus> {
     let mut target = match location {
         Some(Location::Postgres(_)) => BulkTarget::There(open_postgres_dest(dest, printer)?),
         // Where no store is, the copy is built beside the path and put in place whole.
-        _ => BulkTarget::open(dest, || {
+        _ => BulkTarget::open(dest, BulkWrite::Copy, || {
             created = (!dest.exists()).then(|| dest.clone());
             Store::open(dest)
         })?,
     };
+    super::warn_leftovers(dest, printer);
     let reporter = Reporter::new(printer);
     let copied = match source.copy_to(target.store(), &reporter) {
         Ok(summary) => target.finish().map(|_| summary),

@@ -23,7 +23,7 @@ use crate::error::InputError;
 use crate::ingest::IngestError;
 use crate::model::{ParseError, limits};
 use crate::printer::Printer;
-use crate::store::{BulkTarget, ImportCache, ImportItem, StoreError};
+use crate::store::{BulkTarget, BulkWrite, ImportCache, ImportItem, StoreError};
 use crate::wire::provenance::parse_line;
 
 pub fn import(
@@ -65,7 +65,7 @@ pub fn import(
     let mut commit = |batch: &[ImportItem], first_line: usize| -> Result<()> {
         let target = match &mut store {
             Some(target) => target,
-            None => store.insert(bulk_target(db)?),
+            None => store.insert(bulk_target(db, printer)?),
         };
         let outcome = target
             .store()
@@ -113,7 +113,7 @@ pub fn import(
         Some(target) => target,
         None if read.is_err() => return read.map(|()| ExitStatus::Success),
         // Input with no lines still leaves a store.
-        None => bulk_target(db)?,
+        None => bulk_target(db, printer)?,
     };
     // Bulk mode ends (a built store, opened anew at its path, has nothing of it to undo).
     let finished = target
@@ -306,12 +306,14 @@ fn next_line(reader: &mut (impl BufRead + ?Sized), buf: &mut Vec<u8>) -> std::io
 }
 
 /// The store an import writes into, opened for a bulk import when nothing is to be built.
-fn bulk_target(db: &Path) -> Result<BulkTarget, StoreError> {
-    BulkTarget::open(db, || {
+fn bulk_target(db: &Path, printer: Printer) -> Result<BulkTarget, StoreError> {
+    let target = BulkTarget::open(db, BulkWrite::Import, || {
         let mut store = open_store(db)?;
         store.bulk(true)?;
         Ok(store)
-    })
+    })?;
+    super::warn_leftovers(db, printer);
+    Ok(target)
 }
 
 #[cfg(test)]

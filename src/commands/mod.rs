@@ -10,7 +10,7 @@ use crate::cli::{Cli, Command};
 use crate::config::{self, Config};
 use crate::error::InputError;
 use crate::printer::Printer;
-use crate::store::{Store, StoreError};
+use crate::store::{BulkTarget, Store, StoreError};
 
 mod audit;
 mod audit_builds;
@@ -78,6 +78,20 @@ fn db_path(explicit: Option<&Path>) -> Result<PathBuf> {
             )
             .into()
         }),
+    }
+}
+
+/// Warns of each building file beside the store at `path` that an import or copy left
+/// unfinished ([`BulkTarget::leftovers`]): nothing reads it, and it can be large.
+fn warn_leftovers(path: &Path, printer: Printer) {
+    for (file, size) in BulkTarget::leftovers(path) {
+        printer.warn(format!(
+            "`{}` ({}) is a store an import or copy into `{}` left unfinished: nothing reads it; \
+             delete it to free the space",
+            file.display(),
+            indicatif::HumanBytes(size),
+            path.display()
+        ));
     }
 }
 

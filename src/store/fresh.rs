@@ -7,8 +7,11 @@
 //! target, artifacts by digest, tags by tag, runs by pipeline and by builder), where new rows
 //! land at random places, are built once at the end. A process killed during the import
 //! leaves no store at the path, only the hidden file it was building (`.NAME.import-XXXXXX`
-//! beside it, with its `-journal`), which nothing reads; the next import starts again.
+//! beside it, with its `-journal`), which nothing reads; the next import starts again, and
+//! names the file ([`BulkTarget::leftovers`]). A building file is locked (`flock`) while
+//! its process lives, so a file another import is still building is never named.
 
+use std::fs::File;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
@@ -27,12 +30,31 @@ const DEFERRED: &[&str] = &[
     "runs_by_builder_start",
 ];
 
+/// The bulk write that builds a store: it names the building file, `.NAME.WRITE-XXXXXX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BulkWrite {
+    Import,
+    Copy,
+}
+
+impl BulkWrite {
+    const ALL: [Self; 2] = [Self::Import, Self::Copy];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Import => "import",
+            Self::Copy => "copy",
+        }
+    }
+}
+
 /// A store an import is building at a path where none was.
 #[derive(Debug)]
 pub struct FreshStore {
     /// Closed before `file` is removed (fields drop in order).
     store: Store,
     target: PathBuf,
+    write: BulkWrite,
     file: Building,
     /// The definitions of the indexes dropped until [`FreshStore::publish`].
     deferred: Vec<String>,
@@ -41,7 +63,7 @@ pub struct FreshStore {
 impl FreshStore {
     /// A store to import into at `target`, built beside it; `None` when `target` names a
     /// PostgreSQL store or something already there, which the import writes into as it is.
-    pub fn create(target: &Path) -> Result<Option<Self>, StoreError> {
+    pub fn create(target: &Path, write: BulkWrite) -> Result<Option<Self>, StoreError> {
         if pg::postgres_url(target)?.is_some() || !is_free(target) {
             return Ok(None);
         }
@@ -59,15 +81,20 @@ impl FreshStore {
             reason: err.to_string(),
         };
         std::fs::create_dir_all(dir).map_err(unusable)?;
-        let file = Building(Some(
-            tempfile::Builder::new()
-                .prefix(&format!(".{name}.import-"))
-                // As SQLite creates a store's file, the umask applying.
-                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
-                .tempfile_in(dir)
-                .map_err(unusable)?
-                .into_temp_path(),
-        ));
+        let path = tempfile::Builder::new()
+            .prefix(&format!(".{name}.{}-", write.as_str()))
+            // As SQLite creates a store's file, the umask applying.
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .tempfile_in(dir)
+            .map_err(unusable)?
+            .into_temp_path();
+        // Held until the file is removed or the process ends. A file system without `flock`
+        // builds unlocked: its building files are never named as left over.
+        let lock = File::open(&path).ok().filter(|f| f.try_lock().is_ok());
+        let file = Building {
+            path: Some(path),
+            _lock: lock,
+        };
         let mut store = Store::open(file.path())?;
         // Errors name the path the user gave; nothing on the import's way opens the store's
         // path again (the building file is reached through `file`).
@@ -76,6 +103,7 @@ impl FreshStore {
         Ok(Some(Self {
             store,
             target: target.to_path_buf(),
+            write,
             file,
             deferred,
         }))
@@ -94,6 +122,7 @@ impl FreshStore {
         let Self {
             store,
             target,
+            write,
             mut file,
             deferred,
         } = self;
@@ -103,14 +132,17 @@ impl FreshStore {
             .and_then(|f| f.sync_all())
             .and_then(|()| put_in_place(file.path(), &target));
         if let Err(err) = linked {
+            let name = write.as_str();
             let reason = if err.kind() == ErrorKind::AlreadyExists {
-                "a file appeared there while it ran; import again to write into that store, \
-                 then delete the built one"
-                    .to_owned()
+                format!(
+                    "a file appeared there while it ran; {name} again to write into that store, \
+                     then delete the built one"
+                )
             } else {
-                format!("{err}; move it there, or import again")
+                format!("{err}; move it there, or {name} again")
             };
             return Err(StoreError::Unpublished {
+                write: write.as_str(),
                 path: target,
                 kept: file.keep(),
                 reason,
@@ -136,12 +168,48 @@ impl BulkTarget {
     /// A store built beside `path` when nothing is there; else what `there` opens.
     pub fn open(
         path: &Path,
+        write: BulkWrite,
         there: impl FnOnce() -> Result<Store, StoreError>,
     ) -> Result<Self, StoreError> {
-        Ok(match FreshStore::create(path)? {
+        Ok(match FreshStore::create(path, write)? {
             Some(fresh) => Self::Fresh(fresh),
             None => Self::There(there()?),
         })
+    }
+
+    /// Building files beside `path` that no process holds, each with its size in bytes
+    /// (journal included): left by an import or copy that was killed, or kept after it could
+    /// not be put in place. Nothing reads them.
+    pub fn leftovers(path: &Path) -> Vec<(PathBuf, u64)> {
+        let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
+            return Vec::new();
+        };
+        let prefixes = BulkWrite::ALL.map(|write| format!(".{name}.{}-", write.as_str()));
+        let Ok(entries) = std::fs::read_dir(directory(path)) else {
+            return Vec::new();
+        };
+        let mut left: Vec<(PathBuf, u64)> = entries
+            .filter_map(Result::ok)
+            .filter(|entry| {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                prefixes.iter().any(|p| name.starts_with(p.as_str()))
+                    && !SIDECARS.iter().any(|suffix| name.ends_with(suffix))
+                    && entry.file_type().is_ok_and(|t| t.is_file())
+            })
+            .map(|entry| entry.path())
+            .filter(|file| File::open(file).is_ok_and(|f| f.try_lock().is_ok()))
+            .map(|file| {
+                let size = ["", "-journal", "-wal", "-shm"]
+                    .iter()
+                    .filter_map(|suffix| std::fs::metadata(super::sidecar(&file, suffix)).ok())
+                    .map(|meta| meta.len())
+                    .sum();
+                (file, size)
+            })
+            .collect();
+        left.sort();
+        left
     }
 
     pub fn store(&mut self) -> &mut Store {
@@ -159,6 +227,9 @@ impl BulkTarget {
         }
     }
 }
+
+/// The files SQLite keeps beside a store's.
+const SIDECARS: [&str; 3] = ["-journal", "-wal", "-shm"];
 
 /// Whether nothing is at `path`: no file, and no journal or write-ahead log that SQLite would
 /// take as a store's (replayed into the new store, or rolled back onto it).
@@ -196,17 +267,22 @@ fn put_in_place(built: &Path, target: &Path) -> std::io::Result<()> {
 /// The file a store is built in: removed when dropped, with the files SQLite keeps beside it,
 /// unless kept.
 #[derive(Debug)]
-struct Building(Option<TempPath>);
+struct Building {
+    path: Option<TempPath>,
+    /// The file opened once more, locked while it is being built (released when dropped,
+    /// after the file is removed).
+    _lock: Option<File>,
+}
 
 impl Building {
     fn path(&self) -> &Path {
-        self.0.as_deref().unwrap_or(Path::new(""))
+        self.path.as_deref().unwrap_or(Path::new(""))
     }
 
     /// Keeps the file; its path.
     fn keep(&mut self) -> PathBuf {
         let path = self.path().to_path_buf();
-        if let Some(Err(err)) = self.0.take().map(TempPath::keep) {
+        if let Some(Err(err)) = self.path.take().map(TempPath::keep) {
             std::mem::forget(err.path);
         }
         path
@@ -215,8 +291,8 @@ impl Building {
 
 impl Drop for Building {
     fn drop(&mut self) {
-        if let Some(file) = self.0.take() {
-            for suffix in ["-journal", "-wal", "-shm"] {
+        if let Some(file) = self.path.take() {
+            for suffix in SIDECARS {
                 let _ = std::fs::remove_file(super::sidecar(&file, suffix));
             }
             // Removes the file itself.
@@ -302,7 +378,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let reference = Store::open(&dir.path().join("reference.db")).unwrap();
         let target = dir.path().join("sub").join("fleet.db");
-        let mut fresh = FreshStore::create(&target).unwrap().unwrap();
+        let mut fresh = FreshStore::create(&target, BulkWrite::Import)
+            .unwrap()
+            .unwrap();
         assert!(!target.exists());
         let building = index_names(fresh.store());
         for name in DEFERRED {
@@ -340,14 +418,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("fleet.db");
         std::fs::write(&target, b"").unwrap();
-        assert!(FreshStore::create(&target).unwrap().is_none());
+        assert!(
+            FreshStore::create(&target, BulkWrite::Import)
+                .unwrap()
+                .is_none()
+        );
         for suffix in ["-wal", "-journal"] {
             let target = dir.path().join(format!("left{suffix}.db"));
             std::fs::write(super::super::sidecar(&target, suffix), b"left").unwrap();
-            assert!(FreshStore::create(&target).unwrap().is_none(), "{suffix}");
+            assert!(
+                FreshStore::create(&target, BulkWrite::Import)
+                    .unwrap()
+                    .is_none(),
+                "{suffix}"
+            );
         }
         let slash = PathBuf::from(format!("{}/", dir.path().join("newdir").display()));
-        assert!(FreshStore::create(&slash).unwrap().is_none());
+        assert!(
+            FreshStore::create(&slash, BulkWrite::Import)
+                .unwrap()
+                .is_none()
+        );
     }
 
     /// An import that ends without publishing (the store's own trouble) leaves nothing beside
@@ -356,7 +447,9 @@ mod tests {
     fn an_unpublished_store_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("fleet.db");
-        let mut fresh = FreshStore::create(&target).unwrap().unwrap();
+        let mut fresh = FreshStore::create(&target, BulkWrite::Import)
+            .unwrap()
+            .unwrap();
         let conn = fresh.store().conn.sqlite().unwrap();
         // A transaction left open keeps its journal on disk.
         conn.execute_batch("BEGIN; CREATE TABLE t (x); INSERT INTO t VALUES (1);")
@@ -367,13 +460,57 @@ mod tests {
         assert!(left.is_empty(), "{left:?}");
     }
 
+    /// Building files no process holds are named, with their journals' bytes counted; one
+    /// still being built is not, nor are other files beside the path.
+    #[test]
+    fn only_building_files_no_process_holds_are_left_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("fleet.db");
+        let live = FreshStore::create(&target, BulkWrite::Copy)
+            .unwrap()
+            .unwrap();
+        assert!(
+            live.file
+                .path()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with(".fleet.db.copy-")
+        );
+        assert_eq!(BulkTarget::leftovers(&target), Vec::new());
+
+        let killed = dir.path().join(".fleet.db.import-AbC123");
+        std::fs::write(&killed, [0; 100]).unwrap();
+        std::fs::write(dir.path().join(".fleet.db.import-AbC123-journal"), [0; 20]).unwrap();
+        for other in [
+            ".other.db.import-AbC123",
+            "fleet.db.import-AbC123",
+            ".fleet.db-wal",
+        ] {
+            std::fs::write(dir.path().join(other), b"").unwrap();
+        }
+        assert_eq!(BulkTarget::leftovers(&target), vec![(killed.clone(), 120)]);
+
+        // A building file locked by a process that lives is not named: this one's lock is
+        // taken by another open file, as another process's would be.
+        let held = File::open(&killed).unwrap();
+        held.try_lock().unwrap();
+        assert_eq!(BulkTarget::leftovers(&target), Vec::new());
+        drop(held);
+        drop(live);
+        assert_eq!(BulkTarget::leftovers(&target), vec![(killed, 120)]);
+    }
+
     /// A store that appeared at the path meanwhile is left alone; the import stays in its
     /// file, which the error names.
     #[test]
     fn a_path_taken_meanwhile_keeps_the_import_aside() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("fleet.db");
-        let fresh = FreshStore::create(&target).unwrap().unwrap();
+        let fresh = FreshStore::create(&target, BulkWrite::Import)
+            .unwrap()
+            .unwrap();
         std::fs::write(&target, b"someone else's").unwrap();
         let Err(StoreError::Unpublished { kept, .. }) = fresh.publish() else {
             panic!("published over another file");

@@ -48,7 +48,7 @@ pub use collector::{Receipt, Refused};
 pub use containment::{Contained, OverrideRow, VerificationRow};
 pub use copy::{CopyReporter, CopySummary};
 pub use floor::{TableCopy, TableSize};
-pub use fresh::{BulkTarget, FreshStore};
+pub use fresh::{BulkTarget, BulkWrite, FreshStore};
 pub use history::{CollectOutcome, CollectedBuild, HistoryMatch, unrecorded_pipeline};
 pub use incident::{Acceptance, ActionRow, IncidentRow, MountRead, UsedBase};
 pub use index::{SourceSummary, TraceSource};
@@ -189,9 +189,10 @@ pub enum StoreError {
     )]
     NoSchema { path: PathBuf },
     #[error(
-        "the import into `{path}` was built whole in `{kept}` but cannot be put in place: {reason}"
+        "the {write} into `{path}` was built whole in `{kept}` but cannot be put in place: {reason}"
     )]
     Unpublished {
+        write: &'static str,
         path: PathBuf,
         kept: PathBuf,
         reason: String,

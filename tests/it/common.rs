@@ -303,7 +303,7 @@ pub fn building_files(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .filter(|name| name.contains(".import-"))
+        .filter(|name| name.contains(".import-") || name.contains(".copy-"))
         .collect()
 }
 

@@ -82,7 +82,7 @@ fn a_bad_line_puts_the_store_in_place_with_the_batches_before_it() {
 }
 
 /// An import killed while it runs leaves no store at the path (only the file it was
-/// building); the import run again builds the whole store.
+/// building); the import run again builds the whole store, and names the file left.
 #[test]
 fn a_killed_import_leaves_no_store_and_the_rerun_completes() {
     let env = Env::new();
@@ -125,8 +125,27 @@ fn a_killed_import_leaves_no_store_and_the_rerun_completes() {
     child.wait().unwrap();
     drop(stdin);
     assert!(!db.exists(), "a half import was put in place");
+    let left = building_files(env.path())
+        .into_iter()
+        .find(|name| !name.ends_with("-journal"))
+        .unwrap();
 
-    ok(env.cmd().args(["--db", &db_arg(&db), "import"]).arg(&fleet));
+    // The rerun names the file the killed import left, which it does not read.
+    let rerun = env
+        .cmd()
+        .args(["--db", &db_arg(&db), "import"])
+        .arg(&fleet)
+        .output()
+        .unwrap();
+    assert!(rerun.status.success());
+    let stderr = String::from_utf8(rerun.stderr).unwrap();
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("warning: "))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    assert!(warnings[0].contains(&left), "{stderr}");
+    assert!(warnings[0].contains("left unfinished"), "{stderr}");
     let reference = env.path().join("reference.db");
     ok(env
         .cmd()
