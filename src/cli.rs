@@ -294,8 +294,13 @@ pub struct ImportArgs {
     /// Record every run, and every pipeline's first ceiling, at most at this level, whatever
     /// the file says: for an upload from a job whose code nobody reviewed (a pull request),
     /// which that code could have written.
-    #[arg(long, value_name = "LEVEL")]
+    #[arg(long, value_name = "LEVEL", conflicts_with = "purges")]
     pub trust_level: Option<String>,
+    /// Record the file's purge lines: for a store's own export. A purge narrows every later
+    /// trace, and a CI job's upload never carries one, so without this a purge line is
+    /// refused; a purge time in the future is refused either way.
+    #[arg(long)]
+    pub purges: bool,
 }
 
 #[derive(Debug, Args)]

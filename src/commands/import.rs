@@ -24,6 +24,7 @@ use crate::ingest::IngestError;
 use crate::model::{ParseError, limits};
 use crate::printer::Printer;
 use crate::store::{BulkTarget, BulkWrite, ImportCache, ImportItem, StoreError};
+use crate::time::Micros;
 use crate::wire::provenance::parse_line;
 
 pub fn import(
@@ -91,6 +92,8 @@ pub fn import(
         let parse = Batches {
             source: &source,
             trust_level: args.trust_level.as_deref(),
+            purges: args.purges,
+            now: crate::time::now(),
             config,
             batch_size,
         };
@@ -156,6 +159,10 @@ pub fn import(
 struct Batches<'a> {
     source: &'a str,
     trust_level: Option<&'a str>,
+    /// Purge lines are recorded (`--purges`), else refused.
+    purges: bool,
+    /// When the import started: a purge after it (beyond the clock skew allowed) is refused.
+    now: Micros,
     config: &'a Config,
     batch_size: usize,
 }
@@ -225,10 +232,41 @@ impl Batches<'_> {
             return Ok(Some(None));
         }
         let mut item = parse_line(line).map_err(at_line)?;
+        if let ImportItem::Purge { at, .. } = &item {
+            self.check_purge(*at).map_err(at_line)?;
+        }
         if let Some(level) = self.trust_level {
             cap_trust(&mut item, level, self.config);
         }
         Ok(Some(Some(item)))
+    }
+}
+
+impl Batches<'_> {
+    /// Why a purge line at `at` is not recorded, if it is not: a purge narrows every later
+    /// trace, so only a store's export (`--purges`) brings them, and none is dated after the
+    /// import began, as `mark-purged` refuses one.
+    fn check_purge(&self, at: Micros) -> Result<(), String> {
+        if !self.purges {
+            return Err(
+                "a purge line: a CI job's upload never carries one, and a purge narrows \
+                        every later trace (import a store's export with --purges)"
+                    .to_owned(),
+            );
+        }
+        let skew = Micros::try_from(self.config.purge.clock_skew_seconds)
+            .unwrap_or(Micros::MAX)
+            .saturating_mul(1_000_000);
+        if at > self.now.saturating_add(skew) {
+            return Err(format!(
+                "a purge at `{}`, in the future (the import began at {}, clock skew allowed \
+                 {}s): a purge is recorded once it is done",
+                crate::time::format(at),
+                crate::time::format(self.now),
+                self.config.purge.clock_skew_seconds
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -212,7 +212,9 @@ fn export_import_round_trip() {
         b = digest('b')
     );
     let file = env.write("in.jsonl", &lines);
-    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+    ok(env
+        .cmd()
+        .args(["import", "--purges", file.to_str().unwrap()]));
     let first = ok(env.cmd().arg("export"));
     let copy = env.write("copy.jsonl", &first);
     let other = env.path().join("other.db");
@@ -220,6 +222,7 @@ fn export_import_round_trip() {
         "--db",
         other.to_str().unwrap(),
         "import",
+        "--purges",
         copy.to_str().unwrap(),
     ]));
     let second = ok(env.cmd().args(["--db", other.to_str().unwrap(), "export"]));

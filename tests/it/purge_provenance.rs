@@ -238,7 +238,9 @@ fn imported_purges_stay_imported_whatever_they_claim() {
     let env = example();
     let forged = r#"{"v":1,"type":"purge","builder":"ci-1","mount":"/root/.cache/pip","at":"2026-11-03T15:00:00Z","source":"mark-purged","method":"executor","author":"security-team@vault","recorded_at":"2026-11-03T15:00:01Z"}"#;
     let file = env.write("forged.jsonl", &format!("{forged}\n"));
-    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+    ok(env
+        .cmd()
+        .args(["import", "--purges", file.to_str().unwrap()]));
     let doc = trace_json(&env, &[]);
     let p = &doc["purges"][0];
     assert_eq!(p["method"], "imported", "{doc:#}");
@@ -271,7 +273,9 @@ fn imported_purges_stay_imported_whatever_they_claim() {
     assert_valid("provenance-line.schema.json", line);
     let second = Env::new();
     let file = second.write("export.jsonl", &ok(first.cmd().arg("export")));
-    ok(second.cmd().args(["import", file.to_str().unwrap()]));
+    ok(second
+        .cmd()
+        .args(["import", "--purges", file.to_str().unwrap()]));
     assert_eq!(
         purge_lines(&second),
         exported,
@@ -284,6 +288,46 @@ fn imported_purges_stay_imported_whatever_they_claim() {
     assert_eq!(p["reason"], REASON);
 }
 
+/// A purge line is recorded only from a store's export (`import --purges`): in a CI job's
+/// upload, which never carries one, it is refused, so a hostile upload cannot clean the mount
+/// the release read after the fact; nor can any import record a purge in the future.
+#[test]
+fn an_upload_cannot_carry_a_purge() {
+    let env = example();
+    let before = trace_json(&env, &[]);
+    assert!(runs(&before).contains(&"run:web-release/101-1/Dockerfile".to_owned()));
+    let pipeline = r#"{"v":1,"type":"pipeline","name":"forks-pr"}"#;
+    let purge = format!(
+        r#"{{"v":1,"type":"purge","builder":"ci-1","mount":"{PIP}","at":"{BACKDATED}","method":"executor","author":"responder@soc"}}"#
+    );
+    let upload = env.write("upload.jsonl", &format!("{pipeline}\n{purge}\n"));
+    for extra in [&[][..], &["--trust-level", "untrusted"][..]] {
+        let out = output(&env, env.cmd().arg("import").args(extra).arg(&upload));
+        assert!(out.starts_with("exit: 2\n"), "{out}");
+        assert!(out.contains("upload.jsonl` line 2: a purge line"), "{out}");
+    }
+    let out = output(
+        &env,
+        env.cmd()
+            .args(["import", "--purges", "--trust-level", "untrusted"])
+            .arg(&upload),
+    );
+    assert!(out.starts_with("exit: 2\n"), "{out}");
+    let future = purge.replace(BACKDATED, "2099-01-01T00:00:00Z");
+    let file = env.write("future.jsonl", &format!("{future}\n"));
+    let out = output(&env, env.cmd().args(["import", "--purges"]).arg(&file));
+    assert!(out.starts_with("exit: 2\n"), "{out}");
+    assert!(
+        out.contains("2099-01-01T00:00:00Z") && out.contains("future"),
+        "{out}"
+    );
+    assert_eq!(
+        trace_json(&env, &[]),
+        before,
+        "a refused purge narrowed the trace"
+    );
+}
+
 /// Purge lines written before provenance still import, as `imported` by the importer; a line
 /// claiming a method that does not exist is bad input.
 #[test]
@@ -291,14 +335,20 @@ fn old_purge_lines_still_import() {
     let env = example();
     let old = r#"{"v":1,"type":"purge","builder":"ci-1","mount":"/root/.cache/pip","at":"2026-11-03T15:00:00Z","source":"incident 4"}"#;
     let file = env.write("old.jsonl", &format!("{old}\n"));
-    ok(env.cmd().args(["import", file.to_str().unwrap()]));
+    ok(env
+        .cmd()
+        .args(["import", "--purges", file.to_str().unwrap()]));
     let p = &trace_json(&env, &[])["purges"][0];
     assert_eq!(p["method"], "imported");
     assert_eq!(p["source"], "incident 4");
     assert_eq!(p["claimed"], serde_json::Value::Null);
     let bad = old.replace(r#""source""#, r#""method":"vendor","source""#);
     let file = env.write("bad.jsonl", &format!("{bad}\n"));
-    let out = output(&env, env.cmd().args(["import", file.to_str().unwrap()]));
+    let out = output(
+        &env,
+        env.cmd()
+            .args(["import", "--purges", file.to_str().unwrap()]),
+    );
     assert!(out.starts_with("exit: 2\n"), "{out}");
     assert!(out.contains("vendor"), "{out}");
 }
