@@ -474,18 +474,70 @@ pub fn settle(actions: &mut Vec<Action>) {
     actions.dedup();
 }
 
-/// The command that deletes a non-registry cache entry in its own system.
+/// The command that deletes a non-registry cache entry in its own system. The key is recorded
+/// (a hostile pipeline chose it), so it is quoted for the shell the command is pasted into.
 pub fn follow_up_command(backend: Backend, key: &str) -> String {
     match backend {
-        Backend::Gha => {
-            format!("gh cache list --key '{key}' && gh cache delete --all --key '{key}'")
-        }
+        Backend::Gha => format!(
+            "gh cache list --key {} --json id --jq '.[].id' | xargs -r -n1 gh cache delete",
+            sh(key)
+        ),
         Backend::S3 => {
             let path = key.split(" (").next().unwrap_or(key);
-            format!("aws s3 rm --recursive '{path}'")
+            format!("aws s3 rm --recursive {}", sh(path))
         }
-        Backend::Azblob => format!("az storage blob delete-batch --source '{key}'"),
-        Backend::Local => format!("rm -rf '{key}'"),
+        Backend::Azblob => format!("az storage blob delete-batch --source {}", sh(key)),
+        Backend::Local => format!("rm -rf -- {}", sh(key)),
         Backend::Registry | Backend::LocalImage => String::new(),
+    }
+}
+
+/// `word` as one shell word, whatever it holds. (Neither store keeps a NUL, which no shell
+/// word can hold.)
+fn sh(word: &str) -> String {
+    let word = word.replace('\0', "");
+    shlex::try_quote(&word).map_or_else(|_| "''".to_owned(), |quoted| quoted.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A recorded key, however hostile, is one word of the follow-up command: the shell runs
+    /// the command named, never anything the key holds.
+    #[test]
+    fn a_follow_up_command_holds_its_key_as_one_word() {
+        let hostile = [
+            "k'; touch /tmp/pwned; '",
+            "$(touch /tmp/pwned)`id`'x",
+            "a b\tc\nd",
+            "-rf /",
+            "\\'\"$HOME",
+            "",
+        ];
+        for key in hostile {
+            for (backend, program) in [
+                (Backend::Local, ["rm", "-rf", "--"].as_slice()),
+                (Backend::S3, ["aws", "s3", "rm", "--recursive"].as_slice()),
+                (
+                    Backend::Azblob,
+                    ["az", "storage", "blob", "delete-batch", "--source"].as_slice(),
+                ),
+            ] {
+                let words = shlex::split(&follow_up_command(backend, key)).unwrap();
+                let mut expected: Vec<&str> = program.to_vec();
+                expected.push(key);
+                assert_eq!(words, expected, "{backend:?} {key:?}");
+            }
+            let gh = follow_up_command(Backend::Gha, key);
+            let (list, delete) = gh.rsplit_once(" | ").unwrap();
+            assert_eq!(
+                shlex::split(list).unwrap(),
+                [
+                    "gh", "cache", "list", "--key", key, "--json", "id", "--jq", ".[].id"
+                ]
+            );
+            assert_eq!(delete, "xargs -r -n1 gh cache delete");
+        }
     }
 }

@@ -220,14 +220,16 @@ fn non_registry_caches_are_follow_ups_with_commands() {
     ok(env.cmd().args(["incident", "open", "--pipeline", "evil"]));
     let report = ok(env.cmd().args(["incident", "report", "1"]));
     assert!(
-        report.contains("gh cache delete --all --key 'web-main'"),
+        report.contains(
+            "gh cache list --key web-main --json id --jq '.[].id' | xargs -r -n1 gh cache delete"
+        ),
         "{report}"
     );
     assert!(
-        report.contains("aws s3 rm --recursive 's3://bucket/cache/web'"),
+        report.contains("aws s3 rm --recursive s3://bucket/cache/web"),
         "{report}"
     );
-    assert!(report.contains("rm -rf '/var/cache/buildx'"), "{report}");
+    assert!(report.contains("rm -rf -- /var/cache/buildx"), "{report}");
 }
 
 /// A tag only ever built into an engine gets no registry look-up (its local image is removed
