@@ -25,6 +25,7 @@ const PG_MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/postgres/0002_bulk_writes.sql"),
     include_str!("../../schema/postgres/0003_hook_bulk_upserts.sql"),
     include_str!("../../schema/postgres/0004_issued_ids.sql"),
+    include_str!("../../schema/postgres/0005_builder_kept.sql"),
 ];
 
 /// The schema version this build writes on PostgreSQL.

@@ -606,6 +606,9 @@ fn upsert<'a>(tx: &Transaction<'_>, sqlite: &'a str, postgres: &'a str) -> &'a s
     }
 }
 
+/// The builder's id, adding it when new. A builder's driver and endpoint are the first ones
+/// recorded: a later line (any job's upload could carry one) fills in what is missing but
+/// never changes them, so it cannot point a purge or a verify at another engine.
 pub(super) fn upsert_builder(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
@@ -622,8 +625,8 @@ pub(super) fn upsert_builder(
             tx,
             "INSERT INTO builders (name, driver, endpoint) VALUES (?1, ?2, ?3)
              ON CONFLICT (name) DO UPDATE SET
-                driver = coalesce(excluded.driver, builders.driver),
-                endpoint = coalesce(excluded.endpoint, builders.endpoint)
+                driver = coalesce(builders.driver, excluded.driver),
+                endpoint = coalesce(builders.endpoint, excluded.endpoint)
              RETURNING id",
             "SELECT cw_upsert_builder(?1, ?2, ?3)",
         ))?

@@ -195,6 +195,47 @@ fn llb_mount_ids_are_normalized() {
     assert_eq!(mounts, 1);
 }
 
+/// A builder's driver and endpoint are the first ones recorded: a later line (a job's upload)
+/// fills in what is missing, never changes them.
+#[test]
+fn a_builder_keeps_the_first_endpoint_recorded() {
+    let env = Env::new();
+    let line =
+        |name: &str, rest: &str| format!(r#"{{"v":1,"type":"builder","name":"{name}"{rest}}}"#);
+    let first = [
+        line(
+            "b1",
+            r#","driver":"docker","endpoint":"unix:///run/ci-1.sock""#,
+        ),
+        line("b2", ""),
+    ];
+    let file = env.write("first.jsonl", &format!("{}\n", first.join("\n")));
+    ok(env.cmd().arg("import").arg(&file));
+    let later = [
+        line(
+            "b1",
+            r#","driver":"buildkitd","endpoint":"tcp://127.0.0.1:23751""#,
+        ),
+        line(
+            "b2",
+            r#","driver":"docker","endpoint":"unix:///run/ci-2.sock""#,
+        ),
+    ];
+    let file = env.write("later.jsonl", &format!("{}\n", later.join("\n")));
+    ok(env.cmd().arg("import").arg(&file));
+    let export = ok(env.cmd().arg("export"));
+    let builders: Vec<serde_json::Value> = export
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["type"] == "builder")
+        .collect();
+    assert_eq!(builders.len(), 2, "{export}");
+    assert_eq!(builders[0]["driver"], "docker");
+    assert_eq!(builders[0]["endpoint"], "unix:///run/ci-1.sock");
+    assert_eq!(builders[1]["driver"], "docker");
+    assert_eq!(builders[1]["endpoint"], "unix:///run/ci-2.sock");
+}
+
 /// Export then import into a fresh store gives the same export.
 #[test]
 fn export_import_round_trip() {
