@@ -350,7 +350,8 @@ pub struct SeedArgs {
     /// A cache ref by digest, or a tag meaning every digest recorded for it.
     #[arg(long, value_name = "REF")]
     pub cache_ref: Vec<String>,
-    /// A mount cache: `BUILDER:ID` (the Dockerfile id or its LLB form).
+    /// A mount cache: `BUILDER:ID` (the Dockerfile id or its LLB form). Read at each `:`, as
+    /// builder names and ids can hold one: every mount the store holds under a reading.
     #[arg(long, value_name = "BUILDER:ID")]
     pub mount: Vec<String>,
     /// A builder whose local cache is compromised.

@@ -103,6 +103,22 @@ pub struct MountSeed {
 }
 
 impl MountSeed {
+    /// The ways to read `BUILDER:ID` as given: split at each `:` with something on both
+    /// sides, the first `:` first.
+    pub fn readings(&self) -> Vec<MountSeed> {
+        let value = format!("{}:{}", self.builder, self.id);
+        value
+            .match_indices(':')
+            .map(|(at, _)| (&value[..at], &value[at + 1..]))
+            .filter(|(builder, id)| !builder.is_empty() && !id.is_empty())
+            .map(|(builder, id)| MountSeed {
+                builder: builder.to_owned(),
+                id: id.to_owned(),
+                since: self.since,
+            })
+            .collect()
+    }
+
     /// The ids to look the mount up by, most literal first: the id as given, then the
     /// Dockerfile forms of it read as an LLB id.
     pub fn candidates(&self) -> Vec<String> {

@@ -27,7 +27,7 @@ use super::result::{
     AppliedPurge, Entity, Evidence, Kind, Label, Node, SeedMark, Trace, Via, cleanings_of,
     is_cache_backend,
 };
-use super::seeds::{CacheRefSeed, DigestSeed, Seeds};
+use super::seeds::{CacheRefSeed, DigestSeed, MountSeed, Seeds};
 use super::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestRead, MountId, MountInfo,
     Purged, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
@@ -421,20 +421,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             self.seed_digest(image, Kind::Image)?;
         }
         for mount in &seeds.mounts {
-            let builder = self.builder_by_name(&mount.builder)?;
-            let mut found = Vec::new();
-            for candidate in mount.candidates() {
-                found = self.source.mounts_by_name(&builder.name, &candidate)?;
-                if !found.is_empty() {
-                    break;
-                }
-            }
-            if found.is_empty() {
-                return Err(TraceError::UnknownSeed(Unknown::Mount {
-                    builder: mount.builder.clone(),
-                    id: mount.id.clone(),
-                }));
-            }
+            let found = self.seeded_mounts(mount)?;
             for info in found {
                 let at = match mount.since {
                     Some(since) => Some(since),
@@ -461,6 +448,45 @@ impl<'s, S: Source> Tracer<'s, S> {
             }
         }
         Ok(())
+    }
+
+    /// The mounts a `--mount BUILDER:ID` seed names. Builder names and mount ids can both hold
+    /// `:` (`docker@host:/var/run/docker.sock` is a builder), so the value is read at each
+    /// `:` in turn: every builder and mount the store holds under one of those readings is
+    /// seeded. A value that names none is an unknown mount on the first builder found, else
+    /// an unknown builder.
+    fn seeded_mounts(&mut self, seed: &MountSeed) -> Result<Vec<MountInfo>, TraceError<S::Error>> {
+        let mut found = Vec::new();
+        let mut unknown = None;
+        for reading in seed.readings() {
+            let Some(builder) = self.source.builder_by_name(&reading.builder)? else {
+                continue;
+            };
+            let mut here = Vec::new();
+            for candidate in reading.candidates() {
+                here = self.source.mounts_by_name(&builder.name, &candidate)?;
+                if !here.is_empty() {
+                    break;
+                }
+            }
+            if here.is_empty() {
+                unknown.get_or_insert(Unknown::Mount {
+                    builder: reading.builder,
+                    id: reading.id,
+                });
+            }
+            for info in here {
+                if !found.iter().any(|f: &MountInfo| f.id == info.id) {
+                    found.push(info);
+                }
+            }
+        }
+        if found.is_empty() {
+            return Err(TraceError::UnknownSeed(
+                unknown.unwrap_or_else(|| Unknown::Builder(seed.builder.clone())),
+            ));
+        }
+        Ok(found)
     }
 
     fn builder_by_name(&mut self, name: &str) -> Result<BuilderInfo, TraceError<S::Error>> {

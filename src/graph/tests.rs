@@ -807,6 +807,67 @@ fn a_seed_that_matches_nothing_gives_an_empty_trace() {
     assert_eq!(seeds, [digest('f')]);
 }
 
+/// A `--mount` value is read at each `:`: a builder named after its endpoint
+/// (`docker@vm:/var/run/docker.sock`) can be seeded, and a look-alike another writer recorded
+/// (builder `docker@vm`, mount `/var/run/docker.sock:/root/.cache/pip`) is seeded beside the
+/// mount it imitates, never in its place.
+#[test]
+fn a_mount_seed_is_read_at_each_colon() {
+    let mut h = History::new();
+    let real = h.builder("docker@vm:/var/run/docker.sock");
+    let pip = h.mount(real, "/root/.cache/pip");
+    let writer = h.run("w", "1", t(0), t(10));
+    h.writes(writer, pip);
+    let seed = |h: &mut History| {
+        let seeds = Seeds::from_spec(&SeedSpec {
+            mounts: vec!["docker@vm:/var/run/docker.sock:/root/.cache/pip".into()],
+            ..SeedSpec::default()
+        })
+        .unwrap();
+        let trace = traced(h, &seeds);
+        let mut seeded: Vec<String> = trace.seeds().iter().map(|n| n.name().to_string()).collect();
+        seeded.sort();
+        seeded
+    };
+    assert_eq!(
+        seed(&mut h),
+        ["mount:docker@vm:/var/run/docker.sock:/root/.cache/pip"]
+    );
+
+    let fake = h.builder("docker@vm");
+    let look_alike = h.mount(fake, "/var/run/docker.sock:/root/.cache/pip");
+    let other = h.run("x", "1", t(0), t(10));
+    h.writes(other, look_alike);
+    let seeded = seed(&mut h);
+    assert_eq!(seeded.len(), 2, "{seeded:?}");
+    let trace = traced(
+        &mut h,
+        &Seeds::from_spec(&SeedSpec {
+            mounts: vec!["docker@vm:/var/run/docker.sock:/root/.cache/pip".into()],
+            ..SeedSpec::default()
+        })
+        .unwrap(),
+    );
+    let mut mounts: Vec<String> = trace
+        .seeds()
+        .iter()
+        .filter_map(|n| match &n.entity {
+            crate::graph::Entity::Mount(info) => {
+                Some(format!("{} {}", info.builder_name, info.mount_id))
+            }
+            _ => None,
+        })
+        .collect();
+    mounts.sort();
+    assert_eq!(
+        mounts,
+        [
+            "docker@vm /var/run/docker.sock:/root/.cache/pip",
+            "docker@vm:/var/run/docker.sock /root/.cache/pip",
+        ]
+    );
+}
+
 /// Naming a pipeline, run, builder, mount or tag the store does not hold is a clear error.
 #[test]
 fn unknown_seeds_are_errors_naming_the_value() {
