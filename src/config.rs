@@ -332,7 +332,8 @@ pub struct TokenConfig {
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// A run that claims to have started this long before its token was issued is
-    /// time-suspect.
+    /// time-suspect; with a token that has no issue time, this plus `late_grace_seconds`
+    /// before the collector received it.
     #[serde(default = "default_max_run_seconds")]
     pub max_run_seconds: u64,
     /// Runs one identity may send a minute; 0 for no limit.

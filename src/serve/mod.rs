@@ -365,6 +365,10 @@ type Steps = (
 
 /// Why a run's own times cannot be believed: it claims to have finished after the collector
 /// received it, or to have started longer than a run may take before its token was issued.
+/// A token with no issue time (a static `[[token]]`, or a JWT without `iat`) bounds nothing, so
+/// such a run is held to when it was received: a run may take `max_run_seconds` and then wait
+/// `late_grace_seconds` in a spool, and one claiming to have started before that is not
+/// believed.
 fn time_suspect(
     record: &RunRecord,
     identity: &Identity,
@@ -390,6 +394,26 @@ fn time_suspect(
                 "started at {}, more than {}s before its token was issued",
                 time::format(record.started_at),
                 config.server.max_run_seconds
+            ));
+        }
+    } else {
+        let longest = config
+            .server
+            .max_run_seconds
+            .saturating_add(config.server.late_grace_seconds);
+        let limit = received_at
+            .saturating_sub(
+                i64::try_from(longest)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1_000_000),
+            )
+            .saturating_sub(skew);
+        if record.started_at < limit {
+            why.push(format!(
+                "started at {}, more than {longest}s before it was received at {} \
+                 (its token has no issue time)",
+                time::format(record.started_at),
+                time::format(received_at)
             ));
         }
     }
@@ -740,5 +764,37 @@ mod tests {
         assert_eq!(refusal.code, "pipeline_not_allowed");
         assert!(refusal.reason.len() <= auth::REFUSAL_BYTES + 3);
         assert!(name.unwrap().len() <= auth::REFUSAL_BYTES + 3);
+    }
+
+    /// A run sent with a token that has no issue time may claim to have started at most a
+    /// run's length plus the late grace (and the clock skew) before it was received.
+    #[test]
+    fn a_run_without_an_issue_time_is_held_to_its_receipt() {
+        let identity = Identity {
+            name: "token:rack".into(),
+            source: Source::Static {
+                pipelines: vec!["infra/*".into()],
+            },
+            issued_at: None,
+            late: false,
+        };
+        let config = Config::default();
+        let server = &config.server;
+        let longest =
+            (server.max_run_seconds + server.late_grace_seconds + server.clock_skew_seconds) as i64
+                * 1_000_000;
+        let received_at = time::parse_rfc3339("2026-12-01T10:00:00Z", "received_at").unwrap();
+        let suspect = |started_at: Micros| {
+            let body = json!({
+                "v": 1, "type": "run", "pipeline": "infra/base", "run": "1", "step": "image",
+                "started_at": time::format(started_at), "finished_at": time::format(started_at),
+            });
+            let (_, receipt, _) =
+                admit(&identity, body.to_string().as_bytes(), &config, received_at).unwrap();
+            receipt.time_suspect
+        };
+        assert_eq!(suspect(received_at - longest), None);
+        let why = suspect(received_at - longest - 1_000_000).unwrap();
+        assert!(why.ends_with("(its token has no issue time)"), "{why}");
     }
 }

@@ -584,6 +584,76 @@ fn static_tokens_are_bound_to_their_pipelines() {
     assert_eq!(other.json()["error"], "pipeline_not_allowed");
 }
 
+/// A static token has no issue time, so a run it sends is held to when the collector
+/// received it: one claiming to have started months earlier (before a purge it ran after) is
+/// stored time-suspect, and one whose times fit a run and its spool is believed.
+#[test]
+fn a_static_token_run_claiming_an_old_start_is_time_suspect() {
+    use sha2::Digest;
+    let secret = "runner-secret-token-1";
+    let hash: String = sha2::Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let s = setup(
+        "github",
+        &format!(
+            "[[token]]\nname = \"rack-7\"\nsha256 = \"{hash}\"\npipelines = [\"infra/*\"]\n\n\
+             [server]\nmax_run_seconds = 3600\nlate_grace_seconds = 3600\n"
+        ),
+    );
+    let now = chrono::Utc::now();
+    let post = |run: &str, ago: chrono::Duration| {
+        let started = now - ago;
+        let line = json!({
+            "v": 1, "type": "run", "pipeline": "infra/base", "run": run, "step": "Dockerfile",
+            "builder": "b1",
+            "started_at": started.to_rfc3339(),
+            "finished_at": (started + chrono::Duration::minutes(5)).to_rfc3339(),
+            "mounts": [{"id": "/root/.cache/pip"}],
+            "records": {"created": [], "reused": []},
+        });
+        let response = s.collector.post(secret, &line);
+        assert_eq!(response.status, 201, "{}", response.text());
+        response.json()
+    };
+    let months = post("1-1", chrono::Duration::days(200));
+    let why = months["time_suspect"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{months}"));
+    assert!(
+        why.contains("more than 7200s before it was received"),
+        "{why}"
+    );
+    // Past a run's length and its spool's grace.
+    let hours = post("2-1", chrono::Duration::hours(3));
+    assert!(hours["time_suspect"].is_string(), "{hours}");
+    // Within a run's length, and within its length plus the grace (sent from a spool).
+    let recent = post("3-1", chrono::Duration::minutes(10));
+    assert!(recent["time_suspect"].is_null(), "{recent}");
+    let spooled = post("4-1", chrono::Duration::minutes(90));
+    assert!(spooled["time_suspect"].is_null(), "{spooled}");
+
+    let rows = sql_rows(
+        &s.env,
+        "SELECT r.run_key, c.identity, coalesce(c.time_suspect, 'NULL')
+         FROM run_receipts c JOIN runs r ON r.id = c.run_id ORDER BY r.run_key",
+    );
+    assert_eq!(
+        rows,
+        [
+            ["1-1", "token:rack-7", why],
+            [
+                "2-1",
+                "token:rack-7",
+                hours["time_suspect"].as_str().unwrap()
+            ],
+            ["3-1", "token:rack-7", "NULL"],
+            ["4-1", "token:rack-7", "NULL"],
+        ]
+    );
+}
+
 /// A token of a public issuer minted by a project the collector does not serve (anyone can
 /// ask GitHub for one with any audience) records nothing and cannot ask `/v1/check`; a
 /// collector whose issuer lists no pipelines does not start.
