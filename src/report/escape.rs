@@ -2,7 +2,8 @@
 //! is how an attacker gets in: a name must not forge a line, drive the terminal, or render as
 //! live Markdown. [`Term`] shows a value as one line of plain text, [`MdCode`] as a Markdown
 //! code span that the value cannot close, and [`MdText`] as Markdown text with nothing live.
-//! JSON and DOT have their own string escaping and take values whole.
+//! JSON has its own string escaping and takes values whole; a DOT label holds a value as
+//! [`Term`] shows it.
 
 use std::fmt::{self, Write as _};
 
@@ -10,11 +11,50 @@ use std::fmt::{self, Write as _};
 /// full value is in the JSON output).
 pub const SHORT: usize = 120;
 
-/// Whether `c` is shown as an escape: C0 and C1 controls, DEL, Unicode bidi embeddings,
-/// overrides and isolates (which reorder the rest of the line), and the backslash itself, so
-/// that every escape can be read back to one value.
+/// Whether `c` is shown as an escape: C0 and C1 controls, DEL, the characters a terminal
+/// draws as nothing or uses to reorder the line ([`is_invisible`]), and the backslash itself,
+/// so that every escape can be read back to one value. Otherwise `web-rel\u{200b}ease` would
+/// look like `web-release`, and a bidi override would show one name as another.
 pub fn needs_escape(c: char) -> bool {
-    c.is_control() || matches!(c, '\\' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control() || c == '\\' || (!c.is_ascii() && is_invisible(c))
+}
+
+/// Whether `c` is a format character (Unicode category Cf: zero-width spaces and joiners, bidi
+/// marks, embeddings, overrides and isolates, the byte order mark, tag characters), another
+/// default-ignorable code point (soft hyphen, Hangul fillers, variation selectors, and those
+/// not yet assigned), or the line or paragraph separator, as of Unicode 16. A terminal draws
+/// most of them as nothing and the rest (Arabic number signs and the like) only joined to the
+/// text beside them. An emoji sequence joined by U+200D or ended by a variation selector
+/// shows that character as an escape too; letters, CJK and emoji are shown as they are.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{34f}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61c}'
+            | '\u{6dd}'
+            | '\u{70f}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8e2}'
+            | '\u{115f}'..='\u{1160}'
+            | '\u{17b4}'..='\u{17b5}'
+            | '\u{180b}'..='\u{180f}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}'
+            | '\u{3164}'
+            | '\u{fe00}'..='\u{fe0f}'
+            | '\u{feff}'
+            | '\u{ffa0}'
+            | '\u{fff0}'..='\u{fffb}'
+            | '\u{110bd}'
+            | '\u{110cd}'
+            | '\u{13430}'..='\u{1343f}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0000}'..='\u{e0fff}'
+    )
 }
 
 /// Whether `value` is printable ASCII without a backslash: shown as it is, one character a
@@ -44,8 +84,8 @@ fn write_escaped(f: &mut impl fmt::Write, c: char) -> fmt::Result {
     }
 }
 
-/// A store value as one line of terminal text: controls as `\n`, `\x1b`, `\u{202e}`, and `\`
-/// as `\\`. Everything else is shown as it is.
+/// A store value as one line of terminal text: controls and invisible characters as `\n`,
+/// `\x1b`, `\u{202e}`, `\u{200b}`, and `\` as `\\`. Everything else is shown as it is.
 #[derive(Debug, Clone, Copy)]
 pub struct Term<'a>(pub &'a str);
 
@@ -63,10 +103,10 @@ impl fmt::Display for Term<'_> {
 }
 
 /// Free-form text that may hold store values, some already shown as [`Term`] (error chains,
-/// warnings, check results): controls and bidi characters are escaped as [`Term`] escapes
-/// them, but a backslash is left alone, so what was escaped once is not escaped again. Names
-/// that the caller has in hand are shown with [`Term`], which is unambiguous; this keeps the
-/// rest on one line.
+/// warnings, check results): controls, bidi and invisible characters are escaped as [`Term`]
+/// escapes them, but a backslash is left alone, so what was escaped once is not escaped again.
+/// Names that the caller has in hand are shown with [`Term`], which is unambiguous; this keeps
+/// the rest on one line.
 #[derive(Debug, Clone, Copy)]
 pub struct Line<'a>(pub &'a str);
 
@@ -205,10 +245,11 @@ impl fmt::Display for MdText<'_> {
 mod tests {
     use super::*;
 
-    /// A newline, ANSI escapes, DEL, C1 controls and bidi overrides are shown as escapes, and
-    /// a backslash is doubled so `\n` typed in a name cannot pass for a newline.
+    /// A newline, ANSI escapes, DEL, C1 controls, bidi overrides and marks, and characters
+    /// drawn as nothing are shown as escapes, and a backslash is doubled so `\n` typed in a
+    /// name cannot pass for a newline. Letters, CJK and emoji are shown as they are.
     #[test]
-    fn terminal_text_escapes_controls_bidi_and_backslash() {
+    fn terminal_text_escapes_controls_bidi_invisible_and_backslash() {
         let cases = [
             ("plain/name:1", "plain/name:1"),
             ("a\nCLEAN  run:x", "a\\nCLEAN  run:x"),
@@ -219,11 +260,38 @@ mod tests {
             ("c1\u{9b}31m", "c1\\u{9b}31m"),
             ("rlo\u{202e}gpj.exe", "rlo\\u{202e}gpj.exe"),
             ("iso\u{2066}x\u{2069}", "iso\\u{2066}x\\u{2069}"),
+            ("web-rel\u{200b}ease", "web-rel\\u{200b}ease"),
+            ("zw\u{200c}nj\u{200d}", "zw\\u{200c}nj\\u{200d}"),
+            ("wj\u{2060}\u{2064}", "wj\\u{2060}\\u{2064}"),
+            ("\u{feff}bom", "\\u{feff}bom"),
+            (
+                "lrm\u{200e}rlm\u{200f}alm\u{61c}",
+                "lrm\\u{200e}rlm\\u{200f}alm\\u{61c}",
+            ),
+            (
+                "tag\u{e0001}\u{e0041}\u{e007f}",
+                "tag\\u{e0001}\\u{e0041}\\u{e007f}",
+            ),
+            ("ls\u{2028}ps\u{2029}", "ls\\u{2028}ps\\u{2029}"),
+            ("soft\u{ad}hyphen", "soft\\u{ad}hyphen"),
+            ("mvs\u{180e}", "mvs\\u{180e}"),
+            (
+                "\u{115f}\u{1160}\u{3164}\u{ffa0}",
+                "\\u{115f}\\u{1160}\\u{3164}\\u{ffa0}",
+            ),
+            ("vs\u{fe0f}\u{e0100}", "vs\\u{fe0f}\\u{e0100}"),
+            ("👩\u{200d}💻", "👩\\u{200d}💻"),
             ("héllo wörld 🦀", "héllo wörld 🦀"),
+            ("日本語 한글 مرحبا Ωμέγα ❤", "日本語 한글 مرحبا Ωμέγα ❤"),
         ];
         for (value, shown) in cases {
             assert_eq!(Term(value).to_string(), shown, "{value:?}");
-            assert!(!Term(value).to_string().chars().any(|c| c.is_control()));
+            assert!(
+                !Term(value)
+                    .to_string()
+                    .chars()
+                    .any(|c| c != '\\' && needs_escape(c))
+            );
         }
         assert_eq!(format!("{:<6}|", Term("a\nb")), "a\\nb  |");
     }
@@ -239,6 +307,12 @@ mod tests {
             "\\x1b",
             "\u{202e}",
             "\\u{202e}",
+            "web-release",
+            "web-rel\u{200b}ease",
+            "web-rel\\u{200b}ease",
+            "web-rel\u{2060}ease",
+            "web-release\u{e007f}",
+            "\u{feff}web-release",
         ];
         let shown: std::collections::HashSet<String> =
             values.iter().map(|v| Term(v).to_string()).collect();
@@ -250,6 +324,32 @@ mod tests {
     fn free_form_lines_stay_one_line() {
         assert_eq!(Line("a\\nb\nc\x1b").to_string(), "a\\nb\\nc\\x1b");
         assert_eq!(Line("plain").to_string(), "plain");
+        assert_eq!(Line("a\u{200b}b\\n").to_string(), "a\\u{200b}b\\n");
+    }
+
+    /// Besides the backslash, exactly the characters that Unicode classes as controls, format
+    /// characters, default-ignorable, or line and paragraph separators are escaped. When
+    /// Unicode adds to these classes (through the Unicode tables of `regex-syntax`), this fails
+    /// until [`is_invisible`] has the new characters.
+    #[test]
+    fn escaped_characters_are_the_unicode_classes() {
+        let pattern = r"[\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}\p{Zl}\p{Zp}\\]";
+        let hir = regex_syntax::parse(pattern).unwrap();
+        let regex_syntax::hir::HirKind::Class(regex_syntax::hir::Class::Unicode(class)) =
+            hir.kind()
+        else {
+            panic!("{pattern} is not a class: {hir:?}");
+        };
+        let ranges: Vec<(char, char)> = class
+            .ranges()
+            .iter()
+            .map(|r| (r.start(), r.end()))
+            .collect();
+        for c in (0..=0x10ffff).filter_map(char::from_u32) {
+            let at = ranges.partition_point(|&(_, end)| end < c);
+            let listed = ranges.get(at).is_some_and(|&(start, _)| start <= c);
+            assert_eq!(needs_escape(c), listed, "U+{:04X}", u32::from(c));
+        }
     }
 
     /// Reads back what [`Term`] shows.
@@ -282,11 +382,12 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// Whatever a name holds, [`Term`] shows it on one line with no control or bidi
-        /// character, and what it shows reads back to the name: the escaping is unambiguous.
+        /// Whatever a name holds, [`Term`] shows it on one line with no control, bidi or
+        /// invisible character, and what it shows reads back to the name: the escaping is
+        /// unambiguous.
         #[test]
         fn terminal_text_is_one_line_and_reads_back(
-            value in "(\\PC|[\\x00-\\x1f\\x7f-\\u{9f}\\u{202a}-\\u{202e}\\u{2066}-\\u{2069}\\\\])*"
+            value in "(\\PC|[\\p{Cc}\\p{Cf}\\p{Default_Ignorable_Code_Point}\\p{Zl}\\p{Zp}\\\\])*"
         ) {
             let shown = Term(&value).to_string();
             proptest::prop_assert!(!shown.chars().any(|c| needs_escape(c) && c != '\\'));

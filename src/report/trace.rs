@@ -917,8 +917,20 @@ pub fn write_dot(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "}}")
 }
 
-fn dot_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"")
+/// A name inside a quoted DOT string, shown as [`Term`] shows it, so that no control, bidi or
+/// invisible character reaches the file or the drawing. The backslashes of `\x1b` and `\\` are
+/// doubled: Graphviz reads `\n`, `\l`, `\N` and the like in a label as line breaks and names,
+/// and drops the backslash of any other escape.
+fn dot_escape(name: &str) -> String {
+    let shown = Term(name).to_string();
+    let mut out = String::with_capacity(shown.len() + 2);
+    for c in shown.chars() {
+        if matches!(c, '\\' | '"') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use crate::graph::mem::History;
 use crate::graph::seeds::{RunSeed, Seeds};
 use crate::graph::{Kind, Trace, TraceOptions, Via, trace};
 use crate::model::Backend;
+use crate::report::escape::{Term, needs_escape};
 use crate::time::{Micros, parse_rfc3339};
 
 const SCHEMA: &str = include_str!("../../schema/trace.schema.json");
@@ -348,6 +349,110 @@ digraph blast_radius {
 }
 ";
     assert_eq!(dot, expected);
+}
+
+/// `pipeline/1` runs on a builder named `builder` and writes a mount `mount` that `web/2`
+/// reads later.
+fn named_trace(pipeline: &str, builder: &str, mount: &str) -> Trace {
+    let mut h = History::new();
+    let b1 = h.builder(builder);
+    let cache = h.mount(b1, mount);
+    let evil = h.run(pipeline, "1", t(10), t(20));
+    h.on(evil, b1);
+    h.writes(evil, cache);
+    let web = h.run("web", "2", t(30), t(40));
+    h.reads(web, cache);
+    let seed = format!("{pipeline}/1");
+    trace(&mut h, &seed_runs(&[&seed]), TraceOptions::default()).unwrap()
+}
+
+/// The DOT text with every quoted string emptied, and the strings as Graphviz's lexer reads
+/// them: `\"` is a quote, any other backslash is kept with the character after it, and a
+/// string ends at the first other `"`.
+fn dot_strings(dot: &str) -> (String, Vec<String>) {
+    let mut skeleton = String::new();
+    let mut strings = Vec::new();
+    let mut chars = dot.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            skeleton.push(c);
+            continue;
+        }
+        skeleton.push_str("\"\"");
+        let mut string = String::new();
+        loop {
+            match chars.next().expect("a string is closed") {
+                '"' => break,
+                '\\' => match chars.next().expect("a string is closed") {
+                    '"' => string.push('"'),
+                    c => {
+                        string.push('\\');
+                        string.push(c);
+                    }
+                },
+                '\n' => panic!("a line break inside a string: {dot}"),
+                c => string.push(c),
+            }
+        }
+        strings.push(string);
+    }
+    (skeleton, strings)
+}
+
+/// The lines of a label as Graphviz draws it: `\n`, `\l` and `\r` end a line, and any
+/// other escape is the character after the backslash.
+fn drawn(label: &str) -> Vec<String> {
+    let mut lines = vec![String::new()];
+    let mut chars = label.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some('n' | 'l' | 'r')) => {
+                chars.next();
+                lines.push(String::new());
+            }
+            ('\\', Some(escaped)) => {
+                chars.next();
+                lines.last_mut().unwrap().push(escaped);
+            }
+            (c, _) => lines.last_mut().unwrap().push(c),
+        }
+    }
+    lines
+}
+
+/// Hostile names in Graphviz output: no control, bidi or invisible character is written,
+/// quotes and backslashes neither end a string nor forge an escape, the file has the structure
+/// of the same trace with plain names, and each label draws its name as the text output shows
+/// it.
+#[test]
+fn dot_shows_hostile_names_escaped() {
+    let pipeline = "evil\u{200b}\u{202e}";
+    let builder = "b1\"];\n  n9 [label=\"\x1b]0;pwned\x07\r\u{9b}31m\u{e0041}\u{2028}\\N\\";
+    let mount = "/root/.cache/\u{feff}pip\\\"\u{2066}\u{ad}";
+    let dot = render(&named_trace(pipeline, builder, mount), Format::Dot);
+    assert!(
+        !dot.chars()
+            .any(|c| c != '\n' && c != '\\' && needs_escape(c)),
+        "{dot:?}"
+    );
+    let (skeleton, strings) = dot_strings(&dot);
+    let plain = render(&named_trace("evil", "b1", "/root/.cache/pip"), Format::Dot);
+    assert_eq!(skeleton, dot_strings(&plain).0);
+    let names: Vec<String> = strings
+        .iter()
+        .filter(|s| s.contains("\\n2026-"))
+        .map(|label| drawn(label).swap_remove(0))
+        .collect();
+    let expected: Vec<String> = [
+        format!("builder:{builder}"),
+        format!("mount:{builder}:{mount}"),
+        format!("run:{pipeline}/1/build"),
+        "run:web/2/build".to_owned(),
+    ]
+    .iter()
+    .map(|name| Term(name).to_string())
+    .collect();
+    assert_eq!(names, expected, "{dot}");
 }
 
 /// `--explain` prints the chain one hop a line, the seed first.

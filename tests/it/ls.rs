@@ -188,6 +188,50 @@ fn hostile_names_are_escaped() {
     assert!(runs.contains("ci\\u{202e}1"), "{runs}");
 }
 
+/// Names that differ only by a character drawn as nothing (a zero-width space, a tag
+/// character, a bidi mark) are shown with it escaped, in lists and in suggestions, so they
+/// never look the same.
+#[test]
+fn invisible_characters_tell_names_apart() {
+    let env = Env::new();
+    for (pipeline, builder) in [
+        ("web-release", "ci-1"),
+        ("web-rel\u{200b}ease", "ci-1\u{e0041}\u{200e}"),
+    ] {
+        ok(env.cmd().args([
+            "record",
+            "--pipeline",
+            pipeline,
+            "--run",
+            "1",
+            "--builder",
+            builder,
+            "--finished-at",
+            "2026-11-01T00:00:00Z",
+        ]));
+    }
+    let pipelines = ok(env.cmd().args(["ls", "pipelines"]));
+    assert_eq!(
+        first_column(&pipelines),
+        ["web-release", "web-rel\\u{200b}ease"],
+        "{pipelines}"
+    );
+    let runs = ok(env.cmd().args(["ls", "runs"]));
+    assert!(runs.contains("ci-1\\u{e0041}\\u{200e}"), "{runs}");
+    let out = run(&env, &["ls", "runs", "--pipeline", "web-rel"]);
+    let hint = stderr(&out);
+    assert!(hint.contains("did you mean"), "{hint}");
+    for text in [&pipelines, &runs, &hint] {
+        assert!(
+            !text
+                .chars()
+                .any(|c| matches!(c, '\u{200b}' | '\u{200e}' | '\u{e0041}')),
+            "{text:?}"
+        );
+        assert!(text.contains("web-rel\\u{200b}ease"), "{text}");
+    }
+}
+
 /// `ls` is a reader: a missing store is not created.
 #[test]
 fn ls_never_creates_a_store() {

@@ -32,35 +32,46 @@ fn stdout(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Whether `c` would reach the terminal raw where a name must be escaped: a control other than
+/// a line's own newline, a bidi override, isolate or mark, or a character drawn as nothing.
+fn raw(c: char) -> bool {
+    (c.is_control() && c != '\n')
+        || matches!(
+            c,
+            '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{feff}'
+                | '\u{e0000}'..='\u{e007f}'
+        )
+}
+
 /// A pipeline name with a newline cannot forge a line of `trace` text output, and ANSI
-/// escapes (clear screen, window title), DEL, C1 controls and bidi overrides never reach the
-/// terminal: every entity is one line, its name shown with escapes (a run name's control
-/// characters percent-encoded).
+/// escapes (clear screen, window title), DEL, C1 controls, bidi overrides and invisible
+/// characters never reach the terminal: every entity is one line, its name shown with escapes
+/// (a run name's control characters percent-encoded). Graphviz output escapes them too.
 #[test]
 fn trace_text_shows_hostile_names_escaped_one_a_line() {
     let env = Env::new();
     let forged = "evil\n  2026-03-01T10:00:00Z  run:web/1/build  CLEAN";
-    let ansi = "\x1b[2J\x1b]0;pwned\x07\u{9b}31m\u{7f}\u{202e}gpj";
+    let ansi = "\x1b[2J\x1b]0;pwned\x07\u{9b}31m\u{7f}\u{202e}\u{200b}\u{e0041}gpj";
     import(
         &env,
         &[run_line(forged, "1", "build", 'a', &[ansi, "back\\slash"])],
     );
     let out = stdout(env.cmd().args(["trace", "--builder", "ci-1"]));
-    assert!(
-        !out.chars()
-            .any(|c| (c.is_control() && c != '\n') || ('\u{202a}'..='\u{202e}').contains(&c)),
-        "{out:?}"
-    );
+    assert!(!out.chars().any(raw), "{out:?}");
     assert!(
         !out.lines()
             .any(|l| l.contains("CLEAN") && !l.contains("evil")),
         "{out}"
     );
     assert!(out.contains("run:evil%0A  2026"), "{out}");
-    assert!(
-        out.contains("\\x1b[2J\\x1b]0;pwned\\x07\\u{9b}31m\\x7f\\u{202e}gpj"),
-        "{out}"
-    );
+    let shown = "\\x1b[2J\\x1b]0;pwned\\x07\\u{9b}31m\\x7f\\u{202e}\\u{200b}\\u{e0041}gpj";
+    assert!(out.contains(shown), "{out}");
     assert!(out.contains("back\\\\slash"), "{out}");
     // One line per entity (a run, a cache ref, two mounts, a builder) after the seeds and
     // the counts, each group after a blank line and its heading.
@@ -79,6 +90,13 @@ fn trace_text_shows_hostile_names_escaped_one_a_line() {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert!(mounts.contains(&ansi), "{mounts:?}");
+    // Graphviz labels show the name as the text does, each backslash doubled for Graphviz.
+    let dot = stdout(
+        env.cmd()
+            .args(["trace", "--builder", "ci-1", "--format", "dot"]),
+    );
+    assert!(!dot.chars().any(raw), "{dot:?}");
+    assert!(dot.contains(&shown.replace('\\', "\\\\")), "{dot}");
 
     // Every other text printer of store values: incident open, list, show, the dry run, and
     // warnings, on stdout and stderr alike.
@@ -93,12 +111,7 @@ fn trace_text_shows_hostile_names_escaped_one_a_line() {
         let out = env.cmd().args(&args).output().unwrap();
         for stream in [out.stdout, out.stderr] {
             let text = String::from_utf8(stream).unwrap();
-            assert!(
-                !text.chars().any(
-                    |c| (c.is_control() && c != '\n') || ('\u{202a}'..='\u{202e}').contains(&c)
-                ),
-                "{args:?}: {text:?}"
-            );
+            assert!(!text.chars().any(raw), "{args:?}: {text:?}");
             assert!(
                 !text
                     .lines()
