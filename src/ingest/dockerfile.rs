@@ -9,11 +9,17 @@
 //! image's `ENV` may set, or an automatic platform argument when the platform is not known.
 //! A `FROM` or a target that cannot be resolved is never passed over: it could be any stage
 //! whose name fits, so the cache mounts of every such stage are counted, and a warning says so.
+//!
+//! A value never grows past [`NAME_BYTES`], the limit on what a run records: an `ARG` that
+//! doubles itself forty times would otherwise take a terabyte. Expansion stops just past the
+//! limit and keeps the value's first bytes, which the limit check then refuses as it refuses
+//! any value over it; what is built from such a value is over the limit too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::ingest::IngestError;
+use crate::model::limits::NAME_BYTES;
 use crate::model::{ImageRef, MountUse, Sharing, clean_path};
 
 /// What a Dockerfile tells the hook about a build of one target.
@@ -202,6 +208,10 @@ const CACHE_NAMESPACE_ARG: &str = "BUILDKIT_CACHE_MOUNT_NS";
 /// How many different sets of variable values one stage may end with when its base is not
 /// known; past this, the rest are not followed into child stages (and a warning says so).
 const MAX_VARIANTS: usize = 64;
+
+/// How deep `${...}` words may nest inside each other: the reader follows them by recursion,
+/// and a file that nests them thousands deep must not exhaust the stack.
+const MAX_NESTING: usize = 64;
 
 /// Instructions BuildKit knows. Others are skipped, so that newer instructions do not stop
 /// the reader.
@@ -668,6 +678,10 @@ fn resolve_bases(
                 .collect();
             fits.sort_unstable();
             fits
+        } else if over_limit(&base.text) {
+            // Only the first bytes of a base over the limit are known: it names no stage, and
+            // as an image the limit check refuses it.
+            Vec::new()
         } else {
             by_name
                 .get(&base.text.to_ascii_lowercase())
@@ -1117,7 +1131,13 @@ fn cache_mount(
     if target.is_empty() {
         return Err(format!("cache mount `{value}` has no `target=`"));
     }
-    let target = clean_path(&target);
+    // A target over the limit is only its first bytes: cleaned, it could become a path that
+    // fits but is not the one the build mounts. Kept as it is, the limit check refuses it.
+    let target = if over_limit(&target) {
+        target
+    } else {
+        clean_path(&target)
+    };
     if target == "/" {
         return Err(format!("cache mount `{value}` cannot mount over `/`"));
     }
@@ -1706,7 +1726,8 @@ impl Expanded {
 const WILD: char = '\u{0}';
 
 /// Expands variables in `word` and removes its quotes, as BuildKit does for `FROM`, `ARG`,
-/// `ENV` and mount options. With `wild`, what is not known becomes [`WILD`].
+/// `ENV` and mount options. With `wild`, what is not known becomes [`WILD`]. A result over
+/// [`NAME_BYTES`] is only its first bytes (see [`over_limit`]).
 fn expand(
     word: &str,
     escape: char,
@@ -1715,6 +1736,7 @@ fn expand(
 ) -> Result<Expanded, String> {
     let mut lexer = Lexer::new(word, escape, false, env);
     lexer.wild = wild;
+    lexer.cap = NAME_BYTES;
     let (text, _) = lexer.process(None, false)?;
     Ok(Expanded {
         text,
@@ -1779,6 +1801,10 @@ struct Lexer<'e> {
     unknown: Vec<String>,
     /// Such a variable becomes [`WILD`] instead of its text.
     wild: bool,
+    /// Text stops growing just past this many bytes (see [`push_capped`]).
+    cap: usize,
+    /// How many `${...}` words the lexer is inside.
+    depth: usize,
 }
 
 impl<'e> Lexer<'e> {
@@ -1793,6 +1819,8 @@ impl<'e> Lexer<'e> {
             unresolved: false,
             unknown: Vec::new(),
             wild: false,
+            cap: usize::MAX,
+            depth: 0,
         }
     }
 
@@ -1850,43 +1878,58 @@ impl<'e> Lexer<'e> {
                 self.pos += 1;
                 return Ok((text, words.finish()));
             }
+            // Past the cap the rest is still read, to find where the word ends, but adds
+            // nothing.
+            let full = text.len() > self.cap;
             match ch {
                 '$' => {
                     let value = self.dollar()?;
-                    words.push_split(&value);
-                    text.push_str(&value);
+                    if !full {
+                        words.push_split(&value);
+                        push_capped(&mut text, &value, self.cap);
+                    }
                 }
                 '<' => {
                     let value = self.angle();
-                    words.push_raw(&value);
-                    text.push_str(&value);
+                    if !full {
+                        words.push_raw(&value);
+                        push_capped(&mut text, &value, self.cap);
+                    }
                 }
                 '\'' => {
                     let value = self.single_quoted()?;
-                    words.push_raw(&value);
-                    text.push_str(&value);
+                    if !full {
+                        words.push_raw(&value);
+                        push_capped(&mut text, &value, self.cap);
+                    }
                 }
                 '"' => {
                     let value = self.double_quoted()?;
-                    words.push_raw(&value);
-                    text.push_str(&value);
+                    if !full {
+                        words.push_raw(&value);
+                        push_capped(&mut text, &value, self.cap);
+                    }
                 }
                 _ => {
                     self.pos += 1;
                     if ch != self.escape {
-                        words.push_char(ch);
-                        text.push(ch);
+                        if !full {
+                            words.push_char(ch);
+                            text.push(ch);
+                        }
                         continue;
                     }
-                    if self.raw_escapes {
+                    if self.raw_escapes && !full {
                         words.push_raw_char(ch);
                         text.push(ch);
                     }
                     let Some(next) = self.bump() else {
                         break;
                     };
-                    words.push_raw_char(next);
-                    text.push(next);
+                    if !full {
+                        words.push_raw_char(next);
+                        text.push(next);
+                    }
                 }
             }
         }
@@ -1898,7 +1941,13 @@ impl<'e> Lexer<'e> {
 
     /// Processes up to `stop` inside `${...}`.
     fn until(&mut self, stop: char, raw_escapes: bool) -> Result<String, String> {
-        match self.process(Some(stop), raw_escapes) {
+        if self.depth == MAX_NESTING {
+            return Err(format!("`${{...}}` nested more than {MAX_NESTING} deep"));
+        }
+        self.depth += 1;
+        let result = self.process(Some(stop), raw_escapes);
+        self.depth -= 1;
+        match result {
             Ok((text, _)) => Ok(text),
             Err(_) if self.peek().is_none() => {
                 Err(format!("syntax error: missing `{stop}` in `${{...}}`"))
@@ -1926,7 +1975,7 @@ impl<'e> Lexer<'e> {
                     }
                     return Ok(text);
                 }
-                Some(ch) => text.push(ch),
+                Some(ch) => push_capped(&mut text, ch.encode_utf8(&mut [0; 4]), self.cap),
             }
         }
     }
@@ -1953,7 +2002,7 @@ impl<'e> Lexer<'e> {
                 }
                 Some('$') => {
                     let value = self.dollar()?;
-                    text.push_str(&value);
+                    push_capped(&mut text, &value, self.cap);
                 }
                 Some(mut ch) => {
                     self.pos += 1;
@@ -1970,7 +2019,7 @@ impl<'e> Lexer<'e> {
                             Some(_) => {}
                         }
                     }
-                    text.push(ch);
+                    push_capped(&mut text, ch.encode_utf8(&mut [0; 4]), self.cap);
                 }
             }
         }
@@ -2096,6 +2145,11 @@ impl<'e> Lexer<'e> {
                         self.take(unknown);
                         Ok(self.keep(start, None))
                     }
+                    // What a pattern trims off a value over the limit is not known: it stays
+                    // over the limit.
+                    _ if value.as_ref().is_some_and(|v| v.len() > self.cap) => {
+                        Ok(value.unwrap_or_default())
+                    }
                     _ => {
                         let value = value.unwrap_or_default();
                         let longest = word.starts_with(op);
@@ -2125,6 +2179,7 @@ impl<'e> Lexer<'e> {
                         self.take(unknown);
                         Ok(self.keep(start, None))
                     }
+                    Var::Set(value) if value.len() > self.cap => Ok(value),
                     Var::Set(value) => replace_pattern(&value, &pattern, &replacement, all),
                     Var::Unset => Ok(String::new()),
                     Var::Unknown => {
@@ -2163,6 +2218,25 @@ impl<'e> Lexer<'e> {
             push_unique(&mut self.unknown, name);
         }
     }
+}
+
+/// Whether an expanded value is over [`NAME_BYTES`]: expansion stopped there, so it is only the
+/// value's first bytes.
+fn over_limit(text: &str) -> bool {
+    text.len() > NAME_BYTES
+}
+
+/// Appends `more` to `text` up to the first character boundary past `cap` bytes, so that
+/// text over the cap is at most a character longer than it.
+fn push_capped(text: &mut String, more: &str, cap: usize) {
+    if text.len() > cap {
+        return;
+    }
+    let mut end = more.len().min((cap - text.len()).saturating_add(1));
+    while !more.is_char_boundary(end) {
+        end += 1;
+    }
+    text.push_str(&more[..end]);
 }
 
 /// One element of a shell pattern.
@@ -2252,7 +2326,8 @@ fn trim_pattern(value: &str, pattern: &str, longest: bool, suffix: bool) -> Resu
     Ok(value.to_owned())
 }
 
-/// `${v/p/r}` and `${v//p/r}`: replaces the leftmost longest match, or every match.
+/// `${v/p/r}` and `${v//p/r}`: replaces the leftmost longest match, or every match. Stops
+/// just past [`NAME_BYTES`], as expansion does.
 fn replace_pattern(
     value: &str,
     pattern: &str,
@@ -2270,6 +2345,9 @@ fn replace_pattern(
             .find(|&end| glob_matches(&pattern, &chars[i..end]));
         match end {
             Some(end) => {
+                if out.len() > NAME_BYTES {
+                    return Ok(out);
+                }
                 out.push_str(replacement);
                 if end == i {
                     out.extend(chars.get(i));
@@ -2606,6 +2684,73 @@ mod tests {
             read_ok(text).base_images,
             strings(&["registry.io/team/app:1.0"])
         );
+    }
+
+    /// An `ARG` doubled forty times stops growing just past the limit, and what is built from
+    /// it stays over the limit, so that the limit check refuses it; a value at the limit is
+    /// kept whole.
+    #[test]
+    fn doubled_args_stop_past_the_limit() {
+        let mut text = "FROM alpine\nARG A=x\n".to_owned();
+        for _ in 0..40 {
+            text.push_str("ARG A=${A}${A}\n");
+        }
+        text.push_str(
+            "RUN --mount=type=cache,target=/$A echo\n\
+             RUN --mount=type=cache,id=${A#x},target=/${A/x/y}${A:+set} echo\n\
+             ARG B=x\n",
+        );
+        for _ in 0..10 {
+            text.push_str("ARG B=$B$B\n");
+        }
+        text.push_str("RUN --mount=type=cache,id=$B,target=/b${A:+set} echo\n");
+        let mounts = read_ok(&text).mounts;
+        assert_eq!(mounts.len(), 3, "{mounts:?}");
+        for mount in &mounts[..2] {
+            let target = mount.target.as_deref().unwrap();
+            for value in [mount.id.as_str(), target] {
+                assert!(
+                    crate::model::limits::name(|| "mounts[0]".to_owned(), value).is_err(),
+                    "{} bytes",
+                    value.len()
+                );
+                assert_eq!(value.len(), NAME_BYTES + 1);
+            }
+        }
+        assert_eq!(mounts[2].id, "x".repeat(NAME_BYTES));
+        assert_eq!(mounts[2].target.as_deref(), Some("/bset"));
+    }
+
+    /// Many values each under the limit, joined, stop past the limit too.
+    #[test]
+    fn joined_args_stop_past_the_limit() {
+        let mut text = format!("FROM alpine\nARG A={}\nARG B=", "a".repeat(1000));
+        for _ in 0..10_000 {
+            text.push_str("$A");
+        }
+        text.push_str("\nRUN --mount=type=cache,target=/$B echo\n");
+        let mounts = read_ok(&text).mounts;
+        assert_eq!(mounts[0].id.len(), NAME_BYTES + 1);
+    }
+
+    /// `${...}` words nested deeper than the reader follows are an error at the instruction,
+    /// not a stack overflow; nesting up to the bound reads as before.
+    #[test]
+    fn deep_nesting_is_an_error() {
+        let nested = |depth: usize| {
+            format!(
+                "FROM scratch\nARG X={}v{}\nRUN --mount=type=cache,target=/$X echo\n",
+                "${A:-".repeat(depth),
+                "}".repeat(depth)
+            )
+        };
+        assert_eq!(
+            read_ok(&nested(MAX_NESTING)).mounts,
+            vec![cache("/v", "/v")]
+        );
+        let err = read_err(&nested(100_000));
+        assert_eq!(err.line, Some(2));
+        assert!(err.message.contains("nested"), "{}", err.message);
     }
 
     /// Shell pattern forms `#`, `%` and `/` work in `FROM` as in BuildKit.
