@@ -10,10 +10,12 @@
 //! A `FROM` or a target that cannot be resolved is never passed over: it could be any stage
 //! whose name fits, so the cache mounts of every such stage are counted, and a warning says so.
 //!
-//! A value never grows past [`NAME_BYTES`], the limit on what a run records: an `ARG` that
-//! doubles itself forty times would otherwise take a terabyte. Expansion stops just past the
-//! limit and keeps the value's first bytes, which the limit check then refuses as it refuses
-//! any value over it; what is built from such a value is over the limit too.
+//! Variables never grow a value past [`NAME_BYTES`], the limit on what a run records: an `ARG`
+//! that doubles itself forty times would otherwise take a terabyte. Expansion stops just past
+//! the limit and keeps the value's first bytes, which the limit check then refuses as it
+//! refuses any value over it (naming the bytes kept, not the length the value would have had);
+//! what is built from such a value is over the limit too. Text the file spells out is kept
+//! whole.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -1878,8 +1880,9 @@ impl<'e> Lexer<'e> {
                 self.pos += 1;
                 return Ok((text, words.finish()));
             }
-            // Past the cap the rest is still read, to find where the word ends, but adds
-            // nothing.
+            // What a variable brings stops growing the text past the cap: the rest is still
+            // read, to find where the word ends, but adds nothing. Text written in the word
+            // itself is kept whole (the file bounds it), so its length is told exactly.
             let full = text.len() > self.cap;
             match ch {
                 '$' => {
@@ -1891,17 +1894,13 @@ impl<'e> Lexer<'e> {
                 }
                 '<' => {
                     let value = self.angle();
-                    if !full {
-                        words.push_raw(&value);
-                        push_capped(&mut text, &value, self.cap);
-                    }
+                    words.push_raw(&value);
+                    text.push_str(&value);
                 }
                 '\'' => {
                     let value = self.single_quoted()?;
-                    if !full {
-                        words.push_raw(&value);
-                        push_capped(&mut text, &value, self.cap);
-                    }
+                    words.push_raw(&value);
+                    text.push_str(&value);
                 }
                 '"' => {
                     let value = self.double_quoted()?;
@@ -1913,23 +1912,19 @@ impl<'e> Lexer<'e> {
                 _ => {
                     self.pos += 1;
                     if ch != self.escape {
-                        if !full {
-                            words.push_char(ch);
-                            text.push(ch);
-                        }
+                        words.push_char(ch);
+                        text.push(ch);
                         continue;
                     }
-                    if self.raw_escapes && !full {
+                    if self.raw_escapes {
                         words.push_raw_char(ch);
                         text.push(ch);
                     }
                     let Some(next) = self.bump() else {
                         break;
                     };
-                    if !full {
-                        words.push_raw_char(next);
-                        text.push(next);
-                    }
+                    words.push_raw_char(next);
+                    text.push(next);
                 }
             }
         }

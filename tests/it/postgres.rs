@@ -35,6 +35,7 @@ const SQLITE_ONLY: &[&str] = &[
     "serve::forged_and_unusable_tokens_are_refused",
     "serve::kill_9_mid_write_loses_nothing_sent_again",
     "serve::late_and_time_suspect_runs_are_marked",
+    "serve::a_static_token_run_claiming_an_old_start_is_time_suspect",
     "serve::valid_tokens_record_the_run_their_claims_name",
     "serve::wrap_sends_its_override_to_the_collector",
     "serve::a_run_sent_with_steps_is_stored_with_them",
