@@ -57,19 +57,27 @@ fn is_invisible(c: char) -> bool {
     )
 }
 
-/// Whether `value` is printable ASCII without a backslash: shown as it is, one character a
-/// byte. Almost every name is; this is the fast path of a large trace.
+/// Whether `value` is printable ASCII without a backslash or a backtick: shown as it is, one
+/// character a byte. Almost every name is; this is the fast path of a large trace.
 pub fn is_plain_ascii(value: &str) -> bool {
     // No early exit: the compiler vectorizes the whole scan, and names are short.
     !value.bytes().fold(false, |bad, b| {
-        bad | !(0x20..0x7f).contains(&b) | (b == b'\\')
+        bad | !(0x20..0x7f).contains(&b) | (b == b'\\') | (b == b'`')
     })
+}
+
+/// Whether [`Term`] shows `c` as an escape: what [`needs_escape`] says, and a backtick, which
+/// would end the quotes messages put a name in (`` mount `x` on `y` ``) and let the name go on
+/// as the message's own text.
+fn term_escapes(c: char) -> bool {
+    c == '`' || needs_escape(c)
 }
 
 /// Whether `value` is shown as it is.
 pub fn is_plain(value: &str) -> bool {
-    // Every character that needs escaping is ASCII below 0x20, `\`, DEL, or not ASCII.
-    is_plain_ascii(value) || !value.chars().any(needs_escape)
+    // Every character that needs escaping is ASCII below 0x20, `\`, a backtick, DEL, or not
+    // ASCII.
+    is_plain_ascii(value) || !value.chars().any(term_escapes)
 }
 
 fn write_escaped(f: &mut impl fmt::Write, c: char) -> fmt::Result {
@@ -78,7 +86,7 @@ fn write_escaped(f: &mut impl fmt::Write, c: char) -> fmt::Result {
         '\n' => f.write_str("\\n"),
         '\r' => f.write_str("\\r"),
         '\t' => f.write_str("\\t"),
-        c if !needs_escape(c) => f.write_char(c),
+        c if !term_escapes(c) => f.write_char(c),
         c if u32::from(c) < 0x80 => write!(f, "\\x{:02x}", u32::from(c)),
         c => write!(f, "\\u{{{:x}}}", u32::from(c)),
     }
@@ -117,7 +125,8 @@ impl fmt::Display for Line<'_> {
         }
         let mut out = String::with_capacity(self.0.len() + 8);
         for c in self.0.chars() {
-            if c == '\\' {
+            // A message's own quotes stay as they are.
+            if c == '\\' || c == '`' {
                 out.push(c);
             } else {
                 write_escaped(&mut out, c)?;
@@ -194,7 +203,16 @@ impl<'a> MdCode<'a> {
 
 impl fmt::Display for MdCode<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = Term(self.value).to_string();
+        // Escaped as [`Term`] escapes it, but for backticks: a code span holds them, inside a
+        // longer fence.
+        let mut text = String::with_capacity(self.value.len());
+        for c in self.value.chars() {
+            if c == '`' {
+                text.push(c);
+            } else {
+                write_escaped(&mut text, c)?;
+            }
+        }
         let text = if self.cell {
             text.replace('|', "\\|")
         } else {
@@ -261,6 +279,7 @@ mod tests {
             ("rlo\u{202e}gpj.exe", "rlo\\u{202e}gpj.exe"),
             ("iso\u{2066}x\u{2069}", "iso\\u{2066}x\\u{2069}"),
             ("web-rel\u{200b}ease", "web-rel\\u{200b}ease"),
+            ("/x` on `prod", "/x\\x60 on \\x60prod"),
             ("zw\u{200c}nj\u{200d}", "zw\\u{200c}nj\\u{200d}"),
             ("wj\u{2060}\u{2064}", "wj\\u{2060}\\u{2064}"),
             ("\u{feff}bom", "\\u{feff}bom"),
@@ -324,6 +343,11 @@ mod tests {
     fn free_form_lines_stay_one_line() {
         assert_eq!(Line("a\\nb\nc\x1b").to_string(), "a\\nb\\nc\\x1b");
         assert_eq!(Line("plain").to_string(), "plain");
+        // A message's own quotes stay, even beside what is escaped.
+        assert_eq!(
+            Line("no mount `a\x1b` on `b`").to_string(),
+            "no mount `a\\x1b` on `b`"
+        );
         assert_eq!(Line("a\u{200b}b\\n").to_string(), "a\\u{200b}b\\n");
     }
 
