@@ -2140,11 +2140,9 @@ impl<'e> Lexer<'e> {
                         self.take(unknown);
                         Ok(self.keep(start, None))
                     }
-                    // What a pattern trims off a value over the limit is not known: it stays
+                    // What a pattern trims off a value cut at the limit is not known: it stays
                     // over the limit.
-                    _ if value.as_ref().is_some_and(|v| v.len() > self.cap) => {
-                        Ok(value.unwrap_or_default())
-                    }
+                    _ if value.as_deref().is_some_and(is_cut) => Ok(value.unwrap_or_default()),
                     _ => {
                         let value = value.unwrap_or_default();
                         let longest = word.starts_with(op);
@@ -2174,7 +2172,7 @@ impl<'e> Lexer<'e> {
                         self.take(unknown);
                         Ok(self.keep(start, None))
                     }
-                    Var::Set(value) if value.len() > self.cap => Ok(value),
+                    Var::Set(value) if is_cut(&value) => Ok(value),
                     Var::Set(value) => replace_pattern(&value, &pattern, &replacement, all),
                     Var::Unset => Ok(String::new()),
                     Var::Unknown => {
@@ -2215,16 +2213,29 @@ impl<'e> Lexer<'e> {
     }
 }
 
-/// Whether an expanded value is over [`NAME_BYTES`]: expansion stopped there, so it is only the
-/// value's first bytes.
+/// Whether a value is over [`NAME_BYTES`], which the limit check refuses.
 fn over_limit(text: &str) -> bool {
     text.len() > NAME_BYTES
 }
 
+/// Ends a value that expansion cut at the cap: a control character no Dockerfile value holds
+/// (and which the limit check refuses with the length).
+const CUT: char = '\u{1}';
+
+/// Whether expansion cut the value at the cap: only its first bytes are known, so what a
+/// pattern trims off it is not known either. A long value the file or a build argument gives
+/// whole is not cut.
+fn is_cut(text: &str) -> bool {
+    text.len() > NAME_BYTES && text.ends_with(CUT)
+}
+
 /// Appends `more` to `text` up to the first character boundary past `cap` bytes, so that
-/// text over the cap is at most a character longer than it.
+/// text over the cap is at most a character (and [`CUT`]) longer than it.
 fn push_capped(text: &mut String, more: &str, cap: usize) {
     if text.len() > cap {
+        if !more.is_empty() && !text.ends_with(CUT) {
+            text.push(CUT);
+        }
         return;
     }
     let mut end = more.len().min((cap - text.len()).saturating_add(1));
@@ -2232,6 +2243,9 @@ fn push_capped(text: &mut String, more: &str, cap: usize) {
         end += 1;
     }
     text.push_str(&more[..end]);
+    if end < more.len() {
+        text.push(CUT);
+    }
 }
 
 /// One element of a shell pattern.
@@ -2341,6 +2355,7 @@ fn replace_pattern(
         match end {
             Some(end) => {
                 if out.len() > NAME_BYTES {
+                    out.push(CUT);
                     return Ok(out);
                 }
                 out.push_str(replacement);
@@ -2709,7 +2724,7 @@ mod tests {
                     "{} bytes",
                     value.len()
                 );
-                assert_eq!(value.len(), NAME_BYTES + 1);
+                assert!(is_cut(value), "{} bytes", value.len());
             }
         }
         assert_eq!(mounts[2].id, "x".repeat(NAME_BYTES));
@@ -2725,7 +2740,29 @@ mod tests {
         }
         text.push_str("\nRUN --mount=type=cache,target=/$B echo\n");
         let mounts = read_ok(&text).mounts;
-        assert_eq!(mounts[0].id.len(), NAME_BYTES + 1);
+        assert!(is_cut(&mounts[0].id), "{} bytes", mounts[0].id.len());
+    }
+
+    /// A long value given whole (a build argument, text the file spells out) is no value cut
+    /// at the limit: a pattern shortens it as BuildKit does.
+    #[test]
+    fn long_whole_values_take_patterns() {
+        let big: Vec<String> = (0..80)
+            .map(|i| format!("registry.example/img{i}:1.0"))
+            .collect();
+        let big = big.join(",");
+        assert!(big.len() > NAME_BYTES);
+        let text = format!(
+            "FROM alpine\nARG BIG\nARG FIRST=${{BIG%%,*}}\nARG LONG={big}\n\
+             RUN --mount=type=cache,id=pkg-${{FIRST##*/}},target=/var/cache/apk \
+             --mount=type=cache,id=${{LONG%%:*}},target=/l echo\n"
+        );
+        let build_args = BTreeMap::from([("BIG".to_owned(), big)]);
+        let mounts = parse(&text, "Dockerfile", &build_args, None)
+            .unwrap()
+            .mounts;
+        let ids: Vec<&str> = mounts.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["pkg-img0:1.0", "registry.example/img0"]);
     }
 
     /// `${...}` words nested deeper than the reader follows are an error at the instruction,

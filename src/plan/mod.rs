@@ -475,13 +475,20 @@ pub fn settle(actions: &mut Vec<Action>) {
 }
 
 /// The command that deletes a non-registry cache entry in its own system. The key is recorded
-/// (a hostile pipeline chose it), so it is quoted for the shell the command is pasted into.
+/// (a hostile pipeline chose it), so it is quoted for the shell the command is pasted into,
+/// and a key holding a control or invisible character, which a pasted command would not show
+/// as it is, gets no command at all: a shell comment says so instead.
 pub fn follow_up_command(backend: Backend, key: &str) -> String {
+    if key
+        .chars()
+        .any(|c| c != '\\' && crate::report::escape::needs_escape(c))
+    {
+        return "# the key holds control or invisible characters: delete this cache by hand"
+            .to_owned();
+    }
     match backend {
-        Backend::Gha => format!(
-            "gh cache list --key {} --json id --jq '.[].id' | xargs -r -n1 gh cache delete",
-            sh(key)
-        ),
+        // By the exact key: `gh cache list --key` matches a prefix.
+        Backend::Gha => format!("gh cache delete -- {}", sh(key)),
         Backend::S3 => {
             let path = key.split(" (").next().unwrap_or(key);
             format!("aws s3 rm --recursive {}", sh(path))
@@ -504,13 +511,14 @@ mod tests {
     use super::*;
 
     /// A recorded key, however hostile, is one word of the follow-up command: the shell runs
-    /// the command named, never anything the key holds.
+    /// the command named, never anything the key holds; a key a pasted command would not show
+    /// as it is gets a comment instead.
     #[test]
     fn a_follow_up_command_holds_its_key_as_one_word() {
         let hostile = [
             "k'; touch /tmp/pwned; '",
             "$(touch /tmp/pwned)`id`'x",
-            "a b\tc\nd",
+            "a b c",
             "-rf /",
             "\\'\"$HOME",
             "",
@@ -523,21 +531,18 @@ mod tests {
                     Backend::Azblob,
                     ["az", "storage", "blob", "delete-batch", "--source"].as_slice(),
                 ),
+                (Backend::Gha, ["gh", "cache", "delete", "--"].as_slice()),
             ] {
                 let words = shlex::split(&follow_up_command(backend, key)).unwrap();
                 let mut expected: Vec<&str> = program.to_vec();
                 expected.push(key);
                 assert_eq!(words, expected, "{backend:?} {key:?}");
             }
-            let gh = follow_up_command(Backend::Gha, key);
-            let (list, delete) = gh.rsplit_once(" | ").unwrap();
-            assert_eq!(
-                shlex::split(list).unwrap(),
-                [
-                    "gh", "cache", "list", "--key", key, "--json", "id", "--jq", ".[].id"
-                ]
-            );
-            assert_eq!(delete, "xargs -r -n1 gh cache delete");
+        }
+        for key in ["a\nb", "k\x1b[2J", "web\u{200b}main", "x\u{202e}y"] {
+            let command = follow_up_command(Backend::Gha, key);
+            assert!(command.starts_with("# "), "{command:?}");
+            assert!(shlex::split(&command).unwrap().is_empty());
         }
     }
 }
