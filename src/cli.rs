@@ -292,8 +292,8 @@ pub struct ImportArgs {
     #[arg(long, default_value_t = 50_000, value_name = "N")]
     pub batch_size: usize,
     /// Record every run, and every pipeline's first ceiling, at most at this level, whatever
-    /// the file says: for an upload from a job whose code nobody reviewed (a pull request),
-    /// which that code could have written.
+    /// the file says, and no builder's driver or endpoint: for an upload from a job whose code
+    /// nobody reviewed (a pull request), which that code could have written.
     #[arg(long, value_name = "LEVEL", conflicts_with = "purges")]
     pub trust_level: Option<String>,
     /// Record the file's purge lines: for a store's own export. A purge narrows every later

@@ -507,6 +507,14 @@ pub struct BuilderInfo {
     pub endpoint: Option<String>,
 }
 
+/// Drops how to reach the builder (its driver and endpoint), keeping its name: for a line from
+/// a source whose claims are not taken (an upload imported with `--trust-level`), since the
+/// first endpoint recorded is kept for good and purges and verify reach the builder by it.
+pub fn forget_how_to_reach(builder: &mut BuilderInfo) {
+    builder.driver = None;
+    builder.endpoint = None;
+}
+
 /// Which builder records a run created and reused, from snapshots taken around the build.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

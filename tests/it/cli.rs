@@ -234,6 +234,26 @@ fn a_builder_keeps_the_first_endpoint_recorded() {
     assert_eq!(builders[0]["endpoint"], "unix:///run/ci-1.sock");
     assert_eq!(builders[1]["driver"], "docker");
     assert_eq!(builders[1]["endpoint"], "unix:///run/ci-2.sock");
+
+    // An upload imported with --trust-level says nothing of how to reach a builder, even one
+    // with no endpoint yet.
+    let run = r#"{"v":1,"type":"run","pipeline":"pr","run":"1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","builder":"b4"}"#;
+    let reach = r#","driver":"buildkitd","endpoint":"tcp://127.0.0.1:23751""#;
+    let upload = [line("b3", reach), line("b4", reach), run.to_owned()];
+    let file = env.write("upload.jsonl", &format!("{}\n", upload.join("\n")));
+    ok(env
+        .cmd()
+        .args(["import", "--trust-level", "untrusted"])
+        .arg(&file));
+    let export = ok(env.cmd().arg("export"));
+    for line in export.lines() {
+        let line: serde_json::Value = serde_json::from_str(line).unwrap();
+        if line["type"] == "builder" && ["b3", "b4"].contains(&line["name"].as_str().unwrap()) {
+            assert_eq!(line.get("endpoint"), None, "{line}");
+            assert_eq!(line.get("driver"), None, "{line}");
+        }
+    }
+    assert!(export.contains(r#""name":"b4""#), "{export}");
 }
 
 /// Export then import into a fresh store gives the same export.
