@@ -491,10 +491,23 @@ pub fn follow_up_command(backend: Backend, key: &str) -> String {
         Backend::Gha => format!("gh cache delete -- {}", sh(key)),
         Backend::S3 => {
             let path = key.split(" (").next().unwrap_or(key);
-            format!("aws s3 rm --recursive {}", sh(path))
+            // `s3://bucket/` alone would be the whole bucket.
+            match path.strip_prefix("s3://").and_then(|p| p.split_once('/')) {
+                Some((bucket, name)) if !bucket.is_empty() && !name.is_empty() => {
+                    format!("aws s3 rm --recursive {}", sh(path))
+                }
+                _ => "# the key names no cache in a bucket: delete it by hand".to_owned(),
+            }
         }
         Backend::Azblob => format!("az storage blob delete-batch --source {}", sh(key)),
-        Backend::Local => format!("rm -rf -- {}", sh(key)),
+        // What a local cache export writes into its directory (an OCI layout), never the
+        // directory itself: the recorded path could be any directory.
+        Backend::Local => {
+            let dir = key.trim_end_matches('/');
+            let parts = ["index.json", "oci-layout", "blobs", "ingest"]
+                .map(|part| sh(&format!("{dir}/{part}")));
+            format!("rm -rf -- {}", parts.join(" "))
+        }
         Backend::Registry | Backend::LocalImage => String::new(),
     }
 }
@@ -525,8 +538,6 @@ mod tests {
         ];
         for key in hostile {
             for (backend, program) in [
-                (Backend::Local, ["rm", "-rf", "--"].as_slice()),
-                (Backend::S3, ["aws", "s3", "rm", "--recursive"].as_slice()),
                 (
                     Backend::Azblob,
                     ["az", "storage", "blob", "delete-batch", "--source"].as_slice(),
@@ -538,6 +549,27 @@ mod tests {
                 expected.push(key);
                 assert_eq!(words, expected, "{backend:?} {key:?}");
             }
+            let path = format!("s3://bucket/{key}x");
+            let words = shlex::split(&follow_up_command(Backend::S3, &path)).unwrap();
+            assert_eq!(words, ["aws", "s3", "rm", "--recursive", path.as_str()]);
+            let words = shlex::split(&follow_up_command(Backend::Local, key)).unwrap();
+            let dir = key.trim_end_matches('/');
+            let expected: Vec<String> = ["index.json", "oci-layout", "blobs", "ingest"]
+                .iter()
+                .map(|part| format!("{dir}/{part}"))
+                .collect();
+            assert_eq!(words[..3], ["rm", "-rf", "--"]);
+            assert_eq!(words[3..], expected, "{key:?}");
+        }
+        // A recorded path is never removed whole; a bucket is never named alone.
+        let words = shlex::split(&follow_up_command(Backend::Local, "/")).unwrap();
+        assert_eq!(
+            words[3..],
+            ["/index.json", "/oci-layout", "/blobs", "/ingest"]
+        );
+        for key in ["s3://prod/", "s3://prod", "s3:///x", "prod/x"] {
+            let command = follow_up_command(Backend::S3, key);
+            assert!(command.starts_with("# "), "{key}: {command}");
         }
         for key in ["a\nb", "k\x1b[2J", "web\u{200b}main", "x\u{202e}y"] {
             let command = follow_up_command(Backend::Gha, key);

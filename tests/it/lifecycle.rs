@@ -224,7 +224,13 @@ fn non_registry_caches_are_follow_ups_with_commands() {
         report.contains("aws s3 rm --recursive s3://bucket/cache/web"),
         "{report}"
     );
-    assert!(report.contains("rm -rf -- /var/cache/buildx"), "{report}");
+    assert!(
+        report.contains(
+            "rm -rf -- /var/cache/buildx/index.json /var/cache/buildx/oci-layout \
+             /var/cache/buildx/blobs /var/cache/buildx/ingest"
+        ),
+        "{report}"
+    );
 }
 
 /// A tag only ever built into an engine gets no registry look-up (its local image is removed
