@@ -1644,10 +1644,12 @@ enum Var {
     Unknown,
 }
 
-/// The variables at one point of the file.
+/// The variables at one point of the file. Each stage starts from a copy of its parent's, so
+/// the map shares what the copies have in common: a file of many stages each adding an `ARG`
+/// takes memory in proportion to its size, not to its size squared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Scope {
-    vars: BTreeMap<String, Var>,
+    vars: imbl::OrdMap<String, Var>,
     /// What a name the file does not set is.
     otherwise: Var,
     /// A reference to a variable whose value is not known expands to [`WILD`] rather than
@@ -1658,7 +1660,7 @@ struct Scope {
 impl Scope {
     fn new(otherwise: Var) -> Self {
         Self {
-            vars: BTreeMap::new(),
+            vars: imbl::OrdMap::new(),
             otherwise,
             wild: false,
         }
@@ -2763,6 +2765,21 @@ mod tests {
             .mounts;
         let ids: Vec<&str> = mounts.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["pkg-img0:1.0", "registry.example/img0"]);
+    }
+
+    /// A chain of stages, each adding an `ARG`, reads every value down the chain: each stage
+    /// starts from its parent's variables.
+    #[test]
+    fn a_long_chain_of_stages_keeps_every_arg() {
+        let mut text = "FROM alpine AS s0\n".to_owned();
+        for i in 1..500 {
+            text.push_str(&format!("FROM s{} AS s{i}\nARG A{i}=v{i}\n", i - 1));
+        }
+        text.push_str("RUN --mount=type=cache,target=/$A1/$A250/$A499 echo\n");
+        assert_eq!(
+            read_ok(&text).mounts,
+            vec![cache("/v1/v250/v499", "/v1/v250/v499")]
+        );
     }
 
     /// `${...}` words nested deeper than the reader follows are an error at the instruction,
