@@ -10,18 +10,16 @@
 //! A `FROM` or a target that cannot be resolved is never passed over: it could be any stage
 //! whose name fits, so the cache mounts of every such stage are counted, and a warning says so.
 //!
-//! Variables never grow a value past [`NAME_BYTES`], the limit on what a run records: an `ARG`
-//! that doubles itself forty times would otherwise take a terabyte. Expansion stops just past
-//! the limit and keeps the value's first bytes, which the limit check then refuses as it
-//! refuses any value over it (naming the bytes kept, not the length the value would have had);
-//! what is built from such a value is over the limit too. Text the file spells out is kept
-//! whole.
+//! Reading one file takes a bounded amount of work ([`WORK`]): the bytes its variables expand
+//! to and the steps its pattern substitutions take. A file that doubles an `ARG` forty times
+//! (a terabyte) or matches a long pattern against a long value (hours) is refused at the
+//! instruction that runs out; BuildKit could not build the first either.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::ingest::IngestError;
-use crate::model::limits::NAME_BYTES;
 use crate::model::{ImageRef, MountUse, Sharing, clean_path};
 
 /// What a Dockerfile tells the hook about a build of one target.
@@ -270,6 +268,7 @@ pub fn parse_build(
     options: &BuildOptions,
 ) -> Result<DockerfileInfo, IngestError> {
     let to_error = |p: Problem| IngestError::new(source, p.line, p.message);
+    WORK_LEFT.with(|left| left.set(WORK));
     let targets: Vec<Option<&Platform>> = if options.platforms.is_empty() {
         vec![options.build_platform.as_ref()]
     } else {
@@ -675,15 +674,14 @@ fn resolve_bases(
             let pattern = wild_pattern(&wild.expand(&stage.base_text, escape).map_err(at)?.text);
             let mut fits: Vec<usize> = by_name
                 .iter()
-                .filter(|(name, _)| glob_matches(&pattern, &name.chars().collect::<Vec<_>>()))
+                // Past the file's work, any stage could be the one.
+                .filter(|(name, _)| {
+                    glob_matches(&pattern, &name.chars().collect::<Vec<_>>()).unwrap_or(true)
+                })
                 .map(|(_, index)| *index)
                 .collect();
             fits.sort_unstable();
             fits
-        } else if over_limit(&base.text) {
-            // Only the first bytes of a base over the limit are known: it names no stage, and
-            // as an image the limit check refuses it.
-            Vec::new()
         } else {
             by_name
                 .get(&base.text.to_ascii_lowercase())
@@ -1133,13 +1131,7 @@ fn cache_mount(
     if target.is_empty() {
         return Err(format!("cache mount `{value}` has no `target=`"));
     }
-    // A target over the limit is only its first bytes: cleaned, it could become a path that
-    // fits but is not the one the build mounts. Kept as it is, the limit check refuses it.
-    let target = if over_limit(&target) {
-        target
-    } else {
-        clean_path(&target)
-    };
+    let target = clean_path(&target);
     if target == "/" {
         return Err(format!("cache mount `{value}` cannot mount over `/`"));
     }
@@ -1730,8 +1722,7 @@ impl Expanded {
 const WILD: char = '\u{0}';
 
 /// Expands variables in `word` and removes its quotes, as BuildKit does for `FROM`, `ARG`,
-/// `ENV` and mount options. With `wild`, what is not known becomes [`WILD`]. A result over
-/// [`NAME_BYTES`] is only its first bytes (see [`over_limit`]).
+/// `ENV` and mount options. With `wild`, what is not known becomes [`WILD`].
 fn expand(
     word: &str,
     escape: char,
@@ -1740,7 +1731,6 @@ fn expand(
 ) -> Result<Expanded, String> {
     let mut lexer = Lexer::new(word, escape, false, env);
     lexer.wild = wild;
-    lexer.cap = NAME_BYTES;
     let (text, _) = lexer.process(None, false)?;
     Ok(Expanded {
         text,
@@ -1805,8 +1795,6 @@ struct Lexer<'e> {
     unknown: Vec<String>,
     /// Such a variable becomes [`WILD`] instead of its text.
     wild: bool,
-    /// Text stops growing just past this many bytes (see [`push_capped`]).
-    cap: usize,
     /// How many `${...}` words the lexer is inside.
     depth: usize,
 }
@@ -1823,7 +1811,6 @@ impl<'e> Lexer<'e> {
             unresolved: false,
             unknown: Vec::new(),
             wild: false,
-            cap: usize::MAX,
             depth: 0,
         }
     }
@@ -1882,17 +1869,11 @@ impl<'e> Lexer<'e> {
                 self.pos += 1;
                 return Ok((text, words.finish()));
             }
-            // What a variable brings stops growing the text past the cap: the rest is still
-            // read, to find where the word ends, but adds nothing. Text written in the word
-            // itself is kept whole (the file bounds it), so its length is told exactly.
-            let full = text.len() > self.cap;
             match ch {
                 '$' => {
                     let value = self.dollar()?;
-                    if !full {
-                        words.push_split(&value);
-                        push_capped(&mut text, &value, self.cap);
-                    }
+                    words.push_split(&value);
+                    text.push_str(&value);
                 }
                 '<' => {
                     let value = self.angle();
@@ -1906,10 +1887,8 @@ impl<'e> Lexer<'e> {
                 }
                 '"' => {
                     let value = self.double_quoted()?;
-                    if !full {
-                        words.push_raw(&value);
-                        push_capped(&mut text, &value, self.cap);
-                    }
+                    words.push_raw(&value);
+                    text.push_str(&value);
                 }
                 _ => {
                     self.pos += 1;
@@ -1972,7 +1951,7 @@ impl<'e> Lexer<'e> {
                     }
                     return Ok(text);
                 }
-                Some(ch) => push_capped(&mut text, ch.encode_utf8(&mut [0; 4]), self.cap),
+                Some(ch) => text.push(ch),
             }
         }
     }
@@ -1999,7 +1978,7 @@ impl<'e> Lexer<'e> {
                 }
                 Some('$') => {
                     let value = self.dollar()?;
-                    push_capped(&mut text, &value, self.cap);
+                    text.push_str(&value);
                 }
                 Some(mut ch) => {
                     self.pos += 1;
@@ -2016,7 +1995,7 @@ impl<'e> Lexer<'e> {
                             Some(_) => {}
                         }
                     }
-                    push_capped(&mut text, ch.encode_utf8(&mut [0; 4]), self.cap);
+                    text.push(ch);
                 }
             }
         }
@@ -2061,8 +2040,15 @@ impl<'e> Lexer<'e> {
         name
     }
 
-    /// `$NAME`, `${NAME}` and `${NAME<modifier>word}`.
+    /// `$NAME`, `${NAME}` and `${NAME<modifier>word}`; what it expands to is taken from the
+    /// file's [`WORK`].
     fn dollar(&mut self) -> Result<String, String> {
+        let value = self.substitution()?;
+        spend(value.len())?;
+        Ok(value)
+    }
+
+    fn substitution(&mut self) -> Result<String, String> {
         let start = self.pos;
         self.pos += 1;
         if self.peek() != Some('{') {
@@ -2144,7 +2130,6 @@ impl<'e> Lexer<'e> {
                     }
                     // What a pattern trims off a value cut at the limit is not known: it stays
                     // over the limit.
-                    _ if value.as_deref().is_some_and(is_cut) => Ok(value.unwrap_or_default()),
                     _ => {
                         let value = value.unwrap_or_default();
                         let longest = word.starts_with(op);
@@ -2174,7 +2159,6 @@ impl<'e> Lexer<'e> {
                         self.take(unknown);
                         Ok(self.keep(start, None))
                     }
-                    Var::Set(value) if is_cut(&value) => Ok(value),
                     Var::Set(value) => replace_pattern(&value, &pattern, &replacement, all),
                     Var::Unset => Ok(String::new()),
                     Var::Unknown => {
@@ -2215,41 +2199,6 @@ impl<'e> Lexer<'e> {
     }
 }
 
-/// Whether a value is over [`NAME_BYTES`], which the limit check refuses.
-fn over_limit(text: &str) -> bool {
-    text.len() > NAME_BYTES
-}
-
-/// Ends a value that expansion cut at the cap: a control character no Dockerfile value holds
-/// (and which the limit check refuses with the length).
-const CUT: char = '\u{1}';
-
-/// Whether expansion cut the value at the cap: only its first bytes are known, so what a
-/// pattern trims off it is not known either. A long value the file or a build argument gives
-/// whole is not cut.
-fn is_cut(text: &str) -> bool {
-    text.len() > NAME_BYTES && text.ends_with(CUT)
-}
-
-/// Appends `more` to `text` up to the first character boundary past `cap` bytes, so that
-/// text over the cap is at most a character (and [`CUT`]) longer than it.
-fn push_capped(text: &mut String, more: &str, cap: usize) {
-    if text.len() > cap {
-        if !more.is_empty() && !text.ends_with(CUT) {
-            text.push(CUT);
-        }
-        return;
-    }
-    let mut end = more.len().min((cap - text.len()).saturating_add(1));
-    while !more.is_char_boundary(end) {
-        end += 1;
-    }
-    text.push_str(&more[..end]);
-    if end < more.len() {
-        text.push(CUT);
-    }
-}
-
 /// One element of a shell pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Glob {
@@ -2282,11 +2231,17 @@ fn glob(pattern: &str) -> Result<Vec<Glob>, String> {
 }
 
 /// Whether `pattern` matches all of `text`; on a mismatch the last `*` takes one more
-/// character, which keeps the work proportional to the lengths' product.
-fn glob_matches(pattern: &[Glob], text: &[char]) -> bool {
+/// character, which keeps the work proportional to the lengths' product. Each step is taken
+/// from the file's [`WORK`].
+fn glob_matches(pattern: &[Glob], text: &[char]) -> Result<bool, String> {
     let (mut p, mut t) = (0, 0);
     let mut last_star: Option<(usize, usize)> = None;
-    while t < text.len() {
+    let mut steps = 0usize;
+    let matched = loop {
+        if t >= text.len() {
+            break pattern[p..].iter().all(|g| *g == Glob::Any);
+        }
+        steps += 1;
         match pattern.get(p) {
             Some(Glob::Any) => {
                 last_star = Some((p, t));
@@ -2306,11 +2261,44 @@ fn glob_matches(pattern: &[Glob], text: &[char]) -> bool {
                     p = star + 1;
                     t = taken + 1;
                 }
-                None => return false,
+                None => break false,
             },
         }
-    }
-    pattern[p..].iter().all(|g| *g == Glob::Any)
+    };
+    spend(steps.max(1))?;
+    Ok(matched)
+}
+
+/// The work reading one file may take: bytes its variables expand to, plus steps of pattern
+/// matching. Far more than any real file needs (a few thousand), and about a second's worth.
+const WORK: u64 = 1 << 26;
+
+thread_local! {
+    /// The work left to the file being read on this thread.
+    static WORK_LEFT: Cell<u64> = const { Cell::new(WORK) };
+}
+
+/// Takes `units` from the work left to the file; once none is left, every instruction that
+/// expands or matches anything is refused.
+fn spend(units: usize) -> Result<(), String> {
+    WORK_LEFT.with(|left| {
+        match left
+            .get()
+            .checked_sub(u64::try_from(units).unwrap_or(u64::MAX))
+        {
+            Some(rest) => {
+                left.set(rest);
+                Ok(())
+            }
+            None => {
+                left.set(0);
+                Err(format!(
+                    "the file's variables and patterns take more than {WORK} steps to read \
+                     (a value doubled past 64 MiB, or a long pattern on a long value)"
+                ))
+            }
+        }
+    })
 }
 
 /// `${v#p}`, `${v##p}`, `${v%p}`, `${v%%p}`: removes the shortest or longest matching prefix
@@ -2330,15 +2318,14 @@ fn trim_pattern(value: &str, pattern: &str, longest: bool, suffix: bool) -> Resu
         } else {
             (&chars[..len], &chars[len..])
         };
-        if glob_matches(&pattern, matched) {
+        if glob_matches(&pattern, matched)? {
             return Ok(rest.iter().collect());
         }
     }
     Ok(value.to_owned())
 }
 
-/// `${v/p/r}` and `${v//p/r}`: replaces the leftmost longest match, or every match. Stops
-/// just past [`NAME_BYTES`], as expansion does.
+/// `${v/p/r}` and `${v//p/r}`: replaces the leftmost longest match, or every match.
 fn replace_pattern(
     value: &str,
     pattern: &str,
@@ -2351,15 +2338,15 @@ fn replace_pattern(
     let mut out = String::new();
     let mut i = 0;
     while i <= n {
-        let end = (i..=n)
-            .rev()
-            .find(|&end| glob_matches(&pattern, &chars[i..end]));
+        let mut end = None;
+        for candidate in (i..=n).rev() {
+            if glob_matches(&pattern, &chars[i..candidate])? {
+                end = Some(candidate);
+                break;
+            }
+        }
         match end {
             Some(end) => {
-                if out.len() > NAME_BYTES {
-                    out.push(CUT);
-                    return Ok(out);
-                }
                 out.push_str(replacement);
                 if end == i {
                     out.extend(chars.get(i));
@@ -2698,62 +2685,49 @@ mod tests {
         );
     }
 
-    /// An `ARG` doubled forty times stops growing just past the limit, and what is built from
-    /// it stays over the limit, so that the limit check refuses it; a value at the limit is
-    /// kept whole.
+    /// An `ARG` doubled forty times, or a long pattern matched along a long value, runs out of
+    /// the file's work at the instruction that overdoes it; what comes before is read, and so
+    /// is a value that only grows large (ten megabytes) within it.
     #[test]
-    fn doubled_args_stop_past_the_limit() {
+    fn a_file_that_takes_too_much_work_is_refused() {
         let mut text = "FROM alpine\nARG A=x\n".to_owned();
         for _ in 0..40 {
             text.push_str("ARG A=${A}${A}\n");
         }
-        text.push_str(
-            "RUN --mount=type=cache,target=/$A echo\n\
-             RUN --mount=type=cache,id=${A#x},target=/${A/x/y}${A:+set} echo\n\
-             ARG B=x\n",
+        text.push_str("RUN --mount=type=cache,target=/$A echo\n");
+        let err = read_err(&text);
+        assert!(err.message.contains("steps to read"), "{}", err.message);
+        assert!(
+            err.line.is_some_and(|line| line > 20 && line < 42),
+            "{err:?}"
         );
-        for _ in 0..10 {
-            text.push_str("ARG B=$B$B\n");
-        }
-        text.push_str("RUN --mount=type=cache,id=$B,target=/b${A:+set} echo\n");
-        let mounts = read_ok(&text).mounts;
-        assert_eq!(mounts.len(), 3, "{mounts:?}");
-        for mount in &mounts[..2] {
-            let target = mount.target.as_deref().unwrap();
-            for value in [mount.id.as_str(), target] {
-                assert!(
-                    crate::model::limits::name(|| "mounts[0]".to_owned(), value).is_err(),
-                    "{} bytes",
-                    value.len()
-                );
-                assert!(is_cut(value), "{} bytes", value.len());
-            }
-        }
-        assert_eq!(mounts[2].id, "x".repeat(NAME_BYTES));
-        assert_eq!(mounts[2].target.as_deref(), Some("/bset"));
-    }
 
-    /// Many values each under the limit, joined, stop past the limit too.
-    #[test]
-    fn joined_args_stop_past_the_limit() {
+        let mut text = "FROM alpine\nARG A=a\n".to_owned();
+        for _ in 0..10 {
+            text.push_str("ARG A=$A$A\n");
+        }
+        text.push_str("RUN --mount=type=cache,id=${A//*b/x},target=/c echo\n");
+        let err = read_err(&text);
+        assert!(err.message.contains("steps to read"), "{}", err.message);
+
         let mut text = format!("FROM alpine\nARG A={}\nARG B=", "a".repeat(1000));
         for _ in 0..10_000 {
             text.push_str("$A");
         }
-        text.push_str("\nRUN --mount=type=cache,target=/$B echo\n");
+        text.push_str("\nRUN --mount=type=cache,id=${B%%b*},target=/c echo\n");
         let mounts = read_ok(&text).mounts;
-        assert!(is_cut(&mounts[0].id), "{} bytes", mounts[0].id.len());
+        assert_eq!(mounts[0].id.len(), 10_000_000);
     }
 
-    /// A long value given whole (a build argument, text the file spells out) is no value cut
-    /// at the limit: a pattern shortens it as BuildKit does.
+    /// A long value (a build argument, text the file spells out) is shortened by a pattern as
+    /// BuildKit shortens it.
     #[test]
     fn long_whole_values_take_patterns() {
         let big: Vec<String> = (0..80)
             .map(|i| format!("registry.example/img{i}:1.0"))
             .collect();
         let big = big.join(",");
-        assert!(big.len() > NAME_BYTES);
+        assert!(big.len() > crate::model::limits::NAME_BYTES);
         let text = format!(
             "FROM alpine\nARG BIG\nARG FIRST=${{BIG%%,*}}\nARG LONG={big}\n\
              RUN --mount=type=cache,id=pkg-${{FIRST##*/}},target=/var/cache/apk \
@@ -3350,8 +3324,9 @@ mod tests {
     /// Shell patterns match like BuildKit's: `*`, `?`, escapes, and no blow-up on many stars.
     #[test]
     fn glob_patterns() {
-        let matches =
-            |p: &str, t: &str| glob_matches(&glob(p).unwrap(), &t.chars().collect::<Vec<_>>());
+        let matches = |p: &str, t: &str| {
+            glob_matches(&glob(p).unwrap(), &t.chars().collect::<Vec<_>>()).unwrap()
+        };
         assert!(matches("a*c", "abbbc"));
         assert!(matches("a?c", "abc"));
         assert!(!matches("a?c", "ac"));

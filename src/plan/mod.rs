@@ -268,7 +268,10 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                             "{}:{} was recorded without a digest: find what it pointed at and delete that",
                             info.locator, info.key
                         ),
-                        command: format!("skopeo inspect docker://{}:{}", info.locator, info.key),
+                        command: format!(
+                            "skopeo inspect {}",
+                            sh(&format!("docker://{}:{}", info.locator, info.key))
+                        ),
                         subject: None,
                     },
                     reason,
@@ -487,8 +490,18 @@ pub fn follow_up_command(backend: Backend, key: &str) -> String {
             .to_owned();
     }
     match backend {
-        // By the exact key: `gh cache list --key` matches a prefix.
-        Backend::Gha => format!("gh cache delete -- {}", sh(key)),
+        // By the exact key: `gh cache list --key` matches a prefix. gh reads a key that is a
+        // number as a cache id.
+        Backend::Gha => {
+            let digits = key.strip_prefix(['+', '-']).unwrap_or(key);
+            if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                "# gh takes this key for a cache id: delete the cache by its key through the \
+                 GitHub API"
+                    .to_owned()
+            } else {
+                format!("gh cache delete -- {}", sh(key))
+            }
+        }
         Backend::S3 => {
             let path = key.split(" (").next().unwrap_or(key);
             // `s3://bucket/` alone would be the whole bucket.
@@ -528,6 +541,10 @@ mod tests {
     /// as it is gets a comment instead.
     #[test]
     fn a_follow_up_command_holds_its_key_as_one_word() {
+        for key in ["1234", "+12", "-7", "007"] {
+            let command = follow_up_command(Backend::Gha, key);
+            assert!(command.starts_with("# "), "{key}: {command}");
+        }
         let hostile = [
             "k'; touch /tmp/pwned; '",
             "$(touch /tmp/pwned)`id`'x",

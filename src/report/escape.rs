@@ -110,6 +110,25 @@ impl fmt::Display for Term<'_> {
     }
 }
 
+/// Our words with store values in them, the values in backticks (`` delete gha cache `KEY` ``):
+/// escaped as [`Term`] escapes them, but for backticks, which are the words' own quotes.
+#[derive(Debug, Clone, Copy)]
+pub struct Prose<'a>(pub &'a str);
+
+impl fmt::Display for Prose<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::with_capacity(self.0.len());
+        for c in self.0.chars() {
+            if c == '`' {
+                out.push(c);
+            } else {
+                write_escaped(&mut out, c)?;
+            }
+        }
+        f.pad(&out)
+    }
+}
+
 /// Free-form text that may hold store values, some already shown as [`Term`] (error chains,
 /// warnings, check results): controls, bidi and invisible characters are escaped as [`Term`]
 /// escapes them, but a backslash is left alone, so what was escaped once is not escaped again.
@@ -203,16 +222,8 @@ impl<'a> MdCode<'a> {
 
 impl fmt::Display for MdCode<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Escaped as [`Term`] escapes it, but for backticks: a code span holds them, inside a
-        // longer fence.
-        let mut text = String::with_capacity(self.value.len());
-        for c in self.value.chars() {
-            if c == '`' {
-                text.push(c);
-            } else {
-                write_escaped(&mut text, c)?;
-            }
-        }
+        // A code span holds backticks, inside a longer fence.
+        let text = Prose(self.value).to_string();
         let text = if self.cell {
             text.replace('|', "\\|")
         } else {
@@ -249,7 +260,8 @@ pub struct MdText<'a>(pub &'a str);
 
 impl fmt::Display for MdText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for c in Term(self.0).to_string().chars() {
+        // A backtick is escaped below, as all punctuation is.
+        for c in Prose(self.0).to_string().chars() {
             if c.is_ascii_punctuation() {
                 f.write_char('\\')?;
             }
