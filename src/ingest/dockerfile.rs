@@ -268,7 +268,6 @@ pub fn parse_build(
     options: &BuildOptions,
 ) -> Result<DockerfileInfo, IngestError> {
     let to_error = |p: Problem| IngestError::new(source, p.line, p.message);
-    WORK_LEFT.with(|left| left.set(WORK));
     let targets: Vec<Option<&Platform>> = if options.platforms.is_empty() {
         vec![options.build_platform.as_ref()]
     } else {
@@ -448,7 +447,12 @@ fn analyze(
     options: &BuildOptions,
     target_platform: Option<&Platform>,
 ) -> Result<(DockerfileInfo, Vec<Problem>), Problem> {
+    // Splitting the file into instructions (heredocs included) costs what the file's length
+    // does and takes nothing from the work: a heredoc is never missed for want of it. Each
+    // platform then has the whole of it.
+    WORK_LEFT.with(|left| left.set(u64::MAX));
     let document = read(text)?;
+    WORK_LEFT.with(|left| left.set(WORK));
     let escape = document.escape;
     let build_args = &options.build_args;
     let (global_args, mut stages) = split_stages(document.instructions)?;
@@ -2347,6 +2351,9 @@ fn replace_pattern(
         }
         match end {
             Some(end) => {
+                // Charged before it is written: a long replacement for each of many matches
+                // would otherwise be built whole first.
+                spend(replacement.len())?;
                 out.push_str(replacement);
                 if end == i {
                     out.extend(chars.get(i));
@@ -2709,6 +2716,19 @@ mod tests {
         text.push_str("RUN --mount=type=cache,id=${A//*b/x},target=/c echo\n");
         let err = read_err(&text);
         assert!(err.message.contains("steps to read"), "{}", err.message);
+
+        // Each replacement is charged before it is written.
+        let mut text = "FROM alpine\nARG A=a\nARG R=r\n".to_owned();
+        for _ in 0..12 {
+            text.push_str("ARG A=$A$A\n");
+        }
+        for _ in 0..20 {
+            text.push_str("ARG R=$R$R\n");
+        }
+        text.push_str("ARG B=${A//a/$R}\nRUN --mount=type=cache,target=/$B echo\n");
+        let err = read_err(&text);
+        assert!(err.message.contains("steps to read"), "{}", err.message);
+        assert_eq!(err.line, Some(36));
 
         let mut text = format!("FROM alpine\nARG A={}\nARG B=", "a".repeat(1000));
         for _ in 0..10_000 {

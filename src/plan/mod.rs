@@ -295,7 +295,9 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                     place: backend.as_str().to_owned(),
                     in_scope: true,
                     target: Target::FollowUp {
-                        what: format!("delete {} cache `{}`", backend.as_str(), info.key),
+                        // No quotes of ours around the key: it is escaped whole, its own
+                        // backticks with it, and the command holds it quoted.
+                        what: format!("delete {} cache {}", backend.as_str(), info.key),
                         command: follow_up_command(backend, &info.key),
                         subject: None,
                     },

@@ -110,10 +110,10 @@ impl fmt::Display for Term<'_> {
     }
 }
 
-/// Our words with store values in them, the values in backticks (`` delete gha cache `KEY` ``):
-/// escaped as [`Term`] escapes them, but for backticks, which are the words' own quotes.
+/// A value as [`Term`] shows it, but for backticks, for Markdown: a code span holds them inside
+/// a longer fence, and Markdown text escapes them as it escapes all punctuation.
 #[derive(Debug, Clone, Copy)]
-pub struct Prose<'a>(pub &'a str);
+struct Prose<'a>(&'a str);
 
 impl fmt::Display for Prose<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -589,11 +589,7 @@ pub fn describe_target_as(target: &Target, style: Style) -> String {
             style.name(reference),
             style.name(builder)
         ),
-        // Our words with the key in backticks.
-        Target::FollowUp { what, .. } => match style {
-            Style::Text => crate::report::escape::Prose(what).to_string(),
-            Style::MdCell => style.text(what),
-        },
+        Target::FollowUp { what, .. } => style.text(what),
     }
 }
 
