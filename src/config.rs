@@ -247,6 +247,17 @@ impl Default for PurgeConfig {
     }
 }
 
+impl PurgeConfig {
+    /// Whether a purge at `at` would be in the future at `now`, beyond the clock skew allowed:
+    /// a purge is recorded once it is done.
+    pub fn in_future(&self, at: crate::time::Micros, now: crate::time::Micros) -> bool {
+        let skew = crate::time::Micros::try_from(self.clock_skew_seconds)
+            .unwrap_or(crate::time::Micros::MAX)
+            .saturating_mul(1_000_000);
+        at > now.saturating_add(skew)
+    }
+}
+
 fn default_clock_skew() -> u64 {
     300
 }

@@ -254,10 +254,7 @@ impl Batches<'_> {
                     .to_owned(),
             );
         }
-        let skew = Micros::try_from(self.config.purge.clock_skew_seconds)
-            .unwrap_or(Micros::MAX)
-            .saturating_mul(1_000_000);
-        if at > self.now.saturating_add(skew) {
+        if self.config.purge.in_future(at, self.now) {
             return Err(format!(
                 "a purge at `{}`, in the future (the import began at {}, clock skew allowed \
                  {}s): a purge is recorded once it is done",

@@ -17,7 +17,7 @@ use crate::error::InputError;
 use crate::graph::Source;
 use crate::model::{PurgeMethod, PurgeProvenance, PurgeTarget, normalize_mount_id};
 use crate::printer::Printer;
-use crate::time::{self, Micros};
+use crate::time;
 
 pub fn mark_purged(
     args: &MarkPurgedArgs,
@@ -30,10 +30,7 @@ pub fn mark_purged(
         Some(t) => time::parse_flag(t, "--at", time::Bound::Point, now)?,
         None => now,
     };
-    let skew = Micros::try_from(config.purge.clock_skew_seconds)
-        .unwrap_or(Micros::MAX)
-        .saturating_mul(1_000_000);
-    if at > now.saturating_add(skew) {
+    if config.purge.in_future(at, now) {
         return Err(InputError::invalid(format!(
             "--at `{}` is in the future (now {}, clock skew allowed {}s): a purge is recorded once it is done",
             time::format(at),
