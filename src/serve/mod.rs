@@ -384,38 +384,37 @@ fn time_suspect(
             time::format(received_at)
         ));
     }
-    if let Some(iat) = identity.issued_at {
-        let limit = iat
-            .saturating_sub(config.server.max_run_seconds as i64)
-            .saturating_mul(1_000_000)
-            .saturating_sub(skew);
-        if record.started_at < limit {
-            why.push(format!(
-                "started at {}, more than {}s before its token was issued",
-                time::format(record.started_at),
-                config.server.max_run_seconds
-            ));
-        }
-    } else {
-        let longest = config
-            .server
-            .max_run_seconds
-            .saturating_add(config.server.late_grace_seconds);
-        let limit = received_at
-            .saturating_sub(
-                i64::try_from(longest)
-                    .unwrap_or(i64::MAX)
-                    .saturating_mul(1_000_000),
-            )
-            .saturating_sub(skew);
-        if record.started_at < limit {
-            why.push(format!(
-                "started at {}, more than {longest}s before it was received at {} \
-                 (its token has no issue time)",
-                time::format(record.started_at),
+    // How long before its reference a run may have started, and what that reference is.
+    let server = &config.server;
+    let (reference, seconds, before) = match identity.issued_at {
+        Some(iat) => (
+            iat.saturating_mul(1_000_000),
+            server.max_run_seconds,
+            "its token was issued".to_owned(),
+        ),
+        None => (
+            received_at,
+            server
+                .max_run_seconds
+                .saturating_add(server.late_grace_seconds),
+            format!(
+                "it was received at {} (its token has no issue time)",
                 time::format(received_at)
-            ));
-        }
+            ),
+        ),
+    };
+    let limit = reference
+        .saturating_sub(
+            i64::try_from(seconds)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(1_000_000),
+        )
+        .saturating_sub(skew);
+    if record.started_at < limit {
+        why.push(format!(
+            "started at {}, more than {seconds}s before {before}",
+            time::format(record.started_at)
+        ));
     }
     (!why.is_empty()).then(|| why.join("; "))
 }
@@ -741,18 +740,23 @@ pub fn describe_listen(addr: SocketAddr, tls: bool) -> String {
 mod tests {
     use super::*;
 
-    /// A refused body's pipeline and run, kept with the refusal as evidence, are bounded: a
-    /// flood of megabyte names cannot fill the store at the kept-refusals rate.
-    #[test]
-    fn a_refused_bodys_run_name_is_bounded() {
-        let identity = Identity {
+    /// A static token's identity, for pipelines under `infra/`.
+    fn static_identity() -> Identity {
+        Identity {
             name: "token:rack".into(),
             source: Source::Static {
                 pipelines: vec!["infra/*".into()],
             },
             issued_at: None,
             late: false,
-        };
+        }
+    }
+
+    /// A refused body's pipeline and run, kept with the refusal as evidence, are bounded: a
+    /// flood of megabyte names cannot fill the store at the kept-refusals rate.
+    #[test]
+    fn a_refused_bodys_run_name_is_bounded() {
+        let identity = static_identity();
         let body = json!({"v": 1, "type": "run", "pipeline": "p".repeat(500_000), "run": "1"});
         let (refusal, name) = admit(
             &identity,
@@ -770,14 +774,7 @@ mod tests {
     /// run's length plus the late grace (and the clock skew) before it was received.
     #[test]
     fn a_run_without_an_issue_time_is_held_to_its_receipt() {
-        let identity = Identity {
-            name: "token:rack".into(),
-            source: Source::Static {
-                pipelines: vec!["infra/*".into()],
-            },
-            issued_at: None,
-            late: false,
-        };
+        let identity = static_identity();
         let config = Config::default();
         let server = &config.server;
         let longest =

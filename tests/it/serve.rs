@@ -562,19 +562,21 @@ fn a_receipt_edited_in_the_store_is_caught_by_verify_log() {
     }
 }
 
-/// Static runner tokens record only the pipelines their globs allow.
-#[test]
-fn static_tokens_are_bound_to_their_pipelines() {
+/// A `[[token]]` table for `secret`: the runner `rack-7`, for pipelines under `infra/`.
+fn static_token(secret: &str) -> String {
     use sha2::Digest;
-    let secret = "runner-secret-token-1";
     let hash: String = sha2::Sha256::digest(secret.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let s = setup(
-        "github",
-        &format!("[[token]]\nname = \"rack-7\"\nsha256 = \"{hash}\"\npipelines = [\"infra/*\"]\n"),
-    );
+    format!("[[token]]\nname = \"rack-7\"\nsha256 = \"{hash}\"\npipelines = [\"infra/*\"]\n")
+}
+
+/// Static runner tokens record only the pipelines their globs allow.
+#[test]
+fn static_tokens_are_bound_to_their_pipelines() {
+    let secret = "runner-secret-token-1";
+    let s = setup("github", &static_token(secret));
     let ok = s.collector.post(secret, &oidc::run_line("infra/base", "5"));
     assert_eq!(ok.status, 201, "{}", ok.text());
     let other = s
@@ -589,17 +591,12 @@ fn static_tokens_are_bound_to_their_pipelines() {
 /// stored time-suspect, and one whose times fit a run and its spool is believed.
 #[test]
 fn a_static_token_run_claiming_an_old_start_is_time_suspect() {
-    use sha2::Digest;
     let secret = "runner-secret-token-1";
-    let hash: String = sha2::Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
     let s = setup(
         "github",
         &format!(
-            "[[token]]\nname = \"rack-7\"\nsha256 = \"{hash}\"\npipelines = [\"infra/*\"]\n\n\
-             [server]\nmax_run_seconds = 3600\nlate_grace_seconds = 3600\n"
+            "{}\n[server]\nmax_run_seconds = 3600\nlate_grace_seconds = 3600\n",
+            static_token(secret)
         ),
     );
     let now = chrono::Utc::now();
