@@ -200,7 +200,7 @@ impl BulkTarget {
             .map(|entry| entry.path())
             .filter(|file| File::open(file).is_ok_and(|f| f.try_lock().is_ok()))
             .map(|file| {
-                let size = ["", "-journal", "-wal", "-shm"]
+                let size = STORE_FILES
                     .iter()
                     .filter_map(|suffix| std::fs::metadata(super::sidecar(&file, suffix)).ok())
                     .map(|meta| meta.len())
@@ -228,13 +228,16 @@ impl BulkTarget {
     }
 }
 
+/// A store's file and those SQLite keeps beside it, by the suffix of their names.
+const STORE_FILES: [&str; 4] = ["", "-journal", "-wal", "-shm"];
+
 /// The files SQLite keeps beside a store's.
-const SIDECARS: [&str; 3] = ["-journal", "-wal", "-shm"];
+const SIDECARS: &[&str] = STORE_FILES.split_at(1).1;
 
 /// Whether nothing is at `path`: no file, and no journal or write-ahead log that SQLite would
 /// take as a store's (replayed into the new store, or rolled back onto it).
 fn is_free(path: &Path) -> bool {
-    ["", "-wal", "-shm", "-journal"].iter().all(|suffix| {
+    STORE_FILES.iter().all(|suffix| {
         std::fs::symlink_metadata(super::sidecar(path, suffix))
             .is_err_and(|err| err.kind() == ErrorKind::NotFound)
     })
