@@ -2132,8 +2132,6 @@ impl<'e> Lexer<'e> {
                         self.take(unknown);
                         Ok(self.keep(start, None))
                     }
-                    // What a pattern trims off a value cut at the limit is not known: it stays
-                    // over the limit.
                     _ => {
                         let value = value.unwrap_or_default();
                         let longest = word.starts_with(op);
