@@ -269,8 +269,9 @@ impl Batches<'_> {
 
 /// Lowers what a line says about trust to at most `cap`: a run's level (a run that names none
 /// would take its pipeline's ceiling, so it gets `cap`), and a pipeline's level, which becomes
-/// its ceiling when the config names none. A builder's driver and endpoint are dropped: the
-/// first ones recorded are kept for good, and purges and verify reach the builder by them. A level the config does not know counts as above.
+/// its ceiling when the config names none. A level the config does not know counts as above.
+/// A builder's driver and endpoint are dropped: the first ones recorded are kept for good, and
+/// purges and verify reach the builder by them.
 fn cap_trust(item: &mut ImportItem, cap: &str, config: &Config) {
     let cap_rank = config.trust_rank(cap);
     let above = |level: &str| match (config.trust_rank(level), cap_rank) {
