@@ -457,9 +457,14 @@ impl RegistryClient {
             let response = self.send(&call).await?;
             match response.status() {
                 StatusCode::OK => {}
-                StatusCode::NOT_FOUND if page == 0 => return Ok(Vec::new()),
-                // The repository went away between pages.
-                StatusCode::NOT_FOUND => break,
+                StatusCode::NOT_FOUND => {
+                    self.registry_not_found(&call, response).await?;
+                    if page == 0 {
+                        return Ok(Vec::new());
+                    }
+                    // The repository went away between pages.
+                    break;
+                }
                 _ => return Err(self.unexpected(&call, response).await),
             }
             let next = next_link(response.headers());
@@ -501,7 +506,19 @@ impl RegistryClient {
         let response = self.send(&call).await?;
         match response.status() {
             StatusCode::OK => {}
-            StatusCode::NOT_FOUND => return Ok(None),
+            // A HEAD answer has no body to say why: without the registry's header, the GET's
+            // answer decides.
+            StatusCode::NOT_FOUND if has_api_version(response.headers()) => return Ok(None),
+            StatusCode::NOT_FOUND => {
+                return Ok(self
+                    .get_manifest(repository, reference)
+                    .await?
+                    .map(|m| ManifestHead {
+                        size: m.bytes.len() as u64,
+                        digest: m.digest,
+                        media_type: m.media_type,
+                    }));
+            }
             _ => return Err(self.unexpected(&call, response).await),
         }
         let headers = response.headers();
@@ -541,7 +558,10 @@ impl RegistryClient {
         let response = self.send(&call).await?;
         match response.status() {
             StatusCode::OK => {}
-            StatusCode::NOT_FOUND => return Ok(None),
+            StatusCode::NOT_FOUND => {
+                self.registry_not_found(&call, response).await?;
+                return Ok(None);
+            }
             _ => return Err(self.unexpected(&call, response).await),
         }
         let content_type = header_str(response.headers(), CONTENT_TYPE.as_str()).map(str::to_owned);
@@ -586,7 +606,7 @@ impl RegistryClient {
                 return Ok(DeleteOutcome::Deleted);
             }
             StatusCode::NOT_FOUND => {
-                let _ = response.bytes().await;
+                self.registry_not_found(&call, response).await?;
                 return Ok(DeleteOutcome::AlreadyGone);
             }
             _ => {}
@@ -965,6 +985,32 @@ impl RegistryClient {
         )
     }
 
+    /// Checks that a 404 is the registry's own "no such manifest or repository": its API
+    /// version header, or an error body naming an unknown manifest, repository or blob. Any
+    /// other 404 (a proxy's maintenance page, an endpoint that is not a registry) proves
+    /// nothing is gone, and is an error.
+    async fn registry_not_found(
+        &self,
+        call: &Call<'_>,
+        response: Response,
+    ) -> Result<(), RemoteError> {
+        let said = has_api_version(response.headers());
+        let body = response.bytes().await.unwrap_or_default();
+        let codes = error_codes(&body);
+        if said
+            || codes
+                .iter()
+                .any(|(code, _)| NOT_FOUND_CODES.contains(&code.as_str()))
+        {
+            return Ok(());
+        }
+        let mut error = self.status_error(call, StatusCode::NOT_FOUND, &codes);
+        error.message.push_str(
+            ", without the registry's header or error code: not taken as proof that nothing is there",
+        );
+        Err(error)
+    }
+
     async fn unexpected(&self, call: &Call<'_>, response: Response) -> RemoteError {
         let status = response.status();
         let body = response.bytes().await.unwrap_or_default();
@@ -1331,6 +1377,15 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The distribution error codes and messages of an error body.
+/// The error codes of the distribution spec that say there is nothing by a name or digest.
+const NOT_FOUND_CODES: &[&str] = &["MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"];
+
+/// Whether a response carries `Docker-Distribution-API-Version`, which a registry sets on
+/// every answer and a proxy's own pages do not.
+fn has_api_version(headers: &reqwest::header::HeaderMap) -> bool {
+    headers.contains_key("docker-distribution-api-version")
+}
+
 fn error_codes(body: &[u8]) -> Vec<(String, String)> {
     #[derive(Deserialize)]
     struct Errors {

@@ -342,3 +342,48 @@ fn an_evidence_gap_is_recorded_and_reported() {
         .collect();
     assert_eq!(gaps.len(), 1, "{json:#}");
 }
+
+/// A 404 is "gone" only when the registry says so (its API version header, or an error code
+/// naming an unknown manifest). A proxy's own 404 page in front of it, on the delete and then
+/// on the look that follows, leaves the action failed (exit 1) and the target unverified, the
+/// manifest still there; once the registry answers again, the rerun deletes it and verify
+/// finds it gone.
+#[test]
+fn a_404_that_is_not_the_registrys_proves_nothing_gone() {
+    let Some(registry) = harness::registry() else {
+        return;
+    };
+    let proxy = FaultProxy::start(&registry.host());
+    let env = Env::new();
+    let h = history(&env, &registry);
+    let config = config(&registry.host()).endpoint(&proxy.url()).write(&env);
+    env.open_incident(&config, "evil");
+    proxy.inject(Fault::status(404).on("DELETE"));
+    let run = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
+    assert!(run.starts_with("exit: 1\n"), "{run}");
+    assert!(!run.contains("already gone"), "{run}");
+    assert!(run.contains("not taken as proof"), "{run}");
+    assert!(manifest_exists(&registry, "team/app", &h.inside.digest));
+
+    proxy.inject(Fault::status(404).on("HEAD"));
+    proxy.inject(Fault::status(404).on("GET"));
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert_eq!(proxy.pending_faults(), 0, "{verify}");
+    assert!(verify.starts_with("exit: 1\n"), "{verify}");
+    let line = line_of(&verify, &h.inside.digest);
+    assert!(line.starts_with("  UNVERIFIED"), "{line}");
+
+    // The action outside the scope keeps the rerun at exit 5 and verify at 1.
+    let run = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
+    assert!(run.contains("1 done"), "{run}");
+    assert!(!manifest_exists(&registry, "team/app", &h.inside.digest));
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    let line = line_of(&verify, &h.inside.digest);
+    assert!(line.starts_with("  gone"), "{line}");
+}
