@@ -338,7 +338,18 @@ async fn purge_locked(
     store.set_incident_digests(args.id, &tainted_digests(&trace))?;
     let before = store.actions(args.id)?;
     let added = store.extend_plan(args.id, &actions)?;
-    let rows = store.actions(args.id)?;
+    let mut rows = store.actions(args.id)?;
+    let concurrency = args.concurrency.unwrap_or(config.purge.concurrency).max(1);
+    let back = purge::check::back_again(&mut store, args.id, &rows, config, concurrency).await?;
+    if !back.is_empty() {
+        store.reopen_actions(&back, "back in the registry")?;
+        printer.warn(format!(
+            "{} deleted earlier {} back in the registry: deleted again",
+            count(back.len(), "manifest", "manifests"),
+            if back.len() == 1 { "is" } else { "are" },
+        ));
+        rows = store.actions(args.id)?;
+    }
     if added > 0 {
         let delta: Vec<ActionRow> = rows
             .iter()
@@ -412,7 +423,6 @@ async fn purge_locked(
         store.set_evidence_dir(args.id, &dir.display().to_string())?;
         printer.status(format!("evidence saved in {}", dir.display()));
     }
-    let concurrency = args.concurrency.unwrap_or(config.purge.concurrency).max(1);
     let reporter: Arc<dyn Reporter> = if printer.progress {
         Arc::new(Bars::default())
     } else {

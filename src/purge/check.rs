@@ -2,6 +2,8 @@
 //! reachable, in the scope in force), and nothing is changed. Manifests are checked
 //! concurrently per registry, and what they turn out to be is recorded for the execution.
 
+use std::collections::HashSet;
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use crate::config::Config;
@@ -9,6 +11,7 @@ use crate::error::RemoteError;
 use crate::plan::ActionKind;
 use crate::purge::remotes::{Remotes, Spare};
 use crate::purge::runner::{self, Job};
+use crate::purge::verify::{Verdict, VerifyInputs};
 use crate::purge::{ActionState, kind_of};
 use crate::store::{ActionRow, Store, StoreError};
 
@@ -71,6 +74,7 @@ pub async fn dry_run(
         .collect();
     let spared = store.recorded_untainted(incident, &children)?;
     let remotes = Arc::new(Remotes::new(config, facts).sparing(Spare::Digests(spared)));
+    let back = back_again(store, incident, rows, config, concurrency).await?;
     let jobs = rows
         .iter()
         .filter(|row| to_check(row))
@@ -99,7 +103,9 @@ pub async fn dry_run(
     Ok(rows
         .iter()
         .map(|row| {
-            if row.state == ActionState::Done {
+            if back.contains(&row.id) {
+                Status::Ready("done earlier, but back in the registry: deleted again".to_owned())
+            } else if row.state == ActionState::Done {
                 Status::DoneEarlier
             } else if row.action.kind == ActionKind::FollowUp {
                 Status::FollowUp
@@ -110,4 +116,69 @@ pub async fn dry_run(
             }
         })
         .collect())
+}
+
+/// The ids of the done manifest deletes among `rows` (in the scope in force) whose manifest,
+/// or a child it deleted, is in the registry again, as verification finds it: the next
+/// execution runs them again. One that cannot be checked stays done, and verification says
+/// it is unverified.
+pub async fn back_again(
+    store: &mut Store,
+    incident: i64,
+    rows: &[ActionRow],
+    config: &Config,
+    concurrency: usize,
+) -> Result<HashSet<i64>, StoreError> {
+    let done: Vec<ActionRow> = rows
+        .iter()
+        .filter(|row| {
+            row.state == ActionState::Done
+                && row.action.kind == ActionKind::DeleteManifest
+                && row.action.target.in_scope(&config.scope)
+        })
+        .cloned()
+        .collect();
+    if done.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let digests: Vec<&str> = done
+        .iter()
+        .filter_map(|row| row.action.target.manifest_digest())
+        .collect();
+    let facts = store.manifest_facts(&digests)?;
+    let children: Vec<String> = facts
+        .values()
+        .flat_map(|f| f.children.iter().map(|c| c.as_str().to_owned()))
+        .collect();
+    let spared = store.recorded_untainted(incident, &children)?;
+    let remotes = Arc::new(Remotes::new(config, facts).sparing(Spare::Digests(spared)));
+    let jobs = done
+        .into_iter()
+        .map(|row| {
+            let remotes = remotes.clone();
+            let kind = kind_of(&row.action.target);
+            Job {
+                place: row.action.place.clone(),
+                limit: kind.limit(concurrency.max(1)),
+                work: async move {
+                    let inputs = VerifyInputs::default();
+                    let verdict = kind
+                        .verify(
+                            &row.action.target,
+                            std::slice::from_ref(&row),
+                            &remotes,
+                            &inputs,
+                        )
+                        .await;
+                    Ok::<_, Infallible>(
+                        matches!(verdict, Verdict::Present { .. }).then_some(row.id),
+                    )
+                },
+            }
+        })
+        .collect();
+    match runner::run(jobs).await {
+        Ok(found) => Ok(found.into_iter().flatten().collect()),
+        Err(never) => match never {},
+    }
 }

@@ -130,6 +130,7 @@ pub struct Inputs<'a> {
 }
 
 /// What the kinds' checks need besides the journal and the remotes.
+#[derive(Default)]
 pub struct VerifyInputs {
     pub purges: PurgeTimes,
     pub tainted_runs: BTreeMap<String, Micros>,

@@ -1,6 +1,6 @@
 //! Incidents, their plans and the action journal.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::store::db::{OptionalExtension, params};
 use serde::Serialize;
@@ -220,6 +220,23 @@ impl Store {
             .and_then(|mut stmt| stmt.execute(params![action, state, outcome, error, time::now(), duration_us]))
             .map(|_| ())
             .map_err(|e| sql_error(&self.path, e))
+    }
+
+    /// Puts done actions back to pending, with `why` as their error until they run again: what
+    /// they removed is there again. Committed at once.
+    pub fn reopen_actions(&mut self, actions: &HashSet<i64>, why: &str) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction()
+            .map_err(|e| sql_error(&self.path, e))?;
+        for &action in actions {
+            tx.prepare_cached(
+                "UPDATE actions SET state = 'pending', error = ?2 WHERE id = ?1 AND state = 'done'",
+            )
+            .and_then(|mut stmt| stmt.execute(params![action, why]))
+            .map_err(|e| sql_error(&self.path, e))?;
+        }
+        tx.commit().map_err(|e| sql_error(&self.path, e))
     }
 
     /// Takes the incident's execution lock; `false` when another execution holds it.

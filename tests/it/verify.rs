@@ -238,7 +238,8 @@ fn accept_records_a_target_left_in_place() {
     );
 }
 
-/// A target deleted and then pushed back is PRESENT again, whatever its action's state says.
+/// A target deleted and then pushed back is PRESENT again, whatever its action's state says,
+/// and the next `--execute` deletes it again.
 #[test]
 fn a_target_pushed_back_after_the_purge_is_present() {
     let Some((registry, env)) = registry_env() else {
@@ -260,6 +261,29 @@ fn a_target_pushed_back_after_the_purge_is_present() {
         line.starts_with("  PRESENT") && line.contains("back in the registry"),
         "{line}"
     );
+    // The dry run and the rerun see it back, and delete it again.
+    let dry = output(&env, env.cmd_with(&config).args(["incident", "purge", "1"]));
+    assert!(
+        line_of(&dry, &h.inside.digest).contains("back in the registry: deleted again"),
+        "{dry}"
+    );
+    let run = output(&env, &mut env.execute(&config, "1", &[]));
+    assert!(
+        run.contains("1 manifest deleted earlier is back in the registry: deleted again"),
+        "{run}"
+    );
+    assert!(!manifest_exists(&registry, "team/app", &h.inside.digest));
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(
+        line_of(&verify, &h.inside.digest).starts_with("  gone"),
+        "{verify}"
+    );
+    // Gone, it stays done: a rerun deletes nothing.
+    let run = output(&env, &mut env.execute(&config, "1", &[]));
+    assert!(!run.contains("back in the registry"), "{run}");
 }
 
 /// A registry that cannot be reached during `--execute` exits 4, as documented, and verify
@@ -365,8 +389,11 @@ fn a_404_that_is_not_the_registrys_proves_nothing_gone() {
     assert!(run.contains("not taken as proof"), "{run}");
     assert!(manifest_exists(&registry, "team/app", &h.inside.digest));
 
-    proxy.inject(Fault::status(404).on("HEAD"));
-    proxy.inject(Fault::status(404).on("GET"));
+    // One look at each of the two targets (the one outside the scope is looked at too).
+    for _ in 0..2 {
+        proxy.inject(Fault::status(404).on("HEAD"));
+        proxy.inject(Fault::status(404).on("GET"));
+    }
     let verify = output(
         &env,
         env.cmd_with(&config).args(["incident", "verify", "1"]),
