@@ -315,7 +315,7 @@ mod tests {
                         most.fetch_max(now, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         in_flight.fetch_sub(1, Ordering::SeqCst);
-                        let answer = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
+                        let answer = "HTTP/1.1 404 Not Found\r\nDocker-Distribution-API-Version: registry/2.0\r\nContent-Length: 0\r\n\r\n";
                         if stream.write_all(answer.as_bytes()).await.is_err() {
                             return;
                         }
