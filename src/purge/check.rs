@@ -9,10 +9,11 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::error::RemoteError;
 use crate::plan::ActionKind;
+use crate::plan::Target;
 use crate::purge::remotes::{Remotes, Spare};
 use crate::purge::runner::{self, Job};
 use crate::purge::verify::{Verdict, VerifyInputs};
-use crate::purge::{ActionState, kind_of};
+use crate::purge::{ActionState, kind_of, manifest};
 use crate::store::{ActionRow, Store, StoreError};
 
 /// What the dry run says of one action.
@@ -72,8 +73,15 @@ pub async fn dry_run(
         .values()
         .flat_map(|f| f.children.iter().map(|c| c.as_str().to_owned()))
         .collect();
-    let spared = store.recorded_untainted(incident, &children)?;
-    let remotes = Arc::new(Remotes::new(config, facts).sparing(Spare::Digests(spared)));
+    let mut spared = store.recorded_untainted(incident, &children)?;
+    let remotes = Remotes::new(config, facts);
+    let targets: Vec<&Target> = rows
+        .iter()
+        .filter(|row| to_check(row))
+        .map(|row| &row.action.target)
+        .collect();
+    spared.extend(manifest::tagged_keepers(store, incident, &remotes, &targets).await?);
+    let remotes = Arc::new(remotes.sparing(Spare::Digests(spared)));
     let back = back_again(store, incident, rows, config, concurrency).await?;
     let jobs = rows
         .iter()
@@ -150,8 +158,11 @@ pub async fn back_again(
         .values()
         .flat_map(|f| f.children.iter().map(|c| c.as_str().to_owned()))
         .collect();
-    let spared = store.recorded_untainted(incident, &children)?;
-    let remotes = Arc::new(Remotes::new(config, facts).sparing(Spare::Digests(spared)));
+    let mut spared = store.recorded_untainted(incident, &children)?;
+    let remotes = Remotes::new(config, facts);
+    let targets: Vec<&Target> = done.iter().map(|row| &row.action.target).collect();
+    spared.extend(manifest::tagged_keepers(store, incident, &remotes, &targets).await?);
+    let remotes = Arc::new(remotes.sparing(Spare::Digests(spared)));
     let jobs = done
         .into_iter()
         .map(|row| {

@@ -1,6 +1,8 @@
 //! A registry manifest (an index with its child manifests): checked with a HEAD, saved with
 //! its config and blob list, deleted children first, verified gone with a HEAD of each.
 
+use std::collections::{BTreeSet, HashSet};
+
 use crate::error::RemoteError;
 use crate::model::{Digest, ManifestFacts};
 use crate::plan::Target;
@@ -12,7 +14,7 @@ use crate::remote::registry::{
     DeleteOutcome, ParsedManifest, RegistryClient, blobs, facts, is_index_type, parse_manifest,
 };
 use crate::report::count;
-use crate::store::ActionRow;
+use crate::store::{ActionRow, Store, StoreError};
 
 pub struct Manifest;
 
@@ -53,16 +55,9 @@ impl TargetKind for Manifest {
             let client = cx.registry(registry).await?;
             let digest = Digest::parse(digest, "digest")
                 .map_err(|err| RemoteError::local(err.to_string()))?;
-            // Children the purge leaves are named apart (recorded facts only: a probed index's
-            // children are asked of the store when it is deleted).
-            let present = |facts: &ManifestFacts| {
-                let listed: Vec<String> = facts
-                    .children
-                    .iter()
-                    .map(|c| c.as_str().to_owned())
-                    .collect();
-                let left = cx.spared(&listed).map(|s| s.len()).unwrap_or(0);
-                let mut status = match listed.len() - left {
+            // Children the purge leaves are named apart.
+            let present = |facts: &ManifestFacts, left: usize| {
+                let mut status = match facts.children.len() - left {
                     0 => format!("present ({})", facts.media_type),
                     n => format!(
                         "present ({}); {} will be deleted with it",
@@ -72,9 +67,10 @@ impl TargetKind for Manifest {
                 };
                 if left > 0 {
                     status.push_str(&format!(
-                        "; {} left: recorded runs outside the incident name {}",
+                        "; {} left: recorded runs outside the incident name {them}, or an \
+                         index under a tag they name lists {them}",
                         count(left, "listed child manifest", "listed child manifests"),
-                        if left == 1 { "it" } else { "them" }
+                        them = if left == 1 { "it" } else { "them" }
                     ));
                 }
                 status
@@ -83,7 +79,12 @@ impl TargetKind for Manifest {
                 // Known already: only whether it is still there is asked.
                 Some(known) => Ok(
                     match client.head_manifest(repository, digest.as_str()).await? {
-                        Some(_) => present(known),
+                        Some(_) => present(
+                            known,
+                            kept(cx, &client, (registry, repository), known)
+                                .await?
+                                .len(),
+                        ),
                         None if known.children.is_empty() => "already gone".to_owned(),
                         None => format!(
                             "already gone; its {} will be deleted if present",
@@ -97,7 +98,8 @@ impl TargetKind for Manifest {
                 ),
                 None => Ok(match probe(&client, repository, &digest).await? {
                     Some(facts) => {
-                        let status = present(&facts);
+                        let left = kept(cx, &client, (registry, repository), &facts).await?;
+                        let status = present(&facts, left.len());
                         cx.learn(facts);
                         status
                     }
@@ -158,11 +160,25 @@ impl TargetKind for Manifest {
                 .map(|f| f.children.iter().map(|c| c.as_str().to_owned()).collect())
                 .unwrap_or_default();
             // Children spared by the purge are not the incident's to remove.
-            match cx.spared(&children) {
-                Ok(spared) => children.retain(|c| !spared.contains(c)),
+            let spared = match cx.spared(&children) {
+                Ok(spared) => spared,
                 Err(err) => {
                     return Verdict::Unverified {
                         detail: err.to_string(),
+                    };
+                }
+            };
+            children.retain(|c| !spared.contains(c));
+            match cx
+                .listed_by_tagged(&client, (registry, repository), digest, &children)
+                .await
+            {
+                Ok(kept) => children.retain(|c| !kept.contains(c)),
+                Err(err) => {
+                    return Verdict::Unverified {
+                        detail: format!(
+                            "cannot ask `{registry}` which indexes list its children: {err}"
+                        ),
                     };
                 }
             }
@@ -194,7 +210,16 @@ async fn delete(
         },
     };
     let listed: Vec<String> = children.iter().map(|c| c.as_str().to_owned()).collect();
-    let spared = cx.spared(&listed)?;
+    let mut spared = cx.spared(&listed)?;
+    let rest: Vec<String> = listed
+        .iter()
+        .filter(|c| !spared.contains(*c))
+        .cloned()
+        .collect();
+    spared.extend(
+        cx.listed_by_tagged(&client, (registry, repository), digest.as_str(), &rest)
+            .await?,
+    );
     let mut children_deleted = 0;
     for child in children.iter().filter(|c| !spared.contains(c.as_str())) {
         if client.delete_manifest(repository, child).await? == DeleteOutcome::Deleted {
@@ -207,6 +232,77 @@ async fn delete(
         children: children_deleted,
         spared: spared.len(),
     })
+}
+
+/// The indexes under a tag that recorded runs outside incident `incident` name, in the
+/// repositories of the index `targets` whose children `remotes` knows: they keep the children
+/// they list (see [`Remotes::listed_by_tagged`]). Asked before the dry run and verification
+/// act, so that their sets of spared digests hold them; a repository the registry cannot list
+/// keeps nothing here, and the target's own check says why.
+pub async fn tagged_keepers(
+    store: &mut Store,
+    incident: i64,
+    remotes: &Remotes,
+    targets: &[&Target],
+) -> Result<HashSet<String>, StoreError> {
+    let mut places = BTreeSet::new();
+    for target in targets {
+        if let Target::Manifest {
+            registry,
+            repository,
+            digest,
+            ..
+        } = target
+            && remotes
+                .known
+                .get(digest.as_str())
+                .is_some_and(|facts| !facts.children.is_empty())
+        {
+            places.insert((registry.as_str(), repository.as_str()));
+        }
+    }
+    let mut candidates = Vec::new();
+    for (registry, repository) in places {
+        if !store.names_untainted_in(incident, repository)? {
+            continue;
+        }
+        let Ok(client) = remotes.registry(registry).await else {
+            continue;
+        };
+        if let Ok(tagged) = remotes
+            .tagged_indexes(&client, (registry, repository))
+            .await
+        {
+            candidates.extend(tagged.iter().map(|(digest, _)| digest.clone()));
+        }
+    }
+    store.recorded_untainted(incident, &candidates)
+}
+
+/// The children of the index `facts` that the purge leaves in place: those recorded runs
+/// outside the incident name, and those an untainted index under a tag lists.
+async fn kept(
+    cx: &Remotes,
+    client: &RegistryClient,
+    place: (&str, &str),
+    facts: &ManifestFacts,
+) -> Result<HashSet<String>, RemoteError> {
+    let listed: Vec<String> = facts
+        .children
+        .iter()
+        .map(|c| c.as_str().to_owned())
+        .collect();
+    let mut kept = cx.spared(&listed)?;
+    let rest: Vec<String> = listed
+        .iter()
+        .filter(|c| !kept.contains(*c))
+        .cloned()
+        .collect();
+    kept.extend(
+        cx.listed_by_tagged(client, place, facts.digest.as_str(), &rest)
+            .await?,
+    );
+    Ok(kept)
 }
 
 /// What the registry says a manifest is: a HEAD tells an index apart without fetching every

@@ -10,10 +10,11 @@ use tokio::sync::OnceCell;
 use crate::config::Config;
 use crate::error::RemoteError;
 use crate::model::{Digest, Driver, ManifestFacts};
+use crate::purge::manifest;
 use crate::remote::buildkit::{BuildkitClient, CacheRecord};
 use crate::remote::endpoint::require_endpoint;
 use crate::remote::engine::{Engine, surely_absent};
-use crate::remote::registry::RegistryClient;
+use crate::remote::registry::{RegistryClient, is_index_type};
 use crate::store::Store;
 
 /// A builder's BuildKit connection, made on first use; a failed attempt is tried again.
@@ -51,6 +52,9 @@ pub struct Remotes {
     /// What probes learned since, for the store.
     learned: Mutex<Vec<ManifestFacts>>,
     spare: Spare,
+    /// Each index under a tag, with the children it lists, by registry and repository: looked
+    /// up once per command (see [`Remotes::listed_by_tagged`]).
+    tagged: tokio::sync::Mutex<TaggedScans>,
     /// Image configs fetched for evidence, by registry, repository and digest: each was
     /// checked against its digest, and thousands of cache manifests share a few.
     configs: Mutex<Configs>,
@@ -65,6 +69,12 @@ struct Configs {
 
 /// What the image configs kept for one command may take.
 const CONFIG_CACHE_BYTES: usize = 64 << 20;
+
+/// The indexes under a tag of one repository, each with the children it lists.
+pub type TaggedIndexes = Arc<Vec<(String, Vec<String>)>>;
+
+/// [`TaggedIndexes`] by registry and repository.
+pub type TaggedScans = HashMap<(String, String), TaggedIndexes>;
 
 /// A builder's records, listed once for a whole verification (or why they could not be).
 type Listing = Arc<OnceCell<Result<Arc<Vec<CacheRecord>>, String>>>;
@@ -85,6 +95,7 @@ impl Remotes {
             known,
             learned: Mutex::new(Vec::new()),
             spare: Spare::Nothing,
+            tagged: Default::default(),
             configs: Mutex::default(),
         }
     }
@@ -129,6 +140,114 @@ impl Remotes {
     pub fn sparing(mut self, spare: Spare) -> Self {
         self.spare = spare;
         self
+    }
+
+    /// With the tags of repositories already listed (by [`manifest::tagged_keepers`]).
+    pub fn with_tagged(mut self, scans: TaggedScans) -> Self {
+        *self.tagged.get_mut() = scans;
+        self
+    }
+
+    /// The tags of repositories listed so far.
+    pub async fn tagged(&self) -> TaggedScans {
+        self.tagged.lock().await.clone()
+    }
+
+    /// Every index under a tag of `registry`'s `repository`, with the children it lists:
+    /// asked of the registry once per command.
+    pub async fn tagged_indexes(
+        &self,
+        client: &RegistryClient,
+        (registry, repository): (&str, &str),
+    ) -> Result<TaggedIndexes, RemoteError> {
+        let mut tagged = self.tagged.lock().await;
+        let key = (registry.to_owned(), repository.to_owned());
+        if let Some(found) = tagged.get(&key) {
+            return Ok(found.clone());
+        }
+        let mut found = Vec::new();
+        for tag in client.list_tags(repository).await? {
+            let Some(head) = client.head_manifest(repository, &tag).await? else {
+                continue;
+            };
+            let digest = head.digest.as_str();
+            if !is_index_type(&head.media_type) || found.iter().any(|(d, _)| d == digest) {
+                continue;
+            }
+            let facts = match self.known.get(digest) {
+                Some(facts) => facts.clone(),
+                None => match manifest::probe(client, repository, &head.digest).await? {
+                    Some(facts) => {
+                        self.learn(facts.clone());
+                        facts
+                    }
+                    None => continue,
+                },
+            };
+            let children = facts.children.iter().map(|c| c.as_str().to_owned());
+            found.push((digest.to_owned(), children.collect()));
+        }
+        let found = Arc::new(found);
+        tagged.insert(key, found.clone());
+        Ok(found)
+    }
+
+    /// Of the `children` of `index` in `registry`'s `repository`, those that another index
+    /// under a tag of that repository lists, where recorded runs outside the incident name
+    /// that index (as [`Remotes::spared`] tells): deleting them would break it (a release's
+    /// multi-platform image listing a manifest the tainted index lists too). An index only the
+    /// registry knows keeps nothing: whoever pushed the tainted index could push that too.
+    ///
+    /// The registry's tags are listed only where the store has such a run's manifest in the
+    /// repository: as the purge deletes, at once; for the dry run and verification, before
+    /// they act ([`manifest::tagged_keepers`]), and a repository not listed then keeps nothing.
+    pub async fn listed_by_tagged(
+        &self,
+        client: &RegistryClient,
+        place: (&str, &str),
+        index: &str,
+        children: &[String],
+    ) -> Result<HashSet<String>, RemoteError> {
+        if children.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let key = (place.0.to_owned(), place.1.to_owned());
+        let listed = self.tagged.lock().await.get(&key).cloned();
+        let tagged = match (listed, &self.spare) {
+            (Some(tagged), _) => tagged,
+            (None, Spare::Store { store, incident }) => {
+                let names = store
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .names_untainted_in(*incident, place.1)
+                    .map_err(|e| {
+                        RemoteError::local(format!(
+                            "cannot ask the store which indexes may keep children: {e}"
+                        ))
+                    })?;
+                if names {
+                    self.tagged_indexes(client, place).await?
+                } else {
+                    let none = TaggedIndexes::default();
+                    self.tagged.lock().await.insert(key, none.clone());
+                    none
+                }
+            }
+            (None, _) => return Ok(HashSet::new()),
+        };
+        let listing: Vec<&(String, Vec<String>)> = tagged
+            .iter()
+            .filter(|(digest, listed)| {
+                digest != index && listed.iter().any(|c| children.contains(c))
+            })
+            .collect();
+        let candidates: Vec<String> = listing.iter().map(|(digest, _)| digest.clone()).collect();
+        let keepers = self.spared(&candidates)?;
+        Ok(listing
+            .iter()
+            .filter(|(digest, _)| keepers.contains(digest))
+            .flat_map(|(_, listed)| listed.iter().filter(|c| children.contains(c)).cloned())
+            .collect())
     }
 
     /// Of an index's `children`, those to leave in place (see [`Spare`]).

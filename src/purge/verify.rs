@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::graph::{Entity, Kind, Trace};
 use crate::model::ManifestFacts;
 use crate::plan::Target;
-use crate::purge::remotes::{Remotes, Spare};
+use crate::purge::remotes::{Remotes, Spare, TaggedScans};
 use crate::purge::runner::{self, Job};
 use crate::purge::{ActionState, kind_of};
 use crate::remote::buildkit::CacheRecord;
@@ -121,8 +121,11 @@ pub struct Inputs<'a> {
     pub acceptances: &'a [Acceptance],
     /// Recorded facts of the manifests to check: an index's children are checked with it.
     pub facts: &'a HashMap<String, ManifestFacts>,
-    /// Children of those indexes that the purge leaves (see [`Spare`]).
+    /// Children of those indexes that the purge leaves, and the indexes under a tag that keep
+    /// the children they list (see [`Spare`]).
     pub spared: &'a HashSet<String>,
+    /// The indexes under a tag in the repositories where one may keep children.
+    pub tagged: &'a TaggedScans,
     pub purges: &'a PurgeTimes,
     /// The latest start of a run the re-run trace holds tainted, by builder: a purge before it
     /// does not clean what that run may have written.
@@ -178,7 +181,8 @@ pub async fn check(rows: &[ActionRow], inputs: &Inputs<'_>) -> Vec<Checked> {
     let concurrency = inputs.config.purge.concurrency.max(1);
     let remotes = Arc::new(
         Remotes::new(inputs.config, inputs.facts.clone())
-            .sparing(Spare::Digests(inputs.spared.clone())),
+            .sparing(Spare::Digests(inputs.spared.clone()))
+            .with_tagged(inputs.tagged.clone()),
     );
     let shared = Arc::new(VerifyInputs {
         purges: inputs.purges.clone(),
@@ -284,7 +288,13 @@ pub async fn verify_journal(
         .values()
         .flat_map(|f| f.children.iter().map(|c| c.as_str().to_owned()))
         .collect();
-    let spared = store.recorded_untainted(id, &children)?;
+    let mut spared = store.recorded_untainted(id, &children)?;
+    let tagged = {
+        let remotes = Remotes::new(config, facts.clone());
+        let targets: Vec<&Target> = rows.iter().map(|row| &row.action.target).collect();
+        spared.extend(crate::purge::manifest::tagged_keepers(store, id, &remotes, &targets).await?);
+        remotes.tagged().await
+    };
     let purges = store.last_purges(&purge_places(&rows))?;
     let acceptances = store.acceptances(id)?;
     let inputs = Inputs {
@@ -292,6 +302,7 @@ pub async fn verify_journal(
         acceptances: &acceptances,
         facts: &facts,
         spared: &spared,
+        tagged: &tagged,
         purges: &purges,
         tainted_runs: &tainted_runs,
     };
@@ -409,6 +420,7 @@ mod tests {
             acceptances: &acceptances,
             facts: &HashMap::new(),
             spared: &HashSet::new(),
+            tagged: &TaggedScans::new(),
             purges: &PurgeTimes::new(),
             tainted_runs: &BTreeMap::new(),
         };

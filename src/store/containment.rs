@@ -96,6 +96,35 @@ impl Store {
         )
     }
 
+    /// Whether a recorded run names a registry manifest in `repository` (any registry; names
+    /// compared without case) that incident `incident` does not hold tainted: only then can an
+    /// index there keep the children a tainted index lists too.
+    pub fn names_untainted_in(&self, incident: i64, repository: &str) -> Result<bool, StoreError> {
+        let pattern = format!(
+            "%/{}",
+            repository
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM artifacts a
+                                WHERE a.backend = 'registry' AND a.digest <> ''
+                                  AND lower(a.locator) LIKE ?1 ESCAPE '\\'
+                                  AND EXISTS (SELECT 1 FROM events e
+                                              WHERE e.kind IN ('imported', 'exported', 'produced', 'used_base')
+                                                AND e.target = a.id)
+                                  AND NOT EXISTS (SELECT 1 FROM incident_digests d
+                                                  WHERE d.incident_id = ?2 AND d.digest = a.digest))",
+            )
+            .map_err(|e| sql_error(&self.path, e))?;
+        stmt.query_row(params![pattern, incident], |row| row.get(0))
+            .map_err(|e| sql_error(&self.path, e))
+    }
+
     /// Of `digests`, those some recorded run names (an artifact with an event) and incident
     /// `incident` does not hold tainted: the child manifests of a tainted index that a purge
     /// must leave, since whoever pushed the index chose what it lists.

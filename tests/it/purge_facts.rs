@@ -288,6 +288,58 @@ fn a_listed_manifest_a_trusted_run_recorded_is_left() {
     assert!(verify.starts_with("exit: 0\n"), "{verify}");
 }
 
+/// A release's multi-platform image (an index under a tag, recorded as the trusted pipeline's
+/// product) lists a manifest that the attacker's index lists too: the purge deletes the
+/// attacker's index and own image, and leaves the shared manifest, which the release image
+/// needs. An index under a tag that no recorded run names (one the attacker could push to
+/// shield its image) keeps nothing.
+#[test]
+fn a_manifest_a_recorded_release_index_lists_is_left() {
+    let Some((registry, env)) = crate::common::registry_env() else {
+        return;
+    };
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let shared = pusher.image("team/app", None, "amd64", false);
+    let arm = pusher.image("team/app", None, "arm64", false);
+    let release = pusher.index("team/app", Some("1.0"), &[shared.clone(), arm.clone()]);
+    let planted = pusher.image("team/app", None, "planted", false);
+    let index = pusher.index(
+        "team/app",
+        Some("cache"),
+        &[shared.clone(), planted.clone()],
+    );
+    let decoy = pusher.index("team/app", Some("decoy"), std::slice::from_ref(&planted));
+    History::new()
+        .run(Run::new("release", 1).produced([format!("{host}/team/app:1.0@{}", release.digest)]))
+        .run(Run::new("evil", 1).exported([format!("{host}/team/app:cache@{}", index.digest)]))
+        .import(&env);
+    let config = config(&host).write(&env);
+    env.open_incident(&config, "evil");
+    ok(env.cmd_with(&config).args(["incident", "purge", "1"]));
+    let dry = ok(env.cmd_with(&config).args(["incident", "purge", "1"]));
+    assert!(
+        dry.contains("1 child manifest will be deleted with it; 1 listed child manifest left"),
+        "{dry}"
+    );
+    let run = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
+    assert!(run.starts_with("exit: 0\n"), "{run}");
+    assert!(!manifest_exists(&registry, "team/app", &index.digest));
+    assert!(!manifest_exists(&registry, "team/app", &planted.digest));
+    for kept in [&release, &shared, &arm, &decoy] {
+        assert!(
+            manifest_exists(&registry, "team/app", &kept.digest),
+            "{}",
+            kept.digest
+        );
+    }
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(verify.starts_with("exit: 0\n"), "{verify}");
+}
+
 /// Every `*.config.json` evidence file under `dir`, with its bytes.
 fn saved_configs(dir: &Path) -> Vec<Vec<u8>> {
     let mut found = Vec::new();
