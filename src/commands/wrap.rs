@@ -194,6 +194,11 @@ async fn wrap_build(
         },
         None => None,
     };
+    if planned.is_some() && build.dockerfile().is_none() {
+        printer.warn(
+            "the Dockerfile is not a file here (standard input or a remote context): its base images are not recorded",
+        );
+    }
     let mut import_tags: Vec<(ImageRef, Option<Digest>)> = Vec::new();
     if let Some(record) = planned.as_mut() {
         pin_inputs(record, engine.as_ref(), config, printer, &mut import_tags).await;
@@ -220,10 +225,20 @@ async fn wrap_build(
             },
         },
         None => {
-            unplanned_containment(args, db, config, printer)?;
+            unknown_inputs(args, db, config, printer, "the build cannot be planned")?;
             (Vec::new(), None)
         }
     };
+    let mut hits = hits;
+    if let Some(record) = planned.as_ref() {
+        let unchecked = unchecked_inputs(record, &build);
+        if !unchecked.is_empty() {
+            hits.extend(contained_by_tag(record, db));
+            if hits.is_empty() {
+                unknown_inputs(args, db, config, printer, &unchecked.join("; "))?;
+            }
+        }
+    }
     if !hits.is_empty() {
         for hit in &hits {
             let line = format!(
@@ -528,11 +543,67 @@ fn fit_limits(record: &mut crate::model::RunRecord, printer: Printer) -> bool {
 /// an open incident holds anything tainted, it cannot be told apart from a tainted build, so
 /// `[containment] on_unavailable` decides, as for a store that cannot be read. `--allow-tainted`
 /// builds anyway. No store, or no open incident holding digests, builds as before.
-fn unplanned_containment(
+/// What of a planned build's inputs nobody can check: each registry input left without a
+/// digest, and a Dockerfile no file holds (read from standard input, or from a remote
+/// context), whose base images are unknown.
+fn unchecked_inputs(record: &crate::model::RunRecord, build: &BuildCommand) -> Vec<String> {
+    let mut unchecked: Vec<String> = record
+        .imported
+        .iter()
+        .chain(&record.base_images)
+        .filter(|a| a.backend == Backend::Registry && a.digest.is_none())
+        .map(|a| {
+            format!(
+                "`{}{}` could not be pinned to a digest",
+                a.locator,
+                a.tag
+                    .as_deref()
+                    .map(|t| format!(":{t}"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    if build.dockerfile().is_none() {
+        unchecked.push(
+            "its Dockerfile is not a file here (standard input or a remote context), so its base images are unknown"
+                .to_owned(),
+        );
+    }
+    unchecked
+}
+
+/// What open incidents hold tainted among the digests the local store recorded under the tags
+/// of a build's unpinned registry inputs; nothing when the store cannot be read (the caller
+/// then treats the inputs as unknown).
+fn contained_by_tag(record: &crate::model::RunRecord, db: &Path) -> Vec<Contained> {
+    let Ok(store) = open_existing_store(db) else {
+        return Vec::new();
+    };
+    let mut hits = Vec::new();
+    for artifact in record.imported.iter().chain(&record.base_images) {
+        if artifact.backend != Backend::Registry || artifact.digest.is_some() {
+            continue;
+        }
+        let Some(tag) = &artifact.tag else { continue };
+        if let Ok(found) = store.contained_by_tag(&artifact.locator, tag) {
+            hits.extend(found.into_iter().map(|hit| Contained {
+                name: format!("{}:{tag} (recorded at {})", artifact.locator, hit.digest),
+                ..hit
+            }));
+        }
+    }
+    hits
+}
+
+/// A build some of whose inputs nobody can check (`why`): while an open incident holds
+/// anything tainted, `[containment] on_unavailable` decides whether it runs (`--allow-tainted`
+/// runs it); with none open, or no store yet, it runs.
+fn unknown_inputs(
     args: &WrapArgs,
     db: &Path,
     config: &Config,
     printer: Printer,
+    what: &str,
 ) -> Result<()> {
     let incidents = match open_existing_store(db) {
         Ok(store) => store.containing_incidents().map_err(|e| e.to_string()),
@@ -552,18 +623,18 @@ fn unplanned_containment(
     };
     if args.allow_tainted {
         printer.warn(format!(
-            "the build cannot be planned, and {why}: building anyway (--allow-tainted)"
+            "{what}, and {why}: building anyway (--allow-tainted)"
         ));
         return Ok(());
     }
     match config.on_unavailable_for(args.run.pipeline.as_deref()) {
         OnUnavailable::FailClosed => Err(RefusedError(format!(
-            "refusing to build: the build cannot be planned, and {why} (`[containment] on_unavailable` is `fail-closed`; --allow-tainted builds anyway)"
+            "refusing to build: {what}, and {why} (`[containment] on_unavailable` is `fail-closed`; --allow-tainted builds anyway)"
         ))
         .into()),
         OnUnavailable::FailOpen => {
             printer.warn(format!(
-                "containment not checked, building anyway (`[containment] on_unavailable = \"fail-open\"`): the build cannot be planned, and {why}"
+                "containment not checked, building anyway (`[containment] on_unavailable = \"fail-open\"`): {what}, and {why}"
             ));
             Ok(())
         }

@@ -76,6 +76,20 @@ impl Store {
         Ok(out)
     }
 
+    /// What open incidents hold tainted among the digests recorded under tag `tag` of
+    /// `locator`: an input that cannot be pinned to a digest now may still be known.
+    pub fn contained_by_tag(&self, locator: &str, tag: &str) -> Result<Vec<Contained>, StoreError> {
+        let digests: Vec<String> = self.rows(
+            "SELECT DISTINCT a.digest FROM artifacts a
+             JOIN artifact_tags t ON t.artifact_id = a.id
+             WHERE a.backend = 'registry' AND a.locator = ?1 AND t.tag = ?2 AND a.digest <> ''
+             ORDER BY a.digest",
+            params![locator, tag],
+            |row| row.get(0),
+        )?;
+        self.contained(&digests)
+    }
+
     /// The open incidents that hold any digest tainted, by id.
     pub fn containing_incidents(&self) -> Result<Vec<i64>, StoreError> {
         self.rows(

@@ -596,3 +596,94 @@ fn a_read_only_copy_with_a_write_ahead_log_is_refused_unprivileged() {
         before
     );
 }
+
+/// Inputs that cannot be pinned to a digest are not passed over while an incident is open: a
+/// `--cache-from` tag that no registry answers for, which the store recorded at a digest the
+/// incident holds tainted, is refused as that digest would be (exit 5, naming both); a tag
+/// the store knows nothing of, and a Dockerfile read from standard input (whose base images
+/// nobody can read), are inputs nobody can check, decided by `on_unavailable`. With no
+/// incident open they build as before.
+#[test]
+fn unpinnable_inputs_are_contained_while_an_incident_is_open() {
+    let env = Env::new();
+    // Nothing listens on port 1: every lookup of the tag fails at once.
+    let tainted = format!("127.0.0.1:1/app:cache@{}", digest('a'));
+    let line = format!(
+        r#"{{"v":1,"type":"run","pipeline":"evil","run":"1","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","status":"succeeded","exported":["{tainted}"]}}"#
+    );
+    ok(env
+        .cmd()
+        .arg("import")
+        .arg(env.write("evil.jsonl", &format!("{line}\n"))));
+    ok(env.cmd().args(["incident", "open", "--pipeline", "evil"]));
+    let docker = fake_docker(&env, "");
+    let build = |args: &[&str]| {
+        let mut cmd = env.cmd();
+        cmd.args([
+            "wrap",
+            "--pipeline",
+            "victim",
+            "--run",
+            "1",
+            "--builder",
+            "ci-7",
+            "--",
+        ])
+        .arg(&docker)
+        .arg("build")
+        .args(args);
+        cmd
+    };
+
+    let out = output(
+        &env,
+        &mut build(&["--cache-from", "127.0.0.1:1/app:cache", "ctx"]),
+    );
+    assert!(out.starts_with("exit: 5\n"), "{out}");
+    assert!(
+        out.contains(&format!("recorded at {}", digest('a')))
+            && out.contains("tainted in open incident 1"),
+        "{out}"
+    );
+    assert!(!env.path().join("ran").exists(), "the build ran: {out}");
+
+    let out = output(
+        &env,
+        &mut build(&["--cache-from", "127.0.0.1:1/other:main", "ctx"]),
+    );
+    assert!(out.starts_with("exit: 5\n"), "{out}");
+    assert!(
+        out.contains("`127.0.0.1:1/other:main` could not be pinned to a digest"),
+        "{out}"
+    );
+    assert!(!env.path().join("ran").exists(), "the build ran: {out}");
+
+    let clean = format!("127.0.0.1:1/app:cache@{}", digest('b'));
+    let out = output(
+        &env,
+        &mut build(&["-f", "-", "--cache-from", &clean, "ctx"]),
+    );
+    assert!(out.starts_with("exit: 5\n"), "{out}");
+    assert!(out.contains("standard input"), "{out}");
+    assert!(!env.path().join("ran").exists(), "the build ran: {out}");
+
+    let open = ConfigBuilder::new()
+        .on_unavailable("fail-open")
+        .write_as(&env, "open.toml");
+    let out = output(
+        &env,
+        build(&["--cache-from", "127.0.0.1:1/other:main", "ctx"]).env("CACHEWARDEN_CONFIG", &open),
+    );
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+    assert!(out.contains("containment not checked"), "{out}");
+    std::fs::remove_file(env.path().join("ran")).unwrap();
+
+    ok(env.cmd().args(["incident", "close", "1", "--force"]));
+    let out = output(
+        &env,
+        &mut build(&["-f", "-", "--cache-from", "127.0.0.1:1/other:main", "ctx"]),
+    );
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+    assert!(out.contains("its base images are not recorded"), "{out}");
+    assert!(env.path().join("ran").exists());
+}
