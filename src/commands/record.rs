@@ -140,6 +140,9 @@ pub fn build_record(
 ) -> Result<RunRecord> {
     let ci = ci::detect(var);
     let ci = ci.as_ref();
+    if let Some(warning) = ci.and_then(several_systems_warning) {
+        warnings.push(warning);
+    }
     // With a collector the token names the pipeline and run: what the hook does not know it
     // leaves empty.
     let to_collector = args.run.collector.server.is_some();
@@ -364,6 +367,23 @@ fn run_trust_level(
         Some(_) => config.trust_levels().into_iter().next(),
         None => args.run.trust_level.clone(),
     }
+}
+
+/// A warning when the markers of more than one CI system are set: one CI does not run inside
+/// another, so a job may have set the others' variables itself. The fields come from the first
+/// system; each one's untrusted markers count.
+fn several_systems_warning(ci: &ci::CiContext) -> Option<String> {
+    if ci.also_detected.is_empty() {
+        return None;
+    }
+    let others: Vec<String> = ci.also_detected.iter().map(|s| format!("`{s}`")).collect();
+    Some(format!(
+        "the variables of several CI systems are set (`{}`, {}): pipeline, run and commit are \
+         taken from `{}`, and the run is untrusted if any of them marks it so",
+        ci.system,
+        others.join(", "),
+        ci.system
+    ))
 }
 
 /// A warning when the CI environment lowers the level `--trust-level` asks for.

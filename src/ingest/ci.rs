@@ -1,8 +1,8 @@
 //! CI environment detection: fills in pipeline, run and commit when flags are absent.
 //!
-//! The first system whose marker variable is set wins, in the order of this table. An empty
-//! variable counts as absent. A field whose variables are absent stays empty, and the flag
-//! (`--pipeline`, `--run`, ...) has to supply it.
+//! The first system whose marker variable is set gives the fields, in the order of this table.
+//! An empty variable counts as absent. A field whose variables are absent stays empty, and the
+//! flag (`--pipeline`, `--run`, ...) has to supply it.
 //!
 //! | system | marker | pipeline | project | run id | job | commit | git ref |
 //! | --- | --- | --- | --- | --- | --- | --- | --- |
@@ -32,6 +32,12 @@
 //! level (`untrusted`, or the config's first `trust_levels` entry), whatever `--trust-level`
 //! asks. Any other run takes `--trust-level`, else its pipeline's ceiling.
 //!
+//! When the markers of several systems are set, the untrusted markers of every one of them are
+//! checked, not only of the one that gives the fields: a pull request's job can set another
+//! system's variables (`GITHUB_ACTIONS=true` in a GitLab merge-request job), and one system
+//! saying the run is untrusted is enough. The other systems are kept in
+//! [`CiContext::also_detected`], for a warning.
+//!
 //! | system | untrusted when |
 //! | --- | --- |
 //! | GitHub Actions | `GITHUB_EVENT_NAME` is `pull_request` or `pull_request_target`, or `GITHUB_REF_PROTECTED` is `false` |
@@ -52,27 +58,39 @@ pub struct CiContext {
     pub job: Option<String>,
     pub commit: Option<String>,
     pub git_ref: Option<String>,
-    /// Why the CI marks this run as untrusted (`GITHUB_EVENT_NAME=pull_request`), if it does.
+    /// Why the CI marks this run as untrusted (`GITHUB_EVENT_NAME=pull_request`), if it does:
+    /// the first reason of any system detected, not only of `system`.
     pub untrusted: Option<String>,
+    /// The other systems whose marker variables are set, in the order of the table; their
+    /// untrusted markers count, their fields do not.
+    pub also_detected: Vec<&'static str>,
 }
 
-/// Detects the CI system from environment variables read through `var`.
+/// Detects the CI system from environment variables read through `var`: the fields of the
+/// first system detected, and the untrusted markers of all of them.
 pub fn detect(var: &dyn Fn(&str) -> Option<String>) -> Option<CiContext> {
     let env = Env(var);
-    if env.flag("GITHUB_ACTIONS") {
-        Some(github_actions(&env))
-    } else if env.flag("GITLAB_CI") {
-        Some(gitlab_ci(&env))
-    } else if env.flag("BUILDKITE") {
-        Some(buildkite(&env))
-    } else if env.flag("CIRCLECI") {
-        Some(circleci(&env))
-    } else if env.get("JENKINS_URL").is_some() {
-        Some(jenkins(&env))
-    } else {
-        None
+    let systems: [(bool, System); 5] = [
+        (env.flag("GITHUB_ACTIONS"), github_actions),
+        (env.flag("GITLAB_CI"), gitlab_ci),
+        (env.flag("BUILDKITE"), buildkite),
+        (env.flag("CIRCLECI"), circleci),
+        (env.get("JENKINS_URL").is_some(), jenkins),
+    ];
+    let mut detected = systems
+        .iter()
+        .filter(|(marked, _)| *marked)
+        .map(|(_, context)| context(&env));
+    let mut first = detected.next()?;
+    for other in detected {
+        first.untrusted = first.untrusted.or(other.untrusted);
+        first.also_detected.push(other.system);
     }
+    Some(first)
 }
+
+/// Reads one system's fields and untrusted markers.
+type System = fn(&Env) -> CiContext;
 
 /// Environment access where empty values are absent.
 struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
@@ -139,6 +157,7 @@ fn github_actions(env: &Env) -> CiContext {
                 &["pull_request", "pull_request_target"],
             )
             .or_else(|| env.is_one_of("GITHUB_REF_PROTECTED", &["false"])),
+        also_detected: Vec::new(),
     }
 }
 
@@ -157,6 +176,7 @@ fn gitlab_ci(env: &Env) -> CiContext {
                 &["merge_request_event", "external_pull_request_event"],
             )
             .or_else(|| env.is_one_of("CI_COMMIT_REF_PROTECTED", &["false"])),
+        also_detected: Vec::new(),
     }
 }
 
@@ -170,6 +190,7 @@ fn buildkite(env: &Env) -> CiContext {
         commit: env.get("BUILDKITE_COMMIT").filter(|c| c != "HEAD"),
         git_ref: env.get("BUILDKITE_BRANCH"),
         untrusted: env.is_set("BUILDKITE_PULL_REQUEST", Some("false")),
+        also_detected: Vec::new(),
     }
 }
 
@@ -184,6 +205,7 @@ fn circleci(env: &Env) -> CiContext {
         commit: env.get("CIRCLE_SHA1"),
         git_ref: env.first(&["CIRCLE_BRANCH", "CIRCLE_TAG"]),
         untrusted: env.is_set("CIRCLE_PULL_REQUEST", None),
+        also_detected: Vec::new(),
     }
 }
 
@@ -197,6 +219,7 @@ fn jenkins(env: &Env) -> CiContext {
         commit: env.get("GIT_COMMIT"),
         git_ref: env.first(&["GIT_BRANCH", "BRANCH_NAME"]),
         untrusted: env.is_set("CHANGE_ID", None),
+        also_detected: Vec::new(),
     }
 }
 
@@ -243,6 +266,7 @@ mod tests {
                 commit: some("3f1c2b9d0e8a7f6b5c4d3e2f1a0b9c8d7e6f5a4b"),
                 git_ref: some("refs/heads/main"),
                 untrusted: None,
+                also_detected: Vec::new(),
             }
         );
     }
@@ -289,6 +313,7 @@ mod tests {
                 commit: some("a94a8fe5ccb19ba61c4c0873d391e987982fbbd3"),
                 git_ref: some("v1.8.0"),
                 untrusted: None,
+                also_detected: Vec::new(),
             }
         );
         let retry = detect_in(&[
@@ -328,6 +353,7 @@ mod tests {
                 commit: None,
                 git_ref: some("main"),
                 untrusted: None,
+                also_detected: Vec::new(),
             }
         );
 
@@ -373,6 +399,7 @@ mod tests {
                 commit: some("9a881b9b9f23849475296a8cd768ea1965bc3152"),
                 git_ref: some("v2.0.1"),
                 untrusted: None,
+                also_detected: Vec::new(),
             }
         );
 
@@ -411,6 +438,7 @@ mod tests {
                 commit: some("b6589fc6ab0dc82cf12099d1c2d40ab994e8410c"),
                 git_ref: some("origin/main"),
                 untrusted: None,
+                also_detected: Vec::new(),
             }
         );
 
@@ -437,7 +465,8 @@ mod tests {
         assert_eq!(detect_in(&[("GITHUB_REPOSITORY", "acme/web")]), None);
     }
 
-    /// When several markers are set, the first system in the documented order wins.
+    /// When several markers are set, the first system in the documented order gives the
+    /// fields, and the others are named.
     #[test]
     fn detection_order() {
         let ctx = detect_in(&[
@@ -447,8 +476,49 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(ctx.system, "gitlab-ci");
+        assert_eq!(ctx.also_detected, ["buildkite", "jenkins"]);
         let ctx = detect_in(&[("JENKINS_URL", "http://j/"), ("CIRCLECI", "true")]).unwrap();
         assert_eq!(ctx.system, "circleci");
+        assert_eq!(ctx.also_detected, ["jenkins"]);
+    }
+
+    /// Another system's variables set by a pull request's job do not hide its own system's
+    /// untrusted markers: GitHub's in a GitLab merge-request job, Buildkite's in a Jenkins
+    /// pull-request build. Untrusted markers of a system whose marker is not set do not count.
+    #[test]
+    fn every_detected_system_can_mark_the_run_untrusted() {
+        let ctx = detect_in(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_REPOSITORY", "acme/web"),
+            ("GITHUB_WORKFLOW", "release"),
+            ("GITHUB_RUN_ID", "3"),
+            ("GITHUB_EVENT_NAME", "push"),
+            ("GITHUB_REF_PROTECTED", "true"),
+            ("GITLAB_CI", "true"),
+            ("CI_PIPELINE_SOURCE", "merge_request_event"),
+        ])
+        .unwrap();
+        assert_eq!(ctx.system, "github-actions");
+        assert_eq!(ctx.pipeline, some("acme/web/release"));
+        assert_eq!(
+            ctx.untrusted,
+            some("CI_PIPELINE_SOURCE=merge_request_event")
+        );
+        let ctx = detect_in(&[
+            ("BUILDKITE", "true"),
+            ("BUILDKITE_PULL_REQUEST", "false"),
+            ("JENKINS_URL", "http://j/"),
+            ("CHANGE_ID", "12"),
+        ])
+        .unwrap();
+        assert_eq!(ctx.system, "buildkite");
+        assert_eq!(ctx.untrusted, some("CHANGE_ID=12"));
+        let ctx = detect_in(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("CI_PIPELINE_SOURCE", "merge_request_event"),
+        ])
+        .unwrap();
+        assert_eq!(ctx.untrusted, None);
     }
 
     /// Pull-request builds and unprotected refs are marked untrusted on every CI, naming the

@@ -182,6 +182,71 @@ fn pull_request_runs_are_untrusted() {
     );
 }
 
+/// A pull request's job that sets another CI's variables is still untrusted: GitHub's inside a
+/// GitLab merge-request job, Buildkite's inside a Jenkins pull-request build. Under a config
+/// that puts every pipeline at `release`, both runs are recorded at `untrusted`, with a warning
+/// naming both systems.
+#[test]
+fn another_cis_variables_do_not_hide_a_pull_request() {
+    let env = Env::new();
+    let config = ConfigBuilder::new()
+        .pipeline(Pipeline::pattern("**").trust("release"))
+        .write_as(&env, "cw.toml");
+    let mut gitlab_mr = env.cmd_with(&config);
+    gitlab_mr
+        .env("GITLAB_CI", "true")
+        .env("CI_PROJECT_PATH", "acme/web")
+        .env("CI_PIPELINE_ID", "104233")
+        .env("CI_JOB_ID", "5521903")
+        .env("CI_PIPELINE_SOURCE", "merge_request_event")
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_REPOSITORY", "acme/web")
+        .env("GITHUB_WORKFLOW", "release")
+        .env("GITHUB_RUN_ID", "3")
+        .env("GITHUB_EVENT_NAME", "push")
+        .env("GITHUB_REF_PROTECTED", "true")
+        .args(["record", "--builder", "ci-1", "--trust-level", "release"]);
+    let out = output(&env, &mut gitlab_mr);
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+    assert!(
+        out.contains("several CI systems are set (`github-actions`, `gitlab-ci`)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("CI_PIPELINE_SOURCE=merge_request_event: the run is untrusted"),
+        "{out}"
+    );
+    let mut jenkins_pr = env.cmd_with(&config);
+    jenkins_pr
+        .env("JENKINS_URL", "http://jenkins:8080/")
+        .env("JOB_NAME", "platform/api/PR-12")
+        .env("BUILD_NUMBER", "7")
+        .env("CHANGE_ID", "12")
+        .env("BUILDKITE", "true")
+        .env("BUILDKITE_PIPELINE_SLUG", "api-release")
+        .env("BUILDKITE_BUILD_NUMBER", "9")
+        .env("BUILDKITE_PULL_REQUEST", "false")
+        .args(["record", "--builder", "ci-1"]);
+    let out = output(&env, &mut jenkins_pr);
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+    assert!(
+        out.contains("several CI systems are set (`buildkite`, `jenkins`)"),
+        "{out}"
+    );
+    let levels: Vec<_> = runs(&env)
+        .iter()
+        .map(|r| (r["pipeline"].clone(), r["trust_level"].clone()))
+        .collect();
+    assert_eq!(
+        levels,
+        [
+            ("acme/web/release", "untrusted"),
+            ("api-release", "untrusted")
+        ]
+        .map(|(p, l)| (serde_json::json!(p), serde_json::json!(l)))
+    );
+}
+
 /// An import cannot raise a pipeline the config caps either: its run lines are recorded at
 /// the ceiling with a warning naming the line.
 #[test]
