@@ -293,7 +293,8 @@ pub struct ImportArgs {
     pub batch_size: usize,
     /// Record every run, and every pipeline's first ceiling, at most at this level, whatever
     /// the file says, and no builder's driver or endpoint: for an upload from a job whose code
-    /// nobody reviewed (a pull request), which that code could have written.
+    /// nobody reviewed (a pull request), which that code could have written. A run dated after
+    /// the import began (beyond `[purge] clock_skew_seconds`) is refused.
     #[arg(long, value_name = "LEVEL", conflicts_with = "purges")]
     pub trust_level: Option<String>,
     /// Record the file's purge lines: for a store's own export. A purge narrows every later

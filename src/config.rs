@@ -249,7 +249,8 @@ impl Default for PurgeConfig {
 
 impl PurgeConfig {
     /// Whether a purge at `at` would be in the future at `now`, beyond the clock skew allowed:
-    /// a purge is recorded once it is done.
+    /// a purge is recorded once it is done. `import --trust-level` holds an upload's run times
+    /// to the same bound: an upload is written once its run is done.
     pub fn in_future(&self, at: crate::time::Micros, now: crate::time::Micros) -> bool {
         let skew = crate::time::Micros::try_from(self.clock_skew_seconds)
             .unwrap_or(crate::time::Micros::MAX)

@@ -21,7 +21,7 @@ use crate::commands::open_store;
 use crate::config::Config;
 use crate::error::InputError;
 use crate::ingest::IngestError;
-use crate::model::{ParseError, limits};
+use crate::model::{ParseError, RunRecord, limits};
 use crate::printer::Printer;
 use crate::store::{BulkTarget, BulkWrite, ImportCache, ImportItem, StoreError};
 use crate::time::Micros;
@@ -161,7 +161,8 @@ struct Batches<'a> {
     trust_level: Option<&'a str>,
     /// Purge lines are recorded (`--purges`), else refused.
     purges: bool,
-    /// When the import started: a purge after it (beyond the clock skew allowed) is refused.
+    /// When the import started: a purge after it (beyond the clock skew allowed) is refused,
+    /// and so is an upload's run (`--trust-level`) that starts or finishes after it.
     now: Micros,
     config: &'a Config,
     batch_size: usize,
@@ -236,6 +237,9 @@ impl Batches<'_> {
             self.check_purge(*at).map_err(at_line)?;
         }
         if let Some(level) = self.trust_level {
+            if let ImportItem::Run(run) = &item {
+                self.check_upload_times(run).map_err(at_line)?;
+            }
             cap_trust(&mut item, level, self.config);
         }
         Ok(Some(Some(item)))
@@ -262,6 +266,33 @@ impl Batches<'_> {
                 crate::time::format(self.now),
                 self.config.purge.clock_skew_seconds
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Batches<'_> {
+    /// Why a run of an upload (`--trust-level`) is not recorded, if it is not: it is dated
+    /// after the import began (beyond the clock skew allowed, as for a purge). An upload is
+    /// written after its run, so such a time is made up, and a write dated in the future is
+    /// hidden from every trace until then, and makes every purge of its mount before then need
+    /// `--force`. A store's export (a plain import) keeps its times: they are the store's own.
+    fn check_upload_times(&self, run: &RunRecord) -> Result<(), String> {
+        for (field, at) in [
+            ("started_at", run.started_at),
+            ("finished_at", run.finished_at),
+        ] {
+            if self.config.purge.in_future(at, self.now) {
+                return Err(format!(
+                    "run `{}` has {field} `{}`, in the future (the import began at {}, clock \
+                     skew allowed {}s): an upload is written after its run",
+                    crate::model::run_name(&run.pipeline.name, &run.run_id, &run.step)
+                        .escape_debug(),
+                    crate::time::format(at),
+                    crate::time::format(self.now),
+                    self.config.purge.clock_skew_seconds
+                ));
+            }
         }
         Ok(())
     }

@@ -270,6 +270,46 @@ fn imported_runs_are_capped_at_the_ceiling() {
     assert_eq!(runs(&env)[0]["trust_level"], "untrusted");
 }
 
+/// An upload (`import --trust-level`) cannot date a run in the future, where its writes would
+/// hide from traces and make every purge of its mounts need `--force`: a run starting or
+/// finishing after the import began is refused with exit 2, naming the line and the time, and
+/// nothing of the upload is written. A store's export (a plain import) keeps its own times.
+#[test]
+fn an_upload_cannot_date_a_run_in_the_future() {
+    let env = Env::new();
+    let run = |id: &str, started: &str, finished: &str| {
+        format!(
+            r#"{{"v":1,"type":"run","pipeline":"pr","run":"{id}","step":"s","builder":"b","started_at":"{started}","finished_at":"{finished}","mounts":[{{"id":"/root/.cache/pip"}}]}}"#
+        )
+    };
+    let past = "2026-01-01T00:00:00Z";
+    let future = "2999-01-01T00:00:00Z";
+    // The store is there before the uploads, so that "nothing written" is seen in it.
+    let earlier = env.write("earlier.jsonl", &format!("{}\n", run("0", past, past)));
+    ok(env.cmd().arg("import").arg(&earlier));
+    for (name, line) in [
+        ("started.jsonl", run("2", future, future)),
+        ("finished.jsonl", run("3", past, future)),
+    ] {
+        let upload = env.write(name, &format!("{}\n{line}\n", run("1", past, past)));
+        let out = output(
+            &env,
+            env.cmd()
+                .args(["import", "--trust-level", "untrusted"])
+                .arg(&upload),
+        );
+        assert!(out.starts_with("exit: 2\n"), "{out}");
+        assert!(out.contains(&format!("{name}` line 2: run `pr/")), "{out}");
+        assert!(out.contains(&format!("`{future}`, in the future")), "{out}");
+    }
+    let stored: Vec<_> = runs(&env).iter().map(|r| r["run"].clone()).collect();
+    assert_eq!(stored, [serde_json::json!("0")]);
+    let export = env.write("export.jsonl", &format!("{}\n", run("4", past, future)));
+    ok(env.cmd().arg("import").arg(&export));
+    let stored: Vec<_> = runs(&env).iter().map(|r| r["run"].clone()).collect();
+    assert_eq!(stored, [serde_json::json!("0"), serde_json::json!("4")]);
+}
+
 /// Re-importing an export changes nothing: a builder record with no known last use keeps
 /// none (it used to become 0), and no event is added.
 #[test]
