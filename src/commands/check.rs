@@ -14,10 +14,11 @@ use crate::cli::{CheckArgs, OutputFormat};
 use crate::commands::{open_read_store, write_stdout};
 use crate::config::{Config, OnUnavailable};
 use crate::error::RefusedError;
+use crate::error::RemoteError;
 use crate::ingest::ci;
 use crate::model::{Digest, ImageRef};
 use crate::printer::Printer;
-use crate::remote::registry::Resolver;
+use crate::remote::registry::{ClientOptions, RegistryClient, Resolver, facts};
 use crate::report::escape::Term;
 use crate::store::{Contained, StoreError};
 
@@ -70,20 +71,41 @@ pub async fn check(
 
     // Pin every reference: a bad reference or an unreachable registry is an error, not a pass.
     let mut pinned: Vec<(String, Digest)> = Vec::new();
+    let mut listed: Vec<Vec<String>> = Vec::new();
     for (value, parsed) in given {
-        let digest = match parsed {
-            Given::Digest(digest) => digest,
+        // A tag resolved here: its registry answers, and says what an index lists.
+        let (digest, resolved) = match parsed {
+            Given::Digest(digest) => (digest, None),
             Given::Reference(reference) => match &reference.digest {
-                Some(d) => d.clone(),
+                Some(d) => (d.clone(), None),
                 None => {
                     let resolver = Resolver::new(config, std::slice::from_ref(&reference.registry));
-                    resolver.resolve(&reference).await?
+                    (resolver.resolve(&reference).await?, Some(reference))
                 }
             },
         };
+        // An index is as tainted as the manifests it lists: what the store learned of it,
+        // else, for a tag resolved here, what the registry says.
+        let known = match &store {
+            Some(store) => store
+                .manifest_facts(&[digest.as_str()])
+                .ok()
+                .and_then(|mut facts| facts.remove(digest.as_str())),
+            None => None,
+        };
+        let children = match (known, resolved) {
+            (Some(facts), _) => facts.children,
+            (None, Some(reference)) => listed_by(config, &reference, &digest).await?,
+            (None, None) => Vec::new(),
+        };
+        listed.push(children.iter().map(|c| c.as_str().to_owned()).collect());
         pinned.push((value, digest));
     }
-    let digests: Vec<String> = pinned.iter().map(|(_, d)| d.to_string()).collect();
+    let digests: Vec<String> = pinned
+        .iter()
+        .map(|(_, d)| d.to_string())
+        .chain(listed.iter().flatten().cloned())
+        .collect();
     let hits: Option<Vec<Contained>> = match (&to_collector, store) {
         (Some(server), _) => {
             match crate::commands::send::remote_contained(server, &args.collector, &digests).await {
@@ -112,24 +134,44 @@ pub async fn check(
             None => None,
         },
     };
-    let incidents_of = |digest: &Digest| -> Option<Vec<i64>> {
+    // The open incidents holding the `i`th reference, or a manifest it lists, tainted.
+    let incidents_of = |i: usize| -> Option<Vec<i64>> {
+        let digest = pinned[i].1.as_str();
         hits.as_ref().map(|hits| {
-            hits.iter()
-                .filter(|h| h.digest == digest.as_str())
+            let mut found: Vec<i64> = hits
+                .iter()
+                .filter(|h| h.digest == digest || listed[i].contains(&h.digest))
                 .map(|h| h.incident)
-                .collect()
+                .collect();
+            found.sort_unstable();
+            found.dedup();
+            found
         })
+    };
+    // The manifests the `i`th reference lists that an open incident holds tainted.
+    let tainted_children = |i: usize| -> Vec<&str> {
+        let mut found: Vec<&str> = hits
+            .iter()
+            .flatten()
+            .filter(|h| listed[i].contains(&h.digest))
+            .map(|h| h.digest.as_str())
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found
     };
     match args.format {
         OutputFormat::Json => {
             let doc: Vec<serde_json::Value> = pinned
                 .iter()
-                .map(|(name, digest)| {
+                .enumerate()
+                .map(|(i, (name, digest))| {
                     serde_json::json!({
                         "ref": name,
                         "digest": digest.to_string(),
                         "checked": hits.is_some(),
-                        "tainted_in": incidents_of(digest),
+                        "tainted_in": incidents_of(i),
+                        "tainted_children": tainted_children(i),
                     })
                 })
                 .collect();
@@ -137,8 +179,8 @@ pub async fn check(
         }
         OutputFormat::Text => {
             let mut out = String::new();
-            for (name, digest) in &pinned {
-                match incidents_of(digest) {
+            for (i, (name, digest)) in pinned.iter().enumerate() {
+                match incidents_of(i) {
                     None => out.push_str(&format!(
                         "UNCHECKED {} ({digest}): the store could not be read\n",
                         Term(name)
@@ -148,8 +190,14 @@ pub async fn check(
                     }
                     Some(incidents) => {
                         let incidents: Vec<String> = incidents.iter().map(i64::to_string).collect();
+                        let children = tainted_children(i);
+                        let lists = if children.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": it lists {}", children.join(", "))
+                        };
                         out.push_str(&format!(
-                            "TAINTED  {} ({digest}) in open incident {}\n",
+                            "TAINTED  {} ({digest}) in open incident {}{lists}\n",
                             Term(name),
                             incidents.join(", ")
                         ));
@@ -159,23 +207,40 @@ pub async fn check(
             write_stdout(&out)?;
         }
     }
-    let Some(hits) = hits.filter(|hits| !hits.is_empty()) else {
+    let tainted = (0..pinned.len())
+        .filter(|&i| incidents_of(i).is_some_and(|found| !found.is_empty()))
+        .count();
+    if tainted == 0 {
         return Ok(ExitStatus::Success);
-    };
+    }
     printer.detail(crate::report::count(
-        hits.len(),
+        tainted,
         "tainted reference",
         "tainted references",
     ));
     Err(RefusedError(format!(
-        "{} of {} references are tainted in an open incident",
-        pinned
-            .iter()
-            .filter(|(_, d)| hits.iter().any(|h| h.digest == d.as_str()))
-            .count(),
+        "{tainted} of {} references are tainted in an open incident",
         pinned.len()
     ))
     .into())
+}
+
+/// The manifests the index `digest` that `reference` names lists, as its registry says; none
+/// when it is not an index. An unreachable registry is an error, as for resolving a tag.
+async fn listed_by(
+    config: &Config,
+    reference: &ImageRef,
+    digest: &Digest,
+) -> Result<Vec<Digest>, RemoteError> {
+    let client =
+        RegistryClient::with_options(config, &reference.registry, ClientOptions::default())?;
+    match client
+        .get_manifest(&reference.repository, digest.as_str())
+        .await?
+    {
+        Some(manifest) => Ok(facts(&manifest)?.children),
+        None => Ok(Vec::new()),
+    }
 }
 
 /// A store that exists but cannot be read: a refusal (exit 5) when containment fails closed,

@@ -400,3 +400,48 @@ fn a_config_shared_by_many_manifests_is_fetched_once_for_the_evidence() {
         assert!(!manifest_exists(&registry, "team/app", &c.digest));
     }
 }
+
+/// An index is as tainted as what it lists: `check` of a tag that now names an index wrapping
+/// a manifest an open incident holds tainted says TAINTED (exit 5), naming the manifest; the
+/// same for a digest once the store knows what the index lists.
+#[test]
+fn check_sees_a_tainted_manifest_inside_an_index() {
+    let Some((registry, env)) = crate::common::registry_env() else {
+        return;
+    };
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let planted = pusher.image("team/app", None, "planted", false);
+    let wrapper = pusher.index("team/app", Some("multi"), std::slice::from_ref(&planted));
+    History::new()
+        .run(Run::new("evil", 1).exported([format!("{host}/team/app:cache@{}", planted.digest)]))
+        .import(&env);
+    let config = config(&host).write(&env);
+    env.open_incident(&config, "evil");
+    let check = output(
+        &env,
+        env.cmd_with(&config)
+            .args(["check", &format!("{host}/team/app:multi")]),
+    );
+    assert!(check.starts_with("exit: 5\n"), "{check}");
+    assert!(
+        check.contains(&format!(
+            "TAINTED  {host}/team/app:multi ({})",
+            wrapper.digest
+        )) && check.contains(&format!("it lists {}", planted.digest)),
+        "{check}"
+    );
+    let json = output(
+        &env,
+        env.cmd_with(&config).args([
+            "check",
+            "--format",
+            "json",
+            &format!("{host}/team/app:multi"),
+        ]),
+    );
+    assert!(
+        json.contains(&planted.digest) && json.contains("tainted_children"),
+        "{json}"
+    );
+}
