@@ -559,7 +559,7 @@ impl Source for History {
             |e| matches!(e, Event::CreatedRecord(r) | Event::ReusedRecord(r) if on_builder(r)),
         );
         for (run, _, at) in uses {
-            if (at < since && !run.time_suspect) || !run.has_records {
+            if (run.finished_at < since && !run.time_suspect) || !run.has_records {
                 continue;
             }
             match users.iter_mut().find(|(u, _)| u.id == run.id) {

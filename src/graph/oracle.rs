@@ -245,8 +245,9 @@ fn earliest(
     times.into_iter().min()
 }
 
-/// For a run with record evidence that created or reused a record of a seeded builder: the
-/// time the seed suspects the builder from.
+/// For a run with record evidence that created or reused a record of a seeded builder and was
+/// on it at or after the seed time (finished then or later, whenever its record events are
+/// dated): the time the seed suspects the builder from.
 fn seeded_builder_use(
     h: &History,
     run: &RunInfo,
@@ -259,12 +260,12 @@ fn seeded_builder_use(
     }
     let prunes = builder_prunes(h, builder);
     events_of(h, run.id)
-        .any(|(e, at)| match e {
+        .any(|(e, _)| match e {
             Event::CreatedRecord(r) | Event::ReusedRecord(r) => {
                 h.records[index(r)].builder == builder
                     && (ignore_time
                         || run.time_suspect
-                        || (at >= since && !cleared(&prunes, since, run.started_at)))
+                        || (run.finished_at >= since && !cleared(&prunes, since, run.started_at)))
             }
             _ => false,
         })

@@ -208,9 +208,10 @@ pub trait Source {
         builder: BuilderId,
         since: Micros,
     ) -> Result<Vec<RunRef>, Self::Error>;
-    /// Runs with record-level evidence that created or reused one of the builder's records at
-    /// or after `since` (a time-suspect run: at any time), each with its earliest such event
-    /// time (for a seeded builder, whose whole cache is suspect).
+    /// Runs with record-level evidence that created or reused one of the builder's records and
+    /// were on the builder at or after `since` (finished at or after it; a time-suspect run:
+    /// whenever it ran), each with its earliest such event time, which for a run that spans
+    /// `since` is before it (for a seeded builder, whose whole cache is suspect).
     fn builder_record_users(
         &mut self,
         builder: BuilderId,

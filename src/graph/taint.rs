@@ -998,7 +998,8 @@ impl<'s, S: Source> Tracer<'s, S> {
     }
 
     /// A seeded builder's cache is suspect as a whole: every run with record evidence that
-    /// created or reused a record on it from `at` on, until a prune, is tainted.
+    /// created or reused a record on it and was on it from `at` on (finished then or later,
+    /// though a record it created is dated at its start), until a prune, is tainted.
     fn expand_builder_seed(&mut self, node: NodeIndex, at: Micros) -> Result<(), S::Error> {
         let Entity::Builder(builder) = &self.graph[node].entity else {
             return Ok(());
@@ -1006,6 +1007,13 @@ impl<'s, S: Source> Tracer<'s, S> {
         let since = if self.ignore_time { Micros::MIN } else { at };
         let cleared_by = self.next_purge(node, at);
         for (run, used_at) in self.source.builder_record_users(builder.id, since)? {
+            // A run that spans the seed time used the cache at it, whenever its record events
+            // are dated.
+            let used_at = if run.time_suspect {
+                used_at
+            } else {
+                used_at.max(since)
+            };
             self.reach(node, run, at, used_at, Via::BuilderRecord, cleared_by)?;
         }
         Ok(())

@@ -1069,6 +1069,52 @@ fn builder_seed_taints_its_cache_users_from_the_seed_time() {
     assert_eq!(trace.explain("web/1").unwrap().len(), 2);
 }
 
+/// A seeded builder taints a run with record evidence that was on it across the seed time
+/// (started before, finished after), whether it reused a record or only created one: a record
+/// it created is dated at its start, before the seed time. A run that finished before the seed
+/// time stays clean.
+#[test]
+fn builder_seed_taints_a_run_spanning_the_seed_time() {
+    let mut h = History::new();
+    let b1 = h.builder("b1");
+    let made = h.record(b1, "r1", "regular", "[1/2] RUN make");
+    let old = h.record(b1, "r0", "regular", "[1/2] RUN x");
+    let creator = h.run("creator", "1", t(0), t(60));
+    h.on(creator, b1);
+    h.with_records(creator);
+    h.creates(creator, made);
+    let reuser = h.run("reuser", "1", t(0), t(60));
+    h.on(reuser, b1);
+    h.with_records(reuser);
+    h.reuses(reuser, old);
+    let done = h.run("done", "1", t(0), t(4));
+    h.on(done, b1);
+    h.with_records(done);
+    h.creates(done, old);
+    let seeds = Seeds {
+        builders: vec![BuilderSeed {
+            name: "b1".into(),
+            since: Some(t(5)),
+        }],
+        ..Seeds::default()
+    };
+    let resolved = OracleSeeds {
+        builder: Some((b1, t(5))),
+        ..OracleSeeds::default()
+    };
+    let trace = traced(&mut h.clone(), &seeds);
+    let expected = set(&["run:creator/1/build", "run:reuser/1/build"]);
+    assert_eq!(names(&trace, Kind::Run), expected);
+    let creator = entry(&trace, "run:creator/1/build");
+    assert_eq!(
+        (creator.tainted_at, creator.via),
+        (t(5), Via::BuilderRecord)
+    );
+    assert_eq!(trace.explain("creator/1").unwrap().len(), 2);
+    assert_eq!(everything(&trace), oracle::closure(&h, &resolved, false));
+    assert_eq!(times(&trace), oracle::times(&h, &resolved, false));
+}
+
 /// Cache-mount, context and base-image records (pulled; local on 20.10 and on Docker 26's
 /// containerd image store, which leaves them undescribed) do not carry taint between runs.
 #[test]

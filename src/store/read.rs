@@ -795,7 +795,7 @@ impl Source for Store {
             "SELECT {RUN_COLUMNS}, min(e.at) FROM builder_records br
              CROSS JOIN events e ON e.kind IN ('created_record', 'reused_record') AND e.target = br.id
              JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
-             WHERE br.builder_id = ?1 AND r.has_records = 1 AND (e.at >= ?2
+             WHERE br.builder_id = ?1 AND r.has_records = 1 AND (r.finished_at >= ?2
                OR EXISTS (SELECT 1 FROM run_receipts s WHERE s.run_id = r.id AND s.time_suspect IS NOT NULL))
              GROUP BY r.id, p.id"
         );

@@ -38,4 +38,5 @@ mod serve;
 mod store_access;
 mod stored_seeds;
 mod sweep;
+mod trace_edges;
 mod verify;

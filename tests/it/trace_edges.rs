@@ -1,0 +1,33 @@
+//! Traces of imported histories at the edges of the time rules: runs that span a seed time or
+//! a purge, failed runs that pushed, records of unknown type.
+
+use crate::common::{Env, ok};
+
+/// The names of the tainted runs, sorted, of `trace --format json` with these seeds over the
+/// history in `lines` (imported with its purges).
+fn tainted_runs(lines: &str, seeds: &[&str]) -> Vec<String> {
+    let env = Env::new();
+    let history = env.write("history.jsonl", lines);
+    ok(env.cmd().args(["import", "--purges"]).arg(&history));
+    let out = ok(env.cmd().args(["trace", "--format", "json"]).args(seeds));
+    let trace: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let mut runs: Vec<String> = trace["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["name"].as_str().unwrap().to_owned())
+        .collect();
+    runs.sort();
+    runs
+}
+
+/// A run on a seeded builder across the seed time that only created records (dated at its
+/// start, before the seed time) is tainted.
+#[test]
+fn a_builder_seed_taints_a_creator_running_across_its_time() {
+    let lines = r#"{"v":1,"type":"run","pipeline":"victim","run":"1","step":"s","builder":"b1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T01:00:00Z","records":{"created":[{"id":"r1","type":"regular","description":"[1/2] RUN make"}],"reused":[]}}
+{"v":1,"type":"run","pipeline":"early","run":"1","step":"s","builder":"b1","started_at":"2026-01-01T00:01:00Z","finished_at":"2026-01-01T00:05:00Z","records":{"created":[{"id":"r2","type":"regular","description":"[1/2] RUN x"}],"reused":[]}}
+"#;
+    let seeds = ["--builder", "b1", "--since", "2026-01-01T00:30:00Z"];
+    assert_eq!(tainted_runs(lines, &seeds), ["run:victim/1/s"]);
+}
