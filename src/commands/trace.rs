@@ -129,8 +129,8 @@ pub(crate) fn warn_tag_only(store: &mut Store, trace: &graph::Trace, printer: Pr
     ));
 }
 
-/// The tag-only refs whose tags have digests recorded since they were tainted that the trace
-/// did not reach.
+/// The tag-only refs whose tags have digests seen under them since they were tainted that the
+/// trace did not reach.
 fn tag_only_misses<'t>(
     store: &mut Store,
     trace: &'t graph::Trace,

@@ -112,7 +112,10 @@ impl History {
     }
 
     pub fn tag(&mut self, artifact: ArtifactId, tag: &str) {
-        self.artifacts[index(artifact)].tags.push(tag.into());
+        let tags = &mut self.artifacts[index(artifact)].tags;
+        if !tags.iter().any(|t| t == tag) {
+            tags.push(tag.into());
+        }
     }
 
     pub fn record(
@@ -251,19 +254,24 @@ impl History {
 
     pub(crate) fn artifact_info(&self, artifact: ArtifactId) -> ArtifactInfo {
         let mut info = self.artifacts[index(artifact)].clone();
+        info.first_seen = self.sighted(artifact).0;
+        info
+    }
+
+    /// The first and last events that name the artifact (0 for one no run names): its tags
+    /// were seen over that span.
+    pub(crate) fn sighted(&self, artifact: ArtifactId) -> (Micros, Micros) {
         let touches = |e: Event| match e {
             Event::Imported(a) | Event::UsedBase(a) | Event::Exported(a) | Event::Produced(a) => {
                 a == artifact
             }
             _ => false,
         };
-        info.first_seen = self
-            .events_where(touches)
-            .iter()
-            .map(|e| e.2)
-            .min()
-            .unwrap_or(0);
-        info
+        let times: Vec<Micros> = self.events_where(touches).iter().map(|e| e.2).collect();
+        (
+            times.iter().copied().min().unwrap_or(0),
+            times.iter().copied().max().unwrap_or(0),
+        )
     }
 
     fn lookup<T: Clone>(items: &[T], id: i64, what: &str) -> Result<T, MemError> {
@@ -321,8 +329,11 @@ impl Source for History {
             .artifacts
             .iter()
             .filter(|a| a.locator == locator && a.tags.iter().any(|t| t == tag))
+            .filter(|a| {
+                let (first, last) = self.sighted(a.id);
+                window.overlaps(first, last)
+            })
             .map(|a| self.artifact_info(a.id))
-            .filter(|a| window.contains(a.first_seen))
             .collect())
     }
 

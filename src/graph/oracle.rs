@@ -7,6 +7,7 @@ use compact_str::CompactString;
 
 use super::mem::{Event, History, index};
 use super::result::{artifact_name, builder_name, mount_name, record_name, run_name};
+use super::seeds::Window;
 use super::source::{ArtifactId, BuilderId, MountId, RecordId, RunId, RunInfo};
 use super::taint::record_carries_taint;
 use crate::model::RunStatus;
@@ -19,6 +20,8 @@ pub struct OracleSeeds {
     pub mount: Option<(MountId, Micros)>,
     pub builder: Option<(BuilderId, Micros)>,
     pub digest: Option<String>,
+    /// Tag seeds: locator, tag and window.
+    pub tags: Vec<(String, String, Window)>,
 }
 
 /// The names of every tainted entity.
@@ -41,6 +44,9 @@ pub fn times(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeMap<St
         for a in h.artifacts.iter().filter(|a| &a.digest == digest) {
             own.insert(a.id, h.artifact_info(a.id).first_seen);
         }
+    }
+    for (a, floor) in tag_seeded(h, seeds, ignore_time) {
+        keep_earliest(&mut own, a, h.artifact_info(a).first_seen.max(floor));
     }
     if let Some((mount, since)) = seeds.mount {
         earliest_at(mount_name(&h.mounts[index(mount)]), since);
@@ -77,7 +83,7 @@ pub fn times(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeMap<St
             }
         }
     }
-    for &a in &artifacts {
+    for &a in artifacts.keys() {
         let digest = &h.artifacts[index(a)].digest;
         let at = own
             .iter()
@@ -97,16 +103,17 @@ fn keep_earliest<K: Ord>(times: &mut BTreeMap<K, Micros>, key: K, at: Micros) {
     *slot = (*slot).min(at);
 }
 
-/// The tainted runs and artifacts.
+/// The tainted runs, and the tainted artifacts with the earliest read time from which they
+/// taint their readers.
 fn fixpoint(
     h: &History,
     seeds: &OracleSeeds,
     ignore_time: bool,
-) -> (BTreeSet<RunId>, BTreeSet<ArtifactId>) {
+) -> (BTreeSet<RunId>, BTreeMap<ArtifactId, Micros>) {
     let mut runs: BTreeSet<RunId> = seeds.runs.iter().copied().collect();
     loop {
         let before = runs.len();
-        let artifacts = tainted_artifacts(h, &runs, seeds);
+        let artifacts = tainted_artifacts(h, &runs, seeds, ignore_time);
         for run in &h.runs {
             if !runs.contains(&run.id)
                 && earliest(h, run, &runs, &artifacts, seeds, ignore_time).is_some()
@@ -131,19 +138,45 @@ fn info(h: &History, run: RunId) -> &RunInfo {
     &h.runs[index(run)]
 }
 
+/// The artifacts a tag seed selects: those seen under the tag at some time in its window. One
+/// recorded by tag only stands for whatever the tag held, so it taints only the runs that read
+/// it from the window's start (its floor); one with a digest taints every reader.
+fn tag_seeded(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> Vec<(ArtifactId, Micros)> {
+    let mut out = Vec::new();
+    for (locator, tag, window) in &seeds.tags {
+        for a in h.artifacts.iter() {
+            let (first, last) = h.sighted(a.id);
+            if &a.locator != locator
+                || !a.tags.iter().any(|t| t == tag)
+                || !window.overlaps(first, last)
+            {
+                continue;
+            }
+            let floor = match window.since {
+                Some(since) if a.digest.is_empty() && !ignore_time => since,
+                _ => Micros::MIN,
+            };
+            out.push((a.id, floor));
+        }
+    }
+    out
+}
+
+/// The tainted artifacts, each with the earliest read time from which it taints its readers.
 fn tainted_artifacts(
     h: &History,
     runs: &BTreeSet<RunId>,
     seeds: &OracleSeeds,
-) -> BTreeSet<ArtifactId> {
-    let mut out: BTreeSet<ArtifactId> = BTreeSet::new();
+    ignore_time: bool,
+) -> BTreeMap<ArtifactId, Micros> {
+    let mut out: BTreeMap<ArtifactId, Micros> = BTreeMap::new();
     if let Some(digest) = &seeds.digest {
-        out.extend(
-            h.artifacts
-                .iter()
-                .filter(|a| &a.digest == digest)
-                .map(|a| a.id),
-        );
+        for a in h.artifacts.iter().filter(|a| &a.digest == digest) {
+            out.insert(a.id, Micros::MIN);
+        }
+    }
+    for (a, floor) in tag_seeded(h, seeds, ignore_time) {
+        keep_earliest(&mut out, a, floor);
     }
     for &run in runs {
         if info(h, run).status == RunStatus::Failed {
@@ -151,21 +184,18 @@ fn tainted_artifacts(
         }
         for (e, _) in events_of(h, run) {
             if let Event::Exported(a) | Event::Produced(a) = e {
-                out.insert(a);
+                out.insert(a, Micros::MIN);
             }
         }
     }
     let digests: BTreeSet<String> = out
-        .iter()
+        .keys()
         .map(|&a| h.artifacts[index(a)].digest.clone())
         .filter(|d| !d.is_empty())
         .collect();
-    out.extend(
-        h.artifacts
-            .iter()
-            .filter(|a| digests.contains(&a.digest))
-            .map(|a| a.id),
-    );
+    for a in h.artifacts.iter().filter(|a| digests.contains(&a.digest)) {
+        out.insert(a.id, Micros::MIN);
+    }
     out
 }
 
@@ -179,7 +209,7 @@ fn earliest(
     h: &History,
     run: &RunInfo,
     tainted: &BTreeSet<RunId>,
-    artifacts: &BTreeSet<ArtifactId>,
+    artifacts: &BTreeMap<ArtifactId, Micros>,
     seeds: &OracleSeeds,
     ignore_time: bool,
 ) -> Option<Micros> {
@@ -199,7 +229,13 @@ fn earliest(
     let mut times: Vec<Micros> = Vec::new();
     for (event, at) in events_of(h, run.id) {
         match event {
-            Event::Imported(a) | Event::UsedBase(a) if artifacts.contains(&a) => times.push(start),
+            Event::Imported(a) | Event::UsedBase(a) => {
+                if let Some(&floor) = artifacts.get(&a)
+                    && (at >= floor || run.time_suspect)
+                {
+                    times.push(start.max(floor));
+                }
+            }
             Event::ReadMount(m) => {
                 let purges = mount_purges(h, m);
                 let seeded = seeds.mount.filter(|s| s.0 == m).map(|s| s.1);
@@ -307,7 +343,7 @@ fn builder_prunes(h: &History, builder: BuilderId) -> Vec<Micros> {
 fn names(
     h: &History,
     runs: &BTreeSet<RunId>,
-    artifacts: &BTreeSet<ArtifactId>,
+    artifacts: &BTreeMap<ArtifactId, Micros>,
     seeds: &OracleSeeds,
 ) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -330,7 +366,7 @@ fn names(
             }
         }
     }
-    for &a in artifacts {
+    for &a in artifacts.keys() {
         out.insert(artifact_name(&h.artifacts[index(a)]).into());
     }
     for m in mounts {

@@ -21,6 +21,12 @@ impl Window {
     pub fn contains(&self, t: Micros) -> bool {
         self.since.is_none_or(|since| since <= t) && self.until.is_none_or(|until| t <= until)
     }
+
+    /// Whether something seen from `first` to `last` was seen at some time in the window.
+    pub fn overlaps(&self, first: Micros, last: Micros) -> bool {
+        self.since.is_none_or(|since| since <= last)
+            && self.until.is_none_or(|until| first <= until)
+    }
 }
 
 /// The runs of a pipeline whose start lies in the window.

@@ -139,8 +139,8 @@ pub trait Source {
     ) -> Result<Option<Vec<RunInfo>>, Self::Error>;
     /// Runs with this key; without a step, every step of the run.
     fn runs_by_key(&mut self, key: &RunKey) -> Result<Vec<RunInfo>, Self::Error>;
-    /// Artifacts in `locator` (`registry/repository`) that were seen under `tag`, with the tag
-    /// first seen there within `[since, until]`.
+    /// Artifacts in `locator` (`registry/repository`) that were seen under `tag` at some time
+    /// within `[since, until]`: the tag's sightings there (first to last) overlap it.
     fn artifacts_by_tag(
         &mut self,
         locator: &str,

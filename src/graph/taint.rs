@@ -309,9 +309,13 @@ struct Tracer<'s, S: Source> {
     /// done: by then more tainted writes are known, and a query made stale by an earlier
     /// write in its segment is skipped.
     deferred: VecDeque<Work>,
-    /// Digest-less artifacts whose readers were loaded. (Runs and records expand once, when
-    /// first tainted; artifacts with a digest share their digest's state.)
-    expanded: HashSet<NodeIndex>,
+    /// Digest-less artifacts whose readers were loaded, each with the earliest read time it
+    /// was loaded from. (Runs and records expand once, when first tainted; artifacts with a
+    /// digest share their digest's state.)
+    expanded: HashMap<NodeIndex, Micros>,
+    /// Digest-less artifacts tainted only by a tag seed with a window: they taint only the
+    /// runs that read them from its start on. Any other evidence lifts the floor.
+    reader_floors: HashMap<NodeIndex, Micros>,
     builder_names: HashMap<BuilderId, CompactString>,
     /// The state in `digests` of each artifact whose digest was loaded, by artifact id.
     digest_of: IdMap<u32>,
@@ -354,7 +358,8 @@ impl<'s, S: Source> Tracer<'s, S> {
             seeds: Vec::new(),
             queue: VecDeque::new(),
             deferred: VecDeque::new(),
-            expanded: HashSet::default(),
+            expanded: HashMap::default(),
+            reader_floors: HashMap::default(),
             builder_names: HashMap::default(),
             names: RefCell::default(),
             digest_of: IdMap::default(),
@@ -411,8 +416,23 @@ impl<'s, S: Source> Tracer<'s, S> {
                             tag: tag.clone(),
                         }));
                     }
+                    // An artifact recorded by tag only stands for whatever the tag held: it is
+                    // suspect from `since` on, and so are only the runs that read it then.
+                    let floor = window.since.filter(|_| !self.ignore_time);
                     for info in artifacts {
-                        self.seed_artifact(info, Kind::CacheRef);
+                        match floor {
+                            Some(since) if info.digest.is_empty() => {
+                                let first_seen = info.first_seen.max(since);
+                                let node = self.seed_artifact(
+                                    ArtifactInfo { first_seen, ..info },
+                                    Kind::CacheRef,
+                                );
+                                self.reader_floors.insert(node, since);
+                            }
+                            _ => {
+                                self.seed_artifact(info, Kind::CacheRef);
+                            }
+                        }
                     }
                 }
             }
@@ -562,7 +582,7 @@ impl<'s, S: Source> Tracer<'s, S> {
         Ok(())
     }
 
-    fn seed_artifact(&mut self, info: ArtifactInfo, kind: Kind) {
+    fn seed_artifact(&mut self, info: ArtifactInfo, kind: Kind) -> NodeIndex {
         let at = info.first_seen;
         self.add_role(info.id, kind == Kind::Image);
         let node = self.artifact_node_from(info);
@@ -577,6 +597,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             None,
         );
         self.mark_seed(node, kind, Some(at));
+        node
     }
 
     /// Notes that the artifact was used as an image (built, or built on), or else as a cache.
@@ -651,6 +672,10 @@ impl<'s, S: Source> Tracer<'s, S> {
                         Via::Produced
                     };
                     self.relax(target, offer(via), None);
+                    // Written by a tainted run: every reader, whenever it read.
+                    if self.reader_floors.remove(&target).is_some() {
+                        self.queue.push_back(Work::Artifact(target));
+                    }
                 }
                 Write::Mount(mount) => {
                     let target = self.mount_node(mount)?;
@@ -755,11 +780,20 @@ impl<'s, S: Source> Tracer<'s, S> {
         };
         let id = info.id;
         if info.digest.is_empty() {
-            if !self.expanded.insert(node) {
+            let floor = self
+                .reader_floors
+                .get(&node)
+                .copied()
+                .unwrap_or(Micros::MIN);
+            if self.expanded.get(&node).is_some_and(|&done| done <= floor) {
                 return Ok(());
             }
+            self.expanded.insert(node, floor);
             for (run, read, at) in self.source.artifact_readers(id)? {
-                self.taint_reader(run, read, id, node, at)?;
+                // A time-suspect reader's read time proves nothing.
+                if at >= floor || run.time_suspect {
+                    self.taint_reader(run, read, id, node, at, floor)?;
+                }
             }
             return Ok(());
         }
@@ -781,7 +815,7 @@ impl<'s, S: Source> Tracer<'s, S> {
         }
         for (run, read, artifact, at) in std::mem::take(&mut state.readers) {
             let from = self.artifact_node(artifact)?;
-            self.taint_reader(run, read, artifact, from, at)?;
+            self.taint_reader(run, read, artifact, from, at, Micros::MIN)?;
         }
         Ok(())
     }
@@ -860,6 +894,8 @@ impl<'s, S: Source> Tracer<'s, S> {
         Ok(())
     }
 
+    /// Taints a run that read a tainted artifact at `at`: from its start, or from `floor` (the
+    /// start of a tag seed's window, for an artifact recorded by tag only) when that is later.
     fn taint_reader(
         &mut self,
         run: RunRef,
@@ -867,6 +903,7 @@ impl<'s, S: Source> Tracer<'s, S> {
         artifact: ArtifactId,
         from: NodeIndex,
         at: Micros,
+        floor: Micros,
     ) -> Result<(), S::Error> {
         let via = match read {
             ArtifactRead::Imported => Via::ImportedDigest,
@@ -878,7 +915,7 @@ impl<'s, S: Source> Tracer<'s, S> {
         self.taint_run(
             run,
             Label {
-                tainted_at: window.0,
+                tainted_at: window.0.max(floor),
                 via,
                 from: Some(from).into(),
                 at,

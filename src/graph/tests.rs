@@ -1168,7 +1168,7 @@ fn mount_seed_accepts_the_llb_form() {
     assert_eq!(entry(&trace, PIP).tainted_at, t(5));
 }
 
-/// A tag seed with a window selects only the digests first seen under it in the window.
+/// A tag seed with a window selects only the digests seen under it in the window.
 #[test]
 fn tag_seed_selects_digests_by_window() {
     let mut h = History::new();
@@ -1180,7 +1180,7 @@ fn tag_seed_selects_digests_by_window() {
     h.exports(r1, old);
     let r2 = h.run("ci", "2", t(50), t(55));
     h.exports(r2, new);
-    let reader = h.run("web", "1", t(60), t(70));
+    let reader = h.run("web", "1", t(20), t(30));
     h.imports(reader, old);
     let seeds = Seeds {
         cache_refs: vec![CacheRefSeed::Tag {
@@ -1201,6 +1201,61 @@ fn tag_seed_selects_digests_by_window() {
     );
 }
 
+/// A tag seed with a window selects an artifact recorded by tag only when the tag was seen
+/// in the window, even if it was first seen before it; the ref taints only the runs that read
+/// it from the window's start, from then. A digest seen under the tag before and in the window
+/// is selected too, and taints every reader of its bytes.
+#[test]
+fn tag_seed_selects_a_tag_seen_across_its_window() {
+    let mut h = History::new();
+    let tag_only = h.artifact(Backend::Registry, "reg.io/app", "", "");
+    h.tag(tag_only, "cache");
+    let old = h.run("old", "1", t(0), t(10));
+    h.imports(old, tag_only);
+    let spanning = h.run("spanning", "1", t(30), t(50));
+    h.imports(spanning, tag_only);
+    let late = h.run("late", "1", t(60), t(70));
+    h.imports(late, tag_only);
+    let pinned = h.manifest("reg.io/app", &digest('1'));
+    h.tag(pinned, "pinned");
+    let first = h.run("first", "1", t(0), t(10));
+    h.imports(first, pinned);
+    let again = h.run("again", "1", t(60), t(70));
+    h.imports(again, pinned);
+    let window = Window {
+        since: Some(t(40)),
+        until: None,
+    };
+    let mut seeds = Seeds::default();
+    let mut resolved = OracleSeeds::default();
+    for tag in ["cache", "pinned"] {
+        seeds.cache_refs.push(CacheRefSeed::Tag {
+            locator: "reg.io/app".into(),
+            tag: tag.into(),
+            window,
+        });
+        resolved
+            .tags
+            .push(("reg.io/app".into(), tag.into(), window));
+    }
+    let trace = traced(&mut h.clone(), &seeds);
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&[
+            "run:again/1/build",
+            "run:first/1/build",
+            "run:late/1/build",
+            "run:spanning/1/build",
+        ])
+    );
+    assert_eq!(entry(&trace, "reg.io/app:cache").tainted_at, t(40));
+    assert_eq!(entry(&trace, "run:spanning/1/build").tainted_at, t(40));
+    assert_eq!(entry(&trace, "run:late/1/build").tainted_at, t(60));
+    assert_eq!(entry(&trace, "run:first/1/build").tainted_at, t(0));
+    assert_eq!(everything(&trace), oracle::closure(&h, &resolved, false));
+    assert_eq!(times(&trace), oracle::times(&h, &resolved, false));
+}
+
 /// One random history: runs on two builders (or none), a few mounts, artifacts over three
 /// digests and one without, builder records, purges and prunes; each run reads and writes a random subset.
 /// Returned with the seeds both as flags would give them and resolved to ids.
@@ -1211,16 +1266,17 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
         0usize..3,
         any::<bool>(),
         any::<bool>(),
-        prop::collection::vec((0u8..8, 0usize..5), 0..5),
+        prop::collection::vec((0u8..8, 0usize..6), 0..5),
         prop::bool::weighted(0.2),
     );
     (
         prop::collection::vec(run, 1..9),
         prop::collection::vec((0usize..3, 0i64..80), 0..3),
         prop::collection::vec((0usize..2, 0i64..80), 0..2),
-        0usize..4,
+        0usize..5,
+        (0i64..80, 0i64..80),
     )
-        .prop_map(|(specs, purges, prunes, seed)| {
+        .prop_map(|(specs, purges, prunes, seed, (since, until))| {
             let mut h = History::new();
             let builders = [h.builder("b1"), h.builder("b2")];
             let mounts = [
@@ -1235,7 +1291,11 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
                 h.manifest("reg.io/z", &digest('3')),
                 // A cache entry without a digest: its readers are its own.
                 h.artifact(Backend::Gha, "gha", "", "web-main"),
+                // A registry ref recorded by tag only, and a digest seen under the same tag.
+                h.artifact(Backend::Registry, "reg.io/w", "", ""),
             ];
+            h.tag(artifacts[5], "cache");
+            h.tag(artifacts[2], "cache");
             let records = [
                 h.record(builders[0], "r0", "regular", "RUN make"),
                 h.record(builders[0], "r1", "regular", "RUN test"),
@@ -1261,9 +1321,9 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
                 for (kind, target) in events {
                     match kind {
                         0 => h.imports(r, artifacts[target]),
-                        1 => h.uses_base(r, artifacts[target]),
+                        1 => h.uses_base(r, artifacts[target % 5]),
                         2 => h.exports(r, artifacts[target]),
-                        3 => h.produces(r, artifacts[target]),
+                        3 => h.produces(r, artifacts[target % 5]),
                         4 => h.reads(r, mounts[target % 3]),
                         5 => h.writes(r, mounts[target % 3]),
                         6 => h.creates(r, records[target % 4]),
@@ -1299,12 +1359,26 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
                     });
                     resolved.builder = Some((builders[1], t(10)));
                 }
-                _ => {
+                3 => {
                     seeds.images.push(DigestSeed {
                         locator: None,
                         digest: Digest::parse(&digest('1'), "d").unwrap(),
                     });
                     resolved.digest = Some(digest('1'));
+                }
+                _ => {
+                    let window = Window {
+                        since: Some(t(since.min(until))),
+                        until: Some(t(since.max(until))),
+                    };
+                    for locator in ["reg.io/w", "reg.io/x"] {
+                        seeds.cache_refs.push(CacheRefSeed::Tag {
+                            locator: locator.into(),
+                            tag: "cache".into(),
+                            window,
+                        });
+                        resolved.tags.push((locator.into(), "cache".into(), window));
+                    }
                 }
             }
             (h, seeds, resolved)

@@ -2334,11 +2334,12 @@ mod tests {
                 ],
             )
             .unwrap();
+            let (first, last) = h.sighted(a.id);
             for tag in &a.tags {
                 tx.execute(
                     "INSERT INTO artifact_tags (artifact_id, tag, first_seen, last_seen)
-                     VALUES (?1, ?2, ?3, ?3)",
-                    crate::store::db::params![a.id, tag.as_str(), info.first_seen],
+                     VALUES (?1, ?2, ?3, ?4)",
+                    crate::store::db::params![a.id, tag.as_str(), first, last],
                 )
                 .unwrap();
             }

@@ -570,7 +570,7 @@ impl Source for Store {
     ) -> Result<Vec<ArtifactInfo>, StoreError> {
         self.artifacts_query(
             "JOIN artifact_tags tt ON tt.artifact_id = a.id
-             WHERE a.locator = ?1 AND tt.tag = ?2 AND tt.first_seen >= ?3 AND tt.first_seen <= ?4
+             WHERE a.locator = ?1 AND tt.tag = ?2 AND tt.last_seen >= ?3 AND tt.first_seen <= ?4
              ORDER BY a.id",
             params![
                 locator,

@@ -31,3 +31,14 @@ fn a_builder_seed_taints_a_creator_running_across_its_time() {
     let seeds = ["--builder", "b1", "--since", "2026-01-01T00:30:00Z"];
     assert_eq!(tainted_runs(lines, &seeds), ["run:victim/1/s"]);
 }
+
+/// A tag seed with `--since` selects a ref recorded by tag only that was first seen before the
+/// window and read in it: the run that read it in the window is tainted, the one before is not.
+#[test]
+fn a_tag_seed_follows_a_tag_only_ref_seen_across_its_window() {
+    let lines = r#"{"v":1,"type":"run","pipeline":"old","run":"1","step":"s","builder":"b1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T01:00:00Z","imported":["reg.io/app:cache"],"records":{"created":[],"reused":[]}}
+{"v":1,"type":"run","pipeline":"v","run":"2","step":"s","builder":"b1","started_at":"2026-01-05T02:00:00Z","finished_at":"2026-01-05T03:00:00Z","imported":["reg.io/app:cache"],"records":{"created":[],"reused":[]}}
+"#;
+    let seeds = ["--cache-ref", "reg.io/app:cache", "--since", "2026-01-05"];
+    assert_eq!(tainted_runs(lines, &seeds), ["run:v/2/s"]);
+}
