@@ -10,7 +10,6 @@ use super::result::{artifact_name, builder_name, mount_name, record_name, run_na
 use super::seeds::Window;
 use super::source::{ArtifactId, BuilderId, MountId, RecordId, RunId, RunInfo};
 use super::taint::record_carries_taint;
-use crate::model::RunStatus;
 use crate::time::Micros;
 
 /// Seeds by id, already resolved.
@@ -70,7 +69,7 @@ pub fn times(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeMap<St
         }
         for (e, at) in events_of(h, id) {
             match e {
-                Event::Exported(a) | Event::Produced(a) if run.status != RunStatus::Failed => {
+                Event::Exported(a) | Event::Produced(a) => {
                     keep_earliest(&mut own, a, at);
                 }
                 Event::WroteMount(m) => earliest_at(mount_name(&h.mounts[index(m)]), at),
@@ -178,10 +177,8 @@ fn tainted_artifacts(
     for (a, floor) in tag_seeded(h, seeds, ignore_time) {
         keep_earliest(&mut out, a, floor);
     }
+    // A failed run's exports and images count: it may have pushed before it failed.
     for &run in runs {
-        if info(h, run).status == RunStatus::Failed {
-            continue;
-        }
         for (e, _) in events_of(h, run) {
             if let Event::Exported(a) | Event::Produced(a) = e {
                 out.insert(a, Micros::MIN);

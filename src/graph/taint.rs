@@ -32,7 +32,6 @@ use super::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestRead, MountId, MountInfo,
     Purged, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
 };
-use crate::model::RunStatus;
 use crate::time::Micros;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -645,13 +644,8 @@ impl<'s, S: Source> Tracer<'s, S> {
         let Entity::Run { info, .. } = &self.graph[node].entity else {
             return Ok(());
         };
-        let (id, status, builder, started_at, suspect) = (
-            info.id,
-            info.status,
-            info.builder,
-            info.started_at,
-            info.time_suspect,
-        );
+        let (id, builder, started_at, suspect) =
+            (info.id, info.builder, info.started_at, info.time_suspect);
         for (write, at) in self.source.writes(id)? {
             let offer = |via| Label {
                 tainted_at: at,
@@ -660,8 +654,9 @@ impl<'s, S: Source> Tracer<'s, S> {
                 at,
             };
             match write {
-                // A failed run pushed nothing.
-                Write::Exported(_) | Write::Produced(_) if status == RunStatus::Failed => {}
+                // A failed run's exports and images count too: BuildKit can push an image
+                // and fail later (a cache export, a later step of the job), and a recorded
+                // digest existed.
                 Write::Exported(artifact) | Write::Produced(artifact) => {
                     let exported = matches!(write, Write::Exported(_));
                     self.add_role(artifact, !exported);
@@ -1582,6 +1577,7 @@ fn sorted(mut times: Vec<Micros>) -> Vec<Micros> {
 mod tests {
     use super::*;
     use crate::graph::mem::History;
+    use crate::model::RunStatus;
 
     fn run_node(id: RunId) -> Node {
         let info = RunInfo {

@@ -417,9 +417,11 @@ fn a_prune_met_at_several_nodes_is_listed_once() {
     assert_eq!((purges[0].runs, purges[0].kept_out), (1, 1));
 }
 
-/// A failed run pushed nothing, but what it wrote to a mount stays written.
+/// A failed run's mount writes, exports and images all taint: BuildKit can push an image and
+/// fail later (a cache export, a later step of the job), so a digest it recorded existed. (This
+/// once held that a failed run pushed nothing.)
 #[test]
-fn failed_tainted_run_taints_its_mount_but_exports_nothing() {
+fn failed_tainted_run_taints_its_mount_exports_and_images() {
     let (mut h, pip) = poisoned_mount();
     h.fail(1);
     let cache = h.manifest("reg.io/app", &digest('a'));
@@ -431,14 +433,33 @@ fn failed_tainted_run_taints_its_mount_but_exports_nothing() {
     h.imports(importer, cache);
     let deployer = h.run("deploy", "1", t(50), t(60));
     h.uses_base(deployer, image);
-    let trace = traced(&mut h, &runs(&["evil/1"]));
+    let trace = traced(&mut h.clone(), &runs(&["evil/1"]));
     assert_eq!(
         names(&trace, Kind::Run),
-        set(&["run:evil/1/build", "run:web/1/build"])
+        set(&[
+            "run:api/1/build",
+            "run:deploy/1/build",
+            "run:evil/1/build",
+            "run:web/1/build",
+        ])
     );
     assert_eq!(names(&trace, Kind::Mount), set(&[PIP]));
-    assert!(names(&trace, Kind::CacheRef).is_empty());
-    assert!(names(&trace, Kind::Image).is_empty());
+    assert_eq!(
+        names(&trace, Kind::CacheRef),
+        set(&[&format!("reg.io/app@{}", digest('a'))])
+    );
+    assert_eq!(
+        names(&trace, Kind::Image),
+        set(&[&format!("reg.io/app@{}", digest('b'))])
+    );
+    let image = entry(&trace, &format!("reg.io/app@{}", digest('b')));
+    assert_eq!((image.tainted_at, image.via), (t(10), Via::Produced));
+    let resolved = OracleSeeds {
+        runs: vec![1],
+        ..OracleSeeds::default()
+    };
+    assert_eq!(everything(&trace), oracle::closure(&h, &resolved, false));
+    assert_eq!(times(&trace), oracle::times(&h, &resolved, false));
 }
 
 /// Taint crosses four hops: exported cache, its importer, the image it produced, and a build

@@ -42,3 +42,17 @@ fn a_tag_seed_follows_a_tag_only_ref_seen_across_its_window() {
     let seeds = ["--cache-ref", "reg.io/app:cache", "--since", "2026-01-05"];
     assert_eq!(tainted_runs(lines, &seeds), ["run:v/2/s"]);
 }
+
+/// A tainted run that failed still taints the image it recorded: a build on that image is
+/// tainted, as are the users of its mount and records.
+#[test]
+fn a_failed_run_taints_the_image_it_pushed() {
+    let lines = r#"{"v":1,"type":"run","pipeline":"evil","run":"1","step":"s","builder":"b1","status":"failed","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T01:00:00Z","produced":["reg.io/app:latest@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"],"mounts":[{"id":"/m"}],"records":{"created":[{"id":"r1","type":"regular","description":"[1/2] RUN make"}],"reused":[]}}
+{"v":1,"type":"run","pipeline":"v1","run":"2","step":"s","builder":"b2","started_at":"2026-01-01T02:00:00Z","finished_at":"2026-01-01T03:00:00Z","base_images":["reg.io/app@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"],"records":{"created":[],"reused":[]}}
+{"v":1,"type":"run","pipeline":"v2","run":"2","step":"s","builder":"b1","started_at":"2026-01-01T02:00:00Z","finished_at":"2026-01-01T03:00:00Z","mounts":[{"id":"/m"}],"records":{"created":[],"reused":[{"id":"r1","type":"regular","description":"[1/2] RUN make"}]}}
+"#;
+    assert_eq!(
+        tainted_runs(lines, &["--run", "evil/1"]),
+        ["run:evil/1/s", "run:v1/2/s", "run:v2/2/s"]
+    );
+}
