@@ -196,8 +196,11 @@ fn tainted_artifacts(
     out
 }
 
-fn cleared(purges: &[Micros], written: Micros, start: Micros) -> bool {
-    purges.iter().any(|&p| written < p && p < start)
+/// Whether a purge after a write's writer finished (`done`; a seed's time) and before the
+/// reader started cleared the write. A purge while the writer ran leaves what it went on
+/// writing.
+fn cleared(purges: &[Micros], done: Micros, start: Micros) -> bool {
+    purges.iter().any(|&p| done < p && p < start)
 }
 
 /// The earliest time any evidence from the tainted runs and artifacts (and the seeds)
@@ -213,13 +216,13 @@ fn earliest(
     let (start, finish) = (run.started_at, run.finished_at);
     // A time-suspect run's times prove nothing: as a reader it read after every write and
     // before any purge; as a writer, its write came before every read and every purge.
-    let fresh = |purges: &[Micros], (written, suspect): (Micros, bool), read: Micros| {
+    let fresh = |purges: &[Micros], (written, done, suspect): Write, read: Micros| {
         ignore_time
             || run.time_suspect
             || suspect
-            || (written <= read && !cleared(purges, written, start))
+            || (written <= read && !cleared(purges, done, start))
     };
-    let from = |(written, suspect): (Micros, bool)| {
+    let from = |(written, _, suspect): Write| {
         if suspect { start } else { start.max(written) }
     };
     // A run is tainted no earlier than its start, and from a write no earlier than the write.
@@ -238,7 +241,7 @@ fn earliest(
                 let seeded = seeds.mount.filter(|s| s.0 == m).map(|s| s.1);
                 times.extend(
                     seeded
-                        .map(|at| (at, false))
+                        .map(|at| (at, at, false))
                         .into_iter()
                         .chain(writes_to(h, tainted, run.id, |e| e == Event::WroteMount(m)))
                         .filter(|&w| fresh(&purges, w, at))
@@ -264,10 +267,13 @@ fn earliest(
         let starts = tainted
             .iter()
             .filter(|&&r| r != run.id && info(h, r).builder == Some(builder))
-            .map(|&r| (info(h, r).started_at, info(h, r).time_suspect));
+            .map(|&r| {
+                let writer = info(h, r);
+                (writer.started_at, writer.finished_at, writer.time_suspect)
+            });
         times.extend(
             seeded
-                .map(|at| (at, false))
+                .map(|at| (at, at, false))
                 .into_iter()
                 .chain(starts)
                 .filter(|&t| fresh(&prunes, t, finish))
@@ -305,18 +311,24 @@ fn seeded_builder_use(
         .then_some(since)
 }
 
-/// Write times of tainted runs other than `reader` whose events match, each with whether its
-/// writer is time-suspect.
+/// A tainted write: when it was made, until when its writer went on (its finish; a seed's
+/// time), and whether its writer is time-suspect.
+type Write = (Micros, Micros, bool);
+
+/// The writes of tainted runs other than `reader` whose events match.
 fn writes_to<'a>(
     h: &'a History,
     tainted: &'a BTreeSet<RunId>,
     reader: RunId,
     pick: impl Fn(Event) -> bool + 'a,
-) -> impl Iterator<Item = (Micros, bool)> + 'a {
+) -> impl Iterator<Item = Write> + 'a {
     h.events
         .iter()
         .filter(move |(r, e)| *r != reader && tainted.contains(r) && pick(*e))
-        .map(move |&(r, e)| (h.at(r, e), info(h, r).time_suspect))
+        .map(move |&(r, e)| {
+            let writer = info(h, r);
+            (h.at(r, e), writer.finished_at, writer.time_suspect)
+        })
 }
 
 fn mount_purges(h: &History, mount: MountId) -> Vec<Micros> {

@@ -693,7 +693,8 @@ impl Trace {
     ///
     /// A breadth-first search over the evidence edges. Through a mount or builder it keeps
     /// which tainted write it came in by, and leaves only to readers that write could have
-    /// tainted (read at or after it, no purge in between), so every chain holds in time.
+    /// tainted (read at or after it, no purge between the writer's finish and the reader's
+    /// start), so every chain holds in time.
     pub fn explain_node(&self, target: NodeIndex) -> Option<Vec<Hop>> {
         debug_assert!(
             self.has_evidence(),
@@ -763,6 +764,21 @@ impl Trace {
         }
     }
 
+    /// Until when the write the search entered a mount or builder by went on: its writer's
+    /// finish (a purge before it does not clear the write), or the write itself for a seed.
+    fn done(&self, entry: Entry, written: Micros) -> Micros {
+        let Entry::Edge(edge) = entry else {
+            return written;
+        };
+        self.graph
+            .edge_endpoints(edge)
+            .and_then(|(writer, _)| match &self.graph[writer].entity {
+                Entity::Run { info, .. } => Some(info.finished_at.max(written)),
+                _ => None,
+            })
+            .unwrap_or(written)
+    }
+
     /// Whether the node is a run whose times the collector does not believe.
     fn suspect(&self, node: NodeIndex) -> bool {
         matches!(&self.graph[node].entity, Entity::Run { info, .. } if info.time_suspect)
@@ -791,10 +807,11 @@ impl Trace {
         let Some((start, read)) = evidence.reader else {
             return true;
         };
+        let done = self.done(entry, written);
         written <= read
             && !cleanings_of(&self.cleanings, node)
                 .iter()
-                .any(|&p| written < p && p < start)
+                .any(|&p| done < p && p < start)
     }
 
     fn chain(&self, mut state: State, parent: &Parents) -> Vec<Hop> {

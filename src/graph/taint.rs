@@ -4,9 +4,11 @@
 //! Times can move earlier after a node was first reached (an immutable digest taints readers
 //! that ran before the tainted export was found; a second tainted write to a mount can be
 //! earlier than the first one found), so a node is re-relaxed when its time improves, and a
-//! mount or builder is re-queried when it gains a tainted write earlier than any before in the
-//! same purge segment (the writer of that write, which its own query leaves out, is offered
-//! the earliest write by another run instead). Times only decrease and come from a finite
+//! mount or builder is re-queried when it gains a tainted write earlier than any before among
+//! those whose writers finished in the same purge segment (the writer of that write, which its
+//! own query leaves out, is offered the earliest write by another run instead). A purge clears
+//! a write only when its writer had finished: a tainted run still running at a purge of a
+//! mount it wrote (or a prune of the builder it ran on) goes on writing after it. Times only decrease and come from a finite
 //! set, so cycles terminate. Ties are broken by names and kinds of evidence, never by the
 //! order evidence was found in, so a trace answered by indexed queries and one answered from
 //! the loaded graph are the same.
@@ -226,9 +228,11 @@ enum Work {
     Artifact(NodeIndex),
     /// A newly tainted builder record: the runs that reused it.
     Record(NodeIndex),
-    /// A mount or builder gained a tainted write at `at`: the readers it reaches.
+    /// A mount or builder gained a tainted write at `at`, the earliest of those that a purge
+    /// segment's end clears: the readers it reaches.
     Readers {
         node: NodeIndex,
+        segment: usize,
         at: Micros,
         writer: Option<RunId>,
     },
@@ -257,7 +261,8 @@ struct DigestState {
     readers_done: bool,
 }
 
-/// The tainted writes to one purge segment of a mount or builder that matter.
+/// The tainted writes that matter among those whose writers finished in one purge segment of
+/// a mount or builder: the purge that ends the segment is the one that clears them all.
 #[derive(Debug, Clone, Copy)]
 struct SegmentWrites {
     /// The earliest write, whose readers are queried: a later write in the segment reaches a
@@ -319,8 +324,8 @@ struct Tracer<'s, S: Source> {
     /// The state in `digests` of each artifact whose digest was loaded, by artifact id.
     digest_of: IdMap<u32>,
     digests: Vec<DigestState>,
-    /// For each mount and builder: the tainted writes of each purge segment that decide which
-    /// readers are reached.
+    /// For each mount and builder: the tainted writes whose writers finished in each purge
+    /// segment that decide which readers are reached.
     segments: HashMap<NodeIndex, BTreeMap<usize, SegmentWrites>>,
     roles: IdMap<Roles>,
     /// For each expanded record: the runs that reused it and are its only creator so far.
@@ -449,7 +454,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                 let node = self.mount_node_from(info)?;
                 self.mark_seed(node, Kind::Mount, at);
                 if let Some(at) = at {
-                    self.mutable_write(node, at, Via::Seed, None, None)?;
+                    self.mutable_write(node, at, at, Via::Seed, None, None)?;
                 }
             }
         }
@@ -462,7 +467,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             let node = self.builder_node(info.id)?;
             self.mark_seed(node, Kind::Builder, at);
             if let Some(at) = at {
-                self.mutable_write(node, at, Via::Seed, None, None)?;
+                self.mutable_write(node, at, at, Via::Seed, None, None)?;
                 self.deferred.push_back(Work::BuilderSeed { node, at });
             }
         }
@@ -632,7 +637,12 @@ impl<'s, S: Source> Tracer<'s, S> {
                 Work::Run(node) => self.expand_run(node)?,
                 Work::Artifact(node) => self.expand_artifact(node)?,
                 Work::Record(node) => self.expand_record(node)?,
-                Work::Readers { node, at, writer } => self.expand_readers(node, at, writer)?,
+                Work::Readers {
+                    node,
+                    segment,
+                    at,
+                    writer,
+                } => self.expand_readers(node, segment, at, writer)?,
                 Work::BuilderSeed { node, at } => self.expand_builder_seed(node, at)?,
                 Work::SuspectReaders { node, writer } => self.expand_suspect(node, writer)?,
             }
@@ -644,8 +654,13 @@ impl<'s, S: Source> Tracer<'s, S> {
         let Entity::Run { info, .. } = &self.graph[node].entity else {
             return Ok(());
         };
-        let (id, builder, started_at, suspect) =
-            (info.id, info.builder, info.started_at, info.time_suspect);
+        let (id, builder, started_at, finished_at, suspect) = (
+            info.id,
+            info.builder,
+            info.started_at,
+            info.finished_at,
+            info.time_suspect,
+        );
         for (write, at) in self.source.writes(id)? {
             let offer = |via| Label {
                 tainted_at: at,
@@ -674,7 +689,8 @@ impl<'s, S: Source> Tracer<'s, S> {
                 }
                 Write::Mount(mount) => {
                     let target = self.mount_node(mount)?;
-                    self.mutable_write(target, at, Via::MountWrite, Some(node), Some(id))?;
+                    let done = finished_at.max(at);
+                    self.mutable_write(target, at, done, Via::MountWrite, Some(node), Some(id))?;
                     if suspect {
                         self.suspect_write(target, id)?;
                     }
@@ -709,7 +725,8 @@ impl<'s, S: Source> Tracer<'s, S> {
         }
         if let Some(builder) = builder {
             let target = self.builder_node(builder)?;
-            self.mutable_write(target, started_at, Via::RanOn, Some(node), Some(id))?;
+            let done = finished_at.max(started_at);
+            self.mutable_write(target, started_at, done, Via::RanOn, Some(node), Some(id))?;
             if suspect {
                 self.suspect_write(target, id)?;
             }
@@ -736,7 +753,8 @@ impl<'s, S: Source> Tracer<'s, S> {
             Some(seen) if seen.first != writer && !seen.other => {
                 seen.other = true;
                 let first = seen.first;
-                self.reach_writer(node, first, Micros::MIN)
+                // The first writer is time-suspect: no purge keeps it out.
+                self.reach_writer(node, first, Micros::MIN, None)
             }
             Some(_) => Ok(()),
         }
@@ -968,19 +986,21 @@ impl<'s, S: Source> Tracer<'s, S> {
         Ok(())
     }
 
-    /// The runs a tainted write at `at` to a mount (or a tainted run's start on a builder)
-    /// reaches: read at or after it, and not started after a purge that followed it.
+    /// The runs a tainted write at `at` to a mount (or a tainted run's start on a builder),
+    /// whose writer finished in `segment`, reaches: read at or after it, and not started after
+    /// the purge that ends the segment.
     fn expand_readers(
         &mut self,
         node: NodeIndex,
+        segment: usize,
         at: Micros,
         writer: Option<RunId>,
     ) -> Result<(), S::Error> {
-        if self.segments[&node][&self.segment(node, at)].first < at {
+        if self.segments[&node][&segment].first < at {
             return Ok(());
         }
         let since = if self.ignore_time { Micros::MIN } else { at };
-        let cleared_by = self.next_purge(node, at);
+        let cleared_by = self.segment_end(node, segment);
         let (readers, via) = match &self.graph[node].entity {
             Entity::Mount(mount) => (self.source.mount_readers(mount.id, since)?, Via::MountRead),
             Entity::Builder(builder) => {
@@ -1051,26 +1071,38 @@ impl<'s, S: Source> Tracer<'s, S> {
         Ok(())
     }
 
-    /// Which purge segment of a mount or builder a write at `at` falls in.
+    /// Which purge segment of a mount or builder a time falls in.
     fn segment(&self, node: NodeIndex, at: Micros) -> usize {
         cleanings_of(&self.cleanings, node).partition_point(|&p| p <= at)
     }
 
-    /// The first purge of a mount or builder after `at`: readers that start after it did not
-    /// see the write. `None` when time is ignored.
+    /// The purge that ends a segment: it clears the writes whose writers finished in the
+    /// segment.
+    fn segment_end(&self, node: NodeIndex, segment: usize) -> Option<Micros> {
+        cleanings_of(&self.cleanings, node).get(segment).copied()
+    }
+
+    /// The first purge of a mount or builder after a seed's time `at`: readers that start
+    /// after it did not see the seeded cache. `None` when time is ignored.
     fn next_purge(&self, node: NodeIndex, at: Micros) -> Option<Micros> {
         let purges = cleanings_of(&self.cleanings, node);
         purges.get(purges.partition_point(|&p| p <= at)).copied()
     }
 
-    /// Records a tainted write to a mount (or a tainted run on a builder, or a seed) and
-    /// queues its readers unless an earlier write in the same purge segment already reached
-    /// them; the writer of that earlier write, which its own query left out, is offered this
-    /// one.
+    /// Records a tainted write at `at` to a mount (or a tainted run on a builder, or a seed)
+    /// by a writer that went on writing until `done` (its finish; a seed's time), and queues
+    /// its readers unless an earlier write whose writer finished in the same purge segment
+    /// already reached them; the writer of that earlier write, which its own query left out,
+    /// is offered this one.
+    ///
+    /// A purge clears a write only when the writer had finished: one during the run leaves
+    /// what the rest of the run wrote, so the write reaches readers up to the first purge
+    /// after `done`, and is kept with the writes of `done`'s segment, which that purge clears.
     fn mutable_write(
         &mut self,
         node: NodeIndex,
         at: Micros,
+        done: Micros,
         via: Via,
         from: Option<NodeIndex>,
         writer: Option<RunId>,
@@ -1085,7 +1117,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             },
             None,
         );
-        let segment = self.segment(node, at);
+        let segment = self.segment(node, done);
         let writes = self.segments.entry(node).or_default();
         // A run writes a mount or a builder once, so two writes with one writer are seeds.
         let left_out = match writes.get_mut(&segment) {
@@ -1098,7 +1130,12 @@ impl<'s, S: Source> Tracer<'s, S> {
                         other: None,
                     },
                 );
-                self.deferred.push_back(Work::Readers { node, at, writer });
+                self.deferred.push_back(Work::Readers {
+                    node,
+                    segment,
+                    at,
+                    writer,
+                });
                 None
             }
             Some(seen) if at < seen.first => {
@@ -1112,7 +1149,12 @@ impl<'s, S: Source> Tracer<'s, S> {
                     writer,
                     other,
                 };
-                self.deferred.push_back(Work::Readers { node, at, writer });
+                self.deferred.push_back(Work::Readers {
+                    node,
+                    segment,
+                    at,
+                    writer,
+                });
                 writer.zip(other)
             }
             Some(seen) => match seen.writer {
@@ -1124,16 +1166,25 @@ impl<'s, S: Source> Tracer<'s, S> {
             },
         };
         match left_out {
-            Some((run, at)) => self.reach_writer(node, run, at),
+            Some((run, at)) => {
+                let cleared_by = self.segment_end(node, segment);
+                self.reach_writer(node, run, at, cleared_by)
+            }
             None => Ok(()),
         }
     }
 
     /// Offers a write at `at` to the run whose own write to the mount or builder is earlier,
     /// and whose query left it out: it is reached when it read the mount (or ran on the
-    /// builder without record evidence) at or after `at`, and did not start after a purge
-    /// that followed.
-    fn reach_writer(&mut self, node: NodeIndex, run: RunId, at: Micros) -> Result<(), S::Error> {
+    /// builder without record evidence) at or after `at`, and did not start after the purge
+    /// that clears the write (`cleared_by`).
+    fn reach_writer(
+        &mut self,
+        node: NodeIndex,
+        run: RunId,
+        at: Micros,
+        cleared_by: Option<Micros>,
+    ) -> Result<(), S::Error> {
         let Some(&run_node) = self.nodes.get(&Key::Run(run)) else {
             return Ok(());
         };
@@ -1158,7 +1209,6 @@ impl<'s, S: Source> Tracer<'s, S> {
         if !self.ignore_time && !reader.time_suspect && read_at < at {
             return Ok(());
         }
-        let cleared_by = self.next_purge(node, at);
         self.reach(node, reader, at, read_at, via, cleared_by)
     }
 

@@ -598,7 +598,10 @@ fn missing_record_evidence_taints_as_builder_cache_unverified() {
 }
 
 /// A builder prune between the tainted run and a later one clears both the unverified
-/// builder cache and the builder's mounts.
+/// builder cache and the builder's mounts; a run tainted before the prune that was still
+/// running on the builder across it is not cleared by it. (This once held `legacy/1` clean:
+/// the straddling run's use of the builder was dated at its start, before the prune, though
+/// it went on using the cache after it.)
 #[test]
 fn builder_prune_clears_unverified_runs_and_mounts() {
     let (mut h, pip) = poisoned_mount();
@@ -608,11 +611,77 @@ fn builder_prune_clears_unverified_runs_and_mounts() {
     let straddling = h.run("legacy", "2", t(22), t(28));
     h.on(straddling, 1);
     reader(&mut h, "web/1", 30, 40, pip);
+    let trace = traced(&mut h.clone(), &runs(&["evil/1"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&[
+            "run:evil/1/build",
+            "run:legacy/1/build",
+            "run:legacy/2/build"
+        ])
+    );
+    let legacy = entry(&trace, "run:legacy/1/build");
+    assert_eq!(legacy.from_name().as_deref(), Some("builder:b1"));
+    assert_eq!(trace.explain("legacy/1").unwrap().len(), 5);
+    // Without the straddling run, the prune keeps `legacy/1` out.
+    let mut h = h;
+    h.runs[1].builder = None;
     let trace = traced(&mut h, &runs(&["evil/1"]));
     assert_eq!(
         names(&trace, Kind::Run),
         set(&["run:evil/1/build", "run:legacy/2/build"])
     );
+}
+
+/// A purge of a mount while a tainted writer of it ran does not clear its write: the writer
+/// went on writing after it. A reader after the purge is tainted; a reader after a purge that
+/// followed the writer's finish is not. The same holds for a prune of the builder the tainted
+/// run was on, for runs without record evidence.
+#[test]
+fn a_purge_during_a_tainted_write_does_not_clear_it() {
+    let mut h = History::new();
+    let b1 = h.builder("b1");
+    let pip = h.mount(b1, "/root/.cache/pip");
+    let evil = h.run("evil", "1", t(0), t(60));
+    h.on(evil, b1);
+    h.with_records(evil);
+    h.writes(evil, pip);
+    h.purge(pip, t(30));
+    h.purge(pip, t(90));
+    h.prune(b1, t(30));
+    reader(&mut h, "during/1", 10, 20, pip);
+    reader(&mut h, "after/1", 40, 50, pip);
+    reader(&mut h, "later/1", 100, 110, pip);
+    let legacy = h.run("legacy", "1", t(40), t(50));
+    h.on(legacy, b1);
+    let resolved = OracleSeeds {
+        runs: vec![evil],
+        ..OracleSeeds::default()
+    };
+    let trace = traced(&mut h.clone(), &runs(&["evil/1"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&[
+            "run:after/1/build",
+            "run:during/1/build",
+            "run:evil/1/build",
+            "run:legacy/1/build",
+        ])
+    );
+    let after = entry(&trace, "run:after/1/build");
+    assert_eq!((after.tainted_at, after.via), (t(40), Via::MountRead));
+    assert_eq!(trace.explain("after/1").unwrap().len(), 3);
+    assert_eq!(trace.explain("legacy/1").unwrap().len(), 3);
+    assert_eq!(everything(&trace), oracle::closure(&h, &resolved, false));
+    assert_eq!(times(&trace), oracle::times(&h, &resolved, false));
+    // Only the purge at 90 kept a run out: `later/1`.
+    let kept: Vec<(Micros, usize)> = trace
+        .purges()
+        .iter()
+        .filter(|p| p.kept_out > 0)
+        .map(|p| (p.purge.at, p.kept_out))
+        .collect();
+    assert_eq!(kept, [(t(90), 1)]);
 }
 
 /// Mutual import cycles reach a fixpoint.

@@ -56,3 +56,24 @@ fn a_failed_run_taints_the_image_it_pushed() {
         ["run:evil/1/s", "run:v1/2/s", "run:v2/2/s"]
     );
 }
+
+/// A purge of a mount while the tainted run that wrote it was running does not clear what it
+/// wrote: a run that read the mount after the purge is tainted. So for a prune of the builder
+/// a tainted run without record evidence was running on.
+#[test]
+fn a_purge_during_a_tainted_run_does_not_clear_its_writes() {
+    let mount = r#"{"v":1,"type":"run","pipeline":"evil","run":"1","step":"s","builder":"b1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T01:00:00Z","mounts":[{"id":"/root/.cache/pip"}],"records":{"created":[],"reused":[]}}
+{"v":1,"type":"purge","builder":"b1","mount":"/root/.cache/pip","at":"2026-01-01T00:30:00Z"}
+{"v":1,"type":"run","pipeline":"victim","run":"2","step":"s","builder":"b1","started_at":"2026-01-01T02:00:00Z","finished_at":"2026-01-01T03:00:00Z","mounts":[{"id":"/root/.cache/pip"}],"records":{"created":[],"reused":[]}}
+"#;
+    let builder = r#"{"v":1,"type":"run","pipeline":"evil","run":"1","step":"s","builder":"b1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T01:00:00Z"}
+{"v":1,"type":"purge","builder":"b1","at":"2026-01-01T00:30:00Z"}
+{"v":1,"type":"run","pipeline":"victim","run":"2","step":"s","builder":"b1","started_at":"2026-01-01T02:00:00Z","finished_at":"2026-01-01T03:00:00Z"}
+"#;
+    for lines in [mount, builder] {
+        assert_eq!(
+            tainted_runs(lines, &["--run", "evil/1"]),
+            ["run:evil/1/s", "run:victim/2/s"]
+        );
+    }
+}
