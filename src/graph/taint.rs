@@ -78,17 +78,21 @@ pub enum Unknown {
 /// Whether a builder record carries taint from the run that created it to the runs that reuse
 /// it.
 ///
-/// Only `regular` records do. Cache-mount records (`exec.cachemount`) are covered by the mount
-/// rule; `source.local` snapshots of the build context are re-synced by every build; base
-/// image layers (`pulled from ...`; for an image the daemon already holds, `from local ` on
-/// Docker 20.10 and no description at all on the containerd image store of Docker 26) are
-/// content-addressed and covered by the base-image digest rule. Every record a Dockerfile step
-/// makes is described (`mount / from exec ...`, `[stage 2/3] COPY ...`).
+/// Only `regular` records do, and records of unknown type. Cache-mount records
+/// (`exec.cachemount`) are covered by the mount rule; `source.local` snapshots of the build
+/// context are re-synced by every build; base image layers (`pulled from ...`; for an image the
+/// daemon already holds, `from local ` on Docker 20.10 and no description at all on the
+/// containerd image store of Docker 26) are content-addressed and covered by the base-image
+/// digest rule. Every record a Dockerfile step makes is described (`mount / from exec ...`,
+/// `[stage 2/3] COPY ...`). A record's type and description are kept as first recorded, and a
+/// run that reused it may have named it by id alone: a record of unknown (empty) type may be
+/// any of these, so it carries taint.
 pub fn record_carries_taint(record: &RecordInfo) -> bool {
-    record.record_type == "regular"
-        && !record.description.is_empty()
-        && !record.description.starts_with("pulled from")
-        && !record.description.starts_with("from local")
+    record.record_type.is_empty()
+        || record.record_type == "regular"
+            && !record.description.is_empty()
+            && !record.description.starts_with("pulled from")
+            && !record.description.starts_with("from local")
 }
 
 /// Traces everything downstream of the seeds.

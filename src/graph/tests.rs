@@ -1236,6 +1236,40 @@ fn only_regular_records_carry_taint() {
     assert!(names(&trace, Kind::Record).is_empty());
 }
 
+/// A record of unknown type (first recorded by a run that reused it and named it by id alone)
+/// carries taint from the run that created it to the runs that reuse it.
+#[test]
+fn a_record_of_unknown_type_carries_taint() {
+    let mut h = History::new();
+    let b1 = h.builder("b1");
+    let record = h.record(b1, "r1", "", "");
+    let evil = h.run("evil", "1", t(0), t(60));
+    h.on(evil, b1);
+    h.with_records(evil);
+    h.creates(evil, record);
+    let reuser = h.run("v", "2", t(120), t(180));
+    h.on(reuser, b1);
+    h.with_records(reuser);
+    h.reuses(reuser, record);
+    let resolved = OracleSeeds {
+        runs: vec![evil],
+        ..OracleSeeds::default()
+    };
+    let trace = traced(&mut h.clone(), &runs(&["evil/1"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:v/2/build"])
+    );
+    assert_eq!(names(&trace, Kind::Record), set(&["record:b1:r1"]));
+    let reuser = entry(&trace, "run:v/2/build");
+    assert_eq!(
+        (reuser.tainted_at, reuser.via),
+        (t(120), Via::BuilderRecord)
+    );
+    assert_eq!(everything(&trace), oracle::closure(&h, &resolved, false));
+    assert_eq!(times(&trace), oracle::times(&h, &resolved, false));
+}
+
 /// A mount seed in LLB form finds the mount and taints it from its first recorded use.
 #[test]
 fn mount_seed_accepts_the_llb_form() {
@@ -1391,6 +1425,8 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
                 h.record(builders[0], "r1", "regular", "RUN test"),
                 h.record(builders[1], "r2", "regular", "RUN make"),
                 h.record(builders[1], "r3", "exec.cachemount", "cached mount"),
+                // Named by id alone by the run that first recorded it.
+                h.record(builders[0], "r4", "", ""),
             ];
             for (i, (start, length, builder, evidence, failed, events, suspect)) in
                 specs.into_iter().enumerate()
@@ -1416,8 +1452,8 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
                         3 => h.produces(r, artifacts[target % 5]),
                         4 => h.reads(r, mounts[target % 3]),
                         5 => h.writes(r, mounts[target % 3]),
-                        6 => h.creates(r, records[target % 4]),
-                        _ => h.reuses(r, records[target % 4]),
+                        6 => h.creates(r, records[target % 5]),
+                        _ => h.reuses(r, records[target % 5]),
                     }
                 }
             }

@@ -77,3 +77,16 @@ fn a_purge_during_a_tainted_run_does_not_clear_its_writes() {
         );
     }
 }
+
+/// A record first recorded by a run that reused it and named it by id alone has no type; it
+/// still carries taint from the run that created it to that run.
+#[test]
+fn a_record_first_named_by_id_alone_carries_taint() {
+    let lines = r#"{"v":1,"type":"run","pipeline":"v","run":"2","step":"s","builder":"b1","started_at":"2026-01-01T02:00:00Z","finished_at":"2026-01-01T03:00:00Z","records":{"created":[],"reused":[{"id":"r1"}]}}
+{"v":1,"type":"run","pipeline":"evil","run":"1","step":"s","builder":"b1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T01:00:00Z","records":{"created":[{"id":"r1","type":"regular","description":"[2/2] RUN make"}],"reused":[]}}
+"#;
+    assert_eq!(
+        tainted_runs(lines, &["--run", "evil/1"]),
+        ["run:evil/1/s", "run:v/2/s"]
+    );
+}
