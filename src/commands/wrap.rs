@@ -20,7 +20,7 @@ use crate::commands::record::{
 };
 use crate::commands::{open_existing_store, open_store};
 use crate::config::{Config, OnUnavailable};
-use crate::error::{InputError, RefusedError, RemoteError};
+use crate::error::{InputError, RefusedError, RemoteError, RemoteKind};
 use crate::ingest::builder::DEFAULT_BUILDX_BUILDER;
 use crate::ingest::command::{self, BuildCommand, Wrapped};
 use crate::ingest::{builder as builder_name, cache_flag, ci, metadata, progress};
@@ -200,8 +200,16 @@ async fn wrap_build(
         );
     }
     let mut import_tags: Vec<(ImageRef, Option<Digest>)> = Vec::new();
+    let mut absent: Vec<Artifact> = Vec::new();
     if let Some(record) = planned.as_mut() {
-        pin_inputs(record, engine.as_ref(), config, printer, &mut import_tags).await;
+        pin_inputs(
+            record,
+            engine.as_ref(),
+            config,
+            printer,
+            (&mut import_tags, &mut absent),
+        )
+        .await;
     }
 
     // Containment: an open incident holds some input tainted. A store that exists but cannot
@@ -231,9 +239,9 @@ async fn wrap_build(
     };
     let mut hits = hits;
     if let Some(record) = planned.as_ref() {
-        let unchecked = unchecked_inputs(record, &build);
+        let unchecked = unchecked_inputs(record, &build, &absent);
         if !unchecked.is_empty() {
-            hits.extend(contained_by_tag(record, db));
+            hits.extend(contained_by_tag(record, db, &absent));
             if hits.is_empty() {
                 unknown_inputs(args, db, config, printer, &unchecked.join("; "))?;
             }
@@ -544,14 +552,18 @@ fn fit_limits(record: &mut crate::model::RunRecord, printer: Printer) -> bool {
 /// `[containment] on_unavailable` decides, as for a store that cannot be read. `--allow-tainted`
 /// builds anyway. No store, or no open incident holding digests, builds as before.
 /// What of a planned build's inputs nobody can check: each registry input left without a
-/// digest, and a Dockerfile no file holds (read from standard input, or from a remote
-/// context), whose base images are unknown.
-fn unchecked_inputs(record: &crate::model::RunRecord, build: &BuildCommand) -> Vec<String> {
+/// digest (but those its registry has nothing under: `absent`), and a Dockerfile no file
+/// holds (read from standard input, or from a remote context), whose base images are unknown.
+fn unchecked_inputs(
+    record: &crate::model::RunRecord,
+    build: &BuildCommand,
+    absent: &[Artifact],
+) -> Vec<String> {
     let mut unchecked: Vec<String> = record
         .imported
         .iter()
         .chain(&record.base_images)
-        .filter(|a| a.backend == Backend::Registry && a.digest.is_none())
+        .filter(|a| a.backend == Backend::Registry && a.digest.is_none() && !absent.contains(a))
         .map(|a| {
             format!(
                 "`{}{}` could not be pinned to a digest",
@@ -573,15 +585,23 @@ fn unchecked_inputs(record: &crate::model::RunRecord, build: &BuildCommand) -> V
 }
 
 /// What open incidents hold tainted among the digests the local store recorded under the tags
-/// of a build's unpinned registry inputs; nothing when the store cannot be read (the caller
-/// then treats the inputs as unknown).
-fn contained_by_tag(record: &crate::model::RunRecord, db: &Path) -> Vec<Contained> {
+/// of a build's unpinned registry inputs (but those its registry has nothing under:
+/// `absent`); nothing when the store cannot be read (the caller then treats the inputs as
+/// unknown).
+fn contained_by_tag(
+    record: &crate::model::RunRecord,
+    db: &Path,
+    absent: &[Artifact],
+) -> Vec<Contained> {
     let Ok(store) = open_existing_store(db) else {
         return Vec::new();
     };
     let mut hits = Vec::new();
     for artifact in record.imported.iter().chain(&record.base_images) {
-        if artifact.backend != Backend::Registry || artifact.digest.is_some() {
+        if artifact.backend != Backend::Registry
+            || artifact.digest.is_some()
+            || absent.contains(artifact)
+        {
             continue;
         }
         let Some(tag) = &artifact.tag else { continue };
@@ -749,13 +769,13 @@ fn reachable_endpoint(builder: &BuilderInfo, config: &Config) -> Option<String> 
 
 /// Pins `--cache-from` and base images to digests just before the build: the local image
 /// first (Docker 20.10 reads `--cache-from` from local images before the registry), then the
-/// registry.
+/// registry. The inputs whose registry says it has nothing under the tag go to `absent`.
 async fn pin_inputs(
     record: &mut crate::model::RunRecord,
     engine: Option<&Engine>,
     config: &Config,
     printer: Printer,
-    import_tags: &mut Vec<(ImageRef, Option<Digest>)>,
+    (import_tags, absent): (&mut Vec<(ImageRef, Option<Digest>)>, &mut Vec<Artifact>),
 ) {
     let builder = record
         .builder
@@ -815,6 +835,11 @@ async fn pin_inputs(
             }
             match resolver.resolve(&reference).await {
                 Ok(digest) => artifact.digest = Some(digest),
+                // Nothing under the tag: the build cannot read it either.
+                Err(err) if err.kind == RemoteKind::Status(404) => {
+                    absent.push(artifact.clone());
+                    printer.warn(format!("`{reference}` stays unpinned: {err}"));
+                }
                 Err(err) => printer.warn(format!("`{reference}` stays unpinned: {err}")),
             }
             if is_import {

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use oci_spec::image::{ImageIndex, ImageManifest};
@@ -125,7 +126,8 @@ impl<'a> Resolver<'a> {
         Self { client, config }
     }
 
-    /// The manifest digest the reference's tag points at now.
+    /// The manifest digest the reference's tag points at now; a tag or repository the registry
+    /// says it does not have is an error of status 404.
     pub async fn resolve(&self, reference: &ImageRef) -> Result<Digest, RemoteError> {
         let tag = reference.tag.clone().unwrap_or_else(|| "latest".to_owned());
         let oci = Reference::with_tag(
@@ -139,10 +141,24 @@ impl<'a> Resolver<'a> {
             .fetch_manifest_digest(&oci, &auth)
             .await
             .map_err(|err| {
-                RemoteError::protocol(format!(
+                let message = format!(
                     "cannot resolve `{reference}`: {}",
                     one_line(&err.to_string())
-                ))
+                );
+                // The registry's own word that there is no such tag or repository.
+                let unknown = matches!(
+                    &err,
+                    OciDistributionError::RegistryError { envelope, .. }
+                        if envelope.errors.iter().any(|e| matches!(
+                            e.code,
+                            OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown
+                        ))
+                );
+                if unknown {
+                    RemoteError::status(404, message)
+                } else {
+                    RemoteError::protocol(message)
+                }
             })?;
         Digest::parse(&digest, "registry digest").map_err(|e| RemoteError::protocol(e.to_string()))
     }
