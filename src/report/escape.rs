@@ -1,7 +1,8 @@
 //! Store values shown to people. Every name in the store was written by a CI pipeline, which
 //! is how an attacker gets in: a name must not forge a line, drive the terminal, or render as
 //! live Markdown. [`Term`] shows a value as one line of plain text, [`MdCode`] as a Markdown
-//! code span that the value cannot close, and [`MdText`] as Markdown text with nothing live.
+//! code span that the value cannot close, [`MdText`] as Markdown text with nothing live, and
+//! [`MdLine`] a message that already holds values as [`Term`] shows them.
 //! JSON has its own string escaping and takes values whole; a DOT label holds a value as
 //! [`Term`] shows it.
 
@@ -110,8 +111,8 @@ impl fmt::Display for Term<'_> {
     }
 }
 
-/// A value as [`Term`] shows it, but for backticks, for Markdown: a code span holds them inside
-/// a longer fence, and Markdown text escapes them as it escapes all punctuation.
+/// A value as [`Term`] shows it, but for backticks, for Markdown text, which escapes them as it
+/// escapes all punctuation.
 #[derive(Debug, Clone, Copy)]
 struct Prose<'a>(&'a str);
 
@@ -198,10 +199,17 @@ impl fmt::Display for Short<'_> {
     }
 }
 
-/// A store value as a Markdown code span: escaped as [`Term`] escapes it (no line breaks, so
-/// the span cannot end early or start a block), fenced by more backticks than the value has in
-/// a row. In a table cell (`cell`), `|` is written `\|`, which GitHub's tables read as a `|`
-/// inside the cell, code spans included.
+/// A store value as a Markdown code span, which shows it as it is: backslash escapes do not work
+/// inside a code span, so what a reader copies from it (a follow-up command, a key, a path) is
+/// the value itself. It is fenced by more backticks than the value has in a row. In a table
+/// cell (`cell`), `|` is written `\|`, which GitHub's tables read as a `|` inside the cell,
+/// code spans included.
+///
+/// A value that a code span cannot show as it is is shown as [`MdText`] instead, outside any
+/// code span, so the escapes it holds cannot be taken for the value: one with a control or
+/// invisible character (a line break would end the span or start a block, and the rest would
+/// reach the reader raw), and in a cell one with `\|`, which GitHub's tables do not hold in a
+/// code span as it is (an odd run of backslashes before a `|` ends the cell there).
 #[derive(Debug, Clone, Copy)]
 pub struct MdCode<'a> {
     pub value: &'a str,
@@ -218,16 +226,25 @@ impl<'a> MdCode<'a> {
     pub fn cell(value: &'a str) -> Self {
         Self { value, cell: true }
     }
+
+    /// Whether a code span shows the value as it is.
+    fn fits(&self) -> bool {
+        let escaped = self.value.chars().any(|c| c != '\\' && needs_escape(c));
+        let pipe = self.cell && self.value.contains("\\|");
+        !escaped && !pipe
+    }
 }
 
 impl fmt::Display for MdCode<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.fits() {
+            return MdText(self.value).fmt(f);
+        }
         // A code span holds backticks, inside a longer fence.
-        let text = Prose(self.value).to_string();
         let text = if self.cell {
-            text.replace('|', "\\|")
+            self.value.replace('|', "\\|")
         } else {
-            text
+            self.value.to_owned()
         };
         let mut longest = 0;
         let mut run = 0;
@@ -262,6 +279,25 @@ impl fmt::Display for MdText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A backtick is escaped below, as all punctuation is.
         for c in Prose(self.0).to_string().chars() {
+            if c.is_ascii_punctuation() {
+                f.write_char('\\')?;
+            }
+            f.write_char(c)?;
+        }
+        Ok(())
+    }
+}
+
+/// A message as Markdown text: a line that may already hold store values as [`Term`] shows them
+/// (verification checks, action errors), escaped as [`Line`] escapes it, so an escape is not
+/// escaped again, then every ASCII punctuation character backslash-escaped as [`MdText`] does.
+/// It renders as the terminal shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct MdLine<'a>(pub &'a str);
+
+impl fmt::Display for MdLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in Line(self.0).to_string().chars() {
             if c.is_ascii_punctuation() {
                 f.write_char('\\')?;
             }
@@ -454,12 +490,52 @@ mod tests {
         assert_eq!(MdCode::span("").to_string(), "` `");
         assert_eq!(MdCode::span(" a ").to_string(), "`  a  `");
         assert_eq!(MdCode::span("  ").to_string(), "`  `");
-        assert_eq!(
-            MdCode::span("x`\n# Heading\n[a](http://e)").to_string(),
-            "``x`\\n# Heading\\n[a](http://e)``"
-        );
         assert_eq!(MdCode::cell("a|b").to_string(), "`a\\|b`");
         assert_eq!(MdCode::span("a|b").to_string(), "`a|b`");
+    }
+
+    /// Backslash escapes do not work in a code span, so a span shows a value's backslashes as
+    /// they are: a follow-up command copied from the report is the command itself.
+    #[test]
+    fn markdown_code_spans_show_backslashes_as_they_are() {
+        assert_eq!(
+            MdCode::span(r#"gh cache delete -- "buildkit-a\\b""#).to_string(),
+            r#"`gh cache delete -- "buildkit-a\\b"`"#
+        );
+        assert_eq!(MdCode::span(r"C:\x\").to_string(), r"`C:\x\`");
+        assert_eq!(MdCode::cell(r"a\b|c").to_string(), r"`a\b\|c`");
+    }
+
+    /// A value a code span cannot show as it is (a control or invisible character, or `\|` in a
+    /// table cell) is escaped Markdown text outside any span: nothing raw reaches the report,
+    /// the span cannot be broken, and its escapes cannot be read as the value.
+    #[test]
+    fn markdown_values_a_code_span_cannot_hold_are_escaped_text() {
+        assert_eq!(
+            MdCode::span("x`\n# Heading\n[a](http://e)").to_string(),
+            "x\\`\\\\n\\# Heading\\\\n\\[a\\]\\(http\\:\\/\\/e\\)"
+        );
+        assert_eq!(MdCode::span("a\u{202e}b").to_string(), r"a\\u\{202e\}b");
+        assert_eq!(MdCode::cell("a\x1b|b").to_string(), r"a\\x1b\|b");
+        assert_eq!(MdCode::cell(r"a\|b").to_string(), r"a\\\\\|b");
+        assert_eq!(MdCode::span(r"a\|b").to_string(), r"`a\|b`");
+        for value in ["a\nb", "\u{200b}", "\x1b[2J"] {
+            let shown = MdCode::span(value).to_string();
+            assert!(!shown.contains('`'), "{shown}");
+            assert!(!shown.chars().any(|c| c != '\\' && needs_escape(c)));
+        }
+    }
+
+    /// A message that already holds escaped values renders as the terminal shows it: its
+    /// backslashes are not doubled again, its controls are escaped once.
+    #[test]
+    fn markdown_lines_escape_once() {
+        assert_eq!(
+            MdLine(r"accepted: a\nb\\c").to_string(),
+            r"accepted\: a\\nb\\\\c"
+        );
+        assert_eq!(MdLine("a\nb").to_string(), r"a\\nb");
+        assert_eq!(MdLine("`x` *y*").to_string(), r"\`x\` \*y\*");
     }
 
     /// Markdown text escapes every punctuation character, so nothing in it renders live.

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::plan::{ActionKind, Target};
 use crate::purge::{ActionState, IncidentStatus};
-use crate::report::escape::{MdCode, MdText, Short};
+use crate::report::escape::{MdCode, MdLine, MdText, Short};
 use crate::store::{ActionRow, IncidentRow};
 use crate::time;
 
@@ -270,7 +270,8 @@ pub fn write_json(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()> {
 pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()> {
     // Every value below but the counts and times comes from the store, and most of it from
     // the recorded pipelines: names are code spans the name cannot close, other text is
-    // escaped Markdown text (`escape`).
+    // escaped Markdown text, and messages that already hold escaped names are escaped once
+    // (`escape`).
     let i = &doc.incident;
     writeln!(out, "# Incident {}: {}", i.id, MdText(i.title))?;
     writeln!(out)?;
@@ -378,7 +379,7 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
         } else {
             format!("{} (out of scope)", MdText(a.state.as_str()))
         };
-        let detail = MdText(a.error.or(a.outcome).unwrap_or(""));
+        let detail = MdLine(a.error.or(a.outcome).unwrap_or(""));
         let duration = a
             .duration_ms
             .map(|ms| format!("{ms:.1} ms"))
@@ -421,7 +422,7 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
                     "- #{} {}: {}",
                     a.seq,
                     describe_target_as(a.target, Style::MdCell),
-                    MdText(a.evidence_gap.unwrap_or_default())
+                    MdLine(a.evidence_gap.unwrap_or_default())
                 )?;
             }
             writeln!(out)?;
@@ -487,7 +488,7 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
         )?;
         writeln!(out)?;
         for c in &v.checks {
-            writeln!(out, "- {}", MdText(c))?;
+            writeln!(out, "- {}", MdLine(c))?;
         }
         writeln!(out)?;
     }
