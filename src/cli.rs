@@ -306,7 +306,8 @@ pub struct ImportArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Write to this file instead of stdout.
+    /// Write to this file instead of stdout: a regular file is replaced whole once written; a
+    /// FIFO or device (`/dev/stdout`) is written to. Never the store.
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
     /// Only this run (repeatable), with its pipeline and builder: what a CI job recorded, to
@@ -600,7 +601,8 @@ pub struct IncidentReportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: ReportFormat,
-    /// Write to this file instead of stdout.
+    /// Write to this file instead of stdout: a regular file is replaced whole once written; a
+    /// FIFO or device (`/dev/stdout`) is written to. Never the store.
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,
 }

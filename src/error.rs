@@ -63,6 +63,13 @@ pub enum InputError {
         #[source]
         source: io::Error,
     },
+    /// An output file the user named (`-o`, `--metrics-file`) that cannot be written.
+    #[error("cannot write `{path}`: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl InputError {

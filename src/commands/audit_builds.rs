@@ -2,10 +2,10 @@
 //! served them, builds no hook recorded, and hit rates that moved; hit rates per pipeline and
 //! builder to a Prometheus textfile.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::ExitStatus;
 use crate::audit::builds::{self, BuildsResult, Input};
@@ -86,9 +86,11 @@ pub fn builds(
         ),
     };
     if let Some(path) = &args.metrics_file {
-        write_metrics(
+        // node_exporter reads `*.prom` files at any moment: written whole (`output`).
+        super::output::write_file(
             path,
-            &builds::metrics(&result, clock.elapsed().as_secs_f64()),
+            db,
+            builds::metrics(&result, clock.elapsed().as_secs_f64()).as_bytes(),
         )?;
     }
     write_stdout(&text)?;
@@ -98,16 +100,6 @@ pub fn builds(
     } else {
         ExitStatus::Findings
     })
-}
-
-/// node_exporter reads `*.prom` files at any moment: written beside, then renamed over.
-fn write_metrics(path: &Path, text: &str) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".{}.tmp", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write `{}`", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write `{}`", path.display()))?;
-    Ok(())
 }
 
 /// What `incident open --from-audit` seeds from a stored build finding: for CW006 the

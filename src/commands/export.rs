@@ -1,19 +1,19 @@
 //! `cachewarden export`: the whole store, or some runs, as provenance JSON Lines.
 
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::ExitStatus;
 use crate::cli::ExportArgs;
 use crate::commands::open_read_store;
+use crate::commands::output::Output;
 use crate::error::InputError;
 use crate::graph::seeds::RunSeed;
 use crate::graph::source::{RunId, Source};
 use crate::report::escape;
-use crate::store::{ExportError, Store};
+use crate::store::{ExportError, ExportItem, Store};
 use crate::wire::provenance::line_of;
 
 pub fn export(args: &ExportArgs, db: &Path) -> Result<ExitStatus> {
@@ -24,43 +24,36 @@ pub fn export(args: &ExportArgs, db: &Path) -> Result<ExitStatus> {
     } else {
         Some(selected_runs(&mut store, &args.runs)?)
     };
-    let (mut out, tmp): (
-        Box<dyn Write>,
-        Option<(std::path::PathBuf, std::path::PathBuf)>,
-    ) = match &args.output {
-        Some(path) => {
-            // Write beside the target and rename, so a failed export leaves no half file.
-            let tmp = path.with_extension("partial");
-            let file =
-                File::create(&tmp).with_context(|| format!("cannot create `{}`", tmp.display()))?;
-            (Box::new(BufWriter::new(file)), Some((tmp, path.clone())))
-        }
-        None => (Box::new(BufWriter::new(std::io::stdout().lock())), None),
+    let Some(path) = &args.output else {
+        let mut out = BufWriter::new(std::io::stdout().lock());
+        store
+            .export_selected(runs.as_deref(), |item| write_line(&mut out, &item))
+            .and_then(|()| out.flush().map_err(ExportError::from))
+            .map_err(export_error)?;
+        return Ok(ExitStatus::Success);
     };
-    let result = store.export_selected(runs.as_deref(), |item| {
-        let line = serde_json::to_string(&line_of(&item)).map_err(std::io::Error::other)?;
-        out.write_all(line.as_bytes())?;
-        out.write_all(b"\n")
-    });
-    let result = result.and_then(|()| out.flush().map_err(ExportError::from));
-    drop(out);
-    match (result, tmp) {
-        (Ok(()), Some((tmp, path))) => {
-            std::fs::rename(&tmp, &path)
-                .with_context(|| format!("cannot write `{}`", path.display()))?;
-        }
-        (Ok(()), None) => {}
-        (Err(err), tmp) => {
-            if let Some((tmp, _)) = tmp {
-                let _ = std::fs::remove_file(tmp);
-            }
-            return Err(match err {
-                ExportError::Store(e) => e.into(),
-                ExportError::Io(e) => e.into(),
-            });
-        }
+    // Written whole or not at all: a failed export leaves no half file.
+    let mut out = Output::create(path, db)?;
+    match store.export_selected(runs.as_deref(), |item| write_line(&mut out, &item)) {
+        Ok(()) => out.finish()?,
+        Err(ExportError::Io(err)) => return Err(out.error(err).into()),
+        Err(err) => return Err(export_error(err)),
     }
     Ok(ExitStatus::Success)
+}
+
+/// Writes one item as a line of JSON.
+fn write_line(out: &mut impl Write, item: &ExportItem) -> std::io::Result<()> {
+    let line = serde_json::to_string(&line_of(item)).map_err(std::io::Error::other)?;
+    out.write_all(line.as_bytes())?;
+    out.write_all(b"\n")
+}
+
+fn export_error(err: ExportError) -> anyhow::Error {
+    match err {
+        ExportError::Store(e) => e.into(),
+        ExportError::Io(e) => e.into(),
+    }
 }
 
 /// The stored runs each name reads as (every reading `trace --run` seeds); a name that reads

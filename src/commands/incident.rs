@@ -749,13 +749,7 @@ fn write_report(args: &IncidentReportArgs, db: &Path) -> Result<ExitStatus> {
         }
     }
     match &args.output {
-        Some(path) => {
-            let tmp = path.with_extension("partial");
-            std::fs::write(&tmp, &buf)
-                .with_context(|| format!("cannot write `{}`", tmp.display()))?;
-            std::fs::rename(&tmp, path)
-                .with_context(|| format!("cannot write `{}`", path.display()))?;
-        }
+        Some(path) => super::output::write_file(path, db, &buf)?,
         None => {
             let mut out = BufWriter::new(std::io::stdout().lock());
             out.write_all(&buf)?;

@@ -25,6 +25,7 @@ mod incident;
 mod journal;
 mod ls;
 mod mark_purged;
+mod output;
 pub mod record;
 mod send;
 mod serve;

@@ -67,7 +67,7 @@ pub async fn sweep(
         ));
     }
     if !args.execute {
-        return dry_run(args, &planned, clock);
+        return dry_run(args, db, &planned, clock);
     }
     if planned.actions.is_empty() {
         printer.status(format!(
@@ -77,11 +77,16 @@ pub async fn sweep(
         if args.format == OutputFormat::Json {
             write_json(None, &planned.rules, &[])?;
         }
-        finish_metrics(args.metrics_file.as_deref(), SweepMetrics::default(), clock)?;
+        finish_metrics(
+            args.metrics_file.as_deref(),
+            db,
+            SweepMetrics::default(),
+            clock,
+        )?;
         return Ok(ExitStatus::Success);
     }
     confirm(args, &planned.actions)?;
-    run(args, store, config, planned, printer, clock).await
+    run(args, db, store, config, planned, printer, clock).await
 }
 
 /// A sweep's plan, and what each rule decided.
@@ -139,7 +144,7 @@ fn plan(store: &Store, policy: &Policy, config: &Config) -> Result<Planned> {
 }
 
 /// Prints the plan and changes nothing.
-fn dry_run(args: &SweepArgs, planned: &Planned, clock: Instant) -> Result<ExitStatus> {
+fn dry_run(args: &SweepArgs, db: &Path, planned: &Planned, clock: Instant) -> Result<ExitStatus> {
     let mut m = SweepMetrics {
         dry_run: true,
         ..SweepMetrics::default()
@@ -170,7 +175,7 @@ fn dry_run(args: &SweepArgs, planned: &Planned, clock: Instant) -> Result<ExitSt
             write_stdout(&out)?;
         }
     }
-    finish_metrics(args.metrics_file.as_deref(), m, clock)?;
+    finish_metrics(args.metrics_file.as_deref(), db, m, clock)?;
     Ok(ExitStatus::Success)
 }
 
@@ -186,6 +191,7 @@ fn confirm(args: &SweepArgs, actions: &[Action]) -> Result<()> {
 /// Stores the sweep with its plan, runs it through the executor and reports.
 async fn run(
     args: &SweepArgs,
+    db: &Path,
     mut store: Store,
     config: &Config,
     planned: Planned,
@@ -249,7 +255,7 @@ async fn run(
         crate::report::count(usize::try_from(m.bytes_reclaimed).unwrap_or_default(), "byte", "bytes")
     ));
     let failed = summary.failed > 0;
-    finish_metrics(args.metrics_file.as_deref(), m, clock)?;
+    finish_metrics(args.metrics_file.as_deref(), db, m, clock)?;
     Ok(if failed {
         ExitStatus::Findings
     } else {
@@ -332,17 +338,18 @@ fn write_json(
     Ok(())
 }
 
-fn finish_metrics(path: Option<&Path>, mut m: SweepMetrics, clock: Instant) -> Result<()> {
+/// Writes the metrics file, if one was asked for; `db` is the store, which it must not be.
+fn finish_metrics(
+    path: Option<&Path>,
+    db: &Path,
+    mut m: SweepMetrics,
+    clock: Instant,
+) -> Result<()> {
     let Some(path) = path else { return Ok(()) };
     m.duration_seconds = clock.elapsed().as_secs_f64();
     m.finished_at = time::now();
-    // node_exporter reads `*.prom` files at any moment: write beside, then rename over.
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".{}.tmp", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, metrics::render(&m))
-        .with_context(|| format!("cannot write `{}`", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write `{}`", path.display()))?;
+    // node_exporter reads `*.prom` files at any moment: written whole (`output`).
+    super::output::write_file(path, db, metrics::render(&m).as_bytes())?;
     Ok(())
 }
 

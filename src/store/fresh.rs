@@ -231,6 +231,14 @@ impl BulkTarget {
 /// A store's file and those SQLite keeps beside it, by the suffix of their names.
 const STORE_FILES: [&str; 4] = ["", "-journal", "-wal", "-shm"];
 
+/// The paths of the store at `path`: its file and those SQLite keeps beside it, which nothing
+/// but the store may write.
+pub fn store_files(path: &Path) -> impl Iterator<Item = PathBuf> + '_ {
+    STORE_FILES
+        .iter()
+        .map(move |suffix| super::sidecar(path, suffix))
+}
+
 /// The files SQLite keeps beside a store's.
 const SIDECARS: &[&str] = STORE_FILES.split_at(1).1;
 

@@ -48,7 +48,7 @@ pub use collector::{Receipt, Refused};
 pub use containment::{Contained, OverrideRow, VerificationRow};
 pub use copy::{CopyReporter, CopySummary};
 pub use floor::{TableCopy, TableSize};
-pub use fresh::{BulkTarget, BulkWrite, FreshStore};
+pub use fresh::{BulkTarget, BulkWrite, FreshStore, store_files};
 pub use history::{CollectOutcome, CollectedBuild, HistoryMatch, unrecorded_pipeline};
 pub use incident::{Acceptance, ActionRow, IncidentRow, MountRead, UsedBase};
 pub use index::{SourceSummary, TraceSource};

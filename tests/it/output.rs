@@ -600,3 +600,82 @@ fn incidents_with_unencoded_run_seeds_still_verify() {
         .args(["incident", "report", "1", "--format", "md"]));
     assert!(report.contains("`run:acme%2Fweb/7/build`"), "{report}");
 }
+
+/// `export -o` and `incident report -o` never overwrite the store they read, keep a symlink
+/// and a FIFO at the target what they are (writing through them), leave a file of the user's
+/// named like a temporary file alone, and name the path given (exit 2) when its directory is
+/// missing.
+#[test]
+fn output_files_keep_what_is_at_the_target() {
+    let env = Env::new();
+    import(&env, &[run_line("web", "1", "build", 'a', &[])]);
+    ok(env.cmd().args(["incident", "open", "--pipeline", "web"]));
+    if env.store.is_none() {
+        let before = std::fs::read(env.db()).unwrap();
+        for target in ["store.db", "store.db-wal"] {
+            let out = env.cmd().args(["export", "-o", target]).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if !env.path().join(target).exists() {
+                continue;
+            }
+            assert_eq!(out.status.code(), Some(2), "{stderr}");
+            assert!(
+                stderr.starts_with(&format!("error: cannot write `{target}`: it is the store")),
+                "{stderr}"
+            );
+        }
+        assert_eq!(std::fs::read(env.db()).unwrap(), before);
+    }
+    env.write("x.partial", "mine");
+    ok(env.cmd().args(["export", "-o", "x.jsonl"]));
+    assert_eq!(
+        std::fs::read_to_string(env.path().join("x.partial")).unwrap(),
+        "mine"
+    );
+    let names: Vec<String> = std::fs::read_dir(env.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    let real = env.write("real.md", "old");
+    std::os::unix::fs::symlink(&real, env.path().join("link.md")).unwrap();
+    ok(env
+        .cmd()
+        .args(["incident", "report", "1", "--format", "md", "-o", "link.md"]));
+    assert!(
+        std::fs::symlink_metadata(env.path().join("link.md"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        std::fs::read_to_string(&real)
+            .unwrap()
+            .starts_with("# Incident 1")
+    );
+    let fifo = env.path().join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+    };
+    ok(env.cmd().args(["export", "-o", "fifo"]));
+    assert!(reader.join().unwrap().contains("\"type\":\"run\""));
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    for args in [
+        &["export", "-o", "no/such/x.jsonl"][..],
+        &["incident", "report", "1", "-o", "no/such/x.jsonl"],
+    ] {
+        assert_eq!(
+            output(&env, env.cmd().args(args)),
+            "exit: 2\n--- stdout\n--- stderr\nerror: cannot write `no/such/x.jsonl`: No such file or directory (os error 2)\n"
+        );
+    }
+}
