@@ -287,10 +287,11 @@ impl Store {
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
-        let conn = Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let conn =
+            Connection::open_with_flags(plain(path), flags).map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let mut store = Self {
             conn: Db::Sqlite(conn),
             pg_url: None,
@@ -622,11 +623,23 @@ fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// `path` as a name SQLite opens as the file it names: the bundled SQLite reads a name that
+/// starts with `file:` as a URI (`file:x.db?mode=memory` is no file at all), so such a name is
+/// given as `./file:...`.
+fn plain(path: &Path) -> std::borrow::Cow<'_, Path> {
+    use std::os::unix::ffi::OsStrExt;
+    if path.as_os_str().as_bytes().starts_with(b"file:") {
+        Path::new(".").join(path).into()
+    } else {
+        path.into()
+    }
+}
+
 /// A read-only connection to `path`, as `access` says.
 fn connect_read_only(path: &Path, access: Access) -> rusqlite::Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     match access {
-        Access::Write | Access::ReadOnly => Connection::open_with_flags(path, flags),
+        Access::Write | Access::ReadOnly => Connection::open_with_flags(plain(path), flags),
         Access::Immutable => Connection::open_with_flags(
             format!("{}?immutable=1", file_uri(path)),
             flags | OpenFlags::SQLITE_OPEN_URI,
@@ -691,6 +704,19 @@ pub(crate) fn sql_error(path: &Path, source: DbError) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A name that starts with `file:` reaches SQLite as a path, never as a URI; other names
+    /// are left as they are.
+    #[test]
+    fn store_names_reach_sqlite_as_paths() {
+        assert_eq!(
+            plain(Path::new("file:m.db?mode=memory")),
+            Path::new("./file:m.db?mode=memory")
+        );
+        for name in ["store.db", "/srv/file:x.db", "./file:x.db"] {
+            assert_eq!(plain(Path::new(name)), Path::new(name));
+        }
+    }
 
     /// Every migration applies in order to an empty database.
     #[test]

@@ -420,6 +420,40 @@ fn a_database_url_is_never_taken_as_a_path() {
     assert!(!env.db().exists());
 }
 
+/// A `--db` or `CACHEWARDEN_DB` that SQLite would read as a URI (`file:`, any case) is refused
+/// (exit 2) naming it, before anything is recorded into memory or into a path other than the
+/// one it looks like.
+#[test]
+fn an_sqlite_uri_is_refused_as_a_store() {
+    let env = Env::new();
+    let line = env.write(
+        "in.jsonl",
+        r#"{"type":"run","v":1,"pipeline":"p","run":"1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T01:00:00Z"}
+"#,
+    );
+    for db in [
+        "file:m.db?mode=memory",
+        "FILE:sub/f.db",
+        "file:/tmp/cw-never.db",
+    ] {
+        let out = output(&env, env.cmd().args(["--db", db, "import"]).arg(&line));
+        assert_eq!(
+            out,
+            format!(
+                "exit: 2\n--- stdout\n--- stderr\nerror: `{db}` is an SQLite URI, which --db does not \
+                 take: give a file path (`./{db}` for a file whose name starts with `file:`)\n"
+            )
+        );
+        let out = output(
+            &env,
+            env.cmd().env("CACHEWARDEN_DB", db).args(["ls", "runs"]),
+        );
+        assert!(out.starts_with("exit: 2\n"), "{out}");
+    }
+    assert!(!std::path::Path::new("/tmp/cw-never.db").exists());
+    assert_eq!(std::fs::read_dir(env.path()).unwrap().count(), 1);
+}
+
 /// Eight processes recording into one fresh database at once lose nothing.
 #[test]
 fn concurrent_records_lose_nothing() {

@@ -59,16 +59,32 @@ pub enum LocationError {
     OtherScheme { scheme: String },
     #[error("`{scheme}://...` is not a valid PostgreSQL URL: {reason}")]
     InvalidUrl { scheme: String, reason: String },
+    /// SQLite would read the value as a URI (`file:x.db?mode=memory` records into memory),
+    /// not as the file it looks like.
+    #[error(
+        "`{value}` is an SQLite URI, which --db does not take: give a file path (`./{value}` \
+         for a file whose name starts with `file:`)"
+    )]
+    FileUri { value: String },
 }
 
 /// Reads a `--db` value: a PostgreSQL URL, a URL of another scheme (refused, naming only the
-/// scheme), or a file path. Environment defaults come from the process's environment.
+/// scheme), an SQLite `file:` URI (refused), or a file path. Environment defaults come from the
+/// process's environment.
 pub fn classify(value: &str) -> Result<Location, LocationError> {
     classify_with(value, &|name| std::env::var(name).ok())
 }
 
 /// [`classify`] with the environment given as a lookup.
 pub fn classify_with(value: &str, env: &Env<'_>) -> Result<Location, LocationError> {
+    if value
+        .get(..5)
+        .is_some_and(|head| head.eq_ignore_ascii_case("file:"))
+    {
+        return Err(LocationError::FileUri {
+            value: crate::report::escape::Term(value).to_string(),
+        });
+    }
     match url_scheme(value) {
         None => Ok(Location::File(PathBuf::from(value))),
         Some(scheme)
@@ -679,6 +695,32 @@ mod tests {
                 Location::File(file) => assert_eq!(file, PathBuf::from(path)),
                 other => panic!("{path}: {other:?}"),
             }
+        }
+    }
+
+    /// A value SQLite would read as a URI (`file:`, any case) is refused, naming it; a path
+    /// that only holds `file:` further on is a path.
+    #[test]
+    fn classify_refuses_sqlite_uris() {
+        for uri in [
+            "file:m.db?mode=memory",
+            "file:/x/f.db",
+            "FILE:store.db",
+            "File://localhost/x.db",
+            "file:",
+        ] {
+            let err = classify_with(uri, &env(&[])).unwrap_err();
+            assert!(matches!(err, LocationError::FileUri { .. }), "{uri}: {err}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("`{uri}` is an SQLite URI"))
+            );
+        }
+        for path in ["./file:x.db", "/srv/file:x.db", "files.db", "file"] {
+            assert!(
+                matches!(classify_with(path, &env(&[])), Ok(Location::File(_))),
+                "{path}"
+            );
         }
     }
 
