@@ -282,14 +282,22 @@ pub struct WrapArgs {
     pub command: Vec<String>,
 }
 
+/// The most lines `import --batch-size` takes: a batch is held in memory whole.
+pub const MAX_BATCH_SIZE: u64 = 1_000_000;
+
 #[derive(Debug, Args)]
 pub struct ImportArgs {
     /// The JSON Lines file (`-` for stdin); format in `schema/provenance-line.schema.json`,
     /// lines of at most 1 MiB.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
-    /// Lines per transaction.
-    #[arg(long, default_value_t = 50_000, value_name = "N")]
+    /// Lines per transaction, from 1 to 1,000,000.
+    #[arg(
+        long,
+        default_value_t = 50_000,
+        value_name = "N",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=MAX_BATCH_SIZE)
+    )]
     pub batch_size: usize,
     /// Record every run, and every pipeline's first ceiling, at most at this level, whatever
     /// the file says, and no builder's driver or endpoint: for an upload from a job whose code

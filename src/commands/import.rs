@@ -27,6 +27,9 @@ use crate::store::{BulkTarget, BulkWrite, ImportCache, ImportItem, StoreError};
 use crate::time::Micros;
 use crate::wire::provenance::parse_line;
 
+/// How many items a batch reserves room for up front; a larger batch grows as it fills.
+const PREALLOCATED: usize = 4096;
+
 pub fn import(
     args: &ImportArgs,
     db: &Path,
@@ -60,7 +63,7 @@ pub fn import(
     // Opened when the first batch is ready: input that is bad from its first batch on leaves
     // no store behind.
     let mut store: Option<BulkTarget> = None;
-    let batch_size = args.batch_size.max(1);
+    let batch_size = args.batch_size;
     let (mut lines, mut events) = (0usize, 0usize);
     let mut known = ImportCache::default();
     let mut commit = |batch: &[ImportItem], first_line: usize| -> Result<()> {
@@ -176,7 +179,9 @@ impl Batches<'_> {
         mut reader: Box<dyn BufRead + Send>,
         sender: &SyncSender<Result<(usize, Vec<ImportItem>)>>,
     ) {
-        let mut batch = Vec::with_capacity(self.batch_size);
+        // Grown as lines come: a large batch size is no reason to reserve it all up front.
+        let capacity = self.batch_size.min(PREALLOCATED);
+        let mut batch = Vec::with_capacity(capacity);
         let mut first_line = 1;
         let mut buf = Vec::new();
         let mut number = 0;
@@ -197,7 +202,7 @@ impl Batches<'_> {
             }
             batch.push(item);
             if batch.len() == self.batch_size {
-                let full = std::mem::replace(&mut batch, Vec::with_capacity(self.batch_size));
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(capacity));
                 if sender.send(Ok((first_line, full))).is_err() {
                     return;
                 }

@@ -154,3 +154,32 @@ fn a_killed_import_leaves_no_store_and_the_rerun_completes() {
     let export = |db: &PathBuf| ok(env.cmd().args(["--db", &db_arg(db), "export"]));
     assert_eq!(export(&db), export(&reference));
 }
+
+/// `--batch-size` outside 1..=1,000,000 is a usage error (exit 2) naming the value, never a
+/// panic or an allocation abort; the largest size imports as any other.
+#[test]
+fn a_batch_size_out_of_range_is_refused() {
+    let env = Env::new();
+    let fleet = generate_fleet(&env, (20, 2, 1, 3), Some(3));
+    for size in ["0", "1000001", "1000000000", "9223372036854775807"] {
+        let out = env
+            .cmd()
+            .args(["import", "--batch-size", size])
+            .arg(&fleet)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{size}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "error: invalid value '{size}' for '--batch-size <N>': {size} is not in 1..=1000000"
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(!env.db().exists());
+    ok(env
+        .cmd()
+        .args(["import", "--batch-size", "1000000"])
+        .arg(&fleet));
+}
