@@ -21,6 +21,26 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The [`GlobalArgs`] read from the environment that name a file, by argument id: one set but
+/// empty is as if unset (an undefined CI secret arrives empty), for every command, so that
+/// `wrap` still runs its build.
+const FILE_VARS: [(&str, &str); 2] = [("db", "CACHEWARDEN_DB"), ("config", "CACHEWARDEN_CONFIG")];
+
+impl Cli {
+    /// Parses the process's arguments and environment ([`FILE_VARS`]); on a usage error, prints
+    /// clap's message and exits 2.
+    pub fn parse_process() -> Self {
+        let mut command = <Self as clap::CommandFactory>::command();
+        for (id, var) in FILE_VARS {
+            if std::env::var_os(var).is_some_and(|value| value.is_empty()) {
+                command = command.mut_arg(id, |arg| arg.env(None));
+            }
+        }
+        let matches = command.get_matches();
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+    }
+}
+
 /// Options every command takes, shown under their own heading.
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Global options")]

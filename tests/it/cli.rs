@@ -454,6 +454,39 @@ fn an_sqlite_uri_is_refused_as_a_store() {
     assert_eq!(std::fs::read_dir(env.path()).unwrap().count(), 1);
 }
 
+/// An empty `CACHEWARDEN_DB` or `CACHEWARDEN_CONFIG` (an undefined CI secret) is as if unset:
+/// `record` records into the default store, and `wrap` runs its build; an empty `--db` given
+/// on the command line is still a usage error.
+#[test]
+fn empty_store_and_config_variables_are_unset() {
+    let env = Env::new();
+    let empty = |args: &[&str]| {
+        let mut cmd = env.cmd();
+        cmd.env("CACHEWARDEN_DB", "")
+            .env("CACHEWARDEN_CONFIG", "")
+            .args(args);
+        cmd
+    };
+    ok(&mut empty(&["record", "--pipeline", "p", "--run", "1"]));
+    let default = env.path().join("data/cachewarden/cachewarden.db");
+    assert!(default.exists());
+    let out = ok(&mut empty(&[
+        "wrap",
+        "--pipeline",
+        "p",
+        "--run",
+        "2",
+        "--",
+        "echo",
+        "built",
+    ]));
+    assert_eq!(out, "built\n");
+    let out = ok(&mut empty(&["ls", "runs", "--format", "json"]));
+    assert!(out.contains("\"run\": \"1\""), "{out}");
+    let out = output(&env, &mut empty(&["--db", "", "ls", "runs"]));
+    assert!(out.starts_with("exit: 2\n"), "{out}");
+}
+
 /// Eight processes recording into one fresh database at once lose nothing.
 #[test]
 fn concurrent_records_lose_nothing() {
