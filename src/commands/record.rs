@@ -163,10 +163,19 @@ pub fn build_record(
         .ok_or_else(|| {
             InputError::invalid("no run id: pass --run, or run inside a supported CI")
         })?;
-    if (run_id.is_empty() && !to_collector) || run_id.contains('/') {
+    if (run_id.trim().is_empty() && !(to_collector && run_id.is_empty())) || run_id.contains('/') {
         return Err(
             ParseError::new("--run", &run_id, "must be non-empty and contain no `/`").into(),
         );
+    }
+
+    // What `import` refuses as empty is not recorded either: `export` would write it.
+    for (flag, value) in [("--builder", &args.run.builder), ("--step", &args.run.step)] {
+        if let Some(value) = value
+            && value.trim().is_empty()
+        {
+            return Err(ParseError::new(flag, value, "must not be empty").into());
+        }
     }
 
     if let Some(level) = &args.run.trust_level

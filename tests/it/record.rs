@@ -120,3 +120,63 @@ fn overlapping_builds_are_flagged(engine: Engine) {
 }
 
 on_both_engines!(overlapping_builds_are_flagged);
+
+/// An empty or blank `--pipeline`, `--run`, `--builder` or `--step` is refused by `record`
+/// (exit 2, naming the flag) with nothing stored, as `import` refuses such a line; `wrap` still
+/// runs the build and passes on its status, warning that it was not recorded.
+#[test]
+fn empty_names_are_refused_and_never_fail_a_build() {
+    let env = Env::new();
+    for (flag, says) in [
+        ("--pipeline", "must not be empty"),
+        ("--run", "must be non-empty and contain no `/`"),
+        ("--builder", "must not be empty"),
+        ("--step", "must not be empty"),
+    ] {
+        for value in ["", " \t"] {
+            let mut cmd = env.cmd();
+            cmd.arg("record");
+            for (name, default) in [("--pipeline", "p"), ("--run", "1"), ("--builder", "b")] {
+                if name != flag {
+                    cmd.args([name, default]);
+                }
+            }
+            let out = output(&env, cmd.args([flag, value]));
+            let shown = value.replace('\t', "\\t");
+            let error = format!("error: invalid {flag} `{shown}`: {says}");
+            assert_eq!(
+                out.lines().take(4).collect::<Vec<_>>(),
+                ["exit: 2", "--- stdout", "--- stderr", error.as_str()],
+                "{out}"
+            );
+        }
+    }
+    assert!(!env.db().exists());
+    let bin = env.path().join("bin");
+    env.write("bin/docker", "#!/bin/sh\necho built\nexit 3\n");
+    std::fs::set_permissions(
+        bin.join("docker"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    for flag in ["--builder", "--step"] {
+        let out = env
+            .cmd()
+            .env("PATH", &path)
+            .args(["wrap", "--pipeline", "p", "--run", "2", flag, ""])
+            .args(["--", "docker", "build", "."])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "built\n");
+        assert!(
+            stderr.contains(&format!(
+                "the build will not be recorded: invalid {flag} ``: must not be empty"
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(!env.db().exists());
+}
