@@ -472,7 +472,8 @@ pub enum LsFormat {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Image or cache references (`REF@DIGEST`, a bare digest, or a tag to resolve).
+    /// Image or cache references (`REF@DIGEST`, a bare digest, or a tag to resolve). A value
+    /// starting `sha256:` or `sha512:` is a bare digest, refused when malformed.
     #[arg(required = true, value_name = "REF")]
     pub refs: Vec<String>,
     /// The pipeline asking, for its containment settings [default: from the CI environment]

@@ -23,6 +23,16 @@ impl Digest {
         }
     }
 
+    /// `value` as a digest when it starts with an algorithm's prefix (`sha256:`, `sha512:`, in
+    /// any case) and holds no `/`: a bare `sha256:...` is a digest, malformed or not, never a
+    /// Docker Hub repository `sha256` with a tag. `None` for anything else.
+    pub fn parse_bare(value: &str, what: &str) -> Option<Result<Self, ParseError>> {
+        let (algorithm, _) = value.split_once(':')?;
+        let prefixed =
+            algorithm.eq_ignore_ascii_case("sha256") || algorithm.eq_ignore_ascii_case("sha512");
+        (prefixed && !value.contains('/')).then(|| Self::parse(value, what))
+    }
+
     /// Whether `value` is a digest [`Digest::parse`] accepts, without making one.
     pub fn is_valid(value: &str) -> bool {
         Self::problem(value).is_none()
@@ -1069,6 +1079,29 @@ mod tests {
         assert!(Digest::parse("sha256:abc", "d").is_err());
         assert!(Digest::parse(&format!("md5:{}", "a".repeat(32)), "d").is_err());
         assert!(Digest::parse(&format!("sha256:{}", "A".repeat(64)), "d").is_err());
+    }
+
+    /// A value with an algorithm's prefix is read as a digest, and refused when malformed,
+    /// rather than as a Docker Hub repository with a tag; other values are not digests.
+    #[test]
+    fn bare_digests_are_digests_however_malformed() {
+        let good = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            Digest::parse_bare(&good, "REF").unwrap().unwrap().as_str(),
+            good
+        );
+        for bad in [
+            "sha256:abc".to_owned(),
+            format!("sha256:{}", "A".repeat(64)),
+            format!("SHA256:{}", "a".repeat(64)),
+            "sha512:".to_owned(),
+        ] {
+            let err = Digest::parse_bare(&bad, "REF").unwrap().unwrap_err();
+            assert_eq!(err.what, "REF", "{bad}");
+        }
+        for other in ["nginx:1.25", "sha256", "registry/sha256:abc", "alpine"] {
+            assert!(Digest::parse_bare(other, "REF").is_none(), "{other}");
+        }
     }
 
     #[test]

@@ -37,9 +37,10 @@ pub async fn check(
     // Bad input first, before any IO.
     let mut given: Vec<(String, Given)> = Vec::new();
     for value in &args.refs {
-        let parsed = match Digest::parse(value, "REF") {
-            Ok(digest) => Given::Digest(digest),
-            Err(_) => Given::Reference(ImageRef::parse(value, "REF")?),
+        // `sha256:...` is a digest, refused when malformed: never a Docker Hub tag to resolve.
+        let parsed = match Digest::parse_bare(value, "REF") {
+            Some(digest) => Given::Digest(digest?),
+            None => Given::Reference(ImageRef::parse(value, "REF")?),
         };
         given.push((value.clone(), parsed));
     }

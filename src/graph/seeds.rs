@@ -332,16 +332,9 @@ fn parse_pipeline(name: &str, window: Window) -> Result<PipelineSeed, ParseError
     })
 }
 
-/// A bare `sha256:...` is a digest, not a repository `sha256` with a tag.
-fn bare_digest(value: &str, what: &str) -> Option<Result<Digest, ParseError>> {
-    let (algorithm, _) = value.split_once(':')?;
-    (matches!(algorithm, "sha256" | "sha512") && !value.contains('/'))
-        .then(|| Digest::parse(value, what))
-}
-
 fn parse_cache_ref(value: &str, window: Window) -> Result<CacheRefSeed, ParseError> {
     const WHAT: &str = "--cache-ref";
-    if let Some(digest) = bare_digest(value, WHAT) {
+    if let Some(digest) = Digest::parse_bare(value, WHAT) {
         return Ok(CacheRefSeed::Digest(DigestSeed {
             locator: None,
             digest: digest?,
@@ -368,7 +361,7 @@ fn parse_cache_ref(value: &str, window: Window) -> Result<CacheRefSeed, ParseErr
 
 fn parse_image(value: &str) -> Result<DigestSeed, ParseError> {
     const WHAT: &str = "--image";
-    if let Some(digest) = bare_digest(value, WHAT) {
+    if let Some(digest) = Digest::parse_bare(value, WHAT) {
         return Ok(DigestSeed {
             locator: None,
             digest: digest?,

@@ -487,6 +487,33 @@ fn empty_store_and_config_variables_are_unset() {
     assert!(out.starts_with("exit: 2\n"), "{out}");
 }
 
+/// `check` reads an argument with a digest algorithm's prefix as a digest: a malformed one, or
+/// one in upper case, is bad input (exit 2) before any store or registry is read, never a
+/// Docker Hub tag to resolve over the network.
+#[test]
+fn check_refuses_a_malformed_bare_digest() {
+    let env = Env::new();
+    let upper = format!("sha256:{}", "A".repeat(64));
+    for (value, says) in [
+        (
+            "sha256:abc",
+            "expected 64 lowercase hex digits after `sha256:`",
+        ),
+        (
+            upper.as_str(),
+            "expected 64 lowercase hex digits after `sha256:`",
+        ),
+        ("SHA512:00", "unsupported digest algorithm `SHA512`"),
+    ] {
+        let out = output(&env, env.cmd().args(["check", value]));
+        assert_eq!(
+            out,
+            format!("exit: 2\n--- stdout\n--- stderr\nerror: invalid REF `{value}`: {says}\n")
+        );
+    }
+    assert!(!env.db().exists());
+}
+
 /// Eight processes recording into one fresh database at once lose nothing.
 #[test]
 fn concurrent_records_lose_nothing() {
