@@ -269,7 +269,8 @@ fn earliest(
             .filter(|&&r| r != run.id && info(h, r).builder == Some(builder))
             .map(|&r| {
                 let writer = info(h, r);
-                (writer.started_at, writer.finished_at, writer.time_suspect)
+                let done = writer.finished_at.max(writer.started_at);
+                (writer.started_at, done, writer.time_suspect)
             });
         times.extend(
             seeded
@@ -327,7 +328,9 @@ fn writes_to<'a>(
         .filter(move |(r, e)| *r != reader && tainted.contains(r) && pick(*e))
         .map(move |&(r, e)| {
             let writer = info(h, r);
-            (h.at(r, e), writer.finished_at, writer.time_suspect)
+            let at = h.at(r, e);
+            // A write dated after its run's finish went on until then.
+            (at, writer.finished_at.max(at), writer.time_suspect)
         })
 }
 

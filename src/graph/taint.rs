@@ -8,10 +8,10 @@
 //! those whose writers finished in the same purge segment (the writer of that write, which its
 //! own query leaves out, is offered the earliest write by another run instead). A purge clears
 //! a write only when its writer had finished: a tainted run still running at a purge of a
-//! mount it wrote (or a prune of the builder it ran on) goes on writing after it. Times only decrease and come from a finite
-//! set, so cycles terminate. Ties are broken by names and kinds of evidence, never by the
-//! order evidence was found in, so a trace answered by indexed queries and one answered from
-//! the loaded graph are the same.
+//! mount it wrote (or a prune of the builder it ran on) goes on writing after it. Times only
+//! decrease and come from a finite set, so cycles terminate. Ties are broken by names and
+//! kinds of evidence, never by the order evidence was found in, so a trace answered by
+//! indexed queries and one answered from the loaded graph are the same.
 //!
 //! Every expansion is one [`Source`] lookup; nothing scans the whole store.
 
@@ -380,6 +380,8 @@ impl<'s, S: Source> Tracer<'s, S> {
     }
 
     fn seed(&mut self, seeds: &Seeds) -> Result<(), TraceError<S::Error>> {
+        // Tag-only artifacts a seed without a window selected: no other seed floors them.
+        let mut unfloored: HashSet<NodeIndex> = HashSet::default();
         for pipeline in &seeds.pipelines {
             let runs = self
                 .source
@@ -427,6 +429,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                     // An artifact recorded by tag only stands for whatever the tag held: it is
                     // suspect from `since` on, and so are only the runs that read it then.
                     let floor = window.since.filter(|_| !self.ignore_time);
+                    // Seeded by several windows, it keeps the earliest; by one without, none.
                     for info in artifacts {
                         match floor {
                             Some(since) if info.digest.is_empty() => {
@@ -435,10 +438,20 @@ impl<'s, S: Source> Tracer<'s, S> {
                                     ArtifactInfo { first_seen, ..info },
                                     Kind::CacheRef,
                                 );
-                                self.reader_floors.insert(node, since);
+                                if !unfloored.contains(&node) {
+                                    self.reader_floors
+                                        .entry(node)
+                                        .and_modify(|at| *at = (*at).min(since))
+                                        .or_insert(since);
+                                }
                             }
                             _ => {
-                                self.seed_artifact(info, Kind::CacheRef);
+                                let tag_only = info.digest.is_empty();
+                                let node = self.seed_artifact(info, Kind::CacheRef);
+                                if tag_only {
+                                    unfloored.insert(node);
+                                    self.reader_floors.remove(&node);
+                                }
                             }
                         }
                     }

@@ -1380,6 +1380,73 @@ fn tag_seed_selects_a_tag_seen_across_its_window() {
     assert_eq!(times(&trace), oracle::times(&h, &resolved, false));
 }
 
+/// Two tag seeds on one tag-only artifact: the earlier window decides, whichever comes first,
+/// and a seed without a window taints every reader.
+#[test]
+fn two_tag_seeds_on_one_artifact_keep_the_earlier_window() {
+    let mut h = History::new();
+    let tag_only = h.artifact(Backend::Registry, "reg.io/app", "", "");
+    h.tag(tag_only, "cache");
+    h.tag(tag_only, "main");
+    let early = h.run("early", "1", t(0), t(10));
+    h.imports(early, tag_only);
+    let middle = h.run("middle", "1", t(30), t(35));
+    h.imports(middle, tag_only);
+    let late = h.run("late", "1", t(60), t(70));
+    h.imports(late, tag_only);
+    let window = |since: i64| Window {
+        since: Some(t(since)),
+        until: None,
+    };
+    let unbounded = Window {
+        since: None,
+        until: None,
+    };
+    for (windows, expected) in [
+        (
+            [("cache", window(50)), ("main", window(20))],
+            &["run:late/1/build", "run:middle/1/build"][..],
+        ),
+        (
+            [("cache", window(20)), ("main", window(50))],
+            &["run:late/1/build", "run:middle/1/build"][..],
+        ),
+        (
+            [("cache", unbounded), ("main", window(50))],
+            &[
+                "run:early/1/build",
+                "run:late/1/build",
+                "run:middle/1/build",
+            ][..],
+        ),
+        (
+            [("cache", window(50)), ("main", unbounded)],
+            &[
+                "run:early/1/build",
+                "run:late/1/build",
+                "run:middle/1/build",
+            ][..],
+        ),
+    ] {
+        let mut seeds = Seeds::default();
+        let mut resolved = OracleSeeds::default();
+        for (tag, window) in windows {
+            seeds.cache_refs.push(CacheRefSeed::Tag {
+                locator: "reg.io/app".into(),
+                tag: tag.into(),
+                window,
+            });
+            resolved
+                .tags
+                .push(("reg.io/app".into(), tag.into(), window));
+        }
+        let trace = traced(&mut h.clone(), &seeds);
+        assert_eq!(names(&trace, Kind::Run), set(expected), "{windows:?}");
+        assert_eq!(everything(&trace), oracle::closure(&h, &resolved, false));
+        assert_eq!(times(&trace), oracle::times(&h, &resolved, false));
+    }
+}
+
 /// One random history: runs on two builders (or none), a few mounts, artifacts over three
 /// digests and one without, builder records, purges and prunes; each run reads and writes a random subset.
 /// Returned with the seeds both as flags would give them and resolved to ids.
