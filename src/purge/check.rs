@@ -81,7 +81,12 @@ pub async fn dry_run(
         .map(|row| &row.action.target)
         .collect();
     spared.extend(manifest::tagged_keepers(store, incident, &remotes, &targets).await?);
-    let remotes = Arc::new(remotes.sparing(Spare::Digests(spared)));
+    let tainted = store
+        .incident_digests(incident)?
+        .into_iter()
+        .map(|(digest, _)| digest)
+        .collect();
+    let remotes = Arc::new(remotes.sparing(Spare::Digests { spared, tainted }));
     let back = back_again(store, incident, rows, config, concurrency).await?;
     let jobs = rows
         .iter()
@@ -112,7 +117,9 @@ pub async fn dry_run(
         .iter()
         .map(|row| {
             if back.contains(&row.id) {
-                Status::Ready("done earlier, but back in the registry: deleted again".to_owned())
+                Status::Ready(
+                    "done earlier, but back in the registry: will be deleted again".to_owned(),
+                )
             } else if row.state == ActionState::Done {
                 Status::DoneEarlier
             } else if row.action.kind == ActionKind::FollowUp {
@@ -162,7 +169,12 @@ pub async fn back_again(
     let remotes = Remotes::new(config, facts);
     let targets: Vec<&Target> = done.iter().map(|row| &row.action.target).collect();
     spared.extend(manifest::tagged_keepers(store, incident, &remotes, &targets).await?);
-    let remotes = Arc::new(remotes.sparing(Spare::Digests(spared)));
+    let tainted = store
+        .incident_digests(incident)?
+        .into_iter()
+        .map(|(digest, _)| digest)
+        .collect();
+    let remotes = Arc::new(remotes.sparing(Spare::Digests { spared, tainted }));
     let jobs = done
         .into_iter()
         .map(|row| {

@@ -33,8 +33,12 @@ pub enum Spare {
         store: Arc<Mutex<Store>>,
         incident: i64,
     },
-    /// Known before the command acts (verification: the children are recorded facts).
-    Digests(HashSet<String>),
+    /// Known before the command acts (verification: the children are recorded facts), with
+    /// the digests the incident holds tainted.
+    Digests {
+        spared: HashSet<String>,
+        tainted: HashSet<String>,
+    },
 }
 
 /// What the jobs of one purge command share.
@@ -243,18 +247,21 @@ impl Remotes {
             .collect();
         let candidates: Vec<String> = listing.iter().map(|(digest, _)| digest.clone()).collect();
         let keepers = self.spared(&candidates)?;
-        Ok(listing
+        let kept: Vec<String> = listing
             .iter()
             .filter(|(digest, _)| keepers.contains(digest))
             .flat_map(|(_, listed)| listed.iter().filter(|c| children.contains(c)).cloned())
-            .collect())
+            .collect();
+        // A child the incident holds tainted goes, whatever lists it.
+        let tainted = self.held_tainted(&kept)?;
+        Ok(kept.into_iter().filter(|c| !tainted.contains(c)).collect())
     }
 
     /// Of an index's `children`, those to leave in place (see [`Spare`]).
     pub fn spared(&self, children: &[String]) -> Result<HashSet<String>, RemoteError> {
         match &self.spare {
             Spare::Nothing => Ok(HashSet::new()),
-            Spare::Digests(set) => Ok(children
+            Spare::Digests { spared: set, .. } => Ok(children
                 .iter()
                 .filter(|c| set.contains(*c))
                 .cloned()
@@ -265,6 +272,25 @@ impl Remotes {
                 .recorded_untainted(*incident, children)
                 .map_err(|e| {
                     RemoteError::local(format!("cannot ask the store which children to spare: {e}"))
+                }),
+        }
+    }
+
+    /// Of `digests`, those the incident holds tainted: never kept for an index that lists them.
+    fn held_tainted(&self, digests: &[String]) -> Result<HashSet<String>, RemoteError> {
+        match &self.spare {
+            Spare::Nothing => Ok(HashSet::new()),
+            Spare::Digests { tainted, .. } => Ok(digests
+                .iter()
+                .filter(|d| tainted.contains(*d))
+                .cloned()
+                .collect()),
+            Spare::Store { store, incident } => store
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .held_tainted(*incident, digests)
+                .map_err(|e| {
+                    RemoteError::local(format!("cannot ask the store what the incident holds: {e}"))
                 }),
         }
     }

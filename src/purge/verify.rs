@@ -126,6 +126,8 @@ pub struct Inputs<'a> {
     pub spared: &'a HashSet<String>,
     /// The indexes under a tag in the repositories where one may keep children.
     pub tagged: &'a TaggedScans,
+    /// The digests the incident holds tainted: no index keeps them.
+    pub tainted_digests: &'a HashSet<String>,
     pub purges: &'a PurgeTimes,
     /// The latest start of a run the re-run trace holds tainted, by builder: a purge before it
     /// does not clean what that run may have written.
@@ -181,7 +183,10 @@ pub async fn check(rows: &[ActionRow], inputs: &Inputs<'_>) -> Vec<Checked> {
     let concurrency = inputs.config.purge.concurrency.max(1);
     let remotes = Arc::new(
         Remotes::new(inputs.config, inputs.facts.clone())
-            .sparing(Spare::Digests(inputs.spared.clone()))
+            .sparing(Spare::Digests {
+                spared: inputs.spared.clone(),
+                tainted: inputs.tainted_digests.clone(),
+            })
             .with_tagged(inputs.tagged.clone()),
     );
     let shared = Arc::new(VerifyInputs {
@@ -289,6 +294,11 @@ pub async fn verify_journal(
         .flat_map(|f| f.children.iter().map(|c| c.as_str().to_owned()))
         .collect();
     let mut spared = store.recorded_untainted(id, &children)?;
+    let tainted_digests: HashSet<String> = store
+        .incident_digests(id)?
+        .into_iter()
+        .map(|(digest, _)| digest)
+        .collect();
     let tagged = {
         let remotes = Remotes::new(config, facts.clone());
         let targets: Vec<&Target> = rows.iter().map(|row| &row.action.target).collect();
@@ -303,6 +313,7 @@ pub async fn verify_journal(
         facts: &facts,
         spared: &spared,
         tagged: &tagged,
+        tainted_digests: &tainted_digests,
         purges: &purges,
         tainted_runs: &tainted_runs,
     };
@@ -421,6 +432,7 @@ mod tests {
             facts: &HashMap::new(),
             spared: &HashSet::new(),
             tagged: &TaggedScans::new(),
+            tainted_digests: &HashSet::new(),
             purges: &PurgeTimes::new(),
             tainted_runs: &BTreeMap::new(),
         };

@@ -118,16 +118,16 @@ impl Store {
             "%/{}",
             repository
                 .to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
+                .replace('!', "!!")
+                .replace('%', "!%")
+                .replace('_', "!_")
         );
         let mut stmt = self
             .conn
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM artifacts a
                                 WHERE a.backend = 'registry' AND a.digest <> ''
-                                  AND lower(a.locator) LIKE ?1 ESCAPE '\\'
+                                  AND lower(a.locator) LIKE ?1 ESCAPE '!'
                                   AND EXISTS (SELECT 1 FROM events e
                                               WHERE e.kind IN ('imported', 'exported', 'produced', 'used_base')
                                                 AND e.target = a.id)
@@ -137,6 +137,30 @@ impl Store {
             .map_err(|e| sql_error(&self.path, e))?;
         stmt.query_row(params![pattern, incident], |row| row.get(0))
             .map_err(|e| sql_error(&self.path, e))
+    }
+
+    /// Of `digests`, those incident `incident` holds tainted.
+    pub fn held_tainted(
+        &self,
+        incident: i64,
+        digests: &[String],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM incident_digests WHERE incident_id = ?1 AND digest = ?2)",
+            )
+            .map_err(|e| sql_error(&self.path, e))?;
+        let mut out = std::collections::HashSet::new();
+        for digest in digests {
+            let held: bool = stmt
+                .query_row(params![incident, digest], |row| row.get(0))
+                .map_err(|e| sql_error(&self.path, e))?;
+            if held {
+                out.insert(digest.clone());
+            }
+        }
+        Ok(out)
     }
 
     /// Of `digests`, those some recorded run names (an artifact with an event) and incident

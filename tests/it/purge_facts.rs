@@ -445,3 +445,41 @@ fn check_sees_a_tainted_manifest_inside_an_index() {
         "{json}"
     );
 }
+
+/// A manifest the incident holds tainted goes whatever lists it: a release index that lists
+/// the attacker's own image (recorded as exported to another repository; a release job
+/// wrapped it) keeps nothing of it.
+#[test]
+fn a_tainted_manifest_a_release_index_lists_still_goes() {
+    let Some((registry, env)) = crate::common::registry_env() else {
+        return;
+    };
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let elsewhere = pusher.image("team/other", None, "planted", false);
+    let planted = pusher.image("team/app", None, "planted", false);
+    assert_eq!(planted.digest, elsewhere.digest);
+    let arm = pusher.image("team/app", None, "arm64", false);
+    let release = pusher.index("team/app", Some("1.0"), &[planted.clone(), arm.clone()]);
+    let index = pusher.index("team/app", Some("cache"), std::slice::from_ref(&planted));
+    History::new()
+        .run(Run::new("evil", 1).exported([
+            format!("{host}/team/app:cache@{}", index.digest),
+            format!("{host}/team/other@{}", planted.digest),
+        ]))
+        .run(Run::new("release", 1).produced([format!("{host}/team/app:1.0@{}", release.digest)]))
+        .import(&env);
+    let config = config(&host).write(&env);
+    env.open_incident(&config, "evil");
+    let run = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
+    assert!(run.starts_with("exit: 0\n"), "{run}");
+    assert!(!manifest_exists(&registry, "team/app", &index.digest));
+    assert!(!manifest_exists(&registry, "team/other", &planted.digest));
+    assert!(!manifest_exists(&registry, "team/app", &planted.digest));
+    assert!(manifest_exists(&registry, "team/app", &arm.digest));
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(verify.starts_with("exit: 0\n"), "{verify}");
+}
