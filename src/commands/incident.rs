@@ -344,7 +344,7 @@ async fn purge_locked(
     if !back.is_empty() {
         store.reopen_actions(&back, "back in the registry")?;
         printer.warn(format!(
-            "{} deleted earlier {} back in the registry: deleted again",
+            "{} deleted earlier {} back in the registry: to be deleted again",
             count(back.len(), "manifest", "manifests"),
             if back.len() == 1 { "is" } else { "are" },
         ));

@@ -194,9 +194,9 @@ async fn wrap_build(
         },
         None => None,
     };
-    if planned.is_some() && build.dockerfile().is_none() {
+    if planned.is_some() && !reads_dockerfile(&build) {
         printer.warn(
-            "the Dockerfile is not a file here (standard input or a remote context): its base images are not recorded",
+            "the Dockerfile is not a file here (standard input, a remote context, or a file that is not there): its base images are not recorded",
         );
     }
     let mut import_tags: Vec<(ImageRef, Option<Digest>)> = Vec::new();
@@ -547,10 +547,11 @@ fn fit_limits(record: &mut crate::model::RunRecord, printer: Printer) -> bool {
     }
 }
 
-/// Containment for a build that could not be planned, whose inputs are therefore unknown: while
-/// an open incident holds anything tainted, it cannot be told apart from a tainted build, so
-/// `[containment] on_unavailable` decides, as for a store that cannot be read. `--allow-tainted`
-/// builds anyway. No store, or no open incident holding digests, builds as before.
+/// Whether the build's Dockerfile is a file here, which the record reads its base images from.
+fn reads_dockerfile(build: &BuildCommand) -> bool {
+    build.dockerfile().is_some_and(|path| path.exists())
+}
+
 /// What of a planned build's inputs nobody can check: each registry input left without a
 /// digest (but those its registry has nothing under: `absent`), and a Dockerfile no file
 /// holds (read from standard input, or from a remote context), whose base images are unknown.
@@ -575,9 +576,9 @@ fn unchecked_inputs(
             )
         })
         .collect();
-    if build.dockerfile().is_none() {
+    if !reads_dockerfile(build) {
         unchecked.push(
-            "its Dockerfile is not a file here (standard input or a remote context), so its base images are unknown"
+            "its Dockerfile is not a file here (standard input, a remote context, or a file that is not there), so its base images are unknown"
                 .to_owned(),
         );
     }
@@ -615,9 +616,11 @@ fn contained_by_tag(
     hits
 }
 
-/// A build some of whose inputs nobody can check (`why`): while an open incident holds
-/// anything tainted, `[containment] on_unavailable` decides whether it runs (`--allow-tainted`
-/// runs it); with none open, or no store yet, it runs.
+/// Containment for a build some of whose inputs nobody can check (`what`: it could not be
+/// planned, an input could not be pinned, ...): while an open incident holds anything tainted,
+/// it cannot be told apart from a tainted build, so `[containment] on_unavailable` decides, as
+/// for a store that cannot be read. `--allow-tainted` builds anyway. No store, or no open
+/// incident holding digests, builds as before.
 fn unknown_inputs(
     args: &WrapArgs,
     db: &Path,

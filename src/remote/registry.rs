@@ -1392,16 +1392,16 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
         })
 }
 
-/// The distribution error codes and messages of an error body.
 /// The error codes of the distribution spec that say there is nothing by a name or digest.
 const NOT_FOUND_CODES: &[&str] = &["MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"];
 
 /// Whether a response carries `Docker-Distribution-API-Version`, which a registry sets on
 /// every answer and a proxy's own pages do not.
-fn has_api_version(headers: &reqwest::header::HeaderMap) -> bool {
+fn has_api_version(headers: &HeaderMap) -> bool {
     headers.contains_key("docker-distribution-api-version")
 }
 
+/// The distribution error codes and messages of an error body.
 fn error_codes(body: &[u8]) -> Vec<(String, String)> {
     #[derive(Deserialize)]
     struct Errors {

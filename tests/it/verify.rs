@@ -264,12 +264,12 @@ fn a_target_pushed_back_after_the_purge_is_present() {
     // The dry run and the rerun see it back, and delete it again.
     let dry = output(&env, env.cmd_with(&config).args(["incident", "purge", "1"]));
     assert!(
-        line_of(&dry, &h.inside.digest).contains("back in the registry: deleted again"),
+        line_of(&dry, &h.inside.digest).contains("back in the registry: will be deleted again"),
         "{dry}"
     );
     let run = output(&env, &mut env.execute(&config, "1", &[]));
     assert!(
-        run.contains("1 manifest deleted earlier is back in the registry: deleted again"),
+        run.contains("1 manifest deleted earlier is back in the registry: to be deleted again"),
         "{run}"
     );
     assert!(!manifest_exists(&registry, "team/app", &h.inside.digest));
