@@ -141,6 +141,30 @@ impl RemoteError {
 #[error("{0}")]
 pub struct RefusedError(pub String);
 
+/// The command `wrap` runs could not be started: it exits as a shell would, 127 when the
+/// program is not found, 126 when it cannot be run.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot run `{program}`: {reason}")]
+pub struct SpawnError {
+    pub program: String,
+    pub reason: String,
+    pub status: u8,
+}
+
+impl SpawnError {
+    pub fn new(program: &str, err: &std::io::Error) -> Self {
+        Self {
+            program: program.to_owned(),
+            reason: err.to_string(),
+            status: if err.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            },
+        }
+    }
+}
+
 /// Picks the exit status for an error by the most specific typed error in its chain.
 pub fn exit_status_of(err: &anyhow::Error) -> ExitStatus {
     for cause in err.chain() {
@@ -159,6 +183,9 @@ pub fn exit_status_of(err: &anyhow::Error) -> ExitStatus {
         }
         if cause.is::<RefusedError>() {
             return ExitStatus::Refused;
+        }
+        if let Some(spawn) = cause.downcast_ref::<SpawnError>() {
+            return ExitStatus::from_child(spawn.status);
         }
     }
     ExitStatus::Internal

@@ -20,7 +20,7 @@ use crate::commands::record::{
 };
 use crate::commands::{open_existing_store, open_store};
 use crate::config::{Config, OnUnavailable};
-use crate::error::{InputError, RefusedError, RemoteError, RemoteKind};
+use crate::error::{InputError, RefusedError, RemoteError, RemoteKind, SpawnError};
 use crate::ingest::builder::DEFAULT_BUILDX_BUILDER;
 use crate::ingest::command::{self, BuildCommand, Wrapped};
 use crate::ingest::{builder as builder_name, cache_flag, ci, metadata, progress};
@@ -79,7 +79,7 @@ fn spawn(argv: &[String]) -> Result<tokio::process::Child> {
     tokio::process::Command::new(program)
         .args(rest)
         .spawn()
-        .map_err(|err| InputError::invalid(format!("cannot run `{program}`: {err}")).into())
+        .map_err(|err| SpawnError::new(program, &err).into())
 }
 
 /// A scratch directory for the files `wrap` asks the build to write.
@@ -486,7 +486,7 @@ async fn run_reading_stderr(
         .args(rest)
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|err| InputError::invalid(format!("cannot run `{program}`: {err}")))?;
+        .map_err(|err| SpawnError::new(program, &err))?;
     let mut kept = Vec::new();
     if let Some(mut stderr) = child.stderr.take() {
         let mut out = tokio::io::stderr();
@@ -1074,7 +1074,7 @@ async fn wrap_push(
         .args(rest)
         .stdout(Stdio::piped())
         .spawn()
-        .map_err(|err| InputError::invalid(format!("cannot run `{program}`: {err}")))?;
+        .map_err(|err| SpawnError::new(program, &err))?;
     let mut output = String::new();
     if let Some(stdout) = child.stdout.take() {
         let mut lines = BufReader::new(stdout).lines();

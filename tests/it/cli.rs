@@ -893,3 +893,36 @@ fn import_trust_level_caps_what_an_upload_claims() {
     assert!(out.contains("`trusted`"), "{out}");
     assert!(!env.db().exists());
 }
+
+/// A command `wrap` cannot start exits as a shell would: 127 when it is not found, 126 when it
+/// cannot be run; one line names it.
+#[test]
+fn wrap_exits_as_a_shell_when_its_command_cannot_start() {
+    let env = Env::new();
+    let not_executable = env.write("bin/docker", "#!/bin/sh\n");
+    for (program, status) in [
+        (env.path().join("bin/missing"), "127"),
+        (not_executable, "126"),
+    ] {
+        let out = output(
+            &env,
+            env.cmd()
+                .args([
+                    "wrap",
+                    "--pipeline",
+                    "p",
+                    "--run",
+                    "1",
+                    "--builder",
+                    "b",
+                    "--",
+                ])
+                .arg(&program)
+                .args(["build", "."]),
+        );
+        assert!(out.starts_with(&format!("exit: {status}\n")), "{out}");
+        let errors: Vec<&str> = out.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{out}");
+        assert!(errors[0].contains("cannot run"), "{out}");
+    }
+}
