@@ -87,6 +87,9 @@ pub struct RepoFacts {
     pub history: BTreeMap<String, Vec<Seen>>,
     /// When earlier audits first saw each digest in the repository.
     pub digest_first_seen: BTreeMap<String, Micros>,
+    /// Of the digests the registry shows, those open incidents hold tainted, with the
+    /// incidents.
+    pub tainted: BTreeMap<String, Vec<i64>>,
 }
 
 /// Settings of one comparison.
@@ -238,9 +241,47 @@ pub fn compare(
             .insert("kind".into(), kind_str(tags[0].kind).into());
         findings.push(f);
     }
+    findings.extend(held_tainted(facts, observed, options.now));
     findings.extend(trust_breaches(facts, rank));
     findings.sort_by_cached_key(|f| (f.code, f.reference(), f.fingerprint()));
     findings
+}
+
+/// Tags that point at a digest open incidents hold tainted: one finding a digest, naming its
+/// tags and the incidents. No grace period: what an incident holds is known to be bad.
+fn held_tainted(facts: &RepoFacts, observed: &[Observed], now: Micros) -> Vec<Finding> {
+    let mut by_digest: BTreeMap<&str, Vec<&Observed>> = BTreeMap::new();
+    for o in observed {
+        if facts.tainted.contains_key(&o.digest) {
+            by_digest.entry(&o.digest).or_default().push(o);
+        }
+    }
+    by_digest
+        .into_iter()
+        .map(|(digest, tags)| {
+            let names: Vec<&str> = tags.iter().map(|o| o.tag.as_str()).collect();
+            let incidents: Vec<String> = facts.tainted[digest].iter().map(i64::to_string).collect();
+            let first_seen = facts.digest_first_seen.get(digest).copied().unwrap_or(now);
+            let mut detail = BTreeMap::new();
+            detail.insert("tags".into(), names.join(","));
+            detail.insert("incidents".into(), incidents.join(","));
+            detail.insert("kind".into(), kind_str(tags[0].kind).into());
+            Finding {
+                code: Code::HeldTainted,
+                registry: facts.registry.clone(),
+                repository: facts.repository.clone(),
+                tag: names.first().map(|t| (*t).to_owned()),
+                digest: Some(digest.to_owned()),
+                first_seen,
+                message: format!(
+                    "`{}` points at {digest}, which open incident {} holds tainted",
+                    names.join("`, `"),
+                    incidents.join(", ")
+                ),
+                detail,
+            }
+        })
+        .collect()
 }
 
 /// (digest, tag when there is no digest, exporter, importer).
@@ -387,6 +428,28 @@ mod tests {
     }
 
     /// Recorded exports and images raise nothing.
+    #[test]
+    fn a_tag_at_a_tainted_digest_is_reported_with_its_incidents() {
+        let mut f = facts();
+        f.tainted.insert(digest('x'), vec![2, 5]);
+        let observed = [cache("main", 'x'), cache("copy", 'x'), cache("other", 'y')];
+        let found = compare(&f, &observed, CompareOptions { now: 10, grace: 0 }, &|_| {
+            None
+        });
+        let held: Vec<&Finding> = found
+            .iter()
+            .filter(|f| f.code == Code::HeldTainted)
+            .collect();
+        assert_eq!(held.len(), 1, "{found:?}");
+        assert_eq!(held[0].digest.as_deref(), Some(digest('x').as_str()));
+        assert_eq!(held[0].detail["incidents"], "2,5");
+        assert!(
+            held[0].message.contains("open incident 2, 5"),
+            "{}",
+            held[0].message
+        );
+    }
+
     #[test]
     fn recorded_exports_and_images_are_quiet() {
         let mut f = facts();

@@ -30,6 +30,7 @@ pub enum Code {
     TrustBreach,
     TagMovedUnrecorded,
     UnverifiableCachePush,
+    HeldTainted,
     UnrecordedBuild,
     CrossTrustHit,
     UnknownRecordHit,
@@ -40,11 +41,12 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Code; 11] = [
+    pub const ALL: [Code; 12] = [
         Self::UnrecordedCachePush,
         Self::TrustBreach,
         Self::TagMovedUnrecorded,
         Self::UnverifiableCachePush,
+        Self::HeldTainted,
         Self::UnrecordedBuild,
         Self::CrossTrustHit,
         Self::UnknownRecordHit,
@@ -55,11 +57,12 @@ impl Code {
     ];
 
     /// The rules of `audit registry`.
-    pub const REGISTRY: [Code; 4] = [
+    pub const REGISTRY: [Code; 5] = [
         Self::UnrecordedCachePush,
         Self::TrustBreach,
         Self::TagMovedUnrecorded,
         Self::UnverifiableCachePush,
+        Self::HeldTainted,
     ];
 
     /// The rules of `audit mounts`.
@@ -95,6 +98,7 @@ impl Code {
             Self::TrustBreach => "CW002",
             Self::TagMovedUnrecorded => "CW003",
             Self::UnverifiableCachePush => "CW004",
+            Self::HeldTainted => "CW009",
             Self::UnrecordedBuild => "CW005",
             Self::CrossTrustHit => "CW006",
             Self::UnknownRecordHit => "CW007",
@@ -111,6 +115,7 @@ impl Code {
             Self::TrustBreach => "trust-breach",
             Self::TagMovedUnrecorded => "tag-moved-unrecorded",
             Self::UnverifiableCachePush => "unverifiable-cache-push",
+            Self::HeldTainted => "held-tainted",
             Self::UnrecordedBuild => "unrecorded-build",
             Self::CrossTrustHit => "cross-trust-cache-hit",
             Self::UnknownRecordHit => "hit-on-unrecorded-record",
@@ -126,6 +131,7 @@ impl Code {
             Self::UnrecordedCachePush
             | Self::TrustBreach
             | Self::TagMovedUnrecorded
+            | Self::HeldTainted
             | Self::CrossTrustHit
             | Self::ContentAddressMismatch
             | Self::NewStartupHook
@@ -149,6 +155,9 @@ impl Code {
             }
             Self::UnverifiableCachePush => {
                 "A cache tag points at a digest that cannot be matched to a run: the exports to it were recorded without a digest."
+            }
+            Self::HeldTainted => {
+                "A tag points at a manifest that an open incident holds tainted, wherever it was recorded."
             }
             Self::UnrecordedBuild => "A build in a builder's history that no hook recorded.",
             Self::CrossTrustHit => {
@@ -191,6 +200,11 @@ impl Code {
             Self::UnverifiableCachePush => {
                 "Record cache exports with their digest (`record --resolve` or `--metadata-file`) so the audit can \
                  match what the registry holds to the run that pushed it."
+            }
+            Self::HeldTainted => {
+                "A copy of tainted content where the incident did not record it (pushed or copied to another \
+                 repository, or pushed back after the purge): `incident verify` checks only where the store \
+                 recorded it. Delete it by digest, and find who pushed it."
             }
             Self::UnrecordedBuild => {
                 "Something built on the builder without the hook: a job that skipped `wrap`, or someone with \

@@ -101,7 +101,15 @@ async fn registry(
                     ..RegistryResult::default()
                 };
                 for s in &scanned {
-                    let facts = store.audit_facts(host, &s.repository)?;
+                    let mut facts = store.audit_facts(host, &s.repository)?;
+                    let shown: Vec<String> = s.observed.iter().map(|o| o.digest.clone()).collect();
+                    for hit in store.contained(&shown)? {
+                        facts
+                            .tainted
+                            .entry(hit.digest)
+                            .or_default()
+                            .push(hit.incident);
+                    }
                     let options = CompareOptions {
                         now: started_at,
                         grace,

@@ -268,7 +268,7 @@ fn sarif_names_rules_and_results() {
         .iter()
         .map(|r| r["id"].as_str().unwrap())
         .collect();
-    assert_eq!(rules, vec!["CW001", "CW002", "CW003", "CW004"]);
+    assert_eq!(rules, vec!["CW001", "CW002", "CW003", "CW004", "CW009"]);
     let result = &run["results"][0];
     assert_eq!(result["ruleId"], "CW001");
     assert_eq!(
@@ -350,4 +350,44 @@ fn incident_from_audit_deletes_the_unrecorded_push() {
         missing.starts_with("exit: 2\n") && missing.contains("no audit finding `999`"),
         "{missing}"
     );
+}
+
+/// A copy of a manifest an open incident holds tainted, in a repository the incident never
+/// recorded it in, is found (`CW009`, naming the incident): verify looks only where the store
+/// recorded it.
+#[test]
+fn a_copy_of_tainted_content_is_reported() {
+    let Some((registry, env)) = registry_env() else {
+        return;
+    };
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let evil = pusher.cache_manifest("team/app", Some("evil"), "planted");
+    History::new()
+        .run(run_line(
+            "evil",
+            "untrusted",
+            "1",
+            "2026-01-01T00:00:00Z",
+            &[],
+            &[format!("{host}/team/app:evil@{}", evil.digest)],
+        ))
+        .import(&env);
+    let config = ConfigBuilder::registry(&host).write(&env);
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--pipeline", "evil"]));
+    let copy = pusher.cache_manifest("team/mirror", Some("copy"), "planted");
+    assert_eq!(copy.digest, evil.digest);
+    let (code, doc, stderr) = audit_json(&env, &config, &["--repository", "team/mirror"]);
+    assert_eq!(code, 1, "{doc:#} {stderr}");
+    let held = doc["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["code"] == "CW009")
+        .unwrap_or_else(|| panic!("{doc:#}"));
+    assert_eq!(held["tag"], "copy");
+    assert_eq!(held["digest"], evil.digest.as_str());
+    assert_eq!(held["detail"]["incidents"], "1");
 }
