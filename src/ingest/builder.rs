@@ -49,8 +49,15 @@ pub fn derive(
         };
     }
     if let Some(host) = &endpoint {
+        // The default socket under another path (`/run/docker.sock` where `/var/run` links to
+        // `/run`) is the same engine, and the same caches: it keeps the default's name.
+        let named = if same_socket(host, DEFAULT_DOCKER_HOST) {
+            DEFAULT_DOCKER_HOST
+        } else {
+            host
+        };
         return BuilderInfo {
-            name: name_for_endpoint(host, hostname),
+            name: name_for_endpoint(named, hostname),
             driver: Some(Driver::Docker),
             endpoint: Some(host.clone()),
         };
@@ -68,6 +75,17 @@ pub fn derive(
         driver: Some(Driver::Docker),
         endpoint: Some(DEFAULT_DOCKER_HOST.to_owned()),
     }
+}
+
+/// Whether two `unix://` endpoints name one socket file (through links, or spelled apart).
+fn same_socket(a: &str, b: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let file = |endpoint: &str| {
+        let path = endpoint.strip_prefix("unix://")?;
+        let meta = std::fs::metadata(path).ok()?;
+        Some((meta.dev(), meta.ino()))
+    };
+    a != b && file(a).is_some() && file(a) == file(b)
 }
 
 /// `docker@HOST:/path` for a local socket, `docker@host:port` for a remote engine.
@@ -106,6 +124,32 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    #[test]
+    fn one_socket_under_two_paths_is_one_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        std::fs::write(&socket, "").unwrap();
+        let link = dir.path().join("run");
+        std::os::unix::fs::symlink(dir.path(), &link).unwrap();
+        let other = dir.path().join("other.sock");
+        std::fs::write(&other, "").unwrap();
+        let unix = |path: &std::path::Path| format!("unix://{}", path.display());
+        assert!(same_socket(
+            &unix(&link.join("docker.sock")),
+            &unix(&socket)
+        ));
+        assert!(same_socket(
+            &format!("unix://{}//docker.sock", dir.path().display()),
+            &unix(&socket)
+        ));
+        assert!(!same_socket(&unix(&other), &unix(&socket)));
+        assert!(!same_socket(
+            &unix(&dir.path().join("absent.sock")),
+            &unix(&socket)
+        ));
+        assert!(!same_socket("tcp://127.0.0.1:2375", &unix(&socket)));
+    }
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs
