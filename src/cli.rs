@@ -36,9 +36,33 @@ impl Cli {
                 command = command.mut_arg(id, |arg| arg.env(None));
             }
         }
-        let matches = command.get_matches();
-        <Self as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+        let matches = command.try_get_matches().unwrap_or_else(|err| exit_on(err));
+        <Self as clap::FromArgMatches>::from_arg_matches(&matches)
+            .unwrap_or_else(|err| exit_on(err))
     }
+}
+
+/// Ends the process on a parse error: help and version as clap prints them, any other error
+/// on one line (what clap says before its usage and its pointer to `--help`), exit 2.
+fn exit_on(err: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        err.exit();
+    }
+    let text = err.render().to_string();
+    let said: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
+        .filter(|line| !line.is_empty())
+        .collect();
+    eprintln!("{}", crate::report::escape::Line(&said.join(" ")));
+    std::process::exit(i32::from(crate::ExitStatus::BadInput.code()));
 }
 
 /// Options every command takes, shown under their own heading.

@@ -926,3 +926,36 @@ fn wrap_exits_as_a_shell_when_its_command_cannot_start() {
         assert!(errors[0].contains("cannot run"), "{out}");
     }
 }
+
+/// A usage error clap finds is one line (what is wrong, and clap's tip), exit 2, and no
+/// escape sequence in a value reaches the terminal.
+#[test]
+fn usage_errors_are_one_line() {
+    let env = Env::new();
+    for (args, says) in [
+        (&["ls", "bogus"][..], "invalid value 'bogus'"),
+        (
+            &["ls", "runs", "--limit", "-1"][..],
+            "unexpected argument '-1'",
+        ),
+        (
+            &["incident", "accept", "1", "2"][..],
+            "required arguments were not provided: --reason",
+        ),
+        // clap drops escape sequences from what it shows.
+        (
+            &["ls", "runs", "--limit", "x\u{1b}[31m"][..],
+            "invalid value 'x",
+        ),
+    ] {
+        let out = output(&env, env.cmd().args(args));
+        assert!(out.starts_with("exit: 2\n"), "{out}");
+        let stderr = out.split("--- stderr\n").nth(1).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{out}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains(says),
+            "{out}"
+        );
+        assert!(!stderr.contains('\u{1b}'), "{out}");
+    }
+}
