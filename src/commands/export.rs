@@ -49,10 +49,11 @@ fn write_line(out: &mut impl Write, item: &ExportItem) -> std::io::Result<()> {
     out.write_all(b"\n")
 }
 
+/// A failed export to standard output.
 fn export_error(err: ExportError) -> anyhow::Error {
     match err {
         ExportError::Store(e) => e.into(),
-        ExportError::Io(e) => e.into(),
+        ExportError::Io(e) => super::stdout_error(e).into(),
     }
 }
 

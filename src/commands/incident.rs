@@ -752,8 +752,9 @@ fn write_report(args: &IncidentReportArgs, db: &Path) -> Result<ExitStatus> {
         Some(path) => super::output::write_file(path, db, &buf)?,
         None => {
             let mut out = BufWriter::new(std::io::stdout().lock());
-            out.write_all(&buf)?;
-            out.flush()?;
+            out.write_all(&buf)
+                .and_then(|()| out.flush())
+                .map_err(super::stdout_error)?;
         }
     }
     Ok(ExitStatus::Success)

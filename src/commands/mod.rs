@@ -113,8 +113,18 @@ pub(crate) fn open_read_store(path: &Path) -> Result<Store, StoreError> {
 }
 
 /// Writes data to stdout; a closed pipe surfaces as an io error the caller ends quietly on.
-pub(crate) fn write_stdout(text: &str) -> std::io::Result<()> {
+pub(crate) fn write_stdout(text: &str) -> Result<(), InputError> {
     let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())?;
-    out.flush()
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(stdout_error)
+}
+
+/// A failed write to standard output (a full disk behind a redirection, say), as an output
+/// that cannot be written (exit 2); a closed pipe inside it still ends the command quietly.
+pub(crate) fn stdout_error(source: std::io::Error) -> InputError {
+    InputError::Write {
+        path: "standard output".to_owned(),
+        source,
+    }
 }

@@ -71,11 +71,12 @@ pub fn trace(args: &TraceArgs, db: &Path, printer: Printer) -> Result<ExitStatus
                         InputError::invalid(format!("no chain of evidence reaches `{entity}`"))
                     }
                 })?;
-            report::trace::write_explain(&hops, &mut out)?;
+            report::trace::write_explain(&hops, &mut out).map_err(super::stdout_error)?;
         }
-        None => report::trace::write(&trace, report_format(args.format), &mut out)?,
+        None => report::trace::write(&trace, report_format(args.format), &mut out)
+            .map_err(super::stdout_error)?,
     }
-    out.flush()?;
+    out.flush().map_err(super::stdout_error)?;
     if args.explain.is_none() {
         warn_tag_only(&mut store, &trace, printer);
     }

@@ -679,3 +679,25 @@ fn output_files_keep_what_is_at_the_target() {
         );
     }
 }
+
+/// Standard output that cannot be written (a full disk behind a redirection) is an output
+/// that cannot be written: one line naming it, exit 2; a closed pipe ends quietly.
+#[test]
+fn a_full_standard_output_is_one_line_and_exit_2() {
+    let env = Env::new();
+    import(&env, &[run_line("p", "1", "s", 'a', &[])]);
+    for args in [&["export"][..], &["trace", "--pipeline", "p"][..]] {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = env.cmd().args(args).stdout(full).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("error: cannot write `standard output`: "),
+            "{stderr}"
+        );
+    }
+}
