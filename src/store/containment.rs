@@ -1,5 +1,7 @@
 //! Containment while incidents are open, and verification records.
 
+use std::collections::HashSet;
+
 use crate::store::db::params;
 
 use super::{Store, StoreError, sql_error};
@@ -144,23 +146,12 @@ impl Store {
         &self,
         incident: i64,
         digests: &[String],
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM incident_digests WHERE incident_id = ?1 AND digest = ?2)",
-            )
-            .map_err(|e| sql_error(&self.path, e))?;
-        let mut out = std::collections::HashSet::new();
-        for digest in digests {
-            let held: bool = stmt
-                .query_row(params![incident, digest], |row| row.get(0))
-                .map_err(|e| sql_error(&self.path, e))?;
-            if held {
-                out.insert(digest.clone());
-            }
-        }
-        Ok(out)
+    ) -> Result<HashSet<String>, StoreError> {
+        self.digests_where(
+            "SELECT EXISTS (SELECT 1 FROM incident_digests WHERE incident_id = ?2 AND digest = ?1)",
+            incident,
+            digests,
+        )
     }
 
     /// Of `digests`, those some recorded run names (an artifact with an event) and incident
@@ -170,22 +161,35 @@ impl Store {
         &self,
         incident: i64,
         digests: &[String],
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
+    ) -> Result<HashSet<String>, StoreError> {
+        self.digests_where(
+            "SELECT EXISTS (SELECT 1 FROM artifacts a WHERE a.digest = ?1
+                              AND EXISTS (SELECT 1 FROM events e WHERE e.target = a.id))
+                AND NOT EXISTS (SELECT 1 FROM incident_digests
+                                WHERE incident_id = ?2 AND digest = ?1)",
+            incident,
+            digests,
+        )
+    }
+
+    /// Of `digests`, those for which `sql` (one boolean, of the digest `?1` and the incident
+    /// `?2`) is true.
+    fn digests_where(
+        &self,
+        sql: &str,
+        incident: i64,
+        digests: &[String],
+    ) -> Result<HashSet<String>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM artifacts a WHERE a.digest = ?1
-                                  AND EXISTS (SELECT 1 FROM events e WHERE e.target = a.id))
-                    AND NOT EXISTS (SELECT 1 FROM incident_digests
-                                    WHERE incident_id = ?2 AND digest = ?1)",
-            )
+            .prepare_cached(sql)
             .map_err(|e| sql_error(&self.path, e))?;
-        let mut out = std::collections::HashSet::new();
+        let mut out = HashSet::new();
         for digest in digests {
-            let spared: bool = stmt
+            let found: bool = stmt
                 .query_row(params![digest, incident], |row| row.get(0))
                 .map_err(|e| sql_error(&self.path, e))?;
-            if spared {
+            if found {
                 out.insert(digest.clone());
             }
         }
