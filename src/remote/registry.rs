@@ -525,16 +525,7 @@ impl RegistryClient {
             // A HEAD answer has no body to say why: without the registry's header, the GET's
             // answer decides.
             StatusCode::NOT_FOUND if has_api_version(response.headers()) => return Ok(None),
-            StatusCode::NOT_FOUND => {
-                return Ok(self
-                    .get_manifest(repository, reference)
-                    .await?
-                    .map(|m| ManifestHead {
-                        size: m.bytes.len() as u64,
-                        digest: m.digest,
-                        media_type: m.media_type,
-                    }));
-            }
+            StatusCode::NOT_FOUND => return self.head_by_get(repository, reference).await,
             _ => return Err(self.unexpected(&call, response).await),
         }
         let headers = response.headers();
@@ -551,15 +542,24 @@ impl RegistryClient {
                 }))
             }
             // Not every registry says everything on HEAD: ask for the manifest itself.
-            _ => Ok(self
-                .get_manifest(repository, reference)
-                .await?
-                .map(|m| ManifestHead {
-                    size: m.bytes.len() as u64,
-                    digest: m.digest,
-                    media_type: m.media_type,
-                })),
+            _ => self.head_by_get(repository, reference).await,
         }
+    }
+
+    /// What a HEAD would have said, from the manifest itself.
+    async fn head_by_get(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<ManifestHead>, RemoteError> {
+        Ok(self
+            .get_manifest(repository, reference)
+            .await?
+            .map(|m| ManifestHead {
+                size: m.bytes.len() as u64,
+                digest: m.digest,
+                media_type: m.media_type,
+            }))
     }
 
     /// A manifest (OCI index or manifest, Docker list or manifest) by tag or digest; `None` when
