@@ -10,10 +10,10 @@ use crate::config::Config;
 use crate::error::RemoteError;
 use crate::plan::ActionKind;
 use crate::plan::Target;
-use crate::purge::remotes::{Remotes, Spare};
+use crate::purge::manifest::Leaving;
 use crate::purge::runner::{self, Job};
 use crate::purge::verify::{Verdict, VerifyInputs};
-use crate::purge::{ActionState, kind_of, manifest};
+use crate::purge::{ActionState, kind_of};
 use crate::store::{ActionRow, Store, StoreError};
 
 /// What the dry run says of one action.
@@ -68,25 +68,13 @@ pub async fn dry_run(
         .filter(|row| to_check(row))
         .filter_map(|row| row.action.target.manifest_digest())
         .collect();
-    let facts = store.manifest_facts(&digests)?;
-    let children: Vec<String> = facts
-        .values()
-        .flat_map(|f| f.children.iter().map(|c| c.as_str().to_owned()))
-        .collect();
-    let mut spared = store.recorded_untainted(incident, &children)?;
-    let remotes = Remotes::new(config, facts);
     let targets: Vec<&Target> = rows
         .iter()
         .filter(|row| to_check(row))
         .map(|row| &row.action.target)
         .collect();
-    spared.extend(manifest::tagged_keepers(store, incident, &remotes, &targets).await?);
-    let tainted = store
-        .incident_digests(incident)?
-        .into_iter()
-        .map(|(digest, _)| digest)
-        .collect();
-    let remotes = Arc::new(remotes.sparing(Spare::Digests { spared, tainted }));
+    let leaving = Leaving::ask(store, incident, config, &digests, &targets).await?;
+    let remotes = Arc::new(leaving.remotes(config));
     let back = back_again(store, incident, rows, config, concurrency).await?;
     let jobs = rows
         .iter()
@@ -160,21 +148,9 @@ pub async fn back_again(
         .iter()
         .filter_map(|row| row.action.target.manifest_digest())
         .collect();
-    let facts = store.manifest_facts(&digests)?;
-    let children: Vec<String> = facts
-        .values()
-        .flat_map(|f| f.children.iter().map(|c| c.as_str().to_owned()))
-        .collect();
-    let mut spared = store.recorded_untainted(incident, &children)?;
-    let remotes = Remotes::new(config, facts);
     let targets: Vec<&Target> = done.iter().map(|row| &row.action.target).collect();
-    spared.extend(manifest::tagged_keepers(store, incident, &remotes, &targets).await?);
-    let tainted = store
-        .incident_digests(incident)?
-        .into_iter()
-        .map(|(digest, _)| digest)
-        .collect();
-    let remotes = Arc::new(remotes.sparing(Spare::Digests { spared, tainted }));
+    let leaving = Leaving::ask(store, incident, config, &digests, &targets).await?;
+    let remotes = Arc::new(leaving.remotes(config));
     let jobs = done
         .into_iter()
         .map(|row| {

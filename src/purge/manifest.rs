@@ -1,13 +1,14 @@
 //! A registry manifest (an index with its child manifests): checked with a HEAD, saved with
 //! its config and blob list, deleted children first, verified gone with a HEAD of each.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
+use crate::config::Config;
 use crate::error::RemoteError;
 use crate::model::{Digest, ManifestFacts};
 use crate::plan::Target;
 use crate::purge::evidence::{Evidence, sanitize, write};
-use crate::purge::remotes::Remotes;
+use crate::purge::remotes::{Remotes, Spare, TaggedScans};
 use crate::purge::verify::{Verdict, VerifyInputs};
 use crate::purge::{ActionState, BoxFuture, Executed, Outcome, TargetKind};
 use crate::remote::registry::{
@@ -81,9 +82,15 @@ impl TargetKind for Manifest {
                     match client.head_manifest(repository, digest.as_str()).await? {
                         Some(_) => present(
                             known,
-                            kept(cx, &client, (registry, repository), known)
-                                .await?
-                                .len(),
+                            kept(
+                                cx,
+                                &client,
+                                (registry, repository),
+                                digest.as_str(),
+                                &known.children,
+                            )
+                            .await?
+                            .len(),
                         ),
                         None if known.children.is_empty() => "already gone".to_owned(),
                         None => format!(
@@ -98,7 +105,14 @@ impl TargetKind for Manifest {
                 ),
                 None => Ok(match probe(&client, repository, &digest).await? {
                     Some(facts) => {
-                        let left = kept(cx, &client, (registry, repository), &facts).await?;
+                        let left = kept(
+                            cx,
+                            &client,
+                            (registry, repository),
+                            digest.as_str(),
+                            &facts.children,
+                        )
+                        .await?;
                         let status = present(&facts, left.len());
                         cx.learn(facts);
                         status
@@ -154,34 +168,25 @@ impl TargetKind for Manifest {
                     };
                 }
             };
-            let mut children: Vec<String> = cx
+            let listed = cx
                 .known
                 .get(digest)
-                .map(|f| f.children.iter().map(|c| c.as_str().to_owned()).collect())
+                .map(|f| f.children.as_slice())
                 .unwrap_or_default();
-            // Children spared by the purge are not the incident's to remove.
-            let spared = match cx.spared(&children) {
-                Ok(spared) => spared,
+            // Children the purge leaves are not the incident's to remove.
+            let left = match kept(cx, &client, (registry, repository), digest, listed).await {
+                Ok(left) => left,
                 Err(err) => {
                     return Verdict::Unverified {
                         detail: err.to_string(),
                     };
                 }
             };
-            children.retain(|c| !spared.contains(c));
-            match cx
-                .listed_by_tagged(&client, (registry, repository), digest, &children)
-                .await
-            {
-                Ok(kept) => children.retain(|c| !kept.contains(c)),
-                Err(err) => {
-                    return Verdict::Unverified {
-                        detail: format!(
-                            "cannot ask `{registry}` which indexes list its children: {err}"
-                        ),
-                    };
-                }
-            }
+            let children: Vec<String> = listed
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .filter(|c| !left.contains(c))
+                .collect();
             let done = rows.iter().any(|r| r.state == ActionState::Done);
             verdict(&client, registry, repository, digest, &children, done).await
         })
@@ -209,17 +214,14 @@ async fn delete(
             None => Vec::new(),
         },
     };
-    let listed: Vec<String> = children.iter().map(|c| c.as_str().to_owned()).collect();
-    let mut spared = cx.spared(&listed)?;
-    let rest: Vec<String> = listed
-        .iter()
-        .filter(|c| !spared.contains(*c))
-        .cloned()
-        .collect();
-    spared.extend(
-        cx.listed_by_tagged(&client, (registry, repository), digest.as_str(), &rest)
-            .await?,
-    );
+    let spared = kept(
+        cx,
+        &client,
+        (registry, repository),
+        digest.as_str(),
+        &children,
+    )
+    .await?;
     let mut children_deleted = 0;
     for child in children.iter().filter(|c| !spared.contains(c.as_str())) {
         if client.delete_manifest(repository, child).await? == DeleteOutcome::Deleted {
@@ -234,12 +236,71 @@ async fn delete(
     })
 }
 
+/// Which children of the index targets stay, known before a command acts (the dry run, the
+/// check of done deletes, verification), which then decide with it instead of asking the
+/// store as they go, as an execution does.
+#[derive(Debug, Clone, Default)]
+pub struct Leaving {
+    /// Recorded facts of the manifests: an index's children are looked at with it.
+    pub facts: HashMap<String, ManifestFacts>,
+    /// Children recorded runs outside the incident name, and the indexes under a tag that
+    /// keep the children they list (see [`Spare`]).
+    pub spared: HashSet<String>,
+    /// The digests the incident holds tainted: no index keeps them.
+    pub tainted: HashSet<String>,
+    /// The indexes under a tag in the repositories where one may keep children.
+    pub tagged: TaggedScans,
+}
+
+impl Leaving {
+    /// What the store (and the registry's tags, where they may keep a child) say of the
+    /// manifests `digests` of incident `incident`, whose targets are `targets`.
+    pub async fn ask(
+        store: &mut Store,
+        incident: i64,
+        config: &Config,
+        digests: &[&str],
+        targets: &[&Target],
+    ) -> Result<Self, StoreError> {
+        let facts = store.manifest_facts(digests)?;
+        let children: Vec<String> = facts
+            .values()
+            .flat_map(|f| f.children.iter().map(|c| c.as_str().to_owned()))
+            .collect();
+        let mut spared = store.recorded_untainted(incident, &children)?;
+        let remotes = Remotes::new(config, facts);
+        spared.extend(tagged_keepers(store, incident, &remotes, targets).await?);
+        let tainted = store
+            .incident_digests(incident)?
+            .into_iter()
+            .map(|(digest, _)| digest)
+            .collect();
+        let tagged = remotes.tagged().await;
+        Ok(Self {
+            facts: remotes.known,
+            spared,
+            tainted,
+            tagged,
+        })
+    }
+
+    /// Remotes that leave what this says stays, with the tags already listed.
+    pub fn remotes(self, config: &Config) -> Remotes {
+        Remotes::new(config, self.facts)
+            .sparing(Spare::Digests {
+                spared: self.spared,
+                tainted: self.tainted,
+            })
+            .with_tagged(self.tagged)
+    }
+}
+
 /// The indexes under a tag that recorded runs outside incident `incident` name, in the
 /// repositories of the index `targets` whose children `remotes` knows: they keep the children
 /// they list (see [`Remotes::listed_by_tagged`]). Asked before the dry run and verification
 /// act, so that their sets of spared digests hold them; a repository the registry cannot list
 /// keeps nothing here, and the target's own check says why.
-pub async fn tagged_keepers(
+async fn tagged_keepers(
     store: &mut Store,
     incident: i64,
     remotes: &Remotes,
@@ -279,29 +340,36 @@ pub async fn tagged_keepers(
     store.recorded_untainted(incident, &candidates)
 }
 
-/// The children of the index `facts` that the purge leaves in place: those recorded runs
-/// outside the incident name, and those an untainted index under a tag lists.
+/// The `children` of `index` in `place` (registry, repository) that the purge leaves in
+/// place: those recorded runs outside the incident name, and those an untainted index under a
+/// tag lists.
 async fn kept(
     cx: &Remotes,
     client: &RegistryClient,
     place: (&str, &str),
-    facts: &ManifestFacts,
+    index: &str,
+    children: &[Digest],
 ) -> Result<HashSet<String>, RemoteError> {
-    let listed: Vec<String> = facts
-        .children
-        .iter()
-        .map(|c| c.as_str().to_owned())
-        .collect();
+    let listed: Vec<String> = children.iter().map(|c| c.as_str().to_owned()).collect();
     let mut kept = cx.spared(&listed)?;
     let rest: Vec<String> = listed
         .iter()
         .filter(|c| !kept.contains(*c))
         .cloned()
         .collect();
-    kept.extend(
-        cx.listed_by_tagged(client, place, facts.digest.as_str(), &rest)
-            .await?,
-    );
+    let tagged = cx
+        .listed_by_tagged(client, place, index, &rest)
+        .await
+        .map_err(|err| {
+            RemoteError::new(
+                err.kind,
+                format!(
+                    "cannot ask `{}` which indexes list its children: {err}",
+                    place.0
+                ),
+            )
+        })?;
+    kept.extend(tagged);
     Ok(kept)
 }
 

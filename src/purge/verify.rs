@@ -7,7 +7,7 @@
 //! present and is listed `unverified`; only an acceptance (who, when, why) lets an incident
 //! pass with a target in place.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -15,9 +15,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::graph::{Entity, Kind, Trace};
-use crate::model::ManifestFacts;
 use crate::plan::Target;
-use crate::purge::remotes::{Remotes, Spare, TaggedScans};
+use crate::purge::manifest::Leaving;
 use crate::purge::runner::{self, Job};
 use crate::purge::{ActionState, kind_of};
 use crate::remote::buildkit::CacheRecord;
@@ -119,15 +118,9 @@ pub fn purge_places(rows: &[ActionRow]) -> Vec<(String, Option<String>)> {
 pub struct Inputs<'a> {
     pub config: &'a Config,
     pub acceptances: &'a [Acceptance],
-    /// Recorded facts of the manifests to check: an index's children are checked with it.
-    pub facts: &'a HashMap<String, ManifestFacts>,
-    /// Children of those indexes that the purge leaves, and the indexes under a tag that keep
-    /// the children they list (see [`Spare`]).
-    pub spared: &'a HashSet<String>,
-    /// The indexes under a tag in the repositories where one may keep children.
-    pub tagged: &'a TaggedScans,
-    /// The digests the incident holds tainted: no index keeps them.
-    pub tainted_digests: &'a HashSet<String>,
+    /// Recorded facts of the manifests to check (an index's children are checked with it),
+    /// and which of those children the purge leaves.
+    pub leaving: &'a Leaving,
     pub purges: &'a PurgeTimes,
     /// The latest start of a run the re-run trace holds tainted, by builder: a purge before it
     /// does not clean what that run may have written.
@@ -181,14 +174,7 @@ pub async fn check(rows: &[ActionRow], inputs: &Inputs<'_>) -> Vec<Checked> {
         groups[at].rows.push(row.clone());
     }
     let concurrency = inputs.config.purge.concurrency.max(1);
-    let remotes = Arc::new(
-        Remotes::new(inputs.config, inputs.facts.clone())
-            .sparing(Spare::Digests {
-                spared: inputs.spared.clone(),
-                tainted: inputs.tainted_digests.clone(),
-            })
-            .with_tagged(inputs.tagged.clone()),
-    );
+    let remotes = Arc::new(inputs.leaving.clone().remotes(inputs.config));
     let shared = Arc::new(VerifyInputs {
         purges: inputs.purges.clone(),
         tainted_runs: inputs.tainted_runs.clone(),
@@ -288,32 +274,14 @@ pub async fn verify_journal(
             target => target.manifest_digest(),
         })
         .collect();
-    let facts = store.manifest_facts(&digests)?;
-    let children: Vec<String> = facts
-        .values()
-        .flat_map(|f| f.children.iter().map(|c| c.as_str().to_owned()))
-        .collect();
-    let mut spared = store.recorded_untainted(id, &children)?;
-    let tainted_digests: HashSet<String> = store
-        .incident_digests(id)?
-        .into_iter()
-        .map(|(digest, _)| digest)
-        .collect();
-    let tagged = {
-        let remotes = Remotes::new(config, facts.clone());
-        let targets: Vec<&Target> = rows.iter().map(|row| &row.action.target).collect();
-        spared.extend(crate::purge::manifest::tagged_keepers(store, id, &remotes, &targets).await?);
-        remotes.tagged().await
-    };
+    let targets: Vec<&Target> = rows.iter().map(|row| &row.action.target).collect();
+    let leaving = Leaving::ask(store, id, config, &digests, &targets).await?;
     let purges = store.last_purges(&purge_places(&rows))?;
     let acceptances = store.acceptances(id)?;
     let inputs = Inputs {
         config,
         acceptances: &acceptances,
-        facts: &facts,
-        spared: &spared,
-        tagged: &tagged,
-        tainted_digests: &tainted_digests,
+        leaving: &leaving,
         purges: &purges,
         tainted_runs: &tainted_runs,
     };
@@ -429,10 +397,7 @@ mod tests {
         let inputs = Inputs {
             config: &config,
             acceptances: &acceptances,
-            facts: &HashMap::new(),
-            spared: &HashSet::new(),
-            tagged: &TaggedScans::new(),
-            tainted_digests: &HashSet::new(),
+            leaving: &Leaving::default(),
             purges: &PurgeTimes::new(),
             tainted_runs: &BTreeMap::new(),
         };
