@@ -34,8 +34,17 @@ impl Digest {
     }
 
     /// Whether `value` is a digest [`Digest::parse`] accepts, without making one.
+    ///
+    /// Output names every artifact by it, so it is checked without a search or an early exit.
     pub fn is_valid(value: &str) -> bool {
-        Self::problem(value).is_none()
+        let hex = match value.as_bytes() {
+            [b's', b'h', b'a', b'2', b'5', b'6', b':', hex @ ..] if hex.len() == 64 => hex,
+            [b's', b'h', b'a', b'5', b'1', b'2', b':', hex @ ..] if hex.len() == 128 => hex,
+            _ => return false,
+        };
+        hex.iter().fold(true, |ok, &b| {
+            ok & (b.wrapping_sub(b'0') < 10 || b.wrapping_sub(b'a') < 6)
+        })
     }
 
     /// What is wrong with `value` as a digest, if anything.
@@ -1044,6 +1053,42 @@ pub struct PurgeClaim {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn a_digest_is_valid_exactly_when_it_parses(
+            algorithm in "sha256|sha512|SHA256|sha1|sha25|",
+            hex in "[0-9a-fA-Fg:/ ]{0,130}",
+            full in proptest::bool::ANY,
+        ) {
+            let hex = if full {
+                let len = if algorithm == "sha512" { 128 } else { 64 };
+                hex.chars().cycle().take(len).collect::<String>()
+            } else {
+                hex
+            };
+            let value = format!("{algorithm}:{hex}");
+            proptest::prop_assert_eq!(Digest::is_valid(&value), Digest::problem(&value).is_none());
+        }
+    }
+
+    #[test]
+    fn digests_valid_and_not() {
+        let good = format!("sha256:{}", "0a".repeat(32));
+        assert!(Digest::is_valid(&good));
+        assert!(Digest::is_valid(&format!("sha512:{}", "f9".repeat(64))));
+        for bad in [
+            String::new(),
+            format!("sha256:{}", "0A".repeat(32)),
+            format!("sha256:{}", "0a".repeat(31)),
+            format!("sha256:{}g", "0a".repeat(31)),
+            format!("sha512:{}", "0a".repeat(32)),
+            format!("sha256:{}:", "0a".repeat(32)),
+            format!("Sha256:{}", "0a".repeat(32)),
+        ] {
+            assert!(!Digest::is_valid(&bad), "{bad}");
+        }
+    }
 
     #[test]
     fn normalizes_docker_hub_references() {

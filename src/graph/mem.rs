@@ -337,6 +337,20 @@ impl Source for History {
             .collect())
     }
 
+    fn tag_only_artifacts(
+        &mut self,
+        locator: &str,
+        tag: &str,
+    ) -> Result<Vec<ArtifactId>, MemError> {
+        Ok(self
+            .artifacts
+            .iter()
+            .filter(|a| a.backend == Backend::Registry && a.digest.is_empty())
+            .filter(|a| a.locator == locator && a.tags.iter().any(|t| t == tag))
+            .map(|a| a.id)
+            .collect())
+    }
+
     fn mounts_by_name(
         &mut self,
         builder: &str,

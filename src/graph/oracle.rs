@@ -10,6 +10,7 @@ use super::result::{artifact_name, builder_name, mount_name, record_name, run_na
 use super::seeds::Window;
 use super::source::{ArtifactId, BuilderId, MountId, RecordId, RunId, RunInfo};
 use super::taint::record_carries_taint;
+use crate::model::Backend;
 use crate::time::Micros;
 
 /// Seeds by id, already resolved.
@@ -81,6 +82,9 @@ pub fn times(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeMap<St
                 _ => {}
             }
         }
+    }
+    for (held, _, at) in tag_held(h, &artifacts, ignore_time) {
+        keep_earliest(&mut own, held, at);
     }
     for &a in artifacts.keys() {
         let digest = &h.artifacts[index(a)].digest;
@@ -192,6 +196,43 @@ fn tainted_artifacts(
         .collect();
     for a in h.artifacts.iter().filter(|a| digests.contains(&a.digest)) {
         out.insert(a.id, Micros::MIN);
+    }
+    for (held, floor, _) in tag_held(h, &out, ignore_time) {
+        keep_earliest(&mut out, held, floor);
+    }
+    out
+}
+
+/// The refs recorded by tag only (registry, no digest) that a tainted registry artifact with a
+/// digest shares a locator and a tag with: the tag may have held the digest when they were
+/// read, from the digest's first sighting there on. Each with the time reads taint from (any
+/// time, time-blind) and the time it is tainted from.
+fn tag_held(
+    h: &History,
+    tainted: &BTreeMap<ArtifactId, Micros>,
+    ignore_time: bool,
+) -> Vec<(ArtifactId, Micros, Micros)> {
+    let mut out = Vec::new();
+    for &a in tainted.keys() {
+        let digest = h.artifact_info(a);
+        if digest.backend != Backend::Registry || digest.digest.is_empty() {
+            continue;
+        }
+        for held in &h.artifacts {
+            if held.backend == Backend::Registry
+                && held.digest.is_empty()
+                && held.locator == digest.locator
+                && held.tags.iter().any(|t| digest.tags.contains(t))
+            {
+                let floor = if ignore_time {
+                    Micros::MIN
+                } else {
+                    digest.first_seen
+                };
+                let at = h.artifact_info(held.id).first_seen.max(digest.first_seen);
+                out.push((held.id, floor, at));
+            }
+        }
     }
     out
 }

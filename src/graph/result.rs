@@ -27,12 +27,13 @@ pub enum Via {
     RecordCreated,
     RanOn,
     SameDigest,
+    TagHeld,
     BuilderRecord,
     BuilderCacheUnverified,
 }
 
 impl Via {
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::Seed,
         Self::ImportedDigest,
         Self::BaseImage,
@@ -43,6 +44,7 @@ impl Via {
         Self::RecordCreated,
         Self::RanOn,
         Self::SameDigest,
+        Self::TagHeld,
         Self::BuilderRecord,
         Self::BuilderCacheUnverified,
     ];
@@ -59,6 +61,7 @@ impl Via {
             Self::RecordCreated => "record-created",
             Self::RanOn => "ran-on",
             Self::SameDigest => "same-digest",
+            Self::TagHeld => "tag-held",
             Self::BuilderRecord => "builder-record",
             Self::BuilderCacheUnverified => "builder-cache-unverified",
         }
@@ -78,7 +81,7 @@ impl Via {
             | Self::MountRead
             | Self::RecordCreated
             | Self::RanOn => 1,
-            Self::SameDigest => 2,
+            Self::SameDigest | Self::TagHeld => 2,
             Self::BuilderRecord => 3,
             Self::BuilderCacheUnverified => 4,
         }

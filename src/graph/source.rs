@@ -177,6 +177,13 @@ pub trait Source {
         let _ = artifact;
         self.digest(digest)
     }
+    /// The registry artifacts in `locator` recorded by tag only (their digest never learnt)
+    /// that were seen under `tag`: whatever the tag held when they were read.
+    fn tag_only_artifacts(
+        &mut self,
+        locator: &str,
+        tag: &str,
+    ) -> Result<Vec<ArtifactId>, Self::Error>;
     /// Runs that imported this artifact (for artifacts without a digest).
     fn artifact_readers(
         &mut self,

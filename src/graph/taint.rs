@@ -34,6 +34,7 @@ use super::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestRead, MountId, MountInfo,
     Purged, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
 };
+use crate::model::Backend;
 use crate::time::Micros;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -321,9 +322,12 @@ struct Tracer<'s, S: Source> {
     /// was loaded from. (Runs and records expand once, when first tainted; artifacts with a
     /// digest share their digest's state.)
     expanded: HashMap<NodeIndex, Micros>,
-    /// Digest-less artifacts tainted only by a tag seed with a window: they taint only the
-    /// runs that read them from its start on. Any other evidence lifts the floor.
+    /// Digest-less artifacts tainted only by a tag seed with a window, or by a tainted digest
+    /// their tag held: they taint only the runs that read them from the window's start, or
+    /// from when the digest was first seen, on. Any other evidence lifts the floor.
     reader_floors: HashMap<NodeIndex, Micros>,
+    /// Tainted registry artifacts whose tags were followed to the refs recorded by tag only.
+    tags_followed: HashSet<NodeIndex>,
     builder_names: HashMap<BuilderId, CompactString>,
     /// The state in `digests` of each artifact whose digest was loaded, by artifact id.
     digest_of: IdMap<u32>,
@@ -368,6 +372,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             deferred: VecDeque::new(),
             expanded: HashMap::default(),
             reader_floors: HashMap::default(),
+            tags_followed: HashSet::default(),
             builder_names: HashMap::default(),
             names: RefCell::default(),
             digest_of: IdMap::default(),
@@ -827,6 +832,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             }
             return Ok(());
         }
+        let follows = info.backend == Backend::Registry && !info.tags.is_empty();
         let loaded = match self.digest_of.get(id) {
             Some(&loaded) => loaded as usize,
             None => {
@@ -836,6 +842,9 @@ impl<'s, S: Source> Tracer<'s, S> {
                 loaded
             }
         };
+        if follows && self.tags_followed.insert(node) {
+            self.follow_tags(node)?;
+        }
         if label.via != Via::SameDigest {
             self.offer_origin(loaded, node)?;
         }
@@ -846,6 +855,43 @@ impl<'s, S: Source> Tracer<'s, S> {
         for (run, read, artifact, at) in std::mem::take(&mut state.readers) {
             let from = self.artifact_node(artifact)?;
             self.taint_reader(run, read, artifact, from, at, Micros::MIN)?;
+        }
+        Ok(())
+    }
+
+    /// Taints the refs recorded by tag only (their digest never learnt) in the locator of a
+    /// tainted registry artifact under one of its tags: the tag may have held its digest when
+    /// they were read, from when the digest was first seen there on. A read before that
+    /// cannot have been of it.
+    fn follow_tags(&mut self, node: NodeIndex) -> Result<(), S::Error> {
+        let Entity::Artifact { info, .. } = &self.graph[node].entity else {
+            return Ok(());
+        };
+        let (locator, tags, seen) = (info.locator.clone(), info.tags.clone(), info.first_seen);
+        let floor = if self.ignore_time { Micros::MIN } else { seen };
+        for tag in &tags {
+            for held in self.source.tag_only_artifacts(&locator, tag)? {
+                // Its node may show a tag seed's window start as its first sighting.
+                let info = self.source.artifact(held)?;
+                let first_seen = info.first_seen;
+                let target = self.artifact_node_from(info);
+                let label = Label {
+                    tainted_at: first_seen.max(seen),
+                    via: Via::TagHeld,
+                    from: Some(node).into(),
+                    at: seen,
+                };
+                // Tainted with no floor (a tainted run wrote it, a seed without a window
+                // selected it): every reader is already reached.
+                let unfloored =
+                    self.graph[target].label.is_some() && !self.reader_floors.contains_key(&target);
+                if !unfloored {
+                    let at = self.reader_floors.entry(target).or_insert(floor);
+                    *at = (*at).min(floor);
+                }
+                self.relax(target, label, None);
+                self.queue.push_back(Work::Artifact(target));
+            }
         }
         Ok(())
     }

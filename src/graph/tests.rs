@@ -1380,6 +1380,59 @@ fn tag_seed_selects_a_tag_seen_across_its_window() {
     assert_eq!(times(&trace), oracle::times(&h, &resolved, false));
 }
 
+/// A run that read a tag by name, whose digest its hook never learnt, is reached from a
+/// tainted push of that tag by digest in the same repository when it read after the digest
+/// was first seen there; a read from before cannot have been of it, and the same tag in
+/// another repository is another ref.
+#[test]
+fn a_tag_read_by_name_is_reached_from_a_tainted_push_of_the_tag() {
+    let mut h = History::new();
+    let by_name = h.artifact(Backend::Registry, "reg.io/app", "", "");
+    h.tag(by_name, "cache");
+    let elsewhere = h.artifact(Backend::Registry, "reg.io/other", "", "");
+    h.tag(elsewhere, "cache");
+    let early = h.run("early", "1", t(0), t(10));
+    h.imports(early, by_name);
+    let evil = h.run("evil", "1", t(20), t(30));
+    let pushed = h.manifest("reg.io/app", &digest('1'));
+    h.tag(pushed, "cache");
+    h.exports(evil, pushed);
+    let late = h.run("late", "1", t(40), t(50));
+    h.imports(late, by_name);
+    let other = h.run("other", "1", t(40), t(50));
+    h.imports(other, elsewhere);
+    let seeds = runs(&["evil/1"]);
+    let resolved = OracleSeeds {
+        runs: vec![evil],
+        ..OracleSeeds::default()
+    };
+    let aware = traced(&mut h.clone(), &seeds);
+    assert_eq!(
+        names(&aware, Kind::Run),
+        set(&["run:evil/1/build", "run:late/1/build"])
+    );
+    let held = entry(&aware, "reg.io/app:cache");
+    assert_eq!((held.via, held.tainted_at), (Via::TagHeld, t(20)));
+    assert_eq!(
+        held.from_name().as_deref(),
+        Some(format!("reg.io/app@{}", digest('1')).as_str())
+    );
+    assert_eq!(entry(&aware, "run:late/1/build").tainted_at, t(40));
+    assert_eq!(everything(&aware), oracle::closure(&h, &resolved, false));
+    assert_eq!(times(&aware), oracle::times(&h, &resolved, false));
+    // Time-blind, the early read counts too; the other repository's tag still does not.
+    let options = TraceOptions {
+        ignore_time: true,
+        ..TraceOptions::default()
+    };
+    let blind = trace(&mut h.clone(), &seeds, options).unwrap();
+    assert_eq!(
+        names(&blind, Kind::Run),
+        set(&["run:early/1/build", "run:evil/1/build", "run:late/1/build"])
+    );
+    assert_eq!(everything(&blind), oracle::closure(&h, &resolved, true));
+}
+
 /// Two tag seeds on one tag-only artifact: the earlier window decides, whichever comes first,
 /// and a seed without a window taints every reader.
 #[test]
@@ -1447,8 +1500,8 @@ fn two_tag_seeds_on_one_artifact_keep_the_earlier_window() {
     }
 }
 
-/// One random history: runs on two builders (or none), a few mounts, artifacts over three
-/// digests and one without, builder records, purges and prunes; each run reads and writes a random subset.
+/// One random history: runs on two builders (or none), a few mounts, artifacts over four
+/// digests and two without, builder records, purges and prunes; each run reads and writes a random subset.
 /// Returned with the seeds both as flags would give them and resolved to ids.
 pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeeds)> {
     let run = (
@@ -1457,7 +1510,7 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
         0usize..3,
         any::<bool>(),
         any::<bool>(),
-        prop::collection::vec((0u8..8, 0usize..6), 0..5),
+        prop::collection::vec((0u8..8, 0usize..7), 0..5),
         prop::bool::weighted(0.2),
     );
     (
@@ -1482,11 +1535,14 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
                 h.manifest("reg.io/z", &digest('3')),
                 // A cache entry without a digest: its readers are its own.
                 h.artifact(Backend::Gha, "gha", "", "web-main"),
-                // A registry ref recorded by tag only, and a digest seen under the same tag.
+                // A registry ref recorded by tag only, and digests seen under the same tag,
+                // in another repository and in its own.
                 h.artifact(Backend::Registry, "reg.io/w", "", ""),
+                h.manifest("reg.io/w", &digest('4')),
             ];
             h.tag(artifacts[5], "cache");
             h.tag(artifacts[2], "cache");
+            h.tag(artifacts[6], "cache");
             let records = [
                 h.record(builders[0], "r0", "regular", "RUN make"),
                 h.record(builders[0], "r1", "regular", "RUN test"),

@@ -984,6 +984,9 @@ struct Artifacts {
     text: Text,
     locators: Vec<String>,
     by_digest: DigestIndex,
+    /// The registry artifacts recorded by tag only, by locator: few, as a hook learns the
+    /// digest of nearly everything it records.
+    tag_only: FxHashMap<String, Vec<u32>>,
 }
 
 impl Artifacts {
@@ -993,6 +996,7 @@ impl Artifacts {
         let mut locators = Vec::new();
         let mut locator_ids = FxHashMap::default();
         let mut by_digest = Vec::with_capacity(slots.artifacts);
+        let mut tag_only: FxHashMap<String, Vec<u32>> = FxHashMap::default();
         let read = read_pages(
             conn,
             "artifact_pages",
@@ -1008,6 +1012,8 @@ impl Artifacts {
                 let backend = Backend::parse(backend).unwrap_or(Backend::Registry);
                 if !digest.is_empty() {
                     by_digest.push((digest_hash(digest), id));
+                } else if backend == Backend::Registry {
+                    tag_only.entry(locator.to_owned()).or_default().push(id);
                 }
                 artifacts[id as usize] = ArtifactRow {
                     present: true,
@@ -1026,6 +1032,7 @@ impl Artifacts {
             text: artifact_text,
             locators,
             by_digest,
+            tag_only,
         }))
     }
 }
@@ -1340,6 +1347,29 @@ impl Source for TraceSource<'_> {
         until: Option<Micros>,
     ) -> Result<Vec<ArtifactInfo>, StoreError> {
         self.store.artifacts_by_tag(locator, tag, since, until)
+    }
+
+    fn tag_only_artifacts(
+        &mut self,
+        locator: &str,
+        tag: &str,
+    ) -> Result<Vec<ArtifactId>, StoreError> {
+        let Some(index) = self.index()? else {
+            return self.store.tag_only_artifacts(locator, tag);
+        };
+        let tables = &index.tables;
+        let seen_under = |id: &u32| {
+            (tables.artifact_tags.get(i64::from(*id)).iter())
+                .any(|&t| tables.tag_text.get(t) == tag)
+        };
+        let mut ids: Vec<ArtifactId> = (index.artifacts.tag_only.get(locator))
+            .into_iter()
+            .flatten()
+            .filter(|id| seen_under(id))
+            .map(|&id| i64::from(id))
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     fn mounts_by_name(

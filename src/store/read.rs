@@ -581,6 +581,20 @@ impl Source for Store {
         )
     }
 
+    fn tag_only_artifacts(
+        &mut self,
+        locator: &str,
+        tag: &str,
+    ) -> Result<Vec<ArtifactId>, StoreError> {
+        self.rows(
+            "SELECT a.id FROM artifacts a JOIN artifact_tags tt ON tt.artifact_id = a.id
+             WHERE a.backend = ?1 AND a.locator = ?2 AND a.digest = '' AND tt.tag = ?3
+             ORDER BY a.id",
+            params![Backend::Registry.as_str(), locator, tag],
+            |row| row.get(0),
+        )
+    }
+
     fn mounts_by_name(
         &mut self,
         builder: &str,

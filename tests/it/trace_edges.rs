@@ -1,6 +1,7 @@
 //! Traces of imported histories at the edges of the time rules: runs that span a seed time or
 //! a purge, failed runs that pushed, records of unknown type.
 
+use crate::build::{History, Run};
 use crate::common::{Env, ok};
 
 /// The names of the tainted runs, sorted, of `trace --format json` with these seeds over the
@@ -89,4 +90,53 @@ fn a_record_first_named_by_id_alone_carries_taint() {
         tainted_runs(lines, &["--run", "evil/1"]),
         ["run:evil/1/s", "run:v/2/s"]
     );
+}
+
+/// A run whose hook recorded a cache read by tag only is reached from a tainted push of that
+/// tag by digest, when it read after the push; the trace says the tag held the digest. A read
+/// before the push, and the same tag in another repository, are not.
+#[test]
+fn a_tag_read_by_name_is_reached_from_a_tainted_push_of_the_tag() {
+    let digest = format!("sha256:{}", "b".repeat(64));
+    let history = History::new().runs([
+        Run::new("early", 1)
+            .builder("b1")
+            .at("2026-01-01T00:00:00Z")
+            .imported(["reg.io/app:cache"]),
+        Run::new("evil", 1)
+            .builder("b2")
+            .at("2026-01-01T01:00:00Z")
+            .exported([format!("reg.io/app:cache@{digest}")]),
+        Run::new("late", 1)
+            .builder("b3")
+            .at("2026-01-01T02:00:00Z")
+            .imported(["reg.io/app:cache"]),
+        Run::new("other", 1)
+            .builder("b4")
+            .at("2026-01-01T02:00:00Z")
+            .imported(["reg.io/other:cache"]),
+    ]);
+    let lines = history.lines();
+    assert_eq!(
+        tainted_runs(&lines, &["--run", "evil/1"]),
+        ["run:evil/1/s", "run:late/1/s"]
+    );
+    assert_eq!(
+        tainted_runs(&lines, &["--run", "evil/1", "--ignore-time"]),
+        ["run:early/1/s", "run:evil/1/s", "run:late/1/s"]
+    );
+    let env = Env::new();
+    history.import(&env);
+    let out = ok(env
+        .cmd()
+        .args(["trace", "--run", "evil/1", "--format", "json"]));
+    let trace: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let held = trace["cache_refs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "reg.io/app:cache")
+        .expect("the tag-only ref is tainted");
+    assert_eq!(held["via"]["kind"], "tag-held");
+    assert_eq!(held["via"]["from"], format!("reg.io/app@{digest}"));
 }
