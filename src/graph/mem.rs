@@ -47,6 +47,8 @@ pub struct History {
     pub(crate) events: Vec<(RunId, Event)>,
     pub(crate) mount_purges: Vec<(MountId, Micros)>,
     pub(crate) builder_prunes: Vec<(BuilderId, Micros)>,
+    /// Manifests a recorded purge deleted from a registry repository: locator, digest, when.
+    pub(crate) manifest_deletions: Vec<(String, String, Micros)>,
     /// How many times a trace asked for a mount's readers.
     pub mount_reader_queries: usize,
 }
@@ -220,10 +222,18 @@ impl History {
     }
 
     /// The same history with no purge or prune recorded.
+    /// A recorded purge deleted the artifact's manifest from its repository at `at`.
+    pub fn delete_manifest(&mut self, artifact: ArtifactId, at: Micros) {
+        let info = &self.artifacts[index(artifact)];
+        let deletion = (info.locator.clone(), info.digest.clone(), at);
+        self.manifest_deletions.push(deletion);
+    }
+
     pub fn without_purges(&self) -> Self {
         Self {
             mount_purges: Vec::new(),
             builder_prunes: Vec::new(),
+            manifest_deletions: Vec::new(),
             ..self.clone()
         }
     }
@@ -334,6 +344,42 @@ impl Source for History {
                 window.overlaps(first, last)
             })
             .map(|a| self.artifact_info(a.id))
+            .collect())
+    }
+
+    fn manifest_deleted_at(
+        &mut self,
+        locator: &str,
+        digest: &str,
+    ) -> Result<Option<Micros>, MemError> {
+        Ok(self
+            .manifest_deletions
+            .iter()
+            .filter(|(l, d, _)| l == locator && d == digest)
+            .map(|&(_, _, at)| at)
+            .min())
+    }
+
+    fn suspect_sighting(&mut self, artifact: ArtifactId) -> Result<bool, MemError> {
+        Ok(self.events.iter().any(|&(run, e)| {
+            let named = matches!(e, Event::Imported(a) | Event::UsedBase(a)
+                | Event::Exported(a) | Event::Produced(a) if a == artifact);
+            named && self.runs[index(run)].time_suspect
+        }))
+    }
+
+    fn orphan_records(&mut self, builder: BuilderId) -> Result<Vec<RecordId>, MemError> {
+        Ok(self
+            .records
+            .iter()
+            .filter(|r| r.builder == builder)
+            .filter(|r| {
+                !self
+                    .events
+                    .iter()
+                    .any(|&(_, e)| e == Event::CreatedRecord(r.id))
+            })
+            .map(|r| r.id)
             .collect())
     }
 

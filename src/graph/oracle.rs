@@ -68,6 +68,11 @@ pub fn times(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeMap<St
                 run.started_at,
             );
         }
+        for r in orphans_of(h, run) {
+            let record = &h.records[index(r)];
+            let builder = &h.builders[index(record.builder)].name;
+            earliest_at(record_name(builder, record), run.started_at);
+        }
         for (e, at) in events_of(h, id) {
             match e {
                 Event::Exported(a) | Event::Produced(a) => {
@@ -112,7 +117,7 @@ fn fixpoint(
     h: &History,
     seeds: &OracleSeeds,
     ignore_time: bool,
-) -> (BTreeSet<RunId>, BTreeMap<ArtifactId, Micros>) {
+) -> (BTreeSet<RunId>, BTreeMap<ArtifactId, Reads>) {
     let mut runs: BTreeSet<RunId> = seeds.runs.iter().copied().collect();
     loop {
         let before = runs.len();
@@ -165,27 +170,43 @@ fn tag_seeded(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> Vec<(Artif
     out
 }
 
-/// The tainted artifacts, each with the earliest read time from which it taints its readers.
+/// The read times from which, and before which, a tainted artifact taints its readers: every
+/// read but those of a ref recorded by tag only that a tag seed with a window, or a digest the
+/// tag held for a while, taints. Several are joined into the span that holds them all.
+type Reads = (Micros, Micros);
+
+const ALL_READS: Reads = (Micros::MIN, Micros::MAX);
+
+fn keep_widest(
+    reads: &mut BTreeMap<ArtifactId, Reads>,
+    artifact: ArtifactId,
+    (from, until): Reads,
+) {
+    let slot = reads.entry(artifact).or_insert((from, until));
+    *slot = (slot.0.min(from), slot.1.max(until));
+}
+
+/// The tainted artifacts, each with the reads it taints.
 fn tainted_artifacts(
     h: &History,
     runs: &BTreeSet<RunId>,
     seeds: &OracleSeeds,
     ignore_time: bool,
-) -> BTreeMap<ArtifactId, Micros> {
-    let mut out: BTreeMap<ArtifactId, Micros> = BTreeMap::new();
+) -> BTreeMap<ArtifactId, Reads> {
+    let mut out: BTreeMap<ArtifactId, Reads> = BTreeMap::new();
     if let Some(digest) = &seeds.digest {
         for a in h.artifacts.iter().filter(|a| &a.digest == digest) {
-            out.insert(a.id, Micros::MIN);
+            out.insert(a.id, ALL_READS);
         }
     }
     for (a, floor) in tag_seeded(h, seeds, ignore_time) {
-        keep_earliest(&mut out, a, floor);
+        keep_widest(&mut out, a, (floor, Micros::MAX));
     }
     // A failed run's exports and images count: it may have pushed before it failed.
     for &run in runs {
         for (e, _) in events_of(h, run) {
             if let Event::Exported(a) | Event::Produced(a) = e {
-                out.insert(a, Micros::MIN);
+                out.insert(a, ALL_READS);
             }
         }
     }
@@ -195,23 +216,24 @@ fn tainted_artifacts(
         .filter(|d| !d.is_empty())
         .collect();
     for a in h.artifacts.iter().filter(|a| digests.contains(&a.digest)) {
-        out.insert(a.id, Micros::MIN);
+        out.insert(a.id, ALL_READS);
     }
-    for (held, floor, _) in tag_held(h, &out, ignore_time) {
-        keep_earliest(&mut out, held, floor);
+    for (held, reads, _) in tag_held(h, &out, ignore_time) {
+        keep_widest(&mut out, held, reads);
     }
     out
 }
 
 /// The refs recorded by tag only (registry, no digest) that a tainted registry artifact with a
 /// digest shares a locator and a tag with: the tag may have held the digest when they were
-/// read, from the digest's first sighting there on. Each with the time reads taint from (any
-/// time, time-blind) and the time it is tainted from.
-fn tag_held(
+/// read, from the digest's first sighting there (any time, if a time-suspect run named it)
+/// until a recorded purge deleted it there. Each with those reads (all, time-blind) and the
+/// time it is tainted from.
+fn tag_held<V>(
     h: &History,
-    tainted: &BTreeMap<ArtifactId, Micros>,
+    tainted: &BTreeMap<ArtifactId, V>,
     ignore_time: bool,
-) -> Vec<(ArtifactId, Micros, Micros)> {
+) -> Vec<(ArtifactId, Reads, Micros)> {
     let mut out = Vec::new();
     for &a in tainted.keys() {
         let digest = h.artifact_info(a);
@@ -224,13 +246,30 @@ fn tag_held(
                 && held.locator == digest.locator
                 && held.tags.iter().any(|t| digest.tags.contains(t))
             {
-                let floor = if ignore_time {
+                let suspect = h.events.iter().any(|&(run, e)| {
+                    matches!(e, Event::Imported(x) | Event::UsedBase(x)
+                        | Event::Exported(x) | Event::Produced(x) if x == a)
+                        && info(h, run).time_suspect
+                });
+                let from = if suspect {
                     Micros::MIN
                 } else {
                     digest.first_seen
                 };
+                let until = h
+                    .manifest_deletions
+                    .iter()
+                    .filter(|(l, d, _)| *l == digest.locator && *d == digest.digest)
+                    .map(|&(_, _, at)| at)
+                    .min()
+                    .unwrap_or(Micros::MAX);
+                let reads = if ignore_time {
+                    ALL_READS
+                } else {
+                    (from, until)
+                };
                 let at = h.artifact_info(held.id).first_seen.max(digest.first_seen);
-                out.push((held.id, floor, at));
+                out.push((held.id, reads, at));
             }
         }
     }
@@ -250,7 +289,7 @@ fn earliest(
     h: &History,
     run: &RunInfo,
     tainted: &BTreeSet<RunId>,
-    artifacts: &BTreeMap<ArtifactId, Micros>,
+    artifacts: &BTreeMap<ArtifactId, Reads>,
     seeds: &OracleSeeds,
     ignore_time: bool,
 ) -> Option<Micros> {
@@ -271,8 +310,8 @@ fn earliest(
     for (event, at) in events_of(h, run.id) {
         match event {
             Event::Imported(a) | Event::UsedBase(a) => {
-                if let Some(&floor) = artifacts.get(&a)
-                    && (at >= floor || run.time_suspect)
+                if let Some(&(floor, until)) = artifacts.get(&a)
+                    && ((floor <= at && (at < until || until == Micros::MAX)) || run.time_suspect)
                 {
                     times.push(start.max(floor));
                 }
@@ -296,6 +335,28 @@ fn earliest(
                         .is_some() =>
             {
                 times.push(start);
+            }
+            Event::ReusedRecord(r)
+                if record_carries_taint(&h.records[index(r)]) && !has_creator(h, r) =>
+            {
+                let builder = h.records[index(r)].builder;
+                for &writer in tainted {
+                    let writer = info(h, writer);
+                    if writer.id == run.id
+                        || writer.builder != Some(builder)
+                        || !orphans_of(h, writer).any(|o| o == r)
+                    {
+                        continue;
+                    }
+                    let floor = if ignore_time || writer.time_suspect {
+                        Micros::MIN
+                    } else {
+                        writer.started_at
+                    };
+                    if at >= floor || run.time_suspect {
+                        times.push(start.max(floor));
+                    }
+                }
             }
             _ => {}
         }
@@ -324,6 +385,25 @@ fn earliest(
     }
     times.extend(seeded_builder_use(h, run, seeds, ignore_time).map(|since| start.max(since)));
     times.into_iter().min()
+}
+
+/// Whether any run recorded creating the record.
+fn has_creator(h: &History, record: RecordId) -> bool {
+    h.events
+        .iter()
+        .any(|&(_, e)| e == Event::CreatedRecord(record))
+}
+
+/// The records a run without record evidence may have created unrecorded: those of its
+/// builder that carry taint and that no run recorded creating. None for a run with evidence,
+/// which said what it created.
+fn orphans_of<'a>(h: &'a History, run: &'a RunInfo) -> impl Iterator<Item = RecordId> + 'a {
+    let builder = run.builder.filter(|_| !run.has_records);
+    h.records
+        .iter()
+        .filter(move |r| Some(r.builder) == builder)
+        .filter(|r| record_carries_taint(r) && !has_creator(h, r.id))
+        .map(|r| r.id)
 }
 
 /// For a run with record evidence that created or reused a record of a seeded builder and was
@@ -396,7 +476,7 @@ fn builder_prunes(h: &History, builder: BuilderId) -> Vec<Micros> {
 fn names(
     h: &History,
     runs: &BTreeSet<RunId>,
-    artifacts: &BTreeMap<ArtifactId, Micros>,
+    artifacts: &BTreeMap<ArtifactId, Reads>,
     seeds: &OracleSeeds,
 ) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -418,6 +498,7 @@ fn names(
                 _ => {}
             }
         }
+        records.extend(orphans_of(h, info));
     }
     for &a in artifacts.keys() {
         out.insert(artifact_name(&h.artifacts[index(a)]).into());

@@ -184,6 +184,16 @@ pub trait Source {
         locator: &str,
         tag: &str,
     ) -> Result<Vec<ArtifactId>, Self::Error>;
+    /// When a recorded purge deleted the manifest `digest` from `locator` (the earliest of
+    /// the deletions still done), if one did: a tag read after it no longer held it.
+    fn manifest_deleted_at(
+        &mut self,
+        locator: &str,
+        digest: &str,
+    ) -> Result<Option<Micros>, Self::Error>;
+    /// Whether a time-suspect run named the artifact: its first sighting may be that run's
+    /// claim, which proves nothing.
+    fn suspect_sighting(&mut self, artifact: ArtifactId) -> Result<bool, Self::Error>;
     /// Runs that imported this artifact (for artifacts without a digest).
     fn artifact_readers(
         &mut self,
@@ -206,6 +216,9 @@ pub trait Source {
     /// builder) or the builder, with their provenance, for output. Only the purges a trace
     /// applied are looked up, so the traversal itself carries nothing but their times.
     fn purges_at(&mut self, node: Purged, at: Micros) -> Result<Vec<StoredPurge>, Self::Error>;
+    /// The builder's records that no recorded run created (whoever made them ran without
+    /// record evidence, or unrecorded).
+    fn orphan_records(&mut self, builder: BuilderId) -> Result<Vec<RecordId>, Self::Error>;
     /// Runs that reused this builder record, with the reuse time.
     fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, Self::Error>;
     /// Runs on the builder without record-level evidence that finished at or after `since`,

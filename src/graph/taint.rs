@@ -256,6 +256,74 @@ struct SuspectWriters {
     other: bool,
 }
 
+/// The read times at which an artifact recorded by tag only taints its readers: from `from`,
+/// and before `until` (`Micros::MAX`: no end). Several are joined into the span that holds
+/// them all, which may take in reads between them: more taint, never less.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reads {
+    from: Micros,
+    until: Micros,
+}
+
+impl Reads {
+    const ALL: Self = Self {
+        from: Micros::MIN,
+        until: Micros::MAX,
+    };
+
+    fn holds(self, at: Micros) -> bool {
+        self.from <= at && (at < self.until || self.until == Micros::MAX)
+    }
+
+    fn hull(self, other: Self) -> Self {
+        Self {
+            from: self.from.min(other.from),
+            until: self.until.max(other.until),
+        }
+    }
+
+    fn covers(self, other: Self) -> bool {
+        self.hull(other) == self
+    }
+}
+
+impl From<Micros> for Reads {
+    /// From a time on, with no end.
+    fn from(from: Micros) -> Self {
+        Self {
+            from,
+            until: Micros::MAX,
+        }
+    }
+}
+
+/// A tainted run without record evidence that may have created a record no recorded run
+/// created: reuses from `floor` on may be of what it made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct OrphanWriter {
+    floor: Micros,
+    run: RunId,
+}
+
+/// The two earliest such writers of a record, by distinct runs: a reuser is reached by the
+/// earliest one that is not itself.
+type OrphanWriters = [Option<OrphanWriter>; 2];
+
+/// Adds a writer to the two earliest; whether they changed.
+fn keep_two(writers: &mut OrphanWriters, new: OrphanWriter) -> bool {
+    let mut all: Vec<OrphanWriter> = writers.iter().flatten().copied().collect();
+    match all.iter_mut().find(|w| w.run == new.run) {
+        Some(same) if same.floor <= new.floor => return false,
+        Some(same) => same.floor = new.floor,
+        None => all.push(new),
+    }
+    all.sort_unstable();
+    let kept = [all.first().copied(), all.get(1).copied()];
+    let changed = kept != *writers;
+    *writers = kept;
+    changed
+}
+
 /// Everything recorded under one digest, loaded once.
 #[derive(Debug, Default)]
 struct DigestState {
@@ -321,11 +389,11 @@ struct Tracer<'s, S: Source> {
     /// Digest-less artifacts whose readers were loaded, each with the earliest read time it
     /// was loaded from. (Runs and records expand once, when first tainted; artifacts with a
     /// digest share their digest's state.)
-    expanded: HashMap<NodeIndex, Micros>,
+    expanded: HashMap<NodeIndex, Reads>,
     /// Digest-less artifacts tainted only by a tag seed with a window, or by a tainted digest
     /// their tag held: they taint only the runs that read them from the window's start, or
     /// from when the digest was first seen, on. Any other evidence lifts the floor.
-    reader_floors: HashMap<NodeIndex, Micros>,
+    reader_floors: HashMap<NodeIndex, Reads>,
     /// Tainted registry artifacts whose tags were followed to the refs recorded by tag only.
     tags_followed: HashSet<NodeIndex>,
     builder_names: HashMap<BuilderId, CompactString>,
@@ -340,6 +408,11 @@ struct Tracer<'s, S: Source> {
     waiting_creators: HashMap<NodeIndex, Vec<(RunRef, Micros)>>,
     /// For each mount and builder: its tainted writes by time-suspect runs.
     suspect_writers: HashMap<NodeIndex, SuspectWriters>,
+    /// Each builder's records that no recorded run created, once asked for.
+    orphan_records: HashMap<BuilderId, Vec<RecordId>>,
+    /// For each such record reached: the tainted runs without record evidence that may have
+    /// created it.
+    orphan_writers: HashMap<NodeIndex, OrphanWriters>,
     /// Two names being compared ([`Tracer::names_cmp`]): nodes do not keep theirs.
     names: RefCell<(String, String)>,
 }
@@ -381,6 +454,8 @@ impl<'s, S: Source> Tracer<'s, S> {
             roles: IdMap::default(),
             waiting_creators: HashMap::default(),
             suspect_writers: HashMap::default(),
+            orphan_records: HashMap::default(),
+            orphan_writers: HashMap::default(),
         }
     }
 
@@ -444,10 +519,11 @@ impl<'s, S: Source> Tracer<'s, S> {
                                     Kind::CacheRef,
                                 );
                                 if !unfloored.contains(&node) {
+                                    let reads = Reads::from(since);
                                     self.reader_floors
                                         .entry(node)
-                                        .and_modify(|at| *at = (*at).min(since))
-                                        .or_insert(since);
+                                        .and_modify(|r| *r = r.hull(reads))
+                                        .or_insert(reads);
                                 }
                             }
                             _ => {
@@ -676,12 +752,13 @@ impl<'s, S: Source> Tracer<'s, S> {
         let Entity::Run { info, .. } = &self.graph[node].entity else {
             return Ok(());
         };
-        let (id, builder, started_at, finished_at, suspect) = (
+        let (id, builder, started_at, finished_at, suspect, has_records) = (
             info.id,
             info.builder,
             info.started_at,
             info.finished_at,
             info.time_suspect,
+            info.has_records,
         );
         for (write, at) in self.source.writes(id)? {
             let offer = |via| Label {
@@ -720,18 +797,10 @@ impl<'s, S: Source> Tracer<'s, S> {
                 Write::CreatedRecord(record) => {
                     let target = match self.nodes.get(&Key::Record(record)) {
                         Some(&target) => target,
-                        None => {
-                            let info = self.source.record(record)?;
-                            if !record_carries_taint(&info) {
-                                continue;
-                            }
-                            let builder = self.builder_name(info.builder)?;
-                            self.node(Key::Record(record), || Node {
-                                entity: Entity::Record { info, builder },
-                                seed: None,
-                                label: None,
-                            })
-                        }
+                        None => match self.record_node(record)? {
+                            Some(target) => target,
+                            None => continue,
+                        },
                     };
                     self.relax(target, offer(Via::RecordCreated), None);
                     // Creators that reused the record wait for another creator.
@@ -751,6 +820,51 @@ impl<'s, S: Source> Tracer<'s, S> {
             self.mutable_write(target, started_at, done, Via::RanOn, Some(node), Some(id))?;
             if suspect {
                 self.suspect_write(target, id)?;
+            }
+            if !has_records {
+                let floor = if self.ignore_time || suspect {
+                    Micros::MIN
+                } else {
+                    started_at
+                };
+                self.offer_orphans(builder, node, OrphanWriter { floor, run: id }, started_at)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A tainted run without record evidence may have created, unrecorded, any record of its
+    /// builder that no recorded run created: such a record carries taint to the runs that
+    /// reused it from the run's start on (a reuse before cannot be of what it made).
+    fn offer_orphans(
+        &mut self,
+        builder: BuilderId,
+        writer: NodeIndex,
+        offer: OrphanWriter,
+        started_at: Micros,
+    ) -> Result<(), S::Error> {
+        let records = match self.orphan_records.get(&builder) {
+            Some(records) => records.clone(),
+            None => {
+                let records = self.source.orphan_records(builder)?;
+                self.orphan_records.insert(builder, records.clone());
+                records
+            }
+        };
+        for record in records {
+            let Some(target) = self.record_node(record)? else {
+                continue;
+            };
+            let label = Label {
+                tainted_at: started_at,
+                via: Via::RanOn,
+                from: Some(writer).into(),
+                at: started_at,
+            };
+            self.relax(target, label, None);
+            // Its reusers are reached again only when a reuser can be reached earlier.
+            if keep_two(self.orphan_writers.entry(target).or_default(), offer) {
+                self.queue.push_back(Work::Record(target));
             }
         }
         Ok(())
@@ -815,19 +929,19 @@ impl<'s, S: Source> Tracer<'s, S> {
         };
         let id = info.id;
         if info.digest.is_empty() {
-            let floor = self
-                .reader_floors
+            let reads = self.reader_floors.get(&node).copied().unwrap_or(Reads::ALL);
+            if self
+                .expanded
                 .get(&node)
-                .copied()
-                .unwrap_or(Micros::MIN);
-            if self.expanded.get(&node).is_some_and(|&done| done <= floor) {
+                .is_some_and(|done| done.covers(reads))
+            {
                 return Ok(());
             }
-            self.expanded.insert(node, floor);
+            self.expanded.insert(node, reads);
             for (run, read, at) in self.source.artifact_readers(id)? {
                 // A time-suspect reader's read time proves nothing.
-                if at >= floor || run.time_suspect {
-                    self.taint_reader(run, read, id, node, at, floor)?;
+                if reads.holds(at) || run.time_suspect {
+                    self.taint_reader(run, read, id, node, at, reads.from)?;
                 }
             }
             return Ok(());
@@ -867,10 +981,20 @@ impl<'s, S: Source> Tracer<'s, S> {
         let Entity::Artifact { info, .. } = &self.graph[node].entity else {
             return Ok(());
         };
-        let (locator, tags, seen) = (info.locator.clone(), info.tags.clone(), info.first_seen);
-        let floor = if self.ignore_time { Micros::MIN } else { seen };
+        let (id, locator, digest, tags, seen) = (
+            info.id,
+            info.locator.clone(),
+            info.digest.clone(),
+            info.tags.clone(),
+            info.first_seen,
+        );
+        let mut reads = None;
         for tag in &tags {
             for held in self.source.tag_only_artifacts(&locator, tag)? {
+                let reads = match reads {
+                    Some(reads) => reads,
+                    None => *reads.insert(self.held_reads(id, &locator, &digest, seen)?),
+                };
                 // Its node may show a tag seed's window start as its first sighting.
                 let info = self.source.artifact(held)?;
                 let first_seen = info.first_seen;
@@ -881,19 +1005,50 @@ impl<'s, S: Source> Tracer<'s, S> {
                     from: Some(node).into(),
                     at: seen,
                 };
-                // Tainted with no floor (a tainted run wrote it, a seed without a window
+                // Tainted with no bounds (a tainted run wrote it, a seed without a window
                 // selected it): every reader is already reached.
-                let unfloored =
+                let unbounded =
                     self.graph[target].label.is_some() && !self.reader_floors.contains_key(&target);
-                if !unfloored {
-                    let at = self.reader_floors.entry(target).or_insert(floor);
-                    *at = (*at).min(floor);
+                if !unbounded {
+                    self.reader_floors
+                        .entry(target)
+                        .and_modify(|r| *r = r.hull(reads))
+                        .or_insert(reads);
                 }
                 self.relax(target, label, None);
                 self.queue.push_back(Work::Artifact(target));
             }
         }
         Ok(())
+    }
+
+    /// The reads of a tag that may have been of a digest seen under it: from its first
+    /// sighting in the repository (any time, when a time-suspect run may have claimed it) until
+    /// a recorded purge deleted it there.
+    fn held_reads(
+        &mut self,
+        artifact: ArtifactId,
+        locator: &str,
+        digest: &str,
+        seen: Micros,
+    ) -> Result<Reads, S::Error> {
+        if self.ignore_time {
+            return Ok(Reads::ALL);
+        }
+        let from = if self.source.suspect_sighting(artifact)? {
+            Micros::MIN
+        } else {
+            seen
+        };
+        let until = if self.ignore_purges {
+            None
+        } else {
+            self.source.manifest_deleted_at(locator, digest)?
+        };
+        Ok(Reads {
+            from,
+            until: until.unwrap_or(Micros::MAX),
+        })
     }
 
     /// Loads every artifact with the digest and every run that read one; returns the digest's
@@ -1001,10 +1156,46 @@ impl<'s, S: Source> Tracer<'s, S> {
         Ok(())
     }
 
+    /// The record's node, made when first met; `None` for a record that carries no taint.
+    fn record_node(&mut self, record: RecordId) -> Result<Option<NodeIndex>, S::Error> {
+        if let Some(&node) = self.nodes.get(&Key::Record(record)) {
+            return Ok(Some(node));
+        }
+        let info = self.source.record(record)?;
+        if !record_carries_taint(&info) {
+            return Ok(None);
+        }
+        let builder = self.builder_name(info.builder)?;
+        Ok(Some(self.node(Key::Record(record), || Node {
+            entity: Entity::Record { info, builder },
+            seed: None,
+            label: None,
+        })))
+    }
+
     fn expand_record(&mut self, node: NodeIndex) -> Result<(), S::Error> {
         let Entity::Record { info, .. } = &self.graph[node].entity else {
             return Ok(());
         };
+        if let Some(writers) = self.orphan_writers.get(&node).copied() {
+            // No recorded creator: reached from the earliest tainted run without record
+            // evidence that may have made it, other than the reuser itself.
+            for (run, at) in self.source.record_reusers(info.id)? {
+                let Some(writer) = writers.iter().flatten().find(|w| w.run != run.id) else {
+                    continue;
+                };
+                if at >= writer.floor || run.time_suspect {
+                    let label = Label {
+                        tainted_at: run.started_at.max(writer.floor),
+                        via: Via::BuilderRecord,
+                        from: Some(node).into(),
+                        at,
+                    };
+                    self.taint_run(run, label, Some((run.started_at, at)))?;
+                }
+            }
+            return Ok(());
+        }
         for (run, at) in self.source.record_reusers(info.id)? {
             // A run that created the record does not taint itself through it; another
             // creator found later reaches it.

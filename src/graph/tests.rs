@@ -1433,6 +1433,121 @@ fn a_tag_read_by_name_is_reached_from_a_tainted_push_of_the_tag() {
     assert_eq!(everything(&blind), oracle::closure(&h, &resolved, true));
 }
 
+/// A tag read by name after a recorded purge deleted the tainted digest from the repository
+/// cannot have been of it; one between the push and the deletion may have been. A digest
+/// first seen by a time-suspect run is held from any time: its claimed time proves nothing.
+#[test]
+fn a_tag_held_a_tainted_digest_until_its_deletion_and_from_any_time_when_suspect() {
+    let mut h = History::new();
+    let by_name = h.artifact(Backend::Registry, "reg.io/app", "", "");
+    h.tag(by_name, "cache");
+    let evil = h.run("evil", "1", t(20), t(30));
+    let pushed = h.manifest("reg.io/app", &digest('1'));
+    h.tag(pushed, "cache");
+    h.exports(evil, pushed);
+    let between = h.run("between", "1", t(31), t(33));
+    h.imports(between, by_name);
+    let after = h.run("after", "1", t(40), t(50));
+    h.imports(after, by_name);
+    h.delete_manifest(pushed, t(35));
+    let seeds = runs(&["evil/1"]);
+    let resolved = OracleSeeds {
+        runs: vec![evil],
+        ..OracleSeeds::default()
+    };
+    let aware = traced(&mut h.clone(), &seeds);
+    assert_eq!(
+        names(&aware, Kind::Run),
+        set(&["run:between/1/build", "run:evil/1/build"])
+    );
+    assert_eq!(everything(&aware), oracle::closure(&h, &resolved, false));
+    assert_eq!(times(&aware), oracle::times(&h, &resolved, false));
+    // As if no purge had been recorded, the later read counts too.
+    let options = TraceOptions {
+        ignore_purges: true,
+        ..TraceOptions::default()
+    };
+    let unpurged = trace(&mut h.clone(), &seeds, options).unwrap();
+    assert!(names(&unpurged, Kind::Run).contains(&"run:after/1/build".to_owned()));
+
+    let mut h = History::new();
+    let by_name = h.artifact(Backend::Registry, "reg.io/app", "", "");
+    h.tag(by_name, "cache");
+    let early = h.run("early", "1", t(0), t(10));
+    h.imports(early, by_name);
+    let evil = h.run("evil", "1", t(90), t(95));
+    h.suspect(evil);
+    let pushed = h.manifest("reg.io/app", &digest('1'));
+    h.tag(pushed, "cache");
+    h.exports(evil, pushed);
+    let resolved = OracleSeeds {
+        runs: vec![evil],
+        ..OracleSeeds::default()
+    };
+    let aware = traced(&mut h.clone(), &seeds);
+    assert_eq!(
+        names(&aware, Kind::Run),
+        set(&["run:early/1/build", "run:evil/1/build"])
+    );
+    assert_eq!(everything(&aware), oracle::closure(&h, &resolved, false));
+    assert_eq!(times(&aware), oracle::times(&h, &resolved, false));
+}
+
+/// A tainted run whose hook captured no record evidence may have made any record of its
+/// builder that no recorded run created: a run with evidence that reused one after it started
+/// is reached; one that reused it before is not, nor one that reused a record whose creator
+/// was recorded.
+#[test]
+fn a_record_no_run_created_is_reached_from_a_tainted_run_without_evidence() {
+    let mut h = History::new();
+    let b1 = h.builder("b1");
+    let orphan = h.record(b1, "r1", "regular", "[2/2] RUN make");
+    let known = h.record(b1, "r2", "regular", "[2/2] RUN test");
+    let before = h.run("before", "1", t(0), t(5));
+    h.on(before, b1);
+    h.with_records(before);
+    h.reuses(before, orphan);
+    let creator = h.run("creator", "1", t(0), t(5));
+    h.on(creator, b1);
+    h.with_records(creator);
+    h.creates(creator, known);
+    let evil = h.run("evil", "1", t(10), t(20));
+    h.on(evil, b1);
+    let victim = h.run("victim", "1", t(30), t(40));
+    h.on(victim, b1);
+    h.with_records(victim);
+    h.reuses(victim, orphan);
+    let bystander = h.run("bystander", "1", t(30), t(40));
+    h.on(bystander, b1);
+    h.with_records(bystander);
+    h.reuses(bystander, known);
+    let seeds = runs(&["evil/1"]);
+    let resolved = OracleSeeds {
+        runs: vec![evil],
+        ..OracleSeeds::default()
+    };
+    let aware = traced(&mut h.clone(), &seeds);
+    assert_eq!(
+        names(&aware, Kind::Run),
+        set(&["run:evil/1/build", "run:victim/1/build"])
+    );
+    let reached = entry(&aware, "run:victim/1/build");
+    assert_eq!(
+        (reached.via, reached.tainted_at),
+        (Via::BuilderRecord, t(30))
+    );
+    assert_eq!(names(&aware, Kind::Record), set(&["record:b1:r1"]));
+    assert_eq!(everything(&aware), oracle::closure(&h, &resolved, false));
+    assert_eq!(times(&aware), oracle::times(&h, &resolved, false));
+    let options = TraceOptions {
+        ignore_time: true,
+        ..TraceOptions::default()
+    };
+    let blind = trace(&mut h.clone(), &seeds, options).unwrap();
+    assert!(names(&blind, Kind::Run).contains(&"run:before/1/build".to_owned()));
+    assert_eq!(everything(&blind), oracle::closure(&h, &resolved, true));
+}
+
 /// Two tag seeds on one tag-only artifact: the earlier window decides, whichever comes first,
 /// and a seed without a window taints every reader.
 #[test]

@@ -1521,6 +1521,22 @@ impl Source for TraceSource<'_> {
         self.store.purges_at(node, at)
     }
 
+    fn orphan_records(&mut self, builder: BuilderId) -> Result<Vec<RecordId>, StoreError> {
+        self.store.orphan_records(builder)
+    }
+
+    fn manifest_deleted_at(
+        &mut self,
+        locator: &str,
+        digest: &str,
+    ) -> Result<Option<Micros>, StoreError> {
+        self.store.manifest_deleted_at(locator, digest)
+    }
+
+    fn suspect_sighting(&mut self, artifact: ArtifactId) -> Result<bool, StoreError> {
+        self.store.suspect_sighting(artifact)
+    }
+
     fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, StoreError> {
         match self.index()? {
             Some(index) => Ok(index.timed_readers(index.events.record_reuses.get(record))),

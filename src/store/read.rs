@@ -762,6 +762,53 @@ impl Source for Store {
         }
     }
 
+    fn manifest_deleted_at(
+        &mut self,
+        locator: &str,
+        digest: &str,
+    ) -> Result<Option<Micros>, StoreError> {
+        // The digest narrows the journal's rows; each target is then read whole.
+        let rows: Vec<(String, Option<Micros>)> = self.rows(
+            "SELECT target, finished_at FROM actions
+             WHERE kind = 'delete-manifest' AND state = 'done' AND target LIKE ?1",
+            params![format!("%{digest}%")],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter(|(target, _)| {
+                matches!(
+                    serde_json::from_str(target),
+                    Ok(crate::plan::Target::Manifest { registry, repository, digest: d, .. })
+                        if d == digest && format!("{registry}/{repository}") == locator
+                )
+            })
+            .filter_map(|(_, at)| at)
+            .min())
+    }
+
+    fn suspect_sighting(&mut self, artifact: ArtifactId) -> Result<bool, StoreError> {
+        let found: Vec<i64> = self.rows(
+            "SELECT 1 FROM events e JOIN run_receipts s ON s.run_id = e.run_id
+             WHERE e.kind IN ('imported', 'used_base', 'exported', 'produced')
+               AND e.target = ?1 AND s.time_suspect IS NOT NULL
+             LIMIT 1",
+            params![artifact],
+            |row| row.get(0),
+        )?;
+        Ok(!found.is_empty())
+    }
+
+    fn orphan_records(&mut self, builder: BuilderId) -> Result<Vec<RecordId>, StoreError> {
+        self.rows(
+            "SELECT r.id FROM builder_records r WHERE r.builder_id = ?1 AND NOT EXISTS
+               (SELECT 1 FROM events e WHERE e.kind = 'created_record' AND e.target = r.id)
+             ORDER BY r.id",
+            params![builder],
+            |row| row.get(0),
+        )
+    }
+
     fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, StoreError> {
         Ok(self
             .event_runs("'reused_record'", record, i64::MIN)?

@@ -98,6 +98,12 @@ impl Run {
         )
     }
 
+    /// A regular builder record the step reused (record evidence that it created none).
+    pub fn reused_record(self, id: &str, description: &str) -> Self {
+        let record = json!({ "id": id, "type": "regular", "description": description });
+        self.set("records", json!({ "created": [], "reused": [record] }))
+    }
+
     /// The provenance line.
     pub fn line(&self) -> String {
         Value::Object(self.0.clone()).to_string()
