@@ -68,8 +68,8 @@ impl TargetKind for Manifest {
                 };
                 if left > 0 {
                     status.push_str(&format!(
-                        "; {} left: recorded runs outside the incident name {them}, or an \
-                         index under a tag they name lists {them}",
+                        "; {} left: recorded runs outside the incident pushed {them}, or an \
+                         index under a tag they pushed lists {them}",
                         count(left, "listed child manifest", "listed child manifests"),
                         them = if left == 1 { "it" } else { "them" }
                     ));
@@ -243,7 +243,7 @@ async fn delete(
 pub struct Leaving {
     /// Recorded facts of the manifests: an index's children are looked at with it.
     pub facts: HashMap<String, ManifestFacts>,
-    /// Children recorded runs outside the incident name, and the indexes under a tag that
+    /// Children recorded runs outside the incident pushed, and the indexes under a tag that
     /// keep the children they list (see [`Spare`]).
     pub spared: HashSet<String>,
     /// The digests the incident holds tainted: no index keeps them.
@@ -341,7 +341,7 @@ async fn tagged_keepers(
 }
 
 /// The `children` of `index` in `place` (registry, repository) that the purge leaves in
-/// place: those recorded runs outside the incident name, and those an untainted index under a
+/// place: those recorded runs outside the incident pushed, and those an untainted index under a
 /// tag lists.
 async fn kept(
     cx: &Remotes,

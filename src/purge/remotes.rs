@@ -197,7 +197,7 @@ impl Remotes {
     }
 
     /// Of the `children` of `index` in `registry`'s `repository`, those that another index
-    /// under a tag of that repository lists, where recorded runs outside the incident name
+    /// under a tag of that repository lists, where recorded runs outside the incident pushed
     /// that index (as [`Remotes::spared`] tells): deleting them would break it (a release's
     /// multi-platform image listing a manifest the tainted index lists too). An index only the
     /// registry knows keeps nothing: whoever pushed the tainted index could push that too.

@@ -97,7 +97,7 @@ pub enum Outcome {
     Manifest {
         deleted: bool,
         children: usize,
-        /// Children the index listed that recorded runs outside the incident name: left.
+        /// Children the index listed that recorded runs outside the incident pushed: left.
         spared: usize,
     },
     /// Builder records pruned, the bytes the builder said it freed, and how many of the
@@ -140,7 +140,7 @@ impl fmt::Display for Outcome {
                 if spared > 0 {
                     write!(
                         f,
-                        "; {} left: recorded runs outside the incident name {}",
+                        "; {} left: recorded runs outside the incident pushed {}",
                         count(spared, "listed child manifest", "listed child manifests"),
                         if spared == 1 { "it" } else { "them" }
                     )?;
@@ -232,7 +232,7 @@ mod tests {
                 children: 1,
                 spared: 1
             }),
-            "deleted, with 1 child manifest; 1 listed child manifest left: recorded runs outside the incident name it"
+            "deleted, with 1 child manifest; 1 listed child manifest left: recorded runs outside the incident pushed it"
         );
         assert_eq!(
             shown(Outcome::Pruned {

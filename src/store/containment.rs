@@ -154,9 +154,10 @@ impl Store {
         )
     }
 
-    /// Of `digests`, those some recorded run names (an artifact with an event) and incident
-    /// `incident` does not hold tainted: the child manifests of a tainted index that a purge
-    /// must leave, since whoever pushed the index chose what it lists.
+    /// Of `digests`, those some recorded run pushed (an artifact exported or produced) and
+    /// incident `incident` does not hold tainted: the child manifests of a tainted index that
+    /// a purge must leave, since whoever pushed the index chose what it lists. A run that only
+    /// read a manifest vouches for nothing: it may have read the planted one.
     pub fn recorded_untainted(
         &self,
         incident: i64,
@@ -164,7 +165,9 @@ impl Store {
     ) -> Result<HashSet<String>, StoreError> {
         self.digests_where(
             "SELECT EXISTS (SELECT 1 FROM artifacts a WHERE a.digest = ?1
-                              AND EXISTS (SELECT 1 FROM events e WHERE e.target = a.id))
+                              AND EXISTS (SELECT 1 FROM events e
+                                          WHERE e.kind IN ('exported', 'produced')
+                                            AND e.target = a.id))
                 AND NOT EXISTS (SELECT 1 FROM incident_digests
                                 WHERE incident_id = ?2 AND digest = ?1)",
             incident,

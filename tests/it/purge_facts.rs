@@ -275,12 +275,42 @@ fn a_listed_manifest_a_trusted_run_recorded_is_left() {
         .cmd_with(&config)
         .args(["incident", "show", "1", "--format", "json"]));
     assert!(
-        show.contains("1 listed child manifest left: recorded runs outside the incident name it"),
+        show.contains("1 listed child manifest left: recorded runs outside the incident pushed it"),
         "{show}"
     );
     assert!(!manifest_exists(&registry, "team/app", &index.digest));
     assert!(!manifest_exists(&registry, "team/app", &planted.digest));
     assert!(manifest_exists(&registry, "team/app", &release.digest));
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(verify.starts_with("exit: 0\n"), "{verify}");
+}
+
+/// A run outside the incident that only read a manifest the attacker's index lists does not
+/// vouch for it: it may have read the planted one. The listed manifest is deleted with the
+/// index, and verification checks it.
+#[test]
+fn a_listed_manifest_a_run_only_read_is_deleted() {
+    let Some((registry, env)) = crate::common::registry_env() else {
+        return;
+    };
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let planted = pusher.image("team/app", None, "planted", false);
+    let index = pusher.index("team/app", Some("multi"), std::slice::from_ref(&planted));
+    History::new()
+        .run(Run::new("evil", 1).exported([format!("{host}/team/app:multi@{}", index.digest)]))
+        .run(Run::new("sandbox", 9).imported([format!("{host}/team/app@{}", planted.digest)]))
+        .import(&env);
+    let config = config(&host).write(&env);
+    env.open_incident(&config, "evil");
+    ok(env.cmd_with(&config).args(["incident", "purge", "1"]));
+    let run = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
+    assert!(run.starts_with("exit: 0\n"), "{run}");
+    assert!(!manifest_exists(&registry, "team/app", &index.digest));
+    assert!(!manifest_exists(&registry, "team/app", &planted.digest));
     let verify = output(
         &env,
         env.cmd_with(&config).args(["incident", "verify", "1"]),
