@@ -3,10 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Scope;
-use crate::graph::{Entity, Kind, Trace, Via};
+use crate::graph::source::ArtifactInfo;
+use crate::graph::{Entity, Kind, Tainted, Trace, Via};
 use crate::model::{Backend, Driver};
 use crate::time::Micros;
 
@@ -177,20 +179,31 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
     let place_of = |builder: &str| ctx.builders.get(builder).cloned().unwrap_or_default();
 
     // Registry artifacts and non-registry caches. A tag recorded without a digest needs no
-    // follow-up when the same tag was also recorded pinned (a wrapped push pins it).
-    let mut pinned_tags: BTreeSet<(String, String)> = BTreeSet::new();
+    // follow-up when it is tainted only as a holder of a tainted digest, which its own action
+    // deletes, or when the run that pushed it by tag also recorded the push pinned (a wrapped
+    // push pins it). One another run pushed may hold anything: its follow-up stays.
+    let mut pinned_tags: BTreeSet<(String, String, CompactString)> = BTreeSet::new();
     for kind in [Kind::CacheRef, Kind::Image] {
         for tainted in trace.tainted(kind) {
             if let Entity::Artifact { info, .. } = tainted.entity
                 && info.backend == Backend::Registry
                 && !info.digest.is_empty()
+                && matches!(tainted.via, Via::Exported | Via::Produced)
+                && let Some(pusher) = tainted.from_name()
             {
                 for tag in &info.tags {
-                    pinned_tags.insert((info.locator.clone(), tag.to_string()));
+                    pinned_tags.insert((info.locator.clone(), tag.to_string(), pusher.clone()));
                 }
             }
         }
     }
+    let pinned_by_pusher = |info: &ArtifactInfo, tainted: &Tainted<'_>| {
+        tainted.via == Via::TagHeld
+            || matches!(tainted.via, Via::Exported | Via::Produced)
+                && tainted.from_name().is_some_and(|pusher| {
+                    pinned_tags.contains(&(info.locator.clone(), info.key.to_string(), pusher))
+                })
+    };
     // A tag only ever built into a builder's engine (`docker build -t NAME:TAG`, never pushed)
     // is a local image, which its own action removes: a registry has nothing under it to look
     // up. Only an image tag qualifies, never a cache one: a `--cache-to type=registry` export
@@ -257,7 +270,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                         });
                     }
                 }
-                Backend::Registry if pinned_tags.contains(&(info.locator.clone(), info.key.to_string())) => {}
+                Backend::Registry if pinned_by_pusher(info, &tainted) => {}
                 Backend::Registry if !*cache && local_names.contains(&local_name(&info.locator, &info.key)) => {}
                 Backend::Registry => actions.push(Action {
                     kind: ActionKind::FollowUp,

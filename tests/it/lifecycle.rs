@@ -265,3 +265,41 @@ fn follow_ups_only_for_tags_that_may_be_in_a_registry() {
     );
     assert!(report.contains(&image), "{report}");
 }
+
+/// A tag pushed by tag only keeps its follow-up when the same tag was pinned by another run
+/// (the tag may hold anything that run's push left there); not when the pushing run pinned it
+/// itself, nor for a tag a run read, tainted only as a holder of a tainted digest that its own
+/// action deletes.
+#[test]
+fn a_tag_pushed_by_tag_only_keeps_its_follow_up_unless_its_run_pinned_it() {
+    let pinned = format!("reg.example/web:main@{}", digest('1'));
+    let follow_up = "skopeo inspect docker://reg.example/web:main";
+    for (runs, expected) in [
+        (
+            vec![
+                Run::new("evil", 1).exported([pinned.as_str()]),
+                Run::new("evil", 2).exported(["reg.example/web:main"]),
+            ],
+            true,
+        ),
+        (
+            vec![Run::new("evil", 1).exported([pinned.as_str(), "reg.example/web:main"])],
+            false,
+        ),
+        (
+            vec![
+                Run::new("evil", 1).exported([pinned.as_str()]),
+                Run::new("reader", 1)
+                    .day(2)
+                    .imported(["reg.example/web:main"]),
+            ],
+            false,
+        ),
+    ] {
+        let env = Env::new();
+        History::new().runs(runs).import_as(&env, "h.jsonl");
+        ok(env.cmd().args(["incident", "open", "--pipeline", "evil"]));
+        let report = ok(env.cmd().args(["incident", "report", "1"]));
+        assert_eq!(report.contains(follow_up), expected, "{report}");
+    }
+}
