@@ -326,8 +326,14 @@ fn cap_trust(item: &mut ImportItem, cap: &str, config: &Config) {
             }
             lower(&mut run.trust_level);
             lower(&mut run.pipeline.trust_level);
+            run.pipeline.project = None;
         }
-        ImportItem::Pipeline(pipeline) => lower(&mut pipeline.trust_level),
+        // An upload names a pipeline's project nowhere: the first one recorded stays for good,
+        // and sweeps and audits select by it.
+        ImportItem::Pipeline(pipeline) => {
+            pipeline.project = None;
+            lower(&mut pipeline.trust_level);
+        }
         // A run line names its builder only; a builder line says how to reach it.
         ImportItem::Builder(builder) => crate::model::forget_how_to_reach(builder),
         ImportItem::Purge { .. } => {}

@@ -1090,7 +1090,15 @@ pub(super) fn insert_run(
     let mut warnings = Vec::new();
     let asked = record.trust_level.as_deref();
     let (pipeline, level, capped) = run_pipeline(tx, cache, config, record, now, &mut warnings)?;
+    // An untrusted run names its builder only: the first way to reach a builder recorded is
+    // kept for good, and purges and verification connect to it.
+    let untrusted = level.is_some() && level == config.trust_levels().into_iter().next();
     let builder = match &record.builder {
+        Some(b) if untrusted => {
+            let mut named = b.clone();
+            crate::model::forget_how_to_reach(&mut named);
+            Some(upsert_builder(tx, cache, &named)?)
+        }
         Some(b) => Some(upsert_builder(tx, cache, b)?),
         None => None,
     };

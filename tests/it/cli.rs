@@ -844,7 +844,7 @@ fn import_trust_level_caps_what_an_upload_claims() {
         "provenance.jsonl",
         &format!(
             concat!(
-                r#"{{"v":1,"type":"pipeline","name":"acme/web/images","trust_level":"release"}}"#,
+                r#"{{"v":1,"type":"pipeline","name":"acme/web/images","project":"attacker","trust_level":"release"}}"#,
                 "\n",
                 r#"{{"v":1,"type":"run","pipeline":"acme/web/images","run":"1002-1","step":"s","trust_level":"release","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","exported":["r.io/web:cache@{a}"]}}"#,
                 "\n",
@@ -868,16 +868,24 @@ fn import_trust_level_caps_what_an_upload_claims() {
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();
                 format!(
-                    "{} {}",
+                    "{} {}{}",
                     v["run"].as_str().unwrap_or("pipeline"),
-                    v["trust_level"].as_str().unwrap_or("-")
+                    v["trust_level"].as_str().unwrap_or("-"),
+                    v["project"]
+                        .as_str()
+                        .map(|p| format!(" {p}"))
+                        .unwrap_or_default()
                 )
             })
             .collect::<Vec<_>>()
     };
     assert_eq!(
         levels("plain.db", &[]),
-        ["pipeline release", "1002-1 release", "1003-1 release"]
+        [
+            "pipeline release attacker",
+            "1002-1 release",
+            "1003-1 release"
+        ]
     );
     assert_eq!(
         levels("capped.db", &["--trust-level", "untrusted"]),

@@ -361,3 +361,42 @@ fn unknown_nested_fields_are_refused() {
     }
     assert!(!env.db().exists() || runs(&env).is_empty());
 }
+
+/// A pull request's `record` names its builder but says nothing of how to reach it: purges
+/// and verification connect to the first endpoint recorded, which the pull request must not
+/// choose. A trusted run's endpoint is kept.
+#[test]
+fn an_untrusted_run_sets_no_builder_endpoint() {
+    let env = Env::new();
+    let config = ConfigBuilder::new()
+        .pipeline(Pipeline::named("acme/web/ci").trust("release"))
+        .write_as(&env, "cw.toml");
+    let record = |event: &str, builder: &str, run: &str| {
+        let mut cmd = env.cmd_with(&config);
+        cmd.env("GITHUB_ACTIONS", "true")
+            .env("GITHUB_REPOSITORY", "acme/web")
+            .env("GITHUB_WORKFLOW", "ci")
+            .env("GITHUB_RUN_ID", run)
+            .env("GITHUB_RUN_ATTEMPT", "1")
+            .env("GITHUB_EVENT_NAME", event)
+            .env("GITHUB_REF_PROTECTED", "true")
+            .env("DOCKER_HOST", "tcp://127.0.0.1:23750")
+            .args(["record", "--builder", builder, "--driver", "docker"])
+            .args(["--trust-level", "release"]);
+        ok(&mut cmd);
+    };
+    record("pull_request", "ci-1", "7");
+    record("push", "ci-2", "8");
+    let export = ok(env.cmd_with(&config).arg("export"));
+    let builders: Vec<serde_json::Value> = export
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["type"] == "builder")
+        .collect();
+    let of = |name: &str| builders.iter().find(|b| b["name"] == name).cloned();
+    let untrusted = of("ci-1").expect("the builder is named");
+    assert_eq!(untrusted.get("endpoint"), None, "{export}");
+    assert_eq!(untrusted.get("driver"), None, "{export}");
+    let trusted = of("ci-2").expect("the builder is named");
+    assert_eq!(trusted["endpoint"], "tcp://127.0.0.1:23750", "{export}");
+}
