@@ -330,8 +330,9 @@ async fn tagged_keepers(
         let Ok(client) = remotes.registry(registry).await else {
             continue;
         };
+        let pushed = store.pushed_untainted_in(incident, repository)?;
         if let Ok(tagged) = remotes
-            .tagged_indexes(&client, (registry, repository))
+            .tagged_indexes(&client, (registry, repository), &pushed)
             .await
         {
             candidates.extend(tagged.iter().map(|(digest, _)| digest.clone()));

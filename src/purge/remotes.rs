@@ -163,6 +163,7 @@ impl Remotes {
         &self,
         client: &RegistryClient,
         (registry, repository): (&str, &str),
+        pushed: &[String],
     ) -> Result<TaggedIndexes, RemoteError> {
         let mut tagged = self.tagged.lock().await;
         let key = (registry.to_owned(), repository.to_owned());
@@ -170,6 +171,27 @@ impl Remotes {
             return Ok(found.clone());
         }
         let mut found = Vec::new();
+        // The indexes recorded runs pushed there by digest, under a tag or not any more (a
+        // release whose tag moved on still needs what it lists).
+        for digest in pushed {
+            let Ok(parsed) = crate::model::Digest::parse(digest, "digest") else {
+                continue;
+            };
+            let facts = match self.known.get(digest.as_str()) {
+                Some(facts) => facts.clone(),
+                None => match manifest::probe(client, repository, &parsed).await? {
+                    Some(facts) => {
+                        self.learn(facts.clone());
+                        facts
+                    }
+                    None => continue,
+                },
+            };
+            if !facts.children.is_empty() {
+                let children = facts.children.iter().map(|c| c.as_str().to_owned());
+                found.push((digest.clone(), children.collect()));
+            }
+        }
         for tag in client.list_tags(repository).await? {
             let Some(head) = client.head_manifest(repository, &tag).await? else {
                 continue;
@@ -220,17 +242,21 @@ impl Remotes {
         let tagged = match (listed, &self.spare) {
             (Some(tagged), _) => tagged,
             (None, Spare::Store { store, incident }) => {
-                let names = store
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .names_untainted_in(*incident, place.1)
-                    .map_err(|e| {
-                        RemoteError::local(format!(
-                            "cannot ask the store which indexes may keep children: {e}"
-                        ))
-                    })?;
+                let asked = {
+                    let store = store.lock().unwrap_or_else(|e| e.into_inner());
+                    store
+                        .names_untainted_in(*incident, place.1)
+                        .and_then(|names| {
+                            Ok((names, store.pushed_untainted_in(*incident, place.1)?))
+                        })
+                };
+                let (names, pushed) = asked.map_err(|e| {
+                    RemoteError::local(format!(
+                        "cannot ask the store which indexes may keep children: {e}"
+                    ))
+                })?;
                 if names {
-                    self.tagged_indexes(client, place).await?
+                    self.tagged_indexes(client, place, &pushed).await?
                 } else {
                     let none = TaggedIndexes::default();
                     self.tagged.lock().await.insert(key, none.clone());

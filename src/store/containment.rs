@@ -154,6 +154,36 @@ impl Store {
         )
     }
 
+    /// The registry manifests that recorded runs pushed (exported or produced) by digest to a
+    /// repository named `repository` and incident `incident` does not hold tainted: the
+    /// indexes among them keep what they list.
+    pub fn pushed_untainted_in(
+        &self,
+        incident: i64,
+        repository: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let pattern = format!(
+            "%/{}",
+            repository
+                .to_lowercase()
+                .replace('!', "!!")
+                .replace('%', "!%")
+                .replace('_', "!_")
+        );
+        self.rows(
+            "SELECT DISTINCT a.digest FROM artifacts a
+             WHERE a.backend = 'registry' AND a.digest <> ''
+               AND lower(a.locator) LIKE ?1 ESCAPE '!'
+               AND EXISTS (SELECT 1 FROM events e
+                           WHERE e.kind IN ('exported', 'produced') AND e.target = a.id)
+               AND NOT EXISTS (SELECT 1 FROM incident_digests d
+                               WHERE d.incident_id = ?2 AND d.digest = a.digest)
+             ORDER BY a.digest",
+            params![pattern, incident],
+            |row| row.get(0),
+        )
+    }
+
     /// Of `digests`, those some recorded run pushed (an artifact exported or produced) and
     /// incident `incident` does not hold tainted: the child manifests of a tainted index that
     /// a purge must leave, since whoever pushed the index chose what it lists. A run that only

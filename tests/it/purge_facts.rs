@@ -370,6 +370,46 @@ fn a_manifest_a_recorded_release_index_lists_is_left() {
     assert!(verify.starts_with("exit: 0\n"), "{verify}");
 }
 
+/// A release's multi-platform image recorded by digest and no longer under a tag (its tag
+/// moved on) still needs what it lists: the attacker's index that lists one of its manifests
+/// is deleted with its own image, and the release's manifests stay.
+#[test]
+fn a_manifest_an_untagged_recorded_release_index_lists_is_left() {
+    let Some((registry, env)) = crate::common::registry_env() else {
+        return;
+    };
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let shared = pusher.image("team/app", None, "amd64", false);
+    let arm = pusher.image("team/app", None, "arm64", false);
+    let release = pusher.index("team/app", None, &[shared.clone(), arm.clone()]);
+    let planted = pusher.image("team/app", None, "planted", false);
+    let index = pusher.index("team/app", Some("pr"), &[shared.clone(), planted.clone()]);
+    History::new()
+        .run(Run::new("release", 1).produced([format!("{host}/team/app@{}", release.digest)]))
+        .run(Run::new("evil", 1).exported([format!("{host}/team/app:pr@{}", index.digest)]))
+        .import(&env);
+    let config = config(&host).write(&env);
+    env.open_incident(&config, "evil");
+    ok(env.cmd_with(&config).args(["incident", "purge", "1"]));
+    let run = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
+    assert!(run.starts_with("exit: 0\n"), "{run}");
+    assert!(!manifest_exists(&registry, "team/app", &index.digest));
+    assert!(!manifest_exists(&registry, "team/app", &planted.digest));
+    for kept in [&release, &shared, &arm] {
+        assert!(
+            manifest_exists(&registry, "team/app", &kept.digest),
+            "{}",
+            kept.digest
+        );
+    }
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(verify.starts_with("exit: 0\n"), "{verify}");
+}
+
 /// Every `*.config.json` evidence file under `dir`, with its bytes.
 fn saved_configs(dir: &Path) -> Vec<Vec<u8>> {
     let mut found = Vec::new();
