@@ -212,6 +212,18 @@ pub fn build_record(
                 ))
                 .into());
             }
+            // A hook records a run once it ran: a time in the future is made up, and would
+            // hide the run from every trace until then.
+            if config.purge.in_future(finished, now) {
+                return Err(InputError::invalid(format!(
+                    "--finished-at `{}` is in the future (now {}, clock skew allowed {}s): a run \
+                     is recorded once it ran",
+                    time::format(finished),
+                    time::format(now),
+                    config.purge.clock_skew_seconds
+                ))
+                .into());
+            }
             (started, finished)
         }
     };

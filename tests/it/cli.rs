@@ -967,3 +967,37 @@ fn usage_errors_are_one_line() {
         assert!(!stderr.contains('\u{1b}'), "{out}");
     }
 }
+
+/// A hook records a run once it ran: `record` refuses a finish in the future beyond the
+/// allowed clock skew (it would hide the run from every trace until then), and writes nothing.
+#[test]
+fn record_refuses_a_run_that_finishes_in_the_future() {
+    let env = Env::new();
+    let out = output(
+        &env,
+        env.cmd().args([
+            "record",
+            "--pipeline",
+            "forks-pr",
+            "--run",
+            "1",
+            "--builder",
+            "ci-1",
+            "--mount",
+            "/root/.cache/pip",
+            "--started-at",
+            "2030-06-01T00:00:00Z",
+            "--finished-at",
+            "2030-06-01T00:01:00Z",
+        ]),
+    );
+    assert!(out.starts_with("exit: 2\n"), "{out}");
+    assert!(
+        out.contains("--finished-at `2030-06-01T00:01:00Z` is in the future"),
+        "{out}"
+    );
+    assert!(
+        !env.path().join("cachewarden.db").exists()
+            || !ok(env.cmd().arg("export")).contains("forks-pr")
+    );
+}
