@@ -359,6 +359,18 @@ pub fn normalize_mount_id(value: &str, namespace: &str, llb: bool) -> String {
     }
 }
 
+/// The one `(namespace, id)` of a cache mount among all that name the same cache.
+///
+/// BuildKit keys a cache mount by `<namespace>/<id>` (the LLB form), so a namespace can move
+/// part of a path out of the id: `BUILDKIT_CACHE_MOUNT_NS=//root/.cache` with `id=pip` is the
+/// cache of the default `/root/.cache/pip`. The key is split at its first `/`, so every
+/// spelling of one cache is one mount, and the key is the namespace, `/` and the id as before.
+pub fn canonical_mount(namespace: &str, id: &str) -> (String, String) {
+    let key = format!("{namespace}/{id}");
+    let (namespace, id) = key.split_once('/').expect("the key holds a `/`");
+    (namespace.to_owned(), id.to_owned())
+}
+
 /// A `--cache-from` / `--cache-to` entry, in every form buildx accepts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -1069,6 +1081,29 @@ mod tests {
             };
             let value = format!("{algorithm}:{hex}");
             proptest::prop_assert_eq!(Digest::is_valid(&value), Digest::problem(&value).is_none());
+        }
+    }
+
+    #[test]
+    fn every_spelling_of_one_cache_mount_is_one_mount() {
+        let default = canonical_mount("", "/root/.cache/pip");
+        assert_eq!(default, (String::new(), "/root/.cache/pip".to_owned()));
+        assert_eq!(canonical_mount("//root/.cache", "pip"), default);
+        assert_eq!(canonical_mount("/", "root/.cache/pip"), default);
+        assert_eq!(
+            canonical_mount("", "pip"),
+            (String::new(), "pip".to_owned())
+        );
+        let team = canonical_mount("team", "pip");
+        assert_eq!(team, ("team".to_owned(), "pip".to_owned()));
+        assert_eq!(
+            canonical_mount("team/x", "pip"),
+            canonical_mount("team", "x/pip")
+        );
+        for (namespace, id) in [("team/x", "pip"), ("//a", "b"), ("", "/x")] {
+            let (n, i) = canonical_mount(namespace, id);
+            assert_eq!(canonical_mount(&n, &i), (n.clone(), i.clone()));
+            assert_eq!(format!("{n}/{i}"), format!("{namespace}/{id}"));
         }
     }
 

@@ -1142,6 +1142,7 @@ fn cache_mount(
     if mount.id.is_empty() {
         mount.id = target.clone();
     }
+    (mount.namespace, mount.id) = crate::model::canonical_mount(&mount.namespace, &mount.id);
     mount.target = Some(target);
     Ok(Some(mount))
 }

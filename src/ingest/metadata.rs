@@ -543,9 +543,11 @@ fn cache_mount(mount: &Value, namespace: &str, what: &str) -> Result<Option<Moun
             }
         },
     };
+    let (namespace, id) =
+        crate::model::canonical_mount(namespace, &normalize_mount_id(id, namespace, true));
     Ok(Some(MountUse {
-        id: normalize_mount_id(id, namespace, true),
-        namespace: namespace.to_owned(),
+        id,
+        namespace,
         target: field(mount, &["dest", "Dest"])
             .and_then(Value::as_str)
             .filter(|d| !d.is_empty())

@@ -320,11 +320,15 @@ pub fn parse_line(text: &str) -> Result<ImportItem, String> {
                 recorded_at,
             };
             let target = match mount {
-                Some(mount) => PurgeTarget::Mount {
-                    builder,
-                    mount: normalize_mount_id(&mount, &namespace, false),
-                    namespace,
-                },
+                Some(mount) => {
+                    let mount = normalize_mount_id(&mount, &namespace, false);
+                    let (namespace, mount) = crate::model::canonical_mount(&namespace, &mount);
+                    PurgeTarget::Mount {
+                        builder,
+                        mount,
+                        namespace,
+                    }
+                }
                 None => PurgeTarget::Builder { builder },
             };
             Ok(ImportItem::Purge {
@@ -436,6 +440,7 @@ fn run_from_line(line: RunLine) -> Result<RunRecord, String> {
         .map(|mut m| {
             non_empty(&m.id, "mounts[].id")?;
             m.id = normalize_mount_id(&m.id, &m.namespace, false);
+            (m.namespace, m.id) = crate::model::canonical_mount(&m.namespace, &m.id);
             m.target = m.target.map(|t| clean_path(&t));
             Ok(m)
         })

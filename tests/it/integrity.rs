@@ -400,3 +400,54 @@ fn an_untrusted_run_sets_no_builder_endpoint() {
     let trusted = of("ci-2").expect("the builder is named");
     assert_eq!(trusted["endpoint"], "tcp://127.0.0.1:23750", "{export}");
 }
+
+/// BuildKit keys a cache mount by `<namespace>/<id>`: a pull request that sets
+/// `BUILDKIT_CACHE_MOUNT_NS=//root/.cache` and `id=pip` writes the cache a release build
+/// mounts at `/root/.cache/pip` by default. Both are recorded as one mount, and the trace from
+/// the pull request reaches the release build by reading it.
+#[test]
+fn a_cache_mount_namespace_cannot_hide_a_shared_cache() {
+    let env = Env::new();
+    let attack = env.write(
+        "Dockerfile.attack",
+        "FROM busybox\nRUN --mount=type=cache,id=pip,target=/root/.cache/pip true\n",
+    );
+    let release = env.write(
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=cache,target=/root/.cache/pip true\n",
+    );
+    let run = |pipeline: &str, dockerfile: &std::path::Path, extra: &[&str], at: &str| {
+        let out = record(
+            &env,
+            &[
+                &["--pipeline", pipeline, "--run", "1", "--builder", "ci-1"][..],
+                &["--dockerfile", dockerfile.to_str().unwrap()],
+                &["--started-at", at, "--finished-at", at],
+                extra,
+            ]
+            .concat(),
+        );
+        assert!(out.starts_with("exit: 0\n"), "{out}");
+    };
+    run(
+        "forks-pr",
+        &attack,
+        &["--build-arg", "BUILDKIT_CACHE_MOUNT_NS=//root/.cache"],
+        "2026-03-01T10:00:00Z",
+    );
+    run("web-release", &release, &[], "2026-03-01T11:00:00Z");
+    let mounts = ok(env.cmd().args(["ls", "mounts", "--format", "json"]));
+    let mounts: serde_json::Value = serde_json::from_str(&mounts).unwrap();
+    assert_eq!(mounts["items"].as_array().unwrap().len(), 1, "{mounts:#}");
+    let trace = ok(env
+        .cmd()
+        .args(["trace", "--pipeline", "forks-pr", "--format", "json"]));
+    let trace: serde_json::Value = serde_json::from_str(&trace).unwrap();
+    let release = trace["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "run:web-release/1/Dockerfile")
+        .unwrap_or_else(|| panic!("{trace:#}"));
+    assert_eq!(release["via"]["kind"], "mount-read", "{trace:#}");
+}
