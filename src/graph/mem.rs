@@ -268,6 +268,33 @@ impl History {
         info
     }
 
+    /// The artifacts with a digest that `tag` in `locator` held at `since`: those last seen
+    /// under it latest before then.
+    pub(crate) fn held_at(
+        &self,
+        locator: &str,
+        tag: &str,
+        since: Option<Micros>,
+    ) -> Vec<ArtifactId> {
+        let Some(since) = since else {
+            return Vec::new();
+        };
+        let candidates: Vec<(ArtifactId, Micros)> = self
+            .artifacts
+            .iter()
+            .filter(|a| a.locator == locator && a.tags.iter().any(|t| t == tag))
+            .filter(|a| !a.digest.is_empty())
+            .map(|a| (a.id, self.sighted(a.id).1))
+            .filter(|&(_, last)| last < since)
+            .collect();
+        let latest = candidates.iter().map(|&(_, last)| last).max();
+        candidates
+            .into_iter()
+            .filter(|&(_, last)| Some(last) == latest)
+            .map(|(a, _)| a)
+            .collect()
+    }
+
     /// The first and last events that name the artifact (0 for one no run names): its tags
     /// were seen over that span.
     pub(crate) fn sighted(&self, artifact: ArtifactId) -> (Micros, Micros) {
@@ -335,13 +362,14 @@ impl Source for History {
         until: Option<Micros>,
     ) -> Result<Vec<ArtifactInfo>, MemError> {
         let window = super::seeds::Window { since, until };
+        let held = self.held_at(locator, tag, since);
         Ok(self
             .artifacts
             .iter()
             .filter(|a| a.locator == locator && a.tags.iter().any(|t| t == tag))
             .filter(|a| {
                 let (first, last) = self.sighted(a.id);
-                window.overlaps(first, last)
+                window.overlaps(first, last) || held.contains(&a.id)
             })
             .map(|a| self.artifact_info(a.id))
             .collect())

@@ -146,17 +146,20 @@ fn info(h: &History, run: RunId) -> &RunInfo {
     &h.runs[index(run)]
 }
 
-/// The artifacts a tag seed selects: those seen under the tag at some time in its window. One
+/// The artifacts a tag seed selects: those seen under the tag at some time in its window, and
+/// the digest it held when the window opened (last seen under it before). One
 /// recorded by tag only stands for whatever the tag held, so it taints only the runs that read
 /// it from the window's start (its floor); one with a digest taints every reader.
 fn tag_seeded(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> Vec<(ArtifactId, Micros)> {
     let mut out = Vec::new();
     for (locator, tag, window) in &seeds.tags {
+        // The digest the tag held when the window opened counts as seen in it.
+        let held = h.held_at(locator, tag, window.since);
         for a in h.artifacts.iter() {
             let (first, last) = h.sighted(a.id);
             if &a.locator != locator
                 || !a.tags.iter().any(|t| t == tag)
-                || !window.overlaps(first, last)
+                || !(window.overlaps(first, last) || held.contains(&a.id))
             {
                 continue;
             }

@@ -1292,37 +1292,48 @@ fn mount_seed_accepts_the_llb_form() {
     assert_eq!(entry(&trace, PIP).tainted_at, t(5));
 }
 
-/// A tag seed with a window selects only the digests seen under it in the window.
+/// A tag seed with a window selects the digests seen under it in the window and the one it
+/// held when the window opened (the last seen under it before), whose readers are tainted
+/// whenever they read it, not those it held before that.
 #[test]
 fn tag_seed_selects_digests_by_window() {
     let mut h = History::new();
-    let old = h.manifest("reg.io/app", &digest('1'));
-    let new = h.manifest("reg.io/app", &digest('2'));
-    h.tag(old, "cache");
-    h.tag(new, "cache");
-    let r1 = h.run("ci", "1", t(0), t(5));
-    h.exports(r1, old);
-    let r2 = h.run("ci", "2", t(50), t(55));
-    h.exports(r2, new);
+    let oldest = h.manifest("reg.io/app", &digest('1'));
+    let held = h.manifest("reg.io/app", &digest('2'));
+    let new = h.manifest("reg.io/app", &digest('3'));
+    for (run, at, artifact) in [("1", 0, oldest), ("2", 10, held), ("3", 50, new)] {
+        h.tag(artifact, "cache");
+        let r = h.run("ci", run, t(at), t(at + 5));
+        h.exports(r, artifact);
+    }
     let reader = h.run("web", "1", t(20), t(30));
-    h.imports(reader, old);
+    h.imports(reader, held);
+    let window = Window {
+        since: Some(t(40)),
+        until: None,
+    };
     let seeds = Seeds {
         cache_refs: vec![CacheRefSeed::Tag {
             locator: "reg.io/app".into(),
             tag: "cache".into(),
-            window: Window {
-                since: Some(t(40)),
-                until: None,
-            },
+            window,
         }],
         ..Seeds::default()
     };
-    let trace = traced(&mut h, &seeds);
-    assert!(names(&trace, Kind::Run).is_empty());
+    let trace = traced(&mut h.clone(), &seeds);
+    assert_eq!(names(&trace, Kind::Run), set(&["run:web/1/build"]));
     assert_eq!(
         names(&trace, Kind::CacheRef),
-        set(&[&format!("reg.io/app@{}", digest('2'))])
+        set(&[
+            &format!("reg.io/app@{}", digest('2')),
+            &format!("reg.io/app@{}", digest('3'))
+        ])
     );
+    let resolved = OracleSeeds {
+        tags: vec![("reg.io/app".into(), "cache".into(), window)],
+        ..OracleSeeds::default()
+    };
+    assert_eq!(everything(&trace), oracle::closure(&h, &resolved, false));
 }
 
 /// A tag seed with a window selects an artifact recorded by tag only when the tag was seen

@@ -568,9 +568,17 @@ impl Source for Store {
         since: Option<Micros>,
         until: Option<Micros>,
     ) -> Result<Vec<ArtifactInfo>, StoreError> {
+        // Seen under the tag in the window, or the digest it held when the window opened: the
+        // last seen under it before.
         self.artifacts_query(
             "JOIN artifact_tags tt ON tt.artifact_id = a.id
-             WHERE a.locator = ?1 AND tt.tag = ?2 AND tt.last_seen >= ?3 AND tt.first_seen <= ?4
+             WHERE a.locator = ?1 AND tt.tag = ?2 AND tt.first_seen <= ?4
+               AND (tt.last_seen >= ?3
+                    OR a.digest <> '' AND tt.last_seen = (
+                        SELECT max(t2.last_seen) FROM artifact_tags t2
+                        JOIN artifacts a2 ON a2.id = t2.artifact_id
+                        WHERE a2.locator = ?1 AND t2.tag = ?2 AND a2.digest <> ''
+                          AND t2.last_seen < ?3))
              ORDER BY a.id",
             params![
                 locator,

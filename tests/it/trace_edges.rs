@@ -162,3 +162,25 @@ fn a_record_nobody_recorded_creating_carries_taint_from_a_run_without_evidence()
         ["run:evil/1/s", "run:victim/1/s"]
     );
 }
+
+/// A tag seed with `--since` takes in the digest the tag held when the window opened (the last
+/// pushed under it before): a run that read that digest by digest in the window is tainted, as
+/// is one that read the tag by name.
+#[test]
+fn a_tag_seed_takes_in_the_digest_the_tag_held_when_its_window_opened() {
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let history = History::new().runs([
+        Run::new("push", 1)
+            .day(1)
+            .exported([format!("reg.io/a:cache@{digest}")]),
+        Run::new("pinned", 1)
+            .day(5)
+            .imported([format!("reg.io/a@{digest}")]),
+        Run::new("tagonly", 1).day(5).imported(["reg.io/a:cache"]),
+    ]);
+    let seeds = ["--cache-ref", "reg.io/a:cache", "--since", "2026-01-03"];
+    assert_eq!(
+        tainted_runs(&history.lines(), &seeds),
+        ["run:pinned/1/s", "run:tagonly/1/s"]
+    );
+}
