@@ -339,6 +339,16 @@ fn earliest(
             {
                 times.push(start);
             }
+            // Two runs that recorded creating one record ran side by side: either may have
+            // made it, and the other used it.
+            Event::CreatedRecord(r)
+                if record_carries_taint(&h.records[index(r)])
+                    && writes_to(h, tainted, run.id, |e| e == Event::CreatedRecord(r))
+                        .next()
+                        .is_some() =>
+            {
+                times.push(start);
+            }
             Event::ReusedRecord(r)
                 if record_carries_taint(&h.records[index(r)]) && !has_creator(h, r) =>
             {

@@ -219,6 +219,10 @@ pub trait Source {
     /// The builder's records that no recorded run created (whoever made them ran without
     /// record evidence, or unrecorded).
     fn orphan_records(&mut self, builder: BuilderId) -> Result<Vec<RecordId>, Self::Error>;
+    /// The runs that recorded creating this builder record, with the time, when more than one
+    /// did (concurrent builds on one builder each list what either made); none otherwise.
+    fn record_cocreators(&mut self, record: RecordId)
+    -> Result<Vec<(RunRef, Micros)>, Self::Error>;
     /// Runs that reused this builder record, with the reuse time.
     fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, Self::Error>;
     /// Runs on the builder without record-level evidence that finished at or after `since`,

@@ -1196,7 +1196,11 @@ impl<'s, S: Source> Tracer<'s, S> {
             }
             return Ok(());
         }
-        for (run, at) in self.source.record_reusers(info.id)? {
+        // Runs that recorded creating it too ran beside a creator: each lists what either
+        // made, so they are reached as if they reused it.
+        let mut users = self.source.record_reusers(info.id)?;
+        users.extend(self.source.record_cocreators(info.id)?);
+        for (run, at) in users {
             // A run that created the record does not taint itself through it; another
             // creator found later reaches it.
             if self.only_creator(node, run.id) {

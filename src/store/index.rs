@@ -568,6 +568,9 @@ struct Events {
     /// Sorted by time within each mount.
     mount_reads: Groups<TargetEvent>,
     record_reuses: Groups<TargetEvent>,
+    /// How many runs recorded creating each record, up to 2: only a record two runs created
+    /// is looked up again for them.
+    record_creators: Vec<u8>,
 }
 
 /// Ids an event of the graph may name: the top four bits of its grouped form hold its kind.
@@ -706,9 +709,15 @@ impl Events {
         }
         let mut by_run = run_counts.placing();
         let mut by_target = target_counts.map(GroupCounts::placing);
+        let mut record_creators = vec![0u8; record_slots];
         for e in 0..event_kind.len() {
             let (kind, run, target, at) =
                 (event_kind[e], event_run[e], event_target[e], event_at[e]);
+            if kind == EventKind::CreatedRecord
+                && let Some(count) = record_creators.get_mut(target as usize)
+            {
+                *count = (*count + 1).min(2);
+            }
             if kind.is_write() || kind == EventKind::ReadMount {
                 by_run.place(run as usize, RunEvent(Grouped::new(kind, target, at)));
             }
@@ -732,6 +741,7 @@ impl Events {
             artifact_reads,
             mount_reads,
             record_reuses,
+            record_creators,
         }))
     }
 }
@@ -1523,6 +1533,18 @@ impl Source for TraceSource<'_> {
 
     fn orphan_records(&mut self, builder: BuilderId) -> Result<Vec<RecordId>, StoreError> {
         self.store.orphan_records(builder)
+    }
+
+    fn record_cocreators(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, StoreError> {
+        if let Some(index) = self.index()? {
+            let created = usize::try_from(record)
+                .ok()
+                .and_then(|r| index.events.record_creators.get(r));
+            if created.is_none_or(|&count| count < 2) {
+                return Ok(Vec::new());
+            }
+        }
+        self.store.record_cocreators(record)
     }
 
     fn manifest_deleted_at(

@@ -807,6 +807,19 @@ impl Source for Store {
         Ok(!found.is_empty())
     }
 
+    fn record_cocreators(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, StoreError> {
+        let creators: Vec<(RunRef, Micros)> = self
+            .event_runs("'created_record'", record, i64::MIN)?
+            .into_iter()
+            .map(|(run, _, at)| (RunRef::from(&run), at))
+            .collect();
+        Ok(if creators.len() > 1 {
+            creators
+        } else {
+            Vec::new()
+        })
+    }
+
     fn orphan_records(&mut self, builder: BuilderId) -> Result<Vec<RecordId>, StoreError> {
         self.rows(
             "SELECT r.id FROM builder_records r WHERE r.builder_id = ?1 AND NOT EXISTS

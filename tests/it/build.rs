@@ -98,6 +98,12 @@ impl Run {
         )
     }
 
+    /// A regular builder record the step created, described as a Dockerfile step's layer.
+    pub fn created_layer(self, id: &str, description: &str) -> Self {
+        let record = json!({ "id": id, "type": "regular", "description": description });
+        self.set("records", json!({ "created": [record], "reused": [] }))
+    }
+
     /// A regular builder record the step reused (record evidence that it created none).
     pub fn reused_record(self, id: &str, description: &str) -> Self {
         let record = json!({ "id": id, "type": "regular", "description": description });

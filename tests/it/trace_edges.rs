@@ -184,3 +184,32 @@ fn a_tag_seed_takes_in_the_digest_the_tag_held_when_its_window_opened() {
         ["run:pinned/1/s", "run:tagonly/1/s"]
     );
 }
+
+/// Two builds side by side on one builder each record creating the same record (each lists
+/// what either made): the one beside a tainted creator is tainted, whichever made it.
+#[test]
+fn a_run_beside_a_tainted_creator_of_its_record_is_tainted() {
+    let history = History::new().runs([
+        Run::new("evil", 1)
+            .builder("b1")
+            .at("2026-01-01T01:00:00Z")
+            .created_layer("r1", "[2/2] RUN make"),
+        Run::new("victim", 1)
+            .builder("b1")
+            .at("2026-01-01T01:05:00Z")
+            .created_layer("r1", "[2/2] RUN make"),
+        Run::new("other", 1)
+            .builder("b1")
+            .at("2026-01-01T01:05:00Z")
+            .created_layer("r2", "[2/2] RUN test"),
+    ]);
+    for seeds in [
+        &["--run", "evil/1"][..],
+        &["--run", "evil/1", "--ignore-time"],
+    ] {
+        assert_eq!(
+            tainted_runs(&history.lines(), seeds),
+            ["run:evil/1/s", "run:victim/1/s"]
+        );
+    }
+}
