@@ -565,9 +565,11 @@ pub fn parse_mount_flag(value: &str, namespace: &str) -> Result<MountUse, ParseE
             "expected `ID[,readonly]`",
         ));
     }
+    let (namespace, id) =
+        crate::model::canonical_mount(namespace, &normalize_mount_id(id, namespace, false));
     let mut mount = MountUse {
-        id: normalize_mount_id(id, namespace, false),
-        namespace: namespace.to_owned(),
+        id,
+        namespace,
         ..MountUse::default()
     };
     for option in parts {

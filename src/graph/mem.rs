@@ -268,8 +268,8 @@ impl History {
         info
     }
 
-    /// The artifacts with a digest that `tag` in `locator` held at `since`: those last seen
-    /// under it latest before then.
+    /// The artifacts with a digest that `tag` in `locator` held at `since`, when none was seen
+    /// under it across then: those last seen under it latest before.
     pub(crate) fn held_at(
         &self,
         locator: &str,
@@ -279,12 +279,23 @@ impl History {
         let Some(since) = since else {
             return Vec::new();
         };
-        let candidates: Vec<(ArtifactId, Micros)> = self
+        let under: Vec<(ArtifactId, (Micros, Micros))> = self
             .artifacts
             .iter()
             .filter(|a| a.locator == locator && a.tags.iter().any(|t| t == tag))
             .filter(|a| !a.digest.is_empty())
-            .map(|a| (a.id, self.sighted(a.id).1))
+            .map(|a| (a.id, self.sighted(a.id)))
+            .collect();
+        // One seen under it across `since` is what it held then.
+        if under
+            .iter()
+            .any(|&(_, (first, last))| first <= since && since <= last)
+        {
+            return Vec::new();
+        }
+        let candidates: Vec<(ArtifactId, Micros)> = under
+            .into_iter()
+            .map(|(a, (_, last))| (a, last))
             .filter(|&(_, last)| last < since)
             .collect();
         let latest = candidates.iter().map(|&(_, last)| last).max();
@@ -386,6 +397,14 @@ impl Source for History {
             .filter(|(l, d, _)| l == locator && d == digest)
             .map(|&(_, _, at)| at)
             .min())
+    }
+
+    fn named_after(&mut self, artifact: ArtifactId, at: Micros) -> Result<bool, MemError> {
+        Ok(self.events.iter().any(|&(run, e)| {
+            matches!(e, Event::Imported(a) | Event::UsedBase(a)
+                | Event::Exported(a) | Event::Produced(a) if a == artifact)
+                && self.at(run, e) > at
+        }))
     }
 
     fn suspect_sighting(&mut self, artifact: ArtifactId) -> Result<bool, MemError> {

@@ -27,7 +27,7 @@ pub struct OracleSeeds {
 /// The names of every tainted entity.
 pub fn closure(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeSet<String> {
     let (runs, artifacts) = fixpoint(h, seeds, ignore_time);
-    names(h, &runs, &artifacts, seeds)
+    names(h, &runs, &artifacts, seeds, ignore_time)
 }
 
 /// The earliest time each tainted entity is tainted from, by name. A run: the earliest any
@@ -68,7 +68,7 @@ pub fn times(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeMap<St
                 run.started_at,
             );
         }
-        for r in orphans_of(h, run) {
+        for r in orphans_of(h, run, ignore_time) {
             let record = &h.records[index(r)];
             let builder = &h.builders[index(record.builder)].name;
             earliest_at(record_name(builder, record), run.started_at);
@@ -259,12 +259,20 @@ fn tag_held<V>(
                 } else {
                     digest.first_seen
                 };
+                let named_after = |at: Micros| {
+                    h.events.iter().any(|&(run, e)| {
+                        matches!(e, Event::Imported(x) | Event::UsedBase(x)
+                            | Event::Exported(x) | Event::Produced(x) if x == a)
+                            && h.at(run, e) > at
+                    })
+                };
                 let until = h
                     .manifest_deletions
                     .iter()
                     .filter(|(l, d, _)| *l == digest.locator && *d == digest.digest)
                     .map(|&(_, _, at)| at)
                     .min()
+                    .filter(|&at| !named_after(at))
                     .unwrap_or(Micros::MAX);
                 let reads = if ignore_time {
                     ALL_READS
@@ -357,7 +365,7 @@ fn earliest(
                     let writer = info(h, writer);
                     if writer.id == run.id
                         || writer.builder != Some(builder)
-                        || !orphans_of(h, writer).any(|o| o == r)
+                        || !orphans_of(h, writer, ignore_time).any(|o| o == r)
                     {
                         continue;
                     }
@@ -408,14 +416,33 @@ fn has_creator(h: &History, record: RecordId) -> bool {
 }
 
 /// The records a run without record evidence may have created unrecorded: those of its
-/// builder that carry taint and that no run recorded creating. None for a run with evidence,
-/// which said what it created.
-fn orphans_of<'a>(h: &'a History, run: &'a RunInfo) -> impl Iterator<Item = RecordId> + 'a {
+/// builder that carry taint and that no run recorded creating, unless first reused before the
+/// run started or after a prune that followed its finish. None for a run with evidence, which
+/// said what it created.
+fn orphans_of<'a>(
+    h: &'a History,
+    run: &'a RunInfo,
+    ignore_time: bool,
+) -> impl Iterator<Item = RecordId> + 'a {
     let builder = run.builder.filter(|_| !run.has_records);
+    let prunes = builder.map(|b| builder_prunes(h, b)).unwrap_or_default();
+    let done = run.finished_at.max(run.started_at);
     h.records
         .iter()
         .filter(move |r| Some(r.builder) == builder)
         .filter(|r| record_carries_taint(r) && !has_creator(h, r.id))
+        .filter(move |r| {
+            let first = h
+                .events
+                .iter()
+                .filter(|&&(_, e)| e == Event::ReusedRecord(r.id))
+                .map(|&(reuser, e)| h.at(reuser, e))
+                .min();
+            ignore_time
+                || run.time_suspect
+                || first
+                    .is_none_or(|first| run.started_at <= first && !cleared(&prunes, done, first))
+        })
         .map(|r| r.id)
 }
 
@@ -491,6 +518,7 @@ fn names(
     runs: &BTreeSet<RunId>,
     artifacts: &BTreeMap<ArtifactId, Reads>,
     seeds: &OracleSeeds,
+    ignore_time: bool,
 ) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut mounts: BTreeSet<MountId> = seeds.mount.map(|s| s.0).into_iter().collect();
@@ -511,7 +539,7 @@ fn names(
                 _ => {}
             }
         }
-        records.extend(orphans_of(h, info));
+        records.extend(orphans_of(h, info, ignore_time));
     }
     for &a in artifacts.keys() {
         out.insert(artifact_name(&h.artifacts[index(a)]).into());

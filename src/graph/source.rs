@@ -191,6 +191,8 @@ pub trait Source {
         locator: &str,
         digest: &str,
     ) -> Result<Option<Micros>, Self::Error>;
+    /// Whether a run named the artifact (read or pushed it) after `at`.
+    fn named_after(&mut self, artifact: ArtifactId, at: Micros) -> Result<bool, Self::Error>;
     /// Whether a time-suspect run named the artifact: its first sighting may be that run's
     /// claim, which proves nothing.
     fn suspect_sighting(&mut self, artifact: ArtifactId) -> Result<bool, Self::Error>;

@@ -410,6 +410,8 @@ struct Tracer<'s, S: Source> {
     suspect_writers: HashMap<NodeIndex, SuspectWriters>,
     /// Each builder's records that no recorded run created, once asked for.
     orphan_records: HashMap<BuilderId, Vec<RecordId>>,
+    /// When each of them was first reused, once asked for.
+    first_reuses: HashMap<RecordId, Option<Micros>>,
     /// For each such record reached: the tainted runs without record evidence that may have
     /// created it.
     orphan_writers: HashMap<NodeIndex, OrphanWriters>,
@@ -455,6 +457,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             waiting_creators: HashMap::default(),
             suspect_writers: HashMap::default(),
             orphan_records: HashMap::default(),
+            first_reuses: HashMap::default(),
             orphan_writers: HashMap::default(),
         }
     }
@@ -827,21 +830,24 @@ impl<'s, S: Source> Tracer<'s, S> {
                 } else {
                     started_at
                 };
-                self.offer_orphans(builder, node, OrphanWriter { floor, run: id }, started_at)?;
+                let offer = OrphanWriter { floor, run: id };
+                self.offer_orphans(builder, (node, target), offer, (started_at, done))?;
             }
         }
         Ok(())
     }
 
-    /// A tainted run without record evidence may have created, unrecorded, any record of its
-    /// builder that no recorded run created: such a record carries taint to the runs that
-    /// reused it from the run's start on (a reuse before cannot be of what it made).
+    /// A tainted run without record evidence may have created, unrecorded, a record of its
+    /// builder that no recorded run created, unless the record was reused before the run
+    /// started, or a prune of the builder came between the run's finish and that first reuse
+    /// (the record then came after it). Such a record carries taint to the runs that reused
+    /// it from the run's start on.
     fn offer_orphans(
         &mut self,
         builder: BuilderId,
-        writer: NodeIndex,
+        (writer, builder_node): (NodeIndex, NodeIndex),
         offer: OrphanWriter,
-        started_at: Micros,
+        (started_at, done): (Micros, Micros),
     ) -> Result<(), S::Error> {
         let records = match self.orphan_records.get(&builder) {
             Some(records) => records.clone(),
@@ -852,6 +858,37 @@ impl<'s, S: Source> Tracer<'s, S> {
             }
         };
         for record in records {
+            let first_reuse = match self.first_reuses.get(&record) {
+                Some(&first) => first,
+                None => {
+                    let reusers = self.source.record_reusers(record)?;
+                    let first = reusers.iter().map(|&(_, at)| at).min();
+                    self.first_reuses.insert(record, first);
+                    first
+                }
+            };
+            if offer.floor != Micros::MIN
+                && let Some(first) = first_reuse
+            {
+                if first < started_at {
+                    continue;
+                }
+                let prunes = cleanings_of(&self.cleanings, builder_node);
+                if let Some(&prune) = prunes.iter().find(|&&p| done < p && p < first) {
+                    // The prune kept the record's reusers out: listed with the purges.
+                    let reusers = self.source.record_reusers(record)?;
+                    let kept_out: Vec<RunId> = (reusers.iter().map(|(run, _)| run.id))
+                        .filter(|&r| r != offer.run)
+                        .collect();
+                    if !kept_out.is_empty() {
+                        self.cuts
+                            .entry((builder_node, prune))
+                            .or_default()
+                            .extend(kept_out);
+                    }
+                    continue;
+                }
+            }
             let Some(target) = self.record_node(record)? else {
                 continue;
             };
@@ -1043,7 +1080,11 @@ impl<'s, S: Source> Tracer<'s, S> {
         let until = if self.ignore_purges {
             None
         } else {
-            self.source.manifest_deleted_at(locator, digest)?
+            match self.source.manifest_deleted_at(locator, digest)? {
+                // Named there again after: pushed back, or still served.
+                Some(at) if self.source.named_after(artifact, at)? => None,
+                deleted => deleted,
+            }
         };
         Ok(Reads {
             from,

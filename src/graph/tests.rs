@@ -1480,6 +1480,12 @@ fn a_tag_held_a_tainted_digest_until_its_deletion_and_from_any_time_when_suspect
     };
     let unpurged = trace(&mut h.clone(), &seeds, options).unwrap();
     assert!(names(&unpurged, Kind::Run).contains(&"run:after/1/build".to_owned()));
+    // Pushed back after the deletion, the tag may hold it again.
+    let again = h.run("again", "1", t(37), t(38));
+    h.exports(again, pushed);
+    let aware = traced(&mut h.clone(), &seeds);
+    assert!(names(&aware, Kind::Run).contains(&"run:after/1/build".to_owned()));
+    assert_eq!(everything(&aware), oracle::closure(&h, &resolved, false));
 
     let mut h = History::new();
     let by_name = h.artifact(Backend::Registry, "reg.io/app", "", "");
@@ -1504,34 +1510,37 @@ fn a_tag_held_a_tainted_digest_until_its_deletion_and_from_any_time_when_suspect
     assert_eq!(times(&aware), oracle::times(&h, &resolved, false));
 }
 
-/// A tainted run whose hook captured no record evidence may have made any record of its
-/// builder that no recorded run created: a run with evidence that reused one after it started
-/// is reached; one that reused it before is not, nor one that reused a record whose creator
-/// was recorded.
+/// A tainted run whose hook captured no record evidence may have made a record of its builder
+/// that no recorded run created: a run with evidence that reused one after it started is
+/// reached. Not one first reused before it started (it was there already), nor one first
+/// reused after a prune of the builder that followed its finish, nor one whose creator was
+/// recorded.
 #[test]
 fn a_record_no_run_created_is_reached_from_a_tainted_run_without_evidence() {
     let mut h = History::new();
     let b1 = h.builder("b1");
     let orphan = h.record(b1, "r1", "regular", "[2/2] RUN make");
     let known = h.record(b1, "r2", "regular", "[2/2] RUN test");
+    let older = h.record(b1, "r3", "regular", "[2/2] RUN lint");
     let before = h.run("before", "1", t(0), t(5));
     h.on(before, b1);
     h.with_records(before);
-    h.reuses(before, orphan);
+    h.reuses(before, older);
     let creator = h.run("creator", "1", t(0), t(5));
     h.on(creator, b1);
     h.with_records(creator);
     h.creates(creator, known);
     let evil = h.run("evil", "1", t(10), t(20));
     h.on(evil, b1);
-    let victim = h.run("victim", "1", t(30), t(40));
-    h.on(victim, b1);
-    h.with_records(victim);
-    h.reuses(victim, orphan);
-    let bystander = h.run("bystander", "1", t(30), t(40));
-    h.on(bystander, b1);
-    h.with_records(bystander);
-    h.reuses(bystander, known);
+    let mut reuser = |name: &str, record| {
+        let run = h.run(name, "1", t(30), t(40));
+        h.on(run, b1);
+        h.with_records(run);
+        h.reuses(run, record);
+    };
+    reuser("victim", orphan);
+    reuser("late", older);
+    reuser("bystander", known);
     let seeds = runs(&["evil/1"]);
     let resolved = OracleSeeds {
         runs: vec![evil],
@@ -1555,8 +1564,14 @@ fn a_record_no_run_created_is_reached_from_a_tainted_run_without_evidence() {
         ..TraceOptions::default()
     };
     let blind = trace(&mut h.clone(), &seeds, options).unwrap();
-    assert!(names(&blind, Kind::Run).contains(&"run:before/1/build".to_owned()));
+    assert!(names(&blind, Kind::Run).contains(&"run:late/1/build".to_owned()));
     assert_eq!(everything(&blind), oracle::closure(&h, &resolved, true));
+
+    // A prune between the tainted run's finish and the first reuse: the record came after.
+    h.prune(b1, t(25));
+    let pruned = traced(&mut h.clone(), &seeds);
+    assert_eq!(names(&pruned, Kind::Run), set(&["run:evil/1/build"]));
+    assert_eq!(everything(&pruned), oracle::closure(&h, &resolved, false));
 }
 
 /// Two tag seeds on one tag-only artifact: the earlier window decides, whichever comes first,

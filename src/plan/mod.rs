@@ -179,9 +179,9 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
     let place_of = |builder: &str| ctx.builders.get(builder).cloned().unwrap_or_default();
 
     // Registry artifacts and non-registry caches. A tag recorded without a digest needs no
-    // follow-up when it is tainted only as a holder of a tainted digest, which its own action
-    // deletes, or when the run that pushed it by tag also recorded the push pinned (a wrapped
-    // push pins it). One another run pushed may hold anything: its follow-up stays.
+    // follow-up when the run that pushed it by tag also recorded the push pinned (a wrapped
+    // push pins it). One another run pushed may hold anything, and one only read may have
+    // been pushed by a run no label names: its follow-up stays.
     let mut pinned_tags: BTreeSet<(String, String, CompactString)> = BTreeSet::new();
     for kind in [Kind::CacheRef, Kind::Image] {
         for tainted in trace.tainted(kind) {
@@ -198,11 +198,10 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
         }
     }
     let pinned_by_pusher = |info: &ArtifactInfo, tainted: &Tainted<'_>| {
-        tainted.via == Via::TagHeld
-            || matches!(tainted.via, Via::Exported | Via::Produced)
-                && tainted.from_name().is_some_and(|pusher| {
-                    pinned_tags.contains(&(info.locator.clone(), info.key.to_string(), pusher))
-                })
+        matches!(tainted.via, Via::Exported | Via::Produced)
+            && tainted.from_name().is_some_and(|pusher| {
+                pinned_tags.contains(&(info.locator.clone(), info.key.to_string(), pusher))
+            })
     };
     // A tag only ever built into a builder's engine (`docker build -t NAME:TAG`, never pushed)
     // is a local image, which its own action removes: a registry has nothing under it to look

@@ -568,9 +568,9 @@ struct Events {
     /// Sorted by time within each mount.
     mount_reads: Groups<TargetEvent>,
     record_reuses: Groups<TargetEvent>,
-    /// How many runs recorded creating each record, up to 2: only a record two runs created
-    /// is looked up again for them.
-    record_creators: Vec<u8>,
+    /// A bit for each record that two or more runs recorded creating: only those are looked up
+    /// again for their creators.
+    cocreated: Vec<u64>,
 }
 
 /// Ids an event of the graph may name: the top four bits of its grouped form hold its kind.
@@ -709,14 +709,17 @@ impl Events {
         }
         let mut by_run = run_counts.placing();
         let mut by_target = target_counts.map(GroupCounts::placing);
-        let mut record_creators = vec![0u8; record_slots];
+        let words = record_slots.div_ceil(64);
+        let (mut created, mut cocreated) = (vec![0u64; words], vec![0u64; words]);
         for e in 0..event_kind.len() {
             let (kind, run, target, at) =
                 (event_kind[e], event_run[e], event_target[e], event_at[e]);
-            if kind == EventKind::CreatedRecord
-                && let Some(count) = record_creators.get_mut(target as usize)
-            {
-                *count = (*count + 1).min(2);
+            if kind == EventKind::CreatedRecord && (target as usize) < record_slots {
+                let (word, bit) = (target as usize / 64, 1u64 << (target % 64));
+                if created[word] & bit != 0 {
+                    cocreated[word] |= bit;
+                }
+                created[word] |= bit;
             }
             if kind.is_write() || kind == EventKind::ReadMount {
                 by_run.place(run as usize, RunEvent(Grouped::new(kind, target, at)));
@@ -741,7 +744,7 @@ impl Events {
             artifact_reads,
             mount_reads,
             record_reuses,
-            record_creators,
+            cocreated,
         }))
     }
 }
@@ -1537,10 +1540,11 @@ impl Source for TraceSource<'_> {
 
     fn record_cocreators(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, StoreError> {
         if let Some(index) = self.index()? {
-            let created = usize::try_from(record)
-                .ok()
-                .and_then(|r| index.events.record_creators.get(r));
-            if created.is_none_or(|&count| count < 2) {
+            let cocreated = usize::try_from(record).ok().is_some_and(|r| {
+                let word = index.events.cocreated.get(r / 64).copied().unwrap_or(0);
+                word & (1u64 << (r % 64)) != 0
+            });
+            if !cocreated {
                 return Ok(Vec::new());
             }
         }
@@ -1557,6 +1561,10 @@ impl Source for TraceSource<'_> {
 
     fn suspect_sighting(&mut self, artifact: ArtifactId) -> Result<bool, StoreError> {
         self.store.suspect_sighting(artifact)
+    }
+
+    fn named_after(&mut self, artifact: ArtifactId, at: Micros) -> Result<bool, StoreError> {
+        self.store.named_after(artifact, at)
     }
 
     fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, StoreError> {

@@ -569,7 +569,7 @@ impl Source for Store {
         until: Option<Micros>,
     ) -> Result<Vec<ArtifactInfo>, StoreError> {
         // Seen under the tag in the window, or the digest it held when the window opened: the
-        // last seen under it before.
+        // last seen under it before, unless one was seen under it across the window's start.
         self.artifacts_query(
             "JOIN artifact_tags tt ON tt.artifact_id = a.id
              WHERE a.locator = ?1 AND tt.tag = ?2 AND tt.first_seen <= ?4
@@ -578,7 +578,12 @@ impl Source for Store {
                         SELECT max(t2.last_seen) FROM artifact_tags t2
                         JOIN artifacts a2 ON a2.id = t2.artifact_id
                         WHERE a2.locator = ?1 AND t2.tag = ?2 AND a2.digest <> ''
-                          AND t2.last_seen < ?3))
+                          AND t2.last_seen < ?3)
+                       AND NOT EXISTS (
+                        SELECT 1 FROM artifact_tags t3
+                        JOIN artifacts a3 ON a3.id = t3.artifact_id
+                        WHERE a3.locator = ?1 AND t3.tag = ?2 AND a3.digest <> ''
+                          AND t3.first_seen <= ?3 AND t3.last_seen >= ?3))
              ORDER BY a.id",
             params![
                 locator,
@@ -793,6 +798,18 @@ impl Source for Store {
             })
             .filter_map(|(_, at)| at)
             .min())
+    }
+
+    fn named_after(&mut self, artifact: ArtifactId, at: Micros) -> Result<bool, StoreError> {
+        let found: Vec<i64> = self.rows(
+            "SELECT 1 FROM events e
+             WHERE e.kind IN ('imported', 'used_base', 'exported', 'produced')
+               AND e.target = ?1 AND e.at > ?2
+             LIMIT 1",
+            params![artifact, at],
+            |row| row.get(0),
+        )?;
+        Ok(!found.is_empty())
     }
 
     fn suspect_sighting(&mut self, artifact: ArtifactId) -> Result<bool, StoreError> {

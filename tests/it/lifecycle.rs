@@ -267,9 +267,8 @@ fn follow_ups_only_for_tags_that_may_be_in_a_registry() {
 }
 
 /// A tag pushed by tag only keeps its follow-up when the same tag was pinned by another run
-/// (the tag may hold anything that run's push left there); not when the pushing run pinned it
-/// itself, nor for a tag a run read, tainted only as a holder of a tainted digest that its own
-/// action deletes.
+/// (the tag may hold anything that run's push left there), and so does a tag a run read by
+/// name (a run no label names may have pushed it); not when the pushing run pinned it itself.
 #[test]
 fn a_tag_pushed_by_tag_only_keeps_its_follow_up_unless_its_run_pinned_it() {
     let pinned = format!("reg.example/web:main@{}", digest('1'));
@@ -293,7 +292,7 @@ fn a_tag_pushed_by_tag_only_keeps_its_follow_up_unless_its_run_pinned_it() {
                     .day(2)
                     .imported(["reg.example/web:main"]),
             ],
-            false,
+            true,
         ),
     ] {
         let env = Env::new();

@@ -143,7 +143,8 @@ fn a_tag_read_by_name_is_reached_from_a_tainted_push_of_the_tag() {
 
 /// A tainted run whose hook captured no record evidence (a build nobody wrapped, collected
 /// from the builder's history) may have made a record no recorded run created: a later run
-/// with record evidence that reused it is tainted, and so is what it built on.
+/// with record evidence that reused it is tainted; one that reused a record already reused
+/// before the tainted run started is not.
 #[test]
 fn a_record_nobody_recorded_creating_carries_taint_from_a_run_without_evidence() {
     let history = History::new().runs([
@@ -155,8 +156,13 @@ fn a_record_nobody_recorded_creating_carries_taint_from_a_run_without_evidence()
         Run::new("before", 1)
             .builder("b1")
             .at("2026-01-01T00:00:00Z")
-            .reused_record("r1", "[2/2] RUN make"),
+            .reused_record("r0", "[2/2] RUN lint"),
+        Run::new("late", 1)
+            .builder("b1")
+            .at("2026-01-01T02:00:00Z")
+            .reused_record("r0", "[2/2] RUN lint"),
     ]);
+    // `r0` was reused before the tainted run started: it did not make it.
     assert_eq!(
         tainted_runs(&history.lines(), &["--run", "evil/1"]),
         ["run:evil/1/s", "run:victim/1/s"]
