@@ -147,6 +147,10 @@ pub enum Entity {
         info: ArtifactInfo,
         cache: bool,
         image: bool,
+        /// A tainted run pushed it, or a seed names it: for a ref recorded by tag only, what
+        /// it held is the incident's to find. Otherwise the ref is tainted only as a holder
+        /// of a tainted digest, which its own action deletes.
+        pushed_or_seeded: bool,
     },
     Mount(MountInfo),
     Builder(BuilderInfo),

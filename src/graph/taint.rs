@@ -350,6 +350,8 @@ struct SegmentWrites {
 struct Roles {
     cache: bool,
     image: bool,
+    /// A tainted run pushed it (exported or built it).
+    pushed: bool,
 }
 
 /// An artifact without a role yet has an empty slot.
@@ -777,6 +779,9 @@ impl<'s, S: Source> Tracer<'s, S> {
                 Write::Exported(artifact) | Write::Produced(artifact) => {
                     let exported = matches!(write, Write::Exported(_));
                     self.add_role(artifact, !exported);
+                    let mut roles = self.roles.get(artifact).copied().unwrap_or_default();
+                    roles.pushed = true;
+                    self.roles.insert(artifact, roles);
                     let target = self.artifact_node(artifact)?;
                     let via = if exported {
                         Via::Exported
@@ -1683,6 +1688,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                 info,
                 cache: false,
                 image: false,
+                pushed_or_seeded: false,
             },
             seed: None,
             label: None,
@@ -1762,6 +1768,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                 Roles {
                     cache: acc.cache || roles.cache,
                     image: acc.image || roles.image,
+                    pushed: acc.pushed || roles.pushed,
                 }
             });
             for &a in &state.artifacts {
@@ -1771,9 +1778,17 @@ impl<'s, S: Source> Tracer<'s, S> {
             }
         }
         for (node, shared) in self.graph.node_weights_mut().zip(shared) {
-            let Entity::Artifact { info, cache, image } = &mut node.entity else {
+            let seeded = node.seed.is_some();
+            let Entity::Artifact {
+                info,
+                cache,
+                image,
+                pushed_or_seeded,
+            } = &mut node.entity
+            else {
                 continue;
             };
+            *pushed_or_seeded = own(info.id).pushed || seeded;
             let roles = shared.unwrap_or_else(|| own(info.id));
             let cache_backend = is_cache_backend(info.backend);
             *image = roles.image && !cache_backend;

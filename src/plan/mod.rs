@@ -179,9 +179,9 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
     let place_of = |builder: &str| ctx.builders.get(builder).cloned().unwrap_or_default();
 
     // Registry artifacts and non-registry caches. A tag recorded without a digest needs no
-    // follow-up when the run that pushed it by tag also recorded the push pinned (a wrapped
-    // push pins it). One another run pushed may hold anything, and one only read may have
-    // been pushed by a run no label names: its follow-up stays.
+    // follow-up when it is tainted only as the holder of a tainted digest (its own action
+    // deletes that), or when the run that pushed it by tag also recorded the push pinned (a
+    // wrapped push pins it). One another run pushed may hold anything: its follow-up stays.
     let mut pinned_tags: BTreeSet<(String, String, CompactString)> = BTreeSet::new();
     for kind in [Kind::CacheRef, Kind::Image] {
         for tainted in trace.tainted(kind) {
@@ -221,7 +221,13 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
     let mut local_digests: BTreeSet<String> = BTreeSet::new();
     for kind in [Kind::CacheRef, Kind::Image] {
         for tainted in trace.tainted(kind) {
-            let Entity::Artifact { info, cache, image } = tainted.entity else {
+            let Entity::Artifact {
+                info,
+                cache,
+                image,
+                pushed_or_seeded,
+            } = tainted.entity
+            else {
                 continue;
             };
             if !seen.insert(info.id) {
@@ -269,7 +275,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                         });
                     }
                 }
-                Backend::Registry if pinned_by_pusher(info, &tainted) => {}
+                Backend::Registry if !*pushed_or_seeded || pinned_by_pusher(info, &tainted) => {}
                 Backend::Registry if !*cache && local_names.contains(&local_name(&info.locator, &info.key)) => {}
                 Backend::Registry => actions.push(Action {
                     kind: ActionKind::FollowUp,

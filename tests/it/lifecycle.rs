@@ -267,8 +267,9 @@ fn follow_ups_only_for_tags_that_may_be_in_a_registry() {
 }
 
 /// A tag pushed by tag only keeps its follow-up when the same tag was pinned by another run
-/// (the tag may hold anything that run's push left there), and so does a tag a run read by
-/// name (a run no label names may have pushed it); not when the pushing run pinned it itself.
+/// (the tag may hold anything that run's push left there), even when a run that read it by
+/// name reached it first; not when the pushing run pinned it itself, nor when it is tainted
+/// only as the holder of a tainted digest, which its own action deletes.
 #[test]
 fn a_tag_pushed_by_tag_only_keeps_its_follow_up_unless_its_run_pinned_it() {
     let pinned = format!("reg.example/web:main@{}", digest('1'));
@@ -291,6 +292,18 @@ fn a_tag_pushed_by_tag_only_keeps_its_follow_up_unless_its_run_pinned_it() {
                 Run::new("reader", 1)
                     .day(2)
                     .imported(["reg.example/web:main"]),
+            ],
+            false,
+        ),
+        (
+            vec![
+                Run::new("evil", 1).exported([pinned.as_str()]),
+                Run::new("reader", 1)
+                    .day(2)
+                    .imported(["reg.example/web:main"]),
+                Run::new("evil", 2)
+                    .day(3)
+                    .exported(["reg.example/web:main"]),
             ],
             true,
         ),
