@@ -116,14 +116,7 @@ impl Store {
     /// compared without case) that incident `incident` does not hold tainted: only then can an
     /// index there keep the children a tainted index lists too.
     pub fn names_untainted_in(&self, incident: i64, repository: &str) -> Result<bool, StoreError> {
-        let pattern = format!(
-            "%/{}",
-            repository
-                .to_lowercase()
-                .replace('!', "!!")
-                .replace('%', "!%")
-                .replace('_', "!_")
-        );
+        let pattern = repository_pattern(repository);
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -162,14 +155,7 @@ impl Store {
         incident: i64,
         repository: &str,
     ) -> Result<Vec<String>, StoreError> {
-        let pattern = format!(
-            "%/{}",
-            repository
-                .to_lowercase()
-                .replace('!', "!!")
-                .replace('%', "!%")
-                .replace('_', "!_")
-        );
+        let pattern = repository_pattern(repository);
         self.rows(
             "SELECT DISTINCT a.digest FROM artifacts a
              WHERE a.backend = 'registry' AND a.digest <> ''
@@ -311,4 +297,17 @@ impl Store {
             )
             .map_err(|e| sql_error(&self.path, e))
     }
+}
+
+/// A `LIKE` pattern (escaped with `!`) for locators of any registry whose repository is
+/// `repository`, in any case.
+fn repository_pattern(repository: &str) -> String {
+    format!(
+        "%/{}",
+        repository
+            .to_lowercase()
+            .replace('!', "!!")
+            .replace('%', "!%")
+            .replace('_', "!_")
+    )
 }
