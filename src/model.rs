@@ -371,6 +371,12 @@ pub fn canonical_mount(namespace: &str, id: &str) -> (String, String) {
     (namespace.to_owned(), id.to_owned())
 }
 
+/// The `(namespace, id)` a mount id from any input names ([`normalize_mount_id`]), as
+/// [`canonical_mount`] records it.
+pub fn mount_identity(namespace: &str, value: &str, llb: bool) -> (String, String) {
+    canonical_mount(namespace, &normalize_mount_id(value, namespace, llb))
+}
+
 /// A `--cache-from` / `--cache-to` entry, in every form buildx accepts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]

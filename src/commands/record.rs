@@ -14,7 +14,7 @@ use crate::ingest::dockerfile::Platform;
 use crate::ingest::{builder, cache_flag, ci, dockerfile, metadata};
 use crate::model::{
     Artifact, Backend, CacheSpec, Digest, ImageRef, MountUse, ParseError, PipelineInfo, RunRecord,
-    normalize_mount_id,
+    mount_identity,
 };
 use crate::printer::Printer;
 use crate::remote::registry::Resolver;
@@ -565,8 +565,7 @@ pub fn parse_mount_flag(value: &str, namespace: &str) -> Result<MountUse, ParseE
             "expected `ID[,readonly]`",
         ));
     }
-    let (namespace, id) =
-        crate::model::canonical_mount(namespace, &normalize_mount_id(id, namespace, false));
+    let (namespace, id) = mount_identity(namespace, id, false);
     let mut mount = MountUse {
         id,
         namespace,

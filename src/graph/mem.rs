@@ -28,6 +28,16 @@ pub(crate) enum Event {
 }
 
 impl Event {
+    /// The artifact the event names, if it names one (read or pushed).
+    pub(super) fn artifact(self) -> Option<ArtifactId> {
+        match self {
+            Self::Imported(a) | Self::UsedBase(a) | Self::Exported(a) | Self::Produced(a) => {
+                Some(a)
+            }
+            _ => None,
+        }
+    }
+
     pub(super) fn is_read(self) -> bool {
         matches!(
             self,
@@ -309,12 +319,7 @@ impl History {
     /// The first and last events that name the artifact (0 for one no run names): its tags
     /// were seen over that span.
     pub(crate) fn sighted(&self, artifact: ArtifactId) -> (Micros, Micros) {
-        let touches = |e: Event| match e {
-            Event::Imported(a) | Event::UsedBase(a) | Event::Exported(a) | Event::Produced(a) => {
-                a == artifact
-            }
-            _ => false,
-        };
+        let touches = |e: Event| e.artifact() == Some(artifact);
         let times: Vec<Micros> = self.events_where(touches).iter().map(|e| e.2).collect();
         (
             times.iter().copied().min().unwrap_or(0),
@@ -400,19 +405,17 @@ impl Source for History {
     }
 
     fn named_after(&mut self, artifact: ArtifactId, at: Micros) -> Result<bool, MemError> {
-        Ok(self.events.iter().any(|&(run, e)| {
-            matches!(e, Event::Imported(a) | Event::UsedBase(a)
-                | Event::Exported(a) | Event::Produced(a) if a == artifact)
-                && self.at(run, e) > at
-        }))
+        Ok(self
+            .events
+            .iter()
+            .any(|&(run, e)| e.artifact() == Some(artifact) && self.at(run, e) > at))
     }
 
     fn suspect_sighting(&mut self, artifact: ArtifactId) -> Result<bool, MemError> {
-        Ok(self.events.iter().any(|&(run, e)| {
-            let named = matches!(e, Event::Imported(a) | Event::UsedBase(a)
-                | Event::Exported(a) | Event::Produced(a) if a == artifact);
-            named && self.runs[index(run)].time_suspect
-        }))
+        Ok(self
+            .events
+            .iter()
+            .any(|&(run, e)| e.artifact() == Some(artifact) && self.runs[index(run)].time_suspect))
     }
 
     fn record_cocreators(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, MemError> {

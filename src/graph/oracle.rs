@@ -243,42 +243,35 @@ fn tag_held<V>(
         if digest.backend != Backend::Registry || digest.digest.is_empty() {
             continue;
         }
+        let suspect =
+            (h.events.iter()).any(|&(run, e)| e.artifact() == Some(a) && info(h, run).time_suspect);
+        let from = if suspect {
+            Micros::MIN
+        } else {
+            digest.first_seen
+        };
+        let named_after = |at: Micros| {
+            (h.events.iter()).any(|&(run, e)| e.artifact() == Some(a) && h.at(run, e) > at)
+        };
+        let until = h
+            .manifest_deletions
+            .iter()
+            .filter(|(l, d, _)| *l == digest.locator && *d == digest.digest)
+            .map(|&(_, _, at)| at)
+            .min()
+            .filter(|&at| !named_after(at))
+            .unwrap_or(Micros::MAX);
+        let reads = if ignore_time {
+            ALL_READS
+        } else {
+            (from, until)
+        };
         for held in &h.artifacts {
             if held.backend == Backend::Registry
                 && held.digest.is_empty()
                 && held.locator == digest.locator
                 && held.tags.iter().any(|t| digest.tags.contains(t))
             {
-                let suspect = h.events.iter().any(|&(run, e)| {
-                    matches!(e, Event::Imported(x) | Event::UsedBase(x)
-                        | Event::Exported(x) | Event::Produced(x) if x == a)
-                        && info(h, run).time_suspect
-                });
-                let from = if suspect {
-                    Micros::MIN
-                } else {
-                    digest.first_seen
-                };
-                let named_after = |at: Micros| {
-                    h.events.iter().any(|&(run, e)| {
-                        matches!(e, Event::Imported(x) | Event::UsedBase(x)
-                            | Event::Exported(x) | Event::Produced(x) if x == a)
-                            && h.at(run, e) > at
-                    })
-                };
-                let until = h
-                    .manifest_deletions
-                    .iter()
-                    .filter(|(l, d, _)| *l == digest.locator && *d == digest.digest)
-                    .map(|&(_, _, at)| at)
-                    .min()
-                    .filter(|&at| !named_after(at))
-                    .unwrap_or(Micros::MAX);
-                let reads = if ignore_time {
-                    ALL_READS
-                } else {
-                    (from, until)
-                };
                 let at = h.artifact_info(held.id).first_seen.max(digest.first_seen);
                 out.push((held.id, reads, at));
             }

@@ -691,7 +691,7 @@ impl<'s, S: Source> Tracer<'s, S> {
 
     fn seed_artifact(&mut self, info: ArtifactInfo, kind: Kind) -> NodeIndex {
         let at = info.first_seen;
-        self.add_role(info.id, kind == Kind::Image);
+        self.add_role(info.id, kind == Kind::Image, false);
         let node = self.artifact_node_from(info);
         self.relax(
             node,
@@ -707,14 +707,16 @@ impl<'s, S: Source> Tracer<'s, S> {
         node
     }
 
-    /// Notes that the artifact was used as an image (built, or built on), or else as a cache.
-    fn add_role(&mut self, artifact: ArtifactId, image: bool) {
+    /// Notes that the artifact was used as an image (built, or built on), or else as a cache,
+    /// and whether a tainted run pushed it.
+    fn add_role(&mut self, artifact: ArtifactId, image: bool, pushed: bool) {
         let mut roles = self.roles.get(artifact).copied().unwrap_or_default();
         if image {
             roles.image = true;
         } else {
             roles.cache = true;
         }
+        roles.pushed |= pushed;
         self.roles.insert(artifact, roles);
     }
 
@@ -778,10 +780,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                 // digest existed.
                 Write::Exported(artifact) | Write::Produced(artifact) => {
                     let exported = matches!(write, Write::Exported(_));
-                    self.add_role(artifact, !exported);
-                    let mut roles = self.roles.get(artifact).copied().unwrap_or_default();
-                    roles.pushed = true;
-                    self.roles.insert(artifact, roles);
+                    self.add_role(artifact, !exported, true);
                     let target = self.artifact_node(artifact)?;
                     let via = if exported {
                         Via::Exported
@@ -803,12 +802,8 @@ impl<'s, S: Source> Tracer<'s, S> {
                     }
                 }
                 Write::CreatedRecord(record) => {
-                    let target = match self.nodes.get(&Key::Record(record)) {
-                        Some(&target) => target,
-                        None => match self.record_node(record)? {
-                            Some(target) => target,
-                            None => continue,
-                        },
+                    let Some(target) = self.record_node(record)? else {
+                        continue;
                     };
                     self.relax(target, offer(Via::RecordCreated), None);
                     // Creators that reused the record wait for another creator.
@@ -816,7 +811,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                         let reached: Vec<(RunRef, Micros)> =
                             waiting.extract_if(.., |(run, _)| run.id != id).collect();
                         for (run, at) in reached {
-                            self.reuse(target, run, at)?;
+                            self.reuse(target, run, at, Micros::MIN)?;
                         }
                     }
                 }
@@ -1186,7 +1181,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             ArtifactRead::Imported => Via::ImportedDigest,
             ArtifactRead::UsedBase => Via::BaseImage,
         };
-        self.add_role(artifact, read == ArtifactRead::UsedBase);
+        self.add_role(artifact, read == ArtifactRead::UsedBase, false);
         // The bytes never change: the reader is tainted whenever it ran.
         let window = (run.started_at, at);
         self.taint_run(
@@ -1231,13 +1226,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                     continue;
                 };
                 if at >= writer.floor || run.time_suspect {
-                    let label = Label {
-                        tainted_at: run.started_at.max(writer.floor),
-                        via: Via::BuilderRecord,
-                        from: Some(node).into(),
-                        at,
-                    };
-                    self.taint_run(run, label, Some((run.started_at, at)))?;
+                    self.reuse(node, run, at, writer.floor)?;
                 }
             }
             return Ok(());
@@ -1256,7 +1245,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                     .push((run, at));
                 continue;
             }
-            self.reuse(node, run, at)?;
+            self.reuse(node, run, at, Micros::MIN)?;
         }
         Ok(())
     }
@@ -1274,13 +1263,20 @@ impl<'s, S: Source> Tracer<'s, S> {
         creators.clone().any(|c| c == run) && creators.all(|c| c == run)
     }
 
-    /// Taints a run that reused a tainted record at `at`.
-    fn reuse(&mut self, record: NodeIndex, run: RunRef, at: Micros) -> Result<(), S::Error> {
+    /// Taints a run that reused a tainted record at `at`: from its start, or from `floor` (the
+    /// start of the run that may have made a record no recorded run created) when later.
+    fn reuse(
+        &mut self,
+        record: NodeIndex,
+        run: RunRef,
+        at: Micros,
+        floor: Micros,
+    ) -> Result<(), S::Error> {
         let window = (run.started_at, at);
         self.taint_run(
             run,
             Label {
-                tainted_at: window.0,
+                tainted_at: window.0.max(floor),
                 via: Via::BuilderRecord,
                 from: Some(record).into(),
                 at,

@@ -34,7 +34,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::ingest::IngestError;
-use crate::model::{Digest, ImageRef, MountUse, Sharing, normalize_mount_id};
+use crate::model::{Digest, ImageRef, MountUse, Sharing, mount_identity};
 
 const IMAGE_DIGEST_KEY: &str = "containerimage.digest";
 const CONFIG_DIGEST_KEY: &str = "containerimage.config.digest";
@@ -543,8 +543,7 @@ fn cache_mount(mount: &Value, namespace: &str, what: &str) -> Result<Option<Moun
             }
         },
     };
-    let (namespace, id) =
-        crate::model::canonical_mount(namespace, &normalize_mount_id(id, namespace, true));
+    let (namespace, id) = mount_identity(namespace, id, true);
     Ok(Some(MountUse {
         id,
         namespace,

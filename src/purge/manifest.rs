@@ -203,17 +203,9 @@ async fn delete(
 ) -> Result<Outcome, RemoteError> {
     let client = cx.registry(registry).await?;
     let digest = Digest::parse(digest, "digest").map_err(|e| RemoteError::local(e.to_string()))?;
-    let children = match cx.known.get(digest.as_str()) {
-        Some(known) => known.children.clone(),
-        None => match probe(&client, repository, &digest).await? {
-            Some(learned) => {
-                let children = learned.children.clone();
-                cx.learn(learned);
-                children
-            }
-            None => Vec::new(),
-        },
-    };
+    let children = (cx.facts(&client, repository, &digest).await?)
+        .map(|facts| facts.children)
+        .unwrap_or_default();
     let spared = kept(
         cx,
         &client,

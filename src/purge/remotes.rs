@@ -157,8 +157,27 @@ impl Remotes {
         self.tagged.lock().await.clone()
     }
 
-    /// Every index under a tag of `registry`'s `repository`, with the children it lists:
-    /// asked of the registry once per command.
+    /// What `digest` in `repository` is: as recorded, else asked of the registry (and learnt);
+    /// `None` when the registry has nothing under it.
+    pub async fn facts(
+        &self,
+        client: &RegistryClient,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<Option<ManifestFacts>, RemoteError> {
+        if let Some(facts) = self.known.get(digest.as_str()) {
+            return Ok(Some(facts.clone()));
+        }
+        let learned = manifest::probe(client, repository, digest).await?;
+        if let Some(facts) = &learned {
+            self.learn(facts.clone());
+        }
+        Ok(learned)
+    }
+
+    /// Every index under a tag of `registry`'s `repository`, and every index in `pushed` (what
+    /// recorded runs pushed there by digest), with the children it lists: asked of the
+    /// registry once per command.
     pub async fn tagged_indexes(
         &self,
         client: &RegistryClient,
@@ -174,18 +193,11 @@ impl Remotes {
         // The indexes recorded runs pushed there by digest, under a tag or not any more (a
         // release whose tag moved on still needs what it lists).
         for digest in pushed {
-            let Ok(parsed) = crate::model::Digest::parse(digest, "digest") else {
+            let Ok(parsed) = Digest::parse(digest, "digest") else {
                 continue;
             };
-            let facts = match self.known.get(digest.as_str()) {
-                Some(facts) => facts.clone(),
-                None => match manifest::probe(client, repository, &parsed).await? {
-                    Some(facts) => {
-                        self.learn(facts.clone());
-                        facts
-                    }
-                    None => continue,
-                },
+            let Some(facts) = self.facts(client, repository, &parsed).await? else {
+                continue;
             };
             if !facts.children.is_empty() {
                 let children = facts.children.iter().map(|c| c.as_str().to_owned());
@@ -200,15 +212,8 @@ impl Remotes {
             if !is_index_type(&head.media_type) || found.iter().any(|(d, _)| d == digest) {
                 continue;
             }
-            let facts = match self.known.get(digest) {
-                Some(facts) => facts.clone(),
-                None => match manifest::probe(client, repository, &head.digest).await? {
-                    Some(facts) => {
-                        self.learn(facts.clone());
-                        facts
-                    }
-                    None => continue,
-                },
+            let Some(facts) = self.facts(client, repository, &head.digest).await? else {
+                continue;
             };
             let children = facts.children.iter().map(|c| c.as_str().to_owned());
             found.push((digest.to_owned(), children.collect()));

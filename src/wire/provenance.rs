@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{
     Artifact, Backend, BuilderInfo, Digest, Driver, ImageRef, MountUse, PipelineInfo, PurgeClaim,
     PurgeMethod, PurgeTarget, RecordEvidence, RunRecord, RunStatus, clean_path, limits,
-    normalize_mount_id,
+    mount_identity,
 };
 use crate::store::{ExportItem, ImportItem};
 use crate::time::{self, Micros};
@@ -321,8 +321,7 @@ pub fn parse_line(text: &str) -> Result<ImportItem, String> {
             };
             let target = match mount {
                 Some(mount) => {
-                    let mount = normalize_mount_id(&mount, &namespace, false);
-                    let (namespace, mount) = crate::model::canonical_mount(&namespace, &mount);
+                    let (namespace, mount) = mount_identity(&namespace, &mount, false);
                     PurgeTarget::Mount {
                         builder,
                         mount,
@@ -439,8 +438,7 @@ fn run_from_line(line: RunLine) -> Result<RunRecord, String> {
         .into_iter()
         .map(|mut m| {
             non_empty(&m.id, "mounts[].id")?;
-            m.id = normalize_mount_id(&m.id, &m.namespace, false);
-            (m.namespace, m.id) = crate::model::canonical_mount(&m.namespace, &m.id);
+            (m.namespace, m.id) = mount_identity(&m.namespace, &m.id, false);
             m.target = m.target.map(|t| clean_path(&t));
             Ok(m)
         })
