@@ -412,8 +412,8 @@ struct Tracer<'s, S: Source> {
     suspect_writers: HashMap<NodeIndex, SuspectWriters>,
     /// Each builder's records that no recorded run created, once asked for.
     orphan_records: HashMap<BuilderId, Vec<RecordId>>,
-    /// When each of them was first reused, once asked for.
-    first_reuses: HashMap<RecordId, Option<Micros>>,
+    /// The runs that reused each of them and when, once asked for.
+    orphan_reusers: HashMap<RecordId, Vec<(RunId, Micros)>>,
     /// For each such record reached: the tainted runs without record evidence that may have
     /// created it.
     orphan_writers: HashMap<NodeIndex, OrphanWriters>,
@@ -459,7 +459,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             waiting_creators: HashMap::default(),
             suspect_writers: HashMap::default(),
             orphan_records: HashMap::default(),
-            first_reuses: HashMap::default(),
+            orphan_reusers: HashMap::default(),
             orphan_writers: HashMap::default(),
         }
     }
@@ -858,15 +858,13 @@ impl<'s, S: Source> Tracer<'s, S> {
             }
         };
         for record in records {
-            let first_reuse = match self.first_reuses.get(&record) {
-                Some(&first) => first,
-                None => {
-                    let reusers = self.source.record_reusers(record)?;
-                    let first = reusers.iter().map(|&(_, at)| at).min();
-                    self.first_reuses.insert(record, first);
-                    first
-                }
-            };
+            if !self.orphan_reusers.contains_key(&record) {
+                let reusers = self.source.record_reusers(record)?;
+                let reusers = reusers.into_iter().map(|(run, at)| (run.id, at)).collect();
+                self.orphan_reusers.insert(record, reusers);
+            }
+            let reusers = &self.orphan_reusers[&record];
+            let first_reuse = reusers.iter().map(|&(_, at)| at).min();
             if offer.floor != Micros::MIN
                 && let Some(first) = first_reuse
             {
@@ -876,8 +874,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                 let prunes = cleanings_of(&self.cleanings, builder_node);
                 if let Some(&prune) = prunes.iter().find(|&&p| done < p && p < first) {
                     // The prune kept the record's reusers out: listed with the purges.
-                    let reusers = self.source.record_reusers(record)?;
-                    let kept_out: Vec<RunId> = (reusers.iter().map(|(run, _)| run.id))
+                    let kept_out: Vec<RunId> = (reusers.iter().map(|&(run, _)| run))
                         .filter(|&r| r != offer.run)
                         .collect();
                     if !kept_out.is_empty() {
