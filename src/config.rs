@@ -601,7 +601,9 @@ impl Config {
     }
 
     pub fn registry(&self, host: &str) -> Option<&RegistryConfig> {
-        self.registries.iter().find(|r| r.host == host)
+        self.registries
+            .iter()
+            .find(|r| r.host.eq_ignore_ascii_case(host))
     }
 
     /// What containment does for `pipeline` (when known) when the store cannot be read: the
@@ -700,6 +702,7 @@ credentials = "anonymous"
         assert_eq!(config.trust_rank("branch"), Some(1));
         assert_eq!(config.builder("ci-1").unwrap().driver, Some(Driver::Docker));
         assert!(config.registry("localhost:5000").unwrap().insecure);
+        assert!(config.registry("LocalHost:5000").unwrap().insecure);
     }
 
     #[test]

@@ -151,11 +151,15 @@ impl ImageRef {
                 return Err(err("invalid tag"));
             }
         }
+        // As Docker reads it, a first part with a dot, a colon or a capital letter is a host;
+        // a host names one registry however it is spelt, so it is kept in lower case.
         let (registry, repository) = match name.split_once('/') {
             Some((first, path))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
+                if first.contains(['.', ':'])
+                    || first == "localhost"
+                    || first.bytes().any(|b| b.is_ascii_uppercase()) =>
             {
-                (first.to_owned(), path.to_owned())
+                (first.to_ascii_lowercase(), path.to_owned())
             }
             _ => (DOCKER_HUB.to_owned(), name.to_owned()),
         };
@@ -1141,13 +1145,21 @@ mod tests {
         assert_eq!(r.tag.as_deref(), Some("cache"));
         let r = ImageRef::parse("127.0.0.1:5000/app", "--image").unwrap();
         assert_eq!(r.locator(), "127.0.0.1:5000/app");
+        for spelt in ["Reg.IO:5000/team/app", "REG.io:5000/team/app"] {
+            let r = ImageRef::parse(spelt, "--image").unwrap();
+            assert_eq!(r.locator(), "reg.io:5000/team/app", "{spelt}");
+        }
+        let r = ImageRef::parse("Index.Docker.IO/busybox", "--image").unwrap();
+        assert_eq!(r.to_string(), "docker.io/library/busybox");
+        let r = ImageRef::parse("Myreg/app", "--image").unwrap();
+        assert_eq!(r.locator(), "myreg/app");
     }
 
     #[test]
     fn rejects_bad_references_naming_the_flag() {
         for bad in [
             "",
-            "UPPER/case",
+            "reg.io/UPPER/case",
             "app:",
             "app@sha256:123",
             "a b",

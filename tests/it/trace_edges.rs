@@ -141,6 +141,36 @@ fn a_tag_read_by_name_is_reached_from_a_tainted_push_of_the_tag() {
     assert_eq!(held["via"]["from"], format!("reg.io/app@{digest}"));
 }
 
+/// A registry host names one registry however it is spelt: a read of the tag under a host in
+/// capitals is reached from the tainted push to the host in lower case, and a seed spelt in
+/// capitals names the same tag.
+#[test]
+fn a_registry_host_spelt_in_capitals_is_the_same_registry() {
+    let digest = format!("sha256:{}", "c".repeat(64));
+    let history = History::new().runs([
+        Run::new("evil", 1)
+            .builder("b2")
+            .at("2026-01-01T01:00:00Z")
+            .exported([format!("reg.io:5000/app:cache@{digest}")]),
+        Run::new("late", 1)
+            .builder("b3")
+            .at("2026-01-01T02:00:00Z")
+            .imported(["Reg.IO:5000/app:cache"]),
+        Run::new("pinned", 1)
+            .builder("b4")
+            .at("2026-01-01T02:00:00Z")
+            .imported([format!("REG.io:5000/app@{digest}")]),
+    ]);
+    assert_eq!(
+        tainted_runs(&history.lines(), &["--run", "evil/1"]),
+        ["run:evil/1/s", "run:late/1/s", "run:pinned/1/s"]
+    );
+    assert_eq!(
+        tainted_runs(&history.lines(), &["--cache-ref", "REG.IO:5000/app:cache"]),
+        ["run:late/1/s", "run:pinned/1/s"]
+    );
+}
+
 /// A tainted run whose hook captured no record evidence (a build nobody wrapped, collected
 /// from the builder's history) may have made a record no recorded run created: a later run
 /// with record evidence that reused it is tainted; one that reused a record already reused
