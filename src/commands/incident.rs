@@ -222,7 +222,7 @@ pub(crate) fn tainted_digests(trace: &Trace) -> Vec<(String, String)> {
         }
     }
     for seed in trace.seeds() {
-        if let Entity::Digest { digest, name } = &seed.entity {
+        if let Entity::Digest { digest, name, .. } = &seed.entity {
             out.entry(digest.to_string())
                 .or_insert_with(|| name.to_string());
         }

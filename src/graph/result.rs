@@ -158,10 +158,13 @@ pub enum Entity {
         info: RecordInfo,
         builder: CompactString,
     },
-    /// A seeded digest the store holds no artifact for, and how its seed named it.
+    /// A seeded digest the store holds no artifact for (in the repository its seed named,
+    /// when it named one), and how its seed named it.
     Digest {
         digest: Digest,
         name: CompactString,
+        /// `registry/repository`, when the seed named one.
+        locator: Option<CompactString>,
     },
 }
 

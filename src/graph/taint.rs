@@ -640,7 +640,9 @@ impl<'s, S: Source> Tracer<'s, S> {
     }
 
     /// Seeds every artifact with the digest (those in the named repository when there are
-    /// any), or, when the store holds none, a bare digest node that reaches nothing.
+    /// any). A repository the seed names where the store holds no artifact with the digest
+    /// (a push nobody recorded), or a digest the store holds nowhere, is a bare digest node
+    /// that reaches nothing: the plan still acts on the digest there.
     fn seed_digest(&mut self, seed: &DigestSeed, kind: Kind) -> Result<(), S::Error> {
         let digest = seed.digest.as_str();
         let loaded = self.load_digest(None, digest)?;
@@ -648,25 +650,28 @@ impl<'s, S: Source> Tracer<'s, S> {
         for id in self.digests[loaded].artifacts.clone() {
             artifacts.push(self.source.artifact(id)?);
         }
-        let state = &self.digests[loaded];
-        if let Some(locator) = &seed.locator
-            && artifacts.iter().any(|a| &a.locator == locator)
-        {
+        let named_here = match &seed.locator {
+            Some(locator) => artifacts.iter().any(|a| &a.locator == locator),
+            None => !artifacts.is_empty(),
+        };
+        if named_here && let Some(locator) = &seed.locator {
             artifacts.retain(|a| &a.locator == locator);
         }
-        if artifacts.is_empty() {
-            let node = self.node(Key::Digest(digest.to_owned()), || Node {
+        if !named_here {
+            let name = seed.display_name();
+            let node = self.node(Key::Digest(name.clone()), || Node {
                 entity: Entity::Digest {
                     digest: seed.digest.clone(),
-                    name: seed.display_name().into(),
+                    name: name.into(),
+                    locator: seed.locator.as_deref().map(CompactString::from),
                 },
                 seed: None,
                 label: None,
             });
             self.mark_seed(node, kind, None);
-            return Ok(());
         }
         // Conceptually tainted forever; reported from the earliest known sighting.
+        let state = &self.digests[loaded];
         let sighted: Vec<ArtifactInfo> = artifacts
             .into_iter()
             .map(|info| {

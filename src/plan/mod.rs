@@ -240,40 +240,15 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
             );
             match info.backend {
                 Backend::Registry if !info.digest.is_empty() => {
-                    let (registry, repository) = info.locator.split_once('/').unwrap_or((&info.locator, ""));
                     local_digests.insert(format!("{}@{}", info.locator, info.digest));
-                    let target = Target::Manifest {
-                        registry: registry.to_owned(),
-                        repository: repository.to_owned(),
-                        digest: info.digest.clone(),
+                    let manifest = Manifest {
+                        locator: &info.locator,
+                        digest: &info.digest,
                         tags: info.tags.iter().map(|t| t.to_string()).collect(),
                         cache: *cache,
                         image: *image,
                     };
-                    if *cache || options.delete_images {
-                        actions.push(Action {
-                            kind: ActionKind::DeleteManifest,
-                            place: registry.to_owned(),
-                            in_scope: target.in_scope(scope),
-                            target,
-                            reason,
-                        });
-                    } else {
-                        actions.push(Action {
-                            kind: ActionKind::FollowUp,
-                            place: registry.to_owned(),
-                            in_scope: true,
-                            target: Target::FollowUp {
-                                what: format!("rebuild or quarantine image {}@{}", info.locator, info.digest),
-                                command: format!(
-                                    "cachewarden incident purge ID --execute --delete-images   # or quarantine {}@{}",
-                                    info.locator, info.digest
-                                ),
-                                subject: Some(Box::new(target)),
-                            },
-                            reason,
-                        });
-                    }
+                    actions.push(manifest.action(scope, options, reason));
                 }
                 Backend::Registry if !*pushed_or_seeded || pinned_by_pusher(info, &tainted) => {}
                 Backend::Registry if !*cache && local_names.contains(&local_name(&info.locator, &info.key)) => {}
@@ -322,6 +297,42 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                     reason,
                 }),
             }
+        }
+    }
+
+    // Digests a seed named where the store recorded no push of them: the registry holds what
+    // no hook saw pushed. The digest is acted on in the repository the seed named; a digest
+    // named without one is left to people to find.
+    for node in trace.seeds() {
+        let (Entity::Digest { digest, locator, .. }, Some(mark)) = (&node.entity, &node.seed) else {
+            continue;
+        };
+        let reason = "seeded: no recorded push of it here".to_owned();
+        match locator {
+            Some(locator) => {
+                local_digests.insert(format!("{locator}@{digest}"));
+                let manifest = Manifest {
+                    locator,
+                    digest: digest.as_str(),
+                    tags: Vec::new(),
+                    cache: mark.kind != Kind::Image,
+                    image: mark.kind == Kind::Image,
+                };
+                actions.push(manifest.action(scope, options, reason));
+            }
+            None => actions.push(Action {
+                kind: ActionKind::FollowUp,
+                place: digest.to_string(),
+                in_scope: true,
+                target: Target::FollowUp {
+                    what: format!(
+                        "find the repositories that hold {digest} (no recorded run pushed it) and delete it there"
+                    ),
+                    command: String::new(),
+                    subject: None,
+                },
+                reason,
+            }),
         }
     }
 
@@ -472,6 +483,56 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
 
     settle(&mut actions);
     actions
+}
+
+/// A tainted manifest in a registry repository.
+struct Manifest<'a> {
+    /// `registry/repository`.
+    locator: &'a str,
+    digest: &'a str,
+    tags: Vec<String>,
+    cache: bool,
+    image: bool,
+}
+
+impl Manifest<'_> {
+    /// Its deletion, or for an image while images are kept, a follow-up that verification
+    /// checks as the manifest.
+    fn action(self, scope: &Scope, options: PlanOptions, reason: String) -> Action {
+        let (registry, repository) = self.locator.split_once('/').unwrap_or((self.locator, ""));
+        let what = format!("{}@{}", self.locator, self.digest);
+        let target = Target::Manifest {
+            registry: registry.to_owned(),
+            repository: repository.to_owned(),
+            digest: self.digest.to_owned(),
+            tags: self.tags,
+            cache: self.cache,
+            image: self.image,
+        };
+        if self.cache || options.delete_images {
+            Action {
+                kind: ActionKind::DeleteManifest,
+                place: registry.to_owned(),
+                in_scope: target.in_scope(scope),
+                target,
+                reason,
+            }
+        } else {
+            Action {
+                kind: ActionKind::FollowUp,
+                place: registry.to_owned(),
+                in_scope: true,
+                target: Target::FollowUp {
+                    what: format!("rebuild or quarantine image {what}"),
+                    command: format!(
+                        "cachewarden incident purge ID --execute --delete-images   # or quarantine {what}"
+                    ),
+                    subject: Some(Box::new(target)),
+                },
+                reason,
+            }
+        }
+    }
 }
 
 /// The name Docker gives a local image built with `-t LOCATOR:TAG`, as `wrap` records it: Docker

@@ -414,3 +414,71 @@ fn a_404_that_is_not_the_registrys_proves_nothing_gone() {
     let line = line_of(&verify, &h.inside.digest);
     assert!(line.starts_with("  gone"), "{line}");
 }
+
+/// A digest pushed where no hook saw it (the seed is the only handle on it) is deleted in the
+/// repository the seed names, and verify is not clean before; the same content recorded in
+/// another repository is seeded too. A bare digest with no recorded push is left to people,
+/// and verify stays unverified until it is accepted.
+#[test]
+fn a_seeded_digest_nobody_recorded_pushing_is_deleted_where_the_seed_names_it() {
+    let Some((registry, env)) = registry_env() else {
+        return;
+    };
+    let host = registry.host();
+    let h = history(&env, &registry);
+    let mut pusher = Pusher::new(&registry);
+    let poison = pusher.cache_manifest("web/cache", Some("main"), "pushed by hand");
+    let copy = pusher.cache_manifest("team/app", Some("copy"), "evil inside");
+    assert_eq!(copy.digest, h.inside.digest);
+    let config = ConfigBuilder::registry(&host).write(&env);
+    let seed = format!("{host}/web/cache@{}", poison.digest);
+    let open = ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--cache-ref", &seed]));
+    assert!(
+        open.lines()
+            .any(|l| l.contains("delete-manifest") && l.contains(&poison.digest)),
+        "{open}"
+    );
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(verify.starts_with("exit: 1\n"), "{verify}");
+    output(&env, &mut env.execute(&config, "1", &[]));
+    assert!(!manifest_exists(&registry, "web/cache", &poison.digest));
+    assert!(manifest_exists(&registry, "team/app", &h.clean.digest));
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(verify.starts_with("exit: 0\n"), "{verify}");
+
+    // Content recorded elsewhere: the named repository and the recorded one.
+    let seed = format!("{host}/web/cache@{}", h.inside.digest);
+    let again = pusher.cache_manifest("web/cache", Some("main"), "evil inside");
+    assert_eq!(again.digest, h.inside.digest);
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--cache-ref", &seed]));
+    output(&env, &mut env.execute(&config, "2", &[]));
+    assert!(!manifest_exists(&registry, "web/cache", &h.inside.digest));
+    assert!(!manifest_exists(&registry, "team/app", &h.inside.digest));
+
+    // A bare digest: a follow-up, unverified until accepted.
+    let bare = pusher.cache_manifest("web/cache", Some("other"), "anywhere");
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--cache-ref", &bare.digest]));
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "3"]),
+    );
+    assert!(verify.starts_with("exit: 1\n"), "{verify}");
+    assert!(
+        verify
+            .lines()
+            .any(|l| l.contains("UNVERIFIED") && l.contains("find the repositories that hold")),
+        "{verify}"
+    );
+}
