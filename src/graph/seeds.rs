@@ -183,6 +183,11 @@ pub struct SeedSpec {
     /// Inclusive upper bound of the window, RFC 3339.
     #[serde(default)]
     pub until: Option<String>,
+    /// Inclusive upper bound of the tag windows, RFC 3339, when it is not `until`: an
+    /// incident ends them when it opens, as what a tag holds after that (the rebuild the
+    /// incident asks for) is not what the seed named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags_until: Option<String>,
 }
 
 impl Default for SeedSpec {
@@ -197,6 +202,7 @@ impl Default for SeedSpec {
             images: Vec::new(),
             since: None,
             until: None,
+            tags_until: None,
         }
     }
 }
@@ -231,6 +237,18 @@ impl Seeds {
         }
         let (since, until) = window_of(args, now)?;
         let window = Window { since, until };
+        let tags_until = args
+            .tags_until
+            .as_deref()
+            .map(|s| time::parse_flag(s, "tags until", Bound::Upper, now))
+            .transpose()?;
+        let tag_window = Window {
+            since,
+            until: match (until, tags_until) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
+        };
         let seeds = Self {
             pipelines: args
                 .pipelines
@@ -245,7 +263,7 @@ impl Seeds {
             cache_refs: args
                 .cache_refs
                 .iter()
-                .map(|value| parse_cache_ref(value, window))
+                .map(|value| parse_cache_ref(value, tag_window))
                 .collect::<Result<_, _>>()?,
             mounts: args
                 .mounts
@@ -312,14 +330,26 @@ fn window_of(args: &SeedSpec, now: Micros) -> Result<(Option<Micros>, Option<Mic
 }
 
 /// The seed flags with `--since` and `--until` written as the absolute RFC 3339 times they
-/// mean now: what an incident stores, so that a later verification traces the same window
-/// however long after it runs.
+/// mean now, and the tag windows ended now when `--until` does not end them: what an incident
+/// stores, so that a later verification traces the same window however long after it runs.
 pub fn resolve_times(args: &SeedSpec, now: Micros) -> Result<SeedSpec, ParseError> {
     let (since, until) = window_of(args, now)?;
     let mut resolved = args.clone();
     resolved.since = since.map(time::format);
     resolved.until = until.map(time::format);
+    resolved.tags_until = match until {
+        None if args.cache_refs.iter().any(|r| is_tag(r)) => Some(time::format(now)),
+        _ => None,
+    };
     Ok(resolved)
+}
+
+/// Whether a `--cache-ref` value names a tag (no digest).
+fn is_tag(value: &str) -> bool {
+    matches!(
+        parse_cache_ref(value, Window::default()),
+        Ok(CacheRefSeed::Tag { .. })
+    )
 }
 
 fn parse_pipeline(name: &str, window: Window) -> Result<PipelineSeed, ParseError> {

@@ -482,3 +482,66 @@ fn a_seeded_digest_nobody_recorded_pushing_is_deleted_where_the_seed_names_it() 
         "{verify}"
     );
 }
+
+/// A tag seed's window ends when the incident opens: the clean rebuild the runbook asks for,
+/// pushed to the tag afterwards, is not tainted, so verify is clean and a rerun of the purge
+/// leaves it. Without the end, every re-trace took the rebuild for what the tag held.
+#[test]
+fn a_rebuild_pushed_to_a_seeded_tag_after_the_incident_opened_is_kept() {
+    let Some((registry, env)) = registry_env() else {
+        return;
+    };
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let before = pusher.cache_manifest("team/app", Some("main"), "before");
+    let poison = pusher.cache_manifest("team/app", Some("main"), "poison");
+    build::History::new()
+        .run(Run::new("rel", 100).day(1).exported([format!(
+            "{host}/team/app:main@{}",
+            before.digest
+        )]))
+        .run(Run::new("rel", 101).day(2).exported([format!(
+            "{host}/team/app:main@{}",
+            poison.digest
+        )]))
+        .import(&env);
+    let config = ConfigBuilder::registry(&host).write(&env);
+    let tag = format!("{host}/team/app:main");
+    ok(env.cmd_with(&config).args([
+        "incident",
+        "open",
+        "--cache-ref",
+        &tag,
+        "--since",
+        "2026-01-02T00:00:00Z",
+    ]));
+    output(&env, &mut env.execute(&config, "1", &[]));
+    assert!(!manifest_exists(&registry, "team/app", &poison.digest));
+
+    let rebuild = pusher.cache_manifest("team/app", Some("main"), "rebuild");
+    ok(env.cmd().args([
+        "record",
+        "--pipeline",
+        "rel",
+        "--run",
+        "102",
+        "--builder",
+        "b1",
+        "--cache-to",
+        &format!("type=registry,ref={tag}@{}", rebuild.digest),
+    ]));
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(verify.starts_with("exit: 0\n"), "{verify}");
+    assert!(!verify.contains(&rebuild.digest[..20]), "{verify}");
+    output(&env, &mut env.execute(&config, "1", &[]));
+    assert!(manifest_exists(&registry, "team/app", &rebuild.digest));
+    // Outside an incident, the same seed still means every digest seen under the tag since.
+    let trace = ok(env
+        .cmd()
+        .args(["trace", "--format", "json", "--cache-ref", &tag])
+        .args(["--since", "2026-01-02T00:00:00Z"]));
+    assert!(trace.contains(&rebuild.digest), "{trace}");
+}
