@@ -843,6 +843,7 @@ mod tests {
                 images: vec!["sha256:00".into()],
                 since: Some("2026-03-01T00:00:00.123456+01:00".into()),
                 until: None,
+                tags_until: None,
             }
         );
         assert_eq!(stored[0]["ignore_time"], true);
