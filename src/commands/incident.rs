@@ -18,7 +18,7 @@ use crate::commands::trace::run_trace;
 use crate::commands::{open_existing_store, open_read_store, write_stdout};
 use crate::config::Config;
 use crate::error::{InputError, RefusedError};
-use crate::graph::{Entity, Kind, SeedSpec, Seeds, Trace};
+use crate::graph::{Entity, Kind, SeedSpec, Seeds, Trace, Via};
 use crate::plan::{self, Action, ActionKind, PlanOptions};
 use crate::printer::Printer;
 use crate::purge::execute::{self, Reporter};
@@ -109,7 +109,19 @@ fn trace_and_plan(
             }
         }
     }
-    let ctx = store.plan_context(&builders, &mounts)?;
+    let mut ctx = store.plan_context(&builders, &mounts)?;
+    // A copy of a tainted digest takes the roles its copies were tainted in; where runs only
+    // ever built or based on it, it is an image all the same.
+    let copies: BTreeSet<i64> = trace
+        .tainted(Kind::CacheRef)
+        .iter()
+        .filter(|t| t.via == Via::SameDigest)
+        .filter_map(|t| match t.entity {
+            Entity::Artifact { info, .. } => Some(info.id),
+            _ => None,
+        })
+        .collect();
+    ctx.images_only = store.images_only(&copies)?;
     let options = PlanOptions {
         delete_images: opened.delete_images,
         full_prune: opened.full_prune,

@@ -161,6 +161,9 @@ pub struct PlanContext {
     pub mount_targets: BTreeMap<(String, String), Vec<String>>,
     /// Every mount id used on a builder at a target path: (builder, target) -> ids.
     pub target_users: BTreeMap<(String, String), BTreeSet<String>>,
+    /// Tainted artifacts that runs recorded only as images: a copy of a tainted cache's bytes
+    /// there is an image, deleted only with `--delete-images`.
+    pub images_only: BTreeSet<i64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -241,12 +244,13 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
             match info.backend {
                 Backend::Registry if !info.digest.is_empty() => {
                     local_digests.insert(format!("{}@{}", info.locator, info.digest));
+                    let image_only = ctx.images_only.contains(&info.id);
                     let manifest = Manifest {
                         locator: &info.locator,
                         digest: &info.digest,
                         tags: info.tags.iter().map(|t| t.to_string()).collect(),
-                        cache: *cache,
-                        image: *image,
+                        cache: *cache && !image_only,
+                        image: *image || image_only,
                     };
                     actions.push(manifest.action(scope, options, reason));
                 }

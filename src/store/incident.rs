@@ -469,6 +469,30 @@ impl Store {
         }
         Ok(ctx)
     }
+
+    /// Those of `artifacts` that runs recorded only as images (built or used as a base), never
+    /// exported or imported as a cache: a copy of a cache's bytes there is still an image.
+    pub fn images_only(&self, artifacts: &BTreeSet<i64>) -> Result<BTreeSet<i64>, StoreError> {
+        let err = |e| sql_error(&self.path, e);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT DISTINCT kind FROM events
+                 WHERE kind IN ('produced', 'used_base', 'exported', 'imported') AND target = ?1",
+            )
+            .map_err(err)?;
+        let mut out = BTreeSet::new();
+        for &artifact in artifacts {
+            let kinds: Vec<String> = stmt
+                .query_map([artifact], |row| row.get(0))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(err)?;
+            if !kinds.is_empty() && kinds.iter().all(|k| k == "produced" || k == "used_base") {
+                out.insert(artifact);
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl Store {

@@ -545,3 +545,39 @@ fn a_rebuild_pushed_to_a_seeded_tag_after_the_incident_opened_is_kept() {
         .args(["--since", "2026-01-02T00:00:00Z"]));
     assert!(trace.contains(&rebuild.digest), "{trace}");
 }
+
+/// A tainted run that exported the bytes of a release image as a cache taints the digest, but
+/// the release repository, where runs only ever built it, holds an image: without
+/// `--delete-images` the purge deletes the cache and leaves the image to people (a follow-up
+/// verify checks), never deleting it as a cache.
+#[test]
+fn a_release_image_with_the_bytes_of_a_tainted_cache_is_not_deleted_as_a_cache() {
+    let Some((registry, env)) = registry_env() else {
+        return;
+    };
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let release = pusher.cache_manifest("team/app", Some("1.0"), "release");
+    let cache = pusher.cache_manifest("team/cache", Some("evil"), "release");
+    assert_eq!(release.digest, cache.digest);
+    build::History::new()
+        .run(Run::new("good", 1).day(1).produced([format!(
+            "{host}/team/app:1.0@{}",
+            release.digest
+        )]))
+        .run(Run::new("evil", 1).day(2).exported([format!(
+            "{host}/team/cache:evil@{}",
+            cache.digest
+        )]))
+        .import(&env);
+    let config = config(&host).write(&env);
+    let open = env.open_incident(&config, "evil");
+    let image_line = open
+        .lines()
+        .find(|l| l.contains("team/app@"))
+        .unwrap_or_default();
+    assert!(image_line.contains("follow-up"), "{open}");
+    output(&env, &mut env.execute(&config, "1", &[]));
+    assert!(!manifest_exists(&registry, "team/cache", &cache.digest));
+    assert!(manifest_exists(&registry, "team/app", &release.digest));
+}
