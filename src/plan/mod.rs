@@ -308,7 +308,13 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
     // no hook saw pushed. The digest is acted on in the repository the seed named; a digest
     // named without one is left to people to find.
     for node in trace.seeds() {
-        let (Entity::Digest { digest, locator, .. }, Some(mark)) = (&node.entity, &node.seed) else {
+        let (
+            Entity::Digest {
+                digest, locator, ..
+            },
+            Some(mark),
+        ) = (&node.entity, &node.seed)
+        else {
             continue;
         };
         let reason = "seeded: no recorded push of it here".to_owned();

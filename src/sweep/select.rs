@@ -200,14 +200,28 @@ pub fn select(
 }
 
 /// Whether the rule's selectors other than age match.
+///
+/// A mount or a builder record is as trusted as the least trusted pipeline that wrote it: its
+/// contents are what they all wrote. A registry cache's bytes never change, and a pipeline
+/// that records an export of a digest another pipeline pushed did not make it: a purge rule
+/// takes a cache ref only when its pipeline, project and trust selectors match every pipeline
+/// that exported it.
 fn matches(rule: &Rule, facts: &Facts<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> bool {
+    let every = rule.selects == Selects::CacheRefs && rule.action == RuleAction::Purge;
+    let holds = |test: &dyn Fn(&PipelineFacts) -> bool| {
+        if every {
+            !facts.pipelines.is_empty() && facts.pipelines.iter().all(test)
+        } else {
+            facts.pipelines.iter().any(test)
+        }
+    };
     if let Some(pattern) = &rule.pipeline
-        && !facts.pipelines.iter().any(|p| glob_match(pattern, &p.name))
+        && !holds(&|p| glob_match(pattern, &p.name))
     {
         return false;
     }
     if let Some(pattern) = &rule.project
-        && !facts.pipelines.iter().any(|p| {
+        && !holds(&|p| {
             p.project
                 .as_deref()
                 .is_some_and(|project| glob_match(pattern, project))
@@ -216,12 +230,17 @@ fn matches(rule: &Rule, facts: &Facts<'_>, rank: &dyn Fn(&str) -> Option<usize>)
         return false;
     }
     if let Some(trust) = rule.trust {
-        let lowest = facts
-            .pipelines
-            .iter()
-            .filter_map(|p| p.trust_level.as_deref().and_then(rank))
-            .min();
-        if !trust.matches(lowest) {
+        let matched = if every {
+            holds(&|p| trust.matches(p.trust_level.as_deref().and_then(rank)))
+        } else {
+            let lowest = facts
+                .pipelines
+                .iter()
+                .filter_map(|p| p.trust_level.as_deref().and_then(rank))
+                .min();
+            trust.matches(lowest)
+        };
+        if !matched {
             return false;
         }
     }
@@ -612,7 +631,8 @@ action = "purge"
         assert!(actions[0].in_scope);
     }
 
-    /// An entity is as trusted as the least trusted pipeline that wrote it.
+    /// An entity is as trusted as the least trusted pipeline that wrote it for a keep rule
+    /// and for a mount; a purge rule takes a registry cache only when every exporter matches.
     #[test]
     fn lowest_trust_among_writers_decides() {
         let mut c = cache("a", '1', pipeline("main", "release"), 30);
@@ -633,6 +653,33 @@ action = "purge"
             "[[rule]]\nselect = \"cache-refs\"\ntrust_level = \"<=untrusted\"\naction = \"purge\"\n",
             &candidates,
         );
-        assert_eq!(purged(&purge), vec![Entity::CacheRef(0)]);
+        assert!(
+            purged(&purge).is_empty(),
+            "a release cache an untrusted pipeline also claims to have exported is not its to purge"
+        );
+        let purge = run(
+            "[[rule]]\nselect = \"cache-refs\"\npipeline = \"pr*\"\naction = \"purge\"\n",
+            &candidates,
+        );
+        assert!(purged(&purge).is_empty());
+        let mount = MountCandidate {
+            builder: "ci-1".to_owned(),
+            mount_id: "pip".to_owned(),
+            pipelines: vec![pipeline("main", "release"), pipeline("pr", "untrusted")],
+            last_use: NOW - 20 * DAY,
+        };
+        let candidates = Candidates {
+            mounts: vec![mount],
+            ..Candidates::default()
+        };
+        let purge = run(
+            "[[rule]]\nselect = \"mounts\"\ntrust_level = \"<=untrusted\"\naction = \"purge\"\n",
+            &candidates,
+        );
+        assert_eq!(
+            purged(&purge),
+            vec![Entity::Mount(0)],
+            "a mount an untrusted pipeline wrote holds what it wrote"
+        );
     }
 }

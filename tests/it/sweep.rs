@@ -302,6 +302,52 @@ fn dry_run_deletes_nothing() {
     assert!(text.contains("cachewarden_sweep_dry_run 1\n"), "{text}");
 }
 
+/// A pull-request run that records an export of a release cache's digest does not make it a
+/// pull-request cache: the example policy keeps it and purges only the pull request's own.
+#[test]
+fn a_claimed_export_of_a_release_cache_does_not_get_it_swept() {
+    let Some((registry, env)) = registry_env() else {
+        return;
+    };
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let release = pusher.cache_manifest("team/app", Some("main"), "release");
+    let mut runs = vec![export_run(
+        "web-release",
+        "release",
+        1,
+        20,
+        &[format!("{host}/team/app:main@{}", release.digest)],
+    )];
+    // Four pull-request caches, 19 to 16 days old: the policy keeps the newest three.
+    let own: Vec<Pushed> = (0..4)
+        .map(|i| pusher.cache_manifest("team/app", Some("pr-9"), &format!("pull request {i}")))
+        .collect();
+    for (i, p) in own.iter().enumerate() {
+        let mut refs = vec![format!("{host}/team/app:pr-9@{}", p.digest)];
+        if i == 0 {
+            refs.push(format!("{host}/team/app:pr-9@{}", release.digest));
+        }
+        runs.push(export_run(
+            "web-pr-9",
+            "untrusted",
+            i + 1,
+            19 - i as i64,
+            &refs,
+        ));
+    }
+    History::new().runs(runs).import(&env);
+    let config = config(&env, &host);
+    let policy = env.path().join("policy.toml");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sweep-policy.toml"),
+        &policy,
+    )
+    .unwrap();
+    let json = ok(&mut sweep(&env, &config, &policy, &["--format", "json"]));
+    assert_eq!(planned_deletes(&json), vec![own[0].digest.clone()]);
+}
+
 /// A sweep is refused (exit 5, nothing deleted) while another holds the lock.
 #[test]
 fn the_lock_holds() {

@@ -496,14 +496,16 @@ fn a_rebuild_pushed_to_a_seeded_tag_after_the_incident_opened_is_kept() {
     let before = pusher.cache_manifest("team/app", Some("main"), "before");
     let poison = pusher.cache_manifest("team/app", Some("main"), "poison");
     build::History::new()
-        .run(Run::new("rel", 100).day(1).exported([format!(
-            "{host}/team/app:main@{}",
-            before.digest
-        )]))
-        .run(Run::new("rel", 101).day(2).exported([format!(
-            "{host}/team/app:main@{}",
-            poison.digest
-        )]))
+        .run(
+            Run::new("rel", 100)
+                .day(1)
+                .exported([format!("{host}/team/app:main@{}", before.digest)]),
+        )
+        .run(
+            Run::new("rel", 101)
+                .day(2)
+                .exported([format!("{host}/team/app:main@{}", poison.digest)]),
+        )
         .import(&env);
     let config = ConfigBuilder::registry(&host).write(&env);
     let tag = format!("{host}/team/app:main");
@@ -561,14 +563,16 @@ fn a_release_image_with_the_bytes_of_a_tainted_cache_is_not_deleted_as_a_cache()
     let cache = pusher.cache_manifest("team/cache", Some("evil"), "release");
     assert_eq!(release.digest, cache.digest);
     build::History::new()
-        .run(Run::new("good", 1).day(1).produced([format!(
-            "{host}/team/app:1.0@{}",
-            release.digest
-        )]))
-        .run(Run::new("evil", 1).day(2).exported([format!(
-            "{host}/team/cache:evil@{}",
-            cache.digest
-        )]))
+        .run(
+            Run::new("good", 1)
+                .day(1)
+                .produced([format!("{host}/team/app:1.0@{}", release.digest)]),
+        )
+        .run(
+            Run::new("evil", 1)
+                .day(2)
+                .exported([format!("{host}/team/cache:evil@{}", cache.digest)]),
+        )
         .import(&env);
     let config = config(&host).write(&env);
     let open = env.open_incident(&config, "evil");
