@@ -42,7 +42,8 @@ pub struct Summary {
 }
 
 /// Learned manifest facts are saved in batches of this many: an interruption loses at most
-/// these, and losing them only costs the next run a probe each.
+/// these, and losing them only costs the next run a probe each. An index's are saved before
+/// its action is marked done (see [`Remotes::take_learned`]).
 const LEARNED_BATCH: usize = 256;
 
 /// Saves what probes learned once `at_least` facts are waiting (everything with 1).
@@ -122,8 +123,8 @@ pub async fn execute(
                         };
                         let elapsed = started.elapsed().as_micros() as i64;
                         let mut store = store.lock().expect("store lock");
-                        store.finish_action(row.id, &finished, elapsed)?;
                         save_learned(&remotes, &mut store, LEARNED_BATCH)?;
+                        store.finish_action(row.id, &finished, elapsed)?;
                         drop(store);
                         reporter.on_done(row.action.kind, !matches!(finished, Finished::Failed(_)));
                         Ok::<Finished, StoreError>(finished)

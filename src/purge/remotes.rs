@@ -447,10 +447,14 @@ impl Remotes {
         self.learned.lock().expect("learned lock").push(facts);
     }
 
-    /// What was learned and not taken yet, once `at_least` facts wait (everything with 1).
+    /// What was learned and not taken yet, once `at_least` facts wait (everything with 1), or
+    /// once an index's are among them: after the index is deleted, no probe can learn again
+    /// which children verification must look for.
     pub fn take_learned(&self, at_least: usize) -> Vec<ManifestFacts> {
         let mut learned = self.learned.lock().expect("learned lock");
-        if learned.is_empty() || learned.len() < at_least {
+        if learned.is_empty()
+            || (learned.len() < at_least && learned.iter().all(|f| f.children.is_empty()))
+        {
             return Vec::new();
         }
         std::mem::take(&mut *learned)
@@ -484,7 +488,30 @@ fn version_at_least(version: &str, major: u64, minor: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::version_at_least;
+    use super::*;
+
+    fn facts(digest: char, children: &[char]) -> ManifestFacts {
+        let digest_of =
+            |c: char| Digest::parse(&format!("sha256:{}", c.to_string().repeat(64)), "t").unwrap();
+        ManifestFacts {
+            digest: digest_of(digest),
+            media_type: "application/vnd.oci.image.index.v1+json".to_owned(),
+            children: children.iter().map(|&c| digest_of(c)).collect(),
+        }
+    }
+
+    /// Facts of plain manifests wait for a batch; an index's are taken at once, with
+    /// whatever waits beside them: once the index is deleted, nothing can learn its children.
+    #[test]
+    fn an_index_is_taken_before_a_batch_fills() {
+        let remotes = Remotes::new(&Config::default(), HashMap::new());
+        remotes.learn(facts('a', &[]));
+        assert!(remotes.take_learned(256).is_empty());
+        remotes.learn(facts('b', &['c', 'd']));
+        let taken = remotes.take_learned(256);
+        assert_eq!(taken.len(), 2);
+        assert!(remotes.take_learned(1).is_empty());
+    }
 
     /// Engine and BuildKit versions as they are reported are compared by major and minor;
     /// moby's unversioned BuildKit (`v0.0.0+unknown`) and garbage are not new enough.
