@@ -198,6 +198,8 @@ pub(super) fn import_batch(
     load_pipelines(conn, cache, items).map_err(at(first_line))?;
     let writes = Writes::of(conn).map_err(at(first_line))?;
     let recorded = recorded_runs(conn, cache, items).map_err(at(first_line))?;
+    let purged = last_purges(conn).map_err(at(first_line))?;
+    let lowest = config.trust_levels().into_iter().next();
     let mut outcome = ImportOutcome::default();
     let mut importer = None;
     let mut keys = HashSet::new();
@@ -207,7 +209,22 @@ pub(super) fn import_batch(
         let slow = match item {
             ImportItem::Run(run) => {
                 let key = run_key(cache, run);
-                recorded.contains(&key) || !keys.insert(key)
+                // A run that may be doubted for finishing before a purge the store holds is
+                // written the way `record` writes it, which decides.
+                let is_lowest =
+                    |level: Option<&String>| level.is_none_or(|l| Some(l) == lowest.as_ref());
+                let ceiling = cache
+                    .pipelines
+                    .get(&run.pipeline.name)
+                    .and_then(|p| p.ceiling.as_ref());
+                let doubtful = (is_lowest(run.trust_level.as_ref())
+                    || ceiling.is_some_and(|c| Some(c) == lowest.as_ref()))
+                    && run.builder.as_ref().is_some_and(|b| {
+                        purged
+                            .get(&b.name)
+                            .is_some_and(|&purge| purge > run.finished_at)
+                    });
+                recorded.contains(&key) || !keys.insert(key) || doubtful
             }
             ImportItem::Purge { .. } => true,
             ImportItem::Pipeline(_) | ImportItem::Builder(_) => false,
@@ -311,6 +328,19 @@ fn recorded_runs(
     )?
     .iter()
     .map(|row| (row.get(0), row.get(1), row.get(2)))
+    .collect())
+}
+
+/// The latest purge recorded of each builder or of a mount on it, by builder name.
+fn last_purges(conn: &PgConn) -> DbResult<HashMap<String, Micros>> {
+    Ok(query(
+        conn,
+        "SELECT b.name, max(p.at) FROM purges p JOIN builders b ON b.id = p.builder_id
+         GROUP BY b.name",
+        &[],
+    )?
+    .iter()
+    .map(|row| (row.get(0), row.get(1)))
     .collect())
 }
 

@@ -1079,6 +1079,27 @@ pub(super) fn capped_warning(run: &str, asked: &str, ceiling: &str) -> String {
     )
 }
 
+/// The identity of a receipt the store gives a run it does not believe the times of.
+pub const STORE_IDENTITY: &str = "store";
+
+/// The latest purge, after `finished`, of `builder` or of a mount `run` wrote there.
+fn predated_purge(
+    tx: &Transaction<'_>,
+    run: i64,
+    builder: i64,
+    finished: Micros,
+) -> WriteResult<Option<Micros>> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT max(p.at) FROM purges p
+             WHERE p.builder_id = ?1 AND p.at > ?2
+               AND (p.kind = 'builder'
+                    OR p.mount IN (SELECT e.target FROM events e
+                                   WHERE e.run_id = ?3 AND e.kind = 'wrote_mount'))",
+        )?
+        .query_row(params![builder, finished, run], |row| row.get(0))?)
+}
+
 pub(super) fn insert_run(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
@@ -1302,6 +1323,40 @@ pub(super) fn insert_run(
             }
         }
     }
+    // A new run at the lowest trust level (or none) that claims to have finished before a
+    // purge the store already held, of its builder or of a mount it wrote, would have that
+    // purge clean what it wrote. Recorded after the purge, its times prove nothing: it is kept
+    // with a receipt of the store, time-suspect, so no trace lets them hide its writes.
+    let doubted;
+    let receipt = match (created && (untrusted || level.is_none()), builder) {
+        (true, Some(builder)) => match predated_purge(tx, run, builder, finish)? {
+            Some(purge) => {
+                let why = format!(
+                    "finished at {}, before a purge at {} the store held when it was recorded",
+                    time::format(finish),
+                    time::format(purge)
+                );
+                doubted = match receipt {
+                    Some(r) => Receipt {
+                        time_suspect: Some(match &r.time_suspect {
+                            Some(before) => format!("{before}; {why}"),
+                            None => why,
+                        }),
+                        ..r.clone()
+                    },
+                    None => Receipt {
+                        received_at: now,
+                        identity: STORE_IDENTITY.to_owned(),
+                        late: false,
+                        time_suspect: Some(why),
+                    },
+                };
+                Some(&doubted)
+            }
+            None => receipt,
+        },
+        _ => receipt,
+    };
     // How the collector received it, kept the first time only; a receipt the run did not
     // have is chained with what the run gained.
     let received = match receipt {

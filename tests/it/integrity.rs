@@ -451,3 +451,92 @@ fn a_cache_mount_namespace_cannot_hide_a_shared_cache() {
         .unwrap_or_else(|| panic!("{trace:#}"));
     assert_eq!(release["via"]["kind"], "mount-read", "{trace:#}");
 }
+
+/// An untrusted run recorded after a purge, claiming to have finished before it, cannot have
+/// the purge clean what it wrote: it is kept time-suspect, and a trace of its pipeline reaches
+/// the release builds that read the mount after the purge. A trusted run recorded late is
+/// believed, and an untrusted one dated after the purge is not doubted.
+#[test]
+fn an_untrusted_run_recorded_after_a_purge_cannot_hide_behind_it() {
+    let env = Env::new();
+    let mount = |pipeline: &str, run: &str, trust: &str, started: &str, finished: &str| {
+        let out = record(
+            &env,
+            &[
+                "--pipeline",
+                pipeline,
+                "--run",
+                run,
+                "--builder",
+                "ci-1",
+                "--trust-level",
+                trust,
+                "--mount",
+                "pip",
+                "--started-at",
+                started,
+                "--finished-at",
+                finished,
+            ],
+        );
+        assert!(out.starts_with("exit: 0\n"), "{out}");
+    };
+    mount("pr", "1", "untrusted", "130m", "120m");
+    ok(env.cmd().args([
+        "mark-purged",
+        "--builder",
+        "ci-1",
+        "--mount",
+        "pip",
+        "--at",
+        "90m",
+    ]));
+    mount("rel", "1", "release", "60m", "55m");
+    mount("pr", "2", "untrusted", "110m", "100m");
+    mount("rel", "2", "release", "5m", "4m");
+    mount("late", "1", "release", "108m", "101m");
+    mount("pr", "3", "untrusted", "3m", "2m");
+    // An upload is held to the same rule.
+    let before = (chrono::Utc::now() - chrono::Duration::minutes(95))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let upload = env.write(
+        "upload.jsonl",
+        &format!(
+            r#"{{"v":1,"type":"run","pipeline":"pr","run":"4","step":"s","builder":"ci-1","started_at":"{before}","finished_at":"{before}","mounts":[{{"id":"pip"}}]}}"#
+        ),
+    );
+    ok(env
+        .cmd()
+        .args(["import", "--trust-level", "untrusted"])
+        .arg(&upload));
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    let suspect: Vec<(String, String, String)> = conn
+        .prepare(
+            "SELECT r.run_key, c.identity, c.time_suspect FROM run_receipts c
+             JOIN runs r ON r.id = c.run_id",
+        )
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let keys: Vec<(&str, &str)> = suspect
+        .iter()
+        .map(|(run, identity, _)| (run.as_str(), identity.as_str()))
+        .collect();
+    assert_eq!(keys, [("2", "store"), ("4", "store")]);
+    assert!(suspect[0].2.contains("before a purge at"), "{suspect:?}");
+    let trace = ok(env
+        .cmd()
+        .args(["trace", "--pipeline", "pr", "--format", "json"]));
+    let trace: serde_json::Value = serde_json::from_str(&trace).unwrap();
+    let mut tainted: Vec<&str> = trace["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    tainted.sort();
+    assert!(tainted.contains(&"run:rel/2/Dockerfile"), "{tainted:?}");
+    assert!(tainted.contains(&"run:rel/1/Dockerfile"), "{tainted:?}");
+}
