@@ -159,6 +159,33 @@ fn valid_tokens_record_the_run_their_claims_name() {
     assert_eq!(stored_runs(&gitlab.env)[0]["run"], "77-901");
 }
 
+/// A token whose `exp`, `nbf` and `iat` carry a fraction (RFC 7519 NumericDates may) is
+/// accepted; one whose fractional `exp` has passed is refused as expired by its real age.
+#[test]
+fn fractional_numeric_dates_are_accepted() {
+    let s = setup("github", "");
+    let now = oidc::now() as f64;
+    let mut claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", "3");
+    claims["exp"] = json!(now + 300.5);
+    claims["nbf"] = json!(now - 5.25);
+    claims["iat"] = json!(now + 0.75);
+    let response = s.collector.post(
+        &s.rsa.sign(&claims),
+        &oidc::run_line("acme/web/build", "3-1"),
+    );
+    assert_eq!(response.status, 201, "{}", response.text());
+    claims["exp"] = json!(now - 2.0 * 86400.0 + 0.5);
+    claims["run_id"] = json!("4");
+    let response = s.collector.post(
+        &s.rsa.sign(&claims),
+        &oidc::run_line("acme/web/build", "4-1"),
+    );
+    assert_eq!(response.status, 401, "{}", response.text());
+    assert_eq!(response.json()["error"], "expired");
+    let log = s.collector.log();
+    assert!(log.contains("the token expired 17280"), "{log}");
+}
+
 /// Every forged or unusable token is refused with 401 and its reason in the collector log,
 /// nothing of its run is stored, and the attempt is kept as evidence and counted.
 #[test]
