@@ -40,11 +40,15 @@
 //!
 //! | system | untrusted when |
 //! | --- | --- |
-//! | GitHub Actions | `GITHUB_EVENT_NAME` is `pull_request` or `pull_request_target`, or `GITHUB_REF_PROTECTED` is `false` |
-//! | GitLab CI | `CI_PIPELINE_SOURCE` is `merge_request_event` or `external_pull_request_event`, or `CI_COMMIT_REF_PROTECTED` is `false` |
+//! | GitHub Actions | `GITHUB_EVENT_NAME` is unset, empty, `pull_request` or `pull_request_target`, or `GITHUB_REF_PROTECTED` is anything but exactly `true` (unset, empty, `false`, `0`, `no`) |
+//! | GitLab CI | `CI_PIPELINE_SOURCE` is unset, empty, `merge_request_event` or `external_pull_request_event`, or `CI_COMMIT_REF_PROTECTED` is anything but exactly `true` |
 //! | Buildkite | `BUILDKITE_PULL_REQUEST` is set and not `false` |
 //! | CircleCI | `CIRCLE_PULL_REQUEST` is set |
 //! | Jenkins | `CHANGE_ID` is set (a multibranch pull-request build) |
+//!
+//! GitHub and GitLab always set both variables on their runners, so a run of theirs is trusted
+//! only when they clearly say it is a protected push: a variable left unset or empty, or a
+//! value other than exactly `true`, leaves it untrusted.
 
 /// What the CI environment says about the current job.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -126,6 +130,28 @@ impl Env<'_> {
             .then(|| format!("{name}={value}"))
     }
 
+    /// Why a run is not clearly a protected push, if it is not: its event variable is unset,
+    /// empty, or one of the pull-request `events`, or its ref-protected variable is anything
+    /// but exactly `true` (unset, empty, `0`, `no`, `TRUE`).
+    fn not_a_protected_push(
+        &self,
+        (event, events): (&str, &[&str]),
+        protected: &str,
+    ) -> Option<String> {
+        if self.get(event).is_none() {
+            return Some(format!("{event} is unset or empty"));
+        }
+        if let Some(why) = self.is_one_of(event, events) {
+            return Some(why);
+        }
+        match (self.0)(protected) {
+            Some(value) if value == "true" => None,
+            Some(value) if value.is_empty() => Some(format!("{protected} is empty")),
+            Some(value) => Some(format!("{protected}={value}")),
+            None => Some(format!("{protected} is unset")),
+        }
+    }
+
     /// `NAME=value` when the variable is set (and, with `unless`, not to that value).
     fn is_set(&self, name: &str, unless: Option<&str>) -> Option<String> {
         let value = self.get(name)?;
@@ -151,12 +177,13 @@ fn github_actions(env: &Env) -> CiContext {
         job: env.get("GITHUB_JOB"),
         commit: env.get("GITHUB_SHA"),
         git_ref: env.get("GITHUB_REF"),
-        untrusted: env
-            .is_one_of(
+        untrusted: env.not_a_protected_push(
+            (
                 "GITHUB_EVENT_NAME",
                 &["pull_request", "pull_request_target"],
-            )
-            .or_else(|| env.is_one_of("GITHUB_REF_PROTECTED", &["false"])),
+            ),
+            "GITHUB_REF_PROTECTED",
+        ),
         also_detected: Vec::new(),
     }
 }
@@ -170,12 +197,13 @@ fn gitlab_ci(env: &Env) -> CiContext {
         job: env.get("CI_JOB_NAME"),
         commit: env.get("CI_COMMIT_SHA"),
         git_ref: env.get("CI_COMMIT_REF_NAME"),
-        untrusted: env
-            .is_one_of(
+        untrusted: env.not_a_protected_push(
+            (
                 "CI_PIPELINE_SOURCE",
                 &["merge_request_event", "external_pull_request_event"],
-            )
-            .or_else(|| env.is_one_of("CI_COMMIT_REF_PROTECTED", &["false"])),
+            ),
+            "CI_COMMIT_REF_PROTECTED",
+        ),
         also_detected: Vec::new(),
     }
 }
@@ -253,6 +281,8 @@ mod tests {
             ("GITHUB_JOB", "build"),
             ("GITHUB_SHA", "3f1c2b9d0e8a7f6b5c4d3e2f1a0b9c8d7e6f5a4b"),
             ("GITHUB_REF", "refs/heads/main"),
+            ("GITHUB_EVENT_NAME", "push"),
+            ("GITHUB_REF_PROTECTED", "true"),
         ])
         .unwrap();
         assert_eq!(
@@ -300,6 +330,8 @@ mod tests {
             ("CI_JOB_NAME", "docker-build"),
             ("CI_COMMIT_SHA", "a94a8fe5ccb19ba61c4c0873d391e987982fbbd3"),
             ("CI_COMMIT_REF_NAME", "v1.8.0"),
+            ("CI_PIPELINE_SOURCE", "push"),
+            ("CI_COMMIT_REF_PROTECTED", "true"),
         ])
         .unwrap();
         assert_eq!(
@@ -515,6 +547,8 @@ mod tests {
         assert_eq!(ctx.untrusted, some("CHANGE_ID=12"));
         let ctx = detect_in(&[
             ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_EVENT_NAME", "push"),
+            ("GITHUB_REF_PROTECTED", "true"),
             ("CI_PIPELINE_SOURCE", "merge_request_event"),
         ])
         .unwrap();
@@ -532,6 +566,7 @@ mod tests {
                 &[
                     ("GITHUB_ACTIONS", "true"),
                     ("GITHUB_EVENT_NAME", "pull_request"),
+                    ("GITHUB_REF_PROTECTED", "true"),
                 ],
                 Some("GITHUB_EVENT_NAME=pull_request"),
             ),
@@ -613,5 +648,56 @@ mod tests {
         for (vars, expected) in cases {
             assert_eq!(untrusted(vars).as_deref(), *expected, "{vars:?}");
         }
+    }
+
+    /// A GitHub or GitLab run is trusted only when its variables clearly say it is a protected
+    /// push: an event left unset or empty, or a ref-protected value other than exactly `true`
+    /// (unset, empty, `0`, `no`, `TRUE`, ` true`), leaves it untrusted, naming the variable.
+    #[test]
+    fn anything_but_a_clearly_protected_push_is_untrusted() {
+        let github = |event: Option<&str>, protected: Option<&str>| {
+            let mut vars = vec![("GITHUB_ACTIONS", "true")];
+            vars.extend(event.map(|e| ("GITHUB_EVENT_NAME", e)));
+            vars.extend(protected.map(|p| ("GITHUB_REF_PROTECTED", p)));
+            detect_in(&vars).unwrap().untrusted
+        };
+        let gitlab = |source: Option<&str>, protected: Option<&str>| {
+            let mut vars = vec![("GITLAB_CI", "true")];
+            vars.extend(source.map(|e| ("CI_PIPELINE_SOURCE", e)));
+            vars.extend(protected.map(|p| ("CI_COMMIT_REF_PROTECTED", p)));
+            detect_in(&vars).unwrap().untrusted
+        };
+        for (protected, why) in [
+            (None, "GITHUB_REF_PROTECTED is unset"),
+            (Some(""), "GITHUB_REF_PROTECTED is empty"),
+            (Some("0"), "GITHUB_REF_PROTECTED=0"),
+            (Some("no"), "GITHUB_REF_PROTECTED=no"),
+            (Some("TRUE"), "GITHUB_REF_PROTECTED=TRUE"),
+            (Some(" true"), "GITHUB_REF_PROTECTED= true"),
+            (Some("false"), "GITHUB_REF_PROTECTED=false"),
+        ] {
+            assert_eq!(github(Some("push"), protected), some(why), "{protected:?}");
+        }
+        for event in [None, Some(""), Some("  ")] {
+            assert_eq!(
+                github(event, Some("true")),
+                some("GITHUB_EVENT_NAME is unset or empty"),
+                "{event:?}"
+            );
+        }
+        assert_eq!(github(Some("push"), Some("true")), None);
+        assert_eq!(github(Some("workflow_dispatch"), Some("true")), None);
+        for (protected, why) in [
+            (None, "CI_COMMIT_REF_PROTECTED is unset"),
+            (Some(""), "CI_COMMIT_REF_PROTECTED is empty"),
+            (Some("0"), "CI_COMMIT_REF_PROTECTED=0"),
+        ] {
+            assert_eq!(gitlab(Some("push"), protected), some(why), "{protected:?}");
+        }
+        assert_eq!(
+            gitlab(Some(""), Some("true")),
+            some("CI_PIPELINE_SOURCE is unset or empty")
+        );
+        assert_eq!(gitlab(Some("schedule"), Some("true")), None);
     }
 }

@@ -247,7 +247,14 @@ impl Verifier {
             },
         )?;
         let claims = data.claims;
-        let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+        let exp = numeric_date(&claims, "exp").ok_or_else(|| {
+            Refusal::new(
+                401,
+                "malformed_token",
+                "the token's `exp` is not a NumericDate (seconds since the epoch)",
+            )
+            .claiming(claimed.clone())
+        })?;
         let mut late = false;
         if now > exp.saturating_add(self.leeway as i64) {
             if late_ok && now <= exp.saturating_add(self.late_grace as i64) {
@@ -256,7 +263,7 @@ impl Verifier {
                 return Err(Refusal::new(
                     401,
                     "expired",
-                    format!("the token expired {}s ago", now - exp),
+                    format!("the token expired {}s ago", now.saturating_sub(exp)),
                 )
                 .claiming(claimed));
             }
@@ -286,10 +293,24 @@ impl Verifier {
                 issuer: iss.to_owned(),
                 run,
             },
-            issued_at: claims.get("iat").and_then(Value::as_i64),
+            issued_at: numeric_date(&claims, "iat"),
             late,
         })
     }
+}
+
+/// A NumericDate claim (`exp`, `nbf`, `iat`) in whole seconds since the epoch. RFC 7519 lets
+/// it carry a fraction; it is rounded down, so a token never lives past the second it names.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Option<i64> {
+    let Value::Number(n) = claims.get(name)? else {
+        return None;
+    };
+    n.as_i64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.is_finite())
+            // `as` saturates: a date past the range of i64 stays the largest one.
+            .map(|f| f.floor() as i64)
+    })
 }
 
 /// One base64url JSON part of a JWT, as an object.
@@ -339,6 +360,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// NumericDates with a fraction (RFC 7519 allows them) are read as the second they fall
+    /// in, not as 0; what is not a number is not a date.
+    #[test]
+    fn numeric_dates_with_a_fraction_are_read_rounded_down() {
+        let claims = serde_json::json!({
+            "exp": 1_796_493_992.75, "iat": 1_796_493_000, "nbf": -1.5, "big": 1e300,
+            "text": "1796493992", "huge": u64::MAX
+        });
+        let claims = claims.as_object().unwrap();
+        assert_eq!(numeric_date(claims, "exp"), Some(1_796_493_992));
+        assert_eq!(numeric_date(claims, "iat"), Some(1_796_493_000));
+        assert_eq!(numeric_date(claims, "nbf"), Some(-2));
+        assert_eq!(numeric_date(claims, "big"), Some(i64::MAX));
+        assert_eq!(numeric_date(claims, "huge"), Some(i64::MAX));
+        assert_eq!(numeric_date(claims, "text"), None);
+        assert_eq!(numeric_date(claims, "missing"), None);
+    }
 
     /// A forged token's unverified `iss` or `kid` cannot make the refusal kept as evidence (and
     /// logged) as large as the request: a flood of refusals stays small.

@@ -6,8 +6,8 @@
 //!
 //! | kind | pipeline | project | run id | commit | git ref | untrusted when |
 //! | --- | --- | --- | --- | --- | --- | --- |
-//! | `github` | `<repository>/<workflow>` | `repository` | `<run_id>-<run_attempt>` | `sha` | `ref` | `event_name` is `pull_request` or `pull_request_target`, or `ref_protected` is `false` or missing |
-//! | `gitlab` | `project_path` | `project_path` | `<pipeline_id>-<job_id>` | `sha` | `ref` | `pipeline_source` is `merge_request_event` or `external_pull_request_event`, or `ref_protected` is `false` or missing |
+//! | `github` | `<repository>/<workflow>` | `repository` | `<run_id>-<run_attempt>` | `sha` | `ref` | `event_name` is missing, not a string, empty, `pull_request` or `pull_request_target`, or `ref_protected` is anything but `true` (`"true"` or the boolean) |
+//! | `gitlab` | `project_path` | `project_path` | `<pipeline_id>-<job_id>` | `sha` | `ref` | `pipeline_source` is missing, not a string, empty, `merge_request_event` or `external_pull_request_event`, or `ref_protected` is anything but `true` |
 //! | `generic` | `sub`, or the issuer's `pipeline_claim` | — | from the hook | — | — | never (the pipeline's ceiling applies) |
 //!
 //! A GitHub or GitLab token without the claims that name its pipeline and run is refused: the
@@ -62,6 +62,46 @@ fn claim_text(claims: &Map<String, Value>, name: &str) -> Option<String> {
     }
 }
 
+/// Why the claims do not clearly vouch for a protected push, if they do not: the event claim
+/// (`event_name`, `pipeline_source`) must be a non-empty string, and `ref_protected` exactly
+/// `true` (the boolean or the string). Anything else, a missing claim included, is untrusted.
+/// The pull-request events themselves are [`ci::detect`]'s to name.
+fn not_a_protected_push(kind: IssuerKind, claims: &Map<String, Value>) -> Option<String> {
+    let event = match kind {
+        IssuerKind::Github => "event_name",
+        IssuerKind::Gitlab => "pipeline_source",
+        IssuerKind::Generic => return None,
+    };
+    match claims.get(event) {
+        Some(Value::String(s)) if !s.trim().is_empty() => {}
+        None => return Some(format!("the token has no `{event}` claim")),
+        Some(other) => {
+            return Some(format!(
+                "the token's `{event}` claim is {}, not an event name",
+                shown(other)
+            ));
+        }
+    }
+    match claims.get("ref_protected") {
+        Some(Value::Bool(true)) => None,
+        Some(Value::String(s)) if s == "true" => None,
+        None => Some("the token has no `ref_protected` claim".to_owned()),
+        Some(other) => Some(format!(
+            "the token's `ref_protected` claim is {}, not true",
+            shown(other)
+        )),
+    }
+}
+
+/// A claim's value as JSON, cut short: it is quoted in refusals and warnings.
+fn shown(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(64) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text,
+    }
+}
+
 /// Reads the run out of verified claims; the error names what is missing.
 /// `pipeline_claim` names the pipeline claim of a generic issuer (`sub` when `None`).
 pub fn claimed_run(
@@ -105,12 +145,7 @@ pub fn claimed_run(
             run_id: Some(run_id.clone()),
             commit: context.commit,
             git_ref: context.git_ref,
-            // A token that does not say its ref is protected is not taken as protected.
-            untrusted: context.untrusted.or_else(|| {
-                claim_text(claims, "ref_protected")
-                    .is_none()
-                    .then(|| "the token has no `ref_protected` claim".to_owned())
-            }),
+            untrusted: not_a_protected_push(kind, claims).or(context.untrusted),
         });
     }
     let mut missing: Vec<&str> = required
@@ -258,5 +293,72 @@ mod tests {
         .unwrap_err();
         assert!(err.contains("`job_id`"), "{err}");
         assert!(claimed_run(IssuerKind::Generic, None, &claims(serde_json::json!({}))).is_err());
+    }
+
+    /// Only a clearly protected push is trusted: a `ref_protected` other than `true` or
+    /// `"true"` (empty, `"0"`, `"no"`, `0`, `1`, `false`, `null`, `"TRUE"`) and an event that
+    /// is missing, empty or not a string each record an untrusted run, naming the claim.
+    #[test]
+    fn anything_but_a_clearly_protected_push_is_untrusted() {
+        use serde_json::json;
+        let github = |event: Value, protected: Value| {
+            let mut token = serde_json::json!({
+                "repository": "acme/web", "workflow": "build", "run_id": "1",
+                "run_attempt": "1", "event_name": event, "ref_protected": protected
+            });
+            let map = token.as_object_mut().unwrap();
+            map.retain(|_, v| *v != serde_json::json!("<absent>"));
+            claimed_run(IssuerKind::Github, None, map)
+                .unwrap()
+                .untrusted
+        };
+        for protected in [
+            json!(""),
+            json!("0"),
+            json!("no"),
+            json!("TRUE"),
+            json!(0),
+            json!(1),
+            json!(false),
+            json!(null),
+            json!("false"),
+        ] {
+            let why = github(json!("push"), protected.clone());
+            assert!(
+                why.as_deref()
+                    .is_some_and(|w| w.contains("`ref_protected`")),
+                "{protected}: {why:?}"
+            );
+        }
+        for event in [
+            json!(""),
+            json!(" "),
+            json!(5),
+            json!(true),
+            json!(null),
+            json!("<absent>"),
+        ] {
+            let why = github(event.clone(), json!("true"));
+            assert!(
+                why.as_deref().is_some_and(|w| w.contains("`event_name`")),
+                "{event}: {why:?}"
+            );
+        }
+        assert_eq!(github(json!("push"), json!("true")), None);
+        assert_eq!(github(json!("push"), json!(true)), None);
+        let gitlab = |source: Value, protected: Value| {
+            let token = serde_json::json!({
+                "project_path": "g/web", "pipeline_id": "7", "job_id": "99",
+                "pipeline_source": source, "ref_protected": protected
+            });
+            claimed_run(IssuerKind::Gitlab, None, token.as_object().unwrap())
+                .unwrap()
+                .untrusted
+        };
+        assert!(gitlab(json!("push"), json!("")).is_some());
+        assert!(gitlab(json!("push"), json!(0)).is_some());
+        assert!(gitlab(json!(""), json!("true")).is_some());
+        assert!(gitlab(json!(7), json!("true")).is_some());
+        assert_eq!(gitlab(json!("push"), json!("true")), None);
     }
 }

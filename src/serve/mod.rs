@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -73,7 +74,8 @@ pub fn router(collector: Arc<Collector>) -> Router {
         .route("/v1/overrides", post(post_overrides))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
-        // A run is one provenance line; a line is at most `limits::LINE_BYTES`.
+        // A run is one provenance line; a line is at most `limits::LINE_BYTES`. A larger body
+        // reaches the handlers as a rejection, which they refuse as any other request.
         .layer(DefaultBodyLimit::max(limits::LINE_BYTES + 2))
         .with_state(collector)
 }
@@ -151,10 +153,38 @@ fn now_seconds(now: Micros) -> i64 {
     now.div_euclid(1_000_000)
 }
 
-async fn post_run(State(c): State<Arc<Collector>>, headers: HeaderMap, body: Bytes) -> Response {
+/// A body the collector could not take in whole: over the limit (413, `body_too_large`), or
+/// cut short by the sender (400, `unreadable_body`). Refused as any other request is.
+fn unreadable(rejection: &BytesRejection, what: &str) -> Refusal {
+    match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Refusal::new(
+            413,
+            "body_too_large",
+            format!(
+                "the body is over {} bytes, the most {what} may take",
+                limits::LINE_BYTES + 2
+            ),
+        ),
+        _ => Refusal::new(
+            400,
+            "unreadable_body",
+            format!("the body cannot be read: {}", rejection.body_text()),
+        ),
+    }
+}
+
+async fn post_run(
+    State(c): State<Arc<Collector>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let started = Instant::now();
     let received_at = time::now();
-    let response = match accept_run(&c, &headers, &body, received_at).await {
+    let accepted = match &body {
+        Ok(body) => accept_run(&c, &headers, body, received_at).await,
+        Err(rejection) => Err((unreadable(rejection, "a run"), None)),
+    };
+    let response = match accepted {
         Ok(response) => response,
         Err((refusal, run_name)) => refuse(&c, refusal, run_name, received_at).await,
     };
@@ -567,9 +597,17 @@ async fn check(
 async fn post_overrides(
     State(c): State<Arc<Collector>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let now = time::now();
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let refusal = unreadable(&rejection, "an overrides body");
+            c.metrics.override_refused(refusal.code);
+            return refuse(&c, refusal, None, now).await;
+        }
+    };
     let identity = match c
         .verifier
         .verify(authorization(&headers), false, now_seconds(now))

@@ -26,6 +26,7 @@ const PG_MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/postgres/0003_hook_bulk_upserts.sql"),
     include_str!("../../schema/postgres/0004_issued_ids.sql"),
     include_str!("../../schema/postgres/0005_builder_kept.sql"),
+    include_str!("../../schema/postgres/0006_hook_role_limits.sql"),
 ];
 
 /// The schema version this build writes on PostgreSQL.
@@ -275,9 +276,12 @@ const TABLES: &[&str] = &[
 const VIEWS: &[&str] = &["pipeline_current", "cw_identity_tables"];
 
 /// The tables a hook adds rows to itself: a run with its events and observations, the
-/// collector's receipts and refusals, the run chain, manifest facts, and a containment
-/// override a user forced. Builders, artifacts, tags, mounts and builder records it adds
-/// through the `cw_upsert_*` functions; the packed pages through the owner's triggers.
+/// collector's receipts and refusals, the run chain, a containment override a user forced,
+/// and a pipeline with its first project and ceiling (a trigger refuses any later change from
+/// a role that may not update `pipeline_changes`). Builders, artifacts, tags, mounts and
+/// builder records it adds through the `cw_upsert_*` functions; the packed pages through the
+/// owner's triggers. Manifest facts, which `check` and purges trust, are the responders' to
+/// learn.
 const HOOK_INSERTS: &[&str] = &[
     "pipelines",
     "pipeline_changes",
@@ -291,7 +295,6 @@ const HOOK_INSERTS: &[&str] = &[
     "run_receipts",
     "collector_refusals",
     "run_chain",
-    "manifest_facts",
     "containment_overrides",
 ];
 
@@ -447,6 +450,7 @@ mod tests {
             "purges",
             "acceptances",
             "store_locks",
+            "manifest_facts",
         ] {
             assert!(!HOOK_INSERTS.contains(&never), "{never}");
         }

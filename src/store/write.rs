@@ -132,6 +132,9 @@ pub(super) struct IdCache {
     /// While set, pipeline changes are collected here, for the caller to write, instead of
     /// inserted one by one.
     pub(super) changes: Option<Vec<PipelineChange>>,
+    /// Whether this connection's role may change a pipeline's project or ceiling once set:
+    /// always on SQLite; on PostgreSQL the owner and a responder, not a hook role. Asked once.
+    pub(super) changes_pipelines: Option<bool>,
 }
 
 /// A pipeline change to append to `pipeline_changes`.
@@ -482,10 +485,34 @@ fn attach_push_tx(
     Ok(Some(step))
 }
 
+/// Whether the connection's role may change a pipeline's project or ceiling once set. On
+/// PostgreSQL a role that may not update `pipeline_changes` (a hook role) adds only a
+/// pipeline's first ones: the store refuses the rest (schema/postgres/0006).
+fn changes_pipelines(
+    tx: &Transaction<'_>,
+    cache: &mut IdCache,
+) -> crate::store::db::DbResult<bool> {
+    if let Some(may) = cache.changes_pipelines {
+        return Ok(may);
+    }
+    let may = match tx.engine() {
+        crate::store::db::Engine::Sqlite => true,
+        crate::store::db::Engine::Postgres => tx.query_row(
+            "SELECT has_table_privilege('pipeline_changes', 'UPDATE')",
+            [],
+            |row| row.get(0),
+        )?,
+    };
+    cache.changes_pipelines = Some(may);
+    Ok(may)
+}
+
 /// The pipeline's row, created when new. Its project and trust ceiling are the config's when a
 /// `[[pipeline]]` entry names them (a difference from the store is appended as a change, with
 /// its time), else the first a hook brought; `hook_level` is the level that first hook asks
-/// for. A hook never changes them afterwards.
+/// for. A hook never changes them afterwards. A PostgreSQL hook role records the config's
+/// only as a pipeline's first: a later difference is left to a responder, with a warning, and
+/// its runs are held to the lower of the stored ceiling and the config's.
 pub(super) fn ensure_pipeline(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
@@ -527,6 +554,30 @@ pub(super) fn ensure_pipeline(
             (None, Some(value)) if current.is_none() => (value, "hook"),
             _ => return Ok(()),
         };
+        if let Some(kept) = current.clone()
+            && !changes_pipelines(tx, cache)?
+        {
+            let what = match field {
+                "trust_level" => "trust ceiling",
+                _ => "project",
+            };
+            warnings.push(format!(
+                "pipeline `{}` keeps its {what} `{}`: this store role adds provenance only, so \
+                 the config's `{}` is recorded by a responder's write{}",
+                name.escape_debug(),
+                kept.escape_debug(),
+                value.escape_debug(),
+                if field == "trust_level" {
+                    "; runs recorded here are held to the lower of the two"
+                } else {
+                    ""
+                }
+            ));
+            if field == "trust_level" {
+                *current = capped_level(config, Some(value), Some(&kept)).0;
+            }
+            return Ok(());
+        }
         match &mut cache.changes {
             Some(changes) => changes.push(PipelineChange {
                 pipeline: id,

@@ -576,6 +576,187 @@ fn the_hook_role_only_adds_provenance() {
     assert!(!opened.is_empty());
 }
 
+/// A hook role adds a pipeline's first project and ceiling and nothing after them: a row of
+/// `pipeline_changes` that would move a ceiling (any source), a manifest fact, and a builder's
+/// endpoint are refused or left out. A hook under a config that raises the ceiling records
+/// with a warning, held to the stored one, and a responder records the change; `record` and
+/// `wrap` go on working on the hook role, and the responder still records endpoints.
+#[test]
+fn the_hook_role_cannot_move_ceilings_plant_facts_or_point_builders() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let store = cluster.new_database();
+    let env = Env::new();
+    ok(env.cmd().args(["--db", &store.url, "db", "migrate"]));
+    let role_url = |role: &str, password: &str| {
+        format!(
+            "postgresql://{role}:{password}@127.0.0.1:{}/{}",
+            store.port, store.name
+        )
+    };
+    let (hook, responder) = (
+        format!("{}_hook", store.name),
+        format!("{}_resp", store.name),
+    );
+    cluster.create_role(&hook, "hook-pw");
+    cluster.create_role(&responder, "resp-pw");
+    for (role, kind) in [(&hook, "hook"), (&responder, "responder")] {
+        ok(env
+            .cmd()
+            .args(["--db", &store.url, "db", "grant", role, "--role", kind]));
+    }
+    let (hook_url, responder_url) = (role_url(&hook, "hook-pw"), role_url(&responder, "resp-pw"));
+    let record = |url: &str, run: &str, builder: &str, extra: &[&str]| {
+        let mut cmd = env.cmd();
+        cmd.env("DOCKER_HOST", "tcp://10.0.0.66:2375")
+            .args(["--db", url, "record", "--pipeline", "team/app"])
+            .args(["--run", run, "--builder", builder, "--driver", "docker"])
+            .args(extra);
+        cmd.output().unwrap()
+    };
+    let first = record(&hook_url, "1", "b1", &["--trust-level", "untrusted"]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let ceiling = || {
+        cluster
+            .psql(
+                &store.name,
+                "SELECT trust_level FROM pipeline_current WHERE name = 'team/app'",
+            )
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(ceiling(), "untrusted");
+    let changes = || cluster.psql(&store.name, "SELECT count(*) FROM pipeline_changes");
+    let before = changes();
+    for source in ["config", "hook", "migration"] {
+        let sql = format!(
+            "INSERT INTO pipeline_changes (pipeline_id, field, value, source, at)
+             SELECT id, 'trust_level', 'release', '{source}', 0 FROM pipelines
+             WHERE name = 'team/app'"
+        );
+        let out = cluster.psql_url(&hook_url, &sql);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("already has a trust_level"),
+            "the hook role ran `{sql}`: {stderr}"
+        );
+    }
+    // A migration's row is never a hook's, even as a pipeline's first.
+    let out = cluster.psql_url(
+        &hook_url,
+        "INSERT INTO pipelines (name) VALUES ('team/new');
+         INSERT INTO pipeline_changes (pipeline_id, field, value, source, at)
+         SELECT id, 'trust_level', 'release', 'migration', 0 FROM pipelines
+         WHERE name = 'team/new'",
+    );
+    assert!(!out.status.success(), "a migration row from the hook role");
+    assert_eq!(changes(), before);
+    assert_eq!(ceiling(), "untrusted");
+    // Facts are learned by responders: a planted empty index would keep a purge from the
+    // manifests it lists.
+    let planted = format!(
+        "INSERT INTO manifest_facts (digest, media_type, children, learned_at)
+         VALUES ('{}', 'application/vnd.oci.image.index.v1+json', '[]', 0)",
+        crate::common::digest('f')
+    );
+    let out = cluster.psql_url(&hook_url, &planted);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "the hook role planted a manifest fact"
+    );
+    assert!(cluster.psql_url(&responder_url, &planted).status.success());
+    // A builder named by a hook says nothing of how to reach it, however it is asked.
+    let out = cluster.psql_url(
+        &hook_url,
+        "SELECT cw_upsert_builder('b1', 'remote', 'tcp://10.0.0.66:2375');
+         SELECT cw_upsert_builder('b9', 'remote', 'tcp://10.0.0.66:2375')",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let endpoints = || {
+        cluster.psql(
+            &store.name,
+            "SELECT name || '=' || coalesce(driver, '-') || ',' || coalesce(endpoint, '-')
+             FROM builders ORDER BY name",
+        )
+    };
+    assert_eq!(endpoints(), "b1=-,-\nb9=-,-");
+
+    // A config raising the ceiling: the hook records, warned and held to the stored ceiling;
+    // a responder's write records the change.
+    let config = env.write(
+        "cw.toml",
+        "[[pipeline]]\nname = \"team/app\"\ntrust_level = \"release\"\n",
+    );
+    let config = config.display().to_string();
+    let raised = record(
+        &hook_url,
+        "2",
+        "b1",
+        &["--config", &config, "--trust-level", "release"],
+    );
+    let stderr = String::from_utf8_lossy(&raised.stderr);
+    assert!(raised.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("keeps its trust ceiling `untrusted`") && stderr.contains("`release`"),
+        "{stderr}"
+    );
+    assert_eq!(ceiling(), "untrusted");
+    let levels = || {
+        cluster.psql(
+            &store.name,
+            "SELECT string_agg(run_key || '=' || trust_level, ' ' ORDER BY run_key) FROM runs",
+        )
+    };
+    assert_eq!(levels().trim(), "1=untrusted 2=untrusted");
+    let by_responder = record(
+        &responder_url,
+        "3",
+        "b3",
+        &["--config", &config, "--trust-level", "release"],
+    );
+    assert!(
+        by_responder.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_responder.stderr)
+    );
+    assert_eq!(ceiling(), "release");
+    assert_eq!(levels().trim(), "1=untrusted 2=untrusted 3=release");
+    assert_eq!(
+        endpoints(),
+        "b1=-,-\nb3=docker,tcp://10.0.0.66:2375\nb9=-,-"
+    );
+
+    // `wrap` on the hook role records its build.
+    let docker = env.write("bin/docker", "#!/bin/sh\necho built\nexit 0\n");
+    std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = env
+        .cmd()
+        .env("DOCKER_HOST", "unix:///nonexistent.sock")
+        .args(["--db", &hook_url, "wrap", "--pipeline", "team/app"])
+        .args(["--run", "4", "--builder", "b1", "--"])
+        .arg(&docker)
+        .args(["build", "-t", "app:1", "."])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs = cluster.psql(&store.name, "SELECT count(*) FROM runs");
+    assert_eq!(runs.trim(), "4");
+}
+
 /// A hook role that may create objects in the store's schema could define a function the
 /// owner's functions and triggers would call in place of the built-in one: `db grant` refuses
 /// it, naming the privilege, and grants once it is revoked.
@@ -975,9 +1156,9 @@ fn a_batch_repeating_a_run_key_with_other_facts_writes_nothing() {
 }
 
 /// The hook role (SELECT and INSERT, the upsert functions, no UPDATE) may import in bulk, a
-/// fleet and then the same fleet again, and stores what SQLite stores: through the batch
-/// upserts of schema version 3, and through the row functions alone when it may not call
-/// those.
+/// fleet and then the same fleet again, and stores what SQLite stores, but for how to reach
+/// each builder, which a hook role does not record: through the batch upserts of schema
+/// version 3, and through the row functions alone when it may not call those.
 #[test]
 fn the_hook_role_imports_in_bulk() {
     if !require_postgres() {
@@ -999,7 +1180,27 @@ fn the_hook_role_imports_in_bulk() {
     };
     import(sqlite.to_str().unwrap());
     let export = |db: &str| ok(env.cmd().args(["--db", db, "export"]));
-    let expected = export(sqlite.to_str().unwrap());
+    // Each exported line, a builder's without its driver and endpoint.
+    let unreached = |export: &str| -> Vec<serde_json::Value> {
+        export
+            .lines()
+            .map(|line| {
+                let mut line: serde_json::Value = serde_json::from_str(line).unwrap();
+                if line["type"] == "builder" {
+                    let fields = line.as_object_mut().unwrap();
+                    fields.remove("driver");
+                    fields.remove("endpoint");
+                }
+                line
+            })
+            .collect()
+    };
+    let sqlite_export = export(sqlite.to_str().unwrap());
+    assert!(
+        sqlite_export.contains("\"driver\""),
+        "the fleet says how to reach its builders"
+    );
+    let expected = unreached(&sqlite_export);
     for batches in [true, false] {
         let store = cluster.new_database();
         ok(env.cmd().args(["--db", &store.url, "db", "migrate"]));
@@ -1029,7 +1230,9 @@ fn the_hook_role_imports_in_bulk() {
             &format!("ALTER DATABASE {} SET track_functions = 'all'", store.name),
         );
         import(&hook_url);
-        assert!(export(&hook_url) == expected, "batches: {batches}");
+        let stored = export(&hook_url);
+        assert!(!stored.contains("\"driver\""), "batches: {batches}");
+        assert!(unreached(&stored) == expected, "batches: {batches}");
         // The batch upserts were called, or never: each import's calls are counted once its
         // server process has ended, soon after it. (The second import repeats every run key,
         // which goes row by row as `record` would, through the row functions either way.)

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::{Env, ok};
+use crate::harness::http;
 use crate::harness::oidc::{self, AUDIENCE, Collector, Issuer, Key};
 
 /// An environment with an RSA and a P-256 key, their issuer, and a collector trusting it.
@@ -157,6 +158,33 @@ fn valid_tokens_record_the_run_their_claims_name() {
         .post(&token, &oidc::run_line("grp/api", "77-901"));
     assert_eq!(response.status, 201, "{}", response.text());
     assert_eq!(stored_runs(&gitlab.env)[0]["run"], "77-901");
+}
+
+/// A token whose `exp`, `nbf` and `iat` carry a fraction (RFC 7519 NumericDates may) is
+/// accepted; one whose fractional `exp` has passed is refused as expired by its real age.
+#[test]
+fn fractional_numeric_dates_are_accepted() {
+    let s = setup("github", "");
+    let now = oidc::now() as f64;
+    let mut claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", "3");
+    claims["exp"] = json!(now + 300.5);
+    claims["nbf"] = json!(now - 5.25);
+    claims["iat"] = json!(now + 0.75);
+    let response = s.collector.post(
+        &s.rsa.sign(&claims),
+        &oidc::run_line("acme/web/build", "3-1"),
+    );
+    assert_eq!(response.status, 201, "{}", response.text());
+    claims["exp"] = json!(now - 2.0 * 86400.0 + 0.5);
+    claims["run_id"] = json!("4");
+    let response = s.collector.post(
+        &s.rsa.sign(&claims),
+        &oidc::run_line("acme/web/build", "4-1"),
+    );
+    assert_eq!(response.status, 401, "{}", response.text());
+    assert_eq!(response.json()["error"], "expired");
+    let log = s.collector.log();
+    assert!(log.contains("the token expired 17280"), "{log}");
 }
 
 /// Every forged or unusable token is refused with 401 and its reason in the collector log,
@@ -1473,6 +1501,53 @@ fn an_oversized_steps_array_is_refused() {
         metrics.contains("cachewarden_requests_refused_total{reason=\"invalid_steps\"} 1"),
         "{metrics}"
     );
+}
+
+/// A body over the largest provenance line is refused as every other request is: 413 with
+/// the JSON reason, logged, counted and kept, for runs and overrides alike.
+#[test]
+fn an_oversized_body_is_refused_logged_counted_and_kept() {
+    let s = setup("github", "");
+    let token = s.github_token("143");
+    let mut line = oidc::run_line("acme/web/build", "143-1");
+    line["commit"] = json!("a".repeat(1 << 20));
+    let response = s.collector.post(&token, &line);
+    assert_eq!(response.status, 413, "{}", response.text());
+    assert_eq!(response.json()["error"], "body_too_large");
+    assert!(
+        response.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the body is over 1048578 bytes"),
+        "{}",
+        response.text()
+    );
+    let request = http::Request::new("POST", "/v1/overrides")
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("Content-Type", "application/json");
+    let request = http::Request {
+        body: vec![b' '; (1 << 20) + 3],
+        ..request
+    };
+    let response = http::tcp(&s.collector.url()["http://".len()..], &request).unwrap();
+    assert_eq!(response.status, 413, "{}", response.text());
+    assert_eq!(response.json()["error"], "body_too_large");
+    assert!(stored_runs(&s.env).is_empty());
+    assert!(
+        s.collector.log().contains("refused 413 body_too_large"),
+        "{}",
+        s.collector.log()
+    );
+    let metrics = s.collector.get("/metrics").text();
+    assert!(
+        metrics.contains("cachewarden_requests_refused_total{reason=\"body_too_large\"} 2"),
+        "{metrics}"
+    );
+    let kept = sql_rows(
+        &s.env,
+        "SELECT status, code FROM collector_refusals ORDER BY id",
+    );
+    assert_eq!(kept, [["413", "body_too_large"], ["413", "body_too_large"]]);
 }
 
 /// A run body with a NUL character in a value is refused with 400 and a reason naming the
