@@ -39,6 +39,7 @@ const SQLITE_ONLY: &[&str] = &[
     "serve::valid_tokens_record_the_run_their_claims_name",
     "serve::wrap_sends_its_override_to_the_collector",
     "serve::a_run_sent_with_steps_is_stored_with_them",
+    "serve::an_oversized_body_is_refused_logged_counted_and_kept",
     "audit_builds::wrap_sends_its_steps_to_the_collector",
     "audit_builds::docker_build_through_buildx_records_step_digests",
     // `--help` snapshots.
