@@ -71,7 +71,7 @@ pub async fn record(
     let name = crate::model::run_name(&record.pipeline.name, &record.run_id, &record.step);
     match args.format {
         OutputFormat::Json => {
-            let line = serde_json::to_string(&Line::Run(Box::new(run_line(&record))))?;
+            let line = crate::report::json::to_string(&Line::Run(Box::new(run_line(&record))))?;
             write_stdout(&format!("{line}\n"))?;
         }
         OutputFormat::Text => {
@@ -106,7 +106,9 @@ async fn send_record(
     match deliver(record, None, server, &args.run.collector, printer).await? {
         Delivered::Stored { created, answer } => {
             match args.format {
-                OutputFormat::Json => write_stdout(&format!("{answer}\n"))?,
+                OutputFormat::Json => {
+                    write_stdout(&format!("{}\n", crate::report::json::to_string(&answer)?))?;
+                }
                 OutputFormat::Text => {
                     let verb = if created {
                         "recorded"

@@ -3,7 +3,7 @@
 //! live Markdown. [`Term`] shows a value as one line of plain text, [`MdCode`] as a Markdown
 //! code span that the value cannot close, [`MdText`] as Markdown text with nothing live, and
 //! [`MdLine`] a message that already holds values as [`Term`] shows them.
-//! JSON has its own string escaping and takes values whole; a DOT label holds a value as
+//! JSON has its own string escaping (`report::json`) and takes values whole; a DOT label holds a value as
 //! [`Term`] shows it.
 
 use std::fmt::{self, Write as _};
