@@ -399,7 +399,8 @@ pub enum CacheSpec {
     Local { path: String },
     /// `type=s3,bucket=...,name=...` (and region, prefix).
     S3 { key: String },
-    /// `type=azblob,account_url=...,name=...`.
+    /// `type=azblob,account_url=...,name=...` (and container, prefixes): the URL of the
+    /// cache's manifest blob (`ingest::cache_flag::azblob_key`).
     Azblob { key: String },
 }
 

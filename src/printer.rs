@@ -74,14 +74,46 @@ impl Printer {
         } else {
             "error"
         };
-        let mut line = err.to_string();
-        for cause in err.chain().skip(1) {
-            let cause = cause.to_string();
-            if !line.contains(&cause) {
-                line.push_str(": ");
-                line.push_str(&cause);
-            }
+        let _ = writeln!(std::io::stderr(), "{prefix}: {}", Line(&one_line(err)));
+    }
+}
+
+/// An error and its causes as one line, each cause that the line does not already show added
+/// after a colon (a typed error often shows its source in its own message).
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut line = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
         }
-        let _ = writeln!(std::io::stderr(), "{prefix}: {}", Line(&line));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+    use crate::error::InputError;
+
+    /// A cause the error's own message shows is not written twice; one it does not is added.
+    #[test]
+    fn one_line_shows_each_cause_once() {
+        let read = InputError::Read {
+            path: "ctx/Dockerfile".to_owned(),
+            source: std::io::Error::other("stream did not contain valid UTF-8"),
+        };
+        let err = anyhow::Error::new(read);
+        assert_eq!(
+            one_line(&err),
+            "cannot read `ctx/Dockerfile`: stream did not contain valid UTF-8"
+        );
+        let err = err.context("the build will not be recorded");
+        assert_eq!(
+            one_line(&err),
+            "the build will not be recorded: cannot read `ctx/Dockerfile`: stream did not \
+             contain valid UTF-8"
+        );
     }
 }

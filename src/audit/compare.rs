@@ -291,20 +291,20 @@ type BreachKey = (Option<String>, Option<String>, String, String);
 /// its own recorded level, so one pipeline that builds pull requests and releases can breach
 /// itself.
 /// An import by digest breaches when any lower-trust run exported that digest before; an
-/// import by tag when the latest recorded export to the tag before it was lower-trust.
+/// import by tag when the latest recorded export to the tag before it was lower-trust. A run
+/// with no trust level, or one not configured, ranks lowest, as in `audit builds`: nothing
+/// vouches for it.
 fn trust_breaches(facts: &RepoFacts, rank: &dyn Fn(&str) -> Option<usize>) -> Vec<Finding> {
-    let rank_of = |e: &CacheEvent| e.trust_level.as_deref().and_then(rank);
+    let rank_of = |e: &CacheEvent| e.trust_level.as_deref().and_then(rank).unwrap_or(0);
     let mut found: BTreeMap<BreachKey, (&CacheEvent, &CacheEvent)> = BTreeMap::new();
     for import in &facts.imports {
-        let Some(importer_rank) = rank_of(import) else {
-            continue;
-        };
+        let importer_rank = rank_of(import);
         let breaching: Vec<&CacheEvent> = match &import.digest {
             Some(digest) => facts
                 .exports
                 .iter()
                 .filter(|e| e.digest.as_ref() == Some(digest) && e.at <= import.at)
-                .filter(|e| rank_of(e).is_some_and(|r| r < importer_rank))
+                .filter(|e| rank_of(e) < importer_rank)
                 .collect(),
             None => import
                 .tags
@@ -316,7 +316,7 @@ fn trust_breaches(facts: &RepoFacts, rank: &dyn Fn(&str) -> Option<usize>) -> Ve
                         .filter(|e| e.tags.contains(tag) && e.at <= import.at)
                         .max_by_key(|e| e.at)
                 })
-                .filter(|e| rank_of(e).is_some_and(|r| r < importer_rank))
+                .filter(|e| rank_of(e) < importer_rank)
                 .collect(),
         };
         for export in breaching {
@@ -363,8 +363,8 @@ fn trust_breaches(facts: &RepoFacts, rank: &dyn Fn(&str) -> Option<usize>) -> Ve
                 first_seen: import.at,
                 message: format!(
                     "`{importer}` ({}) imported {what}, exported by `{exporter}` ({}) in run `{}`, in run `{}` at {}",
-                    import.trust_level.as_deref().unwrap_or(""),
-                    export.trust_level.as_deref().unwrap_or(""),
+                    import.trust_level.as_deref().unwrap_or("no trust level"),
+                    export.trust_level.as_deref().unwrap_or("no trust level"),
                     export.run,
                     import.run,
                     time::format(import.at)
@@ -613,5 +613,42 @@ mod tests {
                 .trust_rank(l))
             .is_empty()
         );
+    }
+
+    /// An exporter with no trust level, or one not configured, ranks lowest: its export
+    /// imported by a higher-trust run is a breach, as one at the lowest level is; an importer
+    /// with none is breached by nothing.
+    #[test]
+    fn an_exporter_without_a_trust_level_ranks_lowest() {
+        let config = Config::default();
+        let lowest = config.trust_levels()[0].clone();
+        let found = |exporter: Option<&str>, importer: Option<&str>| {
+            let mut f = facts();
+            let mut exported = export(Some('a'), "pr", "pr", "", 10);
+            exported.trust_level = exporter.map(str::to_owned);
+            f.exports.push(exported);
+            let mut import = export(Some('a'), "pr", "main", "", 100);
+            import.tags.clear();
+            import.trust_level = importer.map(str::to_owned);
+            f.imports.push(import);
+            compare(&f, &[], CompareOptions { now: NOW, grace: 0 }, &|l| {
+                config.trust_rank(l)
+            })
+        };
+        for exporter in [None, Some("nonsense"), Some(lowest.as_str())] {
+            let got = found(exporter, Some("release"));
+            assert_eq!(got.len(), 1, "{exporter:?}: {got:#?}");
+            assert_eq!(got[0].code, Code::TrustBreach);
+        }
+        let got = found(None, Some("release"));
+        assert!(
+            got[0].message.contains("exported by `pr` (no trust level)"),
+            "{}",
+            got[0].message
+        );
+        assert_eq!(got[0].detail["exporter_trust"], "");
+        for importer in [None, Some(lowest.as_str())] {
+            assert!(found(None, importer).is_empty(), "{importer:?}");
+        }
     }
 }

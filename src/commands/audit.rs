@@ -206,11 +206,11 @@ fn write_result(format: AuditFormat, result: &AuditResult) -> Result<()> {
         AuditFormat::Text => audit::render::text(result),
         AuditFormat::Json => format!(
             "{}\n",
-            serde_json::to_string_pretty(&audit::render::document(result))?
+            crate::report::json::to_string_pretty(&audit::render::document(result))?
         ),
         AuditFormat::Sarif => format!(
             "{}\n",
-            serde_json::to_string_pretty(&audit::sarif::document(result))?
+            crate::report::json::to_string_pretty(&audit::sarif::document(result))?
         ),
     };
     write_stdout(&text)?;

@@ -73,11 +73,11 @@ pub fn builds(
         AuditFormat::Text => builds::text(&result),
         AuditFormat::Json => format!(
             "{}\n",
-            serde_json::to_string_pretty(&builds::json(&result))?
+            crate::report::json::to_string_pretty(&builds::json(&result))?
         ),
         AuditFormat::Sarif => format!(
             "{}\n",
-            serde_json::to_string_pretty(&crate::audit::sarif::document_of(
+            crate::report::json::to_string_pretty(&crate::audit::sarif::document_of(
                 &Code::BUILDS,
                 &result.findings,
                 result.started_at,

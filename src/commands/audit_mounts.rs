@@ -350,11 +350,11 @@ pub async fn mounts(
         AuditFormat::Text => mounts::render::text(&result),
         AuditFormat::Json => format!(
             "{}\n",
-            serde_json::to_string_pretty(&mounts::render::json(&result))?
+            crate::report::json::to_string_pretty(&mounts::render::json(&result))?
         ),
         AuditFormat::Sarif => format!(
             "{}\n",
-            serde_json::to_string_pretty(&crate::audit::sarif::document_of(
+            crate::report::json::to_string_pretty(&crate::audit::sarif::document_of(
                 &Code::MOUNTS,
                 &result.findings,
                 result.started_at,

@@ -176,7 +176,10 @@ pub async fn check(
                     })
                 })
                 .collect();
-            write_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
+            write_stdout(&format!(
+                "{}\n",
+                crate::report::json::to_string_pretty(&doc)?
+            ))?;
         }
         OutputFormat::Text => {
             let mut out = String::new();

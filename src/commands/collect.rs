@@ -74,7 +74,7 @@ pub async fn collect(
         OutputFormat::Text => text(builder, &outcome),
         OutputFormat::Json => format!(
             "{}\n",
-            serde_json::to_string_pretty(&json(builder, &outcome, refused))?
+            crate::report::json::to_string_pretty(&json(builder, &outcome, refused))?
         ),
     };
     write_stdout(&out)?;

@@ -44,7 +44,7 @@ pub fn export(args: &ExportArgs, db: &Path) -> Result<ExitStatus> {
 
 /// Writes one item as a line of JSON.
 fn write_line(out: &mut impl Write, item: &ExportItem) -> std::io::Result<()> {
-    let line = serde_json::to_string(&line_of(item)).map_err(std::io::Error::other)?;
+    let line = crate::report::json::to_string(&line_of(item)).map_err(std::io::Error::other)?;
     out.write_all(line.as_bytes())?;
     out.write_all(b"\n")
 }

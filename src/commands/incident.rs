@@ -191,7 +191,10 @@ fn open(
                 "title": title,
                 "actions": rows.iter().map(action_json).collect::<Vec<_>>(),
             });
-            write_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
+            write_stdout(&format!(
+                "{}\n",
+                crate::report::json::to_string_pretty(&doc)?
+            ))?;
         }
         OutputFormat::Text => {
             let mut out = String::new();
@@ -453,7 +456,10 @@ async fn purge_locked(
             "already_done": summary.already_done,
             "actions": rows.iter().map(action_json).collect::<Vec<_>>(),
         });
-        write_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
+        write_stdout(&format!(
+            "{}\n",
+            crate::report::json::to_string_pretty(&doc)?
+        ))?;
     } else {
         warn_failed(printer, &rows);
         printer.status(format!(
@@ -542,7 +548,7 @@ async fn verify(
     match args.format {
         OutputFormat::Json => write_stdout(&format!(
             "{}\n",
-            serde_json::to_string_pretty(&serde_json::json!({
+            crate::report::json::to_string_pretty(&serde_json::json!({
                 "incident": args.id,
                 "clean": verified.clean,
                 "targets": verified.targets,
@@ -699,7 +705,7 @@ fn list(args: &IncidentListArgs, db: &Path) -> Result<ExitStatus> {
                         "opened_at": time::format(i.opened_at), "opened_by": i.opened_by})
                 })
                 .collect();
-            out = format!("{}\n", serde_json::to_string_pretty(&docs)?);
+            out = format!("{}\n", crate::report::json::to_string_pretty(&docs)?);
         }
         OutputFormat::Text => {
             for i in &incidents {

@@ -44,7 +44,7 @@ pub fn ls(args: &LsArgs, db: &Path, printer: Printer) -> Result<ExitStatus> {
         LsFormat::Text => ls::text(&listing),
         LsFormat::Json => format!(
             "{}\n",
-            serde_json::to_string_pretty(&ls::json(&listing, limit, truncated))?
+            crate::report::json::to_string_pretty(&ls::json(&listing, limit, truncated))?
         ),
     };
     write_stdout(&out)?;

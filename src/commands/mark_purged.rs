@@ -3,7 +3,8 @@
 //! A recorded purge makes every later run clean of what was written before it, so a purge
 //! time is a claim a trace acts on. A time in the future is refused outright; a time before
 //! the last recorded use of what it cleans would clean that use after the fact, so it is
-//! refused unless `--force --reason`, which records an honest late entry marked as forced.
+//! refused unless `--force --reason`, which records an honest late entry marked as forced. A
+//! builder or mount the store has never recorded is refused, with the closest recorded names.
 
 use std::path::Path;
 
@@ -12,11 +13,13 @@ use anyhow::Result;
 use crate::ExitStatus;
 use crate::cli::MarkPurgedArgs;
 use crate::commands::open_existing_store;
+use crate::commands::trace::suggestions;
 use crate::config::Config;
 use crate::error::InputError;
-use crate::graph::Source;
+use crate::graph::{Source, Unknown};
 use crate::model::{PurgeMethod, PurgeProvenance, PurgeTarget, normalize_mount_id};
 use crate::printer::Printer;
+use crate::store::Store;
 use crate::time;
 
 pub fn mark_purged(
@@ -55,6 +58,7 @@ pub fn mark_purged(
         },
     };
     let mut store = open_existing_store(db)?;
+    refuse_unknown(&store, &target)?;
     let last_use = match store.last_use(&target)? {
         Some((run, used)) if at < used => Some((store.run(run)?, used)),
         _ => None,
@@ -95,6 +99,28 @@ pub fn mark_purged(
         provenance.author
     ));
     Ok(ExitStatus::Success)
+}
+
+/// Refuses a builder, or a mount on it, that the store has never recorded, with the closest
+/// recorded names, as a trace seed is: a purge of a name no run used cleans nothing, and is
+/// likely a typo for the one that was meant.
+fn refuse_unknown(store: &Store, target: &PurgeTarget) -> Result<()> {
+    let unknown = match target {
+        PurgeTarget::Builder { builder } | PurgeTarget::Mount { builder, .. }
+            if !store.builder_names()?.contains(builder) =>
+        {
+            Unknown::Builder(builder.clone())
+        }
+        PurgeTarget::Mount { builder, mount, .. } if !store.mount_ids(builder)?.contains(mount) => {
+            Unknown::Mount {
+                builder: builder.clone(),
+                id: mount.clone(),
+            }
+        }
+        _ => return Ok(()),
+    };
+    let hint = suggestions(store, &unknown).unwrap_or_default();
+    Err(InputError::invalid(format!("{unknown}{hint}")).into())
 }
 
 fn describe(target: &PurgeTarget) -> String {

@@ -71,7 +71,7 @@ pub async fn record(
     let name = crate::model::run_name(&record.pipeline.name, &record.run_id, &record.step);
     match args.format {
         OutputFormat::Json => {
-            let line = serde_json::to_string(&Line::Run(Box::new(run_line(&record))))?;
+            let line = crate::report::json::to_string(&Line::Run(Box::new(run_line(&record))))?;
             write_stdout(&format!("{line}\n"))?;
         }
         OutputFormat::Text => {
@@ -106,7 +106,9 @@ async fn send_record(
     match deliver(record, None, server, &args.run.collector, printer).await? {
         Delivered::Stored { created, answer } => {
             match args.format {
-                OutputFormat::Json => write_stdout(&format!("{answer}\n"))?,
+                OutputFormat::Json => {
+                    write_stdout(&format!("{}\n", crate::report::json::to_string(&answer)?))?;
+                }
                 OutputFormat::Text => {
                     let verb = if created {
                         "recorded"
@@ -130,7 +132,9 @@ async fn send_record(
 
 /// Turns flags, files and the CI environment into one run. No network; `wrap` passes the
 /// times and status it measured. What had to be over-approximated (a Dockerfile `FROM` that
-/// cannot be resolved) is added to `warnings`.
+/// cannot be resolved) is added to `warnings`. For `wrap` (`measured`), whose build runs
+/// anyway, a Dockerfile that cannot be read in full is a warning and flags the run truncated;
+/// for `record` it is an error.
 pub fn build_record(
     args: &RecordArgs,
     config: &Config,
@@ -316,30 +320,34 @@ pub fn build_record(
     }
 
     if let Some(path) = &args.run.dockerfile {
-        let text = std::fs::read_to_string(path).map_err(|source| InputError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
         let options = dockerfile::BuildOptions {
             build_args: build_args.clone(),
             target: args.run.target.clone(),
             platforms,
             build_platform: Some(Platform::linux_amd64()),
         };
-        let info = dockerfile::parse_build(&text, &path.display().to_string(), &options)?;
-        warnings.extend(info.warnings.iter().map(ToString::to_string));
-        for base in &info.base_images {
-            match ImageRef::parse(base, &format!("FROM in `{}`", path.display())) {
-                Ok(reference) => {
-                    push_unique(&mut record.base_images, Artifact::registry(&reference))
+        match dockerfile_inputs(path, &options, warnings) {
+            Ok((base_images, mounts)) => {
+                for base in base_images {
+                    push_unique(&mut record.base_images, base);
                 }
-                Err(err) => return Err(err.into()),
+                for mount in mounts {
+                    if !record.mounts.contains(&mount) {
+                        record.mounts.push(mount);
+                    }
+                }
             }
-        }
-        for mount in info.mounts {
-            if !record.mounts.contains(&mount) {
-                record.mounts.push(mount);
+            // A build that ran is recorded with what is known, as one whose Dockerfile is
+            // not a file here is; the flag says its inputs may be incomplete.
+            Err(err) if measured.is_some() => {
+                warnings.push(format!(
+                    "the Dockerfile's base images and cache mounts are not recorded, and the run \
+                     is flagged truncated: {}",
+                    crate::printer::one_line(&err)
+                ));
+                record.truncated = true;
             }
+            Err(err) => return Err(err),
         }
     }
 
@@ -374,6 +382,38 @@ pub fn build_record(
         ),
     };
     Ok(record)
+}
+
+/// The base images and cache mounts the Dockerfile at `path` names for the build `options`
+/// describe. BuildKit reads a Dockerfile as bytes: one that is not UTF-8 is read with each
+/// invalid byte replaced by U+FFFD, with a warning naming it.
+fn dockerfile_inputs(
+    path: &Path,
+    options: &dockerfile::BuildOptions,
+    warnings: &mut Vec<String>,
+) -> Result<(Vec<Artifact>, Vec<MountUse>)> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| InputError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(err) => {
+            warnings.push(format!(
+                "`{shown}` is not valid UTF-8: it is read with each invalid byte replaced by U+FFFD"
+            ));
+            String::from_utf8_lossy(err.as_bytes()).into_owned()
+        }
+    };
+    let info = dockerfile::parse_build(&text, &shown, options)?;
+    warnings.extend(info.warnings.iter().map(ToString::to_string));
+    let mut base_images = Vec::new();
+    for base in &info.base_images {
+        let reference = ImageRef::parse(base, &format!("FROM in `{shown}`"))?;
+        push_unique(&mut base_images, Artifact::registry(&reference));
+    }
+    Ok((base_images, info.mounts))
 }
 
 /// The trust level a run asks for: the lowest configured level when the CI marks the run

@@ -334,7 +334,10 @@ fn write_json(
         "rules": rules,
         "actions": actions,
     });
-    write_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
+    write_stdout(&format!(
+        "{}\n",
+        crate::report::json::to_string_pretty(&doc)?
+    ))?;
     Ok(())
 }
 

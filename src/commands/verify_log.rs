@@ -81,7 +81,10 @@ pub fn verify_log(args: &VerifyLogArgs, db: &Path) -> Result<ExitStatus> {
                     reason: b.kind.describe(),
                 }),
             };
-            write_stdout(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
+            write_stdout(&format!(
+                "{}\n",
+                crate::report::json::to_string_pretty(&doc)?
+            ))?;
         }
         OutputFormat::Text => write_stdout(&text(&check, expected.as_ref()))?,
     }

@@ -156,7 +156,10 @@ async fn wrap_build(
     let mut planned = match planned {
         Ok(record) => Some(record),
         Err(err) => {
-            printer.warn(format!("the build will not be recorded: {err:#}"));
+            printer.warn(format!(
+                "the build will not be recorded: {}",
+                crate::printer::one_line(&err)
+            ));
             None
         }
     };
@@ -393,7 +396,10 @@ async fn wrap_build(
                 crate::report::escape::Term(answer["run"].as_str().unwrap_or(""))
             )),
             Ok(crate::commands::send::Delivered::Spooled) => {}
-            Err(err) => printer.warn(format!("the build was not recorded: {err:#}")),
+            Err(err) => printer.warn(format!(
+                "the build was not recorded: {}",
+                crate::printer::one_line(&err)
+            )),
         }
         return Ok(ExitStatus::from_child(code));
     }
@@ -415,7 +421,10 @@ async fn wrap_build(
             ))
         }
         Err(err) => {
-            printer.warn(format!("the build was not recorded: {err:#}"));
+            printer.warn(format!(
+                "the build was not recorded: {}",
+                crate::printer::one_line(&err)
+            ));
             return Ok(ExitStatus::from_child(code));
         }
     }
@@ -554,7 +563,8 @@ fn reads_dockerfile(build: &BuildCommand) -> bool {
 
 /// What of a planned build's inputs nobody can check: each registry input left without a
 /// digest (but those its registry has nothing under: `absent`), and a Dockerfile no file
-/// holds (read from standard input, or from a remote context), whose base images are unknown.
+/// holds (read from standard input, or from a remote context) or that could not be read in full
+/// (the run is then flagged truncated), whose base images are unknown.
 fn unchecked_inputs(
     record: &crate::model::RunRecord,
     build: &BuildCommand,
@@ -576,7 +586,11 @@ fn unchecked_inputs(
             )
         })
         .collect();
-    if !reads_dockerfile(build) {
+    if record.truncated {
+        unchecked.push(
+            "its Dockerfile could not be read in full, so its base images are unknown".to_owned(),
+        );
+    } else if !reads_dockerfile(build) {
         unchecked.push(
             "its Dockerfile is not a file here (standard input, a remote context, or a file that is not there), so its base images are unknown"
                 .to_owned(),
@@ -939,7 +953,10 @@ fn collect_outputs(record: &mut crate::model::RunRecord, outputs: &Outputs<'_>, 
             Ok(mut meta) => {
                 name_pushed_images(&mut meta, outputs.pushed);
                 if let Err(err) = apply_metadata(record, &meta) {
-                    printer.warn(format!("metadata file ignored: {err:#}"));
+                    printer.warn(format!(
+                        "metadata file ignored: {}",
+                        crate::printer::one_line(&err)
+                    ));
                 }
             }
             Err(err) => printer.warn(format!("metadata file ignored: {err}")),
@@ -1093,7 +1110,10 @@ async fn wrap_push(
         return Ok(ExitStatus::from_child(code));
     }
     if let Err(err) = attach(args, reference, &output, db, printer) {
-        printer.warn(format!("the push was not recorded: {err:#}"));
+        printer.warn(format!(
+            "the push was not recorded: {}",
+            crate::printer::one_line(&err)
+        ));
     }
     Ok(ExitStatus::from_child(code))
 }

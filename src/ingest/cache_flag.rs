@@ -58,13 +58,9 @@ pub fn parse(value: &str, what: &str) -> Result<CacheSpec, ParseError> {
                 key: format!("s3://{bucket}/{prefix}{name}{region}"),
             }
         }
-        "azblob" => {
-            let account = get("account_url").unwrap_or_default();
-            let name = get("name").unwrap_or_else(|| "buildkit".to_owned());
-            CacheSpec::Azblob {
-                key: format!("{account}/{name}"),
-            }
-        }
+        "azblob" => CacheSpec::Azblob {
+            key: azblob_key(|attr| fields.get(attr).map(String::as_str)),
+        },
         other => {
             return Err(ParseError::new(
                 what,
@@ -75,6 +71,30 @@ pub fn parse(value: &str, what: &str) -> Result<CacheSpec, ParseError> {
             ));
         }
     })
+}
+
+/// The key of an azblob cache: the URL of its manifest blob,
+/// `<account_url>/<container>/<prefix>/<manifests_prefix>/<name>`, from the attributes BuildKit
+/// reads (`cache/remotecache/azblob/utils.go`): container `buildkit-cache`, manifests prefix
+/// `manifests` and name `buildkit` by default, the blob path joined and cleaned as Go's
+/// `filepath.Join` does. Several names (`a;b`) are kept as written. Without `account_url` the
+/// builder's environment names the account, and the key starts at `/<container>`. (The
+/// builder's `BUILDKIT_AZURE_STORAGE_*` variables can change the defaults; they are not seen
+/// here.)
+pub fn azblob_key<'a>(attr: impl Fn(&str) -> Option<&'a str>) -> String {
+    let account = attr("account_url")
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    let container = attr("container").unwrap_or("buildkit-cache");
+    let parts = [
+        attr("prefix").unwrap_or_default(),
+        attr("manifests_prefix").unwrap_or("manifests"),
+        attr("name").filter(|n| !n.is_empty()).unwrap_or("buildkit"),
+    ];
+    let joined: Vec<&str> = parts.into_iter().filter(|p| !p.is_empty()).collect();
+    let path = crate::model::clean_path(&joined.join("/"));
+    let path = path.trim_start_matches('/');
+    format!("{account}/{container}/{path}")
 }
 
 #[cfg(test)]

@@ -314,11 +314,9 @@ fn cache_imports(text: &str) -> Result<Vec<Artifact>, String> {
             }
             "azblob" => other(
                 Backend::Azblob,
-                &format!(
-                    "{}/{}",
-                    attr("account_url").map_or("", String::as_str),
-                    attr("name").map_or("buildkit", String::as_str)
-                ),
+                &crate::ingest::cache_flag::azblob_key(|name| {
+                    entry.attrs.get(name).map(String::as_str)
+                }),
             ),
             // A cache this build read that the store cannot name: refused, never dropped.
             other => {

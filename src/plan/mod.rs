@@ -603,7 +603,7 @@ pub fn follow_up_command(backend: Backend, key: &str) -> String {
                 _ => "# the key names no cache in a bucket: delete it by hand".to_owned(),
             }
         }
-        Backend::Azblob => format!("az storage blob delete-batch --source {}", sh(key)),
+        Backend::Azblob => azblob_follow_up(key),
         // What a local cache export writes into its directory (an OCI layout), never the
         // directory itself: the recorded path could be any directory.
         Backend::Local => {
@@ -614,6 +614,37 @@ pub fn follow_up_command(backend: Backend, key: &str) -> String {
         }
         Backend::Registry | Backend::LocalImage => String::new(),
     }
+}
+
+/// The command that deletes an azblob cache: its manifest blob alone, by the URL its key is
+/// (`ingest::cache_flag::azblob_key`), never a batch, which would take a whole container or
+/// prefix. The layer blobs stay: they are shared by digest with every cache in the container,
+/// and no import finds them without the manifest. A key whose URL is not plain (no account, a
+/// query, a `..`, several names, a character a URL would have to encode) gets a shell comment.
+fn azblob_follow_up(key: &str) -> String {
+    let rest = ["https://", "http://"].iter().find_map(|scheme| {
+        key.get(..scheme.len())
+            .filter(|s| s.eq_ignore_ascii_case(scheme))
+            .map(|_| &key[scheme.len()..])
+    });
+    let Some(rest) = rest else {
+        return "# the key names no storage account: delete the cache's manifest blob by hand"
+            .to_owned();
+    };
+    let plain =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | '/' | ':');
+    let segments: Vec<&str> = rest.split('/').collect();
+    // The host, a container and at least one part of the blob's name.
+    let scoped = segments.len() >= 3
+        && segments
+            .iter()
+            .all(|s| !s.is_empty() && *s != "." && *s != "..");
+    if !rest.chars().all(plain) || !scoped {
+        return "# the key is not one manifest blob's plain URL: delete the cache's manifest \
+                blob by hand"
+            .to_owned();
+    }
+    format!("az storage blob delete --blob-url {}", sh(key))
 }
 
 /// `word` as one shell word, whatever it holds. (Neither store keeps a NUL, which no shell
@@ -645,18 +676,12 @@ mod tests {
             "",
         ];
         for key in hostile {
-            for (backend, program) in [
-                (
-                    Backend::Azblob,
-                    ["az", "storage", "blob", "delete-batch", "--source"].as_slice(),
-                ),
-                (Backend::Gha, ["gh", "cache", "delete", "--"].as_slice()),
-            ] {
-                let words = shlex::split(&follow_up_command(backend, key)).unwrap();
-                let mut expected: Vec<&str> = program.to_vec();
-                expected.push(key);
-                assert_eq!(words, expected, "{backend:?} {key:?}");
-            }
+            let words = shlex::split(&follow_up_command(Backend::Gha, key)).unwrap();
+            assert_eq!(words, ["gh", "cache", "delete", "--", key], "{key:?}");
+            // A key an azblob URL cannot hold as it is gets no command.
+            let url = format!("https://acct.blob.core.windows.net/c/manifests/{key}");
+            let command = follow_up_command(Backend::Azblob, &url);
+            assert!(command.starts_with("# "), "{key:?}: {command}");
             let path = format!("s3://bucket/{key}x");
             let words = shlex::split(&follow_up_command(Backend::S3, &path)).unwrap();
             assert_eq!(words, ["aws", "s3", "rm", "--recursive", path.as_str()]);
@@ -683,6 +708,58 @@ mod tests {
             let command = follow_up_command(Backend::Gha, key);
             assert!(command.starts_with("# "), "{command:?}");
             assert!(shlex::split(&command).unwrap().is_empty());
+        }
+    }
+
+    /// An azblob follow-up deletes the one manifest blob the cache's key names, in the
+    /// container BuildKit writes to, never a container or a prefix in a batch; a key that
+    /// names no account, or no single blob, gets a comment saying to delete it by hand.
+    #[test]
+    fn an_azblob_follow_up_deletes_only_the_cache_manifest() {
+        let key = |flag: &str| match crate::ingest::cache_flag::parse(flag, "--cache-to") {
+            Ok(crate::model::CacheSpec::Azblob { key }) => key,
+            other => panic!("{other:?}"),
+        };
+        let command = |flag: &str| follow_up_command(Backend::Azblob, &key(flag));
+        assert_eq!(
+            command(
+                "type=azblob,account_url=https://corpprod.blob.core.windows.net,name=release-artifacts"
+            ),
+            "az storage blob delete --blob-url \
+             https://corpprod.blob.core.windows.net/buildkit-cache/manifests/release-artifacts"
+        );
+        assert_eq!(
+            command(
+                "type=azblob,account_url=https://corpprod.blob.core.windows.net/,container=ci,\
+                 prefix=web/,manifests_prefix=m,name=main"
+            ),
+            "az storage blob delete --blob-url https://corpprod.blob.core.windows.net/ci/web/m/main"
+        );
+        assert_eq!(
+            command("type=azblob,account_url=http://127.0.0.1:10000/devstoreaccount1"),
+            "az storage blob delete --blob-url \
+             http://127.0.0.1:10000/devstoreaccount1/buildkit-cache/manifests/buildkit"
+        );
+        for flag in [
+            // The builder's environment names the account.
+            "type=azblob,name=x",
+            // Several names, a query, a name that leaves the container.
+            "type=azblob,account_url=https://a.blob.core.windows.net,name=a;b",
+            "type=azblob,account_url=https://a.blob.core.windows.net?sv=1,name=x",
+            "type=azblob,account_url=https://a.blob.core.windows.net,name=../../x",
+            "type=azblob,account_url=https://a.blob.core.windows.net,name=a b",
+        ] {
+            let command = command(flag);
+            assert!(command.starts_with("# "), "{flag}: {command}");
+            assert!(shlex::split(&command).unwrap().is_empty(), "{command}");
+        }
+        // A key recorded as `<account>/<name>`, with no container, names no blob.
+        for old in [
+            "https://corpprod.blob.core.windows.net/release-artifacts",
+            "/x",
+        ] {
+            let command = follow_up_command(Backend::Azblob, old);
+            assert!(command.starts_with("# "), "{old}: {command}");
         }
     }
 }

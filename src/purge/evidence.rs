@@ -206,8 +206,8 @@ pub async fn save_records(
             })
         })
         .collect();
-    let text =
-        serde_json::to_string_pretty(&docs).map_err(|e| RemoteError::local(e.to_string()))?;
+    let text = crate::report::json::to_string_pretty(&docs)
+        .map_err(|e| RemoteError::local(e.to_string()))?;
     write(
         &opts.dir,
         &format!("builders/{}/{name}.json", sanitize(builder)),
@@ -245,7 +245,9 @@ fn write_manifest(dir: &Path, incident: i64, unavailable: &[String]) -> std::io:
     let tmp = dir.join("MANIFEST.json.partial");
     std::fs::write(
         &tmp,
-        serde_json::to_vec_pretty(&manifest).map_err(std::io::Error::other)?,
+        crate::report::json::to_string_pretty(&manifest)
+            .map(String::into_bytes)
+            .map_err(std::io::Error::other)?,
     )?;
     std::fs::rename(tmp, dir.join("MANIFEST.json"))
 }

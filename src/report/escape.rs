@@ -3,7 +3,7 @@
 //! live Markdown. [`Term`] shows a value as one line of plain text, [`MdCode`] as a Markdown
 //! code span that the value cannot close, [`MdText`] as Markdown text with nothing live, and
 //! [`MdLine`] a message that already holds values as [`Term`] shows them.
-//! JSON has its own string escaping and takes values whole; a DOT label holds a value as
+//! JSON has its own string escaping (`report::json`) and takes values whole; a DOT label holds a value as
 //! [`Term`] shows it.
 
 use std::fmt::{self, Write as _};
@@ -23,14 +23,17 @@ pub fn needs_escape(c: char) -> bool {
 /// Whether `c` is a format character (Unicode category Cf: zero-width spaces and joiners, bidi
 /// marks, embeddings, overrides and isolates, the byte order mark, tag characters), another
 /// default-ignorable code point (soft hyphen, Hangul fillers, variation selectors, and those
-/// not yet assigned), or the line or paragraph separator, as of Unicode 16. A terminal draws
-/// most of them as nothing and the rest (Arabic number signs and the like) only joined to the
-/// text beside them. An emoji sequence joined by U+200D or ended by a variation selector
-/// shows that character as an escape too; letters, CJK and emoji are shown as they are.
+/// not yet assigned), the line or paragraph separator, a space other than U+0020 (category
+/// Zs: no-break, en, em, thin, ideographic and the like), or U+2800 BRAILLE PATTERN BLANK, as
+/// of Unicode 16. A terminal draws most of them as nothing or as a plain space, and the rest
+/// (Arabic number signs and the like) only joined to the text beside them. An emoji sequence
+/// joined by U+200D or ended by a variation selector shows that character as an escape too;
+/// letters, CJK and emoji are shown as they are.
 fn is_invisible(c: char) -> bool {
     matches!(
         c,
-        '\u{ad}'
+        '\u{a0}'
+            | '\u{ad}'
             | '\u{34f}'
             | '\u{600}'..='\u{605}'
             | '\u{61c}'
@@ -39,11 +42,14 @@ fn is_invisible(c: char) -> bool {
             | '\u{890}'..='\u{891}'
             | '\u{8e2}'
             | '\u{115f}'..='\u{1160}'
+            | '\u{1680}'
             | '\u{17b4}'..='\u{17b5}'
             | '\u{180b}'..='\u{180f}'
-            | '\u{200b}'..='\u{200f}'
-            | '\u{2028}'..='\u{202e}'
-            | '\u{2060}'..='\u{206f}'
+            | '\u{2000}'..='\u{200f}'
+            | '\u{2028}'..='\u{202f}'
+            | '\u{205f}'..='\u{206f}'
+            | '\u{2800}'
+            | '\u{3000}'
             | '\u{3164}'
             | '\u{fe00}'..='\u{fe0f}'
             | '\u{feff}'
@@ -156,8 +162,18 @@ impl fmt::Display for Line<'_> {
     }
 }
 
+/// What marks where [`Short`] cut a value.
+const CUT: char = '…';
+
+/// How many bytes of a cut value's SHA-256 [`Short`] shows: enough that no one can make two
+/// values that show the same.
+const CUT_HASH_BYTES: usize = 16;
+
 /// A store value as [`Term`] shows it, cut in the middle to at most [`SHORT`] characters for a
-/// text table: `head…tail`, the tail kept because digests and ids end there.
+/// text table: `head…HASH…tail`, the tail kept because digests and ids end there, and `HASH`
+/// the first 128 bits of the whole value's SHA-256 in hex, so that two long names that share
+/// their ends still show apart. A `…` the value holds is shown as `\u{2026}`, so that only a
+/// cut shows one and a name cannot pass for another's cut form.
 #[derive(Debug, Clone, Copy)]
 pub struct Short<'a>(pub &'a str);
 
@@ -174,20 +190,27 @@ impl<'a> Short<'a> {
 
     /// The text shown.
     pub fn text(&self) -> std::borrow::Cow<'a, str> {
-        let escaped: std::borrow::Cow<'a, str> = if is_plain(self.0) {
+        let escaped: std::borrow::Cow<'a, str> = if is_plain(self.0) && !self.0.contains(CUT) {
             self.0.into()
         } else {
-            Term(self.0).to_string().into()
+            Term(self.0).to_string().replace(CUT, "\\u{2026}").into()
         };
         let count = escaped.chars().count();
         if count <= SHORT {
             return escaped;
         }
-        let tail = (SHORT - 1) / 2;
-        let head = SHORT - 1 - tail;
+        use sha2::Digest as _;
+        let hash = sha2::Sha256::digest(self.0.as_bytes());
+        let mark = 2 + 2 * CUT_HASH_BYTES;
+        let tail = (SHORT - mark) / 2;
+        let head = SHORT - mark - tail;
         let mut out = String::with_capacity(SHORT * 4);
         out.extend(escaped.chars().take(head));
-        out.push('…');
+        out.push(CUT);
+        for byte in &hash[..CUT_HASH_BYTES] {
+            let _ = write!(out, "{byte:02x}");
+        }
+        out.push(CUT);
         out.extend(escaped.chars().skip(count - tail));
         out.into()
     }
@@ -380,6 +403,15 @@ mod tests {
             "web-rel\u{2060}ease",
             "web-release\u{e007f}",
             "\u{feff}web-release",
+            "web release",
+            "web\u{a0}release",
+            "web\u{3000}release",
+            "web\u{2009}release",
+            "web-release\u{2800}",
+            "web-release\u{3164}",
+            "web-release\u{ffa0}",
+            "\u{115f}web-release",
+            "\u{1160}web-release",
         ];
         let shown: std::collections::HashSet<String> =
             values.iter().map(|v| Term(v).to_string()).collect();
@@ -400,12 +432,14 @@ mod tests {
     }
 
     /// Besides the backslash, exactly the characters that Unicode classes as controls, format
-    /// characters, default-ignorable, or line and paragraph separators are escaped. When
+    /// characters, default-ignorable, line, paragraph or space separators (but U+0020), and
+    /// U+2800 BRAILLE PATTERN BLANK are escaped. When
     /// Unicode adds to these classes (through the Unicode tables of `regex-syntax`), this fails
     /// until [`is_invisible`] has the new characters.
     #[test]
     fn escaped_characters_are_the_unicode_classes() {
-        let pattern = r"[\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}\p{Zl}\p{Zp}\\]";
+        let pattern =
+            r"[[\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}\p{Zl}\p{Zp}\p{Zs}\x{2800}\\]&&[^ ]]";
         let hir = regex_syntax::parse(pattern).unwrap();
         let regex_syntax::hir::HirKind::Class(regex_syntax::hir::Class::Unicode(class)) =
             hir.kind()
@@ -459,7 +493,7 @@ mod tests {
         /// unambiguous.
         #[test]
         fn terminal_text_is_one_line_and_reads_back(
-            value in "(\\PC|[\\p{Cc}\\p{Cf}\\p{Default_Ignorable_Code_Point}\\p{Zl}\\p{Zp}\\\\])*"
+            value in "(\\PC|[\\p{Cc}\\p{Cf}\\p{Default_Ignorable_Code_Point}\\p{Zl}\\p{Zp}\\p{Zs}\\x{2800}\\\\])*"
         ) {
             let shown = Term(&value).to_string();
             proptest::prop_assert!(!shown.chars().any(|c| needs_escape(c) && c != '\\'));
@@ -474,11 +508,33 @@ mod tests {
         let shown = Short(&long).to_string();
         assert_eq!(shown.chars().count(), SHORT);
         assert!(shown.starts_with("mount:b:x") && shown.ends_with("xEND"));
-        assert!(shown.contains('…'));
+        assert_eq!(shown.matches('…').count(), 2);
         assert_eq!(Short("short").to_string(), "short");
         // Escapes are counted as shown, and a cut never splits a character.
         let ctl = "\n".repeat(1000);
         assert_eq!(Short(&ctl).text().chars().count(), SHORT);
+    }
+
+    /// Two long names that differ only where the cut falls show apart, and no name shows as
+    /// another's cut form: a `…` a name holds is escaped.
+    #[test]
+    fn cut_names_never_show_the_same() {
+        let name = |middle: &str| format!("{}{middle}{}", "a".repeat(100), "z".repeat(100));
+        let (one, two) = (name("1"), name("2"));
+        let (shown_one, shown_two) = (Short(&one).to_string(), Short(&two).to_string());
+        assert_ne!(shown_one, shown_two);
+        assert_eq!(shown_two.chars().count(), SHORT);
+        // A name that holds exactly another's cut form shows otherwise.
+        let forged = Short(&shown_one).to_string();
+        assert_ne!(forged, shown_one);
+        assert_eq!(Short("a…b").to_string(), "a\\u{2026}b");
+        let (width_text, width) = Short("a…b").text_and_width();
+        assert_eq!((width_text.as_ref(), width), ("a\\u{2026}b", 10));
+        // Many long names sharing their ends all show apart.
+        let shown: std::collections::HashSet<String> = (0..1000)
+            .map(|i| Short(&name(&i.to_string())).to_string())
+            .collect();
+        assert_eq!(shown.len(), 1000);
     }
 
     /// A code span cannot be closed, broken across lines or split as a table cell by the value.

@@ -263,7 +263,7 @@ fn follow_ups(pieces: &[Vec<Piece>]) -> Vec<String> {
 }
 
 pub fn write_json(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, doc)?;
+    crate::report::json::to_writer_pretty(&mut *out, doc)?;
     writeln!(out)
 }
 

@@ -8,6 +8,7 @@ pub fn count(n: usize, one: &str, many: &str) -> String {
 
 pub mod escape;
 pub mod incident;
+pub mod json;
 pub mod ls;
 pub mod trace;
 #[cfg(test)]

@@ -8,8 +8,9 @@
 //! runs on a shared 2-core machine the write phase took 1.41 s median (1.14 s best) by hand
 //! and 1.64 s median (1.41 s best) through serde, about a fifth more; `p17` (237 MB) was even
 //! (0.53 s and 0.51 s). Almost no string here needs escaping, so `push_json_str` checks
-//! for that once and copies the bytes whole, where serde_json scans them byte by byte; a test
-//! holds the escaping to serde_json's.
+//! for that once (any byte past ASCII counts as needing it) and copies the bytes whole, where
+//! serde_json scans them byte by byte; a test holds the escaping to `report::json`'s, which
+//! decodes to serde_json's.
 
 use std::io::{self, Write};
 
@@ -19,6 +20,7 @@ use petgraph::graph::NodeIndex;
 use crate::graph::{AppliedPurge, Entity, Hop, Kind, Tainted, Trace};
 use crate::model::{PurgeMethod, PurgeTarget};
 use crate::report::escape::{Short, Term};
+use crate::report::json;
 use crate::time::{self, Rfc3339};
 
 /// The JSON shape's version; bumped on any incompatible change to the schema.
@@ -319,7 +321,7 @@ fn write_purges_json(purges: &[AppliedPurge], out: &mut dyn Write) -> io::Result
     writeln!(out, "  \"purges\": [")?;
     for (i, applied) in purges.iter().enumerate() {
         write!(out, "    ")?;
-        serde_json::to_writer(&mut *out, &purge_doc(applied))?;
+        json::to_writer(&mut *out, &purge_doc(applied))?;
         writeln!(out, "{}", if i + 1 == purges.len() { "" } else { "," })?;
     }
     writeln!(out, "  ],")
@@ -543,9 +545,10 @@ impl<'b> Object<'b> {
     }
 }
 
-/// Whether a byte must be escaped in a JSON string.
+/// Whether a byte sends a JSON string to the slow path: one JSON escapes, or one of a
+/// character past ASCII, which may be one [`json::escapes`].
 fn needs_escape(byte: u8) -> bool {
-    byte < 0x20 || byte == b'"' || byte == b'\\'
+    byte < 0x20 || byte == b'"' || byte == b'\\' || byte >= 0x80
 }
 
 /// Whether no byte needs escaping. Sixteen bytes are checked at a time without stopping
@@ -564,29 +567,26 @@ fn is_clean(bytes: &[u8]) -> bool {
     !chunks.remainder().iter().any(|&b| needs_escape(b))
 }
 
-/// Appends `value` as a JSON string, escaped as `serde_json` escapes it.
+/// Appends `value` as a JSON string, escaped as [`json`] escapes it: as `serde_json` does,
+/// and C1, bidi and invisible characters as `\uXXXX`.
 fn push_json_str(out: &mut Vec<u8>, value: &str) {
     let bytes = value.as_bytes();
     out.push(b'"');
     if is_clean(bytes) {
         out.extend_from_slice(bytes);
     } else {
-        for &byte in bytes {
-            match byte {
-                b'"' => out.extend_from_slice(b"\\\""),
-                b'\\' => out.extend_from_slice(b"\\\\"),
-                b'\n' => out.extend_from_slice(b"\\n"),
-                b'\r' => out.extend_from_slice(b"\\r"),
-                b'\t' => out.extend_from_slice(b"\\t"),
-                0x08 => out.extend_from_slice(b"\\b"),
-                0x0c => out.extend_from_slice(b"\\f"),
-                byte if byte < 0x20 => {
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    out.extend_from_slice(b"\\u00");
-                    out.push(HEX[usize::from(byte >> 4)]);
-                    out.push(HEX[usize::from(byte & 0xf)]);
-                }
-                byte => out.push(byte),
+        let mut buf = [0u8; 4];
+        for c in value.chars() {
+            match c {
+                '"' => out.extend_from_slice(b"\\\""),
+                '\\' => out.extend_from_slice(b"\\\\"),
+                '\n' => out.extend_from_slice(b"\\n"),
+                '\r' => out.extend_from_slice(b"\\r"),
+                '\t' => out.extend_from_slice(b"\\t"),
+                '\u{8}' => out.extend_from_slice(b"\\b"),
+                '\u{c}' => out.extend_from_slice(b"\\f"),
+                c if c < ' ' || json::escapes(c) => json::push_unicode_escape(out, c),
+                c => out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes()),
             }
         }
     }
@@ -982,8 +982,10 @@ mod tests {
         }
     }
 
-    /// Strings come out exactly as `serde_json` writes them: every ASCII byte alone, in the
-    /// middle of long and short strings (both sides of a block boundary), and non-ASCII text.
+    /// Strings come out as `json::to_string` writes them, and decode to the value
+    /// `serde_json` writes: every ASCII byte alone, in the middle of long and short strings
+    /// (both sides of a block boundary), non-ASCII text, and C1, bidi and invisible
+    /// characters, which are escaped.
     #[test]
     fn strings_are_escaped_as_serde_json_escapes_them() {
         let mut cases: Vec<String> = (0u8..0x80).map(|b| char::from(b).to_string()).collect();
@@ -996,15 +998,26 @@ mod tests {
             cases.push(format!("{}{c}", "x".repeat(64)));
         }
         cases.extend(["", "héllo \u{2028} 🦀", "registry:5000/app@sha256:00ff"].map(str::to_owned));
+        for c in [
+            '\u{80}', '\u{9b}', '\u{9f}', '\u{202a}', '\u{202e}', '\u{2066}', '\u{2069}',
+        ] {
+            cases.push(format!("{}{c}{}", "a".repeat(20), "é"));
+        }
+        cases.extend(["\u{200b}\u{200d}\u{feff}", "tag\u{e0041}"].map(str::to_owned));
         for case in cases {
             let mut ours = Vec::new();
             push_json_str(&mut ours, &case);
-            assert_eq!(
-                String::from_utf8(ours).unwrap(),
-                serde_json::to_string(&case).unwrap(),
-                "{case:?}"
-            );
+            let ours = String::from_utf8(ours).unwrap();
+            assert_eq!(ours, json::to_string(&case).unwrap(), "{case:?}");
+            assert!(!ours.chars().any(json::escapes), "{case:?}: {ours}");
+            let decoded: String = serde_json::from_str(&ours).unwrap();
+            let theirs: String =
+                serde_json::from_str(&serde_json::to_string(&case).unwrap()).unwrap();
+            assert_eq!(decoded, theirs, "{case:?}");
         }
+        let mut ours = Vec::new();
+        push_json_str(&mut ours, "a\u{9b}b\u{202e}c");
+        assert_eq!(ours, b"\"a\\u009bb\\u202ec\"");
     }
 
     /// Items spread over several blocks, rendered on two threads, come out once each and in

@@ -96,3 +96,84 @@ fn unknown_target_is_recorded_over_every_stage() {
         &mut record(&env, "1", PER_ARCH, &["--target", "release"])
     ));
 }
+
+/// `wrap -- docker build ctx` with a `docker` that builds nothing, for run `run` of pipeline
+/// `p` on builder `ci-7`; `dockerfile` is written as bytes to `ctx/Dockerfile`.
+fn wrap_fake_build(env: &Env, run: &str, dockerfile: &[u8]) -> std::process::Command {
+    use std::os::unix::fs::PermissionsExt;
+
+    let docker = env.write("bin/docker", "#!/bin/sh\nexit 0\n");
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = env.write("ctx/Dockerfile", "");
+    std::fs::write(path, dockerfile).unwrap();
+    let mut cmd = env.cmd();
+    cmd.args(["wrap", "--pipeline", "p", "--run", run, "--builder", "ci-7"])
+        .arg("--")
+        .arg(&docker)
+        .args(["build", "-t", "app", "ctx"]);
+    cmd
+}
+
+/// The run line `export` writes for run `p/<run>`.
+fn exported_run(env: &Env, run: &str) -> serde_json::Value {
+    ok(env.cmd().arg("export"))
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["type"] == "run" && l["run"] == run)
+        .unwrap_or_else(|| panic!("run {run} not exported"))
+}
+
+/// A Dockerfile with a byte that is not UTF-8 (a Latin-1 comment) is read as BuildKit reads
+/// it: the run is recorded with its cache mounts, with a warning naming the file.
+#[test]
+fn wrap_records_a_build_whose_dockerfile_is_not_utf8() {
+    let env = Env::new();
+    let text = b"FROM scratch\n# caf\xe9\nRUN --mount=type=cache,target=/root/.cache/pip true\n";
+    let out = wrap_fake_build(&env, "1", text).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: `ctx/Dockerfile` is not valid UTF-8"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not be recorded"), "{stderr}");
+    let run = exported_run(&env, "1");
+    assert_eq!(run["mounts"][0]["id"], "/root/.cache/pip", "{run}");
+    assert!(run.get("truncated").is_none(), "{run}");
+}
+
+/// A Dockerfile that takes more than its work to read leaves the build recorded with what the
+/// command line says, flagged truncated, with a warning; `record` refuses it (exit 2).
+#[test]
+fn wrap_records_a_build_whose_dockerfile_cannot_be_read_in_full() {
+    let env = Env::new();
+    let mut text = "FROM scratch\nARG A=x\n".to_owned();
+    for _ in 0..40 {
+        text.push_str("ARG A=${A}${A}\n");
+    }
+    text.push_str("RUN --mount=type=cache,target=/$A true\n");
+    let out = wrap_fake_build(&env, "1", text.as_bytes())
+        .args(["--cache-to", "type=local,dest=/tmp/cw-cache"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: the Dockerfile's base images and cache mounts are not recorded, and the \
+             run is flagged truncated: `ctx/Dockerfile` line "
+        ),
+        "{stderr}"
+    );
+    let run = exported_run(&env, "1");
+    assert_eq!(run["truncated"], true, "{run}");
+    assert_eq!(run["exported"][0]["key"], "/tmp/cw-cache", "{run}");
+
+    let out = record(&env, "2", &text, &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("steps to read"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -122,6 +122,45 @@ fn trace_text_shows_hostile_names_escaped_one_a_line() {
     }
 }
 
+/// `--format json` of `ls`, `trace`, `export` and `incident report` writes no C1 control,
+/// bidi control or zero-width character raw: each is a `\uXXXX` escape, and the documents
+/// decode to the names as recorded.
+#[test]
+fn json_outputs_escape_controls_bidi_and_invisible_characters() {
+    let env = Env::new();
+    let hostile = "web\u{9b}31m\u{202e}esaeler\u{2066}\u{200b}\u{e0041}";
+    import(&env, &[run_line(hostile, "1", "build", 'a', &[hostile])]);
+    ok(env
+        .cmd()
+        .args(["incident", "open", "--builder", "ci-1", "--title", hostile]));
+    let escaped = "web\\u009b31m\\u202eesaeler\\u2066\\u200b\\udb40\\udc41";
+    for args in [
+        vec!["ls", "runs", "--format", "json"],
+        vec!["ls", "pipelines", "--format", "json"],
+        vec!["ls", "mounts", "--format", "json"],
+        vec!["trace", "--builder", "ci-1", "--format", "json"],
+        vec!["export"],
+        vec!["incident", "report", "1", "--format", "json"],
+        vec!["incident", "show", "1", "--format", "json"],
+    ] {
+        let out = stdout(env.cmd().args(&args));
+        assert!(!out.chars().any(raw), "{args:?}: {out:?}");
+        assert!(out.contains(escaped), "{args:?}: {out}");
+        for doc in serde_json::Deserializer::from_str(&out).into_iter::<serde_json::Value>() {
+            doc.unwrap_or_else(|err| panic!("{args:?}: {err}: {out}"));
+        }
+    }
+    let doc: serde_json::Value = serde_json::from_str(&stdout(env.cmd().args([
+        "trace",
+        "--builder",
+        "ci-1",
+        "--format",
+        "json",
+    ])))
+    .unwrap();
+    assert_eq!(doc["runs"][0]["pipeline"], hostile);
+}
+
 /// Removes the code spans of a Markdown line, as CommonMark reads them.
 fn outside_code_spans(line: &str) -> String {
     let mut out = String::new();

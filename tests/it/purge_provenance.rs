@@ -412,3 +412,36 @@ pub(crate) fn assert_executor_purge(cw: &Command, id: &str, mount: &str) {
     assert!(purge["recorded_at"].is_string(), "{purge}");
     assert_eq!(purge.get("forced"), None, "{purge}");
 }
+
+/// A purge of a builder or mount the store never recorded is refused (exit 2) with the closest
+/// recorded names, and nothing is written.
+#[test]
+fn mark_purged_refuses_unknown_names() {
+    let env = example();
+    let before = purge_lines(&env);
+    for (args, says) in [
+        (
+            ["--builder", "nope", "--mount", "/x"].as_slice(),
+            "error: no builder `nope` in the store",
+        ),
+        (
+            ["--builder", "ci-1x"].as_slice(),
+            "error: no builder `ci-1x` in the store; did you mean `ci-1`?",
+        ),
+        (
+            ["--builder", "ci-1", "--mount", "/root/.cache/pipp"].as_slice(),
+            "error: no mount `/root/.cache/pipp` on builder `ci-1` in the store; did you mean \
+             `/root/.cache/pip`?",
+        ),
+    ] {
+        let out = output(&env, env.cmd().arg("mark-purged").args(args));
+        assert!(out.starts_with("exit: 2\n"), "{args:?}: {out}");
+        assert!(
+            out.contains(&format!("--- stderr\n{says}\n")),
+            "{args:?}: {out}"
+        );
+    }
+    assert_eq!(purge_lines(&env), before);
+    ok(&mut mark_pip(&env, &[]));
+    assert_eq!(purge_lines(&env).len(), before.len() + 1);
+}
