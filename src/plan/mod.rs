@@ -634,8 +634,9 @@ fn azblob_follow_up(key: &str) -> String {
     let plain =
         |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | '/' | ':');
     let segments: Vec<&str> = rest.split('/').collect();
-    // The host, a container and at least one part of the blob's name.
-    let scoped = segments.len() >= 3
+    // The host, a container, the manifests prefix and the name: a key recorded before the
+    // container and prefixes were part of it (`account/name`) names no blob here.
+    let scoped = segments.len() >= 4
         && segments
             .iter()
             .all(|s| !s.is_empty() && *s != "." && *s != "..");
@@ -756,6 +757,7 @@ mod tests {
         // A key recorded as `<account>/<name>`, with no container, names no blob.
         for old in [
             "https://corpprod.blob.core.windows.net/release-artifacts",
+            "https://corpprod.blob.core.windows.net/release/artifacts",
             "/x",
         ] {
             let command = follow_up_command(Backend::Azblob, old);
