@@ -148,12 +148,21 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// Registry hosts match however they are spelt; repositories are lower case.
     pub fn allows_repository(&self, registry: &str, repository: &str) -> bool {
-        if !self.registries.iter().any(|r| r == registry) {
+        if !self
+            .registries
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(registry))
+        {
             return false;
         }
-        let name = format!("{registry}/{repository}");
-        self.repositories.is_empty() || self.repositories.iter().any(|p| glob_match(p, &name))
+        let name = format!("{registry}/{repository}").to_ascii_lowercase();
+        self.repositories.is_empty()
+            || self
+                .repositories
+                .iter()
+                .any(|p| glob_match(&p.to_ascii_lowercase(), &name))
     }
 
     pub fn allows_builder(&self, builder: &str) -> bool {
@@ -717,6 +726,13 @@ credentials = "anonymous"
         assert!(scope.allows_repository("r.io", "deep/a/b"));
         assert!(!scope.allows_repository("other.io", "team/app"));
         assert!(scope.allows_builder("ci-1") && !scope.allows_builder("ci-2"));
+        // A host in the config spelt in capitals is the same registry.
+        let scope = Scope {
+            registries: vec!["R.IO".into()],
+            repositories: vec!["R.io/team/*".into()],
+            builders: Vec::new(),
+        };
+        assert!(scope.allows_repository("r.io", "team/app"));
     }
 
     /// Containment fails closed unless the config says otherwise.

@@ -338,7 +338,8 @@ pub fn resolve_times(args: &SeedSpec, now: Micros) -> Result<SeedSpec, ParseErro
     resolved.since = since.map(time::format);
     resolved.until = until.map(time::format);
     resolved.tags_until = match until {
-        None if args.cache_refs.iter().any(|r| is_tag(r)) => Some(time::format(now)),
+        Some(until) if until <= now => None,
+        _ if args.cache_refs.iter().any(|r| is_tag(r)) => Some(time::format(now)),
         _ => None,
     };
     Ok(resolved)

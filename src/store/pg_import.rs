@@ -199,7 +199,6 @@ pub(super) fn import_batch(
     let writes = Writes::of(conn).map_err(at(first_line))?;
     let recorded = recorded_runs(conn, cache, items).map_err(at(first_line))?;
     let purged = last_purges(conn).map_err(at(first_line))?;
-    let lowest = config.trust_levels().into_iter().next();
     let mut outcome = ImportOutcome::default();
     let mut importer = None;
     let mut keys = HashSet::new();
@@ -209,21 +208,14 @@ pub(super) fn import_batch(
         let slow = match item {
             ImportItem::Run(run) => {
                 let key = run_key(cache, run);
-                // A run that may be doubted for finishing before a purge the store holds is
-                // written the way `record` writes it, which decides.
-                let is_lowest =
-                    |level: Option<&String>| level.is_none_or(|l| Some(l) == lowest.as_ref());
-                let ceiling = cache
-                    .pipelines
-                    .get(&run.pipeline.name)
-                    .and_then(|p| p.ceiling.as_ref());
-                let doubtful = (is_lowest(run.trust_level.as_ref())
-                    || ceiling.is_some_and(|c| Some(c) == lowest.as_ref()))
-                    && run.builder.as_ref().is_some_and(|b| {
-                        purged
-                            .get(&b.name)
-                            .is_some_and(|&purge| purge > run.finished_at)
-                    });
+                // A run that finished before a purge the store holds of its builder (or of
+                // a mount there) is written the way `record` writes it, which decides from
+                // the level it gets whether its times are doubted.
+                let doubtful = run.builder.as_ref().is_some_and(|b| {
+                    purged
+                        .get(&b.name)
+                        .is_some_and(|&purge| purge > run.finished_at)
+                });
                 recorded.contains(&key) || !keys.insert(key) || doubtful
             }
             ImportItem::Purge { .. } => true,

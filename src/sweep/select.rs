@@ -231,7 +231,8 @@ fn matches(rule: &Rule, facts: &Facts<'_>, rank: &dyn Fn(&str) -> Option<usize>)
     }
     if let Some(trust) = rule.trust {
         let matched = if every {
-            holds(&|p| trust.matches(p.trust_level.as_deref().and_then(rank)))
+            // A pipeline with no level, or one the config does not name, ranks lowest.
+            holds(&|p| trust.matches(Some(p.trust_level.as_deref().and_then(rank).unwrap_or(0))))
         } else {
             let lowest = facts
                 .pipelines
@@ -244,10 +245,19 @@ fn matches(rule: &Rule, facts: &Facts<'_>, rank: &dyn Fn(&str) -> Option<usize>)
             return false;
         }
     }
-    for pattern in [&rule.repository, &rule.builder].into_iter().flatten() {
-        if !glob_match(pattern, &facts.place) {
-            return false;
-        }
+    // A registry host matches however it is spelt; builder names are as recorded.
+    if let Some(pattern) = &rule.repository
+        && !glob_match(
+            &pattern.to_ascii_lowercase(),
+            &facts.place.to_ascii_lowercase(),
+        )
+    {
+        return false;
+    }
+    if let Some(pattern) = &rule.builder
+        && !glob_match(pattern, &facts.place)
+    {
+        return false;
     }
     true
 }
@@ -662,6 +672,20 @@ action = "purge"
             &candidates,
         );
         assert!(purged(&purge).is_empty());
+        // A pipeline with no trust level ranks lowest.
+        let mut c = cache("a", '2', pipeline("pr", "untrusted"), 30);
+        let mut unknown = pipeline("new", "untrusted");
+        unknown.trust_level = None;
+        c.pipelines.push(unknown);
+        let candidates = Candidates {
+            cache_refs: vec![c],
+            ..Candidates::default()
+        };
+        let purge = run(
+            "[[rule]]\nselect = \"cache-refs\"\ntrust_level = \"<=untrusted\"\naction = \"purge\"\n",
+            &candidates,
+        );
+        assert_eq!(purged(&purge), vec![Entity::CacheRef(0)]);
         let mount = MountCandidate {
             builder: "ci-1".to_owned(),
             mount_id: "pip".to_owned(),

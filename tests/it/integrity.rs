@@ -509,26 +509,40 @@ fn an_untrusted_run_recorded_after_a_purge_cannot_hide_behind_it() {
         .cmd()
         .args(["import", "--trust-level", "untrusted"])
         .arg(&upload));
-    // The receipts, read in the SQLite file.
-    if env.store.is_none() {
-        let conn = rusqlite::Connection::open(env.db()).unwrap();
-        let suspect: Vec<(String, String, String)> = conn
-            .prepare(
-                "SELECT r.run_key, c.identity, c.time_suspect FROM run_receipts c
-                 JOIN runs r ON r.id = c.run_id",
-            )
+    // The receipts, read in the store.
+    let sql = "SELECT r.run_key, c.identity, c.time_suspect FROM run_receipts c
+               JOIN runs r ON r.id = c.run_id ORDER BY r.run_key";
+    let suspect: Vec<(String, String, String)> = match &env.store {
+        None => rusqlite::Connection::open(env.db())
+            .unwrap()
+            .prepare(sql)
             .unwrap()
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
             .unwrap()
             .collect::<Result<_, _>>()
-            .unwrap();
-        let keys: Vec<(&str, &str)> = suspect
-            .iter()
-            .map(|(run, identity, _)| (run.as_str(), identity.as_str()))
-            .collect();
-        assert_eq!(keys, [("2", "store"), ("4", "store")]);
-        assert!(suspect[0].2.contains("before a purge at"), "{suspect:?}");
-    }
+            .unwrap(),
+        Some(url) => {
+            let out = std::process::Command::new("psql")
+                .args([url.as_str(), "-X", "-A", "-t", "-F", "\t", "-c", sql])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    let f: Vec<&str> = l.split('\t').collect();
+                    (f[0].to_owned(), f[1].to_owned(), f[2].to_owned())
+                })
+                .collect()
+        }
+    };
+    let keys: Vec<(&str, &str)> = suspect
+        .iter()
+        .map(|(run, identity, _)| (run.as_str(), identity.as_str()))
+        .collect();
+    assert_eq!(keys, [("2", "store"), ("4", "store")]);
+    assert!(suspect[0].2.contains("before a purge at"), "{suspect:?}");
     let trace = ok(env
         .cmd()
         .args(["trace", "--pipeline", "pr", "--format", "json"]));

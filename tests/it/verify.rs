@@ -576,11 +576,17 @@ fn a_release_image_with_the_bytes_of_a_tainted_cache_is_not_deleted_as_a_cache()
         .import(&env);
     let config = config(&host).write(&env);
     let open = env.open_incident(&config, "evil");
-    let image_line = open
+    let deletes: Vec<&str> = open
         .lines()
-        .find(|l| l.contains("team/app@"))
-        .unwrap_or_default();
-    assert!(image_line.contains("follow-up"), "{open}");
+        .filter(|l| l.contains("delete-manifest"))
+        .collect();
+    assert_eq!(deletes.len(), 1, "{open}");
+    assert!(deletes[0].contains("team/cache@"), "{open}");
+    assert!(
+        open.lines()
+            .any(|l| l.contains("follow-up") && l.contains("rebuild or quarantine image")),
+        "{open}"
+    );
     output(&env, &mut env.execute(&config, "1", &[]));
     assert!(!manifest_exists(&registry, "team/cache", &cache.digest));
     assert!(manifest_exists(&registry, "team/app", &release.digest));
