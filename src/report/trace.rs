@@ -548,7 +548,8 @@ impl<'b> Object<'b> {
 /// Whether a byte sends a JSON string to the slow path: one JSON escapes, or one of a
 /// character past ASCII, which may be one [`json::escapes`].
 fn needs_escape(byte: u8) -> bool {
-    byte < 0x20 || byte == b'"' || byte == b'\\' || byte >= 0x80
+    // Below 0x20 or from 0x80 on, in one comparison.
+    byte.wrapping_sub(0x20) >= 0x60 || byte == b'"' || byte == b'\\'
 }
 
 /// Whether no byte needs escaping. Sixteen bytes are checked at a time without stopping
