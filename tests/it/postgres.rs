@@ -395,15 +395,15 @@ fn only_db_migrate_creates_the_schema() {
     );
 }
 
-/// A hook role records and traces, but PostgreSQL refuses every UPDATE and DELETE it tries on
-/// every table, and any row it tries to add to incidents, journals, purges or sweeps; a
-/// responder role opens an incident.
-#[test]
-fn the_hook_role_only_adds_provenance() {
-    if !require_postgres() {
-        return;
-    }
-    let cluster = PgCluster::shared();
+/// A new migrated store with a hook role and a responder role granted on it.
+struct Granted {
+    store: crate::harness::PgDatabase,
+    env: Env,
+    hook_url: String,
+    responder_url: String,
+}
+
+fn granted(cluster: &PgCluster) -> Granted {
     let store = cluster.new_database();
     let env = Env::new();
     ok(env.cmd().args(["--db", &store.url, "db", "migrate"]));
@@ -419,19 +419,35 @@ fn the_hook_role_only_adds_provenance() {
     );
     cluster.create_role(&hook, "hook-pw");
     cluster.create_role(&responder, "resp-pw");
-    ok(env
-        .cmd()
-        .args(["--db", &store.url, "db", "grant", &hook, "--role", "hook"]));
-    ok(env.cmd().args([
-        "--db",
-        &store.url,
-        "db",
-        "grant",
-        &responder,
-        "--role",
-        "responder",
-    ]));
-    let hook_url = role_url(&hook, "hook-pw");
+    for (role, kind) in [(&hook, "hook"), (&responder, "responder")] {
+        ok(env
+            .cmd()
+            .args(["--db", &store.url, "db", "grant", role, "--role", kind]));
+    }
+    let (hook_url, responder_url) = (role_url(&hook, "hook-pw"), role_url(&responder, "resp-pw"));
+    Granted {
+        store,
+        env,
+        hook_url,
+        responder_url,
+    }
+}
+
+/// A hook role records and traces, but PostgreSQL refuses every UPDATE and DELETE it tries on
+/// every table, and any row it tries to add to incidents, journals, purges or sweeps; a
+/// responder role opens an incident.
+#[test]
+fn the_hook_role_only_adds_provenance() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let Granted {
+        store,
+        env,
+        hook_url,
+        responder_url,
+    } = granted(cluster);
     for run in ["1", "2"] {
         ok(env.cmd().args([
             "--db",
@@ -568,7 +584,7 @@ fn the_hook_role_only_adds_provenance() {
     );
     let opened = ok(env.cmd().args([
         "--db",
-        &role_url(&responder, "resp-pw"),
+        &responder_url,
         "incident",
         "open",
         "--pipeline",
@@ -588,27 +604,12 @@ fn the_hook_role_cannot_move_ceilings_plant_facts_or_point_builders() {
         return;
     }
     let cluster = PgCluster::shared();
-    let store = cluster.new_database();
-    let env = Env::new();
-    ok(env.cmd().args(["--db", &store.url, "db", "migrate"]));
-    let role_url = |role: &str, password: &str| {
-        format!(
-            "postgresql://{role}:{password}@127.0.0.1:{}/{}",
-            store.port, store.name
-        )
-    };
-    let (hook, responder) = (
-        format!("{}_hook", store.name),
-        format!("{}_resp", store.name),
-    );
-    cluster.create_role(&hook, "hook-pw");
-    cluster.create_role(&responder, "resp-pw");
-    for (role, kind) in [(&hook, "hook"), (&responder, "responder")] {
-        ok(env
-            .cmd()
-            .args(["--db", &store.url, "db", "grant", role, "--role", kind]));
-    }
-    let (hook_url, responder_url) = (role_url(&hook, "hook-pw"), role_url(&responder, "resp-pw"));
+    let Granted {
+        store,
+        env,
+        hook_url,
+        responder_url,
+    } = granted(cluster);
     let record = |url: &str, run: &str, builder: &str, extra: &[&str]| {
         let mut cmd = env.cmd();
         cmd.env("DOCKER_HOST", "tcp://10.0.0.66:2375")
