@@ -346,6 +346,35 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
         }
     }
 
+    // A tainted run recorded without what was over a limit (inputs the hook could not read
+    // in full) may have written mounts and exported caches no record names: people find
+    // them, and verify leaves the follow-up unverified until it is accepted.
+    for tainted in trace.tainted(Kind::Run) {
+        if let Entity::Run { info } = tainted.entity
+            && info.truncated
+        {
+            let builder = tainted.builder.unwrap_or("its builder");
+            actions.push(Action {
+                kind: ActionKind::FollowUp,
+                place: builder.to_owned(),
+                in_scope: true,
+                target: Target::FollowUp {
+                    what: format!(
+                        "{} was recorded without what was over a limit: find the cache mounts on {builder} and the caches it wrote that no record names, and remove them",
+                        crate::graph::run_display_name(info)
+                    ),
+                    command: String::new(),
+                    subject: None,
+                },
+                reason: format!(
+                    "tainted at {} via {}",
+                    crate::time::format(tainted.tainted_at),
+                    tainted.via.as_str()
+                ),
+            });
+        }
+    }
+
     // Mounts.
     for tainted in trace.tainted(Kind::Mount) {
         let Entity::Mount(mount) = tainted.entity else {

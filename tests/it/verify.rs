@@ -591,3 +591,63 @@ fn a_release_image_with_the_bytes_of_a_tainted_cache_is_not_deleted_as_a_cache()
     assert!(!manifest_exists(&registry, "team/cache", &cache.digest));
     assert!(manifest_exists(&registry, "team/app", &release.digest));
 }
+
+/// A tainted run recorded without what was over a limit may have written what no record
+/// names: the plan holds a follow-up for it, and verify is not clean until it is accepted.
+#[test]
+fn a_truncated_tainted_run_leaves_a_follow_up_verify_does_not_pass() {
+    let env = Env::new();
+    let history = env.write(
+        "history.jsonl",
+        r#"{"v":1,"type":"run","pipeline":"evil","run":"1","step":"s","builder":"b1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T01:00:00Z","truncated":true}
+"#,
+    );
+    ok(env.cmd().arg("import").arg(&history));
+    let config = ConfigBuilder::new().scope_builders(["b1"]).write(&env);
+    let open = env.open_incident(&config, "evil");
+    assert!(
+        open.lines()
+            .any(|l| l.contains("follow-up") && l.contains("was recorded without what was")),
+        "{open}"
+    );
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(verify.starts_with("exit: 1\n"), "{verify}");
+    let unverified = |verify: &str| {
+        verify
+            .lines()
+            .any(|l| l.contains("UNVERIFIED") && l.contains("was recorded without what was"))
+    };
+    assert!(unverified(&verify), "{verify}");
+    let show = ok(env
+        .cmd_with(&config)
+        .args(["incident", "show", "1", "--format", "json"]));
+    let show: serde_json::Value = serde_json::from_str(&show).unwrap();
+    let seq = show["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| {
+            a["target"]["what"]
+                .as_str()
+                .is_some_and(|w| w.contains("recorded without what was over a limit"))
+        })
+        .and_then(|a| a["seq"].as_i64())
+        .unwrap_or_else(|| panic!("no follow-up: {show:#}"));
+    ok(env.cmd_with(&config).args([
+        "incident",
+        "accept",
+        "1",
+        &seq.to_string(),
+        "--reason",
+        "mounts on b1 pruned by hand",
+    ]));
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(!unverified(&verify), "{verify}");
+    assert!(verify.contains("mounts on b1 pruned by hand"), "{verify}");
+}
