@@ -144,13 +144,13 @@ fn open(
         .transpose()?;
     // Durations and dates become absolute times once, here: the stored seeds then name the
     // same window for every later verification.
-    let mut seeds =
-        crate::graph::seeds::resolve_times(&super::trace::seed_spec(&args.seeds), time::now())?;
+    let mut given = super::trace::seed_spec(&args.seeds);
     if let Some(seed) = &audit_seed {
-        seeds.cache_refs.extend(seed.cache_ref.clone());
-        seeds.mounts.extend(seed.mounts.iter().cloned());
-        seeds.runs.extend(seed.runs.iter().cloned());
+        given.cache_refs.extend(seed.cache_ref.clone());
+        given.mounts.extend(seed.mounts.iter().cloned());
+        given.runs.extend(seed.runs.iter().cloned());
     }
+    let seeds = crate::graph::seeds::resolve_times(&given, time::now())?;
     let opened = Opened {
         seeds,
         ignore_time: args.ignore_time,
