@@ -37,7 +37,7 @@ use super::write::{
     run_pipeline, source,
 };
 use crate::config::Config;
-use crate::model::{Artifact, BuilderInfo, BuilderRecord, RunRecord};
+use crate::model::{Artifact, BuilderInfo, BuilderRecord, PurgeTarget, RunRecord};
 use crate::time::Micros;
 
 /// Rows upserted a statement when each runs a page trigger of its own (a hook role's artifacts
@@ -198,7 +198,7 @@ pub(super) fn import_batch(
     load_pipelines(conn, cache, items).map_err(at(first_line))?;
     let writes = Writes::of(conn).map_err(at(first_line))?;
     let recorded = recorded_runs(conn, cache, items).map_err(at(first_line))?;
-    let purged = last_purges(conn).map_err(at(first_line))?;
+    let mut purged = last_purges(conn).map_err(at(first_line))?;
     let mut outcome = ImportOutcome::default();
     let mut importer = None;
     let mut keys = HashSet::new();
@@ -229,6 +229,14 @@ pub(super) fn import_batch(
         segment.clear();
         let (events, warnings) =
             import_item(tx, cache, config, item, now, &mut importer).map_err(|err| (line, err))?;
+        // A later run of the batch dated before this purge is decided as `record` decides.
+        if let ImportItem::Purge { target, at, .. } = item {
+            let builder = match target {
+                PurgeTarget::Mount { builder, .. } | PurgeTarget::Builder { builder } => builder,
+            };
+            let last = purged.entry(builder.clone()).or_insert(*at);
+            *last = (*last).max(*at);
+        }
         outcome.events += events;
         outcome
             .warnings

@@ -509,6 +509,22 @@ fn an_untrusted_run_recorded_after_a_purge_cannot_hide_behind_it() {
         .cmd()
         .args(["import", "--trust-level", "untrusted"])
         .arg(&upload));
+    // A purge earlier in the same import is one the store holds for a later line.
+    let (purge_at, run_at) = [50, 60]
+        .map(|minutes| {
+            (chrono::Utc::now() - chrono::Duration::minutes(minutes))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        })
+        .into();
+    let backfill = env.write(
+        "backfill.jsonl",
+        &format!(
+            r#"{{"v":1,"type":"purge","builder":"ci-2","at":"{purge_at}"}}
+{{"v":1,"type":"run","pipeline":"pr","run":"5","step":"s","builder":"ci-2","trust_level":"untrusted","started_at":"{run_at}","finished_at":"{run_at}"}}
+"#
+        ),
+    );
+    ok(env.cmd().args(["import", "--purges"]).arg(&backfill));
     // The receipts, read in the store.
     let sql = "SELECT r.run_key, c.identity, c.time_suspect FROM run_receipts c
                JOIN runs r ON r.id = c.run_id ORDER BY r.run_key";
@@ -541,7 +557,7 @@ fn an_untrusted_run_recorded_after_a_purge_cannot_hide_behind_it() {
         .iter()
         .map(|(run, identity, _)| (run.as_str(), identity.as_str()))
         .collect();
-    assert_eq!(keys, [("2", "store"), ("4", "store")]);
+    assert_eq!(keys, [("2", "store"), ("4", "store"), ("5", "store")]);
     assert!(suspect[0].2.contains("before a purge at"), "{suspect:?}");
     let trace = ok(env
         .cmd()
