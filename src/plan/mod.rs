@@ -236,11 +236,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
             if !seen.insert(info.id) {
                 continue;
             }
-            let reason = format!(
-                "tainted at {} via {}",
-                crate::time::format(tainted.tainted_at),
-                tainted.via.as_str()
-            );
+            let reason = taint_reason(&tainted);
             match info.backend {
                 Backend::Registry if !info.digest.is_empty() => {
                     local_digests.insert(format!("{}@{}", info.locator, info.digest));
@@ -346,35 +342,6 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
         }
     }
 
-    // A tainted run recorded without what was over a limit (inputs the hook could not read
-    // in full) may have written mounts and exported caches no record names: people find
-    // them, and verify leaves the follow-up unverified until it is accepted.
-    for tainted in trace.tainted(Kind::Run) {
-        if let Entity::Run { info } = tainted.entity
-            && info.truncated
-        {
-            let builder = tainted.builder.unwrap_or("its builder");
-            actions.push(Action {
-                kind: ActionKind::FollowUp,
-                place: builder.to_owned(),
-                in_scope: true,
-                target: Target::FollowUp {
-                    what: format!(
-                        "{} was recorded without what was over a limit: find the cache mounts on {builder} and the caches it wrote that no record names, and remove them",
-                        crate::graph::run_display_name(info)
-                    ),
-                    command: String::new(),
-                    subject: None,
-                },
-                reason: format!(
-                    "tainted at {} via {}",
-                    crate::time::format(tainted.tainted_at),
-                    tainted.via.as_str()
-                ),
-            });
-        }
-    }
-
     // Mounts.
     for tainted in trace.tainted(Kind::Mount) {
         let Entity::Mount(mount) = tainted.entity else {
@@ -426,7 +393,30 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
     let mut unverified: BTreeMap<String, Micros> = BTreeMap::new();
     let mut docker_builders: BTreeSet<String> = BTreeSet::new();
     for tainted in trace.tainted(Kind::Run) {
-        if let (Entity::Run { info }, Some(builder)) = (tainted.entity, tainted.builder) {
+        let Entity::Run { info } = tainted.entity else {
+            continue;
+        };
+        // A run recorded without what was over a limit (inputs the hook could not read in
+        // full) may have written mounts and exported caches no record names: people find
+        // them, and verify leaves the follow-up unverified until it is accepted.
+        if info.truncated {
+            let builder = tainted.builder.unwrap_or("its builder");
+            actions.push(Action {
+                kind: ActionKind::FollowUp,
+                place: builder.to_owned(),
+                in_scope: true,
+                target: Target::FollowUp {
+                    what: format!(
+                        "{} was recorded without what was over a limit: find the cache mounts on {builder} and the caches it wrote that no record names, and remove them",
+                        crate::graph::run_display_name(info)
+                    ),
+                    command: String::new(),
+                    subject: None,
+                },
+                reason: taint_reason(&tainted),
+            });
+        }
+        if let Some(builder) = tainted.builder {
             docker_builders.insert(builder.to_string());
             if !info.has_records {
                 let t = unverified
@@ -522,6 +512,15 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
 
     settle(&mut actions);
     actions
+}
+
+/// Why a tainted entity's action is in the plan: when it was tainted, and how.
+fn taint_reason(tainted: &Tainted<'_>) -> String {
+    format!(
+        "tainted at {} via {}",
+        crate::time::format(tainted.tainted_at),
+        tainted.via.as_str()
+    )
 }
 
 /// A tainted manifest in a registry repository.

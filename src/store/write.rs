@@ -1131,7 +1131,27 @@ pub(super) fn capped_warning(run: &str, asked: &str, ceiling: &str) -> String {
 }
 
 /// The identity of a receipt the store gives a run it does not believe the times of.
-pub const STORE_IDENTITY: &str = "store";
+const STORE_IDENTITY: &str = "store";
+
+/// `receipt` (or, for a run the collector did not receive, one of the store's, received
+/// `now`) with the run's times doubted for `why` besides what it already says.
+fn doubt(receipt: Option<&Receipt>, why: String, now: Micros) -> Receipt {
+    match receipt {
+        Some(r) => Receipt {
+            time_suspect: Some(match &r.time_suspect {
+                Some(before) => format!("{before}; {why}"),
+                None => why,
+            }),
+            ..r.clone()
+        },
+        None => Receipt {
+            received_at: now,
+            identity: STORE_IDENTITY.to_owned(),
+            late: false,
+            time_suspect: Some(why),
+        },
+    }
+}
 
 /// The latest purge, after `finished`, of `builder` or of a mount `run` wrote there.
 fn predated_purge(
@@ -1378,36 +1398,19 @@ pub(super) fn insert_run(
     // purge the store already held, of its builder or of a mount it wrote, would have that
     // purge clean what it wrote. Recorded after the purge, its times prove nothing: it is kept
     // with a receipt of the store, time-suspect, so no trace lets them hide its writes.
-    let doubted;
-    let receipt = match (created && (untrusted || level.is_none()), builder) {
-        (true, Some(builder)) => match predated_purge(tx, run, builder, finish)? {
-            Some(purge) => {
-                let why = format!(
-                    "finished at {}, before a purge at {} the store held when it was recorded",
-                    time::format(finish),
-                    time::format(purge)
-                );
-                doubted = match receipt {
-                    Some(r) => Receipt {
-                        time_suspect: Some(match &r.time_suspect {
-                            Some(before) => format!("{before}; {why}"),
-                            None => why,
-                        }),
-                        ..r.clone()
-                    },
-                    None => Receipt {
-                        received_at: now,
-                        identity: STORE_IDENTITY.to_owned(),
-                        late: false,
-                        time_suspect: Some(why),
-                    },
-                };
-                Some(&doubted)
-            }
-            None => receipt,
-        },
-        _ => receipt,
+    let predated = match (created && (untrusted || level.is_none()), builder) {
+        (true, Some(builder)) => predated_purge(tx, run, builder, finish)?,
+        _ => None,
     };
+    let doubted = predated.map(|purge| {
+        let why = format!(
+            "finished at {}, before a purge at {} the store held when it was recorded",
+            time::format(finish),
+            time::format(purge)
+        );
+        doubt(receipt, why, now)
+    });
+    let receipt = doubted.as_ref().or(receipt);
     // How the collector received it, kept the first time only; a receipt the run did not
     // have is chained with what the run gained.
     let received = match receipt {
