@@ -1,8 +1,27 @@
 //! History the recorded pipelines cannot rewrite: per-run trust under a ceiling, refused
 //! re-records, and imports that are read strictly and change nothing when repeated.
 
+use std::process::Command;
+
 use crate::build::{ConfigBuilder, Pipeline};
 use crate::common::{Env, ok, output};
+
+/// `cmd` in GitHub Actions run `run` of workflow `ci` of `acme/web`, for `event`, with
+/// `GITHUB_REF_PROTECTED` set to `protected`.
+fn github_run<'c>(
+    cmd: &'c mut Command,
+    run: &str,
+    event: &str,
+    protected: &str,
+) -> &'c mut Command {
+    cmd.env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_REPOSITORY", "acme/web")
+        .env("GITHUB_WORKFLOW", "ci")
+        .env("GITHUB_RUN_ID", run)
+        .env("GITHUB_RUN_ATTEMPT", "1")
+        .env("GITHUB_EVENT_NAME", event)
+        .env("GITHUB_REF_PROTECTED", protected)
+}
 
 fn record(env: &Env, args: &[&str]) -> String {
     output(env, env.cmd().arg("record").args(args))
@@ -141,14 +160,13 @@ fn pull_request_runs_are_untrusted() {
         .write_as(&env, "cw.toml");
     let github = |event: &str, protected: &str, run: &str| {
         let mut cmd = env.cmd_with(&config);
-        cmd.env("GITHUB_ACTIONS", "true")
-            .env("GITHUB_REPOSITORY", "acme/web")
-            .env("GITHUB_WORKFLOW", "ci")
-            .env("GITHUB_RUN_ID", run)
-            .env("GITHUB_RUN_ATTEMPT", "1")
-            .env("GITHUB_EVENT_NAME", event)
-            .env("GITHUB_REF_PROTECTED", protected)
-            .args(["record", "--builder", "ci-1", "--trust-level", "release"]);
+        github_run(&mut cmd, run, event, protected).args([
+            "record",
+            "--builder",
+            "ci-1",
+            "--trust-level",
+            "release",
+        ]);
         output(&env, &mut cmd)
     };
     let pr = github("pull_request", "false", "7");
@@ -373,13 +391,7 @@ fn an_untrusted_run_sets_no_builder_endpoint() {
         .write_as(&env, "cw.toml");
     let record = |event: &str, builder: &str, run: &str| {
         let mut cmd = env.cmd_with(&config);
-        cmd.env("GITHUB_ACTIONS", "true")
-            .env("GITHUB_REPOSITORY", "acme/web")
-            .env("GITHUB_WORKFLOW", "ci")
-            .env("GITHUB_RUN_ID", run)
-            .env("GITHUB_RUN_ATTEMPT", "1")
-            .env("GITHUB_EVENT_NAME", event)
-            .env("GITHUB_REF_PROTECTED", "true")
+        github_run(&mut cmd, run, event, "true")
             .env("DOCKER_HOST", "tcp://127.0.0.1:23750")
             .args(["record", "--builder", builder, "--driver", "docker"])
             .args(["--trust-level", "release"]);
