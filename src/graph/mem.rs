@@ -419,16 +419,12 @@ impl Source for History {
     }
 
     fn record_cocreators(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, MemError> {
-        let creators: Vec<(RunRef, Micros)> = self
-            .events_where(|e| e == Event::CreatedRecord(record))
-            .into_iter()
-            .map(|(run, _, at)| (RunRef::from(&run), at))
-            .collect();
-        Ok(if creators.len() > 1 {
-            creators
-        } else {
-            Vec::new()
-        })
+        Ok(super::source::cocreators(
+            self.events_where(|e| e == Event::CreatedRecord(record))
+                .into_iter()
+                .map(|(run, _, at)| (RunRef::from(&run), at))
+                .collect(),
+        ))
     }
 
     fn orphan_records(&mut self, builder: BuilderId) -> Result<Vec<RecordId>, MemError> {

@@ -250,3 +250,13 @@ pub trait Source {
     fn builder(&mut self, builder: BuilderId) -> Result<BuilderInfo, Self::Error>;
     fn record(&mut self, record: RecordId) -> Result<RecordInfo, Self::Error>;
 }
+
+/// What [`Source::record_cocreators`] answers from a record's creators: all of them when more
+/// than one run recorded creating it, none otherwise.
+pub fn cocreators(creators: Vec<(RunRef, Micros)>) -> Vec<(RunRef, Micros)> {
+    if creators.len() > 1 {
+        creators
+    } else {
+        Vec::new()
+    }
+}

@@ -825,16 +825,12 @@ impl Source for Store {
     }
 
     fn record_cocreators(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, StoreError> {
-        let creators: Vec<(RunRef, Micros)> = self
-            .event_runs("'created_record'", record, i64::MIN)?
-            .into_iter()
-            .map(|(run, _, at)| (RunRef::from(&run), at))
-            .collect();
-        Ok(if creators.len() > 1 {
-            creators
-        } else {
-            Vec::new()
-        })
+        Ok(crate::graph::source::cocreators(
+            self.event_runs("'created_record'", record, i64::MIN)?
+                .into_iter()
+                .map(|(run, _, at)| (RunRef::from(&run), at))
+                .collect(),
+        ))
     }
 
     fn orphan_records(&mut self, builder: BuilderId) -> Result<Vec<RecordId>, StoreError> {
