@@ -71,6 +71,7 @@ fn trace_and_plan(
         ignore_time: opened.ignore_time,
         ignore_purges: opened.ignore_purges,
         labels_only: true,
+        claims: super::trace::claim_limits(config),
     };
     let (trace, _) = run_trace(store, &seeds, options)?;
     let mut builders = BTreeSet::new();

@@ -43,7 +43,7 @@ pub async fn dispatch(cli: Cli, printer: Printer) -> Result<ExitStatus> {
         Command::Wrap(args) => wrap::wrap(args, &db, &config, printer).await,
         Command::Import(args) => import::import(&args, &db, &config, printer),
         Command::Export(args) => export::export(&args, &db),
-        Command::Trace(args) => trace::trace(&args, &db, printer),
+        Command::Trace(args) => trace::trace(&args, &db, &config, printer),
         Command::Ls(args) => ls::ls(&args, &db, printer),
         Command::Check(args) => check::check(&args, &db, &config, printer).await,
         Command::Incident(command) => incident::incident(command, &db, &config, printer).await,

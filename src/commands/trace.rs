@@ -10,9 +10,10 @@ use indicatif::ProgressBar;
 use crate::ExitStatus;
 use crate::cli::{SeedArgs, TraceArgs, TraceFormat};
 use crate::commands::open_read_store;
+use crate::config::Config;
 use crate::error::InputError;
 use crate::graph::seeds::RunSeed;
-use crate::graph::{self, SeedSpec, Seeds, Source, TraceError, TraceOptions, Unknown};
+use crate::graph::{self, ClaimLimits, SeedSpec, Seeds, Source, TraceError, TraceOptions, Unknown};
 use crate::printer::Printer;
 use crate::report;
 use crate::report::count;
@@ -45,7 +46,23 @@ pub(crate) fn report_format(format: TraceFormat) -> report::trace::Format {
     }
 }
 
-pub fn trace(args: &TraceArgs, db: &Path, printer: Printer) -> Result<ExitStatus> {
+/// How long before the collector received a run its writes may have been made, from the
+/// collector's settings.
+pub(crate) fn claim_limits(config: &Config) -> ClaimLimits {
+    let seconds = |s: u64| {
+        i64::try_from(s)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000)
+    };
+    let server = &config.server;
+    ClaimLimits {
+        longest_run: seconds(server.max_run_seconds),
+        late_grace: seconds(server.late_grace_seconds),
+        skew: seconds(server.clock_skew_seconds),
+    }
+}
+
+pub fn trace(args: &TraceArgs, db: &Path, config: &Config, printer: Printer) -> Result<ExitStatus> {
     let seeds = Seeds::from_spec(&seed_spec(&args.seeds))?;
     let mut store = open_read_store(db)?;
     let started = Instant::now();
@@ -55,6 +72,7 @@ pub fn trace(args: &TraceArgs, db: &Path, printer: Printer) -> Result<ExitStatus
         ignore_purges: args.ignore_purges,
         // Only an explanation and the graph follow evidence from entity to entity.
         labels_only: args.explain.is_none() && !matches!(args.format, TraceFormat::Dot),
+        claims: claim_limits(config),
     };
     let result = run_trace(&mut store, &seeds, options);
     spinner.finish_and_clear();

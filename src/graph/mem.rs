@@ -6,7 +6,7 @@ use compact_str::CompactString;
 
 use super::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestUses, MountId, MountInfo,
-    Purged, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
+    Purged, Receipt, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
 };
 use crate::model::{Backend, PurgeMethod, PurgeTarget, RunKey, RunStatus, StoredPurge};
 use crate::time::Micros;
@@ -59,6 +59,8 @@ pub struct History {
     pub(crate) builder_prunes: Vec<(BuilderId, Micros)>,
     /// Manifests a recorded purge deleted from a registry repository: locator, digest, when.
     pub(crate) manifest_deletions: Vec<(String, String, Micros)>,
+    /// The collector's receipts, by run.
+    pub(crate) receipts: Vec<(RunId, Receipt)>,
     /// How many times a trace asked for a mount's readers.
     pub mount_reader_queries: usize,
 }
@@ -176,6 +178,17 @@ impl History {
     /// Marks the run as one whose times the collector does not believe.
     pub fn suspect(&mut self, run: RunId) {
         self.runs[index(run)].time_suspect = true;
+    }
+
+    /// Records that the collector received the run at `at` (`late`: from a spool).
+    pub fn received(&mut self, run: RunId, at: Micros, late: bool) {
+        self.receipts.push((
+            run,
+            Receipt {
+                received_at: at,
+                late,
+            },
+        ));
     }
 
     pub fn on(&mut self, run: RunId, builder: BuilderId) {
@@ -487,6 +500,10 @@ impl Source for History {
             .filter(|r| r.builder == Some(builder))
             .map(|r| r.started_at)
             .min())
+    }
+
+    fn receipt(&mut self, run: RunId) -> Result<Option<Receipt>, MemError> {
+        Ok(self.receipts.iter().find(|r| r.0 == run).map(|r| r.1))
     }
 
     fn run(&mut self, run: RunId) -> Result<RunInfo, MemError> {

@@ -18,4 +18,4 @@ pub use result::{
 };
 pub use seeds::{SEED_SPEC_VERSION, SeedSpec, Seeds};
 pub use source::Source;
-pub use taint::{TraceError, TraceOptions, Unknown, record_carries_taint, trace};
+pub use taint::{ClaimLimits, TraceError, TraceOptions, Unknown, record_carries_taint, trace};

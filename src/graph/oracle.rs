@@ -22,6 +22,19 @@ pub struct OracleSeeds {
     pub digest: Option<String>,
     /// Tag seeds: locator, tag and window.
     pub tags: Vec<(String, String, Window)>,
+    /// Seed runs whose writes count from before their claimed start, and from when.
+    pub write_floors: BTreeMap<RunId, Micros>,
+}
+
+impl OracleSeeds {
+    /// When a tainted run's write at `at` counts from: for a seed run with a write floor, the
+    /// floor when earlier (time-aware only).
+    fn write_at(&self, run: RunId, at: Micros, ignore_time: bool) -> Micros {
+        match self.write_floors.get(&run) {
+            Some(&floor) if !ignore_time => floor.min(at),
+            _ => at,
+        }
+    }
 }
 
 /// The names of every tainted entity.
@@ -62,23 +75,24 @@ pub fn times(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeMap<St
             earliest(h, run, &runs, &artifacts, seeds, ignore_time).expect("reached")
         };
         earliest_at(run_name(run), at);
+        let start = seeds.write_at(id, run.started_at, ignore_time);
         if let Some(builder) = run.builder {
-            earliest_at(
-                builder_name(&h.builders[index(builder)].name),
-                run.started_at,
-            );
+            earliest_at(builder_name(&h.builders[index(builder)].name), start);
         }
-        for r in orphans_of(h, run, ignore_time) {
+        for r in orphans_of(h, run, seeds, ignore_time) {
             let record = &h.records[index(r)];
             let builder = &h.builders[index(record.builder)].name;
-            earliest_at(record_name(builder, record), run.started_at);
+            earliest_at(record_name(builder, record), start);
         }
         for (e, at) in events_of(h, id) {
             match e {
                 Event::Exported(a) | Event::Produced(a) => {
                     keep_earliest(&mut own, a, at);
                 }
-                Event::WroteMount(m) => earliest_at(mount_name(&h.mounts[index(m)]), at),
+                Event::WroteMount(m) => earliest_at(
+                    mount_name(&h.mounts[index(m)]),
+                    seeds.write_at(id, at, ignore_time),
+                ),
                 Event::CreatedRecord(r) if record_carries_taint(&h.records[index(r)]) => {
                     let record = &h.records[index(r)];
                     let builder = &h.builders[index(record.builder)].name;
@@ -327,16 +341,20 @@ fn earliest(
                     seeded
                         .map(|at| (at, at, false))
                         .into_iter()
-                        .chain(writes_to(h, tainted, run.id, |e| e == Event::WroteMount(m)))
+                        .chain(writes_to(h, tainted, run.id, (seeds, ignore_time), |e| {
+                            e == Event::WroteMount(m)
+                        }))
                         .filter(|&w| fresh(&purges, w, at))
                         .map(from),
                 );
             }
             Event::ReusedRecord(r)
                 if record_carries_taint(&h.records[index(r)])
-                    && writes_to(h, tainted, run.id, |e| e == Event::CreatedRecord(r))
-                        .next()
-                        .is_some() =>
+                    && writes_to(h, tainted, run.id, (seeds, ignore_time), |e| {
+                        e == Event::CreatedRecord(r)
+                    })
+                    .next()
+                    .is_some() =>
             {
                 times.push(start);
             }
@@ -344,9 +362,11 @@ fn earliest(
             // made it, and the other used it.
             Event::CreatedRecord(r)
                 if record_carries_taint(&h.records[index(r)])
-                    && writes_to(h, tainted, run.id, |e| e == Event::CreatedRecord(r))
-                        .next()
-                        .is_some() =>
+                    && writes_to(h, tainted, run.id, (seeds, ignore_time), |e| {
+                        e == Event::CreatedRecord(r)
+                    })
+                    .next()
+                    .is_some() =>
             {
                 times.push(start);
             }
@@ -358,14 +378,14 @@ fn earliest(
                     let writer = info(h, writer);
                     if writer.id == run.id
                         || writer.builder != Some(builder)
-                        || !orphans_of(h, writer, ignore_time).any(|o| o == r)
+                        || !orphans_of(h, writer, seeds, ignore_time).any(|o| o == r)
                     {
                         continue;
                     }
                     let floor = if ignore_time || writer.time_suspect {
                         Micros::MIN
                     } else {
-                        writer.started_at
+                        seeds.write_at(writer.id, writer.started_at, ignore_time)
                     };
                     if at >= floor || run.time_suspect {
                         times.push(start.max(floor));
@@ -386,7 +406,8 @@ fn earliest(
             .map(|&r| {
                 let writer = info(h, r);
                 let done = writer.finished_at.max(writer.started_at);
-                (writer.started_at, done, writer.time_suspect)
+                let start = seeds.write_at(r, writer.started_at, ignore_time);
+                (start, done, writer.time_suspect)
             });
         times.extend(
             seeded
@@ -415,11 +436,13 @@ fn has_creator(h: &History, record: RecordId) -> bool {
 fn orphans_of<'a>(
     h: &'a History,
     run: &'a RunInfo,
+    seeds: &OracleSeeds,
     ignore_time: bool,
 ) -> impl Iterator<Item = RecordId> + 'a {
     let builder = run.builder.filter(|_| !run.has_records);
     let prunes = builder.map(|b| builder_prunes(h, b)).unwrap_or_default();
     let done = run.finished_at.max(run.started_at);
+    let start = seeds.write_at(run.id, run.started_at, ignore_time);
     h.records
         .iter()
         .filter(move |r| Some(r.builder) == builder)
@@ -433,8 +456,7 @@ fn orphans_of<'a>(
                 .min();
             ignore_time
                 || run.time_suspect
-                || first
-                    .is_none_or(|first| run.started_at <= first && !cleared(&prunes, done, first))
+                || first.is_none_or(|first| start <= first && !cleared(&prunes, done, first))
         })
         .map(|r| r.id)
 }
@@ -475,6 +497,7 @@ fn writes_to<'a>(
     h: &'a History,
     tainted: &'a BTreeSet<RunId>,
     reader: RunId,
+    (seeds, ignore_time): (&'a OracleSeeds, bool),
     pick: impl Fn(Event) -> bool + 'a,
 ) -> impl Iterator<Item = Write> + 'a {
     h.events
@@ -484,7 +507,12 @@ fn writes_to<'a>(
             let writer = info(h, r);
             let at = h.at(r, e);
             // A write dated after its run's finish went on until then.
-            (at, writer.finished_at.max(at), writer.time_suspect)
+            let done = writer.finished_at.max(at);
+            (
+                seeds.write_at(r, at, ignore_time),
+                done,
+                writer.time_suspect,
+            )
         })
 }
 
@@ -532,7 +560,7 @@ fn names(
                 _ => {}
             }
         }
-        records.extend(orphans_of(h, info, ignore_time));
+        records.extend(orphans_of(h, info, seeds, ignore_time));
     }
     for &a in artifacts.keys() {
         out.insert(artifact_name(&h.artifacts[index(a)]).into());

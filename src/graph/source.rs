@@ -46,6 +46,14 @@ pub struct RunRef {
     pub time_suspect: bool,
 }
 
+/// When the collector received a run (its own clock), and whether the run came late, from a
+/// spool, with a token past its expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    pub received_at: Micros,
+    pub late: bool,
+}
+
 impl From<&RunInfo> for RunRef {
     fn from(run: &RunInfo) -> Self {
         Self {
@@ -159,6 +167,8 @@ pub trait Source {
     fn first_mount_use(&mut self, mount: MountId) -> Result<Option<Micros>, Self::Error>;
     /// The earliest start of a run on the builder.
     fn first_builder_use(&mut self, builder: BuilderId) -> Result<Option<Micros>, Self::Error>;
+    /// How the collector received the run, when one did.
+    fn receipt(&mut self, run: RunId) -> Result<Option<Receipt>, Self::Error>;
 
     // Expansion.
     fn run(&mut self, run: RunId) -> Result<RunInfo, Self::Error>;

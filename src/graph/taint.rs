@@ -32,7 +32,7 @@ use super::result::{
 use super::seeds::{CacheRefSeed, DigestSeed, MountSeed, Seeds};
 use super::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestRead, MountId, MountInfo,
-    Purged, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
+    Purged, Receipt, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
 };
 use crate::model::Backend;
 use crate::time::Micros;
@@ -50,6 +50,48 @@ pub struct TraceOptions {
     ///
     /// [`Trace::explain`]: super::Trace::explain
     pub labels_only: bool,
+    /// How long before the collector received a run the run may have made its writes.
+    pub claims: ClaimLimits,
+}
+
+/// What bounds the times a seed run claims when the collector received it.
+///
+/// A seed run is the incident's compromised run: what its hook sent is the attacker's word,
+/// and a run that dates its start later than it began hides its writes from the runs that
+/// read them in between. The collector's clock bounds how much later. A run reached the
+/// collector before its token expired (or, `late`, from a spool, at most `late_grace` after),
+/// its token lived at most `late_grace` (CI tokens live minutes), and the run began at most
+/// `longest_run` before its token was issued; each clock may be `skew` off. A seed run's
+/// writes are taken as made from the earliest time that allows, or from its seed's window
+/// start when that is later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimLimits {
+    pub longest_run: Micros,
+    pub late_grace: Micros,
+    pub skew: Micros,
+}
+
+impl ClaimLimits {
+    /// The earliest time a run the collector received at `received_at` may have begun.
+    pub fn earliest_start(self, received: Receipt) -> Micros {
+        let graces = if received.late { 2 } else { 1 };
+        received
+            .received_at
+            .saturating_sub(self.longest_run)
+            .saturating_sub(self.late_grace.saturating_mul(graces))
+            .saturating_sub(self.skew.saturating_mul(2))
+    }
+}
+
+impl Default for ClaimLimits {
+    /// The collector's defaults: a run of six hours, a day of grace, a minute of skew.
+    fn default() -> Self {
+        Self {
+            longest_run: 6 * 3600 * 1_000_000,
+            late_grace: 24 * 3600 * 1_000_000,
+            skew: 60 * 1_000_000,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -419,6 +461,10 @@ struct Tracer<'s, S: Source> {
     orphan_writers: HashMap<NodeIndex, OrphanWriters>,
     /// Two names being compared ([`Tracer::names_cmp`]): nodes do not keep theirs.
     names: RefCell<(String, String)>,
+    claims: ClaimLimits,
+    /// For each seed run the collector received: the earliest time its writes may have been
+    /// made, when that is before its claimed start (see [`ClaimLimits`]).
+    write_floors: HashMap<RunId, Micros>,
 }
 
 /// What [`Tracer::find_edge`] found.
@@ -461,6 +507,8 @@ impl<'s, S: Source> Tracer<'s, S> {
             orphan_records: HashMap::default(),
             orphan_reusers: HashMap::default(),
             orphan_writers: HashMap::default(),
+            claims: options.claims,
+            write_floors: HashMap::default(),
         }
     }
 
@@ -473,7 +521,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                 .pipeline_runs(&pipeline.name, pipeline.window.since, pipeline.window.until)?
                 .ok_or_else(|| TraceError::UnknownSeed(Unknown::Pipeline(pipeline.name.clone())))?;
             for run in runs {
-                self.seed_run(run)?;
+                self.seed_run(run, pipeline.window.since)?;
             }
         }
         for seed in &seeds.runs {
@@ -485,7 +533,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                 return Err(TraceError::UnknownSeed(Unknown::Run(seed.name.clone())));
             }
             for run in found {
-                self.seed_run(run)?;
+                self.seed_run(run, None)?;
             }
         }
         for cache_ref in &seeds.cache_refs {
@@ -622,8 +670,23 @@ impl<'s, S: Source> Tracer<'s, S> {
             .ok_or_else(|| TraceError::UnknownSeed(Unknown::Builder(name.to_owned())))
     }
 
-    fn seed_run(&mut self, run: RunInfo) -> Result<(), S::Error> {
+    /// Seeds a run, selected by a seed whose window starts at `since`, if it has one.
+    fn seed_run(&mut self, run: RunInfo, since: Option<Micros>) -> Result<(), S::Error> {
         let at = run.started_at;
+        // Without time, or for a time-suspect run, every write already comes before all.
+        if !self.ignore_time
+            && !run.time_suspect
+            && let Some(receipt) = self.source.receipt(run.id)?
+        {
+            let floor = self
+                .claims
+                .earliest_start(receipt)
+                .max(since.unwrap_or(Micros::MIN));
+            if floor < at {
+                let kept = self.write_floors.entry(run.id).or_insert(floor);
+                *kept = (*kept).min(floor);
+            }
+        }
         let node = self.run_node(run.id, Some(run))?;
         self.relax(
             node,
@@ -772,6 +835,10 @@ impl<'s, S: Source> Tracer<'s, S> {
             info.time_suspect,
             info.has_records,
         );
+        // A seed run's writes to mounts and builders count from the earliest time it may
+        // have made them; its claimed times still end them.
+        let floor = self.write_floors.get(&id).copied();
+        let from = |at: Micros| floor.map_or(at, |floor| floor.min(at));
         for (write, at) in self.source.writes(id)? {
             let offer = |via| Label {
                 tainted_at: at,
@@ -801,6 +868,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                 Write::Mount(mount) => {
                     let target = self.mount_node(mount)?;
                     let done = finished_at.max(at);
+                    let at = from(at);
                     self.mutable_write(target, at, done, Via::MountWrite, Some(node), Some(id))?;
                     if suspect {
                         self.suspect_write(target, id)?;
@@ -825,6 +893,7 @@ impl<'s, S: Source> Tracer<'s, S> {
         if let Some(builder) = builder {
             let target = self.builder_node(builder)?;
             let done = finished_at.max(started_at);
+            let started_at = from(started_at);
             self.mutable_write(target, started_at, done, Via::RanOn, Some(node), Some(id))?;
             if suspect {
                 self.suspect_write(target, id)?;

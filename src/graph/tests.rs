@@ -11,7 +11,7 @@ use super::seeds::{
     BuilderSeed, CacheRefSeed, DigestSeed, MountSeed, PipelineSeed, RunSeed, SeedSpec, Seeds,
     Window,
 };
-use super::{Kind, ResolveError, Trace, TraceError, TraceOptions, Via, trace};
+use super::{ClaimLimits, Kind, ResolveError, Trace, TraceError, TraceOptions, Via, trace};
 use crate::model::{Backend, Digest};
 use crate::time::Micros;
 
@@ -220,6 +220,126 @@ fn two_suspect_writers_of_one_mount_reach_each_other() {
         ])
     );
     assert_eq!(entry(&trace, "run:suspect/2/build").tainted_at, t(0));
+}
+
+/// Limits for the post-dating tests: a run of 30 minutes, 10 of grace, no skew.
+fn claim_limits() -> TraceOptions {
+    TraceOptions {
+        claims: ClaimLimits {
+            longest_run: t(30) - t(0),
+            late_grace: t(10) - t(0),
+            skew: 0,
+        },
+        ..TraceOptions::default()
+    }
+}
+
+/// `evil/1` claims 100..110 but wrote the pip mount earlier: the collector received it at 111,
+/// so it began no earlier than 71 (61 when it came late, from a spool). Readers
+/// at 60..70 (`web/0`), 72..74 (`web/1`) and 80..90 (`web/2`) are around that floor.
+fn post_dated_writer() -> (History, i64) {
+    let mut h = History::new();
+    let b1 = h.builder("b1");
+    let pip = h.mount(b1, "/root/.cache/pip");
+    let evil = h.run("evil", "1", t(100), t(110));
+    h.on(evil, b1);
+    h.with_records(evil);
+    h.writes(evil, pip);
+    reader(&mut h, "web/0", 60, 70, pip);
+    reader(&mut h, "web/1", 72, 74, pip);
+    reader(&mut h, "web/2", 80, 90, pip);
+    (h, evil)
+}
+
+/// A seed run the collector received cannot hide its write to a mount by claiming a later
+/// start: its write counts from the earliest start its receipt allows, so the readers in
+/// between are tainted; a reader before that stays clean. Without a receipt, nothing bounds
+/// the claim and the trace takes it (the runs in between stay clean).
+#[test]
+fn a_seed_run_post_dating_its_start_reaches_the_readers_its_receipt_allows() {
+    let (mut unreceived, evil) = post_dated_writer();
+    let trace = super::trace(&mut unreceived.clone(), &runs(&["evil/1"]), claim_limits()).unwrap();
+    assert_eq!(names(&trace, Kind::Run), set(&["run:evil/1/build"]));
+
+    let mut h = unreceived.clone();
+    h.received(evil, t(111), false);
+    let trace = super::trace(&mut h, &runs(&["evil/1"]), claim_limits()).unwrap();
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:web/1/build", "run:web/2/build"])
+    );
+    let mount = entry(&trace, PIP);
+    assert_eq!((mount.tainted_at, mount.via), (t(71), Via::MountWrite));
+    let web = entry(&trace, "run:web/1/build");
+    assert_eq!((web.tainted_at, web.via), (t(72), Via::MountRead));
+    // The seed run itself keeps its claimed start.
+    assert_eq!(entry(&trace, "run:evil/1/build").tainted_at, t(100));
+
+    // From a spool, past its token's expiry: another grace earlier.
+    unreceived.received(evil, t(111), true);
+    let trace = super::trace(&mut unreceived, &runs(&["evil/1"]), claim_limits()).unwrap();
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&[
+            "run:evil/1/build",
+            "run:web/0/build",
+            "run:web/1/build",
+            "run:web/2/build"
+        ])
+    );
+}
+
+/// A pipeline compromised from a time on: its runs' writes count from no earlier than that.
+#[test]
+fn a_post_dated_seed_run_counts_from_no_earlier_than_its_seed_window() {
+    let (mut h, evil) = post_dated_writer();
+    h.received(evil, t(111), false);
+    let seeds = Seeds {
+        pipelines: vec![PipelineSeed {
+            name: "evil".into(),
+            window: Window {
+                since: Some(t(75)),
+                until: None,
+            },
+        }],
+        ..Seeds::default()
+    };
+    let trace = super::trace(&mut h, &seeds, claim_limits()).unwrap();
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:web/2/build"])
+    );
+    assert_eq!(entry(&trace, PIP).tainted_at, t(75));
+}
+
+/// Only seed runs are bounded by their receipts: a tainted run reached from the seed is
+/// taken at its word (the seed's attacker does not write its record), and without time the
+/// receipt changes nothing.
+#[test]
+fn only_seed_runs_count_their_writes_from_their_receipts() {
+    let mut h = History::new();
+    let b1 = h.builder("b1");
+    let pip = h.mount(b1, "/root/.cache/pip");
+    let npm = h.mount(b1, "/root/.npm");
+    let evil = h.run("evil", "1", t(10), t(20));
+    h.on(evil, b1);
+    h.with_records(evil);
+    h.writes(evil, pip);
+    let mid = reader(&mut h, "mid/1", 100, 110, pip);
+    h.writes(mid, npm);
+    h.received(mid, t(111), false);
+    reader(&mut h, "web/1", 80, 90, npm);
+    let trace = super::trace(&mut h.clone(), &runs(&["evil/1"]), claim_limits()).unwrap();
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:mid/1/build"])
+    );
+    let blind = TraceOptions {
+        ignore_time: true,
+        ..claim_limits()
+    };
+    let trace = super::trace(&mut h, &runs(&["mid/1"]), blind).unwrap();
+    assert_eq!(entry(&trace, "mount:b1:/root/.npm").tainted_at, t(100));
 }
 
 /// A time-suspect run without record evidence on a tainted builder is tainted whatever it
@@ -1660,8 +1780,9 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
         prop::collection::vec((0usize..2, 0i64..80), 0..2),
         0usize..5,
         (0i64..80, 0i64..80),
+        prop::option::weighted(0.4, (0i64..100, any::<bool>())),
     )
-        .prop_map(|(specs, purges, prunes, seed, (since, until))| {
+        .prop_map(|(specs, purges, prunes, seed, (since, until), receipt)| {
             let mut h = History::new();
             let builders = [h.builder("b1"), h.builder("b2")];
             let mounts = [
@@ -1732,6 +1853,15 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
                 runs: vec![1],
                 ..OracleSeeds::default()
             };
+            // The seed run, received by the collector: its writes may count from earlier.
+            if let Some((at, late)) = receipt {
+                h.received(1, t(at), late);
+                let seed = &h.runs[0];
+                let floor = prop_claims().claims.earliest_start(h.receipts[0].1);
+                if !seed.time_suspect && floor < seed.started_at {
+                    resolved.write_floors.insert(1, floor);
+                }
+            }
             match seed {
                 0 => {}
                 1 => {
@@ -1773,6 +1903,18 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
             }
             (h, seeds, resolved)
         })
+}
+
+/// Claim limits small enough for the histories above: a run of 20 minutes, 5 of grace.
+pub(crate) fn prop_claims() -> TraceOptions {
+    TraceOptions {
+        claims: ClaimLimits {
+            longest_run: t(20) - t(0),
+            late_grace: t(5) - t(0),
+            skew: 0,
+        },
+        ..TraceOptions::default()
+    }
 }
 
 /// When each tainted entity became tainted, by name.
@@ -1818,23 +1960,23 @@ proptest! {
         (history, seeds, resolved) in arb_history()
     ) {
         let mut h = history.clone();
-        let aware = trace(&mut h, &seeds, TraceOptions { ignore_time: false, ..TraceOptions::default() }).unwrap();
+        let aware = trace(&mut h, &seeds, TraceOptions { ignore_time: false, ..prop_claims() }).unwrap();
         let mut h = history.clone();
-        let blind = trace(&mut h, &seeds, TraceOptions { ignore_time: true, ..TraceOptions::default() }).unwrap();
+        let blind = trace(&mut h, &seeds, TraceOptions { ignore_time: true, ..prop_claims() }).unwrap();
         prop_assert_eq!(everything(&aware), oracle::closure(&history, &resolved, false));
         prop_assert_eq!(everything(&blind), oracle::closure(&history, &resolved, true));
         prop_assert_eq!(times(&aware), oracle::times(&history, &resolved, false));
         prop_assert_eq!(times(&blind), oracle::times(&history, &resolved, true));
         // Without the evidence between entities, the same lists.
         for (full, ignore_time) in [(&aware, false), (&blind, true)] {
-            let options = TraceOptions { ignore_time, labels_only: true, ..TraceOptions::default() };
+            let options = TraceOptions { ignore_time, labels_only: true, ..prop_claims() };
             let labels = trace(&mut history.clone(), &seeds, options).unwrap();
             prop_assert!(!labels.has_evidence());
             prop_assert_eq!(listed(&labels), listed(full));
         }
         // Ignoring purges is tracing the history with none recorded.
         let mut h = history.clone();
-        let unpurged = trace(&mut h, &seeds, TraceOptions { ignore_purges: true, ..TraceOptions::default() }).unwrap();
+        let unpurged = trace(&mut h, &seeds, TraceOptions { ignore_purges: true, ..prop_claims() }).unwrap();
         let stripped = history.without_purges();
         prop_assert_eq!(times(&unpurged), oracle::times(&stripped, &resolved, false));
         prop_assert!(unpurged.purges().is_empty());

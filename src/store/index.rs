@@ -18,7 +18,7 @@ use rustc_hash::{FxHashMap, FxHasher};
 use super::{Access, Store, StoreError, sql_error};
 use crate::graph::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestUses, MountId, MountInfo,
-    Purged, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
+    Purged, Receipt, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
 };
 use crate::model::{Backend, RunKey, RunStatus, StoredPurge};
 use crate::time::Micros;
@@ -1405,6 +1405,10 @@ impl Source for TraceSource<'_> {
         self.store.first_builder_use(builder)
     }
 
+    fn receipt(&mut self, run: RunId) -> Result<Option<Receipt>, StoreError> {
+        self.store.receipt(run)
+    }
+
     fn run(&mut self, run: RunId) -> Result<RunInfo, StoreError> {
         match self.index()? {
             Some(index) => index.run(run).ok_or_else(|| missing("run", run)),
@@ -2379,11 +2383,18 @@ mod tests {
                 ],
             )
             .unwrap();
-            if r.time_suspect {
+            let receipt = h.receipts.iter().find(|c| c.0 == r.id).map(|c| c.1);
+            if r.time_suspect || receipt.is_some() {
+                let (received_at, late) = receipt.map_or((0, false), |c| (c.received_at, c.late));
                 tx.execute(
-                    "INSERT INTO run_receipts (run_id, received_at, identity, time_suspect)
-                     VALUES (?1, 0, 'test', 'claimed')",
-                    [r.id],
+                    "INSERT INTO run_receipts (run_id, received_at, identity, late, time_suspect)
+                     VALUES (?1, ?2, 'test', ?3, ?4)",
+                    crate::store::db::params![
+                        r.id,
+                        received_at,
+                        i64::from(late),
+                        r.time_suspect.then_some("claimed")
+                    ],
                 )
                 .unwrap();
             }

@@ -9,7 +9,7 @@ use super::write::kind;
 use super::{Store, StoreError, sql_error};
 use crate::graph::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestUses, MountId, MountInfo,
-    Purged, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
+    Purged, Receipt, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
 };
 use crate::model::{
     Artifact, Backend, BuilderInfo as BuilderDesc, BuilderRecord, Digest, Driver, MountUse,
@@ -650,6 +650,22 @@ impl Source for Store {
                 [builder],
                 |row| row.get(0),
             )
+            .map_err(|e| self.err(e))
+    }
+
+    fn receipt(&mut self, run: RunId) -> Result<Option<Receipt>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT received_at, late FROM run_receipts WHERE run_id = ?1",
+                [run],
+                |row| {
+                    Ok(Receipt {
+                        received_at: row.get(0)?,
+                        late: row.get::<_, i64>(1)? != 0,
+                    })
+                },
+            )
+            .optional()
             .map_err(|e| self.err(e))
     }
 

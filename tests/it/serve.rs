@@ -461,10 +461,15 @@ fn a_suspect_run_backdating_its_read_of_a_poisoned_mount_is_traced() {
     // Read it twenty minutes ago, before the poison, and is believed.
     assert!(post("52", chrono::Duration::minutes(20), true)["time_suspect"].is_null());
 
+    // Seeded from the mount since the poison was written: the poisoner's own claims are not
+    // what dates the poison (a seed run's receipt would date it earlier still).
+    let since = (now - chrono::Duration::seconds(90)).to_rfc3339();
     let out = s
         .env
         .cmd()
-        .args(["trace", "--run", "acme/web/build/50-1", "--format", "json"])
+        .args([
+            "trace", "--mount", "ci-1:pip", "--since", &since, "--format", "json",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -489,6 +494,92 @@ fn a_suspect_run_backdating_its_read_of_a_poisoned_mount_is_traced() {
         .unwrap();
     assert_eq!(suspect["time_suspect"], true, "{suspect}");
     assert_eq!(suspect["via"]["kind"], "mount-read", "{suspect}");
+}
+
+/// A compromised run that dates its start later than it began, to put its write of a cache
+/// mount after a build that read the poison, cannot hide that build: the collector received
+/// it now, so it began at most a run, a token's life and the clocks' skew ago (the trace reads
+/// the collector's settings), and its write counts from then. A build that read the mount
+/// before that stays clean.
+#[test]
+fn a_compromised_run_post_dating_its_start_still_taints_the_builds_after_its_write() {
+    let config = "[server]\nmax_run_seconds = 3600\nlate_grace_seconds = 600\n";
+    let s = setup("github", config);
+    let now = chrono::Utc::now();
+    let line = |id: &str, started: chrono::DateTime<chrono::Utc>, readonly: bool| {
+        let mut line = oidc::run_line("acme/web/build", &format!("{id}-1"));
+        let object = line.as_object_mut().unwrap();
+        object.remove("imported");
+        object.remove("exported");
+        line["started_at"] = json!(started.to_rfc3339());
+        line["finished_at"] = json!((started + chrono::Duration::seconds(30)).to_rfc3339());
+        line["mounts"] = json!([{"id": "pip", "readonly": readonly}]);
+        line["records"] = json!({"created": [], "reused": []});
+        line
+    };
+    let post = |id: &str, started: chrono::DateTime<chrono::Utc>, readonly: bool| {
+        let claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", id);
+        let response = s
+            .collector
+            .post(&s.rsa.sign(&claims), &line(id, started, readonly));
+        assert_eq!(response.status, 201, "{}", response.text());
+        assert!(
+            response.json()["time_suspect"].is_null(),
+            "{}",
+            response.text()
+        );
+    };
+    // A build that read the mount two hours ago (recorded on its runner, imported) and one
+    // that read it twenty minutes ago, through the collector.
+    let early = s.env.write(
+        "early.jsonl",
+        &line("71", now - chrono::Duration::hours(2), true).to_string(),
+    );
+    let out = s.env.cmd().arg("import").arg(&early).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    post("72", now - chrono::Duration::minutes(20), true);
+    // The poisoner wrote it before them, and claims to have started a minute ago.
+    post("70", now - chrono::Duration::minutes(1), false);
+
+    let traced = |extra: &[&str]| {
+        let out = s
+            .env
+            .cmd()
+            .args(extra)
+            .args(["trace", "--run", "acme/web/build/70-1", "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let runs: Vec<String> = doc["runs"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{doc}"))
+            .iter()
+            .map(|run| run["name"].as_str().unwrap().to_owned())
+            .collect();
+        (runs, doc)
+    };
+    let config = s.env.path().join("collector.toml");
+    let (runs, doc) = traced(&["--config", config.to_str().unwrap()]);
+    let has = |runs: &[String], id: &str| runs.iter().any(|r| r.contains(&format!("/{id}-1/")));
+    assert!(has(&runs, "70") && has(&runs, "72"), "{doc}");
+    assert!(!has(&runs, "71") && runs.len() == 2, "{doc}");
+    let mount = &doc["mounts"][0];
+    assert_eq!(mount["via"]["kind"], "mount-write", "{mount}");
+    let written =
+        chrono::DateTime::parse_from_rfc3339(mount["tainted_at"].as_str().unwrap()).unwrap();
+    assert!(written < now - chrono::Duration::minutes(70), "{mount}");
+    // With the collector's defaults (a six-hour run, a day of grace), the earlier build too.
+    let (runs, doc) = traced(&[]);
+    assert_eq!(runs.len(), 3, "{doc}");
 }
 
 /// A collected run's receipt is part of its chain entry: editing its `received_at` or
