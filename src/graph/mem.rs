@@ -180,13 +180,27 @@ impl History {
         self.runs[index(run)].time_suspect = true;
     }
 
-    /// Records that the collector received the run at `at` (`late`: from a spool).
+    /// Records that the collector received the run at `at` (`late`: from a spool), with an
+    /// OIDC token.
     pub fn received(&mut self, run: RunId, at: Micros, late: bool) {
         self.receipts.push((
             run,
             Receipt {
                 received_at: at,
                 late,
+                expiring: true,
+            },
+        ));
+    }
+
+    /// Records that the collector received the run at `at` with a static token.
+    pub fn received_with_static_token(&mut self, run: RunId, at: Micros) {
+        self.receipts.push((
+            run,
+            Receipt {
+                received_at: at,
+                late: false,
+                expiring: false,
             },
         ));
     }

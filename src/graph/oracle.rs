@@ -22,17 +22,35 @@ pub struct OracleSeeds {
     pub digest: Option<String>,
     /// Tag seeds: locator, tag and window.
     pub tags: Vec<(String, String, Window)>,
-    /// Seed runs whose writes count from before their claimed start, and from when.
-    pub write_floors: BTreeMap<RunId, Micros>,
+    /// Seed runs whose writes count from before their claimed start or until after their
+    /// claimed finish: from when, and until when.
+    pub write_spans: BTreeMap<RunId, (Micros, Micros)>,
+    /// Seed runs whose writes nothing bounds: taken as a time-suspect run's.
+    pub unbounded: BTreeSet<RunId>,
 }
 
 impl OracleSeeds {
     /// When a tainted run's write at `at` counts from: for a seed run with a write floor, the
     /// floor when earlier (time-aware only).
     fn write_at(&self, run: RunId, at: Micros, ignore_time: bool) -> Micros {
-        match self.write_floors.get(&run) {
-            Some(&floor) if !ignore_time => floor.min(at),
+        match self.write_spans.get(&run) {
+            Some(&(from, _)) if !ignore_time => from.min(at),
             _ => at,
+        }
+    }
+
+    /// Whether the run's writes are taken as made before every read and purge (a seed run
+    /// nothing bounds: time-aware only).
+    fn suspect_writer(&self, run: &RunInfo, ignore_time: bool) -> bool {
+        run.time_suspect || (!ignore_time && self.unbounded.contains(&run.id))
+    }
+
+    /// Until when a tainted run that finished writing at `done` went on: for a seed run with
+    /// a write span, its end when later (time-aware only).
+    fn write_done(&self, run: RunId, done: Micros, ignore_time: bool) -> Micros {
+        match self.write_spans.get(&run) {
+            Some(&(_, until)) if !ignore_time => until.max(done),
+            _ => done,
         }
     }
 }
@@ -382,7 +400,7 @@ fn earliest(
                     {
                         continue;
                     }
-                    let floor = if ignore_time || writer.time_suspect {
+                    let floor = if ignore_time || seeds.suspect_writer(writer, ignore_time) {
                         Micros::MIN
                     } else {
                         seeds.write_at(writer.id, writer.started_at, ignore_time)
@@ -406,8 +424,9 @@ fn earliest(
             .map(|&r| {
                 let writer = info(h, r);
                 let done = writer.finished_at.max(writer.started_at);
+                let done = seeds.write_done(r, done, ignore_time);
                 let start = seeds.write_at(r, writer.started_at, ignore_time);
-                (start, done, writer.time_suspect)
+                (start, done, seeds.suspect_writer(writer, ignore_time))
             });
         times.extend(
             seeded
@@ -436,12 +455,13 @@ fn has_creator(h: &History, record: RecordId) -> bool {
 fn orphans_of<'a>(
     h: &'a History,
     run: &'a RunInfo,
-    seeds: &OracleSeeds,
+    seeds: &'a OracleSeeds,
     ignore_time: bool,
 ) -> impl Iterator<Item = RecordId> + 'a {
     let builder = run.builder.filter(|_| !run.has_records);
     let prunes = builder.map(|b| builder_prunes(h, b)).unwrap_or_default();
     let done = run.finished_at.max(run.started_at);
+    let done = seeds.write_done(run.id, done, ignore_time);
     let start = seeds.write_at(run.id, run.started_at, ignore_time);
     h.records
         .iter()
@@ -455,7 +475,7 @@ fn orphans_of<'a>(
                 .map(|&(reuser, e)| h.at(reuser, e))
                 .min();
             ignore_time
-                || run.time_suspect
+                || seeds.suspect_writer(run, ignore_time)
                 || first.is_none_or(|first| start <= first && !cleared(&prunes, done, first))
         })
         .map(|r| r.id)
@@ -507,11 +527,11 @@ fn writes_to<'a>(
             let writer = info(h, r);
             let at = h.at(r, e);
             // A write dated after its run's finish went on until then.
-            let done = writer.finished_at.max(at);
+            let done = seeds.write_done(r, writer.finished_at.max(at), ignore_time);
             (
                 seeds.write_at(r, at, ignore_time),
                 done,
-                writer.time_suspect,
+                seeds.suspect_writer(writer, ignore_time),
             )
         })
 }

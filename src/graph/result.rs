@@ -9,7 +9,7 @@ use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
 use rustc_hash::FxHashMap;
 
-use super::source::{ArtifactInfo, BuilderId, BuilderInfo, MountInfo, RecordInfo, RunInfo};
+use super::source::{ArtifactInfo, BuilderId, BuilderInfo, MountInfo, RecordInfo, RunId, RunInfo};
 use crate::model::{self, Backend, Digest, RunKey, StoredPurge};
 use crate::time::Micros;
 
@@ -459,6 +459,9 @@ pub struct Trace {
     pub(crate) builder_names: FxHashMap<BuilderId, CompactString>,
     /// By purge time, then id.
     pub(crate) purges: Vec<AppliedPurge>,
+    /// The seed runs the collector received, with when they may have written (see
+    /// [`super::ClaimLimits`]).
+    pub(crate) write_spans: FxHashMap<RunId, super::taint::WriteSpan>,
 }
 
 /// A tainted registry ref known by tag only.
@@ -485,6 +488,14 @@ type State = (NodeIndex, Entry);
 type Parents = HashMap<State, Option<(State, EdgeIndex)>>;
 
 impl Trace {
+    /// When a tainted run's writes to mounts and builders count from: its start, or for a seed
+    /// run the collector received, the earliest start its receipt allows.
+    pub fn writes_from(&self, run: &RunInfo) -> Micros {
+        self.write_spans
+            .get(&run.id)
+            .map_or(run.started_at, |span| span.from.min(run.started_at))
+    }
+
     /// Whether the closure is the time-blind one.
     pub fn ignore_time(&self) -> bool {
         self.ignore_time
@@ -783,7 +794,12 @@ impl Trace {
         self.graph
             .edge_endpoints(edge)
             .and_then(|(writer, _)| match &self.graph[writer].entity {
-                Entity::Run { info, .. } => Some(info.finished_at.max(written)),
+                // A seed run the collector received went on until it was sent.
+                Entity::Run { info, .. } => Some(
+                    (self.write_spans.get(&info.id))
+                        .map_or(info.finished_at, |span| span.until.max(info.finished_at))
+                        .max(written),
+                ),
                 _ => None,
             })
             .unwrap_or(written)
@@ -794,11 +810,14 @@ impl Trace {
         matches!(&self.graph[node].entity, Entity::Run { info, .. } if info.time_suspect)
     }
 
-    /// Whether the evidence is a write by a time-suspect run.
+    /// Whether the evidence is a write by a time-suspect run, or by a seed run nothing bounds
+    /// (see [`super::ClaimLimits`]).
     fn suspect_write(&self, edge: EdgeIndex) -> bool {
-        self.graph
-            .edge_endpoints(edge)
-            .is_some_and(|(writer, _)| self.suspect(writer))
+        self.graph.edge_endpoints(edge).is_some_and(|(writer, _)| {
+            self.suspect(writer)
+                || matches!(&self.graph[writer].entity, Entity::Run { info, .. }
+                    if self.write_spans.get(&info.id).is_some_and(|s| s.from == Micros::MIN))
+        })
     }
 
     /// Whether the evidence edge may follow the way the search entered its source.

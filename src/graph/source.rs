@@ -46,12 +46,14 @@ pub struct RunRef {
     pub time_suspect: bool,
 }
 
-/// When the collector received a run (its own clock), and whether the run came late, from a
-/// spool, with a token past its expiry.
+/// When the collector received a run (its own clock), whether the run came late, from a
+/// spool, with a token past its expiry, and whether its token expires at all (an OIDC token
+/// does; a static `[[token]]` does not, and bounds nothing about when the run began).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Receipt {
     pub received_at: Micros,
     pub late: bool,
+    pub expiring: bool,
 }
 
 impl From<&RunInfo> for RunRef {

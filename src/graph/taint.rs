@@ -29,7 +29,7 @@ use super::result::{
     AppliedPurge, Entity, Evidence, Kind, Label, Node, SeedMark, Trace, Via, cleanings_of,
     is_cache_backend,
 };
-use super::seeds::{CacheRefSeed, DigestSeed, MountSeed, Seeds};
+use super::seeds::{CacheRefSeed, DigestSeed, MountSeed, Seeds, Window};
 use super::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestRead, MountId, MountInfo,
     Purged, Receipt, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
@@ -72,8 +72,12 @@ pub struct ClaimLimits {
 }
 
 impl ClaimLimits {
-    /// The earliest time a run the collector received at `received_at` may have begun.
+    /// The earliest time a run the collector received may have begun; nothing bounds a run
+    /// sent with a static token, which never expires.
     pub fn earliest_start(self, received: Receipt) -> Micros {
+        if !received.expiring {
+            return Micros::MIN;
+        }
         let graces = if received.late { 2 } else { 1 };
         received
             .received_at
@@ -81,6 +85,20 @@ impl ClaimLimits {
             .saturating_sub(self.late_grace.saturating_mul(graces))
             .saturating_sub(self.skew.saturating_mul(2))
     }
+
+    /// The latest time a run the collector received may have gone on writing: until it was
+    /// sent, on a clock up to `skew` off.
+    pub fn latest_end(self, received: Receipt) -> Micros {
+        received.received_at.saturating_add(self.skew)
+    }
+}
+
+/// When a seed run the collector received may have written: from the earliest start its
+/// receipt allows (or its seed window's start) to when it was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteSpan {
+    pub from: Micros,
+    pub until: Micros,
 }
 
 impl Default for ClaimLimits {
@@ -462,9 +480,12 @@ struct Tracer<'s, S: Source> {
     /// Two names being compared ([`Tracer::names_cmp`]): nodes do not keep theirs.
     names: RefCell<(String, String)>,
     claims: ClaimLimits,
-    /// For each seed run the collector received: the earliest time its writes may have been
-    /// made, when that is before its claimed start (see [`ClaimLimits`]).
-    write_floors: HashMap<RunId, Micros>,
+    /// For each seed run the collector received: when its writes to mounts and builders may
+    /// have been made, as far as its receipt bounds it (see [`ClaimLimits`]).
+    write_spans: HashMap<RunId, WriteSpan>,
+    /// Seed runs whose receipt bounds nothing about when they wrote (a static token, no
+    /// window).
+    unbounded: HashSet<RunId>,
 }
 
 /// What [`Tracer::find_edge`] found.
@@ -508,7 +529,8 @@ impl<'s, S: Source> Tracer<'s, S> {
             orphan_reusers: HashMap::default(),
             orphan_writers: HashMap::default(),
             claims: options.claims,
-            write_floors: HashMap::default(),
+            write_spans: HashMap::default(),
+            unbounded: HashSet::default(),
         }
     }
 
@@ -516,12 +538,24 @@ impl<'s, S: Source> Tracer<'s, S> {
         // Tag-only artifacts a seed without a window selected: no other seed floors them.
         let mut unfloored: HashSet<NodeIndex> = HashSet::default();
         for pipeline in &seeds.pipelines {
+            let Window { since, until } = pipeline.window;
+            // A run the collector received may have begun before the start it claims: one
+            // claiming to start after the window is in it when its receipt allows a start
+            // within it.
             let runs = self
                 .source
-                .pipeline_runs(&pipeline.name, pipeline.window.since, pipeline.window.until)?
+                .pipeline_runs(&pipeline.name, since, None)?
                 .ok_or_else(|| TraceError::UnknownSeed(Unknown::Pipeline(pipeline.name.clone())))?;
             for run in runs {
-                self.seed_run(run, pipeline.window.since)?;
+                if let Some(until) = until
+                    && run.started_at > until
+                    && !run.time_suspect
+                    && (self.source.receipt(run.id)?)
+                        .is_none_or(|receipt| self.claims.earliest_start(receipt) > until)
+                {
+                    continue;
+                }
+                self.seed_run(run, since)?;
             }
         }
         for seed in &seeds.runs {
@@ -678,14 +712,17 @@ impl<'s, S: Source> Tracer<'s, S> {
             && !run.time_suspect
             && let Some(receipt) = self.source.receipt(run.id)?
         {
-            let floor = self
-                .claims
-                .earliest_start(receipt)
-                .max(since.unwrap_or(Micros::MIN));
-            if floor < at {
-                let kept = self.write_floors.entry(run.id).or_insert(floor);
-                *kept = (*kept).min(floor);
+            let from = (self.claims.earliest_start(receipt)).max(since.unwrap_or(Micros::MIN));
+            if from == Micros::MIN {
+                // Nothing bounds it: its writes are taken as a time-suspect run's.
+                self.unbounded.insert(run.id);
             }
+            let span = WriteSpan {
+                from: from.min(at),
+                until: self.claims.latest_end(receipt).max(run.finished_at),
+            };
+            let kept = self.write_spans.entry(run.id).or_insert(span);
+            kept.from = kept.from.min(span.from);
         }
         let node = self.run_node(run.id, Some(run))?;
         self.relax(
@@ -832,13 +869,19 @@ impl<'s, S: Source> Tracer<'s, S> {
             info.builder,
             info.started_at,
             info.finished_at,
-            info.time_suspect,
+            info.time_suspect || self.unbounded.contains(&info.id),
             info.has_records,
         );
         // A seed run's writes to mounts and builders count from the earliest time it may
-        // have made them; its claimed times still end them.
-        let floor = self.write_floors.get(&id).copied();
-        let from = |at: Micros| floor.map_or(at, |floor| floor.min(at));
+        // have made them, and went on until the latest.
+        // (A run nothing bounds is taken as time-suspect instead.)
+        let span = self.write_spans.get(&id).copied();
+        let unbounded = self.unbounded.contains(&id);
+        let from = |at: Micros| match span {
+            Some(span) if !unbounded => span.from.min(at),
+            _ => at,
+        };
+        let until = |done: Micros| span.map_or(done, |span| span.until.max(done));
         for (write, at) in self.source.writes(id)? {
             let offer = |via| Label {
                 tainted_at: at,
@@ -867,7 +910,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                 }
                 Write::Mount(mount) => {
                     let target = self.mount_node(mount)?;
-                    let done = finished_at.max(at);
+                    let done = until(finished_at.max(at));
                     let at = from(at);
                     self.mutable_write(target, at, done, Via::MountWrite, Some(node), Some(id))?;
                     if suspect {
@@ -892,7 +935,7 @@ impl<'s, S: Source> Tracer<'s, S> {
         }
         if let Some(builder) = builder {
             let target = self.builder_node(builder)?;
-            let done = finished_at.max(started_at);
+            let done = until(finished_at.max(started_at));
             let started_at = from(started_at);
             self.mutable_write(target, started_at, done, Via::RanOn, Some(node), Some(id))?;
             if suspect {
@@ -1885,6 +1928,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             cleanings: self.cleanings,
             builder_names: self.builder_names,
             purges: Vec::new(),
+            write_spans: self.write_spans.into_iter().collect(),
         }
     }
 

@@ -304,12 +304,53 @@ fn a_post_dated_seed_run_counts_from_no_earlier_than_its_seed_window() {
         }],
         ..Seeds::default()
     };
-    let trace = super::trace(&mut h, &seeds, claim_limits()).unwrap();
+    let trace = super::trace(&mut h.clone(), &seeds, claim_limits()).unwrap();
     assert_eq!(
         names(&trace, Kind::Run),
         set(&["run:evil/1/build", "run:web/2/build"])
     );
     assert_eq!(entry(&trace, PIP).tainted_at, t(75));
+    // A window that ends before the start it claims still holds it: it may have begun at 71.
+    let until = |until: i64| Seeds {
+        pipelines: vec![PipelineSeed {
+            name: "evil".into(),
+            window: Window {
+                since: Some(t(50)),
+                until: Some(t(until)),
+            },
+        }],
+        ..Seeds::default()
+    };
+    let trace = super::trace(&mut h.clone(), &until(95), claim_limits()).unwrap();
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:web/1/build", "run:web/2/build"])
+    );
+    let trace = super::trace(&mut h, &until(70), claim_limits()).unwrap();
+    assert!(names(&trace, Kind::Run).is_empty());
+}
+
+/// A seed run sent with a static token, which never expires, is bounded by nothing: its
+/// writes count from any time (from its window's start, for a pipeline seed). And a seed run
+/// went on writing until it was sent: a purge between its claimed finish and its receipt does
+/// not clear what it wrote.
+#[test]
+fn a_static_token_bounds_nothing_and_a_seed_run_writes_until_it_was_sent() {
+    let (mut h, evil) = post_dated_writer();
+    h.received_with_static_token(evil, t(111));
+    let trace = super::trace(&mut h.clone(), &runs(&["evil/1"]), claim_limits()).unwrap();
+    assert_eq!(names(&trace, Kind::Run).len(), 4);
+
+    let (mut h, evil) = post_dated_writer();
+    h.received(evil, t(131), false);
+    h.purge(1, t(112));
+    reader(&mut h, "web/3", 113, 115, 1);
+    let trace = super::trace(&mut h, &runs(&["evil/1"]), claim_limits()).unwrap();
+    assert!(
+        names(&trace, Kind::Run).contains(&"run:web/3/build".to_owned()),
+        "{:?}",
+        names(&trace, Kind::Run)
+    );
 }
 
 /// Only seed runs are bounded by their receipts: a tainted run reached from the seed is
@@ -1780,7 +1821,7 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
         prop::collection::vec((0usize..2, 0i64..80), 0..2),
         0usize..5,
         (0i64..80, 0i64..80),
-        prop::option::weighted(0.4, (0i64..100, any::<bool>())),
+        prop::option::weighted(0.4, (0i64..100, 0u8..3)),
     )
         .prop_map(|(specs, purges, prunes, seed, (since, until), receipt)| {
             let mut h = History::new();
@@ -1854,12 +1895,23 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
                 ..OracleSeeds::default()
             };
             // The seed run, received by the collector: its writes may count from earlier.
-            if let Some((at, late)) = receipt {
-                h.received(1, t(at), late);
+            if let Some((at, kind)) = receipt {
+                match kind {
+                    0 => h.received_with_static_token(1, t(at)),
+                    _ => h.received(1, t(at), kind == 2),
+                }
                 let seed = &h.runs[0];
-                let floor = prop_claims().claims.earliest_start(h.receipts[0].1);
-                if !seed.time_suspect && floor < seed.started_at {
-                    resolved.write_floors.insert(1, floor);
+                let claims = prop_claims().claims;
+                let receipt = h.receipts[0].1;
+                if !seed.time_suspect {
+                    let mut from = claims.earliest_start(receipt).min(seed.started_at);
+                    if from == Micros::MIN {
+                        // Taken as time-suspect instead.
+                        resolved.unbounded.insert(1);
+                        from = seed.started_at;
+                    }
+                    let until = claims.latest_end(receipt).max(seed.finished_at);
+                    resolved.write_spans.insert(1, (from, until));
                 }
             }
             match seed {

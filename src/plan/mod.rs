@@ -419,10 +419,10 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
         if let Some(builder) = tainted.builder {
             docker_builders.insert(builder.to_string());
             if !info.has_records {
-                let t = unverified
-                    .entry(builder.to_string())
-                    .or_insert(info.started_at);
-                *t = (*t).min(info.started_at);
+                // A seed run's claimed start may be later than it began.
+                let from = trace.writes_from(info);
+                let t = unverified.entry(builder.to_string()).or_insert(from);
+                *t = (*t).min(from);
             }
         }
     }
@@ -454,7 +454,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
             .get(&builder)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
-        let since = unverified.get(&builder).map(|t| t - options.clock_skew);
+        let since = (unverified.get(&builder)).map(|t| t.saturating_sub(options.clock_skew));
         let reason = match (ids.is_empty(), since) {
             (false, Some(t)) => format!(
                 "{} created by tainted runs, and runs without record evidence: records used since {}",

@@ -656,12 +656,15 @@ impl Source for Store {
     fn receipt(&mut self, run: RunId) -> Result<Option<Receipt>, StoreError> {
         self.conn
             .query_row(
-                "SELECT received_at, late FROM run_receipts WHERE run_id = ?1",
+                "SELECT received_at, late, identity FROM run_receipts WHERE run_id = ?1",
                 [run],
                 |row| {
+                    let identity: String = row.get(2)?;
                     Ok(Receipt {
                         received_at: row.get(0)?,
                         late: row.get::<_, i64>(1)? != 0,
+                        // `token:NAME` is a static token; `store` the store's own receipt.
+                        expiring: !identity.starts_with("token:") && identity != "store",
                     })
                 },
             )
