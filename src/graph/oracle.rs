@@ -120,7 +120,7 @@ pub fn times(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> BTreeMap<St
             }
         }
     }
-    for (held, _, at) in tag_held(h, &artifacts, ignore_time) {
+    for (held, _, at) in tag_held(h, &artifacts, seeds, ignore_time) {
         keep_earliest(&mut own, held, at);
     }
     for &a in artifacts.keys() {
@@ -253,7 +253,7 @@ fn tainted_artifacts(
     for a in h.artifacts.iter().filter(|a| digests.contains(&a.digest)) {
         out.insert(a.id, ALL_READS);
     }
-    for (held, reads, _) in tag_held(h, &out, ignore_time) {
+    for (held, reads, _) in tag_held(h, &out, seeds, ignore_time) {
         keep_widest(&mut out, held, reads);
     }
     out
@@ -267,6 +267,7 @@ fn tainted_artifacts(
 fn tag_held<V>(
     h: &History,
     tainted: &BTreeMap<ArtifactId, V>,
+    seeds: &OracleSeeds,
     ignore_time: bool,
 ) -> Vec<(ArtifactId, Reads, Micros)> {
     let mut out = Vec::new();
@@ -277,10 +278,24 @@ fn tag_held<V>(
         }
         let suspect =
             (h.events.iter()).any(|&(run, e)| e.artifact() == Some(a) && info(h, run).time_suspect);
+        // A seed run with a write span that pushed it may have done so from the span's start.
+        let pushed = (h.events.iter())
+            .filter(|&&(run, e)| {
+                matches!(e, Event::Exported(x) | Event::Produced(x) if x == a)
+                    && seeds.write_spans.contains_key(&run)
+            })
+            .map(|&(run, _)| {
+                if seeds.unbounded.contains(&run) {
+                    Micros::MIN
+                } else {
+                    seeds.write_spans[&run].0
+                }
+            })
+            .min();
         let from = if suspect {
             Micros::MIN
         } else {
-            digest.first_seen
+            pushed.map_or(digest.first_seen, |p| p.min(digest.first_seen))
         };
         let named_after = |at: Micros| {
             (h.events.iter()).any(|&(run, e)| e.artifact() == Some(a) && h.at(run, e) > at)

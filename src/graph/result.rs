@@ -488,9 +488,25 @@ type State = (NodeIndex, Entry);
 type Parents = HashMap<State, Option<(State, EdgeIndex)>>;
 
 impl Trace {
-    /// When a tainted run's writes to mounts and builders count from: its start, or for a seed
-    /// run the collector received, the earliest start its receipt allows.
+    /// Until when a tainted run may have gone on writing: its finish; for a seed run the
+    /// collector received, until it was sent; for a time-suspect run, any time.
+    pub fn writes_until(&self, run: &RunInfo) -> Micros {
+        if run.time_suspect {
+            return Micros::MAX;
+        }
+        let done = run.finished_at.max(run.started_at);
+        self.write_spans
+            .get(&run.id)
+            .map_or(done, |span| span.until.max(done))
+    }
+
+    /// When a tainted run's writes to mounts and builders (and the builder records it may
+    /// have made) count from: its start; for a seed run the collector received, the earliest
+    /// start its receipt allows; for a time-suspect run, any time.
     pub fn writes_from(&self, run: &RunInfo) -> Micros {
+        if run.time_suspect {
+            return Micros::MIN;
+        }
         self.write_spans
             .get(&run.id)
             .map_or(run.started_at, |span| span.from.min(run.started_at))

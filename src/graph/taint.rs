@@ -486,6 +486,9 @@ struct Tracer<'s, S: Source> {
     /// Seed runs whose receipt bounds nothing about when they wrote (a static token, no
     /// window).
     unbounded: HashSet<RunId>,
+    /// Registry artifacts a seed run with a write span pushed: the earliest time a tag may
+    /// have held them, from that span.
+    pushed_from: HashMap<ArtifactId, Micros>,
 }
 
 /// What [`Tracer::find_edge`] found.
@@ -531,6 +534,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             claims: options.claims,
             write_spans: HashMap::default(),
             unbounded: HashSet::default(),
+            pushed_from: HashMap::default(),
         }
     }
 
@@ -707,9 +711,9 @@ impl<'s, S: Source> Tracer<'s, S> {
     /// Seeds a run, selected by a seed whose window starts at `since`, if it has one.
     fn seed_run(&mut self, run: RunInfo, since: Option<Micros>) -> Result<(), S::Error> {
         let at = run.started_at;
-        // Without time, or for a time-suspect run, every write already comes before all.
-        if !self.ignore_time
-            && !run.time_suspect
+        // For a time-suspect run, every write already comes before all. Without time, the
+        // span only tells the plan from when the run may have made builder records.
+        if !run.time_suspect
             && let Some(receipt) = self.source.receipt(run.id)?
         {
             let from = (self.claims.earliest_start(receipt)).max(since.unwrap_or(Micros::MIN));
@@ -723,6 +727,14 @@ impl<'s, S: Source> Tracer<'s, S> {
             };
             let kept = self.write_spans.entry(run.id).or_insert(span);
             kept.from = kept.from.min(span.from);
+            // What it pushed may have been under a tag from then on too (any time, when
+            // nothing bounds it).
+            for (write, _) in self.source.writes(run.id)? {
+                if let Write::Exported(artifact) | Write::Produced(artifact) = write {
+                    let at = self.pushed_from.entry(artifact).or_insert(from);
+                    *at = (*at).min(from);
+                }
+            }
         }
         let node = self.run_node(run.id, Some(run))?;
         self.relax(
@@ -869,14 +881,15 @@ impl<'s, S: Source> Tracer<'s, S> {
             info.builder,
             info.started_at,
             info.finished_at,
-            info.time_suspect || self.unbounded.contains(&info.id),
+            info.time_suspect || (!self.ignore_time && self.unbounded.contains(&info.id)),
             info.has_records,
         );
         // A seed run's writes to mounts and builders count from the earliest time it may
         // have made them, and went on until the latest.
         // (A run nothing bounds is taken as time-suspect instead.)
         let span = self.write_spans.get(&id).copied();
-        let unbounded = self.unbounded.contains(&id);
+        let span = span.filter(|_| !self.ignore_time);
+        let unbounded = span.is_some() && self.unbounded.contains(&id);
         let from = |at: Micros| match span {
             Some(span) if !unbounded => span.from.min(at),
             _ => at,
@@ -1189,7 +1202,7 @@ impl<'s, S: Source> Tracer<'s, S> {
         let from = if self.source.suspect_sighting(artifact)? {
             Micros::MIN
         } else {
-            seen
+            (self.pushed_from.get(&artifact)).map_or(seen, |&pushed| pushed.min(seen))
         };
         let until = if self.ignore_purges {
             None

@@ -353,6 +353,67 @@ fn a_static_token_bounds_nothing_and_a_seed_run_writes_until_it_was_sent() {
     );
 }
 
+/// A post-dating seed run's push to a registry may have been under its tag from the earliest
+/// start its receipt allows: a build that read the tag by name (its digest never learnt)
+/// after that is tainted.
+#[test]
+fn a_post_dated_seed_push_taints_builds_that_read_its_tag_before_the_claimed_push() {
+    let mut h = History::new();
+    let evil = h.run("evil", "1", t(100), t(110));
+    let pushed = h.manifest("reg.io/w", &digest('4'));
+    h.tag(pushed, "cache");
+    h.exports(evil, pushed);
+    let by_tag = h.artifact(Backend::Registry, "reg.io/w", "", "");
+    h.tag(by_tag, "cache");
+    let web = h.run("web", "1", t(80), t(90));
+    h.imports(web, by_tag);
+    let early = h.run("web", "0", t(60), t(70));
+    h.imports(early, by_tag);
+    let trace = super::trace(&mut h.clone(), &runs(&["evil/1"]), claim_limits()).unwrap();
+    assert_eq!(names(&trace, Kind::Run), set(&["run:evil/1/build"]));
+    h.received(evil, t(111), false);
+    let trace = super::trace(&mut h, &runs(&["evil/1"]), claim_limits()).unwrap();
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:web/1/build"])
+    );
+}
+
+/// The plan and verify take a tainted run's writes to span what its receipt allows, with time
+/// or without (the time-blind trace is the widest): from the earliest start to when it was
+/// sent; a time-suspect run's, any time.
+#[test]
+fn a_tainted_run_writes_over_what_its_receipt_allows_with_or_without_time() {
+    let (mut h, evil) = post_dated_writer();
+    h.received(evil, t(111), false);
+    for ignore_time in [false, true] {
+        let options = TraceOptions {
+            ignore_time,
+            ..claim_limits()
+        };
+        let trace = super::trace(&mut h.clone(), &runs(&["evil/1"]), options).unwrap();
+        let info = h.runs[0].clone();
+        assert_eq!(trace.writes_from(&info), t(71), "ignore_time {ignore_time}");
+        assert_eq!(
+            trace.writes_until(&info),
+            t(111),
+            "ignore_time {ignore_time}"
+        );
+        let web = h.runs[2].clone();
+        assert_eq!(
+            (trace.writes_from(&web), trace.writes_until(&web)),
+            (t(72), t(74))
+        );
+    }
+    h.suspect(evil);
+    let trace = super::trace(&mut h.clone(), &runs(&["evil/1"]), claim_limits()).unwrap();
+    let info = h.runs[0].clone();
+    assert_eq!(
+        (trace.writes_from(&info), trace.writes_until(&info)),
+        (Micros::MIN, Micros::MAX)
+    );
+}
+
 /// Only seed runs are bounded by their receipts: a tainted run reached from the seed is
 /// taken at its word (the seed's attacker does not write its record), and without time the
 /// receipt changes nothing.
@@ -1819,7 +1880,7 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
         prop::collection::vec(run, 1..9),
         prop::collection::vec((0usize..3, 0i64..80), 0..3),
         prop::collection::vec((0usize..2, 0i64..80), 0..2),
-        0usize..5,
+        0usize..6,
         (0i64..80, 0i64..80),
         prop::option::weighted(0.4, (0i64..100, 0u8..3)),
     )
@@ -1889,33 +1950,68 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
             for (builder, at) in prunes {
                 h.prune(builders[builder], t(at));
             }
-            let mut seeds = runs(&["p/0"]);
-            let mut resolved = OracleSeeds {
-                runs: vec![1],
-                ..OracleSeeds::default()
-            };
-            // The seed run, received by the collector: its writes may count from earlier.
+            // The first run, received by the collector: as a seed, its writes may count from
+            // earlier than it claims.
             if let Some((at, kind)) = receipt {
                 match kind {
                     0 => h.received_with_static_token(1, t(at)),
                     _ => h.received(1, t(at), kind == 2),
                 }
-                let seed = &h.runs[0];
-                let claims = prop_claims().claims;
-                let receipt = h.receipts[0].1;
-                if !seed.time_suspect {
-                    let mut from = claims.earliest_start(receipt).min(seed.started_at);
-                    if from == Micros::MIN {
-                        // Taken as time-suspect instead.
-                        resolved.unbounded.insert(1);
-                        from = seed.started_at;
-                    }
-                    let until = claims.latest_end(receipt).max(seed.finished_at);
-                    resolved.write_spans.insert(1, (from, until));
-                }
+            }
+            let claims = prop_claims().claims;
+            let window = Window {
+                since: Some(t(since.min(until))),
+                until: Some(t(since.max(until))),
+            };
+            // Seeded by its run, or (5) by its pipeline's window: the runs that claim to start
+            // in it, those that may have begun in it by their receipt, and time-suspect ones.
+            let (mut seeds, seeded, seed_since) = if seed == 5 {
+                let (from, to) = (window.since.unwrap(), window.until.unwrap());
+                let seeded: Vec<i64> = (h.runs.iter())
+                    .filter(|r| {
+                        let receipt = h.receipts.iter().find(|c| c.0 == r.id).map(|c| c.1);
+                        r.time_suspect
+                            || r.started_at >= from
+                                && (r.started_at <= to
+                                    || receipt.is_some_and(|c| claims.earliest_start(c) <= to))
+                    })
+                    .map(|r| r.id)
+                    .collect();
+                let seeds = Seeds {
+                    pipelines: vec![PipelineSeed {
+                        name: "p".into(),
+                        window,
+                    }],
+                    ..Seeds::default()
+                };
+                (seeds, seeded, window.since)
+            } else {
+                (runs(&["p/0"]), vec![1], None)
+            };
+            let mut resolved = OracleSeeds {
+                runs: seeded.clone(),
+                ..OracleSeeds::default()
+            };
+            let first = &h.runs[0];
+            if let Some(&(_, receipt)) = h.receipts.first()
+                && seeded.contains(&1)
+                && !first.time_suspect
+            {
+                let from = claims
+                    .earliest_start(receipt)
+                    .max(seed_since.unwrap_or(Micros::MIN));
+                let from = if from == Micros::MIN {
+                    // Taken as time-suspect instead.
+                    resolved.unbounded.insert(1);
+                    first.started_at
+                } else {
+                    from.min(first.started_at)
+                };
+                let until = claims.latest_end(receipt).max(first.finished_at);
+                resolved.write_spans.insert(1, (from, until));
             }
             match seed {
-                0 => {}
+                0 | 5 => {}
                 1 => {
                     seeds.mounts.push(MountSeed {
                         builder: "b1".into(),

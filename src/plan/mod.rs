@@ -455,20 +455,22 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
         let since = (unverified.get(&builder)).map(|t| t.saturating_sub(options.clock_skew));
+        // A run whose times prove nothing may have made records at any time.
+        let used = |t: Micros| match t {
+            Micros::MIN => "every record".to_owned(),
+            t => format!("records used since {}", crate::time::format(t)),
+        };
         let reason = match (ids.is_empty(), since) {
             (false, Some(t)) => format!(
-                "{} created by tainted runs, and runs without record evidence: records used since {}",
+                "{} created by tainted runs, and runs without record evidence: {}",
                 crate::report::count(ids.len(), "record", "records"),
-                crate::time::format(t)
+                used(t)
             ),
             (false, None) => format!(
                 "{} created by tainted runs",
                 crate::report::count(ids.len(), "record", "records")
             ),
-            (true, Some(t)) => format!(
-                "tainted runs without record evidence: records used since {}",
-                crate::time::format(t)
-            ),
+            (true, Some(t)) => format!("tainted runs without record evidence: {}", used(t)),
             (true, None) => "full prune requested".to_owned(),
         };
         actions.push(Action {

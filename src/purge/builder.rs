@@ -162,8 +162,11 @@ pub fn select_builder_records(
         .filter(|r| {
             full || wanted.contains(r.id.as_str())
                 || used_since.is_some_and(|since| {
+                    // Since any time (a run whose times prove nothing): every record, dated
+                    // or not.
                     r.record_type != "exec.cachemount"
-                        && r.last_used_at.or(r.created_at).is_some_and(|t| t >= since)
+                        && (since == i64::MIN
+                            || r.last_used_at.or(r.created_at).is_some_and(|t| t >= since))
                 })
         })
         .map(|r| r.id.as_str())

@@ -122,8 +122,9 @@ pub struct Inputs<'a> {
     /// and which of those children the purge leaves.
     pub leaving: &'a Leaving,
     pub purges: &'a PurgeTimes,
-    /// The latest start of a run the re-run trace holds tainted, by builder: a purge before it
-    /// does not clean what that run may have written.
+    /// The latest time a run the re-run trace holds tainted may have gone on writing, by
+    /// builder ([`Trace::writes_until`]): a purge before it does not clean what that run may
+    /// have written.
     pub tainted_runs: &'a BTreeMap<String, Micros>,
 }
 
@@ -258,10 +259,10 @@ pub async fn verify_journal(
     let mut tainted_runs: BTreeMap<String, Micros> = BTreeMap::new();
     for t in trace.tainted(Kind::Run) {
         if let (Entity::Run { info }, Some(builder)) = (t.entity, t.builder) {
-            let latest = tainted_runs
-                .entry(builder.to_string())
-                .or_insert(info.started_at);
-            *latest = (*latest).max(info.started_at);
+            // A run still going when the builder was purged may have written after it.
+            let until = trace.writes_until(info);
+            let latest = tainted_runs.entry(builder.to_string()).or_insert(until);
+            *latest = (*latest).max(until);
         }
     }
     let digests: Vec<&str> = rows
@@ -309,7 +310,8 @@ pub fn last_purge(purges: &PurgeTimes, builder: &str, mount: Option<&str>) -> Op
 
 /// Content created after this time was written after the target's purge, so it is not what
 /// the purge was to remove: the latest recorded purge, or the latest finish of a done action.
-/// None when a tainted run started on the builder after it: then anything there may be theirs.
+/// None when a tainted run went on on the builder until after it: then anything there may be
+/// theirs.
 pub fn cutoff(
     rows: &[ActionRow],
     purged: Option<Micros>,
@@ -322,7 +324,7 @@ pub fn cutoff(
         .chain(purged)
         .max()?;
     match tainted_run {
-        Some(started) if started >= cutoff => None,
+        Some(until) if until >= cutoff => None,
         _ => Some(cutoff),
     }
 }

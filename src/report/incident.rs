@@ -577,8 +577,10 @@ pub fn describe_target_as(target: &Target, style: Style) -> String {
                     super::count(record_ids.len(), "record", "records"),
                     style.name(builder)
                 );
-                if let Some(t) = used_since {
-                    s.push_str(&format!(" and those used since {}", time::format(*t)));
+                match used_since {
+                    Some(i64::MIN) => s.push_str(" and every other record"),
+                    Some(t) => s.push_str(&format!(" and those used since {}", time::format(*t))),
+                    None => {}
                 }
                 s
             }

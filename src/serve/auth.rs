@@ -23,6 +23,8 @@ pub struct Identity {
     pub source: Source,
     /// The token's `iat`, seconds since the epoch.
     pub issued_at: Option<i64>,
+    /// The token's `exp`, seconds since the epoch.
+    pub expires_at: Option<i64>,
     /// The token expired, within the configured grace: a run sent from a spool.
     pub late: bool,
 }
@@ -153,6 +155,7 @@ impl Verifier {
                     pipelines: entry.pipelines.clone(),
                 },
                 issued_at: None,
+                expires_at: None,
                 late: false,
             });
         }
@@ -294,6 +297,7 @@ impl Verifier {
                 run,
             },
             issued_at: numeric_date(&claims, "iat"),
+            expires_at: numeric_date(&claims, "exp"),
             late,
         })
     }

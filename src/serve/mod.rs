@@ -394,7 +394,9 @@ type Steps = (
 );
 
 /// Why a run's own times cannot be believed: it claims to have finished after the collector
-/// received it, or to have started longer than a run may take before its token was issued.
+/// received it, or to have started longer than a run may take before its token was issued, or
+/// its token lives longer than the late grace (which a trace takes as a token's longest life
+/// to bound how much later than it began a run claims to have started).
 /// A token with no issue time (a static `[[token]]`, or a JWT without `iat`) bounds nothing, so
 /// such a run is held to when it was received: a run may take `max_run_seconds` and then wait
 /// `late_grace_seconds` in a spool, and one claiming to have started before that is not
@@ -444,6 +446,17 @@ fn time_suspect(
         why.push(format!(
             "started at {}, more than {seconds}s before {before}",
             time::format(record.started_at)
+        ));
+    }
+    // A trace bounds how much later than it began a run may claim to have started by taking
+    // a token to live no longer than the grace; a token that does bounds nothing.
+    if let (Some(iat), Some(exp)) = (identity.issued_at, identity.expires_at)
+        && exp.saturating_sub(iat) > i64::try_from(server.late_grace_seconds).unwrap_or(i64::MAX)
+    {
+        why.push(format!(
+            "its token lives {}s, longer than late_grace_seconds ({})",
+            exp.saturating_sub(iat),
+            server.late_grace_seconds
         ));
     }
     (!why.is_empty()).then(|| why.join("; "))
@@ -786,6 +799,7 @@ mod tests {
                 pipelines: vec!["infra/*".into()],
             },
             issued_at: None,
+            expires_at: None,
             late: false,
         }
     }
@@ -806,6 +820,34 @@ mod tests {
         assert_eq!(refusal.code, "pipeline_not_allowed");
         assert!(refusal.reason.len() <= auth::REFUSAL_BYTES + 3);
         assert!(name.unwrap().len() <= auth::REFUSAL_BYTES + 3);
+    }
+
+    /// A run sent with a token that lives longer than the late grace is time-suspect: nothing
+    /// then bounds how much later than it began it may claim to have started.
+    #[test]
+    fn a_run_whose_token_outlives_the_grace_is_time_suspect() {
+        let config = Config::default();
+        let received_at = time::parse_rfc3339("2026-12-01T10:00:00Z", "received_at").unwrap();
+        let iat = received_at / 1_000_000 - 60;
+        let grace = config.server.late_grace_seconds as i64;
+        let suspect = |life: i64| {
+            let identity = Identity {
+                issued_at: Some(iat),
+                expires_at: Some(iat + life),
+                ..static_identity()
+            };
+            let body = json!({
+                "v": 1, "type": "run", "pipeline": "infra/base", "run": "1", "step": "image",
+                "started_at": time::format(received_at - 30_000_000),
+                "finished_at": time::format(received_at - 20_000_000),
+            });
+            let (_, receipt, _) =
+                admit(&identity, body.to_string().as_bytes(), &config, received_at).unwrap();
+            receipt.time_suspect
+        };
+        assert_eq!(suspect(grace), None);
+        let why = suspect(grace + 1).unwrap();
+        assert!(why.contains("longer than late_grace_seconds"), "{why}");
     }
 
     /// A run sent with a token that has no issue time may claim to have started at most a
