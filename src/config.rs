@@ -363,6 +363,10 @@ pub struct ServerConfig {
     /// How long after its expiry a spooled run's token is still accepted (the run is `late`).
     #[serde(default = "default_late_grace")]
     pub late_grace_seconds: u64,
+    /// The longest a token may live (`exp` less `iat`): a run sent with one that lives longer
+    /// is time-suspect, as a trace bounds when a run began by when its token was issued.
+    #[serde(default = "default_max_token_life")]
+    pub max_token_life_seconds: u64,
     /// Clock difference allowed between runners and the collector.
     #[serde(default = "default_server_skew")]
     pub clock_skew_seconds: u64,
@@ -378,6 +382,7 @@ impl Default for ServerConfig {
             max_run_seconds: default_max_run_seconds(),
             runs_per_minute: default_runs_per_minute(),
             late_grace_seconds: default_late_grace(),
+            max_token_life_seconds: default_max_token_life(),
             clock_skew_seconds: default_server_skew(),
             refusals_kept_per_minute: default_refusals_kept(),
         }
@@ -386,6 +391,10 @@ impl Default for ServerConfig {
 
 fn default_max_run_seconds() -> u64 {
     6 * 3600
+}
+
+fn default_max_token_life() -> u64 {
+    24 * 3600
 }
 
 fn default_runs_per_minute() -> u32 {

@@ -49,16 +49,17 @@ pub(crate) fn report_format(format: TraceFormat) -> report::trace::Format {
 /// How long before the collector received a run its writes may have been made, from the
 /// collector's settings.
 pub(crate) fn claim_limits(config: &Config) -> ClaimLimits {
-    let seconds = |s: u64| {
+    let micros = |s: u64| {
         i64::try_from(s)
             .unwrap_or(i64::MAX)
             .saturating_mul(1_000_000)
     };
     let server = &config.server;
     ClaimLimits {
-        longest_run: seconds(server.max_run_seconds),
-        late_grace: seconds(server.late_grace_seconds),
-        skew: seconds(server.clock_skew_seconds),
+        longest_run: micros(server.max_run_seconds),
+        token_life: micros(server.max_token_life_seconds),
+        late_grace: micros(server.late_grace_seconds),
+        skew: micros(server.clock_skew_seconds),
     }
 }
 

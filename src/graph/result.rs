@@ -462,6 +462,8 @@ pub struct Trace {
     /// The seed runs the collector received, with when they may have written (see
     /// [`super::ClaimLimits`]).
     pub(crate) write_spans: FxHashMap<RunId, super::taint::WriteSpan>,
+    /// The tainted time-suspect runs the collector received: when they were sent.
+    pub(crate) suspect_ends: FxHashMap<RunId, Micros>,
 }
 
 /// A tainted registry ref known by tag only.
@@ -489,10 +491,15 @@ type Parents = HashMap<State, Option<(State, EdgeIndex)>>;
 
 impl Trace {
     /// Until when a tainted run may have gone on writing: its finish; for a seed run the
-    /// collector received, until it was sent; for a time-suspect run, any time.
+    /// collector received, until it was sent; for a time-suspect run, until it was sent (any
+    /// time, without a receipt).
     pub fn writes_until(&self, run: &RunInfo) -> Micros {
         if run.time_suspect {
-            return Micros::MAX;
+            return self
+                .suspect_ends
+                .get(&run.id)
+                .copied()
+                .unwrap_or(Micros::MAX);
         }
         let done = run.finished_at.max(run.started_at);
         self.write_spans

@@ -60,13 +60,14 @@ pub struct TraceOptions {
 /// and a run that dates its start later than it began hides its writes from the runs that
 /// read them in between. The collector's clock bounds how much later. A run reached the
 /// collector before its token expired (or, `late`, from a spool, at most `late_grace` after),
-/// its token lived at most `late_grace` (CI tokens live minutes), and the run began at most
-/// `longest_run` before its token was issued; each clock may be `skew` off. A seed run's
-/// writes are taken as made from the earliest time that allows, or from its seed's window
-/// start when that is later.
+/// its token lived at most `token_life` (the collector holds a run whose token lives longer
+/// time-suspect), and the run began at most `longest_run` before its token was issued; each
+/// clock may be `skew` off. A seed run's writes are taken as made from the earliest time that
+/// allows, or from its seed's window start when that is later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClaimLimits {
     pub longest_run: Micros,
+    pub token_life: Micros,
     pub late_grace: Micros,
     pub skew: Micros,
 }
@@ -78,11 +79,12 @@ impl ClaimLimits {
         if !received.expiring {
             return Micros::MIN;
         }
-        let graces = if received.late { 2 } else { 1 };
+        let spooled = if received.late { self.late_grace } else { 0 };
         received
             .received_at
             .saturating_sub(self.longest_run)
-            .saturating_sub(self.late_grace.saturating_mul(graces))
+            .saturating_sub(self.token_life)
+            .saturating_sub(spooled)
             .saturating_sub(self.skew.saturating_mul(2))
     }
 
@@ -102,10 +104,12 @@ pub struct WriteSpan {
 }
 
 impl Default for ClaimLimits {
-    /// The collector's defaults: a run of six hours, a day of grace, a minute of skew.
+    /// The collector's defaults: a run of six hours, a token of a day, a day of grace, a
+    /// minute of skew.
     fn default() -> Self {
         Self {
             longest_run: 6 * 3600 * 1_000_000,
+            token_life: 24 * 3600 * 1_000_000,
             late_grace: 24 * 3600 * 1_000_000,
             skew: 60 * 1_000_000,
         }
@@ -489,6 +493,9 @@ struct Tracer<'s, S: Source> {
     /// Registry artifacts a seed run with a write span pushed: the earliest time a tag may
     /// have held them, from that span.
     pushed_from: HashMap<ArtifactId, Micros>,
+    /// For each tainted time-suspect run with a receipt: the latest it may have gone on
+    /// writing, when it was sent.
+    suspect_ends: HashMap<RunId, Micros>,
 }
 
 /// What [`Tracer::find_edge`] found.
@@ -535,6 +542,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             write_spans: HashMap::default(),
             unbounded: HashSet::default(),
             pushed_from: HashMap::default(),
+            suspect_ends: HashMap::default(),
         }
     }
 
@@ -727,6 +735,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             };
             let kept = self.write_spans.entry(run.id).or_insert(span);
             kept.from = kept.from.min(span.from);
+            let from = kept.from;
             // What it pushed may have been under a tag from then on too (any time, when
             // nothing bounds it).
             for (write, _) in self.source.writes(run.id)? {
@@ -884,6 +893,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             info.time_suspect || (!self.ignore_time && self.unbounded.contains(&info.id)),
             info.has_records,
         );
+        let info_suspect = info.time_suspect;
         // A seed run's writes to mounts and builders count from the earliest time it may
         // have made them, and went on until the latest.
         // (A run nothing bounds is taken as time-suspect instead.)
@@ -895,6 +905,10 @@ impl<'s, S: Source> Tracer<'s, S> {
             _ => at,
         };
         let until = |done: Micros| span.map_or(done, |span| span.until.max(done));
+        if info_suspect && let Some(receipt) = self.source.receipt(id)? {
+            self.suspect_ends
+                .insert(id, self.claims.latest_end(receipt).max(finished_at));
+        }
         for (write, at) in self.source.writes(id)? {
             let offer = |via| Label {
                 tainted_at: at,
@@ -1942,6 +1956,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             builder_names: self.builder_names,
             purges: Vec::new(),
             write_spans: self.write_spans.into_iter().collect(),
+            suspect_ends: self.suspect_ends.into_iter().collect(),
         }
     }
 

@@ -227,6 +227,7 @@ fn claim_limits() -> TraceOptions {
     TraceOptions {
         claims: ClaimLimits {
             longest_run: t(30) - t(0),
+            token_life: t(10) - t(0),
             late_grace: t(10) - t(0),
             skew: 0,
         },
@@ -381,7 +382,7 @@ fn a_post_dated_seed_push_taints_builds_that_read_its_tag_before_the_claimed_pus
 
 /// The plan and verify take a tainted run's writes to span what its receipt allows, with time
 /// or without (the time-blind trace is the widest): from the earliest start to when it was
-/// sent; a time-suspect run's, any time.
+/// sent; a time-suspect run's, from any time until it was sent (any time, unsent).
 #[test]
 fn a_tainted_run_writes_over_what_its_receipt_allows_with_or_without_time() {
     let (mut h, evil) = post_dated_writer();
@@ -408,6 +409,12 @@ fn a_tainted_run_writes_over_what_its_receipt_allows_with_or_without_time() {
     h.suspect(evil);
     let trace = super::trace(&mut h.clone(), &runs(&["evil/1"]), claim_limits()).unwrap();
     let info = h.runs[0].clone();
+    assert_eq!(
+        (trace.writes_from(&info), trace.writes_until(&info)),
+        (Micros::MIN, t(111))
+    );
+    h.receipts.clear();
+    let trace = super::trace(&mut h.clone(), &runs(&["evil/1"]), claim_limits()).unwrap();
     assert_eq!(
         (trace.writes_from(&info), trace.writes_until(&info)),
         (Micros::MIN, Micros::MAX)
@@ -2058,6 +2065,7 @@ pub(crate) fn prop_claims() -> TraceOptions {
     TraceOptions {
         claims: ClaimLimits {
             longest_run: t(20) - t(0),
+            token_life: t(5) - t(0),
             late_grace: t(5) - t(0),
             skew: 0,
         },

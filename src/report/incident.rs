@@ -569,7 +569,7 @@ pub fn describe_target_as(target: &Target, style: Style) -> String {
             full,
             ..
         } => {
-            if *full {
+            if *full || *used_since == Some(i64::MIN) {
                 format!("every record on {}", style.name(builder))
             } else {
                 let mut s = format!(
@@ -577,10 +577,8 @@ pub fn describe_target_as(target: &Target, style: Style) -> String {
                     super::count(record_ids.len(), "record", "records"),
                     style.name(builder)
                 );
-                match used_since {
-                    Some(i64::MIN) => s.push_str(" and every other record"),
-                    Some(t) => s.push_str(&format!(" and those used since {}", time::format(*t))),
-                    None => {}
+                if let Some(t) = used_since {
+                    s.push_str(&format!(" and those used since {}", time::format(*t)));
                 }
                 s
             }

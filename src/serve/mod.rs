@@ -395,8 +395,8 @@ type Steps = (
 
 /// Why a run's own times cannot be believed: it claims to have finished after the collector
 /// received it, or to have started longer than a run may take before its token was issued, or
-/// its token lives longer than the late grace (which a trace takes as a token's longest life
-/// to bound how much later than it began a run claims to have started).
+/// its token lives longer than `max_token_life_seconds` (which a trace takes as a token's
+/// longest life to bound how much later than it began a run claims to have started).
 /// A token with no issue time (a static `[[token]]`, or a JWT without `iat`) bounds nothing, so
 /// such a run is held to when it was received: a run may take `max_run_seconds` and then wait
 /// `late_grace_seconds` in a spool, and one claiming to have started before that is not
@@ -449,14 +449,19 @@ fn time_suspect(
         ));
     }
     // A trace bounds how much later than it began a run may claim to have started by taking
-    // a token to live no longer than the grace; a token that does bounds nothing.
-    if let (Some(iat), Some(exp)) = (identity.issued_at, identity.expires_at)
-        && exp.saturating_sub(iat) > i64::try_from(server.late_grace_seconds).unwrap_or(i64::MAX)
-    {
+    // a token to live no longer than `max_token_life_seconds`; a token that lives longer (or,
+    // without an issue time, expires later than that after the run was received) bounds
+    // nothing.
+    let life = i64::try_from(server.max_token_life_seconds).unwrap_or(i64::MAX);
+    let lives = match (identity.issued_at, identity.expires_at) {
+        (Some(iat), Some(exp)) => Some(exp.saturating_sub(iat)),
+        (None, Some(exp)) => Some(exp.saturating_sub(received_at / 1_000_000)),
+        _ => None,
+    };
+    if let Some(lives) = lives.filter(|&lives| lives > life) {
         why.push(format!(
-            "its token lives {}s, longer than late_grace_seconds ({})",
-            exp.saturating_sub(iat),
-            server.late_grace_seconds
+            "its token lives {lives}s, longer than max_token_life_seconds ({})",
+            server.max_token_life_seconds
         ));
     }
     (!why.is_empty()).then(|| why.join("; "))
@@ -822,14 +827,15 @@ mod tests {
         assert!(name.unwrap().len() <= auth::REFUSAL_BYTES + 3);
     }
 
-    /// A run sent with a token that lives longer than the late grace is time-suspect: nothing
-    /// then bounds how much later than it began it may claim to have started.
+    /// A run sent with a token that lives longer than `max_token_life_seconds` is
+    /// time-suspect: nothing then bounds how much later than it began it may claim to have
+    /// started.
     #[test]
     fn a_run_whose_token_outlives_the_grace_is_time_suspect() {
         let config = Config::default();
         let received_at = time::parse_rfc3339("2026-12-01T10:00:00Z", "received_at").unwrap();
         let iat = received_at / 1_000_000 - 60;
-        let grace = config.server.late_grace_seconds as i64;
+        let grace = config.server.max_token_life_seconds as i64;
         let suspect = |life: i64| {
             let identity = Identity {
                 issued_at: Some(iat),
@@ -847,7 +853,7 @@ mod tests {
         };
         assert_eq!(suspect(grace), None);
         let why = suspect(grace + 1).unwrap();
-        assert!(why.contains("longer than late_grace_seconds"), "{why}");
+        assert!(why.contains("longer than max_token_life_seconds"), "{why}");
     }
 
     /// A run sent with a token that has no issue time may claim to have started at most a

@@ -503,7 +503,7 @@ fn a_suspect_run_backdating_its_read_of_a_poisoned_mount_is_traced() {
 /// before that stays clean.
 #[test]
 fn a_compromised_run_post_dating_its_start_still_taints_the_builds_after_its_write() {
-    let config = "[server]\nmax_run_seconds = 3600\nlate_grace_seconds = 600\n";
+    let config = "[server]\nmax_run_seconds = 3600\nmax_token_life_seconds = 600\n";
     let s = setup("github", config);
     let now = chrono::Utc::now();
     let line = |id: &str, started: chrono::DateTime<chrono::Utc>, readonly: bool| {
@@ -577,7 +577,7 @@ fn a_compromised_run_post_dating_its_start_still_taints_the_builds_after_its_wri
     let written =
         chrono::DateTime::parse_from_rfc3339(mount["tainted_at"].as_str().unwrap()).unwrap();
     assert!(written < now - chrono::Duration::minutes(70), "{mount}");
-    // With the collector's defaults (a six-hour run, a day of grace), the earlier build too.
+    // With the collector's defaults (a six-hour run, a day-long token), the earlier build too.
     let (runs, doc) = traced(&[]);
     assert_eq!(runs.len(), 3, "{doc}");
 }
