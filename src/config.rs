@@ -363,10 +363,11 @@ pub struct ServerConfig {
     /// How long after its expiry a spooled run's token is still accepted (the run is `late`).
     #[serde(default = "default_late_grace")]
     pub late_grace_seconds: u64,
-    /// The longest a token may live (`exp` less `iat`): a run sent with one that lives longer
-    /// is time-suspect, as a trace bounds when a run began by when its token was issued.
-    #[serde(default = "default_max_token_life")]
-    pub max_token_life_seconds: u64,
+    /// The longest a token may live (`exp` less `iat`; `late_grace_seconds` when unset): a run
+    /// sent with one that lives longer is time-suspect, as a trace bounds when a run began by
+    /// when its token was issued.
+    #[serde(default)]
+    pub max_token_life_seconds: Option<u64>,
     /// Clock difference allowed between runners and the collector.
     #[serde(default = "default_server_skew")]
     pub clock_skew_seconds: u64,
@@ -376,13 +377,21 @@ pub struct ServerConfig {
     pub refusals_kept_per_minute: u32,
 }
 
+impl ServerConfig {
+    /// The longest a token may live: `max_token_life_seconds`, else `late_grace_seconds`.
+    pub fn token_life_seconds(&self) -> u64 {
+        self.max_token_life_seconds
+            .unwrap_or(self.late_grace_seconds)
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_run_seconds: default_max_run_seconds(),
             runs_per_minute: default_runs_per_minute(),
             late_grace_seconds: default_late_grace(),
-            max_token_life_seconds: default_max_token_life(),
+            max_token_life_seconds: None,
             clock_skew_seconds: default_server_skew(),
             refusals_kept_per_minute: default_refusals_kept(),
         }
@@ -391,10 +400,6 @@ impl Default for ServerConfig {
 
 fn default_max_run_seconds() -> u64 {
     6 * 3600
-}
-
-fn default_max_token_life() -> u64 {
-    24 * 3600
 }
 
 fn default_runs_per_minute() -> u32 {

@@ -57,7 +57,7 @@ pub(crate) fn claim_limits(config: &Config) -> ClaimLimits {
     let server = &config.server;
     ClaimLimits {
         longest_run: micros(server.max_run_seconds),
-        token_life: micros(server.max_token_life_seconds),
+        token_life: micros(server.token_life_seconds()),
         late_grace: micros(server.late_grace_seconds),
         skew: micros(server.clock_skew_seconds),
     }

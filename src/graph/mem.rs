@@ -189,6 +189,7 @@ impl History {
                 received_at: at,
                 late,
                 expiring: true,
+                last_seen: at,
             },
         ));
     }
@@ -201,6 +202,7 @@ impl History {
                 received_at: at,
                 late: false,
                 expiring: false,
+                last_seen: at,
             },
         ));
     }

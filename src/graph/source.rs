@@ -54,6 +54,9 @@ pub struct Receipt {
     pub received_at: Micros,
     pub late: bool,
     pub expiring: bool,
+    /// The last time the store took events for the run: its receipt, or a later send that
+    /// added to it.
+    pub last_seen: Micros,
 }
 
 impl From<&RunInfo> for RunRef {

@@ -89,9 +89,9 @@ impl ClaimLimits {
     }
 
     /// The latest time a run the collector received may have gone on writing: until it was
-    /// sent, on a clock up to `skew` off.
+    /// last sent, on a clock up to `skew` off.
     pub fn latest_end(self, received: Receipt) -> Micros {
-        received.received_at.saturating_add(self.skew)
+        (received.received_at.max(received.last_seen)).saturating_add(self.skew)
     }
 }
 
@@ -906,8 +906,9 @@ impl<'s, S: Source> Tracer<'s, S> {
         };
         let until = |done: Micros| span.map_or(done, |span| span.until.max(done));
         if info_suspect && let Some(receipt) = self.source.receipt(id)? {
+            let done = finished_at.max(started_at);
             self.suspect_ends
-                .insert(id, self.claims.latest_end(receipt).max(finished_at));
+                .insert(id, self.claims.latest_end(receipt).max(done));
         }
         for (write, at) in self.source.writes(id)? {
             let offer = |via| Label {
@@ -2157,6 +2158,43 @@ mod tests {
         }
         assert!(tracer.crowded.contains(&reader));
         assert!(!tracer.crowded.contains(&mount));
+    }
+
+    /// The earliest start a receipt allows takes off the longest run, the token's life, the
+    /// spool's grace for a late run only, and two skews; the latest end adds a skew to the
+    /// last send; a static token bounds nothing.
+    #[test]
+    fn claim_limits_bound_a_run_by_its_receipt() {
+        let limits = ClaimLimits {
+            longest_run: 1_000,
+            token_life: 100,
+            late_grace: 10,
+            skew: 1,
+        };
+        let receipt = |late, expiring| Receipt {
+            received_at: 10_000,
+            late,
+            expiring,
+            last_seen: 12_000,
+        };
+        assert_eq!(
+            limits.earliest_start(receipt(false, true)),
+            10_000 - 1_100 - 2
+        );
+        assert_eq!(
+            limits.earliest_start(receipt(true, true)),
+            10_000 - 1_110 - 2
+        );
+        assert_eq!(limits.earliest_start(receipt(false, false)), Micros::MIN);
+        assert_eq!(limits.latest_end(receipt(false, true)), 12_001);
+        let hostile = Receipt {
+            received_at: Micros::MIN,
+            late: true,
+            expiring: true,
+            last_seen: Micros::MAX,
+        };
+        assert_eq!(limits.earliest_start(hostile), Micros::MIN);
+        assert_eq!(limits.latest_end(hostile), Micros::MAX);
     }
 
     #[test]

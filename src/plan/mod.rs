@@ -457,7 +457,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
         let since = (unverified.get(&builder)).map(|t| t.saturating_sub(options.clock_skew));
         // A run whose times prove nothing may have made records at any time.
         let used = |t: Micros| match t {
-            Micros::MIN => "every record".to_owned(),
+            Micros::MIN => "every record but cache mounts".to_owned(),
             t => format!("records used since {}", crate::time::format(t)),
         };
         let reason = match (ids.is_empty(), since) {

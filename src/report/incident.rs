@@ -569,8 +569,14 @@ pub fn describe_target_as(target: &Target, style: Style) -> String {
             full,
             ..
         } => {
-            if *full || *used_since == Some(i64::MIN) {
+            if *full {
                 format!("every record on {}", style.name(builder))
+            } else if *used_since == Some(i64::MIN) {
+                // Mount records are the mount actions' to prune.
+                format!(
+                    "every record on {} but its cache mounts",
+                    style.name(builder)
+                )
             } else {
                 let mut s = format!(
                     "{} on {}",

@@ -449,20 +449,24 @@ fn time_suspect(
         ));
     }
     // A trace bounds how much later than it began a run may claim to have started by taking
-    // a token to live no longer than `max_token_life_seconds`; a token that lives longer (or,
-    // without an issue time, expires later than that after the run was received) bounds
-    // nothing.
-    let life = i64::try_from(server.max_token_life_seconds).unwrap_or(i64::MAX);
-    let lives = match (identity.issued_at, identity.expires_at) {
-        (Some(iat), Some(exp)) => Some(exp.saturating_sub(iat)),
-        (None, Some(exp)) => Some(exp.saturating_sub(received_at / 1_000_000)),
-        _ => None,
-    };
-    if let Some(lives) = lives.filter(|&lives| lives > life) {
-        why.push(format!(
-            "its token lives {lives}s, longer than max_token_life_seconds ({})",
-            server.max_token_life_seconds
-        ));
+    // a token to live no longer than `max_token_life_seconds`: a token that lives longer, or
+    // an OIDC token without an issue time, bounds nothing.
+    let life = server.token_life_seconds();
+    match (&identity.source, identity.issued_at, identity.expires_at) {
+        (_, Some(iat), Some(exp))
+            if exp.saturating_sub(iat) > i64::try_from(life).unwrap_or(i64::MAX) =>
+        {
+            why.push(format!(
+                "its token lives {}s, longer than max_token_life_seconds ({life})",
+                exp.saturating_sub(iat)
+            ));
+        }
+        (Source::Oidc { .. }, None, _) => {
+            why.push(
+                "its token has no issue time, which bounds nothing about when it began".into(),
+            );
+        }
+        _ => {}
     }
     (!why.is_empty()).then(|| why.join("; "))
 }
@@ -835,7 +839,7 @@ mod tests {
         let config = Config::default();
         let received_at = time::parse_rfc3339("2026-12-01T10:00:00Z", "received_at").unwrap();
         let iat = received_at / 1_000_000 - 60;
-        let grace = config.server.max_token_life_seconds as i64;
+        let grace = config.server.token_life_seconds() as i64;
         let suspect = |life: i64| {
             let identity = Identity {
                 issued_at: Some(iat),
@@ -854,6 +858,33 @@ mod tests {
         assert_eq!(suspect(grace), None);
         let why = suspect(grace + 1).unwrap();
         assert!(why.contains("longer than max_token_life_seconds"), "{why}");
+        // An OIDC token without an issue time bounds nothing either.
+        let identity = Identity {
+            name: "https://ci.example#infra/base".into(),
+            source: Source::Oidc {
+                issuer: "https://ci.example".into(),
+                run: crate::serve::claims::ClaimedRun {
+                    pipeline: "infra/base".into(),
+                    project: None,
+                    run_id: None,
+                    commit: None,
+                    git_ref: None,
+                    untrusted: None,
+                },
+            },
+            issued_at: None,
+            expires_at: Some(iat + 300),
+            late: false,
+        };
+        let body = json!({
+            "v": 1, "type": "run", "pipeline": "infra/base", "run": "1", "step": "image",
+            "started_at": time::format(received_at - 30_000_000),
+            "finished_at": time::format(received_at - 20_000_000),
+        });
+        let (_, receipt, _) =
+            admit(&identity, body.to_string().as_bytes(), &config, received_at).unwrap();
+        let why = receipt.time_suspect.unwrap();
+        assert!(why.contains("no issue time"), "{why}");
     }
 
     /// A run sent with a token that has no issue time may claim to have started at most a

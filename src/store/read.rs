@@ -656,15 +656,20 @@ impl Source for Store {
     fn receipt(&mut self, run: RunId) -> Result<Option<Receipt>, StoreError> {
         self.conn
             .query_row(
-                "SELECT received_at, late, identity FROM run_receipts WHERE run_id = ?1",
+                "SELECT received_at, late, identity,
+                        (SELECT max(appended_at) FROM run_chain WHERE run_id = ?1)
+                 FROM run_receipts WHERE run_id = ?1",
                 [run],
                 |row| {
                     let identity: String = row.get(2)?;
+                    let received_at: Micros = row.get(0)?;
+                    let appended: Option<Micros> = row.get(3)?;
                     Ok(Receipt {
-                        received_at: row.get(0)?,
+                        received_at,
                         late: row.get::<_, i64>(1)? != 0,
                         // `token:NAME` is a static token; `store` the store's own receipt.
                         expiring: !identity.starts_with("token:") && identity != "store",
+                        last_seen: appended.map_or(received_at, |a| a.max(received_at)),
                     })
                 },
             )

@@ -1818,6 +1818,21 @@ mod tests {
             expected.iter().map(|&(k, v)| (k.to_owned(), v)).collect();
         assert_eq!(entries, expected);
         assert_eq!(store.verify_chain(None).unwrap().broken, None);
+        // A trace bounds when the run went on writing by its last send: the receipt, or the
+        // entry that added to the run after it.
+        let (id, appended): (i64, Micros) = store
+            .conn
+            .query_row(
+                "SELECT run_id, max(appended_at) FROM run_chain WHERE kind = 'events'",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .unwrap();
+        let receipt = crate::graph::Source::receipt(&mut store, id)
+            .unwrap()
+            .unwrap();
+        assert_eq!((receipt.received_at, receipt.last_seen), (2, appended));
+        assert!(receipt.expiring && !receipt.late);
         store
             .conn
             .execute_batch(
