@@ -65,10 +65,15 @@ const PIP: &str = "mount:b1:/root/.cache/pip";
 /// A builder `b1` with a pip mount, and `evil/1` (10..20) writing it. Runs carry record
 /// evidence, so only the mount rule applies.
 fn poisoned_mount() -> (History, i64) {
+    poisoned_mount_by(10, 20)
+}
+
+/// [`poisoned_mount`] with `evil/1` (run 1) claiming `start..finish`.
+fn poisoned_mount_by(start: i64, finish: i64) -> (History, i64) {
     let mut h = History::new();
     let b1 = h.builder("b1");
     let pip = h.mount(b1, "/root/.cache/pip");
-    let evil = h.run("evil", "1", t(10), t(20));
+    let evil = h.run("evil", "1", t(start), t(finish));
     h.on(evil, b1);
     h.with_records(evil);
     h.writes(evil, pip);
@@ -222,30 +227,31 @@ fn two_suspect_writers_of_one_mount_reach_each_other() {
     assert_eq!(entry(&trace, "run:suspect/2/build").tainted_at, t(0));
 }
 
-/// Limits for the post-dating tests: a run of 30 minutes, 10 of grace, no skew.
-fn claim_limits() -> TraceOptions {
+/// Claim limits in minutes, for histories in minutes: the longest run, and the token's life
+/// and the late grace (the same), with no skew.
+pub(crate) fn limits(run: i64, grace: i64) -> TraceOptions {
     TraceOptions {
         claims: ClaimLimits {
-            longest_run: t(30) - t(0),
-            token_life: t(10) - t(0),
-            late_grace: t(10) - t(0),
+            longest_run: t(run) - t(0),
+            token_life: t(grace) - t(0),
+            late_grace: t(grace) - t(0),
             skew: 0,
         },
         ..TraceOptions::default()
     }
 }
 
+/// Limits for the post-dating tests: a run of 30 minutes, 10 of grace.
+fn claim_limits() -> TraceOptions {
+    limits(30, 10)
+}
+
 /// `evil/1` claims 100..110 but wrote the pip mount earlier: the collector received it at 111,
 /// so it began no earlier than 71 (61 when it came late, from a spool). Readers
 /// at 60..70 (`web/0`), 72..74 (`web/1`) and 80..90 (`web/2`) are around that floor.
 fn post_dated_writer() -> (History, i64) {
-    let mut h = History::new();
-    let b1 = h.builder("b1");
-    let pip = h.mount(b1, "/root/.cache/pip");
-    let evil = h.run("evil", "1", t(100), t(110));
-    h.on(evil, b1);
-    h.with_records(evil);
-    h.writes(evil, pip);
+    let (mut h, pip) = poisoned_mount_by(100, 110);
+    let evil = 1;
     reader(&mut h, "web/0", 60, 70, pip);
     reader(&mut h, "web/1", 72, 74, pip);
     reader(&mut h, "web/2", 80, 90, pip);
@@ -295,33 +301,25 @@ fn a_seed_run_post_dating_its_start_reaches_the_readers_its_receipt_allows() {
 fn a_post_dated_seed_run_counts_from_no_earlier_than_its_seed_window() {
     let (mut h, evil) = post_dated_writer();
     h.received(evil, t(111), false);
-    let seeds = Seeds {
+    // `evil` compromised within the window, in minutes.
+    let window = |since: i64, until: Option<i64>| Seeds {
         pipelines: vec![PipelineSeed {
             name: "evil".into(),
             window: Window {
-                since: Some(t(75)),
-                until: None,
+                since: Some(t(since)),
+                until: until.map(t),
             },
         }],
         ..Seeds::default()
     };
-    let trace = super::trace(&mut h.clone(), &seeds, claim_limits()).unwrap();
+    let trace = super::trace(&mut h.clone(), &window(75, None), claim_limits()).unwrap();
     assert_eq!(
         names(&trace, Kind::Run),
         set(&["run:evil/1/build", "run:web/2/build"])
     );
     assert_eq!(entry(&trace, PIP).tainted_at, t(75));
     // A window that ends before the start it claims still holds it: it may have begun at 71.
-    let until = |until: i64| Seeds {
-        pipelines: vec![PipelineSeed {
-            name: "evil".into(),
-            window: Window {
-                since: Some(t(50)),
-                until: Some(t(until)),
-            },
-        }],
-        ..Seeds::default()
-    };
+    let until = |until: i64| window(50, Some(until));
     let trace = super::trace(&mut h.clone(), &until(95), claim_limits()).unwrap();
     assert_eq!(
         names(&trace, Kind::Run),
@@ -426,14 +424,8 @@ fn a_tainted_run_writes_over_what_its_receipt_allows_with_or_without_time() {
 /// receipt changes nothing.
 #[test]
 fn only_seed_runs_count_their_writes_from_their_receipts() {
-    let mut h = History::new();
-    let b1 = h.builder("b1");
-    let pip = h.mount(b1, "/root/.cache/pip");
-    let npm = h.mount(b1, "/root/.npm");
-    let evil = h.run("evil", "1", t(10), t(20));
-    h.on(evil, b1);
-    h.with_records(evil);
-    h.writes(evil, pip);
+    let (mut h, pip) = poisoned_mount();
+    let npm = h.mount(1, "/root/.npm");
     let mid = reader(&mut h, "mid/1", 100, 110, pip);
     h.writes(mid, npm);
     h.received(mid, t(111), false);
@@ -2062,15 +2054,7 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
 
 /// Claim limits small enough for the histories above: a run of 20 minutes, 5 of grace.
 pub(crate) fn prop_claims() -> TraceOptions {
-    TraceOptions {
-        claims: ClaimLimits {
-            longest_run: t(20) - t(0),
-            token_life: t(5) - t(0),
-            late_grace: t(5) - t(0),
-            skew: 0,
-        },
-        ..TraceOptions::default()
-    }
+    limits(20, 5)
 }
 
 /// When each tainted entity became tainted, by name.

@@ -431,6 +431,21 @@ fn late_and_time_suspect_runs_are_marked() {
     assert_eq!(suspect, 2, "{doc}");
 }
 
+/// A run of `acme/web/build` that used the `pip` cache mount for thirty seconds from
+/// `started` (`readonly`: only read it), with record evidence, so that only the mount carries
+/// taint between such runs.
+fn mount_run(id: &str, started: chrono::DateTime<chrono::Utc>, readonly: bool) -> Value {
+    let mut line = oidc::run_line("acme/web/build", &format!("{id}-1"));
+    let object = line.as_object_mut().unwrap();
+    object.remove("imported");
+    object.remove("exported");
+    line["started_at"] = json!(started.to_rfc3339());
+    line["finished_at"] = json!((started + chrono::Duration::seconds(30)).to_rfc3339());
+    line["mounts"] = json!([{"id": "pip", "readonly": readonly}]);
+    line["records"] = json!({"created": [], "reused": []});
+    line
+}
+
 /// A run the collector holds time-suspect that backdates its read of a poisoned cache mount
 /// to before the poison was written is still traced; a believed run that read the mount
 /// then stays clean.
@@ -440,16 +455,7 @@ fn a_suspect_run_backdating_its_read_of_a_poisoned_mount_is_traced() {
     let now = chrono::Utc::now();
     let post = |id: &str, ago: chrono::Duration, readonly: bool| {
         let claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", id);
-        let mut line = oidc::run_line("acme/web/build", &format!("{id}-1"));
-        let object = line.as_object_mut().unwrap();
-        object.remove("imported");
-        object.remove("exported");
-        let started = now - ago;
-        line["started_at"] = json!(started.to_rfc3339());
-        line["finished_at"] = json!((started + chrono::Duration::seconds(30)).to_rfc3339());
-        line["mounts"] = json!([{"id": "pip", "readonly": readonly}]);
-        // Record evidence: only the mount carries taint between these runs.
-        line["records"] = json!({"created": [], "reused": []});
+        let line = mount_run(id, now - ago, readonly);
         let response = s.collector.post(&s.rsa.sign(&claims), &line);
         assert_eq!(response.status, 201, "{}", response.text());
         response.json()
@@ -506,17 +512,7 @@ fn a_compromised_run_post_dating_its_start_still_taints_the_builds_after_its_wri
     let config = "[server]\nmax_run_seconds = 3600\nmax_token_life_seconds = 600\n";
     let s = setup("github", config);
     let now = chrono::Utc::now();
-    let line = |id: &str, started: chrono::DateTime<chrono::Utc>, readonly: bool| {
-        let mut line = oidc::run_line("acme/web/build", &format!("{id}-1"));
-        let object = line.as_object_mut().unwrap();
-        object.remove("imported");
-        object.remove("exported");
-        line["started_at"] = json!(started.to_rfc3339());
-        line["finished_at"] = json!((started + chrono::Duration::seconds(30)).to_rfc3339());
-        line["mounts"] = json!([{"id": "pip", "readonly": readonly}]);
-        line["records"] = json!({"created": [], "reused": []});
-        line
-    };
+    let line = mount_run;
     let post = |id: &str, started: chrono::DateTime<chrono::Utc>, readonly: bool| {
         let claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", id);
         let response = s
@@ -535,30 +531,20 @@ fn a_compromised_run_post_dating_its_start_still_taints_the_builds_after_its_wri
         "early.jsonl",
         &line("71", now - chrono::Duration::hours(2), true).to_string(),
     );
-    let out = s.env.cmd().arg("import").arg(&early).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(s.env.cmd().arg("import").arg(&early));
     post("72", now - chrono::Duration::minutes(20), true);
     // The poisoner wrote it before them, and claims to have started a minute ago.
     post("70", now - chrono::Duration::minutes(1), false);
 
     let traced = |extra: &[&str]| {
-        let out = s
-            .env
-            .cmd()
-            .args(extra)
-            .args(["trace", "--run", "acme/web/build/70-1", "--format", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let out = ok(s.env.cmd().args(extra).args([
+            "trace",
+            "--run",
+            "acme/web/build/70-1",
+            "--format",
+            "json",
+        ]));
+        let doc: Value = serde_json::from_str(&out).unwrap();
         let runs: Vec<String> = doc["runs"]
             .as_array()
             .unwrap_or_else(|| panic!("{doc}"))
