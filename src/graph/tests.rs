@@ -339,6 +339,14 @@ fn a_static_token_bounds_nothing_and_a_seed_run_writes_until_it_was_sent() {
     h.received_with_static_token(evil, t(111));
     let trace = super::trace(&mut h.clone(), &runs(&["evil/1"]), claim_limits()).unwrap();
     assert_eq!(names(&trace, Kind::Run).len(), 4);
+    // The text says so, on the seed's line only.
+    let mut text = Vec::new();
+    crate::report::trace::write_text(&trace, &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    let noted: Vec<&str> = (text.lines())
+        .filter(|l| l.contains("[writes counted from any time: its static token bounds nothing]"))
+        .collect();
+    assert!(noted.len() == 1 && noted[0].contains("evil/1"), "{text}");
 
     let (mut h, evil) = post_dated_writer();
     h.received(evil, t(131), false);

@@ -21,7 +21,7 @@ use crate::graph::{AppliedPurge, Entity, Hop, Kind, Tainted, Trace};
 use crate::model::{PurgeMethod, PurgeTarget};
 use crate::report::escape::{Short, Term};
 use crate::report::json;
-use crate::time::{self, Rfc3339};
+use crate::time::{self, Micros, Rfc3339};
 
 /// The JSON shape's version; bumped on any incompatible change to the schema.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -34,6 +34,10 @@ const SEEDS_SHOWN: usize = 5;
 const TRUNCATED: &str = "  [truncated: inputs over a limit were not recorded]";
 /// After a run whose own times the collector does not believe.
 const TIME_SUSPECT: &str = "  [time-suspect: its times contradict when the collector received it]";
+/// After a seed run whose writes count from before the start it claims.
+const RECEIPT_BOUND: &str = "the earliest start its receipt allows";
+/// After a seed run sent with a static token, whose writes count from any time.
+const WRITES_UNBOUNDED: &str = "  [writes counted from any time: its static token bounds nothing]";
 
 const EMPTY: &str =
     "empty blast radius: no runs, caches, mounts or images are downstream of the seeds";
@@ -128,7 +132,9 @@ pub fn write_text(trace: &Trace, out: &mut dyn Write) -> io::Result<()> {
             })
             .max()
             .unwrap_or(0);
-        write_rendered(out, entries, |buf, _, entry| text_line(buf, entry, width))?;
+        write_rendered(out, entries, |buf, _, entry| {
+            text_line(buf, entry, width, earlier_writes(trace, entry));
+        })?;
     }
     Ok(())
 }
@@ -220,20 +226,32 @@ pub fn purge_line(applied: &AppliedPurge) -> String {
     line
 }
 
+/// For a run whose writes count from before the start it claims (a seed run the collector
+/// received): from when.
+fn earlier_writes(trace: &Trace, entry: &Tainted<'_>) -> Option<Micros> {
+    match entry.entity {
+        Entity::Run { info } if !info.time_suspect => {
+            Some(trace.writes_from(info)).filter(|&from| from < info.started_at)
+        }
+        _ => None,
+    }
+}
+
 /// `  TIME  NAME  VIA[ from FROM]`, the name padded to `width` characters. Names are shown
-/// escaped and shortened ([`Short`]): one entity a line, whatever the store holds.
-fn text_line(buf: &mut Vec<u8>, entry: &Tainted<'_>, width: usize) {
+/// escaped and shortened ([`Short`]): one entity a line, whatever the store holds. A run whose
+/// writes count from before its claimed start (`writes_from`) says so.
+fn text_line(buf: &mut Vec<u8>, entry: &Tainted<'_>, width: usize, writes_from: Option<Micros>) {
     with_names(entry, |name, from| {
-        text_line_named(buf, entry, name, from, width)
+        text_line_named(buf, entry, (name, from), width, writes_from)
     });
 }
 
 fn text_line_named(
     buf: &mut Vec<u8>,
     entry: &Tainted<'_>,
-    name: &str,
-    from: Option<&str>,
+    (name, from): (&str, Option<&str>),
     width: usize,
+    writes_from: Option<Micros>,
 ) {
     buf.extend_from_slice(b"  ");
     write!(buf, "{}", Rfc3339(entry.tainted_at)).expect("writing to memory");
@@ -255,6 +273,16 @@ fn text_line_named(
         if info.time_suspect {
             buf.extend_from_slice(TIME_SUSPECT.as_bytes());
         }
+    }
+    match writes_from {
+        Some(Micros::MIN) => buf.extend_from_slice(WRITES_UNBOUNDED.as_bytes()),
+        Some(from) => write!(
+            buf,
+            "  [writes counted from {}: {RECEIPT_BOUND}]",
+            Rfc3339(from)
+        )
+        .expect("writing to memory"),
+        None => {}
     }
     buf.push(b'\n');
 }
@@ -973,7 +1001,7 @@ mod tests {
             };
             let width = 16;
             let mut line = Vec::new();
-            text_line(&mut line, &entry, width);
+            text_line(&mut line, &entry, width, None);
             let tail = from.map_or_else(String::new, |from| format!(" from builder:{from}"));
             let expected = format!(
                 "  {}  {name:width$}  ran-on{tail}\n",

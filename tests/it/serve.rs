@@ -563,6 +563,16 @@ fn a_compromised_run_post_dating_its_start_still_taints_the_builds_after_its_wri
     let written =
         chrono::DateTime::parse_from_rfc3339(mount["tainted_at"].as_str().unwrap()).unwrap();
     assert!(written < now - chrono::Duration::minutes(70), "{mount}");
+    // The text says why the poisoner's write precedes the start it claims.
+    let text = ok(s.env.cmd().args([
+        "--config",
+        config.to_str().unwrap(),
+        "trace",
+        "--run",
+        "acme/web/build/70-1",
+    ]));
+    let noted = text.lines().filter(|l| l.contains("[writes counted from "));
+    assert_eq!(noted.collect::<Vec<_>>().len(), 1, "{text}");
     // With the collector's defaults (a six-hour run, a day-long token), the earlier build too.
     let (runs, doc) = traced(&[]);
     assert_eq!(runs.len(), 3, "{doc}");
