@@ -839,7 +839,7 @@ impl Trace {
         self.graph.edge_endpoints(edge).is_some_and(|(writer, _)| {
             self.suspect(writer)
                 || matches!(&self.graph[writer].entity, Entity::Run { info, .. }
-                    if self.write_spans.get(&info.id).is_some_and(|s| s.from == Micros::MIN))
+                    if self.write_spans.get(&info.id).is_some_and(|s| s.unbounded()))
         })
     }
 

@@ -103,6 +103,13 @@ pub struct WriteSpan {
     pub until: Micros,
 }
 
+impl WriteSpan {
+    /// Nothing bounds when the run began (a static token, no window).
+    pub fn unbounded(self) -> bool {
+        self.from == Micros::MIN
+    }
+}
+
 impl Default for ClaimLimits {
     /// The collector's defaults: a run of six hours, a token of a day, a day of grace, a
     /// minute of skew.
@@ -487,9 +494,6 @@ struct Tracer<'s, S: Source> {
     /// For each seed run the collector received: when its writes to mounts and builders may
     /// have been made, as far as its receipt bounds it (see [`ClaimLimits`]).
     write_spans: HashMap<RunId, WriteSpan>,
-    /// Seed runs whose receipt bounds nothing about when they wrote (a static token, no
-    /// window).
-    unbounded: HashSet<RunId>,
     /// Registry artifacts a seed run with a write span pushed: the earliest time a tag may
     /// have held them, from that span.
     pushed_from: HashMap<ArtifactId, Micros>,
@@ -540,7 +544,6 @@ impl<'s, S: Source> Tracer<'s, S> {
             orphan_writers: HashMap::default(),
             claims: options.claims,
             write_spans: HashMap::default(),
-            unbounded: HashSet::default(),
             pushed_from: HashMap::default(),
             suspect_ends: HashMap::default(),
         }
@@ -724,11 +727,8 @@ impl<'s, S: Source> Tracer<'s, S> {
         if !run.time_suspect
             && let Some(receipt) = self.source.receipt(run.id)?
         {
+            // Nothing bounding it (`Micros::MIN`), its writes are taken as a time-suspect run's.
             let from = (self.claims.earliest_start(receipt)).max(since.unwrap_or(Micros::MIN));
-            if from == Micros::MIN {
-                // Nothing bounds it: its writes are taken as a time-suspect run's.
-                self.unbounded.insert(run.id);
-            }
             let span = WriteSpan {
                 from: from.min(at),
                 until: self.claims.latest_end(receipt).max(run.finished_at),
@@ -885,27 +885,27 @@ impl<'s, S: Source> Tracer<'s, S> {
         let Entity::Run { info, .. } = &self.graph[node].entity else {
             return Ok(());
         };
-        let (id, builder, started_at, finished_at, suspect, has_records) = (
+        let (id, builder, started_at, finished_at, time_suspect, has_records) = (
             info.id,
             info.builder,
             info.started_at,
             info.finished_at,
-            info.time_suspect || (!self.ignore_time && self.unbounded.contains(&info.id)),
+            info.time_suspect,
             info.has_records,
         );
-        let info_suspect = info.time_suspect;
         // A seed run's writes to mounts and builders count from the earliest time it may
-        // have made them, and went on until the latest.
-        // (A run nothing bounds is taken as time-suspect instead.)
+        // have made them, and went on until the latest. A run nothing bounds is taken as
+        // time-suspect instead.
         let span = self.write_spans.get(&id).copied();
         let span = span.filter(|_| !self.ignore_time);
-        let unbounded = span.is_some() && self.unbounded.contains(&id);
+        let unbounded = span.is_some_and(WriteSpan::unbounded);
+        let suspect = time_suspect || unbounded;
         let from = |at: Micros| match span {
             Some(span) if !unbounded => span.from.min(at),
             _ => at,
         };
         let until = |done: Micros| span.map_or(done, |span| span.until.max(done));
-        if info_suspect && let Some(receipt) = self.source.receipt(id)? {
+        if time_suspect && let Some(receipt) = self.source.receipt(id)? {
             let done = finished_at.max(started_at);
             self.suspect_ends
                 .insert(id, self.claims.latest_end(receipt).max(done));
