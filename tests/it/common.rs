@@ -197,6 +197,28 @@ impl Env {
             .args(["incident", "open", "--pipeline", pipeline]))
     }
 
+    /// The action of incident `id`'s plan that `pick` chooses, as `incident show --format json`
+    /// lists it; panics, naming `what` and showing the plan, when none does.
+    pub fn incident_action(
+        &self,
+        config: &Path,
+        id: &str,
+        what: &str,
+        pick: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let show = ok(self
+            .cmd_with(config)
+            .args(["incident", "show", id, "--format", "json"]));
+        let show: serde_json::Value = serde_json::from_str(&show).unwrap();
+        show["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|&a| pick(a))
+            .cloned()
+            .unwrap_or_else(|| panic!("no action on {what}: {show:#}"))
+    }
+
     /// `incident purge ID --execute --yes` and `extra`, with this config.
     pub fn execute(&self, config: &Path, id: &str, extra: &[&str]) -> Command {
         let mut cmd = self.cmd_with(config);

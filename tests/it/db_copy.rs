@@ -262,17 +262,12 @@ fn incident_history(env: &Env, registry: &Registry) -> PathBuf {
     env.open_incident(&config, "evil");
     let run = output(env, &mut env.execute(&config, "1", &[]));
     assert!(run.starts_with("exit: 5\n"), "{run}");
-    let show = ok(env
-        .cmd_with(&config)
-        .args(["incident", "show", "1", "--format", "json"]));
-    let show: serde_json::Value = serde_json::from_str(&show).unwrap();
-    let seq = show["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["target"]["digest"] == outside.digest.as_str())
-        .and_then(|a| a["seq"].as_i64())
-        .unwrap_or_else(|| panic!("no action on the cache outside the scope: {show:#}"));
+    let outside = outside.digest.as_str();
+    let seq = env.incident_action(&config, "1", "the cache outside the scope", |a| {
+        a["target"]["digest"] == outside
+    })["seq"]
+        .as_i64()
+        .unwrap();
     ok(env.cmd_with(&config).args([
         "incident",
         "accept",

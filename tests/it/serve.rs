@@ -470,20 +470,10 @@ fn a_suspect_run_backdating_its_read_of_a_poisoned_mount_is_traced() {
     // Seeded from the mount since the poison was written: the poisoner's own claims are not
     // what dates the poison (a seed run's receipt would date it earlier still).
     let since = (now - chrono::Duration::seconds(90)).to_rfc3339();
-    let out = s
-        .env
-        .cmd()
-        .args([
-            "trace", "--mount", "ci-1:pip", "--since", &since, "--format", "json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = ok(s.env.cmd().args([
+        "trace", "--mount", "ci-1:pip", "--since", &since, "--format", "json",
+    ]));
+    let doc: Value = serde_json::from_str(&out).unwrap();
     let runs: Vec<&str> = doc["runs"]
         .as_array()
         .unwrap_or_else(|| panic!("{doc}"))

@@ -53,17 +53,8 @@ fn line_of<'a>(text: &'a str, digest: &str) -> &'a str {
 
 /// The `seq` of the plan's action on `digest`.
 fn seq_of(env: &Env, config: &std::path::Path, id: &str, digest: &str) -> i64 {
-    let show = ok(env
-        .cmd_with(config)
-        .args(["incident", "show", id, "--format", "json"]));
-    let show: serde_json::Value = serde_json::from_str(&show).unwrap();
-    show["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["target"]["digest"] == digest)
-        .and_then(|a| a["seq"].as_i64())
-        .unwrap_or_else(|| panic!("no action on {digest}: {show:#}"))
+    let action = env.incident_action(config, id, digest, |a| a["target"]["digest"] == digest);
+    action["seq"].as_i64().unwrap()
 }
 
 /// With no config file, every action is out of scope. `open` and `purge` say so loudly, the
@@ -337,17 +328,8 @@ fn an_evidence_gap_is_recorded_and_reported() {
     );
     assert!(run.contains("the action goes ahead"), "{run}");
     assert!(!manifest_exists(&registry, "team/app", &h.inside.digest));
-    let seq = seq_of(&env, &config, "1", &h.inside.digest);
-    let show = ok(env
-        .cmd_with(&config)
-        .args(["incident", "show", "1", "--format", "json"]));
-    let show: serde_json::Value = serde_json::from_str(&show).unwrap();
-    let action = show["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["seq"] == seq)
-        .unwrap();
+    let digest = h.inside.digest.as_str();
+    let action = env.incident_action(&config, "1", digest, |a| a["target"]["digest"] == digest);
     assert!(action["evidence_gap"].is_string(), "{action:#}");
     let report = ok(env.cmd_with(&config).args(["incident", "report", "1"]));
     assert!(
@@ -621,21 +603,12 @@ fn a_truncated_tainted_run_leaves_a_follow_up_verify_does_not_pass() {
             .any(|l| l.contains("UNVERIFIED") && l.contains("was recorded without what was"))
     };
     assert!(unverified(&verify), "{verify}");
-    let show = ok(env
-        .cmd_with(&config)
-        .args(["incident", "show", "1", "--format", "json"]));
-    let show: serde_json::Value = serde_json::from_str(&show).unwrap();
-    let seq = show["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| {
-            a["target"]["what"]
-                .as_str()
-                .is_some_and(|w| w.contains("recorded without what was over a limit"))
-        })
-        .and_then(|a| a["seq"].as_i64())
-        .unwrap_or_else(|| panic!("no follow-up: {show:#}"));
+    let follow_up = env.incident_action(&config, "1", "the truncated run", |a| {
+        a["target"]["what"]
+            .as_str()
+            .is_some_and(|w| w.contains("recorded without what was over a limit"))
+    });
+    let seq = follow_up["seq"].as_i64().unwrap();
     ok(env.cmd_with(&config).args([
         "incident",
         "accept",
