@@ -181,8 +181,20 @@ impl History {
     }
 
     /// Records that the collector received the run at `at` (`late`: from a spool), with an
-    /// OIDC token.
+    /// OIDC token from before it kept a bound on when the run began.
     pub fn received(&mut self, run: RunId, at: Micros, late: bool) {
+        self.received_bounded(run, at, late, None);
+    }
+
+    /// Records that the collector received the run at `at` (`late`: from a spool), with an
+    /// OIDC token that bounds the run's start by `began_after`.
+    pub fn received_bounded(
+        &mut self,
+        run: RunId,
+        at: Micros,
+        late: bool,
+        began_after: Option<Micros>,
+    ) {
         self.receipts.push((
             run,
             Receipt {
@@ -190,6 +202,7 @@ impl History {
                 late,
                 expiring: true,
                 last_seen: at,
+                began_after,
             },
         ));
     }
@@ -203,6 +216,7 @@ impl History {
                 late: false,
                 expiring: false,
                 last_seen: at,
+                began_after: None,
             },
         ));
     }

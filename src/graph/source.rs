@@ -57,6 +57,9 @@ pub struct Receipt {
     /// The last time the store took events for the run: its receipt, or a later send that
     /// added to it.
     pub last_seen: Micros,
+    /// The earliest the run may have begun as the collector bounded it when it received the
+    /// run, from its token's issue time; `None` when it did not (or before it kept this).
+    pub began_after: Option<Micros>,
 }
 
 impl From<&RunInfo> for RunRef {

@@ -73,19 +73,25 @@ pub struct ClaimLimits {
 }
 
 impl ClaimLimits {
-    /// The earliest time a run the collector received may have begun; nothing bounds a run
-    /// sent with a static token, which never expires.
+    /// The earliest time a run the collector received may have begun: the earlier of what
+    /// these limits allow and the bound the collector kept with the receipt (from the token's
+    /// issue time, with the collector's own limits), so that limits narrower than the
+    /// collector's never move it later. Nothing bounds a run sent with a static token, which
+    /// never expires.
     pub fn earliest_start(self, received: Receipt) -> Micros {
         if !received.expiring {
             return Micros::MIN;
         }
         let spooled = if received.late { self.late_grace } else { 0 };
-        received
+        let limited = received
             .received_at
             .saturating_sub(self.longest_run)
             .saturating_sub(self.token_life)
             .saturating_sub(spooled)
-            .saturating_sub(self.skew.saturating_mul(2))
+            .saturating_sub(self.skew.saturating_mul(2));
+        received
+            .began_after
+            .map_or(limited, |kept| kept.min(limited))
     }
 
     /// The latest time a run the collector received may have gone on writing: until it was
@@ -2176,6 +2182,7 @@ mod tests {
             late,
             expiring,
             last_seen: 12_000,
+            began_after: None,
         };
         assert_eq!(
             limits.earliest_start(receipt(false, true)),
@@ -2187,11 +2194,27 @@ mod tests {
         );
         assert_eq!(limits.earliest_start(receipt(false, false)), Micros::MIN);
         assert_eq!(limits.latest_end(receipt(false, true)), 12_001);
+        // The collector's own bound counts where it is earlier than these limits allow (it
+        // allowed longer runs), never where it is later.
+        let kept = |began_after| Receipt {
+            began_after: Some(began_after),
+            ..receipt(false, true)
+        };
+        assert_eq!(limits.earliest_start(kept(5_000)), 5_000);
+        assert_eq!(limits.earliest_start(kept(9_990)), 10_000 - 1_100 - 2);
+        assert_eq!(
+            limits.earliest_start(Receipt {
+                expiring: false,
+                ..kept(5_000)
+            }),
+            Micros::MIN
+        );
         let hostile = Receipt {
             received_at: Micros::MIN,
             late: true,
             expiring: true,
             last_seen: Micros::MAX,
+            began_after: Some(Micros::MAX),
         };
         assert_eq!(limits.earliest_start(hostile), Micros::MIN);
         assert_eq!(limits.latest_end(hostile), Micros::MAX);

@@ -11,6 +11,7 @@ use super::seeds::{
     BuilderSeed, CacheRefSeed, DigestSeed, MountSeed, PipelineSeed, RunSeed, SeedSpec, Seeds,
     Window,
 };
+use super::source::Receipt;
 use super::{ClaimLimits, Kind, ResolveError, Trace, TraceError, TraceOptions, Via, trace};
 use crate::model::{Backend, Digest};
 use crate::time::Micros;
@@ -294,6 +295,38 @@ fn a_seed_run_post_dating_its_start_reaches_the_readers_its_receipt_allows() {
             "run:web/2/build"
         ])
     );
+}
+
+/// The collector keeps, with the receipt, how early the run may have begun by its own limits
+/// (its token's issue time less the longest run it allows). A trace run with narrower limits
+/// than the collector's still counts the run's writes from there: `web/0`, read at 60..70,
+/// before the 71 the trace's own limits allow, is reached when the collector allowed a start
+/// at 65. A bound later than the trace's limits moves nothing.
+#[test]
+fn a_seed_run_counts_from_the_bound_its_collector_kept_when_earlier() {
+    let (unreceived, evil) = post_dated_writer();
+    let traced = |began_after: i64| {
+        let mut h = unreceived.clone();
+        h.received_bounded(evil, t(111), false, Some(t(began_after)));
+        super::trace(&mut h, &runs(&["evil/1"]), claim_limits()).unwrap()
+    };
+    let trace = traced(65);
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&[
+            "run:evil/1/build",
+            "run:web/0/build",
+            "run:web/1/build",
+            "run:web/2/build"
+        ])
+    );
+    assert_eq!(entry(&trace, PIP).tainted_at, t(65));
+    let trace = traced(90);
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:web/1/build", "run:web/2/build"])
+    );
+    assert_eq!(entry(&trace, PIP).tainted_at, t(71));
 }
 
 /// A pipeline compromised from a time on: its runs' writes count from no earlier than that.
@@ -1889,7 +1922,7 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
         prop::collection::vec((0usize..2, 0i64..80), 0..2),
         0usize..6,
         (0i64..80, 0i64..80),
-        prop::option::weighted(0.4, (0i64..100, 0u8..3)),
+        prop::option::weighted(0.4, (0i64..100, 0u8..4, 0i64..100)),
     )
         .prop_map(|(specs, purges, prunes, seed, (since, until), receipt)| {
             let mut h = History::new();
@@ -1959,9 +1992,11 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
             }
             // The first run, received by the collector: as a seed, its writes may count from
             // earlier than it claims.
-            if let Some((at, kind)) = receipt {
+            // (3: with the bound its collector kept on when it began.)
+            if let Some((at, kind, began_after)) = receipt {
                 match kind {
                     0 => h.received_with_static_token(1, t(at)),
+                    3 => h.received_bounded(1, t(at), false, Some(t(began_after))),
                     _ => h.received(1, t(at), kind == 2),
                 }
             }
@@ -1980,7 +2015,7 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
                         r.time_suspect
                             || r.started_at >= from
                                 && (r.started_at <= to
-                                    || receipt.is_some_and(|c| claims.earliest_start(c) <= to))
+                                    || receipt.is_some_and(|c| earliest_start(claims, c) <= to))
                     })
                     .map(|r| r.id)
                     .collect();
@@ -2004,9 +2039,7 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
                 && seeded.contains(&1)
                 && !first.time_suspect
             {
-                let from = claims
-                    .earliest_start(receipt)
-                    .max(seed_since.unwrap_or(Micros::MIN));
+                let from = earliest_start(claims, receipt).max(seed_since.unwrap_or(Micros::MIN));
                 let from = if from == Micros::MIN {
                     // Taken as time-suspect instead.
                     resolved.unbounded.insert(1);
@@ -2014,7 +2047,8 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
                 } else {
                     from.min(first.started_at)
                 };
-                let until = claims.latest_end(receipt).max(first.finished_at);
+                let until = (receipt.received_at.max(receipt.last_seen) + claims.skew)
+                    .max(first.finished_at);
                 resolved.write_spans.insert(1, (from, until));
             }
             match seed {
@@ -2063,6 +2097,23 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
 /// Claim limits small enough for the histories above: a run of 20 minutes, 5 of grace.
 pub(crate) fn prop_claims() -> TraceOptions {
     limits(20, 5)
+}
+
+/// The earliest a received run may have begun, worked out here for the reference engine
+/// rather than by [`ClaimLimits::earliest_start`]: its receipt time less the longest run, the
+/// token's life, the grace when late and two skews, or the collector's kept bound where that
+/// is earlier; nothing for a static token.
+fn earliest_start(claims: ClaimLimits, receipt: Receipt) -> Micros {
+    if !receipt.expiring {
+        return Micros::MIN;
+    }
+    let grace = if receipt.late { claims.late_grace } else { 0 };
+    let limited =
+        receipt.received_at - claims.longest_run - claims.token_life - grace - 2 * claims.skew;
+    match receipt.began_after {
+        Some(kept) if kept < limited => kept,
+        _ => limited,
+    }
 }
 
 /// When each tainted entity became tainted, by name.

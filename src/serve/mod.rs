@@ -383,6 +383,7 @@ fn admit(
         identity: identity.name.clone(),
         late: identity.late,
         time_suspect: time_suspect(&record, identity, config, received_at),
+        began_after: began_after(identity, config, received_at),
     };
     Ok((*record, receipt, steps))
 }
@@ -469,6 +470,29 @@ fn time_suspect(
         _ => {}
     }
     (!why.is_empty()).then(|| why.join("; "))
+}
+
+/// The earliest a run may have begun, as its token bounds it: issued (at the latest when it
+/// was received) at most `max_run_seconds` after the run began, on clocks each up to
+/// `clock_skew_seconds` off. Kept with the receipt, so a trace bounds the run as the collector
+/// was set when it received the run, whatever the config of whoever traces. A token with no
+/// issue time (a static `[[token]]`, a JWT without `iat`) bounds nothing.
+fn began_after(identity: &Identity, config: &Config, received_at: Micros) -> Option<Micros> {
+    let micros = |s: u64| {
+        i64::try_from(s)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000)
+    };
+    let server = &config.server;
+    let issued = identity
+        .issued_at?
+        .saturating_mul(1_000_000)
+        .min(received_at);
+    Some(
+        issued
+            .saturating_sub(micros(server.max_run_seconds))
+            .saturating_sub(micros(server.clock_skew_seconds).saturating_mul(2)),
+    )
 }
 
 /// Whether one more event fits in `limit` a minute (0: no limit), counting it when it does.

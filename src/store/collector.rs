@@ -17,6 +17,9 @@ pub struct Receipt {
     pub late: bool,
     /// Why the run's own times are not believed.
     pub time_suspect: Option<String>,
+    /// The earliest the run may have begun, as the collector bounds it from its token's issue
+    /// time; `None` when the token bounds nothing.
+    pub began_after: Option<Micros>,
 }
 
 /// A refused request, as kept.
@@ -53,15 +56,16 @@ pub(super) fn insert_receipt(
     let added = tx
         .prepare_cached(
             "INSERT INTO run_receipts
-                 (run_id, received_at, identity, late, time_suspect)
-             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                 (run_id, received_at, identity, late, time_suspect, began_after)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
         )?
         .execute(params![
             run,
             receipt.received_at,
             receipt.identity,
             receipt.late,
-            receipt.time_suspect
+            receipt.time_suspect,
+            receipt.began_after
         ])?;
     Ok(added == 1)
 }
@@ -82,7 +86,7 @@ impl Store {
         let kept = self
             .conn
             .query_row(
-                "SELECT received_at, identity, late, time_suspect FROM run_receipts
+                "SELECT received_at, identity, late, time_suspect, began_after FROM run_receipts
                  WHERE run_id = ?1",
                 [outcome.run],
                 |row| {
@@ -91,6 +95,7 @@ impl Store {
                         identity: row.get(1)?,
                         late: row.get(2)?,
                         time_suspect: row.get(3)?,
+                        began_after: row.get(4)?,
                     })
                 },
             )

@@ -2385,17 +2385,21 @@ mod tests {
             .unwrap();
             let receipt = h.receipts.iter().find(|c| c.0 == r.id).map(|c| c.1);
             if r.time_suspect || receipt.is_some() {
-                let (received_at, late, expiring) =
-                    receipt.map_or((0, false, true), |c| (c.received_at, c.late, c.expiring));
+                let (received_at, late, expiring, began_after) = receipt
+                    .map_or((0, false, true, None), |c| {
+                        (c.received_at, c.late, c.expiring, c.began_after)
+                    });
                 tx.execute(
-                    "INSERT INTO run_receipts (run_id, received_at, identity, late, time_suspect)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO run_receipts
+                         (run_id, received_at, identity, late, time_suspect, began_after)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     crate::store::db::params![
                         r.id,
                         received_at,
                         if expiring { "ci#p" } else { "token:rack" },
                         i64::from(late),
-                        r.time_suspect.then_some("claimed")
+                        r.time_suspect.then_some("claimed"),
+                        began_after
                     ],
                 )
                 .unwrap();

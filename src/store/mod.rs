@@ -90,6 +90,7 @@ const MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/migrations/0015_mount_audits.sql"),
     RECEIPT_MIGRATION,
     include_str!("../../schema/migrations/0017_step_events.sql"),
+    include_str!("../../schema/migrations/0018_receipt_start.sql"),
 ];
 
 /// The migration that creates the run chain; a hook then chains the runs already stored.
@@ -105,19 +106,27 @@ fn apply_migrations(db: &mut Db, to: usize) -> Result<(), DbError> {
     let tx = db.transaction()?;
     let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     let from = usize::try_from(found).unwrap_or(0);
+    // The hooks chain what the store held, and a chain entry is read from the schema as it
+    // stands at the end: they run once every migration has.
+    let mut hooks = Vec::new();
     for (index, sql) in MIGRATION_SQL.iter().enumerate().take(to).skip(from) {
         tx.execute_batch(sql)?;
         if *sql == CHAIN_MIGRATION {
-            chain::chain_existing(&tx)?;
+            hooks.push(chain::chain_existing as fn(&Db) -> db::DbResult<()>);
         } else if *sql == RECEIPT_MIGRATION {
-            chain::chain_existing_receipts(&tx)?;
+            hooks.push(chain::chain_existing_receipts);
         }
         tx.execute_batch(&format!("PRAGMA user_version = {}", index + 1))?;
+    }
+    for hook in hooks {
+        hook(&tx)?;
     }
     tx.commit()
 }
 
-/// An SQLite file at schema version `version`, for tests of migrations.
+/// An SQLite file at schema version `version`, for tests of migrations. (The hooks chain with
+/// the latest encoding: an empty store can stop at any version, one holding receipts only at
+/// the latest.)
 #[cfg(test)]
 pub(crate) fn sqlite_at_version(path: &Path, version: usize) -> Connection {
     let conn = Connection::open(path).expect("a test database");

@@ -657,7 +657,7 @@ impl Source for Store {
         self.conn
             .query_row(
                 "SELECT received_at, late, identity,
-                        (SELECT max(appended_at) FROM run_chain WHERE run_id = ?1)
+                        (SELECT max(appended_at) FROM run_chain WHERE run_id = ?1), began_after
                  FROM run_receipts WHERE run_id = ?1",
                 [run],
                 |row| {
@@ -670,6 +670,7 @@ impl Source for Store {
                         // `token:NAME` is a static token; `store` the store's own receipt.
                         expiring: !identity.starts_with("token:") && identity != "store",
                         last_seen: appended.map_or(received_at, |a| a.max(received_at)),
+                        began_after: row.get(4)?,
                     })
                 },
             )

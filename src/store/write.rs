@@ -1149,6 +1149,7 @@ fn doubt(receipt: Option<&Receipt>, why: String, now: Micros) -> Receipt {
             identity: STORE_IDENTITY.to_owned(),
             late: false,
             time_suspect: Some(why),
+            began_after: None,
         },
     }
 }
@@ -1781,10 +1782,11 @@ mod tests {
         }
     }
 
-    /// A run the collector received first is chained whole with its receipt (encoding 2); a
-    /// run recorded without it and received later gets an entry that brings the receipt in;
-    /// a third sending keeps the first receipt and adds no entry. The chain verifies
-    /// throughout, and a receipt edited after is caught.
+    /// A run the collector received first is chained whole with its receipt (encoding 3,
+    /// with the bound on when the run began); a run recorded without it and received later
+    /// gets an entry that brings the receipt in; a third sending keeps the first receipt and
+    /// adds no entry. The chain verifies throughout, and a receipt edited after is caught,
+    /// its bound too.
     #[test]
     fn receipts_are_chained_by_the_entry_that_brings_them_in() {
         let (_dir, mut store) = store();
@@ -1794,6 +1796,7 @@ mod tests {
             identity: "https://issuer#p".into(),
             late: false,
             time_suspect: None,
+            began_after: Some(received_at - 10),
         };
         store
             .record_received_run(&run("p", "1", None), &none, &receipt(1), None)
@@ -1813,7 +1816,7 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        let expected = [("run", 2), ("run", 1), ("events", 2)];
+        let expected = [("run", 3), ("run", 1), ("events", 3)];
         let expected: Vec<(String, i64)> =
             expected.iter().map(|&(k, v)| (k.to_owned(), v)).collect();
         assert_eq!(entries, expected);
@@ -1833,18 +1836,34 @@ mod tests {
             .unwrap();
         assert_eq!((receipt.received_at, receipt.last_seen), (2, appended));
         assert!(receipt.expiring && !receipt.late);
+        // The first receipt's bound is kept, not the third sending's.
+        assert_eq!(receipt.began_after, Some(2 - 10));
         store
             .conn
-            .execute_batch(
-                "DROP TRIGGER run_receipts_never_update;
-                 UPDATE run_receipts SET received_at = 9 WHERE received_at = 2;",
-            )
+            .execute_batch("DROP TRIGGER run_receipts_never_update;")
             .unwrap();
-        let broken = store.verify_chain(None).unwrap().broken.unwrap();
-        assert_eq!(
-            (broken.entry, broken.kind),
-            (3, crate::store::BreakKind::HashMismatch)
-        );
+        for (edit, undo, entry) in [
+            (
+                "UPDATE run_receipts SET began_after = 0 WHERE received_at = 1",
+                "UPDATE run_receipts SET began_after = -9 WHERE received_at = 1",
+                1,
+            ),
+            (
+                "UPDATE run_receipts SET received_at = 9 WHERE received_at = 2",
+                "UPDATE run_receipts SET received_at = 2 WHERE received_at = 9",
+                3,
+            ),
+        ] {
+            store.conn.execute_batch(edit).unwrap();
+            let broken = store.verify_chain(None).unwrap().broken.unwrap();
+            assert_eq!(
+                (broken.entry, broken.kind),
+                (entry, crate::store::BreakKind::HashMismatch),
+                "{edit}"
+            );
+            store.conn.execute_batch(undo).unwrap();
+            assert_eq!(store.verify_chain(None).unwrap().broken, None, "{undo}");
+        }
     }
 
     /// The attack of `record --pipeline forks-pr --trust-level release`: with no config, the

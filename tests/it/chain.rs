@@ -118,15 +118,16 @@ fn tamper(db: &Path, sql: &str) {
 }
 
 /// Undoes the chain migration as if the store was made before it: the migrations after it
-/// (the receipts, mount audits, step events) undone first, then the chain's table and columns
-/// dropped, `user_version` four lower.
+/// (the receipts, mount audits, step events, receipt bounds) undone first, then the chain's
+/// table and columns dropped, `user_version` five lower.
 fn unchain(db: &Path) {
     let conn = Connection::open(db).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
     conn.execute_batch(
-        "DROP TABLE step_events;
+        "ALTER TABLE run_receipts DROP COLUMN began_after;
+         DROP TABLE step_events;
          DROP INDEX run_receipts_time_suspect;
          DROP TABLE mount_snapshot_files; DROP TABLE mount_snapshots;
          ALTER TABLE audit_findings DROP COLUMN target;
@@ -135,7 +136,7 @@ fn unchain(db: &Path) {
          ALTER TABLE incidents DROP COLUMN chain_head;",
     )
     .unwrap();
-    conn.pragma_update(None, "user_version", version - 4)
+    conn.pragma_update(None, "user_version", version - 5)
         .unwrap();
 }
 
@@ -409,7 +410,7 @@ fn a_chain_rewritten_whole_is_caught_with_a_kept_head() {
 
     // An entry claiming an encoding this cachewarden does not know is not passed over; one
     // relabelled with another known encoding no longer hashes to its stored hash.
-    for (version, kind) in [(3, "malformed"), (2, "hash_mismatch")] {
+    for (version, kind) in [(4, "malformed"), (3, "hash_mismatch"), (2, "hash_mismatch")] {
         let db = copy(&env, &format!("version-{version}.db"));
         tamper(
             &db,
@@ -496,13 +497,14 @@ fn the_migration_chains_the_receipts_a_store_already_holds() {
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
     conn.execute_batch(
-        "DROP TABLE step_events;
+        "ALTER TABLE run_receipts DROP COLUMN began_after;
+         DROP TABLE step_events;
          DROP INDEX run_receipts_time_suspect;
          INSERT INTO run_receipts (run_id, received_at, identity, late, time_suspect)
          VALUES ((SELECT min(id) FROM runs), 1, 'https://issuer#p', 0, 'claims to finish after it was received');",
     )
     .unwrap();
-    conn.pragma_update(None, "user_version", version - 2)
+    conn.pragma_update(None, "user_version", version - 3)
         .unwrap();
     drop(conn);
     let out = output(&env, env.cmd().args(["db", "migrate"]));

@@ -568,6 +568,67 @@ fn a_compromised_run_post_dating_its_start_still_taints_the_builds_after_its_wri
     assert_eq!(runs.len(), 3, "{doc}");
 }
 
+/// The collector keeps, with each receipt, how early the run may have begun by its own
+/// limits. A responder whose config allows shorter runs than the collector did still counts a
+/// compromised run's writes from there: the build that read the mount three hours before the
+/// poisoner claims to have started is tainted, as the collector allowed four-hour runs.
+#[test]
+fn a_trace_with_narrower_limits_than_the_collector_keeps_the_collector_bound() {
+    let config = "[server]\nmax_run_seconds = 14400\nmax_token_life_seconds = 600\n";
+    let s = setup("github", config);
+    let now = chrono::Utc::now();
+    let post = |id: &str, started: chrono::DateTime<chrono::Utc>, readonly: bool| {
+        let claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", id);
+        let response = s
+            .collector
+            .post(&s.rsa.sign(&claims), &mount_run(id, started, readonly));
+        assert_eq!(response.status, 201, "{}", response.text());
+    };
+    let early = s.env.write(
+        "early.jsonl",
+        &mount_run("71", now - chrono::Duration::hours(3), true).to_string(),
+    );
+    ok(s.env.cmd().arg("import").arg(&early));
+    post("70", now - chrono::Duration::minutes(1), false);
+    let narrow = s.env.write(
+        "responder.toml",
+        "[server]\nmax_run_seconds = 1800\nmax_token_life_seconds = 600\nlate_grace_seconds = 600\n",
+    );
+    let out = ok(s.env.cmd().args([
+        "--config",
+        narrow.to_str().unwrap(),
+        "trace",
+        "--run",
+        "acme/web/build/70-1",
+        "--format",
+        "json",
+    ]));
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    let runs: Vec<&str> = doc["runs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{doc}"))
+        .iter()
+        .map(|run| run["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        runs.iter().any(|r| r.contains("/71-1/")) && runs.len() == 2,
+        "{doc}"
+    );
+    let written =
+        chrono::DateTime::parse_from_rfc3339(doc["mounts"][0]["tainted_at"].as_str().unwrap())
+            .unwrap();
+    assert!(written < now - chrono::Duration::hours(3), "{doc}");
+    assert!(written > now - chrono::Duration::hours(5), "{doc}");
+    // The bound is in the chain.
+    let log: Value =
+        serde_json::from_str(&ok(s.env.cmd().args(["verify-log", "--format", "json"]))).unwrap();
+    assert_eq!(
+        (&log["intact"], &log["length"]),
+        (&json!(true), &json!(2)),
+        "{log}"
+    );
+}
+
 /// A collected run's receipt is part of its chain entry: editing its `received_at` or
 /// `time_suspect`, or deleting it, directly in the store is caught by `verify-log`, and so is
 /// a receipt forged for a run the collector never received.

@@ -12,8 +12,12 @@ pub const ENCODING_V1: u8 = 1;
 /// time_suspect). An entry is hashed with it when it is the one that brings the receipt into
 /// the chain: the run's entry for a run the collector received first, else an events entry.
 pub const ENCODING_V2: u8 = 2;
+/// Version 3: version 2, then the earliest the run may have begun as the collector bounded it
+/// (`began_after`). The entry that brings a receipt into the chain is hashed with it from then
+/// on.
+pub const ENCODING_V3: u8 = 3;
 /// The versions this cachewarden writes and checks.
-pub const ENCODING_VERSIONS: [u8; 2] = [ENCODING_V1, ENCODING_V2];
+pub const ENCODING_VERSIONS: [u8; 3] = [ENCODING_V1, ENCODING_V2, ENCODING_V3];
 
 /// How the collector received a run, as stored (`run_receipts`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,6 +26,8 @@ pub(crate) struct ReceiptFacts {
     pub identity: String,
     pub late: i64,
     pub time_suspect: Option<String>,
+    /// Hashed from version 3 on: a version 2 entry never covers it.
+    pub began_after: Option<Micros>,
 }
 
 /// A run's facts as stored, names resolved.
@@ -112,14 +118,14 @@ pub(crate) struct DetailFacts {
 /// One entry, as hashed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Entry {
-    /// [`ENCODING_V1`] or [`ENCODING_V2`].
+    /// [`ENCODING_V1`], [`ENCODING_V2`] or [`ENCODING_V3`].
     pub version: u8,
     pub seq: i64,
     pub kind: EntryKind,
     pub run: RunFacts,
     pub events: Vec<EventFacts>,
     pub details: Vec<DetailFacts>,
-    /// The run's receipt as stored (read for version 2 only; `None` when it has none).
+    /// The run's receipt as stored (read from version 2 on; `None` when it has none).
     pub receipt: Option<ReceiptFacts>,
 }
 
@@ -268,6 +274,15 @@ pub(crate) fn encode(entry: &Entry) -> Vec<u8> {
                 e.text(&r.identity);
                 e.int(r.late);
                 e.opt(r.time_suspect.as_deref());
+                if entry.version >= ENCODING_V3 {
+                    match r.began_after {
+                        None => e.byte(0),
+                        Some(at) => {
+                            e.byte(1);
+                            e.int(at);
+                        }
+                    }
+                }
             }
         }
     }
@@ -328,6 +343,7 @@ mod tests {
             identity: "https://issuer#p".into(),
             late: 0,
             time_suspect: None,
+            began_after: None,
         }
     }
 
@@ -373,6 +389,24 @@ mod tests {
             e.version = ENCODING_V2;
             e.receipt = Some(ReceiptFacts {
                 time_suspect: Some("claims to finish after it was received".into()),
+                ..receipt()
+            });
+        });
+        push(&|e| {
+            e.version = ENCODING_V3;
+            e.receipt = Some(receipt());
+        });
+        push(&|e| {
+            e.version = ENCODING_V3;
+            e.receipt = Some(ReceiptFacts {
+                began_after: Some(0),
+                ..receipt()
+            });
+        });
+        push(&|e| {
+            e.version = ENCODING_V3;
+            e.receipt = Some(ReceiptFacts {
+                began_after: Some(1),
                 ..receipt()
             });
         });
@@ -463,6 +497,13 @@ mod tests {
         e.version = ENCODING_V2;
         assert_eq!(encode(&e)[0], ENCODING_V2);
         assert_ne!(encode(&e), v1);
+        // A version 2 entry never covers the bound on when the run began.
+        let v2 = encode(&e);
+        e.receipt.as_mut().expect("receipt").began_after = Some(7);
+        assert_eq!(encode(&e), v2);
+        e.version = ENCODING_V3;
+        assert_eq!(encode(&e)[0], ENCODING_V3);
+        assert_ne!(encode(&e)[1..], v2[1..]);
         e.version = ENCODING_V1;
         e.receipt = None;
         e.kind = EntryKind::Events;

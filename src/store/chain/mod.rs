@@ -12,7 +12,8 @@
 //! builder's name; a builder record's builder, id, type and description), so that rewriting a
 //! row an event points at is caught too. From encoding version 2, the run's collector receipt
 //! (`run_receipts`): the entry that brings it into the chain (the run's own, for a run the
-//! collector received first) is hashed with it. Observations learnt later
+//! collector received first) is hashed with it; from version 3, with the receipt's bound on
+//! when the run began. Observations learnt later
 //! (`run_observations`, `run_truncations`) are not in the chain.
 
 mod encode;
@@ -26,7 +27,7 @@ use serde::Serialize;
 
 use crate::time::Micros;
 pub(crate) use encode::{
-    ENCODING_V1, ENCODING_V2, EventFacts, Ref, RunFacts, Target, encode, next_hash,
+    ENCODING_V1, ENCODING_V3, EventFacts, Ref, RunFacts, Target, encode, next_hash,
 };
 use read::{Span, load_entry};
 pub use verify::{BreakKind, ChainBreak, ChainCheck};
@@ -211,7 +212,7 @@ pub(super) fn append(
         details_through: details_through.max(details_after),
     };
     let seq = last.seq + 1;
-    let version = if receipt { ENCODING_V2 } else { ENCODING_V1 };
+    let version = if receipt { ENCODING_V3 } else { ENCODING_V1 };
     let entry = load_entry(conn, (seq, version), kind, run, span)?
         .ok_or(crate::store::db::DbError::NoRows)?;
     write_entry(conn, tail, last, (run, &entry), span, now)
@@ -335,7 +336,8 @@ pub(super) fn chain_existing(conn: &Db) -> crate::store::db::DbResult<()> {
 }
 
 /// The hook of the migration after which receipts are chained: every receipt already held is
-/// brought into the chain by an entry of its own (version 2, no new events), in run id order.
+/// brought into the chain by an entry of its own (version 3, no new events), in run id order.
+/// It runs once every migration has (the entry reads the receipt's later columns).
 pub(super) fn chain_existing_receipts(conn: &Db) -> crate::store::db::DbResult<()> {
     let runs: Vec<i64> = conn
         .prepare(

@@ -149,7 +149,7 @@ pub(super) struct Span {
     pub details_through: i64,
 }
 
-const RECEIPT_COLUMNS: &str = "received_at, identity, late, time_suspect";
+const RECEIPT_COLUMNS: &str = "received_at, identity, late, time_suspect, began_after";
 
 /// The receipt named by [`RECEIPT_COLUMNS`], starting at column `at`.
 fn receipt_facts(
@@ -161,6 +161,7 @@ fn receipt_facts(
         identity: row.get(at + 1)?,
         late: row.get(at + 2)?,
         time_suspect: row.get(at + 3)?,
+        began_after: row.get(at + 4)?,
     })
 }
 

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use crate::store::db::{Db, DbError};
 use serde::Serialize;
 
-use super::encode::{ENCODING_V2, ENCODING_VERSIONS, Entry, encode, next_hash};
+use super::encode::{ENCODING_V2, ENCODING_V3, ENCODING_VERSIONS, Entry, encode, next_hash};
 use super::read::{MOST_ROWS, Span, Wanted, batch_size, load_entries, load_entry, load_run};
 use super::{ChainHash, ChainHead, EntryKind, stored_head};
 use crate::store::{Store, StoreError};
@@ -34,6 +34,9 @@ pub enum BreakKind {
     EventsNotChained,
     /// A collector receipt that no entry covers: added behind the store's back.
     ReceiptNotChained,
+    /// A collector receipt's bound on when its run began that no entry covers (it is hashed
+    /// from encoding version 3 on): set behind the store's back.
+    ReceiptBoundNotChained,
 }
 
 impl BreakKind {
@@ -48,6 +51,7 @@ impl BreakKind {
             Self::RunNotChained => "run_not_chained",
             Self::EventsNotChained => "events_not_chained",
             Self::ReceiptNotChained => "receipt_not_chained",
+            Self::ReceiptBoundNotChained => "receipt_bound_not_chained",
         }
     }
 
@@ -73,6 +77,9 @@ impl BreakKind {
             }
             Self::ReceiptNotChained => {
                 "the run has a collector receipt that no entry covers: it was written behind the store's back"
+            }
+            Self::ReceiptBoundNotChained => {
+                "the run's collector receipt bounds when it began, and no entry covers that bound: it was set behind the store's back"
             }
         }
     }
@@ -155,6 +162,7 @@ fn verify_within(
         most,
         spans: HashMap::new(),
         receipts: HashSet::new(),
+        bounded: HashSet::new(),
         number: 0,
     };
     let mut stmt = conn.prepare(
@@ -190,7 +198,10 @@ fn verify_within(
         }
     }
     let Walk {
-        spans, receipts, ..
+        spans,
+        receipts,
+        bounded,
+        ..
     } = walk;
     // Rows that no entry covers.
     let next = length + 1;
@@ -211,14 +222,22 @@ fn verify_within(
             return Ok(check);
         }
     }
-    let mut stmt = conn.prepare("SELECT run_id FROM run_receipts ORDER BY run_id")?;
+    let mut stmt = conn.prepare(
+        "SELECT run_id, CASE WHEN began_after IS NULL THEN 0 ELSE 1 END FROM run_receipts
+         ORDER BY run_id",
+    )?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
-        let run: i64 = row.get(0)?;
-        if !receipts.contains(&run) {
-            check.broken = Some(uncovered(run, BreakKind::ReceiptNotChained)?);
-            return Ok(check);
-        }
+        let (run, has_bound): (i64, i64) = (row.get(0)?, row.get(1)?);
+        let kind = if !receipts.contains(&run) {
+            BreakKind::ReceiptNotChained
+        } else if has_bound == 1 && !bounded.contains(&run) {
+            BreakKind::ReceiptBoundNotChained
+        } else {
+            continue;
+        };
+        check.broken = Some(uncovered(run, kind)?);
+        return Ok(check);
     }
     drop(rows);
     for sql in [
@@ -260,6 +279,8 @@ struct Walk {
     spans: HashMap<i64, (i64, i64)>,
     /// Runs whose receipt an entry covers.
     receipts: HashSet<i64>,
+    /// Runs whose receipt an entry covers with its bound on when the run began (version 3).
+    bounded: HashSet<i64>,
     /// Entries walked.
     number: i64,
 }
@@ -364,6 +385,9 @@ impl Walk {
             .insert(row.run, (row.events_through, row.details_through));
         if version >= ENCODING_V2 {
             self.receipts.insert(row.run);
+        }
+        if version >= ENCODING_V3 {
+            self.bounded.insert(row.run);
         }
         Ok(Wanted {
             seq: row.seq,
@@ -477,5 +501,71 @@ mod tests {
             let check = verify_within(&store.conn, None, most).unwrap();
             assert_eq!(check, broken[0], "at most {most}");
         }
+    }
+
+    /// A receipt chained by a release before version 3 holds no bound on when its run began:
+    /// one set on it afterwards is named, though its entry still hashes as written.
+    #[test]
+    fn a_bound_set_on_a_receipt_chained_without_one_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("store.db")).unwrap();
+        let line = r#"{"v":1,"type":"run","pipeline":"p","run":"1","step":"s","builder":"ci-1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:05:00Z","exported":["reg.example/out:1"]}"#;
+        let crate::store::ImportItem::Run(record) =
+            crate::wire::provenance::parse_line(line).unwrap()
+        else {
+            panic!("a run line");
+        };
+        let receipt = crate::store::Receipt {
+            received_at: 1,
+            identity: "https://issuer#p".into(),
+            late: false,
+            time_suspect: None,
+            began_after: None,
+        };
+        let config = crate::config::Config::default();
+        let (outcome, _) = store
+            .record_received_run(&record, &config, &receipt, None)
+            .unwrap();
+        // The entry as an earlier release hashed it: encoding version 2.
+        let through: i64 = store
+            .conn
+            .query_row(
+                "SELECT events_through FROM run_chain WHERE seq = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let span = Span {
+            events_through: through,
+            ..Span::default()
+        };
+        let entry = load_entry(
+            &store.conn,
+            (1, ENCODING_V2),
+            EntryKind::Run,
+            outcome.run,
+            span,
+        )
+        .unwrap()
+        .unwrap();
+        let hash = next_hash(&ChainHash::GENESIS, &encode(&entry));
+        let conn = store.conn.sqlite().unwrap();
+        conn.execute_batch(
+            "DROP TRIGGER run_chain_never_update; DROP TRIGGER run_receipts_never_update;",
+        )
+        .unwrap();
+        conn.execute(
+            "UPDATE run_chain SET encoding = 2, hash = ?1 WHERE seq = 1",
+            [&hash.0[..]],
+        )
+        .unwrap();
+        assert_eq!(store.verify_chain(None).unwrap().broken, None);
+        conn.execute_batch("UPDATE run_receipts SET began_after = 0")
+            .unwrap();
+        let broken = store.verify_chain(None).unwrap().broken.unwrap();
+        assert_eq!(
+            (broken.entry, broken.run_id, broken.kind),
+            (2, outcome.run, BreakKind::ReceiptBoundNotChained)
+        );
     }
 }

@@ -1,0 +1,12 @@
+-- The earliest time each received run may have begun, as the collector bounded it when it
+-- received the run: its token's issue time (`iat`, or the receipt time when that is earlier)
+-- less `max_run_seconds` and twice `clock_skew_seconds`, all as the collector was set then.
+-- NULL when nothing bounds it from the token (a static token, a JWT without `iat`) or the
+-- receipt came before this migration. A trace counts a compromised run's writes from the
+-- earlier of this and what the responder's own config allows, so a config narrower than the
+-- collector's never moves them later.
+--
+-- From here on the entry that brings a receipt into the run chain (0016) is hashed with
+-- encoding version 3, which adds this column; `verify-log` refuses a receipt holding it
+-- that no version 3 entry covers.
+ALTER TABLE run_receipts ADD COLUMN began_after INTEGER;
