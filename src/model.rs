@@ -993,8 +993,14 @@ pub enum PurgeTarget {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         namespace: String,
     },
-    /// A builder's build cache was pruned.
-    Builder { builder: String },
+    /// A builder's build cache was pruned: the whole of it, its cache mounts too, or with
+    /// `records_only` only build records (a prune that leaves cache mounts to the mount
+    /// purges), which cleans none of its mounts.
+    Builder {
+        builder: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        records_only: bool,
+    },
 }
 
 /// How a purge came to be recorded in this store.

@@ -55,6 +55,7 @@ pub fn mark_purged(
         },
         None => PurgeTarget::Builder {
             builder: args.builder.clone(),
+            records_only: false,
         },
     };
     let mut store = open_existing_store(db)?;
@@ -106,7 +107,7 @@ pub fn mark_purged(
 /// likely a typo for the one that was meant.
 fn refuse_unknown(store: &Store, target: &PurgeTarget) -> Result<()> {
     let unknown = match target {
-        PurgeTarget::Builder { builder } | PurgeTarget::Mount { builder, .. }
+        PurgeTarget::Builder { builder, .. } | PurgeTarget::Mount { builder, .. }
             if !store.builder_names()?.contains(builder) =>
         {
             Unknown::Builder(builder.clone())
@@ -126,6 +127,6 @@ fn refuse_unknown(store: &Store, target: &PurgeTarget) -> Result<()> {
 fn describe(target: &PurgeTarget) -> String {
     match target {
         PurgeTarget::Mount { builder, mount, .. } => format!("mount `{mount}` on `{builder}`"),
-        PurgeTarget::Builder { builder } => format!("builder `{builder}`"),
+        PurgeTarget::Builder { builder, .. } => format!("builder `{builder}`"),
     }
 }

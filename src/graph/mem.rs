@@ -56,7 +56,9 @@ pub struct History {
     pub(crate) records: Vec<RecordInfo>,
     pub(crate) events: Vec<(RunId, Event)>,
     pub(crate) mount_purges: Vec<(MountId, Micros)>,
-    pub(crate) builder_prunes: Vec<(BuilderId, Micros)>,
+    /// Each prune of a builder, and whether it pruned only build records (its cache mounts
+    /// left to mount purges).
+    pub(crate) builder_prunes: Vec<(BuilderId, Micros, bool)>,
     /// Manifests a recorded purge deleted from a registry repository: locator, digest, when.
     pub(crate) manifest_deletions: Vec<(String, String, Micros)>,
     /// The collector's receipts, by run.
@@ -270,8 +272,14 @@ impl History {
         self.mount_purges.push((mount, at));
     }
 
+    /// A prune of the builder's whole cache, its cache mounts too.
     pub fn prune(&mut self, builder: BuilderId, at: Micros) {
-        self.builder_prunes.push((builder, at));
+        self.builder_prunes.push((builder, at, false));
+    }
+
+    /// A prune of the builder's build records only, which cleans none of its mounts.
+    pub fn prune_records(&mut self, builder: BuilderId, at: Micros) {
+        self.builder_prunes.push((builder, at, true));
     }
 
     /// The same history with no purge or prune recorded.
@@ -631,7 +639,7 @@ impl Source for History {
             .chain(
                 self.builder_prunes
                     .iter()
-                    .filter(|(b, _)| *b == builder)
+                    .filter(|(b, _, records_only)| *b == builder && !records_only)
                     .map(|p| p.1),
             )
             .collect();
@@ -643,7 +651,7 @@ impl Source for History {
         let mut prunes: Vec<Micros> = self
             .builder_prunes
             .iter()
-            .filter(|(b, _)| *b == builder)
+            .filter(|(b, _, _)| *b == builder)
             .map(|p| p.1)
             .collect();
         prunes.sort_unstable();
@@ -688,14 +696,12 @@ impl Source for History {
                 found.push(stored(i, target));
             }
         }
-        for (i, _) in self
-            .builder_prunes
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| **p == (builder, at))
-        {
+        for (i, &(_, _, records_only)) in self.builder_prunes.iter().enumerate().filter(|(_, p)| {
+            (p.0, p.1) == (builder, at) && !(p.2 && matches!(node, Purged::Mount(_)))
+        }) {
             let target = PurgeTarget::Builder {
                 builder: builder_name.clone(),
+                records_only,
             };
             found.push(stored(self.mount_purges.len() + i, target));
         }

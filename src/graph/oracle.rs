@@ -551,13 +551,20 @@ fn writes_to<'a>(
         })
 }
 
+/// A mount's purges: its own, and its builder's whole prunes (a prune of build records only
+/// leaves cache mounts).
 fn mount_purges(h: &History, mount: MountId) -> Vec<Micros> {
     let builder = h.mounts[index(mount)].builder;
     h.mount_purges
         .iter()
         .filter(|p| p.0 == mount)
         .map(|p| p.1)
-        .chain(builder_prunes(h, builder))
+        .chain(
+            h.builder_prunes
+                .iter()
+                .filter(|p| p.0 == builder && !p.2)
+                .map(|p| p.1),
+        )
         .collect()
 }
 

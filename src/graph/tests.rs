@@ -617,6 +617,30 @@ fn the_trace_lists_the_purges_it_applied() {
     assert!(!trace.ignore_purges());
 }
 
+/// A prune of a builder's build records only (an incident's prune without `--full-prune`)
+/// leaves its cache mounts: a build that read the poisoned mount after it is still tainted,
+/// and the prune is not listed as cleaning the mount. A whole prune cleans the mount.
+#[test]
+fn a_prune_of_build_records_only_cleans_no_mount() {
+    let (mut h, pip) = poisoned_mount();
+    reader(&mut h, "web/a", 30, 40, pip);
+    let mut records_only = h.clone();
+    records_only.prune_records(1, t(25));
+    let trace = traced(&mut records_only, &runs(&["evil/1"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:web/a/build"])
+    );
+    assert!(
+        trace.purges().iter().all(|p| p.cleaned != [PIP.to_owned()]),
+        "{:?}",
+        trace.purges()
+    );
+    h.prune(1, t(25));
+    let trace = traced(&mut h, &runs(&["evil/1"]));
+    assert_eq!(names(&trace, Kind::Run), set(&["run:evil/1/build"]));
+}
+
 /// `--ignore-purges` traces as if no purge had been recorded: the runs a purge kept out are
 /// back in the blast radius, and no purge is listed.
 #[test]
@@ -1919,7 +1943,7 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
     (
         prop::collection::vec(run, 1..9),
         prop::collection::vec((0usize..3, 0i64..80), 0..3),
-        prop::collection::vec((0usize..2, 0i64..80), 0..2),
+        prop::collection::vec((0usize..2, 0i64..80, any::<bool>()), 0..2),
         0usize..6,
         (0i64..80, 0i64..80),
         prop::option::weighted(0.4, (0i64..100, 0u8..4, 0i64..100)),
@@ -1987,8 +2011,13 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
             for (mount, at) in purges {
                 h.purge(mounts[mount], t(at));
             }
-            for (builder, at) in prunes {
-                h.prune(builders[builder], t(at));
+            // Whole prunes, and prunes of build records only that leave cache mounts.
+            for (builder, at, records_only) in prunes {
+                if records_only {
+                    h.prune_records(builders[builder], t(at));
+                } else {
+                    h.prune(builders[builder], t(at));
+                }
             }
             // The first run, received by the collector: as a seed, its writes may count from
             // earlier than it claims.

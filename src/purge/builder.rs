@@ -118,9 +118,11 @@ impl TargetKind for Builder {
                 b.full,
             )
             .await?;
-            // A prune of only some records is no purge of the builder's whole cache.
+            // A prune of only some records is no purge of the builder's whole cache; one that
+            // is not full leaves its cache mounts, which it does not clean.
             let purged = (!b.partial).then(|| PurgeTarget::Builder {
                 builder: b.builder.to_owned(),
+                records_only: !b.full,
             });
             Ok(Executed::Done { outcome, purged })
         })

@@ -226,7 +226,11 @@ fn record_purge_after(
                     PurgeTarget::Mount { builder, mount, .. } => {
                         vec![(builder.clone(), mount.clone())]
                     }
-                    PurgeTarget::Builder { builder } => store.recorded_mounts(Some(builder))?,
+                    PurgeTarget::Builder {
+                        builder,
+                        records_only: false,
+                    } => store.recorded_mounts(Some(builder))?,
+                    PurgeTarget::Builder { .. } => Vec::new(),
                 };
                 mounts.iter().try_for_each(|(builder, mount)| {
                     store.record_empty_mount_snapshot(builder, mount, now)

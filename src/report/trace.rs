@@ -165,7 +165,18 @@ pub fn purge_line(applied: &AppliedPurge) -> String {
         PurgeTarget::Mount { builder, mount, .. } => {
             format!("mount {} on {}", Term(mount), Term(builder))
         }
-        PurgeTarget::Builder { builder } => format!("builder {}", Term(builder)),
+        PurgeTarget::Builder {
+            builder,
+            records_only,
+        } => format!(
+            "builder {}{}",
+            Term(builder),
+            if *records_only {
+                " (build records, not cache mounts)"
+            } else {
+                ""
+            }
+        ),
     };
     let author = if p.author.is_empty() {
         "an unknown author".to_owned()
@@ -358,15 +369,19 @@ fn write_purges_json(purges: &[AppliedPurge], out: &mut dyn Write) -> io::Result
 /// One applied purge as `schema/trace.schema.json` describes it.
 fn purge_doc(applied: &AppliedPurge) -> serde_json::Value {
     let p = &applied.purge;
-    let (kind, builder, mount) = match &p.target {
-        PurgeTarget::Mount { builder, mount, .. } => ("mount", builder, Some(mount)),
-        PurgeTarget::Builder { builder } => ("builder", builder, None),
+    let (kind, builder, mount, records_only) = match &p.target {
+        PurgeTarget::Mount { builder, mount, .. } => ("mount", builder, Some(mount), false),
+        PurgeTarget::Builder {
+            builder,
+            records_only,
+        } => ("builder", builder, None, *records_only),
     };
     serde_json::json!({
         "id": p.id,
         "kind": kind,
         "builder": builder,
         "mount": mount,
+        "records_only": records_only,
         "at": time::format(p.at),
         "method": p.method.as_str(),
         "author": Some(&p.author).filter(|a| !a.is_empty()),

@@ -884,7 +884,10 @@ impl Tables {
 
         let mut mount_purges: HashMap<i64, Vec<Micros>> = HashMap::new();
         let mut builder_purges: HashMap<i64, Vec<Micros>> = HashMap::new();
-        let mut stmt = conn.prepare("SELECT kind, builder_id, mount, at FROM purges")?;
+        // Whole prunes of each builder, which purge each of its mounts too.
+        let mut whole_prunes: HashMap<i64, Vec<Micros>> = HashMap::new();
+        let mut stmt =
+            conn.prepare("SELECT kind, builder_id, mount, at, records_only FROM purges")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
             let at: Micros = row.get(3)?;
@@ -894,12 +897,17 @@ impl Tables {
                         mount_purges.entry(mount).or_default().push(at);
                     }
                 }
-                _ => builder_purges.entry(row.get(1)?).or_default().push(at),
+                _ => {
+                    let builder: i64 = row.get(1)?;
+                    builder_purges.entry(builder).or_default().push(at);
+                    if row.get::<_, i64>(4)? == 0 {
+                        whole_prunes.entry(builder).or_default().push(at);
+                    }
+                }
             }
         }
-        // A prune of a whole builder purges each of its mounts too.
         for mount in mounts.iter().flatten() {
-            if let Some(times) = builder_purges.get(&mount.builder) {
+            if let Some(times) = whole_prunes.get(&mount.builder) {
                 mount_purges
                     .entry(mount.id)
                     .or_default()
@@ -1945,6 +1953,7 @@ mod tests {
         }
         let target = PurgeTarget::Builder {
             builder: "b2".to_owned(),
+            records_only: false,
         };
         store.record_purge(&target, middle + 1, &manual()).unwrap();
         let (digest, image): (String, String) = store
@@ -2225,17 +2234,17 @@ mod tests {
         }
         let mut stmt = store
             .conn
-            .prepare("SELECT builder_id, mount, at FROM purges ORDER BY id")
+            .prepare("SELECT builder_id, mount, at, records_only FROM purges ORDER BY id")
             .unwrap();
-        let purges: Vec<(i64, Option<i64>, i64)> = stmt
+        let purges: Vec<(i64, Option<i64>, i64, i64)> = stmt
             .query_map([], |row| row.try_into())
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        for (builder, mount, at) in purges {
+        for (builder, mount, at, records_only) in purges {
             match mount {
                 Some(mount) => h.mount_purges.push((mount, at)),
-                None => h.builder_prunes.push((builder, at)),
+                None => h.builder_prunes.push((builder, at, records_only != 0)),
             }
         }
         h
@@ -2490,11 +2499,12 @@ mod tests {
             )
             .unwrap();
         }
-        for &(builder, at) in &h.builder_prunes {
+        for &(builder, at, records_only) in &h.builder_prunes {
             tx.execute(
-                "INSERT INTO purges (kind, builder_id, at, method, author, recorded_at)
-                 VALUES ('builder', ?1, ?2, 'manual', 'tester@host', ?2)",
-                crate::store::db::params![builder, at],
+                "INSERT INTO purges (kind, builder_id, at, method, author, recorded_at,
+                                     records_only)
+                 VALUES ('builder', ?1, ?2, 'manual', 'tester@host', ?2, ?3)",
+                crate::store::db::params![builder, at, records_only],
             )
             .unwrap();
         }

@@ -91,6 +91,7 @@ const MIGRATION_SQL: &[&str] = &[
     RECEIPT_MIGRATION,
     include_str!("../../schema/migrations/0017_step_events.sql"),
     include_str!("../../schema/migrations/0018_receipt_start.sql"),
+    include_str!("../../schema/migrations/0019_purge_records_only.sql"),
 ];
 
 /// The migration that creates the run chain; a hook then chains the runs already stored.

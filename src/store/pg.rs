@@ -28,6 +28,7 @@ const PG_MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/postgres/0005_builder_kept.sql"),
     include_str!("../../schema/postgres/0006_hook_role_limits.sql"),
     include_str!("../../schema/postgres/0007_receipt_start.sql"),
+    include_str!("../../schema/postgres/0008_purge_records_only.sql"),
 ];
 
 /// The schema version this build writes on PostgreSQL.

@@ -232,7 +232,9 @@ pub(super) fn import_batch(
         // A later run of the batch dated before this purge is decided as `record` decides.
         if let ImportItem::Purge { target, at, .. } = item {
             let builder = match target {
-                PurgeTarget::Mount { builder, .. } | PurgeTarget::Builder { builder } => builder,
+                PurgeTarget::Mount { builder, .. } | PurgeTarget::Builder { builder, .. } => {
+                    builder
+                }
             };
             let last = purged.entry(builder.clone()).or_insert(*at);
             *last = (*last).max(*at);

@@ -22,7 +22,7 @@ use crate::time::Micros;
 /// `m` its mount (left-joined).
 const PURGE_COLUMNS: &str = "u.id, u.kind, b.name, m.mount_id, m.namespace, u.at, u.source,
     u.method, u.author, u.recorded_at, u.forced, u.reason, u.incident_id, u.action_seq,
-    u.claimed_method, u.claimed_author, u.claimed_recorded_at";
+    u.claimed_method, u.claimed_author, u.claimed_recorded_at, u.records_only";
 
 const PURGE_FROM: &str =
     "purges u JOIN builders b ON b.id = u.builder_id LEFT JOIN mounts m ON m.id = u.mount";
@@ -37,7 +37,10 @@ fn purge_from_row(row: &Row<'_>) -> crate::store::db::DbResult<StoredPurge> {
             namespace: row.get(4)?,
         }
     } else {
-        PurgeTarget::Builder { builder }
+        PurgeTarget::Builder {
+            builder,
+            records_only: row.get::<_, i64>(17)? != 0,
+        }
     };
     let method: String = row.get(7)?;
     let incident: Option<i64> = row.get(12)?;
@@ -234,7 +237,7 @@ impl Store {
                 params![builder, mount, namespace],
                 |row| Ok((row.get(0)?, row.get(1)?)),
             ),
-            PurgeTarget::Builder { builder } => self.conn.query_row(
+            PurgeTarget::Builder { builder, .. } => self.conn.query_row(
                 "WITH b AS (SELECT id FROM builders WHERE name = ?1)
                  SELECT run_id, at FROM (
                    SELECT e.run_id, e.at FROM events e
@@ -764,9 +767,15 @@ impl Source for Store {
     }
 
     fn mount_purges(&mut self, mount: MountId) -> Result<Vec<Micros>, StoreError> {
-        self.rows("SELECT at FROM purges WHERE (kind = 'mount' AND mount = ?1)
-                    OR (kind = 'builder' AND builder_id = (SELECT builder_id FROM mounts WHERE id = ?1))
-                 ORDER BY at", [mount], |row| row.get(0))
+        // A prune of a builder's build records only cleans none of its mounts.
+        self.rows(
+            "SELECT at FROM purges WHERE (kind = 'mount' AND mount = ?1)
+                    OR (kind = 'builder' AND records_only = 0
+                        AND builder_id = (SELECT builder_id FROM mounts WHERE id = ?1))
+                 ORDER BY at",
+            [mount],
+            |row| row.get(0),
+        )
     }
 
     fn builder_purges(&mut self, builder: BuilderId) -> Result<Vec<Micros>, StoreError> {
@@ -783,6 +792,7 @@ impl Source for Store {
                 &format!(
                     "SELECT {PURGE_COLUMNS} FROM {PURGE_FROM} WHERE u.at = ?2
                        AND ((u.kind = 'mount' AND u.mount = ?1) OR (u.kind = 'builder'
+                       AND u.records_only = 0
                        AND u.builder_id = (SELECT builder_id FROM mounts WHERE id = ?1)))
                      ORDER BY u.id"
                 ),

@@ -1483,10 +1483,16 @@ fn insert_purge(
     provenance: &PurgeProvenance,
     recorded_at: Micros,
 ) -> crate::store::db::DbResult<i64> {
-    let (kind, builder_id, mount) = match target {
-        PurgeTarget::Builder { builder } => {
-            ("builder", builder_id_by_name(tx, cache, builder)?, None)
-        }
+    let (kind, builder_id, mount, records_only) = match target {
+        PurgeTarget::Builder {
+            builder,
+            records_only,
+        } => (
+            "builder",
+            builder_id_by_name(tx, cache, builder)?,
+            None,
+            *records_only,
+        ),
         PurgeTarget::Mount {
             builder,
             mount,
@@ -1499,15 +1505,15 @@ fn insert_purge(
                 ..MountUse::default()
             };
             let mount = upsert_mount(tx, cache, builder_id, &use_)?;
-            ("mount", builder_id, Some(mount))
+            ("mount", builder_id, Some(mount), false)
         }
     };
     let claimed = provenance.claimed.as_ref();
     tx.prepare_cached(
         "INSERT INTO purges (kind, builder_id, mount, at, source, method, author, recorded_at,
              forced, reason, incident_id, action_seq, claimed_method, claimed_author,
-             claimed_recorded_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+             claimed_recorded_at, records_only)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
          RETURNING id",
     )?
     .query_row(
@@ -1527,6 +1533,7 @@ fn insert_purge(
             claimed.and_then(|c| c.method.as_deref()),
             claimed.and_then(|c| c.author.as_deref()),
             claimed.and_then(|c| c.recorded_at),
+            records_only,
         ],
         |row| row.get(0),
     )

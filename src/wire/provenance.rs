@@ -63,6 +63,10 @@ pub enum Line {
         forced: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// A prune of the builder's build records only, its cache mounts left: it cleans none
+        /// of its mounts.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        records_only: bool,
     },
 }
 
@@ -294,9 +298,13 @@ pub fn parse_line(text: &str) -> Result<ImportItem, String> {
             recorded_at,
             forced,
             reason,
+            records_only,
         } => {
             check_version(v)?;
             non_empty(&builder, "builder")?;
+            if records_only && mount.is_some() {
+                return Err("records_only is for a prune of a builder, not a mount purge".into());
+            }
             within_limits(&[
                 ("builder", Some(&builder)),
                 ("mount", mount.as_ref()),
@@ -328,7 +336,10 @@ pub fn parse_line(text: &str) -> Result<ImportItem, String> {
                         namespace,
                     }
                 }
-                None => PurgeTarget::Builder { builder },
+                None => PurgeTarget::Builder {
+                    builder,
+                    records_only,
+                },
             };
             Ok(ImportItem::Purge {
                 target,
@@ -498,13 +509,21 @@ pub fn line_of(item: &ExportItem) -> Line {
         },
         ExportItem::Run(run) => Line::Run(Box::new(run_line(run))),
         ExportItem::Purge(purge) => {
-            let (builder, mount, namespace) = match &purge.target {
-                PurgeTarget::Builder { builder } => (builder.clone(), None, String::new()),
+            let (builder, mount, namespace, records_only) = match &purge.target {
+                PurgeTarget::Builder {
+                    builder,
+                    records_only,
+                } => (builder.clone(), None, String::new(), *records_only),
                 PurgeTarget::Mount {
                     builder,
                     mount,
                     namespace,
-                } => (builder.clone(), Some(mount.clone()), namespace.clone()),
+                } => (
+                    builder.clone(),
+                    Some(mount.clone()),
+                    namespace.clone(),
+                    false,
+                ),
             };
             // An imported purge carries on what its line claimed (nothing, for a line from
             // before provenance), so a chain of stores keeps the origin's word; any other, what
@@ -534,6 +553,7 @@ pub fn line_of(item: &ExportItem) -> Line {
                 recorded_at: recorded_at.map(time::format),
                 forced: purge.forced,
                 reason: purge.reason.clone(),
+                records_only,
             }
         }
     }

@@ -118,15 +118,16 @@ fn tamper(db: &Path, sql: &str) {
 }
 
 /// Undoes the chain migration as if the store was made before it: the migrations after it
-/// (the receipts, mount audits, step events, receipt bounds) undone first, then the chain's
-/// table and columns dropped, `user_version` five lower.
+/// (the receipts, mount audits, step events, receipt bounds, records-only prunes) undone
+/// first, then the chain's table and columns dropped, `user_version` six lower.
 fn unchain(db: &Path) {
     let conn = Connection::open(db).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
     conn.execute_batch(
-        "ALTER TABLE run_receipts DROP COLUMN began_after;
+        "ALTER TABLE purges DROP COLUMN records_only;
+         ALTER TABLE run_receipts DROP COLUMN began_after;
          DROP TABLE step_events;
          DROP INDEX run_receipts_time_suspect;
          DROP TABLE mount_snapshot_files; DROP TABLE mount_snapshots;
@@ -136,7 +137,7 @@ fn unchain(db: &Path) {
          ALTER TABLE incidents DROP COLUMN chain_head;",
     )
     .unwrap();
-    conn.pragma_update(None, "user_version", version - 5)
+    conn.pragma_update(None, "user_version", version - 6)
         .unwrap();
 }
 
@@ -497,14 +498,15 @@ fn the_migration_chains_the_receipts_a_store_already_holds() {
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
     conn.execute_batch(
-        "ALTER TABLE run_receipts DROP COLUMN began_after;
+        "ALTER TABLE purges DROP COLUMN records_only;
+         ALTER TABLE run_receipts DROP COLUMN began_after;
          DROP TABLE step_events;
          DROP INDEX run_receipts_time_suspect;
          INSERT INTO run_receipts (run_id, received_at, identity, late, time_suspect)
          VALUES ((SELECT min(id) FROM runs), 1, 'https://issuer#p', 0, 'claims to finish after it was received');",
     )
     .unwrap();
-    conn.pragma_update(None, "user_version", version - 3)
+    conn.pragma_update(None, "user_version", version - 4)
         .unwrap();
     drop(conn);
     let out = output(&env, env.cmd().args(["db", "migrate"]));
@@ -608,4 +610,66 @@ fn a_malformed_head_is_bad_input() {
 fn verify_log_help() {
     let env = Env::new();
     insta::assert_snapshot!(output(&env, env.cmd().args(["verify-log", "--help"])));
+}
+
+/// A store whose incident pruned a builder without `--full-prune`, recorded before prunes of
+/// build records only were told apart, gets that purge marked as one when migrated: a later
+/// trace no longer takes it as cleaning the builder's cache mounts. A full prune, and a prune
+/// recorded by hand, stay whole.
+#[test]
+fn the_migration_marks_an_incidents_partial_prunes_as_build_records_only() {
+    let env = Env::new();
+    ok(env.cmd().args(["import", &history()]));
+    let conn = Connection::open(env.db()).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    conn.execute_batch(
+        r#"ALTER TABLE purges DROP COLUMN records_only;
+         INSERT INTO incidents (id, title, opened_at, opened_by, seeds, trace)
+         VALUES (7, 't', 1, 'me', '{}', '{}');
+         INSERT INTO actions (incident_id, seq, kind, place, target, reason, in_scope)
+         VALUES (7, 1, 'prune-builder', 'ci-1',
+                 '{"target":"builder","builder":"ci-1","record_ids":[],"used_since":5,"full":false}',
+                 'r', 1),
+                (7, 2, 'prune-builder', 'ci-2',
+                 '{"target":"builder","builder":"ci-2","record_ids":[],"full":true}', 'r', 1);
+         INSERT INTO purges (kind, builder_id, at, method, incident_id, action_seq)
+         VALUES ('builder', (SELECT id FROM builders WHERE name = 'ci-1'), 10, 'executor', 7, 1),
+                ('builder', (SELECT id FROM builders WHERE name = 'ci-2'), 11, 'executor', 7, 2),
+                ('builder', (SELECT id FROM builders WHERE name = 'ci-1'), 12, 'manual', NULL, NULL);"#,
+    )
+    .unwrap();
+    conn.pragma_update(None, "user_version", version - 1)
+        .unwrap();
+    drop(conn);
+    ok(env.cmd().args(["db", "migrate"]));
+    let conn = Connection::open(env.db()).unwrap();
+    let marked: Vec<(i64, i64)> = conn
+        .prepare("SELECT at, records_only FROM purges ORDER BY at")
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(marked, [(10, 1), (11, 0), (12, 0)]);
+    // Purges stay append-only after it.
+    assert!(
+        conn.execute("UPDATE purges SET records_only = 0", [])
+            .is_err()
+    );
+    let exported = ok(env.cmd().arg("export"));
+    let lines: Vec<&str> = exported
+        .lines()
+        .filter(|l| l.contains(r#""type":"purge""#))
+        .collect();
+    assert_eq!(lines.len(), 3, "{exported}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains(r#""records_only":true"#))
+            .count(),
+        1,
+        "{exported}"
+    );
 }

@@ -411,6 +411,16 @@ pub(crate) fn assert_executor_purge(cw: &Command, id: &str, mount: &str) {
     );
     assert!(purge["recorded_at"].is_string(), "{purge}");
     assert_eq!(purge.get("forced"), None, "{purge}");
+    // The incident's prunes of builders (without `--full-prune`) left their cache mounts to
+    // the mount purges: recorded as cleaning build records only.
+    let source = format!("incident {id}");
+    for builder in lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["type"] == "purge" && l["mount"].is_null() && l["source"] == source)
+    {
+        assert_eq!(builder["records_only"], true, "{builder}");
+    }
 }
 
 /// A purge of a builder or mount the store never recorded is refused (exit 2) with the closest
