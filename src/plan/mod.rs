@@ -157,10 +157,10 @@ pub struct BuilderPlace {
 #[derive(Debug, Clone, Default)]
 pub struct PlanContext {
     pub builders: BTreeMap<String, BuilderPlace>,
-    /// Target paths of each tainted mount, by (builder, mount id).
+    /// Target paths of each tainted mount of the default namespace, by (builder, mount id).
     pub mount_targets: BTreeMap<(String, String), Vec<String>>,
-    /// Every mount id used on a builder at a target path: (builder, target) -> ids.
-    pub target_users: BTreeMap<(String, String), BTreeSet<String>>,
+    /// Every mount used on a builder at a target path: (builder, target) -> (namespace, id).
+    pub target_users: BTreeMap<(String, String), BTreeSet<(String, String)>>,
     /// Tainted artifacts that runs recorded only as images: a copy of a tainted cache's bytes
     /// there is an image, deleted only with `--delete-images`.
     pub images_only: BTreeSet<i64>,
@@ -348,6 +348,37 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
             continue;
         };
         let place = place_of(&mount.builder_name);
+        let reason = format!(
+            "tainted from {} via {}",
+            crate::time::format(tainted.tainted_at),
+            tainted.via.as_str()
+        );
+        // A mount under a namespace (`BUILDKIT_CACHE_MOUNT_NS`) is keyed `<namespace>/<id>`:
+        // a prune by id finds the default namespace's mount of that id instead, and Docker
+        // 20.10 names no id at all. Its records are for the responder to prune.
+        if !mount.namespace.is_empty() {
+            let llb = format!("{}/{}", mount.namespace, mount.mount_id);
+            let host = place
+                .endpoint
+                .as_deref()
+                .map(|e| format!("DOCKER_HOST={} ", sh(e)))
+                .unwrap_or_default();
+            actions.push(Action {
+                kind: ActionKind::FollowUp,
+                place: mount.builder_name.to_string(),
+                in_scope: scope.allows_builder(&mount.builder_name),
+                target: Target::FollowUp {
+                    what: format!(
+                        "cache mount `{llb}` on `{}` is under a namespace (BUILDKIT_CACHE_MOUNT_NS): prune by id its records, those described `with id \"{llb}\"` (Docker 25 and later) or at its target path, leaving other namespaces' records",
+                        mount.builder_name
+                    ),
+                    command: format!("{host}docker system df --verbose"),
+                    subject: None,
+                },
+                reason,
+            });
+            continue;
+        }
         let key = (mount.builder_name.to_string(), mount.mount_id.to_string());
         let targets = ctx.mount_targets.get(&key).cloned().unwrap_or_default();
         let mut shares: BTreeSet<String> = BTreeSet::new();
@@ -356,7 +387,12 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                 .target_users
                 .get(&(mount.builder_name.to_string(), target.clone()))
             {
-                shares.extend(users.iter().filter(|id| **id != mount.mount_id).cloned());
+                shares.extend(
+                    users
+                        .iter()
+                        .filter(|(ns, id)| !(ns.is_empty() && *id == mount.mount_id))
+                        .map(user_name),
+                );
             }
         }
         actions.push(Action {
@@ -371,11 +407,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                 targets,
                 shares_target_with: shares.into_iter().collect(),
             },
-            reason: format!(
-                "tainted from {} via {}",
-                crate::time::format(tainted.tainted_at),
-                tainted.via.as_str()
-            ),
+            reason,
         });
     }
 
@@ -676,6 +708,16 @@ fn azblob_follow_up(key: &str) -> String {
             .to_owned();
     }
     format!("az storage blob delete --blob-url {}", sh(key))
+}
+
+/// A mount that uses a target path, as a plan names it: its id, `<namespace>/<id>` under a
+/// namespace.
+pub fn user_name((namespace, id): &(String, String)) -> String {
+    if namespace.is_empty() {
+        id.clone()
+    } else {
+        format!("{namespace}/{id}")
+    }
 }
 
 /// `word` as one shell word, whatever it holds. (Neither store keeps a NUL, which no shell

@@ -419,7 +419,7 @@ impl Store {
         let mut uses = self
             .conn
             .prepare_cached(
-                "SELECT DISTINCT m.mount_id,
+                "SELECT DISTINCT m.namespace, m.mount_id,
                         coalesce((SELECT d.detail FROM event_details d WHERE d.event_id = e.id
                                   ORDER BY d.id DESC LIMIT 1), e.detail)
                  FROM mounts m
@@ -429,16 +429,17 @@ impl Store {
             )
             .map_err(err)?;
         for builder in affected {
-            let rows: Vec<(String, Option<String>)> = uses
+            let rows: Vec<(String, String, Option<String>)> = uses
                 .query_map([builder], |row| row.try_into())
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(err)?;
-            let mut targets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-            for (mount_id, detail) in rows {
+            // By namespace and id: one id under two namespaces is two caches.
+            let mut targets: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+            for (namespace, mount_id, detail) in rows {
                 let list: Vec<MountUse> = detail
                     .and_then(|d| serde_json::from_str(&d).ok())
                     .unwrap_or_default();
-                let entry = targets.entry(mount_id.clone()).or_default();
+                let entry = targets.entry((namespace, mount_id.clone())).or_default();
                 for m in list {
                     // A use without a known target is at the id itself when the id is a path.
                     let target = m
@@ -452,14 +453,15 @@ impl Store {
                     entry.insert(mount_id.clone());
                 }
             }
-            for (mount_id, ts) in &targets {
+            for (user, ts) in &targets {
                 for t in ts {
                     ctx.target_users
                         .entry((builder.clone(), t.clone()))
                         .or_default()
-                        .insert(mount_id.clone());
+                        .insert(user.clone());
                 }
-                if mounts.contains(&(builder.clone(), mount_id.clone())) {
+                let (namespace, mount_id) = user;
+                if namespace.is_empty() && mounts.contains(&(builder.clone(), mount_id.clone())) {
                     ctx.mount_targets.insert(
                         (builder.clone(), mount_id.clone()),
                         ts.iter().cloned().collect(),

@@ -391,7 +391,12 @@ pub fn plan(
                 for target in &targets {
                     if let Some(users) = ctx.target_users.get(&(m.builder.clone(), target.clone()))
                     {
-                        shares.extend(users.iter().filter(|id| **id != m.mount_id).cloned());
+                        shares.extend(
+                            users
+                                .iter()
+                                .filter(|(ns, id)| !(ns.is_empty() && *id == m.mount_id))
+                                .map(crate::plan::user_name),
+                        );
                     }
                 }
                 actions.push(Action {

@@ -249,3 +249,85 @@ fn a_run_beside_a_tainted_creator_of_its_record_is_tainted() {
         );
     }
 }
+
+/// A cache mount under a namespace (`BUILDKIT_CACHE_MOUNT_NS`) is its own cache: a tainted one
+/// taints its own readers and not those of the default namespace's mount of the same id. The
+/// plan leaves its records to the responder, as a follow-up (a prune by id would find the
+/// default namespace's mount), and prunes the default one only when it is tainted, leaving a
+/// namespaced mount at the same target path as a mount sharing it.
+#[test]
+fn a_namespaced_mount_is_its_own_cache_and_a_follow_up() {
+    let env = Env::new();
+    let mount = |namespace: &str| serde_json::json!([{ "id": "pip", "namespace": namespace, "target": "/root/.cache/pip" }]);
+    let run = |pipeline: &str, run: &str, hour: u32, namespace: &str| {
+        serde_json::json!({
+            "v": 1, "type": "run", "pipeline": pipeline, "run": run, "step": "s",
+            "builder": "ci-1",
+            "started_at": format!("2026-11-02T{hour:02}:00:00Z"),
+            "finished_at": format!("2026-11-02T{hour:02}:05:00Z"),
+            "mounts": mount(namespace),
+            "records": { "created": [], "reused": [] },
+        })
+        .to_string()
+    };
+    let lines = [
+        r#"{"v":1,"type":"builder","name":"ci-1","driver":"docker","endpoint":"tcp://ci-1.internal:2376"}"#.to_owned(),
+        run("evil", "1", 9, "team-a"),
+        run("team", "2", 10, "team-a"),
+        run("web", "3", 11, ""),
+        run("docs", "4", 12, ""),
+    ]
+    .join("\n");
+    let history = env.write("history.jsonl", &lines);
+    ok(env.cmd().arg("import").arg(&history));
+    let open = |seed: &str| -> serde_json::Value {
+        let out = ok(env
+            .cmd()
+            .args(["incident", "open", "--run", seed, "--format", "json"]));
+        serde_json::from_str(&out).unwrap()
+    };
+    let kinds = |doc: &serde_json::Value, kind: &str| -> Vec<serde_json::Value> {
+        doc["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["kind"] == kind)
+            .cloned()
+            .collect()
+    };
+
+    let namespaced = open("evil/1/s");
+    let trace = ok(env
+        .cmd()
+        .args(["trace", "--run", "evil/1/s", "--format", "json"]));
+    let trace: serde_json::Value = serde_json::from_str(&trace).unwrap();
+    let runs: Vec<&str> = trace["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(runs, ["run:evil/1/s", "run:team/2/s"], "{trace:#}");
+    assert!(
+        kinds(&namespaced, "prune-mount").is_empty(),
+        "{namespaced:#}"
+    );
+    let follow_ups = kinds(&namespaced, "follow-up");
+    assert!(
+        follow_ups.iter().any(|a| a["target"]["what"]
+            .as_str()
+            .unwrap()
+            .contains("`team-a/pip`")),
+        "{namespaced:#}"
+    );
+
+    let default = open("web/3/s");
+    let prunes = kinds(&default, "prune-mount");
+    assert_eq!(prunes.len(), 1, "{default:#}");
+    assert_eq!(prunes[0]["target"]["mount_id"], "pip", "{default:#}");
+    assert_eq!(
+        prunes[0]["target"]["shares_target_with"],
+        serde_json::json!(["team-a/pip"]),
+        "{default:#}"
+    );
+}
