@@ -614,6 +614,11 @@ impl Config {
         }
     }
 
+    /// The lowest trust level: what an untrusted pipeline's runs are recorded at.
+    pub fn lowest_trust_level(&self) -> String {
+        self.trust_levels().into_iter().next().unwrap_or_default()
+    }
+
     /// The rank of a trust level (0 is lowest), or `None` when the config does not know it.
     pub fn trust_rank(&self, level: &str) -> Option<usize> {
         self.trust_levels().iter().position(|l| l == level)

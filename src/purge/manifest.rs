@@ -259,7 +259,8 @@ impl Leaving {
             .values()
             .flat_map(|f| f.children.iter().map(|c| c.as_str().to_owned()))
             .collect();
-        let mut spared = store.recorded_untainted(incident, &children)?;
+        let lowest = config.lowest_trust_level();
+        let mut spared = store.recorded_untainted(incident, &children, &lowest)?;
         let remotes = Remotes::new(config, facts);
         spared.extend(tagged_keepers(store, incident, &remotes, targets).await?);
         let tainted = store
@@ -322,7 +323,11 @@ async fn tagged_keepers(
         let Ok(client) = remotes.registry(registry).await else {
             continue;
         };
-        let pushed = store.pushed_untainted_in(incident, repository)?;
+        let pushed = store.pushed_untainted_in(
+            incident,
+            repository,
+            &remotes.config.lowest_trust_level(),
+        )?;
         if let Ok(tagged) = remotes
             .tagged_indexes(&client, (registry, repository), &pushed)
             .await
@@ -330,7 +335,7 @@ async fn tagged_keepers(
             candidates.extend(tagged.iter().map(|(digest, _)| digest.clone()));
         }
     }
-    store.recorded_untainted(incident, &candidates)
+    store.recorded_untainted(incident, &candidates, &remotes.config.lowest_trust_level())
 }
 
 /// The `children` of `index` in `place` (registry, repository) that the purge leaves in

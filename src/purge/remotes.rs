@@ -247,12 +247,14 @@ impl Remotes {
         let tagged = match (listed, &self.spare) {
             (Some(tagged), _) => tagged,
             (None, Spare::Store { store, incident }) => {
+                let lowest = self.config.lowest_trust_level();
                 let asked = {
                     let store = store.lock().unwrap_or_else(|e| e.into_inner());
                     store
                         .names_untainted_in(*incident, place.1)
                         .and_then(|names| {
-                            Ok((names, store.pushed_untainted_in(*incident, place.1)?))
+                            let pushed = store.pushed_untainted_in(*incident, place.1, &lowest)?;
+                            Ok((names, pushed))
                         })
                 };
                 let (names, pushed) = asked.map_err(|e| {
@@ -300,7 +302,7 @@ impl Remotes {
             Spare::Store { store, incident } => store
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .recorded_untainted(*incident, children)
+                .recorded_untainted(*incident, children, &self.config.lowest_trust_level())
                 .map_err(|e| {
                     RemoteError::local(format!("cannot ask the store which children to spare: {e}"))
                 }),

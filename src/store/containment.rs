@@ -27,6 +27,17 @@ pub struct VerificationRow {
     pub result: String,
 }
 
+/// A push of artifact `a` that vouches for what it pushed: by a run not at the lowest trust
+/// level (`?3`) whose times are believed. Anyone can open a pull request, and an untrusted
+/// pipeline records what it likes: its claim to have pushed a child of a tainted index must
+/// not keep that child in place. (A run recorded with no level, in a store that keeps none,
+/// vouches as every run did before levels: nothing tells it from a trusted one.)
+const VOUCHING_PUSH: &str = "EXISTS (SELECT 1 FROM events e JOIN runs r ON r.id = e.run_id
+        WHERE e.kind IN ('exported', 'produced') AND e.target = a.id
+          AND coalesce(r.trust_level, '') <> ?3
+          AND NOT EXISTS (SELECT 1 FROM run_receipts c
+                          WHERE c.run_id = r.id AND c.time_suspect IS NOT NULL))";
+
 impl Store {
     /// Replaces the incident's tainted digests (at open, and after each re-trace).
     pub fn set_incident_digests(
@@ -148,47 +159,61 @@ impl Store {
     }
 
     /// The registry manifests that recorded runs pushed (exported or produced) by digest to a
-    /// repository named `repository` and incident `incident` does not hold tainted: the
+    /// repository named `repository`, by a push that vouches for them ([`VOUCHING_PUSH`], with
+    /// `lowest` the lowest trust level), and incident `incident` does not hold tainted: the
     /// indexes among them keep what they list.
     pub fn pushed_untainted_in(
         &self,
         incident: i64,
         repository: &str,
+        lowest: &str,
     ) -> Result<Vec<String>, StoreError> {
         let pattern = repository_pattern(repository);
         self.rows(
-            "SELECT DISTINCT a.digest FROM artifacts a
-             WHERE a.backend = 'registry' AND a.digest <> ''
-               AND lower(a.locator) LIKE ?1 ESCAPE '!'
-               AND EXISTS (SELECT 1 FROM events e
-                           WHERE e.kind IN ('exported', 'produced') AND e.target = a.id)
-               AND NOT EXISTS (SELECT 1 FROM incident_digests d
-                               WHERE d.incident_id = ?2 AND d.digest = a.digest)
-             ORDER BY a.digest",
-            params![pattern, incident],
+            &format!(
+                "SELECT DISTINCT a.digest FROM artifacts a
+                 WHERE a.backend = 'registry' AND a.digest <> ''
+                   AND lower(a.locator) LIKE ?1 ESCAPE '!'
+                   AND {VOUCHING_PUSH}
+                   AND NOT EXISTS (SELECT 1 FROM incident_digests d
+                                   WHERE d.incident_id = ?2 AND d.digest = a.digest)
+                 ORDER BY a.digest"
+            ),
+            params![pattern, incident, lowest],
             |row| row.get(0),
         )
     }
 
-    /// Of `digests`, those some recorded run pushed (an artifact exported or produced) and
-    /// incident `incident` does not hold tainted: the child manifests of a tainted index that
-    /// a purge must leave, since whoever pushed the index chose what it lists. A run that only
-    /// read a manifest vouches for nothing: it may have read the planted one.
+    /// Of `digests`, those some recorded run pushed (an artifact exported or produced) by a
+    /// push that vouches for them ([`VOUCHING_PUSH`], with `lowest` the lowest trust level)
+    /// and incident `incident` does not hold tainted: the child manifests of a tainted index
+    /// that a purge must leave, since whoever pushed the index chose what it lists. A run that
+    /// only read a manifest vouches for nothing: it may have read the planted one.
     pub fn recorded_untainted(
         &self,
         incident: i64,
         digests: &[String],
+        lowest: &str,
     ) -> Result<HashSet<String>, StoreError> {
-        self.digests_where(
-            "SELECT EXISTS (SELECT 1 FROM artifacts a WHERE a.digest = ?1
-                              AND EXISTS (SELECT 1 FROM events e
-                                          WHERE e.kind IN ('exported', 'produced')
-                                            AND e.target = a.id))
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM artifacts a WHERE a.digest = ?1 AND {VOUCHING_PUSH})
                 AND NOT EXISTS (SELECT 1 FROM incident_digests
-                                WHERE incident_id = ?2 AND digest = ?1)",
-            incident,
-            digests,
-        )
+                                WHERE incident_id = ?2 AND digest = ?1)"
+        );
+        let mut stmt = self
+            .conn
+            .prepare_cached(&sql)
+            .map_err(|e| sql_error(&self.path, e))?;
+        let mut out = HashSet::new();
+        for digest in digests {
+            let found: bool = stmt
+                .query_row(params![digest, incident, lowest], |row| row.get(0))
+                .map_err(|e| sql_error(&self.path, e))?;
+            if found {
+                out.insert(digest.clone());
+            }
+        }
+        Ok(out)
     }
 
     /// Of `digests`, those for which `sql` (one boolean, of the digest `?1` and the incident

@@ -318,6 +318,41 @@ fn a_listed_manifest_a_run_only_read_is_deleted() {
     assert!(verify.starts_with("exit: 0\n"), "{verify}");
 }
 
+/// A run of an untrusted pipeline (a pull request) that claims to have pushed the manifest the
+/// attacker's index lists vouches for nothing: an untrusted pipeline records what it likes.
+/// The listed manifest is deleted with the index, and the tagged index it claims to have
+/// pushed listing it keeps nothing either.
+#[test]
+fn a_listed_manifest_an_untrusted_run_claims_to_have_pushed_is_deleted() {
+    let Some((registry, env)) = crate::common::registry_env() else {
+        return;
+    };
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let planted = pusher.image("team/app", None, "planted", false);
+    let index = pusher.index("team/app", Some("multi"), std::slice::from_ref(&planted));
+    let shield = pusher.index("team/app", Some("shield"), std::slice::from_ref(&planted));
+    History::new()
+        .run(Run::new("evil", 1).exported([format!("{host}/team/app:multi@{}", index.digest)]))
+        .run(Run::new("forks-pr", 9).trust("untrusted").produced([
+            format!("{host}/team/app@{}", planted.digest),
+            format!("{host}/team/app:shield@{}", shield.digest),
+        ]))
+        .import(&env);
+    let config = config(&host).write(&env);
+    env.open_incident(&config, "evil");
+    ok(env.cmd_with(&config).args(["incident", "purge", "1"]));
+    let run = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
+    assert!(run.starts_with("exit: 0\n"), "{run}");
+    assert!(!manifest_exists(&registry, "team/app", &index.digest));
+    assert!(!manifest_exists(&registry, "team/app", &planted.digest));
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(verify.starts_with("exit: 0\n"), "{verify}");
+}
+
 /// A release's multi-platform image (an index under a tag, recorded as the trusted pipeline's
 /// product) lists a manifest that the attacker's index lists too: the purge deletes the
 /// attacker's index and own image, and leaves the shared manifest, which the release image
