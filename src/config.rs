@@ -614,9 +614,10 @@ impl Config {
         }
     }
 
-    /// The lowest trust level: what an untrusted pipeline's runs are recorded at.
-    pub fn lowest_trust_level(&self) -> String {
-        self.trust_levels().into_iter().next().unwrap_or_default()
+    /// The trust levels above the lowest: those whose runs are trusted to vouch for what they
+    /// pushed.
+    pub fn trusted_levels(&self) -> Vec<String> {
+        self.trust_levels().into_iter().skip(1).collect()
     }
 
     /// The rank of a trust level (0 is lowest), or `None` when the config does not know it.

@@ -15,7 +15,7 @@ use crate::remote::registry::{
     DeleteOutcome, ParsedManifest, RegistryClient, blobs, facts, is_index_type, parse_manifest,
 };
 use crate::report::count;
-use crate::store::{ActionRow, Store, StoreError};
+use crate::store::{ActionRow, Store, StoreError, Vouching};
 
 pub struct Manifest;
 
@@ -259,8 +259,9 @@ impl Leaving {
             .values()
             .flat_map(|f| f.children.iter().map(|c| c.as_str().to_owned()))
             .collect();
-        let lowest = config.lowest_trust_level();
-        let mut spared = store.recorded_untainted(incident, &children, &lowest)?;
+        let levels = config.trusted_levels();
+        let vouching = Vouching { levels: &levels };
+        let mut spared = store.recorded_untainted(incident, &children, &vouching)?;
         let remotes = Remotes::new(config, facts);
         spared.extend(tagged_keepers(store, incident, &remotes, targets).await?);
         let tainted = store
@@ -315,6 +316,8 @@ async fn tagged_keepers(
             places.insert((registry.as_str(), repository.as_str()));
         }
     }
+    let levels = remotes.config.trusted_levels();
+    let vouching = Vouching { levels: &levels };
     let mut candidates = Vec::new();
     for (registry, repository) in places {
         if !store.names_untainted_in(incident, repository)? {
@@ -323,11 +326,7 @@ async fn tagged_keepers(
         let Ok(client) = remotes.registry(registry).await else {
             continue;
         };
-        let pushed = store.pushed_untainted_in(
-            incident,
-            repository,
-            &remotes.config.lowest_trust_level(),
-        )?;
+        let pushed = store.pushed_untainted_in(incident, repository, &vouching)?;
         if let Ok(tagged) = remotes
             .tagged_indexes(&client, (registry, repository), &pushed)
             .await
@@ -335,7 +334,7 @@ async fn tagged_keepers(
             candidates.extend(tagged.iter().map(|(digest, _)| digest.clone()));
         }
     }
-    store.recorded_untainted(incident, &candidates, &remotes.config.lowest_trust_level())
+    store.recorded_untainted(incident, &candidates, &vouching)
 }
 
 /// The `children` of `index` in `place` (registry, repository) that the purge leaves in

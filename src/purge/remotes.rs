@@ -15,7 +15,7 @@ use crate::remote::buildkit::{BuildkitClient, CacheRecord};
 use crate::remote::endpoint::require_endpoint;
 use crate::remote::engine::{Engine, surely_absent};
 use crate::remote::registry::{RegistryClient, is_index_type};
-use crate::store::Store;
+use crate::store::{Store, Vouching};
 
 /// A builder's BuildKit connection, made on first use; a failed attempt is tried again.
 pub type BuilderSlot = Arc<tokio::sync::Mutex<Option<BuildkitClient>>>;
@@ -247,13 +247,15 @@ impl Remotes {
         let tagged = match (listed, &self.spare) {
             (Some(tagged), _) => tagged,
             (None, Spare::Store { store, incident }) => {
-                let lowest = self.config.lowest_trust_level();
+                let levels = self.config.trusted_levels();
+                let vouching = Vouching { levels: &levels };
                 let asked = {
                     let store = store.lock().unwrap_or_else(|e| e.into_inner());
                     store
                         .names_untainted_in(*incident, place.1)
                         .and_then(|names| {
-                            let pushed = store.pushed_untainted_in(*incident, place.1, &lowest)?;
+                            let pushed =
+                                store.pushed_untainted_in(*incident, place.1, &vouching)?;
                             Ok((names, pushed))
                         })
                 };
@@ -302,7 +304,13 @@ impl Remotes {
             Spare::Store { store, incident } => store
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .recorded_untainted(*incident, children, &self.config.lowest_trust_level())
+                .recorded_untainted(
+                    *incident,
+                    children,
+                    &Vouching {
+                        levels: &self.config.trusted_levels(),
+                    },
+                )
                 .map_err(|e| {
                     RemoteError::local(format!("cannot ask the store which children to spare: {e}"))
                 }),

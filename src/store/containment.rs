@@ -1,6 +1,6 @@
 //! Containment while incidents are open, and verification records.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use crate::store::db::params;
 
@@ -27,16 +27,20 @@ pub struct VerificationRow {
     pub result: String,
 }
 
-/// A push of artifact `a` that vouches for what it pushed: by a run not at the lowest trust
-/// level (`?3`) whose times are believed. Anyone can open a pull request, and an untrusted
+/// Who may vouch for a manifest by pushing it: runs at one of `levels` (those above the lowest
+/// trust level), whose times are believed. Anyone can open a pull request, and an untrusted
 /// pipeline records what it likes: its claim to have pushed a child of a tainted index must
-/// not keep that child in place. (A run recorded with no level, in a store that keeps none,
-/// vouches as every run did before levels: nothing tells it from a trusted one.)
-const VOUCHING_PUSH: &str = "EXISTS (SELECT 1 FROM events e JOIN runs r ON r.id = e.run_id
-        WHERE e.kind IN ('exported', 'produced') AND e.target = a.id
-          AND coalesce(r.trust_level, '') <> ?3
-          AND NOT EXISTS (SELECT 1 FROM run_receipts c
-                          WHERE c.run_id = r.id AND c.time_suspect IS NOT NULL))";
+/// not keep that child in place. A run recorded with no level, or at one the config does not
+/// rank, counts as untrusted, unless the store keeps no levels at all: then nothing tells one
+/// run from another, and every push vouches.
+pub struct Vouching<'l> {
+    pub levels: &'l [String],
+}
+
+/// A push, as [`Vouching`] weighs it: the pushing run's trust level, and whether its times are
+/// doubted. `d` is the pushed artifact's digest.
+const PUSH_COLUMNS: &str = "r.trust_level,
+    EXISTS (SELECT 1 FROM run_receipts c WHERE c.run_id = r.id AND c.time_suspect IS NOT NULL)";
 
 impl Store {
     /// Replaces the incident's tainted digests (at open, and after each re-trace).
@@ -159,57 +163,81 @@ impl Store {
     }
 
     /// The registry manifests that recorded runs pushed (exported or produced) by digest to a
-    /// repository named `repository`, by a push that vouches for them ([`VOUCHING_PUSH`], with
-    /// `lowest` the lowest trust level), and incident `incident` does not hold tainted: the
-    /// indexes among them keep what they list.
+    /// repository named `repository`, by a push that vouches for them ([`Vouching`]), and
+    /// incident `incident` does not hold tainted: the indexes among them keep what they list.
     pub fn pushed_untainted_in(
         &self,
         incident: i64,
         repository: &str,
-        lowest: &str,
+        vouching: &Vouching<'_>,
     ) -> Result<Vec<String>, StoreError> {
         let pattern = repository_pattern(repository);
-        self.rows(
+        let pushes: Vec<(String, Option<String>, bool)> = self.rows(
             &format!(
-                "SELECT DISTINCT a.digest FROM artifacts a
+                "SELECT a.digest, {PUSH_COLUMNS} FROM artifacts a
+                 JOIN events e ON e.target = a.id AND e.kind IN ('exported', 'produced')
+                 JOIN runs r ON r.id = e.run_id
                  WHERE a.backend = 'registry' AND a.digest <> ''
                    AND lower(a.locator) LIKE ?1 ESCAPE '!'
-                   AND {VOUCHING_PUSH}
                    AND NOT EXISTS (SELECT 1 FROM incident_digests d
-                                   WHERE d.incident_id = ?2 AND d.digest = a.digest)
-                 ORDER BY a.digest"
+                                   WHERE d.incident_id = ?2 AND d.digest = a.digest)"
             ),
-            params![pattern, incident, lowest],
-            |row| row.get(0),
-        )
+            params![pattern, incident],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )?;
+        let untrusted_unknown = self.keeps_trust_levels()?;
+        let vouched: BTreeSet<String> = pushes
+            .into_iter()
+            .filter(|(_, level, suspect)| {
+                vouches(vouching, level.as_deref(), *suspect, untrusted_unknown)
+            })
+            .map(|(digest, _, _)| digest)
+            .collect();
+        Ok(vouched.into_iter().collect())
+    }
+
+    /// Whether any run has a trust level: then a run without one is not trusted to vouch.
+    fn keeps_trust_levels(&self) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE trust_level IS NOT NULL)",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(|e| sql_error(&self.path, e))
     }
 
     /// Of `digests`, those some recorded run pushed (an artifact exported or produced) by a
-    /// push that vouches for them ([`VOUCHING_PUSH`], with `lowest` the lowest trust level)
-    /// and incident `incident` does not hold tainted: the child manifests of a tainted index
-    /// that a purge must leave, since whoever pushed the index chose what it lists. A run that
-    /// only read a manifest vouches for nothing: it may have read the planted one.
+    /// push that vouches for them ([`Vouching`]) and incident `incident` does not hold
+    /// tainted: the child manifests of a tainted index that a purge must leave, since whoever
+    /// pushed the index chose what it lists. A run that only read a manifest vouches for
+    /// nothing: it may have read the planted one.
     pub fn recorded_untainted(
         &self,
         incident: i64,
         digests: &[String],
-        lowest: &str,
+        vouching: &Vouching<'_>,
     ) -> Result<HashSet<String>, StoreError> {
-        let sql = format!(
-            "SELECT EXISTS (SELECT 1 FROM artifacts a WHERE a.digest = ?1 AND {VOUCHING_PUSH})
-                AND NOT EXISTS (SELECT 1 FROM incident_digests
-                                WHERE incident_id = ?2 AND digest = ?1)"
-        );
+        let held = self.held_tainted(incident, digests)?;
+        let untrusted_unknown = self.keeps_trust_levels()?;
         let mut stmt = self
             .conn
-            .prepare_cached(&sql)
+            .prepare_cached(&format!(
+                "SELECT {PUSH_COLUMNS} FROM artifacts a
+                 JOIN events e ON e.target = a.id AND e.kind IN ('exported', 'produced')
+                 JOIN runs r ON r.id = e.run_id
+                 WHERE a.digest = ?1"
+            ))
             .map_err(|e| sql_error(&self.path, e))?;
         let mut out = HashSet::new();
-        for digest in digests {
-            let found: bool = stmt
-                .query_row(params![digest, incident, lowest], |row| row.get(0))
+        for digest in digests.iter().filter(|d| !held.contains(*d)) {
+            let pushes: Vec<(Option<String>, bool)> = stmt
+                .query_map([digest], |row| Ok((row.get(0)?, row.get(1)?)))
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| sql_error(&self.path, e))?;
-            if found {
+            if pushes.iter().any(|(level, suspect)| {
+                vouches(vouching, level.as_deref(), *suspect, untrusted_unknown)
+            }) {
                 out.insert(digest.clone());
             }
         }
@@ -335,4 +363,20 @@ fn repository_pattern(repository: &str) -> String {
             .replace('%', "!%")
             .replace('_', "!_")
     )
+}
+
+/// Whether a push by a run at `level` (`None`: recorded with none), `suspect` when its times
+/// are doubted, vouches for what it pushed; `untrusted_unknown` when the store keeps levels,
+/// so that a run without one is not trusted.
+fn vouches(
+    vouching: &Vouching<'_>,
+    level: Option<&str>,
+    suspect: bool,
+    untrusted_unknown: bool,
+) -> bool {
+    !suspect
+        && match level {
+            Some(level) => vouching.levels.iter().any(|l| l == level),
+            None => !untrusted_unknown,
+        }
 }

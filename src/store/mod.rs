@@ -45,7 +45,7 @@ mod write;
 pub use audit::{StoredFinding, TagSighting};
 pub use chain::{BreakKind, ChainBreak, ChainCheck, ChainHash, ChainHead};
 pub use collector::{Receipt, Refused};
-pub use containment::{Contained, OverrideRow, VerificationRow};
+pub use containment::{Contained, OverrideRow, VerificationRow, Vouching};
 pub use copy::{CopyReporter, CopySummary};
 pub use floor::{TableCopy, TableSize};
 pub use fresh::{BulkTarget, BulkWrite, FreshStore, store_files};

@@ -320,8 +320,9 @@ fn a_listed_manifest_a_run_only_read_is_deleted() {
 
 /// A run of an untrusted pipeline (a pull request) that claims to have pushed the manifest the
 /// attacker's index lists vouches for nothing: an untrusted pipeline records what it likes.
-/// The listed manifest is deleted with the index, and the tagged index it claims to have
-/// pushed listing it keeps nothing either.
+/// Nor does a run recorded with no level in a store that keeps levels. The listed manifest is
+/// deleted with the index, and the tagged index it claims to have pushed listing it keeps
+/// nothing either.
 #[test]
 fn a_listed_manifest_an_untrusted_run_claims_to_have_pushed_is_deleted() {
     let Some((registry, env)) = crate::common::registry_env() else {
@@ -338,6 +339,7 @@ fn a_listed_manifest_an_untrusted_run_claims_to_have_pushed_is_deleted() {
             format!("{host}/team/app@{}", planted.digest),
             format!("{host}/team/app:shield@{}", shield.digest),
         ]))
+        .run(Run::new("unranked", 3).produced([format!("{host}/team/app@{}", planted.digest)]))
         .import(&env);
     let config = config(&host).write(&env);
     env.open_incident(&config, "evil");
