@@ -1467,3 +1467,40 @@ fn pages_stay_as_the_first_schema_wrote_them_and_rows_need_their_run() {
     }
     assert_eq!(cluster.psql(&name, rows), before);
 }
+
+/// A release from before builder prunes of build records only were told apart still writes a
+/// version 8 store, and records an incident's prune without `--full-prune` as a whole prune:
+/// the store marks it records-only from its action, so no trace takes it as cleaning the
+/// builder's cache mounts. A full prune and one recorded by hand stay whole.
+#[test]
+fn a_partial_prune_an_older_release_records_is_marked_records_only() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let db = pg_store(cluster);
+    let env = Env::new();
+    let history = format!(
+        "{}/examples/incident-history.jsonl",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    ok(env.cmd().args(["--db", &db, "import", &history]));
+    let name = db.rsplit('/').next().unwrap();
+    cluster.psql(
+        name,
+        r#"INSERT INTO incidents (id, title, opened_at, opened_by, seeds, trace)
+           VALUES (7, 't', 1, 'me', '{}', '{}');
+           INSERT INTO actions (incident_id, seq, kind, place, target, reason, in_scope)
+           VALUES (7, 1, 'prune-builder', 'ci-1',
+                   '{"target":"builder","builder":"ci-1","record_ids":[],"used_since":5,"full":false}',
+                   'r', 1),
+                  (7, 2, 'prune-builder', 'ci-2',
+                   '{"target":"builder","builder":"ci-2","record_ids":[],"full":true}', 'r', 1);
+           INSERT INTO purges (kind, builder_id, at, method, incident_id, action_seq)
+           VALUES ('builder', (SELECT id FROM builders WHERE name = 'ci-1'), 10, 'executor', 7, 1),
+                  ('builder', (SELECT id FROM builders WHERE name = 'ci-2'), 11, 'executor', 7, 2),
+                  ('builder', (SELECT id FROM builders WHERE name = 'ci-1'), 12, 'manual', NULL, NULL);"#,
+    );
+    let marked = cluster.psql(name, "SELECT at, records_only FROM purges ORDER BY at");
+    assert_eq!(marked.trim(), "10|1\n11|0\n12|0");
+}
