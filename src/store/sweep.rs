@@ -235,9 +235,12 @@ impl Store {
         let sql = "SELECT m.id, b.name, m.mount_id,
                     (SELECT max(e.at) FROM events e WHERE e.kind IN ('read_mount', 'wrote_mount') AND e.target = m.id),
                     (SELECT max(u.at) FROM purges u WHERE u.kind = 'mount' AND u.mount = m.id)
-                 FROM mounts m JOIN builders b ON b.id = m.builder_id";
+                 FROM mounts m JOIN builders b ON b.id = m.builder_id
+                 WHERE m.namespace = ''";
+        // A mount under a namespace of its own (`BUILDKIT_CACHE_MOUNT_NS`) is left alone: a
+        // prune by id finds the default namespace's mount of that id. Every other spelling of
+        // a mount is stored under the default namespace.
         let rows: Vec<Row> = self.rows(sql, [], |row| row.try_into())?;
-        // One mount id can be stored under several namespaces: a sweep prunes the id.
         #[derive(Default)]
         struct Merged {
             pipelines: BTreeSet<PipelineFacts>,

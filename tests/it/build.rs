@@ -90,6 +90,14 @@ impl Run {
         self.set("mounts", json!([{ "id": target, "target": target }]))
     }
 
+    /// A cache mount `id` at `target` under `BUILDKIT_CACHE_MOUNT_NS=namespace`.
+    pub fn namespaced_mount(self, namespace: &str, id: &str, target: &str) -> Self {
+        self.set(
+            "mounts",
+            json!([{ "id": id, "namespace": namespace, "target": target }]),
+        )
+    }
+
     /// A builder record the step created.
     pub fn created_record(self, id: &str, kind: &str, size: i64) -> Self {
         self.set(

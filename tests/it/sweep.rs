@@ -390,7 +390,9 @@ fn the_lock_holds() {
     ));
 }
 
-/// Mount and record rules plan exact prunes; a budget prune is partial, not a builder purge.
+/// Mount and record rules plan exact prunes; a budget prune is partial, not a builder purge. A
+/// mount under a namespace of its own is left alone (a prune by id would find the default
+/// namespace's mount of that id).
 #[test]
 fn mount_and_record_rules_plan_exact_prunes() {
     let env = Env::new();
@@ -413,6 +415,11 @@ fn mount_and_record_rules_plan_exact_prunes() {
             run("pr", 1, "ci-1", 30, "/root/.cache/pip", "r-old", 100),
             run("pr", 2, "ci-1", 1, "/root/.npm", "r-new", 100),
             run("pr", 3, "ci-2", 30, "/root/.cache/pip", "r-other", 100),
+            Run::new("team", 4)
+                .trust("untrusted")
+                .builder("ci-1")
+                .days_ago(30)
+                .namespaced_mount("team-a", "pip", "/root/.cache/pip"),
         ])
         .import(&env);
     let config = config(&env, "127.0.0.1:1");
