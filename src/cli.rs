@@ -668,6 +668,10 @@ pub struct MarkPurgedArgs {
     /// The mount id that was emptied; without it, the builder's whole cache was pruned.
     #[arg(long, value_name = "ID")]
     pub mount: Option<String>,
+    /// Only the builder's build records were pruned, its cache mounts (`exec.cachemount`
+    /// records) left: the purge cleans none of its mounts.
+    #[arg(long, conflicts_with = "mount")]
+    pub records_only: bool,
     /// When it happened: an RFC 3339 time or a duration before now (`2h`) [default: now]. A
     /// time in the future is refused; one before the last recorded use of what it cleans needs
     /// `--force`.

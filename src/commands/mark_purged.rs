@@ -55,7 +55,7 @@ pub fn mark_purged(
         },
         None => PurgeTarget::Builder {
             builder: args.builder.clone(),
-            records_only: false,
+            records_only: args.records_only,
         },
     };
     let mut store = open_existing_store(db)?;
@@ -127,6 +127,12 @@ fn refuse_unknown(store: &Store, target: &PurgeTarget) -> Result<()> {
 fn describe(target: &PurgeTarget) -> String {
     match target {
         PurgeTarget::Mount { builder, mount, .. } => format!("mount `{mount}` on `{builder}`"),
-        PurgeTarget::Builder { builder, .. } => format!("builder `{builder}`"),
+        PurgeTarget::Builder {
+            builder,
+            records_only: false,
+        } => format!("builder `{builder}`"),
+        PurgeTarget::Builder { builder, .. } => {
+            format!("build records (not cache mounts) of builder `{builder}`")
+        }
     }
 }

@@ -63,10 +63,12 @@ pub enum Line {
         forced: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
-        /// A prune of the builder's build records only, its cache mounts left: it cleans none
-        /// of its mounts.
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        records_only: bool,
+        /// For a builder purge: whether it pruned the builder's build records only, its cache
+        /// mounts left (it then cleans none of its mounts). Absent from a line written before
+        /// this was kept: a prune an incident recorded is then taken as records-only, since an
+        /// incident's prune leaves cache mounts unless asked not to, and any other as whole.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        records_only: Option<bool>,
     },
 }
 
@@ -302,9 +304,11 @@ pub fn parse_line(text: &str) -> Result<ImportItem, String> {
         } => {
             check_version(v)?;
             non_empty(&builder, "builder")?;
-            if records_only && mount.is_some() {
+            if records_only.is_some() && mount.is_some() {
                 return Err("records_only is for a prune of a builder, not a mount purge".into());
             }
+            let records_only =
+                records_only.unwrap_or(method.as_deref() == Some(PurgeMethod::Executor.as_str()));
             within_limits(&[
                 ("builder", Some(&builder)),
                 ("mount", mount.as_ref()),
@@ -513,7 +517,7 @@ pub fn line_of(item: &ExportItem) -> Line {
                 PurgeTarget::Builder {
                     builder,
                     records_only,
-                } => (builder.clone(), None, String::new(), *records_only),
+                } => (builder.clone(), None, String::new(), Some(*records_only)),
                 PurgeTarget::Mount {
                     builder,
                     mount,
@@ -522,7 +526,7 @@ pub fn line_of(item: &ExportItem) -> Line {
                     builder.clone(),
                     Some(mount.clone()),
                     namespace.clone(),
-                    false,
+                    None,
                 ),
             };
             // An imported purge carries on what its line claimed (nothing, for a line from

@@ -455,3 +455,97 @@ fn mark_purged_refuses_unknown_names() {
     ok(&mut mark_pip(&env, &[]));
     assert_eq!(purge_lines(&env).len(), before.len() + 1);
 }
+
+/// An imported builder purge keeps whether it pruned build records only. A line written before
+/// that was kept, of a prune an incident made, is taken as records-only (an incident's prune
+/// leaves cache mounts unless asked not to), so it cleans no mount in a trace; one recorded by
+/// hand is a whole prune. A mount purge line cannot claim it.
+#[test]
+fn imported_builder_purges_keep_or_take_whether_they_pruned_build_records_only() {
+    let env = example();
+    let at = |minute: u32| format!("2026-11-03T15:{minute:02}:00Z");
+    let lines = [
+        format!(
+            r#"{{"v":1,"type":"purge","builder":"ci-1","at":"{}","source":"incident 4","method":"executor"}}"#,
+            at(1)
+        ),
+        format!(
+            r#"{{"v":1,"type":"purge","builder":"ci-1","at":"{}","method":"manual"}}"#,
+            at(2)
+        ),
+        format!(
+            r#"{{"v":1,"type":"purge","builder":"ci-1","at":"{}","method":"executor","records_only":false}}"#,
+            at(3)
+        ),
+    ];
+    let file = env.write("purges.jsonl", &lines.join("\n"));
+    ok(env.cmd().args(["import", "--purges"]).arg(&file));
+    let kept: Vec<(String, serde_json::Value)> = purge_lines(&env)
+        .iter()
+        .filter(|l| l["mount"].is_null())
+        .map(|l| {
+            (
+                l["at"].as_str().unwrap().to_owned(),
+                l["records_only"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (at(1), serde_json::json!(true)),
+            (at(2), serde_json::json!(false)),
+            (at(3), serde_json::json!(false)),
+        ]
+    );
+    let bad = env.write(
+        "bad.jsonl",
+        &format!(
+            r#"{{"v":1,"type":"purge","builder":"ci-1","mount":"/root/.cache/pip","at":"{}","records_only":true}}"#,
+            at(4)
+        ),
+    );
+    let out = output(&env, env.cmd().args(["import", "--purges"]).arg(&bad));
+    assert!(out.starts_with("exit: 2\n"), "{out}");
+    assert!(out.contains("records_only"), "{out}");
+    assert_eq!(purge_lines(&env).len(), 3);
+}
+
+/// `mark-purged --builder B --records-only` records a prune of build records only, which
+/// cleans none of the builder's mounts; it does not go with `--mount`.
+#[test]
+fn mark_purged_records_a_prune_of_build_records_only() {
+    let env = example();
+    let out = output(
+        &env,
+        env.cmd().args([
+            "mark-purged",
+            "--builder",
+            "ci-1",
+            "--records-only",
+            "--at",
+            "2026-11-20T00:00:00Z",
+        ]),
+    );
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+    assert!(
+        out.contains("build records (not cache mounts) of builder `ci-1`"),
+        "{out}"
+    );
+    let lines = purge_lines(&env);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["records_only"], true, "{lines:?}");
+    let refused = output(
+        &env,
+        env.cmd().args([
+            "mark-purged",
+            "--builder",
+            "ci-1",
+            "--mount",
+            "/root/.cache/pip",
+            "--records-only",
+        ]),
+    );
+    assert!(refused.starts_with("exit: 2\n"), "{refused}");
+    assert_eq!(purge_lines(&env).len(), 1);
+}
