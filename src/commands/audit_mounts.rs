@@ -56,6 +56,19 @@ pub async fn mounts(
     let started_at = time::now();
     let clock = Instant::now();
     let mut recorded = store.recorded_mounts(args.builder.as_deref())?;
+    // A helper build reads a mount by its Dockerfile id, which the frontend puts in the
+    // default namespace: a mount under a namespace of its own cannot be read that way.
+    for (builder, mount) in store.namespaced_mounts(args.builder.as_deref())? {
+        if args
+            .mount
+            .as_ref()
+            .is_none_or(|id| mount.ends_with(&format!("/{id}")))
+        {
+            printer.warn(format!(
+                "mount `{mount}` on `{builder}` is under a namespace of its own (BUILDKIT_CACHE_MOUNT_NS): not audited"
+            ));
+        }
+    }
     if let Some(id) = &args.mount {
         recorded.retain(|(_, m)| m == id);
         if recorded.is_empty() {

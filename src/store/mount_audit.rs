@@ -43,17 +43,39 @@ pub struct NewSnapshot<'a> {
 }
 
 impl Store {
-    /// Every (builder, mount id) recorded, sorted; only `builder`'s when given.
+    /// Every (builder, mount id) recorded in the default namespace, sorted; only `builder`'s
+    /// when given.
     pub fn recorded_mounts(
         &self,
         builder: Option<&str>,
     ) -> Result<Vec<(String, String)>, StoreError> {
         self.rows(
             "SELECT DISTINCT b.name, m.mount_id FROM mounts m JOIN builders b ON b.id = m.builder_id
-             WHERE CAST(?1 AS TEXT) IS NULL OR b.name = ?1 ORDER BY 1, 2",
+             WHERE (CAST(?1 AS TEXT) IS NULL OR b.name = ?1) AND m.namespace = ''
+             ORDER BY 1, 2",
             [builder],
             |row| row.try_into(),
         )
+    }
+
+    /// Every (builder, `namespace/id`) recorded under a namespace of its own
+    /// (`BUILDKIT_CACHE_MOUNT_NS`), sorted; only `builder`'s when given.
+    pub fn namespaced_mounts(
+        &self,
+        builder: Option<&str>,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows: Vec<(String, String, String)> = self.rows(
+            "SELECT DISTINCT b.name, m.namespace, m.mount_id
+             FROM mounts m JOIN builders b ON b.id = m.builder_id
+             WHERE (CAST(?1 AS TEXT) IS NULL OR b.name = ?1) AND m.namespace <> ''
+             ORDER BY 1, 2, 3",
+            [builder],
+            |row| row.try_into(),
+        )?;
+        Ok(rows
+            .into_iter()
+            .map(|(builder, namespace, id)| (builder, format!("{namespace}/{id}")))
+            .collect())
     }
 
     /// Base images recorded runs on a builder used (newest first, at most 50 runs): where a

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use sha2::{Digest as _, Sha512};
 
-use crate::common::{ok, output};
+use crate::common::{Env, ok, output};
 use crate::harness::Engine;
 use crate::scenarios::{FORK, Lab, WEBAPP};
 
@@ -752,4 +752,30 @@ fn bench_audit_of_a_large_mount() {
     assert_eq!(codes, vec!["CW012", "CW013"], "{doc:#}");
     assert_eq!(doc["mounts"][0]["changed"], 100);
     assert_eq!(doc["mounts"][0]["added"], 1);
+}
+
+/// A mount under a namespace of its own (`BUILDKIT_CACHE_MOUNT_NS`) cannot be read by a helper
+/// build, whose Dockerfile id the frontend puts in the default namespace: it is named as not
+/// audited, never audited as the default namespace's mount of that id.
+#[test]
+fn a_namespaced_mount_is_named_as_not_audited() {
+    let env = Env::new();
+    let history = env.write(
+        "history.jsonl",
+        &[
+            r#"{"v":1,"type":"builder","name":"ci-9","driver":"docker","endpoint":"tcp://127.0.0.1:1"}"#,
+            r#"{"v":1,"type":"run","pipeline":"team","run":"1","step":"s","builder":"ci-9","started_at":"2026-11-02T09:00:00Z","finished_at":"2026-11-02T09:05:00Z","mounts":[{"id":"pip","namespace":"team-a","target":"/root/.cache/pip"}]}"#,
+        ]
+        .join("\n"),
+    );
+    ok(env.cmd().arg("import").arg(&history));
+    let out = output(
+        &env,
+        env.cmd().args(["audit", "mounts", "--builder", "ci-9"]),
+    );
+    assert!(
+        out.contains("mount `team-a/pip` on `ci-9` is under a namespace of its own"),
+        "{out}"
+    );
+    assert!(out.contains("not audited"), "{out}");
 }
