@@ -69,7 +69,8 @@ fn an_incident_stored_with_the_old_seed_shape_still_verifies_and_reports() {
         .unwrap();
     // The version before the seed migration (0011), with what later migrations made undone.
     conn.execute_batch(
-        "DROP TABLE step_events;
+        "ALTER TABLE purges DROP COLUMN records_only;
+         DROP TABLE step_events;
          DROP TABLE mount_snapshot_files; DROP TABLE mount_snapshots;
          ALTER TABLE audit_findings DROP COLUMN target;
          DROP TABLE run_chain;
