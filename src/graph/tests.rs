@@ -247,6 +247,14 @@ fn claim_limits() -> TraceOptions {
     limits(30, 10)
 }
 
+/// [`post_dated_writer`]'s seed run and every reader of the mount it poisoned.
+const EVERY_WEB_READER: [&str; 4] = [
+    "run:evil/1/build",
+    "run:web/0/build",
+    "run:web/1/build",
+    "run:web/2/build",
+];
+
 /// `evil/1` claims 100..110 but wrote the pip mount earlier: the collector received it at 111,
 /// so it began no earlier than 71 (61 when it came late, from a spool). Readers
 /// at 60..70 (`web/0`), 72..74 (`web/1`) and 80..90 (`web/2`) are around that floor.
@@ -286,15 +294,7 @@ fn a_seed_run_post_dating_its_start_reaches_the_readers_its_receipt_allows() {
     // From a spool, past its token's expiry: another grace earlier.
     unreceived.received(evil, t(111), true);
     let trace = super::trace(&mut unreceived, &runs(&["evil/1"]), claim_limits()).unwrap();
-    assert_eq!(
-        names(&trace, Kind::Run),
-        set(&[
-            "run:evil/1/build",
-            "run:web/0/build",
-            "run:web/1/build",
-            "run:web/2/build"
-        ])
-    );
+    assert_eq!(names(&trace, Kind::Run), set(&EVERY_WEB_READER));
 }
 
 /// The collector keeps, with the receipt, how early the run may have begun by its own limits
@@ -311,15 +311,7 @@ fn a_seed_run_counts_from_the_bound_its_collector_kept_when_earlier() {
         super::trace(&mut h, &runs(&["evil/1"]), claim_limits()).unwrap()
     };
     let trace = traced(65);
-    assert_eq!(
-        names(&trace, Kind::Run),
-        set(&[
-            "run:evil/1/build",
-            "run:web/0/build",
-            "run:web/1/build",
-            "run:web/2/build"
-        ])
-    );
+    assert_eq!(names(&trace, Kind::Run), set(&EVERY_WEB_READER));
     assert_eq!(entry(&trace, PIP).tainted_at, t(65));
     let trace = traced(90);
     assert_eq!(

@@ -624,21 +624,10 @@ fn the_migration_marks_an_incidents_partial_prunes_as_build_records_only() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    conn.execute_batch(
-        r#"ALTER TABLE purges DROP COLUMN records_only;
-         INSERT INTO incidents (id, title, opened_at, opened_by, seeds, trace)
-         VALUES (7, 't', 1, 'me', '{}', '{}');
-         INSERT INTO actions (incident_id, seq, kind, place, target, reason, in_scope)
-         VALUES (7, 1, 'prune-builder', 'ci-1',
-                 '{"target":"builder","builder":"ci-1","record_ids":[],"used_since":5,"full":false}',
-                 'r', 1),
-                (7, 2, 'prune-builder', 'ci-2',
-                 '{"target":"builder","builder":"ci-2","record_ids":[],"full":true}', 'r', 1);
-         INSERT INTO purges (kind, builder_id, at, method, incident_id, action_seq)
-         VALUES ('builder', (SELECT id FROM builders WHERE name = 'ci-1'), 10, 'executor', 7, 1),
-                ('builder', (SELECT id FROM builders WHERE name = 'ci-2'), 11, 'executor', 7, 2),
-                ('builder', (SELECT id FROM builders WHERE name = 'ci-1'), 12, 'manual', NULL, NULL);"#,
-    )
+    conn.execute_batch(&format!(
+        "ALTER TABLE purges DROP COLUMN records_only; {}",
+        crate::common::BUILDER_PRUNES_SQL
+    ))
     .unwrap();
     conn.pragma_update(None, "user_version", version - 1)
         .unwrap();
@@ -652,7 +641,7 @@ fn the_migration_marks_an_incidents_partial_prunes_as_build_records_only() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(marked, [(10, 1), (11, 0), (12, 0)]);
+    assert_eq!(marked, crate::common::BUILDER_PRUNES_MARKED);
     // Purges stay append-only after it.
     assert!(
         conn.execute("UPDATE purges SET records_only = 0", [])

@@ -340,3 +340,24 @@ pub fn sqlite_indexes(db: impl AsRef<Path>) -> Vec<String> {
         .collect::<rusqlite::Result<_>>()
         .unwrap()
 }
+
+/// Builder purges as a release before prunes of build records only were told apart recorded
+/// them, over the example history (builders `ci-1` and `ci-2`): incident 7's prune of `ci-1`
+/// without `--full-prune` (at 10), its full prune of `ci-2` (11), and a prune of `ci-1` by hand
+/// (12).
+pub const BUILDER_PRUNES_SQL: &str = r#"
+    INSERT INTO incidents (id, title, opened_at, opened_by, seeds, trace)
+    VALUES (7, 't', 1, 'me', '{}', '{}');
+    INSERT INTO actions (incident_id, seq, kind, place, target, reason, in_scope)
+    VALUES (7, 1, 'prune-builder', 'ci-1',
+            '{"target":"builder","builder":"ci-1","record_ids":[],"used_since":5,"full":false}',
+            'r', 1),
+           (7, 2, 'prune-builder', 'ci-2',
+            '{"target":"builder","builder":"ci-2","record_ids":[],"full":true}', 'r', 1);
+    INSERT INTO purges (kind, builder_id, at, method, incident_id, action_seq)
+    VALUES ('builder', (SELECT id FROM builders WHERE name = 'ci-1'), 10, 'executor', 7, 1),
+           ('builder', (SELECT id FROM builders WHERE name = 'ci-2'), 11, 'executor', 7, 2),
+           ('builder', (SELECT id FROM builders WHERE name = 'ci-1'), 12, 'manual', NULL, NULL);"#;
+
+/// Each of [`BUILDER_PRUNES_SQL`]'s purges by time, and whether it is marked records-only.
+pub const BUILDER_PRUNES_MARKED: [(i64, i64); 3] = [(10, 1), (11, 0), (12, 0)];

@@ -1486,21 +1486,11 @@ fn a_partial_prune_an_older_release_records_is_marked_records_only() {
     );
     ok(env.cmd().args(["--db", &db, "import", &history]));
     let name = db.rsplit('/').next().unwrap();
-    cluster.psql(
-        name,
-        r#"INSERT INTO incidents (id, title, opened_at, opened_by, seeds, trace)
-           VALUES (7, 't', 1, 'me', '{}', '{}');
-           INSERT INTO actions (incident_id, seq, kind, place, target, reason, in_scope)
-           VALUES (7, 1, 'prune-builder', 'ci-1',
-                   '{"target":"builder","builder":"ci-1","record_ids":[],"used_since":5,"full":false}',
-                   'r', 1),
-                  (7, 2, 'prune-builder', 'ci-2',
-                   '{"target":"builder","builder":"ci-2","record_ids":[],"full":true}', 'r', 1);
-           INSERT INTO purges (kind, builder_id, at, method, incident_id, action_seq)
-           VALUES ('builder', (SELECT id FROM builders WHERE name = 'ci-1'), 10, 'executor', 7, 1),
-                  ('builder', (SELECT id FROM builders WHERE name = 'ci-2'), 11, 'executor', 7, 2),
-                  ('builder', (SELECT id FROM builders WHERE name = 'ci-1'), 12, 'manual', NULL, NULL);"#,
-    );
+    cluster.psql(name, crate::common::BUILDER_PRUNES_SQL);
     let marked = cluster.psql(name, "SELECT at, records_only FROM purges ORDER BY at");
-    assert_eq!(marked.trim(), "10|1\n11|0\n12|0");
+    let expected: Vec<String> = crate::common::BUILDER_PRUNES_MARKED
+        .iter()
+        .map(|(at, records_only)| format!("{at}|{records_only}"))
+        .collect();
+    assert_eq!(marked.trim(), expected.join("\n"));
 }

@@ -288,11 +288,11 @@ fn a_listed_manifest_a_trusted_run_recorded_is_left() {
     assert!(verify.starts_with("exit: 0\n"), "{verify}");
 }
 
-/// A run outside the incident that only read a manifest the attacker's index lists does not
-/// vouch for it: it may have read the planted one. The listed manifest is deleted with the
-/// index, and verification checks it.
-#[test]
-fn a_listed_manifest_a_run_only_read_is_deleted() {
+/// The attacker's index `team/app:multi` lists a planted image, and an index under another
+/// tag (`shield`) lists it too; beside the attacker's run, `others(host, planted, shield)`
+/// recorded what they recorded. The purge deletes the index and the planted image with it,
+/// and verification checks both gone.
+fn the_planted_child_goes(others: impl FnOnce(&str, &Pushed, &Pushed) -> Vec<Run>) {
     let Some((registry, env)) = crate::common::registry_env() else {
         return;
     };
@@ -300,9 +300,10 @@ fn a_listed_manifest_a_run_only_read_is_deleted() {
     let mut pusher = Pusher::new(&registry);
     let planted = pusher.image("team/app", None, "planted", false);
     let index = pusher.index("team/app", Some("multi"), std::slice::from_ref(&planted));
+    let shield = pusher.index("team/app", Some("shield"), std::slice::from_ref(&planted));
     History::new()
         .run(Run::new("evil", 1).exported([format!("{host}/team/app:multi@{}", index.digest)]))
-        .run(Run::new("sandbox", 9).imported([format!("{host}/team/app@{}", planted.digest)]))
+        .runs(others(&host, &planted, &shield))
         .import(&env);
     let config = config(&host).write(&env);
     env.open_incident(&config, "evil");
@@ -318,6 +319,16 @@ fn a_listed_manifest_a_run_only_read_is_deleted() {
     assert!(verify.starts_with("exit: 0\n"), "{verify}");
 }
 
+/// A run outside the incident that only read a manifest the attacker's index lists does not
+/// vouch for it: it may have read the planted one. The listed manifest is deleted with the
+/// index, and verification checks it.
+#[test]
+fn a_listed_manifest_a_run_only_read_is_deleted() {
+    the_planted_child_goes(|host, planted, _| {
+        vec![Run::new("sandbox", 9).imported([format!("{host}/team/app@{}", planted.digest)])]
+    });
+}
+
 /// A run of an untrusted pipeline (a pull request) that claims to have pushed the manifest the
 /// attacker's index lists vouches for nothing: an untrusted pipeline records what it likes.
 /// Nor does a run recorded with no level in a store that keeps levels. The listed manifest is
@@ -325,34 +336,15 @@ fn a_listed_manifest_a_run_only_read_is_deleted() {
 /// nothing either.
 #[test]
 fn a_listed_manifest_an_untrusted_run_claims_to_have_pushed_is_deleted() {
-    let Some((registry, env)) = crate::common::registry_env() else {
-        return;
-    };
-    let host = registry.host();
-    let mut pusher = Pusher::new(&registry);
-    let planted = pusher.image("team/app", None, "planted", false);
-    let index = pusher.index("team/app", Some("multi"), std::slice::from_ref(&planted));
-    let shield = pusher.index("team/app", Some("shield"), std::slice::from_ref(&planted));
-    History::new()
-        .run(Run::new("evil", 1).exported([format!("{host}/team/app:multi@{}", index.digest)]))
-        .run(Run::new("forks-pr", 9).trust("untrusted").produced([
-            format!("{host}/team/app@{}", planted.digest),
-            format!("{host}/team/app:shield@{}", shield.digest),
-        ]))
-        .run(Run::new("unranked", 3).produced([format!("{host}/team/app@{}", planted.digest)]))
-        .import(&env);
-    let config = config(&host).write(&env);
-    env.open_incident(&config, "evil");
-    ok(env.cmd_with(&config).args(["incident", "purge", "1"]));
-    let run = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
-    assert!(run.starts_with("exit: 0\n"), "{run}");
-    assert!(!manifest_exists(&registry, "team/app", &index.digest));
-    assert!(!manifest_exists(&registry, "team/app", &planted.digest));
-    let verify = output(
-        &env,
-        env.cmd_with(&config).args(["incident", "verify", "1"]),
-    );
-    assert!(verify.starts_with("exit: 0\n"), "{verify}");
+    the_planted_child_goes(|host, planted, shield| {
+        vec![
+            Run::new("forks-pr", 9).trust("untrusted").produced([
+                format!("{host}/team/app@{}", planted.digest),
+                format!("{host}/team/app:shield@{}", shield.digest),
+            ]),
+            Run::new("unranked", 3).produced([format!("{host}/team/app@{}", planted.digest)]),
+        ]
+    });
 }
 
 /// A release's multi-platform image (an index under a tag, recorded as the trusted pipeline's

@@ -434,6 +434,41 @@ fn late_and_time_suspect_runs_are_marked() {
 /// A run of `acme/web/build` that used the `pip` cache mount for thirty seconds from
 /// `started` (`readonly`: only read it), with record evidence, so that only the mount carries
 /// taint between such runs.
+/// Sends [`mount_run`] `id` to the collector with a token of its own, which takes it at its
+/// word (not time-suspect).
+fn post_mount_run(s: &Setup, id: &str, started: chrono::DateTime<chrono::Utc>, readonly: bool) {
+    let claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", id);
+    let response = s
+        .collector
+        .post(&s.rsa.sign(&claims), &mount_run(id, started, readonly));
+    assert_eq!(response.status, 201, "{}", response.text());
+    assert!(
+        response.json()["time_suspect"].is_null(),
+        "{}",
+        response.text()
+    );
+}
+
+/// `trace --run acme/web/build/70-1 --format json` with `extra` global flags: the names of
+/// the tainted runs, and the document.
+fn traced_from_70(s: &Setup, extra: &[&str]) -> (Vec<String>, Value) {
+    let out = ok(s.env.cmd().args(extra).args([
+        "trace",
+        "--run",
+        "acme/web/build/70-1",
+        "--format",
+        "json",
+    ]));
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    let runs: Vec<String> = doc["runs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{doc}"))
+        .iter()
+        .map(|run| run["name"].as_str().unwrap().to_owned())
+        .collect();
+    (runs, doc)
+}
+
 fn mount_run(id: &str, started: chrono::DateTime<chrono::Utc>, readonly: bool) -> Value {
     let mut line = oidc::run_line("acme/web/build", &format!("{id}-1"));
     let object = line.as_object_mut().unwrap();
@@ -502,47 +537,19 @@ fn a_compromised_run_post_dating_its_start_still_taints_the_builds_after_its_wri
     let config = "[server]\nmax_run_seconds = 3600\nmax_token_life_seconds = 600\n";
     let s = setup("github", config);
     let now = chrono::Utc::now();
-    let line = mount_run;
-    let post = |id: &str, started: chrono::DateTime<chrono::Utc>, readonly: bool| {
-        let claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", id);
-        let response = s
-            .collector
-            .post(&s.rsa.sign(&claims), &line(id, started, readonly));
-        assert_eq!(response.status, 201, "{}", response.text());
-        assert!(
-            response.json()["time_suspect"].is_null(),
-            "{}",
-            response.text()
-        );
-    };
+    let post = |id: &str, started, readonly| post_mount_run(&s, id, started, readonly);
     // A build that read the mount two hours ago (recorded on its runner, imported) and one
     // that read it twenty minutes ago, through the collector.
     let early = s.env.write(
         "early.jsonl",
-        &line("71", now - chrono::Duration::hours(2), true).to_string(),
+        &mount_run("71", now - chrono::Duration::hours(2), true).to_string(),
     );
     ok(s.env.cmd().arg("import").arg(&early));
     post("72", now - chrono::Duration::minutes(20), true);
     // The poisoner wrote it before them, and claims to have started a minute ago.
     post("70", now - chrono::Duration::minutes(1), false);
 
-    let traced = |extra: &[&str]| {
-        let out = ok(s.env.cmd().args(extra).args([
-            "trace",
-            "--run",
-            "acme/web/build/70-1",
-            "--format",
-            "json",
-        ]));
-        let doc: Value = serde_json::from_str(&out).unwrap();
-        let runs: Vec<String> = doc["runs"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{doc}"))
-            .iter()
-            .map(|run| run["name"].as_str().unwrap().to_owned())
-            .collect();
-        (runs, doc)
-    };
+    let traced = |extra: &[&str]| traced_from_70(&s, extra);
     let config = s.env.path().join("collector.toml");
     let (runs, doc) = traced(&["--config", config.to_str().unwrap()]);
     let has = |runs: &[String], id: &str| runs.iter().any(|r| r.contains(&format!("/{id}-1/")));
@@ -577,39 +584,17 @@ fn a_trace_with_narrower_limits_than_the_collector_keeps_the_collector_bound() {
     let config = "[server]\nmax_run_seconds = 14400\nmax_token_life_seconds = 600\n";
     let s = setup("github", config);
     let now = chrono::Utc::now();
-    let post = |id: &str, started: chrono::DateTime<chrono::Utc>, readonly: bool| {
-        let claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", id);
-        let response = s
-            .collector
-            .post(&s.rsa.sign(&claims), &mount_run(id, started, readonly));
-        assert_eq!(response.status, 201, "{}", response.text());
-    };
     let early = s.env.write(
         "early.jsonl",
         &mount_run("71", now - chrono::Duration::hours(3), true).to_string(),
     );
     ok(s.env.cmd().arg("import").arg(&early));
-    post("70", now - chrono::Duration::minutes(1), false);
+    post_mount_run(&s, "70", now - chrono::Duration::minutes(1), false);
     let narrow = s.env.write(
         "responder.toml",
         "[server]\nmax_run_seconds = 1800\nmax_token_life_seconds = 600\nlate_grace_seconds = 600\n",
     );
-    let out = ok(s.env.cmd().args([
-        "--config",
-        narrow.to_str().unwrap(),
-        "trace",
-        "--run",
-        "acme/web/build/70-1",
-        "--format",
-        "json",
-    ]));
-    let doc: Value = serde_json::from_str(&out).unwrap();
-    let runs: Vec<&str> = doc["runs"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{doc}"))
-        .iter()
-        .map(|run| run["name"].as_str().unwrap())
-        .collect();
+    let (runs, doc) = traced_from_70(&s, &["--config", narrow.to_str().unwrap()]);
     assert!(
         runs.iter().any(|r| r.contains("/71-1/")) && runs.len() == 2,
         "{doc}"
