@@ -121,11 +121,9 @@ fn tamper(db: &Path, sql: &str) {
 /// (the receipts, mount audits, step events, receipt bounds, records-only prunes) undone
 /// first, then the chain's table and columns dropped, `user_version` six lower.
 fn unchain(db: &Path) {
-    let conn = Connection::open(db).unwrap();
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .unwrap();
-    conn.execute_batch(
+    rewind(
+        db,
+        6,
         "ALTER TABLE purges DROP COLUMN records_only;
          ALTER TABLE run_receipts DROP COLUMN began_after;
          DROP TABLE step_events;
@@ -135,9 +133,18 @@ fn unchain(db: &Path) {
          DROP TABLE run_chain;
          ALTER TABLE incidents DROP COLUMN chain_length;
          ALTER TABLE incidents DROP COLUMN chain_head;",
-    )
-    .unwrap();
-    conn.pragma_update(None, "user_version", version - 6)
+    );
+}
+
+/// Runs `undo` on the store at `db`, which undoes its last `versions` migrations, and sets its
+/// `user_version` that much lower, as if it was made before them.
+fn rewind(db: &Path, versions: i64, undo: &str) {
+    let conn = Connection::open(db).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    conn.execute_batch(undo).unwrap();
+    conn.pragma_update(None, "user_version", version - versions)
         .unwrap();
 }
 
@@ -493,22 +500,16 @@ fn the_migration_chains_the_receipts_a_store_already_holds() {
     let env = Env::new();
     ok(env.cmd().args(["import", &history()]));
     // Rewound to before the receipt migration, with a receipt as the collector kept it then.
-    let conn = Connection::open(env.db()).unwrap();
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .unwrap();
-    conn.execute_batch(
+    rewind(
+        &env.db(),
+        4,
         "ALTER TABLE purges DROP COLUMN records_only;
          ALTER TABLE run_receipts DROP COLUMN began_after;
          DROP TABLE step_events;
          DROP INDEX run_receipts_time_suspect;
          INSERT INTO run_receipts (run_id, received_at, identity, late, time_suspect)
          VALUES ((SELECT min(id) FROM runs), 1, 'https://issuer#p', 0, 'claims to finish after it was received');",
-    )
-    .unwrap();
-    conn.pragma_update(None, "user_version", version - 4)
-        .unwrap();
-    drop(conn);
+    );
     let out = output(&env, env.cmd().args(["db", "migrate"]));
     assert!(out.starts_with("exit: 0\n"), "{out}");
     let (code, doc) = verify_json(&env, &env.db(), &[]);
@@ -620,18 +621,14 @@ fn verify_log_help() {
 fn the_migration_marks_an_incidents_partial_prunes_as_build_records_only() {
     let env = Env::new();
     ok(env.cmd().args(["import", &history()]));
-    let conn = Connection::open(env.db()).unwrap();
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .unwrap();
-    conn.execute_batch(&format!(
-        "ALTER TABLE purges DROP COLUMN records_only; {}",
-        crate::common::BUILDER_PRUNES_SQL
-    ))
-    .unwrap();
-    conn.pragma_update(None, "user_version", version - 1)
-        .unwrap();
-    drop(conn);
+    rewind(
+        &env.db(),
+        1,
+        &format!(
+            "ALTER TABLE purges DROP COLUMN records_only; {}",
+            crate::common::BUILDER_PRUNES_SQL
+        ),
+    );
     ok(env.cmd().args(["db", "migrate"]));
     let conn = Connection::open(env.db()).unwrap();
     let marked: Vec<(i64, i64)> = conn
