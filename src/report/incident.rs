@@ -621,6 +621,10 @@ fn write_purges_markdown(trace: &Value, out: &mut dyn Write) -> io::Result<()> {
         let text = |key: &str| p[key].as_str().map(code);
         let target = match text("mount") {
             Some(mount) => format!("mount {mount} on {}", text("builder").unwrap_or_default()),
+            None if p["records_only"] == true => format!(
+                "builder {} (build records, not cache mounts)",
+                text("builder").unwrap_or_default()
+            ),
             None => format!("builder {}", text("builder").unwrap_or_default()),
         };
         let mut line = format!(
@@ -673,4 +677,40 @@ fn write_purges_markdown(trace: &Value, out: &mut dyn Write) -> io::Result<()> {
 /// Recorded text as a Markdown code span that the text cannot close.
 fn code(text: &str) -> String {
     crate::report::escape::MdCode::span(text).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A builder prune of build records only says so: it cleaned none of the builder's cache
+    /// mounts, which a reader of the report must not take it for.
+    #[test]
+    fn a_prune_of_build_records_only_says_so() {
+        let purge = |records_only: bool| {
+            serde_json::json!({
+                "id": 1, "kind": "builder", "builder": "ci-1", "mount": null,
+                "records_only": records_only, "at": "2026-11-03T15:00:00Z", "method": "executor",
+                "author": "me@host", "recorded_at": null, "forced": false, "reason": null,
+                "source": "incident 1", "incident": 1, "action": 2, "claimed": null,
+                "cleaned": [], "runs": 1, "kept_out": 1
+            })
+        };
+        let render = |records_only: bool| {
+            let trace = serde_json::json!({ "purges": [purge(records_only)] });
+            let mut out = Vec::new();
+            write_purges_markdown(&trace, &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert!(
+            render(true).contains("builder `ci-1` (build records, not cache mounts)"),
+            "{}",
+            render(true)
+        );
+        assert!(
+            !render(false).contains("build records"),
+            "{}",
+            render(false)
+        );
+    }
 }
