@@ -665,7 +665,8 @@ pub struct MarkPurgedArgs {
     /// The builder.
     #[arg(long, value_name = "NAME")]
     pub builder: String,
-    /// The mount id that was emptied; without it, the builder's whole cache was pruned.
+    /// The mount id that was emptied; without it, the builder's cache was pruned (the whole of
+    /// it, unless `--records-only`).
     #[arg(long, value_name = "ID")]
     pub mount: Option<String>,
     /// Only the builder's build records were pruned, its cache mounts (`exec.cachemount`

@@ -1,9 +1,10 @@
 -- Builder purges that pruned only the builder's build records, not its cache mounts: an
 -- incident's prune without `--full-prune` removes the records tainted runs made and those
 -- used since the taint (cache mounts aside: the mount actions decide those). Such a purge
--- cleans no mount, so a trace counts it for the builder only, where a whole prune (1 = 0
--- here: `--full-prune`, `mark-purged --builder`, an import line that does not say otherwise)
--- cleans each of its mounts too.
+-- cleans no mount, so a trace counts it for the builder only, where a whole prune (0 here:
+-- `--full-prune`, `mark-purged --builder` without `--records-only`) cleans each of its mounts
+-- too. An import line says which; one written before this column is taken as records-only
+-- when it claims an incident's executor made it.
 ALTER TABLE purges ADD COLUMN records_only INTEGER NOT NULL DEFAULT 0
     CHECK (records_only IN (0, 1));
 

@@ -58,17 +58,15 @@ pub async fn mounts(
     let mut recorded = store.recorded_mounts(args.builder.as_deref())?;
     // A helper build reads a mount by its Dockerfile id, which the frontend puts in the
     // default namespace: a mount under a namespace of its own cannot be read that way.
-    for (builder, mount) in store.namespaced_mounts(args.builder.as_deref())? {
-        if args
-            .mount
-            .as_ref()
-            .is_none_or(|id| mount.ends_with(&format!("/{id}")))
-        {
-            printer.warn(format!(
-                "mount `{mount}` on `{builder}` is under a namespace of its own (BUILDKIT_CACHE_MOUNT_NS): not audited"
-            ));
-        }
-    }
+    let not_audited: BTreeSet<(String, String)> = store
+        .namespaced_mounts(args.builder.as_deref())?
+        .into_iter()
+        .filter(|(_, mount)| {
+            args.mount
+                .as_ref()
+                .is_none_or(|id| mount.ends_with(&format!("/{id}")))
+        })
+        .collect();
     if let Some(id) = &args.mount {
         recorded.retain(|(_, m)| m == id);
         if recorded.is_empty() {
@@ -106,6 +104,7 @@ pub async fn mounts(
     let mut result = MountsResult {
         started_at,
         baseline: args.baseline,
+        not_audited,
         ..MountsResult::default()
     };
     let mut jobs: Vec<Job> = Vec::new();
@@ -153,6 +152,12 @@ pub async fn mounts(
                                     != MountMatch::No
                             });
                             if known || mount_copy::is_helper_record(&r.description) {
+                                continue;
+                            }
+                            // The Dockerfile frontend keys a mount of the default namespace
+                            // `/<id>`: an id without the `/` is under a namespace of its own.
+                            if let Some(llb) = namespaced_description_id(&r.description) {
+                                result.not_audited.insert((builder.clone(), llb));
                                 continue;
                             }
                             match description_id(&r.description) {
@@ -379,7 +384,10 @@ pub async fn mounts(
     printer.status(mounts::render::summary_line(&result));
     Ok(if errors > 0 {
         ExitStatus::Remote
-    } else if !result.findings.is_empty() || !result.unknown_records.is_empty() {
+    } else if !result.findings.is_empty()
+        || !result.unknown_records.is_empty()
+        || !result.not_audited.is_empty()
+    {
         ExitStatus::Findings
     } else {
         ExitStatus::Success
@@ -434,6 +442,14 @@ fn helper_bases(
         .chain(probe.base_images.into_iter().map(|(n, _)| n))
         .collect();
     (probe.uses.first().cloned(), bases)
+}
+
+/// The LLB id a record's description names when it is under a namespace of its own: one the
+/// Dockerfile frontend did not key `/<id>` (the default namespace).
+fn namespaced_description_id(description: &str) -> Option<String> {
+    let start = description.find(" with id \"")?;
+    let id = description[start + 10..].trim_end_matches('"');
+    (!id.is_empty() && !id.starts_with('/')).then(|| id.to_owned())
 }
 
 /// The mount id a record's description names (` with id "<id>"`, BuildKit v0.12 and later).
@@ -592,5 +608,14 @@ mod tests {
             Some("bench")
         );
         assert_eq!(description_id("cached mount /c from exec sh"), None);
+        let namespaced = "cached mount /c from exec sh with id \"team-a/pip\"";
+        assert_eq!(
+            namespaced_description_id(namespaced).as_deref(),
+            Some("team-a/pip")
+        );
+        assert_eq!(
+            namespaced_description_id("cached mount /c from exec sh with id \"/bench\""),
+            None
+        );
     }
 }

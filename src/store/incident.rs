@@ -511,6 +511,7 @@ impl Store {
                  FROM events e JOIN mounts m ON m.id = e.target
                  JOIN builders b ON b.id = m.builder_id
                  WHERE e.kind = 'read_mount' AND b.name = ?1 AND m.mount_id = ?2
+                   AND m.namespace = ''
                  ORDER BY e.at DESC LIMIT 50",
             )
             .map_err(err)?;

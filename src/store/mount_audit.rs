@@ -156,7 +156,8 @@ impl Store {
             "SELECT DISTINCT p.name, r.run_key, r.step, r.trust_level, r.started_at, r.finished_at, r.id
              FROM events e JOIN mounts m ON m.id = e.target JOIN builders b ON b.id = m.builder_id
              JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
-             WHERE e.kind = 'wrote_mount' AND b.name = ?1 AND m.mount_id = ?2 AND r.started_at <= ?3
+             WHERE e.kind = 'wrote_mount' AND b.name = ?1 AND m.mount_id = ?2 AND m.namespace = ''
+               AND r.started_at <= ?3
              ORDER BY r.started_at, r.id",
             params![builder, mount_id, until],
             |row| {

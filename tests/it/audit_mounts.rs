@@ -755,8 +755,9 @@ fn bench_audit_of_a_large_mount() {
 }
 
 /// A mount under a namespace of its own (`BUILDKIT_CACHE_MOUNT_NS`) cannot be read by a helper
-/// build, whose Dockerfile id the frontend puts in the default namespace: it is named as not
-/// audited, never audited as the default namespace's mount of that id.
+/// build, whose Dockerfile id the frontend puts in the default namespace: it is listed as not
+/// audited (in the text and in `not_audited` of the JSON), never audited as the default
+/// namespace's mount of that id.
 #[test]
 fn a_namespaced_mount_is_named_as_not_audited() {
     let env = Env::new();
@@ -774,8 +775,7 @@ fn a_namespaced_mount_is_named_as_not_audited() {
         env.cmd().args(["audit", "mounts", "--builder", "ci-9"]),
     );
     assert!(
-        out.contains("mount `team-a/pip` on `ci-9` is under a namespace of its own"),
+        out.contains("not audited on ci-9: mount team-a/pip is under a namespace of its own"),
         "{out}"
     );
-    assert!(out.contains("not audited"), "{out}");
 }

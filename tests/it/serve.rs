@@ -431,9 +431,6 @@ fn late_and_time_suspect_runs_are_marked() {
     assert_eq!(suspect, 2, "{doc}");
 }
 
-/// A run of `acme/web/build` that used the `pip` cache mount for thirty seconds from
-/// `started` (`readonly`: only read it), with record evidence, so that only the mount carries
-/// taint between such runs.
 /// Sends [`mount_run`] `id` to the collector with a token of its own, which takes it at its
 /// word (not time-suspect).
 fn post_mount_run(s: &Setup, id: &str, started: chrono::DateTime<chrono::Utc>, readonly: bool) {
@@ -469,6 +466,9 @@ fn traced_from_70(s: &Setup, extra: &[&str]) -> (Vec<String>, Value) {
     (runs, doc)
 }
 
+/// A run of `acme/web/build` that used the `pip` cache mount for thirty seconds from
+/// `started` (`readonly`: only read it), with record evidence, so that only the mount carries
+/// taint between such runs.
 fn mount_run(id: &str, started: chrono::DateTime<chrono::Utc>, readonly: bool) -> Value {
     let mut line = oidc::run_line("acme/web/build", &format!("{id}-1"));
     let object = line.as_object_mut().unwrap();

@@ -1,7 +1,7 @@
 //! The mount audit's result for people (text) and programs (JSON, `schema/audit-mounts.schema.json`;
 //! SARIF through [`crate::audit::sarif::document_of`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -76,6 +76,10 @@ pub struct MountsResult {
     pub baseline: bool,
     pub mounts: Vec<MountResult>,
     pub unknown_records: Vec<UnknownRecord>,
+    /// Mounts under a namespace of their own (`BUILDKIT_CACHE_MOUNT_NS`), by builder and
+    /// `namespace/id`, recorded or named by a builder's records: a helper build cannot read
+    /// them, so the audit did not look inside. Sorted.
+    pub not_audited: BTreeSet<(String, String)>,
     /// Sorted by code, then reference.
     pub findings: Vec<Reported>,
     pub seen_before: usize,
@@ -99,7 +103,14 @@ struct Doc<'a> {
     summary: Summary,
     mounts: Vec<MountDoc<'a>>,
     unknown_records: Vec<UnknownDoc<'a>>,
+    not_audited: Vec<NotAuditedDoc<'a>>,
     findings: Vec<FindingDoc<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct NotAuditedDoc<'a> {
+    builder: &'a str,
+    mount: &'a str,
 }
 
 #[derive(Debug, Serialize)]
@@ -233,6 +244,11 @@ pub fn json(result: &MountsResult) -> serde_json::Value {
                 description: &u.description,
             })
             .collect(),
+        not_audited: result
+            .not_audited
+            .iter()
+            .map(|(builder, mount)| NotAuditedDoc { builder, mount })
+            .collect(),
         findings: result
             .findings
             .iter()
@@ -308,6 +324,14 @@ pub fn text(result: &MountsResult) -> String {
             Term(&u.builder),
             Term(&u.record),
             Term(&u.description)
+        );
+    }
+    for (builder, mount) in &result.not_audited {
+        let _ = writeln!(
+            out,
+            "not audited on {}: mount {} is under a namespace of its own (BUILDKIT_CACHE_MOUNT_NS), which a helper build cannot read",
+            Term(builder),
+            Term(mount)
         );
     }
     out
