@@ -261,10 +261,7 @@ impl PurgeConfig {
     /// a purge is recorded once it is done. `import --trust-level` holds an upload's run times
     /// to the same bound: an upload is written once its run is done.
     pub fn in_future(&self, at: crate::time::Micros, now: crate::time::Micros) -> bool {
-        let skew = crate::time::Micros::try_from(self.clock_skew_seconds)
-            .unwrap_or(crate::time::Micros::MAX)
-            .saturating_mul(1_000_000);
-        at > now.saturating_add(skew)
+        at > now.saturating_add(crate::time::seconds(self.clock_skew_seconds))
     }
 }
 

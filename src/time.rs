@@ -162,6 +162,13 @@ fn slow_format(micros: Micros) -> String {
     }
 }
 
+/// A count of seconds (a setting's) as a span of microseconds, saturating.
+pub fn seconds(seconds: u64) -> Micros {
+    Micros::try_from(seconds)
+        .unwrap_or(Micros::MAX)
+        .saturating_mul(1_000_000)
+}
+
 /// The current time.
 pub fn now() -> Micros {
     Utc::now().timestamp_micros()

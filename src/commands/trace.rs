@@ -19,7 +19,7 @@ use crate::report;
 use crate::report::count;
 use crate::store::{SourceSummary, Store, TraceSource};
 use crate::suggest;
-use crate::time::Rfc3339;
+use crate::time::{self, Rfc3339};
 
 /// The seed flags as the project's own seed type: what an incident stores, whatever the flags
 /// are called.
@@ -49,17 +49,12 @@ pub(crate) fn report_format(format: TraceFormat) -> report::trace::Format {
 /// How long before the collector received a run its writes may have been made, from the
 /// collector's settings.
 pub(crate) fn claim_limits(config: &Config) -> ClaimLimits {
-    let micros = |s: u64| {
-        i64::try_from(s)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(1_000_000)
-    };
     let server = &config.server;
     ClaimLimits {
-        longest_run: micros(server.max_run_seconds),
-        token_life: micros(server.token_life_seconds()),
-        late_grace: micros(server.late_grace_seconds),
-        skew: micros(server.clock_skew_seconds),
+        longest_run: time::seconds(server.max_run_seconds),
+        token_life: time::seconds(server.token_life_seconds()),
+        late_grace: time::seconds(server.late_grace_seconds),
+        skew: time::seconds(server.clock_skew_seconds),
     }
 }
 

@@ -92,10 +92,17 @@ pub async fn execute(
         .iter()
         .filter_map(|r| r.action.target.manifest_digest())
         .collect();
-    let known = store.lock().expect("store lock").manifest_facts(&digests)?;
+    let (known, vouching) = {
+        let store = store.lock().expect("store lock");
+        (
+            store.manifest_facts(&digests)?,
+            store.vouching(config.trusted_levels())?,
+        )
+    };
     let remotes = Arc::new(Remotes::new(config, known).sparing(Spare::Store {
         store: store.clone(),
         incident,
+        vouching,
     }));
     let breaker = Arc::new(Breaker::default());
     for phase in [registry_rows, builder_rows] {

@@ -259,11 +259,10 @@ impl Leaving {
             .values()
             .flat_map(|f| f.children.iter().map(|c| c.as_str().to_owned()))
             .collect();
-        let levels = config.trusted_levels();
-        let vouching = Vouching { levels: &levels };
+        let vouching = store.vouching(config.trusted_levels())?;
         let mut spared = store.recorded_untainted(incident, &children, &vouching)?;
         let remotes = Remotes::new(config, facts);
-        spared.extend(tagged_keepers(store, incident, &remotes, targets).await?);
+        spared.extend(tagged_keepers(store, (incident, &vouching), &remotes, targets).await?);
         let tainted = store
             .incident_digests(incident)?
             .into_iter()
@@ -296,7 +295,7 @@ impl Leaving {
 /// keeps nothing here, and the target's own check says why.
 async fn tagged_keepers(
     store: &mut Store,
-    incident: i64,
+    (incident, vouching): (i64, &Vouching),
     remotes: &Remotes,
     targets: &[&Target],
 ) -> Result<HashSet<String>, StoreError> {
@@ -316,8 +315,6 @@ async fn tagged_keepers(
             places.insert((registry.as_str(), repository.as_str()));
         }
     }
-    let levels = remotes.config.trusted_levels();
-    let vouching = Vouching { levels: &levels };
     let mut candidates = Vec::new();
     for (registry, repository) in places {
         if !store.names_untainted_in(incident, repository)? {
@@ -326,7 +323,7 @@ async fn tagged_keepers(
         let Ok(client) = remotes.registry(registry).await else {
             continue;
         };
-        let pushed = store.pushed_untainted_in(incident, repository, &vouching)?;
+        let pushed = store.pushed_untainted_in(incident, repository, vouching)?;
         if let Ok(tagged) = remotes
             .tagged_indexes(&client, (registry, repository), &pushed)
             .await
@@ -334,7 +331,7 @@ async fn tagged_keepers(
             candidates.extend(tagged.iter().map(|(digest, _)| digest.clone()));
         }
     }
-    store.recorded_untainted(incident, &candidates, &vouching)
+    store.recorded_untainted(incident, &candidates, vouching)
 }
 
 /// The `children` of `index` in `place` (registry, repository) that the purge leaves in

@@ -32,6 +32,7 @@ pub enum Spare {
     Store {
         store: Arc<Mutex<Store>>,
         incident: i64,
+        vouching: Vouching,
     },
     /// Known before the command acts (verification: the children are recorded facts), with
     /// the digests the incident holds tainted.
@@ -246,16 +247,20 @@ impl Remotes {
         let listed = self.tagged.lock().await.get(&key).cloned();
         let tagged = match (listed, &self.spare) {
             (Some(tagged), _) => tagged,
-            (None, Spare::Store { store, incident }) => {
-                let levels = self.config.trusted_levels();
-                let vouching = Vouching { levels: &levels };
+            (
+                None,
+                Spare::Store {
+                    store,
+                    incident,
+                    vouching,
+                },
+            ) => {
                 let asked = {
                     let store = store.lock().unwrap_or_else(|e| e.into_inner());
                     store
                         .names_untainted_in(*incident, place.1)
                         .and_then(|names| {
-                            let pushed =
-                                store.pushed_untainted_in(*incident, place.1, &vouching)?;
+                            let pushed = store.pushed_untainted_in(*incident, place.1, vouching)?;
                             Ok((names, pushed))
                         })
                 };
@@ -301,16 +306,14 @@ impl Remotes {
                 .filter(|c| set.contains(*c))
                 .cloned()
                 .collect()),
-            Spare::Store { store, incident } => store
+            Spare::Store {
+                store,
+                incident,
+                vouching,
+            } => store
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .recorded_untainted(
-                    *incident,
-                    children,
-                    &Vouching {
-                        levels: &self.config.trusted_levels(),
-                    },
-                )
+                .recorded_untainted(*incident, children, vouching)
                 .map_err(|e| {
                     RemoteError::local(format!("cannot ask the store which children to spare: {e}"))
                 }),
@@ -326,7 +329,9 @@ impl Remotes {
                 .filter(|d| tainted.contains(*d))
                 .cloned()
                 .collect()),
-            Spare::Store { store, incident } => store
+            Spare::Store {
+                store, incident, ..
+            } => store
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .held_tainted(*incident, digests)

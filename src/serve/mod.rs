@@ -437,11 +437,7 @@ fn time_suspect(
         ),
     };
     let limit = reference
-        .saturating_sub(
-            i64::try_from(seconds)
-                .unwrap_or(i64::MAX)
-                .saturating_mul(1_000_000),
-        )
+        .saturating_sub(time::seconds(seconds))
         .saturating_sub(skew);
     if record.started_at < limit {
         why.push(format!(
@@ -478,11 +474,6 @@ fn time_suspect(
 /// was set when it received the run, whatever the config of whoever traces. A token with no
 /// issue time (a static `[[token]]`, a JWT without `iat`) bounds nothing.
 fn began_after(identity: &Identity, config: &Config, received_at: Micros) -> Option<Micros> {
-    let micros = |s: u64| {
-        i64::try_from(s)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(1_000_000)
-    };
     let server = &config.server;
     let issued = identity
         .issued_at?
@@ -490,8 +481,8 @@ fn began_after(identity: &Identity, config: &Config, received_at: Micros) -> Opt
         .min(received_at);
     Some(
         issued
-            .saturating_sub(micros(server.max_run_seconds))
-            .saturating_sub(micros(server.clock_skew_seconds).saturating_mul(2)),
+            .saturating_sub(time::seconds(server.max_run_seconds))
+            .saturating_sub(time::seconds(server.clock_skew_seconds).saturating_mul(2)),
     )
 }
 

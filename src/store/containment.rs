@@ -32,17 +32,49 @@ pub struct VerificationRow {
 /// pipeline records what it likes: its claim to have pushed a child of a tainted index must
 /// not keep that child in place. A run recorded with no level, or at one the config does not
 /// rank, counts as untrusted, unless the store keeps no levels at all: then nothing tells one
-/// run from another, and every push vouches.
-pub struct Vouching<'l> {
-    pub levels: &'l [String],
+/// run from another, and every push vouches. Made once a command ([`Store::vouching`]).
+#[derive(Debug, Clone)]
+pub struct Vouching {
+    levels: Vec<String>,
+    /// Whether the store keeps trust levels, so that a run without one is not trusted.
+    keeps_levels: bool,
+}
+
+impl Vouching {
+    /// Whether a push by a run at `level` (`None`: recorded with none), `suspect` when its
+    /// times are doubted, vouches for what it pushed.
+    fn vouches(&self, level: Option<&str>, suspect: bool) -> bool {
+        !suspect
+            && match level {
+                Some(level) => self.levels.iter().any(|l| l == level),
+                None => !self.keeps_levels,
+            }
+    }
 }
 
 /// A push, as [`Vouching`] weighs it: the pushing run's trust level, and whether its times are
-/// doubted. `d` is the pushed artifact's digest.
+/// doubted.
 const PUSH_COLUMNS: &str = "r.trust_level,
     EXISTS (SELECT 1 FROM run_receipts c WHERE c.run_id = r.id AND c.time_suspect IS NOT NULL)";
 
 impl Store {
+    /// Who may vouch for a manifest by pushing it: runs at one of `levels`, the config's above
+    /// the lowest ([`Vouching`]).
+    pub fn vouching(&self, levels: Vec<String>) -> Result<Vouching, StoreError> {
+        let keeps_levels = self
+            .conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE trust_level IS NOT NULL)",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(|e| sql_error(&self.path, e))?;
+        Ok(Vouching {
+            levels,
+            keeps_levels,
+        })
+    }
+
     /// Replaces the incident's tainted digests (at open, and after each re-trace).
     pub fn set_incident_digests(
         &mut self,
@@ -169,7 +201,7 @@ impl Store {
         &self,
         incident: i64,
         repository: &str,
-        vouching: &Vouching<'_>,
+        vouching: &Vouching,
     ) -> Result<Vec<String>, StoreError> {
         let pattern = repository_pattern(repository);
         let pushes: Vec<(String, Option<String>, bool)> = self.rows(
@@ -185,26 +217,12 @@ impl Store {
             params![pattern, incident],
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )?;
-        let untrusted_unknown = self.keeps_trust_levels()?;
         let vouched: BTreeSet<String> = pushes
             .into_iter()
-            .filter(|(_, level, suspect)| {
-                vouches(vouching, level.as_deref(), *suspect, untrusted_unknown)
-            })
+            .filter(|(_, level, suspect)| vouching.vouches(level.as_deref(), *suspect))
             .map(|(digest, _, _)| digest)
             .collect();
         Ok(vouched.into_iter().collect())
-    }
-
-    /// Whether any run has a trust level: then a run without one is not trusted to vouch.
-    fn keeps_trust_levels(&self) -> Result<bool, StoreError> {
-        self.conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM runs WHERE trust_level IS NOT NULL)",
-                [],
-                |row| row.get(0),
-            )
-            .map_err(|e| sql_error(&self.path, e))
     }
 
     /// Of `digests`, those some recorded run pushed (an artifact exported or produced) by a
@@ -216,10 +234,9 @@ impl Store {
         &self,
         incident: i64,
         digests: &[String],
-        vouching: &Vouching<'_>,
+        vouching: &Vouching,
     ) -> Result<HashSet<String>, StoreError> {
         let held = self.held_tainted(incident, digests)?;
-        let untrusted_unknown = self.keeps_trust_levels()?;
         let mut stmt = self
             .conn
             .prepare_cached(&format!(
@@ -235,9 +252,10 @@ impl Store {
                 .query_map([digest], |row| Ok((row.get(0)?, row.get(1)?)))
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
                 .map_err(|e| sql_error(&self.path, e))?;
-            if pushes.iter().any(|(level, suspect)| {
-                vouches(vouching, level.as_deref(), *suspect, untrusted_unknown)
-            }) {
+            if pushes
+                .iter()
+                .any(|(level, suspect)| vouching.vouches(level.as_deref(), *suspect))
+            {
                 out.insert(digest.clone());
             }
         }
@@ -363,20 +381,4 @@ fn repository_pattern(repository: &str) -> String {
             .replace('%', "!%")
             .replace('_', "!_")
     )
-}
-
-/// Whether a push by a run at `level` (`None`: recorded with none), `suspect` when its times
-/// are doubted, vouches for what it pushed; `untrusted_unknown` when the store keeps levels,
-/// so that a run without one is not trusted.
-fn vouches(
-    vouching: &Vouching<'_>,
-    level: Option<&str>,
-    suspect: bool,
-    untrusted_unknown: bool,
-) -> bool {
-    !suspect
-        && match level {
-            Some(level) => vouching.levels.iter().any(|l| l == level),
-            None => !untrusted_unknown,
-        }
 }
