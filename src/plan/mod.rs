@@ -166,6 +166,39 @@ pub struct PlanContext {
     pub images_only: BTreeSet<i64>,
 }
 
+impl PlanContext {
+    /// The prune of mount `mount_id` (of the default namespace) on `builder`: its target
+    /// paths, and every other mount that uses one of them, which a prune by target path would
+    /// take too.
+    pub fn prune_mount(&self, builder: &str, mount_id: &str) -> Target {
+        let place = self.builders.get(builder).cloned().unwrap_or_default();
+        let targets = self
+            .mount_targets
+            .get(&(builder.to_owned(), mount_id.to_owned()))
+            .cloned()
+            .unwrap_or_default();
+        let mut shares: BTreeSet<String> = BTreeSet::new();
+        for target in &targets {
+            if let Some(users) = self.target_users.get(&(builder.to_owned(), target.clone())) {
+                shares.extend(
+                    users
+                        .iter()
+                        .filter(|(ns, id)| !(ns.is_empty() && id == mount_id))
+                        .map(user_name),
+                );
+            }
+        }
+        Target::Mount {
+            builder: builder.to_owned(),
+            endpoint: place.endpoint,
+            driver: place.driver,
+            mount_id: mount_id.to_owned(),
+            targets,
+            shares_target_with: shares.into_iter().collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PlanOptions {
     /// Delete tainted images too, not only caches.
@@ -379,34 +412,11 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
             });
             continue;
         }
-        let key = (mount.builder_name.to_string(), mount.mount_id.to_string());
-        let targets = ctx.mount_targets.get(&key).cloned().unwrap_or_default();
-        let mut shares: BTreeSet<String> = BTreeSet::new();
-        for target in &targets {
-            if let Some(users) = ctx
-                .target_users
-                .get(&(mount.builder_name.to_string(), target.clone()))
-            {
-                shares.extend(
-                    users
-                        .iter()
-                        .filter(|(ns, id)| !(ns.is_empty() && *id == mount.mount_id))
-                        .map(user_name),
-                );
-            }
-        }
         actions.push(Action {
             kind: ActionKind::PruneMount,
             place: mount.builder_name.to_string(),
             in_scope: scope.allows_builder(&mount.builder_name),
-            target: Target::Mount {
-                builder: mount.builder_name.to_string(),
-                endpoint: place.endpoint,
-                driver: place.driver,
-                mount_id: mount.mount_id.to_string(),
-                targets,
-                shares_target_with: shares.into_iter().collect(),
-            },
+            target: ctx.prune_mount(&mount.builder_name, &mount.mount_id),
             reason,
         });
     }
@@ -712,7 +722,7 @@ fn azblob_follow_up(key: &str) -> String {
 
 /// A mount that uses a target path, as a plan names it: its id, `<namespace>/<id>` under a
 /// namespace.
-pub fn user_name((namespace, id): &(String, String)) -> String {
+fn user_name((namespace, id): &(String, String)) -> String {
     if namespace.is_empty() {
         id.clone()
     } else {

@@ -381,36 +381,11 @@ pub fn plan(
             }
             Entity::Mount(i) => {
                 let m = &candidates.mounts[i];
-                let place = ctx.builders.get(&m.builder).cloned().unwrap_or_default();
-                let targets = ctx
-                    .mount_targets
-                    .get(&(m.builder.clone(), m.mount_id.clone()))
-                    .cloned()
-                    .unwrap_or_default();
-                let mut shares: BTreeSet<String> = BTreeSet::new();
-                for target in &targets {
-                    if let Some(users) = ctx.target_users.get(&(m.builder.clone(), target.clone()))
-                    {
-                        shares.extend(
-                            users
-                                .iter()
-                                .filter(|(ns, id)| !(ns.is_empty() && *id == m.mount_id))
-                                .map(crate::plan::user_name),
-                        );
-                    }
-                }
                 actions.push(Action {
                     kind: ActionKind::PruneMount,
                     place: m.builder.clone(),
                     in_scope: scope.allows_builder(&m.builder),
-                    target: Target::Mount {
-                        builder: m.builder.clone(),
-                        endpoint: place.endpoint,
-                        driver: place.driver,
-                        mount_id: m.mount_id.clone(),
-                        targets,
-                        shares_target_with: shares.into_iter().collect(),
-                    },
+                    target: ctx.prune_mount(&m.builder, &m.mount_id),
                     reason: decision.why.clone(),
                 });
             }
