@@ -995,12 +995,27 @@ pub enum PurgeTarget {
     },
     /// A builder's build cache was pruned: the whole of it, its cache mounts too, or with
     /// `records_only` only build records (a prune that leaves cache mounts to the mount
-    /// purges), which cleans none of its mounts.
+    /// purges), which cleans none of its mounts. A `selective` prune removed only some of
+    /// the records, and cleans only what it removed.
     Builder {
         builder: String,
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         records_only: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        selective: Option<SelectivePrune>,
     },
+}
+
+/// What a prune of some of a builder's records removed: the named records (and those built on
+/// them), and every build record used since `since`. It cleans the builder of a writer only
+/// when it removed all that writer may have left there: every record the writer said it
+/// created, or everything since the writer began.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelectivePrune {
+    /// BuildKit's ids of the records named.
+    pub records: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Micros>,
 }
 
 /// How a purge came to be recorded in this store.

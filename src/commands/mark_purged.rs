@@ -56,6 +56,7 @@ pub fn mark_purged(
         None => PurgeTarget::Builder {
             builder: args.builder.clone(),
             records_only: args.records_only,
+            selective: None,
         },
     };
     let mut store = open_existing_store(db)?;
@@ -130,6 +131,7 @@ fn describe(target: &PurgeTarget) -> String {
         PurgeTarget::Builder {
             builder,
             records_only: false,
+            ..
         } => format!("builder `{builder}`"),
         PurgeTarget::Builder { builder, .. } => {
             format!("build records (not cache mounts) of builder `{builder}`")

@@ -6,9 +6,12 @@ use compact_str::CompactString;
 
 use super::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestUses, MountId, MountInfo,
-    Purged, Receipt, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
+    BuilderPrune, Purged, Receipt, RecordId, RecordInfo, RunId, RunInfo, RunRef, Selective, Source,
+    Write,
 };
-use crate::model::{Backend, PurgeMethod, PurgeTarget, RunKey, RunStatus, StoredPurge};
+use crate::model::{
+    Backend, PurgeMethod, PurgeTarget, RunKey, RunStatus, SelectivePrune, StoredPurge,
+};
 use crate::time::Micros;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +49,16 @@ impl Event {
     }
 }
 
+/// A prune of a builder: whether it pruned only build records (its cache mounts left to mount
+/// purges), and whether only some of them.
+#[derive(Debug, Clone)]
+pub(crate) struct Pruned {
+    pub builder: BuilderId,
+    pub at: Micros,
+    pub records_only: bool,
+    pub selective: Option<Selective>,
+}
+
 /// A provenance history built by hand. Ids start at 1 and follow insertion order.
 #[derive(Debug, Default, Clone)]
 pub struct History {
@@ -56,9 +69,7 @@ pub struct History {
     pub(crate) records: Vec<RecordInfo>,
     pub(crate) events: Vec<(RunId, Event)>,
     pub(crate) mount_purges: Vec<(MountId, Micros)>,
-    /// Each prune of a builder, and whether it pruned only build records (its cache mounts
-    /// left to mount purges).
-    pub(crate) builder_prunes: Vec<(BuilderId, Micros, bool)>,
+    pub(crate) builder_prunes: Vec<Pruned>,
     /// Manifests a recorded purge deleted from a registry repository: locator, digest, when.
     pub(crate) manifest_deletions: Vec<(String, String, Micros)>,
     /// The collector's receipts, by run.
@@ -274,12 +285,41 @@ impl History {
 
     /// A prune of the builder's whole cache, its cache mounts too.
     pub fn prune(&mut self, builder: BuilderId, at: Micros) {
-        self.builder_prunes.push((builder, at, false));
+        self.builder_prunes.push(Pruned {
+            builder,
+            at,
+            records_only: false,
+            selective: None,
+        });
     }
 
     /// A prune of the builder's build records only, which cleans none of its mounts.
     pub fn prune_records(&mut self, builder: BuilderId, at: Micros) {
-        self.builder_prunes.push((builder, at, true));
+        self.builder_prunes.push(Pruned {
+            builder,
+            at,
+            records_only: true,
+            selective: None,
+        });
+    }
+
+    /// A prune of some of the builder's build records: those named, and those used since.
+    pub fn prune_some_records(
+        &mut self,
+        builder: BuilderId,
+        at: Micros,
+        records: &[RecordId],
+        since: Option<Micros>,
+    ) {
+        let mut records = records.to_vec();
+        records.sort_unstable();
+        records.dedup();
+        self.builder_prunes.push(Pruned {
+            builder,
+            at,
+            records_only: true,
+            selective: Some(Selective { records, since }),
+        });
     }
 
     /// The same history with no purge or prune recorded.
@@ -639,22 +679,25 @@ impl Source for History {
             .chain(
                 self.builder_prunes
                     .iter()
-                    .filter(|(b, _, records_only)| *b == builder && !records_only)
-                    .map(|p| p.1),
+                    .filter(|p| p.builder == builder && !p.records_only)
+                    .map(|p| p.at),
             )
             .collect();
         purges.sort_unstable();
         Ok(purges)
     }
 
-    fn builder_purges(&mut self, builder: BuilderId) -> Result<Vec<Micros>, MemError> {
-        let mut prunes: Vec<Micros> = self
+    fn builder_purges(&mut self, builder: BuilderId) -> Result<Vec<BuilderPrune>, MemError> {
+        let mut prunes: Vec<BuilderPrune> = self
             .builder_prunes
             .iter()
-            .filter(|(b, _, _)| *b == builder)
-            .map(|p| p.1)
+            .filter(|p| p.builder == builder)
+            .map(|p| BuilderPrune {
+                at: p.at,
+                selective: p.selective.clone(),
+            })
             .collect();
-        prunes.sort_unstable();
+        prunes.sort_by_key(|p| p.at);
         Ok(prunes)
     }
 
@@ -696,12 +739,23 @@ impl Source for History {
                 found.push(stored(i, target));
             }
         }
-        for (i, &(_, _, records_only)) in self.builder_prunes.iter().enumerate().filter(|(_, p)| {
-            (p.0, p.1) == (builder, at) && !(p.2 && matches!(node, Purged::Mount(_)))
+        for (i, p) in self.builder_prunes.iter().enumerate().filter(|(_, p)| {
+            (p.builder, p.at) == (builder, at)
+                && !(p.records_only && matches!(node, Purged::Mount(_)))
         }) {
             let target = PurgeTarget::Builder {
                 builder: builder_name.clone(),
-                records_only,
+                records_only: p.records_only,
+                selective: p.selective.as_ref().map(|s| {
+                    let mut records: Vec<String> = (s.records.iter())
+                        .map(|&r| self.records[index(r)].record_id.to_string())
+                        .collect();
+                    records.sort();
+                    SelectivePrune {
+                        records,
+                        since: s.since,
+                    }
+                }),
             };
             found.push(stored(self.mount_purges.len() + i, target));
         }

@@ -431,8 +431,8 @@ fn earliest(
     if let Some(builder) = run.builder
         && !run.has_records
     {
-        let prunes = builder_prunes(h, builder);
         let seeded = seeds.builder.filter(|s| s.0 == builder).map(|s| s.1);
+        let seeded = seeded.map(|at| ((at, at, false), builder_prunes(h, builder, None)));
         let starts = tainted
             .iter()
             .filter(|&&r| r != run.id && info(h, r).builder == Some(builder))
@@ -441,15 +441,16 @@ fn earliest(
                 let done = writer.finished_at.max(writer.started_at);
                 let done = seeds.write_done(r, done, ignore_time);
                 let start = seeds.write_at(r, writer.started_at, ignore_time);
-                (start, done, seeds.suspect_writer(writer, ignore_time))
+                let suspect = seeds.suspect_writer(writer, ignore_time);
+                let prunes = builder_prunes(h, builder, Some((writer, start, suspect)));
+                ((start, done, suspect), prunes)
             });
         times.extend(
             seeded
-                .map(|at| (at, at, false))
                 .into_iter()
                 .chain(starts)
-                .filter(|&t| fresh(&prunes, t, finish))
-                .map(from),
+                .filter(|(t, prunes)| fresh(prunes, *t, finish))
+                .map(|(t, _)| from(t)),
         );
     }
     times.extend(seeded_builder_use(h, run, seeds, ignore_time).map(|since| start.max(since)));
@@ -474,10 +475,13 @@ fn orphans_of<'a>(
     ignore_time: bool,
 ) -> impl Iterator<Item = RecordId> + 'a {
     let builder = run.builder.filter(|_| !run.has_records);
-    let prunes = builder.map(|b| builder_prunes(h, b)).unwrap_or_default();
     let done = run.finished_at.max(run.started_at);
     let done = seeds.write_done(run.id, done, ignore_time);
     let start = seeds.write_at(run.id, run.started_at, ignore_time);
+    let suspect = seeds.suspect_writer(run, ignore_time);
+    let prunes = builder
+        .map(|b| builder_prunes(h, b, Some((run, start, suspect))))
+        .unwrap_or_default();
     h.records
         .iter()
         .filter(move |r| Some(r.builder) == builder)
@@ -509,7 +513,7 @@ fn seeded_builder_use(
     if !run.has_records {
         return None;
     }
-    let prunes = builder_prunes(h, builder);
+    let prunes = builder_prunes(h, builder, None);
     events_of(h, run.id)
         .any(|(e, _)| match e {
             Event::CreatedRecord(r) | Event::ReusedRecord(r) => {
@@ -562,17 +566,44 @@ fn mount_purges(h: &History, mount: MountId) -> Vec<Micros> {
         .chain(
             h.builder_prunes
                 .iter()
-                .filter(|p| p.0 == builder && !p.2)
-                .map(|p| p.1),
+                .filter(|p| p.builder == builder && !p.records_only)
+                .map(|p| p.at),
         )
         .collect()
 }
 
-fn builder_prunes(h: &History, builder: BuilderId) -> Vec<Micros> {
+/// The times of the builder's prunes that removed what a writer may have left there: every
+/// prune of all its records, and a prune of some of them that named every record the writer
+/// said it created, or pruned every record used since before the writer began (or whenever
+/// used). A seed (no writer) is cleared by the first kind only.
+fn builder_prunes(
+    h: &History,
+    builder: BuilderId,
+    writer: Option<(&RunInfo, Micros, bool)>,
+) -> Vec<Micros> {
     h.builder_prunes
         .iter()
-        .filter(|p| p.0 == builder)
-        .map(|p| p.1)
+        .filter(|p| p.builder == builder)
+        .filter(|p| match (&p.selective, writer) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(some), Some((run, start, suspect))) => {
+                let since = match some.since {
+                    Some(Micros::MIN) => true,
+                    Some(since) => !suspect && since <= start,
+                    None => false,
+                };
+                let named = run.has_records
+                    && h.events.iter().all(|&(r, e)| match e {
+                        Event::CreatedRecord(record) if r == run.id => {
+                            some.records.contains(&record)
+                        }
+                        _ => true,
+                    });
+                since || named
+            }
+        })
+        .map(|p| p.at)
         .collect()
 }
 

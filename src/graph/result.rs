@@ -7,7 +7,7 @@ use compact_str::CompactString;
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::source::{ArtifactInfo, BuilderId, BuilderInfo, MountInfo, RecordInfo, RunId, RunInfo};
 use crate::model::{self, Backend, Digest, RunKey, StoredPurge};
@@ -455,6 +455,9 @@ pub struct Trace {
     /// For each mount and builder with any: the purges (or prunes) that clean it, ascending.
     /// None when time is ignored.
     pub(crate) cleanings: FxHashMap<NodeIndex, Vec<Micros>>,
+    /// The selective prunes of builders, by node and place in the node's `cleanings`, each
+    /// with the tainted writers it covers: it clears no other.
+    pub(crate) covered: FxHashMap<(NodeIndex, usize), FxHashSet<RunId>>,
     /// The name of each builder a run of the graph ran on, by id.
     pub(crate) builder_names: FxHashMap<BuilderId, CompactString>,
     /// By purge time, then id.
@@ -860,10 +863,30 @@ impl Trace {
             return true;
         };
         let done = self.done(entry, written);
+        let writer = self.writer(entry);
         written <= read
             && !cleanings_of(&self.cleanings, node)
                 .iter()
-                .any(|&p| done < p && p < start)
+                .enumerate()
+                .any(|(i, &p)| {
+                    done < p
+                        && p < start
+                        && self.covered.get(&(node, i)).is_none_or(|covered| {
+                            writer.is_some_and(|writer| covered.contains(&writer))
+                        })
+                })
+    }
+
+    /// The run whose write the search entered a mount or builder by.
+    fn writer(&self, entry: Entry) -> Option<RunId> {
+        let Entry::Edge(edge) = entry else {
+            return None;
+        };
+        let (writer, _) = self.graph.edge_endpoints(edge)?;
+        match &self.graph[writer].entity {
+            Entity::Run { info, .. } => Some(info.id),
+            _ => None,
+        }
     }
 
     fn chain(&self, mut state: State, parent: &Parents) -> Vec<Hop> {

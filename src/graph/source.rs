@@ -119,6 +119,41 @@ pub enum Write {
     CreatedRecord(RecordId),
 }
 
+/// A prune of a builder's cache, as a trace applies it to the builder's build records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuilderPrune {
+    pub at: Micros,
+    /// `None` for a prune of every build record.
+    pub selective: Option<Selective>,
+}
+
+/// A prune of only some of a builder's records: those named, and every build record used
+/// since `since`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selective {
+    /// The named records the store holds, ascending.
+    pub records: Vec<RecordId>,
+    pub since: Option<Micros>,
+}
+
+impl Selective {
+    /// Whether the prune removed all a writer may have left on the builder: everything from
+    /// its write on (`at`, when its times are believed), or, for a run with record evidence,
+    /// every record it `created` there.
+    pub fn covers(&self, at: Micros, suspect: bool, created: Option<&[RecordId]>) -> bool {
+        // Since any time: every build record, whoever wrote it, whenever.
+        let since = self
+            .since
+            .is_some_and(|since| since == Micros::MIN || (!suspect && at >= since));
+        since
+            || created.is_some_and(|created| {
+                created
+                    .iter()
+                    .all(|r| self.records.binary_search(r).is_ok())
+            })
+    }
+}
+
 /// How a run read an artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArtifactRead {
@@ -230,8 +265,8 @@ pub trait Source {
     fn mount_read(&mut self, run: RunId, mount: MountId) -> Result<Option<Micros>, Self::Error>;
     /// Times the mount was purged (including prunes of its whole builder), ascending.
     fn mount_purges(&mut self, mount: MountId) -> Result<Vec<Micros>, Self::Error>;
-    /// Times the builder's cache was pruned, ascending.
-    fn builder_purges(&mut self, builder: BuilderId) -> Result<Vec<Micros>, Self::Error>;
+    /// The prunes of the builder's cache, by time ascending.
+    fn builder_purges(&mut self, builder: BuilderId) -> Result<Vec<BuilderPrune>, Self::Error>;
     /// The purges recorded at exactly `at` that clean the mount (its own, and prunes of its
     /// builder) or the builder, with their provenance, for output. Only the purges a trace
     /// applied are looked up, so the traversal itself carries nothing but their times.

@@ -32,7 +32,7 @@ use super::result::{
 use super::seeds::{CacheRefSeed, DigestSeed, MountSeed, Seeds, Window};
 use super::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestRead, MountId, MountInfo,
-    Purged, Receipt, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
+    Purged, Receipt, RecordId, RecordInfo, RunId, RunInfo, RunRef, Selective, Source, Write,
 };
 use crate::model::Backend;
 use crate::time::Micros;
@@ -374,6 +374,15 @@ impl From<Micros> for Reads {
     }
 }
 
+/// The tainted run that wrote a mount or ran on a builder, as a selective prune of the
+/// builder asks: whether its times are believed, and the records it said it created there
+/// (`None` without record evidence).
+struct Writer<'a> {
+    run: RunId,
+    suspect: bool,
+    created: Option<&'a [RecordId]>,
+}
+
 /// A tainted run without record evidence that may have created a record no recorded run
 /// created: reuses from `floor` on may be of what it made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -448,6 +457,11 @@ struct Tracer<'s, S: Source> {
     labels_only: bool,
     /// For each mount and builder with any: the purges that clean it, ascending.
     cleanings: HashMap<NodeIndex, Vec<Micros>>,
+    /// The prunes of builders that removed only some records, by node and their place in
+    /// the node's `cleanings`: they clear only the writers they cover.
+    selective: HashMap<(NodeIndex, usize), Selective>,
+    /// For each selective prune: the tainted writers met that it covers.
+    covered: HashMap<(NodeIndex, usize), HashSet<RunId>>,
     /// The runs each purge (a mount or builder, and the purge's time) kept a tainted write
     /// from: met only when a purge cleans something, so the traversal carries no more than
     /// the purge's time.
@@ -526,6 +540,8 @@ impl<'s, S: Source> Tracer<'s, S> {
             ignore_purges: options.ignore_purges,
             labels_only: options.labels_only,
             cleanings: HashMap::default(),
+            selective: HashMap::default(),
+            covered: HashMap::default(),
             cuts: HashMap::default(),
             graph: DiGraph::new(),
             nodes: Nodes::default(),
@@ -660,7 +676,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                 let node = self.mount_node_from(info)?;
                 self.mark_seed(node, Kind::Mount, at);
                 if let Some(at) = at {
-                    self.mutable_write(node, at, at, Via::Seed, None, None)?;
+                    self.mutable_write(node, (at, at), Via::Seed, None, None)?;
                 }
             }
         }
@@ -673,7 +689,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             let node = self.builder_node(info.id)?;
             self.mark_seed(node, Kind::Builder, at);
             if let Some(at) = at {
-                self.mutable_write(node, at, at, Via::Seed, None, None)?;
+                self.mutable_write(node, (at, at), Via::Seed, None, None)?;
                 self.deferred.push_back(Work::BuilderSeed { node, at });
             }
         }
@@ -916,6 +932,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             self.suspect_ends
                 .insert(id, self.claims.latest_end(receipt).max(done));
         }
+        let mut created = Vec::new();
         for (write, at) in self.source.writes(id)? {
             let offer = |via| Label {
                 tainted_at: at,
@@ -946,12 +963,18 @@ impl<'s, S: Source> Tracer<'s, S> {
                     let target = self.mount_node(mount)?;
                     let done = until(finished_at.max(at));
                     let at = from(at);
-                    self.mutable_write(target, at, done, Via::MountWrite, Some(node), Some(id))?;
+                    let writer = Writer {
+                        run: id,
+                        suspect,
+                        created: None,
+                    };
+                    self.mutable_write(target, (at, done), Via::MountWrite, Some(node), Some(writer))?;
                     if suspect {
                         self.suspect_write(target, id)?;
                     }
                 }
                 Write::CreatedRecord(record) => {
+                    created.push(record);
                     let Some(target) = self.record_node(record)? else {
                         continue;
                     };
@@ -971,7 +994,12 @@ impl<'s, S: Source> Tracer<'s, S> {
             let target = self.builder_node(builder)?;
             let done = until(finished_at.max(started_at));
             let started_at = from(started_at);
-            self.mutable_write(target, started_at, done, Via::RanOn, Some(node), Some(id))?;
+            let writer = Writer {
+                run: id,
+                suspect,
+                created: has_records.then_some(created.as_slice()),
+            };
+            self.mutable_write(target, (started_at, done), Via::RanOn, Some(node), Some(writer))?;
             if suspect {
                 self.suspect_write(target, id)?;
             }
@@ -1008,6 +1036,14 @@ impl<'s, S: Source> Tracer<'s, S> {
                 records
             }
         };
+        // The first prune after its finish that removed what the run may have made there.
+        let made_by = Writer {
+            run: offer.run,
+            suspect: false,
+            created: None,
+        };
+        let clearing = self.clearing(builder_node, done, (started_at, Some(&made_by)));
+        let cleared_by = self.segment_end(builder_node, clearing);
         for record in records {
             if !self.orphan_reusers.contains_key(&record) {
                 let reusers = self.source.record_reusers(record)?;
@@ -1022,8 +1058,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                 if first < started_at {
                     continue;
                 }
-                let prunes = cleanings_of(&self.cleanings, builder_node);
-                if let Some(&prune) = prunes.iter().find(|&&p| done < p && p < first) {
+                if let Some(prune) = cleared_by.filter(|&p| p < first) {
                     // The prune kept the record's reusers out: listed with the purges.
                     let kept_out: Vec<RunId> = (reusers.iter().map(|&(run, _)| run))
                         .filter(|&r| r != offer.run)
@@ -1504,9 +1539,10 @@ impl<'s, S: Source> Tracer<'s, S> {
         let Entity::Builder(builder) = &self.graph[node].entity else {
             return Ok(());
         };
+        let builder = builder.id;
         let since = if self.ignore_time { Micros::MIN } else { at };
         let cleared_by = self.next_purge(node, at);
-        for (run, used_at) in self.source.builder_record_users(builder.id, since)? {
+        for (run, used_at) in self.source.builder_record_users(builder, since)? {
             // A run that spans the seed time used the cache at it, whenever its record events
             // are dated.
             let used_at = if run.time_suspect {
@@ -1524,6 +1560,38 @@ impl<'s, S: Source> Tracer<'s, S> {
         cleanings_of(&self.cleanings, node).partition_point(|&p| p <= at)
     }
 
+    /// The purge segment a write at `at` that went on until `done` falls in: it ends at the
+    /// first later purge that clears the write. A selective prune of a builder clears only
+    /// the writers it covers (a seed's write, by no run, none), and those it covers are noted
+    /// for the chains of evidence.
+    fn clearing(
+        &mut self,
+        node: NodeIndex,
+        done: Micros,
+        (at, writer): (Micros, Option<&Writer>),
+    ) -> usize {
+        let first = self.segment(node, done);
+        let count = cleanings_of(&self.cleanings, node).len();
+        let mut clearing = None;
+        for i in first..count {
+            let covers = match (self.selective.get(&(node, i)), writer) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(prune), Some(writer)) => {
+                    let covers = prune.covers(at, writer.suspect, writer.created);
+                    if covers {
+                        self.covered.entry((node, i)).or_default().insert(writer.run);
+                    }
+                    covers
+                }
+            };
+            if covers && clearing.is_none() {
+                clearing = Some(i);
+            }
+        }
+        clearing.unwrap_or(count)
+    }
+
     /// The purge that ends a segment: it clears the writes whose writers finished in the
     /// segment.
     fn segment_end(&self, node: NodeIndex, segment: usize) -> Option<Micros> {
@@ -1532,9 +1600,9 @@ impl<'s, S: Source> Tracer<'s, S> {
 
     /// The first purge of a mount or builder after a seed's time `at`: readers that start
     /// after it did not see the seeded cache. `None` when time is ignored.
-    fn next_purge(&self, node: NodeIndex, at: Micros) -> Option<Micros> {
-        let purges = cleanings_of(&self.cleanings, node);
-        purges.get(purges.partition_point(|&p| p <= at)).copied()
+    fn next_purge(&mut self, node: NodeIndex, at: Micros) -> Option<Micros> {
+        let clearing = self.clearing(node, at, (at, None));
+        self.segment_end(node, clearing)
     }
 
     /// Records a tainted write at `at` to a mount (or a tainted run on a builder, or a seed)
@@ -1545,16 +1613,16 @@ impl<'s, S: Source> Tracer<'s, S> {
     ///
     /// A purge clears a write only when the writer had finished: one during the run leaves
     /// what the rest of the run wrote, so the write reaches readers up to the first purge
-    /// after `done`, and is kept with the writes of `done`'s segment, which that purge clears.
+    /// after `done`, and is kept with the writes of the segment that purge ends.
     fn mutable_write(
         &mut self,
         node: NodeIndex,
-        at: Micros,
-        done: Micros,
+        (at, done): (Micros, Micros),
         via: Via,
         from: Option<NodeIndex>,
-        writer: Option<RunId>,
+        who: Option<Writer>,
     ) -> Result<(), S::Error> {
+        let writer = who.as_ref().map(|w| w.run);
         self.relax(
             node,
             Label {
@@ -1565,7 +1633,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             },
             None,
         );
-        let segment = self.segment(node, done);
+        let segment = self.clearing(node, done, (at, who.as_ref()));
         let writes = self.segments.entry(node).or_default();
         // A run writes a mount or a builder once, so two writes with one writer are seeds.
         let left_out = match writes.get_mut(&segment) {
@@ -1873,18 +1941,26 @@ impl<'s, S: Source> Tracer<'s, S> {
         }
         let info = self.source.builder(builder)?;
         self.builder_names.insert(info.id, info.name.clone());
-        let purges = if self.ignore_time || self.ignore_purges {
+        let mut prunes = if self.ignore_time || self.ignore_purges {
             Vec::new()
         } else {
-            sorted(self.source.builder_purges(builder)?)
+            self.source.builder_purges(builder)?
         };
+        prunes.sort_by_key(|p| p.at);
         let node = self.node(Key::Builder(builder), || Node {
             entity: Entity::Builder(info),
             seed: None,
             label: None,
         });
-        if !purges.is_empty() {
-            self.cleanings.insert(node, purges);
+        if !prunes.is_empty() {
+            let mut times = Vec::with_capacity(prunes.len());
+            for (i, prune) in prunes.into_iter().enumerate() {
+                times.push(prune.at);
+                if let Some(selective) = prune.selective {
+                    self.selective.insert((node, i), selective);
+                }
+            }
+            self.cleanings.insert(node, times);
         }
         Ok(node)
     }
@@ -1960,6 +2036,13 @@ impl<'s, S: Source> Tracer<'s, S> {
             ignore_purges: self.ignore_purges,
             labels_only: self.labels_only,
             cleanings: self.cleanings,
+            covered: {
+                let mut covered = self.covered;
+                for &key in self.selective.keys() {
+                    covered.entry(key).or_default();
+                }
+                covered.into_iter().collect()
+            },
             builder_names: self.builder_names,
             purges: Vec::new(),
             write_spans: self.write_spans.into_iter().collect(),

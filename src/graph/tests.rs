@@ -11,7 +11,7 @@ use super::seeds::{
     BuilderSeed, CacheRefSeed, DigestSeed, MountSeed, PipelineSeed, RunSeed, SeedSpec, Seeds,
     Window,
 };
-use super::source::Receipt;
+use super::source::{Receipt, RecordId};
 use super::{ClaimLimits, Kind, ResolveError, Trace, TraceError, TraceOptions, Via, trace};
 use crate::model::{Backend, Digest};
 use crate::time::Micros;
@@ -909,6 +909,79 @@ fn builder_prune_clears_unverified_runs_and_mounts() {
         names(&trace, Kind::Run),
         set(&["run:evil/1/build", "run:legacy/2/build"])
     );
+}
+
+/// A prune of some of a builder's records (an incident's prune without `--full-prune`) cleans
+/// the builder only of the writers whose records it removed: one whose created records it
+/// named, and one without record evidence that began after it pruned every record used since.
+/// A writer found later, whose record it left, still taints a run without record evidence
+/// that ran on the builder after it, as does a seed of the builder; a whole prune cleans
+/// them all.
+#[test]
+fn a_prune_of_some_records_cleans_only_the_writers_whose_records_it_removed() {
+    // The writer: its run key, times, whether it has record evidence and which record it
+    // created; the builder pruned at 20 of `named` and every record used since 11.
+    let fleet = |key: &str, (start, finish): (i64, i64), created: Option<&str>, whole: bool| {
+        let mut h = History::new();
+        let b1 = h.builder("b1");
+        let named = h.record(b1, "named", "regular", "[2/3] RUN make");
+        let left = h.record(b1, "left", "regular", "[2/3] RUN npm ci");
+        let writer = h.run(key, "1", t(start), t(finish));
+        h.on(writer, b1);
+        if let Some(created) = created {
+            h.with_records(writer);
+            h.creates(writer, if created == "named" { named } else { left });
+        }
+        h.prune_some_records(b1, t(20), &[named], Some(t(11)));
+        if whole {
+            h.prune(b1, t(21));
+        }
+        let legacy = h.run("legacy", "1", t(30), t(40));
+        h.on(legacy, b1);
+        (h, writer)
+    };
+    let check = |(mut h, writer): (History, super::source::RunId), tainted: bool| {
+        let seed = format!("{}/1", h.runs[super::mem::index(writer)].pipeline);
+        let trace = traced(&mut h, &runs(&[&seed]));
+        let mut expected = vec![format!("run:{seed}/build")];
+        if tainted {
+            expected.push("run:legacy/1/build".to_owned());
+        }
+        expected.sort();
+        assert_eq!(names(&trace, Kind::Run), expected, "{seed}");
+        let resolved = OracleSeeds {
+            runs: vec![writer],
+            ..OracleSeeds::default()
+        };
+        assert_eq!(everything(&trace), oracle::closure(&h, &resolved, false), "{seed}");
+        assert_eq!(times(&trace), oracle::times(&h, &resolved, false), "{seed}");
+        if tainted {
+            assert_eq!(trace.explain("legacy/1").unwrap().len(), 3, "{seed}");
+        } else {
+            let kept: Vec<usize> = trace.purges().iter().map(|p| p.kept_out).collect();
+            assert_eq!(kept, [1], "{seed}");
+        }
+    };
+    // Named its record; began after `since`: cleaned.
+    check(fleet("evil", (0, 10), Some("named"), false), false);
+    check(fleet("late", (12, 14), None, false), false);
+    // Its record left; without record evidence and begun before `since`: not cleaned.
+    check(fleet("sly", (2, 8), Some("left"), false), true);
+    check(fleet("early", (1, 9), None, false), true);
+    // A whole prune cleans them all.
+    check(fleet("sly", (2, 8), Some("left"), true), false);
+    check(fleet("early", (1, 9), None, true), false);
+    // A seed of the builder is no writer whose records the prune named.
+    let (mut h, _) = fleet("evil", (0, 10), Some("named"), false);
+    let seeds = Seeds {
+        builders: vec![BuilderSeed {
+            name: "b1".into(),
+            since: Some(t(5)),
+        }],
+        ..Seeds::default()
+    };
+    let trace = traced(&mut h, &seeds);
+    assert!(names(&trace, Kind::Run).contains(&"run:legacy/1/build".to_owned()));
 }
 
 /// A purge of a mount while a tainted writer of it ran does not clear its write: the writer
@@ -1935,7 +2008,10 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
     (
         prop::collection::vec(run, 1..9),
         prop::collection::vec((0usize..3, 0i64..80), 0..3),
-        prop::collection::vec((0usize..2, 0i64..80, any::<bool>()), 0..2),
+        prop::collection::vec(
+            (0usize..2, 0i64..80, 0u8..4, 0u8..32, (0u8..3, 0i64..80)),
+            0..3,
+        ),
         0usize..6,
         (0i64..80, 0i64..80),
         prop::option::weighted(0.4, (0i64..100, 0u8..4, 0i64..100)),
@@ -2003,12 +2079,24 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
             for (mount, at) in purges {
                 h.purge(mounts[mount], t(at));
             }
-            // Whole prunes, and prunes of build records only that leave cache mounts.
-            for (builder, at, records_only) in prunes {
-                if records_only {
-                    h.prune_records(builders[builder], t(at));
-                } else {
-                    h.prune(builders[builder], t(at));
+            // Whole prunes, prunes of build records only that leave cache mounts, and prunes
+            // of some records: those named, and those used since a time (or any time).
+            for (builder, at, kind, named, (since_kind, since)) in prunes {
+                match kind {
+                    0 => h.prune(builders[builder], t(at)),
+                    1 => h.prune_records(builders[builder], t(at)),
+                    _ => {
+                        let named: Vec<RecordId> = (0..5)
+                            .filter(|i| named & (1 << i) != 0)
+                            .map(|i| records[i])
+                            .collect();
+                        let since = match since_kind {
+                            0 => None,
+                            1 => Some(t(since)),
+                            _ => Some(Micros::MIN),
+                        };
+                        h.prune_some_records(builders[builder], t(at), &named, since);
+                    }
                 }
             }
             // The first run, received by the collector: as a seed, its writes may count from

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::error::RemoteError;
-use crate::model::{Driver, PurgeTarget};
+use crate::model::{Driver, PurgeTarget, SelectivePrune};
 use crate::plan::Target;
 use crate::purge::evidence::{Evidence, save_records};
 use crate::purge::remotes::{Remotes, connected};
@@ -118,11 +118,17 @@ impl TargetKind for Builder {
                 b.full,
             )
             .await?;
-            // A prune of only some records is no purge of the builder's whole cache; one that
-            // is not full leaves its cache mounts, which it does not clean.
+            // A sweep's prune of only some records is no purge of the builder's cache. One
+            // that is not full leaves its cache mounts, which it does not clean, and removes
+            // only the records named and those used since: it cleans only the writers whose
+            // records it removed.
             let purged = (!b.partial).then(|| PurgeTarget::Builder {
                 builder: b.builder.to_owned(),
                 records_only: !b.full,
+                selective: (!b.full).then(|| SelectivePrune {
+                    records: b.record_ids.to_vec(),
+                    since: b.used_since,
+                }),
             });
             Ok(Executed::Done { outcome, purged })
         })

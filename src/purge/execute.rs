@@ -236,6 +236,7 @@ fn record_purge_after(
                     PurgeTarget::Builder {
                         builder,
                         records_only: false,
+                        ..
                     } => store.recorded_mounts(Some(builder))?,
                     PurgeTarget::Builder { .. } => Vec::new(),
                 };

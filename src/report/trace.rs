@@ -168,15 +168,27 @@ pub fn purge_line(applied: &AppliedPurge) -> String {
         PurgeTarget::Builder {
             builder,
             records_only,
-        } => format!(
-            "builder {}{}",
-            Term(builder),
-            if *records_only {
-                " (build records, not cache mounts)"
-            } else {
-                ""
-            }
-        ),
+            selective,
+        } => {
+            let what = match (selective, records_only) {
+                (Some(selective), _) => format!(
+                    " ({}{}, not cache mounts)",
+                    crate::report::count(
+                        selective.records.len(),
+                        "named build record",
+                        "named build records"
+                    ),
+                    match selective.since {
+                        Some(Micros::MIN) => " and every build record".to_owned(),
+                        Some(since) => format!(" and build records used since {}", time::format(since)),
+                        None => String::new(),
+                    }
+                ),
+                (None, true) => " (build records, not cache mounts)".to_owned(),
+                (None, false) => String::new(),
+            };
+            format!("builder {}{what}", Term(builder))
+        }
     };
     let author = if p.author.is_empty() {
         "an unknown author".to_owned()
@@ -369,12 +381,13 @@ fn write_purges_json(purges: &[AppliedPurge], out: &mut dyn Write) -> io::Result
 /// One applied purge as `schema/trace.schema.json` describes it.
 fn purge_doc(applied: &AppliedPurge) -> serde_json::Value {
     let p = &applied.purge;
-    let (kind, builder, mount, records_only) = match &p.target {
-        PurgeTarget::Mount { builder, mount, .. } => ("mount", builder, Some(mount), false),
+    let (kind, builder, mount, records_only, selective) = match &p.target {
+        PurgeTarget::Mount { builder, mount, .. } => ("mount", builder, Some(mount), false, None),
         PurgeTarget::Builder {
             builder,
             records_only,
-        } => ("builder", builder, None, *records_only),
+            selective,
+        } => ("builder", builder, None, *records_only, selective.as_ref()),
     };
     serde_json::json!({
         "id": p.id,
@@ -382,6 +395,11 @@ fn purge_doc(applied: &AppliedPurge) -> serde_json::Value {
         "builder": builder,
         "mount": mount,
         "records_only": records_only,
+        "selective": selective.map(|s| serde_json::json!({
+            "records": s.records,
+            "every_record": s.since == Some(Micros::MIN),
+            "since": s.since.filter(|&t| t != Micros::MIN).map(time::format),
+        })),
         "at": time::format(p.at),
         "method": p.method.as_str(),
         "author": Some(&p.author).filter(|a| !a.is_empty()),

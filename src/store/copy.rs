@@ -38,6 +38,7 @@ pub const COPIED_TABLES: &[CopiedTable] = &[
     table("builder_records", &["id"]),
     table("events", &["id"]),
     table("purges", &["id"]),
+    table("purge_records", &["purge_id", "record"]),
     table("incidents", &["id"]),
     table("actions", &["id"]),
     table("incident_digests", &["incident_id", "digest"]),

@@ -18,7 +18,7 @@ use rustc_hash::{FxHashMap, FxHasher};
 use super::{Access, Store, StoreError, sql_error};
 use crate::graph::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestUses, MountId, MountInfo,
-    Purged, Receipt, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
+    BuilderPrune, Purged, Receipt, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
 };
 use crate::model::{Backend, RunKey, RunStatus, StoredPurge};
 use crate::time::Micros;
@@ -762,7 +762,6 @@ struct Tables {
     artifact_tags: Groups<Span>,
     mounts: Vec<Option<MountInfo>>,
     mount_purges: HashMap<i64, Vec<Micros>>,
-    builder_purges: HashMap<i64, Vec<Micros>>,
     /// Runs without record evidence per builder, by start time, and the longest run there.
     unverified: HashMap<u32, (Vec<u32>, Micros)>,
     /// The time-suspect runs, which every query from a time on includes whatever they claim.
@@ -883,7 +882,6 @@ impl Tables {
         }
 
         let mut mount_purges: HashMap<i64, Vec<Micros>> = HashMap::new();
-        let mut builder_purges: HashMap<i64, Vec<Micros>> = HashMap::new();
         // Whole prunes of each builder, which purge each of its mounts too.
         let mut whole_prunes: HashMap<i64, Vec<Micros>> = HashMap::new();
         let mut stmt =
@@ -899,7 +897,6 @@ impl Tables {
                 }
                 _ => {
                     let builder: i64 = row.get(1)?;
-                    builder_purges.entry(builder).or_default().push(at);
                     if row.get::<_, i64>(4)? == 0 {
                         whole_prunes.entry(builder).or_default().push(at);
                     }
@@ -914,7 +911,7 @@ impl Tables {
                     .extend_from_slice(times);
             }
         }
-        for times in mount_purges.values_mut().chain(builder_purges.values_mut()) {
+        for times in mount_purges.values_mut() {
             times.sort_unstable();
         }
 
@@ -943,7 +940,6 @@ impl Tables {
             artifact_tags,
             mounts,
             mount_purges,
-            builder_purges,
             unverified,
             suspect,
         }))
@@ -1529,16 +1525,10 @@ impl Source for TraceSource<'_> {
         }
     }
 
-    fn builder_purges(&mut self, builder: BuilderId) -> Result<Vec<Micros>, StoreError> {
-        match self.index()? {
-            Some(index) => Ok(index
-                .tables
-                .builder_purges
-                .get(&builder)
-                .cloned()
-                .unwrap_or_default()),
-            None => self.store.builder_purges(builder),
-        }
+    /// Always asked of the store: a trace meets few builders, and a selective prune's named
+    /// records are read with it.
+    fn builder_purges(&mut self, builder: BuilderId) -> Result<Vec<BuilderPrune>, StoreError> {
+        self.store.builder_purges(builder)
     }
 
     /// Always asked of the store: only the few purges a trace applied are described.
@@ -1954,6 +1944,7 @@ mod tests {
         let target = PurgeTarget::Builder {
             builder: "b2".to_owned(),
             records_only: false,
+            selective: None,
         };
         store.record_purge(&target, middle + 1, &manual()).unwrap();
         let (digest, image): (String, String) = store
@@ -2234,17 +2225,40 @@ mod tests {
         }
         let mut stmt = store
             .conn
-            .prepare("SELECT builder_id, mount, at, records_only FROM purges ORDER BY id")
+            .prepare(
+                "SELECT id, builder_id, mount, at, records_only, selective, records_since
+                 FROM purges ORDER BY id",
+            )
             .unwrap();
-        let purges: Vec<(i64, Option<i64>, i64, i64)> = stmt
+        type PurgeRow = (i64, i64, Option<i64>, i64, i64, i64, Option<i64>);
+        let purges: Vec<PurgeRow> = stmt
             .query_map([], |row| row.try_into())
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        for (builder, mount, at, records_only) in purges {
+        for (id, builder, mount, at, records_only, selective, since) in purges {
             match mount {
                 Some(mount) => h.mount_purges.push((mount, at)),
-                None => h.builder_prunes.push((builder, at, records_only != 0)),
+                None => {
+                    let selective = (selective != 0).then(|| {
+                        let mut records: Vec<i64> = store
+                            .conn
+                            .prepare("SELECT record FROM purge_records WHERE purge_id = ?1")
+                            .unwrap()
+                            .query_map([id], |row| row.get(0))
+                            .unwrap()
+                            .collect::<Result<_, _>>()
+                            .unwrap();
+                        records.sort_unstable();
+                        crate::graph::source::Selective { records, since }
+                    });
+                    h.builder_prunes.push(crate::graph::mem::Pruned {
+                        builder,
+                        at,
+                        records_only: records_only != 0,
+                        selective,
+                    });
+                }
             }
         }
         h
@@ -2499,14 +2513,31 @@ mod tests {
             )
             .unwrap();
         }
-        for &(builder, at, records_only) in &h.builder_prunes {
-            tx.execute(
-                "INSERT INTO purges (kind, builder_id, at, method, author, recorded_at,
-                                     records_only)
-                 VALUES ('builder', ?1, ?2, 'manual', 'tester@host', ?2, ?3)",
-                crate::store::db::params![builder, at, records_only],
-            )
-            .unwrap();
+        for p in &h.builder_prunes {
+            let selective = p.selective.as_ref();
+            let id: i64 = tx
+                .query_row(
+                    "INSERT INTO purges (kind, builder_id, at, method, author, recorded_at,
+                                         records_only, selective, records_since)
+                     VALUES ('builder', ?1, ?2, 'manual', 'tester@host', ?2, ?3, ?4, ?5)
+                     RETURNING id",
+                    crate::store::db::params![
+                        p.builder,
+                        p.at,
+                        p.records_only,
+                        selective.is_some(),
+                        selective.and_then(|s| s.since)
+                    ],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            for record in selective.map_or(&[][..], |s| &s.records) {
+                tx.execute(
+                    "INSERT INTO purge_records (purge_id, record) VALUES (?1, ?2)",
+                    crate::store::db::params![id, record],
+                )
+                .unwrap();
+            }
         }
         tx.commit().unwrap();
     }
@@ -2590,6 +2621,7 @@ mod tests {
     /// Undoes `0008_purge_provenance.sql`, so a store rewound to an older schema version
     /// migrates forward again.
     const PURGES_AS_IN_0001: &str = "
+        DROP TABLE purge_records;
         DROP TRIGGER purges_append_only_update; DROP TRIGGER purges_append_only_delete;
         DROP INDEX purges_by_mount;
         CREATE TABLE purges_old (

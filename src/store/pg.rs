@@ -29,6 +29,7 @@ const PG_MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/postgres/0006_hook_role_limits.sql"),
     include_str!("../../schema/postgres/0007_receipt_start.sql"),
     include_str!("../../schema/postgres/0008_purge_records_only.sql"),
+    include_str!("../../schema/postgres/0009_selective_prunes.sql"),
 ];
 
 /// The schema version this build writes on PostgreSQL.
@@ -244,6 +245,7 @@ const TABLES: &[&str] = &[
     "builder_records",
     "events",
     "purges",
+    "purge_records",
     "incidents",
     "actions",
     "incident_digests",
@@ -450,6 +452,7 @@ mod tests {
             "incidents",
             "actions",
             "purges",
+            "purge_records",
             "acceptances",
             "store_locks",
             "manifest_facts",

@@ -9,12 +9,13 @@ use super::write::kind;
 use super::{Store, StoreError, sql_error};
 use crate::graph::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestUses, MountId, MountInfo,
-    Purged, Receipt, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
+    BuilderPrune, Purged, Receipt, RecordId, RecordInfo, RunId, RunInfo, RunRef, Selective, Source,
+    Write,
 };
 use crate::model::{
     Artifact, Backend, BuilderInfo as BuilderDesc, BuilderRecord, Digest, Driver, MountUse,
     PipelineInfo, PurgeClaim, PurgeMethod, PurgeTarget, RecordEvidence, RunKey, RunRecord,
-    RunStatus, StoredPurge,
+    RunStatus, SelectivePrune, StoredPurge,
 };
 use crate::time::Micros;
 
@@ -22,7 +23,8 @@ use crate::time::Micros;
 /// `m` its mount (left-joined).
 const PURGE_COLUMNS: &str = "u.id, u.kind, b.name, m.mount_id, m.namespace, u.at, u.source,
     u.method, u.author, u.recorded_at, u.forced, u.reason, u.incident_id, u.action_seq,
-    u.claimed_method, u.claimed_author, u.claimed_recorded_at, u.records_only";
+    u.claimed_method, u.claimed_author, u.claimed_recorded_at, u.records_only, u.selective,
+    u.records_since";
 
 const PURGE_FROM: &str =
     "purges u JOIN builders b ON b.id = u.builder_id LEFT JOIN mounts m ON m.id = u.mount";
@@ -30,6 +32,7 @@ const PURGE_FROM: &str =
 fn purge_from_row(row: &Row<'_>) -> crate::store::db::DbResult<StoredPurge> {
     let kind: String = row.get(1)?;
     let builder: String = row.get(2)?;
+    let since: Option<Micros> = row.get(19)?;
     let target = if kind == "mount" {
         PurgeTarget::Mount {
             builder,
@@ -40,6 +43,11 @@ fn purge_from_row(row: &Row<'_>) -> crate::store::db::DbResult<StoredPurge> {
         PurgeTarget::Builder {
             builder,
             records_only: row.get::<_, i64>(17)? != 0,
+            // The named records are read by `named_records`.
+            selective: (row.get::<_, i64>(18)? != 0).then(|| SelectivePrune {
+                records: Vec::new(),
+                since,
+            }),
         }
     };
     let method: String = row.get(7)?;
@@ -206,8 +214,15 @@ impl Store {
                 ))
                 .map_err(e)?;
             let mut rows = stmt.query([]).map_err(e)?;
+            let mut purges = Vec::new();
             while let Some(row) = rows.next().map_err(e)? {
-                emit(ExportItem::Purge(purge_from_row(&row).map_err(e)?))?;
+                purges.push(purge_from_row(&row).map_err(e)?);
+            }
+            drop(rows);
+            drop(stmt);
+            for mut purge in purges {
+                self.named_records(&mut purge)?;
+                emit(ExportItem::Purge(purge))?;
             }
             return Ok(());
         };
@@ -456,6 +471,24 @@ pub enum ExportError {
 }
 
 impl Store {
+    /// Fills in the records a selective prune named, as BuildKit ids.
+    fn named_records(&self, purge: &mut StoredPurge) -> Result<(), StoreError> {
+        if let PurgeTarget::Builder {
+            selective: Some(selective),
+            ..
+        } = &mut purge.target
+        {
+            selective.records = self.rows(
+                "SELECT r.record_id FROM purge_records p
+                 JOIN builder_records r ON r.id = p.record
+                 WHERE p.purge_id = ?1 ORDER BY r.record_id",
+                [purge.id],
+                |row| row.get(0),
+            )?;
+        }
+        Ok(())
+    }
+
     fn runs_query(
         &self,
         where_clause: &str,
@@ -778,16 +811,34 @@ impl Source for Store {
         )
     }
 
-    fn builder_purges(&mut self, builder: BuilderId) -> Result<Vec<Micros>, StoreError> {
-        self.rows(
-            "SELECT at FROM purges WHERE kind = 'builder' AND builder_id = ?1 ORDER BY at",
+    fn builder_purges(&mut self, builder: BuilderId) -> Result<Vec<BuilderPrune>, StoreError> {
+        let prunes: Vec<(i64, Micros, bool, Option<Micros>)> = self.rows(
+            "SELECT id, at, selective, records_since FROM purges
+             WHERE kind = 'builder' AND builder_id = ?1 ORDER BY at, id",
             [builder],
-            |row| row.get(0),
-        )
+            |row| Ok((row.get(0)?, row.get(1)?, row.get::<_, i64>(2)? != 0, row.get(3)?)),
+        )?;
+        prunes
+            .into_iter()
+            .map(|(id, at, selective, since)| {
+                let selective = if selective {
+                    let mut records: Vec<RecordId> = self.rows(
+                        "SELECT record FROM purge_records WHERE purge_id = ?1",
+                        [id],
+                        |row| row.get(0),
+                    )?;
+                    records.sort_unstable();
+                    Some(Selective { records, since })
+                } else {
+                    None
+                };
+                Ok(BuilderPrune { at, selective })
+            })
+            .collect()
     }
 
     fn purges_at(&mut self, node: Purged, at: Micros) -> Result<Vec<StoredPurge>, StoreError> {
-        match node {
+        let mut purges = match node {
             Purged::Mount(mount) => self.rows(
                 &format!(
                     "SELECT {PURGE_COLUMNS} FROM {PURGE_FROM} WHERE u.at = ?2
@@ -807,7 +858,11 @@ impl Source for Store {
                 [builder, at],
                 purge_from_row,
             ),
+        }?;
+        for purge in &mut purges {
+            self.named_records(purge)?;
         }
+        Ok(purges)
     }
 
     fn manifest_deleted_at(

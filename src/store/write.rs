@@ -1483,15 +1483,17 @@ fn insert_purge(
     provenance: &PurgeProvenance,
     recorded_at: Micros,
 ) -> crate::store::db::DbResult<i64> {
-    let (kind, builder_id, mount, records_only) = match target {
+    let (kind, builder_id, mount, records_only, selective) = match target {
         PurgeTarget::Builder {
             builder,
             records_only,
+            selective,
         } => (
             "builder",
             builder_id_by_name(tx, cache, builder)?,
             None,
             *records_only,
+            selective.as_ref(),
         ),
         PurgeTarget::Mount {
             builder,
@@ -1505,15 +1507,15 @@ fn insert_purge(
                 ..MountUse::default()
             };
             let mount = upsert_mount(tx, cache, builder_id, &use_)?;
-            ("mount", builder_id, Some(mount), false)
+            ("mount", builder_id, Some(mount), false, None)
         }
     };
     let claimed = provenance.claimed.as_ref();
-    tx.prepare_cached(
+    let id: i64 = tx.prepare_cached(
         "INSERT INTO purges (kind, builder_id, mount, at, source, method, author, recorded_at,
              forced, reason, incident_id, action_seq, claimed_method, claimed_author,
-             claimed_recorded_at, records_only)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
+             claimed_recorded_at, records_only, selective, records_since)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
          RETURNING id",
     )?
     .query_row(
@@ -1534,9 +1536,23 @@ fn insert_purge(
             claimed.and_then(|c| c.author.as_deref()),
             claimed.and_then(|c| c.recorded_at),
             records_only,
+            selective.is_some(),
+            selective.and_then(|s| s.since),
         ],
         |row| row.get(0),
-    )
+    )?;
+    // The named records this store holds; one it does not hold no recorded run created.
+    if let Some(selective) = selective {
+        let mut named = tx.prepare_cached(
+            "INSERT INTO purge_records (purge_id, record)
+             SELECT ?1, id FROM builder_records WHERE builder_id = ?2 AND record_id = ?3
+             ON CONFLICT DO NOTHING",
+        )?;
+        for record in &selective.records {
+            named.execute(params![id, builder_id, record])?;
+        }
+    }
+    Ok(id)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     Artifact, Backend, BuilderInfo, Digest, Driver, ImageRef, MountUse, PipelineInfo, PurgeClaim,
-    PurgeMethod, PurgeTarget, RecordEvidence, RunRecord, RunStatus, clean_path, limits,
+    PurgeMethod, PurgeTarget, RecordEvidence, RunRecord, RunStatus, SelectivePrune, clean_path, limits,
     mount_identity,
 };
 use crate::store::{ExportItem, ImportItem};
@@ -69,7 +69,23 @@ pub enum Line {
         /// incident's prune leaves cache mounts unless asked not to, and any other as whole.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         records_only: Option<bool>,
+        /// For a prune of only some of the builder's records: what it removed. Absent from a
+        /// records-only prune an incident recorded, it is taken to have removed nothing known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        selective: Option<SelectiveLine>,
     },
+}
+
+/// What a prune of some of a builder's records removed: the records named (BuildKit ids), and
+/// every build record used since `since` (RFC 3339), or whenever used (`every_record`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectiveLine {
+    pub records: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub every_record: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -301,14 +317,31 @@ pub fn parse_line(text: &str) -> Result<ImportItem, String> {
             forced,
             reason,
             records_only,
+            selective,
         } => {
             check_version(v)?;
             non_empty(&builder, "builder")?;
             if records_only.is_some() && mount.is_some() {
                 return Err("records_only is for a prune of a builder, not a mount purge".into());
             }
-            let records_only =
-                records_only.unwrap_or(method.as_deref() == Some(PurgeMethod::Executor.as_str()));
+            if selective.is_some() && mount.is_some() {
+                return Err("selective is for a prune of a builder, not a mount purge".into());
+            }
+            if selective.is_some() && records_only == Some(false) {
+                return Err("a selective prune prunes build records only: records_only is false".into());
+            }
+            let executor = method.as_deref() == Some(PurgeMethod::Executor.as_str());
+            let records_only = records_only.unwrap_or(executor || selective.is_some());
+            let selective = match selective {
+                Some(line) => Some(selective_from_line(line)?),
+                // An incident's prune of build records only removed what it named, which a
+                // line without it does not say: it is taken to have removed nothing known.
+                None if records_only && executor => Some(SelectivePrune {
+                    records: Vec::new(),
+                    since: None,
+                }),
+                None => None,
+            };
             within_limits(&[
                 ("builder", Some(&builder)),
                 ("mount", mount.as_ref()),
@@ -343,6 +376,7 @@ pub fn parse_line(text: &str) -> Result<ImportItem, String> {
                 None => PurgeTarget::Builder {
                     builder,
                     records_only,
+                    selective,
                 },
             };
             Ok(ImportItem::Purge {
@@ -412,6 +446,28 @@ pub fn nul_message(field: &str) -> String {
 }
 
 /// Checks names against [`limits::NAME_BYTES`].
+/// A selective prune's line as stored: each record id a name within limits, `since` a time.
+fn selective_from_line(line: SelectiveLine) -> Result<SelectivePrune, String> {
+    if line.every_record && line.since.is_some() {
+        return Err("a selective prune has `since` or `every_record`, not both".into());
+    }
+    for record in &line.records {
+        non_empty(record, "selective.records")?;
+        within_limits(&[("selective.records", Some(record))])?;
+    }
+    let since = match (line.every_record, line.since) {
+        (true, _) => Some(Micros::MIN),
+        (false, Some(since)) => {
+            Some(time::parse_rfc3339(&since, "selective.since").map_err(|e| e.to_string())?)
+        }
+        (false, None) => None,
+    };
+    let mut records = line.records;
+    records.sort();
+    records.dedup();
+    Ok(SelectivePrune { records, since })
+}
+
 fn within_limits(fields: &[(&str, Option<&String>)]) -> Result<(), String> {
     for (field, value) in fields {
         if let Some(value) = value {
@@ -513,11 +569,22 @@ pub fn line_of(item: &ExportItem) -> Line {
         },
         ExportItem::Run(run) => Line::Run(Box::new(run_line(run))),
         ExportItem::Purge(purge) => {
-            let (builder, mount, namespace, records_only) = match &purge.target {
+            let (builder, mount, namespace, records_only, selective) = match &purge.target {
                 PurgeTarget::Builder {
                     builder,
                     records_only,
-                } => (builder.clone(), None, String::new(), Some(*records_only)),
+                    selective,
+                } => (
+                    builder.clone(),
+                    None,
+                    String::new(),
+                    Some(*records_only),
+                    selective.as_ref().map(|s| SelectiveLine {
+                        records: s.records.clone(),
+                        every_record: s.since == Some(Micros::MIN),
+                        since: s.since.filter(|&t| t != Micros::MIN).map(time::format),
+                    }),
+                ),
                 PurgeTarget::Mount {
                     builder,
                     mount,
@@ -526,6 +593,7 @@ pub fn line_of(item: &ExportItem) -> Line {
                     builder.clone(),
                     Some(mount.clone()),
                     namespace.clone(),
+                    None,
                     None,
                 ),
             };
@@ -558,6 +626,7 @@ pub fn line_of(item: &ExportItem) -> Line {
                 forced: purge.forced,
                 reason: purge.reason.clone(),
                 records_only,
+                selective,
             }
         }
     }

@@ -118,13 +118,15 @@ fn tamper(db: &Path, sql: &str) {
 }
 
 /// Undoes the chain migration as if the store was made before it: the migrations after it
-/// (the receipts, mount audits, step events, receipt bounds, records-only prunes) undone
-/// first, then the chain's table and columns dropped, `user_version` six lower.
+/// (the receipts, mount audits, step events, receipt bounds, records-only and selective
+/// prunes) undone first, then the chain's table and columns dropped, `user_version` seven lower.
 fn unchain(db: &Path) {
     rewind(
         db,
-        6,
-        "ALTER TABLE purges DROP COLUMN records_only;
+        7,
+        "DROP TABLE purge_records; ALTER TABLE purges DROP COLUMN records_since;
+         ALTER TABLE purges DROP COLUMN selective;
+         ALTER TABLE purges DROP COLUMN records_only;
          ALTER TABLE run_receipts DROP COLUMN began_after;
          DROP TABLE step_events;
          DROP INDEX run_receipts_time_suspect;
@@ -502,8 +504,10 @@ fn the_migration_chains_the_receipts_a_store_already_holds() {
     // Rewound to before the receipt migration, with a receipt as the collector kept it then.
     rewind(
         &env.db(),
-        4,
-        "ALTER TABLE purges DROP COLUMN records_only;
+        5,
+        "DROP TABLE purge_records; ALTER TABLE purges DROP COLUMN records_since;
+         ALTER TABLE purges DROP COLUMN selective;
+         ALTER TABLE purges DROP COLUMN records_only;
          ALTER TABLE run_receipts DROP COLUMN began_after;
          DROP TABLE step_events;
          DROP INDEX run_receipts_time_suspect;
@@ -623,9 +627,11 @@ fn the_migration_marks_an_incidents_partial_prunes_as_build_records_only() {
     ok(env.cmd().args(["import", &history()]));
     rewind(
         &env.db(),
-        1,
+        2,
         &format!(
-            "ALTER TABLE purges DROP COLUMN records_only; {}",
+            "DROP TABLE purge_records; ALTER TABLE purges DROP COLUMN records_since;
+         ALTER TABLE purges DROP COLUMN selective;
+         ALTER TABLE purges DROP COLUMN records_only; {}",
             crate::common::BUILDER_PRUNES_SQL
         ),
     );
@@ -639,6 +645,23 @@ fn the_migration_marks_an_incidents_partial_prunes_as_build_records_only() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(marked, crate::common::BUILDER_PRUNES_MARKED);
+    // And selective, with what its action named.
+    let selective: Vec<String> = conn
+        .prepare(crate::common::BUILDER_PRUNES_SELECTIVE_SQL)
+        .unwrap()
+        .query_map([], |row| {
+            Ok(format!(
+                "{}|{}|{}|{}",
+                row.get::<_, i64>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, Option<i64>>(2)?.map_or(String::new(), |t| t.to_string()),
+                row.get::<_, String>(3)?
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(selective.join("\n"), crate::common::BUILDER_PRUNES_SELECTIVE);
     // Purges stay append-only after it.
     assert!(
         conn.execute("UPDATE purges SET records_only = 0", [])

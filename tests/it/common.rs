@@ -350,7 +350,7 @@ pub const BUILDER_PRUNES_SQL: &str = r#"
     VALUES (7, 't', 1, 'me', '{}', '{}');
     INSERT INTO actions (incident_id, seq, kind, place, target, reason, in_scope)
     VALUES (7, 1, 'prune-builder', 'ci-1',
-            '{"target":"builder","builder":"ci-1","record_ids":[],"used_since":5,"full":false}',
+            '{"target":"builder","builder":"ci-1","record_ids":["w100","gone"],"used_since":5,"full":false}',
             'r', 1),
            (7, 2, 'prune-builder', 'ci-2',
             '{"target":"builder","builder":"ci-2","record_ids":[],"full":true}', 'r', 1);
@@ -361,3 +361,14 @@ pub const BUILDER_PRUNES_SQL: &str = r#"
 
 /// Each of [`BUILDER_PRUNES_SQL`]'s purges by time, and whether it is marked records-only.
 pub const BUILDER_PRUNES_MARKED: [(i64, i64); 3] = [(10, 1), (11, 0), (12, 0)];
+
+/// Each of [`BUILDER_PRUNES_SQL`]'s purges by time, whether it is marked selective, since when
+/// it pruned every build record, and the named records the store holds: the incident's
+/// records-only prune, as its action says.
+pub const BUILDER_PRUNES_SELECTIVE: &str = "10|1|5|w100\n11|0||\n12|0||";
+
+/// What [`BUILDER_PRUNES_SELECTIVE`] is read with.
+pub const BUILDER_PRUNES_SELECTIVE_SQL: &str = "SELECT u.at, u.selective, u.records_since,
+        coalesce((SELECT min(r.record_id) FROM purge_records p
+                  JOIN builder_records r ON r.id = p.record WHERE p.purge_id = u.id), '')
+    FROM purges u ORDER BY u.at";

@@ -1469,9 +1469,10 @@ fn pages_stay_as_the_first_schema_wrote_them_and_rows_need_their_run() {
 }
 
 /// A release from before builder prunes of build records only were told apart still writes a
-/// version 8 store, and records an incident's prune without `--full-prune` as a whole prune:
-/// the store marks it records-only from its action, so no trace takes it as cleaning the
-/// builder's cache mounts. A full prune and one recorded by hand stay whole.
+/// version 9 store, and records an incident's prune without `--full-prune` as a whole prune:
+/// the store marks it records-only and selective from its action, with the records the action
+/// named, so no trace takes it as cleaning the builder's cache mounts, or the builder of a
+/// writer whose records it left. A full prune and one recorded by hand stay whole.
 #[test]
 fn a_partial_prune_an_older_release_records_is_marked_records_only() {
     if !require_postgres() {
@@ -1493,4 +1494,7 @@ fn a_partial_prune_an_older_release_records_is_marked_records_only() {
         .map(|(at, records_only)| format!("{at}|{records_only}"))
         .collect();
     assert_eq!(marked.trim(), expected.join("\n"));
+    // And selective, with what its action named.
+    let selective = cluster.psql(name, crate::common::BUILDER_PRUNES_SELECTIVE_SQL);
+    assert_eq!(selective.trim(), crate::common::BUILDER_PRUNES_SELECTIVE);
 }

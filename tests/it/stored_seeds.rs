@@ -69,7 +69,9 @@ fn an_incident_stored_with_the_old_seed_shape_still_verifies_and_reports() {
         .unwrap();
     // The version before the seed migration (0011), with what later migrations made undone.
     conn.execute_batch(
-        "ALTER TABLE purges DROP COLUMN records_only;
+        "DROP TABLE purge_records; ALTER TABLE purges DROP COLUMN records_since;
+         ALTER TABLE purges DROP COLUMN selective;
+         ALTER TABLE purges DROP COLUMN records_only;
          DROP TABLE step_events;
          DROP TABLE mount_snapshot_files; DROP TABLE mount_snapshots;
          ALTER TABLE audit_findings DROP COLUMN target;

@@ -1,0 +1,85 @@
+-- PostgreSQL schema version 9: builder prunes that removed only some of the builder's
+-- records, and the records they named (see schema/migrations/0020_selective_prunes.sql).
+-- Additive: a release at version 1 to 8 keeps reading and writing a store at version 9
+-- (writable_by stays 1). Such a release records an incident's prune without `--full-prune`
+-- as a prune of all build records: triggers mark it selective from its action, and keep the
+-- records the action named, as the backfill below does for those already held.
+
+DO $$ BEGIN
+    PERFORM set_config('search_path', quote_ident(current_schema()) || ', pg_catalog, pg_temp', true);
+END $$;
+
+ALTER TABLE purges ADD COLUMN selective BIGINT NOT NULL DEFAULT 0 CHECK (selective IN (0, 1));
+ALTER TABLE purges ADD COLUMN records_since BIGINT;
+
+CREATE TABLE purge_records (
+    purge_id BIGINT NOT NULL REFERENCES purges (id),
+    record   BIGINT NOT NULL REFERENCES builder_records (id),
+    PRIMARY KEY (purge_id, record)
+);
+
+CREATE TRIGGER purge_records_append_only_update BEFORE UPDATE ON purge_records
+    FOR EACH ROW EXECUTE FUNCTION cw_refuse('purges are append-only');
+CREATE TRIGGER purge_records_append_only_delete BEFORE DELETE ON purge_records
+    FOR EACH ROW EXECUTE FUNCTION cw_refuse('purges are append-only');
+
+-- When the action of incident $1 numbered $2 pruned records used since, as micros.
+CREATE FUNCTION cw_prune_records_since(BIGINT, BIGINT) RETURNS BIGINT
+LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
+    SELECT (a.target::jsonb ->> 'used_since')::bigint FROM actions a
+    WHERE a.incident_id = $1 AND a.seq = $2 AND a.target ~ '^\s*\{'
+      AND jsonb_typeof(a.target::jsonb -> 'used_since') = 'number'
+$$;
+
+CREATE FUNCTION cw_purges_selective() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    IF NEW.kind = 'builder' AND NEW.method = 'executor' AND NEW.selective = 0
+       AND NEW.records_only = 1 THEN
+        NEW.selective := 1;
+        NEW.records_since := cw_prune_records_since(NEW.incident_id, NEW.action_seq);
+    END IF;
+    RETURN NEW;
+END;
+$$;
+
+-- Runs after `purges_records_only`, which marks an older release's prune records-only.
+CREATE TRIGGER purges_second_selective BEFORE INSERT ON purges
+    FOR EACH ROW EXECUTE FUNCTION cw_purges_selective();
+
+-- The records the action of a selective prune named, as this store holds them.
+CREATE FUNCTION cw_purge_named_records() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    IF NEW.selective = 1 THEN
+        INSERT INTO purge_records (purge_id, record)
+        SELECT NEW.id, r.id
+        FROM actions a
+        CROSS JOIN LATERAL jsonb_array_elements_text(a.target::jsonb -> 'record_ids') j(value)
+        JOIN builder_records r ON r.builder_id = NEW.builder_id AND r.record_id = j.value
+        WHERE a.incident_id = NEW.incident_id AND a.seq = NEW.action_seq
+          AND a.target ~ '^\s*\{'
+          AND jsonb_typeof(a.target::jsonb -> 'record_ids') = 'array'
+        ON CONFLICT DO NOTHING;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER purges_named_records AFTER INSERT ON purges
+    FOR EACH ROW EXECUTE FUNCTION cw_purge_named_records();
+
+ALTER TABLE purges DISABLE TRIGGER purges_append_only_update;
+UPDATE purges SET selective = 1, records_since = cw_prune_records_since(incident_id, action_seq)
+WHERE kind = 'builder' AND method = 'executor' AND records_only = 1;
+ALTER TABLE purges ENABLE TRIGGER purges_append_only_update;
+
+INSERT INTO purge_records (purge_id, record)
+SELECT u.id, r.id
+FROM purges u
+JOIN actions a ON a.incident_id = u.incident_id AND a.seq = u.action_seq
+CROSS JOIN LATERAL jsonb_array_elements_text(a.target::jsonb -> 'record_ids') j(value)
+JOIN builder_records r ON r.builder_id = u.builder_id AND r.record_id = j.value
+WHERE u.selective = 1 AND a.target ~ '^\s*\{'
+  AND jsonb_typeof(a.target::jsonb -> 'record_ids') = 'array'
+ON CONFLICT DO NOTHING;
