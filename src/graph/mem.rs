@@ -5,9 +5,9 @@
 use compact_str::CompactString;
 
 use super::source::{
-    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestUses, MountId, MountInfo,
-    BuilderPrune, Purged, Receipt, RecordId, RecordInfo, RunId, RunInfo, RunRef, Selective, Source,
-    Write,
+    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, BuilderPrune, DigestUses,
+    MountId, MountInfo, Purged, Receipt, RecordId, RecordInfo, RunId, RunInfo, RunRef, Selective,
+    Source, Write,
 };
 use crate::model::{
     Backend, PurgeMethod, PurgeTarget, RunKey, RunStatus, SelectivePrune, StoredPurge,

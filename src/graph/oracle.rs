@@ -432,7 +432,12 @@ fn earliest(
         && !run.has_records
     {
         let seeded = seeds.builder.filter(|s| s.0 == builder).map(|s| s.1);
-        let seeded = seeded.map(|at| ((at, at, false), builder_prunes(h, builder, None)));
+        let seeded = seeded.map(|at| {
+            (
+                (at, at, false),
+                builder_prunes(h, builder, (None, at, false)),
+            )
+        });
         let starts = tainted
             .iter()
             .filter(|&&r| r != run.id && info(h, r).builder == Some(builder))
@@ -442,7 +447,7 @@ fn earliest(
                 let done = seeds.write_done(r, done, ignore_time);
                 let start = seeds.write_at(r, writer.started_at, ignore_time);
                 let suspect = seeds.suspect_writer(writer, ignore_time);
-                let prunes = builder_prunes(h, builder, Some((writer, start, suspect)));
+                let prunes = builder_prunes(h, builder, (Some(writer), start, suspect));
                 ((start, done, suspect), prunes)
             });
         times.extend(
@@ -480,7 +485,7 @@ fn orphans_of<'a>(
     let start = seeds.write_at(run.id, run.started_at, ignore_time);
     let suspect = seeds.suspect_writer(run, ignore_time);
     let prunes = builder
-        .map(|b| builder_prunes(h, b, Some((run, start, suspect))))
+        .map(|b| builder_prunes(h, b, (Some(run), start, suspect)))
         .unwrap_or_default();
     h.records
         .iter()
@@ -513,7 +518,7 @@ fn seeded_builder_use(
     if !run.has_records {
         return None;
     }
-    let prunes = builder_prunes(h, builder, None);
+    let prunes = builder_prunes(h, builder, (None, since, false));
     events_of(h, run.id)
         .any(|(e, _)| match e {
             Event::CreatedRecord(r) | Event::ReusedRecord(r) => {
@@ -575,31 +580,32 @@ fn mount_purges(h: &History, mount: MountId) -> Vec<Micros> {
 /// The times of the builder's prunes that removed what a writer may have left there: every
 /// prune of all its records, and a prune of some of them that named every record the writer
 /// said it created, or pruned every record used since before the writer began (or whenever
-/// used). A seed (no writer) is cleared by the first kind only.
+/// used). A seed of the builder (no run) is a writer without record evidence from its time.
 fn builder_prunes(
     h: &History,
     builder: BuilderId,
-    writer: Option<(&RunInfo, Micros, bool)>,
+    (writer, start, suspect): (Option<&RunInfo>, Micros, bool),
 ) -> Vec<Micros> {
     h.builder_prunes
         .iter()
         .filter(|p| p.builder == builder)
-        .filter(|p| match (&p.selective, writer) {
-            (None, _) => true,
-            (Some(_), None) => false,
-            (Some(some), Some((run, start, suspect))) => {
+        .filter(|p| match &p.selective {
+            None => true,
+            Some(some) => {
                 let since = match some.since {
                     Some(Micros::MIN) => true,
                     Some(since) => !suspect && since <= start,
                     None => false,
                 };
-                let named = run.has_records
-                    && h.events.iter().all(|&(r, e)| match e {
-                        Event::CreatedRecord(record) if r == run.id => {
-                            some.records.contains(&record)
-                        }
-                        _ => true,
-                    });
+                let named = writer.is_some_and(|run| {
+                    run.has_records
+                        && h.events.iter().all(|&(r, e)| match e {
+                            Event::CreatedRecord(record) if r == run.id => {
+                                some.records.contains(&record)
+                            }
+                            _ => true,
+                        })
+                });
                 since || named
             }
         })

@@ -458,6 +458,8 @@ pub struct Trace {
     /// The selective prunes of builders, by node and place in the node's `cleanings`, each
     /// with the tainted writers it covers: it clears no other.
     pub(crate) covered: FxHashMap<(NodeIndex, usize), FxHashSet<RunId>>,
+    /// The selective prunes that cover the seed of their builder.
+    pub(crate) seeds_covered: FxHashSet<(NodeIndex, usize)>,
     /// The name of each builder a run of the graph ran on, by id.
     pub(crate) builder_names: FxHashMap<BuilderId, CompactString>,
     /// By purge time, then id.
@@ -871,9 +873,16 @@ impl Trace {
                 .any(|(i, &p)| {
                     done < p
                         && p < start
-                        && self.covered.get(&(node, i)).is_none_or(|covered| {
-                            writer.is_some_and(|writer| covered.contains(&writer))
-                        })
+                        && self
+                            .covered
+                            .get(&(node, i))
+                            .is_none_or(|covered| match writer {
+                                Some(writer) => covered.contains(&writer),
+                                None => {
+                                    matches!(entry, Entry::Seed)
+                                        && self.seeds_covered.contains(&(node, i))
+                                }
+                            })
                 })
     }
 

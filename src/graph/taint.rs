@@ -462,6 +462,8 @@ struct Tracer<'s, S: Source> {
     selective: HashMap<(NodeIndex, usize), Selective>,
     /// For each selective prune: the tainted writers met that it covers.
     covered: HashMap<(NodeIndex, usize), HashSet<RunId>>,
+    /// The selective prunes met that cover their builder's seed.
+    seeds_covered: HashSet<(NodeIndex, usize)>,
     /// The runs each purge (a mount or builder, and the purge's time) kept a tainted write
     /// from: met only when a purge cleans something, so the traversal carries no more than
     /// the purge's time.
@@ -542,6 +544,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             cleanings: HashMap::default(),
             selective: HashMap::default(),
             covered: HashMap::default(),
+            seeds_covered: HashSet::default(),
             cuts: HashMap::default(),
             graph: DiGraph::new(),
             nodes: Nodes::default(),
@@ -968,7 +971,13 @@ impl<'s, S: Source> Tracer<'s, S> {
                         suspect,
                         created: None,
                     };
-                    self.mutable_write(target, (at, done), Via::MountWrite, Some(node), Some(writer))?;
+                    self.mutable_write(
+                        target,
+                        (at, done),
+                        Via::MountWrite,
+                        Some(node),
+                        Some(writer),
+                    )?;
                     if suspect {
                         self.suspect_write(target, id)?;
                     }
@@ -999,7 +1008,13 @@ impl<'s, S: Source> Tracer<'s, S> {
                 suspect,
                 created: has_records.then_some(created.as_slice()),
             };
-            self.mutable_write(target, (started_at, done), Via::RanOn, Some(node), Some(writer))?;
+            self.mutable_write(
+                target,
+                (started_at, done),
+                Via::RanOn,
+                Some(node),
+                Some(writer),
+            )?;
             if suspect {
                 self.suspect_write(target, id)?;
             }
@@ -1562,8 +1577,8 @@ impl<'s, S: Source> Tracer<'s, S> {
 
     /// The purge segment a write at `at` that went on until `done` falls in: it ends at the
     /// first later purge that clears the write. A selective prune of a builder clears only
-    /// the writers it covers (a seed's write, by no run, none), and those it covers are noted
-    /// for the chains of evidence.
+    /// the writers it covers (a seed's write, by no run, when it pruned every record used
+    /// since), and the runs it covers are noted for the chains of evidence.
     fn clearing(
         &mut self,
         node: NodeIndex,
@@ -1576,11 +1591,20 @@ impl<'s, S: Source> Tracer<'s, S> {
         for i in first..count {
             let covers = match (self.selective.get(&(node, i)), writer) {
                 (None, _) => true,
-                (Some(_), None) => false,
+                (Some(prune), None) => {
+                    let covers = prune.covers(at, false, None);
+                    if covers {
+                        self.seeds_covered.insert((node, i));
+                    }
+                    covers
+                }
                 (Some(prune), Some(writer)) => {
                     let covers = prune.covers(at, writer.suspect, writer.created);
                     if covers {
-                        self.covered.entry((node, i)).or_default().insert(writer.run);
+                        self.covered
+                            .entry((node, i))
+                            .or_default()
+                            .insert(writer.run);
                     }
                     covers
                 }
@@ -2043,6 +2067,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                 }
                 covered.into_iter().collect()
             },
+            seeds_covered: self.seeds_covered.into_iter().collect(),
             builder_names: self.builder_names,
             purges: Vec::new(),
             write_spans: self.write_spans.into_iter().collect(),

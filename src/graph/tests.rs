@@ -915,8 +915,8 @@ fn builder_prune_clears_unverified_runs_and_mounts() {
 /// the builder only of the writers whose records it removed: one whose created records it
 /// named, and one without record evidence that began after it pruned every record used since.
 /// A writer found later, whose record it left, still taints a run without record evidence
-/// that ran on the builder after it, as does a seed of the builder; a whole prune cleans
-/// them all.
+/// that ran on the builder after it, as does a seed of the builder from before `since`; a
+/// whole prune cleans them all.
 #[test]
 fn a_prune_of_some_records_cleans_only_the_writers_whose_records_it_removed() {
     // The writer: its run key, times, whether it has record evidence and which record it
@@ -953,7 +953,11 @@ fn a_prune_of_some_records_cleans_only_the_writers_whose_records_it_removed() {
             runs: vec![writer],
             ..OracleSeeds::default()
         };
-        assert_eq!(everything(&trace), oracle::closure(&h, &resolved, false), "{seed}");
+        assert_eq!(
+            everything(&trace),
+            oracle::closure(&h, &resolved, false),
+            "{seed}"
+        );
         assert_eq!(times(&trace), oracle::times(&h, &resolved, false), "{seed}");
         if tainted {
             assert_eq!(trace.explain("legacy/1").unwrap().len(), 3, "{seed}");
@@ -982,6 +986,16 @@ fn a_prune_of_some_records_cleans_only_the_writers_whose_records_it_removed() {
     };
     let trace = traced(&mut h, &seeds);
     assert!(names(&trace, Kind::Run).contains(&"run:legacy/1/build".to_owned()));
+    // One from after `since` is: the prune removed every record used since.
+    let seeds = Seeds {
+        builders: vec![BuilderSeed {
+            name: "b1".into(),
+            since: Some(t(12)),
+        }],
+        ..Seeds::default()
+    };
+    let trace = traced(&mut h, &seeds);
+    assert!(!names(&trace, Kind::Run).contains(&"run:legacy/1/build".to_owned()));
 }
 
 /// A purge of a mount while a tainted writer of it ran does not clear its write: the writer

@@ -180,7 +180,8 @@ pub fn purge_line(applied: &AppliedPurge) -> String {
                     ),
                     match selective.since {
                         Some(Micros::MIN) => " and every build record".to_owned(),
-                        Some(since) => format!(" and build records used since {}", time::format(since)),
+                        Some(since) =>
+                            format!(" and build records used since {}", time::format(since)),
                         None => String::new(),
                     }
                 ),

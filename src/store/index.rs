@@ -17,8 +17,9 @@ use rustc_hash::{FxHashMap, FxHasher};
 
 use super::{Access, Store, StoreError, sql_error};
 use crate::graph::source::{
-    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestUses, MountId, MountInfo,
-    BuilderPrune, Purged, Receipt, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source, Write,
+    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, BuilderPrune, DigestUses,
+    MountId, MountInfo, Purged, Receipt, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source,
+    Write,
 };
 use crate::model::{Backend, RunKey, RunStatus, StoredPurge};
 use crate::time::Micros;

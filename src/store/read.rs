@@ -8,9 +8,9 @@ use compact_str::CompactString;
 use super::write::kind;
 use super::{Store, StoreError, sql_error};
 use crate::graph::source::{
-    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, DigestUses, MountId, MountInfo,
-    BuilderPrune, Purged, Receipt, RecordId, RecordInfo, RunId, RunInfo, RunRef, Selective, Source,
-    Write,
+    ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, BuilderPrune, DigestUses,
+    MountId, MountInfo, Purged, Receipt, RecordId, RecordInfo, RunId, RunInfo, RunRef, Selective,
+    Source, Write,
 };
 use crate::model::{
     Artifact, Backend, BuilderInfo as BuilderDesc, BuilderRecord, Digest, Driver, MountUse,
@@ -816,7 +816,14 @@ impl Source for Store {
             "SELECT id, at, selective, records_since FROM purges
              WHERE kind = 'builder' AND builder_id = ?1 ORDER BY at, id",
             [builder],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get::<_, i64>(2)? != 0, row.get(3)?)),
+            |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get::<_, i64>(2)? != 0,
+                    row.get(3)?,
+                ))
+            },
         )?;
         prunes
             .into_iter()

@@ -1511,41 +1511,43 @@ fn insert_purge(
         }
     };
     let claimed = provenance.claimed.as_ref();
-    let id: i64 = tx.prepare_cached(
-        "INSERT INTO purges (kind, builder_id, mount, at, source, method, author, recorded_at,
+    let id: i64 = tx
+        .prepare_cached(
+            "INSERT INTO purges (kind, builder_id, mount, at, source, method, author, recorded_at,
              forced, reason, incident_id, action_seq, claimed_method, claimed_author,
              claimed_recorded_at, records_only, selective, records_since)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
          RETURNING id",
-    )?
-    .query_row(
-        params![
-            kind,
-            builder_id,
-            mount,
-            at,
-            provenance.source,
-            provenance.method.as_str(),
-            provenance.author,
-            recorded_at,
-            provenance.forced,
-            provenance.reason,
-            provenance.action.map(|a| a.0),
-            provenance.action.map(|a| a.1),
-            claimed.and_then(|c| c.method.as_deref()),
-            claimed.and_then(|c| c.author.as_deref()),
-            claimed.and_then(|c| c.recorded_at),
-            records_only,
-            selective.is_some(),
-            selective.and_then(|s| s.since),
-        ],
-        |row| row.get(0),
-    )?;
+        )?
+        .query_row(
+            params![
+                kind,
+                builder_id,
+                mount,
+                at,
+                provenance.source,
+                provenance.method.as_str(),
+                provenance.author,
+                recorded_at,
+                provenance.forced,
+                provenance.reason,
+                provenance.action.map(|a| a.0),
+                provenance.action.map(|a| a.1),
+                claimed.and_then(|c| c.method.as_deref()),
+                claimed.and_then(|c| c.author.as_deref()),
+                claimed.and_then(|c| c.recorded_at),
+                records_only,
+                selective.is_some(),
+                selective.and_then(|s| s.since),
+            ],
+            |row| row.get(0),
+        )?;
     // The named records this store holds; one it does not hold no recorded run created.
     if let Some(selective) = selective {
         let mut named = tx.prepare_cached(
             "INSERT INTO purge_records (purge_id, record)
-             SELECT ?1, id FROM builder_records WHERE builder_id = ?2 AND record_id = ?3
+             SELECT CAST(?1 AS BIGINT), id FROM builder_records
+             WHERE builder_id = ?2 AND record_id = ?3
              ON CONFLICT DO NOTHING",
         )?;
         for record in &selective.records {

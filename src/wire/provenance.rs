@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     Artifact, Backend, BuilderInfo, Digest, Driver, ImageRef, MountUse, PipelineInfo, PurgeClaim,
-    PurgeMethod, PurgeTarget, RecordEvidence, RunRecord, RunStatus, SelectivePrune, clean_path, limits,
-    mount_identity,
+    PurgeMethod, PurgeTarget, RecordEvidence, RunRecord, RunStatus, SelectivePrune, clean_path,
+    limits, mount_identity,
 };
 use crate::store::{ExportItem, ImportItem};
 use crate::time::{self, Micros};
@@ -328,7 +328,9 @@ pub fn parse_line(text: &str) -> Result<ImportItem, String> {
                 return Err("selective is for a prune of a builder, not a mount purge".into());
             }
             if selective.is_some() && records_only == Some(false) {
-                return Err("a selective prune prunes build records only: records_only is false".into());
+                return Err(
+                    "a selective prune prunes build records only: records_only is false".into(),
+                );
             }
             let executor = method.as_deref() == Some(PurgeMethod::Executor.as_str());
             let records_only = records_only.unwrap_or(executor || selective.is_some());

@@ -654,14 +654,18 @@ fn the_migration_marks_an_incidents_partial_prunes_as_build_records_only() {
                 "{}|{}|{}|{}",
                 row.get::<_, i64>(0)?,
                 row.get::<_, i64>(1)?,
-                row.get::<_, Option<i64>>(2)?.map_or(String::new(), |t| t.to_string()),
+                row.get::<_, Option<i64>>(2)?
+                    .map_or(String::new(), |t| t.to_string()),
                 row.get::<_, String>(3)?
             ))
         })
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(selective.join("\n"), crate::common::BUILDER_PRUNES_SELECTIVE);
+    assert_eq!(
+        selective.join("\n"),
+        crate::common::BUILDER_PRUNES_SELECTIVE
+    );
     // Purges stay append-only after it.
     assert!(
         conn.execute("UPDATE purges SET records_only = 0", [])

@@ -420,6 +420,8 @@ pub(crate) fn assert_executor_purge(cw: &Command, id: &str, mount: &str) {
         .filter(|l| l["type"] == "purge" && l["mount"].is_null() && l["source"] == source)
     {
         assert_eq!(builder["records_only"], true, "{builder}");
+        // What it pruned: the records tainted runs made, and those used since.
+        assert!(builder["selective"]["records"].is_array(), "{builder}");
     }
 }
 
@@ -548,4 +550,112 @@ fn mark_purged_records_a_prune_of_build_records_only() {
     );
     assert!(refused.starts_with("exit: 2\n"), "{refused}");
     assert_eq!(purge_lines(&env).len(), 1);
+}
+
+/// A selective prune line (an incident's prune without `--full-prune`, exported) cleans the
+/// builder only of the writers whose records it named or that began after its `since`: traced
+/// from a pipeline whose record it left, a later build without record evidence is tainted;
+/// from one whose record it named, it is not. The line survives an export and a new import
+/// unchanged, and one that contradicts itself is refused, nothing written.
+#[test]
+fn selective_prunes_clean_only_the_writers_whose_records_they_removed() {
+    let run = |pipeline: &str, start: &str, finish: &str, created: Option<&str>| {
+        let records = created.map_or(String::new(), |id| {
+            format!(
+                r#","records":{{"created":[{{"id":"{id}","type":"regular","description":"[2/2] RUN make"}}],"reused":[]}}"#
+            )
+        });
+        format!(
+            r#"{{"v":1,"type":"run","pipeline":"{pipeline}","run":"1","step":"build","builder":"b","started_at":"2026-11-02T{start}:00Z","finished_at":"2026-11-02T{finish}:00Z"{records}}}"#
+        )
+    };
+    let selective = r#"{"v":1,"type":"purge","builder":"b","at":"2026-11-02T11:00:00Z","source":"incident 3","method":"executor","records_only":true,"selective":{"records":["r-evil","r-unknown"],"since":"2026-11-02T10:30:00Z"}}"#;
+    // Each writer alone on the builder with the prune and the later build: a tainted build
+    // without record evidence would be a writer too.
+    let writers = [
+        ("evil", run("evil", "09:00", "09:10", Some("r-evil")), false),
+        ("late", run("late", "10:40", "10:50", None), false),
+        ("sly", run("sly", "09:20", "09:30", Some("r-sly")), true),
+        ("early", run("early", "09:40", "09:50", None), true),
+    ];
+    let lines = |writer: &str, purge: &str| {
+        [writer, purge, &run("legacy", "12:00", "12:10", None)].join("\n")
+    };
+    let traced = |env: &Env, pipeline: &str| {
+        let out = ok(env
+            .cmd()
+            .args(["trace", "--pipeline", pipeline, "--format", "json"]));
+        let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_valid("trace.schema.json", &doc);
+        runs(&doc).contains(&"run:legacy/1/build".to_owned())
+    };
+    for (pipeline, writer, tainted) in &writers {
+        let env = Env::new();
+        let file = env.write("history.jsonl", &lines(writer, selective));
+        ok(env.cmd().args(["import", "--purges"]).arg(&file));
+        assert_eq!(traced(&env, pipeline), *tainted, "{pipeline}");
+        // Exported as imported (the record the store does not hold is not kept), and read
+        // back the same.
+        let exported = purge_lines(&env);
+        assert_valid("provenance-line.schema.json", &exported[0]);
+        assert_eq!(
+            exported[0]["selective"],
+            serde_json::json!({"records": if *pipeline == "evil" { vec!["r-evil"] } else { vec![] }, "since": "2026-11-02T10:30:00Z"}),
+            "{pipeline}"
+        );
+        let again = Env::new();
+        let file = again.write("export.jsonl", &ok(env.cmd().arg("export")));
+        ok(again.cmd().args(["import", "--purges"]).arg(&file));
+        assert_eq!(traced(&again, pipeline), *tainted, "{pipeline}");
+        assert_eq!(
+            purge_lines(&again)[0]["selective"],
+            exported[0]["selective"]
+        );
+        if *pipeline == "evil" {
+            let text = ok(env.cmd().args(["trace", "--pipeline", "evil"]));
+            assert!(
+                text.contains(
+                    "builder b (1 named build record and build records used since \
+                     2026-11-02T10:30:00Z, not cache mounts)"
+                ),
+                "{text}"
+            );
+        }
+    }
+    // An incident's records-only prune from a line that does not say what it removed cleans
+    // no writer; a line that contradicts itself is refused.
+    let bare = Env::new();
+    let unsaid = selective.replace(
+        r#","selective":{"records":["r-evil","r-unknown"],"since":"2026-11-02T10:30:00Z"}"#,
+        "",
+    );
+    let file = bare.write("history.jsonl", &lines(&writers[0].1, &unsaid));
+    ok(bare.cmd().args(["import", "--purges"]).arg(&file));
+    assert!(traced(&bare, "evil"));
+    for (bad, says) in [
+        (
+            selective.replace(r#""records_only":true"#, r#""records_only":false"#),
+            "records_only is false",
+        ),
+        (
+            selective
+                .replace(r#""builder":"b","#, r#""builder":"b","mount":"/m","#)
+                .replace(r#""records_only":true,"#, ""),
+            "selective is for a prune of a builder",
+        ),
+        (
+            selective.replace(r#""since":"#, r#""every_record":true,"since":"#),
+            "not both",
+        ),
+        (
+            selective.replace("2026-11-02T10:30:00Z", "yesterday"),
+            "selective.since",
+        ),
+    ] {
+        let file = bare.write("bad.jsonl", &bad);
+        let out = output(&bare, bare.cmd().args(["import", "--purges"]).arg(&file));
+        assert!(out.starts_with("exit: 2\n"), "{bad}: {out}");
+        assert!(out.contains(says), "{bad}: {out}");
+    }
+    assert_eq!(purge_lines(&bare).len(), 1);
 }
