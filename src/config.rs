@@ -13,6 +13,9 @@ use crate::model::Driver;
 /// The default trust levels, lowest first.
 pub const DEFAULT_TRUST_LEVELS: [&str; 3] = ["untrusted", "internal", "release"];
 
+/// The longest duration a setting in seconds may hold: ten years.
+const MAX_DURATION_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config `{path}`: {source}")]
@@ -510,6 +513,35 @@ impl Config {
                 }
             }
         }
+        // Durations past any run's length are mistakes, and would overflow as micros.
+        for (name, seconds) in [
+            (
+                "[purge] clock_skew_seconds",
+                Some(self.purge.clock_skew_seconds),
+            ),
+            (
+                "[server] max_run_seconds",
+                Some(self.server.max_run_seconds),
+            ),
+            (
+                "[server] late_grace_seconds",
+                Some(self.server.late_grace_seconds),
+            ),
+            (
+                "[server] max_token_life_seconds",
+                self.server.max_token_life_seconds,
+            ),
+            (
+                "[server] clock_skew_seconds",
+                Some(self.server.clock_skew_seconds),
+            ),
+        ] {
+            if let Some(seconds) = seconds.filter(|&s| s > MAX_DURATION_SECONDS) {
+                return Err(invalid(format!(
+                    "`{name}` is {seconds}: at most {MAX_DURATION_SECONDS} (ten years)"
+                )));
+            }
+        }
         if let Some(change) = self.audit.hit_rate_change
             && !(0.0..=1.0).contains(&change)
         {
@@ -704,6 +736,32 @@ mod tests {
             Config::parse("[audit]\nhit_rate_change = 0.25\n", Path::new("c.toml")).unwrap();
         assert_eq!(config.audit.hit_rate_change(), 0.25);
         assert!(Config::parse("[audit]\nhit_rate_change = 2.0\n", Path::new("c.toml")).is_err());
+    }
+
+    /// A duration in seconds past ten years is refused, naming the setting and the value; ten
+    /// years is read.
+    #[test]
+    fn durations_past_ten_years_are_refused() {
+        for (table, key) in [
+            ("purge", "clock_skew_seconds"),
+            ("server", "max_run_seconds"),
+            ("server", "late_grace_seconds"),
+            ("server", "max_token_life_seconds"),
+            ("server", "clock_skew_seconds"),
+        ] {
+            let huge = i64::MAX;
+            let text = format!("[{table}]\n{key} = {huge}\n");
+            let err = Config::parse(&text, Path::new("c.toml"))
+                .map(|_| ())
+                .unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains(&format!("`[{table}] {key}` is {huge}: at most")),
+                "{err}"
+            );
+            let text = format!("[{table}]\n{key} = {MAX_DURATION_SECONDS}\n");
+            assert!(Config::parse(&text, Path::new("c.toml")).is_ok(), "{key}");
+        }
     }
 
     #[test]

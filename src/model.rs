@@ -1007,15 +1007,26 @@ pub enum PurgeTarget {
 }
 
 /// What a prune of some of a builder's records removed: the named records (and those built on
-/// them), and every build record used since `since`. It cleans the builder of a writer only
-/// when it removed all that writer may have left there: every record the writer said it
-/// created, or everything since the writer began.
+/// them), and every build record used since `since` (the builder's clock). It cleans the
+/// builder of a writer only when it removed all that writer may have left there: every record
+/// the writer said it created, or everything since the writer began, as far as the clocks of
+/// runners and builders may differ (`skew`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SelectivePrune {
     /// BuildKit's ids of the records named.
     pub records: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Micros>,
+    #[serde(default = "default_prune_skew")]
+    pub skew: Micros,
+}
+
+/// The clock skew a selective prune allowed when it does not say: `[purge] clock_skew_seconds`'s
+/// default.
+pub const DEFAULT_PRUNE_SKEW: Micros = 300_000_000;
+
+fn default_prune_skew() -> Micros {
+    DEFAULT_PRUNE_SKEW
 }
 
 /// How a purge came to be recorded in this store.

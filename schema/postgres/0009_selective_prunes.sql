@@ -11,6 +11,7 @@ END $$;
 
 ALTER TABLE purges ADD COLUMN selective BIGINT NOT NULL DEFAULT 0 CHECK (selective IN (0, 1));
 ALTER TABLE purges ADD COLUMN records_since BIGINT;
+ALTER TABLE purges ADD COLUMN records_skew BIGINT NOT NULL DEFAULT 300000000;
 
 CREATE TABLE purge_records (
     purge_id BIGINT NOT NULL REFERENCES purges (id),
@@ -34,10 +35,14 @@ $$;
 CREATE FUNCTION cw_purges_selective() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
-    IF NEW.kind = 'builder' AND NEW.method = 'executor' AND NEW.selective = 0
-       AND NEW.records_only = 1 THEN
-        NEW.selective := 1;
-        NEW.records_since := cw_prune_records_since(NEW.incident_id, NEW.action_seq);
+    IF NEW.kind = 'builder' AND NEW.selective = 0 AND NEW.records_only = 1 THEN
+        IF NEW.method = 'executor' THEN
+            NEW.selective := 1;
+            NEW.records_since := cw_prune_records_since(NEW.incident_id, NEW.action_seq);
+        ELSIF NEW.method = 'imported' AND NEW.claimed_method = 'executor' THEN
+            -- An import line that claims an incident made it and does not say what it removed.
+            NEW.selective := 1;
+        END IF;
     END IF;
     RETURN NEW;
 END;
@@ -51,7 +56,7 @@ CREATE TRIGGER purges_second_selective BEFORE INSERT ON purges
 CREATE FUNCTION cw_purge_named_records() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
-    IF NEW.selective = 1 THEN
+    IF NEW.selective = 1 AND NEW.method = 'executor' THEN
         INSERT INTO purge_records (purge_id, record)
         SELECT NEW.id, r.id
         FROM actions a
@@ -72,6 +77,10 @@ CREATE TRIGGER purges_named_records AFTER INSERT ON purges
 ALTER TABLE purges DISABLE TRIGGER purges_append_only_update;
 UPDATE purges SET selective = 1, records_since = cw_prune_records_since(incident_id, action_seq)
 WHERE kind = 'builder' AND method = 'executor' AND records_only = 1;
+-- (One imported before records-only prunes were told apart may have been one, whatever its
+-- `records_only` says: it is taken as one, cleaning no mount.)
+UPDATE purges SET selective = 1, records_only = 1
+WHERE kind = 'builder' AND method = 'imported' AND claimed_method = 'executor';
 ALTER TABLE purges ENABLE TRIGGER purges_append_only_update;
 
 INSERT INTO purge_records (purge_id, record)
@@ -80,6 +89,25 @@ FROM purges u
 JOIN actions a ON a.incident_id = u.incident_id AND a.seq = u.action_seq
 CROSS JOIN LATERAL jsonb_array_elements_text(a.target::jsonb -> 'record_ids') j(value)
 JOIN builder_records r ON r.builder_id = u.builder_id AND r.record_id = j.value
-WHERE u.selective = 1 AND a.target ~ '^\s*\{'
+WHERE u.selective = 1 AND u.method = 'executor' AND a.target ~ '^\s*\{'
   AND jsonb_typeof(a.target::jsonb -> 'record_ids') = 'array'
 ON CONFLICT DO NOTHING;
+
+-- Roles an earlier `db grant` gave purges to read and write this table alike: a responder's
+-- prune, and an older release's, records what it named through it.
+DO $$
+DECLARE
+    grantee RECORD;
+BEGIN
+    FOR grantee IN
+        SELECT DISTINCT g.rolname, acl.privilege_type
+        FROM pg_class t
+        CROSS JOIN LATERAL aclexplode(t.relacl) AS acl
+        JOIN pg_roles g ON g.oid = acl.grantee
+        WHERE t.oid = 'purges'::regclass AND acl.privilege_type IN ('SELECT', 'INSERT')
+          AND acl.grantee <> t.relowner
+    LOOP
+        EXECUTE format('GRANT %s ON purge_records TO %I', grantee.privilege_type, grantee.rolname);
+    END LOOP;
+END;
+$$;

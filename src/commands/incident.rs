@@ -126,7 +126,7 @@ fn trace_and_plan(
     let options = PlanOptions {
         delete_images: opened.delete_images,
         full_prune: opened.full_prune,
-        clock_skew: config.purge.clock_skew_seconds as i64 * 1_000_000,
+        clock_skew: crate::time::seconds(config.purge.clock_skew_seconds),
     };
     let actions = plan::plan(&trace, &ctx, &config.scope, options);
     Ok((trace, actions))

@@ -238,6 +238,11 @@ impl History {
         self.runs[index(run)].builder = Some(builder);
     }
 
+    /// Part of what the run used was over a limit and not recorded.
+    pub fn truncated(&mut self, run: RunId) {
+        self.runs[index(run)].truncated = true;
+    }
+
     pub fn fail(&mut self, run: RunId) {
         self.runs[index(run)].status = RunStatus::Failed;
     }
@@ -303,13 +308,14 @@ impl History {
         });
     }
 
-    /// A prune of some of the builder's build records: those named, and those used since.
+    /// A prune of some of the builder's build records: those named, and those used since
+    /// (the builder's clock, up to `skew` behind a runner's).
     pub fn prune_some_records(
         &mut self,
         builder: BuilderId,
         at: Micros,
         records: &[RecordId],
-        since: Option<Micros>,
+        (since, skew): (Option<Micros>, Micros),
     ) {
         let mut records = records.to_vec();
         records.sort_unstable();
@@ -318,7 +324,11 @@ impl History {
             builder,
             at,
             records_only: true,
-            selective: Some(Selective { records, since }),
+            selective: Some(Selective {
+                records,
+                since,
+                skew,
+            }),
         });
     }
 
@@ -754,6 +764,7 @@ impl Source for History {
                     SelectivePrune {
                         records,
                         since: s.since,
+                        skew: s.skew,
                     }
                 }),
             };

@@ -579,8 +579,9 @@ fn mount_purges(h: &History, mount: MountId) -> Vec<Micros> {
 
 /// The times of the builder's prunes that removed what a writer may have left there: every
 /// prune of all its records, and a prune of some of them that named every record the writer
-/// said it created, or pruned every record used since before the writer began (or whenever
-/// used). A seed of the builder (no run) is a writer without record evidence from its time.
+/// said it created (of those that carry taint, when it said them all), or pruned every record
+/// used since before the writer began, by more than the builder's clock may be behind (or
+/// whenever used). A seed of the builder (no run) is a writer without record evidence from its time.
 fn builder_prunes(
     h: &History,
     builder: BuilderId,
@@ -594,13 +595,20 @@ fn builder_prunes(
             Some(some) => {
                 let since = match some.since {
                     Some(Micros::MIN) => true,
-                    Some(since) => !suspect && since <= start,
+                    // The builder's clock may be `skew` behind the writer's.
+                    Some(since) => !suspect && since.saturating_add(some.skew) <= start,
                     None => false,
                 };
+                // Of the records it said it created, those an incident names (that carry
+                // taint); a run recorded over a limit may not have said them all.
                 let named = writer.is_some_and(|run| {
                     run.has_records
+                        && !run.truncated
                         && h.events.iter().all(|&(r, e)| match e {
-                            Event::CreatedRecord(record) if r == run.id => {
+                            Event::CreatedRecord(record)
+                                if r == run.id
+                                    && record_carries_taint(&h.records[index(record)]) =>
+                            {
                                 some.records.contains(&record)
                             }
                             _ => true,

@@ -128,23 +128,25 @@ pub struct BuilderPrune {
 }
 
 /// A prune of only some of a builder's records: those named, and every build record used
-/// since `since`.
+/// since `since` (the builder's clock, which may be `skew` behind a runner's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selective {
     /// The named records the store holds, ascending.
     pub records: Vec<RecordId>,
     pub since: Option<Micros>,
+    pub skew: Micros,
 }
 
 impl Selective {
     /// Whether the prune removed all a writer may have left on the builder: everything from
-    /// its write on (`at`, when its times are believed), or, for a run with record evidence,
-    /// every record it `created` there.
+    /// its write on (`at`, when its times are believed, less the skew the builder's clock
+    /// may be behind), or, for a run with complete record evidence, every record it `created`
+    /// there that carries taint.
     pub fn covers(&self, at: Micros, suspect: bool, created: Option<&[RecordId]>) -> bool {
         // Since any time: every build record, whoever wrote it, whenever.
-        let since = self
-            .since
-            .is_some_and(|since| since == Micros::MIN || (!suspect && at >= since));
+        let since = self.since.is_some_and(|since| {
+            since == Micros::MIN || (!suspect && at >= since.saturating_add(self.skew))
+        });
         since
             || created.is_some_and(|created| {
                 created

@@ -918,6 +918,8 @@ impl<'s, S: Source> Tracer<'s, S> {
             info.time_suspect,
             info.has_records,
         );
+        // What a run recorded over a limit may have left out records it created.
+        let complete_records = has_records && !info.truncated;
         // A seed run's writes to mounts and builders count from the earliest time it may
         // have made them, and went on until the latest. A run nothing bounds is taken as
         // time-suspect instead.
@@ -983,10 +985,12 @@ impl<'s, S: Source> Tracer<'s, S> {
                     }
                 }
                 Write::CreatedRecord(record) => {
-                    created.push(record);
+                    // A record that carries no taint (a cache mount's, the build context's, a
+                    // pulled layer's) is no record an incident names.
                     let Some(target) = self.record_node(record)? else {
                         continue;
                     };
+                    created.push(record);
                     self.relax(target, offer(Via::RecordCreated), None);
                     // Creators that reused the record wait for another creator.
                     if let Some(waiting) = self.waiting_creators.get_mut(&target) {
@@ -1006,7 +1010,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             let writer = Writer {
                 run: id,
                 suspect,
-                created: has_records.then_some(created.as_slice()),
+                created: complete_records.then_some(created.as_slice()),
             };
             self.mutable_write(
                 target,

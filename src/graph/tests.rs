@@ -913,14 +913,16 @@ fn builder_prune_clears_unverified_runs_and_mounts() {
 
 /// A prune of some of a builder's records (an incident's prune without `--full-prune`) cleans
 /// the builder only of the writers whose records it removed: one whose created records it
-/// named, and one without record evidence that began after it pruned every record used since.
+/// named, and one without record evidence that began after it pruned every record used since
+/// (by more than the builder's clock may be behind).
 /// A writer found later, whose record it left, still taints a run without record evidence
 /// that ran on the builder after it, as does a seed of the builder from before `since`; a
 /// whole prune cleans them all.
 #[test]
 fn a_prune_of_some_records_cleans_only_the_writers_whose_records_it_removed() {
     // The writer: its run key, times, whether it has record evidence and which record it
-    // created; the builder pruned at 20 of `named` and every record used since 11.
+    // created; the builder pruned at 20 of `named` and every record used since 10 by its
+    // clock, which may be a minute behind the runners'.
     let fleet = |key: &str, (start, finish): (i64, i64), created: Option<&str>, whole: bool| {
         let mut h = History::new();
         let b1 = h.builder("b1");
@@ -932,7 +934,7 @@ fn a_prune_of_some_records_cleans_only_the_writers_whose_records_it_removed() {
             h.with_records(writer);
             h.creates(writer, if created == "named" { named } else { left });
         }
-        h.prune_some_records(b1, t(20), &[named], Some(t(11)));
+        h.prune_some_records(b1, t(20), &[named], (Some(t(10)), 60_000_000));
         if whole {
             h.prune(b1, t(21));
         }
@@ -969,6 +971,8 @@ fn a_prune_of_some_records_cleans_only_the_writers_whose_records_it_removed() {
     // Named its record; began after `since`: cleaned.
     check(fleet("evil", (0, 10), Some("named"), false), false);
     check(fleet("late", (12, 14), None, false), false);
+    // Begun after `since`, but not by more than the builder's clock may be behind.
+    check(fleet("skewed", (10, 10), None, false), true);
     // Its record left; without record evidence and begun before `since`: not cleaned.
     check(fleet("sly", (2, 8), Some("left"), false), true);
     check(fleet("early", (1, 9), None, false), true);
@@ -2018,12 +2022,19 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
         any::<bool>(),
         prop::collection::vec((0u8..8, 0usize..7), 0..5),
         prop::bool::weighted(0.2),
+        prop::bool::weighted(0.1),
     );
     (
         prop::collection::vec(run, 1..9),
         prop::collection::vec((0usize..3, 0i64..80), 0..3),
         prop::collection::vec(
-            (0usize..2, 0i64..80, 0u8..4, 0u8..32, (0u8..3, 0i64..80)),
+            (
+                0usize..2,
+                0i64..80,
+                0u8..4,
+                0u8..32,
+                (0u8..3, 0i64..80, 0i64..4),
+            ),
             0..3,
         ),
         0usize..6,
@@ -2061,12 +2072,15 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
                 // Named by id alone by the run that first recorded it.
                 h.record(builders[0], "r4", "", ""),
             ];
-            for (i, (start, length, builder, evidence, failed, events, suspect)) in
+            for (i, (start, length, builder, evidence, failed, events, suspect, truncated)) in
                 specs.into_iter().enumerate()
             {
                 let r = h.run("p", &i.to_string(), t(start), t(start + length));
                 if suspect {
                     h.suspect(r);
+                }
+                if truncated {
+                    h.truncated(r);
                 }
                 if builder < 2 {
                     h.on(r, builders[builder]);
@@ -2095,7 +2109,7 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
             }
             // Whole prunes, prunes of build records only that leave cache mounts, and prunes
             // of some records: those named, and those used since a time (or any time).
-            for (builder, at, kind, named, (since_kind, since)) in prunes {
+            for (builder, at, kind, named, (since_kind, since, skew)) in prunes {
                 match kind {
                     0 => h.prune(builders[builder], t(at)),
                     1 => h.prune_records(builders[builder], t(at)),
@@ -2109,7 +2123,12 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
                             1 => Some(t(since)),
                             _ => Some(Micros::MIN),
                         };
-                        h.prune_some_records(builders[builder], t(at), &named, since);
+                        h.prune_some_records(
+                            builders[builder],
+                            t(at),
+                            &named,
+                            (since, skew * 60_000_000),
+                        );
                     }
                 }
             }

@@ -90,6 +90,10 @@ pub enum Target {
         /// no builder purge is recorded.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         partial: bool,
+        /// How far the builder's clock may be behind the runners' (`used_since` allows for it):
+        /// a prune that is not full is recorded with it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clock_skew: Option<Micros>,
     },
     LocalImage {
         builder: String,
@@ -527,6 +531,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                 used_since: since,
                 full: options.full_prune,
                 partial: false,
+                clock_skew: Some(options.clock_skew),
             },
             reason,
         });

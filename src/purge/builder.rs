@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::error::RemoteError;
-use crate::model::{Driver, PurgeTarget, SelectivePrune};
+use crate::model::{DEFAULT_PRUNE_SKEW, Driver, PurgeTarget, SelectivePrune};
 use crate::plan::Target;
 use crate::purge::evidence::{Evidence, save_records};
 use crate::purge::remotes::{Remotes, connected};
@@ -28,6 +28,7 @@ struct Fields<'a> {
     used_since: Option<Micros>,
     full: bool,
     partial: bool,
+    clock_skew: Option<Micros>,
 }
 
 fn fields(target: &Target) -> Fields<'_> {
@@ -40,6 +41,7 @@ fn fields(target: &Target) -> Fields<'_> {
             used_since,
             full,
             partial,
+            clock_skew,
         } => Fields {
             builder,
             endpoint: endpoint.as_deref(),
@@ -48,6 +50,7 @@ fn fields(target: &Target) -> Fields<'_> {
             used_since: *used_since,
             full: *full,
             partial: *partial,
+            clock_skew: *clock_skew,
         },
         _ => unreachable!("dispatched by kind_of"),
     }
@@ -128,6 +131,7 @@ impl TargetKind for Builder {
                 selective: (!b.full).then(|| SelectivePrune {
                     records: b.record_ids.to_vec(),
                     since: b.used_since,
+                    skew: b.clock_skew.unwrap_or(DEFAULT_PRUNE_SKEW),
                 }),
             });
             Ok(Executed::Done { outcome, purged })

@@ -267,7 +267,7 @@ mod tests {
         store
             .export(|item| {
                 if let ExportItem::Purge(purge) = item {
-                    found.push(purge);
+                    found.push(*purge);
                 }
                 Ok(())
             })

@@ -400,6 +400,7 @@ fn purge_doc(applied: &AppliedPurge) -> serde_json::Value {
             "records": s.records,
             "every_record": s.since == Some(Micros::MIN),
             "since": s.since.filter(|&t| t != Micros::MIN).map(time::format),
+            "skew_seconds": u64::try_from(s.skew.max(0)).unwrap_or(0).div_ceil(1_000_000),
         })),
         "at": time::format(p.at),
         "method": p.method.as_str(),

@@ -259,8 +259,9 @@ impl Verifier {
             .claiming(claimed.clone())
         })?;
         let mut late = false;
-        if now > exp.saturating_add(self.leeway as i64) {
-            if late_ok && now <= exp.saturating_add(self.late_grace as i64) {
+        let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+        if now > exp.saturating_add(secs(self.leeway)) {
+            if late_ok && now <= exp.saturating_add(secs(self.late_grace)) {
                 late = true;
             } else {
                 return Err(Refusal::new(

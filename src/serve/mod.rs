@@ -408,7 +408,7 @@ fn time_suspect(
     config: &Config,
     received_at: Micros,
 ) -> Option<String> {
-    let skew = (config.server.clock_skew_seconds as i64).saturating_mul(1_000_000);
+    let skew = time::seconds(config.server.clock_skew_seconds);
     let mut why = Vec::new();
     if record.finished_at > received_at.saturating_add(skew) {
         why.push(format!(

@@ -2227,17 +2227,18 @@ mod tests {
         let mut stmt = store
             .conn
             .prepare(
-                "SELECT id, builder_id, mount, at, records_only, selective, records_since
+                "SELECT id, builder_id, mount, at, records_only, selective, records_since,
+                        records_skew
                  FROM purges ORDER BY id",
             )
             .unwrap();
-        type PurgeRow = (i64, i64, Option<i64>, i64, i64, i64, Option<i64>);
+        type PurgeRow = (i64, i64, Option<i64>, i64, i64, i64, Option<i64>, i64);
         let purges: Vec<PurgeRow> = stmt
             .query_map([], |row| row.try_into())
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        for (id, builder, mount, at, records_only, selective, since) in purges {
+        for (id, builder, mount, at, records_only, selective, since, skew) in purges {
             match mount {
                 Some(mount) => h.mount_purges.push((mount, at)),
                 None => {
@@ -2251,7 +2252,11 @@ mod tests {
                             .collect::<Result<_, _>>()
                             .unwrap();
                         records.sort_unstable();
-                        crate::graph::source::Selective { records, since }
+                        crate::graph::source::Selective {
+                            records,
+                            since,
+                            skew,
+                        }
                     });
                     h.builder_prunes.push(crate::graph::mem::Pruned {
                         builder,
@@ -2435,6 +2440,13 @@ mod tests {
                 )
                 .unwrap();
             }
+            if r.truncated {
+                tx.execute(
+                    "INSERT INTO run_truncations (run_id, recorded_at) VALUES (?1, 0)",
+                    [r.id],
+                )
+                .unwrap();
+            }
         }
         for a in &h.artifacts {
             let info = h.artifact_info(a.id);
@@ -2519,15 +2531,16 @@ mod tests {
             let id: i64 = tx
                 .query_row(
                     "INSERT INTO purges (kind, builder_id, at, method, author, recorded_at,
-                                         records_only, selective, records_since)
-                     VALUES ('builder', ?1, ?2, 'manual', 'tester@host', ?2, ?3, ?4, ?5)
+                                         records_only, selective, records_since, records_skew)
+                     VALUES ('builder', ?1, ?2, 'manual', 'tester@host', ?2, ?3, ?4, ?5, ?6)
                      RETURNING id",
                     crate::store::db::params![
                         p.builder,
                         p.at,
                         p.records_only,
                         selective.is_some(),
-                        selective.and_then(|s| s.since)
+                        selective.and_then(|s| s.since),
+                        selective.map_or(0, |s| s.skew)
                     ],
                     |row| row.get(0),
                 )

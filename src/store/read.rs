@@ -24,7 +24,7 @@ use crate::time::Micros;
 const PURGE_COLUMNS: &str = "u.id, u.kind, b.name, m.mount_id, m.namespace, u.at, u.source,
     u.method, u.author, u.recorded_at, u.forced, u.reason, u.incident_id, u.action_seq,
     u.claimed_method, u.claimed_author, u.claimed_recorded_at, u.records_only, u.selective,
-    u.records_since";
+    u.records_since, u.records_skew";
 
 const PURGE_FROM: &str =
     "purges u JOIN builders b ON b.id = u.builder_id LEFT JOIN mounts m ON m.id = u.mount";
@@ -32,7 +32,7 @@ const PURGE_FROM: &str =
 fn purge_from_row(row: &Row<'_>) -> crate::store::db::DbResult<StoredPurge> {
     let kind: String = row.get(1)?;
     let builder: String = row.get(2)?;
-    let since: Option<Micros> = row.get(19)?;
+    let (since, skew): (Option<Micros>, Micros) = (row.get(19)?, row.get(20)?);
     let target = if kind == "mount" {
         PurgeTarget::Mount {
             builder,
@@ -47,6 +47,7 @@ fn purge_from_row(row: &Row<'_>) -> crate::store::db::DbResult<StoredPurge> {
             selective: (row.get::<_, i64>(18)? != 0).then(|| SelectivePrune {
                 records: Vec::new(),
                 since,
+                skew,
             }),
         }
     };
@@ -222,7 +223,7 @@ impl Store {
             drop(stmt);
             for mut purge in purges {
                 self.named_records(&mut purge)?;
-                emit(ExportItem::Purge(purge))?;
+                emit(ExportItem::Purge(Box::new(purge)))?;
             }
             return Ok(());
         };
@@ -459,7 +460,7 @@ pub enum ExportItem {
     Pipeline(PipelineInfo),
     Builder(BuilderDesc),
     Run(Box<RunRecord>),
-    Purge(StoredPurge),
+    Purge(Box<StoredPurge>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -812,22 +813,25 @@ impl Source for Store {
     }
 
     fn builder_purges(&mut self, builder: BuilderId) -> Result<Vec<BuilderPrune>, StoreError> {
-        let prunes: Vec<(i64, Micros, bool, Option<Micros>)> = self.rows(
-            "SELECT id, at, selective, records_since FROM purges
+        type Prune = (i64, Micros, bool, Option<Micros>, Micros);
+        let prunes: Vec<Prune> = self.rows(
+            "SELECT id, at, selective, records_since, records_skew FROM purges
              WHERE kind = 'builder' AND builder_id = ?1 ORDER BY at, id",
             [builder],
             |row| {
+                let selective = row.get::<_, i64>(2)? != 0;
                 Ok((
                     row.get(0)?,
                     row.get(1)?,
-                    row.get::<_, i64>(2)? != 0,
+                    selective,
                     row.get(3)?,
+                    row.get(4)?,
                 ))
             },
         )?;
         prunes
             .into_iter()
-            .map(|(id, at, selective, since)| {
+            .map(|(id, at, selective, since, skew)| {
                 let selective = if selective {
                     let mut records: Vec<RecordId> = self.rows(
                         "SELECT record FROM purge_records WHERE purge_id = ?1",
@@ -835,7 +839,11 @@ impl Source for Store {
                         |row| row.get(0),
                     )?;
                     records.sort_unstable();
-                    Some(Selective { records, since })
+                    Some(Selective {
+                        records,
+                        since,
+                        skew,
+                    })
                 } else {
                     None
                 };
@@ -1072,7 +1080,7 @@ mod tests {
         store
             .export(|item| {
                 if let ExportItem::Purge(purge) = item {
-                    found.push(purge);
+                    found.push(*purge);
                 }
                 Ok(())
             })

@@ -17,8 +17,8 @@ use super::{Store, StoreError, sql_error};
 use crate::config::Config;
 use crate::ingest::progress::{Mode, StepHit};
 use crate::model::{
-    Artifact, Backend, BuilderInfo, BuilderRecord, Digest, ImageRef, MountUse, PipelineInfo,
-    PurgeClaim, PurgeMethod, PurgeProvenance, PurgeTarget, RunRecord,
+    Artifact, Backend, BuilderInfo, BuilderRecord, DEFAULT_PRUNE_SKEW, Digest, ImageRef, MountUse,
+    PipelineInfo, PurgeClaim, PurgeMethod, PurgeProvenance, PurgeTarget, RunRecord,
 };
 use crate::time::{self, Micros};
 
@@ -1515,8 +1515,9 @@ fn insert_purge(
         .prepare_cached(
             "INSERT INTO purges (kind, builder_id, mount, at, source, method, author, recorded_at,
              forced, reason, incident_id, action_seq, claimed_method, claimed_author,
-             claimed_recorded_at, records_only, selective, records_since)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+             claimed_recorded_at, records_only, selective, records_since, records_skew)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+                 ?19)
          RETURNING id",
         )?
         .query_row(
@@ -1539,6 +1540,7 @@ fn insert_purge(
                 records_only,
                 selective.is_some(),
                 selective.and_then(|s| s.since),
+                selective.map_or(DEFAULT_PRUNE_SKEW, |s| s.skew),
             ],
             |row| row.get(0),
         )?;

@@ -412,6 +412,7 @@ pub fn plan(
                 used_since: None,
                 full: false,
                 partial: true,
+                clock_skew: None,
             },
             reason: format!(
                 "sweep rule `{}`: {}, {bytes} recorded bytes",

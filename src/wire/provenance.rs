@@ -7,9 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Artifact, Backend, BuilderInfo, Digest, Driver, ImageRef, MountUse, PipelineInfo, PurgeClaim,
-    PurgeMethod, PurgeTarget, RecordEvidence, RunRecord, RunStatus, SelectivePrune, clean_path,
-    limits, mount_identity,
+    Artifact, Backend, BuilderInfo, DEFAULT_PRUNE_SKEW, Digest, Driver, ImageRef, MountUse,
+    PipelineInfo, PurgeClaim, PurgeMethod, PurgeTarget, RecordEvidence, RunRecord, RunStatus,
+    SelectivePrune, clean_path, limits, mount_identity,
 };
 use crate::store::{ExportItem, ImportItem};
 use crate::time::{self, Micros};
@@ -72,12 +72,13 @@ pub enum Line {
         /// For a prune of only some of the builder's records: what it removed. Absent from a
         /// records-only prune an incident recorded, it is taken to have removed nothing known.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        selective: Option<SelectiveLine>,
+        selective: Option<Box<SelectiveLine>>,
     },
 }
 
 /// What a prune of some of a builder's records removed: the records named (BuildKit ids), and
-/// every build record used since `since` (RFC 3339), or whenever used (`every_record`).
+/// every build record used since `since` (RFC 3339, the builder's clock, which may be
+/// `skew_seconds` behind a runner's; 300 when absent), or whenever used (`every_record`).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SelectiveLine {
@@ -86,7 +87,12 @@ pub struct SelectiveLine {
     pub every_record: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skew_seconds: Option<u64>,
 }
+
+/// The longest clock skew a selective prune line may say it allowed: ten years.
+const MAX_SKEW_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -335,12 +341,13 @@ pub fn parse_line(text: &str) -> Result<ImportItem, String> {
             let executor = method.as_deref() == Some(PurgeMethod::Executor.as_str());
             let records_only = records_only.unwrap_or(executor || selective.is_some());
             let selective = match selective {
-                Some(line) => Some(selective_from_line(line)?),
+                Some(line) => Some(selective_from_line(*line)?),
                 // An incident's prune of build records only removed what it named, which a
                 // line without it does not say: it is taken to have removed nothing known.
                 None if records_only && executor => Some(SelectivePrune {
                     records: Vec::new(),
                     since: None,
+                    skew: DEFAULT_PRUNE_SKEW,
                 }),
                 None => None,
             };
@@ -464,10 +471,23 @@ fn selective_from_line(line: SelectiveLine) -> Result<SelectivePrune, String> {
         }
         (false, None) => None,
     };
+    let skew = match line.skew_seconds {
+        Some(seconds) if seconds > MAX_SKEW_SECONDS => {
+            return Err(format!(
+                "`selective.skew_seconds` is {seconds}: at most {MAX_SKEW_SECONDS} (ten years)"
+            ));
+        }
+        Some(seconds) => time::seconds(seconds),
+        None => DEFAULT_PRUNE_SKEW,
+    };
     let mut records = line.records;
     records.sort();
     records.dedup();
-    Ok(SelectivePrune { records, since })
+    Ok(SelectivePrune {
+        records,
+        since,
+        skew,
+    })
 }
 
 fn within_limits(fields: &[(&str, Option<&String>)]) -> Result<(), String> {
@@ -580,11 +600,20 @@ pub fn line_of(item: &ExportItem) -> Line {
                     builder.clone(),
                     None,
                     String::new(),
-                    Some(*records_only),
-                    selective.as_ref().map(|s| SelectiveLine {
-                        records: s.records.clone(),
-                        every_record: s.since == Some(Micros::MIN),
-                        since: s.since.filter(|&t| t != Micros::MIN).map(time::format),
+                    // A selective prune prunes build records only, whatever a row says.
+                    Some(*records_only || selective.is_some()),
+                    selective.as_ref().map(|s| {
+                        Box::new(SelectiveLine {
+                            records: s.records.clone(),
+                            every_record: s.since == Some(Micros::MIN),
+                            since: s.since.filter(|&t| t != Micros::MIN).map(time::format),
+                            // Whole seconds, rounded up: never less than it allowed.
+                            skew_seconds: Some(
+                                u64::try_from(s.skew.max(0))
+                                    .unwrap_or(0)
+                                    .div_ceil(1_000_000),
+                            ),
+                        })
                     }),
                 ),
                 PurgeTarget::Mount {

@@ -125,7 +125,7 @@ fn unchain(db: &Path) {
         db,
         7,
         "DROP TABLE purge_records; ALTER TABLE purges DROP COLUMN records_since;
-         ALTER TABLE purges DROP COLUMN selective;
+         ALTER TABLE purges DROP COLUMN selective; ALTER TABLE purges DROP COLUMN records_skew;
          ALTER TABLE purges DROP COLUMN records_only;
          ALTER TABLE run_receipts DROP COLUMN began_after;
          DROP TABLE step_events;
@@ -506,7 +506,7 @@ fn the_migration_chains_the_receipts_a_store_already_holds() {
         &env.db(),
         5,
         "DROP TABLE purge_records; ALTER TABLE purges DROP COLUMN records_since;
-         ALTER TABLE purges DROP COLUMN selective;
+         ALTER TABLE purges DROP COLUMN selective; ALTER TABLE purges DROP COLUMN records_skew;
          ALTER TABLE purges DROP COLUMN records_only;
          ALTER TABLE run_receipts DROP COLUMN began_after;
          DROP TABLE step_events;
@@ -630,15 +630,16 @@ fn the_migration_marks_an_incidents_partial_prunes_as_build_records_only() {
         2,
         &format!(
             "DROP TABLE purge_records; ALTER TABLE purges DROP COLUMN records_since;
-         ALTER TABLE purges DROP COLUMN selective;
-         ALTER TABLE purges DROP COLUMN records_only; {}",
-            crate::common::BUILDER_PRUNES_SQL
+         ALTER TABLE purges DROP COLUMN selective; ALTER TABLE purges DROP COLUMN records_skew;
+         ALTER TABLE purges DROP COLUMN records_only; {} {}",
+            crate::common::BUILDER_PRUNES_SQL,
+            crate::common::imported_prunes_sql(false)
         ),
     );
     ok(env.cmd().args(["db", "migrate"]));
     let conn = Connection::open(env.db()).unwrap();
     let marked: Vec<(i64, i64)> = conn
-        .prepare("SELECT at, records_only FROM purges ORDER BY at")
+        .prepare("SELECT at, records_only FROM purges WHERE at <= 12 ORDER BY at")
         .unwrap()
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
         .unwrap()
@@ -676,13 +677,24 @@ fn the_migration_marks_an_incidents_partial_prunes_as_build_records_only() {
         .lines()
         .filter(|l| l.contains(r#""type":"purge""#))
         .collect();
-    assert_eq!(lines.len(), 3, "{exported}");
+    assert_eq!(lines.len(), 5, "{exported}");
     assert_eq!(
         lines
             .iter()
             .filter(|l| l.contains(r#""records_only":true"#))
             .count(),
-        1,
+        2,
         "{exported}"
+    );
+    // What it exported imports again.
+    let again = Env::new();
+    let file = again.write("export.jsonl", &exported);
+    ok(again.cmd().args(["import", "--purges"]).arg(&file));
+    assert_eq!(
+        ok(again.cmd().arg("export"))
+            .lines()
+            .filter(|l| l.contains(r#""type":"purge""#))
+            .count(),
+        5
     );
 }

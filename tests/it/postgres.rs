@@ -1311,6 +1311,65 @@ fn migrating_to_version_3_carries_the_hook_grants_over() {
     }
 }
 
+/// Migrating a version 8 store lets every role that reads purges read the records selective
+/// prunes named, and every role that adds purges add them (the executor's prune, and an older
+/// release's trigger, records them), and no other.
+#[test]
+fn migrating_to_version_9_carries_the_purge_grants_over() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let store = cluster.new_database();
+    let migrations = [
+        include_str!("../../schema/postgres/0001_store.sql"),
+        include_str!("../../schema/postgres/0002_bulk_writes.sql"),
+        include_str!("../../schema/postgres/0003_hook_bulk_upserts.sql"),
+        include_str!("../../schema/postgres/0004_issued_ids.sql"),
+        include_str!("../../schema/postgres/0005_builder_kept.sql"),
+        include_str!("../../schema/postgres/0006_hook_role_limits.sql"),
+        include_str!("../../schema/postgres/0007_receipt_start.sql"),
+        include_str!("../../schema/postgres/0008_purge_records_only.sql"),
+        "UPDATE schema_version SET version = 8",
+    ];
+    for sql in migrations {
+        let out = cluster.psql_url(&store.url, sql);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (responder, reader, other) = (
+        format!("{}_resp", store.name),
+        format!("{}_read", store.name),
+        format!("{}_other", store.name),
+    );
+    for role in [&responder, &reader, &other] {
+        cluster.create_role(role, "pw");
+    }
+    cluster.psql(
+        &store.name,
+        &format!(
+            "GRANT SELECT, INSERT ON purges TO {responder}; GRANT SELECT ON purges TO {reader}"
+        ),
+    );
+    let env = Env::new();
+    let migrated = ok(env.cmd().args(["--db", &store.url, "db", "migrate"]));
+    let may = |role: &str, privilege: &str| {
+        cluster.psql(
+            &store.name,
+            &format!("SELECT has_table_privilege('{role}', 'purge_records', '{privilege}')"),
+        )
+    };
+    assert_eq!(may(&responder, "INSERT"), "t", "{migrated}");
+    assert_eq!(may(&responder, "SELECT"), "t");
+    assert_eq!(may(&reader, "SELECT"), "t");
+    assert_eq!(may(&reader, "INSERT"), "f");
+    assert_eq!(may(&other, "SELECT"), "f");
+    assert_eq!(may("public", "SELECT"), "f");
+}
+
 /// `verify-log` on PostgreSQL walks a chain longer than the entries it checks together and
 /// names the first break in chain order, with the head of the entries before it, as on
 /// SQLite: rows edited or deleted by a superuser with the append-only triggers off.
@@ -1494,6 +1553,7 @@ fn a_partial_prune_an_older_release_records_is_marked_records_only() {
         .map(|(at, records_only)| format!("{at}|{records_only}"))
         .collect();
     assert_eq!(marked.trim(), expected.join("\n"));
+    cluster.psql(name, &crate::common::imported_prunes_sql(true));
     // And selective, with what its action named.
     let selective = cluster.psql(name, crate::common::BUILDER_PRUNES_SELECTIVE_SQL);
     assert_eq!(selective.trim(), crate::common::BUILDER_PRUNES_SELECTIVE);

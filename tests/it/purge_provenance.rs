@@ -600,7 +600,11 @@ fn selective_prunes_clean_only_the_writers_whose_records_they_removed() {
         assert_valid("provenance-line.schema.json", &exported[0]);
         assert_eq!(
             exported[0]["selective"],
-            serde_json::json!({"records": if *pipeline == "evil" { vec!["r-evil"] } else { vec![] }, "since": "2026-11-02T10:30:00Z"}),
+            serde_json::json!({
+                "records": if *pipeline == "evil" { vec!["r-evil"] } else { vec![] },
+                "since": "2026-11-02T10:30:00Z",
+                "skew_seconds": 300,
+            }),
             "{pipeline}"
         );
         let again = Env::new();
@@ -650,6 +654,10 @@ fn selective_prunes_clean_only_the_writers_whose_records_they_removed() {
         (
             selective.replace("2026-11-02T10:30:00Z", "yesterday"),
             "selective.since",
+        ),
+        (
+            selective.replace(r#""since":"#, r#""skew_seconds":315360001,"since":"#),
+            "`selective.skew_seconds` is 315360001",
         ),
     ] {
         let file = bare.write("bad.jsonl", &bad);
