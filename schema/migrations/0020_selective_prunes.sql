@@ -9,7 +9,8 @@
 -- the runners': a writer is taken as begun after it from `records_since + records_skew` on.
 ALTER TABLE purges ADD COLUMN selective INTEGER NOT NULL DEFAULT 0 CHECK (selective IN (0, 1));
 ALTER TABLE purges ADD COLUMN records_since INTEGER;
-ALTER TABLE purges ADD COLUMN records_skew INTEGER NOT NULL DEFAULT 300000000;
+ALTER TABLE purges ADD COLUMN records_skew INTEGER NOT NULL DEFAULT 300000000
+    CHECK (records_skew >= 0);
 
 CREATE TABLE purge_records (
     purge_id INTEGER NOT NULL REFERENCES purges (id),

@@ -3,7 +3,8 @@
 -- Additive: a release at version 1 to 8 keeps reading and writing a store at version 9
 -- (writable_by stays 1). Such a release records an incident's prune without `--full-prune`
 -- as a prune of all build records: triggers mark it selective from its action, and keep the
--- records the action named, as the backfill below does for those already held.
+-- records the action named, as the backfill below does for those already held. It leaves
+-- `selective` out, which this release always writes: that is how the trigger knows it.
 
 DO $$ BEGIN
     PERFORM set_config('search_path', quote_ident(current_schema()) || ', pg_catalog, pg_temp', true);
@@ -11,7 +12,8 @@ END $$;
 
 ALTER TABLE purges ADD COLUMN selective BIGINT NOT NULL DEFAULT 0 CHECK (selective IN (0, 1));
 ALTER TABLE purges ADD COLUMN records_since BIGINT;
-ALTER TABLE purges ADD COLUMN records_skew BIGINT NOT NULL DEFAULT 300000000;
+ALTER TABLE purges ADD COLUMN records_skew BIGINT NOT NULL DEFAULT 300000000
+    CHECK (records_skew >= 0);
 
 CREATE TABLE purge_records (
     purge_id BIGINT NOT NULL REFERENCES purges (id),
@@ -23,6 +25,8 @@ CREATE TRIGGER purge_records_append_only_update BEFORE UPDATE ON purge_records
     FOR EACH ROW EXECUTE FUNCTION cw_refuse('purges are append-only');
 CREATE TRIGGER purge_records_append_only_delete BEFORE DELETE ON purge_records
     FOR EACH ROW EXECUTE FUNCTION cw_refuse('purges are append-only');
+CREATE TRIGGER purge_records_never_truncate BEFORE TRUNCATE ON purge_records
+    FOR EACH STATEMENT EXECUTE FUNCTION cw_refuse('purges are append-only');
 
 -- When the action of incident $1 numbered $2 pruned records used since, as micros.
 CREATE FUNCTION cw_prune_records_since(BIGINT, BIGINT) RETURNS BIGINT
@@ -32,16 +36,21 @@ LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
       AND jsonb_typeof(a.target::jsonb -> 'used_since') = 'number'
 $$;
 
+-- A row a release before this version wrote (no `selective`): an incident's records-only
+-- prune is what its action named; one an import line claims an incident made (such a
+-- release may not have kept `records_only` from it) named nothing, and cleans no mount.
 CREATE FUNCTION cw_purges_selective() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 BEGIN
-    IF NEW.kind = 'builder' AND NEW.selective = 0 AND NEW.records_only = 1 THEN
-        IF NEW.method = 'executor' THEN
+    IF NEW.selective IS NULL THEN
+        NEW.selective := 0;
+        IF NEW.kind = 'builder' AND NEW.method = 'executor' AND NEW.records_only = 1 THEN
             NEW.selective := 1;
             NEW.records_since := cw_prune_records_since(NEW.incident_id, NEW.action_seq);
-        ELSIF NEW.method = 'imported' AND NEW.claimed_method = 'executor' THEN
-            -- An import line that claims an incident made it and does not say what it removed.
+        ELSIF NEW.kind = 'builder' AND NEW.method = 'imported'
+              AND NEW.claimed_method = 'executor' THEN
             NEW.selective := 1;
+            NEW.records_only := 1;
         END IF;
     END IF;
     RETURN NEW;
@@ -54,7 +63,7 @@ CREATE TRIGGER purges_second_selective BEFORE INSERT ON purges
 
 -- The records the action of a selective prune named, as this store holds them.
 CREATE FUNCTION cw_purge_named_records() RETURNS trigger
-LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
     IF NEW.selective = 1 AND NEW.method = 'executor' THEN
         INSERT INTO purge_records (purge_id, record)
@@ -82,6 +91,9 @@ WHERE kind = 'builder' AND method = 'executor' AND records_only = 1;
 UPDATE purges SET selective = 1, records_only = 1
 WHERE kind = 'builder' AND method = 'imported' AND claimed_method = 'executor';
 ALTER TABLE purges ENABLE TRIGGER purges_append_only_update;
+
+-- From here on a row without `selective` is a release before this version's.
+ALTER TABLE purges ALTER COLUMN selective DROP DEFAULT;
 
 INSERT INTO purge_records (purge_id, record)
 SELECT u.id, r.id

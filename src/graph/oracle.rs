@@ -599,14 +599,15 @@ fn builder_prunes(
                     Some(since) => !suspect && since.saturating_add(some.skew) <= start,
                     None => false,
                 };
-                // Of the records it said it created, those an incident names (that carry
-                // taint); a run recorded over a limit may not have said them all.
+                // Of the records of this builder it said it created, those an incident names
+                // (that carry taint); a run recorded over a limit may not have said them all.
                 let named = writer.is_some_and(|run| {
                     run.has_records
                         && !run.truncated
                         && h.events.iter().all(|&(r, e)| match e {
                             Event::CreatedRecord(record)
                                 if r == run.id
+                                    && h.records[index(record)].builder == builder
                                     && record_carries_taint(&h.records[index(record)]) =>
                             {
                                 some.records.contains(&record)

@@ -459,7 +459,8 @@ pub struct Trace {
     /// with the tainted writers it covers: it clears no other.
     pub(crate) covered: FxHashMap<(NodeIndex, usize), FxHashSet<RunId>>,
     /// The selective prunes that cover the seed of their builder.
-    pub(crate) seeds_covered: FxHashSet<(NodeIndex, usize)>,
+    /// From when each selective prune that pruned by time covers a seed of its builder.
+    pub(crate) seeds_from: FxHashMap<(NodeIndex, usize), Micros>,
     /// The name of each builder a run of the graph ran on, by id.
     pub(crate) builder_names: FxHashMap<BuilderId, CompactString>,
     /// By purge time, then id.
@@ -880,7 +881,8 @@ impl Trace {
                                 Some(writer) => covered.contains(&writer),
                                 None => {
                                     matches!(entry, Entry::Seed)
-                                        && self.seeds_covered.contains(&(node, i))
+                                        && (self.seeds_from.get(&(node, i)))
+                                            .is_some_and(|&from| written >= from)
                                 }
                             })
                 })

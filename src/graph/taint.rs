@@ -462,8 +462,6 @@ struct Tracer<'s, S: Source> {
     selective: HashMap<(NodeIndex, usize), Selective>,
     /// For each selective prune: the tainted writers met that it covers.
     covered: HashMap<(NodeIndex, usize), HashSet<RunId>>,
-    /// The selective prunes met that cover their builder's seed.
-    seeds_covered: HashSet<(NodeIndex, usize)>,
     /// The runs each purge (a mount or builder, and the purge's time) kept a tainted write
     /// from: met only when a purge cleans something, so the traversal carries no more than
     /// the purge's time.
@@ -544,7 +542,6 @@ impl<'s, S: Source> Tracer<'s, S> {
             cleanings: HashMap::default(),
             selective: HashMap::default(),
             covered: HashMap::default(),
-            seeds_covered: HashSet::default(),
             cuts: HashMap::default(),
             graph: DiGraph::new(),
             nodes: Nodes::default(),
@@ -986,11 +983,16 @@ impl<'s, S: Source> Tracer<'s, S> {
                 }
                 Write::CreatedRecord(record) => {
                     // A record that carries no taint (a cache mount's, the build context's, a
-                    // pulled layer's) is no record an incident names.
+                    // pulled layer's) is no record an incident names; one of another builder
+                    // is none its prune removes.
                     let Some(target) = self.record_node(record)? else {
                         continue;
                     };
-                    created.push(record);
+                    if matches!(&self.graph[target].entity,
+                        Entity::Record { info, .. } if Some(info.builder) == builder)
+                    {
+                        created.push(record);
+                    }
                     self.relax(target, offer(Via::RecordCreated), None);
                     // Creators that reused the record wait for another creator.
                     if let Some(waiting) = self.waiting_creators.get_mut(&target) {
@@ -1595,13 +1597,7 @@ impl<'s, S: Source> Tracer<'s, S> {
         for i in first..count {
             let covers = match (self.selective.get(&(node, i)), writer) {
                 (None, _) => true,
-                (Some(prune), None) => {
-                    let covers = prune.covers(at, false, None);
-                    if covers {
-                        self.seeds_covered.insert((node, i));
-                    }
-                    covers
-                }
+                (Some(prune), None) => prune.covers(at, false, None),
                 (Some(prune), Some(writer)) => {
                     let covers = prune.covers(at, writer.suspect, writer.created);
                     if covers {
@@ -2071,7 +2067,16 @@ impl<'s, S: Source> Tracer<'s, S> {
                 }
                 covered.into_iter().collect()
             },
-            seeds_covered: self.seeds_covered.into_iter().collect(),
+            // From when each selective prune covers a seed of its builder.
+            seeds_from: (self.selective.iter())
+                .filter_map(|(&key, prune)| {
+                    let from = match prune.since? {
+                        Micros::MIN => Micros::MIN,
+                        since => since.saturating_add(prune.skew),
+                    };
+                    Some((key, from))
+                })
+                .collect(),
             builder_names: self.builder_names,
             purges: Vec::new(),
             write_spans: self.write_spans.into_iter().collect(),

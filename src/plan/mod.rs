@@ -464,7 +464,9 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
         }
         if let Some(builder) = tainted.builder {
             docker_builders.insert(builder.to_string());
-            if !info.has_records {
+            // A run without record evidence (or with what was over a limit left out of it)
+            // may have made records no id names.
+            if !info.has_records || info.truncated {
                 // A seed run's claimed start may be later than it began.
                 let from = trace.writes_from(info);
                 let t = unverified.entry(builder.to_string()).or_insert(from);
@@ -472,14 +474,13 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
             }
         }
     }
-    for tainted in trace.tainted(Kind::Builder) {
-        if let Entity::Builder(b) = tainted.entity
-            && tainted.via == Via::Seed
+    // A seeded builder is suspect from the seed's time, whatever tainted it earlier.
+    for seed in trace.seeds() {
+        if let (Entity::Builder(b), Some(at)) =
+            (&seed.entity, seed.seed.as_ref().and_then(|s| s.at))
         {
-            let t = unverified
-                .entry(b.name.to_string())
-                .or_insert(tainted.tainted_at);
-            *t = (*t).min(tainted.tainted_at);
+            let t = unverified.entry(b.name.to_string()).or_insert(at);
+            *t = (*t).min(at);
         }
     }
     let builders: BTreeSet<String> = records

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::error::RemoteError;
-use crate::model::{DEFAULT_PRUNE_SKEW, Driver, PurgeTarget, SelectivePrune};
+use crate::model::{Driver, PurgeTarget, SelectivePrune};
 use crate::plan::Target;
 use crate::purge::evidence::{Evidence, save_records};
 use crate::purge::remotes::{Remotes, connected};
@@ -131,7 +131,10 @@ impl TargetKind for Builder {
                 selective: (!b.full).then(|| SelectivePrune {
                     records: b.record_ids.to_vec(),
                     since: b.used_since,
-                    skew: b.clock_skew.unwrap_or(DEFAULT_PRUNE_SKEW),
+                    // A plan made before the skew was kept with it used the config's.
+                    skew: b.clock_skew.unwrap_or_else(|| {
+                        crate::time::seconds(cx.config.purge.clock_skew_seconds)
+                    }),
                 }),
             });
             Ok(Executed::Done { outcome, purged })
@@ -174,11 +177,11 @@ pub fn select_builder_records(
         .filter(|r| {
             full || wanted.contains(r.id.as_str())
                 || used_since.is_some_and(|since| {
-                    // Since any time (a run whose times prove nothing): every record, dated
-                    // or not.
+                    // Since any time (a run whose times prove nothing): every record. One of
+                    // unknown age may have been used since.
                     r.record_type != "exec.cachemount"
                         && (since == i64::MIN
-                            || r.last_used_at.or(r.created_at).is_some_and(|t| t >= since))
+                            || r.last_used_at.or(r.created_at).is_none_or(|t| t >= since))
                 })
         })
         .map(|r| r.id.as_str())

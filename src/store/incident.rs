@@ -106,15 +106,23 @@ impl Store {
     }
 
     /// Adds actions to an incident's plan (a re-trace found more); returns how many were new.
+    /// A target is the same as one planned whatever clock skew either was planned with.
     pub fn extend_plan(&mut self, incident: i64, actions: &[Action]) -> Result<usize, StoreError> {
+        let key = |target: &crate::plan::Target| {
+            let mut target = target.clone();
+            if let crate::plan::Target::Builder { clock_skew, .. } = &mut target {
+                *clock_skew = None;
+            }
+            serde_json::to_string(&target).unwrap_or_default()
+        };
         let existing: BTreeSet<String> = self
             .actions(incident)?
             .into_iter()
-            .map(|row| serde_json::to_string(&row.action.target).unwrap_or_default())
+            .map(|row| key(&row.action.target))
             .collect();
         let new: Vec<Action> = actions
             .iter()
-            .filter(|a| !existing.contains(&serde_json::to_string(&a.target).unwrap_or_default()))
+            .filter(|a| !existing.contains(&key(&a.target)))
             .cloned()
             .collect();
         if new.is_empty() {

@@ -91,6 +91,9 @@ pub struct SelectiveLine {
     pub skew_seconds: Option<u64>,
 }
 
+/// The earliest time an RFC 3339 line can spell: 0000-01-01T00:00:00Z.
+const EARLIEST_LINE_TIME: Micros = -62_167_219_200_000_000;
+
 /// The longest clock skew a selective prune line may say it allowed: ten years.
 const MAX_SKEW_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
@@ -605,8 +608,12 @@ pub fn line_of(item: &ExportItem) -> Line {
                     selective.as_ref().map(|s| {
                         Box::new(SelectiveLine {
                             records: s.records.clone(),
-                            every_record: s.since == Some(Micros::MIN),
-                            since: s.since.filter(|&t| t != Micros::MIN).map(time::format),
+                            // Before any time a line can spell, it pruned every record.
+                            every_record: s.since.is_some_and(|t| t < EARLIEST_LINE_TIME),
+                            since: s
+                                .since
+                                .filter(|&t| t >= EARLIEST_LINE_TIME)
+                                .map(time::format),
                             // Whole seconds, rounded up: never less than it allowed.
                             skew_seconds: Some(
                                 u64::try_from(s.skew.max(0))

@@ -633,7 +633,7 @@ fn the_migration_marks_an_incidents_partial_prunes_as_build_records_only() {
          ALTER TABLE purges DROP COLUMN selective; ALTER TABLE purges DROP COLUMN records_skew;
          ALTER TABLE purges DROP COLUMN records_only; {} {}",
             crate::common::BUILDER_PRUNES_SQL,
-            crate::common::imported_prunes_sql(false)
+            crate::common::IMPORTED_PRUNES_SQL
         ),
     );
     ok(env.cmd().args(["db", "migrate"]));

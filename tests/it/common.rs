@@ -360,12 +360,11 @@ pub const BUILDER_PRUNES_SQL: &str = r#"
            ('builder', (SELECT id FROM builders WHERE name = 'ci-1'), 12, 'manual', NULL, NULL);"#;
 
 /// Builder purges imported from lines that claim an incident's executor (at 13) and a hand
-/// (14) made them, as a release before selective prunes recorded them; `{records_only}` is what
-/// it took the first for.
+/// (14) made them, as a release before records-only prunes were told apart recorded them.
 pub const IMPORTED_PRUNES_SQL: &str = r#"
-    INSERT INTO purges (kind, builder_id, at, method, claimed_method{records_only})
-    VALUES ('builder', (SELECT id FROM builders WHERE name = 'ci-1'), 13, 'imported', 'executor'{one}),
-           ('builder', (SELECT id FROM builders WHERE name = 'ci-1'), 14, 'imported', 'manual'{zero});"#;
+    INSERT INTO purges (kind, builder_id, at, method, claimed_method)
+    VALUES ('builder', (SELECT id FROM builders WHERE name = 'ci-1'), 13, 'imported', 'executor'),
+           ('builder', (SELECT id FROM builders WHERE name = 'ci-1'), 14, 'imported', 'manual');"#;
 
 /// Each of [`BUILDER_PRUNES_SQL`]'s purges by time, and whether it is marked records-only.
 pub const BUILDER_PRUNES_MARKED: [(i64, i64); 3] = [(10, 1), (11, 0), (12, 0)];
@@ -375,20 +374,6 @@ pub const BUILDER_PRUNES_MARKED: [(i64, i64); 3] = [(10, 1), (11, 0), (12, 0)];
 /// records-only prune, as its action says, and the import that claims an incident made it,
 /// naming nothing ([`IMPORTED_PRUNES_SQL`]).
 pub const BUILDER_PRUNES_SELECTIVE: &str = "10|1|5|w100\n11|0||\n12|0||\n13|1||\n14|0||";
-
-/// [`IMPORTED_PRUNES_SQL`] as a release before records-only prunes were told apart wrote it
-/// (no `records_only`), or one after (the executor's taken as records-only).
-pub fn imported_prunes_sql(records_only: bool) -> String {
-    let (column, one, zero) = if records_only {
-        (", records_only", ", 1", ", 0")
-    } else {
-        ("", "", "")
-    };
-    IMPORTED_PRUNES_SQL
-        .replace("{records_only}", column)
-        .replace("{one}", one)
-        .replace("{zero}", zero)
-}
 
 /// What [`BUILDER_PRUNES_SELECTIVE`] is read with.
 pub const BUILDER_PRUNES_SELECTIVE_SQL: &str = "SELECT u.at, u.selective, u.records_since,

@@ -1321,18 +1321,20 @@ fn migrating_to_version_9_carries_the_purge_grants_over() {
     }
     let cluster = PgCluster::shared();
     let store = cluster.new_database();
-    let migrations = [
-        include_str!("../../schema/postgres/0001_store.sql"),
-        include_str!("../../schema/postgres/0002_bulk_writes.sql"),
-        include_str!("../../schema/postgres/0003_hook_bulk_upserts.sql"),
-        include_str!("../../schema/postgres/0004_issued_ids.sql"),
-        include_str!("../../schema/postgres/0005_builder_kept.sql"),
-        include_str!("../../schema/postgres/0006_hook_role_limits.sql"),
-        include_str!("../../schema/postgres/0007_receipt_start.sql"),
-        include_str!("../../schema/postgres/0008_purge_records_only.sql"),
-        "UPDATE schema_version SET version = 8",
-    ];
-    for sql in migrations {
+    // The first eight migrations, in order.
+    let dir = format!("{}/schema/postgres", env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    files.sort();
+    let mut migrations: Vec<String> = files[..8]
+        .iter()
+        .map(|path| std::fs::read_to_string(path).unwrap())
+        .collect();
+    migrations.push("UPDATE schema_version SET version = 8".to_owned());
+    for sql in &migrations {
         let out = cluster.psql_url(&store.url, sql);
         assert!(
             out.status.success(),
@@ -1553,7 +1555,14 @@ fn a_partial_prune_an_older_release_records_is_marked_records_only() {
         .map(|(at, records_only)| format!("{at}|{records_only}"))
         .collect();
     assert_eq!(marked.trim(), expected.join("\n"));
-    cluster.psql(name, &crate::common::imported_prunes_sql(true));
+    // Imports by a release before records-only prunes were told apart, which kept no
+    // `records_only`: the one that claims an incident made it is taken as records-only.
+    cluster.psql(name, crate::common::IMPORTED_PRUNES_SQL);
+    let imported = cluster.psql(
+        name,
+        "SELECT at, records_only FROM purges WHERE at > 12 ORDER BY at",
+    );
+    assert_eq!(imported.trim(), "13|1\n14|0");
     // And selective, with what its action named.
     let selective = cluster.psql(name, crate::common::BUILDER_PRUNES_SELECTIVE_SQL);
     assert_eq!(selective.trim(), crate::common::BUILDER_PRUNES_SELECTIVE);
