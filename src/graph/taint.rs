@@ -460,6 +460,8 @@ struct Tracer<'s, S: Source> {
     /// The prunes of builders that removed only some records, by node and their place in
     /// the node's `cleanings`: they clear only the writers they cover.
     selective: HashMap<(NodeIndex, usize), Selective>,
+    /// A buffer for the records a run created on its builder.
+    created: Vec<RecordId>,
     /// For each selective prune: the tainted writers met that it covers.
     covered: HashMap<(NodeIndex, usize), HashSet<RunId>>,
     /// The runs each purge (a mount or builder, and the purge's time) kept a tainted write
@@ -542,6 +544,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             cleanings: HashMap::default(),
             selective: HashMap::default(),
             covered: HashMap::default(),
+            created: Vec::new(),
             cuts: HashMap::default(),
             graph: DiGraph::new(),
             nodes: Nodes::default(),
@@ -934,7 +937,11 @@ impl<'s, S: Source> Tracer<'s, S> {
             self.suspect_ends
                 .insert(id, self.claims.latest_end(receipt).max(done));
         }
-        let mut created = Vec::new();
+        // The records it created there, which a selective prune of the builder asks after
+        // (none is loaded when purges are not), in a buffer kept between runs.
+        let mut created = std::mem::take(&mut self.created);
+        created.clear();
+        let track_created = !(self.ignore_time || self.ignore_purges);
         for (write, at) in self.source.writes(id)? {
             let offer = |via| Label {
                 tainted_at: at,
@@ -988,8 +995,9 @@ impl<'s, S: Source> Tracer<'s, S> {
                     let Some(target) = self.record_node(record)? else {
                         continue;
                     };
-                    if matches!(&self.graph[target].entity,
-                        Entity::Record { info, .. } if Some(info.builder) == builder)
+                    if track_created
+                        && matches!(&self.graph[target].entity,
+                            Entity::Record { info, .. } if Some(info.builder) == builder)
                     {
                         created.push(record);
                     }
@@ -1012,7 +1020,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             let writer = Writer {
                 run: id,
                 suspect,
-                created: complete_records.then_some(created.as_slice()),
+                created: (complete_records && track_created).then_some(created.as_slice()),
             };
             self.mutable_write(
                 target,
@@ -1034,6 +1042,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                 self.offer_orphans(builder, (node, target), offer, (started_at, done))?;
             }
         }
+        self.created = created;
         Ok(())
     }
 

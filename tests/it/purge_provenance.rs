@@ -384,7 +384,8 @@ fn mark_purged_help() {
 }
 
 /// Checks that `incident purge --execute` of incident `id` recorded its prune of `mount` as an
-/// `executor` purge, by the OS account running it, naming the incident and action.
+/// `executor` purge, by the OS account running it, naming the incident and action, and its
+/// prunes of builders as selective, naming the records tainted runs created.
 pub(crate) fn assert_executor_purge(cw: &Command, id: &str, mount: &str) {
     let mut export = Command::new(cw.get_program());
     export.args(cw.get_args()).arg("export");
@@ -414,14 +415,17 @@ pub(crate) fn assert_executor_purge(cw: &Command, id: &str, mount: &str) {
     // The incident's prunes of builders (without `--full-prune`) left their cache mounts to
     // the mount purges: recorded as cleaning build records only.
     let source = format!("incident {id}");
-    for builder in lines
+    let builders: Vec<serde_json::Value> = lines
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|l| l["type"] == "purge" && l["mount"].is_null() && l["source"] == source)
-    {
+        .collect();
+    assert!(!builders.is_empty(), "no builder prune recorded:\n{lines}");
+    for builder in builders {
         assert_eq!(builder["records_only"], true, "{builder}");
-        // What it pruned: the records tainted runs made, and those used since.
-        assert!(builder["selective"]["records"].is_array(), "{builder}");
+        // What it pruned: the records tainted runs made (and those used since).
+        let named = builder["selective"]["records"].as_array();
+        assert!(named.is_some_and(|n| !n.is_empty()), "{builder}");
     }
 }
 
