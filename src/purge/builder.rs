@@ -288,3 +288,45 @@ fn builder_verdict(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, record_type: &str, used: Option<Micros>, parents: &[&str]) -> CacheRecord {
+        CacheRecord {
+            id: id.into(),
+            record_type: record_type.into(),
+            description: String::new(),
+            mutable: false,
+            in_use: false,
+            shared: false,
+            size: 1,
+            parents: parents.iter().map(|&p| p.to_owned()).collect(),
+            created_at: used,
+            last_used_at: used,
+            usage_count: 1,
+        }
+    }
+
+    /// A prune since a time takes the named records, those built on them, every build record
+    /// used since (or of unknown age: it may have been), and no cache mount.
+    #[test]
+    fn a_prune_since_a_time_takes_records_of_unknown_age() {
+        let records = [
+            record("named", "regular", Some(10), &[]),
+            record("on-named", "regular", Some(11), &["named"]),
+            record("old", "regular", Some(10), &[]),
+            record("recent", "regular", Some(50), &[]),
+            record("undated", "regular", None, &[]),
+            record("mount", "exec.cachemount", Some(50), &[]),
+        ];
+        let named = ["named".to_owned()];
+        let chosen = select_builder_records(&records, &named, Some(40), false);
+        assert_eq!(chosen, ["named", "on-named", "recent", "undated"]);
+        let chosen = select_builder_records(&records, &named, None, false);
+        assert_eq!(chosen, ["named", "on-named"]);
+        let every = select_builder_records(&records, &[], Some(Micros::MIN), false);
+        assert_eq!(every, ["named", "on-named", "old", "recent", "undated"]);
+    }
+}

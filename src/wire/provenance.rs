@@ -701,6 +701,58 @@ pub fn run_line(run: &RunRecord) -> RunLine {
 mod tests {
     use super::*;
 
+    /// A selective prune's line carries what it removed and the skew it allowed, and reads
+    /// back the same; one that pruned since before any time a line can spell is written as
+    /// having pruned every record.
+    #[test]
+    fn selective_prunes_round_trip() {
+        let purge = |since: Option<Micros>| {
+            ExportItem::Purge(Box::new(crate::model::StoredPurge {
+                id: 1,
+                target: PurgeTarget::Builder {
+                    builder: "ci-1".into(),
+                    records_only: true,
+                    selective: Some(SelectivePrune {
+                        records: vec!["r1".into(), "r2".into()],
+                        since,
+                        skew: 90_000_000,
+                    }),
+                },
+                at: 1_000_000,
+                method: PurgeMethod::Executor,
+                author: "me@host".into(),
+                recorded_at: Some(1_000_000),
+                forced: false,
+                reason: None,
+                source: "incident 1".into(),
+                action: Some((1, 2)),
+                claimed: None,
+            }))
+        };
+        let read = |since: Option<Micros>| {
+            let text = serde_json::to_string(&line_of(&purge(since))).unwrap();
+            let ImportItem::Purge { target, .. } = parse_line(&text).unwrap() else {
+                panic!("not a purge: {text}")
+            };
+            let PurgeTarget::Builder { selective, .. } = target else {
+                panic!("not a builder prune: {text}")
+            };
+            selective.unwrap()
+        };
+        for since in [None, Some(1_700_000_000_000_000), Some(Micros::MIN)] {
+            let selective = read(since);
+            assert_eq!(selective.since, since);
+            assert_eq!(selective.skew, 90_000_000);
+            assert_eq!(selective.records, ["r1", "r2"]);
+        }
+        // Year -1: no record was used before it.
+        assert_eq!(read(Some(EARLIEST_LINE_TIME - 1)).since, Some(Micros::MIN));
+        assert_eq!(
+            read(Some(EARLIEST_LINE_TIME)).since,
+            Some(EARLIEST_LINE_TIME)
+        );
+    }
+
     #[test]
     fn run_line_round_trips() {
         let text = r#"{"v":1,"type":"run","pipeline":"web","run":"7-1","step":"Dockerfile","builder":"ci-1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:05:00Z","imported":["localhost:5000/web:cache@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"],"exported":[{"backend":"gha","key":"web-main"}],"mounts":[{"id":"//root/.cache/pip","sharing":"locked"}]}"#;
