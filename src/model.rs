@@ -1021,6 +1021,27 @@ pub struct SelectivePrune {
     pub skew: Micros,
 }
 
+impl SelectivePrune {
+    /// Whether it pruned every build record: since any time, or since before any time a
+    /// record can be dated.
+    pub fn every_record(&self) -> bool {
+        self.since
+            .is_some_and(|t| t < crate::time::EARLIEST_RFC3339)
+    }
+
+    /// The time it pruned every build record used since, unless it pruned every one.
+    pub fn used_since(&self) -> Option<Micros> {
+        self.since.filter(|&t| t >= crate::time::EARLIEST_RFC3339)
+    }
+
+    /// The skew it allowed, in whole seconds rounded up: never less than it allowed.
+    pub fn skew_seconds(&self) -> u64 {
+        u64::try_from(self.skew.max(0))
+            .unwrap_or(0)
+            .div_ceil(1_000_000)
+    }
+}
+
 /// The clock skew a selective prune allowed when it does not say: `[purge] clock_skew_seconds`'s
 /// default.
 pub const DEFAULT_PRUNE_SKEW: Micros = 300_000_000;

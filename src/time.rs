@@ -162,6 +162,9 @@ fn slow_format(micros: Micros) -> String {
     }
 }
 
+/// The earliest time RFC 3339 can spell: 0000-01-01T00:00:00Z.
+pub const EARLIEST_RFC3339: Micros = -62_167_219_200_000_000;
+
 /// A count of seconds (a setting's) as a span of microseconds, saturating.
 pub fn seconds(seconds: u64) -> Micros {
     Micros::try_from(seconds)

@@ -9,7 +9,9 @@ use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::source::{ArtifactInfo, BuilderId, BuilderInfo, MountInfo, RecordInfo, RunId, RunInfo};
+use super::source::{
+    ArtifactInfo, BuilderId, BuilderInfo, MountInfo, RecordInfo, RunId, RunInfo, Selective,
+};
 use crate::model::{self, Backend, Digest, RunKey, StoredPurge};
 use crate::time::Micros;
 
@@ -455,12 +457,12 @@ pub struct Trace {
     /// For each mount and builder with any: the purges (or prunes) that clean it, ascending.
     /// None when time is ignored.
     pub(crate) cleanings: FxHashMap<NodeIndex, Vec<Micros>>,
-    /// The selective prunes of builders, by node and place in the node's `cleanings`, each
-    /// with the tainted writers it covers: it clears no other.
+    /// For each builder with a prune that removed only some records: beside its
+    /// `cleanings`, what each prune removed (`None`: every build record).
+    pub(crate) selective: FxHashMap<NodeIndex, Vec<Option<Selective>>>,
+    /// The tainted writers each selective prune (by node and place in its `cleanings`)
+    /// covers: it clears no other run's write.
     pub(crate) covered: FxHashMap<(NodeIndex, usize), FxHashSet<RunId>>,
-    /// The selective prunes that cover the seed of their builder.
-    /// From when each selective prune that pruned by time covers a seed of its builder.
-    pub(crate) seeds_from: FxHashMap<(NodeIndex, usize), Micros>,
     /// The name of each builder a run of the graph ran on, by id.
     pub(crate) builder_names: FxHashMap<BuilderId, CompactString>,
     /// By purge time, then id.
@@ -866,26 +868,28 @@ impl Trace {
             return true;
         };
         let done = self.done(entry, written);
-        let writer = self.writer(entry);
         written <= read
             && !cleanings_of(&self.cleanings, node)
                 .iter()
                 .enumerate()
-                .any(|(i, &p)| {
-                    done < p
-                        && p < start
-                        && self
-                            .covered
-                            .get(&(node, i))
-                            .is_none_or(|covered| match writer {
-                                Some(writer) => covered.contains(&writer),
-                                None => {
-                                    matches!(entry, Entry::Seed)
-                                        && (self.seeds_from.get(&(node, i)))
-                                            .is_some_and(|&from| written >= from)
-                                }
-                            })
-                })
+                .any(|(i, &p)| done < p && p < start && self.clears(node, i, (entry, written)))
+    }
+
+    /// Whether the purge at place `i` of the node's `cleanings` clears the write the search
+    /// entered the node by: a selective prune clears only a writer it covered, or a seed from
+    /// a time it covers.
+    fn clears(&self, node: NodeIndex, i: usize, (entry, written): (Entry, Micros)) -> bool {
+        let Some(Some(prune)) = self.selective.get(&node).and_then(|p| p.get(i)) else {
+            return true;
+        };
+        match (self.writer(entry), entry) {
+            (Some(writer), _) => self
+                .covered
+                .get(&(node, i))
+                .is_some_and(|covered| covered.contains(&writer)),
+            (None, Entry::Seed) => prune.covers(written, false, None),
+            (None, _) => false,
+        }
     }
 
     /// The run whose write the search entered a mount or builder by.

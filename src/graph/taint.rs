@@ -457,9 +457,10 @@ struct Tracer<'s, S: Source> {
     labels_only: bool,
     /// For each mount and builder with any: the purges that clean it, ascending.
     cleanings: HashMap<NodeIndex, Vec<Micros>>,
-    /// The prunes of builders that removed only some records, by node and their place in
-    /// the node's `cleanings`: they clear only the writers they cover.
-    selective: HashMap<(NodeIndex, usize), Selective>,
+    /// For each builder with a prune that removed only some records: beside its
+    /// `cleanings`, what each prune removed (`None`: every build record). A selective prune
+    /// clears only the writers it covers.
+    selective: HashMap<NodeIndex, Vec<Option<Selective>>>,
     /// A buffer for the records a run created on its builder.
     created: Vec<RecordId>,
     /// For each selective prune: the tainted writers met that it covers.
@@ -1601,10 +1602,13 @@ impl<'s, S: Source> Tracer<'s, S> {
         (at, writer): (Micros, Option<&Writer>),
     ) -> usize {
         let first = self.segment(node, done);
-        let count = cleanings_of(&self.cleanings, node).len();
+        // Without a selective prune, the first purge after `done` clears every write.
+        let Some(prunes) = self.selective.get(&node) else {
+            return first;
+        };
         let mut clearing = None;
-        for i in first..count {
-            let covers = match (self.selective.get(&(node, i)), writer) {
+        for (i, prune) in prunes.iter().enumerate().skip(first) {
+            let covers = match (prune, writer) {
                 (None, _) => true,
                 (Some(prune), None) => prune.covers(at, false, None),
                 (Some(prune), Some(writer)) => {
@@ -1622,7 +1626,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                 clearing = Some(i);
             }
         }
-        clearing.unwrap_or(count)
+        clearing.unwrap_or(prunes.len())
     }
 
     /// The purge that ends a segment: it clears the writes whose writers finished in the
@@ -1986,14 +1990,12 @@ impl<'s, S: Source> Tracer<'s, S> {
             label: None,
         });
         if !prunes.is_empty() {
-            let mut times = Vec::with_capacity(prunes.len());
-            for (i, prune) in prunes.into_iter().enumerate() {
-                times.push(prune.at);
-                if let Some(selective) = prune.selective {
-                    self.selective.insert((node, i), selective);
-                }
+            self.cleanings
+                .insert(node, prunes.iter().map(|p| p.at).collect());
+            if prunes.iter().any(|p| p.selective.is_some()) {
+                let removed = prunes.into_iter().map(|p| p.selective).collect();
+                self.selective.insert(node, removed);
             }
-            self.cleanings.insert(node, times);
         }
         Ok(node)
     }
@@ -2069,23 +2071,8 @@ impl<'s, S: Source> Tracer<'s, S> {
             ignore_purges: self.ignore_purges,
             labels_only: self.labels_only,
             cleanings: self.cleanings,
-            covered: {
-                let mut covered = self.covered;
-                for &key in self.selective.keys() {
-                    covered.entry(key).or_default();
-                }
-                covered.into_iter().collect()
-            },
-            // From when each selective prune covers a seed of its builder.
-            seeds_from: (self.selective.iter())
-                .filter_map(|(&key, prune)| {
-                    let from = match prune.since? {
-                        Micros::MIN => Micros::MIN,
-                        since => since.saturating_add(prune.skew),
-                    };
-                    Some((key, from))
-                })
-                .collect(),
+            selective: self.selective.into_iter().collect(),
+            covered: self.covered.into_iter().collect(),
             builder_names: self.builder_names,
             purges: Vec::new(),
             write_spans: self.write_spans.into_iter().collect(),

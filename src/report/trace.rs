@@ -178,8 +178,8 @@ pub fn purge_line(applied: &AppliedPurge) -> String {
                         "named build record",
                         "named build records"
                     ),
-                    match selective.since {
-                        Some(Micros::MIN) => " and every build record".to_owned(),
+                    match selective.used_since() {
+                        _ if selective.every_record() => " and every build record".to_owned(),
                         Some(since) =>
                             format!(" and build records used since {}", time::format(since)),
                         None => String::new(),
@@ -398,9 +398,9 @@ fn purge_doc(applied: &AppliedPurge) -> serde_json::Value {
         "records_only": records_only,
         "selective": selective.map(|s| serde_json::json!({
             "records": s.records,
-            "every_record": s.since == Some(Micros::MIN),
-            "since": s.since.filter(|&t| t != Micros::MIN).map(time::format),
-            "skew_seconds": u64::try_from(s.skew.max(0)).unwrap_or(0).div_ceil(1_000_000),
+            "every_record": s.every_record(),
+            "since": s.used_since().map(time::format),
+            "skew_seconds": s.skew_seconds(),
         })),
         "at": time::format(p.at),
         "method": p.method.as_str(),

@@ -91,9 +91,6 @@ pub struct SelectiveLine {
     pub skew_seconds: Option<u64>,
 }
 
-/// The earliest time an RFC 3339 line can spell: 0000-01-01T00:00:00Z.
-const EARLIEST_LINE_TIME: Micros = -62_167_219_200_000_000;
-
 /// The longest clock skew a selective prune line may say it allowed: ten years.
 const MAX_SKEW_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
@@ -608,18 +605,9 @@ pub fn line_of(item: &ExportItem) -> Line {
                     selective.as_ref().map(|s| {
                         Box::new(SelectiveLine {
                             records: s.records.clone(),
-                            // Before any time a line can spell, it pruned every record.
-                            every_record: s.since.is_some_and(|t| t < EARLIEST_LINE_TIME),
-                            since: s
-                                .since
-                                .filter(|&t| t >= EARLIEST_LINE_TIME)
-                                .map(time::format),
-                            // Whole seconds, rounded up: never less than it allowed.
-                            skew_seconds: Some(
-                                u64::try_from(s.skew.max(0))
-                                    .unwrap_or(0)
-                                    .div_ceil(1_000_000),
-                            ),
+                            every_record: s.every_record(),
+                            since: s.used_since().map(time::format),
+                            skew_seconds: Some(s.skew_seconds()),
                         })
                     }),
                 ),
@@ -746,11 +734,9 @@ mod tests {
             assert_eq!(selective.records, ["r1", "r2"]);
         }
         // Year -1: no record was used before it.
-        assert_eq!(read(Some(EARLIEST_LINE_TIME - 1)).since, Some(Micros::MIN));
-        assert_eq!(
-            read(Some(EARLIEST_LINE_TIME)).since,
-            Some(EARLIEST_LINE_TIME)
-        );
+        let earliest = time::EARLIEST_RFC3339;
+        assert_eq!(read(Some(earliest - 1)).since, Some(Micros::MIN));
+        assert_eq!(read(Some(earliest)).since, Some(earliest));
     }
 
     #[test]

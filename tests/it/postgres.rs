@@ -1255,6 +1255,32 @@ fn the_hook_role_imports_in_bulk() {
     }
 }
 
+/// A new database with the schema as the first `version` migrations left it, as a release at
+/// that version made it.
+fn at_version(cluster: &PgCluster, version: usize) -> crate::harness::PgDatabase {
+    let store = cluster.new_database();
+    let dir = format!("{}/schema/postgres", env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    files.sort();
+    let migrations = files[..version]
+        .iter()
+        .map(|path| std::fs::read_to_string(path).unwrap())
+        .chain([format!("UPDATE schema_version SET version = {version}")]);
+    for sql in migrations {
+        let out = cluster.psql_url(&store.url, &sql);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    store
+}
+
 /// Migrating a version 2 store gives the batch upserts of version 3 to every role that may
 /// call the row functions they stand for, and to no other.
 #[test]
@@ -1263,20 +1289,7 @@ fn migrating_to_version_3_carries_the_hook_grants_over() {
         return;
     }
     let cluster = PgCluster::shared();
-    let store = cluster.new_database();
-    let version_2 = [
-        include_str!("../../schema/postgres/0001_store.sql"),
-        include_str!("../../schema/postgres/0002_bulk_writes.sql"),
-        "UPDATE schema_version SET version = 2",
-    ];
-    for sql in version_2 {
-        let out = cluster.psql_url(&store.url, sql);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let store = at_version(cluster, 2);
     let (hook, other) = (
         format!("{}_hook", store.name),
         format!("{}_other", store.name),
@@ -1320,28 +1333,7 @@ fn migrating_to_version_9_carries_the_purge_grants_over() {
         return;
     }
     let cluster = PgCluster::shared();
-    let store = cluster.new_database();
-    // The first eight migrations, in order.
-    let dir = format!("{}/schema/postgres", env!("CARGO_MANIFEST_DIR"));
-    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|e| e == "sql"))
-        .collect();
-    files.sort();
-    let mut migrations: Vec<String> = files[..8]
-        .iter()
-        .map(|path| std::fs::read_to_string(path).unwrap())
-        .collect();
-    migrations.push("UPDATE schema_version SET version = 8".to_owned());
-    for sql in &migrations {
-        let out = cluster.psql_url(&store.url, sql);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let store = at_version(cluster, 8);
     let (responder, reader, other) = (
         format!("{}_resp", store.name),
         format!("{}_read", store.name),
