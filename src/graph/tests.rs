@@ -2085,6 +2085,13 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
                 if builder < 2 {
                     h.on(r, builders[builder]);
                 }
+                // A run creates and reuses records of its own builder only, as every store
+                // records them: a run that names records names its builder.
+                let own: &[RecordId] = match builder {
+                    0 => &[records[0], records[1], records[4]],
+                    1 => &[records[2], records[3]],
+                    _ => &[],
+                };
                 if evidence {
                     h.with_records(r);
                 }
@@ -2099,8 +2106,9 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
                         3 => h.produces(r, artifacts[target % 5]),
                         4 => h.reads(r, mounts[target % 3]),
                         5 => h.writes(r, mounts[target % 3]),
-                        6 => h.creates(r, records[target % 5]),
-                        _ => h.reuses(r, records[target % 5]),
+                        _ if own.is_empty() => {}
+                        6 => h.creates(r, own[target % own.len()]),
+                        _ => h.reuses(r, own[target % own.len()]),
                     }
                 }
             }

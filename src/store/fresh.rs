@@ -28,6 +28,7 @@ const DEFERRED: &[&str] = &[
     "artifact_tags_by_tag",
     "runs_by_pipeline_start",
     "runs_by_builder_start",
+    "runs_by_builder_finish",
 ];
 
 /// The bulk write that builds a store: it names the building file, `.NAME.WRITE-XXXXXX`.

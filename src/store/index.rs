@@ -2635,6 +2635,7 @@ mod tests {
     /// Undoes `0008_purge_provenance.sql`, so a store rewound to an older schema version
     /// migrates forward again.
     const PURGES_AS_IN_0001: &str = "
+        DROP INDEX runs_by_builder_finish;
         DROP TABLE purge_records;
         DROP TRIGGER purges_append_only_update; DROP TRIGGER purges_append_only_delete;
         DROP INDEX purges_by_mount;

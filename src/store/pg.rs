@@ -30,6 +30,7 @@ const PG_MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/postgres/0007_receipt_start.sql"),
     include_str!("../../schema/postgres/0008_purge_records_only.sql"),
     include_str!("../../schema/postgres/0009_selective_prunes.sql"),
+    include_str!("../../schema/postgres/0010_runs_by_builder_finish.sql"),
 ];
 
 /// The schema version this build writes on PostgreSQL.

@@ -519,18 +519,7 @@ impl Store {
         target: i64,
         since: Micros,
     ) -> Result<Vec<(RunInfo, String, Micros)>, StoreError> {
-        let sql = format!(
-            "SELECT {RUN_COLUMNS}, e.kind, e.at FROM events e
-             JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
-             WHERE e.kind IN ({kinds}) AND e.target = ?1 AND e.at >= ?2
-             UNION ALL
-             SELECT {RUN_COLUMNS}, e.kind, e.at FROM run_receipts s
-             JOIN events e ON e.run_id = s.run_id
-             JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
-             WHERE s.time_suspect IS NOT NULL
-               AND e.kind IN ({kinds}) AND e.target = ?1 AND e.at < ?2"
-        );
-        self.rows(&sql, params![target, since], |row| {
+        self.rows(&event_runs_sql(kinds), params![target, since], |row| {
             Ok((
                 run_from_row(row)?,
                 row.get(RUN_COLUMN_COUNT)?,
@@ -539,6 +528,92 @@ impl Store {
         })
     }
 }
+
+/// [`Store::event_runs`]'s query. The suspect runs' events are read by run (`+` keeps the
+/// time out of the index's reach): a mount shared by most pipelines has millions of earlier
+/// uses.
+fn event_runs_sql(kinds: &str) -> String {
+    format!(
+        "SELECT {RUN_COLUMNS}, e.kind, e.at FROM events e
+         JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
+         WHERE e.kind IN ({kinds}) AND e.target = ?1 AND e.at >= ?2
+         UNION ALL
+         SELECT {RUN_COLUMNS}, e.kind, e.at FROM run_receipts s
+         CROSS JOIN events e ON e.run_id = s.run_id
+         JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
+         WHERE s.time_suspect IS NOT NULL
+           AND e.kind IN ({kinds}) AND e.target = ?1 AND +e.at < ?2"
+    )
+}
+
+/// The time-suspect runs of a pipeline outside a window, found from their few receipts, not
+/// from every run of the pipeline.
+fn suspect_pipeline_runs_sql() -> String {
+    format!(
+        "SELECT {RUN_COLUMNS} FROM run_receipts s
+         CROSS JOIN runs r ON r.id = s.run_id JOIN pipelines p ON p.id = r.pipeline_id
+         WHERE s.time_suspect IS NOT NULL AND r.pipeline_id = ?1
+           AND NOT (r.started_at >= ?2 AND r.started_at <= ?3)"
+    )
+}
+
+/// The runs on a builder without record evidence that finished at or after a time: one range
+/// of the runs by builder and finish time.
+fn unverified_runs_sql() -> String {
+    format!(
+        "SELECT {RUN_COLUMNS} FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
+         WHERE r.builder_id = ?1 AND r.finished_at >= ?2 AND r.has_records = 0"
+    )
+}
+
+/// The time-suspect runs on a builder without record evidence that claim to have finished
+/// before a time, found from their few receipts.
+fn suspect_unverified_runs_sql() -> String {
+    format!(
+        "SELECT {RUN_COLUMNS} FROM run_receipts s
+         CROSS JOIN runs r ON r.id = s.run_id JOIN pipelines p ON p.id = r.pipeline_id
+         WHERE s.time_suspect IS NOT NULL AND r.builder_id = ?1 AND r.has_records = 0
+           AND NOT (r.finished_at >= ?2)"
+    )
+}
+
+/// The runs that created or reused a builder's records and finished at or after a time, or
+/// are time-suspect, with their first such use.
+///
+/// A run creates and reuses records of its own builder only: a run that names records names
+/// its builder (`require_builder`), which its later lines may not change. So the users are
+/// found from the runs on the builder that finished since (one range of the runs by builder
+/// and finish time) and the time-suspect runs on it (from their few receipts), each with its
+/// own events: never from every use of every record the builder ever held.
+fn builder_record_users_sql() -> String {
+    format!(
+        "SELECT {RUN_COLUMNS}, min(e.at) FROM runs r
+         CROSS JOIN events e ON e.run_id = r.id
+         JOIN builder_records br ON br.id = e.target
+         JOIN pipelines p ON p.id = r.pipeline_id
+         WHERE r.builder_id = ?1 AND r.finished_at >= ?2 AND r.has_records = 1
+           AND e.kind IN ('created_record', 'reused_record') AND br.builder_id = ?1
+         GROUP BY r.id, p.id
+         UNION ALL
+         SELECT {RUN_COLUMNS}, min(e.at) FROM run_receipts s
+         CROSS JOIN runs r ON r.id = s.run_id
+         CROSS JOIN events e ON e.run_id = r.id
+         JOIN builder_records br ON br.id = e.target
+         JOIN pipelines p ON p.id = r.pipeline_id
+         WHERE s.time_suspect IS NOT NULL AND r.builder_id = ?1 AND NOT (r.finished_at >= ?2)
+           AND r.has_records = 1
+           AND e.kind IN ('created_record', 'reused_record') AND br.builder_id = ?1
+         GROUP BY r.id, p.id"
+    )
+}
+
+/// Whether a time-suspect run recorded an artifact, from the suspect runs' few receipts: a
+/// base image can be used by every run.
+const SUSPECT_SIGHTING_SQL: &str = "SELECT 1 FROM run_receipts s
+     CROSS JOIN events e ON e.run_id = s.run_id
+     WHERE s.time_suspect IS NOT NULL
+       AND e.kind IN ('imported', 'used_base', 'exported', 'produced') AND e.target = ?1
+     LIMIT 1";
 
 fn read_kind(kind: &str) -> ArtifactRead {
     if kind == kind::USED_BASE {
@@ -574,12 +649,8 @@ impl Source for Store {
         )?;
         // A time-suspect run is in every window: its claimed start cannot keep it out.
         if since.is_some() || until.is_some() {
-            runs.extend(self.runs_query(
-                "JOIN run_receipts s ON s.run_id = r.id
-                 WHERE r.pipeline_id = ?1 AND s.time_suspect IS NOT NULL
-                   AND NOT (r.started_at >= ?2 AND r.started_at <= ?3)",
-                window,
-            )?);
+            let sql = suspect_pipeline_runs_sql();
+            runs.extend(self.rows::<_, Vec<_>>(&sql, window, run_from_row)?);
         }
         runs.sort_by_key(|run| (run.started_at, run.id));
         Ok(Some(runs))
@@ -918,14 +989,8 @@ impl Source for Store {
     }
 
     fn suspect_sighting(&mut self, artifact: ArtifactId) -> Result<bool, StoreError> {
-        let found: Vec<i64> = self.rows(
-            "SELECT 1 FROM events e JOIN run_receipts s ON s.run_id = e.run_id
-             WHERE e.kind IN ('imported', 'used_base', 'exported', 'produced')
-               AND e.target = ?1 AND s.time_suspect IS NOT NULL
-             LIMIT 1",
-            params![artifact],
-            |row| row.get(0),
-        )?;
+        let found: Vec<i64> =
+            self.rows(SUSPECT_SIGHTING_SQL, params![artifact], |row| row.get(0))?;
         Ok(!found.is_empty())
     }
 
@@ -961,28 +1026,10 @@ impl Source for Store {
         builder: BuilderId,
         since: Micros,
     ) -> Result<Vec<RunRef>, StoreError> {
-        // Runs are indexed by (builder, start); a run that finished after `since` started no
-        // earlier than `since` minus the longest run on the builder, which bounds the scan.
-        let longest: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT max(finished_at - started_at) FROM runs WHERE builder_id = ?1",
-                [builder],
-                |row| row.get(0),
-            )
-            .map_err(|e| self.err(e))?;
-        let lower = since.saturating_sub(longest.unwrap_or(0));
-        let mut runs = self.runs_query(
-            "WHERE r.builder_id = ?1 AND r.started_at >= ?2 AND r.finished_at >= ?3 AND r.has_records = 0",
-            params![builder, lower, since],
-        )?;
-        // Time-suspect runs whatever they claim, found from their few receipts.
-        runs.extend(self.runs_query(
-            "JOIN run_receipts s ON s.run_id = r.id
-             WHERE s.time_suspect IS NOT NULL AND r.builder_id = ?1 AND r.has_records = 0
-               AND NOT (r.started_at >= ?2 AND r.finished_at >= ?3)",
-            params![builder, lower, since],
-        )?);
+        let range = params![builder, since];
+        let mut runs: Vec<RunInfo> = self.rows(&unverified_runs_sql(), range, run_from_row)?;
+        let suspect = suspect_unverified_runs_sql();
+        runs.extend(self.rows::<_, Vec<_>>(&suspect, range, run_from_row)?);
         Ok(runs.iter().map(RunRef::from).collect())
     }
 
@@ -991,14 +1038,7 @@ impl Source for Store {
         builder: BuilderId,
         since: Micros,
     ) -> Result<Vec<(RunRef, Micros)>, StoreError> {
-        let sql = format!(
-            "SELECT {RUN_COLUMNS}, min(e.at) FROM builder_records br
-             CROSS JOIN events e ON e.kind IN ('created_record', 'reused_record') AND e.target = br.id
-             JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
-             WHERE br.builder_id = ?1 AND r.has_records = 1 AND (r.finished_at >= ?2
-               OR EXISTS (SELECT 1 FROM run_receipts s WHERE s.run_id = r.id AND s.time_suspect IS NOT NULL))
-             GROUP BY r.id, p.id"
-        );
+        let sql = builder_record_users_sql();
         self.rows(&sql, params![builder, since], |row| {
             Ok((
                 RunRef::from(&run_from_row(row)?),
@@ -1086,6 +1126,91 @@ mod tests {
             })
             .unwrap();
         found
+    }
+
+    /// How SQLite would answer `sql`: the detail of each step of its plan.
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        // Parameters left unbound: a plan does not depend on their values.
+        let mut rows = stmt.raw_query();
+        let mut steps = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            steps.push(row.get(3).unwrap());
+        }
+        steps
+    }
+
+    /// The queries a trace asks about a shared mount, builder or base image read one range
+    /// of an index, and the time-suspect runs from their receipts: never every run on a
+    /// builder or every use of a mount, which on a fleet's store are millions of rows. So
+    /// with and without the statistics `PRAGMA optimize` leaves on such a store.
+    #[test]
+    fn trace_queries_read_one_range_of_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        drop(Store::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        // The receipts' partial index is walked whole: it holds the suspect runs only.
+        let receipts = "SCAN s USING INDEX run_receipts_time_suspect";
+        let by_run = "sqlite_autoindex_events_1 (run_id=? AND kind=? AND target=?)";
+        let runs_by_finish = "runs_by_builder_finish (builder_id=? AND finished_at>?)";
+        let cases: [(String, &[&str]); 6] = [
+            (
+                event_runs_sql("'read_mount'"),
+                &[
+                    "events_by_target (kind=? AND target=? AND at>?)",
+                    receipts,
+                    by_run,
+                ],
+            ),
+            (suspect_pipeline_runs_sql(), &[receipts]),
+            (unverified_runs_sql(), &[runs_by_finish]),
+            (suspect_unverified_runs_sql(), &[receipts]),
+            (
+                builder_record_users_sql(),
+                &[
+                    runs_by_finish,
+                    receipts,
+                    "sqlite_autoindex_events_1 (run_id=? AND kind=?)",
+                ],
+            ),
+            (SUSPECT_SIGHTING_SQL.to_owned(), &[receipts, by_run]),
+        ];
+        for stats in [false, true] {
+            if stats {
+                conn.execute_batch(
+                    "ANALYZE;
+                     INSERT INTO sqlite_stat1 VALUES
+                        ('pipelines', 'sqlite_autoindex_pipelines_1', '5000 1'),
+                        ('runs', 'runs_by_builder_start', '1000000 2001 1'),
+                        ('runs', 'runs_by_builder_finish', '1000000 2001 1'),
+                        ('runs', 'runs_by_pipeline_start', '1000000 182 1'),
+                        ('runs', 'sqlite_autoindex_runs_1', '1000000 182 1 1'),
+                        ('builder_records', 'sqlite_autoindex_builder_records_1', '2000000 2001 1'),
+                        ('events', 'events_by_target', '10478246 2001 1 1'),
+                        ('events', 'sqlite_autoindex_events_1', '10478246 9 2 1'),
+                        ('run_receipts', 'run_receipts_time_suspect', '10 1');
+                     ANALYZE sqlite_schema;",
+                )
+                .unwrap();
+            }
+            for (sql, wanted) in &cases {
+                let plan = plan(&conn, sql);
+                for step in *wanted {
+                    assert!(
+                        plan.iter().any(|p| p.contains(step)),
+                        "stats {stats}: no `{step}` in {plan:?} for {sql}"
+                    );
+                }
+                // Every other table is searched: by key, or by a range of an index.
+                for step in &plan {
+                    assert!(
+                        !step.starts_with("SCAN") || step == receipts,
+                        "stats {stats}: `{step}` in {plan:?} for {sql}"
+                    );
+                }
+            }
+        }
     }
 
     /// Purges stored before provenance was kept cannot be vouched for (any import line could

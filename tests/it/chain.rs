@@ -119,12 +119,13 @@ fn tamper(db: &Path, sql: &str) {
 
 /// Undoes the chain migration as if the store was made before it: the migrations after it
 /// (the receipts, mount audits, step events, receipt bounds, records-only and selective
-/// prunes) undone first, then the chain's table and columns dropped, `user_version` seven lower.
+/// prunes, runs by builder and finish) undone first, then the chain's table and columns dropped, `user_version` eight lower.
 fn unchain(db: &Path) {
     rewind(
         db,
-        7,
-        "DROP TABLE purge_records; ALTER TABLE purges DROP COLUMN records_since;
+        8,
+        "DROP INDEX runs_by_builder_finish;
+         DROP TABLE purge_records; ALTER TABLE purges DROP COLUMN records_since;
          ALTER TABLE purges DROP COLUMN selective; ALTER TABLE purges DROP COLUMN records_skew;
          ALTER TABLE purges DROP COLUMN records_only;
          ALTER TABLE run_receipts DROP COLUMN began_after;
@@ -504,8 +505,9 @@ fn the_migration_chains_the_receipts_a_store_already_holds() {
     // Rewound to before the receipt migration, with a receipt as the collector kept it then.
     rewind(
         &env.db(),
-        5,
-        "DROP TABLE purge_records; ALTER TABLE purges DROP COLUMN records_since;
+        6,
+        "DROP INDEX runs_by_builder_finish;
+         DROP TABLE purge_records; ALTER TABLE purges DROP COLUMN records_since;
          ALTER TABLE purges DROP COLUMN selective; ALTER TABLE purges DROP COLUMN records_skew;
          ALTER TABLE purges DROP COLUMN records_only;
          ALTER TABLE run_receipts DROP COLUMN began_after;
@@ -627,9 +629,10 @@ fn the_migration_marks_an_incidents_partial_prunes_as_build_records_only() {
     ok(env.cmd().args(["import", &history()]));
     rewind(
         &env.db(),
-        2,
+        3,
         &format!(
-            "DROP TABLE purge_records; ALTER TABLE purges DROP COLUMN records_since;
+            "DROP INDEX runs_by_builder_finish;
+         DROP TABLE purge_records; ALTER TABLE purges DROP COLUMN records_since;
          ALTER TABLE purges DROP COLUMN selective; ALTER TABLE purges DROP COLUMN records_skew;
          ALTER TABLE purges DROP COLUMN records_only; {} {}",
             crate::common::BUILDER_PRUNES_SQL,
