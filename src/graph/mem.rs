@@ -807,7 +807,10 @@ impl Source for History {
             |e| matches!(e, Event::CreatedRecord(r) | Event::ReusedRecord(r) if on_builder(r)),
         );
         for (run, _, at) in uses {
-            if (run.finished_at < since && !run.time_suspect) || !run.has_records {
+            // A run uses the records of the builder it ran on: one that names records names
+            // its builder, and every store keeps a run's records on it.
+            let on = run.builder == Some(builder);
+            if (run.finished_at < since && !run.time_suspect) || !run.has_records || !on {
                 continue;
             }
             match users.iter_mut().find(|(u, _)| u.id == run.id) {

@@ -515,7 +515,8 @@ fn seeded_builder_use(
     ignore_time: bool,
 ) -> Option<Micros> {
     let (builder, since) = seeds.builder?;
-    if !run.has_records {
+    // Records of the builder it ran on: every store keeps a run's records on its builder.
+    if !run.has_records || run.builder != Some(builder) {
         return None;
     }
     let prunes = builder_prunes(h, builder, (None, since, false));

@@ -289,10 +289,11 @@ pub trait Source {
         builder: BuilderId,
         since: Micros,
     ) -> Result<Vec<RunRef>, Self::Error>;
-    /// Runs with record-level evidence that created or reused one of the builder's records and
-    /// were on the builder at or after `since` (finished at or after it; a time-suspect run:
-    /// whenever it ran), each with its earliest such event time, which for a run that spans
-    /// `since` is before it (for a seeded builder, whose whole cache is suspect).
+    /// Runs on the builder with record-level evidence that created or reused one of its
+    /// records (a run names records of its own builder only) and were on it at or after
+    /// `since` (finished at or after it; a time-suspect run: whenever it ran), each with its
+    /// earliest such event time, which for a run that spans `since` is before it (for a
+    /// seeded builder, whose whole cache is suspect).
     fn builder_record_users(
         &mut self,
         builder: BuilderId,

@@ -2615,16 +2615,21 @@ mod tests {
             for seeds in all {
                 for ignore_time in [false, true] {
                     let expected = json_or_error(&mut history.clone(), &seeds, ignore_time);
-                    for budget in [None, Some(0)] {
+                    // Indexed queries find suspect uses from the receipts of few suspect
+                    // runs, and among a target's uses when there are many.
+                    for (budget, many) in [(None, false), (None, true), (Some(0), false)] {
+                        crate::store::read::MANY_SUSPECTS.set(many);
                         let traced = store
                             .read_snapshot(|store| {
                                 let mut source = TraceSource::with_budget(store, budget);
                                 json_or_error(&mut source, &seeds, ignore_time)
                             })
                             .unwrap();
+                        crate::store::read::MANY_SUSPECTS.set(false);
                         prop_assert_eq!(
                             &traced, &expected,
-                            "{:?} ignore_time={} budget={:?}", seeds, ignore_time, budget
+                            "{:?} ignore_time={} budget={:?} many suspects={}",
+                            seeds, ignore_time, budget, many
                         );
                     }
                 }
@@ -2632,8 +2637,8 @@ mod tests {
         }
     }
 
-    /// Undoes `0008_purge_provenance.sql`, so a store rewound to an older schema version
-    /// migrates forward again.
+    /// Undoes `0008_purge_provenance.sql` (and the index of 0021), so a store rewound to an
+    /// older schema version migrates forward again.
     const PURGES_AS_IN_0001: &str = "
         DROP INDEX runs_by_builder_finish;
         DROP TABLE purge_records;

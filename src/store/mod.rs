@@ -242,6 +242,9 @@ pub struct Store {
     pg_url: Option<postgres::connect::PgUrl>,
     path: PathBuf,
     access: Access,
+    /// Whether the store holds few time-suspect runs, once a read has asked ([`read`]'s
+    /// queries find a target's suspect uses from the receipts when they are few).
+    few_suspects: std::cell::Cell<Option<bool>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -309,6 +312,7 @@ impl Store {
             pg_url: None,
             path: path.to_path_buf(),
             access: Access::Write,
+            few_suspects: Default::default(),
         };
         // Switching a new file to WAL, and the version check before a migration, can be
         // refused without the busy handler waiting: a concurrent first open tries again.
@@ -375,6 +379,7 @@ impl Store {
             pg_url: None,
             path: path.to_path_buf(),
             access,
+            few_suspects: Default::default(),
         };
         store.configure_reader()?;
         store.check_readable()?;
@@ -508,6 +513,7 @@ impl Store {
     /// statement.
     pub fn read_snapshot<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> Result<T, StoreError> {
         self.conn.read_transaction().map_err(|e| self.sql(e))?;
+        self.few_suspects.set(None);
         let out = f(self);
         self.conn.execute_batch("COMMIT").map_err(|e| self.sql(e))?;
         Ok(out)

@@ -75,6 +75,7 @@ impl Store {
             conn: Db::Postgres(Box::new(PgConn::new(client, statement_timeout(&timeouts)))),
             path: label,
             access,
+            few_suspects: Default::default(),
         })
     }
 

@@ -519,7 +519,8 @@ impl Store {
         target: i64,
         since: Micros,
     ) -> Result<Vec<(RunInfo, String, Micros)>, StoreError> {
-        self.rows(&event_runs_sql(kinds), params![target, since], |row| {
+        let sql = event_runs_sql(kinds, self.few_suspects()?);
+        self.rows(&sql, params![target, since], |row| {
             Ok((
                 run_from_row(row)?,
                 row.get(RUN_COLUMN_COUNT)?,
@@ -529,20 +530,67 @@ impl Store {
     }
 }
 
-/// [`Store::event_runs`]'s query. The suspect runs' events are read by run (`+` keeps the
-/// time out of the index's reach): a mount shared by most pipelines has millions of earlier
-/// uses.
-fn event_runs_sql(kinds: &str) -> String {
+#[cfg(test)]
+thread_local! {
+    /// Set by a test: every read takes the store to hold many time-suspect runs.
+    pub(crate) static MANY_SUSPECTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// How many time-suspect runs are few: each read of a target's uses looks through every one
+/// of them, from its receipt, instead of through the target's earlier uses.
+const FEW_SUSPECTS: i64 = 64;
+
+impl Store {
+    /// Whether the store holds at most [`FEW_SUSPECTS`] time-suspect runs, asked once a read
+    /// snapshot. When it holds more (a client sent many runs whose times the collector did
+    /// not believe), a target's suspect uses are found among its earlier uses instead: a mount
+    /// shared by most pipelines has millions of those, but each read costs the same whatever
+    /// the suspect runs.
+    fn few_suspects(&self) -> Result<bool, StoreError> {
+        #[cfg(test)]
+        if MANY_SUSPECTS.get() {
+            return Ok(false);
+        }
+        if let Some(few) = self.few_suspects.get() {
+            return Ok(few);
+        }
+        let suspects: i64 = self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT count(*) FROM (SELECT 1 FROM run_receipts
+                     WHERE time_suspect IS NOT NULL LIMIT {}) AS suspect",
+                    FEW_SUSPECTS + 1
+                ),
+                [],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        let few = suspects <= FEW_SUSPECTS;
+        self.few_suspects.set(Some(few));
+        Ok(few)
+    }
+}
+
+/// [`Store::event_runs`]'s query. With `few` suspect runs, their events are read by run from
+/// their receipts (`+` keeps the time out of the other index's reach); else among the
+/// target's earlier uses.
+fn event_runs_sql(kinds: &str, few: bool) -> String {
+    let suspect = if few {
+        "FROM run_receipts s CROSS JOIN events e ON e.run_id = s.run_id"
+    } else {
+        "FROM events e CROSS JOIN run_receipts s ON s.run_id = e.run_id"
+    };
     format!(
         "SELECT {RUN_COLUMNS}, e.kind, e.at FROM events e
          JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
          WHERE e.kind IN ({kinds}) AND e.target = ?1 AND e.at >= ?2
          UNION ALL
-         SELECT {RUN_COLUMNS}, e.kind, e.at FROM run_receipts s
-         CROSS JOIN events e ON e.run_id = s.run_id
+         SELECT {RUN_COLUMNS}, e.kind, e.at {suspect}
          JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
          WHERE s.time_suspect IS NOT NULL
-           AND e.kind IN ({kinds}) AND e.target = ?1 AND +e.at < ?2"
+           AND e.kind IN ({kinds}) AND e.target = ?1 AND {at} < ?2",
+        at = if few { "+e.at" } else { "e.at" }
     )
 }
 
@@ -607,13 +655,21 @@ fn builder_record_users_sql() -> String {
     )
 }
 
-/// Whether a time-suspect run recorded an artifact, from the suspect runs' few receipts: a
-/// base image can be used by every run.
-const SUSPECT_SIGHTING_SQL: &str = "SELECT 1 FROM run_receipts s
-     CROSS JOIN events e ON e.run_id = s.run_id
-     WHERE s.time_suspect IS NOT NULL
-       AND e.kind IN ('imported', 'used_base', 'exported', 'produced') AND e.target = ?1
-     LIMIT 1";
+/// Whether a time-suspect run recorded an artifact: with `few` suspect runs, from their
+/// receipts (a base image can be used by every run), else among the artifact's uses.
+fn suspect_sighting_sql(few: bool) -> String {
+    let from = if few {
+        "FROM run_receipts s CROSS JOIN events e ON e.run_id = s.run_id"
+    } else {
+        "FROM events e CROSS JOIN run_receipts s ON s.run_id = e.run_id"
+    };
+    format!(
+        "SELECT 1 {from}
+         WHERE s.time_suspect IS NOT NULL
+           AND e.kind IN ('imported', 'used_base', 'exported', 'produced') AND e.target = ?1
+         LIMIT 1"
+    )
+}
 
 fn read_kind(kind: &str) -> ArtifactRead {
     if kind == kind::USED_BASE {
@@ -989,8 +1045,8 @@ impl Source for Store {
     }
 
     fn suspect_sighting(&mut self, artifact: ArtifactId) -> Result<bool, StoreError> {
-        let found: Vec<i64> =
-            self.rows(SUSPECT_SIGHTING_SQL, params![artifact], |row| row.get(0))?;
+        let sql = suspect_sighting_sql(self.few_suspects()?);
+        let found: Vec<i64> = self.rows(&sql, params![artifact], |row| row.get(0))?;
         Ok(!found.is_empty())
     }
 
@@ -1154,14 +1210,24 @@ mod tests {
         let receipts = "SCAN s USING INDEX run_receipts_time_suspect";
         let by_run = "sqlite_autoindex_events_1 (run_id=? AND kind=? AND target=?)";
         let runs_by_finish = "runs_by_builder_finish (builder_id=? AND finished_at>?)";
-        let cases: [(String, &[&str]); 6] = [
+        let uses_since = "events_by_target (kind=? AND target=? AND at>?)";
+        let cases: [(String, &[&str]); 8] = [
             (
-                event_runs_sql("'read_mount'"),
+                event_runs_sql("'read_mount'", true),
+                &[uses_since, receipts, by_run],
+            ),
+            // Many suspect runs: each found among the target's earlier uses.
+            (
+                event_runs_sql("'read_mount'", false),
                 &[
-                    "events_by_target (kind=? AND target=? AND at>?)",
-                    receipts,
-                    by_run,
+                    uses_since,
+                    "events_by_target (kind=? AND target=? AND at<?)",
+                    "SEARCH s USING",
                 ],
+            ),
+            (
+                suspect_sighting_sql(false),
+                &["events_by_target (kind=? AND target=?)", "SEARCH s USING"],
             ),
             (suspect_pipeline_runs_sql(), &[receipts]),
             (unverified_runs_sql(), &[runs_by_finish]),
@@ -1174,7 +1240,7 @@ mod tests {
                     "sqlite_autoindex_events_1 (run_id=? AND kind=?)",
                 ],
             ),
-            (SUSPECT_SIGHTING_SQL.to_owned(), &[receipts, by_run]),
+            (suspect_sighting_sql(true), &[receipts, by_run]),
         ];
         for stats in [false, true] {
             if stats {

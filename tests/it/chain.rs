@@ -119,7 +119,8 @@ fn tamper(db: &Path, sql: &str) {
 
 /// Undoes the chain migration as if the store was made before it: the migrations after it
 /// (the receipts, mount audits, step events, receipt bounds, records-only and selective
-/// prunes, runs by builder and finish) undone first, then the chain's table and columns dropped, `user_version` eight lower.
+/// prunes, the runs by builder and finish) undone first, then the chain's table and columns
+/// dropped, `user_version` eight lower.
 fn unchain(db: &Path) {
     rewind(
         db,
