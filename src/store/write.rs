@@ -6,7 +6,7 @@
 //! other options) is appended as an observation, and a pipeline's project and trust ceiling are
 //! appended changes: the config's when it names them, else the first a hook brought.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::store::db::{OptionalExtension, Transaction, params};
 use serde::Serialize;
@@ -330,7 +330,8 @@ impl Store {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
         let mut cache = IdCache::default();
-        let id =
+        // Records a prune names that no recorded run created change nothing a trace follows.
+        let (id, _) =
             insert_purge(&tx, &mut cache, target, at, provenance, time::now()).map_err(|err| {
                 match err {
                     crate::store::db::DbError::Value(msg) => StoreError::NotFound(msg),
@@ -406,7 +407,11 @@ pub(super) fn import_item(
                 action: None,
                 claimed: (*claimed != PurgeClaim::default()).then(|| claimed.clone()),
             };
-            insert_purge(tx, cache, target, *at, &provenance, now).map(|_| 1)?
+            let (_, unknown) = insert_purge(tx, cache, target, *at, &provenance, now)?;
+            if let Some(warning) = unknown_records_warning(target, &unknown) {
+                warnings.push(warning);
+            }
+            1
         }
     };
     Ok((events, warnings))
@@ -1475,6 +1480,40 @@ fn mark_overlaps(
     Ok(())
 }
 
+/// How many names a warning shows before it only counts the rest.
+const NAMES_SHOWN: usize = 3;
+
+/// The warning for an imported prune that names records the store does not hold: they are
+/// taken as not pruned, so the runs that created them, imported after it, stay tainted.
+fn unknown_records_warning(target: &PurgeTarget, unknown: &[String]) -> Option<String> {
+    let PurgeTarget::Builder { builder, .. } = target else {
+        return None;
+    };
+    if unknown.is_empty() {
+        return None;
+    }
+    let named = unknown
+        .iter()
+        .take(NAMES_SHOWN)
+        .map(|r| format!("`{}`", r.escape_debug()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = match unknown.len().saturating_sub(NAMES_SHOWN) {
+        0 => String::new(),
+        n => format!(" and {n} more"),
+    };
+    let (count, them) = match unknown.len() {
+        1 => ("a record".to_owned(), "it"),
+        n => (format!("{n} records"), "them"),
+    };
+    Some(format!(
+        "the prune of builder `{}` names {count} the store does not hold ({named}{more}): a trace takes {them} as left in place, so runs that created {them}, if imported later, stay tainted (import purges after the runs)",
+        builder.escape_debug()
+    ))
+}
+
+/// Stores a purge; gives its id and the names of the records a selective prune named that
+/// the store does not hold (on the purged builder), in the order given, each once.
 fn insert_purge(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
@@ -1482,7 +1521,7 @@ fn insert_purge(
     at: Micros,
     provenance: &PurgeProvenance,
     recorded_at: Micros,
-) -> crate::store::db::DbResult<i64> {
+) -> crate::store::db::DbResult<(i64, Vec<String>)> {
     let (kind, builder_id, mount, records_only, selective) = match target {
         PurgeTarget::Builder {
             builder,
@@ -1545,18 +1584,32 @@ fn insert_purge(
             |row| row.get(0),
         )?;
     // The named records this store holds; one it does not hold no recorded run created.
+    let mut unknown = Vec::new();
     if let Some(selective) = selective {
+        let mut held = tx.prepare_cached(
+            "SELECT id FROM builder_records WHERE builder_id = ?1 AND record_id = ?2",
+        )?;
         let mut named = tx.prepare_cached(
-            "INSERT INTO purge_records (purge_id, record)
-             SELECT CAST(?1 AS BIGINT), id FROM builder_records
-             WHERE builder_id = ?2 AND record_id = ?3
+            "INSERT INTO purge_records (purge_id, record) VALUES (?1, ?2)
              ON CONFLICT DO NOTHING",
         )?;
+        let mut seen = HashSet::new();
         for record in &selective.records {
-            named.execute(params![id, builder_id, record])?;
+            if !seen.insert(record.as_str()) {
+                continue;
+            }
+            let stored: Option<i64> = held
+                .query_row(params![builder_id, record], |row| row.get(0))
+                .optional()?;
+            match stored {
+                Some(stored) => {
+                    named.execute(params![id, stored])?;
+                }
+                None => unknown.push(record.clone()),
+            }
         }
     }
-    Ok(id)
+    Ok((id, unknown))
 }
 
 #[cfg(test)]

@@ -596,7 +596,17 @@ fn selective_prunes_clean_only_the_writers_whose_records_they_removed() {
     for (pipeline, writer, tainted) in &writers {
         let env = Env::new();
         let file = env.write("history.jsonl", &lines(writer, selective));
-        ok(env.cmd().args(["import", "--purges"]).arg(&file));
+        // The import says which named records the store does not hold, and that they are
+        // taken as left in place.
+        let imported = output(&env, env.cmd().args(["import", "--purges"]).arg(&file));
+        assert!(imported.starts_with("exit: 0\n"), "{imported}");
+        let unknown = if *pipeline == "evil" {
+            "names a record the store does not hold (`r-unknown`)"
+        } else {
+            "names 2 records the store does not hold (`r-evil`, `r-unknown`)"
+        };
+        assert!(imported.contains(unknown), "{pipeline}: {imported}");
+        assert!(imported.contains("stay tainted"), "{imported}");
         assert_eq!(traced(&env, pipeline), *tainted, "{pipeline}");
         // Exported as imported (the record the store does not hold is not kept), and read
         // back the same.
