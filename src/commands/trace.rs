@@ -123,22 +123,13 @@ pub(crate) fn warn_tag_only(store: &mut Store, trace: &graph::Trace, printer: Pr
     let Some(first) = missed.first() else {
         return;
     };
-    let named = missed
-        .iter()
-        .take(TAG_ONLY_SHOWN)
-        .map(|r| format!("`{}`", r.name))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let more = match missed.len().saturating_sub(TAG_ONLY_SHOWN) {
-        0 => String::new(),
-        n => format!(" and {n} more"),
-    };
+    let named = report::some_names(missed.iter().map(|r| &r.name), TAG_ONLY_SHOWN);
     let (count, its) = match missed.len() {
         1 => ("1 tainted registry ref is".to_owned(), "its tag"),
         n => (format!("{n} tainted registry refs are"), "their tags"),
     };
     printer.warn(format!(
-        "{count} recorded by tag only ({named}{more}), and digests recorded for {its} since then are outside the blast radius: `trace --cache-ref {} --since {}` follows them",
+        "{count} recorded by tag only ({named}), and digests recorded for {its} since then are outside the blast radius: `trace --cache-ref {} --since {}` follows them",
         first.name,
         Rfc3339(first.tainted_at)
     ));

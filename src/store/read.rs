@@ -495,10 +495,16 @@ impl Store {
         where_clause: &str,
         params: impl crate::store::db::Params,
     ) -> Result<Vec<RunInfo>, StoreError> {
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM runs r JOIN pipelines p ON p.id = r.pipeline_id {where_clause}"
-        );
-        self.rows(&sql, params, run_from_row)
+        self.rows(&runs_sql(where_clause), params, run_from_row)
+    }
+
+    /// The time-suspect runs that meet `condition`: see [`suspect_runs_sql`].
+    fn suspect_runs_query(
+        &self,
+        condition: &str,
+        params: impl crate::store::db::Params,
+    ) -> Result<Vec<RunInfo>, StoreError> {
+        self.rows(&suspect_runs_sql(condition), params, run_from_row)
     }
 
     fn artifacts_query(
@@ -572,15 +578,20 @@ impl Store {
     }
 }
 
-/// [`Store::event_runs`]'s query. With `few` suspect runs, their events are read by run from
-/// their receipts (`+` keeps the time out of the other index's reach); else among the
-/// target's earlier uses.
-fn event_runs_sql(kinds: &str, few: bool) -> String {
-    let suspect = if few {
+/// The events `e` of the time-suspect runs `s`, for a query that picks a target's: with `few`
+/// suspect runs, read by run from their receipts; else among the target's uses.
+fn suspect_uses_from(few: bool) -> &'static str {
+    if few {
         "FROM run_receipts s CROSS JOIN events e ON e.run_id = s.run_id"
     } else {
         "FROM events e CROSS JOIN run_receipts s ON s.run_id = e.run_id"
-    };
+    }
+}
+
+/// [`Store::event_runs`]'s query. The suspect runs' uses are found as [`suspect_uses_from`]
+/// says (`+` keeps the time out of the other index's reach when they are few).
+fn event_runs_sql(kinds: &str, few: bool) -> String {
+    let suspect = suspect_uses_from(few);
     format!(
         "SELECT {RUN_COLUMNS}, e.kind, e.at FROM events e
          JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
@@ -594,36 +605,35 @@ fn event_runs_sql(kinds: &str, few: bool) -> String {
     )
 }
 
-/// The time-suspect runs of a pipeline outside a window, found from their few receipts, not
-/// from every run of the pipeline.
-fn suspect_pipeline_runs_sql() -> String {
+/// Runs with their pipelines' names, as [`run_from_row`] reads them, and `where_clause`.
+fn runs_sql(where_clause: &str) -> String {
+    format!(
+        "SELECT {RUN_COLUMNS} FROM runs r JOIN pipelines p ON p.id = r.pipeline_id {where_clause}"
+    )
+}
+
+/// The time-suspect runs that meet `condition`, found from their few receipts (a partial
+/// index holds them) instead of from every run of a pipeline or a builder.
+fn suspect_runs_sql(condition: &str) -> String {
     format!(
         "SELECT {RUN_COLUMNS} FROM run_receipts s
          CROSS JOIN runs r ON r.id = s.run_id JOIN pipelines p ON p.id = r.pipeline_id
-         WHERE s.time_suspect IS NOT NULL AND r.pipeline_id = ?1
-           AND NOT (r.started_at >= ?2 AND r.started_at <= ?3)"
+         WHERE s.time_suspect IS NOT NULL AND {condition}"
     )
 }
+
+/// A pipeline's runs that started outside a window.
+const OUTSIDE_WINDOW: &str =
+    "r.pipeline_id = ?1 AND NOT (r.started_at >= ?2 AND r.started_at <= ?3)";
 
 /// The runs on a builder without record evidence that finished at or after a time: one range
 /// of the runs by builder and finish time.
-fn unverified_runs_sql() -> String {
-    format!(
-        "SELECT {RUN_COLUMNS} FROM runs r JOIN pipelines p ON p.id = r.pipeline_id
-         WHERE r.builder_id = ?1 AND r.finished_at >= ?2 AND r.has_records = 0"
-    )
-}
+const UNVERIFIED_SINCE: &str =
+    "WHERE r.builder_id = ?1 AND r.finished_at >= ?2 AND r.has_records = 0";
 
-/// The time-suspect runs on a builder without record evidence that claim to have finished
-/// before a time, found from their few receipts.
-fn suspect_unverified_runs_sql() -> String {
-    format!(
-        "SELECT {RUN_COLUMNS} FROM run_receipts s
-         CROSS JOIN runs r ON r.id = s.run_id JOIN pipelines p ON p.id = r.pipeline_id
-         WHERE s.time_suspect IS NOT NULL AND r.builder_id = ?1 AND r.has_records = 0
-           AND NOT (r.finished_at >= ?2)"
-    )
-}
+/// The runs on a builder without record evidence that claim to have finished before a time.
+const UNVERIFIED_BEFORE: &str =
+    "r.builder_id = ?1 AND r.has_records = 0 AND NOT (r.finished_at >= ?2)";
 
 /// The runs that created or reused a builder's records and finished at or after a time, or
 /// are time-suspect, with their first such use.
@@ -634,35 +644,31 @@ fn suspect_unverified_runs_sql() -> String {
 /// and finish time) and the time-suspect runs on it (from their few receipts), each with its
 /// own events: never from every use of every record the builder ever held.
 fn builder_record_users_sql() -> String {
+    let users = |runs: &str, which: &str| {
+        format!(
+            "SELECT {RUN_COLUMNS}, min(e.at) {runs}
+             CROSS JOIN events e ON e.run_id = r.id
+             JOIN builder_records br ON br.id = e.target
+             JOIN pipelines p ON p.id = r.pipeline_id
+             WHERE {which} AND r.builder_id = ?1 AND r.has_records = 1
+               AND e.kind IN ('created_record', 'reused_record') AND br.builder_id = ?1
+             GROUP BY r.id, p.id"
+        )
+    };
     format!(
-        "SELECT {RUN_COLUMNS}, min(e.at) FROM runs r
-         CROSS JOIN events e ON e.run_id = r.id
-         JOIN builder_records br ON br.id = e.target
-         JOIN pipelines p ON p.id = r.pipeline_id
-         WHERE r.builder_id = ?1 AND r.finished_at >= ?2 AND r.has_records = 1
-           AND e.kind IN ('created_record', 'reused_record') AND br.builder_id = ?1
-         GROUP BY r.id, p.id
-         UNION ALL
-         SELECT {RUN_COLUMNS}, min(e.at) FROM run_receipts s
-         CROSS JOIN runs r ON r.id = s.run_id
-         CROSS JOIN events e ON e.run_id = r.id
-         JOIN builder_records br ON br.id = e.target
-         JOIN pipelines p ON p.id = r.pipeline_id
-         WHERE s.time_suspect IS NOT NULL AND r.builder_id = ?1 AND NOT (r.finished_at >= ?2)
-           AND r.has_records = 1
-           AND e.kind IN ('created_record', 'reused_record') AND br.builder_id = ?1
-         GROUP BY r.id, p.id"
+        "{} UNION ALL {}",
+        users("FROM runs r", "r.finished_at >= ?2"),
+        users(
+            "FROM run_receipts s CROSS JOIN runs r ON r.id = s.run_id",
+            "s.time_suspect IS NOT NULL AND NOT (r.finished_at >= ?2)"
+        )
     )
 }
 
-/// Whether a time-suspect run recorded an artifact: with `few` suspect runs, from their
-/// receipts (a base image can be used by every run), else among the artifact's uses.
+/// Whether a time-suspect run recorded an artifact, its uses found as [`suspect_uses_from`]
+/// says (a base image can be used by every run).
 fn suspect_sighting_sql(few: bool) -> String {
-    let from = if few {
-        "FROM run_receipts s CROSS JOIN events e ON e.run_id = s.run_id"
-    } else {
-        "FROM events e CROSS JOIN run_receipts s ON s.run_id = e.run_id"
-    };
+    let from = suspect_uses_from(few);
     format!(
         "SELECT 1 {from}
          WHERE s.time_suspect IS NOT NULL
@@ -705,8 +711,7 @@ impl Source for Store {
         )?;
         // A time-suspect run is in every window: its claimed start cannot keep it out.
         if since.is_some() || until.is_some() {
-            let sql = suspect_pipeline_runs_sql();
-            runs.extend(self.rows::<_, Vec<_>>(&sql, window, run_from_row)?);
+            runs.extend(self.suspect_runs_query(OUTSIDE_WINDOW, window)?);
         }
         runs.sort_by_key(|run| (run.started_at, run.id));
         Ok(Some(runs))
@@ -1083,9 +1088,8 @@ impl Source for Store {
         since: Micros,
     ) -> Result<Vec<RunRef>, StoreError> {
         let range = params![builder, since];
-        let mut runs: Vec<RunInfo> = self.rows(&unverified_runs_sql(), range, run_from_row)?;
-        let suspect = suspect_unverified_runs_sql();
-        runs.extend(self.rows::<_, Vec<_>>(&suspect, range, run_from_row)?);
+        let mut runs = self.runs_query(UNVERIFIED_SINCE, range)?;
+        runs.extend(self.suspect_runs_query(UNVERIFIED_BEFORE, range)?);
         Ok(runs.iter().map(RunRef::from).collect())
     }
 
@@ -1184,6 +1188,15 @@ mod tests {
         found
     }
 
+    /// A store with the latest schema and nothing in it, opened as a plain connection.
+    fn bare_store() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        drop(Store::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        (dir, conn)
+    }
+
     /// How SQLite would answer `sql`: the detail of each step of its plan.
     fn plan(conn: &Connection, sql: &str) -> Vec<String> {
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
@@ -1202,10 +1215,7 @@ mod tests {
     /// with and without the statistics `PRAGMA optimize` leaves on such a store.
     #[test]
     fn trace_queries_read_one_range_of_an_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        drop(Store::open(&path).unwrap());
-        let conn = Connection::open(&path).unwrap();
+        let (_dir, conn) = bare_store();
         // The receipts' partial index is walked whole: it holds the suspect runs only.
         let receipts = "SCAN s USING INDEX run_receipts_time_suspect";
         let by_run = "sqlite_autoindex_events_1 (run_id=? AND kind=? AND target=?)";
@@ -1229,9 +1239,9 @@ mod tests {
                 suspect_sighting_sql(false),
                 &["events_by_target (kind=? AND target=?)", "SEARCH s USING"],
             ),
-            (suspect_pipeline_runs_sql(), &[receipts]),
-            (unverified_runs_sql(), &[runs_by_finish]),
-            (suspect_unverified_runs_sql(), &[receipts]),
+            (suspect_runs_sql(OUTSIDE_WINDOW), &[receipts]),
+            (runs_sql(UNVERIFIED_SINCE), &[runs_by_finish]),
+            (suspect_runs_sql(UNVERIFIED_BEFORE), &[receipts]),
             (
                 builder_record_users_sql(),
                 &[
@@ -1316,10 +1326,7 @@ mod tests {
     /// A recorded purge is history: the store refuses to rewrite or remove it.
     #[test]
     fn purges_are_append_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        drop(Store::open(&path).unwrap());
-        let conn = Connection::open(&path).unwrap();
+        let (_dir, conn) = bare_store();
         conn.execute_batch(
             "INSERT INTO builders (id, name) VALUES (1, 'ci-1');
              INSERT INTO purges (kind, builder_id, at, method, author)

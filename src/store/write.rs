@@ -1480,7 +1480,7 @@ fn mark_overlaps(
     Ok(())
 }
 
-/// How many names a warning shows before it only counts the rest.
+/// How many record names a warning shows before it only counts the rest.
 const NAMES_SHOWN: usize = 3;
 
 /// The warning for an imported prune that names records the store does not hold: they are
@@ -1492,22 +1492,13 @@ fn unknown_records_warning(target: &PurgeTarget, unknown: &[String]) -> Option<S
     if unknown.is_empty() {
         return None;
     }
-    let named = unknown
-        .iter()
-        .take(NAMES_SHOWN)
-        .map(|r| format!("`{}`", r.escape_debug()))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let more = match unknown.len().saturating_sub(NAMES_SHOWN) {
-        0 => String::new(),
-        n => format!(" and {n} more"),
-    };
+    let named = crate::report::some_names(unknown.iter().map(|r| r.escape_debug()), NAMES_SHOWN);
     let (count, them) = match unknown.len() {
         1 => ("a record".to_owned(), "it"),
         n => (format!("{n} records"), "them"),
     };
     Some(format!(
-        "the prune of builder `{}` names {count} the store does not hold ({named}{more}): a trace takes {them} as left in place, so runs that created {them}, if imported later, stay tainted (import purges after the runs)",
+        "the prune of builder `{}` names {count} the store does not hold ({named}): a trace takes {them} as left in place, so runs that created {them}, if imported later, stay tainted (import purges after the runs)",
         builder.escape_debug()
     ))
 }
