@@ -319,6 +319,20 @@ impl Collector {
         self.log.lock().unwrap().clone()
     }
 
+    /// What the collector logged, once it holds `needle` (or after ten seconds without it):
+    /// a line written before a response may still be on its way through the pipe when the
+    /// response arrives.
+    pub fn log_with(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(needle) || std::time::Instant::now() >= deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -135,7 +135,7 @@ fn valid_tokens_record_the_run_their_claims_name() {
     let logged = "accepted acme%2Fweb%2Fbuild/4242-1/";
     let line = s
         .collector
-        .log()
+        .log_with(logged)
         .lines()
         .find(|l| l.starts_with(logged))
         .map(str::to_owned)
@@ -183,7 +183,7 @@ fn fractional_numeric_dates_are_accepted() {
     );
     assert_eq!(response.status, 401, "{}", response.text());
     assert_eq!(response.json()["error"], "expired");
-    let log = s.collector.log();
+    let log = s.collector.log_with("the token expired 17280");
     assert!(log.contains("the token expired 17280"), "{log}");
 }
 
@@ -248,7 +248,9 @@ fn forged_and_unusable_tokens_are_refused() {
         assert_eq!(response.json()["error"], *code, "{what}");
     }
     assert!(stored_runs(&s.env).is_empty());
-    let log = s.collector.log();
+    // Refusals are logged in order: the last case's line comes after every other.
+    let (_, _, last) = cases.last().unwrap();
+    let log = s.collector.log_with(&format!("refused 401 {last}:"));
     for (_, _, code) in &cases {
         assert!(
             log.contains(&format!("refused 401 {code}:")),
@@ -300,7 +302,8 @@ fn bodies_that_contradict_the_token_are_refused() {
         "SELECT status, run_name FROM collector_refusals ORDER BY id",
     );
     assert_eq!(kept[0], ["403", "acme/release/deploy/10-1"]);
-    assert!(s.collector.log().contains("refused 403 contradicts_claims"));
+    let log = s.collector.log_with("refused 403 contradicts_claims");
+    assert!(log.contains("refused 403 contradicts_claims"), "{log}");
 }
 
 /// A pull-request token's run is stored untrusted, whatever its pipeline's ceiling.
@@ -1656,11 +1659,8 @@ fn an_oversized_body_is_refused_logged_counted_and_kept() {
     assert_eq!(response.status, 413, "{}", response.text());
     assert_eq!(response.json()["error"], "body_too_large");
     assert!(stored_runs(&s.env).is_empty());
-    assert!(
-        s.collector.log().contains("refused 413 body_too_large"),
-        "{}",
-        s.collector.log()
-    );
+    let log = s.collector.log_with("refused 413 body_too_large");
+    assert!(log.contains("refused 413 body_too_large"), "{log}");
     let metrics = s.collector.get("/metrics").text();
     assert!(
         metrics.contains("cachewarden_requests_refused_total{reason=\"body_too_large\"} 2"),
