@@ -1676,6 +1676,7 @@ impl Source for TraceSource<'_> {
 mod tests {
     use super::*;
     use crate::report::trace::Format as TraceFormat;
+    use crate::store::db::OptionalExtension;
     use proptest::prelude::*;
 
     use crate::graph::mem::{Event, History};
@@ -2632,6 +2633,65 @@ mod tests {
                             seeds, ignore_time, budget, many
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// Every use of a builder, on it, its mounts and its records, and every run's end there,
+    /// as `mark-purged` once read them all for the latest.
+    const EVERY_BUILDER_USE: &str = "WITH b AS (SELECT id FROM builders WHERE name = ?1)
+        SELECT run_id, at FROM (
+          SELECT e.run_id, e.at FROM events e
+            WHERE e.kind = 'ran_on' AND e.target IN (SELECT id FROM b)
+          UNION ALL
+          SELECT e.run_id, e.at FROM events e JOIN mounts m ON m.id = e.target
+            WHERE e.kind IN ('read_mount', 'wrote_mount') AND m.builder_id IN (SELECT id FROM b)
+          UNION ALL
+          SELECT e.run_id, e.at FROM events e JOIN builder_records r ON r.id = e.target
+            WHERE e.kind IN ('created_record', 'reused_record')
+              AND r.builder_id IN (SELECT id FROM b)
+          UNION ALL
+          SELECT r.id, r.finished_at FROM runs r WHERE r.builder_id IN (SELECT id FROM b)) AS uses
+        ORDER BY at DESC, run_id DESC LIMIT 1";
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// The latest use of a builder, read from the ends of the indexes of runs by builder,
+        /// is the latest of every use of the builder, its mounts and its records.
+        #[test]
+        fn a_builders_last_use_is_the_latest_of_all_its_uses(
+            (history, _, _) in arb_history(),
+        ) {
+            // A run uses mounts of its own builder only, as every store records them (the
+            // generated histories give records so, and mounts of any builder).
+            let mut history = history;
+            let runs = history.runs.clone();
+            let mounts = history.mounts.clone();
+            history.events.retain(|(run, event)| match event {
+                Event::ReadMount(m) | Event::WroteMount(m) => {
+                    let on = runs.iter().find(|r| r.id == *run).and_then(|r| r.builder);
+                    mounts.iter().any(|x| x.id == *m && Some(x.builder) == on)
+                }
+                _ => true,
+            });
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = Store::open(&dir.path().join("db")).unwrap();
+            write_history(&mut store, &history);
+            for builder in ["b1", "b2", "b3", "unknown"] {
+                let every: Option<(i64, i64)> = store
+                    .conn
+                    .query_row(EVERY_BUILDER_USE, [builder], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
+                    .unwrap();
+                for records_only in [false, true] {
+                    let target = PurgeTarget::Builder {
+                        builder: builder.to_owned(),
+                        records_only,
+                        selective: None,
+                    };
+                    prop_assert_eq!(store.last_use(&target).unwrap(), every, "{}", builder);
                 }
             }
         }

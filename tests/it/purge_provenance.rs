@@ -109,6 +109,11 @@ fn a_backdated_purge_is_refused_and_the_blast_radius_holds() {
         out.contains("before the last recorded use of builder `ci-1`"),
         "{out}"
     );
+    // The builder's last use is the latest end of a run on it.
+    assert!(
+        out.contains("run:docs/9-1/Dockerfile at 2026-11-05T11:03:00Z"),
+        "{out}"
+    );
     assert_eq!(trace_text(&env, &[]), before);
 }
 
