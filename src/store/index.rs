@@ -2697,6 +2697,41 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// The mounts a pipeline used, listed from its runs' uses, are those listed from every
+        /// mount's uses with the pipeline's own: with a builder, a window and a limit or none.
+        #[test]
+        fn a_pipelines_mounts_list_as_every_mount_lists_them(
+            (history, _, _) in arb_history(),
+            (since, until) in (0i64..80, 0i64..80),
+            narrowed in proptest::collection::vec(any::<bool>(), 3),
+        ) {
+            let mut history = history;
+            for run in history.runs.iter_mut().filter(|r| r.id % 2 == 0) {
+                run.pipeline = "q".into();
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = Store::open(&dir.path().join("db")).unwrap();
+            write_history(&mut store, &history);
+            for pipeline in ["p", "q", "unknown"] {
+                let filter = crate::store::ls::ListFilter {
+                    pipeline: Some(pipeline.to_owned()),
+                    builder: narrowed[0].then(|| "b1".to_owned()),
+                    since: narrowed[1].then(|| t(since.min(until))),
+                    until: narrowed[1].then(|| t(since.max(until))),
+                    limit: narrowed[2].then_some(2),
+                };
+                prop_assert_eq!(
+                    store.ls_mounts(&filter).unwrap(),
+                    store.every_mount(&filter).unwrap(),
+                    "{:?}", filter
+                );
+            }
+        }
+    }
+
     /// Undoes `0008_purge_provenance.sql` (and the index of 0021), so a store rewound to an
     /// older schema version migrates forward again.
     const PURGES_AS_IN_0001: &str = "

@@ -4,7 +4,7 @@
 //! command before it gets here. Lists by time are newest first; `limit` rows plus one are read
 //! so that the caller can say the list was cut.
 
-use crate::store::db::params;
+use crate::store::db::{DbResult, Row, params};
 
 use super::{Store, StoreError};
 use crate::model::run_name;
@@ -209,6 +209,31 @@ impl Store {
     }
 
     pub fn ls_mounts(&self, f: &ListFilter) -> Result<Vec<MountItem>, StoreError> {
+        match &f.pipeline {
+            Some(pipeline) => self.pipeline_mounts(f, pipeline),
+            None => self.every_mount(f),
+        }
+    }
+
+    /// The mounts a pipeline's runs used, found from the uses of those runs (CROSS JOIN fixes
+    /// that order): a shared mount of a fleet's store has hundreds of thousands of uses by
+    /// other pipelines, which a search from the mounts would read. Lists what
+    /// [`Self::every_mount`] lists for the pipeline.
+    fn pipeline_mounts(
+        &self,
+        f: &ListFilter,
+        pipeline: &str,
+    ) -> Result<Vec<MountItem>, StoreError> {
+        self.rows(
+            PIPELINE_MOUNTS,
+            params![pipeline, f.builder, f.since, f.until, f.sql_limit()],
+            mount_item,
+        )
+    }
+
+    /// Every mount, or those the filter's builder holds or its window saw used, with the
+    /// uses of the filter's pipeline when it names one.
+    pub(super) fn every_mount(&self, f: &ListFilter) -> Result<Vec<MountItem>, StoreError> {
         // Each run uses a mount at most once per kind (events are unique by run, kind and
         // target), so counting events counts runs.
         let sql = "SELECT b.name, m.mount_id,
@@ -243,16 +268,7 @@ impl Store {
                 narrows,
                 f.sql_limit()
             ],
-            |row| {
-                Ok(MountItem {
-                    builder: row.get(0)?,
-                    id: row.get(1)?,
-                    writers: row.get(2)?,
-                    readers: row.get(3)?,
-                    last_write: row.get(4)?,
-                    last_purge: row.get(5)?,
-                })
-            },
+            mount_item,
         )
     }
 
@@ -331,4 +347,34 @@ impl Store {
             |row| row.get(0),
         )
     }
+}
+
+/// [`Store::ls_mounts`] with a pipeline: its runs' uses, grouped by mount.
+pub(super) const PIPELINE_MOUNTS: &str = "SELECT b.name, m.mount_id,
+        count(CASE WHEN e.kind = 'wrote_mount' THEN 1 END),
+        count(CASE WHEN e.kind = 'read_mount' THEN 1 END),
+        max(CASE WHEN e.kind = 'wrote_mount' THEN e.at END),
+        (SELECT max(pu.at) FROM purges pu WHERE pu.kind = 'mount' AND pu.mount = m.id),
+        max(e.at) AS last_use
+    FROM runs r
+    CROSS JOIN events e ON e.run_id = r.id AND e.kind IN ('read_mount', 'wrote_mount')
+    JOIN mounts m ON m.id = e.target
+    JOIN builders b ON b.id = m.builder_id
+    WHERE r.pipeline_id = (SELECT id FROM pipelines WHERE name = ?1)
+      AND (CAST(?2 AS TEXT) IS NULL OR b.name = ?2)
+      AND (CAST(?3 AS BIGINT) IS NULL OR e.at >= ?3)
+      AND (CAST(?4 AS BIGINT) IS NULL OR e.at <= ?4)
+    GROUP BY m.id, b.id
+    ORDER BY last_use DESC NULLS LAST, b.name, m.mount_id, m.id
+    LIMIT ?5";
+
+fn mount_item(row: &Row<'_>) -> DbResult<MountItem> {
+    Ok(MountItem {
+        builder: row.get(0)?,
+        id: row.get(1)?,
+        writers: row.get(2)?,
+        readers: row.get(3)?,
+        last_write: row.get(4)?,
+        last_purge: row.get(5)?,
+    })
 }

@@ -1219,7 +1219,8 @@ mod tests {
     /// The queries a trace asks about a shared mount, builder or base image read one range
     /// of an index, and the time-suspect runs from their receipts: never every run on a
     /// builder or every use of a mount, which on a fleet's store are millions of rows. So
-    /// with and without the statistics `PRAGMA optimize` leaves on such a store.
+    /// with and without the statistics `PRAGMA optimize` leaves on such a store. So do
+    /// `mark-purged`'s last use of a builder and `ls mounts --pipeline`.
     #[test]
     fn trace_queries_read_one_range_of_an_index() {
         let (_dir, conn) = bare_store();
@@ -1228,7 +1229,14 @@ mod tests {
         let by_run = "sqlite_autoindex_events_1 (run_id=? AND kind=? AND target=?)";
         let runs_by_finish = "runs_by_builder_finish (builder_id=? AND finished_at>?)";
         let uses_since = "events_by_target (kind=? AND target=? AND at>?)";
-        let cases: [(String, &[&str]); 9] = [
+        let cases: [(String, &[&str]); 10] = [
+            (
+                super::super::ls::PIPELINE_MOUNTS.to_owned(),
+                &[
+                    "runs_by_pipeline_start (pipeline_id=?)",
+                    "sqlite_autoindex_events_1 (run_id=? AND kind=?)",
+                ],
+            ),
             (
                 BUILDER_LAST_USE.to_owned(),
                 &[
