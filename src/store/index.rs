@@ -2730,6 +2730,42 @@ mod tests {
                 );
             }
         }
+
+        /// A builder's runs and pipelines, listed from the runs on it, are those listed with a
+        /// filter on its name: with a pipeline, a window and a limit or none.
+        #[test]
+        fn a_builders_runs_and_pipelines_list_as_a_filter_on_its_name_lists_them(
+            (history, _, _) in arb_history(),
+            (since, until) in (0i64..80, 0i64..80),
+            narrowed in proptest::collection::vec(any::<bool>(), 3),
+        ) {
+            let mut history = history;
+            for run in history.runs.iter_mut().filter(|r| r.id % 2 == 0) {
+                run.pipeline = "q".into();
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let mut store = Store::open(&dir.path().join("db")).unwrap();
+            write_history(&mut store, &history);
+            for builder in ["b1", "b2", "unknown"] {
+                let filter = crate::store::ls::ListFilter {
+                    pipeline: narrowed[0].then(|| "q".to_owned()),
+                    builder: Some(builder.to_owned()),
+                    since: narrowed[1].then(|| t(since.min(until))),
+                    until: narrowed[1].then(|| t(since.max(until))),
+                    limit: narrowed[2].then_some(2),
+                };
+                prop_assert_eq!(
+                    store.runs_listed(&filter, true).unwrap(),
+                    store.runs_listed(&filter, false).unwrap(),
+                    "{:?}", filter
+                );
+                prop_assert_eq!(
+                    store.pipelines_listed(&filter, true).unwrap(),
+                    store.pipelines_listed(&filter, false).unwrap(),
+                    "{:?}", filter
+                );
+            }
+        }
     }
 
     /// Undoes `0008_purge_provenance.sql` (and the index of 0021), so a store rewound to an

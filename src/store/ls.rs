@@ -104,20 +104,39 @@ const RUN_CANDIDATES: i64 = 10_000;
 
 impl Store {
     pub fn ls_pipelines(&self, f: &ListFilter) -> Result<Vec<PipelineItem>, StoreError> {
-        let sql = "SELECT p.name, p.project, p.trust_level, count(r.id), min(r.started_at),
-                          max(r.started_at)
-                   FROM pipeline_current p
-                   LEFT JOIN runs r ON r.pipeline_id = p.id
-                        AND (CAST(?2 AS TEXT) IS NULL OR r.builder_id = (SELECT id FROM builders WHERE name = ?2))
-                        AND (CAST(?3 AS BIGINT) IS NULL OR r.started_at >= ?3)
-                        AND (CAST(?4 AS BIGINT) IS NULL OR r.started_at <= ?4)
-                   WHERE CAST(?1 AS TEXT) IS NULL OR p.name = ?1
-                   GROUP BY p.id, p.name, p.project, p.trust_level
-                   HAVING NOT ?5 OR count(r.id) > 0
-                   ORDER BY max(r.started_at) DESC NULLS LAST, p.name
-                   LIMIT ?6";
+        self.pipelines_listed(f, f.builder.is_some() && f.pipeline.is_none())
+    }
+
+    /// `from_builder`: the pipelines are found from the runs on the filter's builder (CROSS
+    /// JOIN fixes that order), which a builder of a fleet's store has tens of thousands of,
+    /// not from every pipeline's runs. The same list: a named builder narrows the list to
+    /// the pipelines with runs on it. (A named pipeline is a narrower start.)
+    pub(super) fn pipelines_listed(
+        &self,
+        f: &ListFilter,
+        from_builder: bool,
+    ) -> Result<Vec<PipelineItem>, StoreError> {
+        let from = if from_builder {
+            "runs r CROSS JOIN pipeline_current p ON p.id = r.pipeline_id
+                        AND r.builder_id = (SELECT id FROM builders WHERE name = ?2)"
+        } else {
+            "pipeline_current p LEFT JOIN runs r ON r.pipeline_id = p.id
+                        AND (CAST(?2 AS TEXT) IS NULL OR r.builder_id = (SELECT id FROM builders WHERE name = ?2))"
+        };
+        let sql = format!(
+            "SELECT p.name, p.project, p.trust_level, count(r.id), min(r.started_at),
+                    max(r.started_at)
+             FROM {from}
+                  AND (CAST(?3 AS BIGINT) IS NULL OR r.started_at >= ?3)
+                  AND (CAST(?4 AS BIGINT) IS NULL OR r.started_at <= ?4)
+             WHERE CAST(?1 AS TEXT) IS NULL OR p.name = ?1
+             GROUP BY p.id, p.name, p.project, p.trust_level
+             HAVING NOT ?5 OR count(r.id) > 0
+             ORDER BY max(r.started_at) DESC NULLS LAST, p.name
+             LIMIT ?6"
+        );
         self.rows(
-            sql,
+            &sql,
             params![
                 f.pipeline,
                 f.builder,
@@ -140,20 +159,38 @@ impl Store {
     }
 
     pub fn ls_runs(&self, f: &ListFilter) -> Result<Vec<RunItem>, StoreError> {
-        let sql = "SELECT p.name, r.run_key, r.step, b.name, r.started_at, r.finished_at, r.status,
-                          r.trust_level,
-                          EXISTS (SELECT 1 FROM run_truncations t WHERE t.run_id = r.id)
-                   FROM runs r
-                   JOIN pipelines p ON p.id = r.pipeline_id
-                   LEFT JOIN builders b ON b.id = r.builder_id
-                   WHERE (CAST(?1 AS TEXT) IS NULL OR p.name = ?1)
-                     AND (CAST(?2 AS TEXT) IS NULL OR b.name = ?2)
-                     AND (CAST(?3 AS BIGINT) IS NULL OR r.started_at >= ?3)
-                     AND (CAST(?4 AS BIGINT) IS NULL OR r.started_at <= ?4)
-                   ORDER BY r.started_at DESC, r.id DESC
-                   LIMIT ?5";
+        self.runs_listed(f, f.builder.is_some() && f.pipeline.is_none())
+    }
+
+    /// `on_builder`: the runs are read from an index of runs by builder, not all of them
+    /// (a filter on the builder's name alone reads every run of the store). The same list.
+    /// (A named pipeline is a narrower start.)
+    pub(super) fn runs_listed(
+        &self,
+        f: &ListFilter,
+        on_builder: bool,
+    ) -> Result<Vec<RunItem>, StoreError> {
+        let builder = if on_builder {
+            "r.builder_id = (SELECT id FROM builders WHERE name = ?2)"
+        } else {
+            "(CAST(?2 AS TEXT) IS NULL OR b.name = ?2)"
+        };
+        let sql = format!(
+            "SELECT p.name, r.run_key, r.step, b.name, r.started_at, r.finished_at, r.status,
+                    r.trust_level,
+                    EXISTS (SELECT 1 FROM run_truncations t WHERE t.run_id = r.id)
+             FROM runs r
+             JOIN pipelines p ON p.id = r.pipeline_id
+             LEFT JOIN builders b ON b.id = r.builder_id
+             WHERE (CAST(?1 AS TEXT) IS NULL OR p.name = ?1)
+               AND {builder}
+               AND (CAST(?3 AS BIGINT) IS NULL OR r.started_at >= ?3)
+               AND (CAST(?4 AS BIGINT) IS NULL OR r.started_at <= ?4)
+             ORDER BY r.started_at DESC, r.id DESC
+             LIMIT ?5"
+        );
         self.rows(
-            sql,
+            &sql,
             params![f.pipeline, f.builder, f.since, f.until, f.sql_limit()],
             |row| {
                 Ok(RunItem {
