@@ -2697,6 +2697,34 @@ mod tests {
         }
     }
 
+    /// A store holding `history`, its even runs moved to a second pipeline, `q`.
+    fn two_pipelines(mut history: History) -> (tempfile::TempDir, Store) {
+        for run in history.runs.iter_mut().filter(|r| r.id % 2 == 0) {
+            run.pipeline = "q".into();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("db")).unwrap();
+        write_history(&mut store, &history);
+        (dir, store)
+    }
+
+    /// An `ls` filter, with the window between two of the history's minutes when `narrowed[0]`
+    /// and a limit of two rows when `narrowed[1]`.
+    fn list_filter(
+        pipeline: Option<&str>,
+        builder: Option<&str>,
+        narrowed: &[bool],
+        (since, until): (i64, i64),
+    ) -> crate::store::ls::ListFilter {
+        crate::store::ls::ListFilter {
+            pipeline: pipeline.map(str::to_owned),
+            builder: builder.map(str::to_owned),
+            since: narrowed[0].then(|| t(since.min(until))),
+            until: narrowed[0].then(|| t(since.max(until))),
+            limit: narrowed[1].then_some(2),
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
 
@@ -2708,21 +2736,10 @@ mod tests {
             (since, until) in (0i64..80, 0i64..80),
             narrowed in proptest::collection::vec(any::<bool>(), 3),
         ) {
-            let mut history = history;
-            for run in history.runs.iter_mut().filter(|r| r.id % 2 == 0) {
-                run.pipeline = "q".into();
-            }
-            let dir = tempfile::tempdir().unwrap();
-            let mut store = Store::open(&dir.path().join("db")).unwrap();
-            write_history(&mut store, &history);
+            let (_dir, store) = two_pipelines(history);
             for pipeline in ["p", "q", "unknown"] {
-                let filter = crate::store::ls::ListFilter {
-                    pipeline: Some(pipeline.to_owned()),
-                    builder: narrowed[0].then(|| "b1".to_owned()),
-                    since: narrowed[1].then(|| t(since.min(until))),
-                    until: narrowed[1].then(|| t(since.max(until))),
-                    limit: narrowed[2].then_some(2),
-                };
+                let builder = narrowed[0].then_some("b1");
+                let filter = list_filter(Some(pipeline), builder, &narrowed[1..], (since, until));
                 prop_assert_eq!(
                     store.ls_mounts(&filter).unwrap(),
                     store.every_mount(&filter).unwrap(),
@@ -2739,21 +2756,10 @@ mod tests {
             (since, until) in (0i64..80, 0i64..80),
             narrowed in proptest::collection::vec(any::<bool>(), 3),
         ) {
-            let mut history = history;
-            for run in history.runs.iter_mut().filter(|r| r.id % 2 == 0) {
-                run.pipeline = "q".into();
-            }
-            let dir = tempfile::tempdir().unwrap();
-            let mut store = Store::open(&dir.path().join("db")).unwrap();
-            write_history(&mut store, &history);
+            let (_dir, store) = two_pipelines(history);
             for builder in ["b1", "b2", "unknown"] {
-                let filter = crate::store::ls::ListFilter {
-                    pipeline: narrowed[0].then(|| "q".to_owned()),
-                    builder: Some(builder.to_owned()),
-                    since: narrowed[1].then(|| t(since.min(until))),
-                    until: narrowed[1].then(|| t(since.max(until))),
-                    limit: narrowed[2].then_some(2),
-                };
+                let pipeline = narrowed[0].then_some("q");
+                let filter = list_filter(pipeline, Some(builder), &narrowed[1..], (since, until));
                 prop_assert_eq!(
                     store.runs_listed(&filter, true).unwrap(),
                     store.runs_listed(&filter, false).unwrap(),
