@@ -622,12 +622,10 @@ const UNVERIFIED_SINCE: &str =
 const UNVERIFIED_BEFORE: &str =
     "r.builder_id = ?1 AND r.has_records = 0 AND NOT (r.finished_at >= ?2)";
 
-/// The runs that created or reused a builder's records and finished at or after a time, or
-/// are time-suspect, with their first such use.
-///
 /// The latest use of a builder: the latest end of a run on it, or the latest start (its
 /// `ran_on` event), as that run and the time, the later run first on a tie. A run uses
-/// mounts and records of its own builder only (see [`builder_record_users_sql`]), and each of
+/// mounts and records of its own builder only (every write path names them on the run's
+/// builder, which `require_builder` requires; see [`builder_record_users_sql`]), and each of
 /// its events is at its start (a write, beside its `ran_on` event) or its end (a read): so
 /// this is the latest of every use of the builder, its mounts and its records, read from the
 /// end of one range of an index each, not from every use of a shared builder's mounts and
@@ -645,6 +643,9 @@ const BUILDER_LAST_USE: &str = "SELECT run_id, at FROM (
          ORDER BY e.at DESC, e.run_id DESC LIMIT 1) AS started) AS uses
      ORDER BY at DESC, run_id DESC LIMIT 1";
 
+/// The runs that created or reused a builder's records and finished at or after a time, or
+/// are time-suspect, with their first such use.
+///
 /// A run creates and reuses records of its own builder only: a run that names records names
 /// its builder (`require_builder`), which its later lines may not change. So the users are
 /// found from the runs on the builder that finished since (one range of the runs by builder
