@@ -104,7 +104,7 @@ fn trace_and_plan(
                 Entity::Artifact { info, .. }
                     if info.backend == crate::model::Backend::LocalImage =>
                 {
-                    builders.insert(info.locator.clone());
+                    builders.insert(info.locator.to_string());
                 }
                 _ => {}
             }

@@ -129,7 +129,7 @@ impl History {
         self.artifacts.push(ArtifactInfo {
             id,
             backend,
-            locator: locator.to_owned(),
+            locator: locator.into(),
             digest: digest.to_owned(),
             key: key.into(),
             tags: Vec::new(),
@@ -336,7 +336,7 @@ impl History {
     /// A recorded purge deleted the artifact's manifest from its repository at `at`.
     pub fn delete_manifest(&mut self, artifact: ArtifactId, at: Micros) {
         let info = &self.artifacts[index(artifact)];
-        let deletion = (info.locator.clone(), info.digest.clone(), at);
+        let deletion = (info.locator.to_string(), info.digest.clone(), at);
         self.manifest_deletions.push(deletion);
     }
 
@@ -393,7 +393,7 @@ impl History {
         let under: Vec<(ArtifactId, (Micros, Micros))> = self
             .artifacts
             .iter()
-            .filter(|a| a.locator == locator && a.tags.iter().any(|t| t == tag))
+            .filter(|a| *a.locator == *locator && a.tags.iter().any(|t| t == tag))
             .filter(|a| !a.digest.is_empty())
             .map(|a| (a.id, self.sighted(a.id)))
             .collect();
@@ -483,7 +483,7 @@ impl Source for History {
         Ok(self
             .artifacts
             .iter()
-            .filter(|a| a.locator == locator && a.tags.iter().any(|t| t == tag))
+            .filter(|a| *a.locator == *locator && a.tags.iter().any(|t| t == tag))
             .filter(|a| {
                 let (first, last) = self.sighted(a.id);
                 window.overlaps(first, last) || held.contains(&a.id)
@@ -552,7 +552,7 @@ impl Source for History {
             .artifacts
             .iter()
             .filter(|a| a.backend == Backend::Registry && a.digest.is_empty())
-            .filter(|a| a.locator == locator && a.tags.iter().any(|t| t == tag))
+            .filter(|a| *a.locator == *locator && a.tags.iter().any(|t| t == tag))
             .map(|a| a.id)
             .collect())
     }

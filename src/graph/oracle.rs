@@ -189,7 +189,7 @@ fn tag_seeded(h: &History, seeds: &OracleSeeds, ignore_time: bool) -> Vec<(Artif
         let held = h.held_at(locator, tag, window.since);
         for a in h.artifacts.iter() {
             let (first, last) = h.sighted(a.id);
-            if &a.locator != locator
+            if *a.locator != **locator
                 || !a.tags.iter().any(|t| t == tag)
                 || !(window.overlaps(first, last) || held.contains(&a.id))
             {
@@ -303,7 +303,7 @@ fn tag_held<V>(
         let until = h
             .manifest_deletions
             .iter()
-            .filter(|(l, d, _)| *l == digest.locator && *d == digest.digest)
+            .filter(|(l, d, _)| **l == *digest.locator && *d == digest.digest)
             .map(|&(_, _, at)| at)
             .min()
             .filter(|&at| !named_after(at))

@@ -77,7 +77,8 @@ impl From<&RunInfo> for RunRef {
 pub struct ArtifactInfo {
     pub id: ArtifactId,
     pub backend: Backend,
-    pub locator: String,
+    /// Shared by the artifacts of one repository or cache location.
+    pub locator: Arc<str>,
     /// Empty when unknown (a tag that was never resolved).
     pub digest: String,
     pub key: CompactString,

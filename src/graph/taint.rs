@@ -24,6 +24,7 @@ use compact_str::CompactString;
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, EdgeIndex, NodeIndex};
 use petgraph::visit::EdgeRef;
+use smallvec::SmallVec;
 
 use super::result::{
     AppliedPurge, Entity, Evidence, Kind, Label, Node, SeedMark, Trace, Via, cleanings_of,
@@ -413,7 +414,8 @@ fn keep_two(writers: &mut OrphanWriters, new: OrphanWriter) -> bool {
 /// Everything recorded under one digest, loaded once.
 #[derive(Debug, Default)]
 struct DigestState {
-    artifacts: Vec<ArtifactId>,
+    /// Nearly always one: held inline, a blast radius holds one state per tainted digest.
+    artifacts: SmallVec<[ArtifactId; 1]>,
     readers: Vec<DigestRead>,
     /// The artifact whose own evidence is earliest; the others are tainted as its copies.
     origin: Option<NodeIndex>,
@@ -798,11 +800,11 @@ impl<'s, S: Source> Tracer<'s, S> {
             artifacts.push(self.source.artifact(id)?);
         }
         let named_here = match &seed.locator {
-            Some(locator) => artifacts.iter().any(|a| &a.locator == locator),
+            Some(locator) => artifacts.iter().any(|a| *a.locator == **locator),
             None => !artifacts.is_empty(),
         };
         if named_here && let Some(locator) = &seed.locator {
-            artifacts.retain(|a| &a.locator == locator);
+            artifacts.retain(|a| *a.locator == **locator);
         }
         if !named_here {
             let name = seed.display_name();
@@ -1331,7 +1333,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             self.digest_of.insert(artifact, state_slot(loaded));
         }
         self.digests.push(DigestState {
-            artifacts,
+            artifacts: SmallVec::from_slice(&artifacts),
             readers,
             origin: None,
             readers_done: false,

@@ -232,7 +232,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                 && let Some(pusher) = tainted.from_name()
             {
                 for tag in &info.tags {
-                    pinned_tags.insert((info.locator.clone(), tag.to_string(), pusher.clone()));
+                    pinned_tags.insert((info.locator.to_string(), tag.to_string(), pusher.clone()));
                 }
             }
         }
@@ -240,7 +240,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
     let pinned_by_pusher = |info: &ArtifactInfo, tainted: &Tainted<'_>| {
         matches!(tainted.via, Via::Exported | Via::Produced)
             && tainted.from_name().is_some_and(|pusher| {
-                pinned_tags.contains(&(info.locator.clone(), info.key.to_string(), pusher))
+                pinned_tags.contains(&(info.locator.to_string(), info.key.to_string(), pusher))
             })
     };
     // A tag only ever built into a builder's engine (`docker build -t NAME:TAG`, never pushed)
@@ -291,7 +291,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                 Backend::Registry if !*cache && local_names.contains(&local_name(&info.locator, &info.key)) => {}
                 Backend::Registry => actions.push(Action {
                     kind: ActionKind::FollowUp,
-                    place: info.locator.clone(),
+                    place: info.locator.to_string(),
                     in_scope: true,
                     target: Target::FollowUp {
                         what: format!(
@@ -310,10 +310,10 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                     let place = place_of(&info.locator);
                     actions.push(Action {
                         kind: ActionKind::RemoveLocalImage,
-                        place: info.locator.clone(),
+                        place: info.locator.to_string(),
                         in_scope: scope.allows_builder(&info.locator),
                         target: Target::LocalImage {
-                            builder: info.locator.clone(),
+                            builder: info.locator.to_string(),
                             endpoint: place.endpoint,
                             reference: info.digest.clone(),
                         },

@@ -388,6 +388,8 @@ struct RunRow {
 struct ArtifactRow {
     present: bool,
     backend: u8,
+    /// The digest is in [`Artifacts::sha256`]; else it is `digest` of the text.
+    sha256: bool,
     locator: u32,
     digest: Span,
     key: Span,
@@ -462,7 +464,11 @@ impl Slots {
             (
                 "artifacts",
                 "SELECT count(*) * 64 FROM artifact_pages",
-                size_of::<ArtifactRow>() + size_of::<Micros>() + size_of::<(u64, u32)>() + offset,
+                size_of::<ArtifactRow>()
+                    + size_of::<[u8; 32]>()
+                    + size_of::<Micros>()
+                    + size_of::<(u64, u32)>()
+                    + offset,
                 true,
             ),
             (
@@ -999,8 +1005,11 @@ impl Records {
 /// (see `schema/migrations/0006_identity_pages.sql`) up to the snapshot's largest id.
 struct Artifacts {
     rows: Vec<ArtifactRow>,
+    /// By artifact id, the bytes of a digest written `sha256:` and 64 lowercase hex digits:
+    /// nearly every digest, in less than half the room of its text.
+    sha256: Vec<[u8; 32]>,
     text: Text,
-    locators: Vec<String>,
+    locators: Vec<Arc<str>>,
     by_digest: DigestIndex,
     /// The registry artifacts recorded by tag only, by locator: few, as a hook learns the
     /// digest of nearly everything it records.
@@ -1008,8 +1017,38 @@ struct Artifacts {
 }
 
 impl Artifacts {
+    /// The digest of a present artifact, as recorded.
+    fn digest(&self, slot: usize, row: &ArtifactRow) -> String {
+        if !row.sha256 {
+            return self.text.get(row.digest).to_owned();
+        }
+        let mut hex = [0; 64];
+        hex::encode_to_slice(self.sha256[slot], &mut hex).expect("64 digits hold 32 bytes");
+        let mut digest = String::with_capacity(SHA256_PREFIX.len() + hex.len());
+        digest.push_str(SHA256_PREFIX);
+        digest.push_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"));
+        digest
+    }
+
+    /// Whether a present artifact's digest is `digest`, whose bytes (when it is a `sha256:`
+    /// digest in lowercase hex) are `bytes`.
+    fn digest_is(
+        &self,
+        slot: usize,
+        row: &ArtifactRow,
+        digest: &str,
+        bytes: Option<[u8; 32]>,
+    ) -> bool {
+        if row.sha256 {
+            bytes == Some(self.sha256[slot])
+        } else {
+            self.text.get(row.digest) == digest
+        }
+    }
+
     fn load(conn: &Db, slots: &Slots) -> crate::store::db::DbResult<Option<Self>> {
         let mut artifacts = vec![ArtifactRow::default(); slots.artifacts];
+        let mut sha256 = vec![[0; 32]; slots.artifacts];
         let mut artifact_text = Text::default();
         let mut locators = Vec::new();
         let mut locator_ids = FxHashMap::default();
@@ -1033,11 +1072,19 @@ impl Artifacts {
                 } else if backend == Backend::Registry {
                     tag_only.entry(locator.to_owned()).or_default().push(id);
                 }
+                let bytes = sha256_bytes(digest);
+                if let Some(bytes) = bytes {
+                    sha256[id as usize] = bytes;
+                }
                 artifacts[id as usize] = ArtifactRow {
                     present: true,
                     backend: BACKENDS.iter().position(|b| *b == backend).unwrap_or(0) as u8,
+                    sha256: bytes.is_some(),
                     locator: intern(&mut locators, &mut locator_ids, locator)?,
-                    digest: artifact_text.push(digest)?,
+                    digest: match bytes {
+                        Some(_) => Span::default(),
+                        None => artifact_text.push(digest)?,
+                    },
                     key: artifact_text.push(key)?,
                 };
                 Some(())
@@ -1047,6 +1094,7 @@ impl Artifacts {
         let by_digest = DigestIndex::new(by_digest);
         Ok(Some(Self {
             rows: artifacts,
+            sha256,
             text: artifact_text,
             locators,
             by_digest,
@@ -1102,12 +1150,16 @@ impl<'p> Packed<'p> {
 }
 
 /// Interns `value` in `table`.
-fn intern(table: &mut Vec<String>, seen: &mut FxHashMap<String, u32>, value: &str) -> Option<u32> {
+fn intern<T: for<'v> From<&'v str>>(
+    table: &mut Vec<T>,
+    seen: &mut FxHashMap<String, u32>,
+    value: &str,
+) -> Option<u32> {
     if let Some(&id) = seen.get(value) {
         return Some(id);
     }
     let id = u32::try_from(table.len()).ok()?;
-    table.push(value.to_owned());
+    table.push(value.into());
     seen.insert(value.to_owned(), id);
     Some(id)
 }
@@ -1176,6 +1228,20 @@ impl DigestIndex {
             .filter(move |&&(h, _)| h == hash)
             .map(|&(_, id)| id)
     }
+}
+
+const SHA256_PREFIX: &str = "sha256:";
+
+/// The bytes of a digest written `sha256:` and 64 lowercase hex digits, which they give back
+/// exactly; `None` for any other string.
+fn sha256_bytes(digest: &str) -> Option<[u8; 32]> {
+    let hex = digest.strip_prefix(SHA256_PREFIX)?;
+    if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let mut bytes = [0; 32];
+    hex::decode_to_slice(hex, &mut bytes).ok()?;
+    Some(bytes)
 }
 
 fn digest_hash(digest: &str) -> u64 {
@@ -1265,12 +1331,13 @@ impl Index {
     }
 
     fn artifact(&self, id: ArtifactId) -> Option<ArtifactInfo> {
-        let row = self.artifacts.rows.get(slot(id)?).filter(|r| r.present)?;
+        let slot = slot(id)?;
+        let row = self.artifacts.rows.get(slot).filter(|r| r.present)?;
         Some(ArtifactInfo {
             id,
             backend: BACKENDS[row.backend as usize],
             locator: self.artifacts.locators[row.locator as usize].clone(),
-            digest: self.artifacts.text.get(row.digest).to_owned(),
+            digest: self.artifacts.digest(slot, row),
             key: self.artifacts.text.get(row.key).into(),
             tags: self
                 .tables
@@ -1287,16 +1354,18 @@ impl Index {
         if digest.is_empty() {
             return Vec::new();
         }
+        let bytes = sha256_bytes(digest);
         self.artifacts
             .by_digest
             .candidates(digest_hash(digest))
-            .map(i64::from)
             .filter(|&id| {
+                let slot = id as usize;
                 self.artifacts
                     .rows
-                    .get(id as usize)
-                    .is_some_and(|a| self.artifacts.text.get(a.digest) == digest)
+                    .get(slot)
+                    .is_some_and(|a| self.artifacts.digest_is(slot, a, digest, bytes))
             })
+            .map(i64::from)
             .collect()
     }
 
@@ -2457,7 +2526,7 @@ mod tests {
                 crate::store::db::params![
                     a.id,
                     a.backend.as_str(),
-                    a.locator,
+                    &*a.locator,
                     a.digest,
                     a.key.as_str(),
                     info.first_seen
@@ -2987,6 +3056,66 @@ mod tests {
             graph::Source::record(&mut source, next).unwrap(),
             after_empty
         );
+        assert!(source.loaded());
+    }
+
+    /// A `sha256:` digest in lowercase hex is held as its bytes, any other as text: each reads
+    /// back as recorded, and a digest finds the artifacts recorded with it written just so,
+    /// as the store's queries answer.
+    #[test]
+    fn digests_of_every_form_read_back_as_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("db")).unwrap();
+        let hex = "0123456789abcdef".repeat(4);
+        let lower = format!("sha256:{hex}");
+        let recorded = [
+            lower.clone(),
+            format!("sha256:{}", hex.to_uppercase()),
+            format!("sha512:{hex}{hex}"),
+            format!("sha256:{}", &hex[1..]),
+            format!("sha256:{}g", &hex[1..]),
+            format!("{lower}0"),
+            format!("SHA256:{hex}"),
+            String::new(),
+            lower.clone(),
+        ];
+        let raw = store.conn.sqlite().expect("an SQLite store");
+        for (i, digest) in recorded.iter().enumerate() {
+            raw.execute(
+                "INSERT INTO artifacts (id, backend, locator, digest, key, first_seen)
+                     VALUES (?1, 'registry', ?2, ?3, '', 7)",
+                rusqlite::params![
+                    i64::try_from(i).unwrap() + 1,
+                    format!("reg.io/r{i}"),
+                    digest
+                ],
+            )
+            .unwrap();
+        }
+        let mut probes: Vec<String> = recorded.iter().filter(|d| !d.is_empty()).cloned().collect();
+        probes.push(format!("sha256:{}", "f".repeat(64)));
+        let ids = 1..=i64::try_from(recorded.len()).unwrap();
+        let artifacts: Vec<_> = ids
+            .clone()
+            .map(|id| graph::Source::artifact(&mut store, id).unwrap())
+            .collect();
+        let found: Vec<_> = probes
+            .iter()
+            .map(|d| graph::Source::digest(&mut store, d).unwrap().0)
+            .collect();
+        assert_eq!(found[0], [1, 9]);
+        assert_eq!(found[1], [2]);
+        let mut source = TraceSource::with_budget(&mut store, Some(0));
+        for (id, artifact) in ids.zip(artifacts) {
+            let loaded = graph::Source::artifact(&mut source, id).unwrap();
+            assert_eq!(loaded.digest, recorded[usize::try_from(id).unwrap() - 1]);
+            assert_eq!(loaded, artifact);
+        }
+        for (probe, found) in probes.iter().zip(found) {
+            let mut loaded = graph::Source::digest(&mut source, probe).unwrap().0;
+            loaded.sort_unstable();
+            assert_eq!(loaded, found, "artifacts with digest `{probe}`");
+        }
         assert!(source.loaded());
     }
 

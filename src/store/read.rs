@@ -113,7 +113,7 @@ fn artifact_from_row(row: &Row<'_>) -> crate::store::db::DbResult<ArtifactInfo> 
     Ok(ArtifactInfo {
         id: row.get(0)?,
         backend: Backend::parse(&backend).unwrap_or(Backend::Registry),
-        locator: row.get(2)?,
+        locator: row.get::<_, String>(2)?.into(),
         digest: row.get(3)?,
         key: text(row, 4)?,
         first_seen: row.get(5)?,
