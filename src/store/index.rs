@@ -5,6 +5,7 @@
 //! table once, in the trace's read transaction, into compact arrays, and answers the rest of
 //! the trace from memory with the same answers the queries give.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
@@ -194,6 +195,13 @@ fn slot(id: i64) -> Option<usize> {
 
 fn id32(id: i64) -> Option<u32> {
     u32::try_from(id).ok()
+}
+
+/// Whether bit `i` of a bit set is set; bits past its end are not.
+fn has_bit(words: &[u64], i: usize) -> bool {
+    words
+        .get(i / 64)
+        .is_some_and(|word| word >> (i % 64) & 1 == 1)
 }
 
 /// Strings of one column, back to back.
@@ -419,6 +427,9 @@ struct Index {
     records: Records,
     artifacts: Artifacts,
     tables: Tables,
+    /// By builder, its records that no run recorded creating, in id order: made when first
+    /// asked for, in one pass over the records.
+    orphans: OnceCell<FxHashMap<u32, Vec<RecordId>>>,
 }
 
 /// Array sizes: the largest id of each table, plus one.
@@ -575,6 +586,8 @@ struct Events {
     /// Sorted by time within each mount.
     mount_reads: Groups<TargetEvent>,
     record_reuses: Groups<TargetEvent>,
+    /// A bit for each record that a run recorded creating.
+    created: Vec<u64>,
     /// A bit for each record that two or more runs recorded creating: only those are looked up
     /// again for their creators.
     cocreated: Vec<u64>,
@@ -751,6 +764,7 @@ impl Events {
             artifact_reads,
             mount_reads,
             record_reuses,
+            created,
             cocreated,
         }))
     }
@@ -1296,6 +1310,7 @@ impl Index {
             records,
             artifacts,
             tables,
+            orphans: OnceCell::new(),
         }))
     }
 
@@ -1318,6 +1333,23 @@ impl Index {
             truncated: row.truncated,
             time_suspect: row.time_suspect,
         })
+    }
+
+    /// The builder's records that no run recorded creating, in id order.
+    fn orphan_records(&self, builder: BuilderId) -> Vec<RecordId> {
+        let orphans = self.orphans.get_or_init(|| {
+            let mut orphans: FxHashMap<u32, Vec<RecordId>> = FxHashMap::default();
+            for (id, row) in self.records.rows.iter().enumerate() {
+                if row.present && !has_bit(&self.events.created, id) {
+                    orphans.entry(row.builder).or_default().push(id as RecordId);
+                }
+            }
+            orphans
+        });
+        id32(builder)
+            .and_then(|builder| orphans.get(&builder))
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn run_ref(&self, id: u32) -> Option<RunRef> {
@@ -1607,15 +1639,16 @@ impl Source for TraceSource<'_> {
     }
 
     fn orphan_records(&mut self, builder: BuilderId) -> Result<Vec<RecordId>, StoreError> {
-        self.store.orphan_records(builder)
+        match self.index()? {
+            Some(index) => Ok(index.orphan_records(builder)),
+            None => self.store.orphan_records(builder),
+        }
     }
 
     fn record_cocreators(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, StoreError> {
         if let Some(index) = self.index()? {
-            let cocreated = usize::try_from(record).ok().is_some_and(|r| {
-                let word = index.events.cocreated.get(r / 64).copied().unwrap_or(0);
-                word & (1u64 << (r % 64)) != 0
-            });
+            let cocreated = usize::try_from(record)
+                .is_ok_and(|record| has_bit(&index.events.cocreated, record));
             if !cocreated {
                 return Ok(Vec::new());
             }
@@ -2059,6 +2092,19 @@ mod tests {
                 }
             }
         }
+        // Each builder's records that no run recorded creating, and a builder with none.
+        let builders: Vec<i64> = (0..8).collect();
+        let queried: Vec<Vec<RecordId>> = builders
+            .iter()
+            .map(|&b| graph::Source::orphan_records(&mut store, b).unwrap())
+            .collect();
+        assert!(queried.iter().filter(|r| !r.is_empty()).count() > 1);
+        let mut source = TraceSource::with_budget(&mut store, Some(0));
+        for (&builder, queried) in builders.iter().zip(&queried) {
+            let loaded = graph::Source::orphan_records(&mut source, builder).unwrap();
+            assert_eq!(&loaded, queried, "orphan records of builder {builder}");
+        }
+        assert!(source.loaded());
     }
 
     /// Ids up to the widest that fits beside an event's kind keep their kind, id and time in
