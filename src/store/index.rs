@@ -22,7 +22,7 @@ use crate::graph::source::{
     MountId, MountInfo, Purged, Receipt, RecordId, RecordInfo, RunId, RunInfo, RunRef, Source,
     Write,
 };
-use crate::model::{Backend, RunKey, RunStatus, StoredPurge};
+use crate::model::{Backend, Digest, RunKey, RunStatus, StoredPurge};
 use crate::time::Micros;
 
 /// `Ok(None)` from the enclosing loader when a value does not fit its array form.
@@ -1249,17 +1249,14 @@ const SHA256_PREFIX: &str = "sha256:";
 /// The bytes of a digest written `sha256:` and 64 lowercase hex digits, which they give back
 /// exactly; `None` for any other string.
 fn sha256_bytes(digest: &str) -> Option<[u8; 32]> {
+    if !Digest::is_valid(digest) {
+        return None;
+    }
     let hex: &[u8; 64] = digest
         .strip_prefix(SHA256_PREFIX)?
         .as_bytes()
         .try_into()
         .ok()?;
-    if !hex
-        .iter()
-        .all(|&b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return None;
-    }
     // Every store's load decodes about one digest an artifact: without a branch a digit.
     let nibble = |digit: u8| (digit & 0x0f) + 9 * (digit >> 6);
     let mut bytes = [0; 32];
