@@ -228,7 +228,7 @@ fn write_manifest(dir: &Path, incident: i64, unavailable: &[String]) -> std::io:
                 let bytes = std::fs::read(&path)?;
                 files.push(FileEntry {
                     path: relative(dir, &path),
-                    sha256: hex(&Sha256::digest(&bytes)),
+                    sha256: hex::encode(Sha256::digest(&bytes)),
                     size: bytes.len() as u64,
                 });
             }
@@ -258,10 +258,6 @@ fn relative(dir: &Path, path: &Path) -> String {
         .unwrap_or_else(|_| path.to_path_buf())
         .display()
         .to_string()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The docker client able to run BuildKit builds: Debian's `/usr/bin/docker` when present.

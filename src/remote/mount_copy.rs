@@ -391,9 +391,9 @@ fn hash_file(
     let sha256: [u8; 32] = sha256.finalize().into();
     if let Some((algo, expected)) = npm {
         let actual = match algo {
-            NpmAlgo::Sha512 => checks::hex(&sha512.take().expect("hashed").finalize()),
-            NpmAlgo::Sha1 => checks::hex(&sha1.take().expect("hashed").finalize()),
-            NpmAlgo::Sha256 => checks::hex(&sha256),
+            NpmAlgo::Sha512 => hex::encode(sha512.take().expect("hashed").finalize()),
+            NpmAlgo::Sha1 => hex::encode(sha1.take().expect("hashed").finalize()),
+            NpmAlgo::Sha256 => hex::encode(sha256),
         };
         if actual != expected {
             scan.mismatches.push(Mismatch {
@@ -410,7 +410,7 @@ fn hash_file(
             rule: Rule::NpmContent,
             member: None,
             expected: "a content address as its path".to_owned(),
-            actual: format!("sha256:{}", checks::hex(&sha256)),
+            actual: format!("sha256:{}", hex::encode(sha256)),
         });
     }
     if let Some(bytes) = kept {
@@ -796,7 +796,7 @@ impl Later {
             let Some(digest) = digest_of(&krate) else {
                 continue;
             };
-            let actual = checks::hex(&digest);
+            let actual = hex::encode(digest);
             if &actual != expected {
                 scan.mismatches.push(Mismatch {
                     path: krate,
@@ -832,7 +832,7 @@ mod tests {
         let root = dir.path();
         // npm: one blob at its sha512 address, one overwritten.
         let good = b"good tarball";
-        let hex = checks::hex(&Sha512::digest(good));
+        let hex = hex::encode(Sha512::digest(good));
         let at = |h: &str| {
             format!(
                 "_cacache/content-v2/sha512/{}/{}/{}",
@@ -842,7 +842,7 @@ mod tests {
             )
         };
         put(root, &at(&hex), good);
-        let other = checks::hex(&Sha512::digest(b"original"));
+        let other = hex::encode(Sha512::digest(b"original"));
         put(root, &at(&other), b"overwritten");
         // Go: a zip with a matching and one with a stale ziphash.
         let zip = zip::stored_zip(&[("m@v1.0.0/go.mod", b"module m\n")]);
@@ -872,7 +872,7 @@ mod tests {
         // Cargo: the index lists one checksum; the crate does not match it.
         let index = format!(
             "\u{3}\0\0\0\0etag\u{0}1.0.0\u{0}{{\"name\":\"c\",\"vers\":\"1.0.0\",\"cksum\":\"{}\"}}\u{0}",
-            checks::hex(&Sha256::digest(b"real crate"))
+            hex::encode(Sha256::digest(b"real crate"))
         );
         put(root, "registry/index/idx-1/.cache/1/c", index.as_bytes());
         put(root, "registry/cache/idx-1/c-1.0.0.crate", b"swapped crate");
@@ -965,7 +965,7 @@ mod tarball_tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("m");
         let put = |bytes: &[u8]| -> String {
-            let hex = checks::hex(&Sha512::digest(bytes));
+            let hex = hex::encode(Sha512::digest(bytes));
             let rel = format!(
                 "_cacache/content-v2/sha512/{}/{}/{}",
                 &hex[..2],
@@ -1086,7 +1086,7 @@ mod link_tests {
         std::fs::write(at("cache/download/m/@v/v1.0.0.ziphash"), b"h1:original=\n").unwrap();
         std::os::unix::fs::symlink("../../../../evil.zip", at("cache/download/m/@v/v1.0.0.zip"))
             .unwrap();
-        let hex = checks::hex(&Sha512::digest(b"real"));
+        let hex = hex::encode(Sha512::digest(b"real"));
         let npm = format!(
             "_cacache/content-v2/sha512/{}/{}/{}",
             &hex[..2],
@@ -1130,7 +1130,7 @@ mod link_tests {
     fn hard_links_get_the_content_checks_of_their_name() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("m");
-        let hex = checks::hex(&Sha512::digest(b"the real tarball"));
+        let hex = hex::encode(Sha512::digest(b"the real tarball"));
         let address = format!(
             "_cacache/content-v2/sha512/{}/{}/{}",
             &hex[..2],

@@ -1264,9 +1264,7 @@ fn digest_of(bytes: &[u8], algorithm: &str) -> Digest {
     let mut text = String::with_capacity(algorithm.len() + 1 + hash.len() * 2);
     text.push_str(algorithm);
     text.push(':');
-    for byte in hash {
-        text.push_str(&format!("{byte:02x}"));
-    }
+    text.push_str(&hex::encode(hash));
     Digest::parse(&text, "computed digest").expect("a computed digest is well formed")
 }
 

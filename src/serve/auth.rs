@@ -143,7 +143,7 @@ impl Verifier {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Refusal::new(401, "missing_token", "no bearer token"))?;
-        let hash = hex(&Sha256::digest(token.as_bytes()));
+        let hash = hex::encode(Sha256::digest(token.as_bytes()));
         if let Some(entry) = self
             .tokens
             .iter()
@@ -352,10 +352,6 @@ fn describe(claims: &Map<String, Value>) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

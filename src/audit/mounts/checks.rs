@@ -123,7 +123,7 @@ pub fn go_hash1(files: &[(String, [u8; 32])]) -> Option<String> {
         if name.contains('\n') {
             return None;
         }
-        summary.update(format!("{}  {name}\n", hex(digest)));
+        summary.update(format!("{}  {name}\n", hex::encode(digest)));
     }
     Some(format!("h1:{}", STANDARD.encode(summary.finalize())))
 }
@@ -723,10 +723,6 @@ fn posix_normpath(path: &str) -> Vec<&str> {
 /// Whether a path is a `package.json`.
 pub fn is_package_json(path: &[u8]) -> bool {
     path == b"package.json" || path.ends_with(b"/package.json")
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

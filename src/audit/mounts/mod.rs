@@ -322,7 +322,7 @@ pub fn findings(a: &MountAudit<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> (Di
             tag: Some(String::from_utf8_lossy(path).into_owned()),
             digest: by_path
                 .get(path)
-                .map(|f| format!("sha256:{}", checks::hex(&f.sha256))),
+                .map(|f| format!("sha256:{}", hex::encode(f.sha256))),
             first_seen: a.now,
             message,
             detail,
