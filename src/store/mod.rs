@@ -68,6 +68,8 @@ const CHECKPOINT_WAIT: Duration = Duration::from_secs(1);
 /// The page cache of every SQLite connection, in KiB, and of one that imports ([`Store::bulk`]).
 const CACHE_KIB: i64 = 64 << 10;
 const BULK_CACHE_KIB: i64 = 256 << 10;
+/// Prepared statements a writer's connection keeps.
+const STATEMENTS_CACHED: usize = 64;
 
 /// What every SQLite connection sets besides its page cache, reading or writing.
 const READ_SETTINGS: &str = "PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY;";
@@ -401,6 +403,8 @@ impl Store {
         };
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| sql_error(&self.path, e.into()))?;
+        // A run's writes prepare a few dozen statements, an import's held events among them.
+        conn.set_prepared_statement_cache_capacity(STATEMENTS_CACHED);
         // journal_mode needs the lock briefly when switching; a busy reply here is a lock.
         conn.pragma_update_and_check(None, "journal_mode", "wal", |_| Ok(()))
             .map_err(|e| sql_error(&self.path, e.into()))?;

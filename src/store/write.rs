@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::store::db::{OptionalExtension, Transaction, params};
+use crate::store::db::{OptionalExtension, Transaction, Value, params};
 use serde::Serialize;
 
 use super::chain::{EntryKind, EventFacts, NewRun, Ref, RunFacts, Target};
@@ -110,6 +110,9 @@ pub(super) struct PipelineRow {
     pub(super) ceiling: Option<String>,
 }
 
+/// The maps of an [`IdCache`]: keyed by recorded names, hashed with a per-process seed.
+pub(super) type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Ids already looked up in this writer, so a batch does not re-query them.
 ///
 /// Builders, artifacts, mounts and records are never deleted and their identities never
@@ -119,14 +122,14 @@ pub(super) struct PipelineRow {
 /// for one transaction only: [`IdCache::next_transaction`].
 #[derive(Default)]
 pub(super) struct IdCache {
-    pub(super) pipelines: HashMap<String, PipelineRow>,
-    pub(super) builders: HashMap<String, i64>,
+    pub(super) pipelines: Map<String, PipelineRow>,
+    pub(super) builders: Map<String, i64>,
     /// Id and first sighting.
-    pub(super) artifacts: HashMap<(Backend, String, String, String), (i64, Micros)>,
+    pub(super) artifacts: Map<(Backend, String, String, String), (i64, Micros)>,
     /// First and last sighting of a tag on an artifact.
-    pub(super) tags: HashMap<(i64, String), (Micros, Micros)>,
-    pub(super) mounts: HashMap<(i64, String, String), i64>,
-    pub(super) records: HashMap<(i64, String), StoredRecord>,
+    pub(super) tags: Map<(i64, String), (Micros, Micros)>,
+    pub(super) mounts: Map<(i64, String, String), i64>,
+    pub(super) records: Map<(i64, String), StoredRecord>,
     /// The run chain's last entry, once this transaction has appended to it.
     pub(super) chain: Option<super::chain::Tail>,
     /// While set, pipeline changes are collected here, for the caller to write, instead of
@@ -135,6 +138,45 @@ pub(super) struct IdCache {
     /// Whether this connection's role may change a pipeline's project or ceiling once set:
     /// always on SQLite; on PostgreSQL the owner and a responder, not a hook role. Asked once.
     pub(super) changes_pipelines: Option<bool>,
+    /// While set, the later uses of records and sightings of tags are gathered here and
+    /// written once each when the transaction ends ([`Held::write`]), not once a run.
+    held: Option<Held>,
+}
+
+/// What later sightings change in rows an import's transaction already holds: a record's last
+/// use and size, and a tag's first and last sighting. Nothing the transaction writes reads
+/// them, and each moves one way (the latest use, the last size given, the widest span), so
+/// one write of where they end gives the rows every write one a sighting would have.
+#[derive(Default)]
+struct Held {
+    /// The records whose cached row ([`IdCache::records`]) is ahead of the stored one.
+    records: HashSet<(i64, String), foldhash::fast::RandomState>,
+    /// First and last sighting of a tag on an artifact, over this transaction.
+    tags: Map<(i64, String), (Micros, Micros)>,
+}
+
+impl Held {
+    /// Writes what was gathered, in `tx`, from `cache`'s rows.
+    fn write(self, tx: &Transaction<'_>, cache: &IdCache) -> crate::store::db::DbResult<()> {
+        let mut records: Vec<&StoredRecord> = self
+            .records
+            .iter()
+            .filter_map(|key| cache.records.get(key))
+            .collect();
+        records.sort_unstable_by_key(|record| record.id);
+        for record in records {
+            tx.prepare_cached(
+                "UPDATE builder_records SET last_used_at = ?2, size = ?3 WHERE id = ?1",
+            )?
+            .execute(params![record.id, record.last_used_at, record.size])?;
+        }
+        let mut tags: Vec<_> = self.tags.into_iter().collect();
+        tags.sort_unstable();
+        for ((artifact, tag), (first, last)) in tags {
+            upsert_tag(tx, artifact, &tag, (first, last))?;
+        }
+        Ok(())
+    }
 }
 
 /// A pipeline change to append to `pipeline_changes`.
@@ -154,9 +196,9 @@ impl IdCache {
         self.pipelines.clear();
         self.chain = None;
         self.changes = None;
-        fn bound<K, V>(map: &mut HashMap<K, V>, kept: usize) {
+        fn bound<K, V>(map: &mut Map<K, V>, kept: usize) {
             if map.len() > kept {
-                *map = HashMap::new();
+                *map = Map::default();
             }
         }
         bound(&mut self.builders, kept);
@@ -305,6 +347,7 @@ impl Store {
         let pages = super::pages::defer(&tx).map_err(|e| sql_error(&path, e))?;
         let mut outcome = ImportOutcome::default();
         let mut importer = None;
+        cache.held = Some(Held::default());
         for (i, item) in items.iter().enumerate() {
             let line = first_line + i;
             let (events, warnings) = import_item(&tx, cache, config, item, now, &mut importer)
@@ -313,6 +356,9 @@ impl Store {
             outcome
                 .warnings
                 .extend(warnings.into_iter().map(|w| format!("line {line}: {w}")));
+        }
+        if let Some(held) = cache.held.take() {
+            held.write(&tx, cache).map_err(|e| sql_error(&path, e))?;
         }
         super::pages::finish(&tx, pages).map_err(|e| sql_error(&path, e))?;
         tx.commit().map_err(|e| sql_error(&path, e))?;
@@ -738,6 +784,45 @@ pub(super) fn upsert_artifact(
     let ident = artifact_key(artifact);
     let id = match cache.artifacts.get(&ident) {
         Some(&(id, first_seen)) if first_seen <= seen => id,
+        // On SQLite a new row is inserted without reading it back (`RETURNING` costs more
+        // than the insert), and a known row's first sighting moves by an update.
+        Some(&(id, _)) if tx.sqlite().is_some() => {
+            tx.prepare_cached(
+                "UPDATE artifacts SET first_seen = ?2 WHERE id = ?1 AND first_seen > ?2",
+            )?
+            .execute(params![id, seen])?;
+            cache.artifacts.insert(ident, (id, seen));
+            id
+        }
+        None if let Some(conn) = tx.sqlite() => {
+            let added = tx
+                .prepare_cached(
+                    "INSERT INTO artifacts (backend, locator, digest, key, first_seen)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (backend, locator, digest, key) DO NOTHING",
+                )?
+                .execute(params![ident.0.as_str(), ident.1, ident.2, ident.3, seen])?;
+            let (id, first_seen) = if added > 0 {
+                (conn.last_insert_rowid(), seen)
+            } else {
+                let (id, first_seen): (i64, Micros) = tx
+                    .prepare_cached(
+                        "SELECT id, first_seen FROM artifacts
+                         WHERE backend = ?1 AND locator = ?2 AND digest = ?3 AND key = ?4",
+                    )?
+                    .query_row(
+                        params![ident.0.as_str(), ident.1, ident.2, ident.3],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )?;
+                if seen < first_seen {
+                    tx.prepare_cached("UPDATE artifacts SET first_seen = ?2 WHERE id = ?1")?
+                        .execute(params![id, seen])?;
+                }
+                (id, first_seen.min(seen))
+            };
+            cache.artifacts.insert(ident, (id, first_seen));
+            id
+        }
         _ => {
             let (id, first_seen) = tx
                 .prepare_cached(upsert(
@@ -761,28 +846,58 @@ pub(super) fn upsert_artifact(
         }
     };
     if let Some(tag) = &artifact.tag {
-        let known = cache.tags.get(&(id, tag.clone()));
-        if !known.is_some_and(|&(first, last)| first <= seen && seen <= last) {
-            tx.prepare_cached(upsert(
-                tx,
-                "INSERT INTO artifact_tags (artifact_id, tag, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)
-                 ON CONFLICT (artifact_id, tag) DO UPDATE SET
-                    first_seen = CASE WHEN excluded.first_seen < artifact_tags.first_seen
-                                 THEN excluded.first_seen ELSE artifact_tags.first_seen END,
-                    last_seen = CASE WHEN excluded.last_seen > artifact_tags.last_seen
-                                THEN excluded.last_seen ELSE artifact_tags.last_seen END",
-                "SELECT cw_upsert_artifact_tag(?1, ?2, ?3)",
-            ))?
-            .execute(params![id, tag, seen])?;
-            // What the row holds now is at least this wide; a sighting inside it changes
-            // nothing.
-            let (first, last) = known.copied().unwrap_or((seen, seen));
-            cache
-                .tags
-                .insert((id, tag.clone()), (first.min(seen), last.max(seen)));
+        let key = (id, tag.clone());
+        let known = cache.tags.get(&key).copied();
+        if !known.is_some_and(|(first, last)| first <= seen && seen <= last) {
+            match &mut cache.held {
+                Some(held) => {
+                    let span = held.tags.entry(key.clone()).or_insert((seen, seen));
+                    *span = (span.0.min(seen), span.1.max(seen));
+                }
+                None => upsert_tag(tx, id, tag, (seen, seen))?,
+            }
+            // What the row holds now (or will, once held sightings are written) is at least
+            // this wide; a sighting inside it changes nothing.
+            let (first, last) = known.unwrap_or((seen, seen));
+            cache.tags.insert(key, (first.min(seen), last.max(seen)));
         }
     }
     Ok(id)
+}
+
+/// Records sightings of `tag` on `artifact` from `first` to `last`: the row's span widens to
+/// take them in.
+fn upsert_tag(
+    tx: &Transaction<'_>,
+    artifact: i64,
+    tag: &str,
+    (first, last): (Micros, Micros),
+) -> crate::store::db::DbResult<()> {
+    if first == last {
+        tx.prepare_cached(upsert(
+            tx,
+            "INSERT INTO artifact_tags (artifact_id, tag, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT (artifact_id, tag) DO UPDATE SET
+                first_seen = CASE WHEN excluded.first_seen < artifact_tags.first_seen
+                             THEN excluded.first_seen ELSE artifact_tags.first_seen END,
+                last_seen = CASE WHEN excluded.last_seen > artifact_tags.last_seen
+                            THEN excluded.last_seen ELSE artifact_tags.last_seen END",
+            "SELECT cw_upsert_artifact_tag(?1, ?2, ?3)",
+        ))?
+        .execute(params![artifact, tag, first])?;
+        return Ok(());
+    }
+    // Held sightings are SQLite's only.
+    tx.prepare_cached(
+        "INSERT INTO artifact_tags (artifact_id, tag, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (artifact_id, tag) DO UPDATE SET
+            first_seen = CASE WHEN excluded.first_seen < artifact_tags.first_seen
+                         THEN excluded.first_seen ELSE artifact_tags.first_seen END,
+            last_seen = CASE WHEN excluded.last_seen > artifact_tags.last_seen
+                        THEN excluded.last_seen ELSE artifact_tags.last_seen END",
+    )?
+    .execute(params![artifact, tag, first, last])?;
+    Ok(())
 }
 
 fn upsert_mount(
@@ -838,10 +953,21 @@ fn upsert_record(
     record: &BuilderRecord,
 ) -> crate::store::db::DbResult<StoredRecord> {
     let ident = (builder, record.id.clone());
-    if let Some(stored) = cache.records.get(&ident)
-        && stored.covers(record)
-    {
-        return Ok(stored.clone());
+    if let Some(stored) = cache.records.get_mut(&ident) {
+        if stored.covers(record) {
+            return Ok(stored.clone());
+        }
+        // The row as the upsert below would leave it, written when the transaction ends.
+        if let Some(held) = &mut cache.held {
+            stored.last_used_at = match (record.last_used_at, stored.last_used_at) {
+                (Some(new), Some(kept)) => Some(new.max(kept)),
+                (new, kept) => new.or(kept),
+            };
+            stored.size = record.size.or(stored.size);
+            let stored = stored.clone();
+            held.records.insert(ident);
+            return Ok(stored);
+        }
     }
     let values = params![
         builder,
@@ -861,6 +987,28 @@ fn upsert_record(
             size: row.get(4)?,
         })
     };
+    // On SQLite a new row is inserted without reading it back: it holds what was given.
+    if let Some(conn) = tx.sqlite() {
+        let added = tx
+            .prepare_cached(
+                "INSERT INTO builder_records
+                    (builder_id, record_id, record_type, description, created_at, last_used_at, size)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (builder_id, record_id) DO NOTHING",
+            )?
+            .execute(values)?;
+        if added > 0 {
+            let stored = StoredRecord {
+                id: conn.last_insert_rowid(),
+                record_type: record.record_type.clone(),
+                description: record.description.clone(),
+                last_used_at: record.last_used_at,
+                size: record.size,
+            };
+            cache.records.insert(ident, stored.clone());
+            return Ok(stored);
+        }
+    }
     let stored = match tx.engine() {
         crate::store::db::Engine::Sqlite => tx
             .prepare_cached(
@@ -985,6 +1133,71 @@ fn insert_event_id(
     tx.prepare_cached("INSERT INTO event_details (event_id, detail, at) VALUES (?1, ?2, ?3)")?
         .execute(params![event, merged, now])?;
     Ok(Added::Detail)
+}
+
+/// Events a statement inserts at most.
+const EVENTS_PER_STATEMENT: usize = 16;
+
+/// A new run's events, held to be written together: a statement run for each row costs more
+/// than SQLite's work to store the row. A new run holds no events yet, so each distinct
+/// `(kind, target)` is a new row, in the order the events came, with the ids the same inserts
+/// one a row would have given them.
+#[derive(Default)]
+struct HeldEvents {
+    rows: Vec<(&'static str, i64, Micros, Option<String>)>,
+    keys: HashSet<(&'static str, i64), foldhash::fast::RandomState>,
+}
+
+/// Writes `held`, [`EVENTS_PER_STATEMENT`] rows a statement, adds what it inserted to
+/// `events`, and sets the chain entry's last event. A row that was there already (a run id
+/// whose events the store held before its run) leaves the entry to be read back instead.
+fn write_held(
+    tx: &Transaction<'_>,
+    run: i64,
+    source: &str,
+    held: &HeldEvents,
+    entry: &mut Option<NewRun>,
+    events: &mut usize,
+) -> crate::store::db::DbResult<()> {
+    static SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        (1..=EVENTS_PER_STATEMENT)
+            .map(|n| {
+                format!(
+                    "INSERT INTO events (run_id, kind, target, at, detail, source) VALUES {}
+                     ON CONFLICT (run_id, kind, target) DO NOTHING",
+                    vec!["(?, ?, ?, ?, ?, ?)"; n].join(", ")
+                )
+            })
+            .collect()
+    });
+    let mut inserted = 0;
+    let mut last = None;
+    for chunk in held.rows.chunks(EVENTS_PER_STATEMENT) {
+        let mut values = Vec::with_capacity(chunk.len() * 6);
+        for (kind, target, at, detail) in chunk {
+            values.extend([
+                Value::Int(run),
+                Value::Text(kind),
+                Value::Int(*target),
+                Value::Int(*at),
+                detail.as_deref().map_or(Value::Null, Value::Text),
+                Value::Text(source),
+            ]);
+        }
+        let added = tx.prepare_cached(&SQL[chunk.len() - 1])?.execute(values)?;
+        if added > 0 {
+            last = tx.sqlite().map(rusqlite::Connection::last_insert_rowid);
+        }
+        inserted += added;
+    }
+    *events += inserted;
+    match (last, &mut *entry) {
+        _ if inserted < held.rows.len() => *entry = None,
+        (Some(last), Some(new)) => new.events_through = last,
+        (None, Some(_)) if inserted > 0 => *entry = None,
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The facts of a stored run that a record of the same key must repeat.
@@ -1249,32 +1462,36 @@ pub(super) fn insert_run(
             if capped && let (Some(asked), Some(ceiling)) = (asked, &pipeline.ceiling) {
                 warnings.push(capped_warning(&name, asked, ceiling));
             }
-            let run: i64 = tx
-                .prepare_cached(
-                    "INSERT INTO runs (pipeline_id, run_key, step, commit_sha, git_ref, builder_id,
-                                       started_at, finished_at, status, has_records, overlapped,
-                                       recorded_at, trust_level)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
-                     RETURNING id",
-                )?
-                .query_row(
-                    params![
-                        pipeline.id,
-                        record.run_id,
-                        record.step,
-                        record.commit,
-                        record.git_ref,
-                        builder,
-                        record.started_at,
-                        record.finished_at,
-                        record.status.as_str(),
-                        record.records.is_some(),
-                        overlapped,
-                        now,
-                        level
-                    ],
-                    |row| row.get(0),
-                )?;
+            let values = params![
+                pipeline.id,
+                record.run_id,
+                record.step,
+                record.commit,
+                record.git_ref,
+                builder,
+                record.started_at,
+                record.finished_at,
+                record.status.as_str(),
+                record.records.is_some(),
+                overlapped,
+                now,
+                level
+            ];
+            const INSERT: &str =
+                "INSERT INTO runs (pipeline_id, run_key, step, commit_sha, git_ref, builder_id,
+                                   started_at, finished_at, status, has_records, overlapped,
+                                   recorded_at, trust_level)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+            // SQLite's `RETURNING` costs more than the insert.
+            let run: i64 = match tx.sqlite() {
+                Some(conn) => {
+                    tx.prepare_cached(INSERT)?.execute(values)?;
+                    conn.last_insert_rowid()
+                }
+                None => tx
+                    .prepare_cached(&format!("{INSERT} RETURNING id"))?
+                    .query_row(values, |row| row.get(0))?,
+            };
             (run, true, level)
         }
     };
@@ -1302,11 +1519,38 @@ pub(super) fn insert_run(
         events: Vec::new(),
         events_through: 0,
     });
+    // A new run's events on SQLite are held and written a few statements a run (see
+    // [`HeldEvents`]) until one repeats an event with options of its own.
+    let mut held = (created && tx.sqlite().is_some()).then(HeldEvents::default);
     let mut add = |tx: &Transaction<'_>,
-                   kind: &str,
+                   kind: &'static str,
                    (target, named): (i64, &dyn Fn() -> Target),
                    at: Micros,
                    detail: Option<&str>| {
+        if let Some(rows) = &mut held {
+            if rows.keys.insert((kind, target)) {
+                rows.rows
+                    .push((kind, target, at, detail.map(str::to_owned)));
+                if let Some(new) = &mut entry {
+                    new.events.push(EventFacts {
+                        kind: kind.to_owned(),
+                        target: named(),
+                        at,
+                        detail: detail.map(str::to_owned),
+                    });
+                }
+                return Ok(());
+            }
+            // Written now, the repeat would change nothing.
+            if detail.is_none() {
+                return Ok(());
+            }
+            // Its options may add to the event's: what is held is written first, and every
+            // event from here on one at a time, as they come.
+            if let Some(rows) = held.take() {
+                write_held(tx, run, source, &rows, &mut entry, &mut events)?;
+            }
+        }
         let added = insert_event_id(tx, run, (kind, source), target, at, detail, now)?;
         match (added, &mut entry) {
             (Added::Nothing, _) => {}
@@ -1399,6 +1643,9 @@ pub(super) fn insert_run(
                 }
             }
         }
+    }
+    if let Some(rows) = held.take() {
+        write_held(tx, run, source, &rows, &mut entry, &mut events)?;
     }
     // A new run at the lowest trust level (or none) that claims to have finished before a
     // purge the store already held, of its builder or of a mount it wrote, would have that
@@ -1776,6 +2023,94 @@ mod tests {
             store.record_run(&last, &config).unwrap();
         }
         assert_eq!(pages(&imported), pages(&recorded));
+    }
+
+    /// A new run's events, written together by an import, are the rows and ids recording the
+    /// runs one at a time gives: with none, with more than one statement takes, with an
+    /// artifact named twice, and with a run line repeated to add events.
+    #[test]
+    fn an_imports_held_events_are_the_rows_one_a_row_writes() {
+        let hex = |i: usize| char::from(b"0123456789abcdef"[i % 16]);
+        let mut items: Vec<ImportItem> = Vec::new();
+        for i in 0..12_usize {
+            let mut r = run(&format!("p{}", i % 2), &i.to_string(), None);
+            match i % 4 {
+                0 => r.builder = None,
+                1 => {
+                    r.imported = (0..40)
+                        .map(|j| Artifact {
+                            digest: Some(digest(hex(j))),
+                            ..Artifact::registry(
+                                &ImageRef::parse(&format!("r.io/lib{j}:cache"), "test").unwrap(),
+                            )
+                        })
+                        .collect();
+                }
+                2 => r.imported = vec![cache(hex(i)), cache(hex(i + 1)), cache(hex(i))],
+                _ => {
+                    r.mounts = vec![
+                        MountUse {
+                            id: "/root/.cache/pip".to_owned(),
+                            readonly: true,
+                            ..MountUse::default()
+                        },
+                        MountUse {
+                            id: "/root/.cache/pip".to_owned(),
+                            readonly: false,
+                            ..MountUse::default()
+                        },
+                    ];
+                }
+            }
+            items.push(ImportItem::Run(Box::new(r.clone())));
+            if i % 3 == 0 {
+                r.exported = vec![cache(hex(i + 2))];
+                items.push(ImportItem::Run(Box::new(r)));
+            }
+        }
+        let rows = |store: &Store| -> Vec<(i64, i64, String, i64, i64, Option<String>)> {
+            let mut stmt = store
+                .conn
+                .prepare("SELECT id, run_id, kind, target, at, detail FROM events ORDER BY id")
+                .unwrap();
+            stmt.query_map([], |row| row.try_into())
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let chain = |store: &Store| -> Vec<(i64, i64, String, i64)> {
+            let mut stmt = store
+                .conn
+                .prepare("SELECT seq, run_id, kind, events_through FROM run_chain ORDER BY seq")
+                .unwrap();
+            stmt.query_map([], |row| row.try_into())
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let config = Config::default();
+        let (_a, mut recorded) = store();
+        for item in &items {
+            let ImportItem::Run(r) = item else {
+                unreachable!()
+            };
+            recorded.record_run(r, &config).unwrap();
+        }
+        let (_b, mut imported) = store();
+        let mut events = 0;
+        for (i, batch) in items.chunks(5).enumerate() {
+            events += imported
+                .import_batch(batch, 1 + 5 * i, &config)
+                .unwrap()
+                .events;
+        }
+        let written = rows(&imported);
+        assert!(written.len() > 40 * 3);
+        assert_eq!(events, written.len());
+        assert_eq!(written, rows(&recorded));
+        assert_eq!(chain(&imported), chain(&recorded));
+        assert_eq!(pages(&imported), pages(&recorded));
+        assert_eq!(imported.verify_chain(None).unwrap().broken, None);
     }
 
     /// What an import keeps from batch to batch does not hide a change: an artifact seen
