@@ -31,6 +31,9 @@ const DEFERRED: &[&str] = &[
     "runs_by_builder_finish",
 ];
 
+/// The page cache while the deferred indexes are built, in KiB: the size of each sorted run.
+const SORT_CACHE_KIB: i64 = 16 << 10;
+
 /// The bulk write that builds a store: it names the building file, `.NAME.WRITE-XXXXXX`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BulkWrite {
@@ -353,14 +356,22 @@ impl Store {
             return Ok(());
         };
         let result = (|| -> rusqlite::Result<()> {
-            // The sort behind each index keeps as much as the page cache holds and spills the
-            // rest to a file, rather than holding every entry in memory (a 10M-event store's
-            // take half a gigabyte).
-            conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+            // The sort behind each index fills runs of entries as large as the page cache,
+            // sorts each (in helper threads while the next fills), spills them to a file and
+            // merges them, rather than holding every entry in memory (a 10M-event store's take
+            // half a gigabyte). Small runs sort inside the processor's caches: the 10.5M-event
+            // index by target took 13 s so, 23 s with runs of the usual page cache on one
+            // thread.
+            conn.pragma_update(None, "cache_size", -SORT_CACHE_KIB)?;
             conn.execute_batch("PRAGMA temp_store = FILE")?;
+            let threads = std::thread::available_parallelism()
+                .map_or(1, |n| u32::try_from(n.get().min(8)).unwrap_or(1));
+            conn.pragma_update(None, "threads", threads)?;
             for sql in deferred {
                 conn.execute_batch(sql)?;
             }
+            conn.pragma_update(None, "threads", 0)?;
+            conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
             conn.pragma_update_and_check(None, "journal_mode", "wal", |_| Ok(()))?;
             conn.execute_batch("PRAGMA synchronous = NORMAL")
         })();
