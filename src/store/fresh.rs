@@ -325,7 +325,10 @@ impl Store {
         };
         let result = (|| -> rusqlite::Result<Vec<String>> {
             conn.pragma_update_and_check(None, "journal_mode", "truncate", |_| Ok(()))?;
-            conn.execute_batch("PRAGMA synchronous = OFF")?;
+            // Foreign keys are checked once over the whole store before it is put in place
+            // (`finish_unindexed_bulk`): checked row by row, 2.09M events took 2.5 s more to
+            // insert; the whole store's check takes 0.4 s.
+            conn.execute_batch("PRAGMA synchronous = OFF; PRAGMA foreign_keys = OFF")?;
             conn.pragma_update(None, "cache_size", -BULK_CACHE_KIB)?;
             let mut deferred = Vec::new();
             for name in DEFERRED {
@@ -355,7 +358,31 @@ impl Store {
         let Some(conn) = self.conn.sqlite() else {
             return Ok(());
         };
+        let broken = conn
+            .query_row("PRAGMA foreign_key_check", [], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, Option<i64>>(1)?,
+                    row.get::<_, String>(2)?,
+                ))
+            })
+            .map(Some)
+            .or_else(|err| match err {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                err => Err(err),
+            })
+            .map_err(|e| sql_error(&self.path, e.into()))?;
+        if let Some((table, row, parent)) = broken {
+            let row = row.map_or_else(String::new, |row| format!(" row {row}"));
+            return Err(sql_error(
+                &self.path,
+                crate::store::db::DbError::Value(format!(
+                    "{table}{row} refers to a missing {parent} row; the store was not put in place"
+                )),
+            ));
+        }
         let result = (|| -> rusqlite::Result<()> {
+            conn.execute_batch("PRAGMA foreign_keys = ON")?;
             // The sort behind each index fills runs of entries as large as the page cache,
             // sorts each (in helper threads while the next fills), spills them to a file and
             // merges them, rather than holding every entry in memory (a 10M-event store's take
@@ -431,6 +458,53 @@ mod tests {
             .filter(|name| !name.starts_with("fleet.db"))
             .collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// Foreign keys are checked over the whole built store, not row by row: a row whose parent
+    /// is missing is written while the store is built, and the store is then not put in
+    /// place, its building file gone. A store whose rows hold is published with the check back
+    /// on for its writers.
+    #[test]
+    fn a_built_store_breaking_a_foreign_key_is_not_put_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("fleet.db");
+        let mut fresh = FreshStore::create(&target, BulkWrite::Import)
+            .unwrap()
+            .unwrap();
+        fresh
+            .store()
+            .conn
+            .sqlite()
+            .unwrap()
+            .execute(
+                "INSERT INTO events (run_id, kind, target, at) VALUES (42, 'imported', 1, 0)",
+                [],
+            )
+            .unwrap();
+        let err = fresh.publish().unwrap_err().to_string();
+        assert!(
+            err.contains("events row 1 refers to a missing runs row"),
+            "{err}"
+        );
+        assert!(!target.exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+
+        let mut fresh = FreshStore::create(&target, BulkWrite::Import)
+            .unwrap()
+            .unwrap();
+        let store = fresh.store().conn.sqlite().unwrap();
+        store
+            .execute("INSERT INTO pipelines (id, name) VALUES (1, 'p')", [])
+            .unwrap();
+        let store = fresh.publish().unwrap();
+        let on: i64 = store
+            .conn
+            .sqlite()
+            .unwrap()
+            .query_row("PRAGMA foreign_keys", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(on, 1);
     }
 
     /// A path already there, even an empty file, is imported into as it is; so is one with a

@@ -1936,6 +1936,18 @@ mod tests {
     }
 
     /// Every packed page of the store: table, page, bytes.
+    /// A new store with each run of `items` recorded by itself, as `record` would.
+    fn recorded_one_by_one(items: &[ImportItem], config: &Config) -> (tempfile::TempDir, Store) {
+        let (dir, mut store) = store();
+        for item in items {
+            let ImportItem::Run(r) = item else {
+                unreachable!()
+            };
+            store.record_run(r, config).unwrap();
+        }
+        (dir, store)
+    }
+
     fn pages(store: &Store) -> Vec<(String, i64, Vec<u8>)> {
         let mut pages = Vec::new();
         for (table, column) in [
@@ -2001,13 +2013,7 @@ mod tests {
             })
             .collect();
         let config = Config::default();
-        let (_a, mut recorded) = store();
-        for item in &items {
-            let ImportItem::Run(r) = item else {
-                unreachable!()
-            };
-            recorded.record_run(r, &config).unwrap();
-        }
+        let (_a, mut recorded) = recorded_one_by_one(&items, &config);
         let (_b, mut imported) = store();
         for (i, batch) in items.chunks(7).enumerate() {
             imported.import_batch(batch, 1 + 7 * i, &config).unwrap();
@@ -2089,13 +2095,7 @@ mod tests {
                 .unwrap()
         };
         let config = Config::default();
-        let (_a, mut recorded) = store();
-        for item in &items {
-            let ImportItem::Run(r) = item else {
-                unreachable!()
-            };
-            recorded.record_run(r, &config).unwrap();
-        }
+        let (_a, recorded) = recorded_one_by_one(&items, &config);
         let (_b, mut imported) = store();
         let mut events = 0;
         for (i, batch) in items.chunks(5).enumerate() {
@@ -2166,13 +2166,7 @@ mod tests {
                 .unwrap();
             (first, tag_first, tag_last, last_used, size)
         };
-        let (_a, mut recorded) = store();
-        for item in &items {
-            let ImportItem::Run(r) = item else {
-                unreachable!()
-            };
-            recorded.record_run(r, &config).unwrap();
-        }
+        let (_a, recorded) = recorded_one_by_one(&items, &config);
         let expected = facts(&recorded);
         assert_eq!(expected.3, Some(9));
         assert_eq!(expected.4, Some(12));
