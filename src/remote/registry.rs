@@ -1261,10 +1261,7 @@ fn digest_of(bytes: &[u8], algorithm: &str) -> Digest {
     } else {
         ("sha256", Sha256::digest(bytes).to_vec())
     };
-    let mut text = String::with_capacity(algorithm.len() + 1 + hash.len() * 2);
-    text.push_str(algorithm);
-    text.push(':');
-    text.push_str(&hex::encode(hash));
+    let text = format!("{algorithm}:{}", hex::encode(hash));
     Digest::parse(&text, "computed digest").expect("a computed digest is well formed")
 }
 

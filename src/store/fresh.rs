@@ -410,6 +410,20 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// The store an import builds for the free path `target`.
+    fn building(target: &Path) -> FreshStore {
+        FreshStore::create(target, BulkWrite::Import)
+            .unwrap()
+            .unwrap()
+    }
+
+    /// A pragma's value on `store`'s connection.
+    fn pragma<T: rusqlite::types::FromSql>(store: &Store, name: &str) -> T {
+        let conn = store.conn.sqlite().unwrap();
+        conn.pragma_query_value(None, name, |row| row.get(0))
+            .unwrap()
+    }
+
     fn index_names(store: &Store) -> Vec<String> {
         let conn = store.conn.sqlite().unwrap();
         let mut stmt = conn
@@ -428,9 +442,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let reference = Store::open(&dir.path().join("reference.db")).unwrap();
         let target = dir.path().join("sub").join("fleet.db");
-        let mut fresh = FreshStore::create(&target, BulkWrite::Import)
-            .unwrap()
-            .unwrap();
+        let mut fresh = building(&target);
         assert!(!target.exists());
         let building = index_names(fresh.store());
         for name in DEFERRED {
@@ -445,13 +457,7 @@ mod tests {
             std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).unwrap().permissions())
         };
         assert_eq!(mode(&target), mode(&dir.path().join("reference.db")));
-        let mode: String = store
-            .conn
-            .sqlite()
-            .unwrap()
-            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(mode, "wal");
+        assert_eq!(pragma::<String>(&store, "journal_mode"), "wal");
         let left: Vec<_> = std::fs::read_dir(target.parent().unwrap())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -468,9 +474,7 @@ mod tests {
     fn a_built_store_breaking_a_foreign_key_is_not_put_in_place() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("fleet.db");
-        let mut fresh = FreshStore::create(&target, BulkWrite::Import)
-            .unwrap()
-            .unwrap();
+        let mut fresh = building(&target);
         fresh
             .store()
             .conn
@@ -490,21 +494,13 @@ mod tests {
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert!(left.is_empty(), "{left:?}");
 
-        let mut fresh = FreshStore::create(&target, BulkWrite::Import)
-            .unwrap()
-            .unwrap();
+        let mut fresh = building(&target);
         let store = fresh.store().conn.sqlite().unwrap();
         store
             .execute("INSERT INTO pipelines (id, name) VALUES (1, 'p')", [])
             .unwrap();
         let store = fresh.publish().unwrap();
-        let on: i64 = store
-            .conn
-            .sqlite()
-            .unwrap()
-            .query_row("PRAGMA foreign_keys", [], |row| row.get(0))
-            .unwrap();
-        assert_eq!(on, 1);
+        assert_eq!(pragma::<i64>(&store, "foreign_keys"), 1);
     }
 
     /// A path already there, even an empty file, is imported into as it is; so is one with a
@@ -544,9 +540,7 @@ mod tests {
     fn an_unpublished_store_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("fleet.db");
-        let mut fresh = FreshStore::create(&target, BulkWrite::Import)
-            .unwrap()
-            .unwrap();
+        let mut fresh = building(&target);
         let conn = fresh.store().conn.sqlite().unwrap();
         // A transaction left open keeps its journal on disk.
         conn.execute_batch("BEGIN; CREATE TABLE t (x); INSERT INTO t VALUES (1);")
@@ -605,9 +599,7 @@ mod tests {
     fn a_path_taken_meanwhile_keeps_the_import_aside() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("fleet.db");
-        let fresh = FreshStore::create(&target, BulkWrite::Import)
-            .unwrap()
-            .unwrap();
+        let fresh = building(&target);
         std::fs::write(&target, b"someone else's").unwrap();
         let Err(StoreError::Unpublished { kept, .. }) = fresh.publish() else {
             panic!("published over another file");

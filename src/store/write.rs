@@ -787,10 +787,7 @@ pub(super) fn upsert_artifact(
         // On SQLite a new row is inserted without reading it back (`RETURNING` costs more
         // than the insert), and a known row's first sighting moves by an update.
         Some(&(id, _)) if tx.sqlite().is_some() => {
-            tx.prepare_cached(
-                "UPDATE artifacts SET first_seen = ?2 WHERE id = ?1 AND first_seen > ?2",
-            )?
-            .execute(params![id, seen])?;
+            seen_earlier(tx, id, seen)?;
             cache.artifacts.insert(ident, (id, seen));
             id
         }
@@ -815,8 +812,7 @@ pub(super) fn upsert_artifact(
                         |row| Ok((row.get(0)?, row.get(1)?)),
                     )?;
                 if seen < first_seen {
-                    tx.prepare_cached("UPDATE artifacts SET first_seen = ?2 WHERE id = ?1")?
-                        .execute(params![id, seen])?;
+                    seen_earlier(tx, id, seen)?;
                 }
                 (id, first_seen.min(seen))
             };
@@ -865,6 +861,13 @@ pub(super) fn upsert_artifact(
     Ok(id)
 }
 
+/// Moves artifact `id`'s first sighting back to `seen` when that is earlier (SQLite).
+fn seen_earlier(tx: &Transaction<'_>, id: i64, seen: Micros) -> crate::store::db::DbResult<()> {
+    tx.prepare_cached("UPDATE artifacts SET first_seen = ?2 WHERE id = ?1 AND first_seen > ?2")?
+        .execute(params![id, seen])?;
+    Ok(())
+}
+
 /// Records sightings of `tag` on `artifact` from `first` to `last`: the row's span widens to
 /// take them in.
 fn upsert_tag(
@@ -873,21 +876,19 @@ fn upsert_tag(
     tag: &str,
     (first, last): (Micros, Micros),
 ) -> crate::store::db::DbResult<()> {
-    if first == last {
-        tx.prepare_cached(upsert(
-            tx,
-            "INSERT INTO artifact_tags (artifact_id, tag, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)
-             ON CONFLICT (artifact_id, tag) DO UPDATE SET
-                first_seen = CASE WHEN excluded.first_seen < artifact_tags.first_seen
-                             THEN excluded.first_seen ELSE artifact_tags.first_seen END,
-                last_seen = CASE WHEN excluded.last_seen > artifact_tags.last_seen
-                            THEN excluded.last_seen ELSE artifact_tags.last_seen END",
-            "SELECT cw_upsert_artifact_tag(?1, ?2, ?3)",
-        ))?
-        .execute(params![artifact, tag, first])?;
+    if tx.sqlite().is_none() {
+        // PostgreSQL's function takes one sighting (a hook role may not update the row).
+        let ends = if first == last {
+            &[first][..]
+        } else {
+            &[first, last]
+        };
+        for &seen in ends {
+            tx.prepare_cached("SELECT cw_upsert_artifact_tag(?1, ?2, ?3)")?
+                .execute(params![artifact, tag, seen])?;
+        }
         return Ok(());
     }
-    // Held sightings are SQLite's only.
     tx.prepare_cached(
         "INSERT INTO artifact_tags (artifact_id, tag, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (artifact_id, tag) DO UPDATE SET
@@ -2075,24 +2076,12 @@ mod tests {
             }
         }
         let rows = |store: &Store| -> Vec<(i64, i64, String, i64, i64, Option<String>)> {
-            let mut stmt = store
-                .conn
-                .prepare("SELECT id, run_id, kind, target, at, detail FROM events ORDER BY id")
-                .unwrap();
-            stmt.query_map([], |row| row.try_into())
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap()
+            let sql = "SELECT id, run_id, kind, target, at, detail FROM events ORDER BY id";
+            store.rows(sql, [], |row| row.try_into()).unwrap()
         };
         let chain = |store: &Store| -> Vec<(i64, i64, String, i64)> {
-            let mut stmt = store
-                .conn
-                .prepare("SELECT seq, run_id, kind, events_through FROM run_chain ORDER BY seq")
-                .unwrap();
-            stmt.query_map([], |row| row.try_into())
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap()
+            let sql = "SELECT seq, run_id, kind, events_through FROM run_chain ORDER BY seq";
+            store.rows(sql, [], |row| row.try_into()).unwrap()
         };
         let config = Config::default();
         let (_a, recorded) = recorded_one_by_one(&items, &config);
