@@ -3,9 +3,12 @@
 #
 #   benches/provenance.sh [RUNS] [RECORD_CALLS]
 #
-# Generates a synthetic fleet history of RUNS runs (default 100000), imports it into a path
-# where no store is (built beside it and put in place whole) and into a store already there
-# (an empty file, written a transaction a batch), events per second for each, then times
+# Generates a synthetic fleet history of RUNS runs (default 100000; the shape from `SHAPE`,
+# default or shared), imports it into a path where no store is (built beside it and put in
+# place whole) and into a store already there (an empty file, written a transaction a batch),
+# then the fleet's next year (`bench generate --year 1`, as many runs again) into a copy of the
+# first store, so every run key is checked against the ones it holds; events per second for
+# each. Then times
 # RECORD_CALLS (default 200) `record` calls against
 # that store, process start included, and prints the median and p95; then times `verify-log`
 # over the whole chain. Last, the floor under the import: the imported rows copied by SQLite
@@ -22,7 +25,8 @@ bin=${CARGO_TARGET_DIR:-target}/release/cachewarden
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-"$bin" bench generate --runs "$runs" --pipelines 5000 --builders 200 --mounts 50000 -o "$work/history.jsonl" 2>"$work/gen.txt"
+generate=("$bin" bench generate --shape "${SHAPE:-default}" --runs "$runs")
+"${generate[@]}" -o "$work/history.jsonl" 2>"$work/gen.txt"
 events=$(grep -o 'about [0-9]*' "$work/gen.txt" | grep -o '[0-9]*')
 start=$(date +%s%N)
 "$bin" --db "$work/store.db" import "$work/history.jsonl" 2>/dev/null
@@ -36,6 +40,15 @@ end=$(date +%s%N)
 there_s=$(echo "scale=3; ($end - $start) / 1000000000" | bc)
 echo "import: $runs runs, $events events in ${there_s}s = $(echo "$events / $there_s" | bc) events/s (into a store already there)"
 rm -f "$work"/there.db*
+"${generate[@]}" --year 1 -o "$work/next.jsonl" 2>"$work/gen.txt"
+next=$(grep -o 'about [0-9]*' "$work/gen.txt" | grep -o '[0-9]*')
+cp "$work/store.db" "$work/grown.db"
+start=$(date +%s%N)
+"$bin" --db "$work/grown.db" import "$work/next.jsonl" 2>/dev/null
+end=$(date +%s%N)
+grown_s=$(echo "scale=3; ($end - $start) / 1000000000" | bc)
+echo "import: the next year, $runs runs, $next events in ${grown_s}s = $(echo "$next / $grown_s" | bc) events/s (into the store of $events events)"
+rm -f "$work"/grown.db* "$work/next.jsonl"
 
 read -r median p95 < <(record_latency "$bin" "$work/store.db" "$calls" "$work")
 echo "record: $calls calls on a store of $runs runs: median $median ms, p95 $p95 ms (process start included)"

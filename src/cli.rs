@@ -753,6 +753,10 @@ pub struct GenerateArgs {
     /// The generator's seed: the same seed and flags give the same fleet.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Which year of the fleet's history to write, from 0. Year N continues year N-1 of the
+    /// same seed and flags: later runs of the same pipelines, reusing its caches and records.
+    #[arg(long, default_value_t = 0)]
+    pub year: usize,
     /// Write here instead of stdout.
     #[arg(long, short, value_name = "PATH")]
     pub output: Option<PathBuf>,

@@ -132,6 +132,11 @@ impl Rng {
     fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
+
+    /// The generator of a fleet's year: year 0's is the seed's own.
+    fn for_year(seed: u64, year: usize) -> Rng {
+        Rng(seed ^ (year as u64).wrapping_mul(0xd1b5_4a32_d192_ed03))
+    }
 }
 
 /// The registry references of pipeline `p`'s run `i`: most runs import the cache the run
@@ -197,6 +202,8 @@ pub struct Fleet {
     pub builders: usize,
     pub mounts: usize,
     pub seed: u64,
+    /// The year of the fleet's history, from 0: year N continues year N-1.
+    pub year: usize,
 }
 
 fn generate(args: &GenerateArgs, printer: Printer) -> Result<ExitStatus> {
@@ -221,6 +228,7 @@ fn generate(args: &GenerateArgs, printer: Printer) -> Result<ExitStatus> {
         }),
         mounts: args.mounts,
         seed: args.seed,
+        year: args.year,
     };
     let summary = write_fleet(&fleet, &mut out)?;
     out.flush()?;
@@ -280,17 +288,19 @@ fn write_default(args: &Fleet, out: &mut dyn Write) -> std::io::Result<String> {
     let pipelines = args.pipelines.max(1);
     let builders = args.builders.max(1);
     let mounts_per_pipeline = (args.mounts / pipelines).max(MOUNTS_PER_PIPELINE_MIN);
-    let mut rng = Rng(args.seed);
+    let mut rng = Rng::for_year(args.seed, args.year);
     write_declarations(pipelines, builders, out)?;
-    // Runs are spread over one year; each pipeline's runs are evenly spaced with jitter.
+    // Runs are spread over one year; each pipeline's runs are evenly spaced with jitter. Year N
+    // numbers its runs after year N-1's and starts where it ended.
     let year = 365 * 24 * 3600 * 1_000_000_i64;
     let start = time::parse_rfc3339("2026-01-01T00:00:00Z", "start").expect("valid literal");
     let runs_per_pipeline = args.runs.div_ceil(pipelines);
     let spacing = year / runs_per_pipeline.max(1) as i64;
+    let first = args.year * runs_per_pipeline;
     let mut written = 0usize;
     let mut events = 0usize;
     // Interleave pipelines so the file is roughly in time order, as a live fleet writes it.
-    'outer: for i in 0..runs_per_pipeline {
+    'outer: for i in first..first + runs_per_pipeline {
         for p in 0..pipelines {
             if written == args.runs {
                 break 'outer;
@@ -388,12 +398,17 @@ fn write_shared(args: &Fleet, out: &mut dyn Write) -> std::io::Result<String> {
                 .unwrap_or(0)
         })
         .collect();
+    if args.year > 0 {
+        rng = Rng::for_year(args.seed, args.year);
+    }
     // Runs are spread evenly over the year in fleet order, with up to ten minutes of jitter, and
     // take 2 to 30 minutes: a builder of the 1M-run fleet starts a run every ten minutes or so.
     let year = 365 * 24 * 3600 * 1_000_000_i64;
     let start = time::parse_rfc3339("2026-01-01T00:00:00Z", "start").expect("valid literal");
     let spacing = year / args.runs.max(1) as i64;
     let runs_per_pipeline = args.runs.div_ceil(pipelines);
+    let first = args.year * runs_per_pipeline;
+    let earlier = (args.year * args.runs) as i64;
     // What the runs before left on each builder: the last shared layer record, the last
     // dependency-layer record per language; and each pipeline's last run (builder, run).
     let mut last_layer: Vec<Option<String>> = vec![None; builders];
@@ -401,7 +416,7 @@ fn write_shared(args: &Fleet, out: &mut dyn Write) -> std::io::Result<String> {
     let mut last_run: Vec<Option<(usize, usize)>> = vec![None; pipelines];
     let mut written = 0usize;
     let mut events = 0usize;
-    'outer: for i in 0..runs_per_pipeline {
+    'outer: for i in first..first + runs_per_pipeline {
         for p in 0..pipelines {
             if written == args.runs {
                 break 'outer;
@@ -413,7 +428,7 @@ fn write_shared(args: &Fleet, out: &mut dyn Write) -> std::io::Result<String> {
                 (pool * POOL + rng.below(POOL as u64) as usize).min(builders - 1)
             };
             let jitter = rng.below(600_000_000) as i64;
-            let started = start + written as i64 * spacing + jitter;
+            let started = start + (earlier + written as i64) * spacing + jitter;
             let finished = started + 120_000_000 + rng.below(1_680_000_000) as i64;
             let failed = rng.chance(5);
             let (imported, exported, produced) = registry_refs(&mut rng, p, i, failed);
@@ -487,6 +502,8 @@ fn write_shared(args: &Fleet, out: &mut dyn Write) -> std::io::Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     fn fleet(shape: Shape, seed: u64) -> (String, Vec<u8>) {
@@ -498,6 +515,7 @@ mod tests {
             builders: 10,
             mounts: 100,
             seed,
+            year: 0,
         };
         let summary = write_fleet(&fleet, &mut out).unwrap();
         (summary, out)
@@ -510,6 +528,66 @@ mod tests {
         for shape in [Shape::Default, Shape::Shared] {
             assert!(fleet(shape, 3) == fleet(shape, 3), "{shape:?}");
             assert!(fleet(shape, 3).1 != fleet(shape, 4).1, "{shape:?}");
+        }
+    }
+
+    /// Year 1 of a fleet continues year 0: the same pipelines' later runs, none of them a run
+    /// key year 0 used, starting after year 0's runs started, importing what year 0 exported.
+    #[test]
+    fn a_later_year_continues_the_one_before() {
+        for shape in [Shape::Default, Shape::Shared] {
+            let year = |year| {
+                let mut out = Vec::new();
+                let fleet = Fleet {
+                    shape,
+                    runs: 2000,
+                    pipelines: 50,
+                    builders: 10,
+                    mounts: 100,
+                    seed: 5,
+                    year,
+                };
+                write_fleet(&fleet, &mut out).unwrap();
+                String::from_utf8(out)
+                    .unwrap()
+                    .lines()
+                    .map(|line| serde_json::from_str(line).unwrap())
+                    .filter(|line: &serde_json::Value| line["type"] == "run")
+                    .collect::<Vec<serde_json::Value>>()
+            };
+            let (first, second) = (year(0), year(1));
+            assert_eq!((first.len(), second.len()), (2000, 2000), "{shape:?}");
+            let key = |run: &serde_json::Value| format!("{}/{}", run["pipeline"], run["run"]);
+            let keys: HashSet<String> = first.iter().map(key).collect();
+            assert!(
+                second.iter().all(|run| !keys.contains(&key(run))),
+                "{shape:?}"
+            );
+            let started = |runs: &[serde_json::Value], pick: fn(i64, i64) -> i64| {
+                runs.iter()
+                    .map(|run| {
+                        time::parse_rfc3339(run["started_at"].as_str().unwrap(), "t").unwrap()
+                    })
+                    .reduce(pick)
+                    .unwrap()
+            };
+            let (first_began, first_last) = (started(&first, i64::min), started(&first, i64::max));
+            let second_began = started(&second, i64::min);
+            assert!(
+                second_began > first_began + (first_last - first_began) / 2,
+                "{shape:?}"
+            );
+            let exported: HashSet<&str> = first
+                .iter()
+                .flat_map(|run| run["exported"].as_array().unwrap())
+                .filter_map(|r| r.as_str())
+                .collect();
+            let carried = second
+                .iter()
+                .flat_map(|run| run["imported"].as_array().unwrap())
+                .filter(|r| exported.contains(r.as_str().unwrap()))
+                .count();
+            assert!(carried > 0, "{shape:?}");
         }
     }
 

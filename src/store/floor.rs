@@ -261,6 +261,7 @@ mod tests {
             builders: 4,
             mounts: 20,
             seed: 7,
+            year: 0,
         };
         write_fleet(&fleet, &mut lines).unwrap();
         let items: Vec<ImportItem> = String::from_utf8(lines)

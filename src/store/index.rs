@@ -1990,6 +1990,7 @@ mod tests {
                 builders: 5,
                 mounts: 150,
                 seed: 7,
+                year: 0,
             },
             &mut out,
         )
@@ -2153,6 +2154,7 @@ mod tests {
                 builders: 3,
                 mounts: 10,
                 seed: 3,
+                year: 0,
             },
             &mut out,
         )
@@ -2199,6 +2201,7 @@ mod tests {
                 builders: 3,
                 mounts: 10,
                 seed: 5,
+                year: 0,
             },
             &mut out,
         )
@@ -2269,6 +2272,7 @@ mod tests {
                 builders: 5,
                 mounts: 0,
                 seed: 3,
+                year: 0,
             },
             &mut out,
         )
@@ -2413,6 +2417,7 @@ mod tests {
                 builders: 5,
                 mounts: 0,
                 seed: 11,
+                year: 0,
             },
             &mut out,
         )
