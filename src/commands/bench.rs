@@ -507,6 +507,11 @@ mod tests {
     use super::*;
 
     fn fleet(shape: Shape, seed: u64) -> (String, Vec<u8>) {
+        fleet_year(shape, seed, 0)
+    }
+
+    /// Year `year` of a fleet of 2,000 runs a year: its summary and its lines.
+    fn fleet_year(shape: Shape, seed: u64, year: usize) -> (String, Vec<u8>) {
         let mut out = Vec::new();
         let fleet = Fleet {
             shape,
@@ -515,10 +520,20 @@ mod tests {
             builders: 10,
             mounts: 100,
             seed,
-            year: 0,
+            year,
         };
         let summary = write_fleet(&fleet, &mut out).unwrap();
         (summary, out)
+    }
+
+    /// The run lines of a fleet's history.
+    fn run_lines(out: Vec<u8>) -> Vec<serde_json::Value> {
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .filter(|line: &serde_json::Value| line["type"] == "run")
+            .collect()
     }
 
     /// Each shape gives the same fleet for the same seed and another for another seed, so a
@@ -536,25 +551,7 @@ mod tests {
     #[test]
     fn a_later_year_continues_the_one_before() {
         for shape in [Shape::Default, Shape::Shared] {
-            let year = |year| {
-                let mut out = Vec::new();
-                let fleet = Fleet {
-                    shape,
-                    runs: 2000,
-                    pipelines: 50,
-                    builders: 10,
-                    mounts: 100,
-                    seed: 5,
-                    year,
-                };
-                write_fleet(&fleet, &mut out).unwrap();
-                String::from_utf8(out)
-                    .unwrap()
-                    .lines()
-                    .map(|line| serde_json::from_str(line).unwrap())
-                    .filter(|line: &serde_json::Value| line["type"] == "run")
-                    .collect::<Vec<serde_json::Value>>()
-            };
+            let year = |year| run_lines(fleet_year(shape, 5, year).1);
             let (first, second) = (year(0), year(1));
             assert_eq!((first.len(), second.len()), (2000, 2000), "{shape:?}");
             let key = |run: &serde_json::Value| format!("{}/{}", run["pipeline"], run["run"]);
@@ -597,12 +594,7 @@ mod tests {
     #[test]
     fn the_shared_shape_shares_mounts_and_records() {
         let (summary, out) = fleet(Shape::Shared, 1);
-        let runs: Vec<serde_json::Value> = String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .filter(|line: &serde_json::Value| line["type"] == "run")
-            .collect();
+        let runs = run_lines(out);
         assert_eq!(runs.len(), 2000);
         let (mut pip, mut failed, mut reusing, mut events) = (0, 0, 0, 0);
         for run in &runs {
