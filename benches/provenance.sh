@@ -8,7 +8,8 @@
 # place whole) and into a store already there (an empty file, written a transaction a batch),
 # then the fleet's next year (`bench generate --year 1`, as many runs again) into a copy of the
 # first store, so every run key is checked against the ones it holds; events per second for
-# each. Then times
+# each, and the floor under the last (`bench floor --rest`: the rows that import added, copied
+# by SQLite onto another copy of the first store). Then times
 # RECORD_CALLS (default 200) `record` calls against
 # that store, process start included, and prints the median and p95; then times `verify-log`
 # over the whole chain. Last, the floor under the import: the imported rows copied by SQLite
@@ -48,7 +49,12 @@ start=$(date +%s%N)
 end=$(date +%s%N)
 grown_s=$(echo "scale=3; ($end - $start) / 1000000000" | bc)
 echo "import: the next year, $runs runs, $next events in ${grown_s}s = $(echo "$next / $grown_s" | bc) events/s (into the store of $events events)"
-rm -f "$work"/grown.db* "$work/next.jsonl"
+cp "$work/store.db" "$work/rest.db"
+"$bin" bench floor --from "$work/grown.db" --into "$work/rest.db" --rest >"$work/floor.txt"
+tail -1 "$work/floor.txt"
+rest_s=$(tail -1 "$work/floor.txt" | grep -o 'in [0-9.]* s' | grep -o '[0-9.]*')
+echo "import of the next year over its floor: x$(echo "scale=2; $grown_s / $rest_s" | bc)"
+rm -f "$work"/grown.db* "$work"/rest.db* "$work/next.jsonl"
 
 read -r median p95 < <(record_latency "$bin" "$work/store.db" "$calls" "$work")
 echo "record: $calls calls on a store of $runs runs: median $median ms, p95 $p95 ms (process start included)"

@@ -719,6 +719,10 @@ pub struct FloorArgs {
     /// The SQLite store to fill: created when missing, else it must hold no rows.
     #[arg(long, value_name = "PATH")]
     pub into: PathBuf,
+    /// `--into` is a copy of `--from` as it was before its last import: copy only the rows it
+    /// lacks, the floor under an import into a store already in use.
+    #[arg(long)]
+    pub rest: bool,
 }
 
 /// The shapes of a synthetic fleet.

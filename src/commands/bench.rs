@@ -86,7 +86,7 @@ fn size(args: &SizeArgs) -> Result<ExitStatus> {
 fn floor(args: &FloorArgs) -> Result<ExitStatus> {
     require_sqlite_file(&args.from)?;
     let mut store = crate::store::Store::open(&args.into)?;
-    let copied = store.copy_rows_from(&args.from)?;
+    let copied = store.copy_rows_from(&args.from, args.rest)?;
     let mut out = std::io::stdout().lock();
     let total: f64 = copied.iter().map(|c| c.took.as_secs_f64()).sum();
     for copy in copied
@@ -107,7 +107,12 @@ fn floor(args: &FloorArgs) -> Result<ExitStatus> {
         .map_or(0, |c| c.rows);
     writeln!(
         out,
-        "floor, sqlite: every row copied in {total:.3} s = {:.0} events/s ({events} events)",
+        "floor, sqlite: {} copied in {total:.3} s = {:.0} events/s ({events} events)",
+        if args.rest {
+            "the rows it lacked"
+        } else {
+            "every row"
+        },
         events as f64 / total.max(f64::EPSILON)
     )?;
     Ok(ExitStatus::Success)

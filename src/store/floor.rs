@@ -73,6 +73,16 @@ fn columns(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
         .collect::<rusqlite::Result<_>>()
 }
 
+/// Whether `table` of the main schema is a `WITHOUT ROWID` table.
+fn without_rowid(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
+        [table],
+        |row| row.get::<_, i64>(0),
+    )
+    .map(|wr| wr != 0)
+}
+
 fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
@@ -82,7 +92,17 @@ impl Store {
     /// SQLite store of the same schema version, and says how long each table took. Pages are
     /// packed as a bulk import packs them: the triggers dropped inside the transaction, the
     /// pages written once each after the rows, the triggers created again.
-    pub fn copy_rows_from(&mut self, from: &Path) -> Result<Vec<TableCopy>, StoreError> {
+    ///
+    /// With `rest`, this store may instead hold an earlier state of `from` (a copy of it taken
+    /// before its last import), and only the rows it lacks are copied: in a table with rowids,
+    /// those after the highest it holds; in a `WITHOUT ROWID` table, which is read whole, those
+    /// whose key it lacks. Rows the import changed in place (a tag's span, a record's last use)
+    /// are left as they were, so this is the floor under a backfill into a store in use.
+    pub fn copy_rows_from(
+        &mut self,
+        from: &Path,
+        rest: bool,
+    ) -> Result<Vec<TableCopy>, StoreError> {
         let path = self.path.clone();
         let fail = |e: rusqlite::Error| sql_error(&path, e.into());
         let Some(conn) = self.conn.sqlite() else {
@@ -97,7 +117,7 @@ impl Store {
             )));
         }
         let tables = tables_in_order(conn).map_err(fail)?;
-        for table in &tables {
+        for table in tables.iter().filter(|_| !rest) {
             let rows: i64 = conn
                 .query_row(
                     &format!("SELECT count(*) FROM {}", quoted(table)),
@@ -114,7 +134,7 @@ impl Store {
         }
         conn.execute("ATTACH DATABASE ?1 AS src", [from.to_string_lossy()])
             .map_err(fail)?;
-        let result = self.copy_attached(from, tables);
+        let result = self.copy_attached(from, tables, rest);
         let detached = match self.conn.sqlite() {
             Some(conn) => conn.execute_batch("DETACH DATABASE src").map_err(fail),
             None => Ok(()),
@@ -162,11 +182,13 @@ impl Store {
         Ok(sizes)
     }
 
-    /// Copies `tables` (in that order) from the attached `src`.
+    /// Copies `tables` (in that order) from the attached `src`; with `rest`, only the rows
+    /// this store lacks.
     fn copy_attached(
         &mut self,
         from: &Path,
         tables: Vec<String>,
+        rest: bool,
     ) -> Result<Vec<TableCopy>, StoreError> {
         let path = self.path.clone();
         let fail = |e: rusqlite::Error| sql_error(&path, e.into());
@@ -207,10 +229,31 @@ impl Store {
                 .map(|c| quoted(c))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let sql = format!(
-                "INSERT INTO main.{t} ({names}) SELECT {names} FROM src.{t}",
-                t = quoted(&table)
-            );
+            let t = quoted(&table);
+            let sql = if !rest {
+                format!("INSERT INTO main.{t} ({names}) SELECT {names} FROM src.{t}")
+            } else if without_rowid(conn, &table).map_err(fail)? {
+                format!("INSERT OR IGNORE INTO main.{t} ({names}) SELECT {names} FROM src.{t}")
+            } else {
+                let last = |schema: &str| -> rusqlite::Result<i64> {
+                    conn.query_row(
+                        &format!("SELECT coalesce(max(rowid), 0) FROM {schema}.{t}"),
+                        [],
+                        |row| row.get(0),
+                    )
+                };
+                let (held, theirs) = (last("main").map_err(fail)?, last("src").map_err(fail)?);
+                if held > theirs {
+                    return Err(StoreError::Input(format!(
+                        "`{}` holds rows of `{table}` after those of `{}`: it is not an earlier copy of it",
+                        path.display(),
+                        from.display()
+                    )));
+                }
+                format!(
+                    "INSERT INTO main.{t} ({names}) SELECT {names} FROM src.{t} WHERE rowid > {held}"
+                )
+            };
             statements.push((table, sql));
         }
         let db_fail = |e: super::db::DbError| sql_error(&path, e);
@@ -253,6 +296,11 @@ mod tests {
 
     /// A small synthetic fleet imported into a store at `path`.
     fn imported(path: &Path, shape: Shape) -> Store {
+        imported_year(path, shape, 0)
+    }
+
+    /// Year `year` of a small synthetic fleet imported into a store at `path`.
+    fn imported_year(path: &Path, shape: Shape, year: usize) -> Store {
         let mut lines = Vec::new();
         let fleet = Fleet {
             shape,
@@ -261,7 +309,7 @@ mod tests {
             builders: 4,
             mounts: 20,
             seed: 7,
-            year: 0,
+            year,
         };
         write_fleet(&fleet, &mut lines).unwrap();
         let items: Vec<ImportItem> = String::from_utf8(lines)
@@ -302,7 +350,7 @@ mod tests {
             let (from, into) = (dir.path().join("from.db"), dir.path().join("into.db"));
             let source = imported(&from, shape);
             let mut copy = Store::open(&into).unwrap();
-            let copied = copy.copy_rows_from(&from).unwrap();
+            let copied = copy.copy_rows_from(&from, false).unwrap();
             let rows = |name: &str| copied.iter().find(|c| c.table == name).map(|c| c.rows);
             assert_eq!(rows("runs"), Some(300));
             assert!(rows("events").unwrap() > 300);
@@ -342,15 +390,54 @@ mod tests {
                 .all(|w| w[0].rows + w[0].indexes >= w[1].rows + w[1].indexes);
             assert!(sorted, "{sizes:?}");
             // Into an empty store only.
-            let err = copy.copy_rows_from(&from).unwrap_err();
+            let err = copy.copy_rows_from(&from, false).unwrap_err();
             assert!(err.to_string().contains("rows in `"), "{err}");
             let missing = dir.path().join("missing.db");
             let err = Store::open(&dir.path().join("other.db"))
                 .unwrap()
-                .copy_rows_from(&missing)
+                .copy_rows_from(&missing, false)
                 .unwrap_err();
             assert!(err.to_string().contains("no SQLite store"), "{err}");
             assert!(!missing.exists());
+        }
+    }
+
+    /// With `rest`, a copy of a store taken before its last import gains the rows that import
+    /// added, and only those: the same runs, events, chain and pages as the store. A store
+    /// ahead of the source is refused.
+    #[test]
+    fn the_rest_of_a_grown_store_is_copied_onto_its_earlier_copy() {
+        for shape in [Shape::Default, Shape::Shared] {
+            let dir = tempfile::tempdir().unwrap();
+            let (from, into) = (dir.path().join("from.db"), dir.path().join("into.db"));
+            let earlier = dir.path().join("earlier.db");
+            drop(imported_year(&from, shape, 0));
+            std::fs::copy(&from, &into).unwrap();
+            std::fs::copy(&from, &earlier).unwrap();
+            let source = imported_year(&from, shape, 1);
+            let mut copy = Store::open(&into).unwrap();
+            let copied = copy.copy_rows_from(&from, true).unwrap();
+            let rows = |name: &str| copied.iter().find(|c| c.table == name).map(|c| c.rows);
+            assert_eq!(rows("runs"), Some(300));
+            assert_eq!(rows("pipelines"), Some(0));
+            assert!(rows("events").unwrap() > 300);
+            for sql in [
+                "SELECT id, CAST(pipeline_id || ' ' || run_key || ' ' || started_at AS BLOB)
+                 FROM runs ORDER BY id",
+                "SELECT id, CAST(run_id || ' ' || kind || ' ' || target || ' ' || at AS BLOB)
+                 FROM events ORDER BY id",
+                "SELECT seq, hash FROM run_chain ORDER BY seq",
+                "SELECT page, events FROM event_pages ORDER BY page",
+                "SELECT page, artifacts FROM artifact_pages ORDER BY page",
+                "SELECT page, records FROM record_pages ORDER BY page",
+            ] {
+                assert_eq!(table(&copy, sql), table(&source, sql), "{sql}");
+            }
+            let check = copy.verify_chain(None).unwrap();
+            assert!(check.broken.is_none());
+            assert_eq!(check.head, source.chain_head().unwrap().head);
+            let err = copy.copy_rows_from(&earlier, true).unwrap_err();
+            assert!(err.to_string().contains("not an earlier copy"), "{err}");
         }
     }
 }
