@@ -97,7 +97,8 @@ impl Store {
     /// before its last import), and only the rows it lacks are copied: in a table with rowids,
     /// those after the highest it holds; in a `WITHOUT ROWID` table, which is read whole, those
     /// whose key it lacks. Rows the import changed in place (a tag's span, a record's last use)
-    /// are left as they were, so this is the floor under a backfill into a store in use.
+    /// are left as they were, so this is the floor under a backfill into a store in use; the
+    /// copy runs in [`Store::bulk`] mode, as such an import does.
     pub fn copy_rows_from(
         &mut self,
         from: &Path,
@@ -134,7 +135,15 @@ impl Store {
         }
         conn.execute("ATTACH DATABASE ?1 AS src", [from.to_string_lossy()])
             .map_err(fail)?;
-        let result = self.copy_attached(from, tables, rest);
+        // Onto a store in use, with the settings an import into it writes with.
+        let result = if rest {
+            self.bulk(true).and_then(|()| {
+                let copied = self.copy_attached(from, tables, rest);
+                self.bulk(false).and(copied)
+            })
+        } else {
+            self.copy_attached(from, tables, rest)
+        };
         let detached = match self.conn.sqlite() {
             Some(conn) => conn.execute_batch("DETACH DATABASE src").map_err(fail),
             None => Ok(()),
