@@ -350,6 +350,20 @@ mod tests {
             .collect()
     }
 
+    /// `copy` holds `source`'s packed pages, written by the triggers, and its chain, intact.
+    fn assert_same_pages_and_chain(copy: &Store, source: &Store) {
+        for sql in [
+            "SELECT page, events FROM event_pages ORDER BY page",
+            "SELECT page, artifacts FROM artifact_pages ORDER BY page",
+            "SELECT page, records FROM record_pages ORDER BY page",
+        ] {
+            assert_eq!(table(copy, sql), table(source, sql), "{sql}");
+        }
+        let check = copy.verify_chain(None).unwrap();
+        assert!(check.broken.is_none());
+        assert_eq!(check.head, source.chain_head().unwrap().head);
+    }
+
     /// The copy holds what the source holds: the same export, the same pages (written by the
     /// triggers) and the same chain, intact.
     #[test]
@@ -367,16 +381,7 @@ mod tests {
             assert!(position("runs") < position("events"));
             assert!(position("pipelines") < position("runs"));
             assert_eq!(exported(&copy), exported(&source));
-            for sql in [
-                "SELECT page, events FROM event_pages ORDER BY page",
-                "SELECT page, artifacts FROM artifact_pages ORDER BY page",
-                "SELECT page, records FROM record_pages ORDER BY page",
-            ] {
-                assert_eq!(table(&copy, sql), table(&source, sql), "{sql}");
-            }
-            let check = copy.verify_chain(None).unwrap();
-            assert!(check.broken.is_none());
-            assert_eq!(check.head, source.chain_head().unwrap().head);
+            assert_same_pages_and_chain(&copy, &source);
             let sizes = copy.table_sizes().unwrap();
             let events = sizes.iter().find(|t| t.table == "events").unwrap();
             assert!(events.rows > 0 && events.indexes > 0, "{events:?}");
@@ -436,15 +441,10 @@ mod tests {
                 "SELECT id, CAST(run_id || ' ' || kind || ' ' || target || ' ' || at AS BLOB)
                  FROM events ORDER BY id",
                 "SELECT seq, hash FROM run_chain ORDER BY seq",
-                "SELECT page, events FROM event_pages ORDER BY page",
-                "SELECT page, artifacts FROM artifact_pages ORDER BY page",
-                "SELECT page, records FROM record_pages ORDER BY page",
             ] {
                 assert_eq!(table(&copy, sql), table(&source, sql), "{sql}");
             }
-            let check = copy.verify_chain(None).unwrap();
-            assert!(check.broken.is_none());
-            assert_eq!(check.head, source.chain_head().unwrap().head);
+            assert_same_pages_and_chain(&copy, &source);
             let err = copy.copy_rows_from(&earlier, true).unwrap_err();
             assert!(err.to_string().contains("not an earlier copy"), "{err}");
         }
