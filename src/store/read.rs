@@ -1221,7 +1221,8 @@ mod tests {
     /// of an index, and the time-suspect runs from their receipts: never every run on a
     /// builder or every use of a mount, which on a fleet's store are millions of rows. So
     /// with and without the statistics `PRAGMA optimize` leaves on such a store. So do
-    /// `mark-purged`'s last use of a builder and `ls mounts --pipeline`.
+    /// `mark-purged`'s last use of a builder and `ls mounts --pipeline`, and a bulk import's
+    /// read of the events it added, which must not go through the index by kind.
     #[test]
     fn trace_queries_read_one_range_of_an_index() {
         let (_dir, conn) = bare_store();
@@ -1230,7 +1231,11 @@ mod tests {
         let by_run = "sqlite_autoindex_events_1 (run_id=? AND kind=? AND target=?)";
         let runs_by_finish = "runs_by_builder_finish (builder_id=? AND finished_at>?)";
         let uses_since = "events_by_target (kind=? AND target=? AND at>?)";
-        let cases: [(String, &[&str]); 10] = [
+        let cases: [(String, &[&str]); 11] = [
+            (
+                super::super::pages::EVENTS_SELECT.to_owned(),
+                &["SEARCH events USING INTEGER PRIMARY KEY (rowid>?)"],
+            ),
             (
                 super::super::ls::PIPELINE_MOUNTS.to_owned(),
                 &[
