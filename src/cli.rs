@@ -716,7 +716,8 @@ pub struct FloorArgs {
     /// The imported SQLite store to read.
     #[arg(long, value_name = "PATH")]
     pub from: PathBuf,
-    /// The SQLite store to fill: created when missing, else it must hold no rows.
+    /// The SQLite store to fill: created when missing, else it must hold no rows (with
+    /// `--rest`, an earlier copy of `--from`).
     #[arg(long, value_name = "PATH")]
     pub into: PathBuf,
     /// `--into` is a copy of `--from` as it was before its last import: copy only the rows it

@@ -403,6 +403,7 @@ fn write_shared(args: &Fleet, out: &mut dyn Write) -> std::io::Result<String> {
                 .unwrap_or(0)
         })
         .collect();
+    // The languages come from the seed alone, so a pipeline keeps its language every year.
     if args.year > 0 {
         rng = Rng::for_year(args.seed, args.year);
     }

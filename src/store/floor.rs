@@ -118,19 +118,21 @@ impl Store {
             )));
         }
         let tables = tables_in_order(conn).map_err(fail)?;
-        for table in tables.iter().filter(|_| !rest) {
-            let rows: i64 = conn
-                .query_row(
-                    &format!("SELECT count(*) FROM {}", quoted(table)),
-                    [],
-                    |row| row.get(0),
-                )
-                .map_err(fail)?;
-            if rows > 0 {
-                return Err(StoreError::Input(format!(
-                    "`{}` already holds {rows} rows in `{table}`: the copy floor needs an empty store",
-                    path.display()
-                )));
+        if !rest {
+            for table in &tables {
+                let rows: i64 = conn
+                    .query_row(
+                        &format!("SELECT count(*) FROM {}", quoted(table)),
+                        [],
+                        |row| row.get(0),
+                    )
+                    .map_err(fail)?;
+                if rows > 0 {
+                    return Err(StoreError::Input(format!(
+                        "`{}` already holds {rows} rows in `{table}`: the copy floor needs an empty store",
+                        path.display()
+                    )));
+                }
             }
         }
         conn.execute("ATTACH DATABASE ?1 AS src", [from.to_string_lossy()])
