@@ -564,6 +564,22 @@ fn changes_pipelines(
 /// for. A hook never changes them afterwards. A PostgreSQL hook role records the config's
 /// only as a pipeline's first: a later difference is left to a responder, with a warning, and
 /// its runs are held to the lower of the stored ceiling and the config's.
+/// The stored pipeline of this name, if any.
+fn stored_pipeline(
+    tx: &Transaction<'_>,
+    name: &str,
+) -> crate::store::db::DbResult<Option<PipelineRow>> {
+    tx.prepare_cached("SELECT id, project, trust_level FROM pipeline_current WHERE name = ?1")?
+        .query_row([name], |row| {
+            Ok(PipelineRow {
+                id: row.get(0)?,
+                project: row.get(1)?,
+                ceiling: row.get(2)?,
+            })
+        })
+        .optional()
+}
+
 pub(super) fn ensure_pipeline(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
@@ -576,22 +592,19 @@ pub(super) fn ensure_pipeline(
     let name = &pipeline.name;
     let mut row = match cache.pipelines.get(name) {
         Some(row) => row.clone(),
-        None => {
-            tx.prepare_cached(
-                "INSERT INTO pipelines (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
-            )?
-            .execute([name])?;
-            tx.prepare_cached(
-                "SELECT id, project, trust_level FROM pipeline_current WHERE name = ?1",
-            )?
-            .query_row([name], |row| {
-                Ok(PipelineRow {
-                    id: row.get(0)?,
-                    project: row.get(1)?,
-                    ceiling: row.get(2)?,
-                })
-            })?
-        }
+        // Read first: most runs are of a pipeline the store knows, and an insert that adds
+        // nothing still runs the table's statement triggers on PostgreSQL. The writer lock
+        // keeps the name from being added between the two.
+        None => match stored_pipeline(tx, name)? {
+            Some(row) => row,
+            None => {
+                tx.prepare_cached(
+                    "INSERT INTO pipelines (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
+                )?
+                .execute([name])?;
+                stored_pipeline(tx, name)?.ok_or(crate::store::db::DbError::NoRows)?
+            }
+        },
     };
     let configured = config.pipeline(name);
     let id = row.id;
@@ -1152,6 +1165,9 @@ struct HeldEvents {
 /// Writes `held`, [`EVENTS_PER_STATEMENT`] rows a statement, adds what it inserted to
 /// `events`, and sets the chain entry's last event. A row that was there already (a run id
 /// whose events the store held before its run) leaves the entry to be read back instead.
+/// The rows of a statement take their ids in the order they are listed, on both engines (on
+/// PostgreSQL each row of a `VALUES` list draws from the identity in turn), and the writer
+/// lock keeps any other writer's rows out from between them.
 fn write_held(
     tx: &Transaction<'_>,
     run: i64,
@@ -1160,14 +1176,18 @@ fn write_held(
     entry: &mut Option<NewRun>,
     events: &mut usize,
 ) -> crate::store::db::DbResult<()> {
-    static SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    // Each size of statement, as SQLite runs it, then with the ids it inserted returned
+    // (PostgreSQL has no last inserted id).
+    static SQL: std::sync::LazyLock<Vec<[String; 2]>> = std::sync::LazyLock::new(|| {
         (1..=EVENTS_PER_STATEMENT)
             .map(|n| {
-                format!(
+                let insert = format!(
                     "INSERT INTO events (run_id, kind, target, at, detail, source) VALUES {}
                      ON CONFLICT (run_id, kind, target) DO NOTHING",
                     vec!["(?, ?, ?, ?, ?, ?)"; n].join(", ")
-                )
+                );
+                let returning = format!("{insert} RETURNING id");
+                [insert, returning]
             })
             .collect()
     });
@@ -1185,10 +1205,27 @@ fn write_held(
                 Value::Text(source),
             ]);
         }
-        let added = tx.prepare_cached(&SQL[chunk.len() - 1])?.execute(values)?;
-        if added > 0 {
-            last = tx.sqlite().map(rusqlite::Connection::last_insert_rowid);
-        }
+        let [insert, returning] = &SQL[chunk.len() - 1];
+        let added = match tx.sqlite() {
+            Some(conn) => {
+                let added = tx.prepare_cached(insert)?.execute(values)?;
+                if added > 0 {
+                    last = Some(conn.last_insert_rowid());
+                }
+                added
+            }
+            None => {
+                let mut statement = tx.prepare_cached(returning)?;
+                let mut ids = statement.query(values)?;
+                let mut added = 0;
+                while let Some(row) = ids.next()? {
+                    let id: i64 = row.get(0)?;
+                    last = Some(last.map_or(id, |last: i64| last.max(id)));
+                    added += 1;
+                }
+                added
+            }
+        };
         inserted += added;
     }
     *events += inserted;
@@ -1520,9 +1557,9 @@ pub(super) fn insert_run(
         events: Vec::new(),
         events_through: 0,
     });
-    // A new run's events on SQLite are held and written a few statements a run (see
-    // [`HeldEvents`]) until one repeats an event with options of its own.
-    let mut held = (created && tx.sqlite().is_some()).then(HeldEvents::default);
+    // A new run's events are held and written a few statements a run (see [`HeldEvents`])
+    // until one repeats an event with options of its own.
+    let mut held = created.then(HeldEvents::default);
     let mut add = |tx: &Transaction<'_>,
                    kind: &'static str,
                    (target, named): (i64, &dyn Fn() -> Target),

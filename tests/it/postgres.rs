@@ -1098,6 +1098,92 @@ fn a_bulk_import_stores_what_sqlite_stores() {
     assert_eq!(length(&pg), 300);
 }
 
+/// `record` writes a new run's events a few rows a statement on PostgreSQL as on SQLite: the
+/// rows, their ids and each chain entry's last event are the ones SQLite stores, for a run
+/// with more events than one statement takes, one naming a cache twice, and a run recorded
+/// again with one more.
+#[test]
+fn recorded_events_are_the_rows_sqlite_stores() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let env = Env::new();
+    let sqlite = env.path().join("lite.db");
+    let pg = pg_store(cluster);
+    let refs: Vec<String> = (1..=20)
+        .map(|i| format!("registry.example.com/lib{i}/cache:main@sha256:{i:064x}"))
+        .collect();
+    let times = [
+        "--started-at",
+        "2026-03-01T10:00:00Z",
+        "--finished-at",
+        "2026-03-01T10:05:00Z",
+    ];
+    for db in [sqlite.to_str().unwrap(), pg.as_str()] {
+        let record = |pipeline: &str, args: &[&str]| {
+            ok(env
+                .cmd()
+                .args(["--db", db, "record", "--pipeline", pipeline, "--run", "1"])
+                .args(["--builder", "b1"])
+                .args(times)
+                .args(args));
+        };
+        let mut many = vec![
+            "--mount",
+            "/root/.cache/pip",
+            "--image",
+            "registry.example.com/app:1",
+        ];
+        for r in &refs {
+            many.extend(["--cache-from", r.as_str()]);
+        }
+        record("p1", &many);
+        let twice = ["--cache-from", &refs[0], "--cache-from", &refs[0]];
+        record("p2", &twice);
+        record("p2", &[&twice[..], &["--cache-from", &refs[1]]].concat());
+    }
+    let conn = rusqlite::Connection::open(&sqlite).unwrap();
+    let lite = |sql: &str| -> Vec<String> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        stmt.query_map([], |row| row.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let name = cluster_database_name(&pg);
+    let on_pg = |sql: &str| -> Vec<String> {
+        let out = cluster.psql(&name, sql);
+        out.lines().map(str::to_owned).collect()
+    };
+    // Every row in the same order. A row PostgreSQL's insert finds there already has still
+    // drawn an id from the identity, so ids are compared where runs were new.
+    let events = "SELECT run_id || ' ' || kind || ' ' || target || ' ' || at || ' ' \
+                  || coalesce(detail, '-') FROM events ORDER BY id";
+    let stored = lite(events);
+    // The first run alone has more events than one statement inserts.
+    assert!(stored.len() > 24, "{stored:#?}");
+    assert_eq!(stored, on_pg(events));
+    let new_runs = "SELECT id || ' ' || kind || ' ' || target FROM events \
+                    WHERE id <= (SELECT events_through FROM run_chain WHERE seq = 2) ORDER BY id";
+    assert_eq!(lite(new_runs), on_pg(new_runs));
+    let chain = "SELECT seq || ' ' || run_id || ' ' || kind FROM run_chain ORDER BY seq";
+    assert_eq!(lite(chain).len(), 3);
+    assert_eq!(lite(chain), on_pg(chain));
+    // The entries of the new runs end at each run's last event, on both.
+    let ends = "SELECT c.events_through || ' ' || (SELECT max(e.id) FROM events e \
+                    WHERE e.run_id = c.run_id AND e.id <= c.events_through) \
+                FROM run_chain c WHERE c.seq <= 2 ORDER BY c.seq";
+    let lite_ends = lite(ends);
+    assert!(
+        lite_ends
+            .iter()
+            .all(|l| l.split(' ').next() == l.split(' ').nth(1)),
+        "{lite_ends:?}"
+    );
+    assert_eq!(lite_ends, on_pg(ends));
+}
+
 /// A batch whose last line repeats a run key with other facts is refused (exit 2, naming the
 /// line and the field) and writes nothing of the batch: not its new runs before that line.
 #[test]
