@@ -20,7 +20,9 @@
 #   - `verify-log` over the whole chain (an entry a run): wall time, entries per second, and
 #     whether the two stores' chains have the same length and are intact;
 #   - RECORD_CALLS (default 100) `record` calls against the imported store, process start
-#     included, over TCP for PostgreSQL: median and p95.
+#     included, over TCP for PostgreSQL: median and p95; then as many through PgBouncer in
+#     transaction pooling mode, when Debian's `pgbouncer` is installed (a pool keeps the
+#     server's processes: each direct call starts one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/record_latency.sh
@@ -36,7 +38,13 @@ work=$(mktemp -d)
 chown postgres: "$work"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+bouncer_pid=
+cleanup() {
+    [ -n "$bouncer_pid" ] && kill "$bouncer_pid" 2>/dev/null
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null
+    wait 2>/dev/null
+    rm -rf "$work"
+}
 trap cleanup EXIT
 
 runuser -u postgres -- "$pgbin/initdb" -D "$work/pg" -A trust -U postgres >/dev/null
@@ -181,3 +189,27 @@ for store in sqlite postgres; do
     read -r median p95 < <(record_latency "$bin" "$db" "$calls" "$work")
     echo "record, $store: median $median ms, p95 $p95 ms ($calls calls, process start included)"
 done
+if [ -x /usr/sbin/pgbouncer ]; then
+    bouncer_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    cat >"$work/pgbouncer.ini" <<INI
+[databases]
+bench = host=127.0.0.1 port=$port dbname=bench user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $bouncer_port
+unix_socket_dir =
+auth_type = trust
+auth_file = $work/userlist.txt
+pool_mode = transaction
+default_pool_size = 4
+logfile = $work/pgbouncer.log
+INI
+    echo '"postgres" ""' >"$work/userlist.txt"
+    chown postgres: "$work/pgbouncer.ini" "$work/userlist.txt"
+    runuser -u postgres -- /usr/sbin/pgbouncer "$work/pgbouncer.ini" >/dev/null 2>&1 &
+    bouncer_pid=$!
+    for _ in $(seq 100); do "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$bouncer_port" && break; sleep 0.1; done
+    read -r median p95 < <(record_latency "$bin" "postgresql://postgres@127.0.0.1:$bouncer_port/bench" \
+        "$calls" "$work" pooled)
+    echo "record, postgres through PgBouncer: median $median ms, p95 $p95 ms ($calls calls, process start included)"
+fi
