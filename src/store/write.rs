@@ -558,12 +558,6 @@ fn changes_pipelines(
     Ok(may)
 }
 
-/// The pipeline's row, created when new. Its project and trust ceiling are the config's when a
-/// `[[pipeline]]` entry names them (a difference from the store is appended as a change, with
-/// its time), else the first a hook brought; `hook_level` is the level that first hook asks
-/// for. A hook never changes them afterwards. A PostgreSQL hook role records the config's
-/// only as a pipeline's first: a later difference is left to a responder, with a warning, and
-/// its runs are held to the lower of the stored ceiling and the config's.
 /// The stored pipeline of this name, if any.
 fn stored_pipeline(
     tx: &Transaction<'_>,
@@ -580,6 +574,12 @@ fn stored_pipeline(
         .optional()
 }
 
+/// The pipeline's row, created when new. Its project and trust ceiling are the config's when a
+/// `[[pipeline]]` entry names them (a difference from the store is appended as a change, with
+/// its time), else the first a hook brought; `hook_level` is the level that first hook asks
+/// for. A hook never changes them afterwards. A PostgreSQL hook role records the config's
+/// only as a pipeline's first: a later difference is left to a responder, with a warning, and
+/// its runs are held to the lower of the stored ceiling and the config's.
 pub(super) fn ensure_pipeline(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
@@ -1165,9 +1165,10 @@ struct HeldEvents {
 /// Writes `held`, [`EVENTS_PER_STATEMENT`] rows a statement, adds what it inserted to
 /// `events`, and sets the chain entry's last event. A row that was there already (a run id
 /// whose events the store held before its run) leaves the entry to be read back instead.
-/// The rows of a statement take their ids in the order they are listed, on both engines (on
-/// PostgreSQL each row of a `VALUES` list draws from the identity in turn), and the writer
-/// lock keeps any other writer's rows out from between them.
+/// The chain entry lists the rows in the order given, so it stands only where their ids follow
+/// that order: SQLite gives a statement's rows their ids in `VALUES` order; on PostgreSQL the
+/// rows come back with their ids and are checked, and the entry is read back otherwise. The
+/// writer lock keeps any other writer's rows out from between them.
 fn write_held(
     tx: &Transaction<'_>,
     run: i64,
@@ -1186,13 +1187,14 @@ fn write_held(
                      ON CONFLICT (run_id, kind, target) DO NOTHING",
                     vec!["(?, ?, ?, ?, ?, ?)"; n].join(", ")
                 );
-                let returning = format!("{insert} RETURNING id");
+                let returning = format!("{insert} RETURNING id, kind, target");
                 [insert, returning]
             })
             .collect()
     });
     let mut inserted = 0;
     let mut last = None;
+    let mut in_order = true;
     for chunk in held.rows.chunks(EVENTS_PER_STATEMENT) {
         let mut values = Vec::with_capacity(chunk.len() * 6);
         for (kind, target, at, detail) in chunk {
@@ -1216,10 +1218,16 @@ fn write_held(
             }
             None => {
                 let mut statement = tx.prepare_cached(returning)?;
-                let mut ids = statement.query(values)?;
+                let mut rows = statement.query(values)?;
                 let mut added = 0;
-                while let Some(row) = ids.next()? {
-                    let id: i64 = row.get(0)?;
+                while let Some(row) = rows.next()? {
+                    let (id, kind, target): (i64, String, i64) =
+                        (row.get(0)?, row.get(1)?, row.get(2)?);
+                    // Row `added` of the chunk, with an id above every earlier one.
+                    in_order &= chunk
+                        .get(added)
+                        .is_some_and(|held| (held.0, held.1) == (kind.as_str(), target))
+                        && last.is_none_or(|last| id > last);
                     last = Some(last.map_or(id, |last: i64| last.max(id)));
                     added += 1;
                 }
@@ -1230,7 +1238,7 @@ fn write_held(
     }
     *events += inserted;
     match (last, &mut *entry) {
-        _ if inserted < held.rows.len() => *entry = None,
+        _ if inserted < held.rows.len() || !in_order => *entry = None,
         (Some(last), Some(new)) => new.events_through = last,
         (None, Some(_)) if inserted > 0 => *entry = None,
         _ => {}
