@@ -126,7 +126,39 @@ fn apply_migrations(db: &mut Db, to: usize) -> Result<(), DbError> {
     for hook in hooks {
         hook(&tx)?;
     }
+    if from < to {
+        analyze_new_indexes(&tx)?;
+    }
     tx.commit()
+}
+
+/// Statistics for the indexes a migration added, on a store that keeps statistics (an import
+/// leaves them): without a row of its own, SQLite takes a new index for as selective as any,
+/// and may read it where another of the table's indexes fits better. Only indexes of tables
+/// that have statistics are analyzed, each alone, so a store without them stays so.
+fn analyze_new_indexes(db: &Db) -> Result<(), DbError> {
+    let kept: bool = db.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'sqlite_stat1')",
+        [],
+        |row| row.get(0),
+    )?;
+    if !kept {
+        return Ok(());
+    }
+    let mut statement = db.prepare(
+        "SELECT i.name FROM sqlite_schema i
+         WHERE i.type = 'index' AND i.sql IS NOT NULL
+           AND EXISTS (SELECT 1 FROM sqlite_stat1 s WHERE s.tbl = i.tbl_name)
+           AND NOT EXISTS (SELECT 1 FROM sqlite_stat1 s WHERE s.idx = i.name)
+         ORDER BY i.name",
+    )?;
+    let unmeasured: Vec<String> = statement
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    for index in unmeasured {
+        db.execute_batch(&format!("ANALYZE \"{}\"", index.replace('"', "\"\"")))?;
+    }
+    Ok(())
 }
 
 /// An SQLite file at schema version `version`, for tests of migrations. (The hooks chain with
@@ -815,6 +847,57 @@ mod tests {
             .unwrap()
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .unwrap()
+    }
+
+    /// Migrating a store that keeps statistics gives the indexes the migration added
+    /// statistics of their own, so the planner weighs a new index as it does the others; a
+    /// store without statistics is left without.
+    #[test]
+    fn a_migration_measures_the_indexes_it_adds_where_statistics_are_kept() {
+        let added = "runs_by_builder_finish";
+        let before = MIGRATION_SQL
+            .iter()
+            .position(|sql| sql.contains(&format!("CREATE INDEX {added}")))
+            .expect("the migration adding the index");
+        for kept in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("db.sqlite");
+            store_at(&path, before);
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "INSERT INTO builders (name) VALUES ('b');
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200)
+                 INSERT INTO runs (pipeline_id, run_key, step, builder_id, started_at,
+                                   finished_at, status, recorded_at)
+                 SELECT 1, 'r' || i, 's', 1, i, i + 10, 'succeeded', i FROM n;",
+            )
+            .unwrap();
+            if kept {
+                conn.execute_batch("ANALYZE").unwrap();
+            }
+            drop(conn);
+            Store::migrate_existing(&path).unwrap();
+            let conn = Connection::open(&path).unwrap();
+            let stat1: bool = conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'sqlite_stat1')",
+                    [],
+                    |row| row.get(0),
+                )
+                .unwrap();
+            assert_eq!(stat1, kept);
+            if kept {
+                let stat: String = conn
+                    .query_row(
+                        "SELECT stat FROM sqlite_stat1 WHERE idx = ?1",
+                        [added],
+                        |row| row.get(0),
+                    )
+                    .unwrap();
+                // 200 rows, all on one builder, each finish time its own.
+                assert_eq!(stat, "200 200 1");
+            }
+        }
     }
 
     /// Every field of an incident's seeds stored in the old shape (the command line's argument
