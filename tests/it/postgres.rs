@@ -1099,9 +1099,9 @@ fn a_bulk_import_stores_what_sqlite_stores() {
 }
 
 /// `record` writes a new run's events a few rows a statement on PostgreSQL as on SQLite: the
-/// rows, their ids and each chain entry's last event are the ones SQLite stores, for a run
-/// with more events than one statement takes, one naming a cache twice, and a run recorded
-/// again with one more.
+/// rows in the same order, the ids of the new runs' events and the chain entries are the ones
+/// SQLite stores, for a run with more events than one statement takes, one naming a cache
+/// twice, and a run recorded again with one more.
 #[test]
 fn recorded_events_are_the_rows_sqlite_stores() {
     if !require_postgres() {
