@@ -1462,32 +1462,67 @@ pub(super) fn insert_run(
     require_builder(record, builder.is_some())?;
     let name = crate::model::run_name(&record.pipeline.name, &record.run_id, &record.step);
     let overlapped = record.records.as_ref().is_some_and(|r| r.overlapped);
-    let stored = tx
-        .prepare_cached(
-            "SELECT r.id, r.commit_sha, r.git_ref, b.name, r.started_at, r.finished_at, r.status,
-                    r.has_records, r.trust_level,
-                    (r.overlapped <> 0 OR EXISTS (SELECT 1 FROM run_observations o
-                                             WHERE o.run_id = r.id AND o.kind = 'overlapped'))
-             FROM runs r LEFT JOIN builders b ON b.id = r.builder_id
-             WHERE r.pipeline_id = ?1 AND r.run_key = ?2 AND r.step = ?3",
-        )?
-        .query_row(params![pipeline.id, record.run_id, record.step], |row| {
-            Ok(StoredRun {
-                id: row.get(0)?,
-                commit: row.get(1)?,
-                git_ref: row.get(2)?,
-                builder: row.get(3)?,
-                started_at: row.get(4)?,
-                finished_at: row.get(5)?,
-                status: row.get(6)?,
-                has_records: row.get(7)?,
-                trust_level: row.get(8)?,
-                overlapped: row.get(9)?,
+    let values = params![
+        pipeline.id,
+        record.run_id,
+        record.step,
+        record.commit,
+        record.git_ref,
+        builder,
+        record.started_at,
+        record.finished_at,
+        record.status.as_str(),
+        record.records.is_some(),
+        overlapped,
+        now,
+        level
+    ];
+    const INSERT: &str =
+        "INSERT INTO runs (pipeline_id, run_key, step, commit_sha, git_ref, builder_id,
+                               started_at, finished_at, status, has_records, overlapped,
+                               recorded_at, trust_level)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+    // On PostgreSQL a new run (the usual case) is inserted first, in one round trip, and a
+    // run key already there is read back only when the insert added nothing. SQLite reads
+    // first: its `RETURNING` costs more than the insert.
+    let inserted: Option<i64> = match tx.sqlite() {
+        Some(_) => None,
+        None => tx
+            .prepare_cached(&format!(
+                "{INSERT} ON CONFLICT (pipeline_id, run_key, step) DO NOTHING RETURNING id"
+            ))?
+            .query_row(values, |row| row.get(0))
+            .optional()?,
+    };
+    let stored = match inserted {
+        Some(_) => None,
+        None => tx
+            .prepare_cached(
+                "SELECT r.id, r.commit_sha, r.git_ref, b.name, r.started_at, r.finished_at,
+                        r.status, r.has_records, r.trust_level,
+                        (r.overlapped <> 0 OR EXISTS (SELECT 1 FROM run_observations o
+                                                 WHERE o.run_id = r.id AND o.kind = 'overlapped'))
+                 FROM runs r LEFT JOIN builders b ON b.id = r.builder_id
+                 WHERE r.pipeline_id = ?1 AND r.run_key = ?2 AND r.step = ?3",
+            )?
+            .query_row(params![pipeline.id, record.run_id, record.step], |row| {
+                Ok(StoredRun {
+                    id: row.get(0)?,
+                    commit: row.get(1)?,
+                    git_ref: row.get(2)?,
+                    builder: row.get(3)?,
+                    started_at: row.get(4)?,
+                    finished_at: row.get(5)?,
+                    status: row.get(6)?,
+                    has_records: row.get(7)?,
+                    trust_level: row.get(8)?,
+                    overlapped: row.get(9)?,
+                })
             })
-        })
-        .optional()?;
-    let (run, created, level) = match stored {
-        Some(stored) => {
+            .optional()?,
+    };
+    let (run, created, level) = match (inserted, stored) {
+        (_, Some(stored)) => {
             let differ = differences(&stored, record, level.as_deref(), asked);
             if !differ.is_empty() {
                 return Err(WriteError::Refused(format!(
@@ -1504,37 +1539,20 @@ pub(super) fn insert_run(
             }
             (stored.id, false, stored.trust_level)
         }
-        None => {
+        (inserted, None) => {
             if capped && let (Some(asked), Some(ceiling)) = (asked, &pipeline.ceiling) {
                 warnings.push(capped_warning(&name, asked, ceiling));
             }
-            let values = params![
-                pipeline.id,
-                record.run_id,
-                record.step,
-                record.commit,
-                record.git_ref,
-                builder,
-                record.started_at,
-                record.finished_at,
-                record.status.as_str(),
-                record.records.is_some(),
-                overlapped,
-                now,
-                level
-            ];
-            const INSERT: &str =
-                "INSERT INTO runs (pipeline_id, run_key, step, commit_sha, git_ref, builder_id,
-                                   started_at, finished_at, status, has_records, overlapped,
-                                   recorded_at, trust_level)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
-            // SQLite's `RETURNING` costs more than the insert.
-            let run: i64 = match tx.sqlite() {
-                Some(conn) => {
+            let run = match (inserted, tx.sqlite()) {
+                (Some(run), _) => run,
+                (None, Some(conn)) => {
                     tx.prepare_cached(INSERT)?.execute(values)?;
                     conn.last_insert_rowid()
                 }
-                None => tx
+                // On PostgreSQL an insert that added nothing met a committed row, which the
+                // read then sees; should it not, a plain insert adds the run or fails on
+                // its key, and nothing of the transaction is kept.
+                (None, None) => tx
                     .prepare_cached(&format!("{INSERT} RETURNING id"))?
                     .query_row(values, |row| row.get(0))?,
             };
