@@ -11,7 +11,9 @@ use std::collections::BTreeSet;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::db::{Db, DbError, DbResult, Engine, Value, ValueRef, params_from_iter};
+use super::db::{
+    Db, DbError, DbResult, Engine, Value, ValueRef, params_from_iter, quote_identifier,
+};
 use super::{Store, StoreError, sql_error};
 
 /// A table `db copy` copies, and the columns it is read in order of: its primary key.
@@ -185,10 +187,6 @@ fn columns_of(table: &str) -> &'static [String] {
         .map_or(&[], |(_, columns)| columns.as_slice())
 }
 
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 /// The columns a store's table has, as its engine says.
 fn stored_columns(db: &Db, table: &str) -> DbResult<BTreeSet<String>> {
     let sql = match db.engine() {
@@ -305,7 +303,7 @@ fn copy_all(
     for table in std::iter::once("runs").chain(tables) {
         let held: bool = tx
             .query_row(
-                &format!("SELECT EXISTS (SELECT 1 FROM {})", quote(table)),
+                &format!("SELECT EXISTS (SELECT 1 FROM {})", quote_identifier(table)),
                 [],
                 |row| row.get(0),
             )
@@ -333,7 +331,7 @@ fn copy_all(
         let total: i64 = source
             .conn
             .query_row(
-                &format!("SELECT count(*) FROM {}", quote(table.name)),
+                &format!("SELECT count(*) FROM {}", quote_identifier(table.name)),
                 [],
                 |row| row.get(0),
             )
@@ -361,7 +359,7 @@ fn copy_table(
     let columns = columns_of(table.name);
     let list = columns
         .iter()
-        .map(|c| quote(c))
+        .map(|c| quote_identifier(c))
         .collect::<Vec<_>>()
         .join(", ");
     let key_positions: Vec<usize> = table
@@ -377,7 +375,7 @@ fn copy_table(
     let keys = table
         .key
         .iter()
-        .map(|k| quote(k))
+        .map(|k| quote_identifier(k))
         .collect::<Vec<_>>()
         .join(", ");
     let placeholders = (1..=table.key.len())
@@ -386,11 +384,11 @@ fn copy_table(
         .join(", ");
     let first = format!(
         "SELECT {list} FROM {} ORDER BY {keys} LIMIT ?1",
-        quote(table.name)
+        quote_identifier(table.name)
     );
     let next = format!(
         "SELECT {list} FROM {} WHERE ({keys}) > ({placeholders}) ORDER BY {keys} LIMIT ?{}",
-        quote(table.name),
+        quote_identifier(table.name),
         table.key.len() + 1
     );
     let mut writer = Writer::new(dest, table.name, columns).map_err(|e| sql_error(dest_path, e))?;
@@ -480,7 +478,7 @@ impl<'a> Writer<'a> {
     fn new(db: &'a Db, table: &str, columns: &[String]) -> DbResult<Self> {
         let list = columns
             .iter()
-            .map(|c| quote(c))
+            .map(|c| quote_identifier(c))
             .collect::<Vec<_>>()
             .join(", ");
         match db {
@@ -493,7 +491,7 @@ impl<'a> Writer<'a> {
                     db,
                     sql: format!(
                         "INSERT INTO {} ({list}) VALUES ({placeholders})",
-                        quote(table)
+                        quote_identifier(table)
                     ),
                 })
             }
@@ -505,7 +503,7 @@ impl<'a> Writer<'a> {
                         "SELECT attname::text, atttypid::int8 FROM pg_attribute
                          WHERE attrelid = ?1::regclass AND attnum > 0 AND NOT attisdropped",
                     )?
-                    .query_map([quote(table)], |row| row.try_into())?
+                    .query_map([quote_identifier(table)], |row| row.try_into())?
                     .collect::<DbResult<_>>()?;
                 let types = columns
                     .iter()
@@ -524,7 +522,10 @@ impl<'a> Writer<'a> {
                     .collect::<DbResult<Vec<_>>>()?;
                 Ok(Self::Postgres {
                     conn,
-                    sql: format!("COPY {} ({list}) FROM STDIN BINARY", quote(table)),
+                    sql: format!(
+                        "COPY {} ({list}) FROM STDIN BINARY",
+                        quote_identifier(table)
+                    ),
                     types,
                 })
             }
@@ -571,13 +572,13 @@ fn compare_pages(
 ) -> Result<(), StoreError> {
     let first = format!(
         "SELECT page, {} FROM {} ORDER BY page LIMIT {PAGES_PER_READ}",
-        quote(column),
-        quote(table)
+        quote_identifier(column),
+        quote_identifier(table)
     );
     let next = format!(
         "SELECT page, {} FROM {} WHERE page > ?1 ORDER BY page LIMIT {PAGES_PER_READ}",
-        quote(column),
-        quote(table)
+        quote_identifier(column),
+        quote_identifier(table)
     );
     let read = |db: &Db, after: Option<i64>| -> DbResult<Vec<(i64, Vec<u8>)>> {
         let mut stmt = match after {

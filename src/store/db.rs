@@ -872,6 +872,12 @@ impl rusqlite::ToSql for Value<'_> {
     }
 }
 
+/// `name` as a quoted SQL identifier, the same on both engines: in double quotes, each double
+/// quote in it doubled.
+pub(crate) fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// `sql` with SQLite's `?N` and `?` placeholders written as PostgreSQL's `$N` (string
 /// literals, quoted identifiers and comments are left as they are), and the spellings of
 /// [`DIALECT`] as PostgreSQL's.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension};
 
-use super::db::params;
+use super::db::{params, quote_identifier};
 use super::{Store, StoreError, sql_error};
 
 /// One table copied.
@@ -83,10 +83,6 @@ fn without_rowid(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
     .map(|wr| wr != 0)
 }
 
-fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 impl Store {
     /// Copies every row of the SQLite store at `from` into this one, which must be an empty
     /// SQLite store of the same schema version, and says how long each table took. Pages are
@@ -122,7 +118,7 @@ impl Store {
             for table in &tables {
                 let rows: i64 = conn
                     .query_row(
-                        &format!("SELECT count(*) FROM {}", quoted(table)),
+                        &format!("SELECT count(*) FROM {}", quote_identifier(table)),
                         [],
                         |row| row.get(0),
                     )
@@ -237,10 +233,10 @@ impl Store {
             let names = columns(conn, &table)
                 .map_err(fail)?
                 .iter()
-                .map(|c| quoted(c))
+                .map(|c| quote_identifier(c))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let t = quoted(&table);
+            let t = quote_identifier(&table);
             let sql = if !rest {
                 format!("INSERT INTO main.{t} ({names}) SELECT {names} FROM src.{t}")
             } else if without_rowid(conn, &table).map_err(fail)? {

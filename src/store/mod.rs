@@ -156,7 +156,7 @@ fn analyze_new_indexes(db: &Db) -> Result<(), DbError> {
         .query_map([], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
     for index in unmeasured {
-        db.execute_batch(&format!("ANALYZE \"{}\"", index.replace('"', "\"\"")))?;
+        db.execute_batch(&format!("ANALYZE {}", db::quote_identifier(&index)))?;
     }
     Ok(())
 }

@@ -324,7 +324,7 @@ pub fn quote_role(name: &str) -> Result<String, StoreError> {
             name.escape_debug()
         )));
     }
-    Ok(format!("\"{}\"", name.replace('"', "\"\"")))
+    Ok(super::db::quote_identifier(name))
 }
 
 /// The statements that give `role` what `kind` may do, after taking back whatever it had.
