@@ -36,7 +36,10 @@ bin=$(pwd)/${CARGO_TARGET_DIR:-target}/release/cachewarden
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 work=$(mktemp -d)
 chown postgres: "$work"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# A free port on loopback; waiting until a server answers on one.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+answering() { for _ in $(seq 100); do "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$1" && break; sleep 0.1; done; }
+port=$(free_port)
 pid=
 bouncer_pid=
 cleanup() {
@@ -51,7 +54,7 @@ runuser -u postgres -- "$pgbin/initdb" -D "$work/pg" -A trust -U postgres >/dev/
 runuser -u postgres -- "$pgbin/postgres" -D "$work/pg" -p "$port" -k "$work" \
     -c listen_addresses=127.0.0.1 -c shared_buffers=256MB >"$work/pg.log" 2>&1 &
 pid=$!
-for _ in $(seq 100); do "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$port" && break; sleep 0.1; done
+answering "$port"
 psql -q "postgresql://postgres@127.0.0.1:$port/postgres" -c "CREATE DATABASE bench"
 pg="postgresql://postgres@127.0.0.1:$port/bench"
 lite="$work/fleet.db"
@@ -190,7 +193,7 @@ for store in sqlite postgres; do
     echo "record, $store: median $median ms, p95 $p95 ms ($calls calls, process start included)"
 done
 if [ -x /usr/sbin/pgbouncer ]; then
-    bouncer_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    bouncer_port=$(free_port)
     cat >"$work/pgbouncer.ini" <<INI
 [databases]
 bench = host=127.0.0.1 port=$port dbname=bench user=postgres
@@ -208,7 +211,7 @@ INI
     chown postgres: "$work/pgbouncer.ini" "$work/userlist.txt"
     runuser -u postgres -- /usr/sbin/pgbouncer "$work/pgbouncer.ini" >/dev/null 2>&1 &
     bouncer_pid=$!
-    for _ in $(seq 100); do "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$bouncer_port" && break; sleep 0.1; done
+    answering "$bouncer_port"
     read -r median p95 < <(record_latency "$bin" "postgresql://postgres@127.0.0.1:$bouncer_port/bench" \
         "$calls" "$work" pooled)
     echo "record, postgres through PgBouncer: median $median ms, p95 $p95 ms ($calls calls, process start included)"

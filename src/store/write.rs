@@ -1228,7 +1228,8 @@ fn write_held(
                         .get(added)
                         .is_some_and(|held| (held.0, held.1) == (kind.as_str(), target))
                         && last.is_none_or(|last| id > last);
-                    last = Some(last.map_or(id, |last: i64| last.max(id)));
+                    // Where the order breaks, the entry is read back: no largest is needed.
+                    last = Some(id);
                     added += 1;
                 }
                 added
