@@ -706,8 +706,12 @@ impl PgConn {
     /// IMMEDIATE` does: writers take turns, so ids are handed out in commit order and the run
     /// chain is appended to by one writer at a time. The lock is the transaction's own (no
     /// session state), released when it ends, by a killed client too. One round trip.
+    ///
+    /// Read committed whatever the server's default: each statement then sees what the
+    /// writer before committed, as the writes count on. A snapshot taken for the whole
+    /// transaction would be taken before the lock is granted.
     fn begin(&self) -> DbResult<()> {
-        let mut sql = String::from("BEGIN; ");
+        let mut sql = String::from("BEGIN ISOLATION LEVEL READ COMMITTED; ");
         if !self.per_transaction.is_empty() {
             sql.push_str(&self.per_transaction);
             sql.push_str("; ");

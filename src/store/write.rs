@@ -1105,10 +1105,15 @@ fn insert_event_id(
                 .execute(values)?;
             (added > 0).then(|| conn.last_insert_rowid())
         }
+        // Only an event not there is made: a row `ON CONFLICT` skips has still drawn an id
+        // (see `insert_run`).
         None => tx
             .prepare_cached(
                 "INSERT INTO events (run_id, kind, target, at, detail, source)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (run_id, kind, target) DO NOTHING RETURNING id",
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6
+                 WHERE NOT EXISTS (SELECT 1 FROM events
+                                   WHERE run_id = ?1 AND kind = ?2 AND target = ?3)
+                 ON CONFLICT (run_id, kind, target) DO NOTHING RETURNING id",
             )?
             .query_row(values, |row| row.get(0))
             .optional()?,
@@ -1481,16 +1486,23 @@ pub(super) fn insert_run(
     const INSERT: &str =
         "INSERT INTO runs (pipeline_id, run_key, step, commit_sha, git_ref, builder_id,
                                started_at, finished_at, status, has_records, overlapped,
-                               recorded_at, trust_level)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+                               recorded_at, trust_level)";
+    const VALUES: &str = "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
     // On PostgreSQL a new run (the usual case) is inserted first, in one round trip, and a
-    // run key already there is read back only when the insert added nothing. SQLite reads
-    // first: its `RETURNING` costs more than the insert.
+    // run key already there is read back only when the insert added nothing. The row is
+    // made only when the key is not there: a row that `ON CONFLICT` skips has still drawn
+    // an id, and a pipeline recording its run again and again would push the runs' ids far
+    // past their count (the writer lock keeps the key from being added in between). SQLite
+    // reads first: its `RETURNING` costs more than the insert.
     let inserted: Option<i64> = match tx.sqlite() {
         Some(_) => None,
         None => tx
             .prepare_cached(&format!(
-                "{INSERT} ON CONFLICT (pipeline_id, run_key, step) DO NOTHING RETURNING id"
+                "{INSERT}
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
+                 WHERE NOT EXISTS (SELECT 1 FROM runs
+                                   WHERE pipeline_id = ?1 AND run_key = ?2 AND step = ?3)
+                 ON CONFLICT (pipeline_id, run_key, step) DO NOTHING RETURNING id"
             ))?
             .query_row(values, |row| row.get(0))
             .optional()?,
@@ -1547,14 +1559,15 @@ pub(super) fn insert_run(
             let run = match (inserted, tx.sqlite()) {
                 (Some(run), _) => run,
                 (None, Some(conn)) => {
-                    tx.prepare_cached(INSERT)?.execute(values)?;
+                    tx.prepare_cached(&format!("{INSERT} {VALUES}"))?
+                        .execute(values)?;
                     conn.last_insert_rowid()
                 }
                 // On PostgreSQL an insert that added nothing met a committed row, which the
                 // read then sees; should it not, a plain insert adds the run or fails on
                 // its key, and nothing of the transaction is kept.
                 (None, None) => tx
-                    .prepare_cached(&format!("{INSERT} RETURNING id"))?
+                    .prepare_cached(&format!("{INSERT} {VALUES} RETURNING id"))?
                     .query_row(values, |row| row.get(0))?,
             };
             (run, true, level)

@@ -207,14 +207,34 @@ fn sixty_four_concurrent_records_lose_nothing() {
         return;
     }
     let cluster = PgCluster::shared();
+    concurrent_records_lose_nothing(&pg_store(cluster), 64);
+}
+
+/// The same where the database's transactions default to repeatable read: the writers still
+/// take turns, each seeing what the one before it committed.
+#[test]
+fn concurrent_records_lose_nothing_where_transactions_default_to_repeatable_read() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
     let db = pg_store(cluster);
+    let name = cluster_database_name(&db);
+    cluster.psql(
+        &name,
+        &format!("ALTER DATABASE {name} SET default_transaction_isolation = 'repeatable read'"),
+    );
+    concurrent_records_lose_nothing(&db, 16);
+}
+
+fn concurrent_records_lose_nothing(db: &str, records: usize) {
     let env = Env::new();
-    let children: Vec<_> = (0..64)
+    let children: Vec<_> = (0..records)
         .map(|i| {
             env.cmd()
                 .args([
                     "--db",
-                    &db,
+                    db,
                     "record",
                     "--pipeline",
                     &format!("team/p{}", i % 8),
@@ -242,15 +262,15 @@ fn sixty_four_concurrent_records_lose_nothing() {
         );
         assert!(out.stderr.is_empty() || !String::from_utf8_lossy(&out.stderr).contains("error"));
     }
-    let export = ok(env.cmd().args(["--db", &db, "export"]));
+    let export = ok(env.cmd().args(["--db", db, "export"]));
     let runs: BTreeSet<String> = export
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|line| line["type"] == "run")
         .map(|line| line["run"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(runs.len(), 64, "{runs:?}");
-    ok(env.cmd().args(["--db", &db, "verify-log"]));
+    assert_eq!(runs.len(), records, "{runs:?}");
+    ok(env.cmd().args(["--db", db, "verify-log"]));
 }
 
 /// A server killed in the middle of an import: the import exits 3 naming the store, what it
@@ -1099,9 +1119,9 @@ fn a_bulk_import_stores_what_sqlite_stores() {
 }
 
 /// `record` writes a new run's events a few rows a statement on PostgreSQL as on SQLite: the
-/// rows in the same order, the ids of the new runs' events and the chain entries are the ones
-/// SQLite stores, for a run with more events than one statement takes, one naming a cache
-/// twice, and a run recorded again with one more.
+/// rows, their ids and the chain entries are the ones SQLite stores, for a run with more
+/// events than one statement takes, one naming a cache twice, a run recorded again with one
+/// more, then again with other facts (refused), and a run after them.
 #[test]
 fn recorded_events_are_the_rows_sqlite_stores() {
     if !require_postgres() {
@@ -1142,6 +1162,16 @@ fn recorded_events_are_the_rows_sqlite_stores() {
         let twice = ["--cache-from", &refs[0], "--cache-from", &refs[0]];
         record("p2", &twice);
         record("p2", &[&twice[..], &["--cache-from", &refs[1]]].concat());
+        // Recorded again with other facts: refused, and nothing drawn for it.
+        let out = env
+            .cmd()
+            .args(["--db", db, "record", "--pipeline", "p2", "--run", "1"])
+            .args(["--builder", "b2"])
+            .args(times)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        record("p3", &["--cache-from", &refs[2]]);
     }
     let conn = rusqlite::Connection::open(&sqlite).unwrap();
     let lite = |sql: &str| -> Vec<String> {
@@ -1156,10 +1186,10 @@ fn recorded_events_are_the_rows_sqlite_stores() {
         let out = cluster.psql(&name, sql);
         out.lines().map(str::to_owned).collect()
     };
-    // Every row in the same order. A row PostgreSQL's insert finds there already has still
-    // drawn an id from the identity, so ids are compared where runs were new.
-    let events = "SELECT run_id || ' ' || kind || ' ' || target || ' ' || at || ' ' \
-                  || coalesce(detail, '-') FROM events ORDER BY id";
+    // Every row in the same order, with the same ids: recording a run or an event already
+    // there draws none.
+    let events = "SELECT id || ' ' || run_id || ' ' || kind || ' ' || target || ' ' || at \
+                  || ' ' || coalesce(detail, '-') FROM events ORDER BY id";
     let stored = lite(events);
     // The first run alone has more events than one statement inserts.
     assert!(stored.len() > 24, "{stored:#?}");
@@ -1167,8 +1197,11 @@ fn recorded_events_are_the_rows_sqlite_stores() {
     let new_runs = "SELECT id || ' ' || kind || ' ' || target FROM events \
                     WHERE id <= (SELECT events_through FROM run_chain WHERE seq = 2) ORDER BY id";
     assert_eq!(lite(new_runs), on_pg(new_runs));
+    let runs = "SELECT id || ' ' || run_key || ' ' || step FROM runs ORDER BY id";
+    assert_eq!(lite(runs).len(), 3);
+    assert_eq!(lite(runs), on_pg(runs));
     let chain = "SELECT seq || ' ' || run_id || ' ' || kind FROM run_chain ORDER BY seq";
-    assert_eq!(lite(chain).len(), 3);
+    assert_eq!(lite(chain).len(), 4);
     assert_eq!(lite(chain), on_pg(chain));
     // The entries of the new runs end at each run's last event, on both.
     let ends = "SELECT c.events_through || ' ' || (SELECT max(e.id) FROM events e \
