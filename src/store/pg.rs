@@ -31,6 +31,7 @@ const PG_MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/postgres/0008_purge_records_only.sql"),
     include_str!("../../schema/postgres/0009_selective_prunes.sql"),
     include_str!("../../schema/postgres/0010_runs_by_builder_finish.sql"),
+    include_str!("../../schema/postgres/0011_upserts_draw_no_ids.sql"),
 ];
 
 /// The schema version this build writes on PostgreSQL.

@@ -1121,7 +1121,8 @@ fn a_bulk_import_stores_what_sqlite_stores() {
 /// `record` writes a new run's events a few rows a statement on PostgreSQL as on SQLite: the
 /// rows, their ids and the chain entries are the ones SQLite stores, for a run with more
 /// events than one statement takes, one naming a cache twice, a run recorded again with one
-/// more, then again with other facts (refused), and a run after them.
+/// more, then again with other facts (refused), and runs after them, the last on a builder,
+/// with a mount and an image new to the store: naming a row again draws no id on either.
 #[test]
 fn recorded_events_are_the_rows_sqlite_stores() {
     if !require_postgres() {
@@ -1166,12 +1167,19 @@ fn recorded_events_are_the_rows_sqlite_stores() {
         let out = env
             .cmd()
             .args(["--db", db, "record", "--pipeline", "p2", "--run", "1"])
-            .args(["--builder", "b2"])
-            .args(times)
+            .args(["--builder", "b1", "--started-at", "2026-03-01T10:00:00Z"])
+            .args(["--finished-at", "2026-03-01T10:06:00Z"])
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{out:?}");
         record("p3", &["--cache-from", &refs[2]]);
+        // A builder, an artifact and a mount new to the store, after each kind was named again.
+        ok(env
+            .cmd()
+            .args(["--db", db, "record", "--pipeline", "p4", "--run", "1"])
+            .args(["--builder", "b4", "--mount", "/root/.cache/npm"])
+            .args(["--image", "registry.example.com/app:4"])
+            .args(times));
     }
     let conn = rusqlite::Connection::open(&sqlite).unwrap();
     let lite = |sql: &str| -> Vec<String> {
@@ -1197,11 +1205,26 @@ fn recorded_events_are_the_rows_sqlite_stores() {
     let new_runs = "SELECT id || ' ' || kind || ' ' || target FROM events \
                     WHERE id <= (SELECT events_through FROM run_chain WHERE seq = 2) ORDER BY id";
     assert_eq!(lite(new_runs), on_pg(new_runs));
-    let runs = "SELECT id || ' ' || run_key || ' ' || step FROM runs ORDER BY id";
-    assert_eq!(lite(runs).len(), 3);
-    assert_eq!(lite(runs), on_pg(runs));
+    for (table, rows) in [
+        (
+            "SELECT id || ' ' || pipeline_id || ' ' || run_key FROM runs ORDER BY id",
+            4,
+        ),
+        ("SELECT id || ' ' || name FROM builders ORDER BY id", 2),
+        (
+            "SELECT id || ' ' || locator || coalesce(digest, '') FROM artifacts ORDER BY id",
+            22,
+        ),
+        (
+            "SELECT id || ' ' || builder_id || ' ' || mount_id FROM mounts ORDER BY id",
+            2,
+        ),
+    ] {
+        assert_eq!(lite(table).len(), rows, "{table}");
+        assert_eq!(lite(table), on_pg(table), "{table}");
+    }
     let chain = "SELECT seq || ' ' || run_id || ' ' || kind FROM run_chain ORDER BY seq";
-    assert_eq!(lite(chain).len(), 4);
+    assert_eq!(lite(chain).len(), 5);
     assert_eq!(lite(chain), on_pg(chain));
     // The entries of the new runs end at each run's last event, on both.
     let ends = "SELECT c.events_through || ' ' || (SELECT max(e.id) FROM events e \
@@ -1215,6 +1238,98 @@ fn recorded_events_are_the_rows_sqlite_stores() {
         "{lite_ends:?}"
     );
     assert_eq!(lite_ends, on_pg(ends));
+}
+
+/// The upsert functions draw an id only for a row not there, and the batch forms answer in
+/// the order given, rows found and rows added mixed (a release that takes the ids by position
+/// keeps working): an artifact or build record named again keeps its id, its first sighting
+/// only moves earlier, and the identity hands the next new row the next id.
+#[test]
+fn upserts_draw_ids_only_for_new_rows_and_answer_in_the_order_given() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let db = pg_store(cluster);
+    let name = cluster_database_name(&db);
+    let sql = |sql: &str| cluster.psql(&name, sql).trim().to_owned();
+    assert_eq!(sql("SELECT cw_upsert_builder('b1', NULL, NULL)"), "1");
+    assert_eq!(sql("SELECT cw_upsert_builder('b1', NULL, NULL)"), "1");
+    assert_eq!(sql("SELECT cw_upsert_builder('b2', NULL, NULL)"), "2");
+    assert_eq!(sql("SELECT cw_upsert_mount(1, '', '/m')"), "1");
+    assert_eq!(sql("SELECT cw_upsert_mount(1, '', '/m')"), "1");
+    assert_eq!(sql("SELECT cw_upsert_mount(2, '', '/m')"), "2");
+    let artifacts = |keys: &[&str], seen: i64| {
+        let n = keys.len();
+        let list = |item: &str| vec![format!("'{item}'"); n].join(",");
+        let keys: Vec<String> = keys.iter().map(|k| format!("'{k}'")).collect();
+        sql(&format!(
+            "SELECT key || ':' || id FROM cw_upsert_artifacts(ARRAY[{}], ARRAY[{}], ARRAY[{}], \
+             ARRAY[{}], ARRAY[{}]::int8[])",
+            list("gha"),
+            list(""),
+            list(""),
+            keys.join(","),
+            vec![seen.to_string(); n].join(",")
+        ))
+        .replace('\n', " ")
+    };
+    assert_eq!(artifacts(&["a", "b"], 100), "a:1 b:2");
+    assert_eq!(artifacts(&["c", "a", "d", "b"], 50), "c:3 a:1 d:4 b:2");
+    assert_eq!(
+        sql("SELECT cw_upsert_artifact('gha', '', '', 'a', 70)"),
+        "1",
+        "a row named again keeps its id"
+    );
+    assert_eq!(
+        sql("SELECT cw_upsert_artifact('gha', '', '', 'e', 70)"),
+        "5"
+    );
+    assert_eq!(
+        sql("SELECT string_agg(key || '=' || first_seen, ' ' ORDER BY id) FROM artifacts"),
+        "a=50 b=50 c=50 d=50 e=70"
+    );
+    let records = |ids: &[&str], used: i64| {
+        let n = ids.len();
+        let ids: Vec<String> = ids.iter().map(|r| format!("'{r}'")).collect();
+        sql(&format!(
+            "SELECT record_id || ':' || id FROM cw_upsert_builder_records(ARRAY[{}]::int8[], \
+             ARRAY[{}], ARRAY[{}], ARRAY[{}], ARRAY[{}]::int8[], ARRAY[{}]::int8[], \
+             ARRAY[{}]::int8[])",
+            vec!["1"; n].join(","),
+            ids.join(","),
+            vec!["'regular'"; n].join(","),
+            vec!["''"; n].join(","),
+            vec!["NULL"; n].join(","),
+            vec![used.to_string(); n].join(","),
+            vec!["NULL"; n].join(",")
+        ))
+        .replace('\n', " ")
+    };
+    assert_eq!(records(&["r1", "r2"], 10), "r1:1 r2:2");
+    assert_eq!(
+        records(&["r3", "r2", "r4", "r1"], 20),
+        "r3:3 r2:2 r4:4 r1:1"
+    );
+    assert_eq!(
+        sql("SELECT cw_upsert_builder_record(1, 'r1', 'regular', '', NULL, 5, 7)"),
+        "1"
+    );
+    assert_eq!(
+        sql(
+            "SELECT string_agg(record_id || '=' || last_used_at || '/' || coalesce(size, -1), \
+             ' ' ORDER BY id) FROM builder_records"
+        ),
+        "r1=20/7 r2=20/-1 r3=20/-1 r4=20/-1"
+    );
+    assert_eq!(
+        sql(
+            "SELECT string_agg(sequencename || '=' || last_value, ' ' ORDER BY sequencename) \
+             FROM pg_sequences WHERE sequencename IN ('artifacts_id_seq', 'builders_id_seq', \
+             'mounts_id_seq', 'builder_records_id_seq')"
+        ),
+        "artifacts_id_seq=5 builder_records_id_seq=4 builders_id_seq=2 mounts_id_seq=2"
+    );
 }
 
 /// A batch whose last line repeats a run key with other facts is refused (exit 2, naming the
