@@ -10,7 +10,10 @@
 -- recording over and over could push them further. `DO UPDATE` also wrote a new version of the
 -- row, and ran its update trigger, at every call. Each function now looks for the row first
 -- and inserts only what it did not find; the writer lock every write transaction takes keeps
--- another writer from adding it in between (`ON CONFLICT` stays, for a caller without it).
+-- another writer from adding it in between (`ON CONFLICT` stays, for a caller without it). A
+-- row found is changed from its values as it stands once locked, not as it was found: a call
+-- that waited for another's commit moves first sightings only earlier and last uses only
+-- later, as `DO UPDATE` did.
 
 DO $$ BEGIN
     PERFORM set_config('search_path', quote_ident(current_schema()) || ', pg_catalog, pg_temp', true);
@@ -28,14 +31,14 @@ BEGIN ATOMIC
         FROM (SELECT has_table_privilege(session_user, 'builders'::regclass, 'UPDATE')
                      AS may_reach) AS c
     ), found AS (
-        SELECT b.id, b.driver, b.endpoint FROM builders b WHERE b.name = p_name
+        SELECT b.id FROM builders b WHERE b.name = p_name
     ), changed AS (
         UPDATE builders AS b
-        SET driver = coalesce(f.driver, c.driver), endpoint = coalesce(f.endpoint, c.endpoint)
+        SET driver = coalesce(b.driver, c.driver), endpoint = coalesce(b.endpoint, c.endpoint)
         FROM found f, caller c
         WHERE b.id = f.id
-          AND ((f.driver IS NULL AND c.driver IS NOT NULL)
-               OR (f.endpoint IS NULL AND c.endpoint IS NOT NULL))
+          AND ((b.driver IS NULL AND c.driver IS NOT NULL)
+               OR (b.endpoint IS NULL AND c.endpoint IS NOT NULL))
     ), added AS (
         INSERT INTO builders AS b (name, driver, endpoint)
         SELECT p_name, c.driver, c.endpoint FROM caller c
@@ -54,13 +57,13 @@ RETURNS BIGINT
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path FROM CURRENT
 BEGIN ATOMIC
     WITH found AS (
-        SELECT a.id, a.first_seen FROM artifacts a
+        SELECT a.id FROM artifacts a
         WHERE a.backend = p_backend AND a.locator = p_locator AND a.digest = p_digest
           AND a.key = p_key
     ), changed AS (
-        UPDATE artifacts AS a SET first_seen = p_first_seen
+        UPDATE artifacts AS a SET first_seen = least(a.first_seen, p_first_seen)
         FROM found f
-        WHERE a.id = f.id AND p_first_seen < f.first_seen
+        WHERE a.id = f.id AND p_first_seen < a.first_seen
     ), added AS (
         INSERT INTO artifacts AS a (backend, locator, digest, key, first_seen)
         SELECT p_backend, p_locator, p_digest, p_key, p_first_seen
@@ -99,19 +102,17 @@ RETURNS BIGINT
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path FROM CURRENT
 BEGIN ATOMIC
     WITH found AS (
-        SELECT r.id, r.last_used_at AS was_used, r.size AS was_size,
-               CASE
-                   WHEN p_last_used_at IS NULL THEN r.last_used_at
-                   WHEN r.last_used_at IS NULL THEN p_last_used_at
-                   ELSE greatest(r.last_used_at, p_last_used_at) END AS last_used_at,
-               coalesce(p_size, r.size) AS size
-        FROM builder_records r
+        SELECT r.id FROM builder_records r
         WHERE r.builder_id = p_builder_id AND r.record_id = p_record_id
     ), changed AS (
-        UPDATE builder_records AS r SET last_used_at = f.last_used_at, size = f.size
+        UPDATE builder_records AS r
+        SET last_used_at = greatest(r.last_used_at, p_last_used_at),
+            size = coalesce(p_size, r.size)
         FROM found f
         WHERE r.id = f.id
-          AND (f.last_used_at IS DISTINCT FROM f.was_used OR f.size IS DISTINCT FROM f.was_size)
+          AND (p_last_used_at > r.last_used_at
+               OR (r.last_used_at IS NULL AND p_last_used_at IS NOT NULL)
+               OR (p_size IS NOT NULL AND p_size IS DISTINCT FROM r.size))
     ), added AS (
         INSERT INTO builder_records AS r
             (builder_id, record_id, record_type, description, created_at, last_used_at, size)
@@ -142,14 +143,14 @@ BEGIN ATOMIC
         FROM unnest(p_backend, p_locator, p_digest, p_key, p_first_seen) WITH ORDINALITY
              AS u(backend, locator, digest, key, first_seen, o)
     ), found AS (
-        SELECT g.o, a.id, a.first_seen AS stored, g.first_seen
+        SELECT g.o, a.id, g.first_seen
         FROM given g
         JOIN artifacts a ON a.backend = g.backend AND a.locator = g.locator
                         AND a.digest = g.digest AND a.key = g.key
     ), changed AS (
-        UPDATE artifacts AS a SET first_seen = f.first_seen
+        UPDATE artifacts AS a SET first_seen = least(a.first_seen, f.first_seen)
         FROM found f
-        WHERE a.id = f.id AND f.first_seen < f.stored
+        WHERE a.id = f.id AND f.first_seen < a.first_seen
     ), added AS (
         INSERT INTO artifacts AS a (backend, locator, digest, key, first_seen)
         SELECT g.backend, g.locator, g.digest, g.key, g.first_seen
@@ -186,19 +187,18 @@ BEGIN ATOMIC
              AS u(builder_id, record_id, record_type, description, created_at, last_used_at,
                   size, o)
     ), found AS (
-        SELECT g.o, r.id, r.last_used_at AS was_used, r.size AS was_size,
-               CASE
-                   WHEN g.last_used_at IS NULL THEN r.last_used_at
-                   WHEN r.last_used_at IS NULL THEN g.last_used_at
-                   ELSE greatest(r.last_used_at, g.last_used_at) END AS last_used_at,
-               coalesce(g.size, r.size) AS size
+        SELECT g.o, r.id, g.last_used_at, g.size
         FROM given g
         JOIN builder_records r ON r.builder_id = g.builder_id AND r.record_id = g.record_id
     ), changed AS (
-        UPDATE builder_records AS r SET last_used_at = f.last_used_at, size = f.size
+        UPDATE builder_records AS r
+        SET last_used_at = greatest(r.last_used_at, f.last_used_at),
+            size = coalesce(f.size, r.size)
         FROM found f
         WHERE r.id = f.id
-          AND (f.last_used_at IS DISTINCT FROM f.was_used OR f.size IS DISTINCT FROM f.was_size)
+          AND (f.last_used_at > r.last_used_at
+               OR (r.last_used_at IS NULL AND f.last_used_at IS NOT NULL)
+               OR (f.size IS NOT NULL AND f.size IS DISTINCT FROM r.size))
     ), added AS (
         INSERT INTO builder_records AS r
             (builder_id, record_id, record_type, description, created_at, last_used_at, size)

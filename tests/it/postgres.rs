@@ -1332,6 +1332,72 @@ fn upserts_draw_ids_only_for_new_rows_and_answer_in_the_order_given() {
     );
 }
 
+/// An upsert that waits for another transaction's commit on the same row changes the row as
+/// that commit left it: a first sighting only moves earlier and a last use only later,
+/// whichever call commits first.
+#[test]
+fn an_upsert_waiting_on_another_keeps_the_earliest_sighting_and_the_latest_use() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let db = pg_store(cluster);
+    let name = cluster_database_name(&db);
+    cluster.psql(
+        &name,
+        "SELECT cw_upsert_builder('b1', NULL, NULL); \
+         SELECT cw_upsert_artifact('gha', '', '', 'k', 100); \
+         SELECT cw_upsert_artifacts(ARRAY['gha'], ARRAY[''], ARRAY[''], ARRAY['j'], ARRAY[100]); \
+         SELECT cw_upsert_builder_record(1, 'r', 'regular', '', NULL, 100, NULL)",
+    );
+    std::thread::scope(|scope| {
+        // Holds the rows it changed until it commits.
+        let holder = scope.spawn(|| {
+            cluster.psql(
+                &name,
+                "BEGIN; \
+                 SELECT cw_upsert_artifact('gha', '', '', 'k', 30); \
+                 SELECT cw_upsert_artifacts(ARRAY['gha'], ARRAY[''], ARRAY[''], ARRAY['j'], \
+                                            ARRAY[30]); \
+                 SELECT cw_upsert_builder_record(1, 'r', 'regular', '', NULL, 300, NULL); \
+                 SELECT pg_sleep(1.5); COMMIT;",
+            )
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        // Each call waits on its own.
+        let waiting: Vec<_> = [
+            "SELECT cw_upsert_artifact('gha', '', '', 'k', 50)",
+            "SELECT cw_upsert_artifacts(ARRAY['gha'], ARRAY[''], ARRAY[''], ARRAY['j'], ARRAY[50])",
+            "SELECT cw_upsert_builder_record(1, 'r', 'regular', '', NULL, 200, NULL)",
+        ]
+        .into_iter()
+        .map(|call| {
+            let name = &name;
+            scope.spawn(move || cluster.psql(name, call))
+        })
+        .collect();
+        for call in waiting {
+            call.join().unwrap();
+        }
+        holder.join().unwrap();
+    });
+    assert_eq!(
+        cluster
+            .psql(
+                &name,
+                "SELECT string_agg(key || '=' || first_seen, ' ' ORDER BY key) FROM artifacts"
+            )
+            .trim(),
+        "j=30 k=30"
+    );
+    assert_eq!(
+        cluster
+            .psql(&name, "SELECT last_used_at FROM builder_records")
+            .trim(),
+        "300"
+    );
+}
+
 /// A batch whose last line repeats a run key with other facts is refused (exit 2, naming the
 /// line and the field) and writes nothing of the batch: not its new runs before that line.
 #[test]
