@@ -1483,11 +1483,22 @@ pub(super) fn insert_run(
         now,
         level
     ];
-    const INSERT: &str =
-        "INSERT INTO runs (pipeline_id, run_key, step, commit_sha, git_ref, builder_id,
-                               started_at, finished_at, status, has_records, overlapped,
-                               recorded_at, trust_level)";
-    const VALUES: &str = "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+    /// The run's insert, followed by `$rows` (its values, or a query giving them).
+    macro_rules! insert {
+        ($($rows:expr),+) => {
+            concat!(
+                "INSERT INTO runs (pipeline_id, run_key, step, commit_sha, git_ref, builder_id,
+                                   started_at, finished_at, status, has_records, overlapped,
+                                   recorded_at, trust_level) ",
+                $($rows),+
+            )
+        };
+    }
+    macro_rules! one_row {
+        () => {
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        };
+    }
     // On PostgreSQL a new run (the usual case) is inserted first, in one round trip, and a
     // run key already there is read back only when the insert added nothing. The row is
     // made only when the key is not there: a row that `ON CONFLICT` skips has still drawn
@@ -1497,9 +1508,8 @@ pub(super) fn insert_run(
     let inserted: Option<i64> = match tx.sqlite() {
         Some(_) => None,
         None => tx
-            .prepare_cached(&format!(
-                "{INSERT}
-                 SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
+            .prepare_cached(insert!(
+                "SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13
                  WHERE NOT EXISTS (SELECT 1 FROM runs
                                    WHERE pipeline_id = ?1 AND run_key = ?2 AND step = ?3)
                  ON CONFLICT (pipeline_id, run_key, step) DO NOTHING RETURNING id"
@@ -1559,15 +1569,14 @@ pub(super) fn insert_run(
             let run = match (inserted, tx.sqlite()) {
                 (Some(run), _) => run,
                 (None, Some(conn)) => {
-                    tx.prepare_cached(&format!("{INSERT} {VALUES}"))?
-                        .execute(values)?;
+                    tx.prepare_cached(insert!(one_row!()))?.execute(values)?;
                     conn.last_insert_rowid()
                 }
                 // On PostgreSQL an insert that added nothing met a committed row, which the
                 // read then sees; should it not, a plain insert adds the run or fails on
                 // its key, and nothing of the transaction is kept.
                 (None, None) => tx
-                    .prepare_cached(&format!("{INSERT} {VALUES} RETURNING id"))?
+                    .prepare_cached(insert!(one_row!(), " RETURNING id"))?
                     .query_row(values, |row| row.get(0))?,
             };
             (run, true, level)
