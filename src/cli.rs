@@ -802,10 +802,12 @@ pub enum DbCommand {
     /// On PostgreSQL only `db migrate` changes the schema: run it as the schema's owner. It
     /// creates the schema in an empty database.
     Migrate,
-    /// Give an existing PostgreSQL role what hooks or responders may do with this store.
+    /// Give an existing PostgreSQL role what hooks, collectors or responders may do with this
+    /// store.
     ///
-    /// `hook`: read every table, add provenance (runs, events, receipts, the run chain), never
-    /// update or delete a row, never open incidents, journals or sweeps. `responder`: everything.
+    /// `hook`: read every table, add provenance (runs, events, the run chain), never update or
+    /// delete a row, never open incidents, journals or sweeps. `collector` (`serve`): a hook's
+    /// rights, and the receipts and refusals of the runs it is sent. `responder`: everything.
     /// Run as the schema's owner; `--print` only shows the SQL, for a DBA to review.
     Grant(GrantArgs),
     /// Copy the whole store (`--db`) into an empty store, SQLite file or PostgreSQL URL, either
@@ -838,11 +840,20 @@ pub struct GrantArgs {
     /// Print the statements instead of running them
     #[arg(long)]
     pub print: bool,
+    /// With --print, the schema the store is in; without it, the store's own is used
+    #[arg(
+        long,
+        value_name = "SCHEMA",
+        default_value = "public",
+        requires = "print"
+    )]
+    pub schema: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GrantRoleArg {
     Hook,
+    Collector,
     Responder,
 }
 

@@ -30,10 +30,11 @@ pub fn db(command: &DbCommand, db: &Path, printer: Printer) -> Result<ExitStatus
 fn grant(args: &GrantArgs, db: &Path, printer: Printer) -> Result<ExitStatus> {
     let kind = match args.role {
         GrantRoleArg::Hook => GrantRole::Hook,
+        GrantRoleArg::Collector => GrantRole::Collector,
         GrantRoleArg::Responder => GrantRole::Responder,
     };
     if args.print {
-        let sql = crate::store::grant_sql(&args.name, kind)?;
+        let sql = crate::store::grant_sql(&args.name, kind, &args.schema)?;
         crate::commands::write_stdout(&format!("{};\n", sql.join(";\n")))?;
         return Ok(ExitStatus::Success);
     }
@@ -43,6 +44,7 @@ fn grant(args: &GrantArgs, db: &Path, printer: Printer) -> Result<ExitStatus> {
         crate::report::escape::Term(&args.name),
         match kind {
             GrantRole::Hook => "hook",
+            GrantRole::Collector => "collector",
             GrantRole::Responder => "responder",
         },
         crate::store::display_location(db)

@@ -32,6 +32,7 @@ const PG_MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/postgres/0009_selective_prunes.sql"),
     include_str!("../../schema/postgres/0010_runs_by_builder_finish.sql"),
     include_str!("../../schema/postgres/0011_upserts_draw_no_ids.sql"),
+    include_str!("../../schema/postgres/0012_rows_checked_by_the_server.sql"),
 ];
 
 /// The schema version this build writes on PostgreSQL.
@@ -231,8 +232,11 @@ fn pg_version_at_open(db: &Db) -> Result<(i64, i64), DbError> {
 /// What a role may do with a PostgreSQL store: `cachewarden db grant NAME --role ...`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantRole {
-    /// The CI hooks and collectors: read everything, add provenance, change nothing.
+    /// The CI hooks: read everything, add provenance, change nothing.
     Hook,
+    /// The collectors (`serve`): a hook that also adds the receipts of the runs it received
+    /// and the refusals of those it did not.
+    Collector,
     /// The responders: everything else (incidents, journals, sweeps, audits, imports).
     Responder,
 }
@@ -300,10 +304,14 @@ const HOOK_INSERTS: &[&str] = &[
     "run_build_refs",
     "step_events",
     "run_receipts",
-    "collector_refusals",
     "run_chain",
     "containment_overrides",
 ];
+
+/// What a collector may add besides a hook's: refusals. (Both INSERT into `run_receipts`; the
+/// store takes a collector's receipts, and of a hook's only its own doubt of a run the same
+/// transaction adds, schema version 12. A role that may add refusals is a collector's.)
+const COLLECTOR_INSERTS: &[&str] = &["collector_refusals"];
 
 /// The functions a hook calls for the upserts it may not do as updates.
 const HOOK_FUNCTIONS: &[&str] = &[
@@ -328,28 +336,43 @@ pub fn quote_role(name: &str) -> Result<String, StoreError> {
     Ok(super::db::quote_identifier(name))
 }
 
-/// The statements that give `role` what `kind` may do, after taking back whatever it had.
-pub fn grant_sql(role: &str, kind: GrantRole) -> Result<Vec<String>, StoreError> {
+/// A schema name as a quoted SQL identifier, held to the same rules as a role's.
+fn quote_schema(name: &str) -> Result<String, StoreError> {
+    if name.is_empty() || name.len() > 63 || name.contains('\0') {
+        return Err(StoreError::Input(format!(
+            "schema name `{}` cannot be used: a PostgreSQL schema name is 1 to 63 bytes with no \
+             NUL",
+            name.escape_debug()
+        )));
+    }
+    Ok(super::db::quote_identifier(name))
+}
+
+/// The statements that give `role` what `kind` may do in the store's `schema`, after taking
+/// back whatever it had there.
+pub fn grant_sql(role: &str, kind: GrantRole, schema: &str) -> Result<Vec<String>, StoreError> {
     let role = quote_role(role)?;
+    let schema = quote_schema(schema)?;
     let mut sql = vec![
-        format!("REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role}"),
-        format!("REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {role}"),
-        format!("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA public FROM {role}"),
-        format!("GRANT USAGE ON SCHEMA public TO {role}"),
+        format!("REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {role}"),
+        format!("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {schema} FROM {role}"),
+        format!("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {schema} FROM {role}"),
+        format!("GRANT USAGE ON SCHEMA {schema} TO {role}"),
     ];
     match kind {
-        GrantRole::Hook => {
+        GrantRole::Hook | GrantRole::Collector => {
             sql.push(format!(
                 "GRANT SELECT ON {}, {} TO {role}",
                 TABLES.join(", "),
                 VIEWS.join(", ")
             ));
+            let mut inserts = HOOK_INSERTS.to_vec();
+            if kind == GrantRole::Collector {
+                inserts.extend(COLLECTOR_INSERTS);
+            }
+            sql.push(format!("GRANT INSERT ON {} TO {role}", inserts.join(", ")));
             sql.push(format!(
-                "GRANT INSERT ON {} TO {role}",
-                HOOK_INSERTS.join(", ")
-            ));
-            sql.push(format!(
-                "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}"
+                "GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}"
             ));
             for function in HOOK_FUNCTIONS {
                 sql.push(format!("GRANT EXECUTE ON FUNCTION {function} TO {role}"));
@@ -362,10 +385,10 @@ pub fn grant_sql(role: &str, kind: GrantRole) -> Result<Vec<String>, StoreError>
                 TABLES.join(", ")
             ));
             sql.push(format!(
-                "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role}"
+                "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}"
             ));
             sql.push(format!(
-                "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {role}"
+                "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {schema} TO {role}"
             ));
         }
     }
@@ -380,7 +403,7 @@ impl Store {
                 "db grant: roles are PostgreSQL's; this store is an SQLite file".to_owned(),
             ));
         };
-        let sql = grant_sql(role, kind)?;
+        quote_role(role)?;
         let mut store = Self::open_postgres(&url, Access::Write)?;
         let label = store.path.clone();
         let tx = store
@@ -400,28 +423,28 @@ impl Store {
                 role.escape_debug()
             )));
         }
+        // The store's tables are in the schema its connection reads them from.
+        let (creates, schema): (bool, String) = tx
+            .query_row(
+                "SELECT has_schema_privilege(?1, current_schema(), 'CREATE'), current_schema()",
+                [role],
+                |row| row.try_into(),
+            )
+            .map_err(|e| super::sql_error(&label, e))?;
         // A role that may create objects in the store's schema could define functions the
         // owner's functions and triggers would call in its place.
-        if kind == GrantRole::Hook {
-            let (creates, schema): (bool, String) = tx
-                .query_row(
-                    "SELECT has_schema_privilege(?1, current_schema(), 'CREATE'), current_schema()",
-                    [role],
-                    |row| row.try_into(),
-                )
-                .map_err(|e| super::sql_error(&label, e))?;
-            if creates {
-                return Err(StoreError::Input(format!(
-                    "role `{}` may create objects in schema `{}` (directly or through PUBLIC), \
-                     so it could stand in for functions the store's triggers call: revoke it \
-                     first (REVOKE CREATE ON SCHEMA {} FROM PUBLIC, {})",
-                    role.escape_debug(),
-                    schema.escape_debug(),
-                    quote_role(&schema)?,
-                    quote_role(role)?,
-                )));
-            }
+        if kind != GrantRole::Responder && creates {
+            return Err(StoreError::Input(format!(
+                "role `{}` may create objects in schema `{}` (directly or through PUBLIC), so it \
+                 could stand in for functions the store's triggers call: revoke it first \
+                 (REVOKE CREATE ON SCHEMA {} FROM PUBLIC, {})",
+                role.escape_debug(),
+                schema.escape_debug(),
+                quote_schema(&schema)?,
+                quote_role(role)?,
+            )));
         }
+        let sql = grant_sql(role, kind, &schema)?;
         tx.execute_batch(&sql.join(";\n"))
             .map_err(|e| super::sql_error(&label, e))?;
         tx.commit().map_err(|e| super::sql_error(&label, e))
@@ -450,7 +473,12 @@ mod tests {
             .filter_map(|rest| rest.split_whitespace().next())
             .collect();
         assert_eq!(views, VIEWS.iter().copied().collect());
-        assert!(HOOK_INSERTS.iter().all(|t| listed.contains(t)));
+        assert!(
+            HOOK_INSERTS
+                .iter()
+                .chain(COLLECTOR_INSERTS)
+                .all(|t| listed.contains(t))
+        );
         for never in [
             "incidents",
             "actions",
@@ -461,6 +489,7 @@ mod tests {
             "manifest_facts",
         ] {
             assert!(!HOOK_INSERTS.contains(&never), "{never}");
+            assert!(!COLLECTOR_INSERTS.contains(&never), "{never}");
         }
     }
 
@@ -491,6 +520,7 @@ mod tests {
             .collect();
         let appended: std::collections::BTreeSet<&str> = HOOK_INSERTS
             .iter()
+            .chain(COLLECTOR_INSERTS)
             .copied()
             .filter(|t| identities.contains(t))
             .collect();
@@ -508,8 +538,17 @@ mod tests {
         );
         assert!(quote_role("").is_err());
         assert!(quote_role(&"a".repeat(64)).is_err());
-        let hook = grant_sql("ci hook", GrantRole::Hook).unwrap().join(";");
+        let hook = grant_sql("ci hook", GrantRole::Hook, "public")
+            .unwrap()
+            .join(";");
         assert!(hook.contains("TO \"ci hook\""));
         assert!(!hook.contains("UPDATE") && !hook.contains("DELETE"));
+        assert!(!hook.contains("collector_refusals"), "{hook}");
+        let collector = grant_sql("c", GrantRole::Collector, "cw")
+            .unwrap()
+            .join(";");
+        assert!(collector.contains("collector_refusals") && collector.contains("run_receipts"));
+        assert!(!collector.contains("UPDATE") && !collector.contains("DELETE"));
+        assert!(collector.contains("IN SCHEMA \"cw\"") && !collector.contains("public"));
     }
 }

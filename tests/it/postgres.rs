@@ -772,6 +772,334 @@ fn the_hook_role_cannot_move_ceilings_plant_facts_or_point_builders() {
     assert_eq!(runs.trim(), "4");
 }
 
+/// A hook role adding rows by hand, not through `record`: an event naming no row of the table
+/// its kind points into, or of no known kind, and a chain entry that does not follow on from
+/// the head (one far ahead would leave no room for the next, a gap would stop every check of
+/// the chain at it), are each refused with nothing added; `record`, `trace` and `verify-log`
+/// go on as before.
+#[test]
+fn the_hook_role_cannot_add_events_naming_nothing_or_chain_entries_out_of_turn() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let Granted {
+        store,
+        env,
+        hook_url,
+        ..
+    } = granted(cluster);
+    let record = |run: &str| {
+        ok(env.cmd().args([
+            "--db",
+            &hook_url,
+            "record",
+            "--pipeline",
+            "team/app",
+            "--run",
+            run,
+            "--builder",
+            "b1",
+            "--cache-from",
+            &format!("reg.example/team/cache:main@{}", crate::common::digest('c')),
+            "--mount",
+            "/root/.cache/pip",
+        ]))
+    };
+    record("1");
+    let counts = || {
+        cluster.psql(
+            &store.name,
+            "SELECT (SELECT count(*) FROM events) || ' ' || (SELECT count(*) FROM run_chain)
+                    || ' ' || (SELECT count(*) FROM event_pages)",
+        )
+    };
+    let before = counts();
+    let run = "(SELECT id FROM runs WHERE run_key = '1')";
+    for (kind, target) in [
+        ("exported", "-1".to_owned()),
+        ("imported", "(SELECT max(id) + 1 FROM artifacts)".to_owned()),
+        ("wrote_mount", "(SELECT max(id) + 1 FROM mounts)".to_owned()),
+        (
+            "read_mount",
+            "(SELECT min(id) FROM artifacts) + 1000".to_owned(),
+        ),
+        ("ran_on", "(SELECT max(id) + 1 FROM builders)".to_owned()),
+        ("created_record", "1".to_owned()),
+        ("reused_record", "7".to_owned()),
+        ("planted", "(SELECT min(id) FROM artifacts)".to_owned()),
+    ] {
+        let sql = format!(
+            "INSERT INTO events (run_id, kind, target, at) SELECT {run}, '{kind}', {target}, 0"
+        );
+        let out = cluster.psql_url(&hook_url, &sql);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && stderr.contains(&format!("names '{kind}'"))
+                && stderr.contains("which the store does not hold"),
+            "the hook role ran `{sql}`: {stderr}"
+        );
+    }
+    let head = "(SELECT max(seq) FROM run_chain)";
+    for seq in [
+        "9223372036854775807".to_owned(),
+        format!("{head} + 2"),
+        head.to_owned(),
+        "0".to_owned(),
+        "-9223372036854775808".to_owned(),
+    ] {
+        let sql = format!(
+            "INSERT INTO run_chain (seq, run_id, kind, events_through, details_through, encoding,
+                                    hash, appended_at)
+             SELECT {seq}, {run}, 'run', 0, 0, 1, decode(repeat('00', 32), 'hex'), 0"
+        );
+        let out = cluster.psql_url(&hook_url, &sql);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && (stderr.contains("do not follow on from the chain's head")
+                    || stderr.contains("duplicate key")),
+            "the hook role ran `{sql}`: {stderr}"
+        );
+    }
+    // Two entries in one statement, the second skipping one.
+    let sql = format!(
+        "INSERT INTO run_chain (seq, run_id, kind, events_through, details_through, encoding,
+                                hash, appended_at)
+         SELECT {head} + s, {run}, 'run', 0, 0, 1, decode(repeat('00', 32), 'hex'), 0
+         FROM (VALUES (1), (3)) v (s)"
+    );
+    let out = cluster.psql_url(&hook_url, &sql);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("do not follow on from the chain's head"),
+        "the hook role ran `{sql}`: {stderr}"
+    );
+    assert_eq!(counts(), before);
+    record("2");
+    let trace = ok(env.cmd().args([
+        "--db",
+        &hook_url,
+        "trace",
+        "--pipeline",
+        "team/app",
+        "--format",
+        "json",
+    ]));
+    assert!(trace.contains("team/app"), "{trace}");
+    let runs = cluster.psql(&store.name, "SELECT count(*) FROM runs");
+    assert_eq!(runs.trim(), "2");
+    let verified = ok(env
+        .cmd()
+        .args(["--db", &hook_url, "verify-log", "--format", "json"]));
+    let doc: serde_json::Value = serde_json::from_str(&verified).unwrap();
+    assert_eq!(doc["intact"], true, "{verified}");
+}
+
+/// A store outside the `public` schema (the database's search path names its own): `db grant`
+/// applies to that schema, so a role moved from responder to hook keeps no UPDATE or DELETE
+/// there, and records as a hook; `--print --schema` shows the statements for it.
+#[test]
+fn db_grant_works_in_the_stores_own_schema() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let store = cluster.new_database();
+    cluster.psql(
+        &store.name,
+        &format!(
+            "CREATE SCHEMA cw AUTHORIZATION \"{}\"; ALTER DATABASE \"{}\" SET search_path = cw",
+            store.owner, store.name
+        ),
+    );
+    let env = Env::new();
+    ok(env.cmd().args(["--db", &store.url, "db", "migrate"]));
+    let role = format!("{}_moved", store.name);
+    cluster.create_role(&role, "moved-pw");
+    for kind in ["responder", "hook"] {
+        ok(env
+            .cmd()
+            .args(["--db", &store.url, "db", "grant", &role, "--role", kind]));
+    }
+    let rights = cluster.psql(
+        &store.name,
+        &format!(
+            "SELECT count(*) FILTER (WHERE has_table_privilege('{role}', c.oid, 'UPDATE')
+                                        OR has_table_privilege('{role}', c.oid, 'DELETE')),
+                    count(*) FILTER (WHERE has_table_privilege('{role}', c.oid, 'INSERT'))
+             FROM pg_class c WHERE c.relnamespace = 'cw'::regnamespace AND c.relkind = 'r'"
+        ),
+    );
+    let (changes, inserts) = rights.split_once('|').unwrap();
+    assert_eq!(changes, "0", "{rights}");
+    assert!(inserts.parse::<u32>().unwrap() > 5, "{rights}");
+    let sequences = cluster.psql(
+        &store.name,
+        &format!(
+            "SELECT count(*) FROM pg_class c WHERE c.relnamespace = 'cw'::regnamespace
+               AND CASE WHEN c.relkind = 'S'
+                        THEN has_sequence_privilege('{role}', c.oid, 'UPDATE') END"
+        ),
+    );
+    assert_eq!(sequences, "0");
+    let hook_url = format!(
+        "postgresql://{role}:moved-pw@127.0.0.1:{}/{}",
+        store.port, store.name
+    );
+    ok(env.cmd().args([
+        "--db",
+        &hook_url,
+        "record",
+        "--pipeline",
+        "p",
+        "--run",
+        "1",
+        "--builder",
+        "b1",
+    ]));
+    let out = cluster.psql_url(&hook_url, "UPDATE runs SET run_key = run_key");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{out:?}"
+    );
+    let printed = ok(env.cmd().args([
+        "db", "grant", "ci", "--role", "hook", "--print", "--schema", "cw",
+    ]));
+    assert!(
+        printed.contains("REVOKE ALL ON ALL TABLES IN SCHEMA \"cw\" FROM \"ci\""),
+        "{printed}"
+    );
+    assert!(!printed.contains("public"), "{printed}");
+}
+
+/// Receipts are the collector's. A hook role adds none by hand, for an earlier run of any
+/// pipeline (a bound on when it began would narrow a trace from it, a doubt would widen one),
+/// and no refusal; it still adds the store's doubt of a run it records after a purge that run
+/// claims to predate, as `record` does on any store. A collector role adds both.
+#[test]
+fn receipts_are_the_collectors_and_a_hook_adds_only_its_own_doubt() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let Granted {
+        store,
+        env,
+        hook_url,
+        responder_url,
+    } = granted(cluster);
+    let record = |run: &str, finished: &str| {
+        ok(env.cmd().args([
+            "--db",
+            &hook_url,
+            "record",
+            "--pipeline",
+            "team/app",
+            "--run",
+            run,
+            "--builder",
+            "b1",
+            "--started-at",
+            "2026-06-01T00:00:00Z",
+            "--finished-at",
+            finished,
+            "--mount",
+            "/root/.cache/pip",
+        ]))
+    };
+    record("1", "2026-06-01T00:10:00Z");
+    let receipts = || {
+        cluster.psql(
+            &store.name,
+            "SELECT coalesce(string_agg(r.run_key || '=' || c.identity, ' ' ORDER BY r.run_key), '')
+             FROM run_receipts c JOIN runs r ON r.id = c.run_id",
+        )
+    };
+    assert_eq!(receipts(), "");
+    let run = "(SELECT id FROM runs WHERE run_key = '1')";
+    for (identity, late, suspect, began) in [
+        ("'ci.example'", "0", "NULL", "1780272000000000"),
+        ("'ci.example'", "1", "'forged'", "NULL"),
+        ("'store'", "0", "'forged'", "NULL"),
+        ("'store'", "0", "NULL", "NULL"),
+    ] {
+        let sql = format!(
+            "INSERT INTO run_receipts (run_id, received_at, identity, late, time_suspect,
+                                       began_after)
+             SELECT {run}, 0, {identity}, {late}, {suspect}, {began}"
+        );
+        let out = cluster.psql_url(&hook_url, &sql);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("adds no receipt but the store's doubt"),
+            "the hook role ran `{sql}`: {stderr}"
+        );
+    }
+    let refusal = "INSERT INTO collector_refusals (at, status, code, reason, claimed)
+                   VALUES (0, 401, 'forged', 'forged', '{}')";
+    let out = cluster.psql_url(&hook_url, refusal);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{out:?}"
+    );
+    assert_eq!(receipts(), "");
+
+    // A purge of b1 the store holds; a run recorded after it that claims to have finished
+    // before it is kept, doubted by the store, through the hook role.
+    let purged = cluster.psql_url(
+        &responder_url,
+        "INSERT INTO purges (kind, builder_id, at, method, author)
+         SELECT 'builder', id, 1782864000000000, 'manual', 'responder' FROM builders
+         WHERE name = 'b1'",
+    );
+    assert!(purged.status.success(), "{purged:?}");
+    record("2", "2026-06-01T00:20:00Z");
+    assert_eq!(receipts(), "2=store");
+    let doubt = cluster.psql(
+        &store.name,
+        "SELECT time_suspect FROM run_receipts c JOIN runs r ON r.id = c.run_id
+         WHERE r.run_key = '2'",
+    );
+    assert!(doubt.contains("before a purge"), "{doubt}");
+
+    // A collector role adds receipts and refusals.
+    let collector = format!("{}_coll", store.name);
+    cluster.create_role(&collector, "coll-pw");
+    ok(env.cmd().args([
+        "--db",
+        &store.url,
+        "db",
+        "grant",
+        &collector,
+        "--role",
+        "collector",
+    ]));
+    let collector_url = format!(
+        "postgresql://{collector}:coll-pw@127.0.0.1:{}/{}",
+        store.port, store.name
+    );
+    for sql in [
+        format!(
+            "INSERT INTO run_receipts (run_id, received_at, identity) SELECT {run}, 0, 'ci.example'"
+        ),
+        refusal.to_owned(),
+    ] {
+        let out = cluster.psql_url(&collector_url, &sql);
+        assert!(
+            out.status.success(),
+            "the collector could not run `{sql}`: {out:?}"
+        );
+    }
+    assert_eq!(receipts(), "1=ci.example 2=store");
+    let out = cluster.psql_url(&collector_url, "UPDATE runs SET run_key = run_key");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{out:?}"
+    );
+}
+
 /// A hook role that may create objects in the store's schema could define a function the
 /// owner's functions and triggers would call in place of the built-in one: `db grant` refuses
 /// it, naming the privilege, and grants once it is revoked.

@@ -143,6 +143,19 @@ pub(super) struct Tail {
     hash: ChainHash,
 }
 
+impl Tail {
+    /// Where the entry after this one goes: refused past the largest sequence number, which no
+    /// chain this store appended reaches.
+    fn next_seq(self) -> crate::store::db::DbResult<i64> {
+        self.seq.checked_add(1).ok_or_else(|| {
+            crate::store::db::DbError::Value(format!(
+                "the chain's head is at sequence number {}, with no room after it",
+                self.seq
+            ))
+        })
+    }
+}
+
 /// The chain's last entry: `tail` when this transaction has already moved it, else the stored
 /// head.
 fn last_entry(conn: &Db, tail: Option<Tail>) -> crate::store::db::DbResult<Tail> {
@@ -211,7 +224,7 @@ pub(super) fn append(
         details_after,
         details_through: details_through.max(details_after),
     };
-    let seq = last.seq + 1;
+    let seq = last.next_seq()?;
     let version = if receipt { ENCODING_V3 } else { ENCODING_V1 };
     let entry = load_entry(conn, (seq, version), kind, run, span)?
         .ok_or(crate::store::db::DbError::NoRows)?;
@@ -258,7 +271,7 @@ pub(super) fn append_new(
         events_through: new.events_through,
         ..Span::default()
     };
-    let entry = new.entry(last.seq + 1);
+    let entry = new.entry(last.next_seq()?);
     #[cfg(debug_assertions)]
     {
         let stored = load_entry(conn, (entry.seq, ENCODING_V1), EntryKind::Run, run, span)?;
@@ -281,7 +294,7 @@ pub(super) fn hash_new(
     new: NewRun,
 ) -> crate::store::db::DbResult<(i64, ChainHash)> {
     let last = last_entry(conn, *tail)?;
-    let entry = new.entry(last.seq + 1);
+    let entry = new.entry(last.next_seq()?);
     let hash = next_hash(&last.hash, &encode(&entry));
     *tail = Some(Tail {
         seq: entry.seq,

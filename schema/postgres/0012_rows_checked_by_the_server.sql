@@ -1,0 +1,151 @@
+-- PostgreSQL schema version 12: an event or a chain entry is checked by the server as it is
+-- added, whoever adds it and however (`record`, `import`, `COPY`, an INSERT of the role's own).
+-- Additive: nothing any release writes is refused, so a release at version 1 to 11 keeps
+-- reading and writing a store at version 12 (writable_by stays 1).
+--
+-- A role that may only add provenance may INSERT into `events` and `run_chain` with values of
+-- its own choosing, not only the ones `record` computes. Rows that `record` never writes, and
+-- that could never be taken back (neither table lets a row be deleted), would have:
+-- - an event whose target is no row of the table its kind names, or whose kind is none of the
+--   nine: every trace reaching its run stops on it, for good, and the event pages (which number
+--   an unknown kind as a reused record) disagree with the table;
+-- - a chain entry that does not follow on from the head: a sequence number far ahead leaves no
+--   room for the next entry, and a gap stops every check of the chain at it.
+--
+-- Receipts are the collector's (`db grant --role collector`, which may also add refusals).
+-- A hook adds one only as `record` does: the store's own doubt of the times of a run it adds
+-- in the same transaction. Else a hook could give earlier runs of any pipeline a receipt,
+-- bounding when a run began (a trace from it would miss what it did before) or doubting its
+-- times (a trace would take in what it never touched). A role granted as a hook before this
+-- version may still add refusals, and so still counts as a collector here: `db grant` it
+-- again.
+
+DO $$ BEGIN
+    PERFORM set_config('search_path', quote_ident(current_schema()) || ', pg_catalog, pg_temp', true);
+END $$;
+
+-- The rows a statement added to `events` (as `cw_new_rows`) each name a run, one of the nine
+-- kinds, and a row of the table that kind points into (the comment on `events`, version 1).
+CREATE FUNCTION cw_events_name_rows() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    missing BIGINT;
+    refused RECORD;
+BEGIN
+    SELECT n.run_id INTO missing
+    FROM cw_new_rows n
+    WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = n.run_id)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'insert or update on table "events" violates foreign key constraint "events_run_id_fkey"'
+            USING ERRCODE = 'foreign_key_violation',
+                  DETAIL = format('Key (run_id)=(%s) is not present in table "runs".', missing);
+    END IF;
+    SELECT n.run_id, n.kind, n.target INTO refused
+    FROM cw_new_rows n
+    WHERE CASE
+        WHEN n.kind IN ('imported', 'exported', 'produced', 'used_base')
+            THEN NOT EXISTS (SELECT 1 FROM artifacts a WHERE a.id = n.target)
+        WHEN n.kind IN ('read_mount', 'wrote_mount')
+            THEN NOT EXISTS (SELECT 1 FROM mounts m WHERE m.id = n.target)
+        WHEN n.kind = 'ran_on'
+            THEN NOT EXISTS (SELECT 1 FROM builders b WHERE b.id = n.target)
+        WHEN n.kind IN ('created_record', 'reused_record')
+            THEN NOT EXISTS (SELECT 1 FROM builder_records br WHERE br.id = n.target)
+        ELSE TRUE
+    END
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'an event of run % names % %, which the store does not hold',
+                        refused.run_id, quote_literal(refused.kind), refused.target
+            USING ERRCODE = 'foreign_key_violation',
+                  HINT = 'An event''s kind is one of imported, exported, produced, used_base (an artifact), read_mount, wrote_mount (a mount), ran_on (a builder), created_record, reused_record (a builder record), and its target that row''s id.';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+-- The rows a statement added to `run_chain` each name a run, and carry the chain on from its
+-- head: sequence numbers from one past the highest before them (1 for the first entry), with
+-- no gap. Entries are appended under the writer lock, so no other writer's come in between.
+CREATE FUNCTION cw_chain_rows_follow_on() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+DECLARE
+    missing BIGINT;
+    lowest BIGINT;
+    highest BIGINT;
+    added BIGINT;
+    head BIGINT;
+BEGIN
+    SELECT n.run_id INTO missing
+    FROM cw_new_rows n
+    WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = n.run_id)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'insert or update on table "run_chain" violates foreign key constraint "run_chain_run_id_fkey"'
+            USING ERRCODE = 'foreign_key_violation',
+                  DETAIL = format('Key (run_id)=(%s) is not present in table "runs".', missing);
+    END IF;
+    SELECT min(n.seq), max(n.seq), count(*) INTO lowest, highest, added FROM cw_new_rows n;
+    IF added = 0 THEN
+        RETURN NULL;
+    END IF;
+    SELECT coalesce(max(c.seq), 0) INTO head FROM run_chain c WHERE c.seq < lowest;
+    IF lowest <> head + 1
+       OR highest::numeric - lowest::numeric + 1 <> added
+       OR EXISTS (SELECT 1 FROM run_chain c WHERE c.seq > highest) THEN
+        RAISE EXCEPTION 'chain entries % to % do not follow on from the chain''s head at %',
+                        lowest, highest, head
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Entries are appended one past the head, with no gap, by the writer that holds the store''s writer lock.';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+-- The receipts a statement added (as `cw_new_rows`) are ones the role may add. Run as the
+-- caller, whose rights tell a hook from a collector, a responder or the owner.
+CREATE FUNCTION cw_receipts_a_hook_may_add() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    refused RECORD;
+BEGIN
+    IF has_table_privilege('run_receipts'::regclass, 'UPDATE')
+       OR has_table_privilege('collector_refusals'::regclass, 'INSERT') THEN
+        RETURN NULL;
+    END IF;
+    SELECT n.run_id, n.identity INTO refused
+    FROM cw_new_rows n
+    WHERE n.identity <> 'store' OR n.time_suspect IS NULL OR n.began_after IS NOT NULL
+       OR n.late <> 0
+       OR NOT EXISTS (SELECT 1 FROM runs r
+                      WHERE r.id = n.run_id AND r.xmin = pg_current_xact_id()::xid)
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'a receipt for run % (identity %): a role that may only add provenance adds no receipt but the store''s doubt of a run it adds in the same transaction',
+                        refused.run_id, quote_literal(refused.identity)
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'The collector adds receipts: give its role `cachewarden db grant NAME --role collector`.';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER run_receipts_a_hook_may_add AFTER INSERT ON run_receipts
+    REFERENCING NEW TABLE AS cw_new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION cw_receipts_a_hook_may_add();
+
+REVOKE ALL ON FUNCTION cw_events_name_rows() FROM PUBLIC;
+REVOKE ALL ON FUNCTION cw_chain_rows_follow_on() FROM PUBLIC;
+
+DROP TRIGGER events_name_runs ON events;
+CREATE TRIGGER events_name_rows AFTER INSERT ON events
+    REFERENCING NEW TABLE AS cw_new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION cw_events_name_rows();
+
+DROP TRIGGER run_chain_names_runs ON run_chain;
+CREATE TRIGGER run_chain_rows_follow_on AFTER INSERT ON run_chain
+    REFERENCING NEW TABLE AS cw_new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION cw_chain_rows_follow_on();
+
+DROP FUNCTION cw_rows_name_runs();
