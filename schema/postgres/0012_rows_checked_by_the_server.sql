@@ -1,7 +1,7 @@
--- PostgreSQL schema version 12: an event or a chain entry is checked by the server as it is
--- added, whoever adds it and however (`record`, `import`, `COPY`, an INSERT of the role's own).
--- Additive: nothing any release writes is refused, so a release at version 1 to 11 keeps
--- reading and writing a store at version 12 (writable_by stays 1).
+-- PostgreSQL schema version 12: an event, a chain entry or a receipt is checked by the server
+-- as it is added, whoever adds it and however (`record`, `import`, `COPY`, an INSERT of the
+-- role's own). Additive: nothing any release writes is refused, so a release at version 1 to
+-- 11 keeps reading and writing a store at version 12 (writable_by stays 1).
 --
 -- A role that may only add provenance may INSERT into `events` and `run_chain` with values of
 -- its own choosing, not only the ones `record` computes. Rows that `record` never writes, and
@@ -10,15 +10,17 @@
 --   nine: every trace reaching its run stops on it, for good, and the event pages (which number
 --   an unknown kind as a reused record) disagree with the table;
 -- - a chain entry that does not follow on from the head: a sequence number far ahead leaves no
---   room for the next entry, and a gap stops every check of the chain at it.
+--   room for the next entry. (An entry at the head's next number whose hash or content is not
+--   the store's is still taken, and `verify-log` names it as the chain's first break.)
 --
--- Receipts are the collector's (`db grant --role collector`, which may also add refusals).
--- A hook adds one only as `record` does: the store's own doubt of the times of a run it adds
--- in the same transaction. Else a hook could give earlier runs of any pipeline a receipt,
--- bounding when a run began (a trace from it would miss what it did before) or doubting its
--- times (a trace would take in what it never touched). A role granted as a hook before this
--- version may still add refusals, and so still counts as a collector here: `db grant` it
--- again.
+-- Receipts are the collector's (`db grant --role collector`). A hook adds one only as `record`
+-- does: the store's own doubt of the times of a run it adds in the same transaction. Else a
+-- hook could give earlier runs of any pipeline a receipt, bounding when a run began (a trace
+-- from it would miss what it did before) or doubting its times (a trace would take in what it
+-- never touched). A collector is a role that may execute `cw_collects_receipts()`. Every role
+-- that could add receipts and refusals without being a responder (every hook and collector
+-- granted before this version) is given it here, so that no collector stops; `db migrate`
+-- names them, and `db grant --role hook` takes it back.
 
 DO $$ BEGIN
     PERFORM set_config('search_path', quote_ident(current_schema()) || ', pg_catalog, pg_temp', true);
@@ -41,19 +43,25 @@ BEGIN
             USING ERRCODE = 'foreign_key_violation',
                   DETAIL = format('Key (run_id)=(%s) is not present in table "runs".', missing);
     END IF;
-    SELECT n.run_id, n.kind, n.target INTO refused
-    FROM cw_new_rows n
-    WHERE CASE
-        WHEN n.kind IN ('imported', 'exported', 'produced', 'used_base')
-            THEN NOT EXISTS (SELECT 1 FROM artifacts a WHERE a.id = n.target)
-        WHEN n.kind IN ('read_mount', 'wrote_mount')
-            THEN NOT EXISTS (SELECT 1 FROM mounts m WHERE m.id = n.target)
-        WHEN n.kind = 'ran_on'
-            THEN NOT EXISTS (SELECT 1 FROM builders b WHERE b.id = n.target)
-        WHEN n.kind IN ('created_record', 'reused_record')
-            THEN NOT EXISTS (SELECT 1 FROM builder_records br WHERE br.id = n.target)
-        ELSE TRUE
-    END
+    SELECT x.run_id, x.kind, x.target INTO refused
+    FROM (SELECT n.run_id, n.kind, n.target FROM cw_new_rows n
+          WHERE n.kind NOT IN ('imported', 'exported', 'produced', 'used_base', 'read_mount',
+                               'wrote_mount', 'ran_on', 'created_record', 'reused_record')
+          UNION ALL
+          SELECT n.run_id, n.kind, n.target FROM cw_new_rows n
+          WHERE n.kind IN ('imported', 'exported', 'produced', 'used_base')
+            AND NOT EXISTS (SELECT 1 FROM artifacts a WHERE a.id = n.target)
+          UNION ALL
+          SELECT n.run_id, n.kind, n.target FROM cw_new_rows n
+          WHERE n.kind IN ('read_mount', 'wrote_mount')
+            AND NOT EXISTS (SELECT 1 FROM mounts m WHERE m.id = n.target)
+          UNION ALL
+          SELECT n.run_id, n.kind, n.target FROM cw_new_rows n
+          WHERE n.kind = 'ran_on' AND NOT EXISTS (SELECT 1 FROM builders b WHERE b.id = n.target)
+          UNION ALL
+          SELECT n.run_id, n.kind, n.target FROM cw_new_rows n
+          WHERE n.kind IN ('created_record', 'reused_record')
+            AND NOT EXISTS (SELECT 1 FROM builder_records br WHERE br.id = n.target)) x
     LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'an event of run % names % %, which the store does not hold',
@@ -103,6 +111,26 @@ BEGIN
 END;
 $$;
 
+-- Whoever may execute it may add receipts as a collector does. It answers nothing else.
+CREATE FUNCTION cw_collects_receipts() RETURNS BOOLEAN
+LANGUAGE sql IMMUTABLE AS 'SELECT TRUE';
+
+REVOKE ALL ON FUNCTION cw_collects_receipts() FROM PUBLIC;
+
+DO $$
+DECLARE
+    granted RECORD;
+BEGIN
+    FOR granted IN
+        SELECT r.rolname FROM pg_roles r
+        WHERE NOT r.rolsuper
+          AND has_table_privilege(r.oid, 'collector_refusals'::regclass, 'INSERT')
+          AND NOT has_table_privilege(r.oid, 'run_receipts'::regclass, 'UPDATE')
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION cw_collects_receipts() TO %I', granted.rolname);
+    END LOOP;
+END $$;
+
 -- The receipts a statement added (as `cw_new_rows`) are ones the role may add. Run as the
 -- caller, whose rights tell a hook from a collector, a responder or the owner.
 CREATE FUNCTION cw_receipts_a_hook_may_add() RETURNS trigger
@@ -111,7 +139,7 @@ DECLARE
     refused RECORD;
 BEGIN
     IF has_table_privilege('run_receipts'::regclass, 'UPDATE')
-       OR has_table_privilege('collector_refusals'::regclass, 'INSERT') THEN
+       OR has_function_privilege('cw_collects_receipts()'::regprocedure, 'EXECUTE') THEN
         RETURN NULL;
     END IF;
     SELECT n.run_id, n.identity INTO refused

@@ -54,7 +54,11 @@ fn grant(args: &GrantArgs, db: &Path, printer: Printer) -> Result<ExitStatus> {
 
 /// Upgrades an existing store, saying from which schema version to which.
 fn migrate(db: &Path, printer: Printer) -> Result<ExitStatus> {
-    let Migrated { from, to } = Store::migrate_existing(db)?;
+    let Migrated {
+        from,
+        to,
+        collectors,
+    } = Store::migrate_existing(db)?;
     let db = crate::store::display_location(db);
     if from == to {
         printer.status(format!(
@@ -65,6 +69,18 @@ fn migrate(db: &Path, printer: Printer) -> Result<ExitStatus> {
         printer.status(format!(
             "migrated `{}` from schema version {from} to {to}",
             db
+        ));
+    }
+    if !collectors.is_empty() {
+        let names: Vec<String> = collectors
+            .iter()
+            .map(|name| format!("`{}`", name.escape_debug()))
+            .collect();
+        printer.warn(format!(
+            "{} may add receipts as a collector does, granted before schema version 12: \
+             run `cachewarden db grant NAME --role hook` for each that is a hook, `--role \
+             collector` for each collector",
+            names.join(", ")
         ));
     }
     Ok(ExitStatus::Success)

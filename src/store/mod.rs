@@ -263,10 +263,13 @@ pub(crate) enum Access {
 }
 
 /// What `cachewarden db migrate` did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Migrated {
     pub from: usize,
     pub to: usize,
+    /// PostgreSQL roles that may add receipts as a collector does without being responders:
+    /// hooks and collectors granted before schema version 12 (each hook's to take back).
+    pub collectors: Vec<String>,
 }
 
 /// The provenance store.
@@ -327,6 +330,7 @@ impl Store {
         Ok(Migrated {
             from,
             to: schema_version(),
+            collectors: Vec::new(),
         })
     }
 
@@ -983,7 +987,8 @@ mod tests {
             migrated,
             Migrated {
                 from: 4,
-                to: schema_version()
+                to: schema_version(),
+                collectors: Vec::new(),
             }
         );
         let store = Store::open_read_only(&path).unwrap();

@@ -146,7 +146,27 @@ impl Store {
             });
         }
         tx.commit().map_err(|e| super::sql_error(&path, e))?;
-        Ok(Migrated { from, to: latest })
+        let collectors = if from < COLLECTORS_MARKED && latest >= COLLECTORS_MARKED {
+            store
+                .conn
+                .prepare(
+                    "SELECT r.rolname::text FROM pg_roles r
+                     WHERE NOT r.rolsuper
+                       AND has_function_privilege(r.oid, 'cw_collects_receipts()'::regprocedure,
+                                                  'EXECUTE')
+                       AND NOT has_table_privilege(r.oid, 'run_receipts'::regclass, 'UPDATE')
+                     ORDER BY 1",
+                )
+                .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+                .map_err(|e| super::sql_error(&path, e))?
+        } else {
+            Vec::new()
+        };
+        Ok(Migrated {
+            from,
+            to: latest,
+            collectors,
+        })
     }
 
     fn check_pg_schema(&self) -> Result<(), StoreError> {
@@ -191,6 +211,10 @@ fn statement_timeout(timeouts: &Timeouts) -> String {
         timeouts.statement.as_millis()
     )
 }
+
+/// The schema version from which a role adds receipts only as a collector
+/// (`cw_collects_receipts()`).
+const COLLECTORS_MARKED: usize = 12;
 
 /// The oldest schema version whose releases may still write a store at this build's version.
 /// Raised only by a migration that is not additive.
@@ -287,7 +311,8 @@ const TABLES: &[&str] = &[
 const VIEWS: &[&str] = &["pipeline_current", "cw_identity_tables"];
 
 /// The tables a hook adds rows to itself: a run with its events and observations, the
-/// collector's receipts and refusals, the run chain, a containment override a user forced,
+/// store's doubt of a run's times (a receipt; schema version 12 refuses any other from a
+/// hook), the run chain, a containment override a user forced,
 /// and a pipeline with its first project and ceiling (a trigger refuses any later change from
 /// a role that may not update `pipeline_changes`). Builders, artifacts, tags, mounts and
 /// builder records it adds through the `cw_upsert_*` functions; the packed pages through the
@@ -312,6 +337,9 @@ const HOOK_INSERTS: &[&str] = &[
 /// store takes a collector's receipts, and of a hook's only its own doubt of a run the same
 /// transaction adds, schema version 12. A role that may add refusals is a collector's.)
 const COLLECTOR_INSERTS: &[&str] = &["collector_refusals"];
+
+/// What a collector may execute besides a hook's: the mark the store knows collectors by.
+const COLLECTOR_FUNCTIONS: &[&str] = &["cw_collects_receipts()"];
 
 /// The functions a hook calls for the upserts it may not do as updates.
 const HOOK_FUNCTIONS: &[&str] = &[
@@ -353,6 +381,14 @@ fn quote_schema(name: &str) -> Result<String, StoreError> {
 pub fn grant_sql(role: &str, kind: GrantRole, schema: &str) -> Result<Vec<String>, StoreError> {
     let role = quote_role(role)?;
     let schema = quote_schema(schema)?;
+    // Every name is the schema's, whatever search path the statements run under.
+    let names = |names: &[&str]| {
+        names
+            .iter()
+            .map(|name| format!("{schema}.{name}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let mut sql = vec![
         format!("REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {role}"),
         format!("REVOKE ALL ON ALL SEQUENCES IN SCHEMA {schema} FROM {role}"),
@@ -363,26 +399,30 @@ pub fn grant_sql(role: &str, kind: GrantRole, schema: &str) -> Result<Vec<String
         GrantRole::Hook | GrantRole::Collector => {
             sql.push(format!(
                 "GRANT SELECT ON {}, {} TO {role}",
-                TABLES.join(", "),
-                VIEWS.join(", ")
+                names(TABLES),
+                names(VIEWS)
             ));
             let mut inserts = HOOK_INSERTS.to_vec();
+            let mut functions = HOOK_FUNCTIONS.to_vec();
             if kind == GrantRole::Collector {
                 inserts.extend(COLLECTOR_INSERTS);
+                functions.extend(COLLECTOR_FUNCTIONS);
             }
-            sql.push(format!("GRANT INSERT ON {} TO {role}", inserts.join(", ")));
+            sql.push(format!("GRANT INSERT ON {} TO {role}", names(&inserts)));
             sql.push(format!(
                 "GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}"
             ));
-            for function in HOOK_FUNCTIONS {
-                sql.push(format!("GRANT EXECUTE ON FUNCTION {function} TO {role}"));
+            for function in functions {
+                sql.push(format!(
+                    "GRANT EXECUTE ON FUNCTION {schema}.{function} TO {role}"
+                ));
             }
         }
         GrantRole::Responder => {
-            sql.push(format!("GRANT SELECT ON {} TO {role}", VIEWS.join(", ")));
+            sql.push(format!("GRANT SELECT ON {} TO {role}", names(VIEWS)));
             sql.push(format!(
                 "GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {role}",
-                TABLES.join(", ")
+                names(TABLES)
             ));
             sql.push(format!(
                 "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {schema} TO {role}"
@@ -423,10 +463,12 @@ impl Store {
                 role.escape_debug()
             )));
         }
-        // The store's tables are in the schema its connection reads them from.
+        // The schema that holds the store's tables, as its connection finds them.
         let (creates, schema): (bool, String) = tx
             .query_row(
-                "SELECT has_schema_privilege(?1, current_schema(), 'CREATE'), current_schema()",
+                "SELECT has_schema_privilege(?1, n.oid, 'CREATE'), n.nspname::text
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE c.oid = 'runs'::regclass",
                 [role],
                 |row| row.try_into(),
             )

@@ -964,11 +964,40 @@ fn db_grant_works_in_the_stores_own_schema() {
         String::from_utf8_lossy(&out.stderr).contains("permission denied"),
         "{out:?}"
     );
+    let printed_role = format!("{}_printed", store.name);
+    cluster.create_role(&printed_role, "printed-pw");
     let printed = ok(env.cmd().args([
-        "db", "grant", "ci", "--role", "hook", "--print", "--schema", "cw",
+        "db",
+        "grant",
+        &printed_role,
+        "--role",
+        "hook",
+        "--print",
+        "--schema",
+        "cw",
     ]));
+    // Run by a DBA whose search path does not name the store's schema.
+    cluster.psql(&store.name, &format!("SET search_path = public; {printed}"));
+    let may = cluster.psql(
+        &store.name,
+        &format!(
+            "SELECT has_table_privilege('{printed_role}', 'cw.runs', 'INSERT')
+                    AND NOT has_table_privilege('{printed_role}', 'cw.runs', 'UPDATE')"
+        ),
+    );
+    assert_eq!(may, "t");
     assert!(
-        printed.contains("REVOKE ALL ON ALL TABLES IN SCHEMA \"cw\" FROM \"ci\""),
+        printed.contains(&format!(
+            "REVOKE ALL ON ALL TABLES IN SCHEMA \"cw\" FROM \"{printed_role}\""
+        )),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("GRANT INSERT ON \"cw\".pipelines, \"cw\".pipeline_changes"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("GRANT EXECUTE ON FUNCTION \"cw\".cw_upsert_builder(TEXT, TEXT, TEXT)"),
         "{printed}"
     );
     assert!(!printed.contains("public"), "{printed}");
@@ -1162,7 +1191,10 @@ fn db_grant_print_quotes_the_role() {
         "--print",
     ]));
     assert!(sql.contains("TO \"ci\"\"; DROP TABLE runs; --\";"), "{sql}");
-    assert!(sql.contains("GRANT INSERT ON pipelines"), "{sql}");
+    assert!(
+        sql.contains("GRANT INSERT ON \"public\".pipelines"),
+        "{sql}"
+    );
     assert!(!sql.contains("UPDATE") && !sql.contains("DELETE"), "{sql}");
 }
 
@@ -1950,6 +1982,90 @@ fn migrating_to_version_3_carries_the_hook_grants_over() {
         assert_eq!(may(&other, function), "f", "{function}");
         assert_eq!(may("public", function), "f", "{function}");
     }
+}
+
+/// Migrating a version 11 store keeps every role that could add receipts and refusals without
+/// being a responder (a hook or a collector granted by an earlier release) adding them, names
+/// those roles, and `db grant --role hook` then takes receipts from a hook.
+#[test]
+fn migrating_to_version_12_keeps_collectors_collecting_and_names_them() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let store = at_version(cluster, 11);
+    let (old, responder, reader) = (
+        format!("{}_old", store.name),
+        format!("{}_resp", store.name),
+        format!("{}_read", store.name),
+    );
+    for role in [&old, &responder, &reader] {
+        cluster.create_role(role, "pw");
+    }
+    // What `db grant` of a version 11 release gave a hook (of the tables that matter here),
+    // a responder and a role that only reads.
+    cluster.psql(
+        &store.name,
+        &format!(
+            "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {old}, {reader};
+             GRANT INSERT ON runs, run_receipts, collector_refusals TO {old};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {responder}"
+        ),
+    );
+    let env = Env::new();
+    let out = env
+        .cmd()
+        .args(["--db", &store.url, "db", "migrate"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("`{old}` may add receipts as a collector does"))
+            && stderr.contains("--role hook"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(&responder) && !stderr.contains(&reader),
+        "{stderr}"
+    );
+    ok(env.cmd().args([
+        "--db",
+        &store.url,
+        "record",
+        "--pipeline",
+        "p",
+        "--run",
+        "1",
+        "--builder",
+        "b1",
+    ]));
+    let old_url = format!(
+        "postgresql://{old}:pw@127.0.0.1:{}/{}",
+        store.port, store.name
+    );
+    let receipt = "INSERT INTO run_receipts (run_id, received_at, identity)
+                   SELECT id, 0, 'ci.example' FROM runs WHERE run_key = '1'";
+    let kept = cluster.psql_url(&old_url, &format!("BEGIN; {receipt}; ROLLBACK"));
+    assert!(kept.status.success(), "{kept:?}");
+    ok(env
+        .cmd()
+        .args(["--db", &store.url, "db", "grant", &old, "--role", "hook"]));
+    let out = cluster.psql_url(&old_url, receipt);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("adds no receipt but the store's doubt"),
+        "{out:?}"
+    );
+    // Migrating again names no one.
+    let again = env
+        .cmd()
+        .args(["--db", &store.url, "db", "migrate"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&again.stderr).contains("warning"),
+        "{again:?}"
+    );
 }
 
 /// Migrating a version 8 store lets every role that reads purges read the records selective
