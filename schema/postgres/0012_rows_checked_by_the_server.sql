@@ -26,6 +26,12 @@ DO $$ BEGIN
     PERFORM set_config('search_path', quote_ident(current_schema()) || ', pg_catalog, pg_temp', true);
 END $$;
 
+-- The checks below look each new row up by a scalar subquery, which the planner never turns
+-- into a join: PL/pgSQL keeps a function's plans for the life of the server process, planned
+-- for the size of the first statement's new rows, so a join chosen for a large first batch
+-- would read a whole table at every later `record` on that process (a pooled one lives long).
+-- A lookup a row costs an import batch a probe of an index a row, and a `record` a few.
+--
 -- The rows a statement added to `events` (as `cw_new_rows`) each name a run, one of the nine
 -- kinds, and a row of the table that kind points into (the comment on `events`, version 1).
 CREATE FUNCTION cw_events_name_rows() RETURNS trigger
@@ -36,32 +42,26 @@ DECLARE
 BEGIN
     SELECT n.run_id INTO missing
     FROM cw_new_rows n
-    WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = n.run_id)
+    WHERE (SELECT 1 FROM runs r WHERE r.id = n.run_id) IS NULL
     LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'insert or update on table "events" violates foreign key constraint "events_run_id_fkey"'
             USING ERRCODE = 'foreign_key_violation',
                   DETAIL = format('Key (run_id)=(%s) is not present in table "runs".', missing);
     END IF;
-    SELECT x.run_id, x.kind, x.target INTO refused
-    FROM (SELECT n.run_id, n.kind, n.target FROM cw_new_rows n
-          WHERE n.kind NOT IN ('imported', 'exported', 'produced', 'used_base', 'read_mount',
-                               'wrote_mount', 'ran_on', 'created_record', 'reused_record')
-          UNION ALL
-          SELECT n.run_id, n.kind, n.target FROM cw_new_rows n
-          WHERE n.kind IN ('imported', 'exported', 'produced', 'used_base')
-            AND NOT EXISTS (SELECT 1 FROM artifacts a WHERE a.id = n.target)
-          UNION ALL
-          SELECT n.run_id, n.kind, n.target FROM cw_new_rows n
-          WHERE n.kind IN ('read_mount', 'wrote_mount')
-            AND NOT EXISTS (SELECT 1 FROM mounts m WHERE m.id = n.target)
-          UNION ALL
-          SELECT n.run_id, n.kind, n.target FROM cw_new_rows n
-          WHERE n.kind = 'ran_on' AND NOT EXISTS (SELECT 1 FROM builders b WHERE b.id = n.target)
-          UNION ALL
-          SELECT n.run_id, n.kind, n.target FROM cw_new_rows n
-          WHERE n.kind IN ('created_record', 'reused_record')
-            AND NOT EXISTS (SELECT 1 FROM builder_records br WHERE br.id = n.target)) x
+    SELECT n.run_id, n.kind, n.target INTO refused
+    FROM cw_new_rows n
+    WHERE CASE
+        WHEN n.kind IN ('imported', 'exported', 'produced', 'used_base')
+            THEN (SELECT 1 FROM artifacts a WHERE a.id = n.target) IS NULL
+        WHEN n.kind IN ('read_mount', 'wrote_mount')
+            THEN (SELECT 1 FROM mounts m WHERE m.id = n.target) IS NULL
+        WHEN n.kind = 'ran_on'
+            THEN (SELECT 1 FROM builders b WHERE b.id = n.target) IS NULL
+        WHEN n.kind IN ('created_record', 'reused_record')
+            THEN (SELECT 1 FROM builder_records br WHERE br.id = n.target) IS NULL
+        ELSE TRUE
+    END
     LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'an event of run % names % %, which the store does not hold',
@@ -88,7 +88,7 @@ DECLARE
 BEGIN
     SELECT n.run_id INTO missing
     FROM cw_new_rows n
-    WHERE NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = n.run_id)
+    WHERE (SELECT 1 FROM runs r WHERE r.id = n.run_id) IS NULL
     LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'insert or update on table "run_chain" violates foreign key constraint "run_chain_run_id_fkey"'
@@ -125,10 +125,13 @@ DO $$
 DECLARE
     granted RECORD;
 BEGIN
+    -- Roles granted INSERT on `collector_refusals` themselves (a role that inherits it from a
+    -- group is given the mark through the group).
     FOR granted IN
-        SELECT r.rolname FROM pg_roles r
-        WHERE NOT r.rolsuper
-          AND has_table_privilege(r.oid, 'collector_refusals'::regclass, 'INSERT')
+        SELECT DISTINCT r.rolname
+        FROM pg_class c, aclexplode(c.relacl) a, pg_roles r
+        WHERE c.oid = 'collector_refusals'::regclass AND a.privilege_type = 'INSERT'
+          AND r.oid = a.grantee AND NOT r.rolsuper
           AND NOT has_table_privilege(r.oid, 'run_receipts'::regclass, 'UPDATE')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION cw_collects_receipts() TO %I', granted.rolname);
@@ -150,11 +153,11 @@ BEGIN
     FROM cw_new_rows n
     WHERE n.identity <> 'store' OR n.time_suspect IS NULL OR n.began_after IS NOT NULL
        OR n.late <> 0
-       OR NOT EXISTS (SELECT 1 FROM runs r
-                      WHERE r.id = n.run_id AND r.xmin = pg_current_xact_id()::xid)
+       OR (SELECT r.xmin FROM runs r WHERE r.id = n.run_id)
+          IS DISTINCT FROM pg_current_xact_id()::xid
        -- The run is not in the chain yet (its entry follows its receipt): no run of an earlier
        -- transaction whose id the 32-bit xmin repeats, once the server's ids wrap around.
-       OR EXISTS (SELECT 1 FROM run_chain c WHERE c.run_id = n.run_id)
+       OR (SELECT 1 FROM run_chain c WHERE c.run_id = n.run_id LIMIT 1) IS NOT NULL
     LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'a receipt for run % (identity %): a role that may only add provenance adds no receipt but the store''s doubt of a run it adds in the same transaction',

@@ -76,12 +76,17 @@ fn migrate(db: &Path, printer: Printer) -> Result<ExitStatus> {
             .iter()
             .map(|name| format!("`{}`", name.escape_debug()))
             .collect();
-        printer.warn(format!(
-            "{} may add receipts as a collector does, granted before schema version 12: \
-             run `cachewarden db grant NAME --role hook` for each that is a hook, `--role \
-             collector` for each collector",
+        let message = format!(
+            "{} may add receipts as a collector does: run `cachewarden db grant NAME --role \
+             hook` for each that is a hook (a hook granted before schema version 12 keeps that \
+             right until then)",
             names.join(", ")
-        ));
+        );
+        if from < to {
+            printer.warn(message);
+        } else {
+            printer.status(message);
+        }
     }
     Ok(ExitStatus::Success)
 }

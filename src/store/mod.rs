@@ -268,7 +268,7 @@ pub struct Migrated {
     pub from: usize,
     pub to: usize,
     /// PostgreSQL roles that may add receipts as a collector does without being responders:
-    /// hooks and collectors granted before schema version 12 (each hook's to take back).
+    /// collectors, and hooks granted before schema version 12 (each hook's to take back).
     pub collectors: Vec<String>,
 }
 

@@ -145,23 +145,23 @@ impl Store {
                 supported: latest,
             });
         }
-        tx.commit().map_err(|e| super::sql_error(&path, e))?;
-        let collectors = if from < COLLECTORS_MARKED && latest >= COLLECTORS_MARKED {
-            store
-                .conn
-                .prepare(
-                    "SELECT r.rolname::text FROM pg_roles r
-                     WHERE NOT r.rolsuper
-                       AND has_function_privilege(r.oid, 'cw_collects_receipts()'::regprocedure,
-                                                  'EXECUTE')
-                       AND NOT has_table_privilege(r.oid, 'run_receipts'::regclass, 'UPDATE')
-                     ORDER BY 1",
-                )
-                .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
-                .map_err(|e| super::sql_error(&path, e))?
+        // Read in the migration's transaction: shown by every `db migrate` from version 12 on.
+        let collectors = if latest >= COLLECTORS_MARKED {
+            tx.prepare(
+                "SELECT DISTINCT r.rolname::text
+                 FROM pg_proc p, aclexplode(p.proacl) a, pg_roles r
+                 WHERE p.oid = 'cw_collects_receipts()'::regprocedure
+                   AND a.privilege_type = 'EXECUTE' AND r.oid = a.grantee AND NOT r.rolsuper
+                   AND has_table_privilege(r.oid, 'run_receipts'::regclass, 'INSERT')
+                   AND NOT has_table_privilege(r.oid, 'run_receipts'::regclass, 'UPDATE')
+                 ORDER BY 1",
+            )
+            .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+            .map_err(|e| super::sql_error(&path, e))?
         } else {
             Vec::new()
         };
+        tx.commit().map_err(|e| super::sql_error(&path, e))?;
         Ok(Migrated {
             from,
             to: latest,
@@ -585,11 +585,20 @@ mod tests {
             .join(";");
         assert!(hook.contains("TO \"ci hook\""));
         assert!(!hook.contains("UPDATE") && !hook.contains("DELETE"));
-        assert!(!hook.contains("collector_refusals"), "{hook}");
+        let inserts = |sql: &str| {
+            sql.split(';')
+                .find(|statement| statement.starts_with("GRANT INSERT"))
+                .unwrap()
+                .to_owned()
+        };
+        assert!(!inserts(&hook).contains("collector_refusals"), "{hook}");
+        assert!(!hook.contains("cw_collects_receipts"), "{hook}");
         let collector = grant_sql("c", GrantRole::Collector, "cw")
             .unwrap()
             .join(";");
-        assert!(collector.contains("collector_refusals") && collector.contains("run_receipts"));
+        let added = inserts(&collector);
+        assert!(added.contains("collector_refusals") && added.contains("run_receipts"));
+        assert!(collector.contains("cw_collects_receipts()"), "{collector}");
         assert!(!collector.contains("UPDATE") && !collector.contains("DELETE"));
         assert!(collector.contains("IN SCHEMA \"cw\"") && !collector.contains("public"));
     }

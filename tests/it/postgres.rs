@@ -1984,9 +1984,10 @@ fn migrating_to_version_3_carries_the_hook_grants_over() {
     }
 }
 
-/// Migrating a version 11 store keeps every role that could add receipts and refusals without
-/// being a responder (a hook or a collector granted by an earlier release) adding them, names
-/// those roles, and `db grant --role hook` then takes receipts from a hook.
+/// Migrating a version 11 store keeps every role that was granted receipts and refusals without
+/// being a responder (a hook or a collector granted by an earlier release, a group of them, not
+/// its members) adding them, and names those roles; `db grant --role hook` then takes receipts
+/// from a hook and from a group's members; a later `db migrate` names the collectors.
 #[test]
 fn migrating_to_version_12_keeps_collectors_collecting_and_names_them() {
     if !require_postgres() {
@@ -1994,12 +1995,14 @@ fn migrating_to_version_12_keeps_collectors_collecting_and_names_them() {
     }
     let cluster = PgCluster::shared();
     let store = at_version(cluster, 11);
-    let (old, responder, reader) = (
+    let (old, responder, reader, group, member) = (
         format!("{}_old", store.name),
         format!("{}_resp", store.name),
         format!("{}_read", store.name),
+        format!("{}_group", store.name),
+        format!("{}_member", store.name),
     );
-    for role in [&old, &responder, &reader] {
+    for role in [&old, &responder, &reader, &group, &member] {
         cluster.create_role(role, "pw");
     }
     // What `db grant` of a version 11 release gave a hook (of the tables that matter here),
@@ -2009,7 +2012,10 @@ fn migrating_to_version_12_keeps_collectors_collecting_and_names_them() {
         &format!(
             "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {old}, {reader};
              GRANT INSERT ON runs, run_receipts, collector_refusals TO {old};
-             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {responder}"
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {responder};
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO {group};
+             GRANT INSERT ON runs, run_receipts, collector_refusals TO {group};
+             GRANT {group} TO {member}"
         ),
     );
     let env = Env::new();
@@ -2025,8 +2031,10 @@ fn migrating_to_version_12_keeps_collectors_collecting_and_names_them() {
             && stderr.contains("--role hook"),
         "{stderr}"
     );
+    assert!(stderr.contains(&format!("`{group}`")), "{stderr}");
+    // A member has the mark through its group, which one grant takes back.
     assert!(
-        !stderr.contains(&responder) && !stderr.contains(&reader),
+        !stderr.contains(&responder) && !stderr.contains(&reader) && !stderr.contains(&member),
         "{stderr}"
     );
     ok(env.cmd().args([
@@ -2048,23 +2056,48 @@ fn migrating_to_version_12_keeps_collectors_collecting_and_names_them() {
                    SELECT id, 0, 'ci.example' FROM runs WHERE run_key = '1'";
     let kept = cluster.psql_url(&old_url, &format!("BEGIN; {receipt}; ROLLBACK"));
     assert!(kept.status.success(), "{kept:?}");
-    ok(env
-        .cmd()
-        .args(["--db", &store.url, "db", "grant", &old, "--role", "hook"]));
-    let out = cluster.psql_url(&old_url, receipt);
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("adds no receipt but the store's doubt"),
-        "{out:?}"
+    for role in [&old, &group] {
+        ok(env
+            .cmd()
+            .args(["--db", &store.url, "db", "grant", role, "--role", "hook"]));
+    }
+    let member_url = format!(
+        "postgresql://{member}:pw@127.0.0.1:{}/{}",
+        store.port, store.name
     );
-    // Migrating again names no one.
+    for url in [&old_url, &member_url] {
+        let out = cluster.psql_url(url, receipt);
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("adds no receipt but the store's doubt"),
+            "{out:?}"
+        );
+    }
+    // Migrating again names the collectors only.
+    let collector = format!("{}_coll", store.name);
+    cluster.create_role(&collector, "pw");
+    ok(env.cmd().args([
+        "--db",
+        &store.url,
+        "db",
+        "grant",
+        &collector,
+        "--role",
+        "collector",
+    ]));
     let again = env
         .cmd()
         .args(["--db", &store.url, "db", "migrate"])
         .output()
         .unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
     assert!(
-        !String::from_utf8_lossy(&again.stderr).contains("warning"),
-        "{again:?}"
+        stderr.contains(&format!(
+            "`{collector}` may add receipts as a collector does"
+        )) && !stderr.contains("warning")
+            && !stderr.contains(&old)
+            && !stderr.contains(&group),
+        "{stderr}"
     );
 }
 
