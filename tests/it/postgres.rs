@@ -453,6 +453,34 @@ fn granted(cluster: &PgCluster) -> Granted {
     }
 }
 
+/// Records run `run` of `team/app` on builder `b1` into `url`, reading a shared registry cache
+/// and the pip cache mount, with `extra` arguments.
+fn record_shared_cache(env: &Env, url: &str, run: &str, extra: &[&str]) -> String {
+    ok(env
+        .cmd()
+        .args([
+            "--db",
+            url,
+            "record",
+            "--pipeline",
+            "team/app",
+            "--run",
+            run,
+        ])
+        .args([
+            "--builder",
+            "b1",
+            "--mount",
+            "/root/.cache/pip",
+            "--cache-from",
+        ])
+        .arg(format!(
+            "reg.example/team/cache:main@{}",
+            crate::common::digest('c')
+        ))
+        .args(extra))
+}
+
 /// A hook role records and traces, but PostgreSQL refuses every UPDATE and DELETE it tries on
 /// every table, and any row it tries to add to incidents, journals, purges or sweeps; a
 /// responder role opens an incident.
@@ -469,23 +497,15 @@ fn the_hook_role_only_adds_provenance() {
         responder_url,
     } = granted(cluster);
     for run in ["1", "2"] {
-        ok(env.cmd().args([
-            "--db",
+        record_shared_cache(
+            &env,
             &hook_url,
-            "record",
-            "--pipeline",
-            "team/app",
-            "--run",
             run,
-            "--builder",
-            "b1",
-            "--cache-from",
-            &format!("reg.example/team/cache:main@{}", crate::common::digest('c')),
-            "--cache-to",
-            "type=registry,ref=reg.example/team/cache:main",
-            "--mount",
-            "/root/.cache/pip",
-        ]));
+            &[
+                "--cache-to",
+                "type=registry,ref=reg.example/team/cache:main",
+            ],
+        );
     }
     let trace = ok(env.cmd().args([
         "--db",
@@ -789,23 +809,7 @@ fn the_hook_role_cannot_add_events_naming_nothing_or_chain_entries_out_of_turn()
         hook_url,
         ..
     } = granted(cluster);
-    let record = |run: &str| {
-        ok(env.cmd().args([
-            "--db",
-            &hook_url,
-            "record",
-            "--pipeline",
-            "team/app",
-            "--run",
-            run,
-            "--builder",
-            "b1",
-            "--cache-from",
-            &format!("reg.example/team/cache:main@{}", crate::common::digest('c')),
-            "--mount",
-            "/root/.cache/pip",
-        ]))
-    };
+    let record = |run: &str| record_shared_cache(&env, &hook_url, run, &[]);
     record("1");
     let counts = || {
         cluster.psql(
