@@ -237,17 +237,23 @@ impl PgCluster {
             .expect("run psql")
     }
 
-    /// Runs `sql` in database `db` as the superuser, over the socket; its unaligned,
-    /// tuples-only output. Panics with psql's message when it fails.
-    pub fn psql(&self, db: &str, sql: &str) -> String {
-        let out = Command::new(RUNUSER)
+    /// Runs `sql` in database `db` as the superuser, over the socket; psql's whole output,
+    /// its notices included.
+    pub fn psql_output(&self, db: &str, sql: &str) -> std::process::Output {
+        Command::new(RUNUSER)
             .args(["-u", PG_USER, "--"])
             .arg(self.bin.join("psql"))
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
             .arg(self.socket_dir())
             .args(["-p", &self.port.to_string(), "-d", db, "-c", sql])
             .output()
-            .expect("run psql");
+            .expect("run psql")
+    }
+
+    /// Runs `sql` in database `db` as the superuser, over the socket; its unaligned,
+    /// tuples-only output. Panics with psql's message when it fails.
+    pub fn psql(&self, db: &str, sql: &str) -> String {
+        let out = self.psql_output(db, sql);
         assert!(
             out.status.success(),
             "psql -c {sql:?} failed: {}",

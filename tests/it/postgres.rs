@@ -1133,6 +1133,68 @@ fn receipts_are_the_collectors_and_a_hook_adds_only_its_own_doubt() {
     );
 }
 
+/// The server's checks of new events and chain entries look each row up on its own, whatever
+/// size of statement a server process saw first: PL/pgSQL keeps the plan of its first call,
+/// and a join planned for a large first batch (even one that fails) would read whole tables at
+/// every later `record` on that process. After 20,000-row statements, no check of a one-row
+/// statement joins or hashes.
+#[test]
+fn the_servers_checks_plan_no_join_whatever_comes_first() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let Granted { store, env, .. } = granted(cluster);
+    record_shared_cache(&env, &store.url, "1", &[]);
+    let out = cluster.psql_output(
+        &store.name,
+        "LOAD 'auto_explain';
+         BEGIN;
+         DO $$ BEGIN
+             INSERT INTO events (run_id, kind, target, at)
+             SELECT r.id, 'produced', -g, 0 FROM runs r, generate_series(1, 20000) g;
+         EXCEPTION WHEN foreign_key_violation THEN NULL;
+         END $$;
+         INSERT INTO run_chain (seq, run_id, kind, events_through, details_through, encoding,
+                                hash, appended_at)
+         SELECT (SELECT max(seq) FROM run_chain) + g, r.id, 'events', 0, 0, 1,
+                decode(repeat('00', 32), 'hex'), 0
+         FROM runs r, generate_series(1, 20000) g;
+         ROLLBACK;
+         BEGIN;
+         SET LOCAL auto_explain.log_min_duration = 0;
+         SET LOCAL auto_explain.log_nested_statements = on;
+         SET LOCAL auto_explain.log_level = notice;
+         INSERT INTO events (run_id, kind, target, at)
+         SELECT r.id, 'used_base', a.id, 0 FROM runs r, artifacts a LIMIT 1;
+         INSERT INTO run_chain (seq, run_id, kind, events_through, details_through, encoding,
+                                hash, appended_at)
+         SELECT (SELECT max(seq) FROM run_chain) + 1, r.id, 'events', 0, 0, 1,
+                decode(repeat('00', 32), 'hex'), 0 FROM runs r;
+         ROLLBACK;",
+    );
+    let notices = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{notices}");
+    let checks: Vec<&str> = notices
+        .split("NOTICE:")
+        .filter(|plan| plan.contains("cw_new_rows"))
+        .collect();
+    assert!(
+        checks
+            .iter()
+            .any(|plan| plan.contains("builder_records br")),
+        "the one-row insert's target check: {notices}"
+    );
+    // Of the one-row statements: the run check, the target check and the ids' check of the
+    // event; the run check and the span of the chain entry.
+    assert!(checks.len() >= 5, "{notices}");
+    for plan in checks {
+        for join in ["Join", "Hashed SubPlan", "Hash Anti", "Hash Semi", "Merge"] {
+            assert!(!plan.contains(join), "{plan}");
+        }
+    }
+}
+
 /// A hook role that may create objects in the store's schema could define a function the
 /// owner's functions and triggers would call in place of the built-in one: `db grant` refuses
 /// it, naming the privilege, and grants once it is revoked.
