@@ -717,7 +717,64 @@ impl PgConn {
             sql.push_str("; ");
         }
         sql.push_str(&format!("SELECT pg_advisory_xact_lock({WRITER_LOCK})"));
-        self.with_client(|client| client.batch_execute(&sql))
+        match self.with_client(|client| client.batch_execute(&sql)) {
+            Err(DbError::Postgres(err))
+                if err.code() == Some(&postgres::error::SqlState::QUERY_CANCELED) =>
+            {
+                // Only the wait for the lock can run out of time here: say who holds it.
+                let holder = self.writer_lock_holder();
+                Err(DbError::Value(format!(
+                    "{}: waited that long for the store's writer lock{holder}",
+                    pg_message(&err)
+                )))
+            }
+            other => other,
+        }
+    }
+
+    /// Who holds the writer lock, as a clause for a message: the server process, its role
+    /// and application (values a client chose: escaped and cut), what it is doing and since
+    /// when; empty when the lock is free again or cannot be read. Ends the failed transaction.
+    fn writer_lock_holder(&self) -> String {
+        let (class, object) = (WRITER_LOCK >> 32, WRITER_LOCK & 0xffff_ffff);
+        let sql = format!(
+            "ROLLBACK; SELECT l.pid::text, coalesce(a.usename::text, ''),
+                    coalesce(a.application_name, ''), coalesce(a.state, ''),
+                    coalesce(to_char(a.state_change AT TIME ZONE 'UTC',
+                                     'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '')
+             FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {class}
+               AND l.objid = {object} AND l.objsubid = 1
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+             LIMIT 1"
+        );
+        let rows = match self.with_client(|client| client.simple_query(&sql)) {
+            Ok(rows) => rows,
+            Err(_) => return String::new(),
+        };
+        let Some(row) = rows.iter().find_map(|message| match message {
+            postgres::SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        }) else {
+            return String::new();
+        };
+        let field = |i: usize| {
+            let value = row.get(i).unwrap_or_default();
+            let cut: String = value.chars().take(64).collect();
+            cut.escape_debug().to_string()
+        };
+        let mut clause = format!(", held by server process {} (role `{}`", field(0), field(1));
+        if !field(2).is_empty() {
+            clause.push_str(&format!(", application `{}`", field(2)));
+        }
+        if !field(3).is_empty() {
+            clause.push_str(&format!(", {} since {}", field(3), field(4)));
+        }
+        clause.push_str(
+            "): a long write, or a session holding it idle (stop it with \
+             `SELECT pg_terminate_backend(PID)` as a superuser or its role)",
+        );
+        clause
     }
 
     /// Starts a read-only transaction on one snapshot, with the statement timeout. One round

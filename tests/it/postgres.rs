@@ -1195,6 +1195,78 @@ fn the_servers_checks_plan_no_join_whatever_comes_first() {
     }
 }
 
+/// A session holding the store's writer lock, idle (a stalled or hostile client): a write that
+/// waits out the statement timeout exits 3 naming the server process that holds the lock and
+/// its role and application, escaped, so that a responder can end it; nothing is written, and
+/// once the holder is gone the same write goes through.
+#[test]
+fn a_write_stalled_on_the_writer_lock_names_its_holder() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let store = cluster.new_database();
+    let env = Env::with_store(&store.url);
+    ok(env.cmd().args(["db", "migrate"]));
+    let config = env.write("cw.toml", "[store]\nstatement_timeout = \"1s\"\n");
+    // The key `src/store/db.rs` takes it by.
+    let mut holder = Command::new(cluster.program("psql"))
+        .args(["-X", "-q", "-d", &store.url])
+        .args(["-c", "SELECT pg_advisory_lock(27973102275491681)"])
+        .args(["-c", "SELECT pg_sleep(60)"])
+        .env("PGAPPNAME", "stall\u{1b}[31mer")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let held = || {
+        cluster.psql(
+            &store.name,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
+        ) == "1"
+    };
+    let started = std::time::Instant::now();
+    while !held() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(held(), "the holder never took the lock");
+    let pid = cluster.psql(
+        &store.name,
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted",
+    );
+    let record = || {
+        env.cmd_with(&config)
+            .args(["record", "--pipeline", "p", "--run", "1", "--builder", "b1"])
+            .output()
+            .unwrap()
+    };
+    let out = record();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("waited that long for the store's writer lock")
+            && stderr.contains(&format!(
+                "held by server process {pid} (role `{}`",
+                store.owner
+            ))
+            // The server keeps printable ASCII of an application name, as `?` else.
+            && stderr.contains("application `stall?[31mer`"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "{stderr}");
+    assert_eq!(cluster.psql(&store.name, "SELECT count(*) FROM runs"), "0");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    cluster.psql("postgres", &format!("SELECT pg_terminate_backend({pid})"));
+    let out = record();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(cluster.psql(&store.name, "SELECT count(*) FROM runs"), "1");
+}
+
 /// A hook role that may create objects in the store's schema could define a function the
 /// owner's functions and triggers would call in place of the built-in one: `db grant` refuses
 /// it, naming the privilege, and grants once it is revoked.
