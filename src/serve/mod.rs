@@ -565,7 +565,12 @@ async fn refuse(
         }
     }
     let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::FORBIDDEN);
-    let doc = json!({"v": API_VERSION, "error": refusal.code, "reason": refusal.reason});
+    let reason = if refusal.code == "store_unavailable" {
+        STORE_UNAVAILABLE
+    } else {
+        &refusal.reason
+    };
+    let doc = json!({"v": API_VERSION, "error": refusal.code, "reason": reason});
     (status, axum::Json(doc)).into_response()
 }
 
@@ -619,12 +624,20 @@ async fn check(
                 .collect();
             axum::Json(json!({"v": API_VERSION, "results": results})).into_response()
         }
-        Err(err) => {
-            let doc =
-                json!({"v": API_VERSION, "error": "store_unavailable", "reason": err.to_string()});
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(doc)).into_response()
-        }
+        Err(err) => store_unavailable(&err),
     }
+}
+
+/// What a client is told when the store failed: the collector's log has why. The store's
+/// message names its location, roles and server processes, which are not the client's.
+const STORE_UNAVAILABLE: &str =
+    "the collector cannot reach its store now: nothing was recorded; send it again later";
+
+/// The answer when the store failed, its message logged.
+fn store_unavailable(err: &StoreError) -> Response {
+    eprintln!("store unavailable: {}", Line(&err.to_string()));
+    let doc = json!({"v": API_VERSION, "error": "store_unavailable", "reason": STORE_UNAVAILABLE});
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(doc)).into_response()
 }
 
 /// `POST /v1/overrides`: a build that went ahead from inputs open incidents hold tainted
@@ -707,9 +720,7 @@ async fn post_overrides(
         }
         Err(err) => {
             c.metrics.override_refused("store_unavailable");
-            let doc =
-                json!({"v": API_VERSION, "error": "store_unavailable", "reason": err.to_string()});
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(doc)).into_response()
+            store_unavailable(&err)
         }
     }
 }

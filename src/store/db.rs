@@ -718,10 +718,14 @@ impl PgConn {
         }
         sql.push_str(&format!("SELECT pg_advisory_xact_lock({WRITER_LOCK})"));
         match self.with_client(|client| client.batch_execute(&sql)) {
+            // Of the batch only the wait for the lock can run out of time: say who holds it.
+            // (A cancel, by a DBA or a watchdog, has the same code and another message.)
             Err(DbError::Postgres(err))
-                if err.code() == Some(&postgres::error::SqlState::QUERY_CANCELED) =>
+                if err.code() == Some(&postgres::error::SqlState::QUERY_CANCELED)
+                    && err
+                        .as_db_error()
+                        .is_some_and(|db| db.message().contains("statement timeout")) =>
             {
-                // Only the wait for the lock can run out of time here: say who holds it.
                 let holder = self.writer_lock_holder();
                 Err(DbError::Value(format!(
                     "{}: waited that long for the store's writer lock{holder}",
@@ -733,8 +737,9 @@ impl PgConn {
     }
 
     /// Who holds the writer lock, as a clause for a message: the server process, its role
-    /// and application (values a client chose: escaped and cut), what it is doing and since
-    /// when; empty when the lock is free again or cannot be read. Ends the failed transaction.
+    /// and application (values a client chose: escaped as names are, and cut), what it is
+    /// doing and since when (shown to its own role and to readers of all statistics); empty
+    /// when the lock is free again or cannot be read. Ends the failed transaction.
     fn writer_lock_holder(&self) -> String {
         let (class, object) = (WRITER_LOCK >> 32, WRITER_LOCK & 0xffff_ffff);
         let sql = format!(
@@ -761,7 +766,7 @@ impl PgConn {
         let field = |i: usize| {
             let value = row.get(i).unwrap_or_default();
             let cut: String = value.chars().take(64).collect();
-            cut.escape_debug().to_string()
+            crate::report::escape::Term(&cut).to_string()
         };
         let mut clause = format!(", held by server process {} (role `{}`", field(0), field(1));
         if !field(2).is_empty() {

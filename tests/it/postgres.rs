@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{Env, generate_fleet, ok};
+use crate::harness::oidc::{self, Collector, Issuer, Key};
 use crate::harness::{PgBouncer, PgCluster, require_pgbouncer, require_postgres};
 
 /// Tests that stay on SQLite, each group for its reason: they open the store's file with
@@ -1197,8 +1198,9 @@ fn the_servers_checks_plan_no_join_whatever_comes_first() {
 
 /// A session holding the store's writer lock, idle (a stalled or hostile client): a write that
 /// waits out the statement timeout exits 3 naming the server process that holds the lock and
-/// its role and application, escaped, so that a responder can end it; nothing is written, and
-/// once the holder is gone the same write goes through.
+/// its role and application, escaped, so that a responder can end it; nothing is written. The
+/// collector answers such a run 503 without the store's details, which it logs. Once the
+/// holder is gone the same writes go through.
 #[test]
 fn a_write_stalled_on_the_writer_lock_names_its_holder() {
     if !require_postgres() {
@@ -1219,21 +1221,17 @@ fn a_write_stalled_on_the_writer_lock_names_its_holder() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let held = || {
-        cluster.psql(
-            &store.name,
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted",
-        ) == "1"
-    };
+    // The writer lock of this store's database (other tests share the cluster).
+    let lock = "FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = 6512995
+                  AND objid = 1751480161 AND objsubid = 1
+                  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+    let held = || cluster.psql(&store.name, &format!("SELECT count(*) {lock}")) == "1";
     let started = std::time::Instant::now();
     while !held() && started.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(held(), "the holder never took the lock");
-    let pid = cluster.psql(
-        &store.name,
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted",
-    );
+    let pid = cluster.psql(&store.name, &format!("SELECT pid {lock}"));
     let record = || {
         env.cmd_with(&config)
             .args(["record", "--pipeline", "p", "--run", "1", "--builder", "b1"])
@@ -1255,6 +1253,32 @@ fn a_write_stalled_on_the_writer_lock_names_its_holder() {
     );
     assert!(!stderr.contains('\u{1b}'), "{stderr}");
     assert_eq!(cluster.psql(&store.name, "SELECT count(*) FROM runs"), "0");
+
+    let key = Key::rsa(env.path(), "rsa-1");
+    let issuer = Issuer::start(&[&key]);
+    let collector_config = env.write(
+        "collector.toml",
+        &oidc::config(&issuer, "github", "[store]\nstatement_timeout = \"1s\"\n"),
+    );
+    let collector = Collector::start(env.cmd_with(&collector_config), 0);
+    let token = key.sign(&oidc::github_claims(&issuer.url, "acme/web", "build", "7"));
+    let line = oidc::run_line("acme/web/build", "7-1");
+    let answer = collector.post(&token, &line);
+    assert_eq!(answer.status, 503, "{}", answer.text());
+    assert_eq!(answer.json()["error"], "store_unavailable");
+    let reason = answer.json()["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.contains("send it again later") && !reason.contains(&pid),
+        "{reason}"
+    );
+    let logged = collector.log_with("writer lock");
+    assert!(
+        logged.contains(&format!("held by server process {pid}")),
+        "{logged}"
+    );
     holder.kill().unwrap();
     holder.wait().unwrap();
     cluster.psql("postgres", &format!("SELECT pg_terminate_backend({pid})"));
@@ -1264,7 +1288,9 @@ fn a_write_stalled_on_the_writer_lock_names_its_holder() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(cluster.psql(&store.name, "SELECT count(*) FROM runs"), "1");
+    let answer = collector.post(&token, &line);
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    assert_eq!(cluster.psql(&store.name, "SELECT count(*) FROM runs"), "2");
 }
 
 /// A hook role that may create objects in the store's schema could define a function the
