@@ -32,54 +32,18 @@ END $$;
 -- would read a whole table at every later `record` on that process (a pooled one lives long).
 -- A lookup a row costs an import batch a probe of an index a row, and a `record` a few.
 --
--- The rows a statement added to `events` (as `cw_new_rows`) each name a run, one of the nine
--- kinds, and a row of the table that kind points into (the comment on `events`, version 1).
-CREATE FUNCTION cw_events_name_rows() RETURNS trigger
+-- Schema 2's check that the rows a statement added to `events` or `run_chain` (as
+-- `cw_new_rows`) each name a run, with what else they must name: an event one of the nine
+-- kinds and a row of the table that kind points into (the comment on `events`, version 1); a
+-- chain entry the chain's head, carrying it on: sequence numbers from one past the highest
+-- before them (1 for the first entry), with no gap. Entries are appended under the writer
+-- lock, so no other writer's come in between. (PL/pgSQL compiles a trigger function for each
+-- table apart, so each table's statements are planned for its own rows.)
+CREATE OR REPLACE FUNCTION cw_rows_name_runs() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
     missing BIGINT;
     refused RECORD;
-BEGIN
-    SELECT n.run_id INTO missing
-    FROM cw_new_rows n
-    WHERE (SELECT 1 FROM runs r WHERE r.id = n.run_id) IS NULL
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'insert or update on table "events" violates foreign key constraint "events_run_id_fkey"'
-            USING ERRCODE = 'foreign_key_violation',
-                  DETAIL = format('Key (run_id)=(%s) is not present in table "runs".', missing);
-    END IF;
-    SELECT n.run_id, n.kind, n.target INTO refused
-    FROM cw_new_rows n
-    WHERE CASE
-        WHEN n.kind IN ('imported', 'exported', 'produced', 'used_base')
-            THEN (SELECT 1 FROM artifacts a WHERE a.id = n.target) IS NULL
-        WHEN n.kind IN ('read_mount', 'wrote_mount')
-            THEN (SELECT 1 FROM mounts m WHERE m.id = n.target) IS NULL
-        WHEN n.kind = 'ran_on'
-            THEN (SELECT 1 FROM builders b WHERE b.id = n.target) IS NULL
-        WHEN n.kind IN ('created_record', 'reused_record')
-            THEN (SELECT 1 FROM builder_records br WHERE br.id = n.target) IS NULL
-        ELSE TRUE
-    END
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'an event of run % names % %, which the store does not hold',
-                        refused.run_id, quote_literal(refused.kind), refused.target
-            USING ERRCODE = 'foreign_key_violation',
-                  HINT = 'An event''s kind is one of imported, exported, produced, used_base (an artifact), read_mount, wrote_mount (a mount), ran_on (a builder), created_record, reused_record (a builder record), and its target that row''s id.';
-    END IF;
-    RETURN NULL;
-END;
-$$;
-
--- The rows a statement added to `run_chain` each name a run, and carry the chain on from its
--- head: sequence numbers from one past the highest before them (1 for the first entry), with
--- no gap. Entries are appended under the writer lock, so no other writer's come in between.
-CREATE FUNCTION cw_chain_rows_follow_on() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
-DECLARE
-    missing BIGINT;
     lowest BIGINT;
     highest BIGINT;
     added BIGINT;
@@ -91,9 +55,33 @@ BEGIN
     WHERE (SELECT 1 FROM runs r WHERE r.id = n.run_id) IS NULL
     LIMIT 1;
     IF FOUND THEN
-        RAISE EXCEPTION 'insert or update on table "run_chain" violates foreign key constraint "run_chain_run_id_fkey"'
+        RAISE EXCEPTION 'insert or update on table "%" violates foreign key constraint "%_run_id_fkey"',
+                        TG_TABLE_NAME, TG_TABLE_NAME
             USING ERRCODE = 'foreign_key_violation',
                   DETAIL = format('Key (run_id)=(%s) is not present in table "runs".', missing);
+    END IF;
+    IF TG_TABLE_NAME = 'events' THEN
+        SELECT n.run_id, n.kind, n.target INTO refused
+        FROM cw_new_rows n
+        WHERE CASE
+            WHEN n.kind IN ('imported', 'exported', 'produced', 'used_base')
+                THEN (SELECT 1 FROM artifacts a WHERE a.id = n.target) IS NULL
+            WHEN n.kind IN ('read_mount', 'wrote_mount')
+                THEN (SELECT 1 FROM mounts m WHERE m.id = n.target) IS NULL
+            WHEN n.kind = 'ran_on'
+                THEN (SELECT 1 FROM builders b WHERE b.id = n.target) IS NULL
+            WHEN n.kind IN ('created_record', 'reused_record')
+                THEN (SELECT 1 FROM builder_records br WHERE br.id = n.target) IS NULL
+            ELSE TRUE
+        END
+        LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'an event of run % names % %, which the store does not hold',
+                            refused.run_id, quote_literal(refused.kind), refused.target
+                USING ERRCODE = 'foreign_key_violation',
+                      HINT = 'An event''s kind is one of imported, exported, produced, used_base (an artifact), read_mount, wrote_mount (a mount), ran_on (a builder), created_record, reused_record (a builder record), and its target that row''s id.';
+        END IF;
+        RETURN NULL;
     END IF;
     SELECT min(n.seq), max(n.seq), count(*) INTO lowest, highest, added FROM cw_new_rows n;
     IF added = 0 THEN
@@ -172,18 +160,3 @@ $$;
 CREATE TRIGGER run_receipts_a_hook_may_add AFTER INSERT ON run_receipts
     REFERENCING NEW TABLE AS cw_new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION cw_receipts_a_hook_may_add();
-
-REVOKE ALL ON FUNCTION cw_events_name_rows() FROM PUBLIC;
-REVOKE ALL ON FUNCTION cw_chain_rows_follow_on() FROM PUBLIC;
-
-DROP TRIGGER events_name_runs ON events;
-CREATE TRIGGER events_name_rows AFTER INSERT ON events
-    REFERENCING NEW TABLE AS cw_new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION cw_events_name_rows();
-
-DROP TRIGGER run_chain_names_runs ON run_chain;
-CREATE TRIGGER run_chain_rows_follow_on AFTER INSERT ON run_chain
-    REFERENCING NEW TABLE AS cw_new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION cw_chain_rows_follow_on();
-
-DROP FUNCTION cw_rows_name_runs();

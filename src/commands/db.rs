@@ -74,7 +74,7 @@ fn migrate(db: &Path, printer: Printer) -> Result<ExitStatus> {
     if !collectors.is_empty() {
         let names: Vec<String> = collectors
             .iter()
-            .map(|name| format!("`{}`", name.escape_debug()))
+            .map(|name| format!("`{}`", crate::report::escape::Term(name)))
             .collect();
         let message = format!(
             "{} may add receipts as a collector does: run `cachewarden db grant NAME --role \

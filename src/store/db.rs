@@ -763,17 +763,16 @@ impl PgConn {
         }) else {
             return String::new();
         };
-        let field = |i: usize| {
-            let value = row.get(i).unwrap_or_default();
-            let cut: String = value.chars().take(64).collect();
+        let [pid, role, application, state, since] = [0, 1, 2, 3, 4].map(|i| {
+            let cut: String = row.get(i).unwrap_or_default().chars().take(64).collect();
             crate::report::escape::Term(&cut).to_string()
-        };
-        let mut clause = format!(", held by server process {} (role `{}`", field(0), field(1));
-        if !field(2).is_empty() {
-            clause.push_str(&format!(", application `{}`", field(2)));
+        });
+        let mut clause = format!(", held by server process {pid} (role `{role}`");
+        if !application.is_empty() {
+            clause.push_str(&format!(", application `{application}`"));
         }
-        if !field(3).is_empty() {
-            clause.push_str(&format!(", {} since {}", field(3), field(4)));
+        if !state.is_empty() {
+            clause.push_str(&format!(", {state} since {since}"));
         }
         clause.push_str(
             "): a long write, or a session holding it idle (stop it with \

@@ -355,20 +355,19 @@ const HOOK_FUNCTIONS: &[&str] = &[
 /// A role name as a quoted SQL identifier; refused when PostgreSQL could not take it as given
 /// (empty, over 63 bytes, which it would truncate, or holding a NUL).
 pub fn quote_role(name: &str) -> Result<String, StoreError> {
-    if name.is_empty() || name.len() > 63 || name.contains('\0') {
-        return Err(StoreError::Input(format!(
-            "role name `{}` cannot be used: a PostgreSQL role name is 1 to 63 bytes with no NUL",
-            name.escape_debug()
-        )));
-    }
-    Ok(super::db::quote_identifier(name))
+    quote_name("role", name)
 }
 
 /// A schema name as a quoted SQL identifier, held to the same rules as a role's.
 fn quote_schema(name: &str) -> Result<String, StoreError> {
+    quote_name("schema", name)
+}
+
+/// A name of a PostgreSQL `what` (role, schema) as a quoted SQL identifier, or the refusal.
+fn quote_name(what: &str, name: &str) -> Result<String, StoreError> {
     if name.is_empty() || name.len() > 63 || name.contains('\0') {
         return Err(StoreError::Input(format!(
-            "schema name `{}` cannot be used: a PostgreSQL schema name is 1 to 63 bytes with no \
+            "{what} name `{}` cannot be used: a PostgreSQL {what} name is 1 to 63 bytes with no \
              NUL",
             name.escape_debug()
         )));
