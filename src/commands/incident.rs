@@ -532,6 +532,9 @@ async fn verify_incident(
     let opened: Opened = serde_json::from_str(&incident.seeds)
         .context("the incident's stored seeds are unreadable")?;
     let (trace, actions) = trace_and_plan(store, &opened, config)?;
+    // What the re-trace found tainted is held from `check` and `wrap` from now on, as a
+    // purge's re-trace holds it.
+    store.set_incident_digests(id, &tainted_digests(&trace))?;
     let added = store.extend_plan(id, &actions)?;
     Ok(purge::verify::verify_journal(store, id, config, &trace, added).await?)
 }

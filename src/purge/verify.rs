@@ -183,11 +183,38 @@ pub async fn check(rows: &[ActionRow], inputs: &Inputs<'_>) -> Vec<Checked> {
     let jobs = groups
         .into_iter()
         .map(|group| {
-            let accepted = group
-                .seqs
-                .iter()
-                .find_map(|seq| inputs.acceptances.iter().rev().find(|a| a.seq == *seq))
-                .cloned();
+            // A manifest or local image never changes: an acceptance of any action on it
+            // leaves that content in place. A mount or a builder does: an acceptance covers
+            // the actions it names, not others planned on it later for what was written
+            // after, which are checked.
+            let acceptance = |seq: i64| {
+                inputs
+                    .acceptances
+                    .iter()
+                    .rev()
+                    .find(|a| a.seq == seq)
+                    .cloned()
+            };
+            let open: Vec<ActionRow> = match group.target {
+                Target::Mount { .. } | Target::Builder { .. } => group
+                    .rows
+                    .iter()
+                    .filter(|row| acceptance(row.seq).is_none())
+                    .cloned()
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let (accepted, group) = match open.first() {
+                Some(first) if open.len() < group.rows.len() => (
+                    None,
+                    Group {
+                        target: checked_target(&first.action.target).clone(),
+                        seqs: group.seqs,
+                        rows: open,
+                    },
+                ),
+                _ => (group.seqs.iter().find_map(|&seq| acceptance(seq)), group),
+            };
             let kind = kind_of(&group.target);
             let (remotes, shared) = (remotes.clone(), shared.clone());
             Job {
@@ -410,5 +437,65 @@ mod tests {
             matches!(&checked[0].verdict, Verdict::Accepted { by, .. } if by == "alice"),
             "{checked:?}"
         );
+    }
+
+    /// A mount changes: an acceptance of one action on it leaves what was written then, not
+    /// what a later action was planned for. The later action is checked, the accepted one
+    /// is not; once both are accepted, the mount is.
+    #[tokio::test]
+    async fn an_acceptance_of_a_mount_covers_only_the_actions_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = format!("unix://{}", dir.path().join("gone.sock").display());
+        let mount = |targets: &[&str]| Target::Mount {
+            builder: "ci-1".into(),
+            endpoint: Some(endpoint.clone()),
+            driver: None,
+            mount_id: "gomod".into(),
+            targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+            shares_target_with: Vec::new(),
+        };
+        let rows = vec![
+            row(1, ActionKind::PruneMount, mount(&["/go/pkg/mod"])),
+            row(
+                2,
+                ActionKind::PruneMount,
+                mount(&["/go/pkg/mod", "/root/go"]),
+            ),
+        ];
+        let accepted = |seqs: &[i64]| -> Vec<Acceptance> {
+            seqs.iter()
+                .map(|&seq| Acceptance {
+                    seq,
+                    at: 0,
+                    by: "alice".into(),
+                    reason: "kept for the forensics team".into(),
+                })
+                .collect()
+        };
+        let config = Config::default();
+        for (seqs, covered) in [(&[1][..], false), (&[1, 2][..], true)] {
+            let acceptances = accepted(seqs);
+            let inputs = Inputs {
+                config: &config,
+                acceptances: &acceptances,
+                leaving: &Leaving::default(),
+                purges: &PurgeTimes::new(),
+                tainted_runs: &BTreeMap::new(),
+            };
+            let checked = check(&rows, &inputs).await;
+            assert_eq!(checked.len(), 1, "{checked:?}");
+            assert_eq!(checked[0].seqs, vec![1, 2]);
+            assert_eq!(
+                matches!(checked[0].verdict, Verdict::Accepted { .. }),
+                covered,
+                "accepted {seqs:?}: {checked:?}"
+            );
+            if !covered {
+                assert!(
+                    matches!(checked[0].verdict, Verdict::Unverified { .. }),
+                    "the builder is out of reach: {checked:?}"
+                );
+            }
+        }
     }
 }

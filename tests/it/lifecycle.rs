@@ -172,6 +172,42 @@ fn verify_reports_a_target_that_came_back() {
     assert!(out.starts_with("exit: 5\n"), "{out}");
 }
 
+/// A tainted digest first found by verify's re-trace is held from `check` at once, and listed
+/// among the incident's digests, before any purge runs again.
+#[test]
+fn verify_holds_what_its_retrace_finds() {
+    let Some(registry) = harness::registry() else {
+        return;
+    };
+    let (env, config, _) = opened(&registry);
+    ok(&mut env.execute(&config, "1", &["--no-evidence"]));
+    let mut pusher = Pusher::new(&registry);
+    let again = pusher.cache_manifest("team/app", Some("evil"), "evil again");
+    let host = registry.host();
+    History::new()
+        .run(
+            Run::new("evil", 2)
+                .day(3)
+                .exported([format!("{host}/team/app:evil@{}", again.digest)]),
+        )
+        .import_as(&env, "again.jsonl");
+    let out = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(out.starts_with("exit: 1\n"), "{out}");
+    let tainted = format!("{host}/team/app@{}", again.digest);
+    let out = output(&env, env.cmd_with(&config).args(["check", &tainted]));
+    assert!(
+        out.starts_with("exit: 5\n") && out.contains("TAINTED"),
+        "{out}"
+    );
+    let listed = ok(env
+        .cmd_with(&config)
+        .args(["incident", "report", "1", "--format", "digests"]));
+    assert!(listed.lines().any(|l| l == again.digest), "{listed}");
+}
+
 /// Two executions of one incident at once: the second is refused while the first holds it.
 #[test]
 fn second_concurrent_execution_is_refused() {
