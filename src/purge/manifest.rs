@@ -156,7 +156,7 @@ impl TargetKind for Manifest {
         target: &'a Target,
         rows: &'a [ActionRow],
         cx: &'a Remotes,
-        _inputs: &'a VerifyInputs,
+        inputs: &'a VerifyInputs,
     ) -> BoxFuture<'a, Verdict> {
         Box::pin(async move {
             let (registry, repository, digest) = fields(target);
@@ -188,7 +188,21 @@ impl TargetKind for Manifest {
                 .filter(|c| !left.contains(c))
                 .collect();
             let done = rows.iter().any(|r| r.state == ActionState::Done);
-            verdict(&client, registry, repository, digest, &children, done).await
+            match verdict(&client, registry, repository, digest, &children, done).await {
+                Verdict::Gone => match inputs.tags.get(&self.identity(target)) {
+                    Some(tags) => tags.clone(),
+                    // The registry keys what it stores by SHA-256: "no such manifest" for a
+                    // digest in another algorithm does not show the content is gone.
+                    None if !digest.starts_with("sha256:") => Verdict::Unverified {
+                        detail: format!(
+                            "the registry keeps manifests by their sha256 digest: its answer \
+                             that it has no `{digest}` does not show the content is gone"
+                        ),
+                    },
+                    None => Verdict::Gone,
+                },
+                other => other,
+            }
         })
     }
 }
@@ -504,5 +518,170 @@ async fn verdict(
         } else {
             format!("{what} is still in the registry")
         },
+    }
+}
+
+/// What a tag a manifest target was recorded under holds now: verification's check of the
+/// target beside the digest itself. A run records what it pushed, and a hostile run can record
+/// a digest the registry never keeps it under (another algorithm, or made up) while the tag
+/// serves the content: the digest then answers "no such manifest" with the content in place.
+///
+/// Returns, by target identity, the verdict of its tags when one keeps it from being gone:
+/// present when a tag serves content whose digest (in the recorded digest's algorithm) is the
+/// target's, or content the incident holds tainted that no target of the journal names there;
+/// unverified when a tag holds content no run outside the incident recorded pushing (people
+/// look at it, then accept), or cannot be asked. A tag that is gone, or holds content a
+/// vouching run outside the incident pushed, says nothing.
+///
+/// Also returns the digests the registry keeps a target's content under, where it differs
+/// from the recorded one, each with the tag's name: the incident holds them tainted too.
+pub async fn tag_verdicts(
+    store: &Store,
+    incident: i64,
+    config: &Config,
+    remotes: std::sync::Arc<Remotes>,
+    targets: &[&Target],
+) -> Result<TagVerdicts, StoreError> {
+    let mut named: HashSet<(String, String, String)> = HashSet::new();
+    let mut asks = Vec::new();
+    for target in targets {
+        let Target::Manifest {
+            registry,
+            repository,
+            digest,
+            tags,
+            ..
+        } = target
+        else {
+            continue;
+        };
+        named.insert((registry.clone(), repository.clone(), digest.clone()));
+        let identity = Manifest.identity(target);
+        for tag in tags {
+            asks.push((
+                identity.clone(),
+                registry.clone(),
+                repository.clone(),
+                digest.clone(),
+                tag.clone(),
+            ));
+        }
+    }
+    asks.sort();
+    asks.dedup();
+    let concurrency = config.purge.concurrency.max(1);
+    let jobs = asks
+        .iter()
+        .map(|(_, registry, repository, _, tag)| {
+            let (remotes, registry, repository, tag) = (
+                remotes.clone(),
+                registry.clone(),
+                repository.clone(),
+                tag.clone(),
+            );
+            crate::purge::runner::Job {
+                place: registry.clone(),
+                limit: concurrency,
+                work: async move {
+                    let held = match remotes.registry(&registry).await {
+                        Ok(client) => client.get_manifest(&repository, &tag).await,
+                        Err(err) => Err(err),
+                    };
+                    Ok::<_, std::convert::Infallible>(held)
+                },
+            }
+        })
+        .collect();
+    let held = match crate::purge::runner::run(jobs).await {
+        Ok(held) => held,
+        Err(never) => match never {},
+    };
+    let others: Vec<String> = held
+        .iter()
+        .filter_map(|held| match held {
+            Ok(Some(manifest)) => Some(manifest.digest.as_str().to_owned()),
+            _ => None,
+        })
+        .collect();
+    let vouching = store.vouching(config.trusted_levels())?;
+    let vouched = store.recorded_untainted(incident, &others, &vouching)?;
+    let tainted: HashSet<String> = store
+        .incident_digests(incident)?
+        .into_iter()
+        .map(|(digest, _)| digest)
+        .collect();
+    let mut verdicts: HashMap<String, Verdict> = HashMap::new();
+    let mut served = Vec::new();
+    for ((identity, registry, repository, digest, tag), held) in asks.into_iter().zip(held) {
+        let place = format!("{registry}/{repository}:{tag}");
+        let found = match held {
+            Ok(None) => continue,
+            Err(err) => Verdict::Unverified {
+                detail: format!("tag `{place}` cannot be asked: {err}"),
+            },
+            Ok(Some(manifest)) => {
+                let algorithm = digest.split(':').next().unwrap_or("sha256");
+                let held = manifest.digest.as_str();
+                if crate::remote::registry::digest_of(&manifest.bytes, algorithm).as_str() == digest
+                {
+                    if held != digest {
+                        served.push((held.to_owned(), format!("{place}@{held}")));
+                    }
+                    Verdict::Present {
+                        detail: format!(
+                            "tag `{place}` still serves it, kept by the registry as `{held}`: \
+                             delete that digest"
+                        ),
+                    }
+                } else if vouched.contains(held)
+                    || (tainted.contains(held)
+                        && named.contains(&(registry.clone(), repository.clone(), held.to_owned())))
+                {
+                    continue;
+                } else if tainted.contains(held) {
+                    Verdict::Present {
+                        detail: format!(
+                            "tag `{place}` holds `{held}`, which the incident holds tainted"
+                        ),
+                    }
+                } else {
+                    Verdict::Unverified {
+                        detail: format!(
+                            "tag `{place}` now holds `{held}`, which no run outside the incident \
+                             recorded pushing: look at it, then accept this target"
+                        ),
+                    }
+                }
+            }
+        };
+        match verdicts.get_mut(&identity) {
+            None => {
+                verdicts.insert(identity, found);
+            }
+            Some(seen) => *seen = joined(seen, found),
+        }
+    }
+    Ok(TagVerdicts { verdicts, served })
+}
+
+/// What [`tag_verdicts`] found.
+pub struct TagVerdicts {
+    /// By target identity: the verdict of its tags, where they keep it from being gone.
+    pub verdicts: HashMap<String, Verdict>,
+    /// Digests (and names) the registry keeps targets' content under, other than recorded.
+    pub served: Vec<(String, String)>,
+}
+
+/// Two findings about one target's tags as one: present if either is, the details joined.
+fn joined(a: &Verdict, b: Verdict) -> Verdict {
+    let detail = |v: &Verdict| match v {
+        Verdict::Present { detail } | Verdict::Unverified { detail } => detail.clone(),
+        _ => String::new(),
+    };
+    let both = format!("{}; {}", detail(a), detail(&b));
+    if matches!(a, Verdict::Present { .. }) || matches!(b, Verdict::Present { .. }) {
+        Verdict::Present { detail: both }
+    } else {
+        Verdict::Unverified { detail: both }
     }
 }

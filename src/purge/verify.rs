@@ -126,6 +126,11 @@ pub struct Inputs<'a> {
     /// builder ([`Trace::writes_until`]): a purge before it does not clean what that run may
     /// have written.
     pub tainted_runs: &'a BTreeMap<String, Micros>,
+    /// What the tags manifests were recorded under hold now, by target identity, where it
+    /// keeps a target from being gone ([`tag_verdicts`]).
+    ///
+    /// [`tag_verdicts`]: crate::purge::manifest::tag_verdicts
+    pub tags: &'a HashMap<String, Verdict>,
 }
 
 /// What the kinds' checks need besides the journal and the remotes.
@@ -133,6 +138,7 @@ pub struct Inputs<'a> {
 pub struct VerifyInputs {
     pub purges: PurgeTimes,
     pub tainted_runs: BTreeMap<String, Micros>,
+    pub tags: HashMap<String, Verdict>,
 }
 
 /// The rows of one target, with the target that checking it takes.
@@ -179,6 +185,7 @@ pub async fn check(rows: &[ActionRow], inputs: &Inputs<'_>) -> Vec<Checked> {
     let shared = Arc::new(VerifyInputs {
         purges: inputs.purges.clone(),
         tainted_runs: inputs.tainted_runs.clone(),
+        tags: inputs.tags.clone(),
     });
     let jobs = groups
         .into_iter()
@@ -306,12 +313,23 @@ pub async fn verify_journal(
     let leaving = Leaving::ask(store, id, config, &digests, &targets).await?;
     let purges = store.last_purges(&purge_places(&rows))?;
     let acceptances = store.acceptances(id)?;
+    let checked: Vec<&Target> = rows
+        .iter()
+        .filter(|row| !acceptances.iter().any(|a| a.seq == row.seq))
+        .map(|row| checked_target(&row.action.target))
+        .collect();
+    let remotes = Arc::new(leaving.clone().remotes(config));
+    let tags = crate::purge::manifest::tag_verdicts(store, id, config, remotes, &checked).await?;
+    // The content is tainted whatever digest it is asked by: `check` and `wrap` hold it.
+    store.set_incident_digests(id, &tags.served)?;
+    let tags = tags.verdicts;
     let inputs = Inputs {
         config,
         acceptances: &acceptances,
         leaving: &leaving,
         purges: &purges,
         tainted_runs: &tainted_runs,
+        tags: &tags,
     };
     let targets = check(&rows, &inputs).await;
     let verified = Verified {
@@ -429,6 +447,7 @@ mod tests {
             leaving: &Leaving::default(),
             purges: &PurgeTimes::new(),
             tainted_runs: &BTreeMap::new(),
+            tags: &HashMap::new(),
         };
         let checked = check(&rows, &inputs).await;
         assert_eq!(checked.len(), 1, "{checked:?}");
@@ -481,6 +500,7 @@ mod tests {
                 leaving: &Leaving::default(),
                 purges: &PurgeTimes::new(),
                 tainted_runs: &BTreeMap::new(),
+                tags: &HashMap::new(),
             };
             let checked = check(&rows, &inputs).await;
             assert_eq!(checked.len(), 1, "{checked:?}");

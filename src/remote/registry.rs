@@ -1255,7 +1255,7 @@ fn manifest_media_type(header: Option<&str>, bytes: &[u8]) -> String {
 }
 
 /// `algorithm:hex` of `bytes`; `sha512` or else `sha256`.
-fn digest_of(bytes: &[u8], algorithm: &str) -> Digest {
+pub(crate) fn digest_of(bytes: &[u8], algorithm: &str) -> Digest {
     let (algorithm, hash) = if algorithm == "sha512" {
         ("sha512", Sha512::digest(bytes).to_vec())
     } else {

@@ -349,6 +349,94 @@ fn an_evidence_gap_is_recorded_and_reported() {
     assert_eq!(gaps.len(), 1, "{json:#}");
 }
 
+/// A run can record a digest the registry never keeps its push under: another algorithm's
+/// digest of the same bytes, or one made up. Asked by that digest, the registry has no such
+/// manifest while the tag serves the content. Verify looks at the tags too: the first is
+/// present (the tag's bytes hash to the recorded sha512), the second unverified (the tag holds
+/// content no run outside the incident recorded pushing), and the incident is not clean. Once
+/// a vouching run outside the incident pushes new content under the tag, that tag says
+/// nothing, and a sha512 digest with no tag left stays unverified, never gone.
+#[test]
+fn a_digest_the_registry_never_keeps_is_checked_by_its_tags() {
+    let Some((registry, env)) = registry_env() else {
+        return;
+    };
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let x = pusher.cache_manifest("team/app", Some("pr"), "evil x");
+    let y = pusher.cache_manifest("team/app", Some("nightly"), "evil y");
+    let bytes = registry
+        .request(
+            crate::harness::http::Request::get(&format!("/v2/team/app/manifests/{}", x.digest))
+                .header("Accept", &x.media_type),
+        )
+        .body;
+    let sha512: String = <sha2::Sha512 as sha2::Digest>::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let made_up = format!("sha256:{}", "e".repeat(64));
+    build::History::new()
+        .run(Run::new("evil", 1).exported([
+            format!("{host}/team/app:pr@sha512:{sha512}"),
+            format!("{host}/team/app:nightly@{made_up}"),
+        ]))
+        .import(&env);
+    let config = config(&host).write(&env);
+    env.open_incident(&config, "evil");
+    let run = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
+    assert!(run.starts_with("exit: 0\n"), "{run}");
+    assert!(manifest_exists(&registry, "team/app", &x.digest));
+
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(verify.starts_with("exit: 1\n"), "{verify}");
+    let line = line_of(&verify, "(tags: pr)");
+    assert!(
+        line.starts_with("  PRESENT") && line.contains("still serves it"),
+        "{line}"
+    );
+    let line = line_of(&verify, "(tags: nightly)");
+    assert!(
+        line.starts_with("  UNVERIFIED") && line.contains(&y.digest),
+        "{line}"
+    );
+    // What the pr tag serves is held, by the digest the registry keeps it under.
+    let served = format!("{host}/team/app@{}", x.digest);
+    let check = output(&env, env.cmd_with(&config).args(["check", &served]));
+    assert!(check.starts_with("exit: 5\n"), "{check}");
+
+    // The nightly tag now holds what a trusted run outside the incident pushed; the pr tag is
+    // gone with its content.
+    let good = pusher.cache_manifest("team/app", Some("nightly"), "good");
+    build::History::new()
+        .run(
+            Run::new("good", 1)
+                .day(3)
+                .exported([format!("{host}/team/app:nightly@{}", good.digest)]),
+        )
+        .import_as(&env, "good.jsonl");
+    let gone = registry.request(crate::harness::http::Request::new(
+        "DELETE",
+        &format!("/v2/team/app/manifests/{}", x.digest),
+    ));
+    assert_eq!(gone.status, 202, "{}", gone.text());
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(verify.starts_with("exit: 1\n"), "{verify}");
+    let line = line_of(&verify, "(tags: nightly)");
+    assert!(line.starts_with("  gone"), "{line}");
+    let line = line_of(&verify, "(tags: pr)");
+    assert!(
+        line.starts_with("  UNVERIFIED") && line.contains("sha256 digest"),
+        "{line}"
+    );
+}
+
 /// A 404 is "gone" only when the registry says so (its API version header, or an error code
 /// naming an unknown manifest). A proxy's own 404 page in front of it, on the delete and then
 /// on the look that follows, leaves the action failed (exit 1) and the target unverified, the
@@ -371,9 +459,11 @@ fn a_404_that_is_not_the_registrys_proves_nothing_gone() {
     assert!(run.contains("not taken as proof"), "{run}");
     assert!(manifest_exists(&registry, "team/app", &h.inside.digest));
 
-    // One look at each of the two targets (the one outside the scope is looked at too).
+    // One look at each of the two targets (the one outside the scope is looked at too), and
+    // at the tag each was recorded under.
     for _ in 0..2 {
         proxy.inject(Fault::status(404).on("HEAD"));
+        proxy.inject(Fault::status(404).on("GET"));
         proxy.inject(Fault::status(404).on("GET"));
     }
     let verify = output(
