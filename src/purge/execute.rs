@@ -95,7 +95,7 @@ pub async fn execute(
     let (known, vouching) = {
         let store = store.lock().expect("store lock");
         (
-            store.manifest_facts(&digests)?,
+            super::manifest::recorded_facts(&store, &digests)?,
             store.vouching(config.trusted_levels())?,
         )
     };

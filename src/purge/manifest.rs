@@ -105,6 +105,7 @@ impl TargetKind for Manifest {
                 ),
                 None => Ok(match probe(&client, repository, &digest).await? {
                     Some(facts) => {
+                        learn_nested(cx, &client, repository, &facts.children, NESTED - 1).await?;
                         let left = kept(
                             cx,
                             &client,
@@ -168,13 +169,9 @@ impl TargetKind for Manifest {
                     };
                 }
             };
-            let listed = cx
-                .known
-                .get(digest)
-                .map(|f| f.children.as_slice())
-                .unwrap_or_default();
+            let listed = descendants(&cx.known, digest);
             // Children the purge leaves are not the incident's to remove.
-            let left = match kept(cx, &client, (registry, repository), digest, listed).await {
+            let left = match kept(cx, &client, (registry, repository), digest, &listed).await {
                 Ok(left) => left,
                 Err(err) => {
                     return Verdict::Unverified {
@@ -207,8 +204,12 @@ impl TargetKind for Manifest {
     }
 }
 
-/// Deletes the manifest, an index's children first: after an interruption the index still
-/// names them. Recorded facts spare asking the registry what the digest is.
+/// How deep indexes nested in indexes are followed: an index of indexes of images is two.
+pub(crate) const NESTED: usize = 8;
+
+/// Deletes the manifest, an index's children first (an index among them with its own children
+/// first, in turn): after an interruption the index still names them. Recorded facts spare
+/// asking the registry what the digest is.
 async fn delete(
     cx: &Remotes,
     registry: &str,
@@ -217,29 +218,132 @@ async fn delete(
 ) -> Result<Outcome, RemoteError> {
     let client = cx.registry(registry).await?;
     let digest = Digest::parse(digest, "digest").map_err(|e| RemoteError::local(e.to_string()))?;
-    let children = (cx.facts(&client, repository, &digest).await?)
-        .map(|facts| facts.children)
-        .unwrap_or_default();
-    let spared = kept(
-        cx,
-        &client,
-        (registry, repository),
-        digest.as_str(),
-        &children,
-    )
-    .await?;
-    let mut children_deleted = 0;
-    for child in children.iter().filter(|c| !spared.contains(c.as_str())) {
-        if client.delete_manifest(repository, child).await? == DeleteOutcome::Deleted {
-            children_deleted += 1;
-        }
-    }
+    let (children, spared) =
+        delete_children(cx, &client, (registry, repository), &digest, NESTED).await?;
     let deleted = client.delete_manifest(repository, &digest).await? == DeleteOutcome::Deleted;
     Ok(Outcome::Manifest {
         deleted,
-        children: children_deleted,
-        spared: spared.len(),
+        children,
+        spared,
     })
+}
+
+/// Deletes the children of `digest` that are not spared, each nested index's own children
+/// before it, `depth` levels down at most; returns how many were deleted and spared.
+fn delete_children<'a>(
+    cx: &'a Remotes,
+    client: &'a RegistryClient,
+    (registry, repository): (&'a str, &'a str),
+    digest: &'a Digest,
+    depth: usize,
+) -> BoxFuture<'a, Result<(usize, usize), RemoteError>> {
+    Box::pin(async move {
+        let children = (cx.facts(client, repository, digest).await?)
+            .map(|facts| facts.children)
+            .unwrap_or_default();
+        let spared = kept(
+            cx,
+            client,
+            (registry, repository),
+            digest.as_str(),
+            &children,
+        )
+        .await?;
+        let (mut deleted, mut kept_too) = (0, spared.len());
+        for child in children.iter().filter(|c| !spared.contains(c.as_str())) {
+            if depth > 1 {
+                let (below, spared_below) =
+                    delete_children(cx, client, (registry, repository), child, depth - 1).await?;
+                deleted += below;
+                kept_too += spared_below;
+            }
+            if client.delete_manifest(repository, child).await? == DeleteOutcome::Deleted {
+                deleted += 1;
+            }
+        }
+        Ok((deleted, kept_too))
+    })
+}
+
+/// The recorded facts of `digests`, and those of the manifests they list in turn,
+/// [`NESTED`] levels down at most.
+pub fn recorded_facts(
+    store: &Store,
+    digests: &[&str],
+) -> Result<HashMap<String, ManifestFacts>, StoreError> {
+    let mut facts = store.manifest_facts(digests)?;
+    let mut level: Vec<String> = digests.iter().map(|d| (*d).to_owned()).collect();
+    for _ in 1..NESTED {
+        let mut next: Vec<String> = level
+            .iter()
+            .filter_map(|d| facts.get(d))
+            .flat_map(|f| f.children.iter().map(|c| c.as_str().to_owned()))
+            .filter(|c| !facts.contains_key(c))
+            .collect();
+        next.sort();
+        next.dedup();
+        if next.is_empty() {
+            break;
+        }
+        let refs: Vec<&str> = next.iter().map(String::as_str).collect();
+        facts.extend(store.manifest_facts(&refs)?);
+        level = next;
+    }
+    Ok(facts)
+}
+
+/// Learns what each of `children` is that is not known yet, and so on down the indexes among
+/// them ([`NESTED`] levels at most): the dry run asks, so that the execution after it deletes
+/// an index of indexes whole without asking again.
+fn learn_nested<'a>(
+    cx: &'a Remotes,
+    client: &'a RegistryClient,
+    repository: &'a str,
+    children: &'a [Digest],
+    depth: usize,
+) -> BoxFuture<'a, Result<(), RemoteError>> {
+    Box::pin(async move {
+        if depth == 0 {
+            return Ok(());
+        }
+        for child in children {
+            if cx.known.contains_key(child.as_str()) {
+                continue;
+            }
+            if let Some(facts) = probe(client, repository, child).await? {
+                learn_nested(cx, client, repository, &facts.children, depth - 1).await?;
+                cx.learn(facts);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The manifests under `digest` as `known` records them: its children, a nested index's
+/// children after it, `NESTED` levels down at most, each once.
+fn descendants(known: &HashMap<String, ManifestFacts>, digest: &str) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::new();
+    let mut level = vec![digest.to_owned()];
+    for _ in 0..NESTED {
+        let mut next = Vec::new();
+        for parent in &level {
+            for child in known
+                .get(parent)
+                .map(|f| f.children.as_slice())
+                .unwrap_or_default()
+            {
+                if child.as_str() != digest && !out.contains(child) {
+                    out.push(child.clone());
+                    next.push(child.as_str().to_owned());
+                }
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        level = next;
+    }
+    out
 }
 
 /// Which children of the index targets stay, known before a command acts (the dry run, the
@@ -268,7 +372,7 @@ impl Leaving {
         digests: &[&str],
         targets: &[&Target],
     ) -> Result<Self, StoreError> {
-        let facts = store.manifest_facts(digests)?;
+        let facts = recorded_facts(store, digests)?;
         let children: Vec<String> = facts
             .values()
             .flat_map(|f| f.children.iter().map(|c| c.as_str().to_owned()))

@@ -201,8 +201,8 @@ impl Remotes {
                 continue;
             };
             if !facts.children.is_empty() {
-                let children = facts.children.iter().map(|c| c.as_str().to_owned());
-                found.push((digest.clone(), children.collect()));
+                let listed = self.nested(client, repository, &facts.children).await?;
+                found.push((digest.clone(), listed));
             }
         }
         for tag in client.list_tags(repository).await? {
@@ -216,12 +216,44 @@ impl Remotes {
             let Some(facts) = self.facts(client, repository, &head.digest).await? else {
                 continue;
             };
-            let children = facts.children.iter().map(|c| c.as_str().to_owned());
-            found.push((digest.to_owned(), children.collect()));
+            let listed = self.nested(client, repository, &facts.children).await?;
+            found.push((digest.to_owned(), listed));
         }
         let found = Arc::new(found);
         tagged.insert(key, found.clone());
         Ok(found)
+    }
+
+    /// The manifests an index lists (`children`), and those the indexes among them list in
+    /// turn, [`manifest::NESTED`] levels down at most: a release's index of indexes needs the
+    /// images at the bottom as much as those it lists itself.
+    async fn nested(
+        &self,
+        client: &RegistryClient,
+        repository: &str,
+        children: &[Digest],
+    ) -> Result<Vec<String>, RemoteError> {
+        let mut out: Vec<String> = children.iter().map(|c| c.as_str().to_owned()).collect();
+        let mut level = children.to_vec();
+        for _ in 1..manifest::NESTED {
+            let mut next = Vec::new();
+            for child in &level {
+                let Some(facts) = self.facts(client, repository, child).await? else {
+                    continue;
+                };
+                for below in facts.children {
+                    if !out.iter().any(|c| c == below.as_str()) {
+                        out.push(below.as_str().to_owned());
+                        next.push(below);
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            level = next;
+        }
+        Ok(out)
     }
 
     /// Of the `children` of `index` in `registry`'s `repository`, those that another index

@@ -178,7 +178,9 @@ fn execute_without_dry_run_probes_and_records_facts() {
     };
     execute(&env, &config);
     let seen = proxy.seen();
-    assert_eq!(manifest_requests(&seen, "HEAD"), 2, "{seen:?}");
+    // The index and the plain manifest, and each child of the index, which could be an
+    // index in turn.
+    assert_eq!(manifest_requests(&seen, "HEAD"), 4, "{seen:?}");
     assert_eq!(
         manifest_requests(&seen, "GET"),
         1,
@@ -345,6 +347,66 @@ fn a_listed_manifest_an_untrusted_run_claims_to_have_pushed_is_deleted() {
             Run::new("unranked", 3).produced([format!("{host}/team/app@{}", planted.digest)]),
         ]
     });
+}
+
+/// An index that lists an index: the purge deletes the image at the bottom, the index in the
+/// middle and the top one, leaving what a release's index nested the same way lists, and
+/// verify looks at each level. When the image at the bottom is pushed back, verify finds it.
+#[test]
+fn an_index_nested_in_an_index_goes_whole() {
+    let Some((registry, env)) = crate::common::registry_env() else {
+        return;
+    };
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let shared = pusher.image("team/app", None, "amd64", false);
+    let release_inner = pusher.index("team/app", None, std::slice::from_ref(&shared));
+    let release = pusher.index(
+        "team/app",
+        Some("1.0"),
+        std::slice::from_ref(&release_inner),
+    );
+    let planted = pusher.image("team/app", None, "planted", false);
+    let inner = pusher.index("team/app", None, &[planted.clone(), shared.clone()]);
+    let top = pusher.index("team/app", Some("evil"), std::slice::from_ref(&inner));
+    History::new()
+        .run(Run::new("release", 1).produced([format!("{host}/team/app:1.0@{}", release.digest)]))
+        .run(Run::new("evil", 1).exported([format!("{host}/team/app:evil@{}", top.digest)]))
+        .import(&env);
+    let config = config(&host).write(&env);
+    env.open_incident(&config, "evil");
+    let run = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
+    assert!(run.starts_with("exit: 0\n"), "{run}");
+    for gone in [&top, &inner, &planted] {
+        assert!(
+            !manifest_exists(&registry, "team/app", &gone.digest),
+            "{}",
+            gone.digest
+        );
+    }
+    for kept in [&release, &release_inner, &shared] {
+        assert!(
+            manifest_exists(&registry, "team/app", &kept.digest),
+            "{}",
+            kept.digest
+        );
+    }
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(verify.starts_with("exit: 0\n"), "{verify}");
+
+    let back = pusher.image("team/app", None, "planted", false);
+    assert_eq!(back.digest, planted.digest);
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(
+        verify.starts_with("exit: 1\n") && verify.contains(&planted.digest),
+        "{verify}"
+    );
 }
 
 /// A release's multi-platform image (an index under a tag, recorded as the trusted pipeline's
