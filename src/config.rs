@@ -305,6 +305,11 @@ pub struct IssuerConfig {
     /// (`pipeline_slug` for Buildkite).
     #[serde(default)]
     pub pipeline_claim: Option<String>,
+    /// For a `generic` issuer: the claim that names the run (`build_id` for Buildkite).
+    /// Without one, the hook names the run, and a job holding a token of the pipeline can
+    /// record under any run id of it.
+    #[serde(default)]
+    pub run_claim: Option<String>,
     /// The pipelines (globs) its tokens may record. Required: a public issuer (GitHub,
     /// GitLab.com) signs tokens for every project on it, for any audience the job asks.
     #[serde(default)]
@@ -600,6 +605,12 @@ impl Config {
             if let Err(message) = crate::serve::jwks::JwksSource::parse(&issuer.jwks) {
                 return Err(invalid(format!("`issuer` `{}`: {message}", issuer.issuer)));
             }
+            if issuer.jwks_refresh_seconds == 0 {
+                return Err(invalid(format!(
+                    "`issuer` `{}`: `jwks_refresh_seconds` is 0: a token with a made-up key id would fetch the key set on every request; give at least 1",
+                    issuer.issuer
+                )));
+            }
             if issuer.pipelines.is_empty() {
                 return Err(invalid(format!(
                     "`issuer` `{}` lists no `pipelines`: every project on that CI can get a token for any audience; list the pipelines (globs) its tokens may record, e.g. `pipelines = [\"acme/**\"]`",
@@ -873,6 +884,9 @@ credentials = "anonymous"
              [[issuer]]\nissuer = \"i\"\njwks = \"/b\"\naudience = \"a\"\npipelines = [\"*\"]\n",
             // Any project of a public CI can get a token: an issuer names its pipelines.
             "[[issuer]]\nissuer = \"i\"\njwks = \"/a\"\naudience = \"a\"\n",
+            // A made-up key id would fetch the key set on every request.
+            "[[issuer]]\nissuer = \"i\"\njwks = \"/a\"\naudience = \"a\"\npipelines = [\"*\"]\n\
+             jwks_refresh_seconds = 0\n",
         ] {
             assert!(Config::parse(bad, Path::new("c.toml")).is_err(), "{bad}");
         }

@@ -22,6 +22,14 @@ pub async fn serve(
     if config.issuers.is_empty() && config.tokens.is_empty() {
         printer.warn("no `[[issuer]]` or `[[token]]` in the config: every run will be refused");
     }
+    for issuer in &config.issuers {
+        if issuer.kind == crate::config::IssuerKind::Generic && issuer.run_claim.is_none() {
+            printer.warn(format!(
+                "issuer `{}` names no `run_claim`: its tokens vouch for the pipeline only, and a job holding one can record under any run id of that pipeline",
+                crate::report::escape::Term(&issuer.issuer)
+            ));
+        }
+    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let files = TlsFiles {

@@ -46,6 +46,10 @@ pub struct Refusal {
     pub reason: String,
     /// Who the request claimed to be (unverified when the refusal is about the token).
     pub claimed: String,
+    /// What the client is told instead of `reason`, when the reason holds what is not the
+    /// client's to read (the store's location, facts of runs the sender may not own); the
+    /// collector's log and its kept refusals have the reason.
+    pub told: Option<&'static str>,
 }
 
 /// How much of a refusal's reason and claimed identity is kept: they quote unverified
@@ -72,7 +76,14 @@ impl Refusal {
             code,
             reason: bounded(reason.into()),
             claimed: String::new(),
+            told: None,
         }
+    }
+
+    /// Tells the client `told` instead of the reason.
+    pub fn telling(mut self, told: &'static str) -> Self {
+        self.told = Some(told);
+        self
     }
 
     pub fn claiming(mut self, claimed: impl Into<String>) -> Self {
@@ -274,7 +285,10 @@ impl Verifier {
         }
         let run = claimed_run(
             issuer.config.kind,
-            issuer.config.pipeline_claim.as_deref(),
+            (
+                issuer.config.pipeline_claim.as_deref(),
+                issuer.config.run_claim.as_deref(),
+            ),
             &claims,
         )
         .map_err(|e| Refusal::new(401, "missing_claims", e).claiming(claimed.clone()))?;

@@ -8,7 +8,7 @@
 //! | --- | --- | --- | --- | --- | --- | --- |
 //! | `github` | `<repository>/<workflow>` | `repository` | `<run_id>-<run_attempt>` | `sha` | `ref` | `event_name` is missing, not a string, empty, `pull_request` or `pull_request_target`, or `ref_protected` is anything but `true` (`"true"` or the boolean) |
 //! | `gitlab` | `project_path` | `project_path` | `<pipeline_id>-<job_id>` | `sha` | `ref` | `pipeline_source` is missing, not a string, empty, `merge_request_event` or `external_pull_request_event`, or `ref_protected` is anything but `true` |
-//! | `generic` | `sub`, or the issuer's `pipeline_claim` | — | from the hook | — | — | never (the pipeline's ceiling applies) |
+//! | `generic` | `sub`, or the issuer's `pipeline_claim` | — | the issuer's `run_claim`; without one, from the hook | — | — | never (the pipeline's ceiling applies) |
 //!
 //! A GitHub or GitLab token without the claims that name its pipeline and run is refused: the
 //! hook would otherwise name them itself.
@@ -103,22 +103,25 @@ fn shown(value: &Value) -> String {
 }
 
 /// Reads the run out of verified claims; the error names what is missing.
-/// `pipeline_claim` names the pipeline claim of a generic issuer (`sub` when `None`).
+/// For a generic issuer, `pipeline_claim` names the pipeline claim (`sub` when `None`), and
+/// `run_claim` the run's (the hook names the run when `None`).
 pub fn claimed_run(
     kind: IssuerKind,
-    pipeline_claim: Option<&str>,
+    (pipeline_claim, run_claim): (Option<&str>, Option<&str>),
     claims: &Map<String, Value>,
 ) -> Result<ClaimedRun, String> {
     let (marker, table) = match kind {
         IssuerKind::Github => ("GITHUB_ACTIONS", GITHUB),
         IssuerKind::Gitlab => ("GITLAB_CI", GITLAB),
         IssuerKind::Generic => {
-            let name = pipeline_claim.unwrap_or("sub");
-            let pipeline = claim_text(claims, name)
-                .filter(|s| !s.trim().is_empty())
-                .ok_or_else(|| format!("the token has no `{name}` claim"))?;
+            let named = |name: &str| {
+                claim_text(claims, name)
+                    .filter(|s| !s.trim().is_empty())
+                    .ok_or_else(|| format!("the token has no `{name}` claim"))
+            };
             return Ok(ClaimedRun {
-                pipeline,
+                pipeline: named(pipeline_claim.unwrap_or("sub"))?,
+                run_id: run_claim.map(named).transpose()?,
                 ..ClaimedRun::default()
             });
         }
@@ -180,7 +183,7 @@ mod tests {
     fn github_claims_name_the_run_as_the_environment_does() {
         let run = claimed_run(
             IssuerKind::Github,
-            None,
+            (None, None),
             &claims(serde_json::json!({
                 "repository": "acme/web", "workflow": "build", "run_id": "4242",
                 "run_attempt": "2", "sha": "abc", "ref": "refs/heads/main",
@@ -201,7 +204,7 @@ mod tests {
         for event in ["pull_request", "pull_request_target"] {
             let run = claimed_run(
                 IssuerKind::Github,
-                None,
+                (None, None),
                 &claims(serde_json::json!({
                     "repository": "acme/web", "workflow": "build", "run_id": 1,
                     "run_attempt": 1, "event_name": event, "ref_protected": "true"
@@ -212,7 +215,7 @@ mod tests {
         }
         let run = claimed_run(
             IssuerKind::Gitlab,
-            None,
+            (None, None),
             &claims(serde_json::json!({
                 "project_path": "g/web", "pipeline_id": "7", "job_id": "99",
                 "pipeline_source": "push", "ref_protected": "false"
@@ -230,7 +233,7 @@ mod tests {
     fn tokens_without_ref_protected_are_untrusted() {
         let run = claimed_run(
             IssuerKind::Github,
-            None,
+            (None, None),
             &claims(serde_json::json!({
                 "repository": "acme/web", "workflow": "release", "run_id": 1,
                 "run_attempt": 1, "event_name": "push", "ref": "refs/heads/x"
@@ -245,7 +248,7 @@ mod tests {
         );
         let run = claimed_run(
             IssuerKind::Gitlab,
-            None,
+            (None, None),
             &claims(serde_json::json!({
                 "project_path": "g/web", "pipeline_id": "7", "job_id": "99",
                 "pipeline_source": "push"
@@ -255,21 +258,34 @@ mod tests {
         assert!(run.untrusted.is_some(), "{run:?}");
     }
 
-    /// A generic issuer names the pipeline by `sub`, or by the claim the config names.
+    /// A generic issuer names the pipeline by `sub`, or by the claim the config names, and
+    /// the run by the claim the config names, which the token must then carry.
     #[test]
     fn generic_tokens_name_the_pipeline_by_the_configured_claim() {
         let token = claims(serde_json::json!({
             "sub": "organization:acme:pipeline:web:ref:refs/heads/main",
-            "pipeline_slug": "web"
+            "pipeline_slug": "web",
+            "build_id": "0191-build"
         }));
-        let by_sub = claimed_run(IssuerKind::Generic, None, &token).unwrap();
+        let by_sub = claimed_run(IssuerKind::Generic, (None, None), &token).unwrap();
         assert_eq!(
             by_sub.pipeline,
             "organization:acme:pipeline:web:ref:refs/heads/main"
         );
-        let by_slug = claimed_run(IssuerKind::Generic, Some("pipeline_slug"), &token).unwrap();
+        let by_slug =
+            claimed_run(IssuerKind::Generic, (Some("pipeline_slug"), None), &token).unwrap();
         assert_eq!(by_slug.pipeline, "web");
         assert_eq!(by_slug.run_id, None, "the run comes from the hook");
+        let by_build = claimed_run(
+            IssuerKind::Generic,
+            (Some("pipeline_slug"), Some("build_id")),
+            &token,
+        )
+        .unwrap();
+        assert_eq!(by_build.pipeline, "web");
+        assert_eq!(by_build.run_id.as_deref(), Some("0191-build"));
+        let err = claimed_run(IssuerKind::Generic, (None, Some("job_id")), &token).unwrap_err();
+        assert!(err.contains("`job_id`"), "{err}");
     }
 
     /// A token that does not name its run cannot be used to record one the hook names.
@@ -277,7 +293,7 @@ mod tests {
     fn tokens_without_run_claims_are_refused() {
         let err = claimed_run(
             IssuerKind::Github,
-            None,
+            (None, None),
             &claims(serde_json::json!({"repository": "acme/web", "workflow": "build"})),
         )
         .unwrap_err();
@@ -287,12 +303,19 @@ mod tests {
         );
         let err = claimed_run(
             IssuerKind::Gitlab,
-            None,
+            (None, None),
             &claims(serde_json::json!({"project_path": "g/web", "pipeline_id": "7"})),
         )
         .unwrap_err();
         assert!(err.contains("`job_id`"), "{err}");
-        assert!(claimed_run(IssuerKind::Generic, None, &claims(serde_json::json!({}))).is_err());
+        assert!(
+            claimed_run(
+                IssuerKind::Generic,
+                (None, None),
+                &claims(serde_json::json!({}))
+            )
+            .is_err()
+        );
     }
 
     /// Only a clearly protected push is trusted: a `ref_protected` other than `true` or
@@ -308,7 +331,7 @@ mod tests {
             });
             let map = token.as_object_mut().unwrap();
             map.retain(|_, v| *v != serde_json::json!("<absent>"));
-            claimed_run(IssuerKind::Github, None, map)
+            claimed_run(IssuerKind::Github, (None, None), map)
                 .unwrap()
                 .untrusted
         };
@@ -351,7 +374,7 @@ mod tests {
                 "project_path": "g/web", "pipeline_id": "7", "job_id": "99",
                 "pipeline_source": source, "ref_protected": protected
             });
-            claimed_run(IssuerKind::Gitlab, None, token.as_object().unwrap())
+            claimed_run(IssuerKind::Gitlab, (None, None), token.as_object().unwrap())
                 .unwrap()
                 .untrusted
         };

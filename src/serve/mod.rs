@@ -108,11 +108,14 @@ async fn healthz(State(c): State<Arc<Collector>>) -> Response {
     let probe = run_store(&c, |store| store.ping()).await;
     match probe {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
-        Err(err) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("store unavailable: {err}\n"),
-        )
-            .into_response(),
+        Err(err) => {
+            eprintln!("store unavailable: {}", Line(&err.to_string()));
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{STORE_UNAVAILABLE}\n"),
+            )
+                .into_response()
+        }
     }
 }
 
@@ -224,16 +227,22 @@ async fn accept_run(
     .await;
     let ((outcome, kept), head) = match stored {
         Ok(stored) => stored,
+        // The conflict's message lists what the store holds of the run (its times, commit,
+        // builder): another sender of the pipeline could match them to add to a run it does
+        // not own. The log has it.
         Err(StoreError::Input(message)) => {
             return Err((
-                Refusal::new(409, "conflict", message).claiming(identity.name.clone()),
+                Refusal::new(409, "conflict", message)
+                    .claiming(identity.name.clone())
+                    .telling(CONFLICT),
                 Some(name),
             ));
         }
         Err(err) => {
             return Err((
                 Refusal::new(503, "store_unavailable", err.to_string())
-                    .claiming(identity.name.clone()),
+                    .claiming(identity.name.clone())
+                    .telling(STORE_UNAVAILABLE),
                 Some(name),
             ));
         }
@@ -565,11 +574,7 @@ async fn refuse(
         }
     }
     let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::FORBIDDEN);
-    let reason = if refusal.code == "store_unavailable" {
-        STORE_UNAVAILABLE
-    } else {
-        &refusal.reason
-    };
+    let reason = refusal.told.unwrap_or(&refusal.reason);
     let doc = json!({"v": API_VERSION, "error": refusal.code, "reason": reason});
     (status, axum::Json(doc)).into_response()
 }
@@ -632,6 +637,10 @@ async fn check(
 /// message names its location, roles and server processes, which are not the client's.
 const STORE_UNAVAILABLE: &str =
     "the collector cannot reach its store now: nothing was recorded; send it again later";
+
+/// What a client is told when the store holds the run with other facts.
+const CONFLICT: &str = "the run is already recorded with other facts: history is append-only, \
+     so nothing was written (record the build under a new run id or step)";
 
 /// The answer when the store failed, its message logged.
 fn store_unavailable(err: &StoreError) -> Response {

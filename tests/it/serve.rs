@@ -88,6 +88,61 @@ fn sql_rows(env: &Env, sql: &str) -> Vec<Vec<String>> {
     .unwrap()
 }
 
+/// A generic issuer with a `run_claim` names the run from the token: a body naming another
+/// run is refused, one naming none is given the token's. A conflict with the stored run tells
+/// the sender none of what the store holds (its times, builder, commit), which another job of
+/// the pipeline could match to add to the run; the collector's log has it.
+#[test]
+fn a_generic_issuers_run_claim_names_the_run() {
+    let s = setup(
+        "generic",
+        "pipeline_claim = \"pipeline_slug\"\nrun_claim = \"build_id\"\n",
+    );
+    let now = oidc::now();
+    let token = s.rsa.sign(&json!({
+        "iss": s.issuer.url, "aud": AUDIENCE, "sub": "organization:acme:pipeline:web",
+        "iat": now, "nbf": now - 5, "exp": now + 300,
+        "pipeline_slug": "web", "build_id": "77",
+    }));
+    let refused = s.collector.post(&token, &oidc::run_line("web", "78"));
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert_eq!(refused.json()["error"], "contradicts_claims");
+    let mut line = oidc::run_line("web", "77");
+    line.as_object_mut().unwrap().remove("run");
+    let stored = s.collector.post(&token, &line);
+    assert_eq!(stored.status, 201, "{}", stored.text());
+    let runs = stored_runs(&s.env);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["run"], "77");
+
+    line["builder"] = json!("ci-2");
+    let conflict = s.collector.post(&token, &line);
+    assert_eq!(conflict.status, 409, "{}", conflict.text());
+    let reason = conflict.json()["reason"].as_str().unwrap().to_owned();
+    assert!(
+        reason.contains("already recorded with other facts"),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains("ci-1") && !reason.contains("recorded `"),
+        "the stored facts stay in the collector: {reason}"
+    );
+    let log = s.collector.log_with("recorded `ci-1`");
+    assert!(log.contains("recorded `ci-1`"), "{log}");
+}
+
+/// A generic issuer without a `run_claim` vouches for the pipeline only: the collector says so
+/// when it starts.
+#[test]
+fn a_generic_issuer_without_a_run_claim_is_named_at_start() {
+    let s = setup("generic", "");
+    let log = s.collector.log_with("names no `run_claim`");
+    assert!(
+        log.contains(&format!("issuer `{}` names no `run_claim`", s.issuer.url)),
+        "{log}"
+    );
+}
+
 /// A GitHub token (RS256) records the run its claims name, at most once; a GitLab-shaped
 /// token signed with ES256 works the same way.
 #[test]
