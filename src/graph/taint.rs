@@ -95,6 +95,23 @@ impl ClaimLimits {
             .map_or(limited, |kept| kept.min(limited))
     }
 
+    /// The latest time a run the collector received may have begun: before the collector
+    /// first received it, on a clock up to `skew` off.
+    pub fn latest_start(self, received: Receipt) -> Micros {
+        received.received_at.saturating_add(self.skew)
+    }
+
+    /// How far back of its receipt a run the collector holds as believable (not time-suspect)
+    /// may claim to have begun: it began at most `longest_run` before its token was issued,
+    /// which was at most `token_life` (and `late_grace`, from a spool) before the receipt, on
+    /// clocks up to `skew` off each.
+    pub fn reach(self) -> Micros {
+        self.longest_run
+            .saturating_add(self.token_life)
+            .saturating_add(self.late_grace)
+            .saturating_add(self.skew.saturating_mul(2))
+    }
+
     /// The latest time a run the collector received may have gone on writing: until it was
     /// last sent, on a clock up to `skew` off.
     pub fn latest_end(self, received: Receipt) -> Micros {
@@ -582,12 +599,19 @@ impl<'s, S: Source> Tracer<'s, S> {
         let mut unfloored: HashSet<NodeIndex> = HashSet::default();
         for pipeline in &seeds.pipelines {
             let Window { since, until } = pipeline.window;
-            // A run the collector received may have begun before the start it claims: one
-            // claiming to start after the window is in it when its receipt allows a start
-            // within it.
+            // A run the collector received may have begun before or after the start it
+            // claims: one claiming to start after the window is in it when its receipt allows
+            // a start within it, and so is one claiming to start before it (a run that dates
+            // its start back hides from a window that opens after), as it began before the
+            // collector received it. No run the collector holds as believable claims a start
+            // further back than `ClaimLimits::reach`.
             let runs = self
                 .source
-                .pipeline_runs(&pipeline.name, since, None)?
+                .pipeline_runs(
+                    &pipeline.name,
+                    since.map(|since| since.saturating_sub(self.claims.reach())),
+                    None,
+                )?
                 .ok_or_else(|| TraceError::UnknownSeed(Unknown::Pipeline(pipeline.name.clone())))?;
             for run in runs {
                 if let Some(until) = until
@@ -595,6 +619,14 @@ impl<'s, S: Source> Tracer<'s, S> {
                     && !run.time_suspect
                     && (self.source.receipt(run.id)?)
                         .is_none_or(|receipt| self.claims.earliest_start(receipt) > until)
+                {
+                    continue;
+                }
+                if let Some(since) = since
+                    && run.started_at < since
+                    && !run.time_suspect
+                    && (self.source.receipt(run.id)?)
+                        .is_none_or(|receipt| self.claims.latest_start(receipt) < since)
                 {
                     continue;
                 }

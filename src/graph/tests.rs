@@ -354,6 +354,39 @@ fn a_post_dated_seed_run_counts_from_no_earlier_than_its_seed_window() {
     assert!(names(&trace, Kind::Run).is_empty());
 }
 
+/// A run that dates its start back before a pipeline seed's window is in the window when the
+/// collector received it after the window opened: it began before it was received, maybe
+/// within the window. Its writes count from the start it claims, the earliest either allows.
+/// Without a receipt, or received before the window, its claimed start keeps it out.
+#[test]
+fn a_pre_dated_seed_run_is_in_the_window_its_receipt_allows() {
+    let (unreceived, evil) = post_dated_writer();
+    let since = |since: i64| Seeds {
+        pipelines: vec![PipelineSeed {
+            name: "evil".into(),
+            window: Window {
+                since: Some(t(since)),
+                until: None,
+            },
+        }],
+        ..Seeds::default()
+    };
+    // `evil` claims 100..110; it reached the collector at 111.
+    let trace = super::trace(&mut unreceived.clone(), &since(105), claim_limits()).unwrap();
+    assert!(names(&trace, Kind::Run).is_empty());
+    let mut h = unreceived.clone();
+    h.received(evil, t(111), false);
+    let trace = super::trace(&mut h.clone(), &since(105), claim_limits()).unwrap();
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build"]),
+        "the readers all finished before 105"
+    );
+    assert_eq!(entry(&trace, PIP).tainted_at, t(100));
+    let trace = super::trace(&mut h, &since(112), claim_limits()).unwrap();
+    assert!(names(&trace, Kind::Run).is_empty());
+}
+
 /// A seed run sent with a static token, which never expires, is bounded by nothing: its
 /// writes count from any time (from its window's start, for a pipeline seed). And a seed run
 /// went on writing until it was sent: a purge between its claimed finish and its receipt does
@@ -2156,14 +2189,18 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
                 until: Some(t(since.max(until))),
             };
             // Seeded by its run, or (5) by its pipeline's window: the runs that claim to start
-            // in it, those that may have begun in it by their receipt, and time-suspect ones.
+            // in it, those that may have begun in it by their receipt (received after it
+            // opened, within the reach of the collector's limits; or able to have begun
+            // before it closed), and time-suspect ones.
             let (mut seeds, seeded, seed_since) = if seed == 5 {
                 let (from, to) = (window.since.unwrap(), window.until.unwrap());
                 let seeded: Vec<i64> = (h.runs.iter())
                     .filter(|r| {
                         let receipt = h.receipts.iter().find(|c| c.0 == r.id).map(|c| c.1);
                         r.time_suspect
-                            || r.started_at >= from
+                            || (r.started_at >= from
+                                || r.started_at >= from - claims.reach()
+                                    && receipt.is_some_and(|c| c.received_at + claims.skew >= from))
                                 && (r.started_at <= to
                                     || receipt.is_some_and(|c| earliest_start(claims, c) <= to))
                     })
