@@ -356,14 +356,37 @@ async fn purge_locked(
     let added = store.extend_plan(args.id, &actions)?;
     let mut rows = store.actions(args.id)?;
     let concurrency = args.concurrency.unwrap_or(config.purge.concurrency).max(1);
-    let back = purge::check::back_again(&mut store, args.id, &rows, config, concurrency).await?;
+    let inputs = purge::verify::verify_inputs(&store, &trace, &rows)?;
+    let back = purge::check::back_again(
+        &mut store,
+        args.id,
+        &rows,
+        config,
+        (concurrency, Some(inputs)),
+    )
+    .await?;
     if !back.is_empty() {
-        store.reopen_actions(&back, "back in the registry")?;
-        printer.warn(format!(
-            "{} deleted earlier {} back in the registry: to be deleted again",
-            count(back.len(), "manifest", "manifests"),
-            if back.len() == 1 { "is" } else { "are" },
-        ));
+        let manifests = rows
+            .iter()
+            .filter(|r| back.contains(&r.id) && r.action.kind == ActionKind::DeleteManifest)
+            .count();
+        store.reopen_actions(&back, "found again by verification")?;
+        if manifests > 0 {
+            printer.warn(format!(
+                "{} deleted earlier {} back in the registry: to be deleted again",
+                count(manifests, "manifest", "manifests"),
+                if manifests == 1 { "is" } else { "are" },
+            ));
+        }
+        let others = back.len() - manifests;
+        if others > 0 {
+            printer.warn(format!(
+                "{} done earlier {} tainted content again (a tainted run wrote after the \
+                 purge): to be run again",
+                count(others, "prune or removal", "prunes or removals"),
+                if others == 1 { "finds" } else { "find" },
+            ));
+        }
         rows = store.actions(args.id)?;
     }
     if added > 0 {

@@ -75,7 +75,7 @@ pub async fn dry_run(
         .collect();
     let leaving = Leaving::ask(store, incident, config, &digests, &targets).await?;
     let remotes = Arc::new(leaving.remotes(config));
-    let back = back_again(store, incident, rows, config, concurrency).await?;
+    let back = back_again(store, incident, rows, config, (concurrency, None)).await?;
     let jobs = rows
         .iter()
         .filter(|row| to_check(row))
@@ -123,24 +123,34 @@ pub async fn dry_run(
 
 /// The ids of the done manifest deletes among `rows` (in the scope in force) whose manifest,
 /// or a child it deleted, is in the registry again, as verification finds it: the next
-/// execution runs them again. One that cannot be checked stays done, and verification says
-/// it is unverified.
+/// execution runs them again. With `mutable` (what a re-run trace says of the tainted runs
+/// and the recorded purges), also the done prunes of mounts and builders, and removals of
+/// local images, that verification finds present again (a tainted run wrote there after the
+/// purge). One that cannot be checked stays done, and verification says it is unverified.
 pub async fn back_again(
     store: &mut Store,
     incident: i64,
     rows: &[ActionRow],
     config: &Config,
-    concurrency: usize,
+    (concurrency, mutable): (usize, Option<VerifyInputs>),
 ) -> Result<HashSet<i64>, StoreError> {
     let done: Vec<ActionRow> = rows
         .iter()
         .filter(|row| {
             row.state == ActionState::Done
-                && row.action.kind == ActionKind::DeleteManifest
+                && (row.action.kind == ActionKind::DeleteManifest
+                    || mutable.is_some()
+                        && matches!(
+                            row.action.kind,
+                            ActionKind::PruneMount
+                                | ActionKind::PruneBuilder
+                                | ActionKind::RemoveLocalImage
+                        ))
                 && row.action.target.in_scope(&config.scope)
         })
         .cloned()
         .collect();
+    let inputs = Arc::new(mutable.unwrap_or_default());
     if done.is_empty() {
         return Ok(HashSet::new());
     }
@@ -154,13 +164,12 @@ pub async fn back_again(
     let jobs = done
         .into_iter()
         .map(|row| {
-            let remotes = remotes.clone();
+            let (remotes, inputs) = (remotes.clone(), inputs.clone());
             let kind = kind_of(&row.action.target);
             Job {
                 place: row.action.place.clone(),
                 limit: kind.limit(concurrency.max(1)),
                 work: async move {
-                    let inputs = VerifyInputs::default();
                     let verdict = kind
                         .verify(
                             &row.action.target,

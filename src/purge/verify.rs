@@ -290,15 +290,11 @@ pub async fn verify_journal(
     added: usize,
 ) -> Result<Verified, StoreError> {
     let rows = store.actions(id)?;
-    let mut tainted_runs: BTreeMap<String, Micros> = BTreeMap::new();
-    for t in trace.tainted(Kind::Run) {
-        if let (Entity::Run { info }, Some(builder)) = (t.entity, t.builder) {
-            // A run still going when the builder was purged may have written after it.
-            let until = trace.writes_until(info);
-            let latest = tainted_runs.entry(builder.to_string()).or_insert(until);
-            *latest = (*latest).max(until);
-        }
-    }
+    let VerifyInputs {
+        purges,
+        tainted_runs,
+        ..
+    } = verify_inputs(store, trace, &rows)?;
     let digests: Vec<&str> = rows
         .iter()
         .filter_map(|r| match &r.action.target {
@@ -311,7 +307,6 @@ pub async fn verify_journal(
         .collect();
     let targets: Vec<&Target> = rows.iter().map(|row| &row.action.target).collect();
     let leaving = Leaving::ask(store, id, config, &digests, &targets).await?;
-    let purges = store.last_purges(&purge_places(&rows))?;
     let acceptances = store.acceptances(id)?;
     let checked: Vec<&Target> = rows
         .iter()
@@ -340,6 +335,30 @@ pub async fn verify_journal(
     let result = serde_json::to_string(&verified.lines()).expect("lines of text serialize");
     store.record_verification(id, &crate::actor::actor(), verified.clean, &result)?;
     Ok(verified)
+}
+
+/// What checking the mounts and builders of the journal `rows` needs: their latest recorded
+/// purges, and the latest time a run the (re-run) `trace` holds tainted may have gone on
+/// writing on each builder ([`Trace::writes_until`]).
+pub fn verify_inputs(
+    store: &Store,
+    trace: &Trace,
+    rows: &[ActionRow],
+) -> Result<VerifyInputs, StoreError> {
+    let mut tainted_runs: BTreeMap<String, Micros> = BTreeMap::new();
+    for t in trace.tainted(Kind::Run) {
+        if let (Entity::Run { info }, Some(builder)) = (t.entity, t.builder) {
+            // A run still going when the builder was purged may have written after it.
+            let until = trace.writes_until(info);
+            let latest = tainted_runs.entry(builder.to_string()).or_insert(until);
+            *latest = (*latest).max(until);
+        }
+    }
+    Ok(VerifyInputs {
+        purges: store.last_purges(&purge_places(rows))?,
+        tainted_runs,
+        tags: HashMap::new(),
+    })
 }
 
 /// The latest purge that cleaned the mount (or the whole builder when `mount` is `None`).

@@ -629,6 +629,53 @@ fn shared_mount_cache_across_projects(engine: Engine) {
 
 on_both_engines!(shared_mount_cache_across_projects);
 
+/// A mount cache purged by an incident, then written again by the compromised pipeline: the
+/// re-run trace plans nothing new for the mount (its target is the same), so verify finds it
+/// present, and the next execution prunes it again, its done action reopened; then the mount
+/// verifies gone.
+fn a_mount_written_again_after_its_purge_is_pruned_again(engine: Engine) {
+    let Some(lab) = Lab::start_on(engine, &["ci-again"], &[]) else {
+        return;
+    };
+    let b = "ci-again";
+    let fork = lab.checkout("pip-plant", "fork", "", &[]);
+    lab.build(b, &FORK, "1", &fork, "fork-pr:1", &[]);
+    let seed = ["--pipeline", "fork-pr"];
+    let id = lab.open(&seed);
+    lab.purge(&id);
+    assert!(lab.mount_records(b, PIP).is_empty());
+
+    lab.build(b, &FORK, "2", &fork, "fork-pr:2", &[]);
+    assert!(!lab.mount_records(b, PIP).is_empty());
+    let verify = lab.cw().args(["incident", "verify", &id]).output().unwrap();
+    let text = String::from_utf8_lossy(&verify.stdout).into_owned();
+    assert_eq!(verify.status.code(), Some(1), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("prune-mount") || l.contains(PIP))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.trim_start().starts_with("PRESENT"), "{text}");
+
+    let out = lab.purge(&id);
+    assert!(out.contains("to be run again"), "{out}");
+    assert!(
+        lab.mount_records(b, PIP).is_empty(),
+        "the mount written again was not pruned again:\n{out}"
+    );
+    let verify = lab.cw().args(["incident", "verify", &id]).output().unwrap();
+    let text = String::from_utf8_lossy(&verify.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.contains(PIP))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.trim_start().starts_with("gone"), "{text}");
+}
+
+#[test]
+fn a_mount_written_again_after_its_purge_is_pruned_again_on_docker_20_10() {
+    a_mount_written_again_after_its_purge_is_pruned_again(Engine::Docker20);
+}
+
 /// Scenario 2 on Docker 20.10, with inline cache: an outsider overwrites a trusted cache ref
 /// from another builder; a release build imports it and pushes its own cache, which a third
 /// pipeline imports. Seeded by the outsider's digest, the trace finds both; the purge deletes
