@@ -102,12 +102,17 @@ impl History {
     }
 
     pub fn mount(&mut self, builder: BuilderId, mount_id: &str) -> MountId {
+        self.mount_in(builder, "", mount_id)
+    }
+
+    /// A mount in a namespace (`BUILDKIT_CACHE_MOUNT_NS`).
+    pub fn mount_in(&mut self, builder: BuilderId, namespace: &str, mount_id: &str) -> MountId {
         let id = next_id(self.mounts.len());
         self.mounts.push(MountInfo {
             id,
             builder,
             builder_name: self.builders[index(builder)].name.clone(),
-            namespace: CompactString::default(),
+            namespace: namespace.into(),
             mount_id: mount_id.into(),
         });
         id

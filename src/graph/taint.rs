@@ -753,6 +753,18 @@ impl<'s, S: Source> Tracer<'s, S> {
                     break;
                 }
             }
+            // Output names a mount in a namespace `NAMESPACE/ID`, as it names one without a
+            // namespace whose id holds a `/`: a name taken from output seeds both.
+            if let Some((namespace, id)) = reading.id.split_once('/')
+                && !namespace.is_empty()
+                && !id.is_empty()
+            {
+                for info in self.source.mounts_by_name(&builder.name, id)? {
+                    if info.namespace == namespace && !here.iter().any(|m| m.id == info.id) {
+                        here.push(info);
+                    }
+                }
+            }
             if here.is_empty() {
                 unknown.get_or_insert(Unknown::Mount {
                     builder: reading.builder,

@@ -1299,6 +1299,32 @@ fn a_seed_that_matches_nothing_gives_an_empty_trace() {
     assert_eq!(seeds, [digest('f')]);
 }
 
+/// Output names a mount in a namespace `NAMESPACE/ID`, as it names a mount without one whose
+/// id is that whole text: `--mount` given such a name seeds both, and the namespaced one alone
+/// when it is the only one.
+#[test]
+fn a_mount_seed_named_as_output_names_it_seeds_the_namespaced_mount() {
+    let mut h = History::new();
+    let b = h.builder("ci-1");
+    let namespaced = h.mount_in(b, "evil", "gomod");
+    let writer = h.run("w", "1", t(0), t(10));
+    h.writes(writer, namespaced);
+    let seeded = |h: &mut History| {
+        let seeds = Seeds::from_spec(&SeedSpec {
+            mounts: vec!["ci-1:evil/gomod".into()],
+            ..SeedSpec::default()
+        })
+        .unwrap();
+        let trace = traced(h, &seeds);
+        trace.seeds().len()
+    };
+    assert_eq!(seeded(&mut h), 1);
+    let plain = h.mount(b, "evil/gomod");
+    let other = h.run("x", "1", t(0), t(10));
+    h.writes(other, plain);
+    assert_eq!(seeded(&mut h), 2);
+}
+
 /// A `--mount` value is read at each `:`: a builder named after its endpoint
 /// (`docker@vm:/var/run/docker.sock`) can be seeded, and a look-alike another writer recorded
 /// (builder `docker@vm`, mount `/var/run/docker.sock:/root/.cache/pip`) is seeded beside the

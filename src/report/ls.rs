@@ -139,7 +139,7 @@ pub fn text(listing: &Listing) -> String {
                 .iter()
                 .map(|m| {
                     vec![
-                        Term(&format!("{}:{}", m.builder, m.id)).to_string(),
+                        Term(&m.name()).to_string(),
                         m.writers.to_string(),
                         m.readers.to_string(),
                         when(m.last_write),
@@ -223,7 +223,7 @@ pub fn json(listing: &Listing, limit: Option<u64>, truncated: bool) -> Value {
         Listing::Mounts(items) => items
             .iter()
             .map(|m| {
-                json!({"name": format!("{}:{}", m.builder, m.id), "builder": m.builder,
+                json!({"name": m.name(), "builder": m.builder, "namespace": m.namespace,
                        "id": m.id, "writers": m.writers, "readers": m.readers,
                        "last_write": t(m.last_write), "last_purge": t(m.last_purge)})
             })

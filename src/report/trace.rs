@@ -191,10 +191,12 @@ pub fn purge_line(applied: &AppliedPurge) -> String {
             format!("builder {}{what}", Term(builder))
         }
     };
+    // Recorded values in backticks, which `Term` escapes inside them: an author or reason
+    // cannot close its quotes and write on as the line's own words.
     let author = if p.author.is_empty() {
         "an unknown author".to_owned()
     } else {
-        Term(&p.author).to_string()
+        format!("`{}`", Term(&p.author))
     };
     let recorded = p
         .recorded_at
@@ -219,11 +221,11 @@ pub fn purge_line(applied: &AppliedPurge) -> String {
             claim
                 .method
                 .as_deref()
-                .map_or("nothing".into(), |m| Term(m).to_string()),
+                .map_or("nothing".into(), |m| format!("`{}`", Term(m))),
             claim
                 .author
                 .as_deref()
-                .map_or("nobody".into(), |a| Term(a).to_string()),
+                .map_or("nobody".into(), |a| format!("`{}`", Term(a))),
             claim
                 .recorded_at
                 .map_or("at no time".to_owned(), time::format)
@@ -233,7 +235,7 @@ pub fn purge_line(applied: &AppliedPurge) -> String {
         line.push_str("; FORCED late entry");
     }
     if let Some(reason) = &p.reason {
-        line.push_str(&format!("; reason: \"{}\"", Term(reason)));
+        line.push_str(&format!("; reason: `{}`", Term(reason)));
     }
     let cleaned: Vec<String> = applied
         .cleaned

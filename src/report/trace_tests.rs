@@ -218,7 +218,7 @@ fn applied_purges_are_listed_in_text_and_json() {
     assert!(text.contains("\npurges applied (1; "), "{text}");
     assert!(
         text.contains(
-            "  2026-03-01T00:25:00Z  purge 1 of mount /root/.cache/pip on b1  manual by tester@host"
+            "  2026-03-01T00:25:00Z  purge 1 of mount /root/.cache/pip on b1  manual by `tester@host`"
         ),
         "{text}"
     );

@@ -79,12 +79,25 @@ pub struct BuilderItem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountItem {
     pub builder: String,
+    /// The cache mount namespace; empty for none.
+    pub namespace: String,
     pub id: String,
     /// Runs that wrote it, and that read it.
     pub writers: i64,
     pub readers: i64,
     pub last_write: Option<Micros>,
     pub last_purge: Option<Micros>,
+}
+
+impl MountItem {
+    /// `BUILDER:ID`, or `BUILDER:NAMESPACE/ID`, as `trace` names it (without `mount:`).
+    pub fn name(&self) -> String {
+        if self.namespace.is_empty() {
+            format!("{}:{}", self.builder, self.id)
+        } else {
+            format!("{}:{}/{}", self.builder, self.namespace, self.id)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,7 +292,7 @@ impl Store {
                           max(CASE WHEN e.kind = 'wrote_mount' THEN e.at END),
                           (SELECT max(pu.at) FROM purges pu
                            WHERE pu.kind = 'mount' AND pu.mount = m.id),
-                          max(e.at) AS last_use
+                          max(e.at) AS last_use, m.namespace
                    FROM mounts m
                    JOIN builders b ON b.id = m.builder_id
                    LEFT JOIN events e ON e.kind IN ('read_mount', 'wrote_mount')
@@ -392,7 +405,7 @@ pub(super) const PIPELINE_MOUNTS: &str = "SELECT b.name, m.mount_id,
         count(CASE WHEN e.kind = 'read_mount' THEN 1 END),
         max(CASE WHEN e.kind = 'wrote_mount' THEN e.at END),
         (SELECT max(pu.at) FROM purges pu WHERE pu.kind = 'mount' AND pu.mount = m.id),
-        max(e.at) AS last_use
+        max(e.at) AS last_use, m.namespace
     FROM runs r
     CROSS JOIN events e ON e.run_id = r.id AND e.kind IN ('read_mount', 'wrote_mount')
     JOIN mounts m ON m.id = e.target
@@ -408,6 +421,7 @@ pub(super) const PIPELINE_MOUNTS: &str = "SELECT b.name, m.mount_id,
 fn mount_item(row: &Row<'_>) -> DbResult<MountItem> {
     Ok(MountItem {
         builder: row.get(0)?,
+        namespace: row.get(7)?,
         id: row.get(1)?,
         writers: row.get(2)?,
         readers: row.get(3)?,

@@ -2,6 +2,7 @@
 
 use std::process::Output;
 
+use crate::build::Run;
 use crate::common::{Env, ok};
 use crate::schemas::assert_valid;
 
@@ -134,6 +135,36 @@ fn filters_narrow_every_list() {
     let out = run(&env, &["ls", "incidents", "--pipeline", "forks-pr"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--pipeline does not filter incidents"));
+}
+
+/// A mount in a namespace is listed as `trace` names it, `BUILDER:NAMESPACE/ID`, which is also
+/// how a mount without one whose id is that text is named (`trace --mount` given the name seeds
+/// both); the JSON tells them apart by the namespace.
+#[test]
+fn mounts_in_a_namespace_are_named_as_trace_names_them() {
+    let env = Env::new();
+    crate::build::History::new()
+        .run(
+            Run::new("a", 1)
+                .builder("ci-1")
+                .namespaced_mount("evil", "gomod", "/go/pkg/mod"),
+        )
+        .run(Run::new("b", 1).builder("ci-1").mount("evil/gomod"))
+        .import(&env);
+    let mounts = ok(env.cmd().args(["ls", "mounts"]));
+    let mut names = first_column(&mounts);
+    names.sort();
+    assert_eq!(names, ["ci-1:evil/gomod", "ci-1:evil/gomod"], "{mounts}");
+    let json = ok(env.cmd().args(["ls", "mounts", "--format", "json"]));
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mut namespaces: Vec<&str> = json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["namespace"].as_str().unwrap())
+        .collect();
+    namespaces.sort();
+    assert_eq!(namespaces, ["", "evil"], "{json:#}");
 }
 
 /// `--limit` keeps the newest rows and says, on stderr and in JSON, that it cut.

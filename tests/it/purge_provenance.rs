@@ -176,9 +176,9 @@ fn a_forced_late_entry_is_shown_as_forced_and_ignore_purges_shows_what_it_hid() 
         line.starts_with(&format!("  {BACKDATED}  purge 1 ")),
         "{line}"
     );
-    assert!(line.contains(&format!("manual by {}", me())), "{line}");
+    assert!(line.contains(&format!("manual by `{}", me())), "{line}");
     assert!(line.contains("FORCED late entry"), "{line}");
-    assert!(line.contains(&format!("reason: \"{REASON}\"")), "{line}");
+    assert!(line.contains(&format!("reason: `{REASON}`")), "{line}");
     assert!(line.contains("kept out of the blast radius"), "{line}");
 
     let doc = trace_json(&env, &[]);
@@ -256,7 +256,7 @@ fn imported_purges_stay_imported_whatever_they_claim() {
     let text = trace_text(&env, &[]);
     assert!(
         text.contains("imported by ")
-            && text.contains("(its line claims executor by security-team@vault"),
+            && text.contains("(its line claims `executor` by `security-team@vault`"),
         "{text}"
     );
     assert!(!text.contains("  executor"), "{text}");
