@@ -2,7 +2,6 @@
 //!
 //! Event times follow the store: reads carry the run's finish time, writes its start time.
 
-use compact_str::CompactString;
 
 use super::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, BuilderPrune, DigestUses,

@@ -105,7 +105,7 @@ impl TargetKind for Manifest {
                 ),
                 None => Ok(match probe(&client, repository, &digest).await? {
                     Some(facts) => {
-                        learn_nested(cx, &client, repository, &facts.children, NESTED - 1).await?;
+                        learn_nested(cx, &client, repository, &facts.children).await?;
                         let left = kept(
                             cx,
                             &client,
@@ -169,21 +169,10 @@ impl TargetKind for Manifest {
                     };
                 }
             };
-            let listed = descendants(&cx.known, digest);
-            // Children the purge leaves are not the incident's to remove.
-            let left = match kept(cx, &client, (registry, repository), digest, &listed).await {
-                Ok(left) => left,
-                Err(err) => {
-                    return Verdict::Unverified {
-                        detail: err.to_string(),
-                    };
-                }
+            let children = match deleted_under(cx, &client, (registry, repository), digest).await {
+                Ok(children) => children,
+                Err(detail) => return Verdict::Unverified { detail },
             };
-            let children: Vec<String> = listed
-                .iter()
-                .map(|c| c.as_str().to_owned())
-                .filter(|c| !left.contains(c))
-                .collect();
             let done = rows.iter().any(|r| r.state == ActionState::Done);
             match verdict(&client, registry, repository, digest, &children, done).await {
                 Verdict::Gone => match inputs.tags.get(&self.identity(target)) {
@@ -218,8 +207,15 @@ async fn delete(
 ) -> Result<Outcome, RemoteError> {
     let client = cx.registry(registry).await?;
     let digest = Digest::parse(digest, "digest").map_err(|e| RemoteError::local(e.to_string()))?;
-    let (children, spared) =
-        delete_children(cx, &client, (registry, repository), &digest, NESTED).await?;
+    let mut seen = HashSet::new();
+    let (children, spared) = delete_children(
+        cx,
+        &client,
+        (registry, repository),
+        (&digest, NESTED),
+        &mut seen,
+    )
+    .await?;
     let deleted = client.delete_manifest(repository, &digest).await? == DeleteOutcome::Deleted;
     Ok(Outcome::Manifest {
         deleted,
@@ -229,18 +225,29 @@ async fn delete(
 }
 
 /// Deletes the children of `digest` that are not spared, each nested index's own children
-/// before it, `depth` levels down at most; returns how many were deleted and spared.
+/// before it, `depth` levels of indexes down at most (an index deeper still is an error:
+/// nothing below it would be deleted), each manifest once (`seen`); returns how many were
+/// deleted and spared.
 fn delete_children<'a>(
     cx: &'a Remotes,
     client: &'a RegistryClient,
     (registry, repository): (&'a str, &'a str),
-    digest: &'a Digest,
-    depth: usize,
+    (digest, depth): (&'a Digest, usize),
+    seen: &'a mut HashSet<String>,
 ) -> BoxFuture<'a, Result<(usize, usize), RemoteError>> {
     Box::pin(async move {
         let children = (cx.facts(client, repository, digest).await?)
             .map(|facts| facts.children)
             .unwrap_or_default();
+        if children.is_empty() {
+            return Ok((0, 0));
+        }
+        if depth == 0 {
+            return Err(RemoteError::local(format!(
+                "`{digest}` is an index nested more than {NESTED} indexes down: nothing under it \
+                 was deleted; delete it and what it lists by hand"
+            )));
+        }
         let spared = kept(
             cx,
             client,
@@ -251,12 +258,14 @@ fn delete_children<'a>(
         .await?;
         let (mut deleted, mut kept_too) = (0, spared.len());
         for child in children.iter().filter(|c| !spared.contains(c.as_str())) {
-            if depth > 1 {
-                let (below, spared_below) =
-                    delete_children(cx, client, (registry, repository), child, depth - 1).await?;
-                deleted += below;
-                kept_too += spared_below;
+            if !seen.insert(child.as_str().to_owned()) {
+                continue;
             }
+            let (below, spared_below) =
+                delete_children(cx, client, (registry, repository), (child, depth - 1), seen)
+                    .await?;
+            deleted += below;
+            kept_too += spared_below;
             if client.delete_manifest(repository, child).await? == DeleteOutcome::Deleted {
                 deleted += 1;
             }
@@ -273,7 +282,7 @@ pub fn recorded_facts(
 ) -> Result<HashMap<String, ManifestFacts>, StoreError> {
     let mut facts = store.manifest_facts(digests)?;
     let mut level: Vec<String> = digests.iter().map(|d| (*d).to_owned()).collect();
-    for _ in 1..NESTED {
+    for _ in 0..NESTED {
         let mut next: Vec<String> = level
             .iter()
             .filter_map(|d| facts.get(d))
@@ -293,48 +302,80 @@ pub fn recorded_facts(
 }
 
 /// Learns what each of `children` is that is not known yet, and so on down the indexes among
-/// them ([`NESTED`] levels at most): the dry run asks, so that the execution after it deletes
-/// an index of indexes whole without asking again.
-fn learn_nested<'a>(
-    cx: &'a Remotes,
-    client: &'a RegistryClient,
-    repository: &'a str,
-    children: &'a [Digest],
-    depth: usize,
-) -> BoxFuture<'a, Result<(), RemoteError>> {
-    Box::pin(async move {
-        if depth == 0 {
-            return Ok(());
-        }
-        for child in children {
-            if cx.known.contains_key(child.as_str()) {
-                continue;
-            }
-            if let Some(facts) = probe(client, repository, child).await? {
-                learn_nested(cx, client, repository, &facts.children, depth - 1).await?;
-                cx.learn(facts);
-            }
-        }
-        Ok(())
-    })
-}
-
-/// The manifests under `digest` as `known` records them: its children, a nested index's
-/// children after it, `NESTED` levels down at most, each once.
-fn descendants(known: &HashMap<String, ManifestFacts>, digest: &str) -> Vec<Digest> {
-    let mut out: Vec<Digest> = Vec::new();
-    let mut level = vec![digest.to_owned()];
+/// them ([`NESTED`] levels at most), each once: the dry run asks, so that the execution after
+/// it deletes an index of indexes whole without asking again.
+async fn learn_nested(
+    cx: &Remotes,
+    client: &RegistryClient,
+    repository: &str,
+    children: &[Digest],
+) -> Result<(), RemoteError> {
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut level = children.to_vec();
     for _ in 0..NESTED {
         let mut next = Vec::new();
+        for child in &level {
+            if !seen.insert(child.as_str().to_owned()) {
+                continue;
+            }
+            let facts = match cx.known_facts(child.as_str()) {
+                Some(facts) => facts,
+                None => match probe(client, repository, child).await? {
+                    Some(facts) => {
+                        cx.learn(facts.clone());
+                        facts
+                    }
+                    None => continue,
+                },
+            };
+            next.extend(facts.children);
+        }
+        if next.is_empty() {
+            break;
+        }
+        level = next;
+    }
+    Ok(())
+}
+
+/// The manifests under `digest` that a purge deletes with it, as the facts `cx` knows name
+/// them: its children but those kept, and so on down the indexes among them, each once.
+/// `Err` says why they cannot all be known: an index nested more than [`NESTED`] indexes
+/// down (whose children a purge leaves).
+async fn deleted_under(
+    cx: &Remotes,
+    client: &RegistryClient,
+    place: (&str, &str),
+    digest: &str,
+) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::from([digest.to_owned()]);
+    let mut level = vec![digest.to_owned()];
+    for depth in 0..=NESTED {
+        let mut next = Vec::new();
         for parent in &level {
-            for child in known
-                .get(parent)
-                .map(|f| f.children.as_slice())
-                .unwrap_or_default()
-            {
-                if child.as_str() != digest && !out.contains(child) {
+            let children = cx
+                .known_facts(parent)
+                .map(|f| f.children)
+                .unwrap_or_default();
+            if children.is_empty() {
+                continue;
+            }
+            if depth == NESTED {
+                return Err(format!(
+                    "`{parent}` is an index nested more than {NESTED} indexes down: what it lists \
+                     is not looked at"
+                ));
+            }
+            // Children the purge leaves are not the incident's to remove.
+            let left = kept(cx, client, place, parent, &children)
+                .await
+                .map_err(|err| err.to_string())?;
+            for child in children {
+                let child = child.as_str().to_owned();
+                if !left.contains(&child) && seen.insert(child.clone()) {
                     out.push(child.clone());
-                    next.push(child.as_str().to_owned());
+                    next.push(child);
                 }
             }
         }
@@ -343,7 +384,7 @@ fn descendants(known: &HashMap<String, ManifestFacts>, digest: &str) -> Vec<Dige
         }
         level = next;
     }
-    out
+    Ok(out)
 }
 
 /// Which children of the index targets stay, known before a command acts (the dry run, the
@@ -638,7 +679,8 @@ async fn verdict(
 /// vouching run outside the incident pushed, says nothing.
 ///
 /// Also returns the digests the registry keeps a target's content under, where it differs
-/// from the recorded one, each with the tag's name: the incident holds them tainted too.
+/// from the recorded one, and those a target's tag holds of no trusted origin, each with the
+/// tag's name: the incident holds them tainted too.
 pub async fn tag_verdicts(
     store: &Store,
     incident: i64,
@@ -673,10 +715,19 @@ pub async fn tag_verdicts(
     }
     asks.sort();
     asks.dedup();
-    let concurrency = config.purge.concurrency.max(1);
-    let jobs = asks
+    // Each tag once, whatever number of targets were recorded under it.
+    let mut tags: Vec<(String, String, String)> = asks
         .iter()
         .map(|(_, registry, repository, _, tag)| {
+            (registry.clone(), repository.clone(), tag.clone())
+        })
+        .collect();
+    tags.sort();
+    tags.dedup();
+    let concurrency = config.purge.concurrency.max(1);
+    let jobs = tags
+        .iter()
+        .map(|(registry, repository, tag)| {
             let (remotes, registry, repository, tag) = (
                 remotes.clone(),
                 registry.clone(),
@@ -696,10 +747,17 @@ pub async fn tag_verdicts(
             }
         })
         .collect();
-    let held = match crate::purge::runner::run(jobs).await {
+    let answers = match crate::purge::runner::run(jobs).await {
         Ok(held) => held,
         Err(never) => match never {},
     };
+    let by_tag: HashMap<&(String, String, String), _> = tags.iter().zip(answers).collect();
+    let held: Vec<_> = asks
+        .iter()
+        .map(|(_, registry, repository, _, tag)| {
+            by_tag[&(registry.clone(), repository.clone(), tag.clone())].clone()
+        })
+        .collect();
     let others: Vec<String> = held
         .iter()
         .filter_map(|held| match held {
@@ -749,10 +807,12 @@ pub async fn tag_verdicts(
                         ),
                     }
                 } else {
+                    // Under a tainted run's tag, of no trusted origin: held until people look.
+                    served.push((held.to_owned(), format!("{place}@{held}")));
                     Verdict::Unverified {
                         detail: format!(
-                            "tag `{place}` now holds `{held}`, which no run outside the incident \
-                             recorded pushing: look at it, then accept this target"
+                            "tag `{place}` now holds `{held}`, which no trusted run outside the \
+                             incident recorded pushing: look at it, then accept this target"
                         ),
                     }
                 }
@@ -772,7 +832,8 @@ pub async fn tag_verdicts(
 pub struct TagVerdicts {
     /// By target identity: the verdict of its tags, where they keep it from being gone.
     pub verdicts: HashMap<String, Verdict>,
-    /// Digests (and names) the registry keeps targets' content under, other than recorded.
+    /// Digests (and names) the registry keeps targets' content under, other than recorded,
+    /// and those targets' tags hold of no trusted origin.
     pub served: Vec<(String, String)>,
 }
 

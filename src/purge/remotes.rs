@@ -56,6 +56,9 @@ pub struct Remotes {
     pub known: HashMap<String, ManifestFacts>,
     /// What probes learned since, for the store.
     learned: Mutex<Vec<ManifestFacts>>,
+    /// What probes learned during this command, by digest: a manifest listed by several
+    /// indexes is asked about once.
+    probed: Mutex<HashMap<String, ManifestFacts>>,
     spare: Spare,
     /// Each index under a tag, with the children it lists, by registry and repository: looked
     /// up once per command (see [`Remotes::listed_by_tagged`]).
@@ -99,6 +102,7 @@ impl Remotes {
             images: Default::default(),
             known,
             learned: Mutex::new(Vec::new()),
+            probed: Mutex::default(),
             spare: Spare::Nothing,
             tagged: Default::default(),
             configs: Mutex::default(),
@@ -166,8 +170,8 @@ impl Remotes {
         repository: &str,
         digest: &Digest,
     ) -> Result<Option<ManifestFacts>, RemoteError> {
-        if let Some(facts) = self.known.get(digest.as_str()) {
-            return Ok(Some(facts.clone()));
+        if let Some(facts) = self.known_facts(digest.as_str()) {
+            return Ok(Some(facts));
         }
         let learned = manifest::probe(client, repository, digest).await?;
         if let Some(facts) = &learned {
@@ -491,7 +495,24 @@ impl Remotes {
 
     /// Keeps what a probe learned about a manifest.
     pub fn learn(&self, facts: ManifestFacts) {
+        self.probed
+            .lock()
+            .expect("probed lock")
+            .insert(facts.digest.as_str().to_owned(), facts.clone());
         self.learned.lock().expect("learned lock").push(facts);
+    }
+
+    /// What `digest` is, as recorded or as a probe of this command learned it.
+    pub fn known_facts(&self, digest: &str) -> Option<ManifestFacts> {
+        match self.known.get(digest) {
+            Some(facts) => Some(facts.clone()),
+            None => self
+                .probed
+                .lock()
+                .expect("probed lock")
+                .get(digest)
+                .cloned(),
+        }
     }
 
     /// What was learned and not taken yet, once `at_least` facts wait (everything with 1), or

@@ -409,6 +409,46 @@ fn an_index_nested_in_an_index_goes_whole() {
     );
 }
 
+/// Indexes nested deeper than a purge follows: the action fails, saying so, instead of
+/// leaving the image at the bottom behind as if done, and verify leaves the target unverified.
+#[test]
+fn indexes_nested_too_deep_fail_the_delete() {
+    let Some(registry) = harness::registry() else {
+        return;
+    };
+    let env = Env::new();
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let mut top = pusher.image("team/app", None, "bottom", false);
+    for _ in 0..10 {
+        top = pusher.index("team/app", None, std::slice::from_ref(&top));
+    }
+    let top = pusher.index("team/app", Some("deep"), std::slice::from_ref(&top));
+    History::new()
+        .run(Run::new("evil", 1).exported([format!("{host}/team/app:deep@{}", top.digest)]))
+        .import(&env);
+    let config = config(&host).write(&env);
+    env.open_incident(&config, "evil");
+    let run = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
+    assert!(
+        run.starts_with("exit: 1\n") && run.contains("nested more than"),
+        "{run}"
+    );
+    assert!(manifest_exists(&registry, "team/app", &top.digest));
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(verify.starts_with("exit: 1\n"), "{verify}");
+    assert!(
+        verify
+            .lines()
+            .any(|l| l.trim_start().starts_with("UNVERIFIED")
+                || l.trim_start().starts_with("PRESENT")),
+        "{verify}"
+    );
+}
+
 /// A release's multi-platform image (an index under a tag, recorded as the trusted pipeline's
 /// product) lists a manifest that the attacker's index lists too: the purge deletes the
 /// attacker's index and own image, and leaves the shared manifest, which the release image
