@@ -195,7 +195,9 @@ pub fn exit_status_of(err: &anyhow::Error) -> ExitStatus {
 /// is not there or not valid.
 fn store_status(err: &StoreError) -> ExitStatus {
     match err {
-        StoreError::NotFound(_) | StoreError::Input(_) => ExitStatus::BadInput,
+        StoreError::NotFound(_) | StoreError::Input(_) | StoreError::Conflict(_) => {
+            ExitStatus::BadInput
+        }
         _ => ExitStatus::Store,
     }
 }

@@ -2,7 +2,6 @@
 //!
 //! Event times follow the store: reads carry the run's finish time, writes its start time.
 
-
 use super::source::{
     ArtifactId, ArtifactInfo, ArtifactRead, BuilderId, BuilderInfo, BuilderPrune, DigestUses,
     MountId, MountInfo, Purged, Receipt, RecordId, RecordInfo, RunId, RunInfo, RunRef, Selective,
@@ -463,6 +462,24 @@ impl Source for History {
                 .cloned()
                 .collect(),
         ))
+    }
+
+    fn runs_received_since(
+        &mut self,
+        pipeline: &str,
+        at: Micros,
+    ) -> Result<Vec<RunInfo>, MemError> {
+        Ok(self
+            .runs
+            .iter()
+            .filter(|r| r.pipeline == pipeline)
+            .filter(|r| {
+                self.receipts
+                    .iter()
+                    .any(|(run, receipt)| *run == r.id && receipt.received_at >= at)
+            })
+            .cloned()
+            .collect())
     }
 
     fn runs_by_key(&mut self, key: &RunKey) -> Result<Vec<RunInfo>, MemError> {

@@ -191,6 +191,12 @@ pub trait Source {
         since: Option<Micros>,
         until: Option<Micros>,
     ) -> Result<Option<Vec<RunInfo>>, Self::Error>;
+    /// Runs of the pipeline the collector received at or after `at`, whatever start they claim.
+    fn runs_received_since(
+        &mut self,
+        pipeline: &str,
+        at: Micros,
+    ) -> Result<Vec<RunInfo>, Self::Error>;
     /// Runs with this key; without a step, every step of the run.
     fn runs_by_key(&mut self, key: &RunKey) -> Result<Vec<RunInfo>, Self::Error>;
     /// Artifacts in `locator` (`registry/repository`) that were seen under `tag` at some time

@@ -101,17 +101,6 @@ impl ClaimLimits {
         received.received_at.saturating_add(self.skew)
     }
 
-    /// How far back of its receipt a run the collector holds as believable (not time-suspect)
-    /// may claim to have begun: it began at most `longest_run` before its token was issued,
-    /// which was at most `token_life` (and `late_grace`, from a spool) before the receipt, on
-    /// clocks up to `skew` off each.
-    pub fn reach(self) -> Micros {
-        self.longest_run
-            .saturating_add(self.token_life)
-            .saturating_add(self.late_grace)
-            .saturating_add(self.skew.saturating_mul(2))
-    }
-
     /// The latest time a run the collector received may have gone on writing: until it was
     /// last sent, on a clock up to `skew` off.
     pub fn latest_end(self, received: Receipt) -> Micros {
@@ -603,16 +592,19 @@ impl<'s, S: Source> Tracer<'s, S> {
             // claims: one claiming to start after the window is in it when its receipt allows
             // a start within it, and so is one claiming to start before it (a run that dates
             // its start back hides from a window that opens after), as it began before the
-            // collector received it. No run the collector holds as believable claims a start
-            // further back than `ClaimLimits::reach`.
-            let runs = self
+            // collector received it: every run received since the window opened is looked at.
+            let mut runs = self
                 .source
-                .pipeline_runs(
-                    &pipeline.name,
-                    since.map(|since| since.saturating_sub(self.claims.reach())),
-                    None,
-                )?
+                .pipeline_runs(&pipeline.name, since, None)?
                 .ok_or_else(|| TraceError::UnknownSeed(Unknown::Pipeline(pipeline.name.clone())))?;
+            if let Some(since) = since {
+                let received = self
+                    .source
+                    .runs_received_since(&pipeline.name, since.saturating_sub(self.claims.skew))?;
+                let known: HashSet<RunId> = runs.iter().map(|r| r.id).collect();
+                runs.extend(received.into_iter().filter(|r| !known.contains(&r.id)));
+                runs.sort_by_key(|r| (r.started_at, r.id));
+            }
             for run in runs {
                 if let Some(until) = until
                     && run.started_at > until

@@ -2216,8 +2216,7 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
             };
             // Seeded by its run, or (5) by its pipeline's window: the runs that claim to start
             // in it, those that may have begun in it by their receipt (received after it
-            // opened, within the reach of the collector's limits; or able to have begun
-            // before it closed), and time-suspect ones.
+            // opened, or able to have begun before it closed), and time-suspect ones.
             let (mut seeds, seeded, seed_since) = if seed == 5 {
                 let (from, to) = (window.since.unwrap(), window.until.unwrap());
                 let seeded: Vec<i64> = (h.runs.iter())
@@ -2225,8 +2224,7 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
                         let receipt = h.receipts.iter().find(|c| c.0 == r.id).map(|c| c.1);
                         r.time_suspect
                             || (r.started_at >= from
-                                || r.started_at >= from - claims.reach()
-                                    && receipt.is_some_and(|c| c.received_at + claims.skew >= from))
+                                || receipt.is_some_and(|c| c.received_at + claims.skew >= from))
                                 && (r.started_at <= to
                                     || receipt.is_some_and(|c| earliest_start(claims, c) <= to))
                     })

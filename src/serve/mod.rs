@@ -230,11 +230,17 @@ async fn accept_run(
         // The conflict's message lists what the store holds of the run (its times, commit,
         // builder): another sender of the pipeline could match them to add to a run it does
         // not own. The log has it.
-        Err(StoreError::Input(message)) => {
+        Err(StoreError::Conflict(message)) => {
             return Err((
                 Refusal::new(409, "conflict", message)
                     .claiming(identity.name.clone())
                     .telling(CONFLICT),
+                Some(name),
+            ));
+        }
+        Err(StoreError::Input(message)) => {
+            return Err((
+                Refusal::new(409, "conflict", message).claiming(identity.name.clone()),
                 Some(name),
             ));
         }

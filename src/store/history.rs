@@ -87,6 +87,7 @@ impl Store {
         let path = self.path.clone();
         let fail = |err: WriteError| match err {
             WriteError::Refused(message) => StoreError::Input(message),
+            WriteError::Conflict(message) => StoreError::Conflict(message),
             WriteError::Sql(err) => sql_error(&path, err),
         };
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;

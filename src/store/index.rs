@@ -1462,6 +1462,14 @@ impl Source for TraceSource<'_> {
         self.store.pipeline_runs(pipeline, since, until)
     }
 
+    fn runs_received_since(
+        &mut self,
+        pipeline: &str,
+        at: Micros,
+    ) -> Result<Vec<RunInfo>, StoreError> {
+        self.store.runs_received_since(pipeline, at)
+    }
+
     fn runs_by_key(&mut self, key: &RunKey) -> Result<Vec<RunInfo>, StoreError> {
         self.store.runs_by_key(key)
     }

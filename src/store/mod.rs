@@ -247,6 +247,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Input(String),
+    /// A run already recorded with other facts: history is append-only.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// How a store's file was opened; a second connection opens it the same way.

@@ -725,6 +725,18 @@ impl Source for Store {
         Ok(Some(runs))
     }
 
+    fn runs_received_since(
+        &mut self,
+        pipeline: &str,
+        at: Micros,
+    ) -> Result<Vec<RunInfo>, StoreError> {
+        self.runs_query(
+            "JOIN run_receipts rr ON rr.run_id = r.id
+             WHERE p.name = ?1 AND rr.received_at >= ?2 ORDER BY r.started_at, r.id",
+            params![pipeline, at],
+        )
+    }
+
     fn runs_by_key(&mut self, key: &RunKey) -> Result<Vec<RunInfo>, StoreError> {
         match &key.step {
             Some(step) => self.runs_query(

@@ -92,6 +92,8 @@ pub(super) enum WriteError {
     Sql(crate::store::db::DbError),
     /// The input contradicts the store or is not storable: the message says how.
     Refused(String),
+    /// The run is recorded with other facts; the message names them, the store's included.
+    Conflict(String),
 }
 
 impl From<crate::store::db::DbError> for WriteError {
@@ -261,6 +263,7 @@ impl Store {
         let path = self.path.clone();
         let fail = |err: WriteError| match err {
             WriteError::Refused(message) => StoreError::Input(message),
+            WriteError::Conflict(message) => StoreError::Conflict(message),
             WriteError::Sql(err) => sql_error(&path, err),
         };
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
@@ -328,7 +331,9 @@ impl Store {
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
         let now = time::now();
         let at_line = |line: usize, err: WriteError| match err {
-            WriteError::Refused(msg) => StoreError::Input(format!("line {line}: {msg}")),
+            WriteError::Refused(msg) | WriteError::Conflict(msg) => {
+                StoreError::Input(format!("line {line}: {msg}"))
+            }
             WriteError::Sql(crate::store::db::DbError::Value(msg)) => {
                 StoreError::Input(format!("line {line}: {msg}"))
             }
@@ -1548,7 +1553,7 @@ pub(super) fn insert_run(
         (_, Some(stored)) => {
             let differ = differences(&stored, record, level.as_deref(), asked);
             if !differ.is_empty() {
-                return Err(WriteError::Refused(format!(
+                return Err(WriteError::Conflict(format!(
                     "run `{}` is already recorded with other facts: {}; history is append-only, so nothing was written (record the build under a new run id or step)",
                     name.escape_debug(),
                     differ.join(", ")

@@ -489,6 +489,63 @@ fn late_and_time_suspect_runs_are_marked() {
     assert_eq!(suspect, 2, "{doc}");
 }
 
+/// A run with a fresh token that dates its start hours back, within what the collector
+/// believes, still reached the collector now: a trace of its pipeline compromised from an hour
+/// ago holds it, and the image it pushed. A run the collector received before the window stays
+/// out.
+#[test]
+fn a_run_dating_its_start_back_stays_in_a_window_it_was_received_in() {
+    let s = setup("github", "[server]\nmax_run_seconds = 21600\n");
+    let claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", "50");
+    let mut line = oidc::run_line("acme/web/build", "50-1");
+    let started = chrono::Utc::now() - chrono::Duration::hours(5);
+    line["started_at"] = json!(started.to_rfc3339());
+    line["finished_at"] = json!((started + chrono::Duration::minutes(10)).to_rfc3339());
+    line["produced"] = json!([format!("localhost:5000/web@sha256:{}", "c".repeat(64))]);
+    let response = s.collector.post(&s.rsa.sign(&claims), &line);
+    assert_eq!(response.status, 201, "{}", response.text());
+    assert_eq!(
+        response.json()["time_suspect"],
+        Value::Null,
+        "{}",
+        response.text()
+    );
+    let traced = |since: &str| {
+        let out = s
+            .env
+            .cmd()
+            .args([
+                "trace",
+                "--pipeline",
+                "acme/web/build",
+                "--since",
+                since,
+                "--format",
+                "json",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let doc = traced("1h");
+    let runs: Vec<&str> = doc["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run"].as_str().unwrap())
+        .collect();
+    assert_eq!(runs, ["50-1"], "{doc:#}");
+    assert_eq!(doc["images"].as_array().unwrap().len(), 1, "{doc:#}");
+    let later = (chrono::Utc::now() + chrono::Duration::minutes(5)).to_rfc3339();
+    let doc = traced(&later);
+    assert!(doc["runs"].as_array().unwrap().is_empty(), "{doc:#}");
+}
+
 /// Sends [`mount_run`] `id` to the collector with a token of its own, which takes it at its
 /// word (not time-suspect).
 fn post_mount_run(s: &Setup, id: &str, started: chrono::DateTime<chrono::Utc>, readonly: bool) {
