@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use self::auth::{Identity, Refusal, Source, Verifier};
 use crate::config::{Config, glob_match};
 use crate::model::{RunRecord, limits};
-use crate::report::escape::Line;
+use crate::report::escape::{Line, Term};
 use crate::store::{ImportItem, Receipt, Refused, Store, StoreError};
 use crate::time::{self, Micros};
 
@@ -209,7 +209,7 @@ async fn accept_run(
         .verify(authorization(headers), true, now_seconds(received_at))
         .await
         .map_err(|r| (r, None))?;
-    let (record, receipt, steps) = admit(&identity, body, &c.config, received_at)?;
+    let (record, receipt, steps, notes) = admit(&identity, body, &c.config, received_at)?;
     let name = crate::model::run_name(&record.pipeline.name, &record.run_id, &record.step);
     rate_limit(c, &identity).map_err(|r| (r, Some(name.clone())))?;
     let config = c.config.clone();
@@ -256,10 +256,13 @@ async fn accept_run(
     c.metrics
         .accepted(outcome.created, kept.late, kept.time_suspect.is_some());
     if outcome.created {
+        // The run's name and the identity are the sender's words: in backticks, which `Term`
+        // escapes inside them, so neither can write on as the line's own (a fake identity or
+        // chain head).
         eprintln!(
-            "accepted {} from {}{}{}{}",
-            Line(&name),
-            Line(&identity.name),
+            "accepted `{}` from `{}`{}{}{}",
+            Term(&name),
+            Term(&identity.name),
             if kept.late { " (late)" } else { "" },
             kept.time_suspect
                 .as_deref()
@@ -283,7 +286,7 @@ async fn accept_run(
         "received_at": time::format(kept.received_at),
         "late": kept.late,
         "time_suspect": kept.time_suspect,
-        "warnings": outcome.warnings,
+        "warnings": notes.iter().chain(&outcome.warnings).collect::<Vec<_>>(),
     });
     Ok((status, axum::Json(doc)).into_response())
 }
@@ -297,7 +300,7 @@ fn admit(
     body: &[u8],
     config: &Config,
     received_at: Micros,
-) -> Result<(RunRecord, Receipt, Option<Steps>), Rejection> {
+) -> Result<(RunRecord, Receipt, Option<Steps>, Vec<String>), Rejection> {
     let bad = |reason: String| (Refusal::new(400, "invalid_line", reason), None);
     let mut value: Value = serde_json::from_slice(body)
         .map_err(|e| bad(format!("the body is not a provenance line: {e}")))?;
@@ -393,6 +396,26 @@ fn admit(
         }
         record.trust_level = Some(lowest);
     }
+    // A pipeline the collector's config gives no ceiling: a level above the lowest would be
+    // the sender's word alone, and the first run's would become the pipeline's ceiling. The
+    // run is kept, at the lowest level, and the sender told.
+    let mut notes = Vec::new();
+    let ceiling = config
+        .pipeline(&record.pipeline.name)
+        .and_then(|p| p.trust_level.as_ref());
+    if ceiling.is_none() {
+        let lowest = config.trust_levels().into_iter().next().unwrap_or_default();
+        if let Some(asked) = record.trust_level.take_if(|l| *l != lowest) {
+            notes.push(format!(
+                "pipeline `{}` has no trust ceiling in the collector's config (a `[[pipeline]]` \
+                 with `trust_level`): the run is recorded at `{}`, not at the `{}` it asked for",
+                Term(&record.pipeline.name),
+                Term(&lowest),
+                Term(&asked)
+            ));
+            record.trust_level = Some(lowest);
+        }
+    }
     let receipt = Receipt {
         received_at,
         identity: identity.name.clone(),
@@ -400,7 +423,7 @@ fn admit(
         time_suspect: time_suspect(&record, identity, config, received_at),
         began_after: began_after(identity, config, received_at),
     };
-    Ok((*record, receipt, steps))
+    Ok((*record, receipt, steps, notes))
 }
 
 /// A run's per-step cache hits and the progress output they were read from.
@@ -887,7 +910,7 @@ mod tests {
                 "started_at": time::format(received_at - 30_000_000),
                 "finished_at": time::format(received_at - 20_000_000),
             });
-            let (_, receipt, _) =
+            let (_, receipt, _, _) =
                 admit(identity, body.to_string().as_bytes(), &config, received_at).unwrap();
             receipt.time_suspect
         };
@@ -939,7 +962,7 @@ mod tests {
                 "v": 1, "type": "run", "pipeline": "infra/base", "run": "1", "step": "image",
                 "started_at": time::format(started_at), "finished_at": time::format(started_at),
             });
-            let (_, receipt, _) =
+            let (_, receipt, _, _) =
                 admit(&identity, body.to_string().as_bytes(), &config, received_at).unwrap();
             receipt.time_suspect
         };

@@ -187,7 +187,7 @@ fn valid_tokens_record_the_run_their_claims_name() {
     let verified: Value =
         serde_json::from_str(&ok(s.env.cmd().args(["verify-log", "--format", "json"]))).unwrap();
     let head = verified["head"].as_str().unwrap();
-    let logged = "accepted acme%2Fweb%2Fbuild/4242-1/";
+    let logged = "accepted `acme%2Fweb%2Fbuild/4242-1/";
     let line = s
         .collector
         .log_with(logged)
@@ -380,6 +380,36 @@ fn pull_request_tokens_record_untrusted_runs() {
         &s.rsa.sign(&push),
         &oidc::run_line("acme/web/build", "21-1"),
     );
+    assert_eq!(response.json()["trust_level"], "release");
+}
+
+/// A pipeline the collector's config gives no trust ceiling: a protected push asking for more
+/// than the lowest level is recorded at the lowest, and told so (the level would be the
+/// sender's word, and the first run's would become the pipeline's ceiling). Once the config
+/// names a ceiling, runs ask up to it.
+#[test]
+fn a_pipeline_without_a_configured_ceiling_runs_at_the_lowest_level() {
+    let s = setup("github", "");
+    let push = oidc::github_claims(&s.issuer.url, "acme/web", "build", "60");
+    let mut line = oidc::run_line("acme/web/build", "60-1");
+    line["trust_level"] = json!("release");
+    let response = s.collector.post(&s.rsa.sign(&push), &line);
+    assert_eq!(response.status, 201, "{}", response.text());
+    assert_eq!(response.json()["trust_level"], "untrusted");
+    let warnings = response.json()["warnings"].to_string();
+    assert!(warnings.contains("no trust ceiling"), "{warnings}");
+    let runs = stored_runs(&s.env);
+    assert_eq!(runs[0]["trust_level"], "untrusted", "{runs:?}");
+
+    let s = setup(
+        "github",
+        "[[pipeline]]\nname = \"acme/web/build\"\ntrust_level = \"release\"\n",
+    );
+    let push = oidc::github_claims(&s.issuer.url, "acme/web", "build", "61");
+    let mut line = oidc::run_line("acme/web/build", "61-1");
+    line["trust_level"] = json!("release");
+    let response = s.collector.post(&s.rsa.sign(&push), &line);
+    assert_eq!(response.status, 201, "{}", response.text());
     assert_eq!(response.json()["trust_level"], "release");
 }
 
