@@ -151,6 +151,17 @@ pub async fn back_again(
         .cloned()
         .collect();
     let inputs = Arc::new(mutable.unwrap_or_default());
+    // What people accepted stays: it is not purged again behind their back.
+    let acceptances = store.acceptances(incident)?;
+    let done: Vec<ActionRow> = done
+        .into_iter()
+        .filter(|row| {
+            !acceptances.iter().any(|a| {
+                a.seq == row.seq
+                    && crate::purge::verify::covers(a, &row.action.target, &inputs.tainted_runs)
+            })
+        })
+        .collect();
     if done.is_empty() {
         return Ok(HashSet::new());
     }

@@ -242,11 +242,21 @@ fn delete_children<'a>(
         if children.is_empty() {
             return Ok((0, 0));
         }
-        if depth == 0 {
+        // Deleted by hand since (as the error below asks), it is gone, whatever its recorded
+        // facts list.
+        if depth == 0
+            && client
+                .head_manifest(repository, digest.as_str())
+                .await?
+                .is_some()
+        {
             return Err(RemoteError::local(format!(
                 "`{digest}` is an index nested more than {NESTED} indexes down: nothing under it \
                  was deleted; delete it and what it lists by hand"
             )));
+        }
+        if depth == 0 {
+            return Ok((0, 0));
         }
         let spared = kept(
             cx,
@@ -679,8 +689,7 @@ async fn verdict(
 /// vouching run outside the incident pushed, says nothing.
 ///
 /// Also returns the digests the registry keeps a target's content under, where it differs
-/// from the recorded one, and those a target's tag holds of no trusted origin, each with the
-/// tag's name: the incident holds them tainted too.
+/// from the recorded one, each with the tag's name: the incident holds them tainted too.
 pub async fn tag_verdicts(
     store: &Store,
     incident: i64,
@@ -807,8 +816,6 @@ pub async fn tag_verdicts(
                         ),
                     }
                 } else {
-                    // Under a tainted run's tag, of no trusted origin: held until people look.
-                    served.push((held.to_owned(), format!("{place}@{held}")));
                     Verdict::Unverified {
                         detail: format!(
                             "tag `{place}` now holds `{held}`, which no trusted run outside the \
@@ -832,8 +839,7 @@ pub async fn tag_verdicts(
 pub struct TagVerdicts {
     /// By target identity: the verdict of its tags, where they keep it from being gone.
     pub verdicts: HashMap<String, Verdict>,
-    /// Digests (and names) the registry keeps targets' content under, other than recorded,
-    /// and those targets' tags hold of no trusted origin.
+    /// Digests (and names) the registry keeps targets' content under, other than recorded.
     pub served: Vec<(String, String)>,
 }
 

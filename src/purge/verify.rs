@@ -193,13 +193,13 @@ pub async fn check(rows: &[ActionRow], inputs: &Inputs<'_>) -> Vec<Checked> {
             // A manifest or local image never changes: an acceptance of any action on it
             // leaves that content in place. A mount or a builder does: an acceptance covers
             // the actions it names, not others planned on it later for what was written
-            // after, which are checked.
+            // after, which are checked, nor what a tainted run may have written there since.
             let acceptance = |seq: i64| {
                 inputs
                     .acceptances
                     .iter()
                     .rev()
-                    .find(|a| a.seq == seq)
+                    .find(|a| a.seq == seq && covers(a, &group.target, inputs.tainted_runs))
                     .cloned()
             };
             let open: Vec<ActionRow> = match group.target {
@@ -361,6 +361,22 @@ pub fn verify_inputs(
     })
 }
 
+/// Whether an acceptance still covers what is on its target: a manifest never changes, but
+/// a mount or a builder does, and a tainted run that may have written there after the
+/// acceptance (`tainted_runs`, by builder) left what nobody accepted.
+pub fn covers(
+    acceptance: &Acceptance,
+    target: &Target,
+    tainted_runs: &BTreeMap<String, Micros>,
+) -> bool {
+    match checked_target(target) {
+        Target::Mount { builder, .. } | Target::Builder { builder, .. } => tainted_runs
+            .get(builder)
+            .is_none_or(|&until| until < acceptance.at),
+        _ => true,
+    }
+}
+
 /// The latest purge that cleaned the mount (or the whole builder when `mount` is `None`).
 pub fn last_purge(purges: &PurgeTimes, builder: &str, mount: Option<&str>) -> Option<Micros> {
     let whole = purges.get(&(builder.to_owned(), None)).copied();
@@ -479,7 +495,8 @@ mod tests {
 
     /// A mount changes: an acceptance of one action on it leaves what was written then, not
     /// what a later action was planned for. The later action is checked, the accepted one
-    /// is not; once both are accepted, the mount is.
+    /// is not; once both are accepted, the mount is, until a tainted run may have written
+    /// there after the acceptances.
     #[tokio::test]
     async fn an_acceptance_of_a_mount_covers_only_the_actions_it_names() {
         let dir = tempfile::tempdir().unwrap();
@@ -511,14 +528,21 @@ mod tests {
                 .collect()
         };
         let config = Config::default();
-        for (seqs, covered) in [(&[1][..], false), (&[1, 2][..], true)] {
+        // A tainted run that may have written on the builder after the acceptances (at 0):
+        // they no longer cover the mount.
+        let written_after = BTreeMap::from([("ci-1".to_owned(), 10)]);
+        for (seqs, tainted_runs, covered) in [
+            (&[1][..], &BTreeMap::new(), false),
+            (&[1, 2][..], &BTreeMap::new(), true),
+            (&[1, 2][..], &written_after, false),
+        ] {
             let acceptances = accepted(seqs);
             let inputs = Inputs {
                 config: &config,
                 acceptances: &acceptances,
                 leaving: &Leaving::default(),
                 purges: &PurgeTimes::new(),
-                tainted_runs: &BTreeMap::new(),
+                tainted_runs,
                 tags: &HashMap::new(),
             };
             let checked = check(&rows, &inputs).await;

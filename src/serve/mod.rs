@@ -413,8 +413,9 @@ fn admit(
                 Term(&lowest),
                 Term(&asked)
             ));
-            record.trust_level = Some(lowest);
         }
+        // Asking for nothing would take the ceiling a store may hold from an earlier run.
+        record.trust_level = Some(lowest);
     }
     let receipt = Receipt {
         received_at,

@@ -154,7 +154,8 @@ fn valid_tokens_record_the_run_their_claims_name() {
     let mut line = oidc::run_line("acme/web/build", "4242-1");
     let first = s.collector.post(&token, &line);
     assert_eq!(first.status, 201, "{}", first.text());
-    assert_eq!(first.json()["trust_level"], Value::Null);
+    // No ceiling in the collector's config: the lowest level.
+    assert_eq!(first.json()["trust_level"], "untrusted");
     let again = s.collector.post(&token, &line);
     assert_eq!(again.status, 200, "{}", again.text());
     assert_eq!(again.json()["created"], false);
@@ -400,6 +401,14 @@ fn a_pipeline_without_a_configured_ceiling_runs_at_the_lowest_level() {
     assert!(warnings.contains("no trust ceiling"), "{warnings}");
     let runs = stored_runs(&s.env);
     assert_eq!(runs[0]["trust_level"], "untrusted", "{runs:?}");
+    // Asking for nothing takes no ceiling either.
+    let push = oidc::github_claims(&s.issuer.url, "acme/web", "build", "62");
+    let response = s.collector.post(
+        &s.rsa.sign(&push),
+        &oidc::run_line("acme/web/build", "62-1"),
+    );
+    assert_eq!(response.status, 201, "{}", response.text());
+    assert_eq!(response.json()["trust_level"], "untrusted");
 
     let s = setup(
         "github",
@@ -519,16 +528,16 @@ fn late_and_time_suspect_runs_are_marked() {
     assert_eq!(suspect, 2, "{doc}");
 }
 
-/// A run with a fresh token that dates its start hours back, within what the collector
-/// believes, still reached the collector now: a trace of its pipeline compromised from an hour
-/// ago holds it, and the image it pushed. A run the collector received before the window stays
-/// out.
+/// A run with a fresh token that dates its start three days back, within what this collector
+/// believes (runs of up to four days), still reached the collector now: a trace of its
+/// pipeline compromised from an hour ago, with the responder's own shorter limits, holds it
+/// and the image it pushed. A window that opens after the run was received leaves it out.
 #[test]
 fn a_run_dating_its_start_back_stays_in_a_window_it_was_received_in() {
-    let s = setup("github", "[server]\nmax_run_seconds = 21600\n");
+    let s = setup("github", "[server]\nmax_run_seconds = 345600\n");
     let claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", "50");
     let mut line = oidc::run_line("acme/web/build", "50-1");
-    let started = chrono::Utc::now() - chrono::Duration::hours(5);
+    let started = chrono::Utc::now() - chrono::Duration::hours(72);
     line["started_at"] = json!(started.to_rfc3339());
     line["finished_at"] = json!((started + chrono::Duration::minutes(10)).to_rfc3339());
     line["produced"] = json!([format!("localhost:5000/web@sha256:{}", "c".repeat(64))]);
