@@ -123,6 +123,15 @@ async fn flush_quietly(client: &Client, opts: &CollectorArgs, printer: Printer) 
     let _ = flush_dir(&dir, Some(client.base()), printer).await;
 }
 
+/// The token a spooled run saved without one is sent with: a static token in
+/// `CACHEWARDEN_TOKEN`. An OIDC token names its own run, so a job's is no use for another's.
+fn static_token() -> Option<String> {
+    std::env::var("CACHEWARDEN_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty() && t.split('.').count() != 3)
+}
+
 /// What a flush did.
 #[derive(Debug, Default)]
 struct Flushed {
@@ -152,8 +161,21 @@ async fn flush_dir(dir: &Path, only: Option<&str>, printer: Printer) -> Result<F
             flushed.left += 1;
             continue;
         }
+        // Spooled without a token (the token service was down): sent with a static token
+        // when there is one, else left for a flush that has one. Sent with none, it would be
+        // refused for good.
+        let fallback = static_token();
+        let Some(token) = entry.token.clone().or(fallback) else {
+            printer.warn(format!(
+                "spooled run `{}` has no token: it waits for a `cachewarden flush` with \
+                 CACHEWARDEN_TOKEN set to a static token of the collector's",
+                path.display()
+            ));
+            flushed.left += 1;
+            continue;
+        };
         let client = Client::new(&server).map_err(InputError::invalid)?;
-        match client.send_run(entry.token.as_deref(), &entry.line).await {
+        match client.send_run(Some(&token), &entry.line).await {
             Sent::Stored { .. } => {
                 std::fs::remove_file(&path)?;
                 flushed.sent += 1;

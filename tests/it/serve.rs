@@ -891,6 +891,47 @@ fn static_tokens_are_bound_to_their_pipelines() {
     assert_eq!(other.json()["error"], "pipeline_not_allowed");
 }
 
+/// A run spooled without a token (the token service was down) is never sent with none, which
+/// the collector would refuse for good: a flush without a token leaves it in the spool, and
+/// one with a static token of the collector's sends it.
+#[test]
+fn a_run_spooled_without_a_token_waits_for_one() {
+    let secret = "runner-secret-token-2";
+    let s = setup("github", &static_token(secret));
+    let spool = s.env.path().join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    std::fs::set_permissions(&spool, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let entry =
+        json!({"v": 1, "server": s.collector.url(), "line": oidc::run_line("infra/base", "7")});
+    std::fs::write(spool.join("1-1.json"), entry.to_string()).unwrap();
+    let flush = |token: Option<&str>| {
+        let mut cmd = s.env.cmd();
+        cmd.env("CACHEWARDEN_SPOOL", &spool)
+            .env_remove("CACHEWARDEN_TOKEN");
+        if let Some(token) = token {
+            cmd.env("CACHEWARDEN_TOKEN", token);
+        }
+        cmd.arg("flush").output().unwrap()
+    };
+    let out = flush(None);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("has no token"), "{stderr}");
+    assert!(spool.join("1-1.json").exists(), "{stderr}");
+    assert!(!spool.join("refused").exists(), "{stderr}");
+    assert!(stored_runs(&s.env).is_empty());
+    let out = flush(Some(secret));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs = stored_runs(&s.env);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["run"], "7");
+    assert!(!spool.join("1-1.json").exists());
+}
+
 /// A static token has no issue time, so a run it sends is held to when the collector
 /// received it: one claiming to have started months earlier (before a purge it ran after) is
 /// stored time-suspect, and one whose times fit a run and its spool is believed.
