@@ -320,14 +320,26 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                         reason,
                     });
                 }
+                // A cache recorded with a locator (what an import may carry) is another cache
+                // than the same key elsewhere: the locator is named, and two stay two.
                 backend => actions.push(Action {
                     kind: ActionKind::FollowUp,
-                    place: backend.as_str().to_owned(),
+                    place: match &*info.locator {
+                        "" => backend.as_str().to_owned(),
+                        locator => format!("{}:{locator}", backend.as_str()),
+                    },
                     in_scope: true,
                     target: Target::FollowUp {
                         // No quotes of ours around the key: it is escaped whole, its own
                         // backticks with it, and the command holds it quoted.
-                        what: format!("delete {} cache {}", backend.as_str(), info.key),
+                        what: match &*info.locator {
+                            "" => format!("delete {} cache {}", backend.as_str(), info.key),
+                            locator => format!(
+                                "delete {} cache {} of {locator}",
+                                backend.as_str(),
+                                info.key
+                            ),
+                        },
                         command: follow_up_command(backend, &info.key),
                         subject: None,
                     },

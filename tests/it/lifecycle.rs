@@ -272,6 +272,26 @@ fn non_registry_caches_are_follow_ups_with_commands() {
     );
 }
 
+/// Two caches with one key in two places (as an import may record them) are two follow-ups,
+/// each naming its place, never one.
+#[test]
+fn caches_with_one_key_in_two_places_are_two_follow_ups() {
+    let env = Env::new();
+    History::new()
+        .run(Run::new("evil", 1).exported([
+            json!({"backend": "gha", "locator": "org/evil", "key": "buildkit-main"}),
+            json!({"backend": "gha", "locator": "org/prod", "key": "buildkit-main"}),
+        ]))
+        .import_as(&env, "h.jsonl");
+    ok(env.cmd().args(["incident", "open", "--pipeline", "evil"]));
+    let show = ok(env.cmd().args(["incident", "show", "1"]));
+    assert!(
+        show.contains("delete gha cache buildkit-main of org/evil")
+            && show.contains("delete gha cache buildkit-main of org/prod"),
+        "{show}"
+    );
+}
+
 /// A tag only ever built into an engine gets no registry look-up (its local image is removed
 /// instead), while a tag pushed without a recorded digest keeps its follow-up.
 #[test]
