@@ -95,6 +95,18 @@ fn present(registry: &Registry, h: &Indexed) -> usize {
         .count()
 }
 
+/// Asserts that each of `manifests` is in `team/app` (`there`), or not.
+fn assert_in_team_app(registry: &Registry, manifests: &[&Pushed], there: bool) {
+    for manifest in manifests {
+        assert_eq!(
+            manifest_exists(registry, "team/app", &manifest.digest),
+            there,
+            "{}",
+            manifest.digest
+        );
+    }
+}
+
 /// The dry run shows how many child manifests go with an index and records what each digest
 /// is; a second dry run reads that back and only asks whether the manifests are still there.
 #[test]
@@ -377,20 +389,8 @@ fn an_index_nested_in_an_index_goes_whole() {
     env.open_incident(&config, "evil");
     let run = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
     assert!(run.starts_with("exit: 0\n"), "{run}");
-    for gone in [&top, &inner, &planted] {
-        assert!(
-            !manifest_exists(&registry, "team/app", &gone.digest),
-            "{}",
-            gone.digest
-        );
-    }
-    for kept in [&release, &release_inner, &shared] {
-        assert!(
-            manifest_exists(&registry, "team/app", &kept.digest),
-            "{}",
-            kept.digest
-        );
-    }
+    assert_in_team_app(&registry, &[&top, &inner, &planted], false);
+    assert_in_team_app(&registry, &[&release, &release_inner, &shared], true);
     let verify = output(
         &env,
         env.cmd_with(&config).args(["incident", "verify", "1"]),
@@ -505,13 +505,7 @@ fn a_manifest_a_recorded_release_index_lists_is_left() {
     assert!(run.starts_with("exit: 0\n"), "{run}");
     assert!(!manifest_exists(&registry, "team/app", &index.digest));
     assert!(!manifest_exists(&registry, "team/app", &planted.digest));
-    for kept in [&release, &shared, &arm, &decoy] {
-        assert!(
-            manifest_exists(&registry, "team/app", &kept.digest),
-            "{}",
-            kept.digest
-        );
-    }
+    assert_in_team_app(&registry, &[&release, &shared, &arm, &decoy], true);
     let verify = output(
         &env,
         env.cmd_with(&config).args(["incident", "verify", "1"]),
@@ -545,13 +539,7 @@ fn a_manifest_an_untagged_recorded_release_index_lists_is_left() {
     assert!(run.starts_with("exit: 0\n"), "{run}");
     assert!(!manifest_exists(&registry, "team/app", &index.digest));
     assert!(!manifest_exists(&registry, "team/app", &planted.digest));
-    for kept in [&release, &shared, &arm] {
-        assert!(
-            manifest_exists(&registry, "team/app", &kept.digest),
-            "{}",
-            kept.digest
-        );
-    }
+    assert_in_team_app(&registry, &[&release, &shared, &arm], true);
     let verify = output(
         &env,
         env.cmd_with(&config).args(["incident", "verify", "1"]),
