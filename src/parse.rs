@@ -8,7 +8,7 @@ pub const NAME_BYTES: usize = 1024;
 /// A value that does not parse, with the flag or field it came from. A long value is shown cut
 /// (its head and its length): it can be a megabyte.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {what} `{}`: {reason}", shown(value))]
+#[error("invalid {what} `{}`: {reason}", crate::report::escape::Term(&shown(value)))]
 pub struct ParseError {
     pub what: String,
     pub value: String,

@@ -6,6 +6,7 @@
 //! refused unless `--force --reason`, which records an honest late entry marked as forced. A
 //! builder or mount the store has never recorded is refused, with the closest recorded names.
 
+use crate::report::escape::Term;
 use std::path::Path;
 
 use anyhow::Result;
@@ -127,14 +128,19 @@ fn refuse_unknown(store: &Store, target: &PurgeTarget) -> Result<()> {
 
 fn describe(target: &PurgeTarget) -> String {
     match target {
-        PurgeTarget::Mount { builder, mount, .. } => format!("mount `{mount}` on `{builder}`"),
+        PurgeTarget::Mount { builder, mount, .. } => {
+            format!("mount `{}` on `{}`", Term(mount), Term(builder))
+        }
         PurgeTarget::Builder {
             builder,
             records_only: false,
             ..
-        } => format!("builder `{builder}`"),
+        } => format!("builder `{}`", Term(builder)),
         PurgeTarget::Builder { builder, .. } => {
-            format!("build records (not cache mounts) of builder `{builder}`")
+            format!(
+                "build records (not cache mounts) of builder `{}`",
+                Term(builder)
+            )
         }
     }
 }

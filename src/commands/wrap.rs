@@ -5,6 +5,7 @@
 //! incident holds tainted is refused, and so is one whose inputs cannot be checked because the
 //! store exists but cannot be read, unless `[containment] on_unavailable = "fail-open"`.
 
+use crate::report::escape::Term;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Stdio;
@@ -1154,7 +1155,9 @@ fn attach(
             crate::model::run_name(&pipeline, &run_id, &step)
         )),
         None => printer.warn(format!(
-            "no build of {pipeline}/{run_id} produced `{pushed}`: the push of {digest} was not attached"
+            "no build of {}/{} produced `{pushed}`: the push of {digest} was not attached",
+            Term(&pipeline),
+            Term(&run_id),
         )),
     }
     Ok(())

@@ -511,7 +511,10 @@ fn run_from_line(line: RunLine) -> Result<RunRecord, String> {
     non_empty(&line.pipeline, "pipeline")?;
     non_empty(&line.run, "run")?;
     if line.run.contains('/') {
-        return Err(format!("`run` `{}` contains `/`", line.run));
+        return Err(format!(
+            "`run` `{}` contains `/`",
+            crate::report::escape::Term(&line.run)
+        ));
     }
     let started_at: Micros =
         time::parse_rfc3339(&line.started_at, "started_at").map_err(|e| e.to_string())?;
