@@ -380,6 +380,12 @@ pub struct ServerConfig {
     /// so a flood of bad tokens cannot fill the disk; 0 keeps none.
     #[serde(default = "default_refusals_kept")]
     pub refusals_kept_per_minute: u32,
+    /// How long a request's head (request line and headers) may take to arrive.
+    #[serde(default = "default_head_seconds")]
+    pub request_head_seconds: u64,
+    /// How long a request's body may take to arrive once its head has.
+    #[serde(default = "default_body_seconds")]
+    pub request_body_seconds: u64,
 }
 
 impl ServerConfig {
@@ -399,6 +405,8 @@ impl Default for ServerConfig {
             max_token_life_seconds: None,
             clock_skew_seconds: default_server_skew(),
             refusals_kept_per_minute: default_refusals_kept(),
+            request_head_seconds: default_head_seconds(),
+            request_body_seconds: default_body_seconds(),
         }
     }
 }
@@ -421,6 +429,14 @@ fn default_server_skew() -> u64 {
 
 fn default_refusals_kept() -> u32 {
     600
+}
+
+fn default_head_seconds() -> u64 {
+    30
+}
+
+fn default_body_seconds() -> u64 {
+    60
 }
 
 /// What containment does when it cannot tell whether an input is tainted.

@@ -88,19 +88,111 @@ pub async fn run(
     collector: Arc<Collector>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let limits = Deadlines {
+        head: Duration::from_secs(collector.config.server.request_head_seconds.max(1)),
+        body: Duration::from_secs(collector.config.server.request_body_seconds.max(1)),
+    };
     let app = router(collector);
     match tls {
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
+        None => serve_guarded(listener, app, limits, shutdown).await,
         Some(files) => {
             let listener = tls::TlsListener::new(listener, files.acceptor()?)?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
+            serve_guarded(listener, app, limits, shutdown).await
+        }
+    }
+}
+
+/// How long a request's head (request line and headers), and then its body, may take to
+/// arrive (`[server] request_head_seconds`, `request_body_seconds`): anyone can open a
+/// connection, and one that trickles its request would otherwise be held open for good.
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    head: Duration,
+    body: Duration,
+}
+
+/// Connections served at once; a connection past them waits to be accepted.
+const CONNECTIONS: usize = 1024;
+
+/// Serves HTTP/1 on `listener` with `app`: at most [`CONNECTIONS`] at once, each request within
+/// its [`Deadlines`]. On `shutdown`, stops accepting, lets the requests in flight finish, and
+/// returns.
+async fn serve_guarded<L>(
+    mut listener: L,
+    app: Router,
+    deadlines: Deadlines,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let app = app.layer(axum::middleware::from_fn(move |request, next| {
+        body_within(deadlines.body, request, next)
+    }));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let (io, _) = tokio::select! {
+            conn = listener.accept() => conn,
+            () = &mut shutdown => break,
+        };
+        let service = app
+            .clone()
+            .map_request(|req: axum::http::Request<hyper::body::Incoming>| {
+                req.map(axum::body::Body::new)
+            });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(deadlines.head)
+            .serve_connection(
+                TokioIo::new(io),
+                hyper_util::service::TowerToHyperService::new(service),
+            );
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// Reads a request's body within `deadline` (and no more than a provenance line and one byte,
+/// which the handlers refuse as too large), then hands the request on.
+async fn body_within(
+    deadline: Duration,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let read =
+        tokio::time::timeout(deadline, axum::body::to_bytes(body, limits::LINE_BYTES + 3)).await;
+    match read {
+        Ok(Ok(bytes)) => {
+            next.run(axum::extract::Request::from_parts(parts, bytes.into()))
                 .await
         }
+        // Over the limit: what the handlers refuse as too large.
+        Ok(Err(_)) => {
+            let over = vec![0u8; limits::LINE_BYTES + 3];
+            next.run(axum::extract::Request::from_parts(parts, over.into()))
+                .await
+        }
+        Err(_) => (
+            StatusCode::REQUEST_TIMEOUT,
+            axum::Json(json!({"v": API_VERSION, "error": "body_too_slow",
+                "reason": format!("the request's body did not arrive within {} s", deadline.as_secs())})),
+        )
+            .into_response(),
     }
 }
 

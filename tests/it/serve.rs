@@ -422,6 +422,55 @@ fn a_pipeline_without_a_configured_ceiling_runs_at_the_lowest_level() {
     assert_eq!(response.json()["trust_level"], "release");
 }
 
+/// A connection that trickles its request is not held open: one whose head does not arrive
+/// within `request_head_seconds` is closed, and one whose body does not arrive within
+/// `request_body_seconds` gets 408. Runs sent at a normal pace are stored meanwhile.
+#[test]
+fn slow_requests_are_cut_off() {
+    use std::io::{Read, Write};
+    let s = setup(
+        "github",
+        "[server]\nrequest_head_seconds = 1\nrequest_body_seconds = 1\n",
+    );
+    let answer = |stream: &mut std::net::TcpStream| {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let started = Instant::now();
+        let mut got = Vec::new();
+        let _ = stream.read_to_end(&mut got);
+        (
+            String::from_utf8_lossy(&got).into_owned(),
+            started.elapsed(),
+        )
+    };
+    let mut head = std::net::TcpStream::connect(&s.collector.addr).unwrap();
+    head.write_all(b"POST /v1/runs HTTP/1.1\r\nHost: collector\r\n")
+        .unwrap();
+    let (text, waited) = answer(&mut head);
+    assert!(waited < Duration::from_secs(8), "held {waited:?}: {text}");
+    assert!(!text.contains(" 201 "), "{text}");
+
+    let mut body = std::net::TcpStream::connect(&s.collector.addr).unwrap();
+    body.write_all(
+        b"POST /v1/runs HTTP/1.1\r\nHost: collector\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"v\": 1",
+    )
+    .unwrap();
+    let (text, waited) = answer(&mut body);
+    assert!(waited < Duration::from_secs(8), "held {waited:?}: {text}");
+    assert!(
+        text.starts_with("HTTP/1.1 408") && text.contains("body_too_slow"),
+        "{text}"
+    );
+
+    let token = s.github_token("70");
+    let stored = s
+        .collector
+        .post(&token, &oidc::run_line("acme/web/build", "70-1"));
+    assert_eq!(stored.status, 201, "{}", stored.text());
+}
+
 /// A new signing key is picked up by fetching the key set once; unknown keys do not make
 /// the collector fetch again within the refresh interval.
 #[test]
