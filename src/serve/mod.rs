@@ -131,9 +131,6 @@ where
 
     let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let app = app.layer(axum::middleware::from_fn(move |request, next| {
-        body_within(deadlines.body, request, next)
-    }));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -144,11 +141,11 @@ where
             conn = listener.accept() => conn,
             () = &mut shutdown => break,
         };
-        let service = app
-            .clone()
-            .map_request(|req: axum::http::Request<hyper::body::Incoming>| {
-                req.map(axum::body::Body::new)
-            });
+        let service =
+            app.clone()
+                .map_request(move |req: axum::http::Request<hyper::body::Incoming>| {
+                    req.map(|body| axum::body::Body::new(Deadline::new(body, deadlines.body)))
+                });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(deadlines.head)
@@ -166,33 +163,60 @@ where
     Ok(())
 }
 
-/// Reads a request's body within `deadline` (and no more than a provenance line and one byte,
-/// which the handlers refuse as too large), then hands the request on.
-async fn body_within(
-    deadline: Duration,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let (parts, body) = request.into_parts();
-    let read =
-        tokio::time::timeout(deadline, axum::body::to_bytes(body, limits::LINE_BYTES + 3)).await;
-    match read {
-        Ok(Ok(bytes)) => {
-            next.run(axum::extract::Request::from_parts(parts, bytes.into()))
-                .await
+/// A request's body that must arrive whole within its time, counted from when its head did:
+/// past it, reading the body fails with [`BodyTooSlow`], which the handlers refuse (408).
+struct Deadline<B> {
+    body: B,
+    limit: Duration,
+    expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> Deadline<B> {
+    fn new(body: B, limit: Duration) -> Self {
+        Self {
+            body,
+            limit,
+            expiry: Box::pin(tokio::time::sleep(limit)),
         }
-        // Over the limit: what the handlers refuse as too large.
-        Ok(Err(_)) => {
-            let over = vec![0u8; limits::LINE_BYTES + 3];
-            next.run(axum::extract::Request::from_parts(parts, over.into()))
-                .await
+    }
+}
+
+/// A body that did not arrive within its time.
+#[derive(Debug, thiserror::Error)]
+#[error("the body did not arrive within {} s", .0.as_secs())]
+struct BodyTooSlow(Duration);
+
+impl<B> hyper::body::Body for Deadline<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(axum::Error::new))),
+            Poll::Pending => match this.expiry.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    Poll::Ready(Some(Err(axum::Error::new(BodyTooSlow(this.limit)))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
         }
-        Err(_) => (
-            StatusCode::REQUEST_TIMEOUT,
-            axum::Json(json!({"v": API_VERSION, "error": "body_too_slow",
-                "reason": format!("the request's body did not arrive within {} s", deadline.as_secs())})),
-        )
-            .into_response(),
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -248,9 +272,17 @@ fn now_seconds(now: Micros) -> i64 {
     now.div_euclid(1_000_000)
 }
 
-/// A body the collector could not take in whole: over the limit (413, `body_too_large`), or
-/// cut short by the sender (400, `unreadable_body`). Refused as any other request is.
+/// A body the collector could not take in whole: over the limit (413, `body_too_large`), not
+/// in within its time (408, `body_too_slow`), or cut short by the sender (400,
+/// `unreadable_body`). Refused as any other request is.
 fn unreadable(rejection: &BytesRejection, what: &str) -> Refusal {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(err) = cause {
+        if let Some(slow) = err.downcast_ref::<BodyTooSlow>() {
+            return Refusal::new(408, "body_too_slow", slow.to_string());
+        }
+        cause = err.source();
+    }
     match rejection.status() {
         StatusCode::PAYLOAD_TOO_LARGE => Refusal::new(
             413,
