@@ -105,7 +105,9 @@ impl TargetKind for Manifest {
                 ),
                 None => Ok(match probe(&client, repository, &digest).await? {
                     Some(facts) => {
-                        learn_nested(cx, &client, repository, &facts.children).await?;
+                        // What the indexes among its children list, learnt now, spares the
+                        // execution after it asking again.
+                        cx.nested(&client, repository, &facts.children).await?;
                         let left = kept(
                             cx,
                             &client,
@@ -309,43 +311,6 @@ pub fn recorded_facts(
         level = next;
     }
     Ok(facts)
-}
-
-/// Learns what each of `children` is that is not known yet, and so on down the indexes among
-/// them ([`NESTED`] levels at most), each once: the dry run asks, so that the execution after
-/// it deletes an index of indexes whole without asking again.
-async fn learn_nested(
-    cx: &Remotes,
-    client: &RegistryClient,
-    repository: &str,
-    children: &[Digest],
-) -> Result<(), RemoteError> {
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut level = children.to_vec();
-    for _ in 0..NESTED {
-        let mut next = Vec::new();
-        for child in &level {
-            if !seen.insert(child.as_str().to_owned()) {
-                continue;
-            }
-            let facts = match cx.known_facts(child.as_str()) {
-                Some(facts) => facts,
-                None => match probe(client, repository, child).await? {
-                    Some(facts) => {
-                        cx.learn(facts.clone());
-                        facts
-                    }
-                    None => continue,
-                },
-            };
-            next.extend(facts.children);
-        }
-        if next.is_empty() {
-            break;
-        }
-        level = next;
-    }
-    Ok(())
 }
 
 /// The manifests under `digest` that a purge deletes with it, as the facts `cx` knows name
@@ -760,20 +725,14 @@ pub async fn tag_verdicts(
         Ok(held) => held,
         Err(never) => match never {},
     };
-    let by_tag: HashMap<&(String, String, String), _> = tags.iter().zip(answers).collect();
-    let held: Vec<_> = asks
-        .iter()
-        .map(|(_, registry, repository, _, tag)| {
-            by_tag[&(registry.clone(), repository.clone(), tag.clone())].clone()
-        })
-        .collect();
-    let others: Vec<String> = held
+    let others: Vec<String> = answers
         .iter()
         .filter_map(|held| match held {
             Ok(Some(manifest)) => Some(manifest.digest.as_str().to_owned()),
             _ => None,
         })
         .collect();
+    let by_tag: HashMap<(String, String, String), _> = tags.into_iter().zip(answers).collect();
     let vouching = store.vouching(config.trusted_levels())?;
     let vouched = store.recorded_untainted(incident, &others, &vouching)?;
     let tainted: HashSet<String> = store
@@ -783,9 +742,9 @@ pub async fn tag_verdicts(
         .collect();
     let mut verdicts: HashMap<String, Verdict> = HashMap::new();
     let mut served = Vec::new();
-    for ((identity, registry, repository, digest, tag), held) in asks.into_iter().zip(held) {
+    for (identity, registry, repository, digest, tag) in asks {
         let place = format!("{registry}/{repository}:{tag}");
-        let found = match held {
+        let found = match &by_tag[&(registry.clone(), repository.clone(), tag)] {
             Ok(None) => continue,
             Err(err) => Verdict::Unverified {
                 detail: format!("tag `{place}` cannot be asked: {err}"),

@@ -230,8 +230,9 @@ impl Remotes {
 
     /// The manifests an index lists (`children`), and those the indexes among them list in
     /// turn, [`manifest::NESTED`] levels down at most: a release's index of indexes needs the
-    /// images at the bottom as much as those it lists itself.
-    async fn nested(
+    /// images at the bottom as much as those it lists itself. What is learnt on the way is
+    /// kept for the store.
+    pub(crate) async fn nested(
         &self,
         client: &RegistryClient,
         repository: &str,

@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::graph::{Entity, Kind, Trace};
 use crate::plan::Target;
+use crate::purge::Remotes;
 use crate::purge::manifest::Leaving;
 use crate::purge::runner::{self, Job};
 use crate::purge::{ActionState, kind_of};
@@ -118,26 +119,25 @@ pub fn purge_places(rows: &[ActionRow]) -> Vec<(String, Option<String>)> {
 pub struct Inputs<'a> {
     pub config: &'a Config,
     pub acceptances: &'a [Acceptance],
-    /// Recorded facts of the manifests to check (an index's children are checked with it),
-    /// and which of those children the purge leaves.
-    pub leaving: &'a Leaving,
-    pub purges: &'a PurgeTimes,
-    /// The latest time a run the re-run trace holds tainted may have gone on writing, by
-    /// builder ([`Trace::writes_until`]): a purge before it does not clean what that run may
-    /// have written.
-    pub tainted_runs: &'a BTreeMap<String, Micros>,
-    /// What the tags manifests were recorded under hold now, by target identity, where it
-    /// keeps a target from being gone ([`tag_verdicts`]).
-    ///
-    /// [`tag_verdicts`]: crate::purge::manifest::tag_verdicts
-    pub tags: &'a HashMap<String, Verdict>,
+    /// The remotes, with the recorded facts of the manifests to check (an index's children
+    /// are checked with it), and which of those children the purge leaves
+    /// ([`Leaving::remotes`]).
+    pub remotes: Arc<Remotes>,
+    pub checks: Arc<VerifyInputs>,
 }
 
 /// What the kinds' checks need besides the journal and the remotes.
 #[derive(Default)]
 pub struct VerifyInputs {
     pub purges: PurgeTimes,
+    /// The latest time a run the re-run trace holds tainted may have gone on writing, by
+    /// builder ([`Trace::writes_until`]): a purge before it does not clean what that run may
+    /// have written.
     pub tainted_runs: BTreeMap<String, Micros>,
+    /// What the tags manifests were recorded under hold now, by target identity, where it
+    /// keeps a target from being gone ([`tag_verdicts`]).
+    ///
+    /// [`tag_verdicts`]: crate::purge::manifest::tag_verdicts
     pub tags: HashMap<String, Verdict>,
 }
 
@@ -181,12 +181,7 @@ pub async fn check(rows: &[ActionRow], inputs: &Inputs<'_>) -> Vec<Checked> {
         groups[at].rows.push(row.clone());
     }
     let concurrency = inputs.config.purge.concurrency.max(1);
-    let remotes = Arc::new(inputs.leaving.clone().remotes(inputs.config));
-    let shared = Arc::new(VerifyInputs {
-        purges: inputs.purges.clone(),
-        tainted_runs: inputs.tainted_runs.clone(),
-        tags: inputs.tags.clone(),
-    });
+    let (remotes, shared) = (&inputs.remotes, &inputs.checks);
     let jobs = groups
         .into_iter()
         .map(|group| {
@@ -199,7 +194,7 @@ pub async fn check(rows: &[ActionRow], inputs: &Inputs<'_>) -> Vec<Checked> {
                     .acceptances
                     .iter()
                     .rev()
-                    .find(|a| a.seq == seq && covers(a, &group.target, inputs.tainted_runs))
+                    .find(|a| a.seq == seq && covers(a, &group.target, &shared.tainted_runs))
                     .cloned()
             };
             let open: Vec<ActionRow> = match group.target {
@@ -290,11 +285,7 @@ pub async fn verify_journal(
     added: usize,
 ) -> Result<Verified, StoreError> {
     let rows = store.actions(id)?;
-    let VerifyInputs {
-        purges,
-        tainted_runs,
-        ..
-    } = verify_inputs(store, trace, &rows)?;
+    let mut checks = verify_inputs(store, trace, &rows)?;
     let digests: Vec<&str> = rows
         .iter()
         .filter_map(|r| match &r.action.target {
@@ -313,18 +304,17 @@ pub async fn verify_journal(
         .filter(|row| !acceptances.iter().any(|a| a.seq == row.seq))
         .map(|row| checked_target(&row.action.target))
         .collect();
-    let remotes = Arc::new(leaving.clone().remotes(config));
-    let tags = crate::purge::manifest::tag_verdicts(store, id, config, remotes, &checked).await?;
+    let remotes = Arc::new(leaving.remotes(config));
+    let tags =
+        crate::purge::manifest::tag_verdicts(store, id, config, remotes.clone(), &checked).await?;
     // The content is tainted whatever digest it is asked by: `check` and `wrap` hold it.
     store.set_incident_digests(id, &tags.served)?;
-    let tags = tags.verdicts;
+    checks.tags = tags.verdicts;
     let inputs = Inputs {
         config,
         acceptances: &acceptances,
-        leaving: &leaving,
-        purges: &purges,
-        tainted_runs: &tainted_runs,
-        tags: &tags,
+        remotes,
+        checks: Arc::new(checks),
     };
     let targets = check(&rows, &inputs).await;
     let verified = Verified {
@@ -479,10 +469,8 @@ mod tests {
         let inputs = Inputs {
             config: &config,
             acceptances: &acceptances,
-            leaving: &Leaving::default(),
-            purges: &PurgeTimes::new(),
-            tainted_runs: &BTreeMap::new(),
-            tags: &HashMap::new(),
+            remotes: Arc::new(Leaving::default().remotes(&config)),
+            checks: Arc::default(),
         };
         let checked = check(&rows, &inputs).await;
         assert_eq!(checked.len(), 1, "{checked:?}");
@@ -540,10 +528,11 @@ mod tests {
             let inputs = Inputs {
                 config: &config,
                 acceptances: &acceptances,
-                leaving: &Leaving::default(),
-                purges: &PurgeTimes::new(),
-                tainted_runs,
-                tags: &HashMap::new(),
+                remotes: Arc::new(Leaving::default().remotes(&config)),
+                checks: Arc::new(VerifyInputs {
+                    tainted_runs: tainted_runs.clone(),
+                    ..VerifyInputs::default()
+                }),
             };
             let checked = check(&rows, &inputs).await;
             assert_eq!(checked.len(), 1, "{checked:?}");

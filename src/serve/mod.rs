@@ -508,17 +508,17 @@ fn admit(
     let ImportItem::Run(mut record) = item else {
         return Err(bad("the collector takes `run` lines only".to_owned()));
     };
+    let lowest = config.trust_levels().into_iter().next().unwrap_or_default();
     if let Source::Oidc { run, .. } = &identity.source
         && let Some(why) = &run.untrusted
     {
-        let lowest = config.trust_levels().into_iter().next().unwrap_or_default();
         if let Some(asked) = record.trust_level.as_ref().filter(|l| **l != lowest) {
             return Err((
                 contradicts("trust_level", asked, &format!("{lowest} ({why})")),
                 name,
             ));
         }
-        record.trust_level = Some(lowest);
+        record.trust_level = Some(lowest.clone());
     }
     // A pipeline the collector's config gives no ceiling: a level above the lowest would be
     // the sender's word alone, and the first run's would become the pipeline's ceiling. The
@@ -528,7 +528,6 @@ fn admit(
         .pipeline(&record.pipeline.name)
         .and_then(|p| p.trust_level.as_ref());
     if ceiling.is_none() {
-        let lowest = config.trust_levels().into_iter().next().unwrap_or_default();
         if let Some(asked) = record.trust_level.take_if(|l| *l != lowest) {
             notes.push(format!(
                 "pipeline `{}` has no trust ceiling in the collector's config (a `[[pipeline]]` \
