@@ -95,12 +95,6 @@ impl ClaimLimits {
             .map_or(limited, |kept| kept.min(limited))
     }
 
-    /// The latest time a run the collector received may have begun: before the collector
-    /// first received it, on a clock up to `skew` off.
-    pub fn latest_start(self, received: Receipt) -> Micros {
-        received.received_at.saturating_add(self.skew)
-    }
-
     /// The latest time a run the collector received may have gone on writing: until it was
     /// last sent, on a clock up to `skew` off.
     pub fn latest_end(self, received: Receipt) -> Micros {
@@ -592,7 +586,8 @@ impl<'s, S: Source> Tracer<'s, S> {
             // claims: one claiming to start after the window is in it when its receipt allows
             // a start within it, and so is one claiming to start before it (a run that dates
             // its start back hides from a window that opens after), as it began before the
-            // collector received it: every run received since the window opened is looked at.
+            // collector received it: every run received since the window opened (less the skew
+            // of the collector's clock) is in it, whatever start it claims.
             let mut runs = self
                 .source
                 .pipeline_runs(&pipeline.name, since, None)?
@@ -611,14 +606,6 @@ impl<'s, S: Source> Tracer<'s, S> {
                     && !run.time_suspect
                     && (self.source.receipt(run.id)?)
                         .is_none_or(|receipt| self.claims.earliest_start(receipt) > until)
-                {
-                    continue;
-                }
-                if let Some(since) = since
-                    && run.started_at < since
-                    && !run.time_suspect
-                    && (self.source.receipt(run.id)?)
-                        .is_none_or(|receipt| self.claims.latest_start(receipt) < since)
                 {
                     continue;
                 }
