@@ -558,23 +558,32 @@ fn late_and_time_suspect_runs_are_marked() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.matches("[time-suspect:").count(), 2, "{text}");
-    let out = s
-        .env
+    let doc = traced_since(&s.env, "1d");
+    let suspect = doc.to_string().matches("\"time_suspect\":true").count();
+    assert_eq!(suspect, 2, "{doc}");
+}
+
+/// `trace --pipeline acme/web/build --since SINCE --format json`, which must succeed.
+fn traced_since(env: &Env, since: &str) -> Value {
+    let out = env
         .cmd()
         .args([
             "trace",
             "--pipeline",
             "acme/web/build",
             "--since",
-            "1d",
+            since,
             "--format",
             "json",
         ])
         .output()
         .unwrap();
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let suspect = doc.to_string().matches("\"time_suspect\":true").count();
-    assert_eq!(suspect, 2, "{doc}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// A run with a fresh token that dates its start three days back, within what this collector
@@ -598,28 +607,7 @@ fn a_run_dating_its_start_back_stays_in_a_window_it_was_received_in() {
         "{}",
         response.text()
     );
-    let traced = |since: &str| {
-        let out = s
-            .env
-            .cmd()
-            .args([
-                "trace",
-                "--pipeline",
-                "acme/web/build",
-                "--since",
-                since,
-                "--format",
-                "json",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
-    };
+    let traced = |since: &str| traced_since(&s.env, since);
     let doc = traced("1h");
     let runs: Vec<&str> = doc["runs"]
         .as_array()
