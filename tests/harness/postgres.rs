@@ -82,6 +82,16 @@ pub struct PgDatabase {
     pub port: u16,
 }
 
+impl PgDatabase {
+    /// The database's URL for `role` with `password`.
+    pub fn url_as(&self, role: &str, password: &str) -> String {
+        format!(
+            "postgresql://{role}:{password}@127.0.0.1:{}/{}",
+            self.port, self.name
+        )
+    }
+}
+
 static SHARED: OnceLock<PgCluster> = OnceLock::new();
 static NAMES: AtomicU32 = AtomicU32::new(0);
 

@@ -424,16 +424,18 @@ struct Granted {
     responder_url: String,
 }
 
+/// `db grant ROLE --role KIND` on `url`, which must succeed.
+fn db_grant(env: &Env, url: &str, role: &str, kind: &str) {
+    ok(env
+        .cmd()
+        .args(["--db", url, "db", "grant", role, "--role", kind]));
+}
+
 fn granted(cluster: &PgCluster) -> Granted {
     let store = cluster.new_database();
     let env = Env::new();
     ok(env.cmd().args(["--db", &store.url, "db", "migrate"]));
-    let role_url = |role: &str, password: &str| {
-        format!(
-            "postgresql://{role}:{password}@127.0.0.1:{}/{}",
-            store.port, store.name
-        )
-    };
+    let role_url = |role: &str, password: &str| store.url_as(role, password);
     let (hook, responder) = (
         format!("{}_hook", store.name),
         format!("{}_resp", store.name),
@@ -441,9 +443,7 @@ fn granted(cluster: &PgCluster) -> Granted {
     cluster.create_role(&hook, "hook-pw");
     cluster.create_role(&responder, "resp-pw");
     for (role, kind) in [(&hook, "hook"), (&responder, "responder")] {
-        ok(env
-            .cmd()
-            .args(["--db", &store.url, "db", "grant", role, "--role", kind]));
+        db_grant(&env, &store.url, role, kind);
     }
     let (hook_url, responder_url) = (role_url(&hook, "hook-pw"), role_url(&responder, "resp-pw"));
     Granted {
@@ -924,9 +924,7 @@ fn db_grant_works_in_the_stores_own_schema() {
     let role = format!("{}_moved", store.name);
     cluster.create_role(&role, "moved-pw");
     for kind in ["responder", "hook"] {
-        ok(env
-            .cmd()
-            .args(["--db", &store.url, "db", "grant", &role, "--role", kind]));
+        db_grant(&env, &store.url, &role, kind);
     }
     let rights = cluster.psql(
         &store.name,
@@ -949,10 +947,7 @@ fn db_grant_works_in_the_stores_own_schema() {
         ),
     );
     assert_eq!(sequences, "0");
-    let hook_url = format!(
-        "postgresql://{role}:moved-pw@127.0.0.1:{}/{}",
-        store.port, store.name
-    );
+    let hook_url = store.url_as(&role, "moved-pw");
     ok(env.cmd().args([
         "--db",
         &hook_url,
@@ -1101,19 +1096,8 @@ fn receipts_are_the_collectors_and_a_hook_adds_only_its_own_doubt() {
     // A collector role adds receipts and refusals.
     let collector = format!("{}_coll", store.name);
     cluster.create_role(&collector, "coll-pw");
-    ok(env.cmd().args([
-        "--db",
-        &store.url,
-        "db",
-        "grant",
-        &collector,
-        "--role",
-        "collector",
-    ]));
-    let collector_url = format!(
-        "postgresql://{collector}:coll-pw@127.0.0.1:{}/{}",
-        store.port, store.name
-    );
+    db_grant(&env, &store.url, &collector, "collector");
+    let collector_url = store.url_as(&collector, "coll-pw");
     for sql in [
         format!(
             "INSERT INTO run_receipts (run_id, received_at, identity) SELECT {run}, 0, 'ci.example'"
@@ -1334,9 +1318,7 @@ fn db_grant_refuses_a_hook_that_may_create_in_the_schema() {
         );
         cluster.psql(&store.name, &revoke);
     }
-    ok(env
-        .cmd()
-        .args(["--db", &store.url, "db", "grant", &hook, "--role", "hook"]));
+    db_grant(&env, &store.url, &hook, "hook");
 }
 
 /// `db grant --print` shows the statements, the role name quoted as one identifier however it
@@ -2025,9 +2007,7 @@ fn the_hook_role_imports_in_bulk() {
         ok(env.cmd().args(["--db", &store.url, "db", "migrate"]));
         let hook = format!("{}_hook", store.name);
         cluster.create_role(&hook, "hook-pw");
-        ok(env
-            .cmd()
-            .args(["--db", &store.url, "db", "grant", &hook, "--role", "hook"]));
+        db_grant(&env, &store.url, &hook, "hook");
         if !batches {
             cluster.psql(
                 &store.name,
@@ -2040,10 +2020,7 @@ fn the_hook_role_imports_in_bulk() {
                 ),
             );
         }
-        let hook_url = format!(
-            "postgresql://{hook}:hook-pw@127.0.0.1:{}/{}",
-            store.port, store.name
-        );
+        let hook_url = store.url_as(&hook, "hook-pw");
         cluster.psql(
             &store.name,
             &format!("ALTER DATABASE {} SET track_functions = 'all'", store.name),
@@ -2212,23 +2189,15 @@ fn migrating_to_version_12_keeps_collectors_collecting_and_names_them() {
         "--builder",
         "b1",
     ]));
-    let old_url = format!(
-        "postgresql://{old}:pw@127.0.0.1:{}/{}",
-        store.port, store.name
-    );
+    let old_url = store.url_as(&old, "pw");
     let receipt = "INSERT INTO run_receipts (run_id, received_at, identity)
                    SELECT id, 0, 'ci.example' FROM runs WHERE run_key = '1'";
     let kept = cluster.psql_url(&old_url, &format!("BEGIN; {receipt}; ROLLBACK"));
     assert!(kept.status.success(), "{kept:?}");
     for role in [&old, &group] {
-        ok(env
-            .cmd()
-            .args(["--db", &store.url, "db", "grant", role, "--role", "hook"]));
+        db_grant(&env, &store.url, role, "hook");
     }
-    let member_url = format!(
-        "postgresql://{member}:pw@127.0.0.1:{}/{}",
-        store.port, store.name
-    );
+    let member_url = store.url_as(&member, "pw");
     for url in [&old_url, &member_url] {
         let out = cluster.psql_url(url, receipt);
         assert!(
@@ -2239,15 +2208,7 @@ fn migrating_to_version_12_keeps_collectors_collecting_and_names_them() {
     // Migrating again names the collectors only.
     let collector = format!("{}_coll", store.name);
     cluster.create_role(&collector, "pw");
-    ok(env.cmd().args([
-        "--db",
-        &store.url,
-        "db",
-        "grant",
-        &collector,
-        "--role",
-        "collector",
-    ]));
+    db_grant(&env, &store.url, &collector, "collector");
     let again = env
         .cmd()
         .args(["--db", &store.url, "db", "migrate"])
