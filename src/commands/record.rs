@@ -86,7 +86,8 @@ pub async fn record(
                 .map(|l| format!(", trust level {l}"))
                 .unwrap_or_default();
             printer.status(format!(
-                "{verb} run {name} ({} new events{level})",
+                "{verb} run `{}` ({} new events{level})",
+                crate::report::escape::Term(&name),
                 outcome.events
             ));
         }
@@ -116,7 +117,7 @@ async fn send_record(
                         "already recorded:"
                     };
                     printer.status(format!(
-                        "{verb} run {} at the collector",
+                        "{verb} run `{}` at the collector",
                         crate::report::escape::Term(answer["run"].as_str().unwrap_or(""))
                     ));
                 }

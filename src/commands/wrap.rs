@@ -392,7 +392,7 @@ async fn wrap_build(
         .await
         {
             Ok(crate::commands::send::Delivered::Stored { answer, .. }) => printer.status(format!(
-                "cachewarden: recorded {} run {} at the collector",
+                "cachewarden: recorded {} run `{}` at the collector",
                 record.status.as_str(),
                 crate::report::escape::Term(answer["run"].as_str().unwrap_or(""))
             )),
@@ -415,9 +415,13 @@ async fn wrap_build(
                 printer.warn(warning);
             }
             printer.status(format!(
-                "cachewarden: recorded {} run {} ({})",
+                "cachewarden: recorded {} run `{}` ({})",
                 record.status.as_str(),
-                crate::model::run_name(&record.pipeline.name, &record.run_id, &record.step),
+                Term(&crate::model::run_name(
+                    &record.pipeline.name,
+                    &record.run_id,
+                    &record.step
+                )),
                 crate::report::count(outcome.events, "event", "events")
             ))
         }
@@ -1151,8 +1155,9 @@ fn attach(
     let mut store = open_store(db)?;
     match store.attach_push(&pipeline, &run_id, &pushed, &digest)? {
         Some(step) => printer.status(format!(
-            "cachewarden: recorded push of {pushed}@{digest} for {}",
-            crate::model::run_name(&pipeline, &run_id, &step)
+            "cachewarden: recorded push of `{}@{digest}` for `{}`",
+            Term(&pushed.to_string()),
+            Term(&crate::model::run_name(&pipeline, &run_id, &step))
         )),
         None => printer.warn(format!(
             "no build of {}/{} produced `{pushed}`: the push of {digest} was not attached",

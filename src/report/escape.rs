@@ -195,23 +195,47 @@ impl<'a> Short<'a> {
         } else {
             Term(self.0).to_string().replace(CUT, "\\u{2026}").into()
         };
-        let count = escaped.chars().count();
-        if count <= SHORT {
+        if escaped.chars().count() <= SHORT {
             return escaped;
         }
+        // Cut between the characters of the value, never inside the escape of one.
+        let units: Vec<std::borrow::Cow<'_, str>> = self
+            .0
+            .chars()
+            .map(|c| match c {
+                CUT => "\\u{2026}".into(),
+                c if term_escapes(c) => {
+                    let mut one = String::new();
+                    let _ = write_escaped(&mut one, c);
+                    one.into()
+                }
+                c => c.to_string().into(),
+            })
+            .collect();
         use sha2::Digest as _;
         let hash = sha2::Sha256::digest(self.0.as_bytes());
         let mark = 2 + 2 * CUT_HASH_BYTES;
         let tail = (SHORT - mark) / 2;
         let head = SHORT - mark - tail;
+        let taken = |units: &mut dyn Iterator<Item = &std::borrow::Cow<'_, str>>, room: usize| {
+            let mut width = 0;
+            units
+                .take_while(|unit| {
+                    width += unit.chars().count();
+                    width <= room
+                })
+                .count()
+        };
+        let first = taken(&mut units.iter(), head);
+        let last = taken(&mut units.iter().rev(), tail).min(units.len() - first);
         let mut out = String::with_capacity(SHORT * 4);
-        out.extend(escaped.chars().take(head));
+        out.extend(units[..first].iter().map(AsRef::<str>::as_ref));
         out.push(CUT);
         for byte in &hash[..CUT_HASH_BYTES] {
             let _ = write!(out, "{byte:02x}");
         }
         out.push(CUT);
-        out.extend(escaped.chars().skip(count - tail));
+        out.extend(units[units.len() - last..].iter().map(AsRef::<str>::as_ref));
         out.into()
     }
 }
@@ -510,9 +534,16 @@ mod tests {
         assert!(shown.starts_with("mount:b:x") && shown.ends_with("xEND"));
         assert_eq!(shown.matches('…').count(), 2);
         assert_eq!(Short("short").to_string(), "short");
-        // Escapes are counted as shown, and a cut never splits a character.
-        let ctl = "\n".repeat(1000);
-        assert_eq!(Short(&ctl).text().chars().count(), SHORT);
+        // Escapes are counted as shown, and a cut never splits a character or its escape.
+        for (c, escape) in [('\n', "\\n"), ('\u{202e}', "\\u{202e}"), ('…', "\\u{2026}")] {
+            let shown = Short(&c.to_string().repeat(1000)).to_string();
+            assert!(shown.chars().count() <= SHORT, "{shown}");
+            let (head, rest) = shown.split_once('…').unwrap();
+            let (_, tail) = rest.split_once('…').unwrap();
+            for part in [head, tail] {
+                assert!(!part.is_empty() && part.replace(escape, "").is_empty(), "{shown}");
+            }
+        }
     }
 
     /// Two long names that differ only where the cut falls show apart, and no name shows as

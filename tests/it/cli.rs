@@ -732,7 +732,7 @@ fn wrap_without_a_builder_endpoint_warns_that_records_are_not_captured() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("cachewarden: recorded succeeded run p/1"),
+        stderr.contains("cachewarden: recorded succeeded run `p/1"),
         "{stderr}"
     );
     let export = ok(env.cmd().arg("export"));

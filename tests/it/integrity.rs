@@ -97,7 +97,7 @@ fn the_same_run_again_only_adds_events() {
     let out = record(&env, &more);
     assert!(
         out.starts_with("exit: 0\n")
-            && out.contains("already recorded: run web-release/101-1/Dockerfile (2 new events"),
+            && out.contains("already recorded: run `web-release/101-1/Dockerfile` (2 new events"),
         "{out}"
     );
     let out = record(&env, &more);

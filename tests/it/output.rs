@@ -578,7 +578,7 @@ fn wrap_records_what_fits_and_flags_the_run_truncated() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("cachewarden: recorded succeeded run p/1"),
+        stderr.contains("cachewarden: recorded succeeded run `p/1"),
         "{stderr}"
     );
     let export = ok(env.cmd().arg("export"));

@@ -1355,7 +1355,7 @@ fn record_sends_to_the_collector_with_the_jobs_oidc_token() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("recorded run acme%2Fweb%2Fbuild/70-1/"),
+        stderr.contains("recorded run `acme%2Fweb%2Fbuild/70-1/"),
         "{stderr}"
     );
     assert_eq!(s.issuer.audiences(), [AUDIENCE]);
