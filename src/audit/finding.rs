@@ -264,64 +264,57 @@ impl Finding {
     /// What makes this finding the same one in a later audit: a finding already stored under
     /// its fingerprint is not new.
     pub fn fingerprint(&self) -> String {
+        // Every field but the code is a recorded value: each is written so that it cannot hold
+        // the separators around it (see [`fingerprint_field`]), and two findings about other
+        // facts never share a fingerprint.
+        fn field<'v>(value: Option<&'v str>, separators: &str) -> std::borrow::Cow<'v, str> {
+            fingerprint_field(value.unwrap_or(""), separators)
+        }
+        let registry = Some(self.registry.as_str());
+        let repository = Some(self.repository.as_str());
+        let digest = self.digest.as_deref();
+        let tag = self.tag.as_deref();
+        let detail = |key: &str| field(self.detail.get(key).map(String::as_str), "<>");
+        let code = self.code.id();
         if self.code.is_build() {
-            let detail = |key: &str| self.detail.get(key).map_or("", String::as_str);
             return match self.code {
-                Code::UnrecordedBuild => format!(
-                    "{} {} {}",
-                    self.code.id(),
-                    self.registry,
-                    self.digest.as_deref().unwrap_or("")
-                ),
+                Code::UnrecordedBuild => {
+                    format!("{code} {} {}", field(registry, ""), field(digest, ""))
+                }
                 Code::CrossTrustHit => format!(
-                    "{} {} {} {} < {}",
-                    self.code.id(),
-                    self.registry,
-                    self.digest.as_deref().unwrap_or(""),
+                    "{code} {} {} {} < {}",
+                    field(registry, ""),
+                    field(digest, ""),
                     detail("run"),
                     detail("creator")
                 ),
                 _ => format!(
-                    "{} {} {} {}",
-                    self.code.id(),
-                    self.registry,
-                    self.digest
-                        .as_deref()
-                        .unwrap_or(self.tag.as_deref().unwrap_or("")),
+                    "{code} {} {} {}",
+                    field(registry, ""),
+                    field(digest.or(tag), ""),
                     detail("run")
                 ),
             };
         }
         if self.code.is_mount() {
-            let place = format!("{}:{}", self.registry, self.repository);
+            let place = format!("{}:{}", field(registry, ":"), field(repository, ""));
             return match self.code {
-                Code::LowerTrustChange => format!(
-                    "{} {place} {}",
-                    self.code.id(),
-                    self.detail.get("run").map_or("", String::as_str)
-                ),
-                _ => format!(
-                    "{} {place} {}@{}",
-                    self.code.id(),
-                    self.tag.as_deref().unwrap_or(""),
-                    self.digest.as_deref().unwrap_or("")
-                ),
+                Code::LowerTrustChange => format!("{code} {place} {}", detail("run")),
+                _ => format!("{code} {place} {}@{}", field(tag, "@"), field(digest, "")),
             };
         }
-        let place = format!("{}/{}", self.registry, self.repository);
-        let digest = self.digest.as_deref().unwrap_or("");
-        let tag = self.tag.as_deref().unwrap_or("");
+        let place = format!("{}/{}", field(registry, "/"), field(repository, ":@"));
+        let (digest, tag) = (field(digest, ""), field(tag, "@"));
         match self.code {
-            Code::UnrecordedCachePush => format!("{} {place}@{digest}", self.code.id()),
+            Code::UnrecordedCachePush => format!("{code} {place}@{digest}"),
             Code::TrustBreach => format!(
-                "{} {place} {}{} {} > {}",
-                self.code.id(),
+                "{code} {place} {}{} {} > {}",
                 if digest.is_empty() { ":" } else { "" },
-                if digest.is_empty() { tag } else { digest },
-                self.detail.get("exporter").map_or("", String::as_str),
-                self.detail.get("importer").map_or("", String::as_str),
+                if digest.is_empty() { &tag } else { &digest },
+                detail("exporter"),
+                detail("importer"),
             ),
-            _ => format!("{} {place}:{tag}@{digest}", self.code.id()),
+            _ => format!("{code} {place}:{tag}@{digest}"),
         }
     }
 
@@ -354,6 +347,29 @@ impl Finding {
         }
         s
     }
+}
+
+/// A recorded value as a fingerprint holds it: `%`, whitespace, controls and the `separators`
+/// around it percent-encoded, so that where one field ends is never in doubt. A value without
+/// them (almost every one) is written as it is, and keeps the fingerprint it always had.
+fn fingerprint_field<'a>(value: &'a str, separators: &str) -> std::borrow::Cow<'a, str> {
+    let encoded =
+        |c: char| c == '%' || c.is_whitespace() || c.is_control() || separators.contains(c);
+    if !value.chars().any(encoded) {
+        return value.into();
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        if encoded(c) {
+            let mut bytes = [0; 4];
+            for byte in c.encode_utf8(&mut bytes).bytes() {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
 }
 
 #[cfg(test)]
@@ -397,5 +413,32 @@ mod tests {
         };
         assert_eq!(finding.fingerprint(), "CW003 r.io/team/app:main@sha256:ab");
         assert_eq!(finding.reference(), "r.io/team/app:main@sha256:ab");
+        // Recorded values cannot move where one field ends and the next begins.
+        let mount = |builder: &str, id: &str, run: &str| Finding {
+            code: Code::LowerTrustChange,
+            registry: builder.into(),
+            repository: id.into(),
+            detail: BTreeMap::from([("run".to_owned(), run.to_owned())]),
+            ..finding.clone()
+        };
+        let one = mount("b:x", "y", "r");
+        let two = mount("b", "x:y", "r");
+        let three = mount("b", "x:y r", "");
+        assert_ne!(one.fingerprint(), two.fingerprint());
+        assert_ne!(two.fingerprint(), three.fingerprint());
+        assert_eq!(two.fingerprint(), "CW013 b:x:y r");
+        assert_eq!(three.fingerprint(), "CW013 b:x:y%20r ");
+        let hit = |run: &str, creator: &str| Finding {
+            code: Code::CrossTrustHit,
+            detail: BTreeMap::from([
+                ("run".to_owned(), run.to_owned()),
+                ("creator".to_owned(), creator.to_owned()),
+            ]),
+            ..finding.clone()
+        };
+        assert_ne!(
+            hit("a < b", "c").fingerprint(),
+            hit("a", "b < c").fingerprint()
+        );
     }
 }

@@ -541,7 +541,10 @@ mod tests {
             let (head, rest) = shown.split_once('…').unwrap();
             let (_, tail) = rest.split_once('…').unwrap();
             for part in [head, tail] {
-                assert!(!part.is_empty() && part.replace(escape, "").is_empty(), "{shown}");
+                assert!(
+                    !part.is_empty() && part.replace(escape, "").is_empty(),
+                    "{shown}"
+                );
             }
         }
     }
