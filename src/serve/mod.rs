@@ -50,6 +50,9 @@ pub struct Collector {
     /// When the refusals of the last minute were kept, for `[server]
     /// refusals_kept_per_minute`.
     kept: Mutex<VecDeque<Instant>>,
+    /// When a failed health probe was last logged, and how many failed since: anyone may
+    /// probe, so a store that is down is logged once a minute, not once a probe.
+    unhealthy: Mutex<(Option<Instant>, u64)>,
 }
 
 impl Collector {
@@ -62,6 +65,7 @@ impl Collector {
             metrics: metrics::Metrics::default(),
             recent: Mutex::new(HashMap::new()),
             kept: Mutex::new(VecDeque::new()),
+            unhealthy: Mutex::new((None, 0)),
         })
     }
 }
@@ -225,7 +229,19 @@ async fn healthz(State(c): State<Arc<Collector>>) -> Response {
     match probe {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(err) => {
-            eprintln!("store unavailable: {}", Line(&err.to_string()));
+            let mut unhealthy = c.unhealthy.lock().unwrap_or_else(|e| e.into_inner());
+            let (logged, failed) = &mut *unhealthy;
+            *failed += 1;
+            if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                let since = match *failed {
+                    1 => String::new(),
+                    n => format!(" ({n} failed probes since the last line)"),
+                };
+                eprintln!("store unavailable: {}{since}", Line(&err.to_string()));
+                *logged = Some(Instant::now());
+                *failed = 0;
+            }
+            drop(unhealthy);
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("{STORE_UNAVAILABLE}\n"),
@@ -251,6 +267,7 @@ async fn run_store<T: Send + 'static>(
     let c = Arc::clone(c);
     tokio::task::spawn_blocking(move || {
         let mut store = c.store.lock().unwrap_or_else(|e| e.into_inner());
+        store.reconnect_if_closed()?;
         f(&mut store)
     })
     .await

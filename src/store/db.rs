@@ -637,6 +637,14 @@ impl PgConn {
         }
     }
 
+    /// Whether the connection is gone: the server closed it, or it broke.
+    pub fn is_closed(&self) -> bool {
+        self.client
+            .borrow()
+            .as_ref()
+            .is_none_or(postgres::Client::is_closed)
+    }
+
     /// Runs `f` on the client, outside any async runtime of the caller's.
     pub fn with_client<T: Send>(
         &self,

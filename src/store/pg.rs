@@ -81,6 +81,23 @@ impl Store {
         })
     }
 
+    /// Connects again when a PostgreSQL store's connection is gone (the server restarted, or a
+    /// proxy cut it): a long-lived process, the collector, goes on once the server is back.
+    /// Nothing is lost with the old connection: every write commits before it answers.
+    pub fn reconnect_if_closed(&mut self) -> Result<(), StoreError> {
+        let (Db::Postgres(conn), Some(url)) = (&self.conn, &self.pg_url) else {
+            return Ok(());
+        };
+        if !conn.is_closed() {
+            return Ok(());
+        }
+        let url = url.clone();
+        let fresh = Self::connect_postgres(&url, self.access)?;
+        fresh.check_pg_schema()?;
+        self.conn = fresh.conn;
+        Ok(())
+    }
+
     /// A second connection reading this one's snapshot: `None` outside a repeatable-read
     /// transaction, or when the server takes no more connections (then this one reads alone).
     pub(super) fn pg_snapshot_reader(&self) -> Option<Db> {

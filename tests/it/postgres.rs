@@ -1277,6 +1277,36 @@ fn a_write_stalled_on_the_writer_lock_names_its_holder() {
     assert_eq!(cluster.psql(&store.name, "SELECT count(*) FROM runs"), "2");
 }
 
+/// Anyone may probe `/healthz`: while the store is down each probe answers 503, but the log
+/// says so once a minute, not once a probe. The collector connects again once the server is
+/// back, and the probe answers 200.
+#[test]
+fn a_store_that_is_down_is_logged_once_however_often_it_is_probed() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::start();
+    let store = cluster.new_database();
+    let env = Env::with_store(&store.url);
+    ok(env.cmd().args(["db", "migrate"]));
+    let key = Key::rsa(env.path(), "rsa-1");
+    let issuer = Issuer::start(&[&key]);
+    let config = env.write("collector.toml", &oidc::config(&issuer, "github", ""));
+    let collector = Collector::start(env.cmd_with(&config), 0);
+    assert_eq!(collector.get("/healthz").status, 200);
+    cluster.kill();
+    for _ in 0..5 {
+        assert_eq!(collector.get("/healthz").status, 503);
+    }
+    let log = collector.log_with("store unavailable");
+    assert_eq!(log.matches("store unavailable").count(), 1, "{log}");
+    cluster.restart();
+    let back = crate::harness::wait_until(Duration::from_secs(20), || {
+        collector.get("/healthz").status == 200
+    });
+    assert!(back, "{}", collector.log());
+}
+
 /// A hook role that may create objects in the store's schema could define a function the
 /// owner's functions and triggers would call in place of the built-in one: `db grant` refuses
 /// it, naming the privilege, and grants once it is revoked.
