@@ -198,7 +198,7 @@ impl Store {
                  FROM artifacts a
                  WHERE a.backend = 'registry' AND a.digest <> ''
                    AND EXISTS (SELECT 1 FROM events e WHERE e.kind = 'exported' AND e.target = a.id)
-                   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.kind = 'produced' AND e.target = a.id)
+                   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.kind IN ('produced', 'used_base') AND e.target = a.id)
                  ORDER BY a.locator, a.digest";
         let rows: Vec<Row> = self.rows(sql, [], |row| row.try_into())?;
         let mut out = Vec::with_capacity(rows.len());

@@ -85,6 +85,11 @@ impl Run {
         self.set("produced", list(refs))
     }
 
+    /// Images the step built from (`FROM`): references or locator objects.
+    pub fn base_images<T: Into<Value>>(self, refs: impl IntoIterator<Item = T>) -> Self {
+        self.set("base_images", list(refs))
+    }
+
     /// A cache mount whose id is its target.
     pub fn mount(self, target: &str) -> Self {
         self.set("mounts", json!([{ "id": target, "target": target }]))

@@ -348,6 +348,57 @@ fn a_claimed_export_of_a_release_cache_does_not_get_it_swept() {
     assert_eq!(planned_deletes(&json), vec![own[0].digest.clone()]);
 }
 
+/// An image a release run built from is never swept, however a pull request's runs claim to
+/// have exported it: with a start dated years back past `older_than`, and with newer claims of
+/// their own that use up `keep_newest`.
+#[test]
+fn a_claimed_export_of_a_base_image_does_not_get_it_swept() {
+    let Some((registry, env)) = registry_env() else {
+        return;
+    };
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let base = pusher.image("team/base", Some("3.12"), "base", false);
+    let mut runs = vec![
+        Run::new("web-release", 1)
+            .trust("release")
+            .project("web")
+            .days_ago(1)
+            .base_images([format!("{host}/team/base:3.12@{}", base.digest)]),
+        export_run(
+            "web-pr-9",
+            "untrusted",
+            1,
+            2000,
+            &[format!("{host}/team/base@{}", base.digest)],
+        ),
+    ];
+    let own: Vec<Pushed> = (0..3)
+        .map(|i| pusher.cache_manifest("team/base", None, &format!("pull request {i}")))
+        .collect();
+    for (i, p) in own.iter().enumerate() {
+        runs.push(export_run(
+            "web-pr-9",
+            "untrusted",
+            i + 2,
+            20,
+            &[format!("{host}/team/base@{}", p.digest)],
+        ));
+    }
+    History::new().runs(runs).import(&env);
+    let config = config(&env, &host);
+    let policy = env.path().join("policy.toml");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sweep-policy.toml"),
+        &policy,
+    )
+    .unwrap();
+    let json = ok(&mut sweep(&env, &config, &policy, &["--format", "json"]));
+    assert!(!planned_deletes(&json).contains(&base.digest), "{json}");
+    ok(&mut sweep(&env, &config, &policy, &["--execute"]));
+    assert!(manifest_exists(&registry, "team/base", &base.digest));
+}
+
 /// A sweep is refused (exit 5, nothing deleted) while another holds the lock.
 #[test]
 fn the_lock_holds() {
