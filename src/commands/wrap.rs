@@ -219,7 +219,9 @@ async fn wrap_build(
     // Containment: an open incident holds some input tainted. A store that exists but cannot
     // be read is decided by `[containment] on_unavailable`.
     let (hits, mut containment_store) = match planned.as_ref() {
-        Some(record) => match contained_inputs(record, db, &args.run.collector).await {
+        Some(record) => match contained_inputs(record, db, &args.run.collector, config, printer)
+            .await
+        {
             Ok(found) => found,
             Err(err) => match config.on_unavailable_for(Some(&record.pipeline.name)) {
                 OnUnavailable::FailClosed => {
@@ -255,7 +257,9 @@ async fn wrap_build(
         for hit in &hits {
             let line = format!(
                 "`{}` ({}) is tainted in open incident {}",
-                hit.name, hit.digest, hit.incident
+                Term(&hit.name),
+                Term(&hit.digest),
+                hit.incident
             );
             if args.allow_tainted {
                 printer.warn(format!(
@@ -686,48 +690,163 @@ fn unknown_inputs(
 /// The inputs of a planned build that an open incident holds tainted, and the store they were
 /// read from. No store yet holds nothing (a fresh runner records as before); a store that
 /// exists but cannot be read is an error, which the caller decides on.
+///
+/// An input is as tainted as the manifests it lists: a multi-platform tag names an index, and
+/// the build pulls the manifest for its platform from it. What an index lists comes from the
+/// store's facts and, while an incident may be open, from the registry itself.
 async fn contained_inputs(
     record: &crate::model::RunRecord,
     db: &Path,
     collector: &CollectorArgs,
+    config: &Config,
+    printer: Printer,
 ) -> Result<(Vec<Contained>, Option<Store>), anyhow::Error> {
-    let digests: Vec<String> = record
+    let inputs: Vec<&Artifact> = record
         .imported
         .iter()
         .chain(&record.base_images)
-        .filter_map(|a| a.digest.as_ref().map(|d| d.to_string()))
+        .filter(|a| a.digest.is_some())
         .collect();
-    if digests.is_empty() {
+    if inputs.is_empty() {
         return Ok((Vec::new(), None));
     }
+    let name_of = |digest: &str| {
+        inputs
+            .iter()
+            .find(|a| a.digest.as_ref().is_some_and(|d| d.as_str() == digest))
+            .map(|a| a.locator.clone())
+            .unwrap_or_else(|| digest.to_owned())
+    };
+    let digests: Vec<String> = inputs
+        .iter()
+        .filter_map(|a| a.digest.as_ref().map(ToString::to_string))
+        .collect();
+    let store = if collector.server.is_some() {
+        None
+    } else {
+        match open_existing_store(db) {
+            Ok(store) => Some(store),
+            Err(StoreError::Missing { .. }) => return Ok((Vec::new(), None)),
+            Err(err) => return Err(err.into()),
+        }
+    };
+    // What each registry input lists, asked of its registry only while an incident holds
+    // something (the collector's store is not here to say: then always).
+    let open = match &store {
+        Some(store) => !store.containing_incidents()?.is_empty(),
+        None => true,
+    };
+    let listed = if open {
+        listed_inputs(&inputs, config, printer).await
+    } else {
+        Vec::new()
+    };
+    let asked: Vec<String> = digests
+        .iter()
+        .cloned()
+        .chain(listed.iter().map(|(_, child)| child.clone()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // A hit on a listed manifest is answered for the input that lists it.
+    let tops = |digest: &str| -> Vec<String> {
+        let mut tops: Vec<String> = listed
+            .iter()
+            .filter(|(_, child)| child == digest)
+            .map(|(top, _)| top.clone())
+            .collect();
+        if digests.iter().any(|d| d == digest) {
+            tops.push(digest.to_owned());
+        }
+        tops
+    };
+    let mut found: Vec<Contained> = Vec::new();
+    let mut add = |incident: i64, digest: &str, lists: Option<&str>| {
+        for top in tops(digest) {
+            let name = match lists.filter(|child| *child != top) {
+                Some(child) => format!("{} (it lists {child})", name_of(&top)),
+                None => name_of(&top),
+            };
+            let hit = Contained {
+                incident,
+                digest: top,
+                name,
+            };
+            if !found.contains(&hit) {
+                found.push(hit);
+            }
+        }
+    };
     if let Some(server) = &collector.server {
         // An ephemeral runner's store is empty: the collector's is the one that knows.
-        let hits = crate::commands::send::remote_contained(server, collector, &digests)
+        let hits = crate::commands::send::remote_contained(server, collector, &asked)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let named = hits
-            .into_iter()
-            .map(|(digest, incident)| Contained {
-                name: record
-                    .imported
-                    .iter()
-                    .chain(&record.base_images)
-                    .find(|a| a.digest.as_ref().is_some_and(|d| d.as_str() == digest))
-                    .map(|a| a.locator.clone())
-                    .unwrap_or_else(|| digest.clone()),
-                incident,
-                digest,
-            })
-            .collect();
-        return Ok((named, None));
+        for (digest, incident) in hits {
+            add(incident, &digest, Some(&digest));
+        }
+        return Ok((found, None));
     }
-    let store = match open_existing_store(db) {
-        Ok(store) => store,
-        Err(StoreError::Missing { .. }) => return Ok((Vec::new(), None)),
-        Err(err) => return Err(err.into()),
-    };
-    let hits = store.contained(&digests)?;
-    Ok((hits, Some(store)))
+    let store = store.expect("a local store when no collector is named");
+    for hit in store.contained_listing(&asked)? {
+        add(hit.incident, &hit.digest, Some(&hit.digest));
+    }
+    Ok((found, Some(store)))
+}
+
+/// The manifests each registry input lists, as its registry answers now: `(input digest,
+/// listed digest)`, an index of indexes followed two levels down. An input whose registry
+/// cannot say is warned about; its own digest is still checked.
+async fn listed_inputs(
+    inputs: &[&Artifact],
+    config: &Config,
+    printer: Printer,
+) -> Vec<(String, String)> {
+    use crate::remote::registry::{ClientOptions, RegistryClient, facts};
+    let mut out = Vec::new();
+    for input in inputs {
+        let (Backend::Registry, Some(digest)) = (input.backend, &input.digest) else {
+            continue;
+        };
+        let Some((registry, repository)) = input.locator.split_once('/') else {
+            continue;
+        };
+        let client = match RegistryClient::with_options(config, registry, ClientOptions::default()) {
+            Ok(client) => client,
+            Err(err) => {
+                printer.warn(format!(
+                    "what `{}` lists was not checked: {}",
+                    Term(&input.locator),
+                    crate::report::escape::Line(&err.to_string())
+                ));
+                continue;
+            }
+        };
+        let mut level = vec![digest.to_string()];
+        for _ in 0..2 {
+            let mut next = Vec::new();
+            for at in &level {
+                match client.get_manifest(repository, at).await {
+                    Ok(Some(manifest)) => match facts(&manifest) {
+                        Ok(listed) => next.extend(listed.children.iter().map(ToString::to_string)),
+                        Err(_) => {}
+                    },
+                    Ok(None) => {}
+                    Err(err) => printer.warn(format!(
+                        "what `{}@{at}` lists was not checked: {}",
+                        Term(&input.locator),
+                        crate::report::escape::Line(&err.to_string())
+                    )),
+                }
+            }
+            out.extend(next.iter().map(|child| (digest.to_string(), child.clone())));
+            level = next;
+            if level.is_empty() {
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// The record of a wrapped build: its flags and what its command says. The times and the

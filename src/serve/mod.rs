@@ -784,7 +784,7 @@ async fn check(
         return (StatusCode::BAD_REQUEST, axum::Json(doc)).into_response();
     }
     let asked = digests.clone();
-    match run_store(&c, move |store| store.contained(&asked)).await {
+    match run_store(&c, move |store| store.contained_listing(&asked)).await {
         Ok(hits) => {
             let results: Vec<Value> = digests
                 .iter()

@@ -125,6 +125,57 @@ impl Store {
         Ok(out)
     }
 
+    /// What open incidents hold tainted among `digests` and the manifests the store knows
+    /// each of them lists (an index's children, and theirs): a hit on a listed manifest is
+    /// answered for the digest asked, as pulling the index pulls it. `check` and `wrap` run
+    /// on an index whenever a tag names a multi-platform image.
+    pub fn contained_listing(&self, digests: &[String]) -> Result<Vec<Contained>, StoreError> {
+        /// How deep listed manifests are followed: an index of indexes of images is 2.
+        const DEPTH: usize = 8;
+        let mut under: Vec<(String, String)> = digests.iter().map(|d| (d.clone(), d.clone())).collect();
+        let mut seen: HashSet<(String, String)> = under.iter().cloned().collect();
+        let mut level: Vec<(String, String)> = under.clone();
+        for _ in 0..DEPTH {
+            let asked: Vec<&str> = level.iter().map(|(_, d)| d.as_str()).collect();
+            let facts = self.manifest_facts(&asked)?;
+            let mut next = Vec::new();
+            for (top, digest) in &level {
+                for child in facts.get(digest).map(|f| f.children.as_slice()).unwrap_or_default() {
+                    let pair = (top.clone(), child.to_string());
+                    if seen.insert(pair.clone()) {
+                        next.push(pair);
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            under.extend(next.iter().cloned());
+            level = next;
+        }
+        let all: Vec<String> = under
+            .iter()
+            .map(|(_, d)| d.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let hits = self.contained(&all)?;
+        let mut out: Vec<Contained> = Vec::new();
+        for (top, digest) in &under {
+            for hit in hits.iter().filter(|h| &h.digest == digest) {
+                let found = Contained {
+                    incident: hit.incident,
+                    digest: top.clone(),
+                    name: hit.name.clone(),
+                };
+                if !out.contains(&found) {
+                    out.push(found);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// What open incidents hold tainted among the digests recorded under tag `tag` of
     /// `locator`: an input that cannot be pinned to a digest now may still be known.
     pub fn contained_by_tag(&self, locator: &str, tag: &str) -> Result<Vec<Contained>, StoreError> {

@@ -653,6 +653,59 @@ fn check_sees_a_tainted_manifest_inside_an_index() {
     );
 }
 
+/// `wrap` refuses a build from an index that lists a manifest an open incident holds tainted,
+/// named by tag or by digest, as `check` does: the build would pull that manifest for its
+/// platform. An index that lists only clean manifests builds.
+#[test]
+fn wrap_refuses_an_index_that_lists_a_tainted_manifest() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let Some((registry, env)) = crate::common::registry_env() else {
+        return;
+    };
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let planted = pusher.image("team/app", None, "planted", false);
+    let wrapper = pusher.index("team/app", Some("multi"), std::slice::from_ref(&planted));
+    let clean = pusher.image("team/app", None, "clean", false);
+    pusher.index("team/app", Some("fine"), std::slice::from_ref(&clean));
+    History::new()
+        .run(Run::new("evil", 1).exported([format!("{host}/team/app:cache@{}", planted.digest)]))
+        .import(&env);
+    let config = config(&host).write(&env);
+    env.open_incident(&config, "evil");
+    let docker = env.write("bin/docker", "#!/bin/sh\nexit 0\n");
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let wrap = |run: &str, from: &str| {
+        env.write("ctx/Dockerfile", &format!("FROM {from}\n"));
+        let mut cmd = env.cmd_with(&config);
+        cmd.args(["wrap", "--pipeline", "victim", "--run", run, "--builder", "ci-7", "--"])
+            .arg(&docker)
+            .args(["build", "-t", "app", &env.path().join("ctx").to_string_lossy()]);
+        output(&env, &mut cmd)
+    };
+    for (run, from) in [
+        ("1", format!("{host}/team/app:multi")),
+        ("2", format!("{host}/team/app@{}", wrapper.digest)),
+    ] {
+        let out = wrap(run, &from);
+        assert!(out.starts_with("exit: 5\n"), "{out}");
+        assert!(
+            out.contains(&format!("({}) is tainted in open incident 1", wrapper.digest))
+                && out.contains(&format!("it lists {}", planted.digest)),
+            "{out}"
+        );
+    }
+    let out = wrap("3", &format!("{host}/team/app:fine"));
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+    let export = ok(env.cmd().arg("export"));
+    assert!(
+        !export.contains("\"pipeline\":\"victim\",\"run\":\"1\"")
+            && !export.contains("\"pipeline\":\"victim\",\"run\":\"2\""),
+        "{export}"
+    );
+}
+
 /// A manifest the incident holds tainted goes whatever lists it: a release index that lists
 /// the attacker's own image (recorded as exported to another repository; a release job
 /// wrapped it) keeps nothing of it.
