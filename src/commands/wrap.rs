@@ -219,25 +219,25 @@ async fn wrap_build(
     // Containment: an open incident holds some input tainted. A store that exists but cannot
     // be read is decided by `[containment] on_unavailable`.
     let (hits, mut containment_store) = match planned.as_ref() {
-        Some(record) => match contained_inputs(record, db, &args.run.collector, config, printer)
-            .await
-        {
-            Ok(found) => found,
-            Err(err) => match config.on_unavailable_for(Some(&record.pipeline.name)) {
-                OnUnavailable::FailClosed => {
-                    return Err(RefusedError(format!(
+        Some(record) => {
+            match contained_inputs(record, db, &args.run.collector, config, printer).await {
+                Ok(found) => found,
+                Err(err) => match config.on_unavailable_for(Some(&record.pipeline.name)) {
+                    OnUnavailable::FailClosed => {
+                        return Err(RefusedError(format!(
                         "refusing to build: whether its inputs are tainted cannot be checked: {err} (`[containment] on_unavailable` is `fail-closed`)"
                     ))
                     .into());
-                }
-                OnUnavailable::FailOpen => {
-                    printer.warn(format!(
+                    }
+                    OnUnavailable::FailOpen => {
+                        printer.warn(format!(
                         "containment not checked, building anyway (`[containment] on_unavailable = \"fail-open\"`): {err}"
                     ));
-                    (Vec::new(), None)
-                }
-            },
-        },
+                        (Vec::new(), None)
+                    }
+                },
+            }
+        }
         None => {
             unknown_inputs(args, db, config, printer, "the build cannot be planned")?;
             (Vec::new(), None)
@@ -255,12 +255,20 @@ async fn wrap_build(
     }
     if !hits.is_empty() {
         for hit in &hits {
-            let line = format!(
-                "`{}` ({}) is tainted in open incident {}",
-                Term(&hit.name),
-                Term(&hit.digest),
-                hit.incident
-            );
+            let line = if hit.digest.is_empty() {
+                format!(
+                    "`{}` is tainted in open incident {}",
+                    Term(&hit.name),
+                    hit.incident
+                )
+            } else {
+                format!(
+                    "`{}` ({}) is tainted in open incident {}",
+                    Term(&hit.name),
+                    Term(&hit.digest),
+                    hit.incident
+                )
+            };
             if args.allow_tainted {
                 printer.warn(format!(
                     "{line}: building anyway (--allow-tainted, recorded)"
@@ -707,7 +715,7 @@ async fn contained_inputs(
         .chain(&record.base_images)
         .filter(|a| a.digest.is_some())
         .collect();
-    if inputs.is_empty() {
+    if inputs.is_empty() && (record.mounts.is_empty() || collector.server.is_some()) {
         return Ok((Vec::new(), None));
     }
     let name_of = |digest: &str| {
@@ -791,7 +799,35 @@ async fn contained_inputs(
     for hit in store.contained_listing(&asked)? {
         add(hit.incident, &hit.digest, Some(&hit.digest));
     }
+    found.extend(held_mounts(record, &store)?);
     Ok((found, Some(store)))
+}
+
+/// The cache mounts of the build that an open incident holds tainted on its builder: mounting
+/// one reads what the tainted run left there, as importing a tainted cache would. A hit names
+/// no digest.
+fn held_mounts(
+    record: &crate::model::RunRecord,
+    store: &Store,
+) -> Result<Vec<Contained>, StoreError> {
+    let Some(builder) = &record.builder else {
+        return Ok(Vec::new());
+    };
+    if record.mounts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let held = store.held_mounts(&builder.name)?;
+    let mut out = Vec::new();
+    for mount in record.mounts.iter().filter(|m| m.namespace.is_empty()) {
+        for (incident, _) in held.iter().filter(|(_, id)| *id == mount.id) {
+            out.push(Contained {
+                incident: *incident,
+                digest: String::new(),
+                name: format!("cache mount {}:{}", builder.name, mount.id),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// The manifests each registry input lists, as its registry answers now: `(input digest,
@@ -811,7 +847,8 @@ async fn listed_inputs(
         let Some((registry, repository)) = input.locator.split_once('/') else {
             continue;
         };
-        let client = match RegistryClient::with_options(config, registry, ClientOptions::default()) {
+        let client = match RegistryClient::with_options(config, registry, ClientOptions::default())
+        {
             Ok(client) => client,
             Err(err) => {
                 printer.warn(format!(
@@ -827,10 +864,11 @@ async fn listed_inputs(
             let mut next = Vec::new();
             for at in &level {
                 match client.get_manifest(repository, at).await {
-                    Ok(Some(manifest)) => match facts(&manifest) {
-                        Ok(listed) => next.extend(listed.children.iter().map(ToString::to_string)),
-                        Err(_) => {}
-                    },
+                    Ok(Some(manifest)) => {
+                        if let Ok(listed) = facts(&manifest) {
+                            next.extend(listed.children.iter().map(ToString::to_string));
+                        }
+                    }
                     Ok(None) => {}
                     Err(err) => printer.warn(format!(
                         "what `{}@{at}` lists was not checked: {}",

@@ -132,7 +132,8 @@ impl Store {
     pub fn contained_listing(&self, digests: &[String]) -> Result<Vec<Contained>, StoreError> {
         /// How deep listed manifests are followed: an index of indexes of images is 2.
         const DEPTH: usize = 8;
-        let mut under: Vec<(String, String)> = digests.iter().map(|d| (d.clone(), d.clone())).collect();
+        let mut under: Vec<(String, String)> =
+            digests.iter().map(|d| (d.clone(), d.clone())).collect();
         let mut seen: HashSet<(String, String)> = under.iter().cloned().collect();
         let mut level: Vec<(String, String)> = under.clone();
         for _ in 0..DEPTH {
@@ -140,7 +141,11 @@ impl Store {
             let facts = self.manifest_facts(&asked)?;
             let mut next = Vec::new();
             for (top, digest) in &level {
-                for child in facts.get(digest).map(|f| f.children.as_slice()).unwrap_or_default() {
+                for child in facts
+                    .get(digest)
+                    .map(|f| f.children.as_slice())
+                    .unwrap_or_default()
+                {
                     let pair = (top.clone(), child.to_string());
                     if seen.insert(pair.clone()) {
                         next.push(pair);
@@ -349,7 +354,19 @@ impl Store {
             .execute(
                 "INSERT INTO containment_overrides (incident_id, digest, pipeline, run_key, at, by)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![hit.incident, hit.digest, pipeline, run_key, time::now(), by],
+                // A held cache mount has no digest: its name stands in.
+                params![
+                    hit.incident,
+                    if hit.digest.is_empty() {
+                        &hit.name
+                    } else {
+                        &hit.digest
+                    },
+                    pipeline,
+                    run_key,
+                    time::now(),
+                    by
+                ],
             )
             .map(|_| ())
             .map_err(|e| sql_error(&self.path, e))

@@ -205,6 +205,33 @@ impl Store {
         })
     }
 
+    /// The cache mounts open incidents hold tainted on `builder`, by id: those a mount prune
+    /// of the incident's has not emptied yet (planned, failed, out of scope or accepted), with
+    /// the incident. `wrap` refuses a build that would mount one.
+    pub fn held_mounts(&self, builder: &str) -> Result<Vec<(i64, String)>, StoreError> {
+        let rows: Vec<(i64, String)> = self.rows(
+            "SELECT a.incident_id, a.target FROM actions a JOIN incidents i ON i.id = a.incident_id
+             WHERE i.status = 'open' AND a.kind = 'prune-mount' AND a.place = ?1 AND a.state <> 'done'
+             ORDER BY a.incident_id, a.seq",
+            [builder],
+            |row| row.try_into(),
+        )?;
+        let mut out = Vec::new();
+        for (incident, target) in rows {
+            if let Ok(Target::Mount {
+                builder: on,
+                mount_id,
+                ..
+            }) = serde_json::from_str(&target)
+                && on == builder
+                && !out.contains(&(incident, mount_id.clone()))
+            {
+                out.push((incident, mount_id));
+            }
+        }
+        Ok(out)
+    }
+
     /// Records how an action ended, committed at once. An action interrupted before this
     /// stays pending, and the next execution runs it again: every action is idempotent.
     pub fn finish_action(

@@ -739,6 +739,72 @@ fn wrap_without_a_builder_endpoint_warns_that_records_are_not_captured() {
     assert!(!export.contains("\"records\""), "{export}");
 }
 
+/// `wrap` refuses a build that mounts a cache mount an open incident holds tainted on its
+/// builder (exit 5, naming it), as it refuses a tainted image; the same mount id on another
+/// builder builds, and `--allow-tainted` builds with the override recorded.
+#[test]
+fn wrap_refuses_a_mount_an_open_incident_holds() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let env = Env::new();
+    let docker = env.write("bin/docker", "#!/bin/sh\nexit 0\n");
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.write(
+        "ctx/Dockerfile",
+        "FROM scratch\nRUN --mount=type=cache,id=pip,target=/root/.cache/pip true\n",
+    );
+    ok(env.cmd().args([
+        "record",
+        "--pipeline",
+        "evil",
+        "--run",
+        "1",
+        "--builder",
+        "ci-1",
+        "--mount",
+        "pip",
+    ]));
+    ok(env.cmd().args(["incident", "open", "--pipeline", "evil"]));
+    let wrap = |run: &str, builder: &str, extra: &[&str]| {
+        let mut cmd = env.cmd();
+        cmd.args([
+            "wrap",
+            "--pipeline",
+            "victim",
+            "--run",
+            run,
+            "--builder",
+            builder,
+        ])
+        .args(extra)
+        .arg("--")
+        .arg(&docker)
+        .args(["build", "-t", "app"])
+        .arg(env.path().join("ctx"));
+        output(&env, &mut cmd)
+    };
+    let refused = wrap("1", "ci-1", &[]);
+    assert!(refused.starts_with("exit: 5\n"), "{refused}");
+    assert!(
+        refused.contains("`cache mount ci-1:pip` is tainted in open incident 1"),
+        "{refused}"
+    );
+    let elsewhere = wrap("2", "ci-2", &[]);
+    assert!(elsewhere.starts_with("exit: 0\n"), "{elsewhere}");
+    let allowed = wrap("3", "ci-1", &["--allow-tainted"]);
+    assert!(allowed.starts_with("exit: 0\n"), "{allowed}");
+    let report = ok(env
+        .cmd()
+        .args(["incident", "report", "1", "--format", "json"]));
+    let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(report["overrides"][0]["run"], "3", "{report:#}");
+    let export = ok(env.cmd().arg("export"));
+    assert!(
+        !export.contains("\"pipeline\":\"victim\",\"run\":\"1\""),
+        "{export}"
+    );
+}
+
 /// `export --run` gives only the runs named, with their pipelines and builders and no purge:
 /// a CI job's upload never carries what other jobs on a shared runner recorded. An unknown run
 /// is refused and leaves no file.

@@ -679,9 +679,23 @@ fn wrap_refuses_an_index_that_lists_a_tainted_manifest() {
     let wrap = |run: &str, from: &str| {
         env.write("ctx/Dockerfile", &format!("FROM {from}\n"));
         let mut cmd = env.cmd_with(&config);
-        cmd.args(["wrap", "--pipeline", "victim", "--run", run, "--builder", "ci-7", "--"])
-            .arg(&docker)
-            .args(["build", "-t", "app", &env.path().join("ctx").to_string_lossy()]);
+        cmd.args([
+            "wrap",
+            "--pipeline",
+            "victim",
+            "--run",
+            run,
+            "--builder",
+            "ci-7",
+            "--",
+        ])
+        .arg(&docker)
+        .args([
+            "build",
+            "-t",
+            "app",
+            &env.path().join("ctx").to_string_lossy(),
+        ]);
         output(&env, &mut cmd)
     };
     for (run, from) in [
@@ -691,8 +705,10 @@ fn wrap_refuses_an_index_that_lists_a_tainted_manifest() {
         let out = wrap(run, &from);
         assert!(out.starts_with("exit: 5\n"), "{out}");
         assert!(
-            out.contains(&format!("({}) is tainted in open incident 1", wrapper.digest))
-                && out.contains(&format!("it lists {}", planted.digest)),
+            out.contains(&format!(
+                "({}) is tainted in open incident 1",
+                wrapper.digest
+            )) && out.contains(&format!("it lists {}", planted.digest)),
             "{out}"
         );
     }
