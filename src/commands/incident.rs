@@ -123,6 +123,26 @@ fn trace_and_plan(
         })
         .collect();
     ctx.images_only = store.images_only(&copies)?;
+    // A trusted build's own image is not deleted on a tainted run's claim to have pushed it.
+    let tainted_runs: std::collections::HashSet<i64> = trace
+        .tainted(Kind::Run)
+        .iter()
+        .filter_map(|t| match t.entity {
+            Entity::Run { info } => Some(info.id),
+            _ => None,
+        })
+        .collect();
+    let claimed: BTreeSet<i64> = trace
+        .tainted(Kind::CacheRef)
+        .iter()
+        .filter(|t| t.via != Via::SameDigest)
+        .filter_map(|t| match t.entity {
+            Entity::Artifact { info, .. } if !info.digest.is_empty() => Some(info.id),
+            _ => None,
+        })
+        .collect();
+    let vouching = store.vouching(config.trusted_levels())?;
+    ctx.vouched_images = store.vouched_images(&claimed, &tainted_runs, &vouching)?;
     let options = PlanOptions {
         delete_images: opened.delete_images,
         full_prune: opened.full_prune,

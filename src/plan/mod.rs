@@ -168,6 +168,9 @@ pub struct PlanContext {
     /// Tainted artifacts that runs recorded only as images: a copy of a tainted cache's bytes
     /// there is an image, deleted only with `--delete-images`.
     pub images_only: BTreeSet<i64>,
+    /// Tainted artifacts that a trusted run outside the blast radius built and pushed as an
+    /// image, with that run's name: left in place, for people to confirm.
+    pub vouched_images: BTreeMap<i64, String>,
 }
 
 impl PlanContext {
@@ -277,6 +280,27 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
             match info.backend {
                 Backend::Registry if !info.digest.is_empty() => {
                     local_digests.insert(format!("{}@{}", info.locator, info.digest));
+                    if let Some(run) = ctx.vouched_images.get(&info.id) {
+                        // Never deleted on a claim: what a trusted build pushed under the digest
+                        // is its own bytes. Verification leaves it unverified until accepted.
+                        actions.push(Action {
+                            kind: ActionKind::FollowUp,
+                            place: info.locator.to_string(),
+                            in_scope: true,
+                            target: Target::FollowUp {
+                                what: format!(
+                                    "{}@{} is the image trusted run `{}` built and pushed; a tainted run claims to have pushed it too: confirm it is that build's, then accept it",
+                                    info.locator,
+                                    info.digest,
+                                    run
+                                ),
+                                command: "cachewarden incident accept ID SEQ --reason \"...\"".to_owned(),
+                                subject: None,
+                            },
+                            reason,
+                        });
+                        continue;
+                    }
                     let image_only = ctx.images_only.contains(&info.id);
                     let manifest = Manifest {
                         locator: &info.locator,
@@ -625,7 +649,7 @@ impl Manifest<'_> {
                 target: Target::FollowUp {
                     what: format!("rebuild or quarantine image {what}"),
                     command: format!(
-                        "cachewarden incident purge ID --execute --delete-images   # or quarantine {what}"
+                        "cachewarden incident open --image {what} --delete-images   # or rebuild it, or quarantine it"
                     ),
                     subject: Some(Box::new(target)),
                 },

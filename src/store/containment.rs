@@ -281,6 +281,53 @@ impl Store {
         Ok(vouched.into_iter().collect())
     }
 
+    /// Of the tainted `artifacts`, those a run outside `tainted_runs` built and pushed as an
+    /// image (`produced`), by a push that vouches for it ([`Vouching`]), with that run's name:
+    /// the bytes under that digest are what the trusted build made, whoever else claims to
+    /// have pushed them. An untrusted run that records an export of a release image's digest
+    /// must not get it deleted as its cache.
+    pub fn vouched_images(
+        &self,
+        artifacts: &BTreeSet<i64>,
+        tainted_runs: &HashSet<i64>,
+        vouching: &Vouching,
+    ) -> Result<std::collections::BTreeMap<i64, String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT r.id, p.name, r.run_key, r.step, {PUSH_COLUMNS} FROM events e
+                 JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
+                 WHERE e.kind = 'produced' AND e.target = ?1
+                 ORDER BY r.started_at, r.id"
+            ))
+            .map_err(|e| sql_error(&self.path, e))?;
+        let mut out = std::collections::BTreeMap::new();
+        for &artifact in artifacts {
+            type Row = (i64, String, String, String, Option<String>, bool);
+            let runs: Vec<Row> = stmt
+                .query_map([artifact], |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                    ))
+                })
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| sql_error(&self.path, e))?;
+            if let Some((_, pipeline, run_key, step, ..)) =
+                runs.into_iter().find(|(id, _, _, _, level, suspect)| {
+                    !tainted_runs.contains(id) && vouching.vouches(level.as_deref(), *suspect)
+                })
+            {
+                out.insert(artifact, crate::model::run_name(&pipeline, &run_key, &step));
+            }
+        }
+        Ok(out)
+    }
+
     /// Of `digests`, those some recorded run pushed (an artifact exported or produced) by a
     /// push that vouches for them ([`Vouching`]) and incident `incident` does not hold
     /// tainted: the child manifests of a tainted index that a purge must leave, since whoever

@@ -722,6 +722,62 @@ fn wrap_refuses_an_index_that_lists_a_tainted_manifest() {
     );
 }
 
+/// An untrusted run that records an export of a release image's digest does not get the
+/// image deleted: the plan leaves it to people (a follow-up naming the release run), and the
+/// incident is clean once they accept it. A cache of the untrusted run's own still goes.
+#[test]
+fn a_claimed_export_of_a_release_image_leaves_it_in_place() {
+    let Some((registry, env)) = crate::common::registry_env() else {
+        return;
+    };
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let release = pusher.image("team/rel", Some("1.0"), "release", false);
+    let own = pusher.cache_manifest("team/rel", Some("pr"), "fork");
+    History::new()
+        .run(
+            Run::new("release", 1)
+                .trust("release")
+                .produced([format!("{host}/team/rel:1.0@{}", release.digest)]),
+        )
+        .run(Run::new("fork-pr", 1).trust("untrusted").exported([
+            format!("{host}/team/rel:1.0@{}", release.digest),
+            format!("{host}/team/rel:pr@{}", own.digest),
+        ]))
+        .import(&env);
+    let config = config(&host).write(&env);
+    env.open_incident(&config, "fork-pr");
+    let follow_up = env.incident_action(&config, "1", "the release image", |a| {
+        a["kind"] == "follow-up"
+            && a["target"]["what"]
+                .as_str()
+                .is_some_and(|w| w.contains(&release.digest) && w.contains("release/1/s"))
+    });
+    let run = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
+    assert!(run.starts_with("exit: 0\n"), "{run}");
+    assert!(manifest_exists(&registry, "team/rel", &release.digest));
+    assert!(!manifest_exists(&registry, "team/rel", &own.digest));
+    let verify = || {
+        output(
+            &env,
+            env.cmd_with(&config).args(["incident", "verify", "1"]),
+        )
+    };
+    let before = verify();
+    assert!(!before.starts_with("exit: 0\n"), "{before}");
+    let seq = follow_up["seq"].to_string();
+    ok(env.cmd_with(&config).args([
+        "incident",
+        "accept",
+        "1",
+        &seq,
+        "--reason",
+        "the release build's own image",
+    ]));
+    let after = verify();
+    assert!(after.starts_with("exit: 0\n"), "{after}");
+}
+
 /// A manifest the incident holds tainted goes whatever lists it: a release index that lists
 /// the attacker's own image (recorded as exported to another repository; a release job
 /// wrapped it) keeps nothing of it.

@@ -662,6 +662,15 @@ fn a_release_image_with_the_bytes_of_a_tainted_cache_is_not_deleted_as_a_cache()
     output(&env, &mut env.execute(&config, "1", &[]));
     assert!(!manifest_exists(&registry, "team/cache", &cache.digest));
     assert!(manifest_exists(&registry, "team/app", &release.digest));
+    // The follow-up's command runs as it reads: an incident that deletes the image.
+    let follow_up = env.incident_action(&config, "1", "the image", |a| a["kind"] == "follow-up");
+    let command = follow_up["target"]["command"].as_str().unwrap();
+    let (command, _) = command.split_once('#').unwrap();
+    let words: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(words[0], "cachewarden", "{command}");
+    ok(env.cmd_with(&config).args(&words[1..]));
+    output(&env, &mut env.execute(&config, "2", &[]));
+    assert!(!manifest_exists(&registry, "team/app", &release.digest));
 }
 
 /// A tainted run recorded without what was over a limit may have written what no record
