@@ -1447,6 +1447,39 @@ fn predated_purge(
         .query_row(params![builder, finished, run], |row| row.get(0))?)
 }
 
+/// The latest purge that a repeat of run `run` predates with the writes it adds (its events
+/// from `first` on): of its builder, when it adds a mount write or a record it created, or of a
+/// mount it adds a write to.
+fn predated_writes(
+    tx: &Transaction<'_>,
+    run: i64,
+    builder: i64,
+    finished: Micros,
+    first: i64,
+) -> WriteResult<Option<Micros>> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT max(p.at) FROM purges p
+             WHERE p.builder_id = ?1 AND p.at > ?2
+               AND ((p.kind = 'builder'
+                     AND EXISTS (SELECT 1 FROM events e
+                                 WHERE e.run_id = ?3 AND e.id >= ?4
+                                   AND e.kind IN ('wrote_mount', 'created_record')))
+                    OR p.mount IN (SELECT e.target FROM events e
+                                   WHERE e.run_id = ?3 AND e.id >= ?4 AND e.kind = 'wrote_mount'))",
+        )?
+        .query_row(params![builder, finished, run, first], |row| row.get(0))?)
+}
+
+/// Whether run `run` has a receipt whose times are believed (the collector's, not doubted).
+fn has_believed_receipt(tx: &Transaction<'_>, run: i64) -> WriteResult<bool> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM run_receipts WHERE run_id = ?1 AND time_suspect IS NULL)",
+        )?
+        .query_row([run], |row| row.get(0))?)
+}
+
 pub(super) fn insert_run(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
@@ -1614,6 +1647,8 @@ pub(super) fn insert_run(
     // A new run's events are held and written a few statements a run (see [`HeldEvents`])
     // until one repeats an event with options of its own.
     let mut held = created.then(HeldEvents::default);
+    // The first event a repeat of the run adds: what it claims to have written now.
+    let mut first_new: Option<i64> = None;
     let mut add = |tx: &Transaction<'_>,
                    kind: &'static str,
                    (target, named): (i64, &dyn Fn() -> Target),
@@ -1644,6 +1679,9 @@ pub(super) fn insert_run(
             }
         }
         let added = insert_event_id(tx, run, (kind, source), target, at, detail, now)?;
+        if let Added::Event(id) = added {
+            first_new = Some(first_new.map_or(id, |first: i64| first.min(id)));
+        }
         match (added, &mut entry) {
             (Added::Nothing, _) => {}
             (Added::Event(id), Some(new)) => {
@@ -1743,8 +1781,28 @@ pub(super) fn insert_run(
     // purge the store already held, of its builder or of a mount it wrote, would have that
     // purge clean what it wrote. Recorded after the purge, its times prove nothing: it is kept
     // with a receipt of the store, time-suspect, so no trace lets them hide its writes.
-    let predated = match (created && (untrusted || level.is_none()), builder) {
-        (true, Some(builder)) => predated_purge(tx, run, builder, finish)?,
+    //
+    // A repeat of such a run that adds writes is weighed the same way, by what it adds: sent
+    // once before the purge with nothing written, then again with the writes, it would
+    // otherwise have the purge clean them.
+    let predated = match (untrusted || level.is_none(), builder, first_new) {
+        (true, Some(builder), _) if created => predated_purge(tx, run, builder, finish)?,
+        (true, Some(builder), Some(first)) => {
+            let purge = predated_writes(tx, run, builder, finish, first)?;
+            if let Some(purge) = purge
+                && has_believed_receipt(tx, run)?
+            {
+                // Its receipt is kept for good, so it cannot be doubted now: refused. (One
+                // that is already doubted needs nothing more.)
+                return Err(WriteError::Conflict(format!(
+                    "run `{}` adds writes, yet finished at {}, before a purge at {} the store holds; its receipt is kept for good, so nothing was written (record the build under a new run id or step)",
+                    name.escape_debug(),
+                    time::format(finish),
+                    time::format(purge)
+                )));
+            }
+            purge
+        }
         _ => None,
     };
     let doubted = predated.map(|purge| {

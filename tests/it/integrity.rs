@@ -585,3 +585,82 @@ fn an_untrusted_run_recorded_after_a_purge_cannot_hide_behind_it() {
     assert!(tainted.contains(&"run:rel/2/Dockerfile"), "{tainted:?}");
     assert!(tainted.contains(&"run:rel/1/Dockerfile"), "{tainted:?}");
 }
+
+/// An untrusted run recorded first with nothing written, then, after a purge, again with a
+/// write to the purged mount dated before the purge: the repeat is doubted as a new run would
+/// be, so the trace of its pipeline reaches the release build that read the mount after the
+/// purge. A further repeat of the doubted run is taken as it is.
+#[test]
+fn an_untrusted_run_cannot_add_writes_behind_a_purge_by_repeating_itself() {
+    let env = Env::new();
+    let now = chrono::Utc::now();
+    let ago = |minutes: i64| {
+        (now - chrono::Duration::minutes(minutes))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let run = |pipeline: &str, run: &str, trust: &str, times: (i64, i64), mounts: &[&str]| {
+        let (started, finished) = (ago(times.0), ago(times.1));
+        let mut args = vec![
+            "--pipeline",
+            pipeline,
+            "--run",
+            run,
+            "--builder",
+            "ci-1",
+            "--trust-level",
+            trust,
+            "--started-at",
+            &started,
+            "--finished-at",
+            &finished,
+        ];
+        for m in mounts {
+            args.extend(["--mount", m]);
+        }
+        let out = record(&env, &args);
+        assert!(out.starts_with("exit: 0\n"), "{out}");
+    };
+    run("rel", "1", "release", (200, 190), &["pip", "go"]);
+    run("pr", "1", "untrusted", (130, 120), &[]);
+    ok(env.cmd().args([
+        "mark-purged",
+        "--builder",
+        "ci-1",
+        "--mount",
+        "pip",
+        "--at",
+        &ago(90),
+    ]));
+    ok(env.cmd().args([
+        "mark-purged",
+        "--builder",
+        "ci-1",
+        "--mount",
+        "go",
+        "--at",
+        &ago(90),
+    ]));
+    // It captured the builder's records, so only the mount can reach it.
+    let rel2 = env.write(
+        "rel2.jsonl",
+        &format!(
+            r#"{{"v":1,"type":"run","pipeline":"rel","run":"2","step":"s","builder":"ci-1","trust_level":"release","started_at":"{}","finished_at":"{}","mounts":[{{"id":"pip"}}],"records":{{"created":[],"reused":[]}}}}"#,
+            ago(5),
+            ago(4)
+        ),
+    );
+    ok(env.cmd().arg("import").arg(&rel2));
+    run("pr", "1", "untrusted", (130, 120), &["pip"]);
+    run("pr", "1", "untrusted", (130, 120), &["pip", "go"]);
+    let trace = ok(env
+        .cmd()
+        .args(["trace", "--pipeline", "pr", "--format", "json"]));
+    let trace: serde_json::Value = serde_json::from_str(&trace).unwrap();
+    let tainted: Vec<&str> = trace["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(tainted.contains(&"run:rel/2/s"), "{tainted:?}");
+}
