@@ -187,12 +187,28 @@ impl TargetKind for Manifest {
                              that it has no `{digest}` does not show the content is gone"
                         ),
                     },
+                    // A cache gone before anyone read it: had it been an index, the manifests
+                    // it listed would still be served by their digests, unseen.
+                    None if is_cache(target) && cx.known_facts(digest).is_none() => {
+                        Verdict::Unverified {
+                            detail: format!(
+                                "cache `{digest}` was gone before what it lists was learned: were \
+                                 it an index, the manifests it listed would still be served by \
+                                 digest; check the repository, then accept it"
+                            ),
+                        }
+                    }
                     None => Verdict::Gone,
                 },
                 other => other,
             }
         })
     }
+}
+
+/// Whether a manifest target was recorded as a cache (exported or imported as one).
+fn is_cache(target: &Target) -> bool {
+    matches!(target, Target::Manifest { cache: true, .. })
 }
 
 /// How deep indexes nested in indexes are followed: an index of indexes of images is two.

@@ -355,7 +355,8 @@ fn an_evidence_gap_is_recorded_and_reported() {
 /// present (the tag's bytes hash to the recorded sha512), the second unverified (the tag holds
 /// content no run outside the incident recorded pushing), and the incident is not clean. Once
 /// a vouching run outside the incident pushes new content under the tag, that tag says
-/// nothing, and a sha512 digest with no tag left stays unverified, never gone.
+/// nothing (the made-up digest stays unverified: nobody ever read what it lists), and a sha512
+/// digest with no tag left stays unverified, never gone.
 #[test]
 fn a_digest_the_registry_never_keeps_is_checked_by_its_tags() {
     let Some((registry, env)) = registry_env() else {
@@ -428,13 +429,71 @@ fn a_digest_the_registry_never_keeps_is_checked_by_its_tags() {
         env.cmd_with(&config).args(["incident", "verify", "1"]),
     );
     assert!(verify.starts_with("exit: 1\n"), "{verify}");
+    // Its tag says nothing now; the made-up digest was never there to read, so what it may
+    // have listed was never learned.
     let line = line_of(&verify, "(tags: nightly)");
-    assert!(line.starts_with("  gone"), "{line}");
+    assert!(
+        line.starts_with("  UNVERIFIED")
+            && line.contains("was gone before what it lists was learned"),
+        "{line}"
+    );
     let line = line_of(&verify, "(tags: pr)");
     assert!(
         line.starts_with("  UNVERIFIED") && line.contains("sha256 digest"),
         "{line}"
     );
+}
+
+/// A tainted cache deleted by someone else before any purge read it may have been an index:
+/// the manifests it listed are still served by digest, and nobody learned which. Verify says
+/// so (UNVERIFIED), not gone, until a responder accepts it.
+#[test]
+fn a_cache_gone_before_it_was_read_is_not_taken_as_gone() {
+    let Some((registry, env)) = registry_env() else {
+        return;
+    };
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let one = pusher.image("team/app", None, "one", false);
+    let two = pusher.image("team/app", None, "two", false);
+    let index = pusher.index("team/app", Some("multi"), &[one.clone(), two.clone()]);
+    build::History::new()
+        .run(Run::new("evil", 1).exported([format!("{host}/team/app:multi@{}", index.digest)]))
+        .import(&env);
+    let config = config(&host).write(&env);
+    env.open_incident(&config, "evil");
+    let gone = registry.request(crate::harness::http::Request::new(
+        "DELETE",
+        &format!("/v2/team/app/manifests/{}", index.digest),
+    ));
+    assert_eq!(gone.status, 202, "{}", gone.text());
+    let run = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
+    assert!(run.starts_with("exit: 0\n"), "{run}");
+    assert!(manifest_exists(&registry, "team/app", &one.digest));
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(verify.starts_with("exit: 1\n"), "{verify}");
+    let line = line_of(&verify, "(tags: multi)");
+    assert!(
+        line.starts_with("  UNVERIFIED")
+            && line.contains("was gone before what it lists was learned"),
+        "{line}"
+    );
+    ok(env.cmd_with(&config).args([
+        "incident",
+        "accept",
+        "1",
+        "1",
+        "--reason",
+        "its children were deleted by hand",
+    ]));
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(verify.starts_with("exit: 0\n"), "{verify}");
 }
 
 /// A 404 is "gone" only when the registry says so (its API version header, or an error code
