@@ -17,6 +17,57 @@ pub fn actor() -> String {
     format!("{}@{}", os_user(), crate::ingest::builder::hostname())
 }
 
+/// Who holds a lock: `host:pid:start`, the process's start time (in clock ticks since boot)
+/// telling it from another that has the same pid later, or in another PID namespace.
+pub fn lock_owner() -> String {
+    let pid = std::process::id();
+    format!(
+        "{}:{pid}:{}",
+        crate::ingest::builder::hostname(),
+        process_start(pid).unwrap_or(0)
+    )
+}
+
+/// Whether the holder of a lock (see [`lock_owner`]; `host:pid` from earlier releases) may
+/// still hold it: on another host, always; on this one, while its process runs (not a zombie)
+/// and, where it names one, started when it says.
+pub fn lock_holder_alive(owner: &str) -> bool {
+    let mut parts = owner.rsplitn(3, ':');
+    let (last, middle, first) = (parts.next(), parts.next(), parts.next());
+    let (host, pid, start) = match (first, middle, last) {
+        (Some(host), Some(pid), Some(start)) => (host, pid, start.parse::<u64>().ok()),
+        (None, Some(host), Some(pid)) => (host, pid, None),
+        _ => return true,
+    };
+    if host != crate::ingest::builder::hostname() {
+        return true;
+    }
+    let Ok(pid) = pid.parse::<u32>() else {
+        return true;
+    };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some((state, started)) = stat_fields(&stat) else {
+        return true;
+    };
+    state != "Z" && state != "X" && start.is_none_or(|s| s == 0 || s == started)
+}
+
+/// A process's start time in clock ticks since boot.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_fields(&stat).map(|(_, start)| start)
+}
+
+/// The state and start time of `/proc/PID/stat`: fields 3 and 22, counted after the command
+/// name, which is in parentheses and may hold spaces and parentheses itself.
+fn stat_fields(stat: &str) -> Option<(&str, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some((fields.first()?, fields.get(19)?.parse().ok()?))
+}
+
 fn uid() -> String {
     // /proc/self/status: "Uid:\t<real>\t<effective>\t...".
     std::fs::read_to_string("/proc/self/status")
@@ -33,6 +84,26 @@ fn uid() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// This process holds what it locks; a process that is gone, or another that has its pid
+    /// but started at another time, holds nothing; another host's holder is taken at its word.
+    #[test]
+    fn lock_holders_are_told_apart_by_their_start() {
+        let me = lock_owner();
+        assert!(lock_holder_alive(&me), "{me}");
+        let host = crate::ingest::builder::hostname();
+        let pid = std::process::id();
+        assert!(lock_holder_alive(&format!("{host}:{pid}")));
+        assert!(!lock_holder_alive(&format!("{host}:{pid}:1")));
+        assert!(!lock_holder_alive(&format!("{host}:999999999:5")));
+        assert!(lock_holder_alive(&format!("elsewhere-{host}:1:1")));
+        let mut zombie = std::process::Command::new("true").spawn().unwrap();
+        let zombie_pid = zombie.id();
+        // Exited, not yet reaped.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!lock_holder_alive(&format!("{host}:{zombie_pid}")));
+        zombie.wait().unwrap();
+    }
 
     /// The account is named from the system, never as `unknown`.
     #[test]

@@ -248,6 +248,10 @@ pub struct PurgeConfig {
     /// registry in a dry run.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// An execution renews its incident's lock every quarter of this; one not renewed for
+    /// this long is taken over (its holder stopped, on whatever machine).
+    #[serde(default = "default_lock_stale")]
+    pub lock_stale_seconds: u64,
 }
 
 impl Default for PurgeConfig {
@@ -255,6 +259,7 @@ impl Default for PurgeConfig {
         Self {
             clock_skew_seconds: default_clock_skew(),
             concurrency: default_concurrency(),
+            lock_stale_seconds: default_lock_stale(),
         }
     }
 }
@@ -274,6 +279,10 @@ fn default_clock_skew() -> u64 {
 
 fn default_concurrency() -> usize {
     8
+}
+
+fn default_lock_stale() -> u64 {
+    600
 }
 
 /// Containment settings.
@@ -541,6 +550,10 @@ impl Config {
                 Some(self.purge.clock_skew_seconds),
             ),
             (
+                "[purge] lock_stale_seconds",
+                Some(self.purge.lock_stale_seconds),
+            ),
+            (
                 "[server] max_run_seconds",
                 Some(self.server.max_run_seconds),
             ),
@@ -771,6 +784,7 @@ mod tests {
     fn durations_past_ten_years_are_refused() {
         for (table, key) in [
             ("purge", "clock_skew_seconds"),
+            ("purge", "lock_stale_seconds"),
             ("server", "max_run_seconds"),
             ("server", "late_grace_seconds"),
             ("server", "max_token_life_seconds"),

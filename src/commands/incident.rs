@@ -26,7 +26,7 @@ use crate::purge::{self, IncidentStatus, evidence};
 use crate::report;
 use crate::report::count;
 use crate::report::escape::{Line, Short, Term};
-use crate::store::{ActionRow, Store};
+use crate::store::{ActionRow, IncidentLock, Store};
 use crate::time;
 
 /// What `open` stores so the trace and plan can be recomputed later. The seeds are the
@@ -340,23 +340,61 @@ async fn purge(
         let concurrency = args.concurrency.unwrap_or(config.purge.concurrency).max(1);
         return check(&mut store, args.id, config, concurrency, printer).await;
     }
-    let owner = format!(
-        "{}:{}",
-        crate::ingest::builder::hostname(),
-        std::process::id()
-    );
-    if !store.lock_incident(args.id, &owner)? {
-        return Err(RefusedError(format!(
-            "incident {} is being purged by another process; wait for it to finish",
-            args.id
-        ))
-        .into());
+    let owner = crate::actor::lock_owner();
+    let stale = crate::time::seconds(config.purge.lock_stale_seconds.max(1));
+    match store.lock_incident(args.id, &owner, stale)? {
+        IncidentLock::Taken => {}
+        IncidentLock::TakenOver(why) => printer.warn(format!(
+            "took over incident {}'s lock: {}",
+            args.id,
+            Line(&why)
+        )),
+        IncidentLock::Held(holder) => {
+            return Err(RefusedError(format!(
+                "incident {} is being purged by another process ({}); wait for it to finish (a lock not renewed for `[purge] lock_stale_seconds` is taken over)",
+                args.id,
+                Line(&holder)
+            ))
+            .into());
+        }
     }
+    let renewing = LockRenewal::start(db, args.id, &owner, config.purge.lock_stale_seconds);
     let result = purge_locked(args, store, config, printer, &owner).await;
+    renewing.stop();
     if let Ok(mut store) = open_existing_store(db) {
         let _ = store.unlock_incident(args.id, &owner);
     }
     result
+}
+
+/// Renews an incident's execution lock from a thread of its own, on a connection of its own,
+/// every quarter of `[purge] lock_stale_seconds`, while the execution runs: a lock renewed
+/// is one no other execution takes over, however long one action takes.
+struct LockRenewal {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl LockRenewal {
+    fn start(db: &Path, incident: i64, owner: &str, stale_seconds: u64) -> Self {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let (db, owner) = (db.to_owned(), owner.to_owned());
+        let every = std::time::Duration::from_millis(stale_seconds.max(1).saturating_mul(250));
+        let thread = std::thread::spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every)
+            {
+                if let Ok(mut store) = open_existing_store(&db) {
+                    let _ = store.renew_incident_lock(incident, &owner);
+                }
+            }
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
 }
 
 async fn purge_locked(

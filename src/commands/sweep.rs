@@ -375,11 +375,7 @@ impl SweepLock {
     /// The lock kept in the store itself, on a connection of its own.
     fn in_store(db: &Path) -> Result<Self> {
         let mut store = Box::new(open_existing_store(db)?);
-        let owner = format!(
-            "{}:{}",
-            crate::ingest::builder::hostname(),
-            std::process::id()
-        );
+        let owner = crate::actor::lock_owner();
         if let Some(holder) = store.take_lock("sweep", &owner)? {
             return Err(RefusedError(format!(
                 "another sweep is running ({holder}); this one did nothing"

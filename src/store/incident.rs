@@ -45,6 +45,16 @@ pub struct ActionRow {
     pub evidence_gap: Option<String>,
 }
 
+/// What taking an incident's execution lock came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IncidentLock {
+    Taken,
+    /// Taken from a holder that is gone or stopped renewing it: why.
+    TakenOver(String),
+    /// Another execution holds it: who, and when it last renewed it.
+    Held(String),
+}
+
 /// A target the responder leaves in place on purpose: who, when and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct Acceptance {
@@ -274,23 +284,43 @@ impl Store {
         tx.commit().map_err(|e| sql_error(&self.path, e))
     }
 
-    /// Takes the incident's execution lock; `false` when another execution holds it.
-    /// A lock whose holder process is gone is taken over.
-    pub fn lock_incident(&mut self, incident: i64, owner: &str) -> Result<bool, StoreError> {
+    /// Takes the incident's execution lock for `owner` ([`crate::actor::lock_owner`]). A lock
+    /// whose holder process is gone is taken over, and so is one its holder has not renewed
+    /// ([`Store::renew_incident_lock`]) for `stale`: a holder on another machine cannot be
+    /// asked whether it runs.
+    pub fn lock_incident(
+        &mut self,
+        incident: i64,
+        owner: &str,
+        stale: Micros,
+    ) -> Result<IncidentLock, StoreError> {
         let path = self.path.clone();
         let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
-        let current: Option<String> = tx
+        let current: (Option<String>, Option<Micros>) = tx
             .query_row(
-                "SELECT lock_owner FROM incidents WHERE id = ?1",
+                "SELECT lock_owner, lock_at FROM incidents WHERE id = ?1",
                 [incident],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .map_err(|e| sql_error(&path, e))?;
-        if let Some(holder) = current
+        let mut outcome = IncidentLock::Taken;
+        if let (Some(holder), at) = current
             && holder != owner
-            && process_alive(&holder)
         {
-            return Ok(false);
+            let renewed = at.unwrap_or(0);
+            if !process_alive(&holder) {
+                outcome = IncidentLock::TakenOver(format!("{holder} is gone"));
+            } else if time::now().saturating_sub(renewed) > stale {
+                outcome = IncidentLock::TakenOver(format!(
+                    "{holder} has not renewed it since {}",
+                    time::format(renewed)
+                ));
+            } else {
+                return Ok(IncidentLock::Held(format!(
+                    "{holder}, renewed {}",
+                    time::format(renewed)
+                )));
+            }
         }
         tx.execute(
             "UPDATE incidents SET lock_owner = ?2, lock_at = ?3 WHERE id = ?1",
@@ -298,7 +328,18 @@ impl Store {
         )
         .map_err(|e| sql_error(&path, e))?;
         tx.commit().map_err(|e| sql_error(&path, e))?;
-        Ok(true)
+        Ok(outcome)
+    }
+
+    /// Renews the incident's lock while `owner` holds it; `false` when it does not any more.
+    pub fn renew_incident_lock(&mut self, incident: i64, owner: &str) -> Result<bool, StoreError> {
+        self.conn
+            .execute(
+                "UPDATE incidents SET lock_at = ?3 WHERE id = ?1 AND lock_owner = ?2",
+                params![incident, owner, time::now()],
+            )
+            .map(|n| n == 1)
+            .map_err(|e| sql_error(&self.path, e))
     }
 
     pub fn unlock_incident(&mut self, incident: i64, owner: &str) -> Result<(), StoreError> {
@@ -613,18 +654,9 @@ fn parse_driver(value: &str) -> Option<Driver> {
     }
 }
 
-/// Lock owners are `host:pid`: a holder on this host whose process is gone holds nothing.
+/// Whether a lock's holder may still hold it ([`crate::actor::lock_holder_alive`]).
 pub(super) fn process_alive(owner: &str) -> bool {
-    let Some((host, pid)) = owner.rsplit_once(':') else {
-        return true;
-    };
-    if host != crate::ingest::builder::hostname() {
-        return true;
-    }
-    let Ok(pid) = pid.parse::<u32>() else {
-        return true;
-    };
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+    crate::actor::lock_holder_alive(owner)
 }
 
 /// Inserts planned actions. Follow-ups are never executed, so they are settled at once. An

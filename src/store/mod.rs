@@ -50,7 +50,7 @@ pub use copy::{CopyReporter, CopySummary};
 pub use floor::{TableCopy, TableSize};
 pub use fresh::{BulkTarget, BulkWrite, FreshStore, store_files};
 pub use history::{CollectOutcome, CollectedBuild, HistoryMatch, unrecorded_pipeline};
-pub use incident::{Acceptance, ActionRow, IncidentRow, MountRead, UsedBase};
+pub use incident::{Acceptance, ActionRow, IncidentLock, IncidentRow, MountRead, UsedBase};
 pub use index::{SourceSummary, TraceSource};
 pub use ls::{BuilderItem, IncidentItem, ListFilter, MountItem, PipelineItem, RunItem};
 pub use mount_audit::{NewSnapshot, SnapshotSource};

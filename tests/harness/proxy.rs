@@ -30,6 +30,8 @@ pub struct Fault {
     /// The status to answer; `None` closes the connection without answering.
     pub status: Option<u16>,
     pub headers: Vec<(String, String)>,
+    /// Waits this long, then lets the registry answer (`status` and `headers` unused).
+    pub delay: Option<Duration>,
 }
 
 impl Fault {
@@ -38,6 +40,7 @@ impl Fault {
             method: None,
             status: Some(status),
             headers: Vec::new(),
+            delay: None,
         }
     }
 
@@ -47,6 +50,17 @@ impl Fault {
             method: None,
             status: None,
             headers: Vec::new(),
+            delay: None,
+        }
+    }
+
+    /// The registry's own answer, `delay` late: a slow registry.
+    pub fn delay(delay: Duration) -> Self {
+        Self {
+            method: None,
+            status: None,
+            headers: Vec::new(),
+            delay: Some(delay),
         }
     }
 
@@ -192,6 +206,14 @@ fn serve(mut client: TcpStream, shared: &Shared) {
     };
     // Recorded before the client hears the answer, so a test that got it sees the record.
     let (status, answer) = match fault {
+        Some(Fault {
+            delay: Some(delay), ..
+        }) => {
+            std::thread::sleep(delay);
+            let (status, answer) = forward(&request, shared).unwrap_or_default();
+            record(shared, &request, status, false);
+            (status, answer)
+        }
         Some(fault) => {
             let mut answer = Vec::new();
             if let Some(status) = fault.status {

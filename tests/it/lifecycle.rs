@@ -208,38 +208,105 @@ fn verify_holds_what_its_retrace_finds() {
     assert!(listed.lines().any(|l| l == again.digest), "{listed}");
 }
 
-/// Two executions of one incident at once: the second is refused while the first holds it.
+/// Two executions of one incident at once: the second is refused while the first holds it,
+/// naming the holder. A lock is taken over (with a warning) once its holder on this host is
+/// gone, or a holder anywhere, on another machine or in another PID namespace, stopped
+/// renewing it for `[purge] lock_stale_seconds`.
 #[test]
 fn second_concurrent_execution_is_refused() {
     let Some(registry) = harness::registry() else {
         return;
     };
     let (env, config, _) = opened(&registry);
-    // Another execution, alive on this host, holds the incident.
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    let owner = format!("{}:{}", host.trim(), std::process::id());
-    let conn = rusqlite::Connection::open(env.db()).unwrap();
-    conn.execute(
-        "UPDATE incidents SET lock_owner = ?1 WHERE id = 1",
-        [&owner],
-    )
-    .unwrap();
-    drop(conn);
-    let out = output(&env, &mut env.execute(&config, "1", &[]));
-    assert!(
-        out.starts_with("exit: 5\n") && out.contains("being purged by another process"),
-        "{out}"
-    );
-    // Once the holder is gone, the lock is taken over.
-    let conn = rusqlite::Connection::open(env.db()).unwrap();
-    conn.execute(
-        "UPDATE incidents SET lock_owner = ?1 WHERE id = 1",
-        [format!("{}:999999999", host.trim())],
-    )
-    .unwrap();
-    drop(conn);
+    let host = host.trim();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros() as i64
+    };
+    let hold = |owner: &str, at: i64| {
+        let conn = rusqlite::Connection::open(env.db()).unwrap();
+        conn.execute(
+            "UPDATE incidents SET lock_owner = ?1, lock_at = ?2 WHERE id = 1",
+            rusqlite::params![owner, at],
+        )
+        .unwrap();
+    };
+    // Another execution, alive on this host (this test), holds the incident; so does one on
+    // another machine that renewed the lock just now.
+    for owner in [
+        format!("{host}:{}", std::process::id()),
+        format!("elsewhere-{host}:7:1"),
+    ] {
+        hold(&owner, now());
+        let out = output(&env, &mut env.execute(&config, "1", &[]));
+        assert!(
+            out.starts_with("exit: 5\n")
+                && out.contains("being purged by another process")
+                && out.contains(&owner),
+            "{out}"
+        );
+    }
+    // One on another machine that stopped renewing it is taken over.
+    hold(&format!("elsewhere-{host}:7:1"), now() - 3_600_000_000);
     let out = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
     assert!(out.starts_with("exit: 0\n"), "{out}");
+    assert!(
+        out.contains("took over incident 1's lock") && out.contains("has not renewed it since"),
+        "{out}"
+    );
+    // Once the holder on this host is gone, the lock is taken over.
+    hold(&format!("{host}:999999999:5"), now());
+    let out = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+    assert!(out.contains("is gone"), "{out}");
+}
+
+/// An execution renews its lock while one slow action runs: with `lock_stale_seconds = 1`,
+/// a second execution three seconds into a four-second delete is still refused.
+#[test]
+fn a_lock_is_renewed_while_a_slow_action_runs() {
+    let Some(registry) = harness::registry() else {
+        return;
+    };
+    let proxy = crate::harness::proxy::FaultProxy::start(&registry.host());
+    let env = Env::new();
+    let (_, _) = setup(&env, &registry);
+    let config = ConfigBuilder::registry(&registry.host())
+        .endpoint(&proxy.url())
+        .write(&env);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[purge]\nlock_stale_seconds = 1\n"),
+    )
+    .unwrap();
+    env.open_incident(&config, "evil");
+    for _ in 0..2 {
+        proxy.inject(
+            crate::harness::proxy::Fault::delay(std::time::Duration::from_secs(4)).on("DELETE"),
+        );
+    }
+    let first = env
+        .execute(&config, "1", &["--no-evidence", "--concurrency", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let second = output(&env, &mut env.execute(&config, "1", &["--no-evidence"]));
+    assert!(
+        second.starts_with("exit: 5\n") && second.contains("being purged by another process"),
+        "{second}"
+    );
+    let first = first.wait_with_output().unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
 }
 
 /// Tainted caches outside any registry are follow-ups with the exact command for their system.
