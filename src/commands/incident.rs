@@ -627,7 +627,16 @@ async fn verify(
     printer: Printer,
 ) -> Result<ExitStatus> {
     let mut store = open_existing_store(db)?;
-    store.incident(args.id)?;
+    let incident = store.incident(args.id)?;
+    // A closed incident keeps the verification it was closed on (a forced close's says
+    // what was left): it is no longer planned, purged or verified.
+    if incident.status == IncidentStatus::Closed {
+        return Err(RefusedError(format!(
+            "incident {} is closed, with the verification it was closed on (`incident report {}`); to look again, open a new incident with the same seeds",
+            args.id, args.id
+        ))
+        .into());
+    }
     let verified = verify_incident(&mut store, args.id, config).await?;
     let lines = verified.lines();
     match args.format {

@@ -285,7 +285,12 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
         )?;
     }
     if let (Some(at), Some(by)) = (&i.closed_at, i.closed_by) {
-        writeln!(out, "- Closed: {} by {}", MdText(at), MdText(by))?;
+        // Closed on a verification that was not clean: with `--force`.
+        let forced = match &doc.verification {
+            Some(v) if v.clean => "",
+            _ => " (forced: not verified clean)",
+        };
+        writeln!(out, "- Closed: {} by {}{forced}", MdText(at), MdText(by))?;
     }
     let s = &doc.summary;
     writeln!(

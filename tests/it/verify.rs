@@ -155,6 +155,41 @@ fn scope_is_decided_when_acting() {
     assert!(verify.starts_with("exit: 0\n"), "{verify}");
 }
 
+/// A forced close keeps the verification it was closed on: the report says it was forced, and
+/// verify refuses a closed incident (exit 5) rather than add to it, so removing the target by
+/// hand afterwards cannot make the report read clean.
+#[test]
+fn a_forced_close_stays_forced() {
+    let Some((registry, env)) = registry_env() else {
+        return;
+    };
+    let (h, config) = opened(&env, &registry);
+    output(&env, &mut env.execute(&config, "1", &[]));
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "close", "1", "--force"]));
+    let gone = registry.request(crate::harness::http::Request::new(
+        "DELETE",
+        &format!("/v2/other/app/manifests/{}", h.outside.digest),
+    ));
+    assert_eq!(gone.status, 202, "{}", gone.text());
+    let verify = output(
+        &env,
+        env.cmd_with(&config).args(["incident", "verify", "1"]),
+    );
+    assert!(
+        verify.starts_with("exit: 5\n") && verify.contains("incident 1 is closed"),
+        "{verify}"
+    );
+    let report = ok(env.cmd_with(&config).args(["incident", "report", "1"]));
+    assert!(report.contains("(forced: not verified clean)"), "{report}");
+    let json = ok(env
+        .cmd_with(&config)
+        .args(["incident", "report", "1", "--format", "json"]));
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["verification"]["clean"], false, "{json:#}");
+}
+
 /// A target left outside the scope keeps verify failing and close refused until it is
 /// accepted; the acceptance (who, when, why) is in verify's output and the report.
 #[test]
