@@ -161,6 +161,7 @@ async fn registry(
         })
         .collect();
     let reported = store.save_audit(started_at, time::now(), &sightings, &findings, &errors)?;
+    let new_ids: Vec<i64> = reported.iter().filter(|r| r.new).map(|r| r.id).collect();
     result.seen_before = reported.iter().filter(|r| !r.new).count();
     if args.all {
         result.seen_before = 0;
@@ -174,7 +175,11 @@ async fn registry(
         )
     });
     result.duration_seconds = clock.elapsed().as_secs_f64();
-    write_result(args.format, &result)?;
+    if let Err(err) = write_result(args.format, &result) {
+        // Not reported, so not seen: the next audit reports them.
+        let _ = store.forget_new_findings(&new_ids);
+        return Err(err);
+    }
     printer.status(audit::render::summary_line(&result));
     Ok(if !errors.is_empty() {
         ExitStatus::Remote

@@ -45,6 +45,7 @@ pub fn builds(
         &rank,
     );
     let reported = store.save_build_audit(&findings, time::now())?;
+    let new_ids: Vec<i64> = reported.iter().filter(|r| r.new).map(|r| r.id).collect();
     let mut result = BuildsResult {
         started_at,
         since,
@@ -85,15 +86,23 @@ pub fn builds(
             ))?
         ),
     };
-    if let Some(path) = &args.metrics_file {
-        // node_exporter reads `*.prom` files at any moment: written whole (`output`).
-        super::output::write_file(
-            path,
-            db,
-            builds::metrics(&result, clock.elapsed().as_secs_f64()).as_bytes(),
-        )?;
+    let delivered = (|| -> Result<()> {
+        if let Some(path) = &args.metrics_file {
+            // node_exporter reads `*.prom` files at any moment: written whole (`output`).
+            super::output::write_file(
+                path,
+                db,
+                builds::metrics(&result, clock.elapsed().as_secs_f64()).as_bytes(),
+            )?;
+        }
+        write_stdout(&text)?;
+        Ok(())
+    })();
+    if let Err(err) = delivered {
+        // Not reported, so not seen: the next audit reports them.
+        let _ = store.forget_new_findings(&new_ids);
+        return Err(err);
     }
-    write_stdout(&text)?;
     printer.status(builds::summary_line(&result));
     Ok(if result.findings.is_empty() {
         ExitStatus::Success

@@ -350,6 +350,7 @@ pub async fn mounts(
         })
         .collect();
     let reported = store.save_mount_audit(&snapshots, &findings, time::now())?;
+    let new_ids: Vec<i64> = reported.iter().filter(|r| r.new).map(|r| r.id).collect();
     result.seen_before = if args.all {
         0
     } else {
@@ -380,7 +381,11 @@ pub async fn mounts(
             ))?
         ),
     };
-    write_stdout(&text)?;
+    if let Err(err) = write_stdout(&text) {
+        // Not reported, so not seen: the next audit reports them.
+        let _ = store.forget_new_findings(&new_ids);
+        return Err(err.into());
+    }
     printer.status(mounts::render::summary_line(&result));
     Ok(if errors > 0 {
         ExitStatus::Remote

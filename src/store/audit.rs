@@ -258,6 +258,26 @@ impl Store {
 /// Stores `findings` of an audit of `target` (`registry`, `mount` or `build`) at `now`: a
 /// finding already stored under its fingerprint is seen again, not new. Returns every finding
 /// with its id, in the given order.
+impl Store {
+    /// Forgets the findings `ids` that an audit has just stored as new, when it could not
+    /// report them (its output could not be written): the next audit finds them new again,
+    /// instead of taking them as seen.
+    pub fn forget_new_findings(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = |e| sql_error(&path, e);
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached("DELETE FROM audit_findings WHERE id = ?1")
+                .map_err(err)?;
+            for id in ids {
+                stmt.execute([id]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+}
+
 pub(super) fn insert_findings(
     tx: &crate::store::db::Transaction<'_>,
     findings: &[Finding],

@@ -265,6 +265,17 @@ fn an_unrecorded_build_and_the_hit_on_its_record_are_found() {
         .unwrap()
         .to_owned();
     ok(env.cmd().args(["collect", "--builder", &builder]));
+    // An audit whose output cannot be written reports nothing, so it leaves its findings new.
+    let failed = output(
+        &env,
+        env.cmd().args([
+            "audit",
+            "builds",
+            "--metrics-file",
+            "/nonexistent/cachewarden/builds.prom",
+        ]),
+    );
+    assert!(failed.starts_with("exit: 2\n"), "{failed}");
     let out = env
         .cmd()
         .args(["audit", "builds", "--format", "json"])
