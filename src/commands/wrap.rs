@@ -155,7 +155,10 @@ async fn wrap_build(
         printer.warn(warning);
     }
     let mut planned = match planned {
-        Ok(record) => Some(record),
+        Ok(mut record) => {
+            named_image_contexts(&mut record, &build);
+            Some(record)
+        }
         Err(err) => {
             printer.warn(format!(
                 "the build will not be recorded: {}",
@@ -603,6 +606,21 @@ fn unchecked_inputs(
             )
         })
         .collect();
+    // What a named context of another kind (a directory, a git repository, an OCI layout)
+    // gives `FROM NAME` or `COPY --from=NAME` is nothing a registry holds.
+    for context in &build.build_contexts {
+        if let Some((name, value)) = context.split_once('=')
+            && value
+                .strip_prefix(DOCKER_IMAGE_CONTEXT)
+                .is_none_or(|image| ImageRef::parse(image, "--build-context").is_err())
+        {
+            unchecked.push(format!(
+                "build context `{}` is `{}`: what the build reads from it is not checked",
+                Term(name),
+                Term(value)
+            ));
+        }
+    }
     if record.truncated {
         unchecked.push(
             "its Dockerfile could not be read in full, so its base images are unknown".to_owned(),
@@ -614,6 +632,35 @@ fn unchecked_inputs(
         );
     }
     unchecked
+}
+
+/// How `--build-context NAME=VALUE` names an image.
+const DOCKER_IMAGE_CONTEXT: &str = "docker-image://";
+
+/// Applies the build's `--build-context NAME=docker-image://REF` flags to its record: the
+/// image replaces a base image named `NAME` (BuildKit builds `FROM NAME` from it), and is a
+/// base image of the build in any case (`COPY --from=NAME` reads it). A context of another kind
+/// is left to [`unchecked_inputs`].
+fn named_image_contexts(record: &mut crate::model::RunRecord, build: &BuildCommand) {
+    for context in &build.build_contexts {
+        let Some((name, value)) = context.split_once('=') else {
+            continue;
+        };
+        let Some(image) = value.strip_prefix(DOCKER_IMAGE_CONTEXT) else {
+            continue;
+        };
+        let Ok(image) = ImageRef::parse(image, "--build-context") else {
+            continue;
+        };
+        if let Ok(named) = ImageRef::parse(name, "--build-context") {
+            let named = Artifact::registry(&named);
+            record.base_images.retain(|a| *a != named);
+        }
+        let image = Artifact::registry(&image);
+        if !record.base_images.contains(&image) {
+            record.base_images.push(image);
+        }
+    }
 }
 
 /// What open incidents hold tainted among the digests the local store recorded under the tags

@@ -25,6 +25,8 @@ pub struct BuildCommand {
     pub target: Option<String>,
     pub builder: Option<String>,
     pub build_args: Vec<String>,
+    /// `--build-context NAME=VALUE` values, as given.
+    pub build_contexts: Vec<String>,
     /// `--platform` values, as given.
     pub platforms: Vec<String>,
     pub metadata_file: Option<PathBuf>,
@@ -180,6 +182,7 @@ pub fn parse(argv: &[String]) -> Wrapped {
             "--target" => build.target = Some(value),
             "--builder" => build.builder = Some(value),
             "--build-arg" => build.build_args.push(value),
+            "--build-context" => build.build_contexts.push(value),
             "--platform" => build.platforms.push(value),
             "--metadata-file" => build.metadata_file = Some(PathBuf::from(value)),
             "--iidfile" => build.iidfile = Some(PathBuf::from(value)),

@@ -205,6 +205,9 @@ const PLATFORM_ARGS: [&str; 10] = [
 /// The build argument that namespaces cache mount ids.
 const CACHE_NAMESPACE_ARG: &str = "BUILDKIT_CACHE_MOUNT_NS";
 
+/// The build argument that names the frontend image, over a `# syntax=` directive.
+const SYNTAX_ARG: &str = "BUILDKIT_SYNTAX";
+
 /// How many different sets of variable values one stage may end with when its base is not
 /// known; past this, the rest are not followed into child stages (and a warning says so).
 const MAX_VARIANTS: usize = 64;
@@ -455,6 +458,13 @@ fn analyze(
     WORK_LEFT.with(|left| left.set(WORK));
     let escape = document.escape;
     let build_args = &options.build_args;
+    // The frontend that reads the file runs first, as an image: `--build-arg BUILDKIT_SYNTAX`
+    // names it over the file's `# syntax=` directive.
+    let frontend = build_args
+        .get(SYNTAX_ARG)
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .or_else(|| document.syntax.clone());
     let (global_args, mut stages) = split_stages(document.instructions)?;
     let target = options.target.as_deref().filter(|t| !t.is_empty());
     let platforms = (options.build_platform.as_ref(), target_platform);
@@ -493,6 +503,7 @@ fn analyze(
 
     let mut info = DockerfileInfo {
         stages: stages.iter().filter_map(|s| s.name.clone()).collect(),
+        base_images: frontend.into_iter().collect(),
         ..DockerfileInfo::default()
     };
     for (index, stage) in stages.iter().enumerate() {
@@ -1221,6 +1232,8 @@ fn csv_fields(line: &str) -> Result<Vec<String>, String> {
 struct Document {
     instructions: Vec<Instruction>,
     escape: char,
+    /// The `# syntax=` directive: the frontend image BuildKit pulls and runs to read the file.
+    syntax: Option<String>,
 }
 
 /// One instruction, continuation lines joined and heredoc bodies consumed.
@@ -1303,6 +1316,7 @@ fn is_json_array(args: &str) -> bool {
 #[derive(Debug)]
 struct Directives {
     escape: char,
+    syntax: Option<String>,
     done: bool,
     seen: BTreeSet<String>,
 }
@@ -1311,6 +1325,7 @@ impl Directives {
     fn new() -> Self {
         Self {
             escape: '\\',
+            syntax: None,
             done: false,
             seen: BTreeSet::new(),
         }
@@ -1334,6 +1349,9 @@ impl Directives {
         }
         if !self.seen.insert(name.clone()) {
             return Err(format!("only one `{name}` parser directive can be used"));
+        }
+        if name == "syntax" {
+            self.syntax = Some(value.to_owned()).filter(|v| !v.is_empty());
         }
         if name == "escape" {
             self.escape = match value {
@@ -1485,6 +1503,7 @@ fn read(text: &str) -> Result<Document, Problem> {
     Ok(Document {
         instructions,
         escape: directives.escape,
+        syntax: directives.syntax,
     })
 }
 
@@ -2880,6 +2899,23 @@ mod tests {
 
     /// Stage names are not base images, match case-insensitively, and `scratch` is no image.
     #[test]
+    fn the_frontend_image_is_a_base_image() {
+        let text = "# syntax=registry.example.com/team/frontend:1\nFROM alpine\n";
+        assert_eq!(
+            read_ok(text).base_images,
+            strings(&["registry.example.com/team/frontend:1", "alpine"])
+        );
+        let args = BTreeMap::from([(
+            "BUILDKIT_SYNTAX".to_owned(),
+            "other.example.com/frontend@sha256:".to_owned() + &"a".repeat(64),
+        )]);
+        let info = parse(text, "Dockerfile", &args, None).unwrap();
+        assert_eq!(info.base_images[0], args["BUILDKIT_SYNTAX"]);
+        assert_eq!(info.base_images.len(), 2);
+        assert_eq!(read_ok("FROM alpine\n").base_images, strings(&["alpine"]));
+    }
+
+    #[test]
     fn stage_names_are_not_base_images() {
         let text = "FROM golang:1.22 AS Build\n\
                     FROM build AS test\n\
@@ -3437,7 +3473,11 @@ mod tests {
         assert_eq!(info.stages, strings(&["base", "deps", "test", "runtime"]));
         assert_eq!(
             info.base_images,
-            strings(&["python:3.12-slim", "ghcr.io/astral-sh/uv:0.4"])
+            strings(&[
+                "docker/dockerfile:1.7",
+                "python:3.12-slim",
+                "ghcr.io/astral-sh/uv:0.4"
+            ])
         );
         assert_eq!(
             info.mounts,
@@ -3450,7 +3490,10 @@ mod tests {
             Some("test"),
         )
         .unwrap();
-        assert_eq!(test.base_images, strings(&["python:3.13-slim"]));
+        assert_eq!(
+            test.base_images,
+            strings(&["docker/dockerfile:1.7", "python:3.13-slim"])
+        );
         assert_eq!(
             test.mounts,
             vec![cache("/root/.cache/pip", "/root/.cache/pip")]
@@ -3465,6 +3508,7 @@ mod tests {
         assert_eq!(
             info.base_images,
             strings(&[
+                "docker/dockerfile:1",
                 "golang:1.22-alpine3.20",
                 "gcr.io/distroless/static-debian12:nonroot"
             ])
@@ -3478,6 +3522,7 @@ mod tests {
         assert_eq!(
             lint.base_images,
             strings(&[
+                "docker/dockerfile:1",
                 "golang:1.22-alpine3.20",
                 "golangci/golangci-lint:v1.59-alpine"
             ])
@@ -3496,7 +3541,10 @@ mod tests {
     fn fixture_heredoc() {
         let text = include_str!("../../tests/fixtures/dockerfiles/heredoc.Dockerfile");
         let info = parse(text, "heredoc.Dockerfile", &no_args(), None).unwrap();
-        assert_eq!(info.base_images, strings(&["debian:bookworm-slim"]));
+        assert_eq!(
+            info.base_images,
+            strings(&["docker/dockerfile:1.4", "debian:bookworm-slim"])
+        );
         let mut apt_cache = cache("/var/cache/apt", "/var/cache/apt");
         apt_cache.sharing = Sharing::Locked;
         let mut apt_lib = cache("/var/lib/apt", "/var/lib/apt");

@@ -778,6 +778,91 @@ fn a_claimed_export_of_a_release_image_leaves_it_in_place() {
     assert!(after.starts_with("exit: 0\n"), "{after}");
 }
 
+/// `wrap` refuses a build whose frontend image (`# syntax=`, or `--build-arg BUILDKIT_SYNTAX`)
+/// or named image context (`--build-context NAME=docker-image://REF`) an open incident holds
+/// tainted, as it refuses a tainted `FROM`; a named context of another kind is an input it
+/// cannot check, which fails closed while the incident is open.
+#[test]
+fn wrap_checks_the_frontend_and_named_contexts() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let Some((registry, env)) = crate::common::registry_env() else {
+        return;
+    };
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let planted = pusher.image("team/app", None, "planted", false);
+    let clean = pusher.image("team/base", Some("1"), "clean", false);
+    History::new()
+        .run(Run::new("evil", 1).exported([format!("{host}/team/app:cache@{}", planted.digest)]))
+        .import(&env);
+    let config = config(&host).write(&env);
+    env.open_incident(&config, "evil");
+    let docker = env.write("bin/docker", "#!/bin/sh\nexit 0\n");
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tainted = format!("{host}/team/app@{}", planted.digest);
+    let base = format!("{host}/team/base@{}", clean.digest);
+    let wrap = |run: &str, dockerfile: &str, extra: &[&str]| {
+        env.write("ctx/Dockerfile", dockerfile);
+        let mut cmd = env.cmd_with(&config);
+        cmd.args([
+            "wrap",
+            "--pipeline",
+            "victim",
+            "--run",
+            run,
+            "--builder",
+            "ci-7",
+            "--",
+        ])
+        .arg(&docker)
+        .arg("build")
+        .args(extra)
+        .args(["-t", "app", &env.path().join("ctx").to_string_lossy()]);
+        output(&env, &mut cmd)
+    };
+    let plain = format!("FROM {base}\n");
+    let cases = [
+        ("1", format!("# syntax={tainted}\n{plain}"), vec![]),
+        (
+            "2",
+            plain.clone(),
+            vec![
+                "--build-arg".to_owned(),
+                format!("BUILDKIT_SYNTAX={tainted}"),
+            ],
+        ),
+        (
+            "3",
+            "FROM alpine\n".to_owned(),
+            vec![
+                "--build-context".to_owned(),
+                format!("alpine=docker-image://{tainted}"),
+            ],
+        ),
+    ];
+    for (run, dockerfile, extra) in &cases {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let out = wrap(run, dockerfile, &extra);
+        assert!(out.starts_with("exit: 5\n"), "{out}");
+        assert!(
+            out.contains(&format!(
+                "({}) is tainted in open incident 1",
+                planted.digest
+            )),
+            "{out}"
+        );
+    }
+    let out = wrap("4", &plain, &["--build-context", "src=./somewhere"]);
+    assert!(out.starts_with("exit: 5\n"), "{out}");
+    assert!(
+        out.contains("build context `src` is `./somewhere`"),
+        "{out}"
+    );
+    let out = wrap("5", &plain, &[]);
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+}
+
 /// A manifest the incident holds tainted goes whatever lists it: a release index that lists
 /// the attacker's own image (recorded as exported to another repository; a release job
 /// wrapped it) keeps nothing of it.
