@@ -2,6 +2,7 @@
 //! against the previous snapshot, attribute the changes to the runs that wrote the mount, and
 //! report what does not match its own checksums, new startup hooks and lower-trust changes.
 
+use crate::report::escape::Term;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -95,7 +96,8 @@ pub async fn mounts(
         let place = ctx.builders.get(b).cloned().unwrap_or_default();
         if builder_endpoint(config, b, place.endpoint.as_deref(), place.driver).is_none() {
             return Err(InputError::invalid(format!(
-                "no endpoint known for builder `{b}`: add it to the config"
+                "no endpoint known for builder `{b}`: add it to the config",
+                b = Term(b)
             ))
             .into());
         }
@@ -130,7 +132,8 @@ pub async fn mounts(
                 Err(err) => {
                     errors += 1;
                     printer.error(&anyhow::anyhow!(
-                        "cannot tell how `{builder}` describes its records: {err}"
+                        "cannot tell how `{builder}` describes its records: {err}",
+                        builder = Term(builder)
                     ));
                     continue;
                 }
@@ -174,13 +177,17 @@ pub async fn mounts(
                     Err(err) => {
                         errors += 1;
                         printer.error(&anyhow::anyhow!(
-                            "cannot list the records of `{builder}`: {err}"
+                            "cannot list the records of `{builder}`: {err}",
+                            builder = Term(builder)
                         ));
                     }
                 },
                 Err(err) => {
                     errors += 1;
-                    printer.error(&anyhow::anyhow!("cannot reach builder `{builder}`: {err}"));
+                    printer.error(&anyhow::anyhow!(
+                        "cannot reach builder `{builder}`: {err}",
+                        builder = Term(builder)
+                    ));
                 }
             }
         }
@@ -200,8 +207,7 @@ pub async fn mounts(
             );
             if bases.is_empty() {
                 return Err(InputError::invalid(format!(
-                    "no base image for the helper build of mount `{mount_id}` on `{builder}`: no untainted base image is recorded on that builder; set `[audit] helper_image` in the config"
-                ))
+                    "no base image for the helper build of mount `{mount_id}` on `{builder}`: no untainted base image is recorded on that builder; set `[audit] helper_image` in the config", builder = Term(builder), mount_id = Term(&mount_id)))
                 .into());
             }
             jobs.push(Job {

@@ -2,6 +2,7 @@
 //! is missing, or all of them; saved as a listing, pruned by id with whatever was built on
 //! them, and verified gone from the builder's records.
 
+use crate::report::escape::Term;
 use std::collections::BTreeSet;
 
 use crate::error::RemoteError;
@@ -233,7 +234,8 @@ async fn prune_builder(
             "builder `{builder}`: {} of {} survived the prune (kept by records outside the plan, or in use): {}",
             survivors.len(),
             count(ids.len(), "record", "records"),
-            survivors.join(", ")
+            survivors.join(", "),
+            builder = Term(builder)
         )));
     }
     let gone = record_ids
@@ -284,7 +286,8 @@ fn builder_verdict(
                 ", ..."
             } else {
                 ""
-            }
+            },
+            builder = Term(builder)
         ),
     }
 }

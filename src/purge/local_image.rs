@@ -11,6 +11,7 @@ use crate::purge::verify::{Verdict, VerifyInputs};
 use crate::purge::{BoxFuture, Executed, Outcome, TargetKind};
 use crate::remote::endpoint::require_endpoint;
 use crate::remote::engine::Engine;
+use crate::report::escape::Term;
 use crate::store::ActionRow;
 
 pub struct LocalImage;
@@ -127,10 +128,13 @@ async fn local_image_verdict(
     match found {
         Ok(None) => Verdict::Gone,
         Ok(Some(_)) => Verdict::Present {
-            detail: format!("local image `{reference}` is still on `{builder}`"),
+            detail: format!(
+                "local image `{reference}` is still on `{builder}`",
+                builder = Term(builder)
+            ),
         },
         Err(err) => Verdict::Unverified {
-            detail: format!("cannot ask `{builder}`: {err}"),
+            detail: format!("cannot ask `{builder}`: {err}", builder = Term(builder)),
         },
     }
 }

@@ -2,6 +2,7 @@
 //! write at the end of their descriptions (by target path on Docker 20.10), listed file by
 //! file as evidence, pruned by id, and verified gone from the builder's records.
 
+use crate::report::escape::Term;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
 
@@ -181,7 +182,10 @@ impl TargetKind for Mount {
                 Ok(describes_ids) => describes_ids,
                 Err(err) => {
                     return Verdict::Unverified {
-                        detail: format!("cannot tell how `{}` names mounts: {err}", m.builder),
+                        detail: format!(
+                            "cannot tell how `{}` names mounts: {err}",
+                            Term(m.builder)
+                        ),
                     };
                 }
             };
@@ -297,12 +301,16 @@ async fn prune_mount(
     if !survivors.is_empty() {
         return Err(RemoteError::protocol(format!(
             "builder `{builder}`: mount `{mount_id}` records {} are still present (in use?)",
-            survivors.join(", ")
+            survivors.join(", "),
+            builder = Term(builder),
+            mount_id = Term(mount_id)
         )));
     }
     if let Some(note) = ambiguity {
         return Err(RemoteError::protocol(format!(
-            "builder `{builder}`: mount `{mount_id}`: {note}"
+            "builder `{builder}`: mount `{mount_id}`: {note}",
+            builder = Term(builder),
+            mount_id = Term(mount_id)
         )));
     }
     Ok(Outcome::Pruned {
@@ -399,7 +407,9 @@ async fn mount_listing(
     if driver != Driver::Docker {
         return Err(RemoteError::local(format!(
             "listing mount `{mount_id}` needs a Docker-driver builder; `{builder}` is {}",
-            driver.as_str()
+            driver.as_str(),
+            builder = Term(builder),
+            mount_id = Term(mount_id)
         )));
     }
     let probe = probes
@@ -412,8 +422,7 @@ async fn mount_listing(
         Some(image) => image,
         None => probe.base_images.first().map(|(name, _)| name).ok_or_else(|| {
             RemoteError::local(format!(
-                "no untainted base image known that used mount `{mount_id}` on `{builder}`, and no `[audit] helper_image`"
-            ))
+                "no untainted base image known that used mount `{mount_id}` on `{builder}`, and no `[audit] helper_image`", builder = Term(builder), mount_id = Term(mount_id)))
         })?,
     };
     let from = probe
@@ -472,7 +481,9 @@ async fn mount_listing(
             .find(|l| !l.trim().is_empty())
             .unwrap_or("");
         return Err(RemoteError::local(format!(
-            "listing mount `{mount_id}` on `{builder}` failed: {last}"
+            "listing mount `{mount_id}` on `{builder}` failed: {last}",
+            builder = Term(builder),
+            mount_id = Term(mount_id)
         )));
     }
     let text = std::fs::read_to_string(out.join("cachewarden-listing.txt"))
@@ -528,13 +539,17 @@ fn mount_verdict(
         (false, _) => Verdict::Present {
             detail: format!(
                 "mount `{mount_id}` on `{builder}` still holds records {} from before its purge",
-                left.join(", ")
+                left.join(", "),
+                builder = Term(builder),
+                mount_id = Term(mount_id)
             ),
         },
         (true, false) => Verdict::Present {
             detail: format!(
                 "records {} on `{builder}` are at a target path mount `{mount_id}` shares with other mount ids: prune them by id after checking, or accept them",
-                shared.join(", ")
+                shared.join(", "),
+                builder = Term(builder),
+                mount_id = Term(mount_id)
             ),
         },
     }

@@ -2,6 +2,7 @@
 //! connection pool and tokens), one BuildKit connection per builder, each builder's record
 //! listing for verification, and what is known and learned about the manifests to delete.
 
+use crate::report::escape::Term;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -465,7 +466,12 @@ impl Remotes {
             self.disk_usage(builder, endpoint, driver)
                 .await
                 .map(Arc::new)
-                .map_err(|err| format!("cannot list the records of `{builder}`: {err}"))
+                .map_err(|err| {
+                    format!(
+                        "cannot list the records of `{builder}`: {err}",
+                        builder = Term(builder)
+                    )
+                })
         })
         .await
         .clone()

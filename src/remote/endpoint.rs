@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::error::RemoteError;
 use crate::model::Driver;
 use crate::remote::buildkit::BuildkitClient;
+use crate::report::escape::Term;
 
 /// The endpoint and driver to reach a builder: the config wins over what the store recorded.
 pub fn builder_endpoint(
@@ -31,7 +32,8 @@ pub fn require_endpoint(
 ) -> Result<(String, Driver), RemoteError> {
     builder_endpoint(config, builder, endpoint, driver).ok_or_else(|| {
         RemoteError::local(format!(
-            "no endpoint known for builder `{builder}`: add it to the config"
+            "no endpoint known for builder `{builder}`: add it to the config",
+            builder = Term(builder)
         ))
     })
 }

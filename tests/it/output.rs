@@ -355,6 +355,32 @@ fn markdown_report_shows_follow_up_commands_as_they_are() {
     assert!(!md.contains(r"a\\\\nb"), "{md}");
 }
 
+/// Verification details name a hostile builder as every other message does: a backtick and a
+/// backslash in it are escaped, so it cannot end the quotes it is in or pass for another name.
+#[test]
+fn verification_details_escape_builder_names() {
+    let env = Env::new();
+    let builder = "b`|\\x";
+    ok(env.cmd().args([
+        "record",
+        "--pipeline",
+        "evil",
+        "--run",
+        "1",
+        "--builder",
+        builder,
+        "--mount",
+        "pip",
+    ]));
+    ok(env.cmd().args(["incident", "open", "--pipeline", "evil"]));
+    let verify = output(&env, env.cmd().args(["incident", "verify", "1"]));
+    assert!(
+        verify.contains("cannot tell how `b\\x60|\\\\x` names mounts"),
+        "{verify}"
+    );
+    assert!(!verify.contains(builder), "{verify}");
+}
+
 /// Two runs that printed as one name (`run:web-release/200-1/ci/Dockerfile`) print as two,
 /// each name seeds and explains only its own run, and an unencoded seed of the old form still
 /// finds its run.
