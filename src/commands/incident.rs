@@ -488,10 +488,21 @@ async fn purge_locked(
     if args.no_evidence {
         printer.warn("--no-evidence: deleting without saving evidence first");
     } else {
-        let dir = match &args.evidence_dir {
-            Some(dir) => dir.clone(),
+        // One directory holds an incident's evidence: the one its first execution chose.
+        let kept = store.evidence_dir(args.id)?.map(std::path::PathBuf::from);
+        let dir = match (&args.evidence_dir, kept) {
+            (Some(dir), Some(kept)) if *dir != kept => {
+                return Err(InputError::invalid(format!(
+                    "incident {} keeps its evidence in `{}`, where its earlier execution saved it:                      leave out --evidence-dir, or name that directory",
+                    args.id,
+                    Line(&kept.display().to_string())
+                ))
+                .into());
+            }
+            (Some(dir), _) => dir.clone(),
+            (None, Some(kept)) => kept,
             // Beside an SQLite store; in the current directory for a PostgreSQL one.
-            None => store
+            (None, None) => store
                 .file()
                 .and_then(Path::parent)
                 .unwrap_or(Path::new("."))
@@ -507,9 +518,13 @@ async fn purge_locked(
             concurrency: args.concurrency.unwrap_or(config.purge.concurrency),
         };
         let acting: Vec<ActionRow> = pending.iter().map(|r| (*r).clone()).collect();
+        // A directory that cannot be made or written is the responder's to fix (exit 2).
         let collected = evidence::collect(&acting, config, opts)
             .await
-            .with_context(|| format!("cannot save evidence in `{}`", dir.display()))?;
+            .map_err(|source| InputError::Write {
+                path: dir.display().to_string(),
+                source,
+            })?;
         for item in &collected.unavailable {
             printer.warn(format!(
                 "evidence not saved: {item}; the action goes ahead, and the journal and report say so"

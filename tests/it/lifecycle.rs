@@ -309,6 +309,56 @@ fn a_lock_is_renewed_while_a_slow_action_runs() {
     );
 }
 
+/// An incident keeps its evidence in one directory: an execution that resumes it saves there
+/// again without being told, and one that names another directory is refused (exit 2) before
+/// anything is deleted. A directory that cannot be made is exit 2 too, naming it.
+#[test]
+fn a_resumed_purge_keeps_its_evidence_in_one_directory() {
+    let Some(registry) = harness::registry() else {
+        return;
+    };
+    let proxy = crate::harness::proxy::FaultProxy::start(&registry.host());
+    let env = Env::new();
+    let (_, digests) = setup(&env, &registry);
+    let config = ConfigBuilder::registry(&registry.host())
+        .endpoint(&proxy.url())
+        .write(&env);
+    env.open_incident(&config, "evil");
+    let file = env.write("plain-file", "");
+    let out = output(
+        &env,
+        env.execute(&config, "1", &["--evidence-dir"])
+            .arg(file.join("evidence")),
+    );
+    assert!(out.starts_with("exit: 2\n"), "{out}");
+    assert!(out.contains("cannot write"), "{out}");
+
+    // The first execution saves its evidence in `first` and fails one delete.
+    proxy.inject(crate::harness::proxy::Fault::status(405).on("DELETE"));
+    let first = env.path().join("first");
+    let out = output(
+        &env,
+        env.execute(&config, "1", &["--concurrency", "1", "--evidence-dir"])
+            .arg(&first),
+    );
+    assert!(out.starts_with("exit: 1\n"), "{out}");
+    let other = env.path().join("other");
+    let out = output(
+        &env,
+        env.execute(&config, "1", &["--evidence-dir"]).arg(&other),
+    );
+    assert!(out.starts_with("exit: 2\n"), "{out}");
+    assert!(out.contains("keeps its evidence in"), "{out}");
+    assert!(!other.exists());
+    let out = output(&env, &mut env.execute(&config, "1", &[]));
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+    assert!(out.contains("evidence saved in [TEMP]/first"), "{out}");
+    assert!(
+        !registry.tags("team/app").iter().any(|t| t == "evil"),
+        "{digests:?}"
+    );
+}
+
 /// Tainted caches outside any registry are follow-ups with the exact command for their system.
 #[test]
 fn non_registry_caches_are_follow_ups_with_commands() {
