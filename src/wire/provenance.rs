@@ -510,6 +510,26 @@ fn non_empty(value: &str, field: &str) -> Result<(), String> {
 fn run_from_line(line: RunLine) -> Result<RunRecord, String> {
     non_empty(&line.pipeline, "pipeline")?;
     non_empty(&line.run, "run")?;
+    // Left out, a step or builder is unknown; given, it names something (as `record` has it).
+    if let Some(builder) = &line.builder {
+        non_empty(builder, "builder")?;
+    }
+    if !line.step.is_empty() {
+        non_empty(&line.step, "step")?;
+    }
+    for record in line
+        .records
+        .iter()
+        .flat_map(|r| r.created.iter().chain(&r.reused))
+    {
+        non_empty(&record.id, "records[].id")?;
+        if record.size.is_some_and(|size| size < 0) {
+            return Err(format!(
+                "`records[].size` of `{}` is negative",
+                crate::report::escape::Term(&record.id)
+            ));
+        }
+    }
     if line.run.contains('/') {
         return Err(format!(
             "`run` `{}` contains `/`",
@@ -823,6 +843,35 @@ mod tests {
             r#""exported":[{"backend":"gha","key":"k"}],"mounts":[{"id":"/m","readonly":true}]"#,
         ));
         assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    /// A run line names its builder, step and builder records as `record` would: a blank one
+    /// is refused, naming the field, so that no line goes in that its own export could not
+    /// bring back.
+    #[test]
+    fn blank_names_and_negative_sizes_are_refused() {
+        let run = |extra: &str| {
+            format!(
+                r#"{{"v":1,"type":"run","pipeline":"p","run":"1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:00:00Z"{extra}}}"#
+            )
+        };
+        for (extra, says) in [
+            (r#","builder":"""#, "`builder` is empty"),
+            (r#","builder":"  ""#, "`builder` is empty"),
+            (r#","step":" ""#, "`step` is empty"),
+            (
+                r#","records":{"created":[{"id":""}]}"#,
+                "`records[].id` is empty",
+            ),
+            (
+                r#","records":{"reused":[{"id":"r","size":-1}]}"#,
+                "`records[].size` of `r` is negative",
+            ),
+        ] {
+            let err = parse_line(&run(extra)).unwrap_err();
+            assert!(err.contains(says), "{extra}: {err}");
+        }
+        assert!(parse_line(&run(r#","builder":"b","step":"""#)).is_ok());
     }
 
     /// A run line's `trust_level` is the run's own, not its pipeline's.
