@@ -32,8 +32,10 @@ const SEEDS_SHOWN: usize = 5;
 
 /// Marks a run recorded without what was over a limit: its blast radius may be larger.
 const TRUNCATED: &str = "  [truncated: inputs over a limit were not recorded]";
-/// After a run whose own times the collector does not believe.
-const TIME_SUSPECT: &str = "  [time-suspect: its times contradict when the collector received it]";
+/// After a run whose own times are not believed: the collector received it at odds with them,
+/// or the store held a purge it claims to predate.
+const TIME_SUSPECT: &str =
+    "  [time-suspect: its times contradict when it was received, or a purge the store held when it was recorded]";
 /// After a seed run whose writes count from before the start it claims.
 const RECEIPT_BOUND: &str = "the earliest start its receipt allows";
 /// After a seed run sent with a static token, whose writes count from any time.
