@@ -302,7 +302,7 @@ fn plan_text<'a>(rows: impl Iterator<Item = (i64, &'a Action, &'a str)>) -> Stri
             action.kind.as_str(),
             state,
             describe_target(&action.target),
-            Term(&action.reason)
+            crate::report::escape::Line(&action.reason)
         ));
     }
     if out.is_empty() {
