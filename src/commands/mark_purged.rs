@@ -48,19 +48,15 @@ pub fn mark_purged(
     {
         return Err(InputError::invalid("--reason is empty: say why the purge is recorded").into());
     }
+    let mut store = open_existing_store(db)?;
     let target = match &args.mount {
-        Some(mount) => PurgeTarget::Mount {
-            builder: args.builder.clone(),
-            mount: normalize_mount_id(mount, "", false),
-            namespace: String::new(),
-        },
+        Some(mount) => mount_target(&store, &args.builder, mount)?,
         None => PurgeTarget::Builder {
             builder: args.builder.clone(),
             records_only: args.records_only,
             selective: None,
         },
     };
-    let mut store = open_existing_store(db)?;
     refuse_unknown(&store, &target)?;
     let last_use = match store.last_use(&target)? {
         Some((run, used)) if at < used => Some((store.run(run)?, used)),
@@ -104,6 +100,32 @@ pub fn mark_purged(
     Ok(ExitStatus::Success)
 }
 
+/// The mount `--mount` names on `builder`, as `ls mounts` and `trace` name it: `ID` in the
+/// default namespace, else `NAMESPACE/ID` in a namespace (`BUILDKIT_CACHE_MOUNT_NS`). A name
+/// the builder has neither of is left in the default namespace, for [`refuse_unknown`].
+fn mount_target(store: &Store, builder: &str, mount: &str) -> Result<PurgeTarget> {
+    let plain = normalize_mount_id(mount, "", false);
+    let known = store.mount_identities(builder)?;
+    let (namespace, id) = if known.iter().any(|(ns, id)| ns.is_empty() && *id == plain) {
+        (String::new(), plain)
+    } else {
+        match mount.split_once('/').filter(|(ns, id)| {
+            !ns.is_empty()
+                && known
+                    .iter()
+                    .any(|k| k.0 == *ns && k.1 == normalize_mount_id(id, ns, false))
+        }) {
+            Some((ns, id)) => (ns.to_owned(), normalize_mount_id(id, ns, false)),
+            None => (String::new(), plain),
+        }
+    };
+    Ok(PurgeTarget::Mount {
+        builder: builder.to_owned(),
+        mount: id,
+        namespace,
+    })
+}
+
 /// Refuses a builder, or a mount on it, that the store has never recorded, with the closest
 /// recorded names, as a trace seed is: a purge of a name no run used cleans nothing, and is
 /// likely a typo for the one that was meant.
@@ -114,7 +136,15 @@ fn refuse_unknown(store: &Store, target: &PurgeTarget) -> Result<()> {
         {
             Unknown::Builder(builder.clone())
         }
-        PurgeTarget::Mount { builder, mount, .. } if !store.mount_ids(builder)?.contains(mount) => {
+        PurgeTarget::Mount {
+            builder,
+            mount,
+            namespace,
+        } if !store
+            .mount_identities(builder)?
+            .iter()
+            .any(|(ns, id)| ns == namespace && id == mount) =>
+        {
             Unknown::Mount {
                 builder: builder.clone(),
                 id: mount.clone(),

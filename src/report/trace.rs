@@ -34,8 +34,7 @@ const SEEDS_SHOWN: usize = 5;
 const TRUNCATED: &str = "  [truncated: inputs over a limit were not recorded]";
 /// After a run whose own times are not believed: the collector received it at odds with them,
 /// or the store held a purge it claims to predate.
-const TIME_SUSPECT: &str =
-    "  [time-suspect: its times contradict when it was received, or a purge the store held when it was recorded]";
+const TIME_SUSPECT: &str = "  [time-suspect: its times contradict when it was received, or a purge the store held when it was recorded]";
 /// After a seed run whose writes count from before the start it claims.
 const RECEIPT_BOUND: &str = "the earliest start its receipt allows";
 /// After a seed run sent with a static token, whose writes count from any time.

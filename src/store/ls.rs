@@ -362,6 +362,16 @@ impl Store {
     }
 
     /// The mount ids recorded on a builder.
+    /// The mounts recorded on a builder: (namespace, id), the namespace empty by default.
+    pub fn mount_identities(&self, builder: &str) -> Result<Vec<(String, String)>, StoreError> {
+        self.rows(
+            "SELECT DISTINCT m.namespace, m.mount_id FROM mounts m JOIN builders b ON b.id = m.builder_id
+             WHERE b.name = ?1 ORDER BY m.namespace, m.mount_id",
+            [builder],
+            |row| row.try_into(),
+        )
+    }
+
     pub fn mount_ids(&self, builder: &str) -> Result<Vec<String>, StoreError> {
         self.rows(
             "SELECT DISTINCT m.mount_id FROM mounts m JOIN builders b ON b.id = m.builder_id

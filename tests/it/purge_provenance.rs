@@ -686,3 +686,32 @@ fn selective_prunes_clean_only_the_writers_whose_records_they_removed() {
     }
     assert_eq!(purge_lines(&bare).len(), 1);
 }
+
+/// `mark-purged --mount` names a mount in a namespace as `ls mounts` and `trace` do,
+/// `NAMESPACE/ID`, and records the purge of that mount; its bare id, which no run used in the
+/// default namespace, is refused as unknown rather than recorded as the purge of a mount that
+/// does not exist.
+#[test]
+fn a_mount_in_a_namespace_is_marked_by_its_name() {
+    let env = Env::new();
+    crate::build::History::new()
+        .run(
+            crate::build::Run::new("a", 1)
+                .builder("ci-1")
+                .namespaced_mount("ns1", "go", "/go/pkg/mod"),
+        )
+        .import(&env);
+    let bare = output(
+        &env,
+        env.cmd()
+            .args(["mark-purged", "--builder", "ci-1", "--mount", "go"]),
+    );
+    assert!(bare.starts_with("exit: 2\n"), "{bare}");
+    ok(env
+        .cmd()
+        .args(["mark-purged", "--builder", "ci-1", "--mount", "ns1/go"]));
+    let purges = purge_lines(&env);
+    assert_eq!(purges.len(), 1, "{purges:?}");
+    assert_eq!(purges[0]["mount"], "go", "{purges:?}");
+    assert_eq!(purges[0]["namespace"], "ns1", "{purges:?}");
+}
