@@ -132,14 +132,25 @@ fn trace_and_plan(
             _ => None,
         })
         .collect();
-    let claimed: BTreeSet<i64> = trace
-        .tainted(Kind::CacheRef)
+    // Only what a tainted run claims to have pushed: never what the responder seeded, nor
+    // what is tainted by what it holds.
+    let seeded: BTreeSet<i64> = trace
+        .seeds()
         .iter()
-        .filter(|t| t.via != Via::SameDigest)
+        .filter_map(|n| match &n.entity {
+            Entity::Artifact { info, .. } => Some(info.id),
+            _ => None,
+        })
+        .collect();
+    let claimed: BTreeSet<i64> = [Kind::CacheRef, Kind::Image]
+        .into_iter()
+        .flat_map(|kind| trace.tainted(kind))
+        .filter(|t| matches!(t.via, Via::Exported | Via::Produced))
         .filter_map(|t| match t.entity {
             Entity::Artifact { info, .. } if !info.digest.is_empty() => Some(info.id),
             _ => None,
         })
+        .filter(|id| !seeded.contains(id))
         .collect();
     let vouching = store.vouching(config.trusted_levels())?;
     ctx.vouched_images = store.vouched_images(&claimed, &tainted_runs, &vouching)?;

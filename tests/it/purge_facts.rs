@@ -776,6 +776,46 @@ fn a_claimed_export_of_a_release_image_leaves_it_in_place() {
     ]));
     let after = verify();
     assert!(after.starts_with("exit: 0\n"), "{after}");
+
+    // A claim of having built it, with images deleted too, is held the same way; the image a
+    // responder seeds by hand goes.
+    let claimed = pusher.image("team/rel", Some("2.0"), "release two", false);
+    History::new()
+        .run(
+            Run::new("release", 2)
+                .trust("release")
+                .produced([format!("{host}/team/rel:2.0@{}", claimed.digest)]),
+        )
+        .run(
+            Run::new("fork-pr", 2)
+                .trust("untrusted")
+                .produced([format!("{host}/team/rel:2.0@{}", claimed.digest)]),
+        )
+        .import_as(&env, "two.jsonl");
+    let open = ok(env.cmd_with(&config).args([
+        "incident",
+        "open",
+        "--run",
+        "fork-pr/2",
+        "--delete-images",
+    ]));
+    assert!(
+        !open.lines().any(|l| l.contains("delete-manifest")),
+        "{open}"
+    );
+    let seeded = ok(env.cmd_with(&config).args([
+        "incident",
+        "open",
+        "--image",
+        &format!("{host}/team/rel@{}", claimed.digest),
+        "--delete-images",
+    ]));
+    assert!(
+        seeded
+            .lines()
+            .any(|l| l.contains("delete-manifest") && l.contains(&claimed.digest[..20])),
+        "{seeded}"
+    );
 }
 
 /// `wrap` refuses a build whose frontend image (`# syntax=`, or `--build-arg BUILDKIT_SYNTAX`)
