@@ -126,7 +126,7 @@ pub async fn check(
                 }
             }
         }
-        (None, store) => match store.map(|store| store.contained(&digests)) {
+        (None, store) => match store.map(|store| store.contained_listing(&digests)) {
             Some(Ok(hits)) => Some(hits),
             Some(Err(err)) => {
                 unavailable(err, policy, printer)?;

@@ -222,25 +222,23 @@ async fn wrap_build(
     // Containment: an open incident holds some input tainted. A store that exists but cannot
     // be read is decided by `[containment] on_unavailable`.
     let (hits, mut containment_store) = match planned.as_ref() {
-        Some(record) => {
-            match contained_inputs(record, db, &args.run.collector, config, printer).await {
-                Ok(found) => found,
-                Err(err) => match config.on_unavailable_for(Some(&record.pipeline.name)) {
-                    OnUnavailable::FailClosed => {
-                        return Err(RefusedError(format!(
+        Some(record) => match contained_inputs(record, db, &args.run.collector, config).await {
+            Ok(found) => found,
+            Err(err) => match config.on_unavailable_for(Some(&record.pipeline.name)) {
+                OnUnavailable::FailClosed => {
+                    return Err(RefusedError(format!(
                         "refusing to build: whether its inputs are tainted cannot be checked: {err} (`[containment] on_unavailable` is `fail-closed`)"
                     ))
                     .into());
-                    }
-                    OnUnavailable::FailOpen => {
-                        printer.warn(format!(
+                }
+                OnUnavailable::FailOpen => {
+                    printer.warn(format!(
                         "containment not checked, building anyway (`[containment] on_unavailable = \"fail-open\"`): {err}"
                     ));
-                        (Vec::new(), None)
-                    }
-                },
-            }
-        }
+                    (Vec::new(), None)
+                }
+            },
+        },
         None => {
             unknown_inputs(args, db, config, printer, "the build cannot be planned")?;
             (Vec::new(), None)
@@ -754,7 +752,6 @@ async fn contained_inputs(
     db: &Path,
     collector: &CollectorArgs,
     config: &Config,
-    printer: Printer,
 ) -> Result<(Vec<Contained>, Option<Store>), anyhow::Error> {
     let inputs: Vec<&Artifact> = record
         .imported
@@ -792,7 +789,9 @@ async fn contained_inputs(
         None => true,
     };
     let listed = if open {
-        listed_inputs(&inputs, config, printer).await
+        listed_inputs(&inputs, config)
+            .await
+            .map_err(|why| anyhow::anyhow!(why))?
     } else {
         Vec::new()
     };
@@ -878,14 +877,15 @@ fn held_mounts(
 }
 
 /// The manifests each registry input lists, as its registry answers now: `(input digest,
-/// listed digest)`, an index of indexes followed two levels down. An input whose registry
-/// cannot say is warned about; its own digest is still checked.
+/// listed digest)`, indexes nested in indexes followed as deep as a purge follows them. `Err`
+/// says what could not be read: the input cannot be checked, and the caller decides as for a
+/// store that cannot be read.
 async fn listed_inputs(
     inputs: &[&Artifact],
     config: &Config,
-    printer: Printer,
-) -> Vec<(String, String)> {
+) -> Result<Vec<(String, String)>, String> {
     use crate::remote::registry::{ClientOptions, RegistryClient, facts};
+    let depth = crate::purge::manifest::NESTED;
     let mut out = Vec::new();
     for input in inputs {
         let (Backend::Registry, Some(digest)) = (input.backend, &input.digest) else {
@@ -894,44 +894,47 @@ async fn listed_inputs(
         let Some((registry, repository)) = input.locator.split_once('/') else {
             continue;
         };
-        let client = match RegistryClient::with_options(config, registry, ClientOptions::default())
-        {
-            Ok(client) => client,
-            Err(err) => {
-                printer.warn(format!(
-                    "what `{}` lists was not checked: {}",
-                    Term(&input.locator),
-                    crate::report::escape::Line(&err.to_string())
-                ));
-                continue;
-            }
+        let unread = |err: &dyn std::fmt::Display| {
+            format!(
+                "what `{}@{digest}` lists cannot be read: {}",
+                Term(&input.locator),
+                crate::report::escape::Line(&err.to_string())
+            )
         };
+        let client = RegistryClient::with_options(config, registry, ClientOptions::default())
+            .map_err(|err| unread(&err))?;
+        let mut seen = std::collections::HashSet::from([digest.to_string()]);
         let mut level = vec![digest.to_string()];
-        for _ in 0..2 {
+        for down in 0..=depth {
             let mut next = Vec::new();
             for at in &level {
-                match client.get_manifest(repository, at).await {
-                    Ok(Some(manifest)) => {
-                        if let Ok(listed) = facts(&manifest) {
-                            next.extend(listed.children.iter().map(ToString::to_string));
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(err) => printer.warn(format!(
-                        "what `{}@{at}` lists was not checked: {}",
-                        Term(&input.locator),
-                        crate::report::escape::Line(&err.to_string())
-                    )),
-                }
+                let manifest = client
+                    .get_manifest(repository, at)
+                    .await
+                    .map_err(|err| unread(&err))?;
+                let Some(manifest) = manifest else { continue };
+                let listed = facts(&manifest).map_err(|err| unread(&err))?;
+                next.extend(
+                    listed
+                        .children
+                        .iter()
+                        .map(ToString::to_string)
+                        .filter(|child| seen.insert(child.clone())),
+                );
+            }
+            if next.is_empty() {
+                break;
+            }
+            if down == depth {
+                return Err(unread(&format_args!(
+                    "indexes are nested more than {depth} deep"
+                )));
             }
             out.extend(next.iter().map(|child| (digest.to_string(), child.clone())));
             level = next;
-            if level.is_empty() {
-                break;
-            }
         }
     }
-    out
+    Ok(out)
 }
 
 /// The record of a wrapped build: its flags and what its command says. The times and the

@@ -8,7 +8,7 @@ use crate::build::{History, Run};
 use crate::common::{Env, manifest_exists, ok, output};
 use crate::harness::http::Request;
 use crate::harness::oci::{Pushed, Pusher};
-use crate::harness::proxy::{FaultProxy, Seen};
+use crate::harness::proxy::{Fault, FaultProxy, Seen};
 use crate::harness::{self, Registry};
 use crate::purge::config;
 
@@ -714,6 +714,17 @@ fn wrap_refuses_an_index_that_lists_a_tainted_manifest() {
     }
     let out = wrap("3", &format!("{host}/team/app:fine"));
     assert!(out.starts_with("exit: 0\n"), "{out}");
+    // Indexes of indexes are followed as deep as a purge follows them.
+    let mut nested = wrapper.clone();
+    for _ in 0..4 {
+        nested = pusher.index("team/app", None, std::slice::from_ref(&nested));
+    }
+    let out = wrap("4", &format!("{host}/team/app@{}", nested.digest));
+    assert!(out.starts_with("exit: 5\n"), "{out}");
+    assert!(
+        out.contains(&format!("it lists {}", planted.digest)),
+        "{out}"
+    );
     let export = ok(env.cmd().arg("export"));
     assert!(
         !export.contains("\"pipeline\":\"victim\",\"run\":\"1\"")
@@ -816,6 +827,56 @@ fn a_claimed_export_of_a_release_image_leaves_it_in_place() {
             .any(|l| l.contains("delete-manifest") && l.contains(&claimed.digest[..20])),
         "{seeded}"
     );
+}
+
+/// While an incident is open, `wrap` asks the registry what each input lists; a registry that
+/// cannot say leaves the input unchecked, which fails closed (exit 5, naming the input).
+#[test]
+fn wrap_fails_closed_when_the_registry_cannot_say_what_an_input_lists() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let Some(registry) = harness::registry() else {
+        return;
+    };
+    let proxy = FaultProxy::start(&registry.host());
+    let env = Env::new();
+    let host = registry.host();
+    let mut pusher = Pusher::new(&registry);
+    let planted = pusher.image("team/app", None, "planted", false);
+    let clean = pusher.image("team/base", None, "clean", false);
+    History::new()
+        .run(Run::new("evil", 1).exported([format!("{host}/team/app:cache@{}", planted.digest)]))
+        .import(&env);
+    let config = config(&host).endpoint(&proxy.url()).write(&env);
+    env.open_incident(&config, "evil");
+    let docker = env.write("bin/docker", "#!/bin/sh\nexit 0\n");
+    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.write(
+        "ctx/Dockerfile",
+        &format!("FROM {host}/team/base@{}\n", clean.digest),
+    );
+    proxy.inject(Fault::status(403).on("GET"));
+    let mut cmd = env.cmd_with(&config);
+    cmd.args([
+        "wrap",
+        "--pipeline",
+        "victim",
+        "--run",
+        "1",
+        "--builder",
+        "ci-7",
+        "--",
+    ])
+    .arg(&docker)
+    .args([
+        "build",
+        "-t",
+        "app",
+        &env.path().join("ctx").to_string_lossy(),
+    ]);
+    let out = output(&env, &mut cmd);
+    assert!(out.starts_with("exit: 5\n"), "{out}");
+    assert!(out.contains("lists cannot be read"), "{out}");
 }
 
 /// `wrap` refuses a build whose frontend image (`# syntax=`, or `--build-arg BUILDKIT_SYNTAX`)
