@@ -463,8 +463,8 @@ fn analyze(
     let frontend = build_args
         .get(SYNTAX_ARG)
         .filter(|v| !v.is_empty())
-        .cloned()
-        .or_else(|| document.syntax.clone());
+        .map(|v| frontend_image(v).to_owned())
+        .or_else(|| detect_syntax(text));
     let (global_args, mut stages) = split_stages(document.instructions)?;
     let target = options.target.as_deref().filter(|t| !t.is_empty());
     let platforms = (options.build_platform.as_ref(), target_platform);
@@ -1232,8 +1232,6 @@ fn csv_fields(line: &str) -> Result<Vec<String>, String> {
 struct Document {
     instructions: Vec<Instruction>,
     escape: char,
-    /// The `# syntax=` directive: the frontend image BuildKit pulls and runs to read the file.
-    syntax: Option<String>,
 }
 
 /// One instruction, continuation lines joined and heredoc bodies consumed.
@@ -1316,7 +1314,6 @@ fn is_json_array(args: &str) -> bool {
 #[derive(Debug)]
 struct Directives {
     escape: char,
-    syntax: Option<String>,
     done: bool,
     seen: BTreeSet<String>,
 }
@@ -1325,7 +1322,6 @@ impl Directives {
     fn new() -> Self {
         Self {
             escape: '\\',
-            syntax: None,
             done: false,
             seen: BTreeSet::new(),
         }
@@ -1350,9 +1346,6 @@ impl Directives {
         if !self.seen.insert(name.clone()) {
             return Err(format!("only one `{name}` parser directive can be used"));
         }
-        if name == "syntax" {
-            self.syntax = Some(value.to_owned()).filter(|v| !v.is_empty());
-        }
         if name == "escape" {
             self.escape = match value {
                 "`" => '`',
@@ -1362,6 +1355,67 @@ impl Directives {
         }
         Ok(())
     }
+}
+
+/// The frontend image a Dockerfile names, as BuildKit finds it before it reads the file: a
+/// byte order mark and a `#!` first line are skipped, then the `syntax` directive is looked
+/// for among the leading `# key=value` lines, else among leading `// key=value` lines, else as
+/// the `syntax` key of a file that is one JSON object of strings. The image is the value up to
+/// its first space (the rest is passed to the frontend).
+fn detect_syntax(text: &str) -> Option<String> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let text = match text.split_once('\n') {
+        Some((first, rest)) if first.starts_with("#!") => rest,
+        None if text.starts_with("#!") => "",
+        _ => text,
+    };
+    for comment in ["#", "//"] {
+        for line in text.lines() {
+            let Some((key, value)) = directive_line(line, comment) else {
+                break;
+            };
+            let key = key.to_ascii_lowercase();
+            if !matches!(key.as_str(), "syntax" | "escape" | "check") {
+                break;
+            }
+            if key == "syntax" {
+                return Some(frontend_image(value).to_owned());
+            }
+        }
+    }
+    let object: std::collections::HashMap<String, String> = serde_json::from_str(text).ok()?;
+    object.get("syntax").map(|v| frontend_image(v).to_owned())
+}
+
+/// `KEY=VALUE` after `comment` on a line, as BuildKit's directive parser reads it: spaces
+/// allowed around the key and the `=`, the key a letter then letters and digits, the value
+/// not empty, trailing space dropped.
+fn directive_line<'a>(line: &'a str, comment: &str) -> Option<(&'a str, &'a str)> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let rest = line.strip_prefix(comment)?.trim_start_matches(go_space);
+    let key_len = rest
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())))
+        .map_or(rest.len(), |(i, _)| i);
+    if key_len == 0 {
+        return None;
+    }
+    let (key, rest) = rest.split_at(key_len);
+    let value = rest
+        .trim_start_matches(go_space)
+        .strip_prefix('=')?
+        .trim_matches(go_space);
+    (!value.is_empty()).then_some((key, value))
+}
+
+/// The white space of Go's `\s`.
+fn go_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0c')
+}
+
+/// The image of a frontend reference: what comes before its first space.
+fn frontend_image(value: &str) -> &str {
+    value.split(' ').next().unwrap_or(value)
 }
 
 /// `name=value` after the `#` of a possible directive.
@@ -1503,7 +1557,6 @@ fn read(text: &str) -> Result<Document, Problem> {
     Ok(Document {
         instructions,
         escape: directives.escape,
-        syntax: directives.syntax,
     })
 }
 
@@ -2898,6 +2951,28 @@ mod tests {
     }
 
     /// Stage names are not base images, match case-insensitively, and `scratch` is no image.
+    #[test]
+    fn the_frontend_is_found_as_buildkit_finds_it() {
+        let image = "registry.example.com/team/frontend:1";
+        for text in [
+            format!("# syntax={image}\nFROM alpine\n"),
+            format!("\u{feff}#!/usr/bin/env buildctl\n#  SYNTAX = {image} --opt x\nFROM alpine\n"),
+            format!("# check=skip=all\n# syntax={image}\nFROM alpine\n"),
+            format!("// syntax={image}\nFROM alpine\n"),
+            format!("{{\"syntax\": \"{image}\"}}"),
+        ] {
+            assert_eq!(detect_syntax(&text).as_deref(), Some(image), "{text}");
+        }
+        for text in [
+            format!("FROM alpine\n# syntax={image}\n"),
+            format!("# hello\n# syntax={image}\nFROM alpine\n"),
+            "#syntax=\nFROM alpine\n".to_owned(),
+            "{\"syntax\": 1}".to_owned(),
+        ] {
+            assert_eq!(detect_syntax(&text), None, "{text}");
+        }
+    }
+
     #[test]
     fn the_frontend_image_is_a_base_image() {
         let text = "# syntax=registry.example.com/team/frontend:1\nFROM alpine\n";
