@@ -17,29 +17,32 @@ pub fn actor() -> String {
     format!("{}@{}", os_user(), crate::ingest::builder::hostname())
 }
 
-/// Who holds a lock: `host:pid:start`, the process's start time (in clock ticks since boot)
-/// telling it from another that has the same pid later, or in another PID namespace.
+/// Who holds a lock: `host:pid:start:space`, the process's start time (in clock ticks since
+/// boot) telling it from another that has the same pid later, and `space` its PID namespace
+/// and the kernel's boot, telling `/proc` here from the one the holder saw: two containers
+/// with one host name each have a pid 1.
 pub fn lock_owner() -> String {
     let pid = std::process::id();
     format!(
-        "{}:{pid}:{}",
+        "{}:{pid}:{}:{}",
         crate::ingest::builder::hostname(),
-        process_start(pid).unwrap_or(0)
+        process_start(pid).unwrap_or(0),
+        pid_space()
     )
 }
 
 /// Whether the holder of a lock (see [`lock_owner`]; `host:pid` from earlier releases) may
-/// still hold it: on another host, always; on this one, while its process runs (not a zombie)
-/// and, where it names one, started when it says.
+/// still hold it: on another host or in another PID namespace, always (its lock's age tells);
+/// here, while its process runs (not a zombie) and, where it names one, started when it says.
 pub fn lock_holder_alive(owner: &str) -> bool {
-    let mut parts = owner.rsplitn(3, ':');
-    let (last, middle, first) = (parts.next(), parts.next(), parts.next());
-    let (host, pid, start) = match (first, middle, last) {
-        (Some(host), Some(pid), Some(start)) => (host, pid, start.parse::<u64>().ok()),
-        (None, Some(host), Some(pid)) => (host, pid, None),
+    let parts: Vec<&str> = owner.splitn(4, ':').collect();
+    let (host, pid, start, space) = match parts.as_slice() {
+        [host, pid] => (*host, *pid, None, None),
+        [host, pid, start] => (*host, *pid, start.parse::<u64>().ok(), None),
+        [host, pid, start, space] => (*host, *pid, start.parse::<u64>().ok(), Some(*space)),
         _ => return true,
     };
-    if host != crate::ingest::builder::hostname() {
+    if host != crate::ingest::builder::hostname() || space.is_some_and(|s| s != pid_space()) {
         return true;
     }
     let Ok(pid) = pid.parse::<u32>() else {
@@ -52,6 +55,23 @@ pub fn lock_holder_alive(owner: &str) -> bool {
         return true;
     };
     state != "Z" && state != "X" && start.is_none_or(|s| s == 0 || s == started)
+}
+
+/// This process's PID namespace (its inode) and the kernel's boot id: where a pid means one
+/// process. Empty parts when the system does not say.
+fn pid_space() -> String {
+    let namespace = std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|link| {
+            let link = link.to_string_lossy().into_owned();
+            let inode: String = link.chars().filter(char::is_ascii_digit).collect();
+            (!inode.is_empty()).then_some(inode)
+        })
+        .unwrap_or_default();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|b| b.trim().to_owned())
+        .unwrap_or_default();
+    format!("{namespace}.{boot}")
 }
 
 /// A process's start time in clock ticks since boot.
@@ -97,6 +117,14 @@ mod tests {
         assert!(!lock_holder_alive(&format!("{host}:{pid}:1")));
         assert!(!lock_holder_alive(&format!("{host}:999999999:5")));
         assert!(lock_holder_alive(&format!("elsewhere-{host}:1:1")));
+        // Another PID namespace's pid is not this one's to look up.
+        assert!(lock_holder_alive(&format!(
+            "{host}:999999999:5:1.other-boot"
+        )));
+        assert!(!lock_holder_alive(&format!(
+            "{host}:999999999:5:{}",
+            pid_space()
+        )));
         let mut zombie = std::process::Command::new("true").spawn().unwrap();
         let zombie_pid = zombie.id();
         // Exited, not yet reaped.

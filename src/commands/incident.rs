@@ -413,7 +413,7 @@ async fn purge_locked(
     mut store: Store,
     config: &Config,
     printer: Printer,
-    _owner: &str,
+    owner: &str,
 ) -> Result<ExitStatus> {
     // Re-trace: builds recorded since `open` may have widened the blast radius.
     let incident = store.incident(args.id)?;
@@ -552,7 +552,23 @@ async fn purge_locked(
         Arc::new(execute::Silent)
     };
     let store = Arc::new(Mutex::new(store));
-    let summary = execute::execute(store.clone(), args.id, config, concurrency, reporter).await?;
+    let summary = execute::execute(
+        store.clone(),
+        args.id,
+        config,
+        concurrency,
+        reporter,
+        Some(owner),
+    )
+    .await?;
+    if summary.lost_lock > 0 {
+        return Err(RefusedError(format!(
+            "another execution took incident {}'s lock over (this one had not renewed it for `[purge] lock_stale_seconds`): this one stopped, leaving {} to it",
+            args.id,
+            count(summary.lost_lock, "action", "actions")
+        ))
+        .into());
+    }
     let store = store.lock().expect("store lock");
     let rows = store.actions(args.id)?;
     if args.format == OutputFormat::Json {

@@ -215,7 +215,7 @@ async fn run(
         Arc::new(execute::Silent)
     };
     let store = Arc::new(Mutex::new(store));
-    let summary = execute::execute(store.clone(), id, config, concurrency, reporter).await?;
+    let summary = execute::execute(store.clone(), id, config, concurrency, reporter, None).await?;
     let mut store = store.lock().expect("store lock");
     // A sweep is never re-run as such: the next one plans afresh from the store.
     store.close_incident(id, "sweep")?;

@@ -39,6 +39,9 @@ pub struct Summary {
     pub unreachable: usize,
     /// Bytes the builders freed in this run.
     pub bytes_reclaimed: i64,
+    /// Actions not started because another execution took the incident's lock over: this
+    /// one stopped, and wrote nothing of them.
+    pub lost_lock: usize,
 }
 
 /// Learned manifest facts are saved in batches of this many: an interruption loses at most
@@ -62,6 +65,7 @@ pub async fn execute(
     config: &Config,
     concurrency: usize,
     reporter: Arc<dyn Reporter>,
+    owner: Option<&str>,
 ) -> Result<Summary, StoreError> {
     let rows = store.lock().expect("store lock").actions(incident)?;
     let mut summary = Summary::default();
@@ -105,6 +109,8 @@ pub async fn execute(
         vouching,
     }));
     let breaker = Arc::new(Breaker::default());
+    let owner: Option<Arc<str>> = owner.map(Arc::from);
+    let lost = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for phase in [registry_rows, builder_rows] {
         let jobs = phase
             .into_iter()
@@ -113,11 +119,23 @@ pub async fn execute(
                 let remotes = remotes.clone();
                 let reporter = reporter.clone();
                 let breaker = breaker.clone();
+                let (owner, lost) = (owner.clone(), lost.clone());
                 let kind = kind_of(&row.action.target);
                 Job {
                     place: row.action.place.clone(),
                     limit: kind.limit(concurrency.max(1)),
                     work: async move {
+                        // An execution whose lock another took over acts no more: what it
+                        // has not started is the other's.
+                        if let Some(owner) = &owner
+                            && !store
+                                .lock()
+                                .expect("store lock")
+                                .holds_incident_lock(incident, owner)?
+                        {
+                            lost.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            return Ok(None);
+                        }
                         let started = Instant::now();
                         let finished = match breaker.open(&row.action.place) {
                             Some(refusal) => Finished::Failed(refusal),
@@ -134,12 +152,12 @@ pub async fn execute(
                         store.finish_action(row.id, &finished, elapsed)?;
                         drop(store);
                         reporter.on_done(row.action.kind, !matches!(finished, Finished::Failed(_)));
-                        Ok::<Finished, StoreError>(finished)
+                        Ok::<Option<Finished>, StoreError>(Some(finished))
                     },
                 }
             })
             .collect();
-        for finished in runner::run(jobs).await? {
+        for finished in runner::run(jobs).await?.into_iter().flatten() {
             match finished {
                 Finished::Done(outcome) => {
                     summary.done += 1;
@@ -154,6 +172,7 @@ pub async fn execute(
         }
         save_learned(&remotes, &mut store.lock().expect("store lock"), 1)?;
     }
+    summary.lost_lock = lost.load(std::sync::atomic::Ordering::SeqCst);
     Ok(summary)
 }
 

@@ -331,6 +331,17 @@ impl Store {
         Ok(outcome)
     }
 
+    /// Whether `owner` holds the incident's execution lock.
+    pub fn holds_incident_lock(&self, incident: i64, owner: &str) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM incidents WHERE id = ?1 AND lock_owner = ?2)",
+                params![incident, owner],
+                |row| row.get(0),
+            )
+            .map_err(|e| sql_error(&self.path, e))
+    }
+
     /// Renews the incident's lock while `owner` holds it; `false` when it does not any more.
     pub fn renew_incident_lock(&mut self, incident: i64, owner: &str) -> Result<bool, StoreError> {
         self.conn

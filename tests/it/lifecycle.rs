@@ -309,6 +309,50 @@ fn a_lock_is_renewed_while_a_slow_action_runs() {
     );
 }
 
+/// An execution whose lock another took over starts nothing more: what it has not started
+/// stays pending for the other, and it exits 5 saying so.
+#[test]
+fn an_execution_that_lost_its_lock_stops() {
+    let Some(registry) = harness::registry() else {
+        return;
+    };
+    let proxy = crate::harness::proxy::FaultProxy::start(&registry.host());
+    let env = Env::new();
+    setup(&env, &registry);
+    let config = ConfigBuilder::registry(&registry.host())
+        .endpoint(&proxy.url())
+        .write(&env);
+    env.open_incident(&config, "evil");
+    proxy.inject(
+        crate::harness::proxy::Fault::delay(std::time::Duration::from_secs(3)).on("DELETE"),
+    );
+    let first = env
+        .execute(&config, "1", &["--no-evidence", "--concurrency", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let conn = rusqlite::Connection::open(env.db()).unwrap();
+    conn.execute(
+        "UPDATE incidents SET lock_owner = 'elsewhere:7:1:1.x' WHERE id = 1",
+        [],
+    )
+    .unwrap();
+    let first = first.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("took incident 1's lock over"), "{stderr}");
+    let pending: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM actions WHERE incident_id = 1 AND state = 'pending'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(pending, 1);
+}
+
 /// An incident keeps its evidence in one directory: an execution that resumes it saves there
 /// again without being told, and one that names another directory is refused (exit 2) before
 /// anything is deleted. A directory that cannot be made is exit 2 too, naming it.
