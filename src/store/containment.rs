@@ -438,7 +438,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.conn
             .execute(
-                "INSERT INTO verifications (incident_id, at, by, clean, result) VALUES (?1, ?2, ?3, ?4, ?5)",
+                // Only while the incident is open: a closed one keeps the verification it
+                // was closed on, even against a verify that began before the close.
+                "INSERT INTO verifications (incident_id, at, by, clean, result)
+                 SELECT ?1, ?2, ?3, ?4, ?5
+                 WHERE EXISTS (SELECT 1 FROM incidents WHERE id = ?1 AND status = 'open')",
                 params![incident, time::now(), by, clean, result],
             )
             .map(|_| ())
