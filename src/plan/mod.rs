@@ -649,7 +649,8 @@ impl Manifest<'_> {
                 target: Target::FollowUp {
                     what: format!("rebuild or quarantine image {what}"),
                     command: format!(
-                        "cachewarden incident open --image {what} --delete-images   # or rebuild it, or quarantine it"
+                        "cachewarden incident open --image {} --delete-images   # or rebuild it, or quarantine it",
+                        sh(&what)
                     ),
                     subject: Some(Box::new(target)),
                 },
