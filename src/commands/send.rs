@@ -264,14 +264,40 @@ pub async fn remote_contained(
     opts: &CollectorArgs,
     digests: &[String],
 ) -> Result<Vec<(String, i64)>, String> {
+    Ok(remote_contained_with_mounts(server, opts, digests, &[])
+        .await?
+        .0)
+}
+
+/// What [`remote_contained`] says, and which of the cache `mounts` (builder, id) the
+/// collector's open incidents hold: (mount, incident) pairs, `None` from a collector that does
+/// not check mounts.
+pub async fn remote_contained_with_mounts(
+    server: &str,
+    opts: &CollectorArgs,
+    digests: &[String],
+    mounts: &[(String, String)],
+) -> Result<RemoteHits, String> {
     let client = Client::new(server)?;
     let env = |name: &str| std::env::var(name).ok();
     let token = collector::hook_token(&env, &opts.audience)
         .await?
         .ok_or("no token for the collector (CACHEWARDEN_TOKEN)")?;
-    let results = client.check(Some(&token), digests).await?;
-    Ok(results
+    let (results, held) = client
+        .check_with_mounts(Some(&token), digests, mounts)
+        .await?;
+    let digests = results
         .into_iter()
         .flat_map(|(digest, incidents)| incidents.into_iter().map(move |i| (digest.clone(), i)))
-        .collect())
+        .collect();
+    let mounts = held.map(|held| {
+        held.into_iter()
+            .flat_map(|(mount, incidents)| incidents.into_iter().map(move |i| (mount.clone(), i)))
+            .collect()
+    });
+    Ok((digests, mounts))
 }
+
+/// Digests and mounts the collector's open incidents hold: (digest, incident) pairs, and
+/// ((builder, id), incident) pairs when it checks mounts.
+pub type RemoteHits = (Vec<(String, i64)>, Option<Vec<((String, String), i64)>>);

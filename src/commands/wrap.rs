@@ -290,17 +290,31 @@ async fn wrap_build(
         if let (Some(record), Some(server)) = (planned.as_ref(), &args.run.collector.server) {
             // The fleet's record holds it, under the token's identity; a build never waits on
             // it, so a collector that cannot take it is a warning.
-            match crate::commands::send::send_overrides(server, &args.run.collector, record, &hits)
+            // The collector keeps overrides of digests; one of a held mount stays in this
+            // warning and the build's record.
+            let digests: Vec<Contained> = hits
+                .iter()
+                .filter(|h| !h.digest.is_empty())
+                .cloned()
+                .collect();
+            if !digests.is_empty() {
+                match crate::commands::send::send_overrides(
+                    server,
+                    &args.run.collector,
+                    record,
+                    &digests,
+                )
                 .await
-            {
-                Ok(kept) => printer.status(format!(
-                    "cachewarden: the override is recorded at the collector ({})",
-                    crate::report::count(usize::try_from(kept).unwrap_or(0), "input", "inputs")
-                )),
-                Err(err) => printer.warn(format!(
-                    "the override was not recorded at the collector: {}",
-                    crate::report::escape::Line(&err)
-                )),
+                {
+                    Ok(kept) => printer.status(format!(
+                        "cachewarden: the override is recorded at the collector ({})",
+                        crate::report::count(usize::try_from(kept).unwrap_or(0), "input", "inputs")
+                    )),
+                    Err(err) => printer.warn(format!(
+                        "the override was not recorded at the collector: {}",
+                        crate::report::escape::Line(&err)
+                    )),
+                }
             }
         } else if let Some(record) = planned.as_ref() {
             // The OS account from the system, never `USER`, which the job sets at will.
@@ -761,7 +775,7 @@ async fn contained_inputs(
         .chain(&record.base_images)
         .filter(|a| a.digest.is_some())
         .collect();
-    if inputs.is_empty() && (record.mounts.is_empty() || collector.server.is_some()) {
+    if inputs.is_empty() && record.mounts.is_empty() {
         return Ok((Vec::new(), None));
     }
     let name_of = |digest: &str| {
@@ -835,11 +849,34 @@ async fn contained_inputs(
     };
     if let Some(server) = &collector.server {
         // An ephemeral runner's store is empty: the collector's is the one that knows.
-        let hits = crate::commands::send::remote_contained(server, collector, &asked)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mounts: Vec<(String, String)> = match &record.builder {
+            Some(builder) => record
+                .mounts
+                .iter()
+                .filter(|m| m.namespace.is_empty())
+                .map(|m| (builder.name.clone(), m.id.clone()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let (hits, held) =
+            crate::commands::send::remote_contained_with_mounts(server, collector, &asked, &mounts)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         for (digest, incident) in hits {
             add(incident, &digest, Some(&digest));
+        }
+        match held {
+            Some(held) => found.extend(held.into_iter().map(|((builder, id), incident)| {
+                Contained {
+                    incident,
+                    digest: String::new(),
+                    name: format!("cache mount {builder}:{id}"),
+                }
+            })),
+            None if !mounts.is_empty() => printer.warn(
+                "the collector does not say which cache mounts its open incidents hold (an earlier release): the build's mounts are not checked",
+            ),
+            None => {}
         }
         return Ok((found, None));
     }

@@ -30,6 +30,13 @@ pub enum Sent {
     Unavailable(String),
 }
 
+/// The collector's answer to a check: the open incidents holding each digest asked, and
+/// each cache mount asked ((builder, id), incidents), `None` when it does not check mounts.
+pub type CheckAnswer = (
+    Vec<(String, Vec<i64>)>,
+    Option<Vec<((String, String), Vec<i64>)>>,
+);
+
 /// A collector client.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -87,24 +94,53 @@ impl Client {
         token: Option<&str>,
         digests: &[String],
     ) -> Result<Vec<(String, Vec<i64>)>, String> {
-        let query: Vec<(&str, &str)> = digests.iter().map(|d| ("digest", d.as_str())).collect();
+        Ok(self.check_with_mounts(token, digests, &[]).await?.0)
+    }
+
+    /// Which of `digests`, and of the cache `mounts` (builder, id in the default namespace),
+    /// open incidents hold tainted. The mounts' answer is `None` from a collector that does
+    /// not check mounts (an earlier release).
+    pub async fn check_with_mounts(
+        &self,
+        token: Option<&str>,
+        digests: &[String],
+        mounts: &[(String, String)],
+    ) -> Result<CheckAnswer, String> {
+        let mounts_asked: Vec<String> = mounts
+            .iter()
+            .map(|m| serde_json::to_string(m).expect("strings serialize"))
+            .collect();
+        let query: Vec<(&str, &str)> = digests
+            .iter()
+            .map(|d| ("digest", d.as_str()))
+            .chain(mounts_asked.iter().map(|m| ("mount", m.as_str())))
+            .collect();
         let url = format!("{}/v1/check", self.base);
         match self
             .exchange(|| self.http.get(&url).query(&query), token, outage)
             .await?
         {
             (200, body) => {
+                let incidents = |r: &Value| -> Vec<i64> {
+                    r["tainted_in"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(Value::as_i64).collect())
+                        .unwrap_or_default()
+                };
                 let results = body["results"].as_array().cloned().unwrap_or_default();
-                Ok(results
+                let digests = results
                     .iter()
-                    .map(|r| {
-                        let incidents = r["tainted_in"]
-                            .as_array()
-                            .map(|a| a.iter().filter_map(Value::as_i64).collect())
-                            .unwrap_or_default();
-                        (r["digest"].as_str().unwrap_or("").to_owned(), incidents)
-                    })
-                    .collect())
+                    .map(|r| (r["digest"].as_str().unwrap_or("").to_owned(), incidents(r)))
+                    .collect();
+                let mounts = body["mounts"].as_array().map(|held| {
+                    held.iter()
+                        .map(|m| {
+                            let field = |k: &str| m[k].as_str().unwrap_or("").to_owned();
+                            ((field("builder"), field("id")), incidents(m))
+                        })
+                        .collect()
+                });
+                Ok((digests, mounts))
             }
             (status, body) => Err(self.answered(status, &body)),
         }

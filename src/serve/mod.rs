@@ -765,27 +765,50 @@ async fn check(
         return refuse(&c, refusal, None, now).await;
     }
     let mut digests = Vec::new();
-    for pair in query.as_deref().unwrap_or_default().split('&') {
-        let Some(("digest", value)) = pair.split_once('=') else {
-            continue;
-        };
-        let value = value.replace("%3A", ":").replace("%3a", ":");
-        match crate::model::Digest::parse(&value, "digest") {
-            Ok(digest) => digests.push(digest.to_string()),
-            Err(err) => {
-                let doc =
-                    json!({"v": API_VERSION, "error": "invalid_digest", "reason": err.to_string()});
-                return (StatusCode::BAD_REQUEST, axum::Json(doc)).into_response();
-            }
+    let mut mounts: Vec<(String, String)> = Vec::new();
+    for (key, value) in form_urlencoded::parse(query.as_deref().unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "digest" => match crate::model::Digest::parse(&value, "digest") {
+                Ok(digest) => digests.push(digest.to_string()),
+                Err(err) => {
+                    let doc = json!({"v": API_VERSION, "error": "invalid_digest", "reason": err.to_string()});
+                    return (StatusCode::BAD_REQUEST, axum::Json(doc)).into_response();
+                }
+            },
+            // A cache mount: `["BUILDER","ID"]`, its id in the default namespace.
+            "mount" => match serde_json::from_str::<(String, String)>(&value) {
+                Ok(mount) => mounts.push(mount),
+                Err(err) => {
+                    let doc = json!({"v": API_VERSION, "error": "invalid_mount", "reason": format!("a mount is `[\"BUILDER\",\"ID\"]`: {err}")});
+                    return (StatusCode::BAD_REQUEST, axum::Json(doc)).into_response();
+                }
+            },
+            _ => {}
         }
     }
-    if digests.is_empty() || digests.len() > limits::REFERENCES {
-        let doc = json!({"v": API_VERSION, "error": "invalid_digest", "reason": format!("name 1 to {} digests", limits::REFERENCES)});
+    if digests.len() + mounts.len() == 0 || digests.len() + mounts.len() > limits::REFERENCES {
+        let doc = json!({"v": API_VERSION, "error": "invalid_digest", "reason": format!("name 1 to {} digests and mounts", limits::REFERENCES)});
         return (StatusCode::BAD_REQUEST, axum::Json(doc)).into_response();
     }
     let asked = digests.clone();
-    match run_store(&c, move |store| store.contained_listing(&asked)).await {
-        Ok(hits) => {
+    let asked_mounts = mounts.clone();
+    let found = run_store(&c, move |store| {
+        let hits = store.contained_listing(&asked)?;
+        let mut held = Vec::new();
+        for (builder, id) in &asked_mounts {
+            let incidents: Vec<i64> = store
+                .held_mounts(builder)?
+                .into_iter()
+                .filter(|(_, held)| held == id)
+                .map(|(incident, _)| incident)
+                .collect();
+            held.push(incidents);
+        }
+        Ok((hits, held))
+    })
+    .await;
+    match found {
+        Ok((hits, held)) => {
             let results: Vec<Value> = digests
                 .iter()
                 .map(|d| {
@@ -797,7 +820,15 @@ async fn check(
                     json!({"digest": d, "tainted_in": incidents})
                 })
                 .collect();
-            axum::Json(json!({"v": API_VERSION, "results": results})).into_response()
+            let mounts: Vec<Value> = mounts
+                .iter()
+                .zip(held)
+                .map(|((builder, id), incidents)| {
+                    json!({"builder": builder, "id": id, "tainted_in": incidents})
+                })
+                .collect();
+            axum::Json(json!({"v": API_VERSION, "results": results, "mounts": mounts}))
+                .into_response()
         }
         Err(err) => store_unavailable(&err),
     }

@@ -1673,6 +1673,82 @@ fn wrap_refuses_inputs_the_collector_holds_tainted() {
     assert!(!marker.exists(), "the build ran");
 }
 
+/// `wrap --server` asks the collector about the build's cache mounts too: a mount its open
+/// incident holds on the build's builder is refused (exit 5) before the build runs; the same
+/// mount id on another builder builds.
+#[test]
+fn wrap_refuses_a_mount_the_collector_holds() {
+    let s = setup("github", "");
+    let token = s.github_token("130");
+    let mut line = oidc::run_line("acme/web/build", "130-1");
+    line["mounts"] = serde_json::json!([{"id": "pip"}]);
+    let response = s.collector.post(&token, &line);
+    assert_eq!(response.status, 201, "{}", response.text());
+    let out = s
+        .env
+        .cmd()
+        .args([
+            "incident",
+            "open",
+            "--pipeline",
+            "acme/web/build",
+            "--since",
+            "1d",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runner = Env::new();
+    let marker = runner.path().join("built");
+    let docker = runner.write(
+        "bin/docker",
+        &format!("#!/bin/sh\ntouch {}\nexit 0\n", marker.display()),
+    );
+    std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    runner.write(
+        "ctx/Dockerfile",
+        "FROM scratch\nRUN --mount=type=cache,id=pip,target=/root/.cache/pip true\n",
+    );
+    let wrap = |run: &str, builder: &str| {
+        runner
+            .cmd()
+            .env("CACHEWARDEN_TOKEN", s.github_token(run))
+            .env("DOCKER_HOST", "unix:///nonexistent.sock")
+            .args([
+                "wrap",
+                "--server",
+                &s.collector.url(),
+                "--pipeline",
+                "acme/web/build",
+            ])
+            .args(["--run", &format!("{run}-1"), "--builder", builder, "--"])
+            .arg(&docker)
+            .args(["build", "-t", "app"])
+            .arg(runner.path().join("ctx"))
+            .output()
+            .unwrap()
+    };
+    let out = wrap("131", "ci-1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("`cache mount ci-1:pip` is tainted in open incident 1"),
+        "{stderr}"
+    );
+    assert!(!marker.exists(), "the build ran");
+    let out = wrap("132", "ci-2");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(marker.exists());
+}
+
 /// `wrap --server --allow-tainted` builds from a cache the collector's open incident holds
 /// tainted and sends the override there: the fleet's record holds it, named by the token's
 /// pipeline and run and its identity, not by anything the runner claims. An override naming
