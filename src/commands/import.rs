@@ -244,7 +244,6 @@ impl Batches<'_> {
         if let Some(level) = self.trust_level {
             if let ImportItem::Run(run) = &item {
                 self.check_upload_times(run).map_err(at_line)?;
-                self.check_upload_pipeline(run, level).map_err(at_line)?;
             }
             cap_trust(&mut item, level, self.config);
         }
@@ -299,39 +298,6 @@ impl Batches<'_> {
                     self.config.purge.clock_skew_seconds
                 ));
             }
-        }
-        Ok(())
-    }
-}
-
-impl Batches<'_> {
-    /// Why a run of an upload at `cap` is not recorded, if it is not: its pipeline's configured
-    /// ceiling is above `cap`. Such a pipeline's runs come from its own hook; an upload that
-    /// names one of its run ids takes that id before the real run is recorded, which history,
-    /// being append-only, would then refuse.
-    fn check_upload_pipeline(&self, run: &RunRecord, cap: &str) -> Result<(), String> {
-        let Some(ceiling) = self
-            .config
-            .pipeline(&run.pipeline.name)
-            .and_then(|p| p.trust_level.as_deref())
-        else {
-            return Ok(());
-        };
-        let above = match (self.config.trust_rank(ceiling), self.config.trust_rank(cap)) {
-            (Some(ceiling), Some(cap)) => ceiling > cap,
-            _ => ceiling != cap,
-        };
-        if above {
-            return Err(format!(
-                "run `{}` is of pipeline `{}`, whose ceiling is `{ceiling}`: an upload at `{cap}` \
-                 records no run of a pipeline trusted above it",
-                crate::report::escape::Term(&crate::model::run_name(
-                    &run.pipeline.name,
-                    &run.run_id,
-                    &run.step
-                )),
-                crate::report::escape::Term(&run.pipeline.name),
-            ));
         }
         Ok(())
     }

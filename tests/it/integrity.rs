@@ -288,48 +288,6 @@ fn imported_runs_are_capped_at_the_ceiling() {
     assert_eq!(runs(&env)[0]["trust_level"], "untrusted");
 }
 
-/// An upload at `untrusted` cannot take the run ids of a pipeline configured above it: the
-/// whole upload is refused (exit 2, naming the line), nothing of it is written, and the real
-/// run, imported after, is recorded with what it read.
-#[test]
-fn an_upload_cannot_claim_a_trusted_pipelines_runs() {
-    let env = Env::new();
-    let config = ConfigBuilder::new()
-        .pipeline(Pipeline::named("web-release").trust("release"))
-        .pipeline(Pipeline::named("web-pr").trust("untrusted"))
-        .write_as(&env, "cw.toml");
-    let upload = env.write(
-        "upload.jsonl",
-        concat!(
-            r#"{"v":1,"type":"run","pipeline":"web-pr","run":"9","step":"s","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z"}"#,
-            "\n",
-            r#"{"v":1,"type":"run","pipeline":"web-release","run":"1235","step":"s","builder":"b9","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z"}"#,
-            "\n"
-        ),
-    );
-    let out = output(
-        &env,
-        env.cmd_with(&config)
-            .args(["import", "--trust-level", "untrusted"])
-            .arg(&upload),
-    );
-    assert!(out.starts_with("exit: 2\n"), "{out}");
-    assert!(
-        out.contains("line 2: run `web-release/1235/s` is of pipeline `web-release`, whose ceiling is `release`"),
-        "{out}"
-    );
-    match &env.store {
-        None => assert!(!env.db().exists(), "the refused upload made a store"),
-        Some(_) => assert!(runs(&env).is_empty()),
-    }
-    let real = env.write(
-        "real.jsonl",
-        r#"{"v":1,"type":"run","pipeline":"web-release","run":"1235","step":"s","builder":"b1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:02:00Z"}"#,
-    );
-    ok(env.cmd_with(&config).arg("import").arg(&real));
-    assert_eq!(runs(&env)[0]["builder"], "b1");
-}
-
 /// An upload (`import --trust-level`) cannot date a run in the future, where its writes would
 /// hide from traces and make every purge of its mounts need `--force`: a run starting or
 /// finishing after the import began is refused with exit 2, naming the line and the time, and
