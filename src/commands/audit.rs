@@ -160,31 +160,26 @@ async fn registry(
             (host.as_str(), seen)
         })
         .collect();
-    // Kept only once reported: the tags seen are the next audit's baseline, and findings this
-    // one cannot report stay new.
-    let deliver = |reported: Vec<audit::render::Reported>| -> Result<AuditResult> {
-        result.seen_before = reported.iter().filter(|r| !r.new).count();
-        if args.all {
-            result.seen_before = 0;
-        }
-        result.findings = reported.into_iter().filter(|r| args.all || r.new).collect();
-        result.findings.sort_by_cached_key(|r| {
-            (
-                r.finding.code,
-                r.finding.reference(),
-                r.finding.fingerprint(),
-            )
-        });
-        result.duration_seconds = clock.elapsed().as_secs_f64();
-        write_result(args.format, &result)?;
-        Ok(result)
-    };
-    let result = store.save_audit(
-        started_at,
-        time::now(),
-        (&sightings, &findings, &errors),
-        deliver,
-    )??;
+    let reported = store.save_audit(started_at, time::now(), &sightings, &findings, &errors)?;
+    let new_ids: Vec<i64> = reported.iter().filter(|r| r.new).map(|r| r.id).collect();
+    result.seen_before = reported.iter().filter(|r| !r.new).count();
+    if args.all {
+        result.seen_before = 0;
+    }
+    result.findings = reported.into_iter().filter(|r| args.all || r.new).collect();
+    result.findings.sort_by_cached_key(|r| {
+        (
+            r.finding.code,
+            r.finding.reference(),
+            r.finding.fingerprint(),
+        )
+    });
+    result.duration_seconds = clock.elapsed().as_secs_f64();
+    if let Err(err) = write_result(args.format, &result) {
+        // Not reported, so not seen: the next audit reports them.
+        let _ = store.forget_new_findings(&new_ids);
+        return Err(err);
+    }
     printer.status(audit::render::summary_line(&result));
     Ok(if !errors.is_empty() {
         ExitStatus::Remote

@@ -44,48 +44,49 @@ pub fn builds(
         },
         &rank,
     );
-    // Kept only once reported: findings this audit cannot report stay new for the next.
-    let deliver = |reported: Vec<crate::audit::Reported>| -> Result<BuildsResult> {
-        let mut result = BuildsResult {
-            started_at,
-            since,
-            steps: steps
-                .iter()
-                .filter(|s| since.is_none_or(|t| s.at >= t))
-                .count(),
-            unrecorded: unrecorded.len(),
-            rates: builds::hit_rates(&steps, &history, since),
-            unattributed: builds::unattributed(&steps, since),
-            seen_before: if args.all {
-                0
-            } else {
-                reported.iter().filter(|r| !r.new).count()
-            },
-            findings: reported.into_iter().filter(|r| args.all || r.new).collect(),
-        };
-        result.findings.sort_by_cached_key(|r| {
-            (
-                r.finding.code,
-                r.finding.reference(),
-                r.finding.fingerprint(),
-            )
-        });
-        let text = match args.format {
-            AuditFormat::Text => builds::text(&result),
-            AuditFormat::Json => format!(
-                "{}\n",
-                crate::report::json::to_string_pretty(&builds::json(&result))?
-            ),
-            AuditFormat::Sarif => format!(
-                "{}\n",
-                crate::report::json::to_string_pretty(&crate::audit::sarif::document_of(
-                    &Code::BUILDS,
-                    &result.findings,
-                    result.started_at,
-                    &[],
-                ))?
-            ),
-        };
+    let reported = store.save_build_audit(&findings, time::now())?;
+    let new_ids: Vec<i64> = reported.iter().filter(|r| r.new).map(|r| r.id).collect();
+    let mut result = BuildsResult {
+        started_at,
+        since,
+        steps: steps
+            .iter()
+            .filter(|s| since.is_none_or(|t| s.at >= t))
+            .count(),
+        unrecorded: unrecorded.len(),
+        rates: builds::hit_rates(&steps, &history, since),
+        unattributed: builds::unattributed(&steps, since),
+        seen_before: if args.all {
+            0
+        } else {
+            reported.iter().filter(|r| !r.new).count()
+        },
+        findings: reported.into_iter().filter(|r| args.all || r.new).collect(),
+    };
+    result.findings.sort_by_cached_key(|r| {
+        (
+            r.finding.code,
+            r.finding.reference(),
+            r.finding.fingerprint(),
+        )
+    });
+    let text = match args.format {
+        AuditFormat::Text => builds::text(&result),
+        AuditFormat::Json => format!(
+            "{}\n",
+            crate::report::json::to_string_pretty(&builds::json(&result))?
+        ),
+        AuditFormat::Sarif => format!(
+            "{}\n",
+            crate::report::json::to_string_pretty(&crate::audit::sarif::document_of(
+                &Code::BUILDS,
+                &result.findings,
+                result.started_at,
+                &[],
+            ))?
+        ),
+    };
+    let delivered = (|| -> Result<()> {
         if let Some(path) = &args.metrics_file {
             // node_exporter reads `*.prom` files at any moment: written whole (`output`).
             super::output::write_file(
@@ -95,9 +96,13 @@ pub fn builds(
             )?;
         }
         write_stdout(&text)?;
-        Ok(result)
-    };
-    let result = store.save_build_audit(&findings, time::now(), deliver)??;
+        Ok(())
+    })();
+    if let Err(err) = delivered {
+        // Not reported, so not seen: the next audit reports them.
+        let _ = store.forget_new_findings(&new_ids);
+        return Err(err);
+    }
     printer.status(builds::summary_line(&result));
     Ok(if result.findings.is_empty() {
         ExitStatus::Success

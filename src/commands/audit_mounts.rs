@@ -355,43 +355,43 @@ pub async fn mounts(
             same_as: *same_as,
         })
         .collect();
-    // Kept only once reported: the snapshots are the next audit's baseline, and findings this
-    // one cannot report stay new.
-    let deliver = |reported: Vec<crate::audit::render::Reported>| -> Result<_> {
-        result.seen_before = if args.all {
-            0
-        } else {
-            reported.iter().filter(|r| !r.new).count()
-        };
-        result.findings = reported.into_iter().filter(|r| args.all || r.new).collect();
-        result.findings.sort_by_cached_key(|r| {
-            (
-                r.finding.code,
-                r.finding.reference(),
-                r.finding.fingerprint(),
-            )
-        });
-        result.duration_seconds = clock.elapsed().as_secs_f64();
-        let text = match args.format {
-            AuditFormat::Text => mounts::render::text(&result),
-            AuditFormat::Json => format!(
-                "{}\n",
-                crate::report::json::to_string_pretty(&mounts::render::json(&result))?
-            ),
-            AuditFormat::Sarif => format!(
-                "{}\n",
-                crate::report::json::to_string_pretty(&crate::audit::sarif::document_of(
-                    &Code::MOUNTS,
-                    &result.findings,
-                    result.started_at,
-                    &result.errors(),
-                ))?
-            ),
-        };
-        write_stdout(&text)?;
-        Ok(result)
+    let reported = store.save_mount_audit(&snapshots, &findings, time::now())?;
+    let new_ids: Vec<i64> = reported.iter().filter(|r| r.new).map(|r| r.id).collect();
+    result.seen_before = if args.all {
+        0
+    } else {
+        reported.iter().filter(|r| !r.new).count()
     };
-    let result = store.save_mount_audit(&snapshots, &findings, time::now(), deliver)??;
+    result.findings = reported.into_iter().filter(|r| args.all || r.new).collect();
+    result.findings.sort_by_cached_key(|r| {
+        (
+            r.finding.code,
+            r.finding.reference(),
+            r.finding.fingerprint(),
+        )
+    });
+    result.duration_seconds = clock.elapsed().as_secs_f64();
+    let text = match args.format {
+        AuditFormat::Text => mounts::render::text(&result),
+        AuditFormat::Json => format!(
+            "{}\n",
+            crate::report::json::to_string_pretty(&mounts::render::json(&result))?
+        ),
+        AuditFormat::Sarif => format!(
+            "{}\n",
+            crate::report::json::to_string_pretty(&crate::audit::sarif::document_of(
+                &Code::MOUNTS,
+                &result.findings,
+                result.started_at,
+                &result.errors(),
+            ))?
+        ),
+    };
+    if let Err(err) = write_stdout(&text) {
+        // Not reported, so not seen: the next audit reports them.
+        let _ = store.forget_new_findings(&new_ids);
+        return Err(err.into());
+    }
     printer.status(mounts::render::summary_line(&result));
     Ok(if errors > 0 {
         ExitStatus::Remote

@@ -222,25 +222,23 @@ async fn wrap_build(
     // Containment: an open incident holds some input tainted. A store that exists but cannot
     // be read is decided by `[containment] on_unavailable`.
     let (hits, mut containment_store) = match planned.as_ref() {
-        Some(record) => {
-            match contained_inputs(record, db, &args.run.collector, (config, printer)).await {
-                Ok(found) => found,
-                Err(err) => match config.on_unavailable_for(Some(&record.pipeline.name)) {
-                    OnUnavailable::FailClosed => {
-                        return Err(RefusedError(format!(
+        Some(record) => match contained_inputs(record, db, &args.run.collector, config).await {
+            Ok(found) => found,
+            Err(err) => match config.on_unavailable_for(Some(&record.pipeline.name)) {
+                OnUnavailable::FailClosed => {
+                    return Err(RefusedError(format!(
                         "refusing to build: whether its inputs are tainted cannot be checked: {err} (`[containment] on_unavailable` is `fail-closed`)"
                     ))
                     .into());
-                    }
-                    OnUnavailable::FailOpen => {
-                        printer.warn(format!(
+                }
+                OnUnavailable::FailOpen => {
+                    printer.warn(format!(
                         "containment not checked, building anyway (`[containment] on_unavailable = \"fail-open\"`): {err}"
                     ));
-                        (Vec::new(), None)
-                    }
-                },
-            }
-        }
+                    (Vec::new(), None)
+                }
+            },
+        },
         None => {
             unknown_inputs(args, db, config, printer, "the build cannot be planned")?;
             (Vec::new(), None)
@@ -767,7 +765,7 @@ async fn contained_inputs(
     record: &crate::model::RunRecord,
     db: &Path,
     collector: &CollectorArgs,
-    (config, printer): (&Config, Printer),
+    config: &Config,
 ) -> Result<(Vec<Contained>, Option<Store>), anyhow::Error> {
     let inputs: Vec<&Artifact> = record
         .imported
@@ -805,7 +803,7 @@ async fn contained_inputs(
         None => true,
     };
     let listed = if open {
-        listed_inputs(&inputs, config, printer)
+        listed_inputs(&inputs, config)
             .await
             .map_err(|why| anyhow::anyhow!(why))?
     } else {
@@ -918,12 +916,10 @@ fn held_mounts(
 /// The manifests each registry input lists, as its registry answers now: `(input digest,
 /// listed digest)`, indexes nested in indexes followed as deep as a purge follows them. `Err`
 /// says what could not be read: the input cannot be checked, and the caller decides as for a
-/// store that cannot be read. A registry that cannot be reached at all is warned about
-/// instead: the build can then only use an image the builder holds, pinned by its digest.
+/// store that cannot be read.
 async fn listed_inputs(
     inputs: &[&Artifact],
     config: &Config,
-    printer: Printer,
 ) -> Result<Vec<(String, String)>, String> {
     use crate::remote::registry::{ClientOptions, RegistryClient, facts};
     let depth = crate::purge::manifest::NESTED;
@@ -949,14 +945,10 @@ async fn listed_inputs(
         for down in 0..=depth {
             let mut next = Vec::new();
             for at in &level {
-                let manifest = match client.get_manifest(repository, at).await {
-                    Ok(manifest) => manifest,
-                    Err(err) if err.is_unreachable() => {
-                        printer.warn(unread(&err));
-                        None
-                    }
-                    Err(err) => return Err(unread(&err)),
-                };
+                let manifest = client
+                    .get_manifest(repository, at)
+                    .await
+                    .map_err(|err| unread(&err))?;
                 let Some(manifest) = manifest else { continue };
                 let listed = facts(&manifest).map_err(|err| unread(&err))?;
                 next.extend(

@@ -34,13 +34,6 @@ pub struct TagSighting<'a> {
     pub kind: &'static str,
 }
 
-/// What one registry audit stores: the tags it saw by registry, its findings and its errors.
-pub type AuditRows<'a, 's> = (
-    &'a [(&'s str, Vec<TagSighting<'s>>)],
-    &'a [Finding],
-    &'a [String],
-);
-
 impl Store {
     /// Repositories of `registry` the store has recorded artifacts in, sorted.
     pub fn recorded_repositories(&self, registry: &str) -> Result<Vec<String>, StoreError> {
@@ -170,16 +163,16 @@ impl Store {
     }
 
     /// Stores one audit in one transaction: the registries' tags as seen at `now`, and the
-    /// findings (a finding already stored under its fingerprint is not new), and hands every
-    /// finding with its id, in the given order, to `deliver`, which reports them. Nothing is
-    /// kept unless `deliver` succeeds.
-    pub fn save_audit<T, E>(
+    /// findings (a finding already stored under its fingerprint is not new). Returns every
+    /// finding with its id, in the given order.
+    pub fn save_audit(
         &mut self,
         started_at: Micros,
         now: Micros,
-        (sightings, findings, errors): AuditRows<'_, '_>,
-        deliver: impl FnOnce(Vec<Reported>) -> Result<T, E>,
-    ) -> Result<Result<T, E>, StoreError> {
+        sightings: &[(&str, Vec<TagSighting<'_>>)],
+        findings: &[Finding],
+        errors: &[String],
+    ) -> Result<Vec<Reported>, StoreError> {
         let path = self.path.clone();
         let err = |e| sql_error(&path, e);
         let tx = self.conn.transaction().map_err(err)?;
@@ -225,13 +218,8 @@ impl Store {
             ],
         )
         .map_err(err)?;
-        // Kept only once reported: the tags seen are the baseline the next audit compares
-        // against, and findings it could not report stay new.
-        let delivered = deliver(reported);
-        if delivered.is_ok() {
-            tx.commit().map_err(err)?;
-        }
-        Ok(delivered)
+        tx.commit().map_err(err)?;
+        Ok(reported)
     }
 
     /// A stored finding by id.
@@ -270,6 +258,26 @@ impl Store {
 /// Stores `findings` of an audit of `target` (`registry`, `mount` or `build`) at `now`: a
 /// finding already stored under its fingerprint is seen again, not new. Returns every finding
 /// with its id, in the given order.
+impl Store {
+    /// Forgets the findings `ids` that an audit has just stored as new, when it could not
+    /// report them (its output could not be written): the next audit finds them new again,
+    /// instead of taking them as seen.
+    pub fn forget_new_findings(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let err = |e| sql_error(&path, e);
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached("DELETE FROM audit_findings WHERE id = ?1")
+                .map_err(err)?;
+            for id in ids {
+                stmt.execute([id]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+}
+
 pub(super) fn insert_findings(
     tx: &crate::store::db::Transaction<'_>,
     findings: &[Finding],

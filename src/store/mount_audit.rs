@@ -180,28 +180,24 @@ impl Store {
 
     /// Stores one mount audit in one transaction: the snapshots, and the findings (a finding
     /// already stored under its fingerprint is not new). Returns every finding with its id.
-    /// Stores a mount audit's snapshots and findings and hands the findings, marked new or
-    /// seen, to `deliver`; kept only once `deliver` succeeds, so that an audit that could not
-    /// report leaves both its findings and the baseline they were found against as they were.
-    pub fn save_mount_audit<T, E>(
+    pub fn save_mount_audit(
         &mut self,
         snapshots: &[NewSnapshot<'_>],
         findings: &[Finding],
         now: Micros,
-        deliver: impl FnOnce(Vec<Reported>) -> Result<T, E>,
-    ) -> Result<Result<T, E>, StoreError> {
+    ) -> Result<Vec<Reported>, StoreError> {
         let path = self.path.clone();
         let err = |e| sql_error(&path, e);
         let tx = self.conn.transaction().map_err(err)?;
-        for s in snapshots {
-            insert_snapshot(&tx, s).map_err(err)?;
+        let reported;
+        {
+            for s in snapshots {
+                insert_snapshot(&tx, s).map_err(err)?;
+            }
+            reported = insert_findings(&tx, findings, "mount", now).map_err(err)?;
         }
-        let reported = insert_findings(&tx, findings, "mount", now).map_err(err)?;
-        let delivered = deliver(reported);
-        if delivered.is_ok() {
-            tx.commit().map_err(err)?;
-        }
-        Ok(delivered)
+        tx.commit().map_err(err)?;
+        Ok(reported)
     }
 
     /// Records that a mount is empty at `at`: the purge executor pruned it, so the next audit

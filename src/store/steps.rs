@@ -182,24 +182,20 @@ impl Store {
 
     /// Stores the findings of one `audit builds` (a finding already stored under its
     /// fingerprint is not new). Returns every finding with its id.
-    /// Stores the findings of a build audit and hands them, marked new or seen, to `deliver`
-    /// (which reports them); kept only once `deliver` succeeds, so that findings an audit could
-    /// not report stay new for the next one.
-    pub fn save_build_audit<T, E>(
+    pub fn save_build_audit(
         &mut self,
         findings: &[Finding],
         now: Micros,
-        deliver: impl FnOnce(Vec<Reported>) -> Result<T, E>,
-    ) -> Result<Result<T, E>, StoreError> {
+    ) -> Result<Vec<Reported>, StoreError> {
         let path = self.path.clone();
         let err = |e| sql_error(&path, e);
         let tx = self.conn.transaction().map_err(err)?;
-        let reported = insert_findings(&tx, findings, "build", now).map_err(err)?;
-        let delivered = deliver(reported);
-        if delivered.is_ok() {
-            tx.commit().map_err(err)?;
+        let reported;
+        {
+            reported = insert_findings(&tx, findings, "build", now).map_err(err)?;
         }
-        Ok(delivered)
+        tx.commit().map_err(err)?;
+        Ok(reported)
     }
 }
 
