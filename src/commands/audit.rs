@@ -160,7 +160,8 @@ async fn registry(
             (host.as_str(), seen)
         })
         .collect();
-    let reported = store.save_audit(started_at, time::now(), &sightings, &findings, &errors)?;
+    let seen_at = time::now();
+    let reported = store.save_audit(started_at, seen_at, &sightings, &findings, &errors)?;
     let new_ids: Vec<i64> = reported.iter().filter(|r| r.new).map(|r| r.id).collect();
     result.seen_before = reported.iter().filter(|r| !r.new).count();
     if args.all {
@@ -177,7 +178,7 @@ async fn registry(
     result.duration_seconds = clock.elapsed().as_secs_f64();
     if let Err(err) = write_result(args.format, &result) {
         // Not reported, so not seen: the next audit reports them.
-        let _ = store.forget_new_findings(&new_ids);
+        let _ = store.forget_new_findings(&new_ids, Some(seen_at), &[]);
         return Err(err);
     }
     printer.status(audit::render::summary_line(&result));

@@ -100,7 +100,7 @@ pub fn builds(
     })();
     if let Err(err) = delivered {
         // Not reported, so not seen: the next audit reports them.
-        let _ = store.forget_new_findings(&new_ids);
+        let _ = store.forget_new_findings(&new_ids, None, &[]);
         return Err(err);
     }
     printer.status(builds::summary_line(&result));

@@ -355,7 +355,7 @@ pub async fn mounts(
             same_as: *same_as,
         })
         .collect();
-    let reported = store.save_mount_audit(&snapshots, &findings, time::now())?;
+    let (reported, snapshot_ids) = store.save_mount_audit(&snapshots, &findings, time::now())?;
     let new_ids: Vec<i64> = reported.iter().filter(|r| r.new).map(|r| r.id).collect();
     result.seen_before = if args.all {
         0
@@ -389,7 +389,7 @@ pub async fn mounts(
     };
     if let Err(err) = write_stdout(&text) {
         // Not reported, so not seen: the next audit reports them.
-        let _ = store.forget_new_findings(&new_ids);
+        let _ = store.forget_new_findings(&new_ids, None, &snapshot_ids);
         return Err(err.into());
     }
     printer.status(mounts::render::summary_line(&result));

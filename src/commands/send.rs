@@ -266,7 +266,7 @@ pub async fn remote_contained(
 ) -> Result<Vec<(String, i64)>, String> {
     Ok(remote_contained_with_mounts(server, opts, digests, &[])
         .await?
-        .0)
+        .digests)
 }
 
 /// What [`remote_contained`] says, and which of the cache `mounts` (builder, id) the
@@ -283,21 +283,33 @@ pub async fn remote_contained_with_mounts(
     let token = collector::hook_token(&env, &opts.audience)
         .await?
         .ok_or("no token for the collector (CACHEWARDEN_TOKEN)")?;
-    let (results, held) = client
+    let answer = client
         .check_with_mounts(Some(&token), digests, mounts)
         .await?;
-    let digests = results
-        .into_iter()
-        .flat_map(|(digest, incidents)| incidents.into_iter().map(move |i| (digest.clone(), i)))
-        .collect();
-    let mounts = held.map(|held| {
-        held.into_iter()
-            .flat_map(|(mount, incidents)| incidents.into_iter().map(move |i| (mount.clone(), i)))
-            .collect()
-    });
-    Ok((digests, mounts))
+    Ok(RemoteHits {
+        digests: answer
+            .digests
+            .into_iter()
+            .flat_map(|(digest, incidents)| incidents.into_iter().map(move |i| (digest.clone(), i)))
+            .collect(),
+        mounts: answer.mounts.map(|held| {
+            held.into_iter()
+                .flat_map(|(mount, incidents)| {
+                    incidents.into_iter().map(move |i| (mount.clone(), i))
+                })
+                .collect()
+        }),
+        holding: answer.holding,
+    })
 }
 
-/// Digests and mounts the collector's open incidents hold: (digest, incident) pairs, and
-/// ((builder, id), incident) pairs when it checks mounts.
-pub type RemoteHits = (Vec<(String, i64)>, Option<Vec<((String, String), i64)>>);
+/// What the collector's open incidents hold of what was asked.
+#[derive(Debug, Clone, Default)]
+pub struct RemoteHits {
+    /// (digest, incident) pairs.
+    pub digests: Vec<(String, i64)>,
+    /// ((builder, id), incident) pairs; `None` when the collector does not check mounts.
+    pub mounts: Option<Vec<((String, String), i64)>>,
+    /// Whether any open incident holds anything; `None` when the collector does not say.
+    pub holding: Option<bool>,
+}

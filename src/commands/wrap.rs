@@ -208,13 +208,14 @@ async fn wrap_build(
     }
     let mut import_tags: Vec<(ImageRef, Option<Digest>)> = Vec::new();
     let mut absent: Vec<Artifact> = Vec::new();
+    let mut held_here: Vec<Artifact> = Vec::new();
     if let Some(record) = planned.as_mut() {
         pin_inputs(
             record,
             engine.as_ref(),
             config,
             printer,
-            (&mut import_tags, &mut absent),
+            (&mut import_tags, &mut absent, &mut held_here),
         )
         .await;
     }
@@ -222,7 +223,14 @@ async fn wrap_build(
     // Containment: an open incident holds some input tainted. A store that exists but cannot
     // be read is decided by `[containment] on_unavailable`.
     let (hits, mut containment_store) = match planned.as_ref() {
-        Some(record) => match contained_inputs(record, db, &args.run.collector, config).await {
+        Some(record) => match contained_inputs(
+            record,
+            db,
+            &args.run.collector,
+            (config, printer, &held_here),
+        )
+        .await
+        {
             Ok(found) => found,
             Err(err) => match config.on_unavailable_for(Some(&record.pipeline.name)) {
                 OnUnavailable::FailClosed => {
@@ -760,12 +768,12 @@ fn unknown_inputs(
 ///
 /// An input is as tainted as the manifests it lists: a multi-platform tag names an index, and
 /// the build pulls the manifest for its platform from it. What an index lists comes from the
-/// store's facts and, while an incident may be open, from the registry itself.
+/// store's facts and, while an incident holds anything, from the registry itself.
 async fn contained_inputs(
     record: &crate::model::RunRecord,
     db: &Path,
     collector: &CollectorArgs,
-    config: &Config,
+    (config, printer, held_here): (&Config, Printer, &[Artifact]),
 ) -> Result<(Vec<Contained>, Option<Store>), anyhow::Error> {
     let inputs: Vec<&Artifact> = record
         .imported
@@ -773,9 +781,6 @@ async fn contained_inputs(
         .chain(&record.base_images)
         .filter(|a| a.digest.is_some())
         .collect();
-    if inputs.is_empty() && record.mounts.is_empty() {
-        return Ok((Vec::new(), None));
-    }
     let name_of = |digest: &str| {
         inputs
             .iter()
@@ -787,103 +792,133 @@ async fn contained_inputs(
         .iter()
         .filter_map(|a| a.digest.as_ref().map(ToString::to_string))
         .collect();
-    let store = if collector.server.is_some() {
-        None
-    } else {
-        match open_existing_store(db) {
-            Ok(store) => Some(store),
-            Err(StoreError::Missing { .. }) => return Ok((Vec::new(), None)),
-            Err(err) => return Err(err.into()),
+    let mounts: Vec<(String, String)> = match &record.builder {
+        Some(builder) => record
+            .mounts
+            .iter()
+            .filter(|m| m.namespace.is_empty())
+            .map(|m| (builder.name.clone(), m.id.clone()))
+            .collect(),
+        None => Vec::new(),
+    };
+    if digests.is_empty() && record.mounts.is_empty() {
+        return Ok((Vec::new(), None));
+    }
+    // The inputs themselves first, and whether any incident holds anything at all.
+    let mut found: Vec<Contained> = Vec::new();
+    let (holding, store) = match &collector.server {
+        // An ephemeral runner's store is empty: the collector's is the one that knows.
+        Some(server) => {
+            if digests.is_empty() && mounts.is_empty() {
+                return Ok((Vec::new(), None));
+            }
+            let answer = match crate::commands::send::remote_contained_with_mounts(
+                server, collector, &digests, &mounts,
+            )
+            .await
+            {
+                Ok(answer) => answer,
+                // Only mounts asked: a collector of an earlier release refuses a check of no
+                // digest.
+                Err(err) if digests.is_empty() => {
+                    printer.warn(format!(
+                        "the build's cache mounts were not checked at the collector: {}",
+                        crate::report::escape::Line(&err)
+                    ));
+                    return Ok((Vec::new(), None));
+                }
+                Err(err) => return Err(anyhow::anyhow!("{err}")),
+            };
+            found.extend(
+                answer
+                    .digests
+                    .into_iter()
+                    .map(|(digest, incident)| Contained {
+                        incident,
+                        name: name_of(&digest),
+                        digest,
+                    }),
+            );
+            match answer.mounts {
+                Some(held) => found.extend(held.into_iter().map(|((builder, id), incident)| {
+                    Contained {
+                        incident,
+                        digest: String::new(),
+                        name: format!("cache mount {builder}:{id}"),
+                    }
+                })),
+                None if !mounts.is_empty() => printer.warn(
+                    "the collector does not say which cache mounts its open incidents hold (an earlier release): the build's mounts are not checked",
+                ),
+                None => {}
+            }
+            (answer.holding.unwrap_or(true), None)
+        }
+        None => {
+            let store = match open_existing_store(db) {
+                Ok(store) => store,
+                Err(StoreError::Missing { .. }) => return Ok((Vec::new(), None)),
+                Err(err) => return Err(err.into()),
+            };
+            for hit in store.contained_listing(&digests)? {
+                found.push(Contained {
+                    name: name_of(&hit.digest),
+                    ..hit
+                });
+            }
+            found.extend(held_mounts(record, &store)?);
+            let holding = !store.containing_incidents()?.is_empty();
+            (holding, Some(store))
         }
     };
-    // What each registry input lists, asked of its registry only while an incident holds
-    // something (the collector's store is not here to say: then always).
-    let open = match &store {
-        Some(store) => !store.containing_incidents()?.is_empty(),
-        None => true,
+    if !holding || digests.is_empty() {
+        return Ok((found, store));
+    }
+    // Then what each registry input lists, as its registry says now.
+    let listed = match listed_inputs(&inputs, config, (printer, held_here)).await {
+        Ok(listed) => listed,
+        // The build is refused already.
+        Err(why) if !found.is_empty() => {
+            printer.warn(why);
+            Vec::new()
+        }
+        Err(why) => return Err(anyhow::anyhow!(why)),
     };
-    let listed = if open {
-        listed_inputs(&inputs, config)
-            .await
-            .map_err(|why| anyhow::anyhow!(why))?
-    } else {
-        Vec::new()
-    };
-    let asked: Vec<String> = digests
+    let children: Vec<String> = listed
         .iter()
-        .cloned()
-        .chain(listed.iter().map(|(_, child)| child.clone()))
+        .map(|(_, child)| child.clone())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    // A hit on a listed manifest is answered for the input that lists it.
-    let tops = |digest: &str| -> Vec<String> {
-        let mut tops: Vec<String> = listed
-            .iter()
-            .filter(|(_, child)| child == digest)
-            .map(|(top, _)| top.clone())
-            .collect();
-        if digests.iter().any(|d| d == digest) {
-            tops.push(digest.to_owned());
-        }
-        tops
+    if children.is_empty() {
+        return Ok((found, store));
+    }
+    let held: Vec<(String, i64)> = match (&collector.server, &store) {
+        (Some(server), _) => crate::commands::send::remote_contained(server, collector, &children)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        (None, Some(store)) => store
+            .contained_listing(&children)?
+            .into_iter()
+            .map(|hit| (hit.digest, hit.incident))
+            .collect(),
+        (None, None) => Vec::new(),
     };
-    let mut found: Vec<Contained> = Vec::new();
-    let mut add = |incident: i64, digest: &str, lists: Option<&str>| {
-        for top in tops(digest) {
-            let name = match lists.filter(|child| *child != top) {
-                Some(child) => format!("{} (it lists {child})", name_of(&top)),
-                None => name_of(&top),
-            };
-            let hit = Contained {
-                incident,
-                digest: top,
-                name,
-            };
-            if !found.contains(&hit) {
-                found.push(hit);
+    for (child, incident) in held {
+        for (top, _) in listed.iter().filter(|(_, c)| *c == child) {
+            if !found
+                .iter()
+                .any(|h| h.incident == incident && h.digest == *top)
+            {
+                found.push(Contained {
+                    incident,
+                    digest: top.clone(),
+                    name: format!("{} (it lists {child})", name_of(top)),
+                });
             }
         }
-    };
-    if let Some(server) = &collector.server {
-        // An ephemeral runner's store is empty: the collector's is the one that knows.
-        let mounts: Vec<(String, String)> = match &record.builder {
-            Some(builder) => record
-                .mounts
-                .iter()
-                .filter(|m| m.namespace.is_empty())
-                .map(|m| (builder.name.clone(), m.id.clone()))
-                .collect(),
-            None => Vec::new(),
-        };
-        let (hits, held) =
-            crate::commands::send::remote_contained_with_mounts(server, collector, &asked, &mounts)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-        for (digest, incident) in hits {
-            add(incident, &digest, Some(&digest));
-        }
-        match held {
-            Some(held) => found.extend(held.into_iter().map(|((builder, id), incident)| {
-                Contained {
-                    incident,
-                    digest: String::new(),
-                    name: format!("cache mount {builder}:{id}"),
-                }
-            })),
-            None if !mounts.is_empty() => printer.warn(
-                "the collector does not say which cache mounts its open incidents hold (an earlier release): the build's mounts are not checked",
-            ),
-            None => {}
-        }
-        return Ok((found, None));
     }
-    let store = store.expect("a local store when no collector is named");
-    for hit in store.contained_listing(&asked)? {
-        add(hit.incident, &hit.digest, Some(&hit.digest));
-    }
-    found.extend(held_mounts(record, &store)?);
-    Ok((found, Some(store)))
+    Ok((found, store))
 }
 
 /// The cache mounts of the build that an open incident holds tainted on its builder: mounting
@@ -917,9 +952,13 @@ fn held_mounts(
 /// listed digest)`, indexes nested in indexes followed as deep as a purge follows them. `Err`
 /// says what could not be read: the input cannot be checked, and the caller decides as for a
 /// store that cannot be read.
+///
+/// An input the builder's engine already holds (pinned from its local image) may be in no
+/// registry at all: what its registry cannot say of it is warned about, not failed on.
 async fn listed_inputs(
     inputs: &[&Artifact],
     config: &Config,
+    (printer, held_here): (Printer, &[Artifact]),
 ) -> Result<Vec<(String, String)>, String> {
     use crate::remote::registry::{ClientOptions, RegistryClient, facts};
     let depth = crate::purge::manifest::NESTED;
@@ -938,17 +977,29 @@ async fn listed_inputs(
                 crate::report::escape::Line(&err.to_string())
             )
         };
-        let client = RegistryClient::with_options(config, registry, ClientOptions::default())
-            .map_err(|err| unread(&err))?;
+        let local = held_here.contains(input);
+        let client = match RegistryClient::with_options(config, registry, ClientOptions::default())
+        {
+            Ok(client) => client,
+            Err(err) if local => {
+                printer.warn(unread(&err));
+                continue;
+            }
+            Err(err) => return Err(unread(&err)),
+        };
         let mut seen = std::collections::HashSet::from([digest.to_string()]);
         let mut level = vec![digest.to_string()];
         for down in 0..=depth {
             let mut next = Vec::new();
             for at in &level {
-                let manifest = client
-                    .get_manifest(repository, at)
-                    .await
-                    .map_err(|err| unread(&err))?;
+                let manifest = match client.get_manifest(repository, at).await {
+                    Ok(manifest) => manifest,
+                    Err(err) if local => {
+                        printer.warn(unread(&err));
+                        None
+                    }
+                    Err(err) => return Err(unread(&err)),
+                };
                 let Some(manifest) = manifest else { continue };
                 let listed = facts(&manifest).map_err(|err| unread(&err))?;
                 next.extend(
@@ -1033,15 +1084,19 @@ fn reachable_endpoint(builder: &BuilderInfo, config: &Config) -> Option<String> 
     }
 }
 
+/// The registry refs a build imports by tag, with the digest each was pinned to.
+type ImportTags = Vec<(ImageRef, Option<Digest>)>;
+
 /// Pins `--cache-from` and base images to digests just before the build: the local image
 /// first (Docker 20.10 reads `--cache-from` from local images before the registry), then the
-/// registry. The inputs whose registry says it has nothing under the tag go to `absent`.
+/// registry. The inputs whose registry says it has nothing under the tag go to `absent`, and
+/// those pinned to the builder's own image to `held_here`.
 async fn pin_inputs(
     record: &mut crate::model::RunRecord,
     engine: Option<&Engine>,
     config: &Config,
     printer: Printer,
-    (import_tags, absent): (&mut Vec<(ImageRef, Option<Digest>)>, &mut Vec<Artifact>),
+    (import_tags, absent, held_here): (&mut ImportTags, &mut Vec<Artifact>, &mut Vec<Artifact>),
 ) {
     let builder = record
         .builder
@@ -1087,6 +1142,7 @@ async fn pin_inputs(
                 });
                 if let Some(digest) = pinned {
                     artifact.digest = Some(digest);
+                    held_here.push(artifact.clone());
                     if is_import {
                         import_tags.push((reference.clone(), artifact.digest.clone()));
                     }

@@ -30,12 +30,20 @@ pub enum Sent {
     Unavailable(String),
 }
 
-/// The collector's answer to a check: the open incidents holding each digest asked, and
-/// each cache mount asked ((builder, id), incidents), `None` when it does not check mounts.
-pub type CheckAnswer = (
-    Vec<(String, Vec<i64>)>,
-    Option<Vec<((String, String), Vec<i64>)>>,
-);
+/// A cache mount (builder, id) and the open incidents holding it.
+pub type MountHeld = ((String, String), Vec<i64>);
+
+/// The collector's answer to a check.
+#[derive(Debug, Clone, Default)]
+pub struct CheckAnswer {
+    /// The open incidents holding each digest asked.
+    pub digests: Vec<(String, Vec<i64>)>,
+    /// The open incidents holding each cache mount asked ((builder, id), incidents); `None`
+    /// from a collector that does not check mounts.
+    pub mounts: Option<Vec<MountHeld>>,
+    /// Whether any open incident holds anything; `None` from a collector that does not say.
+    pub holding: Option<bool>,
+}
 
 /// A collector client.
 #[derive(Debug, Clone)]
@@ -94,7 +102,7 @@ impl Client {
         token: Option<&str>,
         digests: &[String],
     ) -> Result<Vec<(String, Vec<i64>)>, String> {
-        Ok(self.check_with_mounts(token, digests, &[]).await?.0)
+        Ok(self.check_with_mounts(token, digests, &[]).await?.digests)
     }
 
     /// Which of `digests`, and of the cache `mounts` (builder, id in the default namespace),
@@ -140,7 +148,11 @@ impl Client {
                         })
                         .collect()
                 });
-                Ok((digests, mounts))
+                Ok(CheckAnswer {
+                    digests,
+                    mounts,
+                    holding: body["holding"].as_bool(),
+                })
             }
             (status, body) => Err(self.answered(status, &body)),
         }

@@ -793,6 +793,7 @@ async fn check(
     let asked = digests.clone();
     let asked_mounts = mounts.clone();
     let found = run_store(&c, move |store| {
+        let holding = !store.containing_incidents()?.is_empty();
         let hits = store.contained_listing(&asked)?;
         let mut held = Vec::new();
         for (builder, id) in &asked_mounts {
@@ -804,11 +805,11 @@ async fn check(
                 .collect();
             held.push(incidents);
         }
-        Ok((hits, held))
+        Ok((hits, held, holding))
     })
     .await;
     match found {
-        Ok((hits, held)) => {
+        Ok((hits, held, holding)) => {
             let results: Vec<Value> = digests
                 .iter()
                 .map(|d| {
@@ -827,8 +828,12 @@ async fn check(
                     json!({"builder": builder, "id": id, "tainted_in": incidents})
                 })
                 .collect();
-            axum::Json(json!({"v": API_VERSION, "results": results, "mounts": mounts}))
-                .into_response()
+            // Whether any open incident holds anything: while none does, a client need not
+            // ask what its inputs list.
+            axum::Json(
+                json!({"v": API_VERSION, "results": results, "mounts": mounts, "holding": holding}),
+            )
+            .into_response()
         }
         Err(err) => store_unavailable(&err),
     }

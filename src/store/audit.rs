@@ -262,16 +262,39 @@ impl Store {
     /// Forgets the findings `ids` that an audit has just stored as new, when it could not
     /// report them (its output could not be written): the next audit finds them new again,
     /// instead of taking them as seen.
-    pub fn forget_new_findings(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+    ///
+    /// What the audit saw is forgotten with them, for the next audit to compare against what
+    /// was there before: the registry tags and manifests first seen at `seen_at` (a registry
+    /// audit's time), and the mount snapshots `snapshots`.
+    pub fn forget_new_findings(
+        &mut self,
+        ids: &[i64],
+        seen_at: Option<Micros>,
+        snapshots: &[i64],
+    ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let err = |e| sql_error(&path, e);
         let tx = self.conn.transaction().map_err(err)?;
-        {
-            let mut stmt = tx
-                .prepare_cached("DELETE FROM audit_findings WHERE id = ?1")
-                .map_err(err)?;
-            for id in ids {
+        for (sql, rows) in [
+            ("DELETE FROM audit_findings WHERE id = ?1", ids),
+            (
+                "DELETE FROM mount_snapshot_files WHERE snapshot_id = ?1",
+                snapshots,
+            ),
+            ("DELETE FROM mount_snapshots WHERE id = ?1", snapshots),
+        ] {
+            let mut stmt = tx.prepare_cached(sql).map_err(err)?;
+            for id in rows {
                 stmt.execute([id]).map_err(err)?;
+            }
+        }
+        if let Some(at) = seen_at {
+            for sql in [
+                "DELETE FROM audit_tags WHERE first_seen = ?1",
+                "DELETE FROM audit_manifests WHERE first_seen = ?1",
+                "DELETE FROM audits WHERE finished_at = ?1",
+            ] {
+                tx.execute(sql, [at]).map_err(err)?;
             }
         }
         tx.commit().map_err(err)

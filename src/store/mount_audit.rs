@@ -185,19 +185,17 @@ impl Store {
         snapshots: &[NewSnapshot<'_>],
         findings: &[Finding],
         now: Micros,
-    ) -> Result<Vec<Reported>, StoreError> {
+    ) -> Result<(Vec<Reported>, Vec<i64>), StoreError> {
         let path = self.path.clone();
         let err = |e| sql_error(&path, e);
         let tx = self.conn.transaction().map_err(err)?;
-        let reported;
-        {
-            for s in snapshots {
-                insert_snapshot(&tx, s).map_err(err)?;
-            }
-            reported = insert_findings(&tx, findings, "mount", now).map_err(err)?;
+        let mut ids = Vec::with_capacity(snapshots.len());
+        for s in snapshots {
+            ids.push(insert_snapshot(&tx, s).map_err(err)?);
         }
+        let reported = insert_findings(&tx, findings, "mount", now).map_err(err)?;
         tx.commit().map_err(err)?;
-        Ok(reported)
+        Ok((reported, ids))
     }
 
     /// Records that a mount is empty at `at`: the purge executor pruned it, so the next audit
@@ -229,7 +227,7 @@ impl Store {
 fn insert_snapshot(
     tx: &crate::store::db::Transaction<'_>,
     s: &NewSnapshot<'_>,
-) -> crate::store::db::DbResult<()> {
+) -> crate::store::db::DbResult<i64> {
     let bytes: u64 = s.files.iter().map(|f| f.size).sum();
     let id: i64 = tx.query_row(
         "INSERT INTO mount_snapshots (builder, mount_id, taken_at, source, files, bytes, files_of)
@@ -246,7 +244,7 @@ fn insert_snapshot(
         |row| row.get(0),
     )?;
     if s.same_as.is_some() {
-        return Ok(());
+        return Ok(id);
     }
     let mut file = tx.prepare_cached(
         "INSERT INTO mount_snapshot_files (snapshot_id, path, size, mode, sha256) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -260,5 +258,5 @@ fn insert_snapshot(
             &f.sha256[..]
         ])?;
     }
-    Ok(())
+    Ok(id)
 }

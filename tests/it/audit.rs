@@ -131,6 +131,7 @@ fn attacker_push_is_reported_as_unrecorded() {
 }
 
 /// The second audit reports nothing new; `--all` repeats what is still there as seen before.
+/// An audit whose report cannot be written counts for nothing.
 #[test]
 fn second_audit_reports_nothing_new() {
     let Some((registry, env)) = registry_env() else {
@@ -141,9 +142,24 @@ fn second_audit_reports_nothing_new() {
     pusher.cache_manifest("team/app", Some("stray-1"), "stray 1");
     pusher.cache_manifest("team/app", Some("stray-2"), "stray 2");
     let config = ConfigBuilder::registry(&registry.host()).write(&env);
+    // An audit that cannot write its report keeps nothing it found: its findings stay new,
+    // and what it saw is not the next audit's baseline.
+    let full = env
+        .cmd_with(&config)
+        .args(["audit", "registry"])
+        .stdout(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(full.status.code(), Some(2), "{full:?}");
     let (code, doc, stderr) = audit_json(&env, &config, &[]);
     assert_eq!(code, 1, "{doc:#} {stderr}");
     assert_eq!(codes(&doc).len(), 2, "{doc:#}");
+    assert_eq!(doc["summary"]["seen_before"], 0, "{doc:#}");
     let (code, doc, stderr) = audit_json(&env, &config, &[]);
     assert_eq!(
         code, 0,

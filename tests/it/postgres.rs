@@ -26,6 +26,7 @@ const SQLITE_ONLY: &[&str] = &[
     "audit::registry_down_gives_a_clear_error_and_no_findings",
     "cli::llb_mount_ids_are_normalized",
     "lifecycle::second_concurrent_execution_is_refused",
+    "lifecycle::an_execution_that_lost_its_lock_stops",
     "ls::incident_open_stores_absolute_times",
     "purge::kill_nine_mid_purge_then_rerun",
     "purge::registry_stopped_mid_purge_then_rerun_completes",
