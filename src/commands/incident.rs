@@ -134,23 +134,35 @@ fn trace_and_plan(
         .collect();
     // Only what a tainted run claims to have pushed: never what the responder seeded, nor
     // what is tainted by what it holds.
-    let seeded: BTreeSet<i64> = trace
-        .seeds()
-        .iter()
-        .filter_map(|n| match &n.entity {
-            Entity::Artifact { info, .. } => Some(info.id),
-            _ => None,
-        })
-        .collect();
+    let mut seeded: BTreeSet<i64> = BTreeSet::new();
+    let mut seeded_digests: BTreeSet<String> = BTreeSet::new();
+    for node in trace.seeds() {
+        match &node.entity {
+            Entity::Artifact { info, .. } => {
+                seeded.insert(info.id);
+                seeded_digests.insert(info.digest.to_string());
+            }
+            Entity::Digest { digest, .. } => {
+                seeded_digests.insert(digest.to_string());
+            }
+            _ => {}
+        }
+    }
     let claimed: BTreeSet<i64> = [Kind::CacheRef, Kind::Image]
         .into_iter()
         .flat_map(|kind| trace.tainted(kind))
         .filter(|t| matches!(t.via, Via::Exported | Via::Produced))
         .filter_map(|t| match t.entity {
-            Entity::Artifact { info, .. } if !info.digest.is_empty() => Some(info.id),
+            // A seeded digest is the responder's, in whatever repository.
+            Entity::Artifact { info, .. }
+                if !info.digest.is_empty()
+                    && !seeded.contains(&info.id)
+                    && !seeded_digests.contains(info.digest.as_str()) =>
+            {
+                Some(info.id)
+            }
             _ => None,
         })
-        .filter(|id| !seeded.contains(id))
         .collect();
     let vouching = store.vouching(config.trusted_levels())?;
     ctx.vouched_images = store.vouched_images(&claimed, &tainted_runs, &vouching)?;

@@ -106,18 +106,30 @@ pub fn mark_purged(
 fn mount_target(store: &Store, builder: &str, mount: &str) -> Result<PurgeTarget> {
     let plain = normalize_mount_id(mount, "", false);
     let known = store.mount_identities(builder)?;
-    let (namespace, id) = if known.iter().any(|(ns, id)| ns.is_empty() && *id == plain) {
-        (String::new(), plain)
-    } else {
-        match mount.split_once('/').filter(|(ns, id)| {
+    let default = known.iter().any(|(ns, id)| ns.is_empty() && *id == plain);
+    let namespaced = mount
+        .split_once('/')
+        .filter(|(ns, id)| {
             !ns.is_empty()
                 && known
                     .iter()
                     .any(|k| k.0 == *ns && k.1 == normalize_mount_id(id, ns, false))
-        }) {
-            Some((ns, id)) => (ns.to_owned(), normalize_mount_id(id, ns, false)),
-            None => (String::new(), plain),
+        })
+        .map(|(ns, id)| (ns.to_owned(), normalize_mount_id(id, ns, false)));
+    let (namespace, id) = match (default, namespaced) {
+        (true, Some((ns, id))) => {
+            return Err(InputError::invalid(format!(
+                "`{}` on `{}` names two mounts, id `{}` in the default namespace and id `{}` in namespace `{}`: which one was purged cannot be told",
+                Term(mount),
+                Term(builder),
+                Term(&plain),
+                Term(&id),
+                Term(&ns)
+            ))
+            .into());
         }
+        (false, Some(namespaced)) => namespaced,
+        (_, None) => (String::new(), plain),
     };
     Ok(PurgeTarget::Mount {
         builder: builder.to_owned(),

@@ -462,8 +462,8 @@ fn analyze(
     // names it over the file's `# syntax=` directive.
     let frontend = build_args
         .get(SYNTAX_ARG)
+        .map(|v| frontend_image(v.trim()).to_owned())
         .filter(|v| !v.is_empty())
-        .map(|v| frontend_image(v).to_owned())
         .or_else(|| detect_syntax(text));
     let (global_args, mut stages) = split_stages(document.instructions)?;
     let target = options.target.as_deref().filter(|t| !t.is_empty());

@@ -777,7 +777,17 @@ async fn check(
             },
             // A cache mount: `["BUILDER","ID"]`, its id in the default namespace.
             "mount" => match serde_json::from_str::<(String, String)>(&value) {
-                Ok(mount) => mounts.push(mount),
+                Ok((builder, id))
+                    if [&builder, &id].into_iter().all(|v| {
+                        !v.trim().is_empty() && v.len() <= limits::NAME_BYTES && !v.contains('\0')
+                    }) =>
+                {
+                    mounts.push((builder, id));
+                }
+                Ok(_) => {
+                    let doc = json!({"v": API_VERSION, "error": "invalid_mount", "reason": format!("a mount's builder and id are 1 to {} bytes, without NUL", limits::NAME_BYTES)});
+                    return (StatusCode::BAD_REQUEST, axum::Json(doc)).into_response();
+                }
                 Err(err) => {
                     let doc = json!({"v": API_VERSION, "error": "invalid_mount", "reason": format!("a mount is `[\"BUILDER\",\"ID\"]`: {err}")});
                     return (StatusCode::BAD_REQUEST, axum::Json(doc)).into_response();
@@ -787,7 +797,7 @@ async fn check(
         }
     }
     if digests.len() + mounts.len() == 0 || digests.len() + mounts.len() > limits::REFERENCES {
-        let doc = json!({"v": API_VERSION, "error": "invalid_digest", "reason": format!("name 1 to {} digests and mounts", limits::REFERENCES)});
+        let doc = json!({"v": API_VERSION, "error": "invalid_request", "reason": format!("name 1 to {} digests and mounts", limits::REFERENCES)});
         return (StatusCode::BAD_REQUEST, axum::Json(doc)).into_response();
     }
     let asked = digests.clone();
@@ -795,13 +805,16 @@ async fn check(
     let found = run_store(&c, move |store| {
         let holding = !store.containing_incidents()?.is_empty();
         let hits = store.contained_listing(&asked)?;
+        let mut by_builder: HashMap<&str, Vec<(i64, String)>> = HashMap::new();
         let mut held = Vec::new();
         for (builder, id) in &asked_mounts {
-            let incidents: Vec<i64> = store
-                .held_mounts(builder)?
-                .into_iter()
+            if !by_builder.contains_key(builder.as_str()) {
+                by_builder.insert(builder, store.held_mounts(builder)?);
+            }
+            let incidents: Vec<i64> = by_builder[builder.as_str()]
+                .iter()
                 .filter(|(_, held)| held == id)
-                .map(|(incident, _)| incident)
+                .map(|(incident, _)| *incident)
                 .collect();
             held.push(incidents);
         }

@@ -436,17 +436,19 @@ impl Store {
         clean: bool,
         result: &str,
     ) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                // Only while the incident is open: a closed one keeps the verification it
-                // was closed on, even against a verify that began before the close.
-                "INSERT INTO verifications (incident_id, at, by, clean, result)
-                 SELECT ?1, ?2, ?3, ?4, ?5
-                 WHERE EXISTS (SELECT 1 FROM incidents WHERE id = ?1 AND status = 'open')",
-                params![incident, time::now(), by, clean, result],
-            )
-            .map(|_| ())
-            .map_err(|e| sql_error(&self.path, e))
+        // Only while the incident is open: a closed one keeps the verification it was closed
+        // on, even against a verify that began before the close (in a transaction, which
+        // the close waits for).
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
+        tx.execute(
+            "INSERT INTO verifications (incident_id, at, by, clean, result)
+             SELECT ?1, ?2, ?3, ?4, ?5
+             WHERE EXISTS (SELECT 1 FROM incidents WHERE id = ?1 AND status = 'open')",
+            params![incident, time::now(), by, clean, result],
+        )
+        .map_err(|e| sql_error(&path, e))?;
+        tx.commit().map_err(|e| sql_error(&path, e))
     }
 
     pub fn last_verification(&self, incident: i64) -> Result<Option<VerificationRow>, StoreError> {

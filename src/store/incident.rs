@@ -364,13 +364,15 @@ impl Store {
     }
 
     pub fn close_incident(&mut self, incident: i64, by: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "UPDATE incidents SET status = 'closed', closed_at = ?2, closed_by = ?3 WHERE id = ?1",
-                params![incident, time::now(), by],
-            )
-            .map(|_| ())
-            .map_err(|e| sql_error(&self.path, e))
+        // Under the writer lock, as a verification's record is: one waits for the other.
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sql_error(&path, e))?;
+        tx.execute(
+            "UPDATE incidents SET status = 'closed', closed_at = ?2, closed_by = ?3 WHERE id = ?1",
+            params![incident, time::now(), by],
+        )
+        .map_err(|e| sql_error(&path, e))?;
+        tx.commit().map_err(|e| sql_error(&path, e))
     }
 
     /// Records that the targets of actions `seqs` are left in place on purpose. Every seq must

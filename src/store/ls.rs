@@ -361,7 +361,6 @@ impl Store {
         })
     }
 
-    /// The mount ids recorded on a builder.
     /// The mounts recorded on a builder: (namespace, id), the namespace empty by default.
     pub fn mount_identities(&self, builder: &str) -> Result<Vec<(String, String)>, StoreError> {
         self.rows(
@@ -372,6 +371,7 @@ impl Store {
         )
     }
 
+    /// The mount ids recorded on a builder.
     pub fn mount_ids(&self, builder: &str) -> Result<Vec<String>, StoreError> {
         self.rows(
             "SELECT DISTINCT m.mount_id FROM mounts m JOIN builders b ON b.id = m.builder_id

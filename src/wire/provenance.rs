@@ -523,12 +523,6 @@ fn run_from_line(line: RunLine) -> Result<RunRecord, String> {
         .flat_map(|r| r.created.iter().chain(&r.reused))
     {
         non_empty(&record.id, "records[].id")?;
-        if record.size.is_some_and(|size| size < 0) {
-            return Err(format!(
-                "`records[].size` of `{}` is negative",
-                crate::report::escape::Term(&record.id)
-            ));
-        }
     }
     if line.run.contains('/') {
         return Err(format!(
@@ -586,6 +580,10 @@ fn run_from_line(line: RunLine) -> Result<RunRecord, String> {
         records: line.records.map(|mut r| {
             r.created.sort_by(|a, b| a.id.cmp(&b.id));
             r.reused.sort_by(|a, b| a.id.cmp(&b.id));
+            // BuildKit says -1 for a size it does not know.
+            for record in r.created.iter_mut().chain(&mut r.reused) {
+                record.size = record.size.filter(|size| *size >= 0);
+            }
             r
         }),
         truncated: line.truncated,
@@ -849,7 +847,7 @@ mod tests {
     /// is refused, naming the field, so that no line goes in that its own export could not
     /// bring back.
     #[test]
-    fn blank_names_and_negative_sizes_are_refused() {
+    fn blank_names_are_refused() {
         let run = |extra: &str| {
             format!(
                 r#"{{"v":1,"type":"run","pipeline":"p","run":"1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:00:00Z"{extra}}}"#
@@ -863,15 +861,18 @@ mod tests {
                 r#","records":{"created":[{"id":""}]}"#,
                 "`records[].id` is empty",
             ),
-            (
-                r#","records":{"reused":[{"id":"r","size":-1}]}"#,
-                "`records[].size` of `r` is negative",
-            ),
         ] {
             let err = parse_line(&run(extra)).unwrap_err();
             assert!(err.contains(says), "{extra}: {err}");
         }
         assert!(parse_line(&run(r#","builder":"b","step":"""#)).is_ok());
+        // BuildKit's -1 for a size it does not know is no size.
+        let Ok(ImportItem::Run(run)) =
+            parse_line(&run(r#","records":{"reused":[{"id":"r","size":-1}]}"#))
+        else {
+            panic!("refused")
+        };
+        assert_eq!(run.records.unwrap().reused[0].size, None);
     }
 
     /// A run line's `trust_level` is the run's own, not its pipeline's.

@@ -714,4 +714,22 @@ fn a_mount_in_a_namespace_is_marked_by_its_name() {
     assert_eq!(purges.len(), 1, "{purges:?}");
     assert_eq!(purges[0]["mount"], "go", "{purges:?}");
     assert_eq!(purges[0]["namespace"], "ns1", "{purges:?}");
+    // Once a mount of the default namespace has that name too, the name is refused.
+    crate::build::History::new()
+        .run(
+            crate::build::Run::new("b", 1)
+                .builder("ci-1")
+                .mount("ns1/go"),
+        )
+        .import_as(&env, "more.jsonl");
+    let both = output(
+        &env,
+        env.cmd()
+            .args(["mark-purged", "--builder", "ci-1", "--mount", "ns1/go"]),
+    );
+    assert!(
+        both.starts_with("exit: 2\n") && both.contains("names two mounts"),
+        "{both}"
+    );
+    assert_eq!(purge_lines(&env).len(), 1);
 }
