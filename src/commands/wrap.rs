@@ -46,9 +46,21 @@ pub async fn wrap(
         Wrapped::Build(build) => wrap_build(&args, *build, db, config, printer).await,
         Wrapped::Push { reference } => wrap_push(&args, &reference, db, printer).await,
         Wrapped::Other => {
+            // A build wrap cannot read has inputs nobody can check: while an incident holds
+            // anything, `[containment] on_unavailable` decides, as for any input it cannot
+            // check.
+            if command::may_build(&args.command) {
+                unknown_inputs(
+                    &args,
+                    db,
+                    config,
+                    printer,
+                    "the command builds in a way wrap does not read (a wrapper, buildx bake, compose), so its inputs are unknown",
+                )?;
+            }
             printer.warn(format!(
-                "`{}` is not a docker build or push: running it without recording",
-                args.command.join(" ")
+                "`{}` is not a docker build or push wrap reads: running it without recording",
+                crate::report::escape::Line(&args.command.join(" "))
             ));
             run_inherited(&args.command).await
         }
@@ -641,6 +653,14 @@ fn unchecked_inputs(
             ));
         }
     }
+    // A mount under `BUILDKIT_CACHE_MOUNT_NS` is one no incident is checked for.
+    for mount in record.mounts.iter().filter(|m| !m.namespace.is_empty()) {
+        unchecked.push(format!(
+            "cache mount `{}/{}` is under a namespace (BUILDKIT_CACHE_MOUNT_NS): whether an incident holds it is not checked",
+            Term(&mount.namespace),
+            Term(&mount.id)
+        ));
+    }
     if record.truncated {
         unchecked.push(
             "its Dockerfile could not be read in full, so its base images are unknown".to_owned(),
@@ -1037,6 +1057,13 @@ fn merged_args(run: &RunArgs, build: &BuildCommand) -> RecordArgs {
     args.run.image.extend(build.tags.iter().cloned());
     args.run.build_arg.extend(build.build_args.iter().cloned());
     args.run.platform.extend(build.platforms.iter().cloned());
+    // The CLI's default `--platform`.
+    if args.run.platform.is_empty()
+        && let Ok(platform) = std::env::var("DOCKER_DEFAULT_PLATFORM")
+        && !platform.trim().is_empty()
+    {
+        args.run.platform.push(platform);
+    }
     if args.run.dockerfile.is_none() {
         args.run.dockerfile = build.dockerfile().filter(|p| p.exists());
     }

@@ -68,6 +68,10 @@ const VALUE_FLAGS: &[&str] = &[
     "--memory-swap",
     "--metadata-file",
     "--network",
+    "--no-cache-filter",
+    "--invoke",
+    "--root",
+    "--server-config",
     "--output",
     "-o",
     "--platform",
@@ -116,10 +120,30 @@ pub fn parse(argv: &[String]) -> Wrapped {
         .iter()
         .map(String::as_str)
         .collect();
-    let (buildx, skip) = match words.as_slice() {
-        ["build", ..] => (false, 1),
-        ["image", "build", ..] | ["builder", "build", ..] => (false, 2),
-        ["buildx", "build", ..] | ["buildx", "b", ..] => (true, 2),
+    // buildx's own flags come before its subcommand: `docker buildx --builder B build`.
+    let mut root_builder = None;
+    let mut root = 0;
+    if words.first() == Some(&"buildx") {
+        root = 1;
+        while let Some(word) = words.get(root) {
+            match *word {
+                "--builder" => {
+                    root_builder = words.get(root + 1).map(|w| (*w).to_owned());
+                    root += 2;
+                }
+                "-D" | "--debug" => root += 1,
+                w if w.starts_with("--builder=") => {
+                    root_builder = Some(w["--builder=".len()..].to_owned());
+                    root += 1;
+                }
+                _ => break,
+            }
+        }
+    }
+    let (buildx, skip) = match &words[root.min(words.len())..] {
+        ["build", ..] if root == 0 => (false, 1),
+        ["image", "build", ..] | ["builder", "build", ..] if root == 0 => (false, 2),
+        ["build", ..] | ["b", ..] if root > 0 => (true, root + 1),
         ["push", ..] => return parse_push(&words[1..]),
         ["image", "push", ..] => return parse_push(&words[2..]),
         _ => return Wrapped::Other,
@@ -127,6 +151,7 @@ pub fn parse(argv: &[String]) -> Wrapped {
     let mut build = BuildCommand {
         buildx: buildx || name == "docker-buildx",
         insert_at: i + skip,
+        builder: root_builder,
         ..BuildCommand::default()
     };
     let args = &argv[i + skip..];
@@ -146,14 +171,24 @@ pub fn parse(argv: &[String]) -> Wrapped {
         }
         let (flag, inline_value) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-            _ => {
-                // `-tname` short form with the value attached.
-                if !arg.starts_with("--") && arg.len() > 2 && VALUE_FLAGS.contains(&&arg[..2]) {
-                    (arg[..2].to_owned(), Some(arg[2..].to_owned()))
-                } else {
-                    (arg.clone(), None)
+            _ if !arg.starts_with("--") && arg.len() > 2 => {
+                // Short flags run together, as pflag reads them: booleans (`-q`), then at most
+                // one that takes a value, the rest of the word or the next one (`-qf FILE`,
+                // `-tname`).
+                let letters = &arg[1..];
+                match letters
+                    .char_indices()
+                    .find(|&(_, c)| VALUE_FLAGS.contains(&format!("-{c}").as_str()))
+                {
+                    Some((at, c)) => {
+                        let rest = &letters[at + c.len_utf8()..];
+                        let rest = rest.strip_prefix('=').unwrap_or(rest);
+                        (format!("-{c}"), (!rest.is_empty()).then(|| rest.to_owned()))
+                    }
+                    None => (arg.clone(), None),
                 }
             }
+            _ => (arg.clone(), None),
         };
         let takes_value = VALUE_FLAGS.contains(&flag.as_str());
         let value = if takes_value {
@@ -200,6 +235,32 @@ pub fn parse(argv: &[String]) -> Wrapped {
     Wrapped::Build(Box::new(build))
 }
 
+/// Whether a command [`parse`] does not read may still build with Docker: `docker` (or its
+/// buildx or compose plugin), run directly or through `sudo` or `env`, with a `build` or `bake`
+/// among its words.
+pub fn may_build(argv: &[String]) -> bool {
+    let mut words = argv.iter().map(String::as_str).peekable();
+    while let Some(&word) = words.peek() {
+        let name = word.rsplit('/').next().unwrap_or(word);
+        if matches!(name, "sudo" | "env" | "doas" | "nice" | "nohup" | "time")
+            || word.starts_with('-')
+            || (word.contains('=') && !word.starts_with('='))
+        {
+            words.next();
+            continue;
+        }
+        break;
+    }
+    let Some(program) = words.next() else {
+        return false;
+    };
+    let name = program.rsplit('/').next().unwrap_or(program);
+    matches!(
+        name,
+        "docker" | "docker-buildx" | "docker-compose" | "podman" | "buildah"
+    ) && words.any(|w| matches!(w, "build" | "bake" | "b" | "bud"))
+}
+
 fn parse_push(args: &[&str]) -> Wrapped {
     let reference = args.iter().find(|a| !a.starts_with('-'));
     match reference {
@@ -211,17 +272,24 @@ fn parse_push(args: &[&str]) -> Wrapped {
 }
 
 impl BuildCommand {
-    /// The Dockerfile path: `-f`, else `Dockerfile` in the context directory.
+    /// The Dockerfile path: `-f`, else `Dockerfile` in the context directory. `None` when
+    /// it is no file here: standard input, or a context that is not a local directory (a
+    /// URL, a git repository, a tar on standard input), where `-f` names a file inside it.
     pub fn dockerfile(&self) -> Option<PathBuf> {
+        let context = self.context.as_deref().unwrap_or(".");
+        let remote = context == "-"
+            || context.contains("://")
+            || context.starts_with("git@")
+            || context.ends_with(".git")
+            || context.contains(".git#");
+        if remote {
+            return None;
+        }
         if let Some(file) = &self.file {
             if file.as_os_str() == "-" {
                 return None;
             }
             return Some(file.clone());
-        }
-        let context = self.context.as_deref().unwrap_or(".");
-        if context.contains("://") || context == "-" {
-            return None;
         }
         Some(PathBuf::from(context).join("Dockerfile"))
     }
@@ -293,6 +361,37 @@ mod tests {
         assert_eq!(b.insert_at, 2);
     }
 
+    /// buildx's own flags before `build`, short flags run together, and flags that take a
+    /// value are read as the CLI reads them; a `-f` inside a context that is no directory
+    /// here names no file here.
+    #[test]
+    fn reads_what_the_cli_reads() {
+        let Wrapped::Build(b) = parse(&argv(
+            "docker buildx --builder fleet -D build -qf ctx/Dockerfile.evil --no-cache-filter x ctx",
+        )) else {
+            panic!("not a build")
+        };
+        assert!(b.buildx);
+        assert_eq!(b.builder.as_deref(), Some("fleet"));
+        assert_eq!(b.file, Some(PathBuf::from("ctx/Dockerfile.evil")));
+        assert_eq!(b.context.as_deref(), Some("ctx"));
+        assert_eq!(b.insert_at, 6);
+        let Wrapped::Build(b) = parse(&argv("docker build -qtweb:1 .")) else {
+            panic!("not a build")
+        };
+        assert_eq!(b.tags, ["web:1"]);
+        for remote in [
+            "docker buildx build -f ctx/Dockerfile https://github.com/evil/repo.git#main",
+            "docker build -f ctx/Dockerfile -",
+            "docker build -f ctx/Dockerfile git@github.com:evil/repo.git",
+        ] {
+            let Wrapped::Build(b) = parse(&argv(remote)) else {
+                panic!("not a build")
+            };
+            assert_eq!(b.dockerfile(), None, "{remote}");
+        }
+    }
+
     /// buildx builds behind client global flags are recognised, with --push.
     #[test]
     fn reads_buildx_with_global_flags() {
@@ -319,6 +418,18 @@ mod tests {
         );
         assert_eq!(parse(&argv("make build")), Wrapped::Other);
         assert_eq!(parse(&argv("docker run busybox")), Wrapped::Other);
+        for building in [
+            "sudo docker build .",
+            "env A=1 docker build .",
+            "docker buildx bake",
+            "docker compose build",
+            "/usr/bin/docker --context remote image build .",
+        ] {
+            assert!(may_build(&argv(building)), "{building}");
+        }
+        for other in ["make build", "docker run busybox", "sudo -E ls"] {
+            assert!(!may_build(&argv(other)), "{other}");
+        }
     }
 
     /// The digest line of `docker push` output is found.

@@ -30,6 +30,71 @@ pub enum Sent {
     Unavailable(String),
 }
 
+/// Reads a check's answer, whole or not at all: every digest asked has its result, with the
+/// incidents holding it as numbers, and so does every mount asked, when the answer has mounts
+/// (a collector of an earlier release has none). A page that is not the collector's (a login
+/// page, a proxy's) is no answer, not an answer that nothing is held.
+fn read_check(
+    body: &Value,
+    digests: &[String],
+    mounts: &[(String, String)],
+) -> Result<CheckAnswer, String> {
+    if body["v"].as_u64() != Some(1) {
+        return Err("no `v` of 1".to_owned());
+    }
+    let incidents = |r: &Value| -> Result<Vec<i64>, String> {
+        r["tainted_in"]
+            .as_array()
+            .ok_or("a result without `tainted_in`")?
+            .iter()
+            .map(|i| {
+                i.as_i64()
+                    .ok_or_else(|| "an incident that is not a number".to_owned())
+            })
+            .collect()
+    };
+    let results = body["results"].as_array().ok_or("no `results`")?;
+    let mut answered = Vec::with_capacity(results.len());
+    for result in results {
+        let digest = result["digest"]
+            .as_str()
+            .ok_or("a result without `digest`")?;
+        answered.push((digest.to_owned(), incidents(result)?));
+    }
+    if let Some(missing) = digests
+        .iter()
+        .find(|d| !answered.iter().any(|(a, _)| a == *d))
+    {
+        return Err(format!("no result for `{missing}`"));
+    }
+    let held = match body.get("mounts") {
+        None | Some(Value::Null) => None,
+        Some(held) => {
+            let held = held.as_array().ok_or("`mounts` is not a list")?;
+            let mut out = Vec::with_capacity(held.len());
+            for m in held {
+                let field = |k: &str| m[k].as_str().map(str::to_owned);
+                let (Some(builder), Some(id)) = (field("builder"), field("id")) else {
+                    return Err("a mount result without `builder` and `id`".to_owned());
+                };
+                out.push(((builder, id), incidents(m)?));
+            }
+            if let Some((builder, id)) = mounts
+                .iter()
+                .find(|m| !out.iter().any(|(asked, _)| asked == *m))
+            {
+                return Err(format!("no result for mount `{builder}:{id}`"));
+            }
+            Some(out)
+        }
+    };
+    Ok(CheckAnswer {
+        digests: answered,
+        mounts: held,
+        holding: body["holding"].as_bool(),
+    })
+}
+
 /// A cache mount (builder, id) and the open incidents holding it.
 pub type MountHeld = ((String, String), Vec<i64>);
 
@@ -128,32 +193,12 @@ impl Client {
             .exchange(|| self.http.get(&url).query(&query), token, outage)
             .await?
         {
-            (200, body) => {
-                let incidents = |r: &Value| -> Vec<i64> {
-                    r["tainted_in"]
-                        .as_array()
-                        .map(|a| a.iter().filter_map(Value::as_i64).collect())
-                        .unwrap_or_default()
-                };
-                let results = body["results"].as_array().cloned().unwrap_or_default();
-                let digests = results
-                    .iter()
-                    .map(|r| (r["digest"].as_str().unwrap_or("").to_owned(), incidents(r)))
-                    .collect();
-                let mounts = body["mounts"].as_array().map(|held| {
-                    held.iter()
-                        .map(|m| {
-                            let field = |k: &str| m[k].as_str().unwrap_or("").to_owned();
-                            ((field("builder"), field("id")), incidents(m))
-                        })
-                        .collect()
-                });
-                Ok(CheckAnswer {
-                    digests,
-                    mounts,
-                    holding: body["holding"].as_bool(),
-                })
-            }
+            (200, body) => read_check(&body, digests, mounts).map_err(|why| {
+                format!(
+                    "`{}` answered the check with something that is not a check's answer ({why}): nothing was checked",
+                    crate::report::escape::Term(&url)
+                )
+            }),
             (status, body) => Err(self.answered(status, &body)),
         }
     }
@@ -415,5 +460,37 @@ mod spool_tests {
         let err = spool(&foreign, &entry()).unwrap_err();
         assert!(err.to_string().contains("owned by uid 65534"), "{err}");
         assert!(spooled(&foreign).is_err());
+    }
+
+    /// Only a whole check's answer is one: a page that is not the collector's, or an answer
+    /// that leaves out a digest or mount asked, is no answer at all.
+    #[test]
+    fn only_a_whole_answer_is_read() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let mount = ("ci-1".to_owned(), "pip".to_owned());
+        let asked = (std::slice::from_ref(&digest), std::slice::from_ref(&mount));
+        for body in [
+            Value::Null,
+            serde_json::json!("<html>login</html>"),
+            serde_json::json!({"v": 1}),
+            serde_json::json!({"v": 1, "results": [{"digest": "x"}]}),
+            serde_json::json!({"v": 1, "results": []}),
+            serde_json::json!({"v": 1, "results": [{"digest": digest, "tainted_in": ["1"]}]}),
+            serde_json::json!({"v": 1, "results": [{"digest": digest, "tainted_in": []}], "mounts": []}),
+        ] {
+            assert!(read_check(&body, asked.0, asked.1).is_err(), "{body}");
+        }
+        let whole = serde_json::json!({
+            "v": 1,
+            "results": [{"digest": digest, "tainted_in": [3]}],
+            "mounts": [{"builder": "ci-1", "id": "pip", "tainted_in": []}],
+            "holding": true,
+        });
+        let answer = read_check(&whole, asked.0, asked.1).unwrap();
+        assert_eq!(answer.digests, [(digest.clone(), vec![3])]);
+        assert_eq!(answer.mounts, Some(vec![(mount.clone(), vec![])]));
+        // A collector of an earlier release says nothing of mounts: that is not a refusal.
+        let older = serde_json::json!({"v": 1, "results": [{"digest": digest, "tainted_in": []}]});
+        assert_eq!(read_check(&older, asked.0, asked.1).unwrap().mounts, None);
     }
 }
