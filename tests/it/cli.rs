@@ -701,11 +701,8 @@ fn trace_warns_of_tainted_refs_known_by_tag_only() {
 /// records (the evidence that keeps other projects' layers out of a purge) are not captured.
 #[test]
 fn wrap_without_a_builder_endpoint_warns_that_records_are_not_captured() {
-    use std::os::unix::fs::PermissionsExt;
-
     let env = Env::new();
-    let docker = env.write("bin/docker", "#!/bin/sh\nexit 0\n");
-    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker = env.fake_docker("exit 0\n");
     env.write("ctx/Dockerfile", "FROM scratch\n");
     let out = env
         .cmd()
@@ -744,11 +741,8 @@ fn wrap_without_a_builder_endpoint_warns_that_records_are_not_captured() {
 /// builder builds, and `--allow-tainted` builds with the override recorded.
 #[test]
 fn wrap_refuses_a_mount_an_open_incident_holds() {
-    use std::os::unix::fs::PermissionsExt;
-
     let env = Env::new();
-    let docker = env.write("bin/docker", "#!/bin/sh\nexit 0\n");
-    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker = env.fake_docker("exit 0\n");
     env.write(
         "ctx/Dockerfile",
         "FROM scratch\nRUN --mount=type=cache,id=pip,target=/root/.cache/pip true\n",

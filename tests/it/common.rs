@@ -190,6 +190,16 @@ impl Env {
         cmd
     }
 
+    /// An executable `bin/docker` here that runs `body` (a shell script) in place of the
+    /// Docker CLI: what `wrap` runs without a daemon.
+    pub fn fake_docker(&self, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+
+        let docker = self.write("bin/docker", &format!("#!/bin/sh\n{body}"));
+        std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+        docker
+    }
+
     /// `incident open --pipeline PIPELINE` with this config, which must succeed.
     pub fn open_incident(&self, config: &Path, pipeline: &str) -> String {
         ok(self

@@ -563,11 +563,8 @@ fn import_lines_over_a_mebibyte_are_refused_streamed() {
 /// warning, and `trace` shows the flag in text and JSON.
 #[test]
 fn wrap_records_what_fits_and_flags_the_run_truncated() {
-    use std::os::unix::fs::PermissionsExt;
-
     let env = Env::new();
-    let docker = env.write("bin/docker", "#!/bin/sh\nexit 0\n");
-    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker = env.fake_docker("exit 0\n");
     let mut mounts: Vec<String> = (0..1000)
         .map(|i| format!("--mount=type=cache,target=/c/{i}"))
         .collect();

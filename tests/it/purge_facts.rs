@@ -658,8 +658,6 @@ fn check_sees_a_tainted_manifest_inside_an_index() {
 /// platform. An index that lists only clean manifests builds.
 #[test]
 fn wrap_refuses_an_index_that_lists_a_tainted_manifest() {
-    use std::os::unix::fs::PermissionsExt;
-
     let Some((registry, env)) = crate::common::registry_env() else {
         return;
     };
@@ -674,8 +672,7 @@ fn wrap_refuses_an_index_that_lists_a_tainted_manifest() {
         .import(&env);
     let config = config(&host).write(&env);
     env.open_incident(&config, "evil");
-    let docker = env.write("bin/docker", "#!/bin/sh\nexit 0\n");
-    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker = env.fake_docker("exit 0\n");
     let wrap = |run: &str, from: &str| {
         env.write("ctx/Dockerfile", &format!("FROM {from}\n"));
         let mut cmd = env.cmd_with(&config);
@@ -833,8 +830,6 @@ fn a_claimed_export_of_a_release_image_leaves_it_in_place() {
 /// cannot say leaves the input unchecked, which fails closed (exit 5, naming the input).
 #[test]
 fn wrap_fails_closed_when_the_registry_cannot_say_what_an_input_lists() {
-    use std::os::unix::fs::PermissionsExt;
-
     let Some(registry) = harness::registry() else {
         return;
     };
@@ -849,8 +844,7 @@ fn wrap_fails_closed_when_the_registry_cannot_say_what_an_input_lists() {
         .import(&env);
     let config = config(&host).endpoint(&proxy.url()).write(&env);
     env.open_incident(&config, "evil");
-    let docker = env.write("bin/docker", "#!/bin/sh\nexit 0\n");
-    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker = env.fake_docker("exit 0\n");
     env.write(
         "ctx/Dockerfile",
         &format!("FROM {host}/team/base@{}\n", clean.digest),
@@ -885,8 +879,6 @@ fn wrap_fails_closed_when_the_registry_cannot_say_what_an_input_lists() {
 /// cannot check, which fails closed while the incident is open.
 #[test]
 fn wrap_checks_the_frontend_and_named_contexts() {
-    use std::os::unix::fs::PermissionsExt;
-
     let Some((registry, env)) = crate::common::registry_env() else {
         return;
     };
@@ -899,8 +891,7 @@ fn wrap_checks_the_frontend_and_named_contexts() {
         .import(&env);
     let config = config(&host).write(&env);
     env.open_incident(&config, "evil");
-    let docker = env.write("bin/docker", "#!/bin/sh\nexit 0\n");
-    std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let docker = env.fake_docker("exit 0\n");
     let tainted = format!("{host}/team/app@{}", planted.digest);
     let base = format!("{host}/team/base@{}", clean.digest);
     let wrap = |run: &str, dockerfile: &str, extra: &[&str]| {
