@@ -303,6 +303,15 @@ pub async fn remote_contained_with_mounts(
     })
 }
 
+/// Whether any of the collector's open incidents holds anything a build could read. An error
+/// when it cannot tell, or is of a release that does not say.
+pub async fn remote_holding(server: &str, opts: &CollectorArgs) -> Result<bool, String> {
+    remote_contained_with_mounts(server, opts, &[], &[])
+        .await?
+        .holding
+        .ok_or_else(|| "the collector does not say whether its incidents hold anything".to_owned())
+}
+
 /// What the collector's open incidents hold of what was asked.
 #[derive(Debug, Clone, Default)]
 pub struct RemoteHits {

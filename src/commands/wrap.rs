@@ -56,7 +56,8 @@ pub async fn wrap(
                     config,
                     printer,
                     "the command builds in a way wrap does not read (a wrapper, buildx bake, compose), so its inputs are unknown",
-                )?;
+                )
+                .await?;
             }
             printer.warn(format!(
                 "`{}` is not a docker build or push wrap reads: running it without recording",
@@ -260,7 +261,7 @@ async fn wrap_build(
             },
         },
         None => {
-            unknown_inputs(args, db, config, printer, "the build cannot be planned")?;
+            unknown_inputs(args, db, config, printer, "the build cannot be planned").await?;
             (Vec::new(), None)
         }
     };
@@ -270,7 +271,7 @@ async fn wrap_build(
         if !unchecked.is_empty() {
             hits.extend(contained_by_tag(record, db, &absent));
             if hits.is_empty() {
-                unknown_inputs(args, db, config, printer, &unchecked.join("; "))?;
+                unknown_inputs(args, db, config, printer, &unchecked.join("; ")).await?;
             }
         }
     }
@@ -739,27 +740,44 @@ fn contained_by_tag(
 /// it cannot be told apart from a tainted build, so `[containment] on_unavailable` decides, as
 /// for a store that cannot be read. `--allow-tainted` builds anyway. No store, or no open
 /// incident holding digests, builds as before.
-fn unknown_inputs(
+async fn unknown_inputs(
     args: &WrapArgs,
     db: &Path,
     config: &Config,
     printer: Printer,
     what: &str,
 ) -> Result<()> {
-    let incidents = match open_existing_store(db) {
-        Ok(store) => store.containing_incidents().map_err(|e| e.to_string()),
-        Err(StoreError::Missing { .. }) => return Ok(()),
-        Err(err) => Err(err.to_string()),
+    let incidents = match &args.run.collector.server {
+        // An ephemeral runner's store is empty: the collector's is the one that knows.
+        Some(server) => {
+            match crate::commands::send::remote_holding(server, &args.run.collector).await {
+                Ok(false) => return Ok(()),
+                Ok(true) => Ok(None),
+                Err(err) => Err(err),
+            }
+        }
+        None => match open_existing_store(db) {
+            Ok(store) => store
+                .holding_incidents()
+                .map(Some)
+                .map_err(|e| e.to_string()),
+            Err(StoreError::Missing { .. }) => return Ok(()),
+            Err(err) => Err(err.to_string()),
+        },
     };
     let why = match incidents {
-        Ok(ids) if ids.is_empty() => return Ok(()),
-        Ok(ids) => format!(
+        Ok(Some(ids)) if ids.is_empty() => return Ok(()),
+        Ok(Some(ids)) => format!(
             "its inputs are unknown while open incident {} holds inputs tainted",
             ids.iter()
                 .map(i64::to_string)
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        Ok(None) => {
+            "its inputs are unknown while the collector's open incidents hold inputs tainted"
+                .to_owned()
+        }
         Err(err) => format!("whether its inputs are tainted cannot be checked: {err}"),
     };
     if args.allow_tainted {
@@ -838,9 +856,9 @@ async fn contained_inputs(
             .await
             {
                 Ok(answer) => answer,
-                // Only mounts asked: a collector of an earlier release refuses a check of no
-                // digest.
-                Err(err) if digests.is_empty() => {
+                // Only mounts asked: a collector of an earlier release refuses (400) a check of
+                // no digest. Any other failure is one `on_unavailable` decides on.
+                Err(err) if digests.is_empty() && err.contains("answered 400") => {
                     printer.warn(format!(
                         "the build's cache mounts were not checked at the collector: {}",
                         crate::report::escape::Line(&err)
@@ -1001,7 +1019,7 @@ async fn listed_inputs(
         let client = match RegistryClient::with_options(config, registry, ClientOptions::default())
         {
             Ok(client) => client,
-            Err(err) if local => {
+            Err(err) if local && err.is_unreachable() => {
                 printer.warn(unread(&err));
                 continue;
             }
@@ -1014,7 +1032,7 @@ async fn listed_inputs(
             for at in &level {
                 let manifest = match client.get_manifest(repository, at).await {
                     Ok(manifest) => manifest,
-                    Err(err) if local => {
+                    Err(err) if local && err.is_unreachable() => {
                         printer.warn(unread(&err));
                         None
                     }

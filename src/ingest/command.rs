@@ -235,30 +235,141 @@ pub fn parse(argv: &[String]) -> Wrapped {
     Wrapped::Build(Box::new(build))
 }
 
-/// Whether a command [`parse`] does not read may still build with Docker: `docker` (or its
-/// buildx or compose plugin), run directly or through `sudo` or `env`, with a `build` or `bake`
-/// among its words.
+/// Whether a command [`parse`] does not read may still build: a `docker` build in a form it
+/// does not read (`buildx bake`, `compose build`, `compose up`), behind `sudo`, `env`, `nice`,
+/// `timeout` and the like or in an `sh -c` script, or another builder's build (podman,
+/// buildah, nerdctl, buildctl).
 pub fn may_build(argv: &[String]) -> bool {
-    let mut words = argv.iter().map(String::as_str).peekable();
-    while let Some(&word) = words.peek() {
-        let name = word.rsplit('/').next().unwrap_or(word);
-        if matches!(name, "sudo" | "env" | "doas" | "nice" | "nohup" | "time")
-            || word.starts_with('-')
-            || (word.contains('=') && !word.starts_with('='))
-        {
-            words.next();
-            continue;
+    let words: Vec<&str> = argv.iter().map(String::as_str).collect();
+    builds(&words, 0)
+}
+
+fn base_name(word: &str) -> &str {
+    word.rsplit('/').next().unwrap_or(word)
+}
+
+fn builds(words: &[&str], depth: usize) -> bool {
+    let mut i = 0;
+    // Wrappers, with the values of their options.
+    loop {
+        let Some(&word) = words.get(i) else {
+            return false;
+        };
+        let valued: &[&str] = match base_name(word) {
+            "sudo" | "doas" => &["-u", "-g", "-C", "-D", "-h", "-p", "-U", "-r", "-t", "-T"],
+            "env" => &["-u", "-C", "-S"],
+            "nice" => &["-n"],
+            "timeout" => &["-s", "-k"],
+            "nohup" | "time" | "exec" | "command" | "stdbuf" | "ionice" | "chrt" => &[],
+            "sh" | "bash" | "dash" | "zsh" | "ash" => {
+                // The script of `-c`, command by command.
+                let Some(at) = words.iter().position(|w| *w == "-c") else {
+                    return false;
+                };
+                let Some(script) = words.get(at + 1) else {
+                    return false;
+                };
+                return depth < 4
+                    && script
+                        .split([';', '&', '|', '\n', '(', ')', '`'])
+                        .any(|part| {
+                            let part: Vec<&str> = part.split_whitespace().collect();
+                            builds(&part, depth + 1)
+                        });
+            }
+            _ => break,
+        };
+        let wrapper = base_name(word);
+        i += 1;
+        while let Some(&flag) = words.get(i) {
+            if valued.contains(&flag) {
+                i += 2;
+            } else if flag.starts_with('-') || (wrapper == "env" && flag.contains('=')) {
+                i += 1;
+            } else {
+                break;
+            }
         }
-        break;
+        // `timeout DURATION COMMAND`.
+        if wrapper == "timeout" {
+            i += 1;
+        }
     }
-    let Some(program) = words.next() else {
+    let rest = &words[i + 1..];
+    match base_name(words[i]) {
+        "docker" => docker_builds(rest),
+        "docker-buildx" => {
+            first_word(rest, &["--builder"]).is_some_and(|w| matches!(w, "build" | "b" | "bake"))
+        }
+        "docker-compose" => compose_builds(rest),
+        "podman" | "buildah" | "nerdctl" | "buildctl" => rest
+            .iter()
+            .any(|w| matches!(*w, "build" | "bud" | "buildx")),
+        _ => false,
+    }
+}
+
+/// The first word of `words` that is not a flag, skipping the values of the flags `valued`.
+fn first_word<'a>(words: &[&'a str], valued: &[&str]) -> Option<&'a str> {
+    let mut i = 0;
+    while let Some(&word) = words.get(i) {
+        if valued.contains(&word) {
+            i += 2;
+        } else if word.starts_with('-') {
+            i += 1;
+        } else {
+            return Some(word);
+        }
+    }
+    None
+}
+
+/// Whether `docker` with these arguments builds: its subcommand after the client's flags.
+fn docker_builds(rest: &[&str]) -> bool {
+    const GLOBAL: &[&str] = &[
+        "-H",
+        "--host",
+        "-c",
+        "--context",
+        "--config",
+        "-l",
+        "--log-level",
+        "--tlscacert",
+        "--tlscert",
+        "--tlskey",
+    ];
+    let Some(sub) = first_word(rest, GLOBAL) else {
         return false;
     };
-    let name = program.rsplit('/').next().unwrap_or(program);
-    matches!(
-        name,
-        "docker" | "docker-buildx" | "docker-compose" | "podman" | "buildah"
-    ) && words.any(|w| matches!(w, "build" | "bake" | "b" | "bud"))
+    let at = rest.iter().position(|w| *w == sub).unwrap_or(0);
+    let after = &rest[at + 1..];
+    match sub {
+        "build" => true,
+        "image" | "builder" => first_word(after, &[]) == Some("build"),
+        "buildx" => {
+            first_word(after, &["--builder"]).is_some_and(|w| matches!(w, "build" | "b" | "bake"))
+        }
+        "compose" => compose_builds(after),
+        _ => false,
+    }
+}
+
+/// Whether a compose command builds: `build`, and `up`, `run` and `create`, which build a
+/// service's image when it is missing.
+fn compose_builds(rest: &[&str]) -> bool {
+    const VALUED: &[&str] = &[
+        "-f",
+        "--file",
+        "-p",
+        "--project-name",
+        "--profile",
+        "--env-file",
+        "--project-directory",
+        "--ansi",
+        "--progress",
+        "--parallel",
+    ];
+    first_word(rest, VALUED).is_some_and(|w| matches!(w, "build" | "up" | "run" | "create"))
 }
 
 fn parse_push(args: &[&str]) -> Wrapped {
@@ -277,12 +388,9 @@ impl BuildCommand {
     /// URL, a git repository, a tar on standard input), where `-f` names a file inside it.
     pub fn dockerfile(&self) -> Option<PathBuf> {
         let context = self.context.as_deref().unwrap_or(".");
-        let remote = context == "-"
-            || context.contains("://")
-            || context.starts_with("git@")
-            || context.ends_with(".git")
-            || context.contains(".git#");
-        if remote {
+        // As the CLI decides: a local directory first, anything else (a URL, a git repository
+        // such as `github.com/o/r`, a tar on standard input) is read by the builder.
+        if context == "-" || !std::path::Path::new(context).is_dir() {
             return None;
         }
         if let Some(file) = &self.file {
@@ -420,14 +528,30 @@ mod tests {
         assert_eq!(parse(&argv("docker run busybox")), Wrapped::Other);
         for building in [
             "sudo docker build .",
+            "sudo -u ci docker build .",
             "env A=1 docker build .",
+            "timeout 600 docker build .",
             "docker buildx bake",
+            "docker buildx --builder b bake",
             "docker compose build",
+            "docker compose -f c.yml up --build",
             "/usr/bin/docker --context remote image build .",
+            "nerdctl build .",
         ] {
             assert!(may_build(&argv(building)), "{building}");
         }
-        for other in ["make build", "docker run busybox", "sudo -E ls"] {
+        assert!(may_build(&[
+            "sh".to_owned(),
+            "-c".to_owned(),
+            "cd app && docker build .".to_owned()
+        ]));
+        for other in [
+            "make build",
+            "docker run busybox",
+            "docker run --rm node:20 npm run build",
+            "docker cp a b",
+            "sudo -E ls",
+        ] {
             assert!(!may_build(&argv(other)), "{other}");
         }
     }

@@ -796,14 +796,15 @@ async fn check(
             _ => {}
         }
     }
-    if digests.len() + mounts.len() == 0 || digests.len() + mounts.len() > limits::REFERENCES {
-        let doc = json!({"v": API_VERSION, "error": "invalid_request", "reason": format!("name 1 to {} digests and mounts", limits::REFERENCES)});
+    // Nothing asked is a question too: whether any open incident holds anything.
+    if digests.len() + mounts.len() > limits::REFERENCES {
+        let doc = json!({"v": API_VERSION, "error": "invalid_request", "reason": format!("name at most {} digests and mounts", limits::REFERENCES)});
         return (StatusCode::BAD_REQUEST, axum::Json(doc)).into_response();
     }
     let asked = digests.clone();
     let asked_mounts = mounts.clone();
     let found = run_store(&c, move |store| {
-        let holding = !store.containing_incidents()?.is_empty();
+        let holding = !store.holding_incidents()?.is_empty();
         let hits = store.contained_listing(&asked)?;
         let mut by_builder: HashMap<&str, Vec<(i64, String)>> = HashMap::new();
         let mut held = Vec::new();

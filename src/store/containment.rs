@@ -196,6 +196,24 @@ impl Store {
     }
 
     /// The open incidents that hold any digest tainted, by id.
+    /// The open incidents that hold anything a build could read: a digest, or a cache mount
+    /// (one whose prune is not done, or one under a namespace, which the plan leaves to people).
+    pub fn holding_incidents(&self) -> Result<Vec<i64>, StoreError> {
+        self.rows(
+            "SELECT i.id FROM incidents i
+             WHERE i.status = 'open'
+               AND (EXISTS (SELECT 1 FROM incident_digests d WHERE d.incident_id = i.id)
+                    OR EXISTS (SELECT 1 FROM actions a
+                               WHERE a.incident_id = i.id AND a.state <> 'done'
+                                 AND (a.kind = 'prune-mount'
+                                      OR (a.kind = 'follow-up'
+                                          AND a.target LIKE '%BUILDKIT_CACHE_MOUNT_NS%'))))
+             ORDER BY i.id",
+            [],
+            |row| row.get(0),
+        )
+    }
+
     pub fn containing_incidents(&self) -> Result<Vec<i64>, StoreError> {
         self.rows(
             "SELECT DISTINCT d.incident_id FROM incident_digests d

@@ -785,6 +785,31 @@ fn wrap_refuses_a_mount_an_open_incident_holds() {
     );
     let elsewhere = wrap("2", "ci-2", &[]);
     assert!(elsewhere.starts_with("exit: 0\n"), "{elsewhere}");
+    // A mount under a namespace, and a build wrap cannot read, are inputs nobody can check:
+    // refused while the incident holds a mount.
+    let namespaced = wrap("4", "ci-1", &["--build-arg", "BUILDKIT_CACHE_MOUNT_NS=ns"]);
+    assert!(
+        namespaced.starts_with("exit: 5\n") && namespaced.contains("under a namespace"),
+        "{namespaced}"
+    );
+    let mut bake = env.cmd();
+    bake.args([
+        "wrap",
+        "--pipeline",
+        "victim",
+        "--run",
+        "5",
+        "--builder",
+        "ci-1",
+        "--",
+    ])
+    .arg(&docker)
+    .args(["buildx", "bake"]);
+    let bake = output(&env, &mut bake);
+    assert!(
+        bake.starts_with("exit: 5\n") && bake.contains("builds in a way wrap does not read"),
+        "{bake}"
+    );
     let allowed = wrap("3", "ci-1", &["--allow-tainted"]);
     assert!(allowed.starts_with("exit: 0\n"), "{allowed}");
     let report = ok(env

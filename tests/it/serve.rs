@@ -1402,8 +1402,9 @@ fn collector_down_during_wrap_spools_and_flushes_later() {
     let port = free_port();
     let server = format!("http://127.0.0.1:{port}");
     // A docker client that builds nothing and succeeds: the build itself is not under test.
-    let docker = env.write("bin/docker", "#!/bin/sh\necho built\nexit 0\n");
-    std::fs::set_permissions(&docker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // Its Dockerfile names no input, so no containment check needs the collector.
+    let docker = env.fake_docker("echo built\nexit 0\n");
+    env.write("Dockerfile", "FROM scratch\n");
     let spool = env.path().join("spool");
     let mut hooks = Vec::new();
     for run in ["90", "91"] {
@@ -1747,6 +1748,23 @@ fn wrap_refuses_a_mount_the_collector_holds() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(marker.exists());
+    // A build wrap cannot read has inputs nobody can check: refused while the collector's
+    // incident holds anything, and when no collector answers.
+    std::fs::remove_file(&marker).unwrap();
+    for server in [s.collector.url(), "http://127.0.0.1:9".to_owned()] {
+        let out = runner
+            .cmd()
+            .env("CACHEWARDEN_TOKEN", s.github_token("133"))
+            .args(["wrap", "--server", &server, "--pipeline", "acme/web/build"])
+            .args(["--run", "133-1", "--builder", "ci-1", "--"])
+            .arg(&docker)
+            .args(["buildx", "bake"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(5), "{server}: {stderr}");
+        assert!(!marker.exists(), "the build ran");
+    }
 }
 
 /// `wrap --server --allow-tainted` builds from a cache the collector's open incident holds
