@@ -30,6 +30,26 @@ pub enum Sent {
     Unavailable(String),
 }
 
+/// A 200 or 201 to a sent run: stored only when the body is the collector's answer (its
+/// version, the run's name, whether it was created). A page that is not (a login page, a
+/// proxy's) stored nothing: the run is as good as unsent, and is spooled.
+fn stored(status: u16, body: Value, base: &str) -> Sent {
+    let answer = body["v"].as_u64() == Some(1)
+        && body["run"].as_str().is_some()
+        && body["created"].as_bool().is_some();
+    if answer {
+        Sent::Stored {
+            created: status == 201,
+            answer: body,
+        }
+    } else {
+        Sent::Unavailable(format!(
+            "`{}` answered {status} with something that is not the collector's answer: the run was not stored",
+            Redacted::url(base)
+        ))
+    }
+}
+
 /// Reads a check's answer, whole or not at all: every digest asked has its result, with the
 /// incidents holding it as numbers, and so does every mount asked, when the answer has mounts
 /// (a collector of an earlier release has none). A page that is not the collector's (a login
@@ -149,10 +169,7 @@ impl Client {
             )
             .await;
         match answer {
-            Ok((status @ (200 | 201), body)) => Sent::Stored {
-                created: status == 201,
-                answer: body,
-            },
+            Ok((status @ (200 | 201), body)) => stored(status, body, &self.base),
             Ok((status, body)) => Sent::Refused {
                 status,
                 reason: body["reason"].as_str().unwrap_or("").to_owned(),
@@ -492,5 +509,23 @@ mod spool_tests {
         // A collector of an earlier release says nothing of mounts: that is not a refusal.
         let older = serde_json::json!({"v": 1, "results": [{"digest": digest, "tainted_in": []}]});
         assert_eq!(read_check(&older, asked.0, asked.1).unwrap().mounts, None);
+    }
+
+    /// A 200 that is not the collector's answer to a run stored nothing: the run is spooled.
+    #[test]
+    fn only_the_collectors_answer_stores_a_run() {
+        let base = "https://collector.example";
+        for body in [
+            Value::Null,
+            serde_json::json!("<html>login</html>"),
+            serde_json::json!({"v": 1}),
+        ] {
+            assert!(matches!(stored(200, body, base), Sent::Unavailable(_)));
+        }
+        let answer = serde_json::json!({"v": 1, "run": "p/1/s", "created": true});
+        assert!(matches!(
+            stored(201, answer, base),
+            Sent::Stored { created: true, .. }
+        ));
     }
 }
