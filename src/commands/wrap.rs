@@ -904,7 +904,15 @@ async fn contained_inputs(
                     ..hit
                 });
             }
-            found.extend(held_mounts(record, &store)?);
+            for ((builder, id), incidents) in
+                mounts.iter().zip(store.incidents_holding_mounts(&mounts)?)
+            {
+                found.extend(incidents.into_iter().map(|incident| Contained {
+                    incident,
+                    digest: String::new(),
+                    name: format!("cache mount {builder}:{id}"),
+                }));
+            }
             let holding = !store.containing_incidents()?.is_empty();
             (holding, Some(store))
         }
@@ -957,33 +965,6 @@ async fn contained_inputs(
         }
     }
     Ok((found, store))
-}
-
-/// The cache mounts of the build that an open incident holds tainted on its builder: mounting
-/// one reads what the tainted run left there, as importing a tainted cache would. A hit names
-/// no digest.
-fn held_mounts(
-    record: &crate::model::RunRecord,
-    store: &Store,
-) -> Result<Vec<Contained>, StoreError> {
-    let Some(builder) = &record.builder else {
-        return Ok(Vec::new());
-    };
-    if record.mounts.is_empty() {
-        return Ok(Vec::new());
-    }
-    let held = store.held_mounts(&builder.name)?;
-    let mut out = Vec::new();
-    for mount in record.mounts.iter().filter(|m| m.namespace.is_empty()) {
-        for (incident, _) in held.iter().filter(|(_, id)| *id == mount.id) {
-            out.push(Contained {
-                incident: *incident,
-                digest: String::new(),
-                name: format!("cache mount {}:{}", builder.name, mount.id),
-            });
-        }
-    }
-    Ok(out)
 }
 
 /// The manifests each registry input lists, as its registry answers now: `(input digest,

@@ -806,19 +806,7 @@ async fn check(
     let found = run_store(&c, move |store| {
         let holding = !store.holding_incidents()?.is_empty();
         let hits = store.contained_listing(&asked)?;
-        let mut by_builder: HashMap<&str, Vec<(i64, String)>> = HashMap::new();
-        let mut held = Vec::new();
-        for (builder, id) in &asked_mounts {
-            if !by_builder.contains_key(builder.as_str()) {
-                by_builder.insert(builder, store.held_mounts(builder)?);
-            }
-            let incidents: Vec<i64> = by_builder[builder.as_str()]
-                .iter()
-                .filter(|(_, held)| held == id)
-                .map(|(incident, _)| *incident)
-                .collect();
-            held.push(incidents);
-        }
+        let held = store.incidents_holding_mounts(&asked_mounts)?;
         Ok((hits, held, holding))
     })
     .await;

@@ -284,6 +284,30 @@ impl Store {
         tx.commit().map_err(|e| sql_error(&self.path, e))
     }
 
+    /// For each cache mount `(builder, id)` asked, the open incidents that hold it
+    /// ([`Store::held_mounts`]), each builder's asked once.
+    pub fn incidents_holding_mounts(
+        &self,
+        mounts: &[(String, String)],
+    ) -> Result<Vec<Vec<i64>>, StoreError> {
+        let mut by_builder: std::collections::HashMap<&str, Vec<(i64, String)>> =
+            std::collections::HashMap::new();
+        let mut out = Vec::with_capacity(mounts.len());
+        for (builder, id) in mounts {
+            if !by_builder.contains_key(builder.as_str()) {
+                by_builder.insert(builder, self.held_mounts(builder)?);
+            }
+            out.push(
+                by_builder[builder.as_str()]
+                    .iter()
+                    .filter(|(_, held)| held == id)
+                    .map(|(incident, _)| *incident)
+                    .collect(),
+            );
+        }
+        Ok(out)
+    }
+
     /// Takes the incident's execution lock for `owner` ([`crate::actor::lock_owner`]). A lock
     /// whose holder process is gone is taken over, and so is one its holder has not renewed
     /// ([`Store::renew_incident_lock`]) for `stale`: a holder on another machine cannot be
@@ -308,7 +332,7 @@ impl Store {
             && holder != owner
         {
             let renewed = at.unwrap_or(0);
-            if !process_alive(&holder) {
+            if !crate::actor::lock_holder_alive(&holder) {
                 outcome = IncidentLock::TakenOver(format!("{holder} is gone"));
             } else if time::now().saturating_sub(renewed) > stale {
                 outcome = IncidentLock::TakenOver(format!(
@@ -665,11 +689,6 @@ fn parse_driver(value: &str) -> Option<Driver> {
         "docker-container" => Some(Driver::DockerContainer),
         _ => None,
     }
-}
-
-/// Whether a lock's holder may still hold it ([`crate::actor::lock_holder_alive`]).
-pub(super) fn process_alive(owner: &str) -> bool {
-    crate::actor::lock_holder_alive(owner)
 }
 
 /// Inserts planned actions. Follow-ups are never executed, so they are settled at once. An

@@ -39,7 +39,7 @@ impl Store {
             .map_err(err)?;
         if let Some((holder, at)) = holder
             && holder != owner
-            && super::incident::process_alive(&holder)
+            && crate::actor::lock_holder_alive(&holder)
         {
             return Ok(Some(format!("{holder} since {}", time::format(at))));
         }
