@@ -134,20 +134,15 @@ fn trace_and_plan(
         .collect();
     // Only what a tainted run claims to have pushed: never what the responder seeded, nor
     // what is tainted by what it holds.
-    let mut seeded: BTreeSet<i64> = BTreeSet::new();
-    let mut seeded_digests: BTreeSet<String> = BTreeSet::new();
-    for node in trace.seeds() {
-        match &node.entity {
-            Entity::Artifact { info, .. } => {
-                seeded.insert(info.id);
-                seeded_digests.insert(info.digest.to_string());
-            }
-            Entity::Digest { digest, .. } => {
-                seeded_digests.insert(digest.to_string());
-            }
-            _ => {}
-        }
-    }
+    let seeded_digests: BTreeSet<String> = trace
+        .seeds()
+        .iter()
+        .filter_map(|node| match &node.entity {
+            Entity::Artifact { info, .. } => Some(info.digest.to_string()),
+            Entity::Digest { digest, .. } => Some(digest.to_string()),
+            _ => None,
+        })
+        .collect();
     let claimed: BTreeSet<i64> = [Kind::CacheRef, Kind::Image]
         .into_iter()
         .flat_map(|kind| trace.tainted(kind))
@@ -155,9 +150,7 @@ fn trace_and_plan(
         .filter_map(|t| match t.entity {
             // A seeded digest is the responder's, in whatever repository.
             Entity::Artifact { info, .. }
-                if !info.digest.is_empty()
-                    && !seeded.contains(&info.id)
-                    && !seeded_digests.contains(info.digest.as_str()) =>
+                if !info.digest.is_empty() && !seeded_digests.contains(info.digest.as_str()) =>
             {
                 Some(info.id)
             }
@@ -404,10 +397,19 @@ impl LockRenewal {
         let (db, owner) = (db.to_owned(), owner.to_owned());
         let every = std::time::Duration::from_millis(stale_seconds.max(1).saturating_mul(250));
         let thread = std::thread::spawn(move || {
+            // One connection for the execution, opened again when it is lost.
+            let mut store = None;
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every)
             {
-                if let Ok(mut store) = open_existing_store(&db) {
-                    let _ = store.renew_incident_lock(incident, &owner);
+                if store.is_none() {
+                    store = open_existing_store(&db).ok();
+                }
+                let renewed = store.as_mut().map(|s: &mut Store| {
+                    s.reconnect_if_closed()
+                        .and_then(|()| s.renew_incident_lock(incident, &owner))
+                });
+                if !matches!(renewed, Some(Ok(_))) {
+                    store = None;
                 }
             }
         });
