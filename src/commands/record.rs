@@ -244,7 +244,7 @@ pub fn build_record(
         args.run.builder.as_deref(),
         var,
         &builder::hostname(),
-        builder::current_context().as_deref(),
+        builder::current_context(var).as_deref(),
     );
     let builder = match config.builder(&builder.name) {
         Some(configured) => crate::model::BuilderInfo {

@@ -7,7 +7,7 @@
 
 use crate::report::escape::Term;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::{Context, Result};
@@ -158,8 +158,24 @@ async fn wrap_build(
     };
     argv.splice(build.insert_at..build.insert_at, extra);
 
+    // The client's `-H`, `--context` and `--config` choose the engine, as its environment does.
+    let process_env = |name: &str| std::env::var(name).ok();
+    let client = build.client.clone();
+    let env = builder_name::client_env(&client, &process_env);
+    let mut build = build;
+    // `docker buildx build` without `--builder` runs on the builder `docker buildx use` made
+    // current, unless the environment names one.
+    if build.buildx
+        && build.builder.is_none()
+        && args.run.builder.is_none()
+        && ["BUILDX_BUILDER", "CACHEWARDEN_BUILDER"]
+            .iter()
+            .all(|name| env(name).is_none_or(|v| v.trim().is_empty()))
+    {
+        build.builder = builder_name::buildx_current(&env);
+    }
+    let build = build;
     let record_args = merged_args(&args.run, &build);
-    let env = |name: &str| std::env::var(name).ok();
     // Everything that can be known before the build is settled first; a bad flag is an error
     // before anything runs.
     let mut warnings = Vec::new();
@@ -362,7 +378,9 @@ async fn wrap_build(
     let progress = match named {
         Some(_) => named_mode,
         None => {
-            let mode = if build.buildx || build_runs_through_buildx(&argv).await {
+            let mode = if build.buildx
+                || build_runs_through_buildx(&argv, builder_name::config_dir(&env)).await
+            {
                 progress::Mode::RawJson
             } else {
                 progress::Mode::Plain
@@ -505,7 +523,7 @@ async fn wrap_build(
 /// Whether the `docker build` in `argv` runs through buildx: asks the client its version
 /// (`docker --version`, which reaches no daemon) on every run, and reads its `config.json` for
 /// a `docker buildx install` alias. A client that cannot say is taken for the legacy one.
-async fn build_runs_through_buildx(argv: &[String]) -> bool {
+async fn build_runs_through_buildx(argv: &[String], config_dir: Option<PathBuf>) -> bool {
     let Some(program) = argv.first() else {
         return false;
     };
@@ -517,9 +535,6 @@ async fn build_runs_through_buildx(argv: &[String]) -> bool {
         .await
         .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
         .unwrap_or_default();
-    let config_dir = std::env::var_os("DOCKER_CONFIG")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".docker")));
     let config = config_dir.and_then(|d| std::fs::read_to_string(d.join("config.json")).ok());
     command::build_served_by_buildx(
         &version,

@@ -6,12 +6,18 @@
 //!
 //! | source | name |
 //! | --- | --- |
-//! | `BUILDX_BUILDER=NAME` | `buildx:NAME@HOSTNAME` (driver `docker-container`); `default` is the engine below |
+//! | `BUILDX_BUILDER=NAME` (under `wrap`: `docker buildx build --builder NAME`, or the builder `docker buildx use NAME` made current) | `buildx:NAME@HOSTNAME` (driver `docker-container`); `default` is the engine below |
 //! | `DOCKER_HOST=unix:///path` | `docker@HOSTNAME:/path` |
 //! | `DOCKER_HOST=tcp://host:port` (or `ssh://`) | `docker@host:port` |
 //! | `DOCKER_CONTEXT=NAME` (or `currentContext` in the docker config) | `context:NAME@HOSTNAME` |
 //! | nothing set | `docker@HOSTNAME:/var/run/docker.sock` |
+//!
+//! Under `wrap`, the wrapped client's own `-H`, `--context` and `--config` flags stand for
+//! `DOCKER_HOST`, `DOCKER_CONTEXT` and `DOCKER_CONFIG` ([`client_env`]).
 
+use std::path::PathBuf;
+
+use crate::ingest::command::ClientFlags;
 use crate::model::{BuilderInfo, Driver};
 
 /// buildx's builder on the docker driver of the current context: the Docker Engine itself.
@@ -107,16 +113,112 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
+/// The docker client's config directory: `DOCKER_CONFIG`, else `~/.docker`.
+pub fn config_dir(var: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let var = |name: &str| var(name).filter(|v| !v.is_empty());
+    var("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|home| PathBuf::from(home).join(".docker")))
+}
+
 /// The docker config's `currentContext`.
-pub fn current_context() -> Option<String> {
-    let dir = std::env::var_os("DOCKER_CONFIG")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".docker"))
-        })?;
-    let text = std::fs::read_to_string(dir.join("config.json")).ok()?;
+pub fn current_context(var: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let text = std::fs::read_to_string(config_dir(var)?.join("config.json")).ok()?;
     let value: serde_json::Value = serde_json::from_str(&text).ok()?;
     value.get("currentContext")?.as_str().map(str::to_owned)
+}
+
+/// The environment a docker client run with `flags` sees: `-H` and `--context` stand for
+/// `DOCKER_HOST` and `DOCKER_CONTEXT`, as the client resolves them (a context named by flag
+/// wins over `DOCKER_HOST`; `-H` means the default context), and `--config` for
+/// `DOCKER_CONFIG`. Every other variable is `var`'s.
+pub fn client_env<'a>(
+    flags: &'a ClientFlags,
+    var: &'a dyn Fn(&str) -> Option<String>,
+) -> impl Fn(&str) -> Option<String> + 'a {
+    move |name: &str| match name {
+        "DOCKER_HOST" => match flags.context.as_deref() {
+            Some(context) if context != "default" => None,
+            _ => flags.host.clone().or_else(|| var(name)),
+        },
+        "DOCKER_CONTEXT" => match (&flags.context, &flags.host) {
+            (Some(context), _) => Some(context.clone()),
+            (None, Some(_)) => Some("default".to_owned()),
+            (None, None) => var(name),
+        },
+        "DOCKER_CONFIG" => flags
+            .config
+            .as_ref()
+            .map(|dir| dir.to_string_lossy().into_owned())
+            .or_else(|| var(name)),
+        _ => var(name),
+    }
+}
+
+/// The builder `docker buildx use` made current for the client's context, as buildx finds
+/// it: `$BUILDX_CONFIG` (else `buildx` in the docker config directory) holds `current`, which
+/// names a builder for one context's endpoint or for all (`--global`), then a default per
+/// endpoint under `defaults/`. `None` when none is set, or when the one set is the context's
+/// own engine (no builder instance of that name).
+pub fn buildx_current(var: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+    let dir = set("BUILDX_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| config_dir(var).map(|d| d.join("buildx")))?;
+    // buildx keys the current builder by the context's name, or by the engine's endpoint for
+    // the default context.
+    let context = if set("DOCKER_HOST").is_some() {
+        DEFAULT_BUILDX_BUILDER.to_owned()
+    } else {
+        set("DOCKER_CONTEXT")
+            .or_else(|| current_context(var))
+            .unwrap_or_else(|| DEFAULT_BUILDX_BUILDER.to_owned())
+    };
+    let key = if context == DEFAULT_BUILDX_BUILDER {
+        set("DOCKER_HOST").unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_owned())
+    } else {
+        context
+    };
+    let instance = |name: &str| {
+        let name = instance_name(name)?;
+        dir.join("instances").join(&name).is_file().then_some(name)
+    };
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Current {
+        #[serde(default)]
+        key: String,
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        global: bool,
+    }
+    if let Some(current) = std::fs::read_to_string(dir.join("current"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Current>(&text).ok())
+        && !current.name.is_empty()
+    {
+        if current.global
+            && let Some(name) = instance(&current.name)
+        {
+            return Some(name);
+        }
+        if current.key == key {
+            return instance(&current.name);
+        }
+    }
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()));
+    let name = std::fs::read_to_string(dir.join("defaults").join(&hash[..20])).ok()?;
+    instance(name.trim())
+}
+
+/// A builder instance's name as buildx stores it (lowercase), when it is one buildx accepts:
+/// a letter, then letters, digits, `.`, `-` and `_`.
+fn instance_name(name: &str) -> Option<String> {
+    let mut chars = name.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    valid.then(|| name.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -192,6 +294,99 @@ mod tests {
         assert_eq!(
             derive(None, &env(&[]), "h", Some("remote")).name,
             "context:remote@h"
+        );
+    }
+
+    /// The client's `-H` and `--context` flags choose the engine as the client does: a
+    /// context named by flag wins over `DOCKER_HOST`, `-H` over `DOCKER_CONTEXT`.
+    #[test]
+    fn the_clients_flags_choose_the_engine() {
+        let vars = env(&[
+            ("DOCKER_HOST", "tcp://10.0.0.5:2376"),
+            ("DOCKER_CONTEXT", "ci"),
+        ]);
+        let named = |flags: &ClientFlags| derive(None, &client_env(flags, &vars), "h", None).name;
+        assert_eq!(named(&ClientFlags::default()), "docker@10.0.0.5:2376");
+        let host = ClientFlags {
+            host: Some("unix:///run/other.sock".into()),
+            ..ClientFlags::default()
+        };
+        assert_eq!(named(&host), "docker@h:/run/other.sock");
+        let context = ClientFlags {
+            context: Some("remote".into()),
+            ..ClientFlags::default()
+        };
+        assert_eq!(named(&context), "context:remote@h");
+        let default = ClientFlags {
+            context: Some("default".into()),
+            ..ClientFlags::default()
+        };
+        assert_eq!(named(&default), "docker@10.0.0.5:2376");
+        let vars = env(&[("DOCKER_CONTEXT", "ci")]);
+        let named = |flags: &ClientFlags| derive(None, &client_env(flags, &vars), "h", None).name;
+        assert_eq!(named(&ClientFlags::default()), "context:ci@h");
+        assert_eq!(named(&host), "docker@h:/run/other.sock");
+    }
+
+    /// `docker buildx use` is read as buildx reads it: the current builder of the context's
+    /// key (the endpoint for the default context), a global one, then the per-endpoint
+    /// default; a name that is no builder instance, or no valid name, is none.
+    #[test]
+    fn the_builder_buildx_use_made_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let buildx = dir.path().join("buildx");
+        std::fs::create_dir_all(buildx.join("instances")).unwrap();
+        std::fs::create_dir_all(buildx.join("defaults")).unwrap();
+        for name in ["fleet", "other"] {
+            std::fs::write(buildx.join("instances").join(name), "{}").unwrap();
+        }
+        let config = dir.path().to_string_lossy().into_owned();
+        let current = |json: &str| std::fs::write(buildx.join("current"), json).unwrap();
+        let with = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("DOCKER_CONFIG", config.as_str())];
+            all.extend_from_slice(pairs);
+            buildx_current(&env(&all))
+        };
+        current(r#"{"Key":"unix:///var/run/docker.sock","Name":"Fleet","Global":false}"#);
+        assert_eq!(with(&[]).as_deref(), Some("fleet"));
+        // Another engine, or another context, has a current builder of its own.
+        assert_eq!(with(&[("DOCKER_HOST", "unix:///other.sock")]), None);
+        assert_eq!(with(&[("DOCKER_CONTEXT", "remote")]), None);
+        current(r#"{"Key":"remote","Name":"other","Global":false}"#);
+        assert_eq!(
+            with(&[("DOCKER_CONTEXT", "remote")]).as_deref(),
+            Some("other")
+        );
+        current(r#"{"Key":"x","Name":"fleet","Global":true}"#);
+        assert_eq!(
+            with(&[("DOCKER_HOST", "unix:///other.sock")]).as_deref(),
+            Some("fleet")
+        );
+        // The context's own engine (no instance of that name), and a name that would leave
+        // the directory, are no builder.
+        current(r#"{"Key":"unix:///var/run/docker.sock","Name":"default","Global":false}"#);
+        assert_eq!(with(&[]), None);
+        current(r#"{"Key":"unix:///var/run/docker.sock","Name":"../instances/fleet"}"#);
+        assert_eq!(with(&[]), None);
+        // The per-endpoint default.
+        std::fs::remove_file(buildx.join("current")).unwrap();
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            b"tcp://10.0.0.5:2376",
+        ));
+        std::fs::write(buildx.join("defaults").join(&hash[..20]), "other").unwrap();
+        assert_eq!(
+            with(&[("DOCKER_HOST", "tcp://10.0.0.5:2376")]).as_deref(),
+            Some("other")
+        );
+        assert_eq!(with(&[]), None);
+        // `BUILDX_CONFIG` moves the directory.
+        let moved = tempfile::tempdir().unwrap();
+        assert_eq!(
+            with(&[
+                ("DOCKER_HOST", "tcp://10.0.0.5:2376"),
+                ("BUILDX_CONFIG", &moved.path().to_string_lossy()),
+            ]),
+            None
         );
     }
 }

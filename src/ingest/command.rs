@@ -35,8 +35,87 @@ pub struct BuildCommand {
     pub context: Option<String>,
     /// `--progress`, as given.
     pub progress: Option<String>,
+    /// The client's own flags, given before the subcommand: they choose the engine.
+    pub client: ClientFlags,
     /// The index in argv after which extra flags can be inserted (just after `build`).
     pub insert_at: usize,
+}
+
+/// The docker client's global flags that choose which engine, context and config it uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientFlags {
+    /// `-H` / `--host`: the engine's endpoint (the last one given).
+    pub host: Option<String>,
+    /// `-c` / `--context`.
+    pub context: Option<String>,
+    /// `--config`: the client's config directory.
+    pub config: Option<PathBuf>,
+}
+
+/// The docker client's global flags that take a value.
+const CLIENT_VALUE_FLAGS: &[&str] = &[
+    "-H",
+    "--host",
+    "-c",
+    "--context",
+    "--config",
+    "-l",
+    "--log-level",
+    "--tlscacert",
+    "--tlscert",
+    "--tlskey",
+];
+
+/// Reads the client's global flags at the start of `args` (after the program), as pflag
+/// does: `--flag VALUE`, `--flag=VALUE`, `-H VALUE`, `-HVALUE`, `-H=VALUE`, and booleans run
+/// together before one that takes a value (`-DH VALUE`). Returns the flags and how many words
+/// they take.
+fn client_flags(args: &[String]) -> (ClientFlags, usize) {
+    let mut flags = ClientFlags::default();
+    let mut i = 0;
+    while let Some(arg) = args.get(i) {
+        if !arg.starts_with('-') || arg == "-" || arg == "--" {
+            break;
+        }
+        let (flag, inline) = if let Some(long) = arg.strip_prefix("--") {
+            match long.split_once('=') {
+                Some((f, v)) => (format!("--{f}"), Some(v.to_owned())),
+                None => (arg.clone(), None),
+            }
+        } else {
+            let letters = &arg[1..];
+            match letters
+                .char_indices()
+                .find(|&(_, c)| CLIENT_VALUE_FLAGS.contains(&format!("-{c}").as_str()))
+            {
+                Some((at, c)) => {
+                    let rest = &letters[at + c.len_utf8()..];
+                    let rest = rest.strip_prefix('=').unwrap_or(rest);
+                    (format!("-{c}"), (!rest.is_empty()).then(|| rest.to_owned()))
+                }
+                None => (arg.clone(), None),
+            }
+        };
+        i += 1;
+        let value = if CLIENT_VALUE_FLAGS.contains(&flag.as_str()) {
+            match inline {
+                Some(v) => Some(v),
+                None => {
+                    i += 1;
+                    args.get(i - 1).cloned()
+                }
+            }
+        } else {
+            None
+        };
+        match (flag.as_str(), value) {
+            ("-H" | "--host", Some(v)) => flags.host = Some(v),
+            ("-c" | "--context", Some(v)) => flags.context = Some(v),
+            ("--config", Some(v)) => flags.config = Some(PathBuf::from(v)),
+            _ => {}
+        }
+    }
+    (flags, i)
 }
 
 /// Build flags that take a value, long and short forms. Everything else is a boolean flag.
@@ -97,25 +176,9 @@ pub fn parse(argv: &[String]) -> Wrapped {
     if name != "docker" && name != "docker-buildx" {
         return Wrapped::Other;
     }
-    // Skip the client's global flags (`--host`, `--context`, `--config`, `--log-level`, ...).
-    let mut i = 1;
-    while i < argv.len() && argv[i].starts_with('-') {
-        let flag = &argv[i];
-        let takes_value = !flag.contains('=')
-            && matches!(
-                flag.as_str(),
-                "-H" | "--host"
-                    | "-c"
-                    | "--context"
-                    | "--config"
-                    | "-l"
-                    | "--log-level"
-                    | "--tlscacert"
-                    | "--tlscert"
-                    | "--tlskey"
-            );
-        i += if takes_value { 2 } else { 1 };
-    }
+    // The client's global flags (`--host`, `--context`, `--config`, `--log-level`, ...).
+    let (client, taken) = client_flags(&argv[1..]);
+    let i = 1 + taken;
     let words: Vec<&str> = argv[i.min(argv.len())..]
         .iter()
         .map(String::as_str)
@@ -152,6 +215,7 @@ pub fn parse(argv: &[String]) -> Wrapped {
         buildx: buildx || name == "docker-buildx",
         insert_at: i + skip,
         builder: root_builder,
+        client,
         ..BuildCommand::default()
     };
     let args = &argv[i + skip..];
@@ -326,19 +390,7 @@ fn first_word<'a>(words: &[&'a str], valued: &[&str]) -> Option<&'a str> {
 
 /// Whether `docker` with these arguments builds: its subcommand after the client's flags.
 fn docker_builds(rest: &[&str]) -> bool {
-    const GLOBAL: &[&str] = &[
-        "-H",
-        "--host",
-        "-c",
-        "--context",
-        "--config",
-        "-l",
-        "--log-level",
-        "--tlscacert",
-        "--tlscert",
-        "--tlskey",
-    ];
-    let Some(sub) = first_word(rest, GLOBAL) else {
+    let Some(sub) = first_word(rest, CLIENT_VALUE_FLAGS) else {
         return false;
     };
     let at = rest.iter().position(|w| *w == sub).unwrap_or(0);
@@ -497,6 +549,64 @@ mod tests {
                 panic!("not a build")
             };
             assert_eq!(b.dockerfile(), None, "{remote}");
+        }
+    }
+
+    /// The client's global flags that choose the engine are kept, in every spelling pflag
+    /// reads, and the subcommand after them is still found.
+    #[test]
+    fn keeps_the_client_flags_that_choose_the_engine() {
+        let cases: [(&str, ClientFlags, usize); 6] = [
+            (
+                "docker -H unix:///a.sock build .",
+                ClientFlags {
+                    host: Some("unix:///a.sock".into()),
+                    ..ClientFlags::default()
+                },
+                4,
+            ),
+            (
+                "docker --host=tcp://10.0.0.5:2376 --tls build .",
+                ClientFlags {
+                    host: Some("tcp://10.0.0.5:2376".into()),
+                    ..ClientFlags::default()
+                },
+                4,
+            ),
+            (
+                "docker -Hunix:///a.sock -H=unix:///b.sock build .",
+                ClientFlags {
+                    host: Some("unix:///b.sock".into()),
+                    ..ClientFlags::default()
+                },
+                4,
+            ),
+            (
+                "docker -Dc remote --config /cfg buildx build .",
+                ClientFlags {
+                    context: Some("remote".into()),
+                    config: Some(PathBuf::from("/cfg")),
+                    ..ClientFlags::default()
+                },
+                7,
+            ),
+            (
+                "docker --context=remote -l debug build .",
+                ClientFlags {
+                    context: Some("remote".into()),
+                    ..ClientFlags::default()
+                },
+                5,
+            ),
+            ("docker build .", ClientFlags::default(), 2),
+        ];
+        for (line, client, insert_at) in cases {
+            let Wrapped::Build(b) = parse(&argv(line)) else {
+                panic!("not a build: {line}")
+            };
+            assert_eq!(b.client, client, "{line}");
+            assert_eq!(b.insert_at, insert_at, "{line}");
+            assert_eq!(b.context.as_deref(), Some("."), "{line}");
         }
     }
 

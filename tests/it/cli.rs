@@ -824,6 +824,90 @@ fn wrap_refuses_a_mount_an_open_incident_holds() {
     );
 }
 
+/// The wrapped client's `-H`, `--context` and `--config` flags, and the builder `docker buildx
+/// use` made current, choose the builder as its environment would: a build on the engine that
+/// holds a tainted mount is refused however the engine is named, and recorded on it.
+#[test]
+fn wrap_names_the_builder_the_wrapped_client_chooses() {
+    let env = Env::new();
+    let docker = env.fake_docker("exit 0\n");
+    env.write(
+        "ctx/Dockerfile",
+        "FROM scratch\nRUN --mount=type=cache,id=pip,target=/root/.cache/pip true\n",
+    );
+    let socket = format!("unix://{}", env.path().join("other.sock").display());
+    // buildx's current builder, as `docker buildx use fleet` leaves it for the default engine.
+    let config = env.path().join("cfg");
+    env.write("cfg/buildx/instances/fleet", "{}");
+    env.write(
+        "cfg/buildx/current",
+        r#"{"Key":"unix:///var/run/docker.sock","Name":"fleet","Global":false}"#,
+    );
+    let holds: [(&str, &str); 3] = [
+        ("DOCKER_HOST", socket.as_str()),
+        ("DOCKER_CONTEXT", "remote"),
+        ("BUILDX_BUILDER", "fleet"),
+    ];
+    for (i, (var, value)) in holds.iter().enumerate() {
+        ok(env
+            .cmd()
+            .args(["record", "--pipeline", "evil", "--run"])
+            .arg(i.to_string())
+            .args(["--mount", "pip"])
+            .env(var, value));
+    }
+    ok(env.cmd().args(["incident", "open", "--pipeline", "evil"]));
+    let wrap = |run: &str, client: &[&str]| {
+        let mut cmd = env.cmd();
+        cmd.args(["wrap", "--pipeline", "victim", "--run", run, "--"])
+            .arg(&docker)
+            .args(client)
+            .arg(env.path().join("ctx"));
+        output(&env, &mut cmd)
+    };
+    let config = config.display().to_string();
+    let refused: [&[&str]; 5] = [
+        &["-H", &socket, "build"],
+        &[&format!("--host={socket}"), "build"],
+        &["--context", "remote", "build"],
+        &["-c", "remote", "buildx", "build"],
+        &["--config", &config, "buildx", "build"],
+    ];
+    for (i, client) in refused.iter().enumerate() {
+        let out = wrap(&format!("r{i}"), client);
+        assert!(
+            out.starts_with("exit: 5\n") && out.contains("is tainted in open incident 1"),
+            "{client:?}: {out}"
+        );
+    }
+    // The default engine holds no tainted mount, and neither does another context.
+    for (run, client) in [
+        ("ok-1", &["build"][..]),
+        ("ok-2", &["--config", &config, "build"]),
+        (
+            "ok-3",
+            &["--context", "other", "--config", &config, "buildx", "build"],
+        ),
+    ] {
+        let out = wrap(run, client);
+        assert!(out.starts_with("exit: 0\n"), "{client:?}: {out}");
+    }
+    let export = ok(env.cmd().arg("export"));
+    let builder = |run: &str| {
+        export
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|l| l["run"] == run)
+            .map(|l| l["builder"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    };
+    assert!(
+        builder("ok-1").ends_with(":/var/run/docker.sock"),
+        "{export}"
+    );
+    assert!(builder("ok-3").starts_with("context:other@"), "{export}");
+}
+
 /// `export --run` gives only the runs named, with their pipelines and builders and no purge:
 /// a CI job's upload never carries what other jobs on a shared runner recorded. An unknown run
 /// is refused and leaves no file.
