@@ -325,7 +325,7 @@ pub fn build_record(
             build_args: build_args.clone(),
             target: args.run.target.clone(),
             platforms,
-            build_platform: Some(Platform::linux_amd64()),
+            build_platform: Some(Platform::host()),
         };
         match dockerfile_inputs(path, &options, warnings) {
             Ok((base_images, mounts)) => {
@@ -633,9 +633,9 @@ pub fn parse_mount_flag(value: &str, namespace: &str) -> Result<MountUse, ParseE
 }
 
 /// `--platform` values, each possibly a comma-separated list, as the build reads them. The
-/// builder's platform is taken as `linux/amd64` (`local` means it).
+/// builder's platform is taken as this machine's (`local` means it).
 pub fn parse_platforms(values: &[String]) -> Result<Vec<Platform>, ParseError> {
-    let build = Platform::linux_amd64();
+    let build = Platform::host();
     let mut platforms = Vec::new();
     for value in values.iter().flat_map(|v| v.split(',')) {
         let platform = Platform::parse(value, &build)

@@ -98,12 +98,40 @@ const KNOWN_ARCH: [&str; 24] = [
 ];
 
 impl Platform {
-    /// BuildKit's platform when nothing says otherwise.
+    /// `linux/amd64`.
     pub fn linux_amd64() -> Self {
         Self {
             os: "linux".to_owned(),
             arch: "amd64".to_owned(),
             variant: String::new(),
+        }
+    }
+
+    /// The platform a builder on this machine builds for when nothing says otherwise: BuildKit
+    /// takes its own (`linux/arm64` on an arm64 runner). An architecture Go does not name is
+    /// taken for amd64.
+    pub fn host() -> Self {
+        Self::of_machine(std::env::consts::ARCH, cfg!(target_endian = "little"))
+    }
+
+    /// `linux` on the machine architecture `arch` (as Rust names it), in Go's names.
+    fn of_machine(arch: &str, little_endian: bool) -> Self {
+        let (arch, variant) = match arch {
+            "aarch64" => ("arm64", ""),
+            "x86" => ("386", ""),
+            "arm" => ("arm", "v7"),
+            "powerpc64" if little_endian => ("ppc64le", ""),
+            "powerpc64" => ("ppc64", ""),
+            "s390x" => ("s390x", ""),
+            "riscv64" => ("riscv64", ""),
+            "loongarch64" => ("loong64", ""),
+            "mips64" if little_endian => ("mips64le", ""),
+            _ => ("amd64", ""),
+        };
+        Self {
+            os: "linux".to_owned(),
+            arch: arch.to_owned(),
+            variant: variant.to_owned(),
         }
     }
 
@@ -258,7 +286,7 @@ pub fn parse(
         build_args: build_args.clone(),
         target: target.map(str::to_owned),
         platforms: Vec::new(),
-        build_platform: Some(Platform::linux_amd64()),
+        build_platform: Some(Platform::host()),
     };
     parse_build(text, source, &options)
 }
@@ -2459,6 +2487,35 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    /// A build with no `--platform` is for the builder's own platform: on an arm64 runner,
+    /// `FROM base-${TARGETARCH}` reads `base-arm64`, not `base-amd64`.
+    #[test]
+    fn the_default_platform_is_the_machines() {
+        let name = |arch: &str, little: bool| {
+            let p = Platform::of_machine(arch, little);
+            format!("{}/{}/{}", p.os, p.arch, p.variant)
+        };
+        assert_eq!(name("x86_64", true), "linux/amd64/");
+        assert_eq!(name("aarch64", true), "linux/arm64/");
+        assert_eq!(name("arm", true), "linux/arm/v7");
+        assert_eq!(name("powerpc64", true), "linux/ppc64le/");
+        assert_eq!(name("powerpc64", false), "linux/ppc64/");
+        assert_eq!(name("s390x", false), "linux/s390x/");
+        assert_eq!(name("sparc64", false), "linux/amd64/");
+        let arm = BuildOptions {
+            build_platform: Some(Platform::of_machine("aarch64", true)),
+            ..BuildOptions::default()
+        };
+        let info = parse_build(
+            "ARG TARGETARCH\nFROM reg/base-${TARGETARCH}:1\n",
+            "Dockerfile",
+            &arm,
+        )
+        .unwrap();
+        let bases: Vec<String> = info.base_images.iter().map(ToString::to_string).collect();
+        assert_eq!(bases, ["reg/base-arm64:1"], "{bases:?}");
     }
 
     fn platforms(values: &[&str]) -> BuildOptions {
