@@ -21,10 +21,11 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::finding::{Code, Finding};
+use super::finding::{Code, Finding, trust_level};
 use super::render::Reported;
 use crate::ingest::progress::instruction;
 use crate::report::count;
+use crate::report::escape::Quoted;
 use crate::time::{self, Micros};
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -141,8 +142,8 @@ pub fn findings(input: &Input<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> Vec<
             first_seen: build.completed_at,
             message: format!(
                 "build {} ran on builder {} from {} to {} and no hook recorded it",
-                build.build_ref,
-                build.builder,
+                Quoted(&build.build_ref),
+                Quoted(&build.builder),
                 time::format(build.created_at),
                 time::format(build.completed_at)
             ),
@@ -171,8 +172,10 @@ pub fn findings(input: &Input<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> Vec<
                 digest: Some(record.clone()),
                 first_seen: step.at,
                 message: format!(
-                    "step {} of run {} was served from builder record {record}, which no recorded run created",
-                    step.name, step.run.name
+                    "step {} of run {} was served from builder record {}, which no recorded run created",
+                    Quoted(&step.name),
+                    Quoted(&step.run.name),
+                    Quoted(record)
                 ),
                 detail,
             });
@@ -199,12 +202,13 @@ pub fn findings(input: &Input<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> Vec<
                 digest: Some(record.clone()),
                 first_seen: step.at,
                 message: format!(
-                    "step {} of run {} ({}) was served from builder record {record}, created by run {} ({})",
-                    step.name,
-                    step.run.name,
-                    step.run.trust_level.as_deref().unwrap_or("no trust level"),
-                    creator.name,
-                    creator.trust_level.as_deref().unwrap_or("no trust level"),
+                    "step {} of run {} ({}) was served from builder record {}, created by run {} ({})",
+                    Quoted(&step.name),
+                    Quoted(&step.run.name),
+                    trust_level(step.run.trust_level.as_deref()),
+                    Quoted(record),
+                    Quoted(&creator.name),
+                    trust_level(creator.trust_level.as_deref()),
                 ),
                 detail,
             });
@@ -297,9 +301,16 @@ fn rate_changes(input: &Input<'_>) -> Vec<Finding> {
         }
         let (last_run, last) = recent.last().cloned().unwrap_or_default();
         let what = if key == HISTORY_KEY {
-            format!("the builds of pipeline {pipeline} (by their build history) were")
+            format!(
+                "the builds of pipeline {} (by their build history) were",
+                Quoted(&pipeline)
+            )
         } else {
-            format!("step {key} of pipeline {pipeline} was")
+            format!(
+                "step {} of pipeline {} was",
+                Quoted(&key),
+                Quoted(&pipeline)
+            )
         };
         let mut detail = BTreeMap::from([
             ("run".to_owned(), last_run),
@@ -814,6 +825,39 @@ mod tests {
         let text = text(&result);
         assert!(!text.contains('\u{1b}'), "{text}");
         assert_eq!(text.lines().count(), 2, "{text}");
+    }
+
+    /// A step or run name cannot end the quotes it is shown in and read as the rest of the
+    /// message: a backtick in it is an escape, so the message names exactly the runs it is
+    /// about.
+    #[test]
+    fn names_in_a_message_cannot_forge_its_text() {
+        let mut steps = [hit(
+            run("forks", "untrusted"),
+            10,
+            true,
+            Some("r1"),
+            vec![run("release", "release")],
+        )];
+        steps[0].name =
+            "x` of run `release/1/Dockerfile` (`release`) was served from builder record `r1`, created by run `forks/1/Dockerfile".into();
+        steps[0].run.trust_level = Some("release".into());
+        steps[0].creators[0].trust_level = Some("untrusted".into());
+        let found = judge(&steps, None);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let message = &found[0].message;
+        assert_eq!(
+            message,
+            "step `x\\x60 of run \\x60release/1/Dockerfile\\x60 (\\x60release\\x60) was served from builder record \\x60r1\\x60, created by run \\x60forks/1/Dockerfile` of run `forks/1/Dockerfile` (`release`) was served from builder record `r1`, created by run `release/1/Dockerfile` (`untrusted`)"
+        );
+        let reported = Reported {
+            id: 1,
+            new: true,
+            finding: found[0].clone(),
+        };
+        let mut shown = String::new();
+        super::super::render::write_finding(&mut shown, &reported);
+        assert!(shown.contains(message.as_str()), "{shown}");
     }
 
     /// Hostile pipeline names cannot break out of a Prometheus label.

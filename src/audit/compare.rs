@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::model::ManifestKind;
 use crate::time::{self, Micros};
 
-use super::finding::{Code, Finding};
+use super::finding::{Code, Finding, trust_level};
+use crate::report::escape::Quoted;
 
 /// A manifest kind's stable name, as the store and the JSON output write it.
 pub fn kind_str(kind: ManifestKind) -> &'static str {
@@ -274,8 +275,12 @@ fn held_tainted(facts: &RepoFacts, observed: &[Observed], now: Micros) -> Vec<Fi
                 digest: Some(digest.to_owned()),
                 first_seen,
                 message: format!(
-                    "`{}` points at {digest}, which open incident {} holds tainted",
-                    names.join("`, `"),
+                    "{} points at {digest}, which open incident {} holds tainted",
+                    names
+                        .iter()
+                        .map(|n| Quoted(n).to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     incidents.join(", ")
                 ),
                 detail,
@@ -342,16 +347,22 @@ fn trust_breaches(facts: &RepoFacts, rank: &dyn Fn(&str) -> Option<usize>) -> Ve
         .map(|((digest, tag, exporter, importer), (export, import))| {
             let what = match (&digest, &tag) {
                 (Some(d), _) => d.clone(),
-                (None, Some(t)) => format!("tag `{t}`"),
+                (None, Some(t)) => format!("tag {}", Quoted(t)),
                 (None, None) => "it".to_owned(),
             };
             let mut detail = BTreeMap::new();
             detail.insert("exporter".to_owned(), exporter.clone());
-            detail.insert("exporter_trust".to_owned(), export.trust_level.clone().unwrap_or_default());
+            detail.insert(
+                "exporter_trust".to_owned(),
+                export.trust_level.clone().unwrap_or_default(),
+            );
             detail.insert("exporter_run".to_owned(), export.run.clone());
             detail.insert("exported_at".to_owned(), time::format(export.at));
             detail.insert("importer".to_owned(), importer.clone());
-            detail.insert("importer_trust".to_owned(), import.trust_level.clone().unwrap_or_default());
+            detail.insert(
+                "importer_trust".to_owned(),
+                import.trust_level.clone().unwrap_or_default(),
+            );
             detail.insert("importer_run".to_owned(), import.run.clone());
             detail.insert("imported_at".to_owned(), time::format(import.at));
             Finding {
@@ -362,11 +373,13 @@ fn trust_breaches(facts: &RepoFacts, rank: &dyn Fn(&str) -> Option<usize>) -> Ve
                 digest,
                 first_seen: import.at,
                 message: format!(
-                    "`{importer}` ({}) imported {what}, exported by `{exporter}` ({}) in run `{}`, in run `{}` at {}",
-                    import.trust_level.as_deref().unwrap_or("no trust level"),
-                    export.trust_level.as_deref().unwrap_or("no trust level"),
-                    export.run,
-                    import.run,
+                    "{} ({}) imported {what}, exported by {} ({}) in run {}, in run {} at {}",
+                    Quoted(&importer),
+                    trust_level(import.trust_level.as_deref()),
+                    Quoted(&exporter),
+                    trust_level(export.trust_level.as_deref()),
+                    Quoted(&export.run),
+                    Quoted(&import.run),
                     time::format(import.at)
                 ),
                 detail,

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::report::escape::Quoted;
 use crate::time::Micros;
 
 /// How much a finding matters. SARIF levels use the same words.
@@ -370,6 +371,11 @@ fn fingerprint_field<'a>(value: &'a str, separators: &str) -> std::borrow::Cow<'
         }
     }
     out.into()
+}
+
+/// A run's trust level in a finding's message: quoted, or `no trust level`.
+pub(crate) fn trust_level(level: Option<&str>) -> String {
+    level.map_or_else(|| "no trust level".to_owned(), |l| Quoted(l).to_string())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::report::escape::Term;
+use crate::report::escape::{Line, Term};
 use crate::time::{self, Micros};
 
 use super::finding::Finding;
@@ -187,7 +187,8 @@ pub fn document(result: &AuditResult) -> AuditDoc<'_> {
 }
 
 /// A finding's first two lines as every audit's text shows them: code, severity, id and
-/// reference, then its message, both escaped ([`Term`]).
+/// reference escaped ([`Term`]), then its message, whose values are already quoted
+/// ([`crate::report::escape::Quoted`]), on one line ([`Line`]).
 pub fn write_finding(out: &mut String, r: &Reported) {
     let f = &r.finding;
     let _ = writeln!(
@@ -200,7 +201,7 @@ pub fn write_finding(out: &mut String, r: &Reported) {
         if r.new { "" } else { " (seen before)" },
         Term(&f.reference())
     );
-    let _ = writeln!(out, "    {}", Term(&f.message));
+    let _ = writeln!(out, "    {}", Line(&f.message));
 }
 
 /// The findings, one block each; an empty string when there are none. References and

@@ -136,6 +136,18 @@ impl fmt::Display for Prose<'_> {
     }
 }
 
+/// A store value put in a message between backticks, shown as [`Term`] shows it (a backtick
+/// the value holds is an escape), so that it cannot end the quotes and go on as the message's
+/// own text. A message of such values is shown with [`Line`], which escapes nothing twice.
+#[derive(Debug, Clone, Copy)]
+pub struct Quoted<'a>(pub &'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`", Term(self.0))
+    }
+}
+
 /// Free-form text that may hold store values, some already shown as [`Term`] (error chains,
 /// warnings, check results): controls, bidi and invisible characters are escaped as [`Term`]
 /// escapes them, but a backslash is left alone, so what was escaped once is not escaped again.

@@ -15,7 +15,8 @@ pub mod zip;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::audit::finding::{Code, Finding};
+use crate::audit::finding::{Code, Finding, trust_level};
+use crate::report::escape::{Line, Quoted};
 use crate::time::{self, Micros};
 use checks::Mismatch;
 
@@ -142,11 +143,21 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// The run and its trust level, as a finding's detail holds them.
     fn label(&self) -> String {
         format!(
             "{} ({})",
             self.run,
             self.trust_level.as_deref().unwrap_or("no trust level")
+        )
+    }
+
+    /// The run and its trust level, as a finding's message names them (quoted).
+    fn quoted(&self) -> String {
+        format!(
+            "{} ({})",
+            Quoted(&self.run),
+            trust_level(self.trust_level.as_deref())
         )
     }
 }
@@ -276,6 +287,15 @@ pub fn findings(a: &MountAudit<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> (Di
         .iter()
         .map(|f| (f.path.as_slice(), f))
         .collect();
+    let quoted_writers = if a.writers_between.is_empty() {
+        "no recorded run".to_owned()
+    } else {
+        a.writers_between
+            .iter()
+            .map(Writer::quoted)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let writers = if a.writers_between.is_empty() {
         "no recorded run".to_owned()
     } else {
@@ -349,14 +369,14 @@ pub fn findings(a: &MountAudit<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> (Di
         };
         let written = match change(path) {
             "unchanged" => "unchanged since the previous snapshot".to_owned(),
-            how => format!("{how} {since} by {writers}"),
+            how => format!("{how} {since} by {quoted_writers}"),
         };
         let mut f = base(
             Code::ContentAddressMismatch,
             path,
             format!(
-                "`{}` does not match its own address ({}): {what}; {written}",
-                String::from_utf8_lossy(path),
+                "{} does not match its own address ({}): {what}; {written}",
+                Quoted(&String::from_utf8_lossy(path)),
                 first.rule.as_str()
             ),
         );
@@ -390,8 +410,9 @@ pub fn findings(a: &MountAudit<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> (Di
                     Code::NewStartupHook,
                     path,
                     format!(
-                        "new startup hook `{}` ({hook}), {} {since} by {writers}",
-                        String::from_utf8_lossy(path),
+                        "new startup hook {} ({}), {} {since} by {quoted_writers}",
+                        Quoted(&String::from_utf8_lossy(path)),
+                        Line(&hook),
                         change(path)
                     ),
                 );
@@ -470,9 +491,10 @@ pub fn findings(a: &MountAudit<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> (Di
                     digest: None,
                     first_seen: writer.map_or(a.now, |w| w.started_at),
                     message: format!(
-                        "{} changed {since} while {who} wrote the mount, whose earlier writers include {}",
+                        "{} changed {since} while {} wrote the mount, whose earlier writers include {}",
                         crate::report::count(changes.len(), "file", "files"),
-                        earlier_writer.label()
+                        writer.map_or_else(|| "no recorded run".to_owned(), Writer::quoted),
+                        earlier_writer.quoted()
                     ),
                     detail: {
                         let mut d = detail;
