@@ -130,6 +130,21 @@ impl<'a> Resolver<'a> {
     /// says it does not have is an error of status 404.
     pub async fn resolve(&self, reference: &ImageRef) -> Result<Digest, RemoteError> {
         let tag = reference.tag.clone().unwrap_or_else(|| "latest".to_owned());
+        // A registry the config gives an endpoint is reached there, as a purge reaches it.
+        if self
+            .config
+            .registry(&reference.registry)
+            .is_some_and(|r| r.endpoint.is_some())
+        {
+            let client = RegistryClient::new(self.config, &reference.registry)?;
+            return match client.head_manifest(&reference.repository, &tag).await? {
+                Some(head) => Ok(head.digest),
+                None => Err(RemoteError::status(
+                    404,
+                    format!("cannot resolve `{reference}`: the registry has no such tag"),
+                )),
+            };
+        }
         let oci = Reference::with_tag(
             reference.registry.clone(),
             reference.repository.clone(),

@@ -31,10 +31,12 @@ impl ListFilter {
             || self.until.is_some()
     }
 
-    /// The SQL `LIMIT`: one more than asked, to tell that more rows matched.
+    /// The SQL `LIMIT`: one more than asked, to tell that more rows matched; the largest
+    /// there is for none (PostgreSQL refuses SQLite's `-1`).
     fn sql_limit(&self) -> i64 {
-        self.limit
-            .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX - 1) + 1)
+        self.limit.map_or(i64::MAX, |n| {
+            i64::try_from(n).unwrap_or(i64::MAX).saturating_add(1)
+        })
     }
 }
 

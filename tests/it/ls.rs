@@ -191,6 +191,19 @@ fn limit_says_when_it_cut() {
     assert_eq!(doc["items"].as_array().unwrap().len(), 5);
     let out = run(&env, &["ls", "runs", "--limit", "5"]);
     assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    // `--limit 0` lists everything, and the largest limit is no limit, on every kind of list.
+    for limit in ["0", "9223372036854775807", "18446744073709551615"] {
+        for kind in ["runs", "pipelines", "builders", "mounts", "incidents"] {
+            let doc: serde_json::Value = serde_json::from_str(&ok(env
+                .cmd()
+                .args(["ls", kind, "--limit", limit, "--format", "json"])))
+            .unwrap();
+            assert_eq!(doc["truncated"], false, "{kind} --limit {limit}");
+            if kind == "runs" {
+                assert_eq!(doc["items"].as_array().unwrap().len(), 5, "{doc:#}");
+            }
+        }
+    }
 }
 
 /// A recorded name cannot write terminal escapes or forge a row through `ls`.

@@ -653,7 +653,46 @@ fn check_sees_a_tainted_manifest_inside_an_index() {
     );
 }
 
-/// `wrap` refuses a build from an index that lists a manifest an open incident holds tainted,
+/// A tag is resolved where the config's `[[registry]] endpoint` says the registry is, as a purge
+/// reaches it: `check` of a tag under a host name that resolves nowhere asks the endpoint, and
+/// finds the tainted manifest the tag names.
+#[test]
+fn check_resolves_a_tag_at_the_registrys_configured_endpoint() {
+    let Some((registry, env)) = crate::common::registry_env() else {
+        return;
+    };
+    let named = "reg.invalid:5000";
+    let mut pusher = Pusher::new(&registry);
+    let planted = pusher.image("team/app", Some("latest"), "planted", false);
+    History::new()
+        .run(Run::new("evil", 1).exported([format!("{named}/team/app:cache@{}", planted.digest)]))
+        .import(&env);
+    let config = config(named).endpoint(&registry.url()).write(&env);
+    env.open_incident(&config, "evil");
+    let check = output(
+        &env,
+        env.cmd_with(&config)
+            .args(["check", &format!("{named}/team/app:latest")]),
+    );
+    assert!(check.starts_with("exit: 5\n"), "{check}");
+    assert!(
+        check.contains(&format!(
+            "TAINTED  {named}/team/app:latest ({})",
+            planted.digest
+        )),
+        "{check}"
+    );
+    let absent = output(
+        &env,
+        env.cmd_with(&config)
+            .args(["check", &format!("{named}/team/app:nothing")]),
+    );
+    assert!(
+        absent.starts_with("exit: 4\n") && absent.contains("no such tag"),
+        "{absent}"
+    );
+}
+
 /// named by tag or by digest, as `check` does: the build would pull that manifest for its
 /// platform. An index that lists only clean manifests builds.
 #[test]
