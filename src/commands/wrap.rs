@@ -22,7 +22,6 @@ use crate::commands::record::{
 use crate::commands::{open_existing_store, open_store};
 use crate::config::{Config, OnUnavailable};
 use crate::error::{InputError, RefusedError, RemoteError, RemoteKind, SpawnError};
-use crate::ingest::builder::DEFAULT_BUILDX_BUILDER;
 use crate::ingest::command::{self, BuildCommand, Wrapped};
 use crate::ingest::{builder as builder_name, cache_flag, ci, metadata, progress};
 use crate::model::{
@@ -161,20 +160,8 @@ async fn wrap_build(
     // The client's `-H`, `--context` and `--config` choose the engine, as its environment does.
     let process_env = |name: &str| std::env::var(name).ok();
     let client = build.client.clone();
-    let env = builder_name::client_env(&client, &process_env);
-    let mut build = build;
-    // `docker buildx build` without `--builder` runs on the builder `docker buildx use` made
-    // current, unless the environment names one.
-    if build.buildx
-        && build.builder.is_none()
-        && args.run.builder.is_none()
-        && ["BUILDX_BUILDER", "CACHEWARDEN_BUILDER"]
-            .iter()
-            .all(|name| env(name).is_none_or(|v| v.trim().is_empty()))
-    {
-        build.builder = builder_name::buildx_current(&env);
-    }
-    let build = build;
+    let client_env = builder_name::client_env(&client, &process_env);
+    let env = buildx_env(&build, &client_env, args.run.builder.is_some());
     let record_args = merged_args(&args.run, &build);
     // Everything that can be known before the build is settled first; a bad flag is an error
     // before anything runs.
@@ -186,6 +173,8 @@ async fn wrap_build(
     let mut planned = match planned {
         Ok(mut record) => {
             named_image_contexts(&mut record, &build);
+            // A flag wrap does not read may hide inputs: the record says they may be incomplete.
+            record.truncated |= !build.unknown_flags.is_empty();
             Some(record)
         }
         Err(err) => {
@@ -677,7 +666,15 @@ fn unchecked_inputs(
             Term(&mount.id)
         ));
     }
-    if record.truncated {
+    for flag in &build.unknown_flags {
+        unchecked.push(format!(
+            "its command has the flag `{}`, which wrap does not read: its context, Dockerfile and inputs may be other than recorded",
+            Term(flag)
+        ));
+    }
+    if !build.unknown_flags.is_empty() {
+        // Said above.
+    } else if record.truncated {
         unchecked.push(
             "its Dockerfile could not be read in full, so its base images are unknown".to_owned(),
         );
@@ -1059,6 +1056,41 @@ async fn listed_inputs(
     Ok(out)
 }
 
+/// The environment the builder is named from ([`builder_name::derive`]): the client's (`env`),
+/// with the buildx builder the build runs on as `BUILDX_BUILDER`: its `--builder` (which wins
+/// over `CACHEWARDEN_BUILDER`), else, for a buildx build (`docker buildx build`, or a `docker
+/// build` that `docker buildx install` made one) that nothing names a builder for, the one
+/// `docker buildx use` made current. `--builder=` names none: buildx takes the current one.
+/// `named` says `wrap --builder` names it, which wins over everything.
+fn buildx_env<'a>(
+    build: &BuildCommand,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    named: bool,
+) -> impl Fn(&str) -> Option<String> + 'a {
+    let set = |name: &str| env(name).is_some_and(|v| !v.trim().is_empty());
+    let explicit = build.builder.clone().filter(|b| !b.is_empty());
+    let cleared = build.builder.as_deref() == Some("");
+    let buildx = build.buildx
+        || builder_name::config_dir(env)
+            .and_then(|dir| std::fs::read_to_string(dir.join("config.json")).ok())
+            .is_some_and(|config| command::aliases_build_to_buildx(&config));
+    let current = if buildx
+        && !named
+        && explicit.is_none()
+        && (cleared || !(set("BUILDX_BUILDER") || set("CACHEWARDEN_BUILDER")))
+    {
+        builder_name::buildx_current(env)
+    } else {
+        None
+    };
+    let chosen = explicit.or(current);
+    move |name: &str| match name {
+        "BUILDX_BUILDER" if chosen.is_some() || cleared => chosen.clone(),
+        "CACHEWARDEN_BUILDER" if chosen.is_some() => None,
+        _ => env(name),
+    }
+}
+
 /// The record of a wrapped build: its flags and what its command says. The times and the
 /// outcome are measured, so they are left at their defaults here.
 fn merged_args(run: &RunArgs, build: &BuildCommand) -> RecordArgs {
@@ -1083,17 +1115,6 @@ fn merged_args(run: &RunArgs, build: &BuildCommand) -> RecordArgs {
     }
     if args.run.target.is_none() {
         args.run.target = build.target.clone();
-    }
-    // buildx's `default` builder is the docker driver of the current context: the engine
-    // the builder is derived from anyway.
-    if args.run.builder.is_none()
-        && let Some(name) = build
-            .builder
-            .as_ref()
-            .filter(|name| *name != DEFAULT_BUILDX_BUILDER)
-    {
-        args.run.builder = Some(format!("buildx:{name}@{}", builder_name::hostname()));
-        args.run.driver = args.run.driver.or(Some(Driver::DockerContainer));
     }
     if args.run.step.is_none() && args.run.dockerfile.is_none() {
         args.run.step = Some(crate::commands::record::default_step(

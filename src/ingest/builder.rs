@@ -35,8 +35,13 @@ pub fn derive(
     hostname: &str,
     current_context: Option<&str>,
 ) -> BuilderInfo {
-    let var = |name: &str| var(name).filter(|v| !v.trim().is_empty());
-    let endpoint = var("DOCKER_HOST");
+    let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+    // The client takes any `DOCKER_HOST` that is not empty, blank included (the default
+    // engine), and reads it as `ParseHost` does.
+    let endpoint = var("DOCKER_HOST")
+        .filter(|v| !v.is_empty())
+        .map(|host| parse_host(&host).unwrap_or(host));
+    let var = set;
     if let Some(name) = flag
         .map(str::to_owned)
         .or_else(|| var("CACHEWARDEN_BUILDER"))
@@ -47,29 +52,20 @@ pub fn derive(
             endpoint,
         };
     }
-    if let Some(buildx) = var("BUILDX_BUILDER").filter(|b| b != DEFAULT_BUILDX_BUILDER) {
-        return BuilderInfo {
-            name: format!("buildx:{buildx}@{hostname}"),
-            driver: Some(Driver::DockerContainer),
-            endpoint: None,
-        };
+    if let Some(buildx) =
+        var("BUILDX_BUILDER").filter(|b| !b.eq_ignore_ascii_case(DEFAULT_BUILDX_BUILDER))
+    {
+        return buildx_builder(&var, &buildx, hostname);
     }
-    if let Some(host) = &endpoint {
-        // The default socket under another path (`/run/docker.sock` where `/var/run` links to
-        // `/run`) is the same engine, and the same caches: it keeps the default's name.
-        let named = if same_socket(host, DEFAULT_DOCKER_HOST) {
-            DEFAULT_DOCKER_HOST
-        } else {
-            host
-        };
-        return BuilderInfo {
-            name: name_for_endpoint(named, hostname),
-            driver: Some(Driver::Docker),
-            endpoint: Some(host.clone()),
-        };
+    if let Some(host) = endpoint {
+        return endpoint_builder(host, hostname);
     }
     let context = var("DOCKER_CONTEXT").or_else(|| current_context.map(str::to_owned));
     if let Some(context) = context.filter(|c| c != "default") {
+        // A context whose engine the context store names is that engine, by any name.
+        if let Some(host) = context_host(&var, &context) {
+            return endpoint_builder(host, hostname);
+        }
         return BuilderInfo {
             name: format!("context:{context}@{hostname}"),
             driver: Some(Driver::Docker),
@@ -81,6 +77,122 @@ pub fn derive(
         driver: Some(Driver::Docker),
         endpoint: Some(DEFAULT_DOCKER_HOST.to_owned()),
     }
+}
+
+/// The builder buildx runs on when told `--builder NAME` (or `BUILDX_BUILDER=NAME`): the
+/// builder instance of that name (buildx names them in lower case), else the engine of the
+/// docker context of that name, as buildx looks them up.
+fn buildx_builder(var: &dyn Fn(&str) -> Option<String>, name: &str, hostname: &str) -> BuilderInfo {
+    let instance = buildx_dir(var).and_then(|dir| buildx_instance(&dir, name));
+    if instance.is_none()
+        && let Some(host) = context_host(var, name)
+    {
+        return endpoint_builder(host, hostname);
+    }
+    BuilderInfo {
+        name: format!(
+            "buildx:{}@{hostname}",
+            instance.unwrap_or_else(|| name.to_ascii_lowercase())
+        ),
+        driver: Some(Driver::DockerContainer),
+        endpoint: None,
+    }
+}
+
+/// The Docker Engine at `host` (as [`parse_host`] gives it).
+fn endpoint_builder(host: String, hostname: &str) -> BuilderInfo {
+    // The default socket under another path (`/run/docker.sock` where `/var/run` links to
+    // `/run`) is the same engine, and the same caches: it keeps the default's name.
+    let named = if same_socket(&host, DEFAULT_DOCKER_HOST) {
+        DEFAULT_DOCKER_HOST
+    } else {
+        &host
+    };
+    BuilderInfo {
+        name: name_for_endpoint(named, hostname),
+        driver: Some(Driver::Docker),
+        endpoint: Some(host.clone()),
+    }
+}
+
+/// An engine address as the docker client reads `-H` and `DOCKER_HOST` (its `ParseHost`):
+/// trimmed, blank for the default socket, `tcp` when no scheme is given, `unix://` alone for
+/// the default socket, and a TCP address given its default host and port
+/// (`tcp://localhost:2375`). `None` for what the client refuses.
+pub fn parse_host(value: &str) -> Option<String> {
+    let host = value.trim();
+    if host.is_empty() {
+        return Some(DEFAULT_DOCKER_HOST.to_owned());
+    }
+    let (proto, rest) = host.split_once("://").unwrap_or(("tcp", host));
+    match proto {
+        "tcp" => parse_tcp(rest),
+        "unix" | "npipe" => {
+            let rest = rest.strip_prefix(&format!("{proto}://")).unwrap_or(rest);
+            if rest.contains("://") {
+                return None;
+            }
+            let default = if proto == "unix" {
+                "/var/run/docker.sock"
+            } else {
+                "//./pipe/docker_engine"
+            };
+            Some(format!(
+                "{proto}://{}",
+                if rest.is_empty() { default } else { rest }
+            ))
+        }
+        "fd" | "ssh" => Some(host.to_owned()),
+        _ => None,
+    }
+}
+
+/// A `tcp://` address with its default host (`localhost`) and port (2375) filled in.
+fn parse_tcp(addr: &str) -> Option<String> {
+    if addr.is_empty() {
+        return Some("tcp://localhost:2375".to_owned());
+    }
+    if addr.contains("://") {
+        return None;
+    }
+    let (authority, path) = addr.find('/').map_or((addr, ""), |at| addr.split_at(at));
+    let (host, port) = if let Some(bracketed) = authority.strip_prefix('[') {
+        let (host, after) = bracketed.split_once(']')?;
+        (host, after.strip_prefix(':').unwrap_or(after))
+    } else if authority.matches(':').count() > 1 {
+        (authority, "")
+    } else {
+        authority.split_once(':').unwrap_or((authority, ""))
+    };
+    let host = if host.is_empty() { "localhost" } else { host };
+    let port = if port.is_empty() { "2375" } else { port };
+    if port.parse::<u16>().is_err() {
+        return None;
+    }
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    Some(format!("tcp://{host}:{port}{path}"))
+}
+
+/// The engine address the docker context store gives context `name`
+/// (`contexts/meta/SHA256(NAME)/meta.json` in the docker config directory), if any.
+fn context_host(var: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(name.as_bytes()));
+    let meta = config_dir(var)?
+        .join("contexts")
+        .join("meta")
+        .join(hash)
+        .join("meta.json");
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(meta).ok()?).ok()?;
+    if value.get("Name")?.as_str()? != name {
+        return None;
+    }
+    let host = value.pointer("/Endpoints/docker/Host")?.as_str()?;
+    parse_host(host)
 }
 
 /// Whether two `unix://` endpoints name one socket file (through links, or spelled apart).
@@ -162,12 +274,11 @@ pub fn client_env<'a>(
 /// own engine (no builder instance of that name).
 pub fn buildx_current(var: &dyn Fn(&str) -> Option<String>) -> Option<String> {
     let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
-    let dir = set("BUILDX_CONFIG")
-        .map(PathBuf::from)
-        .or_else(|| config_dir(var).map(|d| d.join("buildx")))?;
+    let dir = buildx_dir(var)?;
     // buildx keys the current builder by the context's name, or by the engine's endpoint for
     // the default context.
-    let context = if set("DOCKER_HOST").is_some() {
+    let host = var("DOCKER_HOST").filter(|v| !v.is_empty());
+    let context = if host.is_some() {
         DEFAULT_BUILDX_BUILDER.to_owned()
     } else {
         set("DOCKER_CONTEXT")
@@ -175,14 +286,14 @@ pub fn buildx_current(var: &dyn Fn(&str) -> Option<String>) -> Option<String> {
             .unwrap_or_else(|| DEFAULT_BUILDX_BUILDER.to_owned())
     };
     let key = if context == DEFAULT_BUILDX_BUILDER {
-        set("DOCKER_HOST").unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_owned())
+        host.map_or_else(
+            || DEFAULT_DOCKER_HOST.to_owned(),
+            |h| parse_host(&h).unwrap_or(h),
+        )
     } else {
         context
     };
-    let instance = |name: &str| {
-        let name = instance_name(name)?;
-        dir.join("instances").join(&name).is_file().then_some(name)
-    };
+    let instance = |name: &str| buildx_instance(&dir, name);
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Current {
@@ -209,7 +320,25 @@ pub fn buildx_current(var: &dyn Fn(&str) -> Option<String>) -> Option<String> {
     }
     let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()));
     let name = std::fs::read_to_string(dir.join("defaults").join(&hash[..20])).ok()?;
-    instance(name.trim())
+    instance(&name)
+}
+
+/// The builder instance `name` names in the buildx config directory `dir`, as buildx finds it
+/// (lower case; its file must hold JSON), or `None`.
+pub fn buildx_instance(dir: &std::path::Path, name: &str) -> Option<String> {
+    let name = instance_name(name)?;
+    let text = std::fs::read_to_string(dir.join("instances").join(&name)).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text).ok()?;
+    Some(name)
+}
+
+/// The buildx config directory: `$BUILDX_CONFIG`, else `buildx` in the docker config
+/// directory.
+pub fn buildx_dir(var: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    var("BUILDX_CONFIG")
+        .filter(|v| !v.trim().is_empty())
+        .map(PathBuf::from)
+        .or_else(|| config_dir(var).map(|d| d.join("buildx")))
 }
 
 /// A builder instance's name as buildx stores it (lowercase), when it is one buildx accepts:
@@ -386,6 +515,105 @@ mod tests {
                 ("DOCKER_HOST", "tcp://10.0.0.5:2376"),
                 ("BUILDX_CONFIG", &moved.path().to_string_lossy()),
             ]),
+            None
+        );
+    }
+
+    /// Engine addresses are read as the docker client reads them, so one engine spelled two
+    /// ways is one builder.
+    #[test]
+    fn hosts_are_read_as_the_client_reads_them() {
+        let cases = [
+            (
+                " unix:///var/run/docker.sock",
+                Some("unix:///var/run/docker.sock"),
+            ),
+            ("unix://", Some("unix:///var/run/docker.sock")),
+            (" ", Some("unix:///var/run/docker.sock")),
+            ("tcp://10.0.0.5", Some("tcp://10.0.0.5:2375")),
+            ("10.0.0.5:2376", Some("tcp://10.0.0.5:2376")),
+            ("tcp://:2376", Some("tcp://localhost:2376")),
+            ("tcp://[::1]", Some("tcp://[::1]:2375")),
+            (
+                "tcp://10.0.0.5:2375/prefix",
+                Some("tcp://10.0.0.5:2375/prefix"),
+            ),
+            ("ssh://ci@builder", Some("ssh://ci@builder")),
+            ("tcp://10.0.0.5:port", None),
+            ("http://10.0.0.5", None),
+        ];
+        for (given, read) in cases {
+            assert_eq!(parse_host(given).as_deref(), read, "{given:?}");
+        }
+        let named = |pairs: &[(&str, &str)]| derive(None, &env(pairs), "h", None).name;
+        assert_eq!(
+            named(&[("DOCKER_HOST", "tcp://10.0.0.5")]),
+            named(&[("DOCKER_HOST", "10.0.0.5:2375")])
+        );
+        // A blank `DOCKER_HOST` is set: the client takes the default engine, not the context.
+        assert_eq!(
+            named(&[("DOCKER_HOST", " "), ("DOCKER_CONTEXT", "remote")]),
+            "docker@h:/var/run/docker.sock"
+        );
+        assert_eq!(
+            named(&[("DOCKER_HOST", "unix://")]),
+            "docker@h:/var/run/docker.sock"
+        );
+        // buildx names its builders in lower case.
+        assert_eq!(named(&[("BUILDX_BUILDER", "Fleet")]), "buildx:fleet@h");
+    }
+
+    /// A context the context store knows is named by its engine, and so is a buildx builder
+    /// name that is a context's and no instance's; an instance file that is not JSON is no
+    /// instance.
+    #[test]
+    fn contexts_are_named_by_their_engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = |name: &str, host: &str| {
+            let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(name.as_bytes()));
+            let at = dir.path().join("contexts/meta").join(hash);
+            std::fs::create_dir_all(&at).unwrap();
+            std::fs::write(
+                at.join("meta.json"),
+                format!(r#"{{"Name":"{name}","Endpoints":{{"docker":{{"Host":"{host}"}}}}}}"#),
+            )
+            .unwrap();
+        };
+        meta("alias", "unix:///var/run/docker.sock");
+        meta("remote", "tcp://10.0.0.5");
+        std::fs::create_dir_all(dir.path().join("buildx/instances")).unwrap();
+        std::fs::write(dir.path().join("buildx/instances/fleet"), "{}").unwrap();
+        std::fs::write(dir.path().join("buildx/instances/junk"), "not json").unwrap();
+        let config = dir.path().to_string_lossy().into_owned();
+        let named = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("DOCKER_CONFIG", config.as_str())];
+            all.extend_from_slice(pairs);
+            derive(None, &env(&all), "h", None)
+        };
+        let alias = named(&[("DOCKER_CONTEXT", "alias")]);
+        assert_eq!(alias.name, "docker@h:/var/run/docker.sock");
+        assert_eq!(
+            alias.endpoint.as_deref(),
+            Some("unix:///var/run/docker.sock")
+        );
+        assert_eq!(
+            named(&[("DOCKER_CONTEXT", "remote")]).name,
+            "docker@10.0.0.5:2375"
+        );
+        assert_eq!(named(&[("DOCKER_CONTEXT", "gone")]).name, "context:gone@h");
+        assert_eq!(
+            named(&[("BUILDX_BUILDER", "remote")]).name,
+            "docker@10.0.0.5:2375"
+        );
+        assert_eq!(named(&[("BUILDX_BUILDER", "FLEET")]).name, "buildx:fleet@h");
+        assert_eq!(named(&[("BUILDX_BUILDER", "junk")]).name, "buildx:junk@h");
+        std::fs::write(
+            dir.path().join("buildx/current"),
+            r#"{"Key":"unix:///var/run/docker.sock","Name":"junk"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            buildx_current(&env(&[("DOCKER_CONFIG", config.as_str())])),
             None
         );
     }

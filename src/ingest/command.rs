@@ -35,6 +35,9 @@ pub struct BuildCommand {
     pub context: Option<String>,
     /// `--progress`, as given.
     pub progress: Option<String>,
+    /// Flags neither list below knows, as given: what follows one may have been misread (a
+    /// value taken for the context), so the build's inputs are not known for sure.
+    pub unknown_flags: Vec<String>,
     /// The client's own flags, given before the subcommand: they choose the engine.
     pub client: ClientFlags,
     /// The index in argv after which extra flags can be inserted (just after `build`).
@@ -154,8 +157,11 @@ const VALUE_FLAGS: &[&str] = &[
     "--output",
     "-o",
     "--platform",
+    "--policy",
+    "--print",
     "--progress",
     "--provenance",
+    "--resource",
     "--sbom",
     "--secret",
     "--security-opt",
@@ -166,6 +172,33 @@ const VALUE_FLAGS: &[&str] = &[
     "--target",
     "--ulimit",
 ];
+
+/// Build flags that take no value (`docker build`'s and `docker buildx build`'s); each may
+/// be given one inline (`--push=false`).
+const BOOL_FLAGS: &[&str] = &[
+    "--check",
+    "--compress",
+    "--disable-content-trust",
+    "--force-rm",
+    "--load",
+    "--no-cache",
+    "--pull",
+    "--push",
+    "-q",
+    "--quiet",
+    "--rm",
+    "--squash",
+    "--stream",
+];
+
+/// A boolean flag's value as Go's `strconv.ParseBool` reads it.
+fn parse_bool(value: &str) -> Option<bool> {
+    match value {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
 
 /// Parses argv (`docker ...`). `None` when it is not a docker command at all.
 pub fn parse(argv: &[String]) -> Wrapped {
@@ -240,23 +273,36 @@ pub fn parse(argv: &[String]) -> Wrapped {
                 // one that takes a value, the rest of the word or the next one (`-qf FILE`,
                 // `-tname`).
                 let letters = &arg[1..];
-                match letters
+                let value_at = letters
                     .char_indices()
-                    .find(|&(_, c)| VALUE_FLAGS.contains(&format!("-{c}").as_str()))
-                {
+                    .find(|&(_, c)| VALUE_FLAGS.contains(&format!("-{c}").as_str()));
+                let booleans = &letters[..value_at.map_or(letters.len(), |(at, _)| at)];
+                for c in booleans.chars() {
+                    let short = format!("-{c}");
+                    if !BOOL_FLAGS.contains(&short.as_str()) {
+                        build.unknown_flags.push(short);
+                    }
+                }
+                match value_at {
                     Some((at, c)) => {
                         let rest = &letters[at + c.len_utf8()..];
                         let rest = rest.strip_prefix('=').unwrap_or(rest);
                         (format!("-{c}"), (!rest.is_empty()).then(|| rest.to_owned()))
                     }
-                    None => (arg.clone(), None),
+                    None => {
+                        j += 1;
+                        continue;
+                    }
                 }
             }
             _ => (arg.clone(), None),
         };
         let takes_value = VALUE_FLAGS.contains(&flag.as_str());
+        if !takes_value && !BOOL_FLAGS.contains(&flag.as_str()) {
+            build.unknown_flags.push(flag.clone());
+        }
         let value = if takes_value {
-            match inline_value {
+            match inline_value.clone() {
                 Some(v) => Some(v),
                 None => {
                     j += 1;
@@ -269,7 +315,10 @@ pub fn parse(argv: &[String]) -> Wrapped {
         j += 1;
         let Some(value) = value else {
             if flag == "--push" {
-                build.push = true;
+                // `--push=false` does not push; a value pflag cannot read fails the build.
+                build.push = inline_value
+                    .as_deref()
+                    .is_none_or(|v| parse_bool(v) != Some(false));
             }
             continue;
         };
@@ -287,9 +336,12 @@ pub fn parse(argv: &[String]) -> Wrapped {
             "--iidfile" => build.iidfile = Some(PathBuf::from(value)),
             "--progress" => build.progress = Some(value),
             "--output" | "-o"
-                if value
-                    .split(',')
-                    .any(|f| f == "type=registry" || f == "push=true") =>
+                if value.split(',').any(|field| {
+                    field == "type=registry"
+                        || field
+                            .strip_prefix("push=")
+                            .is_some_and(|v| parse_bool(v) == Some(true))
+                }) =>
             {
                 build.push = true;
             }
@@ -425,13 +477,22 @@ fn compose_builds(rest: &[&str]) -> bool {
 }
 
 fn parse_push(args: &[&str]) -> Wrapped {
-    let reference = args.iter().find(|a| !a.starts_with('-'));
-    match reference {
-        Some(r) => Wrapped::Push {
-            reference: (*r).to_owned(),
-        },
-        None => Wrapped::Other,
+    // `--platform` is the one flag of `docker push` that takes a value.
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        if *word == "--platform" {
+            words.next();
+        } else if *word == "--" {
+            return words.next().map_or(Wrapped::Other, |r| Wrapped::Push {
+                reference: (*r).to_owned(),
+            });
+        } else if !word.starts_with('-') {
+            return Wrapped::Push {
+                reference: (*word).to_owned(),
+            };
+        }
     }
+    Wrapped::Other
 }
 
 impl BuildCommand {
@@ -485,9 +546,14 @@ pub fn build_served_by_buildx(
     if major.is_some_and(|m| m >= 23) {
         return true;
     }
-    config_json
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(text).ok())
-        .is_some_and(|config| config["aliases"]["builder"] == "buildx")
+    config_json.is_some_and(aliases_build_to_buildx)
+}
+
+/// Whether the docker config (`config.json`'s text) makes `docker build` an alias of `docker
+/// buildx build` (`docker buildx install`): it then builds on buildx's current builder.
+pub fn aliases_build_to_buildx(config_json: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(config_json)
+        .is_ok_and(|config| config["aliases"]["builder"] == "buildx")
 }
 
 #[cfg(test)]
@@ -550,6 +616,38 @@ mod tests {
             };
             assert_eq!(b.dockerfile(), None, "{remote}");
         }
+    }
+
+    /// A flag the parser does not know is kept (what follows it may be misread), boolean
+    /// flags are read with their inline values, and `docker push --platform P REF` pushes REF.
+    #[test]
+    fn unknown_flags_and_boolean_values_are_read() {
+        let Wrapped::Build(b) = parse(&argv(
+            "docker buildx build --policy disabled=true --resource memory=2g --frobnicate x -qz ctx",
+        )) else {
+            panic!("not a build")
+        };
+        assert_eq!(b.unknown_flags, ["--frobnicate", "-z"]);
+        assert_eq!(b.context.as_deref(), Some("ctx"));
+        for (line, push) in [
+            ("docker buildx build --push=false .", false),
+            ("docker buildx build --push .", true),
+            ("docker buildx build --push=1 .", true),
+            ("docker buildx build -o type=image,push=True .", true),
+            ("docker buildx build -o type=image,push=0 .", false),
+        ] {
+            let Wrapped::Build(b) = parse(&argv(line)) else {
+                panic!("not a build")
+            };
+            assert_eq!(b.push, push, "{line}");
+            assert!(b.unknown_flags.is_empty(), "{line}");
+        }
+        assert_eq!(
+            parse(&argv("docker push --platform linux/amd64 reg/app:1")),
+            Wrapped::Push {
+                reference: "reg/app:1".into()
+            }
+        );
     }
 
     /// The client's global flags that choose the engine are kept, in every spelling pflag

@@ -865,18 +865,39 @@ fn wrap_names_the_builder_the_wrapped_client_chooses() {
             .arg(env.path().join("ctx"));
         output(&env, &mut cmd)
     };
+    // `docker buildx install` makes `docker build` a buildx build on the current builder.
+    env.write("aliased/config.json", r#"{"aliases":{"builder":"buildx"}}"#);
+    env.write("aliased/buildx/instances/fleet", "{}");
+    env.write(
+        "aliased/buildx/current",
+        r#"{"Key":"unix:///var/run/docker.sock","Name":"fleet","Global":false}"#,
+    );
+    let aliased = env.path().join("aliased").display().to_string();
+    // A context the context store names, on the engine that holds the mount.
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"alias"));
+    env.write(
+        &format!("cfg/contexts/meta/{hash}/meta.json"),
+        &format!(r#"{{"Name":"alias","Endpoints":{{"docker":{{"Host":"{socket}"}}}}}}"#),
+    );
     let config = config.display().to_string();
-    let refused: [&[&str]; 5] = [
+    let refused: [&[&str]; 10] = [
         &["-H", &socket, "build"],
         &[&format!("--host={socket}"), "build"],
         &["--context", "remote", "build"],
         &["-c", "remote", "buildx", "build"],
         &["--config", &config, "buildx", "build"],
+        &["--config", &config, "buildx", "build", "--builder=FLEET"],
+        &["--config", &config, "buildx", "build", "--builder="],
+        &["--config", &aliased, "build"],
+        &["--config", &config, "--context", "alias", "build"],
+        &["build", "--frobnicate"],
     ];
     for (i, client) in refused.iter().enumerate() {
         let out = wrap(&format!("r{i}"), client);
         assert!(
-            out.starts_with("exit: 5\n") && out.contains("is tainted in open incident 1"),
+            out.starts_with("exit: 5\n")
+                && (out.contains("is tainted in open incident 1")
+                    || out.contains("`--frobnicate`, which wrap does not read")),
             "{client:?}: {out}"
         );
     }
