@@ -250,6 +250,44 @@ fn a_run_beside_a_tainted_creator_of_its_record_is_tainted() {
     }
 }
 
+/// A run that says it created a record that another run, finished before it began, says it
+/// created too does not reach back in time: the earlier run used nothing the later one made,
+/// and is not tainted through the record, nor is its image planned for deletion. A later
+/// reuser is: which of the two made the record is not known. Time ignored, every claim counts.
+#[test]
+fn a_claim_to_have_made_an_older_record_does_not_reach_back() {
+    let history = History::new().runs([
+        Run::new("web", 1)
+            .builder("b1")
+            .at("2026-01-01T01:00:00Z")
+            .created_layer("r1", "[2/2] RUN make")
+            .produced(["reg.io/web:1@sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"]),
+        Run::new("evil", 1)
+            .builder("b1")
+            .at("2026-01-01T01:05:00Z")
+            .created_layer("r1", "[2/2] RUN make"),
+        Run::new("web", 2)
+            .builder("b1")
+            .at("2026-01-01T01:10:00Z")
+            .reused_record("r1", "[2/2] RUN make"),
+    ]);
+    assert_eq!(
+        tainted_runs(&history.lines(), &["--run", "evil/1"]),
+        ["run:evil/1/s", "run:web/2/s"]
+    );
+    assert_eq!(
+        tainted_runs(&history.lines(), &["--run", "evil/1", "--ignore-time"]),
+        ["run:evil/1/s", "run:web/1/s", "run:web/2/s"]
+    );
+    let env = Env::new();
+    history.import(&env);
+    ok(env.cmd().args(["incident", "open", "--run", "evil/1"]));
+    let plan = ok(env
+        .cmd()
+        .args(["incident", "show", "1", "--format", "json"]));
+    assert!(!plan.contains("reg.io/web"), "{plan}");
+}
+
 /// A cache mount under a namespace (`BUILDKIT_CACHE_MOUNT_NS`) is its own cache: a tainted one
 /// taints its own readers and not those of the default namespace's mount of the same id. The
 /// plan leaves its records to the responder, as a follow-up (a prune by id would find the
