@@ -458,16 +458,20 @@ fn helper_bases(
 /// The LLB id a record's description names when it is under a namespace of its own: one the
 /// Dockerfile frontend did not key `/<id>` (the default namespace).
 fn namespaced_description_id(description: &str) -> Option<String> {
-    let start = description.find(" with id \"")?;
-    let id = description[start + 10..].trim_end_matches('"');
-    (!id.is_empty() && !id.starts_with('/')).then(|| id.to_owned())
+    let id = described(description)?;
+    (!id.is_empty() && !id.starts_with('/')).then_some(id)
 }
 
 /// The mount id a record's description names (` with id "<id>"`, BuildKit v0.12 and later).
 fn description_id(description: &str) -> Option<String> {
-    let start = description.find(" with id \"")?;
-    let id = description[start + 10..].trim_end_matches('"');
-    (!id.is_empty()).then(|| normalize_mount_id(id, "", true))
+    let id = described(description)?;
+    (!id.is_empty()).then(|| normalize_mount_id(&id, "", true))
+}
+
+/// The LLB id a record's description ends with, unquoted as BuildKit quoted it.
+fn described(description: &str) -> Option<String> {
+    crate::purge::mount::described_id(description)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Copies one mount out (trying each base until one builds) and walks the copy; `known` are

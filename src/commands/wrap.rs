@@ -170,6 +170,20 @@ async fn wrap_build(
     for warning in &warnings {
         printer.warn(warning);
     }
+    let planned = planned.map(|mut record| {
+        if let Some(actual) = builds_elsewhere(&record, &env, config) {
+            let named = record.builder.as_ref().map_or("", |b| b.name.as_str());
+            printer.warn(format!(
+                "builder `{}` is configured at `{}`, but the command builds on `{}`: the build is recorded on builder `{}`",
+                Term(named),
+                Term(config.builder(named).map_or("", |b| b.endpoint.as_str())),
+                Term(actual.endpoint.as_deref().unwrap_or("")),
+                Term(&actual.name)
+            ));
+            record.builder = Some(actual);
+        }
+        record
+    });
     let mut planned = match planned {
         Ok(mut record) => {
             named_image_contexts(&mut record, &build);
@@ -1054,6 +1068,35 @@ async fn listed_inputs(
         }
     }
     Ok(out)
+}
+
+/// The Docker Engine the command builds on, when the builder the hook names (`--builder`,
+/// `CACHEWARDEN_BUILDER`) is configured at another engine: a name does not move a build, and
+/// what is captured and later pruned on the configured engine is none of this build's.
+fn builds_elsewhere(
+    record: &crate::model::RunRecord,
+    env: &dyn Fn(&str) -> Option<String>,
+    config: &Config,
+) -> Option<BuilderInfo> {
+    let named = record.builder.as_ref()?;
+    let configured = config.builder(&named.name)?;
+    if !matches!(configured.driver, None | Some(Driver::Docker))
+        || !(configured.endpoint.starts_with("unix://")
+            || configured.endpoint.starts_with("tcp://"))
+    {
+        return None;
+    }
+    let unnamed = |name: &str| (name != "CACHEWARDEN_BUILDER").then(|| env(name)).flatten();
+    let actual = builder_name::derive(
+        None,
+        &unnamed,
+        &builder_name::hostname(),
+        builder_name::current_context(env).as_deref(),
+    );
+    let client = actual.endpoint.as_deref()?;
+    (actual.driver == Some(Driver::Docker)
+        && !builder_name::same_engine(client, &configured.endpoint))
+    .then_some(actual)
 }
 
 /// The environment the builder is named from ([`builder_name::derive`]): the client's (`env`),

@@ -195,6 +195,14 @@ fn context_host(var: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<Stri
     parse_host(host)
 }
 
+/// Whether two engine addresses name one engine: the same once read as the client reads them
+/// ([`parse_host`]), or one socket file.
+pub fn same_engine(a: &str, b: &str) -> bool {
+    let read = |h: &str| parse_host(h).unwrap_or_else(|| h.to_owned());
+    let (a, b) = (read(a), read(b));
+    a == b || same_socket(&a, &b)
+}
+
 /// Whether two `unix://` endpoints name one socket file (through links, or spelled apart).
 fn same_socket(a: &str, b: &str) -> bool {
     use std::os::unix::fs::MetadataExt;

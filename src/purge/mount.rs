@@ -8,7 +8,7 @@ use std::process::Stdio;
 
 use crate::config::Config;
 use crate::error::RemoteError;
-use crate::model::{Driver, MountUse, PurgeTarget};
+use crate::model::{Driver, MountUse, PurgeTarget, clean_path};
 use crate::plan::Target;
 use crate::purge::evidence::{Evidence, mount_listing_file, sanitize, save_records, write};
 use crate::purge::remotes::{Remotes, connected};
@@ -211,26 +211,93 @@ pub fn mount_record_matches(
     targets: &[String],
     describes_ids: bool,
 ) -> MountMatch {
-    if describes_ids {
-        let ends_with_id = |llb: &str| description.ends_with(&format!(" with id \"{llb}\""));
-        if ends_with_id(&format!("/{mount_id}"))
-            || (!mount_id.starts_with('/') && ends_with_id(mount_id))
-        {
-            return MountMatch::ById;
-        }
-        if description.ends_with('"') && description.contains(" with id \"") {
-            return MountMatch::No;
-        }
+    if describes_ids && let Some(llb) = described_id(description) {
+        // The Dockerfile frontend keys a mount of the default namespace `/<id>`.
+        return if llb == format!("/{mount_id}").as_bytes() {
+            MountMatch::ById
+        } else {
+            MountMatch::No
+        };
     }
     let Some(rest) = description.strip_prefix("cached mount ") else {
         return MountMatch::No;
     };
-    let target = rest.split(" from exec ").next().unwrap_or(rest);
-    if targets.iter().any(|t| t == target) {
+    // BuildKit writes the target as the Dockerfile gave it (`/c/`, `//c/./d`): compared
+    // cleaned. The target may itself hold ` from exec `, so each place it could end is tried.
+    let cleaned: Vec<String> = targets.iter().map(|t| clean_path(t)).collect();
+    let matched = rest
+        .match_indices(" from exec ")
+        .map(|(at, _)| &rest[..at])
+        .any(|target| cleaned.contains(&clean_path(target)));
+    if matched {
         MountMatch::ByTarget
     } else {
         MountMatch::No
     }
+}
+
+/// The LLB id a cache-mount record's description ends with (` with id "/pip"`, BuildKit
+/// v0.12 and later), as bytes: BuildKit quotes it as Go's `%q` does, escaping `"`, `\`,
+/// controls and what is not valid UTF-8. `None` when the description ends with no such id.
+pub fn described_id(description: &str) -> Option<Vec<u8>> {
+    const MARK: &str = " with id \"";
+    // Inside the quotes every `"` is escaped, so the last mark starts the id.
+    let start = description.rfind(MARK)? + MARK.len() - 1;
+    go_unquote(&description[start..])
+}
+
+/// The bytes a Go double-quoted string literal (`"a\"b\x00"`) stands for, when `literal` is
+/// exactly one such literal.
+fn go_unquote(literal: &str) -> Option<Vec<u8>> {
+    let inner = literal.strip_prefix('"')?.strip_suffix('"')?;
+    let mut out = Vec::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    let hex = |chars: &mut std::str::Chars<'_>, n: usize| -> Option<u32> {
+        (0..n).try_fold(0u32, |v, _| Some(v * 16 + chars.next()?.to_digit(16)?))
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return None,
+            '\\' => match chars.next()? {
+                'a' => out.push(0x07),
+                'b' => out.push(0x08),
+                'f' => out.push(0x0c),
+                'n' => out.push(b'\n'),
+                'r' => out.push(b'\r'),
+                't' => out.push(b'\t'),
+                'v' => out.push(0x0b),
+                '\\' => out.push(b'\\'),
+                '"' => out.push(b'"'),
+                'x' => out.push(u8::try_from(hex(&mut chars, 2)?).ok()?),
+                'u' => push_char(&mut out, hex(&mut chars, 4)?)?,
+                'U' => push_char(&mut out, hex(&mut chars, 8)?)?,
+                d @ '0'..='7' => {
+                    let rest = hex_octal(&mut chars)?;
+                    out.push(u8::try_from(d.to_digit(8)? * 64 + rest).ok()?);
+                }
+                _ => return None,
+            },
+            c => {
+                let mut buf = [0; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The last two digits of a Go octal escape (`\101`).
+fn hex_octal(chars: &mut std::str::Chars<'_>) -> Option<u32> {
+    let a = chars.next()?.to_digit(8)?;
+    let b = chars.next()?.to_digit(8)?;
+    Some(a * 8 + b)
+}
+
+fn push_char(out: &mut Vec<u8>, code: u32) -> Option<()> {
+    let c = char::from_u32(code)?;
+    let mut buf = [0; 4];
+    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+    Some(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -511,6 +578,18 @@ fn mount_verdict(
         else {
             continue;
         };
+        // A target relative to the working directory: BuildKit describes it joined to a
+        // directory the record does not keep, so no description can be told to be its.
+        if !describes_ids && let Some(relative) = targets.iter().find(|t| !t.starts_with('/')) {
+            return Verdict::Unverified {
+                detail: format!(
+                    "mount `{mount_id}` on `{builder}` has the target `{target}`, relative to a working directory: which records are its cannot be told on a builder that does not name mount ids (Docker 20.10); check its records by hand",
+                    builder = Term(builder),
+                    mount_id = Term(mount_id),
+                    target = Term(relative)
+                ),
+            };
+        }
         let (ids, note) = select_mount_records(
             records,
             mount_id,
@@ -668,6 +747,56 @@ mod tests {
             digest: digest.into(),
             key: key.into(),
         }
+    }
+
+    /// Descriptions are read as BuildKit writes them: the target as the Dockerfile gave it
+    /// (`/c/`, `//c/./d`, one holding ` from exec `), the id quoted as Go's `%q` quotes it; and
+    /// an id under a namespace (`team/pip`) is not the default namespace's `team/pip`.
+    #[test]
+    fn descriptions_are_read_as_buildkit_writes_them() {
+        let c = ["/c".to_owned()];
+        for raw in ["/c/", "//c/./", "/c/d/.."] {
+            let description = format!("cached mount {raw} from exec /bin/sh -c true");
+            assert_eq!(
+                mount_record_matches(&description, "pip", &c, false),
+                MountMatch::ByTarget,
+                "{raw}"
+            );
+        }
+        let odd = ["/a from exec /b".to_owned()];
+        assert_eq!(
+            mount_record_matches(
+                "cached mount /a from exec /b from exec /bin/sh -c true",
+                "x",
+                &odd,
+                false
+            ),
+            MountMatch::ByTarget
+        );
+        let quoted = r#"cached mount /c from exec /bin/sh -c true with id "/go\"mod\\x\u00a0\xff""#;
+        assert_eq!(
+            described_id(quoted).unwrap(),
+            b"/go\"mod\\x\xc2\xa0\xff".to_vec()
+        );
+        assert_eq!(
+            mount_record_matches(quoted, "go\"mod\\x\u{a0}", &c, true),
+            MountMatch::No
+        );
+        let quoted = r#"cached mount /c from exec /bin/sh -c true with id "/go\"mod""#;
+        assert_eq!(
+            mount_record_matches(quoted, "go\"mod", &c, true),
+            MountMatch::ById
+        );
+        let namespaced = r#"cached mount /c from exec /bin/sh -c true with id "team/pip""#;
+        assert_eq!(
+            mount_record_matches(namespaced, "team/pip", &c, true),
+            MountMatch::No
+        );
+        let plain = r#"cached mount /c from exec /bin/sh -c true with id "/team/pip""#;
+        assert_eq!(
+            mount_record_matches(plain, "team/pip", &c, true),
+            MountMatch::ById
+        );
     }
 
     /// A record's mount id is the one its description ends with, whatever the command before

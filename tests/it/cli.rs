@@ -929,6 +929,87 @@ fn wrap_names_the_builder_the_wrapped_client_chooses() {
     assert!(builder("ok-3").starts_with("context:other@"), "{export}");
 }
 
+/// A builder the hook names (`wrap --builder`) that the config puts at another engine than the
+/// one the command builds on is not where the build ran: it is recorded on the engine the
+/// command names, with a warning, so that a held mount there is refused and nothing is
+/// captured from (or later pruned on) the named builder for it.
+#[test]
+fn a_named_builder_configured_elsewhere_does_not_move_the_build() {
+    let env = Env::new();
+    let docker = env.fake_docker("exit 0\n");
+    env.write(
+        "ctx/Dockerfile",
+        "FROM scratch\nRUN --mount=type=cache,id=pip,target=/root/.cache/pip true\n",
+    );
+    let real = format!("unix://{}", env.path().join("real.sock").display());
+    let config = env.write(
+        "cw.toml",
+        "[[builder]]\nname = \"ci-1\"\nendpoint = \"unix:///nowhere/docker.sock\"\n",
+    );
+    ok(env
+        .cmd_with(&config)
+        .args([
+            "record",
+            "--pipeline",
+            "evil",
+            "--run",
+            "1",
+            "--mount",
+            "pip",
+        ])
+        .env("DOCKER_HOST", &real));
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--pipeline", "evil"]));
+    let mut cmd = env.cmd_with(&config);
+    cmd.args([
+        "wrap",
+        "--pipeline",
+        "victim",
+        "--run",
+        "1",
+        "--builder",
+        "ci-1",
+        "--",
+    ])
+    .arg(&docker)
+    .args(["-H", &real, "build"])
+    .arg(env.path().join("ctx"));
+    let out = output(&env, &mut cmd);
+    assert!(out.starts_with("exit: 5\n"), "{out}");
+    assert!(
+        out.contains("builder `ci-1` is configured at `unix:///nowhere/docker.sock`, but the command builds on")
+            && out.contains("is tainted in open incident 1"),
+        "{out}"
+    );
+    // The same engine named two ways is no other engine.
+    env.write("real.sock", "");
+    let same = env.write(
+        "same.toml",
+        &format!("[[builder]]\nname = \"ci-2\"\nendpoint = \"{real}\"\n"),
+    );
+    let mut cmd = env.cmd_with(&same);
+    cmd.args([
+        "wrap",
+        "--pipeline",
+        "victim",
+        "--run",
+        "2",
+        "--builder",
+        "ci-2",
+        "--",
+    ])
+    .arg(&docker)
+    .args([
+        "-H",
+        &format!("unix://{}//real.sock", env.path().display()),
+        "build",
+    ])
+    .arg(env.path().join("ctx"));
+    let out = output(&env, &mut cmd);
+    assert!(!out.contains("is configured at"), "{out}");
+}
+
 /// `export --run` gives only the runs named, with their pipelines and builders and no purge:
 /// a CI job's upload never carries what other jobs on a shared runner recorded. An unknown run
 /// is refused and leaves no file.
