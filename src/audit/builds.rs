@@ -848,7 +848,7 @@ mod tests {
         let message = &found[0].message;
         assert_eq!(
             message,
-            "step `x\\x60 of run \\x60release/1/Dockerfile\\x60 (\\x60release\\x60) was served from builder record \\x60r1\\x60, created by run \\x60forks/1/Dockerfile` of run `forks/1/Dockerfile` (`release`) was served from builder record `r1`, created by run `release/1/Dockerfile` (`untrusted`)"
+            r"step `x\` of run \`release/1/Dockerfile\` (\`release\`) was served from builder record \`r1\`, created by run \`forks/1/Dockerfile` of run `forks/1/Dockerfile` (`release`) was served from builder record `r1`, created by run `release/1/Dockerfile` (`untrusted`)"
         );
         let reported = Reported {
             id: 1,

@@ -176,8 +176,9 @@ pub fn compare(
                     Some(&o.digest),
                     first_at_tag,
                     format!(
-                        "`{}` points at {}, and the exports recorded to it carry no digest: it cannot be matched to a run",
-                        o.tag, o.digest
+                        "{} points at {}, and the exports recorded to it carry no digest: it cannot be matched to a run",
+                        Quoted(&o.tag),
+                        o.digest
                     ),
                 );
                 f.detail.insert("kind".into(), kind_str(o.kind).into());
@@ -204,12 +205,12 @@ pub fn compare(
                     Some(&o.digest),
                     first_at_tag,
                     format!(
-                        "`{}` moved from {} (last seen {}) to {}, and no recorded run exported that to `{}`",
-                        o.tag,
+                        "{} moved from {} (last seen {}) to {}, and no recorded run exported that to {}",
+                        Quoted(&o.tag),
                         previous.digest,
                         time::format(previous.last_seen),
                         o.digest,
-                        o.tag
+                        Quoted(&o.tag)
                     ),
                 );
                 f.detail
@@ -231,9 +232,13 @@ pub fn compare(
             Some(digest),
             first_seen,
             format!(
-                "{} cache {digest} at `{}` was exported by no recorded run (first seen {})",
+                "{} cache {digest} at {} was exported by no recorded run (first seen {})",
                 kind_str(tags[0].kind),
-                names.join("`, `"),
+                names
+                    .iter()
+                    .map(|n| Quoted(n).to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 time::format(first_seen)
             ),
         );

@@ -187,7 +187,7 @@ pub fn document(result: &AuditResult) -> AuditDoc<'_> {
 }
 
 /// A finding's first two lines as every audit's text shows them: code, severity, id and
-/// reference escaped ([`Term`]), then its message, whose values are already quoted
+/// reference escaped ([`Term`]), then its message, whose names are quoted
 /// ([`crate::report::escape::Quoted`]), on one line ([`Line`]).
 pub fn write_finding(out: &mut String, r: &Reported) {
     let f = &r.finding;

@@ -234,7 +234,6 @@ pub fn build_record(
     };
 
     let build_args = parse_build_args(&args.run.build_arg)?;
-    let platforms = parse_platforms(&args.run.platform)?;
     let namespace = build_args
         .get("BUILDKIT_CACHE_MOUNT_NS")
         .cloned()
@@ -257,6 +256,8 @@ pub fn build_record(
             ..builder
         },
     };
+    let build_platform = builder_platform(&builder);
+    let platforms = parse_platforms(&args.run.platform, &build_platform)?;
 
     let mut record = RunRecord {
         pipeline: PipelineInfo {
@@ -325,7 +326,7 @@ pub fn build_record(
             build_args: build_args.clone(),
             target: args.run.target.clone(),
             platforms,
-            build_platform: Some(Platform::host()),
+            build_platform: Some(build_platform),
         };
         match dockerfile_inputs(path, &options, warnings) {
             Ok((base_images, mounts)) => {
@@ -632,13 +633,27 @@ pub fn parse_mount_flag(value: &str, namespace: &str) -> Result<MountUse, ParseE
     Ok(mount)
 }
 
-/// `--platform` values, each possibly a comma-separated list, as the build reads them. The
-/// builder's platform is taken as this machine's (`local` means it).
-pub fn parse_platforms(values: &[String]) -> Result<Vec<Platform>, ParseError> {
-    let build = Platform::host();
+/// The platform a build on `builder` is for when nothing says: BuildKit's own. A builder on
+/// this machine (a local socket, a buildx container) builds for this machine's; one elsewhere
+/// is taken as `linux/amd64`.
+pub fn builder_platform(builder: &crate::model::BuilderInfo) -> Platform {
+    let local = match &builder.endpoint {
+        Some(endpoint) => endpoint.starts_with("unix://"),
+        None => builder.driver == Some(crate::model::Driver::DockerContainer),
+    };
+    if local {
+        Platform::host()
+    } else {
+        Platform::linux_amd64()
+    }
+}
+
+/// `--platform` values, each possibly a comma-separated list, as the build reads them on a
+/// builder of platform `build` (`local` means it).
+pub fn parse_platforms(values: &[String], build: &Platform) -> Result<Vec<Platform>, ParseError> {
     let mut platforms = Vec::new();
     for value in values.iter().flat_map(|v| v.split(',')) {
-        let platform = Platform::parse(value, &build)
+        let platform = Platform::parse(value, build)
             .map_err(|reason| ParseError::new("--platform", value, reason))?;
         if !platforms.contains(&platform) {
             platforms.push(platform);

@@ -856,15 +856,36 @@ async fn contained_inputs(
         .iter()
         .filter_map(|a| a.digest.as_ref().map(ToString::to_string))
         .collect();
-    let mounts: Vec<(String, String)> = match &record.builder {
-        Some(builder) => record
-            .mounts
-            .iter()
-            .filter(|m| m.namespace.is_empty())
-            .map(|m| (builder.name.clone(), m.id.clone()))
-            .collect(),
+    // A builder reached at a Docker Engine (a context's) is also that engine by its own name:
+    // a mount held there is held whatever the build calls the engine.
+    let names: Vec<String> = match &record.builder {
+        Some(builder) => {
+            let mut names = vec![builder.name.clone()];
+            if matches!(builder.driver, None | Some(Driver::Docker))
+                && let Some(endpoint) = &builder.endpoint
+            {
+                let engine = builder_name::name_for_endpoint(
+                    &builder_name::engine_name_endpoint(endpoint),
+                    &builder_name::hostname(),
+                );
+                if !names.contains(&engine) {
+                    names.push(engine);
+                }
+            }
+            names
+        }
         None => Vec::new(),
     };
+    let mounts: Vec<(String, String)> = names
+        .iter()
+        .flat_map(|name| {
+            record
+                .mounts
+                .iter()
+                .filter(|m| m.namespace.is_empty())
+                .map(move |m| (name.clone(), m.id.clone()))
+        })
+        .collect();
     if digests.is_empty() && record.mounts.is_empty() {
         return Ok((Vec::new(), None));
     }
@@ -1113,10 +1134,14 @@ fn buildx_env<'a>(
     let set = |name: &str| env(name).is_some_and(|v| !v.trim().is_empty());
     let explicit = build.builder.clone().filter(|b| !b.is_empty());
     let cleared = build.builder.as_deref() == Some("");
+    // `DOCKER_BUILDKIT=0` keeps `docker build` on the legacy builder, alias or not.
+    let legacy = env("DOCKER_BUILDKIT")
+        .is_some_and(|v| matches!(v.as_str(), "0" | "f" | "F" | "false" | "FALSE" | "False"));
     let buildx = build.buildx
-        || builder_name::config_dir(env)
-            .and_then(|dir| std::fs::read_to_string(dir.join("config.json")).ok())
-            .is_some_and(|config| command::aliases_build_to_buildx(&config));
+        || (!legacy
+            && builder_name::config_dir(env)
+                .and_then(|dir| std::fs::read_to_string(dir.join("config.json")).ok())
+                .is_some_and(|config| command::aliases_build_to_buildx(&config)));
     let current = if buildx
         && !named
         && explicit.is_none()

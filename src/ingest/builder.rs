@@ -6,10 +6,10 @@
 //!
 //! | source | name |
 //! | --- | --- |
-//! | `BUILDX_BUILDER=NAME` (under `wrap`: `docker buildx build --builder NAME`, or the builder `docker buildx use NAME` made current) | `buildx:NAME@HOSTNAME` (driver `docker-container`); `default` is the engine below |
+//! | `BUILDX_BUILDER=NAME` (under `wrap`: `docker buildx build --builder NAME`, or the builder `docker buildx use NAME` made current) | `buildx:name@HOSTNAME` (driver `docker-container`, in lower case); a context's name is that context; `default` is the engine below unless an instance has that name |
 //! | `DOCKER_HOST=unix:///path` | `docker@HOSTNAME:/path` |
-//! | `DOCKER_HOST=tcp://host:port` (or `ssh://`) | `docker@host:port` |
-//! | `DOCKER_CONTEXT=NAME` (or `currentContext` in the docker config) | `context:NAME@HOSTNAME` |
+//! | `DOCKER_HOST=tcp://host:port` (or `ssh://`) | `docker@host:port` (as the client reads it: `tcp://host` is port 2375) |
+//! | `DOCKER_CONTEXT=NAME` (or `currentContext` in the docker config) | `context:NAME@HOSTNAME`, reached at the engine its `meta.json` names |
 //! | nothing set | `docker@HOSTNAME:/var/run/docker.sock` |
 //!
 //! Under `wrap`, the wrapped client's own `-H`, `--context` and `--config` flags stand for
@@ -52,25 +52,17 @@ pub fn derive(
             endpoint,
         };
     }
-    if let Some(buildx) =
-        var("BUILDX_BUILDER").filter(|b| !b.eq_ignore_ascii_case(DEFAULT_BUILDX_BUILDER))
+    if let Some(buildx) = var("BUILDX_BUILDER")
+        && let Some(builder) = buildx_builder(&var, &buildx, hostname)
     {
-        return buildx_builder(&var, &buildx, hostname);
+        return builder;
     }
     if let Some(host) = endpoint {
         return endpoint_builder(host, hostname);
     }
     let context = var("DOCKER_CONTEXT").or_else(|| current_context.map(str::to_owned));
     if let Some(context) = context.filter(|c| c != "default") {
-        // A context whose engine the context store names is that engine, by any name.
-        if let Some(host) = context_host(&var, &context) {
-            return endpoint_builder(host, hostname);
-        }
-        return BuilderInfo {
-            name: format!("context:{context}@{hostname}"),
-            driver: Some(Driver::Docker),
-            endpoint: None,
-        };
+        return context_builder(&var, &context, hostname);
     }
     BuilderInfo {
         name: name_for_endpoint(DEFAULT_DOCKER_HOST, hostname),
@@ -79,39 +71,68 @@ pub fn derive(
     }
 }
 
-/// The builder buildx runs on when told `--builder NAME` (or `BUILDX_BUILDER=NAME`): the
-/// builder instance of that name (buildx names them in lower case), else the engine of the
-/// docker context of that name, as buildx looks them up.
-fn buildx_builder(var: &dyn Fn(&str) -> Option<String>, name: &str, hostname: &str) -> BuilderInfo {
+/// The builder buildx runs on when told `--builder NAME` (or `BUILDX_BUILDER=NAME`), as
+/// buildx looks it up: the builder instance of that name first (buildx names them in lower
+/// case; `default` too, when one has that name), else the docker context of that name; `None`
+/// for `default` then, the engine of the client's context.
+fn buildx_builder(
+    var: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+    hostname: &str,
+) -> Option<BuilderInfo> {
     let instance = buildx_dir(var).and_then(|dir| buildx_instance(&dir, name));
-    if instance.is_none()
-        && let Some(host) = context_host(var, name)
-    {
-        return endpoint_builder(host, hostname);
+    if instance.is_none() {
+        if name.eq_ignore_ascii_case(DEFAULT_BUILDX_BUILDER) {
+            return None;
+        }
+        if context_meta(var, name)
+            .is_some_and(|meta| meta.get("Name").and_then(|n| n.as_str()) == Some(name))
+        {
+            return Some(context_builder(var, name, hostname));
+        }
     }
-    BuilderInfo {
+    Some(BuilderInfo {
         name: format!(
             "buildx:{}@{hostname}",
             instance.unwrap_or_else(|| name.to_ascii_lowercase())
         ),
         driver: Some(Driver::DockerContainer),
         endpoint: None,
+    })
+}
+
+/// The Docker Engine of docker context `name` (not `default`): named after the context, and
+/// reached at the engine the context store gives it, if any.
+fn context_builder(
+    var: &dyn Fn(&str) -> Option<String>,
+    name: &str,
+    hostname: &str,
+) -> BuilderInfo {
+    BuilderInfo {
+        name: format!("context:{name}@{hostname}"),
+        driver: Some(Driver::Docker),
+        endpoint: context_host(var, name),
     }
 }
 
 /// The Docker Engine at `host` (as [`parse_host`] gives it).
 fn endpoint_builder(host: String, hostname: &str) -> BuilderInfo {
-    // The default socket under another path (`/run/docker.sock` where `/var/run` links to
-    // `/run`) is the same engine, and the same caches: it keeps the default's name.
-    let named = if same_socket(&host, DEFAULT_DOCKER_HOST) {
-        DEFAULT_DOCKER_HOST
-    } else {
-        &host
-    };
     BuilderInfo {
-        name: name_for_endpoint(named, hostname),
+        name: name_for_endpoint(&engine_name_endpoint(&host), hostname),
         driver: Some(Driver::Docker),
         endpoint: Some(host.clone()),
+    }
+}
+
+/// The endpoint an engine at `host` is named after: the default socket under another path
+/// (`/run/docker.sock` where `/var/run` links to `/run`) is the same engine, and the same
+/// caches, so it keeps the default's name.
+pub fn engine_name_endpoint(host: &str) -> String {
+    let host = parse_host(host).unwrap_or_else(|| host.to_owned());
+    if same_socket(&host, DEFAULT_DOCKER_HOST) {
+        DEFAULT_DOCKER_HOST.to_owned()
+    } else {
+        host
     }
 }
 
@@ -179,20 +200,23 @@ fn parse_tcp(addr: &str) -> Option<String> {
 
 /// The engine address the docker context store gives context `name`
 /// (`contexts/meta/SHA256(NAME)/meta.json` in the docker config directory), if any.
-fn context_host(var: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+/// The client reads the file by the name's hash and takes its endpoint whatever name the file
+/// holds.
+pub fn context_host(var: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<String> {
+    let meta = context_meta(var, name)?;
+    parse_host(meta.pointer("/Endpoints/docker/Host")?.as_str()?)
+}
+
+/// The context store's `meta.json` of context `name`: `contexts/meta/SHA256(NAME)/` in the
+/// docker config directory.
+fn context_meta(var: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<serde_json::Value> {
     let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(name.as_bytes()));
     let meta = config_dir(var)?
         .join("contexts")
         .join("meta")
         .join(hash)
         .join("meta.json");
-    let value: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(meta).ok()?).ok()?;
-    if value.get("Name")?.as_str()? != name {
-        return None;
-    }
-    let host = value.pointer("/Endpoints/docker/Host")?.as_str()?;
-    parse_host(host)
+    serde_json::from_str(&std::fs::read_to_string(meta).ok()?).ok()
 }
 
 /// Whether two engine addresses name one engine: the same once read as the client reads them
@@ -299,7 +323,7 @@ pub fn buildx_current(var: &dyn Fn(&str) -> Option<String>) -> Option<String> {
             |h| parse_host(&h).unwrap_or(h),
         )
     } else {
-        context
+        context.clone()
     };
     let instance = |name: &str| buildx_instance(&dir, name);
     #[derive(serde::Deserialize)]
@@ -323,12 +347,18 @@ pub fn buildx_current(var: &dyn Fn(&str) -> Option<String>) -> Option<String> {
             return Some(name);
         }
         if current.key == key {
-            return instance(&current.name);
+            return instance(&current.name).or_else(|| instance(&context));
         }
     }
     let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(key.as_bytes()));
-    let name = std::fs::read_to_string(dir.join("defaults").join(&hash[..20])).ok()?;
-    instance(&name)
+    if let Some(name) = std::fs::read_to_string(dir.join("defaults").join(&hash[..20]))
+        .ok()
+        .and_then(|name| instance(&name))
+    {
+        return Some(name);
+    }
+    // Then the builder named as the context: an instance of that name first.
+    instance(&context)
 }
 
 /// The builder instance `name` names in the buildx config directory `dir`, as buildx finds it
@@ -571,24 +601,27 @@ mod tests {
         assert_eq!(named(&[("BUILDX_BUILDER", "Fleet")]), "buildx:fleet@h");
     }
 
-    /// A context the context store knows is named by its engine, and so is a buildx builder
-    /// name that is a context's and no instance's; an instance file that is not JSON is no
-    /// instance.
+    /// A context keeps its name, and is reached at the engine its `meta.json` gives (whatever
+    /// name the file holds, as the client reads it); a buildx builder name is an instance's
+    /// first, `default` too, then a context's; an instance file that is not JSON is no instance;
+    /// with no current builder set, the instance named as the context is the current one.
     #[test]
-    fn contexts_are_named_by_their_engines() {
+    fn contexts_and_instances_are_looked_up_as_docker_and_buildx_do() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = |name: &str, host: &str| {
+        let meta = |name: &str, stored_name: &str, host: &str| {
             let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(name.as_bytes()));
             let at = dir.path().join("contexts/meta").join(hash);
             std::fs::create_dir_all(&at).unwrap();
             std::fs::write(
                 at.join("meta.json"),
-                format!(r#"{{"Name":"{name}","Endpoints":{{"docker":{{"Host":"{host}"}}}}}}"#),
+                format!(
+                    r#"{{"Name":"{stored_name}","Endpoints":{{"docker":{{"Host":"{host}"}}}}}}"#
+                ),
             )
             .unwrap();
         };
-        meta("alias", "unix:///var/run/docker.sock");
-        meta("remote", "tcp://10.0.0.5");
+        meta("alias", "decoy", "unix:///var/run/docker.sock");
+        meta("remote", "remote", "tcp://10.0.0.5");
         std::fs::create_dir_all(dir.path().join("buildx/instances")).unwrap();
         std::fs::write(dir.path().join("buildx/instances/fleet"), "{}").unwrap();
         std::fs::write(dir.path().join("buildx/instances/junk"), "not json").unwrap();
@@ -599,30 +632,45 @@ mod tests {
             derive(None, &env(&all), "h", None)
         };
         let alias = named(&[("DOCKER_CONTEXT", "alias")]);
-        assert_eq!(alias.name, "docker@h:/var/run/docker.sock");
+        assert_eq!(alias.name, "context:alias@h");
         assert_eq!(
             alias.endpoint.as_deref(),
             Some("unix:///var/run/docker.sock")
         );
-        assert_eq!(
-            named(&[("DOCKER_CONTEXT", "remote")]).name,
-            "docker@10.0.0.5:2375"
-        );
-        assert_eq!(named(&[("DOCKER_CONTEXT", "gone")]).name, "context:gone@h");
+        let remote = named(&[("DOCKER_CONTEXT", "remote")]);
+        assert_eq!(remote.name, "context:remote@h");
+        assert_eq!(remote.endpoint.as_deref(), Some("tcp://10.0.0.5:2375"));
+        assert_eq!(named(&[("DOCKER_CONTEXT", "gone")]).endpoint, None);
         assert_eq!(
             named(&[("BUILDX_BUILDER", "remote")]).name,
-            "docker@10.0.0.5:2375"
+            "context:remote@h"
         );
         assert_eq!(named(&[("BUILDX_BUILDER", "FLEET")]).name, "buildx:fleet@h");
         assert_eq!(named(&[("BUILDX_BUILDER", "junk")]).name, "buildx:junk@h");
+        assert_eq!(
+            named(&[("BUILDX_BUILDER", "default")]).name,
+            "docker@h:/var/run/docker.sock"
+        );
+        let with = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("DOCKER_CONFIG", config.as_str())];
+            all.extend_from_slice(pairs);
+            buildx_current(&env(&all))
+        };
         std::fs::write(
             dir.path().join("buildx/current"),
             r#"{"Key":"unix:///var/run/docker.sock","Name":"junk"}"#,
         )
         .unwrap();
+        assert_eq!(with(&[]), None);
+        // An instance named `default` is buildx's `default`, and the current builder of the
+        // default context when none is set.
+        std::fs::write(dir.path().join("buildx/instances/default"), "{}").unwrap();
         assert_eq!(
-            buildx_current(&env(&[("DOCKER_CONFIG", config.as_str())])),
-            None
+            named(&[("BUILDX_BUILDER", "default")]).name,
+            "buildx:default@h"
         );
+        std::fs::remove_file(dir.path().join("buildx/current")).unwrap();
+        assert_eq!(with(&[]).as_deref(), Some("default"));
+        assert_eq!(with(&[("DOCKER_CONTEXT", "remote")]), None);
     }
 }

@@ -91,11 +91,7 @@ fn client_flags(args: &[String]) -> (ClientFlags, usize) {
                 .char_indices()
                 .find(|&(_, c)| CLIENT_VALUE_FLAGS.contains(&format!("-{c}").as_str()))
             {
-                Some((at, c)) => {
-                    let rest = &letters[at + c.len_utf8()..];
-                    let rest = rest.strip_prefix('=').unwrap_or(rest);
-                    (format!("-{c}"), (!rest.is_empty()).then(|| rest.to_owned()))
-                }
+                Some((at, c)) => (format!("-{c}"), short_value(&letters[at + c.len_utf8()..])),
                 None => (arg.clone(), None),
             }
         };
@@ -178,6 +174,8 @@ const VALUE_FLAGS: &[&str] = &[
 const BOOL_FLAGS: &[&str] = &[
     "--check",
     "--compress",
+    "-D",
+    "--debug",
     "--disable-content-trust",
     "--force-rm",
     "--load",
@@ -190,6 +188,15 @@ const BOOL_FLAGS: &[&str] = &[
     "--squash",
     "--stream",
 ];
+
+/// The value given in the same word as a short flag, as pflag reads it: `-tname`, `-t=name`,
+/// and `-t=` for an empty one; `None` when the value is the next word.
+fn short_value(rest: &str) -> Option<String> {
+    match rest.strip_prefix('=') {
+        Some(value) => Some(value.to_owned()),
+        None => (!rest.is_empty()).then(|| rest.to_owned()),
+    }
+}
 
 /// A boolean flag's value as Go's `strconv.ParseBool` reads it.
 fn parse_bool(value: &str) -> Option<bool> {
@@ -252,6 +259,7 @@ pub fn parse(argv: &[String]) -> Wrapped {
         ..BuildCommand::default()
     };
     let args = &argv[i + skip..];
+    let (mut push_flag, mut output_push) = (false, false);
     let mut j = 0;
     while j < args.len() {
         let arg = &args[j];
@@ -284,11 +292,7 @@ pub fn parse(argv: &[String]) -> Wrapped {
                     }
                 }
                 match value_at {
-                    Some((at, c)) => {
-                        let rest = &letters[at + c.len_utf8()..];
-                        let rest = rest.strip_prefix('=').unwrap_or(rest);
-                        (format!("-{c}"), (!rest.is_empty()).then(|| rest.to_owned()))
-                    }
+                    Some((at, c)) => (format!("-{c}"), short_value(&letters[at + c.len_utf8()..])),
                     None => {
                         j += 1;
                         continue;
@@ -316,7 +320,7 @@ pub fn parse(argv: &[String]) -> Wrapped {
         let Some(value) = value else {
             if flag == "--push" {
                 // `--push=false` does not push; a value pflag cannot read fails the build.
-                build.push = inline_value
+                push_flag = inline_value
                     .as_deref()
                     .is_none_or(|v| parse_bool(v) != Some(false));
             }
@@ -343,11 +347,13 @@ pub fn parse(argv: &[String]) -> Wrapped {
                             .is_some_and(|v| parse_bool(v) == Some(true))
                 }) =>
             {
-                build.push = true;
+                output_push = true;
             }
             _ => {}
         }
     }
+    // buildx pushes when either `--push` or an output asks it to, in any order.
+    build.push = push_flag || output_push;
     Wrapped::Build(Box::new(build))
 }
 
@@ -630,6 +636,8 @@ mod tests {
         assert_eq!(b.unknown_flags, ["--frobnicate", "-z"]);
         assert_eq!(b.context.as_deref(), Some("ctx"));
         for (line, push) in [
+            ("docker buildx build -o type=registry --push=false .", true),
+            ("docker buildx build --push=false -o type=registry .", true),
             ("docker buildx build --push=false .", false),
             ("docker buildx build --push .", true),
             ("docker buildx build --push=1 .", true),
@@ -642,6 +650,13 @@ mod tests {
             assert_eq!(b.push, push, "{line}");
             assert!(b.unknown_flags.is_empty(), "{line}");
         }
+        let Wrapped::Build(b) = parse(&argv("docker -H= build -t= -D .")) else {
+            panic!("not a build")
+        };
+        assert_eq!(b.client.host.as_deref(), Some(""));
+        assert_eq!(b.tags, [""]);
+        assert!(b.unknown_flags.is_empty(), "{:?}", b.unknown_flags);
+        assert_eq!(b.context.as_deref(), Some("."));
         assert_eq!(
             parse(&argv("docker push --platform linux/amd64 reg/app:1")),
             Wrapped::Push {

@@ -126,6 +126,7 @@ impl Platform {
             "riscv64" => ("riscv64", ""),
             "loongarch64" => ("loong64", ""),
             "mips64" if little_endian => ("mips64le", ""),
+            "mips64" => ("mips64", ""),
             _ => ("amd64", ""),
         };
         Self {
@@ -270,8 +271,8 @@ const INSTRUCTIONS: [&str; 18] = [
 /// Instructions whose arguments may be a JSON array (exec form).
 const EXEC_FORM: [&str; 7] = ["add", "cmd", "copy", "entrypoint", "run", "shell", "volume"];
 
-/// Parses Dockerfile `text` for a build on and for `linux/amd64`; `source` names the file
-/// in errors.
+/// Parses Dockerfile `text` for a build on and for this machine's platform
+/// ([`Platform::host`]); `source` names the file in errors.
 ///
 /// `build_args` are the build's `--build-arg` values: they override `ARG` defaults, and
 /// `BUILDKIT_CACHE_MOUNT_NS` sets the cache mount namespace. `target` is the stage that is

@@ -136,7 +136,16 @@ impl<'a> Resolver<'a> {
             .registry(&reference.registry)
             .is_some_and(|r| r.endpoint.is_some())
         {
-            let client = RegistryClient::new(self.config, &reference.registry)?;
+            // As the client below: one try, the same timeouts (a hook waits on it).
+            let client = RegistryClient::with_options(
+                self.config,
+                &reference.registry,
+                ClientOptions {
+                    retry: crate::remote::retry::RetryPolicy::never(),
+                    read_timeout: Duration::from_secs(30),
+                    ..ClientOptions::default()
+                },
+            )?;
             return match client.head_manifest(&reference.repository, &tag).await? {
                 Some(head) => Ok(head.digest),
                 None => Err(RemoteError::status(

@@ -2,7 +2,8 @@
 //! is how an attacker gets in: a name must not forge a line, drive the terminal, or render as
 //! live Markdown. [`Term`] shows a value as one line of plain text, [`MdCode`] as a Markdown
 //! code span that the value cannot close, [`MdText`] as Markdown text with nothing live, and
-//! [`MdLine`] a message that already holds values as [`Term`] shows them.
+//! [`MdLine`] a message that already holds values as [`Term`] shows them. [`Quoted`] puts a
+//! value in a stored message (an audit finding's) between backticks it cannot close.
 //! JSON has its own string escaping (`report::json`) and takes values whole; a DOT label holds a value as
 //! [`Term`] shows it.
 
@@ -136,15 +137,23 @@ impl fmt::Display for Prose<'_> {
     }
 }
 
-/// A store value put in a message between backticks, shown as [`Term`] shows it (a backtick
-/// the value holds is an escape), so that it cannot end the quotes and go on as the message's
-/// own text. A message of such values is shown with [`Line`], which escapes nothing twice.
+/// A store value put in a message between backticks, a backtick or backslash it holds
+/// preceded by a backslash, so that it cannot end the quotes and go on as the message's own
+/// text. Nothing else is escaped: the message is kept as it is (JSON takes it whole), and a
+/// terminal shows it with [`Line`], which escapes controls and leaves these escapes alone.
 #[derive(Debug, Clone, Copy)]
 pub struct Quoted<'a>(pub &'a str);
 
 impl fmt::Display for Quoted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}`", Term(self.0))
+        f.write_char('`')?;
+        for c in self.0.chars() {
+            if c == '`' || c == '\\' {
+                f.write_char('\\')?;
+            }
+            f.write_char(c)?;
+        }
+        f.write_char('`')
     }
 }
 

@@ -693,6 +693,7 @@ fn check_resolves_a_tag_at_the_registrys_configured_endpoint() {
     );
 }
 
+/// `wrap` refuses a build from an index that lists a manifest an open incident holds tainted,
 /// named by tag or by digest, as `check` does: the build would pull that manifest for its
 /// platform. An index that lists only clean manifests builds.
 #[test]

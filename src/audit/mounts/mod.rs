@@ -16,7 +16,7 @@ pub mod zip;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::audit::finding::{Code, Finding, trust_level};
-use crate::report::escape::{Line, Quoted};
+use crate::report::escape::Quoted;
 use crate::time::{self, Micros};
 use checks::Mismatch;
 
@@ -83,9 +83,17 @@ impl NpmTarball {
             .iter()
             .map(|(member, scripts)| {
                 if member.ends_with("/binding.gyp") {
-                    format!("`{member}` implies install (node-gyp rebuild)")
+                    format!("{} implies install (node-gyp rebuild)", Quoted(member))
                 } else {
-                    format!("`{member}` declares {}", scripts.join(", "))
+                    format!(
+                        "{} declares {}",
+                        Quoted(member),
+                        scripts
+                            .iter()
+                            .map(|s| Quoted(s).to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 }
             })
             .collect();
@@ -124,7 +132,7 @@ impl Wheel {
                 "wheel installing startup hooks into site-packages: {}",
                 self.hooks
                     .iter()
-                    .map(|m| format!("`{m}`"))
+                    .map(|m| Quoted(m).to_string())
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -412,7 +420,7 @@ pub fn findings(a: &MountAudit<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> (Di
                     format!(
                         "new startup hook {} ({}), {} {since} by {quoted_writers}",
                         Quoted(&String::from_utf8_lossy(path)),
-                        Line(&hook),
+                        hook,
                         change(path)
                     ),
                 );
@@ -683,7 +691,7 @@ mod tests {
         assert!(f.message.contains("postinstall"), "{}", f.message);
         assert!(!f.detail.contains_key("unread"));
         // What a terminal shows of it is escaped.
-        let shown = crate::report::escape::Term(&f.message).to_string();
+        let shown = crate::report::escape::Line(&f.message).to_string();
         assert!(
             !shown.contains('\u{1b}') && shown.contains("\\x1b"),
             "{shown}"
@@ -761,7 +769,7 @@ mod tests {
         assert_eq!(f.detail["writer_runs"], "fork-pr/9/build");
         assert!(f.message.contains("`evil.pth`"), "{}", f.message);
         assert!(!f.detail.contains_key("unread"));
-        let shown = crate::report::escape::Term(&f.message).to_string();
+        let shown = crate::report::escape::Line(&f.message).to_string();
         assert!(
             !shown.contains('\u{1b}') && shown.contains("\\x1b"),
             "{shown}"
