@@ -123,6 +123,27 @@ fn trace_and_plan(
         })
         .collect();
     ctx.images_only = store.images_only(&copies)?;
+    // Cache mounts tainted runs mounted and did not record.
+    let with_records: BTreeSet<i64> = trace
+        .tainted(Kind::Run)
+        .iter()
+        .filter_map(|t| match t.entity {
+            Entity::Run { info } if info.has_records => Some(info.id),
+            _ => None,
+        })
+        .collect();
+    for run in store.runs_mount_records(&with_records)? {
+        let unexplained: Vec<(String, String, String)> = run
+            .records
+            .into_iter()
+            .filter(|(_, _, description)| {
+                !crate::purge::mount::record_of_mounts(description, &run.mounts)
+            })
+            .collect();
+        if !unexplained.is_empty() {
+            ctx.unexplained_mounts.insert(run.run, unexplained);
+        }
+    }
     // A trusted build's own image is not deleted on a tainted run's claim to have pushed it.
     let tainted_runs: std::collections::HashSet<i64> = trace
         .tainted(Kind::Run)

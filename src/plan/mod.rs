@@ -171,6 +171,9 @@ pub struct PlanContext {
     /// Tainted artifacts that a trusted run outside the blast radius built and pushed as an
     /// image, with that run's name: left in place, for people to confirm.
     pub vouched_images: BTreeMap<i64, String>,
+    /// Cache-mount records tainted runs mounted that no cache mount they recorded explains, by
+    /// run id: (builder, record id, description).
+    pub unexplained_mounts: BTreeMap<i64, Vec<(String, String, String)>>,
 }
 
 impl PlanContext {
@@ -497,6 +500,32 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                 },
                 reason: taint_reason(&tainted),
             });
+        }
+        // Cache mounts it mounted that it did not record (an `ONBUILD` step of a base image,
+        // a mount the hook could not read): no mount names them, so no prune or check of a
+        // mount covers them. People find them; verify leaves them unverified until accepted.
+        if let Some(records) = ctx.unexplained_mounts.get(&info.id) {
+            let mut by_builder: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            for (builder, record, _) in records {
+                by_builder.entry(builder).or_default().push(record);
+            }
+            for (builder, ids) in by_builder {
+                actions.push(Action {
+                    kind: ActionKind::FollowUp,
+                    place: builder.to_owned(),
+                    in_scope: scope.allows_builder(builder),
+                    target: Target::FollowUp {
+                        what: format!(
+                            "{} mounted cache mounts it did not record (records {} on {builder}): a step the hook did not read, such as an ONBUILD of a base image, wrote them; prune them by id after checking",
+                            crate::graph::run_display_name(info),
+                            ids.join(", ")
+                        ),
+                        command: String::new(),
+                        subject: None,
+                    },
+                    reason: taint_reason(&tainted),
+                });
+            }
         }
         if let Some(builder) = tainted.builder {
             docker_builders.insert(builder.to_string());

@@ -236,6 +236,21 @@ pub fn mount_record_matches(
     }
 }
 
+/// Whether a cache-mount record's description is of one of `mounts` (namespace, mount id,
+/// target paths): by the id it ends with where it names one, else by its target path. A
+/// record none of them explains was mounted by something the run did not record (an
+/// `ONBUILD` step of a base image, a mount the hook could not read).
+pub fn record_of_mounts(description: &str, mounts: &[(String, String, Vec<String>)]) -> bool {
+    if let Some(llb) = described_id(description) {
+        return mounts
+            .iter()
+            .any(|(namespace, id, _)| llb == format!("{namespace}/{id}").as_bytes());
+    }
+    mounts.iter().any(|(_, id, targets)| {
+        mount_record_matches(description, id, targets, false) == MountMatch::ByTarget
+    })
+}
+
 /// The LLB id a cache-mount record's description ends with (` with id "/pip"`, BuildKit
 /// v0.12 and later), as bytes: BuildKit quotes it as Go's `%q` does, escaping `"`, `\`,
 /// controls and what is not valid UTF-8. `None` when the description ends with no such id.

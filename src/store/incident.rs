@@ -585,6 +585,72 @@ impl Store {
         Ok(ctx)
     }
 
+    /// For each of `runs`: the cache-mount records (`exec.cachemount`) it recorded creating or
+    /// reusing, as (builder, record id, description), and the cache mounts it recorded using,
+    /// as (namespace, mount id, target paths). Runs with neither are left out.
+    pub fn runs_mount_records(
+        &self,
+        runs: &BTreeSet<i64>,
+    ) -> Result<Vec<RunMountRecords>, StoreError> {
+        let err = |e| sql_error(&self.path, e);
+        let mut records = self
+            .conn
+            .prepare_cached(
+                "SELECT DISTINCT b.name, br.record_id, br.description
+                 FROM events e
+                 JOIN builder_records br ON br.id = e.target
+                 JOIN builders b ON b.id = br.builder_id
+                 WHERE e.run_id = ?1 AND e.kind IN ('created_record', 'reused_record')
+                   AND br.record_type = 'exec.cachemount'
+                 ORDER BY b.name, br.record_id",
+            )
+            .map_err(err)?;
+        let mut uses = self
+            .conn
+            .prepare_cached(
+                "SELECT m.namespace, m.mount_id,
+                        coalesce((SELECT d.detail FROM event_details d WHERE d.event_id = e.id
+                                  ORDER BY d.id DESC LIMIT 1), e.detail)
+                 FROM events e JOIN mounts m ON m.id = e.target
+                 WHERE e.run_id = ?1 AND e.kind IN ('read_mount', 'wrote_mount')",
+            )
+            .map_err(err)?;
+        let mut out = Vec::new();
+        for &run in runs {
+            let found: Vec<(String, String, String)> = records
+                .query_map([run], |row| row.try_into())
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(err)?;
+            if found.is_empty() {
+                continue;
+            }
+            let rows: Vec<(String, String, Option<String>)> = uses
+                .query_map([run], |row| row.try_into())
+                .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                .map_err(err)?;
+            let mut mounts: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+            for (namespace, mount_id, detail) in rows {
+                let list: Vec<MountUse> = detail
+                    .and_then(|d| serde_json::from_str(&d).ok())
+                    .unwrap_or_default();
+                let targets = mounts.entry((namespace, mount_id.clone())).or_default();
+                targets.extend(list.into_iter().filter_map(|m| m.target));
+                if mount_id.starts_with('/') {
+                    targets.insert(mount_id);
+                }
+            }
+            out.push(RunMountRecords {
+                run,
+                records: found,
+                mounts: mounts
+                    .into_iter()
+                    .map(|((ns, id), ts)| (ns, id, ts.into_iter().collect()))
+                    .collect(),
+            });
+        }
+        Ok(out)
+    }
+
     /// Those of `artifacts` that runs recorded only as images (built or used as a base), never
     /// exported or imported as a cache: a copy of a cache's bytes there is still an image.
     pub fn images_only(&self, artifacts: &BTreeSet<i64>) -> Result<BTreeSet<i64>, StoreError> {
@@ -608,6 +674,16 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// A run's cache-mount records and the cache mounts it recorded ([`Store::runs_mount_records`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunMountRecords {
+    pub run: i64,
+    /// (builder, record id, description).
+    pub records: Vec<(String, String, String)>,
+    /// (namespace, mount id, target paths).
+    pub mounts: Vec<(String, String, Vec<String>)>,
 }
 
 impl Store {

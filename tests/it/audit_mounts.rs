@@ -291,7 +291,7 @@ fn planted_hook_and_overwritten_blob_are_found_with_their_run() {
         tarball["message"]
             .as_str()
             .unwrap()
-            .contains("`package/package.json` declares postinstall"),
+            .contains("`package/package.json` declares `postinstall`"),
         "{tarball:#}"
     );
     // The wheel is named with its hook member; it matches its RECORD, so no CW011 for it.
