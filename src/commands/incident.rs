@@ -133,11 +133,29 @@ fn trace_and_plan(
         })
         .collect();
     for run in store.runs_mount_records(&with_records)? {
+        // Where a description names no id (Docker 20.10), the record keeps the target of the
+        // build that made it: a mount the run used is explained by another recorded use of
+        // the same mount there.
+        let own: BTreeSet<(String, String)> = run
+            .mounts
+            .iter()
+            .map(|(ns, id, _)| (ns.clone(), id.clone()))
+            .collect();
+        let used_there = |builder: &str, description: &str| {
+            crate::purge::mount::described_targets(description)
+                .into_iter()
+                .any(|target| {
+                    ctx.target_users
+                        .get(&(builder.to_owned(), target))
+                        .is_some_and(|users| users.iter().any(|u| own.contains(u)))
+                })
+        };
         let unexplained: Vec<(String, String, String)> = run
             .records
             .into_iter()
-            .filter(|(_, _, description)| {
+            .filter(|(builder, _, description)| {
                 !crate::purge::mount::record_of_mounts(description, &run.mounts)
+                    && !used_there(builder, description)
             })
             .collect();
         if !unexplained.is_empty() {

@@ -1115,9 +1115,25 @@ fn builds_elsewhere(
         builder_name::current_context(env).as_deref(),
     );
     let client = actual.endpoint.as_deref()?;
-    (actual.driver == Some(Driver::Docker)
-        && !builder_name::same_engine(client, &configured.endpoint))
-    .then_some(actual)
+    if actual.driver != Some(Driver::Docker)
+        || builder_name::same_engine(client, &configured.endpoint)
+    {
+        return None;
+    }
+    // The engine it builds on by the name the config gives it, when the config has it: one
+    // engine under one name, whichever way a build names it.
+    let known = config.builders.iter().find(|b| {
+        matches!(b.driver, None | Some(Driver::Docker))
+            && builder_name::same_engine(client, &b.endpoint)
+    });
+    Some(match known {
+        Some(b) => BuilderInfo {
+            name: b.name.clone(),
+            driver: Some(Driver::Docker),
+            endpoint: Some(b.endpoint.clone()),
+        },
+        None => actual,
+    })
 }
 
 /// The environment the builder is named from ([`builder_name::derive`]): the client's (`env`),

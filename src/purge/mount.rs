@@ -251,6 +251,21 @@ pub fn record_of_mounts(description: &str, mounts: &[(String, String, Vec<String
     })
 }
 
+/// The target paths a cache-mount description may hold (`cached mount TARGET from exec ...`),
+/// cleaned: one for each place the target could end. None when it names an id (the id
+/// decides) or is no cache-mount description.
+pub fn described_targets(description: &str) -> Vec<String> {
+    if described_id(description).is_some() {
+        return Vec::new();
+    }
+    let Some(rest) = description.strip_prefix("cached mount ") else {
+        return Vec::new();
+    };
+    rest.match_indices(" from exec ")
+        .map(|(at, _)| clean_path(&rest[..at]))
+        .collect()
+}
+
 /// The LLB id a cache-mount record's description ends with (` with id "/pip"`, BuildKit
 /// v0.12 and later), as bytes: BuildKit quotes it as Go's `%q` does, escaping `"`, `\`,
 /// controls and what is not valid UTF-8. `None` when the description ends with no such id.

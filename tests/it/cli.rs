@@ -982,6 +982,32 @@ fn a_named_builder_configured_elsewhere_does_not_move_the_build() {
             && out.contains("is tainted in open incident 1"),
         "{out}"
     );
+    // An engine the config names is recorded by that name.
+    let both = env.write(
+        "both.toml",
+        &format!(
+            "[[builder]]\nname = \"ci-1\"\nendpoint = \"unix:///nowhere/docker.sock\"\n\n[[builder]]\nname = \"ci-real\"\nendpoint = \"{real}\"\n"
+        ),
+    );
+    let mut cmd = env.cmd_with(&both);
+    cmd.args([
+        "wrap",
+        "--pipeline",
+        "victim",
+        "--run",
+        "3",
+        "--builder",
+        "ci-1",
+        "--",
+    ])
+    .arg(&docker)
+    .args(["-H", &real, "build"])
+    .arg(env.path().join("ctx"));
+    let out = output(&env, &mut cmd);
+    assert!(
+        out.contains("the build is recorded on builder `ci-real`"),
+        "{out}"
+    );
     // The same engine named two ways is no other engine.
     env.write("real.sock", "");
     let same = env.write(

@@ -291,11 +291,13 @@ fn a_claim_to_have_made_an_older_record_does_not_reach_back() {
 /// A tainted run that mounted a cache mount it did not record (the builder's records say it
 /// used one: an `ONBUILD` step of its base image, say) leaves a follow-up naming the records,
 /// so verify cannot say clean while they stay; a cache-mount record its recorded mounts
-/// explain, by id or by target path as BuildKit wrote it, leaves none.
+/// explain, by id or by target path as BuildKit wrote it (where the build that made it used the
+/// same mount at another target, on Docker 20.10), leaves none.
 #[test]
 fn a_cache_mount_a_tainted_run_did_not_record_is_a_follow_up() {
     let lines = r#"{"v":1,"type":"run","pipeline":"evil","run":"1","step":"s","builder":"b1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T01:00:00Z","records":{"created":[],"reused":[{"id":"m1","type":"exec.cachemount","description":"cached mount /root/.cache/pip from exec /bin/sh -c pip install x"}]}}
 {"v":1,"type":"run","pipeline":"evil","run":"2","step":"s","builder":"b1","started_at":"2026-01-02T00:00:00Z","finished_at":"2026-01-02T01:00:00Z","mounts":[{"id":"pip","target":"/c"}],"records":{"created":[{"id":"m2","type":"exec.cachemount","description":"cached mount /c/ from exec /bin/sh -c true"},{"id":"m3","type":"exec.cachemount","description":"cached mount /x from exec /bin/sh -c true with id \"/pip\""}],"reused":[]}}
+{"v":1,"type":"run","pipeline":"web","run":"1","step":"s","builder":"b1","started_at":"2026-01-03T00:00:00Z","finished_at":"2026-01-03T01:00:00Z","mounts":[{"id":"pip","target":"/root/.cache/pip"}],"records":{"created":[],"reused":[{"id":"m2","type":"exec.cachemount","description":"cached mount /c/ from exec /bin/sh -c true"}]}}
 "#;
     let env = Env::new();
     let history = env.write("history.jsonl", lines);
@@ -317,6 +319,10 @@ fn a_cache_mount_a_tainted_run_did_not_record_is_a_follow_up() {
         follow_ups[0].contains("records m1 on b1") && follow_ups[0].contains("evil/1/s"),
         "{show:#}"
     );
+    let trace = ok(env
+        .cmd()
+        .args(["trace", "--pipeline", "evil", "--format", "json"]));
+    assert!(trace.contains("run:web/1/s"), "{trace}");
 }
 
 /// A cache mount under a namespace (`BUILDKIT_CACHE_MOUNT_NS`) is its own cache: a tainted one
