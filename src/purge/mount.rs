@@ -211,29 +211,48 @@ pub fn mount_record_matches(
     targets: &[String],
     describes_ids: bool,
 ) -> MountMatch {
+    let cleaned: Vec<String> = targets.iter().map(|t| clean_path(t)).collect();
+    let at_target = described_at(description, &cleaned);
     if describes_ids && let Some(llb) = described_id(description) {
         // The Dockerfile frontend keys a mount of the default namespace `/<id>`.
-        return if llb == format!("/{mount_id}").as_bytes() {
-            MountMatch::ById
+        let own = format!("/{mount_id}");
+        if llb == own.as_bytes() {
+            // A command can end with ` with id "..."` too (below): the id counts at a target
+            // the mount was recorded at; elsewhere the record is left for people to check.
+            let known = !cleaned.is_empty() && cleaned.iter().all(|t| t.starts_with('/'));
+            return if !known || at_target {
+                MountMatch::ById
+            } else {
+                MountMatch::Doubtful
+            };
+        }
+        // BuildKit names the id only when it is not the target itself: a mount whose id is its
+        // target gets none, so at its target the words are another mount's or its command's.
+        return if cleaned.contains(&clean_path(&own)) && at_target {
+            MountMatch::Doubtful
         } else {
             MountMatch::No
         };
     }
-    let Some(rest) = description.strip_prefix("cached mount ") else {
-        return MountMatch::No;
-    };
-    // BuildKit writes the target as the Dockerfile gave it (`/c/`, `//c/./d`): compared
-    // cleaned. The target may itself hold ` from exec `, so each place it could end is tried.
-    let cleaned: Vec<String> = targets.iter().map(|t| clean_path(t)).collect();
-    let matched = rest
-        .match_indices(" from exec ")
-        .map(|(at, _)| &rest[..at])
-        .any(|target| cleaned.contains(&clean_path(target)));
-    if matched {
+    if at_target {
         MountMatch::ByTarget
     } else {
         MountMatch::No
     }
+}
+
+/// Whether a cache-mount description (`cached mount TARGET from exec ...`) is at one of the
+/// cleaned `targets`: BuildKit writes the target as the Dockerfile gave it (`/c/`, `//c/./d`),
+/// so it is compared cleaned. It ends at the first ` from exec `, or, for a target that itself
+/// holds those words, at a later one.
+fn described_at(description: &str, cleaned: &[String]) -> bool {
+    let Some(rest) = description.strip_prefix("cached mount ") else {
+        return false;
+    };
+    let split = cleaned.iter().any(|t| t.contains(" from exec "));
+    rest.match_indices(" from exec ")
+        .take(if split { usize::MAX } else { 1 })
+        .any(|(at, _)| cleaned.contains(&clean_path(&rest[..at])))
 }
 
 /// Whether a cache-mount record's description is of one of `mounts` (namespace, mount id,
@@ -241,13 +260,14 @@ pub fn mount_record_matches(
 /// record none of them explains was mounted by something the run did not record (an
 /// `ONBUILD` step of a base image, a mount the hook could not read).
 pub fn record_of_mounts(description: &str, mounts: &[(String, String, Vec<String>)]) -> bool {
-    if let Some(llb) = described_id(description) {
-        return mounts
-            .iter()
-            .any(|(namespace, id, _)| llb == format!("{namespace}/{id}").as_bytes());
-    }
-    mounts.iter().any(|(_, id, targets)| {
-        mount_record_matches(description, id, targets, false) == MountMatch::ByTarget
+    let llb = described_id(description);
+    mounts.iter().any(|(namespace, id, targets)| {
+        llb.as_deref() == Some(format!("{namespace}/{id}").as_bytes())
+            || (namespace.is_empty()
+                && matches!(
+                    mount_record_matches(description, id, targets, true),
+                    MountMatch::ById | MountMatch::ByTarget
+                ))
     })
 }
 
@@ -334,6 +354,10 @@ fn push_char(out: &mut Vec<u8>, code: u32) -> Option<()> {
 pub enum MountMatch {
     ById,
     ByTarget,
+    /// Its description may be a command's words rather than BuildKit's: the mount's id at a
+    /// target the mount was never recorded at, or another id at the target of a mount whose id
+    /// is its target (BuildKit writes none for it). Left in place, for people to check.
+    Doubtful,
     No,
 }
 
@@ -347,6 +371,7 @@ pub fn select_mount_records(
 ) -> (Vec<String>, Option<String>) {
     let mut ids = Vec::new();
     let mut ambiguous = Vec::new();
+    let mut elsewhere = Vec::new();
     for r in records
         .iter()
         .filter(|r| r.record_type == "exec.cachemount")
@@ -355,17 +380,42 @@ pub fn select_mount_records(
             MountMatch::ById => ids.push(r.id.clone()),
             MountMatch::ByTarget if shares_target_with.is_empty() => ids.push(r.id.clone()),
             MountMatch::ByTarget => ambiguous.push(r.id.clone()),
+            MountMatch::Doubtful => elsewhere.push(r.id.clone()),
             MountMatch::No => {}
         }
     }
-    let note = (!ambiguous.is_empty()).then(|| {
+    let elsewhere = (!elsewhere.is_empty()).then(|| {
+        format!(
+            "records {} may be this mount's or another's (their descriptions may end with a command's words): left in place, prune them by id after checking",
+            elsewhere.join(", ")
+        )
+    });
+    let shared = (!ambiguous.is_empty()).then(|| {
         format!(
             "records {} are at a target also used by mount ids {}: left in place, prune them by id after checking",
             ambiguous.join(", "),
             shares_target_with.join(", ")
         )
     });
+    let note = match (shared, elsewhere) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    };
     (ids, note)
+}
+
+/// The cache-mount records that may be the mount's ([`MountMatch::Doubtful`]).
+fn records_elsewhere<'r>(
+    records: &'r [CacheRecord],
+    mount_id: &str,
+    targets: &[String],
+    describes_ids: bool,
+) -> impl Iterator<Item = &'r CacheRecord> {
+    records.iter().filter(move |r| {
+        r.record_type == "exec.cachemount"
+            && mount_record_matches(&r.description, mount_id, targets, describes_ids)
+                == MountMatch::Doubtful
+    })
 }
 
 async fn prune_mount(
@@ -632,6 +682,11 @@ fn mount_verdict(
         } else {
             Vec::new()
         };
+        for record in records_elsewhere(records, mount_id, targets, describes_ids) {
+            if !shared.contains(&record.id.as_str()) {
+                shared.push(&record.id);
+            }
+        }
         for record in records.iter().filter(|r| from_before(r, cutoff)) {
             if ids.contains(&record.id) && !left.contains(&record.id.as_str()) {
                 left.push(&record.id);
@@ -655,7 +710,7 @@ fn mount_verdict(
         },
         (true, false) => Verdict::Present {
             detail: format!(
-                "records {} on `{builder}` are at a target path mount `{mount_id}` shares with other mount ids: prune them by id after checking, or accept them",
+                "records {} on `{builder}` may be mount `{mount_id}`'s (at a target path it shares with other mount ids, or described in words a command may have written): prune them by id after checking, or accept them",
                 shared.join(", "),
                 builder = Term(builder),
                 mount_id = Term(mount_id)
@@ -829,6 +884,46 @@ mod tests {
         );
     }
 
+    /// A command can end with ` with id "..."`, and BuildKit writes no id for a mount whose id
+    /// is its target: such a record at that target, and one naming a mount's id at a target it
+    /// was never recorded at, are left for people to check (neither pruned nor taken as gone);
+    /// a later ` from exec ` in a command is no target.
+    #[test]
+    fn a_command_cannot_name_another_mounts_id_or_target() {
+        let foo = ["/foo".to_owned()];
+        let y = ["/y".to_owned()];
+        let forged = r#"cached mount /foo from exec /bin/sh -c poison; : with id "/x""#;
+        // `foo` (id = target: no id written) does not lose it: it is left for people to check.
+        assert_eq!(
+            mount_record_matches(forged, "foo", &foo, true),
+            MountMatch::Doubtful
+        );
+        // `x`, recorded at `/y`, does not take `foo`'s record.
+        assert_eq!(
+            mount_record_matches(forged, "x", &y, true),
+            MountMatch::Doubtful
+        );
+        let genuine = r#"cached mount /y from exec /bin/sh -c true with id "/x""#;
+        assert_eq!(
+            mount_record_matches(genuine, "x", &y, true),
+            MountMatch::ById
+        );
+        let npm = ["/root/.npm".to_owned()];
+        let dotted = "cached mount /c from exec sh -c : /../../root/.npm from exec x";
+        assert_eq!(
+            mount_record_matches(dotted, "npm", &npm, false),
+            MountMatch::No
+        );
+        assert!(!record_of_mounts(
+            dotted,
+            &[(String::new(), "npm".into(), npm.to_vec())]
+        ));
+        assert!(!record_of_mounts(
+            forged,
+            &[(String::new(), "foo".into(), foo.to_vec())]
+        ));
+    }
+
     /// A record's mount id is the one its description ends with, whatever the command before
     /// it says; a builder that writes no ids is matched by target, even when a command imitates
     /// an id; two ids sharing a target are told apart where ids are written.
@@ -857,7 +952,7 @@ mod tests {
         );
         assert_eq!(
             mount_record_matches(default, "root/.cache/pip", &pip, true),
-            MountMatch::No
+            MountMatch::Doubtful
         );
         let old = "cached mount /c from exec /bin/sh -c true";
         assert_eq!(
