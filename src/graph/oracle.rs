@@ -392,20 +392,14 @@ fn earliest(
                 times.push(start);
             }
             // Two runs that recorded creating one record ran side by side: either may have
-            // made it, and the other used it; one that finished before a tainted run made it
-            // used nothing that run made.
+            // made it, and the other used it.
             Event::CreatedRecord(r)
                 if record_carries_taint(&h.records[index(r)])
-                    && h.events.iter().any(|&(w, e)| {
-                        let writer = info(h, w);
-                        w != run.id
-                            && tainted.contains(&w)
-                            && e == Event::CreatedRecord(r)
-                            && (ignore_time
-                                || run.time_suspect
-                                || seeds.suspect_writer(writer, ignore_time)
-                                || h.at(w, e) <= run.finished_at)
-                    }) =>
+                    && writes_to(h, tainted, run.id, (seeds, ignore_time), |e| {
+                        e == Event::CreatedRecord(r)
+                    })
+                    .next()
+                    .is_some() =>
             {
                 times.push(start);
             }

@@ -506,9 +506,6 @@ struct Tracer<'s, S: Source> {
     waiting_creators: HashMap<NodeIndex, Vec<(RunRef, Micros)>>,
     /// For each mount and builder: its tainted writes by time-suspect runs.
     suspect_writers: HashMap<NodeIndex, SuspectWriters>,
-    /// The records each tainted time-suspect run (or seed nothing bounds) recorded creating:
-    /// made whenever, so every other run that recorded creating them may have used them.
-    suspect_creators: HashSet<(NodeIndex, RunId)>,
     /// Each builder's records that no recorded run created, once asked for.
     orphan_records: HashMap<BuilderId, Vec<RecordId>>,
     /// The runs that reused each of them and when, once asked for.
@@ -570,7 +567,6 @@ impl<'s, S: Source> Tracer<'s, S> {
             roles: IdMap::default(),
             waiting_creators: HashMap::default(),
             suspect_writers: HashMap::default(),
-            suspect_creators: HashSet::default(),
             orphan_records: HashMap::default(),
             orphan_reusers: HashMap::default(),
             orphan_writers: HashMap::default(),
@@ -1031,16 +1027,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                     {
                         created.push(record);
                     }
-                    let expanded = self.graph[target].label.is_some();
                     self.relax(target, offer(Via::RecordCreated), None);
-                    if suspect {
-                        self.suspect_creators.insert((target, id));
-                    }
-                    // Another tainted creator: the record's other creators are looked at again
-                    // (those that finished before any tainted creator made it were not reached).
-                    if expanded {
-                        self.queue.push_back(Work::Record(target));
-                    }
                     // Creators that reused the record wait for another creator.
                     if let Some(waiting) = self.waiting_creators.get_mut(&target) {
                         let reached: Vec<(RunRef, Micros)> =
@@ -1484,36 +1471,9 @@ impl<'s, S: Source> Tracer<'s, S> {
             return Ok(());
         }
         // Runs that recorded creating it too ran beside a creator: each lists what either
-        // made, so they are reached as if they reused it, unless they finished before a
-        // tainted run made it (a run that made it earlier is no reader of what a later one
-        // says it made).
-        let made: SmallVec<[(NodeIndex, Micros, bool); 4]> = self
-            .graph
-            .edges_directed(node, Direction::Incoming)
-            .filter(|edge| edge.weight().via == Via::RecordCreated)
-            .map(|edge| {
-                let creator = edge.source();
-                let suspect = match &self.graph[creator].entity {
-                    Entity::Run { info, .. } => self.suspect_creators.contains(&(node, info.id)),
-                    _ => false,
-                };
-                (creator, edge.weight().at, suspect)
-            })
-            .collect();
+        // made, so they are reached as if they reused it.
         let mut users = self.source.record_reusers(info.id)?;
-        for (run, at) in self.source.record_cocreators(info.id)? {
-            let own = self.nodes.get(&Key::Run(run.id)).copied();
-            let reached = made.iter().any(|&(creator, made_at, suspect)| {
-                Some(creator) != own
-                    && (self.ignore_time
-                        || suspect
-                        || run.time_suspect
-                        || made_at <= run.finished_at)
-            });
-            if reached {
-                users.push((run, at));
-            }
-        }
+        users.extend(self.source.record_cocreators(info.id)?);
         for (run, at) in users {
             // A run that created the record does not taint itself through it; another
             // creator found later reaches it.
