@@ -1102,8 +1102,9 @@ fn builds_elsewhere(
     let named = record.builder.as_ref()?;
     let configured = config.builder(&named.name)?;
     if !matches!(configured.driver, None | Some(Driver::Docker))
-        || !(configured.endpoint.starts_with("unix://")
-            || configured.endpoint.starts_with("tcp://"))
+        || !["unix://", "tcp://", "ssh://"]
+            .iter()
+            .any(|scheme| configured.endpoint.starts_with(scheme))
     {
         return None;
     }

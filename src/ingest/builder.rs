@@ -26,6 +26,10 @@ pub const DEFAULT_BUILDX_BUILDER: &str = "default";
 /// The default Docker Engine socket.
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 
+/// The engine the client talks to when TLS is asked for (`DOCKER_TLS_VERIFY`, `DOCKER_TLS`,
+/// `--tls`, `--tlsverify`) and no host is given.
+pub const DEFAULT_TLS_HOST: &str = "tcp://localhost:2376";
+
 /// Derives the builder from flags and environment. `var` reads environment variables;
 /// `hostname` is this machine's name; `current_context` is the docker config's
 /// `currentContext`, if any.
@@ -63,6 +67,13 @@ pub fn derive(
     let context = var("DOCKER_CONTEXT").or_else(|| current_context.map(str::to_owned));
     if let Some(context) = context.filter(|c| c != "default") {
         return context_builder(&var, &context, hostname);
+    }
+    // With TLS asked for and no host given, the client's default engine is a TLS port.
+    if ["DOCKER_TLS_VERIFY", "DOCKER_TLS"]
+        .iter()
+        .any(|name| var(name).is_some())
+    {
+        return endpoint_builder(DEFAULT_TLS_HOST.to_owned(), hostname);
     }
     BuilderInfo {
         name: name_for_endpoint(DEFAULT_DOCKER_HOST, hostname),
@@ -295,6 +306,7 @@ pub fn client_env<'a>(
             .as_ref()
             .map(|dir| dir.to_string_lossy().into_owned())
             .or_else(|| var(name)),
+        "DOCKER_TLS" if flags.tls => Some("1".to_owned()),
         _ => var(name),
     }
 }
@@ -599,6 +611,19 @@ mod tests {
         );
         // buildx names its builders in lower case.
         assert_eq!(named(&[("BUILDX_BUILDER", "Fleet")]), "buildx:fleet@h");
+        // TLS asked for, no host: the client's default is the TLS port on localhost.
+        assert_eq!(
+            named(&[("DOCKER_TLS_VERIFY", "1")]),
+            "docker@localhost:2376"
+        );
+        let tls = ClientFlags {
+            tls: true,
+            ..ClientFlags::default()
+        };
+        assert_eq!(
+            derive(None, &client_env(&tls, &env(&[])), "h", None).name,
+            "docker@localhost:2376"
+        );
     }
 
     /// A context keeps its name, and is reached at the engine its `meta.json` gives (whatever

@@ -53,6 +53,9 @@ pub struct ClientFlags {
     pub context: Option<String>,
     /// `--config`: the client's config directory.
     pub config: Option<PathBuf>,
+    /// `--tls` or `--tlsverify`: with no host given, the client talks to
+    /// `tcp://localhost:2376`.
+    pub tls: bool,
 }
 
 /// The docker client's global flags that take a value.
@@ -97,7 +100,7 @@ fn client_flags(args: &[String]) -> (ClientFlags, usize) {
         };
         i += 1;
         let value = if CLIENT_VALUE_FLAGS.contains(&flag.as_str()) {
-            match inline {
+            match inline.clone() {
                 Some(v) => Some(v),
                 None => {
                     i += 1;
@@ -111,6 +114,11 @@ fn client_flags(args: &[String]) -> (ClientFlags, usize) {
             ("-H" | "--host", Some(v)) => flags.host = Some(v),
             ("-c" | "--context", Some(v)) => flags.context = Some(v),
             ("--config", Some(v)) => flags.config = Some(PathBuf::from(v)),
+            ("--tls" | "--tlsverify", None) => {
+                flags.tls = inline
+                    .as_deref()
+                    .is_none_or(|v| parse_bool(v) != Some(false));
+            }
             _ => {}
         }
     }
@@ -682,6 +690,7 @@ mod tests {
                 "docker --host=tcp://10.0.0.5:2376 --tls build .",
                 ClientFlags {
                     host: Some("tcp://10.0.0.5:2376".into()),
+                    tls: true,
                     ..ClientFlags::default()
                 },
                 4,
