@@ -205,6 +205,10 @@ impl TargetKind for Mount {
 /// Dockerfile id behind the frontend's namespace `/`): only that end counts, since the command
 /// before it is the build's own text and may hold the same words. Docker 20.10 writes no id:
 /// there, and for a record without one, the target path decides.
+/// Where the evidence listing ([`list_mount`]) mounts a cache mount: a record it leaves there
+/// names the mount's id at this target.
+const LISTING_TARGET: &str = "/cachewarden-mount";
+
 pub fn mount_record_matches(
     description: &str,
     mount_id: &str,
@@ -218,9 +222,11 @@ pub fn mount_record_matches(
         let own = format!("/{mount_id}");
         if llb == own.as_bytes() {
             // A command can end with ` with id "..."` too (below): the id counts at a target
-            // the mount was recorded at; elsewhere the record is left for people to check.
+            // the mount was recorded at (or the evidence listing's); elsewhere the record is
+            // left for people to check.
             let known = !cleaned.is_empty() && cleaned.iter().all(|t| t.starts_with('/'));
-            return if !known || at_target {
+            let listed = described_at(description, &[LISTING_TARGET.to_owned()]);
+            return if !known || at_target || listed {
                 MountMatch::ById
             } else {
                 MountMatch::Doubtful
@@ -260,14 +266,18 @@ fn described_at(description: &str, cleaned: &[String]) -> bool {
 /// record none of them explains was mounted by something the run did not record (an
 /// `ONBUILD` step of a base image, a mount the hook could not read).
 pub fn record_of_mounts(description: &str, mounts: &[(String, String, Vec<String>)]) -> bool {
-    let llb = described_id(description);
     mounts.iter().any(|(namespace, id, targets)| {
-        llb.as_deref() == Some(format!("{namespace}/{id}").as_bytes())
-            || (namespace.is_empty()
-                && matches!(
-                    mount_record_matches(description, id, targets, true),
-                    MountMatch::ById | MountMatch::ByTarget
-                ))
+        if namespace.is_empty() {
+            matches!(
+                mount_record_matches(description, id, targets, true),
+                MountMatch::ById | MountMatch::ByTarget
+            )
+        } else {
+            // A namespaced id is named `<namespace>/<id>`, and counts at a recorded target.
+            let cleaned: Vec<String> = targets.iter().map(|t| clean_path(t)).collect();
+            described_id(description).as_deref() == Some(format!("{namespace}/{id}").as_bytes())
+                && described_at(description, &cleaned)
+        }
     })
 }
 
@@ -281,7 +291,9 @@ pub fn described_targets(description: &str) -> Vec<String> {
     let Some(rest) = description.strip_prefix("cached mount ") else {
         return Vec::new();
     };
+    // As [`described_at`] reads it: a later ` from exec ` may be the command's.
     rest.match_indices(" from exec ")
+        .take(1)
         .map(|(at, _)| clean_path(&rest[..at]))
         .collect()
 }
@@ -579,7 +591,7 @@ async fn mount_listing(
         .unwrap_or("");
     crate::remote::mount_copy::check_helper_names(mount_id, from, base)?;
     let docker_host = crate::remote::engine::EngineAddr::parse(&endpoint)?.docker_host();
-    let mut options = format!("type=cache,id={mount_id},target=/cachewarden-mount,readonly");
+    let mut options = format!("type=cache,id={mount_id},target={LISTING_TARGET},readonly");
     if let Some(first) = probe.uses.first() {
         if let Some(uid) = first.uid {
             options.push_str(&format!(",uid={uid}"));
@@ -603,7 +615,7 @@ async fn mount_listing(
     let nonce = format!("{:x}", time::now());
     let dockerfile = format!(
         "FROM {base} AS list\n\
-         RUN --mount={options} echo {nonce} >/dev/null; cd /cachewarden-mount && find . -type f -exec sha256sum {{}} + > /cachewarden-listing.txt; true\n\
+         RUN --mount={options} echo {nonce} >/dev/null; cd {LISTING_TARGET} && find . -type f -exec sha256sum {{}} + > /cachewarden-listing.txt; true\n\
          FROM scratch\n\
          COPY --from=list /cachewarden-listing.txt /\n"
     );
@@ -660,13 +672,25 @@ fn mount_verdict(
         };
         // A target relative to the working directory: BuildKit describes it joined to a
         // directory the record does not keep, so no description can be told to be its.
-        if !describes_ids && let Some(relative) = targets.iter().find(|t| !t.starts_with('/')) {
+        // On a builder that names ids, one that is its own target gets none: a relative
+        // target may end where its id is, and no record would name it.
+        if let Some(relative) = targets.iter().find(|t| !t.starts_with('/')) {
             return Verdict::Unverified {
                 detail: format!(
-                    "mount `{mount_id}` on `{builder}` has the target `{target}`, relative to a working directory: which records are its cannot be told on a builder that does not name mount ids (Docker 20.10); check its records by hand",
+                    "mount `{mount_id}` on `{builder}` has the target `{target}`, relative to a working directory: which records are its cannot be told; check its records by hand",
                     builder = Term(builder),
                     mount_id = Term(mount_id),
                     target = Term(relative)
+                ),
+            };
+        }
+        // With no target known, a builder that names no ids names nothing to match.
+        if !describes_ids && targets.is_empty() {
+            return Verdict::Unverified {
+                detail: format!(
+                    "mount `{mount_id}` on `{builder}` has no recorded target path: which records are its cannot be told on a builder that does not name mount ids (Docker 20.10); check its records by hand",
+                    builder = Term(builder),
+                    mount_id = Term(mount_id)
                 ),
             };
         }
