@@ -295,24 +295,16 @@ pub fn findings(a: &MountAudit<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> (Di
         .iter()
         .map(|f| (f.path.as_slice(), f))
         .collect();
-    let quoted_writers = if a.writers_between.is_empty() {
-        "no recorded run".to_owned()
-    } else {
-        a.writers_between
-            .iter()
-            .map(Writer::quoted)
-            .collect::<Vec<_>>()
-            .join(", ")
+    // The writers, as the detail lists them and as a message names them.
+    let list = |label: fn(&Writer) -> String| {
+        if a.writers_between.is_empty() {
+            "no recorded run".to_owned()
+        } else {
+            let labels: Vec<String> = a.writers_between.iter().map(label).collect();
+            labels.join(", ")
+        }
     };
-    let writers = if a.writers_between.is_empty() {
-        "no recorded run".to_owned()
-    } else {
-        a.writers_between
-            .iter()
-            .map(Writer::label)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let (writers, quoted_writers) = (list(Writer::label), list(Writer::quoted));
     let writer_runs: String = a
         .writers_between
         .iter()
