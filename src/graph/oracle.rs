@@ -392,14 +392,15 @@ fn earliest(
                 times.push(start);
             }
             // Two runs that recorded creating one record ran side by side: either may have
-            // made it, and the other used it.
+            // made it, and the other used it, unless it finished before the tainted one made it.
             Event::CreatedRecord(r)
                 if record_carries_taint(&h.records[index(r)])
                     && writes_to(h, tainted, run.id, (seeds, ignore_time), |e| {
                         e == Event::CreatedRecord(r)
                     })
-                    .next()
-                    .is_some() =>
+                    .any(|(made, _, suspect)| {
+                        ignore_time || run.time_suspect || suspect || made <= run.finished_at
+                    }) =>
             {
                 times.push(start);
             }

@@ -504,6 +504,8 @@ struct Tracer<'s, S: Source> {
     roles: IdMap<Roles>,
     /// For each expanded record: the runs that reused it and are its only creator so far.
     waiting_creators: HashMap<NodeIndex, Vec<(RunRef, Micros)>>,
+    /// For each expanded record with other creators: those not reached yet.
+    unreached_creators: HashMap<NodeIndex, Vec<(RunRef, Micros)>>,
     /// For each mount and builder: its tainted writes by time-suspect runs.
     suspect_writers: HashMap<NodeIndex, SuspectWriters>,
     /// Each builder's records that no recorded run created, once asked for.
@@ -566,6 +568,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             segments: HashMap::default(),
             roles: IdMap::default(),
             waiting_creators: HashMap::default(),
+            unreached_creators: HashMap::default(),
             suspect_writers: HashMap::default(),
             orphan_records: HashMap::default(),
             orphan_reusers: HashMap::default(),
@@ -1028,6 +1031,11 @@ impl<'s, S: Source> Tracer<'s, S> {
                         created.push(record);
                     }
                     self.relax(target, offer(Via::RecordCreated), None);
+                    // Its other creators are reached if this one made it by their finish: an
+                    // expanded record looks at those not reached yet again.
+                    if self.unreached_creators.contains_key(&target) {
+                        self.queue.push_back(Work::Record(target));
+                    }
                     // Creators that reused the record wait for another creator.
                     if let Some(waiting) = self.waiting_creators.get_mut(&target) {
                         let reached: Vec<(RunRef, Micros)> =
@@ -1471,10 +1479,51 @@ impl<'s, S: Source> Tracer<'s, S> {
             return Ok(());
         }
         // Runs that recorded creating it too ran beside a creator: each lists what either
-        // made, so they are reached as if they reused it.
-        let mut users = self.source.record_reusers(info.id)?;
-        users.extend(self.source.record_cocreators(info.id)?);
-        for (run, at) in users {
+        // made, so they are reached as if they reused it, once another tainted creator made it
+        // by their finish (or whenever, when times are ignored or not believed): a run that
+        // finished before a tainted run began used nothing that run says it made.
+        let id = info.id;
+        let (first, mut pending) = match self.unreached_creators.remove(&node) {
+            Some(pending) => (false, pending),
+            None => (true, self.source.record_cocreators(id)?),
+        };
+        if !pending.is_empty() {
+            // Another creator made it by a run's finish when one of the two earliest does, or
+            // one of two whose times are not believed: a look at each run costs the same
+            // however many claim the record.
+            let mut made = self.creations_of(node);
+            made.sort_unstable_by_key(|&(creator, at, suspect)| (suspect, at, creator));
+            let earliest: SmallVec<[(RunId, Micros); 2]> = made
+                .iter()
+                .filter(|c| !c.2)
+                .take(2)
+                .map(|&(creator, at, _)| (creator, at))
+                .collect();
+            let suspects: SmallVec<[RunId; 2]> =
+                made.iter().filter(|c| c.2).take(2).map(|c| c.0).collect();
+            let ignore_time = self.ignore_time;
+            let reached: Vec<(RunRef, Micros)> = pending
+                .extract_if(.., |(run, _)| {
+                    ignore_time
+                        || run.time_suspect
+                        || suspects.iter().any(|&s| s != run.id)
+                        || earliest
+                            .iter()
+                            .find(|&&(creator, _)| creator != run.id)
+                            .is_some_and(|&(_, at)| at <= run.finished_at)
+                })
+                .collect();
+            if !pending.is_empty() {
+                self.unreached_creators.insert(node, pending);
+            }
+            for (run, at) in reached {
+                self.reuse(node, run, at, Micros::MIN)?;
+            }
+        }
+        if !first {
+            return Ok(());
+        }
+        for (run, at) in self.source.record_reusers(id)? {
             // A run that created the record does not taint itself through it; another
             // creator found later reaches it.
             if self.only_creator(node, run.id) {
@@ -1487,6 +1536,32 @@ impl<'s, S: Source> Tracer<'s, S> {
             self.reuse(node, run, at, Micros::MIN)?;
         }
         Ok(())
+    }
+
+    /// The record's tainted creators found so far: each run, when it made the record (from
+    /// the earliest time a seed's writes count from), and whether its times are not believed.
+    fn creations_of(&self, record: NodeIndex) -> SmallVec<[(RunId, Micros, bool); 4]> {
+        self.graph
+            .edges_directed(record, Direction::Incoming)
+            .filter(|edge| edge.weight().via == Via::RecordCreated)
+            .filter_map(|edge| match &self.graph[edge.source()].entity {
+                Entity::Run { info, .. } => {
+                    let at = edge.weight().at;
+                    let span = self
+                        .write_spans
+                        .get(&info.id)
+                        .copied()
+                        .filter(|_| !self.ignore_time);
+                    let unbounded = span.is_some_and(WriteSpan::unbounded);
+                    let made = match span {
+                        Some(span) if !unbounded => span.from.min(at),
+                        _ => at,
+                    };
+                    Some((info.id, made, info.time_suspect || unbounded))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// Whether the run is the only tainted creator of the record found so far.

@@ -297,6 +297,48 @@ fn a_seed_run_post_dating_its_start_reaches_the_readers_its_receipt_allows() {
     assert_eq!(names(&trace, Kind::Run), set(&EVERY_WEB_READER));
 }
 
+/// A run that recorded creating a record a tainted run also says it created is reached
+/// through it only if the tainted run made it by its finish: one that finished before the
+/// tainted run began used nothing it made, and its image stays out. A seed whose receipt
+/// allows an earlier start made it as early as that; time ignored, every claim counts.
+#[test]
+fn a_record_an_earlier_run_made_is_not_tainted_back_in_time() {
+    let mut h = History::new();
+    let b1 = h.builder("b1");
+    let r1 = h.record(b1, "r1", "regular", "RUN make");
+    let web = h.run("web", "1", t(60), t(75));
+    h.on(web, b1);
+    h.with_records(web);
+    h.creates(web, r1);
+    let evil = h.run("evil", "1", t(100), t(110));
+    h.on(evil, b1);
+    h.with_records(evil);
+    h.creates(evil, r1);
+    let later = h.run("web", "2", t(120), t(130));
+    h.on(later, b1);
+    h.with_records(later);
+    h.reuses(later, r1);
+    let trace = super::trace(&mut h.clone(), &runs(&["evil/1"]), claim_limits()).unwrap();
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:web/2/build"])
+    );
+    let mut ignoring = claim_limits();
+    ignoring.ignore_time = true;
+    let trace = super::trace(&mut h.clone(), &runs(&["evil/1"]), ignoring).unwrap();
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:web/1/build", "run:web/2/build"])
+    );
+    // Received with a token that allows a start (71) before web/1 finished.
+    h.received(evil, t(111), false);
+    let trace = super::trace(&mut h, &runs(&["evil/1"]), claim_limits()).unwrap();
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:web/1/build", "run:web/2/build"])
+    );
+}
+
 /// The collector keeps, with the receipt, how early the run may have begun by its own limits
 /// (its token's issue time less the longest run it allows). A trace run with narrower limits
 /// than the collector's still counts the run's writes from there: `web/0`, read at 60..70,

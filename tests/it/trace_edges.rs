@@ -250,6 +250,44 @@ fn a_run_beside_a_tainted_creator_of_its_record_is_tainted() {
     }
 }
 
+/// A run that says it created a record that another run, finished before it began, says it
+/// created too does not reach back in time: the earlier run used nothing the later one made,
+/// and is not tainted through the record, nor is its image planned for deletion. A later
+/// reuser is: which of the two made the record is not known. Time ignored, every claim counts.
+#[test]
+fn a_claim_to_have_made_an_older_record_does_not_reach_back() {
+    let history = History::new().runs([
+        Run::new("web", 1)
+            .builder("b1")
+            .at("2026-01-01T01:00:00Z")
+            .created_layer("r1", "[2/2] RUN make")
+            .produced(["reg.io/web:1@sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"]),
+        Run::new("evil", 1)
+            .builder("b1")
+            .at("2026-01-01T01:05:00Z")
+            .created_layer("r1", "[2/2] RUN make"),
+        Run::new("web", 2)
+            .builder("b1")
+            .at("2026-01-01T01:10:00Z")
+            .reused_record("r1", "[2/2] RUN make"),
+    ]);
+    assert_eq!(
+        tainted_runs(&history.lines(), &["--run", "evil/1"]),
+        ["run:evil/1/s", "run:web/2/s"]
+    );
+    assert_eq!(
+        tainted_runs(&history.lines(), &["--run", "evil/1", "--ignore-time"]),
+        ["run:evil/1/s", "run:web/1/s", "run:web/2/s"]
+    );
+    let env = Env::new();
+    history.import(&env);
+    ok(env.cmd().args(["incident", "open", "--run", "evil/1"]));
+    let plan = ok(env
+        .cmd()
+        .args(["incident", "show", "1", "--format", "json"]));
+    assert!(!plan.contains("reg.io/web"), "{plan}");
+}
+
 /// A tainted run that mounted a cache mount it did not record (the builder's records say it
 /// used one: an `ONBUILD` step of its base image, say) leaves a follow-up naming the records,
 /// so verify cannot say clean while they stay; a cache-mount record its recorded mounts
@@ -258,7 +296,7 @@ fn a_run_beside_a_tainted_creator_of_its_record_is_tainted() {
 #[test]
 fn a_cache_mount_a_tainted_run_did_not_record_is_a_follow_up() {
     let lines = r#"{"v":1,"type":"run","pipeline":"evil","run":"1","step":"s","builder":"b1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T01:00:00Z","records":{"created":[],"reused":[{"id":"m1","type":"exec.cachemount","description":"cached mount /root/.cache/pip from exec /bin/sh -c pip install x"}]}}
-{"v":1,"type":"run","pipeline":"evil","run":"2","step":"s","builder":"b1","started_at":"2026-01-02T00:00:00Z","finished_at":"2026-01-02T01:00:00Z","mounts":[{"id":"pip","target":"/c"}],"records":{"created":[{"id":"m2","type":"exec.cachemount","description":"cached mount /c/ from exec /bin/sh -c true"},{"id":"m3","type":"exec.cachemount","description":"cached mount /x from exec /bin/sh -c true with id \"/pip\""}],"reused":[]}}
+{"v":1,"type":"run","pipeline":"evil","run":"2","step":"s","builder":"b1","started_at":"2026-01-02T00:00:00Z","finished_at":"2026-01-02T01:00:00Z","mounts":[{"id":"pip","target":"/c"}],"records":{"created":[{"id":"m2","type":"exec.cachemount","description":"cached mount /c/ from exec /bin/sh -c true"},{"id":"m3","type":"exec.cachemount","description":"cached mount /c from exec /bin/sh -c true with id \"/pip\""}],"reused":[]}}
 {"v":1,"type":"run","pipeline":"web","run":"1","step":"s","builder":"b1","started_at":"2026-01-03T00:00:00Z","finished_at":"2026-01-03T01:00:00Z","mounts":[{"id":"pip","target":"/root/.cache/pip"}],"records":{"created":[],"reused":[{"id":"m2","type":"exec.cachemount","description":"cached mount /c/ from exec /bin/sh -c true"}]}}
 "#;
     let env = Env::new();
