@@ -1502,6 +1502,8 @@ impl<'s, S: Source> Tracer<'s, S> {
             let suspects: SmallVec<[RunId; 2]> =
                 made.iter().filter(|c| c.2).take(2).map(|c| c.0).collect();
             let ignore_time = self.ignore_time;
+            // Two runners' clocks are compared: the one may be behind by the skew allowed.
+            let skew = self.claims.skew.max(0);
             let reached: Vec<(RunRef, Micros)> = pending
                 .extract_if(.., |(run, _)| {
                     ignore_time
@@ -1510,7 +1512,7 @@ impl<'s, S: Source> Tracer<'s, S> {
                         || earliest
                             .iter()
                             .find(|&&(creator, _)| creator != run.id)
-                            .is_some_and(|&(_, at)| at <= run.finished_at)
+                            .is_some_and(|&(_, at)| at <= run.finished_at.saturating_add(skew))
                 })
                 .collect();
             if !pending.is_empty() {

@@ -323,6 +323,14 @@ fn a_record_an_earlier_run_made_is_not_tainted_back_in_time() {
         names(&trace, Kind::Run),
         set(&["run:evil/1/build", "run:web/2/build"])
     );
+    // A runner's clock may be behind another's by the skew allowed.
+    let mut skewed = claim_limits();
+    skewed.claims.skew = t(25) - t(0);
+    let trace = super::trace(&mut h.clone(), &runs(&["evil/1"]), skewed).unwrap();
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:web/1/build", "run:web/2/build"])
+    );
     let mut ignoring = claim_limits();
     ignoring.ignore_time = true;
     let trace = super::trace(&mut h.clone(), &runs(&["evil/1"]), ignoring).unwrap();
