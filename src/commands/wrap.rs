@@ -680,6 +680,8 @@ fn unchecked_inputs(
             Term(&mount.id)
         ));
     }
+    // An unknown flag says why the Dockerfile may be other than read (and is why the run is
+    // flagged truncated): said once, for each flag.
     for flag in &build.unknown_flags {
         unchecked.push(format!(
             "its command has the flag `{}`, which wrap does not read: its context, Dockerfile and inputs may be other than recorded",
@@ -687,8 +689,9 @@ fn unchecked_inputs(
         ));
     }
     if !build.unknown_flags.is_empty() {
-        // Said above.
-    } else if record.truncated {
+        return unchecked;
+    }
+    if record.truncated {
         unchecked.push(
             "its Dockerfile could not be read in full, so its base images are unknown".to_owned(),
         );
@@ -864,10 +867,7 @@ async fn contained_inputs(
             if matches!(builder.driver, None | Some(Driver::Docker))
                 && let Some(endpoint) = &builder.endpoint
             {
-                let engine = builder_name::name_for_endpoint(
-                    &builder_name::engine_name_endpoint(endpoint),
-                    &builder_name::hostname(),
-                );
+                let engine = builder_name::engine_name(endpoint, &builder_name::hostname());
                 if !names.contains(&engine) {
                     names.push(engine);
                 }
@@ -1152,8 +1152,7 @@ fn buildx_env<'a>(
     let explicit = build.builder.clone().filter(|b| !b.is_empty());
     let cleared = build.builder.as_deref() == Some("");
     // `DOCKER_BUILDKIT=0` keeps `docker build` on the legacy builder, alias or not.
-    let legacy = env("DOCKER_BUILDKIT")
-        .is_some_and(|v| matches!(v.as_str(), "0" | "f" | "F" | "false" | "FALSE" | "False"));
+    let legacy = env("DOCKER_BUILDKIT").is_some_and(|v| command::parse_bool(&v) == Some(false));
     let buildx = build.buildx
         || (!legacy
             && builder_name::config_dir(env)

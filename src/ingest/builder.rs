@@ -44,7 +44,7 @@ pub fn derive(
     // engine), and reads it as `ParseHost` does.
     let endpoint = var("DOCKER_HOST")
         .filter(|v| !v.is_empty())
-        .map(|host| parse_host(&host).unwrap_or(host));
+        .map(|host| read_host(&host));
     let var = set;
     if let Some(name) = flag
         .map(str::to_owned)
@@ -129,22 +129,29 @@ fn context_builder(
 /// The Docker Engine at `host` (as [`parse_host`] gives it).
 fn endpoint_builder(host: String, hostname: &str) -> BuilderInfo {
     BuilderInfo {
-        name: name_for_endpoint(&engine_name_endpoint(&host), hostname),
+        name: engine_name(&host, hostname),
         driver: Some(Driver::Docker),
-        endpoint: Some(host.clone()),
+        endpoint: Some(host),
     }
 }
 
-/// The endpoint an engine at `host` is named after: the default socket under another path
-/// (`/run/docker.sock` where `/var/run` links to `/run`) is the same engine, and the same
-/// caches, so it keeps the default's name.
-pub fn engine_name_endpoint(host: &str) -> String {
-    let host = parse_host(host).unwrap_or_else(|| host.to_owned());
-    if same_socket(&host, DEFAULT_DOCKER_HOST) {
-        DEFAULT_DOCKER_HOST.to_owned()
+/// The name of the Docker Engine at `host` on machine `hostname`: the default socket under
+/// another path (`/run/docker.sock` where `/var/run` links to `/run`) is the same engine, and
+/// the same caches, so it keeps the default's name.
+pub fn engine_name(host: &str, hostname: &str) -> String {
+    let host = read_host(host);
+    let named = if same_socket(&host, DEFAULT_DOCKER_HOST) {
+        DEFAULT_DOCKER_HOST
     } else {
-        host
-    }
+        &host
+    };
+    name_for_endpoint(named, hostname)
+}
+
+/// An engine address as the client reads it ([`parse_host`]), or as given when the client
+/// would refuse it.
+fn read_host(host: &str) -> String {
+    parse_host(host).unwrap_or_else(|| host.to_owned())
 }
 
 /// An engine address as the docker client reads `-H` and `DOCKER_HOST` (its `ParseHost`):
@@ -233,8 +240,7 @@ fn context_meta(var: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<serd
 /// Whether two engine addresses name one engine: the same once read as the client reads them
 /// ([`parse_host`]), or one socket file.
 pub fn same_engine(a: &str, b: &str) -> bool {
-    let read = |h: &str| parse_host(h).unwrap_or_else(|| h.to_owned());
-    let (a, b) = (read(a), read(b));
+    let (a, b) = (read_host(a), read_host(b));
     a == b || same_socket(&a, &b)
 }
 
@@ -330,10 +336,7 @@ pub fn buildx_current(var: &dyn Fn(&str) -> Option<String>) -> Option<String> {
             .unwrap_or_else(|| DEFAULT_BUILDX_BUILDER.to_owned())
     };
     let key = if context == DEFAULT_BUILDX_BUILDER {
-        host.map_or_else(
-            || DEFAULT_DOCKER_HOST.to_owned(),
-            |h| parse_host(&h).unwrap_or(h),
-        )
+        host.map_or_else(|| DEFAULT_DOCKER_HOST.to_owned(), |h| read_host(&h))
     } else {
         context.clone()
     };

@@ -207,7 +207,7 @@ fn short_value(rest: &str) -> Option<String> {
 }
 
 /// A boolean flag's value as Go's `strconv.ParseBool` reads it.
-fn parse_bool(value: &str) -> Option<bool> {
+pub(crate) fn parse_bool(value: &str) -> Option<bool> {
     match value {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
@@ -549,7 +549,7 @@ pub fn build_served_by_buildx(
     docker_buildkit: Option<&str>,
 ) -> bool {
     // The client reads it with Go's `strconv.ParseBool`.
-    if docker_buildkit.is_some_and(|v| matches!(v, "0" | "f" | "F" | "false" | "FALSE" | "False")) {
+    if docker_buildkit.is_some_and(|v| parse_bool(v) == Some(false)) {
         return false;
     }
     let major = version

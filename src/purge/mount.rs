@@ -252,13 +252,22 @@ pub fn mount_record_matches(
 /// so it is compared cleaned. It ends at the first ` from exec `, or, for a target that itself
 /// holds those words, at a later one.
 fn described_at(description: &str, cleaned: &[String]) -> bool {
+    let every = cleaned.iter().any(|t| t.contains(" from exec "));
+    described_dests(description, every)
+        .iter()
+        .any(|dest| cleaned.contains(dest))
+}
+
+/// The target paths, cleaned, a cache-mount description (`cached mount TARGET from exec ...`)
+/// may hold: the text before its first ` from exec `, or with `every`, before each of them.
+fn described_dests(description: &str, every: bool) -> Vec<String> {
     let Some(rest) = description.strip_prefix("cached mount ") else {
-        return false;
+        return Vec::new();
     };
-    let split = cleaned.iter().any(|t| t.contains(" from exec "));
     rest.match_indices(" from exec ")
-        .take(if split { usize::MAX } else { 1 })
-        .any(|(at, _)| cleaned.contains(&clean_path(&rest[..at])))
+        .take(if every { usize::MAX } else { 1 })
+        .map(|(at, _)| clean_path(&rest[..at]))
+        .collect()
 }
 
 /// Whether a cache-mount record's description is of one of `mounts` (namespace, mount id,
@@ -288,14 +297,8 @@ pub fn described_targets(description: &str) -> Vec<String> {
     if described_id(description).is_some() {
         return Vec::new();
     }
-    let Some(rest) = description.strip_prefix("cached mount ") else {
-        return Vec::new();
-    };
     // As [`described_at`] reads it: a later ` from exec ` may be the command's.
-    rest.match_indices(" from exec ")
-        .take(1)
-        .map(|(at, _)| clean_path(&rest[..at]))
-        .collect()
+    described_dests(description, false)
 }
 
 /// The LLB id a cache-mount record's description ends with (` with id "/pip"`, BuildKit
@@ -331,35 +334,30 @@ fn go_unquote(literal: &str) -> Option<Vec<u8>> {
                 '\\' => out.push(b'\\'),
                 '"' => out.push(b'"'),
                 'x' => out.push(u8::try_from(hex(&mut chars, 2)?).ok()?),
-                'u' => push_char(&mut out, hex(&mut chars, 4)?)?,
-                'U' => push_char(&mut out, hex(&mut chars, 8)?)?,
+                'u' => push_char(&mut out, char::from_u32(hex(&mut chars, 4)?)?),
+                'U' => push_char(&mut out, char::from_u32(hex(&mut chars, 8)?)?),
                 d @ '0'..='7' => {
-                    let rest = hex_octal(&mut chars)?;
+                    let rest = octal_rest(&mut chars)?;
                     out.push(u8::try_from(d.to_digit(8)? * 64 + rest).ok()?);
                 }
                 _ => return None,
             },
-            c => {
-                let mut buf = [0; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
+            c => push_char(&mut out, c),
         }
     }
     Some(out)
 }
 
 /// The last two digits of a Go octal escape (`\101`).
-fn hex_octal(chars: &mut std::str::Chars<'_>) -> Option<u32> {
+fn octal_rest(chars: &mut std::str::Chars<'_>) -> Option<u32> {
     let a = chars.next()?.to_digit(8)?;
     let b = chars.next()?.to_digit(8)?;
     Some(a * 8 + b)
 }
 
-fn push_char(out: &mut Vec<u8>, code: u32) -> Option<()> {
-    let c = char::from_u32(code)?;
+fn push_char(out: &mut Vec<u8>, c: char) {
     let mut buf = [0; 4];
     out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-    Some(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

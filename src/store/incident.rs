@@ -549,22 +549,8 @@ impl Store {
             // By namespace and id: one id under two namespaces is two caches.
             let mut targets: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
             for (namespace, mount_id, detail) in rows {
-                let list: Vec<MountUse> = detail
-                    .and_then(|d| serde_json::from_str(&d).ok())
-                    .unwrap_or_default();
                 let entry = targets.entry((namespace, mount_id.clone())).or_default();
-                for m in list {
-                    // A use without a known target is at the id itself when the id is a path.
-                    let target = m
-                        .target
-                        .or_else(|| m.id.starts_with('/').then(|| m.id.clone()));
-                    if let Some(t) = target {
-                        entry.insert(t);
-                    }
-                }
-                if entry.is_empty() && mount_id.starts_with('/') {
-                    entry.insert(mount_id.clone());
-                }
+                use_targets(entry, &mount_id, detail);
             }
             for (user, ts) in &targets {
                 for t in ts {
@@ -630,14 +616,8 @@ impl Store {
                 .map_err(err)?;
             let mut mounts: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
             for (namespace, mount_id, detail) in rows {
-                let list: Vec<MountUse> = detail
-                    .and_then(|d| serde_json::from_str(&d).ok())
-                    .unwrap_or_default();
                 let targets = mounts.entry((namespace, mount_id.clone())).or_default();
-                targets.extend(list.into_iter().filter_map(|m| m.target));
-                if mount_id.starts_with('/') {
-                    targets.insert(mount_id);
-                }
+                use_targets(targets, &mount_id, detail);
             }
             out.push(RunMountRecords {
                 run,
@@ -673,6 +653,25 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+/// Adds to `targets` the target paths of the uses of mount `mount_id` an event's `detail`
+/// records: each use's target, or its id when the id is a path; the mount id itself when it
+/// is a path and no use says more.
+fn use_targets(targets: &mut BTreeSet<String>, mount_id: &str, detail: Option<String>) {
+    let uses: Vec<MountUse> = detail
+        .and_then(|d| serde_json::from_str(&d).ok())
+        .unwrap_or_default();
+    for m in uses {
+        // A use without a known target is at the id itself when the id is a path.
+        let target = m
+            .target
+            .or_else(|| m.id.starts_with('/').then(|| m.id.clone()));
+        targets.extend(target);
+    }
+    if targets.is_empty() && mount_id.starts_with('/') {
+        targets.insert(mount_id.to_owned());
     }
 }
 
