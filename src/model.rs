@@ -490,25 +490,44 @@ pub fn display_name(
     key: &str,
     tag: Option<&str>,
 ) -> String {
-    display_name_parts(backend, locator, digest, key, tag).concat()
+    let mut out = String::new();
+    display_name_parts(backend, locator, digest, key, tag, &mut |p| out.push_str(p));
+    out
 }
 
-/// The parts of [`display_name`], one after the other.
-pub fn display_name_parts<'a>(
+/// Calls `part` with each part of [`display_name`], one after the other. A cache named by its
+/// key shows the place an import gave it (a `gha` cache's repository, a local image's builder)
+/// as `backend[place]:key`, with `%` and `]` in the place percent-encoded: two caches with one
+/// key in two places never print as one, nor as a cache with no place whatever its key holds.
+pub fn display_name_parts(
     backend: Backend,
-    locator: &'a str,
-    digest: Option<&'a str>,
-    key: &'a str,
-    tag: Option<&'a str>,
-) -> [&'a str; 3] {
+    locator: &str,
+    digest: Option<&str>,
+    key: &str,
+    tag: Option<&str>,
+    part: &mut dyn FnMut(&str),
+) {
     match (backend, digest) {
-        (Backend::Registry, Some(d)) => [locator, "@", d],
+        (Backend::Registry, Some(d)) => [locator, "@", d].into_iter().for_each(part),
         (Backend::Registry, None) => match tag {
-            Some(tag) => [locator, ":", tag],
-            None => [locator, "", ""],
+            Some(tag) => [locator, ":", tag].into_iter().for_each(part),
+            None => part(locator),
         },
-        (Backend::LocalImage, Some(d)) => [locator, "#", d],
-        (backend, _) => [backend.as_str(), ":", key],
+        (Backend::LocalImage, Some(d)) => [locator, "#", d].into_iter().for_each(part),
+        (backend, _) if locator.is_empty() => {
+            [backend.as_str(), ":", key].into_iter().for_each(part)
+        }
+        (backend, _) => {
+            part(backend.as_str());
+            part("[");
+            if locator.contains(['%', ']']) {
+                part(&locator.replace('%', "%25").replace(']', "%5D"));
+            } else {
+                part(locator);
+            }
+            part("]:");
+            part(key);
+        }
     }
 }
 
@@ -1129,6 +1148,30 @@ pub struct PurgeClaim {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cache named by its key shows the place an import gave it, encoded so that no place
+    /// and key print as another place and key, or as a cache with no place.
+    #[test]
+    fn caches_in_two_places_print_apart() {
+        let name = |backend, locator, key| display_name(backend, locator, None, key, None);
+        assert_eq!(name(Backend::Gha, "", "buildkit-main"), "gha:buildkit-main");
+        assert_eq!(
+            name(Backend::Gha, "org/prod", "buildkit-main"),
+            "gha[org/prod]:buildkit-main"
+        );
+        assert_eq!(name(Backend::Gha, "a]:b", "c"), "gha[a%5D:b]:c");
+        assert_eq!(name(Backend::Gha, "a", "b]:c"), "gha[a]:b]:c");
+        assert_eq!(name(Backend::Gha, "%5D", "k"), "gha[%255D]:k");
+        assert_eq!(
+            name(Backend::LocalImage, "ci-1", "web:1"),
+            "local-image[ci-1]:web:1"
+        );
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            display_name(Backend::LocalImage, "ci-1", Some(&digest), "web:1", None),
+            format!("ci-1#{digest}")
+        );
+    }
 
     proptest::proptest! {
         #[test]

@@ -255,14 +255,14 @@ fn run_parts(info: &RunInfo, part: &mut dyn FnMut(&str)) {
 }
 
 fn artifact_parts(info: &ArtifactInfo, part: &mut dyn FnMut(&str)) {
-    let parts = model::display_name_parts(
+    model::display_name_parts(
         info.backend,
         &info.locator,
         Digest::is_valid(&info.digest).then_some(info.digest.as_str()),
         &info.key,
         info.tags.first().map(CompactString::as_str),
+        part,
     );
-    parts.into_iter().for_each(part);
 }
 
 fn mount_parts(info: &MountInfo, part: &mut dyn FnMut(&str)) {

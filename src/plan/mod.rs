@@ -10,6 +10,7 @@ use crate::config::Scope;
 use crate::graph::source::ArtifactInfo;
 use crate::graph::{Entity, Kind, Tainted, Trace, Via};
 use crate::model::{Backend, Driver};
+use crate::report::escape::Quoted;
 use crate::time::Micros;
 
 /// What an action does. The strings are stable: the journal and reports use them.
@@ -292,10 +293,9 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                             in_scope: true,
                             target: Target::FollowUp {
                                 what: format!(
-                                    "{}@{} is the image trusted run `{}` built and pushed; a tainted run claims to have pushed it too: confirm it is that build's, then accept it",
-                                    info.locator,
-                                    info.digest,
-                                    run
+                                    "{} is the image trusted run {} built and pushed; a tainted run claims to have pushed it too: confirm it is that build's, then accept it",
+                                    Quoted(&format!("{}@{}", info.locator, info.digest)),
+                                    Quoted(run),
                                 ),
                                 command: "cachewarden incident accept ID SEQ --reason \"...\"".to_owned(),
                                 subject: None,
@@ -322,8 +322,8 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                     in_scope: true,
                     target: Target::FollowUp {
                         what: format!(
-                            "{}:{} was recorded without a digest: find what it pointed at and delete that",
-                            info.locator, info.key
+                            "{} was recorded without a digest: find what it pointed at and delete that",
+                            Quoted(&format!("{}:{}", info.locator, info.key))
                         ),
                         command: format!(
                             "skopeo inspect {}",
@@ -408,7 +408,8 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                 in_scope: true,
                 target: Target::FollowUp {
                     what: format!(
-                        "find the repositories that hold {digest} (no recorded run pushed it) and delete it there"
+                        "find the repositories that hold {} (no recorded run pushed it) and delete it there",
+                        Quoted(digest.as_str())
                     ),
                     command: String::new(),
                     subject: None,
@@ -445,8 +446,10 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                 in_scope: scope.allows_builder(&mount.builder_name),
                 target: Target::FollowUp {
                     what: format!(
-                        "cache mount `{llb}` on `{}` is under a namespace (BUILDKIT_CACHE_MOUNT_NS): prune by id its records, those described `with id \"{llb}\"` (Docker 25 and later) or at its target path, leaving other namespaces' records",
-                        mount.builder_name
+                        "cache mount {} on {} is under a namespace (BUILDKIT_CACHE_MOUNT_NS): prune by id its records, those described {} (Docker 25 and later) or at its target path, leaving other namespaces' records",
+                        Quoted(&llb),
+                        Quoted(&mount.builder_name),
+                        Quoted(&format!("with id \"{llb}\""))
                     ),
                     command: format!("{host}docker system df --verbose"),
                     subject: None,
@@ -492,8 +495,9 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                 in_scope: true,
                 target: Target::FollowUp {
                     what: format!(
-                        "{} was recorded without what was over a limit: find the cache mounts on {builder} and the caches it wrote that no record names, and remove them",
-                        crate::graph::run_display_name(info)
+                        "{} was recorded without what was over a limit: find the cache mounts on {} and the caches it wrote that no record names, and remove them",
+                        Quoted(&crate::graph::run_display_name(info)),
+                        Quoted(builder)
                     ),
                     command: String::new(),
                     subject: None,
@@ -516,9 +520,10 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                     in_scope: scope.allows_builder(builder),
                     target: Target::FollowUp {
                         what: format!(
-                            "{} mounted cache mounts it did not record (records {} on {builder}): a step the hook did not read, such as an ONBUILD of a base image, wrote them; prune them by id after checking",
-                            crate::graph::run_display_name(info),
-                            ids.join(", ")
+                            "{} mounted cache mounts it did not record (records {} on {}): a step the hook did not read, such as an ONBUILD of a base image, wrote them; prune them by id after checking",
+                            Quoted(&crate::graph::run_display_name(info)),
+                            ids.iter().map(|id| Quoted(id).to_string()).collect::<Vec<_>>().join(", "),
+                            Quoted(builder)
                         ),
                         command: String::new(),
                         subject: None,
@@ -676,7 +681,7 @@ impl Manifest<'_> {
                 place: registry.to_owned(),
                 in_scope: true,
                 target: Target::FollowUp {
-                    what: format!("rebuild or quarantine image {what}"),
+                    what: format!("rebuild or quarantine image {}", Quoted(&what)),
                     command: format!(
                         "cachewarden incident open --image {} --delete-images   # or rebuild it, or quarantine it",
                         sh(&what)

@@ -60,7 +60,7 @@ fn rich_trace(ignore_time: bool) -> Trace {
     let inline = h.manifest("reg.io/app", &digest('a'));
     h.tag(inline, "main");
     let copy = h.manifest("mirror.io/app", &digest('a'));
-    let gha = h.artifact(Backend::Gha, "github", "", "buildkit-app");
+    let gha = h.artifact(Backend::Gha, "", "", "buildkit-app");
     let evil = h.run("evil", "1", t(10), t(20));
     h.on(evil, b1);
     h.with_records(evil);

@@ -147,7 +147,8 @@ pub enum ArtifactWire {
     Reference(String),
     Other {
         backend: Backend,
-        /// The builder for local images; bucket, account or path for the other backends.
+        /// The builder for local images; for the other backends the place an import names
+        /// (a `gha` cache's repository), which the hook leaves empty.
         #[serde(default, skip_serializing_if = "String::is_empty")]
         locator: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -218,6 +219,18 @@ impl ArtifactWire {
                     return Err(format!(
                         "`{field}`: registry artifacts are written as reference strings"
                     ));
+                }
+                // A cache of another backend is named by its place and key (its bucket,
+                // account or path are in the key, as the hook writes it): a digest or tag
+                // would make a second artifact that prints as the first.
+                if backend != Backend::LocalImage {
+                    let given = [("digest", digest.is_some()), ("tag", tag.is_some())];
+                    if let Some((name, _)) = given.iter().find(|(_, given)| *given) {
+                        return Err(format!(
+                            "`{field}`: a {} cache is named by its place and `key`: `{name}` is taken only for local images",
+                            backend.as_str()
+                        ));
+                    }
                 }
                 Ok(Artifact {
                     backend,
@@ -841,6 +854,43 @@ mod tests {
             r#""exported":[{"backend":"gha","key":"k"}],"mounts":[{"id":"/m","readonly":true}]"#,
         ));
         assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    /// A cache of a backend other than a registry or a local image is named by its place and
+    /// key: a digest or tag on one is refused, naming the field; a local image keeps them.
+    #[test]
+    fn other_caches_take_no_digest_or_tag() {
+        let run = |artifact: &str| {
+            format!(
+                r#"{{"v":1,"type":"run","pipeline":"p","run":"1","builder":"b","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:00:00Z","exported":[{artifact}]}}"#
+            )
+        };
+        let digest = format!("sha256:{}", "a".repeat(64));
+        for (artifact, field) in [
+            (
+                format!(r#"{{"backend":"s3","key":"k","digest":"{digest}"}}"#),
+                "digest",
+            ),
+            (
+                r#"{"backend":"local","key":"/c","tag":"t"}"#.to_owned(),
+                "tag",
+            ),
+            (
+                r#"{"backend":"gha","locator":"o/r","key":"k","tag":"t"}"#.to_owned(),
+                "tag",
+            ),
+        ] {
+            let err = parse_line(&run(&artifact)).unwrap_err();
+            assert!(
+                err.contains(&format!("is named by its place and `key`: `{field}`")),
+                "{artifact}: {err}"
+            );
+        }
+        let image = format!(
+            r#"{{"backend":"local-image","locator":"ci-1","key":"web","digest":"{digest}","tag":"v1"}}"#
+        );
+        assert!(parse_line(&run(&image)).is_ok());
+        assert!(parse_line(&run(r#"{"backend":"gha","locator":"o/r","key":"k"}"#)).is_ok());
     }
 
     /// A run line names its builder, step and builder records as `record` would: a blank one

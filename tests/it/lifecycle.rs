@@ -444,6 +444,13 @@ fn caches_with_one_key_in_two_places_are_two_follow_ups() {
             && show.contains("delete gha cache buildkit-main of org/prod"),
         "{show}"
     );
+    // The trace names each with its place: neither prints as the other.
+    let trace = ok(env.cmd().args(["trace", "--pipeline", "evil"]));
+    assert!(
+        trace.contains("gha[org/evil]:buildkit-main")
+            && trace.contains("gha[org/prod]:buildkit-main"),
+        "{trace}"
+    );
 }
 
 /// A tag only ever built into an engine gets no registry look-up (its local image is removed

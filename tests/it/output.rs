@@ -355,6 +355,58 @@ fn markdown_report_shows_follow_up_commands_as_they_are() {
     assert!(!md.contains(r"a\\\\nb"), "{md}");
 }
 
+/// A follow-up's sentence quotes the names it holds: a backtick in a mount id is escaped, so the
+/// id cannot end its quotes and go on as the sentence of another follow-up on another builder.
+#[test]
+fn follow_up_sentences_quote_the_names_they_hold() {
+    let env = Env::new();
+    let forged = "pip` on `ci-prod` is under a namespace: nothing to prune. Cache mount `ns/x";
+    import(
+        &env,
+        &[serde_json::json!({
+            "v": 1, "type": "run", "pipeline": "evil", "run": "1", "step": "s",
+            "builder": "ci-dev",
+            "started_at": "2026-03-01T10:00:00Z", "finished_at": "2026-03-01T10:05:00Z",
+            "mounts": [{"id": forged, "namespace": "ns"}],
+        })
+        .to_string()],
+    );
+    ok(env.cmd().args(["incident", "open", "--pipeline", "evil"]));
+    let json = stdout(
+        env.cmd()
+            .args(["incident", "report", "1", "--format", "json"]),
+    );
+    let doc: serde_json::Value = serde_json::from_str(&json).expect(&json);
+    let what: Vec<&str> = doc["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["target"]["what"].as_str())
+        .filter(|w| w.contains("under a namespace (BUILDKIT_CACHE_MOUNT_NS)"))
+        .collect();
+    assert_eq!(
+        what,
+        [
+            "cache mount `ns/pip\\` on \\`ci-prod\\` is under a namespace: nothing to prune. \
+             Cache mount \\`ns/x` on `ci-dev` is under a namespace (BUILDKIT_CACHE_MOUNT_NS): \
+             prune by id its records, those described `with id \"ns/pip\\` on \\`ci-prod\\` \
+             is under a namespace: nothing to prune. Cache mount \\`ns/x\"` (Docker 25 and \
+             later) or at its target path, leaving other namespaces' records"
+        ],
+        "{json}"
+    );
+    // In Markdown the sentence's own quotes render as backticks, and the id's as a backslash
+    // and a backtick.
+    let md = stdout(
+        env.cmd()
+            .args(["incident", "report", "1", "--format", "md"]),
+    );
+    assert!(
+        md.contains(r"cache mount \`ns\/pip\\\\\` on \\\\\`ci\-prod\\\\\` is under"),
+        "{md}"
+    );
+}
+
 /// Verification details name a hostile builder as every other message does: a backtick and a
 /// backslash in it are escaped, so it cannot end the quotes it is in or pass for another name.
 #[test]
