@@ -6,7 +6,7 @@ use crate::store::db::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::{ChainHash, ChainHead, Store, StoreError, sql_error};
-use crate::model::{Driver, MountUse};
+use crate::model::{Driver, MountUse, clean_path};
 use crate::plan::{Action, ActionKind, BuilderPlace, PlanContext, Target};
 use crate::purge::{ActionState, Finished, IncidentStatus};
 use crate::time::{self, Micros};
@@ -658,7 +658,8 @@ impl Store {
 
 /// Adds to `targets` the target paths of the uses of mount `mount_id` an event's `detail`
 /// records: each use's target, or its id when the id is a path; the mount id itself when it
-/// is a path and no use says more.
+/// is a path and no use says more. Each is cleaned (`/c/` and `//c/.` are `/c`), as a
+/// record's description is read: two mounts at one target share it however each wrote it.
 fn use_targets(targets: &mut BTreeSet<String>, mount_id: &str, detail: Option<String>) {
     let uses: Vec<MountUse> = detail
         .and_then(|d| serde_json::from_str(&d).ok())
@@ -668,10 +669,10 @@ fn use_targets(targets: &mut BTreeSet<String>, mount_id: &str, detail: Option<St
         let target = m
             .target
             .or_else(|| m.id.starts_with('/').then(|| m.id.clone()));
-        targets.extend(target);
+        targets.extend(target.map(|t| clean_path(&t)));
     }
     if targets.is_empty() && mount_id.starts_with('/') {
-        targets.insert(mount_id.to_owned());
+        targets.insert(clean_path(mount_id));
     }
 }
 
@@ -861,4 +862,27 @@ impl crate::store::db::FromValue for IncidentStatus {
 
 fn unknown_word(what: &str, text: &str) -> crate::store::db::DbError {
     crate::store::db::DbError::Value(format!("unknown {what} `{text}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::use_targets;
+
+    /// A use's target is taken cleaned, as a record's description is read, whatever wrote it
+    /// (a store written before targets were cleaned on the way in holds them as given).
+    #[test]
+    fn use_targets_are_cleaned() {
+        let mut targets = BTreeSet::new();
+        use_targets(
+            &mut targets,
+            "pip",
+            Some(r#"[{"id":"pip","target":"/root/.cache/pip/"},{"id":"pip","target":"//root/./.cache/pip"}]"#.to_owned()),
+        );
+        assert_eq!(targets, BTreeSet::from(["/root/.cache/pip".to_owned()]));
+        let mut targets = BTreeSet::new();
+        use_targets(&mut targets, "/c/d/", None);
+        assert_eq!(targets, BTreeSet::from(["/c/d".to_owned()]));
+    }
 }

@@ -532,3 +532,43 @@ fn a_tag_pushed_by_tag_only_keeps_its_follow_up_unless_its_run_pinned_it() {
         assert_eq!(report.contains(follow_up), expected, "{report}");
     }
 }
+
+/// Two mounts at one target path, each written its own way (`/root/.cache/pip/` and
+/// `//root/.cache/./pip`), share it: the prune of the tainted one names the other, so a record
+/// at that path, which either may have written, is left in place rather than pruned.
+#[test]
+fn mounts_at_one_target_written_two_ways_share_it() {
+    let env = Env::new();
+    let line = |pipeline: &str, id: &str, target: &str, at: &str| {
+        json!({
+            "v": 1, "type": "run", "pipeline": pipeline, "run": "1", "step": "s",
+            "builder": "ci-1", "started_at": format!("2026-03-01T{at}:00:00Z"),
+            "finished_at": format!("2026-03-01T{at}:05:00Z"),
+            "mounts": [{"id": id, "target": target}],
+        })
+        .to_string()
+    };
+    let file = env.write(
+        "h.jsonl",
+        &[
+            line("web", "b", "//root/.cache/./pip", "09"),
+            line("evil", "a", "/root/.cache/pip/", "10"),
+        ]
+        .join("\n"),
+    );
+    ok(env.cmd().arg("import").arg(&file));
+    ok(env.cmd().args(["incident", "open", "--pipeline", "evil"]));
+    let report = ok(env
+        .cmd()
+        .args(["incident", "report", "1", "--format", "json"]));
+    let doc: serde_json::Value = serde_json::from_str(&report).unwrap();
+    let prune = doc["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "prune-mount")
+        .expect(&report);
+    assert_eq!(prune["target"]["mount_id"], "a", "{report}");
+    assert_eq!(prune["target"]["targets"], json!(["/root/.cache/pip"]));
+    assert_eq!(prune["target"]["shares_target_with"], json!(["b"]));
+}
