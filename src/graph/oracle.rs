@@ -14,7 +14,7 @@ use crate::model::Backend;
 use crate::time::Micros;
 
 /// Seeds by id, already resolved.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct OracleSeeds {
     pub runs: Vec<RunId>,
     pub mount: Option<(MountId, Micros)>,
@@ -27,6 +27,24 @@ pub struct OracleSeeds {
     pub write_spans: BTreeMap<RunId, (Micros, Micros)>,
     /// Seed runs whose writes nothing bounds: taken as a time-suspect run's.
     pub unbounded: BTreeSet<RunId>,
+    /// How far one runner's clock may be behind another's (the trace's clock skew).
+    pub skew: Micros,
+}
+
+impl Default for OracleSeeds {
+    /// No seeds, with the trace's default clock skew.
+    fn default() -> Self {
+        Self {
+            runs: Vec::new(),
+            mount: None,
+            builder: None,
+            digest: None,
+            tags: Vec::new(),
+            write_spans: BTreeMap::new(),
+            unbounded: BTreeSet::new(),
+            skew: super::ClaimLimits::default().skew,
+        }
+    }
 }
 
 impl OracleSeeds {
@@ -392,14 +410,18 @@ fn earliest(
                 times.push(start);
             }
             // Two runs that recorded creating one record ran side by side: either may have
-            // made it, and the other used it, unless it finished before the tainted one made it.
+            // made it, and the other used it, unless it finished before the tainted one made it
+            // (on a clock that may be behind the other runner's by the skew).
             Event::CreatedRecord(r)
                 if record_carries_taint(&h.records[index(r)])
                     && writes_to(h, tainted, run.id, (seeds, ignore_time), |e| {
                         e == Event::CreatedRecord(r)
                     })
                     .any(|(made, _, suspect)| {
-                        ignore_time || run.time_suspect || suspect || made <= run.finished_at
+                        ignore_time
+                            || run.time_suspect
+                            || suspect
+                            || made <= run.finished_at.saturating_add(seeds.skew.max(0))
                     }) =>
             {
                 times.push(start);

@@ -331,6 +331,21 @@ fn a_record_an_earlier_run_made_is_not_tainted_back_in_time() {
         names(&trace, Kind::Run),
         set(&["run:evil/1/build", "run:web/1/build", "run:web/2/build"])
     );
+    // The reference engine applies the same skew, and none takes web/1 in.
+    for (skew, reached) in [(t(25) - t(0), true), (0, false)] {
+        let mut options = claim_limits();
+        options.claims.skew = skew;
+        let trace = super::trace(&mut h.clone(), &runs(&["evil/1"]), options).unwrap();
+        let resolved = OracleSeeds {
+            runs: vec![evil],
+            skew,
+            ..OracleSeeds::default()
+        };
+        let closure = oracle::closure(&h, &resolved, false);
+        assert_eq!(everything(&trace), closure);
+        assert_eq!(closure.contains("run:web/1/build"), reached);
+        assert_eq!(times(&trace), oracle::times(&h, &resolved, false));
+    }
     let mut ignoring = claim_limits();
     ignoring.ignore_time = true;
     let trace = super::trace(&mut h.clone(), &runs(&["evil/1"]), ignoring).unwrap();
@@ -2293,6 +2308,7 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
             };
             let mut resolved = OracleSeeds {
                 runs: seeded.clone(),
+                skew: claims.skew,
                 ..OracleSeeds::default()
             };
             let first = &h.runs[0];
@@ -2357,7 +2373,9 @@ pub(crate) fn arb_history() -> impl Strategy<Value = (History, Seeds, OracleSeed
 
 /// Claim limits small enough for the histories above: a run of 20 minutes, 5 of grace.
 pub(crate) fn prop_claims() -> TraceOptions {
-    limits(20, 5)
+    let mut options = limits(20, 5);
+    options.claims.skew = t(1) - t(0);
+    options
 }
 
 /// The earliest a received run may have begun, worked out here for the reference engine
