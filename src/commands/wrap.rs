@@ -161,7 +161,7 @@ async fn wrap_build(
     let process_env = |name: &str| std::env::var(name).ok();
     let client = build.client.clone();
     let client_env = builder_name::client_env(&client, &process_env);
-    let env = buildx_env(&build, &client_env, args.run.builder.is_some());
+    let env = buildx_env(&build, &client_env);
     let record_args = merged_args(&args.run, &build);
     // Everything that can be known before the build is settled first; a bad flag is an error
     // before anything runs.
@@ -177,7 +177,7 @@ async fn wrap_build(
                 "builder `{}` is configured at `{}`, but the command builds on `{}`: the build is recorded on builder `{}`",
                 Term(named),
                 Term(config.builder(named).map_or("", |b| b.endpoint.as_str())),
-                Term(actual.endpoint.as_deref().unwrap_or("")),
+                Term(actual.endpoint.as_deref().unwrap_or(&actual.name)),
                 Term(&actual.name)
             ));
             record.builder = Some(actual);
@@ -1091,9 +1091,10 @@ async fn listed_inputs(
     Ok(out)
 }
 
-/// The Docker Engine the command builds on, when the builder the hook names (`--builder`,
-/// `CACHEWARDEN_BUILDER`) is configured at another engine: a name does not move a build, and
-/// what is captured and later pruned on the configured engine is none of this build's.
+/// The builder the command builds on, when the builder the hook names (`--builder`,
+/// `CACHEWARDEN_BUILDER`) is configured as a Docker Engine it does not build on (another
+/// engine, or a buildx instance's container): a name does not move a build, and what is
+/// captured and later pruned on the configured engine is none of this build's.
 fn builds_elsewhere(
     record: &crate::model::RunRecord,
     env: &dyn Fn(&str) -> Option<String>,
@@ -1115,10 +1116,12 @@ fn builds_elsewhere(
         &builder_name::hostname(),
         builder_name::current_context(env).as_deref(),
     );
+    // A buildx instance's BuildKit runs in a container of its own: none of the engine's.
+    if actual.driver != Some(Driver::Docker) {
+        return Some(actual);
+    }
     let client = actual.endpoint.as_deref()?;
-    if actual.driver != Some(Driver::Docker)
-        || builder_name::same_engine(client, &configured.endpoint)
-    {
+    if builder_name::same_engine(client, &configured.endpoint) {
         return None;
     }
     // The engine it builds on by the name the config gives it, when the config has it: one
@@ -1141,12 +1144,14 @@ fn builds_elsewhere(
 /// with the buildx builder the build runs on as `BUILDX_BUILDER`: its `--builder` (which wins
 /// over `CACHEWARDEN_BUILDER`), else, for a buildx build (`docker buildx build`, or a `docker
 /// build` that `docker buildx install` made one) that nothing names a builder for, the one
-/// `docker buildx use` made current. `--builder=` names none: buildx takes the current one.
-/// `named` says `wrap --builder` names it, which wins over everything.
+/// `docker buildx use` made current. `--builder=` names none: buildx takes the current one,
+/// for a plain `docker build` too (a client that passes `--builder` on runs it through
+/// buildx, which reads the empty name so). A name the hook gives (`wrap --builder`,
+/// `CACHEWARDEN_BUILDER`) still names the build, but the builder found here is the one
+/// [`builds_elsewhere`] compares it with.
 fn buildx_env<'a>(
     build: &BuildCommand,
     env: &'a dyn Fn(&str) -> Option<String>,
-    named: bool,
 ) -> impl Fn(&str) -> Option<String> + 'a {
     let set = |name: &str| env(name).is_some_and(|v| !v.trim().is_empty());
     let explicit = build.builder.clone().filter(|b| !b.is_empty());
@@ -1155,22 +1160,22 @@ fn buildx_env<'a>(
     let legacy = env("DOCKER_BUILDKIT").is_some_and(|v| command::parse_bool(&v) == Some(false));
     let buildx = build.buildx
         || (!legacy
-            && builder_name::config_dir(env)
-                .and_then(|dir| std::fs::read_to_string(dir.join("config.json")).ok())
-                .is_some_and(|config| command::aliases_build_to_buildx(&config)));
-    let current = if buildx
-        && !named
-        && explicit.is_none()
-        && (cleared || !(set("BUILDX_BUILDER") || set("CACHEWARDEN_BUILDER")))
-    {
+            && (cleared
+                || builder_name::config_dir(env)
+                    .and_then(|dir| std::fs::read_to_string(dir.join("config.json")).ok())
+                    .is_some_and(|config| command::aliases_build_to_buildx(&config))));
+    let current = if buildx && explicit.is_none() && (cleared || !set("BUILDX_BUILDER")) {
         builder_name::buildx_current(env)
     } else {
         None
     };
+    // The command's own choice of builder wins over the one the environment names for the
+    // hook; the current builder does not, unless the command asked for it.
+    let command_chose = explicit.is_some() || (cleared && current.is_some());
     let chosen = explicit.or(current);
     move |name: &str| match name {
         "BUILDX_BUILDER" if chosen.is_some() || cleared => chosen.clone(),
-        "CACHEWARDEN_BUILDER" if chosen.is_some() => None,
+        "CACHEWARDEN_BUILDER" if command_chose => None,
         _ => env(name),
     }
 }

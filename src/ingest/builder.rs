@@ -30,6 +30,11 @@ pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 /// `--tls`, `--tlsverify`) and no host is given.
 pub const DEFAULT_TLS_HOST: &str = "tcp://localhost:2376";
 
+/// The host of the client's `default` context, as [`client_env`] gives it: its `-H`, else
+/// `DOCKER_HOST`, whichever context the client is told to use (buildx's `default` builder
+/// is that engine).
+const DEFAULT_CONTEXT_HOST: &str = "CACHEWARDEN_DEFAULT_CONTEXT_HOST";
+
 /// Derives the builder from flags and environment. `var` reads environment variables;
 /// `hostname` is this machine's name; `current_context` is the docker config's
 /// `currentContext`, if any.
@@ -39,6 +44,7 @@ pub fn derive(
     hostname: &str,
     current_context: Option<&str>,
 ) -> BuilderInfo {
+    let raw = var;
     let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
     // The client takes any `DOCKER_HOST` that is not empty, blank included (the default
     // engine), and reads it as `ParseHost` does.
@@ -56,10 +62,19 @@ pub fn derive(
             endpoint,
         };
     }
-    if let Some(buildx) = var("BUILDX_BUILDER")
-        && let Some(builder) = buildx_builder(&var, &buildx, hostname)
-    {
-        return builder;
+    if let Some(buildx) = var("BUILDX_BUILDER") {
+        if let Some(builder) = buildx_builder(&var, &buildx, hostname) {
+            return builder;
+        }
+        // buildx's `default` is the docker context `default`: the engine `-H` or
+        // `DOCKER_HOST` names, else the default one; never the current context's.
+        let host = raw(DEFAULT_CONTEXT_HOST)
+            .or_else(|| raw("DOCKER_HOST"))
+            .filter(|v| !v.is_empty());
+        return match host {
+            Some(host) => endpoint_builder(read_host(&host), hostname),
+            None => default_engine(&var, hostname),
+        };
     }
     if let Some(host) = endpoint {
         return endpoint_builder(host, hostname);
@@ -68,7 +83,12 @@ pub fn derive(
     if let Some(context) = context.filter(|c| c != "default") {
         return context_builder(&var, &context, hostname);
     }
-    // With TLS asked for and no host given, the client's default engine is a TLS port.
+    default_engine(&var, hostname)
+}
+
+/// The engine a client reaches with no host and no context given: with TLS asked for, a TLS
+/// port on this machine; else the default socket.
+fn default_engine(var: &dyn Fn(&str) -> Option<String>, hostname: &str) -> BuilderInfo {
     if ["DOCKER_TLS_VERIFY", "DOCKER_TLS"]
         .iter()
         .any(|name| var(name).is_some())
@@ -297,16 +317,20 @@ pub fn client_env<'a>(
     flags: &'a ClientFlags,
     var: &'a dyn Fn(&str) -> Option<String>,
 ) -> impl Fn(&str) -> Option<String> + 'a {
+    // An empty `--context` is none given.
+    let context = flags.context.as_deref().filter(|c| !c.is_empty());
     move |name: &str| match name {
-        "DOCKER_HOST" => match flags.context.as_deref() {
+        "DOCKER_HOST" => match context {
             Some(context) if context != "default" => None,
             _ => flags.host.clone().or_else(|| var(name)),
         },
-        "DOCKER_CONTEXT" => match (&flags.context, &flags.host) {
-            (Some(context), _) => Some(context.clone()),
+        "DOCKER_CONTEXT" => match (context, &flags.host) {
+            (Some(context), _) => Some(context.to_owned()),
             (None, Some(_)) => Some("default".to_owned()),
             (None, None) => var(name),
         },
+        // Never the environment's own: only the client's flags and `DOCKER_HOST` say it.
+        DEFAULT_CONTEXT_HOST => flags.host.clone().or_else(|| var("DOCKER_HOST")),
         "DOCKER_CONFIG" => flags
             .config
             .as_ref()
@@ -504,6 +528,26 @@ mod tests {
             ..ClientFlags::default()
         };
         assert_eq!(named(&default), "docker@10.0.0.5:2376");
+        // An empty `--context` is none given.
+        let empty = ClientFlags {
+            context: Some(String::new()),
+            ..ClientFlags::default()
+        };
+        assert_eq!(named(&empty), "docker@10.0.0.5:2376");
+        // buildx's `default` builder is the `default` context's engine, whatever context the
+        // client is told to use.
+        let vars = env(&[
+            ("DOCKER_HOST", "tcp://10.0.0.5:2376"),
+            ("BUILDX_BUILDER", "default"),
+        ]);
+        let default = |flags: &ClientFlags| derive(None, &client_env(flags, &vars), "h", None).name;
+        assert_eq!(default(&context), "docker@10.0.0.5:2376");
+        assert_eq!(default(&host), "docker@h:/run/other.sock");
+        let vars = env(&[("BUILDX_BUILDER", "default"), ("DOCKER_CONTEXT", "ci")]);
+        assert_eq!(
+            derive(None, &client_env(&context, &vars), "h", None).name,
+            "docker@h:/var/run/docker.sock"
+        );
         let vars = env(&[("DOCKER_CONTEXT", "ci")]);
         let named = |flags: &ClientFlags| derive(None, &client_env(flags, &vars), "h", None).name;
         assert_eq!(named(&ClientFlags::default()), "context:ci@h");

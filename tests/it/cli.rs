@@ -913,6 +913,41 @@ fn wrap_names_the_builder_the_wrapped_client_chooses() {
         let out = wrap(run, client);
         assert!(out.starts_with("exit: 0\n"), "{client:?}: {out}");
     }
+    // A `docker build --builder=` is a buildx build on the current builder; an empty
+    // `--context=` is none, leaving `DOCKER_HOST`; buildx's `default` builder is the engine of
+    // the `default` context (`DOCKER_HOST`), not of the context the client is told to use.
+    let in_env = |run: &str, client: &[&str]| {
+        let mut cmd = env.cmd();
+        cmd.args(["wrap", "--pipeline", "victim", "--run", run, "--"])
+            .arg(&docker)
+            .args(client)
+            .arg(env.path().join("ctx"))
+            .env("DOCKER_HOST", &socket);
+        output(&env, &mut cmd)
+    };
+    let plain = wrap("e0", &["--config", &config, "build", "--builder="]);
+    assert!(plain.starts_with("exit: 5\n"), "{plain}");
+    for (run, client) in [
+        ("e1", &["--context=", "build"][..]),
+        ("e2", &["-c", "", "build"]),
+        (
+            "e3",
+            &[
+                "--context",
+                "other",
+                "buildx",
+                "build",
+                "--builder",
+                "default",
+            ],
+        ),
+    ] {
+        let out = in_env(run, client);
+        assert!(
+            out.starts_with("exit: 5\n") && out.contains("is tainted in open incident 1"),
+            "{client:?}: {out}"
+        );
+    }
     let export = ok(env.cmd().arg("export"));
     let builder = |run: &str| {
         export
@@ -1034,6 +1069,76 @@ fn a_named_builder_configured_elsewhere_does_not_move_the_build() {
     .arg(env.path().join("ctx"));
     let out = output(&env, &mut cmd);
     assert!(!out.contains("is configured at"), "{out}");
+}
+
+/// A builder the hook names as a configured Docker Engine does not move a buildx build onto it
+/// either: the buildx instance `BUILDX_BUILDER` or `docker buildx use` chose runs it, in a
+/// container of its own, and the build is checked and recorded there.
+#[test]
+fn a_named_engine_does_not_move_a_buildx_build() {
+    let env = Env::new();
+    let docker = env.fake_docker("exit 0\n");
+    env.write(
+        "ctx/Dockerfile",
+        "FROM scratch\nRUN --mount=type=cache,id=pip,target=/root/.cache/pip true\n",
+    );
+    let config = env.write(
+        "cw.toml",
+        "[[builder]]\nname = \"ci-1\"\nendpoint = \"unix:///var/run/docker.sock\"\n",
+    );
+    env.write("cfg/buildx/instances/fleet", "{}");
+    env.write(
+        "cfg/buildx/current",
+        r#"{"Key":"unix:///var/run/docker.sock","Name":"fleet","Global":false}"#,
+    );
+    let dir = env.path().join("cfg");
+    ok(env
+        .cmd_with(&config)
+        .args([
+            "record",
+            "--pipeline",
+            "evil",
+            "--run",
+            "1",
+            "--mount",
+            "pip",
+        ])
+        .env("BUILDX_BUILDER", "fleet"));
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--pipeline", "evil"]));
+    let wrap = |run: &str, named: &[&str], var: Option<(&str, &str)>| {
+        let mut cmd = env.cmd_with(&config);
+        cmd.args(["wrap", "--pipeline", "victim", "--run", run])
+            .args(named)
+            .arg("--")
+            .arg(&docker)
+            .arg("--config")
+            .arg(&dir)
+            .args(["buildx", "build"])
+            .arg(env.path().join("ctx"));
+        if let Some((name, value)) = var {
+            cmd.env(name, value);
+        }
+        output(&env, &mut cmd)
+    };
+    for (run, named, var) in [
+        ("1", &["--builder", "ci-1"][..], None),
+        ("2", &[], Some(("CACHEWARDEN_BUILDER", "ci-1"))),
+        (
+            "3",
+            &["--builder", "ci-1"],
+            Some(("BUILDX_BUILDER", "fleet")),
+        ),
+    ] {
+        let out = wrap(run, named, var);
+        assert!(
+            out.starts_with("exit: 5\n")
+                && out.contains("builder `ci-1` is configured at `unix:///var/run/docker.sock`, but the command builds on `buildx:fleet@")
+                && out.contains("is tainted in open incident 1"),
+            "{run}: {out}"
+        );
+    }
 }
 
 /// `export --run` gives only the runs named, with their pipelines and builders and no purge:
