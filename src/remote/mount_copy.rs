@@ -629,7 +629,7 @@ impl Later {
                     rule,
                     member: None,
                     expected: "a regular file".to_owned(),
-                    actual: format!("a symbolic link to `{}`", String::from_utf8_lossy(target)),
+                    actual: format!("a symbolic link to {}", String::from_utf8_lossy(target)),
                 });
             }
         }

@@ -365,7 +365,12 @@ pub fn findings(a: &MountAudit<'_>, rank: &dyn Fn(&str) -> Option<usize>) -> (Di
                     _ => "checksums",
                 }
             ),
-            None => format!("expected {}, found {}", first.expected, first.actual),
+            // Both may be the mount's own words (a recorded hash, a link's target): quoted.
+            None => format!(
+                "expected {}, found {}",
+                Quoted(&first.expected),
+                Quoted(&first.actual)
+            ),
         };
         let written = match change(path) {
             "unchanged" => "unchanged since the previous snapshot".to_owned(),
@@ -836,5 +841,44 @@ mod tests {
         assert_eq!(found[0].code, Code::ContentAddressMismatch);
         assert_eq!(found[0].detail["rule"], "npm-cacache");
         assert_eq!(found[0].detail["change"], "unchanged");
+        assert!(
+            found[0]
+                .message
+                .contains("expected `sha1-aabbcc`, found `sha1-ffff`"),
+            "{}",
+            found[0].message
+        );
+    }
+
+    /// What the mount's files say (a `.ziphash`'s first line) is quoted in the message: its
+    /// backticks cannot end the quotes and go on as the message's own words.
+    #[test]
+    fn a_recorded_hash_cannot_forge_the_message() {
+        let path = "cache/download/m/@v/v1.0.0.ziphash";
+        let scan = Scan {
+            files: vec![file(path, 3)],
+            mismatches: vec![Mismatch {
+                path: path.as_bytes().to_vec(),
+                rule: checks::Rule::GoZiphash,
+                member: None,
+                expected: "h1:x`, found `h1:x`; unchanged".into(),
+                actual: "h1:y".into(),
+            }],
+            ..Scan::default()
+        };
+        let files = scan.files.clone();
+        let audit = audit_after_20("go", &scan, &files, (&[], &[]));
+        let found = findings(&audit, &rank).1;
+        assert!(
+            found[0]
+                .message
+                .contains(r"expected `h1:x\`, found \`h1:x\`; unchanged`, found `h1:y`"),
+            "{}",
+            found[0].message
+        );
+        assert_eq!(
+            found[0].detail["expected"],
+            "h1:x`, found `h1:x`; unchanged"
+        );
     }
 }
