@@ -65,7 +65,10 @@ pub fn import(
     let mut store: Option<BulkTarget> = None;
     let batch_size = args.batch_size;
     let (mut lines, mut events) = (0usize, 0usize);
-    let mut known = ImportCache::default();
+    let mut known = match args.trust_level {
+        Some(_) => ImportCache::upload(),
+        None => ImportCache::default(),
+    };
     let mut commit = |batch: &[ImportItem], first_line: usize| -> Result<()> {
         let target = match &mut store {
             Some(target) => target,

@@ -143,6 +143,9 @@ pub(super) struct IdCache {
     /// While set, the later uses of records and sightings of tags are gathered here and
     /// written once each when the transaction ends ([`Held::write`]), not once a run.
     held: Option<Held>,
+    /// The lines are a CI job's upload (`import --trust-level`): a run the store already
+    /// holds is repeated as it is or refused.
+    pub(super) upload: bool,
 }
 
 /// What later sightings change in rows an import's transaction already holds: a record's last
@@ -220,6 +223,8 @@ const IMPORT_KEPT: usize = 1 << 18;
 pub struct ImportCache {
     ids: IdCache,
     kept: usize,
+    /// The lines are a CI job's upload ([`ImportCache::upload`]).
+    upload: bool,
 }
 
 impl Default for ImportCache {
@@ -234,6 +239,19 @@ impl ImportCache {
         Self {
             ids: IdCache::default(),
             kept,
+            upload: false,
+        }
+    }
+
+    /// For a CI job's upload (`import --trust-level`): a run the store already holds may be
+    /// repeated (the same file imported twice adds nothing), never added to. The job that
+    /// wrote the file ran the code it built, which could otherwise give another run's record
+    /// (another pipeline's, or an earlier run's of its own) writes it never made, dated at
+    /// that run's times, and keep them off its own.
+    pub fn upload() -> Self {
+        Self {
+            upload: true,
+            ..Self::default()
         }
     }
 }
@@ -313,6 +331,7 @@ impl Store {
         known: &mut ImportCache,
     ) -> Result<ImportOutcome, StoreError> {
         known.ids.next_transaction(known.kept);
+        known.ids.upload = known.upload;
         let result = self.import_batch_with(items, first_line, config, &mut known.ids);
         if result.is_err() {
             known.ids = IdCache::default();
@@ -1582,6 +1601,8 @@ pub(super) fn insert_run(
             })
             .optional()?,
     };
+    // What a repeat adds besides events: an observation, a build ref, a truncation.
+    let mut gained = Vec::new();
     let (run, created, level) = match (inserted, stored) {
         (_, Some(stored)) => {
             let differ = differences(&stored, record, level.as_deref(), asked);
@@ -1597,6 +1618,7 @@ pub(super) fn insert_run(
                     "INSERT INTO run_observations (run_id, kind, by_run, at) VALUES (?1, 'overlapped', NULL, ?2)",
                 )?
                 .execute(params![stored.id, now])?;
+                gained.push("an overlap");
             }
             (stored.id, false, stored.trust_level)
         }
@@ -1621,18 +1643,26 @@ pub(super) fn insert_run(
         }
     };
     if let Some(build_ref) = &record.build_ref {
-        tx.prepare_cached(
-            "INSERT INTO run_build_refs (run_id, build_ref, recorded_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (run_id, build_ref) DO NOTHING",
-        )?
-        .execute(params![run, build_ref, now])?;
+        let added = tx
+            .prepare_cached(
+                "INSERT INTO run_build_refs (run_id, build_ref, recorded_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (run_id, build_ref) DO NOTHING",
+            )?
+            .execute(params![run, build_ref, now])?;
+        if added > 0 {
+            gained.push("a build ref");
+        }
     }
     if record.truncated {
-        tx.prepare_cached(
-            "INSERT INTO run_truncations (run_id, recorded_at) VALUES (?1, ?2)
-             ON CONFLICT (run_id) DO NOTHING",
-        )?
-        .execute(params![run, now])?;
+        let added = tx
+            .prepare_cached(
+                "INSERT INTO run_truncations (run_id, recorded_at) VALUES (?1, ?2)
+                 ON CONFLICT (run_id) DO NOTHING",
+            )?
+            .execute(params![run, now])?;
+        if added > 0 {
+            gained.push("a truncation");
+        }
     }
     let (start, finish) = (record.started_at, record.finished_at);
     let mut events = 0;
@@ -1820,6 +1850,16 @@ pub(super) fn insert_run(
         Some(receipt) => super::collector::insert_receipt(tx, run, receipt)?,
         None => false,
     };
+    if events > 0 {
+        gained.insert(0, "events");
+    }
+    if !created && cache.upload && !gained.is_empty() {
+        return Err(WriteError::Conflict(format!(
+            "run `{}` is already recorded, and this upload adds {} to it: an upload repeats a run the store holds as it is or not at all, so nothing was written (record the build under a new run id or step)",
+            name.escape_debug(),
+            gained.join(" and ")
+        )));
+    }
     // The run as accepted, or what it gained, joins the tamper-evident chain in this
     // transaction.
     if let Some(new) = entry.filter(|_| !received) {

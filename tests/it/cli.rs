@@ -256,6 +256,52 @@ fn a_builder_keeps_the_first_endpoint_recorded() {
     assert!(export.contains(r#""name":"b4""#), "{export}");
 }
 
+/// An upload (`import --trust-level`) repeats a run the store holds as it is, or not at all:
+/// one job's file cannot give another run (another pipeline's, or an earlier one) writes,
+/// a build ref or a truncation, dated at that run's times. The same file twice adds nothing.
+#[test]
+fn an_upload_adds_nothing_to_a_run_the_store_holds() {
+    let env = Env::new();
+    let run = |extra: &str| {
+        format!(
+            r#"{{"v":1,"type":"run","pipeline":"forks-good","run":"100","step":"s","builder":"b1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","imported":["r.io/web:cache@{}"]{extra}}}"#,
+            digest('a')
+        )
+    };
+    let upload = |name: &str, line: &str| {
+        let file = env.write(name, &format!("{line}\n"));
+        let mut cmd = env.cmd();
+        cmd.args(["import", "--trust-level", "untrusted"])
+            .arg(&file);
+        output(&env, &mut cmd)
+    };
+    let first = upload("good.jsonl", &run(""));
+    assert!(first.starts_with("exit: 0\n"), "{first}");
+    let again = upload("good.jsonl", &run(""));
+    assert!(again.starts_with("exit: 0\n"), "{again}");
+    let before = ok(env.cmd().arg("export"));
+    for (extra, gained) in [
+        (
+            format!(r#","exported":["r.io/web:cache@{}"]"#, digest('e')),
+            "events",
+        ),
+        (r#","build_ref":"attackerbuild1""#.to_owned(), "a build ref"),
+        (r#","truncated":true"#.to_owned(), "a truncation"),
+    ] {
+        let out = upload("evil.jsonl", &run(&extra));
+        assert!(
+            out.starts_with("exit: 2\n")
+                && out.contains("run `forks-good/100/s` is already recorded, and this upload adds")
+                && out.contains(gained),
+            "{extra}: {out}"
+        );
+        assert_eq!(ok(env.cmd().arg("export")), before, "{extra}");
+    }
+    // A store's own export (a plain import) may still add to a run.
+    let file = env.write("more.jsonl", &format!("{}\n", run(r#","truncated":true"#)));
+    ok(env.cmd().arg("import").arg(&file));
+}
+
 /// Export then import into a fresh store gives the same export.
 #[test]
 fn export_import_round_trip() {
