@@ -651,11 +651,22 @@ pub mod limits {
     /// Bytes in one line of an `import` file.
     pub const LINE_BYTES: usize = 1 << 20;
 
-    /// A value over a limit; the message names the field and the limit, never the value.
+    /// A value over a limit (the message names the field and the limit, never the value), or
+    /// a name that would print as another (the message shows it escaped).
     #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
     pub enum LimitError {
         #[error("`{field}` is {bytes} bytes, over the limit of {NAME_BYTES} bytes")]
         Name { field: String, bytes: usize },
+        #[error(
+            "`{field}` `{}` begins or ends with white space, which no listing shows: it would print as another name",
+            crate::report::escape::Term(value)
+        )]
+        Padded { field: String, value: String },
+        #[error(
+            "`{field}` `{}` is not in Unicode normalization form C: it would print as another name, written the usual way",
+            crate::report::escape::Term(value)
+        )]
+        Unnormalized { field: String, value: String },
         #[error("`{field}` has {count} entries, over the limit of {limit}")]
         Count {
             field: &'static str,
@@ -687,13 +698,39 @@ pub mod limits {
         opt(&at(), a.tag.as_deref())
     }
 
-    /// The fields of the run itself: without them there is no run to record.
+    /// The fields of the run itself: without them there is no run to record. Each is a name
+    /// people read and type: one with white space at an end, or not in normalization form C
+    /// (`cafe\u{301}` beside `café`), would be a second name that prints as the first.
     fn identity(run: &RunRecord) -> Result<(), LimitError> {
-        name(|| "pipeline".to_owned(), &run.pipeline.name)?;
-        name(|| "run".to_owned(), &run.run_id)?;
-        name(|| "step".to_owned(), &run.step)?;
+        let mut names = vec![
+            ("pipeline", run.pipeline.name.as_str()),
+            ("run", run.run_id.as_str()),
+            ("step", run.step.as_str()),
+        ];
         if let Some(b) = &run.builder {
-            name(|| "builder".to_owned(), &b.name)?;
+            names.push(("builder", b.name.as_str()));
+        }
+        for (field, value) in names {
+            name(|| field.to_owned(), value)?;
+            shown_as_itself(field, value)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a name that would print as another: white space at either end, or a form
+    /// other than Unicode's normalization form C.
+    pub fn shown_as_itself(field: &str, value: &str) -> Result<(), LimitError> {
+        if value.starts_with(char::is_whitespace) || value.ends_with(char::is_whitespace) {
+            return Err(LimitError::Padded {
+                field: field.to_owned(),
+                value: value.to_owned(),
+            });
+        }
+        if !value.is_ascii() && !unicode_normalization::is_nfc(value) {
+            return Err(LimitError::Unnormalized {
+                field: field.to_owned(),
+                value: value.to_owned(),
+            });
         }
         Ok(())
     }

@@ -302,6 +302,7 @@ pub fn parse_line(text: &str) -> Result<ImportItem, String> {
                 ("project", project.as_ref()),
                 ("trust_level", trust_level.as_ref()),
             ])?;
+            limits::shown_as_itself("name", &name).map_err(|err| err.to_string())?;
             Ok(ImportItem::Pipeline(PipelineInfo {
                 name,
                 project,
@@ -317,6 +318,7 @@ pub fn parse_line(text: &str) -> Result<ImportItem, String> {
             check_version(v)?;
             non_empty(&name, "name")?;
             within_limits(&[("name", Some(&name)), ("endpoint", endpoint.as_ref())])?;
+            limits::shown_as_itself("name", &name).map_err(|err| err.to_string())?;
             Ok(ImportItem::Builder(BuilderInfo {
                 name,
                 driver,
@@ -923,6 +925,48 @@ mod tests {
             panic!("refused")
         };
         assert_eq!(run.records.unwrap().reused[0].size, None);
+    }
+
+    /// A name with white space at an end, or not in normalization form C, is refused, naming
+    /// the field and showing the value: it would print as another name.
+    #[test]
+    fn names_that_print_as_others_are_refused() {
+        let run = |pipeline: &str, extra: &str| {
+            format!(
+                r#"{{"v":1,"type":"run","pipeline":"{pipeline}","run":"1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:00:00Z"{extra}}}"#
+            )
+        };
+        for (line, says) in [
+            (
+                run("web-release ", ""),
+                "`pipeline` `web-release ` begins or ends",
+            ),
+            (
+                run("web", r#","builder":" b1""#),
+                "`builder` ` b1` begins or ends",
+            ),
+            (
+                run("web", r#","step":"build\u00a0""#),
+                "`step` `build\\u{a0}` begins",
+            ),
+            (
+                run("cafe\u{301}", ""),
+                "`pipeline` `cafe\u{301}` is not in Unicode normalization form C",
+            ),
+            (
+                r#"{"v":1,"type":"pipeline","name":"web\t"}"#.to_owned(),
+                "`name` `web\\t` begins or ends",
+            ),
+            (
+                r#"{"v":1,"type":"builder","name":" ci-1"}"#.to_owned(),
+                "`name` ` ci-1` begins or ends",
+            ),
+        ] {
+            let err = parse_line(&line).unwrap_err();
+            assert!(err.contains(says), "{line}: {err}");
+        }
+        assert!(parse_line(&run("caf\u{e9}-release", "")).is_ok());
+        assert!(parse_line(&run("web release", "")).is_ok());
     }
 
     /// A run line's `trust_level` is the run's own, not its pipeline's.

@@ -302,6 +302,31 @@ fn an_upload_adds_nothing_to_a_run_the_store_holds() {
     ok(env.cmd().arg("import").arg(&file));
 }
 
+/// `record` refuses a name that would print as another (white space at an end, a form other
+/// than NFC), naming it, and writes nothing.
+#[test]
+fn record_refuses_names_that_print_as_others() {
+    let env = Env::new();
+    for (flag, value) in [
+        ("--pipeline", "web-release "),
+        ("--run", " 1"),
+        ("--builder", "b1\t"),
+        ("--pipeline", "cafe\u{301}-release"),
+    ] {
+        let mut cmd = env.cmd();
+        cmd.arg("record");
+        for (name, default) in [("--pipeline", "web"), ("--run", "1"), ("--builder", "b1")] {
+            cmd.args([name, if name == flag { value } else { default }]);
+        }
+        let out = output(&env, &mut cmd);
+        assert!(
+            out.starts_with("exit: 2\n") && out.contains("would print as another name"),
+            "{flag} {value:?}: {out}"
+        );
+    }
+    assert!(!env.db().exists());
+}
+
 /// Export then import into a fresh store gives the same export.
 #[test]
 fn export_import_round_trip() {
