@@ -204,7 +204,9 @@ impl TargetKind for Mount {
 /// v0.12 and later) ends each description with the mount's LLB id (` with id "/pip"`, the
 /// Dockerfile id behind the frontend's namespace `/`): only that end counts, since the command
 /// before it is the build's own text and may hold the same words. Docker 20.10 writes no id:
-/// there, and for a record without one, the target path decides.
+/// there, the target path decides. Where ids are written, a record without one at the target
+/// is the mount's only when its id is that target (BuildKit leaves such an id out); else it is
+/// doubtful.
 /// Where the evidence listing ([`list_mount`]) mounts a cache mount: a record it leaves there
 /// names the mount's id at this target.
 const LISTING_TARGET: &str = "/cachewarden-mount";
@@ -240,11 +242,16 @@ pub fn mount_record_matches(
             MountMatch::No
         };
     }
-    if at_target {
-        MountMatch::ByTarget
-    } else {
-        MountMatch::No
+    if !at_target {
+        return MountMatch::No;
     }
+    // A builder that writes ids writes every mount's but one whose id is its target: a record
+    // without one is that mount's, or older than the builder's ids (made before an upgrade).
+    // Unless this mount's id is the target, it is left for people to check.
+    if describes_ids && !described_at(description, &[clean_path(&format!("/{mount_id}"))]) {
+        return MountMatch::Doubtful;
+    }
+    MountMatch::ByTarget
 }
 
 /// Whether a cache-mount description (`cached mount TARGET from exec ...`) is at one of the
@@ -976,9 +983,19 @@ mod tests {
             mount_record_matches(default, "root/.cache/pip", &pip, true),
             MountMatch::Doubtful
         );
+        // Where ids are written, a record without one is the mount's whose id is its target
+        // (`id=c,target=/c`), not another's at that target: that is left for people to check.
         let old = "cached mount /c from exec /bin/sh -c true";
         assert_eq!(
             mount_record_matches(old, "a", &c, true),
+            MountMatch::Doubtful
+        );
+        assert_eq!(
+            mount_record_matches(old, "c", &c, true),
+            MountMatch::ByTarget
+        );
+        assert_eq!(
+            mount_record_matches(old, "a", &c, false),
             MountMatch::ByTarget
         );
     }
