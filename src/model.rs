@@ -717,6 +717,18 @@ pub mod limits {
         Ok(())
     }
 
+    /// A name read from where nobody typed it for cachewarden (a CI variable, a token's claim)
+    /// as [`shown_as_itself`] takes it: without white space at its ends, in normalization form
+    /// C. Hook and collector read one CI's names the same way, so they agree.
+    pub fn normalized_name(value: &str) -> String {
+        let trimmed = value.trim();
+        if trimmed.is_ascii() {
+            trimmed.to_owned()
+        } else {
+            unicode_normalization::UnicodeNormalization::nfc(trimmed).collect()
+        }
+    }
+
     /// Refuses a name that would print as another: white space at either end, or a form
     /// other than Unicode's normalization form C.
     pub fn shown_as_itself(field: &str, value: &str) -> Result<(), LimitError> {

@@ -102,7 +102,7 @@ struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
 impl Env<'_> {
     fn get(&self, name: &str) -> Option<String> {
         (self.0)(name)
-            .map(|v| v.trim().to_owned())
+            .map(|v| crate::model::limits::normalized_name(&v))
             .filter(|v| !v.is_empty())
     }
 
@@ -299,6 +299,20 @@ mod tests {
                 also_detected: Vec::new(),
             }
         );
+    }
+
+    /// Names are read without white space at their ends and in normalization form C, as the
+    /// collector reads them from a token: a workflow named `"Caf\u{65}\u{301} "` is one pipeline.
+    #[test]
+    fn names_are_read_trimmed_and_composed() {
+        let ctx = detect_in(&[
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_REPOSITORY", "acme/web"),
+            ("GITHUB_WORKFLOW", "Cafe\u{301} "),
+            ("GITHUB_RUN_ID", "1"),
+        ])
+        .unwrap();
+        assert_eq!(ctx.pipeline.as_deref(), Some("acme/web/Caf\u{e9}"));
     }
 
     /// GitHub Actions without an attempt or workflow: the run id is the bare run, the pipeline

@@ -116,7 +116,8 @@ pub fn claimed_run(
         IssuerKind::Generic => {
             let named = |name: &str| {
                 claim_text(claims, name)
-                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| crate::model::limits::normalized_name(&s))
+                    .filter(|s| !s.is_empty())
                     .ok_or_else(|| format!("the token has no `{name}` claim"))
             };
             return Ok(ClaimedRun {
