@@ -698,6 +698,16 @@ impl Config {
         self.builders.iter().find(|b| b.name == name)
     }
 
+    /// The Docker Engine the config names at `endpoint` (spelled any way the client reads as
+    /// that engine): one engine is one builder, under one name, whichever way a build reaches
+    /// it.
+    pub fn engine_at(&self, endpoint: &str) -> Option<&BuilderConfig> {
+        self.builders.iter().find(|b| {
+            matches!(b.driver, None | Some(crate::model::Driver::Docker))
+                && crate::ingest::builder::same_engine(endpoint, &b.endpoint)
+        })
+    }
+
     pub fn registry(&self, host: &str) -> Option<&RegistryConfig> {
         self.registries
             .iter()

@@ -245,7 +245,18 @@ pub fn build_record(
         &builder::hostname(),
         builder::current_context(var).as_deref(),
     );
-    let builder = match config.builder(&builder.name) {
+    // A builder found from the client's settings (no name given) on an engine the config
+    // names is recorded under that name: a build named for the engine and one that reaches it
+    // by socket or context use one builder's mounts and records, and a trace follows both.
+    let named = args.run.builder.is_some()
+        || var("CACHEWARDEN_BUILDER").is_some_and(|v| !v.trim().is_empty());
+    let engine = match (&builder.driver, &builder.endpoint) {
+        (Some(crate::model::Driver::Docker), Some(endpoint)) if !named => {
+            config.engine_at(endpoint)
+        }
+        _ => None,
+    };
+    let builder = match config.builder(&builder.name).or(engine) {
         Some(configured) => crate::model::BuilderInfo {
             name: configured.name.clone(),
             driver: configured.driver.or(builder.driver),

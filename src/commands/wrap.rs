@@ -1126,10 +1126,7 @@ fn builds_elsewhere(
     }
     // The engine it builds on by the name the config gives it, when the config has it: one
     // engine under one name, whichever way a build names it.
-    let known = config.builders.iter().find(|b| {
-        matches!(b.driver, None | Some(Driver::Docker))
-            && builder_name::same_engine(client, &b.endpoint)
-    });
+    let known = config.engine_at(client);
     Some(match known {
         Some(b) => BuilderInfo {
             name: b.name.clone(),

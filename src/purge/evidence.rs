@@ -308,12 +308,19 @@ mod tests {
                         if !request.windows(4).any(|w| w == b"\r\n\r\n") {
                             continue;
                         }
+                        let head = request.starts_with(b"HEAD ");
                         request.clear();
                         let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                         most.fetch_max(now, Ordering::SeqCst);
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         in_flight.fetch_sub(1, Ordering::SeqCst);
-                        let answer = "HTTP/1.1 404 Not Found\r\nDocker-Distribution-API-Version: registry/2.0\r\nContent-Length: 0\r\n\r\n";
+                        // The registry's own answer for a manifest it does not hold.
+                        let body = r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
+                        let answer = format!(
+                            "HTTP/1.1 404 Not Found\r\nDocker-Distribution-API-Version: registry/2.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+                            body.len(),
+                            if head { "" } else { body }
+                        );
                         if stream.write_all(answer.as_bytes()).await.is_err() {
                             return;
                         }

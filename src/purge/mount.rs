@@ -245,11 +245,18 @@ pub fn mount_record_matches(
     if !at_target {
         return MountMatch::No;
     }
-    // A builder that writes ids writes every mount's but one whose id is its target: a record
-    // without one is that mount's, or older than the builder's ids (made before an upgrade).
-    // Unless this mount's id is the target, it is left for people to check.
-    if describes_ids && !described_at(description, &[clean_path(&format!("/{mount_id}"))]) {
-        return MountMatch::Doubtful;
+    // A builder that writes ids writes every mount's but one whose LLB id (`/` and its id) is
+    // its target as the Dockerfile wrote it, compared uncleaned as BuildKit compares them: a
+    // record without one is that mount's, or older than the builder's ids (made before an
+    // upgrade). Unless this mount's id is that target, it is left for people to check. (A
+    // mount with no `id=` is keyed by its target, `/` and the target: its id is always
+    // written.)
+    if describes_ids {
+        let own = format!("/{mount_id}");
+        let every = cleaned.iter().any(|t| t.contains(" from exec "));
+        if !described_raw_dests(description, every).contains(&own.as_str()) {
+            return MountMatch::Doubtful;
+        }
     }
     MountMatch::ByTarget
 }
@@ -268,12 +275,20 @@ fn described_at(description: &str, cleaned: &[String]) -> bool {
 /// The target paths, cleaned, a cache-mount description (`cached mount TARGET from exec ...`)
 /// may hold: the text before its first ` from exec `, or with `every`, before each of them.
 fn described_dests(description: &str, every: bool) -> Vec<String> {
+    described_raw_dests(description, every)
+        .into_iter()
+        .map(clean_path)
+        .collect()
+}
+
+/// [`described_dests`] as BuildKit wrote them, uncleaned.
+fn described_raw_dests(description: &str, every: bool) -> Vec<&str> {
     let Some(rest) = description.strip_prefix("cached mount ") else {
         return Vec::new();
     };
     rest.match_indices(" from exec ")
         .take(if every { usize::MAX } else { 1 })
-        .map(|(at, _)| clean_path(&rest[..at]))
+        .map(|(at, _)| &rest[..at])
         .collect()
 }
 
@@ -997,6 +1012,18 @@ mod tests {
         assert_eq!(
             mount_record_matches(old, "a", &c, false),
             MountMatch::ByTarget
+        );
+        // A mount with no `id=` (recorded by its target) always has its id written: a record
+        // at its target without one is another's.
+        assert_eq!(
+            mount_record_matches(old, "/c", &c, true),
+            MountMatch::Doubtful
+        );
+        // BuildKit compares the target as written: `/c/` is not the id `/c`.
+        let slashed = "cached mount /c/ from exec /bin/sh -c true";
+        assert_eq!(
+            mount_record_matches(slashed, "c", &c, true),
+            MountMatch::Doubtful
         );
     }
 

@@ -546,9 +546,8 @@ impl RegistryClient {
         let response = self.send(&call).await?;
         match response.status() {
             StatusCode::OK => {}
-            // A HEAD answer has no body to say why: without the registry's header, the GET's
-            // answer decides.
-            StatusCode::NOT_FOUND if has_api_version(response.headers()) => return Ok(None),
+            // A HEAD answer has no body to say why: the GET's answer decides (a front before
+            // the registry may put the registry's header on a 404 of its own).
             StatusCode::NOT_FOUND => return self.head_by_get(repository, reference).await,
             _ => return Err(self.unexpected(&call, response).await),
         }
@@ -1025,28 +1024,26 @@ impl RegistryClient {
         )
     }
 
-    /// Checks that a 404 is the registry's own "no such manifest or repository": its API
-    /// version header, or an error body naming an unknown manifest, repository or blob. Any
-    /// other 404 (a proxy's maintenance page, an endpoint that is not a registry) proves
-    /// nothing is gone, and is an error.
+    /// Checks that a 404 is the registry's own "no such manifest or repository": an error body
+    /// naming an unknown manifest, repository or blob. Any other 404 (a proxy's maintenance
+    /// page, an endpoint that is not a registry, a front that puts the registry's API version
+    /// header on every answer, its own 404s too) proves nothing is gone, and is an error.
     async fn registry_not_found(
         &self,
         call: &Call<'_>,
         response: Response,
     ) -> Result<(), RemoteError> {
-        let said = has_api_version(response.headers());
         let body = response.bytes().await.unwrap_or_default();
         let codes = error_codes(&body);
-        if said
-            || codes
-                .iter()
-                .any(|(code, _)| NOT_FOUND_CODES.contains(&code.as_str()))
+        if codes
+            .iter()
+            .any(|(code, _)| NOT_FOUND_CODES.contains(&code.as_str()))
         {
             return Ok(());
         }
         let mut error = self.status_error(call, StatusCode::NOT_FOUND, &codes);
         error.message.push_str(
-            ", without the registry's header or error code: not taken as proof that nothing is there",
+            ", without the registry's error code for an unknown manifest, repository or blob: not taken as proof that nothing is there",
         );
         Err(error)
     }
@@ -1413,12 +1410,6 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
 
 /// The error codes of the distribution spec that say there is nothing by a name or digest.
 const NOT_FOUND_CODES: &[&str] = &["MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"];
-
-/// Whether a response carries `Docker-Distribution-API-Version`, which a registry sets on
-/// every answer and a proxy's own pages do not.
-fn has_api_version(headers: &HeaderMap) -> bool {
-    headers.contains_key("docker-distribution-api-version")
-}
 
 /// The distribution error codes and messages of an error body.
 fn error_codes(body: &[u8]) -> Vec<(String, String)> {

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::plan::{ActionKind, Target};
 use crate::purge::{ActionState, IncidentStatus};
-use crate::report::escape::{MdCode, MdLine, MdText, Short};
+use crate::report::escape::{Line, MdCode, MdLine, MdText, Short};
 use crate::store::{ActionRow, IncidentRow};
 use crate::time;
 
@@ -504,7 +504,7 @@ pub fn write_markdown(doc: &ReportDoc<'_>, out: &mut dyn Write) -> io::Result<()
         for piece in pieces {
             match piece {
                 Piece::Ours(text) => line.push_str(text),
-                Piece::Text(text) => line.push_str(&MdText(text).to_string()),
+                Piece::Text(text) => line.push_str(&MdLine(text).to_string()),
                 Piece::Code(code) => line.push_str(&MdCode::span(code).to_string()),
             }
         }
@@ -534,6 +534,15 @@ impl Style {
         match self {
             Self::Text => Short(value).to_string(),
             Self::MdCell => MdText(value).to_string(),
+        }
+    }
+
+    /// A sentence of the plan's own that holds names quoted ([`crate::report::escape::Quoted`]):
+    /// whole, its quotes as they are, controls escaped.
+    fn sentence(self, value: &str) -> String {
+        match self {
+            Self::Text => Line(value).to_string(),
+            Self::MdCell => MdLine(value).to_string(),
         }
     }
 }
@@ -601,7 +610,7 @@ pub fn describe_target_as(target: &Target, style: Style) -> String {
             style.name(reference),
             style.name(builder)
         ),
-        Target::FollowUp { what, .. } => style.text(what),
+        Target::FollowUp { what, .. } => style.sentence(what),
     }
 }
 

@@ -1142,6 +1142,72 @@ fn a_named_builder_configured_elsewhere_does_not_move_the_build() {
     assert!(!out.contains("is configured at"), "{out}");
 }
 
+/// A build that reaches a configured engine by its socket or by a context, naming no builder,
+/// is recorded under the config's name for that engine: a trace from a fork that wrote a mount
+/// there reaches the build that names the engine and read it.
+#[test]
+fn an_engine_the_config_names_is_one_builder_however_it_is_reached() {
+    let env = Env::new();
+    let socket = format!("unix://{}", env.path().join("b2.sock").display());
+    let config = env.write(
+        "cw.toml",
+        &format!("[[builder]]\nname = \"b2\"\nendpoint = \"{socket}\"\n"),
+    );
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"c2"));
+    env.write(
+        &format!("cfg/contexts/meta/{hash}/meta.json"),
+        &format!(r#"{{"Name":"c2","Endpoints":{{"docker":{{"Host":"{socket}"}}}}}}"#),
+    );
+    let record = |pipeline: &str, run: &str, vars: &[(&str, String)]| {
+        let mut cmd = env.cmd_with(&config);
+        cmd.args([
+            "record",
+            "--pipeline",
+            pipeline,
+            "--run",
+            run,
+            "--mount",
+            "pip",
+        ]);
+        for (name, value) in vars {
+            cmd.env(name, value);
+        }
+        ok(&mut cmd);
+    };
+    let dir = env.path().join("cfg").display().to_string();
+    record("fork", "1", &[("DOCKER_HOST", socket.clone())]);
+    record(
+        "fork",
+        "2",
+        &[("DOCKER_CONTEXT", "c2".into()), ("DOCKER_CONFIG", dir)],
+    );
+    record("webapp", "1", &[("CACHEWARDEN_BUILDER", "b2".into())]);
+    record("other", "1", &[("CACHEWARDEN_BUILDER", "elsewhere".into())]);
+    let export = ok(env.cmd_with(&config).arg("export"));
+    let builders: Vec<String> = export
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["type"] == "run")
+        .map(|l| {
+            format!(
+                "{}/{} {}",
+                l["pipeline"].as_str().unwrap(),
+                l["run"].as_str().unwrap(),
+                l["builder"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        builders,
+        ["fork/1 b2", "fork/2 b2", "webapp/1 b2", "other/1 elsewhere"],
+        "{export}"
+    );
+    let trace = ok(env
+        .cmd_with(&config)
+        .args(["trace", "--run", "fork/1", "--format", "json"]));
+    assert!(trace.contains("run:webapp/1/"), "{trace}");
+}
+
 /// A builder the hook names as a configured Docker Engine does not move a buildx build onto it
 /// either: the buildx instance `BUILDX_BUILDER` or `docker buildx use` chose runs it, in a
 /// container of its own, and the build is checked and recorded there.

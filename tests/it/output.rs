@@ -402,7 +402,7 @@ fn follow_up_sentences_quote_the_names_they_hold() {
             .args(["incident", "report", "1", "--format", "md"]),
     );
     assert!(
-        md.contains(r"cache mount \`ns\/pip\\\\\` on \\\\\`ci\-prod\\\\\` is under"),
+        md.contains(r"cache mount \`ns\/pip\\\` on \\\`ci\-prod\\\` is under"),
         "{md}"
     );
 }

@@ -316,7 +316,7 @@ fn a_cache_mount_a_tainted_run_did_not_record_is_a_follow_up() {
         .collect();
     assert_eq!(follow_ups.len(), 1, "{show:#}");
     assert!(
-        follow_ups[0].contains("records m1 on b1") && follow_ups[0].contains("evil/1/s"),
+        follow_ups[0].contains("records `m1` on `b1`") && follow_ups[0].contains("evil/1/s"),
         "{show:#}"
     );
     let trace = ok(env
