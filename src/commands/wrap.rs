@@ -161,7 +161,7 @@ async fn wrap_build(
     let process_env = |name: &str| std::env::var(name).ok();
     let client = build.client.clone();
     let client_env = builder_name::client_env(&client, &process_env);
-    let env = buildx_env(&build, &client_env);
+    let (env, through_buildx) = buildx_env(&build, &client_env);
     let record_args = merged_args(&args.run, &build);
     // Everything that can be known before the build is settled first; a bad flag is an error
     // before anything runs.
@@ -171,7 +171,7 @@ async fn wrap_build(
         printer.warn(warning);
     }
     let planned = planned.map(|mut record| {
-        if let Some(actual) = builds_elsewhere(&record, &env, config) {
+        if let Some(actual) = builds_elsewhere(&record, &env, config, through_buildx) {
             let named = record.builder.as_ref().map_or("", |b| b.name.as_str());
             printer.warn(format!(
                 "builder `{}` is configured at `{}`, but the command builds on `{}`: the build is recorded on builder `{}`",
@@ -1099,6 +1099,7 @@ fn builds_elsewhere(
     record: &crate::model::RunRecord,
     env: &dyn Fn(&str) -> Option<String>,
     config: &Config,
+    through_buildx: bool,
 ) -> Option<BuilderInfo> {
     let named = record.builder.as_ref()?;
     let configured = config.builder(&named.name)?;
@@ -1116,9 +1117,11 @@ fn builds_elsewhere(
         &builder_name::hostname(),
         builder_name::current_context(env).as_deref(),
     );
-    // A buildx instance's BuildKit runs in a container of its own: none of the engine's.
+    // A buildx instance's BuildKit runs in a container of its own: none of the engine's. Only
+    // a build known to go through buildx runs there: a legacy `docker build` (a client before
+    // Docker 23, `DOCKER_BUILDKIT=0`) builds on the engine whatever `BUILDX_BUILDER` says.
     if actual.driver != Some(Driver::Docker) {
-        return Some(actual);
+        return through_buildx.then_some(actual);
     }
     let client = actual.endpoint.as_deref()?;
     if builder_name::same_engine(client, &configured.endpoint) {
@@ -1145,11 +1148,12 @@ fn builds_elsewhere(
 /// for a plain `docker build` too (a client that passes `--builder` on runs it through
 /// buildx, which reads the empty name so). A name the hook gives (`wrap --builder`,
 /// `CACHEWARDEN_BUILDER`) still names the build, but the builder found here is the one
-/// [`builds_elsewhere`] compares it with.
+/// [`builds_elsewhere`] compares it with. Also says whether the build is known to run through
+/// buildx (else it may be a legacy `docker build`, which no buildx builder runs).
 fn buildx_env<'a>(
     build: &BuildCommand,
     env: &'a dyn Fn(&str) -> Option<String>,
-) -> impl Fn(&str) -> Option<String> + 'a {
+) -> (impl Fn(&str) -> Option<String> + 'a, bool) {
     let set = |name: &str| env(name).is_some_and(|v| !v.trim().is_empty());
     let explicit = build.builder.clone().filter(|b| !b.is_empty());
     let cleared = build.builder.as_deref() == Some("");
@@ -1169,12 +1173,15 @@ fn buildx_env<'a>(
     // The command's own choice of builder wins over the one the environment names for the
     // hook; the current builder does not, unless the command asked for it.
     let command_chose = explicit.is_some() || (cleared && current.is_some());
+    // Known to run through buildx: a client that takes `--builder` runs the build there.
+    let through_buildx = buildx || (!legacy && explicit.is_some());
     let chosen = explicit.or(current);
-    move |name: &str| match name {
+    let env = move |name: &str| match name {
         "BUILDX_BUILDER" if chosen.is_some() || cleared => chosen.clone(),
         "CACHEWARDEN_BUILDER" if command_chose => None,
         _ => env(name),
-    }
+    };
+    (env, through_buildx)
 }
 
 /// The record of a wrapped build: its flags and what its command says. The times and the

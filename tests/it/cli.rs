@@ -1276,6 +1276,34 @@ fn a_named_engine_does_not_move_a_buildx_build() {
             "{run}: {out}"
         );
     }
+    // A legacy `docker build` builds on the engine, whatever `BUILDX_BUILDER` says: it stays
+    // on the named engine.
+    let mut cmd = env.cmd_with(&config);
+    cmd.args([
+        "wrap",
+        "--pipeline",
+        "victim",
+        "--run",
+        "4",
+        "--builder",
+        "ci-1",
+        "--",
+    ])
+    .arg(&docker)
+    .arg("build")
+    .arg(env.path().join("ctx"))
+    .env("BUILDX_BUILDER", "fleet")
+    .env("DOCKER_BUILDKIT", "0");
+    let out = output(&env, &mut cmd);
+    assert!(
+        out.starts_with("exit: 0\n") && !out.contains("is configured at"),
+        "{out}"
+    );
+    let export = ok(env.cmd_with(&config).arg("export"));
+    assert!(
+        export.contains(r#""run":"4","step":"ctx/Dockerfile","builder":"ci-1""#),
+        "{export}"
+    );
 }
 
 /// `export --run` gives only the runs named, with their pipelines and builders and no purge:
