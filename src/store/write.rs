@@ -146,6 +146,10 @@ pub(super) struct IdCache {
     /// The lines are a CI job's upload (`import --trust-level`): a run the store already
     /// holds is repeated as it is or refused.
     pub(super) upload: bool,
+    /// While an upload repeats a run the store holds: what the repeat would change in rows
+    /// other runs share (a tag's sightings, an artifact's first sighting, a builder record's
+    /// use), which it must not.
+    repeat_gains: Option<Vec<&'static str>>,
 }
 
 /// What later sightings change in rows an import's transaction already holds: a record's last
@@ -819,6 +823,40 @@ pub(super) fn upsert_artifact(
     seen: Micros,
 ) -> crate::store::db::DbResult<i64> {
     let ident = artifact_key(artifact);
+    if cache.repeat_gains.is_some() {
+        let stored: Option<(i64, Micros)> = tx
+            .prepare_cached(
+                "SELECT id, first_seen FROM artifacts
+                 WHERE backend = ?1 AND locator = ?2 AND digest = ?3 AND key = ?4",
+            )?
+            .query_row(
+                params![ident.0.as_str(), ident.1, ident.2, ident.3],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let gain = match stored {
+            None => Some("an artifact"),
+            Some((_, first_seen)) if seen < first_seen => Some("an earlier sighting"),
+            Some((id, _)) => artifact.tag.as_ref().and_then(|tag| {
+                let span: Option<(Micros, Micros)> = tx
+                    .prepare_cached(
+                        "SELECT first_seen, last_seen FROM artifact_tags
+                         WHERE artifact_id = ?1 AND tag = ?2",
+                    )
+                    .and_then(|mut stmt| {
+                        stmt.query_row(params![id, tag], |row| Ok((row.get(0)?, row.get(1)?)))
+                            .optional()
+                    })
+                    .ok()
+                    .flatten();
+                (!span.is_some_and(|(first, last)| first <= seen && seen <= last))
+                    .then_some("a tag sighting")
+            }),
+        };
+        if let (Some(gain), Some(gains)) = (gain, &mut cache.repeat_gains) {
+            gains.push(gain);
+        }
+    }
     let id = match cache.artifacts.get(&ident) {
         Some(&(id, first_seen)) if first_seen <= seen => id,
         // On SQLite a new row is inserted without reading it back (`RETURNING` costs more
@@ -991,6 +1029,30 @@ fn upsert_record(
     record: &BuilderRecord,
 ) -> crate::store::db::DbResult<StoredRecord> {
     let ident = (builder, record.id.clone());
+    if cache.repeat_gains.is_some() {
+        let stored: Option<(Option<Micros>, Option<i64>)> = tx
+            .prepare_cached(
+                "SELECT last_used_at, size FROM builder_records
+                 WHERE builder_id = ?1 AND record_id = ?2",
+            )?
+            .query_row(params![builder, record.id], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })
+            .optional()?;
+        let covered = stored.is_some_and(|(last_used_at, size)| {
+            StoredRecord {
+                id: 0,
+                record_type: String::new(),
+                description: String::new(),
+                last_used_at,
+                size,
+            }
+            .covers(record)
+        });
+        if let (false, Some(gains)) = (covered, &mut cache.repeat_gains) {
+            gains.push("a builder record's use");
+        }
+    }
     if let Some(stored) = cache.records.get_mut(&ident) {
         if stored.covers(record) {
             return Ok(stored.clone());
@@ -1642,6 +1704,8 @@ pub(super) fn insert_run(
             (run, true, level)
         }
     };
+    // An upload's repeat of a stored run must change nothing other runs' rows hold either.
+    cache.repeat_gains = (!created && cache.upload).then(Vec::new);
     if let Some(build_ref) = &record.build_ref {
         let added = tx
             .prepare_cached(
@@ -1852,6 +1916,11 @@ pub(super) fn insert_run(
     };
     if events > 0 {
         gained.insert(0, "events");
+    }
+    for gain in cache.repeat_gains.take().unwrap_or_default() {
+        if !gained.contains(&gain) {
+            gained.push(gain);
+        }
     }
     if !created && cache.upload && !gained.is_empty() {
         return Err(WriteError::Conflict(format!(

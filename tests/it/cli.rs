@@ -263,9 +263,18 @@ fn a_builder_keeps_the_first_endpoint_recorded() {
 fn an_upload_adds_nothing_to_a_run_the_store_holds() {
     let env = Env::new();
     let run = |extra: &str| {
+        let records = if extra.contains("records") {
+            ""
+        } else {
+            r#","records":{"created":[],"reused":[{"id":"r1","type":"regular","description":"RUN make"}]}"#
+        };
+        let imported = if extra.contains("imported") {
+            String::new()
+        } else {
+            format!(r#","imported":["r.io/web:cache@{}"]"#, digest('a'))
+        };
         format!(
-            r#"{{"v":1,"type":"run","pipeline":"forks-good","run":"100","step":"s","builder":"b1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","imported":["r.io/web:cache@{}"]{extra}}}"#,
-            digest('a')
+            r#"{{"v":1,"type":"run","pipeline":"forks-good","run":"100","step":"s","builder":"b1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z"{imported}{records}{extra}}}"#
         )
     };
     let upload = |name: &str, line: &str| {
@@ -287,6 +296,14 @@ fn an_upload_adds_nothing_to_a_run_the_store_holds() {
         ),
         (r#","build_ref":"attackerbuild1""#.to_owned(), "a build ref"),
         (r#","truncated":true"#.to_owned(), "a truncation"),
+        (
+            format!(r#","imported":["r.io/web:prod@{}"]"#, digest('a')),
+            "a tag sighting",
+        ),
+        (
+            r#","records":{"created":[],"reused":[{"id":"r1","type":"regular","description":"RUN make","last_used_at":1767225630000000,"size":7}]}"#.to_owned(),
+            "a builder record's use",
+        ),
     ] {
         let out = upload("evil.jsonl", &run(&extra));
         assert!(
