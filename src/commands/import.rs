@@ -247,6 +247,7 @@ impl Batches<'_> {
         if let Some(level) = self.trust_level {
             if let ImportItem::Run(run) = &item {
                 self.check_upload_times(run).map_err(at_line)?;
+                crate::wire::provenance::sent_caches_named_by_key(run).map_err(at_line)?;
             }
             cap_trust(&mut item, level, self.config);
         }

@@ -357,17 +357,27 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                     },
                     in_scope: true,
                     target: Target::FollowUp {
-                        // No quotes of ours around the key: it is escaped whole, its own
-                        // backticks with it, and the command holds it quoted.
                         what: match &*info.locator {
-                            "" => format!("delete {} cache {}", backend.as_str(), info.key),
-                            locator => format!(
-                                "delete {} cache {} of {locator}",
+                            "" => format!(
+                                "delete {} cache {}",
                                 backend.as_str(),
-                                info.key
+                                Quoted(&info.key)
+                            ),
+                            locator => format!(
+                                "delete {} cache {} of {}",
+                                backend.as_str(),
+                                Quoted(&info.key),
+                                Quoted(locator)
                             ),
                         },
-                        command: follow_up_command(backend, &info.key),
+                        command: match (backend, &*info.locator) {
+                            // A `gha` cache an import placed in a repository is deleted there,
+                            // not in whichever repository the command is run from.
+                            (Backend::Gha, locator) if !locator.is_empty() => {
+                                gha_in_repository(locator, &info.key)
+                            }
+                            _ => follow_up_command(backend, &info.key),
+                        },
                         subject: None,
                     },
                     reason,
@@ -722,6 +732,22 @@ pub fn settle(actions: &mut Vec<Action>) {
 /// and a key holding a control or invisible character, which a pasted command would not show
 /// as it is, gets no command at all: a shell comment says so instead.
 pub fn follow_up_command(backend: Backend, key: &str) -> String {
+    follow_up_command_in(backend, key, None)
+}
+
+/// The `gha` cache `key` of repository `repository` (`gh cache delete -R`).
+fn gha_in_repository(repository: &str, key: &str) -> String {
+    if repository
+        .chars()
+        .any(|c| c != '\\' && crate::report::escape::needs_escape(c))
+    {
+        return "# the repository holds control or invisible characters: delete this cache by hand"
+            .to_owned();
+    }
+    follow_up_command_in(Backend::Gha, key, Some(repository))
+}
+
+fn follow_up_command_in(backend: Backend, key: &str, repository: Option<&str>) -> String {
     if key
         .chars()
         .any(|c| c != '\\' && crate::report::escape::needs_escape(c))
@@ -739,7 +765,12 @@ pub fn follow_up_command(backend: Backend, key: &str) -> String {
                  GitHub API"
                     .to_owned()
             } else {
-                format!("gh cache delete -- {}", sh(key))
+                match repository {
+                    Some(repository) => {
+                        format!("gh cache delete -R {} -- {}", sh(repository), sh(key))
+                    }
+                    None => format!("gh cache delete -- {}", sh(key)),
+                }
             }
         }
         Backend::S3 => {

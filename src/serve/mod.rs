@@ -525,6 +525,7 @@ fn admit(
     let ImportItem::Run(mut record) = item else {
         return Err(bad("the collector takes `run` lines only".to_owned()));
     };
+    crate::wire::provenance::sent_caches_named_by_key(&record).map_err(bad)?;
     let lowest = config.trust_levels().into_iter().next().unwrap_or_default();
     if let Source::Oidc { run, .. } = &identity.source
         && let Some(why) = &run.untrusted

@@ -220,18 +220,6 @@ impl ArtifactWire {
                         "`{field}`: registry artifacts are written as reference strings"
                     ));
                 }
-                // A cache of another backend is named by its place and key (its bucket,
-                // account or path are in the key, as the hook writes it): a digest or tag
-                // would make a second artifact that prints as the first.
-                if backend != Backend::LocalImage {
-                    let given = [("digest", digest.is_some()), ("tag", tag.is_some())];
-                    if let Some((name, _)) = given.iter().find(|(_, given)| *given) {
-                        return Err(format!(
-                            "`{field}`: a {} cache is named by its place and `key`: `{name}` is taken only for local images",
-                            backend.as_str()
-                        ));
-                    }
-                }
                 Ok(Artifact {
                     backend,
                     locator,
@@ -503,6 +491,38 @@ fn selective_from_line(line: SelectiveLine) -> Result<SelectivePrune, String> {
         since,
         skew,
     })
+}
+
+/// Refuses, in a run a CI job sent (an upload, the collector), a digest or tag on a cache of a
+/// backend other than a registry or a local image: such a cache is named by its place and key
+/// (its bucket, account or path are in the key, as the hook writes it), and a digest or tag
+/// would make a second cache that prints as the first. A store's own export may hold one
+/// (written before this was refused), and imports as it is.
+pub fn sent_caches_named_by_key(run: &RunRecord) -> Result<(), String> {
+    let lists = [
+        ("imported", &run.imported),
+        ("base_images", &run.base_images),
+        ("exported", &run.exported),
+        ("produced", &run.produced),
+    ];
+    for (field, list) in lists {
+        for artifact in list {
+            if matches!(artifact.backend, Backend::Registry | Backend::LocalImage) {
+                continue;
+            }
+            let given = [
+                ("digest", artifact.digest.is_some()),
+                ("tag", artifact.tag.is_some()),
+            ];
+            if let Some((name, _)) = given.iter().find(|(_, given)| *given) {
+                return Err(format!(
+                    "`{field}`: a {} cache is named by its place and `key`: `{name}` is taken only for local images",
+                    artifact.backend.as_str()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn within_limits(fields: &[(&str, Option<&String>)]) -> Result<(), String> {
@@ -859,13 +879,18 @@ mod tests {
     }
 
     /// A cache of a backend other than a registry or a local image is named by its place and
-    /// key: a digest or tag on one is refused, naming the field; a local image keeps them.
+    /// key: a digest or tag on one a CI job sent is refused, naming the field (a store's own
+    /// export takes it as it is); a local image keeps them.
     #[test]
     fn other_caches_take_no_digest_or_tag() {
         let run = |artifact: &str| {
             format!(
                 r#"{{"v":1,"type":"run","pipeline":"p","run":"1","builder":"b","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:00:00Z","exported":[{artifact}]}}"#
             )
+        };
+        let sent = |line: &str| match parse_line(line)? {
+            ImportItem::Run(run) => sent_caches_named_by_key(&run),
+            _ => Ok(()),
         };
         let digest = format!("sha256:{}", "a".repeat(64));
         for (artifact, field) in [
@@ -882,7 +907,8 @@ mod tests {
                 "tag",
             ),
         ] {
-            let err = parse_line(&run(&artifact)).unwrap_err();
+            assert!(parse_line(&run(&artifact)).is_ok(), "{artifact}");
+            let err = sent(&run(&artifact)).unwrap_err();
             assert!(
                 err.contains(&format!("is named by its place and `key`: `{field}`")),
                 "{artifact}: {err}"
@@ -891,8 +917,8 @@ mod tests {
         let image = format!(
             r#"{{"backend":"local-image","locator":"ci-1","key":"web","digest":"{digest}","tag":"v1"}}"#
         );
-        assert!(parse_line(&run(&image)).is_ok());
-        assert!(parse_line(&run(r#"{"backend":"gha","locator":"o/r","key":"k"}"#)).is_ok());
+        assert!(sent(&run(&image)).is_ok());
+        assert!(sent(&run(r#"{"backend":"gha","locator":"o/r","key":"k"}"#)).is_ok());
     }
 
     /// A run line names its builder, step and builder records as `record` would: a blank one

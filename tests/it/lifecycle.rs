@@ -409,9 +409,12 @@ fn non_registry_caches_are_follow_ups_with_commands() {
         .import_as(&env, "h.jsonl");
     ok(env.cmd().args(["incident", "open", "--pipeline", "evil"]));
     let show = ok(env.cmd().args(["incident", "show", "1"]));
-    assert!(show.contains("delete gha cache web-main"), "{show}");
+    assert!(show.contains("delete gha cache `web-main`"), "{show}");
     let report = ok(env.cmd().args(["incident", "report", "1"]));
-    assert!(report.contains(r"delete gha cache web\-main"), "{report}");
+    assert!(
+        report.contains(r"delete gha cache \`web\-main\`"),
+        "{report}"
+    );
     assert!(report.contains("gh cache delete -- web-main"), "{report}");
     assert!(
         report.contains("aws s3 rm --recursive s3://bucket/cache/web"),
@@ -440,9 +443,16 @@ fn caches_with_one_key_in_two_places_are_two_follow_ups() {
     ok(env.cmd().args(["incident", "open", "--pipeline", "evil"]));
     let show = ok(env.cmd().args(["incident", "show", "1"]));
     assert!(
-        show.contains("delete gha cache buildkit-main of org/evil")
-            && show.contains("delete gha cache buildkit-main of org/prod"),
+        show.contains("delete gha cache `buildkit-main` of `org/evil`")
+            && show.contains("delete gha cache `buildkit-main` of `org/prod`"),
         "{show}"
+    );
+    // Each is deleted in its own repository.
+    let report = ok(env.cmd().args(["incident", "report", "1"]));
+    assert!(
+        report.contains("gh cache delete -R org/evil -- buildkit-main")
+            && report.contains("gh cache delete -R org/prod -- buildkit-main"),
+        "{report}"
     );
     // The trace names each with its place: neither prints as the other.
     let trace = ok(env.cmd().args(["trace", "--pipeline", "evil"]));
