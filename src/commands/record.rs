@@ -510,10 +510,12 @@ pub fn default_step(dockerfile: Option<&Path>, target: Option<&str>, job: Option
         step.push(':');
         step.push_str(target);
     }
-    match job {
+    // Made from paths and names nobody typed for cachewarden: taken as a name is, trimmed and
+    // composed, rather than refused.
+    crate::model::limits::normalized_name(&match job {
         Some(job) => format!("{job}:{step}"),
         None => step,
-    }
+    })
 }
 
 /// Merges what a buildx metadata file says into the run. `cache.manifest` pins the registry
@@ -777,6 +779,15 @@ fn warn_unpinned(record: &RunRecord, printer: Printer) {
 mod tests {
     use super::*;
     use crate::model::RunStatus;
+
+    /// A step made from a Dockerfile's path is taken as a name is: a checkout whose directory
+    /// is named in decomposed form (as some file systems give it) is recorded, composed.
+    #[test]
+    fn a_default_step_is_composed() {
+        let step = default_step(Some(Path::new("cafe\u{301}/Dockerfile ")), None, None);
+        assert_eq!(step, "caf\u{e9}/Dockerfile");
+        assert!(crate::model::limits::shown_as_itself("step", &step).is_ok());
+    }
 
     fn registry(reference: &str) -> Artifact {
         Artifact::registry(&ImageRef::parse(reference, "test").unwrap())

@@ -75,11 +75,13 @@ fn names<S: serde::Serializer>(list: &[Artifact], s: S) -> Result<S::Ok, S::Erro
 
 impl HistoryBuild {
     /// The step a run of this build is stored under: `Dockerfile[:target]`.
+    /// The step a run made of it is named by: its Dockerfile and target, as a name is taken
+    /// (trimmed and composed: the client set them).
     pub fn step(&self) -> String {
-        match &self.target {
+        crate::model::limits::normalized_name(&match &self.target {
             Some(target) => format!("{}:{target}", self.dockerfile),
             None => self.dockerfile.clone(),
-        }
+        })
     }
 }
 
