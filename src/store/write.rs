@@ -824,17 +824,7 @@ pub(super) fn upsert_artifact(
 ) -> crate::store::db::DbResult<i64> {
     let ident = artifact_key(artifact);
     if cache.repeat_gains.is_some() {
-        let stored: Option<(i64, Micros)> = tx
-            .prepare_cached(
-                "SELECT id, first_seen FROM artifacts
-                 WHERE backend = ?1 AND locator = ?2 AND digest = ?3 AND key = ?4",
-            )?
-            .query_row(
-                params![ident.0.as_str(), ident.1, ident.2, ident.3],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )
-            .optional()?;
-        let gain = match stored {
+        let gain = match stored_artifact(tx, &ident)? {
             None => Some("an artifact"),
             Some((_, first_seen)) if seen < first_seen => Some("an earlier sighting"),
             Some((id, _)) => artifact.tag.as_ref().and_then(|tag| {
@@ -877,15 +867,8 @@ pub(super) fn upsert_artifact(
             let (id, first_seen) = if added > 0 {
                 (conn.last_insert_rowid(), seen)
             } else {
-                let (id, first_seen): (i64, Micros) = tx
-                    .prepare_cached(
-                        "SELECT id, first_seen FROM artifacts
-                         WHERE backend = ?1 AND locator = ?2 AND digest = ?3 AND key = ?4",
-                    )?
-                    .query_row(
-                        params![ident.0.as_str(), ident.1, ident.2, ident.3],
-                        |row| Ok((row.get(0)?, row.get(1)?)),
-                    )?;
+                let (id, first_seen) =
+                    stored_artifact(tx, &ident)?.ok_or(crate::store::db::DbError::NoRows)?;
                 if seen < first_seen {
                     seen_earlier(tx, id, seen)?;
                 }
@@ -934,6 +917,22 @@ pub(super) fn upsert_artifact(
         }
     }
     Ok(id)
+}
+
+/// The id and first sighting of the artifact `ident` names, if the store holds it.
+fn stored_artifact(
+    tx: &Transaction<'_>,
+    ident: &(Backend, String, String, String),
+) -> crate::store::db::DbResult<Option<(i64, Micros)>> {
+    tx.prepare_cached(
+        "SELECT id, first_seen FROM artifacts
+         WHERE backend = ?1 AND locator = ?2 AND digest = ?3 AND key = ?4",
+    )?
+    .query_row(
+        params![ident.0.as_str(), ident.1, ident.2, ident.3],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )
+    .optional()
 }
 
 /// Moves artifact `id`'s first sighting back to `seen` when that is earlier (SQLite).
