@@ -236,6 +236,7 @@ fn open(
     };
     let (trace, mut actions) = trace_and_plan(&mut store, &opened, config)?;
     super::trace::warn_tag_only(&mut store, &trace, printer);
+    super::trace::warn_engine_aliases(&store, &trace, config, printer);
     warn_scope(config, &actions, printer);
     if let Some(seed) = &audit_seed {
         super::audit::add_audit_delete(&mut actions, seed);

@@ -17,6 +17,7 @@ use crate::graph::{self, ClaimLimits, SeedSpec, Seeds, Source, TraceError, Trace
 use crate::printer::Printer;
 use crate::report;
 use crate::report::count;
+use crate::report::escape::Term;
 use crate::store::{SourceSummary, Store, TraceSource};
 use crate::suggest;
 use crate::time::{self, Rfc3339};
@@ -93,6 +94,7 @@ pub fn trace(args: &TraceArgs, db: &Path, config: &Config, printer: Printer) -> 
     out.flush().map_err(super::stdout_error)?;
     if args.explain.is_none() {
         warn_tag_only(&mut store, &trace, printer);
+        warn_engine_aliases(&store, &trace, config, printer);
     }
     let written = started.elapsed() - traced;
     printer.detail(timings(
@@ -104,6 +106,72 @@ pub fn trace(args: &TraceArgs, db: &Path, config: &Config, printer: Printer) -> 
     // The process ends next: freeing a large blast radius node by node would only delay it.
     std::mem::forget(trace);
     Ok(ExitStatus::Success)
+}
+
+/// Says when a builder the blast radius holds (tainted itself, or through a mount on it) is
+/// one Docker Engine with another builder the store holds under another name (runs recorded
+/// before the hook's config named the engine, or by hooks without it): a trace follows each
+/// name apart, so builds under the other name that used the same mounts and records are not
+/// in the blast radius.
+pub(crate) fn warn_engine_aliases(
+    store: &Store,
+    trace: &graph::Trace,
+    config: &Config,
+    printer: Printer,
+) {
+    let places = match store.builder_places() {
+        Ok(places) => places,
+        Err(err) => {
+            printer.warn(format!(
+                "builders that are one engine under two names were not checked: {err}"
+            ));
+            return;
+        }
+    };
+    // Each builder's engine: the config's endpoint for it, else the one first recorded.
+    let engines: Vec<(String, String)> = places
+        .into_iter()
+        .filter(|(_, driver, _)| driver.as_deref().is_none_or(|d| d == "docker"))
+        .filter_map(|(name, _, endpoint)| {
+            let endpoint = config
+                .builder(&name)
+                .map(|b| b.endpoint.clone())
+                .or(endpoint)?;
+            Some((name, endpoint))
+        })
+        .collect();
+    let mut tainted: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for kind in [graph::Kind::Builder, graph::Kind::Mount] {
+        for t in trace.tainted(kind) {
+            match t.entity {
+                graph::Entity::Builder(info) => tainted.insert(info.name.as_str()),
+                graph::Entity::Mount(info) => tainted.insert(info.builder_name.as_str()),
+                _ => continue,
+            };
+        }
+    }
+    for name in tainted {
+        let Some((_, endpoint)) = engines.iter().find(|(n, _)| n == name) else {
+            continue;
+        };
+        let others: Vec<&str> = engines
+            .iter()
+            .filter(|(n, e)| n != name && crate::ingest::builder::same_engine(e, endpoint))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if others.is_empty() {
+            continue;
+        }
+        let named = report::some_names(others.iter().map(|o| Term(o)), 3);
+        printer.warn(format!(
+            "builder `{}` is one Docker Engine (`{}`) with {} {named}: a trace follows each name apart, so builds recorded under {} that used the same mounts and records are not in the blast radius (trace with `--builder` for {} too)",
+            Term(name),
+            Term(endpoint),
+            if others.len() == 1 { "builder" } else { "builders" },
+            if others.len() == 1 { "it" } else { "them" },
+            if others.len() == 1 { "it" } else { "each" },
+        ));
+    }
 }
 
 /// How many tag-only refs a warning names before it only counts them.

@@ -70,6 +70,9 @@ impl RunItem {
     }
 }
 
+/// A builder's name, driver and endpoint, as first recorded ([`Store::builder_places`]).
+pub type BuilderPlace = (String, Option<String>, Option<String>);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuilderItem {
     pub name: String,
@@ -354,6 +357,15 @@ impl Store {
         self.rows("SELECT name FROM pipelines ORDER BY name", [], |row| {
             row.get(0)
         })
+    }
+
+    /// Every builder's name, driver and endpoint, as first recorded.
+    pub fn builder_places(&self) -> Result<Vec<BuilderPlace>, StoreError> {
+        self.rows(
+            "SELECT name, driver, endpoint FROM builders ORDER BY name",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
     }
 
     /// Every builder's name.

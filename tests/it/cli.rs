@@ -1225,6 +1225,43 @@ fn an_engine_the_config_names_is_one_builder_however_it_is_reached() {
     assert!(trace.contains("run:webapp/1/"), "{trace}");
 }
 
+/// A store that already holds one engine under two builder names (runs recorded before the
+/// hook's config named it) cannot be traced as one: `trace` and `incident open` say so, naming
+/// the other builder to trace too.
+#[test]
+fn one_engine_under_two_names_is_told() {
+    let env = Env::new();
+    let file = env.write(
+        "h.jsonl",
+        concat!(
+            r#"{"v":1,"type":"builder","name":"b2","driver":"docker","endpoint":"unix:///run/b2.sock"}"#,
+            "\n",
+            r#"{"v":1,"type":"builder","name":"docker@vm:/run/b2.sock","driver":"docker","endpoint":"unix:///run/b2.sock"}"#,
+            "\n",
+            r#"{"v":1,"type":"run","pipeline":"fork","run":"1","step":"s","builder":"docker@vm:/run/b2.sock","started_at":"2026-03-01T10:00:00Z","finished_at":"2026-03-01T10:05:00Z","mounts":[{"id":"pip"}]}"#,
+            "\n",
+            r#"{"v":1,"type":"run","pipeline":"webapp","run":"1","step":"s","builder":"b2","started_at":"2026-03-01T11:00:00Z","finished_at":"2026-03-01T11:05:00Z","mounts":[{"id":"pip","readonly":true}]}"#,
+            "\n",
+            r#"{"v":1,"type":"builder","name":"b3","driver":"docker","endpoint":"unix:///run/b3.sock"}"#,
+            "\n",
+            r#"{"v":1,"type":"run","pipeline":"solo","run":"1","step":"s","builder":"b3","started_at":"2026-03-01T11:00:00Z","finished_at":"2026-03-01T11:05:00Z","mounts":[{"id":"pip"}]}"#,
+            "\n"
+        ),
+    );
+    ok(env.cmd().arg("import").arg(&file));
+    let told = "builder `docker@vm:/run/b2.sock` is one Docker Engine (`unix:///run/b2.sock`) with builder `b2`";
+    for args in [
+        &["trace", "--pipeline", "fork"][..],
+        &["incident", "open", "--pipeline", "fork"],
+    ] {
+        let out = output(&env, env.cmd().args(args));
+        assert!(out.contains(told), "{args:?}: {out}");
+    }
+    // A trace whose builders have no other name says nothing.
+    let out = output(&env, env.cmd().args(["trace", "--pipeline", "solo"]));
+    assert!(!out.contains("one Docker Engine"), "{out}");
+}
+
 /// A builder the hook names as a configured Docker Engine does not move a buildx build onto it
 /// either: the buildx instance `BUILDX_BUILDER` or `docker buildx use` chose runs it, in a
 /// container of its own, and the build is checked and recorded there.
