@@ -254,12 +254,19 @@ async fn wrap_build(
 
     // Containment: an open incident holds some input tainted. A store that exists but cannot
     // be read is decided by `[containment] on_unavailable`.
+    // A build that may run through buildx or on the engine's own builder (a plain `docker
+    // build` on a client that may predate Docker 23) is checked against both.
+    let also = planned
+        .as_ref()
+        .map(|record| may_also_build_on(record, &env, config, through_buildx))
+        .unwrap_or_default();
     let (hits, mut containment_store) = match planned.as_ref() {
         Some(record) => match contained_inputs(
             record,
             db,
             &args.run.collector,
             (config, printer, &held_here),
+            &also,
         )
         .await
         {
@@ -841,6 +848,7 @@ async fn contained_inputs(
     db: &Path,
     collector: &CollectorArgs,
     (config, printer, held_here): (&Config, Printer, &[Artifact]),
+    also: &[String],
 ) -> Result<(Vec<Contained>, Option<Store>), anyhow::Error> {
     let inputs: Vec<&Artifact> = record
         .imported
@@ -870,6 +878,11 @@ async fn contained_inputs(
                 let engine = builder_name::engine_name(endpoint, &builder_name::hostname());
                 if !names.contains(&engine) {
                     names.push(engine);
+                }
+            }
+            for name in also {
+                if !names.contains(name) {
+                    names.push(name.clone());
                 }
             }
             names
@@ -1138,6 +1151,47 @@ fn builds_elsewhere(
         },
         None => actual,
     })
+}
+
+/// The other builders a build that may or may not go through buildx (a plain `docker build`
+/// while `BUILDX_BUILDER` is set, on a client that may predate Docker 23) may run on, besides
+/// the one it is recorded on: the builder `BUILDX_BUILDER` names and the engine itself, each by
+/// every name it has (the config's for an engine it names). Its mounts held there are held for
+/// the build too.
+fn may_also_build_on(
+    record: &crate::model::RunRecord,
+    env: &dyn Fn(&str) -> Option<String>,
+    config: &Config,
+    through_buildx: bool,
+) -> Vec<String> {
+    // `DOCKER_BUILDKIT=0` keeps it on the legacy builder for certain.
+    let legacy_only =
+        env("DOCKER_BUILDKIT").is_some_and(|v| command::parse_bool(&v) == Some(false));
+    if through_buildx || legacy_only || env("BUILDX_BUILDER").is_none_or(|v| v.trim().is_empty()) {
+        return Vec::new();
+    }
+    let recorded = record.builder.as_ref().map(|b| b.name.as_str());
+    let unnamed = |name: &str| (name != "CACHEWARDEN_BUILDER").then(|| env(name)).flatten();
+    let legacy = |name: &str| {
+        (name != "CACHEWARDEN_BUILDER" && name != "BUILDX_BUILDER")
+            .then(|| env(name))
+            .flatten()
+    };
+    let hostname = builder_name::hostname();
+    let context = builder_name::current_context(env);
+    let mut names = Vec::new();
+    for var in [&unnamed as &dyn Fn(&str) -> Option<String>, &legacy] {
+        let builder = builder_name::derive(None, var, &hostname, context.as_deref());
+        if let Some(endpoint) = &builder.endpoint
+            && let Some(configured) = config.engine_at(endpoint)
+        {
+            names.push(configured.name.clone());
+        }
+        names.push(builder.name);
+    }
+    names.retain(|name| Some(name.as_str()) != recorded);
+    names.dedup();
+    names
 }
 
 /// The environment the builder is named from ([`builder_name::derive`]): the client's (`env`),

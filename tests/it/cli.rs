@@ -1353,6 +1353,28 @@ fn a_named_engine_does_not_move_a_buildx_build() {
         out.starts_with("exit: 0\n") && !out.contains("is configured at"),
         "{out}"
     );
+    // Without `DOCKER_BUILDKIT=0` it may run through buildx (Docker 23 and later): the mount
+    // held on the instance `BUILDX_BUILDER` names is held for it too.
+    let mut cmd = env.cmd_with(&config);
+    cmd.args([
+        "wrap",
+        "--pipeline",
+        "victim",
+        "--run",
+        "5",
+        "--builder",
+        "ci-1",
+        "--",
+    ])
+    .arg(&docker)
+    .arg("build")
+    .arg(env.path().join("ctx"))
+    .env("BUILDX_BUILDER", "fleet");
+    let out = output(&env, &mut cmd);
+    assert!(
+        out.starts_with("exit: 5\n") && out.contains("is tainted in open incident 1"),
+        "{out}"
+    );
     let export = ok(env.cmd_with(&config).arg("export"));
     assert!(
         export.contains(r#""run":"4","step":"ctx/Dockerfile","builder":"ci-1""#),
