@@ -938,11 +938,12 @@ impl RegistryClient {
             return Err(self.error_of(RemoteKind::Auth, &what, &detail));
         }
         if status != StatusCode::OK {
-            return Err(self.error_of(
-                RemoteKind::Status(status.as_u16()),
-                &what,
-                &format!("HTTP {status}"),
-            ));
+            // A token endpoint's 404 says nothing of what the registry holds.
+            let kind = match status {
+                StatusCode::NOT_FOUND => RemoteKind::Protocol,
+                _ => RemoteKind::Status(status.as_u16()),
+            };
+            return Err(self.error_of(kind, &what, &format!("HTTP {status}")));
         }
         let body = response
             .bytes()
@@ -1042,6 +1043,8 @@ impl RegistryClient {
             return Ok(());
         }
         let mut error = self.status_error(call, StatusCode::NOT_FOUND, &codes);
+        // Not the registry's "nothing there": no caller may take it for one.
+        error.kind = RemoteKind::Protocol;
         error.message.push_str(
             ", without the registry's error code for an unknown manifest, repository or blob: not taken as proof that nothing is there",
         );

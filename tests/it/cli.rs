@@ -1644,3 +1644,53 @@ fn record_refuses_a_run_that_finishes_in_the_future() {
             || !ok(env.cmd().arg("export")).contains("forks-pr")
     );
 }
+
+/// A 404 that is not the registry's own (a front's page, even with the registry's header) does
+/// not make `wrap` take a base image's tag for absent: the input stays unchecked, and while an
+/// incident holds anything the build is refused.
+#[test]
+fn wrap_takes_no_front_404_for_an_absent_tag() {
+    let Some(registry) = crate::harness::registry() else {
+        return;
+    };
+    let proxy = crate::harness::proxy::FaultProxy::start(&registry.host());
+    let env = Env::new();
+    let host = registry.host();
+    let mut pusher = crate::harness::oci::Pusher::new(&registry);
+    let image = pusher.image("team/app", Some("1"), "poisoned base", false);
+    let config = crate::build::ConfigBuilder::registry(&host)
+        .endpoint(&proxy.url())
+        .write(&env);
+    ok(env.cmd_with(&config).args([
+        "record",
+        "--pipeline",
+        "evil",
+        "--run",
+        "1",
+        "--image",
+        &format!("{host}/team/app:1@{}", image.digest),
+    ]));
+    ok(env
+        .cmd_with(&config)
+        .args(["incident", "open", "--pipeline", "evil"]));
+    let docker = env.fake_docker("exit 0\n");
+    env.write("ctx/Dockerfile", &format!("FROM {host}/team/app:1\n"));
+    let api = ("Docker-Distribution-API-Version", "registry/2.0");
+    for method in ["HEAD", "GET", "GET"] {
+        proxy.inject(
+            crate::harness::proxy::Fault::status(404)
+                .on(method)
+                .header(api.0, api.1),
+        );
+    }
+    let mut cmd = env.cmd_with(&config);
+    cmd.args(["wrap", "--pipeline", "victim", "--run", "1", "--"])
+        .arg(&docker)
+        .arg("build")
+        .arg(env.path().join("ctx"));
+    let out = output(&env, &mut cmd);
+    assert!(
+        out.starts_with("exit: 5\n") && out.contains("not taken as proof"),
+        "{out}"
+    );
+}
