@@ -735,16 +735,23 @@ pub fn follow_up_command(backend: Backend, key: &str) -> String {
     follow_up_command_in(backend, key, None)
 }
 
-/// The `gha` cache `key` of repository `repository` (`gh cache delete -R`).
+/// The `gha` cache `key` of repository `repository` (`gh cache delete -R`). The repository
+/// came with the record, so only a plain `OWNER/REPO` on GitHub (no host, which `gh` would
+/// talk to with the responder's token) gets a command.
 fn gha_in_repository(repository: &str, key: &str) -> String {
-    if repository
-        .chars()
-        .any(|c| c != '\\' && crate::report::escape::needs_escape(c))
-    {
-        return "# the repository holds control or invisible characters: delete this cache by hand"
-            .to_owned();
+    let name = |part: &str| {
+        !part.is_empty()
+            && !part.starts_with('-')
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    match repository.split_once('/') {
+        Some((owner, repo)) if name(owner) && name(repo) => {
+            follow_up_command_in(Backend::Gha, key, Some(repository))
+        }
+        _ => "# the repository is no plain OWNER/REPO: delete this cache by hand".to_owned(),
     }
-    follow_up_command_in(Backend::Gha, key, Some(repository))
 }
 
 fn follow_up_command_in(backend: Backend, key: &str, repository: Option<&str>) -> String {
@@ -848,6 +855,28 @@ fn sh(word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `gha` cache an import placed in a repository is deleted there, with `-R`, only when
+    /// the repository is a plain `OWNER/REPO`: a host would have `gh` send the token there.
+    #[test]
+    fn a_gha_cache_is_deleted_in_its_repository_only_when_plainly_named() {
+        assert_eq!(
+            gha_in_repository("org/prod", "buildkit-main"),
+            "gh cache delete -R org/prod -- buildkit-main"
+        );
+        for repository in [
+            "ghes.attacker.example/victim-org/prod",
+            "-R/x",
+            "org/re po",
+            "org",
+            "org/",
+        ] {
+            assert!(
+                gha_in_repository(repository, "k").starts_with("# "),
+                "{repository}"
+            );
+        }
+    }
 
     /// A recorded key, however hostile, is one word of the follow-up command: the shell runs
     /// the command named, never anything the key holds; a key a pasted command would not show
