@@ -1026,20 +1026,21 @@ impl RegistryClient {
     }
 
     /// Checks that a 404 is the registry's own "no such manifest or repository": an error body
-    /// naming an unknown manifest, repository or blob. Any other 404 (a proxy's maintenance
-    /// page, an endpoint that is not a registry, a front that puts the registry's API version
-    /// header on every answer, its own 404s too) proves nothing is gone, and is an error.
+    /// naming an unknown manifest, repository or blob (Harbor's `NOT_FOUND`, with the
+    /// registry's API version header, too). Any other 404 (a proxy's maintenance page, an
+    /// endpoint that is not a registry, a front that puts the registry's API version header on
+    /// every answer, its own 404s too) proves nothing is gone, and is an error.
     async fn registry_not_found(
         &self,
         call: &Call<'_>,
         response: Response,
     ) -> Result<(), RemoteError> {
+        let registry = response
+            .headers()
+            .contains_key("docker-distribution-api-version");
         let body = response.bytes().await.unwrap_or_default();
         let codes = error_codes(&body);
-        if codes
-            .iter()
-            .any(|(code, _)| NOT_FOUND_CODES.contains(&code.as_str()))
-        {
+        if proves_absence(registry, &codes) {
             return Ok(());
         }
         let mut error = self.status_error(call, StatusCode::NOT_FOUND, &codes);
@@ -1414,6 +1415,14 @@ fn next_link(headers: &HeaderMap) -> Option<String> {
 /// The error codes of the distribution spec that say there is nothing by a name or digest.
 const NOT_FOUND_CODES: &[&str] = &["MANIFEST_UNKNOWN", "NAME_UNKNOWN", "BLOB_UNKNOWN"];
 
+/// Whether a 404's error `codes` say the registry holds nothing there: a code of the spec's, or
+/// Harbor's `NOT_FOUND` from a server that says it is a registry (its API version header).
+fn proves_absence(registry: bool, codes: &[(String, String)]) -> bool {
+    codes.iter().any(|(code, _)| {
+        NOT_FOUND_CODES.contains(&code.as_str()) || (registry && code == "NOT_FOUND")
+    })
+}
+
 /// The distribution error codes and messages of an error body.
 fn error_codes(body: &[u8]) -> Vec<(String, String)> {
     #[derive(Deserialize)]
@@ -1499,6 +1508,24 @@ fn form_encode(pairs: &[(&str, &str)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Only a registry's own error code proves a 404 means nothing is there: a body of the
+    /// spec's codes, or Harbor's `NOT_FOUND` with the registry's header; never the header alone
+    /// or another code.
+    #[test]
+    fn only_a_registrys_code_proves_absence() {
+        let codes = |list: &[&str]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|c| ((*c).to_owned(), String::new()))
+                .collect()
+        };
+        assert!(proves_absence(false, &codes(&["MANIFEST_UNKNOWN"])));
+        assert!(proves_absence(false, &codes(&["NAME_UNKNOWN"])));
+        assert!(proves_absence(true, &codes(&["NOT_FOUND"])));
+        assert!(!proves_absence(false, &codes(&["NOT_FOUND"])));
+        assert!(!proves_absence(true, &codes(&[])));
+        assert!(!proves_absence(true, &codes(&["UNAUTHORIZED"])));
+    }
 
     const CACHE_INDEX: &str = r#"{
         "schemaVersion": 2,
