@@ -133,9 +133,10 @@ fn run_name(tx: &Transaction<'_>, run: i64) -> crate::store::db::DbResult<String
 }
 
 /// Whether a run's step names the Dockerfile: one of its `:`-separated parts ends in it as a
-/// path.
+/// path. The Dockerfile is read as a step made of it is named (trimmed and composed).
 fn step_names(step: &str, dockerfile: &str) -> bool {
-    let base = dockerfile.rsplit('/').next().unwrap_or(dockerfile);
+    let dockerfile = crate::model::limits::normalized_name(dockerfile);
+    let base = dockerfile.rsplit('/').next().unwrap_or(&dockerfile);
     step.split(':')
         .any(|part| part.rsplit('/').next() == Some(base))
 }
@@ -401,6 +402,17 @@ mod tests {
 
     use super::*;
     use crate::model::{Artifact, ImageRef, RunStatus};
+
+    /// A Dockerfile named in decomposed form matches the step made of it, which is composed.
+    #[test]
+    fn a_decomposed_dockerfile_names_its_composed_step() {
+        assert!(step_names(
+            "build:caf\u{e9}/Dockerfile",
+            "ctx/cafe\u{301}/Dockerfile"
+        ));
+        assert!(step_names("Dockerfile.caf\u{e9}", "Dockerfile.cafe\u{301}"));
+        assert!(!step_names("Dockerfile", "Dockerfile.web"));
+    }
 
     const MINUTE: Micros = 60_000_000;
 
