@@ -146,10 +146,22 @@ pub(super) struct IdCache {
     /// The lines are a CI job's upload (`import --trust-level`): a run the store already
     /// holds is repeated as it is or refused.
     pub(super) upload: bool,
-    /// While an upload repeats a run the store holds: what the repeat would change in rows
-    /// other runs share (a tag's sightings, an artifact's first sighting, a builder record's
-    /// use), which it must not.
+    /// While an upload repeats a run the store holds: what the repeat would change (an
+    /// observation, a build ref, a truncation, and in rows other runs share a tag's sightings,
+    /// an artifact's first sighting, a builder record's use), which it must not.
     repeat_gains: Option<Vec<&'static str>>,
+}
+
+impl IdCache {
+    /// Notes what an upload's repeat of a stored run would change ([`IdCache::repeat_gains`]),
+    /// when one is being written.
+    fn gain(&mut self, what: &'static str) {
+        if let Some(gains) = &mut self.repeat_gains
+            && !gains.contains(&what)
+        {
+            gains.push(what);
+        }
+    }
 }
 
 /// What later sightings change in rows an import's transaction already holds: a record's last
@@ -824,27 +836,23 @@ pub(super) fn upsert_artifact(
 ) -> crate::store::db::DbResult<i64> {
     let ident = artifact_key(artifact);
     if cache.repeat_gains.is_some() {
-        let gain = match stored_artifact(tx, &ident)? {
-            None => Some("an artifact"),
-            Some((_, first_seen)) if seen < first_seen => Some("an earlier sighting"),
-            Some((id, _)) => artifact.tag.as_ref().and_then(|tag| {
-                let span: Option<(Micros, Micros)> = tx
-                    .prepare_cached(
-                        "SELECT first_seen, last_seen FROM artifact_tags
-                         WHERE artifact_id = ?1 AND tag = ?2",
-                    )
-                    .and_then(|mut stmt| {
-                        stmt.query_row(params![id, tag], |row| Ok((row.get(0)?, row.get(1)?)))
-                            .optional()
-                    })
-                    .ok()
-                    .flatten();
-                (!span.is_some_and(|(first, last)| first <= seen && seen <= last))
-                    .then_some("a tag sighting")
-            }),
-        };
-        if let (Some(gain), Some(gains)) = (gain, &mut cache.repeat_gains) {
-            gains.push(gain);
+        match stored_artifact(tx, &ident)? {
+            None => cache.gain("an artifact"),
+            Some((_, first_seen)) if seen < first_seen => cache.gain("an earlier sighting"),
+            Some((id, _)) => {
+                if let Some(tag) = &artifact.tag {
+                    let span: Option<(Micros, Micros)> = tx
+                        .prepare_cached(
+                            "SELECT first_seen, last_seen FROM artifact_tags
+                             WHERE artifact_id = ?1 AND tag = ?2",
+                        )?
+                        .query_row(params![id, tag], |row| Ok((row.get(0)?, row.get(1)?)))
+                        .optional()?;
+                    if !span.is_some_and(|(first, last)| first <= seen && seen <= last) {
+                        cache.gain("a tag sighting");
+                    }
+                }
+            }
         }
     }
     let id = match cache.artifacts.get(&ident) {
@@ -1012,13 +1020,18 @@ pub(super) struct StoredRecord {
 impl StoredRecord {
     /// Whether upserting `record` would change nothing in this row.
     pub(super) fn covers(&self, record: &BuilderRecord) -> bool {
-        let used = match (record.last_used_at, self.last_used_at) {
-            (None, _) => true,
-            (Some(new), Some(kept)) => new <= kept,
-            (Some(_), None) => false,
-        };
-        used && (record.size.is_none() || record.size == self.size)
+        covers_use((self.last_used_at, self.size), record)
     }
+}
+
+/// Whether upserting `record` would change nothing in a row that holds this last use and size.
+fn covers_use((last_used_at, size): (Option<Micros>, Option<i64>), record: &BuilderRecord) -> bool {
+    let used = match (record.last_used_at, last_used_at) {
+        (None, _) => true,
+        (Some(new), Some(kept)) => new <= kept,
+        (Some(_), None) => false,
+    };
+    used && (record.size.is_none() || record.size == size)
 }
 
 fn upsert_record(
@@ -1038,18 +1051,8 @@ fn upsert_record(
                 Ok((row.get(0)?, row.get(1)?))
             })
             .optional()?;
-        let covered = stored.is_some_and(|(last_used_at, size)| {
-            StoredRecord {
-                id: 0,
-                record_type: String::new(),
-                description: String::new(),
-                last_used_at,
-                size,
-            }
-            .covers(record)
-        });
-        if let (false, Some(gains)) = (covered, &mut cache.repeat_gains) {
-            gains.push("a builder record's use");
+        if !stored.is_some_and(|stored| covers_use(stored, record)) {
+            cache.gain("a builder record's use");
         }
     }
     if let Some(stored) = cache.records.get_mut(&ident) {
@@ -1662,8 +1665,7 @@ pub(super) fn insert_run(
             })
             .optional()?,
     };
-    // What a repeat adds besides events: an observation, a build ref, a truncation.
-    let mut gained = Vec::new();
+    let mut overlap_added = false;
     let (run, created, level) = match (inserted, stored) {
         (_, Some(stored)) => {
             let differ = differences(&stored, record, level.as_deref(), asked);
@@ -1679,7 +1681,7 @@ pub(super) fn insert_run(
                     "INSERT INTO run_observations (run_id, kind, by_run, at) VALUES (?1, 'overlapped', NULL, ?2)",
                 )?
                 .execute(params![stored.id, now])?;
-                gained.push("an overlap");
+                overlap_added = true;
             }
             (stored.id, false, stored.trust_level)
         }
@@ -1703,8 +1705,12 @@ pub(super) fn insert_run(
             (run, true, level)
         }
     };
-    // An upload's repeat of a stored run must change nothing other runs' rows hold either.
+    // An upload's repeat of a stored run must change nothing: what it would is noted as it is
+    // written, and refused at the end.
     cache.repeat_gains = (!created && cache.upload).then(Vec::new);
+    if overlap_added {
+        cache.gain("an overlap");
+    }
     if let Some(build_ref) = &record.build_ref {
         let added = tx
             .prepare_cached(
@@ -1713,7 +1719,7 @@ pub(super) fn insert_run(
             )?
             .execute(params![run, build_ref, now])?;
         if added > 0 {
-            gained.push("a build ref");
+            cache.gain("a build ref");
         }
     }
     if record.truncated {
@@ -1724,7 +1730,7 @@ pub(super) fn insert_run(
             )?
             .execute(params![run, now])?;
         if added > 0 {
-            gained.push("a truncation");
+            cache.gain("a truncation");
         }
     }
     let (start, finish) = (record.started_at, record.finished_at);
@@ -1913,20 +1919,17 @@ pub(super) fn insert_run(
         Some(receipt) => super::collector::insert_receipt(tx, run, receipt)?,
         None => false,
     };
-    if events > 0 {
-        gained.insert(0, "events");
-    }
-    for gain in cache.repeat_gains.take().unwrap_or_default() {
-        if !gained.contains(&gain) {
-            gained.push(gain);
+    if let Some(mut gained) = cache.repeat_gains.take() {
+        if events > 0 {
+            gained.insert(0, "events");
         }
-    }
-    if !created && cache.upload && !gained.is_empty() {
-        return Err(WriteError::Conflict(format!(
-            "run `{}` is already recorded, and this upload adds {} to it: an upload repeats a run the store holds as it is or not at all, so nothing was written (record the build under a new run id or step)",
-            name.escape_debug(),
-            gained.join(" and ")
-        )));
+        if !gained.is_empty() {
+            return Err(WriteError::Conflict(format!(
+                "run `{}` is already recorded, and this upload adds {} to it: an upload repeats a run the store holds as it is or not at all, so nothing was written (record the build under a new run id or step)",
+                name.escape_debug(),
+                gained.join(" and ")
+            )));
+        }
     }
     // The run as accepted, or what it gained, joins the tamper-evident chain in this
     // transaction.
