@@ -161,7 +161,7 @@ async fn wrap_build(
     let process_env = |name: &str| std::env::var(name).ok();
     let client = build.client.clone();
     let client_env = builder_name::client_env(&client, &process_env);
-    let (env, through_buildx) = buildx_env(&build, &client_env);
+    let (env, route) = buildx_env(&build, &client_env);
     let record_args = merged_args(&args.run, &build);
     // Everything that can be known before the build is settled first; a bad flag is an error
     // before anything runs.
@@ -171,7 +171,7 @@ async fn wrap_build(
         printer.warn(warning);
     }
     let planned = planned.map(|mut record| {
-        if let Some(actual) = builds_elsewhere(&record, &env, config, through_buildx) {
+        if let Some(actual) = builds_elsewhere(&record, &env, config, route) {
             let named = record.builder.as_ref().map_or("", |b| b.name.as_str());
             printer.warn(format!(
                 "builder `{}` is configured at `{}`, but the command builds on `{}`: the build is recorded on builder `{}`",
@@ -258,7 +258,7 @@ async fn wrap_build(
     // build` on a client that may predate Docker 23) is checked against both.
     let also = planned
         .as_ref()
-        .map(|record| may_also_build_on(record, &env, config, through_buildx))
+        .map(|record| may_also_build_on(record, &env, config, route))
         .unwrap_or_default();
     let (hits, mut containment_store) = match planned.as_ref() {
         Some(record) => match contained_inputs(
@@ -1112,7 +1112,7 @@ fn builds_elsewhere(
     record: &crate::model::RunRecord,
     env: &dyn Fn(&str) -> Option<String>,
     config: &Config,
-    through_buildx: bool,
+    route: Route,
 ) -> Option<BuilderInfo> {
     let named = record.builder.as_ref()?;
     let configured = config.builder(&named.name)?;
@@ -1123,18 +1123,12 @@ fn builds_elsewhere(
     {
         return None;
     }
-    let unnamed = |name: &str| (name != "CACHEWARDEN_BUILDER").then(|| env(name)).flatten();
-    let actual = builder_name::derive(
-        None,
-        &unnamed,
-        &builder_name::hostname(),
-        builder_name::current_context(env).as_deref(),
-    );
+    let actual = derived_without(env, &["CACHEWARDEN_BUILDER"]);
     // A buildx instance's BuildKit runs in a container of its own: none of the engine's. Only
     // a build known to go through buildx runs there: a legacy `docker build` (a client before
     // Docker 23, `DOCKER_BUILDKIT=0`) builds on the engine whatever `BUILDX_BUILDER` says.
     if actual.driver != Some(Driver::Docker) {
-        return through_buildx.then_some(actual);
+        return (route == Route::Buildx).then_some(actual);
     }
     let client = actual.endpoint.as_deref()?;
     if builder_name::same_engine(client, &configured.endpoint) {
@@ -1162,26 +1156,18 @@ fn may_also_build_on(
     record: &crate::model::RunRecord,
     env: &dyn Fn(&str) -> Option<String>,
     config: &Config,
-    through_buildx: bool,
+    route: Route,
 ) -> Vec<String> {
-    // `DOCKER_BUILDKIT=0` keeps it on the legacy builder for certain.
-    let legacy_only =
-        env("DOCKER_BUILDKIT").is_some_and(|v| command::parse_bool(&v) == Some(false));
-    if through_buildx || legacy_only || env("BUILDX_BUILDER").is_none_or(|v| v.trim().is_empty()) {
+    if route != Route::Either || env("BUILDX_BUILDER").is_none_or(|v| v.trim().is_empty()) {
         return Vec::new();
     }
     let recorded = record.builder.as_ref().map(|b| b.name.as_str());
-    let unnamed = |name: &str| (name != "CACHEWARDEN_BUILDER").then(|| env(name)).flatten();
-    let legacy = |name: &str| {
-        (name != "CACHEWARDEN_BUILDER" && name != "BUILDX_BUILDER")
-            .then(|| env(name))
-            .flatten()
-    };
-    let hostname = builder_name::hostname();
-    let context = builder_name::current_context(env);
     let mut names = Vec::new();
-    for var in [&unnamed as &dyn Fn(&str) -> Option<String>, &legacy] {
-        let builder = builder_name::derive(None, var, &hostname, context.as_deref());
+    for hidden in [
+        &["CACHEWARDEN_BUILDER"][..],
+        &["CACHEWARDEN_BUILDER", "BUILDX_BUILDER"],
+    ] {
+        let builder = derived_without(env, hidden);
         if let Some(endpoint) = &builder.endpoint
             && let Some(configured) = config.engine_at(endpoint)
         {
@@ -1194,6 +1180,28 @@ fn may_also_build_on(
     names
 }
 
+/// The builder the client's settings (`env`) choose, with the variables `hidden` unset.
+fn derived_without(env: &dyn Fn(&str) -> Option<String>, hidden: &[&str]) -> BuilderInfo {
+    let var = |name: &str| (!hidden.contains(&name)).then(|| env(name)).flatten();
+    builder_name::derive(
+        None,
+        &var,
+        &builder_name::hostname(),
+        builder_name::current_context(env).as_deref(),
+    )
+}
+
+/// How a build reaches BuildKit, as far as the command and the client's settings say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Through buildx: `docker buildx build`, the `docker buildx install` alias, a `--builder`.
+    Buildx,
+    /// The legacy `docker build` for certain (`DOCKER_BUILDKIT=0`).
+    Legacy,
+    /// A plain `docker build`: through buildx on a client from Docker 23 on, else legacy.
+    Either,
+}
+
 /// The environment the builder is named from ([`builder_name::derive`]): the client's (`env`),
 /// with the buildx builder the build runs on as `BUILDX_BUILDER`: its `--builder` (which wins
 /// over `CACHEWARDEN_BUILDER`), else, for a buildx build (`docker buildx build`, or a `docker
@@ -1202,12 +1210,12 @@ fn may_also_build_on(
 /// for a plain `docker build` too (a client that passes `--builder` on runs it through
 /// buildx, which reads the empty name so). A name the hook gives (`wrap --builder`,
 /// `CACHEWARDEN_BUILDER`) still names the build, but the builder found here is the one
-/// [`builds_elsewhere`] compares it with. Also says whether the build is known to run through
-/// buildx (else it may be a legacy `docker build`, which no buildx builder runs).
+/// [`builds_elsewhere`] compares it with. Also says how the build reaches BuildKit (a legacy
+/// `docker build` no buildx builder runs).
 fn buildx_env<'a>(
     build: &BuildCommand,
     env: &'a dyn Fn(&str) -> Option<String>,
-) -> (impl Fn(&str) -> Option<String> + 'a, bool) {
+) -> (impl Fn(&str) -> Option<String> + 'a, Route) {
     let set = |name: &str| env(name).is_some_and(|v| !v.trim().is_empty());
     let explicit = build.builder.clone().filter(|b| !b.is_empty());
     let cleared = build.builder.as_deref() == Some("");
@@ -1228,14 +1236,20 @@ fn buildx_env<'a>(
     // hook; the current builder does not, unless the command asked for it.
     let command_chose = explicit.is_some() || (cleared && current.is_some());
     // Known to run through buildx: a client that takes `--builder` runs the build there.
-    let through_buildx = buildx || (!legacy && explicit.is_some());
+    let route = if buildx || (!legacy && explicit.is_some()) {
+        Route::Buildx
+    } else if legacy {
+        Route::Legacy
+    } else {
+        Route::Either
+    };
     let chosen = explicit.or(current);
     let env = move |name: &str| match name {
         "BUILDX_BUILDER" if chosen.is_some() || cleared => chosen.clone(),
         "CACHEWARDEN_BUILDER" if command_chose => None,
         _ => env(name),
     };
-    (env, through_buildx)
+    (env, route)
 }
 
 /// The record of a wrapped build: its flags and what its command says. The times and the
