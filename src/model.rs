@@ -766,7 +766,8 @@ pub mod limits {
         opt(&at(), m.from.as_deref())
     }
 
-    fn lists(run: &RunRecord) -> [(&'static str, &Vec<Artifact>); 4] {
+    /// A run's artifact lists, each with its field's name in a provenance line.
+    pub fn lists(run: &RunRecord) -> [(&'static str, &Vec<Artifact>); 4] {
         [
             ("imported", &run.imported),
             ("base_images", &run.base_images),

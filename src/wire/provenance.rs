@@ -499,13 +499,7 @@ fn selective_from_line(line: SelectiveLine) -> Result<SelectivePrune, String> {
 /// would make a second cache that prints as the first. A store's own export may hold one
 /// (written before this was refused), and imports as it is.
 pub fn sent_caches_named_by_key(run: &RunRecord) -> Result<(), String> {
-    let lists = [
-        ("imported", &run.imported),
-        ("base_images", &run.base_images),
-        ("exported", &run.exported),
-        ("produced", &run.produced),
-    ];
-    for (field, list) in lists {
+    for (field, list) in limits::lists(run) {
         for artifact in list {
             if matches!(artifact.backend, Backend::Registry | Backend::LocalImage) {
                 continue;
