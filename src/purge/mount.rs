@@ -219,9 +219,9 @@ pub fn mount_record_matches(
 ) -> MountMatch {
     let cleaned: Vec<String> = targets.iter().map(|t| clean_path(t)).collect();
     let at_target = described_at(description, &cleaned);
+    // The Dockerfile frontend keys a mount of the default namespace `/<id>`.
+    let own = format!("/{mount_id}");
     if describes_ids && let Some(llb) = described_id(description) {
-        // The Dockerfile frontend keys a mount of the default namespace `/<id>`.
-        let own = format!("/{mount_id}");
         if llb == own.as_bytes() {
             // A command can end with ` with id "..."` too (below): the id counts at a target
             // the mount was recorded at (or the evidence listing's); elsewhere the record is
@@ -252,7 +252,6 @@ pub fn mount_record_matches(
     // mount with no `id=` is keyed by its target, `/` and the target: its id is always
     // written.)
     if describes_ids {
-        let own = format!("/{mount_id}");
         let every = cleaned.iter().any(|t| t.contains(" from exec "));
         if !described_raw_dests(description, every).contains(&own.as_str()) {
             return MountMatch::Doubtful;
