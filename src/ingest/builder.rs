@@ -69,10 +69,11 @@ pub fn derive(
         // buildx's `default` is the docker context `default`: the engine `-H` or
         // `DOCKER_HOST` names, else the default one; never the current context's.
         let host = raw(DEFAULT_CONTEXT_HOST)
-            .or_else(|| raw("DOCKER_HOST"))
-            .filter(|v| !v.is_empty());
+            .filter(|v| !v.is_empty())
+            .map(|host| read_host(&host))
+            .or_else(|| endpoint.clone());
         return match host {
-            Some(host) => endpoint_builder(read_host(&host), hostname),
+            Some(host) => endpoint_builder(host, hostname),
             None => default_engine(&var, hostname),
         };
     }
