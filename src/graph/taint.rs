@@ -115,6 +115,16 @@ impl WriteSpan {
     pub fn unbounded(self) -> bool {
         self.from == Micros::MIN
     }
+
+    /// When a write the run dates at `at` counts from: the span's start when earlier, unless
+    /// nothing bounds it (the run is then taken as time-suspect instead).
+    fn counted_from(self, at: Micros) -> Micros {
+        if self.unbounded() {
+            at
+        } else {
+            self.from.min(at)
+        }
+    }
 }
 
 impl Default for ClaimLimits {
@@ -952,14 +962,10 @@ impl<'s, S: Source> Tracer<'s, S> {
         // A seed run's writes to mounts and builders count from the earliest time it may
         // have made them, and went on until the latest. A run nothing bounds is taken as
         // time-suspect instead.
-        let span = self.write_spans.get(&id).copied();
-        let span = span.filter(|_| !self.ignore_time);
+        let span = self.seed_span(id);
         let unbounded = span.is_some_and(WriteSpan::unbounded);
         let suspect = time_suspect || unbounded;
-        let from = |at: Micros| match span {
-            Some(span) if !unbounded => span.from.min(at),
-            _ => at,
-        };
+        let from = |at: Micros| span.map_or(at, |span| span.counted_from(at));
         let until = |done: Micros| span.map_or(done, |span| span.until.max(done));
         if time_suspect && let Some(receipt) = self.source.receipt(id)? {
             let done = finished_at.max(started_at);
@@ -1540,6 +1546,14 @@ impl<'s, S: Source> Tracer<'s, S> {
         Ok(())
     }
 
+    /// When seed run `run` may have written, if a span bounds it and times count.
+    fn seed_span(&self, run: RunId) -> Option<WriteSpan> {
+        self.write_spans
+            .get(&run)
+            .copied()
+            .filter(|_| !self.ignore_time)
+    }
+
     /// The record's tainted creators found so far: each run, when it made the record (from
     /// the earliest time a seed's writes count from), and whether its times are not believed.
     fn creations_of(&self, record: NodeIndex) -> SmallVec<[(RunId, Micros, bool); 4]> {
@@ -1549,16 +1563,9 @@ impl<'s, S: Source> Tracer<'s, S> {
             .filter_map(|edge| match &self.graph[edge.source()].entity {
                 Entity::Run { info, .. } => {
                     let at = edge.weight().at;
-                    let span = self
-                        .write_spans
-                        .get(&info.id)
-                        .copied()
-                        .filter(|_| !self.ignore_time);
+                    let span = self.seed_span(info.id);
+                    let made = span.map_or(at, |span| span.counted_from(at));
                     let unbounded = span.is_some_and(WriteSpan::unbounded);
-                    let made = match span {
-                        Some(span) if !unbounded => span.from.min(at),
-                        _ => at,
-                    };
                     Some((info.id, made, info.time_suspect || unbounded))
                 }
                 _ => None,
