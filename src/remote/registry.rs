@@ -13,6 +13,7 @@ use std::fmt;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -398,7 +399,16 @@ pub struct RegistryClient {
     /// Learned from the first 401; requests after it authenticate up front.
     challenge: RwLock<Option<Challenge>>,
     tokens: Mutex<HashMap<(String, Access), TokenSlot>>,
+    /// Tries in a row that timed out or could not connect; at [`UNANSWERED_LIMIT`] no more
+    /// are sent ([`RegistryClient::send_retrying`]).
+    unanswered: AtomicU32,
 }
+
+/// How many tries in a row may go unanswered (timed out, or no connection made) before a
+/// client sends no more. A registry that hangs would otherwise hold every later request for
+/// its read timeout, each try of it: thousands of manifests would take hours to come out
+/// unchecked, where they now do at once.
+const UNANSWERED_LIMIT: u32 = 3;
 
 impl fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -458,6 +468,7 @@ impl RegistryClient {
             tag_page_size: options.tag_page_size,
             challenge: RwLock::new(None),
             tokens: Mutex::new(HashMap::new()),
+            unanswered: AtomicU32::new(0),
         })
     }
 
@@ -967,7 +978,9 @@ impl RegistryClient {
     }
 
     /// Sends a request built by `build`, again after transient failures per the retry policy.
-    /// The last response is returned whatever its status.
+    /// The last response is returned whatever its status. Once [`UNANSWERED_LIMIT`] tries in
+    /// a row to this registry went unanswered, nothing more is sent: the request fails at
+    /// once, as unreachable.
     async fn send_retrying(
         &self,
         what: &str,
@@ -975,7 +988,25 @@ impl RegistryClient {
     ) -> Result<Response, RemoteError> {
         let mut attempt = 1;
         loop {
-            let wait = match build().send().await {
+            let unanswered = self.unanswered.load(Ordering::Relaxed);
+            if unanswered >= UNANSWERED_LIMIT {
+                return Err(self.error_of(
+                    RemoteKind::Unreachable,
+                    what,
+                    &format!(
+                        "not sent: the registry left {unanswered} tries in a row unanswered (timed out or no connection)"
+                    ),
+                ));
+            }
+            let sent = build().send().await;
+            match &sent {
+                Ok(_) => self.unanswered.store(0, Ordering::Relaxed),
+                Err(err) if err.is_timeout() || err.is_connect() => {
+                    self.unanswered.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(_) => {}
+            }
+            let wait = match sent {
                 Ok(response)
                     if is_retryable_status(response.status().as_u16())
                         && self.retry.allows_another(attempt) =>
@@ -1525,6 +1556,104 @@ mod tests {
         assert!(!proves_absence(false, &codes(&["NOT_FOUND"])));
         assert!(!proves_absence(true, &codes(&[])));
         assert!(!proves_absence(true, &codes(&["UNAUTHORIZED"])));
+    }
+
+    /// A loopback server that holds the connections whose number (from 0) `hangs` names
+    /// open without a word, and answers the others with the registry's 404 for an unknown
+    /// manifest; it returns its address and the count of connections it took.
+    fn hanging_registry(hangs: fn(usize) -> bool) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let taken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = Arc::clone(&taken);
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                if hangs(n) {
+                    held.push(stream);
+                    continue;
+                }
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let body =
+                    r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nDocker-Distribution-Api-Version: registry/2.0\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        (address, taken)
+    }
+
+    fn impatient_client(address: &str) -> RegistryClient {
+        RegistryClient::with_options(
+            &Config::default(),
+            "registry.test",
+            ClientOptions {
+                endpoint: Some(format!("http://{address}")),
+                retry: RetryPolicy {
+                    max_attempts: 2,
+                    base_delay: Duration::from_millis(1),
+                    ..RetryPolicy::default()
+                },
+                read_timeout: Duration::from_millis(200),
+                ..ClientOptions::default()
+            },
+        )
+        .unwrap()
+    }
+
+    const MISSING: &str = "sha256:8888888888888888888888888888888888888888888888888888888888888888";
+
+    /// A registry that stops answering is given up on after three tries in a row: the
+    /// requests after them fail at once as unreachable, none of them sent, and none is taken
+    /// for an absent manifest.
+    #[tokio::test]
+    async fn a_registry_that_stops_answering_is_not_asked_again() {
+        let (address, taken) = hanging_registry(|_| true);
+        let client = impatient_client(&address);
+        let started = Instant::now();
+        for _ in 0..6 {
+            let err = client
+                .head_manifest("cache/app", MISSING)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind, RemoteKind::Unreachable, "{err}");
+        }
+        assert_eq!(taken.load(Ordering::SeqCst), UNANSWERED_LIMIT as usize);
+        let err = client.get_manifest("cache/app", MISSING).await.unwrap_err();
+        assert!(err.to_string().contains("not sent"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    /// Only tries in a row count: an answer between them starts the count again.
+    #[tokio::test]
+    async fn an_answer_starts_the_unanswered_count_again() {
+        // Two hang, the next answers, two more hang, and then all answer.
+        let (address, taken) = hanging_registry(|n| matches!(n, 0 | 1 | 4 | 5));
+        let client = impatient_client(&address);
+        // Two tries of the first request hang; the next request is answered (by a HEAD and
+        // the GET that confirms its 404).
+        assert!(client.head_manifest("cache/app", MISSING).await.is_err());
+        assert_eq!(
+            client.head_manifest("cache/app", MISSING).await.unwrap(),
+            None
+        );
+        assert!(client.head_manifest("cache/app", MISSING).await.is_err());
+        assert_eq!(
+            client.head_manifest("cache/app", MISSING).await.unwrap(),
+            None
+        );
+        assert_eq!(taken.load(Ordering::SeqCst), 8);
     }
 
     const CACHE_INDEX: &str = r#"{
