@@ -346,9 +346,24 @@ pub struct ImportArgs {
     /// Record every run, and every pipeline's first ceiling, at most at this level, whatever
     /// the file says, and no builder's driver or endpoint: for an upload from a job whose code
     /// nobody reviewed (a pull request), which that code could have written. A run dated after
-    /// the import began (beyond `[purge] clock_skew_seconds`) is refused.
-    #[arg(long, value_name = "LEVEL", conflicts_with = "purges")]
+    /// the import began (beyond `[purge] clock_skew_seconds`) is refused. Needs `--run`.
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        conflicts_with = "purges",
+        requires = "runs"
+    )]
     pub trust_level: Option<String>,
+    /// With `--trust-level`: the job's own run (repeatable), named as the CI names it, not as
+    /// the file does (`pipeline/run[/step]`, as `trace --run` takes it). A line of any other
+    /// run, or of another pipeline, is refused: the job could otherwise claim a run key
+    /// another job will record, or add to a run it never made.
+    #[arg(
+        long = "run",
+        value_name = "PIPELINE/RUN[/STEP]",
+        requires = "trust_level"
+    )]
+    pub runs: Vec<String>,
     /// Record the file's purge lines: for a store's own export. A purge narrows every later
     /// trace, and a CI job's upload never carries one, so without this a purge line is
     /// refused; a purge time in the future is refused either way.

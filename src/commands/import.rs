@@ -20,9 +20,11 @@ use crate::cli::ImportArgs;
 use crate::commands::open_store;
 use crate::config::Config;
 use crate::error::InputError;
+use crate::graph::seeds::RunSeed;
 use crate::ingest::IngestError;
 use crate::model::{ParseError, RunRecord, limits};
 use crate::printer::Printer;
+use crate::report::escape::Term;
 use crate::store::{BulkTarget, BulkWrite, ImportCache, ImportItem, StoreError};
 use crate::time::Micros;
 use crate::wire::provenance::parse_line;
@@ -49,6 +51,11 @@ pub fn import(
         )
         .into());
     }
+    let bound = args
+        .runs
+        .iter()
+        .map(|name| RunSeed::parse(name))
+        .collect::<Result<Vec<_>, _>>()?;
     let source = args.file.display().to_string();
     let reader: Box<dyn BufRead + Send> = if source == "-" {
         Box::new(BufReader::new(std::io::stdin()))
@@ -98,6 +105,7 @@ pub fn import(
         let parse = Batches {
             source: &source,
             trust_level: args.trust_level.as_deref(),
+            bound: &bound,
             purges: args.purges,
             now: crate::time::now(),
             config,
@@ -165,6 +173,8 @@ pub fn import(
 struct Batches<'a> {
     source: &'a str,
     trust_level: Option<&'a str>,
+    /// An upload's own runs (`--run`): its run and pipeline lines name one of them.
+    bound: &'a [RunSeed],
     /// Purge lines are recorded (`--purges`), else refused.
     purges: bool,
     /// When the import started: a purge after it (beyond the clock skew allowed) is refused,
@@ -245,6 +255,7 @@ impl Batches<'_> {
             self.check_purge(*at).map_err(at_line)?;
         }
         if let Some(level) = self.trust_level {
+            self.check_bound(&item).map_err(at_line)?;
             if let ImportItem::Run(run) = &item {
                 self.check_upload_times(run).map_err(at_line)?;
                 crate::wire::provenance::sent_caches_named_by_key(run).map_err(at_line)?;
@@ -281,6 +292,47 @@ impl Batches<'_> {
 }
 
 impl Batches<'_> {
+    /// Why a line of an upload (`--trust-level`) is not recorded, if it is not: a run line of
+    /// a run `--run` does not name, or a pipeline line of a pipeline it does not name.
+    fn check_bound(&self, item: &ImportItem) -> Result<(), String> {
+        let readings = || self.bound.iter().flat_map(|seed| &seed.readings);
+        let (what, name) = match item {
+            ImportItem::Run(run) => {
+                let ours = readings().any(|key| {
+                    key.pipeline == run.pipeline.name
+                        && key.run_id == run.run_id
+                        && key.step.as_ref().is_none_or(|step| *step == run.step)
+                });
+                if ours {
+                    return Ok(());
+                }
+                let name = crate::model::run_name(&run.pipeline.name, &run.run_id, &run.step);
+                ("run", name)
+            }
+            ImportItem::Pipeline(pipeline) => {
+                if readings().any(|key| key.pipeline == pipeline.name) {
+                    return Ok(());
+                }
+                (
+                    "pipeline",
+                    crate::model::encode_component(&pipeline.name).into_owned(),
+                )
+            }
+            _ => return Ok(()),
+        };
+        let named: Vec<String> = self
+            .bound
+            .iter()
+            .map(|seed| format!("`{}`", Term(&seed.name)))
+            .collect();
+        Err(format!(
+            "{what} `{}` is not the upload's own (`--run` names {}): a job's upload records \
+             its own runs, no other",
+            Term(&name),
+            named.join(", ")
+        ))
+    }
+
     /// Why a run of an upload (`--trust-level`) is not recorded, if it is not: it is dated
     /// after the import began (beyond the clock skew allowed, as for a purge). An upload is
     /// written after its run, so such a time is made up, and a write dated in the future is

@@ -243,7 +243,7 @@ fn a_builder_keeps_the_first_endpoint_recorded() {
     let file = env.write("upload.jsonl", &format!("{}\n", upload.join("\n")));
     ok(env
         .cmd()
-        .args(["import", "--trust-level", "untrusted"])
+        .args(["import", "--trust-level", "untrusted", "--run", "pr/1"])
         .arg(&file));
     let export = ok(env.cmd().arg("export"));
     for line in export.lines() {
@@ -254,6 +254,80 @@ fn a_builder_keeps_the_first_endpoint_recorded() {
         }
     }
     assert!(export.contains(r#""name":"b4""#), "{export}");
+}
+
+/// An upload (`import --trust-level`) holds the job's own runs, which `--run` names as the
+/// CI does: a pull request's job that claims the run key of a release build still to come,
+/// or writes a pipeline line of another pipeline, is refused with nothing written, and the
+/// release build records its run afterwards. `--trust-level` needs `--run`, and `--run`
+/// needs `--trust-level`.
+#[test]
+fn an_upload_holds_only_the_runs_its_job_ran() {
+    let env = Env::new();
+    let line = |pipeline: &str, run: &str, extra: &str| {
+        format!(
+            r#"{{"v":1,"type":"run","pipeline":"{pipeline}","run":"{run}","step":"s","builder":"ci-1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z"{extra}}}"#
+        )
+    };
+    let upload = |name: &str, lines: &[String], extra: &[&str]| {
+        let file = env.write(name, &format!("{}\n", lines.join("\n")));
+        let mut cmd = env.cmd();
+        cmd.args(["import", "--trust-level", "untrusted"])
+            .args(extra)
+            .arg(&file);
+        output(&env, &mut cmd)
+    };
+    let own = line("web", "pr-7", "");
+    let claimed = line("web", "1001-1", "");
+    let out = upload(
+        "claim.jsonl",
+        &[own.clone(), claimed],
+        &["--run", "web/pr-7"],
+    );
+    assert!(out.starts_with("exit: 2\n"), "{out}");
+    assert!(
+        out.contains("claim.jsonl` line 2: run `web/1001-1/s` is not the upload's own (`--run` names `web/pr-7`)"),
+        "{out}"
+    );
+    let other = r#"{"v":1,"type":"pipeline","name":"release","trust_level":"untrusted"}"#;
+    let out = upload(
+        "pipeline.jsonl",
+        &[other.to_owned(), own.clone()],
+        &["--run", "web/pr-7/s"],
+    );
+    assert!(out.starts_with("exit: 2\n"), "{out}");
+    assert!(
+        out.contains("line 1: pipeline `release` is not the upload's own"),
+        "{out}"
+    );
+    // Nothing of either file was written: the store was never made.
+    assert!(!env.db().exists());
+    let out = upload("own.jsonl", &[own], &["--run", "web/pr-7/s"]);
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+    // The release build's own record of the key the upload tried to claim is taken.
+    let release = line(
+        "web",
+        "1001-1",
+        r#","trust_level":"release","commit":"abc""#,
+    );
+    let file = env.write("release.jsonl", &format!("{release}\n"));
+    ok(env.cmd().arg("import").arg(&file));
+    let export = ok(env.cmd().arg("export"));
+    assert!(
+        export.contains(r#""run":"1001-1""#) && export.contains(r#""commit":"abc""#),
+        "{export}"
+    );
+    for args in [
+        &["--trust-level", "untrusted"][..],
+        &["--run", "web/pr-7"][..],
+    ] {
+        let out = output(&env, env.cmd().arg("import").args(args).arg(&file));
+        assert!(out.starts_with("exit: 2\n"), "{out}");
+        assert!(
+            out.contains("--run") || out.contains("--trust-level"),
+            "{out}"
+        );
+    }
 }
 
 /// An upload (`import --trust-level`) repeats a run the store holds as it is, or not at all:
@@ -281,6 +355,7 @@ fn an_upload_adds_nothing_to_a_run_the_store_holds() {
         let file = env.write(name, &format!("{line}\n"));
         let mut cmd = env.cmd();
         cmd.args(["import", "--trust-level", "untrusted"])
+            .args(["--run", "forks-good/100"])
             .arg(&file);
         output(&env, &mut cmd)
     };
@@ -1531,13 +1606,29 @@ fn import_trust_level_caps_what_an_upload_claims() {
         ]
     );
     assert_eq!(
-        levels("capped.db", &["--trust-level", "untrusted"]),
+        levels(
+            "capped.db",
+            &[
+                "--trust-level",
+                "untrusted",
+                "--run",
+                "acme%2Fweb%2Fimages/1002-1",
+                "--run",
+                "acme%2Fweb%2Fimages/1003-1"
+            ]
+        ),
         ["pipeline untrusted", "1002-1 untrusted", "1003-1 untrusted"]
     );
     let out = output(
         &env,
         env.cmd()
-            .args(["import", "--trust-level", "trusted"])
+            .args([
+                "import",
+                "--trust-level",
+                "trusted",
+                "--run",
+                "acme%2Fweb%2Fimages/1002-1",
+            ])
             .arg(&upload),
     );
     assert!(out.starts_with("exit: 2\n"), "{out}");

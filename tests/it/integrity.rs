@@ -314,6 +314,7 @@ fn an_upload_cannot_date_a_run_in_the_future() {
             &env,
             env.cmd()
                 .args(["import", "--trust-level", "untrusted"])
+                .args(["--run", "pr/1", "--run", "pr/2", "--run", "pr/3"])
                 .arg(&upload),
         );
         assert!(out.starts_with("exit: 2\n"), "{out}");
@@ -519,7 +520,7 @@ fn an_untrusted_run_recorded_after_a_purge_cannot_hide_behind_it() {
     );
     ok(env
         .cmd()
-        .args(["import", "--trust-level", "untrusted"])
+        .args(["import", "--trust-level", "untrusted", "--run", "pr/4"])
         .arg(&upload));
     // A purge earlier in the same import is one the store holds for a later line.
     let (purge_at, run_at) = [50, 60]

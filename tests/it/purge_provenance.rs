@@ -306,7 +306,10 @@ fn an_upload_cannot_carry_a_purge() {
         r#"{{"v":1,"type":"purge","builder":"ci-1","mount":"{PIP}","at":"{BACKDATED}","method":"executor","author":"responder@soc"}}"#
     );
     let upload = env.write("upload.jsonl", &format!("{pipeline}\n{purge}\n"));
-    for extra in [&[][..], &["--trust-level", "untrusted"][..]] {
+    for extra in [
+        &[][..],
+        &["--trust-level", "untrusted", "--run", "forks-pr/1"][..],
+    ] {
         let out = output(&env, env.cmd().arg("import").args(extra).arg(&upload));
         assert!(out.starts_with("exit: 2\n"), "{out}");
         assert!(out.contains("upload.jsonl` line 2: a purge line"), "{out}");

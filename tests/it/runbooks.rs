@@ -809,7 +809,7 @@ fn check_imported(
     // The untrusted job's upload, which its own code could have written, capped as the
     // runbook says.
     ok(cw()
-        .args(["import", "--trust-level", "untrusted"])
+        .args(["import", "--trust-level", "untrusted", "--run", untrusted])
         .arg(&uploads[1]));
     ok(cw().arg("import").arg(&uploads[0]));
     let runs: Vec<serde_json::Value> = ok(cw().arg("export"))
