@@ -73,7 +73,7 @@ fn trace_and_plan(
         labels_only: true,
         claims: super::trace::claim_limits(config),
     };
-    let (trace, _) = run_trace(store, &seeds, options)?;
+    let (trace, _) = run_trace(store, &seeds, options, config)?;
     let mut builders = BTreeSet::new();
     let mut mounts = BTreeSet::new();
     for kind in [

@@ -71,7 +71,7 @@ pub fn trace(args: &TraceArgs, db: &Path, config: &Config, printer: Printer) -> 
         labels_only: args.explain.is_none() && !matches!(args.format, TraceFormat::Dot),
         claims: claim_limits(config),
     };
-    let result = run_trace(&mut store, &seeds, options);
+    let result = run_trace(&mut store, &seeds, options, config);
     spinner.finish_and_clear();
     let (trace, summary) = result?;
     let traced = started.elapsed();
@@ -262,12 +262,18 @@ fn timings(summary: &SourceSummary, traced: Duration, written: Duration, nodes: 
     )
 }
 
-/// Runs a trace on the store, turning an unknown seed into bad input.
+/// Runs a trace on the store, turning an unknown seed into bad input. The record evidence of
+/// runs at the config's lowest trust level is not taken as complete
+/// ([`Store::doubt_records_at`]).
 pub(crate) fn run_trace(
     store: &mut Store,
     seeds: &Seeds,
     options: TraceOptions,
+    config: &Config,
 ) -> Result<(graph::Trace, SourceSummary)> {
+    if let Some(lowest) = config.trust_levels().first() {
+        store.doubt_records_at(lowest);
+    }
     let result = store.read_snapshot(|store| {
         let mut source = TraceSource::new(store)?;
         let trace = graph::trace(&mut source, seeds, options)?;

@@ -126,7 +126,8 @@ impl<'s> TraceSource<'s> {
                     {
                         bulk_reading(conn);
                     }
-                    self.index = Index::load(&self.store.conn, reader)
+                    let doubted = self.store.doubted_records();
+                    self.index = Index::load(&self.store.conn, reader, &doubted)
                         .map_err(|e| sql_error(&self.store.path, e))?;
                     self.load_time = Some(started.elapsed());
                 }
@@ -790,8 +791,9 @@ struct Tables {
 }
 
 impl Tables {
-    /// Reads every table but `events`.
-    fn load(conn: &Db, slots: &Slots) -> crate::store::db::DbResult<Option<Self>> {
+    /// Reads every table but `events`; a run recorded at the level `doubted` has no record
+    /// evidence ([`Store::doubt_records_at`]).
+    fn load(conn: &Db, slots: &Slots, doubted: &str) -> crate::store::db::DbResult<Option<Self>> {
         let Slots {
             runs: run_slots,
             artifacts: artifact_slots,
@@ -820,9 +822,12 @@ impl Tables {
         let mut runs = vec![RunRow::default(); run_slots];
         let mut run_text = Text::default();
         let mut stmt = conn.prepare(
-            "SELECT id, pipeline_id, run_key, step, builder_id, started_at, finished_at, status, has_records FROM runs",
+            "SELECT id, pipeline_id, run_key, step, builder_id, started_at, finished_at, status,
+                    CASE WHEN has_records <> 0 AND (trust_level IS NULL OR trust_level <> ?1)
+                         THEN 1 ELSE 0 END
+             FROM runs",
         )?;
-        let mut rows = stmt.query([])?;
+        let mut rows = stmt.query([doubted])?;
         while let Some(row) = rows.next()? {
             let id = some_or_skip!(slot(row.get(0)?));
             let builder: Option<i64> = row.get(4)?;
@@ -1293,7 +1298,11 @@ impl Index {
     /// Reads the graph; `None` when it cannot be held as arrays (ids too large). The events,
     /// the artifacts' identities and the builder records are read on a second connection
     /// while `conn` reads the other tables.
-    fn load(conn: &Db, reader: Option<Db>) -> crate::store::db::DbResult<Option<Self>> {
+    fn load(
+        conn: &Db,
+        reader: Option<Db>,
+        doubted: &str,
+    ) -> crate::store::db::DbResult<Option<Self>> {
         let slots = some_or_skip!(Slots::read(conn)?);
         type Appended = (Events, Artifacts, Records);
         let appended = |conn: &Db| -> crate::store::db::DbResult<Option<Appended>> {
@@ -1305,10 +1314,10 @@ impl Index {
         let (appended, tables) = match reader {
             Some(reader) => std::thread::scope(|scope| {
                 let appended = scope.spawn(move || appended(&reader));
-                let tables = Tables::load(conn, &slots);
+                let tables = Tables::load(conn, &slots, doubted);
                 (appended.join().expect("loading thread panicked"), tables)
             }),
-            None => (appended(conn), Tables::load(conn, &slots)),
+            None => (appended(conn), Tables::load(conn, &slots, doubted)),
         };
         let (Some((events, artifacts, records)), Some(tables)) = (appended?, tables?) else {
             return Ok(None);
@@ -1925,7 +1934,7 @@ mod tests {
                 // A run seen earlier, that imported `x` and a new artifact `y`.
                 std::fs::write(&file, line("2", "2025-12-01", &[&x, &y]) + "\n").unwrap();
                 import(db, file.to_str().unwrap());
-                let index = Index::load(&store.conn, appended_reader(&path, Access::Write))
+                let index = Index::load(&store.conn, appended_reader(&path, Access::Write), "")
                     .unwrap()
                     .unwrap();
                 // `x` keeps the first sighting of the snapshot; `y` is not there.

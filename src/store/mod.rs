@@ -285,6 +285,9 @@ pub struct Store {
     /// Whether the store holds few time-suspect runs, once a read has asked ([`read`]'s
     /// queries find a target's suspect uses from the receipts when they are few).
     few_suspects: std::cell::Cell<Option<bool>>,
+    /// The trust level whose runs' record evidence a trace does not take as complete
+    /// ([`Store::doubt_records_at`]).
+    doubted_records: Option<String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -354,6 +357,7 @@ impl Store {
             path: path.to_path_buf(),
             access: Access::Write,
             few_suspects: Default::default(),
+            doubted_records: None,
         };
         // Switching a new file to WAL, and the version check before a migration, can be
         // refused without the busy handler waiting: a concurrent first open tries again.
@@ -421,10 +425,24 @@ impl Store {
             path: path.to_path_buf(),
             access,
             few_suspects: Default::default(),
+            doubted_records: None,
         };
         store.configure_reader()?;
         store.check_readable()?;
         Ok(store)
+    }
+
+    /// Traces read the runs recorded at `level` (the config's lowest) as runs without record
+    /// evidence: what such a run says it created and reused on its builder was written by the
+    /// code it built, which could leave out the record it poisoned. Its claims still taint;
+    /// its silence no longer clears it of the records no run claims.
+    pub fn doubt_records_at(&mut self, level: &str) {
+        self.doubted_records = Some(level.to_owned());
+    }
+
+    /// The level [`Store::doubt_records_at`] set, as a query binds it: `""` for none.
+    fn doubted_records(&self) -> String {
+        self.doubted_records.clone().unwrap_or_default()
     }
 
     pub fn path(&self) -> &Path {

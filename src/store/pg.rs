@@ -78,6 +78,7 @@ impl Store {
             path: label,
             access,
             few_suspects: Default::default(),
+            doubted_records: None,
         })
     }
 

@@ -77,17 +77,21 @@ fn purge_from_row(row: &Row<'_>) -> crate::store::db::DbResult<StoredPurge> {
 
 const RUN_COLUMNS: &str = "r.id, p.name, r.run_key, r.step, r.builder_id, r.started_at, r.finished_at, r.status, r.has_records, \
      EXISTS (SELECT 1 FROM run_truncations t WHERE t.run_id = r.id), \
-     EXISTS (SELECT 1 FROM run_receipts c WHERE c.run_id = r.id AND c.time_suspect IS NOT NULL)";
+     EXISTS (SELECT 1 FROM run_receipts c WHERE c.run_id = r.id AND c.time_suspect IS NOT NULL), \
+     r.trust_level";
 /// How many columns [`RUN_COLUMNS`] selects: a query's own columns follow them.
-const RUN_COLUMN_COUNT: usize = 11;
+const RUN_COLUMN_COUNT: usize = 12;
 
 /// A text column.
 fn text(row: &Row<'_>, column: usize) -> crate::store::db::DbResult<CompactString> {
     row.get::<_, String>(column).map(CompactString::from)
 }
 
-fn run_from_row(row: &Row<'_>) -> crate::store::db::DbResult<RunInfo> {
+/// A run as [`RUN_COLUMNS`] reads it; one recorded at the level `doubted` names has no record
+/// evidence ([`Store::doubt_records_at`]).
+fn run_from_row(row: &Row<'_>, doubted: &str) -> crate::store::db::DbResult<RunInfo> {
     let status: String = row.get(7)?;
+    let level: Option<String> = row.get(11)?;
     Ok(RunInfo {
         id: row.get(0)?,
         pipeline: text(row, 1)?,
@@ -101,7 +105,7 @@ fn run_from_row(row: &Row<'_>) -> crate::store::db::DbResult<RunInfo> {
         } else {
             RunStatus::Succeeded
         },
-        has_records: row.get(8)?,
+        has_records: row.get::<_, bool>(8)? && level.as_deref() != Some(doubted),
         truncated: row.get(9)?,
         time_suspect: row.get(10)?,
     })
@@ -482,7 +486,10 @@ impl Store {
         where_clause: &str,
         params: impl crate::store::db::Params,
     ) -> Result<Vec<RunInfo>, StoreError> {
-        self.rows(&runs_sql(where_clause), params, run_from_row)
+        let doubted = self.doubted_records();
+        self.rows(&runs_sql(where_clause), params, |row| {
+            run_from_row(row, &doubted)
+        })
     }
 
     /// The time-suspect runs that meet `condition`: see [`suspect_runs_sql`].
@@ -491,7 +498,10 @@ impl Store {
         condition: &str,
         params: impl crate::store::db::Params,
     ) -> Result<Vec<RunInfo>, StoreError> {
-        self.rows(&suspect_runs_sql(condition), params, run_from_row)
+        let doubted = self.doubted_records();
+        self.rows(&suspect_runs_sql(condition), params, |row| {
+            run_from_row(row, &doubted)
+        })
     }
 
     fn artifacts_query(
@@ -513,9 +523,10 @@ impl Store {
         since: Micros,
     ) -> Result<Vec<(RunInfo, String, Micros)>, StoreError> {
         let sql = event_runs_sql(kinds, self.few_suspects()?);
+        let doubted = self.doubted_records();
         self.rows(&sql, params![target, since], |row| {
             Ok((
-                run_from_row(row)?,
+                run_from_row(row, &doubted)?,
                 row.get(RUN_COLUMN_COUNT)?,
                 row.get(RUN_COLUMN_COUNT + 1)?,
             ))
@@ -614,13 +625,14 @@ const OUTSIDE_WINDOW: &str =
     "r.pipeline_id = ?1 AND NOT (r.started_at >= ?2 AND r.started_at <= ?3)";
 
 /// The runs on a builder without record evidence that finished at or after a time: one range
-/// of the runs by builder and finish time.
-const UNVERIFIED_SINCE: &str =
-    "WHERE r.builder_id = ?1 AND r.finished_at >= ?2 AND r.has_records = 0";
+/// of the runs by builder and finish time. Runs at the level `?3` have none
+/// ([`Store::doubt_records_at`]).
+const UNVERIFIED_SINCE: &str = "WHERE r.builder_id = ?1 AND r.finished_at >= ?2
+       AND (r.has_records = 0 OR r.trust_level = ?3)";
 
 /// The runs on a builder without record evidence that claim to have finished before a time.
-const UNVERIFIED_BEFORE: &str =
-    "r.builder_id = ?1 AND r.has_records = 0 AND NOT (r.finished_at >= ?2)";
+const UNVERIFIED_BEFORE: &str = "r.builder_id = ?1 AND (r.has_records = 0 OR r.trust_level = ?3)
+       AND NOT (r.finished_at >= ?2)";
 
 /// The latest use of a builder: the latest end of a run on it, or the latest start (its
 /// `ran_on` event), as that run and the time, the later run first on a tie. A run uses
@@ -644,7 +656,8 @@ const BUILDER_LAST_USE: &str = "SELECT run_id, at FROM (
      ORDER BY at DESC, run_id DESC LIMIT 1";
 
 /// The runs that created or reused a builder's records and finished at or after a time, or
-/// are time-suspect, with their first such use.
+/// are time-suspect, with their first such use: those with record evidence, which a run at
+/// the level `?3` has none of ([`Store::doubt_records_at`]).
 ///
 /// A run creates and reuses records of its own builder only: a run that names records names
 /// its builder (`require_builder`), which its later lines may not change. So the users are
@@ -659,6 +672,7 @@ fn builder_record_users_sql() -> String {
              JOIN builder_records br ON br.id = e.target
              JOIN pipelines p ON p.id = r.pipeline_id
              WHERE {which} AND r.builder_id = ?1 AND r.has_records = 1
+               AND (r.trust_level IS NULL OR r.trust_level <> ?3)
                AND e.kind IN ('created_record', 'reused_record') AND br.builder_id = ?1
              GROUP BY r.id, p.id"
         )
@@ -906,10 +920,11 @@ impl Source for Store {
              JOIN runs r ON r.id = e.run_id JOIN pipelines p ON p.id = r.pipeline_id
              WHERE a.digest = ?1 AND a.digest <> ''"
         );
+        let doubted = self.doubted_records();
         let readers = self.rows(&sql, [digest], |row| {
             let kind: String = row.get(RUN_COLUMN_COUNT)?;
             Ok((
-                RunRef::from(&run_from_row(row)?),
+                RunRef::from(&run_from_row(row, &doubted)?),
                 read_kind(&kind),
                 row.get(RUN_COLUMN_COUNT + 2)?,
                 row.get(RUN_COLUMN_COUNT + 1)?,
@@ -1107,7 +1122,8 @@ impl Source for Store {
         builder: BuilderId,
         since: Micros,
     ) -> Result<Vec<RunRef>, StoreError> {
-        let range = params![builder, since];
+        let doubted = self.doubted_records();
+        let range = params![builder, since, doubted];
         let mut runs = self.runs_query(UNVERIFIED_SINCE, range)?;
         runs.extend(self.suspect_runs_query(UNVERIFIED_BEFORE, range)?);
         Ok(runs.iter().map(RunRef::from).collect())
@@ -1119,9 +1135,10 @@ impl Source for Store {
         since: Micros,
     ) -> Result<Vec<(RunRef, Micros)>, StoreError> {
         let sql = builder_record_users_sql();
-        self.rows(&sql, params![builder, since], |row| {
+        let doubted = self.doubted_records();
+        self.rows(&sql, params![builder, since, doubted], |row| {
             Ok((
-                RunRef::from(&run_from_row(row)?),
+                RunRef::from(&run_from_row(row, &doubted)?),
                 row.get(RUN_COLUMN_COUNT)?,
             ))
         })

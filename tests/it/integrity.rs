@@ -665,3 +665,60 @@ fn an_untrusted_run_cannot_add_writes_behind_a_purge_by_repeating_itself() {
         .collect();
     assert!(tainted.contains(&"run:rel/2/s"), "{tainted:?}");
 }
+
+/// A pull request's run writes its own record evidence, and could leave out the record it
+/// poisoned: the release build that reused it must still be in the pipeline's blast radius,
+/// with its image. The evidence of a run above the lowest trust level is believed: the same
+/// silence from it clears it of the record.
+#[test]
+fn an_untrusted_runs_record_evidence_cannot_clear_it() {
+    let env = Env::new();
+    let image = format!("r.io/web:1@sha256:{}", "e".repeat(64));
+    let run = |pipeline: &str, run: &str, level: &str, (start, end): (&str, &str), extra: &str| {
+        format!(
+            r#"{{"v":1,"type":"run","pipeline":"{pipeline}","run":"{run}","step":"s","builder":"ci-1","trust_level":"{level}","started_at":"2026-03-01T{start}Z","finished_at":"2026-03-01T{end}Z"{extra}}}"#
+        )
+    };
+    let silent = r#","records":{"created":[],"reused":[]}"#;
+    let reused = format!(
+        r#","records":{{"created":[],"reused":[{{"id":"rec-poison","type":"regular","description":"mount / from exec /bin/sh -c make"}}]}},"produced":["{image}"]"#
+    );
+    let history = [
+        run("pr", "1", "untrusted", ("10:00:00", "10:05:00"), silent),
+        run(
+            "internal",
+            "1",
+            "internal",
+            ("10:10:00", "10:15:00"),
+            silent,
+        ),
+        run("web", "8", "release", ("11:00:00", "11:05:00"), &reused),
+    ];
+    let file = env.write("history.jsonl", &format!("{}\n", history.join("\n")));
+    ok(env.cmd().arg("import").arg(&file));
+    let traced = |pipeline: &str| {
+        let out = ok(env
+            .cmd()
+            .args(["trace", "--pipeline", pipeline, "--format", "json"]));
+        let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let names = |kind: &str| -> Vec<String> {
+            doc[kind]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["name"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        (names("runs"), names("images"))
+    };
+    let (runs, images) = traced("pr");
+    assert!(runs.contains(&"run:web/8/s".to_owned()), "{runs:?}");
+    assert_eq!(images, [image.replace(":1@", "@")]);
+    let (runs, images) = traced("internal");
+    assert_eq!(runs, ["run:internal/1/s"]);
+    assert!(images.is_empty(), "{images:?}");
+    // An incident opened on the pull request's pipeline holds the image.
+    ok(env.cmd().args(["incident", "open", "--pipeline", "pr"]));
+    let out = output(&env, env.cmd().args(["check", &image]));
+    assert!(out.starts_with("exit: 5\n"), "{out}");
+}
