@@ -17,6 +17,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
@@ -394,6 +395,14 @@ struct Writer<'a> {
     created: Option<&'a [RecordId]>,
 }
 
+/// A builder's records that no recorded run created: those reused, in the order of their
+/// first reuse, and those never reused.
+#[derive(Debug, Default)]
+struct Orphans {
+    reused: Vec<(Micros, RecordId)>,
+    unreused: Vec<RecordId>,
+}
+
 /// A tainted run without record evidence that may have created a record no recorded run
 /// created: reuses from `floor` on may be of what it made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -519,8 +528,8 @@ struct Tracer<'s, S: Source> {
     /// For each mount and builder: its tainted writes by time-suspect runs.
     suspect_writers: HashMap<NodeIndex, SuspectWriters>,
     /// Each builder's records that no recorded run created, once asked for.
-    orphan_records: HashMap<BuilderId, Vec<RecordId>>,
-    /// The runs that reused each of them and when, once asked for.
+    orphan_records: HashMap<BuilderId, Rc<Orphans>>,
+    /// The runs that reused each of them and when, read with them.
     orphan_reusers: HashMap<RecordId, Vec<(RunId, Micros)>>,
     /// For each such record reached: the tainted runs without record evidence that may have
     /// created it.
@@ -1098,14 +1107,25 @@ impl<'s, S: Source> Tracer<'s, S> {
         offer: OrphanWriter,
         (started_at, done): (Micros, Micros),
     ) -> Result<(), S::Error> {
-        let records = match self.orphan_records.get(&builder) {
-            Some(records) => records.clone(),
+        let orphans = match self.orphan_records.get(&builder) {
+            Some(orphans) => Rc::clone(orphans),
             None => {
-                let records = self.source.orphan_records(builder)?;
-                self.orphan_records.insert(builder, records.clone());
-                records
+                let orphans = Rc::new(self.orphans_of(builder)?);
+                self.orphan_records.insert(builder, Rc::clone(&orphans));
+                orphans
             }
         };
+        // A record first reused before the run started was not its: those are skipped at
+        // once when the run's start counts.
+        let reused = if offer.floor == Micros::MIN {
+            &orphans.reused[..]
+        } else {
+            let first = orphans
+                .reused
+                .partition_point(|&(first, _)| first < started_at);
+            &orphans.reused[first..]
+        };
+        let records = (orphans.unreused.iter()).chain(reused.iter().map(|(_, record)| record));
         // The first prune after its finish that removed what the run may have made there.
         let made_by = Writer {
             run: offer.run,
@@ -1114,12 +1134,7 @@ impl<'s, S: Source> Tracer<'s, S> {
         };
         let clearing = self.clearing(builder_node, done, (started_at, Some(&made_by)));
         let cleared_by = self.segment_end(builder_node, clearing);
-        for record in records {
-            if !self.orphan_reusers.contains_key(&record) {
-                let reusers = self.source.record_reusers(record)?;
-                let reusers = reusers.into_iter().map(|(run, at)| (run.id, at)).collect();
-                self.orphan_reusers.insert(record, reusers);
-            }
+        for &record in records {
             let reusers = &self.orphan_reusers[&record];
             let first_reuse = reusers.iter().map(|&(_, at)| at).min();
             if offer.floor != Micros::MIN
@@ -1158,6 +1173,25 @@ impl<'s, S: Source> Tracer<'s, S> {
             }
         }
         Ok(())
+    }
+
+    /// A builder's records that no recorded run created, with the runs that reused each
+    /// ([`Tracer::orphan_reusers`]).
+    fn orphans_of(&mut self, builder: BuilderId) -> Result<Orphans, S::Error> {
+        let mut orphans = Orphans::default();
+        for record in self.source.orphan_records(builder)? {
+            let reusers: Vec<(RunId, Micros)> = (self.source.record_reusers(record)?)
+                .into_iter()
+                .map(|(run, at)| (run.id, at))
+                .collect();
+            match reusers.iter().map(|&(_, at)| at).min() {
+                Some(first) => orphans.reused.push((first, record)),
+                None => orphans.unreused.push(record),
+            }
+            self.orphan_reusers.insert(record, reusers);
+        }
+        orphans.reused.sort_unstable();
+        Ok(orphans)
     }
 
     /// A time-suspect run wrote a tainted mount (or ran on a tainted builder). Its claimed

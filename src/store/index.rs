@@ -1664,7 +1664,21 @@ impl Source for TraceSource<'_> {
     }
 
     fn orphan_records(&mut self, builder: BuilderId) -> Result<Vec<RecordId>, StoreError> {
-        match self.index()? {
+        // The store finds them with a lookup per record the builder holds, which twenty
+        // count as one query (measured): a builder with many records is read from the loaded
+        // graph.
+        let queries = match (&self.index, self.budget) {
+            (None, Some(_)) => usize::try_from(self.store.builder_record_count(builder)? / 20)
+                .unwrap_or(usize::MAX)
+                .max(1),
+            _ => 1,
+        };
+        if let Some(left) = self.budget
+            && queries >= left
+        {
+            self.budget = Some(0);
+        }
+        match self.index_for(queries)? {
             Some(index) => Ok(index.orphan_records(builder)),
             None => self.store.orphan_records(builder),
         }

@@ -545,6 +545,17 @@ thread_local! {
 const FEW_SUSPECTS: i64 = 64;
 
 impl Store {
+    /// How many records the store holds for a builder: one range of an index, counted.
+    pub(super) fn builder_record_count(&self, builder: BuilderId) -> Result<i64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM builder_records WHERE builder_id = ?1",
+                [builder],
+                |row| row.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// Whether the store holds at most [`FEW_SUSPECTS`] time-suspect runs, asked once a read
     /// snapshot. When it holds more (a client sent many runs whose times the collector did
     /// not believe), a target's suspect uses are found among its earlier uses instead: a mount
