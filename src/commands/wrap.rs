@@ -1123,12 +1123,20 @@ fn builds_elsewhere(
     {
         return None;
     }
-    let actual = derived_without(env, &["CACHEWARDEN_BUILDER"]);
+    let mut actual = derived_without(env, &["CACHEWARDEN_BUILDER"]);
     // A buildx instance's BuildKit runs in a container of its own: none of the engine's. Only
     // a build known to go through buildx runs there: a legacy `docker build` (a client before
-    // Docker 23, `DOCKER_BUILDKIT=0`) builds on the engine whatever `BUILDX_BUILDER` says.
+    // Docker 23, `DOCKER_BUILDKIT=0`) builds on the engine whatever `BUILDX_BUILDER` says, and
+    // one that may be either builds on the instance or the engine: on the configured engine
+    // only when that is the engine ([`may_also_build_on`] adds the instance to its checks).
     if actual.driver != Some(Driver::Docker) {
-        return (route == Route::Buildx).then_some(actual);
+        if route == Route::Buildx {
+            return Some(actual);
+        }
+        actual = derived_without(env, &["CACHEWARDEN_BUILDER", "BUILDX_BUILDER"]);
+        if actual.driver != Some(Driver::Docker) {
+            return None;
+        }
     }
     let client = actual.endpoint.as_deref()?;
     if builder_name::same_engine(client, &configured.endpoint) {

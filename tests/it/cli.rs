@@ -1180,6 +1180,33 @@ fn a_named_builder_configured_elsewhere_does_not_move_the_build() {
             && out.contains("is tainted in open incident 1"),
         "{out}"
     );
+    // With `BUILDX_BUILDER` set, a plain `docker build` runs on that instance (Docker 23 and
+    // later) or on the engine `-H` names (before): on the configured engine either way never.
+    env.write("cfg/buildx/instances/fleet", "{}");
+    let mut cmd = env.cmd_with(&config);
+    cmd.args([
+        "wrap",
+        "--pipeline",
+        "victim",
+        "--run",
+        "4",
+        "--builder",
+        "ci-1",
+        "--",
+    ])
+    .arg(&docker)
+    .arg("--config")
+    .arg(env.path().join("cfg"))
+    .args(["-H", &real, "build"])
+    .arg(env.path().join("ctx"))
+    .env("BUILDX_BUILDER", "fleet");
+    let out = output(&env, &mut cmd);
+    assert!(out.starts_with("exit: 5\n"), "{out}");
+    assert!(
+        out.contains("builder `ci-1` is configured at `unix:///nowhere/docker.sock`, but the command builds on")
+            && out.contains("real.sock`: the build is recorded on builder `docker@"),
+        "{out}"
+    );
     // An engine the config names is recorded by that name.
     let both = env.write(
         "both.toml",
