@@ -156,7 +156,11 @@ pub(crate) fn warn_engine_aliases(
         };
         let others: Vec<&str> = engines
             .iter()
-            .filter(|(n, e)| n != name && crate::ingest::builder::same_engine(e, endpoint))
+            .filter(|(n, e)| {
+                n != name
+                    && crate::ingest::builder::same_engine(e, endpoint)
+                    && !on_other_machines((name, endpoint), (n, e))
+            })
             .map(|(n, _)| n.as_str())
             .collect();
         if others.is_empty() {
@@ -172,6 +176,21 @@ pub(crate) fn warn_engine_aliases(
             if others.len() == 1 { "it" } else { "each" },
         ));
     }
+}
+
+/// Whether two builders named for the local sockets they were found at (`docker@HOST:/path`,
+/// as a hook derives the name) are on two machines: one socket path on two runners is two
+/// engines. A builder whose name does not say its machine (a config's) may be on either.
+fn on_other_machines(a: (&str, &str), b: (&str, &str)) -> bool {
+    matches!((machine_of(a), machine_of(b)), (Some(a), Some(b)) if a != b)
+}
+
+/// The machine in a builder's name when the name is the one a hook derives for its local
+/// socket (`docker@HOST:/path`).
+fn machine_of<'a>((name, endpoint): (&'a str, &str)) -> Option<&'a str> {
+    let host = name.strip_prefix("docker@")?.split_once(':')?.0;
+    let local = endpoint.starts_with("unix://") || endpoint.starts_with("npipe://");
+    (local && crate::ingest::builder::name_for_endpoint(endpoint, host) == name).then_some(host)
 }
 
 /// How many tag-only refs a warning names before it only counts them.

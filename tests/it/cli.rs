@@ -1347,6 +1347,12 @@ fn one_engine_under_two_names_is_told() {
             r#"{"v":1,"type":"builder","name":"b3","driver":"docker","endpoint":"unix:///run/b3.sock"}"#,
             "\n",
             r#"{"v":1,"type":"run","pipeline":"solo","run":"1","step":"s","builder":"b3","started_at":"2026-03-01T11:00:00Z","finished_at":"2026-03-01T11:05:00Z","mounts":[{"id":"pip"}]}"#,
+            "\n",
+            r#"{"v":1,"type":"builder","name":"docker@runner-a:/var/run/docker.sock","driver":"docker","endpoint":"unix:///var/run/docker.sock"}"#,
+            "\n",
+            r#"{"v":1,"type":"builder","name":"docker@runner-b:/var/run/docker.sock","driver":"docker","endpoint":"unix:///var/run/docker.sock"}"#,
+            "\n",
+            r#"{"v":1,"type":"run","pipeline":"runner","run":"1","step":"s","builder":"docker@runner-a:/var/run/docker.sock","started_at":"2026-03-01T11:00:00Z","finished_at":"2026-03-01T11:05:00Z","mounts":[{"id":"pip"}]}"#,
             "\n"
         ),
     );
@@ -1359,9 +1365,12 @@ fn one_engine_under_two_names_is_told() {
         let out = output(&env, env.cmd().args(args));
         assert!(out.contains(told), "{args:?}: {out}");
     }
-    // A trace whose builders have no other name says nothing.
-    let out = output(&env, env.cmd().args(["trace", "--pipeline", "solo"]));
-    assert!(!out.contains("one Docker Engine"), "{out}");
+    // A trace whose builders have no other name says nothing, nor does one whose builder is
+    // the default socket of one runner: the same path on another runner is another engine.
+    for pipeline in ["solo", "runner"] {
+        let out = output(&env, env.cmd().args(["trace", "--pipeline", pipeline]));
+        assert!(!out.contains("one Docker Engine"), "{out}");
+    }
 }
 
 /// A builder the hook names as a configured Docker Engine does not move a buildx build onto it
