@@ -702,19 +702,22 @@ pub mod limits {
     /// people read and type: one with white space at an end, or not in normalization form C
     /// (`cafe\u{301}` beside `café`), would be a second name that prints as the first.
     fn identity(run: &RunRecord) -> Result<(), LimitError> {
-        let mut names = vec![
-            ("pipeline", run.pipeline.name.as_str()),
-            ("run", run.run_id.as_str()),
-            ("step", run.step.as_str()),
-        ];
-        if let Some(b) = &run.builder {
-            names.push(("builder", b.name.as_str()));
-        }
-        for (field, value) in names {
+        for (field, value) in identity_names(run) {
             name(|| field.to_owned(), value)?;
             shown_as_itself(field, value)?;
         }
         Ok(())
+    }
+
+    /// The names [`identity`] checks, with their fields.
+    fn identity_names(run: &RunRecord) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("pipeline", run.pipeline.name.as_str()),
+            ("run", run.run_id.as_str()),
+            ("step", run.step.as_str()),
+        ]
+        .into_iter()
+        .chain(run.builder.as_ref().map(|b| ("builder", b.name.as_str())))
     }
 
     /// A name read from where nobody typed it for cachewarden (a CI variable, a token's claim)
@@ -779,6 +782,15 @@ pub mod limits {
     /// The first limit `run` is over, if any: `record` and `import` refuse such a run whole.
     pub fn check(run: &RunRecord) -> Result<(), LimitError> {
         identity(run)?;
+        check_stored(run)
+    }
+
+    /// [`check`] for a run a store held (its export): its names as the store held them, which
+    /// may be as a store recorded them before it refused names that print as others.
+    pub fn check_stored(run: &RunRecord) -> Result<(), LimitError> {
+        for (field, value) in identity_names(run) {
+            name(|| field.to_owned(), value)?;
+        }
         details(run)?;
         let references: usize = lists(run).iter().map(|(_, l)| l.len()).sum();
         if references > REFERENCES {

@@ -27,7 +27,7 @@ use crate::printer::Printer;
 use crate::report::escape::Term;
 use crate::store::{BulkTarget, BulkWrite, ImportCache, ImportItem, StoreError};
 use crate::time::Micros;
-use crate::wire::provenance::parse_line;
+use crate::wire::provenance::{parse_line, parse_stored_line};
 
 /// How many items a batch reserves room for up front; a larger batch grows as it fills.
 const PREALLOCATED: usize = 4096;
@@ -250,7 +250,13 @@ impl Batches<'_> {
         if line.trim().is_empty() {
             return Ok(Some(None));
         }
-        let mut item = parse_line(line).map_err(at_line)?;
+        // An upload is held to the names every hook records now; a store's own export keeps
+        // the ones it held.
+        let parsed = match self.trust_level {
+            Some(_) => parse_line(line),
+            None => parse_stored_line(line),
+        };
+        let mut item = parsed.map_err(at_line)?;
         if let ImportItem::Purge { at, .. } = &item {
             self.check_purge(*at).map_err(at_line)?;
         }

@@ -417,6 +417,33 @@ fn record_refuses_names_that_print_as_others() {
         );
     }
     assert!(!env.db().exists());
+    // A store's export holding such names, recorded before they were refused, moves to a new
+    // store as it is; an upload holding them is refused.
+    let old = env.write(
+        "old.jsonl",
+        concat!(
+            r#"{"v":1,"type":"builder","name":"b1 "}"#,
+            "\n",
+            r#"{"v":1,"type":"run","pipeline":"web ","run":"1","step":"cafe\u0301","builder":"b1 ","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z"}"#,
+            "\n"
+        ),
+    );
+    ok(env.cmd().arg("import").arg(&old));
+    let export = ok(env.cmd().arg("export"));
+    assert!(
+        export.contains(r#""pipeline":"web ""#) && export.contains("\"step\":\"cafe\u{301}\""),
+        "{export}"
+    );
+    let out = output(
+        &env,
+        env.cmd()
+            .args(["import", "--trust-level", "untrusted", "--run", "web /1"])
+            .arg(&old),
+    );
+    assert!(
+        out.starts_with("exit: 2\n") && out.contains("would print as another name"),
+        "{out}"
+    );
 }
 
 /// Export then import into a fresh store gives the same export.
