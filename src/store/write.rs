@@ -387,7 +387,9 @@ impl Store {
         let pages = super::pages::defer(&tx).map_err(|e| sql_error(&path, e))?;
         let mut outcome = ImportOutcome::default();
         let mut importer = None;
-        cache.held = Some(Held::default());
+        // An upload's repeat of a run is checked against the rows as they stand: its rows are
+        // written as they come (an upload is one job's few lines).
+        cache.held = (!cache.upload).then(Held::default);
         for (i, item) in items.iter().enumerate() {
             let line = first_line + i;
             let (events, warnings) = import_item(&tx, cache, config, item, now, &mut importer)
