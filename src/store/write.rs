@@ -1863,6 +1863,14 @@ pub(super) fn insert_run(
                 (&evidence.reused, kind::REUSED_RECORD, finish),
             ] {
                 for r in list {
+                    // An untrusted run's word does not move what other runs' records show.
+                    let bounded;
+                    let r = if untrusted {
+                        bounded = r.as_seen_by(finish, kind == kind::REUSED_RECORD);
+                        &bounded
+                    } else {
+                        r
+                    };
                     let stored = upsert_record(tx, cache, builder, r)?;
                     let named = || Target::Record {
                         builder: on_builder(),

@@ -722,3 +722,60 @@ fn an_untrusted_runs_record_evidence_cannot_clear_it() {
     let out = output(&env, env.cmd().args(["check", &image]));
     assert!(out.starts_with("exit: 5\n"), "{out}");
 }
+
+/// An untrusted run's word about a record other runs share does not move what the store shows
+/// of it: a use after the run finished, as a far-future last use that keeps a poisoned record
+/// out of every age-based sweep, is taken at the run's finish, and the size of a record it only
+/// reused stays the one recorded. Uploads and untrusted lines of a plain import alike.
+#[test]
+fn an_untrusted_run_cannot_move_a_shared_records_facts() {
+    let env = Env::new();
+    let run = |pipeline: &str, run: &str, level: &str, finish: &str, records: &str| {
+        format!(
+            r#"{{"v":1,"type":"run","pipeline":"{pipeline}","run":"{run}","step":"s","builder":"ci-1","trust_level":"{level}","started_at":"2025-01-01T00:00:00Z","finished_at":"{finish}","records":{records}}}"#
+        )
+    };
+    let release = run(
+        "web",
+        "8",
+        "release",
+        "2025-01-01T01:01:00Z",
+        r#"{"created":[{"id":"recA","type":"regular","description":"RUN make","last_used_at":1735693260000000,"size":100}],"reused":[]}"#,
+    );
+    let file = env.write("release.jsonl", &format!("{release}\n"));
+    ok(env.cmd().arg("import").arg(&file));
+    let lie = r#"{"created":[{"id":"recB","type":"regular","description":"RUN evil","created_at":253402300799000000,"last_used_at":253402300799000000,"size":0}],"reused":[{"id":"recA","type":"regular","description":"RUN make","last_used_at":253402300799000000,"size":7}]}"#;
+    let upload = env.write(
+        "upload.jsonl",
+        &format!(
+            "{}\n",
+            run("pr", "9", "untrusted", "2025-01-01T02:00:00Z", lie)
+        ),
+    );
+    ok(env
+        .cmd()
+        .args(["import", "--trust-level", "untrusted", "--run", "pr/9"])
+        .arg(&upload));
+    let plain = env.write(
+        "plain.jsonl",
+        &format!(
+            "{}\n",
+            run("pr", "10", "untrusted", "2025-01-01T03:00:00Z", lie)
+        ),
+    );
+    ok(env.cmd().arg("import").arg(&plain));
+    let export = ok(env.cmd().args(["export", "--run", "web/8"]));
+    let line: serde_json::Value = export
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l["type"] == "run")
+        .unwrap();
+    let rec = &line["records"]["created"][0];
+    assert_eq!(rec["last_used_at"], 1735700400000000_i64, "{line}");
+    assert_eq!(rec["size"], 100, "{line}");
+    let export = ok(env.cmd().args(["export", "--run", "pr/9"]));
+    assert!(
+        !export.contains("253402300799") && export.contains(r#""created_at":1735696800000000"#),
+        "{export}"
+    );
+}
