@@ -522,11 +522,13 @@ fn selective_from_line(line: SelectiveLine) -> Result<SelectivePrune, String> {
     })
 }
 
-/// Refuses, in a run a CI job sent (an upload, the collector), a digest or tag on a cache of a
-/// backend other than a registry or a local image: such a cache is named by its place and key
+/// Refuses, in a run a CI job sent (an upload, the collector), a digest, tag or locator on a
+/// cache of a backend other than a registry or a local image: such a cache is named by its key
 /// (its bucket, account or path are in the key, as the hook writes it), and a digest or tag
-/// would make a second cache that prints as the first. A store's own export may hold one
-/// (written before this was refused), and imports as it is.
+/// would make a second cache that prints as the first. A locator (a `gha` cache's repository)
+/// only an import of a store's export gives: from a job it would name another repository's
+/// cache, which the plan's follow-up would then delete there. A store's own export may hold
+/// them (written before this was refused), and imports as it is.
 pub fn sent_caches_named_by_key(run: &RunRecord) -> Result<(), String> {
     for (field, list) in limits::lists(run) {
         for artifact in list {
@@ -536,10 +538,11 @@ pub fn sent_caches_named_by_key(run: &RunRecord) -> Result<(), String> {
             let given = [
                 ("digest", artifact.digest.is_some()),
                 ("tag", artifact.tag.is_some()),
+                ("locator", !artifact.locator.is_empty()),
             ];
             if let Some((name, _)) = given.iter().find(|(_, given)| *given) {
                 return Err(format!(
-                    "`{field}`: a {} cache is named by its place and `key`: `{name}` is taken only for local images",
+                    "`{field}`: a {} cache a job sends is named by its `key` alone: `{name}` is taken only for local images",
                     artifact.backend.as_str()
                 ));
             }
@@ -901,8 +904,8 @@ mod tests {
         assert!(ok.is_ok(), "{ok:?}");
     }
 
-    /// A cache of a backend other than a registry or a local image is named by its place and
-    /// key: a digest or tag on one a CI job sent is refused, naming the field (a store's own
+    /// A cache of a backend other than a registry or a local image is named by its key: a
+    /// digest, tag or locator on one a CI job sent is refused, naming the field (a store's own
     /// export takes it as it is); a local image keeps them.
     #[test]
     fn other_caches_take_no_digest_or_tag() {
@@ -926,14 +929,18 @@ mod tests {
                 "tag",
             ),
             (
-                r#"{"backend":"gha","locator":"o/r","key":"k","tag":"t"}"#.to_owned(),
+                r#"{"backend":"gha","key":"k","tag":"t"}"#.to_owned(),
                 "tag",
+            ),
+            (
+                r#"{"backend":"gha","locator":"victim-org/prod","key":"k"}"#.to_owned(),
+                "locator",
             ),
         ] {
             assert!(parse_line(&run(&artifact)).is_ok(), "{artifact}");
             let err = sent(&run(&artifact)).unwrap_err();
             assert!(
-                err.contains(&format!("is named by its place and `key`: `{field}`")),
+                err.contains(&format!("is named by its `key` alone: `{field}`")),
                 "{artifact}: {err}"
             );
         }
@@ -941,7 +948,7 @@ mod tests {
             r#"{{"backend":"local-image","locator":"ci-1","key":"web","digest":"{digest}","tag":"v1"}}"#
         );
         assert!(sent(&run(&image)).is_ok());
-        assert!(sent(&run(r#"{"backend":"gha","locator":"o/r","key":"k"}"#)).is_ok());
+        assert!(sent(&run(r#"{"backend":"gha","key":"k"}"#)).is_ok());
     }
 
     /// A run line names its builder, step and builder records as `record` would: a blank one
