@@ -677,7 +677,13 @@ fn mount_run(id: &str, started: chrono::DateTime<chrono::Utc>, readonly: bool) -
 /// then stays clean.
 #[test]
 fn a_suspect_run_backdating_its_read_of_a_poisoned_mount_is_traced() {
-    let s = setup("github", "[server]\nmax_run_seconds = 3600\n");
+    // The pipeline's runs are recorded at `release`: an untrusted run's record evidence is not
+    // believed, and would put the believed reader on the poisoner's builder in the blast
+    // radius however it is dated.
+    let s = setup(
+        "github",
+        "[server]\nmax_run_seconds = 3600\n\n[[pipeline]]\nname = \"acme/web/build\"\ntrust_level = \"release\"\n",
+    );
     let now = chrono::Utc::now();
     let post = |id: &str, ago: chrono::Duration, readonly: bool| {
         let claims = oidc::github_claims(&s.issuer.url, "acme/web", "build", id);
