@@ -24,7 +24,7 @@ use crate::graph::seeds::RunSeed;
 use crate::ingest::IngestError;
 use crate::model::{ParseError, RunRecord, limits};
 use crate::printer::Printer;
-use crate::report::escape::Term;
+use crate::report::escape::{Quoted, Term};
 use crate::store::{BulkTarget, BulkWrite, ImportCache, ImportItem, StoreError};
 use crate::time::Micros;
 use crate::wire::provenance::{parse_line, parse_stored_line};
@@ -363,10 +363,13 @@ impl Batches<'_> {
         ] {
             if self.config.purge.in_future(at, self.now) {
                 return Err(format!(
-                    "run `{}` has {field} `{}`, in the future (the import began at {}, clock \
+                    "run {} has {field} `{}`, in the future (the import began at {}, clock \
                      skew allowed {}s): an upload is written after its run",
-                    crate::model::run_name(&run.pipeline.name, &run.run_id, &run.step)
-                        .escape_debug(),
+                    Quoted(&crate::model::run_name(
+                        &run.pipeline.name,
+                        &run.run_id,
+                        &run.step
+                    )),
                     crate::time::format(at),
                     crate::time::format(self.now),
                     self.config.purge.clock_skew_seconds

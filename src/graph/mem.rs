@@ -185,6 +185,7 @@ impl History {
             finished_at,
             status: RunStatus::Succeeded,
             has_records: false,
+            records_doubted: false,
             truncated: false,
             time_suspect: false,
         });

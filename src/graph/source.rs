@@ -29,6 +29,10 @@ pub struct RunInfo {
     pub status: RunStatus,
     /// The hook captured which builder records this run created and reused.
     pub has_records: bool,
+    /// The run was recorded at a level whose word a trace does not take as complete record
+    /// evidence (the lowest): it may have left out a record it created. Its evidence still
+    /// names what it created and reused, which a purge prunes by id.
+    pub records_doubted: bool,
     /// Part of what the run used was over a limit and not recorded.
     pub truncated: bool,
     /// The collector does not believe the run's own times (`time-suspect`).

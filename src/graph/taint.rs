@@ -958,13 +958,14 @@ impl<'s, S: Source> Tracer<'s, S> {
         let Entity::Run { info, .. } = &self.graph[node].entity else {
             return Ok(());
         };
+        // Record evidence a trace believes: none from a run whose word is doubted.
         let (id, builder, started_at, finished_at, time_suspect, has_records) = (
             info.id,
             info.builder,
             info.started_at,
             info.finished_at,
             info.time_suspect,
-            info.has_records,
+            info.has_records && !info.records_doubted,
         );
         // What a run recorded over a limit may have left out records it created.
         let complete_records = has_records && !info.truncated;
@@ -1887,7 +1888,11 @@ impl<'s, S: Source> Tracer<'s, S> {
         let Entity::Run { info, .. } = &self.graph[run_node].entity else {
             return Ok(());
         };
-        let (reader, builder, has_records) = (RunRef::from(info), info.builder, info.has_records);
+        let (reader, builder, has_records) = (
+            RunRef::from(info),
+            info.builder,
+            info.has_records && !info.records_doubted,
+        );
         let (read_at, via) = match &self.graph[node].entity {
             Entity::Mount(mount) => {
                 let mount = mount.id;
@@ -2356,6 +2361,7 @@ mod tests {
             finished_at: 1,
             status: RunStatus::Succeeded,
             has_records: true,
+            records_doubted: false,
             truncated: false,
             time_suspect: false,
         };

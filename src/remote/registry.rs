@@ -13,7 +13,6 @@ use std::fmt;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -399,9 +398,9 @@ pub struct RegistryClient {
     /// Learned from the first 401; requests after it authenticate up front.
     challenge: RwLock<Option<Challenge>>,
     tokens: Mutex<HashMap<(String, Access), TokenSlot>>,
-    /// Tries in a row that timed out or could not connect; at [`UNANSWERED_LIMIT`] no more
-    /// are sent ([`RegistryClient::send_retrying`]).
-    unanswered: AtomicU32,
+    /// Tries in a row that timed out or could not connect, and how the last one failed; at
+    /// [`UNANSWERED_LIMIT`] no more are sent ([`RegistryClient::send_retrying`]).
+    unanswered: Mutex<(u32, String)>,
 }
 
 /// How many tries in a row may go unanswered (timed out, or no connection made) before a
@@ -468,7 +467,7 @@ impl RegistryClient {
             tag_page_size: options.tag_page_size,
             challenge: RwLock::new(None),
             tokens: Mutex::new(HashMap::new()),
-            unanswered: AtomicU32::new(0),
+            unanswered: Mutex::new((0, String::new())),
         })
     }
 
@@ -988,24 +987,24 @@ impl RegistryClient {
     ) -> Result<Response, RemoteError> {
         let mut attempt = 1;
         loop {
-            let unanswered = self.unanswered.load(Ordering::Relaxed);
-            if unanswered >= UNANSWERED_LIMIT {
+            if let Some(last) = self.given_up() {
                 return Err(self.error_of(
                     RemoteKind::Unreachable,
                     what,
-                    &format!(
-                        "not sent: the registry left {unanswered} tries in a row unanswered (timed out or no connection)"
-                    ),
+                    &format!("not sent: {last}"),
                 ));
             }
             let sent = build().send().await;
-            match &sent {
-                Ok(_) => self.unanswered.store(0, Ordering::Relaxed),
-                Err(err) if err.is_timeout() || err.is_connect() => {
-                    self.unanswered.fetch_add(1, Ordering::Relaxed);
+            let gave_up = match &sent {
+                Ok(_) => {
+                    self.answered();
+                    false
                 }
-                Err(_) => {}
-            }
+                Err(err) if err.is_timeout() || err.is_connect() => {
+                    self.unanswered(&transport_message(err))
+                }
+                Err(_) => false,
+            };
             let wait = match sent {
                 Ok(response)
                     if is_retryable_status(response.status().as_u16())
@@ -1017,7 +1016,11 @@ impl RegistryClient {
                     self.retry.delay(attempt, asked, jitter_unit())
                 }
                 Ok(response) => return Ok(response),
-                Err(err) if is_retryable_error(&err) && self.retry.allows_another(attempt) => {
+                Err(err)
+                    if is_retryable_error(&err)
+                        && self.retry.allows_another(attempt)
+                        && !gave_up =>
+                {
                     self.retry.delay(attempt, None, jitter_unit())
                 }
                 Err(err) => {
@@ -1026,16 +1029,49 @@ impl RegistryClient {
                     } else {
                         String::new()
                     };
+                    let last = if gave_up {
+                        format!(
+                            "; {UNANSWERED_LIMIT} tries in a row went unanswered, so nothing more is sent to it"
+                        )
+                    } else {
+                        String::new()
+                    };
                     return Err(self.error_of(
                         transport_kind(&err),
                         what,
-                        &format!("{}{tries}", transport_message(&err)),
+                        &format!("{}{tries}{last}", transport_message(&err)),
                     ));
                 }
             };
             tokio::time::sleep(wait).await;
             attempt += 1;
         }
+    }
+
+    /// How the last of [`UNANSWERED_LIMIT`] unanswered tries in a row failed, once there have
+    /// been that many.
+    fn given_up(&self) -> Option<String> {
+        let unanswered = self.unanswered.lock().unwrap_or_else(|e| e.into_inner());
+        (unanswered.0 >= UNANSWERED_LIMIT).then(|| {
+            format!(
+                "{} tries in a row went unanswered, the last: {}",
+                unanswered.0, unanswered.1
+            )
+        })
+    }
+
+    /// A try was answered: the unanswered ones before it were not in a row.
+    fn answered(&self) {
+        self.unanswered.lock().unwrap_or_else(|e| e.into_inner()).0 = 0;
+    }
+
+    /// Counts a try that went unanswered, failing as `how`; whether that makes
+    /// [`UNANSWERED_LIMIT`] in a row.
+    fn unanswered(&self, how: &str) -> bool {
+        let mut unanswered = self.unanswered.lock().unwrap_or_else(|e| e.into_inner());
+        unanswered.0 += 1;
+        unanswered.1 = how.to_owned();
+        unanswered.0 >= UNANSWERED_LIMIT
     }
 
     async fn body(&self, call: &Call<'_>, response: Response) -> Result<Vec<u8>, RemoteError> {
@@ -1538,6 +1574,8 @@ fn form_encode(pairs: &[(&str, &str)]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
     use super::*;
 
     /// Only a registry's own error code proves a 404 means nothing is there: a body of the

@@ -387,6 +387,9 @@ struct RunRow {
     finished_at: Micros,
     failed: bool,
     has_records: bool,
+    /// Recorded at the level whose record evidence a trace doubts
+    /// ([`Store::doubt_records_at`]).
+    records_doubted: bool,
     truncated: bool,
     time_suspect: bool,
     run_key: Span,
@@ -823,8 +826,7 @@ impl Tables {
         let mut run_text = Text::default();
         let mut stmt = conn.prepare(
             "SELECT id, pipeline_id, run_key, step, builder_id, started_at, finished_at, status,
-                    CASE WHEN has_records <> 0 AND (trust_level IS NULL OR trust_level <> ?1)
-                         THEN 1 ELSE 0 END
+                    has_records, CASE WHEN trust_level = ?1 THEN 1 ELSE 0 END
              FROM runs",
         )?;
         let mut rows = stmt.query([doubted])?;
@@ -842,6 +844,7 @@ impl Tables {
                 finished_at: row.get(6)?,
                 failed: row.get_ref(7)?.as_bytes()? == b"failed",
                 has_records: row.get(8)?,
+                records_doubted: row.get(9)?,
                 truncated: false,
                 time_suspect: false,
                 run_key: some_or_skip!(run_text.push(row.get_ref(2)?.as_str()?)),
@@ -948,7 +951,7 @@ impl Tables {
             };
             let entry = unverified.entry(builder).or_default();
             entry.1 = entry.1.max(run.finished_at - run.started_at);
-            if !run.has_records {
+            if !run.has_records || run.records_doubted {
                 entry.0.push(id as u32);
             }
         }
@@ -1347,6 +1350,7 @@ impl Index {
                 RunStatus::Succeeded
             },
             has_records: row.has_records,
+            records_doubted: row.records_doubted,
             truncated: row.truncated,
             time_suspect: row.time_suspect,
         })
@@ -1740,7 +1744,9 @@ impl Source for TraceSource<'_> {
         // Time-suspect runs on the builder, whatever times they claim.
         let suspect = index.tables.suspect.iter().copied().filter(|&r| {
             let row = &rows[r as usize];
-            row.builder == id32(builder) && !row.has_records && !in_range(r)
+            row.builder == id32(builder)
+                && (!row.has_records || row.records_doubted)
+                && !in_range(r)
         });
         Ok(runs[first..]
             .iter()

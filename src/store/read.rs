@@ -105,7 +105,8 @@ fn run_from_row(row: &Row<'_>, doubted: &str) -> crate::store::db::DbResult<RunI
         } else {
             RunStatus::Succeeded
         },
-        has_records: row.get::<_, bool>(8)? && level.as_deref() != Some(doubted),
+        has_records: row.get(8)?,
+        records_doubted: level.as_deref() == Some(doubted),
         truncated: row.get(9)?,
         time_suspect: row.get(10)?,
     })

@@ -20,6 +20,7 @@ use crate::model::{
     Artifact, Backend, BuilderInfo, BuilderRecord, DEFAULT_PRUNE_SKEW, Digest, ImageRef, MountUse,
     PipelineInfo, PurgeClaim, PurgeMethod, PurgeProvenance, PurgeTarget, RunRecord,
 };
+use crate::report::escape::Quoted;
 use crate::time::{self, Micros};
 
 /// Event kinds as stored. Reads carry the run's finish time, writes its start time.
@@ -668,11 +669,11 @@ pub(super) fn ensure_pipeline(
                 _ => "project",
             };
             warnings.push(format!(
-                "pipeline `{}` keeps its {what} `{}`: this store role adds provenance only, so \
-                 the config's `{}` is recorded by a responder's write{}",
-                name.escape_debug(),
-                kept.escape_debug(),
-                value.escape_debug(),
+                "pipeline {} keeps its {what} {}: this store role adds provenance only, so \
+                 the config's {} is recorded by a responder's write{}",
+                Quoted(name),
+                Quoted(&kept),
+                Quoted(value),
                 if field == "trust_level" {
                     "; runs recorded here are held to the lower of the two"
                 } else {
@@ -718,10 +719,10 @@ pub(super) fn ensure_pipeline(
         && asked != kept
     {
         warnings.push(format!(
-            "pipeline `{}` keeps its project `{}`: a hook cannot change it to `{}`",
-            name.escape_debug(),
-            kept.escape_debug(),
-            asked.escape_debug()
+            "pipeline {} keeps its project {}: a hook cannot change it to {}",
+            Quoted(name),
+            Quoted(kept),
+            Quoted(asked)
         ));
     }
     cache.pipelines.insert(name.clone(), row.clone());
@@ -1368,7 +1369,7 @@ fn differences(
     let mut differ = |field: &str, was: Option<String>, given: Option<String>| {
         if given.is_some() && given != was {
             let show = |v: Option<String>| match v {
-                Some(v) => format!("`{}`", v.escape_debug()),
+                Some(v) => Quoted(&v).to_string(),
                 None => "none".to_owned(),
             };
             out.push(format!(
@@ -1482,11 +1483,11 @@ pub(super) fn require_builder(record: &RunRecord, has_builder: bool) -> WriteRes
 /// The warning for a run recorded at its pipeline's ceiling instead of the level it asked for.
 pub(super) fn capped_warning(run: &str, asked: &str, ceiling: &str) -> String {
     format!(
-        "run `{}` asks for trust level `{}`, above its pipeline's ceiling `{}`: recorded at `{}`",
-        run.escape_debug(),
-        asked.escape_debug(),
-        ceiling.escape_debug(),
-        ceiling.escape_debug()
+        "run {} asks for trust level {}, above its pipeline's ceiling {}: recorded at {}",
+        Quoted(run),
+        Quoted(asked),
+        Quoted(ceiling),
+        Quoted(ceiling)
     )
 }
 
@@ -1673,8 +1674,8 @@ pub(super) fn insert_run(
             let differ = differences(&stored, record, level.as_deref(), asked);
             if !differ.is_empty() {
                 return Err(WriteError::Conflict(format!(
-                    "run `{}` is already recorded with other facts: {}; history is append-only, so nothing was written (record the build under a new run id or step)",
-                    name.escape_debug(),
+                    "run {} is already recorded with other facts: {}; history is append-only, so nothing was written (record the build under a new run id or step)",
+                    Quoted(&name),
                     differ.join(", ")
                 )));
             }
@@ -1904,8 +1905,8 @@ pub(super) fn insert_run(
                 // Its receipt is kept for good, so it cannot be doubted now: refused. (One
                 // that is already doubted needs nothing more.)
                 return Err(WriteError::Conflict(format!(
-                    "run `{}` adds writes, yet finished at {}, before a purge at {} the store holds; its receipt is kept for good, so nothing was written (record the build under a new run id or step)",
-                    name.escape_debug(),
+                    "run {} adds writes, yet finished at {}, before a purge at {} the store holds; its receipt is kept for good, so nothing was written (record the build under a new run id or step)",
+                    Quoted(&name),
                     time::format(finish),
                     time::format(purge)
                 )));
@@ -1935,8 +1936,8 @@ pub(super) fn insert_run(
         }
         if !gained.is_empty() {
             return Err(WriteError::Conflict(format!(
-                "run `{}` is already recorded, and this upload adds {} to it: an upload repeats a run the store holds as it is or not at all, so nothing was written (record the build under a new run id or step)",
-                name.escape_debug(),
+                "run {} is already recorded, and this upload adds {} to it: an upload repeats a run the store holds as it is or not at all, so nothing was written (record the build under a new run id or step)",
+                Quoted(&name),
                 gained.join(" and ")
             )));
         }
@@ -2010,14 +2011,14 @@ fn unknown_records_warning(target: &PurgeTarget, unknown: &[String]) -> Option<S
     if unknown.is_empty() {
         return None;
     }
-    let named = crate::report::some_names(unknown.iter().map(|r| r.escape_debug()), NAMES_SHOWN);
+    let named = crate::report::some_names(unknown.iter().map(|r| Quoted(r)), NAMES_SHOWN);
     let (count, them) = match unknown.len() {
         1 => ("a record".to_owned(), "it"),
         n => (format!("{n} records"), "them"),
     };
     Some(format!(
-        "the prune of builder `{}` names {count} the store does not hold ({named}): a trace takes {them} as left in place, so runs that created {them}, if imported later, stay tainted (import purges after the runs)",
-        builder.escape_debug()
+        "the prune of builder {} names {count} the store does not hold ({named}): a trace takes {them} as left in place, so runs that created {them}, if imported later, stay tainted (import purges after the runs)",
+        Quoted(builder)
     ))
 }
 

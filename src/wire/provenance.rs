@@ -928,10 +928,7 @@ mod tests {
                 r#"{"backend":"local","key":"/c","tag":"t"}"#.to_owned(),
                 "tag",
             ),
-            (
-                r#"{"backend":"gha","key":"k","tag":"t"}"#.to_owned(),
-                "tag",
-            ),
+            (r#"{"backend":"gha","key":"k","tag":"t"}"#.to_owned(), "tag"),
             (
                 r#"{"backend":"gha","locator":"victim-org/prod","key":"k"}"#.to_owned(),
                 "locator",
