@@ -2011,7 +2011,7 @@ fn unknown_records_warning(target: &PurgeTarget, unknown: &[String]) -> Option<S
     if unknown.is_empty() {
         return None;
     }
-    let named = crate::report::some_names(unknown.iter().map(|r| Quoted(r)), NAMES_SHOWN);
+    let named = crate::report::some_names(unknown.iter().map(|r| r.escape_debug()), NAMES_SHOWN);
     let (count, them) = match unknown.len() {
         1 => ("a record".to_owned(), "it"),
         n => (format!("{n} records"), "them"),
