@@ -106,7 +106,6 @@ pub fn import(
             source: &source,
             trust_level: args.trust_level.as_deref(),
             bound: &bound,
-            lowest: config.trust_levels().into_iter().next(),
             purges: args.purges,
             now: crate::time::now(),
             config,
@@ -176,8 +175,6 @@ struct Batches<'a> {
     trust_level: Option<&'a str>,
     /// An upload's own runs (`--run`): its run and pipeline lines name one of them.
     bound: &'a [RunSeed],
-    /// The config's lowest trust level.
-    lowest: Option<String>,
     /// Purge lines are recorded (`--purges`), else refused.
     purges: bool,
     /// When the import started: a purge after it (beyond the clock skew allowed) is refused,
@@ -270,15 +267,6 @@ impl Batches<'_> {
                 crate::wire::provenance::sent_caches_named_by_key(run).map_err(at_line)?;
             }
             cap_trust(&mut item, level, self.config);
-        }
-        // A run at the lowest level is held to what it could have seen of shared records on
-        // every path, as `record` and the collector hold it.
-        if let ImportItem::Run(run) = &mut item
-            && run.trust_level.is_some()
-            && run.trust_level == self.lowest
-            && let Some(records) = &mut run.records
-        {
-            records.bound_to(run.finished_at);
         }
         Ok(Some(Some(item)))
     }

@@ -2529,6 +2529,7 @@ proptest! {
                 builder,
                 record_ids,
                 used_since,
+                made_since,
                 full: false,
                 clock_skew,
                 ..
@@ -2536,12 +2537,17 @@ proptest! {
             else {
                 continue;
             };
+            // As the executor records it: from the earlier of the two times.
+            let since = match (used_since, made_since) {
+                (Some(used), Some(made)) => Some(*used.min(made)),
+                (used, made) => used.or(*made),
+            };
             let b = h.builders.iter().find(|b| b.name == builder.as_str()).unwrap().id;
             let named: Vec<RecordId> = (h.records.iter())
                 .filter(|r| r.builder == b && record_ids.contains(&r.record_id.to_string()))
                 .map(|r| r.id)
                 .collect();
-            h.prune_some_records(b, t(100_000), &named, (*used_since, clock_skew.unwrap()));
+            h.prune_some_records(b, t(100_000), &named, (since, clock_skew.unwrap()));
             let run = h.run("fresh", &b.to_string(), t(100_001), t(100_002));
             h.on(run, b);
             fresh.push((b, format!("run:fresh/{b}/build")));

@@ -85,6 +85,11 @@ pub enum Target {
         record_ids: Vec<String>,
         /// Where evidence is missing: also prune records last used at or after this time.
         used_since: Option<Micros>,
+        /// Where a tainted run's record evidence is not believed (its trust level is the
+        /// lowest): also prune records made at or after this time, which it may have made and
+        /// left out. A record made before it began is none of its.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        made_since: Option<Micros>,
         /// Prune everything.
         full: bool,
         /// Only the listed records, chosen by a sweep: the builder is not clean afterwards, so
@@ -489,6 +494,8 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
         }
     }
     let mut unverified: BTreeMap<String, Micros> = BTreeMap::new();
+    // Builders where a tainted run's record evidence is not believed, from when.
+    let mut doubted: BTreeMap<String, Micros> = BTreeMap::new();
     let mut docker_builders: BTreeSet<String> = BTreeSet::new();
     for tainted in trace.tainted(Kind::Run) {
         let Entity::Run { info } = tainted.entity else {
@@ -551,6 +558,10 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                 let from = trace.writes_from(info);
                 let t = unverified.entry(builder.to_string()).or_insert(from);
                 *t = (*t).min(from);
+            } else if info.records_doubted {
+                let from = trace.writes_from(info);
+                let t = doubted.entry(builder.to_string()).or_insert(from);
+                *t = (*t).min(from);
             }
         }
     }
@@ -566,6 +577,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
     let builders: BTreeSet<String> = records
         .keys()
         .chain(unverified.keys())
+        .chain(doubted.keys())
         .cloned()
         .chain(
             options
@@ -582,12 +594,15 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default();
         let since = (unverified.get(&builder)).map(|t| t.saturating_sub(options.clock_skew));
+        let made_since = (doubted.get(&builder))
+            .map(|t| t.saturating_sub(options.clock_skew))
+            .filter(|&made| since.is_none_or(|used| made < used));
         // A run whose times prove nothing may have made records at any time.
         let used = |t: Micros| match t {
             Micros::MIN => "every record but cache mounts".to_owned(),
             t => format!("records used since {}", crate::time::format(t)),
         };
-        let reason = match (ids.is_empty(), since) {
+        let mut reason = match (ids.is_empty(), since) {
             (false, Some(t)) => format!(
                 "{} created by tainted runs, and runs without record evidence: {}",
                 crate::report::count(ids.len(), "record", "records"),
@@ -598,8 +613,18 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                 crate::report::count(ids.len(), "record", "records")
             ),
             (true, Some(t)) => format!("tainted runs without record evidence: {}", used(t)),
+            (true, None) if made_since.is_some() => String::new(),
             (true, None) => "full prune requested".to_owned(),
         };
+        if let Some(t) = made_since {
+            if !reason.is_empty() {
+                reason.push_str("; ");
+            }
+            reason.push_str(&format!(
+                "tainted runs whose record evidence is not believed (the lowest trust level): records made since {}",
+                crate::time::format(t)
+            ));
+        }
         actions.push(Action {
             kind: ActionKind::PruneBuilder,
             place: builder.clone(),
@@ -610,6 +635,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                 driver: place.driver,
                 record_ids: ids,
                 used_since: since,
+                made_since,
                 full: options.full_prune,
                 partial: false,
                 clock_skew: Some(options.clock_skew),

@@ -27,6 +27,7 @@ struct Fields<'a> {
     driver: Option<Driver>,
     record_ids: &'a [String],
     used_since: Option<Micros>,
+    made_since: Option<Micros>,
     full: bool,
     partial: bool,
     clock_skew: Option<Micros>,
@@ -40,6 +41,7 @@ fn fields(target: &Target) -> Fields<'_> {
             driver,
             record_ids,
             used_since,
+            made_since,
             full,
             partial,
             clock_skew,
@@ -49,6 +51,7 @@ fn fields(target: &Target) -> Fields<'_> {
             driver: *driver,
             record_ids,
             used_since: *used_since,
+            made_since: *made_since,
             full: *full,
             partial: *partial,
             clock_skew: *clock_skew,
@@ -74,7 +77,12 @@ impl TargetKind for Builder {
         Box::pin(async move {
             let b = fields(target);
             let records = cx.disk_usage(b.builder, b.endpoint, b.driver).await?;
-            let ids = select_builder_records(&records, b.record_ids, b.used_since, b.full);
+            let ids = select_builder_records(
+                &records,
+                b.record_ids,
+                (b.used_since, b.made_since),
+                b.full,
+            );
             Ok(format!(
                 "{} of {} to prune",
                 ids.len(),
@@ -97,7 +105,14 @@ impl TargetKind for Builder {
                 b.builder,
                 b.endpoint,
                 b.driver,
-                |records| select_builder_records(records, b.record_ids, b.used_since, b.full),
+                |records| {
+                    select_builder_records(
+                        records,
+                        b.record_ids,
+                        (b.used_since, b.made_since),
+                        b.full,
+                    )
+                },
                 "records",
             )
             .await
@@ -118,7 +133,7 @@ impl TargetKind for Builder {
                 &endpoint,
                 driver,
                 b.record_ids,
-                b.used_since,
+                (b.used_since, b.made_since),
                 b.full,
             )
             .await?;
@@ -131,7 +146,11 @@ impl TargetKind for Builder {
                 records_only: !b.full,
                 selective: (!b.full).then(|| SelectivePrune {
                     records: b.record_ids.to_vec(),
-                    since: b.used_since,
+                    // A writer that began after either time left nothing the prune kept.
+                    since: match (b.used_since, b.made_since) {
+                        (Some(used), Some(made)) => Some(used.min(made)),
+                        (used, made) => used.or(made),
+                    },
                     // A plan made before the skew was kept with it used the config's.
                     skew: b.clock_skew.unwrap_or_else(|| {
                         crate::time::seconds(cx.config.purge.clock_skew_seconds)
@@ -165,11 +184,12 @@ impl TargetKind for Builder {
 }
 
 /// The records to prune on a builder: those tainted runs created, those used since the taint
-/// time where evidence is missing (mount records aside: the mount actions decide those), or all.
+/// time where evidence is missing, those made since a tainted run began whose evidence is not
+/// believed (mount records aside: the mount actions decide those), or all.
 pub fn select_builder_records(
     records: &[CacheRecord],
     record_ids: &[String],
-    used_since: Option<i64>,
+    (used_since, made_since): (Option<i64>, Option<i64>),
     full: bool,
 ) -> Vec<String> {
     let wanted: BTreeSet<&str> = record_ids.iter().map(String::as_str).collect();
@@ -183,6 +203,11 @@ pub fn select_builder_records(
                     r.record_type != "exec.cachemount"
                         && (since == i64::MIN
                             || r.last_used_at.or(r.created_at).is_none_or(|t| t >= since))
+                })
+                || made_since.is_some_and(|since| {
+                    // One of unknown age may have been made since.
+                    r.record_type != "exec.cachemount"
+                        && r.created_at.or(r.last_used_at).is_none_or(|t| t >= since)
                 })
         })
         .map(|r| r.id.as_str())
@@ -213,14 +238,14 @@ async fn prune_builder(
     endpoint: &str,
     driver: Driver,
     record_ids: &[String],
-    used_since: Option<i64>,
+    since: (Option<i64>, Option<i64>),
     full: bool,
 ) -> Result<Outcome, RemoteError> {
     let slot = cx.builder(builder).await;
     let mut slot = slot.lock().await;
     let client = connected(&mut slot, endpoint, driver).await?;
     let records = client.disk_usage().await?;
-    let ids = select_builder_records(&records, record_ids, used_since, full);
+    let ids = select_builder_records(&records, record_ids, since, full);
     let pruned = client.prune_ids(&ids).await?;
     let after = client.disk_usage().await?;
     let survivors: Vec<&str> = after
@@ -260,13 +285,14 @@ fn builder_verdict(
         let Target::Builder {
             record_ids,
             used_since,
+            made_since,
             full,
             ..
         } = &row.action.target
         else {
             continue;
         };
-        let ids = select_builder_records(records, record_ids, *used_since, *full);
+        let ids = select_builder_records(records, record_ids, (*used_since, *made_since), *full);
         for record in records.iter().filter(|r| from_before(r, cutoff)) {
             if ids.contains(&record.id) && !left.contains(&record.id.as_str()) {
                 left.push(&record.id);
@@ -325,11 +351,32 @@ mod tests {
             record("mount", "exec.cachemount", Some(50), &[]),
         ];
         let named = ["named".to_owned()];
-        let chosen = select_builder_records(&records, &named, Some(40), false);
+        let chosen = select_builder_records(&records, &named, (Some(40), None), false);
         assert_eq!(chosen, ["named", "on-named", "recent", "undated"]);
-        let chosen = select_builder_records(&records, &named, None, false);
+        let chosen = select_builder_records(&records, &named, (None, None), false);
         assert_eq!(chosen, ["named", "on-named"]);
-        let every = select_builder_records(&records, &[], Some(Micros::MIN), false);
+        let every = select_builder_records(&records, &[], (Some(Micros::MIN), None), false);
         assert_eq!(every, ["named", "on-named", "old", "recent", "undated"]);
+    }
+
+    /// A prune of what was made since a time (a run whose record evidence is not believed
+    /// began then) takes the records made since, or of unknown age, and not one made before
+    /// and used since: a run cannot change a record another made before it.
+    #[test]
+    fn a_prune_of_what_was_made_since_keeps_older_records_used_since() {
+        let mut reused = record("reused", "regular", Some(10), &[]);
+        reused.last_used_at = Some(60);
+        let records = [
+            record("old", "regular", Some(10), &[]),
+            reused,
+            record("made", "regular", Some(50), &[]),
+            record("on-old", "regular", Some(55), &["old"]),
+            record("undated", "regular", None, &[]),
+            record("mount", "exec.cachemount", Some(50), &[]),
+        ];
+        let chosen = select_builder_records(&records, &[], (None, Some(40)), false);
+        assert_eq!(chosen, ["made", "on-old", "undated"]);
+        let used = select_builder_records(&records, &[], (Some(40), None), false);
+        assert_eq!(used, ["reused", "made", "on-old", "undated"]);
     }
 }

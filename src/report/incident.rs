@@ -580,6 +580,7 @@ pub fn describe_target_as(target: &Target, style: Style) -> String {
             builder,
             record_ids,
             used_since,
+            made_since,
             full,
             ..
         } => {
@@ -599,6 +600,9 @@ pub fn describe_target_as(target: &Target, style: Style) -> String {
                 );
                 if let Some(t) = used_since {
                     s.push_str(&format!(" and those used since {}", time::format(*t)));
+                }
+                if let Some(t) = made_since {
+                    s.push_str(&format!(" and those made since {}", time::format(*t)));
                 }
                 s
             }

@@ -1356,12 +1356,35 @@ impl Index {
         })
     }
 
-    /// The builder's records that no run recorded creating, in id order.
+    /// The builder's records that no run recorded creating, in id order: a run whose record
+    /// evidence is doubted creates none, whatever it claims (its claim still taints when the
+    /// run is tainted, as any creator's).
     fn orphan_records(&self, builder: BuilderId) -> Vec<RecordId> {
         let orphans = self.orphans.get_or_init(|| {
+            let doubted = self
+                .tables
+                .runs
+                .iter()
+                .any(|r| r.present && r.records_doubted);
+            let believed: Option<Vec<u64>> = doubted.then(|| {
+                let mut created = vec![0u64; self.events.created.len()];
+                for (run, row) in self.tables.runs.iter().enumerate() {
+                    if !row.present || row.records_doubted {
+                        continue;
+                    }
+                    for e in self.events.by_run.get(run as i64) {
+                        let target = e.target() as usize;
+                        if e.kind() == EventKind::CreatedRecord && target / 64 < created.len() {
+                            created[target / 64] |= 1u64 << (target % 64);
+                        }
+                    }
+                }
+                created
+            });
+            let created = believed.as_ref().unwrap_or(&self.events.created);
             let mut orphans: FxHashMap<u32, Vec<RecordId>> = FxHashMap::default();
             for (id, row) in self.records.rows.iter().enumerate() {
-                if row.present && !has_bit(&self.events.created, id) {
+                if row.present && !has_bit(created, id) {
                     orphans.entry(row.builder).or_default().push(id as RecordId);
                 }
             }

@@ -375,11 +375,25 @@ fn records_of(run: &RunRecord) -> impl Iterator<Item = (&BuilderRecord, &'static
         .flat_map(|(list, kind, at)| list.iter().map(move |r| (r, kind, at)))
 }
 
+/// Whether `run` is recorded at the config's lowest level, as `run_pipeline` will record it:
+/// the lower of the level it asks for and its pipeline's ceiling (the config's, else the one
+/// stored, else the one its line gives).
+fn records_doubted(config: &Config, cache: &IdCache, run: &RunRecord) -> bool {
+    let name = &run.pipeline.name;
+    let ceiling = (config.pipeline(name).and_then(|p| p.trust_level.clone()))
+        .or_else(|| cache.pipelines.get(name).and_then(|p| p.ceiling.clone()))
+        .or_else(|| run.pipeline.trust_level.clone());
+    let (level, _) =
+        super::write::capped_level(config, run.trust_level.as_deref(), ceiling.as_deref());
+    level.is_some() && level.as_ref() == config.trust_levels().first()
+}
+
 /// Upserts the segment's builders, artifacts and tags, mounts and builder records in the order
 /// the row-by-row path would, leaving every id in `cache`.
 fn resolve(
     conn: &PgConn,
     cache: &mut IdCache,
+    config: &Config,
     segment: &[(usize, &ImportItem)],
     writes: Writes,
 ) -> DbResult<()> {
@@ -554,7 +568,17 @@ fn resolve(
                 mounts.push(key);
             }
         }
+        // A run at the lowest level is held to what it could have seen of shared records,
+        // as `insert_run` holds it.
+        let doubted = records_doubted(config, cache, run);
         for (record, _, _) in records_of(run) {
+            let bounded;
+            let record = if doubted {
+                bounded = record.as_seen_by(run.finished_at);
+                &bounded
+            } else {
+                record
+            };
             let key = (*builder, record.id.clone());
             match folded.get_mut(&key) {
                 // What the upserts leave: the latest use, the last size given.
@@ -1124,7 +1148,7 @@ fn write_segment(
     let conn = pg(tx);
     let first = segment[0].0;
     let sql = |err: super::db::DbError| (first, WriteError::Sql(err));
-    resolve(conn, cache, segment, writes).map_err(sql)?;
+    resolve(conn, cache, config, segment, writes).map_err(sql)?;
     let count = segment
         .iter()
         .filter(|(_, item)| matches!(item, ImportItem::Run(_)))

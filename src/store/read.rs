@@ -1111,12 +1111,17 @@ impl Source for Store {
         ))
     }
 
+    /// The builder's records no run created: a run whose record evidence is doubted
+    /// ([`Store::doubt_records_at`]) creates none, whatever it claims.
     fn orphan_records(&mut self, builder: BuilderId) -> Result<Vec<RecordId>, StoreError> {
+        let doubted = self.doubted_records();
         self.rows(
-            "SELECT r.id FROM builder_records r WHERE r.builder_id = ?1 AND NOT EXISTS
-               (SELECT 1 FROM events e WHERE e.kind = 'created_record' AND e.target = r.id)
-             ORDER BY r.id",
-            params![builder],
+            "SELECT br.id FROM builder_records br WHERE br.builder_id = ?1 AND NOT EXISTS
+               (SELECT 1 FROM events e JOIN runs r ON r.id = e.run_id
+                WHERE e.kind = 'created_record' AND e.target = br.id
+                  AND (r.trust_level IS NULL OR r.trust_level <> ?2))
+             ORDER BY br.id",
+            params![builder, doubted],
             |row| row.get(0),
         )
     }

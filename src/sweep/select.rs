@@ -410,6 +410,7 @@ pub fn plan(
                 driver: place.driver,
                 record_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
                 used_since: None,
+                made_since: None,
                 full: false,
                 partial: true,
                 clock_skew: None,

@@ -717,10 +717,32 @@ fn an_untrusted_runs_record_evidence_cannot_clear_it() {
     let (runs, images) = traced("internal");
     assert_eq!(runs, ["run:internal/1/s"]);
     assert!(images.is_empty(), "{images:?}");
-    // An incident opened on the pull request's pipeline holds the image.
+    // Another pull request claiming, earlier, to have created the record makes it no less a
+    // record no believed run created.
+    let claim = run(
+        "pr-b",
+        "2",
+        "untrusted",
+        ("09:00:00", "09:01:00"),
+        r#","records":{"created":[{"id":"rec-poison","type":"regular","description":"mount / from exec /bin/sh -c make"}],"reused":[]}"#,
+    );
+    let upload = env.write("claim.jsonl", &format!("{claim}\n"));
+    ok(env
+        .cmd()
+        .args(["import", "--trust-level", "untrusted", "--run", "pr-b/2"])
+        .arg(&upload));
+    let (runs, _) = traced("pr");
+    assert!(runs.contains(&"run:web/8/s".to_owned()), "{runs:?}");
+    // An incident opened on the pull request's pipeline holds the image, and its plan prunes
+    // what the run may have made on the builder and left out, not only what it named.
     ok(env.cmd().args(["incident", "open", "--pipeline", "pr"]));
     let out = output(&env, env.cmd().args(["check", &image]));
     assert!(out.starts_with("exit: 5\n"), "{out}");
+    let show = ok(env.cmd().args(["incident", "show", "1"]));
+    assert!(
+        show.contains("and those made since 2026-03-01T09:55:00Z"),
+        "{show}"
+    );
 }
 
 /// An untrusted run's word about a record other runs share does not move what the store shows
@@ -776,6 +798,32 @@ fn an_untrusted_run_cannot_move_a_shared_records_facts() {
     let export = ok(env.cmd().args(["export", "--run", "pr/9"]));
     assert!(
         !export.contains("253402300799") && export.contains(r#""created_at":1735696800000000"#),
+        "{export}"
+    );
+    // Saying it created the shared record does not set its size either; nor does a run that
+    // asks for more than its pipeline's lowest ceiling allows.
+    let config = env.write(
+        "cw.toml",
+        "[[pipeline]]\npattern = \"forks-*\"\ntrust_level = \"untrusted\"\n",
+    );
+    let created = r#"{"created":[{"id":"recA","type":"regular","description":"RUN make","last_used_at":253402300799000000,"size":7}],"reused":[]}"#;
+    let upload = env.write(
+        "created.jsonl",
+        &format!("{}\n", run("pr", "11", "untrusted", "2025-01-01T04:00:00Z", created)),
+    );
+    ok(env
+        .cmd()
+        .args(["import", "--trust-level", "untrusted", "--run", "pr/11"])
+        .arg(&upload));
+    let capped = env.write(
+        "capped.jsonl",
+        &format!("{}\n", run("forks-1", "9", "release", "2025-01-01T05:00:00Z", created)),
+    );
+    ok(env.cmd_with(&config).arg("import").arg(&capped));
+    let export = ok(env.cmd().args(["export", "--run", "web/8"]));
+    assert!(
+        !export.contains("253402300799")
+            && export.contains(r#""last_used_at":1735707600000000,"size":100"#),
         "{export}"
     );
 }
