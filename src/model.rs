@@ -591,15 +591,15 @@ pub struct RecordEvidence {
 
 impl BuilderRecord {
     /// What a run whose word is not believed (one at the lowest trust level, an upload) may say
-    /// of a record other runs may share: no use or creation after the run finished, by which
-    /// time it had seen the builder's records; and no size, which moves what a sweep's budget
-    /// counts (a record it says it created may be another's). A record's stored last use and
-    /// size are what sweeps select by, and an earlier run's export shows them.
-    pub fn as_seen_by(&self, finished_at: Micros) -> Self {
+    /// of a record other runs share: no use or creation after the run finished, by which time
+    /// it had seen the builder's records; and, for a record it only reused, no size, which is
+    /// the record's and moves what a sweep's budget counts. A record's stored last use and size
+    /// are what sweeps select by, and an earlier run's export shows them.
+    pub fn as_seen_by(&self, finished_at: Micros, reused: bool) -> Self {
         Self {
             created_at: self.created_at.map(|at| at.min(finished_at)),
             last_used_at: self.last_used_at.map(|at| at.min(finished_at)),
-            size: None,
+            size: if reused { None } else { self.size },
             ..self.clone()
         }
     }
@@ -608,8 +608,10 @@ impl BuilderRecord {
 impl RecordEvidence {
     /// Each record as [`BuilderRecord::as_seen_by`] takes it.
     pub fn bound_to(&mut self, finished_at: Micros) {
-        for record in self.created.iter_mut().chain(&mut self.reused) {
-            *record = record.as_seen_by(finished_at);
+        for (list, reused) in [(&mut self.created, false), (&mut self.reused, true)] {
+            for record in list.iter_mut() {
+                *record = record.as_seen_by(finished_at, reused);
+            }
         }
     }
 }

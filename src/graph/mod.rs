@@ -18,4 +18,7 @@ pub use result::{
 };
 pub use seeds::{SEED_SPEC_VERSION, SeedSpec, Seeds};
 pub use source::Source;
-pub use taint::{ClaimLimits, TraceError, TraceOptions, Unknown, record_carries_taint, trace};
+pub use taint::{
+    ClaimLimits, TraceError, TraceOptions, Unknown, record_carries_taint,
+    record_kind_carries_taint, trace,
+};

@@ -178,11 +178,17 @@ pub enum Unknown {
 /// run that reused it may have named it by id alone: a record of unknown (empty) type may be
 /// any of these, so it carries taint.
 pub fn record_carries_taint(record: &RecordInfo) -> bool {
-    record.record_type.is_empty()
-        || record.record_type == "regular"
-            && !record.description.is_empty()
-            && !record.description.starts_with("pulled from")
-            && !record.description.starts_with("from local")
+    record_kind_carries_taint(&record.record_type, &record.description)
+}
+
+/// [`record_carries_taint`] for a record of `record_type` described as `description` (as a
+/// builder lists it).
+pub fn record_kind_carries_taint(record_type: &str, description: &str) -> bool {
+    record_type.is_empty()
+        || record_type == "regular"
+            && !description.is_empty()
+            && !description.starts_with("pulled from")
+            && !description.starts_with("from local")
 }
 
 /// Traces everything downstream of the seeds.
@@ -395,6 +401,21 @@ struct Writer<'a> {
     created: Option<&'a [RecordId]>,
 }
 
+/// Orphan writers offered alike: on one builder, cleared by one purge (none for runs whose start
+/// does not count), and whether it does not.
+type OrphanOfferKey = (BuilderId, Option<Micros>, bool);
+
+/// Keeps the two earliest distinct runs of `earliest` with `offered`.
+fn keep_earliest(earliest: &mut [Option<(Micros, RunId)>; 2], offered: (Micros, RunId)) {
+    let mut all: SmallVec<[(Micros, RunId); 3]> = earliest.iter().flatten().copied().collect();
+    match all.iter_mut().find(|(_, run)| *run == offered.1) {
+        Some(kept) => kept.0 = kept.0.min(offered.0),
+        None => all.push(offered),
+    }
+    all.sort_unstable();
+    *earliest = [all.first().copied(), all.get(1).copied()];
+}
+
 /// A builder's records that no recorded run created: those reused, in the order of their
 /// first reuse, and those never reused.
 #[derive(Debug, Default)]
@@ -531,6 +552,10 @@ struct Tracer<'s, S: Source> {
     orphan_records: HashMap<BuilderId, Rc<Orphans>>,
     /// The runs that reused each of them and when, read with them.
     orphan_reusers: HashMap<RecordId, Vec<(RunId, Micros)>>,
+    /// The two earliest runs offered as writers of a builder's orphan records, by builder,
+    /// the purge that clears what they made there, and whether their start counts: a later
+    /// writer of the same kind reaches no record they do not reach earlier.
+    orphan_offers: HashMap<OrphanOfferKey, [Option<(Micros, RunId)>; 2]>,
     /// For each such record reached: the tainted runs without record evidence that may have
     /// created it.
     orphan_writers: HashMap<NodeIndex, OrphanWriters>,
@@ -591,6 +616,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             suspect_writers: HashMap::default(),
             orphan_records: HashMap::default(),
             orphan_reusers: HashMap::default(),
+            orphan_offers: HashMap::default(),
             orphan_writers: HashMap::default(),
             claims: options.claims,
             write_spans: HashMap::default(),
@@ -1135,6 +1161,22 @@ impl<'s, S: Source> Tracer<'s, S> {
         };
         let clearing = self.clearing(builder_node, done, (started_at, Some(&made_by)));
         let cleared_by = self.segment_end(builder_node, clearing);
+        // Two other runs that began earlier, cleared by the same purge (or by none, for runs
+        // whose start does not count), reach every record this one would, earlier: it adds
+        // no label (nor names anything for the purges their reusers were kept out by). Only
+        // a trace that keeps every edge (an explanation, the graph) still adds its own.
+        if self.labels_only {
+            let open = offer.floor == Micros::MIN;
+            let key = (builder, cleared_by.filter(|_| !open), open);
+            let earliest = self.orphan_offers.entry(key).or_default();
+            if earliest
+                .iter()
+                .all(|e| e.is_some_and(|(start, run)| start < started_at && run != offer.run))
+            {
+                return Ok(());
+            }
+            keep_earliest(earliest, (started_at, offer.run));
+        }
         for &record in records {
             let reusers = &self.orphan_reusers[&record];
             let first_reuse = reusers.iter().map(|&(_, at)| at).min();

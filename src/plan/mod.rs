@@ -90,6 +90,10 @@ pub enum Target {
         /// left out. A record made before it began is none of its.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         made_since: Option<Micros>,
+        /// Records made since `made_since` that runs whose evidence is believed created: none
+        /// of the doubted run's, so that prune leaves them (unless named).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        made_by_others: Vec<String>,
         /// Prune everything.
         full: bool,
         /// Only the listed records, chosen by a sweep: the builder is not clean afterwards, so
@@ -180,6 +184,10 @@ pub struct PlanContext {
     /// Cache-mount records tainted runs mounted that no cache mount they recorded explains, by
     /// run id: (builder, record id, description).
     pub unexplained_mounts: BTreeMap<i64, Vec<(String, String, String)>>,
+    /// On each builder where a tainted run's record evidence is doubted: the records runs
+    /// whose evidence is believed created there since it began (less the clock skew), which
+    /// the prune of what was made since leaves (they are not the doubted run's).
+    pub made_by_believed: BTreeMap<String, Vec<String>>,
 }
 
 impl PlanContext {
@@ -635,6 +643,9 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                 driver: place.driver,
                 record_ids: ids,
                 used_since: since,
+                made_by_others: made_since
+                    .and_then(|_| ctx.made_by_believed.get(&builder).cloned())
+                    .unwrap_or_default(),
                 made_since,
                 full: options.full_prune,
                 partial: false,

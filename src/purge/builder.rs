@@ -28,6 +28,7 @@ struct Fields<'a> {
     record_ids: &'a [String],
     used_since: Option<Micros>,
     made_since: Option<Micros>,
+    made_by_others: &'a [String],
     full: bool,
     partial: bool,
     clock_skew: Option<Micros>,
@@ -42,6 +43,7 @@ fn fields(target: &Target) -> Fields<'_> {
             record_ids,
             used_since,
             made_since,
+            made_by_others,
             full,
             partial,
             clock_skew,
@@ -52,6 +54,7 @@ fn fields(target: &Target) -> Fields<'_> {
             record_ids,
             used_since: *used_since,
             made_since: *made_since,
+            made_by_others,
             full: *full,
             partial: *partial,
             clock_skew: *clock_skew,
@@ -80,7 +83,7 @@ impl TargetKind for Builder {
             let ids = select_builder_records(
                 &records,
                 b.record_ids,
-                (b.used_since, b.made_since),
+                (b.used_since, b.made_since, b.made_by_others),
                 b.full,
             );
             Ok(format!(
@@ -109,7 +112,7 @@ impl TargetKind for Builder {
                     select_builder_records(
                         records,
                         b.record_ids,
-                        (b.used_since, b.made_since),
+                        (b.used_since, b.made_since, b.made_by_others),
                         b.full,
                     )
                 },
@@ -133,7 +136,7 @@ impl TargetKind for Builder {
                 &endpoint,
                 driver,
                 b.record_ids,
-                (b.used_since, b.made_since),
+                (b.used_since, b.made_since, b.made_by_others),
                 b.full,
             )
             .await?;
@@ -189,10 +192,11 @@ impl TargetKind for Builder {
 pub fn select_builder_records(
     records: &[CacheRecord],
     record_ids: &[String],
-    (used_since, made_since): (Option<i64>, Option<i64>),
+    (used_since, made_since, made_by_others): (Option<i64>, Option<i64>, &[String]),
     full: bool,
 ) -> Vec<String> {
     let wanted: BTreeSet<&str> = record_ids.iter().map(String::as_str).collect();
+    let others: BTreeSet<&str> = made_by_others.iter().map(String::as_str).collect();
     let mut selected: BTreeSet<&str> = records
         .iter()
         .filter(|r| {
@@ -205,8 +209,11 @@ pub fn select_builder_records(
                             || r.last_used_at.or(r.created_at).is_none_or(|t| t >= since))
                 })
                 || made_since.is_some_and(|since| {
-                    // One of unknown age may have been made since.
-                    r.record_type != "exec.cachemount"
+                    // One of unknown age may have been made since; one a believed run made is
+                    // not the doubted run's; nor is one that carries no taint as the builder
+                    // itself describes it (a pulled layer, the build context).
+                    crate::graph::record_kind_carries_taint(&r.record_type, &r.description)
+                        && !others.contains(r.id.as_str())
                         && r.created_at.or(r.last_used_at).is_none_or(|t| t >= since)
                 })
         })
@@ -238,7 +245,7 @@ async fn prune_builder(
     endpoint: &str,
     driver: Driver,
     record_ids: &[String],
-    since: (Option<i64>, Option<i64>),
+    since: (Option<i64>, Option<i64>, &[String]),
     full: bool,
 ) -> Result<Outcome, RemoteError> {
     let slot = cx.builder(builder).await;
@@ -286,13 +293,19 @@ fn builder_verdict(
             record_ids,
             used_since,
             made_since,
+            made_by_others,
             full,
             ..
         } = &row.action.target
         else {
             continue;
         };
-        let ids = select_builder_records(records, record_ids, (*used_since, *made_since), *full);
+        let ids = select_builder_records(
+            records,
+            record_ids,
+            (*used_since, *made_since, made_by_others),
+            *full,
+        );
         for record in records.iter().filter(|r| from_before(r, cutoff)) {
             if ids.contains(&record.id) && !left.contains(&record.id.as_str()) {
                 left.push(&record.id);
@@ -351,32 +364,45 @@ mod tests {
             record("mount", "exec.cachemount", Some(50), &[]),
         ];
         let named = ["named".to_owned()];
-        let chosen = select_builder_records(&records, &named, (Some(40), None), false);
+        let chosen = select_builder_records(&records, &named, (Some(40), None, &[]), false);
         assert_eq!(chosen, ["named", "on-named", "recent", "undated"]);
-        let chosen = select_builder_records(&records, &named, (None, None), false);
+        let chosen = select_builder_records(&records, &named, (None, None, &[]), false);
         assert_eq!(chosen, ["named", "on-named"]);
-        let every = select_builder_records(&records, &[], (Some(Micros::MIN), None), false);
+        let every = select_builder_records(&records, &[], (Some(Micros::MIN), None, &[]), false);
         assert_eq!(every, ["named", "on-named", "old", "recent", "undated"]);
     }
 
     /// A prune of what was made since a time (a run whose record evidence is not believed
     /// began then) takes the records made since, or of unknown age, and not one made before
-    /// and used since: a run cannot change a record another made before it.
+    /// and used since (a run cannot change a record another made before it), nor a pulled
+    /// layer the builder made since (no taint there).
     #[test]
     fn a_prune_of_what_was_made_since_keeps_older_records_used_since() {
-        let mut reused = record("reused", "regular", Some(10), &[]);
+        let step = |id: &str, used: Option<Micros>, parents: &[&str]| CacheRecord {
+            description: "[2/2] RUN make".into(),
+            ..record(id, "regular", used, parents)
+        };
+        let mut reused = step("reused", Some(10), &[]);
         reused.last_used_at = Some(60);
         let records = [
-            record("old", "regular", Some(10), &[]),
+            step("old", Some(10), &[]),
             reused,
-            record("made", "regular", Some(50), &[]),
-            record("on-old", "regular", Some(55), &["old"]),
-            record("undated", "regular", None, &[]),
+            step("made", Some(50), &[]),
+            step("on-old", Some(55), &["old"]),
+            step("undated", None, &[]),
             record("mount", "exec.cachemount", Some(50), &[]),
+            CacheRecord {
+                description: "pulled from docker.io/library/alpine:3".into(),
+                ..record("base", "regular", Some(50), &[])
+            },
         ];
-        let chosen = select_builder_records(&records, &[], (None, Some(40)), false);
+        let chosen = select_builder_records(&records, &[], (None, Some(40), &[]), false);
         assert_eq!(chosen, ["made", "on-old", "undated"]);
-        let used = select_builder_records(&records, &[], (Some(40), None), false);
-        assert_eq!(used, ["reused", "made", "on-old", "undated"]);
+        // A believed run made `made`: it is not the doubted run's.
+        let others = ["made".to_owned()];
+        let chosen = select_builder_records(&records, &[], (None, Some(40), &others), false);
+        assert_eq!(chosen, ["on-old", "undated"]);
+        let used = select_builder_records(&records, &[], (Some(40), None, &[]), false);
+        assert_eq!(used, ["reused", "made", "on-old", "undated", "base"]);
     }
 }

@@ -502,6 +502,27 @@ impl Store {
     }
 
     /// Endpoints, drivers and mount target paths the plan needs.
+    /// The records on `builder` that runs not at the level `doubted` created, those runs
+    /// having finished at or after `since`: record evidence that is believed.
+    pub fn believed_records_since(
+        &self,
+        builder: &str,
+        since: Micros,
+        doubted: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        self.rows(
+            "SELECT DISTINCT br.record_id FROM builder_records br
+             JOIN builders b ON b.id = br.builder_id
+             JOIN events e ON e.kind = 'created_record' AND e.target = br.id
+             JOIN runs r ON r.id = e.run_id
+             WHERE b.name = ?1 AND r.finished_at >= ?2
+               AND (r.trust_level IS NULL OR r.trust_level <> ?3)
+             ORDER BY br.record_id",
+            params![builder, since, doubted],
+            |row| row.get(0),
+        )
+    }
+
     pub fn plan_context(
         &self,
         builders: &BTreeSet<String>,

@@ -571,10 +571,10 @@ fn resolve(
         // A run at the lowest level is held to what it could have seen of shared records,
         // as `insert_run` holds it.
         let doubted = records_doubted(config, cache, run);
-        for (record, _, _) in records_of(run) {
+        for (record, kind, _) in records_of(run) {
             let bounded;
             let record = if doubted {
-                bounded = record.as_seen_by(run.finished_at);
+                bounded = record.as_seen_by(run.finished_at, kind == kind::REUSED_RECORD);
                 &bounded
             } else {
                 record

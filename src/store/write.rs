@@ -1867,7 +1867,7 @@ pub(super) fn insert_run(
                     // An untrusted run's word does not move what other runs' records show.
                     let bounded;
                     let r = if untrusted {
-                        bounded = r.as_seen_by(finish);
+                        bounded = r.as_seen_by(finish, kind == kind::REUSED_RECORD);
                         &bounded
                     } else {
                         r

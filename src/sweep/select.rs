@@ -411,6 +411,7 @@ pub fn plan(
                 record_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
                 used_since: None,
                 made_since: None,
+                made_by_others: Vec::new(),
                 full: false,
                 partial: true,
                 clock_skew: None,

@@ -800,24 +800,19 @@ fn an_untrusted_run_cannot_move_a_shared_records_facts() {
         !export.contains("253402300799") && export.contains(r#""created_at":1735696800000000"#),
         "{export}"
     );
-    // Saying it created the shared record does not set its size either; nor does a run that
-    // asks for more than its pipeline's lowest ceiling allows.
+    // Nor does a run that asks for more than its pipeline's lowest ceiling allows move its
+    // last use.
     let config = env.write(
         "cw.toml",
         "[[pipeline]]\npattern = \"forks-*\"\ntrust_level = \"untrusted\"\n",
     );
-    let created = r#"{"created":[{"id":"recA","type":"regular","description":"RUN make","last_used_at":253402300799000000,"size":7}],"reused":[]}"#;
-    let upload = env.write(
-        "created.jsonl",
-        &format!("{}\n", run("pr", "11", "untrusted", "2025-01-01T04:00:00Z", created)),
-    );
-    ok(env
-        .cmd()
-        .args(["import", "--trust-level", "untrusted", "--run", "pr/11"])
-        .arg(&upload));
+    let created = r#"{"created":[],"reused":[{"id":"recA","type":"regular","description":"RUN make","last_used_at":253402300799000000,"size":7}]}"#;
     let capped = env.write(
         "capped.jsonl",
-        &format!("{}\n", run("forks-1", "9", "release", "2025-01-01T05:00:00Z", created)),
+        &format!(
+            "{}\n",
+            run("forks-1", "9", "release", "2025-01-01T05:00:00Z", created)
+        ),
     );
     ok(env.cmd_with(&config).arg("import").arg(&capped));
     let export = ok(env.cmd().args(["export", "--run", "web/8"]));
