@@ -293,6 +293,10 @@ pub trait Source {
     -> Result<Vec<(RunRef, Micros)>, Self::Error>;
     /// Runs that reused this builder record, with the reuse time.
     fn record_reusers(&mut self, record: RecordId) -> Result<Vec<(RunRef, Micros)>, Self::Error>;
+    /// When a run first reused this builder record (a time-suspect one whenever it says).
+    fn record_first_reuse(&mut self, record: RecordId) -> Result<Option<Micros>, Self::Error> {
+        Ok(self.record_reusers(record)?.iter().map(|&(_, at)| at).min())
+    }
     /// Runs on the builder without record-level evidence that finished at or after `since`,
     /// and those of them that are time-suspect whenever they finished.
     fn unverified_builder_runs(

@@ -550,7 +550,7 @@ struct Tracer<'s, S: Source> {
     suspect_writers: HashMap<NodeIndex, SuspectWriters>,
     /// Each builder's records that no recorded run created, once asked for.
     orphan_records: HashMap<BuilderId, Rc<Orphans>>,
-    /// The runs that reused each of them and when, read with them.
+    /// The runs that reused each of them and when, read when a purge kept them out.
     orphan_reusers: HashMap<RecordId, Vec<(RunId, Micros)>>,
     /// The two earliest runs offered as writers of a builder's orphan records, by builder,
     /// the purge that clears what they made there, and whether their start counts: a later
@@ -1152,7 +1152,8 @@ impl<'s, S: Source> Tracer<'s, S> {
                 .partition_point(|&(first, _)| first < started_at);
             &orphans.reused[first..]
         };
-        let records = (orphans.unreused.iter()).chain(reused.iter().map(|(_, record)| record));
+        let records = (orphans.unreused.iter().map(|&record| (None, record)))
+            .chain(reused.iter().map(|&(first, record)| (Some(first), record)));
         // The first prune after its finish that removed what the run may have made there.
         let made_by = Writer {
             run: offer.run,
@@ -1177,9 +1178,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             }
             keep_earliest(earliest, (started_at, offer.run));
         }
-        for &record in records {
-            let reusers = &self.orphan_reusers[&record];
-            let first_reuse = reusers.iter().map(|&(_, at)| at).min();
+        for (first_reuse, record) in records {
             if offer.floor != Micros::MIN
                 && let Some(first) = first_reuse
             {
@@ -1188,7 +1187,14 @@ impl<'s, S: Source> Tracer<'s, S> {
                 }
                 if let Some(prune) = cleared_by.filter(|&p| p < first) {
                     // The prune kept the record's reusers out: listed with the purges.
-                    let kept_out: Vec<RunId> = (reusers.iter().map(|&(run, _)| run))
+                    if !self.orphan_reusers.contains_key(&record) {
+                        let reusers = (self.source.record_reusers(record)?.into_iter())
+                            .map(|(run, at)| (run.id, at))
+                            .collect();
+                        self.orphan_reusers.insert(record, reusers);
+                    }
+                    let kept_out: Vec<RunId> = (self.orphan_reusers[&record].iter())
+                        .map(|&(run, _)| run)
                         .filter(|&r| r != offer.run)
                         .collect();
                     if !kept_out.is_empty() {
@@ -1218,20 +1224,14 @@ impl<'s, S: Source> Tracer<'s, S> {
         Ok(())
     }
 
-    /// A builder's records that no recorded run created, with the runs that reused each
-    /// ([`Tracer::orphan_reusers`]).
+    /// A builder's records that no recorded run created, by their first reuse.
     fn orphans_of(&mut self, builder: BuilderId) -> Result<Orphans, S::Error> {
         let mut orphans = Orphans::default();
         for record in self.source.orphan_records(builder)? {
-            let reusers: Vec<(RunId, Micros)> = (self.source.record_reusers(record)?)
-                .into_iter()
-                .map(|(run, at)| (run.id, at))
-                .collect();
-            match reusers.iter().map(|&(_, at)| at).min() {
+            match self.source.record_first_reuse(record)? {
                 Some(first) => orphans.reused.push((first, record)),
                 None => orphans.unreused.push(record),
             }
-            self.orphan_reusers.insert(record, reusers);
         }
         orphans.reused.sort_unstable();
         Ok(orphans)

@@ -1745,6 +1745,21 @@ impl Source for TraceSource<'_> {
         }
     }
 
+    fn record_first_reuse(&mut self, record: RecordId) -> Result<Option<Micros>, StoreError> {
+        match self.index()? {
+            Some(index) => Ok((index.events.record_reuses.get(record).iter())
+                .filter(|e| index.run_ref(e.run()).is_some())
+                .map(|e| e.at())
+                .min()),
+            None => Ok(self
+                .store
+                .record_reusers(record)?
+                .iter()
+                .map(|&(_, at)| at)
+                .min()),
+        }
+    }
+
     fn unverified_builder_runs(
         &mut self,
         builder: BuilderId,
