@@ -116,12 +116,20 @@ impl Store {
     }
 
     /// Adds actions to an incident's plan (a re-trace found more); returns how many were new.
-    /// A target is the same as one planned whatever clock skew either was planned with.
+    /// A target is the same as one planned whatever clock skew either was planned with, and
+    /// whatever records believed runs have made on its builder since (builds after the purge
+    /// add to them).
     pub fn extend_plan(&mut self, incident: i64, actions: &[Action]) -> Result<usize, StoreError> {
         let key = |target: &crate::plan::Target| {
             let mut target = target.clone();
-            if let crate::plan::Target::Builder { clock_skew, .. } = &mut target {
+            if let crate::plan::Target::Builder {
+                clock_skew,
+                made_by_others,
+                ..
+            } = &mut target
+            {
                 *clock_skew = None;
+                made_by_others.clear();
             }
             serde_json::to_string(&target).unwrap_or_default()
         };
