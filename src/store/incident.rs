@@ -898,6 +898,42 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::use_targets;
+    use crate::plan::{Action, ActionKind, Target};
+    use crate::store::Store;
+
+    /// A re-run plan's builder prune is the one planned, whatever believed runs made on the
+    /// builder since (builds after the purge) and whatever clock skew either was planned with;
+    /// one that prunes other records is new.
+    #[test]
+    fn a_builder_target_is_planned_once_whatever_others_made_since() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("db")).unwrap();
+        let prune = |ids: &[&str], others: &[&str], skew: i64| Action {
+            kind: ActionKind::PruneBuilder,
+            place: "ci-1".into(),
+            target: Target::Builder {
+                builder: "ci-1".into(),
+                endpoint: None,
+                driver: None,
+                record_ids: ids.iter().map(|&id| id.to_owned()).collect(),
+                used_since: None,
+                made_since: Some(100),
+                made_by_others: others.iter().map(|&id| id.to_owned()).collect(),
+                full: false,
+                partial: false,
+                clock_skew: Some(skew),
+            },
+            reason: String::new(),
+            in_scope: true,
+        };
+        let id = store
+            .create_incident("t", "me", "{}", "{}", &[prune(&["r1"], &["a"], 300)])
+            .unwrap();
+        let again = [prune(&["r1"], &["a", "rebuilt"], 60)];
+        assert_eq!(store.extend_plan(id, &again).unwrap(), 0);
+        let more = [prune(&["r1", "r2"], &["a"], 300)];
+        assert_eq!(store.extend_plan(id, &more).unwrap(), 1);
+    }
 
     /// A use's target is taken cleaned, as a record's description is read, whatever wrote it
     /// (a store written before targets were cleaned on the way in holds them as given).
