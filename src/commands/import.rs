@@ -24,7 +24,7 @@ use crate::graph::seeds::RunSeed;
 use crate::ingest::IngestError;
 use crate::model::{ParseError, RunRecord, limits};
 use crate::printer::Printer;
-use crate::report::escape::{Quoted, Term};
+use crate::report::escape::Quoted;
 use crate::store::{BulkTarget, BulkWrite, ImportCache, ImportItem, StoreError};
 use crate::time::Micros;
 use crate::wire::provenance::{parse_line, parse_stored_line};
@@ -326,15 +326,13 @@ impl Batches<'_> {
             }
             _ => return Ok(()),
         };
-        let named: Vec<String> = self
-            .bound
-            .iter()
-            .map(|seed| format!("`{}`", Term(&seed.name)))
+        let named: Vec<String> = (self.bound.iter())
+            .map(|seed| Quoted(&seed.name).to_string())
             .collect();
         Err(format!(
-            "{what} `{}` is not the upload's own (`--run` names {}): a job's upload records \
-             its own runs, no other",
-            Term(&name),
+            "{what} {} is not the upload's own (`--run` names {}): a job's upload records its \
+             own runs, no other",
+            Quoted(&name),
             named.join(", ")
         ))
     }

@@ -205,20 +205,9 @@ fn trace_and_plan(
     };
     // Where a tainted run's record evidence is doubted, the plan prunes what was made on its
     // builder since it began: but for what runs whose evidence is believed made there.
-    let mut doubted: BTreeMap<String, crate::time::Micros> = BTreeMap::new();
-    for t in trace.tainted(Kind::Run) {
-        if let (Entity::Run { info }, Some(builder)) = (t.entity, t.builder)
-            && info.records_doubted
-            && info.has_records
-            && !info.truncated
-        {
-            let from = trace.writes_from(info).saturating_sub(options.clock_skew);
-            let at = doubted.entry(builder.to_owned()).or_insert(from);
-            *at = (*at).min(from);
-        }
-    }
     if let Some(lowest) = config.trust_levels().first() {
-        for (builder, since) in doubted {
+        for (builder, since) in plan::doubted_since(&trace) {
+            let since = since.saturating_sub(options.clock_skew);
             let made = store.believed_records_since(&builder, since, lowest)?;
             ctx.made_by_believed.insert(builder, made);
         }

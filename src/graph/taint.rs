@@ -1179,32 +1179,30 @@ impl<'s, S: Source> Tracer<'s, S> {
             keep_earliest(earliest, (started_at, offer.run));
         }
         for (first_reuse, record) in records {
+            // (The records first reused before the run started were left out above.) A prune
+            // between its finish and the record's first reuse kept the record's reusers out:
+            // listed with the purges.
             if offer.floor != Micros::MIN
                 && let Some(first) = first_reuse
+                && let Some(prune) = cleared_by.filter(|&p| p < first)
             {
-                if first < started_at {
-                    continue;
-                }
-                if let Some(prune) = cleared_by.filter(|&p| p < first) {
-                    // The prune kept the record's reusers out: listed with the purges.
-                    if !self.orphan_reusers.contains_key(&record) {
-                        let reusers = (self.source.record_reusers(record)?.into_iter())
-                            .map(|(run, at)| (run.id, at))
-                            .collect();
-                        self.orphan_reusers.insert(record, reusers);
-                    }
-                    let kept_out: Vec<RunId> = (self.orphan_reusers[&record].iter())
-                        .map(|&(run, _)| run)
-                        .filter(|&r| r != offer.run)
+                if !self.orphan_reusers.contains_key(&record) {
+                    let reusers = (self.source.record_reusers(record)?.into_iter())
+                        .map(|(run, at)| (run.id, at))
                         .collect();
-                    if !kept_out.is_empty() {
-                        self.cuts
-                            .entry((builder_node, prune))
-                            .or_default()
-                            .extend(kept_out);
-                    }
-                    continue;
+                    self.orphan_reusers.insert(record, reusers);
                 }
+                let kept_out: Vec<RunId> = (self.orphan_reusers[&record].iter())
+                    .map(|&(run, _)| run)
+                    .filter(|&r| r != offer.run)
+                    .collect();
+                if !kept_out.is_empty() {
+                    self.cuts
+                        .entry((builder_node, prune))
+                        .or_default()
+                        .extend(kept_out);
+                }
+                continue;
             }
             let Some(target) = self.record_node(record)? else {
                 continue;

@@ -2537,11 +2537,8 @@ proptest! {
             else {
                 continue;
             };
-            // As the executor records it: from the earlier of the two times.
-            let since = match (used_since, made_since) {
-                (Some(used), Some(made)) => Some(*used.min(made)),
-                (used, made) => used.or(*made),
-            };
+            // As the executor records it.
+            let since = crate::purge::builder::selective_since(*used_since, *made_since);
             let b = h.builders.iter().find(|b| b.name == builder.as_str()).unwrap().id;
             let named: Vec<RecordId> = (h.records.iter())
                 .filter(|r| r.builder == b && record_ids.contains(&r.record_id.to_string()))

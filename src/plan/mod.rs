@@ -234,6 +234,26 @@ pub struct PlanOptions {
 }
 
 /// Computes the actions that remove a blast radius, in a stable order.
+/// The builders where a tainted run's record evidence is doubted (it has some, complete, at the
+/// lowest trust level), each with the earliest time such a run may have written there: the
+/// builder prune takes what was made there since ([`Target::Builder`]'s `made_since`).
+pub fn doubted_since(trace: &Trace) -> BTreeMap<String, Micros> {
+    let mut doubted: BTreeMap<String, Micros> = BTreeMap::new();
+    for tainted in trace.tainted(Kind::Run) {
+        if let (Entity::Run { info }, Some(builder)) = (tainted.entity, tainted.builder)
+            && info.records_doubted
+            && info.has_records
+            && !info.truncated
+        {
+            // A seed run's claimed start may be later than it began.
+            let from = trace.writes_from(info);
+            let t = doubted.entry(builder.to_string()).or_insert(from);
+            *t = (*t).min(from);
+        }
+    }
+    doubted
+}
+
 pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOptions) -> Vec<Action> {
     let mut actions = Vec::new();
     let place_of = |builder: &str| ctx.builders.get(builder).cloned().unwrap_or_default();
@@ -502,8 +522,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
         }
     }
     let mut unverified: BTreeMap<String, Micros> = BTreeMap::new();
-    // Builders where a tainted run's record evidence is not believed, from when.
-    let mut doubted: BTreeMap<String, Micros> = BTreeMap::new();
+    let doubted = doubted_since(trace);
     let mut docker_builders: BTreeSet<String> = BTreeSet::new();
     for tainted in trace.tainted(Kind::Run) {
         let Entity::Run { info } = tainted.entity else {
@@ -565,10 +584,6 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                 // A seed run's claimed start may be later than it began.
                 let from = trace.writes_from(info);
                 let t = unverified.entry(builder.to_string()).or_insert(from);
-                *t = (*t).min(from);
-            } else if info.records_doubted {
-                let from = trace.writes_from(info);
-                let t = doubted.entry(builder.to_string()).or_insert(from);
                 *t = (*t).min(from);
             }
         }

@@ -149,11 +149,7 @@ impl TargetKind for Builder {
                 records_only: !b.full,
                 selective: (!b.full).then(|| SelectivePrune {
                     records: b.record_ids.to_vec(),
-                    // A writer that began after either time left nothing the prune kept.
-                    since: match (b.used_since, b.made_since) {
-                        (Some(used), Some(made)) => Some(used.min(made)),
-                        (used, made) => used.or(made),
-                    },
+                    since: selective_since(b.used_since, b.made_since),
                     // A plan made before the skew was kept with it used the config's.
                     skew: b.clock_skew.unwrap_or_else(|| {
                         crate::time::seconds(cx.config.purge.clock_skew_seconds)
@@ -184,6 +180,12 @@ impl TargetKind for Builder {
             }
         })
     }
+}
+
+/// The time a prune of records used since `used` and made since `made` is recorded with: a
+/// writer that began after either left nothing it kept.
+pub fn selective_since(used: Option<Micros>, made: Option<Micros>) -> Option<Micros> {
+    used.into_iter().chain(made).min()
 }
 
 /// The records to prune on a builder: those tainted runs created, those used since the taint

@@ -1751,12 +1751,7 @@ impl Source for TraceSource<'_> {
                 .filter(|e| index.run_ref(e.run()).is_some())
                 .map(|e| e.at())
                 .min()),
-            None => Ok(self
-                .store
-                .record_reusers(record)?
-                .iter()
-                .map(|&(_, at)| at)
-                .min()),
+            None => self.store.record_first_reuse(record),
         }
     }
 

@@ -378,14 +378,13 @@ fn records_of(run: &RunRecord) -> impl Iterator<Item = (&BuilderRecord, &'static
 /// Whether `run` is recorded at the config's lowest level, as `run_pipeline` will record it:
 /// the lower of the level it asks for and its pipeline's ceiling (the config's, else the one
 /// stored, else the one its line gives).
-fn records_doubted(config: &Config, cache: &IdCache, run: &RunRecord) -> bool {
+fn records_doubted(config: &Config, cache: &IdCache, run: &RunRecord, lowest: &str) -> bool {
     let name = &run.pipeline.name;
-    let ceiling = (config.pipeline(name).and_then(|p| p.trust_level.clone()))
-        .or_else(|| cache.pipelines.get(name).and_then(|p| p.ceiling.clone()))
-        .or_else(|| run.pipeline.trust_level.clone());
-    let (level, _) =
-        super::write::capped_level(config, run.trust_level.as_deref(), ceiling.as_deref());
-    level.is_some() && level.as_ref() == config.trust_levels().first()
+    let ceiling = (config.pipeline(name).and_then(|p| p.trust_level.as_deref()))
+        .or_else(|| cache.pipelines.get(name).and_then(|p| p.ceiling.as_deref()))
+        .or(run.pipeline.trust_level.as_deref());
+    let (level, _) = super::write::capped_level(config, run.trust_level.as_deref(), ceiling);
+    level.as_deref() == Some(lowest)
 }
 
 /// Upserts the segment's builders, artifacts and tags, mounts and builder records in the order
@@ -554,6 +553,8 @@ fn resolve(
     let mut listed = HashSet::new();
     let mut records: Vec<(i64, String)> = Vec::new();
     let mut folded: HashMap<(i64, String), BuilderRecord> = HashMap::new();
+    let lowest = config.trust_levels().into_iter().next();
+    let lowest = lowest.as_deref();
     for run in runs() {
         let Some(builder) = run
             .builder
@@ -570,11 +571,12 @@ fn resolve(
         }
         // A run at the lowest level is held to what it could have seen of shared records,
         // as `insert_run` holds it.
-        let doubted = records_doubted(config, cache, run);
-        for (record, kind, _) in records_of(run) {
+        let doubted = run.records.is_some()
+            && lowest.is_some_and(|lowest| records_doubted(config, cache, run, lowest));
+        for (record, event, _) in records_of(run) {
             let bounded;
             let record = if doubted {
-                bounded = record.as_seen_by(run.finished_at, kind == kind::REUSED_RECORD);
+                bounded = record.as_seen_by(run.finished_at, event == kind::REUSED_RECORD);
                 &bounded
             } else {
                 record
