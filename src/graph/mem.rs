@@ -162,8 +162,15 @@ impl History {
             record_id: record_id.into(),
             record_type: record_type.into(),
             description: description.into(),
+            doubted: false,
         });
         id
+    }
+
+    /// Marks the record's type and description as given only by a run whose record evidence
+    /// is not believed.
+    pub fn doubt_description(&mut self, record: RecordId) {
+        self.records[index(record)].doubted = true;
     }
 
     /// A successful run `pipeline/run_key/build` without a builder or record evidence.

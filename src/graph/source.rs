@@ -113,6 +113,9 @@ pub struct RecordInfo {
     pub record_type: CompactString,
     /// Shared: the same step on the same builder gives records of the same description.
     pub description: Arc<str>,
+    /// The type and description were given by a run whose record evidence is not believed,
+    /// and no believed run has described the record since: they say nothing of what it is.
+    pub doubted: bool,
 }
 
 /// Something a run wrote, with the time the write is taken to have happened (its start).

@@ -176,9 +176,10 @@ pub enum Unknown {
 /// digest rule. Every record a Dockerfile step makes is described (`mount / from exec ...`,
 /// `[stage 2/3] COPY ...`). A record's type and description are kept as first recorded, and a
 /// run that reused it may have named it by id alone: a record of unknown (empty) type may be
-/// any of these, so it carries taint.
+/// any of these, so it carries taint, as does one whose type and description only a run whose
+/// record evidence is not believed gave ([`RecordInfo::doubted`]).
 pub fn record_carries_taint(record: &RecordInfo) -> bool {
-    record_kind_carries_taint(&record.record_type, &record.description)
+    record.doubted || record_kind_carries_taint(&record.record_type, &record.description)
 }
 
 /// [`record_carries_taint`] for a record of `record_type` described as `description` (as a

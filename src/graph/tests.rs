@@ -1729,6 +1729,34 @@ fn only_regular_records_carry_taint() {
     assert!(names(&trace, Kind::Record).is_empty());
 }
 
+/// A pulled layer's words for a record, given only by a run whose record evidence is not
+/// believed, say nothing of what it is: the record carries taint like one of unknown type.
+#[test]
+fn a_record_only_a_doubted_run_described_carries_taint() {
+    let mut h = History::new();
+    let b1 = h.builder("b1");
+    let record = h.record(b1, "r1", "regular", "pulled from docker.io/library/alpine:3");
+    h.doubt_description(record);
+    let evil = h.run("evil", "1", t(0), t(60));
+    h.on(evil, b1);
+    h.with_records(evil);
+    h.creates(evil, record);
+    let reuser = h.run("v", "2", t(120), t(180));
+    h.on(reuser, b1);
+    h.with_records(reuser);
+    h.reuses(reuser, record);
+    let resolved = OracleSeeds {
+        runs: vec![evil],
+        ..OracleSeeds::default()
+    };
+    let trace = traced(&mut h.clone(), &runs(&["evil/1"]));
+    assert_eq!(
+        names(&trace, Kind::Run),
+        set(&["run:evil/1/build", "run:v/2/build"])
+    );
+    assert_eq!(everything(&trace), oracle::closure(&h, &resolved, false));
+}
+
 /// A record of unknown type (first recorded by a run that reused it and named it by id alone)
 /// carries taint from the run that created it to the runs that reuse it.
 #[test]

@@ -38,6 +38,7 @@ pub const COPIED_TABLES: &[CopiedTable] = &[
     table("artifact_tags", &["artifact_id", "tag"]),
     table("mounts", &["id"]),
     table("builder_records", &["id"]),
+    table("record_descriptions", &["record", "believed"]),
     table("events", &["id"]),
     table("purges", &["id"]),
     table("purge_records", &["purge_id", "record"]),

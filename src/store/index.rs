@@ -48,6 +48,9 @@ pub struct TraceSource<'s> {
     /// Record descriptions handed out, by their place in the index: records that share one
     /// share its allocation.
     descriptions: FxHashMap<(u32, u32), Arc<str>>,
+    /// What believed runs said of records a doubted run named first, and the records only a
+    /// doubted run described (`None`), once the graph is loaded.
+    described: Option<HashMap<RecordId, Option<(String, String)>>>,
 }
 
 /// How a trace read the store, for `--verbose`.
@@ -90,6 +93,7 @@ impl<'s> TraceSource<'s> {
             queries: 0,
             load_time: None,
             descriptions: FxHashMap::default(),
+            described: None,
         }
     }
 
@@ -1831,11 +1835,32 @@ impl Source for TraceSource<'_> {
         if self.index()?.is_none() {
             return self.store.record(record);
         }
+        if self.described.is_none() {
+            self.described = Some(self.store.record_descriptions()?);
+        }
         let index = self.index.as_ref().expect("the graph is loaded");
         let row = slot(record)
             .and_then(|r| index.records.rows.get(r))
             .filter(|r| r.present)
             .ok_or_else(|| missing("builder record", record))?;
+        let described = self.described.as_ref().and_then(|d| d.get(&record));
+        if let Some(words) = described {
+            let (record_type, description) = words.as_ref().map_or_else(
+                || {
+                    let kept = index.records.text.get(row.description);
+                    (index.records.types[row.record_type as usize].as_str(), kept)
+                },
+                |(t, d)| (t.as_str(), d.as_str()),
+            );
+            return Ok(RecordInfo {
+                id: record,
+                builder: i64::from(row.builder),
+                record_id: index.records.text.get(row.record_id).into(),
+                record_type: record_type.into(),
+                description: description.into(),
+                doubted: words.is_none(),
+            });
+        }
         Ok(RecordInfo {
             id: record,
             builder: i64::from(row.builder),
@@ -1848,6 +1873,7 @@ impl Source for TraceSource<'_> {
                 .entry((row.description.start, row.description.end))
                 .or_insert_with(|| index.records.text.get(row.description).into())
                 .clone(),
+            doubted: false,
         })
     }
 }
@@ -3186,6 +3212,51 @@ mod tests {
             after_empty
         );
         assert!(source.loaded());
+    }
+
+    /// A record a doubted run named first reads back alike from the loaded graph and from the
+    /// store: of unknown kind until a believed run described it, then in that run's words.
+    #[test]
+    fn records_a_doubted_run_described_read_back_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("db")).unwrap();
+        let raw = store.conn.sqlite().expect("an SQLite store");
+        raw.execute_batch(
+            "INSERT INTO builders (id, name) VALUES (1, 'b');
+             INSERT INTO builder_records (id, builder_id, record_id, record_type, description)
+                 VALUES (1, 1, 'lied', 'regular', 'pulled from x'),
+                        (2, 1, 'told', 'regular', 'pulled from x'),
+                        (3, 1, 'kept', 'regular', 'pulled from x');
+             INSERT INTO record_descriptions (record, believed, record_type, description)
+                 VALUES (1, 0, 'regular', 'pulled from x'), (2, 0, 'regular', 'pulled from x'),
+                        (2, 1, 'regular', 'RUN make');",
+        )
+        .unwrap();
+        let queried: Vec<RecordInfo> = (1..=3)
+            .map(|id| graph::Source::record(&mut store, id).unwrap())
+            .collect();
+        let kinds: Vec<(bool, &str, bool)> = (queried.iter())
+            .map(|r| (r.doubted, &*r.description, graph::record_carries_taint(r)))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (true, "pulled from x", true),
+                (false, "RUN make", true),
+                (false, "pulled from x", false)
+            ]
+        );
+        let mut source = TraceSource::with_budget(&mut store, Some(0));
+        for (id, record) in (1..=3).zip(queried) {
+            assert_eq!(graph::Source::record(&mut source, id).unwrap(), record);
+        }
+        assert!(source.loaded());
+        drop(source);
+        let raw = store.conn.sqlite().expect("an SQLite store");
+        let err = (raw.execute("UPDATE record_descriptions SET description = 'x'", []))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("append-only"), "{err}");
     }
 
     /// A `sha256:` digest in lowercase hex is held as its bytes, any other as text: each reads

@@ -96,6 +96,7 @@ const MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/migrations/0019_purge_records_only.sql"),
     include_str!("../../schema/migrations/0020_selective_prunes.sql"),
     include_str!("../../schema/migrations/0021_runs_by_builder_finish.sql"),
+    include_str!("../../schema/migrations/0022_record_descriptions.sql"),
 ];
 
 /// The migration that creates the run chain; a hook then chains the runs already stored.

@@ -33,6 +33,7 @@ const PG_MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/postgres/0010_runs_by_builder_finish.sql"),
     include_str!("../../schema/postgres/0011_upserts_draw_no_ids.sql"),
     include_str!("../../schema/postgres/0012_rows_checked_by_the_server.sql"),
+    include_str!("../../schema/postgres/0013_record_descriptions.sql"),
 ];
 
 /// The schema version this build writes on PostgreSQL.
@@ -292,6 +293,7 @@ const TABLES: &[&str] = &[
     "artifact_tags",
     "mounts",
     "builder_records",
+    "record_descriptions",
     "events",
     "purges",
     "purge_records",
@@ -349,6 +351,7 @@ const HOOK_INSERTS: &[&str] = &[
     "run_receipts",
     "run_chain",
     "containment_overrides",
+    "record_descriptions",
 ];
 
 /// What a collector may add besides a hook's: refusals. (Both INSERT into `run_receipts`; the

@@ -553,6 +553,8 @@ fn resolve(
     let mut listed = HashSet::new();
     let mut records: Vec<(i64, String)> = Vec::new();
     let mut folded: HashMap<(i64, String), BuilderRecord> = HashMap::new();
+    // Who described each record, as `upsert_record` keeps it.
+    let mut words: HashMap<(i64, String), Words> = HashMap::new();
     let lowest = config.trust_levels().into_iter().next();
     let lowest = lowest.as_deref();
     for run in runs() {
@@ -582,6 +584,23 @@ fn resolve(
                 record
             };
             let key = (*builder, record.id.clone());
+            let believed = (!doubted && !record.record_type.is_empty())
+                .then(|| (record.record_type.clone(), record.description.clone()));
+            match words.get_mut(&key) {
+                Some(said) => {
+                    if said.believed.is_none() {
+                        said.believed = believed;
+                    }
+                }
+                None => {
+                    let doubtful = doubted
+                        && !crate::graph::record_kind_carries_taint(
+                            &record.record_type,
+                            &record.description,
+                        );
+                    words.insert(key.clone(), Words { doubtful, believed });
+                }
+            }
             match folded.get_mut(&key) {
                 // What the upserts leave: the latest use, the last size given.
                 Some(kept) => {
@@ -601,6 +620,7 @@ fn resolve(
     if !mounts.is_empty() {
         upsert_mounts(conn, cache, writes.copy, &mounts)?;
     }
+    let first_doubtful = new_doubtful_records(conn, cache, &records, &words)?;
     let records: Vec<_> = records
         .into_iter()
         .filter(|key| {
@@ -634,6 +654,120 @@ fn resolve(
                 },
             );
         }
+    }
+    describe_records(conn, cache, &words, &first_doubtful, &folded)
+}
+
+/// Who described a record within a segment: whether its first sighting was a doubted run's
+/// words that carry no taint, and a believed run's first words for it.
+struct Words {
+    doubtful: bool,
+    believed: Option<(String, String)>,
+}
+
+/// The records whose first sighting in the segment is a doubted run's words that carry no
+/// taint, and that the store does not hold yet: a doubted run names them first.
+fn new_doubtful_records(
+    conn: &PgConn,
+    cache: &IdCache,
+    records: &[(i64, String)],
+    words: &HashMap<(i64, String), Words>,
+) -> DbResult<HashSet<(i64, String)>> {
+    let mut candidates: HashSet<(i64, String)> = (records.iter())
+        .filter(|key| words[*key].doubtful && !cache.records.contains_key(*key))
+        .cloned()
+        .collect();
+    if candidates.is_empty() {
+        return Ok(candidates);
+    }
+    let (builders, ids): (Vec<i64>, Vec<&str>) =
+        candidates.iter().map(|(b, r)| (*b, r.as_str())).unzip();
+    for row in query(
+        conn,
+        "SELECT r.builder_id, r.record_id FROM builder_records r
+         JOIN unnest($1::int8[], $2::text[]) AS u(builder, record)
+           ON r.builder_id = u.builder AND r.record_id = u.record",
+        &[(&builders, Type::INT8_ARRAY), (&ids, Type::TEXT_ARRAY)],
+    )? {
+        candidates.remove(&(row.get(0), row.get(1)));
+    }
+    Ok(candidates)
+}
+
+/// Adds the segment's `record_descriptions` rows, as `upsert_record` adds them: a doubted
+/// run's words for a record it names first, and a believed run's first words for a record
+/// only doubted runs have described.
+fn describe_records(
+    conn: &PgConn,
+    cache: &mut IdCache,
+    words: &HashMap<(i64, String), Words>,
+    first_doubtful: &HashSet<(i64, String)>,
+    folded: &HashMap<(i64, String), BuilderRecord>,
+) -> DbResult<()> {
+    let id_of = |key: &(i64, String)| cache.records.get(key).map(|stored| stored.id);
+    for key in first_doubtful {
+        if let Some(id) = id_of(key) {
+            cache.described_by_doubted.insert(id, true);
+        }
+    }
+    let unknown: Vec<i64> = (words.iter())
+        .filter(|(_, said)| said.believed.is_some())
+        .filter_map(|(key, _)| id_of(key))
+        .filter(|id| !cache.described_by_doubted.contains_key(id))
+        .collect();
+    if !unknown.is_empty() {
+        let mut doubted: HashSet<i64> = HashSet::new();
+        for row in query(
+            conn,
+            "SELECT record FROM record_descriptions WHERE record = ANY($1::int8[])
+             GROUP BY record HAVING max(believed) = 0",
+            &[(&unknown, Type::INT8_ARRAY)],
+        )? {
+            doubted.insert(row.get(0));
+        }
+        for id in unknown {
+            cache.described_by_doubted.insert(id, doubted.contains(&id));
+        }
+    }
+    let (mut ids, mut believed, mut types, mut descriptions) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for key in first_doubtful {
+        let (Some(id), Some(record)) = (id_of(key), folded.get(key)) else {
+            continue;
+        };
+        ids.push(id);
+        believed.push(0_i64);
+        types.push(record.record_type.clone());
+        descriptions.push(record.description.clone());
+    }
+    for (key, said) in words {
+        let (Some(id), Some((record_type, description))) = (id_of(key), &said.believed) else {
+            continue;
+        };
+        if cache.described_by_doubted.get(&id) == Some(&true) {
+            ids.push(id);
+            believed.push(1);
+            types.push(record_type.clone());
+            descriptions.push(description.clone());
+        }
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    query(
+        conn,
+        "INSERT INTO record_descriptions (record, believed, record_type, description)
+         SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[])
+         ON CONFLICT (record, believed) DO NOTHING",
+        &[
+            (&ids, Type::INT8_ARRAY),
+            (&believed, Type::INT8_ARRAY),
+            (&types, Type::TEXT_ARRAY),
+            (&descriptions, Type::TEXT_ARRAY),
+        ],
+    )?;
+    for (&id, &b) in ids.iter().zip(&believed) {
+        cache.described_by_doubted.insert(id, b == 0);
     }
     Ok(())
 }

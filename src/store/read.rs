@@ -1194,9 +1194,17 @@ impl Source for Store {
     }
 
     fn record(&mut self, record: RecordId) -> Result<RecordInfo, StoreError> {
+        // A believed run's words for a record that a doubted one named first stand for it
+        // (`record_descriptions`).
         self.conn
             .query_row(
-                "SELECT id, builder_id, record_id, record_type, description FROM builder_records WHERE id = ?1",
+                "SELECT r.id, r.builder_id, r.record_id,
+                        coalesce(b.record_type, r.record_type), coalesce(b.description, r.description),
+                        CASE WHEN d.record IS NOT NULL AND b.record IS NULL THEN 1 ELSE 0 END
+                 FROM builder_records r
+                 LEFT JOIN record_descriptions d ON d.record = r.id AND d.believed = 0
+                 LEFT JOIN record_descriptions b ON b.record = r.id AND b.believed = 1
+                 WHERE r.id = ?1",
                 [record],
                 |row| {
                     Ok(RecordInfo {
@@ -1205,10 +1213,47 @@ impl Source for Store {
                         record_id: text(row, 2)?,
                         record_type: text(row, 3)?,
                         description: row.get::<_, String>(4)?.into(),
+                        doubted: row.get::<_, i64>(5)? == 1,
                     })
                 },
             )
             .map_err(|e| self.err(e))
+    }
+}
+
+impl Store {
+    /// The record descriptions a believed run gave after a doubted one named the record first,
+    /// and the records only a doubted run has described (`None`), by record.
+    pub(crate) fn record_descriptions(
+        &self,
+    ) -> Result<HashMap<RecordId, Option<(String, String)>>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT record, believed, record_type, description FROM record_descriptions")
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        let mut described = HashMap::new();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let (record, believed): (RecordId, i64) = (
+                row.get(0).map_err(|e| self.err(e))?,
+                row.get(1).map_err(|e| self.err(e))?,
+            );
+            let words = (believed == 1)
+                .then(|| Ok::<_, crate::store::db::DbError>((row.get(2)?, row.get(3)?)))
+                .transpose()
+                .map_err(|e| self.err(e))?;
+            match described.entry(record) {
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(words);
+                }
+                std::collections::hash_map::Entry::Occupied(mut slot) => {
+                    if words.is_some() {
+                        slot.insert(words);
+                    }
+                }
+            }
+        }
+        Ok(described)
     }
 }
 

@@ -133,6 +133,9 @@ pub(super) struct IdCache {
     pub(super) tags: Map<(i64, String), (Micros, Micros)>,
     pub(super) mounts: Map<(i64, String, String), i64>,
     pub(super) records: Map<(i64, String), StoredRecord>,
+    /// For builder records (by row id) looked at: whether only a run whose record evidence is
+    /// not believed has described it (`record_descriptions`).
+    pub(super) described_by_doubted: Map<i64, bool>,
     /// The run chain's last entry, once this transaction has appended to it.
     pub(super) chain: Option<super::chain::Tail>,
     /// While set, pipeline changes are collected here, for the caller to write, instead of
@@ -1037,12 +1040,90 @@ fn covers_use((last_used_at, size): (Option<Micros>, Option<i64>), record: &Buil
     used && (record.size.is_none() || record.size == size)
 }
 
+/// Upserts a builder record named by a run, `doubted` when the run's record evidence is not
+/// believed, and keeps who described it (`record_descriptions`): a doubted run that names a
+/// record first in words that carry no taint leaves it of unknown kind, until a believed run
+/// describes it.
 fn upsert_record(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
     builder: i64,
     record: &BuilderRecord,
+    doubted: bool,
 ) -> crate::store::db::DbResult<StoredRecord> {
+    let ident = (builder, record.id.clone());
+    let doubtful = doubted
+        && !crate::graph::record_kind_carries_taint(&record.record_type, &record.description);
+    let known = cache.records.contains_key(&ident);
+    // On PostgreSQL the upsert does not tell whether it added the row: asked first.
+    let absent = if doubtful && !known && tx.sqlite().is_none() {
+        let found: Option<i64> = tx
+            .prepare_cached(
+                "SELECT id FROM builder_records WHERE builder_id = ?1 AND record_id = ?2",
+            )?
+            .query_row(params![builder, record.id], |row| row.get(0))
+            .optional()?;
+        found.is_none()
+    } else {
+        false
+    };
+    let (stored, added) = upsert_record_row(tx, cache, builder, record)?;
+    let first = doubtful && !known && (added || absent);
+    if first || added {
+        cache.described_by_doubted.insert(stored.id, first);
+    }
+    let believed_words = !doubted && !record.record_type.is_empty();
+    let words = if first {
+        Some(0)
+    } else if believed_words && described_by_doubted(tx, cache, stored.id)? {
+        Some(1)
+    } else {
+        None
+    };
+    if let Some(believed) = words {
+        if cache.repeat_gains.is_some() {
+            cache.gain("a builder record's description");
+        }
+        tx.prepare_cached(
+            "INSERT INTO record_descriptions (record, believed, record_type, description)
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (record, believed) DO NOTHING",
+        )?
+        .execute(params![
+            stored.id,
+            believed,
+            record.record_type,
+            record.description
+        ])?;
+        cache.described_by_doubted.insert(stored.id, believed == 0);
+    }
+    Ok(stored)
+}
+
+/// Whether only a run whose record evidence is not believed has described the record.
+fn described_by_doubted(
+    tx: &Transaction<'_>,
+    cache: &mut IdCache,
+    record: i64,
+) -> crate::store::db::DbResult<bool> {
+    if let Some(&doubted) = cache.described_by_doubted.get(&record) {
+        return Ok(doubted);
+    }
+    let most: Option<i64> = tx
+        .prepare_cached("SELECT max(believed) FROM record_descriptions WHERE record = ?1")?
+        .query_row([record], |row| row.get(0))?;
+    let doubted = most == Some(0);
+    cache.described_by_doubted.insert(record, doubted);
+    Ok(doubted)
+}
+
+/// Upserts a builder record's row; says whether this call added it (where that is known
+/// without asking: SQLite's insert).
+fn upsert_record_row(
+    tx: &Transaction<'_>,
+    cache: &mut IdCache,
+    builder: i64,
+    record: &BuilderRecord,
+) -> crate::store::db::DbResult<(StoredRecord, bool)> {
     let ident = (builder, record.id.clone());
     if cache.repeat_gains.is_some() {
         let stored: Option<(Option<Micros>, Option<i64>)> = tx
@@ -1060,7 +1141,7 @@ fn upsert_record(
     }
     if let Some(stored) = cache.records.get_mut(&ident) {
         if stored.covers(record) {
-            return Ok(stored.clone());
+            return Ok((stored.clone(), false));
         }
         // The row as the upsert below would leave it, written when the transaction ends.
         if let Some(held) = &mut cache.held {
@@ -1071,7 +1152,7 @@ fn upsert_record(
             stored.size = record.size.or(stored.size);
             let stored = stored.clone();
             held.records.insert(ident);
-            return Ok(stored);
+            return Ok((stored, false));
         }
     }
     let values = params![
@@ -1111,7 +1192,7 @@ fn upsert_record(
                 size: record.size,
             };
             cache.records.insert(ident, stored.clone());
-            return Ok(stored);
+            return Ok((stored, true));
         }
     }
     let stored = match tx.engine() {
@@ -1145,7 +1226,7 @@ fn upsert_record(
         }
     };
     cache.records.insert(ident, stored.clone());
-    Ok(stored)
+    Ok((stored, false))
 }
 
 /// Inserts an event once; returns whether anything was written. An event already recorded is
@@ -1872,7 +1953,7 @@ pub(super) fn insert_run(
                     } else {
                         r
                     };
-                    let stored = upsert_record(tx, cache, builder, r)?;
+                    let stored = upsert_record(tx, cache, builder, r, untrusted)?;
                     let named = || Target::Record {
                         builder: on_builder(),
                         record_id: r.id.clone(),

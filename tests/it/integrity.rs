@@ -822,3 +822,137 @@ fn an_untrusted_run_cannot_move_a_shared_records_facts() {
         "{export}"
     );
 }
+
+/// A pull request's run that first names a record says nothing believed of what it is: told
+/// as a pulled base layer (which carries no taint), the record a release build later reuses
+/// is still traced from it. The release build's own word for the record, or its silence, is
+/// what counts; a record a believed run named first keeps the kind that run gave.
+#[test]
+fn an_untrusted_runs_word_for_what_a_record_is_is_not_believed() {
+    let run = |pipeline: &str, run: &str, level: &str, (start, end): (&str, &str), extra: &str| {
+        format!(
+            r#"{{"v":1,"type":"run","pipeline":"{pipeline}","run":"{run}","step":"s","builder":"ci-1","trust_level":"{level}","started_at":"2026-03-01T{start}Z","finished_at":"2026-03-01T{end}Z"{extra}}}"#
+        )
+    };
+    let record = |id: &str, description: &str| {
+        format!(r#"{{"id":"{id}","type":"regular","description":"{description}"}}"#)
+    };
+    let evidence = |created: &[String], reused: &[String], image: Option<&str>| {
+        let produced = image.map_or(String::new(), |i| format!(r#","produced":["{i}"]"#));
+        format!(
+            r#","records":{{"created":[{}],"reused":[{}]}}{produced}"#,
+            created.join(","),
+            reused.join(",")
+        )
+    };
+    let pulled =
+        "pulled from docker.io/library/busybox:latest@sha256:".to_owned() + &"1".repeat(64);
+    let image = |n: &str| format!("r.io/web:{n}@sha256:{}", n.repeat(64));
+    let history = [
+        // The base layer a release build pulled first, and a pull request reused.
+        run(
+            "web",
+            "1",
+            "release",
+            ("08:00:00", "08:05:00"),
+            &evidence(&[record("rec-base", &pulled)], &[], None),
+        ),
+        // The pull request's poisoned layers, told as pulled ones.
+        run(
+            "pr",
+            "1",
+            "untrusted",
+            ("10:00:00", "10:05:00"),
+            &evidence(
+                &[record("rec-poison", &pulled), record("rec-quiet", &pulled)],
+                &[record("rec-base", &pulled)],
+                None,
+            ),
+        ),
+        // A release build that reuses the first, as the builder lists it.
+        run(
+            "web",
+            "8",
+            "release",
+            ("11:00:00", "11:05:00"),
+            &evidence(
+                &[],
+                &[record("rec-poison", "mount / from exec /bin/sh -c make")],
+                Some(&image("a")),
+            ),
+        ),
+        // One that names the second by id alone.
+        run(
+            "web",
+            "9",
+            "release",
+            ("12:00:00", "12:05:00"),
+            &evidence(
+                &[],
+                &[r#"{"id":"rec-quiet"}"#.to_owned()],
+                Some(&image("b")),
+            ),
+        ),
+        // One that reuses only the base layer a believed run pulled.
+        run(
+            "web",
+            "10",
+            "release",
+            ("13:00:00", "13:05:00"),
+            &evidence(&[], &[record("rec-base", &pulled)], Some(&image("c"))),
+        ),
+    ];
+    // All in one import, and a line an import, where what the store holds is read back.
+    let env = Env::new();
+    let file = env.write("history.jsonl", &format!("{}\n", history.join("\n")));
+    ok(env.cmd().arg("import").arg(&file));
+    the_pull_request_reaches_what_reused_its_layers(&env, &image, &pulled);
+    let env = Env::new();
+    for (n, line) in history.iter().enumerate() {
+        let file = env.write(&format!("line-{n}.jsonl"), &format!("{line}\n"));
+        ok(env.cmd().arg("import").arg(&file));
+    }
+    the_pull_request_reaches_what_reused_its_layers(&env, &image, &pulled);
+}
+
+/// The assertions of [`an_untrusted_runs_word_for_what_a_record_is_is_not_believed`].
+fn the_pull_request_reaches_what_reused_its_layers(
+    env: &Env,
+    image: &dyn Fn(&str) -> String,
+    pulled: &str,
+) {
+    let out = ok(env
+        .cmd()
+        .args(["trace", "--pipeline", "pr", "--format", "json"]));
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let runs: Vec<&str> = (doc["runs"].as_array().unwrap().iter())
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(runs.contains(&"run:web/8/s"), "{runs:?}");
+    assert!(runs.contains(&"run:web/9/s"), "{runs:?}");
+    assert!(!runs.contains(&"run:web/10/s"), "{runs:?}");
+    assert!(!runs.contains(&"run:web/1/s"), "{runs:?}");
+    // Each record as the trace shows it: in the release build's words where it gave some.
+    let described = |id: &str| {
+        (doc["records"].as_array().unwrap().iter())
+            .find(|r| r["record_id"] == id)
+            .map(|r| r["description"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        described("rec-poison").as_deref(),
+        Some("mount / from exec /bin/sh -c make")
+    );
+    assert_eq!(described("rec-quiet").as_deref(), Some(pulled));
+    assert_eq!(described("rec-base"), None);
+    for n in ["a", "b"] {
+        let out = output(env, env.cmd().args(["check", &image(n)]));
+        assert!(out.starts_with("exit: 0\n"), "{out}");
+    }
+    ok(env.cmd().args(["incident", "open", "--pipeline", "pr"]));
+    for n in ["a", "b"] {
+        let out = output(env, env.cmd().args(["check", &image(n)]));
+        assert!(out.starts_with("exit: 5\n"), "{n}: {out}");
+    }
+    let out = output(env, env.cmd().args(["check", &image("c")]));
+    assert!(out.starts_with("exit: 0\n"), "{out}");
+}

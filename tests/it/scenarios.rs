@@ -314,6 +314,7 @@ impl Lab {
                     record_id: Default::default(),
                     record_type: r["type"].as_str().unwrap_or_default().into(),
                     description: r["description"].as_str().unwrap_or_default().into(),
+                    doubted: false,
                 })
             })
             .map(|r| r["id"].as_str().unwrap().to_owned())

@@ -384,6 +384,64 @@ fn pull_request_tokens_record_untrusted_runs() {
     assert_eq!(response.json()["trust_level"], "release");
 }
 
+/// A pull request's run sent to the collector names a poisoned layer as a pulled one: the
+/// push build that reused it, named in the builder's own words, is traced from the pull
+/// request all the same.
+#[test]
+fn a_pull_requests_word_for_a_layer_it_left_is_not_believed() {
+    let s = setup(
+        "github",
+        "[[pipeline]]\nname = \"acme/web/build\"\ntrust_level = \"release\"\n",
+    );
+    let mut pr = oidc::github_claims(&s.issuer.url, "acme/web", "build", "30");
+    pr["event_name"] = json!("pull_request_target");
+    let mut line = oidc::run_line("acme/web/build", "30-1");
+    line.as_object_mut().unwrap().remove("imported");
+    line.as_object_mut().unwrap().remove("exported");
+    let pulled = format!(
+        "pulled from docker.io/library/busybox:latest@sha256:{}",
+        "1".repeat(64)
+    );
+    line["records"] = json!({"created": [{"id": "rec-poison", "type": "regular", "description": pulled}], "reused": []});
+    let response = s.collector.post(&s.rsa.sign(&pr), &line);
+    assert_eq!(response.status, 201, "{}", response.text());
+    assert_eq!(response.json()["trust_level"], "untrusted");
+    let push = oidc::github_claims(&s.issuer.url, "acme/web", "build", "31");
+    let mut line = oidc::run_line("acme/web/build", "31-1");
+    line.as_object_mut().unwrap().remove("imported");
+    line.as_object_mut().unwrap().remove("exported");
+    let now = chrono::Utc::now();
+    line["started_at"] = json!((now - chrono::Duration::seconds(20)).to_rfc3339());
+    line["finished_at"] = json!((now - chrono::Duration::seconds(5)).to_rfc3339());
+    line["records"] = json!({"created": [], "reused": [{"id": "rec-poison", "type": "regular", "description": "mount / from exec /bin/sh -c make"}]});
+    let response = s.collector.post(&s.rsa.sign(&push), &line);
+    assert_eq!(response.status, 201, "{}", response.text());
+    assert_eq!(response.json()["trust_level"], "release");
+    let out = s
+        .env
+        .cmd()
+        .args(["trace", "--run", "acme/web/build/30-1", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let runs: Vec<&str> = (doc["runs"].as_array().unwrap().iter())
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        runs.contains(&"run:acme%2Fweb%2Fbuild/31-1/image"),
+        "{runs:?}"
+    );
+    assert_eq!(
+        doc["records"][0]["description"], "mount / from exec /bin/sh -c make",
+        "{doc}"
+    );
+}
+
 /// A pipeline the collector's config gives no trust ceiling: a protected push asking for more
 /// than the lowest level is recorded at the lowest, and told so (the level would be the
 /// sender's word, and the first run's would become the pipeline's ceiling). Once the config
