@@ -1735,7 +1735,12 @@ fn only_regular_records_carry_taint() {
 fn a_record_only_a_doubted_run_described_carries_taint() {
     let mut h = History::new();
     let b1 = h.builder("b1");
-    let record = h.record(b1, "r1", "regular", "pulled from docker.io/library/alpine:3");
+    let record = h.record(
+        b1,
+        "r1",
+        "regular",
+        "pulled from docker.io/library/alpine:3",
+    );
     h.doubt_description(record);
     let evil = h.run("evil", "1", t(0), t(60));
     h.on(evil, b1);

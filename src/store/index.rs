@@ -3109,6 +3109,7 @@ mod tests {
                      DROP TRIGGER artifact_pages_append; DROP TABLE artifact_pages;
                      DROP TRIGGER record_pages_append; DROP TABLE record_pages;
                      DROP TABLE step_events;
+                     DROP TABLE record_descriptions;
                      DROP TABLE run_chain;
                      ALTER TABLE incidents DROP COLUMN chain_length;
                      ALTER TABLE incidents DROP COLUMN chain_head;
@@ -3216,6 +3217,7 @@ mod tests {
 
     /// A record a doubted run named first reads back alike from the loaded graph and from the
     /// store: of unknown kind until a believed run described it, then in that run's words.
+    /// Words for a record no doubted run named first (a row no release writes) are left out.
     #[test]
     fn records_a_doubted_run_described_read_back_alike() {
         let dir = tempfile::tempdir().unwrap();
@@ -3229,7 +3231,8 @@ mod tests {
                         (3, 1, 'kept', 'regular', 'pulled from x');
              INSERT INTO record_descriptions (record, believed, record_type, description)
                  VALUES (1, 0, 'regular', 'pulled from x'), (2, 0, 'regular', 'pulled from x'),
-                        (2, 1, 'regular', 'RUN make');",
+                        (2, 1, 'regular', 'RUN make'),
+                        (3, 1, 'regular', 'RUN make');",
         )
         .unwrap();
         let queried: Vec<RecordInfo> = (1..=3)

@@ -375,16 +375,36 @@ fn records_of(run: &RunRecord) -> impl Iterator<Item = (&BuilderRecord, &'static
         .flat_map(|(list, kind, at)| list.iter().map(move |r| (r, kind, at)))
 }
 
-/// Whether `run` is recorded at the config's lowest level, as `run_pipeline` will record it:
-/// the lower of the level it asks for and its pipeline's ceiling (the config's, else the one
-/// stored, else the one its line gives).
-fn records_doubted(config: &Config, cache: &IdCache, run: &RunRecord, lowest: &str) -> bool {
-    let name = &run.pipeline.name;
-    let ceiling = (config.pipeline(name).and_then(|p| p.trust_level.as_deref()))
-        .or_else(|| cache.pipelines.get(name).and_then(|p| p.ceiling.as_deref()))
-        .or(run.pipeline.trust_level.as_deref());
-    let (level, _) = super::write::capped_level(config, run.trust_level.as_deref(), ceiling);
-    level.as_deref() == Some(lowest)
+/// The level each run of the segment is recorded at, in line order: its pipeline is made or
+/// read first, line by line as the row-by-row path does, so that a pipeline line (or an
+/// earlier run) of the segment sets the ceiling of the runs after it. `segment_rows` reads
+/// the same rows back and gives the warnings.
+fn run_levels(
+    tx: &Transaction<'_>,
+    cache: &mut IdCache,
+    config: &Config,
+    segment: &[(usize, &ImportItem)],
+    now: Micros,
+) -> LineResult<Vec<Option<String>>> {
+    let mut levels = Vec::new();
+    for &(line, item) in segment {
+        let mut warnings = Vec::new();
+        let at_line = |err: WriteError| (line, err);
+        match item {
+            ImportItem::Pipeline(p) => {
+                let level = p.trust_level.as_deref();
+                ensure_pipeline(tx, cache, config, p, level, now, &mut warnings)
+                    .map_err(at_line)?;
+            }
+            ImportItem::Run(record) => {
+                let (_, level, _) =
+                    run_pipeline(tx, cache, config, record, now, &mut warnings).map_err(at_line)?;
+                levels.push(level);
+            }
+            _ => {}
+        }
+    }
+    Ok(levels)
 }
 
 /// Upserts the segment's builders, artifacts and tags, mounts and builder records in the order
@@ -393,7 +413,7 @@ fn resolve(
     conn: &PgConn,
     cache: &mut IdCache,
     config: &Config,
-    segment: &[(usize, &ImportItem)],
+    (segment, levels): (&[(usize, &ImportItem)], &[Option<String>]),
     writes: Writes,
 ) -> DbResult<()> {
     // Builders: each line's, skipping a bare name already known, as `upsert_builder` does.
@@ -557,7 +577,7 @@ fn resolve(
     let mut words: HashMap<(i64, String), Words> = HashMap::new();
     let lowest = config.trust_levels().into_iter().next();
     let lowest = lowest.as_deref();
-    for run in runs() {
+    for (run, level) in runs().zip(levels) {
         let Some(builder) = run
             .builder
             .as_ref()
@@ -573,8 +593,7 @@ fn resolve(
         }
         // A run at the lowest level is held to what it could have seen of shared records,
         // as `insert_run` holds it.
-        let doubted = run.records.is_some()
-            && lowest.is_some_and(|lowest| records_doubted(config, cache, run, lowest));
+        let doubted = run.records.is_some() && level.is_some() && level.as_deref() == lowest;
         for (record, event, _) in records_of(run) {
             let bounded;
             let record = if doubted {
@@ -1284,13 +1303,10 @@ fn write_segment(
     let conn = pg(tx);
     let first = segment[0].0;
     let sql = |err: super::db::DbError| (first, WriteError::Sql(err));
-    resolve(conn, cache, config, segment, writes).map_err(sql)?;
-    let count = segment
-        .iter()
-        .filter(|(_, item)| matches!(item, ImportItem::Run(_)))
-        .count();
-    let run_ids = reserve(conn, "runs", count).map_err(sql)?;
     cache.changes = Some(Vec::new());
+    let levels = run_levels(tx, cache, config, segment, now)?;
+    resolve(conn, cache, config, (segment, &levels), writes).map_err(sql)?;
+    let run_ids = reserve(conn, "runs", levels.len()).map_err(sql)?;
     let written = segment_rows(tx, cache, config, segment, &run_ids, now, outcome);
     let changes = cache.changes.take().unwrap_or_default();
     let SegmentRows {

@@ -268,7 +268,10 @@ impl Store {
         found.optional().map_err(|e| self.err(e))
     }
 
-    /// Every run, or only the run `only`, with its events.
+    /// Every run, or only the run `only`, with its events. A record a doubted run named first
+    /// (`record_descriptions`) is in that run's words on its line only: on the others, in the
+    /// words a believed run gave it since, or by id alone, so that importing the export gives
+    /// no believed run the doubted run's words.
     fn export_runs(
         &self,
         builders: &HashMap<i64, String>,
@@ -286,14 +289,15 @@ impl Store {
                         a.backend, a.locator, a.digest, a.key,
                         (SELECT t.tag FROM artifact_tags t WHERE t.artifact_id = a.id ORDER BY t.first_seen LIMIT 1),
                         m.mount_id, m.namespace,
-                        br.record_id, br.record_type, br.description, br.created_at, br.last_used_at, br.size
+                        br.record_id, {words}, br.created_at, br.last_used_at, br.size
                  FROM events e
                  LEFT JOIN artifacts a ON e.kind IN ('imported', 'exported', 'produced', 'used_base') AND a.id = e.target
                  LEFT JOIN mounts m ON e.kind IN ('read_mount', 'wrote_mount') AND m.id = e.target
                  LEFT JOIN builder_records br ON e.kind IN ('created_record', 'reused_record') AND br.id = e.target
                  {}
                  ORDER BY e.run_id, e.id",
-                if only.is_some() { "WHERE e.run_id = ?1" } else { "" }
+                if only.is_some() { "WHERE e.run_id = ?1" } else { "" },
+                words = RUN_RECORD_WORDS,
             ))
             .map_err(e)?;
         let mut event_rows = events
@@ -1195,7 +1199,7 @@ impl Source for Store {
 
     fn record(&mut self, record: RecordId) -> Result<RecordInfo, StoreError> {
         // A believed run's words for a record that a doubted one named first stand for it
-        // (`record_descriptions`).
+        // (`record_descriptions`); words with no doubted ones before them are no store's.
         self.conn
             .query_row(
                 "SELECT r.id, r.builder_id, r.record_id,
@@ -1203,7 +1207,8 @@ impl Source for Store {
                         CASE WHEN d.record IS NOT NULL AND b.record IS NULL THEN 1 ELSE 0 END
                  FROM builder_records r
                  LEFT JOIN record_descriptions d ON d.record = r.id AND d.believed = 0
-                 LEFT JOIN record_descriptions b ON b.record = r.id AND b.believed = 1
+                 LEFT JOIN record_descriptions b
+                        ON b.record = r.id AND b.believed = 1 AND d.record IS NOT NULL
                  WHERE r.id = ?1",
                 [record],
                 |row| {
@@ -1221,6 +1226,25 @@ impl Source for Store {
     }
 }
 
+/// A record's type and description on an exported run's line (`e`, the event; `br`, the
+/// record): see `Store::export_runs`.
+const RUN_RECORD_WORDS: &str = "CASE WHEN br.id IS NULL
+            OR NOT EXISTS (SELECT 1 FROM record_descriptions d WHERE d.record = br.id AND d.believed = 0)
+            OR (SELECT f.run_id FROM events f
+                WHERE f.target = br.id AND f.kind IN ('created_record', 'reused_record')
+                ORDER BY f.id LIMIT 1) = e.run_id
+        THEN br.record_type
+        ELSE coalesce((SELECT b.record_type FROM record_descriptions b
+                       WHERE b.record = br.id AND b.believed = 1), '') END,
+    CASE WHEN br.id IS NULL
+            OR NOT EXISTS (SELECT 1 FROM record_descriptions d WHERE d.record = br.id AND d.believed = 0)
+            OR (SELECT f.run_id FROM events f
+                WHERE f.target = br.id AND f.kind IN ('created_record', 'reused_record')
+                ORDER BY f.id LIMIT 1) = e.run_id
+        THEN br.description
+        ELSE coalesce((SELECT b.description FROM record_descriptions b
+                       WHERE b.record = br.id AND b.believed = 1), '') END";
+
 impl Store {
     /// The record descriptions a believed run gave after a doubted one named the record first,
     /// and the records only a doubted run has described (`None`), by record.
@@ -1232,7 +1256,7 @@ impl Store {
             .prepare("SELECT record, believed, record_type, description FROM record_descriptions")
             .map_err(|e| self.err(e))?;
         let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
-        let mut described = HashMap::new();
+        let mut described: HashMap<RecordId, (bool, Option<(String, String)>)> = HashMap::new();
         while let Some(row) = rows.next().map_err(|e| self.err(e))? {
             let (record, believed): (RecordId, i64) = (
                 row.get(0).map_err(|e| self.err(e))?,
@@ -1242,18 +1266,18 @@ impl Store {
                 .then(|| Ok::<_, crate::store::db::DbError>((row.get(2)?, row.get(3)?)))
                 .transpose()
                 .map_err(|e| self.err(e))?;
-            match described.entry(record) {
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(words);
-                }
-                std::collections::hash_map::Entry::Occupied(mut slot) => {
-                    if words.is_some() {
-                        slot.insert(words);
-                    }
-                }
+            let entry = described.entry(record).or_insert((false, None));
+            match words {
+                Some(words) => entry.1 = Some(words),
+                None => entry.0 = true,
             }
         }
-        Ok(described)
+        // Words with no doubted ones before them are no store's: left out.
+        Ok(described
+            .into_iter()
+            .filter(|(_, (doubted, _))| *doubted)
+            .map(|(record, (_, words))| (record, words))
+            .collect())
     }
 }
 

@@ -119,13 +119,14 @@ fn tamper(db: &Path, sql: &str) {
 
 /// Undoes the chain migration as if the store was made before it: the migrations after it
 /// (the receipts, mount audits, step events, receipt bounds, records-only and selective
-/// prunes, the runs by builder and finish) undone first, then the chain's table and columns
-/// dropped, `user_version` eight lower.
+/// prunes, the runs by builder and finish, record descriptions) undone first, then the chain's
+/// table and columns dropped, `user_version` nine lower.
 fn unchain(db: &Path) {
     rewind(
         db,
-        8,
-        "DROP INDEX runs_by_builder_finish;
+        9,
+        "DROP TABLE record_descriptions;
+         DROP INDEX runs_by_builder_finish;
          DROP TABLE purge_records; ALTER TABLE purges DROP COLUMN records_since;
          ALTER TABLE purges DROP COLUMN selective; ALTER TABLE purges DROP COLUMN records_skew;
          ALTER TABLE purges DROP COLUMN records_only;
@@ -506,8 +507,9 @@ fn the_migration_chains_the_receipts_a_store_already_holds() {
     // Rewound to before the receipt migration, with a receipt as the collector kept it then.
     rewind(
         &env.db(),
-        6,
-        "DROP INDEX runs_by_builder_finish;
+        7,
+        "DROP TABLE record_descriptions;
+         DROP INDEX runs_by_builder_finish;
          DROP TABLE purge_records; ALTER TABLE purges DROP COLUMN records_since;
          ALTER TABLE purges DROP COLUMN selective; ALTER TABLE purges DROP COLUMN records_skew;
          ALTER TABLE purges DROP COLUMN records_only;
@@ -630,9 +632,10 @@ fn the_migration_marks_an_incidents_partial_prunes_as_build_records_only() {
     ok(env.cmd().args(["import", &history()]));
     rewind(
         &env.db(),
-        3,
+        4,
         &format!(
-            "DROP INDEX runs_by_builder_finish;
+            "DROP TABLE record_descriptions;
+         DROP INDEX runs_by_builder_finish;
          DROP TABLE purge_records; ALTER TABLE purges DROP COLUMN records_since;
          ALTER TABLE purges DROP COLUMN selective; ALTER TABLE purges DROP COLUMN records_skew;
          ALTER TABLE purges DROP COLUMN records_only; {} {}",

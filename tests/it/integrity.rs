@@ -913,6 +913,29 @@ fn an_untrusted_runs_word_for_what_a_record_is_is_not_believed() {
         ok(env.cmd().arg("import").arg(&file));
     }
     the_pull_request_reaches_what_reused_its_layers(&env, &image, &pulled);
+    // The store's export, imported into it again and into a new store, gives no believed run
+    // the pull request's words.
+    let export = env.write("export.jsonl", &ok(env.cmd().arg("export")));
+    ok(env.cmd().arg("import").arg(&export));
+    let moved = Env::new();
+    ok(moved.cmd().arg("import").arg(&export));
+    for env in [&env, &moved] {
+        let runs = traced_runs(env, "pr");
+        assert!(runs.contains(&"run:web/8/s".to_owned()), "{runs:?}");
+        assert!(runs.contains(&"run:web/9/s".to_owned()), "{runs:?}");
+        assert!(!runs.contains(&"run:web/10/s".to_owned()), "{runs:?}");
+    }
+}
+
+/// The runs `trace --pipeline PIPELINE` reaches.
+fn traced_runs(env: &Env, pipeline: &str) -> Vec<String> {
+    let out = ok(env
+        .cmd()
+        .args(["trace", "--pipeline", pipeline, "--format", "json"]));
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    (doc["runs"].as_array().unwrap().iter())
+        .map(|r| r["name"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// The assertions of [`an_untrusted_runs_word_for_what_a_record_is_is_not_believed`].

@@ -69,7 +69,8 @@ fn an_incident_stored_with_the_old_seed_shape_still_verifies_and_reports() {
         .unwrap();
     // The version before the seed migration (0011), with what later migrations made undone.
     conn.execute_batch(
-        "DROP INDEX runs_by_builder_finish;
+        "DROP TABLE record_descriptions;
+         DROP INDEX runs_by_builder_finish;
          DROP TABLE purge_records; ALTER TABLE purges DROP COLUMN records_since;
          ALTER TABLE purges DROP COLUMN selective; ALTER TABLE purges DROP COLUMN records_skew;
          ALTER TABLE purges DROP COLUMN records_only;
