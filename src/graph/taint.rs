@@ -560,6 +560,8 @@ struct Tracer<'s, S: Source> {
     /// For each such record reached: the tainted runs without record evidence that may have
     /// created it.
     orphan_writers: HashMap<NodeIndex, OrphanWriters>,
+    /// Such records queued to be expanded again, with the writers they hold by then.
+    orphans_queued: HashSet<NodeIndex>,
     /// Two names being compared ([`Tracer::names_cmp`]): nodes do not keep theirs.
     names: RefCell<(String, String)>,
     claims: ClaimLimits,
@@ -619,6 +621,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             orphan_reusers: HashMap::default(),
             orphan_offers: HashMap::default(),
             orphan_writers: HashMap::default(),
+            orphans_queued: HashSet::default(),
             claims: options.claims,
             write_spans: HashMap::default(),
             pushed_from: HashMap::default(),
@@ -1215,8 +1218,11 @@ impl<'s, S: Source> Tracer<'s, S> {
                 at: started_at,
             };
             self.relax(target, label, None);
-            // Its reusers are reached again only when a reuser can be reached earlier.
-            if keep_two(self.orphan_writers.entry(target).or_default(), offer) {
+            // Its reusers are reached again only when a reuser can be reached earlier, once
+            // for all the offers made before it is expanded again.
+            if keep_two(self.orphan_writers.entry(target).or_default(), offer)
+                && self.orphans_queued.insert(target)
+            {
                 self.queue.push_back(Work::Record(target));
             }
         }
@@ -1548,6 +1554,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             return Ok(());
         };
         if let Some(writers) = self.orphan_writers.get(&node).copied() {
+            self.orphans_queued.remove(&node);
             // No recorded creator: reached from the earliest tainted run without record
             // evidence that may have made it, other than the reuser itself.
             for (run, at) in self.source.record_reusers(info.id)? {

@@ -375,18 +375,22 @@ fn records_of(run: &RunRecord) -> impl Iterator<Item = (&BuilderRecord, &'static
         .flat_map(|(list, kind, at)| list.iter().map(move |r| (r, kind, at)))
 }
 
-/// The level each run of the segment is recorded at, in line order: its pipeline is made or
-/// read first, line by line as the row-by-row path does, so that a pipeline line (or an
-/// earlier run) of the segment sets the ceiling of the runs after it. `segment_rows` reads
-/// the same rows back and gives the warnings.
+/// Each run's level, and each line's warnings (see [`run_levels`]).
+type Levels = (Vec<Option<String>>, Vec<Vec<String>>);
+
+/// The level each run of the segment is recorded at, in line order, and each line's warnings
+/// so far: its pipeline is made or read first, line by line as the row-by-row path does, so
+/// that a pipeline line (or an earlier run) of the segment sets the ceiling of the runs after
+/// it. `segment_rows` reads the same rows back and adds the rest of the warnings.
 fn run_levels(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
     config: &Config,
     segment: &[(usize, &ImportItem)],
     now: Micros,
-) -> LineResult<Vec<Option<String>>> {
+) -> LineResult<Levels> {
     let mut levels = Vec::new();
+    let mut said = Vec::with_capacity(segment.len());
     for &(line, item) in segment {
         let mut warnings = Vec::new();
         let at_line = |err: WriteError| (line, err);
@@ -403,8 +407,9 @@ fn run_levels(
             }
             _ => {}
         }
+        said.push(warnings);
     }
-    Ok(levels)
+    Ok((levels, said))
 }
 
 /// Upserts the segment's builders, artifacts and tags, mounts and builder records in the order
@@ -1197,7 +1202,7 @@ fn segment_rows(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
     config: &Config,
-    segment: &[(usize, &ImportItem)],
+    (segment, said): (&[(usize, &ImportItem)], Vec<Vec<String>>),
     run_ids: &[i64],
     now: Micros,
     outcome: &mut ImportOutcome,
@@ -1209,8 +1214,9 @@ fn segment_rows(
         mut events,
         mut entries,
     } = SegmentRows::default();
-    for &(line, item) in segment {
-        let mut warnings = Vec::new();
+    // A warning the pipeline's first making gave (`run_levels`) comes first; one it gives
+    // again here is given once.
+    for (&(line, item), mut warnings) in segment.iter().zip(said) {
         let at_line = |err: WriteError| (line, err);
         match item {
             ImportItem::Pipeline(p) => {
@@ -1275,6 +1281,8 @@ fn segment_rows(
                 outcome.events += added;
             }
         }
+        let mut seen = HashSet::new();
+        warnings.retain(|w| seen.insert(w.clone()));
         outcome
             .warnings
             .extend(warnings.into_iter().map(|w| format!("line {line}: {w}")));
@@ -1304,10 +1312,10 @@ fn write_segment(
     let first = segment[0].0;
     let sql = |err: super::db::DbError| (first, WriteError::Sql(err));
     cache.changes = Some(Vec::new());
-    let levels = run_levels(tx, cache, config, segment, now)?;
+    let (levels, said) = run_levels(tx, cache, config, segment, now)?;
     resolve(conn, cache, config, (segment, &levels), writes).map_err(sql)?;
     let run_ids = reserve(conn, "runs", levels.len()).map_err(sql)?;
-    let written = segment_rows(tx, cache, config, segment, &run_ids, now, outcome);
+    let written = segment_rows(tx, cache, config, (segment, said), &run_ids, now, outcome);
     let changes = cache.changes.take().unwrap_or_default();
     let SegmentRows {
         runs,

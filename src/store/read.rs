@@ -283,7 +283,8 @@ impl Store {
         let mut events = self
             .conn
             .prepare(&format!(
-                "SELECT e.run_id, e.kind, e.at,
+                "{FIRST_NAMED}
+                 SELECT e.run_id, e.kind, e.at,
                         coalesce((SELECT d.detail FROM event_details d WHERE d.event_id = e.id
                                   ORDER BY d.id DESC LIMIT 1), e.detail),
                         a.backend, a.locator, a.digest, a.key,
@@ -294,6 +295,8 @@ impl Store {
                  LEFT JOIN artifacts a ON e.kind IN ('imported', 'exported', 'produced', 'used_base') AND a.id = e.target
                  LEFT JOIN mounts m ON e.kind IN ('read_mount', 'wrote_mount') AND m.id = e.target
                  LEFT JOIN builder_records br ON e.kind IN ('created_record', 'reused_record') AND br.id = e.target
+                 LEFT JOIN firsts fr ON fr.record = br.id
+                 LEFT JOIN record_descriptions bw ON bw.record = br.id AND bw.believed = 1
                  {}
                  ORDER BY e.run_id, e.id",
                 if only.is_some() { "WHERE e.run_id = ?1" } else { "" },
@@ -1227,23 +1230,22 @@ impl Source for Store {
 }
 
 /// A record's type and description on an exported run's line (`e`, the event; `br`, the
-/// record): see `Store::export_runs`.
-const RUN_RECORD_WORDS: &str = "CASE WHEN br.id IS NULL
-            OR NOT EXISTS (SELECT 1 FROM record_descriptions d WHERE d.record = br.id AND d.believed = 0)
-            OR (SELECT f.run_id FROM events f
-                WHERE f.target = br.id AND f.kind IN ('created_record', 'reused_record')
-                ORDER BY f.id LIMIT 1) = e.run_id
-        THEN br.record_type
-        ELSE coalesce((SELECT b.record_type FROM record_descriptions b
-                       WHERE b.record = br.id AND b.believed = 1), '') END,
-    CASE WHEN br.id IS NULL
-            OR NOT EXISTS (SELECT 1 FROM record_descriptions d WHERE d.record = br.id AND d.believed = 0)
-            OR (SELECT f.run_id FROM events f
-                WHERE f.target = br.id AND f.kind IN ('created_record', 'reused_record')
-                ORDER BY f.id LIMIT 1) = e.run_id
-        THEN br.description
-        ELSE coalesce((SELECT b.description FROM record_descriptions b
-                       WHERE b.record = br.id AND b.believed = 1), '') END";
+/// record; `fr`, the first run to name a record a doubted run named first; `bw`, a believed
+/// run's words for it): see `Store::export_runs`.
+const RUN_RECORD_WORDS: &str = "
+        CASE WHEN fr.record IS NULL OR fr.run = e.run_id THEN br.record_type
+             ELSE coalesce(bw.record_type, '') END,
+        CASE WHEN fr.record IS NULL OR fr.run = e.run_id THEN br.description
+             ELSE coalesce(bw.description, '') END";
+
+/// The records a doubted run named first, each with that run: read once for an export, not
+/// once an event.
+const FIRST_NAMED: &str = "WITH firsts AS MATERIALIZED (
+        SELECT d.record,
+               (SELECT f.run_id FROM events f
+                WHERE f.target = d.record AND f.kind IN ('created_record', 'reused_record')
+                ORDER BY f.id LIMIT 1) AS run
+        FROM record_descriptions d WHERE d.believed = 0)";
 
 impl Store {
     /// The record descriptions a believed run gave after a doubted one named the record first,

@@ -792,6 +792,38 @@ fn the_hook_role_cannot_move_ceilings_plant_facts_or_point_builders() {
         .args(["build", "-t", "app:1", "."]));
     let runs = cluster.psql(&store.name, "SELECT count(*) FROM runs");
     assert_eq!(runs.trim(), "4");
+
+    // A config lowering the ceiling: the hook's bulk import is warned as `record` is, and its
+    // runs are held to the lower of the two.
+    let lowered = env.write(
+        "low.toml",
+        "[[pipeline]]\nname = \"team/app\"\ntrust_level = \"internal\"\n",
+    );
+    let line = |run: &str| {
+        format!(
+            r#"{{"v":1,"type":"run","pipeline":"team/app","run":"{run}","step":"s","builder":"b1","trust_level":"release","started_at":"2026-03-01T10:00:00Z","finished_at":"2026-03-01T10:05:00Z"}}"#
+        )
+    };
+    let file = env.write("low.jsonl", &format!("{}\n{}\n", line("5"), line("6")));
+    let out = env
+        .cmd()
+        .args(["--db", &hook_url, "--config"])
+        .arg(&lowered)
+        .arg("import")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("keeps its trust ceiling `release`").count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        levels().trim(),
+        "1=untrusted 2=untrusted 3=release 4=release 5=internal 6=internal"
+    );
 }
 
 /// A hook role adding rows by hand, not through `record`: an event naming no row of the table
