@@ -562,6 +562,9 @@ struct Tracer<'s, S: Source> {
     orphan_writers: HashMap<NodeIndex, OrphanWriters>,
     /// Such records queued to be expanded again, with the writers they hold by then.
     orphans_queued: HashSet<NodeIndex>,
+    /// Their queue, taken once `queue` is empty: by then the offers of the runs tainted so
+    /// far are in, and a record is expanded once for all of them.
+    orphan_queue: VecDeque<NodeIndex>,
     /// Two names being compared ([`Tracer::names_cmp`]): nodes do not keep theirs.
     names: RefCell<(String, String)>,
     claims: ClaimLimits,
@@ -622,6 +625,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             orphan_offers: HashMap::default(),
             orphan_writers: HashMap::default(),
             orphans_queued: HashSet::default(),
+            orphan_queue: VecDeque::new(),
             claims: options.claims,
             write_spans: HashMap::default(),
             pushed_from: HashMap::default(),
@@ -966,7 +970,10 @@ impl<'s, S: Source> Tracer<'s, S> {
     }
 
     fn fixpoint(&mut self) -> Result<(), S::Error> {
-        while let Some(work) = self.queue.pop_front().or_else(|| self.deferred.pop_front()) {
+        while let Some(work) = (self.queue.pop_front())
+            .or_else(|| self.orphan_queue.pop_front().map(Work::Record))
+            .or_else(|| self.deferred.pop_front())
+        {
             match work {
                 Work::Run(node) => self.expand_run(node)?,
                 Work::Artifact(node) => self.expand_artifact(node)?,
@@ -1223,7 +1230,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             if keep_two(self.orphan_writers.entry(target).or_default(), offer)
                 && self.orphans_queued.insert(target)
             {
-                self.queue.push_back(Work::Record(target));
+                self.orphan_queue.push_back(target);
             }
         }
         Ok(())
