@@ -734,12 +734,26 @@ fn describe_records(
             cache.described_by_doubted.insert(id, true);
         }
     }
+    if !first_doubtful.is_empty() {
+        cache.doubted_words_held = Some(true);
+    }
     let unknown: Vec<i64> = (words.iter())
         .filter(|(_, said)| said.believed.is_some())
         .filter_map(|(key, _)| id_of(key))
         .filter(|id| !cache.described_by_doubted.contains_key(id))
         .collect();
-    if !unknown.is_empty() {
+    // While the store holds no record only doubted runs described, none needs looking up.
+    if !unknown.is_empty() && cache.doubted_words_held.is_none() {
+        let held = query(
+            conn,
+            "SELECT count(*) FROM (SELECT 1 FROM record_descriptions WHERE believed = 0 LIMIT 1) AS x",
+            &[],
+        )?
+        .first()
+        .is_some_and(|row| row.get::<_, i64>(0) > 0);
+        cache.doubted_words_held = Some(held);
+    }
+    if !unknown.is_empty() && cache.doubted_words_held == Some(true) {
         let mut doubted: HashSet<i64> = HashSet::new();
         for row in query(
             conn,

@@ -136,6 +136,9 @@ pub(super) struct IdCache {
     /// For builder records (by row id) looked at: whether only a run whose record evidence is
     /// not believed has described it (`record_descriptions`).
     pub(super) described_by_doubted: Map<i64, bool>,
+    /// Whether the store holds any record only doubted runs have described, once asked (and
+    /// set when this process adds one): while it holds none, no record needs looking up.
+    pub(super) doubted_words_held: Option<bool>,
     /// The run chain's last entry, once this transaction has appended to it.
     pub(super) chain: Option<super::chain::Tail>,
     /// While set, pipeline changes are collected here, for the caller to write, instead of
@@ -1095,6 +1098,9 @@ fn upsert_record(
             record.description
         ])?;
         cache.described_by_doubted.insert(stored.id, believed == 0);
+        if believed == 0 {
+            cache.doubted_words_held = Some(true);
+        }
     }
     Ok(stored)
 }
@@ -1108,12 +1114,34 @@ fn described_by_doubted(
     if let Some(&doubted) = cache.described_by_doubted.get(&record) {
         return Ok(doubted);
     }
+    if !doubted_words_held(tx, cache)? {
+        return Ok(false);
+    }
     let most: Option<i64> = tx
         .prepare_cached("SELECT max(believed) FROM record_descriptions WHERE record = ?1")?
         .query_row([record], |row| row.get(0))?;
     let doubted = most == Some(0);
     cache.described_by_doubted.insert(record, doubted);
     Ok(doubted)
+}
+
+/// Whether the store holds any record only doubted runs have described (see
+/// [`IdCache::doubted_words_held`]). A row another writer adds meanwhile is missed: the record
+/// then keeps no believed words, and carries taint.
+pub(super) fn doubted_words_held(
+    tx: &Transaction<'_>,
+    cache: &mut IdCache,
+) -> crate::store::db::DbResult<bool> {
+    if let Some(held) = cache.doubted_words_held {
+        return Ok(held);
+    }
+    let held: i64 = tx
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM record_descriptions WHERE believed = 0 LIMIT 1) AS x",
+        )?
+        .query_row([], |row| row.get(0))?;
+    cache.doubted_words_held = Some(held > 0);
+    Ok(held > 0)
 }
 
 /// Upserts a builder record's row; says whether this call added it (where that is known
