@@ -139,6 +139,8 @@ pub(super) struct IdCache {
     /// Whether the store holds any record only doubted runs have described, once asked (and
     /// set when this process adds one): while it holds none, no record needs looking up.
     pub(super) doubted_words_held: Option<bool>,
+    /// The lowest builder record id this process added.
+    pub(super) first_added: Option<i64>,
     /// The run chain's last entry, once this transaction has appended to it.
     pub(super) chain: Option<super::chain::Tail>,
     /// While set, pipeline changes are collected here, for the caller to write, instead of
@@ -1072,8 +1074,10 @@ fn upsert_record(
     };
     let (stored, added) = upsert_record_row(tx, cache, builder, record)?;
     let first = doubtful && !known && (added || absent);
-    if first || added {
-        cache.described_by_doubted.insert(stored.id, first);
+    if first {
+        cache.described_by_doubted.insert(stored.id, true);
+    } else if added {
+        cache.first_added = Some(cache.first_added.map_or(stored.id, |id| id.min(stored.id)));
     }
     let believed_words = !doubted && !record.record_type.is_empty();
     let words = if first {
@@ -1114,7 +1118,10 @@ fn described_by_doubted(
     if let Some(&doubted) = cache.described_by_doubted.get(&record) {
         return Ok(doubted);
     }
-    if !doubted_words_held(tx, cache)? {
+    // A record added since this process added its first was added by it (or by a writer
+    // beside it, whose doubted words are missed: the record keeps no believed words, and
+    // carries taint), and is doubted only where it is marked so above.
+    if cache.first_added.is_some_and(|first| record >= first) || !doubted_words_held(tx, cache)? {
         return Ok(false);
     }
     let most: Option<i64> = tx
