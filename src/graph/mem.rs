@@ -259,6 +259,12 @@ impl History {
     }
 
     /// Marks the run as carrying record-level builder evidence.
+    /// Marks the run's record evidence as doubted (a run at the lowest trust level): its
+    /// claims to have created records make them no less records no recorded run created.
+    pub fn doubt_records(&mut self, run: RunId) {
+        self.runs[index(run)].records_doubted = true;
+    }
+
     pub fn with_records(&mut self, run: RunId) {
         self.runs[index(run)].has_records = true;
     }
@@ -563,10 +569,9 @@ impl Source for History {
             .iter()
             .filter(|r| r.builder == builder)
             .filter(|r| {
-                !self
-                    .events
-                    .iter()
-                    .any(|&(_, e)| e == Event::CreatedRecord(r.id))
+                !self.events.iter().any(|&(run, e)| {
+                    e == Event::CreatedRecord(r.id) && !self.runs[index(run)].records_doubted
+                })
             })
             .map(|r| r.id)
             .collect())

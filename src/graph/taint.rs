@@ -562,6 +562,8 @@ struct Tracer<'s, S: Source> {
     orphan_writers: HashMap<NodeIndex, OrphanWriters>,
     /// Such records queued to be expanded again, with the writers they hold by then.
     orphans_queued: HashSet<NodeIndex>,
+    /// Such records a tainted run also claims to have created, expanded as created records.
+    creators_expanded: HashSet<NodeIndex>,
     /// Their queue, taken once `queue` is empty: by then the offers of the runs tainted so
     /// far are in, and a record is expanded once for all of them.
     orphan_queue: VecDeque<NodeIndex>,
@@ -625,6 +627,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             orphan_offers: HashMap::default(),
             orphan_writers: HashMap::default(),
             orphans_queued: HashSet::default(),
+            creators_expanded: HashSet::default(),
             orphan_queue: VecDeque::new(),
             claims: options.claims,
             write_spans: HashMap::default(),
@@ -1085,8 +1088,13 @@ impl<'s, S: Source> Tracer<'s, S> {
                     }
                     self.relax(target, offer(Via::RecordCreated), None);
                     // Its other creators are reached if this one made it by their finish: an
-                    // expanded record looks at those not reached yet again.
-                    if self.unreached_creators.contains_key(&target) {
+                    // expanded record looks at those not reached yet again, and one reached
+                    // only as a record no recorded run created looks at them for the first
+                    // time.
+                    if self.unreached_creators.contains_key(&target)
+                        || (self.orphan_writers.contains_key(&target)
+                            && !self.creators_expanded.contains(&target))
+                    {
                         self.queue.push_back(Work::Record(target));
                     }
                     // Creators that reused the record wait for another creator.
@@ -1560,11 +1568,12 @@ impl<'s, S: Source> Tracer<'s, S> {
         let Entity::Record { info, .. } = &self.graph[node].entity else {
             return Ok(());
         };
+        let id = info.id;
         if let Some(writers) = self.orphan_writers.get(&node).copied() {
             self.orphans_queued.remove(&node);
             // No recorded creator: reached from the earliest tainted run without record
             // evidence that may have made it, other than the reuser itself.
-            for (run, at) in self.source.record_reusers(info.id)? {
+            for (run, at) in self.source.record_reusers(id)? {
                 let Some(writer) = writers.iter().flatten().find(|w| w.run != run.id) else {
                     continue;
                 };
@@ -1572,13 +1581,22 @@ impl<'s, S: Source> Tracer<'s, S> {
                     self.reuse(node, run, at, writer.floor)?;
                 }
             }
-            return Ok(());
+            // A tainted run's claim to have created it (a run whose record evidence is
+            // doubted, which leaves it a record no recorded run created) reaches the other
+            // claimants and the reusers as any creation does, below: once, then again for
+            // the claimants not reached yet.
+            if self.creations_of(node).is_empty()
+                || (self.creators_expanded.contains(&node)
+                    && !self.unreached_creators.contains_key(&node))
+            {
+                return Ok(());
+            }
+            self.creators_expanded.insert(node);
         }
         // Runs that recorded creating it too ran beside a creator: each lists what either
         // made, so they are reached as if they reused it, once another tainted creator made it
         // by their finish (or whenever, when times are ignored or not believed): a run that
         // finished before a tainted run began used nothing that run says it made.
-        let id = info.id;
         let (first, mut pending) = match self.unreached_creators.remove(&node) {
             Some(pending) => (false, pending),
             None => (true, self.source.record_cocreators(id)?),

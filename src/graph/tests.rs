@@ -2597,3 +2597,56 @@ proptest! {
         }
     }
 }
+
+/// A record that only runs whose record evidence is doubted claim to have created is one no
+/// recorded run created, and a tainted claimant's claim still taints it: both rules reach its
+/// reusers and the other claimants, whichever comes first. A seed more never takes a run out
+/// of the blast radius, nor makes one tainted later.
+#[test]
+fn a_doubted_creators_record_reaches_as_created_whatever_comes_first() {
+    let mut h = History::new();
+    let b1 = h.builder("b1");
+    let m = h.mount(b1, "m");
+    let x = h.record(b1, "x", "regular", "[2/2] RUN evil");
+    let pr = h.run("pr", "1", t(100), t(110));
+    h.on(pr, b1);
+    h.with_records(pr);
+    h.doubt_records(pr);
+    h.creates(pr, x);
+    h.prune(b1, t(115));
+    let victim = h.run("victim", "1", t(50), t(200));
+    h.on(victim, b1);
+    h.with_records(victim);
+    h.reuses(victim, x);
+    // A run without record evidence on the builder, tainted through a mount.
+    let w = h.run("w", "1", t(150), t(160));
+    h.on(w, b1);
+    h.reads(w, m);
+    let s = h.run("s", "1", t(140), t(141));
+    h.writes(s, m);
+    let pr2 = h.run("pr2", "1", t(120), t(130));
+    h.on(pr2, b1);
+    h.with_records(pr2);
+    h.doubt_records(pr2);
+    h.creates(pr2, x);
+    for labels_only in [false, true] {
+        let options = TraceOptions {
+            labels_only,
+            ..TraceOptions::default()
+        };
+        let fewer = trace(&mut h.clone(), &runs(&["pr/1", "s/1"]), options).unwrap();
+        let more = trace(&mut h.clone(), &runs(&["pr/1", "s/1", "w/1"]), options).unwrap();
+        let expected = set(&[
+            "run:pr/1/build",
+            "run:pr2/1/build",
+            "run:s/1/build",
+            "run:victim/1/build",
+            "run:w/1/build",
+        ]);
+        assert_eq!(names(&fewer, Kind::Run), expected);
+        assert_eq!(names(&more, Kind::Run), expected);
+        for trace in [&fewer, &more] {
+            assert_eq!(entry(trace, "run:victim/1/build").tainted_at, t(50));
+        }
+    }
+}
