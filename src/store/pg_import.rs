@@ -744,13 +744,9 @@ fn describe_records(
         .collect();
     // While the store holds no record only doubted runs described, none needs looking up.
     if !unknown.is_empty() && cache.doubted_words_held.is_none() {
-        let held = query(
-            conn,
-            "SELECT count(*) FROM (SELECT 1 FROM record_descriptions WHERE believed = 0 LIMIT 1) AS x",
-            &[],
-        )?
-        .first()
-        .is_some_and(|row| row.get::<_, i64>(0) > 0);
+        let held = query(conn, super::write::DOUBTED_WORDS_HELD, &[])?
+            .first()
+            .is_some_and(|row| row.get::<_, i64>(0) > 0);
         cache.doubted_words_held = Some(held);
     }
     if !unknown.is_empty() && cache.doubted_words_held == Some(true) {

@@ -1132,6 +1132,10 @@ fn described_by_doubted(
     Ok(doubted)
 }
 
+/// Whether the store holds any record only doubted runs have described: one row or none.
+pub(super) const DOUBTED_WORDS_HELD: &str =
+    "SELECT count(*) FROM (SELECT 1 FROM record_descriptions WHERE believed = 0 LIMIT 1) AS x";
+
 /// Whether the store holds any record only doubted runs have described (see
 /// [`IdCache::doubted_words_held`]). A row another writer adds meanwhile is missed: the record
 /// then keeps no believed words, and carries taint.
@@ -1143,9 +1147,7 @@ pub(super) fn doubted_words_held(
         return Ok(held);
     }
     let held: i64 = tx
-        .prepare_cached(
-            "SELECT count(*) FROM (SELECT 1 FROM record_descriptions WHERE believed = 0 LIMIT 1) AS x",
-        )?
+        .prepare_cached(DOUBTED_WORDS_HELD)?
         .query_row([], |row| row.get(0))?;
     cache.doubted_words_held = Some(held > 0);
     Ok(held > 0)
