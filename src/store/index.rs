@@ -1843,25 +1843,7 @@ impl Source for TraceSource<'_> {
             .and_then(|r| index.records.rows.get(r))
             .filter(|r| r.present)
             .ok_or_else(|| missing("builder record", record))?;
-        let described = self.described.as_ref().and_then(|d| d.get(&record));
-        if let Some(words) = described {
-            let (record_type, description) = words.as_ref().map_or_else(
-                || {
-                    let kept = index.records.text.get(row.description);
-                    (index.records.types[row.record_type as usize].as_str(), kept)
-                },
-                |(t, d)| (t.as_str(), d.as_str()),
-            );
-            return Ok(RecordInfo {
-                id: record,
-                builder: i64::from(row.builder),
-                record_id: index.records.text.get(row.record_id).into(),
-                record_type: record_type.into(),
-                description: description.into(),
-                doubted: words.is_none(),
-            });
-        }
-        Ok(RecordInfo {
+        let mut info = RecordInfo {
             id: record,
             builder: i64::from(row.builder),
             record_id: index.records.text.get(row.record_id).into(),
@@ -1874,7 +1856,17 @@ impl Source for TraceSource<'_> {
                 .or_insert_with(|| index.records.text.get(row.description).into())
                 .clone(),
             doubted: false,
-        })
+        };
+        // A record a doubted run named first: in a believed run's words since, else doubted.
+        match self.described.as_ref().and_then(|d| d.get(&record)) {
+            Some(Some((record_type, description))) => {
+                info.record_type = record_type.as_str().into();
+                info.description = description.as_str().into();
+            }
+            Some(None) => info.doubted = true,
+            None => {}
+        }
+        Ok(info)
     }
 }
 
