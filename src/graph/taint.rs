@@ -433,6 +433,19 @@ struct OrphanWriter {
     run: RunId,
 }
 
+/// A tainted run's offer of the records of its builder no recorded run created, waiting to
+/// be made (see [`Tracer::offer_orphans`]).
+#[derive(Debug, Clone, Copy)]
+struct PendingOffer {
+    builder: BuilderId,
+    writer: NodeIndex,
+    builder_node: NodeIndex,
+    offer: OrphanWriter,
+    /// When its writes on the builder count from, and until.
+    started_at: Micros,
+    done: Micros,
+}
+
 /// The two earliest such writers of a record, by distinct runs: a reuser is reached by the
 /// earliest one that is not itself.
 type OrphanWriters = [Option<OrphanWriter>; 2];
@@ -564,9 +577,13 @@ struct Tracer<'s, S: Source> {
     orphans_queued: HashSet<NodeIndex>,
     /// Such records a tainted run also claims to have created, expanded as created records.
     creators_expanded: HashSet<NodeIndex>,
-    /// Their queue, taken once `queue` is empty: by then the offers of the runs tainted so
-    /// far are in, and a record is expanded once for all of them.
+    /// Their queue, taken once `queue` is empty and the offers made: a record is expanded
+    /// once for all the offers in by then. A record expanded since it was queued is skipped.
     orphan_queue: VecDeque<NodeIndex>,
+    /// Offers of tainted runs without record evidence, made once `queue` is empty, the
+    /// earliest start first: a run that began later than two others offering the same
+    /// records then adds nothing, where taken as they came it would often be offered first.
+    pending_offers: Vec<PendingOffer>,
     /// Two names being compared ([`Tracer::names_cmp`]): nodes do not keep theirs.
     names: RefCell<(String, String)>,
     claims: ClaimLimits,
@@ -629,6 +646,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             orphans_queued: HashSet::default(),
             creators_expanded: HashSet::default(),
             orphan_queue: VecDeque::new(),
+            pending_offers: Vec::new(),
             claims: options.claims,
             write_spans: HashMap::default(),
             pushed_from: HashMap::default(),
@@ -973,10 +991,22 @@ impl<'s, S: Source> Tracer<'s, S> {
     }
 
     fn fixpoint(&mut self) -> Result<(), S::Error> {
-        while let Some(work) = (self.queue.pop_front())
-            .or_else(|| self.orphan_queue.pop_front().map(Work::Record))
-            .or_else(|| self.deferred.pop_front())
-        {
+        loop {
+            let work = if let Some(work) = self.queue.pop_front() {
+                work
+            } else if !self.pending_offers.is_empty() {
+                self.make_offers()?;
+                continue;
+            } else if let Some(node) = self.orphan_queue.pop_front() {
+                if !self.orphans_queued.contains(&node) {
+                    continue;
+                }
+                Work::Record(node)
+            } else if let Some(work) = self.deferred.pop_front() {
+                work
+            } else {
+                break;
+            };
             match work {
                 Work::Run(node) => self.expand_run(node)?,
                 Work::Artifact(node) => self.expand_artifact(node)?,
@@ -1133,11 +1163,36 @@ impl<'s, S: Source> Tracer<'s, S> {
                 } else {
                     started_at
                 };
-                let offer = OrphanWriter { floor, run: id };
-                self.offer_orphans(builder, (node, target), offer, (started_at, done))?;
+                self.pending_offers.push(PendingOffer {
+                    builder,
+                    writer: node,
+                    builder_node: target,
+                    offer: OrphanWriter { floor, run: id },
+                    started_at,
+                    done,
+                });
             }
         }
         self.created = created;
+        Ok(())
+    }
+
+    /// Makes the offers pending, the earliest start first.
+    fn make_offers(&mut self) -> Result<(), S::Error> {
+        let mut pending = std::mem::take(&mut self.pending_offers);
+        pending.sort_unstable_by_key(|o| (o.started_at, o.offer.run, o.builder));
+        for o in pending.drain(..) {
+            self.offer_orphans(
+                o.builder,
+                (o.writer, o.builder_node),
+                o.offer,
+                (o.started_at, o.done),
+            )?;
+        }
+        // The buffer is kept for the next round.
+        if self.pending_offers.is_empty() {
+            self.pending_offers = pending;
+        }
         Ok(())
     }
 
