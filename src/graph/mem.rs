@@ -823,7 +823,8 @@ impl Source for History {
         Ok(self
             .runs
             .iter()
-            .filter(|r| r.builder == Some(builder) && !r.has_records)
+            // A run whose record evidence is doubted has none, as the store keeps it.
+            .filter(|r| r.builder == Some(builder) && (!r.has_records || r.records_doubted))
             .filter(|r| r.finished_at >= since || r.time_suspect)
             .map(RunRef::from)
             .collect())
@@ -844,7 +845,8 @@ impl Source for History {
             // A run uses the records of the builder it ran on: one that names records names
             // its builder, and every store keeps a run's records on it.
             let on = run.builder == Some(builder);
-            if (run.finished_at < since && !run.time_suspect) || !run.has_records || !on {
+            let evidence = run.has_records && !run.records_doubted;
+            if (run.finished_at < since && !run.time_suspect) || !evidence || !on {
                 continue;
             }
             match users.iter_mut().find(|(u, _)| u.id == run.id) {

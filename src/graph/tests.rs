@@ -11,7 +11,7 @@ use super::seeds::{
     BuilderSeed, CacheRefSeed, DigestSeed, MountSeed, PipelineSeed, RunSeed, SeedSpec, Seeds,
     Window,
 };
-use super::source::{Receipt, RecordId};
+use super::source::{Receipt, RecordId, Source};
 use super::{ClaimLimits, Kind, ResolveError, Trace, TraceError, TraceOptions, Via, trace};
 use crate::model::{Backend, Digest};
 use crate::time::Micros;
@@ -2649,4 +2649,56 @@ fn a_doubted_creators_record_reaches_as_created_whatever_comes_first() {
             assert_eq!(entry(trace, "run:victim/1/build").tainted_at, t(50));
         }
     }
+}
+
+/// A run whose record evidence is doubted is one without any on its builder, as the store
+/// keeps it: the runs that read a tainted builder's cache unverified include it, and those
+/// whose records say what they used do not. Its evidence edge from the builder is kept for
+/// the graph whichever tainted run reached the builder first.
+#[test]
+fn a_doubted_reuser_reads_its_builder_unverified() {
+    use petgraph::visit::EdgeRef;
+    let mut h = History::new();
+    let b1 = h.builder("b1");
+    let r: Vec<RecordId> = (0..4)
+        .map(|i| h.record(b1, &format!("r{i}"), "regular", &format!("RUN {i}")))
+        .collect();
+    let p0 = h.run("p", "0", t(9), t(9));
+    h.on(p0, b1);
+    h.creates(p0, r[3]);
+    let p1 = h.run("p", "1", t(0), t(0));
+    h.on(p1, b1);
+    h.creates(p1, r[0]);
+    let p2 = h.run("p", "2", t(9), t(9));
+    h.on(p2, b1);
+    h.creates(p2, r[0]);
+    h.creates(p2, r[3]);
+    let pr = h.run("pr", "1", t(0), t(0));
+    h.on(pr, b1);
+    h.with_records(pr);
+    h.doubt_records(pr);
+    h.reuses(pr, r[1]);
+    assert_eq!(
+        h.unverified_builder_runs(b1, Micros::MIN)
+            .unwrap()
+            .iter()
+            .map(|run| run.id)
+            .collect::<Vec<_>>(),
+        [p0, p1, p2, pr]
+    );
+    // Nor is it among the runs whose records of the builder say what they used.
+    assert!(h.builder_record_users(b1, Micros::MIN).unwrap().is_empty());
+    let options = TraceOptions {
+        ignore_time: true,
+        ..prop_claims()
+    };
+    let traced = trace(&mut h, &runs(&["p/0"]), options).unwrap();
+    let from_builder: Vec<String> = (traced.graph().edge_references())
+        .filter(|e| e.weight().via == Via::BuilderCacheUnverified)
+        .map(|e| traced.graph()[e.target()].name().to_string())
+        .collect();
+    assert!(
+        from_builder.contains(&"run:pr/1/build".to_string()),
+        "{from_builder:?}"
+    );
 }
