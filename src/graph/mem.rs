@@ -258,13 +258,13 @@ impl History {
         self.runs[index(run)].status = RunStatus::Failed;
     }
 
-    /// Marks the run as carrying record-level builder evidence.
     /// Marks the run's record evidence as doubted (a run at the lowest trust level): its
     /// claims to have created records make them no less records no recorded run created.
     pub fn doubt_records(&mut self, run: RunId) {
         self.runs[index(run)].records_doubted = true;
     }
 
+    /// Marks the run as carrying record-level builder evidence.
     pub fn with_records(&mut self, run: RunId) {
         self.runs[index(run)].has_records = true;
     }

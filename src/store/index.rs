@@ -2614,8 +2614,9 @@ mod tests {
         for r in &h.runs {
             tx.execute(
                 "INSERT INTO runs (id, pipeline_id, run_key, step, builder_id, started_at,
-                                   finished_at, status, has_records, recorded_at)
-                 VALUES (?1, (SELECT id FROM pipelines WHERE name = ?2), ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0)",
+                                   finished_at, status, has_records, recorded_at, trust_level)
+                 VALUES (?1, (SELECT id FROM pipelines WHERE name = ?2), ?3, ?4, ?5, ?6, ?7, ?8,
+                         ?9, 0, ?10)",
                 crate::store::db::params![
                     r.id,
                     r.pipeline.as_str(),
@@ -2625,7 +2626,8 @@ mod tests {
                     r.started_at,
                     r.finished_at,
                     r.status.as_str(),
-                    r.has_records
+                    r.has_records,
+                    r.records_doubted.then_some(DOUBTED_LEVEL)
                 ],
             )
             .unwrap();
@@ -2715,6 +2717,14 @@ mod tests {
                 ],
             )
             .unwrap();
+            if r.doubted {
+                tx.execute(
+                    "INSERT INTO record_descriptions (record, believed, record_type, description)
+                     VALUES (?1, 0, ?2, ?3)",
+                    crate::store::db::params![r.id, r.record_type.as_str(), &*r.description],
+                )
+                .unwrap();
+            }
         }
         for &(run, event) in &h.events {
             let (kind, target) = match event {
@@ -2771,7 +2781,12 @@ mod tests {
             }
         }
         tx.commit().unwrap();
+        // The runs at the level the history doubts are doubted by the store too.
+        store.doubt_records_at(DOUBTED_LEVEL);
     }
+
+    /// The trust level [`write_history`] gives the runs whose record evidence is doubted.
+    const DOUBTED_LEVEL: &str = "untrusted";
 
     /// The trace as JSON and as Graphviz (every evidence edge), or the error's message.
     fn json_or_error<S: graph::Source>(
@@ -2808,10 +2823,22 @@ mod tests {
         fn the_store_traces_random_histories_as_memory_does(
             (history, seeds, _) in arb_history(),
             (since, until) in (0i64..80, 0i64..80),
+            (doubted_runs, doubted_words) in (any::<u16>(), any::<u16>()),
         ) {
             let mut history = history;
             history.tag(1, "cache");
             history.tag(3, "cache");
+            // Some runs' record evidence, and some records' first words, not believed.
+            for run in 1..=history.runs.len() {
+                if doubted_runs & (1 << (run % 16)) != 0 {
+                    history.doubt_records(run as i64);
+                }
+            }
+            for record in 1..=history.records.len() {
+                if doubted_words & (1 << (record % 16)) != 0 {
+                    history.doubt_description(record as i64);
+                }
+            }
             let dir = tempfile::tempdir().unwrap();
             let mut store = Store::open(&dir.path().join("db")).unwrap();
             write_history(&mut store, &history);
