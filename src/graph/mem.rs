@@ -259,7 +259,8 @@ impl History {
     }
 
     /// Marks the run's record evidence as doubted (a run at the lowest trust level): its
-    /// claims to have created records make them no less records no recorded run created.
+    /// claims to have created records make them no less records no recorded run created, and
+    /// on its builder it is a run without record evidence, as the store keeps it.
     pub fn doubt_records(&mut self, run: RunId) {
         self.runs[index(run)].records_doubted = true;
     }
@@ -349,7 +350,6 @@ impl History {
         });
     }
 
-    /// The same history with no purge or prune recorded.
     /// A recorded purge deleted the artifact's manifest from its repository at `at`.
     pub fn delete_manifest(&mut self, artifact: ArtifactId, at: Micros) {
         let info = &self.artifacts[index(artifact)];
@@ -357,6 +357,7 @@ impl History {
         self.manifest_deletions.push(deletion);
     }
 
+    /// The same history with no purge or prune recorded.
     pub fn without_purges(&self) -> Self {
         Self {
             mount_purges: Vec::new(),

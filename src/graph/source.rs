@@ -288,7 +288,7 @@ pub trait Source {
     /// applied are looked up, so the traversal itself carries nothing but their times.
     fn purges_at(&mut self, node: Purged, at: Micros) -> Result<Vec<StoredPurge>, Self::Error>;
     /// The builder's records that no recorded run created (whoever made them ran without
-    /// record evidence, or unrecorded).
+    /// record evidence, or unrecorded): a run whose record evidence is doubted creates none.
     fn orphan_records(&mut self, builder: BuilderId) -> Result<Vec<RecordId>, Self::Error>;
     /// The runs that recorded creating this builder record, with the time, when more than one
     /// did (concurrent builds on one builder each list what either made); none otherwise.
