@@ -825,7 +825,7 @@ impl Source for History {
             .runs
             .iter()
             // A run whose record evidence is doubted has none, as the store keeps it.
-            .filter(|r| r.builder == Some(builder) && (!r.has_records || r.records_doubted))
+            .filter(|r| r.builder == Some(builder) && !r.has_believed_records())
             .filter(|r| r.finished_at >= since || r.time_suspect)
             .map(RunRef::from)
             .collect())
@@ -846,7 +846,7 @@ impl Source for History {
             // A run uses the records of the builder it ran on: one that names records names
             // its builder, and every store keeps a run's records on it.
             let on = run.builder == Some(builder);
-            let evidence = run.has_records && !run.records_doubted;
+            let evidence = run.has_believed_records();
             if (run.finished_at < since && !run.time_suspect) || !evidence || !on {
                 continue;
             }

@@ -66,6 +66,14 @@ pub struct Receipt {
     pub began_after: Option<Micros>,
 }
 
+impl RunInfo {
+    /// Whether a trace takes the run's record evidence: it has some, and its word is not
+    /// doubted. A run without is one whose use of its builder's records is unknown.
+    pub fn has_believed_records(&self) -> bool {
+        self.has_records && !self.records_doubted
+    }
+}
+
 impl From<&RunInfo> for RunRef {
     fn from(run: &RunInfo) -> Self {
         Self {

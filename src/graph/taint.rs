@@ -1035,7 +1035,7 @@ impl<'s, S: Source> Tracer<'s, S> {
             info.started_at,
             info.finished_at,
             info.time_suspect,
-            info.has_records && !info.records_doubted,
+            info.has_believed_records(),
         );
         // What a run recorded over a limit may have left out records it created.
         let complete_records = has_records && !info.truncated;
@@ -2019,7 +2019,7 @@ impl<'s, S: Source> Tracer<'s, S> {
         let (reader, builder, has_records) = (
             RunRef::from(info),
             info.builder,
-            info.has_records && !info.records_doubted,
+            info.has_believed_records(),
         );
         let (read_at, via) = match &self.graph[node].entity {
             Entity::Mount(mount) => {
