@@ -2821,9 +2821,9 @@ mod tests {
         /// A random history written into a store traces exactly as it does in memory (where
         /// the rules, doubt aside, are checked against a naive fixpoint), with the same
         /// evidence, some runs' record evidence and some records' first words doubted,
-        /// whether the store answers with indexed queries or from the loaded graph: from the history's own seeds, its
-        /// pipeline within a window, a tag first seen within a window, a digest, a run, and a
-        /// mount and a builder from their first use.
+        /// whether the store answers with indexed queries or from the loaded graph: from the
+        /// history's own seeds, its pipeline within a window, a tag first seen within a
+        /// window, a digest, a run, and a mount and a builder from their first use.
         #[test]
         fn the_store_traces_random_histories_as_memory_does(
             (history, seeds, _) in arb_history(),
