@@ -1238,20 +1238,20 @@ impl<'s, S: Source> Tracer<'s, S> {
         let cleared_by = self.segment_end(builder_node, clearing);
         // Two other runs that began earlier, cleared by the same purge (or by none, for runs
         // whose start does not count), reach every record this one would, earlier: it adds
-        // no label (nor names anything for the purges their reusers were kept out by). Only
-        // a trace that keeps every edge (an explanation, the graph) still adds its own.
-        if self.labels_only {
-            let open = offer.floor == Micros::MIN;
-            let key = (builder, cleared_by.filter(|_| !open), open);
-            let earliest = self.orphan_offers.entry(key).or_default();
-            if earliest
-                .iter()
-                .all(|e| e.is_some_and(|(start, run)| start < started_at && run != offer.run))
-            {
-                return Ok(());
-            }
-            keep_earliest(earliest, (started_at, offer.run));
+        // no label (nor names anything for the purges their reusers were kept out by), and
+        // no evidence either: an explanation or the graph goes through those two. (Every
+        // tainted run on a builder offering every orphan record would otherwise draw an
+        // edge per run and record.)
+        let open = offer.floor == Micros::MIN;
+        let key = (builder, cleared_by.filter(|_| !open), open);
+        let earliest = self.orphan_offers.entry(key).or_default();
+        if earliest
+            .iter()
+            .all(|e| e.is_some_and(|(start, run)| start < started_at && run != offer.run))
+        {
+            return Ok(());
         }
+        keep_earliest(earliest, (started_at, offer.run));
         for (first_reuse, record) in records {
             // (The records first reused before the run started were left out above.) A prune
             // between its finish and the record's first reuse kept the record's reusers out:

@@ -2,7 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use petgraph::Direction;
 use petgraph::graph::NodeIndex;
+use petgraph::visit::EdgeRef;
 use proptest::prelude::*;
 
 use super::mem::History;
@@ -2098,6 +2100,89 @@ fn a_record_no_run_created_is_reached_from_a_tainted_run_without_evidence() {
     let pruned = traced(&mut h.clone(), &seeds);
     assert_eq!(names(&pruned, Kind::Run), set(&["run:evil/1/build"]));
     assert_eq!(everything(&pruned), oracle::closure(&h, &resolved, false));
+}
+
+/// An explanation through a record no recorded run created comes in by the offer of a run
+/// that began before the reuse: a run that began after it was reused offers no such record,
+/// so no shorter chain through it holds.
+#[test]
+fn explain_chains_through_a_record_no_run_created_hold_in_time() {
+    let mut h = History::new();
+    let b1 = h.builder("b1");
+    let orphan = h.record(b1, "r1", "regular", "[2/2] RUN make");
+    let origin = h.run("origin", "1", t(0), t(5));
+    let cache = h.manifest("reg.io/app", &digest('a'));
+    h.exports(origin, cache);
+    let early = h.run("early", "1", t(10), t(20));
+    h.on(early, b1);
+    h.imports(early, cache);
+    let late = h.run("late", "1", t(50), t(60));
+    h.on(late, b1);
+    let victim = h.run("victim", "1", t(30), t(40));
+    h.on(victim, b1);
+    h.with_records(victim);
+    h.reuses(victim, orphan);
+    let trace = traced(&mut h, &runs(&["origin/1", "late/1"]));
+    let reached = entry(&trace, "run:victim/1/build");
+    assert_eq!(reached.from_name().as_deref(), Some("record:b1:r1"));
+    let hops = trace.explain("victim/1").unwrap();
+    let path: Vec<(Via, &str)> = hops.iter().map(|h| (h.via, h.to.as_str())).collect();
+    assert_eq!(path.len(), 5, "{path:?}");
+    assert_eq!(path[0], (Via::Seed, "run:origin/1/build"));
+    assert_eq!(
+        path[2..],
+        [
+            (Via::ImportedDigest, "run:early/1/build"),
+            (Via::RanOn, "record:b1:r1"),
+            (Via::BuilderRecord, "run:victim/1/build"),
+        ]
+    );
+    // Reused before it began, the record reaches nothing from the later run alone.
+    let alone = traced(&mut h, &runs(&["late/1"]));
+    assert!(alone.explain("victim/1").is_none());
+    assert_eq!(names(&alone, Kind::Run), set(&["run:late/1/build"]));
+}
+
+/// Every tainted run without record evidence on a builder may have made each of its records
+/// no recorded run created, but a run that began after two others adds nothing they do not
+/// reach earlier: the evidence kept for an explanation or the graph holds the two earliest
+/// offers, not one edge per run and record.
+#[test]
+fn a_record_no_run_created_keeps_the_two_earliest_offers_as_evidence() {
+    let mut h = History::new();
+    let b1 = h.builder("b1");
+    let orphan = h.record(b1, "r1", "regular", "[2/2] RUN make");
+    let mut seeds = Vec::new();
+    for (key, start) in [("c", 20), ("a", 0), ("d", 30), ("b", 10)] {
+        let run = h.run(key, "1", t(start), t(start + 5));
+        h.on(run, b1);
+        seeds.push(format!("{key}/1"));
+    }
+    let victim = h.run("victim", "1", t(100), t(110));
+    h.on(victim, b1);
+    h.with_records(victim);
+    h.reuses(victim, orphan);
+    let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
+    let trace = traced(&mut h, &runs(&seeds));
+    let graph = trace.graph();
+    let record = (graph.node_indices())
+        .find(|&n| graph[n].name() == "record:b1:r1")
+        .unwrap();
+    let mut offers: Vec<String> = graph
+        .edges_directed(record, Direction::Incoming)
+        .filter(|e| e.weight().via == Via::RanOn)
+        .map(|e| graph[e.source()].name().to_string())
+        .collect();
+    offers.sort();
+    assert_eq!(offers, ["run:a/1/build", "run:b/1/build"]);
+    let reached = entry(&trace, "run:victim/1/build");
+    assert_eq!(
+        (reached.via, reached.tainted_at),
+        (Via::BuilderRecord, t(100))
+    );
+    let hops = trace.explain("victim/1").unwrap();
+    assert_eq!(hops[0].to, "run:a/1/build");
+    assert_eq!(hops.len(), 3, "{hops:?}");
 }
 
 /// Two tag seeds on one tag-only artifact: the earlier window decides, whichever comes first,
