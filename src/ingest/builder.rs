@@ -90,9 +90,10 @@ pub fn derive(
 /// The engine a client reaches with no host and no context given: with TLS asked for, a TLS
 /// port on this machine; else the default socket.
 fn default_engine(var: &dyn Fn(&str) -> Option<String>, hostname: &str) -> BuilderInfo {
+    // Set to anything but empty, either asks for TLS (`DOCKER_TLS_VERIFY=0` too).
     if ["DOCKER_TLS_VERIFY", "DOCKER_TLS"]
         .iter()
-        .any(|name| var(name).is_some())
+        .any(|name| var(name).is_some_and(|v| !v.is_empty()))
     {
         return endpoint_builder(DEFAULT_TLS_HOST.to_owned(), hostname);
     }
@@ -337,7 +338,12 @@ pub fn client_env<'a>(
             .as_ref()
             .map(|dir| dir.to_string_lossy().into_owned())
             .or_else(|| var(name)),
-        "DOCKER_TLS" if flags.tls => Some("1".to_owned()),
+        // `--tls=false` turns off what `DOCKER_TLS` asks for, not `DOCKER_TLS_VERIFY`.
+        "DOCKER_TLS" => match flags.tls {
+            Some(true) => Some("1".to_owned()),
+            Some(false) => None,
+            None => var(name),
+        },
         _ => var(name),
     }
 }
@@ -665,13 +671,34 @@ mod tests {
             "docker@localhost:2376"
         );
         let tls = ClientFlags {
-            tls: true,
+            tls: Some(true),
             ..ClientFlags::default()
         };
         assert_eq!(
             derive(None, &client_env(&tls, &env(&[])), "h", None).name,
             "docker@localhost:2376"
         );
+        // As the client reads them: an empty variable asks for nothing; `--tls=false` turns
+        // off `DOCKER_TLS`, but not `DOCKER_TLS_VERIFY`, which means TLS whatever its value.
+        assert_eq!(
+            named(&[("DOCKER_TLS", "")]),
+            "docker@h:/var/run/docker.sock"
+        );
+        assert_eq!(
+            named(&[("DOCKER_TLS_VERIFY", "0")]),
+            "docker@localhost:2376"
+        );
+        let no_tls = ClientFlags {
+            tls: Some(false),
+            ..ClientFlags::default()
+        };
+        let with =
+            |vars: &[(&str, &str)]| derive(None, &client_env(&no_tls, &env(vars)), "h", None).name;
+        assert_eq!(
+            with(&[("DOCKER_TLS", "1")]),
+            "docker@h:/var/run/docker.sock"
+        );
+        assert_eq!(with(&[("DOCKER_TLS_VERIFY", "1")]), "docker@localhost:2376");
     }
 
     /// A context keeps its name, and is reached at the engine its `meta.json` gives (whatever

@@ -53,9 +53,11 @@ pub struct ClientFlags {
     pub context: Option<String>,
     /// `--config`: the client's config directory.
     pub config: Option<PathBuf>,
-    /// `--tls` or `--tlsverify`: with no host given, the client talks to
-    /// `tcp://localhost:2376`.
-    pub tls: bool,
+    /// Whether the flags ask for TLS (with no host given, the client then talks to
+    /// `tcp://localhost:2376`), as the client decides it: `--tlsverify` given at all, `true`
+    /// or `false`, means TLS (verified or not); else the last `--tls` says; `None` when
+    /// neither is given, and the environment decides.
+    pub tls: Option<bool>,
 }
 
 /// The docker client's global flags that take a value.
@@ -78,6 +80,7 @@ const CLIENT_VALUE_FLAGS: &[&str] = &[
 /// they take.
 fn client_flags(args: &[String]) -> (ClientFlags, usize) {
     let mut flags = ClientFlags::default();
+    let mut verify_given = false;
     let mut i = 0;
     while let Some(arg) = args.get(i) {
         if !arg.starts_with('-') || arg == "-" || arg == "--" {
@@ -114,13 +117,19 @@ fn client_flags(args: &[String]) -> (ClientFlags, usize) {
             ("-H" | "--host", Some(v)) => flags.host = Some(v),
             ("-c" | "--context", Some(v)) => flags.context = Some(v),
             ("--config", Some(v)) => flags.config = Some(PathBuf::from(v)),
-            ("--tls" | "--tlsverify", None) => {
-                flags.tls = inline
-                    .as_deref()
-                    .is_none_or(|v| parse_bool(v) != Some(false));
+            ("--tls", None) => {
+                flags.tls = Some(
+                    inline
+                        .as_deref()
+                        .is_none_or(|v| parse_bool(v) != Some(false)),
+                );
             }
+            ("--tlsverify", None) => verify_given = true,
             _ => {}
         }
+    }
+    if verify_given {
+        flags.tls = Some(true);
     }
     (flags, i)
 }
@@ -690,7 +699,7 @@ mod tests {
                 "docker --host=tcp://10.0.0.5:2376 --tls build .",
                 ClientFlags {
                     host: Some("tcp://10.0.0.5:2376".into()),
-                    tls: true,
+                    tls: Some(true),
                     ..ClientFlags::default()
                 },
                 4,
@@ -729,6 +738,28 @@ mod tests {
             assert_eq!(b.client, client, "{line}");
             assert_eq!(b.insert_at, insert_at, "{line}");
             assert_eq!(b.context.as_deref(), Some("."), "{line}");
+        }
+    }
+
+    /// TLS as the client decides it from its flags: `--tlsverify` given at all, even
+    /// `=false`, means TLS; else the last `--tls`; neither leaves it to the environment.
+    #[test]
+    fn reads_tls_as_the_client_does() {
+        let cases = [
+            ("docker build .", None),
+            ("docker --tls build .", Some(true)),
+            ("docker --tls=false build .", Some(false)),
+            ("docker --tls --tls=0 build .", Some(false)),
+            ("docker --tlsverify build .", Some(true)),
+            ("docker --tlsverify=false build .", Some(true)),
+            ("docker --tlsverify=false --tls=false build .", Some(true)),
+            ("docker --tls=false --tlsverify=0 build .", Some(true)),
+        ];
+        for (line, tls) in cases {
+            let Wrapped::Build(b) = parse(&argv(line)) else {
+                panic!("not a build: {line}")
+            };
+            assert_eq!(b.client.tls, tls, "{line}");
         }
     }
 
