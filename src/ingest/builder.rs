@@ -48,9 +48,10 @@ pub fn derive(
     let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
     // The client takes any `DOCKER_HOST` that is not empty, blank included (the default
     // engine), and reads it as `ParseHost` does.
+    let tls = tls_asked(raw);
     let endpoint = var("DOCKER_HOST")
         .filter(|v| !v.is_empty())
-        .map(|host| read_host(&host));
+        .map(|host| client_host(&host, tls));
     let var = set;
     if let Some(name) = flag
         .map(str::to_owned)
@@ -70,11 +71,11 @@ pub fn derive(
         // `DOCKER_HOST` names, else the default one; never the current context's.
         let host = raw(DEFAULT_CONTEXT_HOST)
             .filter(|v| !v.is_empty())
-            .map(|host| read_host(&host))
+            .map(|host| client_host(&host, tls))
             .or_else(|| endpoint.clone());
         return match host {
             Some(host) => endpoint_builder(host, hostname),
-            None => default_engine(&var, hostname),
+            None => default_engine(tls, hostname),
         };
     }
     if let Some(host) = endpoint {
@@ -84,17 +85,32 @@ pub fn derive(
     if let Some(context) = context.filter(|c| c != "default") {
         return context_builder(&var, &context, hostname);
     }
-    default_engine(&var, hostname)
+    default_engine(tls, hostname)
+}
+
+/// Whether the client asks for TLS: `DOCKER_TLS_VERIFY` or `DOCKER_TLS` set to anything but
+/// empty, `DOCKER_TLS_VERIFY=0` too ([`client_env`] puts the client's `--tls` and
+/// `--tlsverify` there).
+fn tls_asked(var: &dyn Fn(&str) -> Option<String>) -> bool {
+    ["DOCKER_TLS_VERIFY", "DOCKER_TLS"]
+        .iter()
+        .any(|name| var(name).is_some_and(|v| !v.is_empty()))
+}
+
+/// A `-H` or `DOCKER_HOST` value as the client reads it ([`read_host`]); a blank one is the
+/// engine it reaches with no host given, the TLS port on this machine when TLS is asked for.
+fn client_host(host: &str, tls: bool) -> String {
+    if tls && host.trim().is_empty() {
+        DEFAULT_TLS_HOST.to_owned()
+    } else {
+        read_host(host)
+    }
 }
 
 /// The engine a client reaches with no host and no context given: with TLS asked for, a TLS
 /// port on this machine; else the default socket.
-fn default_engine(var: &dyn Fn(&str) -> Option<String>, hostname: &str) -> BuilderInfo {
-    // Set to anything but empty, either asks for TLS (`DOCKER_TLS_VERIFY=0` too).
-    if ["DOCKER_TLS_VERIFY", "DOCKER_TLS"]
-        .iter()
-        .any(|name| var(name).is_some_and(|v| !v.is_empty()))
-    {
+fn default_engine(tls: bool, hostname: &str) -> BuilderInfo {
+    if tls {
         return endpoint_builder(DEFAULT_TLS_HOST.to_owned(), hostname);
     }
     BuilderInfo {
@@ -367,7 +383,10 @@ pub fn buildx_current(var: &dyn Fn(&str) -> Option<String>) -> Option<String> {
             .unwrap_or_else(|| DEFAULT_BUILDX_BUILDER.to_owned())
     };
     let key = if context == DEFAULT_BUILDX_BUILDER {
-        host.map_or_else(|| DEFAULT_DOCKER_HOST.to_owned(), |h| read_host(&h))
+        host.map_or_else(
+            || DEFAULT_DOCKER_HOST.to_owned(),
+            |h| client_host(&h, tls_asked(var)),
+        )
     } else {
         context.clone()
     };
@@ -699,6 +718,31 @@ mod tests {
             "docker@h:/var/run/docker.sock"
         );
         assert_eq!(with(&[("DOCKER_TLS_VERIFY", "1")]), "docker@localhost:2376");
+        // A blank host is the engine the client reaches with none given: with TLS, the TLS
+        // port, for buildx's `default` builder too; a space asks for TLS as any value does.
+        assert_eq!(
+            derive(
+                None,
+                &client_env(&tls, &env(&[("DOCKER_HOST", " ")])),
+                "h",
+                None
+            )
+            .name,
+            "docker@localhost:2376"
+        );
+        assert_eq!(
+            named(&[("DOCKER_HOST", " "), ("DOCKER_TLS_VERIFY", "1")]),
+            "docker@localhost:2376"
+        );
+        assert_eq!(
+            named(&[
+                ("DOCKER_HOST", " "),
+                ("DOCKER_TLS", "1"),
+                ("BUILDX_BUILDER", "default")
+            ]),
+            "docker@localhost:2376"
+        );
+        assert_eq!(named(&[("DOCKER_TLS", " ")]), "docker@localhost:2376");
     }
 
     /// A context keeps its name, and is reached at the engine its `meta.json` gives (whatever
