@@ -1060,6 +1060,49 @@ impl Db {
         self.prepare_cached(sql)?.query_row(params, f)
     }
 
+    /// Reads the rows of a query one at a time as they arrive, until `f` says to stop
+    /// (`Ok(false)`): a query of many large rows is never held whole, and on PostgreSQL the
+    /// rows still on their way are read while the first are handled. Whether `f` stopped.
+    pub fn each_row(
+        &self,
+        sql: &str,
+        params: impl Params,
+        mut f: impl FnMut(&Row<'_>) -> DbResult<bool> + Send,
+    ) -> DbResult<bool> {
+        let values = no_nul(params.values()?)?;
+        match self {
+            Self::Sqlite(conn) => {
+                let mut stmt = conn.prepare_cached(sql)?;
+                let mut rows = stmt.query(rusqlite::params_from_iter(values.iter()))?;
+                while let Some(row) = rows.next()? {
+                    if !f(&Row::Sqlite(row))? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            Self::Postgres(conn) => {
+                let mut failed = None;
+                let stopped = conn.run(sql, &values, |client, text, params| {
+                    use postgres::fallible_iterator::FallibleIterator;
+                    let mut rows = client.query_typed_raw(text, params)?;
+                    while let Some(row) = rows.next()? {
+                        match f(&Row::Postgres(&row)) {
+                            Ok(true) => {}
+                            Ok(false) => return Ok(true),
+                            Err(err) => {
+                                failed = Some(err);
+                                return Ok(true);
+                            }
+                        }
+                    }
+                    Ok(false)
+                })?;
+                failed.map_or(Ok(stopped), Err)
+            }
+        }
+    }
+
     pub fn prepare_cached(&self, sql: &str) -> DbResult<Statement<'_>> {
         match self {
             Self::Sqlite(conn) => Ok(Statement::Sqlite(conn.prepare_cached(sql)?)),

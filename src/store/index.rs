@@ -1137,18 +1137,21 @@ fn read_pages(
     table: &str,
     column: &str,
     slots: usize,
-    mut entry: impl FnMut(&mut Packed<'_>) -> Option<()>,
+    mut entry: impl FnMut(&mut Packed<'_>) -> Option<()> + Send,
 ) -> crate::store::db::DbResult<Option<()>> {
     let last_page = i64::try_from(slots).unwrap_or(i64::MAX).saturating_sub(1) >> 6;
-    let mut stmt = conn.prepare(&format!("SELECT {column} FROM {table} WHERE page <= ?1"))?;
-    let mut rows = stmt.query([last_page])?;
-    while let Some(row) = rows.next()? {
+    let sql = format!("SELECT {column} FROM {table} WHERE page <= ?1");
+    // Pages are read as they come: the whole table is never held at once.
+    let stopped = conn.each_row(&sql, [last_page], |row| {
         let mut page = Packed(row.get_ref(0)?.as_blob()?);
         while !page.0.is_empty() {
-            some_or_skip!(entry(&mut page));
+            if entry(&mut page).is_none() {
+                return Ok(false);
+            }
         }
-    }
-    Ok(Some(()))
+        Ok(true)
+    })?;
+    Ok((!stopped).then_some(()))
 }
 
 /// The rest of a page of packed rows: big-endian numbers, and texts after their length.
