@@ -746,7 +746,9 @@ impl Trace {
     /// A breadth-first search over the evidence edges. Through a mount or builder it keeps
     /// which tainted write it came in by, and leaves only to readers that write could have
     /// tainted (read at or after it, no purge between the writer's finish and the reader's
-    /// start), so every chain holds in time.
+    /// start); through a record no believed run created, which run's offer it came in by,
+    /// and leaves only to runs that used the record after that run began. So every chain
+    /// holds in time.
     pub fn explain_node(&self, target: NodeIndex) -> Option<Vec<Hop>> {
         debug_assert!(
             self.has_evidence(),
@@ -784,7 +786,7 @@ impl Trace {
                     continue;
                 }
                 let next_node = edge.target();
-                let entry = if g[next_node].entity.is_mutable() {
+                let entry = if g[next_node].entity.is_mutable() || self.made_unrecorded(edge.id()) {
                     Entry::Edge(edge.id())
                 } else {
                     Entry::Plain
@@ -836,6 +838,17 @@ impl Trace {
             .unwrap_or(written)
     }
 
+    /// Whether the evidence is a run's offer of a record no believed run created: from the
+    /// offer, the record reaches only the runs that used it after the run began (its
+    /// reusers, and runs that only claim to have created it), so an explanation keeps which
+    /// offer it came in by, as it does for a write to a mount.
+    fn made_unrecorded(&self, edge: EdgeIndex) -> bool {
+        self.graph[edge].via == Via::RanOn
+            && self.graph.edge_endpoints(edge).is_some_and(|(_, record)| {
+                matches!(self.graph[record].entity, Entity::Record { .. })
+            })
+    }
+
     /// Whether the node is a run whose times the collector does not believe.
     fn suspect(&self, node: NodeIndex) -> bool {
         matches!(&self.graph[node].entity, Entity::Run { info, .. } if info.time_suspect)
@@ -857,7 +870,10 @@ impl Trace {
             return true;
         };
         // A builder passes taint to runs with record evidence only when it is itself the seed.
-        if evidence.via == Via::BuilderRecord && entry != Entry::Seed {
+        if evidence.via == Via::BuilderRecord
+            && entry != Entry::Seed
+            && matches!(self.graph[node].entity, Entity::Builder(_))
+        {
             return false;
         }
         let suspect_write = matches!(entry, Entry::Edge(edge) if self.suspect_write(edge));

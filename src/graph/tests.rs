@@ -14,7 +14,7 @@ use super::seeds::{
     Window,
 };
 use super::source::{Receipt, RecordId, Source};
-use super::{ClaimLimits, Kind, ResolveError, Trace, TraceError, TraceOptions, Via, trace};
+use super::{ClaimLimits, Entity, Kind, ResolveError, Trace, TraceError, TraceOptions, Via, trace};
 use crate::model::{Backend, Digest};
 use crate::time::Micros;
 
@@ -2185,6 +2185,53 @@ fn a_record_no_run_created_keeps_the_two_earliest_offers_as_evidence() {
     assert_eq!(hops.len(), 3, "{hops:?}");
 }
 
+/// A run that only claims (its record evidence doubted) to have created a record is reached
+/// as a co-creator once another tainted creator made the record by its finish. Its
+/// explanation comes in through such a creator, not through the offer of a run without
+/// record evidence that began after it had finished, though that chain is shorter.
+#[test]
+fn explain_reaches_a_doubted_cocreator_through_a_creator_not_a_later_offer() {
+    let mut h = History::new();
+    let b1 = h.builder("b1");
+    let m = h.mount(b1, "m");
+    let record = h.record(b1, "r1", "regular", "[2/2] RUN make");
+    let early = h.run("early", "1", t(0), t(1));
+    h.writes(early, m);
+    for key in ["d1", "d2"] {
+        let run = h.run(key, "1", t(2), t(5));
+        h.on(run, b1);
+        h.with_records(run);
+        h.doubt_records(run);
+        h.creates(run, record);
+        if key == "d1" {
+            h.reads(run, m);
+        }
+    }
+    let late = h.run("late", "1", t(30), t(40));
+    h.on(late, b1);
+    let trace = traced(&mut h, &runs(&["early/1", "late/1"]));
+    let reached = entry(&trace, "run:d2/1/build");
+    assert_eq!(
+        (reached.via, reached.tainted_at),
+        (Via::BuilderRecord, t(2))
+    );
+    let hops = trace.explain("d2/1").unwrap();
+    let path: Vec<(Via, &str)> = hops.iter().map(|h| (h.via, h.to.as_str())).collect();
+    assert_eq!(
+        path[..3],
+        [
+            (Via::Seed, "run:early/1/build"),
+            (Via::MountWrite, "mount:b1:m"),
+            (Via::MountRead, "run:d1/1/build"),
+        ]
+    );
+    assert!(
+        hops.iter()
+            .all(|h| h.from.as_deref() != Some("run:late/1/build")),
+        "{path:?}"
+    );
+}
+
 /// Two tag seeds on one tag-only artifact: the earlier window decides, whichever comes first,
 /// and a seed without a window taints every reader.
 #[test]
@@ -2611,9 +2658,65 @@ proptest! {
                 let hops = hops.unwrap();
                 prop_assert_eq!(hops[0].via, Via::Seed);
                 prop_assert_eq!(&hops[hops.len() - 1].to, &result.graph()[node].name().to_string());
+                if let Err(broken) = offers_hold_in_time(result, &hops) {
+                    prop_assert!(false, "{}: {:?}", broken, hops);
+                }
             }
         }
     }
+}
+
+/// Whether each hop of an explanation from a run's offer of a record no believed run created
+/// to a run that used the record holds in time: the offering run is another run, and began
+/// by the use, unless times prove nothing.
+fn offers_hold_in_time(result: &Trace, hops: &[super::Hop]) -> Result<(), String> {
+    let g = result.graph();
+    let by_name: BTreeMap<String, NodeIndex> = (g.node_indices())
+        .map(|n| (g[n].name().to_string(), n))
+        .collect();
+    let at = |from: NodeIndex, to: NodeIndex, via: Via| {
+        (g.edges_connecting(from, to))
+            .filter(|e| e.weight().via == via)
+            .map(|e| e.weight().at)
+            .min()
+    };
+    for pair in hops.windows(2) {
+        let (into, out) = (&pair[0], &pair[1]);
+        if into.via != Via::RanOn || out.via != Via::BuilderRecord {
+            continue;
+        }
+        let record = by_name[&into.to];
+        if !matches!(g[record].entity, Entity::Record { .. }) {
+            continue;
+        }
+        let offerer = by_name[into.from.as_deref().unwrap_or_default()];
+        let user = by_name[&out.to];
+        let (Entity::Run { info: o }, Entity::Run { info: u }) =
+            (&g[offerer].entity, &g[user].entity)
+        else {
+            return Err(format!("no runs around {}", into.to));
+        };
+        if o.id == u.id {
+            return Err(format!("{} reaches itself through {}", out.to, into.to));
+        }
+        let unbounded = (result.write_spans.get(&o.id)).is_some_and(|span| span.unbounded());
+        if result.ignore_time || o.time_suspect || u.time_suspect || unbounded {
+            continue;
+        }
+        let (offered, used) = (
+            at(offerer, record, Via::RanOn),
+            at(record, user, Via::BuilderRecord),
+        );
+        if offered > used {
+            return Err(format!(
+                "{} offered {} from {offered:?}, {} used it at {used:?}",
+                into.from.as_deref().unwrap_or_default(),
+                into.to,
+                out.to
+            ));
+        }
+    }
+    Ok(())
 }
 
 proptest! {
