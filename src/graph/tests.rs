@@ -2669,7 +2669,7 @@ proptest! {
 /// Whether each hop of an explanation from a run's offer of a record no believed run created
 /// to a run that used the record holds in time: the offering run is another run, and began
 /// by the use, unless times prove nothing.
-fn offers_hold_in_time(result: &Trace, hops: &[super::Hop]) -> Result<(), String> {
+pub(crate) fn offers_hold_in_time(result: &Trace, hops: &[super::Hop]) -> Result<(), String> {
     let g = result.graph();
     let by_name: BTreeMap<String, NodeIndex> = (g.node_indices())
         .map(|n| (g[n].name().to_string(), n))

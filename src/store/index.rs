@@ -2811,6 +2811,16 @@ mod tests {
             },
         )
         .map_err(|err| err.to_string())?;
+        // Every tainted entity is explained by a chain that holds in time through the
+        // records no believed run created (these histories doubt some runs' evidence).
+        let graph = trace.graph();
+        for node in graph.node_indices().filter(|&n| graph[n].label.is_some()) {
+            let hops = (trace.explain_node(node))
+                .unwrap_or_else(|| panic!("no chain to {}", graph[node].name()));
+            if let Err(broken) = crate::graph::tests::offers_hold_in_time(&trace, &hops) {
+                panic!("{broken}: {hops:?}");
+            }
+        }
         let mut out = Vec::new();
         for format in [TraceFormat::Json, TraceFormat::Dot] {
             crate::report::trace::write(&trace, format, &mut out).unwrap();
