@@ -689,14 +689,15 @@ mod tests {
             named(&[("DOCKER_TLS_VERIFY", "1")]),
             "docker@localhost:2376"
         );
-        let tls = ClientFlags {
-            tls: Some(true),
-            ..ClientFlags::default()
+        // The same, with the client's TLS flags: `--tls` (or `--tlsverify`) or `--tls=false`.
+        let flagged = |tls: bool, vars: &[(&str, &str)]| {
+            let flags = ClientFlags {
+                tls: Some(tls),
+                ..ClientFlags::default()
+            };
+            derive(None, &client_env(&flags, &env(vars)), "h", None).name
         };
-        assert_eq!(
-            derive(None, &client_env(&tls, &env(&[])), "h", None).name,
-            "docker@localhost:2376"
-        );
+        assert_eq!(flagged(true, &[]), "docker@localhost:2376");
         // As the client reads them: an empty variable asks for nothing; `--tls=false` turns
         // off `DOCKER_TLS`, but not `DOCKER_TLS_VERIFY`, which means TLS whatever its value.
         assert_eq!(
@@ -707,27 +708,18 @@ mod tests {
             named(&[("DOCKER_TLS_VERIFY", "0")]),
             "docker@localhost:2376"
         );
-        let no_tls = ClientFlags {
-            tls: Some(false),
-            ..ClientFlags::default()
-        };
-        let with =
-            |vars: &[(&str, &str)]| derive(None, &client_env(&no_tls, &env(vars)), "h", None).name;
         assert_eq!(
-            with(&[("DOCKER_TLS", "1")]),
+            flagged(false, &[("DOCKER_TLS", "1")]),
             "docker@h:/var/run/docker.sock"
         );
-        assert_eq!(with(&[("DOCKER_TLS_VERIFY", "1")]), "docker@localhost:2376");
+        assert_eq!(
+            flagged(false, &[("DOCKER_TLS_VERIFY", "1")]),
+            "docker@localhost:2376"
+        );
         // A blank host is the engine the client reaches with none given: with TLS, the TLS
         // port, for buildx's `default` builder too; a space asks for TLS as any value does.
         assert_eq!(
-            derive(
-                None,
-                &client_env(&tls, &env(&[("DOCKER_HOST", " ")])),
-                "h",
-                None
-            )
-            .name,
+            flagged(true, &[("DOCKER_HOST", " ")]),
             "docker@localhost:2376"
         );
         assert_eq!(
