@@ -2796,9 +2796,9 @@ mod tests {
     /// The trust level [`write_history`] gives the runs whose record evidence is doubted.
     const DOUBTED_LEVEL: &str = "untrusted";
 
-    /// The trace as JSON and as Graphviz (every evidence edge), or the error's message.
     /// Every tainted entity of the trace is explained by a chain that holds in time through
-    /// the records no believed run created. (One search per entity: for small histories.)
+    /// the records no believed run created. (One search per entity: for small histories. A
+    /// trace that fails is left to [`json_or_error`], which compares its message.)
     fn explained_in_time<S: graph::Source>(source: &mut S, seeds: &Seeds, ignore_time: bool) {
         let options = TraceOptions {
             ignore_time,
@@ -2817,6 +2817,7 @@ mod tests {
         }
     }
 
+    /// The trace as JSON and as Graphviz (every evidence edge), or the error's message.
     fn json_or_error<S: graph::Source>(
         source: &mut S,
         seeds: &Seeds,
