@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod cut;
 pub mod dockerd;
 pub mod forward;
 pub mod http;

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::{Env, generate_fleet, ok};
+use crate::harness::cut::CutProxy;
 use crate::harness::oidc::{self, Collector, Issuer, Key};
 use crate::harness::{PgBouncer, PgCluster, require_pgbouncer, require_postgres};
 
@@ -340,6 +341,81 @@ fn a_server_killed_mid_import_exits_3_and_the_rerun_completes() {
     let export = |db: &str| ok(env.cmd().args(["--db", db, "export"]));
     assert_eq!(export(&db), export(sqlite.to_str().unwrap()));
     ok(env.cmd().args(["--db", &db, "verify-log"]));
+}
+
+/// A connection that dies while a trace reads the store (the server's answer stops part way,
+/// in its indexed queries or while it streams the whole graph): the trace exits 3 with one
+/// error line and writes nothing of the blast radius. Through a whole connection the same
+/// trace gives the same answer as a direct one.
+#[test]
+fn a_connection_cut_mid_trace_exits_3_and_writes_nothing() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let store = cluster.new_database();
+    let env = Env::new();
+    ok(env.cmd().args(["--db", &store.url, "db", "migrate"]));
+    let fleet = generate_fleet(&env, (3000, 10, 4, 30), None);
+    ok(env
+        .cmd()
+        .args(["--db", &store.url, "import"])
+        .arg(&fleet)
+        .stderr(Stdio::null()));
+    let proxy = CutProxy::start(store.port);
+    let through = store.url.replace(
+        &format!("127.0.0.1:{}/", store.port),
+        &format!("127.0.0.1:{}/", proxy.port()),
+    );
+    assert_ne!(through, store.url);
+    let trace = |db: &str| {
+        env.cmd()
+            .args([
+                "--db",
+                db,
+                "-v",
+                "trace",
+                "--format",
+                "json",
+                "--pipeline",
+                "p1",
+            ])
+            .output()
+            .unwrap()
+    };
+    let direct = trace(&store.url);
+    assert!(
+        direct.status.success(),
+        "{}",
+        String::from_utf8_lossy(&direct.stderr)
+    );
+    let before = proxy.served();
+    let whole = trace(&through);
+    assert!(whole.status.success());
+    assert_eq!(whole.stdout, direct.stdout);
+    // The trace loaded the whole graph: one cut falls in its stream of pages.
+    let verbose = String::from_utf8_lossy(&whole.stderr);
+    assert!(verbose.contains(" loaded in "), "{verbose}");
+    let read = proxy.served() - before;
+    for tenths in [1, 5, 8] {
+        proxy.cut_at(Some(proxy.served() + read * tenths / 10));
+        let out = trace(&through);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "cut at {tenths}/10: {stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "cut at {tenths}/10: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(
+            stderr.lines().filter(|l| l.starts_with("error")).count(),
+            1,
+            "{stderr}"
+        );
+        assert!(!stderr.contains(&store.password), "{stderr}");
+    }
+    proxy.cut_at(None);
+    assert_eq!(trace(&through).stdout, direct.stdout);
 }
 
 /// A store migrated by a newer release is refused with exit 3 naming both versions, unless
