@@ -625,6 +625,10 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
             Micros::MIN => "every record but cache mounts".to_owned(),
             t => format!("records used since {}", crate::time::format(t)),
         };
+        let made = |t: Micros| match t {
+            Micros::MIN => "at any time".to_owned(),
+            t => format!("since {}", crate::time::format(t)),
+        };
         let mut reason = match (ids.is_empty(), since) {
             (false, Some(t)) => format!(
                 "{} created by tainted runs, and runs without record evidence: {}",
@@ -644,8 +648,8 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
                 reason.push_str("; ");
             }
             reason.push_str(&format!(
-                "tainted runs whose record evidence is not believed (the lowest trust level): records made since {}",
-                crate::time::format(t)
+                "tainted runs whose record evidence is not believed (the lowest trust level): records made {}",
+                made(t)
             ));
         }
         actions.push(Action {

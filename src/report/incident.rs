@@ -601,8 +601,11 @@ pub fn describe_target_as(target: &Target, style: Style) -> String {
                 if let Some(t) = used_since {
                     s.push_str(&format!(" and those used since {}", time::format(*t)));
                 }
-                if let Some(t) = made_since {
-                    s.push_str(&format!(" and those made since {}", time::format(*t)));
+                match made_since {
+                    // A run whose times prove nothing may have made records at any time.
+                    Some(i64::MIN) => s.push_str(" and those made at any time"),
+                    Some(t) => s.push_str(&format!(" and those made since {}", time::format(*t))),
+                    None => {}
                 }
                 s
             }
@@ -700,6 +703,31 @@ fn code(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A prune of what a doubted run whose times prove nothing may have made reaches back to
+    /// any time, and says so in words, not as the smallest time there is.
+    #[test]
+    fn a_prune_of_records_made_at_any_time_says_so() {
+        let prune = |made_since: Option<i64>| Target::Builder {
+            builder: "b9".to_owned(),
+            endpoint: None,
+            driver: None,
+            record_ids: Vec::new(),
+            used_since: None,
+            made_since,
+            made_by_others: Vec::new(),
+            full: false,
+            partial: false,
+            clock_skew: None,
+        };
+        let any = describe_target(&prune(Some(i64::MIN)));
+        assert_eq!(any, "0 records on `b9` and those made at any time");
+        let since = describe_target(&prune(Some(1_767_225_600_000_000)));
+        assert_eq!(
+            since,
+            "0 records on `b9` and those made since 2026-01-01T00:00:00Z"
+        );
+    }
 
     /// A builder prune of build records only says so: it cleaned none of the builder's cache
     /// mounts, which a reader of the report must not take it for.
