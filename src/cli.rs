@@ -369,6 +369,13 @@ pub struct ImportArgs {
     /// refused; a purge time in the future is refused either way.
     #[arg(long)]
     pub purges: bool,
+    /// Take pipeline, run, step and builder names as a store's own export holds them: with
+    /// white space at an end or in another Unicode normalization form than C, as recorded
+    /// before such names were refused. Without this, a name that would print as another is
+    /// refused (exit 2), as `record` refuses it: a CI job's upload was written by the code it
+    /// built.
+    #[arg(long, conflicts_with = "trust_level")]
+    pub stored_names: bool,
 }
 
 #[derive(Debug, Args)]

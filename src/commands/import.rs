@@ -105,6 +105,7 @@ pub fn import(
         let parse = Batches {
             source: &source,
             trust_level: args.trust_level.as_deref(),
+            stored_names: args.stored_names,
             bound: &bound,
             purges: args.purges,
             now: crate::time::now(),
@@ -173,6 +174,8 @@ pub fn import(
 struct Batches<'a> {
     source: &'a str,
     trust_level: Option<&'a str>,
+    /// Names are taken as a store's own export holds them (`--stored-names`).
+    stored_names: bool,
     /// An upload's own runs (`--run`): its run and pipeline lines name one of them.
     bound: &'a [RunSeed],
     /// Purge lines are recorded (`--purges`), else refused.
@@ -250,11 +253,21 @@ impl Batches<'_> {
         if line.trim().is_empty() {
             return Ok(Some(None));
         }
-        // An upload is held to the names every hook records now; a store's own export keeps
-        // the ones it held.
-        let parsed = match self.trust_level {
-            Some(_) => parse_line(line),
-            None => parse_stored_line(line),
+        // A file is held to the names every hook records now, unless it is a store's own
+        // export, which keeps the ones it held.
+        let parsed = if self.stored_names {
+            parse_stored_line(line)
+        } else {
+            parse_line(line).map_err(|err| {
+                if self.trust_level.is_none() && parse_stored_line(line).is_ok() {
+                    format!(
+                        "{err} (a store's own export holding names recorded before they were \
+                         refused imports with --stored-names)"
+                    )
+                } else {
+                    err
+                }
+            })
         };
         let mut item = parsed.map_err(at_line)?;
         if let ImportItem::Purge { at, .. } = &item {

@@ -421,7 +421,8 @@ fn record_refuses_names_that_print_as_others() {
     }
     assert!(!env.db().exists());
     // A store's export holding such names, recorded before they were refused, moves to a new
-    // store as it is; an upload holding them is refused.
+    // store as it is with `--stored-names`; any other file holding them is refused, naming
+    // the line and the flag, and writes nothing.
     let old = env.write(
         "old.jsonl",
         concat!(
@@ -431,7 +432,16 @@ fn record_refuses_names_that_print_as_others() {
             "\n"
         ),
     );
-    ok(env.cmd().arg("import").arg(&old));
+    let out = output(&env, env.cmd().arg("import").arg(&old));
+    assert!(
+        out.starts_with("exit: 2\n")
+            && out.contains("line 1")
+            && out.contains("would print as another name")
+            && out.contains("--stored-names"),
+        "{out}"
+    );
+    assert!(!env.db().exists(), "{out}");
+    ok(env.cmd().args(["import", "--stored-names"]).arg(&old));
     let export = ok(env.cmd().arg("export"));
     assert!(
         export.contains(r#""pipeline":"web ""#) && export.contains("\"step\":\"cafe\u{301}\""),
