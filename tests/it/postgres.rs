@@ -1112,6 +1112,121 @@ fn db_grant_works_in_the_stores_own_schema() {
     assert!(!printed.contains("public"), "{printed}");
 }
 
+/// A record's words (which decide whether it carries taint) go in only with the run that says
+/// them. What hooks record goes in as before: a doubted run's words for a record it names first,
+/// a believed run's later words, each in its own import. A hook role by hand gives no record
+/// words without a run of its transaction naming it, and marks no record that runs named before
+/// as a doubted run's; the trace from the doubted run still reaches the release build.
+#[test]
+fn a_hook_adds_a_records_words_only_with_the_run_that_says_them() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let Granted {
+        store,
+        env,
+        hook_url,
+        responder_url,
+    } = granted(cluster);
+    let line = |pipeline: &str, level: &str, run: &str, records: &str, produced: &str| {
+        format!(
+            r#"{{"v":1,"type":"run","pipeline":"{pipeline}","trust_level":"{level}","run":"{run}","step":"s","builder":"ci-1","started_at":"2026-01-0{run}T00:00:00Z","finished_at":"2026-01-0{run}T00:01:00Z","records":{records}{produced}}}"#
+        )
+    };
+    let image = format!(
+        r#","produced":["reg.example/web:3@sha256:{}"]"#,
+        "d".repeat(64)
+    );
+    let first = env.write(
+        "first.jsonl",
+        &format!(
+            "{}\n{}\n",
+            line(
+                "forks-pr",
+                "untrusted",
+                "1",
+                r#"{"created":[{"id":"rX","type":"regular","description":"pulled from docker.io/library/alpine:3"},{"id":"rZ","type":"regular","description":"pulled from docker.io/library/alpine:3"}],"reused":[]}"#,
+                ""
+            ),
+            line(
+                "web-release",
+                "release",
+                "2",
+                r#"{"created":[{"id":"rY","type":"regular","description":"[2/2] RUN make"}],"reused":[]}"#,
+                ""
+            )
+        ),
+    );
+    ok(env.cmd().args(["--db", &hook_url, "import"]).arg(&first));
+    let second = env.write(
+        "second.jsonl",
+        &format!(
+            "{}\n",
+            line(
+                "web-release",
+                "release",
+                "3",
+                r#"{"created":[],"reused":[{"id":"rX","type":"regular","description":"[2/2] RUN make"}]}"#,
+                &image
+            )
+        ),
+    );
+    ok(env.cmd().args(["--db", &hook_url, "import"]).arg(&second));
+    let words = || {
+        cluster.psql(
+            &store.name,
+            "SELECT r.record_id, d.believed, d.description FROM record_descriptions d
+             JOIN builder_records r ON r.id = d.record ORDER BY 1, 2",
+        )
+    };
+    let recorded = words();
+    assert_eq!(
+        recorded.trim(),
+        "rX|0|pulled from docker.io/library/alpine:3\nrX|1|[2/2] RUN make\n\
+         rZ|0|pulled from docker.io/library/alpine:3"
+    );
+    let of =
+        |record: &str| format!("(SELECT id FROM builder_records WHERE record_id = '{record}')");
+    for sql in [
+        // Believed words for a record only a doubted run described, with no run.
+        format!(
+            "INSERT INTO record_descriptions VALUES ({}, 1, 'regular', 'pulled from x')",
+            of("rZ")
+        ),
+        // A record a believed run made, marked a doubted run's, then described as pulled.
+        format!(
+            "INSERT INTO record_descriptions VALUES ({r}, 0, 'regular', 'x'), ({r}, 1, 'regular', 'pulled from x')",
+            r = of("rY")
+        ),
+        format!(
+            "INSERT INTO record_descriptions VALUES ({}, 0, 'regular', 'x')",
+            of("rY")
+        ),
+    ] {
+        let out = cluster.psql_url(&hook_url, &sql);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("only with the run that says them"),
+            "{sql}: {stderr}"
+        );
+    }
+    assert_eq!(words(), recorded);
+    let trace = ok(env.cmd().args([
+        "--db",
+        &responder_url,
+        "trace",
+        "--run",
+        "forks-pr/1/s",
+        "--format",
+        "json",
+    ]));
+    assert!(
+        trace.contains("run:web-release/3/s") && trace.contains("reg.example/web"),
+        "{trace}"
+    );
+}
+
 /// Receipts are the collector's. A hook role adds none by hand, for an earlier run of any
 /// pipeline (a bound on when it began would narrow a trace from it, a doubt would widen one),
 /// and no refusal; it still adds the store's doubt of a run it records after a purge that run
