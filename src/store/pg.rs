@@ -34,7 +34,7 @@ const PG_MIGRATION_SQL: &[&str] = &[
     include_str!("../../schema/postgres/0011_upserts_draw_no_ids.sql"),
     include_str!("../../schema/postgres/0012_rows_checked_by_the_server.sql"),
     include_str!("../../schema/postgres/0013_record_descriptions.sql"),
-    include_str!("../../schema/postgres/0014_record_words_with_their_runs.sql"),
+    include_str!("../../schema/postgres/0014_provenance_only_added.sql"),
 ];
 
 /// The schema version this build writes on PostgreSQL.

@@ -1227,6 +1227,75 @@ fn a_hook_adds_a_records_words_only_with_the_run_that_says_them() {
     );
 }
 
+/// A mount use's details only grow: a run recorded again with another target path adds the
+/// union of its uses, through the hook role, and a hook role by hand adds no detail that leaves
+/// out a target path seen before (a purge finds a mount's records on Docker 20.10 by them).
+#[test]
+fn a_hook_adds_mount_details_only_with_the_uses_seen_before() {
+    if !require_postgres() {
+        return;
+    }
+    let cluster = PgCluster::shared();
+    let Granted {
+        store,
+        env,
+        hook_url,
+        ..
+    } = granted(cluster);
+    let run = |target: &str| {
+        format!(
+            "{}\n",
+            format_args!(
+                r#"{{"v":1,"type":"run","pipeline":"web","run":"1","step":"s","builder":"ci-1","started_at":"2026-01-01T00:00:00Z","finished_at":"2026-01-01T00:01:00Z","mounts":[{{"id":"pip","target":"{target}"}}]}}"#
+            )
+        )
+    };
+    for (file, target) in [("a.jsonl", "/a"), ("b.jsonl", "/b")] {
+        let file = env.write(file, &run(target));
+        ok(env.cmd().args(["--db", &hook_url, "import"]).arg(&file));
+    }
+    let newest = || {
+        cluster.psql(
+            &store.name,
+            "SELECT d.detail FROM event_details d ORDER BY d.id DESC LIMIT 1",
+        )
+    };
+    let seen = newest();
+    assert!(seen.contains("\"/a\"") && seen.contains("\"/b\""), "{seen}");
+    let add = |detail: &str| {
+        cluster.psql_url(
+            &hook_url,
+            &format!(
+                "INSERT INTO event_details (event_id, detail, at)
+                 SELECT id, '{detail}', 0 FROM events WHERE kind = 'read_mount'"
+            ),
+        )
+    };
+    for detail in [
+        r#"[{"id":"pip","target":"/c"}]"#,
+        r#"[{"id":"pip","target":"/a"}]"#,
+        "[]",
+        "not json",
+    ] {
+        let out = add(detail);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("only with every use seen before"),
+            "{detail}: {stderr}"
+        );
+    }
+    assert_eq!(newest(), seen);
+    // A detail holding every use seen, and more, only widens what a purge takes.
+    let wider =
+        r#"[{"id":"pip","target":"/a"},{"id":"pip","target":"/b"},{"id":"pip","target":"/c"}]"#;
+    let out = add(wider);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Receipts are the collector's. A hook role adds none by hand, for an earlier run of any
 /// pipeline (a bound on when it began would narrow a trace from it, a doubt would widen one),
 /// and no refusal; it still adds the store's doubt of a run it records after a purge that run

@@ -1,5 +1,5 @@
 -- PostgreSQL schema version 14: a record's words (`record_descriptions`) come with the run that
--- said them. Additive: nothing any release writes is refused, so a release at version 1 to 13
+-- said them, and a mount use's details only grow. Additive: nothing any release writes is refused, so a release at version 1 to 13
 -- keeps reading and writing a store at version 14 (writable_by stays 1).
 --
 -- A role that may only add provenance may INSERT into `record_descriptions` with values of its
@@ -50,3 +50,59 @@ $$;
 CREATE CONSTRAINT TRIGGER record_descriptions_with_their_runs AFTER INSERT ON record_descriptions
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION cw_record_words_with_their_runs();
+
+-- A mount use seen again with options its event's detail lacks appends the union of every use
+-- seen to `event_details`, and readers take the newest row: the mount's target paths, by which
+-- a purge finds the mount's records on a Docker 20.10 builder. A detail a role added by hand
+-- that left out a use seen before would hide those paths from every later purge. So a role
+-- that may not update builder records adds a detail (a JSON array of uses) only holding each
+-- use of the one before it: its id, namespace and target path (other options a later release
+-- may add are not compared). (A detail before it that is no JSON array, which no release
+-- writes, is replaced whole, as the writers replace it.)
+CREATE FUNCTION cw_event_details_only_grow() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    previous TEXT;
+    before JSONB;
+    after JSONB;
+BEGIN
+    IF has_table_privilege('builder_records'::regclass, 'UPDATE') THEN
+        RETURN NULL;
+    END IF;
+    previous := coalesce(
+        (SELECT d.detail FROM event_details d
+         WHERE d.event_id = NEW.event_id AND d.id < NEW.id
+         ORDER BY d.id DESC LIMIT 1),
+        (SELECT e.detail FROM events e WHERE e.id = NEW.event_id));
+    BEGIN
+        before := previous::jsonb;
+    EXCEPTION WHEN invalid_text_representation THEN
+        before := NULL;
+    END;
+    IF before IS NULL OR jsonb_typeof(before) <> 'array' THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        after := NEW.detail::jsonb;
+    EXCEPTION WHEN invalid_text_representation THEN
+        after := NULL;
+    END;
+    IF after IS NULL OR jsonb_typeof(after) <> 'array'
+       OR (SELECT 1 FROM jsonb_array_elements(before) b
+           WHERE (SELECT 1 FROM jsonb_array_elements(after) a
+                  WHERE a -> 'id' IS NOT DISTINCT FROM b -> 'id'
+                    AND a -> 'namespace' IS NOT DISTINCT FROM b -> 'namespace'
+                    AND a -> 'target' IS NOT DISTINCT FROM b -> 'target'
+                  LIMIT 1) IS NULL
+           LIMIT 1) IS NOT NULL THEN
+        RAISE EXCEPTION 'details of event %: a role that may only add provenance adds a mount use''s details only with every use seen before (id, namespace and target)',
+                        NEW.event_id
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Record the run again (`cachewarden record`): its new uses are added to the ones seen.';
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER event_details_only_grow AFTER INSERT ON event_details
+    FOR EACH ROW EXECUTE FUNCTION cw_event_details_only_grow();
