@@ -261,7 +261,7 @@ pub fn parse_line(text: &str) -> Result<ImportItem, String> {
     parse_line_with(text, Names::AsRecordedNow)
 }
 
-/// [`parse_line`] for a store's own export (a plain `import`): names are taken as the store
+/// [`parse_line`] for a store's own export (`import --stored-names`): names are taken as the store
 /// held them, white space at their ends or another normalization form included, which a store
 /// recorded before it refused them.
 pub fn parse_stored_line(text: &str) -> Result<ImportItem, String> {
