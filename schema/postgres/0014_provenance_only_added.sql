@@ -54,11 +54,13 @@ CREATE CONSTRAINT TRIGGER record_descriptions_with_their_runs AFTER INSERT ON re
 -- A mount use seen again with options its event's detail lacks appends the union of every use
 -- seen to `event_details`, and readers take the newest row: the mount's target paths, by which
 -- a purge finds the mount's records on a Docker 20.10 builder. A detail a role added by hand
--- that left out a use seen before would hide those paths from every later purge. So a role
--- that may not update builder records adds a detail (a JSON array of uses) only holding each
--- use of the one before it: its id, namespace and target path (other options a later release
--- may add are not compared). (A detail before it that is no JSON array, which no release
--- writes, is replaced whole, as the writers replace it.)
+-- that left out a use seen before, or that a reader cannot parse (which reads as no use at
+-- all), would hide those paths from every later purge. So a role that may not update builder
+-- records adds a detail only as the writers write it: a JSON array of uses as this release
+-- reads them (objects of known keys, each key once, each value of its type), holding each use
+-- (id, namespace, target path) of the detail before it. (A detail before it that is no JSON
+-- array, which no release writes, is replaced whole, as the writers replace it.) A release
+-- whose uses gain an option says so in a migration of its own.
 CREATE FUNCTION cw_event_details_only_grow() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
@@ -76,26 +78,46 @@ BEGIN
         (SELECT e.detail FROM events e WHERE e.id = NEW.event_id));
     BEGIN
         before := previous::jsonb;
-    EXCEPTION WHEN invalid_text_representation THEN
+    EXCEPTION WHEN invalid_text_representation OR untranslatable_character THEN
         before := NULL;
     END;
-    IF before IS NULL OR jsonb_typeof(before) <> 'array' THEN
-        RETURN NULL;
-    END IF;
     BEGIN
         after := NEW.detail::jsonb;
-    EXCEPTION WHEN invalid_text_representation THEN
+    EXCEPTION WHEN invalid_text_representation OR untranslatable_character THEN
         after := NULL;
     END;
     IF after IS NULL OR jsonb_typeof(after) <> 'array'
-       OR (SELECT 1 FROM jsonb_array_elements(before) b
-           WHERE (SELECT 1 FROM jsonb_array_elements(after) a
-                  WHERE a -> 'id' IS NOT DISTINCT FROM b -> 'id'
-                    AND a -> 'namespace' IS NOT DISTINCT FROM b -> 'namespace'
-                    AND a -> 'target' IS NOT DISTINCT FROM b -> 'target'
-                  LIMIT 1) IS NULL
-           LIMIT 1) IS NOT NULL THEN
-        RAISE EXCEPTION 'details of event %: a role that may only add provenance adds a mount use''s details only with every use seen before (id, namespace and target)',
+       -- Each use an object this release parses: `id` a string, every key known and given
+       -- once (the text is read as `json`, which keeps what `jsonb` folds), each value of its
+       -- type as the writers write it.
+       OR (SELECT 1 FROM json_array_elements(NEW.detail::json) u
+           WHERE json_typeof(u) <> 'object'
+              OR json_typeof(u -> 'id') IS DISTINCT FROM 'string'
+              OR (SELECT count(*) FROM json_object_keys(u))
+                 <> (SELECT count(DISTINCT k) FROM json_object_keys(u) AS k)
+              OR (SELECT 1 FROM json_each(u) f
+                  WHERE NOT CASE
+                      WHEN f.key IN ('id', 'namespace') THEN json_typeof(f.value) = 'string'
+                      WHEN f.key IN ('target', 'from') THEN json_typeof(f.value) IN ('string', 'null')
+                      WHEN f.key = 'sharing' THEN f.value::text IN ('"shared"', '"private"', '"locked"')
+                      WHEN f.key = 'readonly' THEN json_typeof(f.value) = 'boolean'
+                      WHEN f.key IN ('uid', 'gid', 'mode') THEN
+                          json_typeof(f.value) = 'null'
+                          OR (f.value::text ~ '^(0|[1-9][0-9]{0,9})$'
+                              AND f.value::text::numeric <= 4294967295)
+                      ELSE FALSE
+                  END
+                  LIMIT 1) IS NOT NULL
+           LIMIT 1) IS NOT NULL
+       OR (before IS NOT NULL AND jsonb_typeof(before) = 'array'
+           AND (SELECT 1 FROM jsonb_array_elements(before) b
+                WHERE (SELECT 1 FROM jsonb_array_elements(after) a
+                       WHERE a -> 'id' IS NOT DISTINCT FROM b -> 'id'
+                         AND a -> 'namespace' IS NOT DISTINCT FROM b -> 'namespace'
+                         AND a -> 'target' IS NOT DISTINCT FROM b -> 'target'
+                       LIMIT 1) IS NULL
+                LIMIT 1) IS NOT NULL) THEN
+        RAISE EXCEPTION 'details of event %: a role that may only add provenance adds a mount use''s details only as the writers write them, with every use seen before (id, namespace and target)',
                         NEW.event_id
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Record the run again (`cachewarden record`): its new uses are added to the ones seen.';

@@ -1049,12 +1049,17 @@ fn covers_use((last_used_at, size): (Option<Micros>, Option<i64>), record: &Buil
 /// believed, and keeps who described it (`record_descriptions`): a doubted run that names a
 /// record first in words that carry no taint leaves it of unknown kind, until a believed run
 /// describes it.
+///
+/// `repeat` is the run and event kind when the run was recorded before: a believed run whose
+/// event naming the record is an earlier write's gives no words now. Words go in only with the
+/// event of the run that says them, which the PostgreSQL store checks for a hook role.
 fn upsert_record(
     tx: &Transaction<'_>,
     cache: &mut IdCache,
     builder: i64,
     record: &BuilderRecord,
     doubted: bool,
+    repeat: Option<(i64, &str)>,
 ) -> crate::store::db::DbResult<StoredRecord> {
     let ident = (builder, record.id.clone());
     let doubtful = doubted
@@ -1082,7 +1087,10 @@ fn upsert_record(
     let believed_words = !doubted && !record.record_type.is_empty();
     let words = if first {
         Some(0)
-    } else if believed_words && described_by_doubted(tx, cache, stored.id)? {
+    } else if believed_words
+        && described_by_doubted(tx, cache, stored.id)?
+        && !named_before(tx, repeat, stored.id)?
+    {
         Some(1)
     } else {
         None
@@ -1107,6 +1115,22 @@ fn upsert_record(
         }
     }
     Ok(stored)
+}
+
+/// Whether a run recorded before already named the record with an event of this kind.
+fn named_before(
+    tx: &Transaction<'_>,
+    repeat: Option<(i64, &str)>,
+    record: i64,
+) -> crate::store::db::DbResult<bool> {
+    let Some((run, kind)) = repeat else {
+        return Ok(false);
+    };
+    let found: Option<i64> = tx
+        .prepare_cached("SELECT 1 FROM events WHERE run_id = ?1 AND kind = ?2 AND target = ?3")?
+        .query_row(params![run, kind, record], |row| row.get(0))
+        .optional()?;
+    Ok(found.is_some())
 }
 
 /// Whether only a run whose record evidence is not believed has described the record.
@@ -1990,7 +2014,8 @@ pub(super) fn insert_run(
                     } else {
                         r
                     };
-                    let stored = upsert_record(tx, cache, builder, r, untrusted)?;
+                    let repeat = (!created).then_some((run, kind));
+                    let stored = upsert_record(tx, cache, builder, r, untrusted, repeat)?;
                     let named = || Target::Record {
                         builder: on_builder(),
                         record_id: r.id.clone(),
