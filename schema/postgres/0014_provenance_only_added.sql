@@ -1,13 +1,16 @@
 -- PostgreSQL schema version 14: a record's words (`record_descriptions`) come with the run that
--- said them, and a mount use's details only grow. Additive: nothing any release writes is refused, so a release at version 1 to 13
--- keeps reading and writing a store at version 14 (writable_by stays 1).
+-- said them, and a mount use's details only grow. Additive: a release at version 1 to 13 keeps
+-- reading and writing a store at version 14 (writable_by stays 1). One write of such a release
+-- is refused for a role that may only add provenance: a believed run recorded again with words
+-- for a record its earlier write named without any (no event of its own comes with them; this
+-- release leaves such words out). The run's earlier write stands.
 --
 -- A role that may only add provenance may INSERT into `record_descriptions` with values of its
 -- own choosing. A believed row replaces the words of a record a doubted run named first, and
 -- so decides whether the record carries taint: without a check, a hook could give any record
 -- both rows, the believed one naming a pulled layer, and every trace through that record would
--- stop there, with nothing in the run chain to show for it. Every writer adds these rows only
--- with the events of the run whose words they are, in one transaction:
+-- stop there, with nothing in the run chain to show for it. This release's writers add these
+-- rows only with the events of the run whose words they are, in one transaction:
 -- - `believed = 0`: a doubted run's words for a record it names first, so every event naming
 --   the record is that transaction's (there is at least one);
 -- - `believed = 1`: a believed run's words, so an event of that transaction names the record.
