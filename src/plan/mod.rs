@@ -625,10 +625,6 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
             Micros::MIN => "every record but cache mounts".to_owned(),
             t => format!("records used since {}", crate::time::format(t)),
         };
-        let made = |t: Micros| match t {
-            Micros::MIN => "at any time".to_owned(),
-            t => format!("since {}", crate::time::format(t)),
-        };
         let mut reason = match (ids.is_empty(), since) {
             (false, Some(t)) => format!(
                 "{} created by tainted runs, and runs without record evidence: {}",
@@ -649,7 +645,7 @@ pub fn plan(trace: &Trace, ctx: &PlanContext, scope: &Scope, options: PlanOption
             }
             reason.push_str(&format!(
                 "tainted runs whose record evidence is not believed (the lowest trust level): records made {}",
-                made(t)
+                crate::report::made_since(t)
             ));
         }
         actions.push(Action {

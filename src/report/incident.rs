@@ -601,11 +601,8 @@ pub fn describe_target_as(target: &Target, style: Style) -> String {
                 if let Some(t) = used_since {
                     s.push_str(&format!(" and those used since {}", time::format(*t)));
                 }
-                match made_since {
-                    // A run whose times prove nothing may have made records at any time.
-                    Some(i64::MIN) => s.push_str(" and those made at any time"),
-                    Some(t) => s.push_str(&format!(" and those made since {}", time::format(*t))),
-                    None => {}
+                if let Some(t) = made_since {
+                    s.push_str(&format!(" and those made {}", super::made_since(*t)));
                 }
                 s
             }

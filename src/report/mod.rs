@@ -6,6 +6,15 @@ pub fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// When a prune's records were made from: `since TIME`, or `at any time` for a run whose
+/// times prove nothing (the smallest time).
+pub fn made_since(t: crate::time::Micros) -> String {
+    match t {
+        crate::time::Micros::MIN => "at any time".to_owned(),
+        t => format!("since {}", crate::time::format(t)),
+    }
+}
+
 /// The first `shown` of `names`, each in backticks, then how many more there are:
 /// `` `a`, `b`, `c` and 2 more``.
 pub fn some_names<T: std::fmt::Display>(
